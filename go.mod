@@ -1,0 +1,3 @@
+module github.com/porthole-iot/porthole
+
+go 1.26.0

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# deps.sh PROFILE: install the Debian packages a make target needs, only when missing.
+# Nothing outside Debian's archive is fetched here (Go modules come from `go mod download`).
+# As root it runs apt-get; otherwise it names what is missing and, under CI=true, fails.
+set -euo pipefail
+
+profile=${1:-test}
+case "$profile" in
+  test)     want=(openssh-client) ;;
+  generate) want=(protobuf-compiler) ;;
+  *) echo "deps.sh: unknown profile $profile (want test or generate)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps.sh: missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+  [ "${CI:-}" = true ] && exit 1
+  exit 0
+fi
+echo "deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
