@@ -114,7 +114,9 @@ func TestAppendFrameRefuses(t *testing.T) {
 }
 
 // rawFrame prefixes body with its 2-byte length.
-func rawFrame(body ...byte) []byte { return append([]byte{byte(len(body) >> 8), byte(len(body))}, body...) }
+func rawFrame(body ...byte) []byte {
+	return append([]byte{byte(len(body) >> 8), byte(len(body))}, body...)
+}
 
 func TestFrameReaderRules(t *testing.T) {
 	for _, tc := range []struct {
