@@ -1,0 +1,428 @@
+package sshd
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	gliderssh "github.com/gliderlabs/ssh"
+	"golang.org/x/crypto/bcrypt"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// Permission extensions carry what authentication decided to the session
+// and forwarding handlers (x/crypto keeps them on the ServerConn).
+const (
+	extMethod       = "porthole@method"
+	extKey          = "porthole@key"
+	extCertID       = "porthole@cert-id"
+	extForceCommand = "porthole@force-command"
+	extNoPTY        = "porthole@no-pty"
+	extNoForward    = "porthole@no-port-forwarding"
+	extNoAgent      = "porthole@no-agent-forwarding"
+	extPermitOpen   = "porthole@permitopen"
+	extPermitListen = "porthole@permitlisten"
+	extNoTouch      = "no-touch-required" // read by x/crypto for sk keys
+)
+
+// authInfo identifies the key of a public key login for the audit log.
+type authInfo struct {
+	Fingerprint string
+	CertID      string
+	CertSerial  uint64
+}
+
+func keyInfo(key gossh.PublicKey) authInfo {
+	if c, ok := key.(*gossh.Certificate); ok {
+		return authInfo{Fingerprint: gossh.FingerprintSHA256(c.Key), CertID: c.KeyId, CertSerial: c.Serial}
+	}
+	return authInfo{Fingerprint: gossh.FingerprintSHA256(key)}
+}
+
+// publicKeyHandler answers "may this key log in?" (the query before the
+// client signs). The final Permissions come from verifiedKey.
+func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
+	st := stateFrom(ctx)
+	_, err := s.authorizeKey(st, ctx.User(), key)
+	reason := ""
+	if err != nil {
+		reason = err.Error()
+		s.log().Debug("public key refused", "remote", st.remote, "user", ctx.User(), "key", keyInfo(key).Fingerprint, "reason", reason)
+	}
+	st.setKey(keyInfo(key), reason)
+	return err == nil
+}
+
+// verifiedKey is called by x/crypto once the client proved it holds key. It
+// decides again and returns fresh Permissions for exactly this key, so no
+// state of an earlier query can leak into the session.
+func (s *Server) verifiedKey(st *connState, cm gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
+	perms, err := s.authorizeKey(st, cm.User(), key)
+	reason := ""
+	if err != nil {
+		reason = err.Error()
+	}
+	st.setKey(keyInfo(key), reason)
+	return perms, err
+}
+
+// passwordHandler checks a password against PasswordHashes.
+func (s *Server) passwordHandler(ctx gliderssh.Context, password string) bool {
+	st := stateFrom(ctx)
+	err := s.checkPassword(ctx.User(), password)
+	if err != nil {
+		st.setKey(authInfo{}, err.Error())
+		return false
+	}
+	// gliderlabs returns the context's Permissions for a password login;
+	// this is the final step of authentication, so set them now.
+	p := ctx.Permissions().Permissions
+	p.CriticalOptions = nil
+	p.Extensions = map[string]string{extMethod: "password"}
+	st.setKey(authInfo{}, "")
+	return true
+}
+
+func (s *Server) checkPassword(user, password string) error {
+	hash, ok := s.PasswordHashes[user]
+	if !ok {
+		bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		return errors.New("no password set for this user")
+	}
+	if _, err := s.lookupUser(user); err != nil {
+		bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		return err
+	}
+	if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)); err != nil {
+		return errors.New("wrong password")
+	}
+	return nil
+}
+
+// authLog turns x/crypto's record of each attempt into audit events.
+func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, err error) {
+	st.mu.Lock()
+	k, reason := st.lastKey, st.lastReason
+	st.mu.Unlock()
+	e := Event{Remote: st.remote, SessionID: hex.EncodeToString(cm.SessionID()), User: cm.User(), Method: method}
+	if method == "publickey" {
+		e.KeyFingerprint, e.CertID, e.CertSerial = k.Fingerprint, k.CertID, k.CertSerial
+	}
+	if err == nil {
+		st.authed.Store(true)
+		e.Type = EventLoginSuccess
+		s.log().Info("login", "remote", st.remote, "user", cm.User(), "method", method, "key", e.KeyFingerprint, "cert", e.CertID)
+		s.audit(e)
+		return
+	}
+	if method == "none" {
+		return // every client probes with "none" first
+	}
+	e.Type = EventLoginFailure
+	e.Reason = reason
+	if e.Reason == "" {
+		e.Reason = err.Error()
+	}
+	s.log().Info("login refused", "remote", st.remote, "user", cm.User(), "method", method, "key", e.KeyFingerprint, "reason", e.Reason)
+	s.audit(e)
+}
+
+// authorizedKeysPaths expands AuthorizedKeysFiles for a.
+func (s *Server) authorizedKeysPaths(a *account) []string {
+	var out []string
+	for _, p := range s.AuthorizedKeysFiles {
+		var b strings.Builder
+		for i := 0; i < len(p); i++ {
+			if p[i] == '%' && i+1 < len(p) {
+				switch p[i+1] {
+				case 'h':
+					b.WriteString(a.Home)
+					i++
+					continue
+				case 'u':
+					b.WriteString(a.Name)
+					i++
+					continue
+				case '%':
+					b.WriteByte('%')
+					i++
+					continue
+				}
+			}
+			b.WriteByte(p[i])
+		}
+		path := b.String()
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(a.Home, path)
+		}
+		out = append(out, path)
+	}
+	return out
+}
+
+// authorizedKeys reads the user's authorized_keys files. Missing files are
+// skipped; bad lines are logged and skipped.
+func (s *Server) authorizedKeys(a *account) []authorizedKey {
+	var out []authorizedKey
+	for _, path := range s.authorizedKeysPaths(a) {
+		f, err := os.Open(path)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				s.log().Warn("reading authorized keys", "path", path, "err", err)
+			}
+			continue
+		}
+		keys, errs := parseAuthorizedKeys(f)
+		f.Close()
+		for _, e := range errs {
+			s.log().Warn("authorized keys line skipped", "path", path, "err", e)
+		}
+		out = append(out, keys...)
+	}
+	return out
+}
+
+// trustedCAs reads TrustedUserCAKeysFiles.
+func (s *Server) trustedCAs() []gossh.PublicKey {
+	var out []gossh.PublicKey
+	for _, path := range s.TrustedUserCAKeysFiles {
+		f, err := os.Open(path)
+		if err != nil {
+			s.log().Warn("reading trusted user CA keys", "path", path, "err", err)
+			continue
+		}
+		keys, errs := parseAuthorizedKeys(f)
+		f.Close()
+		for _, e := range errs {
+			s.log().Warn("trusted CA line skipped", "path", path, "err", e)
+		}
+		for _, k := range keys {
+			out = append(out, k.Key)
+		}
+	}
+	return out
+}
+
+// authorizeKey decides whether key may log in as user and with which
+// restrictions.
+func (s *Server) authorizeKey(st *connState, user string, key gossh.PublicKey) (*gossh.Permissions, error) {
+	a, err := s.lookupUser(user)
+	if err != nil {
+		return nil, err
+	}
+	if cert, ok := key.(*gossh.Certificate); ok {
+		return s.authorizeCert(st, a, cert)
+	}
+	now := s.clock()
+	var why error = errors.New("key not in authorized_keys")
+	for _, k := range s.authorizedKeys(a) {
+		if k.Options.CertAuthority || !keysEqual(k.Key, key) {
+			continue
+		}
+		if err := s.checkLineOptions(st, k.Options, now); err != nil {
+			why = err
+			continue
+		}
+		return permsFor("publickey", keyInfo(key), k.Options), nil
+	}
+	return nil, why
+}
+
+// checkLineOptions applies the conditions of an authorized_keys line.
+func (s *Server) checkLineOptions(st *connState, o keyOptions, now time.Time) error {
+	if !o.ExpiryTime.IsZero() && !now.Before(o.ExpiryTime) {
+		return errors.New("key expired (expiry-time)")
+	}
+	if o.From != nil && !matchFrom(st.ip, o.From) {
+		return fmt.Errorf("client address %s not allowed by from=", st.remote)
+	}
+	if o.VerifyRequired {
+		return errors.New("verify-required is not supported")
+	}
+	return nil
+}
+
+// authorizeCert accepts a user certificate signed by a CA from
+// TrustedUserCAKeysFiles (principal: the login name) or from a
+// cert-authority line of the user's authorized_keys (principal: the login
+// name, or one of the line's principals= list).
+func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificate) (*gossh.Permissions, error) {
+	if cert.CertType != gossh.UserCert {
+		return nil, errors.New("not a user certificate")
+	}
+	if len(cert.ValidPrincipals) == 0 {
+		return nil, errors.New("certificate has no principals")
+	}
+	now := s.clock()
+	checker := gossh.CertChecker{
+		SupportedCriticalOptions: []string{"force-command", "source-address"},
+		Clock:                    s.clock,
+	}
+	var why error = errors.New("certificate not signed by a trusted CA")
+	for _, ca := range s.trustedCAs() {
+		if !keysEqual(ca, cert.SignatureKey) {
+			continue
+		}
+		if err := checker.CheckCert(a.Name, cert); err != nil {
+			why = err
+			continue
+		}
+		if err := checkSourceAddress(st, cert); err != nil {
+			return nil, err
+		}
+		return certPerms(cert, keyOptions{}, "")
+	}
+	for _, k := range s.authorizedKeys(a) {
+		if !k.Options.CertAuthority || !keysEqual(k.Key, cert.SignatureKey) {
+			continue
+		}
+		if err := s.checkLineOptions(st, k.Options, now); err != nil {
+			why = err
+			continue
+		}
+		principals := k.Options.Principals
+		if principals == nil {
+			principals = []string{a.Name}
+		}
+		var err error = errors.New("no certificate principal allowed by principals=")
+		for _, p := range principals {
+			if slices.Contains(cert.ValidPrincipals, p) {
+				err = checker.CheckCert(p, cert)
+				break
+			}
+		}
+		if err != nil {
+			why = err
+			continue
+		}
+		if err := checkSourceAddress(st, cert); err != nil {
+			return nil, err
+		}
+		return certPerms(cert, k.Options, "")
+	}
+	return nil, why
+}
+
+// checkSourceAddress applies a certificate's source-address critical option.
+func checkSourceAddress(st *connState, cert *gossh.Certificate) error {
+	v, ok := cert.CriticalOptions["source-address"]
+	if !ok {
+		return nil
+	}
+	for _, p := range splitList(v) {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			if _, err := netip.ParseAddr(p); err != nil {
+				return fmt.Errorf("certificate source-address %q is not an address list", v)
+			}
+		}
+	}
+	var pats []string
+	for _, p := range splitList(v) {
+		if !strings.Contains(p, "/") {
+			ip, _ := netip.ParseAddr(p)
+			p = netip.PrefixFrom(ip, ip.BitLen()).String()
+		}
+		pats = append(pats, p)
+	}
+	if !matchFrom(st.ip, pats) {
+		return fmt.Errorf("client address %s not allowed by the certificate's source-address", st.remote)
+	}
+	return nil
+}
+
+// certPerms combines a certificate's options and extensions with those of
+// the authorized_keys line that trusted its CA.
+func certPerms(cert *gossh.Certificate, o keyOptions, _ string) (*gossh.Permissions, error) {
+	if fc, ok := cert.CriticalOptions["force-command"]; ok {
+		if o.HasCommand && o.Command != fc {
+			return nil, errors.New("certificate force-command and authorized_keys command= differ")
+		}
+		o.Command, o.HasCommand = fc, true
+	}
+	if _, ok := cert.Extensions["permit-pty"]; !ok {
+		o.NoPTY = true
+	}
+	if _, ok := cert.Extensions["permit-port-forwarding"]; !ok {
+		o.NoPortForward = true
+	}
+	if _, ok := cert.Extensions["permit-agent-forwarding"]; !ok {
+		o.NoAgentForward = true
+	}
+	if _, ok := cert.Extensions["no-touch-required"]; ok {
+		o.NoTouch = true
+	}
+	p := permsFor("publickey", keyInfo(cert), o)
+	if v, ok := cert.CriticalOptions["source-address"]; ok {
+		// x/crypto checks this too, against the TCP address.
+		p.CriticalOptions = map[string]string{"source-address": v}
+	}
+	return p, nil
+}
+
+// permsFor encodes a login's restrictions as Permissions extensions.
+func permsFor(method string, k authInfo, o keyOptions) *gossh.Permissions {
+	ext := map[string]string{extMethod: method, extKey: k.Fingerprint}
+	if k.CertID != "" {
+		ext[extCertID] = k.CertID
+	}
+	if o.HasCommand {
+		ext[extForceCommand] = o.Command
+	}
+	if o.NoPTY {
+		ext[extNoPTY] = ""
+	}
+	if o.NoPortForward {
+		ext[extNoForward] = ""
+	}
+	if o.NoAgentForward {
+		ext[extNoAgent] = ""
+	}
+	if o.PermitOpen != nil {
+		ext[extPermitOpen] = strings.Join(o.PermitOpen, "\n")
+	}
+	if o.PermitListen != nil {
+		ext[extPermitListen] = strings.Join(o.PermitListen, "\n")
+	}
+	if o.NoTouch {
+		ext[extNoTouch] = ""
+	}
+	return &gossh.Permissions{Extensions: ext}
+}
+
+// restrictions is the decoded form of a login's Permissions.
+type restrictions struct {
+	method       string
+	forceCommand string
+	hasForce     bool
+	noPTY        bool
+	noForward    bool
+	noAgent      bool
+	permitOpen   []string // nil: no per-key list
+	permitListen []string
+}
+
+func restrictionsOf(p *gossh.Permissions) restrictions {
+	var r restrictions
+	if p == nil {
+		return restrictions{noPTY: true, noForward: true, noAgent: true}
+	}
+	e := p.Extensions
+	r.method = e[extMethod]
+	r.forceCommand, r.hasForce = e[extForceCommand]
+	_, r.noPTY = e[extNoPTY]
+	_, r.noForward = e[extNoForward]
+	_, r.noAgent = e[extNoAgent]
+	if v, ok := e[extPermitOpen]; ok {
+		r.permitOpen = strings.Split(v, "\n")
+	}
+	if v, ok := e[extPermitListen]; ok {
+		r.permitListen = strings.Split(v, "\n")
+	}
+	return r
+}

@@ -1,0 +1,386 @@
+package sshd
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// keyOptions are the options of one authorized_keys line (sshd(8),
+// "AUTHORIZED_KEYS FILE FORMAT"). Options porthole has no use for
+// (no-X11-forwarding, no-user-rc, environment=, tunnel=, …) are parsed and
+// ignored: the features they restrict do not exist here.
+type keyOptions struct {
+	CertAuthority  bool
+	Command        string // command=: forced command; HasCommand tells "" from absent
+	HasCommand     bool
+	From           []string // from=: patterns the client address must match
+	Principals     []string // principals=: for cert-authority lines
+	PermitOpen     []string // permitopen=: host:port pairs -L may reach
+	PermitListen   []string // permitlisten=: [host:]port pairs -R may bind
+	ExpiryTime     time.Time
+	NoPortForward  bool
+	NoPTY          bool
+	NoAgentForward bool
+	NoTouch        bool // no-touch-required, passed to x/crypto for sk keys
+	VerifyRequired bool // verify-required: not supported, so the key is refused
+}
+
+// authorizedKey is one parsed line.
+type authorizedKey struct {
+	Key     gossh.PublicKey
+	Comment string
+	Options keyOptions
+}
+
+// parseAuthorizedKeys parses authorized_keys data. Lines that do not parse are
+// returned as errors with their line numbers and otherwise skipped, as sshd does.
+func parseAuthorizedKeys(r io.Reader) ([]authorizedKey, []error) {
+	var keys []authorizedKey
+	var errs []error
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 8192), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		k, err := parseAuthorizedKeyLine(line)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %w", n, err))
+			continue
+		}
+		keys = append(keys, k)
+	}
+	if err := sc.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	return keys, errs
+}
+
+// isKeyType reports whether s names an SSH public key (or certificate) type.
+func isKeyType(s string) bool {
+	switch {
+	case strings.HasPrefix(s, "ssh-"), strings.HasPrefix(s, "ecdsa-sha2-"),
+		strings.HasPrefix(s, "sk-ssh-"), strings.HasPrefix(s, "sk-ecdsa-"),
+		strings.HasPrefix(s, "rsa-sha2-"):
+		return !strings.Contains(s, "=")
+	}
+	return false
+}
+
+// parseAuthorizedKeyLine parses "[options] type base64 [comment]".
+func parseAuthorizedKeyLine(line string) (authorizedKey, error) {
+	var k authorizedKey
+	line = strings.TrimSpace(line)
+	first, _, _ := strings.Cut(line, " ")
+	first, _, _ = strings.Cut(first, "\t")
+	if !isKeyType(first) {
+		opts, rest, err := splitOptions(line)
+		if err != nil {
+			return k, err
+		}
+		if k.Options, err = parseKeyOptions(opts); err != nil {
+			return k, err
+		}
+		line = strings.TrimLeft(rest, " \t")
+	}
+	fields := strings.Fields(line)
+	if len(fields) < 2 {
+		return k, fmt.Errorf("want key type and key, got %d fields", len(fields))
+	}
+	blob, err := base64.StdEncoding.DecodeString(fields[1])
+	if err != nil {
+		return k, fmt.Errorf("key data: %w", err)
+	}
+	key, err := gossh.ParsePublicKey(blob)
+	if err != nil {
+		return k, fmt.Errorf("key data: %w", err)
+	}
+	if key.Type() != fields[0] {
+		return k, fmt.Errorf("key type %q does not match key data %q", fields[0], key.Type())
+	}
+	k.Key = key
+	if len(fields) > 2 {
+		k.Comment = strings.Join(fields[2:], " ")
+	}
+	return k, nil
+}
+
+// splitOptions splits the leading options of a line into their raw texts and
+// returns the rest of the line. Commas and spaces inside double quotes belong
+// to the value; \" is a quote inside a value.
+func splitOptions(line string) (opts []string, rest string, err error) {
+	var cur strings.Builder
+	inQuote := false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '\\' && inQuote && i+1 < len(line) && line[i+1] == '"':
+			cur.WriteString(`\"`)
+			i++
+		case c == '"':
+			inQuote = !inQuote
+			cur.WriteByte(c)
+		case !inQuote && c == ',':
+			if cur.Len() == 0 {
+				return nil, "", fmt.Errorf("empty option at offset %d", i)
+			}
+			opts = append(opts, cur.String())
+			cur.Reset()
+		case !inQuote && (c == ' ' || c == '\t'):
+			if cur.Len() == 0 {
+				return nil, "", fmt.Errorf("empty option at offset %d", i)
+			}
+			opts = append(opts, cur.String())
+			return opts, line[i:], nil
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	if inQuote {
+		return nil, "", fmt.Errorf("unterminated quote in options")
+	}
+	return nil, "", fmt.Errorf("options without a key")
+}
+
+// optionValue splits name="value" into its lower-cased name and unquoted value.
+func optionValue(opt string) (name, value string, hasValue bool, err error) {
+	name, v, ok := strings.Cut(opt, "=")
+	name = strings.ToLower(name)
+	if !ok {
+		return name, "", false, nil
+	}
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return name, "", true, fmt.Errorf("option %s: value must be double-quoted", name)
+	}
+	return name, strings.ReplaceAll(v[1:len(v)-1], `\"`, `"`), true, nil
+}
+
+// parseKeyOptions interprets raw options. Unknown options make the line
+// invalid, as in sshd: a restriction the server does not understand must not
+// be dropped silently.
+func parseKeyOptions(raw []string) (keyOptions, error) {
+	var o keyOptions
+	restrict := false
+	var allowPTY, allowFwd, allowAgent bool
+	for _, opt := range raw {
+		name, val, hasVal, err := optionValue(opt)
+		if err != nil {
+			return o, err
+		}
+		needVal := func() error {
+			if !hasVal {
+				return fmt.Errorf("option %s needs a value", name)
+			}
+			return nil
+		}
+		switch name {
+		case "cert-authority":
+			o.CertAuthority = true
+		case "command":
+			if err := needVal(); err != nil {
+				return o, err
+			}
+			o.Command, o.HasCommand = val, true
+		case "from":
+			if err := needVal(); err != nil {
+				return o, err
+			}
+			o.From = splitList(val)
+		case "principals":
+			if err := needVal(); err != nil {
+				return o, err
+			}
+			o.Principals = splitList(val)
+		case "permitopen":
+			if err := needVal(); err != nil {
+				return o, err
+			}
+			if _, _, err := splitHostPortPattern(val); err != nil {
+				return o, fmt.Errorf("option permitopen: %w", err)
+			}
+			o.PermitOpen = append(o.PermitOpen, val)
+		case "permitlisten":
+			if err := needVal(); err != nil {
+				return o, err
+			}
+			o.PermitListen = append(o.PermitListen, val)
+		case "expiry-time":
+			if err := needVal(); err != nil {
+				return o, err
+			}
+			t, err := parseExpiry(val)
+			if err != nil {
+				return o, err
+			}
+			o.ExpiryTime = t
+		case "environment", "tunnel":
+			if err := needVal(); err != nil {
+				return o, err
+			}
+		case "no-port-forwarding":
+			o.NoPortForward = true
+		case "no-pty":
+			o.NoPTY = true
+		case "no-agent-forwarding":
+			o.NoAgentForward = true
+		case "no-x11-forwarding", "no-user-rc", "x11-forwarding", "user-rc":
+			// No X11 and no rc files here: nothing to restrict.
+		case "restrict":
+			restrict = true
+		case "pty":
+			allowPTY = true
+		case "port-forwarding":
+			allowFwd = true
+		case "agent-forwarding":
+			allowAgent = true
+		case "no-touch-required":
+			o.NoTouch = true
+		case "verify-required":
+			o.VerifyRequired = true
+		default:
+			return o, fmt.Errorf("unknown option %q", name)
+		}
+		if hasVal && !optionTakesValue(name) {
+			return o, fmt.Errorf("option %s takes no value", name)
+		}
+	}
+	if restrict {
+		o.NoPTY = o.NoPTY || !allowPTY
+		o.NoPortForward = o.NoPortForward || !allowFwd
+		o.NoAgentForward = o.NoAgentForward || !allowAgent
+	}
+	return o, nil
+}
+
+func optionTakesValue(name string) bool {
+	switch name {
+	case "command", "from", "principals", "permitopen", "permitlisten", "expiry-time", "environment", "tunnel":
+		return true
+	}
+	return false
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parseExpiry parses expiry-time's YYYYMMDD[HHMM[SS]], in UTC when suffixed
+// with Z and otherwise in the server's local time zone, like sshd.
+func parseExpiry(v string) (time.Time, error) {
+	loc := time.Local
+	if strings.HasSuffix(v, "Z") || strings.HasSuffix(v, "z") {
+		loc = time.UTC
+		v = v[:len(v)-1]
+	}
+	var layout string
+	switch len(v) {
+	case 8:
+		layout = "20060102"
+	case 12:
+		layout = "200601021504"
+	case 14:
+		layout = "20060102150405"
+	default:
+		return time.Time{}, fmt.Errorf("option expiry-time: bad time %q", v)
+	}
+	t, err := time.ParseInLocation(layout, v, loc)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("option expiry-time: %w", err)
+	}
+	return t, nil
+}
+
+// splitHostPortPattern splits a permitopen value "host:port", "[v6]:port" or
+// with port "*".
+func splitHostPortPattern(v string) (host, port string, err error) {
+	i := strings.LastIndexByte(v, ':')
+	if i <= 0 || i == len(v)-1 {
+		return "", "", fmt.Errorf("want host:port, got %q", v)
+	}
+	host, port = v[:i], v[i+1:]
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return host, port, nil
+}
+
+// matchPattern matches s against an sshd-style pattern with * and ?.
+func matchPattern(s, pat string) bool {
+	for len(pat) > 0 {
+		switch pat[0] {
+		case '*':
+			for len(pat) > 0 && pat[0] == '*' {
+				pat = pat[1:]
+			}
+			if pat == "" {
+				return true
+			}
+			for i := 0; i <= len(s); i++ {
+				if matchPattern(s[i:], pat) {
+					return true
+				}
+			}
+			return false
+		case '?':
+			if s == "" {
+				return false
+			}
+			s, pat = s[1:], pat[1:]
+		default:
+			if s == "" || s[0] != pat[0] {
+				return false
+			}
+			s, pat = s[1:], pat[1:]
+		}
+	}
+	return s == ""
+}
+
+// matchFrom applies a from= pattern list to the client's address: a negated
+// match (!pattern) refuses, otherwise one positive match is needed. Patterns
+// are wildcards or CIDR blocks matched against the address only; there is no
+// DNS lookup, so host name patterns never match. A client without an IP
+// address (a tunnel stream) never matches.
+func matchFrom(remote netip.Addr, patterns []string) bool {
+	if !remote.IsValid() {
+		return false
+	}
+	remote = remote.Unmap()
+	ip := remote.String()
+	matched := false
+	for _, p := range patterns {
+		neg := strings.HasPrefix(p, "!")
+		p = strings.TrimPrefix(p, "!")
+		var m bool
+		if pfx, err := netip.ParsePrefix(p); err == nil {
+			m = pfx.Masked().Contains(remote)
+		} else {
+			m = matchPattern(ip, p)
+		}
+		if m && neg {
+			return false
+		}
+		matched = matched || m
+	}
+	return matched
+}
+
+// keysEqual compares public keys by their wire form.
+func keysEqual(a, b gossh.PublicKey) bool {
+	return bytes.Equal(a.Marshal(), b.Marshal())
+}

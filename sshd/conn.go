@@ -1,0 +1,205 @@
+package sshd
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gliderssh "github.com/gliderlabs/ssh"
+)
+
+// conn wraps every accepted net.Conn. It enforces the login grace time, the
+// idle timeout and the maximum connection time with timers rather than
+// deadlines, so any net.Conn works (a tunnel stream may not support
+// deadlines), and it carries the connection's state.
+type conn struct {
+	net.Conn
+	srv *Server
+	st  *connState
+
+	lastActive atomic.Int64 // unix nanoseconds of the last byte read or written
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu     sync.Mutex
+	timers []*time.Timer
+	closed bool
+}
+
+func newConn(s *Server, c net.Conn, label, src string) *conn {
+	wc := &conn{Conn: c, srv: s}
+	wc.st = &connState{remote: label, src: src, ip: remoteIP(c.RemoteAddr()), conn: wc}
+	wc.lastActive.Store(time.Now().UnixNano())
+	return wc
+}
+
+// startTimers arms the grace, idle and lifetime timers.
+func (c *conn) startTimers() {
+	s := c.srv
+	grace := s.LoginGraceTime
+	if grace == 0 {
+		grace = 2 * time.Minute
+	}
+	if grace > 0 {
+		c.after(grace, func() {
+			if !c.st.authed.Load() {
+				s.log().Info("login grace time exceeded", "remote", c.st.remote)
+				s.audit(Event{Type: EventLoginFailure, Remote: c.st.remote, Reason: "login grace time exceeded"})
+				c.Close()
+			}
+		})
+	}
+	if s.MaxSessionTime > 0 {
+		c.after(s.MaxSessionTime, func() {
+			s.log().Info("maximum session time reached", "remote", c.st.remote)
+			c.Close()
+		})
+	}
+	if idle := s.IdleTimeout; idle > 0 {
+		var check func()
+		var t *time.Timer
+		check = func() {
+			since := time.Duration(time.Now().UnixNano() - c.lastActive.Load())
+			if since >= idle {
+				s.log().Info("idle timeout", "remote", c.st.remote)
+				c.Close()
+				return
+			}
+			c.mu.Lock()
+			if !c.closed {
+				t.Reset(idle - since)
+			}
+			c.mu.Unlock()
+		}
+		c.mu.Lock()
+		t = time.AfterFunc(idle, check)
+		c.timers = append(c.timers, t)
+		c.mu.Unlock()
+	}
+}
+
+func (c *conn) after(d time.Duration, f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.timers = append(c.timers, time.AfterFunc(d, f))
+	}
+}
+
+func (c *conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.lastActive.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+func (c *conn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.lastActive.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// Close stops the timers and closes the underlying connection once.
+func (c *conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		for _, t := range c.timers {
+			t.Stop()
+		}
+		c.mu.Unlock()
+		c.closeErr = c.Conn.Close()
+	})
+	return c.closeErr
+}
+
+// Deadlines are ignored: timeouts are timers here, and gliderlabs would
+// otherwise reset the deadline on every read and write.
+func (c *conn) SetDeadline(time.Time) error      { return nil }
+func (c *conn) SetReadDeadline(time.Time) error  { return nil }
+func (c *conn) SetWriteDeadline(time.Time) error { return nil }
+
+// connState is what the server knows about one connection.
+type connState struct {
+	remote string     // label for logs and audit
+	src    string     // rate limiting key
+	ip     netip.Addr // client IP, invalid for non-IP connections
+	conn   *conn
+
+	authed atomic.Bool
+
+	mu         sync.Mutex
+	lastKey    authInfo // the key last offered or verified, for the audit log
+	lastReason string   // why the last attempt was refused
+	active     int      // channel handlers and forward listeners running
+	done       bool
+	idle       chan struct{} // closed when done and active drops to 0
+	forwards   map[string]net.Listener
+}
+
+type stateKey struct{}
+
+// connCallback attaches the connection's state to the gliderlabs context.
+func (s *Server) connCallback(ctx gliderssh.Context, c net.Conn) net.Conn {
+	wc := c.(*conn)
+	ctx.SetValue(stateKey{}, wc.st)
+	return c
+}
+
+func stateFrom(ctx gliderssh.Context) *connState {
+	return ctx.Value(stateKey{}).(*connState)
+}
+
+// enter registers a goroutine that serves the connection; false means the
+// connection is ending and the goroutine must not start its work.
+func (st *connState) enter() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.done {
+		return false
+	}
+	st.active++
+	return true
+}
+
+func (st *connState) leave() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.active--
+	if st.done && st.active == 0 && st.idle != nil {
+		close(st.idle)
+		st.idle = nil
+	}
+}
+
+// shutdown closes the remote forward listeners and waits for every
+// goroutine registered with enter to leave.
+func (st *connState) shutdown() {
+	st.mu.Lock()
+	st.done = true
+	for k, l := range st.forwards {
+		l.Close()
+		delete(st.forwards, k)
+	}
+	var wait chan struct{}
+	if st.active > 0 {
+		st.idle = make(chan struct{})
+		wait = st.idle
+	}
+	st.mu.Unlock()
+	if wait != nil {
+		<-wait
+	}
+}
+
+func (st *connState) setKey(k authInfo, reason string) {
+	st.mu.Lock()
+	st.lastKey, st.lastReason = k, reason
+	st.mu.Unlock()
+}

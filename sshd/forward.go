@@ -1,0 +1,379 @@
+package sshd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	gliderssh "github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// dialTimeout bounds resolving and dialling a local forward's destination.
+const dialTimeout = 10 * time.Second
+
+// directTCPIP is the payload of a "direct-tcpip" channel open (RFC 4254
+// section 7.2).
+type directTCPIP struct {
+	DestHost string
+	DestPort uint32
+	OrigHost string
+	OrigPort uint32
+}
+
+// handleDirectTCPIP serves ssh -L: the destination is resolved here, every
+// resolved address is checked against the policy (and the key's permitopen=
+// list), and the allowed address is dialled as such, so a name cannot
+// resolve to one address for the check and another for the dial.
+func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
+	st := stateFrom(ctx)
+	if !st.enter() {
+		nc.Reject(gossh.ResourceShortage, "connection closing")
+		return
+	}
+	defer st.leave()
+	var d directTCPIP
+	if err := gossh.Unmarshal(nc.ExtraData(), &d); err != nil {
+		nc.Reject(gossh.ConnectionFailed, "bad direct-tcpip request")
+		return
+	}
+	dest := net.JoinHostPort(d.DestHost, strconv.FormatUint(uint64(d.DestPort), 10))
+	ev := Event{Type: EventForward, Remote: st.remote, User: sc.User(), Direction: "local", Dest: dest}
+	refuse := func(reason string) {
+		ev.Reason = reason
+		s.log().Info("forward refused", "remote", st.remote, "user", sc.User(), "dest", dest, "reason", reason)
+		s.audit(ev)
+		nc.Reject(gossh.Prohibited, reason)
+	}
+	r := restrictionsOf(sc.Permissions)
+	if r.noForward {
+		refuse("port forwarding not allowed for this key")
+		return
+	}
+	if r.permitOpen != nil && !permitOpenMatch(r.permitOpen, d.DestHost, d.DestPort) {
+		refuse("destination not in the key's permitopen list")
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	addrs, err := resolve(dctx, d.DestHost)
+	if err != nil {
+		refuse("cannot resolve destination")
+		return
+	}
+	var target netip.AddrPort
+	for _, ip := range addrs {
+		ap := netip.AddrPortFrom(ip, uint16(d.DestPort))
+		if d.DestPort <= 0xffff && s.permitLocal(sc.User(), ap) {
+			target = ap
+			break
+		}
+	}
+	if !target.IsValid() {
+		refuse("destination not allowed by policy")
+		return
+	}
+	dial := s.dial
+	if dial == nil {
+		var dl net.Dialer
+		dial = dl.DialContext
+	}
+	tc, err := dial(dctx, "tcp", target.String())
+	if err != nil {
+		ev.Reason = "dial failed"
+		s.audit(ev)
+		nc.Reject(gossh.ConnectionFailed, "connect failed")
+		return
+	}
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		tc.Close()
+		return
+	}
+	ev.Allowed = true
+	ev.Dest = dest + " (" + target.String() + ")"
+	s.log().Info("forward opened", "remote", st.remote, "user", sc.User(), "dest", ev.Dest)
+	s.audit(ev)
+	go gossh.DiscardRequests(reqs)
+	proxy(ch, tc)
+}
+
+func (s *Server) permitLocal(user string, ap netip.AddrPort) bool {
+	if s.PermitLocalForward != nil {
+		return s.PermitLocalForward(user, ap)
+	}
+	return ap.Addr().IsLoopback()
+}
+
+// resolve returns host's addresses; an IP literal is returned as is.
+func resolve(ctx context.Context, host string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{ip.Unmap()}, nil
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ips {
+		ips[i] = ips[i].Unmap()
+	}
+	return ips, nil
+}
+
+// permitOpenMatch applies permitopen="host:port" entries (port may be *).
+func permitOpenMatch(list []string, host string, port uint32) bool {
+	for _, e := range list {
+		h, p, err := splitHostPortPattern(e)
+		if err != nil {
+			continue
+		}
+		if h != "*" && h != host {
+			continue
+		}
+		if p == "*" || p == strconv.FormatUint(uint64(port), 10) {
+			return true
+		}
+	}
+	return false
+}
+
+// proxy copies both ways between an SSH channel and a connection, passing
+// half-closes on, and returns when both directions are done.
+func proxy(ch gossh.Channel, c net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		io.Copy(c, ch)
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		} else {
+			c.Close()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		io.Copy(ch, c)
+		ch.CloseWrite()
+	}()
+	wg.Wait()
+	ch.Close()
+	c.Close()
+}
+
+// tcpipForward is the payload of "tcpip-forward" and its cancel (RFC 4254
+// section 7.1).
+type tcpipForward struct {
+	BindAddr string
+	BindPort uint32
+}
+
+// handleTCPIPForward serves ssh -R when PermitRemoteForward allows it.
+func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {
+	st := stateFrom(ctx)
+	sc, ok := ctx.Value(gliderssh.ContextKeyConn).(*gossh.ServerConn)
+	if !ok {
+		return false, nil
+	}
+	var f tcpipForward
+	if err := gossh.Unmarshal(req.Payload, &f); err != nil || f.BindPort > 0xffff {
+		return false, nil
+	}
+	bind := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(f.BindPort), 10))
+	ev := Event{Type: EventForward, Remote: st.remote, User: sc.User(), Direction: "remote", Dest: bind}
+	refuse := func(reason string) (bool, []byte) {
+		ev.Reason = reason
+		s.log().Info("remote forward refused", "remote", st.remote, "user", sc.User(), "bind", bind, "reason", reason)
+		s.audit(ev)
+		return false, nil
+	}
+	r := restrictionsOf(sc.Permissions)
+	switch {
+	case s.PermitRemoteForward == nil:
+		return refuse("remote forwarding is off")
+	case r.noForward:
+		return refuse("port forwarding not allowed for this key")
+	case r.permitListen != nil && !permitListenMatch(r.permitListen, f.BindAddr, f.BindPort):
+		return refuse("bind address not in the key's permitlisten list")
+	case !s.PermitRemoteForward(sc.User(), f.BindAddr, f.BindPort):
+		return refuse("not allowed by policy")
+	}
+	host := f.BindAddr
+	switch host {
+	case "", "*":
+		host = ""
+	case "localhost":
+		host = "127.0.0.1"
+	}
+	if !st.enter() {
+		return false, nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.FormatUint(uint64(f.BindPort), 10)))
+	if err != nil {
+		st.leave()
+		return refuse("listen failed")
+	}
+	port := uint32(l.Addr().(*net.TCPAddr).Port)
+	key := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(port), 10))
+	st.mu.Lock()
+	if st.forwards == nil {
+		st.forwards = make(map[string]net.Listener)
+	}
+	if st.done {
+		st.mu.Unlock()
+		l.Close()
+		st.leave()
+		return false, nil
+	}
+	st.forwards[key] = l
+	if f.BindPort == 0 {
+		// Cancels name the port the client asked for.
+		st.forwards[net.JoinHostPort(f.BindAddr, "0")] = l
+	}
+	st.mu.Unlock()
+	ev.Allowed = true
+	ev.Dest = key
+	s.log().Info("remote forward listening", "remote", st.remote, "user", sc.User(), "bind", l.Addr().String())
+	s.audit(ev)
+	go func() {
+		defer st.leave()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if !st.enter() {
+				c.Close()
+				return
+			}
+			go func() {
+				defer st.leave()
+				oh, op := splitAddr(c.RemoteAddr())
+				opn, _ := strconv.ParseUint(op, 10, 32)
+				payload := gossh.Marshal(directTCPIP{DestHost: f.BindAddr, DestPort: port, OrigHost: oh, OrigPort: uint32(opn)})
+				ch, reqs, err := sc.OpenChannel("forwarded-tcpip", payload)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go gossh.DiscardRequests(reqs)
+				proxy(ch, c)
+			}()
+		}
+	}()
+	if f.BindPort == 0 {
+		return true, gossh.Marshal(struct{ Port uint32 }{port})
+	}
+	return true, nil
+}
+
+func (s *Server) handleCancelTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {
+	st := stateFrom(ctx)
+	var f tcpipForward
+	if err := gossh.Unmarshal(req.Payload, &f); err != nil {
+		return false, nil
+	}
+	key := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(f.BindPort), 10))
+	st.mu.Lock()
+	l, ok := st.forwards[key]
+	if ok {
+		for k, v := range st.forwards {
+			if v == l {
+				delete(st.forwards, k)
+			}
+		}
+	}
+	st.mu.Unlock()
+	if ok {
+		l.Close()
+	}
+	return ok, nil
+}
+
+// permitListenMatch applies permitlisten="[host:]port" entries.
+func permitListenMatch(list []string, host string, port uint32) bool {
+	for _, e := range list {
+		h, p := "", e
+		if i := len(e) - 1; i >= 0 {
+			if hh, pp, err := splitHostPortPattern(e); err == nil {
+				h, p = hh, pp
+			}
+		}
+		if h != "" && h != "*" && h != host {
+			continue
+		}
+		if p == "*" || p == strconv.FormatUint(uint64(port), 10) {
+			return true
+		}
+	}
+	return false
+}
+
+// startAgentForwarding makes a Unix socket for ssh -A in a fresh directory
+// owned by the login user, and forwards each connection to it over an
+// "auth-agent@openssh.com" channel. stop closes and removes it.
+func (sess *session) startAgentForwarding(a *account) (sock string, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "porthole-agent-")
+	if err != nil {
+		return "", nil, fmt.Errorf("agent forwarding: %w", err)
+	}
+	sock = filepath.Join(dir, "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("agent forwarding: %w", err)
+	}
+	if sess.srv.credential(a) != nil {
+		if err := errors.Join(os.Chown(dir, int(a.UID), int(a.GID)), os.Chown(sock, int(a.UID), int(a.GID))); err != nil {
+			l.Close()
+			os.RemoveAll(dir)
+			return "", nil, fmt.Errorf("agent forwarding: %w", err)
+		}
+	}
+	st := sess.st
+	if !st.enter() {
+		l.Close()
+		os.RemoveAll(dir)
+		return "", nil, errors.New("connection closing")
+	}
+	sess.srv.audit(Event{Type: EventForward, Remote: st.remote, User: sess.sc.User(), Direction: "agent", Dest: sock, Allowed: true})
+	go func() {
+		defer st.leave()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if !st.enter() {
+				c.Close()
+				return
+			}
+			go func() {
+				defer st.leave()
+				ch, reqs, err := sess.sc.OpenChannel("auth-agent@openssh.com", nil)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go gossh.DiscardRequests(reqs)
+				proxy(ch, c)
+			}()
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			l.Close()
+			os.RemoveAll(dir)
+		})
+	}
+	return sock, stop, nil
+}

@@ -1,0 +1,257 @@
+package sshd
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testLogWriter sends log lines to t.Log until the test ends.
+type testLogWriter struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *testLogWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(b), "\n"))
+	}
+	return len(b), nil
+}
+
+// testEnv is a server on loopback with users root, alice (uid 1000) and bob
+// (uid 1001, whose shell does not exist), each with a home under dir.
+type testEnv struct {
+	t      *testing.T
+	srv    *Server
+	addr   string
+	dir    string
+	key    gossh.Signer // root's and alice's authorized key
+	hostFP string
+
+	mu     sync.Mutex
+	events []Event
+}
+
+func chmodWalkUp(t testing.TB, dir string) {
+	// Homes must be reachable by uid 1000 and 1001 through t.TempDir's 0700
+	// parents.
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if strings.HasPrefix(d, os.TempDir()+"/") {
+			os.Chmod(d, 0o755)
+		}
+	}
+}
+
+func newSigner(t testing.TB) gossh.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// newEnv makes the users and keys; configure may change the Server before
+// it starts.
+func newEnv(t *testing.T, configure func(e *testEnv, s *Server)) *testEnv {
+	t.Helper()
+	dir := t.TempDir()
+	chmodWalkUp(t, dir)
+	e := &testEnv{t: t, dir: dir, key: newSigner(t)}
+	passwd := ""
+	for _, u := range []struct {
+		name     string
+		uid      int
+		shell    string
+		writeKey bool
+	}{
+		{"root", 0, "/bin/sh", true},
+		{"alice", 1000, "/bin/sh", true},
+		{"bob", 1001, "/bin/nonexistent-shell", true},
+		{"carol", 1002, "/bin/sh", false},
+	} {
+		home := filepath.Join(dir, "home", u.name)
+		if err := os.MkdirAll(filepath.Join(home, ".ssh"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(home, u.uid, u.uid)
+		if u.writeKey {
+			e.writeAuthorizedKeys(u.name, string(gossh.MarshalAuthorizedKey(e.key.PublicKey())))
+		}
+		passwd += fmt.Sprintf("%s:x:%d:%d:%s:%s:%s\n", u.name, u.uid, u.uid, u.name, home, u.shell)
+	}
+	writeFile(t, filepath.Join(dir, "passwd"), passwd)
+	writeFile(t, filepath.Join(dir, "group"), "root:x:0:\nalice:x:1000:\nwheel:x:10:alice,bob\nbob:x:1001:\n")
+	lw := &testLogWriter{t: t}
+	t.Cleanup(func() {
+		lw.mu.Lock()
+		lw.done = true
+		lw.mu.Unlock()
+	})
+	e.srv = &Server{
+		DataDir:             filepath.Join(dir, "data"),
+		AuthorizedKeysFiles: []string{"%h/.ssh/authorized_keys"},
+		PasswdFile:          filepath.Join(dir, "passwd"),
+		GroupFile:           filepath.Join(dir, "group"),
+		Logger:              slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Audit: func(ev Event) {
+			e.mu.Lock()
+			e.events = append(e.events, ev)
+			e.mu.Unlock()
+		},
+	}
+	if configure != nil {
+		configure(e, e.srv)
+	}
+	keys, err := e.srv.PublicKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.hostFP = gossh.FingerprintSHA256(keys[0])
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = l.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(l) }()
+	t.Cleanup(func() {
+		e.srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := e.srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve = %v, want ErrServerClosed", err)
+		}
+	})
+	return e
+}
+
+func writeFile(t testing.TB, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *testEnv) home(user string) string { return filepath.Join(e.dir, "home", user) }
+
+func (e *testEnv) writeAuthorizedKeys(user, data string) {
+	writeFile(e.t, filepath.Join(e.home(user), ".ssh", "authorized_keys"), data)
+}
+
+// clientConfig checks the host key against the server's.
+func (e *testEnv) clientConfig(user string, auth ...gossh.AuthMethod) *gossh.ClientConfig {
+	return &gossh.ClientConfig{
+		User: user,
+		Auth: auth,
+		HostKeyCallback: func(_ string, _ net.Addr, key gossh.PublicKey) error {
+			if fp := gossh.FingerprintSHA256(key); fp != e.hostFP {
+				return fmt.Errorf("host key %s, want %s", fp, e.hostFP)
+			}
+			return nil
+		},
+		Timeout: 10 * time.Second,
+	}
+}
+
+func (e *testEnv) dial(user string, auth ...gossh.AuthMethod) (*gossh.Client, error) {
+	return gossh.Dial("tcp", e.addr, e.clientConfig(user, auth...))
+}
+
+// login dials as user with the test key and fails the test on error.
+func (e *testEnv) login(user string) *gossh.Client {
+	e.t.Helper()
+	c, err := e.dial(user, gossh.PublicKeys(e.key))
+	if err != nil {
+		e.t.Fatalf("login as %s: %v", user, err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// run executes cmd in a new session and returns stdout, stderr and the
+// exit status (-1 for no status).
+func run(t testing.TB, c *gossh.Client, cmd string, stdin string) (string, string, int) {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatalf("NewSession: %v", err)
+	}
+	defer s.Close()
+	var out, errb strings.Builder
+	s.Stdout, s.Stderr = &out, &errb
+	if stdin != "" {
+		s.Stdin = strings.NewReader(stdin)
+	}
+	err = s.Run(cmd)
+	code := 0
+	var ee *gossh.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitStatus()
+	case err != nil:
+		var missing *gossh.ExitMissingError
+		if errors.As(err, &missing) {
+			code = -1
+		} else {
+			t.Fatalf("Run(%q): %v", cmd, err)
+		}
+	}
+	return out.String(), errb.String(), code
+}
+
+// eventsOf returns the recorded events of type typ.
+func (e *testEnv) eventsOf(typ EventType) []Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Event
+	for _, ev := range e.events {
+		if ev.Type == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+var _ = io.EOF

@@ -1,0 +1,578 @@
+package sshd
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/anmitsu/go-shlex"
+)
+
+// The legacy scp protocol (OpenSSH scp.c, "scp -O"): the client runs
+// "scp -t TARGET" (sink: we receive) or "scp -f PATH..." (source: we send)
+// on the server and both sides exchange control lines and file data:
+//
+//	C<mode> <size> <name>\n  a file follows (size bytes, then a status byte)
+//	D<mode> 0 <name>\n       a directory follows, up to the matching E
+//	E\n                      end of directory
+//	T<mtime> 0 <atime> 0\n   times for the next C or D (with -p)
+//	\x01<message>\n          warning; \x02<message>\n fatal error
+//
+// Every control line and file is answered with \0 (ok) or \x01/\x02 and a
+// message.
+
+// scpOptions is the parsed "scp -t/-f" command line.
+type scpOptions struct {
+	Sink      bool // -t
+	Source    bool // -f
+	Recursive bool // -r
+	Preserve  bool // -p
+	TargetDir bool // -d: the sink's target must be a directory
+	Paths     []string
+}
+
+// parseSCPCommand recognises a remote scp invocation. ok is false when the
+// command is not "scp" with -t or -f (it then runs through the shell like
+// any command); err is set for an scp -t/-f line this server cannot serve.
+func parseSCPCommand(cmdline string) (o scpOptions, ok bool, err error) {
+	args, err := shlex.Split(cmdline, true)
+	if err != nil || len(args) == 0 || path.Base(args[0]) != "scp" {
+		return o, false, nil
+	}
+	i := 1
+	var unknown string
+	for ; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			i++
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			break
+		}
+		for _, c := range a[1:] {
+			switch c {
+			case 't':
+				o.Sink = true
+			case 'f':
+				o.Source = true
+			case 'r':
+				o.Recursive = true
+			case 'p':
+				o.Preserve = true
+			case 'd':
+				o.TargetDir = true
+			case 'v', 'q', 'E':
+			default:
+				unknown += string(c)
+			}
+		}
+	}
+	o.Paths = args[i:]
+	if !o.Sink && !o.Source {
+		return o, false, nil
+	}
+	switch {
+	case unknown != "":
+		return o, true, fmt.Errorf("scp: unsupported option -%s", unknown)
+	case o.Sink && o.Source:
+		return o, true, errors.New("scp: -t and -f together")
+	case o.Sink && len(o.Paths) != 1:
+		return o, true, fmt.Errorf("scp -t: want one target, got %d", len(o.Paths))
+	case o.Source && len(o.Paths) == 0:
+		return o, true, errors.New("scp -f: no paths")
+	}
+	return o, true, nil
+}
+
+// scpMsg is one parsed control line.
+type scpMsg struct {
+	Type  byte // 'C', 'D', 'E', 'T', 1 (warning) or 2 (fatal)
+	Mode  uint32
+	Size  int64
+	Name  string
+	Mtime int64
+	Atime int64
+	Text  string // message of a warning or error
+}
+
+// maxSCPLine bounds a control line (a name of up to PATH_MAX plus fields).
+const maxSCPLine = 8192
+
+// parseSCPControl parses one control line without its trailing newline.
+func parseSCPControl(line string) (scpMsg, error) {
+	var m scpMsg
+	if line == "" {
+		return m, errors.New("scp: empty control line")
+	}
+	m.Type = line[0]
+	rest := line[1:]
+	switch m.Type {
+	case 1, 2:
+		m.Text = rest
+		return m, nil
+	case 'E':
+		if rest != "" {
+			return m, fmt.Errorf("scp: bad E line %q", line)
+		}
+		return m, nil
+	case 'T':
+		f := strings.Split(rest, " ")
+		if len(f) != 4 {
+			return m, fmt.Errorf("scp: bad T line %q", line)
+		}
+		var nums [4]int64
+		for i, s := range f {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n < 0 || (i%2 == 1 && n > 999999) {
+				return m, fmt.Errorf("scp: bad T line %q", line)
+			}
+			nums[i] = n
+		}
+		m.Mtime, m.Atime = nums[0], nums[2]
+		return m, nil
+	case 'C', 'D':
+		f := strings.SplitN(rest, " ", 3)
+		if len(f) != 3 || len(f[0]) != 4 {
+			return m, fmt.Errorf("scp: bad %c line %q", m.Type, line)
+		}
+		mode, err := strconv.ParseUint(f[0], 8, 32)
+		if err != nil || mode > 0o7777 {
+			return m, fmt.Errorf("scp: bad mode in %q", line)
+		}
+		size, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil || size < 0 || (len(f[1]) > 1 && f[1][0] == '+') {
+			return m, fmt.Errorf("scp: bad size in %q", line)
+		}
+		name := f[2]
+		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+			return m, fmt.Errorf("scp: unexpected file name %q", name)
+		}
+		m.Mode, m.Size, m.Name = uint32(mode), size, name
+		return m, nil
+	}
+	return m, fmt.Errorf("scp: unknown control line %q", line)
+}
+
+// fileMode converts Unix permission bits to an os.FileMode.
+func fileMode(m uint32) os.FileMode {
+	fm := os.FileMode(m & 0o777)
+	if m&syscall.S_ISUID != 0 {
+		fm |= os.ModeSetuid
+	}
+	if m&syscall.S_ISGID != 0 {
+		fm |= os.ModeSetgid
+	}
+	if m&syscall.S_ISVTX != 0 {
+		fm |= os.ModeSticky
+	}
+	return fm
+}
+
+// unixMode converts an os.FileMode to the bits scp sends (07777 mask).
+func unixMode(fm os.FileMode) uint32 {
+	m := uint32(fm.Perm())
+	if fm&os.ModeSetuid != 0 {
+		m |= syscall.S_ISUID
+	}
+	if fm&os.ModeSetgid != 0 {
+		m |= syscall.S_ISGID
+	}
+	if fm&os.ModeSticky != 0 {
+		m |= syscall.S_ISVTX
+	}
+	return m
+}
+
+// scp is one in-process scp run over a session's stdin and stdout.
+type scp struct {
+	r    *bufio.Reader
+	w    io.Writer
+	opts scpOptions
+	errs int // non-fatal errors: the exit status is 1 if any
+}
+
+var errSCPFatal = errors.New("scp: fatal error")
+
+// runSCP serves "scp -t" or "scp -f" and returns the exit status.
+func (sess *session) runSCP(a *account, opts scpOptions) int {
+	dir := workDir(a)
+	c := &scp{r: bufio.NewReader(sess.reader()), w: sess.writer(sess.ch), opts: opts}
+	var err error
+	if opts.Sink {
+		err = c.sink(resolvePath(a.Home, dir, opts.Paths[0]))
+	} else {
+		var paths []string
+		for _, p := range opts.Paths {
+			paths = append(paths, resolvePath(a.Home, dir, p))
+		}
+		err = c.source(paths)
+	}
+	if err != nil {
+		sess.srv.log().Info("scp", "remote", sess.st.remote, "err", err)
+		return 1
+	}
+	if c.errs > 0 {
+		return 1
+	}
+	return 0
+}
+
+func (c *scp) ok() error {
+	_, err := c.w.Write([]byte{0})
+	return err
+}
+
+// warn sends a non-fatal error to the peer.
+func (c *scp) warn(format string, args ...any) error {
+	c.errs++
+	msg := strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", " ")
+	_, err := fmt.Fprintf(c.w, "\x01scp: %s\n", msg)
+	return err
+}
+
+// fatal sends a fatal error to the peer and returns errSCPFatal.
+func (c *scp) fatal(format string, args ...any) error {
+	msg := strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", " ")
+	fmt.Fprintf(c.w, "\x02scp: %s\n", msg)
+	return fmt.Errorf("%w: %s", errSCPFatal, msg)
+}
+
+// readLine reads one control line without its newline; io.EOF only at a
+// line boundary.
+func (c *scp) readLine() (string, error) {
+	var b strings.Builder
+	for {
+		ch, err := c.r.ReadByte()
+		if err != nil {
+			if err == io.EOF && b.Len() > 0 {
+				return "", io.ErrUnexpectedEOF
+			}
+			return "", err
+		}
+		if ch == '\n' {
+			return b.String(), nil
+		}
+		if b.Len() >= maxSCPLine {
+			return "", errors.New("scp: control line too long")
+		}
+		b.WriteByte(ch)
+	}
+}
+
+// readAck reads the peer's answer: nil for \0, a warning error (counted)
+// for \x01, errSCPFatal for \x02.
+func (c *scp) readAck() error {
+	b, err := c.r.ReadByte()
+	if err != nil {
+		return err
+	}
+	switch b {
+	case 0:
+		return nil
+	case 1, 2:
+		msg, err := c.readLine()
+		if err != nil {
+			return err
+		}
+		if b == 2 {
+			return fmt.Errorf("%w: peer: %s", errSCPFatal, msg)
+		}
+		c.errs++
+		return fmt.Errorf("peer: %s", msg)
+	}
+	return fmt.Errorf("%w: unexpected answer byte %#x", errSCPFatal, b)
+}
+
+// sink receives into target.
+func (c *scp) sink(target string) error {
+	fi, err := os.Stat(target)
+	isDir := err == nil && fi.IsDir()
+	if c.opts.TargetDir && !isDir {
+		return c.fatal("%s: Not a directory", target)
+	}
+	if err := c.ok(); err != nil {
+		return err
+	}
+	return c.sinkLoop(target, isDir, 0)
+}
+
+func (c *scp) sinkLoop(targ string, targIsDir bool, depth int) error {
+	var times *scpMsg
+	for {
+		line, err := c.readLine()
+		if err == io.EOF {
+			if depth > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		m, err := parseSCPControl(line)
+		if err != nil {
+			return c.fatal("%v", strings.TrimPrefix(err.Error(), "scp: "))
+		}
+		switch m.Type {
+		case 1:
+			c.errs++
+			continue
+		case 2:
+			return fmt.Errorf("%w: peer: %s", errSCPFatal, m.Text)
+		case 'E':
+			if depth == 0 {
+				return c.fatal("unexpected E line")
+			}
+			return c.ok()
+		case 'T':
+			times = &m
+			if err := c.ok(); err != nil {
+				return err
+			}
+			continue
+		}
+		np := targ
+		if targIsDir {
+			np = filepath.Join(targ, m.Name)
+		}
+		t := times
+		times = nil
+		if m.Type == 'D' {
+			if err := c.sinkDir(np, m, t, depth); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := c.sinkFile(np, m, t); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *scp) sinkDir(np string, m scpMsg, t *scpMsg, depth int) error {
+	if !c.opts.Recursive {
+		return c.fatal("received directory without -r")
+	}
+	if fi, err := os.Stat(np); err == nil {
+		if !fi.IsDir() {
+			return c.warn("%s: Not a directory", np)
+		}
+		if c.opts.Preserve {
+			os.Chmod(np, fileMode(m.Mode))
+		}
+	} else if err := os.Mkdir(np, fileMode(m.Mode)|0o700); err != nil {
+		return c.warn("%s: %v", np, unwrapPathErr(err))
+	}
+	if err := c.ok(); err != nil {
+		return err
+	}
+	if err := c.sinkLoop(np, true, depth+1); err != nil {
+		return err
+	}
+	if c.opts.Preserve {
+		os.Chmod(np, fileMode(m.Mode))
+		if t != nil {
+			os.Chtimes(np, time.Unix(t.Atime, 0), time.Unix(t.Mtime, 0))
+		}
+	} else {
+		// The 0700 added for writing the contents is taken back.
+		os.Chmod(np, fileMode(m.Mode))
+	}
+	return nil
+}
+
+func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
+	f, err := os.OpenFile(np, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode(m.Mode)|0o200)
+	if err != nil {
+		// The source skips the data after an error answer.
+		return c.warn("%s: %v", np, unwrapPathErr(err))
+	}
+	if err := c.ok(); err != nil {
+		f.Close()
+		return err
+	}
+	// Keep reading the whole file even after a write error, to stay in step.
+	var werr error
+	buf := make([]byte, 32*1024)
+	for left := m.Size; left > 0; {
+		n, err := c.r.Read(buf[:min(int64(len(buf)), left)])
+		if n > 0 && werr == nil {
+			_, werr = f.Write(buf[:n])
+		}
+		left -= int64(n)
+		if err != nil {
+			f.Close()
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	if c.opts.Preserve && werr == nil {
+		werr = f.Chmod(fileMode(m.Mode))
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if c.opts.Preserve && t != nil && werr == nil {
+		werr = os.Chtimes(np, time.Unix(t.Atime, 0), time.Unix(t.Mtime, 0))
+	}
+	// The source's status byte for the file data.
+	if err := c.readAck(); err != nil {
+		if errors.Is(err, errSCPFatal) {
+			return err
+		}
+		return nil
+	}
+	if werr != nil {
+		return c.warn("%s: %v", np, unwrapPathErr(werr))
+	}
+	return c.ok()
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// source sends paths (glob patterns are expanded, as a remote shell would).
+func (c *scp) source(paths []string) error {
+	if err := c.readAck(); err != nil {
+		return err
+	}
+	for _, p := range paths {
+		matches := []string{p}
+		if strings.ContainsAny(p, "*?[") {
+			if m, err := filepath.Glob(p); err == nil && len(m) > 0 {
+				matches = m
+			}
+		}
+		for _, m := range matches {
+			if err := c.send(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// answer turns the peer's reply into: nil (go on), skip (warning) or a
+// fatal error.
+func (c *scp) answer() (skip bool, err error) {
+	if err := c.readAck(); err != nil {
+		if errors.Is(err, errSCPFatal) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return false, err
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+func (c *scp) sendTimes(fi os.FileInfo) (bool, error) {
+	if !c.opts.Preserve {
+		return false, nil
+	}
+	atime := fi.ModTime().Unix()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		atime = int64(st.Atim.Sec)
+	}
+	if _, err := fmt.Fprintf(c.w, "T%d 0 %d 0\n", fi.ModTime().Unix(), atime); err != nil {
+		return false, err
+	}
+	return c.answer()
+}
+
+func (c *scp) send(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return c.warn("%s: %v", p, unwrapPathErr(err))
+	}
+	name := filepath.Base(p)
+	if strings.ContainsAny(name, "\n") {
+		return c.warn("%s: file name contains a newline", p)
+	}
+	if fi.IsDir() {
+		if !c.opts.Recursive {
+			return c.warn("%s: not a regular file", p)
+		}
+		return c.sendDir(p, name, fi)
+	}
+	if !fi.Mode().IsRegular() {
+		return c.warn("%s: not a regular file", p)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return c.warn("%s: %v", p, unwrapPathErr(err))
+	}
+	defer f.Close()
+	if skip, err := c.sendTimes(fi); skip || err != nil {
+		return err
+	}
+	size := fi.Size()
+	if _, err := fmt.Fprintf(c.w, "C%04o %d %s\n", unixMode(fi.Mode()), size, name); err != nil {
+		return err
+	}
+	if skip, err := c.answer(); skip || err != nil {
+		return err
+	}
+	n, rerr := io.CopyN(c.w, f, size)
+	if rerr != nil && n < size {
+		// The file shrank or could not be read: pad to the announced size
+		// to stay in step, then report the error instead of success.
+		if _, err := io.CopyN(c.w, zeroReader{}, size-n); err != nil {
+			return err
+		}
+		if err := c.warn("%s: %v", p, unwrapPathErr(rerr)); err != nil {
+			return err
+		}
+	} else if err := c.ok(); err != nil {
+		return err
+	}
+	_, err = c.answer()
+	return err
+}
+
+func (c *scp) sendDir(p, name string, fi os.FileInfo) error {
+	entries, err := os.ReadDir(p)
+	if err != nil {
+		return c.warn("%s: %v", p, unwrapPathErr(err))
+	}
+	if skip, err := c.sendTimes(fi); skip || err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(c.w, "D%04o 0 %s\n", unixMode(fi.Mode()), name); err != nil {
+		return err
+	}
+	if skip, err := c.answer(); skip || err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := c.send(filepath.Join(p, e.Name())); err != nil {
+			return err
+		}
+	}
+	if _, err := io.WriteString(c.w, "E\n"); err != nil {
+		return err
+	}
+	_, err = c.answer()
+	return err
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
+}

@@ -1,0 +1,436 @@
+package sshd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	gliderssh "github.com/gliderlabs/ssh"
+	"golang.org/x/crypto/bcrypt"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// ErrServerClosed is returned by Serve and ServeConn after Shutdown or Close.
+var ErrServerClosed = errors.New("sshd: server closed")
+
+// Server is an SSH server. Set its fields, then call Serve or ServeConn; the
+// fields must not change afterwards. The zero value refuses every login
+// (there is no host key either, so Serve returns an error until DataDir or
+// HostKeyFiles is set).
+type Server struct {
+	// DataDir is the directory of the ed25519 host key (HostKeyFile). The key
+	// is made on first start, written atomically with mode 0600, and reused
+	// from then on; an unreadable or corrupt key is an error, never replaced.
+	// "" means no such key: HostKeyFiles must then name at least one.
+	DataDir string
+
+	// HostKeyFiles are extra private host key files (OpenSSH or PEM format,
+	// mode 0600 or stricter). nil means none.
+	HostKeyFiles []string
+
+	// AuthorizedKeysFiles are authorized_keys files, as in sshd_config's
+	// AuthorizedKeysFile: %h is the user's home, %u the user name, %% a
+	// percent sign; relative paths are relative to the home directory.
+	// They are read at every login, so edits apply at once. nil means no
+	// authorized_keys files: no plain public key logs in.
+	AuthorizedKeysFiles []string
+
+	// TrustedUserCAKeysFiles list certificate authorities (one public key a
+	// line) whose user certificates may log in as any principal listed in the
+	// certificate, as sshd_config's TrustedUserCAKeys. nil means none (CAs can
+	// still be trusted per user with cert-authority lines).
+	TrustedUserCAKeysFiles []string
+
+	// PasswordHashes maps login names to bcrypt hashes ($2a$, $2b$, $2y$).
+	// nil means password authentication is off and not offered.
+	PasswordHashes map[string]string
+
+	// PasswdFile and GroupFile are read for login users; "" means
+	// /etc/passwd and /etc/group.
+	PasswdFile string
+	GroupFile  string
+
+	// AcceptEnv are patterns (* and ?) of environment variables a client may
+	// set. TERM is always taken from the pty request. nil means none.
+	AcceptEnv []string
+
+	// MaxAuthTries is the number of failed authentication attempts allowed
+	// per connection: 0 means 6, negative means no limit.
+	MaxAuthTries int
+
+	// LoginGraceTime is how long a connection may take to authenticate:
+	// 0 means 2 minutes, negative means no limit.
+	LoginGraceTime time.Duration
+
+	// MaxAuthFailures connections that end without authenticating within
+	// AuthFailureWindow make further connections from the same source be
+	// closed at once until the window has passed. The source is the remote
+	// IP address, or the whole remote address label for non-IP connections
+	// such as tunnel streams. 0 means 10 connections and 1 minute; a negative
+	// MaxAuthFailures turns the limit off.
+	MaxAuthFailures   int
+	AuthFailureWindow time.Duration
+
+	// IdleTimeout closes a connection after no bytes passed in either
+	// direction for this long. 0 means no limit.
+	IdleTimeout time.Duration
+
+	// MaxSessionTime closes a connection, with all its sessions and
+	// forwards, this long after it was accepted. 0 means no limit.
+	MaxSessionTime time.Duration
+
+	// MaxSessions is the number of session channels (shells, commands,
+	// subsystems) open at once across the server: 0 means 10, negative means
+	// no limit.
+	MaxSessions int
+
+	// PermitLocalForward decides which destinations local port forwarding
+	// (ssh -L, direct-tcpip) may reach, given the login user and the resolved
+	// address that will be dialled. nil allows loopback addresses only.
+	PermitLocalForward func(user string, dest netip.AddrPort) bool
+
+	// PermitRemoteForward decides whether remote port forwarding (ssh -R,
+	// tcpip-forward) may listen on bindAddr:port on this device. nil means
+	// remote forwarding is off.
+	PermitRemoteForward func(user, bindAddr string, port uint32) bool
+
+	// AgentForwarding allows ssh -A: a session gets SSH_AUTH_SOCK, a Unix
+	// socket owned by the login user. false means agent forwarding is off.
+	AgentForwarding bool
+
+	// Audit, if non-nil, receives audit events. It is called synchronously
+	// from connection goroutines and must not block.
+	Audit func(Event)
+
+	// Logger receives operational logs; nil means discard.
+	Logger *slog.Logger
+
+	// Test seams; nil means the real thing.
+	now     func() time.Time
+	geteuid func() int
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	initOnce  sync.Once
+	initErr   error
+	gs        *gliderssh.Server
+	limiter   *failureLimiter
+	dummyHash []byte // compared against for unknown users, to even out timing
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	sessions  int
+	closed    bool
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// PublicKeys returns the host public keys, loading (or on first start
+// creating) them. Use it to print fingerprints for known_hosts.
+func (s *Server) PublicKeys() ([]gossh.PublicKey, error) {
+	if err := s.init(); err != nil {
+		return nil, err
+	}
+	var out []gossh.PublicKey
+	for _, k := range s.gs.HostSigners {
+		out = append(out, k.PublicKey())
+	}
+	return out, nil
+}
+
+func (s *Server) init() error {
+	s.initOnce.Do(func() { s.initErr = s.setup() })
+	return s.initErr
+}
+
+func (s *Server) setup() error {
+	signers, err := hostSigners(s.DataDir, s.HostKeyFiles)
+	if err != nil {
+		return err
+	}
+	cost := bcrypt.DefaultCost
+	for user, h := range s.PasswordHashes {
+		c, err := bcrypt.Cost([]byte(h))
+		if err != nil {
+			return fmt.Errorf("sshd: password hash for %q is not bcrypt: %w", user, err)
+		}
+		cost = c
+	}
+	if s.PasswordHashes != nil {
+		s.dummyHash, err = bcrypt.GenerateFromPassword([]byte("porthole: no such user"), cost)
+		if err != nil {
+			return fmt.Errorf("sshd: making the dummy password hash: %w", err)
+		}
+	}
+	maxFail, window := s.MaxAuthFailures, s.AuthFailureWindow
+	if maxFail == 0 {
+		maxFail = 10
+	}
+	if window <= 0 {
+		window = time.Minute
+	}
+	s.limiter = newFailureLimiter(maxFail, window)
+
+	gs := &gliderssh.Server{
+		Version:                  "porthole",
+		Handler:                  func(gliderssh.Session) {}, // sessions use handleSession
+		PublicKeyHandler:         s.publicKeyHandler,
+		ConnCallback:             s.connCallback,
+		ServerConfigCallback:     s.serverConfig,
+		ConnectionFailedCallback: s.connectionFailed,
+		ChannelHandlers: map[string]gliderssh.ChannelHandler{
+			"session":      s.handleSession,
+			"direct-tcpip": s.handleDirectTCPIP,
+		},
+		RequestHandlers: map[string]gliderssh.RequestHandler{
+			"tcpip-forward":        s.handleTCPIPForward,
+			"cancel-tcpip-forward": s.handleCancelTCPIPForward,
+		},
+		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
+	}
+	if s.PasswordHashes != nil {
+		gs.PasswordHandler = s.passwordHandler
+	}
+	for _, k := range signers {
+		gs.HostSigners = append(gs.HostSigners, k)
+	}
+	s.gs = gs
+	for _, k := range signers {
+		s.log().Info("host key", "type", k.PublicKey().Type(), "fingerprint", gossh.FingerprintSHA256(k.PublicKey()))
+	}
+	return nil
+}
+
+// serverConfig is called by gliderlabs for every connection.
+func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
+	st := stateFrom(ctx)
+	return &gossh.ServerConfig{
+		MaxAuthTries: s.MaxAuthTries,
+		AuthLogCallback: func(cm gossh.ConnMetadata, method string, err error) {
+			s.authLog(st, cm, method, err)
+		},
+		VerifiedPublicKeyCallback: func(cm gossh.ConnMetadata, key gossh.PublicKey, _ *gossh.Permissions, _ string) (*gossh.Permissions, error) {
+			return s.verifiedKey(st, cm, key)
+		},
+	}
+}
+
+func (s *Server) connectionFailed(c net.Conn, err error) {
+	s.log().Debug("connection failed before authentication", "remote", remoteLabel(c), "err", err)
+}
+
+// Serve accepts connections on l and serves each in its own goroutine. It
+// returns ErrServerClosed after Shutdown or Close, or the first setup or
+// permanent Accept error. l is closed when Serve returns.
+func (s *Server) Serve(l net.Listener) error {
+	if err := s.init(); err != nil {
+		l.Close()
+		return err
+	}
+	if !s.trackListener(l, true) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer s.trackListener(l, false)
+	defer l.Close()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		wc, ok := s.newConn(c)
+		if !ok {
+			continue
+		}
+		go s.serve(wc)
+	}
+}
+
+// ServeConn serves the single connection c, typically one stream handed over
+// by a tunnel, and returns when it has ended. Any net.Conn works; deadlines
+// are not used. It returns ErrServerClosed (and closes c) after Shutdown or
+// Close, or the setup error.
+func (s *Server) ServeConn(c net.Conn) error {
+	if err := s.init(); err != nil {
+		c.Close()
+		return err
+	}
+	wc, ok := s.newConn(c)
+	if !ok {
+		if s.isClosed() {
+			return ErrServerClosed
+		}
+		return nil
+	}
+	s.serve(wc)
+	return nil
+}
+
+// newConn applies the per-source limit and starts tracking c. ok is false if
+// c was refused (and closed).
+func (s *Server) newConn(c net.Conn) (*conn, bool) {
+	label := remoteLabel(c)
+	src := sourceOf(c.RemoteAddr(), label)
+	if s.limiter.blocked(src, s.clock()) {
+		c.Close()
+		s.log().Warn("connection refused: too many failed logins", "remote", label)
+		s.audit(Event{Type: EventLoginFailure, Remote: label, Reason: "too many failed logins from this source"})
+		return nil, false
+	}
+	wc := newConn(s, c, label, src)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		wc.Close()
+		return nil, false
+	}
+	if s.conns == nil {
+		s.conns = make(map[*conn]struct{})
+	}
+	s.conns[wc] = struct{}{}
+	return wc, true
+}
+
+// serve runs one connection to its end, including all its channels.
+func (s *Server) serve(c *conn) {
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	c.startTimers()
+	s.gs.HandleConn(c)
+	c.Close()
+	c.st.shutdown()
+	if !c.st.authed.Load() {
+		s.limiter.fail(c.st.src, s.clock())
+	}
+}
+
+func (s *Server) trackListener(l net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closed {
+			return false
+		}
+		if s.listeners == nil {
+			s.listeners = make(map[net.Listener]struct{})
+		}
+		s.listeners[l] = struct{}{}
+		return true
+	}
+	delete(s.listeners, l)
+	return true
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// closeListenersLocked marks the server closed and closes its listeners.
+func (s *Server) closeListenersLocked() error {
+	s.closed = true
+	var err error
+	for l := range s.listeners {
+		if cerr := l.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		delete(s.listeners, l)
+	}
+	return err
+}
+
+// Close closes all listeners and connections at once. Sessions are ended
+// (their processes get SIGHUP, then SIGKILL) in the background; Shutdown
+// waits for that. Close returns the first error from closing a listener.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	err := s.closeListenersLocked()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	return err
+}
+
+// Shutdown closes all listeners, then waits for the open connections to end
+// by themselves. If ctx ends first it returns ctx's error and leaves the
+// connections open; call Close to end them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	err := s.closeListenersLocked()
+	s.mu.Unlock()
+	wait := time.Millisecond
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			wait = min(2*wait, 100*time.Millisecond)
+			t.Reset(wait)
+		}
+	}
+}
+
+// remoteLabel names the peer of c for logs and audit events.
+func remoteLabel(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return "unknown"
+}
+
+// remoteIP returns the client's IP address, or an invalid Addr when the
+// connection is not an IP one.
+func remoteIP(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	case nil:
+		return netip.Addr{}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+func sourceOf(a net.Addr, label string) string {
+	if ip := remoteIP(a); ip.IsValid() {
+		return ip.String()
+	}
+	return label
+}

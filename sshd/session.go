@@ -1,0 +1,644 @@
+package sshd
+
+import (
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gliderssh "github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// killDelay is how long a hung-up session's processes get between SIGHUP
+// and SIGKILL.
+const killDelay = 2 * time.Second
+
+// ptyDrain is how long output is still read from a pty after its shell has
+// exited, once the terminal goes quiet.
+const ptyDrain = 200 * time.Millisecond
+
+// session serves one "session" channel: its requests are handled in order
+// by one goroutine, so a window-change that arrives before the shell starts
+// is applied when the pty is made and one that arrives later goes straight
+// to the pty; no request ever waits for the program.
+type session struct {
+	srv   *Server
+	st    *connState
+	sc    *gossh.ServerConn
+	ch    gossh.Channel
+	restr restrictions
+
+	// Only the request goroutine touches these.
+	env     []string
+	ptyReq  *ptyRequest
+	agent   bool
+	started bool
+	kind    string
+	command string
+	startAt time.Time
+
+	in, out atomic.Int64
+	done    chan struct{} // closed when the program has finished and the channel is closed
+
+	mu     sync.Mutex
+	win    windowChange // latest size from pty-req or window-change
+	ptmx   *os.File     // the running program's pty master, nil when none
+	proc   *os.Process  // the running program, nil when none or finished
+	hangup func()       // ends a running program when the client goes away
+}
+
+func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
+	st := stateFrom(ctx)
+	if !st.enter() {
+		nc.Reject(gossh.ResourceShortage, "connection closing")
+		return
+	}
+	defer st.leave()
+	if !s.acquireSession() {
+		s.log().Warn("session refused: too many sessions", "remote", st.remote, "user", sc.User())
+		nc.Reject(gossh.ResourceShortage, "too many sessions")
+		return
+	}
+	defer s.releaseSession()
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		return
+	}
+	sess := &session{srv: s, st: st, sc: sc, ch: ch, restr: restrictionsOf(sc.Permissions)}
+	for req := range reqs {
+		sess.handle(req)
+	}
+	// The channel is closed: by us after the program ended, or by the client
+	// or a dead connection while it runs.
+	sess.stop()
+}
+
+func (sess *session) reply(req *gossh.Request, ok bool) {
+	if req.WantReply {
+		req.Reply(ok, nil)
+	}
+}
+
+func (sess *session) handle(req *gossh.Request) {
+	switch req.Type {
+	case "pty-req":
+		if sess.started || sess.ptyReq != nil || sess.restr.noPTY {
+			sess.reply(req, false)
+			return
+		}
+		p, err := parsePTYRequest(req.Payload)
+		if err != nil {
+			sess.reply(req, false)
+			return
+		}
+		sess.ptyReq = &p
+		sess.mu.Lock()
+		sess.win = windowChange{Cols: p.Cols, Rows: p.Rows, Width: p.Width, Height: p.Height}
+		sess.mu.Unlock()
+		sess.reply(req, true)
+	case "window-change":
+		w, err := parseWindowChange(req.Payload)
+		if err != nil || sess.ptyReq == nil {
+			sess.reply(req, false)
+			return
+		}
+		sess.mu.Lock()
+		sess.win = w
+		if sess.ptmx != nil {
+			setWindowSize(sess.ptmx, w)
+		}
+		sess.mu.Unlock()
+		sess.reply(req, true)
+	case "env":
+		var kv struct{ Name, Value string }
+		if err := gossh.Unmarshal(req.Payload, &kv); err != nil || sess.started || !sess.srv.acceptEnv(kv.Name) {
+			sess.reply(req, false)
+			return
+		}
+		sess.env = append(sess.env, kv.Name+"="+kv.Value)
+		sess.reply(req, true)
+	case "auth-agent-req@openssh.com":
+		ok := sess.srv.AgentForwarding && !sess.restr.noAgent && !sess.started
+		sess.agent = ok
+		sess.reply(req, ok)
+	case "signal":
+		var sig struct{ Name string }
+		if err := gossh.Unmarshal(req.Payload, &sig); err == nil {
+			sess.signal(sig.Name)
+		}
+		sess.reply(req, true)
+	case "shell", "exec", "subsystem":
+		if sess.started {
+			sess.reply(req, false)
+			return
+		}
+		var arg string
+		if req.Type != "shell" {
+			var v struct{ Value string }
+			if err := gossh.Unmarshal(req.Payload, &v); err != nil {
+				sess.reply(req, false)
+				return
+			}
+			arg = v.Value
+		}
+		sess.started = true
+		if err := sess.start(req.Type, arg); err != nil {
+			sess.srv.log().Info("session refused", "remote", sess.st.remote, "user", sess.sc.User(), "request", req.Type, "err", err)
+			sess.reply(req, false)
+			sess.ch.Close()
+			return
+		}
+		sess.reply(req, true)
+	default:
+		sess.reply(req, false)
+	}
+}
+
+// acceptEnv applies AcceptEnv to a variable name.
+func (s *Server) acceptEnv(name string) bool {
+	if name == "" || strings.ContainsAny(name, "=\x00") {
+		return false
+	}
+	if name == "TERM" {
+		return true
+	}
+	for _, p := range s.AcceptEnv {
+		if matchPattern(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// signals maps RFC 4254 section 6.10 signal names.
+var signals = map[string]syscall.Signal{
+	"ABRT": syscall.SIGABRT, "ALRM": syscall.SIGALRM, "FPE": syscall.SIGFPE, "HUP": syscall.SIGHUP,
+	"ILL": syscall.SIGILL, "INT": syscall.SIGINT, "KILL": syscall.SIGKILL, "PIPE": syscall.SIGPIPE,
+	"QUIT": syscall.SIGQUIT, "SEGV": syscall.SIGSEGV, "TERM": syscall.SIGTERM, "USR1": syscall.SIGUSR1,
+	"USR2": syscall.SIGUSR2,
+}
+
+func signalName(sig syscall.Signal) (string, bool) {
+	for k, v := range signals {
+		if v == sig {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// signal delivers a client's signal request to the running program, like
+// OpenSSH to the process itself; it is dropped when nothing runs.
+func (sess *session) signal(name string) {
+	sig, ok := signals[strings.TrimPrefix(name, "SIG")]
+	if !ok {
+		return
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.proc != nil {
+		sess.proc.Signal(sig)
+	}
+}
+
+// start decides what the request runs and starts it. An error refuses the
+// request.
+func (sess *session) start(reqType, arg string) error {
+	s := sess.srv
+	a, err := s.lookupUser(sess.sc.User())
+	if err != nil {
+		return err
+	}
+	sess.done = make(chan struct{})
+	sess.startAt = time.Now()
+	original := arg
+	cmdline, kind := arg, reqType
+	var extraEnv []string
+	if sess.restr.hasForce {
+		cmdline, kind = sess.restr.forceCommand, "exec"
+		if reqType == "subsystem" && cmdline == "internal-sftp" {
+			kind = "subsystem"
+			cmdline = "sftp"
+		}
+		extraEnv = append(extraEnv, "SSH_ORIGINAL_COMMAND="+original)
+	}
+	sess.kind, sess.command = kind, cmdline
+	switch kind {
+	case "subsystem":
+		if cmdline != "sftp" {
+			return fmt.Errorf("unknown subsystem %q", cmdline)
+		}
+		if !s.sameUser(a) {
+			return fmt.Errorf("in-process sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
+		}
+		sess.audit(EventSessionStart, nil)
+		go func() { sess.finish(sess.runSFTP(a), "") }()
+		return nil
+	case "exec":
+		if cmdline == "internal-sftp" {
+			break
+		}
+		if opts, ok, err := parseSCPCommand(cmdline); ok {
+			if err != nil {
+				return err
+			}
+			if !s.sameUser(a) {
+				return fmt.Errorf("in-process scp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
+			}
+			sess.kind = "scp"
+			sess.audit(EventSessionStart, nil)
+			go func() { sess.finish(sess.runSCP(a, opts), "") }()
+			return nil
+		}
+	}
+	if kind == "exec" && cmdline == "internal-sftp" {
+		if !s.sameUser(a) {
+			return fmt.Errorf("in-process sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
+		}
+		sess.audit(EventSessionStart, nil)
+		go func() { sess.finish(sess.runSFTP(a), "") }()
+		return nil
+	}
+	return sess.startProcess(a, cmdline, kind == "shell", extraEnv)
+}
+
+// environment builds a program's environment: accepted client variables,
+// then the standard ones (which win).
+func (sess *session) environment(a *account, shell string, extra []string) []string {
+	env := append([]string(nil), sess.env...)
+	pathVar := "/usr/local/bin:/usr/bin:/bin"
+	if a.UID == 0 {
+		pathVar = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	env = append(env, "HOME="+a.Home, "USER="+a.Name, "LOGNAME="+a.Name, "SHELL="+shell, "PATH="+pathVar)
+	rh, rp := splitAddr(sess.sc.RemoteAddr())
+	lh, lp := splitAddr(sess.sc.LocalAddr())
+	env = append(env, "SSH_CLIENT="+rh+" "+rp+" "+lp, "SSH_CONNECTION="+rh+" "+rp+" "+lh+" "+lp)
+	if sess.ptyReq != nil && sess.ptyReq.Term != "" {
+		env = append(env, "TERM="+sess.ptyReq.Term)
+	}
+	return append(env, extra...)
+}
+
+func splitAddr(a net.Addr) (host, port string) {
+	if a == nil {
+		return "unknown", "0"
+	}
+	h, p, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String(), "0"
+	}
+	return h, p
+}
+
+// startProcess runs the user's shell: a login shell for "shell", or
+// "shell -c cmdline" for a command, on a pty if one was requested.
+func (sess *session) startProcess(a *account, cmdline string, login bool, extraEnv []string) error {
+	s := sess.srv
+	shell := loginShell(a)
+	cmd := &exec.Cmd{Path: shell, Dir: workDir(a)}
+	if login {
+		cmd.Args = []string{"-" + path.Base(shell)}
+	} else {
+		cmd.Args = []string{path.Base(shell), "-c", cmdline}
+	}
+	var stopAgent func()
+	if sess.agent {
+		sock, stop, err := sess.startAgentForwarding(a)
+		if err != nil {
+			return err
+		}
+		stopAgent = stop
+		extraEnv = append(extraEnv, "SSH_AUTH_SOCK="+sock)
+	}
+	cred := s.credential(a)
+	var err error
+	if sess.ptyReq != nil {
+		err = sess.startPTY(cmd, a, cred, shell, extraEnv)
+	} else {
+		err = sess.startPipes(cmd, a, cred, shell, extraEnv)
+	}
+	if stopAgent != nil {
+		if err != nil {
+			stopAgent()
+		} else {
+			go func() {
+				<-sess.done
+				stopAgent()
+			}()
+		}
+	}
+	return err
+}
+
+// startPipes runs cmd with pipes for stdin, stdout and stderr. Stdin gets
+// EOF when the client sends EOF, so "ssh host cmd < file" works.
+func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credential, shell string, extraEnv []string) error {
+	cmd.Env = sess.environment(a, shell, extraEnv)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	var files []*os.File
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	pipe := func() (r, w *os.File, err error) {
+		r, w, err = os.Pipe()
+		if err == nil {
+			files = append(files, r, w)
+		}
+		return
+	}
+	inR, inW, err := pipe()
+	if err != nil {
+		return err
+	}
+	outR, outW, err := pipe()
+	if err != nil {
+		closeAll()
+		return err
+	}
+	errR, errW, err := pipe()
+	if err != nil {
+		closeAll()
+		return err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	if err := cmd.Start(); err != nil {
+		closeAll()
+		return fmt.Errorf("starting %q: %w", cmd.Args, err)
+	}
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	pid := cmd.Process.Pid
+	sess.mu.Lock()
+	sess.proc = cmd.Process
+	sess.hangup = func() {
+		syscall.Kill(-pid, syscall.SIGHUP)
+		time.AfterFunc(killDelay, func() {
+			syscall.Kill(-pid, syscall.SIGKILL)
+			outR.Close()
+			errR.Close()
+			inW.Close()
+		})
+	}
+	sess.mu.Unlock()
+	sess.audit(EventSessionStart, nil)
+
+	var stdin, output sync.WaitGroup
+	stdin.Add(1)
+	go func() {
+		defer stdin.Done()
+		io.Copy(inW, sess.reader())
+		inW.Close()
+	}()
+	output.Add(2)
+	go func() {
+		defer output.Done()
+		io.Copy(sess.writer(sess.ch), outR)
+	}()
+	go func() {
+		defer output.Done()
+		io.Copy(sess.writer(sess.ch.Stderr()), errR)
+	}()
+	go func() {
+		state, _ := cmd.Process.Wait()
+		output.Wait()
+		outR.Close()
+		errR.Close()
+		sess.mu.Lock()
+		sess.proc = nil
+		sess.mu.Unlock()
+		status, sig := exitOf(state)
+		sess.finish(status, sig)
+		stdin.Wait()
+	}()
+	return nil
+}
+
+// startPTY runs cmd on a new pty as its session leader.
+func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credential, shell string, extraEnv []string) error {
+	ptmx, tty, err := openPTY()
+	if err != nil {
+		return err
+	}
+	if cred != nil {
+		os.Chown(tty.Name(), int(a.UID), int(a.GID))
+		os.Chmod(tty.Name(), 0o620)
+	}
+	cmd.Env = sess.environment(a, shell, append(extraEnv, "SSH_TTY="+tty.Name()))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Credential: cred}
+	sess.mu.Lock()
+	setWindowSize(ptmx, sess.win)
+	err = cmd.Start()
+	tty.Close()
+	if err != nil {
+		sess.mu.Unlock()
+		ptmx.Close()
+		return fmt.Errorf("starting %q: %w", cmd.Args, err)
+	}
+	pid := cmd.Process.Pid
+	sess.ptmx = ptmx
+	sess.proc = cmd.Process
+	var closeOnce sync.Once
+	closePTY := func() {
+		closeOnce.Do(func() {
+			sess.mu.Lock()
+			sess.ptmx = nil
+			sess.mu.Unlock()
+			ptmx.Close()
+		})
+	}
+	sess.hangup = func() {
+		// Closing the master hangs up the terminal: the kernel sends SIGHUP
+		// to the session, as when a modem line drops.
+		closePTY()
+		syscall.Kill(-pid, syscall.SIGHUP)
+		time.AfterFunc(killDelay, func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	}
+	sess.mu.Unlock()
+	sess.audit(EventSessionStart, nil)
+
+	var exited atomic.Bool
+	outDone := make(chan struct{})
+	go func() {
+		io.Copy(ptmx, sess.reader())
+		// EOF from the client: like OpenSSH, nothing is sent to the
+		// terminal; the program keeps running until it exits.
+	}()
+	go func() {
+		defer close(outDone)
+		w := sess.writer(sess.ch)
+		buf := make([]byte, 32*1024)
+		for {
+			n, err := ptmx.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				if exited.Load() {
+					ptmx.SetReadDeadline(time.Now().Add(ptyDrain))
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		state, _ := cmd.Process.Wait()
+		sess.mu.Lock()
+		sess.proc = nil
+		sess.mu.Unlock()
+		exited.Store(true)
+		if ptmx.SetReadDeadline(time.Now().Add(ptyDrain)) != nil {
+			// Not pollable: the output reader ends only when the pty is closed.
+			select {
+			case <-outDone:
+			case <-time.After(ptyDrain):
+			}
+			closePTY()
+		}
+		<-outDone
+		closePTY()
+		status, sig := exitOf(state)
+		sess.finish(status, sig)
+	}()
+	return nil
+}
+
+// exitOf turns a process state into an exit status or signal name.
+func exitOf(state *os.ProcessState) (int, string) {
+	if state == nil {
+		return -1, ""
+	}
+	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		if name, ok := signalName(ws.Signal()); ok {
+			return -1, name
+		}
+		return 128 + int(ws.Signal()), ""
+	}
+	return state.ExitCode(), ""
+}
+
+// finish reports the program's end to the client: exit-status or
+// exit-signal first, then EOF and close (OpenSSH's clients, and scp and
+// sftp in particular, take a close without a status as failure).
+func (sess *session) finish(status int, sig string) {
+	if sig != "" {
+		sess.ch.SendRequest("exit-signal", false, gossh.Marshal(struct {
+			Signal     string
+			CoreDumped bool
+			Message    string
+			Lang       string
+		}{Signal: sig}))
+	} else {
+		sess.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{uint32(status)}))
+	}
+	sess.ch.CloseWrite()
+	sess.ch.Close()
+	sess.audit(EventSessionEnd, func(e *Event) {
+		e.ExitStatus, e.ExitSignal = status, sig
+		if sig != "" {
+			e.ExitStatus = -1
+		}
+	})
+	close(sess.done)
+}
+
+// stop runs when the channel is gone. A program still running is hung up
+// and waited for, so the connection's goroutines all end.
+func (sess *session) stop() {
+	if sess.done == nil {
+		return
+	}
+	sess.mu.Lock()
+	hangup := sess.hangup
+	running := sess.proc != nil
+	sess.mu.Unlock()
+	select {
+	case <-sess.done:
+		return
+	default:
+	}
+	if running && hangup != nil {
+		hangup()
+	}
+	<-sess.done
+}
+
+func (sess *session) audit(t EventType, fill func(*Event)) {
+	e := Event{
+		Type:      t,
+		Remote:    sess.st.remote,
+		SessionID: hex.EncodeToString(sess.sc.SessionID()),
+		User:      sess.sc.User(),
+		Method:    sess.restr.method,
+		Kind:      sess.kind,
+		Command:   sess.command,
+		PTY:       sess.ptyReq != nil,
+	}
+	if t == EventSessionEnd {
+		e.BytesIn, e.BytesOut = sess.in.Load(), sess.out.Load()
+		e.Duration = time.Since(sess.startAt)
+	}
+	if fill != nil {
+		fill(&e)
+	}
+	sess.srv.log().Info(string(t), "remote", e.Remote, "user", e.User, "kind", e.Kind, "command", e.Command,
+		"exit", e.ExitStatus, "in", e.BytesIn, "out", e.BytesOut)
+	sess.srv.audit(e)
+}
+
+// reader and writer count the session's bytes for the audit log.
+func (sess *session) reader() io.Reader { return countingReader{sess.ch, &sess.in} }
+
+func (sess *session) writer(w io.Writer) io.Writer { return countingWriter{w, &sess.out} }
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// resolvePath makes a client-supplied path absolute against dir ("~" and
+// "~/x" mean the home directory, as a shell would expand them).
+func resolvePath(home, dir, p string) string {
+	switch {
+	case p == "~":
+		return home
+	case strings.HasPrefix(p, "~/"):
+		return filepath.Join(home, p[2:])
+	case filepath.IsAbs(p):
+		return filepath.Clean(p)
+	}
+	return filepath.Join(dir, p)
+}

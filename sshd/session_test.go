@@ -1,0 +1,103 @@
+package sshd
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+func TestExecExitStatus(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	for _, tc := range []struct {
+		name, cmd, stdin string
+		wantOut, wantErr string
+		wantCode         int
+	}{
+		{name: "ok", cmd: "echo hello", wantOut: "hello\n"},
+		{name: "exit code", cmd: "echo out; echo err >&2; exit 3", wantOut: "out\n", wantErr: "err\n", wantCode: 3},
+		{name: "stdin to EOF", cmd: "cat; echo done", stdin: "line1\nline2", wantOut: "line1\nline2done\n"},
+		{name: "wc", cmd: "wc -c", stdin: strings.Repeat("x", 100000), wantOut: "100000\n"},
+		{name: "not found", cmd: "/nonexistent/cmd", wantCode: 127},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := run(t, c, tc.cmd, tc.stdin)
+			if strings.TrimSpace(out) != strings.TrimSpace(tc.wantOut) || code != tc.wantCode {
+				t.Errorf("Run(%q) = %q, %d, want %q, %d", tc.cmd, out, code, tc.wantOut, tc.wantCode)
+			}
+			if tc.wantErr != "" && errOut != tc.wantErr {
+				t.Errorf("Run(%q) stderr = %q, want %q", tc.cmd, errOut, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestExitSignal(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Run("kill -TERM $$")
+	var ee *gossh.ExitError
+	if !errors.As(err, &ee) || ee.Signal() != "TERM" {
+		t.Fatalf("Run(kill -TERM $$) = %v, want exit signal TERM", err)
+	}
+	waitFor(t, "session end event", func() bool { return len(e.eventsOf(EventSessionEnd)) == 1 })
+	if ev := e.eventsOf(EventSessionEnd)[0]; ev.ExitSignal != "TERM" || ev.ExitStatus != -1 {
+		t.Errorf("session end event = %+v, want signal TERM and status -1", ev)
+	}
+}
+
+func TestSignalRequest(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := s.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(`trap 'echo got; exit 7' USR1; echo ready; while :; do sleep 0.05; done`); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := out.Read(buf); err != nil || string(buf) != "ready\n" {
+		t.Fatalf("read %q, %v; want ready", buf, err)
+	}
+	if err := s.Signal(gossh.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Wait()
+	var ee *gossh.ExitError
+	if !errors.As(err, &ee) || ee.ExitStatus() != 7 {
+		t.Fatalf("Wait = %v, want exit status 7", err)
+	}
+}
+
+func TestSessionAudit(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	run(t, c, "cat; exit 2", "12345")
+	waitFor(t, "session end", func() bool { return len(e.eventsOf(EventSessionEnd)) == 1 })
+	start, end := e.eventsOf(EventSessionStart)[0], e.eventsOf(EventSessionEnd)[0]
+	if start.Command != "cat; exit 2" || start.Kind != "exec" || start.User != "root" {
+		t.Errorf("start event = %+v", start)
+	}
+	if end.BytesIn != 5 || end.BytesOut != 5 || end.ExitStatus != 2 || end.Method != "publickey" {
+		t.Errorf("end event = %+v, want 5 bytes in and out, status 2, publickey", end)
+	}
+	if ok := e.eventsOf(EventLoginSuccess); len(ok) != 1 || ok[0].KeyFingerprint != gossh.FingerprintSHA256(e.key.PublicKey()) {
+		t.Errorf("login events = %+v", ok)
+	}
+}
+
+var _ = time.Second

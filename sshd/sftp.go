@@ -1,0 +1,35 @@
+package sshd
+
+import (
+	"io"
+
+	"github.com/pkg/sftp"
+)
+
+// sftpChannel adapts the session channel for pkg/sftp, counting bytes.
+type sftpChannel struct {
+	io.Reader
+	io.Writer
+	close func() error
+}
+
+func (c sftpChannel) Close() error { return c.close() }
+
+// runSFTP serves the SFTP subsystem in-process, as the server's own user,
+// starting in a's home directory. It returns once the client has sent EOF;
+// the caller then sends the exit status before closing the channel. The
+// sftp.Server is deliberately not closed first: that would close the
+// channel and clients would report "exit status -1".
+func (sess *session) runSFTP(a *account) int {
+	rw := sftpChannel{Reader: sess.reader(), Writer: sess.writer(sess.ch), close: sess.ch.Close}
+	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(workDir(a)))
+	if err != nil {
+		sess.srv.log().Warn("sftp", "remote", sess.st.remote, "err", err)
+		return 1
+	}
+	if err := srv.Serve(); err != nil {
+		sess.srv.log().Info("sftp ended", "remote", sess.st.remote, "err", err)
+		return 1
+	}
+	return 0
+}
