@@ -1,0 +1,435 @@
+package sshd
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+func authorizedLine(opts string, k gossh.PublicKey) string {
+	line := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(k)))
+	if opts != "" {
+		line = opts + " " + line
+	}
+	return line + "\n"
+}
+
+// newCert signs a user certificate for key with ca.
+func newCert(t testing.TB, ca, key gossh.Signer, mutate func(c *gossh.Certificate)) gossh.Signer {
+	t.Helper()
+	c := &gossh.Certificate{
+		Key:             key.PublicKey(),
+		CertType:        gossh.UserCert,
+		KeyId:           "test-cert",
+		Serial:          42,
+		ValidPrincipals: []string{"root"},
+		ValidAfter:      uint64(time.Now().Add(-time.Hour).Unix()),
+		ValidBefore:     uint64(time.Now().Add(time.Hour).Unix()),
+		Permissions: gossh.Permissions{Extensions: map[string]string{
+			"permit-pty": "", "permit-port-forwarding": "", "permit-agent-forwarding": "",
+		}},
+	}
+	if mutate != nil {
+		mutate(c)
+	}
+	if err := c.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gossh.NewCertSigner(c, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestPublicKeyAuth(t *testing.T) {
+	e := newEnv(t, nil)
+	other := newSigner(t)
+	for _, tc := range []struct {
+		name   string
+		user   string
+		signer gossh.Signer
+		ok     bool
+	}{
+		{"root with key", "root", e.key, true},
+		{"alice with key", "alice", e.key, true},
+		{"unknown key", "root", other, false},
+		{"unknown user", "nosuch", e.key, false},
+		{"user without authorized_keys", "carol", e.key, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := e.dial(tc.user, gossh.PublicKeys(tc.signer))
+			if c != nil {
+				c.Close()
+			}
+			if (err == nil) != tc.ok {
+				t.Fatalf("login as %s: %v, want ok=%v", tc.user, err, tc.ok)
+			}
+		})
+	}
+	fails := e.eventsOf(EventLoginFailure)
+	if len(fails) == 0 {
+		t.Fatal("no login-failure events")
+	}
+	var sawUnknownUser bool
+	for _, f := range fails {
+		if f.User == "nosuch" && strings.Contains(f.Reason, "unknown user") && f.Method == "publickey" {
+			sawUnknownUser = true
+		}
+	}
+	if !sawUnknownUser {
+		t.Errorf("no failure event for the unknown user: %+v", fails)
+	}
+}
+
+func TestSessionRunsAsLoginUser(t *testing.T) {
+	e := newEnv(t, nil)
+	if e.srv.euid() != 0 {
+		t.Skip("not root: sessions run as the server's own user")
+	}
+	for _, tc := range []struct{ user, want string }{
+		{"root", "0 0 " + e.home("root")},
+		{"alice", "1000 1000 10 " + e.home("alice")},
+		// bob's shell does not exist: /bin/sh is used instead.
+		{"bob", "1001 1001 10 " + e.home("bob")},
+	} {
+		t.Run(tc.user, func(t *testing.T) {
+			c := e.login(tc.user)
+			out, _, code := run(t, c, `echo $(id -u) $(id -G) $(pwd)`, "")
+			if strings.TrimSpace(out) != tc.want || code != 0 {
+				t.Errorf("id as %s = %q (exit %d), want %q", tc.user, out, code, tc.want)
+			}
+		})
+	}
+}
+
+func TestNotRootOnlyOwnUser(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.geteuid = func() int { return 1000 } })
+	if _, err := e.dial("root", gossh.PublicKeys(e.key)); err == nil {
+		t.Error("login as root on a server running as uid 1000 succeeded")
+	}
+	c := e.login("alice")
+	// The session runs as the server's own user; no credential switch.
+	if cred := e.srv.credential(&account{UID: 1000}); cred != nil {
+		t.Errorf("credential = %+v, want nil when not root", cred)
+	}
+	out, _, _ := run(t, c, "echo $USER $HOME", "")
+	if want := "alice " + e.home("alice"); strings.TrimSpace(out) != want {
+		t.Errorf("env = %q, want %q", out, want)
+	}
+}
+
+func TestPasswordAuth(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PasswordHashes = map[string]string{"alice": string(hash), "nosuch": string(hash)}
+	})
+	for _, tc := range []struct {
+		user, pw string
+		ok       bool
+	}{
+		{"alice", "s3cret", true},
+		{"alice", "wrong", false},
+		{"root", "s3cret", false},   // no hash for root
+		{"nosuch", "s3cret", false}, // hash but no such user
+	} {
+		c, err := e.dial(tc.user, gossh.Password(tc.pw))
+		if c != nil {
+			out, _, _ := run(t, c, "echo $USER", "")
+			if strings.TrimSpace(out) != tc.user {
+				t.Errorf("password session user = %q, want %q", out, tc.user)
+			}
+			c.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("password login %s/%s: %v, want ok=%v", tc.user, tc.pw, err, tc.ok)
+		}
+	}
+	for _, ev := range e.events {
+		if strings.Contains(fmt.Sprintf("%+v", ev), "s3cret") {
+			t.Errorf("event contains the password: %+v", ev)
+		}
+	}
+}
+
+func TestPasswordOffByDefault(t *testing.T) {
+	e := newEnv(t, nil)
+	_, err := e.dial("root", gossh.Password("anything"))
+	if err == nil || !strings.Contains(err.Error(), "[none]") && !strings.Contains(err.Error(), "no supported methods remain") {
+		t.Fatalf("password login without PasswordHashes: %v, want refused", err)
+	}
+	// The method list the server offers must not include password.
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var offered []string
+	cfg := e.clientConfig("root", gossh.PasswordCallback(func() (string, error) {
+		offered = append(offered, "password")
+		return "x", nil
+	}))
+	if _, _, _, err := gossh.NewClientConn(conn, e.addr, cfg); err == nil {
+		t.Fatal("login succeeded")
+	}
+	if len(offered) != 0 {
+		t.Errorf("client was asked for a password although password auth is off")
+	}
+}
+
+func TestBadPasswordHashRefused(t *testing.T) {
+	s := &Server{DataDir: t.TempDir(), PasswordHashes: map[string]string{"root": "plaintext"}}
+	if _, err := s.PublicKeys(); err == nil || !strings.Contains(err.Error(), "not bcrypt") {
+		t.Fatalf("setup with a plain-text password = %v, want a bcrypt error", err)
+	}
+}
+
+func TestAuthorizedKeysOptions(t *testing.T) {
+	e := newEnv(t, nil)
+	k := e.key.PublicKey()
+	for _, tc := range []struct {
+		name, opts, cmd string
+		loginOK         bool
+		want            string
+	}{
+		{name: "command forced", opts: `command="echo forced:$SSH_ORIGINAL_COMMAND"`, cmd: "echo mine", loginOK: true, want: "forced:echo mine"},
+		{name: "from loopback", opts: `from="127.0.0.0/8"`, cmd: "echo ok", loginOK: true, want: "ok"},
+		{name: "from wildcard", opts: `from="127.0.0.*"`, cmd: "echo ok", loginOK: true, want: "ok"},
+		{name: "from other", opts: `from="10.0.0.0/8"`, loginOK: false},
+		{name: "from negated", opts: `from="!127.0.0.1,127.0.0.0/8"`, loginOK: false},
+		{name: "expired", opts: `expiry-time="20200101"`, loginOK: false},
+		{name: "not yet expired", opts: `expiry-time="29990101"`, cmd: "echo ok", loginOK: true, want: "ok"},
+		{name: "unknown option", opts: `frobnicate`, loginOK: false},
+		{name: "verify-required", opts: `verify-required`, loginOK: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.writeAuthorizedKeys("root", authorizedLine(tc.opts, k))
+			c, err := e.dial("root", gossh.PublicKeys(e.key))
+			if (err == nil) != tc.loginOK {
+				t.Fatalf("login with %s: %v, want ok=%v", tc.opts, err, tc.loginOK)
+			}
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			out, _, _ := run(t, c, tc.cmd, "")
+			if strings.TrimSpace(out) != tc.want {
+				t.Errorf("Run(%q) = %q, want %q", tc.cmd, out, tc.want)
+			}
+		})
+	}
+}
+
+func TestNoPTYOption(t *testing.T) {
+	e := newEnv(t, nil)
+	e.writeAuthorizedKeys("root", authorizedLine("no-pty", e.key.PublicKey()))
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.RequestPty("xterm", 24, 80, nil); err == nil {
+		t.Error("pty-req granted despite no-pty")
+	}
+}
+
+func TestCertificateAuth(t *testing.T) {
+	ca, otherCA := newSigner(t), newSigner(t)
+	var caFile string
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		caFile = filepath.Join(e.dir, "user_ca.pub")
+		writeFile(t, caFile, authorizedLine("", ca.PublicKey()))
+		s.TrustedUserCAKeysFiles = []string{caFile}
+	})
+	userKey := newSigner(t)
+	for _, tc := range []struct {
+		name    string
+		signer  gossh.Signer
+		user    string
+		ok      bool
+		cmd     string
+		want    string
+		noForce bool
+	}{
+		{name: "valid", signer: newCert(t, ca, userKey, nil), user: "root", ok: true, cmd: "echo hi", want: "hi"},
+		{name: "wrong principal", signer: newCert(t, ca, userKey, nil), user: "alice", ok: false},
+		{name: "expired", signer: newCert(t, ca, userKey, func(c *gossh.Certificate) {
+			c.ValidBefore = uint64(time.Now().Add(-time.Minute).Unix())
+		}), user: "root"},
+		{name: "not yet valid", signer: newCert(t, ca, userKey, func(c *gossh.Certificate) {
+			c.ValidAfter = uint64(time.Now().Add(time.Hour).Unix())
+		}), user: "root"},
+		{name: "untrusted CA", signer: newCert(t, otherCA, userKey, nil), user: "root"},
+		{name: "host cert", signer: newCert(t, ca, userKey, func(c *gossh.Certificate) { c.CertType = gossh.HostCert }), user: "root"},
+		{name: "force-command", signer: newCert(t, ca, userKey, func(c *gossh.Certificate) {
+			c.CriticalOptions = map[string]string{"force-command": "echo forced"}
+		}), user: "root", ok: true, cmd: "echo hi", want: "forced"},
+		{name: "source-address ok", signer: newCert(t, ca, userKey, func(c *gossh.Certificate) {
+			c.CriticalOptions = map[string]string{"source-address": "127.0.0.1/32,::1"}
+		}), user: "root", ok: true, cmd: "echo hi", want: "hi"},
+		{name: "source-address other", signer: newCert(t, ca, userKey, func(c *gossh.Certificate) {
+			c.CriticalOptions = map[string]string{"source-address": "10.0.0.0/8"}
+		}), user: "root"},
+		{name: "unknown critical option", signer: newCert(t, ca, userKey, func(c *gossh.Certificate) {
+			c.CriticalOptions = map[string]string{"verify-required": ""}
+		}), user: "root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := e.dial(tc.user, gossh.PublicKeys(tc.signer))
+			if (err == nil) != tc.ok {
+				t.Fatalf("login: %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			out, _, _ := run(t, c, tc.cmd, "")
+			if strings.TrimSpace(out) != tc.want {
+				t.Errorf("Run(%q) = %q, want %q", tc.cmd, out, tc.want)
+			}
+		})
+	}
+	// x/crypto will not sign a certificate without principals; sshd must
+	// refuse one anyway (it would be valid for every user).
+	if _, err := e.srv.authorizeCert(&connState{}, &account{Name: "root"}, &gossh.Certificate{CertType: gossh.UserCert, SignatureKey: ca.PublicKey()}); err == nil || !strings.Contains(err.Error(), "no principals") {
+		t.Errorf("certificate without principals: %v, want refused", err)
+	}
+	var sawCert bool
+	for _, ev := range e.eventsOf(EventLoginSuccess) {
+		if ev.CertID == "test-cert" && ev.CertSerial == 42 && ev.KeyFingerprint == gossh.FingerprintSHA256(userKey.PublicKey()) {
+			sawCert = true
+		}
+	}
+	if !sawCert {
+		t.Errorf("no login-success event with the certificate id: %+v", e.eventsOf(EventLoginSuccess))
+	}
+}
+
+func TestCertAuthorityLine(t *testing.T) {
+	ca := newSigner(t)
+	e := newEnv(t, nil)
+	e.writeAuthorizedKeys("alice", authorizedLine(`cert-authority,principals="ops,admin",no-pty`, ca.PublicKey()))
+	userKey := newSigner(t)
+	ops := newCert(t, ca, userKey, func(c *gossh.Certificate) { c.ValidPrincipals = []string{"ops"} })
+	if c, err := e.dial("alice", gossh.PublicKeys(ops)); err != nil {
+		t.Errorf("cert-authority login with principal ops: %v", err)
+	} else {
+		s, _ := c.NewSession()
+		if err := s.RequestPty("xterm", 24, 80, nil); err == nil {
+			t.Error("no-pty on the cert-authority line not applied")
+		}
+		s.Close()
+		c.Close()
+	}
+	alice := newCert(t, ca, userKey, func(c *gossh.Certificate) { c.ValidPrincipals = []string{"alice"} })
+	if c, err := e.dial("alice", gossh.PublicKeys(alice)); err == nil {
+		c.Close()
+		t.Error("principal alice accepted although principals= lists only ops,admin")
+	}
+	// The CA's own key is not a user key.
+	if c, err := e.dial("alice", gossh.PublicKeys(ca)); err == nil {
+		c.Close()
+		t.Error("the CA key itself logged in")
+	}
+}
+
+func TestMaxAuthTries(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxAuthTries = 2 })
+	var signers []gossh.Signer
+	for range 4 {
+		signers = append(signers, newSigner(t))
+	}
+	signers = append(signers, e.key) // the good key comes too late
+	_, err := e.dial("root", gossh.PublicKeys(signers...))
+	if err == nil {
+		t.Fatal("login succeeded after more failures than MaxAuthTries")
+	}
+}
+
+func TestLoginGraceTime(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.LoginGraceTime = 200 * time.Millisecond })
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	_, err = io.Copy(io.Discard, conn) // the banner, then EOF when the server gives up
+	if err != nil {
+		t.Fatalf("read: %v (want EOF from the grace timer)", err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("closed after %v, before the grace time", d)
+	}
+	waitFor(t, "grace event", func() bool {
+		for _, ev := range e.eventsOf(EventLoginFailure) {
+			if ev.Reason == "login grace time exceeded" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestFailureRateLimit(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.MaxAuthFailures = 2
+		s.AuthFailureWindow = time.Hour
+	})
+	bad := newSigner(t)
+	for i := range 2 {
+		if _, err := e.dial("root", gossh.PublicKeys(bad)); err == nil {
+			t.Fatalf("attempt %d: bad key logged in", i)
+		}
+	}
+	// The limiter counts a connection when its goroutine ends.
+	waitFor(t, "failures counted", func() bool { return e.srv.limiter.blocked("127.0.0.1", time.Now()) })
+	_, err := e.dial("root", gossh.PublicKeys(e.key))
+	if err == nil {
+		t.Fatal("login from a source over the failure limit succeeded")
+	}
+	var limited bool
+	for _, ev := range e.eventsOf(EventLoginFailure) {
+		limited = limited || strings.Contains(ev.Reason, "too many failed logins")
+	}
+	if !limited {
+		t.Error("no rate-limit event")
+	}
+}
+
+func TestFailureLimiterWindow(t *testing.T) {
+	l := newFailureLimiter(2, time.Minute)
+	t0 := time.Unix(1000, 0)
+	l.fail("a", t0)
+	l.fail("a", t0.Add(time.Second))
+	if !l.blocked("a", t0.Add(2*time.Second)) {
+		t.Error("not blocked after 2 failures")
+	}
+	if l.blocked("b", t0) {
+		t.Error("another source blocked")
+	}
+	if l.blocked("a", t0.Add(61*time.Second)) {
+		t.Error("still blocked after the window")
+	}
+	off := newFailureLimiter(-1, time.Minute)
+	off.fail("a", t0)
+	if off.blocked("a", t0) {
+		t.Error("disabled limiter blocked")
+	}
+}
+
+var _ = errors.New

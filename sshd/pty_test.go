@@ -1,0 +1,191 @@
+package sshd
+
+import (
+	"bufio"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// TestWindowChangeBeforeShell sends window changes between pty-req and
+// shell, many more than gliderlabs' one-slot channel holds: none may block
+// the request loop, and the last one must be the size the shell sees.
+func TestWindowChangeBeforeShell(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.RequestPty("xterm-256color", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := s.WindowChange(30+i, 100+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in, _ := s.StdinPipe()
+	out, _ := s.StdoutPipe()
+	done := make(chan error, 1)
+	go func() {
+		if err := s.Shell(); err != nil {
+			done <- err
+			return
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shell: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("shell request hung after window changes")
+	}
+	r := bufio.NewReader(out)
+	io.WriteString(in, "stty size; echo TERM=$TERM; echo ARG0=$0\n")
+	want := []string{"49 119", "TERM=xterm-256color", "ARG0=-sh"}
+	got := readUntil(t, r, "ARG0=")
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("shell output %q lacks %q", got, w)
+		}
+	}
+	// A change while the shell runs goes straight to the terminal.
+	if err := s.WindowChange(12, 34); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(in, "stty size; echo END\n")
+	if got := readUntil(t, r, "END\r\n"); !strings.Contains(got, "12 34") {
+		t.Errorf("after window change: %q, want 12 34", got)
+	}
+	io.WriteString(in, "exit 5\n")
+	var ee *gossh.ExitError
+	if err := s.Wait(); err == nil || !asExit(err, &ee) || ee.ExitStatus() != 5 {
+		t.Errorf("Wait = %v, want exit status 5", err)
+	}
+}
+
+// readUntil reads from r until the output contains marker after a line
+// that echoed the command (the pty echoes input).
+func readUntil(t *testing.T, r *bufio.Reader, marker string) string {
+	t.Helper()
+	var b strings.Builder
+	deadline := time.AfterFunc(5*time.Second, func() {})
+	defer deadline.Stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			line, err := r.ReadString('\n')
+			b.WriteString(line)
+			if err != nil || strings.HasPrefix(strings.TrimLeft(line, "\r"), marker) || (strings.Contains(line, marker) && !strings.Contains(line, "echo")) {
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("timed out waiting for %q; got %q", marker, b.String())
+	}
+	return b.String()
+}
+
+func TestPTYExec(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WindowChange(40, 120); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Output("stty size; tty; test -t 0 && echo interactive; exit 4")
+	var ee *gossh.ExitError
+	if !asExit(err, &ee) || ee.ExitStatus() != 4 {
+		t.Fatalf("Output = %v, want exit 4", err)
+	}
+	got := string(out)
+	for _, w := range []string{"40 120\r\n", "/dev/pts/", "interactive"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("output %q lacks %q", got, w)
+		}
+	}
+}
+
+func TestPTYLargeOutputNotLost(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Output("i=0; while [ $i -lt 3000 ]; do echo line$i; i=$((i+1)); done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(out), "line2999\r\n") || strings.Count(string(out), "\n") != 3000 {
+		t.Errorf("got %d lines ending %q, want 3000 ending line2999", strings.Count(string(out), "\n"), string(out[max(0, len(out)-20):]))
+	}
+}
+
+func TestWindowChangeWithoutPTY(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ok, err := s.SendRequest("window-change", true, gossh.Marshal(windowChange{Cols: 1, Rows: 1}))
+	if err != nil || ok {
+		t.Errorf("window-change without pty = %v, %v; want refused", ok, err)
+	}
+	if out, err := s.Output("echo still"); err != nil || string(out) != "still\n" {
+		t.Errorf("session after refused window-change: %q, %v", out, err)
+	}
+}
+
+func TestEnvAllowList(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.AcceptEnv = []string{"LANG", "LC_*"} })
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, kv := range [][2]string{{"LANG", "C.UTF-8"}, {"LC_TIME", "de_DE"}, {"FOO", "bar"}, {"LD_PRELOAD", "/x.so"}} {
+		err := s.Setenv(kv[0], kv[1])
+		allowed := kv[0] == "LANG" || kv[0] == "LC_TIME"
+		if (err == nil) != allowed {
+			t.Errorf("Setenv(%s) = %v, want allowed=%v", kv[0], err, allowed)
+		}
+	}
+	out, err := s.Output(`echo "$LANG|$LC_TIME|$FOO|$LD_PRELOAD"`)
+	if err != nil || string(out) != "C.UTF-8|de_DE||\n" {
+		t.Errorf("env = %q, %v", out, err)
+	}
+}
+
+func asExit(err error, target **gossh.ExitError) bool {
+	ee, ok := err.(*gossh.ExitError)
+	if ok {
+		*target = ee
+	}
+	return ok
+}
