@@ -1,0 +1,281 @@
+package tunneltest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+const (
+	// maxWebSocketMessage is the read limit per message and the largest message the
+	// server writes (spec §1.3).
+	maxWebSocketMessage = tunnel.MaxWebSocketMessage
+	// maxQueued bounds the bytes waiting to be written to one side; a relay into a
+	// full queue blocks the sender's reader, so a slow reader slows its peer down as
+	// it would through the real service.
+	maxQueued = 1 << 20
+	// gather is how long a rechunking writer waits for more frames before cutting,
+	// so that messages carry several frames.
+	gather = time.Millisecond
+)
+
+// errText reports a text message, which the service never accepts (spec §1.2).
+var errText = errors.New("text message")
+
+// conn is one accepted WebSocket. Its reader runs in the handler goroutine, its
+// writer in a goroutine of its own; the writer is the only one to write data, so
+// writes to a side are serialized and frames keep their order.
+type conn struct {
+	s         *Server
+	t         *Tunnel
+	side      Side
+	ws        *websocket.Conn
+	raw       net.Conn // the hijacked TCP connection; closing it cuts without a Close frame
+	proto     string
+	channelID string
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wake      chan struct{} // buffered 1: the queue grew or a close was requested
+	done      chan struct{} // closed when the writer returns
+
+	mu          sync.Mutex
+	space       sync.Cond // signalled when the queue shrinks or the conn ends
+	queue       [][]byte  // complete frames waiting to be written
+	queued      int       // bytes in queue
+	closeCode   websocket.StatusCode
+	closeReason string // with closeCode != 0: write the queue, then close gracefully
+	dead        bool   // cut: nothing more is written
+}
+
+func newConn(s *Server, t *Tunnel, side Side, ws *websocket.Conn, raw net.Conn, proto, channelID string) *conn {
+	c := &conn{
+		s: s, t: t, side: side, ws: ws, raw: raw, proto: proto, channelID: channelID,
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.space.L = &c.mu
+	if proto != SubprotocolV1 {
+		// SERVICE_IDS goes first on every V2/V3 connect, even with no services
+		// (spec §3.1); a V1 client would not know the type.
+		b, err := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeServiceIDs, AvailableServiceIDs: t.services})
+		if err != nil {
+			panic("tunneltest: encoding SERVICE_IDS: " + err.Error())
+		}
+		c.queue, c.queued = [][]byte{b}, len(b)
+	}
+	return c
+}
+
+// run serves the connection until it ends; it runs in the handler goroutine.
+func (c *conn) run() {
+	c.s.handler.Add(1)
+	go func() {
+		defer c.s.handler.Done()
+		c.writeLoop()
+	}()
+	err := c.readLoop()
+	c.mu.Lock()
+	graceful := c.closeCode != 0
+	c.mu.Unlock()
+	if !graceful {
+		c.cut()
+	}
+	<-c.done
+	c.ws.CloseNow()
+	c.cancel()
+	c.t.detach(c)
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	c.s.logf("%s %v %s: ended: %v", c.t.ID, c.side, c.channelID, err)
+}
+
+// enqueue queues frame b, which the conn now owns. It blocks while the queue is full
+// and reports false if the conn no longer writes data.
+func (c *conn) enqueue(b []byte) bool {
+	c.mu.Lock()
+	for c.queued >= maxQueued && !c.dead && c.closeCode == 0 {
+		c.space.Wait()
+	}
+	if c.dead || c.closeCode != 0 {
+		c.mu.Unlock()
+		return false
+	}
+	c.queue = append(c.queue, b)
+	c.queued += len(b)
+	c.mu.Unlock()
+	c.signal()
+	return true
+}
+
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// closeWith writes what is queued, then closes the WebSocket with a Close frame.
+func (c *conn) closeWith(code websocket.StatusCode, reason string) {
+	if len(reason) > 123 { // a close frame's payload is at most 125 bytes
+		reason = reason[:123]
+	}
+	c.mu.Lock()
+	if c.dead || c.closeCode != 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.closeCode, c.closeReason = code, reason
+	c.space.Broadcast()
+	c.mu.Unlock()
+	c.signal()
+}
+
+// cut closes the TCP connection abruptly: no Close frame, queued frames are lost.
+func (c *conn) cut() {
+	c.mu.Lock()
+	was := c.dead
+	c.dead = true
+	c.queue, c.queued = nil, 0
+	c.space.Broadcast()
+	c.mu.Unlock()
+	if was {
+		return
+	}
+	c.cancel()
+	if c.raw != nil {
+		c.raw.Close()
+	} else {
+		c.ws.CloseNow()
+	}
+}
+
+func (c *conn) writeLoop() {
+	defer close(c.done)
+	for {
+		rechunk := c.t.rechunking(c.side)
+		if rechunk {
+			// Let frames accumulate so that messages carry several of them.
+			select {
+			case <-time.After(gather):
+			case <-c.ctx.Done():
+			}
+		}
+		c.mu.Lock()
+		batch, dead, code, reason := c.queue, c.dead, c.closeCode, c.closeReason
+		c.queue, c.queued = nil, 0
+		c.space.Broadcast()
+		c.mu.Unlock()
+		if dead {
+			return
+		}
+		if len(batch) == 0 {
+			if code != 0 {
+				err := c.ws.Close(code, reason)
+				c.s.logf("%s %v %s: closed with %d %q: %v", c.t.ID, c.side, c.channelID, code, reason, err)
+				return
+			}
+			select {
+			case <-c.wake:
+			case <-c.ctx.Done():
+			}
+			continue
+		}
+		var err error
+		if rechunk {
+			err = c.writeRechunked(batch)
+		} else {
+			for _, b := range batch {
+				if err = c.ws.Write(c.ctx, websocket.MessageBinary, b); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			c.cut()
+			return
+		}
+	}
+}
+
+// writeRechunked writes the batch's bytes as messages whose sizes come from the
+// tunnel's random source (Rechunk), ignoring frame boundaries.
+func (c *conn) writeRechunked(batch [][]byte) error {
+	b := bytes.Join(batch, nil)
+	for len(b) > 0 {
+		n := min(c.t.chunkSize(c.side), len(b))
+		if err := c.ws.Write(c.ctx, websocket.MessageBinary, b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// readLoop reads the concatenated binary messages as a stream of tunnel frames and
+// hands each, raw, to the tunnel. It returns why reading ended.
+func (c *conn) readLoop() error {
+	ms := &messageStream{ctx: c.ctx, ws: c.ws}
+	buf := make([]byte, 2+tunnel.MaxMessageSize)
+	d := newDecoder()
+	for {
+		if _, err := io.ReadFull(ms, buf[:2]); err != nil {
+			return c.readError(err)
+		}
+		n := int(buf[0])<<8 | int(buf[1])
+		if _, err := io.ReadFull(ms, buf[2:2+n]); err != nil {
+			return c.readError(err)
+		}
+		if !c.t.receive(c, buf[:2+n], d) {
+			return errors.New("stopped by the tunnel")
+		}
+	}
+}
+
+func (c *conn) readError(err error) error {
+	if errors.Is(err, errText) {
+		c.t.detach(c)
+		c.closeWith(websocket.StatusUnsupportedData, "text messages are not allowed (spec §1.2)")
+	}
+	return err
+}
+
+// messageStream concatenates the binary messages of a WebSocket (spec §1.2).
+type messageStream struct {
+	ctx context.Context
+	ws  *websocket.Conn
+	r   io.Reader
+}
+
+func (ms *messageStream) Read(p []byte) (int, error) {
+	for {
+		if ms.r == nil {
+			typ, r, err := ms.ws.Reader(ms.ctx)
+			if err != nil {
+				return 0, err
+			}
+			if typ != websocket.MessageBinary {
+				return 0, errText
+			}
+			ms.r = r
+		}
+		n, err := ms.r.Read(p)
+		if err == io.EOF {
+			ms.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}

@@ -1,0 +1,267 @@
+package tunneltest
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+func TestHandshakeRules(t *testing.T) {
+	const clientToken = "0123456789abcdef-0123456789abcdef"
+	type tokens struct{ src, dst string }
+	tests := []struct {
+		name     string
+		opts     func(tk tokens) dialOpts
+		wantBody string // substring; "" = success
+	}{
+		{"ok source", func(tk tokens) dialOpts { return dialOpts{mode: "source", token: tk.src} }, ""},
+		{"ok destination with client token", func(tk tokens) dialOpts {
+			return dialOpts{mode: "destination", token: tk.dst, clientToken: clientToken}
+		}, ""},
+		{"ok cookie", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src}}}
+		}, ""},
+		{"wrong path", func(tk tokens) dialOpts { return dialOpts{path: "/tunnel/", mode: "source", token: tk.src} }, "Invalid path"},
+		{"root path", func(tk tokens) dialOpts { return dialOpts{path: "/", mode: "source", token: tk.src} }, "Invalid path"},
+		{"no mode", func(tk tokens) dialOpts { return dialOpts{query: "x=1", token: tk.src} }, "local-proxy-mode"},
+		{"bad mode", func(tk tokens) dialOpts { return dialOpts{mode: "src", token: tk.src} }, "local-proxy-mode"},
+		{"repeated mode", func(tk tokens) dialOpts {
+			return dialOpts{query: "local-proxy-mode=source&local-proxy-mode=source", token: tk.src}
+		}, "local-proxy-mode"},
+		{"mode mismatch", func(tk tokens) dialOpts { return dialOpts{mode: "destination", token: tk.src} }, "for source mode"},
+		{"no token", func(tk tokens) dialOpts { return dialOpts{mode: "source"} }, "Missing access token"},
+		{"unknown token", func(tk tokens) dialOpts { return dialOpts{mode: "source", token: "nope"} }, "Invalid access token"},
+		{"repeated header", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, header: http.Header{"Access-Token": {tk.src}}}
+		}, "more than one access token"},
+		{"header and cookie", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src}}}
+		}, "more than one access token"},
+		{"repeated cookie", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src + "; awsiot-tunnel-token=" + tk.src}}}
+		}, "more than one access token"},
+		{"short client token", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, clientToken: "abc"}
+		}, "Invalid client token"},
+		{"client token bad char", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, clientToken: strings.Repeat("a", 40) + "_"}
+		}, "Invalid client token"},
+		{"client token too long", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, clientToken: strings.Repeat("a", 129)}
+		}, "Invalid client token"},
+		{"repeated client token", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, clientToken: clientToken, header: http.Header{"Client-Token": {clientToken}}}
+		}, "more than one client-token"},
+		{"no subprotocol", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, subprotocols: []string{}}
+		}, "Sec-WebSocket-Protocol"},
+		{"unknown subprotocol", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, subprotocols: []string{"aws.iot.securetunneling-4.0"}}
+		}, "Sec-WebSocket-Protocol"},
+		{"request over 4 KB", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, header: http.Header{"X-Pad": {strings.Repeat("p", 4000)}}}
+		}, "Request too large"},
+		{"request just under 4 KB", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, header: http.Header{"X-Pad": {strings.Repeat("p", 3400)}}}
+		}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewServer(t)
+			s.Logf = t.Logf
+			tun := s.OpenTunnel("SSH")
+			ws, resp, err := dialRaw(t, s, tc.opts(tokens{tun.SourceToken, tun.DestinationToken}))
+			hs := s.Handshakes()
+			if len(hs) != 1 {
+				t.Fatalf("Handshakes() has %d entries, want 1", len(hs))
+			}
+			if tc.wantBody == "" {
+				if err != nil {
+					t.Fatalf("dial: %v, want success", err)
+				}
+				ws.CloseNow()
+				if hs[0].Status != http.StatusSwitchingProtocols {
+					t.Errorf("Handshake.Status = %d, want 101", hs[0].Status)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("dial succeeded, want 400 %q", tc.wantBody)
+			}
+			if resp == nil || resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("dial: %v, response %v, want 400", err, resp)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if !strings.Contains(string(b), tc.wantBody) {
+				t.Errorf("body = %q, want it to contain %q", b, tc.wantBody)
+			}
+			if hs[0].Status != 400 || hs[0].Body != string(b) {
+				t.Errorf("Handshake = %d %q, want 400 %q", hs[0].Status, hs[0].Body, b)
+			}
+			if tun.Connects(Source)+tun.Connects(Destination) != 0 {
+				t.Errorf("Connects = %d+%d after a refused handshake", tun.Connects(Source), tun.Connects(Destination))
+			}
+		})
+	}
+}
+
+func TestHandshakeResponse(t *testing.T) {
+	s := NewServer(t)
+	tun := s.OpenTunnel()
+	offer := []string{"foo", SubprotocolV2, SubprotocolV3}
+	c := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, subprotocols: offer, clientToken: "abcdefabcdefabcdefabcdefabcdefab"})
+	if got := c.resp.Header.Get("Sec-WebSocket-Protocol"); got != SubprotocolV2 {
+		t.Errorf("Sec-WebSocket-Protocol = %q, want %q (first supported offer)", got, SubprotocolV2)
+	}
+	id := c.resp.Header.Get("channel-id")
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(id) {
+		t.Errorf("channel-id = %q, want a UUIDv4", id)
+	}
+	c.wantServiceIDs()
+	hs := s.Handshakes()
+	want := Handshake{Path: "/tunnel", Mode: "source", AccessToken: tun.SourceToken, ClientToken: "abcdefabcdefabcdefabcdefabcdefab",
+		Subprotocols: offer, Status: 101, Subprotocol: SubprotocolV2, ChannelID: id}
+	got := hs[0]
+	got.Header = nil
+	if got.Path != want.Path || got.Mode != want.Mode || got.AccessToken != want.AccessToken || got.ClientToken != want.ClientToken ||
+		!equal(got.Subprotocols, want.Subprotocols) || got.Status != want.Status || got.Subprotocol != want.Subprotocol || got.ChannelID != want.ChannelID {
+		t.Errorf("Handshakes()[0] = %+v, want %+v", got, want)
+	}
+	if hs[0].Header.Get("Access-Token") != tun.SourceToken {
+		t.Errorf("Handshake.Header lacks the access-token header")
+	}
+	if len(tun.SourceToken) < 40 || tun.SourceToken == tun.DestinationToken {
+		t.Errorf("tokens %q, %q: want distinct, 40+ chars", tun.SourceToken, tun.DestinationToken)
+	}
+}
+
+func TestFailHandshakes(t *testing.T) {
+	s := NewServer(t)
+	tun := s.OpenTunnel("SSH")
+	s.FailHandshakes(2, http.StatusServiceUnavailable, "busy")
+	for i := 0; i < 2; i++ {
+		_, resp, err := dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+		if err == nil || resp == nil || resp.StatusCode != 503 {
+			t.Fatalf("dial %d: %v, %v, want 503", i, err, resp)
+		}
+		if b, _ := io.ReadAll(resp.Body); string(b) != "busy" {
+			t.Errorf("body = %q, want %q", b, "busy")
+		}
+	}
+	// The token was not consumed by the failed attempts.
+	dial(t, s, dialOpts{mode: "source", token: tun.SourceToken}).wantServiceIDs("SSH")
+	var got []int
+	for _, h := range s.Handshakes() {
+		got = append(got, h.Status)
+	}
+	if len(got) != 3 || got[0] != 503 || got[1] != 503 || got[2] != 101 {
+		t.Errorf("statuses = %v, want [503 503 101]", got)
+	}
+}
+
+func TestSingleUseToken(t *testing.T) {
+	s := NewServer(t)
+	s.Logf = t.Logf
+	tun := s.OpenTunnel("SSH")
+	c := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	c.wantServiceIDs("SSH")
+	for _, connected := range []bool{true, false} {
+		if !connected {
+			c.ws.CloseNow()
+		}
+		_, resp, err := dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+		if err == nil {
+			t.Fatalf("second use of the token succeeded")
+		}
+		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 400 || string(b) != BodyTokenUsed {
+			t.Errorf("reuse: %d %q, want 400 %q", resp.StatusCode, b, BodyTokenUsed)
+		}
+		// With a client token now is too late.
+		_, resp, _ = dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: "abcdefabcdefabcdefabcdefabcdefab"})
+		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 400 || string(b) != BodyTokenUsed {
+			t.Errorf("reuse with client token: %d %q, want 400 %q", resp.StatusCode, b, BodyTokenUsed)
+		}
+	}
+	if n := tun.Connects(Source); n != 1 {
+		t.Errorf("Connects(Source) = %d, want 1", n)
+	}
+}
+
+func TestClientTokenReconnect(t *testing.T) {
+	const ct = "11111111-2222-3333-4444-555555555555"
+	s := NewServer(t)
+	s.Logf = t.Logf
+	tun := s.OpenTunnel("SSH")
+	first := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
+	first.wantServiceIDs("SSH")
+
+	// Wrong client token, and none: refused with the documented bodies.
+	for _, tc := range []struct{ ct, body string }{
+		{"99999999-2222-3333-4444-555555555555", BodyClientTokenMismatch},
+		{"", BodyTokenUsed},
+	} {
+		_, resp, err := dialRaw(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: tc.ct})
+		if err == nil {
+			t.Fatalf("reconnect with client token %q succeeded", tc.ct)
+		}
+		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 400 || string(b) != tc.body {
+			t.Errorf("client token %q: %d %q, want 400 %q", tc.ct, resp.StatusCode, b, tc.body)
+		}
+	}
+	// The same client token on the other side's token is taken.
+	_, resp, err := dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: ct})
+	if err == nil || resp.StatusCode != 400 {
+		t.Errorf("client token reused with another access token: %v, want 400", err)
+	}
+
+	// Same access token and client token while connected: replaces the old one.
+	second := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
+	second.wantServiceIDs("SSH")
+	first.wantCut()
+	if n := tun.Connects(Destination); n != 2 {
+		t.Errorf("Connects(Destination) = %d, want 2", n)
+	}
+	// And after a disconnect.
+	second.ws.CloseNow()
+	third := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
+	third.wantServiceIDs("SSH")
+	if !tun.Connected(Destination) || tun.Connects(Destination) != 3 {
+		t.Errorf("Connected, Connects = %v, %d, want true, 3", tun.Connected(Destination), tun.Connects(Destination))
+	}
+}
+
+func TestServiceIDsOnConnect(t *testing.T) {
+	for _, tc := range []struct {
+		proto    string
+		services []string
+	}{
+		{SubprotocolV3, []string{"SSH", "WEB", "VNC"}},
+		{SubprotocolV2, []string{"SSH"}},
+		{SubprotocolV3, nil},
+		{SubprotocolV1, []string{"SSH"}},
+	} {
+		t.Run(tc.proto+"/"+strings.Join(tc.services, ","), func(t *testing.T) {
+			s := NewServer(t)
+			tun := s.OpenTunnel(tc.services...)
+			dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, subprotocols: []string{tc.proto}})
+			src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+			src.wantServiceIDs(tc.services...)
+			if tc.proto != SubprotocolV1 {
+				dst.wantServiceIDs(tc.services...)
+			}
+			// A V1 client gets no SERVICE_IDS: its first frame is the relayed one.
+			svc := ""
+			if len(tc.services) > 0 && tc.proto != SubprotocolV1 {
+				svc = tc.services[0]
+			}
+			src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: svc})
+			if m := dst.mustNext(); m.Type != tunnel.TypeStreamStart {
+				t.Errorf("destination got %v, want the relayed STREAM_START", m)
+			}
+		})
+	}
+}

@@ -1,0 +1,590 @@
+package tunneltest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// rawFrame builds a frame from hand-encoded fields, for bytes AppendFrame refuses or
+// would encode differently.
+func rawFrame(fields ...[]byte) []byte {
+	body := bytes.Join(fields, nil)
+	return append([]byte{byte(len(body) >> 8), byte(len(body))}, body...)
+}
+
+func varintField(num protowire.Number, v uint64) []byte {
+	b := protowire.AppendTag(nil, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+func bytesField(num protowire.Number, v []byte) []byte {
+	b := protowire.AppendTag(nil, num, protowire.BytesType)
+	return protowire.AppendBytes(b, v)
+}
+
+func frame(t *testing.T, m *tunnel.Message) []byte {
+	t.Helper()
+	b, err := tunnel.AppendFrame(nil, m)
+	if err != nil {
+		t.Fatalf("AppendFrame(%v): %v", m, err)
+	}
+	return b
+}
+
+func TestRelayOneFramePerMessage(t *testing.T) {
+	_, tun, src, dst := pair(t, "SSH", "WEB")
+	tun.Record(true)
+	want := []*tunnel.Message{
+		{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1},
+		{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("hello")},
+		{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 2},
+		{Type: tunnel.TypeConnectionReset, StreamID: 1, ServiceID: "SSH", ConnectionID: 1},
+		{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: bytes.Repeat([]byte{7}, tunnel.MaxPayload)},
+	}
+	src.send(want...) // one message, five frames
+	for i, w := range want {
+		typ, b, err := dst.ws.Read(context.Background())
+		if err != nil || typ != websocket.MessageBinary {
+			t.Fatalf("message %d: %v %v", i, typ, err)
+		}
+		if !bytes.Equal(b, frame(t, w)) {
+			t.Errorf("message %d = %d bytes, want exactly the frame %v", i, len(b), w)
+		}
+	}
+	dst.send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("back")})
+	if m := src.mustNext(); m.Type != tunnel.TypeData || string(m.Payload) != "back" {
+		t.Errorf("source got %v, want DATA back", m)
+	}
+	got := tun.Received(Source)
+	if len(got) != len(want) {
+		t.Fatalf("Received(Source) has %d frames, want %d", len(got), len(want))
+	}
+	for i, f := range got {
+		w := *want[i]
+		if f.PayloadLen != len(w.Payload) || f.Message.Payload != nil {
+			t.Errorf("Received(Source)[%d]: PayloadLen %d, Payload %v; want %d, nil", i, f.PayloadLen, f.Message.Payload != nil, len(w.Payload))
+		}
+		w.Payload = nil
+		if f.Message.String() != w.String() {
+			t.Errorf("Received(Source)[%d] = %v, want %v", i, &f.Message, &w)
+		}
+	}
+	if n := len(tun.Received(Destination)); n != 1 {
+		t.Errorf("Received(Destination) has %d frames, want 1", n)
+	}
+}
+
+// streamReader reads a client's binary messages raw until it has n bytes.
+type streamReader struct {
+	data  []byte
+	sizes []int
+	err   error
+}
+
+func readStream(ws *websocket.Conn, n int) <-chan *streamReader {
+	ch := make(chan *streamReader, 1)
+	go func() {
+		r := new(streamReader)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		for len(r.data) < n {
+			typ, b, err := ws.Read(ctx)
+			if err == nil && typ != websocket.MessageBinary {
+				err = errors.New("text message")
+			}
+			if err != nil {
+				r.err = err
+				break
+			}
+			r.data = append(r.data, b...)
+			r.sizes = append(r.sizes, len(b))
+		}
+		ch <- r
+	}()
+	return ch
+}
+
+// frameStarts returns the offsets at which frames start in a stream of whole frames.
+func frameStarts(b []byte) map[int]bool {
+	starts := make(map[int]bool)
+	for off := 0; off+2 <= len(b); off += 2 + int(b[off])<<8 | int(b[off+1]) {
+		starts[off] = true
+	}
+	return starts
+}
+
+// sendChunked writes b as messages of random sizes.
+func sendChunked(t *testing.T, ws *websocket.Conn, b []byte, rng *rand.Rand) {
+	for len(b) > 0 {
+		n := min(len(b), 1+rng.IntN([]int{10, 3000, 100000}[rng.IntN(3)]))
+		if err := ws.Write(context.Background(), websocket.MessageBinary, b[:n]); err != nil {
+			t.Errorf("writing: %v", err)
+			return
+		}
+		b = b[n:]
+	}
+}
+
+func TestRelayRechunk(t *testing.T) {
+	s := NewServer(t)
+	tun := s.OpenTunnel("SSH")
+	tun.Rechunk(42)
+	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
+	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	serviceIDs := frame(t, &tunnel.Message{Type: tunnel.TypeServiceIDs, AvailableServiceIDs: []string{"SSH"}})
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	// Source → destination: a STREAM_START, then DATA of mixed sizes, an ignorable
+	// unknown type and frames whose fields are in an unusual order, which a relay that
+	// re-encoded would normalize.
+	up := frame(t, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	for i := range 400 {
+		size := rng.IntN(300)
+		if i%4 == 0 {
+			size = rng.IntN(tunnel.MaxPayload + 1)
+		}
+		payload := make([]byte, size)
+		for j := range payload {
+			payload[j] = byte(rng.Uint32())
+		}
+		switch i % 50 {
+		case 7:
+			up = append(up, rawFrame(varintField(3, 1), varintField(1, 42), bytesField(4, payload[:min(size, 100)]))...)
+		case 9:
+			up = append(up, rawFrame(bytesField(5, []byte("SSH")), bytesField(4, payload), varintField(2, 1), varintField(1, 1))...)
+		default:
+			up = append(up, frame(t, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload})...)
+		}
+	}
+	var down []byte
+	for i := range 100 {
+		down = append(down, frame(t, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: bytes.Repeat([]byte{byte(i)}, i*50)})...)
+	}
+
+	wantDst := append(append([]byte(nil), serviceIDs...), up...)
+	wantSrc := append(append([]byte(nil), serviceIDs...), down...)
+	gotDst := readStream(dst.ws, len(wantDst))
+	gotSrc := readStream(src.ws, len(wantSrc))
+	sendChunked(t, src.ws, up[:len(up)/2], rng)
+	// The destination speaks once the stream has started.
+	if err := tun.WaitConnects(context.Background(), Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(10 * time.Millisecond)
+		sendChunked(t, dst.ws, down, rand.New(rand.NewPCG(3, 4)))
+	}()
+	sendChunked(t, src.ws, up[len(up)/2:], rng)
+	<-done
+
+	for _, tc := range []struct {
+		name string
+		got  *streamReader
+		want []byte
+	}{
+		{"destination", <-gotDst, wantDst},
+		{"source", <-gotSrc, wantSrc},
+	} {
+		if tc.got.err != nil {
+			t.Fatalf("%s: reading: %v", tc.name, tc.got.err)
+		}
+		if !bytes.Equal(tc.got.data, tc.want) {
+			t.Fatalf("%s received %d bytes that differ from the %d sent", tc.name, len(tc.got.data), len(tc.want))
+		}
+		starts := frameStarts(tc.want)
+		straddle, multi, off := 0, 0, 0
+		for _, n := range tc.got.sizes {
+			if n > tunnel.MaxWebSocketMessage {
+				t.Errorf("%s: message of %d bytes", tc.name, n)
+			}
+			k := 0
+			for i := off; i < off+n; i++ {
+				if starts[i] {
+					k++
+				}
+			}
+			if k >= 2 {
+				multi++
+			}
+			off += n
+			if !starts[off] && off < len(tc.want) {
+				straddle++
+			}
+		}
+		t.Logf("%s: %d messages, %d with several frames, %d boundaries inside a frame", tc.name, len(tc.got.sizes), multi, straddle)
+		if multi == 0 || straddle == 0 {
+			t.Errorf("%s: %d messages with several frames, %d cut inside a frame: want both > 0", tc.name, multi, straddle)
+		}
+	}
+}
+
+func TestFramesToAbsentSideAreDropped(t *testing.T) {
+	s := NewServer(t)
+	s.Logf = t.Logf
+	tun := s.OpenTunnel("SSH")
+	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	src.wantServiceIDs("SSH")
+	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	if err := tun.Send(Destination, &tunnel.Message{Type: tunnel.TypeSessionReset}); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("Send to an absent side: %v, want ErrNotConnected", err)
+	}
+	tun.Record(true)
+	src.send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("lost")})
+	waitReceived(t, tun, Source, 1)
+	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
+	dst.wantServiceIDs("SSH")
+	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH"})
+	if m := dst.mustNext(); m.Type != tunnel.TypeStreamStart || m.StreamID != 2 {
+		t.Errorf("destination got %v first, want STREAM_START 2", m)
+	}
+}
+
+// waitReceived waits until n frames from side were recorded.
+func waitReceived(t *testing.T, tun *Tunnel, side Side, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); len(tun.Received(side)) < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d frames received from %v, want %d", len(tun.Received(side)), side, n)
+		}
+	}
+}
+
+func TestDrop(t *testing.T) {
+	_, tun, src, dst := pair(t, "SSH")
+	tun.Drop(Destination)
+	dst.wantCut()
+	if tun.Connected(Destination) || !tun.Connected(Source) {
+		t.Errorf("Connected = %v, %v after Drop(Destination), want true, false", tun.Connected(Source), tun.Connected(Destination))
+	}
+	// The source stays up; what it sends now goes nowhere.
+	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	if err := tun.SessionReset(Source); err != nil {
+		t.Fatal(err)
+	}
+	if m := src.mustNext(); m.Type != tunnel.TypeSessionReset {
+		t.Errorf("source got %v, want SESSION_RESET", m)
+	}
+}
+
+func TestDropAfter(t *testing.T) {
+	const ct = "abcdefabcdefabcdefabcdefabcdefab"
+	s := NewServer(t)
+	s.Logf = t.Logf
+	tun := s.OpenTunnel("SSH")
+	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
+	dst.wantServiceIDs("SSH")
+	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: ct})
+	src.wantServiceIDs("SSH")
+	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	dst.mustNext()
+
+	tun.DropAfter(Source, 3)
+	for i := 1; i <= 5; i++ {
+		// Separate messages; writes after the cut may fail, which is fine.
+		b := frame(t, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte{byte(i)}})
+		if err := src.ws.Write(context.Background(), websocket.MessageBinary, b); err != nil {
+			break
+		}
+	}
+	src.wantCut()
+	for i := 1; i <= 2; i++ {
+		if m := dst.mustNext(); m.Type != tunnel.TypeData || m.Payload[0] != byte(i) {
+			t.Fatalf("destination got %v, want DATA %d", m, i)
+		}
+	}
+	if tun.Connected(Source) {
+		t.Errorf("source still connected after DropAfter")
+	}
+	// Nothing else was relayed: the next frame is one the test sends now.
+	if err := tun.Send(Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 9, ServiceID: "SSH"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := dst.mustNext(); m.StreamID != 9 {
+		t.Errorf("destination got %v, want the marker (stream 9)", m)
+	}
+	// DropAfter fired once; the reconnected source relays again.
+	src = dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: ct})
+	src.wantServiceIDs("SSH")
+	if m := dst.mustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 1 || m.ServiceID != "SSH" {
+		t.Errorf("destination got %v after the source reconnected, want STREAM_RESET 1 SSH", m)
+	}
+	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH"},
+		&tunnel.Message{Type: tunnel.TypeData, StreamID: 2, ServiceID: "SSH"},
+		&tunnel.Message{Type: tunnel.TypeData, StreamID: 2, ServiceID: "SSH"})
+	for range 3 {
+		if m := dst.mustNext(); m.StreamID != 2 {
+			t.Errorf("destination got %v, want stream 2", m)
+		}
+	}
+}
+
+func TestStreamResetOnReplacement(t *testing.T) {
+	const srcCT, dstCT = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa", "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb"
+	s := NewServer(t)
+	s.Logf = t.Logf
+	tun := s.OpenTunnel("SSH", "WEB", "VNC")
+	services := tun.Services()
+	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: dstCT})
+	dst.wantServiceIDs(services...)
+	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: srcCT})
+	src.wantServiceIDs(services...)
+	src.send(
+		&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "WEB"},
+		&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 4, ServiceID: "SSH"},
+		&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "VNC"},
+		&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 5, ServiceID: "SSH"}, // replaces 4
+		&tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 3, ServiceID: "VNC"}, // stale: VNC stays
+	)
+	dst.send(&tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "WEB"}) // WEB ends
+	for range 5 {
+		dst.mustNext()
+	}
+	src.mustNext()
+
+	// The destination is replaced: the source hears of the active streams.
+	dst2 := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: dstCT})
+	dst2.wantServiceIDs(services...)
+	dst.wantCut()
+	for _, w := range []tunnel.Message{
+		{Type: tunnel.TypeStreamReset, StreamID: 5, ServiceID: "SSH"},
+		{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "VNC"},
+	} {
+		if m := src.mustNext(); m.String() != w.String() {
+			t.Errorf("source got %v, want %v", m, &w)
+		}
+	}
+	// Those streams are gone: the source reconnecting tells the destination nothing,
+	// except a stream started since.
+	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 6, ServiceID: "SSH"})
+	dst2.mustNext()
+	src.ws.CloseNow()
+	src2 := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: srcCT})
+	src2.wantServiceIDs(services...)
+	if m := dst2.mustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 6 || m.ServiceID != "SSH" {
+		t.Errorf("destination got %v, want STREAM_RESET 6 SSH", m)
+	}
+
+	// V1 streams reset with an empty service id.
+	tun1 := s.OpenTunnel()
+	d1 := dial(t, s, dialOpts{mode: "destination", token: tun1.DestinationToken, clientToken: "cccccccc-cccc-cccc-cccc-cccccccccccc", subprotocols: []string{SubprotocolV1}})
+	s1 := dial(t, s, dialOpts{mode: "source", token: tun1.SourceToken, subprotocols: []string{SubprotocolV1}})
+	s1.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 3})
+	d1.mustNext()
+	dial(t, s, dialOpts{mode: "destination", token: tun1.DestinationToken, clientToken: "cccccccc-cccc-cccc-cccc-cccccccccccc", subprotocols: []string{SubprotocolV1}})
+	if m := s1.mustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 3 || m.ServiceID != "" {
+		t.Errorf("V1 source got %v, want STREAM_RESET 3", m)
+	}
+}
+
+func TestSessionResetAndSend(t *testing.T) {
+	_, tun, src, dst := pair(t, "SSH")
+	if err := tun.SessionReset(Destination); err != nil {
+		t.Fatal(err)
+	}
+	if m := dst.mustNext(); m.Type != tunnel.TypeSessionReset {
+		t.Errorf("destination got %v, want SESSION_RESET", m)
+	}
+	if err := tun.Send(Source, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := src.mustNext(); m.Type != tunnel.TypeStreamStart {
+		t.Errorf("source got %v, want STREAM_START", m)
+	}
+	if err := tun.Send(Source, &tunnel.Message{Type: tunnel.TypeData}); !errors.Is(err, tunnel.ErrProtocol) {
+		t.Errorf("Send(DATA with stream 0) = %v, want ErrProtocol", err)
+	}
+	// SendRaw gets what the encoder refuses to the client.
+	if err := tun.SendRaw(Source, rawFrame(varintField(2, 1))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.next(); !errors.Is(err, tunnel.ErrProtocol) {
+		t.Errorf("reading a type 0 frame: %v, want ErrProtocol", err)
+	}
+}
+
+func TestClose(t *testing.T) {
+	s, tun, src, dst := pair(t, "SSH")
+	if err := tun.Send(Source, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "SSH"}); err != nil {
+		t.Fatal(err)
+	}
+	tun.Close()
+	if m := src.mustNext(); m.Type != tunnel.TypeStreamReset {
+		t.Errorf("source got %v, want the frame queued before Close", m)
+	}
+	src.wantClose(websocket.StatusNormalClosure)
+	dst.wantClose(websocket.StatusNormalClosure)
+	if tun.Connected(Source) || tun.Connected(Destination) {
+		t.Errorf("still connected after Close")
+	}
+	_, resp, err := dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	if err == nil || resp.StatusCode != 400 {
+		t.Errorf("handshake after Close: %v, want 400", err)
+	}
+	if err := tun.WaitConnects(context.Background(), Source, 2); !errors.Is(err, ErrTunnelClosed) {
+		t.Errorf("WaitConnects after Close = %v, want ErrTunnelClosed", err)
+	}
+}
+
+func TestWaitConnects(t *testing.T) {
+	s := NewServer(t)
+	tun := s.OpenTunnel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := tun.WaitConnects(ctx, Source, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitConnects before any connect = %v, want DeadlineExceeded", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tun.WaitConnects(context.Background(), Destination, 1) }()
+	dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
+	if err := <-done; err != nil {
+		t.Errorf("WaitConnects = %v", err)
+	}
+}
+
+func TestSetPong(t *testing.T) {
+	s := NewServer(t)
+	tun := s.OpenTunnel()
+	c := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, subprotocols: []string{SubprotocolV1}})
+	c.ws.CloseRead(context.Background()) // reads pongs; V1 gets no SERVICE_IDS
+	ping := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		return c.ws.Ping(ctx)
+	}
+	if err := ping(); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+	tun.SetPong(false)
+	if err := ping(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Ping with pongs off = %v, want DeadlineExceeded", err)
+	}
+	tun.SetPong(true)
+	if err := ping(); err != nil {
+		t.Errorf("Ping after SetPong(true): %v", err)
+	}
+}
+
+func TestViolationsClose(t *testing.T) {
+	data := func(svc string) *tunnel.Message {
+		return &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: svc, Payload: []byte("x")}
+	}
+	start := func(id int32, svc string) *tunnel.Message {
+		return &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: id, ServiceID: svc}
+	}
+	tests := []struct {
+		name    string
+		prelude []*tunnel.Message // from the source, relayed
+		from    Side
+		bad     []byte // raw frames, or
+		badMsg  *tunnel.Message
+		text    bool
+		code    websocket.StatusCode // default 1008
+		reason  string
+	}{
+		{name: "type 0", from: Source, bad: rawFrame(varintField(2, 1)), reason: "type 0"},
+		{name: "empty frame", from: Destination, bad: rawFrame(), reason: "type 0"},
+		{name: "unknown type", from: Source, badMsg: &tunnel.Message{Type: 42, StreamID: 1}, reason: "unknown message type 42"},
+		{name: "DATA stream 0", from: Source, prelude: []*tunnel.Message{start(1, "SSH")},
+			bad: rawFrame(varintField(1, 1), bytesField(5, []byte("SSH"))), reason: "stream id 0"},
+		{name: "STREAM_RESET stream 0", from: Destination, bad: rawFrame(varintField(1, 3)), reason: "stream id 0"},
+		{name: "destination STREAM_START", from: Destination, badMsg: start(1, "SSH"), reason: "destination may not send STREAM_START"},
+		{name: "destination CONNECTION_START", from: Destination,
+			badMsg: &tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 2}, reason: "destination may not send CONNECTION_START"},
+		{name: "source SESSION_RESET", from: Source, badMsg: &tunnel.Message{Type: tunnel.TypeSessionReset}, reason: "SESSION_RESET"},
+		{name: "destination SESSION_RESET", from: Destination, badMsg: &tunnel.Message{Type: tunnel.TypeSessionReset}, reason: "SESSION_RESET"},
+		{name: "source SERVICE_IDS", from: Source, badMsg: &tunnel.Message{Type: tunnel.TypeServiceIDs, AvailableServiceIDs: []string{"SSH"}}, reason: "SERVICE_IDS"},
+		{name: "destination SERVICE_IDS", from: Destination, badMsg: &tunnel.Message{Type: tunnel.TypeServiceIDs}, reason: "SERVICE_IDS"},
+		{name: "payload over 64512", from: Source, prelude: []*tunnel.Message{start(1, "SSH")},
+			bad: rawFrame(varintField(1, 1), varintField(2, 1), bytesField(4, make([]byte, tunnel.MaxPayload+1)), bytesField(5, []byte("SSH"))), reason: "payload of 64513 bytes"},
+		{name: "undeclared service", from: Source, badMsg: start(1, "FTP"), reason: `service "FTP"`},
+		{name: "service id after V1 start, source", from: Source, prelude: []*tunnel.Message{start(1, "")}, badMsg: data("SSH"), reason: "started without one"},
+		{name: "service id after V1 start, destination", from: Destination, prelude: []*tunnel.Message{start(1, "")}, badMsg: data("SSH"), reason: "started without one"},
+		{name: "V2 start after V1 start", from: Source, prelude: []*tunnel.Message{start(1, "")}, badMsg: start(2, "WEB"), reason: "started without one"},
+		{name: "DATA without STREAM_START", from: Source, prelude: []*tunnel.Message{start(1, "SSH")}, badMsg: data("WEB"), reason: `DATA for service "WEB"`},
+		{name: "DATA without any stream", from: Destination, badMsg: data("SSH"), reason: `DATA for service "SSH"`},
+		{name: "V1 DATA without STREAM_START", from: Source, prelude: []*tunnel.Message{start(1, "SSH")}, badMsg: data(""), reason: `DATA for service ""`},
+		{name: "unknown field 8", from: Source, prelude: []*tunnel.Message{start(1, "SSH")},
+			bad: rawFrame(varintField(1, 1), varintField(2, 1), bytesField(5, []byte("SSH")), varintField(8, 1)), reason: "field 8"},
+		{name: "unknown field 1000", from: Destination,
+			bad: rawFrame(varintField(1, 3), varintField(2, 1), bytesField(1000, []byte("x"))), reason: "field 1000"},
+		{name: "wrong wire type", from: Source, bad: rawFrame(varintField(1, 3), bytesField(2, []byte{1})), reason: "wire type"},
+		{name: "truncated field", from: Source, bad: rawFrame(varintField(1, 3), []byte{0x22, 10, 1}), reason: "malformed"},
+		{name: "text message", from: Source, text: true, code: websocket.StatusUnsupportedData, reason: "text"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, tun, src, dst := pair(t, "SSH", "WEB")
+			clients := [2]*client{src, dst}
+			if len(tc.prelude) > 0 {
+				src.send(tc.prelude...)
+				for range tc.prelude {
+					dst.mustNext()
+				}
+			}
+			bad, other := clients[tc.from], clients[tc.from.other()]
+			switch {
+			case tc.text:
+				if err := bad.ws.Write(context.Background(), websocket.MessageText, []byte("hi")); err != nil {
+					t.Fatal(err)
+				}
+			case tc.badMsg != nil:
+				bad.send(tc.badMsg)
+			default:
+				bad.sendRaw(tc.bad)
+			}
+			code := tc.code
+			if code == 0 {
+				code = websocket.StatusPolicyViolation
+			}
+			if reason := bad.wantClose(code); !strings.Contains(reason, tc.reason) {
+				t.Errorf("close reason %q, want it to mention %q", reason, tc.reason)
+			}
+			if tun.Connected(tc.from) || !tun.Connected(tc.from.other()) {
+				t.Errorf("Connected(%v), Connected(%v) = %v, %v; want false, true", tc.from, tc.from.other(), tun.Connected(tc.from), tun.Connected(tc.from.other()))
+			}
+			// The offending frame was not relayed: the other side's next frame is a marker.
+			if err := tun.Send(tc.from.other(), &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 99, ServiceID: "SSH"}); err != nil {
+				t.Fatal(err)
+			}
+			if m := other.mustNext(); m.StreamID != 99 {
+				t.Errorf("%v got %v, want the marker", tc.from.other(), m)
+			}
+		})
+	}
+}
+
+func TestIgnorableUnknownTypeIsRelayed(t *testing.T) {
+	_, _, src, dst := pair(t, "SSH")
+	f := frame(t, &tunnel.Message{Type: 42, Ignorable: true, StreamID: 1})
+	src.sendRaw(f)
+	_, b, err := dst.ws.Read(context.Background())
+	if err != nil || !bytes.Equal(b, f) {
+		t.Errorf("destination read %x, %v; want %x", b, err, f)
+	}
+}
+
+func TestServerCloseEndsEverything(t *testing.T) {
+	s := NewServer(t)
+	tun := s.OpenTunnel("SSH")
+	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
+	tun.Rechunk(1)
+	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	s.Close()
+	s.Close()
+	for _, c := range []*client{src, dst} {
+		c.closed() // returns once the connection ends
+	}
+}
