@@ -254,4 +254,55 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-var _ = io.EOF
+
+
+// rawSession is a session channel whose requests the test sees, to check
+// that exit-status arrives before the channel closes.
+type rawSession struct {
+	ch     gossh.Channel
+	status chan string
+}
+
+func openRaw(t testing.TB, c *gossh.Client) *rawSession {
+	t.Helper()
+	ch, reqs, err := c.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	rs := &rawSession{ch: ch, status: make(chan string, 1)}
+	go func() {
+		got := "closed without exit status"
+		for req := range reqs {
+			switch req.Type {
+			case "exit-status":
+				var st struct{ Status uint32 }
+				gossh.Unmarshal(req.Payload, &st)
+				got = fmt.Sprintf("exit-status %d", st.Status)
+			case "exit-signal":
+				var sig struct{ Signal string }
+				gossh.Unmarshal(req.Payload, &sig)
+				got = "exit-signal " + sig.Signal
+			}
+			if req.WantReply {
+				req.Reply(false, nil)
+			}
+		}
+		rs.status <- got
+	}()
+	return rs
+}
+
+// wait returns how the session ended once the server closed the channel.
+func (rs *rawSession) wait(t testing.TB) string {
+	t.Helper()
+	rs.ch.CloseWrite()
+	go io.Copy(io.Discard, rs.ch)
+	select {
+	case s := <-rs.status:
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatal("timed out waiting for the session to end")
+		return ""
+	}
+}

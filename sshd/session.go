@@ -213,7 +213,12 @@ func (sess *session) signal(name string) {
 
 // start decides what the request runs and starts it. An error refuses the
 // request.
-func (sess *session) start(reqType, arg string) error {
+func (sess *session) start(reqType, arg string) (err error) {
+	defer func() {
+		if err != nil {
+			sess.done = nil // nothing runs: stop must not wait
+		}
+	}()
 	s := sess.srv
 	a, err := s.lookupUser(sess.sc.User())
 	if err != nil {

@@ -1,0 +1,296 @@
+package sshd
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+var scpControlTests = []struct {
+	line    string
+	want    scpMsg
+	wantErr bool
+}{
+	{line: "C0644 12 hello.txt", want: scpMsg{Type: 'C', Mode: 0o644, Size: 12, Name: "hello.txt"}},
+	{line: "C4755 0 with space name", want: scpMsg{Type: 'C', Mode: 0o4755, Size: 0, Name: "with space name"}},
+	{line: "D0755 0 dir", want: scpMsg{Type: 'D', Mode: 0o755, Name: "dir"}},
+	{line: "E", want: scpMsg{Type: 'E'}},
+	{line: "T1700000000 0 1700000001 0", want: scpMsg{Type: 'T', Mtime: 1700000000, Atime: 1700000001}},
+	{line: "\x01scp: warning", want: scpMsg{Type: 1, Text: "scp: warning"}},
+	{line: "\x02scp: fatal", want: scpMsg{Type: 2, Text: "scp: fatal"}},
+	{line: "", wantErr: true},
+	{line: "C0644 12 ../escape", wantErr: true},
+	{line: "C0644 12 a/b", wantErr: true},
+	{line: "C0644 12 ..", wantErr: true},
+	{line: "D0755 0 .", wantErr: true},
+	{line: "C0644 12 ", wantErr: true},
+	{line: "C644 12 short-mode", wantErr: true},
+	{line: "C0999 12 bad-octal", wantErr: true},
+	{line: "C0644 -1 negative", wantErr: true},
+	{line: "C0644 +5 plus", wantErr: true},
+	{line: "C0644 99999999999999999999 huge", wantErr: true},
+	{line: "Ex", wantErr: true},
+	{line: "T1 0 2", wantErr: true},
+	{line: "T1 5000000 2 0", wantErr: true},
+	{line: "X", wantErr: true},
+}
+
+func TestParseSCPControl(t *testing.T) {
+	for _, tc := range scpControlTests {
+		got, err := parseSCPControl(tc.line)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("parseSCPControl(%q) error = %v, want error %v", tc.line, err, tc.wantErr)
+			continue
+		}
+		if err == nil {
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("parseSCPControl(%q) mismatch (-want +got):\n%s", tc.line, diff)
+			}
+		}
+	}
+}
+
+func FuzzSCPControl(f *testing.F) {
+	for _, tc := range scpControlTests {
+		f.Add(tc.line)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		m, err := parseSCPControl(line)
+		if err != nil {
+			return
+		}
+		if m.Type == 'C' || m.Type == 'D' {
+			if m.Name == "" || m.Name == "." || m.Name == ".." || strings.ContainsAny(m.Name, "/\x00") {
+				t.Fatalf("parseSCPControl(%q) accepted name %q", line, m.Name)
+			}
+			if m.Size < 0 || m.Mode > 0o7777 {
+				t.Fatalf("parseSCPControl(%q) = %+v", line, m)
+			}
+		}
+	})
+}
+
+func TestParseSCPCommand(t *testing.T) {
+	for _, tc := range []struct {
+		cmd     string
+		want    scpOptions
+		ok      bool
+		wantErr bool
+	}{
+		{cmd: "scp -t /tmp/x", ok: true, want: scpOptions{Sink: true, Paths: []string{"/tmp/x"}}},
+		{cmd: "scp -v -r -p -d -t -- 'my dir'", ok: true, want: scpOptions{Sink: true, Recursive: true, Preserve: true, TargetDir: true, Paths: []string{"my dir"}}},
+		{cmd: "/usr/bin/scp -prf a b", ok: true, want: scpOptions{Source: true, Recursive: true, Preserve: true, Paths: []string{"a", "b"}}},
+		{cmd: "scp -f -- -dashfile", ok: true, want: scpOptions{Source: true, Paths: []string{"-dashfile"}}},
+		{cmd: "scp a b", ok: false},
+		{cmd: "echo scp -t x", ok: false},
+		{cmd: "scp -t", ok: true, wantErr: true},
+		{cmd: "scp -t a b", ok: true, wantErr: true},
+		{cmd: "scp -f", ok: true, wantErr: true},
+		{cmd: "scp -tf x", ok: true, wantErr: true},
+		{cmd: "scp -Z -t x", ok: true, wantErr: true},
+	} {
+		got, ok, err := parseSCPCommand(tc.cmd)
+		if ok != tc.ok || (err != nil) != tc.wantErr {
+			t.Errorf("parseSCPCommand(%q) = ok %v, err %v; want ok %v, error %v", tc.cmd, ok, err, tc.ok, tc.wantErr)
+			continue
+		}
+		if ok && err == nil {
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("parseSCPCommand(%q) mismatch (-want +got):\n%s", tc.cmd, diff)
+			}
+		}
+	}
+}
+
+// scpStream is a sink input: a D with a file inside and a file at the top.
+func scpStream(mtime int64) string {
+	return fmt.Sprintf("T%d 0 %d 0\nD0750 0 tree\nT%d 0 %d 0\nC0604 5 inner.txt\nhello\x00E\nC0755 3 top.sh\nabc\x00", mtime, mtime, mtime, mtime)
+}
+
+// FuzzSCPSink feeds arbitrary protocol streams to the sink: it must never
+// write outside its target directory or panic.
+func FuzzSCPSink(f *testing.F) {
+	f.Add(scpStream(1700000000))
+	f.Add("C0644 3 a\nabc\x00")
+	f.Add("D0755 0 d\nD0755 0 e\nC0644 1 f\nx\x00E\nE\n")
+	f.Add("C0644 3 ../a\nabc\x00")
+	f.Add("E\n")
+	f.Add("\x01warn\nC0644 0 z\n\x00")
+	f.Fuzz(func(t *testing.T, stream string) {
+		root := t.TempDir()
+		target := filepath.Join(root, "target")
+		os.Mkdir(target, 0o755)
+		var out bytes.Buffer
+		c := &scp{r: bufio.NewReader(strings.NewReader(stream)), w: &out, opts: scpOptions{Sink: true, Recursive: true, Preserve: true}}
+		c.sink(target)
+		entries, _ := os.ReadDir(root)
+		if len(entries) != 1 || entries[0].Name() != "target" {
+			t.Fatalf("sink wrote outside its target: %v", entries)
+		}
+	})
+}
+
+func TestSCPSinkProtocol(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	dest := filepath.Join(e.home("root"), "dest")
+	os.Mkdir(dest, 0o755)
+	mtime := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC).Unix()
+
+	s := openRaw(t, c)
+	if ok, err := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"scp -r -p -t dest"})); !ok || err != nil {
+		t.Fatalf("exec scp -t = %v, %v", ok, err)
+	}
+	r := bufio.NewReader(s.ch)
+	expectAck := func(what string) {
+		t.Helper()
+		b, err := r.ReadByte()
+		if err != nil || b != 0 {
+			line, _ := r.ReadString('\n')
+			t.Fatalf("after %s: answer %q%s, %v; want \\0", what, b, line, err)
+		}
+	}
+	expectAck("start")
+	steps := strings.SplitAfter(scpStream(mtime), "\n")
+	// Write the stream piecewise, checking each answer.
+	for _, step := range []string{steps[0], steps[1], steps[2], steps[3]} {
+		io.WriteString(s.ch, step)
+		expectAck(strings.TrimSpace(step))
+	}
+	io.WriteString(s.ch, "hello\x00")
+	expectAck("file data")
+	io.WriteString(s.ch, "E\n")
+	expectAck("E")
+	fmt.Fprintf(s.ch, "T%d 0 %d 0\n", mtime, mtime)
+	expectAck("T for top.sh")
+	io.WriteString(s.ch, "C0755 3 top.sh\n")
+	expectAck("C top.sh")
+	io.WriteString(s.ch, "abc\x00")
+	expectAck("top.sh data")
+	// An unsafe name is refused fatally.
+	io.WriteString(s.ch, "C0644 1 ../evil\n")
+	if b, _ := r.ReadByte(); b != 2 {
+		t.Errorf("answer to ../evil = %d, want 2 (fatal)", b)
+	}
+	if st := s.wait(t); st != "exit-status 1" {
+		t.Errorf("scp -t ended with %s, want exit-status 1 after the fatal error", st)
+	}
+	for _, f := range []struct {
+		path string
+		data string
+		mode os.FileMode
+	}{
+		{"dest/tree/inner.txt", "hello", 0o604},
+		{"dest/top.sh", "abc", 0o755},
+		{"dest/tree", "", os.ModeDir | 0o750},
+	} {
+		p := filepath.Join(e.home("root"), f.path)
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("%s: %v", f.path, err)
+			continue
+		}
+		if fi.Mode() != f.mode {
+			t.Errorf("%s mode = %v, want %v", f.path, fi.Mode(), f.mode)
+		}
+		if fi.ModTime().Unix() != mtime {
+			t.Errorf("%s mtime = %v, want %v", f.path, fi.ModTime().Unix(), mtime)
+		}
+		if !fi.IsDir() {
+			if got, _ := os.ReadFile(p); string(got) != f.data {
+				t.Errorf("%s = %q, want %q", f.path, got, f.data)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.home("root"), "evil")); err == nil {
+		t.Error("../evil was written")
+	}
+}
+
+func TestSCPSinkTargetMustBeDir(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s := openRaw(t, c)
+	if ok, _ := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"scp -d -t /nonexistent/dir"})); !ok {
+		t.Fatal("exec refused")
+	}
+	line, _ := bufio.NewReader(s.ch).ReadString('\n')
+	if !strings.HasPrefix(line, "\x02") || !strings.Contains(line, "Not a directory") {
+		t.Errorf("answer = %q, want a fatal Not a directory", line)
+	}
+	if st := s.wait(t); st != "exit-status 1" {
+		t.Errorf("ended with %s, want exit-status 1", st)
+	}
+}
+
+func TestSCPSourceProtocol(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	home := e.home("root")
+	os.MkdirAll(filepath.Join(home, "src", "sub"), 0o751)
+	os.Chmod(filepath.Join(home, "src"), 0o710)
+	writeFile(t, filepath.Join(home, "src", "sub", "b.txt"), "bee")
+	os.Chmod(filepath.Join(home, "src", "sub", "b.txt"), 0o640)
+	mt := time.Date(2023, 1, 2, 3, 4, 5, 0, time.UTC)
+	os.Chtimes(filepath.Join(home, "src", "sub", "b.txt"), mt, mt)
+
+	s := openRaw(t, c)
+	if ok, _ := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"scp -r -p -f src missing"})); !ok {
+		t.Fatal("exec refused")
+	}
+	r := bufio.NewReader(s.ch)
+	s.ch.Write([]byte{0})
+	var got []string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			break
+		}
+		got = append(got, strings.TrimSuffix(line, "\n"))
+		if strings.HasPrefix(line, "C") {
+			m, _ := parseSCPControl(strings.TrimSuffix(line, "\n"))
+			s.ch.Write([]byte{0})
+			data := make([]byte, m.Size+1)
+			io.ReadFull(r, data)
+			got = append(got, "data:"+string(data))
+		}
+		if strings.HasPrefix(line, "\x01") {
+			continue // warnings are not answered
+		}
+		s.ch.Write([]byte{0})
+	}
+	st := s.wait(t)
+	// Directory times are not compared: reading the tree changed atime.
+	if len(got) < 9 {
+		t.Fatalf("source sent %q", got)
+	}
+	want := []string{"D0710 0 src", "D0751 0 sub", fmt.Sprintf("T%d 0 %d 0", mt.Unix(), mt.Unix()), "C0640 3 b.txt", "data:bee\x00", "E", "E"}
+	var filtered []string
+	for _, l := range got {
+		if strings.HasPrefix(l, "T") && !strings.HasPrefix(l, fmt.Sprintf("T%d", mt.Unix())) {
+			continue
+		}
+		filtered = append(filtered, l)
+	}
+	if len(filtered) != len(want)+1 {
+		t.Fatalf("source sent %q, want %q and a warning", filtered, want)
+	}
+	if diff := cmp.Diff(want, filtered[:len(want)]); diff != "" {
+		t.Errorf("source stream mismatch (-want +got):\n%s", diff)
+	}
+	if w := filtered[len(want)]; !strings.HasPrefix(w, "\x01scp: ") || !strings.Contains(w, "missing") {
+		t.Errorf("warning = %q, want one about missing", w)
+	}
+	if st != "exit-status 1" {
+		t.Errorf("scp -f ended with %s, want exit-status 1 (missing file)", st)
+	}
+}

@@ -1,0 +1,126 @@
+package sshd
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"github.com/pkg/sftp"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+func TestSFTPRoundTrip(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s := openRaw(t, c)
+	if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
+		t.Fatalf("subsystem sftp = %v, %v", ok, err)
+	}
+	cl, err := sftp.NewClientPipe(s.ch, halfCloser{s.ch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 300_000)
+	rand.Read(data)
+	// Relative paths start in the user's home.
+	if err := cl.Mkdir("up"); err != nil {
+		t.Fatal(err)
+	}
+	f, err := cl.Create("up/blob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := cl.Chmod("up/blob", 0o640); err != nil {
+		t.Fatal(err)
+	}
+	onDisk, err := os.ReadFile(filepath.Join(e.home("root"), "up", "blob"))
+	if err != nil || !bytes.Equal(onDisk, data) {
+		t.Fatalf("uploaded file differs (err %v)", err)
+	}
+	if fi, _ := os.Stat(filepath.Join(e.home("root"), "up", "blob")); fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode = %v, want 0640", fi.Mode().Perm())
+	}
+	if err := cl.Rename("up/blob", "up/blob2"); err != nil {
+		t.Fatal(err)
+	}
+	rf, err := cl.Open("up/blob2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := io.ReadAll(rf)
+	rf.Close()
+	if err != nil || !bytes.Equal(back, data) {
+		t.Fatalf("downloaded file differs (err %v)", err)
+	}
+	infos, err := cl.ReadDir("up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, fi := range infos {
+		names = append(names, fi.Name())
+	}
+	sort.Strings(names)
+	if len(names) != 1 || names[0] != "blob2" {
+		t.Errorf("ReadDir = %v, want [blob2]", names)
+	}
+	if err := cl.Remove("up/blob2"); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	// The client closed its side: the server must send exit-status 0
+	// before closing, or OpenSSH's sftp and scp report failure.
+	if st := s.wait(t); st != "exit-status 0" {
+		t.Errorf("end of sftp session: %s, want exit-status 0", st)
+	}
+	waitFor(t, "session end", func() bool { return len(e.eventsOf(EventSessionEnd)) == 1 })
+	if ev := e.eventsOf(EventSessionEnd)[0]; ev.Kind != "subsystem" || ev.Command != "sftp" || ev.BytesIn < 300_000 || ev.BytesOut < 300_000 {
+		t.Errorf("session end = %+v", ev)
+	}
+}
+
+func TestSFTPRefusedForOtherUser(t *testing.T) {
+	e := newEnv(t, nil)
+	if e.srv.euid() != 0 {
+		t.Skip("needs root")
+	}
+	c := e.login("alice")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// In-process SFTP runs with the server's privileges: refused for
+	// users other than the server's own.
+	if err := s.RequestSubsystem("sftp"); err == nil {
+		t.Error("sftp granted to alice on a root server")
+	}
+}
+
+func TestUnknownSubsystem(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.RequestSubsystem("netconf"); err == nil {
+		t.Error("unknown subsystem granted")
+	}
+}
+
+// halfCloser makes Close send EOF only, as OpenSSH's sftp does, so the
+// channel stays open for the server's exit status.
+type halfCloser struct{ ch gossh.Channel }
+
+func (h halfCloser) Write(b []byte) (int, error) { return h.ch.Write(b) }
+func (h halfCloser) Close() error                { return h.ch.CloseWrite() }
