@@ -254,8 +254,6 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-
-
 // rawSession is a session channel whose requests the test sees, to check
 // that exit-status arrives before the channel closes.
 type rawSession struct {

@@ -1,0 +1,235 @@
+package sshd
+
+import (
+	"bufio"
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh/agent"
+)
+
+// echoServer answers every connection by echoing; it stops at test end.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+	return l.Addr().String()
+}
+
+func echoThrough(t *testing.T, c net.Conn) {
+	t.Helper()
+	defer c.Close()
+	if _, err := io.WriteString(c, "ping\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "ping\n" {
+		t.Errorf("echo through forward = %q, %v", line, err)
+	}
+}
+
+func TestLocalForwardPolicy(t *testing.T) {
+	echo := echoServer(t)
+	_, echoPort, _ := net.SplitHostPort(echo)
+	e := newEnv(t, nil)
+	c := e.login("root")
+
+	t.Run("loopback allowed by default", func(t *testing.T) {
+		fc, err := c.Dial("tcp", echo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoThrough(t, fc)
+	})
+	t.Run("localhost name resolves to loopback", func(t *testing.T) {
+		fc, err := c.Dial("tcp", "localhost:"+echoPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoThrough(t, fc)
+	})
+	t.Run("other address refused", func(t *testing.T) {
+		// TEST-NET-1: never dialled, refused by the policy first.
+		if fc, err := c.Dial("tcp", "192.0.2.1:80"); err == nil {
+			fc.Close()
+			t.Fatal("forward to 192.0.2.1 allowed")
+		} else if !strings.Contains(err.Error(), "policy") {
+			t.Errorf("refusal = %v, want a policy refusal", err)
+		}
+	})
+	var sawOpen, sawRefused bool
+	for _, ev := range e.eventsOf(EventForward) {
+		sawOpen = sawOpen || (ev.Allowed && ev.Direction == "local" && strings.HasPrefix(ev.Dest, echo))
+		sawRefused = sawRefused || (!ev.Allowed && ev.Dest == "192.0.2.1:80")
+	}
+	if !sawOpen || !sawRefused {
+		t.Errorf("forward events = %+v", e.eventsOf(EventForward))
+	}
+}
+
+func TestLocalForwardCustomPolicy(t *testing.T) {
+	echo := echoServer(t)
+	allowed := netip.MustParseAddrPort(echo)
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitLocalForward = func(user string, dest netip.AddrPort) bool {
+			return user == "root" && dest == allowed
+		}
+	})
+	c := e.login("root")
+	fc, err := c.Dial("tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoThrough(t, fc)
+	other := netip.AddrPortFrom(allowed.Addr(), allowed.Port()+1)
+	if fc, err := c.Dial("tcp", other.String()); err == nil {
+		fc.Close()
+		t.Errorf("forward to %v allowed", other)
+	}
+}
+
+func TestLocalForwardKeyOptions(t *testing.T) {
+	echo := echoServer(t)
+	e := newEnv(t, nil)
+	for _, tc := range []struct {
+		opts string
+		ok   bool
+	}{
+		{"no-port-forwarding", false},
+		{"restrict", false},
+		{"restrict,port-forwarding", true},
+		{`permitopen="` + echo + `"`, true},
+		{`permitopen="127.0.0.1:1"`, false},
+	} {
+		t.Run(tc.opts, func(t *testing.T) {
+			e.writeAuthorizedKeys("root", authorizedLine(tc.opts, e.key.PublicKey()))
+			c := e.login("root")
+			fc, err := c.Dial("tcp", echo)
+			if (err == nil) != tc.ok {
+				t.Fatalf("forward with %s: %v, want ok=%v", tc.opts, err, tc.ok)
+			}
+			if err == nil {
+				echoThrough(t, fc)
+			}
+		})
+	}
+}
+
+func TestRemoteForward(t *testing.T) {
+	t.Run("off by default", func(t *testing.T) {
+		e := newEnv(t, nil)
+		c := e.login("root")
+		if l, err := c.Listen("tcp", "127.0.0.1:0"); err == nil {
+			l.Close()
+			t.Fatal("remote forward allowed without PermitRemoteForward")
+		}
+	})
+	t.Run("enabled", func(t *testing.T) {
+		e := newEnv(t, func(_ *testEnv, s *Server) {
+			s.PermitRemoteForward = func(user, addr string, port uint32) bool { return addr == "127.0.0.1" }
+		})
+		c := e.login("root")
+		l, err := c.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			fc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer fc.Close()
+			io.Copy(fc, fc)
+		}()
+		// Connect on the server side; the client echoes.
+		nc, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoThrough(t, nc)
+		l.Close()
+		<-served
+		if l2, err := c.Listen("tcp", "0.0.0.0:0"); err == nil {
+			l2.Close()
+			t.Error("policy ignored: listen on 0.0.0.0 allowed")
+		}
+	})
+}
+
+func TestAgentForwarding(t *testing.T) {
+	keyring := agent.NewKeyring()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	if err := keyring.Add(agent.AddedKey{PrivateKey: priv, Comment: "forwarded"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, enabled := range []bool{false, true} {
+		t.Run(map[bool]string{false: "off", true: "on"}[enabled], func(t *testing.T) {
+			e := newEnv(t, func(_ *testEnv, s *Server) { s.AgentForwarding = enabled })
+			c := e.login("root")
+			if err := agent.ForwardToAgent(c, keyring); err != nil {
+				t.Fatal(err)
+			}
+			s, err := c.NewSession()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			err = agent.RequestAgentForwarding(s)
+			if (err == nil) != enabled {
+				t.Fatalf("RequestAgentForwarding = %v, want ok=%v", err, enabled)
+			}
+			if !enabled {
+				return
+			}
+			in, _ := s.StdinPipe()
+			out, _ := s.StdoutPipe()
+			if err := s.Start(`echo "$SSH_AUTH_SOCK"; read x`); err != nil {
+				t.Fatal(err)
+			}
+			sock, err := bufio.NewReader(out).ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			ac, err := net.Dial("unix", strings.TrimSpace(sock))
+			if err != nil {
+				t.Fatalf("dial SSH_AUTH_SOCK %q: %v", sock, err)
+			}
+			keys, err := agent.NewClient(ac).List()
+			ac.Close()
+			if err != nil || len(keys) != 1 || keys[0].Comment != "forwarded" {
+				t.Errorf("List through the forwarded agent = %v, %v; want the test key", keys, err)
+			}
+			in.Write([]byte("\n"))
+			if err := s.Wait(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

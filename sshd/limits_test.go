@@ -1,0 +1,218 @@
+package sshd
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+func TestMaxSessions(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxSessions = 1 })
+	c := e.login("root")
+	s1, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := s1.StdinPipe()
+	if err := s1.Start("cat"); err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := c.NewSession(); err == nil {
+		s2.Close()
+		t.Fatal("second session opened with MaxSessions 1")
+	}
+	in.Close()
+	if err := s1.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// The slot is free again once the first session is gone.
+	waitFor(t, "session slot", func() bool {
+		s, err := c.NewSession()
+		if err != nil {
+			return false
+		}
+		s.Close()
+		return true
+	})
+}
+
+func TestIdleTimeout(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.IdleTimeout = 300 * time.Millisecond })
+	c := e.login("root")
+	// Activity keeps the connection open past the timeout.
+	for range 4 {
+		time.Sleep(100 * time.Millisecond)
+		if _, _, code := run(t, c, "true", ""); code != 0 {
+			t.Fatal("command failed")
+		}
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case <-done:
+		if d := time.Since(start); d < 200*time.Millisecond {
+			t.Errorf("closed after %v idle, want about 300ms", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle connection not closed")
+	}
+}
+
+func TestMaxSessionTime(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxSessionTime = 300 * time.Millisecond })
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = s.Run("sleep 10")
+	if err == nil {
+		t.Fatal("sleep 10 finished despite MaxSessionTime")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("connection closed after %v, want about 300ms", d)
+	}
+}
+
+// tunnelConn is a net.Conn as a tunnel might hand over: no deadlines and
+// an address that is not IP.
+type tunnelConn struct{ net.Conn }
+
+type tunnelAddr string
+
+func (a tunnelAddr) Network() string { return "tunnel" }
+func (a tunnelAddr) String() string  { return string(a) }
+
+func (tunnelConn) SetDeadline(time.Time) error      { return errors.New("no deadlines") }
+func (tunnelConn) SetReadDeadline(time.Time) error  { return errors.New("no deadlines") }
+func (tunnelConn) SetWriteDeadline(time.Time) error { return errors.New("no deadlines") }
+func (tunnelConn) RemoteAddr() net.Addr             { return tunnelAddr("tunnel:stream-7") }
+
+// tcpPair returns both ends of a loopback TCP connection (net.Pipe has no
+// buffering, and both SSH sides write their version line at once).
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return server, client
+}
+
+func TestServeConn(t *testing.T) {
+	e := newEnv(t, nil)
+	server, client := tcpPair(t)
+	served := make(chan error, 1)
+	go func() { served <- e.srv.ServeConn(tunnelConn{server}) }()
+	cc, chans, reqs, err := gossh.NewClientConn(client, "tunnel", e.clientConfig("root", gossh.PublicKeys(e.key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := gossh.NewClient(cc, chans, reqs)
+	out, _, code := run(t, c, "echo via tunnel", "")
+	if out != "via tunnel\n" || code != 0 {
+		t.Errorf("Run over ServeConn = %q, %d", out, code)
+	}
+	c.Close()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("ServeConn = %v, want nil after the client left", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeConn did not return")
+	}
+	var label bool
+	for _, ev := range e.eventsOf(EventLoginSuccess) {
+		label = label || ev.Remote == "tunnel:stream-7"
+	}
+	if !label {
+		t.Errorf("no login event with the tunnel's remote label: %+v", e.eventsOf(EventLoginSuccess))
+	}
+	// from= can never match a connection without an IP address.
+	e.writeAuthorizedKeys("root", authorizedLine(`from="*"`, e.key.PublicKey()))
+	server, client = tcpPair(t)
+	go func() { served <- e.srv.ServeConn(tunnelConn{server}) }()
+	if _, _, _, err := gossh.NewClientConn(client, "tunnel", e.clientConfig("root", gossh.PublicKeys(e.key))); err == nil {
+		t.Error(`from="*" matched a tunnel stream`)
+	}
+	client.Close()
+	<-served
+}
+
+func TestCloseEndsSessions(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := s.StdoutPipe()
+	pidFile := filepath.Join(e.dir, "pid")
+	if err := s.Start("echo $$ > " + pidFile + "; echo started; sleep 30"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	io.ReadFull(out, buf)
+	e.srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown after Close: %v", err)
+	}
+	pid, _ := os.ReadFile(pidFile)
+	if _, err := os.Stat("/proc/" + strings.TrimSpace(string(pid))); err == nil {
+		t.Errorf("session process %s still running after Close", pid)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	if err := e.srv.Serve(l); !errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve after Close = %v, want ErrServerClosed", err)
+	}
+	a, b := tcpPair(t)
+	defer b.Close()
+	if err := e.srv.ServeConn(a); !errors.Is(err, ErrServerClosed) {
+		t.Errorf("ServeConn after Close = %v, want ErrServerClosed", err)
+	}
+}
+
+func TestShutdownWaits(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown with an open connection = %v, want deadline exceeded", err)
+	}
+	// The open connection still works, new ones are refused.
+	if out, _, _ := run(t, c, "echo alive", ""); out != "alive\n" {
+		t.Errorf("open connection after Shutdown began: %q", out)
+	}
+	if _, err := e.dial("root", gossh.PublicKeys(e.key)); err == nil {
+		t.Error("new connection accepted during Shutdown")
+	}
+	c.Close()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := e.srv.Shutdown(ctx2); err != nil {
+		t.Errorf("Shutdown after the client left = %v", err)
+	}
+}
