@@ -1,0 +1,143 @@
+package sshd
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+func TestHostKeyCreatedOnceAndReused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	s1, err := hostSigners(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, HostKeyFile)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("host key mode = %v, want 0600", fi.Mode().Perm())
+	}
+	if s1[0].PublicKey().Type() != gossh.KeyAlgoED25519 {
+		t.Errorf("host key type = %s, want ed25519", s1[0].PublicKey().Type())
+	}
+	pub, err := os.ReadFile(path + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := string(gossh.MarshalAuthorizedKey(s1[0].PublicKey())); string(pub) != want {
+		t.Errorf(".pub = %q, want %q", pub, want)
+	}
+	before, _ := os.ReadFile(path)
+	s2, err := hostSigners(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !keysEqual(s1[0].PublicKey(), s2[0].PublicKey()) {
+		t.Error("second start made a new host key")
+	}
+	after, _ := os.ReadFile(path)
+	if string(before) != string(after) {
+		t.Error("host key file rewritten")
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".tmp-") {
+			t.Errorf("temporary file left behind: %s", e.Name())
+		}
+	}
+}
+
+func TestHostKeyErrorsKeepTheFile(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		content string
+		mode    os.FileMode
+		want    string
+	}{
+		{"corrupt", "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----\n", 0o600, "remove it"},
+		{"empty", "", 0o600, "remove it"},
+		{"too open", "whatever", 0o644, "too open"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, HostKeyFile)
+			if err := os.WriteFile(path, []byte(tc.content), tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(path, tc.mode)
+			_, err := hostSigners(dir, nil)
+			if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("hostSigners = %v, want ErrHostKey mentioning %q", err, tc.want)
+			}
+			if got, _ := os.ReadFile(path); string(got) != tc.content {
+				t.Error("unusable host key file was replaced")
+			}
+		})
+	}
+}
+
+func TestHostKeyWrongTypeInDataDir(t *testing.T) {
+	dir := t.TempDir()
+	writePrivateKey(t, filepath.Join(dir, HostKeyFile))
+	if _, err := hostSigners(dir, nil); !errors.Is(err, ErrHostKey) {
+		t.Fatalf("ecdsa key as the ed25519 host key: %v, want ErrHostKey", err)
+	}
+}
+
+func writePrivateKey(t *testing.T, path string) gossh.PublicKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := gossh.MarshalPrivateKey(k, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := gossh.NewPublicKey(&k.PublicKey)
+	return pub
+}
+
+func TestExtraHostKeys(t *testing.T) {
+	dir := t.TempDir()
+	extra := filepath.Join(dir, "ecdsa_key")
+	want := writePrivateKey(t, extra)
+	signers, err := hostSigners(filepath.Join(dir, "data"), []string{extra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(signers) != 2 || !keysEqual(signers[1].PublicKey(), want) {
+		t.Fatalf("signers = %d, want ed25519 + the extra ecdsa key", len(signers))
+	}
+	only, err := hostSigners("", []string{extra})
+	if err != nil || len(only) != 1 {
+		t.Fatalf("extra key only: %v, %d", err, len(only))
+	}
+	if _, err := hostSigners("", []string{filepath.Join(dir, "missing")}); err == nil {
+		t.Error("missing extra key file accepted")
+	}
+	if _, err := hostSigners("", nil); err == nil {
+		t.Error("no host key at all accepted")
+	}
+}
+
+func TestZeroServerRefusesToStart(t *testing.T) {
+	var s Server
+	if _, err := s.PublicKeys(); err == nil {
+		t.Fatal("zero Server started without a host key")
+	}
+}
