@@ -1,0 +1,332 @@
+package sshd
+
+// Tests with the real OpenSSH client programs (Debian package
+// openssh-client: ssh, sftp, scp), driven non-interactively. Under CI=true a
+// missing program fails the test; otherwise it is skipped with a message.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// needProgram returns the path of an OpenSSH client program.
+func needProgram(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found (install Debian's openssh-client; tools/deps.sh test does): %v", name, err)
+		}
+		t.Skipf("%s not found; install openssh-client to run the real-client tests", name)
+	}
+	return p
+}
+
+// openSSHEnv is a server plus the files OpenSSH's clients need: a private
+// key whose public half root may log in with, and a known_hosts file with
+// the server's real host key (host key checking stays strict).
+type openSSHEnv struct {
+	*testEnv
+	keyFile    string
+	knownHosts string
+	port       string
+}
+
+func newOpenSSHEnv(t *testing.T, configure func(e *testEnv, s *Server)) *openSSHEnv {
+	t.Helper()
+	e := newEnv(t, configure)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	block, err := gossh.MarshalPrivateKey(priv, "openssh test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(e.dir, "id_ed25519")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := gossh.NewSignerFromKey(priv)
+	e.writeAuthorizedKeys("root", authorizedLine("", signer.PublicKey()))
+	host, port, _ := net.SplitHostPort(e.addr)
+	keys, _ := e.srv.PublicKeys()
+	kh := filepath.Join(e.dir, "known_hosts")
+	writeFile(t, kh, fmt.Sprintf("[%s]:%s %s", host, port, gossh.MarshalAuthorizedKey(keys[0])))
+	return &openSSHEnv{testEnv: e, keyFile: keyFile, knownHosts: kh, port: port}
+}
+
+func (o *openSSHEnv) opts() []string {
+	return []string{
+		"-F", "/dev/null",
+		"-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=yes",
+		"-o", "UserKnownHostsFile=" + o.knownHosts,
+		"-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "IdentitiesOnly=yes",
+		"-o", "IdentityAgent=none",
+		"-o", "LogLevel=ERROR",
+		"-i", o.keyFile,
+	}
+}
+
+// run runs an OpenSSH program and returns stdout, stderr and exit code.
+func (o *openSSHEnv) run(t *testing.T, stdin io.Reader, prog string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.Stdin = stdin
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Env = append(os.Environ(), "HOME="+o.dir)
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s %q: %v", prog, args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func (o *openSSHEnv) ssh(t *testing.T, stdin io.Reader, args ...string) (string, string, int) {
+	t.Helper()
+	ssh := needProgram(t, "ssh")
+	all := append(o.opts(), "-p", o.port)
+	return o.run(t, stdin, ssh, append(all, args...)...)
+}
+
+func randomFile(t *testing.T, path string, size int) []byte {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func sameFile(t *testing.T, a, b string) {
+	t.Helper()
+	da, err1 := os.ReadFile(a)
+	db, err2 := os.ReadFile(b)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("reading %s, %s: %v, %v", a, b, err1, err2)
+	}
+	if !bytes.Equal(da, db) {
+		t.Errorf("%s (%d bytes) and %s (%d bytes) differ", a, len(da), b, len(db))
+	}
+}
+
+func TestOpenSSHExec(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	out, errOut, code := o.ssh(t, nil, "root@127.0.0.1", "echo hi; echo oops >&2; exit 3")
+	if out != "hi\n" || errOut != "oops\n" || code != 3 {
+		t.Errorf("ssh exec = %q, %q, exit %d; want hi, oops, exit 3", out, errOut, code)
+	}
+	// ssh host cmd < file: stdin reaches EOF, the data arrives byte for byte.
+	src := filepath.Join(o.dir, "upload.bin")
+	randomFile(t, src, 1<<20+17)
+	f, _ := os.Open(src)
+	defer f.Close()
+	dst := filepath.Join(o.home("root"), "upload.bin")
+	if _, errOut, code := o.ssh(t, f, "root@127.0.0.1", "cat > upload.bin"); code != 0 {
+		t.Fatalf("ssh cat > file: exit %d: %s", code, errOut)
+	}
+	sameFile(t, src, dst)
+	back, _, code := o.ssh(t, nil, "root@127.0.0.1", "cat upload.bin")
+	want, _ := os.ReadFile(src)
+	if code != 0 || back != string(want) {
+		t.Errorf("ssh cat file: exit %d, %d bytes, want %d", code, len(back), len(want))
+	}
+	// A refused user: exit 255 from ssh.
+	if _, _, code := o.ssh(t, nil, "nosuch@127.0.0.1", "true"); code != 255 {
+		t.Errorf("ssh as unknown user: exit %d, want 255", code)
+	}
+}
+
+func TestOpenSSHForcedTTY(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	out, errOut, code := o.ssh(t, nil, "-tt", "root@127.0.0.1", "tty; stty size; exit 2")
+	if code != 2 || !strings.Contains(out, "/dev/pts/") {
+		t.Errorf("ssh -tt = %q, %q, exit %d; want a pts and exit 2", out, errOut, code)
+	}
+	// An interactive login shell fed from stdin.
+	out, _, code = o.ssh(t, strings.NewReader("echo shell-$((6*7))\nexit 6\n"), "-tt", "root@127.0.0.1")
+	if code != 6 || !strings.Contains(out, "shell-42") {
+		t.Errorf("ssh -tt shell = %q, exit %d; want shell-42 and exit 6", out, code)
+	}
+}
+
+func TestOpenSSHSFTPBatch(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	sftp := needProgram(t, "sftp")
+	src := filepath.Join(o.dir, "local.bin")
+	randomFile(t, src, 700_001)
+	got := filepath.Join(o.dir, "fetched.bin")
+	batch := filepath.Join(o.dir, "batch")
+	writeFile(t, batch, fmt.Sprintf("mkdir dir\nput %s dir/remote.bin\nls -l dir\nget dir/remote.bin %s\nrm dir/remote.bin\nrmdir dir\n", src, got))
+	args := append(o.opts(), "-P", o.port, "-b", batch, "root@127.0.0.1")
+	out, errOut, code := o.run(t, nil, sftp, args...)
+	if code != 0 {
+		t.Fatalf("sftp -b: exit %d\n%s\n%s", code, out, errOut)
+	}
+	sameFile(t, src, got)
+	if _, err := os.Stat(filepath.Join(o.home("root"), "dir")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("remote dir not removed: %v", err)
+	}
+	// A failing batch command makes sftp exit 1.
+	writeFile(t, batch, "get /nonexistent/file "+got+"\n")
+	if _, _, code := o.run(t, nil, sftp, args...); code != 1 {
+		t.Errorf("sftp -b with a failing command: exit %d, want 1", code)
+	}
+}
+
+func TestOpenSSHSCP(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	scp := needProgram(t, "scp")
+	base := append(o.opts(), "-P", o.port)
+
+	// Default scp (SFTP protocol in OpenSSH 9).
+	src := filepath.Join(o.dir, "a.bin")
+	randomFile(t, src, 300_003)
+	if out, errOut, code := o.run(t, nil, scp, append(base, src, "root@127.0.0.1:a-sftp.bin")...); code != 0 {
+		t.Fatalf("scp upload: exit %d %s %s", code, out, errOut)
+	}
+	sameFile(t, src, filepath.Join(o.home("root"), "a-sftp.bin"))
+	back := filepath.Join(o.dir, "a-back.bin")
+	if _, errOut, code := o.run(t, nil, scp, append(base, "root@127.0.0.1:a-sftp.bin", back)...); code != 0 {
+		t.Fatalf("scp download: exit %d %s", code, errOut)
+	}
+	sameFile(t, src, back)
+
+	// Legacy scp -O -r -p: a tree with modes and times, both ways.
+	tree := filepath.Join(o.dir, "tree")
+	os.MkdirAll(filepath.Join(tree, "sub", "deeper"), 0o755)
+	os.Chmod(filepath.Join(tree, "sub"), 0o750)
+	files := map[string]os.FileMode{"x.bin": 0o644, "sub/run.sh": 0o755, "sub/deeper/secret": 0o600, "empty": 0o640}
+	mt := time.Date(2022, 2, 3, 4, 5, 6, 0, time.UTC)
+	for name, mode := range files {
+		p := filepath.Join(tree, name)
+		size := 10_000
+		if name == "empty" {
+			size = 0
+		}
+		randomFile(t, p, size)
+		os.Chmod(p, mode)
+		os.Chtimes(p, mt, mt)
+	}
+	if out, errOut, code := o.run(t, nil, scp, append(base, "-O", "-r", "-p", tree, "root@127.0.0.1:uploaded")...); code != 0 {
+		t.Fatalf("scp -O -r -p upload: exit %d %s %s", code, out, errOut)
+	}
+	down := filepath.Join(o.dir, "down")
+	if out, errOut, code := o.run(t, nil, scp, append(base, "-O", "-r", "-p", "root@127.0.0.1:uploaded", down)...); code != 0 {
+		t.Fatalf("scp -O -r -p download: exit %d %s %s", code, out, errOut)
+	}
+	for _, root := range []string{filepath.Join(o.home("root"), "uploaded"), down} {
+		for name, mode := range files {
+			p := filepath.Join(root, name)
+			sameFile(t, filepath.Join(tree, name), p)
+			fi, err := os.Stat(p)
+			if err != nil {
+				continue
+			}
+			if fi.Mode().Perm() != mode {
+				t.Errorf("%s mode = %v, want %v", p, fi.Mode().Perm(), mode)
+			}
+			if !fi.ModTime().Equal(mt) {
+				t.Errorf("%s mtime = %v, want %v", p, fi.ModTime(), mt)
+			}
+		}
+		if fi, err := os.Stat(filepath.Join(root, "sub")); err != nil || fi.Mode().Perm() != 0o750 {
+			t.Errorf("%s/sub: %v, want mode 0750", root, err)
+		}
+	}
+	// scp -O of a single file to a new name, and of a missing file.
+	if _, errOut, code := o.run(t, nil, scp, append(base, "-O", src, "root@127.0.0.1:single.bin")...); code != 0 {
+		t.Fatalf("scp -O file: exit %d %s", code, errOut)
+	}
+	sameFile(t, src, filepath.Join(o.home("root"), "single.bin"))
+	if _, errOut, code := o.run(t, nil, scp, append(base, "-O", "root@127.0.0.1:missing", o.dir)...); code != 1 || !strings.Contains(errOut, "missing") {
+		t.Errorf("scp -O of a missing file: exit %d, %q; want 1 and a message", code, errOut)
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, p, _ := net.SplitHostPort(l.Addr().String())
+	return p
+}
+
+func TestOpenSSHLocalForward(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	ssh := needProgram(t, "ssh")
+	echo := echoServer(t)
+	_, echoPort, _ := net.SplitHostPort(echo)
+	allowed, denied := freePort(t), freePort(t)
+	args := append(o.opts(), "-p", o.port, "-N",
+		"-o", "ExitOnForwardFailure=yes",
+		"-L", "127.0.0.1:"+allowed+":127.0.0.1:"+echoPort,
+		"-L", "127.0.0.1:"+denied+":192.0.2.1:80",
+		"root@127.0.0.1")
+	cmd := exec.Command(ssh, args...)
+	cmd.Env = append(os.Environ(), "HOME="+o.dir)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	var c net.Conn
+	waitFor(t, "ssh -L listening", func() bool {
+		var err error
+		c, err = net.Dial("tcp", "127.0.0.1:"+allowed)
+		return err == nil
+	})
+	echoThrough(t, c)
+	// The policy refuses the other destination: ssh accepts locally, the
+	// channel open fails, and the connection is closed without data.
+	d, err := net.Dial("tcp", "127.0.0.1:"+denied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := bufio.NewReader(d).Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("denied forward: read %d, %v; want EOF or reset", n, err)
+	}
+	var sawDenied bool
+	waitFor(t, "denied forward event", func() bool {
+		for _, ev := range o.eventsOf(EventForward) {
+			sawDenied = sawDenied || (!ev.Allowed && ev.Dest == "192.0.2.1:80")
+		}
+		return sawDenied
+	})
+	_ = strconv.Itoa
+}
