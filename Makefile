@@ -41,6 +41,8 @@ lab: ## run the whole path on this machine (broker, tunneld, agent, source proxy
 test: deps ## install missing test prerequisites, then run every test tier
 	$(GO) mod download
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+	@# the end-to-end transfers at full size (they shrink under -race)
+	$(GO) test -count=1 -timeout 10m -run "^TestEndToEnd" ./agent/tunnel/
 
 ##@ Building
 

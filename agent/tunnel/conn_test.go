@@ -1,0 +1,244 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// tlsService is a minimal TLS data plane: it checks the upgrade, answers with the
+// offered subprotocol and a channel-id, sends SERVICE_IDS, then echoes frames.
+func tlsService(t *testing.T, check func(r *http.Request) int) *httptest.Server {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if code := check(r); code != 0 {
+			http.Error(w, "refused by test", code)
+			return
+		}
+		w.Header().Set("channel-id", "test-channel")
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{V3.Subprotocol(), V2.Subprotocol(), V1.Subprotocol()}})
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		frame, _ := AppendFrame(nil, &Message{Type: TypeServiceIDs, AvailableServiceIDs: []string{"SSH"}})
+		ws.Write(r.Context(), websocket.MessageBinary, frame)
+		for {
+			typ, b, err := ws.Read(r.Context())
+			if err != nil {
+				return
+			}
+			ws.Write(r.Context(), typ, b)
+		}
+	}))
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func writeCA(t *testing.T, srv *httptest.Server) string {
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDialTLS(t *testing.T) {
+	var got http.Header
+	var mu sync.Mutex
+	srv := tlsService(t, func(r *http.Request) int {
+		mu.Lock()
+		got = r.Header.Clone()
+		mu.Unlock()
+		if r.URL.Path != "/tunnel" || r.URL.Query().Get("local-proxy-mode") != "destination" {
+			return 400
+		}
+		return 0
+	})
+	ca := writeCA(t, srv)
+	tok, _ := NewAccessToken("the-access-token")
+	ct := GenerateClientToken()
+	cfg := &Config{Endpoint: strings.TrimPrefix(srv.URL, "https://"), AccessToken: tok, ClientToken: ct, CAFile: ca, UserAgent: "porthole-test"}
+
+	c, err := Dial(context.Background(), cfg, ModeDestination)
+	if err != nil {
+		t.Fatalf("Dial with CA file: %v", err)
+	}
+	defer c.Close()
+	if c.Version() != V3 || c.ChannelID() != "test-channel" {
+		t.Fatalf("version %v channel %q", c.Version(), c.ChannelID())
+	}
+	mu.Lock()
+	if got.Get("access-token") != "the-access-token" || got.Get("client-token") != ct.Reveal() ||
+		got.Get("Sec-WebSocket-Protocol") != "aws.iot.securetunneling-3.0" || got.Get("User-Agent") != "porthole-test" {
+		t.Fatalf("handshake headers: %v", got)
+	}
+	mu.Unlock()
+	var m Message
+	if err := c.ReadMessage(&m); err != nil || m.Type != TypeServiceIDs {
+		t.Fatalf("first message %v, %v; want SERVICE_IDS", &m, err)
+	}
+	want := Message{Type: TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("ping")}
+	if err := c.WriteMessage(context.Background(), &want); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReadMessage(&m); err != nil || string(m.Payload) != "ping" {
+		t.Fatalf("echo %v, %v", &m, err)
+	}
+
+	// The CA directory form works too.
+	cfgDir := *cfg
+	cfgDir.CAFile = filepath.Dir(ca)
+	if c2, err := Dial(context.Background(), &cfgDir, ModeDestination); err != nil {
+		t.Fatalf("Dial with CA directory: %v", err)
+	} else {
+		c2.Close()
+	}
+
+	// Without the CA the certificate is refused, unless verification is turned off.
+	noCA := *cfg
+	noCA.CAFile = ""
+	if _, err := Dial(context.Background(), &noCA, ModeDestination); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("Dial without the CA = %v, want a certificate error", err)
+	}
+	noCA.InsecureSkipVerify = true
+	if c3, err := Dial(context.Background(), &noCA, ModeDestination); err != nil {
+		t.Fatalf("Dial with InsecureSkipVerify: %v", err)
+	} else {
+		c3.Close()
+	}
+	bad := *cfg
+	bad.CAFile = filepath.Join(t.TempDir(), "missing.pem")
+	if _, err := Dial(context.Background(), &bad, ModeDestination); err == nil {
+		t.Fatal("Dial with a missing CA file succeeded")
+	}
+}
+
+func TestDialRefusedGivesBodyAndStatus(t *testing.T) {
+	srv := tlsService(t, func(r *http.Request) int { return 400 })
+	tok, _ := NewAccessToken("t")
+	_, err := Dial(context.Background(), &Config{Endpoint: srv.URL, AccessToken: tok, InsecureSkipVerify: true}, ModeSource)
+	var he *HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != 400 || he.Body != "refused by test" || he.Temporary() {
+		t.Fatalf("Dial = %v, want HandshakeError 400", err)
+	}
+	if !terminal(err) {
+		t.Fatal("400 is not terminal")
+	}
+	if terminal(&HandshakeError{StatusCode: 503}) {
+		t.Fatal("503 is terminal")
+	}
+}
+
+// connectProxy is an HTTP CONNECT proxy that requires Basic auth user:pass.
+func connectProxy(t *testing.T, used *atomic.Int32) *url.URL {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				want := "Basic " + base64.StdEncoding.EncodeToString([]byte("user:p@ss"))
+				if req.Method != http.MethodConnect || req.Header.Get("Proxy-Authorization") != want {
+					io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+					return
+				}
+				up, err := net.Dial("tcp", req.Host)
+				if err != nil {
+					io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+					return
+				}
+				defer up.Close()
+				used.Add(1)
+				io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+				go func() { io.Copy(up, br); up.Close() }()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return &url.URL{Scheme: "http", Host: ln.Addr().String(), User: url.UserPassword("user", "p@ss")}
+}
+
+func TestDialThroughProxy(t *testing.T) {
+	srv := tlsService(t, func(r *http.Request) int { return 0 })
+	var used atomic.Int32
+	proxyURL := connectProxy(t, &used)
+	tok, _ := NewAccessToken("t")
+	cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv), Proxy: http.ProxyURL(proxyURL)}
+	c, err := Dial(context.Background(), cfg, ModeSource)
+	if err != nil {
+		t.Fatalf("Dial through proxy: %v", err)
+	}
+	c.Close()
+	if used.Load() != 1 {
+		t.Fatalf("proxy carried %d connections, want 1", used.Load())
+	}
+	wrong := *proxyURL
+	wrong.User = url.UserPassword("user", "wrong")
+	cfg.Proxy = http.ProxyURL(&wrong)
+	if _, err := Dial(context.Background(), cfg, ModeSource); err == nil || strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("Dial with bad proxy credentials = %v, want an error without the password", err)
+	}
+}
+
+func TestIdleTimeoutClosesSilentLink(t *testing.T) {
+	// A service that accepts and then says nothing, answering no ping.
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{V3.Subprotocol()}})
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		<-stop
+	}))
+	defer srv.Close()
+	defer close(stop)
+	tok, _ := NewAccessToken("t")
+	cfg := &Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: tok, PingInterval: 50 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
+	c, err := Dial(context.Background(), cfg, ModeDestination)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.closeNow()
+	var m Message
+	start := time.Now()
+	err = c.ReadMessage(&m)
+	if !errors.Is(err, ErrIdle) {
+		t.Fatalf("ReadMessage = %v after %v, want ErrIdle", err, time.Since(start))
+	}
+}

@@ -1,0 +1,389 @@
+package tunnel_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+// waitClosed fails unless the peer closes c within d.
+func waitClosed(t *testing.T, c net.Conn, d time.Duration) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("connection still open after %v", d)
+	}
+}
+
+// openEcho opens a connection through addr and proves it works.
+func openEcho(t *testing.T, addr string, key byte) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := roundTripConn(c, key, 1000); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestReconnectAfterDroppedLink(t *testing.T) {
+	addr := echoServer(t, 1)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
+	c := openEcho(t, h.addr("SSH"), 1)
+
+	h.tun.Drop(tunneltest.Destination)
+	// Every local connection of the lost session is closed (spec §3.8); the
+	// destination's ends at once, the source's through the service's STREAM_RESET.
+	waitClosed(t, c, 10*time.Second)
+	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 2); err != nil {
+		t.Fatalf("destination did not reconnect: %v", err)
+	}
+	if err := roundTrip(h.addr("SSH"), 1, 64<<10); err != nil {
+		t.Fatalf("after reconnect: %v", err)
+	}
+
+	// Both connections of the destination used one access token and one client token.
+	var tokens []string
+	for _, hs := range h.srv.Handshakes() {
+		if hs.Mode == "destination" && hs.Status == 101 {
+			if hs.ClientToken == "" {
+				t.Fatal("destination connected without a client token")
+			}
+			tokens = append(tokens, hs.AccessToken+"/"+hs.ClientToken)
+		}
+	}
+	if len(tokens) != 2 || tokens[0] != tokens[1] {
+		t.Fatalf("destination handshakes used %q, want the same access and client token twice", tokens)
+	}
+}
+
+func TestReconnectMidTransfer(t *testing.T) {
+	addr := echoServer(t, 7)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
+	c, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h.tun.DropAfter(tunneltest.Source, 20)
+	// The transfer cannot finish: the link drops under it, and the source closes the
+	// local connection instead of leaving it hanging.
+	if err := roundTripConn(c, 7, 8<<20); err == nil {
+		t.Fatal("transfer succeeded across a dropped link")
+	}
+	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Source, 2); err != nil {
+		t.Fatalf("source did not reconnect: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := roundTrip(h.addr("SSH"), 7, 1<<20)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no working connection after the source reconnected: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestHandshake4xxStops(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	const body = "Invalid access token: The access token was previously used and can not be used again."
+	srv.FailHandshakes(1, 400, body)
+	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true,
+		AccessToken: mustToken(t, tun.DestinationToken), Logger: testLogger(t)}, Dialer: tunnel.Targets{}}
+	err := d.Run(ctxTimeout(t, 10*time.Second))
+	var he *tunnel.HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != 400 || he.Body != body {
+		t.Fatalf("Run = %v, want HandshakeError 400 with the body", err)
+	}
+	if n := len(srv.Handshakes()); n != 1 {
+		t.Fatalf("%d handshakes, want 1 (no retry after 4xx)", n)
+	}
+}
+
+func TestHandshake5xxRetries(t *testing.T) {
+	addr := echoServer(t, 3)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr},
+		beforeRun: func(h *harness) { h.srv.FailHandshakes(3, 503, "busy") }})
+	if err := roundTrip(h.addr("SSH"), 3, 1000); err != nil {
+		t.Fatal(err)
+	}
+	fails := 0
+	for _, hs := range h.srv.Handshakes() {
+		if hs.Status == 503 {
+			fails++
+		}
+	}
+	if fails != 3 {
+		t.Fatalf("%d handshakes answered 503, want 3", fails)
+	}
+}
+
+func TestCloseTunnelEndsBothSides(t *testing.T) {
+	addr := echoServer(t, 4)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
+	c := openEcho(t, h.addr("SSH"), 4)
+	h.tun.Close()
+	for range 2 {
+		select {
+		case err := <-h.errs:
+			if !errors.Is(err, tunnel.ErrClosedByService) {
+				t.Fatalf("Run = %v, want ErrClosedByService", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not end after CloseTunnel")
+		}
+	}
+	h.errs <- nil // the cleanup expects two results
+	h.errs <- nil
+	waitClosed(t, c, 5*time.Second)
+	if _, err := net.DialTimeout("tcp", h.addr("SSH"), time.Second); err == nil {
+		t.Fatal("source still listening after the tunnel closed")
+	}
+}
+
+func TestSessionReset(t *testing.T) {
+	addr := echoServer(t, 5)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
+	c := openEcho(t, h.addr("SSH"), 5)
+	h.tun.SessionReset(tunneltest.Source)
+	h.tun.SessionReset(tunneltest.Destination)
+	waitClosed(t, c, 5*time.Second)
+	if err := roundTrip(h.addr("SSH"), 5, 100<<10); err != nil {
+		t.Fatalf("after SESSION_RESET: %v", err)
+	}
+}
+
+// A V2 source starts a new stream for each connection; the destination must honour
+// the superseding STREAM_START (the reference proxy drops it).
+func TestSupersedingStreamStartIsHonoured(t *testing.T) {
+	addr := echoServer(t, 6)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, peer: tunnel.V2})
+	a := openEcho(t, h.addr("SSH"), 6)
+	b := openEcho(t, h.addr("SSH"), 6) // supersedes a
+	waitClosed(t, a, 5*time.Second)
+	if err := roundTripConn(b, 6, 512<<10); err != nil {
+		t.Fatalf("superseding stream: %v", err)
+	}
+}
+
+func TestFailedDialResets(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	good := echoServer(t, 8)
+	for _, peer := range []tunnel.Version{tunnel.V3, tunnel.V2} {
+		t.Run(peer.String(), func(t *testing.T) {
+			h := newHarness(t, setup{services: []string{"SSH", "WEB"}, targets: tunnel.Targets{"SSH": dead, "WEB": good}, peer: peer})
+			c, err := net.Dial("tcp", h.addr("SSH"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			waitClosed(t, c, 5*time.Second)
+			if err := roundTrip(h.addr("WEB"), 8, 1000); err != nil {
+				t.Fatalf("other service after a failed dial: %v", err)
+			}
+		})
+	}
+}
+
+func TestUnknownServiceIsNotDialled(t *testing.T) {
+	var dials atomic.Int32
+	dialer := tunnel.DialerFunc(func(ctx context.Context, svc string) (net.Conn, error) {
+		dials.Add(1)
+		return nil, tunnel.ErrUnknownService
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: nil, dstTweak: func(d *tunnel.Destination) { d.Dialer = dialer }, noSource: true})
+	// A STREAM_START for a service the tunnel does not have is refused without a dial.
+	h.tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "OTHER", ConnectionID: 1})
+	h.tun.Record(true)
+	h.tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "OTHER", ConnectionID: 1})
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.tun.Received(tunneltest.Destination)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := h.tun.Received(tunneltest.Destination)
+	if len(got) == 0 || got[0].Message.Type != tunnel.TypeStreamReset || got[0].Message.ServiceID != "OTHER" {
+		t.Fatalf("destination answered %+v, want STREAM_RESET for OTHER", got)
+	}
+	if n := dials.Load(); n != 0 {
+		t.Fatalf("%d dials for a service outside the tunnel", n)
+	}
+}
+
+func TestMaxConnectionsPerService(t *testing.T) {
+	addr := echoServer(t, 9)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr},
+		dstTweak: func(d *tunnel.Destination) { d.MaxConnections = 2 }})
+	openEcho(t, h.addr("SSH"), 9)
+	openEcho(t, h.addr("SSH"), 9)
+	c, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitClosed(t, c, 5*time.Second)
+}
+
+// A target that does not read slows its connection: the sender is held back (no
+// unbounded queue) and nothing is lost once the target reads again. While it is
+// stuck the shared WebSocket is stuck too (the protocol has no flow control), until
+// StallTimeout resets it: TestStuckReaderIsReset.
+func TestSlowReader(t *testing.T) {
+	gate := make(chan struct{})
+	slowLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowLn.Close()
+	received := make(chan []byte, 1)
+	go func() {
+		c, err := slowLn.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-gate
+		b, _ := io.ReadAll(c)
+		received <- b
+	}()
+	h := newHarness(t, setup{services: []string{"SLOW"}, targets: tunnel.Targets{"SLOW": slowLn.Addr().String()},
+		dstTweak: func(d *tunnel.Destination) { d.StallTimeout = time.Minute }})
+	c, err := net.Dial("tcp", h.addr("SLOW"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 64 << 20
+	data := make([]byte, total)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	var written atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for off := 0; off < total; off += 32 << 10 {
+			n, err := c.Write(data[off : off+32<<10])
+			written.Add(int64(n))
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- c.(*net.TCPConn).CloseWrite()
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if w := written.Load(); w >= total {
+		t.Fatalf("sender wrote all %d bytes while the target read nothing: no back-pressure", w)
+	} else {
+		t.Logf("sender held back after %d of %d bytes", w, total)
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+	select {
+	case got := <-received:
+		// The source ends the stream when its client half-closes; everything written
+		// before must have arrived, in order.
+		if len(got) != total || string(got) != string(data) {
+			t.Fatalf("target received %d bytes (want %d), equal=%v", len(got), total, string(got) == string(data))
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("target did not receive the data")
+	}
+	c.Close()
+}
+
+// A target that never reads is reset after StallTimeout, and the tunnel goes on.
+func TestStuckReaderIsReset(t *testing.T) {
+	stuckLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuckLn.Close()
+	hold := make(chan struct{})
+	defer close(hold)
+	go func() {
+		c, err := stuckLn.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetReadBuffer(4096)
+		}
+		<-hold
+	}()
+	good := echoServer(t, 11)
+	h := newHarness(t, setup{services: []string{"STUCK", "WEB"}, targets: tunnel.Targets{"STUCK": stuckLn.Addr().String(), "WEB": good},
+		dstTweak: func(d *tunnel.Destination) { d.StallTimeout = 300 * time.Millisecond }})
+	c, err := net.Dial("tcp", h.addr("STUCK"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	waitClosed(t, c, 20*time.Second)
+	if err := roundTrip(h.addr("WEB"), 11, 1<<20); err != nil {
+		t.Fatalf("tunnel after a stuck connection was reset: %v", err)
+	}
+}
+
+func TestStdio(t *testing.T) {
+	addr := echoServer(t, 12)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
+	src := &tunnel.Source{Config: h.src.Config}
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	errc := make(chan error, 1)
+	go func() { errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", inR, outW); outW.Close() }()
+	msg := []byte(strings.Repeat("ssh over stdio ", 5000))
+	go func() { inW.Write(msg) }()
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(outR, got); err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if got[i] != msg[i]^12 {
+			t.Fatalf("byte %d differs", i)
+		}
+	}
+	inW.Close() // EOF on stdin ends the connection and RunStdio
+	if err := <-errc; err != nil {
+		t.Fatalf("RunStdio = %v", err)
+	}
+}
+
+func TestSourceRefusesUnknownListenService(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true,
+		AccessToken: mustToken(t, tun.SourceToken), Logger: testLogger(t)}, Listen: map[string]string{"RDP": "0"}}
+	err := src.Run(ctxTimeout(t, 10*time.Second))
+	if !errors.Is(err, tunnel.ErrConfig) || !strings.Contains(err.Error(), `"RDP"`) {
+		t.Fatalf("Run = %v, want ErrConfig naming RDP", err)
+	}
+}

@@ -1,0 +1,89 @@
+package tunnel
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Mode is the side of the tunnel a client plays.
+type Mode string
+
+// The two modes of local-proxy-mode (spec §2.1).
+const (
+	ModeSource      Mode = "source"
+	ModeDestination Mode = "destination"
+)
+
+var (
+	endpointHostRE = regexp.MustCompile(`^[a-zA-Z0-9.:\[\]-]+$`)
+	regionRE       = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
+)
+
+// RegionEndpoint is the data-plane host of region (spec §2.4); China regions use
+// amazonaws.com.cn.
+func RegionEndpoint(region string) string {
+	host := "data.tunneling.iot." + region + ".amazonaws.com"
+	if strings.HasPrefix(region, "cn-") {
+		host += ".cn"
+	}
+	return host
+}
+
+// tunnelURL builds the WebSocket URL for a mode from an explicit endpoint or a region.
+// endpoint is host[:port], or a wss:// (https://) URL; ws:// (http://) only when
+// allowInsecure is set.
+func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL, error) {
+	if mode != ModeSource && mode != ModeDestination {
+		return nil, fmt.Errorf("tunnel: mode %q, want source or destination", mode)
+	}
+	u := &url.URL{Scheme: "wss", Path: "/tunnel", RawQuery: "local-proxy-mode=" + string(mode)}
+	switch {
+	case endpoint != "" && region != "":
+		// An explicit endpoint wins; the region then only documents where the tunnel is.
+		fallthrough
+	case endpoint != "":
+		host := endpoint
+		if i := strings.Index(endpoint, "://"); i >= 0 {
+			p, err := url.Parse(endpoint)
+			if err != nil {
+				return nil, fmt.Errorf("tunnel: endpoint %q: %w", endpoint, err)
+			}
+			switch p.Scheme {
+			case "wss", "https":
+			case "ws", "http":
+				if !allowInsecure {
+					return nil, fmt.Errorf("tunnel: endpoint %q is not TLS; plain ws:// needs the explicit insecure option", endpoint)
+				}
+				u.Scheme = "ws"
+			default:
+				return nil, fmt.Errorf("tunnel: endpoint %q: scheme %q, want wss", endpoint, p.Scheme)
+			}
+			if p.Path != "" && p.Path != "/" || p.RawQuery != "" || p.User != nil {
+				return nil, fmt.Errorf("tunnel: endpoint %q must not carry a path, query or credentials", endpoint)
+			}
+			host = p.Host
+		}
+		if len(host) > 253 || !endpointHostRE.MatchString(host) {
+			return nil, fmt.Errorf("tunnel: endpoint host %q is not a valid host[:port]", host)
+		}
+		u.Host = strings.ToLower(host)
+	case region != "":
+		if !regionRE.MatchString(region) {
+			return nil, fmt.Errorf("tunnel: region %q is not a valid region name", region)
+		}
+		u.Host = RegionEndpoint(region)
+	default:
+		return nil, fmt.Errorf("tunnel: neither endpoint nor region given")
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		if u.Scheme == "ws" {
+			u.Host = net.JoinHostPort(strings.Trim(u.Host, "[]"), "80")
+		} else {
+			u.Host = net.JoinHostPort(strings.Trim(u.Host, "[]"), "443")
+		}
+	}
+	return u, nil
+}

@@ -1,0 +1,193 @@
+package tunnel
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTunnelURL(t *testing.T) {
+	for _, tc := range []struct {
+		endpoint, region string
+		mode             Mode
+		insecure         bool
+		want             string // or "error: substring"
+	}{
+		{"", "us-east-1", ModeDestination, false, "wss://data.tunneling.iot.us-east-1.amazonaws.com:443/tunnel?local-proxy-mode=destination"},
+		{"", "cn-north-1", ModeSource, false, "wss://data.tunneling.iot.cn-north-1.amazonaws.com.cn:443/tunnel?local-proxy-mode=source"},
+		{"", "cn-northwest-1", ModeSource, false, "wss://data.tunneling.iot.cn-northwest-1.amazonaws.com.cn:443/tunnel?local-proxy-mode=source"},
+		{"Tunnel.Example.COM", "", ModeSource, false, "wss://tunnel.example.com:443/tunnel?local-proxy-mode=source"},
+		{"127.0.0.1:8443", "us-east-1", ModeSource, false, "wss://127.0.0.1:8443/tunnel?local-proxy-mode=source"},
+		{"[::1]:8443", "", ModeSource, false, "wss://[::1]:8443/tunnel?local-proxy-mode=source"},
+		{"wss://h.example:9", "", ModeSource, false, "wss://h.example:9/tunnel?local-proxy-mode=source"},
+		{"https://h.example", "", ModeSource, false, "wss://h.example:443/tunnel?local-proxy-mode=source"},
+		{"ws://127.0.0.1:80", "", ModeSource, true, "ws://127.0.0.1:80/tunnel?local-proxy-mode=source"},
+		{"ws://127.0.0.1:80", "", ModeSource, false, "error: explicit insecure"},
+		{"ftp://h", "", ModeSource, false, "error: scheme"},
+		{"wss://h/x", "", ModeSource, false, "error: path"},
+		{"wss://u:p@h", "", ModeSource, false, "error: credentials"},
+		{"h_bad", "", ModeSource, false, "error: not a valid"},
+		{"", "US_EAST", ModeSource, false, "error: region"},
+		{"", "", ModeSource, false, "error: neither"},
+		{"h", "", "both", false, "error: mode"},
+	} {
+		u, err := tunnelURL(tc.endpoint, tc.region, tc.mode, tc.insecure)
+		if want, ok := strings.CutPrefix(tc.want, "error: "); ok {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("tunnelURL(%q, %q) = %v, %v; want error %q", tc.endpoint, tc.region, u, err, want)
+			}
+			continue
+		}
+		if err != nil || u.String() != tc.want {
+			t.Errorf("tunnelURL(%q, %q) = %v, %v; want %s", tc.endpoint, tc.region, u, err, tc.want)
+		}
+	}
+}
+
+func TestProxyFor(t *testing.T) {
+	target, _ := url.Parse("wss://data.tunneling.iot.eu-west-1.amazonaws.com:443/tunnel")
+	local, _ := url.Parse("wss://10.1.2.3:443/tunnel")
+	for _, tc := range []struct {
+		name   string
+		env    map[string]string
+		target *url.URL
+		want   string // "" = direct, "error: ..."
+	}{
+		{"none", nil, target, ""},
+		{"upper", map[string]string{"HTTPS_PROXY": "http://proxy:8080"}, target, "http://proxy:8080"},
+		{"lower wins", map[string]string{"HTTPS_PROXY": "http://a:1", "https_proxy": "http://b:2"}, target, "http://b:2"},
+		{"no scheme, default port", map[string]string{"https_proxy": "proxy.corp"}, target, "http://proxy.corp:3128"},
+		{"https proxy with auth", map[string]string{"https_proxy": "https://u%40x:p%3Aw@proxy:443"}, target, "https://u%40x:p%3Aw@proxy:443"},
+		{"ipv6", map[string]string{"https_proxy": "http://[fd00::1]:3128"}, target, "http://[fd00::1]:3128"},
+		{"bad scheme", map[string]string{"https_proxy": "socks5://p:1"}, target, "error: scheme"},
+		{"no_proxy suffix", map[string]string{"https_proxy": "p:1", "NO_PROXY": ".amazonaws.com"}, target, ""},
+		{"no_proxy bare domain", map[string]string{"https_proxy": "p:1", "no_proxy": "amazonaws.com"}, target, ""},
+		{"no_proxy other", map[string]string{"https_proxy": "p:1", "no_proxy": "example.com,foo"}, target, "http://p:1"},
+		{"no_proxy star", map[string]string{"https_proxy": "p:1", "no_proxy": "*"}, target, ""},
+		{"no_proxy cidr", map[string]string{"https_proxy": "p:1", "no_proxy": "10.0.0.0/8"}, local, ""},
+		{"no_proxy ip", map[string]string{"https_proxy": "p:1", "no_proxy": "10.1.2.3"}, local, ""},
+		{"no_proxy port match", map[string]string{"https_proxy": "p:1", "no_proxy": "10.1.2.3:443"}, local, ""},
+		{"no_proxy port mismatch", map[string]string{"https_proxy": "p:1", "no_proxy": "10.1.2.3:8443"}, local, "http://p:1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := proxyFor(tc.target, func(k string) string { return tc.env[k] })
+			if want, ok := strings.CutPrefix(tc.want, "error: "); ok {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("proxyFor = %v, %v; want error %q", got, err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := ""
+			if got != nil {
+				s = got.String()
+			}
+			if s != tc.want {
+				t.Fatalf("proxyFor = %q, want %q", s, tc.want)
+			}
+		})
+	}
+}
+
+func TestProxyErrorHidesPassword(t *testing.T) {
+	_, err := proxyFor(&url.URL{Host: "h:443"}, func(k string) string {
+		if k == "https_proxy" {
+			return "http://user:s3cret@[::1"
+		}
+		return ""
+	})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("proxyFor error = %v; want an error without the password", err)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := backoff{base: time.Second, max: 120 * time.Second}
+	for i := range 40 {
+		d := b.next()
+		limit := time.Second << min(i, 30)
+		if limit > 120*time.Second {
+			limit = 120 * time.Second
+		}
+		if d < 0 || d > limit {
+			t.Fatalf("attempt %d: %v outside [0, %v]", i, d, limit)
+		}
+	}
+	b.reset()
+	if d := b.next(); d > time.Second {
+		t.Fatalf("after reset: %v > 1s", d)
+	}
+}
+
+func TestTargets(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+	}()
+	sock := t.TempDir() + "/s"
+	uln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uln.Close()
+	go func() {
+		c, err := uln.Accept()
+		if err == nil {
+			c.Close()
+		}
+	}()
+	tg := Targets{"WEB": ln.Addr().String(), "SOCK": "unix:" + sock}
+	if err := tg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []string{"WEB", "SOCK"} {
+		c, err := tg.DialService(context.Background(), svc)
+		if err != nil {
+			t.Fatalf("DialService(%s): %v", svc, err)
+		}
+		c.Close()
+	}
+	if _, err := tg.DialService(context.Background(), "SSH"); err == nil {
+		t.Fatal("DialService(SSH) with no target succeeded")
+	}
+	for _, bad := range []Targets{{"WEB": "nohost"}, {"WEB": ":80"}, {"WEB": "h:port"}, {"WEB": "unix:rel"}, {"bad name": "h:1"}, {"": "h:1"}} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("Validate(%v) accepted", bad)
+		}
+	}
+}
+
+func TestParseListen(t *testing.T) {
+	for _, tc := range []struct{ in, svc, addr, err string }{
+		{"2222", "", "2222", ""},
+		{"SSH=2222", "SSH", "2222", ""},
+		{"WEB=0.0.0.0:8080", "WEB", "0.0.0.0:8080", ""},
+		{"SSH=", "", "", "listen address"},
+		{"bad name=1", "", "", "service id"},
+		{"SSH=70000", "", "", "listen address"},
+		{"SSH=h:x", "", "", "bad port"},
+	} {
+		svc, addr, err := ParseListen(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseListen(%q) err = %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || svc != tc.svc || addr != tc.addr {
+			t.Errorf("ParseListen(%q) = %q, %q, %v", tc.in, svc, addr, err)
+		}
+	}
+}

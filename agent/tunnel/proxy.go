@@ -1,0 +1,108 @@
+package tunnel
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+)
+
+// ProxyFromEnvironment returns the HTTPS proxy for the data-plane connection from
+// https_proxy (which wins) or HTTPS_PROXY, honouring NO_PROXY/no_proxy (spec §2.7;
+// NO_PROXY is porthole's addition). Unlike net/http's version it also proxies
+// loopback hosts when told to, reads the environment on every call, and rejects
+// schemes other than http and https. The proxy is reached with CONNECT; credentials
+// in the URL are sent as Basic auth.
+func ProxyFromEnvironment(req *http.Request) (*url.URL, error) {
+	return proxyFor(req.URL, os.Getenv)
+}
+
+func proxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
+	raw := getenv("https_proxy")
+	if raw == "" {
+		raw = getenv("HTTPS_PROXY")
+	}
+	if raw == "" {
+		return nil, nil
+	}
+	noProxy := getenv("no_proxy")
+	if noProxy == "" {
+		noProxy = getenv("NO_PROXY")
+	}
+	if bypassProxy(target.Hostname(), target.Port(), noProxy) {
+		return nil, nil
+	}
+	return parseProxyURL(raw)
+}
+
+// parseProxyURL parses http[s]://[user:pass@]host[:port]; a missing scheme means
+// http and a missing port 3128 (as localproxy).
+func parseProxyURL(raw string) (*url.URL, error) {
+	if !strings.Contains(raw, "://") {
+		raw = "http://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: proxy URL: %w", redactURLError(err))
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("tunnel: proxy URL scheme %q, want http or https", u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("tunnel: proxy URL has no host")
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), "3128")
+	}
+	return u, nil
+}
+
+// redactURLError drops the URL (which may hold a password) from a parse error.
+func redactURLError(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+// bypassProxy applies a NO_PROXY list: "*", host names (a leading dot or not: the
+// name and its subdomains), IP addresses, CIDR ranges, each optionally with :port.
+func bypassProxy(host, port, noProxy string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	ip := net.ParseIP(host)
+	for _, entry := range strings.Split(noProxy, ",") {
+		entry = strings.ToLower(strings.TrimSpace(entry))
+		if entry == "" {
+			continue
+		}
+		if entry == "*" {
+			return true
+		}
+		if _, cidr, err := net.ParseCIDR(entry); err == nil {
+			if ip != nil && cidr.Contains(ip) {
+				return true
+			}
+			continue
+		}
+		if h, p, err := net.SplitHostPort(entry); err == nil {
+			if p != port {
+				continue
+			}
+			entry = h
+		}
+		entry = strings.Trim(entry, "[]")
+		if eip := net.ParseIP(entry); eip != nil {
+			if ip != nil && eip.Equal(ip) {
+				return true
+			}
+			continue
+		}
+		entry = strings.TrimPrefix(strings.TrimSuffix(entry, "."), ".")
+		if host == entry || strings.HasSuffix(host, "."+entry) {
+			return true
+		}
+	}
+	return false
+}

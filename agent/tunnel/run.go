@@ -1,0 +1,58 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrConfig wraps errors that no reconnect can mend: the tunnel's services do not
+// match the local configuration.
+var ErrConfig = errors.New("tunnel: configuration does not match the tunnel")
+
+// terminal reports whether err ends a Run rather than causing a reconnect: a 4xx
+// handshake answer, a Close frame from the service, a configuration mismatch.
+func terminal(err error) bool {
+	var he *HandshakeError
+	if errors.As(err, &he) {
+		return !he.Temporary()
+	}
+	var stop stopError
+	return errors.Is(err, ErrClosedByService) || errors.Is(err, ErrConfig) || errors.As(err, &stop)
+}
+
+// run connects as mode and calls serve for each connection until ctx ends or an
+// error is terminal; other failures reconnect after a backoff (spec §3.8). The client
+// token is fixed for the whole run so the service accepts the reconnects. It returns
+// nil when ctx ends.
+func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context, *Conn) error) error {
+	if cfg.ClientToken.IsZero() {
+		cfg.ClientToken = GenerateClientToken()
+	}
+	log := cfg.logger()
+	b := backoff{base: durationOr(cfg.RetryMin, time.Second), max: durationOr(cfg.RetryMax, 120*time.Second)}
+	for {
+		conn, err := Dial(ctx, &cfg, mode)
+		if err == nil {
+			b.reset()
+			err = serve(ctx, conn)
+			conn.closeNow()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if terminal(err) {
+			if errors.Is(err, ErrClosedByService) {
+				log.Info("tunnel closed by the service")
+			} else if _, ok := err.(stopError); !ok {
+				log.Warn("tunnel ended", "error", err)
+			}
+			return err
+		}
+		d := b.next()
+		log.Warn("tunnel connection lost, reconnecting", "error", err, "delay", d.Round(time.Millisecond))
+		if !sleepCtx(ctx, d) {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,382 @@
+package tunnel
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// engineOptions are the limits shared by both engines.
+type engineOptions struct {
+	chunk    int           // largest DATA payload sent
+	maxConns int           // per service
+	stall    time.Duration // how long one connection may block the WebSocket reader
+	log      *slog.Logger
+}
+
+// linkQueue is how many DATA payloads may wait for one local connection before the
+// WebSocket reader blocks: the bound that turns a slow target into back-pressure.
+const linkQueue = 4
+
+// session is the state of one WebSocket connection: its streams and the local
+// connections they carry. When the WebSocket ends, every local connection of the
+// session is closed (spec §3.8).
+type session struct {
+	conn   *Conn
+	ctx    context.Context // ends with the session
+	cancel context.CancelFunc
+	opt    engineOptions
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	version  Version  // wire format of the session; 0 until known (destination)
+	services []string // from SERVICE_IDS
+	gotIDs   bool
+	streams  map[string]*stream // by wire service id ("" in V1)
+	closed   bool
+}
+
+// stream is the active stream of one service.
+type stream struct {
+	id     int32
+	target string // the service the Dialer is asked for (destination)
+	links  map[uint32]*link
+}
+
+func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
+	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}}
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	// Ending the session (or the caller's context) ends the connection's reads.
+	context.AfterFunc(s.ctx, func() { conn.abort(context.Canceled) })
+	return s
+}
+
+// connKey is the connection id a message refers to: V3 reads an absent id as 1
+// (spec §1.5); V1/V2 have one connection per stream, keyed 0.
+func (s *session) connKeyLocked(id uint32) uint32 {
+	if s.version == V3 {
+		if id == 0 {
+			return 1
+		}
+		return id
+	}
+	return 0
+}
+
+// send writes one frame; a failed write ends the session.
+func (s *session) send(m *Message) error {
+	err := s.conn.WriteMessage(s.ctx, m)
+	if err != nil {
+		s.conn.abort(err)
+	}
+	return err
+}
+
+// serve reads frames and hands them to handle until the connection fails, then closes
+// every local connection and waits for the session's goroutines.
+func (s *session) serve(handle func(*Message) error) error {
+	defer s.teardown()
+	var m Message
+	for {
+		if err := s.conn.ReadMessage(&m); err != nil {
+			return err
+		}
+		s.opt.log.Debug("frame in", "msg", &m)
+		if err := handle(&m); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *session) teardown() {
+	s.cancel()
+	s.mu.Lock()
+	s.closed = true
+	var all []*link
+	for _, st := range s.streams {
+		for _, l := range st.links {
+			all = append(all, l)
+		}
+	}
+	s.streams = map[string]*stream{}
+	s.mu.Unlock()
+	for _, l := range all {
+		l.quiet.Store(true)
+		l.end()
+	}
+	s.wg.Wait()
+}
+
+// serviceIDs records the first SERVICE_IDS of the session; later ones are ignored
+// (spec §3.1). It reports whether this one was the first.
+func (s *session) serviceIDs(m *Message) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gotIDs {
+		s.opt.log.Debug("ignoring repeated SERVICE_IDS")
+		return false
+	}
+	s.gotIDs = true
+	s.services = append([]string(nil), m.AvailableServiceIDs...)
+	s.opt.log.Info("tunnel services", "services", s.services)
+	return true
+}
+
+// lookupLocked finds the link a stream message is for; stale ids give nil (spec §3.2).
+func (s *session) lookupLocked(m *Message) (*stream, *link) {
+	st := s.streams[m.ServiceID]
+	if st == nil || st.id != m.StreamID {
+		return nil, nil
+	}
+	return st, st.links[s.connKeyLocked(m.ConnectionID)]
+}
+
+// data delivers a DATA payload to its local connection, or drops it as stale.
+func (s *session) data(m *Message) {
+	s.mu.Lock()
+	_, l := s.lookupLocked(m)
+	s.mu.Unlock()
+	if l == nil {
+		s.opt.log.Debug("dropping stale DATA", "msg", m)
+		return
+	}
+	if len(m.Payload) == 0 {
+		return
+	}
+	l.push(append([]byte(nil), m.Payload...))
+}
+
+// streamReset ends every connection of the service's active stream, after their
+// pending data is written (spec §3.3).
+func (s *session) streamReset(m *Message) {
+	s.mu.Lock()
+	st := s.streams[m.ServiceID]
+	if st == nil || st.id != m.StreamID {
+		s.mu.Unlock()
+		s.opt.log.Debug("ignoring stale STREAM_RESET", "msg", m)
+		return
+	}
+	delete(s.streams, m.ServiceID)
+	s.mu.Unlock()
+	s.opt.log.Info("stream reset by peer", "service", m.ServiceID, "stream", m.StreamID)
+	for _, l := range st.links {
+		l.peerEnded()
+	}
+}
+
+// connectionReset ends one connection of a V3 stream.
+func (s *session) connectionReset(m *Message) {
+	s.mu.Lock()
+	st, l := s.lookupLocked(m)
+	if l != nil {
+		delete(st.links, l.id)
+	}
+	s.mu.Unlock()
+	if l == nil {
+		s.opt.log.Debug("ignoring stale CONNECTION_RESET", "msg", m)
+		return
+	}
+	l.peerEnded()
+}
+
+// sessionReset ends every stream, without a stream id filter (spec §3.3).
+func (s *session) sessionReset() {
+	s.mu.Lock()
+	old := s.streams
+	s.streams = map[string]*stream{}
+	s.mu.Unlock()
+	s.opt.log.Warn("session reset by the service", "streams", len(old))
+	for _, st := range old {
+		for _, l := range st.links {
+			l.peerEnded()
+		}
+	}
+}
+
+// link is one local connection carried by the tunnel: (service, stream, connection).
+type link struct {
+	s       *session
+	service string // wire service id
+	target  string // service name for a Dialer
+	stream  int32
+	id      uint32 // wire connection id: 0 in V1/V2
+	v3      bool
+
+	in    chan []byte // tunnel → local; nil marks the peer's reset after the data
+	done  chan struct{}
+	once  sync.Once
+	quiet atomic.Bool // the peer ended the link (or the session did): send no reset
+
+	mu   sync.Mutex
+	conn io.ReadWriteCloser
+}
+
+// newLinkLocked adds a connection to st; id is the wire connection id (normalised:
+// 0 in V1/V2, ≥ 1 in V3).
+func (s *session) newLinkLocked(st *stream, service string, id uint32) *link {
+	key := s.connKeyLocked(id)
+	l := &link{s: s, service: service, target: st.target, stream: st.id, id: key, v3: s.version == V3,
+		in: make(chan []byte, linkQueue), done: make(chan struct{})}
+	st.links[key] = l
+	s.wg.Add(1) // for pumpDown; start must follow
+	return l
+}
+
+func (l *link) attrs() []any {
+	return []any{"service", l.service, "stream", l.stream, "conn", l.id}
+}
+
+// start runs the link's pumps; it must follow newLinkLocked, even for a link that
+// has already ended. conn is the local connection, or nil when dial must make it
+// first (destination).
+func (l *link) start(conn io.ReadWriteCloser, dial func(context.Context) (io.ReadWriteCloser, error)) {
+	go func() {
+		defer l.s.wg.Done()
+		l.pumpDown(conn, dial)
+	}()
+}
+
+// pumpDown writes tunnel data to the local connection, in order. It owns the start
+// of the upstream pump so that the local connection exists first.
+func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.ReadWriteCloser, error)) {
+	if conn == nil {
+		var err error
+		conn, err = dial(l.s.ctx)
+		if err != nil {
+			l.s.opt.log.Warn("dialing service failed", append(l.attrs(), "target", l.target, "error", err)...)
+			l.endAndNotify()
+			return
+		}
+	}
+	l.mu.Lock()
+	select {
+	case <-l.done:
+		l.mu.Unlock()
+		conn.Close()
+		return
+	default:
+	}
+	l.conn = conn
+	l.mu.Unlock()
+	l.s.opt.log.Debug("connection open", l.attrs()...)
+
+	l.s.wg.Add(1)
+	go func() {
+		defer l.s.wg.Done()
+		l.pumpUp(conn)
+	}()
+	for {
+		select {
+		case b := <-l.in:
+			if b == nil {
+				l.end()
+				return
+			}
+			if _, err := conn.Write(b); err != nil {
+				l.endAndNotify()
+				return
+			}
+		case <-l.done:
+			return
+		}
+	}
+}
+
+// pumpUp reads the local connection and sends DATA, at most chunk bytes a frame; the
+// WebSocket write blocks while the socket is busy, slowing this reader.
+func (l *link) pumpUp(conn io.Reader) {
+	buf := make([]byte, l.s.opt.chunk)
+	m := Message{Type: TypeData, StreamID: l.stream, ServiceID: l.service, ConnectionID: l.id}
+	for {
+		n, err := conn.Read(buf)
+		if n > 0 {
+			m.Payload = buf[:n]
+			if l.s.send(&m) != nil {
+				l.end()
+				return
+			}
+		}
+		if err != nil {
+			l.endAndNotify()
+			return
+		}
+	}
+}
+
+// push queues a payload for the local connection. When the queue stays full for the
+// stall timeout, the connection is reset so that it cannot hold up the others.
+func (l *link) push(b []byte) {
+	select {
+	case l.in <- b:
+		return
+	case <-l.done:
+		return
+	default:
+	}
+	t := time.NewTimer(l.s.opt.stall)
+	defer t.Stop()
+	select {
+	case l.in <- b:
+	case <-l.done:
+	case <-l.s.ctx.Done():
+	case <-t.C:
+		l.s.opt.log.Warn("local connection stalled, resetting it", append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
+		l.endAndNotify()
+	}
+}
+
+// peerEnded closes the link because the peer reset it: pending data is written first.
+func (l *link) peerEnded() {
+	l.quiet.Store(true)
+	l.push(nil)
+}
+
+// endAndNotify ends the link from the local side and tells the peer, unless the
+// peer ended it first.
+func (l *link) endAndNotify() {
+	first := false
+	l.once.Do(func() { first = true; l.close() })
+	if !first || l.quiet.Load() {
+		return
+	}
+	l.s.mu.Lock()
+	if st := l.s.streams[l.service]; st != nil && st.id == l.stream && st.links[l.s.connKeyLocked(l.id)] == l {
+		delete(st.links, l.s.connKeyLocked(l.id))
+		if !l.v3 {
+			delete(l.s.streams, l.service) // V1/V2: the stream ends with its connection
+		}
+	}
+	l.s.mu.Unlock()
+	m := &Message{Type: TypeStreamReset, StreamID: l.stream, ServiceID: l.service}
+	if l.v3 {
+		m.Type, m.ConnectionID = TypeConnectionReset, l.id
+	}
+	l.s.opt.log.Debug("connection closed locally", l.attrs()...)
+	_ = l.s.send(m)
+}
+
+// end closes the link without telling the peer.
+func (l *link) end() {
+	l.quiet.Store(true)
+	l.once.Do(l.close)
+	l.s.mu.Lock()
+	if st := l.s.streams[l.service]; st != nil && st.links[l.s.connKeyLocked(l.id)] == l {
+		delete(st.links, l.s.connKeyLocked(l.id))
+		if !l.v3 && len(st.links) == 0 {
+			delete(l.s.streams, l.service)
+		}
+	}
+	l.s.mu.Unlock()
+}
+
+func (l *link) close() {
+	l.mu.Lock()
+	close(l.done)
+	if l.conn != nil {
+		l.conn.Close()
+	}
+	l.mu.Unlock()
+}

@@ -1,0 +1,375 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Source is the operator's end of a tunnel: it connects as the source, listens on a
+// local address per service once the service has sent SERVICE_IDS, and starts a
+// stream (or, with a V3 peer, a connection of the service's stream) for each
+// accepted connection.
+type Source struct {
+	Config
+	// Listen maps service IDs to listen addresses, "[host:]port" (host 127.0.0.1 when
+	// omitted). The key "" may stand alone for a tunnel with one service (or none).
+	// Services of the tunnel with no entry get an ephemeral port on 127.0.0.1, reported
+	// through OnListen.
+	Listen map[string]string
+	// PeerVersion is the destination's protocol format. Zero means V3, where
+	// concurrent connections share a stream. V2 and V1 are for older destinations
+	// (Device Client, Greengrass, localproxy 1.x/2.x): one connection per service at a
+	// time, and V1 sends no service id (spec §2.3, localproxy --destination-client-type).
+	PeerVersion Version
+	// MaxConnections per service; further accepted connections are closed. Zero: 128.
+	MaxConnections int
+	// ChunkSize is the largest DATA payload sent. Zero (or above 64 512): 64 512.
+	ChunkSize int
+	// StallTimeout: see Destination. Zero: 30 s.
+	StallTimeout time.Duration
+	// OnListen, if set, is called once per listener when it is open.
+	OnListen func(service string, addr net.Addr)
+
+	mu        sync.Mutex
+	cur       *session
+	streamIDs map[string]int32
+	connIDs   map[string]uint32
+}
+
+// serviceRoute is one service as the source sees it: the wire id carried in frames
+// ("" towards a V1 peer) and the tunnel's name for it.
+type serviceRoute struct{ wire, name string }
+
+func (src *Source) peerVersion() Version {
+	if src.PeerVersion == 0 {
+		return V3
+	}
+	return src.PeerVersion
+}
+
+func (src *Source) options() engineOptions {
+	return engineOptions{
+		chunk:    chunkSize(src.ChunkSize),
+		maxConns: intOr(src.MaxConnections, 128),
+		stall:    durationOr(src.StallTimeout, 30*time.Second),
+		log:      src.Config.logger().With("mode", ModeSource),
+	}
+}
+
+// Run serves the tunnel until ctx ends (nil), the service closes it
+// (ErrClosedByService), refuses the token (*HandshakeError) or the tunnel's services
+// do not match Listen (ErrConfig). Listeners stay open across reconnects.
+func (src *Source) Run(ctx context.Context) error {
+	for k, addr := range src.Listen {
+		if k != "" {
+			if err := ValidateServiceID(k); err != nil {
+				return err
+			}
+		}
+		if _, err := listenAddr(addr); err != nil {
+			return err
+		}
+	}
+	if _, ok := src.Listen[""]; ok && len(src.Listen) > 1 {
+		return errors.New("tunnel: an unnamed listen mapping must be the only one")
+	}
+	opt := src.options()
+	cfg := src.Config
+	cfg.Logger = opt.log
+
+	var lns []net.Listener
+	var wg sync.WaitGroup
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		wg.Wait()
+	}()
+	actx, stopAccept := context.WithCancel(ctx) // ends waits in acceptLoop first
+	defer stopAccept()
+	listen := func(routes []serviceRoute, addrs []string) error {
+		for i, r := range routes {
+			ln, err := net.Listen("tcp", addrs[i])
+			if err != nil {
+				return fmt.Errorf("%w: listening for service %q on %s: %v", ErrConfig, r.name, addrs[i], err)
+			}
+			lns = append(lns, ln)
+			opt.log.Info("listening", "service", r.name, "addr", ln.Addr().String())
+			if src.OnListen != nil {
+				src.OnListen(r.name, ln.Addr())
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				src.acceptLoop(actx, ln, r)
+			}()
+		}
+		return nil
+	}
+	return run(ctx, cfg, ModeSource, func(ctx context.Context, c *Conn) error {
+		return src.serve(ctx, c, opt, func(ids []string) error {
+			if lns != nil {
+				return nil // listeners outlive reconnects
+			}
+			routes, addrs, err := src.plan(ids)
+			if err != nil {
+				return err
+			}
+			return listen(routes, addrs)
+		})
+	})
+}
+
+// serve runs one session; ready is called with the tunnel's services once they are
+// known (SERVICE_IDS, or at once on a V1 connection, which gets none).
+func (src *Source) serve(ctx context.Context, c *Conn, opt engineOptions, ready func([]string) error) error {
+	s := newSession(ctx, c, opt)
+	s.version = src.peerVersion()
+	src.mu.Lock()
+	src.cur = s
+	src.mu.Unlock()
+	defer func() {
+		src.mu.Lock()
+		src.cur = nil
+		src.mu.Unlock()
+	}()
+	if c.Version() == V1 {
+		// No SERVICE_IDS on a V1 connection: the configured service is the tunnel's.
+		s.gotIDs = true
+		var ids []string
+		for name := range src.Listen {
+			if name != "" {
+				ids = append(ids, name)
+			}
+		}
+		if err := ready(ids); err != nil {
+			return err
+		}
+	}
+	return s.serve(func(m *Message) error {
+		switch m.Type {
+		case TypeServiceIDs:
+			if s.serviceIDs(m) {
+				return ready(m.AvailableServiceIDs)
+			}
+		case TypeStreamStart, TypeConnectionStart:
+			return protocolErrorf("%v received by the source", m.Type)
+		case TypeData:
+			s.data(m)
+		case TypeStreamReset:
+			s.streamReset(m)
+		case TypeConnectionReset:
+			s.connectionReset(m)
+		case TypeSessionReset:
+			s.sessionReset()
+		}
+		return nil
+	})
+}
+
+// plan matches Listen against the tunnel's services (spec §3.1).
+func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
+	if src.peerVersion() == V1 && len(ids) > 1 {
+		return nil, nil, fmt.Errorf("%w: a V1 destination serves one service, the tunnel has %q", ErrConfig, ids)
+	}
+	wire := func(name string) string {
+		if src.peerVersion() == V1 {
+			return ""
+		}
+		return name
+	}
+	var routes []serviceRoute
+	var addrs []string
+	if addr, ok := src.Listen[""]; ok {
+		if len(ids) > 1 {
+			return nil, nil, fmt.Errorf("%w: an unnamed mapping needs a one-service tunnel, it has %q", ErrConfig, ids)
+		}
+		name := ""
+		if len(ids) == 1 {
+			name = ids[0]
+		}
+		a, _ := listenAddr(addr)
+		return []serviceRoute{{wire(name), name}}, []string{a}, nil
+	}
+	if len(ids) == 0 {
+		return nil, nil, fmt.Errorf("%w: the tunnel has no services; give one unnamed mapping", ErrConfig)
+	}
+	for name := range src.Listen {
+		if !slices.Contains(ids, name) {
+			return nil, nil, fmt.Errorf("%w: service %q is not in the tunnel, which has %q", ErrConfig, name, ids)
+		}
+	}
+	for _, name := range ids {
+		a := "127.0.0.1:0"
+		if addr, ok := src.Listen[name]; ok {
+			a, _ = listenAddr(addr)
+		}
+		routes = append(routes, serviceRoute{wire(name), name})
+		addrs = append(addrs, a)
+	}
+	return routes, addrs, nil
+}
+
+// listenAddr turns "[host:]port" into host:port.
+func listenAddr(s string) (string, error) {
+	if _, err := strconv.ParseUint(s, 10, 16); err == nil {
+		return net.JoinHostPort("127.0.0.1", s), nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("tunnel: listen address %q: want [host:]port", s)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", fmt.Errorf("tunnel: listen address %q: bad port", s)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// ParseListen parses a "SERVICE=[addr:]port" or "[addr:]port" mapping, as given on a
+// command line.
+func ParseListen(s string) (service, addr string, err error) {
+	if k, v, ok := strings.Cut(s, "="); ok {
+		if err := ValidateServiceID(k); err != nil {
+			return "", "", err
+		}
+		service, s = k, v
+	}
+	if _, err := listenAddr(s); err != nil {
+		return "", "", err
+	}
+	return service, s, nil
+}
+
+// readyWait is how long a connection accepted while the tunnel reconnects waits for
+// it before it is closed.
+const readyWait = 10 * time.Second
+
+func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRoute) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		s := src.readySession(ctx)
+		if s == nil {
+			src.options().log.Warn("tunnel not connected, closing local connection", "service", r.name)
+			c.Close()
+			continue
+		}
+		src.open(s, r, c)
+	}
+}
+
+// readySession returns the current session once it has its service IDs, waiting up to
+// readyWait for a reconnect.
+func (src *Source) readySession(ctx context.Context) *session {
+	deadline := time.Now().Add(readyWait)
+	for {
+		src.mu.Lock()
+		s := src.cur
+		src.mu.Unlock()
+		if s != nil {
+			s.mu.Lock()
+			ok := s.gotIDs && !s.closed
+			s.mu.Unlock()
+			if ok {
+				return s
+			}
+		}
+		if time.Now().After(deadline) || !sleepCtx(ctx, 20*time.Millisecond) {
+			return nil
+		}
+	}
+}
+
+// next returns the next stream id of a service: 1, 2, … wrapping to 1 (spec §3.2).
+func (src *Source) nextStreamID(wire string) int32 {
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if src.streamIDs == nil {
+		src.streamIDs = map[string]int32{}
+	}
+	id := src.streamIDs[wire]
+	if id == math.MaxInt32 {
+		id = 0
+	}
+	id++
+	src.streamIDs[wire] = id
+	return id
+}
+
+func (src *Source) nextConnID(wire string) uint32 {
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if src.connIDs == nil {
+		src.connIDs = map[string]uint32{}
+	}
+	id := src.connIDs[wire] + 1
+	if id == 0 {
+		id = 1
+	}
+	src.connIDs[wire] = id
+	return id
+}
+
+// open carries a local connection: STREAM_START, or CONNECTION_START on the active
+// stream of a V3 peer. Towards V1/V2 peers a new connection supersedes the old one.
+// It returns the link, or nil if the connection was refused.
+func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *link {
+	s.mu.Lock()
+	if s.closed || !s.gotIDs {
+		s.mu.Unlock()
+		s.opt.log.Warn("tunnel not ready, closing local connection", "service", r.name)
+		conn.Close()
+		return nil
+	}
+	var old []*link
+	m := Message{ServiceID: r.wire}
+	st := s.streams[r.wire]
+	if s.version == V3 && st != nil {
+		if len(st.links) >= s.opt.maxConns {
+			s.mu.Unlock()
+			s.opt.log.Warn("too many connections, refusing", "service", r.name, "max", s.opt.maxConns)
+			conn.Close()
+			return nil
+		}
+		m.Type, m.StreamID = TypeConnectionStart, st.id
+	} else {
+		if st != nil {
+			for _, l := range st.links {
+				old = append(old, l)
+			}
+		}
+		st = &stream{id: src.nextStreamID(r.wire), target: r.name, links: map[uint32]*link{}}
+		s.streams[r.wire] = st
+		m.Type, m.StreamID = TypeStreamStart, st.id
+	}
+	if s.version == V3 {
+		m.ConnectionID = src.nextConnID(r.wire)
+	}
+	l := s.newLinkLocked(st, r.wire, m.ConnectionID)
+	s.mu.Unlock()
+	for _, o := range old {
+		o.quiet.Store(true)
+		o.end()
+	}
+	if err := s.send(&m); err != nil {
+		l.end() // start then closes conn
+	} else {
+		s.opt.log.Debug("connection started", l.attrs()...)
+	}
+	l.start(conn, nil)
+	return l
+}

@@ -1,0 +1,109 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// errStdioDone is the cause given to the WebSocket when the stdio connection ends.
+var errStdioDone = errors.New("tunnel: stdio connection ended")
+
+// RunStdio carries one connection of service over in and out instead of a listener,
+// so that `ssh -o ProxyCommand='porthole connect --stdio …'` needs no local port. An
+// empty service means the tunnel's only service. It returns nil when the connection
+// ends normally and an error when the tunnel is lost while it is open (a reconnect
+// cannot resume the connection). Listen is ignored. The goroutine that reads in ends
+// when in reports EOF or an error.
+func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, out io.Writer) error {
+	opt := src.options()
+	cfg := src.Config
+	cfg.Logger = opt.log
+	rwc := newStdioConn(in, out)
+	defer rwc.Close()
+	err := run(ctx, cfg, ModeSource, func(ctx context.Context, c *Conn) error {
+		var l *link
+		err := src.serve(ctx, c, opt, func(ids []string) error {
+			name := service
+			if name == "" && len(ids) == 1 {
+				name = ids[0]
+			}
+			if len(ids) > 0 && !containsString(ids, name) {
+				return fmt.Errorf("%w: service %q is not in the tunnel, which has %q", ErrConfig, name, ids)
+			}
+			r := serviceRoute{wire: name, name: name}
+			if src.peerVersion() == V1 {
+				r.wire = ""
+			}
+			src.mu.Lock()
+			s := src.cur
+			src.mu.Unlock()
+			if l = src.open(s, r, rwc); l != nil {
+				go func() { // the session ends with its one connection
+					<-l.done
+					c.abort(errStdioDone)
+				}()
+			}
+			return nil
+		})
+		switch {
+		case l == nil:
+			return err
+		case errors.Is(err, errStdioDone):
+			return stopError{nil}
+		default:
+			return stopError{fmt.Errorf("tunnel: lost while the connection was open: %w", err)}
+		}
+	})
+	var stop stopError
+	if errors.As(err, &stop) {
+		return stop.err
+	}
+	return err
+}
+
+// stopError ends run's reconnect loop with err (nil for a normal end).
+type stopError struct{ err error }
+
+func (e stopError) Error() string {
+	if e.err == nil {
+		return "tunnel: done"
+	}
+	return e.err.Error()
+}
+
+func containsString(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// stdioConn joins a reader and a writer into an io.ReadWriteCloser. Reads come
+// through a pipe fed by its own goroutine, so that Close unblocks a pending Read even
+// when in (like os.Stdin) cannot be interrupted.
+type stdioConn struct {
+	pr   *io.PipeReader
+	out  io.Writer
+	once sync.Once
+}
+
+func newStdioConn(in io.Reader, out io.Writer) *stdioConn {
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := io.Copy(pw, in)
+		pw.CloseWithError(err)
+	}()
+	return &stdioConn{pr: pr, out: out}
+}
+
+func (c *stdioConn) Read(p []byte) (int, error)  { return c.pr.Read(p) }
+func (c *stdioConn) Write(p []byte) (int, error) { return c.out.Write(p) }
+func (c *stdioConn) Close() error {
+	c.once.Do(func() { c.pr.Close() })
+	return nil
+}

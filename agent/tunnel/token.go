@@ -1,0 +1,81 @@
+package tunnel
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+)
+
+// Token is a secret: an access token (CAT) or a client token. It never prints
+// itself: String, GoString, LogValue and MarshalText all give a short fingerprint, so a
+// Token can sit in a config struct that is logged or dumped. The zero Token is empty.
+type Token struct{ secret string }
+
+// maxAccessToken is the longest access token accepted (spec §1.3, as localproxy).
+const maxAccessToken = 4096
+
+// NewAccessToken checks s as an access token: non-empty, at most 4096 bytes, no
+// control characters (spec §1.3).
+func NewAccessToken(s string) (Token, error) {
+	if s == "" {
+		return Token{}, errors.New("tunnel: access token is empty")
+	}
+	if len(s) > maxAccessToken {
+		return Token{}, fmt.Errorf("tunnel: access token is %d bytes, longer than %d", len(s), maxAccessToken)
+	}
+	for _, c := range []byte(s) {
+		if c < 0x20 || c == 0x7f {
+			return Token{}, errors.New("tunnel: access token contains a control character")
+		}
+	}
+	return Token{s}, nil
+}
+
+var clientTokenRE = regexp.MustCompile(`^[a-zA-Z0-9-]{32,128}$`)
+
+// NewClientToken checks s as a client token: 32–128 characters of [a-zA-Z0-9-]
+// (spec §1.3).
+func NewClientToken(s string) (Token, error) {
+	if !clientTokenRE.MatchString(s) {
+		return Token{}, fmt.Errorf("tunnel: client token must be 32-128 characters of [a-zA-Z0-9-], got %d characters", len(s))
+	}
+	return Token{s}, nil
+}
+
+// GenerateClientToken returns a random UUIDv4 client token.
+func GenerateClientToken() Token {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("tunnel: crypto/rand: " + err.Error()) // crypto/rand never fails on Linux ≥ 3.17
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return Token{h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]}
+}
+
+// IsZero reports whether t is empty.
+func (t Token) IsZero() bool { return t.secret == "" }
+
+// Reveal returns the secret itself, for the one place that must send it.
+func (t Token) Reveal() string { return t.secret }
+
+// Fingerprint is a short, stable, non-reversible label for logs: the first 8 hex
+// digits of the token's SHA-256.
+func (t Token) Fingerprint() string {
+	if t.secret == "" {
+		return "none"
+	}
+	sum := sha256.Sum256([]byte(t.secret))
+	return hex.EncodeToString(sum[:4])
+}
+
+func (t Token) String() string                { return "token:" + t.Fingerprint() }
+func (t Token) GoString() string              { return "tunnel.Token{" + t.Fingerprint() + "}" }
+func (t Token) LogValue() slog.Value          { return slog.StringValue(t.String()) }
+func (t Token) MarshalText() ([]byte, error)  { return []byte(t.String()), nil }
+func (t Token) Format(f fmt.State, verb rune) { fmt.Fprint(f, t.String()) }
