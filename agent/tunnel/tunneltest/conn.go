@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -37,8 +38,8 @@ type conn struct {
 	s         *Server
 	t         *Tunnel
 	side      Side
-	ws        *websocket.Conn
-	raw       net.Conn // the hijacked TCP connection; closing it cuts without a Close frame
+	ws        *websocket.Conn // set once, before run; read under mu by cut
+	raw       net.Conn        // the hijacked TCP connection; closing it cuts without a Close frame
 	proto     string
 	channelID string
 	ctx       context.Context
@@ -55,9 +56,11 @@ type conn struct {
 	dead        bool   // cut: nothing more is written
 }
 
-func newConn(s *Server, t *Tunnel, side Side, ws *websocket.Conn, raw net.Conn, proto, channelID string) *conn {
+// newConn makes the conn before the WebSocket exists (see Server.upgrade); setWS
+// completes it.
+func newConn(s *Server, t *Tunnel, side Side, raw net.Conn, proto, channelID string) *conn {
 	c := &conn{
-		s: s, t: t, side: side, ws: ws, raw: raw, proto: proto, channelID: channelID,
+		s: s, t: t, side: side, raw: raw, proto: proto, channelID: channelID,
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
@@ -73,6 +76,12 @@ func newConn(s *Server, t *Tunnel, side Side, ws *websocket.Conn, raw net.Conn, 
 		c.queue, c.queued = [][]byte{b}, len(b)
 	}
 	return c
+}
+
+func (c *conn) setWS(ws *websocket.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ws = ws
 }
 
 // run serves the connection until it ends; it runs in the handler goroutine.
@@ -126,8 +135,10 @@ func (c *conn) signal() {
 
 // closeWith writes what is queued, then closes the WebSocket with a Close frame.
 func (c *conn) closeWith(code websocket.StatusCode, reason string) {
-	if len(reason) > 123 { // a close frame's payload is at most 125 bytes
-		reason = reason[:123]
+	// A close frame's payload is at most 125 bytes: the code and a UTF-8 reason.
+	for len(reason) > 123 {
+		_, n := utf8.DecodeLastRuneInString(reason)
+		reason = reason[:len(reason)-n]
 	}
 	c.mu.Lock()
 	if c.dead || c.closeCode != 0 {
@@ -152,10 +163,14 @@ func (c *conn) cut() {
 		return
 	}
 	c.cancel()
-	if c.raw != nil {
+	c.mu.Lock()
+	ws := c.ws
+	c.mu.Unlock()
+	switch {
+	case c.raw != nil:
 		c.raw.Close()
-	} else {
-		c.ws.CloseNow()
+	case ws != nil:
+		ws.CloseNow()
 	}
 }
 

@@ -202,13 +202,17 @@ func (s *Server) logf(format string, args ...any) {
 // recorder keeps the status and body of a handshake response.
 type recorder struct {
 	http.ResponseWriter
-	status int
-	body   strings.Builder
+	status    int
+	body      strings.Builder
+	switching func() // called before a 101 is written
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 {
 		r.status = code
+		if code == http.StatusSwitchingProtocols && r.switching != nil {
+			r.switching()
+		}
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
@@ -357,7 +361,14 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 	i := s.recordLocked(h)
 	s.mu.Unlock()
 	w.Header().Set("channel-id", h.ChannelID)
-	rec := &recorder{ResponseWriter: w}
+	c := newConn(s, t, side, raw, proto, h.ChannelID)
+	attached := false
+	rec := &recorder{ResponseWriter: w, switching: func() {
+		// Accept is past its checks and the 101 is not on the wire until it
+		// hijacks: attaching now means a client that has its 101 is connected,
+		// and frames relayed to it meanwhile wait in its queue.
+		attached = t.attach(c)
+	}}
 	ws, err := websocket.Accept(rec, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{proto},
 		InsecureSkipVerify: true, // the service does not check Origin
@@ -366,6 +377,13 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 		},
 	})
 	if err != nil {
+		if attached {
+			// The hijack failed after the 101: the client sees a broken connection.
+			t.detach(c)
+			c.cut()
+			s.logf("%s %v: upgrade: %v", t.ID, side, err)
+			return nil
+		}
 		// Accept answered a bad WebSocket request itself.
 		undo()
 		s.mu.Lock()
@@ -376,8 +394,9 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 		return nil
 	}
 	ws.SetReadLimit(maxWebSocketMessage)
-	c := newConn(s, t, side, ws, raw, proto, h.ChannelID)
-	if !t.attach(c) {
+	c.setWS(ws)
+	if !attached {
+		// The server or the tunnel closed during the handshake.
 		c.cut()
 		ws.CloseNow()
 		return nil

@@ -50,6 +50,7 @@ type sideState struct {
 	dropAt      int // DropAfter: cut at this frame count; 0 = off
 	dropSeen    int
 	chunks      *rand.Rand // Rechunk's message sizes; nil = one frame per message
+	dropLogged  bool       // frames from this side are being dropped for want of a peer
 }
 
 // Frame is a recorded frame: the message without its payload, and the payload's length.
@@ -117,9 +118,12 @@ func (t *Tunnel) Drop(side Side) {
 	}
 }
 
-// SessionReset sends SESSION_RESET to side (spec §3.3).
-func (t *Tunnel) SessionReset(side Side) error {
-	return t.Send(side, &tunnel.Message{Type: tunnel.TypeSessionReset})
+// SessionReset sends SESSION_RESET to side (spec §3.3), after what is already queued
+// for it. If side is not connected, it logs that and does nothing.
+func (t *Tunnel) SessionReset(side Side) {
+	if err := t.Send(side, &tunnel.Message{Type: tunnel.TypeSessionReset}); err != nil {
+		t.s.logf("%s: SESSION_RESET not sent: %v", t.ID, err)
+	}
 }
 
 // Send queues m for side, after every frame queued before. It returns
@@ -360,9 +364,14 @@ func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 		return false
 	}
 	peer := t.sides[c.side.other()].conn
+	logDrop := peer == nil && !st.dropLogged
+	st.dropLogged = peer == nil
 	s.mu.Unlock()
 	if peer == nil {
-		s.logf("%s %v: dropped %v: %v not connected", t.ID, c.side, m, c.side.other())
+		if logDrop {
+			// Once per absence, not per frame.
+			s.logf("%s %v: dropping frames (first: %v): %v not connected", t.ID, c.side, m, c.side.other())
+		}
 		return true
 	}
 	peer.enqueue(slices.Clone(raw))

@@ -270,9 +270,7 @@ func TestDrop(t *testing.T) {
 	}
 	// The source stays up; what it sends now goes nowhere.
 	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
-	if err := tun.SessionReset(Source); err != nil {
-		t.Fatal(err)
-	}
+	tun.SessionReset(Source)
 	if m := src.mustNext(); m.Type != tunnel.TypeSessionReset {
 		t.Errorf("source got %v, want SESSION_RESET", m)
 	}
@@ -390,9 +388,7 @@ func TestStreamResetOnReplacement(t *testing.T) {
 
 func TestSessionResetAndSend(t *testing.T) {
 	_, tun, src, dst := pair(t, "SSH")
-	if err := tun.SessionReset(Destination); err != nil {
-		t.Fatal(err)
-	}
+	tun.SessionReset(Destination)
 	if m := dst.mustNext(); m.Type != tunnel.TypeSessionReset {
 		t.Errorf("destination got %v, want SESSION_RESET", m)
 	}
@@ -587,4 +583,22 @@ func TestServerCloseEndsEverything(t *testing.T) {
 	for _, c := range []*client{src, dst} {
 		c.closed() // returns once the connection ends
 	}
+}
+
+func TestReadLimit(t *testing.T) {
+	_, _, src, dst := pair(t, "SSH")
+	// A 131076-byte message is accepted, even cutting a frame in two.
+	stream := frame(t, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	for len(stream) < tunnel.MaxWebSocketMessage+1000 {
+		stream = append(stream, frame(t, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: make([]byte, tunnel.MaxPayload)})...)
+	}
+	src.sendRaw(stream[:tunnel.MaxWebSocketMessage])
+	src.sendRaw(stream[tunnel.MaxWebSocketMessage:])
+	for range frameStarts(stream) {
+		dst.mustNext()
+	}
+	// One byte more closes the WebSocket (the frames before the limit are relayed).
+	first := len(frame(t, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"}))
+	dst.sendRaw(stream[first : first+tunnel.MaxWebSocketMessage+1])
+	dst.wantClose(websocket.StatusMessageTooBig)
 }
