@@ -18,6 +18,22 @@
 // like CloseTunnel, SetPong suppresses pongs, and Server.FailHandshakes answers the
 // next handshakes with an error status.
 //
+// A typical end-to-end test:
+//
+//	srv := tunneltest.NewServer(t)
+//	srv.Logf = t.Logf
+//	tun := srv.OpenTunnel("SSH")
+//	tun.Rechunk(1)
+//	// start a destination with tun.DestinationToken and a source with
+//	// tun.SourceToken, both dialling srv.URL, then:
+//	if err := tun.WaitConnects(ctx, tunneltest.Destination, 1); err != nil { ... }
+//	tun.Drop(tunneltest.Destination) // and expect a reconnect with the client token
+//
+// Writes to a side are done by one goroutine per WebSocket, in the order the frames
+// were queued: SERVICE_IDS first, then frames relayed from the other side, frames from
+// Send and SessionReset, and the service's STREAM_RESETs, as they come. Without
+// Rechunk each frame is one WebSocket message.
+//
 // It is not the service: there is no TLS, no control plane, no MQTT notification, no
 // bandwidth throttling and no lifetime expiry (tools/tunneld is the full emulator).
 // Everything it starts ends in Server.Close, which NewServer registers with
