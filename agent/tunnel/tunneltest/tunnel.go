@@ -126,8 +126,11 @@ func (t *Tunnel) SessionReset(side Side) {
 	}
 }
 
-// Send queues m for side, after every frame queued before. It returns
-// ErrNotConnected if side has no WebSocket, or the encoder's error.
+// Send queues m for side, after every frame queued before. The service's stream
+// table counts it as if the other side had sent it, unchecked: a STREAM_START sent to
+// the destination lets the destination's DATA for that service through, and is reset
+// if the destination reconnects. It returns ErrNotConnected if side has no WebSocket,
+// or the encoder's error.
 func (t *Tunnel) Send(side Side, m *tunnel.Message) error {
 	b, err := tunnel.AppendFrame(nil, m)
 	if err != nil {
@@ -138,12 +141,28 @@ func (t *Tunnel) Send(side Side, m *tunnel.Message) error {
 
 // SendRaw queues b, which should be whole frames, for side as is: tests use it for
 // frames AppendFrame refuses to encode. Without Rechunk, b is written as one message.
+// Frames in b that decode are counted as Send counts them.
 func (t *Tunnel) SendRaw(side Side, b []byte) error {
 	t.s.refreshLogf()
+	b = slices.Clone(b)
+	d := newDecoder()
 	t.s.mu.Lock()
 	c := t.sides[side].conn
+	if c != nil {
+		for rest := b; len(rest) >= 2; {
+			n := 2 + (int(rest[0])<<8 | int(rest[1]))
+			if n > len(rest) {
+				break
+			}
+			d.br.Reset(rest[:n])
+			if d.fr.Next(&d.m) == nil {
+				t.trackLocked(&d.m)
+			}
+			rest = rest[n:]
+		}
+	}
 	t.s.mu.Unlock()
-	if c == nil || !c.enqueue(slices.Clone(b)) {
+	if c == nil || !c.enqueue(b) {
 		return fmt.Errorf("sending to %v: %w", side, ErrNotConnected)
 	}
 	return nil
@@ -397,16 +416,24 @@ func (t *Tunnel) checkLocked(side Side, m *tunnel.Message) string {
 		if m.ServiceID != "" && !slices.Contains(t.services, m.ServiceID) {
 			return fmt.Sprintf("STREAM_START for service %q, not one of the tunnel's %q (spec §1.5)", m.ServiceID, t.services)
 		}
-		t.started[m.ServiceID] = true
-		t.active[m.ServiceID] = m.StreamID
 	case tunnel.TypeData:
 		if !t.started[m.ServiceID] {
 			return fmt.Sprintf("DATA for service %q without a STREAM_START (spec §1.5)", m.ServiceID)
 		}
+	}
+	t.trackLocked(m)
+	return ""
+}
+
+// trackLocked updates the stream table from a message passing through the service.
+func (t *Tunnel) trackLocked(m *tunnel.Message) {
+	switch m.Type {
+	case tunnel.TypeStreamStart:
+		t.started[m.ServiceID] = true
+		t.active[m.ServiceID] = m.StreamID
 	case tunnel.TypeStreamReset:
 		if id, ok := t.active[m.ServiceID]; ok && id == m.StreamID {
 			delete(t.active, m.ServiceID)
 		}
 	}
-	return ""
 }

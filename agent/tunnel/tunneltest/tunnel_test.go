@@ -117,7 +117,7 @@ func readStream(ws *websocket.Conn, n int) <-chan *streamReader {
 // frameStarts returns the offsets at which frames start in a stream of whole frames.
 func frameStarts(b []byte) map[int]bool {
 	starts := make(map[int]bool)
-	for off := 0; off+2 <= len(b); off += 2 + int(b[off])<<8 | int(b[off+1]) {
+	for off := 0; off+2 <= len(b); off += 2 + (int(b[off])<<8 | int(b[off+1])) {
 		starts[off] = true
 	}
 	return starts
@@ -204,6 +204,9 @@ func TestRelayRechunk(t *testing.T) {
 			t.Fatalf("%s received %d bytes that differ from the %d sent", tc.name, len(tc.got.data), len(tc.want))
 		}
 		starts := frameStarts(tc.want)
+		if want := map[string]int{"destination": 402, "source": 101}[tc.name]; len(starts) != want {
+			t.Fatalf("%s: %d frames in the stream, want %d", tc.name, len(starts), want)
+		}
 		straddle, multi, off := 0, 0, 0
 		for _, n := range tc.got.sizes {
 			if n > tunnel.MaxWebSocketMessage {
@@ -601,4 +604,29 @@ func TestReadLimit(t *testing.T) {
 	first := len(frame(t, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"}))
 	dst.sendRaw(stream[first : first+tunnel.MaxWebSocketMessage+1])
 	dst.wantClose(websocket.StatusMessageTooBig)
+}
+
+func TestSendCountsAsPeer(t *testing.T) {
+	const ct = "dddddddd-dddd-dddd-dddd-dddddddddddd"
+	s := NewServer(t)
+	s.Logf = t.Logf
+	tun := s.OpenTunnel("SSH")
+	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
+	dst.wantServiceIDs("SSH")
+	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	src.wantServiceIDs("SSH")
+	// The test plays the source: the destination may answer on the stream.
+	if err := tun.Send(Destination, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 3, ServiceID: "SSH"}); err != nil {
+		t.Fatal(err)
+	}
+	dst.mustNext()
+	dst.send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 3, ServiceID: "SSH", Payload: []byte("ok")})
+	if m := src.mustNext(); m.Type != tunnel.TypeData || m.StreamID != 3 {
+		t.Errorf("source got %v, want DATA on stream 3", m)
+	}
+	// And the stream is reset when the destination is replaced.
+	dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct}).wantServiceIDs("SSH")
+	if m := src.mustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 3 {
+		t.Errorf("source got %v, want STREAM_RESET 3", m)
+	}
 }
