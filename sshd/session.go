@@ -392,6 +392,11 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	sess.hangup = func() {
 		syscall.Kill(-pid, syscall.SIGHUP)
 		time.AfterFunc(killDelay, func() {
+			select {
+			case <-sess.done:
+				return // ended; the process group may not exist any more
+			default:
+			}
 			syscall.Kill(-pid, syscall.SIGKILL)
 			outR.Close()
 			errR.Close()
@@ -471,7 +476,13 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 		// to the session, as when a modem line drops.
 		closePTY()
 		syscall.Kill(-pid, syscall.SIGHUP)
-		time.AfterFunc(killDelay, func() { syscall.Kill(-pid, syscall.SIGKILL) })
+		time.AfterFunc(killDelay, func() {
+			select {
+			case <-sess.done:
+			default:
+				syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		})
 	}
 	sess.mu.Unlock()
 	sess.audit(EventSessionStart, nil)

@@ -1,0 +1,95 @@
+// Package sshd is porthole's embedded SSH server: the device's replacement
+// for dropbear or OpenSSH, normally reached only through a Secure Tunneling
+// stream. It is built on github.com/gliderlabs/ssh and
+// golang.org/x/crypto/ssh, with its own session, forwarding and
+// authentication handlers (gliderlabs' defaults accept everyone and race
+// window changes against the program's start).
+//
+// # Serving
+//
+// A Server is configured through its exported fields, like http.Server,
+// and serves a net.Listener (Serve) or a single net.Conn such as a tunnel
+// stream (ServeConn); it never opens a listener itself. ServeConn works on
+// any net.Conn: timeouts are timers, not deadlines. Shutdown stops
+// accepting and waits for the connections to end; Close ends them at once.
+// Both make Serve and ServeConn return ErrServerClosed.
+//
+// The host key is ed25519, made on first start in DataDir (HostKeyFile),
+// written atomically with mode 0600 and reused from then on; a corrupt,
+// unreadable or too-open key file is an error (wrapping ErrHostKey), never
+// replaced. HostKeyFiles adds more keys. Without a host key the server
+// does not start.
+//
+// # Authentication (deny by default)
+//
+//   - Public keys from authorized_keys files (AuthorizedKeysFiles, with %h
+//     and %u), read at every login. Honoured options: command=, from=
+//     (addresses, wildcards and CIDR blocks; no DNS), no-pty,
+//     no-port-forwarding, no-agent-forwarding, restrict (with pty,
+//     port-forwarding, agent-forwarding), permitopen=, permitlisten=,
+//     expiry-time=, cert-authority with principals=, no-touch-required.
+//     no-X11-forwarding, no-user-rc, environment= and tunnel= are accepted
+//     and ignored (no such features here); verify-required and unknown
+//     options make the line unusable.
+//   - User certificates signed by a CA in TrustedUserCAKeysFiles (the login
+//     name must be a principal) or by a cert-authority line. Validity,
+//     principals, the force-command and source-address critical options and
+//     the permit-pty, permit-port-forwarding and permit-agent-forwarding
+//     extensions are honoured; other critical options refuse the
+//     certificate, as do certificates without principals.
+//   - Passwords only when PasswordHashes (bcrypt) is set; otherwise the
+//     method is not even offered. Keyboard-interactive, GSSAPI and host-based
+//     authentication are not supported.
+//
+// Login users come from the passwd file (PasswdFile), parsed directly so
+// that static osusergo builds and BusyBox systems work. Running as root, a
+// session runs as the login user (uid, gid, supplementary groups from
+// GroupFile, home, shell; /bin/sh when the shell is missing); unknown users
+// are refused. Not running as root, only the server's own user may log in.
+// MaxAuthTries, LoginGraceTime and a per-source limit on connections that
+// end without authenticating (MaxAuthFailures per AuthFailureWindow)
+// bound guessing.
+//
+// # Sessions
+//
+// Shells run the user's shell as a login shell, on a pty when one is
+// requested; commands run as "shell -c command", exit status and exit
+// signal are sent back, client EOF closes the program's stdin (so
+// "ssh host cmd < file" works), "signal" requests reach the program, and
+// window changes are applied in request order: one that arrives before the
+// shell starts sets the size the shell starts with. The environment is
+// HOME, USER, LOGNAME, SHELL, PATH, TERM, SSH_CLIENT, SSH_CONNECTION,
+// SSH_TTY, SSH_ORIGINAL_COMMAND (with a forced command), SSH_AUTH_SOCK
+// (with agent forwarding) and client variables matching AcceptEnv. Pty
+// terminal modes are not applied (the kernel defaults are), and there are
+// no MOTD, lastlog, utmp records, rc files or X11 forwarding. When the
+// client goes away, a program still running gets SIGHUP and, two seconds
+// later, SIGKILL (to its process group).
+//
+// The SFTP subsystem (pkg/sftp) and legacy scp ("scp -O": scp -t and
+// scp -f with -r, -p, -d) are served in-process, so the device needs no
+// sftp-server or scp binary; "internal-sftp" works as a forced command.
+// Because in-process file access has the server's privileges, SFTP and scp
+// are refused for login users whose uid differs from the server's (on a
+// device both are usually root). The exit status is always sent before the
+// channel closes, as OpenSSH's sftp and scp require.
+//
+// # Forwarding and limits
+//
+// Local forwarding (ssh -L, direct-tcpip) resolves the destination and
+// dials only addresses PermitLocalForward allows (nil: loopback only).
+// Remote forwarding (ssh -R) is off unless PermitRemoteForward is set;
+// agent forwarding (ssh -A) is off unless AgentForwarding is set. X11 and
+// tun forwarding are not supported. IdleTimeout, MaxSessionTime (per
+// connection) and MaxSessions (server-wide) bound resources.
+//
+// # Audit and logs
+//
+// Audit receives an Event for every login success and failure (user,
+// method, key fingerprint or certificate id, remote label), session start
+// and end (command, bytes in and out, exit status or signal) and forward.
+// Logs go to Logger. Neither ever contains a password or private key.
+//
+// sshd does not import the tunnel or the agent; it is Linux-only (ptys,
+// process credentials).
+package sshd
