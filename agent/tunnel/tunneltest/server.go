@@ -69,7 +69,7 @@ type Handshake struct {
 	Status       int         // 101 on success
 	Body         string      // response body of a refused handshake
 	Subprotocol  string      // the subprotocol chosen on success
-	ChannelID    string      // the channel-id header sent on success
+	ChannelID    string      // the channel-id header sent
 }
 
 // Server is a fake Secure Tunneling data plane listening on 127.0.0.1.
@@ -269,7 +269,9 @@ func (s *Server) recordLocked(h *Handshake) int {
 
 // refuse records the handshake and answers it with status and exactly body.
 func (s *Server) refuse(w http.ResponseWriter, h *Handshake, status int, body string) {
-	h.Status, h.Body = status, body
+	// Error responses carry a channel-id too (spec §2.2).
+	h.Status, h.Body, h.ChannelID = status, body, newUUID()
+	w.Header().Set("channel-id", h.ChannelID)
 	s.mu.Lock()
 	s.recordLocked(h)
 	s.mu.Unlock()
@@ -388,7 +390,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 		undo()
 		s.mu.Lock()
 		s.handshakes[i].Status, s.handshakes[i].Body = rec.status, rec.body.String()
-		s.handshakes[i].Subprotocol, s.handshakes[i].ChannelID = "", ""
+		s.handshakes[i].Subprotocol = ""
 		s.mu.Unlock()
 		s.logf("%s %v: upgrade: %v", t.ID, side, err)
 		return nil

@@ -96,6 +96,9 @@ func TestHandshakeRules(t *testing.T) {
 				t.Fatalf("dial: %v, response %v, want 400", err, resp)
 			}
 			b, _ := io.ReadAll(resp.Body)
+			if resp.Header.Get("channel-id") == "" || resp.Header.Get("channel-id") != hs[0].ChannelID {
+				t.Errorf("channel-id = %q, Handshake.ChannelID = %q: want the same, not empty", resp.Header.Get("channel-id"), hs[0].ChannelID)
+			}
 			if !strings.Contains(string(b), tc.wantBody) {
 				t.Errorf("body = %q, want it to contain %q", b, tc.wantBody)
 			}
