@@ -87,6 +87,10 @@ type Config struct {
 	UserAgent string
 	// Logger receives connection events. Nil: discard. Tokens are never logged.
 	Logger *slog.Logger
+	// OnState, if set, is called from Run after each successful handshake
+	// (connected true, err nil) and each failed attempt or lost connection
+	// (connected false, with the cause). It must not block.
+	OnState func(connected bool, err error)
 }
 
 func (c *Config) logger() *slog.Logger {

@@ -35,12 +35,15 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 		conn, err := Dial(ctx, &cfg, mode)
 		if err == nil {
 			b.reset()
+			cfg.state(true, nil)
 			err = serve(ctx, conn)
 			conn.closeNow()
 		}
 		if ctx.Err() != nil {
+			cfg.state(false, context.Canceled)
 			return nil
 		}
+		cfg.state(false, err)
 		if terminal(err) {
 			if errors.Is(err, ErrClosedByService) {
 				log.Info("tunnel closed by the service")
@@ -54,5 +57,11 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 		if !sleepCtx(ctx, d) {
 			return nil
 		}
+	}
+}
+
+func (c *Config) state(connected bool, err error) {
+	if c.OnState != nil {
+		c.OnState(connected, err)
 	}
 }

@@ -1,9 +1,12 @@
 // Command porthole is the device agent and the operator's source-mode proxy.
 //
-// Exit codes: 0 success, 1 runtime failure, 2 usage error.
+// Exit codes (for init systems): 0 clean stop, 1 usage or configuration error (do
+// not respawn; fix the config), 2 runtime failure (respawn with a delay).
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,29 +15,67 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 const usage = `usage: porthole <command> [flags]
 
 commands:
-  version   print the version
+  agent         run the device agent (the default): porthole agent -c /etc/porthole/porthole.toml
+  connect       source-mode proxy for operators: porthole connect --region R --token-file F -L SSH=2222
+  check-config  validate a config file: porthole check-config -c FILE
+  keygen        print the SSH host key fingerprint, creating the key if missing
+  version       print the version
+
+Run 'porthole <command> -h' for the command's flags.
+
+Exit codes: 0 clean stop, 1 usage or configuration error (an init system should
+not respawn), 2 runtime failure (respawn after a delay, e.g. procd respawn 3600 5 0,
+systemd Restart=on-failure RestartSec=5 RestartPreventExitStatus=1).
 `
 
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+// Exit codes.
+const (
+	exitOK      = 0
+	exitUsage   = 1
+	exitRuntime = 2
+)
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cmd := "agent"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
 	}
-	switch args[0] {
+	var err error
+	switch cmd {
+	case "agent":
+		err = runAgent(args, stderr)
+	case "connect":
+		err = runConnect(args, stdin, stdout, stderr)
+	case "check-config":
+		err = runCheckConfig(args, stdout, stderr)
+	case "keygen":
+		err = runKeygen(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "porthole %s\n", agent.Version)
-		return 0
-	case "help", "-h", "--help":
+	case "help":
 		fmt.Fprint(stdout, usage)
-		return 0
 	default:
-		fmt.Fprintf(stderr, "porthole: unknown command %q\n%s", args[0], usage)
-		return 2
+		fmt.Fprintf(stderr, "porthole: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errHelp):
+		return exitOK
+	case errors.Is(err, agent.ErrUsage):
+		fmt.Fprintf(stderr, "porthole %s: %v\n", cmd, err)
+		return exitUsage
+	case errors.Is(err, context.Canceled):
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "porthole %s: %v\n", cmd, err)
+		return exitRuntime
 	}
 }

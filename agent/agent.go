@@ -1,0 +1,441 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify"
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/sshd"
+)
+
+// Agent is the device agent: it listens for tunnel notifications and runs a
+// destination session for each, routing streams to the configured services.
+type Agent struct {
+	cfg    *Config
+	log    *slog.Logger
+	ssh    *sshd.Server
+	mqtt   *notify.Listener
+	events *eventQueue
+	store  stateStore
+	svc    atomic.Pointer[map[string]string]
+
+	// now is the clock; nil means time.Now (a test seam).
+	now func() time.Time
+
+	mu       sync.Mutex
+	sessions map[string]*session // by access-token fingerprint
+	ctx      context.Context     // set by Run
+	wg       sync.WaitGroup
+	sshConns sync.WaitGroup
+}
+
+// session is one destination session of the agent.
+type session struct {
+	fp       string
+	started  time.Time
+	streams  atomic.Int32 // open streams
+	lastUsed atomic.Int64 // unix nanos of the last stream start or end
+	cancel   context.CancelFunc
+}
+
+// New builds an agent from a validated config; log may be nil.
+func New(cfg *Config, log *slog.Logger) (*Agent, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: log, store: stateStore{dir: filepath.Join(cfg.DataDir, "tunnels")}, sessions: map[string]*session{}}
+	svc := cfg.Services
+	a.svc.Store(&svc)
+	ssh, err := newSSHServer(cfg, log.With("component", "sshd"), a.audit)
+	if err != nil {
+		return nil, err
+	}
+	a.ssh = ssh
+	a.mqtt, err = notify.New(notify.Config{
+		ThingName:      cfg.ThingName,
+		ClientID:       cfg.MQTT.ClientID,
+		Broker:         cfg.MQTT.Endpoint,
+		CAFile:         cfg.MQTT.CAFile,
+		CertFile:       cfg.MQTT.CertFile,
+		KeyFile:        cfg.MQTT.KeyFile,
+		KeepAlive:      time.Duration(cfg.MQTT.KeepAlive),
+		Logger:         log.With("component", "mqtt"),
+		OnNotification: a.notified,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.MQTT.EventTopic != "" {
+		topic := cfg.MQTT.EventTopic
+		a.events = newEventQueue(func(ctx context.Context, b []byte) error { return a.mqtt.Publish(ctx, topic, b) }, log.With("component", "events"))
+	}
+	return a, nil
+}
+
+// newSSHServer maps the [ssh] settings onto the embedded server.
+func newSSHServer(cfg *Config, log *slog.Logger, audit func(sshd.Event)) (*sshd.Server, error) {
+	permit, err := localForwardPolicy(cfg.SSH.PermitLocalForward)
+	if err != nil {
+		return nil, fmt.Errorf("config: ssh.permit_local_forward: %w", err)
+	}
+	s := &sshd.Server{
+		DataDir:                cfg.DataDir,
+		HostKeyFiles:           cfg.SSH.HostKeys,
+		AuthorizedKeysFiles:    cfg.SSH.AuthorizedKeys,
+		TrustedUserCAKeysFiles: cfg.SSH.TrustedUserCAKeys,
+		PasswordHashes:         cfg.SSH.PasswordHashes,
+		AcceptEnv:              cfg.SSH.AcceptEnv,
+		MaxAuthTries:           cfg.SSH.MaxAuthTries,
+		LoginGraceTime:         time.Duration(cfg.SSH.LoginGraceTime),
+		IdleTimeout:            time.Duration(cfg.SSH.IdleTimeout),
+		MaxSessionTime:         time.Duration(cfg.SSH.MaxSessionTime),
+		MaxSessions:            cfg.SSH.MaxSessions,
+		PermitLocalForward:     permit,
+		AgentForwarding:        cfg.SSH.AgentForwarding,
+		Audit:                  audit,
+		Logger:                 log,
+	}
+	if len(cfg.SSH.PermitLocalForward) == 0 {
+		s.PermitLocalForward = func(string, netip.AddrPort) bool { return false }
+	}
+	if cfg.SSH.AllowRemoteForward {
+		s.PermitRemoteForward = func(_, bind string, _ uint32) bool {
+			ip := net.ParseIP(bind)
+			return bind == "localhost" || ip != nil && ip.IsLoopback()
+		}
+	}
+	return s, nil
+}
+
+func (a *Agent) clock() time.Time {
+	if a.now != nil {
+		return a.now()
+	}
+	return time.Now()
+}
+
+// Run serves until ctx ends: the MQTT listener, the saved tunnels, the optional SSH
+// listener. On the way out it ends every session and flushes events (within 5 s).
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.mu.Lock()
+	a.ctx = ctx
+	a.mu.Unlock()
+
+	// The host key is made (or checked) now, so a bad key fails at start.
+	if _, err := a.ssh.PublicKeys(); err != nil {
+		return err
+	}
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	if a.events != nil {
+		evctx, evcancel := context.WithCancel(context.Background())
+		bg.Add(1)
+		go func() { defer bg.Done(); a.events.run(evctx, 2*time.Second) }()
+		defer evcancel()
+	}
+	if a.cfg.SSH.Listen != "" {
+		ln, err := net.Listen("tcp", a.cfg.SSH.Listen)
+		if err != nil {
+			return fmt.Errorf("ssh.listen: %w", err)
+		}
+		bg.Add(1)
+		go func() { defer bg.Done(); a.ssh.Serve(ln) }()
+	}
+	defer a.shutdownSSH()
+
+	saved, errs := a.store.load(a.clock())
+	for _, err := range errs {
+		a.log.Warn("tunnel state", "error", err)
+	}
+	for _, t := range saved {
+		a.log.Info("resuming tunnel saved before restart", "tunnel", fingerprint(t.AccessToken), "services", t.Services)
+		a.start(t, false)
+	}
+
+	err := a.mqtt.Run(ctx)
+	cancel()
+	a.wg.Wait() // destination sessions
+	a.log.Info("agent stopped")
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (a *Agent) shutdownSSH() {
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := a.ssh.Shutdown(sctx); err != nil {
+		a.ssh.Close()
+	}
+	a.sshConns.Wait()
+}
+
+// notified handles one validated notification from the listener; it must not block.
+func (a *Agent) notified(n notify.Notification) {
+	a.mu.Lock()
+	ctx := a.ctx
+	a.mu.Unlock()
+	if ctx == nil || ctx.Err() != nil {
+		return
+	}
+	services := *a.svc.Load()
+	var unmapped []string
+	for _, s := range n.Services {
+		if _, ok := services[s]; !ok {
+			unmapped = append(unmapped, s)
+		}
+	}
+	if len(unmapped) > 0 {
+		a.log.Warn("tunnel has services this device does not serve; their streams will be reset", "services", unmapped)
+		a.emit(Event{Type: "service-unmapped", Tunnel: fingerprint(n.ClientAccessToken), Services: unmapped,
+			Reason: "no target configured in [services]"})
+	}
+	a.start(savedTunnel{
+		AccessToken: n.ClientAccessToken,
+		ClientToken: tunnel.GenerateClientToken().Reveal(),
+		Region:      n.Region,
+		Services:    n.Services,
+		Received:    a.clock().UTC(),
+	}, true)
+}
+
+// start runs a destination session for t, unless one runs for that token already.
+// When the agent is at MaxTunnels, the oldest session without open streams yields;
+// when every session is busy, the new one is refused.
+func (a *Agent) start(t savedTunnel, fresh bool) {
+	fp := fingerprint(t.AccessToken)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ctx.Err() != nil {
+		return
+	}
+	if _, ok := a.sessions[fp]; ok {
+		a.log.Debug("session for this token already running", "tunnel", fp)
+		return
+	}
+	if len(a.sessions) >= a.cfg.Tunnel.MaxTunnels {
+		victim := a.oldestIdleLocked()
+		if victim == nil {
+			a.log.Warn("too many tunnels, all busy: refusing the new one", "tunnel", fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
+			a.emit(Event{Type: "notification-rejected", Tunnel: fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
+			return
+		}
+		a.log.Info("max tunnels reached: ending the oldest idle session", "ended", victim.fp, "for", fp)
+		victim.cancel()
+		delete(a.sessions, victim.fp)
+	}
+	if fresh {
+		if err := a.store.save(t); err != nil {
+			a.log.Warn("cannot save tunnel state; a restart will not resume this tunnel", "tunnel", fp, "error", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(a.ctx)
+	s := &session{fp: fp, started: a.clock(), cancel: cancel}
+	s.lastUsed.Store(s.started.UnixNano())
+	a.sessions[fp] = s
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.runSession(ctx, s, t)
+		a.mu.Lock()
+		if a.sessions[fp] == s {
+			delete(a.sessions, fp)
+		}
+		a.mu.Unlock()
+	}()
+}
+
+func (a *Agent) oldestIdleLocked() *session {
+	var best *session
+	for _, s := range a.sessions {
+		if s.streams.Load() > 0 {
+			continue
+		}
+		if best == nil || s.lastUsed.Load() < best.lastUsed.Load() {
+			best = s
+		}
+	}
+	return best
+}
+
+// runSession runs one destination session to its end and forgets its saved state
+// when the tunnel is over (closed by the service, token refused).
+func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
+	log := a.log.With("tunnel", s.fp)
+	access, err := tunnel.NewAccessToken(t.AccessToken)
+	if err != nil {
+		log.Warn("unusable access token", "error", err)
+		a.store.remove(t.AccessToken)
+		return
+	}
+	client, err := tunnel.NewClientToken(t.ClientToken)
+	if err != nil {
+		client = tunnel.GenerateClientToken()
+	}
+	dialer := &serviceDialer{services: &a.svc, label: s.fp, ssh: a.serveSSH}
+	d := &tunnel.Destination{
+		Config: tunnel.Config{
+			Region:                 t.Region,
+			Endpoint:               a.cfg.Tunnel.Endpoint,
+			AccessToken:            access,
+			ClientToken:            client,
+			CAFile:                 a.cfg.Tunnel.CAFile,
+			InsecureSkipVerify:     a.cfg.Tunnel.InsecureSkipVerify,
+			AllowInsecureWebSocket: a.cfg.Tunnel.AllowInsecureWebSocket,
+			PingInterval:           time.Duration(a.cfg.Tunnel.PingInterval),
+			UserAgent:              "porthole/" + Version,
+			Logger:                 log,
+			OnState:                a.onState(s, log),
+		},
+		Dialer:         a.countStreams(s, dialer, log),
+		MaxConnections: a.cfg.Tunnel.MaxConnections,
+	}
+	if len(t.Services) == 1 {
+		d.DefaultService = t.Services[0]
+	}
+	if p := a.cfg.Tunnel.HTTPSProxy; p != "" {
+		u, _ := url.Parse(p) // validated with the config
+		d.Proxy = http.ProxyURL(u)
+	}
+	err = d.Run(ctx)
+	var he *tunnel.HandshakeError
+	switch {
+	case err == nil:
+		log.Info("tunnel session stopped")
+		return // the agent stops or the session yielded: keep the state for a restart
+	case errors.Is(err, tunnel.ErrClosedByService):
+		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: "closed by the service"})
+	case errors.As(err, &he):
+		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: fmt.Sprintf("handshake refused: %d %s", he.StatusCode, he.Body)})
+	default:
+		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: err.Error()})
+	}
+	log.Info("tunnel over", "reason", err)
+	if rerr := a.store.remove(t.AccessToken); rerr != nil {
+		log.Warn("removing tunnel state", "error", rerr)
+	}
+}
+
+// onState reports connection changes as events, and says so plainly when a TLS
+// failure comes from a clock that is behind (routers often boot in 1970).
+func (a *Agent) onState(s *session, log *slog.Logger) func(bool, error) {
+	return func(connected bool, err error) {
+		if connected {
+			a.emit(Event{Type: "tunnel-connected", Tunnel: s.fp})
+			return
+		}
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		reason := "network"
+		var he *tunnel.HandshakeError
+		var ce x509.CertificateInvalidError
+		switch {
+		case errors.As(err, &he):
+			reason = fmt.Sprintf("handshake refused: %d %s", he.StatusCode, he.Body)
+		case errors.Is(err, tunnel.ErrClosedByService):
+			reason = "closed by the service"
+		case errors.As(err, &ce) && ce.Reason == x509.Expired && a.clock().Before(BuildTime()):
+			reason = "TLS certificate check failed because the system clock is behind"
+			log.Warn("the clock is before this binary was built; TLS will keep failing until it is set (NTP)", "clock", a.clock().UTC(), "build", BuildTime())
+		}
+		a.emit(Event{Type: "tunnel-disconnected", Tunnel: s.fp, Reason: reason})
+	}
+}
+
+// countStreams wraps the dialer to count a session's open streams and report each
+// stream's start and end.
+func (a *Agent) countStreams(s *session, d tunnel.Dialer, log *slog.Logger) tunnel.Dialer {
+	return tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+		c, err := d.DialService(ctx, service)
+		if err != nil {
+			a.emit(Event{Type: "stream-refused", Tunnel: s.fp, Service: service, Reason: err.Error()})
+			return nil, err
+		}
+		s.streams.Add(1)
+		s.lastUsed.Store(a.clock().UnixNano())
+		a.emit(Event{Type: "stream-start", Tunnel: s.fp, Service: service})
+		return &countingConn{Conn: c, start: a.clock(), onClose: func(in, out int64, dur time.Duration) {
+			s.streams.Add(-1)
+			s.lastUsed.Store(a.clock().UnixNano())
+			a.emit(Event{Type: "stream-end", Tunnel: s.fp, Service: service, BytesIn: in, BytesOut: out, Duration: dur.Round(time.Millisecond).String()})
+		}}, nil
+	})
+}
+
+// serveSSH hands one tunnel stream to the embedded SSH server.
+func (a *Agent) serveSSH(c net.Conn) {
+	a.sshConns.Add(1)
+	go func() {
+		defer a.sshConns.Done()
+		if err := a.ssh.ServeConn(c); err != nil && !errors.Is(err, sshd.ErrServerClosed) {
+			a.log.Debug("ssh connection ended", "error", err)
+		}
+	}()
+}
+
+func (a *Agent) audit(e sshd.Event) {
+	a.emit(Event{Type: "ssh-" + string(e.Type), SSH: e})
+}
+
+func (a *Agent) emit(e Event) {
+	if a.events == nil {
+		return
+	}
+	e.Thing = a.cfg.ThingName
+	a.events.add(e)
+}
+
+// Reload applies a new configuration's service map and log-free settings without
+// dropping live sessions (SIGHUP). authorized_keys files are read at every login
+// anyway. Settings that need a restart are reported.
+func (a *Agent) Reload(cfg *Config) []string {
+	svc := cfg.Services
+	a.svc.Store(&svc)
+	var restart []string
+	if cfg.MQTT != a.cfg.MQTT {
+		restart = append(restart, "mqtt")
+	}
+	if cfg.ThingName != a.cfg.ThingName {
+		restart = append(restart, "thing_name")
+	}
+	if cfg.DataDir != a.cfg.DataDir {
+		restart = append(restart, "data_dir")
+	}
+	if fmt.Sprint(cfg.SSH) != fmt.Sprint(a.cfg.SSH) {
+		restart = append(restart, "ssh")
+	}
+	if cfg.Tunnel != a.cfg.Tunnel {
+		restart = append(restart, "tunnel (applies to new tunnels only after a restart)")
+	}
+	sort.Strings(restart)
+	return restart
+}
+
+// fingerprint labels a token in logs and events without revealing it; it is the
+// same label the tunnel package logs.
+func fingerprint(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:4])
+}

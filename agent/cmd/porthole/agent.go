@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/porthole-iot/porthole/agent"
+	"github.com/porthole-iot/porthole/sshd"
+)
+
+var errHelp = errors.New("help shown")
+
+// parseFlags parses fs, mapping -h to errHelp and bad flags to a usage error.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return fmt.Errorf("%w: %v", agent.ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", agent.ErrUsage, fs.Arg(0))
+	}
+	return nil
+}
+
+func loadConfig(path string) (*agent.Config, error) {
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", agent.ErrUsage, path, err)
+	}
+	return cfg, nil
+}
+
+func runAgent(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("porthole agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "/etc/porthole/porthole.toml", "config file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log := cfg.Log.NewLogger(os.Stderr)
+	a, err := agent.New(cfg, log)
+	if err != nil {
+		return fmt.Errorf("%w: %v", agent.ErrUsage, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	log.Info("porthole agent started", "version", agent.Version, "thing", cfg.ThingName)
+	for {
+		select {
+		case err := <-done:
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				ncfg, err := agent.LoadConfig(*path)
+				if err != nil {
+					log.Error("reload refused: config invalid, keeping the running one", "error", err)
+					continue
+				}
+				if restart := a.Reload(ncfg); len(restart) > 0 {
+					log.Warn("reloaded the service map; these changes need a restart", "keys", strings.Join(restart, ", "))
+				} else {
+					log.Info("reloaded the service map")
+				}
+				continue
+			}
+			log.Info("stopping", "signal", sig.String())
+			cancel()
+			select {
+			case err := <-done:
+				return err
+			case <-time.After(5 * time.Second):
+				log.Warn("sessions did not end within 5s; exiting anyway")
+				return nil
+			}
+		}
+	}
+}
+
+func runCheckConfig(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("porthole check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "/etc/porthole/porthole.toml", "config file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (thing %s, %d services, data in %s)\n", *path, cfg.ThingName, len(cfg.Services), cfg.DataDir)
+	return nil
+}
+
+func runKeygen(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("porthole keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "config file (its data_dir holds the key)")
+	dir := fs.String("data-dir", "/var/lib/porthole", "data directory, when no config is given")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	dataDir := *dir
+	if *path != "" {
+		cfg, err := loadConfig(*path)
+		if err != nil {
+			return err
+		}
+		dataDir = cfg.DataDir
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+	keys, err := (&sshd.Server{DataDir: dataDir}).PublicKeys()
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		fmt.Fprintf(stdout, "%s %s\n", k.Type(), gossh.FingerprintSHA256(k))
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/porthole-iot/porthole/agent"
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// listenFlags collects repeated -L SERVICE=[addr:]port.
+type listenFlags map[string]string
+
+func (l listenFlags) String() string { return fmt.Sprint(map[string]string(l)) }
+func (l listenFlags) Set(s string) error {
+	svc, addr, err := tunnel.ParseListen(s)
+	if err != nil {
+		return err
+	}
+	if _, dup := l[svc]; dup {
+		return fmt.Errorf("service %q mapped twice", svc)
+	}
+	l[svc] = addr
+	return nil
+}
+
+func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("porthole connect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := listenFlags{}
+	region := fs.String("region", "", "AWS region of the tunnel (builds the endpoint)")
+	endpoint := fs.String("endpoint", "", "data-plane endpoint host[:port] or wss:// URL (instead of --region)")
+	tokenFile := fs.String("token-file", "", "file holding the source access token (or set AWSIOT_TUNNEL_ACCESS_TOKEN)")
+	tokenArg := fs.String("token", "", "source access token (visible to other users in the process list: prefer --token-file)")
+	fs.Var(listen, "L", "SERVICE=[addr:]port to listen on (repeatable; a bare [addr:]port for a one-service tunnel)")
+	stdio := fs.String("stdio", "", "carry one connection of SERVICE over stdin/stdout (for ssh ProxyCommand); - for the only service")
+	peer := fs.String("destination-client-type", "V3", "the destination's protocol: V3, or V2/V1 for older agents (Device Client, Greengrass)")
+	caFile := fs.String("ca-file", "", "extra CA file or directory for the service's TLS certificate")
+	insecure := fs.Bool("insecure-skip-verify", false, "do not verify the service's TLS certificate (labs only)")
+	allowWS := fs.Bool("allow-insecure-websocket", false, "allow a ws:// endpoint without TLS (labs and tests only)")
+	proxy := fs.String("https-proxy", "", "HTTPS proxy URL (default: https_proxy/HTTPS_PROXY, honouring NO_PROXY)")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
+
+	var tok tunnel.Token
+	var err error
+	switch {
+	case *tokenFile != "":
+		tok, err = agent.ReadTokenFile(*tokenFile)
+	case os.Getenv("AWSIOT_TUNNEL_ACCESS_TOKEN") != "":
+		tok, err = tunnel.NewAccessToken(os.Getenv("AWSIOT_TUNNEL_ACCESS_TOKEN"))
+	case *tokenArg != "":
+		log.Warn("--token is visible to every user of this machine in the process list; prefer --token-file")
+		tok, err = tunnel.NewAccessToken(*tokenArg)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", agent.ErrUsage, err)
+	}
+	if (*region == "") == (*endpoint == "") {
+		return fmt.Errorf("%w: give exactly one of --region and --endpoint", agent.ErrUsage)
+	}
+	pv := map[string]tunnel.Version{"V1": tunnel.V1, "V2": tunnel.V2, "V3": tunnel.V3}[*peer]
+	if pv == 0 {
+		return fmt.Errorf("%w: --destination-client-type %q: want V1, V2 or V3", agent.ErrUsage, *peer)
+	}
+	cfg := tunnel.Config{Region: *region, Endpoint: *endpoint, AccessToken: tok, CAFile: *caFile,
+		InsecureSkipVerify: *insecure, AllowInsecureWebSocket: *allowWS, UserAgent: "porthole/" + agent.Version}
+	if *proxy != "" {
+		u, err := url.Parse(*proxy)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: --https-proxy: want http[s]://[user:pass@]host:port", agent.ErrUsage)
+		}
+		cfg.Proxy = http.ProxyURL(u)
+	}
+	cache := ""
+	if dir, err := os.UserCacheDir(); err == nil {
+		cache = filepath.Join(dir, "porthole", "client-tokens")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return agent.Connect(ctx, agent.ConnectConfig{Tunnel: cfg, Listen: listen, Stdio: *stdio, Stdin: stdin, Stdout: stdout,
+		PeerVersion: pv, TokenCacheDir: cache, Logger: log})
+}
+
+// dropTime keeps progress lines short: the terminal shows when they happen.
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
+}

@@ -1,0 +1,349 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// BuiltinSSH is the service target that means the embedded SSH server.
+const BuiltinSSH = "builtin"
+
+// Config is the agent's configuration, read from a TOML file (see
+// porthole.example.toml for every key). Durations are strings like "30s".
+// Secrets are referenced by path only.
+type Config struct {
+	// ThingName is the AWS IoT thing this device is (required).
+	ThingName string `toml:"thing_name"`
+	// DataDir keeps the SSH host key and the state of live tunnels.
+	// Default /var/lib/porthole.
+	DataDir string `toml:"data_dir"`
+
+	MQTT     MQTTConfig        `toml:"mqtt"`
+	Tunnel   TunnelConfig      `toml:"tunnel"`
+	Services map[string]string `toml:"services"`
+	SSH      SSHConfig         `toml:"ssh"`
+	Log      LogConfig         `toml:"log"`
+}
+
+// MQTTConfig is the connection to AWS IoT Core (or another MQTT v5 broker).
+type MQTTConfig struct {
+	// Endpoint is host[:port]: port 8883 (default) for mutual TLS, 443 with ALPN
+	// x-amzn-mqtt-ca.
+	Endpoint string `toml:"endpoint"`
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// ClientID defaults to the thing name (as AWS IoT policies expect).
+	ClientID string `toml:"client_id"`
+	// KeepAlive between the client and the broker. Default 60s.
+	KeepAlive Duration `toml:"keepalive"`
+	// EventTopic, if set, receives JSON events at QoS 1: tunnel and stream
+	// lifecycle, SSH audit records, rejected notifications.
+	EventTopic string `toml:"event_topic"`
+}
+
+// TunnelConfig shapes the destination sessions.
+type TunnelConfig struct {
+	// Endpoint overrides the data-plane host that the notification's region
+	// implies: host[:port], or a wss:// URL.
+	Endpoint string `toml:"endpoint"`
+	// CAFile is an extra CA (file or directory) for the data plane's TLS.
+	CAFile string `toml:"ca_file"`
+	// InsecureSkipVerify turns TLS verification of the data plane off. Never in
+	// production.
+	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
+	// AllowInsecureWebSocket permits a ws:// Endpoint (labs and tests only).
+	AllowInsecureWebSocket bool `toml:"allow_insecure_websocket"`
+	// HTTPSProxy is http[s]://[user:pass@]host[:port]; empty means the
+	// https_proxy/HTTPS_PROXY environment variables.
+	HTTPSProxy string `toml:"https_proxy"`
+	// MaxTunnels is how many destination sessions may run at once. Default 4.
+	MaxTunnels int `toml:"max_tunnels"`
+	// MaxConnections per service of one tunnel. Default 128.
+	MaxConnections int `toml:"max_connections"`
+	// PingInterval of the WebSocket. Default 20s.
+	PingInterval Duration `toml:"ping_interval"`
+}
+
+// SSHConfig configures the embedded SSH server.
+type SSHConfig struct {
+	// Listen, if set, also serves SSH on this TCP address (e.g. "127.0.0.1:2222").
+	// Default: no listener; SSH is reachable only through tunnels.
+	Listen string `toml:"listen"`
+	// AuthorizedKeys files (%h home, %u user). Default
+	// ["/etc/porthole/authorized_keys"].
+	AuthorizedKeys []string `toml:"authorized_keys"`
+	// TrustedUserCAKeys files: CAs whose user certificates may log in.
+	TrustedUserCAKeys []string `toml:"trusted_user_ca_keys"`
+	// PasswordHashes maps users to bcrypt hashes; empty means no passwords.
+	PasswordHashes map[string]string `toml:"password_hashes"`
+	// HostKeys are extra host key files; the ed25519 key in DataDir is always used.
+	HostKeys []string `toml:"host_keys"`
+	// AcceptEnv patterns of client environment variables. Default ["LANG", "LC_*"].
+	AcceptEnv []string `toml:"accept_env"`
+	// PermitLocalForward lists what ssh -L may reach: "loopback" (the
+	// default), "any", or addresses, CIDR prefixes and host:port entries.
+	// An empty list turns local forwarding off.
+	PermitLocalForward []string `toml:"permit_local_forward"`
+	// AllowRemoteForward turns ssh -R on, listening on loopback only.
+	AllowRemoteForward bool `toml:"allow_remote_forward"`
+	// AgentForwarding turns ssh -A on.
+	AgentForwarding bool `toml:"agent_forwarding"`
+	// IdleTimeout, MaxSessionTime: 0 means none. MaxSessions default 10.
+	IdleTimeout    Duration `toml:"idle_timeout"`
+	MaxSessionTime Duration `toml:"max_session_time"`
+	MaxSessions    int      `toml:"max_sessions"`
+	MaxAuthTries   int      `toml:"max_auth_tries"`
+	LoginGraceTime Duration `toml:"login_grace_time"`
+}
+
+// LogConfig selects the log output on stderr.
+type LogConfig struct {
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+	Format string `toml:"format"` // text (default) or json
+}
+
+// Duration is a time.Duration written as "90s" in TOML.
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q (want e.g. \"30s\", \"5m\")", b)
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as Go does.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// LoadConfig reads, defaults and validates a config file. Errors name the key.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig decodes TOML, rejects unknown keys, applies defaults and validates.
+func ParseConfig(b []byte) (*Config, error) {
+	var c Config
+	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("config: line %d: %s", pe.Position.Line, pe.Message)
+		}
+		return nil, fmt.Errorf("config: %v", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("config: unknown key %s", strings.Join(keys, ", "))
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/porthole"
+	}
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = c.ThingName
+	}
+	if c.MQTT.KeepAlive == 0 {
+		c.MQTT.KeepAlive = Duration(60 * time.Second)
+	}
+	if c.Tunnel.MaxTunnels == 0 {
+		c.Tunnel.MaxTunnels = 4
+	}
+	if c.Services == nil {
+		c.Services = map[string]string{"SSH": BuiltinSSH}
+	}
+	if c.SSH.AuthorizedKeys == nil {
+		c.SSH.AuthorizedKeys = []string{"/etc/porthole/authorized_keys"}
+	}
+	if c.SSH.AcceptEnv == nil {
+		c.SSH.AcceptEnv = []string{"LANG", "LC_*"}
+	}
+	if c.SSH.PermitLocalForward == nil {
+		c.SSH.PermitLocalForward = []string{"loopback"}
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+}
+
+var thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
+
+// Validate checks every setting; the error names the key and the problem.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.ThingName == "" {
+		bad("thing_name", "required")
+	} else if !thingNameRE.MatchString(c.ThingName) {
+		bad("thing_name", "%q: want 1-128 characters of [a-zA-Z0-9:_-]", c.ThingName)
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		bad("data_dir", "%q must be an absolute path", c.DataDir)
+	}
+	if c.MQTT.Endpoint == "" {
+		bad("mqtt.endpoint", "required (e.g. \"xxxx-ats.iot.eu-west-1.amazonaws.com:8883\")")
+	}
+	for key, p := range map[string]string{"mqtt.ca_file": c.MQTT.CAFile, "mqtt.cert_file": c.MQTT.CertFile, "mqtt.key_file": c.MQTT.KeyFile} {
+		if p == "" {
+			bad(key, "required: mutual TLS needs the CA, the device certificate and its key")
+		}
+	}
+	if strings.ContainsAny(c.MQTT.EventTopic, "+#") {
+		bad("mqtt.event_topic", "%q must not contain wildcards", c.MQTT.EventTopic)
+	}
+	if c.Tunnel.Endpoint != "" && strings.HasPrefix(c.Tunnel.Endpoint, "ws://") && !c.Tunnel.AllowInsecureWebSocket {
+		bad("tunnel.endpoint", "ws:// needs tunnel.allow_insecure_websocket = true")
+	}
+	if c.Tunnel.MaxTunnels < 0 || c.Tunnel.MaxTunnels > 64 {
+		bad("tunnel.max_tunnels", "%d: want 1-64", c.Tunnel.MaxTunnels)
+	}
+	if c.Tunnel.MaxConnections < 0 {
+		bad("tunnel.max_connections", "%d must not be negative", c.Tunnel.MaxConnections)
+	}
+	if len(c.Services) == 0 {
+		bad("services", "at least one service is needed")
+	}
+	names := make([]string, 0, len(c.Services))
+	for name := range c.Services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		target := c.Services[name]
+		if err := tunnel.ValidateServiceID(name); err != nil {
+			bad("services."+name, "bad service name: want 1-128 characters of [a-zA-Z0-9:_-]")
+			continue
+		}
+		if target == BuiltinSSH {
+			continue
+		}
+		if err := tunnel.ValidateTarget(target); err != nil {
+			bad("services."+name, "%q: want \"builtin\", \"host:port\" or \"unix:/path\"", target)
+		}
+	}
+	if c.SSH.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.SSH.Listen); err != nil {
+			bad("ssh.listen", "%q: want host:port", c.SSH.Listen)
+		}
+	}
+	if _, err := localForwardPolicy(c.SSH.PermitLocalForward); err != nil {
+		bad("ssh.permit_local_forward", "%v", err)
+	}
+	for user, h := range c.SSH.PasswordHashes {
+		if !strings.HasPrefix(h, "$2a$") && !strings.HasPrefix(h, "$2b$") && !strings.HasPrefix(h, "$2y$") {
+			bad("ssh.password_hashes."+user, "not a bcrypt hash ($2a$, $2b$ or $2y$)")
+		}
+	}
+	if _, err := c.Log.level(); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "%q: want text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func (l LogConfig) level() (slog.Level, error) {
+	switch strings.ToLower(l.Level) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q: want debug, info, warn or error", l.Level)
+}
+
+// NewLogger builds the agent's logger on w from the log settings.
+func (l LogConfig) NewLogger(w *os.File) *slog.Logger {
+	lvl, _ := l.level()
+	opts := &slog.HandlerOptions{Level: lvl}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// localForwardPolicy turns permit_local_forward entries into a policy function.
+func localForwardPolicy(entries []string) (func(user string, dest netip.AddrPort) bool, error) {
+	var prefixes []netip.Prefix
+	var addrPorts []netip.AddrPort
+	loopback, anyDest := false, false
+	for _, e := range entries {
+		switch {
+		case e == "loopback":
+			loopback = true
+		case e == "any":
+			anyDest = true
+		default:
+			if ap, err := netip.ParseAddrPort(e); err == nil {
+				addrPorts = append(addrPorts, ap)
+			} else if p, err := netip.ParsePrefix(e); err == nil {
+				prefixes = append(prefixes, p)
+			} else if a, err := netip.ParseAddr(e); err == nil {
+				prefixes = append(prefixes, netip.PrefixFrom(a, a.BitLen()))
+			} else {
+				return nil, fmt.Errorf("entry %q: want loopback, any, an address, a CIDR prefix or address:port", e)
+			}
+		}
+	}
+	return func(_ string, dest netip.AddrPort) bool {
+		a := dest.Addr().Unmap()
+		if anyDest || loopback && a.IsLoopback() {
+			return true
+		}
+		for _, p := range prefixes {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		for _, ap := range addrPorts {
+			if ap.Addr().Unmap() == a && ap.Port() == dest.Port() {
+				return true
+			}
+		}
+		return false
+	}, nil
+}

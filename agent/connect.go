@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// ConnectConfig is `porthole connect`: the operator's source-mode proxy.
+type ConnectConfig struct {
+	Tunnel tunnel.Config // endpoint or region, access token, TLS, proxy
+	// Listen maps services to local addresses (-L SERVICE=[addr:]port).
+	Listen map[string]string
+	// Stdio, when set, carries one connection of this service over Stdin/Stdout
+	// (for ssh -o ProxyCommand). "-" means the tunnel's only service.
+	Stdio         string
+	Stdin         io.Reader
+	Stdout        io.Writer
+	PeerVersion   tunnel.Version
+	TokenCacheDir string // where client tokens are kept per access token; "" means none
+	Logger        *slog.Logger
+}
+
+// ErrUsage marks errors in how porthole was called or configured (exit code 1).
+var ErrUsage = errors.New("usage")
+
+// Connect runs the source side until ctx ends or the tunnel ends.
+//
+// The client token is kept per access token in TokenCacheDir, so that successive
+// `ssh` invocations through --stdio (each a new process) present the same client
+// token and the service accepts the reused source token. Only one source connection
+// per token can be live at a time.
+func Connect(ctx context.Context, cc ConnectConfig) error {
+	cfg := cc.Tunnel
+	cfg.Logger = cc.Logger
+	if cfg.AccessToken.IsZero() {
+		return fmt.Errorf("%w: no access token (use --token-file or AWSIOT_TUNNEL_ACCESS_TOKEN)", ErrUsage)
+	}
+	if cfg.ClientToken.IsZero() && cc.TokenCacheDir != "" {
+		ct, err := cachedClientToken(cc.TokenCacheDir, cfg.AccessToken)
+		if err != nil {
+			if cc.Logger != nil {
+				cc.Logger.Warn("client token cache unusable; this token can then be used once only", "error", err)
+			}
+		} else {
+			cfg.ClientToken = ct
+		}
+	}
+	src := &tunnel.Source{Config: cfg, Listen: cc.Listen, PeerVersion: cc.PeerVersion}
+	var err error
+	if cc.Stdio != "" {
+		svc := cc.Stdio
+		if svc == "-" {
+			svc = ""
+		}
+		err = src.RunStdio(ctx, svc, cc.Stdin, cc.Stdout)
+	} else {
+		if len(cc.Listen) == 0 {
+			return fmt.Errorf("%w: nothing to do: give -L SERVICE=[addr:]port or --stdio SERVICE", ErrUsage)
+		}
+		err = src.Run(ctx)
+	}
+	if errors.Is(err, tunnel.ErrConfig) {
+		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	return err
+}
+
+// cachedClientToken returns the client token kept for access, making it on first use.
+func cachedClientToken(dir string, access tunnel.Token) (tunnel.Token, error) {
+	p := filepath.Join(dir, tokenKey(access.Reveal()))
+	if b, err := os.ReadFile(p); err == nil {
+		if t, err := tunnel.NewClientToken(strings.TrimSpace(string(b))); err == nil {
+			return t, nil
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return tunnel.Token{}, err
+	}
+	t := tunnel.GenerateClientToken()
+	if err := writeFileAtomic(p, []byte(t.Reveal()+"\n"), 0o600); err != nil {
+		return tunnel.Token{}, err
+	}
+	return t, nil
+}
+
+// ReadTokenFile reads an access token from a file (trailing newline trimmed).
+func ReadTokenFile(path string) (tunnel.Token, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return tunnel.Token{}, fmt.Errorf("%w: token file: %v", ErrUsage, err)
+	}
+	t, err := tunnel.NewAccessToken(strings.TrimSpace(string(b)))
+	if err != nil {
+		return tunnel.Token{}, fmt.Errorf("%w: token file %s: %v", ErrUsage, path, err)
+	}
+	return t, nil
+}

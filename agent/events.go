@@ -1,0 +1,123 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Event is one JSON record on the event topic: what happened to a tunnel, a stream,
+// an SSH login or a notification, so the operator can learn why a login fails.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Thing  string    `json:"thing"`
+	Type   string    `json:"type"`             // tunnel-connected, tunnel-disconnected, tunnel-ended, stream-start, stream-end, notification-rejected, ssh-*
+	Tunnel string    `json:"tunnel,omitempty"` // fingerprint of the access token, never the token
+	Reason string    `json:"reason,omitempty"`
+
+	Service  string   `json:"service,omitempty"`
+	Services []string `json:"services,omitempty"`
+	BytesIn  int64    `json:"bytes_in,omitempty"`
+	BytesOut int64    `json:"bytes_out,omitempty"`
+	Duration string   `json:"duration,omitempty"`
+
+	SSH any `json:"ssh,omitempty"` // the sshd audit record, for ssh-* events
+}
+
+// eventQueue publishes events in order from one goroutine; when the broker is slow or
+// away it holds at most eventQueueSize events and drops the oldest.
+type eventQueue struct {
+	publish func(ctx context.Context, payload []byte) error
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	queue   []queuedEvent
+	seq     uint64
+	dropped int
+	wake    chan struct{}
+}
+
+type queuedEvent struct {
+	seq uint64
+	e   Event
+}
+
+const eventQueueSize = 256
+
+func newEventQueue(publish func(context.Context, []byte) error, log *slog.Logger) *eventQueue {
+	return &eventQueue{publish: publish, log: log, wake: make(chan struct{}, 1)}
+}
+
+// add queues e; it never blocks.
+func (q *eventQueue) add(e Event) {
+	if q == nil {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	q.mu.Lock()
+	if len(q.queue) >= eventQueueSize {
+		q.queue = q.queue[1:]
+		q.dropped++
+	}
+	q.seq++
+	q.queue = append(q.queue, queuedEvent{q.seq, e})
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run publishes until ctx ends, then tries to flush what is left for up to flush.
+func (q *eventQueue) run(ctx context.Context, flush time.Duration) {
+	for {
+		q.drain(ctx)
+		select {
+		case <-q.wake:
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), flush)
+			q.drain(fctx)
+			cancel()
+			return
+		}
+	}
+}
+
+func (q *eventQueue) drain(ctx context.Context) {
+	for ctx.Err() == nil {
+		q.mu.Lock()
+		if len(q.queue) == 0 {
+			q.mu.Unlock()
+			return
+		}
+		head := q.queue[0]
+		e := head.e
+		dropped := q.dropped
+		q.dropped = 0
+		q.mu.Unlock()
+		if dropped > 0 {
+			q.log.Warn("events dropped while the broker was unreachable", "dropped", dropped)
+		}
+		b, _ := json.Marshal(e)
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := q.publish(pctx, b)
+		cancel()
+		if err != nil {
+			q.log.Debug("publishing event failed, will retry", "type", e.Type, "error", err)
+			select { // the broker is away: wait a little before trying again
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		q.mu.Lock()
+		if len(q.queue) > 0 && q.queue[0].seq == head.seq { // not dropped meanwhile
+			q.queue = q.queue[1:]
+		}
+		q.mu.Unlock()
+	}
+}

@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// serviceDialer routes a tunnel's service IDs: "builtin" to the in-process SSH server
+// over a socket pair (no TCP port), anything else to its host:port or unix: target.
+// Nothing outside the map is reachable. The map can be swapped on SIGHUP.
+type serviceDialer struct {
+	services *atomic.Pointer[map[string]string] // the agent's, swapped on reload
+	ssh      func(net.Conn)                     // serves one SSH connection; returns at once
+	label    string                             // names the tunnel in the connection's remote address
+}
+
+func (d *serviceDialer) DialService(ctx context.Context, service string) (net.Conn, error) {
+	target, ok := (*d.services.Load())[service]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", tunnel.ErrUnknownService, service)
+	}
+	if target != BuiltinSSH {
+		return tunnel.Targets{service: target}.DialService(ctx, service)
+	}
+	ours, theirs, err := socketPair()
+	if err != nil {
+		return nil, err
+	}
+	d.ssh(labelledConn{Conn: theirs, remote: streamAddr("tunnel:" + d.label + "/" + service)})
+	return ours, nil
+}
+
+// socketPair returns the two ends of a connected AF_UNIX stream socket pair: unlike
+// net.Pipe, it buffers in the kernel, so neither side waits for every write.
+func socketPair() (net.Conn, net.Conn, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	conns := make([]net.Conn, 2)
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "porthole-stream")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			if i == 1 {
+				conns[0].Close()
+			} else {
+				syscall.Close(fds[1])
+			}
+			return nil, nil, fmt.Errorf("socketpair: %w", err)
+		}
+		conns[i] = c
+	}
+	return conns[0], conns[1], nil
+}
+
+// labelledConn gives a tunnel stream a remote address that says where it came from,
+// for sshd's logs, audit events and per-source limits.
+type labelledConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c labelledConn) RemoteAddr() net.Addr { return c.remote }
+
+type streamAddr string
+
+func (a streamAddr) Network() string { return "tunnel" }
+func (a streamAddr) String() string  { return string(a) }
+
+// countingConn counts the bytes of one stream and reports its end once.
+type countingConn struct {
+	net.Conn
+	in, out atomic.Int64
+	start   time.Time
+	closed  atomic.Bool
+	onClose func(in, out int64, d time.Duration)
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.out.Add(int64(n)) // from the service, out to the operator
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Close() error {
+	err := c.Conn.Close()
+	if c.closed.CompareAndSwap(false, true) && c.onClose != nil {
+		c.onClose(c.in.Load(), c.out.Load(), time.Since(c.start))
+	}
+	return err
+}
