@@ -293,9 +293,9 @@ func (s *Server) newConn(c net.Conn) (*conn, bool) {
 	label := remoteLabel(c)
 	src := sourceOf(c.RemoteAddr(), label)
 	if s.limiter.blocked(src, s.clock()) {
-		c.Close()
 		s.log().Warn("connection refused: too many failed logins", "remote", label)
 		s.audit(Event{Type: EventLoginFailure, Remote: label, Reason: "too many failed logins from this source"})
+		c.Close()
 		return nil, false
 	}
 	wc := newConn(s, c, label, src)

@@ -49,6 +49,7 @@ type session struct {
 
 	in, out atomic.Int64
 	done    chan struct{} // closed when the program has finished and the channel is closed
+	replied chan struct{} // closed once the start request is answered
 
 	mu     sync.Mutex
 	win    windowChange // latest size from pty-req or window-change
@@ -159,6 +160,7 @@ func (sess *session) handle(req *gossh.Request) {
 			return
 		}
 		sess.reply(req, true)
+		close(sess.replied)
 	default:
 		sess.reply(req, false)
 	}
@@ -225,6 +227,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 		return err
 	}
 	sess.done = make(chan struct{})
+	sess.replied = make(chan struct{})
 	sess.startAt = time.Now()
 	original := arg
 	cmdline, kind := arg, reqType
@@ -553,6 +556,9 @@ func exitOf(state *os.ProcessState) (int, string) {
 // exit-signal first, then EOF and close (OpenSSH's clients, and scp and
 // sftp in particular, take a close without a status as failure).
 func (sess *session) finish(status int, sig string) {
+	// A fast program must not close the channel before its start request
+	// is answered: clients take that as a refused request.
+	<-sess.replied
 	if sig != "" {
 		sess.ch.SendRequest("exit-signal", false, gossh.Marshal(struct {
 			Signal     string
