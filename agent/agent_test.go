@@ -1,0 +1,337 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+// broker is an in-process MQTT v5 broker with mutual TLS, and a record of the
+// events the agent publishes.
+type broker struct {
+	srv  *mqtt.Server
+	addr string
+
+	mu     sync.Mutex
+	events []Event
+}
+
+func startBroker(t *testing.T, pki *testPKI, eventTopic string) *broker {
+	t.Helper()
+	certFile, keyFile := pki.issue(t, "broker", true)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	ln := listeners.NewTCP(listeners.Config{Type: "tcp", ID: "tls", Address: "127.0.0.1:0",
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}})
+	if err := srv.AddListener(ln); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	b := &broker{srv: srv, addr: ln.Address()}
+	t.Cleanup(func() { srv.Close() })
+	if eventTopic != "" {
+		srv.Subscribe(eventTopic, 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			var e Event
+			if err := json.Unmarshal(pk.Payload, &e); err != nil {
+				t.Errorf("event is not JSON: %s", pk.Payload)
+				return
+			}
+			b.mu.Lock()
+			b.events = append(b.events, e)
+			b.mu.Unlock()
+		})
+	}
+	return b
+}
+
+func (b *broker) notify(t *testing.T, thing, token string, services ...string) {
+	t.Helper()
+	p, _ := json.Marshal(map[string]any{"clientAccessToken": token, "clientMode": "destination", "region": "us-east-1", "services": services})
+	if err := b.srv.Publish("$aws/things/"+thing+"/tunnels/notify", p, false, 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitEvent waits for an event of typ matching ok.
+func (b *broker) waitEvent(t *testing.T, typ string, ok func(Event) bool) Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		b.mu.Lock()
+		for _, e := range b.events {
+			if e.Type == typ && (ok == nil || ok(e)) {
+				b.mu.Unlock()
+				return e
+			}
+		}
+		b.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t.Fatalf("no %s event; got %+v", typ, b.events)
+	return Event{}
+}
+
+type agentEnv struct {
+	pki     *testPKI
+	broker  *broker
+	fake    *tunneltest.Server
+	cfg     *Config
+	signer    gossh.Signer
+	dataDir   string
+	srcClient tunnel.Token
+}
+
+func newAgentEnv(t *testing.T) *agentEnv {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("the agent's SSH sessions need root to run as the login user; run as root (CI does)")
+	}
+	e := &agentEnv{pki: newTestPKI(t), fake: tunneltest.NewServer(t), dataDir: t.TempDir(), srcClient: tunnel.GenerateClientToken()}
+	e.fake.Logf = t.Logf
+	e.broker = startBroker(t, e.pki, "porthole/events/dev-1")
+	devCert, devKey := e.pki.issue(t, "dev-1", false)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	e.signer, _ = gossh.NewSignerFromKey(priv)
+	ak := filepath.Join(t.TempDir(), "authorized_keys")
+	os.WriteFile(ak, gossh.MarshalAuthorizedKey(e.signer.PublicKey()), 0o600)
+	cfgText := fmt.Sprintf(`
+thing_name = "dev-1"
+data_dir = %q
+[mqtt]
+endpoint = %q
+ca_file = %q
+cert_file = %q
+key_file = %q
+event_topic = "porthole/events/dev-1"
+[tunnel]
+endpoint = %q
+allow_insecure_websocket = true
+[services]
+SSH = "builtin"
+[ssh]
+authorized_keys = [%q]
+`, e.dataDir, e.broker.addr, e.pki.CAFile, devCert, devKey, e.fake.URL, ak)
+	cfg, err := ParseConfig([]byte(cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg = cfg
+	return e
+}
+
+// start runs an agent until the returned stop is called.
+func (e *agentEnv) start(t *testing.T) (*Agent, func()) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := New(e.cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	if err := a.mqtt.AwaitConnection(ctxWithTimeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("agent did not connect to the broker: %v", err)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("agent Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("agent did not stop within 10s")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return a, stop
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func ctxWithTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// sshThrough opens the tunnel's source side and runs cmd over SSH as root; after
+// the SSH connection is closed and before the source stops, it calls after (if set).
+func (e *agentEnv) sshThrough(t *testing.T, tun *tunneltest.Tunnel, cmd string, after func()) string {
+	t.Helper()
+	tok, _ := tunnel.NewAccessToken(tun.SourceToken)
+	ready := make(chan string, 1)
+	// One client token per test: the source token may then be used again.
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: e.fake.URL, AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: e.srcClient},
+		Listen: map[string]string{"SSH": "127.0.0.1:0"}, OnListen: func(_ string, a net.Addr) { ready <- a.String() }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("source did not listen")
+	}
+	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("ssh through the tunnel: %v", err)
+	}
+	defer client.Close()
+	sess, err := client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	sess.Stdout = &out
+	if err := sess.Run(cmd); err != nil {
+		t.Fatalf("ssh %q: %v (output %q)", cmd, err, out.String())
+	}
+	client.Close()
+	if after != nil {
+		after()
+	}
+	return out.String()
+}
+
+func TestAgentNotificationToSSHLogin(t *testing.T) {
+	e := newAgentEnv(t)
+	_, stop := e.start(t)
+	tun := e.fake.OpenTunnel("SSH", "WEB")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH", "WEB")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatalf("agent did not open the tunnel: %v", err)
+	}
+	streamEnded := func() {
+		e.broker.waitEvent(t, "stream-end", func(ev Event) bool { return ev.Service == "SSH" && ev.BytesIn > 0 && ev.BytesOut > 0 })
+	}
+	if out := e.sshThrough(t, tun, "echo hello from $(id -un)", streamEnded); out != "hello from root\n" {
+		t.Fatalf("ssh output %q", out)
+	}
+	e.broker.waitEvent(t, "service-unmapped", func(ev Event) bool { return len(ev.Services) == 1 && ev.Services[0] == "WEB" })
+	e.broker.waitEvent(t, "tunnel-connected", nil)
+	e.broker.waitEvent(t, "ssh-login-success", nil)
+
+	// The live tunnel is saved, without the token in its name.
+	files, _ := filepath.Glob(filepath.Join(e.dataDir, "tunnels", "*.json"))
+	if len(files) != 1 || strings.Contains(files[0], tun.DestinationToken) {
+		t.Fatalf("saved tunnel state %v", files)
+	}
+	if fi, _ := os.Stat(files[0]); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode %v, want 0600", fi.Mode())
+	}
+
+	// A restarted agent reconnects to the open tunnel with the saved client token.
+	stop()
+	e.start(t)
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 2); err != nil {
+		t.Fatalf("restarted agent did not resume the tunnel: %v", err)
+	}
+	if out := e.sshThrough(t, tun, "echo again", nil); out != "again\n" {
+		t.Fatalf("after restart: %q", out)
+	}
+
+	// Closing the tunnel ends the session and forgets its state.
+	tun.Close()
+	e.broker.waitEvent(t, "tunnel-ended", func(ev Event) bool { return ev.Reason == "closed by the service" })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		files, _ = filepath.Glob(filepath.Join(e.dataDir, "tunnels", "*.json"))
+		if len(files) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state not removed after the tunnel closed: %v", files)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// No event or log carries a token.
+	e.broker.mu.Lock()
+	defer e.broker.mu.Unlock()
+	b, _ := json.Marshal(e.broker.events)
+	if bytes.Contains(b, []byte(tun.DestinationToken)) || bytes.Contains(b, []byte(tun.SourceToken)) {
+		t.Fatal("an event carries an access token")
+	}
+}
+
+func TestAgentRejectsBadNotification(t *testing.T) {
+	e := newAgentEnv(t)
+	e.start(t)
+	tun := e.fake.OpenTunnel("SSH")
+	p := []byte(`{"clientAccessToken":"` + tun.DestinationToken + `","clientMode":"source","region":"us-east-1","services":["SSH"]}`)
+	if err := e.broker.srv.Publish("$aws/things/dev-1/tunnels/notify", p, false, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if tun.Connected(tunneltest.Destination) {
+		t.Fatal("agent connected for a source-mode notification")
+	}
+}
+
+func TestAgentMaxTunnelsYieldsOldestIdle(t *testing.T) {
+	e := newAgentEnv(t)
+	e.cfg.Tunnel.MaxTunnels = 1
+	e.start(t)
+	first := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", first.DestinationToken, "SSH")
+	if err := first.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	second := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", second.DestinationToken, "SSH")
+	if err := second.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for first.Connected(tunneltest.Destination) {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle first session did not yield")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
