@@ -106,10 +106,10 @@ func (b *broker) waitEvent(t *testing.T, typ string, ok func(Event) bool) Event 
 }
 
 type agentEnv struct {
-	pki     *testPKI
-	broker  *broker
-	fake    *tunneltest.Server
-	cfg     *Config
+	pki       *testPKI
+	broker    *broker
+	fake      *tunneltest.Server
+	cfg       *Config
 	signer    gossh.Signer
 	dataDir   string
 	srcClient tunnel.Token
