@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
@@ -176,6 +177,11 @@ func (s *Server) authorizedKeys(a *account) []authorizedKey {
 			if !errors.Is(err, os.ErrNotExist) {
 				s.log().Warn("reading authorized keys", "path", path, "err", err)
 			}
+			continue
+		}
+		if err := safePath(f, path, a); err != nil {
+			f.Close()
+			s.log().Warn("authorized keys file ignored", "path", path, "err", err)
 			continue
 		}
 		keys, errs := parseAuthorizedKeys(f)
@@ -425,4 +431,51 @@ func restrictionsOf(p *gossh.Permissions) restrictions {
 		r.permitListen = strings.Split(v, "\n")
 	}
 	return r
+}
+
+// safePath refuses an authorized_keys file that someone other than root or
+// the user could have written, like sshd's StrictModes: the file and every
+// directory up to the user's home (or up to / for files outside it) must
+// be owned by root or the user and not be writable by group or others.
+func safePath(f *os.File, path string, a *account) error {
+	check := func(name string, fi os.FileInfo) error {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		if st.Uid != 0 && st.Uid != a.UID {
+			return fmt.Errorf("bad ownership of %s: uid %d", name, st.Uid)
+		}
+		if fi.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("bad modes of %s: %v is group or world writable", name, fi.Mode().Perm())
+		}
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if err := check(path, fi); err != nil {
+		return err
+	}
+	stop := "/"
+	home := filepath.Clean(a.Home)
+	if home != "/" && strings.HasPrefix(path, home+"/") {
+		stop = home
+	}
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return err
+		}
+		if err := check(dir, fi); err != nil {
+			return err
+		}
+		if dir == stop || dir == "/" || dir == "." {
+			return nil
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,7 +62,7 @@ func TestPublicKeyAuth(t *testing.T) {
 		ok     bool
 	}{
 		{"root with key", "root", e.key, true},
-		{"alice with key", "alice", e.key, true},
+		{"alice with key", "alice", e.key, os.Geteuid() == 0},
 		{"unknown key", "root", other, false},
 		{"unknown user", "nosuch", e.key, false},
 		{"user without authorized_keys", "carol", e.key, false},
@@ -92,10 +93,8 @@ func TestPublicKeyAuth(t *testing.T) {
 }
 
 func TestSessionRunsAsLoginUser(t *testing.T) {
+	needRoot(t)
 	e := newEnv(t, nil)
-	if e.srv.euid() != 0 {
-		t.Skip("not root: sessions run as the server's own user")
-	}
 	for _, tc := range []struct{ user, want string }{
 		{"root", "0 0 " + e.home("root")},
 		{"alice", "1000 1000 10 " + e.home("alice")},
@@ -113,17 +112,27 @@ func TestSessionRunsAsLoginUser(t *testing.T) {
 }
 
 func TestNotRootOnlyOwnUser(t *testing.T) {
-	e := newEnv(t, func(_ *testEnv, s *Server) { s.geteuid = func() int { return 1000 } })
-	if _, err := e.dial("root", gossh.PublicKeys(e.key)); err == nil {
-		t.Error("login as root on a server running as uid 1000 succeeded")
+	// As root, pretend to run as uid 1000 (alice); otherwise this is the
+	// real thing and the test user "root" has the tests' own uid.
+	own, other := "alice", "root"
+	if os.Geteuid() != 0 {
+		own, other = "root", "alice"
 	}
-	c := e.login("alice")
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		if os.Geteuid() == 0 {
+			s.geteuid = func() int { return 1000 }
+		}
+	})
+	if _, err := e.dial(other, gossh.PublicKeys(e.key)); err == nil {
+		t.Errorf("login as %s on a server running as another uid succeeded", other)
+	}
+	c := e.login(own)
 	// The session runs as the server's own user; no credential switch.
 	if cred := e.srv.credential(&account{UID: 1000}); cred != nil {
 		t.Errorf("credential = %+v, want nil when not root", cred)
 	}
 	out, _, _ := run(t, c, "echo $USER $HOME", "")
-	if want := "alice " + e.home("alice"); strings.TrimSpace(out) != want {
+	if want := own + " " + e.home(own); strings.TrimSpace(out) != want {
 		t.Errorf("env = %q, want %q", out, want)
 	}
 }
@@ -134,15 +143,15 @@ func TestPasswordAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, func(_ *testEnv, s *Server) {
-		s.PasswordHashes = map[string]string{"alice": string(hash), "nosuch": string(hash)}
+		s.PasswordHashes = map[string]string{"root": string(hash), "nosuch": string(hash)}
 	})
 	for _, tc := range []struct {
 		user, pw string
 		ok       bool
 	}{
-		{"alice", "s3cret", true},
-		{"alice", "wrong", false},
-		{"root", "s3cret", false},   // no hash for root
+		{"root", "s3cret", true},
+		{"root", "wrong", false},
+		{"alice", "s3cret", false},  // no hash for alice
 		{"nosuch", "s3cret", false}, // hash but no such user
 	} {
 		c, err := e.dial(tc.user, gossh.Password(tc.pw))
@@ -321,10 +330,10 @@ func TestCertificateAuth(t *testing.T) {
 func TestCertAuthorityLine(t *testing.T) {
 	ca := newSigner(t)
 	e := newEnv(t, nil)
-	e.writeAuthorizedKeys("alice", authorizedLine(`cert-authority,principals="ops,admin",no-pty`, ca.PublicKey()))
+	e.writeAuthorizedKeys("root", authorizedLine(`cert-authority,principals="ops,admin",no-pty`, ca.PublicKey()))
 	userKey := newSigner(t)
 	ops := newCert(t, ca, userKey, func(c *gossh.Certificate) { c.ValidPrincipals = []string{"ops"} })
-	if c, err := e.dial("alice", gossh.PublicKeys(ops)); err != nil {
+	if c, err := e.dial("root", gossh.PublicKeys(ops)); err != nil {
 		t.Errorf("cert-authority login with principal ops: %v", err)
 	} else {
 		s, _ := c.NewSession()
@@ -334,13 +343,13 @@ func TestCertAuthorityLine(t *testing.T) {
 		s.Close()
 		c.Close()
 	}
-	alice := newCert(t, ca, userKey, func(c *gossh.Certificate) { c.ValidPrincipals = []string{"alice"} })
-	if c, err := e.dial("alice", gossh.PublicKeys(alice)); err == nil {
+	alice := newCert(t, ca, userKey, func(c *gossh.Certificate) { c.ValidPrincipals = []string{"root"} })
+	if c, err := e.dial("root", gossh.PublicKeys(alice)); err == nil {
 		c.Close()
-		t.Error("principal alice accepted although principals= lists only ops,admin")
+		t.Error("principal root accepted although principals= lists only ops,admin")
 	}
 	// The CA's own key is not a user key.
-	if c, err := e.dial("alice", gossh.PublicKeys(ca)); err == nil {
+	if c, err := e.dial("root", gossh.PublicKeys(ca)); err == nil {
 		c.Close()
 		t.Error("the CA key itself logged in")
 	}
@@ -433,3 +442,39 @@ func TestFailureLimiterWindow(t *testing.T) {
 }
 
 var _ = errors.New
+
+func TestAuthorizedKeysStrictModes(t *testing.T) {
+	e := newEnv(t, nil)
+	file := filepath.Join(e.home("root"), ".ssh", "authorized_keys")
+	sshDir := filepath.Dir(file)
+	for _, tc := range []struct {
+		name     string
+		fileMode os.FileMode
+		dirMode  os.FileMode
+		owner    int
+		ok       bool
+	}{
+		{"sane", 0o600, 0o700, 0, true},
+		{"group writable file", 0o620, 0o700, 0, false},
+		{"world writable .ssh", 0o600, 0o777, 0, false},
+		{"owned by another user", 0o600, 0o700, 1000, os.Geteuid() != 0}, // chown needs root
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Chmod(file, tc.fileMode)
+			os.Chmod(sshDir, tc.dirMode)
+			os.Chown(file, tc.owner, tc.owner)
+			defer func() {
+				os.Chmod(file, 0o644)
+				os.Chmod(sshDir, 0o755)
+				os.Chown(file, testRootUID(), testRootUID())
+			}()
+			c, err := e.dial("root", gossh.PublicKeys(e.key))
+			if c != nil {
+				c.Close()
+			}
+			if (err == nil) != tc.ok {
+				t.Errorf("login with %s: %v, want ok=%v", tc.name, err, tc.ok)
+			}
+		})
+	}
+}

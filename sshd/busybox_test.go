@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -30,7 +31,7 @@ func TestBusyBoxAsh(t *testing.T) {
 			t.Fatal(err)
 		}
 		home := e.home("root")
-		writeFile(t, s.PasswdFile, "root:x:0:0:root:"+home+":"+ash+"\n")
+		writeFile(t, s.PasswdFile, fmt.Sprintf("root:x:%d:%d:root:%s:%s\n", testRootUID(), testRootUID(), home, ash))
 	})
 	c := e.login("root")
 	out, _, code := run(t, c, `echo "$0|$SHELL|${BASH_VERSION:-nobash}"; exit 9`, "")

@@ -64,6 +64,24 @@ func chmodWalkUp(t testing.TB, dir string) {
 	}
 }
 
+// testRootUID is the uid of the test user "root": 0 when the tests run as
+// root (as in CI), else the tests' own uid, since a server that is not root
+// only logs in its own user.
+func testRootUID() int {
+	if os.Geteuid() == 0 {
+		return 0
+	}
+	return os.Geteuid()
+}
+
+// needRoot skips tests that switch to other users.
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: sessions of other users")
+	}
+}
+
 func newSigner(t testing.TB) gossh.Signer {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -91,7 +109,7 @@ func newEnv(t *testing.T, configure func(e *testEnv, s *Server)) *testEnv {
 		shell    string
 		writeKey bool
 	}{
-		{"root", 0, "/bin/sh", true},
+		{"root", testRootUID(), "/bin/sh", true},
 		{"alice", 1000, "/bin/sh", true},
 		{"bob", 1001, "/bin/nonexistent-shell", true},
 		{"carol", 1002, "/bin/sh", false},

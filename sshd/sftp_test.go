@@ -88,10 +88,8 @@ func TestSFTPRoundTrip(t *testing.T) {
 }
 
 func TestSFTPRefusedForOtherUser(t *testing.T) {
+	needRoot(t)
 	e := newEnv(t, nil)
-	if e.srv.euid() != 0 {
-		t.Skip("needs root")
-	}
 	c := e.login("alice")
 	s, err := c.NewSession()
 	if err != nil {
