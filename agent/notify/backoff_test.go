@@ -1,0 +1,41 @@
+package notify
+
+import (
+	"testing"
+	"time"
+)
+
+func TestBackoffDelay(t *testing.T) {
+	low := func(int64) int64 { return 0 }
+	high := func(n int64) int64 { return n - 1 }
+	// min 1s, max 2min; lowWant and highWant are the ends of the range.
+	tests := []struct {
+		attempt           int
+		lowWant, highWant time.Duration
+	}{
+		{attempt: 0, lowWant: 0, highWant: 0},
+		{attempt: 1, lowWant: time.Second, highWant: 2 * time.Second},
+		{attempt: 2, lowWant: time.Second, highWant: 4 * time.Second},
+		{attempt: 6, lowWant: time.Second, highWant: 64 * time.Second},
+		{attempt: 7, lowWant: time.Second, highWant: 2 * time.Minute},
+		{attempt: 1000, lowWant: time.Second, highWant: 2 * time.Minute},
+	}
+	for _, tc := range tests {
+		lo := backoff{min: time.Second, max: 2 * time.Minute, rand: low}.delay(tc.attempt)
+		hi := backoff{min: time.Second, max: 2 * time.Minute, rand: high}.delay(tc.attempt)
+		if lo != tc.lowWant || hi != tc.highWant {
+			t.Errorf("delay(%d) ranges over [%v, %v], want [%v, %v]", tc.attempt, lo, hi, tc.lowWant, tc.highWant)
+		}
+	}
+	// The real random source stays in range.
+	b := backoff{min: 10 * time.Millisecond, max: 50 * time.Millisecond}
+	for i := range 1000 {
+		if d := b.delay(1 + i%10); d < b.min || d > b.max {
+			t.Fatalf("delay = %v, out of [%v, %v]", d, b.min, b.max)
+		}
+	}
+	// min == max: a constant delay.
+	if d := (backoff{min: time.Second, max: time.Second}).delay(3); d != time.Second {
+		t.Errorf("constant backoff delay = %v, want 1s", d)
+	}
+}

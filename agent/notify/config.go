@@ -1,0 +1,249 @@
+package notify
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults for the zero values of [Config].
+const (
+	DefaultPort             = 8883
+	DefaultKeepAlive        = 60 * time.Second
+	DefaultSessionExpiry    = time.Hour
+	DefaultConnectRetryMin  = time.Second
+	DefaultConnectRetryMax  = 2 * time.Minute
+	DefaultConnectTimeout   = 15 * time.Second
+	DefaultOperationTimeout = 15 * time.Second
+	AWSALPN                 = "x-amzn-mqtt-ca" // MQTT over TLS on port 443 at AWS IoT Core
+	maxKeepAlive            = 65535 * time.Second
+	maxSessionExpirySeconds = 1<<32 - 2 // 1<<32-1 means "never expires"
+	minConnectRetry         = time.Millisecond
+	thingNameSyntax         = `[a-zA-Z0-9:_-]{1,128}`
+	awsPortWithALPN         = 443
+)
+
+// thingNameRE is AWS IoT's thing name syntax; the same set is safe in an
+// MQTT topic (no '+', '#' or '/').
+var thingNameRE = regexp.MustCompile(`^` + thingNameSyntax + `$`)
+
+// Config configures a [Listener]. Only ThingName, Broker, CAFile, CertFile
+// and KeyFile are required; every other zero value has a documented
+// default.
+type Config struct {
+	// ThingName is the device's AWS IoT thing name ([a-zA-Z0-9:_-]{1,128}).
+	// The listener subscribes to $aws/things/<ThingName>/tunnels/notify.
+	// Required.
+	ThingName string
+
+	// ClientID is the MQTT client identifier. Empty means ThingName, which
+	// is what AWS IoT policies using ${iot:Connection.Thing.ThingName}
+	// expect. Two connections with one client id keep taking the session
+	// from each other; the broker then disconnects one of them (reason
+	// 0x8E), which is logged.
+	ClientID string
+
+	// Broker is the MQTT endpoint: "host:port", "host" (port 8883), or
+	// "mqtts://host[:port]" (also "tls://", "ssl://"). The connection is
+	// always TLS. Required.
+	Broker string
+
+	// CAFile is a PEM file of the CA certificates that sign the broker's
+	// certificate (for AWS IoT Core: Amazon Root CA 1). Required: the
+	// system pool is not used, routers rarely carry one.
+	CAFile string
+	// CertFile and KeyFile are the PEM client certificate (chain) and its
+	// private key. They are read by New; only their paths are ever logged.
+	// Required.
+	CertFile string
+	KeyFile  string
+
+	// ServerName overrides the name checked in the broker's certificate.
+	// Empty means the host part of Broker.
+	ServerName string
+
+	// ALPN lists the TLS application protocols to offer. Nil means none,
+	// except when the broker port is 443: then "x-amzn-mqtt-ca", which AWS
+	// IoT Core requires for MQTT with a client certificate on 443.
+	ALPN []string
+
+	// KeepAlive is the MQTT keep-alive interval (whole seconds, at most
+	// 65535 s). Zero means 60 s.
+	KeepAlive time.Duration
+
+	// SessionExpiry is how long the broker keeps the session (the
+	// subscription and the QoS 1 notifications queued for it) while the
+	// device is offline. Clean start is always false, so a notification
+	// published while the device was away is delivered when it comes back.
+	// Zero means 1 h. AWS IoT Core caps it per account (1 h by default).
+	SessionExpiry time.Duration
+
+	// ConnectRetryMin and ConnectRetryMax bound the jittered exponential
+	// backoff between failed connection attempts and between refused
+	// subscriptions: attempt n waits a random time in [min, min·2ⁿ], capped
+	// at max. Zero means 1 s and 2 min.
+	ConnectRetryMin time.Duration
+	ConnectRetryMax time.Duration
+
+	// ConnectTimeout bounds one connection attempt (TCP, TLS and CONNACK).
+	// Zero means 15 s.
+	ConnectTimeout time.Duration
+
+	// OperationTimeout bounds the wait for a SUBACK or PUBACK. Zero means
+	// 15 s.
+	OperationTimeout time.Duration
+
+	// Logger receives the listener's logs. Nil discards them. No log line
+	// holds a token, a key or a payload.
+	Logger *slog.Logger
+
+	// OnNotification is called with each valid, non-duplicate notification.
+	// It runs on the MQTT client's receive goroutine, and the PUBACK is sent
+	// after it returns: a notification is acknowledged only once handed
+	// over, but while it runs no other message is processed. It must not
+	// block: hand the notification to a goroutine or a buffered channel and
+	// return. Nil means notifications are only logged.
+	OnNotification func(Notification)
+
+	// OnSubscribeError is called, if set, each time the notify subscription
+	// fails, with a *[SubscribeError] when the broker refused it. The
+	// failure is also logged and the subscription retried with backoff, so
+	// this is for reporting (an event, a status LED). It must not block.
+	OnSubscribeError func(error)
+}
+
+// brokerAddr is Config.Broker resolved.
+type brokerAddr struct {
+	host string
+	port int
+}
+
+func (b brokerAddr) hostPort() string { return net.JoinHostPort(b.host, strconv.Itoa(b.port)) }
+
+// ConfigError is a configuration problem found by [New]; Field names the
+// Config field.
+type ConfigError struct {
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return "notify: config " + e.Field + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configErr(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// withDefaults validates c and returns a copy with the zero values
+// replaced by their defaults, and the parsed broker address.
+func (c Config) withDefaults() (Config, brokerAddr, error) {
+	if c.ThingName == "" {
+		return c, brokerAddr{}, configErr("ThingName", "is empty (the device's AWS IoT thing name)")
+	}
+	if !thingNameRE.MatchString(c.ThingName) {
+		return c, brokerAddr{}, configErr("ThingName", "%s is not a thing name (%s)", quoteShort(c.ThingName), thingNameSyntax)
+	}
+	if c.ClientID == "" {
+		c.ClientID = c.ThingName
+	}
+	if len(c.ClientID) > 128 || strings.ContainsAny(c.ClientID, "\x00") {
+		return c, brokerAddr{}, configErr("ClientID", "%s is too long or has a NUL byte (at most 128 bytes)", quoteShort(c.ClientID))
+	}
+	addr, err := parseBroker(c.Broker)
+	if err != nil {
+		return c, brokerAddr{}, &ConfigError{Field: "Broker", Err: err}
+	}
+	for _, f := range []struct{ name, val string }{{"CAFile", c.CAFile}, {"CertFile", c.CertFile}, {"KeyFile", c.KeyFile}} {
+		if f.val == "" {
+			return c, brokerAddr{}, configErr(f.name, "is empty (mutual TLS needs a CA file, a client certificate and its key)")
+		}
+	}
+	if c.ServerName == "" {
+		c.ServerName = addr.host
+	}
+	if c.ALPN == nil && addr.port == awsPortWithALPN {
+		c.ALPN = []string{AWSALPN}
+	}
+	durations := []struct {
+		name string
+		val  *time.Duration
+		def  time.Duration
+	}{
+		{"KeepAlive", &c.KeepAlive, DefaultKeepAlive},
+		{"SessionExpiry", &c.SessionExpiry, DefaultSessionExpiry},
+		{"ConnectRetryMin", &c.ConnectRetryMin, DefaultConnectRetryMin},
+		{"ConnectRetryMax", &c.ConnectRetryMax, DefaultConnectRetryMax},
+		{"ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout},
+		{"OperationTimeout", &c.OperationTimeout, DefaultOperationTimeout},
+	}
+	for _, d := range durations {
+		if *d.val < 0 {
+			return c, brokerAddr{}, configErr(d.name, "is negative (%v)", *d.val)
+		}
+		if *d.val == 0 {
+			*d.val = d.def
+		}
+	}
+	if c.KeepAlive < time.Second || c.KeepAlive > maxKeepAlive {
+		return c, brokerAddr{}, configErr("KeepAlive", "is %v, want 1s to %v", c.KeepAlive, maxKeepAlive)
+	}
+	if c.SessionExpiry < time.Second || c.SessionExpiry/time.Second > maxSessionExpirySeconds {
+		return c, brokerAddr{}, configErr("SessionExpiry", "is %v, want at least 1s (and under 136 years)", c.SessionExpiry)
+	}
+	if c.ConnectRetryMin < minConnectRetry {
+		return c, brokerAddr{}, configErr("ConnectRetryMin", "is %v, want at least %v", c.ConnectRetryMin, minConnectRetry)
+	}
+	if c.ConnectRetryMax < c.ConnectRetryMin {
+		return c, brokerAddr{}, configErr("ConnectRetryMax", "is %v, less than ConnectRetryMin %v", c.ConnectRetryMax, c.ConnectRetryMin)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, addr, nil
+}
+
+// parseBroker accepts "host", "host:port" and "mqtts://host[:port]".
+func parseBroker(s string) (brokerAddr, error) {
+	if s == "" {
+		return brokerAddr{}, errors.New("is empty (want host:port or mqtts://host:port)")
+	}
+	hostport := s
+	if i := strings.Index(s, "://"); i >= 0 {
+		u, err := url.Parse(s)
+		if err != nil {
+			return brokerAddr{}, fmt.Errorf("%q is not a URL: %w", s, err)
+		}
+		switch strings.ToLower(u.Scheme) {
+		case "mqtts", "tls", "ssl", "tcps", "mqtt+ssl":
+		default:
+			return brokerAddr{}, fmt.Errorf("%q: scheme %q is not supported (want mqtts://; the connection is always TLS)", s, u.Scheme)
+		}
+		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return brokerAddr{}, fmt.Errorf("%q: want only mqtts://host:port", s)
+		}
+		hostport = u.Host
+	}
+	host, portStr, err := net.SplitHostPort(hostport)
+	if err != nil {
+		// No port (or a bare IPv6 address without brackets).
+		host, portStr = strings.Trim(hostport, "[]"), ""
+	}
+	if host == "" || strings.ContainsAny(host, " /") {
+		return brokerAddr{}, fmt.Errorf("%q has no usable host name", s)
+	}
+	port := DefaultPort
+	if portStr != "" {
+		p, err := strconv.Atoi(portStr)
+		if err != nil || p < 1 || p > 65535 {
+			return brokerAddr{}, fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, portStr)
+		}
+		port = p
+	}
+	return brokerAddr{host: host, port: port}, nil
+}

@@ -1,0 +1,179 @@
+package notify
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNewValidatesConfig(t *testing.T) {
+	p := newPKI(t)
+	cert, key := p.client(t, "thing-a")
+	good := Config{ThingName: "thing-a", Broker: "127.0.0.1:8883", CAFile: p.CAFile, CertFile: cert, KeyFile: key}
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	notPEM := filepath.Join(t.TempDir(), "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, otherKey := p.client(t, "thing-b")
+
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		field  string
+		want   string
+	}{
+		{"no thing name", func(c *Config) { c.ThingName = "" }, "ThingName", "is empty"},
+		{"thing name with a slash", func(c *Config) { c.ThingName = "a/b" }, "ThingName", `"a/b" is not a thing name`},
+		{"thing name with a wildcard", func(c *Config) { c.ThingName = "a+" }, "ThingName", "is not a thing name"},
+		{"thing name too long", func(c *Config) { c.ThingName = strings.Repeat("t", 129) }, "ThingName", "is not a thing name"},
+		{"client id too long", func(c *Config) { c.ClientID = strings.Repeat("c", 129) }, "ClientID", "too long"},
+		{"no broker", func(c *Config) { c.Broker = "" }, "Broker", "is empty"},
+		{"plain mqtt", func(c *Config) { c.Broker = "mqtt://127.0.0.1:1883" }, "Broker", `scheme "mqtt" is not supported`},
+		{"websocket", func(c *Config) { c.Broker = "wss://example.com/mqtt" }, "Broker", `scheme "wss" is not supported`},
+		{"bad port", func(c *Config) { c.Broker = "example.com:http" }, "Broker", `port "http"`},
+		{"port out of range", func(c *Config) { c.Broker = "example.com:70000" }, "Broker", `port "70000"`},
+		{"url with a path", func(c *Config) { c.Broker = "mqtts://example.com:8883/x" }, "Broker", "want only mqtts://host:port"},
+		{"no CA", func(c *Config) { c.CAFile = "" }, "CAFile", "is empty"},
+		{"no cert", func(c *Config) { c.CertFile = "" }, "CertFile", "is empty"},
+		{"no key", func(c *Config) { c.KeyFile = "" }, "KeyFile", "is empty"},
+		{"CA missing", func(c *Config) { c.CAFile = missing }, "CAFile", "no such file"},
+		{"CA not PEM", func(c *Config) { c.CAFile = notPEM }, "CAFile", "holds no PEM certificate"},
+		{"cert missing", func(c *Config) { c.CertFile = missing }, "CertFile", "no such file"},
+		{"key missing", func(c *Config) { c.KeyFile = missing }, "KeyFile", "no such file"},
+		{"key of another cert", func(c *Config) { c.KeyFile = otherKey }, "CertFile", "private key does not match"},
+		{"negative keepalive", func(c *Config) { c.KeepAlive = -time.Second }, "KeepAlive", "is negative"},
+		{"keepalive too short", func(c *Config) { c.KeepAlive = time.Millisecond }, "KeepAlive", "want 1s to"},
+		{"keepalive too long", func(c *Config) { c.KeepAlive = 100000 * time.Second }, "KeepAlive", "want 1s to"},
+		{"session expiry too short", func(c *Config) { c.SessionExpiry = time.Millisecond }, "SessionExpiry", "want at least 1s"},
+		{"retry max below min", func(c *Config) { c.ConnectRetryMin = time.Minute; c.ConnectRetryMax = time.Second }, "ConnectRetryMax", "less than ConnectRetryMin"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good
+			tc.modify(&cfg)
+			_, err := New(cfg)
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("New = %v, want a *ConfigError", err)
+			}
+			if ce.Field != tc.field || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New = %q (field %s), want field %s and %q", err, ce.Field, tc.field, tc.want)
+			}
+			if !strings.HasPrefix(err.Error(), "notify: config "+tc.field+": ") {
+				t.Errorf("error %q does not start with the field name", err)
+			}
+		})
+	}
+	// Key material never shows in an error.
+	keyPEM, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := good
+	cfg.CertFile = key // a key where the certificate belongs
+	_, err = New(cfg)
+	if err == nil || strings.Contains(err.Error(), string(keyPEM[40:80])) {
+		t.Errorf("New with a key as CertFile = %v", err)
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	p := newPKI(t)
+	cert, key := p.client(t, "thing-a")
+	base := Config{ThingName: "thing-a", CAFile: p.CAFile, CertFile: cert, KeyFile: key}
+
+	tests := []struct {
+		broker     string
+		wantAddr   string
+		wantServer string
+		wantALPN   []string
+	}{
+		{"example.iot.us-east-1.amazonaws.com", "example.iot.us-east-1.amazonaws.com:8883", "example.iot.us-east-1.amazonaws.com", nil},
+		{"example.iot.us-east-1.amazonaws.com:8883", "example.iot.us-east-1.amazonaws.com:8883", "example.iot.us-east-1.amazonaws.com", nil},
+		// AWS IoT Core takes MQTT with a client certificate on 443 only with this ALPN.
+		{"example.iot.us-east-1.amazonaws.com:443", "example.iot.us-east-1.amazonaws.com:443", "example.iot.us-east-1.amazonaws.com", []string{"x-amzn-mqtt-ca"}},
+		{"mqtts://example.com:443", "example.com:443", "example.com", []string{"x-amzn-mqtt-ca"}},
+		{"mqtts://example.com", "example.com:8883", "example.com", nil},
+		{"tls://127.0.0.1:18883", "127.0.0.1:18883", "127.0.0.1", nil},
+		{"[::1]:8883", "[::1]:8883", "::1", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.broker, func(t *testing.T) {
+			cfg := base
+			cfg.Broker = tc.broker
+			l, err := New(cfg)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			if got := l.addr.hostPort(); got != tc.wantAddr {
+				t.Errorf("address = %s, want %s", got, tc.wantAddr)
+			}
+			if l.tls.ServerName != tc.wantServer {
+				t.Errorf("tls ServerName = %q, want %q", l.tls.ServerName, tc.wantServer)
+			}
+			if !slices.Equal(l.tls.NextProtos, tc.wantALPN) {
+				t.Errorf("tls NextProtos = %q, want %q", l.tls.NextProtos, tc.wantALPN)
+			}
+			if len(l.tls.Certificates) != 1 || l.tls.RootCAs == nil || l.tls.MinVersion < 0x0303 {
+				t.Errorf("tls config lacks the client certificate, the CA pool or TLS 1.2")
+			}
+		})
+	}
+
+	// An explicit ALPN wins on 443; defaults fill the zero values.
+	cfg := base
+	cfg.Broker = "example.com:443"
+	cfg.ALPN = []string{"mqtt"}
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(l.tls.NextProtos, []string{"mqtt"}) {
+		t.Errorf("NextProtos = %q, want the configured [mqtt]", l.tls.NextProtos)
+	}
+	c := l.cfg
+	if c.ClientID != "thing-a" || c.KeepAlive != DefaultKeepAlive || c.SessionExpiry != DefaultSessionExpiry ||
+		c.ConnectRetryMin != DefaultConnectRetryMin || c.ConnectRetryMax != DefaultConnectRetryMax ||
+		c.ConnectTimeout != DefaultConnectTimeout || c.OperationTimeout != DefaultOperationTimeout || c.Logger == nil {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	if l.Topic() != "$aws/things/thing-a/tunnels/notify" {
+		t.Errorf("Topic = %s", l.Topic())
+	}
+	ac := l.clientConfig(t.Context())
+	if ac.CleanStartOnInitialConnection || ac.SessionExpiryInterval != 3600 || ac.KeepAlive != 60 || ac.ClientID != "thing-a" {
+		t.Errorf("autopaho config: clean start %v, session expiry %d, keepalive %d, client id %q; want false, 3600, 60, thing-a",
+			ac.CleanStartOnInitialConnection, ac.SessionExpiryInterval, ac.KeepAlive, ac.ClientID)
+	}
+}
+
+func TestRunTwiceAtOnce(t *testing.T) {
+	p := newPKI(t)
+	log, _ := newLogRecorder(t)
+	// Nothing listens on this port: Run keeps retrying until stopped.
+	cfg := testConfig(t, p, hostPort(freePort(t)), "thing-a", log)
+	l := newListener(t, cfg)
+	stop := runListener(t, l)
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		l.mu.Lock()
+		running := l.running
+		l.mu.Unlock()
+		if running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := l.Run(t.Context()); !errors.Is(err, ErrRunning) {
+		t.Errorf("second Run = %v, want ErrRunning", err)
+	}
+	stop()
+}

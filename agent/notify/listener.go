@@ -1,0 +1,347 @@
+package notify
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+var (
+	// ErrNotConnected is returned by Publish while the listener has no
+	// connection to the broker (not running, or between reconnects).
+	ErrNotConnected = errors.New("notify: not connected to the broker")
+	// ErrRunning is returned by Run when the listener is already running.
+	ErrRunning = errors.New("notify: listener is already running")
+)
+
+// stableConnection is how long a connection must last to count as healthy:
+// a connection the broker drops sooner (a duplicate client id, a policy
+// violation) makes the next reconnect back off as if it had failed, instead
+// of reconnecting at once in a tight loop.
+const stableConnection = 30 * time.Second
+
+// Topic returns the notify topic of a thing:
+// $aws/things/<thing>/tunnels/notify.
+func Topic(thing string) string { return "$aws/things/" + thing + "/tunnels/notify" }
+
+// Listener is an MQTT v5 client that listens for tunnel notifications. Make
+// one with [New], then call [Listener.Run]; it may be run again after Run
+// returns (the broker keeps the session in between).
+type Listener struct {
+	cfg     Config
+	addr    brokerAddr
+	tls     *tls.Config
+	topic   string
+	log     *slog.Logger
+	backoff backoff
+	dedupe  dedupe
+	now     func() time.Time // nil means time.Now; a test seam
+
+	subWG sync.WaitGroup // subscription goroutines of the current Run
+
+	mu         sync.Mutex
+	running    bool
+	cm         *autopaho.ConnectionManager // non-nil while a connection is up
+	connCancel context.CancelFunc          // ends the current connection's subscriber
+	ready      chan struct{}               // closed while connected and subscribed
+	isReady    bool                        // ready is closed
+	upAt       time.Time                   // when the current connection came up
+	flaps      int                         // connections in a row that ended before stableConnection
+}
+
+// New validates cfg, reads its certificate files and returns a Listener.
+// Errors are *[ConfigError] naming the field.
+func New(cfg Config) (*Listener, error) {
+	c, addr, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	tc, err := newTLSConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	l := &Listener{
+		cfg:     c,
+		addr:    addr,
+		tls:     tc,
+		topic:   Topic(c.ThingName),
+		log:     c.Logger.With("thing", c.ThingName),
+		backoff: backoff{min: c.ConnectRetryMin, max: c.ConnectRetryMax},
+		ready:   make(chan struct{}),
+	}
+	if leaf := certLeaf(tc); leaf != nil {
+		l.log.Debug("client certificate", "file", c.CertFile, "subject", leaf.Subject.String(),
+			"not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return l, nil
+}
+
+// Topic returns the topic the listener subscribes to.
+func (l *Listener) Topic() string { return l.topic }
+
+func (l *Listener) clock() time.Time {
+	if l.now != nil {
+		return l.now()
+	}
+	return time.Now()
+}
+
+// Run connects to the broker, subscribes to the notify topic on every
+// connection, reconnects with jittered backoff whenever the connection is
+// lost, and hands notifications to Config.OnNotification. It returns
+// ctx.Err() once ctx ends and every goroutine it started has finished, after
+// a clean MQTT DISCONNECT that keeps the session (and the subscription) on
+// the broker for Config.SessionExpiry. Run never gives up on its own: a
+// broker that is down, refuses the certificate or refuses the subscription
+// is logged and retried.
+func (l *Listener) Run(ctx context.Context) error {
+	l.mu.Lock()
+	if l.running {
+		l.mu.Unlock()
+		return ErrRunning
+	}
+	l.running = true
+	l.flaps = 0
+	l.mu.Unlock()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cm, err := autopaho.NewConnection(runCtx, l.clientConfig(runCtx))
+	if err != nil {
+		l.stopped()
+		return fmt.Errorf("notify: starting the MQTT client: %w", err)
+	}
+	l.log.Info("mqtt connecting", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,
+		"topic", l.topic, "alpn", strings.Join(l.cfg.ALPN, ","))
+	<-cm.Done() // autopaho ends only when runCtx does
+	l.subWG.Wait()
+	l.stopped()
+	l.log.Info("mqtt stopped")
+	return ctx.Err()
+}
+
+// stopped resets the connection state after a Run.
+func (l *Listener) stopped() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.running = false
+	l.cm = nil
+	if l.connCancel != nil {
+		l.connCancel()
+		l.connCancel = nil
+	}
+	if l.isReady {
+		l.ready = make(chan struct{})
+		l.isReady = false
+	}
+}
+
+// AwaitConnection blocks until the listener is connected and its notify
+// subscription is granted (a notification published after it returns will
+// be delivered), or ctx ends.
+func (l *Listener) AwaitConnection(ctx context.Context) error {
+	l.mu.Lock()
+	ch := l.ready
+	l.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Publish sends payload to topic at QoS 1 on the listener's connection and
+// waits for the PUBACK, for the agent's status and audit events. It returns
+// an error wrapping ErrNotConnected at once when there is no connection,
+// instead of queueing, and gives up when ctx ends or after
+// Config.OperationTimeout. A message the broker refuses (PUBACK reason
+// ≥ 0x80) is an error naming the reason.
+func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) error {
+	if topic == "" || strings.ContainsAny(topic, "+#\x00") {
+		return fmt.Errorf("notify: publish: %s is not a topic name", quoteShort(topic))
+	}
+	l.mu.Lock()
+	cm := l.cm
+	l.mu.Unlock()
+	if cm == nil {
+		return fmt.Errorf("publishing to %s: %w", topic, ErrNotConnected)
+	}
+	resp, err := cm.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
+	switch {
+	case errors.Is(err, autopaho.ConnectionDownError):
+		return fmt.Errorf("publishing to %s: %w", topic, ErrNotConnected)
+	case resp != nil && resp.ReasonCode >= 0x80:
+		msg := fmt.Sprintf("notify: publishing to %s: refused by the broker, reason %s", topic, reasonText(resp.ReasonCode))
+		if resp.Properties != nil && resp.Properties.ReasonString != "" {
+			msg += ": " + resp.Properties.ReasonString
+		}
+		if resp.ReasonCode == 0x87 {
+			msg += "; " + publishPolicyHint(topic)
+		}
+		return errors.New(msg)
+	case err != nil:
+		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
+	}
+	return nil
+}
+
+func (l *Listener) clientConfig(runCtx context.Context) autopaho.ClientConfig {
+	return autopaho.ClientConfig{
+		ServerUrls:                    []*url.URL{{Scheme: "mqtts", Host: l.addr.hostPort()}},
+		TlsCfg:                        l.tls,
+		KeepAlive:                     uint16(l.cfg.KeepAlive / time.Second),
+		CleanStartOnInitialConnection: false, // keep the broker's session: offline notifications
+		SessionExpiryInterval:         uint32(l.cfg.SessionExpiry / time.Second),
+		ReconnectBackoff:              l.reconnectDelay,
+		ConnectTimeout:                l.cfg.ConnectTimeout,
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+			l.connectionUp(runCtx, cm, ca)
+		},
+		OnConnectionDown: l.connectionDown,
+		OnConnectError:   l.connectError,
+		// Debug, Errors, PahoDebug and PahoErrors stay unset on purpose:
+		// paho's debug output prints packets, payloads (tokens) included.
+		ClientConfig: paho.ClientConfig{
+			ClientID:          l.cfg.ClientID,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){l.received},
+			OnClientError: func(err error) {
+				if runCtx.Err() == nil {
+					l.log.Warn("mqtt connection lost", "error", err)
+				}
+			},
+			OnServerDisconnect: l.serverDisconnect,
+			PacketTimeout:      l.cfg.OperationTimeout,
+		},
+	}
+}
+
+// reconnectDelay is autopaho's ReconnectBackoff: attempt counts failures
+// since the connection was lost (0 = reconnect at once), flaps adds the
+// connections that did not last.
+func (l *Listener) reconnectDelay(attempt int) time.Duration {
+	l.mu.Lock()
+	flaps := l.flaps
+	l.mu.Unlock()
+	return l.backoff.delay(attempt + flaps)
+}
+
+// connectionUp is autopaho's OnConnectionUp: it must not block, so the
+// subscription runs in a goroutine bound to this connection.
+func (l *Listener) connectionUp(runCtx context.Context, cm *autopaho.ConnectionManager, ca *paho.Connack) {
+	connCtx, cancel := context.WithCancel(runCtx)
+	l.mu.Lock()
+	l.cm = cm
+	l.connCancel = cancel
+	l.upAt = l.clock()
+	l.mu.Unlock()
+	l.log.Info("mqtt connected", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,
+		"session_present", ca.SessionPresent)
+	l.subWG.Add(1)
+	go func() {
+		defer l.subWG.Done()
+		l.subscribe(connCtx, cm)
+	}()
+}
+
+// connectionDown is autopaho's OnConnectionDown, called once the connection
+// that connectionUp saw is gone (not when Run ends).
+func (l *Listener) connectionDown() bool {
+	l.mu.Lock()
+	if l.connCancel != nil {
+		l.connCancel()
+		l.connCancel = nil
+	}
+	l.cm = nil
+	if l.isReady {
+		l.ready = make(chan struct{})
+		l.isReady = false
+	}
+	lasted := l.clock().Sub(l.upAt)
+	if lasted < stableConnection {
+		l.flaps = min(l.flaps+1, 16)
+	} else {
+		l.flaps = 0
+	}
+	flaps := l.flaps
+	l.mu.Unlock()
+	l.log.Info("mqtt reconnecting", "connection_lasted", lasted.Round(time.Millisecond), "short_connections", flaps)
+	return true // keep reconnecting until Run's context ends
+}
+
+func (l *Listener) connectError(err error) {
+	attrs := []any{"broker", l.addr.hostPort(), "error", err}
+	var ce *autopaho.ConnackError
+	switch {
+	case errors.As(err, &ce):
+		attrs = append(attrs, "reason", reasonText(ce.ReasonCode))
+		if ce.Reason != "" {
+			attrs = append(attrs, "reason_string", ce.Reason)
+		}
+		switch ce.ReasonCode {
+		case 0x86, 0x87, 0x8A, 0x8C:
+			attrs = append(attrs, "hint", connectPolicyHint(l.cfg.ClientID))
+		case 0x85:
+			attrs = append(attrs, "hint", "the broker does not accept client id "+quoteShort(l.cfg.ClientID))
+		}
+	case clockLooksWrong(err, l.clock(), buildTime()):
+		// Not a certificate problem: a router without an RTC before NTP.
+		l.log.Warn("mqtt connect failed; retrying: the system clock looks wrong, TLS cannot verify "+
+			"certificates until it is set (NTP, RTC)", append(attrs, "clock", l.clock().UTC().Format(time.RFC3339),
+			"built", buildTime().UTC().Format(time.RFC3339))...)
+		return
+	default:
+		if hint := tlsHint(err, l.clock(), buildTime(), l.cfg); hint != "" {
+			attrs = append(attrs, "hint", hint)
+		}
+	}
+	l.log.Warn("mqtt connect failed; retrying", attrs...)
+}
+
+func (l *Listener) serverDisconnect(d *paho.Disconnect) {
+	attrs := []any{"reason", reasonText(d.ReasonCode)}
+	if d.Properties != nil && d.Properties.ReasonString != "" {
+		attrs = append(attrs, "reason_string", d.Properties.ReasonString)
+	}
+	switch d.ReasonCode {
+	case 0x8E:
+		attrs = append(attrs, "hint", "another client connected with client id "+quoteShort(l.cfg.ClientID)+
+			"; each device needs its own")
+	case 0x87:
+		attrs = append(attrs, "hint", subscribePolicyHint(l.cfg.ThingName, l.topic))
+	}
+	l.log.Warn("mqtt broker closed the connection", attrs...)
+}
+
+// received is the paho OnPublishReceived handler. It runs on the client's
+// receive goroutine; the PUBACK goes out after it returns.
+func (l *Listener) received(pr paho.PublishReceived) (bool, error) {
+	p := pr.Packet
+	if p.Topic != l.topic {
+		l.log.Debug("mqtt message on another topic ignored", "topic", p.Topic, "bytes", len(p.Payload))
+		return false, nil
+	}
+	if l.dedupe.seen(p.Payload) {
+		l.log.Info("duplicate notification ignored", "bytes", len(p.Payload), "redelivery", p.Duplicate())
+		return true, nil
+	}
+	n, err := ParseNotification(p.Payload)
+	if err != nil {
+		l.log.Warn("notification rejected", "topic", p.Topic, "bytes", len(p.Payload), "error", err)
+		return true, nil
+	}
+	l.log.Info("tunnel notification", "notification", n)
+	if l.cfg.OnNotification != nil {
+		l.cfg.OnNotification(n)
+	}
+	return true, nil
+}

@@ -1,0 +1,129 @@
+package notify
+
+// A refused subscription, against an in-process mochi-mqtt broker whose ACL
+// hook refuses the first subscriptions to the notify topic, the way AWS IoT
+// Core answers SUBACK 0x87 when the policy lacks iot:Subscribe.
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// refuseSubscribe allows every connection and publish, and refuses the
+// first refusals subscriptions to topic.
+type refuseSubscribe struct {
+	mqtt.HookBase
+	topic    string
+	refusals int32
+	refused  atomic.Int32
+}
+
+func (h *refuseSubscribe) ID() string { return "refuse-subscribe" }
+
+func (h *refuseSubscribe) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
+}
+
+func (h *refuseSubscribe) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+func (h *refuseSubscribe) OnACLCheck(_ *mqtt.Client, topic string, write bool) bool {
+	if !write && topic == h.topic && h.refused.Load() < h.refusals {
+		h.refused.Add(1)
+		return false
+	}
+	return true
+}
+
+// startMochi runs a mochi broker with mutual TLS on a free loopback port.
+func startMochi(t *testing.T, p *testPKI, hook mqtt.Hook) (*mqtt.Server, string) {
+	t.Helper()
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(hook, nil); err != nil {
+		t.Fatal(err)
+	}
+	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: p.serverTLS(t, time.Time{})})
+	if err := srv.AddListener(ln); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv, ln.Address()
+}
+
+func TestSubscriptionRefusedIsReportedAndRetried(t *testing.T) {
+	p := newPKI(t)
+	hook := &refuseSubscribe{topic: Topic("thing-a"), refusals: 2}
+	srv, addr := startMochi(t, p, hook)
+
+	log, rec := newLogRecorder(t)
+	sink := newSink(t)
+	var mu sync.Mutex
+	var reported []error
+	cfg := testConfig(t, p, addr, "thing-a", log)
+	cfg.OnNotification = sink.callback
+	cfg.OnSubscribeError = func(err error) {
+		mu.Lock()
+		reported = append(reported, err)
+		mu.Unlock()
+	}
+	l := newListener(t, cfg)
+	runListener(t, l)
+
+	// Refused twice, then granted on the third attempt of the same connection.
+	awaitConnection(t, l)
+	line := rec.waitFor("notify subscription failed", "attempt=1")
+	for _, want := range []string{
+		"level=ERROR",
+		"0x87 (not authorized)",
+		"iot:Subscribe",
+		"topicfilter/$aws/things/thing-a/tunnels/notify",
+		"iot:Receive",
+		"topic/$aws/things/thing-a/tunnels/notify",
+		"retry_in=",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("refusal log line lacks %q: %s", want, line)
+		}
+	}
+	rec.waitFor("notify subscription failed", "attempt=2")
+	rec.waitFor("notify subscription granted", "attempts=3")
+	if got := hook.refused.Load(); got != 2 {
+		t.Errorf("broker refused %d subscriptions, want 2", got)
+	}
+	if n := rec.count("mqtt connected"); n != 1 {
+		t.Errorf("%d connections, want the retries on one connection", n)
+	}
+
+	mu.Lock()
+	if len(reported) != 2 {
+		t.Errorf("OnSubscribeError called %d times, want 2", len(reported))
+	}
+	for _, err := range reported {
+		var se *SubscribeError
+		if !errors.As(err, &se) || se.Reason != 0x87 || se.Topic != Topic("thing-a") {
+			t.Errorf("OnSubscribeError(%v), want a *SubscribeError with reason 0x87", err)
+		}
+	}
+	mu.Unlock()
+
+	// Once granted, notifications flow.
+	if err := srv.Publish(Topic("thing-a"), notifyPayload(testToken+"mochi"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := sink.next(); n.ClientAccessToken != testToken+"mochi" {
+		t.Fatalf("got %v, want the notification after the subscription was granted", n)
+	}
+	rec.assertNoSecret(testToken[:20])
+}

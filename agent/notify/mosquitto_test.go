@@ -1,0 +1,320 @@
+package notify
+
+// Tier 2: the listener against a real Mosquitto (Debian's mosquitto 2.0,
+// /usr/sbin/mosquitto) with mutual TLS, use_identity_as_username and an ACL
+// that confines each certificate to its own thing's topics, as AWS IoT
+// policies do. `make test` installs mosquitto (tools/deps.sh).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const mosquittoPath = "/usr/sbin/mosquitto"
+
+// publisherCN is the certificate identity allowed to publish on every
+// thing's topics: the stand-in for AWS IoT Secure Tunneling.
+const publisherCN = "publisher"
+
+type mosquitto struct {
+	t      testing.TB
+	pki    *testPKI
+	dir    string
+	conf   string
+	logf   string
+	port   int
+	addr   string
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// startMosquitto writes a configuration and starts a broker on a free
+// loopback port; it is stopped when the test ends.
+func startMosquitto(t testing.TB) *mosquitto {
+	t.Helper()
+	path := mosquittoPath
+	if _, err := os.Stat(path); err != nil {
+		if p, lerr := exec.LookPath("mosquitto"); lerr == nil {
+			path = p
+		} else if os.Getenv("CI") == "true" {
+			t.Fatalf("mosquitto is required (Debian package mosquitto; `make test` installs it): %v", err)
+		} else {
+			t.Skipf("skipping: mosquitto not installed (apt-get install mosquitto, or run `make test`): %v", err)
+		}
+	}
+	p := newPKI(t)
+	m := &mosquitto{t: t, pki: p, dir: p.dir, port: freePort(t)}
+	m.addr = hostPort(m.port)
+	cert, key := p.server(t, "server", time.Time{})
+	acl := filepath.Join(m.dir, "acl")
+	// Patterns apply to every user; the publisher may use any thing's topics.
+	aclText := "pattern readwrite $aws/things/%u/#\n\nuser " + publisherCN + "\ntopic readwrite $aws/things/#\n"
+	if err := os.WriteFile(acl, []byte(aclText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.logf = filepath.Join(m.dir, "mosquitto.log")
+	m.conf = filepath.Join(m.dir, "mosquitto.conf")
+	conf := strings.Join([]string{
+		"# started as root, mosquitto would switch to user mosquitto, who cannot read the test's files",
+		"user root",
+		"per_listener_settings false",
+		"allow_anonymous false",
+		"persistence true",
+		"persistence_location " + m.dir + "/",
+		"autosave_interval 0",
+		"log_dest stderr",
+		"log_type error",
+		"log_type warning",
+		"log_type notice",
+		"log_type information",
+		"acl_file " + acl,
+		fmt.Sprintf("listener %d 127.0.0.1", m.port),
+		"cafile " + p.CAFile,
+		"certfile " + cert,
+		"keyfile " + key,
+		"require_certificate true",
+		"use_identity_as_username true",
+		"",
+	}, "\n")
+	if err := os.WriteFile(m.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.start(path)
+	t.Cleanup(func() {
+		m.stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(m.logf); err == nil {
+				t.Logf("mosquitto log:\n%s", b)
+			}
+		}
+	})
+	return m
+}
+
+func (m *mosquitto) start(path string) {
+	m.t.Helper()
+	logf, err := os.OpenFile(m.logf, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer logf.Close()
+	m.cmd = exec.Command(path, "-c", m.conf)
+	m.cmd.Stdout, m.cmd.Stderr = logf, logf // files: no copying goroutines
+	if err := m.cmd.Start(); err != nil {
+		m.t.Fatalf("starting %s: %v", path, err)
+	}
+	m.exited = make(chan struct{})
+	cmd, exited := m.cmd, m.exited
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	waitPort(m.t, m.addr, m.exited)
+}
+
+// stop ends the broker with SIGTERM, which makes it save its persistence
+// database, and waits for it.
+func (m *mosquitto) stop() {
+	if m.cmd == nil {
+		return
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.exited:
+	case <-time.After(10 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-m.exited
+	}
+	m.cmd = nil
+}
+
+func (m *mosquitto) restart() {
+	m.t.Helper()
+	path := m.cmd.Path
+	m.stop()
+	m.start(path)
+}
+
+func (m *mosquitto) publisher(t testing.TB, clientID string) *testClient {
+	return dialTestClient(t, m.addr, m.pki.clientTLS(t, publisherCN), clientID)
+}
+
+func TestMosquittoNotifications(t *testing.T) {
+	m := startMosquitto(t)
+	log, rec := newLogRecorder(t)
+	sink := newSink(t)
+	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfg.OnNotification = sink.callback
+	l := newListener(t, cfg)
+	runListener(t, l)
+	awaitConnection(t, l)
+	pub := m.publisher(t, "publisher-1")
+	topic := Topic("thing-a")
+	defer rec.assertNoSecret(testToken[:20])
+
+	t.Run("delivered and parsed", func(t *testing.T) {
+		pub.publish(topic, notifyPayload(testToken+"1", "SSH", "VNC"))
+		n := sink.next()
+		want := Notification{ClientAccessToken: testToken + "1", ClientMode: "destination", Region: "us-east-1", Services: []string{"SSH", "VNC"}}
+		if n.ClientAccessToken != want.ClientAccessToken || n.Region != want.Region || strings.Join(n.Services, ",") != "SSH,VNC" {
+			t.Fatalf("got %#v, want %#v", n, want)
+		}
+		rec.waitFor("tunnel notification", n.TokenFingerprint())
+	})
+
+	t.Run("bad payloads rejected", func(t *testing.T) {
+		bad := [][]byte{
+			[]byte(`{"clientAccessToken":"` + testToken + `2","clientMode":"source","region":"us-east-1","services":["SSH"]}`),
+			[]byte(`{"clientAccessToken":"` + testToken + `3","clientMode":"destination","region":"us-east-1","services":[]}`),
+			[]byte(`not json ` + testToken),
+			[]byte(strings.Repeat("x", MaxPayloadSize+1)),
+		}
+		for _, p := range bad {
+			pub.publish(topic, p)
+		}
+		rec.waitCount(len(bad), "notification rejected")
+		for _, want := range []string{`clientMode is \"source\"`, "services has 0 entries", "payload is not valid JSON", "over the 16384-byte limit"} {
+			if rec.count("notification rejected", want) != 1 {
+				t.Errorf("no rejection log line with %q", want)
+			}
+		}
+		// A good one after the bad ones proves the callback saw none of them.
+		pub.publish(topic, notifyPayload(testToken+"4"))
+		if n := sink.next(); n.ClientAccessToken != testToken+"4" {
+			t.Fatalf("got %v, want the notification sent after the bad payloads", n)
+		}
+	})
+
+	t.Run("duplicate ignored", func(t *testing.T) {
+		dup := notifyPayload(testToken + "5")
+		pub.publish(topic, dup)
+		pub.publish(topic, dup)
+		pub.publish(topic, notifyPayload(testToken+"6"))
+		if n := sink.next(); n.ClientAccessToken != testToken+"5" {
+			t.Fatalf("got %v, want token 5", n)
+		}
+		if n := sink.next(); n.ClientAccessToken != testToken+"6" {
+			t.Fatalf("got %v, want token 6 (the duplicate of 5 must be ignored)", n)
+		}
+		rec.waitFor("duplicate notification ignored")
+	})
+
+	t.Run("publish", func(t *testing.T) {
+		events := Topic("thing-a")[:len("$aws/things/thing-a/")] + "events"
+		sub := m.publisher(t, "events-reader")
+		sub.subscribe(events)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := l.Publish(ctx, events, []byte(`{"event":"tunnel connected"}`)); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		select {
+		case p := <-sub.got:
+			if p.Topic != events || string(p.Payload) != `{"event":"tunnel connected"}` || p.QoS != 1 {
+				t.Fatalf("reader got %s %q QoS %d", p.Topic, p.Payload, p.QoS)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatal("event not received by the second client")
+		}
+		// The ACL confines thing-a to its own topics: a refused PUBACK.
+		err := l.Publish(ctx, "$aws/things/thing-b/events", []byte(`{}`))
+		if err == nil || !strings.Contains(err.Error(), "0x87 (not authorized)") || !strings.Contains(err.Error(), "iot:Publish") {
+			t.Fatalf("Publish to another thing's topic = %v, want a 0x87 refusal with a policy hint", err)
+		}
+	})
+
+	sink.none(100 * time.Millisecond)
+}
+
+func TestMosquittoPersistentSession(t *testing.T) {
+	m := startMosquitto(t)
+	log, rec := newLogRecorder(t)
+	sink := newSink(t)
+	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfg.OnNotification = sink.callback
+
+	l := newListener(t, cfg)
+	stop := runListener(t, l)
+	awaitConnection(t, l)
+	stop() // a clean DISCONNECT; the session stays for SessionExpiry
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := l.Publish(ctx, "$aws/things/thing-a/events", nil); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("Publish while stopped = %v, want ErrNotConnected", err)
+	}
+
+	// Published while the device is offline: the broker queues it (QoS 1).
+	m.publisher(t, "publisher-offline").publish(Topic("thing-a"), notifyPayload(testToken+"offline"))
+
+	// The device restarts: a new process, the same client id.
+	l2 := newListener(t, cfg)
+	runListener(t, l2)
+	n := sink.next()
+	if n.ClientAccessToken != testToken+"offline" {
+		t.Fatalf("got %v, want the notification published while offline", n)
+	}
+	rec.waitFor("mqtt connected", "session_present=true")
+	rec.assertNoSecret(testToken[:20])
+}
+
+func TestMosquittoRestart(t *testing.T) {
+	m := startMosquitto(t)
+	log, rec := newLogRecorder(t)
+	sink := newSink(t)
+	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfg.OnNotification = sink.callback
+	l := newListener(t, cfg)
+	runListener(t, l)
+	awaitConnection(t, l)
+
+	m.restart()
+
+	// The listener notices, reconnects with backoff and subscribes again.
+	rec.waitCount(2, "notify subscription granted")
+	rec.waitCount(2, "mqtt connected")
+	awaitConnection(t, l)
+	m.publisher(t, "publisher-after-restart").publish(Topic("thing-a"), notifyPayload(testToken+"after"))
+	if n := sink.next(); n.ClientAccessToken != testToken+"after" {
+		t.Fatalf("got %v, want the notification sent after the restart", n)
+	}
+}
+
+func TestMosquittoACL(t *testing.T) {
+	m := startMosquitto(t)
+	log, _ := newLogRecorder(t)
+
+	// thing-a's own listener, one that uses thing-a's certificate to listen
+	// on thing-b's topic, and thing-b's own listener.
+	sinkA, sinkSpy, sinkB := newSink(t), newSink(t), newSink(t)
+	cfgA := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfgA.OnNotification = sinkA.callback
+	cfgSpy := testConfig(t, m.pki, m.addr, "thing-b", log)
+	cfgSpy.CertFile, cfgSpy.KeyFile = m.pki.client(t, "thing-a")
+	cfgSpy.ClientID = "thing-a-spy"
+	cfgSpy.OnNotification = sinkSpy.callback
+	cfgB := testConfig(t, m.pki, m.addr, "thing-b", log)
+	cfgB.OnNotification = sinkB.callback
+	for _, cfg := range []Config{cfgA, cfgSpy, cfgB} {
+		l := newListener(t, cfg)
+		runListener(t, l)
+		// Mosquitto grants the spy's subscription and filters at delivery
+		// (PLATFORM.md), so non-delivery is what must be checked.
+		awaitConnection(t, l)
+	}
+
+	m.publisher(t, "publisher-acl").publish(Topic("thing-b"), notifyPayload(testToken+"for-b"))
+	if n := sinkB.next(); n.ClientAccessToken != testToken+"for-b" {
+		t.Fatalf("thing-b got %v", n)
+	}
+	sinkA.none(300 * time.Millisecond)
+	sinkSpy.none(0)
+}

@@ -1,0 +1,67 @@
+package notify
+
+import "fmt"
+
+// MQTT v5 reason codes (MQTT 5.0 §2.4) that a device meets in practice.
+var reasonNames = map[byte]string{
+	0x80: "unspecified error",
+	0x81: "malformed packet",
+	0x82: "protocol error",
+	0x83: "implementation specific error",
+	0x84: "unsupported protocol version",
+	0x85: "client identifier not valid",
+	0x86: "bad user name or password",
+	0x87: "not authorized",
+	0x88: "server unavailable",
+	0x89: "server busy",
+	0x8A: "banned",
+	0x8B: "server shutting down",
+	0x8C: "bad authentication method",
+	0x8D: "keep alive timeout",
+	0x8E: "session taken over",
+	0x8F: "topic filter invalid",
+	0x90: "topic name invalid",
+	0x91: "packet identifier in use",
+	0x93: "receive maximum exceeded",
+	0x95: "packet too large",
+	0x96: "message rate too high",
+	0x97: "quota exceeded",
+	0x98: "administrative action",
+	0x99: "payload format invalid",
+	0x9C: "use another server",
+	0x9D: "server moved",
+	0x9E: "shared subscriptions not supported",
+	0x9F: "connection rate exceeded",
+	0xA0: "maximum connect time",
+	0xA2: "wildcard subscriptions not supported",
+}
+
+// reasonText formats a reason code as "0x87 (not authorized)".
+func reasonText(code byte) string {
+	if name, ok := reasonNames[code]; ok {
+		return fmt.Sprintf("0x%02X (%s)", code, name)
+	}
+	return fmt.Sprintf("0x%02X", code)
+}
+
+// Policy hints. AWS IoT policies name a subscription's resource with the
+// "topicfilter/" prefix and a received or published message's with
+// "topic/"; mixing them up is the most common set-up failure (DESIGN.md
+// "Where this comes from", spec/secure-tunneling.md §4).
+
+func subscribePolicyHint(thing, topic string) string {
+	return fmt.Sprintf("the device's IoT policy must allow iot:Subscribe on "+
+		"arn:aws:iot:REGION:ACCOUNT:topicfilter/%s and iot:Receive on "+
+		"arn:aws:iot:REGION:ACCOUNT:topic/%s (topicfilter/ for Subscribe, topic/ for Receive; "+
+		"a policy shared by all devices can write ${iot:Connection.Thing.ThingName} for %s)",
+		topic, topic, thing)
+}
+
+func connectPolicyHint(clientID string) string {
+	return fmt.Sprintf("the device's IoT policy must allow iot:Connect on "+
+		"arn:aws:iot:REGION:ACCOUNT:client/%s, and the certificate must be active and attached to the thing", clientID)
+}
+
+func publishPolicyHint(topic string) string {
+	return "the device's IoT policy must allow iot:Publish on arn:aws:iot:REGION:ACCOUNT:topic/" + topic
+}

@@ -1,0 +1,97 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// SubscribeError is a notify subscription the broker refused: a SUBACK
+// reason code of 0x80 or more. At AWS IoT Core 0x87 (not authorized) means
+// the IoT policy lacks iot:Subscribe on the topic filter.
+type SubscribeError struct {
+	Thing        string
+	Topic        string
+	Reason       byte   // the SUBACK reason code, ≥ 0x80
+	ReasonString string // the broker's explanation, often empty
+}
+
+func (e *SubscribeError) Error() string {
+	msg := fmt.Sprintf("notify: subscription to %s refused by the broker, reason %s", e.Topic, reasonText(e.Reason))
+	if e.ReasonString != "" {
+		msg += ": " + e.ReasonString
+	}
+	if e.Reason == 0x87 {
+		msg += "; " + subscribePolicyHint(e.Thing, e.Topic)
+	}
+	return msg
+}
+
+// subscribe subscribes cm to the notify topic at QoS 1, retrying with
+// backoff until the broker grants it or ctx (this connection) ends. It runs
+// on every new connection, even when the broker kept the session: a broker
+// that lost its state (restarted without persistence, session expired)
+// would otherwise deliver nothing, silently.
+func (l *Listener) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) {
+	for attempt := 0; ; attempt++ {
+		sa, err := cm.Subscribe(ctx, &paho.Subscribe{
+			Subscriptions: []paho.SubscribeOptions{{Topic: l.topic, QoS: 1}},
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && sa != nil && len(sa.Reasons) == 1 && sa.Reasons[0] < 0x80 {
+			l.subscribed(ctx, sa.Reasons[0], attempt)
+			return
+		}
+		err = l.subscribeError(sa, err)
+		wait := l.backoff.delay(attempt + 1)
+		if errors.Is(err, autopaho.ConnectionDownError) || errors.Is(err, paho.ErrConnectionLost) {
+			// The connection is going; connectionDown ends ctx shortly.
+			l.log.Debug("mqtt subscribe interrupted by the connection loss", "error", err)
+		} else {
+			l.log.Error("notify subscription failed; no notification can arrive until it succeeds",
+				"topic", l.topic, "error", err, "attempt", attempt+1, "retry_in", wait)
+			if l.cfg.OnSubscribeError != nil {
+				l.cfg.OnSubscribeError(err)
+			}
+		}
+		if !sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// subscribeError turns a failed Subscribe into a *SubscribeError when the
+// broker answered with a refusal.
+func (l *Listener) subscribeError(sa *paho.Suback, err error) error {
+	if sa != nil && len(sa.Reasons) > 0 && sa.Reasons[0] >= 0x80 {
+		se := &SubscribeError{Thing: l.cfg.ThingName, Topic: l.topic, Reason: sa.Reasons[0]}
+		if sa.Properties != nil {
+			se.ReasonString = sa.Properties.ReasonString
+		}
+		return se
+	}
+	if err == nil {
+		return fmt.Errorf("notify: subscribing to %s: unexpected SUBACK %v", l.topic, sa)
+	}
+	return fmt.Errorf("notify: subscribing to %s: %w", l.topic, err)
+}
+
+// subscribed marks the listener ready, unless the connection ended
+// meanwhile.
+func (l *Listener) subscribed(ctx context.Context, qos byte, attempt int) {
+	l.mu.Lock()
+	if ctx.Err() == nil && !l.isReady {
+		close(l.ready)
+		l.isReady = true
+	}
+	l.mu.Unlock()
+	l.log.Info("notify subscription granted", "topic", l.topic, "qos", qos, "attempts", attempt+1)
+	if qos == 0 {
+		l.log.Warn("broker granted QoS 0 only: notifications sent while the device is offline will be lost", "topic", l.topic)
+	}
+}

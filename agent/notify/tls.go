@@ -1,0 +1,107 @@
+package notify
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+// BuildTime is when the binary was built, in RFC 3339, set by the linker:
+//
+//	-ldflags "-X github.com/porthole-iot/porthole/agent/notify.BuildTime=2026-11-30T01:00:00Z"
+//
+// Empty or unparsable means 2026-01-01. A device whose clock is before it
+// has not set its clock yet (no RTC, no NTP reply so far), and every TLS
+// certificate looks "not yet valid": the listener then says so instead of
+// reporting an opaque certificate error.
+var BuildTime string
+
+const fallbackBuildTime = "2026-01-01T00:00:00Z"
+
+func buildTime() time.Time {
+	if t, err := time.Parse(time.RFC3339, BuildTime); err == nil {
+		return t
+	}
+	t, _ := time.Parse(time.RFC3339, fallbackBuildTime)
+	return t
+}
+
+// newTLSConfig reads the CA, certificate and key files of c (which has
+// its defaults applied) into a mutual-TLS client configuration. Errors name
+// the Config field and the path, never the file contents.
+func newTLSConfig(c Config) (*tls.Config, error) {
+	caPEM, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return nil, &ConfigError{Field: "CAFile", Err: err}
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return nil, configErr("CAFile", "%s holds no PEM certificate", c.CAFile)
+	}
+	certPEM, err := os.ReadFile(c.CertFile)
+	if err != nil {
+		return nil, &ConfigError{Field: "CertFile", Err: err}
+	}
+	keyPEM, err := os.ReadFile(c.KeyFile)
+	if err != nil {
+		return nil, &ConfigError{Field: "KeyFile", Err: err}
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	clear(keyPEM)
+	if err != nil {
+		return nil, configErr("CertFile", "loading the key pair %s and %s: %w", c.CertFile, c.KeyFile, err)
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		RootCAs:      roots,
+		Certificates: []tls.Certificate{cert},
+		ServerName:   c.ServerName,
+		NextProtos:   c.ALPN,
+	}, nil
+}
+
+// certLeaf returns the parsed client certificate of cfg, or nil.
+func certLeaf(cfg *tls.Config) *x509.Certificate {
+	if len(cfg.Certificates) == 0 {
+		return nil
+	}
+	return cfg.Certificates[0].Leaf // set by tls.X509KeyPair since Go 1.23
+}
+
+// clockLooksWrong reports whether err is a certificate validity error
+// while now is before built: the certificate is fine, the clock is not.
+func clockLooksWrong(err error, now, built time.Time) bool {
+	var inv x509.CertificateInvalidError
+	return errors.As(err, &inv) && inv.Reason == x509.Expired && now.Before(built)
+}
+
+// tlsHint explains a failed TLS connection attempt in operator terms, or
+// returns "".
+func tlsHint(err error, now, built time.Time, c Config) string {
+	var (
+		inv      x509.CertificateInvalidError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		op       *net.OpError
+	)
+	switch {
+	case clockLooksWrong(err, now, built):
+		return fmt.Sprintf("the system clock looks wrong: it says %s, before this binary was built (%s); "+
+			"certificates cannot be checked until the clock is set (NTP, RTC); retrying",
+			now.UTC().Format(time.RFC3339), built.UTC().Format(time.RFC3339))
+	case errors.As(err, &inv) && inv.Reason == x509.Expired:
+		return "the broker's certificate has expired or is not yet valid (clock " + now.UTC().Format(time.RFC3339) + ")"
+	case errors.As(err, &unknown):
+		return "the broker's certificate is not signed by a CA in CAFile " + c.CAFile
+	case errors.As(err, &hostname):
+		return fmt.Sprintf("the broker's certificate is not valid for %q (set ServerName, or use the endpoint name in Broker)", c.ServerName)
+	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert from the broker
+		return "the broker refused the TLS handshake: check that it trusts the issuer of CertFile " + c.CertFile +
+			" and that the certificate is active"
+	}
+	return ""
+}

@@ -1,0 +1,105 @@
+package notify
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestClockLooksWrong(t *testing.T) {
+	p := newPKI(t)
+	certFile, _ := p.server(t, "server", time.Time{})
+	pair, err := tls.LoadX509KeyPair(certFile, strings.TrimSuffix(certFile, ".pem")+".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyAt := func(now time.Time) error {
+		_, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: p.pool, CurrentTime: now})
+		return err
+	}
+	built := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	boot := time.Date(1970, 1, 1, 0, 0, 42, 0, time.UTC) // a router without RTC
+
+	if err := verifyAt(boot); !clockLooksWrong(err, boot, built) {
+		t.Errorf("clockLooksWrong(%v, 1970) = false, want true", err)
+	}
+	if hint := tlsHint(verifyAt(boot), boot, built, Config{}); !strings.Contains(hint, "system clock looks wrong") ||
+		!strings.Contains(hint, "1970-01-01T00:00:42Z") || !strings.Contains(hint, "2026-01-01T00:00:00Z") {
+		t.Errorf("tlsHint = %q, want the clock and the build time", hint)
+	}
+	// A clock after the build: the certificate really is expired.
+	later := time.Now().Add(48 * time.Hour)
+	if err := verifyAt(later); clockLooksWrong(err, later, built) {
+		t.Errorf("clockLooksWrong(%v, later) = true, want false", err)
+	}
+	if hint := tlsHint(verifyAt(later), later, built, Config{}); !strings.Contains(hint, "expired or is not yet valid") {
+		t.Errorf("tlsHint = %q, want an expiry hint", hint)
+	}
+	// Another CA: not a clock problem.
+	other := newPKI(t)
+	_, err = pair.Leaf.Verify(x509.VerifyOptions{Roots: other.pool})
+	if clockLooksWrong(err, boot, built) {
+		t.Errorf("clockLooksWrong(%v) = true for an unknown authority", err)
+	}
+	if hint := tlsHint(err, time.Now(), built, Config{CAFile: "/etc/ca.pem"}); !strings.Contains(hint, "not signed by a CA in CAFile /etc/ca.pem") {
+		t.Errorf("tlsHint = %q, want an unknown-CA hint", hint)
+	}
+}
+
+func TestBuildTime(t *testing.T) {
+	defer func(old string) { BuildTime = old }(BuildTime)
+	BuildTime = ""
+	if got := buildTime(); !got.Equal(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("buildTime() = %v with BuildTime unset, want 2026-01-01", got)
+	}
+	BuildTime = "2027-03-04T05:06:07Z"
+	if got := buildTime(); !got.Equal(time.Date(2027, 3, 4, 5, 6, 7, 0, time.UTC)) {
+		t.Errorf("buildTime() = %v, want 2027-03-04T05:06:07Z", got)
+	}
+}
+
+// TestClockLooksWrongLogged connects to a TLS server whose certificate is
+// not valid yet while the clock is before the build time: the log says the
+// clock looks wrong, and the listener keeps retrying.
+func TestClockLooksWrongLogged(t *testing.T) {
+	defer func(old string) { BuildTime = old }(BuildTime)
+	// The clock is "before the build" and the certificate starts tomorrow,
+	// as a 1970 clock sees every certificate.
+	BuildTime = time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	p := newPKI(t)
+	cert, key := p.server(t, "server-future", time.Now().Add(24*time.Hour))
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	defer wg.Wait()
+	defer ln.Close()
+
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, ln.Addr().(*net.TCPAddr).String(), "thing-a", log))
+	stop := runListener(t, l)
+	rec.waitFor("mqtt connect failed; retrying: the system clock looks wrong", "clock=", "built=")
+	rec.waitCount(2, "mqtt connect failed; retrying") // and it retries
+	stop()
+}
