@@ -62,7 +62,8 @@ func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey
 
 // verifiedKey is called by x/crypto once the client proved it holds key. It
 // decides again and returns fresh Permissions for exactly this key, so no
-// state of an earlier query can leak into the session.
+// state of an earlier query (another key's options) can leak into the
+// session: the PublicKeyCallback misuse of CVE-2024-45337.
 func (s *Server) verifiedKey(st *connState, cm gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
 	perms, err := s.authorizeKey(st, cm.User(), key)
 	reason := ""

@@ -23,7 +23,10 @@
 // # Authentication (deny by default)
 //
 //   - Public keys from authorized_keys files (AuthorizedKeysFiles, with %h
-//     and %u), read at every login. Honoured options: command=, from=
+//     and %u), read at every login and ignored, like sshd's StrictModes,
+//     when they or a directory above them (up to the home directory) are
+//     writable by group or others or owned by someone other than root or
+//     the user. Honoured options: command=, from=
 //     (addresses, wildcards and CIDR blocks; no DNS), no-pty,
 //     no-port-forwarding, no-agent-forwarding, restrict (with pty,
 //     port-forwarding, agent-forwarding), permitopen=, permitlisten=,
@@ -85,9 +88,10 @@
 //
 // # Audit and logs
 //
-// Audit receives an Event for every login success and failure (user,
-// method, key fingerprint or certificate id, remote label), session start
-// and end (command, bytes in and out, exit status or signal) and forward.
+// Audit receives an Event for every successful login and every refused
+// authentication attempt or connection (user, method, key fingerprint or
+// certificate id, remote label, reason), session start and end (command,
+// bytes in and out, exit status or signal) and forward (opened or refused).
 // Logs go to Logger. Neither ever contains a password or private key.
 //
 // sshd does not import the tunnel or the agent; it is Linux-only (ptys,

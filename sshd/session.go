@@ -30,7 +30,9 @@ const ptyDrain = 200 * time.Millisecond
 // session serves one "session" channel: its requests are handled in order
 // by one goroutine, so a window-change that arrives before the shell starts
 // is applied when the pty is made and one that arrives later goes straight
-// to the pty; no request ever waits for the program.
+// to the pty; no request ever waits for the program. (gliderlabs' own
+// session handler hands sizes over a one-slot channel that a second early
+// window-change blocks, and races Pty() against it: gliderlabs/ssh#265.)
 type session struct {
 	srv   *Server
 	st    *connState
@@ -250,7 +252,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 			return fmt.Errorf("in-process sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
 		}
 		sess.audit(EventSessionStart, nil)
-		go func() { sess.finish(sess.runSFTP(a), "") }()
+		go func() { sess.finish(sess.runSFTP(a), "", false) }()
 		return nil
 	case "exec":
 		if cmdline == "internal-sftp" {
@@ -265,7 +267,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 			}
 			sess.kind = "scp"
 			sess.audit(EventSessionStart, nil)
-			go func() { sess.finish(sess.runSCP(a, opts), "") }()
+			go func() { sess.finish(sess.runSCP(a, opts), "", false) }()
 			return nil
 		}
 	}
@@ -274,7 +276,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 			return fmt.Errorf("in-process sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
 		}
 		sess.audit(EventSessionStart, nil)
-		go func() { sess.finish(sess.runSFTP(a), "") }()
+		go func() { sess.finish(sess.runSFTP(a), "", false) }()
 		return nil
 	}
 	return sess.startProcess(a, cmdline, kind == "shell", extraEnv)
@@ -433,8 +435,7 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 		sess.mu.Lock()
 		sess.proc = nil
 		sess.mu.Unlock()
-		status, sig := exitOf(state)
-		sess.finish(status, sig)
+		sess.finish(exitOf(state))
 		stdin.Wait()
 	}()
 	return nil
@@ -532,30 +533,29 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 		}
 		<-outDone
 		closePTY()
-		status, sig := exitOf(state)
-		sess.finish(status, sig)
+		sess.finish(exitOf(state))
 	}()
 	return nil
 }
 
 // exitOf turns a process state into an exit status or signal name.
-func exitOf(state *os.ProcessState) (int, string) {
+func exitOf(state *os.ProcessState) (status int, sig string, core bool) {
 	if state == nil {
-		return -1, ""
+		return -1, "", false
 	}
 	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		if name, ok := signalName(ws.Signal()); ok {
-			return -1, name
+			return -1, name, ws.CoreDump()
 		}
-		return 128 + int(ws.Signal()), ""
+		return 128 + int(ws.Signal()), "", false
 	}
-	return state.ExitCode(), ""
+	return state.ExitCode(), "", false
 }
 
 // finish reports the program's end to the client: exit-status or
 // exit-signal first, then EOF and close (OpenSSH's clients, and scp and
 // sftp in particular, take a close without a status as failure).
-func (sess *session) finish(status int, sig string) {
+func (sess *session) finish(status int, sig string, core bool) {
 	// A fast program must not close the channel before its start request
 	// is answered: clients take that as a refused request.
 	<-sess.replied
@@ -565,7 +565,7 @@ func (sess *session) finish(status int, sig string) {
 			CoreDumped bool
 			Message    string
 			Lang       string
-		}{Signal: sig}))
+		}{Signal: sig, CoreDumped: core}))
 	} else {
 		sess.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{uint32(status)}))
 	}
