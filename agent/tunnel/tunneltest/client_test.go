@@ -18,6 +18,37 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// messageStream concatenates the binary messages of a WebSocket (spec §1.2).
+type messageStream struct {
+	ctx context.Context
+	ws  *websocket.Conn
+	r   io.Reader
+}
+
+func (ms *messageStream) Read(p []byte) (int, error) {
+	for {
+		if ms.r == nil {
+			typ, r, err := ms.ws.Reader(ms.ctx)
+			if err != nil {
+				return 0, err
+			}
+			if typ != websocket.MessageBinary {
+				return 0, errors.New("text message")
+			}
+			ms.r = r
+		}
+		n, err := ms.r.Read(p)
+		if err == io.EOF {
+			ms.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
 // dialOpts describes one raw client handshake.
 type dialOpts struct {
 	path         string // default /tunnel

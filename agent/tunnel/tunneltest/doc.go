@@ -3,7 +3,10 @@
 // on loopback, OpenTunnel issues a source and a destination access token, and the
 // clients under test dial Server.URL + "/tunnel?local-proxy-mode=...".
 //
-// It reproduces the service's rules as spec/secure-tunneling.md describes them: the
+// It is a thin wrapper over agent/tunnel/dataplane, the service side of the data
+// plane, which holds the rules and faults; tunneltest only starts it on a loopback
+// httptest server, opens tunnels with fresh tokens and logs through Logf. Through it,
+// it reproduces the service's rules as spec/secure-tunneling.md describes them: the
 // handshake checks of §2 (path, mode, exactly one access token, client token,
 // subprotocol, 4 KB request limit, 101 with the chosen subprotocol and a channel-id),
 // single-use access tokens and client-token reconnects (§3.8), SERVICE_IDS on every
@@ -34,8 +37,9 @@
 // Send and SessionReset, and the service's STREAM_RESETs, as they come. Without
 // Rechunk each frame is one WebSocket message.
 //
-// It is not the service: there is no TLS, no control plane, no MQTT notification, no
-// bandwidth throttling and no lifetime expiry (tools/tunneld is the full emulator).
+// It is not the service: there is no TLS, no control plane, no MQTT notification and
+// no lifetime expiry (tools/tunneld is the full emulator, on the same data plane).
+// Knobs it does not wrap (bandwidth, token rotation) are on Tunnel.Dataplane.
 // Everything it starts ends in Server.Close, which NewServer registers with
 // tb.Cleanup.
 package tunneltest

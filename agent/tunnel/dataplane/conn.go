@@ -1,4 +1,4 @@
-package tunneltest
+package dataplane
 
 import (
 	"bytes"
@@ -71,7 +71,7 @@ func newConn(s *Server, t *Tunnel, side Side, raw net.Conn, proto, channelID str
 		// (spec §3.1); a V1 client would not know the type.
 		b, err := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeServiceIDs, AvailableServiceIDs: t.services})
 		if err != nil {
-			panic("tunneltest: encoding SERVICE_IDS: " + err.Error())
+			panic("dataplane: encoding SERVICE_IDS: " + err.Error())
 		}
 		c.queue, c.queued = [][]byte{b}, len(b)
 	}
@@ -105,7 +105,8 @@ func (c *conn) run() {
 	c.s.mu.Lock()
 	delete(c.s.conns, c)
 	c.s.mu.Unlock()
-	c.s.logf("%s %v %s: ended: %v", c.t.ID, c.side, c.channelID, err)
+	c.s.changed(c.t)
+	c.s.log().Info("ended", "tunnel", c.t.id, "side", c.side, "channel", c.channelID, "err", err)
 }
 
 // enqueue queues frame b, which the conn now owns. It blocks while the queue is full
@@ -196,7 +197,7 @@ func (c *conn) writeLoop() {
 		if len(batch) == 0 {
 			if code != 0 {
 				err := c.ws.Close(code, reason)
-				c.s.logf("%s %v %s: closed with %d %q: %v", c.t.ID, c.side, c.channelID, code, reason, err)
+				c.s.log().Info("closed", "tunnel", c.t.id, "side", c.side, "channel", c.channelID, "code", int(code), "reason", reason, "err", err)
 				return
 			}
 			select {
@@ -250,6 +251,7 @@ func (c *conn) readLoop() error {
 		if _, err := io.ReadFull(ms, buf[2:2+n]); err != nil {
 			return c.readError(err)
 		}
+		c.t.limit.wait(c.ctx, 2+n)
 		if !c.t.receive(c, buf[:2+n], d) {
 			return errors.New("stopped by the tunnel")
 		}

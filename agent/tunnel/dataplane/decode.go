@@ -1,4 +1,4 @@
-package tunneltest
+package dataplane
 
 import (
 	"bytes"

@@ -1,0 +1,175 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+func TestBandwidth(t *testing.T) {
+	_, tun, src, dst := pair(t, "SSH")
+	const rate = 200 << 10
+	tun.SetBandwidth(rate)
+	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	dst.mustNext()
+	payload := make([]byte, tunnel.MaxPayload)
+	const n = 10 // ~630 KiB: the first 200 KiB pass at once, the rest take ~2.2 s
+	start := time.Now()
+	go func() {
+		for range n {
+			b, _ := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload})
+			if err := src.ws.Write(context.Background(), websocket.MessageBinary, b); err != nil {
+				return
+			}
+		}
+	}()
+	for range n {
+		dst.mustNext()
+	}
+	if el, want := time.Since(start), 1500*time.Millisecond; el < want {
+		t.Errorf("%d bytes at %d B/s took %v, want at least %v", n*len(payload), rate, el, want)
+	}
+
+	// Pings count: coder/websocket's pings carry a 1-2 digit counter, so a ping and
+	// its pong cost at least 6 bytes; 25 of them at 50 B/s, from a full bucket of
+	// 50, take at least 2 s.
+	tun.SetBandwidth(50)
+	src.ws.CloseRead(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start = time.Now()
+	for range 25 {
+		if err := src.ws.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if el := time.Since(start); el < 1500*time.Millisecond {
+		t.Errorf("25 pings at 50 B/s took %v, want over 1.5 s", el)
+	}
+	tun.SetBandwidth(0)
+}
+
+func TestRotate(t *testing.T) {
+	const ct = "eeeeeeee-eeee-eeee-eeee-eeeeeeeeeeee"
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	old := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
+	old.wantServiceIDs("SSH")
+	fresh := tun.Rotate(Destination)
+	if fresh == "" || fresh == tun.DestinationToken {
+		t.Fatalf("Rotate = %q, want a new token", fresh)
+	}
+	if st := tun.Side(Destination); st.Token != fresh || st.Used || st.ClientToken != "" || !st.Connected {
+		t.Errorf("Side after Rotate = %+v, want the fresh token, unused, still connected", st)
+	}
+	// The old token, even with its client token, is gone.
+	_, resp, err := dialRaw(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
+	if err == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("old token after Rotate: %v, want 400", err)
+	}
+	// The new one replaces the connection, and the client token is free again.
+	dial(t, s, dialOpts{mode: "destination", token: fresh, clientToken: ct}).wantServiceIDs("SSH")
+	old.wantCut()
+	tun.Close()
+	if got := tun.Rotate(Source); got != "" {
+		t.Errorf("Rotate of a closed tunnel = %q, want empty", got)
+	}
+}
+
+func TestSideStateAndOnChange(t *testing.T) {
+	var changes atomic.Int32
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s := newTestServer(t)
+	s.now = func() time.Time { return now }
+	s.OnChange = func(*Tunnel) { changes.Add(1) }
+	restored := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	tun, err := s.Server.OpenTunnel(TunnelConfig{ID: "t1", Services: []string{"SSH"}, Tokens: [2]string{"src-token", "dst-token"},
+		Used: [2]bool{false, true}, ClientTokens: [2]string{"", "ffffffff-ffff-ffff-ffff-ffffffffffff"}, LastUpdated: [2]time.Time{restored}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Server.OpenTunnel(TunnelConfig{ID: "t1"}); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("second t1: %v, want ErrDuplicate", err)
+	}
+	if _, err := s.Server.OpenTunnel(TunnelConfig{Tokens: [2]string{"src-token"}}); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("reused token: %v, want ErrDuplicate", err)
+	}
+	if got := tun.Side(Source); got.LastUpdated != restored || got.Connected {
+		t.Errorf("Side(Source) = %+v, want restored time, disconnected", got)
+	}
+	// A restored used token takes only its client token.
+	_, resp, _ := dialRaw(t, s, dialOpts{mode: "destination", token: "dst-token"})
+	if b, _ := io.ReadAll(resp.Body); string(b) != BodyTokenUsed {
+		t.Errorf("restored used token: %q, want %q", b, BodyTokenUsed)
+	}
+	now = now.Add(time.Minute)
+	c := dial(t, s, dialOpts{mode: "destination", token: "dst-token", clientToken: "ffffffff-ffff-ffff-ffff-ffffffffffff"})
+	c.wantServiceIDs("SSH")
+	if got := tun.Side(Destination); !got.Connected || got.LastUpdated != now || got.Connects != 1 {
+		t.Errorf("Side(Destination) = %+v, want connected at %v", got, now)
+	}
+	now = now.Add(time.Minute)
+	tun.Drop(Destination)
+	c.wantCut()
+	if got := tun.Side(Destination); got.Connected || got.LastUpdated != now {
+		t.Errorf("Side(Destination) after Drop = %+v, want disconnected at %v", got, now)
+	}
+	for deadline := time.Now().Add(5 * time.Second); changes.Load() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("OnChange called %d times, want 2 (connect, disconnect)", changes.Load())
+		}
+	}
+	if s.Tunnel("t1") != tun {
+		t.Errorf("Tunnel(t1) is not the tunnel")
+	}
+	s.Remove(tun)
+	if s.Tunnel("t1") != nil || !tun.Closed() {
+		t.Errorf("after Remove: Tunnel(t1) = %v, Closed = %v", s.Tunnel("t1"), tun.Closed())
+	}
+	_, resp, _ = dialRaw(t, s, dialOpts{mode: "source", token: "src-token"})
+	if b, _ := io.ReadAll(resp.Body); !strings.Contains(string(b), "not valid") {
+		t.Errorf("removed tunnel's token: %q, want not valid", b)
+	}
+}
+
+func TestCloseReasonAndServerClosed(t *testing.T) {
+	s, tun, src, dst := pair(t, "SSH")
+	tun.CloseReason("tunnel expired")
+	for _, c := range []*client{src, dst} {
+		if r := c.wantClose(websocket.StatusNormalClosure); r != "tunnel expired" {
+			t.Errorf("close reason %q, want %q", r, "tunnel expired")
+		}
+	}
+	_, resp, _ := dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	if b, _ := io.ReadAll(resp.Body); !strings.Contains(string(b), "closed") {
+		t.Errorf("closed tunnel's token: %q, want closed", b)
+	}
+	s.Server.Close()
+	_, resp, _ = dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("after Server.Close: %v, want 503", resp)
+	}
+}
+
+func TestKeepHandshakes(t *testing.T) {
+	s := newTestServer(t)
+	s.KeepHandshakes = 2
+	tun := s.OpenTunnel()
+	for range 3 {
+		dialRaw(t, s, dialOpts{mode: "source", token: "unknown"})
+	}
+	dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	hs := s.Handshakes()
+	if len(hs) != 2 || hs[0].Status != 400 || hs[1].Status != 101 {
+		t.Errorf("Handshakes() = %d entries, want the last two (400, 101)", len(hs))
+	}
+}

@@ -1,0 +1,222 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+func TestHandshakeRules(t *testing.T) {
+	const clientToken = "0123456789abcdef-0123456789abcdef"
+	type tokens struct{ src, dst string }
+	tests := []struct {
+		name     string
+		opts     func(tk tokens) dialOpts
+		wantBody string // substring; "" = success
+	}{
+		{"ok source", func(tk tokens) dialOpts { return dialOpts{mode: "source", token: tk.src} }, ""},
+		{"ok destination with client token", func(tk tokens) dialOpts {
+			return dialOpts{mode: "destination", token: tk.dst, clientToken: clientToken}
+		}, ""},
+		{"ok cookie", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src}}}
+		}, ""},
+		{"wrong path", func(tk tokens) dialOpts { return dialOpts{path: "/tunnel/", mode: "source", token: tk.src} }, "Invalid path"},
+		{"root path", func(tk tokens) dialOpts { return dialOpts{path: "/", mode: "source", token: tk.src} }, "Invalid path"},
+		{"no mode", func(tk tokens) dialOpts { return dialOpts{query: "x=1", token: tk.src} }, "local-proxy-mode"},
+		{"bad mode", func(tk tokens) dialOpts { return dialOpts{mode: "src", token: tk.src} }, "local-proxy-mode"},
+		{"repeated mode", func(tk tokens) dialOpts {
+			return dialOpts{query: "local-proxy-mode=source&local-proxy-mode=source", token: tk.src}
+		}, "local-proxy-mode"},
+		{"mode mismatch", func(tk tokens) dialOpts { return dialOpts{mode: "destination", token: tk.src} }, "for source mode"},
+		{"no token", func(tk tokens) dialOpts { return dialOpts{mode: "source"} }, "Missing access token"},
+		{"unknown token", func(tk tokens) dialOpts { return dialOpts{mode: "source", token: "nope"} }, "Invalid access token"},
+		{"repeated header", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, header: http.Header{"Access-Token": {tk.src}}}
+		}, "more than one access token"},
+		{"header and cookie", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src}}}
+		}, "more than one access token"},
+		{"repeated cookie", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src + "; awsiot-tunnel-token=" + tk.src}}}
+		}, "more than one access token"},
+		{"short client token", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, clientToken: "abc"}
+		}, "Invalid client token"},
+		{"client token bad char", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, clientToken: strings.Repeat("a", 40) + "_"}
+		}, "Invalid client token"},
+		{"client token too long", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, clientToken: strings.Repeat("a", 129)}
+		}, "Invalid client token"},
+		{"repeated client token", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, clientToken: clientToken, header: http.Header{"Client-Token": {clientToken}}}
+		}, "more than one client-token"},
+		{"no subprotocol", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, subprotocols: []string{}}
+		}, "Sec-WebSocket-Protocol"},
+		{"unknown subprotocol", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, subprotocols: []string{"aws.iot.securetunneling-4.0"}}
+		}, "Sec-WebSocket-Protocol"},
+		{"request over 4 KB", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, header: http.Header{"X-Pad": {strings.Repeat("p", 4000)}}}
+		}, "Request too large"},
+		{"request just under 4 KB", func(tk tokens) dialOpts {
+			return dialOpts{mode: "source", token: tk.src, header: http.Header{"X-Pad": {strings.Repeat("p", 3400)}}}
+		}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newTestServer(t)
+			tun := s.OpenTunnel("SSH")
+			ws, resp, err := dialRaw(t, s, tc.opts(tokens{tun.SourceToken, tun.DestinationToken}))
+			hs := s.Handshakes()
+			if len(hs) != 1 {
+				t.Fatalf("Handshakes() has %d entries, want 1", len(hs))
+			}
+			if tc.wantBody == "" {
+				if err != nil {
+					t.Fatalf("dial: %v, want success", err)
+				}
+				ws.CloseNow()
+				if hs[0].Status != http.StatusSwitchingProtocols {
+					t.Errorf("Handshake.Status = %d, want 101", hs[0].Status)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("dial succeeded, want 400 %q", tc.wantBody)
+			}
+			if resp == nil || resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("dial: %v, response %v, want 400", err, resp)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.Header.Get("channel-id") == "" || resp.Header.Get("channel-id") != hs[0].ChannelID {
+				t.Errorf("channel-id = %q, Handshake.ChannelID = %q: want the same, not empty", resp.Header.Get("channel-id"), hs[0].ChannelID)
+			}
+			if !strings.Contains(string(b), tc.wantBody) {
+				t.Errorf("body = %q, want it to contain %q", b, tc.wantBody)
+			}
+			if hs[0].Status != 400 || hs[0].Body != string(b) {
+				t.Errorf("Handshake = %d %q, want 400 %q", hs[0].Status, hs[0].Body, b)
+			}
+			if tun.Connects(Source)+tun.Connects(Destination) != 0 {
+				t.Errorf("Connects = %d+%d after a refused handshake", tun.Connects(Source), tun.Connects(Destination))
+			}
+		})
+	}
+}
+
+func TestViolationsClose(t *testing.T) {
+	data := func(svc string) *tunnel.Message {
+		return &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: svc, Payload: []byte("x")}
+	}
+	start := func(id int32, svc string) *tunnel.Message {
+		return &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: id, ServiceID: svc}
+	}
+	tests := []struct {
+		name    string
+		prelude []*tunnel.Message // from the source, relayed
+		from    Side
+		bad     []byte // raw frames, or
+		badMsg  *tunnel.Message
+		text    bool
+		code    websocket.StatusCode // default 1008
+		reason  string
+	}{
+		{name: "type 0", from: Source, bad: rawFrame(varintField(2, 1)), reason: "type 0"},
+		{name: "empty frame", from: Destination, bad: rawFrame(), reason: "type 0"},
+		{name: "unknown type", from: Source, badMsg: &tunnel.Message{Type: 42, StreamID: 1}, reason: "unknown message type 42"},
+		{name: "DATA stream 0", from: Source, prelude: []*tunnel.Message{start(1, "SSH")},
+			bad: rawFrame(varintField(1, 1), bytesField(5, []byte("SSH"))), reason: "stream id 0"},
+		{name: "STREAM_RESET stream 0", from: Destination, bad: rawFrame(varintField(1, 3)), reason: "stream id 0"},
+		{name: "destination STREAM_START", from: Destination, badMsg: start(1, "SSH"), reason: "destination may not send STREAM_START"},
+		{name: "destination CONNECTION_START", from: Destination,
+			badMsg: &tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 2}, reason: "destination may not send CONNECTION_START"},
+		{name: "source SESSION_RESET", from: Source, badMsg: &tunnel.Message{Type: tunnel.TypeSessionReset}, reason: "SESSION_RESET"},
+		{name: "destination SESSION_RESET", from: Destination, badMsg: &tunnel.Message{Type: tunnel.TypeSessionReset}, reason: "SESSION_RESET"},
+		{name: "source SERVICE_IDS", from: Source, badMsg: &tunnel.Message{Type: tunnel.TypeServiceIDs, AvailableServiceIDs: []string{"SSH"}}, reason: "SERVICE_IDS"},
+		{name: "destination SERVICE_IDS", from: Destination, badMsg: &tunnel.Message{Type: tunnel.TypeServiceIDs}, reason: "SERVICE_IDS"},
+		{name: "payload over 64512", from: Source, prelude: []*tunnel.Message{start(1, "SSH")},
+			bad: rawFrame(varintField(1, 1), varintField(2, 1), bytesField(4, make([]byte, tunnel.MaxPayload+1)), bytesField(5, []byte("SSH"))), reason: "payload of 64513 bytes"},
+		{name: "undeclared service", from: Source, badMsg: start(1, "FTP"), reason: `service "FTP"`},
+		{name: "service id after V1 start, source", from: Source, prelude: []*tunnel.Message{start(1, "")}, badMsg: data("SSH"), reason: "started without one"},
+		{name: "service id after V1 start, destination", from: Destination, prelude: []*tunnel.Message{start(1, "")}, badMsg: data("SSH"), reason: "started without one"},
+		{name: "V2 start after V1 start", from: Source, prelude: []*tunnel.Message{start(1, "")}, badMsg: start(2, "WEB"), reason: "started without one"},
+		{name: "DATA without STREAM_START", from: Source, prelude: []*tunnel.Message{start(1, "SSH")}, badMsg: data("WEB"), reason: `DATA for service "WEB"`},
+		{name: "DATA without any stream", from: Destination, badMsg: data("SSH"), reason: `DATA for service "SSH"`},
+		{name: "V1 DATA without STREAM_START", from: Source, prelude: []*tunnel.Message{start(1, "SSH")}, badMsg: data(""), reason: `DATA for service ""`},
+		{name: "unknown field 8", from: Source, prelude: []*tunnel.Message{start(1, "SSH")},
+			bad: rawFrame(varintField(1, 1), varintField(2, 1), bytesField(5, []byte("SSH")), varintField(8, 1)), reason: "field 8"},
+		{name: "unknown field 1000", from: Destination,
+			bad: rawFrame(varintField(1, 3), varintField(2, 1), bytesField(1000, []byte("x"))), reason: "field 1000"},
+		{name: "wrong wire type", from: Source, bad: rawFrame(varintField(1, 3), bytesField(2, []byte{1})), reason: "wire type"},
+		{name: "truncated field", from: Source, bad: rawFrame(varintField(1, 3), []byte{0x22, 10, 1}), reason: "malformed"},
+		{name: "text message", from: Source, text: true, code: websocket.StatusUnsupportedData, reason: "text"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, tun, src, dst := pair(t, "SSH", "WEB")
+			clients := [2]*client{src, dst}
+			if len(tc.prelude) > 0 {
+				src.send(tc.prelude...)
+				for range tc.prelude {
+					dst.mustNext()
+				}
+			}
+			bad, other := clients[tc.from], clients[tc.from.other()]
+			switch {
+			case tc.text:
+				if err := bad.ws.Write(context.Background(), websocket.MessageText, []byte("hi")); err != nil {
+					t.Fatal(err)
+				}
+			case tc.badMsg != nil:
+				bad.send(tc.badMsg)
+			default:
+				bad.sendRaw(tc.bad)
+			}
+			code := tc.code
+			if code == 0 {
+				code = websocket.StatusPolicyViolation
+			}
+			if reason := bad.wantClose(code); !strings.Contains(reason, tc.reason) {
+				t.Errorf("close reason %q, want it to mention %q", reason, tc.reason)
+			}
+			if tun.Connected(tc.from) || !tun.Connected(tc.from.other()) {
+				t.Errorf("Connected(%v), Connected(%v) = %v, %v; want false, true", tc.from, tc.from.other(), tun.Connected(tc.from), tun.Connected(tc.from.other()))
+			}
+			// The offending frame was not relayed: the other side's next frame is a marker.
+			if err := tun.Send(tc.from.other(), &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 99, ServiceID: "SSH"}); err != nil {
+				t.Fatal(err)
+			}
+			if m := other.mustNext(); m.StreamID != 99 {
+				t.Errorf("%v got %v, want the marker", tc.from.other(), m)
+			}
+		})
+	}
+}
+
+// rawFrame builds a frame from hand-encoded fields, for bytes AppendFrame refuses or
+// would encode differently.
+func rawFrame(fields ...[]byte) []byte {
+	body := bytes.Join(fields, nil)
+	return append([]byte{byte(len(body) >> 8), byte(len(body))}, body...)
+}
+
+func varintField(num protowire.Number, v uint64) []byte {
+	b := protowire.AppendTag(nil, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+func bytesField(num protowire.Number, v []byte) []byte {
+	b := protowire.AppendTag(nil, num, protowire.BytesType)
+	return protowire.AppendBytes(b, v)
+}

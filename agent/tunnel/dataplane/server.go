@@ -1,0 +1,593 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Side is one end of a tunnel.
+type Side int
+
+// The two sides of a tunnel; the values index arrays.
+const (
+	Source Side = iota
+	Destination
+)
+
+func (s Side) String() string {
+	switch s {
+	case Source:
+		return "source"
+	case Destination:
+		return "destination"
+	}
+	return fmt.Sprintf("Side(%d)", int(s))
+}
+
+// other is the opposite side.
+func (s Side) other() Side { return 1 - s }
+
+// Subprotocols of spec §2.3. The server answers with the first one the client
+// offered.
+const (
+	SubprotocolV1 = "aws.iot.securetunneling-1.0"
+	SubprotocolV2 = "aws.iot.securetunneling-2.0"
+	SubprotocolV3 = "aws.iot.securetunneling-3.0"
+)
+
+// Handshake bodies the real service is known to send (spec §2.6).
+const (
+	BodyTokenUsed           = "Invalid access token: The access token was previously used and can not be used again."
+	BodyClientTokenMismatch = "Invalid client token: The provided client token does not match the client token that was previously set."
+)
+
+// Errors.
+var (
+	// ErrNotConnected is returned by Send when the side has no WebSocket.
+	ErrNotConnected = errors.New("dataplane: side not connected")
+	// ErrTunnelClosed is returned by WaitConnects once the tunnel is closed.
+	ErrTunnelClosed = errors.New("dataplane: tunnel closed")
+	// ErrDuplicate is returned by OpenTunnel for an ID or token already registered.
+	ErrDuplicate = errors.New("dataplane: tunnel id or token already registered")
+)
+
+// maxRequestSize bounds the upgrade request: request line plus headers (spec §1.3).
+const maxRequestSize = 4096
+
+var clientTokenRE = regexp.MustCompile(`^[a-zA-Z0-9-]{32,128}$`)
+
+// Handshake is one upgrade request the server answered.
+type Handshake struct {
+	Path         string // request path; only "/tunnel" is accepted
+	Mode         string // local-proxy-mode query value ("" if absent; the first if repeated)
+	AccessToken  string // access-token header, else the awsiot-tunnel-token cookie
+	ClientToken  string // client-token header ("" if absent)
+	Subprotocols []string
+	Header       http.Header // the request headers as received
+	Status       int         // 101 on success
+	Body         string      // response body of a refused handshake
+	Subprotocol  string      // the subprotocol chosen on success
+	ChannelID    string      // the channel-id header sent
+}
+
+// Server is the data plane: an http.Handler for /tunnel. The zero value is ready to
+// use; set its fields before the first request.
+type Server struct {
+	// Logger receives a record per connection event; nil discards. Access and client
+	// tokens are never logged.
+	Logger *slog.Logger
+	// KeepHandshakes is how many of the latest handshakes Handshakes returns; 0 keeps
+	// none, negative keeps all (tests).
+	KeepHandshakes int
+	// OnChange, if not nil, is called after a side of a tunnel connects (consuming
+	// its token) or disconnects, without locks held. It must not block.
+	OnChange func(*Tunnel)
+
+	// now is the clock; nil means time.Now.
+	now func() time.Time
+
+	handler sync.WaitGroup // handler goroutines and their writers
+
+	mu           sync.Mutex
+	closed       bool
+	tunnels      map[string]*Tunnel  // id → tunnel
+	tokens       map[string]tokenRef // access token → tunnel side
+	clientTokens map[string]string   // client token → the access token that set it
+	conns        map[*conn]struct{}  // every WebSocket not yet finished
+	handshakes   []*Handshake        // the latest KeepHandshakes
+	failN        int
+	failStatus   int
+	failBody     string
+	nextTunnel   int
+}
+
+type tokenRef struct {
+	t    *Tunnel
+	side Side
+}
+
+type rawConnKey struct{}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func (s *Server) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
+func (s *Server) initLocked() {
+	if s.tokens == nil {
+		s.tunnels = make(map[string]*Tunnel)
+		s.tokens = make(map[string]tokenRef)
+		s.clientTokens = make(map[string]string)
+		s.conns = make(map[*conn]struct{})
+	}
+}
+
+// ConnContext is meant for http.Server.ConnContext: it keeps the raw connection in
+// the request context so that a cut (Drop, DropAfter, Close of the server) closes TCP
+// without a Close frame even while a close handshake is under way.
+func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, rawConnKey{}, c)
+}
+
+// TunnelConfig describes a tunnel to register with OpenTunnel.
+type TunnelConfig struct {
+	// ID names the tunnel in logs and Server.Tunnel; empty means "tunnel-N".
+	ID string
+	// Services are the destination config's service IDs, sent in SERVICE_IDS; none
+	// is allowed.
+	Services []string
+	// Tokens are the source and destination access tokens; an empty one is generated.
+	Tokens [2]string
+	// Used marks a token as already consumed by a handshake (state restored after a
+	// restart); ClientTokens are the client tokens that consumed them, if any.
+	Used         [2]bool
+	ClientTokens [2]string
+	// LastUpdated are the sides' last connection-state changes; zero means now.
+	LastUpdated [2]time.Time
+}
+
+// OpenTunnel registers a tunnel. It fails with ErrDuplicate if the ID, a token or a
+// client token is already registered.
+func (s *Server) OpenTunnel(cfg TunnelConfig) (*Tunnel, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.initLocked()
+	if cfg.ID == "" {
+		s.nextTunnel++
+		cfg.ID = fmt.Sprintf("tunnel-%d", s.nextTunnel)
+	}
+	now := s.clock()
+	t := &Tunnel{
+		id:       cfg.ID,
+		s:        s,
+		services: append([]string(nil), cfg.Services...),
+		started:  make(map[string]bool),
+		active:   make(map[string]int32),
+		changed:  make(chan struct{}),
+	}
+	t.pong.Store(true)
+	if _, ok := s.tunnels[cfg.ID]; ok {
+		return nil, fmt.Errorf("opening tunnel %s: %w", cfg.ID, ErrDuplicate)
+	}
+	for i := range t.sides {
+		st := &t.sides[i]
+		st.token = cfg.Tokens[i]
+		if st.token == "" {
+			st.token = NewToken()
+		}
+		if _, ok := s.tokens[st.token]; ok {
+			return nil, fmt.Errorf("opening tunnel %s: %v token: %w", cfg.ID, Side(i), ErrDuplicate)
+		}
+		st.used, st.clientToken = cfg.Used[i], cfg.ClientTokens[i]
+		if st.clientToken != "" {
+			if _, ok := s.clientTokens[st.clientToken]; ok {
+				return nil, fmt.Errorf("opening tunnel %s: %v client token: %w", cfg.ID, Side(i), ErrDuplicate)
+			}
+		}
+		st.lastUpdated = cfg.LastUpdated[i]
+		if st.lastUpdated.IsZero() {
+			st.lastUpdated = now
+		}
+	}
+	if t.sides[0].token == t.sides[1].token {
+		return nil, fmt.Errorf("opening tunnel %s: same token for both sides: %w", cfg.ID, ErrDuplicate)
+	}
+	s.tunnels[t.id] = t
+	for i := range t.sides {
+		st := &t.sides[i]
+		s.tokens[st.token] = tokenRef{t, Side(i)}
+		if st.clientToken != "" {
+			s.clientTokens[st.clientToken] = st.token
+		}
+	}
+	return t, nil
+}
+
+// Tunnel returns the registered tunnel with the given ID, or nil.
+func (s *Server) Tunnel(id string) *Tunnel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tunnels[id]
+}
+
+// Remove closes t (see Tunnel.Close) and forgets it: its tokens become unknown.
+func (s *Server) Remove(t *Tunnel) {
+	t.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tunnels[t.id] == t {
+		delete(s.tunnels, t.id)
+	}
+	for i := range t.sides {
+		if ref, ok := s.tokens[t.sides[i].token]; ok && ref.t == t {
+			delete(s.tokens, t.sides[i].token)
+		}
+	}
+}
+
+// FailHandshakes makes the next n /tunnel handshakes answer status with body,
+// before any other check.
+func (s *Server) FailHandshakes(n int, status int, body string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failN, s.failStatus, s.failBody = n, status, body
+}
+
+// Handshakes returns the latest upgrade requests answered (see KeepHandshakes), in
+// order, whatever their path (Handshake.Path tells).
+func (s *Server) Handshakes() []Handshake {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Handshake, len(s.handshakes))
+	for i, h := range s.handshakes {
+		out[i] = *h
+		out[i].Header = h.Header.Clone()
+		out[i].Subprotocols = append([]string(nil), h.Subprotocols...)
+	}
+	return out
+}
+
+// Close closes every WebSocket (without a Close frame), refuses later requests with
+// 503, and waits for every goroutine the server started. It does not close the
+// listener: the http.Server does.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.cut()
+	}
+	s.handler.Wait()
+}
+
+// recorder keeps the status and body of a handshake response.
+type recorder struct {
+	http.ResponseWriter
+	status    int
+	body      strings.Builder
+	switching func() // called before a 101 is written
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+		if code == http.StatusSwitchingProtocols && r.switching != nil {
+			r.switching()
+		}
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	if r.body.Len() < 4096 {
+		r.body.Write(b)
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets websocket.Accept find the Hijacker.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// ServeHTTP answers a data-plane handshake and, if it is accepted, serves the
+// WebSocket until it ends.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.initLocked()
+	if s.closed {
+		s.mu.Unlock()
+		http.Error(w, "server closed", http.StatusServiceUnavailable)
+		return
+	}
+	// Hijacked handlers outlive http.Server.Shutdown; this group is what Close
+	// waits for.
+	s.handler.Add(1)
+	s.mu.Unlock()
+	defer s.handler.Done()
+
+	h := &Handshake{
+		Path:         r.URL.Path,
+		Mode:         r.URL.Query().Get("local-proxy-mode"),
+		ClientToken:  r.Header.Get("client-token"),
+		Subprotocols: headerTokens(r.Header, "Sec-WebSocket-Protocol"),
+		Header:       r.Header.Clone(),
+	}
+	if v := r.Header.Values("access-token"); len(v) > 0 {
+		h.AccessToken = v[0]
+	} else if c, err := r.Cookie("awsiot-tunnel-token"); err == nil {
+		h.AccessToken = c.Value
+	}
+	if c := s.upgrade(w, r, h); c != nil {
+		c.run()
+	}
+}
+
+// recordLocked keeps h. It is called before the response is written, so a client
+// that has its answer finds it.
+func (s *Server) recordLocked(h *Handshake) {
+	if s.KeepHandshakes == 0 {
+		return
+	}
+	s.handshakes = append(s.handshakes, h)
+	if s.KeepHandshakes > 0 && len(s.handshakes) > s.KeepHandshakes {
+		s.handshakes = s.handshakes[len(s.handshakes)-s.KeepHandshakes:]
+	}
+}
+
+// refuse records the handshake and answers it with status and exactly body.
+func (s *Server) refuse(w http.ResponseWriter, h *Handshake, status int, body string) {
+	// Error responses carry a channel-id too (spec §2.2).
+	h.Status, h.Body, h.ChannelID = status, body, newUUID()
+	w.Header().Set("channel-id", h.ChannelID)
+	s.mu.Lock()
+	s.recordLocked(h)
+	s.mu.Unlock()
+	s.log().Info("handshake refused", "path", h.Path, "status", status, "body", body, "channel", h.ChannelID)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+}
+
+// upgrade applies the handshake rules of spec §2 and, if they hold, accepts the
+// WebSocket and attaches it to its tunnel.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *conn {
+	if r.URL.Path != "/tunnel" {
+		s.refuse(w, h, http.StatusBadRequest, fmt.Sprintf("Invalid path %q: want /tunnel", r.URL.Path))
+		return nil
+	}
+	s.mu.Lock()
+	if s.failN > 0 {
+		s.failN--
+		status, body := s.failStatus, s.failBody
+		s.mu.Unlock()
+		s.refuse(w, h, status, body)
+		return nil
+	}
+	s.mu.Unlock()
+
+	if n := requestSize(r); n > maxRequestSize {
+		s.refuse(w, h, http.StatusBadRequest, fmt.Sprintf("Request too large: %d bytes, limit %d", n, maxRequestSize))
+		return nil
+	}
+	modes := r.URL.Query()["local-proxy-mode"]
+	if len(modes) != 1 || (modes[0] != "source" && modes[0] != "destination") {
+		s.refuse(w, h, http.StatusBadRequest, "Invalid local-proxy-mode: want exactly one of source or destination")
+		return nil
+	}
+	mode := Source
+	if modes[0] == "destination" {
+		mode = Destination
+	}
+	var cookies []string
+	for _, c := range r.Cookies() {
+		if c.Name == "awsiot-tunnel-token" {
+			cookies = append(cookies, c.Value)
+		}
+	}
+	headers := r.Header.Values("access-token")
+	switch n := len(headers) + len(cookies); {
+	case n == 0:
+		s.refuse(w, h, http.StatusBadRequest, "Missing access token: send an access-token header or an awsiot-tunnel-token cookie")
+		return nil
+	case n > 1:
+		s.refuse(w, h, http.StatusBadRequest, "Invalid access token: more than one access token (header and cookie values count together)")
+		return nil
+	}
+	token := h.AccessToken
+	cts := r.Header.Values("client-token")
+	if len(cts) > 1 {
+		s.refuse(w, h, http.StatusBadRequest, "Invalid client token: more than one client-token header")
+		return nil
+	}
+	clientToken := ""
+	if len(cts) == 1 {
+		clientToken = cts[0]
+		if !clientTokenRE.MatchString(clientToken) {
+			s.refuse(w, h, http.StatusBadRequest, "Invalid client token: it must match ^[a-zA-Z0-9-]{32,128}$")
+			return nil
+		}
+	}
+	proto := ""
+	for _, p := range h.Subprotocols {
+		if p == SubprotocolV1 || p == SubprotocolV2 || p == SubprotocolV3 {
+			proto = p
+			break
+		}
+	}
+	if proto == "" {
+		s.refuse(w, h, http.StatusBadRequest, "Invalid Sec-WebSocket-Protocol: offer "+SubprotocolV3+", "+SubprotocolV2+" or "+SubprotocolV1)
+		return nil
+	}
+
+	t, side, undo, status, body := s.admit(token, clientToken, mode)
+	if status != 0 {
+		s.refuse(w, h, status, body)
+		return nil
+	}
+	raw, _ := r.Context().Value(rawConnKey{}).(net.Conn)
+	h.Status, h.Subprotocol, h.ChannelID = http.StatusSwitchingProtocols, proto, newUUID()
+	s.mu.Lock()
+	s.recordLocked(h)
+	s.mu.Unlock()
+	w.Header().Set("channel-id", h.ChannelID)
+	c := newConn(s, t, side, raw, proto, h.ChannelID)
+	attached := false
+	rec := &recorder{ResponseWriter: w, switching: func() {
+		// Accept is past its checks and the 101 is not on the wire until it
+		// hijacks: attaching now means a client that has its 101 is connected,
+		// and frames relayed to it meanwhile wait in its queue.
+		attached = t.attach(c)
+	}}
+	ws, err := websocket.Accept(rec, r, &websocket.AcceptOptions{
+		Subprotocols:       []string{proto},
+		InsecureSkipVerify: true, // the service does not check Origin
+		OnPingReceived: func(ctx context.Context, p []byte) bool {
+			// A ping and its pong count toward the bandwidth (spec §3.7).
+			t.limit.wait(ctx, 2*(2+len(p)))
+			return t.pong.Load()
+		},
+		OnPongReceived: func(ctx context.Context, p []byte) {
+			t.limit.wait(ctx, 2+len(p))
+		},
+	})
+	if err != nil {
+		if attached {
+			// The hijack failed after the 101: the client sees a broken connection.
+			t.detach(c)
+			c.cut()
+			s.log().Info("upgrade failed", "tunnel", t.id, "side", side, "err", err)
+			return nil
+		}
+		// Accept answered a bad WebSocket request itself.
+		undo()
+		s.mu.Lock()
+		h.Status, h.Body, h.Subprotocol = rec.status, rec.body.String(), ""
+		s.mu.Unlock()
+		s.log().Info("upgrade refused", "tunnel", t.id, "side", side, "err", err)
+		return nil
+	}
+	ws.SetReadLimit(maxWebSocketMessage)
+	c.setWS(ws)
+	if !attached {
+		// The server or the tunnel closed during the handshake.
+		c.cut()
+		ws.CloseNow()
+		return nil
+	}
+	return c
+}
+
+// admit checks and consumes the access token (spec §3.8). On refusal status is
+// non-zero; undo gives the token back if the upgrade fails later.
+func (s *Server) admit(token, clientToken string, mode Side) (t *Tunnel, side Side, undo func(), status int, body string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ref, ok := s.tokens[token]
+	switch {
+	case !ok:
+		return nil, 0, nil, http.StatusBadRequest, "Invalid access token: The access token is not valid."
+	case ref.t.closed:
+		return nil, 0, nil, http.StatusBadRequest, "Invalid access token: The tunnel is closed."
+	case ref.side != mode:
+		return nil, 0, nil, http.StatusBadRequest, fmt.Sprintf("Invalid local-proxy-mode: the access token is for %v mode", ref.side)
+	}
+	t, side = ref.t, ref.side
+	st := &t.sides[side]
+	if st.used {
+		switch {
+		case st.clientToken == "" || clientToken == "":
+			return nil, 0, nil, http.StatusBadRequest, BodyTokenUsed
+		case clientToken != st.clientToken:
+			return nil, 0, nil, http.StatusBadRequest, BodyClientTokenMismatch
+		}
+		return t, side, func() {}, 0, ""
+	}
+	if clientToken != "" {
+		if owner, ok := s.clientTokens[clientToken]; ok && owner != token {
+			// Client tokens are unique across open tunnels (spec §2.1, §3.8).
+			return nil, 0, nil, http.StatusBadRequest, "Invalid client token: The provided client token is already in use."
+		}
+		s.clientTokens[clientToken] = token
+	}
+	st.used, st.clientToken = true, clientToken
+	undo = func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if st.token == token {
+			st.used, st.clientToken = false, ""
+		}
+		if clientToken != "" && s.clientTokens[clientToken] == token {
+			delete(s.clientTokens, clientToken)
+		}
+	}
+	return t, side, undo, 0, ""
+}
+
+// requestSize is the size of the request line and headers as sent (Go moves Host out
+// of the header map).
+func requestSize(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2
+	n += len("Host: ") + len(r.Host) + 2
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n + 2
+}
+
+// headerTokens splits the comma-separated values of header key.
+func headerTokens(h http.Header, key string) []string {
+	var out []string
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// NewToken returns a random access token of 64 URL-safe characters.
+func NewToken() string {
+	b := make([]byte, 48)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// newUUID returns a random version 4 UUID.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

@@ -1,0 +1,502 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// Tunnel is one tunnel registered with a Server.
+type Tunnel struct {
+	id       string
+	s        *Server
+	services []string
+	pong     atomic.Bool
+	limit    limiter
+
+	// Guarded by s.mu.
+	closed  bool
+	sides   [2]sideState
+	record  bool
+	started map[string]bool  // services that ever had a STREAM_START (spec §1.5)
+	active  map[string]int32 // service → active stream id, from relayed STREAM_START/STREAM_RESET
+	changed chan struct{}    // closed and replaced when a side connects or disconnects
+}
+
+// sideState is what the tunnel knows about one side, across its connections.
+type sideState struct {
+	token       string
+	conn        *conn // nil when not connected
+	used        bool  // the access token had a successful handshake
+	clientToken string
+	connects    int
+	lastUpdated time.Time // of the connection state
+	received    []Frame
+	dropAt      int // DropAfter: cut at this frame count; 0 = off
+	dropSeen    int
+	chunks      *rand.Rand // Rechunk's message sizes; nil = one frame per message
+	dropLogged  bool       // frames from this side are being dropped for want of a peer
+}
+
+// SideState is a snapshot of one side of a tunnel.
+type SideState struct {
+	Token       string    // the current access token
+	Used        bool      // the token had a successful handshake
+	ClientToken string    // the client token that consumed it, if any
+	Connected   bool      // the side has a WebSocket
+	Connects    int       // successful handshakes so far (this process)
+	LastUpdated time.Time // when Connected last changed (or the tunnel was opened)
+}
+
+// Frame is a recorded frame: the message without its payload, and the payload's length.
+type Frame struct {
+	Message    tunnel.Message
+	PayloadLen int
+}
+
+// ID returns the tunnel's ID.
+func (t *Tunnel) ID() string { return t.id }
+
+// Services returns the tunnel's service IDs, as sent in SERVICE_IDS.
+func (t *Tunnel) Services() []string { return slices.Clone(t.services) }
+
+// Side returns a snapshot of side's state.
+func (t *Tunnel) Side(side Side) SideState {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	st := &t.sides[side]
+	return SideState{
+		Token: st.token, Used: st.used, ClientToken: st.clientToken,
+		Connected: st.conn != nil, Connects: st.connects, LastUpdated: st.lastUpdated,
+	}
+}
+
+// Closed reports whether Close was called.
+func (t *Tunnel) Closed() bool {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	return t.closed
+}
+
+// Rotate revokes side's access token and issues a new one, which it returns
+// (RotateTunnelAccessToken, spec §4). A WebSocket connected with the old token stays
+// up until the side connects with the new one, which replaces it as any reconnect
+// does. It returns "" if the tunnel is closed.
+func (t *Tunnel) Rotate(side Side) string {
+	s := t.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t.closed {
+		return ""
+	}
+	st := &t.sides[side]
+	delete(s.tokens, st.token)
+	if st.clientToken != "" && s.clientTokens[st.clientToken] == st.token {
+		delete(s.clientTokens, st.clientToken)
+	}
+	st.token = NewToken()
+	st.used, st.clientToken = false, ""
+	s.tokens[st.token] = tokenRef{t, side}
+	return st.token
+}
+
+// SetBandwidth limits the bytes the tunnel carries per second, frames from both sides
+// and ping and pong frames together (spec §7); 0 or less removes the limit. Frames
+// wait in the reader, which slows the sender down as TCP back-pressure would.
+func (t *Tunnel) SetBandwidth(bytesPerSecond int) {
+	t.limit.set(bytesPerSecond)
+}
+
+// Rechunk makes every later write to either side re-cut the byte stream of frames
+// into WebSocket messages of random sizes (1 to 131076 bytes, skewed small), so that
+// messages hold several frames and frames straddle messages (spec §1.2). The
+// sequence of sizes is deterministic from seed; which bytes fall where also depends
+// on timing. Writers wait about a millisecond to gather frames.
+func (t *Tunnel) Rechunk(seed int64) {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	for i := range t.sides {
+		t.sides[i].chunks = rand.New(rand.NewPCG(uint64(seed), uint64(i)+1))
+	}
+}
+
+func (t *Tunnel) rechunking(side Side) bool {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	return t.sides[side].chunks != nil
+}
+
+// chunkSize draws the next message size for side: a quarter each up to 16 bytes,
+// 512 bytes, 8 KiB and the 131076-byte maximum.
+func (t *Tunnel) chunkSize(side Side) int {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	r := t.sides[side].chunks
+	if r == nil {
+		return maxWebSocketMessage
+	}
+	limit := [...]int{16, 512, 8192, maxWebSocketMessage}[r.IntN(4)]
+	return 1 + r.IntN(limit)
+}
+
+// DropAfter makes the n-th frame received from side, counting from this call and
+// across reconnects, not be relayed; instead side's TCP connection is cut without a
+// Close frame. n <= 0 cancels.
+func (t *Tunnel) DropAfter(side Side, n int) {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	t.sides[side].dropAt, t.sides[side].dropSeen = max(n, 0), 0
+}
+
+// Drop cuts side's TCP connection now, without a Close frame.
+func (t *Tunnel) Drop(side Side) {
+	t.s.mu.Lock()
+	c := t.sides[side].conn
+	t.detachLocked(c)
+	t.s.mu.Unlock()
+	if c != nil {
+		t.s.log().Info("dropped", "tunnel", t.id, "side", side, "channel", c.channelID)
+		c.cut()
+	}
+}
+
+// SessionReset sends SESSION_RESET to side (spec §3.3), after what is already queued
+// for it. If side is not connected, it logs that and does nothing.
+func (t *Tunnel) SessionReset(side Side) {
+	if err := t.Send(side, &tunnel.Message{Type: tunnel.TypeSessionReset}); err != nil {
+		t.s.log().Info("SESSION_RESET not sent", "tunnel", t.id, "err", err)
+	}
+}
+
+// Send queues m for side, after every frame queued before. The service's stream
+// table counts it as if the other side had sent it, unchecked: a STREAM_START sent to
+// the destination lets the destination's DATA for that service through, and is reset
+// if the destination reconnects. It returns ErrNotConnected if side has no WebSocket,
+// or the encoder's error.
+func (t *Tunnel) Send(side Side, m *tunnel.Message) error {
+	b, err := tunnel.AppendFrame(nil, m)
+	if err != nil {
+		return err
+	}
+	return t.SendRaw(side, b)
+}
+
+// SendRaw queues b, which should be whole frames, for side as is: tests use it for
+// frames AppendFrame refuses to encode. Without Rechunk, b is written as one message.
+// Frames in b that decode are counted as Send counts them.
+func (t *Tunnel) SendRaw(side Side, b []byte) error {
+	b = slices.Clone(b)
+	d := newDecoder()
+	t.s.mu.Lock()
+	c := t.sides[side].conn
+	if c != nil {
+		for rest := b; len(rest) >= 2; {
+			n := 2 + (int(rest[0])<<8 | int(rest[1]))
+			if n > len(rest) {
+				break
+			}
+			d.br.Reset(rest[:n])
+			if d.fr.Next(&d.m) == nil {
+				t.trackLocked(&d.m)
+			}
+			rest = rest[n:]
+		}
+	}
+	t.s.mu.Unlock()
+	if c == nil || !c.enqueue(b) {
+		return fmt.Errorf("sending to %v: %w", side, ErrNotConnected)
+	}
+	return nil
+}
+
+// Close closes the tunnel, as CloseTunnel does: both sides get a Close frame with
+// status 1000 after what is already queued for them, the tokens become invalid and
+// later handshakes get 400. It does not wait for the close handshakes.
+func (t *Tunnel) Close() { t.CloseReason("tunnel closed") }
+
+// CloseReason is Close with the Close frame's reason text (at most 123 bytes are
+// sent), e.g. "tunnel expired".
+func (t *Tunnel) CloseReason(reason string) {
+	s := t.s
+	s.mu.Lock()
+	if t.closed {
+		s.mu.Unlock()
+		return
+	}
+	t.closed = true
+	var conns []*conn
+	for i := range t.sides {
+		st := &t.sides[i]
+		if st.conn != nil {
+			conns = append(conns, st.conn)
+			st.conn = nil
+			st.lastUpdated = s.clock()
+		}
+		if st.clientToken != "" && s.clientTokens[st.clientToken] == st.token {
+			delete(s.clientTokens, st.clientToken)
+		}
+	}
+	t.notifyLocked()
+	s.mu.Unlock()
+	s.log().Info("closed", "tunnel", t.id, "reason", reason)
+	for _, c := range conns {
+		c.closeWith(websocket.StatusNormalClosure, reason)
+	}
+	s.changed(t)
+}
+
+// Connects returns the number of successful handshakes of side so far.
+func (t *Tunnel) Connects(side Side) int {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	return t.sides[side].connects
+}
+
+// Connected reports whether side has a WebSocket.
+func (t *Tunnel) Connected(side Side) bool {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	return t.sides[side].conn != nil
+}
+
+// WaitConnects waits until side has had at least n successful handshakes and is
+// connected. It fails when ctx ends or the tunnel is closed.
+func (t *Tunnel) WaitConnects(ctx context.Context, side Side, n int) error {
+	for {
+		t.s.mu.Lock()
+		st := &t.sides[side]
+		have, ok, closed, ch := st.connects, st.connects >= n && st.conn != nil, t.closed, t.changed
+		t.s.mu.Unlock()
+		switch {
+		case ok:
+			return nil
+		case closed:
+			return fmt.Errorf("waiting for %d %v connects (have %d): %w", n, side, have, ErrTunnelClosed)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d %v connects (have %d): %w", n, side, have, ctx.Err())
+		}
+	}
+}
+
+// Record turns recording of the frames received from both sides on or off.
+// Recorded frames are kept until the tunnel is garbage.
+func (t *Tunnel) Record(on bool) {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	t.record = on
+}
+
+// Received returns the frames recorded from side, in order, including the one that
+// broke a rule or triggered DropAfter.
+func (t *Tunnel) Received(side Side) []Frame {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	return slices.Clone(t.sides[side].received)
+}
+
+// SetPong turns the answering of WebSocket pings on (the default) or off; off, pings
+// are swallowed (spec §3.7 notes the service does not always answer).
+func (t *Tunnel) SetPong(on bool) {
+	t.pong.Store(on)
+}
+
+func (t *Tunnel) notifyLocked() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// changed calls OnChange; no locks may be held.
+func (s *Server) changed(t *Tunnel) {
+	if s.OnChange != nil {
+		s.OnChange(t)
+	}
+}
+
+// attach makes c the side's connection, cutting the one it replaces, and sends the
+// other side a STREAM_RESET for each active stream if this side had been connected
+// before (spec §3.8). It reports false if the tunnel or server closed meanwhile.
+func (t *Tunnel) attach(c *conn) bool {
+	s := t.s
+	s.mu.Lock()
+	if s.closed || t.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.conns[c] = struct{}{}
+	st := &t.sides[c.side]
+	old := st.conn
+	replaced := st.connects > 0
+	st.conn = c
+	st.connects++
+	st.lastUpdated = s.clock()
+	var resets []*tunnel.Message
+	if replaced {
+		for svc, id := range t.active {
+			resets = append(resets, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: id, ServiceID: svc})
+		}
+		slices.SortFunc(resets, func(a, b *tunnel.Message) int { return strings.Compare(a.ServiceID, b.ServiceID) })
+		clear(t.active)
+	}
+	peer := t.sides[c.side.other()].conn
+	connects := st.connects
+	t.notifyLocked()
+	s.mu.Unlock()
+
+	log := s.log()
+	log.Info("connected", "tunnel", t.id, "side", c.side, "channel", c.channelID, "protocol", c.proto, "connect", connects)
+	if old != nil {
+		log.Info("replaced", "tunnel", t.id, "side", c.side, "channel", old.channelID, "by", c.channelID)
+		old.cut()
+	}
+	for _, m := range resets {
+		if peer == nil {
+			break
+		}
+		b, err := tunnel.AppendFrame(nil, m)
+		if err == nil && peer.enqueue(b) {
+			log.Info("sent reset after reconnect", "tunnel", t.id, "side", peer.side, "message", m, "reconnected", c.side)
+		}
+	}
+	s.changed(t)
+	return true
+}
+
+// detach forgets c as its side's connection, if it still is.
+func (t *Tunnel) detach(c *conn) {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	t.detachLocked(c)
+}
+
+func (t *Tunnel) detachLocked(c *conn) {
+	if c != nil && t.sides[c.side].conn == c {
+		t.sides[c.side].conn = nil
+		t.sides[c.side].lastUpdated = t.s.clock()
+		t.notifyLocked()
+	}
+}
+
+// receive handles one raw frame (length prefix included) read from c: record it,
+// apply DropAfter and the rules of spec §1.5, then relay the same bytes to the other
+// side. It reports whether c should keep reading.
+func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
+	m := &d.m
+	reason, ignorable := "", false
+	typ, ign, err := scanFields(raw[2:])
+	if err != nil {
+		reason = err.Error()
+		*m = tunnel.Message{Type: typ, Ignorable: ign}
+	} else {
+		d.br.Reset(raw)
+		switch err := d.fr.Next(m); {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			// An unknown type marked ignorable: the service relays it.
+			ignorable = true
+			*m = tunnel.Message{Type: typ, Ignorable: ign}
+		default:
+			reason = strings.TrimPrefix(err.Error(), tunnel.ErrProtocol.Error()+": ")
+		}
+	}
+
+	s := t.s
+	s.mu.Lock()
+	st := &t.sides[c.side]
+	if st.conn != c {
+		s.mu.Unlock()
+		return false
+	}
+	if t.record {
+		f := Frame{Message: *m, PayloadLen: len(m.Payload)}
+		f.Message.Payload = nil
+		st.received = append(st.received, f)
+	}
+	if st.dropAt > 0 {
+		st.dropSeen++
+		if st.dropSeen == st.dropAt {
+			st.dropAt, st.dropSeen = 0, 0
+			t.detachLocked(c)
+			s.mu.Unlock()
+			s.log().Info("dropped (DropAfter)", "tunnel", t.id, "side", c.side, "channel", c.channelID, "at", m)
+			c.cut()
+			return false
+		}
+	}
+	if reason == "" && !ignorable {
+		reason = t.checkLocked(c.side, m)
+	}
+	if reason != "" {
+		t.detachLocked(c)
+		s.mu.Unlock()
+		s.log().Info("closing on a bad frame", "tunnel", t.id, "side", c.side, "channel", c.channelID, "message", m, "reason", reason)
+		c.closeWith(websocket.StatusPolicyViolation, reason)
+		return false
+	}
+	peer := t.sides[c.side.other()].conn
+	logDrop := peer == nil && !st.dropLogged
+	st.dropLogged = peer == nil
+	s.mu.Unlock()
+	if peer == nil {
+		if logDrop {
+			// Once per absence, not per frame.
+			s.log().Info("dropping frames: peer not connected", "tunnel", t.id, "side", c.side, "first", m)
+		}
+		return true
+	}
+	peer.enqueue(slices.Clone(raw))
+	return true
+}
+
+// checkLocked applies the tunnel-level rules of spec §1.5 to a decoded message from
+// side and, if it passes, updates the stream state. It returns why m breaks a rule.
+func (t *Tunnel) checkLocked(side Side, m *tunnel.Message) string {
+	switch m.Type {
+	case tunnel.TypeStreamStart, tunnel.TypeConnectionStart:
+		if side == Destination {
+			return fmt.Sprintf("destination may not send %v (spec §1.5)", m.Type)
+		}
+	case tunnel.TypeSessionReset, tunnel.TypeServiceIDs:
+		return fmt.Sprintf("clients may not send %v (spec §1.5)", m.Type)
+	}
+	if _, v1 := t.active[""]; v1 && m.ServiceID != "" {
+		return fmt.Sprintf("service id %q while a stream started without one is active (spec §1.5)", m.ServiceID)
+	}
+	switch m.Type {
+	case tunnel.TypeStreamStart:
+		if m.ServiceID != "" && !slices.Contains(t.services, m.ServiceID) {
+			return fmt.Sprintf("STREAM_START for service %q, not one of the tunnel's %q (spec §1.5)", m.ServiceID, t.services)
+		}
+	case tunnel.TypeData:
+		if !t.started[m.ServiceID] {
+			return fmt.Sprintf("DATA for service %q without a STREAM_START (spec §1.5)", m.ServiceID)
+		}
+	}
+	t.trackLocked(m)
+	return ""
+}
+
+// trackLocked updates the stream table from a message passing through the service.
+func (t *Tunnel) trackLocked(m *tunnel.Message) {
+	switch m.Type {
+	case tunnel.TypeStreamStart:
+		t.started[m.ServiceID] = true
+		t.active[m.ServiceID] = m.StreamID
+	case tunnel.TypeStreamReset:
+		if id, ok := t.active[m.ServiceID]; ok && id == m.StreamID {
+			delete(t.active, m.ServiceID)
+		}
+	}
+}
