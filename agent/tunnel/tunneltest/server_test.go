@@ -10,7 +10,6 @@ import (
 	"github.com/porthole-iot/porthole/agent/tunnel"
 )
 
-
 func TestHandshakeResponse(t *testing.T) {
 	s := NewServer(t)
 	tun := s.OpenTunnel()

@@ -474,7 +474,6 @@ func TestSetPong(t *testing.T) {
 	}
 }
 
-
 func TestIgnorableUnknownTypeIsRelayed(t *testing.T) {
 	_, _, src, dst := pair(t, "SSH")
 	f := frame(t, &tunnel.Message{Type: 42, Ignorable: true, StreamID: 1})
