@@ -216,3 +216,32 @@ func TestShutdownWaits(t *testing.T) {
 		t.Errorf("Shutdown after the client left = %v", err)
 	}
 }
+
+// TestBackgroundHolderDoesNotHang: a command that exits while a background
+// child still holds its output keeps the session open, like OpenSSH, but
+// once the client closes the session nothing on the server may hang.
+func TestBackgroundHolderDoesNotHang(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := s.StdoutPipe()
+	if err := s.Start("sleep 3 & echo started"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "started\n" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	// Let the shell exit: only sleep still holds the output.
+	time.Sleep(300 * time.Millisecond)
+	s.Close()
+	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with a background output holder: %v", err)
+	}
+}

@@ -54,10 +54,10 @@ type session struct {
 	replied chan struct{} // closed once the start request is answered
 
 	mu     sync.Mutex
-	win    windowChange // latest size from pty-req or window-change
-	ptmx   *os.File     // the running program's pty master, nil when none
-	proc   *os.Process  // the running program, nil when none or finished
-	hangup func()       // ends a running program when the client goes away
+	win    windowChange       // latest size from pty-req or window-change
+	ptmx   *os.File           // the running program's pty master, nil when none
+	proc   *os.Process        // the running program, nil when none or finished
+	hangup func(running bool) // ends the program (if running) and its I/O when the client goes away
 }
 
 func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
@@ -394,7 +394,18 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	pid := cmd.Process.Pid
 	sess.mu.Lock()
 	sess.proc = cmd.Process
-	sess.hangup = func() {
+	closePipes := func() {
+		outR.Close()
+		errR.Close()
+		inW.Close()
+	}
+	sess.hangup = func(running bool) {
+		if !running {
+			// The command has exited but something it started still holds
+			// the output open: stop reading, it gets SIGPIPE on its next write.
+			closePipes()
+			return
+		}
 		syscall.Kill(-pid, syscall.SIGHUP)
 		time.AfterFunc(killDelay, func() {
 			select {
@@ -403,9 +414,7 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 			default:
 			}
 			syscall.Kill(-pid, syscall.SIGKILL)
-			outR.Close()
-			errR.Close()
-			inW.Close()
+			closePipes()
 		})
 	}
 	sess.mu.Unlock()
@@ -475,10 +484,13 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 			ptmx.Close()
 		})
 	}
-	sess.hangup = func() {
+	sess.hangup = func(running bool) {
 		// Closing the master hangs up the terminal: the kernel sends SIGHUP
 		// to the session, as when a modem line drops.
 		closePTY()
+		if !running {
+			return
+		}
 		syscall.Kill(-pid, syscall.SIGHUP)
 		time.AfterFunc(killDelay, func() {
 			select {
@@ -595,8 +607,8 @@ func (sess *session) stop() {
 		return
 	default:
 	}
-	if running && hangup != nil {
-		hangup()
+	if hangup != nil {
+		hangup(running)
 	}
 	<-sess.done
 }
