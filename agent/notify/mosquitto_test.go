@@ -136,10 +136,18 @@ func (m *mosquitto) stop() {
 	m.cmd = nil
 }
 
-func (m *mosquitto) restart() {
+// restart stops and starts the broker on the same port; with forget it
+// also deletes the persistence database, so the broker has lost every
+// session and subscription.
+func (m *mosquitto) restart(forget bool) {
 	m.t.Helper()
 	path := m.cmd.Path
 	m.stop()
+	if forget {
+		if err := os.Remove(filepath.Join(m.dir, "mosquitto.db")); err != nil {
+			m.t.Fatal(err)
+		}
+	}
 	m.start(path)
 }
 
@@ -276,15 +284,26 @@ func TestMosquittoRestart(t *testing.T) {
 	runListener(t, l)
 	awaitConnection(t, l)
 
-	m.restart()
+	m.restart(false)
 
 	// The listener notices, reconnects with backoff and subscribes again.
+	rec.waitFor("mqtt connected", "session_present=true")
 	rec.waitCount(2, "notify subscription granted")
-	rec.waitCount(2, "mqtt connected")
 	awaitConnection(t, l)
 	m.publisher(t, "publisher-after-restart").publish(Topic("thing-a"), notifyPayload(testToken+"after"))
 	if n := sink.next(); n.ClientAccessToken != testToken+"after" {
 		t.Fatalf("got %v, want the notification sent after the restart", n)
+	}
+
+	// A broker that lost its state: only the resubscription on connection
+	// up makes notifications flow again.
+	m.restart(true)
+	rec.waitCount(2, "mqtt connected", "session_present=false")
+	rec.waitCount(3, "notify subscription granted")
+	awaitConnection(t, l)
+	m.publisher(t, "publisher-after-loss").publish(Topic("thing-a"), notifyPayload(testToken+"after-loss"))
+	if n := sink.next(); n.ClientAccessToken != testToken+"after-loss" {
+		t.Fatalf("got %v, want the notification sent after the broker lost its sessions", n)
 	}
 }
 

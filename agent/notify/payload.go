@@ -117,8 +117,8 @@ func (n Notification) MarshalJSON() ([]byte, error) {
 //	{"clientAccessToken":"…","clientMode":"destination","region":"us-east-1","services":["SSH"]}
 //
 // Keys are matched exactly; unknown keys are ignored. clientMode must be
-// "destination"; the token must be non-empty, at most [MaxTokenSize] bytes
-// and free of control characters; the region non-empty; services must hold
+// "destination"; the token must be non-empty, at most [MaxTokenSize] bytes,
+// ASCII and free of control characters; the region non-empty; services must hold
 // 1 to 3 distinct identifiers matching [a-zA-Z0-9:_-]{1,128}. Payloads over
 // [MaxPayloadSize] are rejected before parsing. Errors wrap
 // [ErrInvalidNotification], name the field and never contain the token.
@@ -165,8 +165,13 @@ func checkToken(tok string) error {
 		return invalid("clientAccessToken is %d bytes, over the %d-byte limit", len(tok), MaxTokenSize)
 	}
 	for i, r := range tok {
-		if unicode.IsControl(r) {
+		switch {
+		case unicode.IsControl(r):
 			return invalid("clientAccessToken has a control character at byte %d", i)
+		case r > unicode.MaxASCII:
+			// Tokens travel in an HTTP header; JSON turns invalid UTF-8
+			// into U+FFFD, so this also catches a mangled token.
+			return invalid("clientAccessToken has a non-ASCII character at byte %d", i)
 		}
 	}
 	return nil

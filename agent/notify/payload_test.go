@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -75,6 +74,21 @@ var parseCases = []parseCase{
 		name:    "token with NUL",
 		payload: `{"clientAccessToken":"` + testToken[:10] + `\u0000` + testToken[10:] + `","clientMode":"destination","region":"us-east-1","services":["SSH"]}`,
 		wantErr: "clientAccessToken has a control character at byte 10",
+	},
+	{
+		name:    "token with DEL",
+		payload: `{"clientAccessToken":"abc\u007fdef","clientMode":"destination","region":"us-east-1","services":["SSH"]}`,
+		wantErr: "clientAccessToken has a control character at byte 3",
+	},
+	{
+		name:    "token with a C1 control",
+		payload: `{"clientAccessToken":"abc\u0085def","clientMode":"destination","region":"us-east-1","services":["SSH"]}`,
+		wantErr: "clientAccessToken has a control character at byte 3",
+	},
+	{
+		name:    "token not ASCII",
+		payload: "{\"clientAccessToken\":\"abc\xffdef\",\"clientMode\":\"destination\",\"region\":\"us-east-1\",\"services\":[\"SSH\"]}",
+		wantErr: "clientAccessToken has a non-ASCII character at byte 3",
 	},
 	{
 		name:    "token too long",
@@ -268,7 +282,7 @@ func FuzzParseNotification(f *testing.F) {
 			t.Fatalf("accepted a %d-byte payload", len(payload))
 		}
 		if n.ClientMode != ModeDestination || n.Region == "" || n.ClientAccessToken == "" ||
-			len(n.ClientAccessToken) > MaxTokenSize || !utf8.ValidString(n.ClientAccessToken) {
+			len(n.ClientAccessToken) > MaxTokenSize || !isPrintableASCII(n.ClientAccessToken) {
 			t.Fatalf("accepted %#v", n)
 		}
 		if len(n.Services) < 1 || len(n.Services) > MaxServices {
@@ -285,4 +299,13 @@ func FuzzParseNotification(f *testing.F) {
 			t.Fatalf("String shows the token: %s", s)
 		}
 	})
+}
+
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
