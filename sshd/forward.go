@@ -103,7 +103,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	s.log().Info("forward opened", "remote", st.remote, "user", sc.User(), "dest", ev.Dest)
 	s.audit(ev)
 	go gossh.DiscardRequests(reqs)
-	proxy(ch, tc)
+	proxy(ctx, ch, tc)
 }
 
 func (s *Server) permitLocal(user string, ap netip.AddrPort) bool {
@@ -146,8 +146,19 @@ func permitOpenMatch(list []string, host string, port uint32) bool {
 }
 
 // proxy copies both ways between an SSH channel and a connection, passing
-// half-closes on, and returns when both directions are done.
-func proxy(ch gossh.Channel, c net.Conn) {
+// half-closes on, and returns when both directions are done or when ctx (the
+// SSH connection's) ends: a peer that ignores EOF must not outlive it.
+func proxy(ctx context.Context, ch gossh.Channel, c net.Conn) {
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			ch.Close()
+			c.Close()
+		case <-done:
+		}
+	}()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -265,7 +276,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 					return
 				}
 				go gossh.DiscardRequests(reqs)
-				proxy(ch, c)
+				proxy(ctx, ch, c)
 			}()
 		}
 	}()
@@ -364,7 +375,7 @@ func (sess *session) startAgentForwarding(a *account) (sock string, stop func(),
 					return
 				}
 				go gossh.DiscardRequests(reqs)
-				proxy(ch, c)
+				proxy(sess.ctx, ch, c)
 			}()
 		}
 	}()

@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"bufio"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh/agent"
 )
@@ -231,5 +233,50 @@ func TestAgentForwarding(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestForwardEndsWithConnection: a forward whose destination ignores EOF
+// and never closes must end when the SSH connection does.
+func TestForwardEndsWithConnection(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			held <- c
+		}
+	}()
+	defer func() {
+		l.Close()
+		select {
+		case c := <-held:
+			c.Close()
+		default:
+		}
+	}()
+	e := newEnv(t, nil)
+	c := e.login("root")
+	fc, err := c.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	io.WriteString(fc, "x")
+	var dst net.Conn
+	select {
+	case dst = <-held:
+		held <- dst
+	case <-time.After(5 * time.Second):
+		t.Fatal("forward did not connect")
+	}
+	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with an open forward after the client left: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -36,6 +37,7 @@ const ptyDrain = 200 * time.Millisecond
 type session struct {
 	srv   *Server
 	st    *connState
+	ctx   context.Context // the connection's; done when it closes
 	sc    *gossh.ServerConn
 	ch    gossh.Channel
 	restr restrictions
@@ -77,7 +79,7 @@ func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gos
 	if err != nil {
 		return
 	}
-	sess := &session{srv: s, st: st, sc: sc, ch: ch, restr: restrictionsOf(sc.Permissions)}
+	sess := &session{srv: s, st: st, ctx: ctx, sc: sc, ch: ch, restr: restrictionsOf(sc.Permissions)}
 	for req := range reqs {
 		sess.handle(req)
 	}
