@@ -245,3 +245,44 @@ func TestBackgroundHolderDoesNotHang(t *testing.T) {
 		t.Fatalf("Shutdown with a background output holder: %v", err)
 	}
 }
+
+// TestHangupIgnoredThenKilled: a command that ignores SIGHUP is killed
+// killDelay after its client went away, for pty and plain sessions.
+func TestHangupIgnoredThenKilled(t *testing.T) {
+	for _, withPTY := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pipes", true: "pty"}[withPTY], func(t *testing.T) {
+			e := newEnv(t, nil)
+			c := e.login("root")
+			s, err := c.NewSession()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if withPTY {
+				if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, _ := s.StdoutPipe()
+			pidFile := filepath.Join(e.dir, "pid")
+			if err := s.Start(`trap "" HUP; echo $$ > ` + pidFile + `; echo started; while :; do sleep 0.1; done`); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 7)
+			io.ReadFull(out, buf)
+			pid, _ := os.ReadFile(pidFile)
+			c.Close()
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := e.srv.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			if d := time.Since(start); d < killDelay-500*time.Millisecond {
+				t.Errorf("ended after %v, before the kill delay", d)
+			}
+			if _, err := os.Stat("/proc/" + strings.TrimSpace(string(pid))); err == nil {
+				t.Errorf("process %s survived", pid)
+			}
+		})
+	}
+}
