@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"path/filepath"
@@ -316,7 +315,7 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	}
 	if p := a.cfg.Tunnel.HTTPSProxy; p != "" {
 		u, _ := url.Parse(p) // validated with the config
-		d.Proxy = http.ProxyURL(u)
+		d.Proxy = tunnel.ProxyURL(u)
 	}
 	err = d.Run(ctx)
 	var he *tunnel.HandshakeError

@@ -126,7 +126,7 @@ func newAgentEnv(t *testing.T) *agentEnv {
 	devCert, devKey := e.pki.issue(t, "dev-1", false)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	e.signer, _ = gossh.NewSignerFromKey(priv)
-	ak := filepath.Join(t.TempDir(), "authorized_keys")
+	ak := filepath.Join(safeTempDir(t), "authorized_keys")
 	os.WriteFile(ak, gossh.MarshalAuthorizedKey(e.signer.PublicKey()), 0o600)
 	cfgText := fmt.Sprintf(`
 thing_name = "dev-1"
@@ -334,4 +334,25 @@ func TestAgentMaxTunnelsYieldsOldestIdle(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// safeTempDir is a temporary directory that sshd accepts authorized_keys files from:
+// no directory above it may be writable by others (like OpenSSH's StrictModes), which
+// rules out anything under /tmp.
+func safeTempDir(t *testing.T) string {
+	t.Helper()
+	base, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base = filepath.Join(base, "porthole-test")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(base, "keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }

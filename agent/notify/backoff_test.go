@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -37,5 +38,33 @@ func TestBackoffDelay(t *testing.T) {
 	// min == max: a constant delay.
 	if d := (backoff{min: time.Second, max: time.Second}).delay(3); d != time.Second {
 		t.Errorf("constant backoff delay = %v, want 1s", d)
+	}
+}
+
+// TestShortConnectionsBackOff checks that a connection the broker drops
+// soon after accepting it (a duplicate client id, a policy violation) makes
+// the next reconnect wait, and that a lasting one resets that.
+func TestShortConnectionsBackOff(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	l := &Listener{
+		log:     slog.New(slog.DiscardHandler),
+		backoff: backoff{min: time.Second, max: time.Minute, rand: func(n int64) int64 { return n - 1 }},
+		ready:   make(chan struct{}),
+		now:     func() time.Time { return now },
+	}
+	if d := l.reconnectDelay(0); d != 0 {
+		t.Errorf("first reconnect waits %v, want 0", d)
+	}
+	for i, want := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		l.upAt = now.Add(-time.Second)
+		l.connectionDown()
+		if d := l.reconnectDelay(0); d != want {
+			t.Errorf("after %d short connections the reconnect waits up to %v, want %v", i+1, d, want)
+		}
+	}
+	l.upAt = now.Add(-stableConnection)
+	l.connectionDown()
+	if d := l.reconnectDelay(0); d != 0 {
+		t.Errorf("after a lasting connection the reconnect waits %v, want 0", d)
 	}
 }

@@ -108,7 +108,9 @@ type Config struct {
 	// after it returns: a notification is acknowledged only once handed
 	// over, but while it runs no other message is processed. It must not
 	// block: hand the notification to a goroutine or a buffered channel and
-	// return. Nil means notifications are only logged.
+	// return. In particular it must not call Listener.Publish and wait: the
+	// PUBACK it waits for may queue behind the next notification.
+	// Nil means notifications are only logged.
 	OnNotification func(Notification)
 
 	// OnSubscribeError is called, if set, each time the notify subscription

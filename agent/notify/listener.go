@@ -174,12 +174,12 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 	cm := l.cm
 	l.mu.Unlock()
 	if cm == nil {
-		return fmt.Errorf("publishing to %s: %w", topic, ErrNotConnected)
+		return fmt.Errorf("%w: cannot publish to %s", ErrNotConnected, topic)
 	}
 	resp, err := cm.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
 	switch {
 	case errors.Is(err, autopaho.ConnectionDownError):
-		return fmt.Errorf("publishing to %s: %w", topic, ErrNotConnected)
+		return fmt.Errorf("%w: cannot publish to %s", ErrNotConnected, topic)
 	case resp != nil && resp.ReasonCode >= 0x80:
 		msg := fmt.Sprintf("notify: publishing to %s: refused by the broker, reason %s", topic, reasonText(resp.ReasonCode))
 		if resp.Properties != nil && resp.Properties.ReasonString != "" {
@@ -317,7 +317,8 @@ func (l *Listener) serverDisconnect(d *paho.Disconnect) {
 		attrs = append(attrs, "hint", "another client connected with client id "+quoteShort(l.cfg.ClientID)+
 			"; each device needs its own")
 	case 0x87:
-		attrs = append(attrs, "hint", subscribePolicyHint(l.cfg.ThingName, l.topic))
+		attrs = append(attrs, "hint", "an operation was not authorized; "+subscribePolicyHint(l.cfg.ThingName, l.topic)+
+			"; publishing events needs iot:Publish on topic/<event topic>")
 	}
 	l.log.Warn("mqtt broker closed the connection", attrs...)
 }

@@ -232,6 +232,12 @@ func TestMosquittoNotifications(t *testing.T) {
 		case <-time.After(waitTimeout):
 			t.Fatal("event not received by the second client")
 		}
+		// A context that has ended: an error, not a wait.
+		done, cancelDone := context.WithCancel(context.Background())
+		cancelDone()
+		if err := l.Publish(done, events, []byte(`{}`)); !errors.Is(err, context.Canceled) {
+			t.Errorf("Publish with an ended context = %v, want context.Canceled", err)
+		}
 		// The ACL confines thing-a to its own topics: a refused PUBACK.
 		err := l.Publish(ctx, "$aws/things/thing-b/events", []byte(`{}`))
 		if err == nil || !strings.Contains(err.Error(), "0x87 (not authorized)") || !strings.Contains(err.Error(), "iot:Publish") {

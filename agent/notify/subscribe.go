@@ -50,8 +50,11 @@ func (l *Listener) subscribe(ctx context.Context, cm *autopaho.ConnectionManager
 		err = l.subscribeError(sa, err)
 		wait := l.backoff.delay(attempt + 1)
 		if errors.Is(err, autopaho.ConnectionDownError) || errors.Is(err, paho.ErrConnectionLost) {
-			// The connection is going; connectionDown ends ctx shortly.
-			l.log.Debug("mqtt subscribe interrupted by the connection loss", "error", err)
+			// The connection is going; connectionDown ends ctx shortly. A
+			// broker that drops the connection instead of refusing in the
+			// SUBACK (AWS IoT Core does with MQTT 3.1.1) leaves only this.
+			l.log.Warn("mqtt connection closed while subscribing; if this repeats, the subscription may be forbidden",
+				"topic", l.topic, "error", err, "hint", subscribePolicyHint(l.cfg.ThingName, l.topic))
 		} else {
 			l.log.Error("notify subscription failed; no notification can arrive until it succeeds",
 				"topic", l.topic, "error", err, "attempt", attempt+1, "retry_in", wait)

@@ -8,17 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 )
 
 // Version is a protocol version, carried by the WebSocket subprotocol (spec §2.3).
@@ -69,8 +67,9 @@ type Config struct {
 	InsecureSkipVerify bool
 	// AllowInsecureWebSocket permits a ws:// Endpoint (no TLS at all).
 	AllowInsecureWebSocket bool
-	// Proxy picks an HTTPS proxy per request. Nil means ProxyFromEnvironment.
-	Proxy func(*http.Request) (*url.URL, error)
+	// Proxy picks the HTTP(S) proxy for the service's URL; a nil URL means direct.
+	// Nil means ProxyFromEnvironment.
+	Proxy func(target *url.URL) (*url.URL, error)
 
 	// PingInterval between WebSocket pings. Zero means 20 s; negative disables pings.
 	PingInterval time.Duration
@@ -123,7 +122,7 @@ type HandshakeError struct {
 }
 
 func (e *HandshakeError) Error() string {
-	s := fmt.Sprintf("tunnel: handshake refused: %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	s := fmt.Sprintf("tunnel: handshake refused: HTTP %d", e.StatusCode)
 	if e.Body != "" {
 		s += ": " + e.Body
 	}
@@ -136,7 +135,7 @@ func (e *HandshakeError) Error() string {
 // Temporary reports whether a retry may succeed: 5xx (and 429) are temporary; other
 // 4xx need a new token or configuration (spec §2.6).
 func (e *HandshakeError) Temporary() bool {
-	return e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests
+	return e.StatusCode >= 500 || e.StatusCode == 429
 }
 
 // ErrClosedByService is returned when the service closes the WebSocket with a Close
@@ -150,7 +149,7 @@ var ErrIdle = errors.New("tunnel: no traffic within the idle timeout")
 // ReadMessage must be called from one goroutine; WriteMessage may be called
 // concurrently (one frame per WebSocket message, spec §1.2).
 type Conn struct {
-	ws        *websocket.Conn
+	ws        *wsConn
 	fr        *FrameReader
 	version   Version
 	channelID string
@@ -178,72 +177,56 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 	if cfg.AccessToken.IsZero() {
 		return nil, errors.New("tunnel: no access token")
 	}
-	tlsConf, err := cfg.tlsConfig()
-	if err != nil {
-		return nil, err
+	req := &handshakeRequest{url: u, subprotocol: cfg.protocol().Subprotocol()}
+	if u.Scheme == "wss" {
+		if req.tls, err = cfg.tlsConfig(); err != nil {
+			return nil, err
+		}
 	}
 	proxy := cfg.Proxy
 	if proxy == nil {
 		proxy = ProxyFromEnvironment
 	}
-	transport := &http.Transport{
-		Proxy:               proxy,
-		DialContext:         (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     tlsConf,
-		TLSHandshakeTimeout: 30 * time.Second,
-		ForceAttemptHTTP2:   false,
-		DisableCompression:  true,
+	if req.proxy, err = proxy(u); err != nil {
+		return nil, err
 	}
-	defer transport.CloseIdleConnections()
-
-	hdr := http.Header{}
-	hdr.Set("access-token", cfg.AccessToken.Reveal())
+	req.header = append(req.header, [2]string{"access-token", cfg.AccessToken.Reveal()})
 	if !cfg.ClientToken.IsZero() {
-		hdr.Set("client-token", cfg.ClientToken.Reveal())
+		req.header = append(req.header, [2]string{"client-token", cfg.ClientToken.Reveal()})
 	}
 	ua := cfg.UserAgent
 	if ua == "" {
 		ua = "porthole"
 	}
-	hdr.Set("User-Agent", ua)
+	req.header = append(req.header, [2]string{"User-Agent", ua})
 
 	hctx, cancel := context.WithTimeout(ctx, durationOr(cfg.HandshakeTimeout, 30*time.Second))
 	defer cancel()
-	c := &Conn{log: cfg.logger(), done: make(chan struct{})}
-	ws, resp, err := websocket.Dial(hctx, u.String(), &websocket.DialOptions{
-		HTTPClient:      &http.Client{Transport: transport},
-		HTTPHeader:      hdr,
-		Subprotocols:    []string{cfg.protocol().Subprotocol()},
-		CompressionMode: websocket.CompressionDisabled,
-		OnPongReceived:  func(context.Context, []byte) { c.lastRx.Store(time.Now().UnixNano()) },
-	})
+	ws, resp, err := dialWebSocket(hctx, req)
 	if err != nil {
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			herr := &HandshakeError{StatusCode: resp.StatusCode, ChannelID: resp.Header.Get("channel-id")}
-			if resp.Body != nil {
-				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-				herr.Body = strings.TrimSpace(string(b))
-			}
-			return nil, herr
-		}
 		return nil, fmt.Errorf("tunnel: connecting to %s: %w", u.Host, err)
 	}
-	c.ws = ws
-	c.channelID = resp.Header.Get("channel-id")
-	v, ok := versionOf(ws.Subprotocol())
+	if ws == nil {
+		return nil, &HandshakeError{StatusCode: resp.status, Body: resp.body, ChannelID: resp.get("channel-id")}
+	}
+	c := &Conn{ws: ws, log: cfg.logger(), done: make(chan struct{}), channelID: resp.get("channel-id")}
+	v, ok := versionOf(ws.subprotocol)
 	if !ok {
-		ws.CloseNow()
-		return nil, fmt.Errorf("tunnel: service chose subprotocol %q, want %s", ws.Subprotocol(), cfg.protocol().Subprotocol())
+		ws.closeNow()
+		return nil, fmt.Errorf("tunnel: service chose subprotocol %q, want %s", ws.subprotocol, cfg.protocol().Subprotocol())
+	}
+	if v != cfg.protocol() {
+		// Accepted, as the reference proxy does, but worth knowing (spec §2.2).
+		c.log.Warn("service chose another protocol version than offered", "offered", cfg.protocol(), "chosen", v)
 	}
 	c.version = v
-	ws.SetReadLimit(MaxWebSocketMessage)
 	c.lastRx.Store(time.Now().UnixNano())
+	ws.onPong = func() { c.lastRx.Store(time.Now().UnixNano()) }
 
 	// The connection's lifetime context is not the dial context (STYLE.md).
-	lctx, lcancel := context.WithCancelCause(context.Background())
-	c.life, c.cancel = lctx, lcancel
-	c.fr = NewFrameReader(&messageStream{ctx: lctx, ws: ws})
-	go c.keepalive(lctx, durationOr(cfg.PingInterval, 20*time.Second), cfg.IdleTimeout)
+	c.life, c.cancel = context.WithCancelCause(context.Background())
+	c.fr = NewFrameReader(ws)
+	go c.keepalive(c.life, durationOr(cfg.PingInterval, 20*time.Second), cfg.IdleTimeout)
 	c.log.Info("tunnel connected", "host", u.Host, "protocol", v, "channel_id", c.channelID,
 		"token", cfg.AccessToken, "client_token", cfg.ClientToken)
 	return c, nil
@@ -318,10 +301,8 @@ func (c *Conn) keepalive(ctx context.Context, interval, idle time.Duration) {
 			}
 			if interval > 0 && now.Sub(lastPing) >= interval {
 				lastPing = now
-				// Ping waits for a pong; bound the wait and ignore a missing one.
-				pctx, cancel := context.WithTimeout(ctx, tick)
-				_ = c.ws.Ping(pctx)
-				cancel()
+				// A missing pong is not an error (spec §3.7).
+				_ = c.ws.ping(strconv.AppendInt(nil, now.UnixMilli(), 10))
 			}
 		}
 	}
@@ -342,8 +323,9 @@ func (c *Conn) readError(err error) error {
 	if cause := context.Cause(c.life); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	if st := websocket.CloseStatus(err); st != -1 {
-		return fmt.Errorf("%w (status %d)", ErrClosedByService, st)
+	var ce *CloseError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("%w (status %d %s)", ErrClosedByService, ce.Code, ce.Reason)
 	}
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("tunnel: connection closed: %w", io.ErrUnexpectedEOF)
@@ -363,7 +345,10 @@ func (c *Conn) WriteMessage(ctx context.Context, m *Message) error {
 		return err
 	}
 	*bp = b
-	if err := c.ws.Write(ctx, websocket.MessageBinary, b); err != nil {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := c.ws.writeBinary(b); err != nil {
 		return c.readError(err)
 	}
 	return nil
@@ -373,7 +358,7 @@ func (c *Conn) WriteMessage(ctx context.Context, m *Message) error {
 func (c *Conn) Close() error {
 	var err error
 	c.closing.Do(func() {
-		err = c.ws.Close(websocket.StatusNormalClosure, "")
+		c.ws.closeWith(1000, "")
 		c.cancel(nil)
 		<-c.done
 	})
@@ -383,7 +368,7 @@ func (c *Conn) Close() error {
 // abort drops the connection without a close handshake, recording why.
 func (c *Conn) abort(cause error) {
 	c.cancel(cause)
-	c.ws.CloseNow()
+	c.ws.closeNow()
 }
 
 // closeNow drops the connection at once (no close handshake) and waits for its
@@ -393,37 +378,4 @@ func (c *Conn) closeNow() {
 		c.abort(nil)
 		<-c.done
 	})
-}
-
-// messageStream turns the WebSocket's binary messages into one byte stream for the
-// FrameReader; a text message is a protocol error (spec §1.2).
-type messageStream struct {
-	ctx context.Context
-	ws  *websocket.Conn
-	cur io.Reader
-}
-
-func (s *messageStream) Read(p []byte) (int, error) {
-	for {
-		if s.cur == nil {
-			typ, r, err := s.ws.Reader(s.ctx)
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.MessageBinary {
-				s.ws.Close(websocket.StatusUnsupportedData, "text frames are not part of the protocol")
-				return 0, protocolErrorf("text WebSocket message from the service")
-			}
-			s.cur = r
-		}
-		n, err := s.cur.Read(p)
-		if err == io.EOF {
-			s.cur = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
 }

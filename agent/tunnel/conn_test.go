@@ -198,7 +198,7 @@ func TestDialThroughProxy(t *testing.T) {
 	var used atomic.Int32
 	proxyURL := connectProxy(t, &used)
 	tok, _ := NewAccessToken("t")
-	cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv), Proxy: http.ProxyURL(proxyURL)}
+	cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv), Proxy: ProxyURL(proxyURL)}
 	c, err := Dial(context.Background(), cfg, ModeSource)
 	if err != nil {
 		t.Fatalf("Dial through proxy: %v", err)
@@ -209,7 +209,7 @@ func TestDialThroughProxy(t *testing.T) {
 	}
 	wrong := *proxyURL
 	wrong.User = url.UserPassword("user", "wrong")
-	cfg.Proxy = http.ProxyURL(&wrong)
+	cfg.Proxy = ProxyURL(&wrong)
 	if _, err := Dial(context.Background(), cfg, ModeSource); err == nil || strings.Contains(err.Error(), "wrong") {
 		t.Fatalf("Dial with bad proxy credentials = %v, want an error without the password", err)
 	}

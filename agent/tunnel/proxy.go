@@ -3,7 +3,6 @@ package tunnel
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -15,8 +14,13 @@ import (
 // loopback hosts when told to, reads the environment on every call, and rejects
 // schemes other than http and https. The proxy is reached with CONNECT; credentials
 // in the URL are sent as Basic auth.
-func ProxyFromEnvironment(req *http.Request) (*url.URL, error) {
-	return proxyFor(req.URL, os.Getenv)
+func ProxyFromEnvironment(target *url.URL) (*url.URL, error) {
+	return proxyFor(target, os.Getenv)
+}
+
+// ProxyURL returns a Config.Proxy that always uses u.
+func ProxyURL(u *url.URL) func(*url.URL) (*url.URL, error) {
+	return func(*url.URL) (*url.URL, error) { return u, nil }
 }
 
 func proxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -86,7 +85,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("%w: --https-proxy: want http[s]://[user:pass@]host:port", agent.ErrUsage)
 		}
-		cfg.Proxy = http.ProxyURL(u)
+		cfg.Proxy = tunnel.ProxyURL(u)
 	}
 	cache := ""
 	if dir, err := os.UserCacheDir(); err == nil {

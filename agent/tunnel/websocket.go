@@ -1,0 +1,484 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The device binary speaks WebSocket (RFC 6455) through this small client instead of
+// a library: a WebSocket library brings net/http with it, which costs the device
+// about 1.4 MB (PLATFORM.md, docs/size.md). It implements what the tunnel needs and
+// nothing more: the client handshake (directly or through an HTTP CONNECT proxy),
+// binary messages, fragmentation, ping/pong and the close handshake. Tests run it
+// against coder/websocket's server.
+
+// wsGUID is the key-accept suffix of RFC 6455 §1.3.
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// WebSocket opcodes (RFC 6455 §5.2).
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xa
+)
+
+// CloseError is a Close frame received from the service.
+type CloseError struct {
+	Code   int
+	Reason string
+}
+
+func (e *CloseError) Error() string {
+	return fmt.Sprintf("tunnel: WebSocket closed by the service: %d %s", e.Code, e.Reason)
+}
+
+// handshakeRequest is the client's upgrade request.
+type handshakeRequest struct {
+	url         *url.URL
+	header      [][2]string // extra headers, in order
+	subprotocol string
+	tls         *tls.Config // nil for ws://
+	proxy       *url.URL    // nil: direct
+}
+
+// handshakeResponse is what the service answered.
+type handshakeResponse struct {
+	status int
+	header map[string][]string // canonical lower-case keys
+	body   string              // up to 1 KiB, for refusals
+}
+
+func (r *handshakeResponse) get(k string) string {
+	if v := r.header[strings.ToLower(k)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// wsConn is an established client WebSocket.
+type wsConn struct {
+	conn        net.Conn
+	br          *bufio.Reader
+	subprotocol string
+	onPong      func()
+
+	wmu   sync.Mutex // one frame at a time
+	wbuf  []byte
+	rng   *mrand.ChaCha8
+	close sync.Once
+
+	// Read side, owned by the single reader.
+	remaining int64 // bytes left in the current data frame
+	inMessage bool  // a fragmented data message is in progress
+	msgLen    int64 // bytes of the current message so far
+	readErr   error
+}
+
+// dialWebSocket connects, upgrades and returns the connection, or the service's
+// refusal as *handshakeResponse with a non-101 status and a nil conn.
+func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handshakeResponse, error) {
+	host := req.url.Host
+	var d net.Dialer
+	var conn net.Conn
+	var err error
+	if req.proxy != nil {
+		conn, err = dialViaProxy(ctx, &d, req.proxy, host, req.tls)
+	} else {
+		conn, err = d.DialContext(ctx, "tcp", host)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	fail := func(err error) (*wsConn, *handshakeResponse, error) {
+		conn.Close()
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		return nil, nil, err
+	}
+	if req.tls != nil {
+		tc := req.tls.Clone()
+		if tc.ServerName == "" {
+			tc.ServerName, _, _ = net.SplitHostPort(host)
+			tc.ServerName = strings.Trim(tc.ServerName, "[]")
+		}
+		t := tls.Client(conn, tc)
+		if err := t.HandshakeContext(ctx); err != nil {
+			return fail(err)
+		}
+		conn = t
+	}
+	var keyBytes [16]byte
+	rand.Read(keyBytes[:])
+	key := base64.StdEncoding.EncodeToString(keyBytes[:])
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", req.url.RequestURI(), hostHeader(req.url))
+	fmt.Fprintf(&b, "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n", key, req.subprotocol)
+	for _, h := range req.header {
+		fmt.Fprintf(&b, "%s: %s\r\n", h[0], h[1])
+	}
+	b.WriteString("\r\n")
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		return fail(fmt.Errorf("sending upgrade request: %w", err))
+	}
+	br := bufio.NewReaderSize(conn, 16<<10)
+	resp, err := readResponse(br)
+	if err != nil {
+		return fail(fmt.Errorf("reading upgrade response: %w", err))
+	}
+	if resp.status != 101 {
+		resp.body = readBody(br, resp)
+		conn.Close()
+		return nil, resp, nil
+	}
+	if !headerHasToken(resp.get("Upgrade"), "websocket") || !headerHasToken(resp.get("Connection"), "upgrade") {
+		return fail(errors.New("WebSocket protocol violation: 101 without Upgrade: websocket"))
+	}
+	sum := sha1.Sum([]byte(key + wsGUID))
+	if resp.get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
+		return fail(errors.New("WebSocket protocol violation: wrong Sec-WebSocket-Accept"))
+	}
+	if resp.get("Sec-WebSocket-Extensions") != "" {
+		return fail(errors.New("WebSocket protocol violation: an extension the client did not offer"))
+	}
+	conn.SetDeadline(time.Time{})
+	var seed [32]byte
+	rand.Read(seed[:])
+	return &wsConn{conn: conn, br: br, subprotocol: resp.get("Sec-WebSocket-Protocol"), rng: mrand.NewChaCha8(seed)}, resp, nil
+}
+
+func hostHeader(u *url.URL) string {
+	h, p, err := net.SplitHostPort(u.Host)
+	if err == nil && (u.Scheme == "wss" && p == "443" || u.Scheme == "ws" && p == "80") {
+		if strings.Contains(h, ":") {
+			return "[" + h + "]"
+		}
+		return h
+	}
+	return u.Host
+}
+
+// dialViaProxy opens a tunnel to target through an HTTP(S) proxy with CONNECT
+// (spec §2.7), sending Basic credentials from the proxy URL.
+func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target string, tlsConf *tls.Config) (net.Conn, error) {
+	conn, err := d.DialContext(ctx, "tcp", proxy.Host)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to proxy %s: %w", proxy.Host, err)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if proxy.Scheme == "https" {
+		pc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: proxy.Hostname()}
+		if tlsConf != nil {
+			pc.RootCAs, pc.InsecureSkipVerify = tlsConf.RootCAs, tlsConf.InsecureSkipVerify
+		}
+		t := tls.Client(conn, pc)
+		if err := t.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS to proxy %s: %w", proxy.Host, err)
+		}
+		conn = t
+	}
+	req := fmt.Sprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\n", target, target)
+	if u := proxy.User; u != nil {
+		pass, _ := u.Password()
+		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+pass)) + "\r\n"
+	}
+	req += "\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("proxy %s: %w", proxy.Host, err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := readResponse(br)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("proxy %s: %w", proxy.Host, err)
+	}
+	if resp.status < 200 || resp.status > 299 {
+		conn.Close()
+		return nil, fmt.Errorf("proxy %s refused CONNECT: %d", proxy.Host, resp.status)
+	}
+	if br.Buffered() > 0 {
+		conn.Close()
+		return nil, fmt.Errorf("proxy %s sent data before the tunnel was up", proxy.Host)
+	}
+	return conn, nil
+}
+
+// maxResponseHeader bounds an upgrade or CONNECT response's head.
+const maxResponseHeader = 16 << 10
+
+// readResponse parses an HTTP/1.x status line and headers (no body).
+func readResponse(br *bufio.Reader) (*handshakeResponse, error) {
+	total := 0
+	line := func() (string, error) {
+		var s []byte
+		for {
+			frag, isPrefix, err := br.ReadLine()
+			if err != nil {
+				return "", err
+			}
+			total += len(frag) + 2
+			if total > maxResponseHeader {
+				return "", errors.New("response head too large")
+			}
+			s = append(s, frag...)
+			if !isPrefix {
+				return string(s), nil
+			}
+		}
+	}
+	status, err := line()
+	if err != nil {
+		return nil, err
+	}
+	proto, rest, ok := strings.Cut(status, " ")
+	if !ok || !strings.HasPrefix(proto, "HTTP/1.") {
+		return nil, fmt.Errorf("malformed status line %q", truncate(status, 64))
+	}
+	codeStr, _, _ := strings.Cut(rest, " ")
+	code, err := strconv.Atoi(codeStr)
+	if err != nil || len(codeStr) != 3 || code < 100 {
+		return nil, fmt.Errorf("malformed status line %q", truncate(status, 64))
+	}
+	r := &handshakeResponse{status: code, header: map[string][]string{}}
+	for {
+		l, err := line()
+		if err != nil {
+			return nil, err
+		}
+		if l == "" {
+			return r, nil
+		}
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || k == "" || strings.ContainsAny(k, " \t") {
+			return nil, fmt.Errorf("malformed header line %q", truncate(l, 64))
+		}
+		k = strings.ToLower(k)
+		r.header[k] = append(r.header[k], strings.TrimSpace(v))
+	}
+}
+
+// readBody reads up to 1 KiB of a refusal's body (Content-Length or until close).
+func readBody(br *bufio.Reader, r *handshakeResponse) string {
+	n := int64(1024)
+	if cl, err := strconv.ParseInt(r.get("Content-Length"), 10, 64); err == nil && cl < n {
+		n = cl
+	}
+	if n <= 0 {
+		return ""
+	}
+	b, _ := io.ReadAll(io.LimitReader(br, n))
+	return strings.TrimSpace(string(b))
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func headerHasToken(v, token string) bool {
+	for _, t := range strings.Split(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(t), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeFrame sends one masked frame (clients always mask, RFC 6455 §5.3).
+func (c *wsConn) writeFrame(op byte, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := c.wbuf[:0]
+	b = append(b, 0x80|op)
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x80|126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	var key [4]byte
+	binary.LittleEndian.PutUint32(key[:], uint32(c.rng.Uint64()))
+	b = append(b, key[:]...)
+	start := len(b)
+	b = append(b, payload...)
+	for i := range b[start:] {
+		b[start+i] ^= key[i&3]
+	}
+	_, err := c.conn.Write(b)
+	if cap(b) <= 2*MaxWebSocketMessage {
+		c.wbuf = b
+	}
+	return err
+}
+
+// WriteBinary sends p as one binary message.
+func (c *wsConn) writeBinary(p []byte) error { return c.writeFrame(opBinary, p) }
+
+// ping sends a ping; its pong is reported through onPong.
+func (c *wsConn) ping(payload []byte) error { return c.writeFrame(opPing, payload) }
+
+// Read returns the payload bytes of binary messages as one stream (spec §1.2),
+// answering pings and enforcing the per-message limit on the way. A Close frame
+// gives *CloseError; a text message is a protocol error.
+func (c *wsConn) Read(p []byte) (int, error) {
+	if c.readErr != nil {
+		return 0, c.readErr
+	}
+	for c.remaining == 0 {
+		if err := c.nextFrame(); err != nil {
+			c.readErr = err
+			return 0, err
+		}
+	}
+	if int64(len(p)) > c.remaining {
+		p = p[:c.remaining]
+	}
+	n, err := c.br.Read(p)
+	c.remaining -= int64(n)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		c.readErr = err
+	}
+	return n, err
+}
+
+// nextFrame reads frame headers until a data frame with payload starts; control
+// frames are handled here.
+func (c *wsConn) nextFrame() error {
+	var h [2]byte
+	if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		return err
+	}
+	fin, op := h[0]&0x80 != 0, h[0]&0x0f
+	if h[0]&0x70 != 0 {
+		return c.fail(1002, "reserved bits set")
+	}
+	if h[1]&0x80 != 0 {
+		return c.fail(1002, "masked frame from the server")
+	}
+	n := int64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		if _, err := io.ReadFull(c.br, b[:]); err != nil {
+			return err
+		}
+		n = int64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		if _, err := io.ReadFull(c.br, b[:]); err != nil {
+			return err
+		}
+		u := binary.BigEndian.Uint64(b[:])
+		if u > 1<<62 {
+			return c.fail(1002, "frame length out of range")
+		}
+		n = int64(u)
+	}
+	switch op {
+	case opPing, opPong, opClose:
+		if n > 125 || !fin {
+			return c.fail(1002, "bad control frame")
+		}
+		var buf [125]byte
+		if _, err := io.ReadFull(c.br, buf[:n]); err != nil {
+			return err
+		}
+		return c.control(op, buf[:n])
+	case opText:
+		return c.fail(1003, "text frames are not part of the protocol")
+	case opBinary:
+		if c.inMessage {
+			return c.fail(1002, "new message inside a fragmented one")
+		}
+		c.msgLen = 0
+	case opContinuation:
+		if !c.inMessage {
+			return c.fail(1002, "continuation without a message")
+		}
+	default:
+		return c.fail(1002, "unknown opcode")
+	}
+	c.inMessage = !fin
+	c.msgLen += n
+	if c.msgLen > MaxWebSocketMessage {
+		return c.fail(1009, "message too big")
+	}
+	c.remaining = n
+	return nil
+}
+
+func (c *wsConn) control(op byte, payload []byte) error {
+	switch op {
+	case opPing:
+		return c.writeFrame(opPong, payload)
+	case opPong:
+		if c.onPong != nil {
+			c.onPong()
+		}
+		return nil
+	}
+	ce := &CloseError{Code: 1005}
+	if len(payload) >= 2 {
+		ce.Code = int(binary.BigEndian.Uint16(payload))
+		ce.Reason = string(payload[2:])
+	}
+	// Echo the close (RFC 6455 §5.5.1), then drop the connection.
+	c.writeFrame(opClose, payload[:min(len(payload), 2)])
+	c.conn.Close()
+	return ce
+}
+
+// fail closes the connection with code after a protocol violation by the server.
+func (c *wsConn) fail(code int, reason string) error {
+	c.closeWith(code, reason)
+	return protocolErrorf("WebSocket: %s", reason)
+}
+
+// closeWith sends a Close frame (best effort, bounded) and closes the connection.
+func (c *wsConn) closeWith(code int, reason string) {
+	c.close.Do(func() {
+		c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		p := binary.BigEndian.AppendUint16(nil, uint16(code))
+		c.writeFrame(opClose, append(p, reason...))
+		c.conn.Close()
+	})
+}
+
+// closeNow drops the connection without a close handshake.
+func (c *wsConn) closeNow() {
+	c.close.Do(func() { c.conn.Close() })
+}

@@ -1,0 +1,217 @@
+package tunnel
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serverFrame encodes an unmasked server frame.
+func serverFrame(fin bool, op byte, payload []byte) []byte {
+	b := []byte{op}
+	if fin {
+		b[0] |= 0x80
+	}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xffff:
+		b = append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
+}
+
+// wsFromBytes is a client wsConn reading in; what it writes goes to out.
+func wsFromBytes(in []byte) (*wsConn, *bytes.Buffer) {
+	out := &bytes.Buffer{}
+	c := &wsConn{conn: fakeConn{Reader: bytes.NewReader(in), w: out}, br: bufio.NewReader(bytes.NewReader(in)), rng: mrand.NewChaCha8([32]byte{})}
+	return c, out
+}
+
+type fakeConn struct {
+	io.Reader
+	w io.Writer
+}
+
+func (f fakeConn) Write(p []byte) (int, error)      { return f.w.Write(p) }
+func (f fakeConn) Close() error                     { return nil }
+func (f fakeConn) LocalAddr() net.Addr              { return nil }
+func (f fakeConn) RemoteAddr() net.Addr             { return nil }
+func (f fakeConn) SetDeadline(time.Time) error      { return nil }
+func (f fakeConn) SetReadDeadline(time.Time) error  { return nil }
+func (f fakeConn) SetWriteDeadline(time.Time) error { return nil }
+
+// unmask decodes one client frame from b: it must be masked.
+func unmask(t *testing.T, b []byte) (op byte, payload []byte, rest []byte) {
+	t.Helper()
+	if len(b) < 6 || b[1]&0x80 == 0 {
+		t.Fatalf("client frame %x is not masked", b)
+	}
+	n, off := int(b[1]&0x7f), 2
+	switch n {
+	case 126:
+		n, off = int(binary.BigEndian.Uint16(b[2:])), 4
+	case 127:
+		n, off = int(binary.BigEndian.Uint64(b[2:])), 10
+	}
+	key := b[off : off+4]
+	p := append([]byte(nil), b[off+4:off+4+n]...)
+	for i := range p {
+		p[i] ^= key[i&3]
+	}
+	return b[0] & 0x0f, p, b[off+4+n:]
+}
+
+func TestWebSocketRead(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 70000)
+	in := bytes.Join([][]byte{
+		serverFrame(true, opBinary, []byte("one")),
+		serverFrame(true, opPing, []byte("p1")),
+		serverFrame(false, opBinary, []byte("tw")),
+		serverFrame(true, opPong, nil),
+		serverFrame(true, opContinuation, []byte("o")),
+		serverFrame(true, opBinary, big),
+		serverFrame(true, opBinary, nil),
+		serverFrame(true, opClose, append([]byte{0x03, 0xe8}, "bye"...)),
+	}, nil)
+	c, out := wsFromBytes(in)
+	pongs := 0
+	c.onPong = func() { pongs++ }
+	got, err := io.ReadAll(c)
+	var ce *CloseError
+	if !errors.As(err, &ce) || ce.Code != 1000 || ce.Reason != "bye" {
+		t.Fatalf("read ended with %v, want CloseError 1000 bye", err)
+	}
+	if want := "onetwo" + string(big); string(got) != want {
+		t.Fatalf("read %d bytes, want %d", len(got), len(want))
+	}
+	if pongs != 1 {
+		t.Fatalf("%d pongs reported, want 1", pongs)
+	}
+	op, p, rest := unmask(t, out.Bytes())
+	if op != opPong || string(p) != "p1" {
+		t.Fatalf("answer to ping: op %d %q", op, p)
+	}
+	if op, p, _ := unmask(t, rest); op != opClose || binary.BigEndian.Uint16(p) != 1000 {
+		t.Fatalf("answer to close: op %d %x", op, p)
+	}
+}
+
+func TestWebSocketReadRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		code uint16
+	}{
+		{"text", serverFrame(true, opText, []byte("hi")), 1003},
+		{"masked", []byte{0x82, 0x81, 1, 2, 3, 4, 'x'}, 1002},
+		{"reserved bits", []byte{0xc2, 0x00}, 1002},
+		{"unknown opcode", serverFrame(true, 0x3, nil), 1002},
+		{"continuation first", serverFrame(true, opContinuation, []byte("x")), 1002},
+		{"new message inside fragmented", append(serverFrame(false, opBinary, []byte("a")), serverFrame(true, opBinary, []byte("b"))...), 1002},
+		{"fragmented control", serverFrame(false, opPing, nil), 1002},
+		{"long control", serverFrame(true, opPing, make([]byte, 126)), 1002},
+		{"too big", serverFrame(true, opBinary, make([]byte, MaxWebSocketMessage+1)), 1009},
+		{"too big in pieces", append(serverFrame(false, opBinary, make([]byte, MaxWebSocketMessage)), serverFrame(true, opContinuation, []byte("x"))...), 1009},
+		{"huge length", []byte{0x82, 127, 0xff, 0, 0, 0, 0, 0, 0, 0}, 1002},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, out := wsFromBytes(tc.in)
+			_, err := io.ReadAll(c)
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("read error %v, want ErrProtocol", err)
+			}
+			op, p, _ := unmask(t, out.Bytes())
+			if op != opClose || binary.BigEndian.Uint16(p) != tc.code {
+				t.Fatalf("close sent: op %d payload %x, want code %d", op, p, tc.code)
+			}
+		})
+	}
+}
+
+func TestWriteFrameIsMasked(t *testing.T) {
+	for _, n := range []int{0, 5, 125, 126, 65535, 65536, 70000} {
+		c, out := wsFromBytes(nil)
+		payload := bytes.Repeat([]byte{0xab}, n)
+		if err := c.writeBinary(payload); err != nil {
+			t.Fatal(err)
+		}
+		op, p, rest := unmask(t, out.Bytes())
+		if op != opBinary || !bytes.Equal(p, payload) || len(rest) != 0 || out.Bytes()[0]&0x80 == 0 {
+			t.Fatalf("n=%d: op %d, %d bytes back, %d left", n, op, len(p), len(rest))
+		}
+	}
+}
+
+func TestReadResponse(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		code int
+		err  string
+	}{
+		{"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nX-A: 1\r\nx-a: 2\r\n\r\n", 101, ""},
+		{"HTTP/1.0 400 Bad Request\r\n\r\n", 400, ""},
+		{"HTTP/1.1 200\r\n\r\n", 200, ""},
+		{"HTTP/2 101 x\r\n\r\n", 0, "status line"},
+		{"HTTP/1.1 1xx\r\n\r\n", 0, "status line"},
+		{"HTTP/1.1 101 ok\r\nno colon\r\n\r\n", 0, "header line"},
+		{"HTTP/1.1 101 ok\r\nUpgrade: websocket\r\n", 0, "EOF"},
+		{"HTTP/1.1 101 ok\r\nX: " + strings.Repeat("a", 20000) + "\r\n\r\n", 0, "too large"},
+	} {
+		r, err := readResponse(bufio.NewReader(strings.NewReader(tc.in)))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("readResponse(%.30q) = %v, want error %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || r.status != tc.code {
+			t.Errorf("readResponse(%.30q) = %v, %v; want %d", tc.in, r, err, tc.code)
+		}
+	}
+	r, _ := readResponse(bufio.NewReader(strings.NewReader("HTTP/1.1 101 x\r\nX-A: 1\r\nx-a: 2\r\n\r\n")))
+	if got := r.header["x-a"]; len(got) != 2 || r.get("X-A") != "1" {
+		t.Fatalf("repeated header: %q", got)
+	}
+}
+
+// FuzzWebSocketRead feeds arbitrary server bytes to the client's frame reader: it
+// must return data or an error, never panic, and never deliver more than the
+// stream holds.
+func FuzzWebSocketRead(f *testing.F) {
+	f.Add(serverFrame(true, opBinary, []byte("hello")))
+	f.Add(append(serverFrame(false, opBinary, []byte("a")), serverFrame(true, opContinuation, []byte("b"))...))
+	f.Add(serverFrame(true, opClose, []byte{0x03, 0xe8}))
+	f.Add(serverFrame(true, opPing, []byte("x")))
+	f.Add([]byte{0x82, 126, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, _ := wsFromBytes(in)
+		got, _ := io.ReadAll(c)
+		if len(got) > len(in) {
+			t.Fatalf("read %d bytes from %d", len(got), len(in))
+		}
+	})
+}
+
+// FuzzReadResponse: the upgrade/CONNECT response parser never panics and bounds
+// what it keeps.
+func FuzzReadResponse(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\nhello"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r, err := readResponse(bufio.NewReader(bytes.NewReader(in)))
+		if err == nil && (r.status < 100 || r.status > 999) {
+			t.Fatalf("status %d accepted", r.status)
+		}
+	})
+}
