@@ -16,7 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
 )
 
 // Version is a protocol version, carried by the WebSocket subprotocol (spec §2.3).
