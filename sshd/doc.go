@@ -72,10 +72,13 @@
 // The SFTP subsystem (pkg/sftp) and legacy scp ("scp -O": scp -t and
 // scp -f with -r, -p, -d) are served in-process, so the device needs no
 // sftp-server or scp binary; "internal-sftp" works as a forced command.
-// Because in-process file access has the server's privileges, SFTP and scp
-// are refused for login users whose uid differs from the server's (on a
-// device both are usually root). The exit status is always sent before the
-// channel closes, as OpenSSH's sftp and scp require.
+// In-process file access has the server's privileges, so it is used only
+// for login users with the server's uid (on a device both are usually
+// root). For other users, SFTP runs the system's OpenSSH sftp-server as the
+// user if one is installed (and is refused otherwise), and scp commands run
+// through the user's shell like any command (needing an scp binary). The
+// exit status is always sent before the channel closes, as OpenSSH's sftp
+// and scp require.
 //
 // # Forwarding and limits
 //

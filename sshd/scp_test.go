@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -292,5 +294,48 @@ func TestSCPSourceProtocol(t *testing.T) {
 	}
 	if st != "exit-status 1" {
 		t.Errorf("scp -f ended with %s, want exit-status 1 (missing file)", st)
+	}
+}
+
+// TestSCPForOtherUser: scp -t for a user other than the server's runs the
+// system scp as that user (in-process scp would write as root).
+func TestSCPForOtherUser(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("scp"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("scp not found (install openssh-client)")
+		}
+		t.Skip("scp not found")
+	}
+	e := newEnv(t, nil)
+	c := e.login("alice")
+	s := openRaw(t, c)
+	if ok, _ := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"scp -t ."})); !ok {
+		t.Fatal("exec scp -t refused")
+	}
+	r := bufio.NewReader(s.ch)
+	if b, err := r.ReadByte(); err != nil || b != 0 {
+		t.Fatalf("scp start answer %d, %v", b, err)
+	}
+	io.WriteString(s.ch, "C0644 3 up.txt\n")
+	if b, _ := r.ReadByte(); b != 0 {
+		t.Fatalf("answer to C = %d", b)
+	}
+	io.WriteString(s.ch, "abc\x00")
+	if b, _ := r.ReadByte(); b != 0 {
+		t.Fatalf("answer to data = %d", b)
+	}
+	if st := s.wait(t); st != "exit-status 0" {
+		t.Errorf("scp ended with %s", st)
+	}
+	fi, err := os.Stat(filepath.Join(e.home("alice"), "up.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1000 {
+		t.Errorf("file written by scp for alice owned by uid %d, want 1000", st.Uid)
+	}
+	if ev := e.eventsOf(EventSessionStart); len(ev) != 1 || ev[0].Kind != "exec" {
+		t.Errorf("session start = %+v, want an exec (the system scp), not in-process", ev)
 	}
 }

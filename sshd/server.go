@@ -115,6 +115,8 @@ type Server struct {
 	geteuid func() int
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 
+	sftpServerPaths []string // nil: the usual places of OpenSSH's sftp-server
+
 	initOnce  sync.Once
 	initErr   error
 	gs        *gliderssh.Server

@@ -251,7 +251,14 @@ func (sess *session) start(reqType, arg string) (err error) {
 			return fmt.Errorf("unknown subsystem %q", cmdline)
 		}
 		if !s.sameUser(a) {
-			return fmt.Errorf("in-process sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
+			// In-process SFTP would act with the server's privileges: use
+			// the device's own sftp-server, run as the user, if it has one.
+			bin := s.externalSFTPServer()
+			if bin == "" {
+				return fmt.Errorf("in-process sftp serves only uid %d, not %s (uid %d), and there is no sftp-server", s.euid(), a.Name, a.UID)
+			}
+			sess.kind, sess.command = "subsystem", "sftp ("+bin+")"
+			return sess.startProcess(a, bin, false, extraEnv)
 		}
 		sess.audit(EventSessionStart, nil)
 		go func() { sess.finish(sess.runSFTP(a), "", false) }()
@@ -265,7 +272,9 @@ func (sess *session) start(reqType, arg string) (err error) {
 				return err
 			}
 			if !s.sameUser(a) {
-				return fmt.Errorf("in-process scp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
+				// Not in-process for another user: the device's scp, if
+				// any, runs as the user through the shell like any command.
+				break
 			}
 			sess.kind = "scp"
 			sess.audit(EventSessionStart, nil)
@@ -275,7 +284,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 	}
 	if kind == "exec" && cmdline == "internal-sftp" {
 		if !s.sameUser(a) {
-			return fmt.Errorf("in-process sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
+			return fmt.Errorf("internal-sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
 		}
 		sess.audit(EventSessionStart, nil)
 		go func() { sess.finish(sess.runSFTP(a), "", false) }()

@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"io"
+	"os"
 
 	"github.com/pkg/sftp"
 )
@@ -32,4 +33,28 @@ func (sess *session) runSFTP(a *account) int {
 		return 1
 	}
 	return 0
+}
+
+// sftpServerPaths are where distributions put OpenSSH's sftp-server
+// (Debian, Fedora and Arch, OpenWrt's openssh-sftp-server).
+var sftpServerPaths = []string{
+	"/usr/lib/openssh/sftp-server",
+	"/usr/libexec/openssh/sftp-server",
+	"/usr/lib/ssh/sftp-server",
+	"/usr/libexec/sftp-server",
+	"/usr/lib/sftp-server",
+}
+
+// externalSFTPServer returns the first executable sftp-server, or "".
+func (s *Server) externalSFTPServer() string {
+	paths := sftpServerPaths
+	if s.sftpServerPaths != nil {
+		paths = s.sftpServerPaths
+	}
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
 }

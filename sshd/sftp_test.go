@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"testing"
 
 	"github.com/pkg/sftp"
@@ -87,20 +88,62 @@ func TestSFTPRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSFTPRefusedForOtherUser(t *testing.T) {
+// TestSFTPForOtherUser: in-process SFTP would act as root, so another
+// user gets the system's sftp-server running as that user, or nothing.
+func TestSFTPForOtherUser(t *testing.T) {
 	needRoot(t)
-	e := newEnv(t, nil)
-	c := e.login("alice")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	// In-process SFTP runs with the server's privileges: refused for
-	// users other than the server's own.
-	if err := s.RequestSubsystem("sftp"); err == nil {
-		t.Error("sftp granted to alice on a root server")
-	}
+	t.Run("no sftp-server", func(t *testing.T) {
+		e := newEnv(t, func(_ *testEnv, s *Server) { s.sftpServerPaths = []string{"/nonexistent/sftp-server"} })
+		c := e.login("alice")
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.RequestSubsystem("sftp"); err == nil {
+			t.Error("sftp granted to alice on a root server without an sftp-server")
+		}
+	})
+	t.Run("system sftp-server", func(t *testing.T) {
+		e := newEnv(t, nil)
+		if e.srv.externalSFTPServer() == "" {
+			if os.Getenv("CI") == "true" {
+				t.Fatal("no sftp-server (install Debian's openssh-sftp-server; tools/deps.sh test does)")
+			}
+			t.Skip("no sftp-server; install openssh-sftp-server to run this test")
+		}
+		c := e.login("alice")
+		s := openRaw(t, c)
+		if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
+			t.Fatalf("subsystem sftp = %v, %v", ok, err)
+		}
+		cl, err := sftp.NewClientPipe(s.ch, halfCloser{s.ch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := cl.Create("mine.txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write([]byte("alice's"))
+		f.Close()
+		// alice may not write into root's home.
+		if f, err := cl.Create(filepath.Join(e.home("root"), "intrusion")); err == nil {
+			f.Close()
+			t.Error("alice wrote into root's home over sftp")
+		}
+		cl.Close()
+		if st := s.wait(t); st != "exit-status 0" {
+			t.Errorf("sftp-server session ended with %s, want exit-status 0", st)
+		}
+		fi, err := os.Stat(filepath.Join(e.home("alice"), "mine.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1000 || st.Gid != 1000 {
+			t.Errorf("file written over sftp owned by %d:%d, want 1000:1000", st.Uid, st.Gid)
+		}
+	})
 }
 
 func TestUnknownSubsystem(t *testing.T) {

@@ -6,7 +6,7 @@ set -euo pipefail
 
 profile=${1:-test}
 case "$profile" in
-  test)     want=(gcc libc6-dev openssh-client busybox-static mosquitto) ;;
+  test)     want=(gcc libc6-dev openssh-client openssh-sftp-server busybox-static mosquitto) ;;
   generate) want=(protobuf-compiler) ;;
   *) echo "deps.sh: unknown profile $profile (want test or generate)" >&2; exit 2 ;;
 esac
