@@ -6,20 +6,20 @@
 // not the SSH server (sshd); it wires them together.
 package agent
 
-import "time"
+import (
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify"
+)
 
 // Version is the porthole release, set at link time with
 // -ldflags "-X github.com/porthole-iot/porthole/agent.Version=…".
 var Version = "dev"
 
-// buildTime is the build's date (RFC 3339), set at link time with
-// -X github.com/porthole-iot/porthole/agent.buildTime=…; it tells a clock that is
-// behind (a router booted without RTC) from a real certificate problem.
-var buildTime = ""
-
-// BuildTime is when this binary was built; without link-time data, 2026-01-01.
+// BuildTime is when this binary was built (notify.BuildTime, set at link time);
+// without it, 2026-01-01. A clock before it is a clock that was never set.
 func BuildTime() time.Time {
-	if t, err := time.Parse(time.RFC3339, buildTime); err == nil {
+	if t, err := time.Parse(time.RFC3339, notify.BuildTime); err == nil {
 		return t
 	}
 	return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func runCmd(t *testing.T, stdin io.Reader, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if stdin == nil {
+		stdin = strings.NewReader("")
+	}
+	code = run(args, stdin, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestExitCodes(t *testing.T) {
+	if code, out, _ := runCmd(t, nil, "version"); code != 0 || !strings.HasPrefix(out, "porthole ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+	if code, _, errs := runCmd(t, nil, "frobnicate"); code != exitUsage || !strings.Contains(errs, "unknown command") {
+		t.Fatalf("unknown command: %d %q", code, errs)
+	}
+	if code, out, _ := runCmd(t, nil, "help"); code != 0 || !strings.Contains(out, "Exit codes") {
+		t.Fatalf("help: %d %q", code, out)
+	}
+	if code, _, _ := runCmd(t, nil, "connect", "-h"); code != 0 {
+		t.Fatalf("connect -h: %d", code)
+	}
+	if code, _, errs := runCmd(t, nil, "connect", "--bogus"); code != exitUsage || !strings.Contains(errs, "bogus") {
+		t.Fatalf("bad flag: %d %q", code, errs)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	os.WriteFile(good, []byte(`thing_name = "dev"
+data_dir = "/var/lib/porthole"
+[mqtt]
+endpoint = "b:8883"
+ca_file = "/ca"
+cert_file = "/c"
+key_file = "/k"
+`), 0o600)
+	if code, out, errs := runCmd(t, nil, "check-config", "-c", good); code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("good config: %d %q %q", code, out, errs)
+	}
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("thing_name = \"dev\"\n[tunnel]\nmax_tunnels = -1\n"), 0o600)
+	code, _, errs := runCmd(t, nil, "check-config", "-c", bad)
+	if code != exitUsage || !strings.Contains(errs, "tunnel.max_tunnels") || !strings.Contains(errs, "mqtt.endpoint") {
+		t.Fatalf("bad config: %d %q", code, errs)
+	}
+	if code, _, errs := runCmd(t, nil, "check-config", "-c", filepath.Join(dir, "missing.toml")); code != exitUsage || !strings.Contains(errs, "missing.toml") {
+		t.Fatalf("missing config: %d %q", code, errs)
+	}
+	// The agent refuses a bad config with the usage code too (no respawn loop).
+	if code, _, _ := runCmd(t, nil, "agent", "-c", bad); code != exitUsage {
+		t.Fatalf("agent with a bad config: exit %d, want %d", code, exitUsage)
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	dir := t.TempDir()
+	code, out1, errs := runCmd(t, nil, "keygen", "--data-dir", dir)
+	if code != 0 || !strings.HasPrefix(out1, "ssh-ed25519 SHA256:") {
+		t.Fatalf("keygen: %d %q %q", code, out1, errs)
+	}
+	if _, out2, _ := runCmd(t, nil, "keygen", "--data-dir", dir); out2 != out1 {
+		t.Fatalf("second keygen printed %q, want the same key %q", out2, out1)
+	}
+}
+
+func TestConnectUsage(t *testing.T) {
+	t.Setenv("AWSIOT_TUNNEL_ACCESS_TOKEN", "")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"connect", "--region", "us-east-1", "-L", "SSH=2222"}, "no access token"},
+		{[]string{"connect", "--token", "t", "-L", "SSH=2222"}, "exactly one of --region and --endpoint"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--endpoint", "h", "-L", "2222"}, "exactly one"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1"}, "nothing to do"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=x"}, "listen address"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=1", "--destination-client-type", "V4"}, "V1, V2 or V3"},
+		{[]string{"connect", "--token-file", "/nonexistent", "--region", "us-east-1", "-L", "1"}, "token file"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "1", "--https-proxy", "socks5://x"}, "--https-proxy"},
+	} {
+		code, _, errs := runCmd(t, nil, tc.args...)
+		if code != exitUsage || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, errs, exitUsage, tc.want)
+		}
+	}
+	// --token works but warns that argv is visible.
+	_, _, errs := runCmd(t, nil, "connect", "--token", "t", "--region", "us-east-1")
+	if !strings.Contains(errs, "process list") {
+		t.Errorf("--token gave no warning: %q", errs)
+	}
+}
+
+// porthole connect --stdio through the fake service to an echo target, twice with
+// the same source token: the cached client token makes the second run acceptable.
+func TestConnectStdioReusesToken(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	t.Setenv("HOME", t.TempDir())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	dtok, _ := tunnel.NewAccessToken(tun.DestinationToken)
+	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: dtok},
+		Dialer: tunnel.Targets{"SSH": ln.Addr().String()}}
+	ctx, cancel := context.WithCancel(context.Background())
+	ddone := make(chan struct{})
+	go func() { defer close(ddone); d.Run(ctx) }()
+	defer func() { cancel(); <-ddone }()
+
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte(tun.SourceToken+"\n"), 0o600)
+	for i := range 2 {
+		inR, inW := io.Pipe()
+		outR, outW := io.Pipe()
+		done := make(chan int, 1)
+		var errb bytes.Buffer
+		go func() {
+			done <- run([]string{"connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "--token-file", tokenFile, "--stdio", "SSH"}, inR, outW, &errb)
+			outW.Close()
+		}()
+		go inW.Write([]byte("ping through stdio"))
+		got := make([]byte, len("ping through stdio"))
+		if _, err := io.ReadFull(outR, got); err != nil || string(got) != "ping through stdio" {
+			t.Fatalf("run %d: echo %q, %v; stderr %s", i, got, err, errb.String())
+		}
+		inW.Close()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Fatalf("run %d: exit %d: %s", i, code, errb.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: connect did not end after stdin EOF", i)
+		}
+		if strings.Contains(errb.String(), tun.SourceToken) {
+			t.Fatal("stderr shows the access token")
+		}
+	}
+}
