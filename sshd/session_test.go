@@ -4,7 +4,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -100,4 +99,28 @@ func TestSessionAudit(t *testing.T) {
 	}
 }
 
-var _ = time.Second
+// TestShellWithoutPTY is "ssh host < script": a login shell reading
+// commands from stdin, no terminal.
+func TestShellWithoutPTY(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out strings.Builder
+	s.Stdout = &out
+	s.Stdin = strings.NewReader("echo $0; test -t 0 || echo no-tty; exit 4\n")
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Wait()
+	var ee *gossh.ExitError
+	if !errors.As(err, &ee) || ee.ExitStatus() != 4 {
+		t.Errorf("Wait = %v, want exit 4", err)
+	}
+	if out.String() != "-sh\nno-tty\n" {
+		t.Errorf("output = %q, want -sh and no-tty", out.String())
+	}
+}
