@@ -32,6 +32,7 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 	log := cfg.logger()
 	b := backoff{base: durationOr(cfg.RetryMin, time.Second), max: durationOr(cfg.RetryMax, 120*time.Second)}
 	for {
+		log.Info("connecting", "endpoint", firstNonEmpty(cfg.Endpoint, cfg.Region))
 		conn, err := Dial(ctx, &cfg, mode)
 		if err == nil {
 			b.reset()
@@ -64,4 +65,11 @@ func (c *Config) state(connected bool, err error) {
 	if c.OnState != nil {
 		c.OnState(connected, err)
 	}
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
