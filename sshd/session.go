@@ -410,8 +410,9 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 		errR.Close()
 		inW.Close()
 	}
+	var exited atomic.Bool
 	sess.hangup = func(running bool) {
-		if !running {
+		if !running || exited.Load() {
 			// The command has exited but something it started still holds
 			// the output open: stop reading, it gets SIGPIPE on its next write.
 			closePipes()
@@ -449,6 +450,9 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	}()
 	go func() {
 		state, _ := cmd.Process.Wait()
+		// Its process group id may be reused from now on: hangup must not
+		// signal it any more.
+		exited.Store(true)
 		output.Wait()
 		outR.Close()
 		errR.Close()
