@@ -65,9 +65,12 @@
 // SSH_TTY, SSH_ORIGINAL_COMMAND (with a forced command), SSH_AUTH_SOCK
 // (with agent forwarding) and client variables matching AcceptEnv. Pty
 // terminal modes are not applied (the kernel defaults are), and there are
-// no MOTD, lastlog, utmp records, rc files or X11 forwarding. When the
-// client goes away, a program still running gets SIGHUP and, two seconds
-// later, SIGKILL (to its process group).
+// no MOTD, lastlog, utmp records, rc files or X11 forwarding. As with
+// OpenSSH, a session stays open while a background process still holds the
+// command's output. When the client goes away, a program still running
+// gets SIGHUP and, two seconds later, SIGKILL (to its process group); once
+// the command itself has exited, what it left behind is not signalled, its
+// output is just no longer read.
 //
 // The SFTP subsystem (pkg/sftp) and legacy scp ("scp -O": scp -t and
 // scp -f with -r, -p, -d) are served in-process, so the device needs no
