@@ -6,9 +6,16 @@ set -euo pipefail
 
 profile=${1:-test}
 case "$profile" in
-  test)     want=(gcc libc6-dev openssh-client openssh-sftp-server busybox-static mosquitto) ;;
+  test)     want=(gcc libc6-dev openssh-client openssh-sftp-server busybox-static mosquitto
+                  qemu-user-static qemu-system-arm qemu-system-mips cpio binutils) ;;
   generate) want=(protobuf-compiler) ;;
-  *) echo "deps.sh: unknown profile $profile (want test or generate)" >&2; exit 2 ;;
+  # per-arch unit tests under qemu-user (tools/qemu-test.sh)
+  qemu)     want=(qemu-user-static) ;;
+  # make board BOARD=...: QEMU, initramfs (cpio); readelf reads kernel module dependencies
+  board)    want=(qemu-system-arm qemu-system-mips cpio binutils openssh-client) ;;
+  # make ipk / make dist: ar (binutils); tar and gzip are in every Debian
+  pkg)      want=(binutils) ;;
+  *) echo "deps.sh: unknown profile $profile (want test, generate, qemu, board or pkg)" >&2; exit 2 ;;
 esac
 
 missing=()
