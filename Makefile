@@ -50,6 +50,7 @@ test: deps ## install missing test prerequisites, then run every test tier
 build: ## host binaries into bin/
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-X $(PKG)/agent.Version=$(VERSION)' -o bin/ ./agent/cmd/porthole
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./tools/tunneld/cmd/porthole-tunneld
 
 .PHONY: cross
 cross: ## static device binaries for every target into dist/, with SHA256SUMS

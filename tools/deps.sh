@@ -6,7 +6,7 @@ set -euo pipefail
 
 profile=${1:-test}
 case "$profile" in
-  test)     want=(gcc libc6-dev openssh-client openssh-sftp-server busybox-static mosquitto
+  test)     want=(gcc libc6-dev openssh-client openssh-sftp-server busybox-static mosquitto awscli
                   qemu-user-static qemu-system-arm qemu-system-mips cpio binutils) ;;
   generate) want=(protobuf-compiler) ;;
   # per-arch unit tests under qemu-user (tools/qemu-test.sh)

@@ -1,0 +1,158 @@
+package tunneld
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// targetPrefix is the X-Amz-Target prefix of the service (AWS JSON 1.1).
+const targetPrefix = "IoTSecuredTunneling."
+
+// maxRequestBody bounds a control-plane request body.
+const maxRequestBody = 1 << 20
+
+// contentType is the media type of AWS JSON 1.1 requests and responses.
+const contentType = "application/x-amz-json-1.1"
+
+// operations maps an operation name to a fresh request value.
+var operations = map[string]func() any{
+	"OpenTunnel":              func() any { return new(OpenTunnelInput) },
+	"CloseTunnel":             func() any { return new(CloseTunnelInput) },
+	"DescribeTunnel":          func() any { return new(DescribeTunnelInput) },
+	"ListTunnels":             func() any { return new(ListTunnelsInput) },
+	"RotateTunnelAccessToken": func() any { return new(RotateTunnelAccessTokenInput) },
+	"TagResource":             func() any { return new(TagResourceInput) },
+	"UntagResource":           func() any { return new(UntagResourceInput) },
+	"ListTagsForResource":     func() any { return new(ListTagsForResourceInput) },
+}
+
+// decodeRequest decodes the body of operation op. An empty body is an empty request;
+// unknown members are ignored, as AWS does; a member of the wrong JSON type, trailing
+// data or a body that is not one JSON object is a SerializationException.
+func decodeRequest(op string, body []byte) (any, error) {
+	mk, ok := operations[op]
+	if !ok {
+		return nil, &APIError{Type: ErrTypeUnknownOperation, Message: fmt.Sprintf("unknown operation %q", op)}
+	}
+	in := mk()
+	if len(bytes.TrimSpace(body)) == 0 {
+		return in, nil
+	}
+	d := json.NewDecoder(bytes.NewReader(body))
+	if err := d.Decode(in); err != nil {
+		return nil, &APIError{Type: ErrTypeSerialization, Message: "cannot decode the request body: " + err.Error()}
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, &APIError{Type: ErrTypeSerialization, Message: "cannot decode the request body: data after the JSON object"}
+	}
+	if body := bytes.TrimSpace(body); body[0] != '{' {
+		return nil, &APIError{Type: ErrTypeSerialization, Message: "the request body must be a JSON object"}
+	}
+	return in, nil
+}
+
+// call runs a decoded request and returns the response value.
+func (s *Server) call(ctx context.Context, in any) (any, error) {
+	empty := struct{}{}
+	switch in := in.(type) {
+	case *OpenTunnelInput:
+		return s.OpenTunnel(ctx, in)
+	case *CloseTunnelInput:
+		return empty, s.CloseTunnel(ctx, in)
+	case *DescribeTunnelInput:
+		return s.DescribeTunnel(ctx, in)
+	case *ListTunnelsInput:
+		return s.ListTunnels(ctx, in)
+	case *RotateTunnelAccessTokenInput:
+		return s.RotateTunnelAccessToken(ctx, in)
+	case *TagResourceInput:
+		return empty, s.TagResource(ctx, in)
+	case *UntagResourceInput:
+		return empty, s.UntagResource(ctx, in)
+	case *ListTagsForResourceInput:
+		return s.ListTagsForResource(ctx, in)
+	}
+	return nil, fmt.Errorf("tunneld: no handler for %T", in)
+}
+
+// serveAPI answers one AWS JSON 1.1 request.
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
+	reqID := newUUID()
+	w.Header().Set("x-amzn-RequestId", reqID)
+	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), targetPrefix)
+	log := s.log.With("plane", "control", "op", op, "request", reqID)
+	resp, err := s.handleAPI(r, op)
+	if err != nil {
+		var ae *APIError
+		if !errors.As(err, &ae) {
+			ae = &APIError{Type: ErrTypeInternalFailure, Message: err.Error(), Status: http.StatusInternalServerError}
+		}
+		log.Info("request refused", "type", ae.Type, "message", ae.Message)
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("X-Amzn-ErrorType", ae.Type)
+		w.WriteHeader(ae.status())
+		json.NewEncoder(w).Encode(map[string]string{"__type": ae.Type, "message": ae.Message})
+		return
+	}
+	b, err := json.Marshal(resp)
+	if err != nil {
+		log.Error("encoding the response", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	log.Debug("request served")
+	w.Header().Set("Content-Type", contentType)
+	w.Write(b)
+}
+
+func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
+	if r.Method != http.MethodPost || r.URL.Path != "/" {
+		return nil, &APIError{Type: ErrTypeUnknownOperation, Message: fmt.Sprintf("%s %s: the API takes POST /", r.Method, r.URL.Path), Status: http.StatusNotFound}
+	}
+	if !strings.HasPrefix(r.Header.Get("X-Amz-Target"), targetPrefix) {
+		return nil, &APIError{Type: ErrTypeUnknownOperation, Message: "missing or foreign X-Amz-Target; want " + targetPrefix + "<Operation>"}
+	}
+	if err := s.checkAuth(r); err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
+	if err != nil {
+		return nil, &APIError{Type: ErrTypeSerialization, Message: "reading the request body: " + err.Error()}
+	}
+	if len(body) > maxRequestBody {
+		return nil, &APIError{Type: ErrTypeSerialization, Message: fmt.Sprintf("request body over %d bytes", maxRequestBody)}
+	}
+	in, err := decodeRequest(op, body)
+	if err != nil {
+		return nil, err
+	}
+	return s.call(r.Context(), in)
+}
+
+// checkAuth requires an Authorization header shaped like SigV4, unless
+// Config.AllowUnsigned. The signature itself is not verified: tunneld has no
+// credentials store, and any dummy AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY works.
+func (s *Server) checkAuth(r *http.Request) error {
+	if s.cfg.AllowUnsigned {
+		return nil
+	}
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return &APIError{Type: ErrTypeMissingAuthToken, Message: "Missing Authentication Token", Status: http.StatusForbidden}
+	}
+	if !strings.HasPrefix(h, "AWS4-HMAC-SHA256 ") {
+		return &APIError{Type: ErrTypeIncompleteSigature, Message: "Authorization header requires the AWS4-HMAC-SHA256 scheme", Status: http.StatusForbidden}
+	}
+	for _, part := range []string{"Credential=", "SignedHeaders=", "Signature="} {
+		if !strings.Contains(h, part) {
+			return &APIError{Type: ErrTypeIncompleteSigature, Message: "Authorization header requires a '" + strings.TrimSuffix(part, "=") + "' parameter", Status: http.StatusForbidden}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,281 @@
+package tunneld
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestOpenDescribeListClose(t *testing.T) {
+	ts := startServer(t, Config{Region: "eu-west-1", AccountID: "111122223333"})
+	before := time.Now().Add(-time.Second)
+	m := ts.mustCall(t, "OpenTunnel", `{"description":"first","tags":[{"key":"env","value":"lab"}],
+		"destinationConfig":{"thingName":"dev1","services":["SSH","WEB"]},"timeoutConfig":{"maxLifetimeTimeoutMinutes":30}}`)
+	id, _ := m["tunnelId"].(string)
+	if !regexp.MustCompile(`^[0-9a-f-]{36}$`).MatchString(id) {
+		t.Fatalf("tunnelId = %q, want a UUID", id)
+	}
+	if want := "arn:aws:iot:eu-west-1:111122223333:tunnel/" + id; m["tunnelArn"] != want {
+		t.Errorf("tunnelArn = %v, want %s", m["tunnelArn"], want)
+	}
+	src, _ := m["sourceAccessToken"].(string)
+	dst, _ := m["destinationAccessToken"].(string)
+	if len(src) < 40 || len(dst) < 40 || src == dst {
+		t.Errorf("tokens %d and %d characters, equal %v: want two distinct long tokens", len(src), len(dst), src == dst)
+	}
+
+	d := ts.mustCall(t, "DescribeTunnel", map[string]string{"tunnelId": id})["tunnel"].(map[string]any)
+	for k, want := range map[string]any{
+		"tunnelId": id, "status": "OPEN", "description": "first",
+		"destinationConfig": map[string]any{"thingName": "dev1", "services": []any{"SSH", "WEB"}},
+		"timeoutConfig":     map[string]any{"maxLifetimeTimeoutMinutes": 30.0},
+		"tags":              []any{map[string]any{"key": "env", "value": "lab"}},
+	} {
+		if fmt.Sprint(d[k]) != fmt.Sprint(want) {
+			t.Errorf("tunnel.%s = %v, want %v", k, d[k], want)
+		}
+	}
+	for _, k := range []string{"sourceConnectionState", "destinationConnectionState"} {
+		cs, _ := d[k].(map[string]any)
+		if cs["status"] != "DISCONNECTED" {
+			t.Errorf("%s = %v, want DISCONNECTED", k, cs)
+		}
+		if at, _ := cs["lastUpdatedAt"].(float64); at < float64(before.Unix()) {
+			t.Errorf("%s.lastUpdatedAt = %v, want epoch seconds after %v", k, cs["lastUpdatedAt"], before.Unix())
+		}
+	}
+	if at, _ := d["createdAt"].(float64); at < float64(before.Unix()) || at > float64(time.Now().Unix()+1) {
+		t.Errorf("createdAt = %v, want epoch seconds of now", d["createdAt"])
+	}
+
+	// A second tunnel, for another thing, without a lifetime: the default 720.
+	id2 := ts.mustCall(t, "OpenTunnel", `{"destinationConfig":{"thingName":"dev2","services":["SSH"]}}`)["tunnelId"].(string)
+	d2 := ts.mustCall(t, "DescribeTunnel", map[string]string{"tunnelId": id2})["tunnel"].(map[string]any)
+	if fmt.Sprint(d2["timeoutConfig"]) != "map[maxLifetimeTimeoutMinutes:720]" {
+		t.Errorf("default timeoutConfig = %v, want 720 minutes", d2["timeoutConfig"])
+	}
+	l := ts.mustCall(t, "ListTunnels", `{}`)["tunnelSummaries"].([]any)
+	if len(l) != 2 || l[0].(map[string]any)["tunnelId"] != id2 || l[1].(map[string]any)["tunnelId"] != id {
+		t.Errorf("ListTunnels = %v, want the two tunnels, newest first", l)
+	}
+	l = ts.mustCall(t, "ListTunnels", `{"thingName":"dev1"}`)["tunnelSummaries"].([]any)
+	if len(l) != 1 || l[0].(map[string]any)["tunnelId"] != id || l[0].(map[string]any)["description"] != "first" {
+		t.Errorf("ListTunnels(dev1) = %v, want the first tunnel", l)
+	}
+
+	ts.mustCall(t, "CloseTunnel", map[string]string{"tunnelId": id})
+	ts.mustCall(t, "CloseTunnel", map[string]string{"tunnelId": id}) // again: no error
+	d = ts.mustCall(t, "DescribeTunnel", map[string]string{"tunnelId": id})["tunnel"].(map[string]any)
+	if d["status"] != "CLOSED" {
+		t.Errorf("status after CloseTunnel = %v, want CLOSED", d["status"])
+	}
+	if status, m := ts.call(t, "RotateTunnelAccessToken", map[string]string{"tunnelId": id, "clientMode": "ALL"}); status != 400 || m["__type"] != ErrTypeInvalidRequest {
+		t.Errorf("rotating a closed tunnel: %d %v, want InvalidRequestException", status, m)
+	}
+	ts.mustCall(t, "CloseTunnel", map[string]any{"tunnelId": id2, "delete": true})
+	if status, m := ts.call(t, "DescribeTunnel", map[string]string{"tunnelId": id2}); status != 400 || m["__type"] != ErrTypeResourceNotFound {
+		t.Errorf("describing a deleted tunnel: %d %v, want ResourceNotFoundException", status, m)
+	}
+}
+
+func TestListPagination(t *testing.T) {
+	ts := startServer(t, Config{})
+	var ids []string
+	for range 5 {
+		ids = append(ids, ts.open(t, "dev1", "SSH").TunnelID)
+		time.Sleep(2 * time.Millisecond) // distinct creation times
+	}
+	var got []string
+	next := ""
+	for pages := 0; ; pages++ {
+		in := map[string]any{"maxResults": 2}
+		if next != "" {
+			in["nextToken"] = next
+		}
+		m := ts.mustCall(t, "ListTunnels", in)
+		for _, s := range m["tunnelSummaries"].([]any) {
+			got = append(got, s.(map[string]any)["tunnelId"].(string))
+		}
+		next, _ = m["nextToken"].(string)
+		if next == "" {
+			if pages != 2 {
+				t.Errorf("%d pages, want 3", pages+1)
+			}
+			break
+		}
+	}
+	for i := range ids {
+		if got[len(got)-1-i] != ids[i] {
+			t.Fatalf("pages = %v, want %v newest first", got, ids)
+		}
+	}
+}
+
+func TestRotate(t *testing.T) {
+	ts := startServer(t, Config{})
+	out := ts.open(t, "dev1", "SSH")
+	m := ts.mustCall(t, "RotateTunnelAccessToken", map[string]string{"tunnelId": out.TunnelID, "clientMode": "SOURCE"})
+	if m["tunnelArn"] != out.TunnelArn || m["sourceAccessToken"] == out.SourceAccessToken || m["sourceAccessToken"] == nil || m["destinationAccessToken"] != nil {
+		t.Errorf("rotate SOURCE = %v, want a new source token only", m)
+	}
+	m = ts.mustCall(t, "RotateTunnelAccessToken", map[string]any{"tunnelId": out.TunnelID, "clientMode": "DESTINATION",
+		"destinationConfig": map[string]any{"thingName": "dev9", "services": []string{"SSH"}}})
+	if m["destinationAccessToken"] == nil || m["destinationAccessToken"] == out.DestinationAccessToken || m["sourceAccessToken"] != nil {
+		t.Errorf("rotate DESTINATION = %v, want a new destination token only", m)
+	}
+	d, _ := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID})
+	if d.Tunnel.DestinationConfig.ThingName != "dev9" {
+		t.Errorf("thingName after rotation = %q, want dev9", d.Tunnel.DestinationConfig.ThingName)
+	}
+	m = ts.mustCall(t, "RotateTunnelAccessToken", map[string]string{"tunnelId": out.TunnelID, "clientMode": "ALL"})
+	if m["destinationAccessToken"] == nil || m["sourceAccessToken"] == nil {
+		t.Errorf("rotate ALL = %v, want both tokens", m)
+	}
+}
+
+func TestTags(t *testing.T) {
+	ts := startServer(t, Config{})
+	out := ts.open(t, "", "SSH")
+	ts.mustCall(t, "TagResource", map[string]any{"resourceArn": out.TunnelArn, "tags": []Tag{{"a", "1"}, {"b", "2"}}})
+	ts.mustCall(t, "TagResource", map[string]any{"resourceArn": out.TunnelArn, "tags": []Tag{{"a", "3"}}})
+	ts.mustCall(t, "UntagResource", map[string]any{"resourceArn": out.TunnelArn, "tagKeys": []string{"b"}})
+	m := ts.mustCall(t, "ListTagsForResource", map[string]any{"resourceArn": out.TunnelArn})
+	if fmt.Sprint(m["tags"]) != "[map[key:a value:3]]" {
+		t.Errorf("tags = %v, want a=3", m["tags"])
+	}
+	if status, m := ts.call(t, "ListTagsForResource", map[string]any{"resourceArn": out.TunnelArn + "x"}); status != 400 || m["__type"] != ErrTypeResourceNotFound {
+		t.Errorf("unknown ARN: %d %v", status, m)
+	}
+}
+
+func TestLimitExceeded(t *testing.T) {
+	ts := startServer(t, Config{MaxOpenTunnels: 2})
+	ts.open(t, "", "SSH")
+	out := ts.open(t, "", "SSH")
+	status, m := ts.call(t, "OpenTunnel", `{}`)
+	if status != 400 || m["__type"] != ErrTypeLimitExceeded || m["message"] == "" {
+		t.Errorf("third tunnel: %d %v, want LimitExceededException", status, m)
+	}
+	ts.mustCall(t, "CloseTunnel", map[string]string{"tunnelId": out.TunnelID})
+	ts.mustCall(t, "OpenTunnel", `{}`) // closed tunnels do not count
+}
+
+func TestValidation(t *testing.T) {
+	ts := startServer(t, Config{})
+	open := ts.open(t, "dev1", "SSH")
+	long := strings.Repeat("a", 129)
+	tests := []struct {
+		op, body, wantType, wantMsg string
+	}{
+		{"OpenTunnel", `{"destinationConfig":{"thingName":"dev 1","services":["SSH"]}}`, ErrTypeInvalidRequest, "thingName"},
+		{"OpenTunnel", `{"destinationConfig":{"thingName":"` + long + `","services":["SSH"]}}`, ErrTypeInvalidRequest, "thingName"},
+		{"OpenTunnel", `{"destinationConfig":{"thingName":"dev1","services":[]}}`, ErrTypeInvalidRequest, "at least one"},
+		{"OpenTunnel", `{"destinationConfig":{"thingName":"dev1"}}`, ErrTypeInvalidRequest, "at least one"},
+		{"OpenTunnel", `{"destinationConfig":{"services":["A","B","C","D"]}}`, ErrTypeInvalidRequest, "more than the 3"},
+		{"OpenTunnel", `{"destinationConfig":{"services":["SSH","SSH"]}}`, ErrTypeInvalidRequest, "twice"},
+		{"OpenTunnel", `{"destinationConfig":{"services":["S/H"]}}`, ErrTypeInvalidRequest, "services[0]"},
+		{"OpenTunnel", `{"destinationConfig":{"services":["` + long + `"]}}`, ErrTypeInvalidRequest, "services[0]"},
+		{"OpenTunnel", `{"timeoutConfig":{"maxLifetimeTimeoutMinutes":721}}`, ErrTypeInvalidRequest, "1-720"},
+		{"OpenTunnel", `{"timeoutConfig":{"maxLifetimeTimeoutMinutes":-1}}`, ErrTypeInvalidRequest, "1-720"},
+		{"OpenTunnel", `{"description":"a\u0007b"}`, ErrTypeInvalidRequest, "description"},
+		{"OpenTunnel", `{"tags":[]}`, ErrTypeInvalidRequest, "tags"},
+		{"OpenTunnel", `{"tags":[{"key":"","value":"x"}]}`, ErrTypeInvalidRequest, "tags[0].key"},
+		{"OpenTunnel", `{"tags":[{"key":"k","value":"a\nb"}]}`, ErrTypeInvalidRequest, "tags[0].value"},
+		{"OpenTunnel", `{"timeoutConfig":{"maxLifetimeTimeoutMinutes":"ten"}}`, ErrTypeSerialization, "decode"},
+		{"OpenTunnel", `[]`, ErrTypeSerialization, "decode"},
+		{"OpenTunnel", `{} {}`, ErrTypeSerialization, "after"},
+		{"OpenTunnel", `"x"`, ErrTypeSerialization, ""},
+		{"DescribeTunnel", `{}`, ErrTypeInvalidRequest, "tunnelId is required"},
+		{"DescribeTunnel", `{"tunnelId":"a/b"}`, ErrTypeInvalidRequest, "tunnelId must match"},
+		{"DescribeTunnel", `{"tunnelId":"` + long + `"}`, ErrTypeInvalidRequest, "tunnelId must match"},
+		{"DescribeTunnel", `{"tunnelId":"no-such-tunnel"}`, ErrTypeResourceNotFound, "not found"},
+		{"CloseTunnel", `{"tunnelId":"no-such-tunnel"}`, ErrTypeResourceNotFound, "not found"},
+		{"CloseTunnel", `{"tunnelId":"` + open.TunnelID + `","delete":"yes"}`, ErrTypeSerialization, ""},
+		{"RotateTunnelAccessToken", `{"tunnelId":"` + open.TunnelID + `"}`, ErrTypeInvalidRequest, "clientMode is required"},
+		{"RotateTunnelAccessToken", `{"tunnelId":"` + open.TunnelID + `","clientMode":"BOTH"}`, ErrTypeInvalidRequest, "SOURCE, DESTINATION or ALL"},
+		{"RotateTunnelAccessToken", `{"tunnelId":"` + open.TunnelID + `","clientMode":"SOURCE","destinationConfig":{"services":["SSH"]}}`, ErrTypeInvalidRequest, "SOURCE"},
+		{"RotateTunnelAccessToken", `{"tunnelId":"` + open.TunnelID + `","clientMode":"ALL","destinationConfig":{"services":["WEB"]}}`, ErrTypeInvalidRequest, "cannot be changed"},
+		{"RotateTunnelAccessToken", `{"tunnelId":"no-such-tunnel","clientMode":"ALL"}`, ErrTypeResourceNotFound, "not found"},
+		{"ListTunnels", `{"maxResults":0.5}`, ErrTypeSerialization, ""},
+		{"ListTunnels", `{"maxResults":101}`, ErrTypeInvalidRequest, "maxResults"},
+		{"ListTunnels", `{"nextToken":"a b"}`, ErrTypeInvalidRequest, "nextToken"},
+		{"ListTunnels", `{"nextToken":"abc"}`, ErrTypeInvalidRequest, "nextToken"},
+		{"ListTunnels", `{"thingName":"a b"}`, ErrTypeInvalidRequest, "thingName"},
+		{"TagResource", `{"resourceArn":"` + open.TunnelArn + `"}`, ErrTypeInvalidRequest, "tags"},
+		{"TagResource", `{"resourceArn":"","tags":[{"key":"a","value":"b"}]}`, ErrTypeInvalidRequest, "resourceArn"},
+		{"UntagResource", `{"resourceArn":"arn:aws:iot:us-east-1:1:tunnel/x","tagKeys":[]}`, ErrTypeResourceNotFound, ""},
+		{"DeleteTunnel", `{}`, ErrTypeUnknownOperation, "DeleteTunnel"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.op+" "+tc.body[:min(len(tc.body), 60)], func(t *testing.T) {
+			status, m := ts.call(t, tc.op, tc.body)
+			msg, _ := m["message"].(string)
+			if status != http.StatusBadRequest || m["__type"] != tc.wantType || !strings.Contains(msg, tc.wantMsg) {
+				t.Errorf("%s %s = %d %v, want 400 %s mentioning %q", tc.op, tc.body, status, m, tc.wantType, tc.wantMsg)
+			}
+		})
+	}
+}
+
+func TestAuthAndRouting(t *testing.T) {
+	ts := startServer(t, Config{})
+	post := func(target, auth string) (int, string) {
+		req, _ := http.NewRequest("POST", "http://"+ts.addr+"/", strings.NewReader("{}"))
+		if target != "" {
+			req.Header.Set("X-Amz-Target", target)
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("X-Amzn-ErrorType")
+	}
+	good := "AWS4-HMAC-SHA256 Credential=AKID/20261130/us-east-1/IoTSecuredTunneling/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc"
+	for _, tc := range []struct {
+		target, auth string
+		status       int
+		errType      string
+	}{
+		{"IoTSecuredTunneling.ListTunnels", good, 200, ""},
+		{"IoTSecuredTunneling.ListTunnels", "", 403, ErrTypeMissingAuthToken},
+		{"IoTSecuredTunneling.ListTunnels", "Basic dXNlcjpwdw==", 403, ErrTypeIncompleteSigature},
+		{"IoTSecuredTunneling.ListTunnels", "AWS4-HMAC-SHA256 Credential=AKID/x, Signature=abc", 403, ErrTypeIncompleteSigature},
+		{"", good, 400, ErrTypeUnknownOperation},
+		{"DynamoDB_20120810.ListTables", good, 400, ErrTypeUnknownOperation},
+	} {
+		if status, typ := post(tc.target, tc.auth); status != tc.status || typ != tc.errType {
+			t.Errorf("target %q auth %q: %d %q, want %d %q", tc.target, tc.auth, status, typ, tc.status, tc.errType)
+		}
+	}
+	resp, err := http.Get("http://" + ts.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("GET / = %d, want 404", resp.StatusCode)
+	}
+	// A plain GET of /tunnel reaches the data plane, which wants a WebSocket.
+	resp, err = http.Get("http://" + ts.addr + "/tunnel?local-proxy-mode=source")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 || resp.Header.Get("channel-id") == "" {
+		t.Errorf("GET /tunnel = %d (channel-id %q), want a data-plane 400", resp.StatusCode, resp.Header.Get("channel-id"))
+	}
+
+	unsigned := startServer(t, Config{AllowUnsigned: true})
+	ts = unsigned
+	if status, _ := post("IoTSecuredTunneling.ListTunnels", ""); status != 200 {
+		t.Errorf("AllowUnsigned: %d, want 200", status)
+	}
+}

@@ -1,0 +1,170 @@
+package tunneld
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+)
+
+// Options are the command line of porthole-tunneld.
+type Options struct {
+	Listen     string // address of both planes
+	TLSCert    string // PEM certificate chain; with TLSKey, serve HTTPS/WSS
+	TLSKey     string
+	DataDir    string
+	Region     string
+	MQTTBroker string // host:port or URL; "" disables notifications
+	MQTTCA     string
+	MQTTCert   string
+	MQTTKey    string
+	ClientID   string
+	PrintAddr  bool
+	Bandwidth  int
+	MaxTunnels int
+	Unsigned   bool
+	Verbose    bool
+}
+
+const usageText = `Usage: porthole-tunneld [flags]
+
+A self-hosted AWS IoT Secure Tunneling service. One address serves the control plane
+(AWS JSON 1.1 on POST /, for the AWS CLI and SDKs with --endpoint-url) and the data
+plane (WebSocket on /tunnel, for localproxy, porthole and the AWS IoT Device SDKs).
+Opening a tunnel for a thing, or rotating its destination token, publishes the token
+on $aws/things/<thing>/tunnels/notify through the MQTT broker, if one is given.
+
+Example:
+  porthole-tunneld --listen 127.0.0.1:8443 --data-dir /var/lib/porthole-tunneld \
+    --mqtt-broker 127.0.0.1:8883 --mqtt-ca ca.pem --mqtt-cert tunneld.pem --mqtt-key tunneld.key
+  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x aws iotsecuretunneling open-tunnel \
+    --endpoint-url http://127.0.0.1:8443 --region us-east-1 \
+    --destination-config thingName=dev1,services=SSH
+
+Flags:
+`
+
+// ParseFlags parses the command line. With --help it prints the usage to stderr and
+// returns flag.ErrHelp; on a usage error it prints the error and the usage.
+func ParseFlags(args []string, stderr io.Writer) (Options, error) {
+	var o Options
+	fs := flag.NewFlagSet("porthole-tunneld", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8443", "`address` (host:port) of the control plane (POST /) and the data plane (/tunnel); port 0 picks a free port, see --print-addr")
+	fs.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate `file` (chain) to serve HTTPS and WSS; needs --tls-key; without both, plain HTTP and WS")
+	fs.StringVar(&o.TLSKey, "tls-key", "", "PEM private key `file` of --tls-cert")
+	fs.StringVar(&o.DataDir, "data-dir", "", "`directory` for the state file tunnels.json (tunnels and their tokens survive a restart); empty keeps state in memory")
+	fs.StringVar(&o.Region, "region", DefaultRegion, "AWS `region` reported in notifications and tunnel ARNs")
+	fs.StringVar(&o.MQTTBroker, "mqtt-broker", "", "MQTT broker for tunnel notifications: host:port (TLS) or a tls:// or mqtt:// URL; empty disables notifications")
+	fs.StringVar(&o.MQTTCA, "mqtt-ca", "", "PEM CA `file` that signed the broker's certificate")
+	fs.StringVar(&o.MQTTCert, "mqtt-cert", "", "PEM client certificate `file` for mutual TLS with the broker (its identity must be allowed to publish on $aws/things/+/tunnels/notify)")
+	fs.StringVar(&o.MQTTKey, "mqtt-key", "", "PEM private key `file` of --mqtt-cert")
+	fs.StringVar(&o.ClientID, "mqtt-client-id", "", "MQTT client `id`; empty means porthole-tunneld-<random>")
+	fs.BoolVar(&o.PrintAddr, "print-addr", false, "print the bound address (host:port) on a line of its own on stdout once listening; useful with port 0")
+	fs.IntVar(&o.Bandwidth, "bandwidth", 0, "limit each tunnel to this many `bytes` per second, both directions and WebSocket pings and pongs together; 0 is unlimited (AWS documents 800 KB/s)")
+	fs.IntVar(&o.MaxTunnels, "max-open-tunnels", DefaultMaxOpenTunnels, "OpenTunnel fails with LimitExceededException while this `number` of tunnels are open")
+	fs.BoolVar(&o.Unsigned, "allow-unsigned", false, "accept control-plane requests without an Authorization header (signatures are never verified: any credentials work)")
+	fs.BoolVar(&o.Verbose, "v", false, "log at debug level")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\nLogs go to stderr; access tokens are logged only as fingerprints.\nExit codes: 0 after SIGINT or SIGTERM, 1 on a runtime error, 2 on a usage error.\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		err := fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		fmt.Fprintln(stderr, err)
+		fs.Usage()
+		return o, err
+	}
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		err := errors.New("--tls-cert and --tls-key go together")
+		fmt.Fprintln(stderr, err)
+		return o, err
+	}
+	if o.MQTTBroker == "" && (o.MQTTCA != "" || o.MQTTCert != "" || o.MQTTKey != "") {
+		err := errors.New("--mqtt-ca, --mqtt-cert and --mqtt-key need --mqtt-broker")
+		fmt.Fprintln(stderr, err)
+		return o, err
+	}
+	return o, nil
+}
+
+// Run serves until ctx ends, then shuts down (saving the state). It logs to stderr
+// and, with PrintAddr, prints the bound address to stdout.
+func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
+	level := slog.LevelInfo
+	if o.Verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg := Config{
+		Region: o.Region, DataDir: o.DataDir, Bandwidth: o.Bandwidth,
+		MaxOpenTunnels: o.MaxTunnels, AllowUnsigned: o.Unsigned, Logger: log,
+	}
+	scheme := "http"
+	if o.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+		if err != nil {
+			return fmt.Errorf("loading --tls-cert %s and --tls-key %s: %w", o.TLSCert, o.TLSKey, err)
+		}
+		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		scheme = "https"
+	}
+	var mqtt *MQTTNotifier
+	if o.MQTTBroker != "" {
+		var err error
+		mqtt, err = NewMQTTNotifier(MQTTConfig{Broker: o.MQTTBroker, CAFile: o.MQTTCA, CertFile: o.MQTTCert, KeyFile: o.MQTTKey,
+			ClientID: o.ClientID, Logger: log.With("component", "mqtt")})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			mqtt.Close(ctx)
+		}()
+		cfg.Notifier = mqtt
+	} else {
+		log.Warn("no --mqtt-broker: tunnels are not notified to devices")
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("listening on %s: %w", o.Listen, err)
+	}
+	addr := l.Addr().String()
+	log.Info("listening", "addr", addr, "api", scheme+"://"+addr+"/", "data_plane", strings.Replace(scheme, "http", "ws", 1)+"://"+addr+"/tunnel",
+		"region", cfg.Region, "data_dir", o.DataDir)
+	if o.PrintAddr {
+		fmt.Fprintln(stdout, addr)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		srv.Close()
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}

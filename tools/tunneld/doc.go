@@ -1,0 +1,56 @@
+// Package tunneld is a self-hosted AWS IoT Secure Tunneling service, close enough to
+// the real one that the AWS CLI, the reference localproxy and porthole cannot tell the
+// difference on one machine. It is the backbone of the lab and of the end-to-end
+// tests, and is usable on its own by fleets on a private MQTT broker. The binary is
+// porthole-tunneld (tools/tunneld/cmd/porthole-tunneld).
+//
+// One listener serves both planes:
+//
+//   - the control plane, AWS JSON 1.1 on POST / with X-Amz-Target
+//     IoTSecuredTunneling.<Operation>: OpenTunnel, CloseTunnel, DescribeTunnel,
+//     ListTunnels, RotateTunnelAccessToken, TagResource, UntagResource and
+//     ListTagsForResource, with the request and response shapes of the AWS API
+//     reference and its error bodies ({"__type", "message"}:
+//     ResourceNotFoundException, InvalidRequestException, LimitExceededException,
+//     SerializationException). Requests need a SigV4-shaped Authorization header
+//     (Config.AllowUnsigned lifts that); the signature is not verified, so the AWS CLI
+//     works with dummy credentials and --endpoint-url;
+//   - the data plane, WebSocket on /tunnel, from agent/tunnel/dataplane: the real
+//     service's handshake, token and relay rules, pongs, validation closes, and the
+//     test knobs (re-chunking, bandwidth limit counting pings and pongs, dropping a
+//     side, SESSION_RESET, 5xx answers), reached through Server.Dataplane and
+//     Server.FailHandshakes. DescribeTunnel reports each side CONNECTED or
+//     DISCONNECTED with the time it last changed.
+//
+// A tunnel opened with destinationConfig.thingName, and a rotation with DESTINATION
+// or ALL, publish {"clientAccessToken","clientMode":"destination","region","services"}
+// to $aws/things/<thing>/tunnels/notify through the Config.Notifier (MQTTNotifier:
+// autopaho, MQTT v5, QoS 1, mutual TLS, reconnecting). Publishing never blocks the
+// API: one goroutine delivers pending notifications and retries with backoff, so a
+// tunnel opened while the broker is down is notified when it is back, even across a
+// restart.
+//
+// Tunnels expire after timeoutConfig.maxLifetimeTimeoutMinutes (1–720, default 720):
+// both sides get a Close frame, as on CloseTunnel. Closed tunnels stay describable
+// for three hours. With Config.DataDir, the state (tunnels, tokens, client tokens,
+// pending notifications) is written atomically to DataDir/tunnels.json, mode 0600,
+// after every change, and restored by New; a restart cuts the WebSockets without a
+// Close frame, so clients with client tokens reconnect.
+//
+// In-process use (tests, the lab):
+//
+//	srv, err := tunneld.New(tunneld.Config{Logger: log})
+//	l, _ := net.Listen("tcp", "127.0.0.1:0")
+//	go srv.Serve(l) // ws://ADDR/tunnel and http://ADDR/
+//	defer srv.Shutdown(ctx)
+//	out, err := srv.OpenTunnel(ctx, &tunneld.OpenTunnelInput{
+//		DestinationConfig: &tunneld.DestinationConfig{ThingName: "dev1", Services: []string{"SSH"}},
+//	})
+//	// out.SourceAccessToken, out.DestinationAccessToken; srv.Dataplane(out.TunnelID).Rechunk(1)
+//
+// Access tokens never reach a log line: records carry their fingerprints
+// (tunnel.Token.Fingerprint). The state file holds them in clear, readable only by
+// its owner.
+//
+// It is host-side only and never linked into the device binary.
+package tunneld

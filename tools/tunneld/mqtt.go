@@ -1,0 +1,179 @@
+package tunneld
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// MQTTConfig configures an MQTTNotifier.
+type MQTTConfig struct {
+	// Broker is "host:port" (TLS) or a URL with scheme tls, ssl, mqtts, mqtt or tcp.
+	Broker string
+	// CAFile verifies the broker; CertFile and KeyFile are the client certificate for
+	// mutual TLS. All three are needed for a TLS broker.
+	CAFile, CertFile, KeyFile string
+	// ClientID is the MQTT client identifier; "" means "porthole-tunneld-<random>".
+	ClientID string
+	// Logger receives connection events; nil discards.
+	Logger *slog.Logger
+}
+
+// MQTTNotifier publishes notifications at QoS 1 with paho's autopaho (MQTT v5),
+// reconnecting with backoff for as long as it lives.
+type MQTTNotifier struct {
+	cm  *autopaho.ConnectionManager
+	log *slog.Logger
+	ctx context.Context
+	end context.CancelFunc
+}
+
+// ErrNotifyRefused wraps a PUBACK with an error reason code, e.g. 0x87 not authorized.
+var ErrNotifyRefused = errors.New("tunneld: broker refused the notification")
+
+// NewMQTTNotifier starts connecting to the broker in the background; it does not wait
+// for a connection. Close ends it.
+func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
+	u, err := brokerURL(cfg.Broker)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var tlsCfg *tls.Config
+	if u.Scheme == "tls" {
+		if tlsCfg, err = clientTLS(cfg); err != nil {
+			return nil, err
+		}
+	}
+	id := cfg.ClientID
+	if id == "" {
+		id = "porthole-tunneld-" + newUUID()[:8]
+	}
+	n := &MQTTNotifier{log: log}
+	n.ctx, n.end = context.WithCancel(context.Background())
+	cm, err := autopaho.NewConnection(n.ctx, autopaho.ClientConfig{
+		ServerUrls:                    []*url.URL{u},
+		TlsCfg:                        tlsCfg,
+		KeepAlive:                     30,
+		CleanStartOnInitialConnection: true,
+		ConnectTimeout:                10 * time.Second,
+		ReconnectBackoff:              backoff,
+		OnConnectionUp: func(*autopaho.ConnectionManager, *paho.Connack) {
+			log.Info("mqtt connected", "broker", u.Host)
+		},
+		OnConnectionDown: func() bool {
+			log.Warn("mqtt connection lost; reconnecting", "broker", u.Host)
+			return true
+		},
+		OnConnectError: func(err error) {
+			log.Warn("mqtt connect failed", "broker", u.Host, "err", err)
+		},
+		ClientConfig: paho.ClientConfig{ClientID: id},
+	})
+	if err != nil {
+		n.end()
+		return nil, fmt.Errorf("mqtt %s: %w", u.Host, err)
+	}
+	n.cm = cm
+	return n, nil
+}
+
+// backoff is the pause before reconnect attempt n: 250 ms doubling, capped at 10 s.
+func backoff(n int) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return min(250*time.Millisecond<<min(n-1, 6), 10*time.Second)
+}
+
+// Notify waits for the connection, publishes n at QoS 1 and waits for the PUBACK.
+func (m *MQTTNotifier) Notify(ctx context.Context, n Notification) error {
+	if err := m.cm.AwaitConnection(ctx); err != nil {
+		return fmt.Errorf("publishing to %s: waiting for the broker: %w", n.Topic(), err)
+	}
+	resp, err := m.cm.Publish(ctx, &paho.Publish{QoS: 1, Topic: n.Topic(), Payload: n.Payload()})
+	if err != nil {
+		return fmt.Errorf("publishing to %s: %w", n.Topic(), err)
+	}
+	if resp != nil && resp.ReasonCode >= 0x80 {
+		return fmt.Errorf("publishing to %s: reason code %#x: %w", n.Topic(), resp.ReasonCode, ErrNotifyRefused)
+	}
+	return nil
+}
+
+// Close disconnects (waiting until ctx ends at most) and stops reconnecting.
+func (m *MQTTNotifier) Close(ctx context.Context) error {
+	err := m.cm.Disconnect(ctx)
+	m.end()
+	select {
+	case <-m.cm.Done():
+	case <-ctx.Done():
+	}
+	if errors.Is(err, autopaho.ConnectionDownError) {
+		err = nil
+	}
+	return err
+}
+
+// brokerURL turns "host:port" or a URL into the URL autopaho takes.
+func brokerURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, errors.New("mqtt: no broker address")
+	}
+	if !strings.Contains(s, "://") {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return nil, fmt.Errorf("mqtt broker %q: want host:port or a URL: %w", s, err)
+		}
+		s = "tls://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt broker %q: %w", s, err)
+	}
+	switch u.Scheme {
+	case "tls", "ssl", "mqtts":
+		u.Scheme = "tls"
+	case "mqtt", "tcp":
+		u.Scheme = "mqtt"
+	default:
+		return nil, fmt.Errorf("mqtt broker %q: scheme %q, want tls or mqtt", s, u.Scheme)
+	}
+	if u.Port() == "" {
+		return nil, fmt.Errorf("mqtt broker %q: no port", s)
+	}
+	return u, nil
+}
+
+// clientTLS reads the CA and the client key pair for mutual TLS.
+func clientTLS(cfg MQTTConfig) (*tls.Config, error) {
+	if cfg.CAFile == "" || cfg.CertFile == "" || cfg.KeyFile == "" {
+		return nil, errors.New("mqtt: a TLS broker needs a CA file, a client certificate and a key")
+	}
+	ca, err := os.ReadFile(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("mqtt CA %s: no PEM certificate", cfg.CAFile)
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt client certificate %s, key %s: %w", cfg.CertFile, cfg.KeyFile, err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, Certificates: []tls.Certificate{cert}}, nil
+}

@@ -1,0 +1,173 @@
+package tunneld
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+)
+
+// Notification is what AWS IoT publishes to a thing when a tunnel is opened for it or
+// its destination token is rotated (spec §4).
+type Notification struct {
+	ThingName         string
+	ClientAccessToken string // the destination access token: a secret
+	Region            string
+	Services          []string
+}
+
+// Topic is the reserved topic the notification goes to.
+func (n Notification) Topic() string { return "$aws/things/" + n.ThingName + "/tunnels/notify" }
+
+// Payload is the notification's JSON: clientAccessToken, clientMode "destination",
+// region and services, exactly the four keys AWS sends.
+func (n Notification) Payload() []byte {
+	b, _ := json.Marshal(struct {
+		ClientAccessToken string   `json:"clientAccessToken"`
+		ClientMode        string   `json:"clientMode"`
+		Region            string   `json:"region"`
+		Services          []string `json:"services"`
+	}{n.ClientAccessToken, "destination", n.Region, append([]string{}, n.Services...)})
+	return b
+}
+
+// Notifier delivers notifications, for example over MQTT (MQTTNotifier). Notify
+// returns once n is delivered (for MQTT at QoS 1: acknowledged) or fails; it should
+// wait for a connection that is down, until ctx ends. The server calls it from one
+// goroutine and retries failures until the notification is superseded.
+type Notifier interface {
+	Notify(ctx context.Context, n Notification) error
+}
+
+// notifyTimeout bounds one Notify call; the notifier then retries.
+const notifyTimeout = 30 * time.Second
+
+// maxRetry caps the pause between failed attempts.
+const maxRetry = 10 * time.Second
+
+// notifier delivers pending notifications, oldest tunnel first, until the server
+// stops. A tunnel opened while the broker is down stays pending (also across a
+// restart) and is delivered when the broker is back.
+func (s *Server) notifier() {
+	defer s.wg.Done()
+	retry := time.Duration(0)
+	for {
+		if retry > 0 {
+			// Full jitter, capped.
+			d := time.Duration(rand.Int64N(int64(retry))) + retry/2
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(d):
+			}
+		} else {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-s.wake:
+			}
+		}
+		failed := s.deliverPending()
+		switch {
+		case !failed:
+			retry = 0
+		case retry == 0:
+			retry = s.cfg.retry
+		default:
+			retry = min(2*retry, maxRetry)
+		}
+	}
+}
+
+// deliverPending tries each pending notification once and reports whether any failed.
+func (s *Server) deliverPending() (failed bool) {
+	type job struct {
+		id string
+		n  Notification
+	}
+	var jobs []job
+	var created []time.Time
+	s.mu.Lock()
+	for _, r := range s.tunnels {
+		if !r.NotifyPending || r.Status != StatusOpen {
+			continue
+		}
+		if thingOf(r) == "" {
+			r.NotifyPending = false
+			continue
+		}
+		jobs = append(jobs, job{r.ID, Notification{
+			ThingName:         thingOf(r),
+			ClientAccessToken: r.dp.Side(dataplane.Destination).Token,
+			Region:            s.cfg.Region,
+			Services:          slices.Clone(servicesOf(r)),
+		}})
+		created = append(created, r.CreatedAt)
+	}
+	s.mu.Unlock()
+	order := make([]int, len(jobs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		if c := created[a].Compare(created[b]); c != 0 {
+			return c
+		}
+		return strings.Compare(jobs[a].id, jobs[b].id)
+	})
+	delivered := false
+	for _, i := range order {
+		j := jobs[i]
+		if s.ctx.Err() != nil {
+			return true
+		}
+		log := s.log.With("tunnel", j.id, "thing", j.n.ThingName, "destination_token", fingerprint(j.n.ClientAccessToken))
+		if s.cfg.Notifier == nil {
+			log.Warn("no notifier configured: the destination token is not published")
+			s.clearPending(j.id, j.n.ClientAccessToken)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, notifyTimeout)
+		err := s.cfg.Notifier.Notify(ctx, j.n)
+		cancel()
+		if err != nil {
+			log.Warn("notification not delivered; will retry", "topic", j.n.Topic(), "err", err)
+			failed = true
+			continue
+		}
+		log.Info("notification delivered", "topic", j.n.Topic())
+		s.clearPending(j.id, j.n.ClientAccessToken)
+		delivered = true
+	}
+	if delivered {
+		s.markDirty()
+	}
+	return failed
+}
+
+// clearPending clears the pending flag if token is still the destination token (a
+// rotation meanwhile leaves the newer one pending).
+func (s *Server) clearPending(id, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.tunnels[id]; r != nil && r.Status == StatusOpen && r.dp.Side(dataplane.Destination).Token == token {
+		r.NotifyPending = false
+	}
+}
+
+// fingerprint labels a token for logs without revealing it.
+func fingerprint(secret string) string {
+	if secret == "" {
+		return "none"
+	}
+	t, err := tunnel.NewAccessToken(secret)
+	if err != nil {
+		return "invalid"
+	}
+	return t.Fingerprint()
+}

@@ -1,0 +1,656 @@
+package tunneld
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+)
+
+// Defaults of Config.
+const (
+	DefaultRegion          = "us-east-1"
+	DefaultAccountID       = "123456789012"
+	DefaultMaxOpenTunnels  = 100
+	DefaultClosedRetention = 3 * time.Hour // closed tunnels stay describable (spec §7)
+)
+
+// Config configures a Server. The zero value serves in memory, in us-east-1, without
+// notifications.
+type Config struct {
+	// Region is reported in notifications and ARNs; "" means us-east-1.
+	Region string
+	// AccountID appears in tunnel ARNs; "" means 123456789012.
+	AccountID string
+	// DataDir holds the state file (tunnels.json), written atomically after every
+	// change; "" keeps state in memory only.
+	DataDir string
+	// TLS, if not nil, makes Serve speak HTTPS and WSS; nil means plain HTTP and WS.
+	TLS *tls.Config
+	// Notifier publishes destination tokens (OpenTunnel with a thingName, rotation
+	// with DESTINATION or ALL); nil means none are published (and that is logged).
+	// Notify is called from one goroutine, never from an API request.
+	Notifier Notifier
+	// MaxOpenTunnels is the LimitExceededException threshold; 0 means 100.
+	MaxOpenTunnels int
+	// ClosedRetention is how long a closed tunnel stays describable; 0 means 3 h.
+	ClosedRetention time.Duration
+	// Bandwidth limits every tunnel to this many bytes per second, frames both ways
+	// and WebSocket pings and pongs together; 0 means unlimited.
+	Bandwidth int
+	// AllowUnsigned accepts control-plane requests without an Authorization header.
+	// Otherwise a SigV4-shaped header is required; the signature is not verified.
+	AllowUnsigned bool
+	// Logger receives the server's records; nil discards. Tokens are never logged,
+	// only their fingerprints.
+	Logger *slog.Logger
+
+	// now is the clock; nil means time.Now.
+	now func() time.Time
+	// tick is the janitor's period; 0 means a second.
+	tick time.Duration
+	// retry is the first pause after a failed notification; 0 means 100 ms.
+	retry time.Duration
+}
+
+// Server is a self-hosted AWS IoT Secure Tunneling service: the control plane on
+// POST / and the data plane on /tunnel, on one listener.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	dp     *dataplane.Server
+	hs     *http.Server
+	ctx    context.Context // ends at Shutdown/Close: the workers' lifetime
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	dirty  chan struct{} // buffered 1: state changed, save it
+	wake   chan struct{} // buffered 1: a notification is pending
+	once   sync.Once
+
+	saveMu sync.Mutex // serializes state file writes
+
+	mu      sync.Mutex
+	tunnels map[string]*record
+}
+
+// record is one tunnel as the control plane keeps it, and as it is saved.
+type record struct {
+	ID            string             `json:"id"`
+	Arn           string             `json:"arn"`
+	Description   string             `json:"description,omitempty"`
+	Dest          *DestinationConfig `json:"destinationConfig,omitempty"`
+	Lifetime      int                `json:"lifetimeMinutes"`
+	Tags          []Tag              `json:"tags,omitempty"`
+	Status        string             `json:"status"`
+	CreatedAt     time.Time          `json:"createdAt"`
+	LastUpdatedAt time.Time          `json:"lastUpdatedAt"`
+	ExpiresAt     time.Time          `json:"expiresAt"`
+	ClosedAt      time.Time          `json:"closedAt,omitzero"`
+	// Tokens and their state, per side (source, destination), as of the last save.
+	Tokens       [2]string    `json:"tokens"`
+	Used         [2]bool      `json:"used"`
+	ClientTokens [2]string    `json:"clientTokens"`
+	SideUpdated  [2]time.Time `json:"sideUpdated"`
+	// NotifyPending is set until the current destination token was published.
+	NotifyPending bool `json:"notifyPending,omitempty"`
+
+	dp *dataplane.Tunnel
+}
+
+// New makes a Server and restores the state saved in cfg.DataDir, if any. It starts
+// the server's workers (state saver, expiry, notifications); Shutdown or Close ends
+// them.
+func New(cfg Config) (*Server, error) {
+	if cfg.Region == "" {
+		cfg.Region = DefaultRegion
+	}
+	if cfg.AccountID == "" {
+		cfg.AccountID = DefaultAccountID
+	}
+	if cfg.MaxOpenTunnels == 0 {
+		cfg.MaxOpenTunnels = DefaultMaxOpenTunnels
+	}
+	if cfg.ClosedRetention == 0 {
+		cfg.ClosedRetention = DefaultClosedRetention
+	}
+	if cfg.tick == 0 {
+		cfg.tick = time.Second
+	}
+	if cfg.retry == 0 {
+		cfg.retry = 100 * time.Millisecond
+	}
+	if cfg.TLS != nil {
+		// WebSocket upgrades need HTTP/1.1: never negotiate h2.
+		cfg.TLS = cfg.TLS.Clone()
+		if len(cfg.TLS.NextProtos) == 0 {
+			cfg.TLS.NextProtos = []string{"http/1.1"}
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		tunnels: make(map[string]*record),
+		dirty:   make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
+	}
+	s.dp = &dataplane.Server{
+		Logger:   log.With("plane", "data"),
+		OnChange: func(*dataplane.Tunnel) { s.markDirty() },
+	}
+	s.hs = &http.Server{
+		Handler:           s,
+		ConnContext:       s.dp.ConnContext,
+		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         cfg.TLS,
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no h2
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(3)
+	go s.saver()
+	go s.janitor()
+	go s.notifier()
+	s.signal(s.wake)
+	return s, nil
+}
+
+func (s *Server) now() time.Time {
+	if s.cfg.now != nil {
+		return s.cfg.now()
+	}
+	return time.Now()
+}
+
+// ServeHTTP routes WebSocket upgrades and /tunnel to the data plane and everything
+// else to the control plane.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/tunnel" || strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		s.dp.ServeHTTP(w, r)
+		return
+	}
+	s.serveAPI(w, r)
+}
+
+// Serve accepts connections on l (HTTPS if Config.TLS is set) until Shutdown or
+// Close, and then returns ErrServerClosed.
+func (s *Server) Serve(l net.Listener) error {
+	if s.cfg.TLS != nil {
+		return s.hs.ServeTLS(l, "", "")
+	}
+	return s.hs.Serve(l)
+}
+
+// Shutdown stops accepting, waits for API requests in flight (until ctx ends), cuts
+// every tunnel WebSocket without a Close frame (clients reconnect to the next
+// instance with their client tokens), stops the workers and saves the state.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.hs.Shutdown(ctx)
+	s.stop()
+	return err
+}
+
+// Close is Shutdown without waiting for API requests in flight.
+func (s *Server) Close() error {
+	err := s.hs.Close()
+	s.stop()
+	return err
+}
+
+func (s *Server) stop() {
+	s.once.Do(func() {
+		s.dp.Close()
+		s.cancel()
+		s.wg.Wait()
+		if err := s.save(); err != nil {
+			s.log.Error("saving state on shutdown", "err", err)
+		}
+	})
+}
+
+// Dataplane returns the data-plane tunnel of an open tunnel, for the knobs tests and
+// labs use (Rechunk, SetBandwidth, Drop, DropAfter, SessionReset, SetPong), or nil.
+func (s *Server) Dataplane(tunnelID string) *dataplane.Tunnel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.tunnels[tunnelID]; r != nil && r.Status == StatusOpen {
+		return r.dp
+	}
+	return nil
+}
+
+// FailHandshakes makes the next n data-plane handshakes answer status (e.g. 503)
+// with body, before any other check.
+func (s *Server) FailHandshakes(n, status int, body string) {
+	s.dp.FailHandshakes(n, status, body)
+}
+
+// OpenTunnel opens a tunnel and returns its ID, ARN and access tokens. With a
+// destinationConfig.thingName, the destination token is published to the thing.
+func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunnelOutput, error) {
+	if in == nil {
+		in = &OpenTunnelInput{}
+	}
+	if err := in.validate(); err != nil {
+		return nil, err
+	}
+	lifetime := maxLifetimeMinutes
+	if in.TimeoutConfig != nil && in.TimeoutConfig.MaxLifetimeTimeoutMinutes != 0 {
+		lifetime = in.TimeoutConfig.MaxLifetimeTimeoutMinutes
+	}
+	now := s.now()
+	s.mu.Lock()
+	open := 0
+	for _, r := range s.tunnels {
+		if r.Status == StatusOpen {
+			open++
+		}
+	}
+	if open >= s.cfg.MaxOpenTunnels {
+		s.mu.Unlock()
+		return nil, &APIError{Type: ErrTypeLimitExceeded, Message: fmt.Sprintf("%d tunnels are open, the limit is %d", open, s.cfg.MaxOpenTunnels)}
+	}
+	id := newUUID()
+	r := &record{
+		ID:            id,
+		Arn:           fmt.Sprintf("arn:aws:iot:%s:%s:tunnel/%s", s.cfg.Region, s.cfg.AccountID, id),
+		Description:   in.Description,
+		Dest:          cloneDest(in.DestinationConfig),
+		Lifetime:      lifetime,
+		Tags:          slices.Clone(in.Tags),
+		Status:        StatusOpen,
+		CreatedAt:     now,
+		LastUpdatedAt: now,
+		ExpiresAt:     now.Add(time.Duration(lifetime) * time.Minute),
+	}
+	if err := s.registerLocked(r); err != nil {
+		s.mu.Unlock()
+		return nil, &APIError{Type: ErrTypeInternalFailure, Message: err.Error(), Status: http.StatusInternalServerError}
+	}
+	notify := thingOf(r) != ""
+	r.NotifyPending = notify
+	s.tunnels[id] = r
+	src, dst := r.dp.Side(dataplane.Source).Token, r.dp.Side(dataplane.Destination).Token
+	s.mu.Unlock()
+
+	var thing string
+	var services []string
+	if dc := in.DestinationConfig; dc != nil {
+		thing, services = dc.ThingName, dc.Services
+	}
+	s.log.Info("tunnel opened", "tunnel", id, "thing", thing, "services", services, "lifetime_min", lifetime,
+		"source_token", fingerprint(src), "destination_token", fingerprint(dst))
+	s.commit(notify)
+	return &OpenTunnelOutput{TunnelID: id, TunnelArn: r.Arn, SourceAccessToken: src, DestinationAccessToken: dst}, nil
+}
+
+// CloseTunnel closes a tunnel: both sides get a Close frame and its tokens stop
+// working. The tunnel stays describable as CLOSED for Config.ClosedRetention, unless
+// in.Delete. Closing a closed tunnel is not an error.
+func (s *Server) CloseTunnel(ctx context.Context, in *CloseTunnelInput) error {
+	if err := checkTunnelID(in.TunnelID); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	r := s.tunnels[in.TunnelID]
+	if r == nil {
+		s.mu.Unlock()
+		return notFound("tunnel %s not found", in.TunnelID)
+	}
+	s.closeLocked(r, "tunnel closed")
+	if in.Delete {
+		delete(s.tunnels, r.ID)
+		s.dp.Remove(r.dp)
+	}
+	s.mu.Unlock()
+	s.log.Info("tunnel closed", "tunnel", r.ID, "deleted", in.Delete)
+	s.commit(false)
+	return nil
+}
+
+// DescribeTunnel describes a tunnel, open or closed.
+func (s *Server) DescribeTunnel(ctx context.Context, in *DescribeTunnelInput) (*DescribeTunnelOutput, error) {
+	if err := checkTunnelID(in.TunnelID); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.tunnels[in.TunnelID]
+	if r == nil {
+		return nil, notFound("tunnel %s not found", in.TunnelID)
+	}
+	s.syncLocked(r)
+	t := &Tunnel{
+		TunnelID:          r.ID,
+		TunnelArn:         r.Arn,
+		Status:            r.Status,
+		Description:       r.Description,
+		DestinationConfig: cloneDest(r.Dest),
+		TimeoutConfig:     &TimeoutConfig{MaxLifetimeTimeoutMinutes: r.Lifetime},
+		Tags:              slices.Clone(r.Tags),
+		CreatedAt:         Timestamp{r.CreatedAt},
+		LastUpdatedAt:     Timestamp{r.LastUpdatedAt},
+	}
+	for side, p := range []**ConnectionState{&t.SourceConnectionState, &t.DestinationConnectionState} {
+		cs := &ConnectionState{Status: StatusDisconnected, LastUpdatedAt: Timestamp{r.SideUpdated[side]}}
+		if r.Status == StatusOpen && r.dp.Connected(dataplane.Side(side)) {
+			cs.Status = StatusConnected
+		}
+		*p = cs
+	}
+	return &DescribeTunnelOutput{Tunnel: t}, nil
+}
+
+// ListTunnels lists tunnels, newest first, optionally only those of a thing.
+func (s *Server) ListTunnels(ctx context.Context, in *ListTunnelsInput) (*ListTunnelsOutput, error) {
+	if in == nil {
+		in = &ListTunnelsInput{}
+	}
+	if err := in.validate(); err != nil {
+		return nil, err
+	}
+	offset := 0
+	if in.NextToken != "" {
+		n, err := strconv.Atoi(in.NextToken)
+		if err != nil || n < 0 {
+			return nil, invalid("nextToken is not valid")
+		}
+		offset = n
+	}
+	limit := in.MaxResults
+	if limit == 0 {
+		limit = maxListResults
+	}
+	s.mu.Lock()
+	var rs []*record
+	for _, r := range s.tunnels {
+		if in.ThingName == "" || thingOf(r) == in.ThingName {
+			rs = append(rs, r)
+		}
+	}
+	slices.SortFunc(rs, func(a, b *record) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	out := &ListTunnelsOutput{TunnelSummaries: []TunnelSummary{}}
+	for i := offset; i < len(rs) && len(out.TunnelSummaries) < limit; i++ {
+		r := rs[i]
+		out.TunnelSummaries = append(out.TunnelSummaries, TunnelSummary{
+			TunnelID: r.ID, TunnelArn: r.Arn, Status: r.Status, Description: r.Description,
+			CreatedAt: Timestamp{r.CreatedAt}, LastUpdatedAt: Timestamp{r.LastUpdatedAt},
+		})
+	}
+	if next := offset + limit; next < len(rs) {
+		out.NextToken = strconv.Itoa(next)
+	}
+	s.mu.Unlock()
+	return out, nil
+}
+
+// RotateTunnelAccessToken revokes the current access tokens of the given mode and
+// returns new ones, valid for the rest of the tunnel's lifetime. A side connected
+// with a revoked token stays connected until it reconnects with the new one (spec
+// §4 leaves this open). With DESTINATION or ALL and a thingName, the new destination
+// token is published. A destinationConfig may change the thingName, not the services.
+func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAccessTokenInput) (*RotateTunnelAccessTokenOutput, error) {
+	if err := in.validate(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	r := s.tunnels[in.TunnelID]
+	if r == nil || r.Status != StatusOpen {
+		s.mu.Unlock()
+		if r != nil {
+			return nil, invalid("tunnel %s is closed", in.TunnelID)
+		}
+		return nil, notFound("tunnel %s not found", in.TunnelID)
+	}
+	if dc := in.DestinationConfig; dc != nil {
+		if !slices.Equal(dc.Services, servicesOf(r)) {
+			s.mu.Unlock()
+			return nil, invalid("destinationConfig.services %q differ from the tunnel's %q; services cannot be changed", dc.Services, servicesOf(r))
+		}
+		r.Dest = cloneDest(dc)
+	}
+	out := &RotateTunnelAccessTokenOutput{TunnelArn: r.Arn}
+	if in.ClientMode != ClientModeDestination {
+		out.SourceAccessToken = r.dp.Rotate(dataplane.Source)
+	}
+	notify := false
+	if in.ClientMode != ClientModeSource {
+		out.DestinationAccessToken = r.dp.Rotate(dataplane.Destination)
+		notify = thingOf(r) != ""
+		r.NotifyPending = notify
+	}
+	r.LastUpdatedAt = s.now()
+	s.mu.Unlock()
+	s.log.Info("tokens rotated", "tunnel", r.ID, "mode", in.ClientMode,
+		"source_token", fingerprint(out.SourceAccessToken), "destination_token", fingerprint(out.DestinationAccessToken))
+	s.commit(notify)
+	return out, nil
+}
+
+// TagResource adds or replaces tags of a tunnel.
+func (s *Server) TagResource(ctx context.Context, in *TagResourceInput) error {
+	if err := checkResourceArn(in.ResourceArn); err != nil {
+		return err
+	}
+	if err := checkTags(in.Tags, true); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	r := s.byArnLocked(in.ResourceArn)
+	if r == nil {
+		s.mu.Unlock()
+		return notFound("resource %s not found", in.ResourceArn)
+	}
+	for _, t := range in.Tags {
+		if i := slices.IndexFunc(r.Tags, func(x Tag) bool { return x.Key == t.Key }); i >= 0 {
+			r.Tags[i] = t
+		} else {
+			r.Tags = append(r.Tags, t)
+		}
+	}
+	s.mu.Unlock()
+	s.commit(false)
+	return nil
+}
+
+// UntagResource removes tags of a tunnel by key.
+func (s *Server) UntagResource(ctx context.Context, in *UntagResourceInput) error {
+	if err := checkResourceArn(in.ResourceArn); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	r := s.byArnLocked(in.ResourceArn)
+	if r == nil {
+		s.mu.Unlock()
+		return notFound("resource %s not found", in.ResourceArn)
+	}
+	r.Tags = slices.DeleteFunc(r.Tags, func(t Tag) bool { return slices.Contains(in.TagKeys, t.Key) })
+	s.mu.Unlock()
+	s.commit(false)
+	return nil
+}
+
+// ListTagsForResource lists the tags of a tunnel.
+func (s *Server) ListTagsForResource(ctx context.Context, in *ListTagsForResourceInput) (*ListTagsForResourceOutput, error) {
+	if err := checkResourceArn(in.ResourceArn); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.byArnLocked(in.ResourceArn)
+	if r == nil {
+		return nil, notFound("resource %s not found", in.ResourceArn)
+	}
+	return &ListTagsForResourceOutput{Tags: append([]Tag{}, r.Tags...)}, nil
+}
+
+func (s *Server) byArnLocked(arn string) *record {
+	i := strings.LastIndex(arn, ":tunnel/")
+	if i < 0 {
+		return nil
+	}
+	if r := s.tunnels[arn[i+len(":tunnel/"):]]; r != nil && r.Arn == arn {
+		return r
+	}
+	return nil
+}
+
+// registerLocked registers r with the data plane, with its saved tokens if any.
+func (s *Server) registerLocked(r *record) error {
+	t, err := s.dp.OpenTunnel(dataplane.TunnelConfig{
+		ID: r.ID, Services: servicesOf(r), Tokens: r.Tokens, Used: r.Used,
+		ClientTokens: r.ClientTokens, LastUpdated: r.SideUpdated,
+	})
+	if err != nil {
+		return err
+	}
+	t.SetBandwidth(s.cfg.Bandwidth)
+	r.dp = t
+	s.syncLocked(r)
+	return nil
+}
+
+// syncLocked copies the data plane's token and connection state into r.
+func (s *Server) syncLocked(r *record) {
+	for i := range r.Tokens {
+		st := r.dp.Side(dataplane.Side(i))
+		r.Tokens[i], r.Used[i], r.ClientTokens[i], r.SideUpdated[i] = st.Token, st.Used, st.ClientToken, st.LastUpdated
+	}
+}
+
+// closeLocked closes an open tunnel with a Close frame to both sides.
+func (s *Server) closeLocked(r *record, reason string) {
+	if r.Status != StatusOpen {
+		return
+	}
+	now := s.now()
+	r.Status, r.ClosedAt, r.LastUpdatedAt, r.NotifyPending = StatusClosed, now, now, false
+	r.dp.CloseReason(reason)
+	s.syncLocked(r)
+}
+
+// commit saves the state now, so that an API answer is durable, and wakes the
+// notifier if asked.
+func (s *Server) commit(notify bool) {
+	if err := s.save(); err != nil {
+		s.log.Error("saving state", "err", err)
+	}
+	if notify {
+		s.signal(s.wake)
+	}
+}
+
+func (s *Server) markDirty() { s.signal(s.dirty) }
+
+func (s *Server) signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// saver writes the state after data-plane changes (connects consume tokens).
+func (s *Server) saver() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.dirty:
+			if err := s.save(); err != nil {
+				s.log.Error("saving state", "err", err)
+			}
+		}
+	}
+}
+
+// janitor closes expired tunnels and forgets closed ones after the retention.
+func (s *Server) janitor() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.sweep()
+		}
+	}
+}
+
+// sweep is one round of the janitor.
+func (s *Server) sweep() {
+	now := s.now()
+	changed := false
+	s.mu.Lock()
+	for id, r := range s.tunnels {
+		if r.Status == StatusOpen && !now.Before(r.ExpiresAt) {
+			s.log.Info("tunnel expired", "tunnel", id)
+			s.closeLocked(r, "tunnel expired")
+			changed = true
+		}
+		if r.Status == StatusClosed && now.Sub(r.ClosedAt) >= s.cfg.ClosedRetention {
+			s.log.Info("closed tunnel forgotten", "tunnel", id)
+			delete(s.tunnels, id)
+			s.dp.Remove(r.dp)
+			changed = true
+		}
+	}
+	s.mu.Unlock()
+	if changed {
+		s.commit(false)
+	}
+}
+
+func cloneDest(dc *DestinationConfig) *DestinationConfig {
+	if dc == nil {
+		return nil
+	}
+	return &DestinationConfig{ThingName: dc.ThingName, Services: slices.Clone(dc.Services)}
+}
+
+func thingOf(r *record) string {
+	if r.Dest == nil {
+		return ""
+	}
+	return r.Dest.ThingName
+}
+
+func servicesOf(r *record) []string {
+	if r.Dest == nil {
+		return nil
+	}
+	return r.Dest.Services
+}
+
+// newUUID returns a random version 4 UUID, the shape of AWS tunnel IDs.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

@@ -1,0 +1,127 @@
+package tunneld
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// stateFile is the name of the state file in Config.DataDir.
+const stateFile = "tunnels.json"
+
+// stateVersion is the format of the state file; a file of another version is refused.
+const stateVersion = 1
+
+// state is the saved form of the server. It holds access and client tokens, so the
+// file is written with mode 0600.
+type state struct {
+	Version int       `json:"version"`
+	Tunnels []*record `json:"tunnels"`
+}
+
+// load restores the tunnels saved in the data directory, if there is a state file.
+// Open tunnels get their tokens back; closed ones answer "tunnel is closed" until
+// they are forgotten.
+func (s *Server) load() error {
+	if s.cfg.DataDir == "" {
+		return nil
+	}
+	path := filepath.Join(s.cfg.DataDir, stateFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading state: %w", err)
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("reading state %s: %w", path, err)
+	}
+	if st.Version != stateVersion {
+		return fmt.Errorf("reading state %s: version %d, want %d", path, st.Version, stateVersion)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range st.Tunnels {
+		if r == nil || checkTunnelID(r.ID) != nil || s.tunnels[r.ID] != nil {
+			return fmt.Errorf("reading state %s: a tunnel with a missing, bad or repeated id", path)
+		}
+		if err := s.registerLocked(r); err != nil {
+			return fmt.Errorf("restoring tunnel %s: %w", r.ID, err)
+		}
+		if r.Status != StatusOpen {
+			r.Status = StatusClosed
+			r.dp.CloseReason("tunnel closed")
+		}
+		s.tunnels[r.ID] = r
+	}
+	s.log.Info("state restored", "path", path, "tunnels", len(st.Tunnels))
+	return nil
+}
+
+// save writes the state file atomically: a temporary file in the same directory,
+// fsync, rename, fsync of the directory.
+func (s *Server) save() error {
+	if s.cfg.DataDir == "" {
+		return nil
+	}
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	s.mu.Lock()
+	st := state{Version: stateVersion}
+	for _, r := range s.tunnels {
+		s.syncLocked(r)
+		c := *r
+		c.Tags, c.Dest = slices.Clone(r.Tags), cloneDest(r.Dest)
+		st.Tunnels = append(st.Tunnels, &c)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(st.Tunnels, func(a, b *record) int { return strings.Compare(a.ID, b.ID) })
+	b, err := json.MarshalIndent(&st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding state: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(s.cfg.DataDir, stateFile), append(b, '\n'), 0o600)
+}
+
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after a successful rename there is nothing to remove
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

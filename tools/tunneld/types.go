@@ -1,0 +1,183 @@
+package tunneld
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+)
+
+// The request and response shapes of the AWS IoT Secure Tunneling API
+// (iotsecuretunneling 2018-10-05), with its JSON member names. They are both the
+// wire format of the control plane and the Go API of Server.
+
+// DestinationConfig names the thing to notify and the tunnel's services.
+type DestinationConfig struct {
+	ThingName string   `json:"thingName,omitempty"`
+	Services  []string `json:"services"`
+}
+
+// TimeoutConfig bounds a tunnel's lifetime.
+type TimeoutConfig struct {
+	// MaxLifetimeTimeoutMinutes is 1–720; 0 in a request means the default, 720.
+	MaxLifetimeTimeoutMinutes int `json:"maxLifetimeTimeoutMinutes,omitempty"`
+}
+
+// Tag is a resource tag.
+type Tag struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// OpenTunnelInput is the OpenTunnel request.
+type OpenTunnelInput struct {
+	Description       string             `json:"description,omitempty"`
+	Tags              []Tag              `json:"tags,omitempty"`
+	DestinationConfig *DestinationConfig `json:"destinationConfig,omitempty"`
+	TimeoutConfig     *TimeoutConfig     `json:"timeoutConfig,omitempty"`
+}
+
+// OpenTunnelOutput is the OpenTunnel response. The tokens are secrets: never log them.
+type OpenTunnelOutput struct {
+	TunnelID               string `json:"tunnelId"`
+	TunnelArn              string `json:"tunnelArn"`
+	SourceAccessToken      string `json:"sourceAccessToken"`
+	DestinationAccessToken string `json:"destinationAccessToken"`
+}
+
+// CloseTunnelInput is the CloseTunnel request. Delete removes the tunnel at once
+// instead of keeping it describable as CLOSED.
+type CloseTunnelInput struct {
+	TunnelID string `json:"tunnelId"`
+	Delete   bool   `json:"delete,omitempty"`
+}
+
+// DescribeTunnelInput is the DescribeTunnel request.
+type DescribeTunnelInput struct {
+	TunnelID string `json:"tunnelId"`
+}
+
+// DescribeTunnelOutput is the DescribeTunnel response.
+type DescribeTunnelOutput struct {
+	Tunnel *Tunnel `json:"tunnel"`
+}
+
+// Status values of a tunnel and of a connection.
+const (
+	StatusOpen         = "OPEN"
+	StatusClosed       = "CLOSED"
+	StatusConnected    = "CONNECTED"
+	StatusDisconnected = "DISCONNECTED"
+)
+
+// ConnectionState is one side's connection state.
+type ConnectionState struct {
+	Status        string    `json:"status"` // CONNECTED or DISCONNECTED
+	LastUpdatedAt Timestamp `json:"lastUpdatedAt"`
+}
+
+// Tunnel is the description of a tunnel.
+type Tunnel struct {
+	TunnelID                   string             `json:"tunnelId"`
+	TunnelArn                  string             `json:"tunnelArn"`
+	Status                     string             `json:"status"` // OPEN or CLOSED
+	SourceConnectionState      *ConnectionState   `json:"sourceConnectionState,omitempty"`
+	DestinationConnectionState *ConnectionState   `json:"destinationConnectionState,omitempty"`
+	Description                string             `json:"description,omitempty"`
+	DestinationConfig          *DestinationConfig `json:"destinationConfig,omitempty"`
+	TimeoutConfig              *TimeoutConfig     `json:"timeoutConfig,omitempty"`
+	Tags                       []Tag              `json:"tags,omitempty"`
+	CreatedAt                  Timestamp          `json:"createdAt"`
+	LastUpdatedAt              Timestamp          `json:"lastUpdatedAt"`
+}
+
+// ListTunnelsInput is the ListTunnels request. MaxResults is 1–100; 0 means 100.
+type ListTunnelsInput struct {
+	ThingName  string `json:"thingName,omitempty"`
+	MaxResults int    `json:"maxResults,omitempty"`
+	NextToken  string `json:"nextToken,omitempty"`
+}
+
+// TunnelSummary is a tunnel in a ListTunnels response.
+type TunnelSummary struct {
+	TunnelID      string    `json:"tunnelId"`
+	TunnelArn     string    `json:"tunnelArn"`
+	Status        string    `json:"status"`
+	Description   string    `json:"description,omitempty"`
+	CreatedAt     Timestamp `json:"createdAt"`
+	LastUpdatedAt Timestamp `json:"lastUpdatedAt"`
+}
+
+// ListTunnelsOutput is the ListTunnels response, newest tunnel first.
+type ListTunnelsOutput struct {
+	TunnelSummaries []TunnelSummary `json:"tunnelSummaries"`
+	NextToken       string          `json:"nextToken,omitempty"`
+}
+
+// Client modes of RotateTunnelAccessToken.
+const (
+	ClientModeSource      = "SOURCE"
+	ClientModeDestination = "DESTINATION"
+	ClientModeAll         = "ALL"
+)
+
+// RotateTunnelAccessTokenInput is the RotateTunnelAccessToken request.
+type RotateTunnelAccessTokenInput struct {
+	TunnelID          string             `json:"tunnelId"`
+	ClientMode        string             `json:"clientMode"`
+	DestinationConfig *DestinationConfig `json:"destinationConfig,omitempty"`
+}
+
+// RotateTunnelAccessTokenOutput is the RotateTunnelAccessToken response; only the
+// rotated tokens are set.
+type RotateTunnelAccessTokenOutput struct {
+	TunnelArn              string `json:"tunnelArn"`
+	SourceAccessToken      string `json:"sourceAccessToken,omitempty"`
+	DestinationAccessToken string `json:"destinationAccessToken,omitempty"`
+}
+
+// TagResourceInput is the TagResource request.
+type TagResourceInput struct {
+	ResourceArn string `json:"resourceArn"`
+	Tags        []Tag  `json:"tags"`
+}
+
+// UntagResourceInput is the UntagResource request.
+type UntagResourceInput struct {
+	ResourceArn string   `json:"resourceArn"`
+	TagKeys     []string `json:"tagKeys"`
+}
+
+// ListTagsForResourceInput is the ListTagsForResource request.
+type ListTagsForResourceInput struct {
+	ResourceArn string `json:"resourceArn"`
+}
+
+// ListTagsForResourceOutput is the ListTagsForResource response.
+type ListTagsForResourceOutput struct {
+	Tags []Tag `json:"tags"`
+}
+
+// Timestamp is a time that AWS JSON 1.1 writes as epoch seconds, a number with up to
+// millisecond precision.
+type Timestamp struct{ time.Time }
+
+// MarshalJSON writes epoch seconds.
+func (t Timestamp) MarshalJSON() ([]byte, error) {
+	ms := t.UnixMilli()
+	return []byte(strconv.FormatFloat(float64(ms)/1000, 'f', -1, 64)), nil
+}
+
+// UnmarshalJSON reads epoch seconds (a number).
+func (t *Timestamp) UnmarshalJSON(b []byte) error {
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("timestamp: %w", err)
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return fmt.Errorf("timestamp: %v", f)
+	}
+	t.Time = time.UnixMilli(int64(math.Round(f * 1000))).UTC()
+	return nil
+}

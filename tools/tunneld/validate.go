@@ -1,0 +1,147 @@
+package tunneld
+
+import (
+	"regexp"
+	"slices"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Patterns and bounds of the API model (iotsecuretunneling 2018-10-05) and the
+// quotas of spec §7.
+var (
+	namePattern      = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`) // ThingName, Service
+	tunnelIDPattern  = regexp.MustCompile(`^[a-zA-Z0-9_\-+=:]{1,128}$`)
+	nextTokenPattern = regexp.MustCompile(`^[a-zA-Z0-9_=-]+$`) // and at most 4096 bytes
+	tagPattern       = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`)
+)
+
+const (
+	maxServices        = 3   // services per tunnel (spec §7, adjustable at AWS)
+	maxLifetimeMinutes = 720 // TimeoutInMin
+	maxTags            = 200
+	maxDescription     = 2048
+	maxListResults     = 100
+)
+
+func checkTunnelID(id string) error {
+	if id == "" {
+		return invalid("tunnelId is required")
+	}
+	if !tunnelIDPattern.MatchString(id) {
+		return invalid("tunnelId must match [a-zA-Z0-9_\\-+=:]{1,128}")
+	}
+	return nil
+}
+
+func checkDestinationConfig(dc *DestinationConfig) error {
+	if dc == nil {
+		return nil
+	}
+	if dc.ThingName != "" && !namePattern.MatchString(dc.ThingName) {
+		return invalid("destinationConfig.thingName must match [a-zA-Z0-9:_-]+ and be 1-128 characters")
+	}
+	switch n := len(dc.Services); {
+	case n == 0:
+		return invalid("destinationConfig.services must list at least one service")
+	case n > maxServices:
+		return invalid("destinationConfig.services lists %d services, more than the %d allowed per tunnel", n, maxServices)
+	}
+	for i, s := range dc.Services {
+		if !namePattern.MatchString(s) {
+			return invalid("destinationConfig.services[%d] must match [a-zA-Z0-9:_-]+ and be 1-128 characters", i)
+		}
+		if slices.Contains(dc.Services[:i], s) {
+			return invalid("destinationConfig.services lists %q twice", s)
+		}
+	}
+	return nil
+}
+
+func checkTags(tags []Tag, required bool) error {
+	if tags == nil && !required {
+		return nil
+	}
+	if len(tags) < 1 || len(tags) > maxTags {
+		return invalid("tags must hold 1-%d tags, got %d", maxTags, len(tags))
+	}
+	for i, t := range tags {
+		if n := utf8.RuneCountInString(t.Key); n < 1 || n > 128 || !tagPattern.MatchString(t.Key) {
+			return invalid("tags[%d].key must be 1-128 characters of letters, spaces, digits and _.:/=+-@", i)
+		}
+		if n := utf8.RuneCountInString(t.Value); n > 256 || !tagPattern.MatchString(t.Value) {
+			return invalid("tags[%d].value must be 0-256 characters of letters, spaces, digits and _.:/=+-@", i)
+		}
+	}
+	return nil
+}
+
+func checkDescription(d string) error {
+	if d == "" {
+		return nil
+	}
+	if !utf8.ValidString(d) || utf8.RuneCountInString(d) > maxDescription {
+		return invalid("description must be 1-%d characters", maxDescription)
+	}
+	for _, r := range d {
+		if unicode.Is(unicode.C, r) {
+			return invalid("description must not contain control or format characters")
+		}
+	}
+	return nil
+}
+
+func (in *OpenTunnelInput) validate() error {
+	if err := checkDescription(in.Description); err != nil {
+		return err
+	}
+	if err := checkTags(in.Tags, false); err != nil {
+		return err
+	}
+	if err := checkDestinationConfig(in.DestinationConfig); err != nil {
+		return err
+	}
+	if tc := in.TimeoutConfig; tc != nil && tc.MaxLifetimeTimeoutMinutes != 0 &&
+		(tc.MaxLifetimeTimeoutMinutes < 1 || tc.MaxLifetimeTimeoutMinutes > maxLifetimeMinutes) {
+		return invalid("timeoutConfig.maxLifetimeTimeoutMinutes must be 1-%d, got %d", maxLifetimeMinutes, tc.MaxLifetimeTimeoutMinutes)
+	}
+	return nil
+}
+
+func (in *RotateTunnelAccessTokenInput) validate() error {
+	if err := checkTunnelID(in.TunnelID); err != nil {
+		return err
+	}
+	switch in.ClientMode {
+	case ClientModeSource:
+		if in.DestinationConfig != nil {
+			return invalid("destinationConfig cannot be used with clientMode SOURCE")
+		}
+	case ClientModeDestination, ClientModeAll:
+	case "":
+		return invalid("clientMode is required")
+	default:
+		return invalid("clientMode must be SOURCE, DESTINATION or ALL, got %q", in.ClientMode)
+	}
+	return checkDestinationConfig(in.DestinationConfig)
+}
+
+func (in *ListTunnelsInput) validate() error {
+	if in.ThingName != "" && !namePattern.MatchString(in.ThingName) {
+		return invalid("thingName must match [a-zA-Z0-9:_-]+ and be 1-128 characters")
+	}
+	if in.MaxResults != 0 && (in.MaxResults < 1 || in.MaxResults > maxListResults) {
+		return invalid("maxResults must be 1-%d, got %d", maxListResults, in.MaxResults)
+	}
+	if in.NextToken != "" && (len(in.NextToken) > 4096 || !nextTokenPattern.MatchString(in.NextToken)) {
+		return invalid("nextToken is not valid")
+	}
+	return nil
+}
+
+func checkResourceArn(arn string) error {
+	if n := len(arn); n < 1 || n > 1011 {
+		return invalid("resourceArn must be 1-1011 characters")
+	}
+	return nil
+}
