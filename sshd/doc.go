@@ -64,8 +64,8 @@
 // HOME, USER, LOGNAME, SHELL, PATH, TERM, SSH_CLIENT, SSH_CONNECTION,
 // SSH_TTY, SSH_ORIGINAL_COMMAND (with a forced command), SSH_AUTH_SOCK
 // (with agent forwarding) and client variables matching AcceptEnv. Pty
-// terminal modes are not applied (the kernel defaults are), and there are
-// no MOTD, lastlog, utmp records, rc files or X11 forwarding. As with
+// terminal modes sent by the client are applied (line speeds aside), and
+// there are no MOTD, lastlog, utmp records, rc files or X11 forwarding. As with
 // OpenSSH, a session stays open while a background process still holds the
 // command's output. When the client goes away, a program still running
 // gets SIGHUP and, two seconds later, SIGKILL (to its process group); once

@@ -18,7 +18,7 @@ type ptyRequest struct {
 	Rows   uint32
 	Width  uint32
 	Height uint32
-	Modes  string // encoded terminal modes; not applied (the kernel defaults are used)
+	Modes  string // encoded terminal modes, see applyTerminalModes
 }
 
 // windowChange is the payload of "window-change" (RFC 4254 section 6.7).

@@ -189,3 +189,51 @@ func asExit(err error, target **gossh.ExitError) bool {
 	}
 	return ok
 }
+
+func TestTerminalModes(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	modes := gossh.TerminalModes{gossh.ECHO: 0, gossh.VERASE: 8, gossh.IUTF8: 1, gossh.VINTR: 255, gossh.TTY_OP_ISPEED: 38400}
+	if err := s.RequestPty("xterm", 24, 80, modes); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Output("stty -a")
+	if err != nil {
+		t.Fatalf("stty -a: %v", err)
+	}
+	got := string(out)
+	for _, w := range []string{"-echo ", "erase = ^H", "iutf8", "intr = <undef>"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("stty -a lacks %q:\n%s", w, got)
+		}
+	}
+}
+
+func TestParseTerminalModes(t *testing.T) {
+	for _, tc := range []struct {
+		in   []byte
+		want []terminalMode
+	}{
+		{nil, nil},
+		{[]byte{53, 0, 0, 0, 1, 3, 0, 0, 0, 127, 0}, []terminalMode{{53, 1}, {3, 127}}},
+		{[]byte{53, 0, 0, 0, 1, 160, 1, 2}, []terminalMode{{53, 1}}}, // 160+: stop
+		{[]byte{53, 0, 0}, nil},                                      // truncated
+		{[]byte{0, 53, 0, 0, 0, 1}, nil},                             // TTY_OP_END first
+	} {
+		got := parseTerminalModes(tc.in)
+		if len(got) != len(tc.want) {
+			t.Errorf("parseTerminalModes(%v) = %v, want %v", tc.in, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("parseTerminalModes(%v) = %v, want %v", tc.in, got, tc.want)
+			}
+		}
+	}
+}

@@ -475,6 +475,9 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 		os.Chown(tty.Name(), int(a.UID), int(a.GID))
 		os.Chmod(tty.Name(), 0o620)
 	}
+	if err := applyTerminalModes(tty, parseTerminalModes([]byte(sess.ptyReq.Modes))); err != nil {
+		sess.srv.log().Debug("applying terminal modes", "remote", sess.st.remote, "err", err)
+	}
 	cmd.Env = sess.environment(a, shell, append(extraEnv, "SSH_TTY="+tty.Name()))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Credential: cred}
