@@ -222,8 +222,8 @@ func TestParseTerminalModes(t *testing.T) {
 		{nil, nil},
 		{[]byte{53, 0, 0, 0, 1, 3, 0, 0, 0, 127, 0}, []terminalMode{{53, 1}, {3, 127}}},
 		{[]byte{53, 0, 0, 0, 1, 160, 1, 2}, []terminalMode{{53, 1}}}, // 160+: stop
-		{[]byte{53, 0, 0}, nil},                                      // truncated
-		{[]byte{0, 53, 0, 0, 0, 1}, nil},                             // TTY_OP_END first
+		{[]byte{53, 0, 0}, nil},          // truncated
+		{[]byte{0, 53, 0, 0, 0, 1}, nil}, // TTY_OP_END first
 	} {
 		got := parseTerminalModes(tc.in)
 		if len(got) != len(tc.want) {
