@@ -1,0 +1,119 @@
+package mqtttest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// PKI is a throw-away certificate authority whose files live in Dir.
+type PKI struct {
+	Dir    string // a t.TempDir
+	CAFile string // PEM CA certificate
+
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
+	next  int64
+}
+
+// NewPKI makes a CA in a temporary directory.
+func NewPKI(tb testing.TB) *PKI {
+	tb.Helper()
+	p := &PKI{Dir: tb.TempDir(), next: 2}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "porthole test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.ca, _ = x509.ParseCertificate(der)
+	p.caKey = key
+	p.CAFile = filepath.Join(p.Dir, "ca.pem")
+	writePEM(tb, p.CAFile, "CERTIFICATE", der)
+	return p
+}
+
+// Server issues a server certificate for 127.0.0.1, ::1 and localhost and returns
+// its certificate and key files.
+func (p *PKI) Server(tb testing.TB, name string) (certFile, keyFile string) {
+	tb.Helper()
+	return p.issue(tb, name, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: name},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+}
+
+// ServerTLS is a tls.Config serving a fresh server certificate.
+func (p *PKI) ServerTLS(tb testing.TB, name string) *tls.Config {
+	tb.Helper()
+	cert, key := p.Server(tb, name)
+	kp, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{kp}}
+}
+
+// Client issues a client certificate with common name cn.
+func (p *PKI) Client(tb testing.TB, cn string) (certFile, keyFile string) {
+	tb.Helper()
+	return p.issue(tb, cn, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
+func (p *PKI) issue(tb testing.TB, name string, tmpl *x509.Certificate) (string, string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.next++
+	tmpl.SerialNumber = big.NewInt(p.next)
+	tmpl.NotBefore = time.Now().Add(-time.Hour)
+	tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert := filepath.Join(p.Dir, name+".pem")
+	keyFile := filepath.Join(p.Dir, name+".key")
+	writePEM(tb, cert, "CERTIFICATE", der)
+	writePEM(tb, keyFile, "PRIVATE KEY", kder)
+	return cert, keyFile
+}
+
+func writePEM(tb testing.TB, path, typ string, der []byte) {
+	tb.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
