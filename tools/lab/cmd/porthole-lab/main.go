@@ -1,0 +1,49 @@
+// Command porthole-lab runs the whole porthole path on this machine: an MQTT broker,
+// tunneld, the porthole agent as the device, and the operator's source side. See
+// package lab. Exit codes: 0 after Ctrl-C, 1 bad usage or a missing prerequisite,
+// 2 a failed step.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/porthole-iot/porthole/tools/lab"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("porthole-lab", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	state := fs.String("state", ".lab", "state directory (made once, reused)")
+	sshPort := fs.Int("ssh-port", 2222, "local port for SSH through the tunnel (0: any free port)")
+	httpPort := fs.Int("http-port", 8080, "local port for the device's status page through the tunnel (0: any free port)")
+	noAgent := fs.Bool("no-agent", false, "run only the broker and tunneld, for a real device or a QEMU board")
+	self, _ := os.Executable()
+	porthole := fs.String("porthole", filepath.Join(filepath.Dir(self), "porthole"), "the porthole binary the agent runs from")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintln(stdout, "porthole lab: starting")
+	err := lab.Run(ctx, lab.Options{StateDir: *state, SSHPort: *sshPort, HTTPPort: *httpPort, NoAgent: *noAgent, Porthole: *porthole, Out: stdout})
+	if err != nil {
+		fmt.Fprintf(stderr, "porthole-lab: %v\n", err)
+		return 2
+	}
+	return 0
+}

@@ -1,0 +1,13 @@
+// Package lab runs the whole porthole path on one machine, without an AWS account:
+// an MQTT v5 broker with mutual TLS (mochi-mqtt, in process), the tunneling service
+// (tools/tunneld, in process, data plane over TLS with a dev CA), the real
+// `porthole agent` binary as a child process playing the device, and the operator's
+// source side on local ports. It is what `make lab` runs (binary porthole-lab) and
+// what developers use to reproduce bugs.
+//
+// State (the dev CA, certificates, the operator's SSH key, the agent's config and
+// data) lives in a directory (.lab by default), made once and reused. lab.json in it
+// names every endpoint, port and file for scripts.
+//
+// It is host-side only and never linked into the device binary.
+package lab

@@ -1,0 +1,529 @@
+package lab
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/tools/tunneld"
+)
+
+// Thing is the lab device's thing name.
+const Thing = "lab-device"
+
+// Options configure Run.
+type Options struct {
+	// StateDir keeps the lab's files between runs; "" means ".lab".
+	StateDir string
+	// SSHPort and HTTPPort are the source side's local ports; 0 picks free ones.
+	SSHPort, HTTPPort int
+	// NoAgent runs only the broker and tunneld, for a real device or a board.
+	NoAgent bool
+	// Porthole is the porthole binary the agent runs from (required unless NoAgent).
+	Porthole string
+	// Out receives the progress lines and the commands to use.
+	Out io.Writer
+}
+
+// Info is what lab.json holds: every endpoint, port and file of a running lab.
+type Info struct {
+	StateDir     string `json:"state_dir"`
+	Thing        string `json:"thing"`
+	Broker       string `json:"broker"`
+	Tunneld      string `json:"tunneld"`
+	Region       string `json:"region"`
+	CAFile       string `json:"ca_file"`
+	DeviceCert   string `json:"device_cert"`
+	DeviceKey    string `json:"device_key"`
+	SSHKey       string `json:"ssh_key"`
+	KnownHosts   string `json:"known_hosts,omitempty"`
+	User         string `json:"user"`
+	AgentConfig  string `json:"agent_config,omitempty"`
+	AgentLog     string `json:"agent_log,omitempty"`
+	AgentPID     int    `json:"agent_pid,omitempty"`
+	TunnelID     string `json:"tunnel_id,omitempty"`
+	SourceToken  string `json:"source_token_file,omitempty"`
+	SSH          string `json:"ssh,omitempty"`
+	HTTP         string `json:"http,omitempty"`
+	StatusPage   string `json:"status_page,omitempty"`
+	SSHCommand   string `json:"ssh_command,omitempty"`
+	SFTPCommand  string `json:"sftp_command,omitempty"`
+	AWSCommand   string `json:"aws_command"`
+	ConnectUsage string `json:"connect_command,omitempty"`
+}
+
+// step prints one progress line with how long the step took.
+type stepper struct {
+	out io.Writer
+}
+
+func (s stepper) do(name string, f func() error) error {
+	start := time.Now()
+	fmt.Fprintf(s.out, "  %-34s", name+" ...")
+	err := f()
+	if err != nil {
+		fmt.Fprintf(s.out, " failed\n")
+		return err
+	}
+	fmt.Fprintf(s.out, " ok (%v)\n", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Run starts the lab and blocks until ctx ends, then stops everything it started.
+func Run(ctx context.Context, opt Options) (err error) {
+	if opt.StateDir == "" {
+		opt.StateDir = ".lab"
+	}
+	if opt.Out == nil {
+		opt.Out = io.Discard
+	}
+	dir, err := filepath.Abs(opt.StateDir)
+	if err != nil {
+		return err
+	}
+	if !opt.NoAgent {
+		if _, err := os.Stat(opt.Porthole); err != nil {
+			return fmt.Errorf("the porthole binary %q is missing: build it with `make build`", opt.Porthole)
+		}
+		if err := checkSafeDir(dir); err != nil {
+			return err
+		}
+	}
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"--ssh-port", opt.SSHPort}, {"--http-port", opt.HTTPPort}} {
+		if p.port == 0 {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)))
+		if err != nil {
+			return fmt.Errorf("port %d is in use: choose another with %s", p.port, p.name)
+		}
+		ln.Close()
+	}
+	st := stepper{opt.Out}
+	info := Info{StateDir: dir, Thing: Thing, Region: "us-east-1", SSHKey: filepath.Join(dir, "id_ed25519")}
+	info.User = "root"
+	if os.Geteuid() != 0 {
+		u, err := user.Current()
+		if err != nil {
+			return err
+		}
+		info.User = u.Username
+	}
+	logFile, err := openLog(dir)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	var stops []func()
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+		if err == nil || errors.Is(err, context.Canceled) {
+			fmt.Fprintln(opt.Out, "lab stopped; everything it started is gone")
+		}
+	}()
+
+	var p *pki
+	var brokerCert, brokerKey, tdCert, tdKey, pubCert, pubKey string
+	if err := st.do("state in "+opt.StateDir, func() error {
+		if p, err = loadOrCreatePKI(dir); err != nil {
+			return err
+		}
+		info.CAFile = p.caFile()
+		if brokerCert, brokerKey, err = p.leaf(dir, "broker", true); err != nil {
+			return err
+		}
+		if tdCert, tdKey, err = p.leaf(dir, "tunneld", true); err != nil {
+			return err
+		}
+		if pubCert, pubKey, err = p.leaf(dir, "tunneld-publisher", false); err != nil {
+			return err
+		}
+		devDir := filepath.Join(dir, "device")
+		if err := os.MkdirAll(devDir, 0o700); err != nil {
+			return err
+		}
+		if info.DeviceCert, info.DeviceKey, err = p.leaf(devDir, Thing, false); err != nil {
+			return err
+		}
+		pub, err := sshKey(info.SSHKey)
+		if err != nil {
+			return err
+		}
+		return writeFile(filepath.Join(devDir, "authorized_keys"), gossh.MarshalAuthorizedKey(pub), 0o600)
+	}); err != nil {
+		return err
+	}
+
+	var brokerStop func()
+	deviceListens := make(chan struct{})
+	if err := st.do("MQTT broker (mutual TLS)", func() error {
+		srv, addr, err := startBroker("127.0.0.1:0", info.CAFile, brokerCert, brokerKey, "tunneld-publisher", Thing, deviceListens, log.With("component", "broker"))
+		if err != nil {
+			return err
+		}
+		info.Broker = addr
+		brokerStop = func() { closeBroker(srv) }
+		return nil
+	}); err != nil {
+		return err
+	}
+	stops = append(stops, brokerStop)
+
+	var td *tunneld.Server
+	if err := st.do("tunneld (TLS, notify over MQTT)", func() error {
+		cert, err := tls.LoadX509KeyPair(tdCert, tdKey)
+		if err != nil {
+			return err
+		}
+		notifier, err := tunneld.NewMQTTNotifier(tunneld.MQTTConfig{Broker: info.Broker, CAFile: info.CAFile, CertFile: pubCert, KeyFile: pubKey,
+			ClientID: "tunneld-publisher", Logger: log.With("component", "notifier")})
+		if err != nil {
+			return err
+		}
+		td, err = tunneld.New(tunneld.Config{Region: info.Region, DataDir: filepath.Join(dir, "tunneld"),
+			TLS: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, Notifier: notifier,
+			Logger: log.With("component", "tunneld")})
+		if err != nil {
+			notifier.Close(context.Background())
+			return err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			td.Close()
+			notifier.Close(context.Background())
+			return err
+		}
+		info.Tunneld = "https://" + ln.Addr().String()
+		go td.Serve(ln)
+		stops = append(stops, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			td.Shutdown(sctx)
+			notifier.Close(sctx)
+		})
+		return nil
+	}); err != nil {
+		return err
+	}
+	tdHost := strings.TrimPrefix(info.Tunneld, "https://")
+	info.AWSCommand = fmt.Sprintf("AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
+		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", Thing, info.Tunneld, info.Region, rel(info.CAFile))
+
+	if opt.NoAgent {
+		info.ConnectUsage = fmt.Sprintf("porthole connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=2222", tdHost, rel(info.CAFile))
+		if err := writeInfo(dir, info); err != nil {
+			return err
+		}
+		fmt.Fprintf(opt.Out, "\nBroker  mqtts://%s (device certificates from %s)\nTunneld %s\n\nOpen a tunnel:\n  %s\nConnect:\n  %s\n\nDetails: %s. Ctrl-C stops the lab.\n",
+			info.Broker, rel(info.CAFile), info.Tunneld, info.AWSCommand, info.ConnectUsage, rel(filepath.Join(dir, "lab.json")))
+		<-ctx.Done()
+		return nil
+	}
+
+	var statusAddr string
+	if err := st.do("device status page (HTTP)", func() error {
+		addr, stop, err := serveStatusPage()
+		if err != nil {
+			return err
+		}
+		statusAddr = addr
+		info.StatusPage = "http://" + addr
+		stops = append(stops, stop)
+		return nil
+	}); err != nil {
+		return err
+	}
+
+	var agentProc *exec.Cmd
+	if err := st.do("agent (porthole agent, child process)", func() error {
+		info.AgentConfig = filepath.Join(dir, "device", "porthole.toml")
+		info.AgentLog = filepath.Join(dir, "agent.log")
+		cfg := agentConfig(dir, info, tdHost, statusAddr)
+		if err := writeFile(info.AgentConfig, []byte(cfg), 0o600); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(info.AgentLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(opt.Porthole, "agent", "-c", info.AgentConfig)
+		cmd.Stdout, cmd.Stderr = f, f
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			f.Close()
+			return err
+		}
+		f.Close()
+		agentProc = cmd
+		info.AgentPID = cmd.Process.Pid
+		waited := make(chan struct{})
+		go func() { cmd.Wait(); close(waited) }()
+		stops = append(stops, func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-waited:
+			case <-time.After(6 * time.Second):
+				cmd.Process.Kill()
+				<-waited
+			}
+		})
+		return nil
+	}); err != nil {
+		return err
+	}
+
+	if err := st.do("agent subscribes to its notify topic", func() error {
+		select {
+		case <-deviceListens:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("the agent did not subscribe within 30s; the end of %s:\n%s", rel(info.AgentLog), tail(info.AgentLog, 10))
+		}
+	}); err != nil {
+		return err
+	}
+
+	var open *tunneld.OpenTunnelOutput
+	if err := st.do("tunnel for "+Thing+" (SSH, HTTP)", func() error {
+		open, err = td.OpenTunnel(ctx, &tunneld.OpenTunnelInput{Description: "porthole lab",
+			DestinationConfig: &tunneld.DestinationConfig{ThingName: Thing, Services: []string{"SSH", "HTTP"}},
+			TimeoutConfig:     &tunneld.TimeoutConfig{MaxLifetimeTimeoutMinutes: 720}})
+		if err != nil {
+			return err
+		}
+		info.TunnelID = open.TunnelID
+		info.SourceToken = filepath.Join(dir, "source.token")
+		return writeFile(info.SourceToken, []byte(open.SourceAccessToken+"\n"), 0o600)
+	}); err != nil {
+		return err
+	}
+
+	if err := st.do("agent connects the tunnel", func() error {
+		return waitDestination(ctx, td, open.TunnelID, agentProc, info.AgentLog, 60*time.Second)
+	}); err != nil {
+		return err
+	}
+
+	srcErr := make(chan error, 1)
+	if err := st.do("source side on local ports", func() error {
+		tok, err := tunnel.NewAccessToken(open.SourceAccessToken)
+		if err != nil {
+			return err
+		}
+		var mu sync.Mutex
+		got := map[string]string{}
+		ready := make(chan struct{})
+		src := &tunnel.Source{
+			Config: tunnel.Config{Endpoint: tdHost, AccessToken: tok, CAFile: info.CAFile, Logger: log.With("component", "source")},
+			Listen: map[string]string{"SSH": strconv.Itoa(opt.SSHPort), "HTTP": strconv.Itoa(opt.HTTPPort)},
+			OnListen: func(service string, a net.Addr) {
+				mu.Lock()
+				defer mu.Unlock()
+				got[service] = a.String()
+				if len(got) == 2 {
+					close(ready)
+				}
+			},
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); srcErr <- src.Run(sctx) }()
+		stops = append(stops, func() { cancel(); <-done })
+		select {
+		case <-ready:
+		case err := <-srcErr:
+			if err == nil {
+				err = errors.New("source stopped")
+			}
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("the source side did not start listening within 30s")
+		}
+		mu.Lock()
+		info.SSH, info.HTTP = got["SSH"], got["HTTP"]
+		mu.Unlock()
+		return nil
+	}); err != nil {
+		return err
+	}
+
+	_, sshPort, _ := net.SplitHostPort(info.SSH)
+	info.KnownHosts = filepath.Join(dir, "known_hosts")
+	if err := writeKnownHosts(info.KnownHosts, filepath.Join(dir, "device", "data", "ssh_host_ed25519_key"), sshPort); err != nil {
+		return err
+	}
+	opts := fmt.Sprintf("-i %s -o UserKnownHostsFile=%s", rel(info.SSHKey), rel(info.KnownHosts))
+	info.SSHCommand = fmt.Sprintf("ssh %s -p %s %s@127.0.0.1", opts, sshPort, info.User)
+	info.SFTPCommand = fmt.Sprintf("sftp %s -P %s %s@127.0.0.1", opts, sshPort, info.User)
+	if err := writeInfo(dir, info); err != nil {
+		return err
+	}
+	fmt.Fprintf(opt.Out, `
+The lab is up: device %s is reachable through a tunnel.
+
+  SSH     %s
+  SFTP    %s
+  HTTP    http://%s/   (the device's status page, through the same tunnel)
+
+Open more tunnels by hand (tunneld speaks the AWS API):
+  %s
+and connect to one with
+  bin/porthole connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=2223
+
+Logs: %s, %s. Everything else: %s.
+Ctrl-C stops the lab.
+`, Thing, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, tdHost, rel(info.CAFile),
+		rel(info.AgentLog), rel(filepath.Join(dir, "lab.log")), rel(filepath.Join(dir, "lab.json")))
+
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-srcErr:
+		return fmt.Errorf("source side stopped: %v", err)
+	}
+}
+
+func openLog(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	return os.OpenFile(filepath.Join(dir, "lab.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+}
+
+// rel shortens a path under the working directory for printing.
+func rel(p string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return p
+	}
+	if r, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return p
+}
+
+func agentConfig(dir string, info Info, tdHost, statusAddr string) string {
+	return fmt.Sprintf(`# Written by porthole-lab on every start.
+thing_name = %q
+data_dir = %q
+
+[mqtt]
+endpoint = %q
+ca_file = %q
+cert_file = %q
+key_file = %q
+event_topic = "porthole/events/%s"
+
+[tunnel]
+endpoint = %q
+ca_file = %q
+
+[services]
+SSH = "builtin"
+HTTP = %q
+
+[ssh]
+authorized_keys = [%q]
+
+[log]
+level = "info"
+`, Thing, filepath.Join(dir, "device", "data"), info.Broker, info.CAFile, info.DeviceCert, info.DeviceKey, Thing,
+		tdHost, info.CAFile, statusAddr, filepath.Join(dir, "device", "authorized_keys"))
+}
+
+// waitDestination waits until tunneld reports the destination connected; if the
+// agent exits first, the error carries the end of its log.
+func waitDestination(ctx context.Context, td *tunneld.Server, id string, agent *exec.Cmd, logPath string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		out, err := td.DescribeTunnel(ctx, &tunneld.DescribeTunnelInput{TunnelID: id})
+		if err != nil {
+			return err
+		}
+		if s := out.Tunnel.DestinationConnectionState; s != nil && s.Status == "CONNECTED" {
+			return nil
+		}
+		if agent.ProcessState != nil || agent.Process.Signal(syscall.Signal(0)) != nil {
+			return fmt.Errorf("the agent exited; the end of %s:\n%s", rel(logPath), tail(logPath, 10))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the agent did not connect within %v; the end of %s:\n%s", limit, rel(logPath), tail(logPath, 10))
+}
+
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// writeKnownHosts pins the agent's host key for the lab's SSH port.
+func writeKnownHosts(path, hostKey, port string) error {
+	b, err := os.ReadFile(hostKey)
+	if err != nil {
+		return fmt.Errorf("reading the agent's host key: %w", err)
+	}
+	s, err := gossh.ParsePrivateKey(b)
+	if err != nil {
+		return fmt.Errorf("the agent's host key: %w", err)
+	}
+	line := fmt.Sprintf("[127.0.0.1]:%s %s", port, gossh.MarshalAuthorizedKey(s.PublicKey()))
+	return writeFile(path, []byte(line), 0o644)
+}
+
+func writeInfo(dir string, info Info) error {
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(dir, "lab.json"), append(b, '\n'), 0o600)
+}
+
+// checkSafeDir refuses a state directory below a directory that others can write
+// (like /tmp): the agent's SSH server, like OpenSSH's StrictModes, ignores an
+// authorized_keys file there, and the printed ssh line would not work.
+func checkSafeDir(dir string) error {
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err == nil && fi.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("the state directory %s is below %s, which others can write: the agent's SSH server would ignore "+
+				"its authorized_keys there (as OpenSSH does); choose another --state, e.g. under your home directory", dir, d)
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,147 @@
+package lab
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// needProgram finds a program the test needs: under CI=true its absence fails the
+// test, elsewhere it skips it.
+func needProgram(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required (make test installs it): %v", name, err)
+		}
+		t.Skipf("%s not installed; `make test` installs it", name)
+	}
+	return p
+}
+
+// safeStateDir is a directory whose parents nobody else can write (see checkSafeDir).
+func safeStateDir(t *testing.T) string {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base = filepath.Join(base, "porthole-test")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d, err := os.MkdirTemp(base, "lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// TestLabAsAUserRunsIt builds porthole and porthole-lab, starts the lab, logs in with
+// the OpenSSH client through the tunnel, fetches the status page through the
+// tunnel, stops the lab with SIGINT and checks that nothing it started is left.
+func TestLabAsAUserRunsIt(t *testing.T) {
+	ssh := needProgram(t, "ssh")
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "github.com/porthole-iot/porthole/agent/cmd/porthole", "github.com/porthole-iot/porthole/tools/lab/cmd/porthole-lab")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	state := filepath.Join(safeStateDir(t), "state")
+	lab := exec.Command(filepath.Join(bin, "porthole-lab"), "--state", state, "--ssh-port", "0", "--http-port", "0")
+	stdout, _ := lab.StdoutPipe()
+	lab.Stderr = lab.Stdout
+	if err := lab.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Process.Kill()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var out strings.Builder
+	deadline := time.After(60 * time.Second)
+wait:
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("porthole-lab ended early:\n%s", out.String())
+			}
+			out.WriteString(l + "\n")
+			if strings.Contains(l, "Ctrl-C stops the lab") {
+				break wait
+			}
+		case <-deadline:
+			t.Fatalf("porthole-lab not up within 60s:\n%s", out.String())
+		}
+	}
+	t.Logf("porthole-lab:\n%s", out.String())
+
+	var info Info
+	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), info.SSHCommand) {
+		t.Fatalf("the printed output lacks the ssh command %q", info.SSHCommand)
+	}
+	// The printed ssh line, as written, plus batch options for a test.
+	args := strings.Fields(info.SSHCommand)[1:]
+	args = append([]string{"-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}, args...)
+	args = append(args, "echo", "through-the-lab", "&&", "uname", "-s")
+	cmd := exec.Command(ssh, args...) // its paths are relative to where the lab ran: here
+	got, err := cmd.CombinedOutput()
+	if err != nil || string(got) != "through-the-lab\nLinux\n" {
+		t.Fatalf("ssh through the lab: %v, %q\nagent log:\n%s", err, got, tail(info.AgentLog, 20))
+	}
+	resp, err := http.Get("http://" + info.HTTP + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), "porthole lab device") {
+		t.Fatalf("status page through the tunnel: %q", page)
+	}
+
+	lab.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() {
+		for range lines {
+		}
+		done <- lab.Wait()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("porthole-lab exited with %v after SIGINT", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("porthole-lab did not stop within 15s of SIGINT")
+	}
+	if err := syscall.Kill(info.AgentPID, 0); err == nil {
+		t.Fatalf("the agent (pid %d) is still running after the lab stopped", info.AgentPID)
+	}
+}

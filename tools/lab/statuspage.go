@@ -1,0 +1,35 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"time"
+)
+
+// serveStatusPage serves the "device's" small HTTP page that the lab maps to the
+// tunnel's HTTP service, so multiplexing is visible next to SSH.
+func serveStatusPage() (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	start := time.Now()
+	host, _ := os.Hostname()
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, "<!doctype html><title>%s</title><h1>porthole lab device %s</h1>"+
+			"<p>This page is served on the device side and reached through the tunnel's HTTP service.</p>"+
+			"<ul><li>host: %s</li><li>arch: %s</li><li>up: %v</li></ul>\n",
+			Thing, Thing, host, runtime.GOARCH, time.Since(start).Round(time.Second))
+	})}
+	go srv.Serve(ln)
+	return ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
