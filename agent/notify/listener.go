@@ -170,6 +170,11 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 	if topic == "" || strings.ContainsAny(topic, "+#\x00") {
 		return fmt.Errorf("notify: publish: %s is not a topic name", quoteShort(topic))
 	}
+	if err := ctx.Err(); err != nil {
+		// Checked here: paho sends first and may then pick either the
+		// PUBACK or the ended context.
+		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
+	}
 	l.mu.Lock()
 	cm := l.cm
 	l.mu.Unlock()
