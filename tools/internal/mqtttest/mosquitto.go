@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,7 +72,10 @@ func StartMosquitto(tb testing.TB) *Broker {
 		"user root",
 		"per_listener_settings false",
 		"allow_anonymous false",
-		"persistence false",
+		"# sessions and queued QoS 1 messages survive Stop and Start",
+		"persistence true",
+		"persistence_location " + p.Dir + "/",
+		"autosave_interval 0",
 		"log_dest file " + b.logf,
 		"log_type all",
 		"acl_file " + acl,
@@ -133,20 +137,28 @@ func (b *Broker) Start() {
 	}
 }
 
-// Stop kills the broker and waits for it to exit.
+// Stop terminates the broker (SIGTERM: it saves its sessions) and waits for it to
+// exit.
 func (b *Broker) Stop() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cmd == nil {
 		return
 	}
-	b.cmd.Process.Kill()
-	<-b.end
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.end:
+	case <-time.After(5 * time.Second):
+		b.cmd.Process.Kill()
+		<-b.end
+	}
 	b.cmd = nil
 }
 
 // Subscribe connects as client cn (a fresh certificate), subscribes to topic at
-// QoS 1 and returns the payloads that arrive. The client ends with the test.
+// QoS 1 and returns the payloads that arrive. Its session outlives a Stop and Start
+// of the broker, so messages published meanwhile are delivered after it reconnects.
+// The client ends with the test.
 func (b *Broker) Subscribe(tb testing.TB, cn, topic string) <-chan []byte {
 	tb.Helper()
 	cert, key := b.PKI.Client(tb, cn)
@@ -166,6 +178,7 @@ func (b *Broker) Subscribe(tb testing.TB, cn, topic string) <-chan []byte {
 		TlsCfg:                        &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12},
 		KeepAlive:                     30,
 		CleanStartOnInitialConnection: true,
+		SessionExpiryInterval:         600,
 		ReconnectBackoff:              func(int) time.Duration { return 100 * time.Millisecond },
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			go func() {

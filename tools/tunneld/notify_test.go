@@ -1,0 +1,140 @@
+package tunneld
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeNotifier records notifications; while down, Notify waits for ctx as a
+// disconnected MQTT client does, then fails.
+type fakeNotifier struct {
+	mu   sync.Mutex
+	down bool
+	got  chan Notification
+}
+
+func newFakeNotifier(down bool) *fakeNotifier {
+	return &fakeNotifier{down: down, got: make(chan Notification, 16)}
+}
+
+func (f *fakeNotifier) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
+}
+
+func (f *fakeNotifier) Notify(ctx context.Context, n Notification) error {
+	f.mu.Lock()
+	down := f.down
+	f.mu.Unlock()
+	if down {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+		return errors.New("broker down")
+	}
+	f.got <- n
+	return nil
+}
+
+func (f *fakeNotifier) next(t *testing.T) Notification {
+	t.Helper()
+	select {
+	case n := <-f.got:
+		return n
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification")
+	}
+	return Notification{}
+}
+
+func (f *fakeNotifier) none(t *testing.T, wait time.Duration) {
+	t.Helper()
+	select {
+	case n := <-f.got:
+		t.Fatalf("unexpected notification for %s", n.ThingName)
+	case <-time.After(wait):
+	}
+}
+
+func TestNotificationPayload(t *testing.T) {
+	n := Notification{ThingName: "dev1", ClientAccessToken: "tok", Region: "eu-west-1", Services: []string{"SSH", "WEB"}}
+	if got, want := n.Topic(), "$aws/things/dev1/tunnels/notify"; got != want {
+		t.Errorf("Topic() = %q, want %q", got, want)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(n.Payload(), &m); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"clientAccessToken": "tok", "clientMode": "destination", "region": "eu-west-1", "services": []any{"SSH", "WEB"}}
+	if len(m) != 4 || m["clientAccessToken"] != want["clientAccessToken"] || m["clientMode"] != want["clientMode"] ||
+		m["region"] != want["region"] || !slices.Equal(m["services"].([]any), want["services"].([]any)) {
+		t.Errorf("Payload() = %s, want exactly %v", n.Payload(), want)
+	}
+}
+
+func TestNotifyOnOpenAndRotate(t *testing.T) {
+	fn := newFakeNotifier(false)
+	ts := startServer(t, Config{Notifier: fn, Region: "ap-south-1"})
+	out := ts.open(t, "dev1", "SSH", "WEB")
+	n := fn.next(t)
+	if n.ThingName != "dev1" || n.ClientAccessToken != out.DestinationAccessToken || n.Region != "ap-south-1" || !slices.Equal(n.Services, []string{"SSH", "WEB"}) {
+		t.Errorf("notification = %+v (token is the destination's: %v)", n, n.ClientAccessToken == out.DestinationAccessToken)
+	}
+	ctx := context.Background()
+	if _, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeSource}); err != nil {
+		t.Fatal(err)
+	}
+	ts.open(t, "", "SSH") // no thing: nobody to notify
+	fn.none(t, 100*time.Millisecond)
+	for _, mode := range []string{ClientModeDestination, ClientModeAll} {
+		r, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := fn.next(t); n.ClientAccessToken != r.DestinationAccessToken {
+			t.Errorf("rotation %s notified another token than the new destination token", mode)
+		}
+	}
+}
+
+func TestNotifyWhileBrokerDown(t *testing.T) {
+	fn := newFakeNotifier(true)
+	ts := startServer(t, Config{Notifier: fn, retry: 10 * time.Millisecond})
+	start := time.Now()
+	out := ts.open(t, "dev1", "SSH")
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("OpenTunnel took %v with the broker down, want no wait", el)
+	}
+	fn.none(t, 200*time.Millisecond)
+	// Rotated while still down: only the newest token is worth publishing.
+	r, err := ts.RotateTunnelAccessToken(context.Background(), &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeDestination})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn.setDown(false)
+	if n := fn.next(t); n.ClientAccessToken != r.DestinationAccessToken {
+		t.Errorf("delivered a revoked token after the broker came back")
+	}
+	fn.none(t, 200*time.Millisecond)
+}
+
+func TestNotifyPendingSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	down := newFakeNotifier(true)
+	ts := startServer(t, Config{DataDir: dir, Notifier: down, retry: 10 * time.Millisecond})
+	out := ts.open(t, "dev1", "SSH")
+	ts.shutdown(t)
+
+	up := newFakeNotifier(false)
+	startServer(t, Config{DataDir: dir, Notifier: up})
+	if n := up.next(t); n.ClientAccessToken != out.DestinationAccessToken || n.ThingName != "dev1" {
+		t.Errorf("after restart, notification %+v, want the tunnel's destination token for dev1", n.ThingName)
+	}
+}

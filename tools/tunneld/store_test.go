@@ -1,0 +1,179 @@
+package tunneld
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// dialWS performs a data-plane handshake; it returns the connection (closed at the
+// end of the test) or the refusal.
+func dialWS(t *testing.T, addr, mode, token, clientToken string) (*websocket.Conn, int, string) {
+	t.Helper()
+	h := http.Header{"access-token": {token}}
+	if clientToken != "" {
+		h.Set("client-token", clientToken)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, "ws://"+addr+"/tunnel?local-proxy-mode="+mode, &websocket.DialOptions{
+		HTTPHeader: h, Subprotocols: []string{dataplane.SubprotocolV3}})
+	if err != nil {
+		if resp == nil {
+			t.Fatalf("dial: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return nil, resp.StatusCode, string(b)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	return ws, http.StatusSwitchingProtocols, ""
+}
+
+func TestStateSurvivesRestart(t *testing.T) {
+	const ct = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+	dir := t.TempDir()
+	ts := startServer(t, Config{DataDir: dir})
+	a := ts.open(t, "dev1", "SSH")
+	b := ts.open(t, "dev2", "WEB")
+	if err := ts.TagResource(context.Background(), &TagResourceInput{ResourceArn: a.TunnelArn, Tags: []Tag{{"k", "v"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.CloseTunnel(context.Background(), &CloseTunnelInput{TunnelID: b.TunnelID}); err != nil {
+		t.Fatal(err)
+	}
+	// The destination consumes its token with a client token; the source's stays fresh.
+	if _, status, body := dialWS(t, ts.addr, "destination", a.DestinationAccessToken, ct); status != 101 {
+		t.Fatalf("destination: %d %s", status, body)
+	}
+	eventuallyTrue(t, func() bool { return ts.Dataplane(a.TunnelID).Connected(dataplane.Destination) })
+	ts.shutdown(t)
+
+	fi, err := os.Stat(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v, want 0600", fi.Mode().Perm())
+	}
+
+	ts = startServer(t, Config{DataDir: dir})
+	ctx := context.Background()
+	da, err := ts.DescribeTunnel(ctx, &DescribeTunnelInput{TunnelID: a.TunnelID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if da.Tunnel.Status != StatusOpen || da.Tunnel.DestinationConfig.ThingName != "dev1" || len(da.Tunnel.Tags) != 1 ||
+		da.Tunnel.DestinationConnectionState.Status != StatusDisconnected {
+		t.Errorf("restored tunnel = %+v", da.Tunnel)
+	}
+	if db, err := ts.DescribeTunnel(ctx, &DescribeTunnelInput{TunnelID: b.TunnelID}); err != nil || db.Tunnel.Status != StatusClosed {
+		t.Errorf("restored closed tunnel: %v, %v", db, err)
+	}
+	// Tokens keep their state: the used one needs its client token, the fresh one works.
+	if _, status, body := dialWS(t, ts.addr, "destination", a.DestinationAccessToken, ""); status != 400 || body != dataplane.BodyTokenUsed {
+		t.Errorf("used token without client token after restart: %d %q", status, body)
+	}
+	if _, status, body := dialWS(t, ts.addr, "destination", a.DestinationAccessToken, ct); status != 101 {
+		t.Errorf("reconnect with the client token after restart: %d %q", status, body)
+	}
+	if _, status, body := dialWS(t, ts.addr, "source", a.SourceAccessToken, ""); status != 101 {
+		t.Errorf("fresh source token after restart: %d %q", status, body)
+	}
+	if _, status, body := dialWS(t, ts.addr, "source", b.SourceAccessToken, ""); status != 400 {
+		t.Errorf("closed tunnel's token after restart: %d %q, want 400", status, body)
+	}
+}
+
+func TestCorruptStateIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	for _, body := range []string{"{", `{"version":2,"tunnels":[]}`, `{"version":1,"tunnels":[{"id":""}]}`} {
+		if err := os.WriteFile(filepath.Join(dir, stateFile), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := New(Config{DataDir: dir}); err == nil {
+			s.Close()
+			t.Errorf("New with state %q succeeded, want an error", body)
+		}
+	}
+}
+
+func TestExpiryAndRetention(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)}
+	ts := startServer(t, Config{now: clock.now, tick: time.Hour})
+	out, err := ts.OpenTunnel(context.Background(), &OpenTunnelInput{
+		DestinationConfig: &DestinationConfig{Services: []string{"SSH"}},
+		TimeoutConfig:     &TimeoutConfig{MaxLifetimeTimeoutMinutes: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, status, body := dialWS(t, ts.addr, "source", out.SourceAccessToken, "")
+	if status != 101 {
+		t.Fatalf("source: %d %s", status, body)
+	}
+	clock.advance(59 * time.Second)
+	ts.sweep()
+	if ts.Dataplane(out.TunnelID) == nil {
+		t.Fatal("tunnel closed before its lifetime")
+	}
+	clock.advance(time.Second)
+	ts.sweep()
+	d, _ := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID})
+	if d.Tunnel.Status != StatusClosed || !d.Tunnel.LastUpdatedAt.Equal(clock.now()) {
+		t.Errorf("after the lifetime: %s at %v, want CLOSED at %v", d.Tunnel.Status, d.Tunnel.LastUpdatedAt, clock.now())
+	}
+	// The source got a Close frame, 1000 "tunnel expired".
+	for {
+		if _, _, err := ws.Read(context.Background()); err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+				t.Errorf("source connection ended with %v, want a Close frame 1000", err)
+			}
+			break
+		}
+	}
+	clock.advance(3*time.Hour - time.Second)
+	ts.sweep()
+	if _, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID}); err != nil {
+		t.Errorf("closed tunnel gone before 3 h: %v", err)
+	}
+	clock.advance(time.Second)
+	ts.sweep()
+	if _, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID}); !IsNotFound(err) {
+		t.Errorf("closed tunnel after 3 h: %v, want ResourceNotFoundException", err)
+	}
+}
+
+func eventuallyTrue(t *testing.T, f func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !f(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5 s")
+		}
+	}
+}
