@@ -220,7 +220,6 @@ authorized_keys = [%q]
 	return e
 }
 
-
 func writeFile(t *testing.T, path string, b []byte, mode os.FileMode) {
 	if err := os.WriteFile(path, b, mode); err != nil {
 		t.Fatal(err)
@@ -453,4 +452,3 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
-
