@@ -117,3 +117,11 @@ func writePEM(tb testing.TB, path, typ string, der []byte) {
 		tb.Fatal(err)
 	}
 }
+
+// ClientTLS is a tls.Config that trusts the CA, for clients of a ServerTLS server.
+func (p *PKI) ClientTLS(tb testing.TB) *tls.Config {
+	tb.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(p.ca)
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+}

@@ -1,0 +1,104 @@
+package tunneld
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/mqtttest"
+)
+
+func TestHelpExplainsEveryFlag(t *testing.T) {
+	var buf bytes.Buffer
+	if _, err := ParseFlags([]string{"--help"}, &buf); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("ParseFlags(--help) = %v, want flag.ErrHelp", err)
+	}
+	help := buf.String()
+	for _, f := range []string{"listen", "tls-cert", "tls-key", "data-dir", "region", "mqtt-broker", "mqtt-ca", "mqtt-cert",
+		"mqtt-key", "mqtt-client-id", "print-addr", "bandwidth", "max-open-tunnels", "allow-unsigned", "v"} {
+		if !strings.Contains(help, "  -"+f+" ") && !strings.Contains(help, "  -"+f+"\n") && !strings.Contains(help, "  -"+f+"\t") {
+			t.Errorf("--help does not explain -%s", f)
+		}
+	}
+	for _, s := range []string{"Exit codes", "--endpoint-url", "$aws/things/<thing>/tunnels/notify"} {
+		if !strings.Contains(help, s) {
+			t.Errorf("--help does not mention %q", s)
+		}
+	}
+}
+
+func TestParseFlagsErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--tls-cert", "c.pem"},
+		{"--mqtt-ca", "ca.pem"},
+		{"extra"},
+		{"--no-such-flag"},
+	} {
+		if _, err := ParseFlags(args, io.Discard); err == nil {
+			t.Errorf("ParseFlags(%q) succeeded, want a usage error", args)
+		}
+	}
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--region", "eu-west-1", "--bandwidth", "1000"}, io.Discard)
+	if err != nil || o.Listen != "127.0.0.1:0" || o.Region != "eu-west-1" || o.Bandwidth != 1000 {
+		t.Errorf("ParseFlags = %+v, %v", o, err)
+	}
+}
+
+// pipeWriter hides the pipe's other methods from Run.
+type pipeWriter struct{ w *io.PipeWriter }
+
+func (p pipeWriter) Write(b []byte) (int, error) { return p.w.Write(b) }
+
+func TestRunPrintsAddrAndServesTLS(t *testing.T) {
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.Server(t, "tunneld")
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--print-addr", "--tls-cert", cert, "--tls-key", key,
+		"--data-dir", t.TempDir(), "--allow-unsigned"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, o, pipeWriter{pw}, tlogWriter{t})
+		pw.Close()
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v after cancel, want nil", err)
+		}
+	}()
+	addrc := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(pr).ReadString('\n')
+		addrc <- strings.TrimSpace(line)
+		io.Copy(io.Discard, pr)
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no address printed")
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.ClientTLS(t)}}
+	req, _ := http.NewRequest("POST", "https://"+addr+"/", strings.NewReader(`{}`))
+	req.Header.Set("X-Amz-Target", "IoTSecuredTunneling.ListTunnels")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	client.CloseIdleConnections()
+	if resp.StatusCode != 200 || resp.Proto != "HTTP/1.1" {
+		t.Errorf("ListTunnels over HTTPS: %d %s, want 200 over HTTP/1.1", resp.StatusCode, resp.Proto)
+	}
+}

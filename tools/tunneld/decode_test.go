@@ -1,0 +1,78 @@
+package tunneld
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"slices"
+	"testing"
+)
+
+// FuzzDecodeRequest checks that the control-plane request decoder never panics, that
+// it fails only with SerializationException (or UnknownOperationException), and that
+// what it accepts survives a round trip through JSON. Validation must not panic
+// either.
+func FuzzDecodeRequest(f *testing.F) {
+	ops := make([]string, 0, len(operations))
+	for op := range operations {
+		ops = append(ops, op)
+	}
+	slices.Sort(ops)
+	seeds := []string{
+		``, `{}`, `null`, `[]`, `{"x":1}`, `{} {}`,
+		`{"description":"d","tags":[{"key":"k","value":"v"}],"destinationConfig":{"thingName":"dev1","services":["SSH","WEB"]},"timeoutConfig":{"maxLifetimeTimeoutMinutes":30}}`,
+		`{"tunnelId":"abc","delete":true}`,
+		`{"thingName":"dev1","maxResults":5,"nextToken":"10"}`,
+		`{"tunnelId":"abc","clientMode":"ALL","destinationConfig":{"services":["SSH"]}}`,
+		`{"resourceArn":"arn:aws:iot:us-east-1:123456789012:tunnel/abc","tagKeys":["k"]}`,
+		`{"timeoutConfig":{"maxLifetimeTimeoutMinutes":1e400}}`,
+		`{"destinationConfig":{"services":"SSH"}}`,
+	}
+	for i, s := range seeds {
+		f.Add(uint8(i), []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, opIndex uint8, body []byte) {
+		op := ops[int(opIndex)%len(ops)]
+		in, err := decodeRequest(op, body)
+		if err != nil {
+			var ae *APIError
+			if !errors.As(err, &ae) || ae.Type != ErrTypeSerialization {
+				t.Fatalf("decodeRequest(%s, %q) = %v, want a SerializationException", op, body, err)
+			}
+			return
+		}
+		switch v := in.(type) {
+		case *OpenTunnelInput:
+			_ = v.validate()
+		case *RotateTunnelAccessTokenInput:
+			_ = v.validate()
+		case *ListTunnelsInput:
+			_ = v.validate()
+		}
+		b, err := json.Marshal(in)
+		if err != nil {
+			t.Fatalf("re-encoding %#v: %v", in, err)
+		}
+		again, err := decodeRequest(op, b)
+		if err != nil {
+			t.Fatalf("decoding the re-encoded %s: %v", b, err)
+		}
+		if !reflect.DeepEqual(normalize(in), normalize(again)) {
+			t.Fatalf("round trip of %q: %#v, then %#v", body, in, again)
+		}
+	})
+}
+
+// normalize makes empty and nil slices equal, which JSON does not distinguish.
+func normalize(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestDecodeRequestUnknownOperation(t *testing.T) {
+	_, err := decodeRequest("DeleteTunnel", []byte(`{}`))
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Type != ErrTypeUnknownOperation {
+		t.Errorf("decodeRequest(DeleteTunnel) = %v, want UnknownOperationException", err)
+	}
+}
