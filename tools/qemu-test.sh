@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# qemu-test.sh: tier 3 of the test plan (DESIGN.md, "Test tiers"): the unit tests of
+# the packages that hold wire formats, byte order and word size — agent/tunnel,
+# agent/notify, sshd — cross-compiled and run under qemu-user for 32-bit ARM (v7),
+# arm64, big-endian MIPS and little-endian MIPS (softfloat, like most routers).
+#
+# go test -exec runs each test binary through qemu-<arch>-static: no binfmt_misc and
+# no root needed. Programs the tests start themselves (mosquitto, ssh, busybox) are
+# the host's and run natively; only the Go code under test is emulated.
+#
+#   tools/qemu-test.sh                  # every arch
+#   QEMU_ARCHS="mips arm" tools/qemu-test.sh
+#   QEMU_TEST_TIMEOUT=5m tools/qemu-test.sh
+#
+# Under CI=true a missing qemu-user-static is an error; otherwise the stage is skipped
+# with a message. Tests run with -short (tests that honour it shrink their transfers).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+pkgs=(./agent/tunnel/ ./agent/notify/ ./sshd/)
+timeout=${QEMU_TEST_TIMEOUT:-240s}
+archs=${QEMU_ARCHS:-arm arm64 mips mipsle}
+
+# arch -> "qemu binary|environment"
+declare -A how=(
+  [arm]="qemu-arm-static|GOARM=7"
+  [arm64]="qemu-aarch64-static|"
+  [mips]="qemu-mips-static|GOMIPS=softfloat"
+  [mipsle]="qemu-mipsel-static|GOMIPS=softfloat"
+  [mips64le]="qemu-mips64el-static|GOMIPS64=softfloat"
+  [riscv64]="qemu-riscv64-static|"
+)
+
+failed=()
+for arch in $archs; do
+  spec=${how[$arch]:-}
+  if [ -z "$spec" ]; then
+    echo "qemu-test: unknown arch $arch (know: ${!how[*]})" >&2
+    exit 2
+  fi
+  qemu=${spec%%|*}
+  env=${spec#*|}
+  if ! command -v "$qemu" >/dev/null; then
+    msg="qemu-test: $qemu not found (Debian package qemu-user-static; tools/deps.sh qemu installs it)"
+    if [ "${CI:-}" = true ]; then
+      echo "$msg" >&2
+      exit 1
+    fi
+    echo "$msg: skipping $arch" >&2
+    continue
+  fi
+  echo "== qemu-user $arch ($qemu${env:+, $env})"
+  start=$(date +%s)
+  # shellcheck disable=SC2086 # env is one VAR=value word or empty
+  if env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" $env \
+      go test -exec "$qemu" -short -count=1 -timeout "$timeout" "${pkgs[@]}"; then
+    echo "== qemu-user $arch: ok in $(( $(date +%s) - start ))s"
+  else
+    echo "== qemu-user $arch: FAILED after $(( $(date +%s) - start ))s" >&2
+    failed+=("$arch")
+  fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "qemu-test: failed on ${failed[*]}" >&2
+  exit 1
+fi
