@@ -1,0 +1,191 @@
+package tunnel_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"log/slog"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+// lockedLog records log lines so a test can count them.
+type lockedLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.lines = append(l.lines, strings.TrimSpace(string(p)))
+	l.mu.Unlock()
+	return len(p), nil
+}
+
+func (l *lockedLog) count(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.lines {
+		if strings.Contains(s, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+// A hostile service: every kind of bad frame. The destination must stay up (it
+// reconnects), keep its goroutines bounded, and still serve once the service
+// behaves.
+func TestDestinationSurvivesHostileService(t *testing.T) {
+	addr := echoServer(t, 0x21)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
+	base := runtime.NumGoroutine()
+	hostile := []struct {
+		name string
+		raw  []byte // sent as is
+		msg  *tunnel.Message
+	}{
+		{name: "stream id 0", raw: []byte{0x00, 0x04, 0x08, 0x01, 0x22, 0x00}},
+		{name: "type 0", raw: []byte{0x00, 0x02, 0x10, 0x01}},
+		{name: "unknown type", raw: []byte{0x00, 0x04, 0x08, 0x63, 0x10, 0x01}},
+		{name: "oversized payload", raw: oversizedFrame()},
+		{name: "truncated varint", raw: []byte{0x00, 0x01, 0x08}},
+		{name: "bad utf8 service", raw: []byte{0x00, 0x07, 0x08, 0x02, 0x10, 0x01, 0x2a, 0x01, 0xff}},
+	}
+	for i, tc := range hostile {
+		if err := h.tun.SendRaw(tunneltest.Destination, tc.raw); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		// Each bad frame ends the session; the destination reconnects.
+		if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, i+2); err != nil {
+			t.Fatalf("after %s the destination did not reconnect: %v", tc.name, err)
+		}
+	}
+	// Ignorable unknown types and stale data are dropped without a reconnect.
+	before := h.tun.Connects(tunneltest.Destination)
+	h.tun.SendRaw(tunneltest.Destination, []byte{0x00, 0x06, 0x08, 0x63, 0x18, 0x01, 0x10, 0x01})
+	for i := range 200 {
+		h.tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: int32(1000 + i), ServiceID: "SSH", ConnectionID: 1, Payload: []byte("x")})
+	}
+	// A SERVICE_IDS with 1000 entries (ignored: not the first of the session).
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("S%d", i)
+	}
+	h.tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeServiceIDs, AvailableServiceIDs: ids})
+	// A flood of STREAM_STARTs: each supersedes the last, so at most one is live.
+	for i := range 300 {
+		h.tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: int32(5000 + i), ServiceID: "SSH", ConnectionID: 1})
+	}
+	if n := h.tun.Connects(tunneltest.Destination); n != before {
+		t.Fatalf("dropped frames caused %d reconnects", n-before)
+	}
+	// Goroutines come back near the baseline once the flood's streams are gone.
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base+20 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > base+20 {
+		t.Fatalf("%d goroutines after the flood, %d before", g, base)
+	}
+	// And the tunnel still works.
+	if err := roundTrip(h.addr("SSH"), 0x21, 256<<10); err != nil {
+		t.Fatalf("after the hostile frames: %v", err)
+	}
+}
+
+func oversizedFrame() []byte {
+	m := tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: make([]byte, tunnel.MaxPayload)}
+	b, _ := tunnel.AppendFrame(nil, &m)
+	// Grow the payload by one byte behind the encoder's back: fix both lengths.
+	body := b[2:]
+	// field 4 header is at a known place: after type(2) + stream(2) = offset 4.
+	if body[4] != 0x22 {
+		panic("unexpected layout")
+	}
+	n := tunnel.MaxPayload + 1
+	payload := append([]byte{0x22, byte(n&0x7f | 0x80), byte(n>>7&0x7f | 0x80), byte(n >> 14)}, make([]byte, n)...)
+	out := append([]byte{0x08, 0x01, 0x10, 0x01}, payload...)
+	out = append(out, body[len(body)-5:]...) // serviceId field (5 bytes: 0x2a 0x03 S S H)
+	return append([]byte{byte(len(out) >> 8), byte(len(out))}, out...)
+}
+
+// A service that never finishes its handshake answer, or answers text frames: the
+// client gives up within its handshake timeout, and a refusal is logged once per
+// attempt (the backoff limits the rate).
+func TestHostileHandshakes(t *testing.T) {
+	slow, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	defer func() { slow.Close(); conns.Wait() }()
+	go func() {
+		for {
+			c, err := slow.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() { // reads the request, then never finishes the response head
+				defer conns.Done()
+				defer c.Close()
+				c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"))
+				buf := make([]byte, 4096)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	tok, _ := tunnel.NewAccessToken("t")
+	var log lockedLog
+	cfg := tunnel.Config{Endpoint: "ws://" + slow.Addr().String(), AllowInsecureWebSocket: true, AccessToken: tok, HandshakeTimeout: 300 * time.Millisecond,
+		RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond, Logger: slogTo(&log)}
+	d := &tunnel.Destination{Config: cfg, Dialer: tunnel.Targets{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := d.Run(ctx); err != nil {
+		t.Fatalf("Run = %v, want nil when ctx ends", err)
+	}
+	if el := time.Since(start); el > 4*time.Second {
+		t.Fatalf("Run took %v to stop", el)
+	}
+	attempts := log.count("msg=connecting")
+	lost := log.count("reconnecting")
+	if attempts < 2 || attempts > 10 || lost < attempts-1 {
+		t.Fatalf("%d attempts and %d reconnect lines in 2 s with a 300 ms handshake timeout", attempts, lost)
+	}
+
+	// A peer that is not a WebSocket server at all.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("SSH-2.0-not-a-websocket\r\n"))
+			c.Close()
+		}
+	}()
+	cfg.Endpoint = "ws://" + ln.Addr().String()
+	_, err = tunnel.Dial(context.Background(), &cfg, tunnel.ModeSource)
+	if err == nil || !strings.Contains(err.Error(), "malformed status line") {
+		t.Fatalf("Dial to a non-HTTP peer = %v", err)
+	}
+}
+
+func slogTo(l *lockedLog) *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
