@@ -118,15 +118,15 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 	if !strings.HasPrefix(r.Header.Get("X-Amz-Target"), targetPrefix) {
 		return nil, &APIError{Type: ErrTypeUnknownOperation, Message: "missing or foreign X-Amz-Target; want " + targetPrefix + "<Operation>"}
 	}
-	if err := s.checkAuth(r); err != nil {
-		return nil, err
-	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
 	if err != nil {
 		return nil, &APIError{Type: ErrTypeSerialization, Message: "reading the request body: " + err.Error()}
 	}
 	if len(body) > maxRequestBody {
 		return nil, &APIError{Type: ErrTypeSerialization, Message: fmt.Sprintf("request body over %d bytes", maxRequestBody)}
+	}
+	if err := s.checkAuth(r, body); err != nil {
+		return nil, err
 	}
 	in, err := decodeRequest(op, body)
 	if err != nil {
@@ -136,23 +136,25 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 }
 
 // checkAuth requires an Authorization header shaped like SigV4, unless
-// Config.AllowUnsigned. The signature itself is not verified: tunneld has no
-// credentials store, and any dummy AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY works.
-func (s *Server) checkAuth(r *http.Request) error {
-	if s.cfg.AllowUnsigned {
-		return nil
-	}
+// Config.AllowUnsigned. With Config.Credentials the signature is verified; without,
+// any dummy AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY works.
+func (s *Server) checkAuth(r *http.Request, body []byte) error {
 	h := r.Header.Get("Authorization")
 	if h == "" {
+		if s.cfg.AllowUnsigned && len(s.cfg.Credentials) == 0 {
+			return nil
+		}
 		return &APIError{Type: ErrTypeMissingAuthToken, Message: "Missing Authentication Token", Status: http.StatusForbidden}
 	}
-	if !strings.HasPrefix(h, "AWS4-HMAC-SHA256 ") {
-		return &APIError{Type: ErrTypeIncompleteSigature, Message: "Authorization header requires the AWS4-HMAC-SHA256 scheme", Status: http.StatusForbidden}
-	}
-	for _, part := range []string{"Credential=", "SignedHeaders=", "Signature="} {
-		if !strings.Contains(h, part) {
-			return &APIError{Type: ErrTypeIncompleteSigature, Message: "Authorization header requires a '" + strings.TrimSuffix(part, "=") + "' parameter", Status: http.StatusForbidden}
+	a, err := parseSigV4(h)
+	if err != nil {
+		if s.cfg.AllowUnsigned && len(s.cfg.Credentials) == 0 {
+			return nil
 		}
+		return err
 	}
-	return nil
+	if len(s.cfg.Credentials) == 0 {
+		return nil
+	}
+	return s.verifySigV4(r, a, body)
 }

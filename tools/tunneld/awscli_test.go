@@ -100,7 +100,9 @@ func TestAWSCLIWithMosquitto(t *testing.T) {
 		defer cancel()
 		notifier.Close(ctx)
 	})
-	ts := startServer(t, Config{Notifier: notifier, retry: 50 * time.Millisecond})
+	// Signatures are verified: the CLI signs with the environment's credentials.
+	ts := startServer(t, Config{Notifier: notifier, retry: 50 * time.Millisecond,
+		Credentials: map[string]string{"AKIDPORTHOLETEST": "porthole-test-secret"}})
 	dev1 := broker.Subscribe(t, "dev1", "$aws/things/dev1/tunnels/notify")
 	// dev2 subscribes to dev1's topic: the ACL lets it subscribe, never receive.
 	spy := broker.Subscribe(t, "dev2", "$aws/things/dev1/tunnels/notify")
@@ -178,6 +180,18 @@ func TestAWSCLIWithMosquitto(t *testing.T) {
 	if _, stderr := c.run(false, "rotate-tunnel-access-token", "--tunnel-id", id, "--client-mode", "SOURCE",
 		"--destination-config", "services=SSH"); !strings.Contains(stderr, "InvalidRequestException") {
 		t.Errorf("rotation with SOURCE and a destination config: stderr %q, want InvalidRequestException", stderr)
+	}
+
+	// Wrong credentials are refused as AWS refuses them.
+	for _, tc := range []struct{ key, secret, want string }{
+		{"AKIDPORTHOLETEST", "wrong-secret", "InvalidSignatureException"},
+		{"AKIDSOMEONEELSE", "porthole-test-secret", "UnrecognizedClientException"},
+	} {
+		bad := *c
+		bad.env = append(slices.Clone(c.env), "AWS_ACCESS_KEY_ID="+tc.key, "AWS_SECRET_ACCESS_KEY="+tc.secret)
+		if _, stderr := bad.run(false, "list-tunnels"); !strings.Contains(stderr, tc.want) {
+			t.Errorf("list-tunnels signed by %s with a wrong secret: stderr %q, want %s", tc.key, stderr, tc.want)
+		}
 	}
 
 	// A tunnel opened while the broker is down is notified once it is back.

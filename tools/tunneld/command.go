@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 )
@@ -29,6 +30,7 @@ type Options struct {
 	Bandwidth  int
 	MaxTunnels int
 	Unsigned   bool
+	CredFile   string
 	Verbose    bool
 }
 
@@ -69,7 +71,8 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.BoolVar(&o.PrintAddr, "print-addr", false, "print the bound address (host:port) on a line of its own on stdout once listening; useful with port 0")
 	fs.IntVar(&o.Bandwidth, "bandwidth", 0, "limit each tunnel to this many `bytes` per second, both directions and WebSocket pings and pongs together; 0 is unlimited (AWS documents 800 KB/s)")
 	fs.IntVar(&o.MaxTunnels, "max-open-tunnels", DefaultMaxOpenTunnels, "OpenTunnel fails with LimitExceededException while this `number` of tunnels are open")
-	fs.BoolVar(&o.Unsigned, "allow-unsigned", false, "accept control-plane requests without an Authorization header (signatures are never verified: any credentials work)")
+	fs.BoolVar(&o.Unsigned, "allow-unsigned", false, "accept control-plane requests without an Authorization header (ignored with --credentials)")
+	fs.StringVar(&o.CredFile, "credentials", "", "`file` of \"ACCESS_KEY_ID SECRET_ACCESS_KEY\" lines (# comments): verify every control-plane request's SigV4 signature against them; without it, signatures are not checked and any credentials work")
 	fs.BoolVar(&o.Verbose, "v", false, "log at debug level")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
@@ -109,6 +112,13 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	cfg := Config{
 		Region: o.Region, DataDir: o.DataDir, Bandwidth: o.Bandwidth,
 		MaxOpenTunnels: o.MaxTunnels, AllowUnsigned: o.Unsigned, Logger: log,
+	}
+	if o.CredFile != "" {
+		creds, err := readCredentials(o.CredFile)
+		if err != nil {
+			return err
+		}
+		cfg.Credentials = creds
 	}
 	scheme := "http"
 	if o.TLSCert != "" {
@@ -167,4 +177,29 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 		err = serr
 	}
 	return err
+}
+
+// readCredentials reads "ACCESS_KEY_ID SECRET" lines; blank lines and # comments are
+// skipped. Errors never quote a line, which holds a secret.
+func readCredentials(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading --credentials: %w", err)
+	}
+	creds := map[string]string{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			return nil, fmt.Errorf("--credentials %s line %d: want ACCESS_KEY_ID SECRET_ACCESS_KEY", path, i+1)
+		}
+		creds[f[0]] = f[1]
+	}
+	if len(creds) == 0 {
+		return nil, fmt.Errorf("--credentials %s: no credentials", path)
+	}
+	return creds, nil
 }

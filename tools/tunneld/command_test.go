@@ -8,6 +8,7 @@ import (
 	"flag"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 	}
 	help := buf.String()
 	for _, f := range []string{"listen", "tls-cert", "tls-key", "data-dir", "region", "mqtt-broker", "mqtt-ca", "mqtt-cert",
-		"mqtt-key", "mqtt-client-id", "print-addr", "bandwidth", "max-open-tunnels", "allow-unsigned", "v"} {
+		"mqtt-key", "mqtt-client-id", "print-addr", "bandwidth", "max-open-tunnels", "allow-unsigned", "credentials", "v"} {
 		if !strings.Contains(help, "  -"+f+" ") && !strings.Contains(help, "  -"+f+"\n") && !strings.Contains(help, "  -"+f+"\t") {
 			t.Errorf("--help does not explain -%s", f)
 		}
@@ -100,5 +101,27 @@ func TestRunPrintsAddrAndServesTLS(t *testing.T) {
 	client.CloseIdleConnections()
 	if resp.StatusCode != 200 || resp.Proto != "HTTP/1.1" {
 		t.Errorf("ListTunnels over HTTPS: %d %s, want 200 over HTTP/1.1", resp.StatusCode, resp.Proto)
+	}
+}
+
+func TestReadCredentials(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := dir + "/creds"
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	got, err := readCredentials(write("# lab\nAKID1 secret1\n\n  AKID2\tsecret2  \n"))
+	if err != nil || len(got) != 2 || got["AKID1"] != "secret1" || got["AKID2"] != "secret2" {
+		t.Errorf("readCredentials = %v, %v", got, err)
+	}
+	for _, body := range []string{"", "# only a comment\n", "AKID1\n", "AKID1 s1 extra\n"} {
+		if _, err := readCredentials(write(body)); err == nil {
+			t.Errorf("readCredentials(%q) succeeded, want an error", body)
+		} else if strings.Contains(err.Error(), "s1") {
+			t.Errorf("readCredentials error %q quotes the file", err)
+		}
 	}
 }

@@ -13,8 +13,10 @@
 //     reference and its error bodies ({"__type", "message"}:
 //     ResourceNotFoundException, InvalidRequestException, LimitExceededException,
 //     SerializationException). Requests need a SigV4-shaped Authorization header
-//     (Config.AllowUnsigned lifts that); the signature is not verified, so the AWS CLI
-//     works with dummy credentials and --endpoint-url;
+//     (Config.AllowUnsigned lifts that). With Config.Credentials (--credentials) the
+//     signature is verified (InvalidSignatureException, UnrecognizedClientException);
+//     without, it is not, so the AWS CLI works with dummy credentials and
+//     --endpoint-url;
 //   - the data plane, WebSocket on /tunnel, from agent/tunnel/dataplane: the real
 //     service's handshake, token and relay rules, pongs, validation closes, and the
 //     test knobs (re-chunking, bandwidth limit counting pings and pongs, dropping a

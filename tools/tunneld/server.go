@@ -50,8 +50,12 @@ type Config struct {
 	// and WebSocket pings and pongs together; 0 means unlimited.
 	Bandwidth int
 	// AllowUnsigned accepts control-plane requests without an Authorization header.
-	// Otherwise a SigV4-shaped header is required; the signature is not verified.
+	// Otherwise a SigV4-shaped header is required. Ignored with Credentials.
 	AllowUnsigned bool
+	// Credentials maps access key IDs to secret access keys. Set, every control-plane
+	// request must carry a valid SigV4 signature by one of them (clock skew at most
+	// 15 minutes); nil or empty means signatures are not verified.
+	Credentials map[string]string
 	// Logger receives the server's records; nil discards. Tokens are never logged,
 	// only their fingerprints.
 	Logger *slog.Logger

@@ -1,0 +1,156 @@
+package tunneld
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// SigV4 verification of control-plane requests, used when Config.Credentials is set
+// (AWS Signature Version 4, header form; the API's signing name is
+// IoTSecuredTunneling).
+
+const (
+	ErrTypeInvalidSignature   = "InvalidSignatureException"
+	ErrTypeUnrecognizedClient = "UnrecognizedClientException"
+)
+
+// maxClockSkew is how far X-Amz-Date may be from the server's clock, as at AWS.
+const maxClockSkew = 15 * time.Minute
+
+// sigV4Auth is a parsed Authorization header.
+type sigV4Auth struct {
+	accessKey, date, region, service string
+	signedHeaders                    []string
+	signature                        string
+}
+
+func parseSigV4(h string) (*sigV4Auth, error) {
+	rest, ok := strings.CutPrefix(h, "AWS4-HMAC-SHA256 ")
+	if !ok {
+		return nil, &APIError{Type: ErrTypeIncompleteSigature, Message: "Authorization header requires the AWS4-HMAC-SHA256 scheme", Status: http.StatusForbidden}
+	}
+	a := &sigV4Auth{}
+	for _, part := range strings.Split(rest, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		switch k {
+		case "Credential":
+			f := strings.Split(v, "/")
+			if len(f) != 5 || f[4] != "aws4_request" {
+				return nil, &APIError{Type: ErrTypeIncompleteSigature, Message: "Credential must be AKID/DATE/REGION/SERVICE/aws4_request", Status: http.StatusForbidden}
+			}
+			a.accessKey, a.date, a.region, a.service = f[0], f[1], f[2], f[3]
+		case "SignedHeaders":
+			a.signedHeaders = strings.Split(v, ";")
+		case "Signature":
+			a.signature = v
+		}
+	}
+	for name, v := range map[string]bool{"Credential": a.accessKey != "", "SignedHeaders": len(a.signedHeaders) > 0, "Signature": a.signature != ""} {
+		if !v {
+			return nil, &APIError{Type: ErrTypeIncompleteSigature, Message: "Authorization header requires a '" + name + "' parameter", Status: http.StatusForbidden}
+		}
+	}
+	return a, nil
+}
+
+// verifySigV4 checks the request's signature over body with the configured secret.
+func (s *Server) verifySigV4(r *http.Request, a *sigV4Auth, body []byte) error {
+	secret, ok := s.cfg.Credentials[a.accessKey]
+	if !ok {
+		return &APIError{Type: ErrTypeUnrecognizedClient, Message: "The security token included in the request is invalid.", Status: http.StatusForbidden}
+	}
+	amzDate := r.Header.Get("X-Amz-Date")
+	t, err := time.Parse("20060102T150405Z", amzDate)
+	if err != nil || !strings.HasPrefix(amzDate, a.date) {
+		return &APIError{Type: ErrTypeIncompleteSigature, Message: "X-Amz-Date is missing, malformed or not the credential's date", Status: http.StatusForbidden}
+	}
+	if d := s.now().Sub(t); d > maxClockSkew || d < -maxClockSkew {
+		return &APIError{Type: ErrTypeInvalidSignature, Message: "Signature expired: " + amzDate + " is more than 15 minutes from the server's time", Status: http.StatusForbidden}
+	}
+	if h := r.Header.Get("X-Amz-Content-Sha256"); h != "" && h != "UNSIGNED-PAYLOAD" && h != hexSHA256(body) {
+		return &APIError{Type: ErrTypeInvalidSignature, Message: "X-Amz-Content-Sha256 does not match the body", Status: http.StatusForbidden}
+	}
+	if !slices.Contains(a.signedHeaders, "host") {
+		return &APIError{Type: ErrTypeInvalidSignature, Message: "the host header must be signed", Status: http.StatusForbidden}
+	}
+	scope := a.date + "/" + a.region + "/" + a.service + "/aws4_request"
+	sts := "AWS4-HMAC-SHA256\n" + amzDate + "\n" + scope + "\n" + hexSHA256([]byte(canonicalRequest(r, a.signedHeaders, body)))
+	key := hmacSHA256([]byte("AWS4"+secret), a.date)
+	for _, p := range []string{a.region, a.service, "aws4_request"} {
+		key = hmacSHA256(key, p)
+	}
+	want := hex.EncodeToString(hmacSHA256(key, sts))
+	if !hmac.Equal([]byte(want), []byte(a.signature)) {
+		return &APIError{Type: ErrTypeInvalidSignature, Message: "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.", Status: http.StatusForbidden}
+	}
+	return nil
+}
+
+// canonicalRequest is the SigV4 canonical form of r.
+func canonicalRequest(r *http.Request, signed []string, body []byte) string {
+	var b strings.Builder
+	b.WriteString(r.Method + "\n")
+	path := r.URL.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	b.WriteString(path + "\n")
+	q := r.URL.Query()
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var qs []string
+	for _, k := range keys {
+		vs := slices.Clone(q[k])
+		slices.Sort(vs)
+		for _, v := range vs {
+			qs = append(qs, sigEscape(k)+"="+sigEscape(v))
+		}
+	}
+	b.WriteString(strings.Join(qs, "&") + "\n")
+	for _, h := range signed {
+		var vals []string
+		if h == "host" {
+			vals = []string{r.Host}
+		} else {
+			vals = r.Header.Values(h)
+		}
+		for i, v := range vals {
+			vals[i] = strings.Join(strings.Fields(v), " ")
+		}
+		fmt.Fprintf(&b, "%s:%s\n", h, strings.Join(vals, ","))
+	}
+	b.WriteString("\n" + strings.Join(signed, ";") + "\n")
+	if r.Header.Get("X-Amz-Content-Sha256") == "UNSIGNED-PAYLOAD" {
+		b.WriteString("UNSIGNED-PAYLOAD")
+	} else {
+		b.WriteString(hexSHA256(body)) // a differing X-Amz-Content-Sha256 fails the signature
+	}
+	return b.String()
+}
+
+// sigEscape is URI encoding as SigV4 wants it: unreserved characters as they are,
+// everything else %XX.
+func sigEscape(s string) string {
+	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
+}
+
+func hexSHA256(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func hmacSHA256(key []byte, data string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(data))
+	return m.Sum(nil)
+}
