@@ -3,6 +3,8 @@ package tunneld
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -171,3 +173,12 @@ func fingerprint(secret string) string {
 	}
 	return t.Fingerprint()
 }
+
+// String describes n without its token, so that a Notification never leaks one into
+// a log line or an error.
+func (n Notification) String() string {
+	return fmt.Sprintf("notification{thing %s, region %s, services %q, token %s}", n.ThingName, n.Region, n.Services, fingerprint(n.ClientAccessToken))
+}
+
+// LogValue is String for slog.
+func (n Notification) LogValue() slog.Value { return slog.StringValue(n.String()) }

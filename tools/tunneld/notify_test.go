@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -136,5 +138,21 @@ func TestNotifyPendingSurvivesRestart(t *testing.T) {
 	startServer(t, Config{DataDir: dir, Notifier: up})
 	if n := up.next(t); n.ClientAccessToken != out.DestinationAccessToken || n.ThingName != "dev1" {
 		t.Errorf("after restart, notification %+v, want the tunnel's destination token for dev1", n.ThingName)
+	}
+}
+
+func TestSecretsDoNotPrint(t *testing.T) {
+	const secret = "s3cr3t-token-value-that-must-not-print"
+	for _, v := range []any{
+		Notification{ThingName: "dev1", ClientAccessToken: secret},
+		OpenTunnelOutput{TunnelID: "t", SourceAccessToken: secret, DestinationAccessToken: secret},
+		&OpenTunnelOutput{SourceAccessToken: secret},
+		RotateTunnelAccessTokenOutput{SourceAccessToken: secret},
+	} {
+		for _, s := range []string{fmt.Sprint(v), fmt.Sprintf("%v %+v", v, v)} {
+			if strings.Contains(s, secret) {
+				t.Errorf("%T prints its token: %s", v, s)
+			}
+		}
 	}
 }

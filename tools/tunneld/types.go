@@ -3,6 +3,7 @@ package tunneld
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"strconv"
 	"time"
@@ -181,3 +182,19 @@ func (t *Timestamp) UnmarshalJSON(b []byte) error {
 	t.Time = time.UnixMilli(int64(math.Round(f * 1000))).UTC()
 	return nil
 }
+
+// String describes the output with token fingerprints, never the tokens.
+func (o OpenTunnelOutput) String() string {
+	return fmt.Sprintf("{tunnel %s, source token %s, destination token %s}", o.TunnelID, fingerprint(o.SourceAccessToken), fingerprint(o.DestinationAccessToken))
+}
+
+// LogValue is String for slog.
+func (o OpenTunnelOutput) LogValue() slog.Value { return slog.StringValue(o.String()) }
+
+// String describes the output with token fingerprints, never the tokens.
+func (o RotateTunnelAccessTokenOutput) String() string {
+	return fmt.Sprintf("{%s, source token %s, destination token %s}", o.TunnelArn, fingerprint(o.SourceAccessToken), fingerprint(o.DestinationAccessToken))
+}
+
+// LogValue is String for slog.
+func (o RotateTunnelAccessTokenOutput) LogValue() slog.Value { return slog.StringValue(o.String()) }
