@@ -134,6 +134,9 @@ func (s *Server) deliverPending() (failed bool) {
 			s.clearPending(j.id, j.n.ClientAccessToken)
 			continue
 		}
+		if !s.stillPending(j.id, j.n.ClientAccessToken) {
+			continue // rotated or closed since the snapshot
+		}
 		ctx, cancel := context.WithTimeout(s.ctx, notifyTimeout)
 		err := s.cfg.Notifier.Notify(ctx, j.n)
 		cancel()
@@ -150,6 +153,15 @@ func (s *Server) deliverPending() (failed bool) {
 		s.markDirty()
 	}
 	return failed
+}
+
+// stillPending reports whether token is still the open tunnel's pending
+// destination token.
+func (s *Server) stillPending(id, token string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.tunnels[id]
+	return r != nil && r.Status == StatusOpen && r.NotifyPending && r.dp.Side(dataplane.Destination).Token == token
 }
 
 // clearPending clears the pending flag if token is still the destination token (a
