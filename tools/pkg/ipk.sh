@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# ipk.sh ARCH VERSION OUTDIR [BINARY]: build OUTDIR/porthole_VERSION_ARCH.ipk, an
+# OpenWrt package: an ar archive of debian-binary, control.tar.gz and data.tar.gz
+# (the layout opkg reads), holding /usr/bin/porthole, the procd init script, the UCI
+# config (a conffile) and the sysupgrade keep list.
+#
+# ARCH is an OpenWrt package architecture; BINARY defaults to the matching
+# dist/porthole-linux-* from make cross. The binary's ELF header is checked
+# against ARCH, so a package never carries another architecture's binary.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+arch=$1 version=$2 bin=${4:-}
+out=$(mkdir -p "$3" && cd "$3" && pwd)
+case $arch in
+  mipsel_24kc)              dist=linux-mipsle elf="1 1 8" ;;  # ELFCLASS32, little endian, EM_MIPS
+  mips_24kc)                dist=linux-mips   elf="1 2 8" ;;
+  arm_cortex-a7_neon-vfpv4) dist=linux-armv7  elf="1 1 40" ;;
+  aarch64_cortex-a53)       dist=linux-arm64  elf="2 1 183" ;;
+  x86_64)                   dist=linux-amd64  elf="2 1 62" ;;
+  *) echo "ipk.sh: unknown ARCH $arch (want mipsel_24kc, mips_24kc, arm_cortex-a7_neon-vfpv4, aarch64_cortex-a53, x86_64)" >&2; exit 2 ;;
+esac
+bin=${bin:-$out/porthole-$dist}
+[ -f "$bin" ] || { echo "ipk.sh: $bin missing (run make cross)" >&2; exit 1; }
+
+# ELF identification: class (byte 4), data/endianness (byte 5), e_machine (bytes 18-19).
+hdr=$(od -An -tu1 -j4 -N2 "$bin" | tr -s ' ' | sed 's/^ //')
+mach=$(od -An -tu1 -j18 -N2 "$bin" | tr -s ' ' | sed 's/^ //')
+# shellcheck disable=SC2086 # two numbers
+set -- $mach
+if [ "$(echo "$hdr" | cut -d' ' -f2)" = 2 ]; then machine=$(( $1 * 256 + $2 )); else machine=$(( $2 * 256 + $1 )); fi
+if [ "$hdr $machine" != "$elf" ]; then
+  echo "ipk.sh: $bin is ELF class/data/machine '$hdr $machine', want '$elf' for $arch" >&2
+  exit 1
+fi
+
+# opkg versions: digits, letters, . + ~ - only; git describe's -g<hash> is fine.
+pkgver=${version#v}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+data=$work/data ctrl=$work/control
+mkdir -p "$data"/usr/bin "$data"/etc/init.d "$data"/etc/config "$data"/etc/porthole "$data"/lib/upgrade/keep.d "$ctrl"
+install -m 0755 "$bin" "$data/usr/bin/porthole"
+install -m 0755 "$here/openwrt/porthole.init" "$data/etc/init.d/porthole"
+install -m 0644 "$here/openwrt/porthole.config" "$data/etc/config/porthole"
+install -m 0644 "$here/openwrt/keep.d" "$data/lib/upgrade/keep.d/porthole"
+chmod 0755 "$data/etc/porthole"
+
+size=$(du -sk --apparent-size "$data" | cut -f1)
+cat >"$ctrl/control" <<CONTROL
+Package: porthole
+Version: $pkgver
+Depends: libc
+Source: https://github.com/porthole-iot/porthole
+SourceName: porthole
+License: Apache-2.0
+Section: net
+Architecture: $arch
+Installed-Size: $((size * 1024))
+Maintainer: porthole maintainers
+Description: AWS IoT Secure Tunneling agent with an embedded SSH server.
+ One static binary: MQTT v5 notify listener, destination-mode local proxy and
+ SSH/SFTP server, for devices behind NAT. Configure /etc/config/porthole.
+CONTROL
+echo /etc/config/porthole >"$ctrl/conffiles"
+install -m 0755 "$here/openwrt/postinst" "$ctrl/postinst"
+install -m 0755 "$here/openwrt/prerm" "$ctrl/prerm"
+
+# Reproducible: fixed owner, order and time (the last commit's, or SOURCE_DATE_EPOCH).
+epoch=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct 2>/dev/null || echo 0)}
+tarit() { tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" -C "$1" -cf - . | gzip -n9 >"$2"; }
+tarit "$data" "$work/data.tar.gz"
+tarit "$ctrl" "$work/control.tar.gz"
+echo "2.0" >"$work/debian-binary"
+touch -d "@$epoch" "$work/debian-binary" "$work/control.tar.gz" "$work/data.tar.gz"
+
+ipk=$out/porthole_${pkgver}_$arch.ipk
+rm -f "$ipk.tmp"
+(cd "$work" && ar -rcD "$ipk.tmp" debian-binary control.tar.gz data.tar.gz)
+mv "$ipk.tmp" "$ipk"
+echo "ipk.sh: $ipk ($(stat -c %s "$ipk") bytes)"

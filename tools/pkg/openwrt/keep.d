@@ -1,0 +1,2 @@
+/etc/config/porthole
+/etc/porthole/

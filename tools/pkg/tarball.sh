@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# tarball.sh VERSION DIST: for every dist/porthole-linux-* binary from make cross,
+# DIST/porthole-VERSION-linux-TARGET.tar.gz holding, under porthole-VERSION-linux-TARGET/:
+#   porthole                 the static binary
+#   porthole.toml.example    every config key with its default
+#   init/porthole.service    hardened systemd unit
+#   init/porthole.sysv       SysV / BusyBox init script (install as /etc/init.d/porthole or S50porthole)
+#   INSTALL                  where each file goes
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+version=$1 dist=$2
+epoch=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}
+n=0
+for bin in "$dist"/porthole-linux-*; do
+  case $bin in *.tar.gz|*.ipk) continue ;; esac
+  target=${bin##*/porthole-}
+  name=porthole-$version-$target
+  work=$(mktemp -d)
+  mkdir -p "$work/$name/init"
+  install -m 0755 "$bin" "$work/$name/porthole"
+  install -m 0644 "$root/agent/porthole.example.toml" "$work/$name/porthole.toml.example"
+  install -m 0644 "$root/tools/pkg/systemd/porthole.service" "$work/$name/init/porthole.service"
+  install -m 0755 "$root/tools/pkg/sysv/porthole" "$work/$name/init/porthole.sysv"
+  cat >"$work/$name/INSTALL" <<INSTALL
+porthole $version for $target
+
+  install -m 0755 porthole /usr/bin/porthole
+  install -d -m 0755 /etc/porthole
+  install -m 0600 porthole.toml.example /etc/porthole/porthole.toml   # then edit it
+  porthole check-config -c /etc/porthole/porthole.toml                # exit 0 ok, 1 config error
+
+systemd:     install -m 0644 init/porthole.service /etc/systemd/system/ && systemctl enable --now porthole
+SysV/BusyBox: install -m 0755 init/porthole.sysv /etc/init.d/porthole (Buildroot: /etc/init.d/S50porthole)
+
+Keep across updates (OTA): /etc/porthole/ (config, device certificate and key,
+authorized_keys) and data_dir (default /var/lib/porthole: the SSH host key and the
+client tokens of live tunnels). Replace only /usr/bin/porthole. See docs/firmware.md.
+INSTALL
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" -C "$work" -cf - "$name" | gzip -n9 >"$dist/$name.tar.gz"
+  rm -rf "$work"
+  n=$((n + 1))
+done
+[ $n -gt 0 ] || { echo "tarball.sh: no $dist/porthole-linux-* binaries (run make cross)" >&2; exit 1; }
+echo "tarball.sh: $n tarballs in $dist"
