@@ -8,7 +8,10 @@ SHELL := /bin/bash
 GO       ?= go
 PKG      := github.com/porthole-iot/porthole
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X $(PKG)/agent.Version=$(VERSION)
+# The build time is the last commit's (UTC, RFC 3339): reproducible, and a floor the
+# agent uses to tell an unset clock (notify.BuildTime).
+BUILD_TIME ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null)
+LDFLAGS  := -s -w -X $(PKG)/agent.Version=$(VERSION) $(if $(BUILD_TIME),-X $(PKG)/agent/notify.BuildTime=$(BUILD_TIME))
 GOFLAGS_DEVICE := -trimpath -tags netgo,osusergo -ldflags '$(LDFLAGS)'
 
 # Device targets: GOOS/GOARCH[/variant] -> dist/porthole-<name>.
@@ -41,6 +44,10 @@ test: deps ## install missing test prerequisites, then run every test tier
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
 	@# the end-to-end transfers at full size (they shrink under -race)
 	$(GO) test -count=1 -timeout 10m -run "^TestEndToEnd" ./agent/tunnel/
+	@# tier 3: unit tests of agent/tunnel, agent/notify, sshd under qemu-user (arm v7, arm64, mips, mipsle)
+	tools/qemu-test.sh
+	@# tier 4: boot every QEMU board and log in through a tunnel (board/)
+	PORTHOLE_BOARD_TEST=1 $(GO) test -count=1 -timeout 12m ./board/
 
 ##@ Building
 
@@ -62,15 +69,31 @@ cross: ## static device binaries for every target into dist/, with SHA256SUMS
 	cd dist && sha256sum porthole-* > SHA256SUMS
 
 .PHONY: size
-size: cross ## device binary sizes against the budgets
-	@printf '%-16s %10s %8s %8s  %s\n' target bytes MiB budget verdict
-	@for f in dist/porthole-linux-*; do \
-		name=$${f#dist/porthole-}; bytes=$$(stat -c %s $$f); \
-		case $$name in linux-mipsle) budget=8.0;; linux-armv7) budget=7.5;; *) budget=-;; esac; \
-		mib=$$(awk -v b=$$bytes 'BEGIN{printf "%.2f", b/1048576}'); \
-		verdict=$$(awk -v m=$$mib -v b=$$budget 'BEGIN{ if (b=="-") print "-"; else if (m<=b) print "ok"; else print "OVER" }'); \
-		printf '%-16s %10s %8s %8s  %s\n' $$name $$bytes $$mib $$budget $$verdict; \
-	done
+size: cross ## device binary sizes against the budgets, and the biggest packages of the mipsle binary
+	@mkdir -p bin/size
+	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat $(GO) build -trimpath -tags netgo,osusergo \
+		-ldflags '-X $(PKG)/agent.Version=$(VERSION)' -o bin/size/porthole-linux-mipsle ./agent/cmd/porthole
+	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15
+
+# Packages: OpenWrt .ipk per ARCH, tarballs per cross target (tools/pkg).
+IPK_ARCHS := mipsel_24kc mips_24kc arm_cortex-a7_neon-vfpv4 aarch64_cortex-a53
+ARCH ?= $(IPK_ARCHS)
+
+.PHONY: ipk
+ipk: cross ## OpenWrt packages into dist/ (ARCH=mipsel_24kc ...; default: all four)
+	tools/deps.sh pkg
+	@for a in $(ARCH); do tools/pkg/ipk.sh "$$a" "$(VERSION)" dist; done
+
+.PHONY: dist
+dist: cross ## a tar.gz per cross target (binary, systemd unit, SysV init, example config) into dist/
+	tools/pkg/tarball.sh "$(VERSION)" dist
+	cd dist && sha256sum porthole-* > SHA256SUMS
+
+BOARD ?= qemu-armv7-virt
+.PHONY: board
+board: ## build BOARD's initramfs, boot it in QEMU and log in through a tunnel (BOARD=qemu-armv7-virt)
+	tools/deps.sh board
+	PORTHOLE_BOARD_TEST=1 PORTHOLE_BOARDS=$(BOARD) $(GO) test -count=1 -v -timeout 10m -run '^TestBoards$$' ./board/
 
 .PHONY: generate
 generate: ## regenerate committed code (protobuf) with the pinned protoc-gen-go
