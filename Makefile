@@ -39,7 +39,7 @@ lab: build ## run the whole path on this machine (broker, tunneld, agent, source
 	bin/porthole-lab $(LABFLAGS)
 
 .PHONY: test
-test: deps ## install missing test prerequisites, then run every test tier
+test: deps console-assets ## install missing test prerequisites, then run every test tier
 	$(GO) mod download
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
 	@# the end-to-end transfers at full size (they shrink under -race)
@@ -52,11 +52,25 @@ test: deps ## install missing test prerequisites, then run every test tier
 ##@ Building
 
 .PHONY: build
-build: ## host binaries into bin/
+build: console-assets ## host binaries into bin/
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-X $(PKG)/agent.Version=$(VERSION)' -o bin/ ./agent/cmd/porthole
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./tools/tunneld/cmd/porthole-tunneld
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./tools/lab/cmd/porthole-lab
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./tools/console/cmd/porthole-console
+
+# The web console's third-party browser files (xterm.js) come from npm, pinned by
+# package-lock.json, and are copied into tools/console/web/vendor (gitignored), which
+# the console embeds; so this runs before any Go build of tools/console that should
+# serve a working page.
+CONSOLE_WEB := tools/console/web
+.PHONY: console-assets
+console-assets: $(CONSOLE_WEB)/vendor/xterm.js ## xterm.js for the web console: npm ci, copied into tools/console/web/vendor
+
+$(CONSOLE_WEB)/vendor/xterm.js: $(CONSOLE_WEB)/package-lock.json $(CONSOLE_WEB)/vendor.mjs
+	tools/deps.sh console
+	cd $(CONSOLE_WEB) && npm ci --no-audit --no-fund && npm run --silent vendor
+	@touch $@
 
 .PHONY: cross
 cross: ## static device binaries for every target into dist/, with SHA256SUMS
@@ -128,4 +142,5 @@ deps: ## install missing Debian packages the tests need (root + apt), else say w
 
 .PHONY: clean
 clean: ## remove build outputs
-	rm -rf bin dist
+	rm -rf bin dist $(CONSOLE_WEB)/node_modules
+	find $(CONSOLE_WEB)/vendor -type f ! -name README.md -delete

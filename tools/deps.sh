@@ -7,7 +7,10 @@ set -euo pipefail
 profile=${1:-test}
 case "$profile" in
   test)     want=(gcc libc6-dev openssh-client openssh-sftp-server busybox-static mosquitto awscli
-                  qemu-user-static qemu-system-arm qemu-system-mips cpio binutils) ;;
+                  qemu-user-static qemu-system-arm qemu-system-mips cpio binutils
+                  nodejs npm chromium) ;;
+  # make console-assets: npm ci for the web console's xterm.js
+  console)  want=(nodejs npm) ;;
   generate) want=(protobuf-compiler) ;;
   # per-arch unit tests under qemu-user (tools/qemu-test.sh)
   qemu)     want=(qemu-user-static) ;;
@@ -15,11 +18,16 @@ case "$profile" in
   board)    want=(qemu-system-arm qemu-system-mips cpio binutils openssh-client) ;;
   # make ipk / make dist: ar (binutils); tar and gzip are in every Debian
   pkg)      want=(binutils) ;;
-  *) echo "deps.sh: unknown profile $profile (want test, generate, qemu, board or pkg)" >&2; exit 2 ;;
+  *) echo "deps.sh: unknown profile $profile (want test, console, generate, qemu, board or pkg)" >&2; exit 2 ;;
 esac
 
 missing=()
 for p in "${want[@]}"; do
+  # Node.js from another packager (nodesource's nodejs carries npm) is fine too.
+  case "$p" in
+    nodejs) command -v node >/dev/null && continue ;;
+    npm)    command -v npm >/dev/null && continue ;;
+  esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -38,6 +38,9 @@ type Options struct {
 	NoAgent bool
 	// Porthole is the porthole binary the agent runs from (required unless NoAgent).
 	Porthole string
+	// Console is the operator web console's listen address (tools/console);
+	// "" means no console.
+	Console string
 	// Out receives the progress lines and the commands to use.
 	Out io.Writer
 }
@@ -67,6 +70,8 @@ type Info struct {
 	SFTPCommand  string `json:"sftp_command,omitempty"`
 	AWSCommand   string `json:"aws_command"`
 	ConnectUsage string `json:"connect_command,omitempty"`
+	// Console is the web console's URL; it holds the console's access token.
+	Console string `json:"console_url,omitempty"`
 }
 
 // step prints one progress line with how long the step took.
@@ -230,6 +235,21 @@ func Run(ctx context.Context, opt Options) (err error) {
 		return err
 	}
 	tdHost := strings.TrimPrefix(info.Tunneld, "https://")
+	consoleLine := ""
+	if opt.Console != "" {
+		if err := st.do("web console", func() error {
+			url, stop, err := startConsole(opt.Console, td, info, tdHost, log.With("component", "console"))
+			if err != nil {
+				return err
+			}
+			info.Console = url
+			consoleLine = "\nWeb console (SSH in the browser; the address holds its access token):\n  " + url + "\n"
+			stops = append(stops, stop)
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
 	info.AWSCommand = fmt.Sprintf("AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
 		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", Thing, info.Tunneld, info.Region, rel(info.CAFile))
 
@@ -238,8 +258,8 @@ func Run(ctx context.Context, opt Options) (err error) {
 		if err := writeInfo(dir, info); err != nil {
 			return err
 		}
-		fmt.Fprintf(opt.Out, "\nBroker  mqtts://%s (device certificates from %s)\nTunneld %s\n\nOpen a tunnel:\n  %s\nConnect:\n  %s\n\nDetails: %s. Ctrl-C stops the lab.\n",
-			info.Broker, rel(info.CAFile), info.Tunneld, info.AWSCommand, info.ConnectUsage, rel(filepath.Join(dir, "lab.json")))
+		fmt.Fprintf(opt.Out, "\nBroker  mqtts://%s (device certificates from %s)\nTunneld %s\n\nOpen a tunnel:\n  %s\nConnect:\n  %s\n%s\nDetails: %s. Ctrl-C stops the lab.\n",
+			info.Broker, rel(info.CAFile), info.Tunneld, info.AWSCommand, info.ConnectUsage, consoleLine, rel(filepath.Join(dir, "lab.json")))
 		<-ctx.Done()
 		return nil
 	}
@@ -395,10 +415,10 @@ Open more tunnels by hand (tunneld speaks the AWS API):
   %s
 and connect to one with
   bin/porthole connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=2223
-
+%s
 Logs: %s, %s. Everything else: %s.
 Ctrl-C stops the lab.
-`, Thing, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, tdHost, rel(info.CAFile),
+`, Thing, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, tdHost, rel(info.CAFile), consoleLine,
 		rel(info.AgentLog), rel(filepath.Join(dir, "lab.log")), rel(filepath.Join(dir, "lab.json")))
 
 	select {

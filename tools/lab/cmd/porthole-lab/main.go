@@ -28,6 +28,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	state := fs.String("state", ".lab", "state directory (made once, reused)")
 	sshPort := fs.Int("ssh-port", 2222, "local port for SSH through the tunnel (0: any free port)")
 	httpPort := fs.Int("http-port", 8080, "local port for the device's status page through the tunnel (0: any free port)")
+	consoleAddr := fs.String("console", "127.0.0.1:8088", "listen address of the web console (SSH in the browser; port 0: any free port; \"\": none)")
 	noAgent := fs.Bool("no-agent", false, "run only the broker and tunneld, for a real device or a QEMU board")
 	self, _ := os.Executable()
 	porthole := fs.String("porthole", filepath.Join(filepath.Dir(self), "porthole"), "the porthole binary the agent runs from")
@@ -40,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintln(stdout, "porthole lab: starting")
-	err := lab.Run(ctx, lab.Options{StateDir: *state, SSHPort: *sshPort, HTTPPort: *httpPort, NoAgent: *noAgent, Porthole: *porthole, Out: stdout})
+	err := lab.Run(ctx, lab.Options{StateDir: *state, SSHPort: *sshPort, HTTPPort: *httpPort, NoAgent: *noAgent, Console: *consoleAddr, Porthole: *porthole, Out: stdout})
 	if err != nil {
 		fmt.Fprintf(stderr, "porthole-lab: %v\n", err)
 		return 2

@@ -1,0 +1,166 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// stateView is GET /api/state: the defaults for the forms and the tunnels.
+type stateView struct {
+	ControlPlane bool         `json:"controlPlane"`
+	Endpoint     string       `json:"endpoint"`
+	Region       string       `json:"region"`
+	Thing        string       `json:"thing"`
+	User         string       `json:"user"`
+	Keys         []string     `json:"keys"`
+	Tunnels      []tunnelView `json:"tunnels"`
+}
+
+func (s *Server) handleState(w http.ResponseWriter, r *http.Request) {
+	v := stateView{ControlPlane: s.cfg.ControlPlane != nil, Endpoint: s.cfg.Endpoint, Region: s.cfg.Region,
+		Thing: s.cfg.Thing, User: s.cfg.User, Keys: []string{}, Tunnels: s.tunnels.views()}
+	for _, k := range s.cfg.Keys {
+		v.Keys = append(v.Keys, k.Name)
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// openRequest is POST /api/tunnels: either open through the control plane (Thing,
+// Services, LifetimeMinutes) or connect with a pasted source token (Token,
+// Endpoint or Region, Label).
+type openRequest struct {
+	Mode            string   `json:"mode"` // "open" or "token"
+	Thing           string   `json:"thing"`
+	Services        []string `json:"services"`
+	LifetimeMinutes int      `json:"lifetimeMinutes"`
+
+	Token    string `json:"token"`
+	Endpoint string `json:"endpoint"`
+	Region   string `json:"region"`
+	Label    string `json:"label"`
+}
+
+func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
+	var req openRequest
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var spec tunnelSpec
+	switch req.Mode {
+	case "open":
+		if s.cfg.ControlPlane == nil {
+			writeError(w, http.StatusBadRequest, "this console has no control plane: paste a source token")
+			return
+		}
+		thing := strings.TrimSpace(req.Thing)
+		if thing == "" {
+			writeError(w, http.StatusBadRequest, "a thing name is required")
+			return
+		}
+		services := req.Services
+		if len(services) == 0 {
+			services = []string{"SSH"}
+		}
+		for _, sv := range services {
+			if err := tunnel.ValidateServiceID(sv); err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("service %q: %v", sv, err))
+				return
+			}
+		}
+		if req.LifetimeMinutes < 0 || req.LifetimeMinutes > 720 {
+			writeError(w, http.StatusBadRequest, "the lifetime is 1 to 720 minutes")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		id, tok, err := s.cfg.ControlPlane.OpenTunnel(ctx, thing, services, time.Duration(req.LifetimeMinutes)*time.Minute)
+		if err != nil {
+			s.log.Warn("opening a tunnel", "thing", thing, "err", err)
+			writeError(w, http.StatusBadGateway, "opening the tunnel: "+err.Error())
+			return
+		}
+		s.log.Info("tunnel opened", "thing", thing, "tunnel_id", id, "services", services, "token", tok)
+		spec = tunnelSpec{TunnelID: id, Thing: thing, Endpoint: s.cfg.Endpoint, Region: s.cfg.Region, Token: tok, Opened: true}
+	case "token":
+		tok, err := tunnel.NewAccessToken(strings.TrimSpace(req.Token))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "the source token: "+err.Error())
+			return
+		}
+		label := strings.TrimSpace(req.Label)
+		if label == "" {
+			writeError(w, http.StatusBadRequest, "a device name is required: the device's host key is remembered under it")
+			return
+		}
+		spec = tunnelSpec{Thing: label, Endpoint: strings.TrimSpace(req.Endpoint), Region: strings.TrimSpace(req.Region), Token: tok}
+		if spec.Endpoint == "" && spec.Region == "" {
+			spec.Endpoint, spec.Region = s.cfg.Endpoint, s.cfg.Region
+		}
+		s.log.Info("source token pasted", "thing", label, "token", tok)
+	default:
+		writeError(w, http.StatusBadRequest, `mode must be "open" or "token"`)
+		return
+	}
+	t := s.tunnels.start(spec)
+	writeJSON(w, http.StatusOK, t.view())
+}
+
+func (s *Server) handleClose(w http.ResponseWriter, r *http.Request) {
+	t := s.tunnels.get(r.PathValue("id"))
+	if t == nil {
+		writeError(w, http.StatusNotFound, "no such tunnel")
+		return
+	}
+	if t.spec.Opened && s.cfg.ControlPlane != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		if err := s.cfg.ControlPlane.CloseTunnel(ctx, t.spec.TunnelID); err != nil {
+			s.log.Warn("closing a tunnel", "tunnel_id", t.spec.TunnelID, "err", err)
+			writeError(w, http.StatusBadGateway, "closing the tunnel: "+err.Error())
+			return
+		}
+		// The service's Close frame ends the source side; wait for it so that
+		// terminals report the closed tunnel, then stop it anyway.
+		if _, ok := t.closedReason(5 * time.Second); !ok {
+			s.log.Warn("the service did not close the tunnel's source side", "tunnel_id", t.spec.TunnelID)
+		}
+	}
+	if r.URL.Query().Get("forget") == "1" {
+		s.tunnels.remove(t)
+	} else {
+		t.stop()
+		<-t.done
+	}
+	writeJSON(w, http.StatusOK, t.view())
+}
+
+func readJSON(r *http.Request, v any) error {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		return errors.New("want Content-Type application/json")
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("reading the request: %w", err)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

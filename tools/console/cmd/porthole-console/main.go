@@ -1,0 +1,119 @@
+// Command porthole-console serves porthole's operator web console on its own: SSH
+// terminals in the browser through AWS IoT Secure Tunneling (paste a source access
+// token and the region) or through a tools/tunneld (--tunneld, which also lets the
+// page open tunnels). It prints the URL to open, with its access token. See package
+// console. Exit codes: 0 after Ctrl-C, 1 bad usage, 2 the server failed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/porthole-iot/porthole/tools/console"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type keyFlags []console.Key
+
+func (k *keyFlags) String() string { return "" }
+func (k *keyFlags) Set(v string) error {
+	name, path, ok := strings.Cut(v, "=")
+	if !ok {
+		name, path = filepath.Base(v), v
+	}
+	*k = append(*k, console.Key{Name: name, Path: path})
+	return nil
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("porthole-console", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8088", "address to serve the console on (keep it on loopback: it is plain HTTP)")
+	region := fs.String("region", "us-east-1", "AWS region of the tunnels (the data-plane endpoint follows from it)")
+	endpoint := fs.String("endpoint", "", "data-plane endpoint host[:port] or wss:// URL, instead of the region's")
+	caFile := fs.String("ca-file", "", "extra PEM trust anchor for the data plane and --tunneld")
+	td := fs.String("tunneld", "", "control plane of a tools/tunneld (https://host:port): the page can open and close tunnels")
+	thing := fs.String("thing", "", "thing name to pre-fill")
+	user := fs.String("user", "root", "login name to pre-fill")
+	hostKeys := fs.String("host-keys", "", "host key store (trust on first use); default: porthole/console_host_keys.json in the user config dir")
+	vendorDir := fs.String("vendor-dir", "", "serve xterm.js from this directory instead of the copy built in (tools/console/web/vendor)")
+	debug := fs.Bool("debug", false, "log every request (method and path only)")
+	var keys keyFlags
+	fs.Var(&keys, "key", "private key offered for logins, [NAME=]PATH (repeatable; the first is pre-selected)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 1
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if *hostKeys == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			fmt.Fprintf(stderr, "porthole-console: %v: give --host-keys\n", err)
+			return 1
+		}
+		*hostKeys = filepath.Join(dir, "porthole", "console_host_keys.json")
+	}
+	cfg := console.Config{Endpoint: *endpoint, Region: *region, CAFile: *caFile, Thing: *thing, User: *user,
+		Keys: keys, HostKeys: &console.HostKeys{Path: *hostKeys}, Logger: log}
+	if *td != "" {
+		if *endpoint == "" {
+			cfg.Endpoint = strings.TrimPrefix(*td, "https://")
+		}
+		cfg.ControlPlane = &console.TunneldAPI{URL: *td, Region: *region, CAFile: *caFile}
+	}
+	if *vendorDir != "" {
+		cfg.Vendor = os.DirFS(*vendorDir)
+	}
+	srv, err := console.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "porthole-console: %v\n", err)
+		return 1
+	}
+	if err := srv.CheckVendor(); err != nil {
+		fmt.Fprintf(stderr, "porthole-console: %v\n", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "porthole-console: %v\n", err)
+		return 1
+	}
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		fmt.Fprintf(stderr, "porthole-console: warning: listening on %s, not loopback: the console is plain HTTP\n", ln.Addr())
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	fmt.Fprintf(stdout, "porthole console: open %s\n(the address holds this run's access token; Ctrl-C stops the console)\n", srv.URL(ln.Addr()))
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		fmt.Fprintf(stderr, "porthole-console: %v\n", err)
+		return 2
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	return 0
+}

@@ -1,0 +1,155 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/tools/tunneld"
+)
+
+// ControlPlane opens and closes tunnels: the administrator's side of the workflow.
+type ControlPlane interface {
+	// OpenTunnel opens a tunnel to thing with services and returns its id and
+	// source access token. lifetime 0 means the service's default.
+	OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (id string, source tunnel.Token, err error)
+	// CloseTunnel closes the tunnel: both sides are disconnected.
+	CloseTunnel(ctx context.Context, id string) error
+}
+
+// TunneldServer adapts an in-process tools/tunneld server (the lab's) to ControlPlane.
+func TunneldServer(s *tunneld.Server) ControlPlane { return tunneldServer{s} }
+
+type tunneldServer struct{ s *tunneld.Server }
+
+func (t tunneldServer) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (string, tunnel.Token, error) {
+	out, err := t.s.OpenTunnel(ctx, openInput(thing, services, lifetime))
+	if err != nil {
+		return "", tunnel.Token{}, err
+	}
+	tok, err := tunnel.NewAccessToken(out.SourceAccessToken)
+	return out.TunnelID, tok, err
+}
+
+func (t tunneldServer) CloseTunnel(ctx context.Context, id string) error {
+	return t.s.CloseTunnel(ctx, &tunneld.CloseTunnelInput{TunnelID: id})
+}
+
+func openInput(thing string, services []string, lifetime time.Duration) *tunneld.OpenTunnelInput {
+	in := &tunneld.OpenTunnelInput{Description: "porthole console",
+		DestinationConfig: &tunneld.DestinationConfig{ThingName: thing, Services: services}}
+	if m := int(lifetime / time.Minute); m > 0 {
+		in.TimeoutConfig = &tunneld.TimeoutConfig{MaxLifetimeTimeoutMinutes: m}
+	}
+	return in
+}
+
+// TunneldAPI is a ControlPlane that speaks the AWS JSON 1.1 API over HTTP to a
+// tools/tunneld at URL (https://host:port). It sends a SigV4-shaped Authorization
+// header that tunneld accepts without verifying; it does not sign requests, so it
+// does not work against AWS itself (paste a source token there instead).
+type TunneldAPI struct {
+	// URL of the control plane, e.g. https://127.0.0.1:8443.
+	URL string
+	// Region for the Authorization header's scope; "" means us-east-1.
+	Region string
+	// CAFile is an extra PEM trust anchor for https; "" means the system roots.
+	CAFile string
+	// Client is the HTTP client; nil means one built from CAFile.
+	Client *http.Client
+}
+
+func (a *TunneldAPI) client() (*http.Client, error) {
+	if a.Client != nil {
+		return a.Client, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if a.CAFile != "" {
+		pem, err := os.ReadFile(a.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading CA file: %w", err)
+		}
+		pool, _ := x509.SystemCertPool()
+		if pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("no certificates in CA file %s", a.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}, nil
+}
+
+func (a *TunneldAPI) call(ctx context.Context, op string, in, out any) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.URL, "/")+"/", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	region := a.Region
+	if region == "" {
+		region = tunneld.DefaultRegion
+	}
+	day := time.Now().UTC().Format("20060102")
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	req.Header.Set("X-Amz-Target", "IoTSecuredTunneling."+op)
+	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=console/"+day+"/"+region+
+		"/iotsecuredtunneling/aws4_request, SignedHeaders=host;x-amz-date, Signature=unsigned")
+	req.Header.Set("X-Amz-Date", time.Now().UTC().Format("20060102T150405Z"))
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Type    string `json:"__type"`
+			Message string `json:"message"`
+		}
+		json.Unmarshal(b, &e)
+		if e.Message == "" {
+			e.Message = strings.TrimSpace(string(b))
+		}
+		return fmt.Errorf("%s: %s %s: %s", op, resp.Status, e.Type, e.Message)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
+
+// OpenTunnel implements ControlPlane.
+func (a *TunneldAPI) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (string, tunnel.Token, error) {
+	var out tunneld.OpenTunnelOutput
+	if err := a.call(ctx, "OpenTunnel", openInput(thing, services, lifetime), &out); err != nil {
+		return "", tunnel.Token{}, err
+	}
+	tok, err := tunnel.NewAccessToken(out.SourceAccessToken)
+	return out.TunnelID, tok, err
+}
+
+// CloseTunnel implements ControlPlane.
+func (a *TunneldAPI) CloseTunnel(ctx context.Context, id string) error {
+	return a.call(ctx, "CloseTunnel", &tunneld.CloseTunnelInput{TunnelID: id}, nil)
+}

@@ -1,0 +1,23 @@
+// Package console is porthole's operator web console: a small web application,
+// served on loopback, that opens a tunnel (through a control plane such as
+// tools/tunneld, or from a pasted source access token) and gives the operator SSH
+// terminals to devices in the browser, several at once in tabs.
+//
+// The browser talks only to this server: JSON calls for tunnels and one WebSocket
+// per terminal (github.com/coder/websocket). The server is the tunnel's source side
+// (agent/tunnel.Source, one per tunnel, listening on ephemeral loopback ports) and
+// runs the SSH client (golang.org/x/crypto/ssh) over it. Device host keys are
+// trusted on first use per thing (HostKeys, a file), and a changed key stops the
+// login with a visible warning until the operator accepts the new fingerprint.
+//
+// Security: every request needs the random access token the server prints in its
+// URL (exchanged for a SameSite=Strict cookie), WebSockets and state-changing
+// calls must come from the same origin, pages carry a CSP that allows scripts from
+// this server only (no inline scripts), and tokens, passwords and private keys are
+// held in memory only and never logged.
+//
+// The browser files are web/static (ours) and web/vendor (xterm.js, copied from
+// npm's node_modules by `make console-assets`; generated, not committed). It is
+// host-side only (porthole-lab, porthole-console) and never linked into the device
+// binary.
+package console

@@ -1,0 +1,246 @@
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = http.ErrServerClosed
+
+// Key is a private key file offered for logins. It is read at each login and never
+// sent to the browser.
+type Key struct {
+	Name string // shown in the page
+	Path string // OpenSSH or PEM private key, without passphrase
+}
+
+// Config configures a Server. Its zero value serves the paste-a-token page only.
+type Config struct {
+	// ControlPlane opens and closes tunnels from the page; nil means the page only
+	// takes pasted source tokens.
+	ControlPlane ControlPlane
+	// Endpoint is the data-plane endpoint for tunnels opened through ControlPlane and
+	// the page's default for pasted tokens: host[:port] or a wss:// URL. "" means the
+	// endpoint of Region.
+	Endpoint string
+	// Region is the default region; "" means us-east-1.
+	Region string
+	// CAFile is an extra PEM trust anchor for the data plane (the lab's dev CA); ""
+	// means the system roots.
+	CAFile string
+	// AllowInsecureWebSocket permits ws:// endpoints. Only for tests.
+	AllowInsecureWebSocket bool
+	// Thing and User pre-fill the page's forms; "" means empty and "root".
+	Thing, User string
+	// Keys are offered for key logins, the first pre-selected. nil means none
+	// (the operator pastes a key or uses a password).
+	Keys []Key
+	// HostKeys is the trust-on-first-use store; nil means memory only.
+	HostKeys *HostKeys
+	// AccessToken is the secret every request needs (in the printed URL); "" means a
+	// random one made by New.
+	AccessToken string
+	// Vendor holds the third-party browser files (xterm.js, xterm.css, addon-fit.js);
+	// nil means the copy embedded at build time (make console-assets).
+	Vendor fs.FS
+	// Logger receives the server's records; nil means discard. Tokens, passwords
+	// and keys are never logged.
+	Logger *slog.Logger
+}
+
+// Server is the console's web server. Create it with New, then Serve.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	token   string
+	cookie  string
+	static  fs.FS
+	vendor  fs.FS
+	mux     *http.ServeMux
+	tunnels *tunnels
+	http    *http.Server
+
+	mu       sync.Mutex
+	sessions map[*terminal]struct{}
+	closed   bool
+	wg       sync.WaitGroup // terminals
+}
+
+// New checks cfg and makes a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.User == "" {
+		cfg.User = "root"
+	}
+	if cfg.HostKeys == nil {
+		cfg.HostKeys = &HostKeys{}
+	}
+	if cfg.AccessToken == "" {
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+		cfg.AccessToken = base64.RawURLEncoding.EncodeToString(b)
+	}
+	static, vendor, err := assets(cfg.Vendor)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(cfg.AccessToken))
+	s := &Server{cfg: cfg, log: cfg.Logger, token: cfg.AccessToken, static: static, vendor: vendor,
+		// Cookies are per host, not per port: the name keeps two consoles apart.
+		cookie:   "porthole-console-" + hex.EncodeToString(sum[:4]),
+		sessions: map[*terminal]struct{}{}}
+	s.tunnels = newTunnels(&s.cfg, s.log)
+	s.routes()
+	s.http = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	return s, nil
+}
+
+// URL is the address to open in a browser for a server listening on addr: it
+// carries the access token, so print it only to the operator.
+func (s *Server) URL(addr net.Addr) string {
+	host := addr.String()
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		host = net.JoinHostPort("127.0.0.1", fmt.Sprint(ta.Port))
+	}
+	return "http://" + host + "/?token=" + url.QueryEscape(s.token)
+}
+
+// Serve serves the console on l until Shutdown or Close.
+func (s *Server) Serve(l net.Listener) error {
+	return s.http.Serve(l)
+}
+
+// Shutdown stops the server: no new requests, every terminal and tunnel ended.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	s.endAll()
+	return err
+}
+
+// Close stops the server at once.
+func (s *Server) Close() error {
+	err := s.http.Close()
+	s.endAll()
+	return err
+}
+
+func (s *Server) endAll() {
+	s.mu.Lock()
+	s.closed = true
+	for t := range s.sessions {
+		t.cancel()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.tunnels.close()
+}
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /{$}", s.handleIndex)
+	m.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(s.static)))
+	m.Handle("GET /vendor/", http.StripPrefix("/vendor/", http.FileServerFS(s.vendor)))
+	m.HandleFunc("GET /api/state", s.handleState)
+	m.HandleFunc("POST /api/tunnels", s.handleOpen)
+	m.HandleFunc("DELETE /api/tunnels/{id}", s.handleClose)
+	m.HandleFunc("GET /api/terminal", s.handleTerminal)
+	s.mux = m
+}
+
+// securityHeaders are on every answer. Scripts come from this server only; xterm.js
+// writes its theme into <style> elements, hence 'unsafe-inline' for styles alone.
+var securityHeaders = map[string]string{
+	"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
+		"connect-src 'self'; img-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+	"X-Content-Type-Options": "nosniff",
+	"X-Frame-Options":        "DENY",
+	"Referrer-Policy":        "no-referrer",
+	"Cache-Control":          "no-store",
+}
+
+// ServeHTTP checks the access token, the origin of state-changing requests and
+// WebSockets, and then routes. Only method and path are logged, never the query.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	for k, v := range securityHeaders {
+		w.Header().Set(k, v)
+	}
+	s.log.Debug("request", "method", r.Method, "path", r.URL.Path)
+	if q := r.URL.Query().Get("token"); q != "" && r.Method == http.MethodGet && r.URL.Path == "/" {
+		if !s.tokenOK(q) {
+			http.Error(w, "wrong access token: open the URL the console printed", http.StatusUnauthorized)
+			return
+		}
+		http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: s.token, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		http.Redirect(w, r, "/", http.StatusSeeOther) // the token leaves the address bar
+		return
+	}
+	c, err := r.Cookie(s.cookie)
+	if err != nil || !s.tokenOK(c.Value) {
+		http.Error(w, "access token required: open the URL the console printed (http://…/?token=…)", http.StatusUnauthorized)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead || r.URL.Path == "/api/terminal" {
+		if !sameOrigin(r) {
+			s.log.Warn("cross-origin request refused", "method", r.Method, "path", r.URL.Path, "origin", r.Header.Get("Origin"))
+			http.Error(w, "cross-origin request refused", http.StatusForbidden)
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) tokenOK(got string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) == 1
+}
+
+// sameOrigin requires an Origin header naming this very host: browsers always send
+// one on WebSocket upgrades and on fetch calls other than GET.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return false
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Scheme == "http" && u.Host == r.Host
+}
+
+// track registers a running terminal; it fails once the server is closing.
+func (s *Server) track(t *terminal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("console: closing")
+	}
+	s.sessions[t] = struct{}{}
+	s.wg.Add(1)
+	return nil
+}
+
+func (s *Server) untrack(t *terminal) {
+	s.mu.Lock()
+	delete(s.sessions, t)
+	s.mu.Unlock()
+	s.wg.Done()
+}

@@ -1,0 +1,367 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/crypto/ssh"
+)
+
+// The terminal WebSocket (GET /api/terminal). The browser's first message is a
+// JSON loginRequest; then binary messages are keystrokes and text messages are
+// {"type":"resize","cols","rows"}. The server sends binary terminal output and text
+// serverMessages: "info", "hostkey-changed", "ready" and, last, "end".
+
+// loginRequest opens a terminal. Password, PEM and Passphrase are secrets: held for
+// the login only, never logged.
+type loginRequest struct {
+	Tunnel     string `json:"tunnel"`
+	Service    string `json:"service"` // "" means SSH, or the tunnel's only service
+	User       string `json:"user"`
+	Auth       string `json:"auth"` // "key", "pem" or "password"
+	Key        string `json:"key"`  // Config.Keys name, with "key"
+	PEM        string `json:"pem"`
+	Passphrase string `json:"passphrase"`
+	Password   string `json:"password"`
+	Cols       int    `json:"cols"`
+	Rows       int    `json:"rows"`
+	// AcceptHostKey is the fingerprint of a changed host key the operator accepts.
+	AcceptHostKey string `json:"acceptHostKey"`
+}
+
+// serverMessage is a text message to the page.
+type serverMessage struct {
+	Type string `json:"type"`
+	// Kind of an "end": "exit" (the session ended), "auth" (login refused),
+	// "tunnel" (the tunnel closed), "hostkey" (host key changed) or "error".
+	Kind      string `json:"kind,omitempty"`
+	Text      string `json:"text,omitempty"`
+	Thing     string `json:"thing,omitempty"`
+	Stored    string `json:"stored,omitempty"`
+	Presented string `json:"presented,omitempty"`
+}
+
+type clientMessage struct {
+	Type string `json:"type"`
+	Cols int    `json:"cols"`
+	Rows int    `json:"rows"`
+}
+
+// terminal is one running browser terminal.
+type terminal struct {
+	cancel context.CancelFunc
+	// reader is the goroutine reading the page: it ends when the WebSocket closes,
+	// which is after the end message is sent (cancelling a Read's context would
+	// close the WebSocket first).
+	reader sync.WaitGroup
+}
+
+func (s *Server) handleTerminal(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, nil) // also refuses other origins itself
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(256 << 10)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	t := &terminal{cancel: cancel}
+	if err := s.track(t); err != nil {
+		c.Close(websocket.StatusGoingAway, "console closing")
+		return
+	}
+	defer s.untrack(t)
+	end := s.runTerminal(ctx, c, t)
+	send(ctx, c, end)
+	c.Close(websocket.StatusNormalClosure, "")
+	c.CloseNow()
+	t.reader.Wait()
+}
+
+func send(ctx context.Context, c *websocket.Conn, m serverMessage) error {
+	b, _ := json.Marshal(m)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.Write(wctx, websocket.MessageText, b)
+}
+
+func endMsg(kind, format string, args ...any) serverMessage {
+	return serverMessage{Type: "end", Kind: kind, Text: fmt.Sprintf(format, args...)}
+}
+
+// runTerminal logs in and relays until the session ends; it returns the final
+// message for the page.
+func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *terminal) serverMessage {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	typ, b, err := c.Read(rctx)
+	cancel()
+	if err != nil {
+		return endMsg("error", "no login request: %v", err)
+	}
+	var req loginRequest
+	if typ != websocket.MessageText || json.Unmarshal(b, &req) != nil {
+		return endMsg("error", "the first message must be a JSON login request")
+	}
+	t := s.tunnels.get(req.Tunnel)
+	if t == nil {
+		return endMsg("error", "no such tunnel")
+	}
+	if req.User == "" {
+		req.User = s.cfg.User
+	}
+	log := s.log.With("thing", t.spec.Thing, "tunnel", t.id, "user", req.User, "auth", req.Auth)
+	auth, err := s.authMethod(&req)
+	if err != nil {
+		return endMsg("error", "%v", err)
+	}
+
+	send(ctx, c, serverMessage{Type: "info", Text: "waiting for the tunnel to " + t.spec.Thing + " …"})
+	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	service, addr, err := t.addr(actx, req.Service)
+	cancel()
+	if err != nil {
+		var ce *tunnelClosedError
+		if errors.As(err, &ce) {
+			return endMsg("tunnel", "%v", err)
+		}
+		return endMsg("error", "%v", err)
+	}
+	send(ctx, c, serverMessage{Type: "info", Text: fmt.Sprintf("connecting to %s of %s as %s …", service, t.spec.Thing, req.User)})
+
+	var hostNote string
+	cfg := &ssh.ClientConfig{User: req.User, Auth: auth, Timeout: 30 * time.Second,
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			first, err := s.cfg.HostKeys.Check(t.spec.Thing, key, req.AcceptHostKey)
+			if err != nil {
+				return err
+			}
+			fp := ssh.FingerprintSHA256(key)
+			switch {
+			case first:
+				hostNote = "host key of " + t.spec.Thing + " recorded on first use: " + fp
+				log.Info("host key recorded on first use", "fingerprint", fp)
+			case req.AcceptHostKey == fp:
+				hostNote = "the new host key of " + t.spec.Thing + " was accepted and stored: " + fp
+				log.Warn("changed host key accepted by the operator", "fingerprint", fp)
+			default:
+				hostNote = "host key of " + t.spec.Thing + " verified: " + fp
+			}
+			return nil
+		}}
+	client, err := dialSSH(ctx, addr, cfg)
+	if err != nil {
+		var hk *HostKeyChangedError
+		switch {
+		case errors.As(err, &hk):
+			log.Warn("host key changed: login stopped", "stored", hk.Stored, "presented", hk.Presented)
+			send(ctx, c, serverMessage{Type: "hostkey-changed", Thing: hk.Thing, Stored: hk.Stored, Presented: hk.Presented})
+			return endMsg("hostkey", "WARNING: the host key of %s has changed (stored %s, presented %s). "+
+				"Someone may be impersonating the device, or it was reinstalled. Not logged in.", hk.Thing, hk.Stored, hk.Presented)
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			log.Info("login refused")
+			if req.Auth == "password" {
+				return endMsg("auth", "login refused: wrong password for %s (or the device does not accept passwords)", req.User)
+			}
+			return endMsg("auth", "login refused: the device does not accept this key for %s", req.User)
+		}
+		if reason, ok := t.closedReason(2 * time.Second); ok {
+			return endMsg("tunnel", "the tunnel is closed: %s", reason)
+		}
+		log.Info("ssh connection failed", "err", err)
+		return endMsg("error", "SSH to %s: %v", t.spec.Thing, err)
+	}
+	defer client.Close()
+	log.Info("logged in")
+	return s.relay(ctx, c, term, client, t, &req, hostNote)
+}
+
+func dialSSH(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	// The handshake is bounded by a deadline, and by ctx.
+	conn.SetDeadline(time.Now().Add(cfg.Timeout))
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	cc, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	stop()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return ssh.NewClient(cc, chans, reqs), nil
+}
+
+func (s *Server) authMethod(req *loginRequest) ([]ssh.AuthMethod, error) {
+	switch req.Auth {
+	case "password":
+		if req.Password == "" {
+			return nil, errors.New("enter a password")
+		}
+		pw := req.Password
+		req.Password = ""
+		return []ssh.AuthMethod{ssh.Password(pw)}, nil
+	case "key":
+		for _, k := range s.cfg.Keys {
+			if k.Name == req.Key {
+				b, err := os.ReadFile(k.Path)
+				if err != nil {
+					return nil, fmt.Errorf("reading key %q: %w", k.Name, err)
+				}
+				signer, err := ssh.ParsePrivateKey(b)
+				if err != nil {
+					return nil, fmt.Errorf("key %q: %w", k.Name, err)
+				}
+				return []ssh.AuthMethod{ssh.PublicKeys(signer)}, nil
+			}
+		}
+		return nil, fmt.Errorf("no key named %q", req.Key)
+	case "pem":
+		pem, pass := []byte(req.PEM), []byte(req.Passphrase)
+		req.PEM, req.Passphrase = "", ""
+		var signer ssh.Signer
+		var err error
+		if len(pass) > 0 {
+			signer, err = ssh.ParsePrivateKeyWithPassphrase(pem, pass)
+		} else {
+			signer, err = ssh.ParsePrivateKey(pem)
+		}
+		var missing *ssh.PassphraseMissingError
+		switch {
+		case errors.As(err, &missing):
+			return nil, errors.New("the pasted key is encrypted: enter its passphrase")
+		case err != nil:
+			return nil, errors.New("the pasted private key cannot be read (want an OpenSSH or PEM private key)")
+		}
+		return []ssh.AuthMethod{ssh.PublicKeys(signer)}, nil
+	}
+	return nil, fmt.Errorf("unknown login method %q", req.Auth)
+}
+
+// relay runs a shell on a pty and copies between it and the page.
+func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, client *ssh.Client, t *liveTunnel, req *loginRequest, hostNote string) serverMessage {
+	sess, err := client.NewSession()
+	if err != nil {
+		return endMsg("error", "opening a session: %v", err)
+	}
+	defer sess.Close()
+	cols, rows := clamp(req.Cols, 80), clamp(req.Rows, 24)
+	modes := ssh.TerminalModes{ssh.ECHO: 1, ssh.TTY_OP_ISPEED: 38400, ssh.TTY_OP_OSPEED: 38400}
+	if err := sess.RequestPty("xterm-256color", rows, cols, modes); err != nil {
+		return endMsg("error", "requesting a terminal: %v", err)
+	}
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		return endMsg("error", "%v", err)
+	}
+	stdout, err := sess.StdoutPipe()
+	if err != nil {
+		return endMsg("error", "%v", err)
+	}
+	sess.Stderr = sess.Stdout
+	if err := sess.Shell(); err != nil {
+		return endMsg("error", "starting the shell: %v", err)
+	}
+	send(ctx, c, serverMessage{Type: "info", Text: hostNote})
+	send(ctx, c, serverMessage{Type: "ready"})
+
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer client.Close() // before wg.Wait: ends both pumps
+	// A closed tunnel ends the SSH connection even if the stream lingers.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-t.done:
+			client.Close()
+		case <-rctx.Done():
+		}
+	}()
+	pageGone := make(chan struct{})
+	term.reader.Add(1)
+	go func() { // page → device
+		defer term.reader.Done()
+		defer close(pageGone)
+		for {
+			typ, b, err := c.Read(ctx)
+			if err != nil {
+				client.Close()
+				return
+			}
+			if typ == websocket.MessageBinary {
+				if _, err := stdin.Write(b); err != nil {
+					return
+				}
+				continue
+			}
+			var m clientMessage
+			if json.Unmarshal(b, &m) == nil && m.Type == "resize" {
+				sess.WindowChange(clamp(m.Rows, 24), clamp(m.Cols, 80))
+			}
+		}
+	}()
+	outDone := make(chan struct{})
+	go func() { // device → page
+		defer close(outDone)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := stdout.Read(buf)
+			if n > 0 {
+				if c.Write(rctx, websocket.MessageBinary, buf[:n]) != nil {
+					client.Close()
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	werr := sess.Wait()
+	<-outDone // all output is on the page before the end message
+	cancel()
+	select {
+	case <-pageGone:
+		if ctx.Err() == nil && werr != nil {
+			// The page went away; nobody reads the end message.
+			return endMsg("exit", "the page closed the terminal")
+		}
+	default:
+	}
+	var ee *ssh.ExitError
+	switch {
+	case werr == nil:
+		return endMsg("exit", "session ended (exit status 0)")
+	case errors.As(werr, &ee) && ee.Signal() != "":
+		return endMsg("exit", "session ended (killed by signal %s)", ee.Signal())
+	case errors.As(werr, &ee):
+		return endMsg("exit", "session ended (exit status %d)", ee.ExitStatus())
+	}
+	if reason, ok := t.closedReason(3 * time.Second); ok {
+		return endMsg("tunnel", "the tunnel is closed: %s", reason)
+	}
+	if ctx.Err() != nil {
+		return endMsg("error", "the console is shutting down")
+	}
+	return endMsg("error", "the connection to %s was lost: %v", t.spec.Thing, werr)
+}
+
+func clamp(v, def int) int {
+	if v <= 0 || v > 1000 {
+		return def
+	}
+	return v
+}

@@ -1,0 +1,248 @@
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// Tunnel states as the page shows them.
+const (
+	stateConnecting = "connecting" // the source side is not listening yet
+	stateReady      = "ready"      // services are listening; terminals can open
+	stateClosed     = "closed"     // Run ended; see reason
+)
+
+// tunnelSpec is what starting a source side needs. The token is a secret.
+type tunnelSpec struct {
+	TunnelID string // the service's id, when the console opened it
+	Thing    string // thing name or the operator's label: the host-key store's key
+	Endpoint string // data-plane host[:port] or URL; "" means from Region
+	Region   string
+	Token    tunnel.Token
+	Opened   bool // opened through the control plane: closing it closes the tunnel
+}
+
+// liveTunnel is one source side run by the console.
+type liveTunnel struct {
+	id   string // the console's id, used in URLs
+	spec tunnelSpec
+	done chan struct{} // closed when Run has returned
+
+	mu      sync.Mutex
+	state   string
+	reason  string            // why it closed, for people
+	addrs   map[string]string // service → local listen address
+	changed chan struct{}     // closed and replaced on every change
+
+	stop context.CancelFunc // ends Run
+}
+
+// tunnelView is a tunnel as the page sees it: no tokens.
+type tunnelView struct {
+	ID       string   `json:"id"`
+	TunnelID string   `json:"tunnelId,omitempty"`
+	Thing    string   `json:"thing"`
+	Endpoint string   `json:"endpoint"`
+	Token    string   `json:"tokenFingerprint"`
+	Opened   bool     `json:"opened"`
+	State    string   `json:"state"`
+	Reason   string   `json:"reason,omitempty"`
+	Services []string `json:"services"`
+}
+
+func (t *liveTunnel) view() tunnelView {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v := tunnelView{ID: t.id, TunnelID: t.spec.TunnelID, Thing: t.spec.Thing, Endpoint: t.spec.Endpoint,
+		Token: t.spec.Token.Fingerprint(), Opened: t.spec.Opened, State: t.state, Reason: t.reason, Services: []string{}}
+	if v.Endpoint == "" {
+		v.Endpoint = tunnel.RegionEndpoint(t.spec.Region)
+	}
+	for s := range t.addrs {
+		v.Services = append(v.Services, s)
+	}
+	sort.Strings(v.Services)
+	return v
+}
+
+func (t *liveTunnel) setLocked(state, reason string) {
+	t.state, t.reason = state, reason
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// addr waits until service listens and returns its address; it fails at once on a
+// closed tunnel, and for an unknown service once the tunnel is ready. An empty
+// service means SSH, or the tunnel's only service.
+func (t *liveTunnel) addr(ctx context.Context, service string) (string, string, error) {
+	for {
+		t.mu.Lock()
+		state, reason, ch := t.state, t.reason, t.changed
+		name := service
+		if name == "" {
+			if _, ok := t.addrs["SSH"]; ok || len(t.addrs) != 1 {
+				name = "SSH"
+			} else {
+				for s := range t.addrs {
+					name = s
+				}
+			}
+		}
+		a, ok := t.addrs[name]
+		t.mu.Unlock()
+		switch {
+		case state == stateClosed:
+			return "", "", &tunnelClosedError{reason}
+		case ok:
+			return name, a, nil
+		case state == stateReady:
+			return "", "", fmt.Errorf("the tunnel has no service %q", name)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", "", fmt.Errorf("the tunnel's source side is not connected yet (%w)", ctx.Err())
+		}
+	}
+}
+
+// closedReason returns the reason once the tunnel is closed, waiting up to d.
+func (t *liveTunnel) closedReason(d time.Duration) (string, bool) {
+	select {
+	case <-t.done:
+	case <-time.After(d):
+		return "", false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.reason, true
+}
+
+type tunnelClosedError struct{ reason string }
+
+func (e *tunnelClosedError) Error() string { return "the tunnel is closed: " + e.reason }
+
+// tunnels runs the source sides. Source.Run's goroutines end with ctx.
+type tunnels struct {
+	cfg    *Config
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex
+	byID map[string]*liveTunnel
+	list []*liveTunnel // in order of start
+}
+
+func newTunnels(cfg *Config, log *slog.Logger) *tunnels {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &tunnels{cfg: cfg, log: log, ctx: ctx, cancel: cancel, byID: map[string]*liveTunnel{}}
+}
+
+// start runs the source side of spec until the tunnel closes or the console stops.
+func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
+	t := &liveTunnel{id: randomID(), spec: spec, done: make(chan struct{}), state: stateConnecting,
+		addrs: map[string]string{}, changed: make(chan struct{})}
+	log := ts.log.With("tunnel", t.id, "thing", spec.Thing, "token", spec.Token)
+	src := &tunnel.Source{
+		Config: tunnel.Config{Endpoint: spec.Endpoint, Region: spec.Region, AccessToken: spec.Token,
+			CAFile: ts.cfg.CAFile, AllowInsecureWebSocket: ts.cfg.AllowInsecureWebSocket, Logger: log},
+		Listen: map[string]string{}, // every service on an ephemeral loopback port
+		OnListen: func(service string, a net.Addr) {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.addrs[service] = a.String()
+			t.setLocked(stateReady, "")
+		},
+	}
+	ctx, cancel := context.WithCancel(ts.ctx)
+	t.stop = cancel
+	ts.mu.Lock()
+	ts.byID[t.id] = t
+	ts.list = append(ts.list, t)
+	ts.mu.Unlock()
+	ts.wg.Add(1)
+	go func() {
+		defer ts.wg.Done()
+		defer close(t.done)
+		defer cancel()
+		err := src.Run(ctx)
+		reason := closeReason(err, ctx.Err() != nil)
+		log.Info("tunnel source side ended", "reason", reason)
+		t.mu.Lock()
+		t.setLocked(stateClosed, reason)
+		t.mu.Unlock()
+	}()
+	return t
+}
+
+// closeReason says why Source.Run returned, for people.
+func closeReason(err error, stopped bool) string {
+	var he *tunnel.HandshakeError
+	switch {
+	case errors.Is(err, tunnel.ErrClosedByService):
+		return "the tunnel was closed by the service (closed by an administrator, or its lifetime ended)"
+	case errors.As(err, &he):
+		return fmt.Sprintf("the service refused the access token (HTTP %d: %s): tokens are single-use, ask for a rotated one", he.StatusCode, he.Body)
+	case err != nil:
+		return err.Error()
+	case stopped:
+		return "the tunnel was disconnected from this console"
+	}
+	return "the tunnel ended"
+}
+
+func (ts *tunnels) get(id string) *liveTunnel {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.byID[id]
+}
+
+func (ts *tunnels) views() []tunnelView {
+	ts.mu.Lock()
+	list := append([]*liveTunnel(nil), ts.list...)
+	ts.mu.Unlock()
+	out := make([]tunnelView, 0, len(list))
+	for _, t := range list {
+		out = append(out, t.view())
+	}
+	return out
+}
+
+// remove stops the source side of a tunnel and forgets it.
+func (ts *tunnels) remove(t *liveTunnel) {
+	t.stop()
+	<-t.done
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	delete(ts.byID, t.id)
+	for i, x := range ts.list {
+		if x == t {
+			ts.list = append(ts.list[:i], ts.list[i+1:]...)
+			break
+		}
+	}
+}
+
+// close stops every source side and waits for them.
+func (ts *tunnels) close() {
+	ts.cancel()
+	ts.wg.Wait()
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

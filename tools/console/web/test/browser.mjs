@@ -1,0 +1,172 @@
+// Drives the porthole console in Debian's Chromium with playwright-core; run by the
+// Go test TestBrowser (tools/console/browser_test.go), which starts the console,
+// tunneld and the devices. Input in the environment:
+//   CONSOLE_URL   the URL the console printed (with its access token)
+//   CHROMIUM      the browser executable (/usr/bin/chromium)
+//   OUT_DIR       where screenshots and the Chromium profile go
+//   THING         the device to open a tunnel to and log in to with the pre-selected key
+//   THING2        optional: a second device, first a wrong password, then a right one
+//   PASSWORD2     the right password for THING2
+// It prints one JSON line of results and exits non-zero on the first failure.
+import { chromium } from "playwright-core";
+import { mkdtempSync } from "node:fs";
+import { join } from "node:path";
+
+const env = (k, d) => process.env[k] ?? d;
+const url = env("CONSOLE_URL");
+const outDir = env("OUT_DIR", "/tmp");
+const thing = env("THING", "lab-device");
+const thing2 = env("THING2", "");
+const step = (s) => console.error(`[browser] ${new Date().toISOString()} ${s}`);
+const results = { screenshots: [] };
+
+// A fresh profile (--user-data-dir) every run, and no background traffic: this
+// machine's network is closed.
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(outDir, "chromium-")), {
+  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
+  headless: true,
+  viewport: { width: 1200, height: 800 },
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const fail = async (page, msg) => {
+  if (page) {
+    const p = join(outDir, "failure.png");
+    await page.screenshot({ path: p }).catch(() => {});
+    console.error(`[browser] failure screenshot ${p}`);
+  }
+  console.error("[browser] FAIL: " + msg);
+  await browser.close();
+  process.exit(1);
+};
+
+let page;
+try {
+  page = browser.pages()[0] || (await browser.newPage());
+  const consoleErrors = [];
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+  step("open the console");
+  await page.goto(url);
+  if (page.url().includes("token=")) await fail(page, "the token stayed in the address bar: " + page.url());
+  await page.locator("#open-form").waitFor({ state: "visible" });
+
+  const openTunnel = async (name) => {
+    step(`open a tunnel to ${name}`);
+    await page.click("#tab-tunnels");
+    await page.fill("#open-thing", name);
+    await page.fill("#open-services", "SSH");
+    await page.click("#open-submit");
+    const row = page.locator(`#tunnel-rows tr[data-thing="${name}"]`).last();
+    await row.locator("td.state-ready").waitFor({ timeout: 30000 });
+    return row;
+  };
+  const login = async (row, how) => {
+    await row.locator("button.terminal").click();
+    await page.locator("#login-form").waitFor({ state: "visible" });
+    if (how.password !== undefined) {
+      await page.check("#auth-password");
+      await page.fill("#login-password", how.password);
+    } else if (!(await page.isChecked("#auth-key"))) {
+      await fail(page, "the key login is not pre-selected");
+    }
+    await page.click("#login-submit");
+    return page.locator("section.pane.active");
+  };
+  const screen = (pane) => pane.locator(".xterm-rows").innerText();
+  const waitScreen = async (pane, re, what) => {
+    const deadline = Date.now() + 20000;
+    for (;;) {
+      const text = await screen(pane);
+      const m = text.match(re);
+      if (m) return m;
+      if (Date.now() > deadline) await fail(page, `no ${what} on the terminal; it shows:\n${text}\nstatus: ${await pane.locator(".status").innerText()}`);
+      await page.waitForTimeout(100);
+    }
+  };
+  const type = async (pane, line) => {
+    await pane.locator(".xterm-helper-textarea").focus();
+    await page.keyboard.type(line);
+    await page.keyboard.press("Enter");
+  };
+  const lastSize = async (pane) => {
+    const text = await screen(pane);
+    const all = [...text.matchAll(/^(\d+) (\d+)\s*$/gm)];
+    return all.length ? all[all.length - 1][0].trim() : "";
+  };
+
+  const row = await openTunnel(thing);
+  step(`log in to ${thing} with the pre-selected key`);
+  const pane = await login(row, {});
+  await pane.locator(".status", { hasText: "host key of " + thing }).waitFor({ timeout: 30000 });
+  results.hostKeyStatus = await pane.locator(".status").innerText();
+
+  await waitScreen(pane, /[#$] *$/m, "a shell prompt");
+  step("uname -m; echo $((6*7)); echo hello-from-browser");
+  await type(pane, "uname -m");
+  await type(pane, "echo $((6*7))");
+  await type(pane, "echo hello-from-browser");
+  await waitScreen(pane, /^42\s*$/m, "42");
+  await waitScreen(pane, /^hello-from-browser\s*$/m, "hello-from-browser");
+  results.uname = (await waitScreen(pane, /^(x86_64|aarch64|armv7l|mips|i686)\s*$/m, "uname -m output"))[1];
+  results.answer = "42";
+
+  step("stty size follows the window");
+  await type(pane, "stty size");
+  await waitScreen(pane, /^\d+ \d+\s*$/m, "stty size output");
+  results.sizeBefore = await lastSize(pane);
+  await page.setViewportSize({ width: 760, height: 520 });
+  await page.waitForTimeout(500);
+  await type(pane, "stty size");
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    results.sizeAfter = await lastSize(pane);
+    if (results.sizeAfter && results.sizeAfter !== results.sizeBefore) break;
+    if (Date.now() > deadline) await fail(page, `stty size did not change: ${results.sizeBefore} → ${results.sizeAfter}`);
+    await page.waitForTimeout(100);
+  }
+  await page.setViewportSize({ width: 1200, height: 800 });
+  await page.waitForTimeout(300);
+  await type(pane, "echo screenshot-$((6*7))");
+  await waitScreen(pane, /^screenshot-42\s*$/m, "the echo");
+
+  if (thing2) {
+    const row2 = await openTunnel(thing2);
+    step(`log in to ${thing2} with a wrong password`);
+    const bad = await login(row2, { password: "not-the-password" });
+    await bad.locator('.status.end-auth').waitFor({ timeout: 30000 });
+    results.wrongPassword = await bad.locator(".status").innerText();
+    step(`log in to ${thing2} with the right password, a second terminal`);
+    const good = await login(row2, { password: env("PASSWORD2") });
+    await good.locator(".status", { hasText: "host key of " + thing2 }).waitFor({ timeout: 30000 });
+    await waitScreen(good, /[#$] *$/m, "a shell prompt");
+    await type(good, "echo second-$((2*3))-device");
+    await waitScreen(good, /^second-6-device\s*$/m, "output on the second device");
+    results.tabs = await page.locator("#tabs .tab").count();
+  }
+
+  step("screenshot");
+  await page.locator(`#tabs .tab[data-thing="${thing}"]`).first().click();
+  await page.waitForTimeout(300);
+  const shot = join(outDir, "console-terminal.png");
+  await page.screenshot({ path: shot });
+  results.screenshots.push(shot);
+
+  step(`close the tunnel to ${thing}`);
+  await page.click("#tab-tunnels");
+  await row.locator("button.close").click();
+  await row.locator("td.state-closed").waitFor({ timeout: 30000 }).catch(() => {});
+  await page.locator(`#tabs .tab[data-thing="${thing}"]`).first().click();
+  const closed = page.locator(`section.pane[data-thing="${thing}"]`).first();
+  await closed.locator(".status.end-tunnel").waitFor({ timeout: 30000 });
+  results.closedMessage = await closed.locator(".status").innerText();
+  const shot2 = join(outDir, "console-closed.png");
+  await page.screenshot({ path: shot2 });
+  results.screenshots.push(shot2);
+  results.consoleErrors = consoleErrors;
+  console.log(JSON.stringify(results));
+} catch (e) {
+  await fail(page, e.stack || String(e));
+}
+await browser.close();

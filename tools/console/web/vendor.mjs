@@ -1,0 +1,18 @@
+// Copies the third-party browser files the console serves from node_modules into
+// vendor/, which Go embeds (tools/console/assets.go). vendor/ is generated and
+// gitignored except its README; run through `make console-assets`.
+import { copyFileSync, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const files = {
+  "xterm.js": "node_modules/@xterm/xterm/lib/xterm.js",
+  "xterm.css": "node_modules/@xterm/xterm/css/xterm.css",
+  "addon-fit.js": "node_modules/@xterm/addon-fit/lib/addon-fit.js",
+};
+mkdirSync(join(here, "vendor"), { recursive: true });
+for (const [name, from] of Object.entries(files)) {
+  copyFileSync(join(here, from), join(here, "vendor", name));
+}
+console.log("vendor: " + Object.keys(files).join(", "));
