@@ -117,10 +117,10 @@ func TestReadCredentials(t *testing.T) {
 	if err != nil || len(got) != 2 || got["AKID1"] != "secret1" || got["AKID2"] != "secret2" {
 		t.Errorf("readCredentials = %v, %v", got, err)
 	}
-	for _, body := range []string{"", "# only a comment\n", "AKID1\n", "AKID1 s1 extra\n"} {
+	for _, body := range []string{"", "# only a comment\n", "AKID1\n", "AKID1 SECRETVALUE extra\n"} {
 		if _, err := readCredentials(write(body)); err == nil {
 			t.Errorf("readCredentials(%q) succeeded, want an error", body)
-		} else if strings.Contains(err.Error(), "s1") {
+		} else if strings.Contains(err.Error(), "SECRETVALUE") {
 			t.Errorf("readCredentials error %q quotes the file", err)
 		}
 	}

@@ -167,6 +167,10 @@ func New(cfg Config) (*Server, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
+	// Fail now, not at the first OpenTunnel, if the data directory is not writable.
+	if err := s.save(); err != nil {
+		return nil, err
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(3)
 	go s.saver()

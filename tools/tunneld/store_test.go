@@ -177,3 +177,14 @@ func eventuallyTrue(t *testing.T, f func() bool) {
 		}
 	}
 }
+
+func TestUnwritableDataDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := New(Config{DataDir: filepath.Join(file, "sub")}); err == nil {
+		s.Close()
+		t.Error("New with a data directory under a file succeeded, want an error")
+	}
+}
