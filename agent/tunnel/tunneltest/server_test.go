@@ -166,3 +166,14 @@ func TestServiceIDsOnConnect(t *testing.T) {
 		})
 	}
 }
+
+func TestDataplaneAccessors(t *testing.T) {
+	s := NewServer(t)
+	tun := s.OpenTunnel("SSH")
+	if s.Handler().Tunnel(tun.ID) != tun.Dataplane() {
+		t.Errorf("Handler().Tunnel(%s) is not Tunnel.Dataplane()", tun.ID)
+	}
+	if st := tun.Dataplane().Side(Source); st.Token != tun.SourceToken || st.Used {
+		t.Errorf("Dataplane().Side(Source) = %+v, want the source token, unused", st)
+	}
+}
