@@ -145,10 +145,14 @@ func TestConfigDefaults(t *testing.T) {
 	if l.Topic() != "$aws/things/thing-a/tunnels/notify" {
 		t.Errorf("Topic = %s", l.Topic())
 	}
-	ac := l.clientConfig(t.Context())
-	if ac.CleanStartOnInitialConnection || ac.SessionExpiryInterval != 3600 || ac.KeepAlive != 60 || ac.ClientID != "thing-a" {
-		t.Errorf("autopaho config: clean start %v, session expiry %d, keepalive %d, client id %q; want false, 3600, 60, thing-a",
-			ac.CleanStartOnInitialConnection, ac.SessionExpiryInterval, ac.KeepAlive, ac.ClientID)
+	cp := l.connectPacket()
+	var expiry uint32
+	if cp.Properties != nil && cp.Properties.SessionExpiryInterval != nil {
+		expiry = *cp.Properties.SessionExpiryInterval
+	}
+	if cp.CleanStart || expiry != 3600 || cp.KeepAlive != 60 || cp.ClientID != "thing-a" {
+		t.Errorf("CONNECT: clean start %v, session expiry %d, keepalive %d, client id %q; want false, 3600, 60, thing-a",
+			cp.CleanStart, expiry, cp.KeepAlive, cp.ClientID)
 	}
 }
 

@@ -22,6 +22,11 @@
 // Listener can also publish (QoS 1) on the same connection, for the agent's
 // status and audit events.
 //
+// The connection is managed here, on paho's low-level client (one paho.Client
+// per connection, one session state for all of them), not with autopaho:
+// autopaho links gorilla/websocket and net/http for MQTT over WebSocket,
+// about 700 KB of the device binary.
+//
 // What it is not: notify knows nothing of tunnels, SSH or which services a
 // device offers; it does not open the tunnel (that is agent/tunnel, driven
 // by the agent) and does not persist client tokens. It does not speak MQTT

@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
+	"net"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 )
 
 var (
@@ -45,17 +46,20 @@ type Listener struct {
 	backoff backoff
 	dedupe  dedupe
 	now     func() time.Time // nil means time.Now; a test seam
+	// dial opens the TCP connection to the broker; nil means a net.Dialer.
+	// A test seam (a connection the test can cut).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	subWG sync.WaitGroup // subscription goroutines of the current Run
 
 	mu         sync.Mutex
 	running    bool
-	cm         *autopaho.ConnectionManager // non-nil while a connection is up
-	connCancel context.CancelFunc          // ends the current connection's subscriber
-	ready      chan struct{}               // closed while connected and subscribed
-	isReady    bool                        // ready is closed
-	upAt       time.Time                   // when the current connection came up
-	flaps      int                         // connections in a row that ended before stableConnection
+	cli        *paho.Client       // non-nil while a connection is up
+	connCancel context.CancelFunc // ends the current connection's subscriber
+	ready      chan struct{}      // closed while connected and subscribed
+	isReady    bool               // ready is closed
+	upAt       time.Time          // when the current connection came up
+	flaps      int                // connections in a row that ended before stableConnection
 }
 
 // New validates cfg, reads its certificate files and returns a Listener.
@@ -113,18 +117,17 @@ func (l *Listener) Run(ctx context.Context) error {
 	l.flaps = 0
 	l.mu.Unlock()
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cm, err := autopaho.NewConnection(runCtx, l.clientConfig(runCtx))
-	if err != nil {
-		l.stopped()
-		return fmt.Errorf("notify: starting the MQTT client: %w", err)
-	}
 	l.log.Info("mqtt connecting", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,
 		"topic", l.topic, "alpn", strings.Join(l.cfg.ALPN, ","))
-	<-cm.Done() // autopaho ends only when runCtx does
+	// One session state for every connection of this Run, as the broker
+	// keeps one: a QoS 1 PUBLISH whose PUBACK was lost with a connection is
+	// resent on the next one with its packet identifier (MQTT 5.0 §4.4),
+	// and a Publish still waiting gets the PUBACK.
+	sess := state.NewInMemory()
+	l.maintain(ctx, sess)
 	l.subWG.Wait()
 	l.stopped()
+	_ = sess.Close() // answers a Publish still waiting for a PUBACK
 	l.log.Info("mqtt stopped")
 	return ctx.Err()
 }
@@ -134,7 +137,7 @@ func (l *Listener) stopped() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.running = false
-	l.cm = nil
+	l.cli = nil
 	if l.connCancel != nil {
 		l.connCancel()
 		l.connCancel = nil
@@ -176,14 +179,14 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
 	}
 	l.mu.Lock()
-	cm := l.cm
+	cli := l.cli
 	l.mu.Unlock()
-	if cm == nil {
+	if cli == nil {
 		return fmt.Errorf("%w: cannot publish to %s", ErrNotConnected, topic)
 	}
-	resp, err := cm.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
+	resp, err := cli.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
 	switch {
-	case errors.Is(err, autopaho.ConnectionDownError):
+	case errors.Is(err, session.ErrNoConnection): // the connection went meanwhile
 		return fmt.Errorf("%w: cannot publish to %s", ErrNotConnected, topic)
 	case resp != nil && resp.ReasonCode >= 0x80:
 		msg := fmt.Sprintf("notify: publishing to %s: refused by the broker, reason %s", topic, reasonText(resp.ReasonCode))
@@ -198,134 +201,6 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
 	}
 	return nil
-}
-
-func (l *Listener) clientConfig(runCtx context.Context) autopaho.ClientConfig {
-	return autopaho.ClientConfig{
-		ServerUrls:                    []*url.URL{{Scheme: "mqtts", Host: l.addr.hostPort()}},
-		TlsCfg:                        l.tls,
-		KeepAlive:                     uint16(l.cfg.KeepAlive / time.Second),
-		CleanStartOnInitialConnection: false, // keep the broker's session: offline notifications
-		SessionExpiryInterval:         uint32(l.cfg.SessionExpiry / time.Second),
-		ReconnectBackoff:              l.reconnectDelay,
-		ConnectTimeout:                l.cfg.ConnectTimeout,
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
-			l.connectionUp(runCtx, cm, ca)
-		},
-		OnConnectionDown: l.connectionDown,
-		OnConnectError:   l.connectError,
-		// Debug, Errors, PahoDebug and PahoErrors stay unset on purpose:
-		// paho's debug output prints packets, payloads (tokens) included.
-		ClientConfig: paho.ClientConfig{
-			ClientID:          l.cfg.ClientID,
-			OnPublishReceived: []func(paho.PublishReceived) (bool, error){l.received},
-			OnClientError: func(err error) {
-				if runCtx.Err() == nil {
-					l.log.Warn("mqtt connection lost", "error", err)
-				}
-			},
-			OnServerDisconnect: l.serverDisconnect,
-			PacketTimeout:      l.cfg.OperationTimeout,
-		},
-	}
-}
-
-// reconnectDelay is autopaho's ReconnectBackoff: attempt counts failures
-// since the connection was lost (0 = reconnect at once), flaps adds the
-// connections that did not last.
-func (l *Listener) reconnectDelay(attempt int) time.Duration {
-	l.mu.Lock()
-	flaps := l.flaps
-	l.mu.Unlock()
-	return l.backoff.delay(attempt + flaps)
-}
-
-// connectionUp is autopaho's OnConnectionUp: it must not block, so the
-// subscription runs in a goroutine bound to this connection.
-func (l *Listener) connectionUp(runCtx context.Context, cm *autopaho.ConnectionManager, ca *paho.Connack) {
-	connCtx, cancel := context.WithCancel(runCtx)
-	l.mu.Lock()
-	l.cm = cm
-	l.connCancel = cancel
-	l.upAt = l.clock()
-	l.mu.Unlock()
-	l.log.Info("mqtt connected", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,
-		"session_present", ca.SessionPresent)
-	l.subWG.Add(1)
-	go func() {
-		defer l.subWG.Done()
-		l.subscribe(connCtx, cm)
-	}()
-}
-
-// connectionDown is autopaho's OnConnectionDown, called once the connection
-// that connectionUp saw is gone (not when Run ends).
-func (l *Listener) connectionDown() bool {
-	l.mu.Lock()
-	if l.connCancel != nil {
-		l.connCancel()
-		l.connCancel = nil
-	}
-	l.cm = nil
-	if l.isReady {
-		l.ready = make(chan struct{})
-		l.isReady = false
-	}
-	lasted := l.clock().Sub(l.upAt)
-	if lasted < stableConnection {
-		l.flaps = min(l.flaps+1, 16)
-	} else {
-		l.flaps = 0
-	}
-	flaps := l.flaps
-	l.mu.Unlock()
-	l.log.Info("mqtt reconnecting", "connection_lasted", lasted.Round(time.Millisecond), "short_connections", flaps)
-	return true // keep reconnecting until Run's context ends
-}
-
-func (l *Listener) connectError(err error) {
-	attrs := []any{"broker", l.addr.hostPort(), "error", err}
-	var ce *autopaho.ConnackError
-	switch {
-	case errors.As(err, &ce):
-		attrs = append(attrs, "reason", reasonText(ce.ReasonCode))
-		if ce.Reason != "" {
-			attrs = append(attrs, "reason_string", ce.Reason)
-		}
-		switch ce.ReasonCode {
-		case 0x86, 0x87, 0x8A, 0x8C:
-			attrs = append(attrs, "hint", connectPolicyHint(l.cfg.ClientID))
-		case 0x85:
-			attrs = append(attrs, "hint", "the broker does not accept client id "+quoteShort(l.cfg.ClientID))
-		}
-	case clockLooksWrong(err, l.clock(), buildTime()):
-		// Not a certificate problem: a router without an RTC before NTP.
-		l.log.Warn("mqtt connect failed; retrying: the system clock looks wrong, TLS cannot verify "+
-			"certificates until it is set (NTP, RTC)", append(attrs, "clock", l.clock().UTC().Format(time.RFC3339),
-			"built", buildTime().UTC().Format(time.RFC3339))...)
-		return
-	default:
-		if hint := tlsHint(err, l.clock(), buildTime(), l.cfg); hint != "" {
-			attrs = append(attrs, "hint", hint)
-		}
-	}
-	l.log.Warn("mqtt connect failed; retrying", attrs...)
-}
-
-func (l *Listener) serverDisconnect(d *paho.Disconnect) {
-	attrs := []any{"reason", reasonText(d.ReasonCode)}
-	if d.Properties != nil && d.Properties.ReasonString != "" {
-		attrs = append(attrs, "reason_string", d.Properties.ReasonString)
-	}
-	switch d.ReasonCode {
-	case 0x8E:
-		attrs = append(attrs, "hint", "another client connected with client id "+quoteShort(l.cfg.ClientID)+
-			"; each device needs its own")
-	case 0x87:
-		attrs = append(attrs, "hint", "an operation was not authorized; "+subscribePolicyHint(l.cfg.ThingName, l.topic)+
-			"; publishing events needs iot:Publish on topic/<event topic>")
-	}
-	l.log.Warn("mqtt broker closed the connection", attrs...)
 }
 
 // received is the paho OnPublishReceived handler. It runs on the client's

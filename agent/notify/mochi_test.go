@@ -127,3 +127,31 @@ func TestSubscriptionRefusedIsReportedAndRetried(t *testing.T) {
 	}
 	rec.assertNoSecret(testToken[:20])
 }
+
+// refuseConnect refuses every connection in the CONNACK.
+type refuseConnect struct{ mqtt.HookBase }
+
+func (h *refuseConnect) ID() string { return "refuse-connect" }
+
+func (h *refuseConnect) Provides(b byte) bool { return b == mqtt.OnConnectAuthenticate }
+
+func (h *refuseConnect) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return false }
+
+func TestConnectRefusedIsReportedAndRetried(t *testing.T) {
+	p := newPKI(t)
+	_, addr := startMochi(t, p, &refuseConnect{})
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
+	stop := runListener(t, l)
+	line := rec.waitFor("mqtt connect failed; retrying")
+	for _, want := range []string{"level=WARN", "reason=", "iot:Connect", "client/thing-a"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("refusal log line lacks %q: %s", want, line)
+		}
+	}
+	rec.waitCount(2, "mqtt connect failed; retrying")
+	stop()
+	if n := rec.count("mqtt connected"); n != 0 {
+		t.Errorf("%d connections logged, want none", n)
+	}
+}

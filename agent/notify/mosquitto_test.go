@@ -9,10 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -342,4 +344,94 @@ func TestMosquittoACL(t *testing.T) {
 	}
 	sinkA.none(300 * time.Millisecond)
 	sinkSpy.none(0)
+}
+
+// cuttableDialer is the listener's dial seam: cut closes the TCP
+// connections it made, as a lost uplink does, and holds new ones back
+// until released.
+type cuttableDialer struct {
+	mu    sync.Mutex
+	conns []net.Conn
+	hold  chan struct{} // non-nil: dials wait until it is closed
+}
+
+func (d *cuttableDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d.mu.Lock()
+	hold := d.hold
+	d.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, addr)
+	if err == nil {
+		d.mu.Lock()
+		d.conns = append(d.conns, c)
+		d.mu.Unlock()
+	}
+	return c, err
+}
+
+// cut closes every connection and holds new dials until release.
+func (d *cuttableDialer) cut() (release func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	hold := make(chan struct{})
+	d.hold = hold
+	for _, c := range d.conns {
+		_ = c.Close()
+	}
+	d.conns = nil
+	return func() {
+		d.mu.Lock()
+		d.hold = nil
+		d.mu.Unlock()
+		close(hold)
+	}
+}
+
+// TestMosquittoLinkLoss cuts the device's TCP connection: the listener
+// notices, reports ErrNotConnected to Publish, reconnects with the same
+// session and subscribes again, and the notification published while it
+// was away arrives.
+func TestMosquittoLinkLoss(t *testing.T) {
+	m := startMosquitto(t)
+	log, rec := newLogRecorder(t)
+	sink := newSink(t)
+	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfg.OnNotification = sink.callback
+	l := newListener(t, cfg)
+	d := &cuttableDialer{}
+	l.dial = d.dial
+	runListener(t, l)
+	awaitConnection(t, l)
+
+	release := d.cut()
+	rec.waitFor("mqtt connection lost")
+	rec.waitFor("mqtt reconnecting", "short_connections=1")
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := l.Publish(ctx, "$aws/things/thing-a/events", []byte(`{}`)); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("Publish while the link is down = %v, want ErrNotConnected", err)
+	}
+	m.publisher(t, "publisher-link-loss").publish(Topic("thing-a"), notifyPayload(testToken+"while-cut"))
+	release()
+
+	if n := sink.next(); n.ClientAccessToken != testToken+"while-cut" {
+		t.Fatalf("got %v, want the notification published while the link was cut", n)
+	}
+	rec.waitFor("mqtt connected", "session_present=true")
+	rec.waitCount(2, "notify subscription granted")
+	awaitConnection(t, l)
+	if err := l.Publish(ctx, "$aws/things/thing-a/events", []byte(`{}`)); err != nil {
+		t.Errorf("Publish after the reconnect: %v", err)
+	}
+	if n := rec.count("mqtt connected"); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+	rec.assertNoSecret(testToken[:20])
 }

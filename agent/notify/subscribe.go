@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
 )
 
 // SubscribeError is a notify subscription the broker refused: a SUBACK
@@ -30,14 +30,14 @@ func (e *SubscribeError) Error() string {
 	return msg
 }
 
-// subscribe subscribes cm to the notify topic at QoS 1, retrying with
+// subscribe subscribes cli to the notify topic at QoS 1, retrying with
 // backoff until the broker grants it or ctx (this connection) ends. It runs
 // on every new connection, even when the broker kept the session: a broker
 // that lost its state (restarted without persistence, session expired)
 // would otherwise deliver nothing, silently.
-func (l *Listener) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) {
+func (l *Listener) subscribe(ctx context.Context, cli *paho.Client) {
 	for attempt := 0; ; attempt++ {
-		sa, err := cm.Subscribe(ctx, &paho.Subscribe{
+		sa, err := cli.Subscribe(ctx, &paho.Subscribe{
 			Subscriptions: []paho.SubscribeOptions{{Topic: l.topic, QoS: 1}},
 		})
 		if ctx.Err() != nil {
@@ -49,7 +49,7 @@ func (l *Listener) subscribe(ctx context.Context, cm *autopaho.ConnectionManager
 		}
 		err = l.subscribeError(sa, err)
 		wait := l.backoff.delay(attempt + 1)
-		if errors.Is(err, autopaho.ConnectionDownError) || errors.Is(err, paho.ErrConnectionLost) {
+		if errors.Is(err, session.ErrNoConnection) || errors.Is(err, paho.ErrConnectionLost) {
 			// The connection is going; connectionDown ends ctx shortly. A
 			// broker that drops the connection instead of refusing in the
 			// SUBACK (AWS IoT Core does with MQTT 3.1.1) leaves only this.

@@ -1,0 +1,154 @@
+package notify
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+)
+
+// connackError is a connection the broker refused in its CONNACK (reason
+// code ≥ 0x80, MQTT 5.0 §3.2.2.2).
+type connackError struct {
+	code   byte
+	reason string // the CONNACK's reason string, often empty
+	err    error  // paho's error
+}
+
+func (e *connackError) Error() string {
+	msg := "broker refused the connection, reason " + reasonText(e.code)
+	if e.reason != "" {
+		msg += ": " + e.reason
+	}
+	return msg
+}
+
+func (e *connackError) Unwrap() error { return e.err }
+
+// connectPacket is the CONNECT of every connection: clean start false and
+// a session expiry, so the broker keeps the subscription and queues QoS 1
+// notifications while the device is offline (MQTT 5.0 §3.1.2.4, §3.1.2.11.2).
+func (l *Listener) connectPacket() *paho.Connect {
+	expiry := uint32(l.cfg.SessionExpiry / time.Second)
+	return &paho.Connect{
+		ClientID:   l.cfg.ClientID,
+		KeepAlive:  uint16(l.cfg.KeepAlive / time.Second),
+		CleanStart: false,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+	}
+}
+
+// dialTLS opens a TCP connection to the broker and completes the TLS
+// handshake (client certificate, ServerName, ALPN) within ctx.
+func (l *Listener) dialTLS(ctx context.Context) (*tls.Conn, error) {
+	dial := l.dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	addr := l.addr.hostPort()
+	raw, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	conn := tls.Client(raw, l.tls)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// connect makes one connection attempt, bounded by Config.ConnectTimeout:
+// TCP, TLS, then MQTT CONNECT and CONNACK on a new paho client that uses
+// sess. The returned link's lost channel is closed when the connection
+// fails or the broker ends it; ctx is Run's, for the client's callbacks.
+func (l *Listener) connect(ctx context.Context, sess session.SessionManager) (*link, *paho.Connack, error) {
+	// The attempt's deadline bounds the dial and the handshake only, not the
+	// connection's life (paho's Connect keeps ctx for the CONNACK alone).
+	attemptCtx, cancel := context.WithTimeout(ctx, l.cfg.ConnectTimeout)
+	defer cancel()
+	conn, err := l.dialTLS(attemptCtx)
+	if err != nil {
+		return nil, nil, err
+	}
+	lk := &link{conn: conn, lost: make(chan struct{})}
+	lk.cli = paho.NewClient(paho.ClientConfig{
+		ClientID: l.cfg.ClientID,
+		// tls.Conn is not safe for concurrent writes; paho writes from the
+		// caller of Publish, its pinger and its receive loop.
+		Conn:              packets.NewThreadSafeConn(conn),
+		Session:           sess,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){l.received},
+		OnClientError: func(err error) {
+			lk.end(func() {
+				if ctx.Err() == nil {
+					l.log.Warn("mqtt connection lost", "error", err)
+				}
+			})
+		},
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			if ctx.Err() == nil {
+				l.serverDisconnect(d)
+			}
+			lk.end(nil)
+		},
+		PacketTimeout: l.cfg.OperationTimeout,
+		// PingHandler stays nil: paho's default pinger, one per client,
+		// sends PINGREQ at the keep-alive interval and ends the connection
+		// when a PINGRESP does not come. No debug or error logger is set on
+		// purpose: paho's debug output prints packets, payloads (tokens)
+		// included.
+	})
+	ca, err := lk.cli.Connect(attemptCtx, l.connectPacket())
+	if err != nil {
+		// paho has closed the connection. The session may have taken it
+		// before failing (resending stored packets); let it go.
+		_ = sess.ConnectionLost(nil)
+		if ca != nil && ca.ReasonCode >= 0x80 {
+			ce := &connackError{code: ca.ReasonCode, err: err}
+			if ca.Properties != nil {
+				ce.reason = ca.Properties.ReasonString
+			}
+			return nil, nil, ce
+		}
+		return nil, nil, fmt.Errorf("MQTT CONNECT to %s: %w", l.addr.hostPort(), err)
+	}
+	return lk, ca, nil
+}
+
+// connectError logs a failed connection attempt with the hint that fits.
+func (l *Listener) connectError(err error) {
+	attrs := []any{"broker", l.addr.hostPort(), "error", err}
+	var ce *connackError
+	switch {
+	case errors.As(err, &ce):
+		attrs = append(attrs, "reason", reasonText(ce.code))
+		if ce.reason != "" {
+			attrs = append(attrs, "reason_string", ce.reason)
+		}
+		switch ce.code {
+		case 0x86, 0x87, 0x8A, 0x8C:
+			attrs = append(attrs, "hint", connectPolicyHint(l.cfg.ClientID))
+		case 0x85:
+			attrs = append(attrs, "hint", "the broker does not accept client id "+quoteShort(l.cfg.ClientID))
+		}
+	case clockLooksWrong(err, l.clock(), buildTime()):
+		// Not a certificate problem: a router without an RTC before NTP.
+		l.log.Warn("mqtt connect failed; retrying: the system clock looks wrong, TLS cannot verify "+
+			"certificates until it is set (NTP, RTC)", append(attrs, "clock", l.clock().UTC().Format(time.RFC3339),
+			"built", buildTime().UTC().Format(time.RFC3339))...)
+		return
+	default:
+		if hint := tlsHint(err, l.clock(), buildTime(), l.cfg); hint != "" {
+			attrs = append(attrs, "hint", hint)
+		}
+	}
+	l.log.Warn("mqtt connect failed; retrying", attrs...)
+}

@@ -1,0 +1,156 @@
+package notify
+
+import (
+	"context"
+	"crypto/tls"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+)
+
+// disconnectTimeout bounds writing the DISCONNECT when Run ends, so that a
+// connection whose peer stopped reading cannot hold Run up.
+const disconnectTimeout = 5 * time.Second
+
+// link is one MQTT connection.
+type link struct {
+	cli  *paho.Client
+	conn *tls.Conn     // under cli; for the write deadline of the DISCONNECT
+	lost chan struct{} // closed once the connection failed or the broker ended it
+	once sync.Once
+}
+
+// end is called from paho's OnClientError and OnServerDisconnect, each of
+// which runs after paho has begun shutting the client down (and may run
+// more than once): the first call runs f and closes lost.
+func (lk *link) end(f func()) {
+	lk.once.Do(func() {
+		if f != nil {
+			f()
+		}
+		close(lk.lost)
+	})
+}
+
+// maintain connects, keeps a connection up and reconnects with backoff
+// until ctx ends, then disconnects cleanly; it returns once the last
+// client has shut down.
+func (l *Listener) maintain(ctx context.Context, sess session.SessionManager) {
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil || !sleep(ctx, l.reconnectDelay(attempt)) {
+			return
+		}
+		lk, ca, err := l.connect(ctx, sess)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			l.connectError(err)
+			continue
+		}
+		l.connectionUp(ctx, lk.cli, ca)
+		select {
+		case <-lk.lost:
+		case <-ctx.Done():
+			l.disconnect(lk)
+			return
+		}
+		<-lk.cli.Done() // paho closed the connection before reporting it lost
+		if ctx.Err() != nil {
+			return
+		}
+		l.connectionDown()
+		attempt = -1 // the first reconnect waits only for the short connections
+	}
+}
+
+// disconnect sends a DISCONNECT (reason 0: the broker keeps the session
+// and discards no will) and waits for the client's goroutines to end.
+func (l *Listener) disconnect(lk *link) {
+	l.mu.Lock()
+	l.cli = nil // Publish fails fast from here on
+	if l.connCancel != nil {
+		l.connCancel()
+		l.connCancel = nil
+	}
+	l.mu.Unlock()
+	_ = lk.conn.SetWriteDeadline(time.Now().Add(disconnectTimeout))
+	if err := lk.cli.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
+		l.log.Debug("mqtt disconnect", "error", err)
+	}
+	<-lk.cli.Done()
+}
+
+// reconnectDelay is the wait before connection attempt number attempt
+// (0 = the first after a start or a lost connection, which waits only if
+// the connections before did not last): flaps adds the connections that
+// ended before stableConnection.
+func (l *Listener) reconnectDelay(attempt int) time.Duration {
+	l.mu.Lock()
+	flaps := l.flaps
+	l.mu.Unlock()
+	return l.backoff.delay(attempt + flaps)
+}
+
+// connectionUp runs when a connection is established. The subscription
+// runs in a goroutine bound to this connection: the SUBACK comes in on
+// paho's receive loop, which must keep running meanwhile.
+func (l *Listener) connectionUp(runCtx context.Context, cli *paho.Client, ca *paho.Connack) {
+	connCtx, cancel := context.WithCancel(runCtx)
+	l.mu.Lock()
+	l.cli = cli
+	l.connCancel = cancel
+	l.upAt = l.clock()
+	l.mu.Unlock()
+	l.log.Info("mqtt connected", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,
+		"session_present", ca.SessionPresent)
+	l.subWG.Add(1)
+	go func() {
+		defer l.subWG.Done()
+		l.subscribe(connCtx, cli)
+	}()
+}
+
+// connectionDown runs once the connection that connectionUp saw is gone
+// and Run goes on (not when Run ends).
+func (l *Listener) connectionDown() {
+	l.mu.Lock()
+	if l.connCancel != nil {
+		l.connCancel()
+		l.connCancel = nil
+	}
+	l.cli = nil
+	if l.isReady {
+		l.ready = make(chan struct{})
+		l.isReady = false
+	}
+	lasted := l.clock().Sub(l.upAt)
+	if lasted < stableConnection {
+		l.flaps = min(l.flaps+1, 16)
+	} else {
+		l.flaps = 0
+	}
+	flaps := l.flaps
+	l.mu.Unlock()
+	l.log.Info("mqtt reconnecting", "connection_lasted", lasted.Round(time.Millisecond), "short_connections", flaps)
+}
+
+// serverDisconnect logs a DISCONNECT from the broker with the hint that
+// fits its reason code.
+func (l *Listener) serverDisconnect(d *paho.Disconnect) {
+	attrs := []any{"reason", reasonText(d.ReasonCode)}
+	if d.Properties != nil && d.Properties.ReasonString != "" {
+		attrs = append(attrs, "reason_string", d.Properties.ReasonString)
+	}
+	switch d.ReasonCode {
+	case 0x8E:
+		attrs = append(attrs, "hint", "another client connected with client id "+quoteShort(l.cfg.ClientID)+
+			"; each device needs its own")
+	case 0x87:
+		attrs = append(attrs, "hint", "an operation was not authorized; "+subscribePolicyHint(l.cfg.ThingName, l.topic)+
+			"; publishing events needs iot:Publish on topic/<event topic>")
+	}
+	l.log.Warn("mqtt broker closed the connection", attrs...)
+}
