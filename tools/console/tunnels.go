@@ -157,7 +157,18 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 	log := ts.log.With("tunnel", t.id, "thing", spec.Thing, "token", spec.Token)
 	src := &tunnel.Source{
 		Config: tunnel.Config{Endpoint: spec.Endpoint, Region: spec.Region, AccessToken: spec.Token,
-			CAFile: ts.cfg.CAFile, AllowInsecureWebSocket: ts.cfg.AllowInsecureWebSocket, Logger: log},
+			CAFile: ts.cfg.CAFile, AllowInsecureWebSocket: ts.cfg.AllowInsecureWebSocket, Logger: log,
+			OnState: func(connected bool, err error) {
+				t.mu.Lock()
+				defer t.mu.Unlock()
+				if t.state == stateConnecting {
+					reason := ""
+					if !connected && err != nil {
+						reason = "retrying: " + err.Error()
+					}
+					t.setLocked(stateConnecting, reason)
+				}
+			}},
 		Listen: map[string]string{}, // every service on an ephemeral loopback port
 		OnListen: func(service string, a net.Addr) {
 			t.mu.Lock()

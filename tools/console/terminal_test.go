@@ -1,0 +1,244 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// openTunnel opens a tunnel to thing through the console's API and waits until its
+// source side listens.
+func (l *testLab) openTunnel(c *http.Client, thing string) tunnelView {
+	l.t.Helper()
+	var v tunnelView
+	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "open", Thing: thing, Services: []string{"SSH"}, LifetimeMinutes: 5}, &v, http.StatusOK)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st stateView
+		l.api(c, http.MethodGet, "/api/state", nil, &st, http.StatusOK)
+		for _, t := range st.Tunnels {
+			if t.ID == v.ID && t.State == stateReady {
+				return t
+			}
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("tunnel to %s not ready: %+v", thing, st.Tunnels)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (l *testLab) api(c *http.Client, method, path string, in, out any, want int) {
+	l.t.Helper()
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, l.base+path, body)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Origin", l.base)
+	resp, err := c.Do(req)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		l.t.Fatalf("%s %s = %s %s, want %d", method, path, resp.Status, b, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			l.t.Fatalf("%s %s: %v in %s", method, path, err, b)
+		}
+	}
+}
+
+// wsTerm is a terminal WebSocket as the page uses it.
+type wsTerm struct {
+	t      *testing.T
+	c      *websocket.Conn
+	screen bytes.Buffer
+	msgs   []serverMessage
+}
+
+func (l *testLab) terminal(login loginRequest) *wsTerm {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h := http.Header{"Origin": {l.base}}
+	h.Set("Cookie", l.cookie().String())
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(l.base, "http")+"/api/terminal", &websocket.DialOptions{HTTPHeader: h})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { c.CloseNow() })
+	b, _ := json.Marshal(login)
+	if err := c.Write(ctx, websocket.MessageText, b); err != nil {
+		l.t.Fatal(err)
+	}
+	return &wsTerm{t: l.t, c: c}
+}
+
+// until reads until f is true of a message or the screen; it fails after 20 s.
+func (w *wsTerm) until(what string, f func(m *serverMessage, screen string) bool) *serverMessage {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		typ, b, err := w.c.Read(ctx)
+		if err != nil {
+			w.t.Fatalf("waiting for %s: %v; messages %+v; screen %q", what, err, w.msgs, w.screen.String())
+		}
+		if typ == websocket.MessageBinary {
+			w.screen.Write(b)
+			if f(nil, w.screen.String()) {
+				return nil
+			}
+			continue
+		}
+		var m serverMessage
+		json.Unmarshal(b, &m)
+		w.msgs = append(w.msgs, m)
+		if f(&m, w.screen.String()) {
+			return &m
+		}
+		if m.Type == "end" {
+			w.t.Fatalf("waiting for %s: the terminal ended: %+v; screen %q", what, m, w.screen.String())
+		}
+	}
+}
+
+func (w *wsTerm) end() *serverMessage {
+	w.t.Helper()
+	return w.until("the end message", func(m *serverMessage, _ string) bool { return m != nil && m.Type == "end" })
+}
+
+func (w *wsTerm) ready() {
+	w.t.Helper()
+	w.until("ready", func(m *serverMessage, _ string) bool { return m != nil && m.Type == "ready" })
+}
+
+func (w *wsTerm) input(s string) {
+	w.t.Helper()
+	if err := w.c.Write(context.Background(), websocket.MessageBinary, []byte(s)); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// output waits for a line that is s, once escape sequences are gone.
+func (w *wsTerm) output(s string) {
+	w.t.Helper()
+	w.until("the line "+s, func(m *serverMessage, screen string) bool { return hasLine(screen, s) })
+}
+
+var escapes = regexp.MustCompile(`\x1b\[[0-9;?]*[a-zA-Z]|\r`)
+
+func hasLine(screen, s string) bool {
+	for _, line := range strings.Split(escapes.ReplaceAllString(screen, ""), "\n") {
+		if strings.TrimSpace(line) == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestTerminalKeyLoginResizeExit(t *testing.T) {
+	l := newTestLab(t, Config{}, "dev-a")
+	c := l.client()
+	tv := l.openTunnel(c, "dev-a")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key", Cols: 80, Rows: 24})
+	w.until("host key note", func(m *serverMessage, _ string) bool {
+		return m != nil && m.Type == "info" && strings.Contains(m.Text, "recorded on first use")
+	})
+	w.ready()
+	w.input("echo $((6*7))\r")
+	w.output("42")
+	w.input("stty size\r")
+	w.output("24 80")
+	w.c.Write(context.Background(), websocket.MessageText, []byte(`{"type":"resize","cols":101,"rows":33}`))
+	w.input("stty size\r")
+	w.output("33 101")
+	w.input("exit 3\r")
+	if m := w.end(); m.Kind != "exit" || !strings.Contains(m.Text, "exit status 3") {
+		t.Fatalf("end = %+v, want kind exit with exit status 3", m)
+	}
+	// The second login verifies the stored key.
+	w = l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w.until("verified host key", func(m *serverMessage, _ string) bool {
+		return m != nil && m.Type == "info" && strings.Contains(m.Text, "verified")
+	})
+}
+
+func TestTerminalWrongPasswordThenRight(t *testing.T) {
+	l := newTestLab(t, Config{}, "dev-b")
+	c := l.client()
+	tv := l.openTunnel(c, "dev-b")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "password", Password: "wrong"})
+	if m := w.end(); m.Kind != "auth" || !strings.Contains(m.Text, "wrong password") {
+		t.Fatalf("end = %+v, want kind auth saying wrong password", m)
+	}
+	w = l.terminal(loginRequest{Tunnel: tv.ID, Auth: "password", Password: testPassword})
+	w.ready()
+	w.input("echo pass-$((1+1))\r")
+	w.output("pass-2")
+}
+
+func TestTerminalHostKeyChanged(t *testing.T) {
+	l := newTestLab(t, Config{}, "dev-c")
+	c := l.client()
+	tv := l.openTunnel(c, "dev-c")
+	l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"}).ready()
+	old, _ := l.console.cfg.HostKeys.Fingerprint("dev-c")
+
+	l.addDevice("dev-c") // reinstalled: a new host key
+	tv = l.openTunnel(c, "dev-c")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	warn := w.until("the host key warning", func(m *serverMessage, _ string) bool { return m != nil && m.Type == "hostkey-changed" })
+	if warn.Stored != old || warn.Presented == old || warn.Thing != "dev-c" {
+		t.Fatalf("warning %+v, want stored %s and another key", warn, old)
+	}
+	if m := w.end(); m.Kind != "hostkey" || !strings.Contains(m.Text, "WARNING") {
+		t.Fatalf("end = %+v, want kind hostkey with a warning", m)
+	}
+	// Accepting another fingerprint changes nothing; accepting the presented one does.
+	w = l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key", AcceptHostKey: old})
+	w.until("the host key warning again", func(m *serverMessage, _ string) bool { return m != nil && m.Type == "hostkey-changed" })
+	w = l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key", AcceptHostKey: warn.Presented})
+	w.ready()
+	if got, _ := l.console.cfg.HostKeys.Fingerprint("dev-c"); got != warn.Presented {
+		t.Fatalf("stored fingerprint %s, want %s", got, warn.Presented)
+	}
+}
+
+func TestTerminalTunnelClosed(t *testing.T) {
+	l := newTestLab(t, Config{}, "dev-d")
+	c := l.client()
+	tv := l.openTunnel(c, "dev-d")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w.ready()
+	w.input("echo before-close\r")
+	w.output("before-close")
+	var closed tunnelView
+	l.api(c, http.MethodDelete, "/api/tunnels/"+tv.ID, nil, &closed, http.StatusOK)
+	if closed.State != stateClosed || !strings.Contains(closed.Reason, "closed by the service") {
+		t.Fatalf("after DELETE: %+v, want closed by the service", closed)
+	}
+	if m := w.end(); m.Kind != "tunnel" || !strings.Contains(m.Text, "tunnel is closed") {
+		t.Fatalf("end = %+v, want kind tunnel", m)
+	}
+	// A new terminal on the closed tunnel says so at once.
+	if m := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"}).end(); m.Kind != "tunnel" {
+		t.Fatalf("terminal on a closed tunnel: %+v, want kind tunnel", m)
+	}
+}
