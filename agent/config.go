@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -203,8 +202,6 @@ func (c *Config) setDefaults() {
 	}
 }
 
-var thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
-
 // Validate checks every setting; the error names the key and the problem.
 func (c *Config) Validate() error {
 	var errs []error
@@ -213,7 +210,7 @@ func (c *Config) Validate() error {
 	}
 	if c.ThingName == "" {
 		bad("thing_name", "required")
-	} else if !thingNameRE.MatchString(c.ThingName) {
+	} else if tunnel.ValidateServiceID(c.ThingName) != nil /* the same syntax as service ids */ {
 		bad("thing_name", "%q: want 1-128 characters of [a-zA-Z0-9:_-]", c.ThingName)
 	}
 	if !filepath.IsAbs(c.DataDir) {

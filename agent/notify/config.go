@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -28,10 +27,6 @@ const (
 	thingNameSyntax         = `[a-zA-Z0-9:_-]{1,128}`
 	awsPortWithALPN         = 443
 )
-
-// thingNameRE is AWS IoT's thing name syntax; the same set is safe in an
-// MQTT topic (no '+', '#' or '/').
-var thingNameRE = regexp.MustCompile(`^` + thingNameSyntax + `$`)
 
 // Config configures a [Listener]. Only ThingName, Broker, CAFile, CertFile
 // and KeyFile are required; every other zero value has a documented
@@ -148,7 +143,7 @@ func (c Config) withDefaults() (Config, brokerAddr, error) {
 	if c.ThingName == "" {
 		return c, brokerAddr{}, configErr("ThingName", "is empty (the device's AWS IoT thing name)")
 	}
-	if !thingNameRE.MatchString(c.ThingName) {
+	if !isName(c.ThingName, 1, 128, ":_-") {
 		return c, brokerAddr{}, configErr("ThingName", "%s is not a thing name (%s)", quoteShort(c.ThingName), thingNameSyntax)
 	}
 	if c.ClientID == "" {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"unicode"
 )
@@ -28,13 +27,6 @@ const (
 
 // ErrInvalidNotification is wrapped by every error of [ParseNotification].
 var ErrInvalidNotification = errors.New("notify: invalid notification")
-
-// serviceRE is the service identifier syntax of destinationConfig.services.
-var serviceRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
-
-// regionRE bounds the region: it ends up in a host name
-// (data.tunneling.iot.<region>.amazonaws.com), so only host-name characters.
-var regionRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,64}$`)
 
 // Notification is one tunnel notification for this device: the destination
 // client access token of a newly opened (or rotated) tunnel, its region and
@@ -151,7 +143,7 @@ func ParseNotification(payload []byte) (Notification, error) {
 	if n.Region, err = stringField(fields, "region"); err != nil {
 		return Notification{}, err
 	}
-	if !regionRE.MatchString(n.Region) {
+	if !isName(n.Region, 1, 64, "._-") {
 		return Notification{}, invalid("region %s is not a region name ([a-zA-Z0-9._-]{1,64})", quoteShort(n.Region))
 	}
 	if n.Services, err = servicesField(fields); err != nil {
@@ -206,7 +198,7 @@ func servicesField(fields map[string]json.RawMessage) ([]string, error) {
 		return nil, invalid("services has %d entries, want 1 to %d", len(svcs), MaxServices)
 	}
 	for i, s := range svcs {
-		if !serviceRE.MatchString(s) {
+		if !isName(s, 1, 128, ":_-") {
 			return nil, invalid("services[%d] %s is not a service identifier ([a-zA-Z0-9:_-]{1,128})", i, quoteShort(s))
 		}
 		for _, prev := range svcs[:i] {

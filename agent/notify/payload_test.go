@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -309,3 +310,6 @@ func isPrintableASCII(s string) bool {
 	}
 	return true
 }
+
+// serviceRE is the reference for the service id syntax that isName implements.
+var serviceRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strings"
 )
 
@@ -57,12 +56,10 @@ func (t Targets) Validate() error {
 	return nil
 }
 
-var serviceIDRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
-
 // ValidateServiceID checks a service name against the API's rule: 1–128 characters
 // of [a-zA-Z0-9:_-] (spec §3.4).
 func ValidateServiceID(s string) error {
-	if !serviceIDRE.MatchString(s) {
+	if !isName(s, 1, 128, ":_-") {
 		return fmt.Errorf("tunnel: service id %q: want 1-128 characters of [a-zA-Z0-9:_-]", s)
 	}
 	return nil

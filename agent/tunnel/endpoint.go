@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"strings"
 )
 
@@ -15,11 +14,6 @@ type Mode string
 const (
 	ModeSource      Mode = "source"
 	ModeDestination Mode = "destination"
-)
-
-var (
-	endpointHostRE = regexp.MustCompile(`^[a-zA-Z0-9.:\[\]-]+$`)
-	regionRE       = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
 )
 
 // RegionEndpoint is the data-plane host of region (spec §2.4); China regions use
@@ -66,12 +60,12 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 			}
 			host = p.Host
 		}
-		if len(host) > 253 || !endpointHostRE.MatchString(host) {
+		if len(host) > 253 || !isName(host, 1, 253, ".:[]-") {
 			return nil, fmt.Errorf("tunnel: endpoint host %q is not a valid host[:port]", host)
 		}
 		u.Host = strings.ToLower(host)
 	case region != "":
-		if !regionRE.MatchString(region) {
+		if !isName(region, 1, 64, "-") || strings.ToLower(region) != region {
 			return nil, fmt.Errorf("tunnel: region %q is not a valid region name", region)
 		}
 		u.Host = RegionEndpoint(region)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 )
 
 // Token is a secret: an access token (CAT) or a client token. It never prints
@@ -35,12 +34,10 @@ func NewAccessToken(s string) (Token, error) {
 	return Token{s}, nil
 }
 
-var clientTokenRE = regexp.MustCompile(`^[a-zA-Z0-9-]{32,128}$`)
-
 // NewClientToken checks s as a client token: 32–128 characters of [a-zA-Z0-9-]
 // (spec §1.3).
 func NewClientToken(s string) (Token, error) {
-	if !clientTokenRE.MatchString(s) {
+	if !isName(s, 32, 128, "-") {
 		return Token{}, fmt.Errorf("tunnel: client token must be 32-128 characters of [a-zA-Z0-9-], got %d characters", len(s))
 	}
 	return Token{s}, nil
