@@ -69,14 +69,8 @@ func (d *Destination) handle(s *session, m *Message) error {
 		return d.streamStart(s, m)
 	case TypeConnectionStart:
 		d.connectionStart(s, m)
-	case TypeData:
-		s.data(m)
-	case TypeStreamReset:
-		s.streamReset(m)
-	case TypeConnectionReset:
-		s.connectionReset(m)
-	case TypeSessionReset:
-		s.sessionReset()
+	default:
+		s.relayed(m)
 	}
 	return nil
 }

@@ -134,6 +134,20 @@ func (s *session) lookupLocked(m *Message) (*stream, *link) {
 	return st, st.links[s.connKeyLocked(m.ConnectionID)]
 }
 
+// relayed handles the messages both ends treat alike: DATA and the resets.
+func (s *session) relayed(m *Message) {
+	switch m.Type {
+	case TypeData:
+		s.data(m)
+	case TypeStreamReset:
+		s.streamReset(m)
+	case TypeConnectionReset:
+		s.connectionReset(m)
+	case TypeSessionReset:
+		s.sessionReset()
+	}
+}
+
 // data delivers a DATA payload to its local connection, or drops it as stale.
 func (s *session) data(m *Message) {
 	s.mu.Lock()

@@ -163,14 +163,8 @@ func (src *Source) serve(ctx context.Context, c *Conn, opt engineOptions, ready 
 			}
 		case TypeStreamStart, TypeConnectionStart:
 			return protocolErrorf("%v received by the source", m.Type)
-		case TypeData:
-			s.data(m)
-		case TypeStreamReset:
-			s.streamReset(m)
-		case TypeConnectionReset:
-			s.connectionReset(m)
-		case TypeSessionReset:
-			s.sessionReset()
+		default:
+			s.relayed(m)
 		}
 		return nil
 	})
