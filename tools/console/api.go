@@ -120,7 +120,7 @@ func (s *Server) handleClose(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such tunnel")
 		return
 	}
-	if t.spec.Opened && s.cfg.ControlPlane != nil {
+	if t.spec.Opened && s.cfg.ControlPlane != nil && t.view().State != stateClosed {
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
 		if err := s.cfg.ControlPlane.CloseTunnel(ctx, t.spec.TunnelID); err != nil {

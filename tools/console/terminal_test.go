@@ -241,4 +241,11 @@ func TestTerminalTunnelClosed(t *testing.T) {
 	if m := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"}).end(); m.Kind != "tunnel" {
 		t.Fatalf("terminal on a closed tunnel: %+v, want kind tunnel", m)
 	}
+	// Removing it from the list needs no control plane call.
+	l.api(c, http.MethodDelete, "/api/tunnels/"+tv.ID+"?forget=1", nil, nil, http.StatusOK)
+	var st stateView
+	l.api(c, http.MethodGet, "/api/state", nil, &st, http.StatusOK)
+	if len(st.Tunnels) != 0 {
+		t.Fatalf("tunnels after removing the closed one: %+v", st.Tunnels)
+	}
 }

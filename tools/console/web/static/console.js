@@ -85,6 +85,16 @@
         close.textContent = t.opened ? "Close tunnel" : "Disconnect";
         close.addEventListener("click", () => closeTunnel(t));
         act.append(" ", close);
+      } else {
+        const forget = document.createElement("button");
+        forget.type = "button";
+        forget.className = "forget";
+        forget.textContent = "Remove";
+        forget.addEventListener("click", async () => {
+          try { await api("DELETE", "/api/tunnels/" + encodeURIComponent(t.id) + "?forget=1"); } catch (e) { notice(e.message, true); }
+          refresh();
+        });
+        act.append(forget);
       }
     }
   }

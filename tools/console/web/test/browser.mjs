@@ -63,6 +63,7 @@ try {
     return row;
   };
   const login = async (row, how) => {
+    await page.click("#tab-tunnels");
     await row.locator("button.terminal").click();
     await page.locator("#login-form").waitFor({ state: "visible" });
     if (how.password !== undefined) {
@@ -164,6 +165,11 @@ try {
   const shot2 = join(outDir, "console-closed.png");
   await page.screenshot({ path: shot2 });
   results.screenshots.push(shot2);
+  await page.click("#tab-tunnels");
+  await page.locator(`#tunnel-rows tr[data-thing="${thing}"] td.state-closed`).waitFor({ timeout: 10000 });
+  const shot3 = join(outDir, "console-tunnels.png");
+  await page.screenshot({ path: shot3 });
+  results.screenshots.push(shot3);
   results.consoleErrors = consoleErrors;
   console.log(JSON.stringify(results));
 } catch (e) {

@@ -1,0 +1,122 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// needProgram finds a program the test needs: under CI=true its absence fails the
+// test, elsewhere it skips it.
+func needProgram(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required (make test installs it: tools/deps.sh test): %v", name, err)
+		}
+		t.Skipf("%s not installed; `make test` installs it", name)
+	}
+	return p
+}
+
+// TestBrowser drives the console in Debian's Chromium with playwright-core
+// (web/test/browser.mjs): open a tunnel to a device through the control plane, log
+// in with the pre-selected key, run uname -m, echo $((6*7)) and
+// echo hello-from-browser and read the answers from the terminal, shrink the window
+// and see stty size follow, fail a password login and then log in with the right
+// one to a second device in a second tab, take screenshots, and close the first
+// tunnel and see the page say so. It needs node, npm (npm ci fetches xterm.js and
+// playwright-core from the npm registry) and chromium; set PORTHOLE_BROWSER_OUT to
+// keep the screenshots.
+func TestBrowser(t *testing.T) {
+	node := needProgram(t, "node")
+	npm := needProgram(t, "npm")
+	chromium := needProgram(t, "chromium")
+	start := time.Now()
+
+	web, err := filepath.Abs("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"ci", "--no-audit", "--no-fund"}, {"run", "--silent", "vendor"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		cmd := exec.CommandContext(ctx, npm, args...)
+		cmd.Dir = web
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("npm %s in %s: %v\n%s", strings.Join(args, " "), web, err, out)
+		}
+	}
+	t.Logf("npm ci and vendor: %v", time.Since(start).Round(time.Millisecond))
+
+	l := newTestLab(t, Config{Vendor: os.DirFS(filepath.Join(web, "vendor"))}, "dev-a", "dev-b")
+	outDir := os.Getenv("PORTHOLE_BROWSER_OUT")
+	if outDir == "" {
+		outDir = t.TempDir()
+	} else if err := os.MkdirAll(outDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join(web, "test", "browser.mjs"))
+	cmd.Dir = web
+	cmd.Env = append(os.Environ(), "CONSOLE_URL="+l.url, "CHROMIUM="+chromium, "OUT_DIR="+outDir,
+		"THING=dev-a", "THING2=dev-b", "PASSWORD2="+testPassword)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	browserStart := time.Now()
+	err = cmd.Run()
+	t.Logf("browser.mjs (%v):\n%s", time.Since(browserStart).Round(time.Millisecond), stderr.String())
+	if err != nil {
+		t.Fatalf("browser.mjs: %v\n%s", err, stdout.String())
+	}
+	var res struct {
+		Screenshots   []string `json:"screenshots"`
+		HostKey       string   `json:"hostKeyStatus"`
+		Uname         string   `json:"uname"`
+		Answer        string   `json:"answer"`
+		SizeBefore    string   `json:"sizeBefore"`
+		SizeAfter     string   `json:"sizeAfter"`
+		WrongPassword string   `json:"wrongPassword"`
+		Tabs          int      `json:"tabs"`
+		Closed        string   `json:"closedMessage"`
+		ConsoleErrors []string `json:"consoleErrors"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("browser.mjs output %q: %v", stdout.String(), err)
+	}
+	t.Logf("results: %+v", res)
+	for _, c := range []struct {
+		what string
+		ok   bool
+	}{
+		{"host key recorded on first use", strings.Contains(res.HostKey, "recorded on first use")},
+		{"uname -m answered", res.Uname != ""},
+		{"42", res.Answer == "42"},
+		{"stty size changed with the window", res.SizeBefore != "" && res.SizeAfter != "" && res.SizeBefore != res.SizeAfter},
+		{"wrong password said", strings.Contains(res.WrongPassword, "wrong password")},
+		{"three tabs (tunnels and two terminals and more)", res.Tabs >= 3},
+		{"closed tunnel said", strings.Contains(res.Closed, "tunnel is closed")},
+		{"no errors in the page's console", len(res.ConsoleErrors) == 0},
+	} {
+		if !c.ok {
+			t.Errorf("%s: not so in %+v", c.what, res)
+		}
+	}
+	for _, s := range res.Screenshots {
+		if fi, err := os.Stat(s); err != nil || fi.Size() == 0 {
+			t.Errorf("screenshot %s: %v", s, err)
+		}
+		t.Logf("screenshot: %s", s)
+	}
+	t.Logf("TestBrowser took %v", time.Since(start).Round(time.Millisecond))
+}
