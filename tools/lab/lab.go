@@ -22,6 +22,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/tools/console"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
@@ -239,6 +240,10 @@ func Run(ctx context.Context, opt Options) (err error) {
 	if opt.Console != "" {
 		if err := st.do("web console", func() error {
 			url, stop, err := startConsole(opt.Console, td, info, tdHost, log.With("component", "console"))
+			if errors.Is(err, console.ErrNoVendor) {
+				consoleLine = "\nWeb console: not in this build (xterm.js missing): run `make build`, which runs `make console-assets`\n"
+				return nil
+			}
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,7 +63,7 @@ func TestLabAsAUserRunsIt(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	state := filepath.Join(safeStateDir(t), "state")
-	lab := exec.Command(filepath.Join(bin, "porthole-lab"), "--state", state, "--ssh-port", "0", "--http-port", "0")
+	lab := exec.Command(filepath.Join(bin, "porthole-lab"), "--state", state, "--ssh-port", "0", "--http-port", "0", "--console", "127.0.0.1:0")
 	stdout, _ := lab.StdoutPipe()
 	lab.Stderr = lab.Stdout
 	if err := lab.Start(); err != nil {
@@ -116,6 +117,7 @@ wait:
 	if err != nil || string(got) != "through-the-lab\nLinux\n" {
 		t.Fatalf("ssh through the lab: %v, %q\nagent log:\n%s", err, got, tail(info.AgentLog, 20))
 	}
+	checkConsole(t, out.String(), info)
 	resp, err := http.Get("http://" + info.HTTP + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -143,5 +145,31 @@ wait:
 	}
 	if err := syscall.Kill(info.AgentPID, 0); err == nil {
 		t.Fatalf("the agent (pid %d) is still running after the lab stopped", info.AgentPID)
+	}
+}
+
+// checkConsole opens the web console's printed URL (tools/console has its own
+// tests, the browser one among them); a build without xterm.js says so instead.
+func checkConsole(t *testing.T, out string, info Info) {
+	t.Helper()
+	if info.Console == "" {
+		if !strings.Contains(out, "make console-assets") {
+			t.Fatalf("no console URL and no word why in:\n%s", out)
+		}
+		t.Log("the web console is not in this build (no make console-assets)")
+		return
+	}
+	if !strings.Contains(out, info.Console) {
+		t.Fatalf("the printed output lacks the console URL %q", info.Console)
+	}
+	jar, _ := cookiejar.New(nil)
+	resp, err := (&http.Client{Jar: jar}).Get(info.Console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "porthole console") {
+		t.Fatalf("the console page: %s %q", resp.Status, page)
 	}
 }
