@@ -34,8 +34,9 @@ if [ "$hdr $machine" != "$elf" ]; then
   exit 1
 fi
 
-# opkg versions: digits, letters, . + ~ - only; git describe's -g<hash> is fine.
+# opkg versions: digits, letters, . + ~ - only, starting with a digit.
 pkgver=${version#v}
+case $pkgver in [0-9]*) ;; *) pkgver=0+$pkgver ;; esac  # an untagged tree: 0+<hash>
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 data=$work/data ctrl=$work/control
