@@ -139,18 +139,17 @@ func TestCloseTunnelEndsBothSides(t *testing.T) {
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
 	c := openEcho(t, h.addr("SSH"), 4)
 	h.tun.Close()
-	for range 2 {
+	for _, ch := range []chan error{h.DstErr, h.SrcErr} {
 		select {
-		case err := <-h.errs:
+		case err := <-ch:
 			if !errors.Is(err, tunnel.ErrClosedByService) {
 				t.Fatalf("Run = %v, want ErrClosedByService", err)
 			}
+			ch <- err // for the cleanup
 		case <-time.After(10 * time.Second):
 			t.Fatal("Run did not end after CloseTunnel")
 		}
 	}
-	h.errs <- nil // the cleanup expects two results
-	h.errs <- nil
 	waitClosed(t, c, 5*time.Second)
 	if _, err := net.DialTimeout("tcp", h.addr("SSH"), time.Second); err == nil {
 		t.Fatal("source still listening after the tunnel closed")
@@ -355,7 +354,7 @@ func TestStuckReaderIsReset(t *testing.T) {
 func TestStdio(t *testing.T) {
 	addr := echoServer(t, 12)
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
-	src := &tunnel.Source{Config: h.src.Config}
+	src := &tunnel.Source{Config: h.Src.Config}
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	errc := make(chan error, 1)

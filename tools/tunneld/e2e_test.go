@@ -8,107 +8,23 @@ package tunneld
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
-	"fmt"
-	"io"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 	"github.com/porthole-iot/porthole/tools/internal/mqtttest"
 )
 
-// echoServer answers every connection with its input XORed with key, so that data
-// routed to the wrong service fails the byte-for-byte check.
-func echoServer(t *testing.T, key byte) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					for i := range buf[:n] {
-						buf[i] ^= key
-					}
-					if n > 0 {
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// roundTrip sends size random bytes through addr and checks the XORed echo.
-func roundTrip(addr string, key byte, size int) error {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	data := make([]byte, size)
-	rand.Read(data)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Write(data)
-		errc <- err
-	}()
-	got := make([]byte, size)
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return fmt.Errorf("reading echo: %w", err)
-	}
-	if err := <-errc; err != nil {
-		return fmt.Errorf("writing: %w", err)
-	}
-	for i := range got {
-		if got[i] != data[i]^key {
-			return fmt.Errorf("byte %d of %d: got %#x, want %#x", i, size, got[i], data[i]^key)
-		}
-	}
-	return nil
-}
-
-// pair is a Source and a Destination running against a tunneld tunnel.
+// pair is a Source and a Destination running against a tunneld tunnel, with the
+// harness agent/tunnel's suite uses against the fake (tunneltest).
 type pair struct {
-	t      *testing.T
-	ts     *testServer
-	out    *OpenTunnelOutput
-	dp     *dataplane.Tunnel
-	dst    *tunnel.Destination
-	src    *tunnel.Source
-	dstErr chan error
-	srcErr chan error
-
-	mu    sync.Mutex
-	addrs map[string]string
-	ready chan struct{}
+	*tunneltest.Pair
+	out *OpenTunnelOutput
+	dp  *dataplane.Tunnel
 }
 
 type pairSetup struct {
@@ -123,75 +39,35 @@ type pairSetup struct {
 
 func startPair(t *testing.T, ts *testServer, st pairSetup) *pair {
 	t.Helper()
-	p := &pair{t: t, ts: ts, addrs: map[string]string{}, ready: make(chan struct{}),
-		dstErr: make(chan error, 1), srcErr: make(chan error, 1)}
-	p.out = ts.open(t, "dev1", st.services...)
+	p := &pair{out: ts.open(t, "dev1", st.services...)}
 	p.dp = ts.Dataplane(p.out.TunnelID)
 	endpoint := st.endpoint
 	if endpoint == "" {
 		endpoint = "ws://" + ts.addr
 	}
-	base := tunnel.Config{
-		Endpoint:               endpoint,
-		AllowInsecureWebSocket: true,
-		CAFile:                 st.caFile,
-		Protocol:               st.protocol,
-		RetryMin:               20 * time.Millisecond,
-		RetryMax:               200 * time.Millisecond,
-		Logger:                 testLogger(t),
-	}
-	p.dst = &tunnel.Destination{Config: base, Dialer: st.targets}
-	p.dst.AccessToken = mustToken(t, p.out.DestinationAccessToken)
-	listen := map[string]string{}
-	for _, s := range st.services {
-		listen[s] = "127.0.0.1:0"
-	}
-	p.src = &tunnel.Source{Config: base, Listen: listen, PeerVersion: st.peer}
-	p.src.AccessToken = mustToken(t, p.out.SourceAccessToken)
-	p.src.OnListen = func(service string, addr net.Addr) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.addrs[service] = addr.String()
-		if len(p.addrs) == len(listen) {
-			close(p.ready)
-		}
-	}
-	if st.dstTweak != nil {
-		st.dstTweak(p.dst)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { p.dstErr <- p.dst.Run(ctx) }()
-	go func() { p.srcErr <- p.src.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		for _, ch := range []chan error{p.dstErr, p.srcErr} {
-			select {
-			case err := <-ch:
-				if err != nil && !errors.Is(err, tunnel.ErrClosedByService) {
-					t.Errorf("Run returned %v after cancel", err)
-				}
-				ch <- err // for later readers
-			case <-time.After(10 * time.Second):
-				t.Error("Run did not return after cancel")
-			}
-		}
+	p.Pair = tunneltest.StartPair(t, tunneltest.PairConfig{
+		Config:           tunnel.Config{Endpoint: endpoint, AllowInsecureWebSocket: true, CAFile: st.caFile, Protocol: st.protocol, Logger: testLogger(t)},
+		SourceToken:      p.out.SourceAccessToken,
+		DestinationToken: p.out.DestinationAccessToken,
+		Tunnel:           p.dp,
+		Services:         st.services,
+		Targets:          st.targets,
+		Peer:             st.peer,
+		Destination:      st.dstTweak,
 	})
-	select {
-	case <-p.ready:
-	case <-time.After(10 * time.Second):
-		t.Fatal("source did not listen")
-	}
-	if err := p.dp.WaitConnects(ctxTimeout(t, 10*time.Second), dataplane.Destination, 1); err != nil {
-		t.Fatalf("destination did not connect: %v", err)
-	}
 	return p
 }
 
-func (p *pair) addr(service string) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.addrs[service]
-}
+var (
+	echoServer   = tunneltest.EchoServer
+	roundTrip    = tunneltest.RoundTrip
+	threeTargets = func(t *testing.T) (tunnel.Targets, map[string]byte) { return tunneltest.ThreeTargets(t) }
+	transfer     = func(t *testing.T, p *pair, keys map[string]byte, perService, size int) {
+		t.Helper()
+		tunneltest.Transfer(t, p.Pair, keys, perService, size)
+	}
+	threeServices = []string{"SSH", "WEB", "VNC"}
+)
 
 func mustToken(t *testing.T, s string) tunnel.Token {
 	tok, err := tunnel.NewAccessToken(s)
@@ -205,40 +81,6 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-var threeServices = []string{"SSH", "WEB", "VNC"}
-
-func threeTargets(t *testing.T) (tunnel.Targets, map[string]byte) {
-	keys := map[string]byte{"SSH": 0x11, "WEB": 0x22, "VNC": 0x33}
-	tg := tunnel.Targets{}
-	for s, k := range keys {
-		tg[s] = echoServer(t, k)
-	}
-	return tg, keys
-}
-
-// transfer runs perService concurrent round trips of size bytes on every service.
-func transfer(t *testing.T, p *pair, keys map[string]byte, perService, size int) {
-	t.Helper()
-	var wg sync.WaitGroup
-	errc := make(chan error, perService*len(keys))
-	for svc, key := range keys {
-		for range perService {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := roundTrip(p.addr(svc), key, size); err != nil {
-					errc <- fmt.Errorf("%s: %w", svc, err)
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Error(err)
-	}
 }
 
 func TestEndToEndV3(t *testing.T) {
@@ -270,7 +112,7 @@ func TestEndToEndV2(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 2 {
-				if err := roundTrip(p.addr(svc), key, 256<<10); err != nil {
+				if err := roundTrip(p.Addr(svc), key, 256<<10); err != nil {
 					t.Errorf("%s connection %d: %v", svc, i, err)
 				}
 			}
@@ -286,7 +128,7 @@ func TestEndToEndV1(t *testing.T) {
 		dstTweak: func(d *tunnel.Destination) { d.DefaultService = "SSH" }})
 	p.dp.Rechunk(3)
 	for i := range 2 {
-		if err := roundTrip(p.addr("SSH"), 0x5a, 256<<10); err != nil {
+		if err := roundTrip(p.Addr("SSH"), 0x5a, 256<<10); err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
 	}
@@ -314,11 +156,11 @@ func TestEndToEndFaults(t *testing.T) {
 	if err := p.dp.WaitConnects(ctxTimeout(t, 10*time.Second), dataplane.Destination, 2); err != nil {
 		t.Fatalf("destination did not reconnect after a drop and two 503s: %v", err)
 	}
-	eventually(t, func() error { return roundTrip(p.addr("SSH"), keys["SSH"], 32<<10) })
+	eventually(t, func() error { return roundTrip(p.Addr("SSH"), keys["SSH"], 32<<10) })
 
 	p.dp.SessionReset(dataplane.Source)
 	p.dp.SessionReset(dataplane.Destination)
-	eventually(t, func() error { return roundTrip(p.addr("WEB"), keys["WEB"], 32<<10) })
+	eventually(t, func() error { return roundTrip(p.Addr("WEB"), keys["WEB"], 32<<10) })
 
 	const rate = 256 << 10
 	p.dp.SetBandwidth(rate)
@@ -351,13 +193,13 @@ func TestCloseTunnelEndsBothSides(t *testing.T) {
 	ts := startServer(t, Config{})
 	addr := echoServer(t, 1)
 	p := startPair(t, ts, pairSetup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
-	if err := roundTrip(p.addr("SSH"), 1, 1024); err != nil {
+	if err := roundTrip(p.Addr("SSH"), 1, 1024); err != nil {
 		t.Fatal(err)
 	}
 	if err := ts.CloseTunnel(context.Background(), &CloseTunnelInput{TunnelID: p.out.TunnelID}); err != nil {
 		t.Fatal(err)
 	}
-	for name, ch := range map[string]chan error{"destination": p.dstErr, "source": p.srcErr} {
+	for name, ch := range map[string]chan error{"destination": p.DstErr, "source": p.SrcErr} {
 		select {
 		case err := <-ch:
 			if !errors.Is(err, tunnel.ErrClosedByService) {
@@ -385,7 +227,7 @@ func TestRotatedDestinationReplacesOld(t *testing.T) {
 	}
 	// A second destination with the new token takes over, as an agent does on a
 	// rotation notification; the old one, cut, cannot reconnect with its revoked token.
-	d2 := &tunnel.Destination{Config: p.dst.Config, Dialer: tunnel.Targets{"SSH": addr}}
+	d2 := &tunnel.Destination{Config: p.Dst.Config, Dialer: tunnel.Targets{"SSH": addr}}
 	d2.AccessToken = mustToken(t, out.DestinationAccessToken)
 	d2.ClientToken = tunnel.Token{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -396,14 +238,14 @@ func TestRotatedDestinationReplacesOld(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-p.dstErr:
+	case err := <-p.DstErr:
 		var he *tunnel.HandshakeError
 		if !errors.As(err, &he) || he.StatusCode != 400 {
 			t.Errorf("old destination Run = %v, want a 400 handshake error", err)
 		}
-		p.dstErr <- nil
+		p.DstErr <- nil
 	case <-time.After(10 * time.Second):
 		t.Fatal("old destination still running after its token was rotated and it was replaced")
 	}
-	eventually(t, func() error { return roundTrip(p.addr("SSH"), 9, 4096) })
+	eventually(t, func() error { return roundTrip(p.Addr("SSH"), 9, 4096) })
 }
