@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
 // openTunnel opens a tunnel to thing through the console's API and waits until its
@@ -247,5 +249,39 @@ func TestTerminalTunnelClosed(t *testing.T) {
 	l.api(c, http.MethodGet, "/api/state", nil, &st, http.StatusOK)
 	if len(st.Tunnels) != 0 {
 		t.Fatalf("tunnels after removing the closed one: %+v", st.Tunnels)
+	}
+}
+
+// TestTerminalPastedToken: the operator has only a source token from an
+// administrator (the control plane is not the console's).
+func TestTerminalPastedToken(t *testing.T) {
+	l := newTestLab(t, Config{}, "dev-e")
+	out, err := l.td.OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
+		DestinationConfig: &tunneld.DestinationConfig{ThingName: "dev-e", Services: []string{"SSH"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.client()
+	var v tunnelView
+	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: out.SourceAccessToken, Label: "router-e",
+		Endpoint: "ws://" + l.tdAddr}, &v, http.StatusOK)
+	if v.Opened || v.Thing != "router-e" {
+		t.Fatalf("pasted tunnel %+v", v)
+	}
+	w := l.terminal(loginRequest{Tunnel: v.ID, Auth: "key", Key: "operator key"})
+	w.until("host key note", func(m *serverMessage, _ string) bool {
+		return m != nil && m.Type == "info" && strings.Contains(m.Text, "host key of router-e recorded")
+	})
+	w.ready()
+	w.input("echo pasted-$((40+2))\r")
+	w.output("pasted-42")
+	// Disconnecting a pasted tunnel stops the source side only: the tunnel stays open.
+	l.api(c, http.MethodDelete, "/api/tunnels/"+v.ID, nil, nil, http.StatusOK)
+	if m := w.end(); m.Kind != "tunnel" {
+		t.Fatalf("end = %+v, want kind tunnel", m)
+	}
+	d, err := l.td.DescribeTunnel(context.Background(), &tunneld.DescribeTunnelInput{TunnelID: out.TunnelID})
+	if err != nil || d.Tunnel.Status != tunneld.StatusOpen {
+		t.Fatalf("the tunnel after disconnecting: %+v, %v; want still open", d, err)
 	}
 }

@@ -140,9 +140,10 @@ type tunnels struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
-	byID map[string]*liveTunnel
-	list []*liveTunnel // in order of start
+	mu     sync.Mutex
+	closed bool
+	byID   map[string]*liveTunnel
+	list   []*liveTunnel // in order of start
 }
 
 func newTunnels(cfg *Config, log *slog.Logger) *tunnels {
@@ -154,7 +155,7 @@ func newTunnels(cfg *Config, log *slog.Logger) *tunnels {
 func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 	t := &liveTunnel{id: randomID(), spec: spec, done: make(chan struct{}), state: stateConnecting,
 		addrs: map[string]string{}, changed: make(chan struct{})}
-	log := ts.log.With("tunnel", t.id, "thing", spec.Thing, "token", spec.Token)
+	log := ts.log.With("tunnel", t.id, "thing", spec.Thing) // Source adds the token's fingerprint
 	src := &tunnel.Source{
 		Config: tunnel.Config{Endpoint: spec.Endpoint, Region: spec.Region, AccessToken: spec.Token,
 			CAFile: ts.cfg.CAFile, AllowInsecureWebSocket: ts.cfg.AllowInsecureWebSocket, Logger: log,
@@ -180,10 +181,17 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 	ctx, cancel := context.WithCancel(ts.ctx)
 	t.stop = cancel
 	ts.mu.Lock()
+	if ts.closed {
+		ts.mu.Unlock()
+		cancel()
+		t.setLocked(stateClosed, "the console is shutting down")
+		close(t.done)
+		return t
+	}
 	ts.byID[t.id] = t
 	ts.list = append(ts.list, t)
-	ts.mu.Unlock()
 	ts.wg.Add(1)
+	ts.mu.Unlock()
 	go func() {
 		defer ts.wg.Done()
 		defer close(t.done)
@@ -248,6 +256,9 @@ func (ts *tunnels) remove(t *liveTunnel) {
 
 // close stops every source side and waits for them.
 func (ts *tunnels) close() {
+	ts.mu.Lock()
+	ts.closed = true
+	ts.mu.Unlock()
 	ts.cancel()
 	ts.wg.Wait()
 }
