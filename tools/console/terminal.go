@@ -350,11 +350,13 @@ func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, c
 	case errors.As(werr, &ee):
 		return endMsg("exit", "session ended (exit status %d)", ee.ExitStatus())
 	}
-	if reason, ok := t.closedReason(3 * time.Second); ok {
-		return endMsg("tunnel", "the tunnel is closed: %s", reason)
-	}
 	if ctx.Err() != nil {
 		return endMsg("error", "the console is shutting down")
+	}
+	// A lost connection is most often the tunnel closing: the stream breaks a
+	// moment before the source side hears the service's Close frame.
+	if reason, ok := t.closedReason(3 * time.Second); ok {
+		return endMsg("tunnel", "the tunnel is closed: %s", reason)
 	}
 	return endMsg("error", "the connection to %s was lost: %v", t.spec.Thing, werr)
 }
