@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -171,5 +172,22 @@ func checkConsole(t *testing.T, out string, info Info) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "porthole console") {
 		t.Fatalf("the console page: %s %q", resp.Status, page)
+	}
+	// The page's forms start from the lab: its device, user and operator key.
+	u, _ := url.Parse(info.Console)
+	resp, err = (&http.Client{Jar: jar}).Get(u.Scheme + "://" + u.Host + "/api/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		ControlPlane bool     `json:"controlPlane"`
+		Thing        string   `json:"thing"`
+		User         string   `json:"user"`
+		Keys         []string `json:"keys"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || !st.ControlPlane || st.Thing != Thing || st.User != info.User || len(st.Keys) != 1 || !strings.HasPrefix(st.Keys[0], "lab operator key") {
+		t.Fatalf("the console's state: %+v, %v; want the lab's control plane, thing, user and operator key", st, err)
 	}
 }
