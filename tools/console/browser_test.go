@@ -31,7 +31,8 @@ func needProgram(t *testing.T, name string) string {
 // in with the pre-selected key, run uname -m, echo $((6*7)) and
 // echo hello-from-browser and read the answers from the terminal, shrink the window
 // and see stty size follow, fail a password login and then log in with the right
-// one to a second device in a second tab, take screenshots, and close the first
+// one to a second device in a second tab, see the warning for a third device whose
+// host key changed and log in after trusting the new key, take screenshots, and close the first
 // tunnel and see the page say so. It needs node, npm (npm ci fetches xterm.js and
 // playwright-core from the npm registry) and chromium; set PORTHOLE_BROWSER_OUT to
 // keep the screenshots.
@@ -57,7 +58,11 @@ func TestBrowser(t *testing.T) {
 	}
 	t.Logf("npm ci and vendor: %v", time.Since(start).Round(time.Millisecond))
 
-	l := newTestLab(t, Config{Vendor: os.DirFS(filepath.Join(web, "vendor"))}, "dev-a", "dev-b")
+	l := newTestLab(t, Config{Vendor: os.DirFS(filepath.Join(web, "vendor"))}, "dev-a", "dev-b", "dev-c")
+	// dev-c was "reinstalled": the console remembers another host key for it.
+	if _, err := l.console.cfg.HostKeys.Check("dev-c", newHostKey(t), ""); err != nil {
+		t.Fatal(err)
+	}
 	outDir := os.Getenv("PORTHOLE_BROWSER_OUT")
 	if outDir == "" {
 		outDir = t.TempDir()
@@ -70,7 +75,7 @@ func TestBrowser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, filepath.Join(web, "test", "browser.mjs"))
 	cmd.Dir = web
 	cmd.Env = append(os.Environ(), "CONSOLE_URL="+l.url, "CHROMIUM="+chromium, "OUT_DIR="+outDir,
-		"THING=dev-a", "THING2=dev-b", "PASSWORD2="+testPassword)
+		"THING=dev-a", "THING2=dev-b", "PASSWORD2="+testPassword, "THING3=dev-c")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	browserStart := time.Now()
@@ -89,6 +94,8 @@ func TestBrowser(t *testing.T) {
 		WrongPassword string   `json:"wrongPassword"`
 		Tabs          int      `json:"tabs"`
 		Closed        string   `json:"closedMessage"`
+		HostKeyWarn   string   `json:"hostKeyWarning"`
+		HostKeyTrust  bool     `json:"hostKeyTrusted"`
 		ConsoleErrors []string `json:"consoleErrors"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
@@ -106,6 +113,8 @@ func TestBrowser(t *testing.T) {
 		{"wrong password said", strings.Contains(res.WrongPassword, "wrong password")},
 		{"three tabs (tunnels and two terminals and more)", res.Tabs >= 3},
 		{"closed tunnel said", strings.Contains(res.Closed, "tunnel is closed")},
+		{"changed host key warned", strings.Contains(res.HostKeyWarn, "WARNING") && strings.Contains(res.HostKeyWarn, "has changed")},
+		{"the new host key trusted on request", res.HostKeyTrust},
 		{"no errors in the page's console", len(res.ConsoleErrors) == 0},
 	} {
 		if !c.ok {

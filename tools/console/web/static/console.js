@@ -248,9 +248,10 @@
             m.stored + ". Presented now: " + m.presented + ". Someone may be impersonating the device, or it was " +
             "reinstalled. Trust the new key only if you know why it changed.";
           w.hidden = false;
-          $(".trust", w).onclick = null;
+          requestAnimationFrame(() => pane.fit());
           $(".trust", w).addEventListener("click", () => {
             w.hidden = true;
+            requestAnimationFrame(() => pane.fit());
             if (login.auth !== "key") {
               setStatus("the new key will be accepted at the next login to " + m.thing + ": log in again from the Tunnels page (passwords and pasted keys are not kept)", "end-exit");
               acceptFor.set(m.thing, m.presented);

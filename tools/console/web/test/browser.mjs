@@ -7,6 +7,8 @@
 //   THING         the device to open a tunnel to and log in to with the pre-selected key
 //   THING2        optional: a second device, first a wrong password, then a right one
 //   PASSWORD2     the right password for THING2
+//   THING3        optional: a device whose stored host key differs: the warning must
+//                 show, and trusting the new key must log in
 // It prints one JSON line of results and exits non-zero on the first failure.
 import { chromium } from "playwright-core";
 import { mkdtempSync } from "node:fs";
@@ -17,6 +19,7 @@ const url = env("CONSOLE_URL");
 const outDir = env("OUT_DIR", "/tmp");
 const thing = env("THING", "lab-device");
 const thing2 = env("THING2", "");
+const thing3 = env("THING3", "");
 const step = (s) => console.error(`[browser] ${new Date().toISOString()} ${s}`);
 const results = { screenshots: [] };
 
@@ -69,8 +72,10 @@ try {
     if (how.password !== undefined) {
       await page.check("#auth-password");
       await page.fill("#login-password", how.password);
-    } else if (!(await page.isChecked("#auth-key"))) {
-      await fail(page, "the key login is not pre-selected");
+    } else if (how.preselected) {
+      if (!(await page.isChecked("#auth-key"))) await fail(page, "the key login is not pre-selected");
+    } else {
+      await page.check("#auth-key");
     }
     await page.click("#login-submit");
     return page.locator("section.pane.active");
@@ -99,7 +104,7 @@ try {
 
   const row = await openTunnel(thing);
   step(`log in to ${thing} with the pre-selected key`);
-  const pane = await login(row, {});
+  const pane = await login(row, { preselected: true });
   await pane.locator(".status", { hasText: "host key of " + thing }).waitFor({ timeout: 30000 });
   results.hostKeyStatus = await pane.locator(".status").innerText();
 
@@ -145,6 +150,26 @@ try {
     await type(good, "echo second-$((2*3))-device");
     await waitScreen(good, /^second-6-device\s*$/m, "output on the second device");
     results.tabs = await page.locator("#tabs .tab").count();
+  }
+
+  if (thing3) {
+    const row3 = await openTunnel(thing3);
+    step(`log in to ${thing3}, whose host key changed`);
+    const p3 = await login(row3, {});
+    const warning = p3.locator(".warning");
+    await warning.waitFor({ state: "visible", timeout: 30000 });
+    results.hostKeyWarning = await warning.locator(".warning-text").innerText();
+    await p3.locator(".status.end-hostkey").waitFor({ timeout: 10000 });
+    const shot = join(outDir, "console-hostkey-warning.png");
+    await page.screenshot({ path: shot });
+    results.screenshots.push(shot);
+    step("trust the new key");
+    await warning.locator("button.trust").click();
+    await p3.locator(".status", { hasText: "new host key of " + thing3 + " was accepted" }).waitFor({ timeout: 30000 });
+    await waitScreen(p3, /[#$] *$/m, "a shell prompt");
+    await type(p3, "echo trusted-$((3*3))");
+    await waitScreen(p3, /^trusted-9\s*$/m, "output after trusting the key");
+    results.hostKeyTrusted = true;
   }
 
   step("screenshot");
