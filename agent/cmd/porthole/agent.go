@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +43,22 @@ func loadConfig(path string) (*agent.Config, error) {
 	return cfg, nil
 }
 
+// defaultMemoryLimit is the agent's soft memory limit when GOMEMLIMIT is not set.
+// The agent's live heap is 1–5 MiB (10 SSH sessions and a transfer); with only
+// GOGC=100 the heap grows to twice that and freed pages go back to the kernel
+// slowly, so RSS reached 24–40 MiB under load. With this limit the collector and
+// the scavenger keep it near the budget (≤ 16 MiB loaded, docs/benchmarks.md);
+// a busier agent goes past it at the price of more GC CPU, never an error.
+// GOMEMLIMIT (e.g. "off" or "64MiB") overrides it.
+const defaultMemoryLimit = 8 << 20
+
+// setMemoryLimit applies defaultMemoryLimit unless GOMEMLIMIT is set.
+func setMemoryLimit(getenv func(string) string) {
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
+}
+
 func runAgent(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("porthole agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -53,6 +70,7 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	setMemoryLimit(os.Getenv)
 	log := cfg.Log.NewLogger(os.Stderr)
 	a, err := agent.New(cfg, log)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +172,18 @@ func TestConnectStdioReusesToken(t *testing.T) {
 		if strings.Contains(errb.String(), tun.SourceToken) {
 			t.Fatal("stderr shows the access token")
 		}
+	}
+}
+
+func TestDefaultMemoryLimit(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(old)
+	setMemoryLimit(func(string) string { return "64MiB" })
+	if got := debug.SetMemoryLimit(-1); got != old {
+		t.Fatalf("with GOMEMLIMIT set, the limit changed to %d", got)
+	}
+	setMemoryLimit(func(string) string { return "" })
+	if got := debug.SetMemoryLimit(-1); got != defaultMemoryLimit {
+		t.Fatalf("memory limit = %d, want %d", got, defaultMemoryLimit)
 	}
 }
