@@ -249,7 +249,7 @@
             "reinstalled. Trust the new key only if you know why it changed.";
           w.hidden = false;
           requestAnimationFrame(() => pane.fit());
-          $(".trust", w).addEventListener("click", () => {
+          $(".trust", w).onclick = () => { // replaces the handler of an earlier warning
             w.hidden = true;
             requestAnimationFrame(() => pane.fit());
             if (login.auth !== "key") {
@@ -258,7 +258,7 @@
               return;
             }
             connect(m.presented);
-          }, { once: true });
+          };
         } else if (m.type === "end") {
           ended = true;
           setStatus(m.text, "end-" + m.kind);
