@@ -166,7 +166,7 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 			send(ctx, c, serverMessage{Type: "hostkey-changed", Thing: hk.Thing, Stored: hk.Stored, Presented: hk.Presented})
 			return endMsg("hostkey", "WARNING: the host key of %s has changed (stored %s, presented %s). "+
 				"Someone may be impersonating the device, or it was reinstalled. Not logged in.", hk.Thing, hk.Stored, hk.Presented)
-		case strings.Contains(err.Error(), "unable to authenticate"):
+		case strings.Contains(err.Error(), "unable to authenticate"): // x/crypto/ssh has no typed error for it
 			log.Info("login refused")
 			if req.Auth == "password" {
 				return endMsg("auth", "login refused: wrong password for %s (or the device does not accept passwords)", req.User)
