@@ -1,0 +1,384 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+	"github.com/porthole-iot/porthole/tools/internal/stack"
+)
+
+// The fault-injection tests run the real path (Mosquitto, tunneld, the agent
+// binary, porthole connect, OpenSSH) and break one part of it at a time. Every
+// transfer is checked by hash; a failed transfer must be reported as failed.
+
+// randomFile writes n random bytes under dir and returns the path and its hash.
+func randomFile(t *testing.T, dir string, n int) (string, [32]byte) {
+	b := make([]byte, n)
+	rand.Read(b)
+	p := filepath.Join(dir, fmt.Sprintf("random-%d.bin", n))
+	writeFile(t, p, b, 0o600)
+	return p, sha256.Sum256(b)
+}
+
+// scp copies with `scp` (SFTP protocol) through port; it returns the error.
+func scp(s *stack.Stack, port, from, to string) error {
+	args := append(s.SSHOpts(), "-P", port, from, to)
+	out, err := exec.Command("scp", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("scp %s %s: %v: %s", from, to, err, out)
+	}
+	return nil
+}
+
+// uploadHash sends data to `sha256sum` on the device over ssh and checks the
+// digest it prints.
+func uploadHash(s *stack.Stack, port string, data []byte) error {
+	args := append(s.SSHOpts(), "-p", port, "root@127.0.0.1", "sha256sum")
+	cmd := exec.Command("ssh", args...)
+	cmd.Stdin = bytes.NewReader(data)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ssh sha256sum: %v: %s", err, out)
+	}
+	sum := sha256.Sum256(data)
+	if want := hex.EncodeToString(sum[:]); !strings.HasPrefix(string(out), want) {
+		return fmt.Errorf("device hashed %q, want %s", out, want)
+	}
+	return nil
+}
+
+// baseline is what the agent process holds; near compares a later reading.
+func near(t *testing.T, what string, before, after stack.Proc) {
+	t.Logf("%s: agent FDs %d -> %d, threads %d -> %d, RSS %s -> %s", what, before.FDs, after.FDs, before.Threads, after.Threads,
+		stack.MiB(before.RSS), stack.MiB(after.RSS))
+	if after.FDs > before.FDs+2 {
+		t.Errorf("%s: the agent holds %d FDs, %d before", what, after.FDs, before.FDs)
+	}
+}
+
+// waitFDs waits until the agent holds at most max FDs (connections close
+// asynchronously).
+func waitFDs(s *stack.Stack, max int, d time.Duration) stack.Proc {
+	deadline := time.Now().Add(d)
+	for {
+		p := s.AgentProc()
+		if p.FDs <= max || time.Now().After(deadline) {
+			return p
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestFaultBrokerRestart(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	open := s.OpenTunnel("SSH")
+	port, _, stop := s.Connect(open)
+	defer stop()
+	dir := t.TempDir()
+	src, want := randomFile(t, dir, 32<<20)
+
+	// Idle tunnel: the broker goes away and comes back; the tunnel is untouched.
+	s.Broker.Stop()
+	if got := s.MustSSH(port, "echo idle"); got != "idle\n" {
+		t.Fatalf("ssh with the broker down: %q", got)
+	}
+	from := s.AgentLog.Len()
+	s.Broker.Start()
+	s.AgentLog.Wait(t, stack.SubscribedRE(), from, 60*time.Second)
+
+	// During a transfer: the data plane does not depend on MQTT.
+	done := make(chan error, 1)
+	go func() { done <- scp(s, port, src, "root@127.0.0.1:"+filepath.Join(dir, "up.bin")) }()
+	time.Sleep(300 * time.Millisecond)
+	from = s.AgentLog.Len()
+	s.Broker.Stop()
+	s.Broker.Start()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if hashFile(t, filepath.Join(dir, "up.bin")) != want {
+		t.Fatal("transfer during the broker restart: file differs")
+	}
+	s.AgentLog.Wait(t, stack.SubscribedRE(), from, 60*time.Second)
+	// A new tunnel is heard after the restart.
+	open2 := s.OpenTunnel("SSH")
+	port2, _, stop2 := s.Connect(open2)
+	defer stop2()
+	if got := s.MustSSH(port2, "echo second"); got != "second\n" {
+		t.Fatalf("ssh through a tunnel opened after the restart: %q", got)
+	}
+}
+
+func TestFaultTunneldRestart(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	open := s.OpenTunnel("SSH")
+	port, _, stop := s.Connect(open)
+	defer stop()
+	s.MustSSH(port, "true")
+
+	// tunneld stops (state on disk) and comes back on the same address: the agent
+	// and porthole connect reconnect with their client tokens.
+	addr := s.TDAddr
+	s.StopTunneld()
+	s.StartTunneld(addr)
+	s.WaitDestination(open.TunnelID, 60*time.Second)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := s.SSH(port, "echo after restart")
+		if err == nil && out == "after restart\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ssh after the tunneld restart: %v %q\nagent log:\n%s", err, out, s.AgentLog)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	if err := uploadHash(s, port, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFaultWebSocketDropMidTransfer(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	open := s.OpenTunnel("SSH")
+	port, _, stop := s.Connect(open)
+	defer stop()
+	s.MustSSH(port, "true")
+	before := waitFDs(s, 0, 0)
+	dir := t.TempDir()
+	src, want := randomFile(t, dir, 64<<20)
+	dp := s.TD().Dataplane(open.TunnelID)
+	// Slow the tunnel so that the drop lands mid-transfer.
+	dp.SetBandwidth(8 << 20)
+
+	dst := filepath.Join(dir, "up.bin")
+	done := make(chan error, 1)
+	go func() { done <- scp(s, port, src, "root@127.0.0.1:"+dst) }()
+	time.Sleep(time.Second)
+	dp.Drop(dataplane.Destination)
+	err := <-done
+	dp.SetBandwidth(0)
+	if err == nil {
+		// Only acceptable if every byte arrived intact.
+		if hashFile(t, dst) != want {
+			t.Fatal("scp reported success for a file that differs")
+		}
+		t.Log("the transfer finished before the drop")
+	} else {
+		t.Logf("transfer failed as it should: %v", err)
+		if b, rerr := os.ReadFile(dst); rerr == nil && sha256.Sum256(b) == want {
+			t.Fatal("scp failed although the file arrived intact")
+		}
+	}
+	if err := dp.WaitConnects(ctxTimeout(t, 30*time.Second), dataplane.Destination, 2); err != nil {
+		t.Fatalf("agent did not reconnect: %v", err)
+	}
+	// The next transfer works.
+	os.Remove(dst)
+	if err := scp(s, port, src, "root@127.0.0.1:"+dst); err != nil {
+		t.Fatal(err)
+	}
+	if hashFile(t, dst) != want {
+		t.Fatal("transfer after the drop: file differs")
+	}
+	near(t, "after the drop", before, waitFDs(s, before.FDs, 10*time.Second))
+}
+
+func TestFaultTargetRefusesOrHangs(t *testing.T) {
+	refused, _ := net.Listen("tcp", "127.0.0.1:0")
+	refusedAddr := refused.Addr().String()
+	refused.Close()
+	hang, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hang.Close()
+	held := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				close(held)
+				return
+			}
+			held <- c // accepted, never answered
+		}
+	}()
+	defer func() {
+		hang.Close()
+		for c := range held {
+			c.Close()
+		}
+	}()
+	s := stack.Start(t, stack.Options{Services: []string{fmt.Sprintf("REFUSE = %q", refusedAddr), fmt.Sprintf("HANG = %q", hang.Addr())}})
+	open := s.OpenTunnel("SSH", "REFUSE", "HANG")
+	ports, _, stop := s.ConnectServices(open, "SSH", "REFUSE", "HANG")
+	defer stop()
+	s.MustSSH(ports["SSH"], "true")
+	before := s.AgentProc()
+
+	c, err := net.Dial("tcp", "127.0.0.1:"+ports["REFUSE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("refused target: read %d bytes, want the stream reset", n)
+	}
+	c.Close()
+
+	h, err := net.Dial("tcp", "127.0.0.1:"+ports["HANG"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Write([]byte("hello?"))
+	h.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := h.Read(make([]byte, 1)); n != 0 || !os.IsTimeout(err) {
+		t.Fatalf("hanging target: read %d, %v; want nothing", n, err)
+	}
+	// A hung target holds one connection, not the tunnel: SSH still works.
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	if err := uploadHash(s, ports["SSH"], data); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	near(t, "after the refused and hung targets", before, waitFDs(s, before.FDs, 10*time.Second))
+	if !regexp.MustCompile(`dialing service failed.*REFUSE`).MatchString(s.AgentLog.String()) {
+		t.Errorf("no log line for the refused target:\n%s", s.AgentLog)
+	}
+}
+
+func TestFaultAgentKilled(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	open := s.OpenTunnel("SSH")
+	port, _, stop := s.Connect(open)
+	defer stop()
+	s.MustSSH(port, "true")
+	keyPath := filepath.Join(s.DataDir, "ssh_host_ed25519_key")
+	key := hashFile(t, keyPath)
+	dp := s.TD().Dataplane(open.TunnelID)
+	before := dp.Connects(dataplane.Destination)
+
+	s.KillAgent()
+	s.StartAgent()
+	// The agent resumes the saved tunnel with its saved client token: the service
+	// accepts the reconnect of an access token already used only with it.
+	if err := dp.WaitConnects(ctxTimeout(t, 30*time.Second), dataplane.Destination, before+1); err != nil {
+		t.Fatalf("agent did not resume the tunnel after SIGKILL: %v\n%s", err, s.AgentLog)
+	}
+	if hashFile(t, keyPath) != key {
+		t.Fatal("the host key changed across SIGKILL")
+	}
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	if err := uploadHash(s, port, data); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(s.DataDir, ".*tmp*")); len(m) > 0 {
+		t.Errorf("temporary files left in the data directory: %v", m)
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes at dir (root only; skipped where
+// mounting is not allowed, e.g. an unprivileged container).
+func mountTmpfs(t *testing.T, dir string, opts string) {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tmpfs", dir).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mount tmpfs: %v: %s", err, out)
+		}
+		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+}
+
+func TestFaultDataDirUnwritable(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	s.StopAgent()
+	run := func(t *testing.T) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, s.Bin, "agent", "-c", s.Config).CombinedOutput()
+		if err == nil || ctx.Err() != nil {
+			t.Fatalf("agent with an unusable data directory: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		t.Logf("agent exit %v: %s", err, lines[len(lines)-1])
+		return string(out)
+	}
+	noPartial := func(t *testing.T) {
+		ents, _ := os.ReadDir(s.DataDir)
+		for _, e := range ents {
+			if e.Name() != "lost+found" {
+				t.Errorf("left in the data directory: %s", e.Name())
+			}
+		}
+	}
+	t.Run("read-only", func(t *testing.T) {
+		os.RemoveAll(s.DataDir)
+		os.MkdirAll(s.DataDir, 0o700)
+		mountTmpfs(t, s.DataDir, "ro,size=64k")
+		out := run(t)
+		if !strings.Contains(out, "ssh_host_ed25519_key") || !strings.Contains(out, "read-only file system") {
+			t.Fatalf("error does not name the host key and the cause:\n%s", out)
+		}
+		noPartial(t)
+	})
+	t.Run("full", func(t *testing.T) {
+		os.RemoveAll(s.DataDir)
+		os.MkdirAll(s.DataDir, 0o700)
+		mountTmpfs(t, s.DataDir, "size=8k")
+		// Fill it: tmpfs rounds to pages; write until ENOSPC.
+		f, _ := os.Create(filepath.Join(s.DataDir, "filler"))
+		io.Copy(f, io.LimitReader(rand.Reader, 1<<20))
+		f.Close()
+		out := run(t)
+		if !strings.Contains(out, "ssh_host_ed25519_key") || !strings.Contains(out, "no space left on device") {
+			t.Fatalf("error does not name the host key and the cause:\n%s", out)
+		}
+		ents, _ := os.ReadDir(s.DataDir)
+		if len(ents) != 1 {
+			t.Errorf("data directory holds %d entries, want only the filler", len(ents))
+		}
+	})
+	t.Run("tunnel state full", func(t *testing.T) {
+		exec.Command("umount", "-l", s.DataDir).Run()
+		os.RemoveAll(s.DataDir)
+		os.MkdirAll(s.DataDir, 0o700)
+		s.StartAgent() // makes the host key
+		tunnels := filepath.Join(s.DataDir, "tunnels")
+		os.MkdirAll(tunnels, 0o700)
+		mountTmpfs(t, tunnels, "size=4k")
+		f, _ := os.Create(filepath.Join(tunnels, "filler"))
+		io.Copy(f, io.LimitReader(rand.Reader, 1<<20))
+		f.Close()
+		open := s.OpenTunnel("SSH")
+		s.AgentLog.Wait(t, regexp.MustCompile(`cannot save tunnel state.*no space left on device`), 0, 20*time.Second)
+		port, _, stop := s.Connect(open)
+		defer stop()
+		if got := s.MustSSH(port, "echo still works"); got != "still works\n" {
+			t.Fatalf("ssh: %q", got)
+		}
+		ents, _ := os.ReadDir(tunnels)
+		if len(ents) != 1 {
+			t.Errorf("tunnels directory holds %d entries, want only the filler", len(ents))
+		}
+		s.StopAgent()
+	})
+}

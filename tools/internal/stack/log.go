@@ -1,0 +1,63 @@
+package stack
+
+import (
+	"bytes"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Log collects a process's output and lets a test wait for a line.
+type Log struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	cond chan struct{}
+}
+
+// NewLog makes an empty Log.
+func NewLog() *Log { return &Log{cond: make(chan struct{}, 1)} }
+
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.buf.Write(p)
+	l.mu.Unlock()
+	select {
+	case l.cond <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// Len is how many bytes the log holds: an offset for Wait.
+func (l *Log) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Len()
+}
+
+// Wait returns the first match of re after offset from, waiting up to d.
+func (l *Log) Wait(tb testing.TB, re *regexp.Regexp, from int, d time.Duration) []string {
+	tb.Helper()
+	deadline := time.After(d)
+	for {
+		s := l.String()
+		if from < len(s) {
+			if m := re.FindStringSubmatch(s[from:]); m != nil {
+				return m
+			}
+		}
+		select {
+		case <-l.cond:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			tb.Fatalf("no line matching %q within %v; log:\n%s", re, d, s)
+		}
+	}
+}

@@ -1,0 +1,579 @@
+// Package stack runs the whole porthole path on loopback for host-side tests and
+// benchmarks: Mosquitto with mutual TLS (tools/internal/mqtttest), tunneld in
+// process, the built `porthole agent` binary (with its SSH server also listening on
+// a loopback port, so the same server can be reached directly), and
+// `porthole connect` binaries as the source side. It is the harness of tools/e2e,
+// shared; it is not a lab for people (that is tools/lab).
+package stack
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/porthole-iot/porthole/tools/internal/mqtttest"
+	"github.com/porthole-iot/porthole/tools/tunneld"
+)
+
+// Thing is the device's thing name.
+const Thing = "stack-device"
+
+// NeedProgram finds name on PATH; it skips the test when missing, or fails it
+// under CI=true.
+func NeedProgram(tb testing.TB, name string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("%s is required (make test installs it): %v", name, err)
+		}
+		tb.Skipf("%s not installed; `make test` installs it", name)
+	}
+	return p
+}
+
+// Options shape a Stack; the zero value is a device with the SSH service only.
+type Options struct {
+	// Services are extra [services] lines, e.g. `WEB = "127.0.0.1:80"`.
+	Services []string
+	// SSH are extra [ssh] lines.
+	SSH []string
+	// Tunnel are extra [tunnel] lines.
+	Tunnel []string
+	// Env is added to the agent's environment.
+	Env []string
+	// TunneldLog receives tunneld's records; nil discards.
+	TunneldLog *slog.Logger
+}
+
+// Stack is one running path. Its fields are read-only after Start.
+type Stack struct {
+	TB       testing.TB
+	Bin      string // the porthole binary
+	Dir      string
+	Broker   *mqtttest.Broker
+	Key      string // operator private key file
+	Config   string // the agent's config file
+	DataDir  string // the agent's data_dir
+	SSHAddr  string // the agent's sshd on loopback: direct SSH to the same server
+	TDAddr   string
+	AgentLog *Log
+	Agent    *exec.Cmd
+
+	opt      Options
+	notifier *tunneld.MQTTNotifier
+	tdDir    string
+	mu       sync.Mutex
+	td       *tunneld.Server
+	tdServed chan struct{}
+	logs     []*Log   // every log the stack captured, for secret checks
+	secrets  []string // access tokens handed out through the stack
+}
+
+var buildOnce struct {
+	sync.Mutex
+	path string
+}
+
+// Build builds the porthole binary once per test process.
+func Build(tb testing.TB) string {
+	buildOnce.Lock()
+	defer buildOnce.Unlock()
+	if buildOnce.path != "" {
+		return buildOnce.path
+	}
+	dir, err := os.MkdirTemp("", "porthole-stack-bin")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "github.com/porthole-iot/porthole/agent/cmd/porthole")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	buildOnce.path = filepath.Join(dir, "porthole")
+	return buildOnce.path
+}
+
+// SafeDir is a temporary directory whose parents nobody else can write: sshd
+// refuses authorized_keys files anywhere else (like OpenSSH's StrictModes).
+func SafeDir(tb testing.TB) string {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	base = filepath.Join(base, "porthole-test")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	d, err := os.MkdirTemp(base, "stack")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// Start runs the broker, tunneld and the agent, and waits for the agent's MQTT
+// subscription.
+func Start(tb testing.TB, opt Options) *Stack {
+	for _, p := range []string{"ssh", "sftp", "scp"} {
+		NeedProgram(tb, p)
+	}
+	if os.Geteuid() != 0 {
+		tb.Skip("the agent logs operators in as root here; run as root (CI does)")
+	}
+	s := &Stack{TB: tb, Bin: Build(tb), Dir: SafeDir(tb), Broker: mqtttest.StartMosquitto(tb), opt: opt}
+	s.tdDir = filepath.Join(s.Dir, "tunneld")
+	if s.opt.TunneldLog == nil {
+		s.opt.TunneldLog = slog.New(slog.NewTextHandler(s.NewLog(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	// Registered first, so it runs last: after the agent and every porthole connect
+	// have stopped and their logs are complete.
+	tb.Cleanup(func() {
+		if !tb.Failed() {
+			s.CheckNoSecrets()
+		}
+	})
+	pki := s.Broker.PKI
+	pubCert, pubKey := pki.Client(tb, mqtttest.PublisherCN)
+	var err error
+	s.notifier, err = tunneld.NewMQTTNotifier(tunneld.MQTTConfig{Broker: s.Broker.Addr, CAFile: pki.CAFile, CertFile: pubCert, KeyFile: pubKey})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.StopTunneld()
+		s.notifier.Close(ctx)
+	})
+	s.StartTunneld("127.0.0.1:0")
+
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	block, _ := gossh.MarshalPrivateKey(priv, "stack operator")
+	s.Key = filepath.Join(s.Dir, "id_ed25519")
+	s.write(s.Key, pem.EncodeToMemory(block))
+	signer, _ := gossh.NewSignerFromKey(priv)
+	s.write(filepath.Join(s.Dir, "authorized_keys"), gossh.MarshalAuthorizedKey(signer.PublicKey()))
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.SSHAddr = ln.Addr().String()
+	ln.Close()
+	s.DataDir = filepath.Join(s.Dir, "data")
+	devCert, devKey := pki.Client(tb, Thing)
+	cfg := fmt.Sprintf(`thing_name = %q
+data_dir = %q
+[mqtt]
+endpoint = %q
+ca_file = %q
+cert_file = %q
+key_file = %q
+keepalive = "5s"
+[tunnel]
+endpoint = %q
+ca_file = %q
+%s
+[services]
+SSH = "builtin"
+%s
+[ssh]
+listen = %q
+authorized_keys = [%q]
+%s
+`, Thing, s.DataDir, s.Broker.Addr, pki.CAFile, devCert, devKey, s.TDAddr, pki.CAFile, strings.Join(opt.Tunnel, "\n"),
+		strings.Join(opt.Services, "\n"), s.SSHAddr, filepath.Join(s.Dir, "authorized_keys"), strings.Join(opt.SSH, "\n"))
+	s.Config = filepath.Join(s.Dir, "porthole.toml")
+	s.write(s.Config, []byte(cfg))
+	s.StartAgent()
+	return s
+}
+
+func (s *Stack) write(path string, b []byte) {
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		s.TB.Fatal(err)
+	}
+}
+
+// TD is the running tunneld.
+func (s *Stack) TD() *tunneld.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.td
+}
+
+// StartTunneld starts tunneld on addr with its state in the stack's directory.
+func (s *Stack) StartTunneld(addr string) {
+	tb := s.TB
+	log := s.opt.TunneldLog
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	td, err := tunneld.New(tunneld.Config{TLS: s.Broker.PKI.ServerTLS(tb, "tunneld"), Notifier: s.notifier, DataDir: s.tdDir, Logger: log})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ln net.Listener
+	for i := 0; ; i++ { // a restarted tunneld takes its old port back
+		ln, err = net.Listen("tcp", addr)
+		if err == nil || i == 50 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); td.Serve(ln) }()
+	s.mu.Lock()
+	s.td, s.tdServed, s.TDAddr = td, served, ln.Addr().String()
+	s.mu.Unlock()
+}
+
+// StopTunneld shuts tunneld down (its state stays on disk).
+func (s *Stack) StopTunneld() {
+	s.mu.Lock()
+	td, served := s.td, s.tdServed
+	s.td = nil
+	s.mu.Unlock()
+	if td == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	td.Shutdown(ctx)
+	td.Close()
+	<-served
+}
+
+var subscribedRE = regexp.MustCompile(`notify subscription granted`)
+
+// SubscribedRE matches the agent's line once its MQTT subscription is up.
+func SubscribedRE() *regexp.Regexp { return subscribedRE }
+
+// StartAgent starts the agent binary and waits for its subscription.
+func (s *Stack) StartAgent() {
+	tb := s.TB
+	s.AgentLog = s.NewLog()
+	cmd := exec.Command(s.Bin, "agent", "-c", s.Config)
+	cmd.Env = append(os.Environ(), s.opt.Env...)
+	cmd.Stdout, cmd.Stderr = s.AgentLog, s.AgentLog
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	s.Agent = cmd
+	tb.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	s.AgentLog.Wait(tb, subscribedRE, 0, 30*time.Second)
+}
+
+// StopAgent sends SIGTERM and fails unless the agent exits 0 within 6 s.
+func (s *Stack) StopAgent() {
+	tb := s.TB
+	s.Agent.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- s.Agent.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			tb.Fatalf("agent exit after SIGTERM: %v\n%s", err, s.AgentLog)
+		}
+	case <-time.After(6 * time.Second):
+		s.Agent.Process.Kill()
+		tb.Fatalf("agent did not stop within 6 s of SIGTERM")
+	}
+}
+
+// KillAgent SIGKILLs the agent and reaps it.
+func (s *Stack) KillAgent() {
+	s.Agent.Process.Kill()
+	s.Agent.Wait()
+}
+
+// OpenTunnel opens a tunnel to the device and waits until the agent is connected.
+func (s *Stack) OpenTunnel(services ...string) *tunneld.OpenTunnelOutput {
+	out, err := s.TD().OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
+		DestinationConfig: &tunneld.DestinationConfig{ThingName: Thing, Services: services}})
+	if err != nil {
+		s.TB.Fatal(err)
+	}
+	s.AddSecret(out.SourceAccessToken, out.DestinationAccessToken)
+	s.WaitDestination(out.TunnelID, 30*time.Second)
+	return out
+}
+
+// DestinationConnected reports whether tunneld sees the agent on tunnel id.
+func (s *Stack) DestinationConnected(id string) bool {
+	out, err := s.TD().DescribeTunnel(context.Background(), &tunneld.DescribeTunnelInput{TunnelID: id})
+	if err != nil {
+		s.TB.Fatal(err)
+	}
+	st := out.Tunnel.DestinationConnectionState
+	return st != nil && st.Status == "CONNECTED"
+}
+
+// WaitDestination waits until the agent is connected to tunnel id.
+func (s *Stack) WaitDestination(id string, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if s.DestinationConnected(id) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.TB.Fatalf("the agent did not connect tunnel %s within %v; agent log:\n%s", id, d, s.AgentLog)
+}
+
+var listeningRE = regexp.MustCompile(`msg=listening .*service=(\S+) addr=(127\.0\.0\.1:\d+)`)
+
+// Connect runs `porthole connect -L SSH=0` for a tunnel and returns its local
+// port; stop ends it with SIGINT (it also ends with the test).
+func (s *Stack) Connect(out *tunneld.OpenTunnelOutput) (port string, log *Log, stop func()) {
+	ports, log, stop := s.ConnectServices(out, "SSH")
+	return ports["SSH"], log, stop
+}
+
+// ConnectServices runs `porthole connect` with `-L SVC=0` for each service and
+// returns the local port of each.
+func (s *Stack) ConnectServices(out *tunneld.OpenTunnelOutput, services ...string) (ports map[string]string, log *Log, stop func()) {
+	tb := s.TB
+	tok := filepath.Join(s.Dir, out.TunnelID+".token")
+	s.write(tok, []byte(out.SourceAccessToken+"\n"))
+	log = s.NewLog()
+	args := []string{"connect", "--endpoint", s.TDAddr, "--ca-file", s.Broker.PKI.CAFile, "--token-file", tok}
+	for _, svc := range services {
+		args = append(args, "-L", svc+"=0")
+	}
+	cmd := exec.Command(s.Bin, args...)
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+filepath.Join(s.Dir, "cache"))
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGINT)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-done
+				tb.Errorf("porthole connect did not stop")
+			}
+		})
+	}
+	tb.Cleanup(stop)
+	ports = map[string]string{}
+	from := 0
+	for len(ports) < len(services) {
+		m := log.Wait(tb, listeningRE, from, 30*time.Second)
+		from = strings.Index(log.String(), m[0]) + len(m[0])
+		_, ports[m[1]], _ = net.SplitHostPort(m[2])
+	}
+	return ports, log, stop
+}
+
+// AddSecret records tokens that no log may show.
+func (s *Stack) AddSecret(secrets ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range secrets {
+		if x != "" {
+			s.secrets = append(s.secrets, x)
+		}
+	}
+}
+
+var (
+	tokenFieldRE = regexp.MustCompile(`"(?:access_token|client_token|clientToken|token)"\s*:\s*"([^"]{16,})"`)
+	pemLineRE    = regexp.MustCompile(`(?m)^[A-Za-z0-9+/=]{40,}$`)
+)
+
+// CheckNoSecrets fails the test if any captured log (agent, porthole connect,
+// tunneld) shows an access token handed out through the stack, a client token
+// the agent or porthole connect saved, or a line of a private key the stack
+// wrote (operator key, device key, the agent's host key).
+func (s *Stack) CheckNoSecrets() {
+	tb := s.TB
+	s.mu.Lock()
+	secrets := append([]string(nil), s.secrets...)
+	s.mu.Unlock()
+	filepath.WalkDir(s.Dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) > 1<<20 {
+			return nil
+		}
+		switch {
+		case strings.HasSuffix(p, ".json") || strings.Contains(p, string(filepath.Separator)+"cache"+string(filepath.Separator)):
+			for _, m := range tokenFieldRE.FindAllSubmatch(b, -1) {
+				secrets = append(secrets, string(m[1]))
+			}
+			if !bytes.ContainsAny(b, "{\"") { // a bare token file
+				secrets = append(secrets, strings.TrimSpace(string(b)))
+			}
+		case bytes.Contains(b, []byte("PRIVATE KEY-----")):
+			for _, m := range pemLineRE.FindAll(b, -1) {
+				secrets = append(secrets, string(m))
+			}
+		}
+		return nil
+	})
+	n := 0
+	for i, l := range s.Logs() {
+		text := l.String()
+		for _, x := range secrets {
+			if len(x) >= 16 && strings.Contains(text, x) {
+				tb.Errorf("log %d shows a secret (%d chars, starting %.4s…)", i, len(x), x)
+			}
+		}
+		n++
+	}
+	tb.Logf("checked %d logs for %d secrets", n, len(secrets))
+}
+
+// SSHOpts are the OpenSSH options for non-interactive logins with the operator key.
+func (s *Stack) SSHOpts() []string {
+	return []string{"-i", s.Key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20"}
+}
+
+// DirectPort is the port of the agent's sshd on loopback.
+func (s *Stack) DirectPort() string {
+	_, p, _ := net.SplitHostPort(s.SSHAddr)
+	return p
+}
+
+// SSH runs `ssh -p port root@127.0.0.1 command` and returns its combined output.
+func (s *Stack) SSH(port, command string) (string, error) {
+	args := append(s.SSHOpts(), "-p", port, "root@127.0.0.1", command)
+	out, err := exec.Command("ssh", args...).CombinedOutput()
+	return string(out), err
+}
+
+// MustSSH is SSH that fails the test on error.
+func (s *Stack) MustSSH(port, command string) string {
+	out, err := s.SSH(port, command)
+	if err != nil {
+		s.TB.Fatalf("ssh %q: %v\n%s\nagent log:\n%s", command, err, out, s.AgentLog)
+	}
+	return out
+}
+
+// Logs are every log the stack captured (agent runs and connect processes).
+func (s *Stack) Logs() []*Log {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Log(nil), s.logs...)
+}
+
+// NewLog makes a Log that Logs will return.
+func (s *Stack) NewLog() *Log {
+	l := NewLog()
+	s.mu.Lock()
+	s.logs = append(s.logs, l)
+	s.mu.Unlock()
+	return l
+}
+
+// Proc is what /proc says about a process.
+type Proc struct {
+	RSS, RSSAnon, RSSFile int64 // bytes
+	Threads               int
+	FDs                   int
+	CPU                   time.Duration // user + system
+}
+
+// ReadProc reads /proc/pid/status, /proc/pid/stat and /proc/pid/fd.
+func ReadProc(pid int) (Proc, error) {
+	var p Proc
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return p, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseInt(fields[0], 10, 64)
+		switch k {
+		case "VmRSS":
+			p.RSS = n << 10
+		case "RssAnon":
+			p.RSSAnon = n << 10
+		case "RssFile":
+			p.RSSFile = n << 10
+		case "Threads":
+			p.Threads = int(n)
+		}
+	}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return p, err
+	}
+	p.FDs = len(ents)
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return p, err
+	}
+	// Fields after the command name (which may hold spaces): utime is the 14th field.
+	if i := bytes.LastIndexByte(stat, ')'); i > 0 {
+		fs := strings.Fields(string(stat[i+1:]))
+		if len(fs) > 13 {
+			ut, _ := strconv.ParseInt(fs[11], 10, 64)
+			st, _ := strconv.ParseInt(fs[12], 10, 64)
+			p.CPU = time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+		}
+	}
+	return p, nil
+}
+
+// AgentProc is ReadProc for the running agent.
+func (s *Stack) AgentProc() Proc {
+	p, err := ReadProc(s.Agent.Process.Pid)
+	if err != nil {
+		s.TB.Fatal(err)
+	}
+	return p
+}
+
+// MiB formats bytes as MiB.
+func MiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
