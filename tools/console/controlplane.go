@@ -53,22 +53,38 @@ func openInput(thing string, services []string, lifetime time.Duration) *tunneld
 	return in
 }
 
-// TunneldAPI is a ControlPlane that speaks the AWS JSON 1.1 API over HTTP to a
-// tools/tunneld at URL (https://host:port). It sends a SigV4-shaped Authorization
-// header that tunneld accepts without verifying; it does not sign requests, so it
-// does not work against AWS itself (paste a source token there instead).
-type TunneldAPI struct {
-	// URL of the control plane, e.g. https://127.0.0.1:8443.
+// Credentials sign control-plane requests (AWS SigV4). They are secrets: never
+// logged, and String prints the access key ID only.
+type Credentials struct {
+	AccessKeyID, SecretAccessKey, SessionToken string
+}
+
+func (c Credentials) String() string { return "credentials " + c.AccessKeyID }
+
+// GoString is String, so that %#v does not print the secret either.
+func (c Credentials) GoString() string { return c.String() }
+
+// ControlPlaneAPI is a ControlPlane that speaks the AWS JSON 1.1 API over HTTPS:
+// AWS IoT Secure Tunneling (https://api.tunneling.iot.REGION.amazonaws.com) or a
+// tools/tunneld (https://host:port). With Credentials requests are signed (SigV4);
+// without, they carry a signature-shaped Authorization header that a tunneld
+// without --credentials accepts and AWS refuses.
+type ControlPlaneAPI struct {
+	// URL of the control plane.
 	URL string
-	// Region for the Authorization header's scope; "" means us-east-1.
+	// Region of the credential scope; "" means us-east-1.
 	Region string
+	// Credentials sign requests; zero means unsigned.
+	Credentials Credentials
 	// CAFile is an extra PEM trust anchor for https; "" means the system roots.
 	CAFile string
 	// Client is the HTTP client; nil means one built from CAFile.
 	Client *http.Client
+	// now is the signing clock; nil means time.Now.
+	now func() time.Time
 }
 
-func (a *TunneldAPI) client() (*http.Client, error) {
+func (a *ControlPlaneAPI) client() (*http.Client, error) {
 	if a.Client != nil {
 		return a.Client, nil
 	}
@@ -90,7 +106,7 @@ func (a *TunneldAPI) client() (*http.Client, error) {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}, nil
 }
 
-func (a *TunneldAPI) call(ctx context.Context, op string, in, out any) error {
+func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) error {
 	c, err := a.client()
 	if err != nil {
 		return err
@@ -107,12 +123,17 @@ func (a *TunneldAPI) call(ctx context.Context, op string, in, out any) error {
 	if region == "" {
 		region = tunneld.DefaultRegion
 	}
-	day := time.Now().UTC().Format("20060102")
 	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
 	req.Header.Set("X-Amz-Target", "IoTSecuredTunneling."+op)
-	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=console/"+day+"/"+region+
-		"/iotsecuredtunneling/aws4_request, SignedHeaders=host;x-amz-date, Signature=unsigned")
-	req.Header.Set("X-Amz-Date", time.Now().UTC().Format("20060102T150405Z"))
+	now := time.Now
+	if a.now != nil {
+		now = a.now
+	}
+	creds := a.Credentials
+	if creds.AccessKeyID == "" {
+		creds = Credentials{AccessKeyID: "porthole-console", SecretAccessKey: "unsigned"}
+	}
+	signV4(req, body, creds, region, "IoTSecuredTunneling", now())
 	resp, err := c.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -140,7 +161,7 @@ func (a *TunneldAPI) call(ctx context.Context, op string, in, out any) error {
 }
 
 // OpenTunnel implements ControlPlane.
-func (a *TunneldAPI) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (string, tunnel.Token, error) {
+func (a *ControlPlaneAPI) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (string, tunnel.Token, error) {
 	var out tunneld.OpenTunnelOutput
 	if err := a.call(ctx, "OpenTunnel", openInput(thing, services, lifetime), &out); err != nil {
 		return "", tunnel.Token{}, err
@@ -150,6 +171,6 @@ func (a *TunneldAPI) OpenTunnel(ctx context.Context, thing string, services []st
 }
 
 // CloseTunnel implements ControlPlane.
-func (a *TunneldAPI) CloseTunnel(ctx context.Context, id string) error {
+func (a *ControlPlaneAPI) CloseTunnel(ctx context.Context, id string) error {
 	return a.call(ctx, "CloseTunnel", &tunneld.CloseTunnelInput{TunnelID: id}, nil)
 }

@@ -2,7 +2,9 @@ package console
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -10,10 +12,29 @@ import (
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
-// TestTunneldAPI opens and closes a tunnel over HTTP, as porthole-console --tunneld
-// does, against a tunneld that wants a SigV4-shaped Authorization header.
-func TestTunneldAPI(t *testing.T) {
-	td, err := tunneld.New(tunneld.Config{})
+// TestControlPlaneAPI opens and closes a tunnel over HTTP, as porthole-console
+// --control-plane does, against a tunneld that verifies SigV4 signatures; then
+// against one without credentials, which wants only the header's shape.
+func TestControlPlaneAPI(t *testing.T) {
+	t.Run("signed", func(t *testing.T) {
+		testControlPlaneAPI(t, map[string]string{"AKIDPORTHOLE": "s3cr3t"}, Credentials{AccessKeyID: "AKIDPORTHOLE", SecretAccessKey: "s3cr3t"}, "")
+	})
+	t.Run("session token", func(t *testing.T) {
+		testControlPlaneAPI(t, map[string]string{"AKIDPORTHOLE": "s3cr3t"}, Credentials{AccessKeyID: "AKIDPORTHOLE", SecretAccessKey: "s3cr3t", SessionToken: "sess/ion+token"}, "")
+	})
+	t.Run("wrong secret", func(t *testing.T) {
+		testControlPlaneAPI(t, map[string]string{"AKIDPORTHOLE": "s3cr3t"}, Credentials{AccessKeyID: "AKIDPORTHOLE", SecretAccessKey: "guess"}, "InvalidSignatureException")
+	})
+	t.Run("unsigned", func(t *testing.T) {
+		testControlPlaneAPI(t, nil, Credentials{}, "")
+	})
+	t.Run("unsigned against credentials", func(t *testing.T) {
+		testControlPlaneAPI(t, map[string]string{"AKIDPORTHOLE": "s3cr3t"}, Credentials{}, "UnrecognizedClientException")
+	})
+}
+
+func testControlPlaneAPI(t *testing.T, creds map[string]string, c Credentials, wantErr string) {
+	td, err := tunneld.New(tunneld.Config{Credentials: creds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,9 +51,15 @@ func TestTunneldAPI(t *testing.T) {
 		<-done
 	}()
 
-	api := &TunneldAPI{URL: "http://" + ln.Addr().String()}
+	api := &ControlPlaneAPI{URL: "http://" + ln.Addr().String(), Credentials: c}
 	ctx := context.Background()
 	id, tok, err := api.OpenTunnel(ctx, "dev1", []string{"SSH", "HTTP"}, 30*time.Minute)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("OpenTunnel = %v, want %s", err, wantErr)
+		}
+		return
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,5 +84,21 @@ func TestTunneldAPI(t *testing.T) {
 	err = api.CloseTunnel(ctx, "no-such-tunnel")
 	if err == nil || !strings.Contains(err.Error(), "ResourceNotFoundException") {
 		t.Fatalf("CloseTunnel(unknown) = %v, want ResourceNotFoundException", err)
+	}
+}
+
+// TestSignV4Vector is the get-vanilla case of AWS's SigV4 test suite.
+func TestSignV4Vector(t *testing.T) {
+	req, _ := http.NewRequest(http.MethodGet, "https://example.amazonaws.com/", nil)
+	now, _ := time.Parse("20060102T150405Z", "20150830T123600Z")
+	signV4(req, nil, Credentials{AccessKeyID: "AKIDEXAMPLE", SecretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}, "us-east-1", "service", now)
+	want := "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, " +
+		"Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+	if got := req.Header.Get("Authorization"); got != want {
+		t.Fatalf("Authorization = %q\nwant %q", got, want)
+	}
+	if s := fmt.Sprintf("%v %+v %#v", Credentials{AccessKeyID: "A", SecretAccessKey: "S3CR3T"}, ControlPlaneAPI{Credentials: Credentials{SecretAccessKey: "S3CR3T"}},
+		Credentials{SecretAccessKey: "S3CR3T"}); strings.Contains(s, "S3CR3T") {
+		t.Fatalf("a secret key printed: %s", s)
 	}
 }

@@ -1,7 +1,7 @@
 // Command porthole-console serves porthole's operator web console on its own: SSH
 // terminals in the browser through AWS IoT Secure Tunneling (paste a source access
-// token and the region) or through a tools/tunneld (--tunneld, which also lets the
-// page open tunnels). It prints the URL to open, with its access token. See package
+// token and the region) or a tools/tunneld; with --control-plane the page also opens
+// and closes tunnels. It prints the URL to open, with its access token. See package
 // console. Exit codes: 0 after Ctrl-C, 1 bad usage, 2 the server failed.
 package main
 
@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -46,7 +47,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	region := fs.String("region", "us-east-1", "AWS region of the tunnels (the data-plane endpoint follows from it)")
 	endpoint := fs.String("endpoint", "", "data-plane endpoint host[:port] or wss:// URL, instead of the region's")
 	caFile := fs.String("ca-file", "", "extra PEM trust anchor for the data plane and --tunneld")
-	td := fs.String("tunneld", "", "control plane of a tools/tunneld (https://host:port): the page can open and close tunnels")
+	cp := fs.String("control-plane", "", "control plane URL, so that the page can open and close tunnels: a porthole-tunneld "+
+		"(https://host:port) or AWS (https://api.tunneling.iot.REGION.amazonaws.com); requests are signed with "+
+		"AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN when set")
 	thing := fs.String("thing", "", "thing name to pre-fill")
 	user := fs.String("user", "root", "login name to pre-fill")
 	hostKeys := fs.String("host-keys", "", "host key store (trust on first use); default: porthole/console_host_keys.json in the user config dir")
@@ -75,11 +78,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := console.Config{Endpoint: *endpoint, Region: *region, CAFile: *caFile, Thing: *thing, User: *user,
 		Keys: keys, HostKeys: &console.HostKeys{Path: *hostKeys}, Logger: log}
-	if *td != "" {
-		if *endpoint == "" {
-			cfg.Endpoint = strings.TrimPrefix(*td, "https://")
+	if *cp != "" {
+		u, err := url.Parse(*cp)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			fmt.Fprintf(stderr, "porthole-console: --control-plane %q: want https://host[:port]\n", *cp)
+			return 1
 		}
-		cfg.ControlPlane = &console.TunneldAPI{URL: *td, Region: *region, CAFile: *caFile}
+		// A tunneld serves both planes on one port; AWS's data plane follows the region.
+		if *endpoint == "" && !strings.HasPrefix(u.Hostname(), "api.tunneling.iot.") {
+			cfg.Endpoint = u.Host
+		}
+		cfg.ControlPlane = &console.ControlPlaneAPI{URL: *cp, Region: *region, CAFile: *caFile,
+			Credentials: console.Credentials{AccessKeyID: os.Getenv("AWS_ACCESS_KEY_ID"),
+				SecretAccessKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), SessionToken: os.Getenv("AWS_SESSION_TOKEN")}}
 	}
 	if *vendorDir != "" {
 		cfg.Vendor = os.DirFS(*vendorDir)
