@@ -334,6 +334,11 @@ func TestAgentMaxTunnelsYieldsOldestIdle(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The yielded tunnel's state is gone; the running one's stays.
+	saved, _ := filepath.Glob(filepath.Join(e.cfg.DataDir, "tunnels", "*.json"))
+	if len(saved) != 1 || filepath.Base(saved[0]) != tokenKey(second.DestinationToken)+".json" {
+		t.Fatalf("saved tunnel state after yielding: %v, want only the second tunnel's", saved)
+	}
 }
 
 // safeTempDir is a temporary directory that sshd accepts authorized_keys files from:
@@ -355,4 +360,37 @@ func safeTempDir(t *testing.T) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
+}
+
+// SIGHUP's Reload swaps the service map for live sessions and names what needs a
+// restart.
+func TestReloadSwapsServiceMap(t *testing.T) {
+	e := newAgentEnv(t)
+	a, _ := e.start(t)
+	d := &serviceDialer{services: &a.svc, label: "x", ssh: func(c net.Conn) { c.Close() }}
+	if _, err := d.DialService(context.Background(), "WEB"); err == nil {
+		t.Fatal("WEB reachable before it was configured")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	next := *e.cfg
+	next.Services = map[string]string{"SSH": BuiltinSSH, "WEB": ln.Addr().String()}
+	next.ThingName = "other-thing"
+	restart := a.Reload(&next)
+	c, err := d.DialService(context.Background(), "WEB")
+	if err != nil {
+		t.Fatalf("WEB after reload: %v", err)
+	}
+	c.Close()
+	if len(restart) != 1 || restart[0] != "thing_name" {
+		t.Fatalf("Reload reported %q, want thing_name only", restart)
+	}
 }
