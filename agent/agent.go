@@ -46,6 +46,7 @@ type Agent struct {
 // session is one destination session of the agent.
 type session struct {
 	fp       string
+	token    string // the access token, to forget the saved state when yielding
 	started  time.Time
 	streams  atomic.Int32 // open streams
 	lastUsed atomic.Int64 // unix nanos of the last stream start or end
@@ -243,6 +244,12 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		a.log.Info("max tunnels reached: ending the oldest idle session", "ended", victim.fp, "for", fp)
 		victim.cancel()
 		delete(a.sessions, victim.fp)
+		// The yielded tunnel is given up, not paused: without this every
+		// notification past max_tunnels (token rotations, say) left a state file
+		// behind for up to 12 h, and a restart dialled each of them in turn.
+		if err := a.store.remove(victim.token); err != nil {
+			a.log.Warn("removing tunnel state", "tunnel", victim.fp, "error", err)
+		}
 	}
 	if fresh {
 		if err := a.store.save(t); err != nil {
@@ -250,7 +257,7 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		}
 	}
 	ctx, cancel := context.WithCancel(a.ctx)
-	s := &session{fp: fp, started: a.clock(), cancel: cancel}
+	s := &session{fp: fp, token: t.AccessToken, started: a.clock(), cancel: cancel}
 	s.lastUsed.Store(s.started.UnixNano())
 	a.sessions[fp] = s
 	a.wg.Add(1)
@@ -322,7 +329,7 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	switch {
 	case err == nil:
 		log.Info("tunnel session stopped")
-		return // the agent stops or the session yielded: keep the state for a restart
+		return // the agent stops (keep the state for a restart) or the session yielded (start removed it)
 	case errors.Is(err, tunnel.ErrClosedByService):
 		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: "closed by the service"})
 	case errors.As(err, &he):
