@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/stack"
+	"github.com/porthole-iot/porthole/tools/tunneld"
+)
+
+// loadMiB is the size each load session moves: PORTHOLE_LOAD_MIB, else the
+// issue's 8 MiB, or 1 MiB under -race (tunneld runs in this race-instrumented
+// process). The full size: go test -count=1 -run TestLoad -v ./tools/e2e/
+func loadMiB() int {
+	if n, err := strconv.Atoi(os.Getenv("PORTHOLE_LOAD_MIB")); err == nil && n > 0 {
+		return n
+	}
+	if raceEnabled {
+		return 1
+	}
+	return 8
+}
+
+// TestLoad50Sessions runs 50 SSH sessions at once through one tunnel, each sending
+// loadMiB of random data to sha256sum on the device and checking the digest; the
+// agent's FDs, threads and RSS are printed before, at the peak and after.
+func TestLoad50Sessions(t *testing.T) {
+	s := stack.Start(t, stack.Options{SSH: []string{"max_sessions = 64"}})
+	open := s.OpenTunnel("SSH")
+	port, _, stop := s.Connect(open)
+	defer stop()
+	s.MustSSH(port, "true")
+	time.Sleep(time.Second)
+	before := s.AgentProc()
+	const n = 50
+	size := loadMiB() << 20
+	start := time.Now()
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data := make([]byte, size)
+			rand.Read(data)
+			errs <- uploadHash(s, port, data)
+		}()
+	}
+	peak := stack.Proc{}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+			waiting = false
+		case <-time.After(200 * time.Millisecond):
+			if p := s.AgentProc(); p.RSS > peak.RSS {
+				peak = p
+			}
+		}
+	}
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+			t.Error(err)
+		}
+	}
+	t.Logf("%d sessions × %d MiB in %v (%d failed); agent peak: RSS %s, %d FDs, %d threads",
+		n, size>>20, time.Since(start).Round(time.Millisecond), failed, stack.MiB(peak.RSS), peak.FDs, peak.Threads)
+	time.Sleep(2 * time.Second)
+	near(t, "after 50 sessions", before, waitFDs(s, before.FDs, 20*time.Second))
+}
+
+// TestLoad500Rotations rotates the destination token of one tunnel 500 times
+// within a minute: 500 notifications reach the agent; it must end with the last
+// token connected, one saved tunnel, and its FDs and threads near the baseline.
+func TestLoad500Rotations(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	open := s.OpenTunnel("SSH")
+	time.Sleep(time.Second)
+	before := s.AgentProc()
+	ctx := context.Background()
+	start := time.Now()
+	const n = 500
+	for i := range n {
+		out, err := s.TD().RotateTunnelAccessToken(ctx, &tunneld.RotateTunnelAccessTokenInput{TunnelID: open.TunnelID, ClientMode: "DESTINATION"})
+		if err != nil {
+			t.Fatalf("rotation %d: %v", i, err)
+		}
+		s.AddSecret(out.DestinationAccessToken)
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("%d rotations in %v", n, time.Since(start).Round(time.Millisecond))
+	if time.Since(start) > time.Minute {
+		t.Errorf("rotations took %v, want within a minute", time.Since(start))
+	}
+	s.WaitDestination(open.TunnelID, 60*time.Second)
+	port, _, stop := s.Connect(open)
+	defer stop()
+	if got := s.MustSSH(port, "echo after rotations"); got != "after rotations\n" {
+		t.Fatalf("ssh: %q", got)
+	}
+	// Sessions of rotated tokens end once the service refuses them.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		m, _ := filepath.Glob(filepath.Join(s.DataDir, "tunnels", "*.json"))
+		if len(m) <= 1 || time.Now().After(deadline) {
+			t.Logf("saved tunnels: %d", len(m))
+			if len(m) > 1 {
+				t.Errorf("%d saved tunnels after the rotations, want 1", len(m))
+			}
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	near(t, "after 500 rotations", before, waitFDs(s, before.FDs+1, 20*time.Second))
+	s.StopAgent()
+}

@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+	"github.com/porthole-iot/porthole/tools/internal/mqtttest"
+	"github.com/porthole-iot/porthole/tools/internal/stack"
+	"github.com/porthole-iot/porthole/tools/tunneld"
+)
+
+// Every test on stack.Start also checks, when it ends, that no captured log (agent,
+// porthole connect, tunneld) shows an access token, a saved client token or a line
+// of a private key (stack.CheckNoSecrets).
+
+// echoServer answers each connection with "echo:" and what it reads.
+func echoServer(t *testing.T) (addr string, accepted func() int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := make(chan int, 1)
+	n <- 0
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n <- <-n + 1
+			go func() { defer c.Close(); c.Write([]byte("echo:")); io.Copy(c, c) }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String(), func() int { v := <-n; n <- v; return v }
+}
+
+// TestSecurityServiceMap: a tunnel that names a service the device does not map
+// gets its streams reset, and nothing on the device is dialled for it.
+func TestSecurityServiceMap(t *testing.T) {
+	echo, accepted := echoServer(t)
+	s := stack.Start(t, stack.Options{})
+	// OTHER exists on the machine (echo) but not in [services].
+	open := s.OpenTunnel("SSH", "OTHER")
+	ports, _, stop := s.ConnectServices(open, "SSH", "OTHER")
+	defer stop()
+	c, err := net.Dial("tcp", "127.0.0.1:"+ports["OTHER"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if n, err := c.Read(make([]byte, 8)); err == nil {
+		t.Fatalf("unmapped service: read %d bytes, want the stream reset", n)
+	}
+	c.Close()
+	if accepted() != 0 {
+		t.Fatalf("something dialled %s for an unmapped service", echo)
+	}
+	if !strings.Contains(s.AgentLog.String(), "services this device does not serve") {
+		t.Errorf("no log line about the unmapped service:\n%s", s.AgentLog)
+	}
+	s.MustSSH(ports["SSH"], "true")
+}
+
+// TestSecurityForwardPolicy: ssh -W (a direct-tcpip channel) is refused outside
+// permit_local_forward and works inside it.
+func TestSecurityForwardPolicy(t *testing.T) {
+	echo, accepted := echoServer(t)
+	s := stack.Start(t, stack.Options{SSH: []string{fmt.Sprintf("permit_local_forward = [%q]", echo)}})
+	open := s.OpenTunnel("SSH")
+	port, _, stop := s.Connect(open)
+	defer stop()
+	_, echoPort, _ := net.SplitHostPort(echo)
+	for _, tc := range []struct {
+		target string
+		ok     bool
+	}{
+		{echo, true},
+		{"127.0.0.1:" + s.DirectPort(), false}, // loopback, but not in the list
+		{"192.0.2.1:" + echoPort, false},       // TEST-NET-1, outside the policy
+	} {
+		args := append(s.SSHOpts(), "-p", port, "-W", tc.target, "root@127.0.0.1")
+		cmd := exec.Command("ssh", args...)
+		cmd.Stdin = strings.NewReader("ping")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...).CombinedOutput()
+		cancel()
+		if tc.ok {
+			if !strings.HasPrefix(string(out), "echo:") {
+				t.Errorf("ssh -W %s inside the policy: %v %q", tc.target, err, out)
+			}
+			continue
+		}
+		// With LogLevel=ERROR OpenSSH says only "stdio forwarding failed"; the
+		// server's refusal is "administratively prohibited".
+		if err == nil || !(strings.Contains(string(out), "administratively prohibited") || strings.Contains(string(out), "stdio forwarding failed")) {
+			t.Errorf("ssh -W %s outside the policy: %v %q, want refused", tc.target, err, out)
+		}
+	}
+	if accepted() > 1 {
+		t.Errorf("the echo server took %d connections, want 1", accepted())
+	}
+}
+
+// TestSecurityTLSVerification: a data plane whose certificate the configured CA
+// does not sign gets a clear error and no connection, from porthole connect and
+// from the agent.
+func TestSecurityTLSVerification(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	other := mqtttest.NewPKI(t)
+	out, err := s.TD().OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
+		DestinationConfig: &tunneld.DestinationConfig{Services: []string{"SSH"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddSecret(out.SourceAccessToken, out.DestinationAccessToken)
+	tok := s.Dir + "/wrong-ca.token"
+	writeFile(t, tok, []byte(out.SourceAccessToken+"\n"), 0o600)
+	// porthole connect retries a failed TLS handshake (with backoff) like any
+	// network failure; it is given 8 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.Bin, "connect", "--endpoint", s.TDAddr, "--ca-file", other.CAFile, "--token-file", tok, "-L", "SSH=0")
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+s.Dir+"/cache")
+	log := s.NewLog()
+	cmd.Stdout, cmd.Stderr = log, log
+	err = cmd.Run()
+	if err == nil {
+		t.Fatalf("porthole connect with the wrong CA exited 0\n%s", log)
+	}
+	if !strings.Contains(log.String(), "certificate signed by unknown authority") {
+		t.Errorf("porthole connect does not say why TLS failed:\n%s", log)
+	}
+	t.Logf("porthole connect: %v:\n%s", err, strings.TrimSpace(log.String()))
+	if n := s.TD().Dataplane(out.TunnelID).Connects(dataplane.Source); n != 0 {
+		t.Errorf("the source connected %d times", n)
+	}
+
+	// The agent, with the wrong CA for the data plane.
+	s.StopAgent()
+	cfg, _ := os.ReadFile(s.Config)
+	bad := regexp.MustCompile(`(?m)^(\[tunnel\]\nendpoint = .*\nca_file = )".*"`).ReplaceAllString(string(cfg), fmt.Sprintf("${1}%q", other.CAFile))
+	if bad == string(cfg) {
+		t.Fatalf("could not change the tunnel CA in:\n%s", cfg)
+	}
+	writeFile(t, s.Config, []byte(bad), 0o600)
+	s.StartAgent()
+	open, err := s.TD().OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
+		DestinationConfig: &tunneld.DestinationConfig{ThingName: stack.Thing, Services: []string{"SSH"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddSecret(open.SourceAccessToken, open.DestinationAccessToken)
+	m := s.AgentLog.Wait(t, regexp.MustCompile(`.*certificate signed by unknown authority.*`), 0, 30*time.Second)
+	t.Logf("agent: %s", m[0])
+	if s.DestinationConnected(open.TunnelID) {
+		t.Fatal("the agent connected through a certificate its CA does not sign")
+	}
+	s.StopAgent()
+}
