@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
 // conf is a board's board.conf, as sh reads it.
@@ -188,30 +188,31 @@ func runBoard(t *testing.T, h *host, c conf) {
 		t.Fatalf("%s: agent not subscribed %v after boot (see the console above)", c.Name, c.BootTimeout)
 	}
 
-	// Open a tunnel for this thing, notify the device, connect as the operator.
-	tun := h.tunnels.OpenTunnel("SSH")
-	defer tun.Close()
-	h.notify(t, c.Name, tun.DestinationToken)
+	// Open a tunnel for this thing (tunneld notifies the device through the
+	// broker), wait for the device's side, then connect as the operator.
+	open, err := h.tunnels.OpenTunnel(ctx, &tunneld.OpenTunnelInput{Description: "board test " + c.Name,
+		DestinationConfig: &tunneld.DestinationConfig{ThingName: c.Name, Services: []string{"SSH"}}})
+	if err != nil {
+		t.Fatalf("OpenTunnel: %v", err)
+	}
+	defer h.tunnels.CloseTunnel(context.Background(), &tunneld.CloseTunnelInput{TunnelID: open.TunnelID})
 	// Connect the operator's side once the device's is up: a source that connects
 	// first loses its first STREAM_START to the data plane ("peer not connected"),
 	// and then its later connections never reach the destination either (seen
-	// here; reported to the agent/tunnel owner).
-	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
-	err = tun.WaitConnects(wctx, tunneltest.Destination, 1)
-	wcancel()
-	if err != nil {
+	// with tunneltest; reported to the agent/tunnel owner).
+	if err := waitDestination(ctx, h, open.TunnelID, 60*time.Second); err != nil {
 		t.Fatalf("%s: the agent did not connect the tunnel's destination side: %v", c.Name, err)
 	}
 	t.Logf("%s: tunnel destination connected %v after boot", c.Name, time.Since(booted).Round(100*time.Millisecond))
 	tokenFile := filepath.Join(dir, "source-token")
-	if err := os.WriteFile(tokenFile, []byte(tun.SourceToken), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte(open.SourceAccessToken), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	connect := exec.CommandContext(ctx, h.porthole, "connect", "--endpoint", h.tunnels.URL,
+	connect := exec.CommandContext(ctx, h.porthole, "connect", "--endpoint", h.dataURL,
 		"--allow-insecure-websocket", "--token-file", tokenFile, "-L", fmt.Sprintf("SSH=127.0.0.1:%d", port))
 	connect.Env = append(os.Environ(), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
-	connect.Stdout = logWriter{t, c.Name + " connect"}
+	connect.Stdout = testWriter{t, c.Name + " connect"}
 	connect.Stderr = connect.Stdout
 	connect.WaitDelay = 5 * time.Second
 	if err := connect.Start(); err != nil {
@@ -304,6 +305,24 @@ func runBoard(t *testing.T, h *host, c conf) {
 	}
 }
 
+// waitDestination polls DescribeTunnel until the destination side is connected.
+func waitDestination(ctx context.Context, h *host, id string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		out, err := h.tunnels.DescribeTunnel(ctx, &tunneld.DescribeTunnelInput{TunnelID: id})
+		if err != nil {
+			return err
+		}
+		if cs := out.Tunnel.DestinationConnectionState; cs != nil && cs.Status == tunneld.StatusConnected {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("destination still not connected after %v", d)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func writeOverlay(t *testing.T, h *host, thing, dir string) {
 	t.Helper()
 	etc := filepath.Join(dir, "etc", "porthole")
@@ -317,7 +336,7 @@ func writeOverlay(t *testing.T, h *host, thing, dir string) {
 	if err := os.WriteFile(filepath.Join(etc, "authorized_keys"), h.authKeys, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, tport, _ := net.SplitHostPort(strings.TrimPrefix(h.tunnels.URL, "ws://"))
+	_, tport, _ := net.SplitHostPort(strings.TrimPrefix(h.dataURL, "ws://"))
 	cfg := fmt.Sprintf(`# written by board_test.go
 thing_name = %q
 data_dir = "/var/lib/porthole"
@@ -376,17 +395,4 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// logWriter sends a program's output to the test log, line by line.
-type logWriter struct {
-	t      *testing.T
-	prefix string
-}
-
-func (w logWriter) Write(p []byte) (int, error) {
-	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		w.t.Logf("[%s] %s", w.prefix, l)
-	}
-	return len(p), nil
 }

@@ -1,6 +1,7 @@
 package board
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -8,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"log/slog"
 	"math/big"
@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,11 +25,12 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
 // host is what runs on the host for every board: a CA, an MQTT broker with
-// mutual TLS, the tunneling data plane, the host's porthole and an SSH key.
+// mutual TLS, the tunneling service (tools/tunneld: control plane, data plane and
+// notifications published through the broker), the host's porthole and an SSH key.
 type host struct {
 	dir      string
 	ca       *x509.Certificate
@@ -36,7 +38,8 @@ type host struct {
 	caFile   string
 	broker   *mqtt.Server
 	mqttPort int
-	tunnels  *tunneltest.Server
+	tunnels  *tunneld.Server
+	dataURL  string // the data plane, ws://127.0.0.1:PORT
 	porthole string // porthole built for the host (the operator's connect)
 	sshKey   string // OpenSSH private key file for ssh -i
 	authKeys []byte // its authorized_keys line
@@ -73,8 +76,24 @@ func newHost(t *testing.T) *host {
 	_, port, _ := net.SplitHostPort(ln.Address())
 	h.mqttPort = atoi(port)
 
-	h.tunnels = tunneltest.NewServer(t)
-	h.tunnels.Logf = t.Logf
+	tlog := slog.New(slog.NewTextHandler(testWriter{t, "tunneld"}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	h.tunnels, err = tunneld.New(tunneld.Config{Notifier: brokerNotifier{h.broker}, AllowUnsigned: true, Logger: tlog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.dataURL = "ws://" + tl.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- h.tunnels.Serve(tl) }()
+	t.Cleanup(func() {
+		h.tunnels.Close()
+		if err := <-served; err != nil && err != tunneld.ErrServerClosed {
+			t.Errorf("tunneld Serve: %v", err)
+		}
+	})
 
 	h.porthole = filepath.Join(h.dir, "porthole")
 	build := exec.Command("go", "build", "-trimpath", "-o", h.porthole, "github.com/porthole-iot/porthole/agent/cmd/porthole")
@@ -97,15 +116,25 @@ func newHost(t *testing.T) *host {
 	return h
 }
 
-// notify publishes the AWS IoT notification that tells thing's agent to open
-// the destination side of a tunnel.
-func (h *host) notify(t *testing.T, thing, token string) {
-	t.Helper()
-	p, _ := json.Marshal(map[string]any{"clientAccessToken": token, "clientMode": "destination",
-		"region": "us-east-1", "services": []string{"SSH"}})
-	if err := h.broker.Publish("$aws/things/"+thing+"/tunnels/notify", p, false, 1); err != nil {
-		t.Fatal(err)
+// brokerNotifier is tunneld's Notifier publishing on the in-process broker, as
+// AWS IoT publishes on $aws/things/<thing>/tunnels/notify.
+type brokerNotifier struct{ srv *mqtt.Server }
+
+func (b brokerNotifier) Notify(_ context.Context, n tunneld.Notification) error {
+	return b.srv.Publish(n.Topic(), n.Payload(), false, 1)
+}
+
+// testWriter sends log records to the test log, one line each.
+type testWriter struct {
+	t      *testing.T
+	prefix string
+}
+
+func (w testWriter) Write(p []byte) (int, error) {
+	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		w.t.Logf("[%s] %s", w.prefix, l)
 	}
+	return len(p), nil
 }
 
 func (h *host) newCA(t *testing.T) {
