@@ -134,8 +134,10 @@ fuzz: ## short run (FUZZTIME, default 10s) of every fuzz target
 	done
 
 .PHONY: bench
-bench: ## Go benchmarks (results go in docs/benchmarks.md by hand, with machine and date)
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## Go benchmarks, then the whole path against direct SSH (tools/bench/run.sh; figures in docs/benchmarks.md)
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /tools/bench)
+	tools/deps.sh bench
+	tools/bench/run.sh
 
 .PHONY: deps
 deps: ## install missing Debian packages the tests need (root + apt), else say what is missing

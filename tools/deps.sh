@@ -16,9 +16,11 @@ case "$profile" in
   qemu)     want=(qemu-user-static) ;;
   # make board BOARD=...: QEMU, initramfs (cpio); readelf reads kernel module dependencies
   board)    want=(qemu-system-arm qemu-system-mips cpio binutils openssh-client) ;;
+  # make bench: the whole path (tools/bench) against direct SSH
+  bench)    want=(openssh-client mosquitto) ;;
   # make ipk / make dist: ar (binutils); tar and gzip are in every Debian
   pkg)      want=(binutils) ;;
-  *) echo "deps.sh: unknown profile $profile (want test, console, generate, qemu, board or pkg)" >&2; exit 2 ;;
+  *) echo "deps.sh: unknown profile $profile (want test, console, generate, qemu, board, bench or pkg)" >&2; exit 2 ;;
 esac
 
 missing=()

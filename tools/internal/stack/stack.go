@@ -86,6 +86,18 @@ type Stack struct {
 	tdServed chan struct{}
 	logs     []*Log   // every log the stack captured, for secret checks
 	secrets  []string // access tokens handed out through the stack
+	connects []*exec.Cmd
+}
+
+// ConnectPIDs are the process ids of the porthole connect processes started.
+func (s *Stack) ConnectPIDs() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var pids []int
+	for _, c := range s.connects {
+		pids = append(pids, c.Process.Pid)
+	}
+	return pids
 }
 
 var buildOnce struct {
@@ -376,6 +388,9 @@ func (s *Stack) ConnectServices(out *tunneld.OpenTunnelOutput, services ...strin
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
+	s.mu.Lock()
+	s.connects = append(s.connects, cmd)
+	s.mu.Unlock()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {

@@ -1,0 +1,19 @@
+#!/bin/bash
+# tools/bench/run.sh: the whole-path benchmarks of docs/benchmarks.md, with the
+# facts about the machine they ran on. Needs root, Mosquitto and OpenSSH (make deps).
+#   COUNT=3 tools/bench/run.sh            # three runs of everything
+#   PORTHOLE_BENCH_MIB=64 tools/bench/run.sh
+#   PORTHOLE_BENCH_AGENT_ENV="GOMEMLIMIT=off" tools/bench/run.sh   # the agent without its GC default
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "commit:  $(git describe --always --dirty 2>/dev/null || echo unknown)"
+echo "machine: $(uname -srm), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) before the run"
+echo "go:      $(go version)"
+echo "ssh:     $(ssh -V 2>&1)"
+echo "size:    ${PORTHOLE_BENCH_MIB:-256} MiB per transfer; agent env: ${PORTHOLE_BENCH_AGENT_ENV:-(defaults)}"
+echo
+go test -run '^$' -bench '^BenchmarkStack$' -benchtime 1x -count "${COUNT:-1}" -timeout 60m -v ./tools/bench/ 2>&1 |
+	grep -E '^(Benchmark|ok|FAIL|PASS)|RATIO|MEMORY|--- FAIL|bench_test.go' || true
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) after the run"
