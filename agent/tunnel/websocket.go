@@ -193,7 +193,7 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 	if proxy.Scheme == "https" {
 		pc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: proxy.Hostname()}
 		if tlsConf != nil {
-			pc.RootCAs, pc.InsecureSkipVerify = tlsConf.RootCAs, tlsConf.InsecureSkipVerify
+			pc.RootCAs, pc.InsecureSkipVerify, pc.VerifyConnection = tlsConf.RootCAs, tlsConf.InsecureSkipVerify, tlsConf.VerifyConnection
 		}
 		t := tls.Client(conn, pc)
 		if err := t.HandshakeContext(ctx); err != nil {
