@@ -46,13 +46,14 @@ func loadConfig(path string) (*agent.Config, error) {
 // defaultMemoryLimit is the agent's soft memory limit when GOMEMLIMIT is not set.
 // The agent's live heap is 1–5 MiB (10 SSH sessions and a transfer); with only
 // GOGC=100 the heap grows to twice that and freed pages go back to the kernel
-// slowly, so VmRSS reached 24–40 MiB under load. With this limit the collector
-// and the scavenger keep it near the 16 MiB budget (docs/benchmarks.md). 8 MiB
-// held RSS lower still but made the agent's CPU per MiB moved 3–5 times higher
-// (the collector ran all the time); 12 MiB costs little. A busier agent goes past
-// the limit at the price of more GC work, never an error. GOMEMLIMIT (e.g. "off"
-// or "64MiB") overrides it.
-const defaultMemoryLimit = 12 << 20
+// slowly, so VmRSS reached 30–40 MiB under load. With this limit the collector
+// and the scavenger keep the Go-managed memory near it (docs/benchmarks.md).
+// Lower limits held RSS lower still but cost CPU: at 8 MiB or 12 MiB the SSH
+// server's receive path (allocating per packet) made uploads cost 2–5 times the
+// agent CPU per MiB, halving their speed; at 16 MiB uploads cost what they cost
+// without a limit. A busier agent goes past the limit at the price of more GC
+// work, never an error. GOMEMLIMIT (e.g. "off" or "64MiB") overrides it.
+const defaultMemoryLimit = 16 << 20
 
 // setMemoryLimit applies defaultMemoryLimit unless GOMEMLIMIT is set.
 func setMemoryLimit(getenv func(string) string) {
