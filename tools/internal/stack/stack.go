@@ -105,12 +105,17 @@ var buildOnce struct {
 	path string
 }
 
-// Build builds the porthole binary once per test process.
+// Build builds the porthole binary once per test process; PORTHOLE_STACK_BIN
+// names a prebuilt one instead (a stripped device build, or one with profiling).
 func Build(tb testing.TB) string {
 	buildOnce.Lock()
 	defer buildOnce.Unlock()
 	if buildOnce.path != "" {
 		return buildOnce.path
+	}
+	if p := os.Getenv("PORTHOLE_STACK_BIN"); p != "" {
+		buildOnce.path = p
+		return p
 	}
 	dir, err := os.MkdirTemp("", "porthole-stack-bin")
 	if err != nil {
