@@ -326,8 +326,11 @@ func (s *Server) changed(t *Tunnel) {
 }
 
 // attach makes c the side's connection, cutting the one it replaces, and sends the
-// other side a STREAM_RESET for each active stream if this side had been connected
-// before (spec §3.8). It reports false if the tunnel or server closed meanwhile.
+// other side a STREAM_RESET for each active stream: after a reconnect (spec §3.8),
+// and also on a first connect, since streams started before it were relayed to
+// nobody (frames to an absent side are dropped) and the source would otherwise keep
+// using a stream the destination never saw. It reports false if the tunnel or
+// server closed meanwhile.
 func (t *Tunnel) attach(c *conn) bool {
 	s := t.s
 	s.mu.Lock()
@@ -338,12 +341,11 @@ func (t *Tunnel) attach(c *conn) bool {
 	s.conns[c] = struct{}{}
 	st := &t.sides[c.side]
 	old := st.conn
-	replaced := st.connects > 0
 	st.conn = c
 	st.connects++
 	st.lastUpdated = s.clock()
 	var resets []*tunnel.Message
-	if replaced {
+	if len(t.active) > 0 {
 		for svc, id := range t.active {
 			resets = append(resets, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: id, ServiceID: svc})
 		}
@@ -367,7 +369,7 @@ func (t *Tunnel) attach(c *conn) bool {
 		}
 		b, err := tunnel.AppendFrame(nil, m)
 		if err == nil && peer.enqueue(b) {
-			log.Info("sent reset after reconnect", "tunnel", t.id, "side", peer.side, "message", m, "reconnected", c.side)
+			log.Info("sent reset for streams the connecting side never saw", "tunnel", t.id, "side", peer.side, "message", m, "reconnected", c.side)
 		}
 	}
 	s.changed(t)
