@@ -143,7 +143,8 @@ func (d *Destination) connectionStart(s *session, m *Message) {
 	st := s.streams[m.ServiceID]
 	if st == nil || st.id != m.StreamID || s.version != V3 {
 		s.mu.Unlock()
-		s.opt.log.Debug("ignoring CONNECTION_START for an inactive stream", "msg", m)
+		s.opt.log.Debug("CONNECTION_START for an inactive stream", "msg", m)
+		s.resetUnknownStream(m)
 		return
 	}
 	id := s.connKeyLocked(m.ConnectionID)

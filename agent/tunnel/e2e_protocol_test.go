@@ -1,6 +1,8 @@
 package tunnel_test
 
 import (
+	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -24,8 +26,8 @@ func waitFrames(t *testing.T, tun *tunneltest.Tunnel, side tunneltest.Side, n in
 	}
 }
 
-// The destination drops DATA for stale streams and unknown connections, and
-// answers only the live one (spec §3.2).
+// The destination drops DATA for stale streams and unknown connections (spec §3.2),
+// answers unknown streams with one STREAM_RESET each, and serves the live one.
 func TestDestinationDropsStaleFrames(t *testing.T) {
 	addr := echoServer(t, 0)
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
@@ -37,27 +39,44 @@ func TestDestinationDropsStaleFrames(t *testing.T) {
 	}
 	send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 5, ServiceID: "SSH", ConnectionID: 1})
 	send(tunnel.Message{Type: tunnel.TypeData, StreamID: 4, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("stale stream")})
+	send(tunnel.Message{Type: tunnel.TypeData, StreamID: 4, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("stale again")})
 	send(tunnel.Message{Type: tunnel.TypeData, StreamID: 5, ServiceID: "SSH", ConnectionID: 9, Payload: []byte("unknown connection")})
 	send(tunnel.Message{Type: tunnel.TypeData, StreamID: 5, ServiceID: "WEB", ConnectionID: 1, Payload: []byte("unknown service")})
 	send(tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 4, ServiceID: "SSH"}) // stale: ignored
 	send(tunnel.Message{Type: tunnel.TypeData, StreamID: 5, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("ok")})
-	got := waitFrames(t, h.tun, tunneltest.Destination, 1)
+	waitFrames(t, h.tun, tunneltest.Destination, 3)
 	time.Sleep(100 * time.Millisecond)
-	got = h.tun.Received(tunneltest.Destination)
-	if len(got) != 1 || got[0].Message.Type != tunnel.TypeData || got[0].PayloadLen != 2 ||
-		got[0].Message.StreamID != 5 || got[0].Message.ConnectionID != 1 || got[0].Message.ServiceID != "SSH" {
-		t.Fatalf("destination sent %+v, want one 2-byte DATA on stream 5 conn 1", got)
+	got := h.tun.Received(tunneltest.Destination)
+	// Data for streams the destination does not have is dropped and answered with
+	// one STREAM_RESET per stream, so the source can start over; the live stream
+	// carries on.
+	want := []tunnel.Message{
+		{Type: tunnel.TypeStreamReset, StreamID: 4, ServiceID: "SSH"},
+		{Type: tunnel.TypeStreamReset, StreamID: 5, ServiceID: "WEB"},
+		{Type: tunnel.TypeData, StreamID: 5, ServiceID: "SSH", ConnectionID: 1},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("destination sent %+v, want %+v", got, want)
+	}
+	for i, w := range want {
+		g := got[i].Message
+		if g.Type != w.Type || g.StreamID != w.StreamID || g.ServiceID != w.ServiceID || g.ConnectionID != w.ConnectionID {
+			t.Fatalf("frame %d: %v, want %v", i, &g, &w)
+		}
+	}
+	if got[2].PayloadLen != 2 {
+		t.Fatalf("echo of %d bytes, want 2", got[2].PayloadLen)
 	}
 
 	// A duplicate CONNECTION_START ends that connection on both sides.
 	send(tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 5, ServiceID: "SSH", ConnectionID: 1})
-	got = waitFrames(t, h.tun, tunneltest.Destination, 2)
-	if m := got[1].Message; m.Type != tunnel.TypeConnectionReset || m.ConnectionID != 1 || m.StreamID != 5 {
+	got = waitFrames(t, h.tun, tunneltest.Destination, 4)
+	if m := got[3].Message; m.Type != tunnel.TypeConnectionReset || m.ConnectionID != 1 || m.StreamID != 5 {
 		t.Fatalf("after a duplicate CONNECTION_START the destination sent %+v, want CONNECTION_RESET 5/1", m)
 	}
 	send(tunnel.Message{Type: tunnel.TypeData, StreamID: 5, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("after reset")})
 	time.Sleep(100 * time.Millisecond)
-	if n := len(h.tun.Received(tunneltest.Destination)); n != 2 {
+	if n := len(h.tun.Received(tunneltest.Destination)); n != 4 {
 		t.Fatalf("destination answered data for a reset connection: %+v", h.tun.Received(tunneltest.Destination))
 	}
 
@@ -80,5 +99,99 @@ func TestSourceRejectsStreamStart(t *testing.T) {
 	}
 	if err := roundTrip(h.addr("SSH"), 0, 1000); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An operator whose source connects before the device: its first stream goes to
+// nobody. The service resets it when the destination arrives, and the source's next
+// connection starts a new stream that works (the first one hung forever before).
+func TestSourceBeforeDestination(t *testing.T) {
+	addr := echoServer(t, 0x31)
+	srv := tunneltest.NewServer(t)
+	srv.Logf = t.Logf
+	tun := srv.OpenTunnel("SSH")
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Logger: testLogger(t)}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
+	ready := make(chan string, 1)
+	src.OnListen = func(_ string, a net.Addr) { ready <- a.String() }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srcDone := make(chan struct{})
+	go func() { defer close(srcDone); src.Run(ctx) }()
+	defer func() { cancel(); <-srcDone }()
+	var sshAddr string
+	select {
+	case sshAddr = <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("source did not listen")
+	}
+	early, err := net.Dial("tcp", sshAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	early.Write([]byte("hello?")) // relayed to nobody
+	time.Sleep(100 * time.Millisecond)
+
+	dst := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.DestinationToken),
+		Logger: testLogger(t)}, Dialer: tunnel.Targets{"SSH": addr}}
+	dstDone := make(chan struct{})
+	go func() { defer close(dstDone); dst.Run(ctx) }()
+	defer func() { cancel(); <-dstDone }()
+	if err := tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, early, 5*time.Second) // reset, not left hanging
+	if err := roundTrip(sshAddr, 0x31, 64<<10); err != nil {
+		t.Fatalf("the next connection: %v", err)
+	}
+}
+
+// A V3 source ends a stream with its last connection, so that a destination that
+// lost the stream (it never saw it, or came back) is not sent CONNECTION_STARTs for
+// it; the next connection starts a new stream.
+func TestSourceEndsIdleStream(t *testing.T) {
+	addr := echoServer(t, 0x32)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
+	h.tun.Record(true)
+	frames := func(typ tunnel.Type) []int32 {
+		var ids []int32
+		for _, f := range h.tun.Received(tunneltest.Source) {
+			if f.Message.Type == typ {
+				ids = append(ids, f.Message.StreamID)
+			}
+		}
+		return ids
+	}
+	if err := roundTrip(h.addr("SSH"), 0x32, 1000); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(frames(tunnel.TypeStreamReset)) == 0 { // the stream ends with its connection
+		if time.Now().After(deadline) {
+			t.Fatalf("no STREAM_RESET after the last connection closed: %+v", h.tun.Received(tunneltest.Source))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := roundTrip(h.addr("SSH"), 0x32, 1000); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var starts, resets []int32
+		for _, f := range h.tun.Received(tunneltest.Source) {
+			switch f.Message.Type {
+			case tunnel.TypeStreamStart:
+				starts = append(starts, f.Message.StreamID)
+			case tunnel.TypeStreamReset:
+				resets = append(resets, f.Message.StreamID)
+			}
+		}
+		if len(starts) == 2 && len(resets) == 2 && starts[0] == 1 && starts[1] == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("source sent STREAM_STARTs %v and STREAM_RESETs %v, want streams 1 and 2 each started and ended", starts, resets)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

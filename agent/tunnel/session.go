@@ -31,12 +31,17 @@ type session struct {
 	opt    engineOptions
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	version  Version  // wire format of the session; 0 until known (destination)
-	services []string // from SERVICE_IDS
-	gotIDs   bool
-	streams  map[string]*stream // by wire service id ("" in V1)
-	closed   bool
+	source bool // the source end: it owns stream ids
+
+	mu      sync.Mutex
+	version Version // wire format of the session; 0 until known (destination)
+	// unknownReset is, per service, the last unknown stream id a destination
+	// answered with STREAM_RESET, so that a burst of DATA gets one answer.
+	unknownReset map[string]int32
+	services     []string // from SERVICE_IDS
+	gotIDs       bool
+	streams      map[string]*stream // by wire service id ("" in V1)
+	closed       bool
 }
 
 // stream is the active stream of one service.
@@ -151,16 +156,43 @@ func (s *session) relayed(m *Message) {
 // data delivers a DATA payload to its local connection, or drops it as stale.
 func (s *session) data(m *Message) {
 	s.mu.Lock()
-	_, l := s.lookupLocked(m)
+	st, l := s.lookupLocked(m)
 	s.mu.Unlock()
 	if l == nil {
 		s.opt.log.Debug("dropping stale DATA", "msg", m)
+		if st == nil {
+			s.resetUnknownStream(m)
+		}
 		return
 	}
 	if len(m.Payload) == 0 {
 		return
 	}
 	l.push(append([]byte(nil), m.Payload...))
+}
+
+// resetUnknownStream answers traffic for a stream the destination does not have
+// with one STREAM_RESET per stream id, so that a source which started the stream
+// while the destination was away (the service drops such frames) or missed a reset
+// ends it and starts a new one, instead of sending into the void forever. The
+// reference proxies stay silent here; a STREAM_RESET for a stream the source has
+// already left is stale to it and ignored (spec §3.2).
+func (s *session) resetUnknownStream(m *Message) {
+	if s.source {
+		return
+	}
+	s.mu.Lock()
+	if s.unknownReset == nil {
+		s.unknownReset = map[string]int32{}
+	}
+	if last, ok := s.unknownReset[m.ServiceID]; ok && last == m.StreamID {
+		s.mu.Unlock()
+		return
+	}
+	s.unknownReset[m.ServiceID] = m.StreamID
+	s.mu.Unlock()
+	s.opt.log.Info("traffic for an unknown stream: resetting it", "service", m.ServiceID, "stream", m.StreamID)
+	_ = s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
 }
 
 // streamReset ends every connection of the service's active stream, after their
@@ -369,7 +401,25 @@ func (l *link) endAndNotify() {
 		m.Type, m.ConnectionID = TypeConnectionReset, l.id
 	}
 	l.s.opt.log.Debug("connection closed locally", l.attrs()...)
-	_ = l.s.send(m)
+	if l.s.send(m) == nil && l.v3 && l.s.source {
+		l.s.endIdleStream(l.service, l.stream)
+	}
+}
+
+// endIdleStream ends a source's V3 stream once its last connection is gone, so the
+// next connection starts a fresh stream: if the destination lost the old one (it
+// reconnected, or never saw the STREAM_START), CONNECTION_STARTs on it would go
+// unanswered. localproxy keeps the stream; a new STREAM_START is valid either way.
+func (s *session) endIdleStream(service string, id int32) {
+	s.mu.Lock()
+	st := s.streams[service]
+	if st == nil || st.id != id || len(st.links) > 0 {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.streams, service)
+	s.mu.Unlock()
+	_ = s.send(&Message{Type: TypeStreamReset, StreamID: id, ServiceID: service})
 }
 
 // end closes the link without telling the peer.

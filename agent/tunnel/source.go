@@ -134,6 +134,7 @@ func (src *Source) Run(ctx context.Context) error {
 func (src *Source) serve(ctx context.Context, c *Conn, opt engineOptions, ready func([]string) error) error {
 	s := newSession(ctx, c, opt)
 	s.version = src.peerVersion()
+	s.source = true
 	src.mu.Lock()
 	src.cur = s
 	src.mu.Unlock()
