@@ -28,8 +28,21 @@ type ConnectConfig struct {
 	Logger        *slog.Logger
 }
 
-// ErrUsage marks errors in how porthole was called or configured (exit code 1).
-var ErrUsage = errors.New("usage")
+// ErrUsage marks errors in how porthole was called or configured (exit code 1):
+// errors.Is(err, ErrUsage) holds for every error made by Usagef.
+var ErrUsage = errors.New("usage or configuration error")
+
+// Usagef formats an error that is a usage or configuration mistake. Its text is
+// just the message; errors.Is(err, ErrUsage) reports it.
+func Usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+type usageError struct{ err error }
+
+func (e usageError) Error() string        { return e.err.Error() }
+func (e usageError) Unwrap() error        { return e.err }
+func (e usageError) Is(target error) bool { return target == ErrUsage }
 
 // Connect runs the source side until ctx ends or the tunnel ends.
 //
@@ -41,7 +54,7 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	cfg := cc.Tunnel
 	cfg.Logger = cc.Logger
 	if cfg.AccessToken.IsZero() {
-		return fmt.Errorf("%w: no access token (use --token-file or AWSIOT_TUNNEL_ACCESS_TOKEN)", ErrUsage)
+		return Usagef("no access token (use --token-file or AWSIOT_TUNNEL_ACCESS_TOKEN)")
 	}
 	if cfg.ClientToken.IsZero() && cc.TokenCacheDir != "" {
 		ct, err := cachedClientToken(cc.TokenCacheDir, cfg.AccessToken)
@@ -63,12 +76,12 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		err = src.RunStdio(ctx, svc, cc.Stdin, cc.Stdout)
 	} else {
 		if len(cc.Listen) == 0 {
-			return fmt.Errorf("%w: nothing to do: give -L SERVICE=[addr:]port or --stdio SERVICE", ErrUsage)
+			return Usagef("nothing to do: give -L SERVICE=[addr:]port or --stdio SERVICE")
 		}
 		err = src.Run(ctx)
 	}
 	if errors.Is(err, tunnel.ErrConfig) {
-		return fmt.Errorf("%w: %v", ErrUsage, err)
+		return Usagef("%w", err)
 	}
 	return err
 }
@@ -95,11 +108,11 @@ func cachedClientToken(dir string, access tunnel.Token) (tunnel.Token, error) {
 func ReadTokenFile(path string) (tunnel.Token, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return tunnel.Token{}, fmt.Errorf("%w: token file: %v", ErrUsage, err)
+		return tunnel.Token{}, Usagef("token file: %w", err)
 	}
 	t, err := tunnel.NewAccessToken(strings.TrimSpace(string(b)))
 	if err != nil {
-		return tunnel.Token{}, fmt.Errorf("%w: token file %s: %v", ErrUsage, path, err)
+		return tunnel.Token{}, Usagef("token file %s: %v", path, err)
 	}
 	return t, nil
 }

@@ -27,10 +27,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return errHelp
 		}
-		return fmt.Errorf("%w: %v", agent.ErrUsage, err)
+		return agent.Usagef("%w", err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", agent.ErrUsage, fs.Arg(0))
+		return agent.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	return nil
 }
@@ -38,7 +38,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 func loadConfig(path string) (*agent.Config, error) {
 	cfg, err := agent.LoadConfig(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", agent.ErrUsage, path, err)
+		return nil, agent.Usagef("%s: %w", path, err)
 	}
 	return cfg, nil
 }
@@ -77,7 +77,7 @@ func runAgent(args []string, stderr io.Writer) error {
 	log := cfg.Log.NewLogger(os.Stderr)
 	a, err := agent.New(cfg, log)
 	if err != nil {
-		return fmt.Errorf("%w: %v", agent.ErrUsage, err)
+		return agent.Usagef("%w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

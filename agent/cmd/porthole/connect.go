@@ -69,21 +69,21 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		tok, err = tunnel.NewAccessToken(*tokenArg)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %v", agent.ErrUsage, err)
+		return agent.Usagef("%w", err)
 	}
 	if (*region == "") == (*endpoint == "") {
-		return fmt.Errorf("%w: give exactly one of --region and --endpoint", agent.ErrUsage)
+		return agent.Usagef("give exactly one of --region and --endpoint")
 	}
 	pv := map[string]tunnel.Version{"V1": tunnel.V1, "V2": tunnel.V2, "V3": tunnel.V3}[*peer]
 	if pv == 0 {
-		return fmt.Errorf("%w: --destination-client-type %q: want V1, V2 or V3", agent.ErrUsage, *peer)
+		return agent.Usagef("--destination-client-type %q: want V1, V2 or V3", *peer)
 	}
 	cfg := tunnel.Config{Region: *region, Endpoint: *endpoint, AccessToken: tok, CAFile: *caFile,
 		InsecureSkipVerify: *insecure, AllowInsecureWebSocket: *allowWS, UserAgent: "porthole/" + agent.Version}
 	if *proxy != "" {
 		u, err := url.Parse(*proxy)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%w: --https-proxy: want http[s]://[user:pass@]host:port", agent.ErrUsage)
+			return agent.Usagef("--https-proxy: want http[s]://[user:pass@]host:port")
 		}
 		cfg.Proxy = tunnel.ProxyURL(u)
 	}
