@@ -56,13 +56,24 @@ func TestWindowChangeBeforeShell(t *testing.T) {
 			t.Errorf("shell output %q lacks %q", got, w)
 		}
 	}
-	// A change while the shell runs goes straight to the terminal.
+	// A change while the shell runs reaches the terminal. SSH orders the request and
+	// the typed command on the wire, but the server handles requests and data on
+	// different goroutines, so ask until the size shows (a slow, emulated CPU can
+	// run stty first).
 	if err := s.WindowChange(12, 34); err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(in, "stty size; echo END\n")
-	if got := readUntil(t, r, "END\r\n"); !strings.Contains(got, "12 34") {
-		t.Errorf("after window change: %q, want 12 34", got)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		io.WriteString(in, "stty size; echo END\n")
+		got := readUntil(t, r, "END\r\n")
+		if strings.Contains(got, "12 34") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after window change: %q, want 12 34", got)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	io.WriteString(in, "exit 5\n")
 	var ee *gossh.ExitError
