@@ -15,24 +15,15 @@
 # Under CI=true a missing qemu-user-static is an error; otherwise the stage is skipped
 # with a message. Tests run with -short (tests that honour it shrink their transfers).
 #
-# QEMU_TEST_SKIP is a go test -skip pattern, printed when used; QEMU_TEST_SKIP=
-# (empty) runs everything. Default: two sshd tests whose timing does not hold under
-# emulation; neither is an architecture bug. Remove them here once they are fixed:
-#   TestWindowChangeBeforeShell sends a window-change request (no reply expected)
-#     and at once types `stty size` on the shell's stdin; nothing orders the two, and
-#     under emulation the shell often runs stty before the resize is applied ("49 119",
-#     want "12 34"; 2 of 2 runs on arm64). The test should wait for the new size.
-#   TestMaxSessionTime sets MaxSessionTime to 300 ms, which runs from the TCP accept
-#     (as sshd documents; agent/porthole.example.toml says "after login"): an
-#     emulated key exchange takes longer, so the connection is closed before
-#     authentication ("handshake failed: EOF", seen on mips). The test needs a
-#     limit that leaves room for the handshake.
+# QEMU_TEST_SKIP is a go test -skip pattern, printed when used; by default nothing
+# is skipped (sshd's TestWindowChangeBeforeShell and TestMaxSessionTime once were,
+# for timing that did not hold under emulation; both now wait long enough).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 pkgs=(./agent/tunnel/ ./agent/notify/ ./sshd/)
 timeout=${QEMU_TEST_TIMEOUT:-240s}
-skip=${QEMU_TEST_SKIP-^(TestWindowChangeBeforeShell|TestMaxSessionTime)\$}
+skip=${QEMU_TEST_SKIP-}
 [ -n "$skip" ] && echo "qemu-test: skipping tests matching $skip under emulation (see the comment in $0)"
 archs=${QEMU_ARCHS:-arm arm64 mips mipsle}
 
