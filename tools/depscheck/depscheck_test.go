@@ -22,13 +22,9 @@ var forbidden = []struct{ path, why string }{
 	{"google.golang.org/protobuf/reflect", "protobuf reflection runtime (~1.5 MB); the device encodes with protowire"},
 	{"github.com/coder/websocket", "agent/tunnel has its own WebSocket client"},
 	{"net/http$", "the device speaks HTTP only for the WebSocket handshake, which agent/tunnel writes itself"},
+	{"github.com/eclipse/paho.golang/autopaho", "it links gorilla/websocket and net/http; agent/notify runs paho's client itself"},
+	{"github.com/gorilla/websocket", "a second WebSocket library"},
 }
-
-// pendingNetHTTP names the importer through which net/http is still accepted
-// until the lead removes it (autopaho links gorilla/websocket and net/http for
-// MQTT over WebSocket); the check enforces as soon as the chain no longer
-// passes through it.
-const pendingNetHTTP = "github.com/eclipse/paho.golang/autopaho"
 
 // deviceGraph lists the device binary's packages, as make cross builds it for
 // linux/mipsle, with each package's direct imports.
@@ -88,23 +84,6 @@ func matches(pkg, pattern string) bool {
 }
 
 // without returns g with pkg and the edges to it removed.
-func without(g map[string][]string, pkg string) map[string][]string {
-	h := make(map[string][]string, len(g))
-	for p, imps := range g {
-		if p == pkg {
-			continue
-		}
-		for _, q := range imps {
-			if q != pkg {
-				h[p] = append(h[p], q)
-			}
-		}
-		if _, ok := h[p]; !ok {
-			h[p] = nil
-		}
-	}
-	return h
-}
 
 func TestDeviceBinaryDeps(t *testing.T) {
 	g := deviceGraph(t)
@@ -119,9 +98,6 @@ func TestDeviceBinaryDeps(t *testing.T) {
 				}
 				c := chain(g, pkg)
 				why := strings.Join(c, "\n  -> ")
-				if pkg == "net/http" && chain(without(g, pendingNetHTTP), pkg) == nil {
-					t.Skipf("net/http is still linked, only through %s (known; being removed from agent/notify); import chain:\n  %s", pendingNetHTTP, why)
-				}
 				t.Errorf("the device binary links %s (%s); import chain:\n  %s", pkg, f.why, why)
 			}
 		})
