@@ -3,6 +3,8 @@ package tunnel_test
 import (
 	"context"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -193,5 +195,36 @@ func TestSourceEndsIdleStream(t *testing.T) {
 			t.Fatalf("source sent STREAM_STARTs %v and STREAM_RESETs %v, want streams 1 and 2 each started and ended", starts, resets)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// DialService carries an in-process connection without any listener.
+func TestSourceDialService(t *testing.T) {
+	addr := echoServer(t, 0x33)
+	var seen []string
+	var mu sync.Mutex
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, h.tun.SourceToken), Logger: testLogger(t)},
+		DialOnly: true, OnServices: func(s []string) { mu.Lock(); seen = s; mu.Unlock() },
+		OnListen: func(string, net.Addr) { t.Error("a DialOnly source listened") }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	c, err := src.DialService(ctxTimeout(t, 10*time.Second), "SSH")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := roundTripConn(c, 0x33, 256<<10); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(seen) != 1 || seen[0] != "SSH" {
+		t.Errorf("OnServices saw %q", seen)
+	}
+	mu.Unlock()
+	if _, err := src.DialService(ctxTimeout(t, 5*time.Second), "WEB"); err == nil || !strings.Contains(err.Error(), `"WEB"`) {
+		t.Fatalf("DialService(WEB) = %v, want an error naming it", err)
 	}
 }

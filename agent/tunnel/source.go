@@ -38,6 +38,13 @@ type Source struct {
 	StallTimeout time.Duration
 	// OnListen, if set, is called once per listener when it is open.
 	OnListen func(service string, addr net.Addr)
+	// DialOnly runs without listeners: local connections come only from
+	// DialService (an in-process client such as a web console), so no port is open
+	// to other local users. Listen is then ignored.
+	DialOnly bool
+	// OnServices, if set, is called with the tunnel's services each time a
+	// connection to the service has them (SERVICE_IDS, or at once on V1).
+	OnServices func(services []string)
 
 	mu        sync.Mutex
 	cur       *session
@@ -117,7 +124,10 @@ func (src *Source) Run(ctx context.Context) error {
 	}
 	return run(ctx, cfg, ModeSource, func(ctx context.Context, c *Conn) error {
 		return src.serve(ctx, c, opt, func(ids []string) error {
-			if lns != nil {
+			if src.OnServices != nil {
+				src.OnServices(append([]string(nil), ids...))
+			}
+			if lns != nil || src.DialOnly {
 				return nil // listeners outlive reconnects
 			}
 			routes, addrs, err := src.plan(ids)
@@ -367,4 +377,34 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 	}
 	l.start(conn, nil)
 	return l
+}
+
+// DialService opens a connection to service through the running Run, as if a
+// client had connected to its listener: the returned end is the client's. It waits
+// up to 10 s for a connected session, and fails for a service the tunnel does not
+// have.
+func (src *Source) DialService(ctx context.Context, service string) (net.Conn, error) {
+	s := src.readySession(ctx)
+	if s == nil {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("tunnel: not connected to the service")
+	}
+	s.mu.Lock()
+	services := s.services
+	s.mu.Unlock()
+	if len(services) > 0 && !slices.Contains(services, service) {
+		return nil, fmt.Errorf("tunnel: service %q is not in the tunnel, which has %q", service, services)
+	}
+	r := serviceRoute{wire: service, name: service}
+	if src.peerVersion() == V1 {
+		r.wire = ""
+	}
+	ours, theirs := net.Pipe()
+	if src.open(s, r, ours) == nil {
+		theirs.Close()
+		return nil, errors.New("tunnel: the connection was refused (tunnel not ready or too many connections)")
+	}
+	return theirs, nil
 }

@@ -5,7 +5,8 @@
 //
 // The browser talks only to this server: JSON calls for tunnels and one WebSocket
 // per terminal (github.com/coder/websocket). The server is the tunnel's source side
-// (agent/tunnel.Source, one per tunnel, listening on ephemeral loopback ports) and
+// (agent/tunnel.Source, one per tunnel, carrying each SSH connection in process,
+// with no local port) and
 // runs the SSH client (golang.org/x/crypto/ssh) over it. Device host keys are
 // trusted on first use per thing (HostKeys, a file), and a changed key stops the
 // login with a visible warning until the operator accepts the new fingerprint.

@@ -126,7 +126,7 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 
 	send(ctx, c, serverMessage{Type: "info", Text: "waiting for the tunnel to " + t.spec.Thing + " …"})
 	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	service, addr, err := t.addr(actx, req.Service)
+	service, _, err := t.addr(actx, req.Service)
 	cancel()
 	if err != nil {
 		var ce *tunnelClosedError
@@ -157,7 +157,7 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 			}
 			return nil
 		}}
-	client, err := dialSSH(ctx, addr, cfg)
+	client, err := dialSSH(ctx, t, service, cfg)
 	if err != nil {
 		var hk *HostKeyChangedError
 		switch {
@@ -184,16 +184,18 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 	return s.relay(ctx, c, term, client, t, &req, hostNote)
 }
 
-func dialSSH(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+// dialSSH logs in over a connection the tunnel's source engine carries.
+func dialSSH(ctx context.Context, t *liveTunnel, service string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	conn, err := t.src.DialService(dctx, service)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
 	// The handshake is bounded by a deadline, and by ctx.
 	conn.SetDeadline(time.Now().Add(cfg.Timeout))
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	cc, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	cc, chans, reqs, err := ssh.NewClientConn(conn, t.spec.Thing, cfg)
 	stop()
 	if err != nil {
 		conn.Close()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sort"
 	"sync"
 	"time"
@@ -41,8 +40,9 @@ type liveTunnel struct {
 	mu      sync.Mutex
 	state   string
 	reason  string            // why it closed, for people
-	addrs   map[string]string // service → local listen address
+	addrs   map[string]string // the tunnel's services (values unused)
 	changed chan struct{}     // closed and replaced on every change
+	src     *tunnel.Source    // carries each terminal's SSH connection, no local port
 
 	stop context.CancelFunc // ends Run
 }
@@ -81,9 +81,9 @@ func (t *liveTunnel) setLocked(state, reason string) {
 	t.changed = make(chan struct{})
 }
 
-// addr waits until service listens and returns its address; it fails at once on a
-// closed tunnel, and for an unknown service once the tunnel is ready. An empty
-// service means SSH, or the tunnel's only service.
+// addr waits until the tunnel is ready and returns the service's name; it fails at
+// once on a closed tunnel, and for an unknown service once the tunnel is ready. An
+// empty service means SSH, or the tunnel's only service.
 func (t *liveTunnel) addr(ctx context.Context, service string) (string, string, error) {
 	for {
 		t.mu.Lock()
@@ -170,14 +170,19 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 					t.setLocked(stateConnecting, reason)
 				}
 			}},
-		Listen: map[string]string{}, // every service on an ephemeral loopback port
-		OnListen: func(service string, a net.Addr) {
+		// No listener: terminals dial through the engine, so no loopback port is
+		// open to other local users.
+		DialOnly: true,
+		OnServices: func(services []string) {
 			t.mu.Lock()
 			defer t.mu.Unlock()
-			t.addrs[service] = a.String()
+			for _, s := range services {
+				t.addrs[s] = ""
+			}
 			t.setLocked(stateReady, "")
 		},
 	}
+	t.src = src
 	ctx, cancel := context.WithCancel(ts.ctx)
 	t.stop = cancel
 	ts.mu.Lock()
