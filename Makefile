@@ -48,6 +48,8 @@ test: deps console-assets ## install missing test prerequisites, then run every 
 	tools/qemu-test.sh
 	@# tier 4: boot every QEMU board and log in through a tunnel (board/)
 	PORTHOLE_BOARD_TEST=1 $(GO) test -count=1 -timeout 12m ./board/
+	@# and the lab with its agent in a board (porthole-lab --board qemu-aarch64-virt)
+	PORTHOLE_BOARD_TEST=1 $(GO) test -count=1 -timeout 5m -run '^TestLabBoardAsAUserRunsIt$$' ./tools/lab/
 
 ##@ Building
 

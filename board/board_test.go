@@ -21,33 +21,13 @@ import (
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
-// conf is a board's board.conf, as sh reads it.
-type conf struct {
-	Name        string
-	GOARCH      string
-	GOENV       string // VAR=value or empty
-	UNAME_M     string
-	QEMU        string // the emulator program is the first word
-	BootTimeout time.Duration
-	KernelArgs  string // TEST_KERNEL_ARGS
-}
-
-func loadConf(t *testing.T, name string) conf {
+func loadConf(t *testing.T, name string) Conf {
 	t.Helper()
-	out, err := exec.Command("sh", "-c", `. "$1"; printf '%s\n' "$GOARCH" "$GOENV" "$UNAME_M" "$QEMU" "$BOOT_TIMEOUT" "${TEST_KERNEL_ARGS:-}"`,
-		"sh", filepath.Join(name, "board.conf")).Output()
+	c, err := Load(".", name)
 	if err != nil {
-		t.Fatalf("reading %s/board.conf: %v", name, err)
+		t.Fatal(err)
 	}
-	f := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
-	if len(f) != 6 {
-		t.Fatalf("%s/board.conf: got %d values, want 6: %q", name, len(f), f)
-	}
-	secs, err := strconv.Atoi(f[4])
-	if err != nil {
-		t.Fatalf("%s/board.conf: BOOT_TIMEOUT %q: %v", name, f[4], err)
-	}
-	return conf{Name: name, GOARCH: f[0], GOENV: f[1], UNAME_M: f[2], QEMU: f[3], BootTimeout: time.Duration(secs) * time.Second, KernelArgs: f[5]}
+	return c
 }
 
 // boards lists the board folders, or those named in PORTHOLE_BOARDS (comma
@@ -56,11 +36,7 @@ func boards(t *testing.T) []string {
 	if env := os.Getenv("PORTHOLE_BOARDS"); env != "" {
 		return strings.Split(env, ",")
 	}
-	m, _ := filepath.Glob("qemu-*/board.conf")
-	var names []string
-	for _, f := range m {
-		names = append(names, filepath.Dir(f))
-	}
+	names := Names(".")
 	if len(names) == 0 {
 		t.Fatal("no board folders (qemu-*/board.conf)")
 	}
@@ -104,25 +80,19 @@ func TestBoards(t *testing.T) {
 		c := loadConf(t, name)
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			need(t, strings.Fields(c.QEMU)[0])
+			need(t, c.Emulator())
 			runBoard(t, h, c)
 		})
 	}
 }
 
-func runBoard(t *testing.T, h *host, c conf) {
+func runBoard(t *testing.T, h *host, c Conf) {
 	start := time.Now()
 	dir := t.TempDir()
 
 	// The device binary, built like make cross builds it.
 	bin := filepath.Join(dir, "porthole")
-	build := exec.Command("go", "build", "-trimpath", "-tags", "netgo,osusergo",
-		"-ldflags", "-s -w -X github.com/porthole-iot/porthole/agent.Version=board-test", "-o", bin,
-		"github.com/porthole-iot/porthole/agent/cmd/porthole")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+c.GOARCH)
-	if c.GOENV != "" {
-		build.Env = append(build.Env, c.GOENV)
-	}
+	build := c.GoBuild(context.Background(), bin, "board-test")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build for %s: %v\n%s", c.GOARCH, err, out)
 	}
@@ -251,8 +221,8 @@ func runBoard(t *testing.T, h *host, c conf) {
 		t.Fatalf("%s: login through the tunnel: %v", c.Name, err)
 	}
 	t.Logf("%s: first login through the tunnel %v after boot", c.Name, time.Since(booted).Round(100*time.Millisecond))
-	if got := strings.TrimSpace(uname); got != c.UNAME_M {
-		t.Errorf("%s: uname -m = %q, want %q", c.Name, got, c.UNAME_M)
+	if got := strings.TrimSpace(uname); got != c.UnameM {
+		t.Errorf("%s: uname -m = %q, want %q", c.Name, got, c.UnameM)
 	}
 
 	mem, err := ssh(30*time.Second, `for p in $(pidof porthole); do echo "pid $p $(grep -E '^(VmPeak|VmSize|VmHWM|VmRSS)' /proc/$p/status | tr -s ' \t\n' ' ')"; done; `+

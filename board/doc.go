@@ -6,5 +6,6 @@
 //
 // It is not firmware: the initramfs is BusyBox, a few virtio modules and the
 // porthole binary, enough to prove the agent on each architecture's real kernel.
-// The package has no code outside its test.
+// conf.go reads a board.conf and cross-builds porthole for it, for the test and
+// for porthole-lab --board.
 package board

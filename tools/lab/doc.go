@@ -2,7 +2,9 @@
 // an MQTT v5 broker with mutual TLS (mochi-mqtt, in process), the tunneling service
 // (tools/tunneld, in process, data plane over TLS with a dev CA), the real
 // `porthole agent` binary as a child process playing the device, and the operator's
-// source side on local ports. It is what `make lab` runs (binary porthole-lab) and
+// source side on local ports; with --board NAME the agent runs instead in a QEMU
+// board of board/ (cross-built, in the board's initramfs, reaching the broker and
+// tunneld at 10.0.2.2). It is what `make lab` runs (binary porthole-lab) and
 // what developers use to reproduce bugs.
 //
 // State (the dev CA, certificates, the operator's SSH key, the agent's config and

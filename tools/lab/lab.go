@@ -22,6 +22,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/board"
 	"github.com/porthole-iot/porthole/tools/console"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
@@ -37,8 +38,15 @@ type Options struct {
 	SSHPort, HTTPPort int
 	// NoAgent runs only the broker and tunneld, for a real device or a board.
 	NoAgent bool
-	// Porthole is the porthole binary the agent runs from (required unless NoAgent).
+	// Porthole is the porthole binary the agent runs from (required unless NoAgent
+	// or Board).
 	Porthole string
+	// Board names a QEMU board (a folder under board/): the lab cross-builds
+	// porthole for it, builds its initramfs, boots it and the agent runs in the
+	// guest instead of as a host process. Needs the source tree and Go.
+	Board string
+	// BoardDir is the board/ folder; "" finds it from the working directory up.
+	BoardDir string
 	// Console is the operator web console's listen address (tools/console);
 	// "" means no console.
 	Console string
@@ -62,6 +70,8 @@ type Info struct {
 	AgentConfig  string `json:"agent_config,omitempty"`
 	AgentLog     string `json:"agent_log,omitempty"`
 	AgentPID     int    `json:"agent_pid,omitempty"`
+	Board        string `json:"board,omitempty"`
+	BoardLog     string `json:"board_log,omitempty"`
 	TunnelID     string `json:"tunnel_id,omitempty"`
 	SourceToken  string `json:"source_token_file,omitempty"`
 	SSH          string `json:"ssh,omitempty"`
@@ -104,7 +114,15 @@ func Run(ctx context.Context, opt Options) (err error) {
 	if err != nil {
 		return err
 	}
-	if !opt.NoAgent {
+	var bc board.Conf
+	if opt.Board != "" {
+		if opt.NoAgent {
+			return errors.New("--board runs the agent in the board: it does not go with --no-agent")
+		}
+		if bc, err = loadBoard(opt.BoardDir, opt.Board); err != nil {
+			return err
+		}
+	} else if !opt.NoAgent {
 		if _, err := os.Stat(opt.Porthole); err != nil {
 			return fmt.Errorf("the porthole binary %q is missing: build it with `make build`", opt.Porthole)
 		}
@@ -128,7 +146,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 	st := stepper{opt.Out}
 	info := Info{StateDir: dir, Thing: Thing, Region: "us-east-1", SSHKey: filepath.Join(dir, "id_ed25519")}
 	info.User = "root"
-	if os.Geteuid() != 0 {
+	if os.Geteuid() != 0 && opt.Board == "" {
 		u, err := user.Current()
 		if err != nil {
 			return err
@@ -283,10 +301,40 @@ func Run(ctx context.Context, opt Options) (err error) {
 		return err
 	}
 
-	var agentProc *exec.Cmd
-	if err := st.do("agent (porthole agent, child process)", func() error {
+	var agentExited <-chan struct{}
+	hostKeyFile := filepath.Join(dir, "device", "data", "ssh_host_ed25519_key")
+	logPath, subscribeWithin, who := filepath.Join(dir, "agent.log"), 30*time.Second, "the agent"
+	if opt.Board != "" {
+		bf := newBoardFiles(dir, opt.Board)
+		hostKeyFile = bf.hostKey
+		info.Board = opt.Board
+		info.BoardLog = filepath.Join(dir, "board-"+opt.Board+".log")
+		info.AgentConfig = filepath.Join(bf.overlay, "etc", "porthole", "porthole.toml")
+		logPath, subscribeWithin, who = info.BoardLog, bc.BootTimeout, "the agent in board "+opt.Board
+		if err := st.do(strings.TrimSpace(fmt.Sprintf("porthole for %s (%s %s", opt.Board, bc.GOARCH, bc.GOENV))+")", func() error {
+			return crossBuild(ctx, bc, bf)
+		}); err != nil {
+			return err
+		}
+		if err := st.do("board image (board/build.sh; fetches Debian packages once)", func() error {
+			return buildImage(ctx, bc, bf, info, port(info.Broker), port(tdHost), port(statusAddr))
+		}); err != nil {
+			return err
+		}
+		if err := st.do("board boots (QEMU, child process)", func() error {
+			exited, stop, err := bootBoard(bc, bf, info.BoardLog)
+			if err != nil {
+				return err
+			}
+			agentExited = exited
+			stops = append(stops, stop)
+			return nil
+		}); err != nil {
+			return err
+		}
+	} else if err := st.do("agent (porthole agent, child process)", func() error {
 		info.AgentConfig = filepath.Join(dir, "device", "porthole.toml")
-		info.AgentLog = filepath.Join(dir, "agent.log")
+		info.AgentLog = logPath
 		cfg := agentConfig(dir, info, tdHost, statusAddr)
 		if err := writeFile(info.AgentConfig, []byte(cfg), 0o600); err != nil {
 			return err
@@ -303,9 +351,9 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 		f.Close()
-		agentProc = cmd
 		info.AgentPID = cmd.Process.Pid
 		waited := make(chan struct{})
+		agentExited = waited
 		go func() { cmd.Wait(); close(waited) }()
 		stops = append(stops, func() {
 			cmd.Process.Signal(syscall.SIGTERM)
@@ -325,10 +373,12 @@ func Run(ctx context.Context, opt Options) (err error) {
 		select {
 		case <-deviceListens:
 			return nil
+		case <-agentExited:
+			return fmt.Errorf("%s exited before it subscribed; the end of %s:\n%s", who, rel(logPath), tail(logPath, 10))
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("the agent did not subscribe within 30s; the end of %s:\n%s", rel(info.AgentLog), tail(info.AgentLog, 10))
+		case <-time.After(subscribeWithin):
+			return fmt.Errorf("%s did not subscribe within %v; the end of %s:\n%s", who, subscribeWithin, rel(logPath), tail(logPath, 10))
 		}
 	}); err != nil {
 		return err
@@ -350,7 +400,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 
 	if err := st.do("agent connects the tunnel", func() error {
-		return waitDestination(ctx, td, open.TunnelID, agentProc, info.AgentLog, 60*time.Second)
+		return waitDestination(ctx, td, open.TunnelID, agentExited, who, logPath, 60*time.Second)
 	}); err != nil {
 		return err
 	}
@@ -400,7 +450,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 
 	_, sshPort, _ := net.SplitHostPort(info.SSH)
 	info.KnownHosts = filepath.Join(dir, "known_hosts")
-	if err := writeKnownHosts(info.KnownHosts, filepath.Join(dir, "device", "data", "ssh_host_ed25519_key"), sshPort); err != nil {
+	if err := writeKnownHosts(info.KnownHosts, hostKeyFile, sshPort); err != nil {
 		return err
 	}
 	opts := fmt.Sprintf("-i %s -o UserKnownHostsFile=%s", rel(info.SSHKey), rel(info.KnownHosts))
@@ -409,8 +459,12 @@ func Run(ctx context.Context, opt Options) (err error) {
 	if err := writeInfo(dir, info); err != nil {
 		return err
 	}
+	where, stopsWhat := "", ""
+	if opt.Board != "" {
+		where, stopsWhat = fmt.Sprintf(" (the agent runs in QEMU board %s)", opt.Board), " and powers the board off"
+	}
 	fmt.Fprintf(opt.Out, `
-The lab is up: device %s is reachable through a tunnel.
+The lab is up: device %s%s is reachable through a tunnel.
 
   SSH     %s
   SFTP    %s
@@ -422,9 +476,9 @@ and connect to one with
   bin/porthole connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=2223
 %s
 Logs: %s, %s. Everything else: %s.
-Ctrl-C stops the lab.
-`, Thing, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, tdHost, rel(info.CAFile), consoleLine,
-		rel(info.AgentLog), rel(filepath.Join(dir, "lab.log")), rel(filepath.Join(dir, "lab.json")))
+Ctrl-C stops the lab%s.
+`, Thing, where, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, tdHost, rel(info.CAFile), consoleLine,
+		rel(logPath), rel(filepath.Join(dir, "lab.log")), rel(filepath.Join(dir, "lab.json")), stopsWhat)
 
 	select {
 	case <-ctx.Done():
@@ -483,8 +537,9 @@ level = "info"
 }
 
 // waitDestination waits until tunneld reports the destination connected; if the
-// agent exits first, the error carries the end of its log.
-func waitDestination(ctx context.Context, td *tunneld.Server, id string, agent *exec.Cmd, logPath string, limit time.Duration) error {
+// agent (who: the agent, or the board it runs in) exits first, the error carries
+// the end of its log.
+func waitDestination(ctx context.Context, td *tunneld.Server, id string, exited <-chan struct{}, who, logPath string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		out, err := td.DescribeTunnel(ctx, &tunneld.DescribeTunnelInput{TunnelID: id})
@@ -494,16 +549,15 @@ func waitDestination(ctx context.Context, td *tunneld.Server, id string, agent *
 		if s := out.Tunnel.DestinationConnectionState; s != nil && s.Status == "CONNECTED" {
 			return nil
 		}
-		if agent.ProcessState != nil || agent.Process.Signal(syscall.Signal(0)) != nil {
-			return fmt.Errorf("the agent exited; the end of %s:\n%s", rel(logPath), tail(logPath, 10))
-		}
 		select {
+		case <-exited:
+			return fmt.Errorf("%s exited; the end of %s:\n%s", who, rel(logPath), tail(logPath, 10))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("the agent did not connect within %v; the end of %s:\n%s", limit, rel(logPath), tail(logPath, 10))
+	return fmt.Errorf("%s did not connect within %v; the end of %s:\n%s", who, limit, rel(logPath), tail(logPath, 10))
 }
 
 func tail(path string, n int) string {

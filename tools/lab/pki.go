@@ -92,11 +92,20 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(tmp, path)
 }
 
-// leaf returns name.crt and name.key in dir, issuing them if missing. A server
-// certificate is for 127.0.0.1 and localhost.
+// guestHost is the host's loopback as a QEMU board's user network shows it to
+// the guest (porthole-lab --board).
+var guestHost = net.IPv4(10, 0, 2, 2)
+
+// serverIPs are the addresses a server certificate names: the host's loopback and
+// guestHost.
+var serverIPs = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, guestHost}
+
+// leaf returns name.crt and name.key in dir, issuing them if missing (or, for a
+// server certificate, if it lacks one of serverIPs: a state directory from before
+// --board). A server certificate is for serverIPs and localhost.
 func (p *pki) leaf(dir, name string, server bool) (certFile, keyFile string, err error) {
 	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
+	if pair, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && (!server || namesAll(pair.Leaf, serverIPs)) {
 		return certFile, keyFile, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -110,7 +119,7 @@ func (p *pki) leaf(dir, name string, server bool) (certFile, keyFile string, err
 	}
 	if server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+		tmpl.IPAddresses = serverIPs
 		tmpl.DNSNames = []string{"localhost"}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
@@ -122,6 +131,16 @@ func (p *pki) leaf(dir, name string, server bool) (certFile, keyFile string, err
 		return "", "", err
 	}
 	return certFile, keyFile, writePEM(certFile, "CERTIFICATE", der, 0o644)
+}
+
+// namesAll reports whether cert names every address in ips.
+func namesAll(cert *x509.Certificate, ips []net.IP) bool {
+	for _, ip := range ips {
+		if cert == nil || cert.VerifyHostname(ip.String()) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // sshKey returns the operator's key pair (OpenSSH format), making it if missing.

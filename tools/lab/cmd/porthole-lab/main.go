@@ -1,5 +1,6 @@
 // Command porthole-lab runs the whole porthole path on this machine: an MQTT broker,
-// tunneld, the porthole agent as the device, and the operator's source side. See
+// tunneld, the porthole agent as the device (a host process, or inside a QEMU board
+// with --board), and the operator's source side. See
 // package lab. Exit codes: 0 after Ctrl-C, 1 bad usage or a missing prerequisite,
 // 2 a failed step.
 package main
@@ -30,6 +31,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	httpPort := fs.Int("http-port", 8080, "local port for the device's status page through the tunnel (0: any free port)")
 	consoleAddr := fs.String("console", "127.0.0.1:8088", "listen address of the web console (SSH in the browser; port 0: any free port; \"\": none)")
 	noAgent := fs.Bool("no-agent", false, "run only the broker and tunneld, for a real device or a QEMU board")
+	boardName := fs.String("board", "", "run the agent inside QEMU board `NAME` (a folder under board/, e.g. qemu-armv7-virt) instead of on the host:\n"+
+		"cross-build porthole, build the initramfs, boot it; needs the source tree, Go and the packages of tools/deps.sh board")
 	self, _ := os.Executable()
 	porthole := fs.String("porthole", filepath.Join(filepath.Dir(self), "porthole"), "the porthole binary the agent runs from")
 	if err := fs.Parse(args); err != nil {
@@ -38,10 +41,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	if *boardName != "" && *noAgent {
+		fmt.Fprintln(stderr, "porthole-lab: --board runs the agent in the board; leave out --no-agent")
+		return 1
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintln(stdout, "porthole lab: starting")
-	err := lab.Run(ctx, lab.Options{StateDir: *state, SSHPort: *sshPort, HTTPPort: *httpPort, NoAgent: *noAgent, Console: *consoleAddr, Porthole: *porthole, Out: stdout})
+	err := lab.Run(ctx, lab.Options{StateDir: *state, SSHPort: *sshPort, HTTPPort: *httpPort, NoAgent: *noAgent, Board: *boardName, Console: *consoleAddr, Porthole: *porthole, Out: stdout})
+	if errors.Is(err, lab.ErrPrerequisite) {
+		fmt.Fprintf(stderr, "porthole-lab: %v\n", err)
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "porthole-lab: %v\n", err)
 		return 2

@@ -1,0 +1,201 @@
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestLabBoardAsAUserRunsIt runs porthole-lab --board qemu-aarch64-virt as a user
+// would: the lab cross-builds porthole, builds the board's initramfs and boots it;
+// the printed ssh line logs in to the board through the tunnel (uname -m is
+// aarch64); SIGINT stops the lab and QEMU. Like the board tests it runs only with
+// PORTHOLE_BOARD_TEST=1 (make test's board tier).
+func TestLabBoardAsAUserRunsIt(t *testing.T) {
+	if os.Getenv("PORTHOLE_BOARD_TEST") != "1" {
+		t.Skip("set PORTHOLE_BOARD_TEST=1 to boot a QEMU board (make test's board tier does)")
+	}
+	const name = "qemu-aarch64-virt"
+	ssh := needProgram(t, "ssh")
+	for _, p := range []string{"qemu-system-aarch64", "cpio", "readelf", "apt-get", "dpkg-deb", "go"} {
+		needProgram(t, p)
+	}
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "github.com/porthole-iot/porthole/tools/lab/cmd/porthole-lab")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	state := filepath.Join(safeStateDir(t), "state")
+	lab := exec.Command(filepath.Join(bin, "porthole-lab"), "--board", name, "--state", state, "--ssh-port", "0", "--http-port", "0", "--console", "")
+	stdout, _ := lab.StdoutPipe()
+	lab.Stderr = lab.Stdout
+	if err := lab.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		lab.Process.Kill()
+		for _, pid := range qemuOf(state) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var out strings.Builder
+	deadline := time.After(80 * time.Second)
+wait:
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("porthole-lab ended early:\n%s\nboard console:\n%s", out.String(), tail(filepath.Join(state, "board-"+name+".log"), 30))
+			}
+			out.WriteString(l + "\n")
+			if strings.Contains(l, "Ctrl-C stops the lab") {
+				break wait
+			}
+		case <-deadline:
+			t.Fatalf("porthole-lab --board not up within 80s:\n%s\nboard console:\n%s", out.String(), tail(filepath.Join(state, "board-"+name+".log"), 30))
+		}
+	}
+	t.Logf("porthole-lab:\n%s", out.String())
+
+	var info Info
+	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Board != name || info.BoardLog != filepath.Join(state, "board-"+name+".log") || info.User != "root" {
+		t.Fatalf("lab.json: board %q, board_log %q, user %q", info.Board, info.BoardLog, info.User)
+	}
+	if !strings.Contains(out.String(), info.SSHCommand) {
+		t.Fatalf("the printed output lacks the ssh command %q", info.SSHCommand)
+	}
+	qemu := qemuOf(state)
+	if len(qemu) != 1 {
+		t.Fatalf("QEMU processes of this lab: %v, want one", qemu)
+	}
+	args := append([]string{"-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}, strings.Fields(info.SSHCommand)[1:]...)
+	got, err := exec.Command(ssh, append(args, "uname", "-m")...).CombinedOutput()
+	if err != nil || string(got) != "aarch64\n" {
+		t.Fatalf("ssh through the lab into the board: %v, %q\nboard console:\n%s", err, got, tail(info.BoardLog, 20))
+	}
+
+	lab.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() {
+		for range lines {
+		}
+		done <- lab.Wait()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("porthole-lab exited with %v after SIGINT", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("porthole-lab did not stop within 15s of SIGINT")
+	}
+	if err := syscall.Kill(qemu[0], 0); err == nil {
+		t.Fatalf("QEMU (pid %d) is still running after the lab stopped", qemu[0])
+	}
+	if left := qemuOf(state); len(left) != 0 {
+		t.Fatalf("processes of the board left after the lab stopped: %v", left)
+	}
+}
+
+// qemuOf lists the processes whose command line names the state directory's board
+// image: the lab's QEMU.
+func qemuOf(state string) []int {
+	var pids []int
+	m, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range m {
+		b, err := os.ReadFile(f)
+		if err != nil || !bytes.Contains(b, []byte(filepath.Join(state, "board"))) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestServerCertificatesNameTheBoardsHost checks that the broker's and tunneld's
+// certificates name 10.0.2.2 (the host as a QEMU board sees it), and that one
+// from before --board, without it, is issued again.
+func TestServerCertificatesNameTheBoardsHost(t *testing.T) {
+	dir := t.TempDir()
+	p, err := loadOrCreatePKI(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An old-style server certificate: 127.0.0.1 only.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "broker"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: serverIPs[:1]}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalPKCS8PrivateKey(key)
+	writePEM(filepath.Join(dir, "broker.crt"), "CERTIFICATE", der, 0o644)
+	writePEM(filepath.Join(dir, "broker.key"), "PRIVATE KEY", kb, 0o600)
+
+	for _, name := range []string{"broker", "tunneld"} {
+		certFile, keyFile, err := p.leaf(dir, name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range []string{"127.0.0.1", "10.0.2.2", "localhost"} {
+			if err := pair.Leaf.VerifyHostname(h); err != nil {
+				t.Errorf("%s certificate: %v", name, err)
+			}
+		}
+		again, _, _ := p.leaf(dir, name, true)
+		if b1, b2 := mustRead(t, certFile), mustRead(t, again); !bytes.Equal(b1, b2) {
+			t.Errorf("%s certificate issued again although it names every address", name)
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
