@@ -22,8 +22,9 @@ func serveStatusPage() (addr string, stop func(), err error) {
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, "<!doctype html><title>%s</title><h1>porthole lab device %s</h1>"+
-			"<p>This page is served on the device side and reached through the tunnel's HTTP service.</p>"+
-			"<ul><li>host: %s</li><li>arch: %s</li><li>up: %v</li></ul>\n",
+			"<p>This page is the target of the device's HTTP service: the lab serves it next to the device, "+
+			"and you reach it through the tunnel, beside SSH.</p>"+
+			"<ul><li>lab host: %s</li><li>lab arch: %s</li><li>up: %v</li></ul>\n",
 			Thing, Thing, host, runtime.GOARCH, time.Since(start).Round(time.Second))
 	})}
 	go srv.Serve(ln)
