@@ -58,6 +58,8 @@ type Options struct {
 	SSH []string
 	// Tunnel are extra [tunnel] lines.
 	Tunnel []string
+	// MQTT are extra [mqtt] lines, e.g. an event_topic.
+	MQTT []string
 	// Env is added to the agent's environment.
 	Env []string
 	// TunneldLog receives tunneld's records; nil discards.
@@ -208,6 +210,7 @@ ca_file = %q
 cert_file = %q
 key_file = %q
 keepalive = "5s"
+%s
 [tunnel]
 endpoint = %q
 ca_file = %q
@@ -219,7 +222,7 @@ SSH = "builtin"
 listen = %q
 authorized_keys = [%q]
 %s
-`, Thing, s.DataDir, s.Broker.Addr, pki.CAFile, devCert, devKey, s.TDAddr, pki.CAFile, strings.Join(opt.Tunnel, "\n"),
+`, Thing, s.DataDir, s.Broker.Addr, pki.CAFile, devCert, devKey, strings.Join(opt.MQTT, "\n"), s.TDAddr, pki.CAFile, strings.Join(opt.Tunnel, "\n"),
 		strings.Join(opt.Services, "\n"), s.SSHAddr, filepath.Join(s.Dir, "authorized_keys"), strings.Join(opt.SSH, "\n"))
 	s.Config = filepath.Join(s.Dir, "porthole.toml")
 	s.write(s.Config, []byte(cfg))
