@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"math/big"
 	"os"
 	"os/exec"
@@ -35,65 +33,20 @@ func TestLabBoardAsAUserRunsIt(t *testing.T) {
 	for _, p := range []string{"qemu-system-aarch64", "cpio", "readelf", "apt-get", "dpkg-deb", "go"} {
 		needProgram(t, p)
 	}
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "github.com/porthole-iot/porthole/tools/lab/cmd/porthole-lab")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	console := func(state string) string {
+		return "\nboard console:\n" + tail(filepath.Join(state, "board-"+name+".log"), 30)
 	}
-	state := filepath.Join(safeStateDir(t), "state")
-	lab := exec.Command(filepath.Join(bin, "porthole-lab"), "--board", name, "--state", state, "--ssh-port", "0", "--http-port", "0", "--console", "")
-	stdout, _ := lab.StdoutPipe()
-	lab.Stderr = lab.Stdout
-	if err := lab.Start(); err != nil {
-		t.Fatal(err)
-	}
+	l := startLab(t, []string{"tools/lab/cmd/porthole-lab"}, 80*time.Second, console,
+		"--board", name, "--ssh-port", "0", "--http-port", "0", "--console", "")
+	state, info := l.state, l.info
 	defer func() {
-		lab.Process.Kill()
+		l.cmd.Process.Kill()
 		for _, pid := range qemuOf(state) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}()
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	var out strings.Builder
-	deadline := time.After(80 * time.Second)
-wait:
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("porthole-lab ended early:\n%s\nboard console:\n%s", out.String(), tail(filepath.Join(state, "board-"+name+".log"), 30))
-			}
-			out.WriteString(l + "\n")
-			if strings.Contains(l, "Ctrl-C stops the lab") {
-				break wait
-			}
-		case <-deadline:
-			t.Fatalf("porthole-lab --board not up within 80s:\n%s\nboard console:\n%s", out.String(), tail(filepath.Join(state, "board-"+name+".log"), 30))
-		}
-	}
-	t.Logf("porthole-lab:\n%s", out.String())
-
-	var info Info
-	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &info); err != nil {
-		t.Fatal(err)
-	}
 	if info.Board != name || info.BoardLog != filepath.Join(state, "board-"+name+".log") || info.User != "root" {
 		t.Fatalf("lab.json: board %q, board_log %q, user %q", info.Board, info.BoardLog, info.User)
-	}
-	if !strings.Contains(out.String(), info.SSHCommand) {
-		t.Fatalf("the printed output lacks the ssh command %q", info.SSHCommand)
 	}
 	qemu := qemuOf(state)
 	if len(qemu) != 1 {
@@ -105,21 +58,7 @@ wait:
 		t.Fatalf("ssh through the lab into the board: %v, %q\nboard console:\n%s", err, got, tail(info.BoardLog, 20))
 	}
 
-	lab.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() {
-		for range lines {
-		}
-		done <- lab.Wait()
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("porthole-lab exited with %v after SIGINT", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("porthole-lab did not stop within 15s of SIGINT")
-	}
+	l.stop(t)
 	if err := syscall.Kill(qemu[0], 0); err == nil {
 		t.Fatalf("QEMU (pid %d) is still running after the lab stopped", qemu[0])
 	}

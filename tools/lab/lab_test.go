@@ -57,58 +57,10 @@ func safeStateDir(t *testing.T) string {
 // tunnel, stops the lab with SIGINT and checks that nothing it started is left.
 func TestLabAsAUserRunsIt(t *testing.T) {
 	ssh := needProgram(t, "ssh")
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "github.com/porthole-iot/porthole/agent/cmd/porthole", "github.com/porthole-iot/porthole/tools/lab/cmd/porthole-lab")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	state := filepath.Join(safeStateDir(t), "state")
-	lab := exec.Command(filepath.Join(bin, "porthole-lab"), "--state", state, "--ssh-port", "0", "--http-port", "0", "--console", "127.0.0.1:0")
-	stdout, _ := lab.StdoutPipe()
-	lab.Stderr = lab.Stdout
-	if err := lab.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Process.Kill()
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	var out strings.Builder
-	deadline := time.After(60 * time.Second)
-wait:
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("porthole-lab ended early:\n%s", out.String())
-			}
-			out.WriteString(l + "\n")
-			if strings.Contains(l, "Ctrl-C stops the lab") {
-				break wait
-			}
-		case <-deadline:
-			t.Fatalf("porthole-lab not up within 60s:\n%s", out.String())
-		}
-	}
-	t.Logf("porthole-lab:\n%s", out.String())
-
-	var info Info
-	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &info); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), info.SSHCommand) {
-		t.Fatalf("the printed output lacks the ssh command %q", info.SSHCommand)
-	}
+	l := startLab(t, []string{"agent/cmd/porthole", "tools/lab/cmd/porthole-lab"}, 60*time.Second, nil,
+		"--ssh-port", "0", "--http-port", "0", "--console", "127.0.0.1:0")
+	defer l.cmd.Process.Kill()
+	info := l.info
 	// The printed ssh line, as written, plus batch options for a test.
 	args := strings.Fields(info.SSHCommand)[1:]
 	args = append([]string{"-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}, args...)
@@ -118,7 +70,7 @@ wait:
 	if err != nil || string(got) != "through-the-lab\nLinux\n" {
 		t.Fatalf("ssh through the lab: %v, %q\nagent log:\n%s", err, got, tail(info.AgentLog, 20))
 	}
-	checkConsole(t, out.String(), info)
+	checkConsole(t, l.out, info)
 	resp, err := http.Get("http://" + info.HTTP + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -129,21 +81,7 @@ wait:
 		t.Fatalf("status page through the tunnel: %q", page)
 	}
 
-	lab.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() {
-		for range lines {
-		}
-		done <- lab.Wait()
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("porthole-lab exited with %v after SIGINT", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("porthole-lab did not stop within 15s of SIGINT")
-	}
+	l.stop(t)
 	if err := syscall.Kill(info.AgentPID, 0); err == nil {
 		t.Fatalf("the agent (pid %d) is still running after the lab stopped", info.AgentPID)
 	}
@@ -189,5 +127,102 @@ func checkConsole(t *testing.T, out string, info Info) {
 	resp.Body.Close()
 	if err != nil || !st.ControlPlane || st.Thing != Thing || st.User != info.User || len(st.Keys) != 1 || !strings.HasPrefix(st.Keys[0], "lab operator key") {
 		t.Fatalf("the console's state: %+v, %v; want the lab's control plane, thing, user and operator key", st, err)
+	}
+}
+
+// runningLab is porthole-lab started as a user would start it.
+type runningLab struct {
+	cmd   *exec.Cmd
+	lines chan string
+	out   string // what it printed until it was up
+	state string
+	info  Info // its lab.json
+}
+
+// startLab builds pkgs (paths in this module), runs porthole-lab with a fresh state
+// directory and args, waits up to up for "Ctrl-C stops the lab" and reads lab.json,
+// checking that the printed output holds the ssh command. context, if set, adds to
+// the failure message (such as a board's console).
+func startLab(t *testing.T, pkgs []string, up time.Duration, context func(state string) string, args ...string) *runningLab {
+	t.Helper()
+	bin := t.TempDir()
+	buildArgs := []string{"build", "-o", bin + "/"}
+	for _, p := range pkgs {
+		buildArgs = append(buildArgs, "github.com/porthole-iot/porthole/"+p)
+	}
+	build := exec.Command("go", buildArgs...)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	l := &runningLab{state: filepath.Join(safeStateDir(t), "state"), lines: make(chan string, 100)}
+	l.cmd = exec.Command(filepath.Join(bin, "porthole-lab"), append([]string{"--state", l.state}, args...)...)
+	stdout, _ := l.cmd.StdoutPipe()
+	l.cmd.Stderr = l.cmd.Stdout
+	if err := l.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			l.lines <- sc.Text()
+		}
+		close(l.lines)
+	}()
+	more := func() string {
+		if context == nil {
+			return ""
+		}
+		return context(l.state)
+	}
+	var out strings.Builder
+	deadline := time.After(up)
+wait:
+	for {
+		select {
+		case line, ok := <-l.lines:
+			if !ok {
+				t.Fatalf("porthole-lab ended early:\n%s%s", out.String(), more())
+			}
+			out.WriteString(line + "\n")
+			if strings.Contains(line, "Ctrl-C stops the lab") {
+				break wait
+			}
+		case <-deadline:
+			t.Fatalf("porthole-lab not up within %v:\n%s%s", up, out.String(), more())
+		}
+	}
+	l.out = out.String()
+	t.Logf("porthole-lab:\n%s", l.out)
+	b, err := os.ReadFile(filepath.Join(l.state, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &l.info); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(l.out, l.info.SSHCommand) {
+		t.Fatalf("the printed output lacks the ssh command %q", l.info.SSHCommand)
+	}
+	return l
+}
+
+// stop sends SIGINT and checks that the lab exits 0 within 15 s.
+func (l *runningLab) stop(t *testing.T) {
+	t.Helper()
+	l.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() {
+		for range l.lines {
+		}
+		done <- l.cmd.Wait()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("porthole-lab exited with %v after SIGINT", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("porthole-lab did not stop within 15s of SIGINT")
 	}
 }
