@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/internal/wsstream"
 )
 
 const (
@@ -27,9 +28,6 @@ const (
 	// so that messages carry several frames.
 	gather = time.Millisecond
 )
-
-// errText reports a text message, which the service never accepts (spec §1.2).
-var errText = errors.New("text message")
 
 // conn is one accepted WebSocket. Its reader runs in the handler goroutine, its
 // writer in a goroutine of its own; the writer is the only one to write data, so
@@ -240,7 +238,7 @@ func (c *conn) writeRechunked(batch [][]byte) error {
 // readLoop reads the concatenated binary messages as a stream of tunnel frames and
 // hands each, raw, to the tunnel. It returns why reading ended.
 func (c *conn) readLoop() error {
-	ms := &messageStream{ctx: c.ctx, ws: c.ws}
+	ms := &wsstream.Stream{Ctx: c.ctx, WS: c.ws}
 	buf := make([]byte, 2+tunnel.MaxMessageSize)
 	d := newDecoder()
 	for {
@@ -259,40 +257,9 @@ func (c *conn) readLoop() error {
 }
 
 func (c *conn) readError(err error) error {
-	if errors.Is(err, errText) {
+	if errors.Is(err, wsstream.ErrText) {
 		c.t.detach(c)
 		c.closeWith(websocket.StatusUnsupportedData, "text messages are not allowed (spec §1.2)")
 	}
 	return err
-}
-
-// messageStream concatenates the binary messages of a WebSocket (spec §1.2).
-type messageStream struct {
-	ctx context.Context
-	ws  *websocket.Conn
-	r   io.Reader
-}
-
-func (ms *messageStream) Read(p []byte) (int, error) {
-	for {
-		if ms.r == nil {
-			typ, r, err := ms.ws.Reader(ms.ctx)
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.MessageBinary {
-				return 0, errText
-			}
-			ms.r = r
-		}
-		n, err := ms.r.Read(p)
-		if err == io.EOF {
-			ms.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
 }

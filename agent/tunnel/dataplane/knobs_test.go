@@ -19,21 +19,21 @@ func TestBandwidth(t *testing.T) {
 	_, tun, src, dst := pair(t, "SSH")
 	const rate = 200 << 10
 	tun.SetBandwidth(rate)
-	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
-	dst.mustNext()
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	dst.MustNext()
 	payload := make([]byte, tunnel.MaxPayload)
 	const n = 10 // ~630 KiB: the first 200 KiB pass at once, the rest take ~2.2 s
 	start := time.Now()
 	go func() {
 		for range n {
 			b, _ := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload})
-			if err := src.ws.Write(context.Background(), websocket.MessageBinary, b); err != nil {
+			if err := src.WS.Write(context.Background(), websocket.MessageBinary, b); err != nil {
 				return
 			}
 		}
 	}()
 	for range n {
-		dst.mustNext()
+		dst.MustNext()
 	}
 	if el, want := time.Since(start), 1500*time.Millisecond; el < want {
 		t.Errorf("%d bytes at %d B/s took %v, want at least %v", n*len(payload), rate, el, want)
@@ -43,12 +43,12 @@ func TestBandwidth(t *testing.T) {
 	// its pong cost at least 6 bytes; 25 of them at 50 B/s, from a full bucket of
 	// 50, take at least 2 s.
 	tun.SetBandwidth(50)
-	src.ws.CloseRead(context.Background())
+	src.WS.CloseRead(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start = time.Now()
 	for range 25 {
-		if err := src.ws.Ping(ctx); err != nil {
+		if err := src.WS.Ping(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,8 +62,8 @@ func TestRotate(t *testing.T) {
 	const ct = "eeeeeeee-eeee-eeee-eeee-eeeeeeeeeeee"
 	s := newTestServer(t)
 	tun := s.OpenTunnel("SSH")
-	old := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
-	old.wantServiceIDs("SSH")
+	old := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct})
+	old.WantServiceIDs("SSH")
 	fresh := tun.Rotate(Destination)
 	if fresh == "" || fresh == tun.DestinationToken {
 		t.Fatalf("Rotate = %q, want a new token", fresh)
@@ -72,13 +72,13 @@ func TestRotate(t *testing.T) {
 		t.Errorf("Side after Rotate = %+v, want the fresh token, unused, still connected", st)
 	}
 	// The old token, even with its client token, is gone.
-	_, resp, err := dialRaw(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
+	_, resp, err := dialRaw(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct})
 	if err == nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("old token after Rotate: %v, want 400", err)
 	}
 	// The new one replaces the connection, and the client token is free again.
-	dial(t, s, dialOpts{mode: "destination", token: fresh, clientToken: ct}).wantServiceIDs("SSH")
-	old.wantCut()
+	dial(t, s, dialOpts{Mode: "destination", Token: fresh, ClientToken: ct}).WantServiceIDs("SSH")
+	old.WantCut()
 	tun.Close()
 	if got := tun.Rotate(Source); got != "" {
 		t.Errorf("Rotate of a closed tunnel = %q, want empty", got)
@@ -107,19 +107,19 @@ func TestSideStateAndOnChange(t *testing.T) {
 		t.Errorf("Side(Source) = %+v, want restored time, disconnected", got)
 	}
 	// A restored used token takes only its client token.
-	_, resp, _ := dialRaw(t, s, dialOpts{mode: "destination", token: "dst-token"})
+	_, resp, _ := dialRaw(t, s, dialOpts{Mode: "destination", Token: "dst-token"})
 	if b, _ := io.ReadAll(resp.Body); string(b) != BodyTokenUsed {
 		t.Errorf("restored used token: %q, want %q", b, BodyTokenUsed)
 	}
 	now = now.Add(time.Minute)
-	c := dial(t, s, dialOpts{mode: "destination", token: "dst-token", clientToken: "ffffffff-ffff-ffff-ffff-ffffffffffff"})
-	c.wantServiceIDs("SSH")
+	c := dial(t, s, dialOpts{Mode: "destination", Token: "dst-token", ClientToken: "ffffffff-ffff-ffff-ffff-ffffffffffff"})
+	c.WantServiceIDs("SSH")
 	if got := tun.Side(Destination); !got.Connected || got.LastUpdated != now || got.Connects != 1 {
 		t.Errorf("Side(Destination) = %+v, want connected at %v", got, now)
 	}
 	now = now.Add(time.Minute)
 	tun.Drop(Destination)
-	c.wantCut()
+	c.WantCut()
 	if got := tun.Side(Destination); got.Connected || got.LastUpdated != now {
 		t.Errorf("Side(Destination) after Drop = %+v, want disconnected at %v", got, now)
 	}
@@ -135,7 +135,7 @@ func TestSideStateAndOnChange(t *testing.T) {
 	if s.Tunnel("t1") != nil || !tun.Closed() {
 		t.Errorf("after Remove: Tunnel(t1) = %v, Closed = %v", s.Tunnel("t1"), tun.Closed())
 	}
-	_, resp, _ = dialRaw(t, s, dialOpts{mode: "source", token: "src-token"})
+	_, resp, _ = dialRaw(t, s, dialOpts{Mode: "source", Token: "src-token"})
 	if b, _ := io.ReadAll(resp.Body); !strings.Contains(string(b), "not valid") {
 		t.Errorf("removed tunnel's token: %q, want not valid", b)
 	}
@@ -145,16 +145,16 @@ func TestCloseReasonAndServerClosed(t *testing.T) {
 	s, tun, src, dst := pair(t, "SSH")
 	tun.CloseReason("tunnel expired")
 	for _, c := range []*client{src, dst} {
-		if r := c.wantClose(websocket.StatusNormalClosure); r != "tunnel expired" {
+		if r := c.WantClose(websocket.StatusNormalClosure); r != "tunnel expired" {
 			t.Errorf("close reason %q, want %q", r, "tunnel expired")
 		}
 	}
-	_, resp, _ := dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	_, resp, _ := dialRaw(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
 	if b, _ := io.ReadAll(resp.Body); !strings.Contains(string(b), "closed") {
 		t.Errorf("closed tunnel's token: %q, want closed", b)
 	}
 	s.Server.Close()
-	_, resp, _ = dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	_, resp, _ = dialRaw(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
 	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("after Server.Close: %v, want 503", resp)
 	}
@@ -165,9 +165,9 @@ func TestKeepHandshakes(t *testing.T) {
 	s.KeepHandshakes = 2
 	tun := s.OpenTunnel()
 	for range 3 {
-		dialRaw(t, s, dialOpts{mode: "source", token: "unknown"})
+		dialRaw(t, s, dialOpts{Mode: "source", Token: "unknown"})
 	}
-	dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
 	hs := s.Handshakes()
 	if len(hs) != 2 || hs[0].Status != 400 || hs[1].Status != 101 {
 		t.Errorf("Handshakes() = %d entries, want the last two (400, 101)", len(hs))

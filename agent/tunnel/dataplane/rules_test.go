@@ -22,55 +22,55 @@ func TestHandshakeRules(t *testing.T) {
 		opts     func(tk tokens) dialOpts
 		wantBody string // substring; "" = success
 	}{
-		{"ok source", func(tk tokens) dialOpts { return dialOpts{mode: "source", token: tk.src} }, ""},
+		{"ok source", func(tk tokens) dialOpts { return dialOpts{Mode: "source", Token: tk.src} }, ""},
 		{"ok destination with client token", func(tk tokens) dialOpts {
-			return dialOpts{mode: "destination", token: tk.dst, clientToken: clientToken}
+			return dialOpts{Mode: "destination", Token: tk.dst, ClientToken: clientToken}
 		}, ""},
 		{"ok cookie", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src}}}
+			return dialOpts{Mode: "source", Header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src}}}
 		}, ""},
-		{"wrong path", func(tk tokens) dialOpts { return dialOpts{path: "/tunnel/", mode: "source", token: tk.src} }, "Invalid path"},
-		{"root path", func(tk tokens) dialOpts { return dialOpts{path: "/", mode: "source", token: tk.src} }, "Invalid path"},
-		{"no mode", func(tk tokens) dialOpts { return dialOpts{query: "x=1", token: tk.src} }, "local-proxy-mode"},
-		{"bad mode", func(tk tokens) dialOpts { return dialOpts{mode: "src", token: tk.src} }, "local-proxy-mode"},
+		{"wrong path", func(tk tokens) dialOpts { return dialOpts{Path: "/tunnel/", Mode: "source", Token: tk.src} }, "Invalid path"},
+		{"root path", func(tk tokens) dialOpts { return dialOpts{Path: "/", Mode: "source", Token: tk.src} }, "Invalid path"},
+		{"no mode", func(tk tokens) dialOpts { return dialOpts{Query: "x=1", Token: tk.src} }, "local-proxy-mode"},
+		{"bad mode", func(tk tokens) dialOpts { return dialOpts{Mode: "src", Token: tk.src} }, "local-proxy-mode"},
 		{"repeated mode", func(tk tokens) dialOpts {
-			return dialOpts{query: "local-proxy-mode=source&local-proxy-mode=source", token: tk.src}
+			return dialOpts{Query: "local-proxy-mode=source&local-proxy-mode=source", Token: tk.src}
 		}, "local-proxy-mode"},
-		{"mode mismatch", func(tk tokens) dialOpts { return dialOpts{mode: "destination", token: tk.src} }, "for source mode"},
-		{"no token", func(tk tokens) dialOpts { return dialOpts{mode: "source"} }, "Missing access token"},
-		{"unknown token", func(tk tokens) dialOpts { return dialOpts{mode: "source", token: "nope"} }, "Invalid access token"},
+		{"mode mismatch", func(tk tokens) dialOpts { return dialOpts{Mode: "destination", Token: tk.src} }, "for source mode"},
+		{"no token", func(tk tokens) dialOpts { return dialOpts{Mode: "source"} }, "Missing access token"},
+		{"unknown token", func(tk tokens) dialOpts { return dialOpts{Mode: "source", Token: "nope"} }, "Invalid access token"},
 		{"repeated header", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", token: tk.src, header: http.Header{"Access-Token": {tk.src}}}
+			return dialOpts{Mode: "source", Token: tk.src, Header: http.Header{"Access-Token": {tk.src}}}
 		}, "more than one access token"},
 		{"header and cookie", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", token: tk.src, header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src}}}
+			return dialOpts{Mode: "source", Token: tk.src, Header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src}}}
 		}, "more than one access token"},
 		{"repeated cookie", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src + "; awsiot-tunnel-token=" + tk.src}}}
+			return dialOpts{Mode: "source", Header: http.Header{"Cookie": {"awsiot-tunnel-token=" + tk.src + "; awsiot-tunnel-token=" + tk.src}}}
 		}, "more than one access token"},
 		{"short client token", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", token: tk.src, clientToken: "abc"}
+			return dialOpts{Mode: "source", Token: tk.src, ClientToken: "abc"}
 		}, "Invalid client token"},
 		{"client token bad char", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", token: tk.src, clientToken: strings.Repeat("a", 40) + "_"}
+			return dialOpts{Mode: "source", Token: tk.src, ClientToken: strings.Repeat("a", 40) + "_"}
 		}, "Invalid client token"},
 		{"client token too long", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", token: tk.src, clientToken: strings.Repeat("a", 129)}
+			return dialOpts{Mode: "source", Token: tk.src, ClientToken: strings.Repeat("a", 129)}
 		}, "Invalid client token"},
 		{"repeated client token", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", token: tk.src, clientToken: clientToken, header: http.Header{"Client-Token": {clientToken}}}
+			return dialOpts{Mode: "source", Token: tk.src, ClientToken: clientToken, Header: http.Header{"Client-Token": {clientToken}}}
 		}, "more than one client-token"},
 		{"no subprotocol", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", token: tk.src, subprotocols: []string{}}
+			return dialOpts{Mode: "source", Token: tk.src, Subprotocols: []string{}}
 		}, "Sec-WebSocket-Protocol"},
 		{"unknown subprotocol", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", token: tk.src, subprotocols: []string{"aws.iot.securetunneling-4.0"}}
+			return dialOpts{Mode: "source", Token: tk.src, Subprotocols: []string{"aws.iot.securetunneling-4.0"}}
 		}, "Sec-WebSocket-Protocol"},
 		{"request over 4 KB", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", token: tk.src, header: http.Header{"X-Pad": {strings.Repeat("p", 4000)}}}
+			return dialOpts{Mode: "source", Token: tk.src, Header: http.Header{"X-Pad": {strings.Repeat("p", 4000)}}}
 		}, "Request too large"},
 		{"request just under 4 KB", func(tk tokens) dialOpts {
-			return dialOpts{mode: "source", token: tk.src, header: http.Header{"X-Pad": {strings.Repeat("p", 3400)}}}
+			return dialOpts{Mode: "source", Token: tk.src, Header: http.Header{"X-Pad": {strings.Repeat("p", 3400)}}}
 		}, ""},
 	}
 	for _, tc := range tests {
@@ -167,27 +167,27 @@ func TestViolationsClose(t *testing.T) {
 			_, tun, src, dst := pair(t, "SSH", "WEB")
 			clients := [2]*client{src, dst}
 			if len(tc.prelude) > 0 {
-				src.send(tc.prelude...)
+				src.Send(tc.prelude...)
 				for range tc.prelude {
-					dst.mustNext()
+					dst.MustNext()
 				}
 			}
 			bad, other := clients[tc.from], clients[tc.from.other()]
 			switch {
 			case tc.text:
-				if err := bad.ws.Write(context.Background(), websocket.MessageText, []byte("hi")); err != nil {
+				if err := bad.WS.Write(context.Background(), websocket.MessageText, []byte("hi")); err != nil {
 					t.Fatal(err)
 				}
 			case tc.badMsg != nil:
-				bad.send(tc.badMsg)
+				bad.Send(tc.badMsg)
 			default:
-				bad.sendRaw(tc.bad)
+				bad.SendRaw(tc.bad)
 			}
 			code := tc.code
 			if code == 0 {
 				code = websocket.StatusPolicyViolation
 			}
-			if reason := bad.wantClose(code); !strings.Contains(reason, tc.reason) {
+			if reason := bad.WantClose(code); !strings.Contains(reason, tc.reason) {
 				t.Errorf("close reason %q, want it to mention %q", reason, tc.reason)
 			}
 			if tun.Connected(tc.from) || !tun.Connected(tc.from.other()) {
@@ -197,7 +197,7 @@ func TestViolationsClose(t *testing.T) {
 			if err := tun.Send(tc.from.other(), &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 99, ServiceID: "SSH"}); err != nil {
 				t.Fatal(err)
 			}
-			if m := other.mustNext(); m.StreamID != 99 {
+			if m := other.MustNext(); m.StreamID != 99 {
 				t.Errorf("%v got %v, want the marker", tc.from.other(), m)
 			}
 		})

@@ -1,238 +1,34 @@
 package tunneltest
 
 import (
-	"context"
-	"errors"
-	"io"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
-	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/internal/wstest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// messageStream concatenates the binary messages of a WebSocket (spec §1.2).
-type messageStream struct {
-	ctx context.Context
-	ws  *websocket.Conn
-	r   io.Reader
-}
-
-func (ms *messageStream) Read(p []byte) (int, error) {
-	for {
-		if ms.r == nil {
-			typ, r, err := ms.ws.Reader(ms.ctx)
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.MessageBinary {
-				return 0, errors.New("text message")
-			}
-			ms.r = r
-		}
-		n, err := ms.r.Read(p)
-		if err == io.EOF {
-			ms.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-// dialOpts describes one raw client handshake.
-type dialOpts struct {
-	path         string // default /tunnel
-	query        string // default local-proxy-mode=<mode>
-	mode         string
-	token        string
-	clientToken  string
-	subprotocols []string // default V3
-	header       http.Header
-}
-
-// client is a raw WebSocket client that reads tunnel frames.
-type client struct {
-	t    *testing.T
-	ws   *websocket.Conn
-	resp *http.Response
-	ms   *messageStream
-	fr   *tunnel.FrameReader
-	msgs int // binary messages read so far
-}
+// The raw client is shared with dataplane's tests: internal/wstest.
+type (
+	dialOpts = wstest.Opts
+	client   = wstest.Client
+)
 
 func dialRaw(t *testing.T, s *Server, o dialOpts) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
-	path, query := o.path, o.query
-	if path == "" {
-		path = "/tunnel"
-	}
-	if query == "" {
-		query = "local-proxy-mode=" + o.mode
-	}
-	h := o.header.Clone()
-	if h == nil {
-		h = make(http.Header)
-	}
-	if o.token != "" {
-		h.Add("access-token", o.token)
-	}
-	if o.clientToken != "" {
-		h.Add("client-token", o.clientToken)
-	}
-	sp := o.subprotocols
-	if sp == nil {
-		sp = []string{SubprotocolV3}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ws, resp, err := websocket.Dial(ctx, s.URL+path+"?"+query, &websocket.DialOptions{
-		HTTPHeader:   h,
-		Subprotocols: sp,
-	})
-	if ws != nil {
-		ws.SetReadLimit(tunnel.MaxWebSocketMessage)
-		t.Cleanup(func() { ws.CloseNow() })
-	}
-	return ws, resp, err
+	return wstest.DialRaw(t, s.URL, o)
 }
 
 // dial connects and fails the test if the handshake is refused.
 func dial(t *testing.T, s *Server, o dialOpts) *client {
 	t.Helper()
-	ws, resp, err := dialRaw(t, s, o)
-	if err != nil {
-		body := ""
-		if resp != nil && resp.Body != nil {
-			b, _ := io.ReadAll(resp.Body)
-			body = string(b)
-		}
-		t.Fatalf("dial %s: %v (%s)", o.mode, err, body)
-	}
-	c := &client{t: t, ws: ws, resp: resp}
-	c.ms = &messageStream{ctx: context.Background(), ws: ws}
-	c.fr = tunnel.NewFrameReader(countingReader{c})
-	return c
-}
-
-type countingReader struct{ c *client }
-
-func (r countingReader) Read(p []byte) (int, error) {
-	if r.c.ms.r == nil {
-		r.c.msgs++
-	}
-	return r.c.ms.Read(p)
-}
-
-// next reads the next frame; Payload is copied.
-func (c *client) next() (*tunnel.Message, error) {
-	c.t.Helper()
-	// The message reader keeps the context it was opened with, so a stuck read is
-	// ended by closing the connection rather than by a per-call context.
-	timer := time.AfterFunc(5*time.Second, func() {
-		c.t.Errorf("read timed out")
-		c.ws.CloseNow()
-	})
-	defer timer.Stop()
-	var m tunnel.Message
-	if err := c.fr.Next(&m); err != nil {
-		return nil, err
-	}
-	if m.Payload != nil {
-		m.Payload = append([]byte(nil), m.Payload...)
-	}
-	return &m, nil
-}
-
-func (c *client) mustNext() *tunnel.Message {
-	c.t.Helper()
-	m, err := c.next()
-	if err != nil {
-		c.t.Fatalf("reading a frame: %v", err)
-	}
-	return m
-}
-
-// send writes frames as one binary message.
-func (c *client) send(ms ...*tunnel.Message) {
-	c.t.Helper()
-	var b []byte
-	for _, m := range ms {
-		var err error
-		if b, err = tunnel.AppendFrame(b, m); err != nil {
-			c.t.Fatalf("AppendFrame(%v): %v", m, err)
-		}
-	}
-	c.sendRaw(b)
-}
-
-func (c *client) sendRaw(b []byte) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.ws.Write(ctx, websocket.MessageBinary, b); err != nil {
-		c.t.Fatalf("writing: %v", err)
-	}
-}
-
-// closed reads until the connection ends and returns the read error.
-func (c *client) closed() error {
-	c.t.Helper()
-	for {
-		if _, err := c.next(); err != nil {
-			return err
-		}
-	}
-}
-
-// wantClose checks that the server closed with a Close frame of status code.
-func (c *client) wantClose(code websocket.StatusCode) string {
-	c.t.Helper()
-	err := c.closed()
-	var ce websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != code {
-		c.t.Fatalf("connection ended with %v, want a Close frame with status %d", err, code)
-	}
-	return ce.Reason
-}
-
-// wantCut checks that the connection ended without a Close frame.
-func (c *client) wantCut() {
-	c.t.Helper()
-	err := c.closed()
-	if websocket.CloseStatus(err) != -1 || errors.Is(err, context.DeadlineExceeded) {
-		c.t.Fatalf("connection ended with %v, want a cut without Close frame", err)
-	}
-}
-
-// wantServiceIDs reads the SERVICE_IDS frame a V2/V3 client gets first.
-func (c *client) wantServiceIDs(services ...string) {
-	c.t.Helper()
-	m := c.mustNext()
-	if m.Type != tunnel.TypeServiceIDs || !equal(m.AvailableServiceIDs, services) {
-		c.t.Fatalf("first frame = %v, want SERVICE_IDS %q", m, services)
-	}
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	return wstest.Dial(t, s.URL, o)
 }
 
 // pair opens a tunnel with services and connects both sides (V3), past SERVICE_IDS.
@@ -241,9 +37,9 @@ func pair(t *testing.T, services ...string) (*Server, *Tunnel, *client, *client)
 	s := NewServer(t)
 	s.Logf = t.Logf
 	tun := s.OpenTunnel(services...)
-	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
-	dst.wantServiceIDs(services...)
-	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
-	src.wantServiceIDs(services...)
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
+	dst.WantServiceIDs(services...)
+	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
+	src.WantServiceIDs(services...)
 	return s, tun, src, dst
 }

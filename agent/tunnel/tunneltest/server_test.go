@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,22 +15,22 @@ func TestHandshakeResponse(t *testing.T) {
 	s := NewServer(t)
 	tun := s.OpenTunnel()
 	offer := []string{"foo", SubprotocolV2, SubprotocolV3}
-	c := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, subprotocols: offer, clientToken: "abcdefabcdefabcdefabcdefabcdefab"})
-	if got := c.resp.Header.Get("Sec-WebSocket-Protocol"); got != SubprotocolV2 {
+	c := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, Subprotocols: offer, ClientToken: "abcdefabcdefabcdefabcdefabcdefab"})
+	if got := c.Resp.Header.Get("Sec-WebSocket-Protocol"); got != SubprotocolV2 {
 		t.Errorf("Sec-WebSocket-Protocol = %q, want %q (first supported offer)", got, SubprotocolV2)
 	}
-	id := c.resp.Header.Get("channel-id")
+	id := c.Resp.Header.Get("channel-id")
 	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(id) {
 		t.Errorf("channel-id = %q, want a UUIDv4", id)
 	}
-	c.wantServiceIDs()
+	c.WantServiceIDs()
 	hs := s.Handshakes()
 	want := Handshake{Path: "/tunnel", Mode: "source", AccessToken: tun.SourceToken, ClientToken: "abcdefabcdefabcdefabcdefabcdefab",
 		Subprotocols: offer, Status: 101, Subprotocol: SubprotocolV2, ChannelID: id}
 	got := hs[0]
 	got.Header = nil
 	if got.Path != want.Path || got.Mode != want.Mode || got.AccessToken != want.AccessToken || got.ClientToken != want.ClientToken ||
-		!equal(got.Subprotocols, want.Subprotocols) || got.Status != want.Status || got.Subprotocol != want.Subprotocol || got.ChannelID != want.ChannelID {
+		!slices.Equal(got.Subprotocols, want.Subprotocols) || got.Status != want.Status || got.Subprotocol != want.Subprotocol || got.ChannelID != want.ChannelID {
 		t.Errorf("Handshakes()[0] = %+v, want %+v", got, want)
 	}
 	if hs[0].Header.Get("Access-Token") != tun.SourceToken {
@@ -45,7 +46,7 @@ func TestFailHandshakes(t *testing.T) {
 	tun := s.OpenTunnel("SSH")
 	s.FailHandshakes(2, http.StatusServiceUnavailable, "busy")
 	for i := 0; i < 2; i++ {
-		_, resp, err := dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+		_, resp, err := dialRaw(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
 		if err == nil || resp == nil || resp.StatusCode != 503 {
 			t.Fatalf("dial %d: %v, %v, want 503", i, err, resp)
 		}
@@ -54,7 +55,7 @@ func TestFailHandshakes(t *testing.T) {
 		}
 	}
 	// The token was not consumed by the failed attempts.
-	dial(t, s, dialOpts{mode: "source", token: tun.SourceToken}).wantServiceIDs("SSH")
+	dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken}).WantServiceIDs("SSH")
 	var got []int
 	for _, h := range s.Handshakes() {
 		got = append(got, h.Status)
@@ -68,13 +69,13 @@ func TestSingleUseToken(t *testing.T) {
 	s := NewServer(t)
 	s.Logf = t.Logf
 	tun := s.OpenTunnel("SSH")
-	c := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
-	c.wantServiceIDs("SSH")
+	c := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
+	c.WantServiceIDs("SSH")
 	for _, connected := range []bool{true, false} {
 		if !connected {
-			c.ws.CloseNow()
+			c.WS.CloseNow()
 		}
-		_, resp, err := dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+		_, resp, err := dialRaw(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
 		if err == nil {
 			t.Fatalf("second use of the token succeeded")
 		}
@@ -82,7 +83,7 @@ func TestSingleUseToken(t *testing.T) {
 			t.Errorf("reuse: %d %q, want 400 %q", resp.StatusCode, b, BodyTokenUsed)
 		}
 		// With a client token now is too late.
-		_, resp, _ = dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: "abcdefabcdefabcdefabcdefabcdefab"})
+		_, resp, _ = dialRaw(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: "abcdefabcdefabcdefabcdefabcdefab"})
 		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 400 || string(b) != BodyTokenUsed {
 			t.Errorf("reuse with client token: %d %q, want 400 %q", resp.StatusCode, b, BodyTokenUsed)
 		}
@@ -97,15 +98,15 @@ func TestClientTokenReconnect(t *testing.T) {
 	s := NewServer(t)
 	s.Logf = t.Logf
 	tun := s.OpenTunnel("SSH")
-	first := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
-	first.wantServiceIDs("SSH")
+	first := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct})
+	first.WantServiceIDs("SSH")
 
 	// Wrong client token, and none: refused with the documented bodies.
 	for _, tc := range []struct{ ct, body string }{
 		{"99999999-2222-3333-4444-555555555555", BodyClientTokenMismatch},
 		{"", BodyTokenUsed},
 	} {
-		_, resp, err := dialRaw(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: tc.ct})
+		_, resp, err := dialRaw(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: tc.ct})
 		if err == nil {
 			t.Fatalf("reconnect with client token %q succeeded", tc.ct)
 		}
@@ -114,22 +115,22 @@ func TestClientTokenReconnect(t *testing.T) {
 		}
 	}
 	// The same client token on the other side's token is taken.
-	_, resp, err := dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: ct})
+	_, resp, err := dialRaw(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: ct})
 	if err == nil || resp.StatusCode != 400 {
 		t.Errorf("client token reused with another access token: %v, want 400", err)
 	}
 
 	// Same access token and client token while connected: replaces the old one.
-	second := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
-	second.wantServiceIDs("SSH")
-	first.wantCut()
+	second := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct})
+	second.WantServiceIDs("SSH")
+	first.WantCut()
 	if n := tun.Connects(Destination); n != 2 {
 		t.Errorf("Connects(Destination) = %d, want 2", n)
 	}
 	// And after a disconnect.
-	second.ws.CloseNow()
-	third := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
-	third.wantServiceIDs("SSH")
+	second.WS.CloseNow()
+	third := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct})
+	third.WantServiceIDs("SSH")
 	if !tun.Connected(Destination) || tun.Connects(Destination) != 3 {
 		t.Errorf("Connected, Connects = %v, %d, want true, 3", tun.Connected(Destination), tun.Connects(Destination))
 	}
@@ -148,19 +149,19 @@ func TestServiceIDsOnConnect(t *testing.T) {
 		t.Run(tc.proto+"/"+strings.Join(tc.services, ","), func(t *testing.T) {
 			s := NewServer(t)
 			tun := s.OpenTunnel(tc.services...)
-			dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, subprotocols: []string{tc.proto}})
-			src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
-			src.wantServiceIDs(tc.services...)
+			dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, Subprotocols: []string{tc.proto}})
+			src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
+			src.WantServiceIDs(tc.services...)
 			if tc.proto != SubprotocolV1 {
-				dst.wantServiceIDs(tc.services...)
+				dst.WantServiceIDs(tc.services...)
 			}
 			// A V1 client gets no SERVICE_IDS: its first frame is the relayed one.
 			svc := ""
 			if len(tc.services) > 0 && tc.proto != SubprotocolV1 {
 				svc = tc.services[0]
 			}
-			src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: svc})
-			if m := dst.mustNext(); m.Type != tunnel.TypeStreamStart {
+			src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: svc})
+			if m := dst.MustNext(); m.Type != tunnel.TypeStreamStart {
 				t.Errorf("destination got %v, want the relayed STREAM_START", m)
 			}
 		})

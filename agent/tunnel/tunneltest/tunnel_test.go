@@ -50,9 +50,9 @@ func TestRelayOneFramePerMessage(t *testing.T) {
 		{Type: tunnel.TypeConnectionReset, StreamID: 1, ServiceID: "SSH", ConnectionID: 1},
 		{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: bytes.Repeat([]byte{7}, tunnel.MaxPayload)},
 	}
-	src.send(want...) // one message, five frames
+	src.Send(want...) // one message, five frames
 	for i, w := range want {
-		typ, b, err := dst.ws.Read(context.Background())
+		typ, b, err := dst.WS.Read(context.Background())
 		if err != nil || typ != websocket.MessageBinary {
 			t.Fatalf("message %d: %v %v", i, typ, err)
 		}
@@ -60,8 +60,8 @@ func TestRelayOneFramePerMessage(t *testing.T) {
 			t.Errorf("message %d = %d bytes, want exactly the frame %v", i, len(b), w)
 		}
 	}
-	dst.send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("back")})
-	if m := src.mustNext(); m.Type != tunnel.TypeData || string(m.Payload) != "back" {
+	dst.Send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("back")})
+	if m := src.MustNext(); m.Type != tunnel.TypeData || string(m.Payload) != "back" {
 		t.Errorf("source got %v, want DATA back", m)
 	}
 	got := tun.Received(Source)
@@ -138,8 +138,8 @@ func TestRelayRechunk(t *testing.T) {
 	s := NewServer(t)
 	tun := s.OpenTunnel("SSH")
 	tun.Rechunk(42)
-	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
-	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
+	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
 	serviceIDs := frame(t, &tunnel.Message{Type: tunnel.TypeServiceIDs, AvailableServiceIDs: []string{"SSH"}})
 
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -172,9 +172,9 @@ func TestRelayRechunk(t *testing.T) {
 
 	wantDst := append(append([]byte(nil), serviceIDs...), up...)
 	wantSrc := append(append([]byte(nil), serviceIDs...), down...)
-	gotDst := readStream(dst.ws, len(wantDst))
-	gotSrc := readStream(src.ws, len(wantSrc))
-	sendChunked(t, src.ws, up[:len(up)/2], rng)
+	gotDst := readStream(dst.WS, len(wantDst))
+	gotSrc := readStream(src.WS, len(wantSrc))
+	sendChunked(t, src.WS, up[:len(up)/2], rng)
 	// The destination speaks once the stream has started.
 	if err := tun.WaitConnects(context.Background(), Destination, 1); err != nil {
 		t.Fatal(err)
@@ -183,9 +183,9 @@ func TestRelayRechunk(t *testing.T) {
 	go func() {
 		defer close(done)
 		time.Sleep(10 * time.Millisecond)
-		sendChunked(t, dst.ws, down, rand.New(rand.NewPCG(3, 4)))
+		sendChunked(t, dst.WS, down, rand.New(rand.NewPCG(3, 4)))
 	}()
-	sendChunked(t, src.ws, up[len(up)/2:], rng)
+	sendChunked(t, src.WS, up[len(up)/2:], rng)
 	<-done
 
 	for _, tc := range []struct {
@@ -236,19 +236,19 @@ func TestFramesToAbsentSideAreDropped(t *testing.T) {
 	s := NewServer(t)
 	s.Logf = t.Logf
 	tun := s.OpenTunnel("SSH")
-	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
-	src.wantServiceIDs("SSH")
-	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
+	src.WantServiceIDs("SSH")
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
 	if err := tun.Send(Destination, &tunnel.Message{Type: tunnel.TypeSessionReset}); !errors.Is(err, ErrNotConnected) {
 		t.Errorf("Send to an absent side: %v, want ErrNotConnected", err)
 	}
 	tun.Record(true)
-	src.send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("lost")})
+	src.Send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("lost")})
 	waitReceived(t, tun, Source, 1)
-	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
-	dst.wantServiceIDs("SSH")
-	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH"})
-	if m := dst.mustNext(); m.Type != tunnel.TypeStreamStart || m.StreamID != 2 {
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
+	dst.WantServiceIDs("SSH")
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH"})
+	if m := dst.MustNext(); m.Type != tunnel.TypeStreamStart || m.StreamID != 2 {
 		t.Errorf("destination got %v first, want STREAM_START 2", m)
 	}
 }
@@ -266,14 +266,14 @@ func waitReceived(t *testing.T, tun *Tunnel, side Side, n int) {
 func TestDrop(t *testing.T) {
 	_, tun, src, dst := pair(t, "SSH")
 	tun.Drop(Destination)
-	dst.wantCut()
+	dst.WantCut()
 	if tun.Connected(Destination) || !tun.Connected(Source) {
 		t.Errorf("Connected = %v, %v after Drop(Destination), want true, false", tun.Connected(Source), tun.Connected(Destination))
 	}
 	// The source stays up; what it sends now goes nowhere.
-	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
 	tun.SessionReset(Source)
-	if m := src.mustNext(); m.Type != tunnel.TypeSessionReset {
+	if m := src.MustNext(); m.Type != tunnel.TypeSessionReset {
 		t.Errorf("source got %v, want SESSION_RESET", m)
 	}
 }
@@ -283,24 +283,24 @@ func TestDropAfter(t *testing.T) {
 	s := NewServer(t)
 	s.Logf = t.Logf
 	tun := s.OpenTunnel("SSH")
-	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
-	dst.wantServiceIDs("SSH")
-	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: ct})
-	src.wantServiceIDs("SSH")
-	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
-	dst.mustNext()
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
+	dst.WantServiceIDs("SSH")
+	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: ct})
+	src.WantServiceIDs("SSH")
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	dst.MustNext()
 
 	tun.DropAfter(Source, 3)
 	for i := 1; i <= 5; i++ {
 		// Separate messages; writes after the cut may fail, which is fine.
 		b := frame(t, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte{byte(i)}})
-		if err := src.ws.Write(context.Background(), websocket.MessageBinary, b); err != nil {
+		if err := src.WS.Write(context.Background(), websocket.MessageBinary, b); err != nil {
 			break
 		}
 	}
-	src.wantCut()
+	src.WantCut()
 	for i := 1; i <= 2; i++ {
-		if m := dst.mustNext(); m.Type != tunnel.TypeData || m.Payload[0] != byte(i) {
+		if m := dst.MustNext(); m.Type != tunnel.TypeData || m.Payload[0] != byte(i) {
 			t.Fatalf("destination got %v, want DATA %d", m, i)
 		}
 	}
@@ -311,20 +311,20 @@ func TestDropAfter(t *testing.T) {
 	if err := tun.Send(Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 9, ServiceID: "SSH"}); err != nil {
 		t.Fatal(err)
 	}
-	if m := dst.mustNext(); m.StreamID != 9 {
+	if m := dst.MustNext(); m.StreamID != 9 {
 		t.Errorf("destination got %v, want the marker (stream 9)", m)
 	}
 	// DropAfter fired once; the reconnected source relays again.
-	src = dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: ct})
-	src.wantServiceIDs("SSH")
-	if m := dst.mustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 1 || m.ServiceID != "SSH" {
+	src = dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: ct})
+	src.WantServiceIDs("SSH")
+	if m := dst.MustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 1 || m.ServiceID != "SSH" {
 		t.Errorf("destination got %v after the source reconnected, want STREAM_RESET 1 SSH", m)
 	}
-	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH"},
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH"},
 		&tunnel.Message{Type: tunnel.TypeData, StreamID: 2, ServiceID: "SSH"},
 		&tunnel.Message{Type: tunnel.TypeData, StreamID: 2, ServiceID: "SSH"})
 	for range 3 {
-		if m := dst.mustNext(); m.StreamID != 2 {
+		if m := dst.MustNext(); m.StreamID != 2 {
 			t.Errorf("destination got %v, want stream 2", m)
 		}
 	}
@@ -336,54 +336,54 @@ func TestStreamResetOnReplacement(t *testing.T) {
 	s.Logf = t.Logf
 	tun := s.OpenTunnel("SSH", "WEB", "VNC")
 	services := tun.Services()
-	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: dstCT})
-	dst.wantServiceIDs(services...)
-	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: srcCT})
-	src.wantServiceIDs(services...)
-	src.send(
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: dstCT})
+	dst.WantServiceIDs(services...)
+	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: srcCT})
+	src.WantServiceIDs(services...)
+	src.Send(
 		&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "WEB"},
 		&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 4, ServiceID: "SSH"},
 		&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "VNC"},
 		&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 5, ServiceID: "SSH"}, // replaces 4
 		&tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 3, ServiceID: "VNC"}, // stale: VNC stays
 	)
-	dst.send(&tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "WEB"}) // WEB ends
+	dst.Send(&tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "WEB"}) // WEB ends
 	for range 5 {
-		dst.mustNext()
+		dst.MustNext()
 	}
-	src.mustNext()
+	src.MustNext()
 
 	// The destination is replaced: the source hears of the active streams.
-	dst2 := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: dstCT})
-	dst2.wantServiceIDs(services...)
-	dst.wantCut()
+	dst2 := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: dstCT})
+	dst2.WantServiceIDs(services...)
+	dst.WantCut()
 	for _, w := range []tunnel.Message{
 		{Type: tunnel.TypeStreamReset, StreamID: 5, ServiceID: "SSH"},
 		{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "VNC"},
 	} {
-		if m := src.mustNext(); m.String() != w.String() {
+		if m := src.MustNext(); m.String() != w.String() {
 			t.Errorf("source got %v, want %v", m, &w)
 		}
 	}
 	// Those streams are gone: the source reconnecting tells the destination nothing,
 	// except a stream started since.
-	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 6, ServiceID: "SSH"})
-	dst2.mustNext()
-	src.ws.CloseNow()
-	src2 := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, clientToken: srcCT})
-	src2.wantServiceIDs(services...)
-	if m := dst2.mustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 6 || m.ServiceID != "SSH" {
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 6, ServiceID: "SSH"})
+	dst2.MustNext()
+	src.WS.CloseNow()
+	src2 := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: srcCT})
+	src2.WantServiceIDs(services...)
+	if m := dst2.MustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 6 || m.ServiceID != "SSH" {
 		t.Errorf("destination got %v, want STREAM_RESET 6 SSH", m)
 	}
 
 	// V1 streams reset with an empty service id.
 	tun1 := s.OpenTunnel()
-	d1 := dial(t, s, dialOpts{mode: "destination", token: tun1.DestinationToken, clientToken: "cccccccc-cccc-cccc-cccc-cccccccccccc", subprotocols: []string{SubprotocolV1}})
-	s1 := dial(t, s, dialOpts{mode: "source", token: tun1.SourceToken, subprotocols: []string{SubprotocolV1}})
-	s1.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 3})
-	d1.mustNext()
-	dial(t, s, dialOpts{mode: "destination", token: tun1.DestinationToken, clientToken: "cccccccc-cccc-cccc-cccc-cccccccccccc", subprotocols: []string{SubprotocolV1}})
-	if m := s1.mustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 3 || m.ServiceID != "" {
+	d1 := dial(t, s, dialOpts{Mode: "destination", Token: tun1.DestinationToken, ClientToken: "cccccccc-cccc-cccc-cccc-cccccccccccc", Subprotocols: []string{SubprotocolV1}})
+	s1 := dial(t, s, dialOpts{Mode: "source", Token: tun1.SourceToken, Subprotocols: []string{SubprotocolV1}})
+	s1.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 3})
+	d1.MustNext()
+	dial(t, s, dialOpts{Mode: "destination", Token: tun1.DestinationToken, ClientToken: "cccccccc-cccc-cccc-cccc-cccccccccccc", Subprotocols: []string{SubprotocolV1}})
+	if m := s1.MustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 3 || m.ServiceID != "" {
 		t.Errorf("V1 source got %v, want STREAM_RESET 3", m)
 	}
 }
@@ -391,13 +391,13 @@ func TestStreamResetOnReplacement(t *testing.T) {
 func TestSessionResetAndSend(t *testing.T) {
 	_, tun, src, dst := pair(t, "SSH")
 	tun.SessionReset(Destination)
-	if m := dst.mustNext(); m.Type != tunnel.TypeSessionReset {
+	if m := dst.MustNext(); m.Type != tunnel.TypeSessionReset {
 		t.Errorf("destination got %v, want SESSION_RESET", m)
 	}
 	if err := tun.Send(Source, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"}); err != nil {
 		t.Fatal(err)
 	}
-	if m := src.mustNext(); m.Type != tunnel.TypeStreamStart {
+	if m := src.MustNext(); m.Type != tunnel.TypeStreamStart {
 		t.Errorf("source got %v, want STREAM_START", m)
 	}
 	if err := tun.Send(Source, &tunnel.Message{Type: tunnel.TypeData}); !errors.Is(err, tunnel.ErrProtocol) {
@@ -407,7 +407,7 @@ func TestSessionResetAndSend(t *testing.T) {
 	if err := tun.SendRaw(Source, rawFrame(varintField(2, 1))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.next(); !errors.Is(err, tunnel.ErrProtocol) {
+	if _, err := src.Next(); !errors.Is(err, tunnel.ErrProtocol) {
 		t.Errorf("reading a type 0 frame: %v, want ErrProtocol", err)
 	}
 }
@@ -418,15 +418,15 @@ func TestClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	tun.Close()
-	if m := src.mustNext(); m.Type != tunnel.TypeStreamReset {
+	if m := src.MustNext(); m.Type != tunnel.TypeStreamReset {
 		t.Errorf("source got %v, want the frame queued before Close", m)
 	}
-	src.wantClose(websocket.StatusNormalClosure)
-	dst.wantClose(websocket.StatusNormalClosure)
+	src.WantClose(websocket.StatusNormalClosure)
+	dst.WantClose(websocket.StatusNormalClosure)
 	if tun.Connected(Source) || tun.Connected(Destination) {
 		t.Errorf("still connected after Close")
 	}
-	_, resp, err := dialRaw(t, s, dialOpts{mode: "source", token: tun.SourceToken})
+	_, resp, err := dialRaw(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
 	if err == nil || resp.StatusCode != 400 {
 		t.Errorf("handshake after Close: %v, want 400", err)
 	}
@@ -445,7 +445,7 @@ func TestWaitConnects(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- tun.WaitConnects(context.Background(), Destination, 1) }()
-	dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
+	dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
 	if err := <-done; err != nil {
 		t.Errorf("WaitConnects = %v", err)
 	}
@@ -454,12 +454,12 @@ func TestWaitConnects(t *testing.T) {
 func TestSetPong(t *testing.T) {
 	s := NewServer(t)
 	tun := s.OpenTunnel()
-	c := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken, subprotocols: []string{SubprotocolV1}})
-	c.ws.CloseRead(context.Background()) // reads pongs; V1 gets no SERVICE_IDS
+	c := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, Subprotocols: []string{SubprotocolV1}})
+	c.WS.CloseRead(context.Background()) // reads pongs; V1 gets no SERVICE_IDS
 	ping := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
-		return c.ws.Ping(ctx)
+		return c.WS.Ping(ctx)
 	}
 	if err := ping(); err != nil {
 		t.Errorf("Ping: %v", err)
@@ -477,8 +477,8 @@ func TestSetPong(t *testing.T) {
 func TestIgnorableUnknownTypeIsRelayed(t *testing.T) {
 	_, _, src, dst := pair(t, "SSH")
 	f := frame(t, &tunnel.Message{Type: 42, Ignorable: true, StreamID: 1})
-	src.sendRaw(f)
-	_, b, err := dst.ws.Read(context.Background())
+	src.SendRaw(f)
+	_, b, err := dst.WS.Read(context.Background())
 	if err != nil || !bytes.Equal(b, f) {
 		t.Errorf("destination read %x, %v; want %x", b, err, f)
 	}
@@ -487,14 +487,14 @@ func TestIgnorableUnknownTypeIsRelayed(t *testing.T) {
 func TestServerCloseEndsEverything(t *testing.T) {
 	s := NewServer(t)
 	tun := s.OpenTunnel("SSH")
-	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
-	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken})
+	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
 	tun.Rechunk(1)
-	src.send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
 	s.Close()
 	s.Close()
 	for _, c := range []*client{src, dst} {
-		c.closed() // returns once the connection ends
+		c.Closed() // returns once the connection ends
 	}
 }
 
@@ -505,15 +505,15 @@ func TestReadLimit(t *testing.T) {
 	for len(stream) < tunnel.MaxWebSocketMessage+1000 {
 		stream = append(stream, frame(t, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: make([]byte, tunnel.MaxPayload)})...)
 	}
-	src.sendRaw(stream[:tunnel.MaxWebSocketMessage])
-	src.sendRaw(stream[tunnel.MaxWebSocketMessage:])
+	src.SendRaw(stream[:tunnel.MaxWebSocketMessage])
+	src.SendRaw(stream[tunnel.MaxWebSocketMessage:])
 	for range frameStarts(stream) {
-		dst.mustNext()
+		dst.MustNext()
 	}
 	// One byte more closes the WebSocket (the frames before the limit are relayed).
 	first := len(frame(t, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"}))
-	dst.sendRaw(stream[first : first+tunnel.MaxWebSocketMessage+1])
-	dst.wantClose(websocket.StatusMessageTooBig)
+	dst.SendRaw(stream[first : first+tunnel.MaxWebSocketMessage+1])
+	dst.WantClose(websocket.StatusMessageTooBig)
 }
 
 func TestSendCountsAsPeer(t *testing.T) {
@@ -521,22 +521,22 @@ func TestSendCountsAsPeer(t *testing.T) {
 	s := NewServer(t)
 	s.Logf = t.Logf
 	tun := s.OpenTunnel("SSH")
-	dst := dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct})
-	dst.wantServiceIDs("SSH")
-	src := dial(t, s, dialOpts{mode: "source", token: tun.SourceToken})
-	src.wantServiceIDs("SSH")
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct})
+	dst.WantServiceIDs("SSH")
+	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
+	src.WantServiceIDs("SSH")
 	// The test plays the source: the destination may answer on the stream.
 	if err := tun.Send(Destination, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 3, ServiceID: "SSH"}); err != nil {
 		t.Fatal(err)
 	}
-	dst.mustNext()
-	dst.send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 3, ServiceID: "SSH", Payload: []byte("ok")})
-	if m := src.mustNext(); m.Type != tunnel.TypeData || m.StreamID != 3 {
+	dst.MustNext()
+	dst.Send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 3, ServiceID: "SSH", Payload: []byte("ok")})
+	if m := src.MustNext(); m.Type != tunnel.TypeData || m.StreamID != 3 {
 		t.Errorf("source got %v, want DATA on stream 3", m)
 	}
 	// And the stream is reset when the destination is replaced.
-	dial(t, s, dialOpts{mode: "destination", token: tun.DestinationToken, clientToken: ct}).wantServiceIDs("SSH")
-	if m := src.mustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 3 {
+	dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct}).WantServiceIDs("SSH")
+	if m := src.MustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 3 {
 		t.Errorf("source got %v, want STREAM_RESET 3", m)
 	}
 }
