@@ -12,14 +12,14 @@ import (
 
 func TestNewValidatesConfig(t *testing.T) {
 	p := newPKI(t)
-	cert, key := p.client(t, "thing-a")
+	cert, key := p.Client(t, "thing-a")
 	good := Config{ThingName: "thing-a", Broker: "127.0.0.1:8883", CAFile: p.CAFile, CertFile: cert, KeyFile: key}
 	missing := filepath.Join(t.TempDir(), "missing.pem")
 	notPEM := filepath.Join(t.TempDir(), "not.pem")
 	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, otherKey := p.client(t, "thing-b")
+	_, otherKey := p.Client(t, "thing-b")
 
 	tests := []struct {
 		name   string
@@ -84,7 +84,7 @@ func TestNewValidatesConfig(t *testing.T) {
 
 func TestConfigDefaults(t *testing.T) {
 	p := newPKI(t)
-	cert, key := p.client(t, "thing-a")
+	cert, key := p.Client(t, "thing-a")
 	base := Config{ThingName: "thing-a", CAFile: p.CAFile, CertFile: cert, KeyFile: key}
 
 	tests := []struct {

@@ -268,29 +268,10 @@ func freePort(t testing.TB) int {
 
 func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-// waitPort waits until something accepts TCP connections on addr.
-func waitPort(t testing.TB, addr string, exited <-chan struct{}) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatalf("broker exited before listening on %s", addr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	t.Fatalf("nothing listens on %s after %v", addr, waitTimeout)
-}
-
 // testConfig is a listener configuration for thing against the broker at
 // addr, with fast retries.
 func testConfig(t testing.TB, p *testPKI, addr, thing string, log *slog.Logger) Config {
-	certFile, keyFile := p.client(t, thing)
+	certFile, keyFile := p.Client(t, thing)
 	return Config{
 		ThingName:        thing,
 		Broker:           addr,

@@ -51,7 +51,7 @@ func startMochi(t *testing.T, p *testPKI, hook mqtt.Hook) (*mqtt.Server, string)
 	if err := srv.AddHook(hook, nil); err != nil {
 		t.Fatal(err)
 	}
-	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: p.serverTLS(t, time.Time{})})
+	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: p.MutualTLS(t, time.Time{})})
 	if err := srv.AddListener(ln); err != nil {
 		t.Fatal(err)
 	}

@@ -8,153 +8,37 @@ package notify
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
-const mosquittoPath = "/usr/sbin/mosquitto"
-
-// publisherCN is the certificate identity allowed to publish on every
-// thing's topics: the stand-in for AWS IoT Secure Tunneling.
-const publisherCN = "publisher"
-
+// mosquitto is the shared test broker (mqtttest), with the names these tests use.
 type mosquitto struct {
-	t      testing.TB
-	pki    *testPKI
-	dir    string
-	conf   string
-	logf   string
-	port   int
-	addr   string
-	cmd    *exec.Cmd
-	exited chan struct{}
+	*mqtttest.Broker
+	pki  *testPKI
+	addr string
 }
 
-// startMosquitto writes a configuration and starts a broker on a free
-// loopback port; it is stopped when the test ends.
+// startMosquitto starts a broker on a free loopback port; it is stopped when the
+// test ends.
 func startMosquitto(t testing.TB) *mosquitto {
 	t.Helper()
-	path := mosquittoPath
-	if _, err := os.Stat(path); err != nil {
-		if p, lerr := exec.LookPath("mosquitto"); lerr == nil {
-			path = p
-		} else if os.Getenv("CI") == "true" {
-			t.Fatalf("mosquitto is required (Debian package mosquitto; `make test` installs it): %v", err)
-		} else {
-			t.Skipf("skipping: mosquitto not installed (apt-get install mosquitto, or run `make test`): %v", err)
-		}
-	}
-	p := newPKI(t)
-	m := &mosquitto{t: t, pki: p, dir: p.dir, port: freePort(t)}
-	m.addr = hostPort(m.port)
-	cert, key := p.server(t, "server", time.Time{})
-	acl := filepath.Join(m.dir, "acl")
-	// Patterns apply to every user; the publisher may use any thing's topics.
-	aclText := "pattern readwrite $aws/things/%u/#\n\nuser " + publisherCN + "\ntopic readwrite $aws/things/#\n"
-	if err := os.WriteFile(acl, []byte(aclText), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m.logf = filepath.Join(m.dir, "mosquitto.log")
-	m.conf = filepath.Join(m.dir, "mosquitto.conf")
-	conf := strings.Join([]string{
-		"# started as root, mosquitto would switch to user mosquitto, who cannot read the test's files",
-		"user root",
-		"per_listener_settings false",
-		"allow_anonymous false",
-		"persistence true",
-		"persistence_location " + m.dir + "/",
-		"autosave_interval 0",
-		"log_dest stderr",
-		"log_type error",
-		"log_type warning",
-		"log_type notice",
-		"log_type information",
-		"acl_file " + acl,
-		fmt.Sprintf("listener %d 127.0.0.1", m.port),
-		"cafile " + p.CAFile,
-		"certfile " + cert,
-		"keyfile " + key,
-		"require_certificate true",
-		"use_identity_as_username true",
-		"",
-	}, "\n")
-	if err := os.WriteFile(m.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m.start(path)
-	t.Cleanup(func() {
-		m.stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(m.logf); err == nil {
-				t.Logf("mosquitto log:\n%s", b)
-			}
-		}
-	})
-	return m
+	b := mqtttest.StartMosquitto(t)
+	return &mosquitto{Broker: b, pki: b.PKI, addr: b.Addr}
 }
 
-func (m *mosquitto) start(path string) {
-	m.t.Helper()
-	logf, err := os.OpenFile(m.logf, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	defer logf.Close()
-	m.cmd = exec.Command(path, "-c", m.conf)
-	m.cmd.Stdout, m.cmd.Stderr = logf, logf // files: no copying goroutines
-	if err := m.cmd.Start(); err != nil {
-		m.t.Fatalf("starting %s: %v", path, err)
-	}
-	m.exited = make(chan struct{})
-	cmd, exited := m.cmd, m.exited
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	waitPort(m.t, m.addr, m.exited)
-}
+// restart stops and starts the broker on the same port; with forget the broker
+// has lost every session and subscription.
+func (m *mosquitto) restart(forget bool) { m.Restart(forget) }
 
-// stop ends the broker with SIGTERM, which makes it save its persistence
-// database, and waits for it.
-func (m *mosquitto) stop() {
-	if m.cmd == nil {
-		return
-	}
-	_ = m.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-m.exited:
-	case <-time.After(10 * time.Second):
-		_ = m.cmd.Process.Kill()
-		<-m.exited
-	}
-	m.cmd = nil
-}
-
-// restart stops and starts the broker on the same port; with forget it
-// also deletes the persistence database, so the broker has lost every
-// session and subscription.
-func (m *mosquitto) restart(forget bool) {
-	m.t.Helper()
-	path := m.cmd.Path
-	m.stop()
-	if forget {
-		if err := os.Remove(filepath.Join(m.dir, "mosquitto.db")); err != nil {
-			m.t.Fatal(err)
-		}
-	}
-	m.start(path)
-}
-
+// publisher connects as the identity that may publish on every thing's topics.
 func (m *mosquitto) publisher(t testing.TB, clientID string) *testClient {
-	return dialTestClient(t, m.addr, m.pki.clientTLS(t, publisherCN), clientID)
+	return dialTestClient(t, m.addr, clientTLS(t, m.pki, mqtttest.PublisherCN), clientID)
 }
 
 func TestMosquittoNotifications(t *testing.T) {
@@ -325,7 +209,7 @@ func TestMosquittoACL(t *testing.T) {
 	cfgA := testConfig(t, m.pki, m.addr, "thing-a", log)
 	cfgA.OnNotification = sinkA.callback
 	cfgSpy := testConfig(t, m.pki, m.addr, "thing-b", log)
-	cfgSpy.CertFile, cfgSpy.KeyFile = m.pki.client(t, "thing-a")
+	cfgSpy.CertFile, cfgSpy.KeyFile = m.pki.Client(t, "thing-a")
 	cfgSpy.ClientID = "thing-a-spy"
 	cfgSpy.OnNotification = sinkSpy.callback
 	cfgB := testConfig(t, m.pki, m.addr, "thing-b", log)

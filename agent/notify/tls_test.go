@@ -12,13 +12,13 @@ import (
 
 func TestClockLooksWrong(t *testing.T) {
 	p := newPKI(t)
-	certFile, _ := p.server(t, "server", time.Time{})
+	certFile, _ := serverCert(t, p, "server", time.Time{})
 	pair, err := tls.LoadX509KeyPair(certFile, strings.TrimSuffix(certFile, ".pem")+".key")
 	if err != nil {
 		t.Fatal(err)
 	}
 	verifyAt := func(now time.Time) error {
-		_, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: p.pool, CurrentTime: now})
+		_, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: p.Pool(), CurrentTime: now})
 		return err
 	}
 	built := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -41,7 +41,7 @@ func TestClockLooksWrong(t *testing.T) {
 	}
 	// Another CA: not a clock problem.
 	other := newPKI(t)
-	_, err = pair.Leaf.Verify(x509.VerifyOptions{Roots: other.pool})
+	_, err = pair.Leaf.Verify(x509.VerifyOptions{Roots: other.Pool()})
 	if clockLooksWrong(err, boot, built) {
 		t.Errorf("clockLooksWrong(%v) = true for an unknown authority", err)
 	}
@@ -71,7 +71,7 @@ func TestClockLooksWrongLogged(t *testing.T) {
 	// as a 1970 clock sees every certificate.
 	BuildTime = time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	p := newPKI(t)
-	cert, key := p.server(t, "server-future", time.Now().Add(24*time.Hour))
+	cert, key := serverCert(t, p, "server-future", time.Now().Add(24*time.Hour))
 	pair, err := tls.LoadX509KeyPair(cert, key)
 	if err != nil {
 		t.Fatal(err)

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
-	"github.com/porthole-iot/porthole/tools/internal/mqtttest"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-iot/porthole/tools/internal/mqtttest"
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
 // awsCLI finds the AWS CLI v2: Debian's /usr/bin/aws first (a v1 from pip may come

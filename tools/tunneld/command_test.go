@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-iot/porthole/tools/internal/mqtttest"
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
 func TestHelpExplainsEveryFlag(t *testing.T) {

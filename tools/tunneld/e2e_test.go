@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
-	"github.com/porthole-iot/porthole/tools/internal/mqtttest"
 )
 
 // pair is a Source and a Destination running against a tunneld tunnel, with the

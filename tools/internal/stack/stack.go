@@ -29,7 +29,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/porthole-iot/porthole/tools/internal/mqtttest"
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -23,13 +24,17 @@ type PKI struct {
 
 	ca    *x509.Certificate
 	caKey *ecdsa.PrivateKey
-	next  int64
+	pool  *x509.CertPool
+
+	mu      sync.Mutex
+	next    int64
+	clients map[string][2]string // cn → certificate and key files
 }
 
 // NewPKI makes a CA in a temporary directory.
 func NewPKI(tb testing.TB) *PKI {
 	tb.Helper()
-	p := &PKI{Dir: tb.TempDir(), next: 2}
+	p := &PKI{Dir: tb.TempDir(), next: 2, clients: map[string][2]string{}, pool: x509.NewCertPool()}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		tb.Fatal(err)
@@ -49,6 +54,7 @@ func NewPKI(tb testing.TB) *PKI {
 	}
 	p.ca, _ = x509.ParseCertificate(der)
 	p.caKey = key
+	p.pool.AddCert(p.ca)
 	p.CAFile = filepath.Join(p.Dir, "ca.pem")
 	writePEM(tb, p.CAFile, "CERTIFICATE", der)
 	return p
@@ -58,11 +64,19 @@ func NewPKI(tb testing.TB) *PKI {
 // its certificate and key files.
 func (p *PKI) Server(tb testing.TB, name string) (certFile, keyFile string) {
 	tb.Helper()
+	return p.ServerAt(tb, name, time.Time{})
+}
+
+// ServerAt is Server with a certificate valid from notBefore (zero: an hour ago),
+// for tests of a clock that is behind.
+func (p *PKI) ServerAt(tb testing.TB, name string, notBefore time.Time) (certFile, keyFile string) {
+	tb.Helper()
 	return p.issue(tb, name, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: name},
 		DNSNames:    []string{"localhost"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		NotBefore:   notBefore,
 	})
 }
 
@@ -77,13 +91,47 @@ func (p *PKI) ServerTLS(tb testing.TB, name string) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{kp}}
 }
 
-// Client issues a client certificate with common name cn.
+// Client returns a client certificate with common name cn, issuing it the first
+// time.
 func (p *PKI) Client(tb testing.TB, cn string) (certFile, keyFile string) {
 	tb.Helper()
-	return p.issue(tb, cn, &x509.Certificate{
+	p.mu.Lock()
+	f, ok := p.clients[cn]
+	p.mu.Unlock()
+	if ok {
+		return f[0], f[1]
+	}
+	certFile, keyFile = p.issue(tb, "client-"+cn, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: cn},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
+	p.mu.Lock()
+	p.clients[cn] = [2]string{certFile, keyFile}
+	p.mu.Unlock()
+	return certFile, keyFile
+}
+
+// ClientCertTLS is a client tls.Config with cn's certificate, trusting the CA.
+func (p *PKI) ClientCertTLS(tb testing.TB, cn string) *tls.Config {
+	tb.Helper()
+	certFile, keyFile := p.Client(tb, cn)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.pool, Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"}
+}
+
+// MutualTLS is a server tls.Config (certificate valid from notBefore, zero: an hour
+// ago) that requires client certificates of the CA, as a broker does.
+func (p *PKI) MutualTLS(tb testing.TB, notBefore time.Time) *tls.Config {
+	tb.Helper()
+	certFile, keyFile := p.ServerAt(tb, "server-inproc", notBefore)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientCAs: p.pool, ClientAuth: tls.RequireAndVerifyClientCert}
 }
 
 func (p *PKI) issue(tb testing.TB, name string, tmpl *x509.Certificate) (string, string) {
@@ -91,10 +139,14 @@ func (p *PKI) issue(tb testing.TB, name string, tmpl *x509.Certificate) (string,
 	if err != nil {
 		tb.Fatal(err)
 	}
+	p.mu.Lock()
 	p.next++
 	tmpl.SerialNumber = big.NewInt(p.next)
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	p.mu.Unlock()
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+	}
+	tmpl.NotAfter = tmpl.NotBefore.Add(25 * time.Hour)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
 	if err != nil {
@@ -121,7 +173,8 @@ func writePEM(tb testing.TB, path, typ string, der []byte) {
 // ClientTLS is a tls.Config that trusts the CA, for clients of a ServerTLS server.
 func (p *PKI) ClientTLS(tb testing.TB) *tls.Config {
 	tb.Helper()
-	roots := x509.NewCertPool()
-	roots.AddCert(p.ca)
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.pool}
 }
+
+// Pool is a certificate pool holding the CA.
+func (p *PKI) Pool() *x509.CertPool { return p.pool }

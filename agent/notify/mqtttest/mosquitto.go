@@ -155,6 +155,19 @@ func (b *Broker) Stop() {
 	b.cmd = nil
 }
 
+// Restart stops and starts the broker on the same port; with forget it also deletes
+// the persistence database, so the broker has lost every session and subscription.
+func (b *Broker) Restart(forget bool) {
+	b.tb.Helper()
+	b.Stop()
+	if forget {
+		if err := os.Remove(filepath.Join(b.PKI.Dir, "mosquitto.db")); err != nil {
+			b.tb.Fatal(err)
+		}
+	}
+	b.Start()
+}
+
 // Subscribe connects as client cn (a fresh certificate), subscribes to topic at
 // QoS 1 and returns the payloads that arrive. Its session outlives a Stop and Start
 // of the broker, so messages published meanwhile are delivered after it reconnects.
