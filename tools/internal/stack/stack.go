@@ -1,5 +1,5 @@
 // Package stack runs the whole porthole path on loopback for host-side tests and
-// benchmarks: Mosquitto with mutual TLS (tools/internal/mqtttest), tunneld in
+// benchmarks: Mosquitto with mutual TLS (agent/notify/mqtttest), tunneld in
 // process, the built `porthole agent` binary (with its SSH server also listening on
 // a loopback port, so the same server can be reached directly), and
 // `porthole connect` binaries as the source side. It is the harness of tools/e2e,
