@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -24,6 +23,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
@@ -38,15 +38,14 @@ type broker struct {
 	events []Event
 }
 
-func startBroker(t *testing.T, pki *testPKI, eventTopic string) *broker {
+func startBroker(t *testing.T, pki *mqtttest.PKI, eventTopic string) *broker {
 	t.Helper()
-	certFile, keyFile := pki.issue(t, "broker", true)
+	certFile, keyFile := pki.Server(t, "broker")
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(pki.ca)
+	pool := pki.Pool()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
@@ -106,7 +105,7 @@ func (b *broker) waitEvent(t *testing.T, typ string, ok func(Event) bool) Event 
 }
 
 type agentEnv struct {
-	pki       *testPKI
+	pki       *mqtttest.PKI
 	broker    *broker
 	fake      *tunneltest.Server
 	cfg       *Config
@@ -120,10 +119,10 @@ func newAgentEnv(t *testing.T) *agentEnv {
 	if os.Getuid() != 0 {
 		t.Skip("the agent's SSH sessions need root to run as the login user; run as root (CI does)")
 	}
-	e := &agentEnv{pki: newTestPKI(t), fake: tunneltest.NewServer(t), dataDir: t.TempDir(), srcClient: tunnel.GenerateClientToken()}
+	e := &agentEnv{pki: mqtttest.NewPKI(t), fake: tunneltest.NewServer(t), dataDir: t.TempDir(), srcClient: tunnel.GenerateClientToken()}
 	e.fake.Logf = t.Logf
 	e.broker = startBroker(t, e.pki, "porthole/events/dev-1")
-	devCert, devKey := e.pki.issue(t, "dev-1", false)
+	devCert, devKey := e.pki.Client(t, "dev-1")
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	e.signer, _ = gossh.NewSignerFromKey(priv)
 	ak := filepath.Join(safeTempDir(t), "authorized_keys")

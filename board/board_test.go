@@ -299,7 +299,7 @@ func writeOverlay(t *testing.T, h *host, thing, dir string) {
 	if err := os.MkdirAll(etc, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile := h.issue(t, thing, false)
+	certFile, keyFile := h.pki.Client(t, thing)
 	copyFile(t, h.caFile, filepath.Join(etc, "ca.pem"), 0o644)
 	copyFile(t, certFile, filepath.Join(etc, "device.pem.crt"), 0o644)
 	copyFile(t, keyFile, filepath.Join(etc, "device.pem.key"), 0o600)

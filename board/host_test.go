@@ -2,29 +2,24 @@ package board
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
@@ -33,8 +28,7 @@ import (
 // notifications published through the broker), the host's porthole and an SSH key.
 type host struct {
 	dir      string
-	ca       *x509.Certificate
-	caKey    *ecdsa.PrivateKey
+	pki      *mqtttest.PKI
 	caFile   string
 	broker   *mqtt.Server
 	mqttPort int
@@ -50,16 +44,15 @@ var guestHost = net.IPv4(10, 0, 2, 2)
 
 func newHost(t *testing.T) *host {
 	t.Helper()
-	h := &host{dir: t.TempDir()}
-	h.newCA(t)
+	h := &host{dir: t.TempDir(), pki: mqtttest.NewPKI(t)}
+	h.caFile = h.pki.CAFile
 
-	certFile, keyFile := h.issue(t, "broker", true)
+	certFile, keyFile := h.pki.ServerFor(t, "broker", guestHost)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(h.ca)
+	pool := h.pki.Pool()
 	h.broker = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := h.broker.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
@@ -135,54 +128,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 		w.t.Logf("[%s] %s", w.prefix, l)
 	}
 	return len(p), nil
-}
-
-func (h *host) newCA(t *testing.T) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "porthole board test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ca, _ = x509.ParseCertificate(der)
-	h.caKey = key
-	h.caFile = h.write(t, "ca.pem", "CERTIFICATE", der)
-}
-
-func (h *host) write(t *testing.T, name, typ string, der []byte) string {
-	path := filepath.Join(h.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// issue makes a certificate for cn — a server certificate for 127.0.0.1 and
-// 10.0.2.2 when server is set, else a client (device) certificate — and returns
-// the certificate and key files.
-func (h *host) issue(t *testing.T, cn string, server bool) (certFile, keyFile string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), guestHost}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, h.ca, &key.PublicKey, h.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalPKCS8PrivateKey(key)
-	return h.write(t, cn+".crt", "CERTIFICATE", der), h.write(t, cn+".key", "PRIVATE KEY", kb)
 }
 
 func atoi(s string) int {

@@ -71,10 +71,21 @@ func (p *PKI) Server(tb testing.TB, name string) (certFile, keyFile string) {
 // for tests of a clock that is behind.
 func (p *PKI) ServerAt(tb testing.TB, name string, notBefore time.Time) (certFile, keyFile string) {
 	tb.Helper()
+	return p.server(tb, name, notBefore, nil)
+}
+
+// ServerFor is Server with more addresses in the certificate, such as 10.0.2.2,
+// the host as a QEMU guest sees it.
+func (p *PKI) ServerFor(tb testing.TB, name string, ips ...net.IP) (certFile, keyFile string) {
+	tb.Helper()
+	return p.server(tb, name, time.Time{}, ips)
+}
+
+func (p *PKI) server(tb testing.TB, name string, notBefore time.Time, ips []net.IP) (certFile, keyFile string) {
 	return p.issue(tb, name, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: name},
 		DNSNames:    []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses: append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...),
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		NotBefore:   notBefore,
 	})
