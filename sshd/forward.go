@@ -148,6 +148,34 @@ func permitOpenMatch(list []string, host string, port uint32) bool {
 // proxy copies both ways between an SSH channel and a connection, passing
 // half-closes on, and returns when both directions are done or when ctx (the
 // SSH connection's) ends: a peer that ignores EOF must not outlive it.
+// serveForward accepts on l until it is closed (or the connection ends, which the
+// caller's leave balances) and carries each accepted connection over a channel that
+// open asks the client for: remote (ssh -R) and agent (ssh -A) forwarding alike.
+// It holds one of st's slots while it runs, taken by the caller.
+func (st *connState) serveForward(ctx context.Context, l net.Listener, open func(net.Conn) (gossh.Channel, <-chan *gossh.Request, error)) {
+	defer st.leave()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		if !st.enter() {
+			c.Close()
+			return
+		}
+		go func() {
+			defer st.leave()
+			ch, reqs, err := open(c)
+			if err != nil {
+				c.Close()
+				return
+			}
+			go gossh.DiscardRequests(reqs)
+			proxy(ctx, ch, c)
+		}()
+	}
+}
+
 func proxy(ctx context.Context, ch gossh.Channel, c net.Conn) {
 	done := make(chan struct{})
 	defer close(done)
@@ -254,32 +282,12 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 	ev.Dest = key
 	s.log().Info("remote forward listening", "remote", st.remote, "user", sc.User(), "bind", l.Addr().String())
 	s.audit(ev)
-	go func() {
-		defer st.leave()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			if !st.enter() {
-				c.Close()
-				return
-			}
-			go func() {
-				defer st.leave()
-				oh, op := splitAddr(c.RemoteAddr())
-				opn, _ := strconv.ParseUint(op, 10, 32)
-				payload := gossh.Marshal(directTCPIP{DestHost: f.BindAddr, DestPort: port, OrigHost: oh, OrigPort: uint32(opn)})
-				ch, reqs, err := sc.OpenChannel("forwarded-tcpip", payload)
-				if err != nil {
-					c.Close()
-					return
-				}
-				go gossh.DiscardRequests(reqs)
-				proxy(ctx, ch, c)
-			}()
-		}
-	}()
+	go st.serveForward(ctx, l, func(c net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
+		oh, op := splitAddr(c.RemoteAddr())
+		opn, _ := strconv.ParseUint(op, 10, 32)
+		payload := gossh.Marshal(directTCPIP{DestHost: f.BindAddr, DestPort: port, OrigHost: oh, OrigPort: uint32(opn)})
+		return sc.OpenChannel("forwarded-tcpip", payload)
+	})
 	if f.BindPort == 0 {
 		return true, gossh.Marshal(struct{ Port uint32 }{port})
 	}
@@ -356,29 +364,9 @@ func (sess *session) startAgentForwarding(a *account) (sock string, stop func(),
 		return "", nil, errors.New("connection closing")
 	}
 	sess.srv.audit(Event{Type: EventForward, Remote: st.remote, User: sess.sc.User(), Direction: "agent", Dest: sock, Allowed: true})
-	go func() {
-		defer st.leave()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			if !st.enter() {
-				c.Close()
-				return
-			}
-			go func() {
-				defer st.leave()
-				ch, reqs, err := sess.sc.OpenChannel("auth-agent@openssh.com", nil)
-				if err != nil {
-					c.Close()
-					return
-				}
-				go gossh.DiscardRequests(reqs)
-				proxy(sess.ctx, ch, c)
-			}()
-		}
-	}()
+	go st.serveForward(sess.ctx, l, func(net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
+		return sess.sc.OpenChannel("auth-agent@openssh.com", nil)
+	})
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
