@@ -25,6 +25,7 @@ import (
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/sshd"
+	"github.com/porthole-iot/porthole/tools/internal/stack"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
@@ -78,28 +79,9 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// safeDir is a directory whose parents nobody else may write: sshd, like OpenSSH's
-// StrictModes, ignores an authorized_keys file below /tmp.
-func safeDir(t *testing.T) string {
-	base, err := os.UserCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	base = filepath.Join(base, "porthole-test")
-	if err := os.MkdirAll(base, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	d, err := os.MkdirTemp(base, "console")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 func newTestLab(t *testing.T, cfg Config, things ...string) *testLab {
 	t.Helper()
-	l := &testLab{t: t, dir: safeDir(t), devices: map[string]*testDevice{}}
+	l := &testLab{t: t, dir: stack.SafeDir(t), devices: map[string]*testDevice{}}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.logs = &syncBuffer{t: t}
 	log := slog.New(slog.NewTextHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

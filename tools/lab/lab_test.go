@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,24 +34,6 @@ func needProgram(t *testing.T, name string) string {
 		t.Skipf("%s not installed; `make test` installs it", name)
 	}
 	return p
-}
-
-// safeStateDir is a directory whose parents nobody else can write (see checkSafeDir).
-func safeStateDir(t *testing.T) string {
-	base, err := os.UserCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	base = filepath.Join(base, "porthole-test")
-	if err := os.MkdirAll(base, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	d, err := os.MkdirTemp(base, "lab")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }
 
 // TestLabAsAUserRunsIt builds porthole and porthole-lab, starts the lab, logs in with
@@ -155,7 +139,7 @@ func startLab(t *testing.T, pkgs []string, up time.Duration, context func(state 
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	l := &runningLab{state: filepath.Join(safeStateDir(t), "state"), lines: make(chan string, 100)}
+	l := &runningLab{state: filepath.Join(stack.SafeDir(t), "state"), lines: make(chan string, 100)}
 	l.cmd = exec.Command(filepath.Join(bin, "porthole-lab"), append([]string{"--state", l.state}, args...)...)
 	stdout, _ := l.cmd.StdoutPipe()
 	l.cmd.Stderr = l.cmd.Stdout
