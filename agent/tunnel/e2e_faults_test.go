@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -182,9 +183,16 @@ func TestSupersedingStreamStartIsHonoured(t *testing.T) {
 }
 
 func TestFailedDialResets(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := ln.Addr().String()
+	// A Unix socket whose listener is gone refuses connections; a freed TCP port
+	// could be taken by another test meanwhile.
+	sock := filepath.Join(t.TempDir(), "dead.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
 	ln.Close()
+	dead := "unix:" + sock
 	good := echoServer(t, 8)
 	for _, peer := range []tunnel.Version{tunnel.V3, tunnel.V2} {
 		t.Run(peer.String(), func(t *testing.T) {

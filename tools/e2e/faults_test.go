@@ -203,9 +203,16 @@ func TestFaultWebSocketDropMidTransfer(t *testing.T) {
 }
 
 func TestFaultTargetRefusesOrHangs(t *testing.T) {
-	refused, _ := net.Listen("tcp", "127.0.0.1:0")
-	refusedAddr := refused.Addr().String()
+	// A Unix socket whose listener is gone refuses connections, and unlike a freed
+	// TCP port no other test can start listening there meanwhile.
+	sock := filepath.Join(t.TempDir(), "refuse.sock")
+	refused, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused.SetUnlinkOnClose(false)
 	refused.Close()
+	refusedAddr := "unix:" + sock
 	hang, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
