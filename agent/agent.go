@@ -110,6 +110,7 @@ func newSSHServer(cfg *Config, log *slog.Logger, audit func(sshd.Event)) (*sshd.
 		MaxSessions:            cfg.SSH.MaxSessions,
 		PermitLocalForward:     permit,
 		AgentForwarding:        cfg.SSH.AgentForwarding,
+		Ciphers:                cfg.SSH.Ciphers,
 		Audit:                  audit,
 		Logger:                 log,
 	}

@@ -56,6 +56,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"ws without flag", "[tunnel]\nendpoint = \"ws://h:1\"", "tunnel.endpoint"},
 		{"too many tunnels", "[tunnel]\nmax_tunnels = 1000", "tunnel.max_tunnels"},
 		{"forward policy", "[ssh]\npermit_local_forward = [\"everywhere\"]", "ssh.permit_local_forward"},
+		{"unknown cipher", "[ssh]\nciphers = [\"aes128-cbc\"]", "ssh.ciphers"},
+		{"empty cipher list", "[ssh]\nciphers = []", "ssh.ciphers"},
 		{"password hash", "[ssh]\npassword_hashes = { root = \"secret\" }", "ssh.password_hashes.root"},
 		{"log level", "[log]\nlevel = \"loud\"", "log.level"},
 		{"event topic", "[mqtt]\nevent_topic = \"a/#\"", "mqtt.event_topic"},

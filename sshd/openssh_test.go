@@ -330,3 +330,72 @@ func TestOpenSSHLocalForward(t *testing.T) {
 	})
 	_ = strconv.Itoa
 }
+
+// TestOpenSSHCipherChoice: which cipher OpenSSH's client ends up with. By
+// default, on amd64 with AES-NI the server leaves ChaCha20 out so that the
+// client picks AES in hardware; elsewhere the client gets its first choice,
+// chacha20-poly1305. A configured list is all that is offered.
+func TestOpenSSHCipherChoice(t *testing.T) {
+	negotiated := func(o *openSSHEnv, extra ...string) (string, string) {
+		t.Helper()
+		args := append([]string{"-o", "LogLevel=DEBUG1"}, o.opts()...)
+		args = append(append(args, extra...), "-p", o.port, "root@127.0.0.1", "true")
+		_, errOut, code := o.run(t, nil, needProgram(t, "ssh"), args...)
+		for _, l := range strings.Split(errOut, "\n") {
+			if _, rest, ok := strings.Cut(l, "kex: client->server cipher: "); ok && code == 0 {
+				return strings.Fields(rest)[0], errOut
+			}
+		}
+		return "", errOut
+	}
+
+	def := newOpenSSHEnv(t, nil)
+	got, log := negotiated(def)
+	switch {
+	case got == "":
+		t.Fatalf("no cipher negotiated:\n%s", log)
+	case aesHardware() && strings.HasPrefix(got, "chacha20"):
+		t.Errorf("AES hardware, default list: client got %s, want AES", got)
+	case !aesHardware() && got != "chacha20-poly1305@openssh.com":
+		t.Errorf("no AES hardware, default list: client got %s, want chacha20-poly1305@openssh.com", got)
+	}
+	if aesHardware() {
+		// The cost of leaving ChaCha20 out: a client that allows nothing else.
+		if got, _ := negotiated(def, "-c", "chacha20-poly1305@openssh.com"); got != "" {
+			t.Errorf("chacha20-only client got %s from the AES default list", got)
+		}
+	}
+	if got, _ := negotiated(def, "-c", "aes256-gcm@openssh.com"); got != "aes256-gcm@openssh.com" {
+		t.Errorf("client asking for aes256-gcm got %q", got)
+	}
+
+	chacha := newOpenSSHEnv(t, func(_ *testEnv, s *Server) { s.Ciphers = []string{gossh.CipherChaCha20Poly1305} })
+	if got, log := negotiated(chacha); got != gossh.CipherChaCha20Poly1305 {
+		t.Errorf("configured chacha20 only: client got %q\n%s", got, log)
+	}
+	if got, _ := negotiated(chacha, "-c", "aes128-ctr"); got != "" {
+		t.Errorf("configured chacha20 only: aes128-ctr client got %s", got)
+	}
+}
+
+func TestCheckCiphers(t *testing.T) {
+	for _, tc := range []struct {
+		list []string
+		ok   bool
+	}{
+		{[]string{gossh.CipherAES128GCM}, true},
+		{[]string{gossh.CipherChaCha20Poly1305, gossh.CipherAES256CTR}, true},
+		{[]string{}, false},
+		{[]string{"aes128-cbc"}, false}, // insecure: not in SupportedAlgorithms
+		{[]string{"3des-cbc"}, false},
+		{[]string{gossh.CipherAES128GCM, "rot13"}, false},
+	} {
+		if err := CheckCiphers(tc.list); (err == nil) != tc.ok {
+			t.Errorf("CheckCiphers(%q) = %v, want ok=%v", tc.list, err, tc.ok)
+		}
+	}
+	s := &Server{DataDir: t.TempDir(), Ciphers: []string{"rot13"}}
+	if err := s.init(); err == nil || !strings.Contains(err.Error(), "rot13") {
+		t.Errorf("server with a bad cipher: init = %v, want an error naming it", err)
+	}
+}

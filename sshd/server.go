@@ -103,6 +103,12 @@ type Server struct {
 	// socket owned by the login user. false means agent forwarding is off.
 	AgentForwarding bool
 
+	// Ciphers, if non-nil, are the only ciphers offered (names as in
+	// x/crypto/ssh, checked by CheckCiphers). nil means x/crypto's defaults,
+	// except on amd64 with AES-NI, where AES-GCM and AES-CTR are offered
+	// without ChaCha20-Poly1305 (see aesFirstCiphers).
+	Ciphers []string
+
 	// Audit, if non-nil, receives audit events. It is called synchronously
 	// from connection goroutines and must not block.
 	Audit func(Event)
@@ -156,6 +162,11 @@ func (s *Server) init() error {
 }
 
 func (s *Server) setup() error {
+	if s.Ciphers != nil {
+		if err := CheckCiphers(s.Ciphers); err != nil {
+			return fmt.Errorf("sshd: %w", err)
+		}
+	}
 	signers, err := hostSigners(s.DataDir, s.HostKeyFiles)
 	if err != nil {
 		return err
@@ -217,6 +228,7 @@ func (s *Server) setup() error {
 func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 	st := stateFrom(ctx)
 	return &gossh.ServerConfig{
+		Config:       gossh.Config{Ciphers: s.ciphers()},
 		MaxAuthTries: s.MaxAuthTries,
 		AuthLogCallback: func(cm gossh.ConnMetadata, method string, err error) {
 			s.authLog(st, cm, method, err)
