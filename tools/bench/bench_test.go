@@ -86,6 +86,9 @@ func BenchmarkStack(b *testing.B) {
 	s := stack.Start(b, stack.Options{Services: []string{fmt.Sprintf("BULK = %q", bulkAddr)},
 		Env: strings.Fields(os.Getenv("PORTHOLE_BENCH_AGENT_ENV"))})
 	b.Logf("agent pid %d; direct sshd at %s", s.Agent.Process.Pid, s.SSHAddr)
+	if cpus := agentCPUs(b); cpus > 0 {
+		limitCPU(b, s.Agent.Process.Pid, cpus)
+	}
 	time.Sleep(2 * time.Second) // let start-up garbage be collected
 	idle := s.AgentProc()
 
@@ -321,7 +324,7 @@ func median(b *testing.B, reps int, f func() time.Duration) {
 }
 
 // procCPU is a process's user+system CPU time.
-func procCPU(b *testing.B, pid int) time.Duration {
+func procCPU(b testing.TB, pid int) time.Duration {
 	p, err := stack.ReadProc(pid)
 	if err != nil {
 		b.Fatal(err)
@@ -358,7 +361,7 @@ func firstByte(b *testing.B, addr string) {
 }
 
 // transfer moves src to remote (put) or remote to back (get) with sftp or scp.
-func transfer(b *testing.B, s *stack.Stack, tool, dirn, port, src, remote, back, dir string) {
+func transfer(b testing.TB, s *stack.Stack, tool, dirn, port, src, remote, back, dir string) {
 	var cmd *exec.Cmd
 	switch tool {
 	case "sftp":
