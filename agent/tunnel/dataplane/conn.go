@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -214,10 +215,40 @@ func (c *conn) writeLoop() {
 				}
 			}
 		}
+		for _, b := range batch {
+			releaseFrame(b)
+		}
 		if err != nil {
 			c.cut()
 			return
 		}
+	}
+}
+
+// frames recycles the copies of relayed frames between one side's reader and the
+// other side's writer: copying each into a new slice made the service allocate
+// every relayed byte, and collecting that garbage was a good part of its CPU.
+var frames = sync.Pool{New: func() any { return new([maxFrame]byte) }}
+
+const maxFrame = 2 + tunnel.MaxMessageSize
+
+// copyFrame copies raw, which the reader reuses, for the other side's queue;
+// small frames are copied to size.
+func copyFrame(raw []byte) []byte {
+	if len(raw) < 4<<10 || len(raw) > maxFrame {
+		return slices.Clone(raw)
+	}
+	b := frames.Get().(*[maxFrame]byte)[:len(raw)]
+	copy(b, raw)
+	return b
+}
+
+// releaseFrame returns a written copy to the pool; b must not be used afterwards.
+// Only copyFrame's pooled buffers have capacity maxFrame (a clone's capacity is a
+// size class, and no size class is 65537).
+func releaseFrame(b []byte) {
+	if cap(b) == maxFrame {
+		frames.Put((*[maxFrame]byte)(b[:maxFrame]))
 	}
 }
 

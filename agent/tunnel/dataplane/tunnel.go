@@ -458,7 +458,7 @@ func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 		}
 		return true
 	}
-	peer.enqueue(slices.Clone(raw))
+	peer.enqueue(copyFrame(raw))
 	return true
 }
 
