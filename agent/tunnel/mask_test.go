@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"context"
 	"math/rand/v2"
 	"net"
 	"testing"
@@ -64,3 +65,15 @@ func BenchmarkMask(b *testing.B) {
 type discardConn struct{ net.Conn }
 
 func (discardConn) Write(p []byte) (int, error) { return len(p), nil }
+
+// BenchmarkWriteMessage: a full DATA frame from Message to masked WebSocket frame.
+func BenchmarkWriteMessage(b *testing.B) {
+	c := &Conn{ws: &wsConn{conn: discardConn{}, rng: rand.NewChaCha8([32]byte{})}}
+	m := &Message{Type: TypeData, StreamID: 1, ConnectionID: 1, ServiceID: "SSH", Payload: make([]byte, MaxPayload-16)}
+	b.SetBytes(int64(len(m.Payload)))
+	for b.Loop() {
+		if err := c.WriteMessage(context.Background(), m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
