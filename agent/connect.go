@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
 )
@@ -66,6 +67,28 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 			cfg.ClientToken = ct
 		}
 	}
+	// A certificate that fails verification before the first connection is a
+	// wrong CA, a wrong endpoint or a wrong clock: retrying cannot mend it, and an
+	// operator is waiting, so stop and say so. (The agent keeps retrying: a device
+	// may get its clock or CA later.)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var connected bool
+	var certErr error
+	onState := cfg.OnState
+	cfg.OnState = func(up bool, err error) {
+		if onState != nil {
+			onState(up, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		connected = connected || up
+		if !connected && certErr == nil && tunnel.IsCertificateError(err) {
+			certErr = err
+			cancel()
+		}
+	}
 	src := &tunnel.Source{Config: cfg, Listen: cc.Listen, PeerVersion: cc.PeerVersion}
 	var err error
 	if cc.Stdio != "" {
@@ -82,6 +105,11 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	}
 	if errors.Is(err, tunnel.ErrConfig) {
 		return Usagef("%w", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if certErr != nil {
+		return fmt.Errorf("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", certErr)
 	}
 	return err
 }

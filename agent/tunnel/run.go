@@ -45,6 +45,9 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 			return nil
 		}
 		cfg.state(false, err)
+		if ctx.Err() != nil { // OnState may end the run
+			return nil
+		}
 		if terminal(err) {
 			if errors.Is(err, ErrClosedByService) {
 				log.Info("tunnel closed by the service")

@@ -10,6 +10,9 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"math/big"
 	"net/http"
 	"os"
@@ -70,5 +73,24 @@ func TestDialTLSVerification(t *testing.T) {
 				t.Fatalf("Dial = %v, want a *tls.CertificateVerificationError saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestIsCertificateError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("dial: %w", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), true},
+		{fmt.Errorf("dial: %w", x509.HostnameError{Host: "example.com"}), true},
+		{x509.CertificateInvalidError{Reason: x509.Expired}, true},
+		{io.ErrUnexpectedEOF, false},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, false},
+		{&HandshakeError{StatusCode: 403}, false},
+		{nil, false},
+	} {
+		if got := IsCertificateError(tc.err); got != tc.want {
+			t.Errorf("IsCertificateError(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
