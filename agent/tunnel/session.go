@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/internal/bufpool"
 )
 
 // engineOptions are the limits shared by both engines.
@@ -168,36 +170,13 @@ func (s *session) data(m *Message) {
 	if len(m.Payload) == 0 {
 		return
 	}
-	l.push(copyPayload(m.Payload))
+	l.push(payloads.Copy(m.Payload))
 }
 
-// payloads recycles the buffers that carry DATA payloads from the WebSocket reader
-// to a local connection's writer. Allocating each one made an upload allocate its
-// whole size again, a third of the agent's allocations in a tunnelled sftp upload
-// and so a third of its garbage collection (docs/benchmarks.md).
-var payloads = sync.Pool{New: func() any { return new([MaxPayload]byte) }}
-
-// pooledPayload is the smallest payload copied into a pooled buffer; smaller ones
-// (keystrokes, acknowledgements) are allocated to size.
-const pooledPayload = 4 << 10
-
-// copyPayload copies p, which the frame reader will reuse, for a link's queue.
-func copyPayload(p []byte) []byte {
-	if len(p) < pooledPayload || len(p) > MaxPayload {
-		return append([]byte(nil), p...)
-	}
-	b := payloads.Get().(*[MaxPayload]byte)[:len(p)]
-	copy(b, p)
-	return b
-}
-
-// releasePayload returns b to the pool once it has been written; b must not be
-// used afterwards. Payloads that copyPayload did not pool are left to the GC.
-func releasePayload(b []byte) {
-	if cap(b) == MaxPayload {
-		payloads.Put((*[MaxPayload]byte)(b[:MaxPayload]))
-	}
-}
+// payloads recycles the copies of DATA payloads between the WebSocket reader and a
+// local connection's writer: a third of the agent's allocations in a tunnelled
+// upload before.
+var payloads = bufpool.New(MaxPayload, 4<<10)
 
 // resetUnknownStream answers traffic for a stream the destination does not have
 // with one STREAM_RESET per stream id, so that a source which started the stream
@@ -350,7 +329,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 				return
 			}
 			_, err := conn.Write(b)
-			releasePayload(b)
+			payloads.Release(b)
 			if err != nil {
 				l.endAndNotify()
 				return

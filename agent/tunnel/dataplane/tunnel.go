@@ -458,7 +458,7 @@ func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 		}
 		return true
 	}
-	peer.enqueue(copyFrame(raw))
+	peer.enqueue(frames.Copy(raw))
 	return true
 }
 

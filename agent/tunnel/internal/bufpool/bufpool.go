@@ -1,0 +1,41 @@
+// Package bufpool recycles the copies that carry tunnel data from a reader that
+// reuses its buffer to a writer in another goroutine. Allocating each copy made
+// a transfer allocate its whole size again, and collecting that garbage was a
+// good part of the CPU of the agent and of tunneld (docs/benchmarks.md).
+package bufpool
+
+import "sync"
+
+// Pool copies byte slices of Min to Size octets into recycled buffers of
+// capacity Size; others are copied to size and left to the garbage collector.
+type Pool struct {
+	size, min int
+	p         sync.Pool
+}
+
+// New returns a pool of size-octet buffers for copies of at least min octets.
+func New(size, min int) *Pool {
+	p := &Pool{size: size, min: min}
+	p.p.New = func() any { b := make([]byte, size); return &b }
+	return p
+}
+
+// Copy returns a copy of b that does not alias it.
+func (p *Pool) Copy(b []byte) []byte {
+	if len(b) < p.min || len(b) > p.size {
+		return append([]byte(nil), b...)
+	}
+	c := (*p.p.Get().(*[]byte))[:len(b)]
+	copy(c, b)
+	return c
+}
+
+// Release returns a copy made by Copy once it has been used; b must not be used
+// afterwards. Copies that were not pooled are ignored: only pooled buffers have
+// capacity Size (a copy to size below Min is smaller, one above Size larger).
+func (p *Pool) Release(b []byte) {
+	if cap(b) == p.size {
+		b = b[:p.size]
+		p.p.Put(&b)
+	}
+}
