@@ -125,15 +125,11 @@ lint: ## gofmt check and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+FUZZJOBS ?= 1
 FUZZTIME ?= 10s
 .PHONY: fuzz
-fuzz: ## short run (FUZZTIME, default 10s) of every fuzz target
-	@for pkg in $$($(GO) list ./...); do \
-		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-			echo "== $$pkg $$f"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
-		done; \
-	done
+fuzz: ## every fuzz target for FUZZTIME (default 10s), FUZZJOBS (default 1) at a time; one summary line each
+	FUZZTIME=$(FUZZTIME) JOBS=$(FUZZJOBS) GO=$(GO) tools/fuzz/run.sh
 
 .PHONY: bench
 bench: ## Go benchmarks, then the whole path against direct SSH (tools/bench/run.sh; figures in docs/benchmarks.md)
