@@ -124,18 +124,27 @@ func runBoard(t *testing.T, h *host, c Conf) {
 		t.Fatalf("boot.sh %s: %v", c.Name, err)
 	}
 	ready := make(chan struct{})
+	idleMem := make(chan string, 1) // the first "agent memory" line after ready
 	exited := make(chan struct{})
 	var lines sync.WaitGroup
 	lines.Add(1)
 	go func() {
 		defer lines.Done()
 		var once sync.Once
+		subscribed := false
 		sc := bufio.NewScanner(console)
 		for sc.Scan() {
 			line := sc.Text()
 			t.Logf("[%s %6.1fs] %s", c.Name, time.Since(booted).Seconds(), line)
 			if strings.Contains(line, "notify subscription granted") {
 				once.Do(func() { close(ready) })
+				subscribed = true
+			}
+			if _, m, ok := strings.Cut(line, "board: agent memory "); ok && subscribed {
+				select {
+				case idleMem <- m:
+				default:
+				}
 			}
 		}
 	}()
@@ -156,6 +165,15 @@ func runBoard(t *testing.T, h *host, c Conf) {
 		t.Fatalf("%s: QEMU exited before the agent subscribed", c.Name)
 	case <-time.After(c.BootTimeout):
 		t.Fatalf("%s: agent not subscribed %v after boot (see the console above)", c.Name, c.BootTimeout)
+	}
+
+	// The idle figure of the memory budget: the agent with its MQTT session and
+	// no tunnel, from board.sh's report on the console (every 5 s).
+	select {
+	case m := <-idleMem:
+		t.Logf("%s: agent memory, idle (MQTT session, no tunnel): %s", c.Name, m)
+	case <-time.After(12 * time.Second):
+		t.Logf("%s: no agent memory report on the console within 12 s of the subscription", c.Name)
 	}
 
 	// Open a tunnel for this thing (tunneld notifies the device through the
