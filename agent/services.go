@@ -4,16 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
 )
 
 // serviceDialer routes a tunnel's service IDs: "builtin" to the in-process SSH server
-// over a socket pair (no TCP port), anything else to its host:port or unix: target.
+// over an in-memory pipe (no TCP port, no system calls), anything else to its host:port or unix: target.
 // Nothing outside the map is reachable. The map can be swapped on SIGHUP.
 type serviceDialer struct {
 	services *atomic.Pointer[map[string]string] // the agent's, swapped on reload
@@ -29,37 +27,9 @@ func (d *serviceDialer) DialService(ctx context.Context, service string) (net.Co
 	if target != BuiltinSSH {
 		return tunnel.Targets{service: target}.DialService(ctx, service)
 	}
-	ours, theirs, err := socketPair()
-	if err != nil {
-		return nil, err
-	}
+	ours, theirs := tunnel.Pipe()
 	d.ssh(labelledConn{Conn: theirs, remote: streamAddr("tunnel:" + d.label + "/" + service)})
 	return ours, nil
-}
-
-// socketPair returns the two ends of a connected AF_UNIX stream socket pair: unlike
-// net.Pipe, it buffers in the kernel, so neither side waits for every write.
-func socketPair() (net.Conn, net.Conn, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("socketpair: %w", err)
-	}
-	conns := make([]net.Conn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "porthole-stream")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			if i == 1 {
-				conns[0].Close()
-			} else {
-				syscall.Close(fds[1])
-			}
-			return nil, nil, fmt.Errorf("socketpair: %w", err)
-		}
-		conns[i] = c
-	}
-	return conns[0], conns[1], nil
 }
 
 // labelledConn gives a tunnel stream a remote address that says where it came from,

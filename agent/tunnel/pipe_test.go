@@ -1,0 +1,88 @@
+package tunnel
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"testing"
+
+	"golang.org/x/net/nettest"
+)
+
+// TestPipeConn runs x/net's net.Conn conformance suite: basic I/O, ping-pong,
+// racing reads and writes, deadlines in the past, future and while blocked,
+// concurrent method calls, Close unblocking.
+func TestPipeConn(t *testing.T) {
+	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+		c1, c2 = Pipe()
+		return c1, c2, func() { c1.Close(); c2.Close() }, nil
+	})
+}
+
+// TestPipeTransfer moves 8 MiB each way at once in odd-sized writes and reads and
+// checks both by hash; then a closed end's peer reads what was left, then io.EOF,
+// and its writes fail.
+func TestPipeTransfer(t *testing.T) {
+	a, b := Pipe()
+	const size = 8 << 20
+	send := func(c net.Conn, data []byte, errc chan<- error) {
+		for len(data) > 0 {
+			n := min(len(data), 1+len(data)%70001)
+			if _, err := c.Write(data[:n]); err != nil {
+				errc <- err
+				return
+			}
+			data = data[n:]
+		}
+		errc <- nil
+	}
+	recv := func(c net.Conn, want [32]byte, errc chan<- error) {
+		h := sha256.New()
+		buf := make([]byte, 12345)
+		for got := 0; got < size; {
+			n, err := c.Read(buf)
+			h.Write(buf[:n])
+			got += n
+			if err != nil {
+				errc <- err
+				return
+			}
+		}
+		if !bytes.Equal(h.Sum(nil), want[:]) {
+			errc <- errors.New("data differs")
+			return
+		}
+		errc <- nil
+	}
+	ab, ba := make([]byte, size), make([]byte, size)
+	rand.Read(ab)
+	rand.Read(ba)
+	errc := make(chan error, 4)
+	go send(a, ab, errc)
+	go send(b, ba, errc)
+	go recv(b, sha256.Sum256(ab), errc)
+	go recv(a, sha256.Sum256(ba), errc)
+	for range 4 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if _, err := a.Write([]byte("last words")); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	got, err := io.ReadAll(b)
+	if string(got) != "last words" || err != nil {
+		t.Errorf("after the peer's Close: read %q, %v; want the last words, then EOF", got, err)
+	}
+	if _, err := b.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("write to a closed peer: %v, want io.ErrClosedPipe", err)
+	}
+	if _, err := a.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("read of a closed end: %v, want net.ErrClosed", err)
+	}
+}
