@@ -5,6 +5,7 @@
 #   PORTHOLE_BENCH_MIB=64 tools/bench/run.sh
 #   PORTHOLE_BENCH_AGENT_ENV="GOMEMLIMIT=off" tools/bench/run.sh   # the agent without its GC default
 #   PORTHOLE_BENCH_AGENT_CPUS=0.5 tools/bench/run.sh  # the agent held to half a CPU, as a device
+#   BENCH='BenchmarkStack/(sftp|scp)' tools/bench/run.sh  # only the transfers
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -15,6 +16,6 @@ echo "go:      $(go version)"
 echo "ssh:     $(ssh -V 2>&1)"
 echo "size:    ${PORTHOLE_BENCH_MIB:-256} MiB per transfer; agent env: ${PORTHOLE_BENCH_AGENT_ENV:-(defaults)}; agent CPU limit: ${PORTHOLE_BENCH_AGENT_CPUS:-none}"
 echo
-go test -run '^$' -bench '^BenchmarkStack$' -benchtime 1x -count "${COUNT:-1}" -timeout 60m -v ./tools/bench/ 2>&1 |
+go test -run '^$' -bench "${BENCH:-^BenchmarkStack\$}" -benchtime 1x -count "${COUNT:-1}" -timeout 60m -v ./tools/bench/ 2>&1 |
 	grep -E '^(Benchmark|ok|FAIL|PASS)|RATIO|MEMORY|--- FAIL|bench_test.go' || true
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) after the run"
