@@ -97,6 +97,15 @@ func (b *pipeBuf) write(p []byte) (n int, err error, ok bool) {
 		return 0, nil, false
 	}
 	for n < len(p) && room > 0 {
+		// Fill the last pooled chunk first, so that memory stays near what is
+		// buffered however small the writes are.
+		if last := len(b.chunks) - 1; last >= 0 && cap(b.chunks[last]) == MaxPayload && len(b.chunks[last]) < MaxPayload {
+			k := min(len(p)-n, room, MaxPayload-len(b.chunks[last]))
+			b.chunks[last] = append(b.chunks[last], p[n:n+k]...)
+			n += k
+			room -= k
+			continue
+		}
 		k := min(len(p)-n, room, MaxPayload)
 		b.chunks = append(b.chunks, payloads.Copy(p[n:n+k]))
 		n += k

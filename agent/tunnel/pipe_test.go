@@ -86,3 +86,24 @@ func TestPipeTransfer(t *testing.T) {
 		t.Errorf("read of a closed end: %v, want net.ErrClosed", err)
 	}
 }
+
+// TestPipeSmallWrites: many small writes share pooled chunks instead of taking a
+// chunk each, so a full buffer holds about pipeBuffer octets of memory.
+func TestPipeSmallWrites(t *testing.T) {
+	a, b := Pipe()
+	defer a.Close()
+	defer b.Close()
+	piece := bytes.Repeat([]byte("x"), 5000)
+	for range pipeBuffer / len(piece) {
+		if _, err := a.Write(piece); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := a.(*pipeEnd).out
+	buf.mu.Lock()
+	chunks, n := len(buf.chunks), buf.n
+	buf.mu.Unlock()
+	if want := (n + MaxPayload - 1) / MaxPayload; chunks != want {
+		t.Errorf("%d octets buffered in %d chunks, want %d", n, chunks, want)
+	}
+}
