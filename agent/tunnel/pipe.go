@@ -29,7 +29,7 @@ func Pipe() (net.Conn, net.Conn) {
 // pipeBuf is one direction: chunks written and not yet read.
 type pipeBuf struct {
 	mu       sync.Mutex
-	chunks   [][]byte // copies of what was written (pool-backed when large); chunks[0][off:] is next
+	chunks   [][]byte // pooled buffers holding what was written (pool-backed when large); chunks[0][off:] is next
 	off      int
 	n        int           // octets buffered
 	eof      bool          // the writing end closed: readers drain, then io.EOF
@@ -97,19 +97,16 @@ func (b *pipeBuf) write(p []byte) (n int, err error, ok bool) {
 		return 0, nil, false
 	}
 	for n < len(p) && room > 0 {
-		// Fill the last pooled chunk first, so that memory stays near what is
+		// Fill the last chunk, then take another: memory stays near what is
 		// buffered however small the writes are.
-		if last := len(b.chunks) - 1; last >= 0 && cap(b.chunks[last]) == MaxPayload && len(b.chunks[last]) < MaxPayload {
+		if last := len(b.chunks) - 1; last >= 0 && len(b.chunks[last]) < MaxPayload {
 			k := min(len(p)-n, room, MaxPayload-len(b.chunks[last]))
 			b.chunks[last] = append(b.chunks[last], p[n:n+k]...)
 			n += k
 			room -= k
 			continue
 		}
-		k := min(len(p)-n, room, MaxPayload)
-		b.chunks = append(b.chunks, payloads.Copy(p[n:n+k]))
-		n += k
-		room -= k
+		b.chunks = append(b.chunks, payloads.Get())
 	}
 	b.n += n
 	wake(b.readable)

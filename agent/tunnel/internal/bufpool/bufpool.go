@@ -30,6 +30,10 @@ func (p *Pool) Copy(b []byte) []byte {
 	return c
 }
 
+// Get returns an empty pooled buffer of capacity Size, to be appended to and
+// released like a copy.
+func (p *Pool) Get() []byte { return (*p.p.Get().(*[]byte))[:0] }
+
 // Release returns a copy made by Copy once it has been used; b must not be used
 // afterwards. Copies that were not pooled are ignored: only pooled buffers have
 // capacity Size (a copy to size below Min is smaller, one above Size larger).

@@ -35,3 +35,12 @@ func TestCopy(t *testing.T) {
 		t.Errorf("copy after release: len %d cap %d, want %d", len(c), cap(c), size)
 	}
 }
+
+func TestGet(t *testing.T) {
+	p := New(1024, 16)
+	b := p.Get()
+	if len(b) != 0 || cap(b) != 1024 {
+		t.Fatalf("Get: len %d cap %d, want 0 and 1024", len(b), cap(b))
+	}
+	p.Release(append(b, "x"...))
+}
