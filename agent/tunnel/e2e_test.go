@@ -3,6 +3,7 @@ package tunnel_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -137,5 +138,24 @@ func TestEndToEndMixedSubprotocols(t *testing.T) {
 		dstTweak: func(d *tunnel.Destination) { d.Protocol = tunnel.V2 }})
 	if err := roundTrip(h.addr("SSH"), 0x44, 256<<10); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEndToEndBusyThenQuiet: one connection alternates bulk and small exchanges,
+// so each side's reader moves between its small and its pooled buffer (pumpUp);
+// every byte is checked each time.
+func TestEndToEndBusyThenQuiet(t *testing.T) {
+	targets, keys := threeTargets(t)
+	h := newHarness(t, setup{services: threeServices, targets: targets})
+	svc := threeServices[0]
+	c, err := net.Dial("tcp", h.Addr(svc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i, size := range []int{1 << 20, 100, 1, 300 << 10, 4 << 10, 17, 1 << 20} {
+		if err := roundTripConn(c, keys[svc], size); err != nil {
+			t.Fatalf("exchange %d (%d bytes): %v", i, size, err)
+		}
 	}
 }

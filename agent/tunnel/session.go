@@ -341,15 +341,21 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 }
 
 // pumpUp reads the local connection and sends DATA, at most chunk bytes a frame; the
-// WebSocket write blocks while the socket is busy, slowing this reader.
+// WebSocket write blocks while the socket is busy, slowing this reader. A quiet
+// connection reads into a small buffer and a busy one into a pooled frame-sized one,
+// so that idle connections (10 SSH sessions, or a hundred V3 keep-alives) do not
+// hold 63 KiB each.
 func (l *link) pumpUp(conn io.Reader) {
-	buf := make([]byte, l.s.opt.chunk)
+	small := make([]byte, min(smallRead, l.s.opt.chunk))
+	buf := small
+	var big []byte // pooled, while the connection is busy
+	defer func() { payloads.Release(big) }()
 	m := Message{Type: TypeData, StreamID: l.stream, ServiceID: l.service, ConnectionID: l.id}
 	for {
 		n, err := conn.Read(buf)
 		if n > 0 {
 			m.Payload = buf[:n]
-			if l.s.send(&m) != nil {
+			if l.s.send(&m) != nil { // sent, or failed, when it returns: buf is free
 				l.end()
 				return
 			}
@@ -358,8 +364,19 @@ func (l *link) pumpUp(conn io.Reader) {
 			l.endAndNotify()
 			return
 		}
+		switch {
+		case big == nil && n == len(small) && len(small) < l.s.opt.chunk:
+			big = payloads.Get()[:l.s.opt.chunk]
+			buf = big
+		case big != nil && n < smallRead:
+			payloads.Release(big)
+			big, buf = nil, small
+		}
 	}
 }
+
+// smallRead is the read buffer of a quiet local connection (pumpUp).
+const smallRead = 4 << 10
 
 // push queues a payload for the local connection. When the queue stays full for the
 // stall timeout, the connection is reset so that it cannot hold up the others.
