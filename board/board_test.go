@@ -112,7 +112,12 @@ func runBoard(t *testing.T, h *host, c Conf) {
 	// Boot, following the serial console.
 	ctx, cancel := context.WithTimeout(context.Background(), c.BootTimeout+4*time.Minute)
 	defer cancel()
-	qemu := exec.CommandContext(ctx, "./boot.sh", c.Name, out, "", c.KernelArgs)
+	fwd, directPort := "", 0
+	if benchMiB() > 0 {
+		directPort = freePort(t)
+		fwd = strconv.Itoa(directPort)
+	}
+	qemu := exec.CommandContext(ctx, "./boot.sh", c.Name, out, fwd, c.KernelArgs)
 	qemu.WaitDelay = 5 * time.Second
 	console, err := qemu.StdoutPipe()
 	if err != nil {
@@ -283,6 +288,10 @@ func runBoard(t *testing.T, h *host, c Conf) {
 		t.Errorf("%s: the file fetched back differs (read error %v)", c.Name, err)
 	}
 
+	if n := benchMiB(); n > 0 {
+		benchBoard(t, h, c.Name, dir, n, port, directPort)
+	}
+
 	// Power off; QEMU exits (-no-reboot).
 	ssh(15*time.Second, "poweroff -f")
 	select {
@@ -313,6 +322,12 @@ func waitDestination(ctx context.Context, h *host, id string, d time.Duration) e
 
 func writeOverlay(t *testing.T, h *host, thing, dir string) {
 	t.Helper()
+	listen := ""
+	if benchMiB() > 0 {
+		// Direct SSH for the comparison, reachable only through QEMU's host
+		// forward on the host's loopback (boot.sh).
+		listen = `listen = "0.0.0.0:22"`
+	}
 	etc := filepath.Join(dir, "etc", "porthole")
 	if err := os.MkdirAll(etc, 0o755); err != nil {
 		t.Fatal(err)
@@ -344,10 +359,11 @@ SSH = "builtin"
 
 [ssh]
 authorized_keys = ["/etc/porthole/authorized_keys"]
+%s
 
 [log]
 level = "info"
-`, thing, h.mqttPort, tport)
+`, thing, h.mqttPort, tport, listen)
 	if err := os.WriteFile(filepath.Join(etc, "porthole.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -383,4 +399,65 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// benchMiB is PORTHOLE_BOARD_BENCH_MIB: with it, each board also measures scp
+// throughput through the tunnel against direct SSH to the same agent (QEMU's host
+// forward to the agent's [ssh] listen), a device-bound comparison: the emulated
+// CPU is the bottleneck. 0 (unset) skips it; make test does not set it. Run one
+// board at a time (PORTHOLE_BOARDS) so that the boards do not share the host's CPUs.
+func benchMiB() int {
+	n, _ := strconv.Atoi(os.Getenv("PORTHOLE_BOARD_BENCH_MIB"))
+	return max(n, 0)
+}
+
+// benchBoard moves n MiB with scp up and down, through the tunnel (port) and
+// directly (directPort), checks every transfer by hash and logs MiB/s and the ratio.
+func benchBoard(t *testing.T, h *host, name, dir string, n, port, directPort int) {
+	blob := make([]byte, n<<20)
+	rand.Read(blob)
+	sum := sha256.Sum256(blob)
+	local := filepath.Join(dir, "bench")
+	if err := os.WriteFile(local, blob, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rate := map[string]float64{}
+	for _, dirn := range []string{"put", "get"} {
+		for _, path := range []struct {
+			name string
+			port int
+		}{{"tunnel", port}, {"direct", directPort}} {
+			back := filepath.Join(dir, "bench.back")
+			os.Remove(back)
+			args := append([]string{"-P", strconv.Itoa(path.port)}, commonOpts(h)...)
+			if dirn == "put" {
+				args = append(args, local, "root@127.0.0.1:/tmp/bench")
+			} else {
+				args = append(args, "root@127.0.0.1:/tmp/bench", back)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			t0 := time.Now()
+			out, err := exec.CommandContext(ctx, "scp", args...).CombinedOutput()
+			d := time.Since(t0)
+			cancel()
+			if err != nil {
+				t.Fatalf("%s: scp %s %s: %v\n%s", name, dirn, path.name, err, out)
+			}
+			if dirn == "get" {
+				if b, err := os.ReadFile(back); err != nil || sha256.Sum256(b) != sum {
+					t.Fatalf("%s: scp get %s: the file differs (read error %v)", name, path.name, err)
+				}
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				out, err := exec.CommandContext(ctx, "ssh", append(sshOpts(h, port), "root@127.0.0.1", "sha256sum /tmp/bench")...).Output()
+				cancel()
+				if got := strings.Fields(string(out) + " ")[0]; err != nil || got != hex.EncodeToString(sum[:]) {
+					t.Fatalf("%s: scp put %s: sha256 on the board %q (%v)", name, path.name, got, err)
+				}
+			}
+			rate[dirn+"/"+path.name] = float64(n) / d.Seconds()
+		}
+		t.Logf("%s: BENCH scp %s %d MiB: tunnel %.2f MiB/s, direct %.2f MiB/s, ratio %.2f", name, dirn, n,
+			rate[dirn+"/tunnel"], rate[dirn+"/direct"], rate[dirn+"/tunnel"]/rate[dirn+"/direct"])
+	}
 }
