@@ -154,6 +154,9 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("CONNECT: clean start %v, session expiry %d, keepalive %d, client id %q; want false, 3600, 60, thing-a",
 			cp.CleanStart, expiry, cp.KeepAlive, cp.ClientID)
 	}
+	if cp.Properties == nil || cp.Properties.ReceiveMaximum == nil || *cp.Properties.ReceiveMaximum != receiveMaximum {
+		t.Errorf("CONNECT: receive maximum not %d (paho queues that many notifications per connection)", receiveMaximum)
+	}
 }
 
 func TestRunTwiceAtOnce(t *testing.T) {

@@ -31,16 +31,23 @@ func (e *connackError) Error() string {
 
 func (e *connackError) Unwrap() error { return e.err }
 
+// receiveMaximum is how many QoS 1 notifications the broker may have in flight
+// to the agent at once (MQTT 5.0 §3.1.2.11.3). Notifications are rare and
+// handled at once; the default, 65535, made paho allocate a queue of that many
+// entries per connection: 0.8 MiB of the agent's 1.5 MiB idle heap on amd64.
+const receiveMaximum = 32
+
 // connectPacket is the CONNECT of every connection: clean start false and
 // a session expiry, so the broker keeps the subscription and queues QoS 1
 // notifications while the device is offline (MQTT 5.0 §3.1.2.4, §3.1.2.11.2).
 func (l *Listener) connectPacket() *paho.Connect {
 	expiry := uint32(l.cfg.SessionExpiry / time.Second)
+	recvMax := uint16(receiveMaximum)
 	return &paho.Connect{
 		ClientID:   l.cfg.ClientID,
 		KeepAlive:  uint16(l.cfg.KeepAlive / time.Second),
 		CleanStart: false,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry, ReceiveMaximum: &recvMax},
 	}
 }
 
