@@ -143,6 +143,14 @@ func TestConnectStdioReusesToken(t *testing.T) {
 	ddone := make(chan struct{})
 	go func() { defer close(ddone); d.Run(ctx) }()
 	defer func() { cancel(); <-ddone }()
+	// The source starts once the destination is there: the service drops what
+	// arrives for an absent peer, so a STREAM_START sent first would be lost and
+	// the destination would reset the stream's data (a race, seen once in CI).
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := tun.WaitConnects(wctx, tunneltest.Destination, 1); err != nil {
+		t.Fatalf("destination did not connect: %v", err)
+	}
 
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tokenFile, []byte(tun.SourceToken+"\n"), 0o600)
