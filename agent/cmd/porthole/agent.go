@@ -64,14 +64,20 @@ func setMemoryLimit(getenv func(string) string) {
 	}
 }
 
-func runAgent(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("porthole agent", flag.ContinueOnError)
+// configFlag parses the -c flag of a subcommand and loads that config file.
+func configFlag(name string, args []string, stderr io.Writer) (*agent.Config, string, error) {
+	fs := flag.NewFlagSet("porthole "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "/etc/porthole/porthole.toml", "config file")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return nil, "", err
 	}
 	cfg, err := loadConfig(*path)
+	return cfg, *path, err
+}
+
+func runAgent(args []string, stderr io.Writer) error {
+	cfg, path, err := configFlag("agent", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -95,7 +101,7 @@ func runAgent(args []string, stderr io.Writer) error {
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				ncfg, err := agent.LoadConfig(*path)
+				ncfg, err := agent.LoadConfig(path)
 				if err != nil {
 					log.Error("reload refused: config invalid, keeping the running one", "error", err)
 					continue
@@ -121,17 +127,11 @@ func runAgent(args []string, stderr io.Writer) error {
 }
 
 func runCheckConfig(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("porthole check-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "/etc/porthole/porthole.toml", "config file")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*path)
+	cfg, path, err := configFlag("check-config", args, stderr)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (thing %s, %d services, data in %s)\n", *path, cfg.ThingName, len(cfg.Services), cfg.DataDir)
+	fmt.Fprintf(stdout, "%s: ok (thing %s, %d services, data in %s)\n", path, cfg.ThingName, len(cfg.Services), cfg.DataDir)
 	return nil
 }
 
