@@ -133,7 +133,7 @@ func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) erro
 	if creds.AccessKeyID == "" {
 		creds = Credentials{AccessKeyID: "porthole-console", SecretAccessKey: "unsigned"}
 	}
-	signV4(req, body, creds, region, "IoTSecuredTunneling", now())
+	tunneld.SignV4(req, body, creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken, region, "IoTSecuredTunneling", now())
 	resp, err := c.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)

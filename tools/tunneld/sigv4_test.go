@@ -48,3 +48,29 @@ func TestSigV4Vanilla(t *testing.T) {
 		})
 	}
 }
+
+// TestSignV4: SignV4 gives the get-vanilla vector's Authorization, and what it
+// signs (a POST with a body and a session token) is what the server accepts.
+func TestSignV4(t *testing.T) {
+	now := time.Date(2015, 8, 30, 12, 36, 0, 0, time.UTC)
+	req, _ := http.NewRequest(http.MethodGet, "https://example.amazonaws.com/", nil)
+	SignV4(req, nil, "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "", "us-east-1", "service", now)
+	want := "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, " +
+		"Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+	if got := req.Header.Get("Authorization"); got != want {
+		t.Fatalf("Authorization = %q\nwant %q", got, want)
+	}
+
+	s := &Server{cfg: Config{Credentials: map[string]string{"AKID": "secret"}, now: func() time.Time { return now }}}
+	body := []byte(`{"description":"x"}`)
+	req, _ = http.NewRequest(http.MethodPost, "http://127.0.0.1:1/", nil)
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	req.Header.Set("X-Amz-Target", "IoTSecuredTunneling.OpenTunnel")
+	SignV4(req, body, "AKID", "secret", "session", "us-east-1", "IoTSecuredTunneling", now)
+	if err := s.checkAuth(req, body); err != nil {
+		t.Fatalf("the server refused SignV4's request: %v", err)
+	}
+	if err := s.checkAuth(req, []byte(`{"description":"y"}`)); err == nil {
+		t.Fatal("the server accepted a changed body")
+	}
+}
