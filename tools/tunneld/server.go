@@ -2,7 +2,6 @@ package tunneld
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 
 	"fmt"
@@ -654,11 +653,5 @@ func servicesOf(r *record) []string {
 	return r.Dest.Services
 }
 
-// newUUID returns a random version 4 UUID, the shape of AWS tunnel IDs.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
+// newUUID is the shape of AWS tunnel and request IDs.
+var newUUID = dataplane.NewUUID

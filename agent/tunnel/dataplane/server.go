@@ -364,7 +364,7 @@ func (s *Server) recordLocked(h *Handshake) {
 // refuse records the handshake and answers it with status and exactly body.
 func (s *Server) refuse(w http.ResponseWriter, h *Handshake, status int, body string) {
 	// Error responses carry a channel-id too (spec §2.2).
-	h.Status, h.Body, h.ChannelID = status, body, newUUID()
+	h.Status, h.Body, h.ChannelID = status, body, NewUUID()
 	w.Header().Set("channel-id", h.ChannelID)
 	s.mu.Lock()
 	s.recordLocked(h)
@@ -452,7 +452,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 		return nil
 	}
 	raw, _ := r.Context().Value(rawConnKey{}).(net.Conn)
-	h.Status, h.Subprotocol, h.ChannelID = http.StatusSwitchingProtocols, proto, newUUID()
+	h.Status, h.Subprotocol, h.ChannelID = http.StatusSwitchingProtocols, proto, NewUUID()
 	s.mu.Lock()
 	s.recordLocked(h)
 	s.mu.Unlock()
@@ -583,8 +583,8 @@ func NewToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// newUUID returns a random version 4 UUID.
-func newUUID() string {
+// NewUUID returns a random version 4 UUID (channel ids here, tunnel ids in tunneld).
+func NewUUID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
