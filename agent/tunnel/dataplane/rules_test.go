@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -9,9 +8,9 @@ import (
 	"testing"
 
 	"github.com/coder/websocket"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/internal/wstest"
 )
 
 func TestHandshakeRules(t *testing.T) {
@@ -204,19 +203,8 @@ func TestViolationsClose(t *testing.T) {
 	}
 }
 
-// rawFrame builds a frame from hand-encoded fields, for bytes AppendFrame refuses or
-// would encode differently.
-func rawFrame(fields ...[]byte) []byte {
-	body := bytes.Join(fields, nil)
-	return append([]byte{byte(len(body) >> 8), byte(len(body))}, body...)
-}
-
-func varintField(num protowire.Number, v uint64) []byte {
-	b := protowire.AppendTag(nil, num, protowire.VarintType)
-	return protowire.AppendVarint(b, v)
-}
-
-func bytesField(num protowire.Number, v []byte) []byte {
-	b := protowire.AppendTag(nil, num, protowire.BytesType)
-	return protowire.AppendBytes(b, v)
-}
+var (
+	rawFrame    = wstest.RawFrame
+	varintField = wstest.VarintField
+	bytesField  = wstest.BytesField
+)

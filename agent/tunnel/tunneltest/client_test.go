@@ -37,9 +37,6 @@ func pair(t *testing.T, services ...string) (*Server, *Tunnel, *client, *client)
 	s := NewServer(t)
 	s.Logf = t.Logf
 	tun := s.OpenTunnel(services...)
-	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
-	dst.WantServiceIDs(services...)
-	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
-	src.WantServiceIDs(services...)
+	src, dst := wstest.Pair(t, s.URL, tun.SourceToken, tun.DestinationToken, services...)
 	return s, tun, src, dst
 }

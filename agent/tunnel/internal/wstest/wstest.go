@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/internal/wsstream"
@@ -193,4 +194,31 @@ func (c *Client) WantServiceIDs(services ...string) {
 	if m.Type != tunnel.TypeServiceIDs || !slices.Equal(m.AvailableServiceIDs, services) {
 		c.T.Fatalf("first frame = %v, want SERVICE_IDS %q", m, services)
 	}
+}
+
+// Pair connects both sides of a tunnel of the data plane at url (V3) and reads
+// their SERVICE_IDS.
+func Pair(t *testing.T, url, sourceToken, destinationToken string, services ...string) (src, dst *Client) {
+	t.Helper()
+	dst = Dial(t, url, Opts{Mode: "destination", Token: destinationToken})
+	dst.WantServiceIDs(services...)
+	src = Dial(t, url, Opts{Mode: "source", Token: sourceToken})
+	src.WantServiceIDs(services...)
+	return src, dst
+}
+
+// RawFrame builds a frame from hand-encoded fields, for bytes AppendFrame refuses
+// or would encode differently.
+func RawFrame(fields ...[]byte) []byte {
+	body := slices.Concat(fields...)
+	return append([]byte{byte(len(body) >> 8), byte(len(body))}, body...)
+}
+
+// VarintField and BytesField encode one protobuf field.
+func VarintField(num protowire.Number, v uint64) []byte {
+	return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), v)
+}
+
+func BytesField(num protowire.Number, v []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), v)
 }
