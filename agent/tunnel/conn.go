@@ -373,22 +373,17 @@ func (c *Conn) readError(err error) error {
 	return err
 }
 
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, MaxMessageSize+lengthPrefixSize); return &b }}
-
 // WriteMessage sends m as one binary WebSocket message. It blocks while the socket
 // is busy, which is how a fast local reader is slowed to the tunnel's pace.
 func (c *Conn) WriteMessage(ctx context.Context, m *Message) error {
-	bp := framePool.Get().(*[]byte)
-	defer framePool.Put(bp)
-	b, err := AppendFrame((*bp)[:0], m)
-	if err != nil {
+	if err := m.checkEncodable(); err != nil {
 		return err
 	}
-	*bp = b
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := c.ws.writeBinary(b); err != nil {
+	// Encoded straight into the frame buffer, under the write lock.
+	if err := c.ws.writeFrameWith(opBinary, func(b []byte) ([]byte, error) { return AppendFrame(b, m) }); err != nil {
 		return c.readError(err)
 	}
 	return nil

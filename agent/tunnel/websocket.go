@@ -317,29 +317,49 @@ func headerHasToken(v, token string) bool {
 
 // writeFrame sends one masked frame (clients always mask, RFC 6455 §5.3).
 func (c *wsConn) writeFrame(op byte, payload []byte) error {
+	return c.writeFrameWith(op, func(b []byte) ([]byte, error) { return append(b, payload...), nil })
+}
+
+// maxFrameHeader is the longest client frame header: 2 octets, an 8-octet length
+// and the 4-octet mask key.
+const maxFrameHeader = 14
+
+// writeFrameWith sends one masked frame whose payload appendPayload appends to the
+// frame buffer, so that a tunnel message is encoded where it is sent from: no
+// copy, and no frame-sized buffer held by each writer that waits for the lock.
+// If appendPayload fails, nothing is sent.
+func (c *wsConn) writeFrameWith(op byte, appendPayload func([]byte) ([]byte, error)) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b := c.wbuf[:0]
-	b = append(b, 0x80|op)
+	// The payload goes after room for the longest header; the header is then
+	// written right before the payload.
+	b := append(c.wbuf[:0], make([]byte, maxFrameHeader)...)
+	b, err := appendPayload(b)
+	if err != nil {
+		return err
+	}
+	payload := b[maxFrameHeader:]
+	var h [maxFrameHeader]byte
+	hdr := append(h[:0], 0x80|op)
 	switch n := len(payload); {
 	case n < 126:
-		b = append(b, 0x80|byte(n))
+		hdr = append(hdr, 0x80|byte(n))
 	case n <= 0xffff:
-		b = append(b, 0x80|126, byte(n>>8), byte(n))
+		hdr = append(hdr, 0x80|126, byte(n>>8), byte(n))
 	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
+		hdr = append(hdr, 0x80|127)
+		hdr = binary.BigEndian.AppendUint64(hdr, uint64(n))
 	}
 	var key [4]byte
 	binary.LittleEndian.PutUint32(key[:], uint32(c.rng.Uint64()))
-	b = append(b, key[:]...)
-	start := len(b)
-	b = append(b, payload...)
-	mask(b[start:], key)
+	hdr = append(hdr, key[:]...)
+	mask(payload, key)
+	frame := b[maxFrameHeader-len(hdr):]
+	copy(frame, hdr)
 	if c.batch != nil {
 		c.batch.begin()
 	}
-	_, err := c.conn.Write(b)
+	_, err = c.conn.Write(frame)
 	if c.batch != nil {
 		if berr := c.batch.end(); err == nil {
 			err = berr
@@ -412,7 +432,7 @@ func mask(b []byte, key [4]byte) {
 	}
 }
 
-// WriteBinary sends p as one binary message.
+// writeBinary sends p as one binary message.
 func (c *wsConn) writeBinary(p []byte) error { return c.writeFrame(opBinary, p) }
 
 // ping sends a ping; its pong is reported through onPong.

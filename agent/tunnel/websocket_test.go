@@ -153,6 +153,24 @@ func TestWriteFrameIsMasked(t *testing.T) {
 	}
 }
 
+func TestWriteFrameWithFailureSendsNothing(t *testing.T) {
+	c, out := wsFromBytes(nil)
+	boom := errors.New("boom")
+	err := c.writeFrameWith(opBinary, func(b []byte) ([]byte, error) { return append(b, "half"...), boom })
+	if !errors.Is(err, boom) || out.Len() != 0 {
+		t.Fatalf("err %v, %d bytes sent; want boom and nothing", err, out.Len())
+	}
+	m := &Message{Type: TypeData, StreamID: 1, Payload: []byte("x")}
+	if err := c.writeFrameWith(opBinary, func(b []byte) ([]byte, error) { return AppendFrame(b, m) }); err != nil {
+		t.Fatal(err)
+	}
+	op, p, rest := unmask(t, out.Bytes())
+	want, _ := AppendFrame(nil, m)
+	if op != opBinary || !bytes.Equal(p, want) || len(rest) != 0 {
+		t.Fatalf("the frame after the failure: op %d payload %x, want %x", op, p, want)
+	}
+}
+
 func TestReadResponse(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
