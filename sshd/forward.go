@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -191,7 +190,7 @@ func proxy(ctx context.Context, ch gossh.Channel, c net.Conn) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		io.Copy(c, ch)
+		copyStream(c, ch)
 		if cw, ok := c.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		} else {
@@ -200,7 +199,7 @@ func proxy(ctx context.Context, ch gossh.Channel, c net.Conn) {
 	}()
 	go func() {
 		defer wg.Done()
-		io.Copy(ch, c)
+		copyStream(ch, c)
 		ch.CloseWrite()
 	}()
 	wg.Wait()

@@ -436,17 +436,17 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	stdin.Add(1)
 	go func() {
 		defer stdin.Done()
-		io.Copy(inW, sess.reader())
+		copyStream(inW, sess.reader())
 		inW.Close()
 	}()
 	output.Add(2)
 	go func() {
 		defer output.Done()
-		io.Copy(sess.writer(sess.ch), outR)
+		copyStream(sess.writer(sess.ch), outR)
 	}()
 	go func() {
 		defer output.Done()
-		io.Copy(sess.writer(sess.ch.Stderr()), errR)
+		copyStream(sess.writer(sess.ch.Stderr()), errR)
 	}()
 	go func() {
 		state, _ := cmd.Process.Wait()
@@ -524,18 +524,19 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 	var exited atomic.Bool
 	outDone := make(chan struct{})
 	go func() {
-		io.Copy(ptmx, sess.reader())
+		copyStream(ptmx, sess.reader())
 		// EOF from the client: like OpenSSH, nothing is sent to the
 		// terminal; the program keeps running until it exits.
 	}()
 	go func() {
 		defer close(outDone)
 		w := sess.writer(sess.ch)
-		buf := make([]byte, 32*1024)
+		rb := newReadBuffer()
+		defer rb.release()
 		for {
-			n, err := ptmx.Read(buf)
+			n, err := ptmx.Read(rb.buf())
 			if n > 0 {
-				if _, werr := w.Write(buf[:n]); werr != nil {
+				if _, werr := w.Write(rb.buf()[:n]); werr != nil {
 					return
 				}
 				if exited.Load() {
@@ -545,6 +546,7 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 			if err != nil {
 				return
 			}
+			rb.adapt(n)
 		}
 	}()
 	go func() {
