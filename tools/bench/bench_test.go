@@ -84,7 +84,8 @@ func BenchmarkStack(b *testing.B) {
 	// PORTHOLE_BENCH_AGENT_ENV (space-separated NAME=VALUE) reaches only the agent,
 	// e.g. "GOGC=100 GOMEMLIMIT=off" to compare the agent's GC defaults.
 	s := stack.Start(b, stack.Options{Services: []string{fmt.Sprintf("BULK = %q", bulkAddr)},
-		Env: strings.Fields(os.Getenv("PORTHOLE_BENCH_AGENT_ENV"))})
+		Env:            strings.Fields(os.Getenv("PORTHOLE_BENCH_AGENT_ENV")),
+		PlainWebSocket: os.Getenv("PORTHOLE_BENCH_PLAIN_WS") == "1"})
 	b.Logf("agent pid %d; direct sshd at %s", s.Agent.Process.Pid, s.SSHAddr)
 	if cpus := agentCPUs(b); cpus > 0 {
 		limitCPU(b, s.Agent.Process.Pid, cpus)
@@ -266,6 +267,7 @@ func BenchmarkStack(b *testing.B) {
 	// Memory with 10 SSH sessions and one transfer running.
 	b.Run("memory", func(b *testing.B) {
 		var loaded stack.Proc
+		var loadedCPU time.Duration // the agent's, during the upload
 		for range b.N {
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
@@ -284,6 +286,7 @@ func BenchmarkStack(b *testing.B) {
 				transfer(b, s, "sftp", "put", tunnelPort, src, filepath.Join(dir, "mem.bin"), "", dir)
 			}()
 			peak := stack.Proc{}
+			cpu0 := s.AgentProc().CPU
 			for {
 				select {
 				case <-done:
@@ -295,6 +298,7 @@ func BenchmarkStack(b *testing.B) {
 				}
 				break
 			}
+			loadedCPU += s.AgentProc().CPU - cpu0
 			cancel()
 			wg.Wait()
 			loaded = peak
@@ -302,6 +306,7 @@ func BenchmarkStack(b *testing.B) {
 		b.ReportMetric(float64(idle.RSS)/(1<<20), "idle-RSS-MiB")
 		b.ReportMetric(float64(oneTunnel.RSS)/(1<<20), "tunnel-RSS-MiB")
 		b.ReportMetric(float64(loaded.RSS)/(1<<20), "loaded-RSS-MiB")
+		b.ReportMetric(float64(loadedCPU.Milliseconds())/float64(mib*b.N), "loaded-agent-cpu-ms/MiB")
 		b.Logf("MEMORY idle RSS %s (anon %s, file %s); one idle tunnel %s (anon %s, file %s); 10 sessions + sftp peak %s (anon %s, file %s)",
 			stack.MiB(idle.RSS), stack.MiB(idle.RSSAnon), stack.MiB(idle.RSSFile),
 			stack.MiB(oneTunnel.RSS), stack.MiB(oneTunnel.RSSAnon), stack.MiB(oneTunnel.RSSFile),

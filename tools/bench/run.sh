@@ -6,6 +6,7 @@
 #   PORTHOLE_BENCH_AGENT_ENV="GOMEMLIMIT=off" tools/bench/run.sh   # the agent without its GC default
 #   PORTHOLE_BENCH_AGENT_CPUS=0.5 tools/bench/run.sh  # the agent held to half a CPU, as a device
 #   BENCH='BenchmarkStack/(sftp|scp)' tools/bench/run.sh  # only the transfers
+#   PORTHOLE_BENCH_PLAIN_WS=1 tools/bench/run.sh     # ws:// between the proxies and tunneld: the tunnel without its two extra TLS hops
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -14,7 +15,7 @@ echo "machine: $(uname -srm), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuin
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) before the run"
 echo "go:      $(go version)"
 echo "ssh:     $(ssh -V 2>&1)"
-echo "size:    ${PORTHOLE_BENCH_MIB:-256} MiB per transfer; agent env: ${PORTHOLE_BENCH_AGENT_ENV:-(defaults)}; agent CPU limit: ${PORTHOLE_BENCH_AGENT_CPUS:-none}"
+echo "size:    ${PORTHOLE_BENCH_MIB:-256} MiB per transfer; agent env: ${PORTHOLE_BENCH_AGENT_ENV:-(defaults)}; agent CPU limit: ${PORTHOLE_BENCH_AGENT_CPUS:-none}; data plane: $([ "${PORTHOLE_BENCH_PLAIN_WS:-}" = 1 ] && echo 'ws:// (no TLS)' || echo 'wss://')"
 echo
 go test -run '^$' -bench "${BENCH:-^BenchmarkStack\$}" -benchtime 1x -count "${COUNT:-1}" -timeout 60m -v ./tools/bench/ 2>&1 |
 	grep -E '^(Benchmark|ok|FAIL|PASS)|RATIO|MEMORY|--- FAIL|bench_test.go' || true

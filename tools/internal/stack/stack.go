@@ -64,6 +64,10 @@ type Options struct {
 	Env []string
 	// TunneldLog receives tunneld's records; nil discards.
 	TunneldLog *slog.Logger
+	// PlainWebSocket serves the data plane as ws:// (no TLS) to the agent and to
+	// porthole connect: benchmarks use it to tell the cost of the two extra TLS
+	// hops from that of the tunnel itself.
+	PlainWebSocket bool
 }
 
 // Stack is one running path. Its fields are read-only after Start.
@@ -202,6 +206,10 @@ func Start(tb testing.TB, opt Options) *Stack {
 	ln.Close()
 	s.DataDir = filepath.Join(s.Dir, "data")
 	devCert, devKey := pki.Client(tb, Thing)
+	tunnelLines := opt.Tunnel
+	if opt.PlainWebSocket {
+		tunnelLines = append([]string{"allow_insecure_websocket = true"}, tunnelLines...)
+	}
 	cfg := fmt.Sprintf(`thing_name = %q
 data_dir = %q
 [mqtt]
@@ -222,7 +230,7 @@ SSH = "builtin"
 listen = %q
 authorized_keys = [%q]
 %s
-`, Thing, s.DataDir, s.Broker.Addr, pki.CAFile, devCert, devKey, strings.Join(opt.MQTT, "\n"), s.TDAddr, pki.CAFile, strings.Join(opt.Tunnel, "\n"),
+`, Thing, s.DataDir, s.Broker.Addr, pki.CAFile, devCert, devKey, strings.Join(opt.MQTT, "\n"), s.tunnelEndpoint(), pki.CAFile, strings.Join(tunnelLines, "\n"),
 		strings.Join(opt.Services, "\n"), s.SSHAddr, filepath.Join(s.Dir, "authorized_keys"), strings.Join(opt.SSH, "\n"))
 	s.Config = filepath.Join(s.Dir, "porthole.toml")
 	s.write(s.Config, []byte(cfg))
@@ -250,7 +258,11 @@ func (s *Stack) StartTunneld(addr string) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	td, err := tunneld.New(tunneld.Config{TLS: s.Broker.PKI.ServerTLS(tb, "tunneld"), Notifier: s.notifier, DataDir: s.tdDir, Logger: log})
+	cfg := tunneld.Config{Notifier: s.notifier, DataDir: s.tdDir, Logger: log}
+	if !s.opt.PlainWebSocket {
+		cfg.TLS = s.Broker.PKI.ServerTLS(tb, "tunneld")
+	}
+	td, err := tunneld.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -270,6 +282,15 @@ func (s *Stack) StartTunneld(addr string) {
 	s.mu.Lock()
 	s.td, s.tdServed, s.TDAddr = td, served, ln.Addr().String()
 	s.mu.Unlock()
+}
+
+// tunnelEndpoint is tunneld's data plane as the agent and porthole connect are
+// given it.
+func (s *Stack) tunnelEndpoint() string {
+	if s.opt.PlainWebSocket {
+		return "ws://" + s.TDAddr
+	}
+	return s.TDAddr
 }
 
 // StopTunneld shuts tunneld down (its state stays on disk).
@@ -386,7 +407,10 @@ func (s *Stack) ConnectServices(out *tunneld.OpenTunnelOutput, services ...strin
 	tok := filepath.Join(s.Dir, out.TunnelID+".token")
 	s.write(tok, []byte(out.SourceAccessToken+"\n"))
 	log = s.NewLog()
-	args := []string{"connect", "--endpoint", s.TDAddr, "--ca-file", s.Broker.PKI.CAFile, "--token-file", tok}
+	args := []string{"connect", "--endpoint", s.tunnelEndpoint(), "--ca-file", s.Broker.PKI.CAFile, "--token-file", tok}
+	if s.opt.PlainWebSocket {
+		args = append(args, "--allow-insecure-websocket")
+	}
 	for _, svc := range services {
 		args = append(args, "-L", svc+"=0")
 	}
