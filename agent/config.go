@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,8 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
+	"github.com/porthole-iot/porthole/agent/internal/toml"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/sshd"
 )
@@ -23,8 +21,9 @@ import (
 const BuiltinSSH = "builtin"
 
 // Config is the agent's configuration, read from a TOML file (see
-// porthole.example.toml for every key). Durations are strings like "30s".
-// Secrets are referenced by path only.
+// porthole.example.toml for every key; agent/internal/toml says which TOML:
+// v1.0 without floats, dates, arrays of tables and dotted keys). Durations are
+// strings like "30s". Secrets are referenced by path only.
 type Config struct {
 	// ThingName is the AWS IoT thing this device is (required).
 	ThingName string `toml:"thing_name"`
@@ -150,23 +149,12 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(b)
 }
 
-// ParseConfig decodes TOML, rejects unknown keys, applies defaults and validates.
+// ParseConfig decodes TOML, rejects unknown keys, applies defaults and
+// validates. A decoding error reads "config: line N: ...".
 func ParseConfig(b []byte) (*Config, error) {
 	var c Config
-	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
-	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("config: line %d: %s", pe.Position.Line, pe.Message)
-		}
-		return nil, fmt.Errorf("config: %v", err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return nil, fmt.Errorf("config: unknown key %s", strings.Join(keys, ", "))
+	if err := toml.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	c.setDefaults()
 	if err := c.Validate(); err != nil {

@@ -21,6 +21,8 @@ func FuzzParseConfig(f *testing.F) {
 		"[ssh]\npassword_hashes = { root = \"hunter2-secret\" }",
 		"[tunnel]\nping_interval = \"-1s\"",
 		"[log]\nlevel = \"debug\"\nformat = \"json\"",
+		"[services]\n\"CAM-2\" = 'unix:/run/cam.sock'\n[ssh.password_hashes]\nroot = \"\"\"$2y$10$x\"\"\"",
+		"[ssh]\naccept_env = [\n  \"LANG\", # comment\n  'LC_*',\n]\nmax_sessions = 0x10",
 		"[mqtt\n",
 		"a = [[[[[[[[[[1]]]]]]]]]]",
 	} {

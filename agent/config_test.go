@@ -46,10 +46,17 @@ func TestConfigDefaults(t *testing.T) {
 
 func TestConfigErrorsNameTheKey(t *testing.T) {
 	for _, tc := range []struct{ name, extra, want string }{
-		{"unknown key", "bogus = 1", "unknown key bogus"},
-		{"unknown nested key", "[tunnel]\nmax_tunnel = 3", "unknown key tunnel.max_tunnel"},
-		{"bad duration", "[tunnel]\nping_interval = \"soon\"", "bad duration"},
-		{"syntax", "[mqtt\n", "line"},
+		// Decoding errors (agent/internal/toml) give the line: extra lines go
+		// before minimalConfig (line 1 on) or after it (line 9 on).
+		{"unknown key", "bogus = 1", "config: line 1: unknown key bogus"},
+		{"unknown nested key", "[tunnel]\nmax_tunnel = 3", "config: line 10: unknown key tunnel.max_tunnel"},
+		{"unknown table", "[tunnels]\nmax_tunnels = 3", "config: line 9: unknown table [tunnels]"},
+		{"bad duration", "[tunnel]\nping_interval = \"soon\"", `config: line 10: tunnel.ping_interval: bad duration "soon"`},
+		{"syntax", "[mqtt\n", "config: line 9: want ] after a table name"},
+		{"duplicate key", "[mqtt]\nendpoint = \"b:1\"", "config: line 6: duplicate key mqtt.endpoint (first on line 5)"},
+		{"string for an integer", "[tunnel]\nmax_tunnels = \"4\"", "config: line 10: tunnel.max_tunnels: want an integer, got a string"},
+		{"float", "[tunnel]\nmax_tunnels = 4.0", "config: line 10: tunnel.max_tunnels: floats are not supported"},
+		{"dotted key", "tunnel.max_tunnels = 4", "config: line 1: dotted key tunnel.max_tunnels: not supported"},
 		{"bad service name", "[services]\n\"bad name\" = \"builtin\"", "services.bad name"},
 		{"bad target", "[services]\nWEB = \"localhost\"", "services.WEB"},
 		{"relative unix", "[services]\nWEB = \"unix:run/x\"", "services.WEB"},
