@@ -13,6 +13,7 @@ import (
 	"encoding"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -36,9 +37,10 @@ func errorAt(line int, format string, args ...any) error {
 
 // Unmarshal decodes the TOML document data into v, a pointer to a struct.
 // Only exported fields with a `toml:"name"` tag are keys. A field may be a
-// string, a bool, an integer of any size, an encoding.TextUnmarshaler (given
-// a string value), a slice of strings, a map of strings by string key, or a
-// struct (a table; it may also be written as an inline table). Other field
+// string, a bool, an integer of any size, an encoding.TextUnmarshaler (given a
+// string value, or an integer as its decimal text, as BurntSushi/toml does), a
+// slice of strings, a map of strings by string key, or a struct (a table; it
+// may also be written as an inline table). Other field
 // types are a programmer's error, reported without a line. Every other
 // problem is a *ParseError; a value is never quoted in one, as it may be a
 // secret.
@@ -207,6 +209,10 @@ func (d *decoder) set(t reflect.Value, path []string, v any, line int) error {
 func (d *decoder) assign(f reflect.Value, path []string, v any, line int) error {
 	t := f.Type()
 	if isText(t) {
+		if n, ok := v.(int64); ok {
+			// As BurntSushi/toml does: `idle_timeout = 0` is the text "0".
+			v = strconv.FormatInt(n, 10)
+		}
 		if s, ok := v.(string); ok {
 			if err := f.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(s)); err != nil {
 				return errorAt(line, "%s: %w", keyString(path), err)
