@@ -110,12 +110,15 @@ try {
 
   await waitScreen(pane, /[#$] *$/m, "a shell prompt");
   step("uname -m; echo $((6*7)); echo hello-from-browser");
+  // One command at a time, each after the previous one's output: keys typed
+  // while a command runs are echoed by the terminal into its output (typeahead),
+  // as on any terminal, and "ex86_64" is not an answer to uname -m.
   await type(pane, "uname -m");
-  await type(pane, "echo $((6*7))");
-  await type(pane, "echo hello-from-browser");
-  await waitScreen(pane, /^42\s*$/m, "42");
-  await waitScreen(pane, /^hello-from-browser\s*$/m, "hello-from-browser");
   results.uname = (await waitScreen(pane, /^(x86_64|aarch64|armv7l|mips|i686)\s*$/m, "uname -m output"))[1];
+  await type(pane, "echo $((6*7))");
+  await waitScreen(pane, /^42\s*$/m, "42");
+  await type(pane, "echo hello-from-browser");
+  await waitScreen(pane, /^hello-from-browser\s*$/m, "hello-from-browser");
   results.answer = "42";
 
   step("stty size follows the window");
