@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/internal/tlsbatch"
 )
 
 // The device binary speaks WebSocket (RFC 6455) through this small client instead of
@@ -82,7 +84,7 @@ type wsConn struct {
 
 	wmu   sync.Mutex // one frame at a time
 	wbuf  []byte
-	batch *recordBatcher // under TLS, or nil
+	batch *tlsbatch.Conn // under TLS, or nil
 	rng   *mrand.ChaCha8
 	close sync.Once
 
@@ -120,14 +122,14 @@ func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handsh
 		}
 		return nil, nil, err
 	}
-	var batch *recordBatcher
+	var batch *tlsbatch.Conn
 	if req.tls != nil {
 		tc := req.tls.Clone()
 		if tc.ServerName == "" {
 			tc.ServerName, _, _ = net.SplitHostPort(host)
 			tc.ServerName = strings.Trim(tc.ServerName, "[]")
 		}
-		batch = &recordBatcher{Conn: conn}
+		batch = tlsbatch.New(conn)
 		t := tls.Client(batch, tc)
 		if err := t.HandshakeContext(ctx); err != nil {
 			return fail(err)
@@ -356,63 +358,17 @@ func (c *wsConn) writeFrameWith(op byte, appendPayload func([]byte) ([]byte, err
 	mask(payload, key)
 	frame := b[maxFrameHeader-len(hdr):]
 	copy(frame, hdr)
-	if c.batch != nil {
-		c.batch.begin()
+	if c.batch != nil { // one write for the frame's TLS records
+		c.batch.Begin()
 	}
 	_, err = c.conn.Write(frame)
 	if c.batch != nil {
-		if berr := c.batch.end(); err == nil {
+		if berr := c.batch.End(); err == nil {
 			err = berr
 		}
 	}
 	if cap(b) <= 2*MaxWebSocketMessage {
 		c.wbuf = b
-	}
-	return err
-}
-
-// recordBatcher sits under crypto/tls and sends the records of one WebSocket frame
-// with one write: crypto/tls writes each record (≤ 16 KiB) with its own system call,
-// four for a full tunnel frame, and porthole connect spent 41 % of its CPU in them
-// during an upload (docs/benchmarks.md). Every write to the socket, batched or not,
-// happens under mu, so records that crypto/tls writes on its own (alerts, key
-// updates) keep their order.
-type recordBatcher struct {
-	net.Conn
-	mu       sync.Mutex
-	batching bool
-	buf      []byte
-}
-
-func (c *recordBatcher) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.batching {
-		c.buf = append(c.buf, p...)
-		return len(p), nil
-	}
-	return c.Conn.Write(p)
-}
-
-// begin gathers the writes that follow, until end sends them.
-func (c *recordBatcher) begin() {
-	c.mu.Lock()
-	c.batching = true
-	c.mu.Unlock()
-}
-
-// end sends what was gathered since begin.
-func (c *recordBatcher) end() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.batching = false
-	if len(c.buf) == 0 {
-		return nil
-	}
-	_, err := c.Conn.Write(c.buf)
-	c.buf = c.buf[:0]
-	if cap(c.buf) > 2*MaxWebSocketMessage {
-		c.buf = nil
 	}
 	return err
 }

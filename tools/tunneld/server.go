@@ -200,7 +200,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Close, and then returns ErrServerClosed.
 func (s *Server) Serve(l net.Listener) error {
 	if s.cfg.TLS != nil {
-		return s.hs.ServeTLS(l, "", "")
+		return s.hs.ServeTLS(dataplane.BatchingListener(l), "", "")
 	}
 	return s.hs.Serve(l)
 }

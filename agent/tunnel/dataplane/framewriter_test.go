@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -41,8 +42,15 @@ func (c *countedConn) Write(p []byte) (int, error) {
 }
 
 // TestFrameWriterOneWritePerFrame: a relayed frame of the largest size goes to
-// the socket in one write (the library's own 4 KiB buffer took two).
+// the socket in one write, with and without TLS (the library's own 4 KiB buffer
+// took two; crypto/tls alone writes each 16 KiB record by itself).
 func TestFrameWriterOneWritePerFrame(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", withTLS), func(t *testing.T) { oneWritePerFrame(t, withTLS) })
+	}
+}
+
+func oneWritePerFrame(t *testing.T, withTLS bool) {
 	payload := bytes.Repeat([]byte{7}, 2+tunnel.MaxMessageSize)
 	var before, after int64
 	done := make(chan struct{})
@@ -64,12 +72,22 @@ func TestFrameWriterOneWritePerFrame(t *testing.T) {
 		}
 		after = counter.writes.Load()
 	})
-	srv.Start()
+	url := ""
+	opts := &websocket.DialOptions{}
+	if withTLS {
+		srv.Listener = BatchingListener(counter)
+		srv.StartTLS()
+		url = "wss" + strings.TrimPrefix(srv.URL, "https")
+		opts.HTTPClient = srv.Client()
+	} else {
+		srv.Start()
+		url = "ws" + strings.TrimPrefix(srv.URL, "http")
+	}
 	defer srv.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	c, _, err := websocket.Dial(ctx, url, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/internal/tlsbatch"
 )
 
 // Side is one end of a tunnel.
@@ -344,8 +347,27 @@ func (w frameWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		c.Close()
 		return nil, nil, err
 	}
-	return c, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(c, frameWriteBuffer)), nil
+	var out io.Writer = c
+	if t, ok := c.(*tls.Conn); ok {
+		if b, ok := tlsbatch.Under(t); ok { // BatchingListener: the frame's records in one write too
+			out = batchedTLS{t, b}
+		}
+	}
+	return c, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(out, frameWriteBuffer)), nil
 }
+
+// batchedTLS writes to t with one system call per write, all records included.
+type batchedTLS struct {
+	t *tls.Conn
+	b *tlsbatch.Conn
+}
+
+func (w batchedTLS) Write(p []byte) (int, error) { return tlsbatch.Write(w.t, w.b, p) }
+
+// BatchingListener wraps l for a TLS server on top of it (http.Server.ServeTLS):
+// the data plane then writes each relayed frame, all its TLS records, with one
+// system call; crypto/tls alone writes each record (at most 16 KiB) by itself.
+func BatchingListener(l net.Listener) net.Listener { return tlsbatch.Listener(l) }
 
 // withFrameWriter gives rec a frame-sized write buffer when the writer under it
 // can be hijacked.
