@@ -280,9 +280,6 @@ func (cfg *Config) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
-// verifyPeer checks the server's chain and name as crypto/tls would with roots
-// and the system roots in one pool. The error is the one against roots, in the
-// type crypto/tls returns (its text starts "tls: failed to verify certificate").
 // IsCertificateError reports whether err is a failure to verify the service's TLS
 // certificate: an unknown authority, a wrong host name, a certificate expired or
 // not yet valid (or a clock that is wrong).
@@ -294,6 +291,9 @@ func IsCertificateError(err error) bool {
 	return errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &hn)
 }
 
+// verifyPeer checks the server's chain and name as crypto/tls would with roots
+// and the system roots in one pool. The error is the one against roots, in the
+// type crypto/tls returns (its text starts "tls: failed to verify certificate").
 func verifyPeer(cs tls.ConnectionState, roots *x509.CertPool) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("tls: the server sent no certificate")

@@ -35,11 +35,11 @@ func TestMask(t *testing.T) {
 }
 
 func BenchmarkWriteFrame(b *testing.B) {
-	c := &wsConn{conn: discardConn{}, rng: rand.NewChaCha8([32]byte{})}
+	c := newWSConn(discardConn{}, nil, [32]byte{})
 	p := make([]byte, MaxPayload)
 	b.SetBytes(int64(len(p)))
 	for b.Loop() {
-		if err := c.writeBinary(p); err != nil {
+		if err := c.writeFrame(opBinary, p); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -68,7 +68,7 @@ func (discardConn) Write(p []byte) (int, error) { return len(p), nil }
 
 // BenchmarkWriteMessage: a full DATA frame from Message to masked WebSocket frame.
 func BenchmarkWriteMessage(b *testing.B) {
-	c := &Conn{ws: &wsConn{conn: discardConn{}, rng: rand.NewChaCha8([32]byte{})}}
+	c := &Conn{ws: newWSConn(discardConn{}, nil, [32]byte{})}
 	m := &Message{Type: TypeData, StreamID: 1, ConnectionID: 1, ServiceID: "SSH", Payload: make([]byte, MaxPayload-16)}
 	b.SetBytes(int64(len(m.Payload)))
 	for b.Loop() {

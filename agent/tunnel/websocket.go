@@ -84,7 +84,7 @@ type wsConn struct {
 
 	wmu   sync.Mutex // one frame at a time
 	wbuf  []byte
-	batch *tlsbatch.Conn // under TLS, or nil
+	out   io.Writer // conn, or under TLS one write per frame (tlsbatch)
 	rng   *mrand.ChaCha8
 	close sync.Once
 
@@ -122,15 +122,13 @@ func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handsh
 		}
 		return nil, nil, err
 	}
-	var batch *tlsbatch.Conn
 	if req.tls != nil {
 		tc := req.tls.Clone()
 		if tc.ServerName == "" {
 			tc.ServerName, _, _ = net.SplitHostPort(host)
 			tc.ServerName = strings.Trim(tc.ServerName, "[]")
 		}
-		batch = tlsbatch.New(conn)
-		t := tls.Client(batch, tc)
+		t := tls.Client(tlsbatch.New(conn), tc)
 		if err := t.HandshakeContext(ctx); err != nil {
 			return fail(err)
 		}
@@ -172,7 +170,19 @@ func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handsh
 	conn.SetDeadline(time.Time{})
 	var seed [32]byte
 	rand.Read(seed[:])
-	return &wsConn{conn: conn, batch: batch, br: br, subprotocol: resp.get("Sec-WebSocket-Protocol"), rng: mrand.NewChaCha8(seed)}, resp, nil
+	c := newWSConn(conn, br, seed)
+	c.subprotocol = resp.get("Sec-WebSocket-Protocol")
+	return c, resp, nil
+}
+
+// newWSConn is the WebSocket on conn once its handshake is done; br reads conn.
+// Under TLS, frames are written through tlsbatch: one system call each.
+func newWSConn(conn net.Conn, br *bufio.Reader, maskSeed [32]byte) *wsConn {
+	out := io.Writer(conn)
+	if t, ok := conn.(*tls.Conn); ok {
+		out = tlsbatch.Writer(t)
+	}
+	return &wsConn{conn: conn, out: out, br: br, rng: mrand.NewChaCha8(maskSeed)}
 }
 
 func hostHeader(u *url.URL) string {
@@ -358,15 +368,7 @@ func (c *wsConn) writeFrameWith(op byte, appendPayload func([]byte) ([]byte, err
 	mask(payload, key)
 	frame := b[maxFrameHeader-len(hdr):]
 	copy(frame, hdr)
-	if c.batch != nil { // one write for the frame's TLS records
-		c.batch.Begin()
-	}
-	_, err = c.conn.Write(frame)
-	if c.batch != nil {
-		if berr := c.batch.End(); err == nil {
-			err = berr
-		}
-	}
+	_, err = c.out.Write(frame)
 	if cap(b) <= 2*MaxWebSocketMessage {
 		c.wbuf = b
 	}
@@ -387,9 +389,6 @@ func mask(b []byte, key [4]byte) {
 		b[i] ^= key[i&3]
 	}
 }
-
-// writeBinary sends p as one binary message.
-func (c *wsConn) writeBinary(p []byte) error { return c.writeFrame(opBinary, p) }
 
 // ping sends a ping; its pong is reported through onPong.
 func (c *wsConn) ping(payload []byte) error { return c.writeFrame(opPing, payload) }

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"strings"
 	"testing"
@@ -34,7 +33,7 @@ func serverFrame(fin bool, op byte, payload []byte) []byte {
 // wsFromBytes is a client wsConn reading in; what it writes goes to out.
 func wsFromBytes(in []byte) (*wsConn, *bytes.Buffer) {
 	out := &bytes.Buffer{}
-	c := &wsConn{conn: fakeConn{Reader: bytes.NewReader(in), w: out}, br: bufio.NewReader(bytes.NewReader(in)), rng: mrand.NewChaCha8([32]byte{})}
+	c := newWSConn(fakeConn{Reader: bytes.NewReader(in), w: out}, bufio.NewReader(bytes.NewReader(in)), [32]byte{})
 	return c, out
 }
 
@@ -143,7 +142,7 @@ func TestWriteFrameIsMasked(t *testing.T) {
 	for _, n := range []int{0, 5, 125, 126, 65535, 65536, 70000} {
 		c, out := wsFromBytes(nil)
 		payload := bytes.Repeat([]byte{0xab}, n)
-		if err := c.writeBinary(payload); err != nil {
+		if err := c.writeFrame(opBinary, payload); err != nil {
 			t.Fatal(err)
 		}
 		op, p, rest := unmask(t, out.Bytes())

@@ -348,21 +348,11 @@ func (w frameWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	var out io.Writer = c
-	if t, ok := c.(*tls.Conn); ok {
-		if b, ok := tlsbatch.Under(t); ok { // BatchingListener: the frame's records in one write too
-			out = batchedTLS{t, b}
-		}
+	if t, ok := c.(*tls.Conn); ok { // over BatchingListener: the frame's records in one write too
+		out = tlsbatch.Writer(t)
 	}
 	return c, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(out, frameWriteBuffer)), nil
 }
-
-// batchedTLS writes to t with one system call per write, all records included.
-type batchedTLS struct {
-	t *tls.Conn
-	b *tlsbatch.Conn
-}
-
-func (w batchedTLS) Write(p []byte) (int, error) { return tlsbatch.Write(w.t, w.b, p) }
 
 // BatchingListener wraps l for a TLS server on top of it (http.Server.ServeTLS):
 // the data plane then writes each relayed frame, all its TLS records, with one

@@ -1,12 +1,13 @@
 // Package tlsbatch sends the TLS records of one write with one system call.
 // crypto/tls writes each record (at most 16 KiB) with its own write, four for a
 // full tunnel frame; porthole connect spent 41 % of its CPU in them during an
-// upload (docs/benchmarks.md). Conn sits under crypto/tls and gathers the records
-// between Begin and End.
+// upload (docs/benchmarks.md). Conn sits under crypto/tls; Writer writes through
+// the TLS connection on top of it and gathers each write's records into one.
 package tlsbatch
 
 import (
 	"crypto/tls"
+	"io"
 	"net"
 	"sync"
 )
@@ -38,15 +39,15 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// Begin gathers the writes that follow, until End sends them.
-func (c *Conn) Begin() {
+// begin gathers the writes that follow, until end sends them.
+func (c *Conn) begin() {
 	c.mu.Lock()
 	c.batching = true
 	c.mu.Unlock()
 }
 
-// End sends what was gathered since Begin, with one write.
-func (c *Conn) End() error {
+// end sends what was gathered since begin, with one write.
+func (c *Conn) end() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.batching = false
@@ -61,12 +62,24 @@ func (c *Conn) End() error {
 	return err
 }
 
-// Write writes p to t, whose connection is b, with one system call for all its
-// records.
-func Write(t *tls.Conn, b *Conn, p []byte) (int, error) {
-	b.Begin()
-	n, err := t.Write(p)
-	if berr := b.End(); err == nil {
+// Writer is where to write t's application data: a writer that sends the
+// records of each write with one system call when t runs over a Conn, else t.
+func Writer(t *tls.Conn) io.Writer {
+	if b, ok := t.NetConn().(*Conn); ok {
+		return batched{t, b}
+	}
+	return t
+}
+
+type batched struct {
+	t *tls.Conn
+	b *Conn
+}
+
+func (w batched) Write(p []byte) (int, error) {
+	w.b.begin()
+	n, err := w.t.Write(p)
+	if berr := w.b.end(); err == nil {
 		err = berr
 	}
 	return n, err
@@ -83,10 +96,4 @@ func (l listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	return New(c), nil
-}
-
-// Under is the Conn under t, if it has one.
-func Under(t *tls.Conn) (*Conn, bool) {
-	b, ok := t.NetConn().(*Conn)
-	return b, ok
 }

@@ -17,22 +17,22 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestConn: between Begin and End, writes are gathered and sent as one,
+// TestConn: between begin and end, writes are gathered and sent as one,
 // in order; outside, they pass straight through.
 func TestConn(t *testing.T) {
 	under := &recordingConn{}
 	b := New(under)
 	b.Write([]byte("alert"))
-	b.Begin()
+	b.begin()
 	for _, r := range []string{"rec1", "rec2", "rec3"} {
 		if n, err := b.Write([]byte(r)); n != len(r) || err != nil {
 			t.Fatalf("batched write = %d, %v", n, err)
 		}
 	}
 	if len(under.writes) != 1 {
-		t.Fatalf("records reached the socket before End: %q", under.writes)
+		t.Fatalf("records reached the socket before end: %q", under.writes)
 	}
-	if err := b.End(); err != nil {
+	if err := b.end(); err != nil {
 		t.Fatal(err)
 	}
 	b.Write([]byte("after"))
@@ -45,7 +45,7 @@ func TestConn(t *testing.T) {
 			t.Errorf("write %d = %q, want %q", i, under.writes[i], w)
 		}
 	}
-	if err := b.End(); err != nil || len(under.writes) != 3 {
+	if err := b.end(); err != nil || len(under.writes) != 3 {
 		t.Errorf("an empty batch wrote: %v, %q", err, under.writes)
 	}
 }
