@@ -11,7 +11,8 @@ import (
 )
 
 // serviceDialer routes a tunnel's service IDs: "builtin" to the in-process SSH server
-// over an in-memory pipe (no TCP port, no system calls), anything else to its host:port or unix: target.
+// over an in-memory pipe (no TCP port, no system calls), anything else to its
+// host:port or unix: target.
 // Nothing outside the map is reachable. The map can be swapped on SIGHUP.
 type serviceDialer struct {
 	services *atomic.Pointer[map[string]string] // the agent's, swapped on reload

@@ -17,9 +17,9 @@ const pipeBuffer = 128 << 10
 // direction buffers, as a socket does, so a writer need not wait for every read;
 // unlike a socket pair it costs no system calls (a tunnelled scp upload made 258
 // of them per MiB in the agent with a socket pair, 81 with Pipe, and took ~10 %
-// less agent CPU; docs/benchmarks.md). Close
-// ends both directions: the peer reads what was written, then io.EOF; its writes
-// fail with io.ErrClosedPipe. Deadlines work as in net.Conn.
+// less agent CPU; docs/benchmarks.md). Close ends both directions: the peer reads
+// what was written, then io.EOF; its writes fail with io.ErrClosedPipe. Deadlines
+// work as in net.Conn.
 func Pipe() (net.Conn, net.Conn) {
 	ab, ba := newPipeBuffer(), newPipeBuffer()
 	a := &pipeEnd{in: ba, out: ab, done: make(chan struct{}), rd: newDeadline(), wd: newDeadline()}
@@ -30,7 +30,7 @@ func Pipe() (net.Conn, net.Conn) {
 // pipeBuf is one direction: chunks written and not yet read.
 type pipeBuf struct {
 	mu       sync.Mutex
-	chunks   [][]byte // pooled buffers holding what was written (pool-backed when large); chunks[0][off:] is next
+	chunks   [][]byte // pooled buffers (payloads) holding what was written; chunks[0][off:] is next
 	off      int
 	n        int           // octets buffered
 	eof      bool          // the writing end closed: readers drain, then io.EOF

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 )
 
 // targetPrefix is the X-Amz-Target prefix of the service (AWS JSON 1.1).
@@ -83,7 +85,7 @@ func (s *Server) call(ctx context.Context, in any) (any, error) {
 
 // serveAPI answers one AWS JSON 1.1 request.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
-	reqID := newUUID()
+	reqID := dataplane.NewUUID()
 	w.Header().Set("x-amzn-RequestId", reqID)
 	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), targetPrefix)
 	log := s.log.With("plane", "control", "op", op, "request", reqID)

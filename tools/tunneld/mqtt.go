@@ -15,6 +15,8 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 )
 
 // MQTTConfig configures an MQTTNotifier.
@@ -61,7 +63,7 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 	}
 	id := cfg.ClientID
 	if id == "" {
-		id = "porthole-tunneld-" + newUUID()[:8]
+		id = "porthole-tunneld-" + dataplane.NewUUID()[:8]
 	}
 	n := &MQTTNotifier{log: log}
 	n.ctx, n.end = context.WithCancel(context.Background())

@@ -274,7 +274,7 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 		s.mu.Unlock()
 		return nil, &APIError{Type: ErrTypeLimitExceeded, Message: fmt.Sprintf("%d tunnels are open, the limit is %d", open, s.cfg.MaxOpenTunnels)}
 	}
-	id := newUUID()
+	id := dataplane.NewUUID()
 	r := &record{
 		ID:            id,
 		Arn:           fmt.Sprintf("arn:aws:iot:%s:%s:tunnel/%s", s.cfg.Region, s.cfg.AccountID, id),
@@ -652,6 +652,3 @@ func servicesOf(r *record) []string {
 	}
 	return r.Dest.Services
 }
-
-// newUUID is the shape of AWS tunnel and request IDs.
-var newUUID = dataplane.NewUUID

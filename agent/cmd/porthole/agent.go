@@ -49,8 +49,8 @@ func loadConfig(path string) (*agent.Config, error) {
 // slowly, so VmRSS reached 30–40 MiB under load. With this limit the collector
 // and the scavenger keep the Go-managed memory near it (docs/benchmarks.md).
 // Lower limits held RSS lower still but cost CPU: at 12 MiB the SSH server's
-// receive path (it allocates every packet) made an upload cost 1.6–1.8 times the
-// agent CPU per MiB. A busier agent goes past the limit at the price of more GC
+// receive path (it allocates every packet) made an upload with 10 sessions open
+// cost about twice the agent CPU per MiB; 14 MiB still peaked above 16 MiB. A busier agent goes past the limit at the price of more GC
 // work, never an error. GOMEMLIMIT (e.g. "off" or "64MiB") overrides it.
 const defaultMemoryLimit = 16 << 20
 
