@@ -60,6 +60,10 @@ type Config struct {
 	// Logger receives the server's records; nil means discard. Tokens, passwords
 	// and keys are never logged.
 	Logger *slog.Logger
+
+	// loginTimeout bounds an SSH login's handshake, with the wait for a device
+	// whose agent has not joined the tunnel yet; 0 means 30 s. (Tests shorten it.)
+	loginTimeout time.Duration
 }
 
 // Server is the console's web server. Create it with New, then Serve.
@@ -84,6 +88,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.loginTimeout == 0 {
+		cfg.loginTimeout = 30 * time.Second
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"

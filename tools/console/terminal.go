@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -138,7 +139,7 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 	send(ctx, c, serverMessage{Type: "info", Text: fmt.Sprintf("connecting to %s of %s as %s …", service, t.spec.Thing, req.User)})
 
 	var hostNote string
-	cfg := &ssh.ClientConfig{User: req.User, Auth: auth, Timeout: 30 * time.Second,
+	cfg := &ssh.ClientConfig{User: req.User, Auth: auth,
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
 			first, err := s.cfg.HostKeys.Check(t.spec.Thing, key, req.AcceptHostKey)
 			if err != nil {
@@ -157,7 +158,30 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 			}
 			return nil
 		}}
-	client, err := dialSSH(ctx, t, service, cfg)
+	// The device has s.cfg.loginTimeout to answer and finish the handshake. One
+	// whose agent has not joined the tunnel yet does not answer: the service drops
+	// the stream's frames, and resets the stream when the agent arrives; then the
+	// login starts again on a new stream.
+	deadline := time.Now().Add(s.cfg.loginTimeout)
+	var noted sync.Once
+	quiet := func() {
+		noted.Do(func() {
+			send(ctx, c, serverMessage{Type: "info", Text: "no answer from " + t.spec.Thing + " yet (is its agent connected to the tunnel?) …"})
+		})
+	}
+	client, err := dialSSH(ctx, t, service, cfg, deadline, quiet)
+retry:
+	for errors.Is(err, errNoAnswer) && time.Until(deadline) > time.Second {
+		quiet()
+		select {
+		case <-ctx.Done():
+			return endMsg("error", "%v", ctx.Err())
+		case <-t.done: // reported below
+			break retry
+		case <-time.After(time.Second):
+		}
+		client, err = dialSSH(ctx, t, service, cfg, deadline, quiet)
+	}
 	if err != nil {
 		var hk *HostKeyChangedError
 		switch {
@@ -177,6 +201,10 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 			return endMsg("tunnel", "the tunnel is closed: %s", reason)
 		}
 		log.Info("ssh connection failed", "err", err)
+		if errors.Is(err, errNoAnswer) {
+			return endMsg("error", "SSH to %s: no answer in %v: its agent is not connected to the tunnel, or its %s service refused the connection",
+				t.spec.Thing, s.cfg.loginTimeout, service)
+		}
 		return endMsg("error", "SSH to %s: %v", t.spec.Thing, err)
 	}
 	defer client.Close()
@@ -184,21 +212,54 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 	return s.relay(ctx, c, term, client, t, &req, hostNote)
 }
 
-// dialSSH logs in over a connection the tunnel's source engine carries.
-func dialSSH(ctx context.Context, t *liveTunnel, service string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := t.src.DialService(dctx, service)
+// errNoAnswer: the connection ended, or its time ran out, before the device sent
+// a byte.
+var errNoAnswer = errors.New("the device did not answer")
+
+// quietAfter is how long dialSSH waits for the device's first byte before it calls
+// its quiet function.
+const quietAfter = 3 * time.Second
+
+// countingConn notes whether anything was read.
+type countingConn struct {
+	net.Conn
+	read atomic.Bool
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.read.Store(true)
+	}
+	return n, err
+}
+
+// dialSSH logs in over a connection the tunnel's source engine carries; the
+// handshake must end by deadline. quiet is called if the device has not said
+// anything after quietAfter; if it never does, the error wraps errNoAnswer.
+func dialSSH(ctx context.Context, t *liveTunnel, service string, cfg *ssh.ClientConfig, deadline time.Time, quiet func()) (*ssh.Client, error) {
+	dctx, cancel := context.WithDeadline(ctx, deadline)
+	nc, err := t.src.DialService(dctx, service)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	// The handshake is bounded by a deadline, and by ctx.
-	conn.SetDeadline(time.Now().Add(cfg.Timeout))
+	conn := &countingConn{Conn: nc}
+	conn.SetDeadline(deadline)
+	note := time.AfterFunc(quietAfter, func() {
+		if !conn.read.Load() {
+			quiet()
+		}
+	})
+	defer note.Stop()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	cc, chans, reqs, err := ssh.NewClientConn(conn, t.spec.Thing, cfg)
 	stop()
 	if err != nil {
 		conn.Close()
+		if !conn.read.Load() && ctx.Err() == nil {
+			return nil, fmt.Errorf("%w (%v)", errNoAnswer, err)
+		}
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})

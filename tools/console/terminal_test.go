@@ -274,6 +274,51 @@ func TestTerminalTunnelClosed(t *testing.T) {
 	}
 }
 
+// TestTerminalWaitsForTheDevice: a login started before the device's agent has
+// joined the tunnel is not answered (the service drops the stream and resets it when
+// the agent arrives); the console says so, tries again and logs in once it is there.
+func TestTerminalWaitsForTheDevice(t *testing.T) {
+	l := newTestLab(t, Config{}) // no device yet: the notification reaches nobody
+	out, err := l.td.OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
+		DestinationConfig: &tunneld.DestinationConfig{ThingName: "dev-late", Services: []string{"SSH"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.client()
+	var v tunnelView
+	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: out.SourceAccessToken, Label: "dev-late",
+		Endpoint: "ws://" + l.tdAddr}, &v, http.StatusOK)
+	w := l.terminal(loginRequest{Tunnel: v.ID, Auth: "key", Key: "operator key"})
+	w.until("the no-answer note", func(m *serverMessage, _ string) bool {
+		return m != nil && m.Type == "info" && strings.Contains(m.Text, "no answer from dev-late yet")
+	})
+	l.addDevice("dev-late")
+	l.Notify(context.Background(), tunneld.Notification{ThingName: "dev-late", ClientAccessToken: out.DestinationAccessToken,
+		Services: []string{"SSH"}})
+	w.ready()
+	w.input("echo late-$((40+2))\r")
+	w.output("late-42")
+}
+
+// TestTerminalNoAnswer: a device that never joins ends the login with a clear
+// message once the retry time is up.
+func TestTerminalNoAnswer(t *testing.T) {
+	l := newTestLab(t, Config{loginTimeout: 2 * time.Second})
+	out, err := l.td.OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
+		DestinationConfig: &tunneld.DestinationConfig{ThingName: "dev-away", Services: []string{"SSH"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.client()
+	var v tunnelView
+	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: out.SourceAccessToken, Label: "dev-away",
+		Endpoint: "ws://" + l.tdAddr}, &v, http.StatusOK)
+	w := l.terminal(loginRequest{Tunnel: v.ID, Auth: "key", Key: "operator key"})
+	if m := w.end(); m.Kind != "error" || !strings.Contains(m.Text, "no answer in 2s: its agent is not connected to the tunnel") {
+		t.Fatalf("end = %+v, want kind error saying the agent is not connected", m)
+	}
+}
+
 // TestTerminalPastedToken: the operator has only a source token from an
 // administrator (the control plane is not the console's).
 func TestTerminalPastedToken(t *testing.T) {
