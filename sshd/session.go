@@ -55,6 +55,10 @@ type session struct {
 	done    chan struct{} // closed when the program has finished and the channel is closed
 	replied chan struct{} // closed once the start request is answered
 
+	// A pty's input waits at the barrier for the requests sent before it (see
+	// orderedReader); served is closed when no more requests will come.
+	barrier, caughtUp, served chan struct{}
+
 	mu     sync.Mutex
 	win    windowChange       // latest size from pty-req or window-change
 	ptmx   *os.File           // the running program's pty master, nil when none
@@ -79,13 +83,56 @@ func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gos
 	if err != nil {
 		return
 	}
-	sess := &session{srv: s, st: st, ctx: ctx, sc: sc, ch: ch, restr: restrictionsOf(sc.Permissions)}
-	for req := range reqs {
-		sess.handle(req)
-	}
+	sess := &session{srv: s, st: st, ctx: ctx, sc: sc, ch: ch, restr: restrictionsOf(sc.Permissions),
+		barrier: make(chan struct{}), caughtUp: make(chan struct{}), served: make(chan struct{})}
+	sess.serve(reqs)
 	// The channel is closed: by us after the program ended, or by the client
 	// or a dead connection while it runs.
 	sess.stop()
+}
+
+// serve handles the channel's requests in order until the client closes the
+// channel. At the barrier it first handles every request already queued, so that
+// input read after them sees their effect.
+func (sess *session) serve(reqs <-chan *gossh.Request) {
+	defer close(sess.served)
+	for {
+		select {
+		case req, ok := <-reqs:
+			if !ok {
+				return
+			}
+			sess.handle(req)
+		case <-sess.barrier:
+			for n := len(reqs); n > 0; n-- {
+				sess.handle(<-reqs) // queued, so never nil: a channel is closed only once drained
+			}
+			sess.caughtUp <- struct{}{}
+		}
+	}
+}
+
+// orderedReader is a pty's input. x/crypto/ssh queues a channel's requests for
+// one goroutine and its data for another, so a window-change sent just before
+// "stty size" could still be waiting when the shell runs the line (OpenSSH
+// applies them in order). The SSH connection queues a request before it makes
+// later data readable, so once a read returns, every earlier request is queued or
+// handled: the reader waits at the session's barrier until they are handled.
+type orderedReader struct {
+	sess *session
+	r    io.Reader
+}
+
+func (o orderedReader) Read(p []byte) (int, error) {
+	n, err := o.r.Read(p)
+	if n > 0 {
+		select {
+		case o.sess.barrier <- struct{}{}:
+			<-o.sess.caughtUp
+		case <-o.sess.served:
+		}
+	}
+	return n, err
 }
 
 func (sess *session) reply(req *gossh.Request, ok bool) {
@@ -524,7 +571,7 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 	var exited atomic.Bool
 	outDone := make(chan struct{})
 	go func() {
-		copyStream(ptmx, sess.reader())
+		copyStream(ptmx, orderedReader{sess, sess.reader()})
 		// EOF from the client: like OpenSSH, nothing is sent to the
 		// terminal; the program keeps running until it exits.
 	}()
