@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -315,6 +316,42 @@ render
 	}
 }
 
+// TestUCIStartService runs the init script's start_service with procd's calls
+// stubbed: the instance runs the agent on the rendered config, with GOMAXPROCS
+// from the cpus option (1 unless set).
+func TestUCIStartService(t *testing.T) {
+	for _, tc := range []struct{ cpus, want string }{{"", "1"}, {"0", "0"}, {"2", "2"}} {
+		dir := t.TempDir()
+		fake := filepath.Join(dir, "porthole")
+		os.WriteFile(fake, []byte("#!/bin/sh\nexit 0\n"), 0o755)
+		script := uciStubs + `
+procd_open_instance() { echo open; }
+procd_set_param() { echo "param $*"; }
+procd_close_instance() { echo close; }
+logger() { :; }
+. ./openwrt/porthole.init
+PROG=` + fake + `
+CONF=` + filepath.Join(dir, "porthole.toml") + `
+CONFIG_main_enabled=1
+CONFIG_main_thing_name=router-7
+CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
+CONFIG_main_cpus=` + tc.cpus + `
+CONFIG_SECTIONS='main'
+CONFIG_main_TYPE=porthole
+start_service
+`
+		out, err := exec.Command("sh", "-c", script).CombinedOutput()
+		if err != nil {
+			t.Fatalf("start_service (cpus %q): %v\n%s", tc.cpus, err, out)
+		}
+		for _, want := range []string{"param command " + fake + " agent -c " + filepath.Join(dir, "porthole.toml"), "param env GOMAXPROCS=" + tc.want + "\n"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("start_service with cpus %q: output lacks %q:\n%s", tc.cpus, want, out)
+			}
+		}
+	}
+}
+
 func TestSystemdUnit(t *testing.T) {
 	b, err := os.ReadFile("systemd/porthole.service")
 	if err != nil {
@@ -326,6 +363,7 @@ func TestSystemdUnit(t *testing.T) {
 		"Restart=on-failure", "RestartPreventExitStatus=1",
 		"StateDirectory=porthole", "StateDirectoryMode=0700",
 		"NoNewPrivileges=yes", "ProtectSystem=",
+		"Environment=GOMAXPROCS=1",
 		"WantedBy=multi-user.target",
 	} {
 		if !bytes.Contains(b, []byte("\n"+want)) {
@@ -361,6 +399,36 @@ func TestSysVScript(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "FAIL (configuration") {
 		t.Errorf("start with a bad config: err %v, output %q; want a failure naming the configuration", err, out)
+	}
+
+	// The agent gets GOMAXPROCS=1 unless the environment (/etc/default/porthole)
+	// sets it.
+	for _, tc := range []struct{ env, want string }{{"", "1"}, {"GOMAXPROCS=0", "0"}, {"GOMAXPROCS=3", "3"}} {
+		dir := t.TempDir()
+		seen := filepath.Join(dir, "seen")
+		os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && exit 0\necho \"GOMAXPROCS=$GOMAXPROCS\" >"+seen+".tmp && mv "+seen+".tmp "+seen+"\n"), 0o755)
+		cmd := exec.Command("sh", "sysv/porthole", "start")
+		cmd.Env = append(os.Environ(), "DAEMON="+fake, "PIDFILE="+filepath.Join(dir, "pid"), "LOG="+filepath.Join(dir, "log"))
+		if tc.env != "" {
+			cmd.Env = append(cmd.Env, tc.env)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "OK") {
+			t.Fatalf("start (%s): %v %s", tc.env, err, out)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			b, err := os.ReadFile(seen)
+			if err == nil {
+				if got := strings.TrimSpace(string(b)); got != "GOMAXPROCS="+tc.want {
+					t.Errorf("start with %q in the environment: the agent saw %s, want GOMAXPROCS=%s", tc.env, got, tc.want)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("start (%s): the agent did not run", tc.env)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 

@@ -48,11 +48,13 @@ func loadConfig(path string) (*agent.Config, error) {
 // GOGC=100 the heap grows to twice that and freed pages go back to the kernel
 // slowly, so VmRSS reached 30–40 MiB under load. With this limit the collector
 // and the scavenger keep the Go-managed memory near it (docs/benchmarks.md).
-// Lower limits held RSS lower still but cost CPU: at 12 MiB the SSH server's
-// receive path (it allocates every packet) made an upload with 10 sessions open
-// cost about twice the agent CPU per MiB; 14 MiB still peaked above 16 MiB. A busier agent goes past the limit at the price of more GC
-// work, never an error. GOMEMLIMIT (e.g. "off" or "64MiB") overrides it.
-const defaultMemoryLimit = 16 << 20
+// 14 MiB cost no measurable CPU against 16 MiB with 10 sessions and an upload
+// (4.0 ms/MiB either way with one P) and lowered the peak by ~1 MiB; at 12 MiB the
+// SSH server's receive path (it allocates every packet) made that upload cost
+// about twice the agent CPU per MiB. A busier agent goes past the limit at the
+// price of more GC work, never an error. GOMEMLIMIT (e.g. "off" or "64MiB")
+// overrides it.
+const defaultMemoryLimit = 14 << 20
 
 // setMemoryLimit applies defaultMemoryLimit unless GOMEMLIMIT is set. GOGC stays
 // at Go's 100: GOGC=200 took 15–25 % less CPU per MiB moved at the same peak
