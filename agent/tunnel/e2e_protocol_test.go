@@ -2,6 +2,7 @@ package tunnel_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -105,15 +106,18 @@ func TestSourceRejectsStreamStart(t *testing.T) {
 }
 
 // An operator whose source connects before the device: its first stream goes to
-// nobody. The service resets it when the destination arrives, and the source's next
-// connection starts a new stream that works (the first one hung forever before).
+// nobody. The service resets it when the destination arrives, the source says why
+// the connection ended, and its next connection starts a new stream that works (the
+// first one hung forever before).
 func TestSourceBeforeDestination(t *testing.T) {
 	addr := echoServer(t, 0x31)
 	srv := tunneltest.NewServer(t)
 	srv.Logf = t.Logf
 	tun := srv.OpenTunnel("SSH")
+	var logged lockedLog
+	log := slog.New(slog.NewTextHandler(&logged, nil))
 	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
-		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Logger: testLogger(t)}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
+		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Logger: log}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
 	ready := make(chan string, 1)
 	src.OnListen = func(_ string, a net.Addr) { ready <- a.String() }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -144,6 +148,9 @@ func TestSourceBeforeDestination(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClosed(t, early, 5*time.Second) // reset, not left hanging
+	if n := logged.count("stream reset before the destination answered"); n != 1 {
+		t.Errorf("the source logged %d hints that the destination had not answered, want 1: %q", n, logged.lines)
+	}
 	if err := roundTrip(sshAddr, 0x31, 64<<10); err != nil {
 		t.Fatalf("the next connection: %v", err)
 	}

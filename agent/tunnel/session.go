@@ -48,9 +48,10 @@ type session struct {
 
 // stream is the active stream of one service.
 type stream struct {
-	id     int32
-	target string // the service the Dialer is asked for (destination)
-	links  map[uint32]*link
+	id       int32
+	target   string // the service the Dialer is asked for (destination)
+	links    map[uint32]*link
+	answered atomic.Bool // DATA has come from the peer on this stream
 }
 
 func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
@@ -170,6 +171,7 @@ func (s *session) data(m *Message) {
 	if len(m.Payload) == 0 {
 		return
 	}
+	st.answered.Store(true)
 	l.push(payloads.Copy(m.Payload))
 }
 
@@ -214,7 +216,14 @@ func (s *session) streamReset(m *Message) {
 	}
 	delete(s.streams, m.ServiceID)
 	s.mu.Unlock()
-	s.opt.log.Info("stream reset by peer", "service", m.ServiceID, "stream", m.StreamID)
+	if s.source && !st.answered.Load() {
+		// The service drops frames for a side that is not connected and resets the
+		// stream when it arrives, so this is what starting too early looks like.
+		s.opt.log.Warn("stream reset before the destination answered: its agent may not have joined the tunnel yet, "+
+			"or its service refused the connection; connect again", "service", m.ServiceID, "stream", m.StreamID)
+	} else {
+		s.opt.log.Info("stream reset by peer", "service", m.ServiceID, "stream", m.StreamID)
+	}
 	for _, l := range st.links {
 		l.peerEnded()
 	}
