@@ -48,13 +48,14 @@ func loadConfig(path string) (*agent.Config, error) {
 // GOGC=100 the heap grows to twice that and freed pages go back to the kernel
 // slowly, so VmRSS reached 30–40 MiB under load. With this limit the collector
 // and the scavenger keep the Go-managed memory near it (docs/benchmarks.md).
-// 14 MiB cost no measurable CPU against 16 MiB with 10 sessions and an upload
-// (4.0 ms/MiB either way with one P) and lowered the peak by ~1 MiB; at 12 MiB the
-// SSH server's receive path (it allocates every packet) made that upload cost
-// about twice the agent CPU per MiB. A busier agent goes past the limit at the
-// price of more GC work, never an error. GOMEMLIMIT (e.g. "off" or "64MiB")
-// overrides it.
-const defaultMemoryLimit = 14 << 20
+// With the packages' GOMAXPROCS=1, 13 MiB kept the peak of 10 sessions and an
+// upload at 14.2–15.5 MiB VmRSS (14 MiB: up to 16.3) for the same 3.4–4.0 ms of
+// agent CPU per MiB; with 2 Ps, 15.5–16.3 MiB for 4.6–5.4 ms/MiB (14 MiB: 16.6–17.6
+// MiB, 4.3–5.2 ms/MiB). At 12 MiB with 2 Ps the SSH server's receive path, which
+// allocates every packet, made that upload cost about twice the CPU. A busier agent
+// goes past the limit at the price of more GC work, never an error. GOMEMLIMIT
+// (e.g. "off" or "64MiB") overrides it.
+const defaultMemoryLimit = 13 << 20
 
 // setMemoryLimit applies defaultMemoryLimit unless GOMEMLIMIT is set. GOGC stays
 // at Go's 100: GOGC=200 took 15–25 % less CPU per MiB moved at the same peak
