@@ -255,20 +255,28 @@ func TestTerminalTunnelClosed(t *testing.T) {
 	}
 }
 
+// pasteToken opens a tunnel to thing in tunneld, as an administrator would, and
+// gives its source token to the console under label, as the operator would.
+func (l *testLab) pasteToken(thing, label string) (*tunneld.OpenTunnelOutput, *http.Client, tunnelView) {
+	l.t.Helper()
+	out, err := l.td.OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
+		DestinationConfig: &tunneld.DestinationConfig{ThingName: thing, Services: []string{"SSH"}}})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	c := l.client()
+	var v tunnelView
+	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: out.SourceAccessToken, Label: label,
+		Endpoint: "ws://" + l.tdAddr}, &v, http.StatusOK)
+	return out, c, v
+}
+
 // TestTerminalWaitsForTheDevice: a login started before the device's agent has
 // joined the tunnel is not answered (the service drops the stream and resets it when
 // the agent arrives); the console says so, tries again and logs in once it is there.
 func TestTerminalWaitsForTheDevice(t *testing.T) {
 	l := newTestLab(t, Config{}) // no device yet: the notification reaches nobody
-	out, err := l.td.OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
-		DestinationConfig: &tunneld.DestinationConfig{ThingName: "dev-late", Services: []string{"SSH"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := l.client()
-	var v tunnelView
-	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: out.SourceAccessToken, Label: "dev-late",
-		Endpoint: "ws://" + l.tdAddr}, &v, http.StatusOK)
+	out, _, v := l.pasteToken("dev-late", "dev-late")
 	w := l.terminal(loginRequest{Tunnel: v.ID, Auth: "key", Key: "operator key"})
 	w.until("the no-answer note", func(m *serverMessage, _ string) bool {
 		return m != nil && m.Type == "info" && strings.Contains(m.Text, "no answer from dev-late yet")
@@ -285,15 +293,7 @@ func TestTerminalWaitsForTheDevice(t *testing.T) {
 // message once the retry time is up.
 func TestTerminalNoAnswer(t *testing.T) {
 	l := newTestLab(t, Config{loginTimeout: 2 * time.Second})
-	out, err := l.td.OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
-		DestinationConfig: &tunneld.DestinationConfig{ThingName: "dev-away", Services: []string{"SSH"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := l.client()
-	var v tunnelView
-	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: out.SourceAccessToken, Label: "dev-away",
-		Endpoint: "ws://" + l.tdAddr}, &v, http.StatusOK)
+	_, _, v := l.pasteToken("dev-away", "dev-away")
 	w := l.terminal(loginRequest{Tunnel: v.ID, Auth: "key", Key: "operator key"})
 	if m := w.end(); m.Kind != "error" || !strings.Contains(m.Text, "no answer in 2s: its agent is not connected to the tunnel") {
 		t.Fatalf("end = %+v, want kind error saying the agent is not connected", m)
@@ -304,15 +304,7 @@ func TestTerminalNoAnswer(t *testing.T) {
 // administrator (the control plane is not the console's).
 func TestTerminalPastedToken(t *testing.T) {
 	l := newTestLab(t, Config{}, "dev-e")
-	out, err := l.td.OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
-		DestinationConfig: &tunneld.DestinationConfig{ThingName: "dev-e", Services: []string{"SSH"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := l.client()
-	var v tunnelView
-	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: out.SourceAccessToken, Label: "router-e",
-		Endpoint: "ws://" + l.tdAddr}, &v, http.StatusOK)
+	out, c, v := l.pasteToken("dev-e", "router-e")
 	if v.Opened || v.Thing != "router-e" {
 		t.Fatalf("pasted tunnel %+v", v)
 	}
