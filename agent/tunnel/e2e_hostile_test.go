@@ -29,6 +29,12 @@ func (l *lockedLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
 func (l *lockedLog) count(sub string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

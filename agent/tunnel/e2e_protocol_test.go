@@ -149,7 +149,7 @@ func TestSourceBeforeDestination(t *testing.T) {
 	}
 	waitClosed(t, early, 5*time.Second) // reset, not left hanging
 	if n := logged.count("stream reset before the destination answered"); n != 1 {
-		t.Errorf("the source logged %d hints that the destination had not answered, want 1: %q", n, logged.lines)
+		t.Errorf("the source logged %d hints that the destination had not answered, want 1:\n%s", n, logged.String())
 	}
 	if err := roundTrip(sshAddr, 0x31, 64<<10); err != nil {
 		t.Fatalf("the next connection: %v", err)

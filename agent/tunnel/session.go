@@ -51,7 +51,7 @@ type stream struct {
 	id       int32
 	target   string // the service the Dialer is asked for (destination)
 	links    map[uint32]*link
-	answered atomic.Bool // DATA has come from the peer on this stream
+	answered bool // DATA has come from the peer on this stream; under session.mu
 }
 
 func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
@@ -160,6 +160,9 @@ func (s *session) relayed(m *Message) {
 func (s *session) data(m *Message) {
 	s.mu.Lock()
 	st, l := s.lookupLocked(m)
+	if l != nil && len(m.Payload) > 0 {
+		st.answered = true
+	}
 	s.mu.Unlock()
 	if l == nil {
 		s.opt.log.Debug("dropping stale DATA", "msg", m)
@@ -171,7 +174,6 @@ func (s *session) data(m *Message) {
 	if len(m.Payload) == 0 {
 		return
 	}
-	st.answered.Store(true)
 	l.push(payloads.Copy(m.Payload))
 }
 
@@ -215,8 +217,9 @@ func (s *session) streamReset(m *Message) {
 		return
 	}
 	delete(s.streams, m.ServiceID)
+	answered := st.answered
 	s.mu.Unlock()
-	if s.source && !st.answered.Load() {
+	if s.source && !answered {
 		// The service drops frames for a side that is not connected and resets the
 		// stream when it arrives, so this is what starting too early looks like.
 		s.opt.log.Warn("stream reset before the destination answered: its agent may not have joined the tunnel yet, "+
