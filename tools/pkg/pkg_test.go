@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -408,7 +409,9 @@ func TestSysVScript(t *testing.T) {
 		seen := filepath.Join(dir, "seen")
 		os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && exit 0\necho \"GOMAXPROCS=$GOMAXPROCS\" >"+seen+".tmp && mv "+seen+".tmp "+seen+"\n"), 0o755)
 		cmd := exec.Command("sh", "sysv/porthole", "start")
-		cmd.Env = append(os.Environ(), "DAEMON="+fake, "PIDFILE="+filepath.Join(dir, "pid"), "LOG="+filepath.Join(dir, "log"))
+		// Not the GOMAXPROCS of whoever runs the test.
+		env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })
+		cmd.Env = append(env, "DAEMON="+fake, "PIDFILE="+filepath.Join(dir, "pid"), "LOG="+filepath.Join(dir, "log"))
 		if tc.env != "" {
 			cmd.Env = append(cmd.Env, tc.env)
 		}
