@@ -61,7 +61,7 @@ func need(t *testing.T, progs ...string) {
 // reaches the host's broker and tunneling service at 10.0.2.2, the host opens a
 // tunnel and notifies the board's thing, the host's porthole connect and the
 // OpenSSH client log in through it, check uname -m, move 4 MiB with sftp both
-// ways and power the board off. Boot-to-subscribed time, VmRSS and VmSize are
+// ways and power the board off. Boot-to-subscribed time, RSS (smaps_rollup) and VmSize are
 // logged, not asserted.
 func TestBoards(t *testing.T) {
 	if testing.Short() {
@@ -248,7 +248,7 @@ func runBoard(t *testing.T, h *host, c Conf) {
 		t.Errorf("%s: uname -m = %q, want %q", c.Name, got, c.UnameM)
 	}
 
-	mem, err := ssh(30*time.Second, `for p in $(pidof porthole); do echo "pid $p $(grep -E '^(VmPeak|VmSize|VmHWM|VmRSS)' /proc/$p/status | tr -s ' \t\n' ' ')"; done; `+
+	mem, err := ssh(30*time.Second, `for p in $(pidof porthole); do echo "pid $p $(grep -E '^(Rss|Anonymous):' /proc/$p/smaps_rollup | tr -s ' \t\n' ' ')(smaps_rollup); status $(grep -E '^(VmPeak|VmSize|VmHWM|VmRSS)' /proc/$p/status | tr -s ' \t\n' ' ')"; done; `+
 		`echo "vm.overcommit_memory=$(cat /proc/sys/vm/overcommit_memory) $(grep -E '^(MemTotal|CommitLimit|Committed_AS)' /proc/meminfo | tr -s ' \t\n' ' ')"`)
 	if err != nil {
 		t.Errorf("%s: memory figures: %v", c.Name, err)
