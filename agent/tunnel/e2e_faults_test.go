@@ -394,3 +394,44 @@ func TestSourceRefusesUnknownListenService(t *testing.T) {
 		t.Fatalf("Run = %v, want ErrConfig naming RDP", err)
 	}
 }
+
+// TestStoppedDestinationResetsItsStreams: a destination that is stopped (the agent
+// shuts down) resets its open streams first. The service itself resets the
+// source's streams only when a new destination replaces the old one, so without
+// this the operator's connection hung until an agent came back.
+func TestStoppedDestinationResetsItsStreams(t *testing.T) {
+	for _, v := range []tunnel.Version{tunnel.V3, tunnel.V2, tunnel.V1} {
+		t.Run(v.String(), func(t *testing.T) {
+			addr := echoServer(t, 3)
+			srv := tunneltest.NewServer(t)
+			srv.Logf = t.Logf
+			tun := srv.OpenTunnel("SSH")
+			cfg := tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: v, Logger: testLogger(t),
+				RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+			dst := &tunnel.Destination{Config: cfg, Dialer: tunnel.Targets{"SSH": addr}, DefaultService: "SSH"}
+			dst.AccessToken = mustToken(t, tun.DestinationToken)
+			listening := make(chan string, 1)
+			src := &tunnel.Source{Config: cfg, Listen: map[string]string{"SSH": "127.0.0.1:0"}, PeerVersion: v,
+				OnListen: func(_ string, a net.Addr) { listening <- a.String() }}
+			src.AccessToken = mustToken(t, tun.SourceToken)
+
+			dctx, dstop := context.WithCancel(context.Background())
+			sctx, sstop := context.WithCancel(context.Background())
+			derr, serr := make(chan error, 1), make(chan error, 1)
+			go func() { derr <- dst.Run(dctx) }()
+			go func() { serr <- src.Run(sctx) }()
+			t.Cleanup(func() { dstop(); sstop(); <-derr; <-serr })
+			if err := tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+				t.Fatal(err)
+			}
+			c := openEcho(t, <-listening, 3)
+
+			dstop()
+			if err := <-derr; err != nil {
+				t.Fatalf("destination Run after stop: %v", err)
+			}
+			derr <- nil // for the cleanup
+			waitClosed(t, c, 5*time.Second)
+		})
+	}
+}

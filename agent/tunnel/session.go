@@ -58,8 +58,45 @@ func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
 	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	// Ending the session (or the caller's context) ends the connection's reads.
-	context.AfterFunc(s.ctx, func() { conn.abort(context.Canceled) })
+	// When the caller stops it, the peer first hears that every stream is gone.
+	context.AfterFunc(s.ctx, func() {
+		if ctx.Err() != nil {
+			s.goodbye()
+		}
+		conn.abort(context.Canceled)
+	})
 	return s
+}
+
+// goodbyeTimeout bounds the resets written when a session is stopped.
+const goodbyeTimeout = time.Second
+
+// goodbye resets every open stream before a deliberate stop (the agent shuts
+// down, or a session yields to a newer tunnel). The service does not reset the
+// other side's streams when a side leaves, it waits for that side to return
+// (spec §3.8), so without this an operator's ssh through a stopped agent hung
+// until an agent came back. A session that already failed says nothing.
+func (s *session) goodbye() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	resets := make([]*Message, 0, len(s.streams))
+	for service, st := range s.streams {
+		resets = append(resets, &Message{Type: TypeStreamReset, StreamID: st.id, ServiceID: service})
+	}
+	s.mu.Unlock()
+	if len(resets) == 0 {
+		return
+	}
+	s.conn.ws.conn.SetWriteDeadline(time.Now().Add(goodbyeTimeout)) // the conn is dropped next
+	for _, m := range resets {
+		if err := s.conn.WriteMessage(context.Background(), m); err != nil {
+			return
+		}
+	}
+	s.opt.log.Info("stopping: reset the open streams", "streams", len(resets))
 }
 
 // connKey is the connection id a message refers to: V3 reads an absent id as 1
