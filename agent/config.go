@@ -12,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/porthole-iot/porthole/agent/internal/toml"
+	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/sshd"
 )
@@ -140,9 +143,12 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText writes the duration as Go does.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
+// maxConfigSize bounds the config file; the example with every key is 9 KiB.
+const maxConfigSize = 1 << 20
+
 // LoadConfig reads, defaults and validates a config file. Errors name the key.
 func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := notify.ReadRegularFile(path, maxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
@@ -213,16 +219,28 @@ func (c *Config) Validate() error {
 	if c.MQTT.Endpoint == "" {
 		bad("mqtt.endpoint", "required (e.g. \"xxxx-ats.iot.eu-west-1.amazonaws.com:8883\")")
 	}
-	for key, p := range map[string]string{"mqtt.ca_file": c.MQTT.CAFile, "mqtt.cert_file": c.MQTT.CertFile, "mqtt.key_file": c.MQTT.KeyFile} {
-		if p == "" {
-			bad(key, "required: mutual TLS needs the CA, the device certificate and its key")
+	for _, f := range []struct{ key, path string }{{"mqtt.ca_file", c.MQTT.CAFile}, {"mqtt.cert_file", c.MQTT.CertFile}, {"mqtt.key_file", c.MQTT.KeyFile}} {
+		if f.path == "" {
+			bad(f.key, "required: mutual TLS needs the CA, the device certificate and its key")
 		}
 	}
 	if strings.ContainsAny(c.MQTT.EventTopic, "+#") {
 		bad("mqtt.event_topic", "%q must not contain wildcards", c.MQTT.EventTopic)
 	}
-	if c.Tunnel.Endpoint != "" && strings.HasPrefix(c.Tunnel.Endpoint, "ws://") && !c.Tunnel.AllowInsecureWebSocket {
-		bad("tunnel.endpoint", "ws:// needs tunnel.allow_insecure_websocket = true")
+	if c.Tunnel.Endpoint != "" {
+		if strings.HasPrefix(c.Tunnel.Endpoint, "ws://") && !c.Tunnel.AllowInsecureWebSocket {
+			bad("tunnel.endpoint", "ws:// needs tunnel.allow_insecure_websocket = true")
+		} else if err := tunnel.ValidateEndpoint(c.Tunnel.Endpoint, c.Tunnel.AllowInsecureWebSocket); err != nil {
+			bad("tunnel.endpoint", "%v", strings.TrimPrefix(err.Error(), "tunnel: "))
+		}
+	}
+	if c.Tunnel.HTTPSProxy != "" {
+		if _, err := tunnel.ParseProxyURL(c.Tunnel.HTTPSProxy); err != nil {
+			bad("tunnel.https_proxy", "%v", strings.TrimPrefix(err.Error(), "tunnel: "))
+		}
+	}
+	if p := time.Duration(c.Tunnel.PingInterval); p != 0 && (p < time.Second || p > time.Hour) {
+		bad("tunnel.ping_interval", "%v: want 1s to 1h", p)
 	}
 	if c.Tunnel.MaxTunnels < 0 || c.Tunnel.MaxTunnels > 64 {
 		bad("tunnel.max_tunnels", "%d: want 1-64", c.Tunnel.MaxTunnels)
@@ -264,9 +282,19 @@ func (c *Config) Validate() error {
 			bad("ssh.ciphers", "%v", err)
 		}
 	}
-	for user, h := range c.SSH.PasswordHashes {
-		if !strings.HasPrefix(h, "$2a$") && !strings.HasPrefix(h, "$2b$") && !strings.HasPrefix(h, "$2y$") {
-			bad("ssh.password_hashes."+user, "not a bcrypt hash ($2a$, $2b$ or $2y$)")
+	users := make([]string, 0, len(c.SSH.PasswordHashes))
+	for user := range c.SSH.PasswordHashes {
+		users = append(users, user)
+	}
+	sort.Strings(users)
+	for _, user := range users {
+		if user == "" {
+			bad("ssh.password_hashes", "an empty user name")
+			continue
+		}
+		// bcrypt's own errors may quote a byte of the hash: say only what is wanted.
+		if _, err := bcrypt.Cost([]byte(c.SSH.PasswordHashes[user])); err != nil {
+			bad("ssh.password_hashes."+user, "not a bcrypt hash ($2a$, $2b$ or $2y$, a cost of 4-31, 60 characters)")
 		}
 	}
 	if _, err := c.Log.level(); err != nil {
@@ -292,14 +320,21 @@ func (l LogConfig) level() (slog.Level, error) {
 	return 0, fmt.Errorf("%q: want debug, info, warn or error", l.Level)
 }
 
-// NewLogger builds the agent's logger on w from the log settings.
-func (l LogConfig) NewLogger(w *os.File) *slog.Logger {
-	lvl, _ := l.level()
-	opts := &slog.HandlerOptions{Level: lvl}
+// NewLogger builds the agent's logger on w from the log settings. Its level is
+// level, set from l; a reload sets it again (SetLevel).
+func (l LogConfig) NewLogger(w *os.File, level *slog.LevelVar) *slog.Logger {
+	l.SetLevel(level)
+	opts := &slog.HandlerOptions{Level: level}
 	if l.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// SetLevel sets v to the configured level (Validate has checked it).
+func (l LogConfig) SetLevel(v *slog.LevelVar) {
+	lvl, _ := l.level()
+	v.Set(lvl)
 }
 
 // localForwardPolicy turns permit_local_forward entries into a policy function.

@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -68,6 +71,18 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"password hash", "[ssh]\npassword_hashes = { root = \"secret\" }", "ssh.password_hashes.root"},
 		{"log level", "[log]\nlevel = \"loud\"", "log.level"},
 		{"event topic", "[mqtt]\nevent_topic = \"a/#\"", "mqtt.event_topic"},
+		{"bcrypt prefix, garbage after", "[ssh]\npassword_hashes = { root = \"$2y$secret\" }", "ssh.password_hashes.root"},
+		{"password for no user", "[ssh]\npassword_hashes = { \"\" = \"$2y$10$abcdefghijklmnopqrstuuJ4zbq3eTo8Vq3I2tgu0UI2t7PvIVuLm\" }", "ssh.password_hashes: an empty user name"},
+		{"target port 0", "[services]\nWEB = \"localhost:0\"", "services.WEB"},
+		{"endpoint not a host", "[tunnel]\nendpoint = \"a b\"", "tunnel.endpoint"},
+		{"endpoint scheme", "[tunnel]\nendpoint = \"ftp://h:1\"", "tunnel.endpoint"},
+		{"proxy bad escape", "[tunnel]\nhttps_proxy = \"http://%zz\"", "tunnel.https_proxy"},
+		{"proxy socks", "[tunnel]\nhttps_proxy = \"socks5://127.0.0.1:1080\"", "tunnel.https_proxy: proxy URL scheme \"socks5\""},
+		{"proxy no host", "[tunnel]\nhttps_proxy = \"http://:3128\"", "tunnel.https_proxy"},
+		{"proxy port", "[tunnel]\nhttps_proxy = \"http://p:99999\"", "tunnel.https_proxy"},
+		{"proxy path", "[tunnel]\nhttps_proxy = \"http://p:3128/x\"", "tunnel.https_proxy"},
+		{"ping too often", "[tunnel]\nping_interval = \"1ns\"", "tunnel.ping_interval"},
+		{"ping too rare", "[tunnel]\nping_interval = \"2h\"", "tunnel.ping_interval"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := minimalConfig
@@ -87,6 +102,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 				t.Fatalf("error repeats the password hash value: %v", err)
 			}
 		})
+	}
+	for _, proxy := range []string{"127.0.0.1:3128", "http://user:pw@proxy.example:8080", "https://proxy.example", "proxy.example"} {
+		if _, err := ParseConfig([]byte(minimalConfig + "[tunnel]\nhttps_proxy = \"" + proxy + "\"\n")); err != nil {
+			t.Errorf("https_proxy %q refused: %v", proxy, err)
+		}
 	}
 	if _, err := ParseConfig([]byte("data_dir = \"rel\"")); err == nil ||
 		!strings.Contains(err.Error(), "thing_name: required") || !strings.Contains(err.Error(), "data_dir") || !strings.Contains(err.Error(), "mqtt.endpoint") {
@@ -114,5 +134,56 @@ func TestLocalForwardPolicy(t *testing.T) {
 	none, _ := localForwardPolicy(nil)
 	if none("root", netip.MustParseAddrPort("127.0.0.1:22")) {
 		t.Error("empty policy allows loopback")
+	}
+}
+
+// TestLoadConfigRefusesOddFiles: a config path that is not a small regular file
+// gets an error at once, without reading it all or waiting on it.
+func TestLoadConfigRefusesOddFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, []byte(minimalConfig+"#"+strings.Repeat("x", maxConfigSize)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{fifo, "is not a regular file"},
+		{dir, "is not a regular file"},
+		{"/dev/zero", "is not a regular file"},
+		{big, "is larger than 1024 KiB"},
+		{filepath.Join(dir, "missing"), "no such file"},
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := LoadConfig(tc.path); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("LoadConfig(%s) = %v, want an error with %q", tc.path, err, tc.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("LoadConfig(%s) still reading after 5s", tc.path)
+		}
+	}
+}
+
+// TestLogLevelReloads: the logger's level follows SetLevel, which the agent calls
+// on SIGHUP with the new config's log.level.
+func TestLogLevelReloads(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var level slog.LevelVar
+	log := LogConfig{Level: "info", Format: "text"}.NewLogger(f, &level)
+	log.Debug("hidden")
+	LogConfig{Level: "debug"}.SetLevel(&level)
+	log.Debug("shown")
+	b, _ := os.ReadFile(f.Name())
+	if strings.Contains(string(b), "hidden") || !strings.Contains(string(b), "shown") {
+		t.Fatalf("log after the level changed to debug:\n%s", b)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -34,7 +36,7 @@ func buildTime() time.Time {
 // its defaults applied) into a mutual-TLS client configuration. Errors name
 // the Config field and the path, never the file contents.
 func newTLSConfig(c Config) (*tls.Config, error) {
-	caPEM, err := os.ReadFile(c.CAFile)
+	caPEM, err := ReadRegularFile(c.CAFile, maxPEMFile)
 	if err != nil {
 		return nil, &ConfigError{Field: "CAFile", Err: err}
 	}
@@ -42,11 +44,11 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, configErr("CAFile", "%s holds no PEM certificate", c.CAFile)
 	}
-	certPEM, err := os.ReadFile(c.CertFile)
+	certPEM, err := ReadRegularFile(c.CertFile, maxPEMFile)
 	if err != nil {
 		return nil, &ConfigError{Field: "CertFile", Err: err}
 	}
-	keyPEM, err := os.ReadFile(c.KeyFile)
+	keyPEM, err := ReadRegularFile(c.KeyFile, maxPEMFile)
 	if err != nil {
 		return nil, &ConfigError{Field: "KeyFile", Err: err}
 	}
@@ -62,6 +64,52 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 		ServerName:   c.ServerName,
 		NextProtos:   c.ALPN,
 	}, nil
+}
+
+// maxPEMFile bounds each certificate or key file: a CA bundle of every public
+// root is ~220 KiB.
+const maxPEMFile = 1 << 20
+
+// ReadRegularFile reads path, which must be a regular file of at most limit
+// bytes: a device with 64 MB of RAM must not read a wrong path such as /dev/zero
+// until the OOM killer comes. It opens without blocking, so that a FIFO in the
+// way is refused instead of waited on. The agent reads its config with it too.
+func ReadRegularFile(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file but a %s", path, fileKind(fi.Mode()))
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		clear(b)
+		return nil, fmt.Errorf("%s is larger than %d KiB", path, limit>>10)
+	}
+	return b, nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }
 
 // certLeaf returns the parsed client certificate of cfg, or nil.

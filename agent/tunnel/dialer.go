@@ -80,7 +80,7 @@ func ValidateTarget(addr string) error {
 	if host == "" {
 		return fmt.Errorf("tunnel: target %q: empty host", addr)
 	}
-	if _, err := net.LookupPort("tcp", port); err != nil || strings.Trim(port, "0123456789") != "" {
+	if n, err := net.LookupPort("tcp", port); err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
 		return fmt.Errorf("tunnel: target %q: bad port %q", addr, port)
 	}
 	return nil

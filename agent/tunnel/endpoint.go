@@ -26,6 +26,13 @@ func RegionEndpoint(region string) string {
 	return host
 }
 
+// ValidateEndpoint checks an explicit data-plane endpoint (host[:port], or a
+// wss:// URL; ws:// only with allowInsecure) as a client would use it.
+func ValidateEndpoint(endpoint string, allowInsecure bool) error {
+	_, err := tunnelURL(endpoint, "", ModeDestination, allowInsecure)
+	return err
+}
+
 // tunnelURL builds the WebSocket URL for a mode from an explicit endpoint or a region.
 // endpoint is host[:port], or a wss:// (https://) URL; ws:// (http://) only when
 // allowInsecure is set.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -38,12 +39,13 @@ func proxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
 	if bypassProxy(target.Hostname(), target.Port(), noProxy) {
 		return nil, nil
 	}
-	return parseProxyURL(raw)
+	return ParseProxyURL(raw)
 }
 
-// parseProxyURL parses http[s]://[user:pass@]host[:port]; a missing scheme means
-// http and a missing port 3128 (as localproxy).
-func parseProxyURL(raw string) (*url.URL, error) {
+// ParseProxyURL parses an HTTPS proxy setting: http[s]://[user:pass@]host[:port];
+// a missing scheme means http and a missing port 3128 (as localproxy). Errors
+// never quote the URL, which may hold a password.
+func ParseProxyURL(raw string) (*url.URL, error) {
 	if !strings.Contains(raw, "://") {
 		raw = "http://" + raw
 	}
@@ -59,6 +61,11 @@ func parseProxyURL(raw string) (*url.URL, error) {
 	}
 	if u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), "3128")
+	} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+		return nil, fmt.Errorf("tunnel: proxy URL port %q: want 1-65535", u.Port())
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("tunnel: proxy URL must be only http[s]://[user:password@]host[:port]")
 	}
 	return u, nil
 }
