@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"net/url"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -81,13 +80,48 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		OnNotification: a.notified,
 	})
 	if err != nil {
-		return nil, err
+		return nil, configKey(err)
 	}
 	if cfg.MQTT.EventTopic != "" {
 		topic := cfg.MQTT.EventTopic
 		a.events = newEventQueue(func(ctx context.Context, b []byte) error { return a.mqtt.Publish(ctx, topic, b) }, log.With("component", "events"))
 	}
 	return a, nil
+}
+
+// Check is what `porthole check-config` runs: cfg is valid, the files it names
+// are usable (the MQTT certificate, its key and the CA), and its data directory
+// is safe. It changes nothing on disk.
+func Check(cfg *Config) error {
+	if _, err := New(cfg, nil); err != nil {
+		return err
+	}
+	return checkDataDir(cfg.DataDir)
+}
+
+// notifyKeys maps the fields of notify.Config to the config keys they come from.
+var notifyKeys = map[string]string{
+	"ThingName": "thing_name",
+	"ClientID":  "mqtt.client_id",
+	"Broker":    "mqtt.endpoint",
+	"CAFile":    "mqtt.ca_file",
+	"CertFile":  "mqtt.cert_file",
+	"KeyFile":   "mqtt.key_file",
+	"KeepAlive": "mqtt.keepalive",
+}
+
+// configKey rewrites a *notify.ConfigError to name the config key, as Validate's
+// errors do.
+func configKey(err error) error {
+	var ce *notify.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	key, ok := notifyKeys[ce.Field]
+	if !ok {
+		key = "mqtt"
+	}
+	return fmt.Errorf("config: %s: %w", key, ce.Err)
 }
 
 // newSSHServer maps the [ssh] settings onto the embedded server.
@@ -142,6 +176,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ctx = ctx
 	a.mu.Unlock()
 
+	if err := checkDataDir(a.cfg.DataDir); err != nil {
+		return Usagef("%w", err)
+	}
+	lock, err := lockDataDir(a.cfg.DataDir, lockWait)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	// The host key is made (or checked) now, so a bad key fails at start.
 	if _, err := a.ssh.PublicKeys(); err != nil {
 		return err
@@ -173,7 +215,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.start(t, false)
 	}
 
-	err := a.mqtt.Run(ctx)
+	err = a.mqtt.Run(ctx)
 	cancel()
 	a.wg.Wait() // destination sessions
 	a.log.Info("agent stopped")
@@ -322,7 +364,11 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 		d.DefaultService = t.Services[0]
 	}
 	if p := a.cfg.Tunnel.HTTPSProxy; p != "" {
-		u, _ := url.Parse(p) // validated with the config
+		u, err := tunnel.ParseProxyURL(p)
+		if err != nil { // Validate refuses such a config; never connect around the proxy
+			log.Error("tunnel.https_proxy", "error", err)
+			return
+		}
 		d.Proxy = tunnel.ProxyURL(u)
 	}
 	err = d.Run(ctx)
@@ -432,6 +478,9 @@ func (a *Agent) Reload(cfg *Config) []string {
 	}
 	if fmt.Sprint(cfg.SSH) != fmt.Sprint(a.cfg.SSH) {
 		restart = append(restart, "ssh")
+	}
+	if cfg.Log.Format != a.cfg.Log.Format {
+		restart = append(restart, "log.format")
 	}
 	if cfg.Tunnel != a.cfg.Tunnel {
 		restart = append(restart, "tunnel (applies to new tunnels only after a restart)")

@@ -392,4 +392,9 @@ func TestReloadSwapsServiceMap(t *testing.T) {
 	if len(restart) != 1 || restart[0] != "thing_name" {
 		t.Fatalf("Reload reported %q, want thing_name only", restart)
 	}
+	next.Log.Format = "json"
+	next.Log.Level = "debug" // applied by the command on SIGHUP, no restart
+	if restart := a.Reload(&next); strings.Join(restart, ",") != "log.format,thing_name" {
+		t.Fatalf("Reload reported %q, want log.format and thing_name", restart)
+	}
 }

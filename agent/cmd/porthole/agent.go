@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -85,7 +86,8 @@ func runAgent(args []string, stderr io.Writer) error {
 		return err
 	}
 	setMemoryLimit(os.Getenv)
-	log := cfg.Log.NewLogger(os.Stderr)
+	var level slog.LevelVar
+	log := cfg.Log.NewLogger(os.Stderr, &level)
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		return agent.Usagef("%w", err)
@@ -109,10 +111,11 @@ func runAgent(args []string, stderr io.Writer) error {
 					log.Error("reload refused: config invalid, keeping the running one", "error", err)
 					continue
 				}
+				ncfg.Log.SetLevel(&level)
 				if restart := a.Reload(ncfg); len(restart) > 0 {
-					log.Warn("reloaded the service map; these changes need a restart", "keys", strings.Join(restart, ", "))
+					log.Warn("reloaded the service map and log level; these changes need a restart", "keys", strings.Join(restart, ", "))
 				} else {
-					log.Info("reloaded the service map")
+					log.Info("reloaded the service map and log level")
 				}
 				continue
 			}
@@ -133,6 +136,9 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) error {
 	cfg, path, err := configFlag("check-config", args, stderr)
 	if err != nil {
 		return err
+	}
+	if err := agent.Check(cfg); err != nil {
+		return agent.Usagef("%s: %w", path, err)
 	}
 	fmt.Fprintf(stdout, "%s: ok (thing %s, %d services, data in %s)\n", path, cfg.ThingName, len(cfg.Services), cfg.DataDir)
 	return nil

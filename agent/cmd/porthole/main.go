@@ -43,8 +43,17 @@ const (
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := "agent"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help":
+			cmd, args = "help", args[1:]
+		case "-version", "--version":
+			cmd, args = "version", args[1:]
+		default:
+			if len(args[0]) > 0 && args[0][0] != '-' {
+				cmd, args = args[0], args[1:]
+			}
+		}
 	}
 	var err error
 	switch cmd {

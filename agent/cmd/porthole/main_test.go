@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
@@ -40,6 +41,16 @@ func TestExitCodes(t *testing.T) {
 	if code, out, _ := runCmd(t, nil, "help"); code != 0 || !strings.Contains(out, "Exit codes") {
 		t.Fatalf("help: %d %q", code, out)
 	}
+	for _, h := range []string{"-h", "--help", "-help"} {
+		if code, out, _ := runCmd(t, nil, h); code != 0 || !strings.Contains(out, "commands:") {
+			t.Fatalf("%s: %d %q, want the list of commands", h, code, out)
+		}
+	}
+	for _, v := range []string{"--version", "-version"} {
+		if code, out, _ := runCmd(t, nil, v); code != 0 || !strings.HasPrefix(out, "porthole ") {
+			t.Fatalf("%s: %d %q", v, code, out)
+		}
+	}
 	if code, _, _ := runCmd(t, nil, "connect", "-h"); code != 0 {
 		t.Fatalf("connect -h: %d", code)
 	}
@@ -50,17 +61,30 @@ func TestExitCodes(t *testing.T) {
 
 func TestCheckConfig(t *testing.T) {
 	dir := t.TempDir()
-	good := filepath.Join(dir, "good.toml")
-	os.WriteFile(good, []byte(`thing_name = "dev"
-data_dir = "/var/lib/porthole"
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.Client(t, "dev")
+	_, otherKey := pki.Client(t, "other")
+	notPEM := filepath.Join(dir, "notpem.pem")
+	os.WriteFile(notPEM, []byte("hello\n"), 0o600)
+	config := func(name, extra string) string {
+		p := filepath.Join(dir, name+".toml")
+		os.WriteFile(p, []byte(`thing_name = "dev"
+data_dir = "`+filepath.Join(dir, "data")+`"
+`+extra+`
 [mqtt]
 endpoint = "b:8883"
-ca_file = "/ca"
-cert_file = "/c"
-key_file = "/k"
+ca_file = "`+pki.CAFile+`"
+cert_file = "`+cert+`"
+key_file = "`+key+`"
 `), 0o600)
+		return p
+	}
+	good := config("good", "")
 	if code, out, errs := runCmd(t, nil, "check-config", "-c", good); code != 0 || !strings.Contains(out, "ok") {
 		t.Fatalf("good config: %d %q %q", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !os.IsNotExist(err) {
+		t.Fatalf("check-config made the data directory (stat: %v); it must change nothing", err)
 	}
 	bad := filepath.Join(dir, "bad.toml")
 	os.WriteFile(bad, []byte("thing_name = \"dev\"\n[tunnel]\nmax_tunnels = -1\n"), 0o600)
@@ -70,6 +94,28 @@ key_file = "/k"
 	}
 	if code, _, errs := runCmd(t, nil, "check-config", "-c", filepath.Join(dir, "missing.toml")); code != exitUsage || !strings.Contains(errs, "missing.toml") {
 		t.Fatalf("missing config: %d %q", code, errs)
+	}
+	// What the agent would refuse at start, check-config refuses too, naming the key.
+	writable := filepath.Join(dir, "writable")
+	os.Mkdir(writable, 0o700)
+	os.Chmod(writable, 0o777)
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"missing CA", pki.CAFile, filepath.Join(dir, "nope.pem"), "mqtt.ca_file: open"},
+		{"CA not PEM", pki.CAFile, notPEM, "mqtt.ca_file: " + notPEM + " holds no PEM certificate"},
+		{"key of another certificate", key, otherKey, "mqtt.cert_file: loading the key pair"},
+		{"key is a directory", key, dir, "mqtt.key_file: " + dir + " is not a regular file"},
+		{"endpoint port", `endpoint = "b:8883"`, `endpoint = "b:99999"`, "mqtt.endpoint:"},
+		{"keepalive", `endpoint = "b:8883"`, `endpoint = "b:8883"` + "\nkeepalive = \"500ms\"", "mqtt.keepalive:"},
+		{"client id", `endpoint = "b:8883"`, `endpoint = "b:8883"` + "\nclient_id = \"" + strings.Repeat("x", 200) + "\"", "mqtt.client_id:"},
+		{"data_dir writable by others", filepath.Join(dir, "data"), filepath.Join(writable, "data"), "is writable by group or others"},
+	} {
+		b, _ := os.ReadFile(good)
+		p := filepath.Join(dir, "case.toml")
+		os.WriteFile(p, []byte(strings.Replace(string(b), tc.from, tc.to, 1)), 0o600)
+		code, _, errs := runCmd(t, nil, "check-config", "-c", p)
+		if code != exitUsage || !strings.Contains(errs, tc.want) {
+			t.Errorf("%s: exit %d, stderr %q; want %d and %q", tc.name, code, errs, exitUsage, tc.want)
+		}
 	}
 	// The agent refuses a bad config with the usage code too (no respawn loop).
 	if code, _, _ := runCmd(t, nil, "agent", "-c", bad); code != exitUsage {

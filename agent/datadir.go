@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// checkDataDir refuses a data directory that another local user could change:
+// it holds the SSH host key and the live tunnels' tokens, so whoever can replace
+// them chooses the device's SSH identity or plants tunnels. The directory and
+// each directory above it must belong to root or to the agent's user, and must not
+// be writable by group or others; a directory above with the sticky bit (/tmp) is
+// allowed, since others cannot rename what is in it. A data directory that does
+// not exist yet is fine: the agent makes it, mode 0700.
+func checkDataDir(dir string) error {
+	euid := os.Geteuid()
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && p == filepath.Clean(dir):
+		case err != nil:
+			return fmt.Errorf("data_dir: %w", err)
+		case !fi.IsDir():
+			return fmt.Errorf("data_dir: %s is not a directory", p)
+		default:
+			st, ok := fi.Sys().(*syscall.Stat_t)
+			if ok && st.Uid != 0 && int(st.Uid) != euid {
+				return fmt.Errorf("data_dir: %s belongs to uid %d, not to root or the agent's user (uid %d)", p, st.Uid, euid)
+			}
+			sticky := fi.Mode()&fs.ModeSticky != 0 && p != filepath.Clean(dir)
+			if fi.Mode().Perm()&0o022 != 0 && !sticky {
+				return fmt.Errorf("data_dir: %s is writable by group or others (mode %04o); the host key and tunnel tokens need a directory only root can change (chmod go-w)", p, fi.Mode().Perm())
+			}
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
+}
+
+// dataDirLock is the lock file that keeps a second agent off one data directory.
+const dataDirLock = "agent.lock"
+
+// lockWait is how long a starting agent waits for another to leave the data
+// directory: a restart can start the new agent while the old one is still
+// ending its sessions (it exits within 5 s).
+const lockWait = 10 * time.Second
+
+// lockDataDir takes the agent's lock in dir, made if missing, and writes the
+// agent's pid into it. Two agents on one data directory take the MQTT session
+// from each other and dial each other's saved tunnels, each cutting the other's
+// off. The lock holds until the returned file is closed or the process ends.
+func lockDataDir(dir string, wait time.Duration) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	path := filepath.Join(dir, dataDirLock)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data_dir: lock: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || !time.Now().Before(deadline) {
+			holder := "another process"
+			if b, rerr := os.ReadFile(path); rerr == nil {
+				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 {
+					holder = "pid " + strconv.Itoa(pid)
+				}
+			}
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, Usagef("data_dir %s is in use by another porthole agent (%s); one agent per data directory", dir, holder)
+			}
+			return nil, fmt.Errorf("data_dir: lock %s: %w", path, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
