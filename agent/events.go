@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify"
 )
 
 // Event is one JSON record on the event topic: what happened to a tunnel, a stream,
@@ -37,6 +40,10 @@ type eventQueue struct {
 	seq     uint64
 	dropped int
 	wake    chan struct{}
+
+	// Used by the publishing goroutine only.
+	refusedCount  int       // refused events not yet reported
+	refusedLogged time.Time // when a refusal was last reported
 }
 
 type queuedEvent struct {
@@ -106,6 +113,12 @@ func (q *eventQueue) drain(ctx context.Context) {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := q.publish(pctx, b)
 		cancel()
+		if errors.Is(err, notify.ErrRefused) {
+			// Retrying gets the same answer and would hold up every event behind it.
+			q.refused(e, err)
+			q.pop(head.seq)
+			continue
+		}
 		if err != nil {
 			q.log.Debug("publishing event failed, will retry", "type", e.Type, "error", err)
 			select { // the broker is away: wait a little before trying again
@@ -114,10 +127,29 @@ func (q *eventQueue) drain(ctx context.Context) {
 			}
 			continue
 		}
-		q.mu.Lock()
-		if len(q.queue) > 0 && q.queue[0].seq == head.seq { // not dropped meanwhile
-			q.queue = q.queue[1:]
-		}
-		q.mu.Unlock()
+		q.pop(head.seq)
+	}
+}
+
+// pop removes the queue's head if it is still the event seq (it was not dropped
+// meanwhile).
+func (q *eventQueue) pop(seq uint64) {
+	q.mu.Lock()
+	if len(q.queue) > 0 && q.queue[0].seq == seq {
+		q.queue = q.queue[1:]
+	}
+	q.mu.Unlock()
+}
+
+// refusedLogEvery is how often a broker that refuses every event is reported.
+const refusedLogEvery = time.Minute
+
+// refused reports an event the broker refused: the first at once, then at most
+// one line a minute with the count since the last.
+func (q *eventQueue) refused(e Event, err error) {
+	q.refusedCount++
+	if now := time.Now(); q.refusedLogged.IsZero() || now.Sub(q.refusedLogged) >= refusedLogEvery {
+		q.log.Warn("event refused by the broker, dropped", "type", e.Type, "refused", q.refusedCount, "error", err)
+		q.refusedLogged, q.refusedCount = now, 0
 	}
 }

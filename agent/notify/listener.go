@@ -163,6 +163,11 @@ func (l *Listener) AwaitConnection(ctx context.Context) error {
 	}
 }
 
+// ErrRefused marks a publish the broker answered with a failure reason code
+// (PUBACK 0x80 or above, e.g. 0x87 not authorized): sending the same message
+// again gets the same answer.
+var ErrRefused = errors.New("refused by the broker")
+
 // Publish sends payload to topic at QoS 1 on the listener's connection and
 // waits for the PUBACK, for the agent's status and audit events. It returns
 // an error wrapping ErrNotConnected at once when there is no connection,
@@ -189,14 +194,14 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 	case errors.Is(err, session.ErrNoConnection): // the connection went meanwhile
 		return fmt.Errorf("%w: cannot publish to %s", ErrNotConnected, topic)
 	case resp != nil && resp.ReasonCode >= 0x80:
-		msg := fmt.Sprintf("notify: publishing to %s: refused by the broker, reason %s", topic, reasonText(resp.ReasonCode))
+		detail := reasonText(resp.ReasonCode)
 		if resp.Properties != nil && resp.Properties.ReasonString != "" {
-			msg += ": " + resp.Properties.ReasonString
+			detail += ": " + resp.Properties.ReasonString
 		}
 		if resp.ReasonCode == 0x87 {
-			msg += "; " + publishPolicyHint(topic)
+			detail += "; " + publishPolicyHint(topic)
 		}
-		return errors.New(msg)
+		return fmt.Errorf("notify: publishing to %s: %w, reason %s", topic, ErrRefused, detail)
 	case err != nil:
 		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
 	}

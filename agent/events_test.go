@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify"
+)
+
+// TestEventQueueDropsRefusedEvents: an event the broker refuses (not authorized
+// for the topic, say) is dropped with a warning, instead of being retried forever
+// in front of every later event; an event that failed because the broker was
+// away is sent again.
+func TestEventQueueDropsRefusedEvents(t *testing.T) {
+	var mu sync.Mutex
+	var sent []string
+	calls := map[string]int{}
+	publish := func(_ context.Context, b []byte) error {
+		var e Event
+		json.Unmarshal(b, &e)
+		mu.Lock()
+		defer mu.Unlock()
+		calls[e.Type]++
+		switch {
+		case strings.HasPrefix(e.Type, "refused"):
+			return fmt.Errorf("notify: publishing to t: %w, reason 0x87 (not authorized)", notify.ErrRefused)
+		case e.Type == "away" && calls[e.Type] == 1:
+			return errors.New("not connected")
+		}
+		sent = append(sent, e.Type)
+		return nil
+	}
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	q := newEventQueue(publish, slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil)))
+	for _, typ := range []string{"refused-1", "first", "refused-2", "away", "last"} {
+		q.add(Event{Type: typ})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { q.run(ctx, time.Second); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(sent)
+		mu.Unlock()
+		if n == 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(sent, " "); got != "first away last" {
+		t.Fatalf("published %q, want \"first away last\"", got)
+	}
+	if calls["refused-1"] != 1 || calls["refused-2"] != 1 {
+		t.Fatalf("refused events tried %d and %d times, want once each", calls["refused-1"], calls["refused-2"])
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if n := strings.Count(logs.String(), "event refused by the broker, dropped"); n != 1 {
+		t.Fatalf("%d warnings for two refusals within a minute, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "not authorized") {
+		t.Fatalf("the warning does not say why:\n%s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
