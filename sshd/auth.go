@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -169,28 +170,14 @@ func (s *Server) authorizedKeysPaths(a *account) []string {
 }
 
 // authorizedKeys reads the user's authorized_keys files. Missing files are
-// skipped; bad lines are logged and skipped.
+// skipped (logged at debug: a login then fails with "key not in
+// authorized_keys", and the log says which file was looked for); files that
+// are not regular or fail safePath are ignored, and bad lines skipped, with
+// a warning.
 func (s *Server) authorizedKeys(a *account) []authorizedKey {
 	var out []authorizedKey
 	for _, path := range s.authorizedKeysPaths(a) {
-		f, err := os.Open(path)
-		if err != nil {
-			if !errors.Is(err, os.ErrNotExist) {
-				s.log().Warn("reading authorized keys", "path", path, "err", err)
-			}
-			continue
-		}
-		if err := safePath(f, path, a); err != nil {
-			f.Close()
-			s.log().Warn("authorized keys file ignored", "path", path, "err", err)
-			continue
-		}
-		keys, errs := parseAuthorizedKeys(f)
-		f.Close()
-		for _, e := range errs {
-			s.log().Warn("authorized keys line skipped", "path", path, "err", e)
-		}
-		out = append(out, keys...)
+		out = append(out, s.readKeysFile("authorized keys", path, a)...)
 	}
 	return out
 }
@@ -199,21 +186,111 @@ func (s *Server) authorizedKeys(a *account) []authorizedKey {
 func (s *Server) trustedCAs() []gossh.PublicKey {
 	var out []gossh.PublicKey
 	for _, path := range s.TrustedUserCAKeysFiles {
-		f, err := os.Open(path)
-		if err != nil {
-			s.log().Warn("reading trusted user CA keys", "path", path, "err", err)
-			continue
-		}
-		keys, errs := parseAuthorizedKeys(f)
-		f.Close()
-		for _, e := range errs {
-			s.log().Warn("trusted CA line skipped", "path", path, "err", e)
-		}
-		for _, k := range keys {
+		for _, k := range s.readKeysFile("trusted user CA keys", path, nil) {
 			out = append(out, k.Key)
 		}
 	}
 	return out
+}
+
+// readKeysFile reads one file in authorized_keys format and logs what it
+// skips; what names the kind of file in the log lines. For a user's
+// authorized_keys file, a is that user and the file must pass safePath.
+// Over-long lines are logged once per read of the file (with the first one's
+// number and how many there were), never with their content.
+func (s *Server) readKeysFile(what, path string, a *account) []authorizedKey {
+	f, _, err := openRegular(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && a != nil:
+		s.log().Debug(what+" file not found", "path", path, "user", a.Name)
+		return nil
+	case errors.Is(err, errNotRegular):
+		s.log().Warn(what+" file ignored", "path", path, "err", err)
+		return nil
+	case err != nil:
+		s.log().Warn("reading "+what, "path", path, "err", err)
+		return nil
+	}
+	defer f.Close()
+	if a != nil {
+		if err := safePath(f, path, a); err != nil {
+			s.log().Warn(what+" file ignored", "path", path, "err", err)
+			return nil
+		}
+	}
+	keys, errs := parseAuthorizedKeys(f)
+	firstLong, long := 0, 0
+	for _, err := range errs {
+		var le *lineError
+		switch {
+		case errors.Is(err, errLineTooLong) && errors.As(err, &le):
+			if long == 0 {
+				firstLong = le.Line
+			}
+			long++
+		case errors.Is(err, errFileTooLarge) && errors.As(err, &le):
+			s.log().Warn(what+" file too large", "path", path, "line", le.Line, "max_bytes", maxKeysFile, "err", err)
+		default:
+			s.log().Warn(what+" line skipped", "path", path, "err", err)
+		}
+	}
+	if long > 0 {
+		s.log().Warn(what+" over-long lines skipped", "path", path, "line", firstLong, "count", long, "max_bytes", maxKeysLine)
+	}
+	return keys
+}
+
+// checkLoginMethods logs one warning, at start, when no login can work:
+// there are no password hashes, no key in TrustedUserCAKeysFiles, and none
+// of the AuthorizedKeysFiles exists. Paths that depend on the user (with %h
+// or %u, or relative to the home directory) are expanded for every user who
+// may log in: all users of the passwd file when the server runs as root,
+// else its own user; a file of any of them counts. Files are only looked
+// for, not checked (safePath, content): each login logs what is wrong with
+// them. If the passwd file cannot be read, nothing is said here; each login
+// then fails with that error.
+func (s *Server) checkLoginMethods() {
+	if len(s.PasswordHashes) > 0 || len(s.trustedCAs()) > 0 || s.anyAuthorizedKeysFile() {
+		return
+	}
+	s.log().Warn("no login method can work: no password hashes, no trusted user CA keys and no authorized_keys file",
+		"authorized_keys_files", s.AuthorizedKeysFiles, "trusted_user_ca_keys_files", s.TrustedUserCAKeysFiles)
+}
+
+// anyAuthorizedKeysFile reports whether one of the AuthorizedKeysFiles
+// exists for some user who may log in, or whether that cannot be told.
+func (s *Server) anyAuthorizedKeysFile() bool {
+	exists := func(path string) bool {
+		_, err := os.Stat(path)
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	perUser := false
+	for _, p := range s.AuthorizedKeysFiles {
+		if strings.Contains(p, "%") || !filepath.IsAbs(p) {
+			perUser = true
+		} else if exists(p) {
+			return true
+		}
+	}
+	if !perUser {
+		return false
+	}
+	entries, err := s.readPasswd()
+	if err != nil {
+		return true
+	}
+	euid := s.euid()
+	for _, e := range entries {
+		if euid != 0 && int(e.UID) != euid {
+			continue
+		}
+		for _, p := range s.authorizedKeysPaths(&account{Name: e.Name, Home: e.Home}) {
+			if exists(p) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // authorizeKey decides whether key may log in as user and with which

@@ -478,3 +478,172 @@ func TestAuthorizedKeysStrictModes(t *testing.T) {
 		})
 	}
 }
+
+func TestLoginFilesMustBeRegular(t *testing.T) {
+	ca := newSigner(t)
+	cert := newCert(t, ca, newSigner(t), nil)
+	for _, tc := range []struct {
+		name string
+		// point makes the file under test at fifo a FIFO (and sets up what
+		// else the login needs).
+		point func(t *testing.T, e *testEnv, s *Server, fifo string)
+		cert  bool
+		ok    bool
+	}{
+		{name: "authorized_keys", ok: true, point: func(t *testing.T, e *testEnv, s *Server, fifo string) {
+			// The FIFO is root's first file; the key is in the second,
+			// which must still be read.
+			s.AuthorizedKeysFiles = []string{fifo, "%h/.ssh/authorized_keys2"}
+			writeFile(t, filepath.Join(e.home("root"), ".ssh", "authorized_keys2"), authorizedLine("", e.key.PublicKey()))
+		}},
+		{name: "trusted CA keys", cert: true, ok: true, point: func(t *testing.T, e *testEnv, s *Server, fifo string) {
+			caFile := filepath.Join(e.dir, "user_ca.pub")
+			writeFile(t, caFile, authorizedLine("", ca.PublicKey()))
+			s.TrustedUserCAKeysFiles = []string{fifo, caFile}
+		}},
+		{name: "passwd", ok: false, point: func(t *testing.T, e *testEnv, s *Server, fifo string) {
+			s.PasswdFile = fifo
+		}},
+		{name: "group", ok: true, point: func(t *testing.T, e *testEnv, s *Server, fifo string) {
+			s.GroupFile = fifo
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var opened func() bool
+			e := newEnv(t, func(e *testEnv, s *Server) {
+				fifo := filepath.Join(e.dir, "fifo")
+				opened = mkfifo(t, fifo)
+				tc.point(t, e, s, fifo)
+			})
+			signer := e.key
+			if tc.cert {
+				signer = cert
+			}
+			c, err := e.dial("root", gossh.PublicKeys(signer))
+			if c != nil {
+				c.Close()
+			}
+			if (err == nil) != tc.ok {
+				t.Errorf("login with %s a FIFO: %v, want ok=%v", tc.name, err, tc.ok)
+			}
+			if opened() {
+				t.Errorf("the server opened the FIFO (%s) for reading; want it refused unopened", tc.name)
+			}
+			if tc.name != "group" && len(e.logs.logged("not a regular file but a named pipe")) == 0 {
+				t.Errorf("no log line says the %s file is a named pipe", tc.name)
+			}
+		})
+	}
+}
+
+func TestAuthorizedKeysOverlongLine(t *testing.T) {
+	e := newEnv(t, nil)
+	garbage := strings.Repeat("Z", maxKeysLine+1)
+	// Two over-long lines with a comment between them; the key after them
+	// must still log in.
+	e.writeAuthorizedKeys("root", garbage+"\n# comment\n"+garbage+"\n"+authorizedLine("", e.key.PublicKey()))
+	e.login("root").Close()
+	warns := e.logs.logged("level=WARN", "over-long lines skipped")
+	if len(warns) == 0 {
+		t.Fatal("no warning about the over-long lines")
+	}
+	// One line per read of the file (a login reads it for the key query
+	// and again for the signature), with the first line's number.
+	path := filepath.Join(e.home("root"), ".ssh", "authorized_keys")
+	for _, w := range warns {
+		if !strings.Contains(w, "path="+path) || !strings.Contains(w, "line=1 count=2") {
+			t.Errorf("warning = %q, want path=%s line=1 count=2", w, path)
+		}
+	}
+	if n := len(e.logs.logged("authorized keys")); n != len(warns) {
+		t.Errorf("%d log lines about authorized keys, want only the %d over-long warnings", n, len(warns))
+	}
+	if l := e.logs.logged("ZZZZZZZZ"); len(l) != 0 {
+		t.Errorf("the over-long line's content was logged: %.100q", l[0])
+	}
+}
+
+func TestMissingAuthorizedKeysLogged(t *testing.T) {
+	e := newEnv(t, nil)
+	path := filepath.Join(e.home("root"), ".ssh", "authorized_keys")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := e.dial("root", gossh.PublicKeys(e.key)); err == nil {
+		c.Close()
+		t.Fatal("root logged in without an authorized_keys file")
+	}
+	if len(e.logs.logged("level=DEBUG", "authorized keys file not found", "path="+path, "user=root")) == 0 {
+		t.Errorf("no debug line names the missing %s", path)
+	}
+}
+
+func TestNoLoginMethodWarning(t *testing.T) {
+	ca := newSigner(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		euid      int
+		make      []string // files to write a key to, under the test dir
+		authKeys  []string // AuthorizedKeysFiles; DIR is the test dir
+		caFiles   []string // TrustedUserCAKeysFiles; DIR is the test dir
+		passwords bool
+		warn      bool
+	}{
+		{name: "nothing configured", warn: true},
+		{name: "per-user file missing", authKeys: []string{"%h/.ssh/authorized_keys"}, warn: true},
+		{name: "per-user file of another user", make: []string{"alice/.ssh/authorized_keys"}, authKeys: []string{"%h/.ssh/authorized_keys"}},
+		{name: "per-user file of a user who may not log in", euid: 1000, make: []string{"root/.ssh/authorized_keys"}, authKeys: []string{"%h/.ssh/authorized_keys"}, warn: true},
+		{name: "per-user file of the server's user", euid: 1000, make: []string{"alice/.ssh/authorized_keys"}, authKeys: []string{"%h/.ssh/authorized_keys"}},
+		{name: "relative path", make: []string{"root/.ssh/authorized_keys"}, authKeys: []string{".ssh/authorized_keys"}},
+		{name: "by user name", make: []string{"keys/alice"}, authKeys: []string{"DIR/keys/%u"}},
+		{name: "fixed path", make: []string{"keys/all"}, authKeys: []string{"DIR/keys/all"}},
+		{name: "fixed path missing", authKeys: []string{"DIR/keys/all"}, warn: true},
+		{name: "password hashes", passwords: true},
+		{name: "trusted CA", make: []string{"ca.pub"}, caFiles: []string{"DIR/ca.pub"}},
+		{name: "trusted CA file missing", caFiles: []string{"DIR/ca.pub"}, warn: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "passwd"), fmt.Sprintf("root:x:0:0:root:%s/root:/bin/sh\nalice:x:1000:1000:alice:%s/alice:/bin/sh\n", dir, dir))
+			for _, f := range tc.make {
+				os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)
+				writeFile(t, filepath.Join(dir, f), authorizedLine("", ca.PublicKey()))
+			}
+			expand := func(paths []string) []string {
+				var out []string
+				for _, p := range paths {
+					out = append(out, strings.ReplaceAll(p, "DIR", dir))
+				}
+				return out
+			}
+			logger, logs := newTestLogger(t)
+			s := &Server{
+				DataDir:                filepath.Join(dir, "data"),
+				PasswdFile:             filepath.Join(dir, "passwd"),
+				AuthorizedKeysFiles:    expand(tc.authKeys),
+				TrustedUserCAKeysFiles: expand(tc.caFiles),
+				Logger:                 logger,
+				geteuid:                func() int { return tc.euid },
+			}
+			if tc.passwords {
+				s.PasswordHashes = map[string]string{"root": string(hash)}
+			}
+			for range 2 {
+				if _, err := s.PublicKeys(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := 0
+			if tc.warn {
+				want = 1
+			}
+			if got := len(logs.logged("level=WARN", "no login method can work")); got != want {
+				t.Errorf("%d warnings that no login method can work, want %d", got, want)
+			}
+		})
+	}
+}

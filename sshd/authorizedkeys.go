@@ -40,31 +40,105 @@ type authorizedKey struct {
 	Options keyOptions
 }
 
-// parseAuthorizedKeys parses authorized_keys data. Lines that do not parse are
-// returned as errors with their line numbers and otherwise skipped, as sshd does.
+// Bounds on reading authorized_keys and trusted user CA keys files, which
+// are read at every login.
+const (
+	// maxKeysLine is the longest line read. A longer line is skipped (with
+	// an error naming its number, never its content) and the lines after
+	// it are read. An RSA key of 16384 bits, the largest OpenSSH makes, is
+	// a line of under 3 KiB; OpenSSH itself long refused lines over 8 KiB.
+	maxKeysLine = 1 << 20
+
+	// maxKeysFile is how much of one file is read: 4 MiB, some 5,000
+	// RSA-4096 or 40,000 ed25519 lines, far beyond what a device is given,
+	// while a file that grew by mistake cannot take a small device's memory
+	// at every login. Lines after the limit are ignored, with an error.
+	maxKeysFile = 4 << 20
+)
+
+// errLineTooLong and errFileTooLarge are wrapped by parseAuthorizedKeys'
+// errors for a line over maxKeysLine and for data beyond maxKeysFile.
+var (
+	errLineTooLong  = fmt.Errorf("line longer than %d bytes", maxKeysLine)
+	errFileTooLarge = fmt.Errorf("more than %d bytes; the rest is ignored", maxKeysFile)
+)
+
+// lineError is an error about one line of an authorized_keys file.
+type lineError struct {
+	Line int
+	Err  error
+}
+
+func (e *lineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+func (e *lineError) Unwrap() error { return e.Err }
+
+// parseAuthorizedKeys parses authorized_keys data. Lines that do not parse,
+// or are longer than maxKeysLine, are returned as *lineError and otherwise
+// skipped, as sshd does. At most maxKeysFile bytes are read: a line that
+// does not end within them is dropped, with an error wrapping
+// errFileTooLarge.
 func parseAuthorizedKeys(r io.Reader) ([]authorizedKey, []error) {
 	var keys []authorizedKey
 	var errs []error
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 8192), 1<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
+	br := bufio.NewReader(io.LimitReader(r, maxKeysFile+1))
+	var buf []byte
+	var read int64
+	for n := 1; ; n++ {
+		line, size, tooLong, err := readLine(br, buf[:0], maxKeysLine)
+		buf = line
+		if err == io.EOF {
+			break
+		}
+		if read += int64(size); read > maxKeysFile {
+			errs = append(errs, &lineError{n, errFileTooLarge})
+			break
+		}
+		if err != nil {
+			errs = append(errs, &lineError{n, err})
+			break
+		}
+		if tooLong {
+			errs = append(errs, &lineError{n, errLineTooLong})
 			continue
 		}
-		k, err := parseAuthorizedKeyLine(line)
+		text := strings.TrimSpace(string(line))
+		if text == "" || text[0] == '#' {
+			continue
+		}
+		k, err := parseAuthorizedKeyLine(text)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("line %d: %w", n, err))
+			errs = append(errs, &lineError{n, err})
 			continue
 		}
 		keys = append(keys, k)
 	}
-	if err := sc.Err(); err != nil {
-		errs = append(errs, err)
-	}
 	return keys, errs
+}
+
+// readLine reads one line into buf and returns it without its newline,
+// along with the number of bytes consumed. A line longer than limit is read
+// to its end but not kept: tooLong is set and line holds at most limit bytes
+// of it plus one buffer's worth. err is io.EOF only when there was no line
+// left; a last line without a newline is a line.
+func readLine(br *bufio.Reader, buf []byte, limit int) (line []byte, size int, tooLong bool, err error) {
+	line = buf
+	for {
+		chunk, err := br.ReadSlice('\n')
+		size += len(chunk)
+		if !tooLong {
+			line = append(line, chunk...)
+			if len(bytes.TrimSuffix(line, []byte("\n"))) > limit {
+				tooLong = true
+			}
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err == io.EOF && size > 0:
+			err = nil
+		}
+		return bytes.TrimSuffix(line, []byte("\n")), size, tooLong, err
+	}
 }
 
 // isKeyType reports whether s names an SSH public key (or certificate) type.

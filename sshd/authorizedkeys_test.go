@@ -1,7 +1,9 @@
 package sshd
 
 import (
+	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +146,68 @@ func TestAuthorizedKeysPaths(t *testing.T) {
 	want := []string{"/home/bob/.ssh/authorized_keys", "/etc/keys/bob", "/home/bob/.ssh/more", "/x/100%"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("authorizedKeysPaths (-want +got):\n%s", diff)
+	}
+}
+
+func TestParseAuthorizedKeysOverlongLines(t *testing.T) {
+	long := strings.Repeat("A", maxKeysLine+1)
+	for _, tc := range []struct {
+		name     string
+		data     string
+		keys     int
+		longLine []int // line numbers reported as too long
+	}{
+		{"at the limit", testKey + " " + strings.Repeat("c", maxKeysLine-len(testKey)-1) + "\n" + testKey + "\n", 2, nil},
+		{"one over", testKey + " a\n" + long + "\n" + testKey + " b\n", 2, []int{2}},
+		{"first line", long + "\n" + testKey + " b\n", 1, []int{1}},
+		{"two, with CRLF", long + "\r\n" + long + long + "\r\n" + testKey + " b\r\n", 1, []int{1, 2}},
+		{"last line, no newline", testKey + " a\n" + long, 1, []int{2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys, errs := parseAuthorizedKeys(strings.NewReader(tc.data))
+			var got []int
+			for _, err := range errs {
+				var le *lineError
+				if !errors.Is(err, errLineTooLong) || !errors.As(err, &le) {
+					t.Errorf("unexpected error %.200v", err)
+					continue
+				}
+				if strings.Contains(err.Error(), "AAAA") {
+					t.Errorf("error quotes the line: %.200v", err)
+				}
+				got = append(got, le.Line)
+			}
+			if len(keys) != tc.keys || !slices.Equal(got, tc.longLine) {
+				t.Errorf("parseAuthorizedKeys = %d keys, over-long lines %v; want %d keys, %v", len(keys), got, tc.keys, tc.longLine)
+			}
+		})
+	}
+}
+
+func TestParseAuthorizedKeysSizeLimit(t *testing.T) {
+	key := testKey + " k\n"
+	// upTo is a key line followed by comment lines, n bytes in all.
+	upTo := func(n int) string {
+		fill := "# " + strings.Repeat("f", 1000) + "\n"
+		var b strings.Builder
+		b.WriteString(key)
+		for b.Len()+len(fill)+2 <= n {
+			b.WriteString(fill)
+		}
+		b.WriteString(strings.Repeat("#", n-b.Len()-1) + "\n")
+		return b.String()
+	}
+	// The second key line straddles the limit: neither it nor anything
+	// after it may be used.
+	data := upTo(maxKeysFile-len(key)/2) + key + key
+	keys, errs := parseAuthorizedKeys(strings.NewReader(data))
+	if len(keys) != 1 || len(errs) != 1 || !errors.Is(errs[0], errFileTooLarge) {
+		t.Errorf("parseAuthorizedKeys of %d bytes = %d keys, errors %v; want the first key and errFileTooLarge", len(data), len(keys), errs)
+	}
+	// A file of exactly maxKeysFile bytes is read whole, its last line
+	// without a newline too.
+	data = upTo(maxKeysFile-len(key)+1) + strings.TrimSuffix(key, "\n")
+	if keys, errs := parseAuthorizedKeys(strings.NewReader(data)); len(data) != maxKeysFile || len(keys) != 2 || len(errs) != 0 {
+		t.Errorf("parseAuthorizedKeys of %d bytes (limit %d) = %d keys, errors %v; want 2 keys", len(data), maxKeysFile, len(keys), errs)
 	}
 }

@@ -16,9 +16,17 @@
 //
 // The host key is ed25519, made on first start in DataDir (HostKeyFile),
 // written atomically with mode 0600 and reused from then on; a corrupt,
-// unreadable or too-open key file is an error (wrapping ErrHostKey), never
-// replaced. HostKeyFiles adds more keys. Without a host key the server
-// does not start.
+// too-open or not regular key file, or one the server may not read, is an
+// error wrapping ErrHostKey (a restart cannot cure it; I/O errors and
+// failures to create the key do not wrap it), never replaced. HostKeyFiles
+// adds more keys. Without a host key the server does not start.
+//
+// Every file read at start or login (host keys, authorized_keys, trusted CA
+// keys, passwd, group) must be a regular file: it is opened without
+// blocking and anything else (a FIFO, a device, a directory) is refused with
+// a log line before a byte is read. authorized_keys and CA key files are
+// read up to 4 MiB, and a line over 1 MiB is skipped (logged with its
+// number, not its content) without losing the lines after it.
 //
 // # Authentication (deny by default)
 //
@@ -33,7 +41,8 @@
 //     expiry-time=, cert-authority with principals=, no-touch-required.
 //     no-X11-forwarding, no-user-rc, environment= and tunnel= are accepted
 //     and ignored (no such features here); verify-required and unknown
-//     options make the line unusable.
+//     options make the line unusable. A missing file is logged at debug at
+//     each login.
 //   - User certificates signed by a CA in TrustedUserCAKeysFiles (the login
 //     name must be a principal) or by a cert-authority line. Validity,
 //     principals, the force-command and source-address critical options and
@@ -43,6 +52,11 @@
 //   - Passwords only when PasswordHashes (bcrypt) is set; otherwise the
 //     method is not even offered. Keyboard-interactive, GSSAPI and host-based
 //     authentication are not supported.
+//
+// When no method can work (no PasswordHashes, no key in the trusted CA
+// files, and no AuthorizedKeysFiles path exists for any user who may log
+// in), the server logs one warning as it starts (PublicKeys, Serve or
+// ServeConn, whichever comes first).
 //
 // Login users come from the passwd file (PasswdFile), parsed directly so
 // that static osusergo builds and BusyBox systems work. Running as root, a

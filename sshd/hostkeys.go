@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -18,9 +19,20 @@ import (
 const HostKeyFile = "ssh_host_ed25519_key"
 
 // ErrHostKey is wrapped by every error about a host key file that exists but
-// cannot be used. Such a file is never replaced: a new key would make every
-// client that knows the old one refuse the device.
+// cannot be used: its mode is too open, it is not a regular file, it is too
+// large, it does not parse as a private key, the key in DataDir is not
+// ed25519, or the server may not read it. Such a file is never replaced (a
+// new key would make every client that knows the old one refuse the device),
+// so starting again cannot help: the key file needs an operator, and a
+// caller should stop rather than be restarted. Errors that may pass by
+// themselves do not wrap it: a missing HostKeyFiles entry (which wraps
+// fs.ErrNotExist instead), I/O errors while reading, and every failure to
+// create the key in DataDir (a read-only file system, a full disk).
 var ErrHostKey = errors.New("sshd: unusable host key")
+
+// maxHostKeyFile bounds what is read of a host key file. An OpenSSH private
+// key of the largest RSA size OpenSSH makes (16384 bits) is about 12 KiB.
+const maxHostKeyFile = 64 << 10
 
 // hostSigners loads the server's host keys: the ed25519 key in dataDir
 // (created on first use) and then each extra file.
@@ -86,20 +98,25 @@ func loadOrCreateHostKey(dir string) (gossh.Signer, error) {
 
 // readHostKey parses a private key file in any format x/crypto/ssh reads
 // (OpenSSH, PEM PKCS#1/PKCS#8/SEC1). A missing file yields an error wrapping
-// fs.ErrNotExist; anything else unusable wraps ErrHostKey.
+// fs.ErrNotExist; a file that is there but unusable, one wrapping
+// ErrHostKey, except for errors that may pass (see ErrHostKey).
 func readHostKey(path string) (gossh.Signer, error) {
-	fi, err := os.Stat(path)
+	f, fi, err := openRegular(path)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || !needsOperator(err) {
 			return nil, fmt.Errorf("reading host key %s: %w", path, err)
 		}
 		return nil, fmt.Errorf("%w %s: %v", ErrHostKey, path, err)
 	}
+	defer f.Close()
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("%w %s: permissions %#o are too open, want 0600", ErrHostKey, path, perm)
 	}
-	data, err := os.ReadFile(path)
+	data, err := readAllLimit(f, maxHostKeyFile)
 	if err != nil {
+		if !needsOperator(err) {
+			return nil, fmt.Errorf("reading host key %s: %w", path, err)
+		}
 		return nil, fmt.Errorf("%w %s: %v", ErrHostKey, path, err)
 	}
 	s, err := gossh.ParsePrivateKey(data)
@@ -108,6 +125,26 @@ func readHostKey(path string) (gossh.Signer, error) {
 		return nil, fmt.Errorf("%w %s: %v (the file is kept; remove it to make a new key)", ErrHostKey, path, err)
 	}
 	return s, nil
+}
+
+// needsOperator reports whether err, from opening or reading a host key
+// file, says something about the file or its path that stays so until
+// someone changes it. Other errors (EIO, ENOMEM, EMFILE, EINTR, …) may pass;
+// in doubt an error is taken as one that may pass, since a caller stops for
+// good on ErrHostKey.
+func needsOperator(err error) bool {
+	if errors.Is(err, errNotRegular) || errors.Is(err, errTooLarge) || errors.Is(err, fs.ErrPermission) {
+		return true
+	}
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	switch errno {
+	case syscall.ELOOP, syscall.ENOTDIR, syscall.EISDIR, syscall.ENAMETOOLONG, syscall.ENXIO, syscall.ENODEV:
+		return true
+	}
+	return false
 }
 
 // writeFileAtomic writes data to path so that a crash leaves either the old

@@ -141,3 +141,90 @@ func TestZeroServerRefusesToStart(t *testing.T) {
 		t.Fatal("zero Server started without a host key")
 	}
 }
+
+func TestHostKeyNotRegular(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra bool // an extra HostKeyFiles entry, else the key in DataDir
+	}{
+		{"FIFO in DataDir", false},
+		{"FIFO in HostKeyFiles", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, HostKeyFile)
+			s := &Server{DataDir: dir}
+			if tc.extra {
+				path = filepath.Join(dir, "extra_key")
+				s.HostKeyFiles = []string{path}
+			}
+			opened := mkfifo(t, path)
+			_, err := s.PublicKeys()
+			if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), "not a regular file but a named pipe") {
+				t.Errorf("PublicKeys with a FIFO host key = %v, want ErrHostKey saying it is a named pipe", err)
+			}
+			if opened() {
+				t.Error("the FIFO host key was opened for reading; want it refused unopened")
+			}
+			if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != os.ModeNamedPipe {
+				t.Errorf("the FIFO was replaced: %v, %v", fi, err)
+			}
+		})
+	}
+}
+
+func TestHostKeyErrorClassification(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// make sets up the server's key files in dir.
+		make     func(t *testing.T, s *Server, dir string)
+		operator bool // the error must wrap ErrHostKey
+	}{
+		{"too open", func(t *testing.T, s *Server, dir string) {
+			writeFile(t, filepath.Join(dir, HostKeyFile), "whatever")
+		}, true},
+		{"garbage", func(t *testing.T, s *Server, dir string) {
+			os.WriteFile(filepath.Join(dir, HostKeyFile), []byte("garbage"), 0o600)
+		}, true},
+		{"too large", func(t *testing.T, s *Server, dir string) {
+			os.WriteFile(filepath.Join(dir, HostKeyFile), make([]byte, maxHostKeyFile+1), 0o600)
+		}, true},
+		{"directory", func(t *testing.T, s *Server, dir string) {
+			os.Mkdir(filepath.Join(dir, HostKeyFile), 0o700)
+		}, true},
+		{"garbage in HostKeyFiles", func(t *testing.T, s *Server, dir string) {
+			p := filepath.Join(dir, "extra")
+			os.WriteFile(p, []byte("garbage"), 0o600)
+			s.HostKeyFiles = []string{p}
+		}, true},
+		// /proc/self/mem is a regular file of mode 0600 whose first bytes
+		// cannot be read (EIO): an I/O error, which may pass.
+		{"I/O error reading the key in DataDir", func(t *testing.T, s *Server, dir string) {
+			if err := os.Symlink("/proc/self/mem", filepath.Join(dir, HostKeyFile)); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"I/O error reading HostKeyFiles", func(t *testing.T, s *Server, dir string) {
+			s.HostKeyFiles = []string{"/proc/self/mem"}
+		}, false},
+		{"HostKeyFiles entry missing", func(t *testing.T, s *Server, dir string) {
+			s.HostKeyFiles = []string{filepath.Join(dir, "missing")}
+		}, false},
+		{"DataDir cannot be made", func(t *testing.T, s *Server, dir string) {
+			s.DataDir = "/proc/self/porthole-test"
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := &Server{DataDir: dir}
+			tc.make(t, s, dir)
+			_, err := s.PublicKeys()
+			if err == nil {
+				t.Fatal("PublicKeys succeeded")
+			}
+			if errors.Is(err, ErrHostKey) != tc.operator {
+				t.Errorf("PublicKeys = %v; wraps ErrHostKey: %v, want %v", err, !tc.operator, tc.operator)
+			}
+		})
+	}
+}

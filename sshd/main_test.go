@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,20 +26,90 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testLogWriter sends log lines to t.Log until the test ends.
+// testLogWriter sends log lines to t.Log until the test ends, and keeps
+// them for the test to look at.
 type testLogWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
+	mu    sync.Mutex
+	t     testing.TB
+	done  bool
+	lines []string
 }
 
 func (w *testLogWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	line := strings.TrimRight(string(b), "\n")
+	w.lines = append(w.lines, line)
 	if !w.done {
-		w.t.Log(strings.TrimRight(string(b), "\n"))
+		w.t.Log(line)
 	}
 	return len(b), nil
+}
+
+// logged returns the lines logged so far that contain all of subs.
+func (w *testLogWriter) logged(subs ...string) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+next:
+	for _, l := range w.lines {
+		for _, sub := range subs {
+			if !strings.Contains(l, sub) {
+				continue next
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// newTestLogger logs at debug level to t.Log and to the returned writer.
+func newTestLogger(t testing.TB) (*slog.Logger, *testLogWriter) {
+	lw := &testLogWriter{t: t}
+	t.Cleanup(func() {
+		lw.mu.Lock()
+		lw.done = true
+		lw.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug})), lw
+}
+
+// mkfifo makes a named pipe at path (replacing what is there) and returns a
+// func that reports whether anything opened it for reading: the server must
+// refuse a FIFO without opening it. A reader blocked in open(2) is let go at
+// once, so a server that would block on the FIFO fails the test instead of
+// hanging it (and leaking a thread).
+func mkfifo(t testing.TB, path string) (opened func() bool) {
+	t.Helper()
+	os.Remove(path)
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var seen atomic.Bool
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			// Opening for writing without blocking succeeds only while a
+			// reader has the FIFO open or waits in open(2) for a writer.
+			if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				seen.Store(true)
+				f.Close()
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+	})
+	return seen.Load
 }
 
 // testEnv is a server on loopback with users root, alice (uid 1000) and bob
@@ -49,6 +121,7 @@ type testEnv struct {
 	dir    string
 	key    gossh.Signer // root's and alice's authorized key
 	hostFP string
+	logs   *testLogWriter
 
 	mu     sync.Mutex
 	events []Event
@@ -126,18 +199,14 @@ func newEnv(t *testing.T, configure func(e *testEnv, s *Server)) *testEnv {
 	}
 	writeFile(t, filepath.Join(dir, "passwd"), passwd)
 	writeFile(t, filepath.Join(dir, "group"), "root:x:0:\nalice:x:1000:\nwheel:x:10:alice,bob\nbob:x:1001:\n")
-	lw := &testLogWriter{t: t}
-	t.Cleanup(func() {
-		lw.mu.Lock()
-		lw.done = true
-		lw.mu.Unlock()
-	})
+	logger, lw := newTestLogger(t)
+	e.logs = lw
 	e.srv = &Server{
 		DataDir:             filepath.Join(dir, "data"),
 		AuthorizedKeysFiles: []string{"%h/.ssh/authorized_keys"},
 		PasswdFile:          filepath.Join(dir, "passwd"),
 		GroupFile:           filepath.Join(dir, "group"),
-		Logger:              slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:              logger,
 		Audit: func(ev Event) {
 			e.mu.Lock()
 			e.events = append(e.events, ev)

@@ -36,8 +36,11 @@ type Server struct {
 	// AuthorizedKeysFiles are authorized_keys files, as in sshd_config's
 	// AuthorizedKeysFile: %h is the user's home, %u the user name, %% a
 	// percent sign; relative paths are relative to the home directory.
-	// They are read at every login, so edits apply at once. nil means no
-	// authorized_keys files: no plain public key logs in.
+	// They are read at every login, so edits apply at once; a missing one
+	// is logged at debug. nil means no authorized_keys files: no plain
+	// public key logs in. At start, if neither these files (looked for
+	// under every user who may log in) nor TrustedUserCAKeysFiles nor
+	// PasswordHashes offer a way in, one warning is logged.
 	AuthorizedKeysFiles []string
 
 	// TrustedUserCAKeysFiles list certificate authorities (one public key a
@@ -221,6 +224,7 @@ func (s *Server) setup() error {
 	for _, k := range signers {
 		s.log().Info("host key", "type", k.PublicKey().Type(), "fingerprint", gossh.FingerprintSHA256(k.PublicKey()))
 	}
+	s.checkLoginMethods()
 	return nil
 }
 

@@ -108,18 +108,27 @@ func (s *Server) euid() int {
 	return os.Geteuid()
 }
 
+// readPasswd reads the passwd file.
+func (s *Server) readPasswd() ([]passwdEntry, error) {
+	f, _, err := openRegular(s.passwdPath())
+	if err != nil {
+		return nil, fmt.Errorf("reading users: %w", err)
+	}
+	defer f.Close()
+	entries, err := parsePasswd(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", s.passwdPath(), err)
+	}
+	return entries, nil
+}
+
 // lookupUser returns the account name logs in as, or an error wrapping
 // ErrUnknownUser. As root any user in the passwd file may log in; otherwise
 // only the user whose uid is the server's effective uid.
 func (s *Server) lookupUser(name string) (*account, error) {
-	f, err := os.Open(s.passwdPath())
+	entries, err := s.readPasswd()
 	if err != nil {
-		return nil, fmt.Errorf("reading users: %w", err)
-	}
-	entries, err := parsePasswd(f)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", s.passwdPath(), err)
+		return nil, err
 	}
 	var e *passwdEntry
 	for i := range entries {
@@ -136,7 +145,7 @@ func (s *Server) lookupUser(name string) (*account, error) {
 		return nil, fmt.Errorf("%w %q: the server runs as uid %d and can only log in its own user", ErrUnknownUser, name, euid)
 	}
 	a := &account{Name: e.Name, UID: e.UID, GID: e.GID, Home: e.Home, Shell: e.Shell, Groups: []uint32{e.GID}}
-	if g, err := os.Open(s.groupPath()); err == nil {
+	if g, _, err := openRegular(s.groupPath()); err == nil {
 		extra, err := parseGroups(g, name)
 		g.Close()
 		if err == nil {
