@@ -34,9 +34,16 @@ if [ "$hdr $machine" != "$elf" ]; then
   exit 1
 fi
 
-# opkg versions: digits, letters, . + ~ - only, starting with a digit.
-pkgver=${version#v}
-case $pkgver in [0-9]*) ;; *) pkgver=0+$pkgver ;; esac  # an untagged tree: 0+<hash>
+# opkg versions: digits, letters, . + ~ - only, starting with a digit. A release
+# is a tag as git describe gives it (v1.2.3, v1.2.3-4-gabcdef-dirty), packaged
+# without the v, or a bare dotted number (1.2.3). Anything else is 0+ it, so that
+# it sorts below every release: git describe --always on an untagged tree gives a
+# bare commit hash, which may start with a digit (1a84f1f-dirty) but has no dot.
+case $version in
+  v[0-9]*)  pkgver=${version#v} ;;
+  [0-9]*.*) pkgver=$version ;;
+  *)        pkgver=0+$version ;;
+esac
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 data=$work/data ctrl=$work/control

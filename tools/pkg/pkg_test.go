@@ -9,12 +9,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
 // arMember is one file of an ar archive.
@@ -97,16 +102,21 @@ func shSyntax(t *testing.T, name string, script []byte) {
 // and the porthole binary itself is not what these tests are about.
 func tinyBinary(t *testing.T, goarch string, env ...string) string {
 	t.Helper()
+	return goProgram(t, "tiny", "package main\n\nfunc main() {}\n", goarch, env...)
+}
+
+// goProgram builds the one-file program src, named name, for goarch.
+func goProgram(t *testing.T, name, src, goarch string, env ...string) string {
+	t.Helper()
 	dir := t.TempDir()
-	src := filepath.Join(dir, "main.go")
-	os.WriteFile(src, []byte("package main\n\nfunc main() {}\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tiny\n\ngo 1.26\n"), 0o644)
-	bin := filepath.Join(dir, "tiny")
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644)
+	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module "+name+"\n\ngo 1.26\n"), 0o644)
+	bin := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-o", bin, ".")
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch, "GOFLAGS=", "GOWORK=off"), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build for %s: %v\n%s", goarch, err, out)
+		t.Fatalf("go build %s for %s: %v\n%s", name, goarch, err, out)
 	}
 	return bin
 }
@@ -218,6 +228,40 @@ func checkIPK(t *testing.T, arch string, raw []byte, bin string) {
 	}
 }
 
+// TestIPKVersion: a release (a v tag as git describe gives it) is the package
+// version without the v; anything else, a bare commit hash from git describe
+// --always whatever its first character, or dev, is 0+ it, which opkg sorts
+// below every release.
+func TestIPKVersion(t *testing.T) {
+	bin := tinyBinary(t, "mipsle", "GOMIPS=softfloat")
+	for _, tc := range []struct{ version, want string }{
+		{"v1.2.3", "1.2.3"},
+		{"v1.2.3-4-gabcdef-dirty", "1.2.3-4-gabcdef-dirty"},
+		{"v10.0.0-rc1", "10.0.0-rc1"},
+		{"1.2.3", "1.2.3"},
+		{"1a84f1f-dirty", "0+1a84f1f-dirty"},
+		{"1a84f1f", "0+1a84f1f"},
+		{"7821324", "0+7821324"},
+		{"abcdef1-dirty", "0+abcdef1-dirty"},
+		{"dev", "0+dev"},
+	} {
+		out := t.TempDir()
+		if b, err := exec.Command("./ipk.sh", "mipsel_24kc", tc.version, out, bin).CombinedOutput(); err != nil {
+			t.Fatalf("ipk.sh mipsel_24kc %s: %v\n%s", tc.version, err, b)
+		}
+		raw, err := os.ReadFile(filepath.Join(out, "porthole_"+tc.want+"_mipsel_24kc.ipk"))
+		if err != nil {
+			names, _ := filepath.Glob(filepath.Join(out, "*.ipk"))
+			t.Errorf("ipk.sh with version %s: %v (made %v)", tc.version, err, names)
+			continue
+		}
+		ctrl := readTarGz(t, "control.tar.gz", readAr(t, raw)[1].data)
+		if control := string(ctrl["./control"].data); !strings.Contains(control, "\nVersion: "+tc.want+"\n") {
+			t.Errorf("ipk.sh with version %s: control lacks Version: %s:\n%s", tc.version, tc.want, control)
+		}
+	}
+}
+
 func TestIPKRefusesAnotherArchitecture(t *testing.T) {
 	bin := tinyBinary(t, "mipsle", "GOMIPS=softfloat")
 	out, err := exec.Command("./ipk.sh", "mips_24kc", "v1", t.TempDir(), bin).CombinedOutput()
@@ -304,8 +348,18 @@ render
 		t.Errorf("data_dir not made 0700: %v", err)
 	}
 
-	// The agent itself accepts it (the certificate files need not exist for
-	// check-config to parse; if it wants them, say so).
+	// The agent itself accepts it, with the certificate files in place (its
+	// check-config reads them, as the agent does at start).
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.Client(t, "router-7")
+	real := strings.NewReplacer("/etc/porthole/AmazonRootCA1.pem", pki.CAFile,
+		"/etc/porthole/device.pem.crt", cert, "/etc/porthole/device.pem.key", key).Replace(string(b))
+	if !strings.Contains(real, pki.CAFile) || !strings.Contains(real, cert) || !strings.Contains(real, key) {
+		t.Fatalf("the rendered config names other certificate files than this test expects:\n%s", b)
+	}
+	if err := os.WriteFile(conf, []byte(real), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	porthole := filepath.Join(t.TempDir(), "porthole")
 	build := exec.Command("go", "build", "-o", porthole, "github.com/porthole-iot/porthole/agent/cmd/porthole")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -350,6 +404,65 @@ start_service
 				t.Errorf("start_service with cpus %q: output lacks %q:\n%s", tc.cpus, want, out)
 			}
 		}
+	}
+}
+
+// TestUCIStartServiceConfigError: a configuration that check-config rejects is
+// logged (logread) and on stderr, and nothing is started. check-config's stderr
+// goes to a pipe or to a file of the script's own under $TMPDIR (mktemp), never
+// to a fixed name in a world-writable directory that another user could have
+// made a symlink.
+func TestUCIStartServiceConfigError(t *testing.T) {
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp")
+	os.Mkdir(tmp, 0o700)
+	seen := filepath.Join(dir, "stderr-target")
+	fake := filepath.Join(dir, "porthole")
+	os.WriteFile(fake, []byte(`#!/bin/sh
+[ "$1" = check-config ] || exit 0
+readlink /proc/$$/fd/2 >`+seen+`
+echo 'config: thing_name: missing' >&2
+exit 1
+`), 0o755)
+	script := uciStubs + `
+procd_open_instance() { echo open; }
+procd_set_param() { echo "param $*"; }
+procd_close_instance() { echo close; }
+logger() { echo "logger $*"; }
+. ./openwrt/porthole.init
+PROG=` + fake + `
+CONF=` + filepath.Join(dir, "porthole.toml") + `
+CONFIG_main_enabled=1
+CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
+CONFIG_SECTIONS='main'
+CONFIG_main_TYPE=porthole
+start_service
+`
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err == nil {
+		t.Errorf("start_service with a bad config succeeded:\n%s%s", &stdout, &stderr)
+	}
+	if want := "logger -t porthole -p daemon.err not started: config: thing_name: missing\n"; !strings.Contains(stdout.String(), want) {
+		t.Errorf("start_service logged %q, want %q", &stdout, want)
+	}
+	if strings.Contains(stdout.String(), "open") {
+		t.Errorf("start_service opened a procd instance for a bad config:\n%s", &stdout)
+	}
+	if !strings.Contains(stderr.String(), "config: thing_name: missing") {
+		t.Errorf("start_service stderr = %q, want check-config's error", &stderr)
+	}
+	b, err := os.ReadFile(seen)
+	if err != nil {
+		t.Fatalf("check-config did not run: %v", err)
+	}
+	if target := strings.TrimSpace(string(b)); !strings.HasPrefix(target, "pipe:") && !strings.HasPrefix(target, tmp+"/") {
+		t.Errorf("check-config's stderr went to %s, want a pipe or a file under $TMPDIR", target)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("start_service left %v in $TMPDIR", left)
 	}
 }
 
@@ -463,4 +576,216 @@ func TestTarball(t *testing.T) {
 		}
 	}
 	shSyntax(t, "init/porthole.sysv", files[p+"init/porthole.sysv"].data)
+}
+
+// fakeAgent is a porthole that records what it was told in $FAKE_EVENTS:
+// "started PID" once it handles signals, "reloaded PID" on SIGHUP, "stopped PID"
+// on SIGTERM. A real program, not a script: the kernel names a script's process
+// after the script but its /proc/PID/exe is the shell, which hides what an init
+// script's start-stop-daemon -x /bin/sh would match.
+const fakeAgent = `package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "check-config" {
+		return
+	}
+	f, err := os.OpenFile(os.Getenv("FAKE_EVENTS"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM)
+	fmt.Fprintf(f, "started %d\n", os.Getpid())
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			fmt.Fprintf(f, "reloaded %d\n", os.Getpid())
+			continue
+		}
+		fmt.Fprintf(f, "stopped %d\n", os.Getpid())
+		return
+	}
+}
+`
+
+// TestSysVScriptOneAgent runs start, start, reload and stop with a fake agent: the
+// second start finds the first agent (the pid file names it) and starts no other,
+// and stop and reload act on exactly the process the pid file names when that is
+// the agent, never on another one that has its pid now. It runs with the
+// start-stop-daemon on PATH (Debian's, from dpkg) and with BusyBox's
+// (busybox-static) under BusyBox's own sh, as on a Buildroot target.
+func TestSysVScriptOneAgent(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	t.Run("start-stop-daemon", func(t *testing.T) {
+		if _, err := exec.LookPath("start-stop-daemon"); err != nil {
+			t.Fatalf("start-stop-daemon (Debian: dpkg) not on PATH: %v", err)
+		}
+		testSysVOneAgent(t, fake, "sh", "")
+	})
+	t.Run("busybox", func(t *testing.T) {
+		bb, err := exec.LookPath("busybox")
+		if err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("busybox (Debian: busybox-static, installed by tools/deps.sh test) not on PATH: %v", err)
+			}
+			t.Skipf("busybox not on PATH (Debian: busybox-static): %v", err)
+		}
+		// BusyBox's applets before the host's: start-stop-daemon and the tools
+		// the script calls are BusyBox's.
+		dir := t.TempDir()
+		for _, applet := range []string{"start-stop-daemon", "cat", "dirname", "mkdir", "rm", "sleep"} {
+			if err := os.Symlink(bb, filepath.Join(dir, applet)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testSysVOneAgent(t, fake, bb+" sh", dir)
+	})
+}
+
+// procAlive reports whether pid is a live process, not a zombie: the test's
+// machine may have no init that reaps what start-stop-daemon detached.
+func procAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	state := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(state) > 0 && state[0] != "Z" && state[0] != "X"
+}
+
+func testSysVOneAgent(t *testing.T, fake, shell, binDir string) {
+	dir := t.TempDir()
+	events := filepath.Join(dir, "events")
+	pidfile := filepath.Join(dir, "run", "porthole.pid")
+	// eventPidsWait returns the pids of the events of one kind, waiting up to
+	// wait for n of them; eventPids waits up to 5 s.
+	eventPidsWait := func(kind string, n int, wait time.Duration) []int {
+		deadline := time.Now().Add(wait)
+		for {
+			b, _ := os.ReadFile(events)
+			var pids []int
+			for _, l := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(l); len(f) == 2 && f[0] == kind {
+					pid, err := strconv.Atoi(f[1])
+					if err != nil {
+						t.Fatalf("events: %q: %v", l, err)
+					}
+					pids = append(pids, pid)
+				}
+			}
+			if len(pids) >= n || time.Now().After(deadline) {
+				return pids
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	eventPids := func(kind string, n int) []int { return eventPidsWait(kind, n, 5*time.Second) }
+	// Whatever the script did, end the agents it started, by their pids.
+	t.Cleanup(func() {
+		for _, pid := range eventPids("started", 0) {
+			if procAlive(pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })
+	if binDir != "" {
+		env = append(env, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
+	env = append(env, "FAKE_EVENTS="+events, "DAEMON="+fake, "CONF="+filepath.Join(dir, "porthole.toml"),
+		"PIDFILE="+pidfile, "LOG="+filepath.Join(dir, "log", "porthole.log"))
+	run := func(action string) (string, error) {
+		args := append(strings.Fields(shell), "sysv/porthole", action)
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s sysv/porthole %s: %v: %s", shell, action, err, bytes.TrimSpace(out))
+		return string(out), err
+	}
+
+	if out, err := run("start"); err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("start: %v %q, want OK", err, out)
+	}
+	started := eventPids("started", 1)
+	if len(started) != 1 {
+		t.Fatalf("after start: agents started %v, want one", started)
+	}
+	first := started[0]
+	if b, _ := os.ReadFile(pidfile); strings.TrimSpace(string(b)) != strconv.Itoa(first) {
+		t.Errorf("pid file holds %q, want the agent's pid %d", b, first)
+	}
+
+	// LSB: start of a running service succeeds and starts nothing.
+	if out, err := run("start"); err != nil || !strings.Contains(out, "already running") {
+		t.Errorf("second start: %v %q, want exit 0 and already running", err, out)
+	}
+	// A second agent would have said so within a second.
+	if started := eventPidsWait("started", 2, time.Second); len(started) != 1 {
+		t.Errorf("after a second start: agents started %v, want only the first one", started)
+	}
+
+	if out, err := run("reload"); err != nil || !strings.Contains(out, "OK") {
+		t.Errorf("reload: %v %q, want OK", err, out)
+	}
+	if got := eventPids("reloaded", 1); !slices.Equal(got, []int{first}) {
+		t.Errorf("after reload: agents reloaded %v, want [%d]", got, first)
+	}
+
+	if out, err := run("stop"); err != nil || !strings.Contains(out, "OK") {
+		t.Errorf("stop: %v %q, want OK", err, out)
+	}
+	for _, pid := range eventPids("started", 0) {
+		if procAlive(pid) {
+			t.Errorf("after stop: agent %d still running (agents started: %v)", pid, eventPids("started", 0))
+		}
+	}
+	if _, err := os.Stat(pidfile); err == nil {
+		t.Error("after stop: the pid file is still there")
+	}
+
+	// A pid file left by an agent that died names a pid some other process has
+	// now: stop and reload leave that process alone, start starts the agent.
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
+	stale := func() { os.WriteFile(pidfile, []byte(strconv.Itoa(other.Process.Pid)+"\n"), 0o644) }
+	for _, action := range []string{"stop", "reload"} {
+		stale()
+		run(action)
+		time.Sleep(100 * time.Millisecond)
+		if !procAlive(other.Process.Pid) {
+			t.Fatalf("%s with a stale pid file: it signalled pid %d, which is not the agent", action, other.Process.Pid)
+		}
+	}
+	stale()
+	if out, err := run("start"); err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("start with a stale pid file: %v %q, want OK", err, out)
+	}
+	started = eventPids("started", 2)
+	if len(started) != 2 {
+		t.Fatalf("start with a stale pid file: agents started %v, want a second one", started)
+	}
+	if out, err := run("stop"); err != nil || !strings.Contains(out, "OK") {
+		t.Errorf("stop: %v %q, want OK", err, out)
+	}
+	if procAlive(started[1]) {
+		t.Errorf("stop: agent %d still running", started[1])
+	}
+	if got := eventPids("stopped", 2); !slices.Equal(got, started) {
+		t.Errorf("agents stopped %v, want %v (each by SIGTERM)", got, started)
+	}
+	// LSB: stop of a stopped service succeeds.
+	if out, err := run("stop"); err != nil {
+		t.Errorf("stop when not running: %v %q, want exit 0", err, out)
+	}
 }
