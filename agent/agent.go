@@ -184,8 +184,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer lock.Close()
-	// The host key is made (or checked) now, so a bad key fails at start.
+	// The host key is made (or checked) now, so a bad key fails at start; one
+	// that exists but cannot be used needs an operator, not a restart.
 	if _, err := a.ssh.PublicKeys(); err != nil {
+		if errors.Is(err, sshd.ErrHostKey) {
+			return Usagef("%w", err)
+		}
 		return err
 	}
 	var bg sync.WaitGroup

@@ -230,7 +230,7 @@ func (c *Config) Validate() error {
 	if c.Tunnel.Endpoint != "" {
 		if strings.HasPrefix(c.Tunnel.Endpoint, "ws://") && !c.Tunnel.AllowInsecureWebSocket {
 			bad("tunnel.endpoint", "ws:// needs tunnel.allow_insecure_websocket = true")
-		} else if err := tunnel.ValidateEndpoint(c.Tunnel.Endpoint, c.Tunnel.AllowInsecureWebSocket); err != nil {
+		} else if err := tunnel.ValidateEndpoint(c.Tunnel.Endpoint, "", c.Tunnel.AllowInsecureWebSocket); err != nil {
 			bad("tunnel.endpoint", "%v", strings.TrimPrefix(err.Error(), "tunnel: "))
 		}
 	}

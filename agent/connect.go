@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,25 +58,30 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	if cfg.AccessToken.IsZero() {
 		return Usagef("no access token (use --token-file or AWSIOT_TUNNEL_ACCESS_TOKEN)")
 	}
+	// The client token is kept only once the service has accepted the access
+	// token with it: a token it refuses leaves nothing behind.
+	save := func() {}
 	if cfg.ClientToken.IsZero() && cc.TokenCacheDir != "" {
-		ct, err := cachedClientToken(cc.TokenCacheDir, cfg.AccessToken)
-		if err != nil {
-			if cc.Logger != nil {
-				cc.Logger.Warn("client token cache unusable; this token can then be used once only", "error", err)
+		ct, cached := cachedClientToken(cc.TokenCacheDir, cfg.AccessToken)
+		cfg.ClientToken = ct
+		if !cached {
+			save = func() {
+				if err := saveClientToken(cc.TokenCacheDir, cfg.AccessToken, ct); err != nil && cc.Logger != nil {
+					cc.Logger.Warn("client token cache unusable; this token can then be used once only", "error", err)
+				}
 			}
-		} else {
-			cfg.ClientToken = ct
 		}
 	}
 	// A certificate that fails verification before the first connection is a
-	// wrong CA, a wrong endpoint or a wrong clock: retrying cannot mend it, and an
+	// wrong CA, a wrong endpoint or a wrong clock, and a host name that does not
+	// resolve is a wrong region or endpoint: retrying cannot mend them, and an
 	// operator is waiting, so stop and say so. (The agent keeps retrying: a device
-	// may get its clock or CA later.)
+	// may get its clock, CA or DNS later.)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex
 	var connected bool
-	var certErr error
+	var certErr, dnsErr error
 	onState := cfg.OnState
 	cfg.OnState = func(up bool, err error) {
 		if onState != nil {
@@ -83,9 +89,18 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if up && !connected {
+			save()
+		}
 		connected = connected || up
-		if !connected && certErr == nil && tunnel.IsCertificateError(err) {
+		var de *net.DNSError
+		switch {
+		case connected || certErr != nil || dnsErr != nil:
+		case tunnel.IsCertificateError(err):
 			certErr = err
+			cancel()
+		case errors.As(err, &de) && de.IsNotFound:
+			dnsErr = err
 			cancel()
 		}
 	}
@@ -103,7 +118,7 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		}
 		err = src.Run(ctx)
 	}
-	if errors.Is(err, tunnel.ErrConfig) {
+	if errors.Is(err, tunnel.ErrConfig) || errors.Is(err, tunnel.ErrListen) {
 		return Usagef("%w", err)
 	}
 	mu.Lock()
@@ -111,25 +126,30 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	if certErr != nil {
 		return fmt.Errorf("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", certErr)
 	}
+	if dnsErr != nil {
+		return fmt.Errorf("the tunneling service's host name does not resolve (check --region or --endpoint): %w", dnsErr)
+	}
 	return err
 }
 
-// cachedClientToken returns the client token kept for access, making it on first use.
-func cachedClientToken(dir string, access tunnel.Token) (tunnel.Token, error) {
+// cachedClientToken returns the client token kept for access, or a new one
+// (cached false) for saveClientToken once the service has accepted it.
+func cachedClientToken(dir string, access tunnel.Token) (t tunnel.Token, cached bool) {
 	p := filepath.Join(dir, tokenKey(access.Reveal()))
 	if b, err := os.ReadFile(p); err == nil {
 		if t, err := tunnel.NewClientToken(strings.TrimSpace(string(b))); err == nil {
-			return t, nil
+			return t, true
 		}
 	}
+	return tunnel.GenerateClientToken(), false
+}
+
+// saveClientToken keeps client token t for access in dir.
+func saveClientToken(dir string, access, t tunnel.Token) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return tunnel.Token{}, err
+		return err
 	}
-	t := tunnel.GenerateClientToken()
-	if err := writeFileAtomic(p, []byte(t.Reveal()+"\n"), 0o600); err != nil {
-		return tunnel.Token{}, err
-	}
-	return t, nil
+	return writeFileAtomic(filepath.Join(dir, tokenKey(access.Reveal())), []byte(t.Reveal()+"\n"), 0o600)
 }
 
 // ReadTokenFile reads an access token from a file (trailing newline trimmed).

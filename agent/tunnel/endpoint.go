@@ -26,10 +26,11 @@ func RegionEndpoint(region string) string {
 	return host
 }
 
-// ValidateEndpoint checks an explicit data-plane endpoint (host[:port], or a
-// wss:// URL; ws:// only with allowInsecure) as a client would use it.
-func ValidateEndpoint(endpoint string, allowInsecure bool) error {
-	_, err := tunnelURL(endpoint, "", ModeDestination, allowInsecure)
+// ValidateEndpoint checks where a client would connect, as it would: an explicit
+// data-plane endpoint (host[:port], or a wss:// URL; ws:// only with
+// allowInsecure), or else a region name.
+func ValidateEndpoint(endpoint, region string, allowInsecure bool) error {
+	_, err := tunnelURL(endpoint, region, ModeDestination, allowInsecure)
 	return err
 }
 

@@ -10,6 +10,10 @@ import (
 // match the local configuration.
 var ErrConfig = errors.New("tunnel: configuration does not match the tunnel")
 
+// ErrListen wraps a failure to listen on a configured address (a port in use,
+// say): the source stops, since retrying would not free the port.
+var ErrListen = errors.New("tunnel: cannot listen")
+
 // terminal reports whether err ends a Run rather than causing a reconnect: a 4xx
 // handshake answer, a Close frame from the service, a configuration mismatch.
 func terminal(err error) bool {
@@ -18,7 +22,7 @@ func terminal(err error) bool {
 		return !he.Temporary()
 	}
 	var stop stopError
-	return errors.Is(err, ErrClosedByService) || errors.Is(err, ErrConfig) || errors.As(err, &stop)
+	return errors.Is(err, ErrClosedByService) || errors.Is(err, ErrConfig) || errors.Is(err, ErrListen) || errors.As(err, &stop)
 }
 
 // run connects as mode and calls serve for each connection until ctx ends or an
@@ -31,10 +35,12 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 	}
 	log := cfg.logger()
 	b := backoff{base: durationOr(cfg.RetryMin, time.Second), max: durationOr(cfg.RetryMax, 120*time.Second)}
+	connected := false // ever, in this run
 	for {
 		log.Info("connecting", "endpoint", firstNonEmpty(cfg.Endpoint, cfg.Region))
 		conn, err := Dial(ctx, &cfg, mode)
 		if err == nil {
+			connected = true
 			b.reset()
 			cfg.state(true, nil)
 			err = serve(ctx, conn)
@@ -57,7 +63,11 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 			return err
 		}
 		d := b.next()
-		log.Warn("tunnel connection lost, reconnecting", "error", err, "delay", d.Round(time.Millisecond))
+		if connected {
+			log.Warn("tunnel connection lost, reconnecting", "error", err, "delay", d.Round(time.Millisecond))
+		} else {
+			log.Warn("cannot connect to the tunnel, retrying", "error", err, "delay", d.Round(time.Millisecond))
+		}
 		if !sleepCtx(ctx, d) {
 			return nil
 		}

@@ -95,19 +95,40 @@ func (src *Source) Run(ctx context.Context) error {
 
 	var lns []net.Listener
 	var wg sync.WaitGroup
+	// The configured addresses are bound before the first connection, so that a
+	// port in use ends the run before it joins the tunnel (where, with a cached
+	// client token, it would take the place of a source already connected).
+	bound := map[string]net.Listener{}
 	defer func() {
+		for _, ln := range bound {
+			ln.Close()
+		}
 		for _, ln := range lns {
 			ln.Close()
 		}
 		wg.Wait()
 	}()
+	if !src.DialOnly {
+		for k, addr := range src.Listen {
+			a, _ := listenAddr(addr)
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				return fmt.Errorf("%w for service %q on %s: %v", ErrListen, k, a, err)
+			}
+			bound[a] = ln
+		}
+	}
 	actx, stopAccept := context.WithCancel(ctx) // ends waits in acceptLoop first
 	defer stopAccept()
 	listen := func(routes []serviceRoute, addrs []string) error {
 		for i, r := range routes {
-			ln, err := net.Listen("tcp", addrs[i])
-			if err != nil {
-				return fmt.Errorf("%w: listening for service %q on %s: %v", ErrConfig, r.name, addrs[i], err)
+			ln, ok := bound[addrs[i]]
+			delete(bound, addrs[i])
+			if !ok {
+				var err error
+				if ln, err = net.Listen("tcp", addrs[i]); err != nil {
+					return fmt.Errorf("%w for service %q on %s: %v", ErrListen, r.name, addrs[i], err)
+				}
 			}
 			lns = append(lns, ln)
 			opt.log.Info("listening", "service", r.name, "addr", ln.Addr().String())

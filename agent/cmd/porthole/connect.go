@@ -2,14 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/porthole-iot/porthole/agent"
@@ -26,6 +27,9 @@ func (l listenFlags) Set(s string) error {
 		return err
 	}
 	if _, dup := l[svc]; dup {
+		if svc == "" {
+			return errors.New("a bare [addr:]port can be given once, for a one-service tunnel; name the services: SERVICE=[addr:]port")
+		}
 		return fmt.Errorf("service %q mapped twice", svc)
 	}
 	l[svc] = addr
@@ -52,8 +56,11 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		return err
 	}
 	level := slog.LevelInfo
-	if *verbose {
+	switch {
+	case *verbose:
 		level = slog.LevelDebug
+	case *stdio != "":
+		level = slog.LevelWarn // a ProxyCommand is quiet unless something is wrong
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
 
@@ -74,6 +81,13 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if (*region == "") == (*endpoint == "") {
 		return agent.Usagef("give exactly one of --region and --endpoint")
 	}
+	if err := tunnel.ValidateEndpoint(*endpoint, *region, *allowWS); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "tunnel: ")
+		if strings.Contains(msg, "not TLS") {
+			msg += " (--allow-insecure-websocket)"
+		}
+		return agent.Usagef("%s", msg)
+	}
 	pv := map[string]tunnel.Version{"V1": tunnel.V1, "V2": tunnel.V2, "V3": tunnel.V3}[*peer]
 	if pv == 0 {
 		return agent.Usagef("--destination-client-type %q: want V1, V2 or V3", *peer)
@@ -81,9 +95,9 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	cfg := tunnel.Config{Region: *region, Endpoint: *endpoint, AccessToken: tok, CAFile: *caFile,
 		InsecureSkipVerify: *insecure, AllowInsecureWebSocket: *allowWS, UserAgent: "porthole/" + agent.Version}
 	if *proxy != "" {
-		u, err := url.Parse(*proxy)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return agent.Usagef("--https-proxy: want http[s]://[user:pass@]host:port")
+		u, err := tunnel.ParseProxyURL(*proxy)
+		if err != nil {
+			return agent.Usagef("--https-proxy: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
 		}
 		cfg.Proxy = tunnel.ProxyURL(u)
 	}

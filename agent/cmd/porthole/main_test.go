@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -121,6 +122,13 @@ key_file = "`+key+`"
 	if code, _, _ := runCmd(t, nil, "agent", "-c", bad); code != exitUsage {
 		t.Fatalf("agent with a bad config: exit %d, want %d", code, exitUsage)
 	}
+	// So it does a host key that only an operator can mend (before any network).
+	data := filepath.Join(dir, "data")
+	os.Mkdir(data, 0o700)
+	os.WriteFile(filepath.Join(data, "ssh_host_ed25519_key"), []byte("not a key\n"), 0o644)
+	if code, _, errs := runCmd(t, nil, "agent", "-c", good); code != exitUsage || !strings.Contains(errs, "unusable host key") {
+		t.Fatalf("agent with an unusable host key: exit %d, want %d: %s", code, exitUsage, errs)
+	}
 }
 
 func TestKeygen(t *testing.T) {
@@ -148,6 +156,10 @@ func TestConnectUsage(t *testing.T) {
 		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=1", "--destination-client-type", "V4"}, "V1, V2 or V3"},
 		{[]string{"connect", "--token-file", "/nonexistent", "--region", "us-east-1", "-L", "1"}, "token file"},
 		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "1", "--https-proxy", "socks5://x"}, "--https-proxy"},
+		{[]string{"connect", "--token", "t", "--endpoint", "ws://127.0.0.1:1", "-L", "1"}, "--allow-insecure-websocket"},
+		{[]string{"connect", "--token", "t", "--endpoint", "a b", "-L", "1"}, "not a valid host"},
+		{[]string{"connect", "--token", "t", "--region", "US_EAST", "-L", "1"}, "not a valid region"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "1", "-L", "2"}, "a bare [addr:]port can be given once"},
 	} {
 		code, _, errs := runCmd(t, nil, tc.args...)
 		if code != exitUsage || !strings.Contains(errs, tc.want) {
@@ -226,6 +238,51 @@ func TestConnectStdioReusesToken(t *testing.T) {
 		if strings.Contains(errb.String(), tun.SourceToken) {
 			t.Fatal("stderr shows the access token")
 		}
+		if errb.Len() > 0 { // a ProxyCommand is quiet unless something is wrong
+			t.Fatalf("run %d: --stdio wrote to stderr: %s", i, errb.String())
+		}
+	}
+}
+
+// TestConnectFailsBeforeJoining: a port that is in use ends porthole connect
+// before it joins the tunnel (joining would take the place of a source already
+// there), and a token the service refuses leaves no cached client token.
+func TestConnectFailsBeforeJoining(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", cache)
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte(tun.SourceToken+"\n"), 0o600)
+	code, _, errs := runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "--token-file", tokenFile, "-L", "SSH="+busy.Addr().String())
+	if code != exitUsage || !strings.Contains(errs, "cannot listen for service \"SSH\" on "+busy.Addr().String()) {
+		t.Fatalf("port in use: exit %d, stderr %q", code, errs)
+	}
+	for _, hs := range srv.Handshakes() {
+		if hs.Mode == "source" {
+			t.Fatalf("connect joined the tunnel (status %d) although its port was in use", hs.Status)
+		}
+	}
+
+	os.WriteFile(tokenFile, []byte("not-a-token-of-this-service\n"), 0o600)
+	code, _, errs = runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "--token-file", tokenFile, "-L", "SSH=0")
+	if code != exitRuntime {
+		t.Fatalf("refused token: exit %d, stderr %q", code, errs)
+	}
+	var kept []string
+	filepath.WalkDir(cache, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			kept = append(kept, p)
+		}
+		return nil
+	})
+	if len(kept) > 0 {
+		t.Fatalf("a refused token left %q in the cache", kept)
 	}
 }
 
