@@ -6,8 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -45,50 +43,38 @@ func checkDataDir(dir string) error {
 	}
 }
 
-// dataDirLock is the lock file that keeps a second agent off one data directory.
-const dataDirLock = "agent.lock"
-
 // lockWait is how long a starting agent waits for another to leave the data
 // directory: a restart can start the new agent while the old one is still
 // ending its sessions (it exits within 5 s).
 const lockWait = 10 * time.Second
 
-// lockDataDir takes the agent's lock in dir, made if missing, and writes the
-// agent's pid into it. Two agents on one data directory take the MQTT session
-// from each other and dial each other's saved tunnels, each cutting the other's
-// off. The lock holds until the returned file is closed or the process ends.
+// lockDataDir takes the agent's lock on dir, which it makes if missing (mode
+// 0700). Two agents on one data directory take the MQTT session from each other
+// and dial each other's saved tunnels, each cutting the other's off. The lock is
+// flock(2) on the directory itself, so it leaves no file behind (a read-only or
+// full data directory fails where the agent writes, naming that file) and ends
+// with the process. It holds until the returned file is closed.
 func lockDataDir(dir string, wait time.Duration) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
-	path := filepath.Join(dir, dataDirLock)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("data_dir: lock: %w", err)
+		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	deadline := time.Now().Add(wait)
 	for {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			break
+			return f, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) || !time.Now().Before(deadline) {
-			holder := "another process"
-			if b, rerr := os.ReadFile(path); rerr == nil {
-				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 {
-					holder = "pid " + strconv.Itoa(pid)
-				}
-			}
 			f.Close()
 			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return nil, Usagef("data_dir %s is in use by another porthole agent (%s); one agent per data directory", dir, holder)
+				return nil, Usagef("data_dir %s is in use by another porthole agent (still after %v); one agent per data directory", dir, wait)
 			}
-			return nil, fmt.Errorf("data_dir: lock %s: %w", path, err)
+			return nil, fmt.Errorf("data_dir: lock %s: %w", dir, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return f, nil
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +20,11 @@ func TestLockDataDir(t *testing.T) {
 	}
 	start := time.Now()
 	_, err = lockDataDir(dir, 300*time.Millisecond)
-	if err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
-		t.Fatalf("second lock: %v, want a usage error naming pid %d", err, os.Getpid())
+	if err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "in use by another porthole agent") {
+		t.Fatalf("second lock: %v, want a usage error", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("the lock left %d files in the data directory", len(ents))
 	}
 	if waited := time.Since(start); waited < 300*time.Millisecond {
 		t.Fatalf("second lock gave up after %v, before its wait", waited)

@@ -342,7 +342,7 @@ func TestFaultDataDirUnwritable(t *testing.T) {
 	t.Run("read-only", func(t *testing.T) {
 		os.RemoveAll(s.DataDir)
 		os.MkdirAll(s.DataDir, 0o700)
-		mountTmpfs(t, s.DataDir, "ro,size=64k")
+		mountTmpfs(t, s.DataDir, "ro,size=64k,mode=0700")
 		out := run(t)
 		if !strings.Contains(out, "ssh_host_ed25519_key") || !strings.Contains(out, "read-only file system") {
 			t.Fatalf("error does not name the host key and the cause:\n%s", out)
@@ -352,7 +352,7 @@ func TestFaultDataDirUnwritable(t *testing.T) {
 	t.Run("full", func(t *testing.T) {
 		os.RemoveAll(s.DataDir)
 		os.MkdirAll(s.DataDir, 0o700)
-		mountTmpfs(t, s.DataDir, "size=8k")
+		mountTmpfs(t, s.DataDir, "size=8k,mode=0700")
 		// Fill it: tmpfs rounds to pages; write until ENOSPC.
 		f, _ := os.Create(filepath.Join(s.DataDir, "filler"))
 		io.Copy(f, io.LimitReader(rand.Reader, 1<<20))
