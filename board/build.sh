@@ -8,6 +8,9 @@
 #
 # Debian packages come from board/fetch.sh (private apt config, cached).
 set -euo pipefail
+# The guest's directories get these modes whatever the builder's umask: the agent
+# refuses a data_dir below a directory that group or others can write.
+umask 022
 
 here=$(cd "$(dirname "$0")" && pwd)
 board=$1 porthole=$2 overlay=$3 out=$4
