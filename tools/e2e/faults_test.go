@@ -391,3 +391,40 @@ func TestFaultDataDirUnwritable(t *testing.T) {
 		s.StopAgent()
 	})
 }
+
+// TestFaultAgentStoppedEndsSessions: an agent stopped with SIGTERM while an SSH
+// session runs through its tunnel ends that session for the operator too: the
+// service resets the source's streams only when a new destination replaces the
+// old one, so without the agent's resets the operator's ssh hung until an agent
+// came back.
+func TestFaultAgentStoppedEndsSessions(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	open := s.OpenTunnel("SSH")
+	port, _, stop := s.Connect(open)
+	defer stop()
+	s.MustSSH(port, "true")
+	args := append(s.SSHOpts(), "-p", port, "root@127.0.0.1", "echo started; sleep 60; echo finished")
+	cmd := exec.Command("ssh", args...)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := make([]byte, len("started\n"))
+	if _, err := io.ReadFull(out, started); err != nil || string(started) != "started\n" {
+		t.Fatalf("session did not start: %q %v", started, err)
+	}
+	done := make(chan error, 1)
+	go func() { io.Copy(io.Discard, out); done <- cmd.Wait() }()
+	s.StopAgent()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("ssh exited 0 although its session was cut")
+		}
+		t.Logf("ssh ended: %v", err)
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("ssh still running 15 s after the agent stopped\n%s", s.AgentLog)
+	}
+}
