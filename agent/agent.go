@@ -192,6 +192,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	a.log.Info("porthole agent started", "version", Version, "thing", a.cfg.ThingName)
 	var bg sync.WaitGroup
 	defer bg.Wait()
 	if a.events != nil {

@@ -99,7 +99,6 @@ func runAgent(args []string, stderr io.Writer) error {
 	defer signal.Stop(sigs)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	log.Info("porthole agent started", "version", agent.Version, "thing", cfg.ThingName)
 	for {
 		select {
 		case err := <-done:
