@@ -59,8 +59,12 @@ func TestThousandFailedLogins(t *testing.T) {
 	e.srv.limiter.mu.Unlock()
 	t.Logf("1000 failed logins: %d reached authentication; limiter tracks %d source(s), %d failures; heap %d KiB -> %d KiB; goroutines %d -> %d",
 		authTried.Load(), tracked, hits, heap0>>10, heap1>>10, g0, runtime.NumGoroutine())
-	if n := authTried.Load(); n > 20 {
-		t.Errorf("%d connections reached authentication, want about 10 (the rate limit)", n)
+	// A failure is recorded when its connection ends, so the connections
+	// accepted before the 10th is recorded reach authentication too: up to the
+	// 8 in flight, and as many again when the server's ends lag behind the
+	// clients' (21 was seen with two busy CPUs). Without the limit all 1000 would.
+	if n := int(authTried.Load()); n > 10+2*cap(sem) {
+		t.Errorf("%d connections reached authentication, want about 10 (the rate limit) plus those in flight", n)
 	}
 	if hits > 10 || tracked > 1 {
 		t.Errorf("limiter holds %d sources and %d failures, want 1 and at most 10", tracked, hits)
