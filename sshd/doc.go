@@ -14,6 +14,10 @@
 // accepting and waits for the connections to end; Close ends them at once.
 // Both make Serve and ServeConn return ErrServerClosed.
 //
+// The server identifies itself as "SSH-2.0-OpenSSH_porthole": OpenSSH's
+// client sends some of its extensions (eow@openssh.com among them) only to a
+// server whose version starts with "OpenSSH".
+//
 // The host key is ed25519, made on first start in DataDir (HostKeyFile),
 // written atomically with mode 0600 and reused from then on; a corrupt,
 // too-open or not regular key file, or one the server may not read, is an
@@ -24,9 +28,9 @@
 // Every file read at start or login (host keys, authorized_keys, trusted CA
 // keys, passwd, group) must be a regular file: it is opened without
 // blocking and anything else (a FIFO, a device, a directory) is refused with
-// a log line before a byte is read. authorized_keys and CA key files are
-// read up to 4 MiB, and a line over 1 MiB is skipped (logged with its
-// number, not its content) without losing the lines after it.
+// a log line before a byte is read. authorized_keys, CA key, passwd and group
+// files are read up to 4 MiB, and a line over 1 MiB is skipped (logged with
+// its number, not its content) without losing the lines after it.
 //
 // # Authentication (deny by default)
 //
@@ -72,7 +76,10 @@
 // Shells run the user's shell as a login shell, on a pty when one is
 // requested; commands run as "shell -c command", exit status and exit
 // signal are sent back, client EOF closes the program's stdin (so
-// "ssh host cmd < file" works), "signal" requests reach the program, and
+// "ssh host cmd < file" works), "eow@openssh.com" (the client reads no more
+// output, as in "ssh host yes | head -1") stops reading the program's output
+// so that its next write gets SIGPIPE (on a pty, the terminal is hung up)
+// and output not yet sent is dropped, "signal" requests reach the program, and
 // window changes are applied in request order: one that arrives before the
 // shell starts sets the size the shell starts with. The environment is
 // HOME, USER, LOGNAME, SHELL, PATH, TERM, SSH_CLIENT, SSH_CONNECTION,
@@ -89,6 +96,8 @@
 // The SFTP subsystem (pkg/sftp) and legacy scp ("scp -O": scp -t and
 // scp -f with -r, -p, -d) are served in-process, so the device needs no
 // sftp-server or scp binary; "internal-sftp" works as a forced command.
+// As with OpenSSH's sftp-server, a symbolic link's target is stored as the
+// client sent it, relative or absolute.
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the
@@ -100,7 +109,9 @@
 // # Forwarding and limits
 //
 // Local forwarding (ssh -L, direct-tcpip) resolves the destination and
-// dials only addresses PermitLocalForward allows (nil: loopback only).
+// dials only addresses PermitLocalForward allows (nil: loopback only); a
+// failed dial is reported to the client as sshd does ("connect failed:
+// Connection refused").
 // Remote forwarding (ssh -R) is off unless PermitRemoteForward is set;
 // agent forwarding (ssh -A) is off unless AgentForwarding is set. X11 and
 // tun forwarding are not supported. IdleTimeout, MaxSessionTime (per

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
@@ -87,9 +89,10 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	}
 	tc, err := dial(dctx, "tcp", target.String())
 	if err != nil {
-		ev.Reason = "dial failed"
+		ev.Reason = "connect failed: " + err.Error()
+		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", dest, "err", err)
 		s.audit(ev)
-		nc.Reject(gossh.ConnectionFailed, "connect failed")
+		nc.Reject(gossh.ConnectionFailed, connectFailure(err))
 		return
 	}
 	ch, reqs, err := nc.Accept()
@@ -103,6 +106,24 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	s.audit(ev)
 	go gossh.DiscardRequests(reqs)
 	proxy(ctx, ch, tc)
+}
+
+// connectFailure is the message of a direct-tcpip open refused because the
+// dial failed. The client prints it after the reason code's own text
+// ("open failed: connect failed: Connection refused"), so it says only what
+// went wrong, as sshd does with strerror(3): no address, and no Go error
+// chain that would repeat "connect".
+func connectFailure(err error) string {
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &errno):
+		msg := errno.Error()
+		return strings.ToUpper(msg[:1]) + msg[1:]
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "Connection timed out"
+	default:
+		return "Cannot connect"
+	}
 }
 
 func (s *Server) permitLocal(user string, ap netip.AddrPort) bool {

@@ -5,13 +5,17 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 )
 
@@ -278,5 +282,47 @@ func TestForwardEndsWithConnection(t *testing.T) {
 	defer cancel()
 	if err := e.srv.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown with an open forward after the client left: %v", err)
+	}
+}
+
+// TestLocalForwardDialFailure: when the destination cannot be reached, the
+// client gets "connect failed" as the reason code and, as the message, what
+// went wrong in sshd's words (strerror), without the address or the word
+// "connect" again; the audit event keeps the details.
+func TestLocalForwardDialFailure(t *testing.T) {
+	closed := net.JoinHostPort("127.0.0.1", freePort(t))
+	for _, tc := range []struct {
+		name    string
+		dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+		wantMsg string
+	}{
+		{name: "refused", wantMsg: "Connection refused"},
+		{name: "timeout", wantMsg: "Connection timed out", dial: func(context.Context, string, string) (net.Conn, error) {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: context.DeadlineExceeded}
+		}},
+		{name: "unreachable", wantMsg: "No route to host", dial: func(context.Context, string, string) (net.Conn, error) {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}
+		}},
+		{name: "other", wantMsg: "Cannot connect", dial: func(context.Context, string, string) (net.Conn, error) {
+			return nil, errors.New("dialer broke")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(_ *testEnv, s *Server) { s.dial = tc.dial })
+			c := e.login("root")
+			fc, err := c.Dial("tcp", closed)
+			if err == nil {
+				fc.Close()
+				t.Fatalf("forward to %s opened", closed)
+			}
+			var oe *gossh.OpenChannelError
+			if !errors.As(err, &oe) || oe.Reason != gossh.ConnectionFailed || oe.Message != tc.wantMsg {
+				t.Fatalf("forward to %s: %v, want reason connect failed, message %q", closed, err, tc.wantMsg)
+			}
+			evs := e.eventsOf(EventForward)
+			if len(evs) != 1 || evs[0].Allowed || !strings.HasPrefix(evs[0].Reason, "connect failed: ") || evs[0].Reason == "connect failed: " {
+				t.Errorf("forward events = %+v, want one refusal with the dial error", evs)
+			}
+		})
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -398,4 +399,244 @@ func TestCheckCiphers(t *testing.T) {
 	if err := s.init(); err == nil || !strings.Contains(err.Error(), "rot13") {
 		t.Errorf("server with a bad cipher: init = %v, want an error naming it", err)
 	}
+}
+
+// processesWith returns the pids of processes whose command line contains
+// marker.
+func processesWith(marker string) []int {
+	var pids []int
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmdline, []byte(marker)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// sshIntoHead runs "ssh args | head -c 10", the two joined by a pipe, and
+// returns what head printed, ssh's stderr and exit code, and whether both
+// ended within timeout (if not, both are killed).
+func (o *openSSHEnv) sshIntoHead(t *testing.T, stdin io.Reader, timeout time.Duration, args ...string) (out, errOut string, code int, ended bool) {
+	t.Helper()
+	ssh := exec.Command(needProgram(t, "ssh"), append(append(o.opts(), "-p", o.port), args...)...)
+	ssh.Env = append(os.Environ(), "HOME="+o.dir)
+	head := exec.Command("head", "-c", "10") // coreutils
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var headOut bytes.Buffer
+	sshErr := &cappedBuffer{max: 4 << 10}
+	ssh.Stdin, ssh.Stdout, ssh.Stderr = stdin, w, sshErr
+	head.Stdin, head.Stdout = r, &headOut
+	if err := head.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ssh.Start(); err != nil {
+		head.Process.Kill()
+		head.Wait()
+		t.Fatal(err)
+	}
+	r.Close()
+	w.Close()
+	done := make(chan error, 1)
+	go func() {
+		head.Wait()
+		done <- ssh.Wait()
+	}()
+	select {
+	case err = <-done:
+		ended = true
+	case <-time.After(timeout):
+		ssh.Process.Kill()
+		head.Process.Kill()
+		err = <-done
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	}
+	return headOut.String(), sshErr.String(), code, ended
+}
+
+// cappedBuffer keeps the first max bytes written to it.
+type cappedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (c *cappedBuffer) Write(b []byte) (int, error) {
+	if room := c.max - c.Len(); room > 0 {
+		c.Buffer.Write(b[:min(room, len(b))])
+	}
+	return len(b), nil
+}
+
+// TestOpenSSHOutputClosed is "ssh host yes | head -c 10": when head exits,
+// ssh's writes fail and it sends "eow@openssh.com"; the server stops reading
+// the program's output, the program ends (SIGPIPE without a pty, a hangup
+// with one), its end is reported, and ssh exits at once.
+func TestOpenSSHOutputClosed(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	for i, tc := range []struct {
+		name    string
+		flags   []string
+		command string // with %s for a marker that finds the process; "" for a shell
+		stdin   string // the shell's input, with %s for the marker
+		wantSig string // how the program ended, in the session's audit event
+	}{
+		{name: "exec", command: "exec yes %s", wantSig: "PIPE"},
+		{name: "shell", stdin: "exec yes %s\n", wantSig: "PIPE"},
+		{name: "exec pty", flags: []string{"-tt"}, command: "exec yes %s", wantSig: "HUP"},
+		{name: "shell pty", flags: []string{"-tt"}, stdin: "exec yes %s\n", wantSig: "HUP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			marker := fmt.Sprintf("porthole-eow-%d-%d", os.Getpid(), i)
+			args := append(append([]string(nil), tc.flags...), "root@127.0.0.1")
+			if tc.command != "" {
+				args = append(args, fmt.Sprintf(tc.command, marker))
+			}
+			var stdin io.Reader
+			if tc.stdin != "" {
+				stdin = strings.NewReader(fmt.Sprintf(tc.stdin, marker))
+			}
+			out, errOut, code, ended := o.sshIntoHead(t, stdin, 5*time.Second, args...)
+			if !ended {
+				t.Fatalf("ssh %q | head -c 10 still running after 5 s (head read %q; ssh: %s)", args, out, errOut)
+			}
+			t.Logf("ssh %q | head -c 10: head read %q, ssh exit %d, stderr %q", args, out, code, errOut)
+			if len(out) != 10 {
+				t.Errorf("head read %q, want 10 bytes", out)
+			}
+			waitFor(t, "the session to end", func() bool { return len(o.eventsOf(EventSessionEnd)) == i+1 })
+			ev := o.eventsOf(EventSessionEnd)[i]
+			if ev.ExitSignal != tc.wantSig {
+				t.Errorf("session end: signal %q, status %d; want signal %s", ev.ExitSignal, ev.ExitStatus, tc.wantSig)
+			}
+			if pids := processesWith(marker); len(pids) != 0 {
+				t.Errorf("yes still running on the server: pids %v", pids)
+			}
+		})
+	}
+}
+
+// TestOpenSSHSFTPLinks: OpenSSH's sftp sends a symlink's target as typed and
+// its link path made absolute against its "cd". The target must be stored
+// as sent, relative or absolute, like OpenSSH's sftp-server does; hard links
+// ("ln" without -s) link the named file.
+func TestOpenSSHSFTPLinks(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	sftp := needProgram(t, "sftp")
+	home := o.home("root")
+	dir := filepath.Join(home, "dir")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "renamed.bin"), "payload")
+	abs := filepath.Join(o.dir, "elsewhere.bin")
+	writeFile(t, abs, "elsewhere")
+	fetched := filepath.Join(o.dir, "fetched.bin")
+	batch := filepath.Join(o.dir, "batch")
+	writeFile(t, batch, strings.Join([]string{
+		"cd dir",
+		"symlink renamed.bin link.bin",
+		"ln -s " + abs + " abs.bin",
+		"ln renamed.bin hard.bin",
+		"-symlink renamed.bin link.bin", // exists: fails, the session goes on
+		"get link.bin " + fetched,
+		"cd ..",
+		"symlink dir/renamed.bin top.bin",
+		"symlink ../up.bin dir/up.bin",
+	}, "\n")+"\n")
+	args := append(o.opts(), "-P", o.port, "-b", batch, "root@127.0.0.1")
+	out, errOut, code := o.run(t, nil, sftp, args...)
+	if code != 0 {
+		t.Errorf("sftp -b: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "link.bin") {
+		t.Errorf("sftp -b: no error for the second link.bin: %q", errOut)
+	}
+	for _, tc := range []struct{ link, target string }{
+		{filepath.Join(dir, "link.bin"), "renamed.bin"},
+		{filepath.Join(dir, "abs.bin"), abs},
+		{filepath.Join(home, "top.bin"), "dir/renamed.bin"},
+		{filepath.Join(dir, "up.bin"), "../up.bin"},
+	} {
+		if got, err := os.Readlink(tc.link); err != nil || got != tc.target {
+			t.Errorf("readlink %s = %q, %v; want %q", tc.link, got, err, tc.target)
+		}
+	}
+	if got, err := os.ReadFile(fetched); err != nil || string(got) != "payload" {
+		t.Errorf("get through link.bin = %q, %v; want payload", got, err)
+	}
+	orig, err1 := os.Lstat(filepath.Join(dir, "renamed.bin"))
+	hard, err2 := os.Lstat(filepath.Join(dir, "hard.bin"))
+	if err1 != nil || err2 != nil || !os.SameFile(orig, hard) {
+		t.Errorf("hard.bin is not a hard link of renamed.bin: %v, %v", err1, err2)
+	}
+}
+
+// TestOpenSSHForwardRefused: "ssh -L" to a destination that refuses the
+// connection logs what sshd's refusal would, without a word twice.
+func TestOpenSSHForwardRefused(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	local := freePort(t)
+	// The refusal is logged at INFO; the first LogLevel given wins.
+	args := append([]string{"-o", "LogLevel=INFO"}, o.opts()...)
+	args = append(args, "-p", o.port, "-N", "-o", "ExitOnForwardFailure=yes",
+		"-L", "127.0.0.1:"+local+":127.0.0.1:"+freePort(t), "root@127.0.0.1")
+	cmd := exec.Command(needProgram(t, "ssh"), args...)
+	cmd.Env = append(os.Environ(), "HOME="+o.dir)
+	var errOut lockedBuffer
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	var c net.Conn
+	waitFor(t, "ssh -L listening", func() bool {
+		var err error
+		c, err = net.Dial("tcp", "127.0.0.1:"+local)
+		return err == nil
+	})
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("forward to a closed port: read %d, %v; want EOF or reset", n, err)
+	}
+	const want = "open failed: connect failed: Connection refused\r\n"
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(errOut.String(), want) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := errOut.String(); !strings.Contains(got, want) {
+		t.Errorf("ssh -L to a closed port logged %q, want %q", got, want)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a program writes while a test reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

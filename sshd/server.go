@@ -18,6 +18,16 @@ import (
 // ErrServerClosed is returned by Serve and ServeConn after Shutdown or Close.
 var ErrServerClosed = errors.New("sshd: server closed")
 
+// serverVersion is the software version in the server's identification
+// string, "SSH-2.0-OpenSSH_porthole" (RFC 4253 section 4.2). OpenSSH's client
+// uses some of its extensions only with a server whose version matches
+// "OpenSSH*" (compat.c, SSH_NEW_OPENSSH): without that it never sends
+// "eow@openssh.com", and "ssh host yes | head -1" runs until interrupted. The
+// server speaks that dialect (the extensions, SFTP's reversed SYMLINK
+// arguments) and names no OpenSSH release, so scanners find no version
+// number to match against advisories.
+const serverVersion = "OpenSSH_porthole"
+
 // Server is an SSH server. Set its fields, then call Serve or ServeConn; the
 // fields must not change afterwards. The zero value refuses every login
 // (there is no host key either, so Serve returns an error until DataDir or
@@ -198,7 +208,7 @@ func (s *Server) setup() error {
 	s.limiter = newFailureLimiter(maxFail, window)
 
 	gs := &gliderssh.Server{
-		Version:                  "porthole",
+		Version:                  serverVersion,
 		Handler:                  func(gliderssh.Session) {}, // sessions use handleSession
 		PublicKeyHandler:         s.publicKeyHandler,
 		ConnCallback:             s.connCallback,

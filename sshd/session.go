@@ -54,16 +54,20 @@ type session struct {
 	in, out atomic.Int64
 	done    chan struct{} // closed when the program has finished and the channel is closed
 	replied chan struct{} // closed once the start request is answered
+	// outputGone is closed by "eow@openssh.com": the client reads no more of
+	// the channel's data (see endOfWrite).
+	outputGone chan struct{}
 
 	// A pty's input waits at the barrier for the requests sent before it (see
 	// orderedReader); served is closed when no more requests will come.
 	barrier, caughtUp, served chan struct{}
 
-	mu     sync.Mutex
-	win    windowChange       // latest size from pty-req or window-change
-	ptmx   *os.File           // the running program's pty master, nil when none
-	proc   *os.Process        // the running program, nil when none or finished
-	hangup func(running bool) // ends the program (if running) and its I/O when the client goes away
+	mu          sync.Mutex
+	win         windowChange       // latest size from pty-req or window-change
+	ptmx        *os.File           // the running program's pty master, nil when none
+	proc        *os.Process        // the running program, nil when none or finished
+	hangup      func(running bool) // ends the program (if running) and its I/O when the client goes away
+	closeOutput func()             // stops reading the program's output; nil for in-process services
 }
 
 func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
@@ -84,7 +88,8 @@ func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gos
 		return
 	}
 	sess := &session{srv: s, st: st, ctx: ctx, sc: sc, ch: ch, restr: restrictionsOf(sc.Permissions),
-		barrier: make(chan struct{}), caughtUp: make(chan struct{}), served: make(chan struct{})}
+		barrier: make(chan struct{}), caughtUp: make(chan struct{}), served: make(chan struct{}),
+		outputGone: make(chan struct{})}
 	sess.serve(reqs)
 	// The channel is closed: by us after the program ended, or by the client
 	// or a dead connection while it runs.
@@ -183,6 +188,17 @@ func (sess *session) handle(req *gossh.Request) {
 		ok := sess.srv.AgentForwarding && !sess.restr.noAgent && !sess.started
 		sess.agent = ok
 		sess.reply(req, ok)
+	case "eow@openssh.com":
+		// OpenSSH's PROTOCOL, section 2.1: the client's output failed (as in
+		// "ssh host yes | head -1") and it will read no more of this channel's
+		// data. It still sends input and waits for the exit status. Before
+		// the program starts there is no output to stop: it is ignored.
+		if !sess.started {
+			sess.reply(req, false)
+			return
+		}
+		sess.endOfWrite()
+		sess.reply(req, true)
 	case "signal":
 		var sig struct{ Name string }
 		if err := gossh.Unmarshal(req.Payload, &sig); err == nil {
@@ -458,6 +474,12 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 		inW.Close()
 	}
 	var exited atomic.Bool
+	sess.closeOutput = func() {
+		// Like sshd's chan_rcvd_eow: the program's next write to stdout or
+		// stderr gets EPIPE (and SIGPIPE, which ends it unless it is ignored).
+		outR.Close()
+		errR.Close()
+	}
 	sess.hangup = func(running bool) {
 		if !running || exited.Load() {
 			// The command has exited but something it started still holds
@@ -479,34 +501,37 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	sess.mu.Unlock()
 	sess.audit(EventSessionStart, nil)
 
-	var stdin, output sync.WaitGroup
+	var stdin sync.WaitGroup
 	stdin.Add(1)
 	go func() {
 		defer stdin.Done()
 		copyStream(inW, sess.reader())
 		inW.Close()
 	}()
-	output.Add(2)
-	go func() {
-		defer output.Done()
-		copyStream(sess.writer(sess.ch), outR)
-	}()
-	go func() {
-		defer output.Done()
-		copyStream(sess.writer(sess.ch.Stderr()), errR)
-	}()
+	outDone := make(chan struct{}) // closed when both outputs are copied
+	var outputs atomic.Int32
+	outputs.Store(2)
+	copyOutput := func(w io.Writer, r *os.File) {
+		copyStream(w, r)
+		if outputs.Add(-1) == 0 {
+			close(outDone)
+		}
+	}
+	go copyOutput(sess.writer(sess.ch), outR)
+	go copyOutput(sess.writer(sess.ch.Stderr()), errR)
 	go func() {
 		state, _ := cmd.Process.Wait()
 		// Its process group id may be reused from now on: hangup must not
 		// signal it any more.
 		exited.Store(true)
-		output.Wait()
+		sess.waitOutput(outDone)
 		outR.Close()
 		errR.Close()
 		sess.mu.Lock()
 		sess.proc = nil
 		sess.mu.Unlock()
 		sess.finish(exitOf(state))
+		<-outDone
 		stdin.Wait()
 	}()
 	return nil
@@ -549,6 +574,10 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 			ptmx.Close()
 		})
 	}
+	// A pty has no read side of its own to close: hanging it up is what
+	// ends the program's writes (SIGHUP, then EIO), instead of leaving it
+	// blocked on a full terminal.
+	sess.closeOutput = closePTY
 	sess.hangup = func(running bool) {
 		// Closing the master hangs up the terminal: the kernel sends SIGHUP
 		// to the session, as when a modem line drops.
@@ -610,9 +639,10 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 			}
 			closePTY()
 		}
-		<-outDone
+		sess.waitOutput(outDone)
 		closePTY()
 		sess.finish(exitOf(state))
+		<-outDone
 	}()
 	return nil
 }
@@ -701,33 +731,6 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 	sess.srv.log().Info(string(t), "remote", e.Remote, "user", e.User, "kind", e.Kind, "command", e.Command,
 		"exit", e.ExitStatus, "in", e.BytesIn, "out", e.BytesOut)
 	sess.srv.audit(e)
-}
-
-// reader and writer count the session's bytes for the audit log.
-func (sess *session) reader() io.Reader { return countingReader{sess.ch, &sess.in} }
-
-func (sess *session) writer(w io.Writer) io.Writer { return countingWriter{w, &sess.out} }
-
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c countingReader) Read(b []byte) (int, error) {
-	n, err := c.r.Read(b)
-	c.n.Add(int64(n))
-	return n, err
-}
-
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (c countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // resolvePath makes a client-supplied path absolute against dir ("~" and

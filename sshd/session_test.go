@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -122,5 +123,48 @@ func TestShellWithoutPTY(t *testing.T) {
 	}
 	if out.String() != "-sh\nno-tty\n" {
 		t.Errorf("output = %q, want -sh and no-tty", out.String())
+	}
+}
+
+// TestEndOfWrite: after "eow@openssh.com" the program's output is no longer
+// read, so it dies of SIGPIPE, and that is reported, even though this client
+// never reads the channel: the output the server holds cannot get through
+// the full window and is dropped instead of keeping the session open.
+func TestEndOfWrite(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	for _, tc := range []struct {
+		name    string
+		pty     bool
+		wantSig string
+	}{
+		{name: "pipes", wantSig: "PIPE"},
+		{name: "pty", pty: true, wantSig: "HUP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openRaw(t, c)
+			if tc.pty {
+				req := ptyRequest{Term: "xterm", Cols: 80, Rows: 24}
+				if ok, err := s.ch.SendRequest("pty-req", true, gossh.Marshal(req)); !ok || err != nil {
+					t.Fatalf("pty-req = %v, %v", ok, err)
+				}
+			}
+			if ok, err := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Command string }{"exec yes"})); !ok || err != nil {
+				t.Fatalf("exec = %v, %v", ok, err)
+			}
+			// The client's window (2 MiB) fills while the test does not read.
+			time.Sleep(200 * time.Millisecond)
+			if _, err := s.ch.SendRequest("eow@openssh.com", false, nil); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case st := <-s.status:
+				if st != "exit-signal "+tc.wantSig {
+					t.Errorf("after eow: %s, want exit-signal %s", st, tc.wantSig)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("session still open 5 s after eow@openssh.com")
+			}
+		})
 	}
 }

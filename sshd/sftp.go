@@ -20,10 +20,16 @@ func (c sftpChannel) Close() error { return c.close() }
 // starting in a's home directory. It returns once the client has sent EOF;
 // the caller then sends the exit status before closing the channel. The
 // sftp.Server is deliberately not closed first: that would close the
-// channel and clients would report "exit status -1".
+// channel and clients would report "exit status -1". SYMLINK requests are
+// served by a symlinkServer in front of pkg/sftp.
 func (sess *session) runSFTP(a *account) int {
-	rw := sftpChannel{Reader: sess.reader(), Writer: sess.writer(sess.ch), close: sess.ch.Close}
-	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(workDir(a)))
+	dir := workDir(a)
+	links := newSymlinkServer(sess.reader(), sess.writer(sess.ch), dir)
+	rw := sftpChannel{Reader: links, Writer: links, close: func() error {
+		links.close()
+		return sess.ch.Close()
+	}}
+	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir))
 	if err != nil {
 		sess.srv.log().Warn("sftp", "remote", sess.st.remote, "err", err)
 		return 1

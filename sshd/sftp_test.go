@@ -3,10 +3,14 @@ package sshd
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -165,3 +169,80 @@ type halfCloser struct{ ch gossh.Channel }
 
 func (h halfCloser) Write(b []byte) (int, error) { return h.ch.Write(b) }
 func (h halfCloser) Close() error                { return h.ch.CloseWrite() }
+
+// TestSFTPSymlinks: SYMLINK requests, served in front of pkg/sftp, store the
+// target as sent, relative or absolute, with the link's path resolved
+// against the working directory, and are answered in turn with the requests
+// around them while a client keeps many in flight (a download here).
+func TestSFTPSymlinks(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s := openRaw(t, c)
+	if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
+		t.Fatalf("subsystem sftp = %v, %v", ok, err)
+	}
+	cl, err := sftp.NewClientPipe(s.ch, halfCloser{s.ch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := e.home("root")
+	data := make([]byte, 1<<20+3)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(home, "big.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Mkdir("links"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f, err := cl.Open("big.bin")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		var got bytes.Buffer
+		if _, err := f.WriteTo(&got); err != nil || !bytes.Equal(got.Bytes(), data) {
+			t.Errorf("download during symlinks: %d bytes, %v; want the %d bytes written", got.Len(), err, len(data))
+		}
+	}()
+	targets := map[string]string{}
+	for i := range 20 {
+		target := fmt.Sprintf("../target-%d", i)
+		if i%2 == 1 {
+			target = "/nonexistent/target-" + strconv.Itoa(i)
+		}
+		link := fmt.Sprintf("links/l%d", i)
+		targets[link] = target
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cl.Symlink(target, link); err != nil {
+				t.Errorf("Symlink(%q, %q): %v", target, link, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for link, target := range targets {
+		if got, err := os.Readlink(filepath.Join(home, link)); err != nil || got != target {
+			t.Errorf("readlink %s = %q, %v; want %q", link, got, err, target)
+		}
+		if got, err := cl.ReadLink(link); err != nil || got != target {
+			t.Errorf("ReadLink(%s) = %q, %v; want %q", link, got, err, target)
+		}
+	}
+	var se *sftp.StatusError
+	if err := cl.Symlink("x", "links/l0"); !errors.As(err, &se) || se.Code != 4 {
+		t.Errorf("Symlink over an existing name = %v, want SSH_FX_FAILURE", err)
+	}
+	if err := cl.Symlink("x", "missing/l"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Symlink in a missing directory = %v, want not found", err)
+	}
+	cl.Close()
+	if st := s.wait(t); st != "exit-status 0" {
+		t.Errorf("end of sftp session: %s, want exit-status 0", st)
+	}
+}

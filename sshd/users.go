@@ -34,57 +34,119 @@ type passwdEntry struct {
 	Shell string
 }
 
-// parsePasswd reads passwd(5) lines. Comments, blank lines and lines with
-// the wrong number of fields or bad numbers are skipped: a device's passwd is
-// often hand-edited and one bad line must not lock everyone out.
-func parsePasswd(r io.Reader) ([]passwdEntry, error) {
-	var out []passwdEntry
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
+// Bounds on reading the passwd and group files, which are read at every
+// login.
+const (
+	// maxUserLine is the longest line used. A longer one is skipped and the
+	// lines after it are read (bufio.Scanner's 64 KiB limit used to fail
+	// every login instead). A group listing thousands of members stays
+	// well under it.
+	maxUserLine = 1 << 20
+
+	// maxUserFile is how much of a file is read: 4 MiB, tens of thousands
+	// of users, so that a file grown by mistake cannot take a small
+	// device's memory at every login. A line that does not end within it
+	// is dropped with the rest of the file.
+	maxUserFile = 4 << 20
+)
+
+// userFileSkips is what reading a passwd or group file left out.
+type userFileSkips struct {
+	long      int  // lines longer than maxUserLine
+	firstLong int  // number of the first of them
+	truncated bool // the file goes on past maxUserFile
+}
+
+// eachUserLine calls fn with each line of passwd or group data, trimmed of
+// surrounding white space, within the bounds above.
+func eachUserLine(r io.Reader, fn func(line string)) (userFileSkips, error) {
+	var sk userFileSkips
+	br := bufio.NewReader(io.LimitReader(r, maxUserFile+1))
+	var buf []byte
+	var read int64
+	for n := 1; ; n++ {
+		line, size, tooLong, err := readLine(br, buf[:0], maxUserLine)
+		buf = line
+		if err == io.EOF {
+			return sk, nil
+		}
+		if read += int64(size); read > maxUserFile {
+			sk.truncated = true
+			return sk, nil
+		}
+		if err != nil {
+			return sk, err
+		}
+		if tooLong {
+			if sk.long == 0 {
+				sk.firstLong = n
+			}
+			sk.long++
 			continue
+		}
+		fn(strings.TrimSpace(string(line)))
+	}
+}
+
+// parsePasswd reads passwd(5) lines. Comments, blank lines, lines with the
+// wrong number of fields or bad numbers, and lines over maxUserLine are
+// skipped: a device's passwd is often hand-edited and one bad line must not
+// lock everyone out.
+func parsePasswd(r io.Reader) ([]passwdEntry, userFileSkips, error) {
+	var out []passwdEntry
+	sk, err := eachUserLine(r, func(line string) {
+		if line == "" || strings.HasPrefix(line, "#") {
+			return
 		}
 		f := strings.Split(line, ":")
 		if len(f) != 7 || f[0] == "" {
-			continue
+			return
 		}
 		uid, err1 := strconv.ParseUint(f[2], 10, 32)
 		gid, err2 := strconv.ParseUint(f[3], 10, 32)
 		if err1 != nil || err2 != nil {
-			continue
+			return
 		}
 		out = append(out, passwdEntry{Name: f[0], UID: uint32(uid), GID: uint32(gid), Home: f[5], Shell: f[6]})
-	}
-	return out, sc.Err()
+	})
+	return out, sk, err
 }
 
 // parseGroups returns the ids of the groups in group(5) data that list name as
-// a member.
-func parseGroups(r io.Reader, name string) ([]uint32, error) {
+// a member, skipping lines as parsePasswd does.
+func parseGroups(r io.Reader, name string) ([]uint32, userFileSkips, error) {
 	var out []uint32
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	sk, err := eachUserLine(r, func(line string) {
 		if line == "" || strings.HasPrefix(line, "#") {
-			continue
+			return
 		}
 		f := strings.Split(line, ":")
 		if len(f) != 4 {
-			continue
+			return
 		}
 		gid, err := strconv.ParseUint(f[2], 10, 32)
 		if err != nil {
-			continue
+			return
 		}
 		for _, m := range strings.Split(f[3], ",") {
 			if strings.TrimSpace(m) == name {
 				out = append(out, uint32(gid))
-				break
+				return
 			}
 		}
+	})
+	return out, sk, err
+}
+
+// logSkips logs, once per read of path, what was left out of it: the
+// number of over-long lines and of the first, never their content.
+func (s *Server) logSkips(path string, sk userFileSkips) {
+	if sk.long == 0 && !sk.truncated {
+		return
 	}
-	return out, sc.Err()
+	s.log().Warn("user file partly ignored", "file", path,
+		"long_lines", sk.long, "first_long_line", sk.firstLong, "max_line_bytes", maxUserLine,
+		"truncated", sk.truncated, "max_file_bytes", maxUserFile)
 }
 
 func (s *Server) passwdPath() string {
@@ -115,7 +177,8 @@ func (s *Server) readPasswd() ([]passwdEntry, error) {
 		return nil, fmt.Errorf("reading users: %w", err)
 	}
 	defer f.Close()
-	entries, err := parsePasswd(f)
+	entries, sk, err := parsePasswd(f)
+	s.logSkips(s.passwdPath(), sk)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", s.passwdPath(), err)
 	}
@@ -146,8 +209,9 @@ func (s *Server) lookupUser(name string) (*account, error) {
 	}
 	a := &account{Name: e.Name, UID: e.UID, GID: e.GID, Home: e.Home, Shell: e.Shell, Groups: []uint32{e.GID}}
 	if g, _, err := openRegular(s.groupPath()); err == nil {
-		extra, err := parseGroups(g, name)
+		extra, sk, err := parseGroups(g, name)
 		g.Close()
+		s.logSkips(s.groupPath(), sk)
 		if err == nil {
 			for _, id := range extra {
 				if id != e.GID {

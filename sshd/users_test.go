@@ -19,7 +19,7 @@ broken:x:notanumber:0::/:/bin/sh
 short:x:5:5
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
 `
-	got, err := parsePasswd(strings.NewReader(data))
+	got, _, err := parsePasswd(strings.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
 
 func TestParseGroups(t *testing.T) {
 	data := "wheel:x:10:alice,bob\nusers:x:100:bob\nbad:x:zz:alice\nempty:x:5:\n"
-	got, err := parseGroups(strings.NewReader(data), "alice")
+	got, _, err := parseGroups(strings.NewReader(data), "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +79,89 @@ func TestLookupUser(t *testing.T) {
 	s := &Server{PasswdFile: filepath.Join(dir, "missing")}
 	if _, err := s.lookupUser("root"); err == nil {
 		t.Error("lookup with a missing passwd file succeeded")
+	}
+}
+
+// TestUserFilesLongLines: an over-long line in passwd or group is skipped,
+// with one log line per read that does not quote it, and the lines after it
+// still count; a line bufio.Scanner refused (over 64 KiB) is no longer a
+// problem; a file is read up to maxUserFile.
+func TestUserFilesLongLines(t *testing.T) {
+	const secret = "SECRET-CONTENT"
+	tooLong := "#" + secret + strings.Repeat("x", maxUserLine) + "\n"
+	scannerLimit := "#" + strings.Repeat("y", 100<<10) + "\n"
+	users := "root:x:0:0::/root:/bin/sh\n"
+	groups := "adm:x:4:op\n"
+	for _, tc := range []struct {
+		name          string
+		passwd, group string
+		user          string
+		wantGroups    []uint32 // nil: the user is unknown
+		warnFile      string   // the file a warning is about; "": no warning
+		wantLog       []string // what the warning says besides
+	}{
+		{
+			name:   "line over 64 KiB",
+			passwd: scannerLimit + users + "op:x:1000:1000::/home/op:/bin/sh\n", group: scannerLimit + groups,
+			user: "op", wantGroups: []uint32{1000, 4},
+		},
+		{
+			name:   "passwd line over the limit",
+			passwd: users + tooLong + tooLong + "op:x:1000:1000::/home/op:/bin/sh\n", group: groups,
+			user: "op", wantGroups: []uint32{1000, 4},
+			warnFile: "passwd", wantLog: []string{"long_lines=2", "first_long_line=2", "truncated=false"},
+		},
+		{
+			name:   "group line over the limit",
+			passwd: users + "op:x:1000:1000::/home/op:/bin/sh\n", group: tooLong + groups,
+			user: "op", wantGroups: []uint32{1000, 4},
+			warnFile: "group", wantLog: []string{"long_lines=1", "first_long_line=1"},
+		},
+		{
+			name:   "passwd over the file limit",
+			passwd: users + strings.Repeat("#"+strings.Repeat("z", 1000)+"\n", maxUserFile/1000) + "late:x:1001:1001::/:/bin/sh\n", group: groups,
+			user:     "late",
+			warnFile: "passwd", wantLog: []string{"long_lines=0", "truncated=true"},
+		},
+		{
+			name:   "root before the file limit",
+			passwd: users + strings.Repeat("#"+strings.Repeat("z", 1000)+"\n", maxUserFile/1000) + "late:x:1001:1001::/:/bin/sh\n", group: groups,
+			user: "root", wantGroups: []uint32{0},
+			warnFile: "passwd", wantLog: []string{"truncated=true"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "passwd"), tc.passwd)
+			writeFile(t, filepath.Join(dir, "group"), tc.group)
+			logger, logs := newTestLogger(t)
+			s := &Server{PasswdFile: filepath.Join(dir, "passwd"), GroupFile: filepath.Join(dir, "group"),
+				Logger: logger, geteuid: func() int { return 0 }}
+			a, err := s.lookupUser(tc.user)
+			switch {
+			case tc.wantGroups == nil && !errors.Is(err, ErrUnknownUser):
+				t.Errorf("lookupUser(%s) = %v, want ErrUnknownUser", tc.user, err)
+			case tc.wantGroups != nil && err != nil:
+				t.Errorf("lookupUser(%s): %v", tc.user, err)
+			case tc.wantGroups != nil:
+				if diff := cmp.Diff(tc.wantGroups, a.Groups); diff != "" {
+					t.Errorf("groups of %s (-want +got):\n%s", tc.user, diff)
+				}
+			}
+			warned := logs.logged("user file partly ignored")
+			switch {
+			case tc.warnFile == "" && len(warned) != 0:
+				t.Errorf("logged %q, want nothing", warned)
+			case tc.warnFile != "":
+				want := append([]string{"user file partly ignored", "file=" + filepath.Join(dir, tc.warnFile) + " "}, tc.wantLog...)
+				if len(warned) != 1 || len(logs.logged(want...)) != 1 {
+					t.Errorf("logged %q, want one line with %q", warned, want)
+				}
+			}
+			if l := logs.logged(secret); len(l) != 0 {
+				t.Errorf("the content of a skipped line was logged: %.200q", l)
+			}
+		})
 	}
 }
 

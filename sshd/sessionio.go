@@ -1,0 +1,74 @@
+package sshd
+
+import (
+	"errors"
+	"io"
+	"sync/atomic"
+)
+
+// errOutputClosed is what writes to a session's channel return once the
+// client has sent "eow@openssh.com".
+var errOutputClosed = errors.New("sshd: the client reads no more output")
+
+// endOfWrite handles "eow@openssh.com". Output the server has read but not
+// yet sent is dropped (writes fail from now on), and the program's output is
+// no longer read, so it gets SIGPIPE or EPIPE on its next write, as under
+// sshd; its exit status is still sent. In-process services (SFTP, scp) see
+// their writes fail.
+func (sess *session) endOfWrite() {
+	select {
+	case <-sess.outputGone:
+		return // a repeated request; requests are handled by one goroutine
+	default:
+	}
+	close(sess.outputGone)
+	sess.mu.Lock()
+	closeOutput := sess.closeOutput
+	sess.mu.Unlock()
+	if closeOutput != nil {
+		closeOutput()
+	}
+}
+
+// waitOutput waits until outDone is closed, or the client sends
+// "eow@openssh.com": output then stuck in a write that the client's window
+// does not let through is dropped, and finish's close ends that write.
+func (sess *session) waitOutput(outDone <-chan struct{}) {
+	select {
+	case <-outDone:
+	case <-sess.outputGone:
+	}
+}
+
+// reader and writer count the session's bytes for the audit log; writer
+// fails once the client has sent "eow@openssh.com".
+func (sess *session) reader() io.Reader { return countingReader{sess.ch, &sess.in} }
+
+func (sess *session) writer(w io.Writer) io.Writer { return outputWriter{w, sess} }
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type outputWriter struct {
+	w    io.Writer
+	sess *session
+}
+
+func (o outputWriter) Write(b []byte) (int, error) {
+	select {
+	case <-o.sess.outputGone:
+		return 0, errOutputClosed
+	default:
+	}
+	n, err := o.w.Write(b)
+	o.sess.out.Add(int64(n))
+	return n, err
+}
