@@ -728,8 +728,14 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 	if fill != nil {
 		fill(&e)
 	}
-	sess.srv.log().Info(string(t), "remote", e.Remote, "user", e.User, "kind", e.Kind, "command", e.Command,
-		"exit", e.ExitStatus, "in", e.BytesIn, "out", e.BytesOut)
+	attrs := []any{"remote", e.Remote, "user", e.User, "kind", e.Kind, "command", e.Command}
+	if t == EventSessionEnd { // the outcome is known only at the end
+		attrs = append(attrs, "exit", e.ExitStatus, "in", e.BytesIn, "out", e.BytesOut)
+		if e.ExitSignal != "" {
+			attrs = append(attrs, "signal", e.ExitSignal)
+		}
+	}
+	sess.srv.log().Info(string(t), attrs...)
 	sess.srv.audit(e)
 }
 
