@@ -80,39 +80,54 @@ func (e *lineError) Unwrap() error { return e.Err }
 func parseAuthorizedKeys(r io.Reader) ([]authorizedKey, []error) {
 	var keys []authorizedKey
 	var errs []error
-	br := bufio.NewReader(io.LimitReader(r, maxKeysFile+1))
-	var buf []byte
-	var read int64
-	for n := 1; ; n++ {
-		line, size, tooLong, err := readLine(br, buf[:0], maxKeysLine)
-		buf = line
-		if err == io.EOF {
-			break
-		}
-		if read += int64(size); read > maxKeysFile {
-			errs = append(errs, &lineError{n, errFileTooLarge})
-			break
-		}
-		if err != nil {
-			errs = append(errs, &lineError{n, err})
-			break
-		}
+	stop, truncated, err := eachLine(r, maxKeysFile, maxKeysLine, func(n int, line []byte, tooLong bool) {
 		if tooLong {
 			errs = append(errs, &lineError{n, errLineTooLong})
-			continue
+			return
 		}
 		text := strings.TrimSpace(string(line))
 		if text == "" || text[0] == '#' {
-			continue
+			return
 		}
 		k, err := parseAuthorizedKeyLine(text)
 		if err != nil {
 			errs = append(errs, &lineError{n, err})
-			continue
+			return
 		}
 		keys = append(keys, k)
+	})
+	switch {
+	case truncated:
+		errs = append(errs, &lineError{stop, errFileTooLarge})
+	case err != nil:
+		errs = append(errs, &lineError{stop, err})
 	}
 	return keys, errs
+}
+
+// eachLine calls fn with each line of r (numbered from 1, without its
+// newline) until EOF, reading at most maxFile bytes: a line longer than
+// maxLine is passed with tooLong set and not kept whole, and a line that does
+// not end within maxFile is not passed (truncated). stop is the number of the
+// line where reading stopped on truncation or a read error.
+func eachLine(r io.Reader, maxFile int64, maxLine int, fn func(n int, line []byte, tooLong bool)) (stop int, truncated bool, err error) {
+	br := bufio.NewReader(io.LimitReader(r, maxFile+1))
+	var buf []byte
+	var read int64
+	for n := 1; ; n++ {
+		line, size, tooLong, err := readLine(br, buf[:0], maxLine)
+		buf = line
+		if err == io.EOF {
+			return n, false, nil
+		}
+		if read += int64(size); read > maxFile {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+		fn(n, line, tooLong)
+	}
 }
 
 // readLine reads one line into buf and returns it without its newline,

@@ -1,7 +1,6 @@
 package sshd
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -61,31 +60,18 @@ type userFileSkips struct {
 // surrounding white space, within the bounds above.
 func eachUserLine(r io.Reader, fn func(line string)) (userFileSkips, error) {
 	var sk userFileSkips
-	br := bufio.NewReader(io.LimitReader(r, maxUserFile+1))
-	var buf []byte
-	var read int64
-	for n := 1; ; n++ {
-		line, size, tooLong, err := readLine(br, buf[:0], maxUserLine)
-		buf = line
-		if err == io.EOF {
-			return sk, nil
+	_, truncated, err := eachLine(r, maxUserFile, maxUserLine, func(n int, line []byte, tooLong bool) {
+		if !tooLong {
+			fn(strings.TrimSpace(string(line)))
+			return
 		}
-		if read += int64(size); read > maxUserFile {
-			sk.truncated = true
-			return sk, nil
+		if sk.long == 0 {
+			sk.firstLong = n
 		}
-		if err != nil {
-			return sk, err
-		}
-		if tooLong {
-			if sk.long == 0 {
-				sk.firstLong = n
-			}
-			sk.long++
-			continue
-		}
-		fn(strings.TrimSpace(string(line)))
-	}
+		sk.long++
+	})
+	sk.truncated = truncated
+	return sk, err
 }
 
 // parsePasswd reads passwd(5) lines. Comments, blank lines, lines with the
