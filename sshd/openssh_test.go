@@ -288,28 +288,9 @@ func TestOpenSSHLocalForward(t *testing.T) {
 	echo := echoServer(t)
 	_, echoPort, _ := net.SplitHostPort(echo)
 	allowed, denied := freePort(t), freePort(t)
-	args := append(o.opts(), "-p", o.port, "-N",
-		"-o", "ExitOnForwardFailure=yes",
+	c, _ := o.forward(t, ssh, allowed, nil,
 		"-L", "127.0.0.1:"+allowed+":127.0.0.1:"+echoPort,
-		"-L", "127.0.0.1:"+denied+":192.0.2.1:80",
-		"root@127.0.0.1")
-	cmd := exec.Command(ssh, args...)
-	cmd.Env = append(os.Environ(), "HOME="+o.dir)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	var c net.Conn
-	waitFor(t, "ssh -L listening", func() bool {
-		var err error
-		c, err = net.Dial("tcp", "127.0.0.1:"+allowed)
-		return err == nil
-	})
+		"-L", "127.0.0.1:"+denied+":192.0.2.1:80")
 	echoThrough(t, c)
 	// The policy refuses the other destination: ssh accepts locally, the
 	// channel open fails, and the connection is closed without data.
@@ -588,27 +569,8 @@ func TestOpenSSHForwardRefused(t *testing.T) {
 	o := newOpenSSHEnv(t, nil)
 	local := freePort(t)
 	// The refusal is logged at INFO; the first LogLevel given wins.
-	args := append([]string{"-o", "LogLevel=INFO"}, o.opts()...)
-	args = append(args, "-p", o.port, "-N", "-o", "ExitOnForwardFailure=yes",
-		"-L", "127.0.0.1:"+local+":127.0.0.1:"+freePort(t), "root@127.0.0.1")
-	cmd := exec.Command(needProgram(t, "ssh"), args...)
-	cmd.Env = append(os.Environ(), "HOME="+o.dir)
-	var errOut lockedBuffer
-	cmd.Stderr = &errOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	var c net.Conn
-	waitFor(t, "ssh -L listening", func() bool {
-		var err error
-		c, err = net.Dial("tcp", "127.0.0.1:"+local)
-		return err == nil
-	})
-	defer c.Close()
+	c, errOut := o.forward(t, needProgram(t, "ssh"), local, []string{"-o", "LogLevel=INFO"},
+		"-L", "127.0.0.1:"+local+":127.0.0.1:"+freePort(t))
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := c.Read(make([]byte, 1)); n != 0 || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("forward to a closed port: read %d, %v; want EOF or reset", n, err)
@@ -621,6 +583,34 @@ func TestOpenSSHForwardRefused(t *testing.T) {
 	if got := errOut.String(); !strings.Contains(got, want) {
 		t.Errorf("ssh -L to a closed port logged %q, want %q", got, want)
 	}
+}
+
+// forward runs "ssh -N" with the -L arguments in forwards (before them, the
+// options in first) until the test ends, and returns a connection to the local
+// port of the first, once it listens, and what ssh writes on stderr.
+func (o *openSSHEnv) forward(t *testing.T, ssh, local string, first []string, forwards ...string) (net.Conn, *lockedBuffer) {
+	t.Helper()
+	args := append(append(first, o.opts()...), "-p", o.port, "-N", "-o", "ExitOnForwardFailure=yes")
+	args = append(append(args, forwards...), "root@127.0.0.1")
+	cmd := exec.Command(ssh, args...)
+	cmd.Env = append(os.Environ(), "HOME="+o.dir)
+	errOut := &lockedBuffer{}
+	cmd.Stderr = errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	var c net.Conn
+	waitFor(t, "ssh -L listening", func() bool {
+		var err error
+		c, err = net.Dial("tcp", "127.0.0.1:"+local)
+		return err == nil
+	})
+	t.Cleanup(func() { c.Close() })
+	return c, errOut
 }
 
 // lockedBuffer is a bytes.Buffer that a program writes while a test reads.

@@ -20,15 +20,7 @@ import (
 
 func TestSFTPRoundTrip(t *testing.T) {
 	e := newEnv(t, nil)
-	c := e.login("root")
-	s := openRaw(t, c)
-	if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
-		t.Fatalf("subsystem sftp = %v, %v", ok, err)
-	}
-	cl, err := sftp.NewClientPipe(s.ch, halfCloser{s.ch})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, cl := sftpClient(t, e)
 	data := make([]byte, 300_000)
 	rand.Read(data)
 	// Relative paths start in the user's home.
@@ -167,6 +159,20 @@ func TestUnknownSubsystem(t *testing.T) {
 // channel stays open for the server's exit status.
 type halfCloser struct{ ch gossh.Channel }
 
+// sftpClient logs in as root and starts the sftp subsystem on session s.
+func sftpClient(t *testing.T, e *testEnv) (s *rawSession, cl *sftp.Client) {
+	t.Helper()
+	s = openRaw(t, e.login("root"))
+	if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
+		t.Fatalf("subsystem sftp = %v, %v", ok, err)
+	}
+	cl, err := sftp.NewClientPipe(s.ch, halfCloser{s.ch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, cl
+}
+
 func (h halfCloser) Write(b []byte) (int, error) { return h.ch.Write(b) }
 func (h halfCloser) Close() error                { return h.ch.CloseWrite() }
 
@@ -176,15 +182,7 @@ func (h halfCloser) Close() error                { return h.ch.CloseWrite() }
 // around them while a client keeps many in flight (a download here).
 func TestSFTPSymlinks(t *testing.T) {
 	e := newEnv(t, nil)
-	c := e.login("root")
-	s := openRaw(t, c)
-	if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
-		t.Fatalf("subsystem sftp = %v, %v", ok, err)
-	}
-	cl, err := sftp.NewClientPipe(s.ch, halfCloser{s.ch})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, cl := sftpClient(t, e)
 	home := e.home("root")
 	data := make([]byte, 1<<20+3)
 	rand.Read(data)
