@@ -567,10 +567,11 @@ func TestOpenSSHSFTPLinks(t *testing.T) {
 // connection logs what sshd's refusal would, without a word twice.
 func TestOpenSSHForwardRefused(t *testing.T) {
 	o := newOpenSSHEnv(t, nil)
-	local := freePort(t)
+	local, closed := freePort(t), freePort(t)
+	needRefusedErrno(t, "127.0.0.1:"+closed)
 	// The refusal is logged at INFO; the first LogLevel given wins.
 	c, errOut := o.forward(t, needProgram(t, "ssh"), local, []string{"-o", "LogLevel=INFO"},
-		"-L", "127.0.0.1:"+local+":127.0.0.1:"+freePort(t))
+		"-L", "127.0.0.1:"+local+":127.0.0.1:"+closed)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := c.Read(make([]byte, 1)); n != 0 || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("forward to a closed port: read %d, %v; want EOF or reset", n, err)
