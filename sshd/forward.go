@@ -65,9 +65,13 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	addrs, err := resolve(dctx, d.DestHost)
+	addrs, err := s.resolve(dctx, d.DestHost)
 	if err != nil {
-		refuse("cannot resolve destination")
+		// As sshd: the resolver's words, a connection failure, not a refusal.
+		ev.Reason = "cannot resolve destination: " + err.Error()
+		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", dest, "err", err)
+		s.audit(ev)
+		nc.Reject(gossh.ConnectionFailed, "Name or service not known")
 		return
 	}
 	var target netip.AddrPort
@@ -134,11 +138,15 @@ func (s *Server) permitLocal(user string, ap netip.AddrPort) bool {
 }
 
 // resolve returns host's addresses; an IP literal is returned as is.
-func resolve(ctx context.Context, host string) ([]netip.Addr, error) {
+func (s *Server) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{ip.Unmap()}, nil
 	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	lookup := s.lookup
+	if lookup == nil {
+		lookup = net.DefaultResolver.LookupNetIP
+	}
+	ips, err := lookup(ctx, "ip", host)
 	if err != nil {
 		return nil, err
 	}

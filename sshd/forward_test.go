@@ -346,3 +346,27 @@ func needRefusedErrno(t *testing.T, addr string) {
 		t.Skipf("a refused connection reads %v here, not ECONNREFUSED (qemu-user passes the host's SO_ERROR through)", err)
 	}
 }
+
+// TestLocalForwardUnresolvable: a destination name that does not resolve is a
+// connection failure in the resolver's words, as sshd says it, not a refusal.
+func TestLocalForwardUnresolvable(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.lookup = func(_ context.Context, _, host string) ([]netip.Addr, error) {
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		}
+	})
+	c := e.login("root")
+	fc, err := c.Dial("tcp", "nowhere.example:80")
+	if err == nil {
+		fc.Close()
+		t.Fatal("forward to an unresolvable name opened")
+	}
+	var oe *gossh.OpenChannelError
+	if !errors.As(err, &oe) || oe.Reason != gossh.ConnectionFailed || oe.Message != "Name or service not known" {
+		t.Fatalf("forward to an unresolvable name: %v, want connect failed: Name or service not known", err)
+	}
+	evs := e.eventsOf(EventForward)
+	if len(evs) != 1 || evs[0].Allowed || !strings.Contains(evs[0].Reason, "no such host") {
+		t.Errorf("forward events = %+v, want one failure with the resolver's error", evs)
+	}
+}

@@ -133,6 +133,7 @@ type Server struct {
 	now     func() time.Time
 	geteuid func() int
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	lookup  func(ctx context.Context, network, host string) ([]netip.Addr, error) // nil: net.DefaultResolver
 
 	sftpServerPaths []string // nil: the usual places of OpenSSH's sftp-server
 
