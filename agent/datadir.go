@@ -16,31 +16,48 @@ import (
 // each directory above it must belong to root or to the agent's user, and must not
 // be writable by group or others; a directory above with the sticky bit (/tmp) is
 // allowed, since others cannot rename what is in it. A data directory that does
-// not exist yet is fine: the agent makes it, mode 0700.
+// not exist yet is fine: the agent makes it, mode 0700. The same holds for its
+// tunnels directory, whose files the agent dials at start.
 func checkDataDir(dir string) error {
 	euid := os.Geteuid()
+	tunnels := filepath.Join(dir, "tunnels")
+	if fi, err := os.Lstat(tunnels); err == nil {
+		if err := safeDir(tunnels, fi, euid, false); err != nil {
+			return err
+		}
+	}
 	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
 		fi, err := os.Stat(p)
 		switch {
 		case errors.Is(err, fs.ErrNotExist) && p == filepath.Clean(dir):
 		case err != nil:
 			return fmt.Errorf("data_dir: %w", err)
-		case !fi.IsDir():
-			return fmt.Errorf("data_dir: %s is not a directory", p)
 		default:
-			st, ok := fi.Sys().(*syscall.Stat_t)
-			if ok && st.Uid != 0 && int(st.Uid) != euid {
-				return fmt.Errorf("data_dir: %s belongs to uid %d, not to root or the agent's user (uid %d)", p, st.Uid, euid)
-			}
-			sticky := fi.Mode()&fs.ModeSticky != 0 && p != filepath.Clean(dir)
-			if fi.Mode().Perm()&0o022 != 0 && !sticky {
-				return fmt.Errorf("data_dir: %s is writable by group or others (mode %04o); the host key and tunnel tokens need a directory only root can change (chmod go-w)", p, fi.Mode().Perm())
+			if err := safeDir(p, fi, euid, p != filepath.Clean(dir)); err != nil {
+				return err
 			}
 		}
 		if p == filepath.Dir(p) {
 			return nil
 		}
 	}
+}
+
+// safeDir applies checkDataDir's rules to directory p; stickyOK allows a sticky
+// directory that others can write (one above the data directory).
+func safeDir(p string, fi fs.FileInfo, euid int, stickyOK bool) error {
+	if !fi.IsDir() {
+		return fmt.Errorf("data_dir: %s is not a directory", p)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if ok && st.Uid != 0 && int(st.Uid) != euid {
+		return fmt.Errorf("data_dir: %s belongs to uid %d, not to root or the agent's user (uid %d)", p, st.Uid, euid)
+	}
+	sticky := stickyOK && fi.Mode()&fs.ModeSticky != 0
+	if fi.Mode().Perm()&0o022 != 0 && !sticky {
+		return fmt.Errorf("data_dir: %s is writable by group or others (mode %04o); the host key and tunnel tokens need a directory only root can change (chmod go-w)", p, fi.Mode().Perm())
+	}
+	return nil
 }
 
 // lockWait is how long a starting agent waits for another to leave the data

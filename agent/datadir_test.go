@@ -63,6 +63,14 @@ func TestCheckDataDir(t *testing.T) {
 	groupWritable := mk("gw", 0o770)
 	under := filepath.Join(mk("open", 0o757), "data")
 	os.Mkdir(under, 0o700)
+	openTunnels := mk("tunnels-open", 0o700)
+	if err := os.Mkdir(filepath.Join(openTunnels, "tunnels"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkDataDir(openTunnels); err != nil {
+		t.Errorf("checkDataDir with a 0700 tunnels directory: %v", err)
+	}
+	os.Chmod(filepath.Join(openTunnels, "tunnels"), 0o777)
 	file := filepath.Join(base, "file")
 	os.WriteFile(file, nil, 0o600)
 	for _, tc := range []struct{ path, want string }{
@@ -72,6 +80,7 @@ func TestCheckDataDir(t *testing.T) {
 		{under, "open is writable by group or others"},
 		{filepath.Join(under, "missing", "deeper"), "no such file"},
 		{file, "is not a directory"},
+		{openTunnels, "tunnels is writable by group or others"},
 	} {
 		if err := checkDataDir(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("checkDataDir(%s) = %v, want %q", tc.path, err, tc.want)

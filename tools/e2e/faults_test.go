@@ -373,7 +373,7 @@ func TestFaultDataDirUnwritable(t *testing.T) {
 		s.StartAgent() // makes the host key
 		tunnels := filepath.Join(s.DataDir, "tunnels")
 		os.MkdirAll(tunnels, 0o700)
-		mountTmpfs(t, tunnels, "size=4k")
+		mountTmpfs(t, tunnels, "size=4k,mode=0700")
 		f, _ := os.Create(filepath.Join(tunnels, "filler"))
 		io.Copy(f, io.LimitReader(rand.Reader, 1<<20))
 		f.Close()
