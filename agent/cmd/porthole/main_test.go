@@ -269,6 +269,27 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 		}
 	}
 
+	// A host name that does not resolve ends it too, before it retries: Go's
+	// resolver answers "no such host" for a name that is not a domain name
+	// (a label ending in "-") without asking a server.
+	type result struct {
+		code int
+		errs string
+	}
+	resolved := make(chan result, 1)
+	go func() {
+		code, _, errs := runCmd(t, nil, "connect", "--endpoint", "x-.invalid:443", "--token-file", tokenFile, "-L", "SSH=0")
+		resolved <- result{code, errs}
+	}()
+	select {
+	case r := <-resolved:
+		if r.code != exitRuntime || !strings.Contains(r.errs, "does not resolve (check --region or --endpoint)") {
+			t.Fatalf("unresolvable endpoint: exit %d, stderr %q", r.code, r.errs)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("porthole connect still retrying an endpoint that does not resolve after 20 s")
+	}
+
 	os.WriteFile(tokenFile, []byte("not-a-token-of-this-service\n"), 0o600)
 	code, _, errs = runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "--token-file", tokenFile, "-L", "SSH=0")
 	if code != exitRuntime {
