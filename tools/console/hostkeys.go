@@ -14,13 +14,20 @@ import (
 
 // HostKeys is the trust-on-first-use store of device host keys, one per thing
 // (or per label the operator gave a pasted token). With a Path it is a JSON file
-// {"thing": "ssh-ed25519 AAAA..."}, written atomically with mode 0600 after every
-// change; an empty Path keeps keys in memory only.
+// {"thing": "ssh-ed25519 AAAA..."}, written atomically with mode 0600; an empty
+// Path keeps keys in memory only.
+//
+// Several consoles may share the file (every console a user starts has the same
+// default): nothing is kept in memory between calls. A change takes an exclusive
+// flock on Path+".lock", reads the file, makes its one change and writes the file
+// atomically before it lets go, so that one console's new key is never lost to
+// another's write; a lookup reads the file. (The lock is on a file of its own
+// because the atomic write replaces the store's inode.)
 type HostKeys struct {
 	Path string
 
-	mu   sync.Mutex
-	keys map[string]string // thing → authorized_keys form; nil until loaded
+	mu   sync.Mutex        // one call at a time in this process
+	keys map[string]string // thing → authorized_keys form, with an empty Path; nil until first use
 }
 
 // HostKeyChangedError is a host key that differs from the one stored for a thing.
@@ -40,12 +47,20 @@ func (e *HostKeyChangedError) Error() string {
 func (h *HostKeys) Check(thing string, key ssh.PublicKey, accept string) (firstUse bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err := h.loadLocked(); err != nil {
+	if h.Path != "" {
+		unlock, err := lockFile(h.Path + ".lock")
+		if err != nil {
+			return false, fmt.Errorf("locking host keys %s: %w", h.Path, err)
+		}
+		defer unlock()
+	}
+	keys, err := h.readLocked()
+	if err != nil {
 		return false, err
 	}
 	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))
 	fp := ssh.FingerprintSHA256(key)
-	stored, ok := h.keys[thing]
+	stored, ok := keys[thing]
 	switch {
 	case ok && stored == line:
 		return false, nil
@@ -56,18 +71,19 @@ func (h *HostKeys) Check(thing string, key ssh.PublicKey, accept string) (firstU
 		}
 		return false, &HostKeyChangedError{Thing: thing, Stored: ssh.FingerprintSHA256(old), Presented: fp}
 	}
-	h.keys[thing] = line
-	return !ok, h.saveLocked()
+	keys[thing] = line
+	return !ok, h.writeLocked(keys)
 }
 
 // Fingerprint returns the SHA256 fingerprint stored for thing, or "".
 func (h *HostKeys) Fingerprint(thing string) (string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err := h.loadLocked(); err != nil {
+	keys, err := h.readLocked() // no file lock: writes replace the file whole
+	if err != nil {
 		return "", err
 	}
-	stored, ok := h.keys[thing]
+	stored, ok := keys[thing]
 	if !ok {
 		return "", nil
 	}
@@ -78,33 +94,35 @@ func (h *HostKeys) Fingerprint(thing string) (string, error) {
 	return ssh.FingerprintSHA256(k), nil
 }
 
-func (h *HostKeys) loadLocked() error {
-	if h.keys != nil {
-		return nil
-	}
-	h.keys = map[string]string{}
+// readLocked returns the stored keys: the file's as it is now, or the in-memory
+// map. h.mu is held.
+func (h *HostKeys) readLocked() (map[string]string, error) {
 	if h.Path == "" {
-		return nil
+		if h.keys == nil {
+			h.keys = map[string]string{}
+		}
+		return h.keys, nil
 	}
+	keys := map[string]string{}
 	b, err := os.ReadFile(h.Path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return keys, nil
 	}
 	if err == nil {
-		err = json.Unmarshal(b, &h.keys)
+		err = json.Unmarshal(b, &keys)
 	}
 	if err != nil {
-		h.keys = nil
-		return fmt.Errorf("reading host keys %s: %w", h.Path, err)
+		return nil, fmt.Errorf("reading host keys %s: %w", h.Path, err)
 	}
-	return nil
+	return keys, nil
 }
 
-func (h *HostKeys) saveLocked() error {
+// writeLocked stores keys. h.mu and, with a Path, the file lock are held.
+func (h *HostKeys) writeLocked(keys map[string]string) error {
 	if h.Path == "" {
-		return nil
+		return nil // keys is h.keys
 	}
-	b, err := json.MarshalIndent(h.keys, "", "  ")
+	b, err := json.MarshalIndent(keys, "", "  ")
 	if err != nil {
 		return err
 	}

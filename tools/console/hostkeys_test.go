@@ -4,8 +4,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -96,5 +98,83 @@ func TestHostKeysInMemory(t *testing.T) {
 	}
 	if _, err := h.Check("d", newHostKey(t), ""); err == nil {
 		t.Fatal("a changed key passed an in-memory store")
+	}
+}
+
+// TestHostKeysSharedFile: two consoles on one file (the default for every console
+// a user starts) keep each other's keys. Each has looked at the file before the
+// other writes, as two running consoles have.
+func TestHostKeysSharedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console_host_keys.json")
+	a, b := &HostKeys{Path: path}, &HostKeys{Path: path}
+	ka, kb := newHostKey(t), newHostKey(t)
+	for _, h := range []*HostKeys{a, b} {
+		if fp, err := h.Fingerprint("dev-a"); fp != "" || err != nil {
+			t.Fatalf("Fingerprint of an empty store = %q, %v", fp, err)
+		}
+	}
+	if first, err := a.Check("dev-a", ka, ""); !first || err != nil {
+		t.Fatalf("A: Check(dev-a) = %v, %v; want first use", first, err)
+	}
+	if first, err := b.Check("dev-b", kb, ""); !first || err != nil {
+		t.Fatalf("B: Check(dev-b) = %v, %v; want first use", first, err)
+	}
+	// B knows A's key, and A B's, and a fresh store both.
+	for _, tc := range []struct {
+		name  string
+		h     *HostKeys
+		thing string
+		key   ssh.PublicKey
+	}{
+		{"B", b, "dev-a", ka}, {"A", a, "dev-b", kb}, {"A", a, "dev-a", ka},
+		{"new", &HostKeys{Path: path}, "dev-a", ka}, {"new", &HostKeys{Path: path}, "dev-b", kb},
+	} {
+		if first, err := tc.h.Check(tc.thing, tc.key, ""); first || err != nil {
+			t.Fatalf("%s: Check(%s) = %v, %v; want known", tc.name, tc.thing, first, err)
+		}
+		if fp, _ := tc.h.Fingerprint(tc.thing); fp != ssh.FingerprintSHA256(tc.key) {
+			t.Fatalf("%s: Fingerprint(%s) = %q, want %q", tc.name, tc.thing, fp, ssh.FingerprintSHA256(tc.key))
+		}
+	}
+	// A key A recorded is not first use for B: a changed one is refused.
+	var changed *HostKeyChangedError
+	if _, err := b.Check("dev-a", newHostKey(t), ""); !errors.As(err, &changed) {
+		t.Fatalf("B: Check(dev-a, another key) = %v, want a HostKeyChangedError", err)
+	}
+	// A new key B accepts is the key for A too.
+	kc := newHostKey(t)
+	if _, err := b.Check("dev-a", kc, ssh.FingerprintSHA256(kc)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Check("dev-a", ka, ""); !errors.As(err, &changed) {
+		t.Fatalf("A: Check(dev-a, the replaced key) = %v, want a HostKeyChangedError", err)
+	}
+}
+
+// TestHostKeysSharedFileConcurrent: many first uses at once through several
+// stores on one file all end up in it.
+func TestHostKeysSharedFileConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console_host_keys.json")
+	stores := []*HostKeys{{Path: path}, {Path: path}, {Path: path}}
+	keys := make([]ssh.PublicKey, 30)
+	for i := range keys {
+		keys[i] = newHostKey(t)
+	}
+	var wg sync.WaitGroup
+	for i, k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := stores[i%len(stores)].Check(fmt.Sprint("dev-", i), k, ""); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	fresh := &HostKeys{Path: path}
+	for i, k := range keys {
+		if fp, _ := fresh.Fingerprint(fmt.Sprint("dev-", i)); fp != ssh.FingerprintSHA256(k) {
+			t.Errorf("dev-%d: stored %q, want %q", i, fp, ssh.FingerprintSHA256(k))
+		}
 	}
 }

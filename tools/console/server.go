@@ -6,14 +6,15 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
@@ -51,8 +52,8 @@ type Config struct {
 	Keys []Key
 	// HostKeys is the trust-on-first-use store; nil means memory only.
 	HostKeys *HostKeys
-	// AccessToken is the secret every request needs (in the printed URL); "" means a
-	// random one made by New.
+	// AccessToken is the secret every API call and terminal needs (in the printed
+	// URL's fragment); "" means a random one made by New.
 	AccessToken string
 	// Vendor holds the third-party browser files (xterm.js, xterm.css, addon-fit.js);
 	// nil means the copy embedded at build time (make console-assets).
@@ -64,6 +65,9 @@ type Config struct {
 	// loginTimeout bounds an SSH login's handshake, with the wait for a device
 	// whose agent has not joined the tunnel yet; 0 means 30 s. (Tests shorten it.)
 	loginTimeout time.Duration
+	// authTimeout bounds the wait for a terminal WebSocket's auth message; 0 means
+	// 5 s. (Tests shorten it.)
+	authTimeout time.Duration
 }
 
 // Server is the console's web server. Create it with New, then Serve.
@@ -71,7 +75,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	token   string
-	cookie  string
+	sum     [sha256.Size]byte // of token, compared in constant time
 	static  fs.FS
 	vendor  fs.FS
 	mux     *http.ServeMux
@@ -91,6 +95,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.loginTimeout == 0 {
 		cfg.loginTimeout = 30 * time.Second
+	}
+	if cfg.authTimeout == 0 {
+		cfg.authTimeout = 5 * time.Second
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
@@ -112,11 +119,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(cfg.AccessToken))
-	s := &Server{cfg: cfg, log: cfg.Logger, token: cfg.AccessToken, static: static, vendor: vendor,
-		// Cookies are per host, not per port: the name keeps two consoles apart.
-		cookie:   "porthole-console-" + hex.EncodeToString(sum[:4]),
-		sessions: map[*terminal]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, token: cfg.AccessToken, sum: sha256.Sum256([]byte(cfg.AccessToken)),
+		static: static, vendor: vendor, sessions: map[*terminal]struct{}{}}
 	s.tunnels = newTunnels(&s.cfg, s.log)
 	s.routes()
 	s.http = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
@@ -124,14 +128,16 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// URL is the address to open in a browser for a server listening on addr: it
-// carries the access token, so print it only to the operator.
+// URL is the address to open in a browser for a server listening on addr,
+// http://HOST:PORT/#token=TOKEN: it carries the access token, so print it only to
+// the operator. The token is in the fragment, which browsers send neither to a
+// server nor in a Referer; the page takes it from there (see ServeHTTP).
 func (s *Server) URL(addr net.Addr) string {
 	host := addr.String()
 	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
 		host = net.JoinHostPort("127.0.0.1", fmt.Sprint(ta.Port))
 	}
-	return "http://" + host + "/?token=" + url.QueryEscape(s.token)
+	return "http://" + host + "/#token=" + url.QueryEscape(s.token)
 }
 
 // Serve serves the console on l until Shutdown or Close.
@@ -187,26 +193,46 @@ var securityHeaders = map[string]string{
 	"Cache-Control":          "no-store",
 }
 
-// ServeHTTP checks the access token, the origin of state-changing requests and
-// WebSockets, and then routes. Only method and path are logged, never the query.
+// ServeHTTP checks the Host header, the access token and the origin of
+// state-changing requests and WebSockets, and then routes. Only method and path
+// are logged, never the query or headers.
+//
+// Authentication: the page holds the access token itself (from the printed URL's
+// fragment, in sessionStorage) and sends it as "Authorization: Bearer TOKEN" on
+// every API call; the terminal WebSocket, which a browser cannot give headers,
+// sends it in its first message (handleTerminal). No cookie is set or read: a
+// browser sends a host's cookies to every port of it, so any other web server on
+// 127.0.0.1 (a device's page forwarded through a tunnel, another user's server)
+// would receive the token. The page, its script and xterm.js hold no secrets and
+// are served to anyone who passes the Host check.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k, v := range securityHeaders {
 		w.Header().Set(k, v)
 	}
 	s.log.Debug("request", "method", r.Method, "path", r.URL.Path)
-	if q := r.URL.Query().Get("token"); q != "" && r.Method == http.MethodGet && r.URL.Path == "/" {
-		if !s.tokenOK(q) {
-			http.Error(w, "wrong access token: open the URL the console printed", http.StatusUnauthorized)
-			return
-		}
-		http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: s.token, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
-		http.Redirect(w, r, "/", http.StatusSeeOther) // the token leaves the address bar
+	// Before anything else: a page of another name (DNS rebinding) is not served.
+	if !hostOK(r) {
+		s.log.Warn("request for another host refused", "method", r.Method, "path", r.URL.Path, "host", r.Host)
+		http.Error(w, "misdirected request: open the console by the address it printed", http.StatusMisdirectedRequest)
 		return
 	}
-	c, err := r.Cookie(s.cookie)
-	if err != nil || !s.tokenOK(c.Value) {
-		http.Error(w, "access token required: open the URL the console printed (http://…/?token=…)", http.StatusUnauthorized)
+	switch p := r.URL.Path; {
+	case p == "/" && r.URL.Query().Has("token"):
+		// The old URL form (?token=, exchanged for a cookie). No cookie and no
+		// redirect: a redirect would carry the token in a URL again.
+		http.Error(w, "the console's address has changed: the access token now follows a # (http://HOST:PORT/#token=…), "+
+			"which the browser keeps to itself; open the address the console printed", http.StatusBadRequest)
 		return
+	case p == "/" || strings.HasPrefix(p, "/static/") || strings.HasPrefix(p, "/vendor/"):
+		// public: no secrets
+	case p == "/api/terminal":
+		// authenticated by its first message
+	default:
+		if !s.bearerOK(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="porthole console"`)
+			http.Error(w, "access token required: open the URL the console printed (http://…/#token=…)", http.StatusUnauthorized)
+			return
+		}
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead || r.URL.Path == "/api/terminal" {
 		if !sameOrigin(r) {
@@ -218,8 +244,48 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
+// bearerOK reports whether r carries "Authorization: Bearer TOKEN".
+func (s *Server) bearerOK(r *http.Request) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") && s.tokenOK(strings.TrimSpace(tok))
+}
+
+// tokenOK compares hashes, so that neither the bytes nor the length of the token
+// show in the time taken.
 func (s *Server) tokenOK(got string) bool {
-	return subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) == 1
+	sum := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(sum[:], s.sum[:]) == 1
+}
+
+// hostOK accepts a Host header that names the address the request came in on
+// (the listen address, or the interface's for a wildcard one), or a loopback name
+// (localhost, 127.0.0.1, [::1]), with the port it came in on. Any other name is a
+// page that rebound its DNS name to this address.
+func hostOK(r *http.Request) bool {
+	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if la == nil {
+		return false
+	}
+	local, err := netip.ParseAddrPort(la.String())
+	if err != nil {
+		return false
+	}
+	host, port, err := net.SplitHostPort(r.Host)
+	if err != nil { // no port: 80
+		host, port = strings.TrimSuffix(strings.TrimPrefix(r.Host, "["), "]"), "80"
+	}
+	if port != fmt.Sprint(local.Port()) {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" {
+		return false
+	}
+	ip = ip.Unmap()
+	return ip == local.Addr().Unmap() || ip == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || ip == netip.IPv6Loopback()
 }
 
 // sameOrigin requires an Origin header naming this very host: browsers always send

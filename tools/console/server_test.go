@@ -2,6 +2,11 @@ package console
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,47 +28,148 @@ func testServer(t *testing.T) *Server {
 	return s
 }
 
+// consoleAddr is where request makes requests arrive.
+var consoleAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8088}
+
+// request is a request to a console listening on consoleAddr, by that address.
+func request(method, target string, body io.Reader) *http.Request {
+	req := httptest.NewRequest(method, "http://127.0.0.1:8088"+target, body)
+	return req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, net.Addr(consoleAddr)))
+}
+
+// TestAccessToken: API calls need "Authorization: Bearer TOKEN"; the page and its
+// files hold no secret and need none; no answer sets a cookie and a cookie
+// authenticates nothing (a browser sends it to every port of the host).
 func TestAccessToken(t *testing.T) {
 	s := testServer(t)
-	cookie := "porthole-console-" // + fingerprint
+	sum := sha256.Sum256([]byte("the-access-token"))
+	oldCookie := &http.Cookie{Name: "porthole-console-" + hex.EncodeToString(sum[:4]), Value: "the-access-token"}
 	for _, tc := range []struct {
-		name, target, cookie string
-		want                 int
-		location             string
+		name, target, auth string
+		cookie             *http.Cookie
+		want               int
 	}{
-		{"no token", "/", "", http.StatusUnauthorized, ""},
-		{"no token for the API", "/api/state", "", http.StatusUnauthorized, ""},
-		{"no token for assets", "/static/console.js", "", http.StatusUnauthorized, ""},
-		{"wrong token in the URL", "/?token=guess", "", http.StatusUnauthorized, ""},
-		{"token in the URL", "/?token=the-access-token", "", http.StatusSeeOther, "/"},
-		{"wrong cookie", "/api/state", "guess", http.StatusUnauthorized, ""},
-		{"cookie", "/api/state", "the-access-token", http.StatusOK, ""},
-		{"cookie for the page", "/", "the-access-token", http.StatusOK, ""},
-		{"cookie for the page's script", "/static/console.js", "the-access-token", http.StatusOK, ""},
-		{"cookie for xterm.js", "/vendor/xterm.js", "the-access-token", http.StatusOK, ""},
+		{"the page", "/", "", nil, http.StatusOK},
+		{"the page's script", "/static/console.js", "", nil, http.StatusOK},
+		{"xterm.js", "/vendor/xterm.js", "", nil, http.StatusOK},
+		{"no token for the API", "/api/state", "", nil, http.StatusUnauthorized},
+		{"wrong token", "/api/state", "Bearer guess", nil, http.StatusUnauthorized},
+		{"longer token", "/api/state", "Bearer the-access-token-and-more", nil, http.StatusUnauthorized},
+		{"token as Basic", "/api/state", "Basic the-access-token", nil, http.StatusUnauthorized},
+		{"token without scheme", "/api/state", "the-access-token", nil, http.StatusUnauthorized},
+		{"token in the query", "/api/state?token=the-access-token", "", nil, http.StatusUnauthorized},
+		{"the old cookie only", "/api/state", "", oldCookie, http.StatusUnauthorized},
+		{"unknown API path", "/api/nonexistent", "", nil, http.StatusUnauthorized},
+		{"bearer token", "/api/state", "Bearer the-access-token", nil, http.StatusOK},
+		{"bearer, any case", "/api/state", "bearer the-access-token", nil, http.StatusOK},
+		{"the old URL form", "/?token=the-access-token", "", nil, http.StatusBadRequest},
+		{"the old URL form, wrong token", "/?token=guess", "", nil, http.StatusBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req := httptest.NewRequest(http.MethodGet, tc.target, nil)
-			if tc.cookie != "" {
-				req.AddCookie(&http.Cookie{Name: s.cookie, Value: tc.cookie})
+			req := request(http.MethodGet, tc.target, nil)
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			if tc.cookie != nil {
+				req.AddCookie(tc.cookie)
 			}
 			rec := httptest.NewRecorder()
 			s.ServeHTTP(rec, req)
 			if rec.Code != tc.want {
 				t.Fatalf("GET %s = %d %s, want %d", tc.target, rec.Code, rec.Body, tc.want)
 			}
-			if tc.location != "" {
-				if got := rec.Header().Get("Location"); got != tc.location {
-					t.Fatalf("Location = %q, want %q (without the token)", got, tc.location)
-				}
-				sc := rec.Header().Get("Set-Cookie")
-				for _, want := range []string{cookie, "HttpOnly", "SameSite=Strict", "Path=/"} {
-					if !strings.Contains(sc, want) {
-						t.Fatalf("Set-Cookie = %q, want %q in it", sc, want)
-					}
-				}
+			if sc := rec.Header().Values("Set-Cookie"); len(sc) != 0 {
+				t.Fatalf("GET %s set a cookie: %q", tc.target, sc)
+			}
+			if loc := rec.Header().Get("Location"); loc != "" {
+				t.Fatalf("GET %s redirects to %q", tc.target, loc)
+			}
+			if rec.Code == http.StatusUnauthorized && rec.Header().Get("WWW-Authenticate") == "" {
+				t.Fatalf("GET %s: 401 without WWW-Authenticate", tc.target)
+			}
+			if strings.Contains(tc.target, "token=") && tc.want == http.StatusBadRequest && !strings.Contains(rec.Body.String(), "#token=") {
+				t.Fatalf("GET %s: %q does not say the URL form changed", tc.target, rec.Body)
 			}
 		})
+	}
+}
+
+// TestHostCheck: only the address the request came in on, or a loopback name, with
+// its port, is served; any other name is a DNS-rebinding page, refused before the
+// token or the origin are looked at.
+func TestHostCheck(t *testing.T) {
+	s := testServer(t)
+	lan := &net.TCPAddr{IP: net.IPv4(192, 168, 7, 2), Port: 8088}
+	v6 := &net.TCPAddr{IP: net.IPv6loopback, Port: 8088}
+	for _, tc := range []struct {
+		name, host string
+		local      net.Addr
+		want       int
+	}{
+		{"the listen address", "127.0.0.1:8088", consoleAddr, http.StatusOK},
+		{"localhost", "localhost:8088", consoleAddr, http.StatusOK},
+		{"LOCALHOST", "LOCALHOST:8088", consoleAddr, http.StatusOK},
+		{"[::1]", "[::1]:8088", consoleAddr, http.StatusOK},
+		{"[::1] listener", "[::1]:8088", v6, http.StatusOK},
+		{"a LAN listener by its address", "192.168.7.2:8088", lan, http.StatusOK},
+		{"a LAN listener by loopback", "127.0.0.1:8088", lan, http.StatusOK},
+		{"a rebound name", "rebind.attacker.example:8088", consoleAddr, http.StatusMisdirectedRequest},
+		{"a rebound name without port", "rebind.attacker.example", consoleAddr, http.StatusMisdirectedRequest},
+		{"a name that resolves to loopback", "localhost.attacker.example:8088", consoleAddr, http.StatusMisdirectedRequest},
+		{"another port", "127.0.0.1:8089", consoleAddr, http.StatusMisdirectedRequest},
+		{"no port", "127.0.0.1", consoleAddr, http.StatusMisdirectedRequest},
+		{"another address", "192.168.7.2:8088", consoleAddr, http.StatusMisdirectedRequest},
+		{"another loopback address", "127.0.0.2:8088", consoleAddr, http.StatusMisdirectedRequest},
+		{"empty", "", consoleAddr, http.StatusMisdirectedRequest},
+		{"no local address", "127.0.0.1:8088", nil, http.StatusMisdirectedRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/api/state", nil)
+			req.Host = tc.host
+			if tc.local != nil {
+				req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, tc.local))
+			}
+			req.Header.Set("Authorization", "Bearer the-access-token")
+			req.Header.Set("Origin", "http://"+tc.host)
+			rec := httptest.NewRecorder()
+			s.ServeHTTP(rec, req)
+			if rec.Code != tc.want {
+				t.Fatalf("GET /api/state with Host %q on %v = %d %s, want %d", tc.host, tc.local, rec.Code, rec.Body, tc.want)
+			}
+		})
+	}
+}
+
+// TestHostCheckOverTheWire is a DNS-rebinding page that knows the token: its
+// requests name its own host, with a matching Origin.
+func TestHostCheckOverTheWire(t *testing.T) {
+	l := newTestLab(t, Config{})
+	port := strings.TrimPrefix(l.base, "http://127.0.0.1")
+	host := "rebind.attacker.example" + port
+	for _, target := range []string{"/", "/api/state", "/static/console.js"} {
+		req, _ := http.NewRequest(http.MethodGet, l.base+target, nil)
+		req.Host = host
+		req.Header.Set("Origin", "http://"+host)
+		req.Header.Set("Authorization", "Bearer "+l.console.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMisdirectedRequest {
+			t.Errorf("GET %s with Host %s = %s, want 421", target, host, resp.Status)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(l.base, "http")+"/api/terminal", &websocket.DialOptions{
+		Host: host, HTTPHeader: http.Header{"Origin": {"http://" + host}}})
+	if err == nil {
+		c.CloseNow()
+		t.Fatal("a WebSocket for another host was accepted")
+	}
+	if resp == nil || resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("WebSocket with Host %s: %v, %v; want 421", host, err, resp)
 	}
 }
 
@@ -71,24 +177,27 @@ func TestSecurityHeadersOnEveryAnswer(t *testing.T) {
 	s := testServer(t)
 	for _, target := range []string{"/", "/?token=the-access-token", "/api/state", "/static/console.js", "/nonexistent"} {
 		for _, authed := range []bool{false, true} {
-			req := httptest.NewRequest(http.MethodGet, target, nil)
-			if authed {
-				req.AddCookie(&http.Cookie{Name: s.cookie, Value: "the-access-token"})
-			}
-			rec := httptest.NewRecorder()
-			s.ServeHTTP(rec, req)
-			csp := rec.Header().Get("Content-Security-Policy")
-			for _, want := range []string{"script-src 'self';", "default-src 'none'", "connect-src 'self'", "frame-ancestors 'none'"} {
-				if !strings.Contains(csp, want) {
-					t.Errorf("GET %s (cookie %v): CSP %q lacks %q", target, authed, csp, want)
+			for _, host := range []string{"127.0.0.1:8088", "rebind.attacker.example:8088"} {
+				req := request(http.MethodGet, target, nil)
+				req.Host = host
+				if authed {
+					req.Header.Set("Authorization", "Bearer the-access-token")
 				}
-			}
-			if script := strings.Split(strings.SplitN(csp, "script-src", 2)[1], ";")[0]; strings.TrimSpace(script) != "'self'" {
-				t.Errorf("GET %s: CSP %q allows unsafe scripts", target, csp)
-			}
-			for _, h := range []string{"X-Content-Type-Options", "Referrer-Policy", "X-Frame-Options"} {
-				if rec.Header().Get(h) == "" {
-					t.Errorf("GET %s: no %s header", target, h)
+				rec := httptest.NewRecorder()
+				s.ServeHTTP(rec, req)
+				csp := rec.Header().Get("Content-Security-Policy")
+				for _, want := range []string{"script-src 'self';", "default-src 'none'", "connect-src 'self'", "frame-ancestors 'none'"} {
+					if !strings.Contains(csp, want) {
+						t.Errorf("GET %s (token %v, Host %s): CSP %q lacks %q", target, authed, host, csp, want)
+					}
+				}
+				if script := strings.Split(strings.SplitN(csp, "script-src", 2)[1], ";")[0]; strings.TrimSpace(script) != "'self'" {
+					t.Errorf("GET %s: CSP %q allows unsafe scripts", target, csp)
+				}
+				for _, h := range []string{"X-Content-Type-Options", "Referrer-Policy", "X-Frame-Options"} {
+					if rec.Header().Get(h) == "" {
+						t.Errorf("GET %s: no %s header", target, h)
+					}
 				}
 			}
 		}
@@ -99,10 +208,8 @@ func TestSecurityHeadersOnEveryAnswer(t *testing.T) {
 // handler attributes, which the CSP would block anyway.
 func TestNoInlineScripts(t *testing.T) {
 	s := testServer(t)
-	req := httptest.NewRequest(http.MethodGet, "/", nil)
-	req.AddCookie(&http.Cookie{Name: s.cookie, Value: "the-access-token"})
 	rec := httptest.NewRecorder()
-	s.ServeHTTP(rec, req)
+	s.ServeHTTP(rec, request(http.MethodGet, "/", nil))
 	page := rec.Body.String()
 	if n, m := strings.Count(page, "<script"), strings.Count(page, "<script src="); n != m || n == 0 {
 		t.Fatalf("%d <script> elements, %d with src: want all with src", n, m)
@@ -122,17 +229,18 @@ func TestOriginCheck(t *testing.T) {
 	}{
 		{"POST without Origin", http.MethodPost, "/api/tunnels", "", http.StatusForbidden},
 		{"POST from another site", http.MethodPost, "/api/tunnels", "http://evil.example", http.StatusForbidden},
-		{"POST from another port", http.MethodPost, "/api/tunnels", "http://console.test:1", http.StatusForbidden},
+		{"POST from another port", http.MethodPost, "/api/tunnels", "http://127.0.0.1:1", http.StatusForbidden},
+		{"POST from localhost", http.MethodPost, "/api/tunnels", "http://localhost:8088", http.StatusForbidden},
 		{"DELETE from another site", http.MethodDelete, "/api/tunnels/x", "http://evil.example", http.StatusForbidden},
 		{"WebSocket without Origin", http.MethodGet, "/api/terminal", "", http.StatusForbidden},
 		{"WebSocket from another site", http.MethodGet, "/api/terminal", "http://evil.example", http.StatusForbidden},
-		{"POST from the console", http.MethodPost, "/api/tunnels", "http://console.test", http.StatusBadRequest}, // reaches the handler
+		{"POST from the console", http.MethodPost, "/api/tunnels", "http://127.0.0.1:8088", http.StatusBadRequest}, // reaches the handler
 		{"GET without Origin", http.MethodGet, "/api/state", "", http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req := httptest.NewRequest(tc.method, "http://console.test"+tc.target, strings.NewReader("{}"))
+			req := request(tc.method, tc.target, strings.NewReader("{}"))
 			req.Header.Set("Content-Type", "application/json")
-			req.AddCookie(&http.Cookie{Name: s.cookie, Value: "the-access-token"})
+			req.Header.Set("Authorization", "Bearer the-access-token")
 			if tc.origin != "" {
 				req.Header.Set("Origin", tc.origin)
 			}
@@ -146,11 +254,10 @@ func TestOriginCheck(t *testing.T) {
 }
 
 // TestWebSocketOtherOriginOverTheWire dials the terminal like a page of another
-// site would, with the cookie (a browser would not even send a Strict one).
+// site would.
 func TestWebSocketOtherOriginOverTheWire(t *testing.T) {
 	l := newTestLab(t, Config{})
 	h := http.Header{"Origin": {"http://evil.example"}}
-	h.Set("Cookie", l.cookie().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(l.base, "http")+"/api/terminal", &websocket.DialOptions{HTTPHeader: h})
@@ -212,4 +319,63 @@ func TestSecretsNeverLogged(t *testing.T) {
 			t.Errorf("the log lacks the fingerprint of %s's token", t2.spec.Thing)
 		}
 	}
+}
+
+// TestWebSocketAuth: a terminal WebSocket must send the access token first; one
+// that sends nothing, a login first, a wrong token or only the old cookie is closed
+// with StatusPolicyViolation before anything else happens (no login, no host key).
+func TestWebSocketAuth(t *testing.T) {
+	l := newTestLab(t, Config{authTimeout: 300 * time.Millisecond}, "dev-ws")
+	tv := l.openTunnel(l.client(), "dev-ws")
+	login, _ := json.Marshal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	wrong, _ := json.Marshal(authMessage{Type: "auth", Token: "guess"})
+	sum := sha256.Sum256([]byte(l.console.token))
+	for _, tc := range []struct {
+		name   string
+		cookie bool
+		send   [][]byte
+	}{
+		{"nothing", false, nil},
+		{"a login first", false, [][]byte{login}},
+		{"a wrong token", false, [][]byte{wrong, login}},
+		{"the token as binary", false, [][]byte{nil}},
+		{"only the old cookie", true, [][]byte{login}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			h := http.Header{"Origin": {l.base}}
+			if tc.cookie {
+				h.Set("Cookie", (&http.Cookie{Name: "porthole-console-" + hex.EncodeToString(sum[:4]), Value: l.console.token}).String())
+			}
+			c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(l.base, "http")+"/api/terminal", &websocket.DialOptions{HTTPHeader: h})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			start := time.Now()
+			for _, b := range tc.send {
+				typ := websocket.MessageText
+				if b == nil {
+					typ, b = websocket.MessageBinary, []byte(`{"type":"auth","token":"`+l.console.token+`"}`)
+				}
+				c.Write(ctx, typ, b) // may fail once the server has closed
+			}
+			typ, b, err := c.Read(ctx)
+			if err == nil {
+				t.Fatalf("the unauthenticated WebSocket got a message: %v %q", typ, b)
+			}
+			if st := websocket.CloseStatus(err); st != websocket.StatusPolicyViolation {
+				t.Fatalf("Read = %v (status %v), want closed with %v", err, st, websocket.StatusPolicyViolation)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Fatalf("closed after %v, want within the auth timeout", d)
+			}
+		})
+	}
+	if fp, _ := l.console.cfg.HostKeys.Fingerprint("dev-ws"); fp != "" {
+		t.Fatalf("an unauthenticated WebSocket logged in to the device (host key %s recorded)", fp)
+	}
+	// The right token first: the login goes ahead.
+	l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"}).ready()
 }

@@ -18,9 +18,28 @@ import (
 )
 
 // The terminal WebSocket (GET /api/terminal). The browser's first message is a
-// JSON loginRequest; then binary messages are keystrokes and text messages are
+// JSON authMessage with the console's access token, its second a JSON
+// loginRequest; then binary messages are keystrokes and text messages are
 // {"type":"resize","cols","rows"}. The server sends binary terminal output and text
 // serverMessages: "info", "hostkey-changed", "ready" and, last, "end".
+//
+// Why the token travels in the first message: a browser's WebSocket takes no
+// Authorization header, and the other place, a Sec-WebSocket-Protocol value, is a
+// request header that the server has to echo and that browser tools and proxies
+// record as a protocol name, not as a credential. The first message is the same
+// JSON path as the login, is read with a short deadline (Config.authTimeout) and a
+// small size limit before the socket is tracked or anything else is read, and a
+// socket that does not authenticate is closed with StatusPolicyViolation. Only
+// same-origin pages get as far as the upgrade (the Origin check in ServeHTTP).
+
+// readLimit is the largest message the page may send on a terminal WebSocket.
+const readLimit = 256 << 10
+
+// authMessage is the terminal WebSocket's first message: {"type":"auth","token":T}.
+type authMessage struct {
+	Type  string `json:"type"`
+	Token string `json:"token"`
+}
 
 // loginRequest opens a terminal. Password, PEM and Passphrase are secrets: held for
 // the login only, never logged.
@@ -72,7 +91,10 @@ func (s *Server) handleTerminal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.CloseNow()
-	c.SetReadLimit(256 << 10)
+	if !s.authenticate(r.Context(), c) {
+		return
+	}
+	c.SetReadLimit(readLimit)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	t := &terminal{cancel: cancel}
@@ -82,10 +104,40 @@ func (s *Server) handleTerminal(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.untrack(t)
 	end := s.runTerminal(ctx, c, t)
-	send(ctx, c, end)
+	// ctx is cancelled when the console shuts down: the end message saying so gets
+	// a short time of its own.
+	ectx, ecancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	send(ectx, c, end)
+	ecancel()
 	c.Close(websocket.StatusNormalClosure, "")
 	c.CloseNow()
 	t.reader.Wait()
+}
+
+// authenticate reads the auth message within s.cfg.authTimeout; without a right
+// token it closes c.
+func (s *Server) authenticate(ctx context.Context, c *websocket.Conn) bool {
+	c.SetReadLimit(4 << 10)
+	// A timer rather than a Read deadline: an expired Read closes the TCP
+	// connection without a close frame, and the page would not learn why.
+	late := make(chan struct{})
+	timer := time.AfterFunc(s.cfg.authTimeout, func() {
+		defer close(late)
+		c.Close(websocket.StatusPolicyViolation, fmt.Sprintf("no access token within %v", s.cfg.authTimeout))
+	})
+	typ, b, err := c.Read(ctx)
+	if !timer.Stop() {
+		<-late
+		s.log.Warn("terminal WebSocket without the access token closed")
+		return false
+	}
+	var m authMessage
+	if err == nil && typ == websocket.MessageText && json.Unmarshal(b, &m) == nil && m.Type == "auth" && s.tokenOK(m.Token) {
+		return true
+	}
+	s.log.Warn("terminal WebSocket without the access token refused")
+	c.Close(websocket.StatusPolicyViolation, "access token required: open the URL the console printed")
+	return false
 }
 
 func send(ctx context.Context, c *websocket.Conn, m serverMessage) error {
@@ -352,6 +404,9 @@ func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, c
 		case <-t.done:
 			client.Close()
 		case <-rctx.Done():
+			if ctx.Err() != nil { // the console is shutting down
+				client.Close()
+			}
 		}
 	}()
 	pageGone := make(chan struct{})
@@ -360,8 +415,16 @@ func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, c
 		defer term.reader.Done()
 		defer close(pageGone)
 		for {
-			typ, b, err := c.Read(ctx)
+			// Not ctx: a cancelled Read closes the WebSocket, before the end
+			// message. This Read ends when handleTerminal closes the socket.
+			typ, b, err := c.Read(context.WithoutCancel(ctx))
 			if err != nil {
+				// Over the read limit, the WebSocket library has closed the
+				// socket with StatusMessageTooBig and the limit as the reason,
+				// which the page shows; the page sends pastes in pieces.
+				if errors.Is(err, websocket.ErrMessageTooBig) {
+					s.log.Warn("terminal closed: a message from the page was over the limit", "limit", readLimit)
+				}
 				client.Close()
 				return
 			}
@@ -384,9 +447,13 @@ func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, c
 		for {
 			n, err := stdout.Read(buf)
 			if n > 0 {
-				if c.Write(rctx, websocket.MessageBinary, buf[:n]) != nil {
+				// Not ctx: a cancelled Write closes the WebSocket, before the
+				// end message.
+				wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				if c.Write(wctx, websocket.MessageBinary, buf[:n]) != nil {
 					client.Close()
 				}
+				cancel()
 			}
 			if err != nil {
 				return

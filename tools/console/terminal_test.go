@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"regexp"
@@ -50,6 +51,7 @@ func (l *testLab) api(c *http.Client, method, path string, in, out any, want int
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Origin", l.base)
+	req.Header.Set("Authorization", "Bearer "+l.console.token)
 	resp, err := c.Do(req)
 	if err != nil {
 		l.t.Fatal(err)
@@ -78,18 +80,26 @@ func (l *testLab) terminal(login loginRequest) *wsTerm {
 	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	c := l.dialTerminal(ctx)
+	for _, m := range []any{authMessage{Type: "auth", Token: l.console.token}, login} {
+		b, _ := json.Marshal(m)
+		if err := c.Write(ctx, websocket.MessageText, b); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	return &wsTerm{t: l.t, c: c}
+}
+
+// dialTerminal opens the terminal WebSocket as the page does, without a message.
+func (l *testLab) dialTerminal(ctx context.Context) *websocket.Conn {
+	l.t.Helper()
 	h := http.Header{"Origin": {l.base}}
-	h.Set("Cookie", l.cookie().String())
 	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(l.base, "http")+"/api/terminal", &websocket.DialOptions{HTTPHeader: h})
 	if err != nil {
 		l.t.Fatal(err)
 	}
 	l.t.Cleanup(func() { c.CloseNow() })
-	b, _ := json.Marshal(login)
-	if err := c.Write(ctx, websocket.MessageText, b); err != nil {
-		l.t.Fatal(err)
-	}
-	return &wsTerm{t: l.t, c: c}
+	return c
 }
 
 // until reads until f is true of a message or the screen; it fails after 20 s.
@@ -323,5 +333,55 @@ func TestTerminalPastedToken(t *testing.T) {
 	d, err := l.td.DescribeTunnel(context.Background(), &tunneld.DescribeTunnelInput{TunnelID: out.TunnelID})
 	if err != nil || d.Tunnel.Status != tunneld.StatusOpen {
 		t.Fatalf("the tunnel after disconnecting: %+v, %v; want still open", d, err)
+	}
+}
+
+// TestTerminalShutdownSaysSo: a terminal open when the console shuts down gets the
+// end message saying so, not just the end of the WebSocket.
+func TestTerminalShutdownSaysSo(t *testing.T) {
+	l := newTestLab(t, Config{}, "dev-s")
+	tv := l.openTunnel(l.client(), "dev-s")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w.ready()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		l.console.Shutdown(ctx)
+	}()
+	if m := w.end(); m.Kind != "error" || !strings.Contains(m.Text, "shutting down") {
+		t.Fatalf("end = %+v, want kind error saying the console is shutting down", m)
+	}
+	w.c.Read(context.Background()) // answers the close, as a browser does
+	<-done
+}
+
+// TestTerminalMessageTooBig: a keystroke message over the read limit ends the
+// terminal with a close status and reason the page shows (the page itself sends
+// large pastes in pieces under the limit).
+func TestTerminalMessageTooBig(t *testing.T) {
+	l := newTestLab(t, Config{}, "dev-big")
+	tv := l.openTunnel(l.client(), "dev-big")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w.ready()
+	w.input(strings.Repeat("x", readLimit+1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		_, _, err := w.c.Read(ctx)
+		if err == nil {
+			continue // output
+		}
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.StatusMessageTooBig || !strings.Contains(ce.Reason, "read limited") {
+			t.Fatalf("Read = %v, want closed with %v and the limit as the reason", err, websocket.StatusMessageTooBig)
+		}
+		break
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(l.logs.String(), "over the limit"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the console did not log why it closed the terminal")
+		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
@@ -85,8 +84,7 @@ func checkConsole(t *testing.T, out string, info Info) {
 	if !strings.Contains(out, info.Console) {
 		t.Fatalf("the printed output lacks the console URL %q", info.Console)
 	}
-	jar, _ := cookiejar.New(nil)
-	resp, err := (&http.Client{Jar: jar}).Get(info.Console)
+	resp, err := http.Get(info.Console) // the #token= fragment is not sent
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,9 +93,13 @@ func checkConsole(t *testing.T, out string, info Info) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "porthole console") {
 		t.Fatalf("the console page: %s %q", resp.Status, page)
 	}
-	// The page's forms start from the lab: its device, user and operator key.
+	// The page's forms start from the lab: its device, user and operator key. The
+	// page sends the URL's token as a bearer token.
 	u, _ := url.Parse(info.Console)
-	resp, err = (&http.Client{Jar: jar}).Get(u.Scheme + "://" + u.Host + "/api/state")
+	token, _ := url.ParseQuery(u.Fragment)
+	req, _ := http.NewRequest(http.MethodGet, u.Scheme+"://"+u.Host+"/api/state", nil)
+	req.Header.Set("Authorization", "Bearer "+token.Get("token"))
+	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

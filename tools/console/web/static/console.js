@@ -25,9 +25,25 @@
     n.classList.toggle("error", !!isError);
   }
 
+  // ---- access token ----
+  // The printed URL carries the console's access token in its fragment
+  // (#token=…), which the browser never sends to a server. The page keeps it in
+  // sessionStorage (this origin, this tab: no other port of 127.0.0.1 can read it,
+  // as it could a cookie), takes it out of the address bar, and sends it as a
+  // bearer token on API calls and as the first message of each terminal.
+  const tokenKey = "porthole-console-token";
+  const token = (function () {
+    const fromURL = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (fromURL) {
+      sessionStorage.setItem(tokenKey, fromURL);
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    return sessionStorage.getItem(tokenKey) || "";
+  })();
+
   // ---- API ----
   async function api(method, path, body) {
-    const opts = { method, headers: {} };
+    const opts = { method, headers: { Authorization: "Bearer " + token } };
     if (body !== undefined) {
       opts.headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(body);
@@ -35,6 +51,9 @@
     const resp = await fetch(path, opts);
     let data = {};
     try { data = await resp.json(); } catch (e) { /* not JSON */ }
+    if (resp.status === 401) {
+      throw new Error("this page has no access token, or one of an earlier run: open the address the console printed (…/#token=…)");
+    }
     if (!resp.ok) throw new Error(data.error || resp.status + " " + resp.statusText);
     return data;
   }
@@ -43,7 +62,7 @@
     try {
       state = await api("GET", "/api/state");
     } catch (e) {
-      notice("The console does not answer: " + e.message, true);
+      notice(e instanceof TypeError ? "The console does not answer: " + e.message : e.message, true);
       return;
     }
     renderTunnels();
@@ -229,6 +248,7 @@
       ws.binaryType = "arraybuffer";
       let ended = false;
       ws.addEventListener("open", () => {
+        ws.send(JSON.stringify({ type: "auth", token }));
         ws.send(JSON.stringify(Object.assign({}, login, { cols: term.cols, rows: term.rows, acceptHostKey: acceptHostKey || "" })));
         // secrets leave the page's memory once sent
         login.password = ""; login.pem = ""; login.passphrase = "";
@@ -267,15 +287,23 @@
           term.write("\r\n\x1b[1m[" + m.text + "]\x1b[0m\r\n");
         }
       });
-      ws.addEventListener("close", () => {
+      ws.addEventListener("close", (ev) => {
         if (!ended) {
-          setStatus("the connection to the console was lost", "end-error");
+          setStatus(ev.code === 1009 ? "the console closed the terminal: a message from this page was too large (" + ev.reason + ")"
+            : ev.reason || "the connection to the console was lost", "end-error");
           el.dataset.end = "error";
           tab.classList.add("ended");
         }
       });
     }
-    term.onData((d) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(new TextEncoder().encode(d)); });
+    // A large paste goes in pieces: the console refuses a message over 256 KiB
+    // (and closes the terminal), and the device gets the same bytes either way.
+    const chunk = 64 << 10;
+    term.onData((d) => {
+      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      const b = new TextEncoder().encode(d);
+      for (let i = 0; i < b.length; i += chunk) ws.send(b.subarray(i, i + chunk));
+    });
     term.onResize(({ cols, rows }) => {
       if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "resize", cols, rows }));
     });

@@ -1,7 +1,7 @@
 // Drives the porthole console in Debian's Chromium with playwright-core; run by the
 // Go test TestBrowser (tools/console/browser_test.go), which starts the console,
 // tunneld and the devices. Input in the environment:
-//   CONSOLE_URL   the URL the console printed (with its access token)
+//   CONSOLE_URL   the URL the console printed (its access token after #token=)
 //   CHROMIUM      the browser executable (/usr/bin/chromium)
 //   OUT_DIR       where screenshots and the Chromium profile go
 //   THING         the device to open a tunnel to and log in to with the pre-selected key
@@ -51,9 +51,17 @@ try {
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
 
   step("open the console");
+  if (!new URL(url).hash.startsWith("#token=")) await fail(null, "the printed URL has no #token=: " + url);
   await page.goto(url);
-  if (page.url().includes("token=")) await fail(page, "the token stayed in the address bar: " + page.url());
   await page.locator("#open-form").waitFor({ state: "visible" });
+  // The page took the token from the fragment, keeps it in sessionStorage and took
+  // it out of the address bar; no cookie holds it (a cookie goes to every port).
+  if (page.url().includes("token=")) await fail(page, "the token stayed in the address bar: " + page.url());
+  const cookies = await browser.cookies();
+  if (cookies.length) await fail(page, "the console set cookies: " + JSON.stringify(cookies.map((c) => c.name)));
+  if (!(await page.evaluate(() => sessionStorage.getItem("porthole-console-token")))) {
+    await fail(page, "the page did not keep the access token in sessionStorage");
+  }
 
   const openTunnel = async (name) => {
     step(`open a tunnel to ${name}`);
