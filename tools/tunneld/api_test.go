@@ -204,6 +204,9 @@ func TestValidation(t *testing.T) {
 		{"ListTunnels", `{"maxResults":101}`, ErrTypeInvalidRequest, "maxResults"},
 		{"ListTunnels", `{"nextToken":"a b"}`, ErrTypeInvalidRequest, "nextToken"},
 		{"ListTunnels", `{"nextToken":"abc"}`, ErrTypeInvalidRequest, "nextToken"},
+		{"ListTunnels", `{"nextToken":"2"}`, ErrTypeInvalidRequest, "nextToken"},                                    // an old offset
+		{"ListTunnels", `{"nextToken":"` + (cursor{id: "a b"}).encode() + `"}`, ErrTypeInvalidRequest, "nextToken"}, // bad tunnel ID
+		{"ListTunnels", `{"nextToken":"AgAAAAAAAAAAYQ"}`, ErrTypeInvalidRequest, "nextToken"},                       // version 2
 		{"ListTunnels", `{"thingName":"a b"}`, ErrTypeInvalidRequest, "thingName"},
 		{"TagResource", `{"resourceArn":"` + open.TunnelArn + `"}`, ErrTypeInvalidRequest, "tags"},
 		{"TagResource", `{"resourceArn":"","tags":[{"key":"a","value":"b"}]}`, ErrTypeInvalidRequest, "resourceArn"},
@@ -277,5 +280,69 @@ func TestAuthAndRouting(t *testing.T) {
 	ts = unsigned
 	if status, _ := post("IoTSecuredTunneling.ListTunnels", ""); status != 200 {
 		t.Errorf("AllowUnsigned: %d, want 200", status)
+	}
+}
+
+// TestListPaginationIsStable pages while tunnels are opened and closed between
+// pages: with an offset for nextToken, each open shifted the list and repeated a
+// tunnel, each deletion skipped one.
+func TestListPaginationIsStable(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		clock *fakeClock // nil: the real clock; a stopped clock: every tunnel ties on time
+	}{
+		{"distinct times", nil},
+		{"equal times", &fakeClock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{}
+			if tc.clock != nil {
+				cfg.now = tc.clock.now
+			}
+			ts := startServer(t, cfg)
+			want := map[string]bool{} // open before the first page
+			for range 10 {
+				want[ts.open(t, "dev1", "SSH").TunnelID] = true
+			}
+			seen := map[string]int{}
+			var listed []string
+			next := ""
+			for pages := 0; ; pages++ {
+				if pages > 20 {
+					t.Fatalf("still paging after %d pages: %v", pages, listed)
+				}
+				in := map[string]any{"maxResults": 3}
+				if next != "" {
+					in["nextToken"] = next
+				}
+				m := ts.mustCall(t, "ListTunnels", in)
+				for _, s := range m["tunnelSummaries"].([]any) {
+					id := s.(map[string]any)["tunnelId"].(string)
+					seen[id]++
+					listed = append(listed, id)
+				}
+				if next, _ = m["nextToken"].(string); next == "" {
+					break
+				}
+				// Between pages: two tunnels opened, and the last one listed
+				// deleted (its key must still place the next page).
+				ts.open(t, "dev1", "SSH")
+				ts.open(t, "dev1", "SSH")
+				last := listed[len(listed)-1]
+				if err := ts.CloseTunnel(context.Background(), &CloseTunnelInput{TunnelID: last, Delete: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for id, n := range seen {
+				if n != 1 {
+					t.Errorf("tunnel %s listed %d times, want once (pages %v)", id, n, listed)
+				}
+			}
+			for id := range want {
+				if seen[id] == 0 {
+					t.Errorf("tunnel %s, open before the first page, never listed (pages %v)", id, listed)
+				}
+			}
+		})
 	}
 }

@@ -88,6 +88,17 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 		fs.Usage()
 		return o, err
 	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"bandwidth", o.Bandwidth}, {"max-open-tunnels", o.MaxTunnels}} {
+		if f.v < 0 {
+			err := fmt.Errorf("invalid value %d for flag -%s: must not be negative", f.v, f.name)
+			fmt.Fprintln(stderr, err)
+			fs.Usage()
+			return o, err
+		}
+	}
 	if (o.TLSCert == "") != (o.TLSKey == "") {
 		err := errors.New("--tls-cert and --tls-key go together")
 		fmt.Fprintln(stderr, err)

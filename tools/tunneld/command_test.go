@@ -46,7 +46,29 @@ func TestParseFlagsErrors(t *testing.T) {
 			t.Errorf("ParseFlags(%q) succeeded, want a usage error", args)
 		}
 	}
-	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--region", "eu-west-1", "--bandwidth", "1000"}, io.Discard)
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--max-open-tunnels", "-1"}, "-max-open-tunnels"},
+		{[]string{"--bandwidth", "-5"}, "-bandwidth"},
+	} {
+		var stderr strings.Builder
+		_, err := ParseFlags(tc.args, &stderr)
+		if err == nil || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("ParseFlags(%q) = %v, want a usage error naming %s", tc.args, err, tc.flag)
+		}
+		if !strings.Contains(stderr.String(), tc.flag) || !strings.Contains(stderr.String(), "Usage:") {
+			t.Errorf("ParseFlags(%q) printed %q, want the error naming %s and the usage", tc.args, stderr.String(), tc.flag)
+		}
+	}
+	for _, cfg := range []Config{{MaxOpenTunnels: -1}, {Bandwidth: -5}} {
+		if s, err := New(cfg); err == nil {
+			s.Close()
+			t.Errorf("New(%+v) succeeded, want an error", cfg)
+		}
+	}
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--region", "eu-west-1", "--bandwidth", "1000", "--max-open-tunnels", "0"}, io.Discard)
 	if err != nil || o.Listen != "127.0.0.1:0" || o.Region != "eu-west-1" || o.Bandwidth != 1000 {
 		t.Errorf("ParseFlags = %+v, %v", o, err)
 	}

@@ -37,7 +37,9 @@
 // for three hours. With Config.DataDir, the state (tunnels, tokens, client tokens,
 // pending notifications) is written atomically to DataDir/tunnels.json, mode 0600,
 // after every change, and restored by New; a restart cuts the WebSockets without a
-// Close frame, so clients with client tokens reconnect.
+// Close frame, so clients with client tokens reconnect. One server at a time owns a
+// data directory (an exclusive flock, held until Shutdown or Close); a second one
+// fails at start with ErrDataDirInUse.
 //
 // In-process use (tests, the lab):
 //

@@ -21,6 +21,9 @@ const (
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = http.ErrServerClosed
 
+// ErrDataDirInUse is returned by New when another server holds Config.DataDir.
+var ErrDataDirInUse = errors.New("tunneld: data directory is in use by another server (porthole-tunneld --data-dir)")
+
 // APIError is an error of the control plane, with the type and message AWS sends in
 // the error body ({"__type": Type, "message": Message}).
 type APIError struct {

@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,7 +33,9 @@ type Config struct {
 	// AccountID appears in tunnel ARNs; "" means 123456789012.
 	AccountID string
 	// DataDir holds the state file (tunnels.json), written atomically after every
-	// change; "" keeps state in memory only.
+	// change; "" keeps state in memory only. The server holds an exclusive flock on
+	// the directory from New to Shutdown or Close: New fails with ErrDataDirInUse
+	// while another server holds it.
 	DataDir string
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; nil means plain HTTP and WS.
 	TLS *tls.Config
@@ -41,7 +43,8 @@ type Config struct {
 	// with DESTINATION or ALL); nil means none are published (and that is logged).
 	// Notify is called from one goroutine, never from an API request.
 	Notifier Notifier
-	// MaxOpenTunnels is the LimitExceededException threshold; 0 means 100.
+	// MaxOpenTunnels is the LimitExceededException threshold; 0 means 100. New
+	// refuses a negative one, and a negative Bandwidth.
 	MaxOpenTunnels int
 	// ClosedRetention is how long a closed tunnel stays describable; 0 means 3 h.
 	ClosedRetention time.Duration
@@ -65,7 +68,15 @@ type Config struct {
 	tick time.Duration
 	// retry is the first pause after a failed notification; 0 means 100 ms.
 	retry time.Duration
+	// readTimeout bounds reading one request, headers and body, from its first
+	// byte; 0 means requestReadTimeout. Upgraded WebSockets are not bound by it.
+	readTimeout time.Duration
 }
+
+// requestReadTimeout is how long a client has to send a whole request: a control
+// plane body is at most a few KiB, and a stalled one would hold its connection and
+// goroutine for as long as the client likes.
+const requestReadTimeout = 30 * time.Second
 
 // Server is a self-hosted AWS IoT Secure Tunneling service: the control plane on
 // POST / and the data plane on /tunnel, on one listener.
@@ -82,6 +93,7 @@ type Server struct {
 	once   sync.Once
 
 	saveMu sync.Mutex // serializes state file writes
+	lock   *os.File   // holds the flock on Config.DataDir until stop; nil without one
 
 	mu      sync.Mutex
 	tunnels map[string]*record
@@ -115,6 +127,9 @@ type record struct {
 // the server's workers (state saver, expiry, notifications); Shutdown or Close ends
 // them.
 func New(cfg Config) (*Server, error) {
+	if cfg.MaxOpenTunnels < 0 || cfg.Bandwidth < 0 {
+		return nil, fmt.Errorf("tunneld: Config.MaxOpenTunnels %d and Config.Bandwidth %d must not be negative", cfg.MaxOpenTunnels, cfg.Bandwidth)
+	}
 	if cfg.Region == "" {
 		cfg.Region = DefaultRegion
 	}
@@ -132,6 +147,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.retry == 0 {
 		cfg.retry = 100 * time.Millisecond
+	}
+	if cfg.readTimeout == 0 {
+		cfg.readTimeout = requestReadTimeout
 	}
 	if cfg.TLS != nil {
 		// WebSocket upgrades need HTTP/1.1: never negotiate h2.
@@ -155,19 +173,34 @@ func New(cfg Config) (*Server, error) {
 		Logger:   log.With("plane", "data"),
 		OnChange: func(*dataplane.Tunnel) { s.markDirty() },
 	}
+	// ReadTimeout bounds the body too. It does not cut the WebSockets: net/http
+	// clears a connection's deadlines when it is hijacked (conn.hijackLocked;
+	// TestHijackedConnKeepsNoDeadline).
 	s.hs = &http.Server{
 		Handler:           s,
 		ConnContext:       s.dp.ConnContext,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, cfg.readTimeout),
+		ReadTimeout:       cfg.readTimeout,
 		TLSConfig:         cfg.TLS,
 		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no h2
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	if cfg.DataDir != "" {
+		// Before reading the state: a second server on this directory would
+		// overwrite the first one's tunnels.
+		lock, err := lockDir(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		s.lock = lock
+	}
 	if err := s.load(); err != nil {
+		s.unlock()
 		return nil, err
 	}
 	// Fail now, not at the first OpenTunnel, if the data directory is not writable.
 	if err := s.save(); err != nil {
+		s.unlock()
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -229,7 +262,16 @@ func (s *Server) stop() {
 		if err := s.save(); err != nil {
 			s.log.Error("saving state on shutdown", "err", err)
 		}
+		s.unlock()
 	})
+}
+
+// unlock releases the data directory, after the last save.
+func (s *Server) unlock() {
+	if s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
+	}
 }
 
 // Dataplane returns the data-plane tunnel of an open tunnel, for the knobs tests and
@@ -365,7 +407,11 @@ func (s *Server) DescribeTunnel(ctx context.Context, in *DescribeTunnelInput) (*
 	return &DescribeTunnelOutput{Tunnel: t}, nil
 }
 
-// ListTunnels lists tunnels, newest first, optionally only those of a thing.
+// ListTunnels lists tunnels, newest first, optionally only those of a thing. Its
+// nextToken is a cursor, the last listed tunnel's place in that order: the next
+// page starts after it, so no tunnel is listed twice or skipped when tunnels are
+// opened or closed between pages (tunnels opened meanwhile, being newer, are not on
+// later pages).
 func (s *Server) ListTunnels(ctx context.Context, in *ListTunnelsInput) (*ListTunnelsOutput, error) {
 	if in == nil {
 		in = &ListTunnelsInput{}
@@ -373,13 +419,13 @@ func (s *Server) ListTunnels(ctx context.Context, in *ListTunnelsInput) (*ListTu
 	if err := in.validate(); err != nil {
 		return nil, err
 	}
-	offset := 0
+	var after *cursor
 	if in.NextToken != "" {
-		n, err := strconv.Atoi(in.NextToken)
-		if err != nil || n < 0 {
-			return nil, invalid("nextToken is not valid")
+		c, err := decodeCursor(in.NextToken)
+		if err != nil {
+			return nil, err
 		}
-		offset = n
+		after = &c
 	}
 	limit := in.MaxResults
 	if limit == 0 {
@@ -388,26 +434,24 @@ func (s *Server) ListTunnels(ctx context.Context, in *ListTunnelsInput) (*ListTu
 	s.mu.Lock()
 	var rs []*record
 	for _, r := range s.tunnels {
-		if in.ThingName == "" || thingOf(r) == in.ThingName {
-			rs = append(rs, r)
+		if in.ThingName != "" && thingOf(r) != in.ThingName {
+			continue
 		}
+		if after != nil && compareListOrder(keyOf(r), *after) <= 0 {
+			continue // on an earlier page
+		}
+		rs = append(rs, r)
 	}
-	slices.SortFunc(rs, func(a, b *record) int {
-		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
+	slices.SortFunc(rs, func(a, b *record) int { return compareListOrder(keyOf(a), keyOf(b)) })
 	out := &ListTunnelsOutput{TunnelSummaries: []TunnelSummary{}}
-	for i := offset; i < len(rs) && len(out.TunnelSummaries) < limit; i++ {
-		r := rs[i]
+	for _, r := range rs[:min(limit, len(rs))] {
 		out.TunnelSummaries = append(out.TunnelSummaries, TunnelSummary{
 			TunnelID: r.ID, TunnelArn: r.Arn, Status: r.Status, Description: r.Description,
 			CreatedAt: Timestamp{r.CreatedAt}, LastUpdatedAt: Timestamp{r.LastUpdatedAt},
 		})
 	}
-	if next := offset + limit; next < len(rs) {
-		out.NextToken = strconv.Itoa(next)
+	if len(rs) > limit {
+		out.NextToken = keyOf(rs[limit-1]).encode()
 	}
 	s.mu.Unlock()
 	return out, nil
@@ -638,6 +682,9 @@ func cloneDest(dc *DestinationConfig) *DestinationConfig {
 	}
 	return &DestinationConfig{ThingName: dc.ThingName, Services: slices.Clone(dc.Services)}
 }
+
+// keyOf is r's place in the ListTunnels order.
+func keyOf(r *record) cursor { return cursor{created: r.CreatedAt, id: r.ID} }
 
 func thingOf(r *record) string {
 	if r.Dest == nil {

@@ -2,10 +2,12 @@ package tunneld
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -186,5 +188,34 @@ func TestUnwritableDataDir(t *testing.T) {
 	if s, err := New(Config{DataDir: filepath.Join(file, "sub")}); err == nil {
 		s.Close()
 		t.Error("New with a data directory under a file succeeded, want an error")
+	}
+}
+
+func TestDataDirIsExclusive(t *testing.T) {
+	dir := t.TempDir()
+	first := startServer(t, Config{DataDir: dir})
+	a := first.open(t, "dev1", "SSH")
+
+	// A second server on the same directory would overwrite the first's tunnels.
+	if s, err := New(Config{DataDir: dir, Logger: testLogger(t)}); !errors.Is(err, ErrDataDirInUse) {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("second New on %s = %v, want ErrDataDirInUse", dir, err)
+	}
+	// Through the command too: Run fails at start, naming the directory.
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(context.Background(), o, io.Discard, tlogWriter{t}); !errors.Is(err, ErrDataDirInUse) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("Run on a held data directory = %v, want ErrDataDirInUse naming %s", err, dir)
+	}
+
+	// Once the first has stopped, the directory is free and holds its tunnel.
+	first.shutdown(t)
+	second := startServer(t, Config{DataDir: dir})
+	if _, err := second.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: a.TunnelID}); err != nil {
+		t.Errorf("DescribeTunnel(%s) after restart: %v", a.TunnelID, err)
 	}
 }

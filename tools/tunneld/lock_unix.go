@@ -1,0 +1,40 @@
+//go:build unix
+
+package tunneld
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+)
+
+// lockDir takes an exclusive, non-blocking flock(2) on the directory dir, creating
+// it if needed, so that two servers never share one state file: each rewrites
+// tunnels.json from its own memory, and the last writer would silently drop the
+// other's tunnels, whose tokens were already handed out. The lock lasts until the
+// returned file is closed, or the process ends.
+func lockDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory %s: %w", dir, err)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("locking data directory %s: %w", dir, err)
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		f.Close()
+		return nil, fmt.Errorf("locking data directory %s: %w", dir, ErrDataDirInUse)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking data directory %s: %w", dir, err)
+	}
+	return f, nil
+}
