@@ -57,6 +57,7 @@ type Options struct {
 // Info is what lab.json holds: every endpoint, port and file of a running lab.
 type Info struct {
 	StateDir     string `json:"state_dir"`
+	PID          int    `json:"pid"` // the lab's own
 	Thing        string `json:"thing"`
 	Broker       string `json:"broker"`
 	Tunneld      string `json:"tunneld"`
@@ -114,6 +115,11 @@ func Run(ctx context.Context, opt Options) (err error) {
 	if err != nil {
 		return err
 	}
+	lock, err := lockState(dir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	var bc board.Conf
 	if opt.Board != "" {
 		if opt.NoAgent {
@@ -144,7 +150,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		ln.Close()
 	}
 	st := stepper{opt.Out}
-	info := Info{StateDir: dir, Thing: Thing, Region: "us-east-1", SSHKey: filepath.Join(dir, "id_ed25519")}
+	info := Info{StateDir: dir, PID: os.Getpid(), Thing: Thing, Region: "us-east-1", SSHKey: filepath.Join(dir, "id_ed25519")}
 	info.User = "root"
 	if os.Geteuid() != 0 && opt.Board == "" {
 		u, err := user.Current()
@@ -302,6 +308,8 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 
 	var agentExited <-chan struct{}
+	// agentStatus says how the agent ended, once agentExited is closed.
+	agentStatus := func() string { return "stopped" }
 	hostKeyFile := filepath.Join(dir, "device", "data", "ssh_host_ed25519_key")
 	logPath, subscribeWithin, who := filepath.Join(dir, "agent.log"), 30*time.Second, "the agent"
 	if opt.Board != "" {
@@ -354,6 +362,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		info.AgentPID = cmd.Process.Pid
 		waited := make(chan struct{})
 		agentExited = waited
+		agentStatus = func() string { return cmd.ProcessState.String() }
 		go func() { cmd.Wait(); close(waited) }()
 		stops = append(stops, func() {
 			cmd.Process.Signal(syscall.SIGTERM)
@@ -393,6 +402,15 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 		info.TunnelID = open.TunnelID
+		// Every start opens a tunnel; closing it on the way out (before tunneld
+		// stops) keeps restarts from piling up open tunnels that the agent resumes.
+		stops = append(stops, func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := td.CloseTunnel(cctx, &tunneld.CloseTunnelInput{TunnelID: open.TunnelID}); err != nil {
+				log.Warn("closing the lab's tunnel", "tunnel", open.TunnelID, "err", err)
+			}
+		})
 		info.SourceToken = filepath.Join(dir, "source.token")
 		return writeFile(info.SourceToken, []byte(open.SourceAccessToken+"\n"), 0o600)
 	}); err != nil {
@@ -480,12 +498,51 @@ Ctrl-C stops the lab%s.
 `, Thing, where, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, tdHost, rel(info.CAFile), consoleLine,
 		rel(logPath), rel(filepath.Join(dir, "lab.log")), rel(filepath.Join(dir, "lab.json")), stopsWhat)
 
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-srcErr:
-		return fmt.Errorf("source side stopped: %v", err)
+	// The lab's parts outlive its own tunnel: the console and the AWS line open
+	// others. Only an unexpected end of the source side stops the lab.
+	for srcDone, agentDone := srcErr, agentExited; ; {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-srcDone:
+			if ctx.Err() != nil { // Ctrl-C ends the source side too
+				return nil
+			}
+			why := sourceEnded(err)
+			if why == "" {
+				return fmt.Errorf("source side stopped: %v", err)
+			}
+			srcDone = nil
+			fmt.Fprintf(opt.Out, "\nThe lab's tunnel %s is gone: %s. SSH on %s and HTTP on %s no longer work; the broker, tunneld, the agent and the console keep running until Ctrl-C.\n",
+				open.TunnelID, why, info.SSH, info.HTTP)
+		case <-agentDone:
+			agentDone = nil
+			fmt.Fprintf(opt.Out, "\n%s exited (%s): the device is gone and ssh through the lab will hang; its log: %s. Ctrl-C stops the lab.\n",
+				upper(who), agentStatus(), rel(logPath))
+		}
 	}
+}
+
+// sourceEnded says why the source side ended when tunneld ended it (the tunnel
+// was closed, or the source token was refused, as after a rotation), and "" for
+// any other end.
+func sourceEnded(err error) string {
+	if errors.Is(err, tunnel.ErrClosedByService) {
+		return "tunneld closed it (CloseTunnel, or another source took over with a rotated token)"
+	}
+	var he *tunnel.HandshakeError
+	if errors.As(err, &he) && !he.Temporary() {
+		return fmt.Sprintf("tunneld refused the lab's source token (HTTP %d: the tunnel was closed or the token rotated)", he.StatusCode)
+	}
+	return ""
+}
+
+// upper capitalises the first letter of s.
+func upper(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 func openLog(dir string) (*os.File, error) {

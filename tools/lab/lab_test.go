@@ -118,6 +118,7 @@ func checkConsole(t *testing.T, out string, info Info) {
 
 // runningLab is porthole-lab started as a user would start it.
 type runningLab struct {
+	bin   string // where porthole-lab and the other pkgs were built
 	cmd   *exec.Cmd
 	lines chan string
 	out   string // what it printed until it was up
@@ -141,7 +142,7 @@ func startLab(t *testing.T, pkgs []string, up time.Duration, context func(state 
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	l := &runningLab{state: filepath.Join(stack.SafeDir(t), "state"), lines: make(chan string, 100)}
+	l := &runningLab{bin: bin, state: filepath.Join(stack.SafeDir(t), "state"), lines: make(chan string, 100)}
 	l.cmd = exec.Command(filepath.Join(bin, "porthole-lab"), append([]string{"--state", l.state}, args...)...)
 	stdout, _ := l.cmd.StdoutPipe()
 	l.cmd.Stderr = l.cmd.Stdout
