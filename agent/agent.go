@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -31,6 +32,7 @@ type Agent struct {
 	events *eventQueue
 	store  stateStore
 	svc    atomic.Pointer[map[string]string]
+	proxy  func(*url.URL) (*url.URL, error) // tunnel.https_proxy, parsed once; nil: the environment
 
 	// now is the clock; nil means time.Now (a test seam).
 	now func() time.Time
@@ -61,6 +63,13 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: log, store: stateStore{dir: filepath.Join(cfg.DataDir, "tunnels")}, sessions: map[string]*session{}}
+	if p := cfg.Tunnel.HTTPSProxy; p != "" {
+		u, err := tunnel.ParseProxyURL(p) // Validate has accepted it
+		if err != nil {
+			return nil, fmt.Errorf("config: tunnel.https_proxy: %w", err)
+		}
+		a.proxy = tunnel.ProxyURL(u)
+	}
 	svc := cfg.Services
 	a.svc.Store(&svc)
 	ssh, err := newSSHServer(cfg, log.With("component", "sshd"), a.audit)
@@ -368,14 +377,7 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	if len(t.Services) == 1 {
 		d.DefaultService = t.Services[0]
 	}
-	if p := a.cfg.Tunnel.HTTPSProxy; p != "" {
-		u, err := tunnel.ParseProxyURL(p)
-		if err != nil { // Validate refuses such a config; never connect around the proxy
-			log.Error("tunnel.https_proxy", "error", err)
-			return
-		}
-		d.Proxy = tunnel.ProxyURL(u)
-	}
+	d.Proxy = a.proxy
 	err = d.Run(ctx)
 	var he *tunnel.HandshakeError
 	switch {

@@ -81,12 +81,11 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if (*region == "") == (*endpoint == "") {
 		return agent.Usagef("give exactly one of --region and --endpoint")
 	}
+	if (strings.HasPrefix(*endpoint, "ws://") || strings.HasPrefix(*endpoint, "http://")) && !*allowWS {
+		return agent.Usagef("--endpoint %s is not TLS: add --allow-insecure-websocket (labs and tests only)", *endpoint)
+	}
 	if err := tunnel.ValidateEndpoint(*endpoint, *region, *allowWS); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "tunnel: ")
-		if strings.Contains(msg, "not TLS") {
-			msg += " (--allow-insecure-websocket)"
-		}
-		return agent.Usagef("%s", msg)
+		return agent.Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	pv := map[string]tunnel.Version{"V1": tunnel.V1, "V2": tunnel.V2, "V3": tunnel.V3}[*peer]
 	if pv == 0 {
