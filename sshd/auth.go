@@ -199,7 +199,7 @@ func (s *Server) trustedCAs() []gossh.PublicKey {
 // Over-long lines are logged once per read of the file (with the first one's
 // number and how many there were), never with their content.
 func (s *Server) readKeysFile(what, path string, a *account) []authorizedKey {
-	f, _, err := openRegular(path)
+	f, fi, err := openRegular(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && a != nil:
 		s.log().Debug(what+" file not found", "path", path, "user", a.Name)
@@ -213,7 +213,7 @@ func (s *Server) readKeysFile(what, path string, a *account) []authorizedKey {
 	}
 	defer f.Close()
 	if a != nil {
-		if err := safePath(f, path, a); err != nil {
+		if err := safePath(fi, path, a); err != nil {
 			s.log().Warn(what+" file ignored", "path", path, "err", err)
 			return nil
 		}
@@ -514,8 +514,9 @@ func restrictionsOf(p *gossh.Permissions) restrictions {
 // safePath refuses an authorized_keys file that someone other than root or
 // the user could have written, like sshd's StrictModes: the file and every
 // directory up to the user's home (or up to / for files outside it) must
-// be owned by root or the user and not be writable by group or others.
-func safePath(f *os.File, path string, a *account) error {
+// be owned by root or the user and not be writable by group or others. fi
+// is the opened file's (openRegular's, so it is a regular file).
+func safePath(fi os.FileInfo, path string, a *account) error {
 	check := func(name string, fi os.FileInfo) error {
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		if !ok {
@@ -528,13 +529,6 @@ func safePath(f *os.File, path string, a *account) error {
 			return fmt.Errorf("bad modes of %s: %v is group or world writable", name, fi.Mode().Perm())
 		}
 		return nil
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", path)
 	}
 	if err := check(path, fi); err != nil {
 		return err

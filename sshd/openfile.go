@@ -58,20 +58,19 @@ func checkRegular(path string, fi os.FileInfo) error {
 }
 
 // fileKind names the type of a file that is not a regular one, for logs.
+// m comes from stat(2) or fstat(2), so it is never a symbolic link.
 func fileKind(m os.FileMode) string {
-	switch t := m.Type(); {
-	case t&fs.ModeNamedPipe != 0:
+	switch t := m.Type(); t {
+	case fs.ModeNamedPipe:
 		return "named pipe"
-	case t&fs.ModeDir != 0:
+	case fs.ModeDir:
 		return "directory"
-	case t&fs.ModeSocket != 0:
+	case fs.ModeSocket:
 		return "socket"
-	case t&fs.ModeCharDevice != 0:
+	case fs.ModeDevice | fs.ModeCharDevice:
 		return "character device"
-	case t&fs.ModeDevice != 0:
+	case fs.ModeDevice:
 		return "block device"
-	case t&fs.ModeSymlink != 0:
-		return "symbolic link"
 	default:
 		return "file of type " + t.String()
 	}

@@ -468,18 +468,18 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	pid := cmd.Process.Pid
 	sess.mu.Lock()
 	sess.proc = cmd.Process
-	closePipes := func() {
+	// Like sshd's chan_rcvd_eow: the program's next write to stdout or
+	// stderr gets EPIPE (and SIGPIPE, which ends it unless it is ignored).
+	closeOutput := func() {
 		outR.Close()
 		errR.Close()
+	}
+	sess.closeOutput = closeOutput
+	closePipes := func() {
+		closeOutput()
 		inW.Close()
 	}
 	var exited atomic.Bool
-	sess.closeOutput = func() {
-		// Like sshd's chan_rcvd_eow: the program's next write to stdout or
-		// stderr gets EPIPE (and SIGPIPE, which ends it unless it is ignored).
-		outR.Close()
-		errR.Close()
-	}
 	sess.hangup = func(running bool) {
 		if !running || exited.Load() {
 			// The command has exited but something it started still holds
@@ -525,8 +525,7 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 		// signal it any more.
 		exited.Store(true)
 		sess.waitOutput(outDone)
-		outR.Close()
-		errR.Close()
+		closeOutput()
 		sess.mu.Lock()
 		sess.proc = nil
 		sess.mu.Unlock()
