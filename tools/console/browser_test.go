@@ -10,21 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// needProgram finds a program the test needs: under CI=true its absence fails the
-// test, elsewhere it skips it.
-func needProgram(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required (make test installs it: tools/deps.sh test): %v", name, err)
-		}
-		t.Skipf("%s not installed; `make test` installs it", name)
-	}
-	return p
-}
+	"github.com/porthole-iot/porthole/tools/internal/stack"
+)
 
 // TestBrowser drives the console in Debian's Chromium with playwright-core
 // (web/test/browser.mjs): open a tunnel to a device through the control plane, log
@@ -37,9 +25,9 @@ func needProgram(t *testing.T, name string) string {
 // playwright-core from the npm registry) and chromium; set PORTHOLE_BROWSER_OUT to
 // keep the screenshots.
 func TestBrowser(t *testing.T) {
-	node := needProgram(t, "node")
-	npm := needProgram(t, "npm")
-	chromium := needProgram(t, "chromium")
+	node := stack.NeedProgram(t, "node")
+	npm := stack.NeedProgram(t, "npm")
+	chromium := stack.NeedProgram(t, "chromium")
 	start := time.Now()
 
 	web, err := filepath.Abs("web")

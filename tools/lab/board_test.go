@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
 // TestLabBoardAsAUserRunsIt runs porthole-lab --board qemu-aarch64-virt as a user
@@ -29,9 +31,9 @@ func TestLabBoardAsAUserRunsIt(t *testing.T) {
 		t.Skip("set PORTHOLE_BOARD_TEST=1 to boot a QEMU board (make test's board tier does)")
 	}
 	const name = "qemu-aarch64-virt"
-	ssh := needProgram(t, "ssh")
+	ssh := stack.NeedProgram(t, "ssh")
 	for _, p := range []string{"qemu-system-aarch64", "cpio", "readelf", "apt-get", "dpkg-deb", "go"} {
-		needProgram(t, p)
+		stack.NeedProgram(t, p)
 	}
 	console := func(state string) string {
 		return "\nboard console:\n" + tail(filepath.Join(state, "board-"+name+".log"), 30)

@@ -159,7 +159,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		}
 		info.User = u.Username
 	}
-	logFile, err := openLog(dir)
+	logFile, err := os.OpenFile(filepath.Join(dir, "lab.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) // dir made by lockState
 	if err != nil {
 		return err
 	}
@@ -543,13 +543,6 @@ func upper(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
-}
-
-func openLog(dir string) (*os.File, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory %s: %w", dir, err)
-	}
-	return os.OpenFile(filepath.Join(dir, "lab.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 }
 
 // rel shortens a path under the working directory for printing.

@@ -21,26 +21,12 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// needProgram finds a program the test needs: under CI=true its absence fails the
-// test, elsewhere it skips it.
-func needProgram(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required (make test installs it): %v", name, err)
-		}
-		t.Skipf("%s not installed; `make test` installs it", name)
-	}
-	return p
-}
-
 // TestLabAsAUserRunsIt builds porthole and porthole-lab, starts the lab, logs in with
 // the OpenSSH client through the tunnel, fetches the status page through the
 // tunnel, stops the lab with SIGINT and checks that nothing it started is left.
 func TestLabAsAUserRunsIt(t *testing.T) {
-	ssh := needProgram(t, "ssh")
-	l := startLab(t, []string{"agent/cmd/porthole", "tools/lab/cmd/porthole-lab"}, 60*time.Second, nil,
+	ssh := stack.NeedProgram(t, "ssh")
+	l := startLab(t, labPkgs, 60*time.Second, nil,
 		"--ssh-port", "0", "--http-port", "0", "--console", "127.0.0.1:0")
 	defer l.cmd.Process.Kill()
 	info := l.info

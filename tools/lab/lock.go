@@ -6,29 +6,25 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
+
+	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
 // lockState takes an exclusive, non-blocking flock on the state directory itself,
 // held until the returned file is closed (the lab's life). A second lab on the same
 // directory would otherwise truncate the running one's agent.log, rewrite its agent
 // configuration and run a second tunneld on its tunnels.json. The lock goes with the
-// process: a lab killed with -9 leaves no stale lock behind. The directory is made
-// if missing; nothing in it is written before the lock is held.
+// process: a lab killed with -9 leaves no stale lock behind, and the agent does not
+// inherit it. The directory is made if missing; nothing in it is written before the
+// lock is held. It is tunneld's data-directory lock (tunneld.LockDir), on a
+// different directory than the in-process tunneld's (state/tunneld).
 func lockState(dir string) (*os.File, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+	f, err := tunneld.LockDir(dir)
+	if errors.Is(err, tunneld.ErrDataDirInUse) {
+		return nil, fmt.Errorf("the lab in %s is already running (%s); stop it first or use another --state", dir, holder(dir))
 	}
-	f, err := os.Open(dir) // O_CLOEXEC: the agent does not inherit the lock
 	if err != nil {
-		return nil, fmt.Errorf("state directory %s: %w", dir, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("the lab in %s is already running (%s); stop it first or use another --state", dir, holder(dir))
-		}
-		return nil, fmt.Errorf("locking state directory %s: %w", dir, err)
+		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	return f, nil
 }

@@ -21,7 +21,8 @@ const (
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = http.ErrServerClosed
 
-// ErrDataDirInUse is returned by New when another server holds Config.DataDir.
+// ErrDataDirInUse is returned by New when another server holds Config.DataDir
+// (and by LockDir when another holds its directory).
 var ErrDataDirInUse = errors.New("tunneld: data directory is in use by another server (porthole-tunneld --data-dir)")
 
 // APIError is an error of the control plane, with the type and message AWS sends in

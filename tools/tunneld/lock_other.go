@@ -7,9 +7,9 @@ import (
 	"os"
 )
 
-// lockDir only makes dir where flock(2) does not exist: two servers on one data
-// directory are not detected there.
-func lockDir(dir string) (*os.File, error) {
+// LockDir only makes dir where flock(2) does not exist, and returns a nil file:
+// two servers on one data directory are not detected there.
+func LockDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory %s: %w", dir, err)
 	}

@@ -175,7 +175,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	// ReadTimeout bounds the body too. It does not cut the WebSockets: net/http
 	// clears a connection's deadlines when it is hijacked (conn.hijackLocked;
-	// TestHijackedConnKeepsNoDeadline).
+	// TestWebSocketOutlivesReadTimeout).
 	s.hs = &http.Server{
 		Handler:           s,
 		ConnContext:       s.dp.ConnContext,
@@ -188,7 +188,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DataDir != "" {
 		// Before reading the state: a second server on this directory would
 		// overwrite the first one's tunnels.
-		lock, err := lockDir(cfg.DataDir)
+		lock, err := LockDir(cfg.DataDir)
 		if err != nil {
 			return nil, err
 		}
