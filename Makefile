@@ -12,7 +12,9 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 # agent uses to tell an unset clock (notify.BuildTime).
 BUILD_TIME ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null)
 LDFLAGS  := -s -w -X $(PKG)/agent.Version=$(VERSION) $(if $(BUILD_TIME),-X $(PKG)/agent/notify.BuildTime=$(BUILD_TIME))
-GOFLAGS_DEVICE := -trimpath -tags netgo,osusergo -ldflags '$(LDFLAGS)'
+# Inlining is kept only where it pays (agent/cmd/porthole/device.gcflags says why).
+DEVICE_GCFLAGS := $(addprefix -gcflags=,$(shell grep -v '^\#' agent/cmd/porthole/device.gcflags))
+GOFLAGS_DEVICE := -trimpath -tags netgo,osusergo $(DEVICE_GCFLAGS) -ldflags '$(LDFLAGS)'
 
 # Device targets: GOOS/GOARCH[/variant] -> dist/porthole-<name>.
 CROSS_TARGETS := \
@@ -88,7 +90,7 @@ cross: ## static device binaries for every target into dist/, with SHA256SUMS
 .PHONY: size
 size: cross ## device binary sizes against the budgets, and the biggest packages of the mipsle binary
 	@mkdir -p bin/size
-	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat $(GO) build -trimpath -tags netgo,osusergo \
+	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat $(GO) build -trimpath -tags netgo,osusergo $(DEVICE_GCFLAGS) \
 		-ldflags '-X $(PKG)/agent.Version=$(VERSION)' -o bin/size/porthole-linux-mipsle ./agent/cmd/porthole
 	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15
 

@@ -92,7 +92,10 @@ func runBoard(t *testing.T, h *host, c Conf) {
 
 	// The device binary, built like make cross builds it.
 	bin := filepath.Join(dir, "porthole")
-	build := c.GoBuild(context.Background(), bin, "board-test")
+	build, err := c.GoBuild(context.Background(), bin, "board-test")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build for %s: %v\n%s", c.GOARCH, err, out)
 	}

@@ -64,16 +64,46 @@ func Names(dir string) []string {
 func (c Conf) Emulator() string { return strings.Fields(c.QEMU)[0] }
 
 // GoBuild is the command that cross-builds the porthole binary for the board into
-// out, as make cross builds it (static, trimmed, stripped), with version as
-// agent.Version. It runs in the board folder, inside the module.
-func (c Conf) GoBuild(ctx context.Context, out, version string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
-		"-ldflags", "-s -w -X github.com/porthole-iot/porthole/agent.Version="+version, "-o", out,
+// out, as make cross builds it (static, trimmed, stripped, with the device's
+// compiler flags), with version as agent.Version. It runs in the board folder,
+// inside the module.
+func (c Conf) GoBuild(ctx context.Context, out, version string) (*exec.Cmd, error) {
+	gcflags, err := DeviceGCFlags(filepath.Join(c.Dir, "..", "agent", "cmd", "porthole", "device.gcflags"))
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"build", "-trimpath", "-tags", "netgo,osusergo"}, gcflags...)
+	args = append(args, "-ldflags", "-s -w -X github.com/porthole-iot/porthole/agent.Version="+version, "-o", out,
 		"github.com/porthole-iot/porthole/agent/cmd/porthole")
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = c.Dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+c.GOARCH)
 	if c.GOENV != "" {
 		cmd.Env = append(cmd.Env, c.GOENV)
 	}
-	return cmd
+	return cmd, nil
+}
+
+// DeviceGCFlags reads agent/cmd/porthole/device.gcflags, the file the Makefile and
+// the Buildroot package read too, as go build arguments: -gcflags=LINE for each line
+// that is neither empty nor a # comment.
+func DeviceGCFlags(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("the device's compiler flags: %w", err)
+	}
+	var flags []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.ContainsAny(line, " \t\r") {
+			return nil, fmt.Errorf("%s: %q: want one -gcflags value per line, without spaces", path, line)
+		}
+		flags = append(flags, "-gcflags="+line)
+	}
+	if len(flags) == 0 {
+		return nil, fmt.Errorf("%s: no flags", path)
+	}
+	return flags, nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/BurntSushi/toml"
+	"github.com/porthole-iot/porthole/board"
 )
 
 const tree = "../../buildroot"
@@ -289,5 +290,45 @@ func TestDefaultConfig(t *testing.T) {
 	}
 	if bytes.Contains(text, []byte("BEGIN")) {
 		t.Errorf("%s holds key material", path)
+	}
+}
+
+// TestDeviceFlags: porthole.mk and the Makefile both pass the compiler flags of
+// agent/cmd/porthole/device.gcflags, as the QEMU boards do, so a firmware image,
+// make cross and the boards build the same binary. GNU make expands both files
+// (porthole.mk with golang-package stubbed out).
+func TestDeviceFlags(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make:", err)
+	}
+	want, err := board.DeviceGCFlags("../../agent/cmd/porthole/device.gcflags")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := filepath.Abs(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub := filepath.Join(t.TempDir(), "stub.mk")
+	text := "BR2_EXTERNAL_PORTHOLE_PATH := " + ext + "\ngolang-package :=\ninclude " +
+		filepath.Join(ext, "package/porthole/porthole.mk") + "\nprint: ; @echo $(PORTHOLE_BUILD_OPTS)\n"
+	if err := os.WriteFile(stub, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		cmd  *exec.Cmd
+	}{
+		{"porthole.mk PORTHOLE_BUILD_OPTS", exec.Command("make", "-s", "-f", stub, "print")},
+		{"Makefile DEVICE_GCFLAGS", exec.Command("make", "-s", "-C", "../..", "--no-print-directory",
+			"--eval", "print-device-gcflags: ; @echo $(DEVICE_GCFLAGS)", "print-device-gcflags")},
+	} {
+		out, err := c.cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", c.name, err, out)
+		}
+		if got := strings.Fields(string(out)); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s = %q\nwant %q (agent/cmd/porthole/device.gcflags)", c.name, got, want)
+		}
 	}
 }

@@ -88,7 +88,11 @@ func crossBuild(ctx context.Context, c board.Conf, f boardFiles) error {
 	if err := os.MkdirAll(f.dir, 0o700); err != nil {
 		return err
 	}
-	if out, err := c.GoBuild(ctx, f.porthole, "lab").CombinedOutput(); err != nil {
+	build, err := c.GoBuild(ctx, f.porthole, "lab")
+	if err != nil {
+		return err
+	}
+	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build for %s %s: %v\n%s", c.GOARCH, c.GOENV, err, out)
 	}
 	return nil

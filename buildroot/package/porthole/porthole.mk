@@ -20,6 +20,9 @@ PORTHOLE_LDFLAGS = \
 	-X $(PORTHOLE_GOMOD)/agent.Version=$(PORTHOLE_VERSION) \
 	$(if $(PORTHOLE_BUILD_TIME),-X $(PORTHOLE_GOMOD)/agent/notify.BuildTime=$(PORTHOLE_BUILD_TIME))
 PORTHOLE_GO_ENV = CGO_ENABLED=0
+# The device's compiler flags (inlining only where it pays), from the file make
+# cross and the QEMU boards read too; golang-package appends its own options.
+PORTHOLE_BUILD_OPTS = $(addprefix -gcflags=,$(shell grep -v '^\#' $(BR2_EXTERNAL_PORTHOLE_PATH)/../agent/cmd/porthole/device.gcflags))
 
 define PORTHOLE_VENDOR
 	if [ ! -d $(@D)/vendor ]; then \
