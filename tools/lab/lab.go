@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -103,6 +104,10 @@ func (s stepper) do(name string, f func() error) error {
 	return nil
 }
 
+// ErrInterrupted is what Run returns when ctx ends before the lab is up (Ctrl-C
+// during start-up), whichever error the step it cut short ended with.
+var ErrInterrupted = errors.New("interrupted during start-up")
+
 // Run starts the lab and blocks until ctx ends, then stops everything it started.
 func Run(ctx context.Context, opt Options) (err error) {
 	if opt.StateDir == "" {
@@ -114,6 +119,13 @@ func Run(ctx context.Context, opt Options) (err error) {
 	dir, err := filepath.Abs(opt.StateDir)
 	if err != nil {
 		return err
+	}
+	if opt.Porthole != "" {
+		// Absolute, so that the agent runs this file (not one found in $PATH) and
+		// the printed connect line names it.
+		if opt.Porthole, err = filepath.Abs(opt.Porthole); err != nil {
+			return err
+		}
 	}
 	lock, err := lockState(dir)
 	if err != nil {
@@ -168,10 +180,16 @@ func Run(ctx context.Context, opt Options) (err error) {
 
 	var stops []func()
 	defer func() {
+		if err != nil && ctx.Err() != nil {
+			// The step cut short may fail with ctx's error, a killed child, or the
+			// agent ending first (Ctrl-C in a terminal signals it too).
+			log.Info("interrupted during start-up", "err", err)
+			err = ErrInterrupted
+		}
 		for i := len(stops) - 1; i >= 0; i-- {
 			stops[i]()
 		}
-		if err == nil || errors.Is(err, context.Canceled) {
+		if err == nil || errors.Is(err, ErrInterrupted) {
 			fmt.Fprintln(opt.Out, "lab stopped; everything it started is gone")
 		}
 	}()
@@ -283,7 +301,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", Thing, info.Tunneld, info.Region, rel(info.CAFile))
 
 	if opt.NoAgent {
-		info.ConnectUsage = fmt.Sprintf("porthole connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=2222", tdHost, rel(info.CAFile))
+		info.ConnectUsage = connectCommand(opt.Porthole, tdHost, info.CAFile, opt.SSHPort)
 		if err := writeInfo(dir, info); err != nil {
 			return err
 		}
@@ -491,11 +509,11 @@ The lab is up: device %s%s is reachable through a tunnel.
 Open more tunnels by hand (tunneld speaks the AWS API):
   %s
 and connect to one with
-  bin/porthole connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=2223
+  %s
 %s
 Logs: %s, %s. Everything else: %s.
 Ctrl-C stops the lab%s.
-`, Thing, where, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, tdHost, rel(info.CAFile), consoleLine,
+`, Thing, where, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, connectCommand(opt.Porthole, tdHost, info.CAFile, 2223), consoleLine,
 		rel(logPath), rel(filepath.Join(dir, "lab.log")), rel(filepath.Join(dir, "lab.json")), stopsWhat)
 
 	// The lab's parts outlive its own tunnel: the console and the AWS line open
@@ -555,6 +573,32 @@ func rel(p string) string {
 		return r
 	}
 	return p
+}
+
+// connectCommand is the porthole connect line for a tunnel of tunneld at tdHost
+// (TOKEN: its source token's file) with SSH on local port sshPort, run with the
+// porthole binary at path porthole ("": the one in $PATH).
+func connectCommand(porthole, tdHost, caFile string, sshPort int) string {
+	prog := "porthole"
+	if porthole != "" {
+		prog = command(porthole)
+	}
+	return fmt.Sprintf("%s connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=%d", prog, tdHost, rel(caFile), sshPort)
+}
+
+// command is how a shell in the working directory runs the program at path p:
+// relative when p is below it ("./" for one in it, which a shell would otherwise
+// look up in $PATH), otherwise absolute.
+func command(p string) string {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	r := rel(abs)
+	if !filepath.IsAbs(r) && !strings.ContainsRune(r, filepath.Separator) {
+		r = "./" + r
+	}
+	return r
 }
 
 func agentConfig(dir string, info Info, tdHost, statusAddr string) string {
@@ -643,16 +687,55 @@ func writeInfo(dir string, info Info) error {
 
 // checkSafeDir refuses a state directory below a directory that others can write
 // (like /tmp): the agent's SSH server, like OpenSSH's StrictModes, ignores an
-// authorized_keys file there, and the printed ssh line would not work.
+// authorized_keys file there, and the printed ssh line would not work. It checks
+// the path as given, which the agent's configuration names, and its real path
+// with symlinks resolved, so that a symlink to a directory under /tmp does not
+// get around it.
 func checkSafeDir(dir string) error {
-	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+	resolved, err := realPath(dir)
+	if err != nil {
+		return fmt.Errorf("resolving the state directory %s: %w", dir, err)
+	}
+	name := dir
+	if resolved != dir {
+		name = fmt.Sprintf("%s (really %s)", dir, resolved)
+	}
+	for _, p := range []string{resolved, dir} {
+		if d := writableParent(p); d != "" {
+			return fmt.Errorf("the state directory %s is below %s, which others can write: the agent's SSH server would ignore "+
+				"its authorized_keys there (as OpenSSH does); choose another --state, e.g. under your home directory", name, d)
+		}
+	}
+	return nil
+}
+
+// writableParent returns the first directory above path that group or others can
+// write, or "" if there is none.
+func writableParent(path string) string {
+	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
 		if err == nil && fi.Mode().Perm()&0o022 != 0 {
-			return fmt.Errorf("the state directory %s is below %s, which others can write: the agent's SSH server would ignore "+
-				"its authorized_keys there (as OpenSSH does); choose another --state, e.g. under your home directory", dir, d)
+			return d
 		}
 		if d == "/" || d == "." {
-			return nil
+			return ""
 		}
+	}
+}
+
+// realPath resolves the symlinks in the absolute path p, as far as it exists; the
+// missing rest is joined on unchanged.
+func realPath(p string) (string, error) {
+	rest := ""
+	for {
+		r, err := filepath.EvalSymlinks(p)
+		if err == nil {
+			return filepath.Join(r, rest), nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) || filepath.Dir(p) == p {
+			return "", err
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+		p = filepath.Dir(p)
 	}
 }

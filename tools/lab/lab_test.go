@@ -2,14 +2,18 @@ package lab
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +42,11 @@ func TestLabAsAUserRunsIt(t *testing.T) {
 	got, err := cmd.CombinedOutput()
 	if err != nil || string(got) != "through-the-lab\nLinux\n" {
 		t.Fatalf("ssh through the lab: %v, %q\nagent log:\n%s", err, got, tail(info.AgentLog, 20))
+	}
+	// The line to connect to more tunnels names the porthole binary the lab ran
+	// (built outside the working directory here: by its absolute path).
+	if want := "  " + filepath.Join(l.bin, "porthole") + " connect --endpoint "; !strings.Contains(l.out, want) {
+		t.Errorf("the printed output lacks %q", want)
 	}
 	checkConsole(t, l.out, info)
 	resp, err := http.Get("http://" + info.HTTP + "/")
@@ -197,5 +206,145 @@ func (l *runningLab) stop(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("porthole-lab did not stop within 15s of SIGINT")
+	}
+}
+
+// TestCheckSafeDirResolvesSymlinks checks that a state directory reached through a
+// symlink is checked where it really is: a symlink from a safe place to a
+// directory under a world-writable one is refused, naming the real path.
+func TestCheckSafeDirResolvesSymlinks(t *testing.T) {
+	safe := stack.SafeDir(t)
+	open := filepath.Join(safe, "open") // like /tmp
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(safe, "state"), filepath.Join(open, "state")} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for link, target := range map[string]string{"to-open": filepath.Join(open, "state"), "to-open-dir": open,
+		"to-safe": filepath.Join(safe, "state")} {
+		if err := os.Symlink(target, filepath.Join(safe, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Join(safe, "state"), filepath.Join(open, "to-safe")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, dir string
+		want      string // in the error; "" means no error
+	}{
+		{"safe", filepath.Join(safe, "state"), ""},
+		{"symlink to a safe directory", filepath.Join(safe, "to-safe"), ""},
+		{"below a world-writable directory", filepath.Join(open, "state"), "is below " + open + ","},
+		{"symlink to a directory below it", filepath.Join(safe, "to-open"),
+			"the state directory " + filepath.Join(safe, "to-open") + " (really " + filepath.Join(open, "state") + ") is below " + open + ","},
+		{"not yet made, below a symlink to it", filepath.Join(safe, "to-open-dir", "new"),
+			"(really " + filepath.Join(open, "new") + ") is below " + open + ","},
+		{"not yet made, below a symlink to a directory below it", filepath.Join(safe, "to-open", "new", "deeper"),
+			"(really " + filepath.Join(open, "state", "new", "deeper") + ") is below " + open + ","},
+		// The agent's configuration names the path as given: its SSH server checks that one.
+		{"symlink below it to a safe directory", filepath.Join(open, "to-safe"), "is below " + open + ","},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkSafeDir(tc.dir)
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("checkSafeDir(%s) = %v, want an error with %q", tc.dir, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestNoAgentConnectLine runs the lab with --no-agent: its connect line uses the
+// --ssh-port asked for and the porthole binary it was given, by its absolute path
+// when it is not below the working directory.
+func TestNoAgentConnectLine(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPort := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	porthole := filepath.Join("..", "..", "bin", "porthole")
+	wantBin, err := filepath.Abs(porthole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(stack.SafeDir(t), "state")
+	ctx, cancel := context.WithCancel(context.Background())
+	out := new(syncBuffer)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{StateDir: state, SSHPort: sshPort, NoAgent: true, Porthole: porthole, Out: out})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "Ctrl-C stops the lab"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lab did not come up within 20s:\n%s", out.String())
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	got := info.ConnectUsage
+	if !strings.HasPrefix(got, wantBin+" connect --endpoint ") || !strings.HasSuffix(got, " -L SSH="+strconv.Itoa(sshPort)) {
+		t.Errorf("connect line %q; want it to run %s with -L SSH=%d", got, wantBin, sshPort)
+	}
+	if !strings.Contains(out.String(), "Connect:\n  "+got+"\n") {
+		t.Errorf("the printed output lacks the connect line %q:\n%s", got, out.String())
+	}
+}
+
+// syncBuffer is an io.Writer that Run writes to while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestCommand checks how the lab prints a program's path for a shell in the
+// working directory.
+func TestCommand(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{filepath.Join(wd, "bin", "porthole"), "bin/porthole"},
+		{filepath.Join("bin", "porthole"), "bin/porthole"},
+		{filepath.Join(wd, "porthole"), "./porthole"},
+		{"porthole", "./porthole"},
+		{"/opt/porthole/bin/porthole", "/opt/porthole/bin/porthole"},
+		{filepath.Join("..", "porthole"), filepath.Join(filepath.Dir(wd), "porthole")},
+	} {
+		if got := command(tc.path); got != tc.want {
+			t.Errorf("command(%q) = %q, want %q", tc.path, got, tc.want)
+		}
 	}
 }

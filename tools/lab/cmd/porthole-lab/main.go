@@ -1,8 +1,8 @@
 // Command porthole-lab runs the whole porthole path on this machine: an MQTT broker,
 // tunneld, the porthole agent as the device (a host process, or inside a QEMU board
 // with --board), and the operator's source side. See
-// package lab. Exit codes: 0 after Ctrl-C, 1 bad usage or a missing prerequisite,
-// 2 a failed step.
+// package lab. Exit codes: 0 after Ctrl-C (also during start-up), 1 bad usage or a
+// missing prerequisite, 2 a failed step.
 package main
 
 import (
@@ -20,10 +20,14 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+// run runs the lab until ctx ends (Ctrl-C) and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("porthole-lab", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	state := fs.String("state", ".lab", "state directory (made once, reused)")
@@ -45,10 +49,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "porthole-lab: --board runs the agent in the board; leave out --no-agent")
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	fmt.Fprintln(stdout, "porthole lab: starting")
 	err := lab.Run(ctx, lab.Options{StateDir: *state, SSHPort: *sshPort, HTTPPort: *httpPort, NoAgent: *noAgent, Board: *boardName, Console: *consoleAddr, Porthole: *porthole, Out: stdout})
+	if errors.Is(err, lab.ErrInterrupted) {
+		fmt.Fprintf(stderr, "porthole-lab: %v\n", err)
+		return 0
+	}
 	if errors.Is(err, lab.ErrPrerequisite) {
 		fmt.Fprintf(stderr, "porthole-lab: %v\n", err)
 		return 1
