@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -76,8 +77,10 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		if req.LifetimeMinutes < 0 || req.LifetimeMinutes > 720 {
-			writeError(w, http.StatusBadRequest, "the lifetime is 1 to 720 minutes")
+		// The service's range (OpenTunnel's TimeoutConfig.maxLifetimeTimeoutMinutes);
+		// 0 is no "default" here: the page always sends the operator's choice.
+		if req.LifetimeMinutes < 1 || req.LifetimeMinutes > 720 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("lifetime %d minutes: want 1 to 720", req.LifetimeMinutes))
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
@@ -105,6 +108,11 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 		if spec.Endpoint == "" && spec.Region == "" {
 			spec.Endpoint, spec.Region = s.cfg.Endpoint, s.cfg.Region
 		}
+		// The source side would retry a bad endpoint for ever.
+		if err := s.checkEndpoint(spec.Endpoint, spec.Region); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
 		s.log.Info("source token pasted", "thing", label, "token", tok)
 	default:
 		writeError(w, http.StatusBadRequest, `mode must be "open" or "token"`)
@@ -112,6 +120,18 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 	}
 	t := s.tunnels.start(spec)
 	writeJSON(w, http.StatusOK, t.view())
+}
+
+// checkEndpoint refuses what the tunnel's source side cannot connect to, which it
+// would retry for ever: a malformed endpoint or region, and a plain-text (ws://)
+// endpoint unless Config.AllowInsecureWebSocket.
+func (s *Server) checkEndpoint(endpoint, region string) error {
+	if !s.cfg.AllowInsecureWebSocket {
+		if u, err := url.Parse(endpoint); err == nil && (u.Scheme == "ws" || u.Scheme == "http") {
+			return fmt.Errorf("endpoint %q is plain text (%s://): the console connects to the data plane with TLS only (wss://)", endpoint, u.Scheme)
+		}
+	}
+	return tunnel.ValidateEndpoint(endpoint, region, s.cfg.AllowInsecureWebSocket)
 }
 
 func (s *Server) handleClose(w http.ResponseWriter, r *http.Request) {
@@ -128,6 +148,7 @@ func (s *Server) handleClose(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadGateway, "closing the tunnel: "+err.Error())
 			return
 		}
+		s.tunnels.closedAtService(t)
 		// The service's Close frame ends the source side; wait for it so that
 		// terminals report the closed tunnel, then stop it anyway.
 		if _, ok := t.closedReason(5 * time.Second); !ok {

@@ -36,14 +36,16 @@ type Config struct {
 	ControlPlane ControlPlane
 	// Endpoint is the data-plane endpoint for tunnels opened through ControlPlane and
 	// the page's default for pasted tokens: host[:port] or a wss:// URL. "" means the
-	// endpoint of Region.
+	// endpoint of Region. New refuses a ws:// one, as the page refuses a pasted
+	// one, unless AllowInsecureWebSocket.
 	Endpoint string
 	// Region is the default region; "" means us-east-1.
 	Region string
 	// CAFile is an extra PEM trust anchor for the data plane (the lab's dev CA); ""
 	// means the system roots.
 	CAFile string
-	// AllowInsecureWebSocket permits ws:// endpoints. Only for tests.
+	// AllowInsecureWebSocket permits ws:// endpoints, here and pasted in the page.
+	// Only for tests: porthole-console has no flag for it.
 	AllowInsecureWebSocket bool
 	// Thing and User pre-fill the page's forms; "" means empty and "root".
 	Thing, User string
@@ -68,6 +70,9 @@ type Config struct {
 	// authTimeout bounds the wait for a terminal WebSocket's auth message; 0 means
 	// 5 s. (Tests shorten it.)
 	authTimeout time.Duration
+	// closeTimeout bounds closing, at shutdown, the tunnels the console opened; 0
+	// means 5 s. (Tests shorten it.)
+	closeTimeout time.Duration
 }
 
 // Server is the console's web server. Create it with New, then Serve.
@@ -99,6 +104,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.authTimeout == 0 {
 		cfg.authTimeout = 5 * time.Second
 	}
+	if cfg.closeTimeout == 0 {
+		cfg.closeTimeout = 5 * time.Second
+	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
@@ -121,6 +129,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, token: cfg.AccessToken, sum: sha256.Sum256([]byte(cfg.AccessToken)),
 		static: static, vendor: vendor, sessions: map[*terminal]struct{}{}}
+	if err := s.checkEndpoint(cfg.Endpoint, cfg.Region); err != nil {
+		return nil, err
+	}
 	s.tunnels = newTunnels(&s.cfg, s.log)
 	s.routes()
 	s.http = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
@@ -145,21 +156,24 @@ func (s *Server) Serve(l net.Listener) error {
 	return s.http.Serve(l)
 }
 
-// Shutdown stops the server: no new requests, every terminal and tunnel ended.
+// Shutdown stops the server: no new requests, every terminal and tunnel ended. The
+// tunnels it opened through the control plane, and has not closed, are closed at
+// the service, within ctx and 5 s.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
-	s.endAll()
+	s.endAll(ctx)
 	return err
 }
 
-// Close stops the server at once.
+// Close stops the server at once, but for closing at the service the tunnels it
+// opened, which takes up to 5 s.
 func (s *Server) Close() error {
 	err := s.http.Close()
-	s.endAll()
+	s.endAll(context.Background())
 	return err
 }
 
-func (s *Server) endAll() {
+func (s *Server) endAll(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
 	for t := range s.sessions {
@@ -167,7 +181,7 @@ func (s *Server) endAll() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	s.tunnels.close()
+	s.tunnels.close(ctx)
 }
 
 func (s *Server) routes() {

@@ -19,8 +19,17 @@ import (
 
 func testServer(t *testing.T) *Server {
 	t.Helper()
-	s, err := New(Config{AccessToken: "the-access-token", Vendor: fstest.MapFS{
-		"xterm.js": {Data: []byte("//")}, "xterm.css": {Data: []byte("")}, "addon-fit.js": {Data: []byte("//")}}})
+	return newTestServer(t, Config{})
+}
+
+// newTestServer is a server of cfg with the access token "the-access-token" and
+// stand-ins for xterm.js.
+func newTestServer(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	cfg.AccessToken = "the-access-token"
+	cfg.Vendor = fstest.MapFS{
+		"xterm.js": {Data: []byte("//")}, "xterm.css": {Data: []byte("")}, "addon-fit.js": {Data: []byte("//")}}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

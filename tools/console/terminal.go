@@ -172,6 +172,9 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 		req.User = s.cfg.User
 	}
 	log := s.log.With("thing", t.spec.Thing, "tunnel", t.id, "user", req.User, "auth", req.Auth)
+	if t.spec.TunnelID != "" { // the service's id, when the console opened the tunnel
+		log = log.With("tunnel_id", t.spec.TunnelID)
+	}
 	auth, err := s.authMethod(&req)
 	if err != nil {
 		return endMsg("error", "%v", err)
@@ -261,8 +264,21 @@ retry:
 	}
 	defer client.Close()
 	log.Info("logged in")
-	return s.relay(ctx, c, term, client, t, &req, hostNote)
+	start := time.Now()
+	end, by := s.relay(ctx, c, term, client, t, &req, hostNote)
+	// The end message's text says how, never what was typed.
+	log.Info("terminal ended", "by", by, "duration", time.Since(start).Round(time.Millisecond), "end", end.Text)
+	return end
 }
+
+// How a terminal ended, for the log.
+const (
+	endedByPage     = "page"     // the page closed its WebSocket
+	endedByDevice   = "device"   // the session on the device ended (exit)
+	endedByShutdown = "shutdown" // the console is shutting down
+	endedByTunnel   = "tunnel"   // the tunnel closed
+	endedByError    = "error"    // the session could not start, or the connection was lost
+)
 
 // errNoAnswer: the connection ended, or its time ran out, before the device sent
 // a byte.
@@ -364,29 +380,30 @@ func (s *Server) authMethod(req *loginRequest) ([]ssh.AuthMethod, error) {
 	return nil, fmt.Errorf("unknown login method %q", req.Auth)
 }
 
-// relay runs a shell on a pty and copies between it and the page.
-func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, client *ssh.Client, t *liveTunnel, req *loginRequest, hostNote string) serverMessage {
+// relay runs a shell on a pty and copies between it and the page. It returns the
+// final message for the page and how the terminal ended (endedByPage, …).
+func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, client *ssh.Client, t *liveTunnel, req *loginRequest, hostNote string) (serverMessage, string) {
 	sess, err := client.NewSession()
 	if err != nil {
-		return endMsg("error", "opening a session: %v", err)
+		return endMsg("error", "opening a session: %v", err), endedByError
 	}
 	defer sess.Close()
 	cols, rows := clamp(req.Cols, 80), clamp(req.Rows, 24)
 	modes := ssh.TerminalModes{ssh.ECHO: 1, ssh.TTY_OP_ISPEED: 38400, ssh.TTY_OP_OSPEED: 38400}
 	if err := sess.RequestPty("xterm-256color", rows, cols, modes); err != nil {
-		return endMsg("error", "requesting a terminal: %v", err)
+		return endMsg("error", "requesting a terminal: %v", err), endedByError
 	}
 	stdin, err := sess.StdinPipe()
 	if err != nil {
-		return endMsg("error", "%v", err)
+		return endMsg("error", "%v", err), endedByError
 	}
 	stdout, err := sess.StdoutPipe()
 	if err != nil {
-		return endMsg("error", "%v", err)
+		return endMsg("error", "%v", err), endedByError
 	}
 	sess.Stderr = sess.Stdout
 	if err := sess.Shell(); err != nil {
-		return endMsg("error", "starting the shell: %v", err)
+		return endMsg("error", "starting the shell: %v", err), endedByError
 	}
 	send(ctx, c, serverMessage{Type: "info", Text: hostNote})
 	send(ctx, c, serverMessage{Type: "ready"})
@@ -409,16 +426,18 @@ func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, c
 			}
 		}
 	}()
+	// pageGone is closed when the page has gone, before the reader ends the SSH
+	// connection: sess.Wait returns after it.
 	pageGone := make(chan struct{})
 	term.reader.Add(1)
 	go func() { // page → device
 		defer term.reader.Done()
-		defer close(pageGone)
 		for {
 			// Not ctx: a cancelled Read closes the WebSocket, before the end
 			// message. This Read ends when handleTerminal closes the socket.
 			typ, b, err := c.Read(context.WithoutCancel(ctx))
 			if err != nil {
+				close(pageGone)
 				// Over the read limit, the WebSocket library has closed the
 				// socket with StatusMessageTooBig and the limit as the reason,
 				// which the page shows; the page sends pastes in pieces.
@@ -467,28 +486,28 @@ func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, c
 	case <-pageGone:
 		if ctx.Err() == nil && werr != nil {
 			// The page went away; nobody reads the end message.
-			return endMsg("exit", "the page closed the terminal")
+			return endMsg("exit", "the page closed the terminal"), endedByPage
 		}
 	default:
 	}
 	var ee *ssh.ExitError
 	switch {
 	case werr == nil:
-		return endMsg("exit", "session ended (exit status 0)")
+		return endMsg("exit", "session ended (exit status 0)"), endedByDevice
 	case errors.As(werr, &ee) && ee.Signal() != "":
-		return endMsg("exit", "session ended (killed by signal %s)", ee.Signal())
+		return endMsg("exit", "session ended (killed by signal %s)", ee.Signal()), endedByDevice
 	case errors.As(werr, &ee):
-		return endMsg("exit", "session ended (exit status %d)", ee.ExitStatus())
+		return endMsg("exit", "session ended (exit status %d)", ee.ExitStatus()), endedByDevice
 	}
 	if ctx.Err() != nil {
-		return endMsg("error", "the console is shutting down")
+		return endMsg("error", "the console is shutting down"), endedByShutdown
 	}
 	// A lost connection is most often the tunnel closing: the stream breaks a
 	// moment before the source side hears the service's Close frame.
 	if reason, ok := t.closedReason(3 * time.Second); ok {
-		return endMsg("tunnel", "the tunnel is closed: %s", reason)
+		return endMsg("tunnel", "the tunnel is closed: %s", reason), endedByTunnel
 	}
-	return endMsg("error", "the connection to %s was lost: %v", t.spec.Thing, werr)
+	return endMsg("error", "the connection to %s was lost: %v", t.spec.Thing, werr), endedByError
 }
 
 func clamp(v, def int) int {

@@ -385,3 +385,74 @@ func TestTerminalMessageTooBig(t *testing.T) {
 		}
 	}
 }
+
+// TestTerminalEndLogged: the end of a terminal is one log line with the fields of
+// the "logged in" line, how it ended (the device's session exited, the page went
+// away, the console shut down) and how long it lasted; never what was typed.
+func TestTerminalEndLogged(t *testing.T) {
+	l := newTestLab(t, Config{}, "dev-end")
+	tv := l.openTunnel(l.client(), "dev-end")
+	// ended waits for the n-th "terminal ended" line and checks it against the n-th
+	// "logged in" line.
+	ended := func(n int, by string) {
+		t.Helper()
+		var start, end []string
+		for deadline := time.Now().Add(10 * time.Second); len(end) < n; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no terminal-ended line %d (by %s) in the log", n, by)
+			}
+			start, end = nil, nil
+			for _, line := range strings.Split(l.logs.String(), "\n") {
+				if _, fields, ok := strings.Cut(line, `msg="logged in" `); ok {
+					start = append(start, fields)
+				}
+				if _, fields, ok := strings.Cut(line, `msg="terminal ended" `); ok {
+					end = append(end, fields)
+				}
+			}
+		}
+		if len(end) != n || len(start) != n {
+			t.Fatalf("%d logins and %d ends logged, want %d each", len(start), len(end), n)
+		}
+		line := end[n-1]
+		if !strings.HasPrefix(line, start[n-1]+" ") || !strings.Contains(start[n-1], "thing=dev-end tunnel="+tv.ID) ||
+			!strings.Contains(start[n-1], "tunnel_id="+tv.TunnelID) {
+			t.Errorf("terminal ended with %q, want the fields of the login, %q", line, start[n-1])
+		}
+		if !strings.Contains(line, " by="+by+" duration=") {
+			t.Errorf("terminal ended with %q, want by=%s and a duration", line, by)
+		}
+	}
+
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w.ready()
+	w.input("echo typed-secret-$((6*7))\r")
+	w.output("typed-secret-42")
+	w.input("exit 3\r")
+	w.end()
+	w.c.Read(context.Background()) // answers the close, as a browser does
+	ended(1, "device")
+
+	w = l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w.ready()
+	w.c.Close(websocket.StatusGoingAway, "") // the tab is closed
+	ended(2, "page")
+
+	w = l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w.ready()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.c.Read(context.Background()) // the end message
+		w.c.Read(context.Background()) // answers the close, as a browser does
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l.console.Shutdown(ctx)
+	<-done
+	ended(3, "shutdown")
+
+	if strings.Contains(l.logs.String(), "typed-secret") {
+		t.Error("typed input reached the log")
+	}
+}

@@ -144,11 +144,17 @@ type tunnels struct {
 	closed bool
 	byID   map[string]*liveTunnel
 	list   []*liveTunnel // in order of start
+	// open are the tunnels this console opened through the control plane and that
+	// are not known to be closed at the service (a DELETE closed them, or the
+	// service sent its Close frame), by console id; close closes them. Forgetting a
+	// tunnel does not take it out: it may still be open.
+	open map[string]*liveTunnel
 }
 
 func newTunnels(cfg *Config, log *slog.Logger) *tunnels {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &tunnels{cfg: cfg, log: log, ctx: ctx, cancel: cancel, byID: map[string]*liveTunnel{}}
+	return &tunnels{cfg: cfg, log: log, ctx: ctx, cancel: cancel, byID: map[string]*liveTunnel{},
+		open: map[string]*liveTunnel{}}
 }
 
 // start runs the source side of spec until the tunnel closes or the console stops.
@@ -186,6 +192,9 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 	ctx, cancel := context.WithCancel(ts.ctx)
 	t.stop = cancel
 	ts.mu.Lock()
+	if spec.Opened { // even when closing: close closes it at the service
+		ts.open[t.id] = t
+	}
 	if ts.closed {
 		ts.mu.Unlock()
 		cancel()
@@ -202,6 +211,9 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 		defer close(t.done)
 		defer cancel()
 		err := src.Run(ctx)
+		if errors.Is(err, tunnel.ErrClosedByService) {
+			ts.closedAtService(t)
+		}
 		reason := closeReason(err, ctx.Err() != nil)
 		log.Info("tunnel source side ended", "reason", reason)
 		t.mu.Lock()
@@ -259,13 +271,48 @@ func (ts *tunnels) remove(t *liveTunnel) {
 	}
 }
 
-// close stops every source side and waits for them.
-func (ts *tunnels) close() {
+// closedAtService notes that t's tunnel is closed at the service: close leaves it.
+func (ts *tunnels) closedAtService(t *liveTunnel) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	delete(ts.open, t.id)
+}
+
+// close stops every source side and waits for them; then it closes at the service
+// (CloseTunnel, not deleted) the tunnels this console opened and has not closed,
+// within ctx and Config.closeTimeout in all, so that they do not stay open, their
+// destinations connected, for the rest of their lifetime. Tunnels of pasted tokens
+// are the administrator's: they stay open.
+func (ts *tunnels) close(ctx context.Context) {
 	ts.mu.Lock()
 	ts.closed = true
 	ts.mu.Unlock()
 	ts.cancel()
 	ts.wg.Wait()
+
+	ts.mu.Lock()
+	open := ts.open
+	ts.open = map[string]*liveTunnel{}
+	ts.mu.Unlock()
+	if len(open) == 0 || ts.cfg.ControlPlane == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, ts.cfg.closeTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, t := range open {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			log := ts.log.With("thing", t.spec.Thing, "tunnel_id", t.spec.TunnelID)
+			if err := ts.cfg.ControlPlane.CloseTunnel(ctx, t.spec.TunnelID); err != nil {
+				log.Warn("closing a tunnel at shutdown", "err", err)
+				return
+			}
+			log.Info("tunnel closed at shutdown")
+		}()
+	}
+	wg.Wait()
 }
 
 func randomID() string {

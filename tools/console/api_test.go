@@ -1,0 +1,177 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// fakeControlPlane opens tunnels with a made-up id and source token, or refuses
+// them (refuseOpen); its CloseTunnel returns closeErr, or waits for its context
+// when hang is set.
+type fakeControlPlane struct {
+	refuseOpen bool
+	closeErr   error
+	hang       bool
+
+	mu     sync.Mutex
+	opened []string // OpenTunnel calls' things, refused ones too
+	closed []string // CloseTunnel calls' ids
+}
+
+func (f *fakeControlPlane) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (string, tunnel.Token, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.opened = append(f.opened, thing)
+	if f.refuseOpen {
+		return "", tunnel.Token{}, errors.New("fake: OpenTunnel refused")
+	}
+	id := "tunnel-" + thing
+	tok, err := tunnel.NewAccessToken("AQGAAXh-source-token-of-" + thing)
+	return id, tok, err
+}
+
+func (f *fakeControlPlane) CloseTunnel(ctx context.Context, id string) error {
+	f.mu.Lock()
+	f.closed = append(f.closed, id)
+	f.mu.Unlock()
+	if f.hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return f.closeErr
+}
+
+func (f *fakeControlPlane) calls() (opened, closed []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.opened...), append([]string(nil), f.closed...)
+}
+
+// post is POST /api/tunnels as the page sends it; it returns the code and the
+// answer's error text.
+func post(t *testing.T, s *Server, req openRequest) (int, string) {
+	t.Helper()
+	b, _ := json.Marshal(req)
+	r := request(http.MethodPost, "/api/tunnels", bytes.NewReader(b))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Authorization", "Bearer the-access-token")
+	r.Header.Set("Origin", "http://127.0.0.1:8088")
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, r)
+	var e struct{ Error string }
+	json.Unmarshal(rec.Body.Bytes(), &e)
+	return rec.Code, e.Error
+}
+
+// TestOpenLifetime: the lifetime is the service's 1 to 720 minutes
+// (maxLifetimeTimeoutMinutes); anything else, 0 too, is refused before the
+// control plane is asked.
+func TestOpenLifetime(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		minutes int
+		want    int // 502: passed on to the control plane, which refuses it
+	}{
+		{"zero", 0, http.StatusBadRequest},
+		{"negative", -5, http.StatusBadRequest},
+		{"over 12 hours", 721, http.StatusBadRequest},
+		{"one minute", 1, http.StatusBadGateway},
+		{"12 hours", 720, http.StatusBadGateway},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cp := &fakeControlPlane{refuseOpen: true}
+			s := newTestServer(t, Config{ControlPlane: cp})
+			code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: tc.minutes})
+			if code != tc.want {
+				t.Fatalf("open with lifetime %d = %d %q, want %d", tc.minutes, code, msg, tc.want)
+			}
+			if code == http.StatusBadRequest && !strings.Contains(msg, "1 to 720") {
+				t.Errorf("open with lifetime %d: %q does not say the range", tc.minutes, msg)
+			}
+			opened, _ := cp.calls()
+			if asked := len(opened) != 0; asked != (code != http.StatusBadRequest) {
+				t.Fatalf("open with lifetime %d = %d: control plane asked %v", tc.minutes, code, asked)
+			}
+		})
+	}
+	t.Run("left out", func(t *testing.T) {
+		cp := &fakeControlPlane{refuseOpen: true}
+		s := newTestServer(t, Config{ControlPlane: cp})
+		if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1"}); code != http.StatusBadRequest {
+			t.Fatalf("open without a lifetime = %d %q, want 400", code, msg)
+		}
+		if opened, _ := cp.calls(); len(opened) != 0 {
+			t.Fatalf("the control plane was asked to open %q", opened)
+		}
+	})
+}
+
+// TestPastedEndpoint: an endpoint the source side cannot use, which it would retry
+// for ever, is refused at once: plain text (ws://) unless AllowInsecureWebSocket,
+// and malformed endpoints and regions.
+func TestPastedEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		insecure         bool
+		endpoint, region string
+		want             int
+		wantText         string
+	}{
+		{"ws://", false, "ws://127.0.0.1:1", "", http.StatusBadRequest, "plain text"},
+		{"WS://", false, "WS://127.0.0.1:1", "", http.StatusBadRequest, "plain text"},
+		{"http://", false, "http://127.0.0.1:1", "", http.StatusBadRequest, "plain text"},
+		{"ws:// with a region", false, "ws://127.0.0.1:1", "eu-west-1", http.StatusBadRequest, "plain text"},
+		{"a path", false, "wss://127.0.0.1:1/tunnel", "", http.StatusBadRequest, "path"},
+		{"another scheme", false, "ftp://127.0.0.1:1", "", http.StatusBadRequest, "want wss"},
+		{"a bad region", false, "", "Not A Region", http.StatusBadRequest, "region"},
+		{"wss://", false, "wss://127.0.0.1:1", "", http.StatusOK, ""},
+		{"host:port", false, "127.0.0.1:1", "", http.StatusOK, ""},
+		{"ws:// allowed", true, "ws://127.0.0.1:1", "", http.StatusOK, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newTestServer(t, Config{AllowInsecureWebSocket: tc.insecure})
+			code, msg := post(t, s, openRequest{Mode: "token", Token: "AQGAAXh-pasted", Label: "dev1", Endpoint: tc.endpoint, Region: tc.region})
+			if code != tc.want || !strings.Contains(msg, tc.wantText) {
+				t.Fatalf("paste with endpoint %q, region %q = %d %q, want %d %q", tc.endpoint, tc.region, code, msg, tc.want, tc.wantText)
+			}
+			started := len(s.tunnels.views())
+			if want := map[bool]int{true: 1, false: 0}[code == http.StatusOK]; started != want {
+				t.Fatalf("paste with endpoint %q: %d tunnels started, want %d", tc.endpoint, started, want)
+			}
+		})
+	}
+}
+
+// TestConfigEndpoint: New refuses a plain-text Endpoint as the page refuses a
+// pasted one.
+func TestConfigEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		endpoint string
+		insecure bool
+		wantErr  string
+	}{
+		{"ws://127.0.0.1:1", false, "plain text"},
+		{"http://127.0.0.1:1", false, "plain text"},
+		{"ws://127.0.0.1:1", true, ""},
+		{"wss://127.0.0.1:1", false, ""},
+		{"", false, ""},
+	} {
+		s, err := New(Config{Endpoint: tc.endpoint, AllowInsecureWebSocket: tc.insecure})
+		if s != nil {
+			s.Close()
+		}
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("New with Endpoint %q (insecure %v) = %v, want %q", tc.endpoint, tc.insecure, err, tc.wantErr)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package console
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/tools/tunneld"
+)
+
+// TestShutdownClosesOpenedTunnels: at shutdown the console closes at the service
+// the tunnels it opened and has not closed, with a log line each; a tunnel it
+// closed already is not closed again, and the tunnel of a pasted token, the
+// administrator's, stays open.
+func TestShutdownClosesOpenedTunnels(t *testing.T) {
+	l := newTestLab(t, Config{}, "dev-open", "dev-closed", "dev-pasted")
+	c := l.client()
+	opened := l.openTunnel(c, "dev-open")
+	closed := l.openTunnel(c, "dev-closed")
+	l.api(c, http.MethodDelete, "/api/tunnels/"+closed.ID+"?forget=1", nil, nil, http.StatusOK)
+	pasted, _, _ := l.pasteToken("dev-pasted", "dev-pasted")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l.console.Shutdown(ctx)
+
+	for id, want := range map[string]string{opened.TunnelID: tunneld.StatusClosed, closed.TunnelID: tunneld.StatusClosed,
+		pasted.TunnelID: tunneld.StatusOpen} {
+		d, err := l.td.DescribeTunnel(context.Background(), &tunneld.DescribeTunnelInput{TunnelID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Tunnel.Status != want {
+			t.Errorf("tunnel %s after shutdown: %s, want %s", id, d.Tunnel.Status, want)
+		}
+	}
+	logs := l.logs.String()
+	var lines []string
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, "at shutdown") {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], `msg="tunnel closed at shutdown"`) ||
+		!strings.Contains(lines[0], "tunnel_id="+opened.TunnelID) || !strings.Contains(lines[0], "thing=dev-open") {
+		t.Errorf("shutdown logged %q, want one line: tunnel %s of dev-open closed", lines, opened.TunnelID)
+	}
+	for _, lt := range l.console.tunnels.list {
+		if strings.Contains(logs, lt.spec.Token.Reveal()) {
+			t.Errorf("the source token of %s reached the log", lt.spec.Thing)
+		}
+	}
+}
+
+// TestShutdownCloseBounded: closing the opened tunnels at shutdown takes at most
+// closeTimeout in all, however slow the control plane, and a failure is logged.
+func TestShutdownCloseBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cp     *fakeControlPlane
+		ctx    time.Duration // Shutdown's; 0 means Close
+		want   string
+		within time.Duration
+	}{
+		{"hanging, Close", &fakeControlPlane{hang: true}, 0, "context deadline exceeded", 2 * time.Second},
+		{"hanging, Shutdown", &fakeControlPlane{hang: true}, 200 * time.Millisecond, "context deadline exceeded", 2 * time.Second},
+		{"refusing", &fakeControlPlane{closeErr: errors.New("fake: CloseTunnel refused")}, 0, "CloseTunnel refused", time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &syncBuffer{t: t}
+			s, err := New(Config{AccessToken: "the-access-token", ControlPlane: tc.cp, Endpoint: "wss://127.0.0.1:1",
+				closeTimeout: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			for _, thing := range []string{"dev1", "dev2"} {
+				if code, msg := post(t, s, openRequest{Mode: "open", Thing: thing, LifetimeMinutes: 5}); code != http.StatusOK {
+					t.Fatalf("open %s = %d %q", thing, code, msg)
+				}
+			}
+			start := time.Now()
+			if tc.ctx == 0 {
+				s.Close()
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), tc.ctx)
+				s.Shutdown(ctx)
+				cancel()
+			}
+			if d := time.Since(start); d > tc.within {
+				t.Errorf("shutdown took %v, want at most %v", d, tc.within)
+			}
+			_, closed := tc.cp.calls()
+			slices.Sort(closed)
+			if !slices.Equal(closed, []string{"tunnel-dev1", "tunnel-dev2"}) {
+				t.Errorf("CloseTunnel calls %q, want both tunnels", closed)
+			}
+			for _, thing := range []string{"dev1", "dev2"} {
+				if n := strings.Count(logs.String(), `msg="closing a tunnel at shutdown" thing=`+thing+" tunnel_id=tunnel-"+thing); n != 1 {
+					t.Errorf("%d failure lines for %s, want 1", n, thing)
+				}
+			}
+			if !strings.Contains(logs.String(), tc.want) || strings.Contains(logs.String(), "source-token-of") {
+				t.Errorf("logs %q: want %q and no token", logs, tc.want)
+			}
+		})
+	}
+}
