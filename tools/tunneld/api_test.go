@@ -152,6 +152,38 @@ func TestTags(t *testing.T) {
 	}
 }
 
+// TestTagLimitPerTunnel: a tunnel holds at most 200 tags, however they came; a
+// refused TagResource changes nothing.
+func TestTagLimitPerTunnel(t *testing.T) {
+	ts := startServer(t, Config{})
+	full := ts.mustCall(t, "OpenTunnel", `{"tags":`+tagsJSON(200, "k")+`}`)
+	arn := full["tunnelArn"].(string)
+	status, m := ts.call(t, "TagResource", `{"resourceArn":"`+arn+`","tags":[{"key":"k0","value":"new"},{"key":"one-more","value":""}]}`)
+	if status != 400 || m["__type"] != ErrTypeInvalidRequest || !strings.Contains(fmt.Sprint(m["message"]), "201 tags") {
+		t.Errorf("201st tag: %d %v, want InvalidRequestException", status, m)
+	}
+	ts.mustCall(t, "TagResource", `{"resourceArn":"`+arn+`","tags":[{"key":"k199","value":"replaced"}]}`) // replacing is fine
+	tags := ts.mustCall(t, "ListTagsForResource", map[string]any{"resourceArn": arn})["tags"].([]any)
+	if len(tags) != 200 || fmt.Sprint(tags[0]) != "map[key:k0 value:v]" || fmt.Sprint(tags[199]) != "map[key:k199 value:replaced]" {
+		t.Errorf("after the refused TagResource: %d tags, first %v, last %v", len(tags), tags[0], tags[len(tags)-1])
+	}
+
+	half := ts.mustCall(t, "OpenTunnel", `{"tags":`+tagsJSON(100, "a")+`}`)
+	if status, m := ts.call(t, "TagResource", `{"resourceArn":"`+half["tunnelArn"].(string)+`","tags":`+tagsJSON(101, "b")+`}`); status != 400 || m["__type"] != ErrTypeInvalidRequest {
+		t.Errorf("100 tags and 101 more: %d %v, want InvalidRequestException", status, m)
+	}
+	ts.mustCall(t, "TagResource", `{"resourceArn":"`+half["tunnelArn"].(string)+`","tags":`+tagsJSON(100, "b")+`}`)
+}
+
+// tagsJSON is a JSON list of n tags keyed prefix0, prefix1, ... with value "v".
+func tagsJSON(n int, prefix string) string {
+	tags := make([]string, n)
+	for i := range tags {
+		tags[i] = fmt.Sprintf(`{"key":"%s%d","value":"v"}`, prefix, i)
+	}
+	return "[" + strings.Join(tags, ",") + "]"
+}
+
 func TestLimitExceeded(t *testing.T) {
 	ts := startServer(t, Config{MaxOpenTunnels: 2})
 	ts.open(t, "", "SSH")
@@ -185,6 +217,14 @@ func TestValidation(t *testing.T) {
 		{"OpenTunnel", `{"tags":[]}`, ErrTypeInvalidRequest, "tags"},
 		{"OpenTunnel", `{"tags":[{"key":"","value":"x"}]}`, ErrTypeInvalidRequest, "tags[0].key"},
 		{"OpenTunnel", `{"tags":[{"key":"k","value":"a\nb"}]}`, ErrTypeInvalidRequest, "tags[0].value"},
+		{"OpenTunnel", `{"tags":[{"key":"` + long + `","value":"x"}]}`, ErrTypeInvalidRequest, "tags[0].key"},
+		{"OpenTunnel", `{"tags":[{"key":"k","value":"` + strings.Repeat("v", 257) + `"}]}`, ErrTypeInvalidRequest, "tags[0].value"},
+		{"OpenTunnel", `{"tags":` + tagsJSON(201, "k") + `}`, ErrTypeInvalidRequest, "1-200"},
+		{"OpenTunnel", `{"tags":[{"key":"a","value":"1"},{"key":"b","value":""},{"key":"a","value":"2"}]}`, ErrTypeInvalidRequest, `"a" twice`},
+		{"OpenTunnel", `{"tags":[{"key":"aws:createdBy","value":"x"}]}`, ErrTypeInvalidRequest, "reserved prefix"},
+		{"OpenTunnel", `{"tags":[{"key":"k","value":"x"},{"key":"AwS:x","value":"x"}]}`, ErrTypeInvalidRequest, "tags[1].key"},
+		{"TagResource", `{"resourceArn":"` + open.TunnelArn + `","tags":[{"key":"a","value":"1"},{"key":"a","value":"1"}]}`, ErrTypeInvalidRequest, "twice"},
+		{"TagResource", `{"resourceArn":"` + open.TunnelArn + `","tags":[{"key":"aws:x","value":"1"}]}`, ErrTypeInvalidRequest, "reserved prefix"},
 		{"OpenTunnel", `{"timeoutConfig":{"maxLifetimeTimeoutMinutes":"ten"}}`, ErrTypeSerialization, "decode"},
 		{"OpenTunnel", `[]`, ErrTypeSerialization, "decode"},
 		{"OpenTunnel", `{} {}`, ErrTypeSerialization, "after"},
@@ -218,7 +258,7 @@ func TestValidation(t *testing.T) {
 			status, m := ts.call(t, tc.op, tc.body)
 			msg, _ := m["message"].(string)
 			if status != http.StatusBadRequest || m["__type"] != tc.wantType || !strings.Contains(msg, tc.wantMsg) {
-				t.Errorf("%s %s = %d %v, want 400 %s mentioning %q", tc.op, tc.body, status, m, tc.wantType, tc.wantMsg)
+				t.Errorf("%s %s = %d %v, want 400 %s mentioning %q", tc.op, tc.body, status, redact(m), tc.wantType, tc.wantMsg)
 			}
 		})
 	}

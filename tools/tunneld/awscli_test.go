@@ -45,14 +45,19 @@ type cli struct {
 	path     string
 	endpoint string
 	env      []string
+	region   string // "" means us-east-1
 }
 
 // run runs `aws iotsecuretunneling ARGS` and decodes its JSON output; want0 says
 // whether the command must succeed. It returns the output and stderr.
 func (c *cli) run(want0 bool, args ...string) (map[string]any, string) {
 	c.t.Helper()
+	region := c.region
+	if region == "" {
+		region = "us-east-1"
+	}
 	full := append([]string{"iotsecuretunneling"}, args...)
-	full = append(full, "--endpoint-url", c.endpoint, "--region", "us-east-1", "--output", "json", "--no-cli-pager")
+	full = append(full, "--endpoint-url", c.endpoint, "--region", region, "--output", "json", "--no-cli-pager")
 	cmd := exec.Command(c.path, full...)
 	cmd.Env = c.env
 	var stdout, stderr bytes.Buffer
@@ -192,6 +197,12 @@ func TestAWSCLIWithMosquitto(t *testing.T) {
 		if _, stderr := bad.run(false, "list-tunnels"); !strings.Contains(stderr, tc.want) {
 			t.Errorf("list-tunnels signed by %s with a wrong secret: stderr %q, want %s", tc.key, stderr, tc.want)
 		}
+	}
+	// So are good credentials scoped to another region.
+	elsewhere := *c
+	elsewhere.region = "eu-west-1"
+	if _, stderr := elsewhere.run(false, "list-tunnels"); !strings.Contains(stderr, "InvalidSignatureException") || !strings.Contains(stderr, "us-east-1/IoTSecuredTunneling/aws4_request") {
+		t.Errorf("list-tunnels signed for eu-west-1: stderr %q, want InvalidSignatureException naming the us-east-1 scope", stderr)
 	}
 
 	// A tunnel opened while the broker is down is notified once it is back.

@@ -62,7 +62,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate `file` (chain) to serve HTTPS and WSS; needs --tls-key; without both, plain HTTP and WS")
 	fs.StringVar(&o.TLSKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&o.DataDir, "data-dir", "", "`directory` for the state file tunnels.json (tunnels and their tokens survive a restart); empty keeps state in memory")
-	fs.StringVar(&o.Region, "region", DefaultRegion, "AWS `region` reported in notifications and tunnel ARNs")
+	fs.StringVar(&o.Region, "region", DefaultRegion, "AWS `region` reported in notifications and tunnel ARNs; with --credentials, requests must be signed for it")
 	fs.StringVar(&o.MQTTBroker, "mqtt-broker", "", "MQTT broker for tunnel notifications: host:port (TLS) or a tls:// or mqtt:// URL; empty disables notifications")
 	fs.StringVar(&o.MQTTCA, "mqtt-ca", "", "PEM CA `file` that signed the broker's certificate")
 	fs.StringVar(&o.MQTTCert, "mqtt-cert", "", "PEM client certificate `file` for mutual TLS with the broker (its identity must be allowed to publish on $aws/things/+/tunnels/notify)")
@@ -70,9 +70,9 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.StringVar(&o.ClientID, "mqtt-client-id", "", "MQTT client `id`; empty means porthole-tunneld-<random>")
 	fs.BoolVar(&o.PrintAddr, "print-addr", false, "print the bound address (host:port) on a line of its own on stdout once listening; useful with port 0")
 	fs.IntVar(&o.Bandwidth, "bandwidth", 0, "limit each tunnel to this many `bytes` per second, both directions and WebSocket pings and pongs together; 0 is unlimited (AWS documents 800 KB/s)")
-	fs.IntVar(&o.MaxTunnels, "max-open-tunnels", DefaultMaxOpenTunnels, "OpenTunnel fails with LimitExceededException while this `number` of tunnels are open")
+	fs.IntVar(&o.MaxTunnels, "max-open-tunnels", DefaultMaxOpenTunnels, "OpenTunnel fails with LimitExceededException while this `number` of tunnels are open; at least 1")
 	fs.BoolVar(&o.Unsigned, "allow-unsigned", false, "accept control-plane requests without an Authorization header (ignored with --credentials)")
-	fs.StringVar(&o.CredFile, "credentials", "", "`file` of \"ACCESS_KEY_ID SECRET_ACCESS_KEY\" lines (# comments): verify every control-plane request's SigV4 signature against them; without it, signatures are not checked and any credentials work")
+	fs.StringVar(&o.CredFile, "credentials", "", "`file` of \"ACCESS_KEY_ID SECRET_ACCESS_KEY\" lines (# comments): verify every control-plane request's SigV4 signature against them, and its scope (--region, service IoTSecuredTunneling); without it, signatures are not checked and any credentials work")
 	fs.BoolVar(&o.Verbose, "v", false, "log at debug level")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
@@ -88,12 +88,19 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 		fs.Usage()
 		return o, err
 	}
+	// Config.MaxOpenTunnels 0 means the default, but on the command line the
+	// default is spelled out: a 0 there is a mistake, not a request for 100.
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"bandwidth", o.Bandwidth}, {"max-open-tunnels", o.MaxTunnels}} {
-		if f.v < 0 {
-			err := fmt.Errorf("invalid value %d for flag -%s: must not be negative", f.v, f.name)
+		min  int
+	}{{"bandwidth", o.Bandwidth, 0}, {"max-open-tunnels", o.MaxTunnels, 1}} {
+		if f.v < f.min {
+			want := "must not be negative"
+			if f.min > 0 {
+				want = fmt.Sprintf("must be at least %d", f.min)
+			}
+			err := fmt.Errorf("invalid value %d for flag -%s: %s", f.v, f.name, want)
 			fmt.Fprintln(stderr, err)
 			fs.Usage()
 			return o, err

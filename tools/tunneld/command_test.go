@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -28,7 +29,8 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 			t.Errorf("--help does not explain -%s", f)
 		}
 	}
-	for _, s := range []string{"Exit codes", "--endpoint-url", "$aws/things/<thing>/tunnels/notify"} {
+	for _, s := range []string{"Exit codes", "--endpoint-url", "$aws/things/<thing>/tunnels/notify",
+		fmt.Sprintf("at least 1 (default %d)", DefaultMaxOpenTunnels)} {
 		if !strings.Contains(help, s) {
 			t.Errorf("--help does not mention %q", s)
 		}
@@ -51,6 +53,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		flag string
 	}{
 		{[]string{"--max-open-tunnels", "-1"}, "-max-open-tunnels"},
+		{[]string{"--max-open-tunnels", "0"}, "-max-open-tunnels"}, // not a silent 100
 		{[]string{"--bandwidth", "-5"}, "-bandwidth"},
 	} {
 		var stderr strings.Builder
@@ -68,9 +71,12 @@ func TestParseFlagsErrors(t *testing.T) {
 			t.Errorf("New(%+v) succeeded, want an error", cfg)
 		}
 	}
-	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--region", "eu-west-1", "--bandwidth", "1000", "--max-open-tunnels", "0"}, io.Discard)
-	if err != nil || o.Listen != "127.0.0.1:0" || o.Region != "eu-west-1" || o.Bandwidth != 1000 {
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--region", "eu-west-1", "--bandwidth", "1000", "--max-open-tunnels", "1"}, io.Discard)
+	if err != nil || o.Listen != "127.0.0.1:0" || o.Region != "eu-west-1" || o.Bandwidth != 1000 || o.MaxTunnels != 1 {
 		t.Errorf("ParseFlags = %+v, %v", o, err)
+	}
+	if o, err := ParseFlags(nil, io.Discard); err != nil || o.MaxTunnels != DefaultMaxOpenTunnels {
+		t.Errorf("ParseFlags() = %+v, %v; want --max-open-tunnels %d", o, err, DefaultMaxOpenTunnels)
 	}
 }
 

@@ -14,7 +14,8 @@
 //     ResourceNotFoundException, InvalidRequestException, LimitExceededException,
 //     SerializationException). Requests need a SigV4-shaped Authorization header
 //     (Config.AllowUnsigned lifts that). With Config.Credentials (--credentials) the
-//     signature is verified (InvalidSignatureException, UnrecognizedClientException);
+//     signature is verified, with its credential scope: Config.Region and the signing
+//     name IoTSecuredTunneling (InvalidSignatureException, UnrecognizedClientException);
 //     without, it is not, so the AWS CLI works with dummy credentials and
 //     --endpoint-url;
 //   - the data plane, WebSocket on /tunnel, from agent/tunnel/dataplane: the real

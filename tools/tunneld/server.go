@@ -28,7 +28,8 @@ const (
 // Config configures a Server. The zero value serves in memory, in us-east-1, without
 // notifications.
 type Config struct {
-	// Region is reported in notifications and ARNs; "" means us-east-1.
+	// Region is reported in notifications and ARNs, and is the region of the SigV4
+	// credential scope with Credentials; "" means us-east-1.
 	Region string
 	// AccountID appears in tunnel ARNs; "" means 123456789012.
 	AccountID string
@@ -56,7 +57,8 @@ type Config struct {
 	AllowUnsigned bool
 	// Credentials maps access key IDs to secret access keys. Set, every control-plane
 	// request must carry a valid SigV4 signature by one of them (clock skew at most
-	// 15 minutes); nil or empty means signatures are not verified.
+	// 15 minutes), scoped to Region and the service IoTSecuredTunneling (SigningName);
+	// nil or empty means signatures are not verified.
 	Credentials map[string]string
 	// Logger receives the server's records; nil discards. Tokens are never logged,
 	// only their fingerprints.
@@ -71,6 +73,9 @@ type Config struct {
 	// readTimeout bounds reading one request, headers and body, from its first
 	// byte; 0 means requestReadTimeout. Upgraded WebSockets are not bound by it.
 	readTimeout time.Duration
+	// signingName is the service a SigV4 credential scope must name; "" means
+	// SigningName (tests use the AWS test suite's "service").
+	signingName string
 }
 
 // requestReadTimeout is how long a client has to send a whole request: a control
@@ -500,7 +505,8 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	return out, nil
 }
 
-// TagResource adds or replaces tags of a tunnel.
+// TagResource adds or replaces tags of a tunnel. A tunnel keeps at most 200 tags,
+// as many as OpenTunnel takes and DescribeTunnel returns.
 func (s *Server) TagResource(ctx context.Context, in *TagResourceInput) error {
 	if err := checkResourceArn(in.ResourceArn); err != nil {
 		return err
@@ -513,6 +519,16 @@ func (s *Server) TagResource(ctx context.Context, in *TagResourceInput) error {
 	if r == nil {
 		s.mu.Unlock()
 		return notFound("resource %s not found", in.ResourceArn)
+	}
+	added := 0
+	for _, t := range in.Tags {
+		if !slices.ContainsFunc(r.Tags, func(x Tag) bool { return x.Key == t.Key }) {
+			added++
+		}
+	}
+	if n := len(r.Tags) + added; n > maxTags {
+		s.mu.Unlock()
+		return invalid("the tunnel would have %d tags, more than the %d allowed", n, maxTags)
 	}
 	for _, t := range in.Tags {
 		if i := slices.IndexFunc(r.Tags, func(x Tag) bool { return x.Key == t.Key }); i >= 0 {

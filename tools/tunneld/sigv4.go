@@ -21,6 +21,11 @@ const (
 	ErrTypeUnrecognizedClient = "UnrecognizedClientException"
 )
 
+// SigningName is the service in the credential scope of a request to this API: the
+// metadata "signingName" of its model (botocore data/iotsecuretunneling/2018-10-05/
+// service-2.json), which the AWS CLI and SDKs sign with.
+const SigningName = "IoTSecuredTunneling"
+
 // maxClockSkew is how far X-Amz-Date may be from the server's clock, as at AWS.
 const maxClockSkew = 15 * time.Minute
 
@@ -70,6 +75,22 @@ func (s *Server) verifySigV4(r *http.Request, a *sigV4Auth, body []byte) error {
 	t, err := time.Parse("20060102T150405Z", amzDate)
 	if err != nil || !strings.HasPrefix(amzDate, a.date) {
 		return &APIError{Type: ErrTypeIncompleteSigature, Message: "X-Amz-Date is missing, malformed or not the credential's date", Status: http.StatusForbidden}
+	}
+	// The scope names where the signature may be used: a request signed for
+	// another region or service is not for this one, even with a valid signature.
+	region, service := s.cfg.Region, s.cfg.signingName
+	if region == "" {
+		region = DefaultRegion
+	}
+	if service == "" {
+		service = SigningName
+	}
+	scope := a.date + "/" + region + "/" + service + "/aws4_request"
+	switch {
+	case a.region != region:
+		return &APIError{Type: ErrTypeInvalidSignature, Message: fmt.Sprintf("Credential should be scoped to a valid region, not '%s'; want the scope %s", a.region, scope), Status: http.StatusForbidden}
+	case a.service != service:
+		return &APIError{Type: ErrTypeInvalidSignature, Message: fmt.Sprintf("Credential should be scoped to correct service: '%s', not '%s'; want the scope %s", service, a.service, scope), Status: http.StatusForbidden}
 	}
 	if d := s.now().Sub(t); d > maxClockSkew || d < -maxClockSkew {
 		return &APIError{Type: ErrTypeInvalidSignature, Message: "Signature expired: " + amzDate + " is more than 15 minutes from the server's time", Status: http.StatusForbidden}

@@ -1,7 +1,10 @@
 package tunneld
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,6 +14,7 @@ func TestSigV4Vanilla(t *testing.T) {
 	s := &Server{cfg: Config{
 		Credentials: map[string]string{"AKIDEXAMPLE": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"},
 		now:         func() time.Time { return time.Date(2015, 8, 30, 12, 36, 0, 0, time.UTC) },
+		signingName: "service", // the suite's scope is 20150830/us-east-1/service/aws4_request
 	}}
 	const sig = "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
 	for _, tc := range []struct {
@@ -72,5 +76,68 @@ func TestSignV4(t *testing.T) {
 	}
 	if err := s.checkAuth(req, []byte(`{"description":"y"}`)); err == nil {
 		t.Fatal("the server accepted a changed body")
+	}
+}
+
+// TestSigV4Scope: a request signed with a known key, but for another region or
+// service, is refused as AWS refuses it, and the answer names the scope wanted.
+func TestSigV4Scope(t *testing.T) {
+	const secret = "porthole-scope-secret"
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name, serverRegion, region, service string
+		wantMsg                             string // "" means accepted
+	}{
+		{"default region", "", "us-east-1", SigningName, ""},
+		{"configured region", "eu-west-1", "eu-west-1", SigningName, ""},
+		{"other region", "", "eu-west-1", SigningName, "not 'eu-west-1'; want the scope 20261130/us-east-1/IoTSecuredTunneling/aws4_request"},
+		{"default region at a configured one", "eu-west-1", "us-east-1", SigningName, "want the scope 20261130/eu-west-1/IoTSecuredTunneling/aws4_request"},
+		{"other service", "", "us-east-1", "iot", "'IoTSecuredTunneling', not 'iot'; want the scope 20261130/us-east-1/IoTSecuredTunneling/aws4_request"},
+		{"endpoint prefix as service", "", "us-east-1", "api.tunneling.iot", "not 'api.tunneling.iot'"},
+		{"service in lower case", "", "us-east-1", "iotsecuredtunneling", "not 'iotsecuredtunneling'"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Server{cfg: Config{Region: tc.serverRegion, Credentials: map[string]string{"AKID": secret}, now: func() time.Time { return now }}}
+			body := []byte(`{}`)
+			req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:1/", nil)
+			req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+			req.Header.Set("X-Amz-Target", "IoTSecuredTunneling.ListTunnels")
+			SignV4(req, body, "AKID", secret, "", tc.region, tc.service, now)
+			err := s.checkAuth(req, body)
+			if tc.wantMsg == "" {
+				if err != nil {
+					t.Fatalf("checkAuth = %v, want nil", err)
+				}
+				return
+			}
+			ae, ok := err.(*APIError)
+			if !ok || ae.Type != ErrTypeInvalidSignature || ae.status() != http.StatusForbidden || !strings.Contains(ae.Message, tc.wantMsg) {
+				t.Fatalf("checkAuth = %v, want 403 %s mentioning %q", err, ErrTypeInvalidSignature, tc.wantMsg)
+			}
+			if strings.Contains(ae.Message, secret) || strings.Contains(ae.Message, "AKID") {
+				t.Errorf("the error %q shows the credentials", ae.Message)
+			}
+		})
+	}
+
+	// Over HTTP, the refusal is AWS's JSON error.
+	ts := startServer(t, Config{Region: "eu-west-1", Credentials: map[string]string{"AKID": secret}})
+	body := []byte(`{}`)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+ts.addr+"/", bytes.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("X-Amz-Target", targetPrefix+"ListTunnels")
+	SignV4(req, body, "AKID", secret, "", "us-east-1", SigningName, time.Now())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	if msg, _ := m["message"].(string); resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Amzn-ErrorType") != ErrTypeInvalidSignature ||
+		m["__type"] != ErrTypeInvalidSignature || !strings.Contains(msg, "/eu-west-1/IoTSecuredTunneling/aws4_request") {
+		t.Errorf("signed for us-east-1 at an eu-west-1 server: %d %v, want 403 %s naming the eu-west-1 scope", resp.StatusCode, m, ErrTypeInvalidSignature)
 	}
 }

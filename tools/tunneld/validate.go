@@ -3,6 +3,7 @@ package tunneld
 import (
 	"regexp"
 	"slices"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -19,9 +20,21 @@ var (
 const (
 	maxServices        = 3   // services per tunnel (spec §7, adjustable at AWS)
 	maxLifetimeMinutes = 720 // TimeoutInMin
-	maxTags            = 200
 	maxDescription     = 2048
 	maxListResults     = 100
+)
+
+// Tag bounds, from the API model (botocore data/iotsecuretunneling/2018-10-05/
+// service-2.json, and the API reference page API_iot-secure-tunneling_Tag): TagList
+// holds 1–200 tags, in a request and in a tunnel's description alike, so 200 is
+// also what a tunnel keeps across TagResource; TagKey is 1–128 characters, TagValue
+// 0–256, both of tagPattern. Keys are unique per resource and the aws: prefix, in
+// any case, is AWS's own (AWS tagging restrictions: "the reserved prefix is aws:").
+const (
+	maxTags        = 200
+	maxTagKey      = 128
+	maxTagValue    = 256
+	reservedTagKey = "aws:"
 )
 
 func checkTunnelID(id string) error {
@@ -66,11 +79,17 @@ func checkTags(tags []Tag, required bool) error {
 		return invalid("tags must hold 1-%d tags, got %d", maxTags, len(tags))
 	}
 	for i, t := range tags {
-		if n := utf8.RuneCountInString(t.Key); n < 1 || n > 128 || !tagPattern.MatchString(t.Key) {
-			return invalid("tags[%d].key must be 1-128 characters of letters, spaces, digits and _.:/=+-@", i)
+		if n := utf8.RuneCountInString(t.Key); n < 1 || n > maxTagKey || !tagPattern.MatchString(t.Key) {
+			return invalid("tags[%d].key must be 1-%d characters of letters, spaces, digits and _.:/=+-@", i, maxTagKey)
 		}
-		if n := utf8.RuneCountInString(t.Value); n > 256 || !tagPattern.MatchString(t.Value) {
-			return invalid("tags[%d].value must be 0-256 characters of letters, spaces, digits and _.:/=+-@", i)
+		if len(t.Key) >= len(reservedTagKey) && strings.EqualFold(t.Key[:len(reservedTagKey)], reservedTagKey) {
+			return invalid("tags[%d].key %q uses the reserved prefix %s", i, t.Key, reservedTagKey)
+		}
+		if slices.ContainsFunc(tags[:i], func(x Tag) bool { return x.Key == t.Key }) {
+			return invalid("tags lists key %q twice", t.Key)
+		}
+		if n := utf8.RuneCountInString(t.Value); n > maxTagValue || !tagPattern.MatchString(t.Value) {
+			return invalid("tags[%d].value must be 0-%d characters of letters, spaces, digits and _.:/=+-@", i, maxTagValue)
 		}
 	}
 	return nil
