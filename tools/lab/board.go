@@ -20,7 +20,8 @@ import (
 )
 
 // ErrPrerequisite matches (errors.Is) the errors that stop the lab before it
-// starts anything: a program --board needs is not installed, or no such board.
+// starts anything: a program --board needs is not installed, no such board, no
+// porthole binary, or a state directory the agent's SSH server would not trust.
 var ErrPrerequisite = errors.New("missing prerequisite")
 
 // prereqError is one of those: its text is the whole message.

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,6 +128,15 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 	}
+	if opt.Board == "" && !opt.NoAgent {
+		// Before the state directory is made: a refused one is left as it was.
+		if _, err := os.Stat(opt.Porthole); err != nil {
+			return prereqError{fmt.Errorf("the porthole binary %q is missing: build it with `make build`", opt.Porthole)}
+		}
+		if err := checkSafeDir(dir); err != nil {
+			return prereqError{err}
+		}
+	}
 	lock, err := lockState(dir)
 	if err != nil {
 		return err
@@ -138,13 +148,6 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return errors.New("--board runs the agent in the board: it does not go with --no-agent")
 		}
 		if bc, err = loadBoard(opt.BoardDir, opt.Board); err != nil {
-			return err
-		}
-	} else if !opt.NoAgent {
-		if _, err := os.Stat(opt.Porthole); err != nil {
-			return fmt.Errorf("the porthole binary %q is missing: build it with `make build`", opt.Porthole)
-		}
-		if err := checkSafeDir(dir); err != nil {
 			return err
 		}
 	}
@@ -513,7 +516,7 @@ and connect to one with
 %s
 Logs: %s, %s. Everything else: %s.
 Ctrl-C stops the lab%s.
-`, Thing, where, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, connectCommand(opt.Porthole, tdHost, info.CAFile, 2223), consoleLine,
+`, Thing, where, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, connectCommand(opt.Porthole, tdHost, info.CAFile, morePort(opt.SSHPort, opt.HTTPPort)), consoleLine,
 		rel(logPath), rel(filepath.Join(dir, "lab.log")), rel(filepath.Join(dir, "lab.json")), stopsWhat)
 
 	// The lab's parts outlive its own tunnel: the console and the AWS line open
@@ -571,6 +574,16 @@ func rel(p string) string {
 	}
 	if r, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(r, "..") {
 		return r
+	}
+	return p
+}
+
+// morePort is the local port the printed line for one more tunnel suggests: 2223,
+// or the next one the lab does not listen on itself.
+func morePort(used ...int) int {
+	p := 2223
+	for slices.Contains(used, p) {
+		p++
 	}
 	return p
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -345,6 +346,42 @@ func TestCommand(t *testing.T) {
 	} {
 		if got := command(tc.path); got != tc.want {
 			t.Errorf("command(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+}
+
+// TestUnsafeStateRefusedUntouched: a --state the agent's SSH server would not
+// trust is a usage error (exit 1, ErrPrerequisite), found before anything is made:
+// the state directory and its lock are not left behind.
+func TestUnsafeStateRefusedUntouched(t *testing.T) {
+	open := filepath.Join(stack.SafeDir(t), "open") // like /tmp
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	porthole := filepath.Join(t.TempDir(), "porthole")
+	if err := os.WriteFile(porthole, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(open, "state")
+	err := Run(context.Background(), Options{StateDir: state, Porthole: porthole, SSHPort: 0, HTTPPort: 0})
+	if !errors.Is(err, ErrPrerequisite) || !strings.Contains(err.Error(), "is below "+open) {
+		t.Fatalf("Run = %v, want ErrPrerequisite naming %s", err, open)
+	}
+	if _, err := os.Lstat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused state directory was made (%v)", err)
+	}
+}
+
+func TestMorePort(t *testing.T) {
+	for _, tc := range []struct {
+		used []int
+		want int
+	}{{[]int{2222, 8080}, 2223}, {[]int{2223, 8080}, 2224}, {[]int{2223, 2224}, 2225}, {[]int{0, 0}, 2223}} {
+		if got := morePort(tc.used...); got != tc.want {
+			t.Errorf("morePort(%v) = %d, want %d", tc.used, got, tc.want)
 		}
 	}
 }
