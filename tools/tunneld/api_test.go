@@ -225,6 +225,11 @@ func TestValidation(t *testing.T) {
 		{"OpenTunnel", `{"tags":[{"key":"k","value":"x"},{"key":"AwS:x","value":"x"}]}`, ErrTypeInvalidRequest, "tags[1].key"},
 		{"TagResource", `{"resourceArn":"` + open.TunnelArn + `","tags":[{"key":"a","value":"1"},{"key":"a","value":"1"}]}`, ErrTypeInvalidRequest, "twice"},
 		{"TagResource", `{"resourceArn":"` + open.TunnelArn + `","tags":[{"key":"aws:x","value":"1"}]}`, ErrTypeInvalidRequest, "reserved prefix"},
+		{"UntagResource", `{"resourceArn":"` + open.TunnelArn + `"}`, ErrTypeInvalidRequest, "tagKeys is required"},
+		{"UntagResource", `{"resourceArn":"` + open.TunnelArn + `","tagKeys":[""]}`, ErrTypeInvalidRequest, "tagKeys[0]"},
+		{"UntagResource", `{"resourceArn":"` + open.TunnelArn + `","tagKeys":["a","` + long + `"]}`, ErrTypeInvalidRequest, "tagKeys[1]"},
+		{"UntagResource", `{"resourceArn":"` + open.TunnelArn + `","tagKeys":["a\nb"]}`, ErrTypeInvalidRequest, "tagKeys[0]"},
+		{"UntagResource", `{"resourceArn":"` + open.TunnelArn + `","tagKeys":` + keysJSON(201) + `}`, ErrTypeInvalidRequest, "0-200"},
 		{"OpenTunnel", `{"timeoutConfig":{"maxLifetimeTimeoutMinutes":"ten"}}`, ErrTypeSerialization, "decode"},
 		{"OpenTunnel", `[]`, ErrTypeSerialization, "decode"},
 		{"OpenTunnel", `{} {}`, ErrTypeSerialization, "after"},
@@ -385,4 +390,13 @@ func TestListPaginationIsStable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// keysJSON is a JSON array of n distinct tag keys.
+func keysJSON(n int) string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%q", fmt.Sprint("k", i))
+	}
+	return "[" + strings.Join(keys, ",") + "]"
 }

@@ -547,6 +547,9 @@ func (s *Server) UntagResource(ctx context.Context, in *UntagResourceInput) erro
 	if err := checkResourceArn(in.ResourceArn); err != nil {
 		return err
 	}
+	if err := checkTagKeys(in.TagKeys); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	r := s.byArnLocked(in.ResourceArn)
 	if r == nil {

@@ -71,6 +71,23 @@ func checkDestinationConfig(dc *DestinationConfig) error {
 	return nil
 }
 
+// checkTagKeys checks UntagResource's tagKeys: required, 0–200 keys (TagKeyList),
+// each a TagKey as in checkTags.
+func checkTagKeys(keys []string) error {
+	if keys == nil {
+		return invalid("tagKeys is required")
+	}
+	if len(keys) > maxTags {
+		return invalid("tagKeys must hold 0-%d keys, got %d", maxTags, len(keys))
+	}
+	for i, k := range keys {
+		if n := utf8.RuneCountInString(k); n < 1 || n > maxTagKey || !tagPattern.MatchString(k) {
+			return invalid("tagKeys[%d] must be 1-%d characters of letters, spaces, digits and _.:/=+-@", i, maxTagKey)
+		}
+	}
+	return nil
+}
+
 func checkTags(tags []Tag, required bool) error {
 	if tags == nil && !required {
 		return nil
