@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -433,5 +435,98 @@ func TestStoppedDestinationResetsItsStreams(t *testing.T) {
 			derr <- nil // for the cleanup
 			waitClosed(t, c, 5*time.Second)
 		})
+	}
+}
+
+// blockingHandler holds the first record whose message is msg until release is
+// closed, and says on held that it is holding it.
+type blockingHandler struct {
+	slog.Handler
+	msg           string
+	held, release chan struct{}
+	once          *sync.Once
+}
+
+func (h blockingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.once.Do(func() { close(h.held); <-h.release })
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h blockingHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	h.Handler = h.Handler.WithAttrs(a)
+	return h
+}
+
+func (h blockingHandler) WithGroup(n string) slog.Handler {
+	h.Handler = h.Handler.WithGroup(n)
+	return h
+}
+
+// TestStoppedSessionEndsAfterItsGoodbye: when a stopped session's connection also
+// fails while the session is resetting its streams (its goodbye), Run returns only
+// after the goodbye is done: nothing of the session outlives Run (it once logged
+// after its test had ended, under qemu-user).
+func TestStoppedSessionEndsAfterItsGoodbye(t *testing.T) {
+	addr := echoServer(t, 3)
+	srv := tunneltest.NewServer(t)
+	srv.Logf = t.Logf
+	tun := srv.OpenTunnel("SSH")
+	h := blockingHandler{Handler: testLogger(t).Handler(), msg: "stopping: reset the open streams",
+		held: make(chan struct{}), release: make(chan struct{}), once: new(sync.Once)}
+	cfg := tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: testLogger(t),
+		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+	dcfg := cfg
+	dcfg.Logger = slog.New(h)
+	dst := &tunnel.Destination{Config: dcfg, Dialer: tunnel.Targets{"SSH": addr}, DefaultService: "SSH"}
+	dst.AccessToken = mustToken(t, tun.DestinationToken)
+	listening := make(chan string, 1)
+	src := &tunnel.Source{Config: cfg, Listen: map[string]string{"SSH": "127.0.0.1:0"},
+		OnListen: func(_ string, a net.Addr) { listening <- a.String() }}
+	src.AccessToken = mustToken(t, tun.SourceToken)
+	dctx, dstop := context.WithCancel(context.Background())
+	sctx, sstop := context.WithCancel(context.Background())
+	derr, serr := make(chan error, 1), make(chan error, 1)
+	go func() { derr <- dst.Run(dctx) }()
+	go func() { serr <- src.Run(sctx) }()
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(h.release)
+		}
+		dstop()
+		sstop()
+		<-derr
+		<-serr
+	})
+	if err := tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	openEcho(t, <-listening, 3) // one open stream to reset
+
+	dstop()
+	select {
+	case <-h.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stopped destination did not reset its stream")
+	}
+	tun.Drop(tunneltest.Destination) // its connection fails during the goodbye
+	select {
+	case err := <-derr:
+		derr <- err // for the cleanup
+		t.Fatalf("Run returned (%v) while its goodbye was still going on", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(h.release)
+	released = true
+	select {
+	case err := <-derr:
+		derr <- err
+		if err != nil {
+			t.Fatalf("destination Run after stop: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its goodbye")
 	}
 }

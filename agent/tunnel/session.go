@@ -44,6 +44,11 @@ type session struct {
 	gotIDs       bool
 	streams      map[string]*stream // by wire service id ("" in V1)
 	closed       bool
+
+	// stopAfter and afterDone: teardown waits for the function newSession runs
+	// when s.ctx ends (goodbye, abort), so that nothing of a session outlives it.
+	stopAfter func() bool
+	afterDone chan struct{}
 }
 
 // stream is the active stream of one service.
@@ -59,7 +64,9 @@ func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	// Ending the session (or the caller's context) ends the connection's reads.
 	// When the caller stops it, the peer first hears that every stream is gone.
-	context.AfterFunc(s.ctx, func() {
+	s.afterDone = make(chan struct{})
+	s.stopAfter = context.AfterFunc(s.ctx, func() {
+		defer close(s.afterDone)
 		if ctx.Err() != nil {
 			s.goodbye()
 		}
@@ -153,6 +160,10 @@ func (s *session) teardown() {
 		l.end()
 	}
 	s.wg.Wait()
+	// s.cancel above has started it, unless it ran already.
+	if !s.stopAfter() {
+		<-s.afterDone
+	}
 }
 
 // serviceIDs records the first SERVICE_IDS of the session; later ones are ignored

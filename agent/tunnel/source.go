@@ -184,6 +184,7 @@ func (src *Source) serve(ctx context.Context, c *Conn, opt engineOptions, ready 
 			}
 		}
 		if err := ready(ids); err != nil {
+			s.teardown()
 			return err
 		}
 	}
