@@ -50,7 +50,7 @@ type testLab struct {
 }
 
 type testDevice struct {
-	srv  *sshd.Server
+	srv  *sshd.Server // nil for a fake (slowDevice)
 	addr string
 }
 
@@ -154,7 +154,9 @@ func newTestLab(t *testing.T, cfg Config, things ...string) *testLab {
 		l.cancel()
 		l.mu.Lock()
 		for _, d := range l.devices {
-			d.srv.Close()
+			if d.srv != nil {
+				d.srv.Close()
+			}
 		}
 		l.mu.Unlock()
 		l.wg.Wait()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -79,10 +80,68 @@ type clientMessage struct {
 // terminal is one running browser terminal.
 type terminal struct {
 	cancel context.CancelFunc
-	// reader is the goroutine reading the page: it ends when the WebSocket closes,
-	// which is after the end message is sent (cancelling a Read's context would
-	// close the WebSocket first).
+	// reader is the goroutine reading the page (read) from the login request on:
+	// it ends when the WebSocket closes, which is after the end message is sent
+	// (cancelling a Read's context would close the WebSocket first).
 	reader sync.WaitGroup
+	// in holds what the page sent that the relay has not taken yet; buffered to
+	// 1, and only the reader sends on it.
+	in chan pageInput
+}
+
+// pageMessage is a message from the page after its login request: keystrokes
+// (binary) or a resize (text).
+type pageMessage struct {
+	typ websocket.MessageType
+	b   []byte
+}
+
+// pageInput is what the page sent, in order.
+type pageInput struct {
+	msgs []pageMessage
+	size int // bytes
+}
+
+// maxHeld is how much the reader holds for the relay (typing or pasting before the
+// shell has started). Past it, the reader waits for the relay to take it, reading
+// nothing: a page that goes then is noticed once the shell has started.
+const maxHeld = 1 << 20
+
+// read reads the page until the WebSocket closes, so that a page that goes is
+// noticed at any time, during the login too: then it calls gone, which ends ctx
+// and with it the login. What the page sends waits in t.in for the relay.
+func (t *terminal) read(ctx context.Context, c *websocket.Conn, gone context.CancelFunc, log *slog.Logger) {
+	defer t.reader.Done()
+	defer gone()
+	for {
+		// Not ctx: a cancelled Read closes the WebSocket, before the end message.
+		// This Read ends when handleTerminal closes the socket.
+		typ, b, err := c.Read(context.WithoutCancel(ctx))
+		if err != nil {
+			// Over the read limit, the WebSocket library has closed the socket with
+			// StatusMessageTooBig and the limit as the reason, which the page
+			// shows; the page sends pastes in pieces.
+			if errors.Is(err, websocket.ErrMessageTooBig) {
+				log.Warn("terminal closed: a message from the page was over the limit", "limit", readLimit)
+			}
+			return
+		}
+		in := pageInput{msgs: []pageMessage{{typ, b}}, size: len(b)}
+		select {
+		case held := <-t.in: // not taken yet: both go together, up to maxHeld
+			if held.size < maxHeld {
+				in = pageInput{msgs: append(held.msgs, in.msgs...), size: held.size + in.size}
+			} else {
+				t.in <- held // t.in is empty: this does not block
+			}
+		default:
+		}
+		select {
+		case t.in <- in:
+		case <-ctx.Done(): // nobody takes it any more
+			return
+		}
+	}
 }
 
 func (s *Server) handleTerminal(w http.ResponseWriter, r *http.Request) {
@@ -97,7 +156,7 @@ func (s *Server) handleTerminal(w http.ResponseWriter, r *http.Request) {
 	c.SetReadLimit(readLimit)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	t := &terminal{cancel: cancel}
+	t := &terminal{cancel: cancel, in: make(chan pageInput, 1)}
 	if err := s.track(t); err != nil {
 		c.Close(websocket.StatusGoingAway, "console closing")
 		return
@@ -164,6 +223,14 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 	if typ != websocket.MessageText || json.Unmarshal(b, &req) != nil {
 		return endMsg("error", "the first message must be a JSON login request")
 	}
+	// From here the page is read all along, the login included: a page that goes
+	// ends pctx, which stops the login, and nothing is started on the device for
+	// it. pctx also ends with ctx.
+	pctx, gone := context.WithCancel(ctx)
+	defer gone()
+	term.reader.Add(1)
+	go term.read(pctx, c, gone, s.log)
+	begin := time.Now()
 	t := s.tunnels.get(req.Tunnel)
 	if t == nil {
 		return endMsg("error", "no such tunnel")
@@ -175,15 +242,23 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 	if t.spec.TunnelID != "" { // the service's id, when the console opened the tunnel
 		log = log.With("tunnel_id", t.spec.TunnelID)
 	}
+	// abandoned ends a login the page has given up on.
+	abandoned := func() serverMessage {
+		log.Info("terminal ended", "by", endedByPage, "duration", time.Since(begin).Round(time.Millisecond), "end", closedByPage.Text)
+		return closedByPage
+	}
 	auth, err := s.authMethod(&req)
 	if err != nil {
 		return endMsg("error", "%v", err)
 	}
 
 	send(ctx, c, serverMessage{Type: "info", Text: "waiting for the tunnel to " + t.spec.Thing + " …"})
-	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	actx, cancel := context.WithTimeout(pctx, 60*time.Second)
 	service, _, err := t.addr(actx, req.Service)
 	cancel()
+	if pageGone(ctx, pctx) {
+		return abandoned()
+	}
 	if err != nil {
 		var ce *tunnelClosedError
 		if errors.As(err, &ce) {
@@ -224,18 +299,24 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 			send(ctx, c, serverMessage{Type: "info", Text: "no answer from " + t.spec.Thing + " yet (is its agent connected to the tunnel?) …"})
 		})
 	}
-	client, err := dialSSH(ctx, t, service, cfg, deadline, quiet)
+	client, err := dialSSH(pctx, t, service, cfg, deadline, quiet)
 retry:
 	for errors.Is(err, errNoAnswer) && time.Until(deadline) > time.Second {
 		quiet()
 		select {
-		case <-ctx.Done():
+		case <-pctx.Done():
+			if pageGone(ctx, pctx) {
+				return abandoned()
+			}
 			return endMsg("error", "%v", ctx.Err())
 		case <-t.done: // reported below
 			break retry
 		case <-time.After(time.Second):
 		}
-		client, err = dialSSH(ctx, t, service, cfg, deadline, quiet)
+		client, err = dialSSH(pctx, t, service, cfg, deadline, quiet)
+	}
+	if err != nil && pageGone(ctx, pctx) {
+		return abandoned()
 	}
 	if err != nil {
 		var hk *HostKeyChangedError
@@ -265,7 +346,7 @@ retry:
 	defer client.Close()
 	log.Info("logged in")
 	start := time.Now()
-	end, by := s.relay(ctx, c, term, client, t, &req, hostNote)
+	end, by := s.relay(ctx, pctx, c, term, client, t, &req, hostNote)
 	// The end message's text says how, never what was typed.
 	log.Info("terminal ended", "by", by, "duration", time.Since(start).Round(time.Millisecond), "end", end.Text)
 	return end
@@ -279,6 +360,15 @@ const (
 	endedByTunnel   = "tunnel"   // the tunnel closed
 	endedByError    = "error"    // the session could not start, or the connection was lost
 )
+
+// closedByPage is the end of a terminal whose page has gone; nobody reads it.
+var closedByPage = endMsg("exit", "the page closed the terminal")
+
+// pageGone reports whether the page has gone: its context pctx has ended, but not
+// the terminal's ctx.
+func pageGone(ctx, pctx context.Context) bool {
+	return pctx.Err() != nil && ctx.Err() == nil
+}
 
 // errNoAnswer: the connection ended, or its time ran out, before the device sent
 // a byte.
@@ -380,9 +470,13 @@ func (s *Server) authMethod(req *loginRequest) ([]ssh.AuthMethod, error) {
 	return nil, fmt.Errorf("unknown login method %q", req.Auth)
 }
 
-// relay runs a shell on a pty and copies between it and the page. It returns the
-// final message for the page and how the terminal ended (endedByPage, …).
-func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, client *ssh.Client, t *liveTunnel, req *loginRequest, hostNote string) (serverMessage, string) {
+// relay runs a shell on a pty and copies between it and the page; pctx ends when
+// the page has gone. It returns the final message for the page and how the
+// terminal ended (endedByPage, …).
+func (s *Server) relay(ctx, pctx context.Context, c *websocket.Conn, term *terminal, client *ssh.Client, t *liveTunnel, req *loginRequest, hostNote string) (serverMessage, string) {
+	if pageGone(ctx, pctx) { // nothing for a page that has gone
+		return closedByPage, endedByPage
+	}
 	sess, err := client.NewSession()
 	if err != nil {
 		return endMsg("error", "opening a session: %v", err), endedByError
@@ -402,18 +496,25 @@ func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, c
 		return endMsg("error", "%v", err), endedByError
 	}
 	sess.Stderr = sess.Stdout
+	if pageGone(ctx, pctx) {
+		return closedByPage, endedByPage
+	}
 	if err := sess.Shell(); err != nil {
 		return endMsg("error", "starting the shell: %v", err), endedByError
 	}
 	send(ctx, c, serverMessage{Type: "info", Text: hostNote})
 	send(ctx, c, serverMessage{Type: "ready"})
 
-	rctx, cancel := context.WithCancel(ctx)
+	rctx, cancel := context.WithCancel(pctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer client.Close() // before wg.Wait: ends both pumps
-	// A closed tunnel ends the SSH connection even if the stream lingers.
+	// delivered is closed when the page → device pump has ended.
+	delivered := make(chan struct{})
+	// A closed tunnel ends the SSH connection even if the stream lingers, and so
+	// does a page that has gone, once what it sent has gone to the device (for a
+	// second at most: a shell that reads no input leaves the pump blocked).
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -421,41 +522,55 @@ func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, c
 		case <-t.done:
 			client.Close()
 		case <-rctx.Done():
-			if ctx.Err() != nil { // the console is shutting down
+			switch {
+			case ctx.Err() != nil: // the console is shutting down
+				client.Close()
+			case pageGone(ctx, pctx):
+				select {
+				case <-delivered:
+				case <-time.After(time.Second):
+				}
 				client.Close()
 			}
 		}
 	}()
-	// pageGone is closed when the page has gone, before the reader ends the SSH
-	// connection: sess.Wait returns after it.
-	pageGone := make(chan struct{})
-	term.reader.Add(1)
-	go func() { // page → device
-		defer term.reader.Done()
-		for {
-			// Not ctx: a cancelled Read closes the WebSocket, before the end
-			// message. This Read ends when handleTerminal closes the socket.
-			typ, b, err := c.Read(context.WithoutCancel(ctx))
-			if err != nil {
-				close(pageGone)
-				// Over the read limit, the WebSocket library has closed the
-				// socket with StatusMessageTooBig and the limit as the reason,
-				// which the page shows; the page sends pastes in pieces.
-				if errors.Is(err, websocket.ErrMessageTooBig) {
-					s.log.Warn("terminal closed: a message from the page was over the limit", "limit", readLimit)
-				}
-				client.Close()
-				return
-			}
-			if typ == websocket.MessageBinary {
-				if _, err := stdin.Write(b); err != nil {
-					return
+	// What the page sent, during the login too, in order.
+	deliver := func(in pageInput) error {
+		for _, m := range in.msgs {
+			if m.typ == websocket.MessageBinary {
+				if _, err := stdin.Write(m.b); err != nil {
+					return err
 				}
 				continue
 			}
-			var m clientMessage
-			if json.Unmarshal(b, &m) == nil && m.Type == "resize" {
-				sess.WindowChange(clamp(m.Rows, 24), clamp(m.Cols, 80))
+			var cm clientMessage
+			if json.Unmarshal(m.b, &cm) == nil && cm.Type == "resize" {
+				sess.WindowChange(clamp(cm.Rows, 24), clamp(cm.Cols, 80))
+			}
+		}
+		return nil
+	}
+	wg.Add(1)
+	go func() { // page → device
+		defer wg.Done()
+		defer close(delivered)
+		for {
+			select {
+			case in := <-term.in:
+				if deliver(in) != nil {
+					return
+				}
+			case <-rctx.Done():
+				if pageGone(ctx, pctx) {
+					// What it sent before it went still goes; then the SSH
+					// connection ends (above): sess.Wait returns.
+					select {
+					case in := <-term.in:
+						deliver(in)
+					default:
+					}
+				}
+				return
 			}
 		}
 	}()
@@ -482,13 +597,8 @@ func (s *Server) relay(ctx context.Context, c *websocket.Conn, term *terminal, c
 	werr := sess.Wait()
 	<-outDone // all output is on the page before the end message
 	cancel()
-	select {
-	case <-pageGone:
-		if ctx.Err() == nil && werr != nil {
-			// The page went away; nobody reads the end message.
-			return endMsg("exit", "the page closed the terminal"), endedByPage
-		}
-	default:
+	if pageGone(ctx, pctx) && werr != nil {
+		return closedByPage, endedByPage
 	}
 	var ee *ssh.ExitError
 	switch {

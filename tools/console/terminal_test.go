@@ -3,16 +3,21 @@ package console
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
@@ -284,6 +289,7 @@ func (l *testLab) pasteToken(thing, label string) (*tunneld.OpenTunnelOutput, *h
 // TestTerminalWaitsForTheDevice: a login started before the device's agent has
 // joined the tunnel is not answered (the service drops the stream and resets it when
 // the agent arrives); the console says so, tries again and logs in once it is there.
+// What the page sent meanwhile (a resize, typing) reaches the shell.
 func TestTerminalWaitsForTheDevice(t *testing.T) {
 	l := newTestLab(t, Config{}) // no device yet: the notification reaches nobody
 	out, _, v := l.pasteToken("dev-late", "dev-late")
@@ -291,10 +297,13 @@ func TestTerminalWaitsForTheDevice(t *testing.T) {
 	w.until("the no-answer note", func(m *serverMessage, _ string) bool {
 		return m != nil && m.Type == "info" && strings.Contains(m.Text, "no answer from dev-late yet")
 	})
+	w.c.Write(context.Background(), websocket.MessageText, []byte(`{"type":"resize","cols":101,"rows":33}`))
+	w.input("stty size\r")
 	l.addDevice("dev-late")
 	l.Notify(context.Background(), tunneld.Notification{ThingName: "dev-late", ClientAccessToken: out.DestinationAccessToken,
 		Services: []string{"SSH"}})
 	w.ready()
+	w.output("33 101")
 	w.input("echo late-$((40+2))\r")
 	w.output("late-42")
 }
@@ -454,5 +463,169 @@ func TestTerminalEndLogged(t *testing.T) {
 
 	if strings.Contains(l.logs.String(), "typed-secret") {
 		t.Error("typed input reached the log")
+	}
+}
+
+// slowDevice is a device's SSH server that keeps a login waiting until the test
+// lets it go on, and notes the channels and requests it gets.
+type slowDevice struct {
+	addr   string
+	asked  chan struct{} // closed when the console has offered its key
+	answer chan struct{} // closed by release: the key is accepted
+	ended  chan struct{} // closed when the first connection has ended
+	wg     sync.WaitGroup
+
+	mu  sync.Mutex
+	got []string // channel types and request types, in order
+}
+
+func newSlowDevice(t *testing.T) *slowDevice {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	d := &slowDevice{asked: make(chan struct{}), answer: make(chan struct{}), ended: make(chan struct{})}
+	var asked, ended sync.Once
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
+		asked.Do(func() { close(d.asked) })
+		<-d.answer
+		return nil, nil
+	}}
+	cfg.AddHostKey(signer)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.addr = ln.Addr().String()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				defer ended.Do(func() { close(d.ended) })
+				defer nc.Close()
+				_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+				if err != nil {
+					return
+				}
+				go ssh.DiscardRequests(reqs)
+				for nch := range chans {
+					d.note(nch.ChannelType())
+					ch, reqs, err := nch.Accept()
+					if err != nil {
+						continue
+					}
+					d.wg.Add(1)
+					go func() {
+						defer d.wg.Done()
+						defer ch.Close()
+						for r := range reqs {
+							d.note(r.Type)
+							r.Reply(true, nil)
+						}
+					}()
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		d.release()
+		ln.Close()
+		d.wg.Wait()
+	})
+	return d
+}
+
+func (d *slowDevice) note(what string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.got = append(d.got, what)
+}
+
+func (d *slowDevice) requests() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.got...)
+}
+
+func (d *slowDevice) release() {
+	select {
+	case <-d.answer:
+	default:
+		close(d.answer)
+	}
+}
+
+// loggedEnd waits up to d for the "terminal ended" line and returns it.
+func (l *testLab) loggedEnd(d time.Duration) (string, bool) {
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		for _, line := range strings.Split(l.logs.String(), "\n") {
+			if strings.Contains(line, `msg="terminal ended" `) {
+				return line, true
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", false
+		}
+	}
+}
+
+// TestTerminalPageGoneDuringLogin: a page that goes while its login is in progress
+// (here the device takes its time to accept the key) stops the login: the console
+// starts nothing on the device for a page that has gone, and logs the end by=page.
+func TestTerminalPageGoneDuringLogin(t *testing.T) {
+	dev := newSlowDevice(t) // before the lab: its cleanup runs after the console's
+	l := newTestLab(t, Config{})
+	l.mu.Lock()
+	l.devices["dev-slow"] = &testDevice{addr: dev.addr}
+	l.mu.Unlock()
+	tv := l.openTunnel(l.client(), "dev-slow")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	select {
+	case <-dev.asked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the console did not offer its key to the device")
+	}
+	w.c.Close(websocket.StatusGoingAway, "") // the tab is closed
+	line, ok := l.loggedEnd(10 * time.Second)
+	if !ok {
+		t.Error("no terminal-ended line while the login waited for the device")
+	}
+	dev.release()
+	select {
+	case <-dev.ended:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the device's connection did not end")
+	}
+	if got := dev.requests(); len(got) != 0 {
+		t.Errorf("the device got %q after the page had gone, want nothing", got)
+	}
+	if !ok {
+		line, _ = l.loggedEnd(10 * time.Second)
+	}
+	if !strings.Contains(line, " by=page ") || strings.Contains(l.logs.String(), `msg="logged in"`) {
+		t.Errorf("terminal ended with %q (logged in: %v), want by=page and no login",
+			line, strings.Contains(l.logs.String(), `msg="logged in"`))
+	}
+}
+
+// TestTerminalPageGoneWaitingForTheDevice: a page that goes while the login waits
+// for the device's agent to join the tunnel stops the login at once.
+func TestTerminalPageGoneWaitingForTheDevice(t *testing.T) {
+	l := newTestLab(t, Config{}) // no device: the login waits
+	_, _, v := l.pasteToken("dev-never", "dev-never")
+	w := l.terminal(loginRequest{Tunnel: v.ID, Auth: "key", Key: "operator key"})
+	w.until("the connecting note", func(m *serverMessage, _ string) bool {
+		return m != nil && m.Type == "info" && strings.Contains(m.Text, "connecting to")
+	})
+	w.c.Close(websocket.StatusGoingAway, "") // the tab is closed
+	line, ok := l.loggedEnd(10 * time.Second)
+	if !ok || !strings.Contains(line, " by=page ") || !strings.Contains(line, "thing=dev-never") {
+		t.Fatalf("terminal ended with %q, want by=page", line)
 	}
 }
