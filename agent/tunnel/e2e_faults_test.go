@@ -408,25 +408,8 @@ func TestStoppedDestinationResetsItsStreams(t *testing.T) {
 			srv := tunneltest.NewServer(t)
 			srv.Logf = t.Logf
 			tun := srv.OpenTunnel("SSH")
-			cfg := tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: v, Logger: testLogger(t),
-				RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
-			dst := &tunnel.Destination{Config: cfg, Dialer: tunnel.Targets{"SSH": addr}, DefaultService: "SSH"}
-			dst.AccessToken = mustToken(t, tun.DestinationToken)
-			listening := make(chan string, 1)
-			src := &tunnel.Source{Config: cfg, Listen: map[string]string{"SSH": "127.0.0.1:0"}, PeerVersion: v,
-				OnListen: func(_ string, a net.Addr) { listening <- a.String() }}
-			src.AccessToken = mustToken(t, tun.SourceToken)
-
-			dctx, dstop := context.WithCancel(context.Background())
-			sctx, sstop := context.WithCancel(context.Background())
-			derr, serr := make(chan error, 1), make(chan error, 1)
-			go func() { derr <- dst.Run(dctx) }()
-			go func() { serr <- src.Run(sctx) }()
-			t.Cleanup(func() { dstop(); sstop(); <-derr; <-serr })
-			if err := tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-				t.Fatal(err)
-			}
-			c := openEcho(t, <-listening, 3)
+			listening, dstop, derr := stoppablePair(t, srv, tun, addr, v, testLogger(t))
+			c := openEcho(t, listening, 3)
 
 			dstop()
 			if err := <-derr; err != nil {
@@ -436,6 +419,35 @@ func TestStoppedDestinationResetsItsStreams(t *testing.T) {
 			waitClosed(t, c, 5*time.Second)
 		})
 	}
+}
+
+// stoppablePair runs a destination (logging to dlog) and a source of tun, each
+// under its own context, with protocol v and one service SSH that the destination
+// dials at addr. Once the destination is connected it returns the source's
+// listening address, the destination's stop, and the channel its Run's result
+// comes on: put it back after reading it, for the cleanup.
+func stoppablePair(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel, addr string, v tunnel.Version, dlog *slog.Logger) (string, context.CancelFunc, chan error) {
+	t.Helper()
+	cfg := tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: v, Logger: testLogger(t),
+		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+	dcfg := cfg
+	dcfg.Logger = dlog
+	dst := &tunnel.Destination{Config: dcfg, Dialer: tunnel.Targets{"SSH": addr}, DefaultService: "SSH"}
+	dst.AccessToken = mustToken(t, tun.DestinationToken)
+	listening := make(chan string, 1)
+	src := &tunnel.Source{Config: cfg, Listen: map[string]string{"SSH": "127.0.0.1:0"}, PeerVersion: v,
+		OnListen: func(_ string, a net.Addr) { listening <- a.String() }}
+	src.AccessToken = mustToken(t, tun.SourceToken)
+	dctx, dstop := context.WithCancel(context.Background())
+	sctx, sstop := context.WithCancel(context.Background())
+	derr, serr := make(chan error, 1), make(chan error, 1)
+	go func() { derr <- dst.Run(dctx) }()
+	go func() { serr <- src.Run(sctx) }()
+	t.Cleanup(func() { dstop(); sstop(); <-derr; <-serr })
+	if err := tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	return <-listening, dstop, derr
 }
 
 // blockingHandler holds the first record whose message is msg until release is
@@ -475,35 +487,14 @@ func TestStoppedSessionEndsAfterItsGoodbye(t *testing.T) {
 	tun := srv.OpenTunnel("SSH")
 	h := blockingHandler{Handler: testLogger(t).Handler(), msg: "stopping: reset the open streams",
 		held: make(chan struct{}), release: make(chan struct{}), once: new(sync.Once)}
-	cfg := tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: testLogger(t),
-		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
-	dcfg := cfg
-	dcfg.Logger = slog.New(h)
-	dst := &tunnel.Destination{Config: dcfg, Dialer: tunnel.Targets{"SSH": addr}, DefaultService: "SSH"}
-	dst.AccessToken = mustToken(t, tun.DestinationToken)
-	listening := make(chan string, 1)
-	src := &tunnel.Source{Config: cfg, Listen: map[string]string{"SSH": "127.0.0.1:0"},
-		OnListen: func(_ string, a net.Addr) { listening <- a.String() }}
-	src.AccessToken = mustToken(t, tun.SourceToken)
-	dctx, dstop := context.WithCancel(context.Background())
-	sctx, sstop := context.WithCancel(context.Background())
-	derr, serr := make(chan error, 1), make(chan error, 1)
-	go func() { derr <- dst.Run(dctx) }()
-	go func() { serr <- src.Run(sctx) }()
+	listening, dstop, derr := stoppablePair(t, srv, tun, addr, tunnel.V3, slog.New(h))
 	released := false
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before stoppablePair's
 		if !released {
 			close(h.release)
 		}
-		dstop()
-		sstop()
-		<-derr
-		<-serr
 	})
-	if err := tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-		t.Fatal(err)
-	}
-	openEcho(t, <-listening, 3) // one open stream to reset
+	openEcho(t, listening, 3) // one open stream to reset
 
 	dstop()
 	select {
