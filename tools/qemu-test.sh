@@ -2,7 +2,8 @@
 # qemu-test.sh: tier 3 of the test plan (DESIGN.md, "Test tiers"): the unit tests of
 # the packages that hold wire formats, byte order and word size — agent/tunnel,
 # agent/notify, sshd — cross-compiled and run under qemu-user for 32-bit ARM (v7),
-# arm64, big-endian MIPS and little-endian MIPS (softfloat, like most routers).
+# arm64, big-endian MIPS and little-endian MIPS (softfloat, like most routers), with
+# the device binary's compiler flags.
 #
 # go test -exec runs each test binary through qemu-<arch>-static: no binfmt_misc and
 # no root needed. Programs the tests start themselves (mosquitto, ssh, busybox) are
@@ -37,6 +38,10 @@ declare -A how=(
   [riscv64]="qemu-riscv64-static|"
 )
 
+# Built as the device binary is (agent/cmd/porthole/device.gcflags: inlining only
+# where it pays), so the tests run the code generation that ships.
+mapfile -t gcflags < <(grep -v -e '^#' -e '^$' agent/cmd/porthole/device.gcflags | sed 's/^/-gcflags=/')
+
 failed=()
 for arch in $archs; do
   spec=${how[$arch]:-}
@@ -59,7 +64,7 @@ for arch in $archs; do
   start=$(date +%s)
   # shellcheck disable=SC2086 # env is one VAR=value word or empty
   if env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" $env \
-      go test -exec "$qemu" -short -count=1 -timeout "$timeout" ${skip:+-skip "$skip"} "${pkgs[@]}"; then
+      go test -exec "$qemu" "${gcflags[@]}" -short -count=1 -timeout "$timeout" ${skip:+-skip "$skip"} "${pkgs[@]}"; then
     echo "== qemu-user $arch: ok in $(( $(date +%s) - start ))s"
   else
     echo "== qemu-user $arch: FAILED after $(( $(date +%s) - start ))s" >&2
