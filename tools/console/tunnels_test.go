@@ -67,9 +67,10 @@ func TestShutdownCloseBounded(t *testing.T) {
 		want   string
 		within time.Duration
 	}{
-		{"hanging, Close", &fakeControlPlane{hang: true}, 0, "context deadline exceeded", 2 * time.Second},
-		{"hanging, Shutdown", &fakeControlPlane{hang: true}, 200 * time.Millisecond, "context deadline exceeded", 2 * time.Second},
-		{"refusing", &fakeControlPlane{closeErr: errors.New("fake: CloseTunnel refused")}, 0, "CloseTunnel refused", time.Second},
+		// within: far above closeTimeout (a loaded machine), far below the fake's hang (for ever).
+		{"hanging, Close", &fakeControlPlane{hang: true}, 0, "context deadline exceeded", 5 * time.Second},
+		{"hanging, Shutdown", &fakeControlPlane{hang: true}, 200 * time.Millisecond, "context deadline exceeded", 5 * time.Second},
+		{"refusing", &fakeControlPlane{closeErr: errors.New("fake: CloseTunnel refused")}, 0, "CloseTunnel refused", 5 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := &syncBuffer{t: t}
