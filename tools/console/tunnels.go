@@ -230,7 +230,9 @@ func closeReason(err error, stopped bool) string {
 	case errors.Is(err, tunnel.ErrClosedByService):
 		return "the tunnel was closed by the service (closed by an administrator, or its lifetime ended)"
 	case errors.As(err, &he):
-		return fmt.Sprintf("the service refused the access token (HTTP %d: %s): tokens are single-use, ask for a rotated one", he.StatusCode, he.Body)
+		// The service answers alike for a mistyped token, one another client has
+		// used, and one of a closed tunnel.
+		return fmt.Sprintf("the service refused the access token (HTTP %d: %s): it is mistyped, already used by another client, or its tunnel is closed; tokens are single-use, ask for a rotated one", he.StatusCode, he.Body)
 	case err != nil:
 		return err.Error()
 	case stopped:

@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
@@ -110,5 +112,24 @@ func TestShutdownCloseBounded(t *testing.T) {
 				t.Errorf("logs %q: want %q and no token", logs, tc.want)
 			}
 		})
+	}
+}
+
+func TestCloseReason(t *testing.T) {
+	for _, tc := range []struct {
+		err     error
+		stopped bool
+		want    string
+	}{
+		{tunnel.ErrClosedByService, false, "closed by the service"},
+		{fmt.Errorf("joining: %w", &tunnel.HandshakeError{StatusCode: 401, Body: "invalid token"}), false,
+			"refused the access token (HTTP 401: invalid token): it is mistyped, already used by another client, or its tunnel is closed"},
+		{errors.New("dial tcp: connection refused"), false, "dial tcp: connection refused"},
+		{nil, true, "disconnected from this console"},
+		{nil, false, "the tunnel ended"},
+	} {
+		if got := closeReason(tc.err, tc.stopped); !strings.Contains(got, tc.want) {
+			t.Errorf("closeReason(%v, %v) = %q, want %q in it", tc.err, tc.stopped, got, tc.want)
+		}
 	}
 }
