@@ -140,7 +140,11 @@ func (s *Server) handleClose(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such tunnel")
 		return
 	}
-	if t.spec.Opened && s.cfg.ControlPlane != nil && t.view().State != stateClosed {
+	// local=1 disconnects this console only, when closing at the service failed
+	// (the control plane unreachable): the tunnel stays among those closed at
+	// shutdown.
+	local := r.URL.Query().Get("local") == "1"
+	if t.spec.Opened && s.cfg.ControlPlane != nil && t.view().State != stateClosed && !local {
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
 		if err := s.cfg.ControlPlane.CloseTunnel(ctx, t.spec.TunnelID); err != nil {

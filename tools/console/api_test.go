@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -173,5 +176,60 @@ func TestConfigEndpoint(t *testing.T) {
 		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 			t.Errorf("New with Endpoint %q (insecure %v) = %v, want %q", tc.endpoint, tc.insecure, err, tc.wantErr)
 		}
+	}
+}
+
+// TestCloseLocally: when the service cannot be told to close a tunnel the console
+// opened (DELETE answers 502), DELETE ?local=1 disconnects this console anyway,
+// without asking the service, and the tunnel is still closed at the service when
+// the console stops.
+func TestCloseLocally(t *testing.T) {
+	cp := &fakeControlPlane{closeErr: errors.New("fake: control plane unreachable")}
+	s, err := New(Config{AccessToken: "the-access-token", ControlPlane: cp, Endpoint: "wss://127.0.0.1:1",
+		closeTimeout: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			s.Close()
+		}
+	})
+	b, _ := json.Marshal(openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5})
+	r := request(http.MethodPost, "/api/tunnels", bytes.NewReader(b))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Authorization", "Bearer the-access-token")
+	r.Header.Set("Origin", "http://127.0.0.1:8088")
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, r)
+	var view tunnelView
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &view) != nil {
+		t.Fatalf("open = %d %s", rec.Code, rec.Body)
+	}
+	del := func(query string) (int, tunnelView, string) {
+		r := request(http.MethodDelete, "/api/tunnels/"+view.ID+query, nil)
+		r.Header.Set("Authorization", "Bearer the-access-token")
+		r.Header.Set("Origin", "http://127.0.0.1:8088")
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, r)
+		var v tunnelView
+		json.Unmarshal(rec.Body.Bytes(), &v)
+		return rec.Code, v, rec.Body.String()
+	}
+	if code, _, body := del(""); code != http.StatusBadGateway || !strings.Contains(body, "unreachable") {
+		t.Fatalf("close with the control plane down = %d %s, want 502 naming the error", code, body)
+	}
+	code, v, body := del("?local=1")
+	if code != http.StatusOK || v.State != stateClosed {
+		t.Fatalf("close locally = %d %s, want 200 and state %s", code, body, stateClosed)
+	}
+	if _, calls := cp.calls(); len(calls) != 1 {
+		t.Errorf("CloseTunnel calls %q after closing locally, want only the failed one", calls)
+	}
+	s.Close()
+	closed = true
+	if _, calls := cp.calls(); !slices.Equal(calls, []string{"tunnel-dev1", "tunnel-dev1"}) {
+		t.Errorf("CloseTunnel calls %q, want the failed one and one more at shutdown", calls)
 	}
 }

@@ -119,11 +119,22 @@
   }
 
   async function closeTunnel(t) {
+    const path = "/api/tunnels/" + encodeURIComponent(t.id);
     try {
-      await api("DELETE", "/api/tunnels/" + encodeURIComponent(t.id));
+      await api("DELETE", path);
       notice(t.opened ? "Tunnel to " + t.thing + " closed." : "Disconnected from " + t.thing + ".");
     } catch (e) {
       notice(e.message, true);
+      // The service could not be told (unreachable?): offer to let go here only.
+      if (t.opened && confirm(e.message + "\n\nDisconnect this console from the tunnel anyway? " +
+          "It stays open at the service until its lifetime ends; the console tries to close it again when it stops.")) {
+        try {
+          await api("DELETE", path + "?local=1");
+          notice("Disconnected from " + t.thing + "; the tunnel is still open at the service.");
+        } catch (e2) {
+          notice(e2.message, true);
+        }
+      }
     }
     refresh();
   }
