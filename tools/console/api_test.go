@@ -60,17 +60,30 @@ func (f *fakeControlPlane) calls() (opened, closed []string) {
 	return append([]string(nil), f.opened...), append([]string(nil), f.closed...)
 }
 
+// call sends s a request as the page does (its token and origin; body, if any, as
+// JSON) and returns the answer.
+func call(s *Server, method, path string, body []byte) *httptest.ResponseRecorder {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	r := request(method, path, rd)
+	if body != nil {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	r.Header.Set("Authorization", "Bearer the-access-token")
+	r.Header.Set("Origin", "http://127.0.0.1:8088")
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, r)
+	return rec
+}
+
 // post is POST /api/tunnels as the page sends it; it returns the code and the
 // answer's error text.
 func post(t *testing.T, s *Server, req openRequest) (int, string) {
 	t.Helper()
 	b, _ := json.Marshal(req)
-	r := request(http.MethodPost, "/api/tunnels", bytes.NewReader(b))
-	r.Header.Set("Content-Type", "application/json")
-	r.Header.Set("Authorization", "Bearer the-access-token")
-	r.Header.Set("Origin", "http://127.0.0.1:8088")
-	rec := httptest.NewRecorder()
-	s.ServeHTTP(rec, r)
+	rec := call(s, http.MethodPost, "/api/tunnels", b)
 	var e struct{ Error string }
 	json.Unmarshal(rec.Body.Bytes(), &e)
 	return rec.Code, e.Error
@@ -197,22 +210,13 @@ func TestCloseLocally(t *testing.T) {
 		}
 	})
 	b, _ := json.Marshal(openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5})
-	r := request(http.MethodPost, "/api/tunnels", bytes.NewReader(b))
-	r.Header.Set("Content-Type", "application/json")
-	r.Header.Set("Authorization", "Bearer the-access-token")
-	r.Header.Set("Origin", "http://127.0.0.1:8088")
-	rec := httptest.NewRecorder()
-	s.ServeHTTP(rec, r)
+	rec := call(s, http.MethodPost, "/api/tunnels", b)
 	var view tunnelView
 	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &view) != nil {
 		t.Fatalf("open = %d %s", rec.Code, rec.Body)
 	}
 	del := func(query string) (int, tunnelView, string) {
-		r := request(http.MethodDelete, "/api/tunnels/"+view.ID+query, nil)
-		r.Header.Set("Authorization", "Bearer the-access-token")
-		r.Header.Set("Origin", "http://127.0.0.1:8088")
-		rec := httptest.NewRecorder()
-		s.ServeHTTP(rec, r)
+		rec := call(s, http.MethodDelete, "/api/tunnels/"+view.ID+query, nil)
 		var v tunnelView
 		json.Unmarshal(rec.Body.Bytes(), &v)
 		return rec.Code, v, rec.Body.String()
