@@ -10,8 +10,8 @@ import (
 
 // FuzzDecodeRequest checks that the control-plane request decoder never panics, that
 // it fails only with SerializationException (or UnknownOperationException), and that
-// what it accepts survives a round trip through JSON. Validation must not panic
-// either.
+// what it accepts survives a round trip through JSON. Validation (tags and tag
+// keys included) must not panic either.
 func FuzzDecodeRequest(f *testing.F) {
 	ops := make([]string, 0, len(operations))
 	for op := range operations {
@@ -25,6 +25,8 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"thingName":"dev1","maxResults":5,"nextToken":"10"}`,
 		`{"tunnelId":"abc","clientMode":"ALL","destinationConfig":{"services":["SSH"]}}`,
 		`{"resourceArn":"arn:aws:iot:us-east-1:123456789012:tunnel/abc","tagKeys":["k"]}`,
+		`{"resourceArn":"arn:aws:iot:us-east-1:123456789012:tunnel/abc","tags":[{"key":"a","value":"1"},{"key":"a","value":"2"}]}`,
+		`{"resourceArn":"arn:aws:iot:us-east-1:123456789012:tunnel/abc","tags":[{"key":"AwS:x","value":""}]}`,
 		`{"timeoutConfig":{"maxLifetimeTimeoutMinutes":1e400}}`,
 		`{"destinationConfig":{"services":"SSH"}}`,
 	}
@@ -48,6 +50,10 @@ func FuzzDecodeRequest(f *testing.F) {
 			_ = v.validate()
 		case *ListTunnelsInput:
 			_ = v.validate()
+		case *TagResourceInput:
+			_ = checkTags(v.Tags, true)
+		case *UntagResourceInput:
+			_ = checkTagKeys(v.TagKeys)
 		}
 		b, err := json.Marshal(in)
 		if err != nil {
