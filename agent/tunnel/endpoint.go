@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -25,6 +26,10 @@ func RegionEndpoint(region string) string {
 	}
 	return host
 }
+
+// ErrPlainWebSocket is in the error for a ws:// (http://) endpoint given without
+// allowInsecure, so that a command can say which of its options allows one.
+var ErrPlainWebSocket = errors.New("plain ws:// needs the explicit insecure option")
 
 // ValidateEndpoint checks where a client would connect, as it would: an explicit
 // data-plane endpoint (host[:port], or a wss:// URL; ws:// only with
@@ -57,7 +62,7 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 			case "wss", "https":
 			case "ws", "http":
 				if !allowInsecure {
-					return nil, fmt.Errorf("tunnel: endpoint %q is not TLS; plain ws:// needs the explicit insecure option", endpoint)
+					return nil, fmt.Errorf("tunnel: endpoint %q is not TLS; %w", endpoint, ErrPlainWebSocket)
 				}
 				u.Scheme = "ws"
 			default:

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -126,12 +125,11 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 // would retry for ever: a malformed endpoint or region, and a plain-text (ws://)
 // endpoint unless Config.AllowInsecureWebSocket.
 func (s *Server) checkEndpoint(endpoint, region string) error {
-	if !s.cfg.AllowInsecureWebSocket {
-		if u, err := url.Parse(endpoint); err == nil && (u.Scheme == "ws" || u.Scheme == "http") {
-			return fmt.Errorf("endpoint %q is plain text (%s://): the console connects to the data plane with TLS only (wss://)", endpoint, u.Scheme)
-		}
+	err := tunnel.ValidateEndpoint(endpoint, region, s.cfg.AllowInsecureWebSocket)
+	if errors.Is(err, tunnel.ErrPlainWebSocket) { // porthole-console has no option for it
+		return fmt.Errorf("endpoint %q is plain text: the console connects to the data plane with TLS only (wss://)", endpoint)
 	}
-	return tunnel.ValidateEndpoint(endpoint, region, s.cfg.AllowInsecureWebSocket)
+	return err
 }
 
 func (s *Server) handleClose(w http.ResponseWriter, r *http.Request) {

@@ -81,10 +81,9 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if (*region == "") == (*endpoint == "") {
 		return agent.Usagef("give exactly one of --region and --endpoint")
 	}
-	if (strings.HasPrefix(*endpoint, "ws://") || strings.HasPrefix(*endpoint, "http://")) && !*allowWS {
+	if err := tunnel.ValidateEndpoint(*endpoint, *region, *allowWS); errors.Is(err, tunnel.ErrPlainWebSocket) {
 		return agent.Usagef("--endpoint %s is not TLS: add --allow-insecure-websocket (labs and tests only)", *endpoint)
-	}
-	if err := tunnel.ValidateEndpoint(*endpoint, *region, *allowWS); err != nil {
+	} else if err != nil {
 		return agent.Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	pv := map[string]tunnel.Version{"V1": tunnel.V1, "V2": tunnel.V2, "V3": tunnel.V3}[*peer]
