@@ -87,6 +87,10 @@ cross: ## static device binaries for every target into dist/, with SHA256SUMS
 	done
 	cd dist && sha256sum porthole-* > SHA256SUMS
 
+.PHONY: device-gcflags
+device-gcflags: ## print the device build's -gcflags (agent/cmd/porthole/device.gcflags)
+	@echo $(DEVICE_GCFLAGS)
+
 .PHONY: size
 size: cross ## device binary sizes against the budgets, and the biggest packages of the mipsle binary
 	@mkdir -p bin/size

@@ -40,7 +40,7 @@ declare -A how=(
 
 # Built as the device binary is (agent/cmd/porthole/device.gcflags: inlining only
 # where it pays), so the tests run the code generation that ships.
-mapfile -t gcflags < <(grep -v -e '^#' -e '^$' agent/cmd/porthole/device.gcflags | sed 's/^/-gcflags=/')
+read -ra gcflags <<<"$(make -s --no-print-directory device-gcflags)"
 
 failed=()
 for arch in $archs; do

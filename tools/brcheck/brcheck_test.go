@@ -299,6 +299,9 @@ func TestDefaultConfig(t *testing.T) {
 // (porthole.mk with golang-package stubbed out).
 func TestDeviceFlags(t *testing.T) {
 	if _, err := exec.LookPath("make"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("make (the entry point of make test) not on PATH:", err)
+		}
 		t.Skip("no make:", err)
 	}
 	want, err := board.DeviceGCFlags("../../agent/cmd/porthole/device.gcflags")
@@ -320,8 +323,7 @@ func TestDeviceFlags(t *testing.T) {
 		cmd  *exec.Cmd
 	}{
 		{"porthole.mk PORTHOLE_BUILD_OPTS", exec.Command("make", "-s", "-f", stub, "print")},
-		{"Makefile DEVICE_GCFLAGS", exec.Command("make", "-s", "-C", "../..", "--no-print-directory",
-			"--eval", "print-device-gcflags: ; @echo $(DEVICE_GCFLAGS)", "print-device-gcflags")},
+		{"make device-gcflags", exec.Command("make", "-s", "-C", "../..", "--no-print-directory", "device-gcflags")},
 	} {
 		out, err := c.cmd.CombinedOutput()
 		if err != nil {
