@@ -520,23 +520,19 @@ func (s *Server) TagResource(ctx context.Context, in *TagResourceInput) error {
 		s.mu.Unlock()
 		return notFound("resource %s not found", in.ResourceArn)
 	}
-	added := 0
+	tags := slices.Clone(r.Tags) // a refused change leaves r as it was
 	for _, t := range in.Tags {
-		if !slices.ContainsFunc(r.Tags, func(x Tag) bool { return x.Key == t.Key }) {
-			added++
-		}
-	}
-	if n := len(r.Tags) + added; n > maxTags {
-		s.mu.Unlock()
-		return invalid("the tunnel would have %d tags, more than the %d allowed", n, maxTags)
-	}
-	for _, t := range in.Tags {
-		if i := slices.IndexFunc(r.Tags, func(x Tag) bool { return x.Key == t.Key }); i >= 0 {
-			r.Tags[i] = t
+		if i := slices.IndexFunc(tags, func(x Tag) bool { return x.Key == t.Key }); i >= 0 {
+			tags[i] = t
 		} else {
-			r.Tags = append(r.Tags, t)
+			tags = append(tags, t)
 		}
 	}
+	if len(tags) > maxTags {
+		s.mu.Unlock()
+		return invalid("the tunnel would have %d tags, more than the %d allowed", len(tags), maxTags)
+	}
+	r.Tags = tags
 	s.mu.Unlock()
 	s.commit(false)
 	return nil
