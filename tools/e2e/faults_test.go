@@ -19,6 +19,7 @@ import (
 
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
+	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
 // The fault-injection tests run the real path (Mosquitto, tunneld, the agent
@@ -125,12 +126,20 @@ func TestFaultBrokerRestart(t *testing.T) {
 	}
 }
 
-func TestFaultTunneldRestart(t *testing.T) {
+// loggedInStack starts the whole path with one tunnel to SSH, joined by porthole
+// connect (stopped at the test's end) on port, and logs in through it once.
+func loggedInStack(t *testing.T) (*stack.Stack, *tunneld.OpenTunnelOutput, string) {
+	t.Helper()
 	s := stack.Start(t, stack.Options{})
 	open := s.OpenTunnel("SSH")
 	port, _, stop := s.Connect(open)
-	defer stop()
+	t.Cleanup(stop)
 	s.MustSSH(port, "true")
+	return s, open, port
+}
+
+func TestFaultTunneldRestart(t *testing.T) {
+	s, open, port := loggedInStack(t)
 
 	// tunneld stops (state on disk) and comes back on the same address: the agent
 	// and porthole connect reconnect with their client tokens.
@@ -157,11 +166,7 @@ func TestFaultTunneldRestart(t *testing.T) {
 }
 
 func TestFaultWebSocketDropMidTransfer(t *testing.T) {
-	s := stack.Start(t, stack.Options{})
-	open := s.OpenTunnel("SSH")
-	port, _, stop := s.Connect(open)
-	defer stop()
-	s.MustSSH(port, "true")
+	s, open, port := loggedInStack(t)
 	before := waitFDs(s, 0, 0)
 	dir := t.TempDir()
 	src, want := randomFile(t, dir, 64<<20)
@@ -275,11 +280,7 @@ func TestFaultTargetRefusesOrHangs(t *testing.T) {
 }
 
 func TestFaultAgentKilled(t *testing.T) {
-	s := stack.Start(t, stack.Options{})
-	open := s.OpenTunnel("SSH")
-	port, _, stop := s.Connect(open)
-	defer stop()
-	s.MustSSH(port, "true")
+	s, open, port := loggedInStack(t)
 	keyPath := filepath.Join(s.DataDir, "ssh_host_ed25519_key")
 	key := hashFile(t, keyPath)
 	dp := s.TD().Dataplane(open.TunnelID)
@@ -398,11 +399,7 @@ func TestFaultDataDirUnwritable(t *testing.T) {
 // old one, so without the agent's resets the operator's ssh hung until an agent
 // came back.
 func TestFaultAgentStoppedEndsSessions(t *testing.T) {
-	s := stack.Start(t, stack.Options{})
-	open := s.OpenTunnel("SSH")
-	port, _, stop := s.Connect(open)
-	defer stop()
-	s.MustSSH(port, "true")
+	s, _, port := loggedInStack(t)
 	args := append(s.SSHOpts(), "-p", port, "root@127.0.0.1", "echo started; sleep 60; echo finished")
 	cmd := exec.Command("ssh", args...)
 	out, _ := cmd.StdoutPipe()
