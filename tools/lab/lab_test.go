@@ -12,9 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -278,7 +278,7 @@ func TestNoAgentConnectLine(t *testing.T) {
 	}
 	state := filepath.Join(stack.SafeDir(t), "state")
 	ctx, cancel := context.WithCancel(context.Background())
-	out := new(syncBuffer)
+	out := stack.NewLog()
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{StateDir: state, SSHPort: sshPort, NoAgent: true, Porthole: porthole, Out: out})
@@ -289,11 +289,7 @@ func TestNoAgentConnectLine(t *testing.T) {
 			t.Errorf("Run after cancel: %v", err)
 		}
 	}()
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "Ctrl-C stops the lab"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the lab did not come up within 20s:\n%s", out.String())
-		}
-	}
+	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second) // the lab is up
 	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -309,24 +305,6 @@ func TestNoAgentConnectLine(t *testing.T) {
 	if !strings.Contains(out.String(), "Connect:\n  "+got+"\n") {
 		t.Errorf("the printed output lacks the connect line %q:\n%s", got, out.String())
 	}
-}
-
-// syncBuffer is an io.Writer that Run writes to while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestCommand checks how the lab prints a program's path for a shell in the
