@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
@@ -90,18 +92,29 @@ func TestLoad500Rotations(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	const n = 500
+	var last string // the last destination token
 	for i := range n {
 		out, err := s.TD().RotateTunnelAccessToken(ctx, &tunneld.RotateTunnelAccessTokenInput{TunnelID: open.TunnelID, ClientMode: "DESTINATION"})
 		if err != nil {
 			t.Fatalf("rotation %d: %v", i, err)
 		}
 		s.AddSecret(out.DestinationAccessToken)
+		last = out.DestinationAccessToken
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("%d rotations in %v", n, time.Since(start).Round(time.Millisecond))
 	if time.Since(start) > time.Minute {
 		t.Errorf("rotations took %v, want within a minute", time.Since(start))
 	}
+	// Connected with the last token: every notification before it is handled
+	// (they arrive in order), so no older session is still being ended. A
+	// destination connected with an earlier token may have been seen by
+	// WaitDestination alone, then ended under the ssh below.
+	lastTok, err := tunnel.NewAccessToken(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AgentLog.Wait(t, regexp.MustCompile(`msg="tunnel connected" tunnel=`+lastTok.Fingerprint()+` `), 0, 60*time.Second)
 	s.WaitDestination(open.TunnelID, 60*time.Second)
 	port, _, stop := s.Connect(open)
 	defer stop()
