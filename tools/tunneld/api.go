@@ -56,7 +56,48 @@ func decodeRequest(op string, body []byte) (any, error) {
 	if body := bytes.TrimSpace(body); body[0] != '{' {
 		return nil, &APIError{Type: ErrTypeSerialization, Message: "the request body must be a JSON object"}
 	}
+	if err := checkGivenEmpty(op, body); err != nil {
+		return nil, err
+	}
 	return in, nil
+}
+
+// minOneMembers lists, per operation, the optional members whose model sets a
+// minimum of 1 (characters of a string, or a number). The decoded request cannot
+// tell one given as "" or 0 from one left out, so checkGivenEmpty looks at the body:
+// AWS refuses them, and taking "" as "no description" or 0 as "the default page
+// size" would hide a caller's mistake. A path descends into objects.
+var minOneMembers = map[string][][]string{
+	"OpenTunnel": {
+		{"description"},
+		{"destinationConfig", "thingName"},
+		{"timeoutConfig", "maxLifetimeTimeoutMinutes"},
+	},
+	"RotateTunnelAccessToken": {{"destinationConfig", "thingName"}},
+	"ListTunnels":             {{"thingName"}, {"maxResults"}, {"nextToken"}},
+}
+
+// checkGivenEmpty refuses a member of minOneMembers given as "" or 0. body has
+// decoded into the operation's request already, so it is one JSON object.
+func checkGivenEmpty(op string, body []byte) error {
+	for _, path := range minOneMembers[op] {
+		raw := json.RawMessage(body)
+		for _, name := range path {
+			var obj map[string]json.RawMessage
+			if json.Unmarshal(raw, &obj) != nil {
+				raw = nil
+				break
+			}
+			raw = obj[name]
+		}
+		switch string(raw) {
+		case `""`:
+			return invalid("%s must not be empty: leave it out instead", strings.Join(path, "."))
+		case "0":
+			return invalid("%s must be at least 1, got 0: leave it out for the default", strings.Join(path, "."))
+		}
+	}
+	return nil
 }
 
 // call runs a decoded request and returns the response value.
