@@ -52,6 +52,9 @@ type session struct {
 	streams  atomic.Int32 // open streams
 	lastUsed atomic.Int64 // unix nanos of the last stream start or end
 	cancel   context.CancelFunc
+	// candidate marks a session started past max_tunnels: it takes an idle
+	// session's place only once the service has accepted its token (a.mu).
+	candidate bool
 }
 
 // New builds an agent from a validated config; log may be nil.
@@ -263,6 +266,15 @@ func (a *Agent) notified(n notify.Notification) {
 			unmapped = append(unmapped, s)
 		}
 	}
+	if len(unmapped) > 0 && len(unmapped) == len(n.Services) {
+		// Joining would serve nothing, and past max_tunnels it would take an idle
+		// session's place.
+		a.log.Warn("tunnel has no service this device serves: not joining it (add a target to [services], then rotate the destination token)",
+			"tunnel", fingerprint(n.ClientAccessToken), "services", unmapped)
+		a.emit(Event{Type: "notification-rejected", Tunnel: fingerprint(n.ClientAccessToken), Services: unmapped,
+			Reason: "no service of the tunnel has a target in [services]"})
+		return
+	}
 	if len(unmapped) > 0 {
 		a.log.Warn("tunnel has services this device does not serve; their streams will be reset", "services", unmapped)
 		a.emit(Event{Type: "service-unmapped", Tunnel: fingerprint(n.ClientAccessToken), Services: unmapped,
@@ -278,8 +290,11 @@ func (a *Agent) notified(n notify.Notification) {
 }
 
 // start runs a destination session for t, unless one runs for that token already.
-// When the agent is at MaxTunnels, the oldest session without open streams yields;
-// when every session is busy, the new one is refused.
+// Past MaxTunnels the new session is a candidate: it ends the oldest session
+// without open streams only once the service has accepted its token (connected),
+// so a stale, closed or forged notification cannot cut a device off a working
+// tunnel. One candidate at a time: a newer notification replaces a candidate that
+// has not connected yet. When every session is busy, the new one is refused.
 func (a *Agent) start(t savedTunnel, fresh bool) {
 	fp := fingerprint(t.AccessToken)
 	a.mu.Lock()
@@ -291,22 +306,18 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		a.log.Debug("session for this token already running", "tunnel", fp)
 		return
 	}
+	candidate := false
 	if len(a.sessions) >= a.cfg.Tunnel.MaxTunnels {
-		victim := a.oldestIdleLocked()
-		if victim == nil {
+		if old := a.candidateLocked(); old != nil {
+			a.log.Info("max tunnels reached: a newer tunnel replaces the one still connecting", "ended", old.fp, "for", fp)
+			a.endLocked(old)
+		} else if a.oldestIdleLocked(nil) == nil {
 			a.log.Warn("too many tunnels, all busy: refusing the new one", "tunnel", fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
 			a.emit(Event{Type: "notification-rejected", Tunnel: fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
 			return
 		}
-		a.log.Info("max tunnels reached: ending the oldest idle session", "ended", victim.fp, "for", fp)
-		victim.cancel()
-		delete(a.sessions, victim.fp)
-		// The yielded tunnel is given up, not paused: without this every
-		// notification past max_tunnels (token rotations, say) left a state file
-		// behind for up to 12 h, and a restart dialled each of them in turn.
-		if err := a.store.remove(victim.token); err != nil {
-			a.log.Warn("removing tunnel state", "tunnel", victim.fp, "error", err)
-		}
+		candidate = true
+		a.log.Info("max tunnels reached: the new tunnel will take the oldest idle session's place once it connects", "tunnel", fp)
 	}
 	if fresh {
 		if err := a.store.save(t); err != nil {
@@ -314,7 +325,7 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		}
 	}
 	ctx, cancel := context.WithCancel(a.ctx)
-	s := &session{fp: fp, token: t.AccessToken, started: a.clock(), cancel: cancel}
+	s := &session{fp: fp, token: t.AccessToken, started: a.clock(), cancel: cancel, candidate: candidate}
 	s.lastUsed.Store(s.started.UnixNano())
 	a.sessions[fp] = s
 	a.wg.Add(1)
@@ -329,10 +340,58 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	}()
 }
 
-func (a *Agent) oldestIdleLocked() *session {
+// admit is called when candidate s has connected: the oldest idle session yields
+// to it. If every other session has become busy meanwhile, s itself ends, so the
+// agent never holds more than max_tunnels connected sessions.
+func (a *Agent) admit(s *session) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !s.candidate || a.sessions[s.fp] != s {
+		return
+	}
+	s.candidate = false
+	if len(a.sessions) <= a.cfg.Tunnel.MaxTunnels {
+		return // another session ended meanwhile
+	}
+	victim := a.oldestIdleLocked(s)
+	if victim == nil {
+		a.log.Warn("too many tunnels, all busy: ending the new one", "tunnel", s.fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
+		a.emit(Event{Type: "notification-rejected", Tunnel: s.fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
+		a.endLocked(s)
+		return
+	}
+	a.log.Info("max tunnels reached: ending the oldest idle session", "ended", victim.fp, "for", s.fp)
+	a.endLocked(victim)
+}
+
+// endLocked ends session s and forgets its tunnel. The yielded tunnel is given up,
+// not paused: without this every notification past max_tunnels (token rotations,
+// say) left a state file behind for up to 12 h, and a restart dialled each of them
+// in turn.
+func (a *Agent) endLocked(s *session) {
+	s.cancel()
+	delete(a.sessions, s.fp)
+	if err := a.store.remove(s.token); err != nil {
+		a.log.Warn("removing tunnel state", "tunnel", s.fp, "error", err)
+	}
+}
+
+// candidateLocked returns the session waiting to take an idle one's place, if any.
+func (a *Agent) candidateLocked() *session {
+	for _, s := range a.sessions {
+		if s.candidate {
+			return s
+		}
+	}
+	return nil
+}
+
+// oldestIdleLocked returns the least recently used session without open streams,
+// other than except and any candidate.
+func (a *Agent) oldestIdleLocked(except *session) *session {
 	var best *session
 	for _, s := range a.sessions {
-		if s.streams.Load() > 0 {
+		if s == except || s.candidate || s.streams.Load() > 0 {
 			continue
 		}
 		if best == nil || s.lastUsed.Load() < best.lastUsed.Load() {
@@ -403,6 +462,7 @@ func (a *Agent) onState(s *session, log *slog.Logger) func(bool, error) {
 	return func(connected bool, err error) {
 		if connected {
 			a.emit(Event{Type: "tunnel-connected", Tunnel: s.fp})
+			a.admit(s)
 			return
 		}
 		if errors.Is(err, context.Canceled) {

@@ -340,6 +340,51 @@ func TestAgentMaxTunnelsYieldsOldestIdle(t *testing.T) {
 	}
 }
 
+// At max_tunnels a notification the service then refuses (a closed tunnel's token
+// replayed from the broker's session, a forged one) must not end the working
+// session: the new one takes an idle session's place only once it has connected.
+func TestAgentMaxTunnelsKeepsSessionForRefusedToken(t *testing.T) {
+	e := newAgentEnv(t)
+	e.cfg.Tunnel.MaxTunnels = 1
+	e.start(t)
+	first := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", first.DestinationToken, "SSH")
+	if err := first.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	closed := e.fake.OpenTunnel("SSH")
+	closed.Close()
+	for _, token := range []string{closed.DestinationToken, "AQGAAbogus-token-xyz"} {
+		e.broker.notify(t, "dev-1", token, "SSH")
+		fp := fingerprint(token)
+		e.broker.waitEvent(t, "tunnel-ended", func(ev Event) bool { return ev.Tunnel == fp })
+	}
+	if !first.Connected(tunneltest.Destination) || first.Connects(tunneltest.Destination) != 1 {
+		t.Fatalf("the working session was disturbed by refused tokens (connected %v, connects %d)",
+			first.Connected(tunneltest.Destination), first.Connects(tunneltest.Destination))
+	}
+	saved, _ := filepath.Glob(filepath.Join(e.cfg.DataDir, "tunnels", "*.json"))
+	if len(saved) != 1 || filepath.Base(saved[0]) != tokenKey(first.DestinationToken)+".json" {
+		t.Fatalf("saved tunnel state: %v, want only the working tunnel's", saved)
+	}
+}
+
+// A tunnel none of whose services this device serves is not joined.
+func TestAgentIgnoresTunnelWithoutServedService(t *testing.T) {
+	e := newAgentEnv(t)
+	e.start(t)
+	tun := e.fake.OpenTunnel("VNC")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "VNC")
+	fp := fingerprint(tun.DestinationToken)
+	e.broker.waitEvent(t, "notification-rejected", func(ev Event) bool { return ev.Tunnel == fp })
+	if tun.Connects(tunneltest.Destination) != 0 {
+		t.Fatal("the agent joined a tunnel it serves no service of")
+	}
+	if saved, _ := filepath.Glob(filepath.Join(e.cfg.DataDir, "tunnels", "*.json")); len(saved) != 0 {
+		t.Fatalf("saved tunnel state %v for a tunnel not joined", saved)
+	}
+}
+
 // safeTempDir is a temporary directory that sshd accepts authorized_keys files from:
 // no directory above it may be writable by others (like OpenSSH's StrictModes), which
 // rules out anything under /tmp.
