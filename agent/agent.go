@@ -11,11 +11,14 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/agent/tunnel"
@@ -102,13 +105,44 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 }
 
 // Check is what `porthole check-config` runs: cfg is valid, the files it names
-// are usable (the MQTT certificate, its key and the CA), and its data directory
-// is safe. It changes nothing on disk.
+// are usable (the MQTT certificate, its key and the CA, the SSH host keys), and
+// its data directory is safe. It changes nothing on disk.
 func Check(cfg *Config) error {
 	if _, err := New(cfg, nil); err != nil {
 		return err
 	}
-	return checkDataDir(cfg.DataDir)
+	if err := checkDataDir(cfg.DataDir); err != nil {
+		return err
+	}
+	if err := sshd.CheckHostKeys(cfg.DataDir, cfg.SSH.HostKeys); err != nil {
+		return fmt.Errorf("ssh: %w", err)
+	}
+	return nil
+}
+
+// Warnings lists what in cfg works but should be mended; the agent logs them at
+// start and check-config prints them.
+func Warnings(cfg *Config) []string {
+	var out []string
+	// Not refused, unlike an SSH host key: images often carry files at 0644, and
+	// refusing would cut a fielded device off.
+	if fi, err := os.Stat(cfg.MQTT.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		out = append(out, fmt.Sprintf("mqtt.key_file %s has mode %04o: other local users can read the device's identity key (chmod 600)", cfg.MQTT.KeyFile, fi.Mode().Perm()))
+	}
+	return out
+}
+
+// HostPublicKeys returns the public half of the SSH host key in dataDir, making
+// the key if there is none yet (porthole keygen). dataDir is checked first as the
+// agent checks it at start, so that no key is made where others could replace it.
+func HostPublicKeys(dataDir string) ([]gossh.PublicKey, error) {
+	if err := checkDataDir(dataDir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	return (&sshd.Server{DataDir: dataDir}).PublicKeys()
 }
 
 // notifyKeys maps the fields of notify.Config to the config keys they come from.
@@ -205,6 +239,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("porthole agent started", "version", Version, "thing", a.cfg.ThingName)
+	for _, w := range Warnings(a.cfg) {
+		a.log.Warn(w)
+	}
 	var bg sync.WaitGroup
 	defer bg.Wait()
 	if a.events != nil {

@@ -147,10 +147,15 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 const maxConfigSize = 1 << 20
 
 // LoadConfig reads, defaults and validates a config file. Errors name the key.
+// A config that group or others may write is refused: whoever can change it
+// decides who logs in and what the tunnel reaches.
 func LoadConfig(path string) (*Config, error) {
 	b, err := notify.ReadRegularFile(path, maxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("config: %s is writable by group or others (mode %04o): whoever can change it decides who logs in (chmod go-w)", path, fi.Mode().Perm())
 	}
 	return ParseConfig(b)
 }
@@ -226,6 +231,11 @@ func (c *Config) Validate() error {
 	}
 	if strings.ContainsAny(c.MQTT.EventTopic, "+#") {
 		bad("mqtt.event_topic", "%q must not contain wildcards", c.MQTT.EventTopic)
+	} else if c.MQTT.EventTopic != "" && strings.HasPrefix(c.MQTT.EventTopic, "$aws/") {
+		// Reserved topics: the notify topic would feed the agent its own events, and
+		// AWS IoT disconnects a client that publishes where its policy or the
+		// topic's rules do not allow.
+		bad("mqtt.event_topic", "%q is an AWS reserved topic ($aws/...); use a topic of your own, e.g. \"porthole/events/%s\"", c.MQTT.EventTopic, c.ThingName)
 	}
 	if c.Tunnel.Endpoint != "" {
 		if strings.HasPrefix(c.Tunnel.Endpoint, "ws://") && !c.Tunnel.AllowInsecureWebSocket {
@@ -243,10 +253,10 @@ func (c *Config) Validate() error {
 		bad("tunnel.ping_interval", "%v: want 1s to 1h", p)
 	}
 	if c.Tunnel.MaxTunnels < 0 || c.Tunnel.MaxTunnels > 64 {
-		bad("tunnel.max_tunnels", "%d: want 1-64", c.Tunnel.MaxTunnels)
+		bad("tunnel.max_tunnels", "%d: want 1-64 (0 or left out: 4)", c.Tunnel.MaxTunnels)
 	}
 	if c.Tunnel.MaxConnections < 0 {
-		bad("tunnel.max_connections", "%d must not be negative", c.Tunnel.MaxConnections)
+		bad("tunnel.max_connections", "%d must not be negative (0 or left out: 128)", c.Tunnel.MaxConnections)
 	}
 	if len(c.Services) == 0 {
 		bad("services", "at least one service is needed")
@@ -273,6 +283,13 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.SSH.Listen); err != nil {
 			bad("ssh.listen", "%q: want host:port", c.SSH.Listen)
 		}
+	}
+	// The SSH library takes a negative limit as none at all.
+	if c.SSH.MaxSessions < 0 {
+		bad("ssh.max_sessions", "%d must not be negative (0 or left out: 10)", c.SSH.MaxSessions)
+	}
+	if c.SSH.MaxAuthTries < 0 {
+		bad("ssh.max_auth_tries", "%d must not be negative (0 or left out: 6)", c.SSH.MaxAuthTries)
 	}
 	if _, err := localForwardPolicy(c.SSH.PermitLocalForward); err != nil {
 		bad("ssh.permit_local_forward", "%v", err)

@@ -58,14 +58,50 @@ func hostSigners(dataDir string, extra []string) ([]gossh.Signer, error) {
 	return out, nil
 }
 
+// CheckHostKeys checks, without making or changing anything, the host keys the
+// server would load: the ed25519 key in dataDir when it exists (a missing one is
+// made at start), and every extra file, which must exist. It is what a
+// configuration check runs before the server starts; its errors are the ones
+// the server would give.
+func CheckHostKeys(dataDir string, extra []string) error {
+	if dataDir != "" {
+		if _, err := readDataDirKey(filepath.Join(dataDir, HostKeyFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	for _, p := range extra {
+		if _, err := readHostKey(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readDataDirKey reads the server's own key, which must be ed25519. A file that
+// does not parse is kept rather than replaced (see ErrHostKey); the error says how
+// to get a new one.
+func readDataDirKey(path string) (gossh.Signer, error) {
+	s, err := readHostKey(path)
+	if errors.Is(err, errParse) {
+		return nil, fmt.Errorf("%w (the file is kept; remove it to make a new key)", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if t := s.PublicKey().Type(); t != gossh.KeyAlgoED25519 {
+		return nil, fmt.Errorf("%w %s: type %s, want %s", ErrHostKey, path, t, gossh.KeyAlgoED25519)
+	}
+	return s, nil
+}
+
+// errParse marks a host key file that is not a private key x/crypto/ssh reads.
+var errParse = errors.New("not a private key")
+
 // loadOrCreateHostKey reads dir/HostKeyFile, or makes it if it does not exist.
 func loadOrCreateHostKey(dir string) (gossh.Signer, error) {
 	path := filepath.Join(dir, HostKeyFile)
-	s, err := readHostKey(path)
+	s, err := readDataDirKey(path)
 	if err == nil {
-		if t := s.PublicKey().Type(); t != gossh.KeyAlgoED25519 {
-			return nil, fmt.Errorf("%w %s: type %s, want %s", ErrHostKey, path, t, gossh.KeyAlgoED25519)
-		}
 		return s, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -122,7 +158,7 @@ func readHostKey(path string) (gossh.Signer, error) {
 	s, err := gossh.ParsePrivateKey(data)
 	if err != nil {
 		// The parse error text never contains key material.
-		return nil, fmt.Errorf("%w %s: %v (the file is kept; remove it to make a new key)", ErrHostKey, path, err)
+		return nil, fmt.Errorf("%w %s: %w: %v", ErrHostKey, path, errParse, err)
 	}
 	return s, nil
 }

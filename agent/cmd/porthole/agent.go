@@ -17,7 +17,6 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/porthole-iot/porthole/agent"
-	"github.com/porthole-iot/porthole/sshd"
 )
 
 var errHelp = errors.New("help shown")
@@ -72,7 +71,7 @@ func setMemoryLimit(getenv func(string) string) {
 func configFlag(name string, args []string, stderr io.Writer) (*agent.Config, string, error) {
 	fs := flag.NewFlagSet("porthole "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("c", "/etc/porthole/porthole.toml", "config file")
+	path := fs.String("c", defaultConfig, "config file")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, "", err
 	}
@@ -139,32 +138,51 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) error {
 	if err := agent.Check(cfg); err != nil {
 		return agent.Usagef("%s: %w", path, err)
 	}
+	for _, w := range agent.Warnings(cfg) {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
+	}
 	fmt.Fprintf(stdout, "%s: ok (thing %s, %d services, data in %s)\n", path, cfg.ThingName, len(cfg.Services), cfg.DataDir)
 	return nil
 }
 
+// defaultConfig is the config file the agent reads without -c.
+const defaultConfig = "/etc/porthole/porthole.toml"
+
+// runKeygen prints the fingerprint of the host key the agent uses: the one in the
+// data_dir of its config (-c, default defaultConfig) or in -data-dir. Without
+// either and without the default config it refuses rather than guess: a wrong
+// guess prints a key the agent never presents, which operators would then pin.
 func runKeygen(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("porthole keygen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("c", "", "config file (its data_dir holds the key)")
-	dir := fs.String("data-dir", "/var/lib/porthole", "data directory, when no config is given")
+	path := fs.String("c", defaultConfig, "config file (its data_dir holds the key)")
+	dir := fs.String("data-dir", "", "data directory, instead of a config's data_dir")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	dataDir := *dir
-	if *path != "" {
+	switch {
+	case given["c"] && given["data-dir"]:
+		return agent.Usagef("give -c or -data-dir, not both")
+	case given["data-dir"]:
+		if dataDir == "" {
+			return agent.Usagef("-data-dir: empty")
+		}
+	default:
+		if _, err := os.Stat(*path); !given["c"] && errors.Is(err, os.ErrNotExist) {
+			return agent.Usagef("no config at %s: give the agent's config with -c (on OpenWrt: -c /var/etc/porthole.toml) or its data directory with -data-dir", *path)
+		}
 		cfg, err := loadConfig(*path)
 		if err != nil {
 			return err
 		}
 		dataDir = cfg.DataDir
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return err
-	}
-	keys, err := (&sshd.Server{DataDir: dataDir}).PublicKeys()
+	keys, err := agent.HostPublicKeys(dataDir)
 	if err != nil {
-		return err
+		return agent.Usagef("%w", err)
 	}
 	for _, k := range keys {
 		fmt.Fprintf(stdout, "%s %s\n", k.Type(), gossh.FingerprintSHA256(k))

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+)
+
+// deviceConfig writes a config whose MQTT files exist, with extra lines at the
+// top level, and returns its path and data directory.
+func deviceConfig(t *testing.T, extra string) (path, data string) {
+	t.Helper()
+	dir := t.TempDir()
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.Client(t, "dev")
+	data = filepath.Join(dir, "data")
+	path = filepath.Join(dir, "porthole.toml")
+	os.WriteFile(path, []byte(`thing_name = "dev"
+data_dir = "`+data+`"
+`+extra+`
+[mqtt]
+endpoint = "b:8883"
+ca_file = "`+pki.CAFile+`"
+cert_file = "`+cert+`"
+key_file = "`+key+`"
+`), 0o600)
+	return path, data
+}
+
+// writeHostKey writes a fresh ed25519 private key to path with mode.
+func writeHostKey(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	block, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), mode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, mode)
+}
+
+// check-config refuses the host keys the agent would refuse at start, and changes
+// nothing; a missing extra host_keys file is an error there too.
+func TestCheckConfigHostKeys(t *testing.T) {
+	extraKey := filepath.Join(t.TempDir(), "extra_key")
+	for _, tc := range []struct {
+		name  string
+		extra string
+		setup func(t *testing.T, data string)
+		want  string
+	}{
+		{"data_dir key too open", "", func(t *testing.T, data string) {
+			os.Mkdir(data, 0o700)
+			writeHostKey(t, filepath.Join(data, "ssh_host_ed25519_key"), 0o644)
+		}, "permissions 0644 are too open"},
+		{"data_dir key garbage", "", func(t *testing.T, data string) {
+			os.Mkdir(data, 0o700)
+			os.WriteFile(filepath.Join(data, "ssh_host_ed25519_key"), []byte("not a key\n"), 0o600)
+		}, "remove it to make a new key"},
+		{"extra key missing", "[ssh]\nhost_keys = [\"/nonexistent/porthole-key\"]", nil, "/nonexistent/porthole-key"},
+		{"extra key too open", "[ssh]\nhost_keys = [\"" + extraKey + "\"]", func(t *testing.T, data string) {
+			writeHostKey(t, extraKey, 0o644)
+		}, "permissions 0644 are too open"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// [ssh] must come after the top-level keys and before [mqtt]: put it last.
+			path, data := deviceConfig(t, "")
+			if tc.extra != "" {
+				b, _ := os.ReadFile(path)
+				os.WriteFile(path, append(b, []byte(tc.extra+"\n")...), 0o600)
+			}
+			if tc.setup != nil {
+				tc.setup(t, data)
+			}
+			code, _, errs := runCmd(t, nil, "check-config", "-c", path)
+			if code != exitUsage || !strings.Contains(errs, tc.want) {
+				t.Fatalf("check-config: exit %d, stderr %q; want %d and %q", code, errs, exitUsage, tc.want)
+			}
+		})
+	}
+	// An extra key file that is fine passes; the data_dir key is not made.
+	path, data := deviceConfig(t, "")
+	writeHostKey(t, extraKey, 0o600)
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, append(b, []byte("[ssh]\nhost_keys = [\""+extraKey+"\"]\n")...), 0o600)
+	if code, out, errs := runCmd(t, nil, "check-config", "-c", path); code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("good extra host key: %d %q %q", code, out, errs)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("check-config made the data directory (stat: %v)", err)
+	}
+}
+
+// A config others may write is refused; an MQTT key others may read is a warning.
+func TestConfigAndKeyModes(t *testing.T) {
+	path, _ := deviceConfig(t, "")
+	os.Chmod(path, 0o666)
+	if code, _, errs := runCmd(t, nil, "check-config", "-c", path); code != exitUsage || !strings.Contains(errs, "writable by group or others") {
+		t.Fatalf("config at 0666: exit %d, stderr %q", code, errs)
+	}
+	os.Chmod(path, 0o644)
+	b, _ := os.ReadFile(path)
+	var key string
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "key_file = "); ok {
+			key = strings.Trim(v, `"`)
+		}
+	}
+	os.Chmod(key, 0o644)
+	code, out, errs := runCmd(t, nil, "check-config", "-c", path)
+	if code != 0 || !strings.Contains(out, "ok") || !strings.Contains(errs, "warning: mqtt.key_file") || !strings.Contains(errs, "chmod 600") {
+		t.Fatalf("key at 0644: exit %d, stdout %q, stderr %q; want ok and a warning", code, out, errs)
+	}
+	os.Chmod(key, 0o600)
+	if _, _, errs := runCmd(t, nil, "check-config", "-c", path); errs != "" {
+		t.Fatalf("key at 0600: stderr %q, want nothing", errs)
+	}
+}
+
+// keygen -c prints the key in that config's data_dir, the one the agent presents.
+func TestKeygenUsesTheAgentsKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	path, data := deviceConfig(t, "")
+	code, fromConfig, errs := runCmd(t, nil, "keygen", "-c", path)
+	if code != 0 {
+		t.Fatalf("keygen -c: %d %q", code, errs)
+	}
+	if _, fromDir, _ := runCmd(t, nil, "keygen", "--data-dir", data); fromDir != fromConfig {
+		t.Fatalf("keygen -c printed %q, its data_dir holds %q", fromConfig, fromDir)
+	}
+	if code, _, errs := runCmd(t, nil, "keygen", "-c", path, "--data-dir", dir); code != exitUsage || !strings.Contains(errs, "not both") {
+		t.Fatalf("keygen -c and --data-dir: %d %q", code, errs)
+	}
+	// No key is made where others could replace it.
+	open := filepath.Join(t.TempDir(), "open")
+	os.Mkdir(open, 0o700)
+	os.Chmod(open, 0o777)
+	if code, _, errs := runCmd(t, nil, "keygen", "--data-dir", open); code != exitUsage || !strings.Contains(errs, "writable by group or others") {
+		t.Fatalf("keygen in a 0777 directory: %d %q", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(open, "ssh_host_ed25519_key")); !os.IsNotExist(err) {
+		t.Fatalf("keygen made a key in a 0777 directory (stat: %v)", err)
+	}
+}
+
+// Without -c, keygen reads the agent's default config; when there is none it
+// refuses instead of printing the key of some other directory.
+func TestKeygenWithoutConfig(t *testing.T) {
+	if _, err := os.Stat(defaultConfig); err == nil {
+		t.Skipf("%s exists on this machine", defaultConfig)
+	}
+	code, out, errs := runCmd(t, nil, "keygen")
+	if code != exitUsage || out != "" || !strings.Contains(errs, "no config at "+defaultConfig) || !strings.Contains(errs, "-data-dir") {
+		t.Fatalf("keygen without a config: %d %q %q", code, out, errs)
+	}
+}
