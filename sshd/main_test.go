@@ -115,7 +115,7 @@ func mkfifo(t testing.TB, path string) (opened func() bool) {
 // testEnv is a server on loopback with users root, alice (uid 1000) and bob
 // (uid 1001, whose shell does not exist), each with a home under dir.
 type testEnv struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *Server
 	addr   string
 	dir    string
@@ -170,7 +170,7 @@ func newSigner(t testing.TB) gossh.Signer {
 
 // newEnv makes the users and keys; configure may change the Server before
 // it starts.
-func newEnv(t *testing.T, configure func(e *testEnv, s *Server)) *testEnv {
+func newEnv(t testing.TB, configure func(e *testEnv, s *Server)) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	chmodWalkUp(t, dir)

@@ -20,8 +20,8 @@ func (c sftpChannel) Close() error { return c.close() }
 // starting in a's home directory. It returns once the client has sent EOF;
 // the caller then sends the exit status before closing the channel. The
 // sftp.Server is deliberately not closed first: that would close the
-// channel and clients would report "exit status -1". SYMLINK requests are
-// served by a symlinkServer in front of pkg/sftp.
+// channel and clients would report "exit status -1". A symlinkServer in front
+// of pkg/sftp serves SYMLINK requests and keeps writes in order.
 func (sess *session) runSFTP(a *account) int {
 	dir := workDir(a)
 	links := newSymlinkServer(sess.reader(), sess.writer(sess.ch), dir)

@@ -16,6 +16,7 @@ import (
 
 // SFTP version 3 (draft-ietf-secsh-filexfer-02) numbers used here.
 const (
+	sftpWrite   = 6   // SSH_FXP_WRITE
 	sftpSymlink = 20  // SSH_FXP_SYMLINK
 	sftpStatus  = 101 // SSH_FXP_STATUS
 
@@ -48,6 +49,16 @@ var errSFTPClosed = errors.New("sshd: sftp session closed")
 // every request before it (pkg/sftp answers each request exactly once, in
 // order); pkg/sftp then writes nothing until it gets the next request, so
 // the status reply cannot land inside one of its packets.
+//
+// It also hands pkg/sftp one WRITE at a time: the next once the one before has
+// been answered. pkg/sftp runs reads and writes on 8 workers, so the pipelined
+// writes of an upload ran out of order, and when one failed (a full disk) writes
+// at later offsets already queued still landed, leaving a file longer than what
+// was written, with a hole. sftp's reput and put -a resume from the remote size
+// and trust what is before it, so they then built a corrupt file and reported
+// success. In order, as OpenSSH's sftp-server runs them, a failed upload leaves
+// a clean prefix. (pkg/sftp's worker count is a constant.) The writes go to the
+// page cache, far faster than the SSH cipher delivers them.
 type symlinkServer struct {
 	r       *bufio.Reader // the channel's data
 	w       io.Writer     // the channel
@@ -61,11 +72,12 @@ type symlinkServer struct {
 	sizeHave int
 	outLeft  int64 // bytes of the packet pkg/sftp is writing that are still to come
 
-	mu       sync.Mutex
-	cond     sync.Cond
-	passed   int  // requests handed to pkg/sftp
-	answered int  // replies pkg/sftp has written whole
-	closed   bool // the session is closing: nothing waits any more
+	mu        sync.Mutex
+	cond      sync.Cond
+	passed    int  // requests handed to pkg/sftp
+	answered  int  // replies pkg/sftp has written whole
+	lastWrite int  // passed when the last WRITE was handed on
+	closed    bool // the session is closing: nothing waits any more
 }
 
 func newSymlinkServer(r io.Reader, w io.Writer, workDir string) *symlinkServer {
@@ -75,7 +87,7 @@ func newSymlinkServer(r io.Reader, w io.Writer, workDir string) *symlinkServer {
 }
 
 // Read hands pkg/sftp the client's packets except SYMLINK requests, which it
-// serves.
+// serves, and each WRITE once the one before it has been answered.
 func (s *symlinkServer) Read(p []byte) (int, error) {
 	for s.left == 0 {
 		hdr, err := s.r.Peek(5) // length and type
@@ -90,8 +102,18 @@ func (s *symlinkServer) Read(p []byte) (int, error) {
 		if hdr[4] != sftpSymlink || size < 5 || size > maxSymlinkPacket {
 			s.left = 4 + int64(size)
 			s.mu.Lock()
+			for hdr[4] == sftpWrite && s.answered < s.lastWrite && !s.closed {
+				s.cond.Wait()
+			}
+			closed := s.closed
 			s.passed++
+			if hdr[4] == sftpWrite {
+				s.lastWrite = s.passed
+			}
 			s.mu.Unlock()
+			if closed && hdr[4] == sftpWrite {
+				return 0, errSFTPClosed
+			}
 			break
 		}
 		if err := s.symlink(int(size)); err != nil {
@@ -174,8 +196,8 @@ func (s *symlinkServer) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// close lets a SYMLINK request that waits give up: pkg/sftp is closing the
-// session.
+// close lets a SYMLINK or WRITE request that waits give up: pkg/sftp is
+// closing the session.
 func (s *symlinkServer) close() {
 	s.mu.Lock()
 	s.closed = true
