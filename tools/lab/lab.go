@@ -301,7 +301,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		}
 	}
 	info.AWSCommand = fmt.Sprintf("AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
-		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", Thing, info.Tunneld, info.Region, rel(info.CAFile))
+		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", Thing, info.Tunneld, info.Region, shellArg(rel(info.CAFile)))
 
 	if opt.NoAgent {
 		info.ConnectUsage = connectCommand(opt.Porthole, tdHost, info.CAFile, opt.SSHPort)
@@ -492,7 +492,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 	if err := writeKnownHosts(info.KnownHosts, hostKeyFile, sshPort); err != nil {
 		return err
 	}
-	opts := fmt.Sprintf("-i %s -o UserKnownHostsFile=%s", rel(info.SSHKey), rel(info.KnownHosts))
+	opts := fmt.Sprintf("-i %s -o %s", shellArg(rel(info.SSHKey)), shellArg("UserKnownHostsFile="+rel(info.KnownHosts)))
 	info.SSHCommand = fmt.Sprintf("ssh %s -p %s %s@127.0.0.1", opts, sshPort, info.User)
 	info.SFTPCommand = fmt.Sprintf("sftp %s -P %s %s@127.0.0.1", opts, sshPort, info.User)
 	if err := writeInfo(dir, info); err != nil {
@@ -594,9 +594,18 @@ func morePort(used ...int) int {
 func connectCommand(porthole, tdHost, caFile string, sshPort int) string {
 	prog := "porthole"
 	if porthole != "" {
-		prog = command(porthole)
+		prog = shellArg(command(porthole))
 	}
-	return fmt.Sprintf("%s connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=%d", prog, tdHost, rel(caFile), sshPort)
+	return fmt.Sprintf("%s connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=%d", prog, tdHost, shellArg(rel(caFile)), sshPort)
+}
+
+// shellArg is s as one word of a POSIX shell command line: as it is when it holds
+// only characters no shell treats specially, else in single quotes.
+func shellArg(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:=@%+,-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // command is how a shell in the working directory runs the program at path p:

@@ -363,3 +363,17 @@ func TestMorePort(t *testing.T) {
 		}
 	}
 }
+
+// The printed commands name files in the state directory, which may hold spaces
+// or quotes: each is one word to the shell.
+func TestShellArg(t *testing.T) {
+	for _, s := range []string{"/root/lab A2/id_ed25519", "it's", "$HOME/x", "a;b|c&d", "`x`", "UserKnownHostsFile=/a b/known_hosts", "plain/path-1.2", ""} {
+		out, err := exec.Command("sh", "-c", `printf '%s' `+shellArg(s)).Output()
+		if err != nil || string(out) != s {
+			t.Errorf("sh read shellArg(%q) = %s as %q (err %v)", s, shellArg(s), out, err)
+		}
+	}
+	if got := shellArg("bin/porthole"); got != "bin/porthole" {
+		t.Errorf("shellArg quoted a plain path: %s", got)
+	}
+}
