@@ -79,20 +79,17 @@ func (d *Destination) handle(s *session, m *Message) error {
 // the old one's connections and is honoured (spec §3.2; the reference proxy drops it).
 func (d *Destination) streamStart(s *session, m *Message) error {
 	s.mu.Lock()
-	// The wire format is fixed by the first STREAM_START (spec §2.3).
-	v := V3
-	switch {
-	case m.ServiceID == "":
-		v = V1
-	case m.ConnectionID == 0 && s.version != V3:
-		v = V2
-	}
-	if s.version == 0 {
-		s.version = v
-		s.opt.log.Info("peer protocol detected", "format", v)
-	} else if v != s.version {
+	if err := s.adoptFormatLocked(m); err != nil {
 		s.mu.Unlock()
-		return protocolErrorf("STREAM_START in %v format in a %v session", v, s.version)
+		// The stream is refused and the session torn down, as both reference proxies
+		// do. aws-c-iot replays the STREAM_START on its next connection; we do not:
+		// when a side reconnects the service resets the other side's active streams
+		// (spec §3.8), so the source has closed this stream by then, and the DATA
+		// that followed the STREAM_START (an SSH client's banner) died with this
+		// WebSocket or was dropped while we were away, so a replayed stream would
+		// start with a hole in its bytes. The reset says so at once instead.
+		_ = s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
+		return err
 	}
 	reset := func(why string, args ...any) error {
 		s.mu.Unlock()
@@ -177,5 +174,86 @@ func (d *Destination) dial(target string) func(context.Context) (io.ReadWriteClo
 			return nil, err
 		}
 		return c, nil
+	}
+}
+
+// streamFormat is the wire format of a STREAM_START (spec §2.3, aws-c-iot's rule): no
+// service id is V1, a service id with connection id 0 is V2, and one with a
+// connection id is V3. In a V3 session (cur) with connections open, an absent
+// connection id reads as 1 (spec §1.5), so such a STREAM_START is V3 too; without
+// open connections it may begin a new format, so it is read as a first one is.
+func streamFormat(m *Message, cur Version, open int) Version {
+	switch {
+	case m.ServiceID == "":
+		return V1
+	case m.ConnectionID == 0 && (cur != V3 || open == 0):
+		return V2
+	}
+	return V3
+}
+
+// formatChangeWait bounds how long a STREAM_START in a new format waits for the
+// local connections of the old one that are closing already (their peer reset them,
+// or their target hung up) to finish. That normally takes microseconds; a target
+// that does not take the last bytes can hold one for longer.
+const formatChangeWait = time.Second
+
+// adoptFormatLocked checks the wire format of the STREAM_START m against the
+// session's (spec §2.3). The first STREAM_START of the session sets it. One in
+// another format while the session is idle sets it again: that is an operator
+// changing tools (the AWS console or an old localproxy, then porthole connect; or
+// another --destination-client-type), one source after the other on the same
+// destination connection. Idle means that no local connection of the session is
+// open or closing: streams in s.streams hold only open connections (a reset or a
+// local close takes them out first), and s.live counts those whose pumps still
+// run. Closing ones can still send frames (DATA read before the close, the
+// STREAM_RESET or CONNECTION_RESET of a local close) in the old format, which the
+// new peer could take for its own (its stream ids start again at 1, and a V3 peer
+// reads a V2 frame's connection id 0 as 1), so they are waited for, up to
+// formatChangeWait, with s.mu released. Idle V3 streams (all their connections
+// ended, which localproxy keeps) are dropped with the format.
+//
+// Another format while connections are open is a peer mixing formats, which
+// neither reference proxy supports: a protocol error.
+func (s *session) adoptFormatLocked(m *Message) error {
+	var deadline <-chan time.Time
+	for {
+		open := s.openLocked()
+		v := streamFormat(m, s.version, open)
+		switch {
+		case s.version == 0:
+			s.version = v
+			s.opt.log.Info("peer protocol detected", "format", v)
+			return nil
+		case v == s.version:
+			return nil
+		case open > 0:
+			return protocolErrorf("STREAM_START in %v format in a %v session with connections open (%d)", v, s.version, open)
+		case s.live == 0:
+			s.opt.log.Info("peer protocol changed", "from", s.version, "to", v)
+			s.version = v
+			s.streams = map[string]*stream{}
+			s.unknownReset = nil
+			return nil
+		}
+		if deadline == nil {
+			s.opt.log.Debug("waiting for closing connections before a change of format", "from", s.version, "to", v, "closing", s.live)
+			t := time.NewTimer(formatChangeWait)
+			defer t.Stop()
+			deadline = t.C
+		}
+		s.mu.Unlock()
+		expired := false
+		select {
+		case <-s.linkDone:
+		case <-deadline:
+			expired = true
+		case <-s.ctx.Done():
+			expired = true
+		}
+		s.mu.Lock()
+		if expired && s.live > 0 {
+			return protocolErrorf("STREAM_START in %v format in a %v session with connections still closing (%d) after %v", v, s.version, s.live, formatChangeWait)
+		}
 	}
 }

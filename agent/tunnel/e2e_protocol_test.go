@@ -82,12 +82,7 @@ func TestDestinationDropsStaleFrames(t *testing.T) {
 	if n := len(h.tun.Received(tunneltest.Destination)); n != 4 {
 		t.Fatalf("destination answered data for a reset connection: %+v", h.tun.Received(tunneltest.Destination))
 	}
-
-	// Mixing formats in one session is a protocol error: the destination reconnects.
-	send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 6})
-	if err := h.tun.WaitConnects(ctxTimeout(t, 5*time.Second), tunneltest.Destination, 2); err != nil {
-		t.Fatalf("destination did not reconnect after a V1 STREAM_START in a V3 session: %v", err)
-	}
+	// Formats: TestDestinationRefusesMixedFormats, TestDestinationFollowsSourceFormat.
 }
 
 // A source that receives STREAM_START tears the session down and reconnects.
@@ -233,5 +228,230 @@ func TestSourceDialService(t *testing.T) {
 	mu.Unlock()
 	if _, err := src.DialService(ctxTimeout(t, 5*time.Second), "WEB"); err == nil || !strings.Contains(err.Error(), `"WEB"`) {
 		t.Fatalf("DialService(WEB) = %v, want an error naming it", err)
+	}
+}
+
+// startSource runs a Source with the given peer format and subprotocol against h's
+// tunnel until the returned stop is called; it returns the listen address of SSH.
+// Every source of a test shares clientToken, as one operator's successive tools
+// would share a cached one, so that the service lets each take the source's place.
+func startSource(t *testing.T, h *harness, clientToken tunnel.Token, peer, protocol tunnel.Version) (addr string, stop func()) {
+	t.Helper()
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, Protocol: protocol,
+		AccessToken: mustToken(t, h.tun.SourceToken), ClientToken: clientToken,
+		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Logger: testLogger(t)},
+		Listen: map[string]string{"SSH": "127.0.0.1:0"}, PeerVersion: peer}
+	ready := make(chan string, 1)
+	src.OnListen = func(_ string, a net.Addr) { ready <- a.String() }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%v source: Run = %v after cancel", peer, err)
+		}
+	}
+	t.Cleanup(stop)
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		done <- err
+		t.Fatalf("%v source ended before listening: %v", peer, err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%v source did not listen", peer)
+	}
+	return addr, stop
+}
+
+// An operator who connects with one tool and then with another of a different
+// format (the AWS console or a 1.x/2.x localproxy, then porthole connect; or
+// --destination-client-type V1, then V3) is served by the same destination
+// session: once the earlier streams have ended, a STREAM_START in another format
+// re-detects it (spec §2.3). Each change used to be a protocol error that cost the
+// destination its WebSocket and the operator the connection that triggered it.
+func TestDestinationFollowsSourceFormat(t *testing.T) {
+	const key = 0x46
+	addr := echoServer(t, key)
+	var logged lockedLog
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true,
+		dstTweak: func(d *tunnel.Destination) { d.Logger = slog.New(slog.NewTextHandler(&logged, nil)) }})
+	defer func() {
+		if t.Failed() {
+			t.Logf("destination log:\n%s", logged.String())
+		}
+	}()
+	h.tun.Record(true)
+	clientToken := tunnel.GenerateClientToken()
+	steps := []struct {
+		peer     tunnel.Version // the source's format: Source.PeerVersion
+		protocol tunnel.Version // its subprotocol; 0 is V3
+	}{
+		{tunnel.V1, tunnel.V1}, // the AWS console, localproxy 1.x
+		{tunnel.V3, 0},         // porthole connect
+		{tunnel.V2, tunnel.V2}, // localproxy 2.x
+		{tunnel.V3, 0},
+		{tunnel.V1, 0}, // porthole connect --destination-client-type V1
+	}
+	for i, step := range steps {
+		first := len(h.tun.Received(tunneltest.Destination))
+		sshAddr, stop := startSource(t, h, clientToken, step.peer, step.protocol)
+		for j := range 2 {
+			if err := roundTrip(sshAddr, key, 64<<10); err != nil {
+				t.Fatalf("step %d (%v source), connection %d: %v", i, step.peer, j, err)
+			}
+		}
+		stop()
+		// The destination answered in the source's format.
+		for _, f := range h.tun.Received(tunneltest.Destination)[first:] {
+			m := f.Message
+			var ok bool
+			switch step.peer {
+			case tunnel.V1:
+				ok = m.ServiceID == "" && m.ConnectionID == 0 && m.Type != tunnel.TypeConnectionReset
+			case tunnel.V2:
+				ok = m.ServiceID == "SSH" && m.ConnectionID == 0 && m.Type != tunnel.TypeConnectionReset
+			case tunnel.V3:
+				ok = m.ServiceID == "SSH" && (m.ConnectionID != 0 || m.Type == tunnel.TypeStreamReset)
+			}
+			if !ok {
+				t.Errorf("step %d: the destination sent %v to a %v source", i, &m, step.peer)
+			}
+		}
+	}
+	if n := h.tun.Connects(tunneltest.Destination); n != 1 {
+		t.Errorf("the destination connected %d times, want 1 (no reconnect on a change of format)", n)
+	}
+	if n := logged.count("peer protocol changed"); n != len(steps)-1 {
+		t.Errorf("the destination logged %d changes of format, want %d", n, len(steps)-1)
+	}
+}
+
+// A STREAM_START in another format while a connection of the session's format is
+// open is a peer mixing formats, which the spec does not support (§2.3): the
+// destination refuses that stream with a STREAM_RESET, so the source hears of it at
+// once, and reconnects, which ends the open one too.
+func TestDestinationRefusesMixedFormats(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		open, mixed tunnel.Message
+	}{
+		{"V1 open, V2 start",
+			tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1},
+			tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH"}},
+		{"V2 open, V3 start",
+			tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"},
+			tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH", ConnectionID: 1}},
+		{"V3 open, V1 start",
+			tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1},
+			tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := echoServer(t, 0)
+			var logged lockedLog
+			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true,
+				dstTweak: func(d *tunnel.Destination) { d.Logger = slog.New(slog.NewTextHandler(&logged, nil)) }})
+			h.tun.Record(true)
+			send := func(m tunnel.Message) {
+				t.Helper()
+				if err := h.tun.Send(tunneltest.Destination, &m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send(tc.open)
+			data := tc.open
+			data.Type, data.Payload = tunnel.TypeData, []byte("open")
+			send(data)
+			waitFrames(t, h.tun, tunneltest.Destination, 1) // the echo: the stream is open
+			send(tc.mixed)
+			if err := h.tun.WaitConnects(ctxTimeout(t, 5*time.Second), tunneltest.Destination, 2); err != nil {
+				t.Fatalf("destination did not reconnect: %v", err)
+			}
+			got := h.tun.Received(tunneltest.Destination)
+			if m := got[len(got)-1].Message; m.Type != tunnel.TypeStreamReset || m.StreamID != tc.mixed.StreamID || m.ServiceID != tc.mixed.ServiceID {
+				t.Errorf("last frame from the destination: %v, want STREAM_RESET %d %q", &m, tc.mixed.StreamID, tc.mixed.ServiceID)
+			}
+			if n := logged.count("peer protocol changed"); n != 0 {
+				t.Errorf("the destination logged %d changes of format, want 0:\n%s", n, logged.String())
+			}
+		})
+	}
+}
+
+// A local connection that is still closing when a STREAM_START in another format
+// arrives (here: its peer reset it while its dial was still going) is waited for,
+// since it could still send a frame in the old format; if it does not finish in
+// time, the STREAM_START is refused as if the connection were open.
+func TestDestinationFormatChangeWaitsForClosing(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		release  time.Duration // when the stuck dial returns; 0: only when the session ends
+		switched bool
+	}{
+		{"closes in time", 100 * time.Millisecond, true},
+		{"still closing", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := echoServer(t, 0)
+			gate := make(chan struct{})
+			dialer := tunnel.DialerFunc(func(ctx context.Context, _ string) (net.Conn, error) {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", addr)
+			})
+			var logged lockedLog
+			h := newHarness(t, setup{services: []string{"SSH"}, targets: dialer, noSource: true,
+				dstTweak: func(d *tunnel.Destination) { d.Logger = slog.New(slog.NewTextHandler(&logged, nil)) }})
+			defer func() {
+				if t.Failed() {
+					t.Logf("destination log:\n%s", logged.String())
+				}
+			}()
+			h.tun.Record(true)
+			send := func(m tunnel.Message) {
+				t.Helper()
+				if err := h.tun.Send(tunneltest.Destination, &m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"}) // V2, dialing
+			send(tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "SSH"}) // now closing
+			time.Sleep(50 * time.Millisecond)
+			if tc.release > 0 {
+				time.AfterFunc(tc.release, func() { close(gate) })
+			}
+			v3 := tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1}
+			send(v3)
+			if !tc.switched {
+				if err := h.tun.WaitConnects(ctxTimeout(t, 5*time.Second), tunneltest.Destination, 2); err != nil {
+					t.Fatalf("destination did not reconnect: %v", err)
+				}
+				got := h.tun.Received(tunneltest.Destination)
+				if len(got) != 1 || got[0].Message.Type != tunnel.TypeStreamReset || got[0].Message.ConnectionID != 0 {
+					t.Fatalf("destination sent %+v, want one STREAM_RESET of the V3 stream", got)
+				}
+				return
+			}
+			send(tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("v3")})
+			got := waitFrames(t, h.tun, tunneltest.Destination, 1)
+			if m := got[0].Message; m.Type != tunnel.TypeData || m.ConnectionID != 1 || got[0].PayloadLen != 2 {
+				t.Fatalf("destination sent %v (%d bytes), want the echo on V3 connection 1", &m, got[0].PayloadLen)
+			}
+			if n := h.tun.Connects(tunneltest.Destination); n != 1 {
+				t.Errorf("the destination connected %d times, want 1", n)
+			}
+			if n := logged.count("peer protocol changed"); n != 1 {
+				t.Errorf("the destination logged %d changes of format, want 1", n)
+			}
+		})
 	}
 }

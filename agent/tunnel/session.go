@@ -36,7 +36,7 @@ type session struct {
 	source bool // the source end: it owns stream ids
 
 	mu      sync.Mutex
-	version Version // wire format of the session; 0 until known (destination)
+	version Version // wire format of the peer; 0 until known (destination: adoptFormatLocked)
 	// unknownReset is, per service, the last unknown stream id a destination
 	// answered with STREAM_RESET, so that a burst of DATA gets one answer.
 	unknownReset map[string]int32
@@ -44,6 +44,12 @@ type session struct {
 	gotIDs       bool
 	streams      map[string]*stream // by wire service id ("" in V1)
 	closed       bool
+	// live counts the links whose pumps have not all returned: open ones, and
+	// closing ones that s.streams no longer holds but that may still send a frame.
+	live int
+
+	// linkDone is signalled (buffer 1, never blocking) when a link stops being live.
+	linkDone chan struct{}
 
 	// stopAfter and afterDone: teardown waits for the function newSession runs
 	// when s.ctx ends (goodbye, abort), so that nothing of a session outlives it.
@@ -60,7 +66,7 @@ type stream struct {
 }
 
 func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
-	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}}
+	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}, linkDone: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	// Ending the session (or the caller's context) ends the connection's reads.
 	// When the caller stops it, the peer first hears that every stream is gone.
@@ -104,6 +110,16 @@ func (s *session) goodbye() {
 		}
 	}
 	s.opt.log.Info("stopping: reset the open streams", "streams", len(resets))
+}
+
+// openLocked counts the local connections of the session that are open: those its
+// streams hold. A reset or a local close takes a connection out before it closes.
+func (s *session) openLocked() int {
+	n := 0
+	for _, st := range s.streams {
+		n += len(st.links)
+	}
+	return n
 }
 
 // connKey is the connection id a message refers to: V3 reads an absent id as 1
@@ -315,13 +331,14 @@ type link struct {
 	service string // wire service id
 	target  string // service name for a Dialer
 	stream  int32
-	id      uint32 // wire connection id: 0 in V1/V2
+	id      uint32 // wire connection id, and key in stream.links: 0 in V1/V2
 	v3      bool
 
 	in    chan []byte // tunnel → local; nil marks the peer's reset after the data
 	done  chan struct{}
 	once  sync.Once
-	quiet atomic.Bool // the peer ended the link (or the session did): send no reset
+	quiet atomic.Bool  // the peer ended the link (or the session did): send no reset
+	pumps atomic.Int32 // pumps not yet returned; the link is live (session.live) until 0
 
 	mu   sync.Mutex
 	conn io.ReadWriteCloser
@@ -334,7 +351,9 @@ func (s *session) newLinkLocked(st *stream, service string, id uint32) *link {
 	l := &link{s: s, service: service, target: st.target, stream: st.id, id: key, v3: s.version == V3,
 		in: make(chan []byte, linkQueue), done: make(chan struct{})}
 	st.links[key] = l
-	s.wg.Add(1) // for pumpDown; start must follow
+	s.live++
+	l.pumps.Store(1) // pumpDown
+	s.wg.Add(1)      // for pumpDown; start must follow
 	return l
 }
 
@@ -348,8 +367,24 @@ func (l *link) attrs() []any {
 func (l *link) start(conn io.ReadWriteCloser, dial func(context.Context) (io.ReadWriteCloser, error)) {
 	go func() {
 		defer l.s.wg.Done()
+		defer l.pumpDone()
 		l.pumpDown(conn, dial)
 	}()
+}
+
+// pumpDone is called as each pump of the link returns; after the last one the link
+// sends nothing more, and no longer counts as live.
+func (l *link) pumpDone() {
+	if l.pumps.Add(-1) != 0 {
+		return
+	}
+	l.s.mu.Lock()
+	l.s.live--
+	l.s.mu.Unlock()
+	select {
+	case l.s.linkDone <- struct{}{}:
+	default:
+	}
 }
 
 // pumpDown writes tunnel data to the local connection, in order. It owns the start
@@ -377,8 +412,10 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 	l.s.opt.log.Debug("connection open", l.attrs()...)
 
 	l.s.wg.Add(1)
+	l.pumps.Add(1)
 	go func() {
 		defer l.s.wg.Done()
+		defer l.pumpDone()
 		l.pumpUp(conn)
 	}()
 	for {
@@ -475,8 +512,8 @@ func (l *link) endAndNotify() {
 		return
 	}
 	l.s.mu.Lock()
-	if st := l.s.streams[l.service]; st != nil && st.id == l.stream && st.links[l.s.connKeyLocked(l.id)] == l {
-		delete(st.links, l.s.connKeyLocked(l.id))
+	if st := l.s.streams[l.service]; st != nil && st.id == l.stream && st.links[l.id] == l {
+		delete(st.links, l.id)
 		if !l.v3 {
 			delete(l.s.streams, l.service) // V1/V2: the stream ends with its connection
 		}
@@ -513,8 +550,8 @@ func (l *link) end() {
 	l.quiet.Store(true)
 	l.once.Do(l.close)
 	l.s.mu.Lock()
-	if st := l.s.streams[l.service]; st != nil && st.links[l.s.connKeyLocked(l.id)] == l {
-		delete(st.links, l.s.connKeyLocked(l.id))
+	if st := l.s.streams[l.service]; st != nil && st.links[l.id] == l {
+		delete(st.links, l.id)
 		if !l.v3 && len(st.links) == 0 {
 			delete(l.s.streams, l.service)
 		}
