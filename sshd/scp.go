@@ -12,8 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/anmitsu/go-shlex"
 )
 
 // The legacy scp protocol (OpenSSH scp.c, "scp -O"): the client runs
@@ -37,20 +35,26 @@ type scpOptions struct {
 	Preserve  bool // -p
 	TargetDir bool // -d: the sink's target must be a directory
 	Paths     []string
+	// Patterns has one entry per path: the filepath.Match pattern of a
+	// path with an unquoted *, ? or [ (its quoted and escaped
+	// metacharacters escaped with \), or "" for a path that is not a
+	// pattern. Only the source (-f) expands patterns, as the remote shell
+	// would for OpenSSH's scp.
+	Patterns []string
 }
 
 // parseSCPCommand recognises a remote scp invocation. ok is false when the
 // command is not "scp" with -t or -f (it then runs through the shell like
 // any command); err is set for an scp -t/-f line this server cannot serve.
 func parseSCPCommand(cmdline string) (o scpOptions, ok bool, err error) {
-	args, err := shlex.Split(cmdline, true)
-	if err != nil || len(args) == 0 || path.Base(args[0]) != "scp" {
+	words, err := splitShellWords(cmdline)
+	if err != nil || len(words) == 0 || path.Base(words[0].Text) != "scp" {
 		return o, false, nil
 	}
 	i := 1
 	var unknown string
-	for ; i < len(args); i++ {
-		a := args[i]
+	for ; i < len(words); i++ {
+		a := words[i].Text
 		if a == "--" {
 			i++
 			break
@@ -76,7 +80,14 @@ func parseSCPCommand(cmdline string) (o scpOptions, ok bool, err error) {
 			}
 		}
 	}
-	o.Paths = args[i:]
+	for _, w := range words[i:] {
+		o.Paths = append(o.Paths, w.Text)
+		pat := ""
+		if w.Glob {
+			pat = w.Pattern
+		}
+		o.Patterns = append(o.Patterns, pat)
+	}
 	if !o.Sink && !o.Source {
 		return o, false, nil
 	}
@@ -204,26 +215,50 @@ var errSCPFatal = errors.New("scp: fatal error")
 
 // runSCP serves "scp -t" or "scp -f" and returns the exit status.
 func (sess *session) runSCP(a *account, opts scpOptions) int {
-	dir := workDir(a)
 	c := &scp{r: bufio.NewReader(sess.reader()), w: sess.writer(sess.ch), opts: opts}
-	var err error
-	if opts.Sink {
-		err = c.sink(resolvePath(a.Home, dir, opts.Paths[0]))
-	} else {
-		var paths []string
-		for _, p := range opts.Paths {
-			paths = append(paths, resolvePath(a.Home, dir, p))
-		}
-		err = c.source(paths)
-	}
+	status, err := c.run(a.Home, workDir(a))
 	if err != nil {
 		sess.srv.log().Info("scp", "remote", sess.st.remote, "err", err)
-		return 1
 	}
-	if c.errs > 0 {
-		return 1
+	return status
+}
+
+// run serves the command, with relative paths taken from dir and "~" meaning
+// home, and returns the exit status and the error that ended it early.
+func (c *scp) run(home, dir string) (int, error) {
+	var err error
+	if c.opts.Sink {
+		err = c.sink(sinkTarget(home, dir, c.opts.Paths[0]))
+	} else {
+		var srcs []scpSource
+		for i, p := range c.opts.Paths {
+			s := scpSource{path: resolvePath(home, dir, p)}
+			if i < len(c.opts.Patterns) && c.opts.Patterns[i] != "" {
+				s.pattern = resolvePath(escapeGlob(home), escapeGlob(dir), c.opts.Patterns[i])
+			}
+			srcs = append(srcs, s)
+		}
+		err = c.source(srcs)
 	}
-	return 0
+	if err != nil || c.errs > 0 {
+		return 1, err
+	}
+	return 0, nil
+}
+
+// sinkTarget resolves the sink's target like any client path but keeps a
+// trailing "/", which resolvePath's cleaning drops: with it, the kernel
+// refuses to open or create a file there (EISDIR: "scp f host:dir/conf/"
+// must not overwrite the file conf, nor make a file named newdir for
+// "host:dir/newdir/"; "scp -r d host:dir/newdir/" still makes the
+// directory), as it does for OpenSSH's scp -t, which uses the target as
+// given.
+func sinkTarget(home, dir, p string) string {
+	t := resolvePath(home, dir, p)
+	if strings.HasSuffix(p, "/") && !strings.HasSuffix(t, "/") {
+		t += "/"
+	}
+	return t
 }
 
 func (c *scp) ok() error {
@@ -297,7 +332,10 @@ func (c *scp) sink(target string) error {
 	fi, err := os.Stat(target)
 	isDir := err == nil && fi.IsDir()
 	if c.opts.TargetDir && !isDir {
-		return c.fatal("%s: Not a directory", target)
+		if err == nil {
+			err = syscall.ENOTDIR
+		}
+		return c.fatal("%s: %s", target, strerror(err))
 	}
 	if err := c.ok(); err != nil {
 		return err
@@ -358,19 +396,36 @@ func (c *scp) sinkLoop(targ string, targIsDir bool, depth int) error {
 	}
 }
 
+// sinkDir receives a directory as OpenSSH's scp -t does: an existing one
+// is used as it is (chmod'ed to the source's mode only with -p); a new one
+// is made with u+rwx added, so that even a read-only source's contents can
+// be written into it, and given its mode once they are: the source's with
+// -p, else less the umask's bits (see umasked).
 func (c *scp) sinkDir(np string, m scpMsg, t *scpMsg, depth int) error {
 	if !c.opts.Recursive {
 		return c.fatal("received directory without -r")
 	}
+	mode := fileMode(m.Mode)
+	setMode := c.opts.Preserve
 	if fi, err := os.Stat(np); err == nil {
 		if !fi.IsDir() {
-			return c.warn("%s: Not a directory", np)
+			return c.warn("%s: %s", np, strerror(syscall.ENOTDIR))
 		}
 		if c.opts.Preserve {
-			os.Chmod(np, fileMode(m.Mode))
+			os.Chmod(np, mode)
 		}
-	} else if err := os.Mkdir(np, fileMode(m.Mode)|0o700); err != nil {
-		return c.warn("%s: %v", np, unwrapPathErr(err))
+	} else {
+		if err := os.Mkdir(np, fileMode(m.Mode&0o777)|0o700); err != nil {
+			return c.warn("%s: %s", np, strerror(err))
+		}
+		if !c.opts.Preserve {
+			fi, err := os.Stat(np)
+			if err != nil {
+				return c.warn("%s: %s", np, strerror(err))
+			}
+			mode = umasked(m.Mode, fi.Mode())
+		}
+		setMode = true
 	}
 	if err := c.ok(); err != nil {
 		return err
@@ -378,23 +433,42 @@ func (c *scp) sinkDir(np string, m scpMsg, t *scpMsg, depth int) error {
 	if err := c.sinkLoop(np, true, depth+1); err != nil {
 		return err
 	}
-	if c.opts.Preserve {
-		os.Chmod(np, fileMode(m.Mode))
-		if t != nil {
-			os.Chtimes(np, time.Unix(t.Atime, 0), time.Unix(t.Mtime, 0))
-		}
-	} else {
-		// The 0700 added for writing the contents is taken back.
-		os.Chmod(np, fileMode(m.Mode))
+	// As OpenSSH, times from a T line are set with or without -p.
+	if t != nil {
+		os.Chtimes(np, time.Unix(t.Atime, 0), time.Unix(t.Mtime, 0))
+	}
+	if setMode {
+		os.Chmod(np, mode)
 	}
 	return nil
 }
 
+// umasked returns the permission bits of mode (from a C or D line) that the
+// umask lets through: what OpenSSH's scp -t gives a file or directory it
+// creates without -p (mode & ~umask; it drops the set-id and sticky bits
+// too, by adding 07000 to its mask). created is the mode of the inode just
+// made for it with mode's permissions plus u+w or u+rwx: the kernel masked
+// those with the process umask, the one a spawned scp -t would inherit
+// (sessions get no umask of their own), so the umask's bits are read off
+// the inode. Reading the umask itself is racy (syscall.Umask reads it only
+// by setting it, for every goroutine at once) or needs Linux 4.7 (the
+// Umask line of /proc/self/status).
+func umasked(mode uint32, created os.FileMode) os.FileMode {
+	return fileMode(mode&0o777) & created.Perm()
+}
+
+// sinkFile receives a file as OpenSSH's scp -t does: it is made with the
+// source's permissions plus u+w (so that it can be written) under the
+// umask, and a new one then loses the u+w again if the source had none;
+// an existing file keeps its mode. With -p the file gets exactly the
+// source's mode, set-id bits included.
 func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
-	f, err := os.OpenFile(np, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode(m.Mode)|0o200)
+	_, err := os.Stat(np)
+	exists := err == nil
+	f, err := os.OpenFile(np, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode(m.Mode&0o777)|0o200)
 	if err != nil {
 		// The source skips the data after an error answer.
-		return c.warn("%s: %v", np, unwrapPathErr(err))
+		return c.warn("%s: %s", np, strerror(err))
 	}
 	if err := c.ok(); err != nil {
 		f.Close()
@@ -417,13 +491,22 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 			return err
 		}
 	}
-	if c.opts.Preserve && werr == nil {
-		werr = f.Chmod(fileMode(m.Mode))
+	if werr == nil {
+		switch {
+		case c.opts.Preserve:
+			werr = f.Chmod(fileMode(m.Mode))
+		case !exists && m.Mode&0o200 == 0:
+			var fi os.FileInfo
+			if fi, werr = f.Stat(); werr == nil {
+				werr = f.Chmod(umasked(m.Mode, fi.Mode()))
+			}
+		}
 	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
 	}
-	if c.opts.Preserve && t != nil && werr == nil {
+	// As OpenSSH, times from a T line are set with or without -p.
+	if t != nil && werr == nil {
 		werr = os.Chtimes(np, time.Unix(t.Atime, 0), time.Unix(t.Mtime, 0))
 	}
 	// The source's status byte for the file data.
@@ -434,9 +517,22 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 		return nil
 	}
 	if werr != nil {
-		return c.warn("%s: %v", np, unwrapPathErr(werr))
+		return c.warn("%s: %s", np, strerror(werr))
 	}
 	return c.ok()
+}
+
+// strerror words err as C's strerror does, as OpenSSH's scp reports it ("No
+// such file or directory"): Go's texts for errno values are glibc's with a
+// lower-case first letter.
+func strerror(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		if s := errno.Error(); s != "" {
+			return strings.ToUpper(s[:1]) + s[1:]
+		}
+	}
+	return unwrapPathErr(err).Error()
 }
 
 func unwrapPathErr(err error) error {
@@ -447,15 +543,22 @@ func unwrapPathErr(err error) error {
 	return err
 }
 
-// source sends paths (glob patterns are expanded, as a remote shell would).
-func (c *scp) source(paths []string) error {
+// scpSource is one path the source sends: pattern, when set, is expanded
+// as the remote shell would (path is used when nothing matches).
+type scpSource struct {
+	path    string
+	pattern string
+}
+
+// source sends srcs.
+func (c *scp) source(srcs []scpSource) error {
 	if err := c.readAck(); err != nil {
 		return err
 	}
-	for _, p := range paths {
-		matches := []string{p}
-		if strings.ContainsAny(p, "*?[") {
-			if m, err := filepath.Glob(p); err == nil && len(m) > 0 {
+	for _, s := range srcs {
+		matches := []string{s.path}
+		if s.pattern != "" {
+			if m, err := filepath.Glob(s.pattern); err == nil && len(m) > 0 {
 				matches = m
 			}
 		}
@@ -497,7 +600,7 @@ func (c *scp) sendTimes(fi os.FileInfo) (bool, error) {
 func (c *scp) send(p string) error {
 	fi, err := os.Stat(p)
 	if err != nil {
-		return c.warn("%s: %v", p, unwrapPathErr(err))
+		return c.warn("%s: %s", p, strerror(err))
 	}
 	name := filepath.Base(p)
 	if strings.ContainsAny(name, "\n") {
@@ -514,7 +617,7 @@ func (c *scp) send(p string) error {
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return c.warn("%s: %v", p, unwrapPathErr(err))
+		return c.warn("%s: %s", p, strerror(err))
 	}
 	defer f.Close()
 	if skip, err := c.sendTimes(fi); skip || err != nil {
@@ -534,7 +637,7 @@ func (c *scp) send(p string) error {
 		if _, err := io.CopyN(c.w, zeroReader{}, size-n); err != nil {
 			return err
 		}
-		if err := c.warn("%s: %v", p, unwrapPathErr(rerr)); err != nil {
+		if err := c.warn("%s: %s", p, strerror(rerr)); err != nil {
 			return err
 		}
 	} else if err := c.ok(); err != nil {
@@ -547,7 +650,7 @@ func (c *scp) send(p string) error {
 func (c *scp) sendDir(p, name string, fi os.FileInfo) error {
 	entries, err := os.ReadDir(p)
 	if err != nil {
-		return c.warn("%s: %v", p, unwrapPathErr(err))
+		return c.warn("%s: %s", p, strerror(err))
 	}
 	if skip, err := c.sendTimes(fi); skip || err != nil {
 		return err

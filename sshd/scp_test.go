@@ -88,10 +88,20 @@ func TestParseSCPCommand(t *testing.T) {
 		ok      bool
 		wantErr bool
 	}{
-		{cmd: "scp -t /tmp/x", ok: true, want: scpOptions{Sink: true, Paths: []string{"/tmp/x"}}},
-		{cmd: "scp -v -r -p -d -t -- 'my dir'", ok: true, want: scpOptions{Sink: true, Recursive: true, Preserve: true, TargetDir: true, Paths: []string{"my dir"}}},
-		{cmd: "/usr/bin/scp -prf a b", ok: true, want: scpOptions{Source: true, Recursive: true, Preserve: true, Paths: []string{"a", "b"}}},
-		{cmd: "scp -f -- -dashfile", ok: true, want: scpOptions{Source: true, Paths: []string{"-dashfile"}}},
+		{cmd: "scp -t /tmp/x", ok: true, want: scpOptions{Sink: true, Paths: []string{"/tmp/x"}, Patterns: []string{""}}},
+		{cmd: "scp -t /tmp/x/", ok: true, want: scpOptions{Sink: true, Paths: []string{"/tmp/x/"}, Patterns: []string{""}}},
+		{cmd: "scp -v -r -p -d -t -- 'my dir'", ok: true, want: scpOptions{Sink: true, Recursive: true, Preserve: true, TargetDir: true, Paths: []string{"my dir"}, Patterns: []string{""}}},
+		{cmd: "/usr/bin/scp -prf a b", ok: true, want: scpOptions{Source: true, Recursive: true, Preserve: true, Paths: []string{"a", "b"}, Patterns: []string{"", ""}}},
+		{cmd: "scp -f -- -dashfile", ok: true, want: scpOptions{Source: true, Paths: []string{"-dashfile"}, Patterns: []string{""}}},
+		// Only unquoted metacharacters make a pattern (OpenSSH's client
+		// sends the path as typed; the remote shell globs it).
+		{cmd: `scp -f /d/\[ab\] '/d/*' "/d/?" /d/[ab] 'my file'*`, ok: true, want: scpOptions{
+			Source:   true,
+			Paths:    []string{"/d/[ab]", "/d/*", "/d/?", "/d/[ab]", "my file*"},
+			Patterns: []string{"", "", "", "/d/[ab]", "my file*"},
+		}},
+		{cmd: `scp -f '*'*`, ok: true, want: scpOptions{Source: true, Paths: []string{"**"}, Patterns: []string{`\**`}}},
+		{cmd: "scp -t 'unterminated", ok: false},
 		{cmd: "scp a b", ok: false},
 		{cmd: "echo scp -t x", ok: false},
 		{cmd: "scp -t", ok: true, wantErr: true},
@@ -111,6 +121,59 @@ func TestParseSCPCommand(t *testing.T) {
 			}
 		}
 	}
+}
+
+var splitShellWordsTests = []struct {
+	in      string
+	want    []shellWord
+	wantErr bool
+}{
+	{in: " a  b\tc\n", want: []shellWord{{Text: "a", Pattern: "a"}, {Text: "b", Pattern: "b"}, {Text: "c", Pattern: "c"}}},
+	{in: `'it''s' "a\"b" 'c\d'`, want: []shellWord{{Text: "its", Pattern: "its"}, {Text: `a"b`, Pattern: `a"b`}, {Text: `c\d`, Pattern: `c\\d`}}},
+	{in: `"\$x\y\\"`, want: []shellWord{{Text: `$x\y\`, Pattern: `$x\\y\\`}}},
+	{in: "a\\\nb \\\n", want: []shellWord{{Text: "ab", Pattern: "ab"}}},
+	{in: `'' ""`, want: []shellWord{{}, {}}},
+	{in: `x*'*'\?"[" [ab]`, want: []shellWord{{Text: "x**?[", Pattern: `x*\*\?\[`, Glob: true}, {Text: "[ab]", Pattern: "[ab]", Glob: true}}},
+	{in: `'[ab]' \[ab\] "*"`, want: []shellWord{{Text: "[ab]", Pattern: `\[ab\]`}, {Text: "[ab]", Pattern: `\[ab\]`}, {Text: "*", Pattern: `\*`}}},
+	{in: "'\xff*'é*", want: []shellWord{{Text: "\xff*é*", Pattern: "\xff\\*é*", Glob: true}}}, // bytes, not runes
+	{in: `x\`, wantErr: true},
+	{in: `'x`, wantErr: true},
+	{in: `"x\"`, wantErr: true},
+}
+
+func TestSplitShellWords(t *testing.T) {
+	for _, tc := range splitShellWordsTests {
+		got, err := splitShellWords(tc.in)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("splitShellWords(%q) error = %v, want error %v", tc.in, err, tc.wantErr)
+			continue
+		}
+		if diff := cmp.Diff(tc.want, got); err == nil && diff != "" {
+			t.Errorf("splitShellWords(%q) mismatch (-want +got):\n%s", tc.in, diff)
+		}
+	}
+}
+
+// FuzzSplitShellWords: a word without unquoted metacharacters is a
+// pattern that matches exactly its own text.
+func FuzzSplitShellWords(f *testing.F) {
+	for _, tc := range splitShellWordsTests {
+		f.Add(tc.in)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		words, err := splitShellWords(in)
+		if err != nil {
+			return
+		}
+		for _, w := range words {
+			if w.Glob {
+				continue
+			}
+			if ok, err := filepath.Match(w.Pattern, w.Text); !ok || err != nil {
+				t.Fatalf("splitShellWords(%q): pattern %q does not match its text %q: %v", in, w.Pattern, w.Text, err)
+			}
+		}
+	})
 }
 
 // scpStream is a sink input: a D with a file inside and a file at the top.
@@ -218,19 +281,29 @@ func TestSCPSinkProtocol(t *testing.T) {
 	}
 }
 
+// TestSCPSinkTargetMustBeDir: with -d (several files sent) the target
+// must be a directory, refused in OpenSSH's words (checked with its scp -t).
 func TestSCPSinkTargetMustBeDir(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s := openRaw(t, c)
-	if ok, _ := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"scp -d -t /nonexistent/dir"})); !ok {
-		t.Fatal("exec refused")
-	}
-	line, _ := bufio.NewReader(s.ch).ReadString('\n')
-	if !strings.HasPrefix(line, "\x02") || !strings.Contains(line, "Not a directory") {
-		t.Errorf("answer = %q, want a fatal Not a directory", line)
-	}
-	if st := s.wait(t); st != "exit-status 1" {
-		t.Errorf("ended with %s, want exit-status 1", st)
+	file := filepath.Join(e.home("root"), "file")
+	writeFile(t, file, "x")
+	for _, tc := range []struct{ target, want string }{
+		{"/nonexistent/dir", "\x02scp: /nonexistent/dir: No such file or directory\n"},
+		{file, "\x02scp: " + file + ": Not a directory\n"},
+		{file + "/", "\x02scp: " + file + "/: Not a directory\n"},
+	} {
+		s := openRaw(t, c)
+		if ok, _ := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"scp -d -t " + tc.target})); !ok {
+			t.Fatal("exec refused")
+		}
+		line, _ := bufio.NewReader(s.ch).ReadString('\n')
+		if line != tc.want {
+			t.Errorf("scp -d -t %s: answer = %q, want %q", tc.target, line, tc.want)
+		}
+		if st := s.wait(t); st != "exit-status 1" {
+			t.Errorf("scp -d -t %s: ended with %s, want exit-status 1", tc.target, st)
+		}
 	}
 }
 

@@ -1,0 +1,436 @@
+package sshd
+
+// How the in-process scp behaves where OpenSSH's scp (Debian's
+// openssh-client, 9.2p1 when this was written) is the reference: each
+// expectation here was first read off its "scp -t" fed the same stream, and
+// TestSCPSinkMatchesOpenSSH compares the two again on every run.
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// scpInProcess runs cmdline (an "scp -t" or "scp -f" command) in-process
+// over stream, with dir as working and home directory, and returns what it
+// answered, with dir written as ROOT, and its exit status.
+func scpInProcess(t *testing.T, dir, cmdline, stream string) (string, int) {
+	t.Helper()
+	opts, ok, err := parseSCPCommand(cmdline)
+	if !ok || err != nil {
+		t.Fatalf("parseSCPCommand(%q) = ok %v, %v", cmdline, ok, err)
+	}
+	var out bytes.Buffer
+	c := &scp{r: bufio.NewReader(strings.NewReader(stream)), w: &out, opts: opts}
+	status, _ := c.run(dir, dir)
+	return strings.ReplaceAll(out.String(), dir, "ROOT"), status
+}
+
+// withUmask sets the process umask for the rest of the test: sshd's tests
+// do not run in parallel.
+func withUmask(t *testing.T, mask int) {
+	old := syscall.Umask(mask)
+	t.Cleanup(func() { syscall.Umask(old) })
+}
+
+// scpTestMtime is the time the test streams' T lines set.
+const scpTestMtime = 1700000000
+
+// scpTree describes the tree under root: for each path, its type and mode
+// (set-id and sticky bits included), the content of a file, and "T" when
+// its mtime is scpTestMtime.
+func scpTree(t *testing.T, root string) map[string]string {
+	t.Helper()
+	tree := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == root {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		desc := fmt.Sprintf("%v", fi.Mode())
+		if fi.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			desc += " " + string(data)
+		}
+		if fi.ModTime().Unix() == scpTestMtime {
+			desc += " T"
+		}
+		rel, _ := filepath.Rel(root, p)
+		tree[rel] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree
+}
+
+// scpLayout makes the files the sink tests start from. Directories the
+// test leaves without u+w are given it back so that TempDir can remove them
+// when not running as root.
+func scpLayout(t *testing.T, root string) {
+	t.Helper()
+	t.Cleanup(func() {
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				os.Chmod(p, 0o700)
+			}
+			return nil
+		})
+	})
+	for _, d := range []struct {
+		name string
+		mode os.FileMode
+	}{{"dir", 0o755}, {"ex700", 0o700}} {
+		if err := os.Mkdir(filepath.Join(root, d.name), d.mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(filepath.Join(root, d.name), d.mode)
+	}
+	for _, f := range []string{"dir/conf", "exfile"} {
+		if err := os.WriteFile(filepath.Join(root, f), []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// scpLayoutTree is scpTree of an untouched scpLayout.
+func scpLayoutTree() map[string]string {
+	return map[string]string{
+		"dir":      "drwxr-xr-x",
+		"dir/conf": "-rw------- old",
+		"ex700":    "drwx------",
+		"exfile":   "-rw------- old",
+	}
+}
+
+// withEntries returns a copy of base with the entries of more added.
+func withEntries(base map[string]string, more map[string]string) map[string]string {
+	m := map[string]string{}
+	for k, v := range base {
+		m[k] = v
+	}
+	for k, v := range more {
+		m[k] = v
+	}
+	return m
+}
+
+// scpSinkCases are sink runs (under umask 022) and what OpenSSH's scp -t
+// answers to them and leaves in scpLayout. A stream stops where a client
+// would after an error answer.
+var scpSinkCases = []struct {
+	name   string
+	cmd    string
+	stream string
+	answer string // ROOT stands for the directory
+	status int
+	tree   map[string]string // added to scpLayoutTree
+}{
+	// A trailing "/" means the target must be a directory.
+	{
+		name: "file to an existing file with a slash", cmd: "scp -t ROOT/dir/conf/", stream: "C0644 3 f\n",
+		answer: "\x00\x01scp: ROOT/dir/conf/: Is a directory\n", status: 1,
+	},
+	{
+		name: "file to a missing name with a slash", cmd: "scp -t ROOT/dir/newdir/", stream: "C0644 3 f\n",
+		answer: "\x00\x01scp: ROOT/dir/newdir/: Is a directory\n", status: 1,
+	},
+	{
+		name: "file to a directory with a slash", cmd: "scp -t ROOT/dir/", stream: "C0644 3 f\nabc\x00",
+		answer: "\x00\x00\x00", tree: map[string]string{"dir/f": "-rw-r--r-- abc"},
+	},
+	{
+		name: "directory to an existing file with a slash", cmd: "scp -r -t ROOT/dir/conf/", stream: "D0755 0 d\n",
+		answer: "\x00\x01scp: ROOT/dir/conf/: File exists\n", status: 1,
+	},
+	{
+		name: "directory to a missing name with a slash", cmd: "scp -r -t ROOT/dir/newdir/", stream: "D0755 0 d\nC0644 3 f\nabc\x00E\n",
+		answer: "\x00\x00\x00\x00\x00",
+		tree:   map[string]string{"dir/newdir": "drwxr-xr-x", "dir/newdir/f": "-rw-r--r-- abc"},
+	},
+	{
+		name: "file to an existing file", cmd: "scp -t ROOT/dir/conf", stream: "C0644 3 f\nabc\x00",
+		answer: "\x00\x00\x00", tree: map[string]string{"dir/conf": "-rw------- abc"},
+	},
+	// Errors in strerror's words.
+	{
+		name: "file in a missing directory", cmd: "scp -t ROOT/nope/f", stream: "C0644 3 f\n",
+		answer: "\x00\x01scp: ROOT/nope/f: No such file or directory\n", status: 1,
+	},
+	// With -d (several files sent) the target must be a directory; the
+	// refusal ends the run, so it is fatal (\x02), where OpenSSH sends
+	// every error as \x01 and then exits.
+	{
+		name: "files to a missing directory", cmd: "scp -d -t ROOT/nope", stream: "",
+		answer: "\x02scp: ROOT/nope: No such file or directory\n", status: 1,
+	},
+	{
+		name: "files to a file", cmd: "scp -d -t ROOT/exfile", stream: "",
+		answer: "\x02scp: ROOT/exfile: Not a directory\n", status: 1,
+	},
+	// Without -p: what is created gets the source's mode less the umask
+	// and the set-id bits, a file made with u+w for writing loses it again,
+	// what exists keeps its mode.
+	{
+		name: "modes without -p", cmd: "scp -r -t ROOT",
+		stream: "D0777 0 newdir\nC0444 3 ro\nabc\x00C0777 1 rwx\nx\x00E\n" +
+			"D0755 0 ex700\nE\nC0444 2 exfile\nhi\x00" +
+			"D0500 0 rodir\nC0644 1 in\nz\x00E\nC4755 1 suid\nq\x00D2775 0 sgid\nE\n",
+		answer: strings.Repeat("\x00", 19),
+		tree: map[string]string{
+			"newdir":     "drwxr-xr-x",
+			"newdir/ro":  "-r--r--r-- abc",
+			"newdir/rwx": "-rwxr-xr-x x",
+			"exfile":     "-rw------- hi",
+			"rodir":      "dr-x------",
+			"rodir/in":   "-rw-r--r-- z",
+			"suid":       "-rwxr-xr-x q",
+			"sgid":       "drwxr-xr-x",
+		},
+	},
+	// With -p: exactly the source's mode, existing entries included.
+	{
+		name: "modes with -p", cmd: "scp -r -p -t ROOT",
+		stream: "T1700000000 0 1700000000 0\nD0777 0 newdir\nC0444 3 ro\nabc\x00C0777 1 rwx\nx\x00E\n" +
+			"D0755 0 ex700\nE\nT1700000000 0 1700000000 0\nC0444 2 exfile\nhi\x00" +
+			"D0500 0 rodir\nC0604 1 in\nz\x00E\n",
+		answer: strings.Repeat("\x00", 17),
+		tree: map[string]string{
+			"newdir":     "drwxrwxrwx T",
+			"newdir/ro":  "-r--r--r-- abc",
+			"newdir/rwx": "-rwxrwxrwx x",
+			"ex700":      "drwxr-xr-x",
+			"exfile":     "-r--r--r-- hi T",
+			"rodir":      "dr-x------",
+			"rodir/in":   "-rw----r-- z",
+		},
+	},
+	// Times from a T line are set with or without -p.
+	{
+		name: "times without -p", cmd: "scp -r -t ROOT",
+		stream: "T1700000000 0 1700000000 0\nC0644 1 t\nq\x00T1700000000 0 1700000000 0\nD0755 0 d\nE\n",
+		answer: strings.Repeat("\x00", 7),
+		tree:   map[string]string{"t": "-rw-r--r-- q T", "d": "drwxr-xr-x T"},
+	},
+}
+
+func TestSCPSink(t *testing.T) {
+	withUmask(t, 0o022)
+	for _, tc := range scpSinkCases {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			scpLayout(t, root)
+			answer, status := scpInProcess(t, root, strings.ReplaceAll(tc.cmd, "ROOT", root), tc.stream)
+			if answer != tc.answer || status != tc.status {
+				t.Errorf("%s: answered %q, status %d; want %q, %d", tc.cmd, answer, status, tc.answer, tc.status)
+			}
+			if diff := cmp.Diff(withEntries(scpLayoutTree(), tc.tree), scpTree(t, root)); diff != "" {
+				t.Errorf("%s: tree mismatch (-want +got):\n%s", tc.cmd, diff)
+			}
+		})
+	}
+}
+
+// TestSCPSinkSetIDWithP: with -p a file keeps its set-id bits. (Not in
+// scpSinkCases: OpenSSH's scp -t, not root, loses them when it writes the
+// file after creating it with them.)
+func TestSCPSinkSetIDWithP(t *testing.T) {
+	root := t.TempDir()
+	if answer, status := scpInProcess(t, root, "scp -p -t "+root, "C4755 1 suid\nq\x00"); answer != "\x00\x00\x00" || status != 0 {
+		t.Fatalf("answered %q, status %d", answer, status)
+	}
+	want := map[string]string{"suid": "urwxr-xr-x q"}
+	if diff := cmp.Diff(want, scpTree(t, root)); diff != "" {
+		t.Errorf("tree mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestSCPSinkMatchesOpenSSH runs scpSinkCases through OpenSSH's own
+// "scp -t" too (needs /usr/bin/scp, Debian's openssh-client), to catch the
+// table drifting from what OpenSSH does.
+func TestSCPSinkMatchesOpenSSH(t *testing.T) {
+	bin := needProgram(t, "scp")
+	withUmask(t, 0o022)
+	for _, tc := range scpSinkCases {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			scpLayout(t, root)
+			args := strings.Fields(strings.ReplaceAll(tc.cmd, "ROOT", root))[1:]
+			cmd := exec.Command(bin, args...)
+			cmd.Stdin = strings.NewReader(tc.stream)
+			out, err := cmd.Output()
+			status := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				status = ee.ExitCode()
+			} else if err != nil {
+				t.Fatalf("%s %q: %v", bin, args, err)
+			}
+			want := strings.ReplaceAll(tc.answer, "\x02", "\x01") // see the -d cases
+			if answer := strings.ReplaceAll(string(out), root, "ROOT"); answer != want || status != tc.status {
+				t.Errorf("OpenSSH %s: answered %q, status %d; the table says %q, %d", tc.cmd, answer, status, want, tc.status)
+			}
+			if diff := cmp.Diff(withEntries(scpLayoutTree(), tc.tree), scpTree(t, root)); diff != "" {
+				t.Errorf("OpenSSH %s: tree differs from the table (-table +OpenSSH):\n%s", tc.cmd, diff)
+			}
+		})
+	}
+}
+
+// scpSourceCases are "scp -f" arguments as OpenSSH's client sends them
+// (the remote path as typed) and what the source sends for them, from a
+// directory holding d/a, d/b and d/[ab]. Only unquoted metacharacters glob,
+// as in the shell OpenSSH runs scp -f through.
+var scpSourceCases = []struct {
+	arg    string
+	want   string // the stream sent, with relative paths in messages
+	status int
+}{
+	{arg: `d/\[ab\]`, want: "C0644 1 [ab]\nL\x00"},
+	{arg: `'d/[ab]'`, want: "C0644 1 [ab]\nL\x00"},
+	{arg: `"d/[ab]"`, want: "C0644 1 [ab]\nL\x00"},
+	{arg: `d/'['ab]`, want: "C0644 1 [ab]\nL\x00"},
+	{arg: `d/[ab]`, want: "C0644 1 a\nA\x00C0644 1 b\nB\x00"},
+	{arg: `d/?`, want: "C0644 1 a\nA\x00C0644 1 b\nB\x00"},
+	{arg: `d/[xy]`, want: "\x01scp: d/[xy]: No such file or directory\n", status: 1},
+	{arg: `'d/*'`, want: "\x01scp: d/*: No such file or directory\n", status: 1},
+}
+
+// scpSourceDirs are names for the directory the source runs in: glob
+// metacharacters in it must not glob.
+var scpSourceDirs = []string{"home", "home[1]*"}
+
+// scpSourceLayout makes d/a, d/b and d/[ab] under a directory named name
+// and returns it.
+func scpSourceLayout(t *testing.T, name string) string {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), name)
+	if err := os.MkdirAll(filepath.Join(root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string]string{"a": "A", "b": "B", "[ab]": "L"} {
+		p := filepath.Join(root, "d", name)
+		writeFile(t, p, data)
+		os.Chmod(p, 0o644)
+	}
+	return root
+}
+
+func TestSCPSourceGlobQuoting(t *testing.T) {
+	for _, dir := range scpSourceDirs {
+		root := scpSourceLayout(t, dir)
+		for _, tc := range scpSourceCases {
+			got, status := scpInProcess(t, root, "scp -f "+tc.arg, strings.Repeat("\x00", 20))
+			got = strings.ReplaceAll(got, "ROOT/", "")
+			if got != tc.want || status != tc.status {
+				t.Errorf("in %s: scp -f %s sent %q, status %d; want %q, %d", dir, tc.arg, got, status, tc.want, tc.status)
+			}
+		}
+	}
+}
+
+// TestSCPSourceMatchesOpenSSH runs scpSourceCases through the shell and
+// OpenSSH's own "scp -f" (needs /usr/bin/scp and /bin/sh), as sshd would
+// run them.
+func TestSCPSourceMatchesOpenSSH(t *testing.T) {
+	needProgram(t, "scp")
+	root := scpSourceLayout(t, scpSourceDirs[len(scpSourceDirs)-1])
+	for _, tc := range scpSourceCases {
+		cmd := exec.Command("/bin/sh", "-c", "scp -f "+tc.arg)
+		cmd.Dir = root
+		cmd.Stdin = strings.NewReader(strings.Repeat("\x00", 20))
+		out, err := cmd.Output()
+		status := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			status = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("sh -c scp -f %s: %v", tc.arg, err)
+		}
+		if string(out) != tc.want || status != tc.status {
+			t.Errorf("OpenSSH: scp -f %s sent %q, status %d; the table says %q, %d", tc.arg, out, status, tc.want, tc.status)
+		}
+	}
+}
+
+// TestOpenSSHSCPLegacyCompat: the cases above through OpenSSH's client
+// ("scp -O"), as the problems were first seen.
+func TestOpenSSHSCPLegacyCompat(t *testing.T) {
+	withUmask(t, 0o022)
+	o := newOpenSSHEnv(t, nil)
+	scp := needProgram(t, "scp")
+	base := append(o.opts(), "-P", o.port, "-O")
+	home := o.home("root")
+	src := filepath.Join(o.dir, "src.txt")
+	writeFile(t, src, "new")
+	os.MkdirAll(filepath.Join(home, "dir"), 0o755)
+	conf := filepath.Join(home, "dir", "conf")
+	writeFile(t, conf, "old")
+
+	// A trailing slash: the target must be a directory.
+	for _, target := range []string{"dir/conf/", "dir/newdir/"} {
+		_, errOut, code := o.run(t, nil, scp, append(base, src, "root@127.0.0.1:"+target)...)
+		if want := target + ": Is a directory"; code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("scp -O src host:%s: exit %d, %q; want 1 and %q", target, code, errOut, want)
+		}
+	}
+	if got, _ := os.ReadFile(conf); string(got) != "old" {
+		t.Errorf("dir/conf = %q after scp to dir/conf/, want it untouched", got)
+	}
+	if _, err := os.Lstat(filepath.Join(home, "dir", "newdir")); err == nil {
+		t.Error("scp to dir/newdir/ made dir/newdir")
+	}
+	// Several files to a missing directory.
+	_, errOut, code := o.run(t, nil, scp, append(base, src, src, "root@127.0.0.1:missing")...)
+	if want := "missing: No such file or directory"; code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("scp -O src src host:missing: exit %d, %q; want 1 and %q", code, errOut, want)
+	}
+
+	// An escaped glob character is literal.
+	d := filepath.Join(home, "g")
+	os.Mkdir(d, 0o755)
+	for name, data := range map[string]string{"a": "A", "b": "B", "[ab]": "L"} {
+		writeFile(t, filepath.Join(d, name), data)
+	}
+	down := filepath.Join(o.dir, "down")
+	os.Mkdir(down, 0o755)
+	if _, errOut, code := o.run(t, nil, scp, append(base, `root@127.0.0.1:g/\[ab\]`, down)...); code != 0 {
+		t.Errorf(`scp -O host:g/\[ab\]: exit %d, %q`, code, errOut)
+	}
+	if entries, _ := os.ReadDir(down); len(entries) != 1 || entries[0].Name() != "[ab]" {
+		t.Errorf(`scp -O host:g/\[ab\] fetched %v, want [ab] alone`, entries)
+	}
+
+	// -r without -p: modes less the umask, existing directories untouched.
+	tree := filepath.Join(o.dir, "tree")
+	os.MkdirAll(filepath.Join(tree, "sub"), 0o755)
+	writeFile(t, filepath.Join(tree, "ro.txt"), "ro")
+	os.Chmod(filepath.Join(tree, "ro.txt"), 0o444)
+	os.Chmod(filepath.Join(tree, "sub"), 0o777)
+	os.Mkdir(filepath.Join(home, "tree"), 0o700)
+	if _, errOut, code := o.run(t, nil, scp, append(base, "-r", tree, "root@127.0.0.1:")...); code != 0 {
+		t.Fatalf("scp -O -r tree host: exit %d, %q", code, errOut)
+	}
+	for name, want := range map[string]os.FileMode{"tree": os.ModeDir | 0o700, "tree/sub": os.ModeDir | 0o755, "tree/ro.txt": 0o444} {
+		if fi, err := os.Stat(filepath.Join(home, name)); err != nil || fi.Mode() != want {
+			t.Errorf("%s after scp -O -r: %v, %v; want mode %v", name, fi.Mode(), err, want)
+		}
+	}
+}
