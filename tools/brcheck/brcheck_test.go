@@ -114,6 +114,8 @@ var (
 	defineRe = regexp.MustCompile(`(?m)^define\s+(\S+)`)
 	hookRe   = regexp.MustCompile(`(?m)^[A-Z0-9_]+_HOOKS\s*\+=\s*(.+)$`)
 	pkgdirRe = regexp.MustCompile(`\$\(([A-Z0-9_]+)_PKGDIR\)/(\S+)`)
+	evalRe   = regexp.MustCompile(`(?m)^\$\(eval \$\(([a-z-]+)\)\)$`)
+	tailRe   = regexp.MustCompile(`^(else|endif|ifeq .*|ifneq .*)$`)
 )
 
 // infra lists the Buildroot package-infrastructure variable suffixes (generic
@@ -181,11 +183,29 @@ func TestMakefiles(t *testing.T) {
 				t.Errorf("%s: installs $(%s_PKGDIR)/%s: %v", mk, m[1], m[2], err)
 			}
 		}
-		if !strings.HasSuffix(strings.TrimSpace(text), "$(eval $(golang-package))") {
-			t.Errorf("%s: want $(eval $(golang-package)) as the last line", mk)
+		// The infrastructure is evaluated last, after every variable it reads:
+		// golang-package, or generic-package for the build machine's Go
+		// (TestHostGoEnv and TestGolangPackage check which one is taken).
+		evals := evalRe.FindAllStringSubmatchIndex(text, -1)
+		if len(evals) == 0 {
+			t.Errorf("%s: no $(eval $(golang-package))", mk)
+			continue
+		}
+		var infras []string
+		for _, e := range evals {
+			infras = append(infras, text[e[2]:e[3]])
+		}
+		sort.Strings(infras)
+		if got := strings.Join(infras, " "); got != "golang-package" && got != "generic-package golang-package" {
+			t.Errorf("%s: evaluates %s, want golang-package (and generic-package)", mk, got)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(text[evals[0][0]:]), "\n") {
+			if !evalRe.MatchString(line) && !tailRe.MatchString(line) {
+				t.Errorf("%s: %q after the first $(eval ...): want the infrastructure as the last lines", mk, line)
+			}
 		}
 		cfg := read(t, filepath.Join(filepath.Dir(mk), "Config.in"))
-		if !strings.Contains(cfg, "depends on BR2_PACKAGE_HOST_GO_TARGET_ARCH_SUPPORTS") {
+		if !regexp.MustCompile(`(?m)^\s*depends on BR2_PACKAGE_HOST_GO_TARGET_ARCH_SUPPORTS\b`).MatchString(cfg) {
 			t.Errorf("%s/Config.in: golang packages must depend on BR2_PACKAGE_HOST_GO_TARGET_ARCH_SUPPORTS", filepath.Dir(mk))
 		}
 	}

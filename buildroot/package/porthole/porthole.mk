@@ -4,13 +4,22 @@
 #
 ################################################################################
 
-# Built from the tree this BR2_EXTERNAL lives in. Buildroot vendors Go modules
-# only for downloaded sources, so PORTHOLE_VENDOR runs `go mod vendor` after the
-# rsync (network access to the Go module proxy), unless the tree already has a
-# vendor/ directory (run `go mod vendor` there first for offline builds).
+# Built from the tree this BR2_EXTERNAL lives in, in one of two ways:
+#  - BR2_PACKAGE_PORTHOLE_HOST_GO: generic-package running the build machine's
+#    Go. Buildroot's own Go cannot build for 32-bit MIPS, porthole's main
+#    target (Config.in forces this way there), and may be older than the go
+#    line of go.mod;
+#  - otherwise golang-package, with Buildroot's host-go.
+# Both vendor the modules before the build, check the Go version first, and
+# build with make cross's tags, compiler and linker flags (less -s -w:
+# Buildroot strips the binary itself).
 PORTHOLE_VERSION = $(shell git -C $(BR2_EXTERNAL_PORTHOLE_PATH) describe --tags --always --dirty 2>/dev/null || echo dev)
 PORTHOLE_SITE = $(BR2_EXTERNAL_PORTHOLE_PATH)/..
 PORTHOLE_SITE_METHOD = local
+# What the tree's .gitignore keeps out of git is no source either (bin/porthole
+# is a host binary, node_modules is large); Buildroot already leaves out .git.
+PORTHOLE_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
+	--exclude=/bin --exclude=/dist --exclude=/.lab --exclude=/.cache --exclude=node_modules
 PORTHOLE_LICENSE = Apache-2.0
 PORTHOLE_GOMOD = github.com/porthole-iot/porthole
 PORTHOLE_BUILD_TARGETS = agent/cmd/porthole
@@ -19,18 +28,147 @@ PORTHOLE_BUILD_TIME = $(shell TZ=UTC git -C $(BR2_EXTERNAL_PORTHOLE_PATH) log -1
 PORTHOLE_LDFLAGS = \
 	-X $(PORTHOLE_GOMOD)/agent.Version=$(PORTHOLE_VERSION) \
 	$(if $(PORTHOLE_BUILD_TIME),-X $(PORTHOLE_GOMOD)/agent/notify.BuildTime=$(PORTHOLE_BUILD_TIME))
-PORTHOLE_GO_ENV = CGO_ENABLED=0
 # The device's compiler flags (inlining only where it pays), from the file make
 # cross and the QEMU boards read too; golang-package appends its own options.
 PORTHOLE_BUILD_OPTS = $(addprefix -gcflags=,$(shell grep -v '^\#' $(BR2_EXTERNAL_PORTHOLE_PATH)/../agent/cmd/porthole/device.gcflags))
 
-define PORTHOLE_VENDOR
-	if [ ! -d $(@D)/vendor ]; then \
-		cd $(@D) && $(HOST_GO_COMMON_ENV) GOFLAGS=-mod=mod GOPROXY=$(or $(GOPROXY),https://proxy.golang.org) \
-			$(GO_BIN) mod vendor; \
+# Buildroot's target architecture as a Go port (Config.in's
+# BR2_PACKAGE_PORTHOLE_HOST_GO_ARCH_SUPPORTS lists the same), and its variant:
+# without the FPU GOARM 6 (VFPv2) or 7 (VFPv3) needs, and on MIPS without an
+# FPU or with one in NaN-2008 mode (Go's hard-float code is legacy-NaN),
+# software floating point. The variant is passed to Buildroot's Go too: its
+# go.mk sets GOARM from the CPU only and no GOMIPS64 at all.
+PORTHOLE_SOFTFLOAT = ,softfloat
+ifeq ($(BR2_arm),y)
+PORTHOLE_GOARCH = arm
+ifeq ($(BR2_ARM_CPU_ARMV5),y)
+PORTHOLE_GOARM = 5
+else ifeq ($(BR2_ARM_CPU_ARMV6),y)
+PORTHOLE_GOARM = 6$(if $(BR2_ARM_CPU_HAS_VFPV2),,$(PORTHOLE_SOFTFLOAT))
+else
+# ARMv7-A, or ARMv8-A in 32-bit mode: Go has no GOARM=8 (golang/go#29373)
+PORTHOLE_GOARM = 7$(if $(BR2_ARM_CPU_HAS_VFPV3),,$(PORTHOLE_SOFTFLOAT))
+endif
+PORTHOLE_GOARCH_ENV = GOARM=$(PORTHOLE_GOARM)
+else ifeq ($(BR2_aarch64),y)
+PORTHOLE_GOARCH = arm64
+else ifeq ($(BR2_mips)$(BR2_mipsel),y)
+PORTHOLE_GOARCH = $(if $(BR2_mipsel),mipsle,mips)
+PORTHOLE_GOARCH_ENV = GOMIPS=$(PORTHOLE_MIPS_FLOAT)
+else ifeq ($(BR2_mips64)$(BR2_mips64el),y)
+PORTHOLE_GOARCH = $(if $(BR2_mips64el),mips64le,mips64)
+PORTHOLE_GOARCH_ENV = GOMIPS64=$(PORTHOLE_MIPS_FLOAT)
+else ifeq ($(BR2_i386),y)
+PORTHOLE_GOARCH = 386
+PORTHOLE_GOARCH_ENV = GO386=$(if $(BR2_X86_CPU_HAS_SSE2),sse2,softfloat)
+else ifeq ($(BR2_x86_64),y)
+PORTHOLE_GOARCH = amd64
+else ifeq ($(BR2_RISCV_64),y)
+PORTHOLE_GOARCH = riscv64
+else ifeq ($(BR2_powerpc64le),y)
+PORTHOLE_GOARCH = ppc64le
+else ifeq ($(BR2_s390x),y)
+PORTHOLE_GOARCH = s390x
+endif
+PORTHOLE_MIPS_FLOAT = $(if $(BR2_MIPS_SOFT_FLOAT)$(BR2_MIPS_NAN_2008),softfloat,hardfloat)
+
+PORTHOLE_GO_ENV = CGO_ENABLED=0 $(PORTHOLE_GOARCH_ENV)
+
+ifeq ($(BR2_PACKAGE_PORTHOLE_HOST_GO),y)
+
+ifeq ($(PORTHOLE_GOARCH),)
+$(error porthole: BR2_PACKAGE_PORTHOLE_HOST_GO has no Go port for BR2_ARCH $(BR2_ARCH))
+endif
+
+PORTHOLE_GO = $(call qstrip,$(BR2_PACKAGE_PORTHOLE_HOST_GO_BIN))
+
+# Go's build cache; `make PORTHOLE_GOCACHE=...` shares another one (a Go cache
+# is safe to share between builds).
+PORTHOLE_GOCACHE = $(@D)/.go/cache
+
+# The environment of every go command of the build is this and nothing else:
+# no GOFLAGS, GOARM or GOAMD64 from the shell, no go env file (GOENV=off), no
+# toolchain download (GOTOOLCHAIN=local), no module download (GOPROXY=off:
+# the modules are vendored), no go.work from a parent folder.
+PORTHOLE_HOST_GO_ENV = env -i \
+	PATH="$(PATH)" \
+	HOME=$(@D)/.go/home \
+	GOENV=off \
+	GOTOOLCHAIN=local \
+	GOWORK=off \
+	GOPROXY=off \
+	GOFLAGS=-mod=vendor \
+	GOPATH=$(@D)/.go \
+	GOCACHE=$(PORTHOLE_GOCACHE) \
+	GOOS=linux \
+	GOARCH=$(PORTHOLE_GOARCH) \
+	$(PORTHOLE_GO_ENV)
+
+# What golang-package passes to go build, with porthole's values.
+define PORTHOLE_BUILD_CMDS
+	cd $(@D) && $(PORTHOLE_HOST_GO_ENV) $(PORTHOLE_GO) build \
+		-trimpath -buildvcs=false \
+		-tags "$(PORTHOLE_TAGS)" \
+		-ldflags "$(PORTHOLE_LDFLAGS)" \
+		$(if $(PARALLEL_JOBS),-p $(PARALLEL_JOBS)) \
+		$(PORTHOLE_BUILD_OPTS) \
+		-o $(@D)/bin/$(notdir $(PORTHOLE_BUILD_TARGETS)) \
+		$(PORTHOLE_GOMOD)/$(PORTHOLE_BUILD_TARGETS)
+endef
+
+define PORTHOLE_INSTALL_TARGET_CMDS
+	$(INSTALL) -D -m 0755 $(@D)/bin/$(notdir $(PORTHOLE_BUILD_TARGETS)) \
+		$(TARGET_DIR)/usr/bin/$(notdir $(PORTHOLE_BUILD_TARGETS))
+endef
+
+# Vendoring needs the modules: from the module cache and proxy that the
+# build machine's Go is set up with (GOPROXY=off in the environment: the
+# cache only).
+PORTHOLE_GO_RUN = $(PORTHOLE_HOST_GO_ENV) $(PORTHOLE_GO)
+PORTHOLE_VENDOR_GO = GOFLAGS=-mod=mod GOTOOLCHAIN=local GOWORK=off $(PORTHOLE_GO)
+PORTHOLE_GO_NAME = '$(PORTHOLE_GO)' (BR2_PACKAGE_PORTHOLE_HOST_GO_BIN)
+PORTHOLE_GO_HINT = set BR2_PACKAGE_PORTHOLE_HOST_GO_BIN (External options > porthole) to the go command of a Go >= $$need, such as /usr/local/go/bin/go.
+
+else # golang-package, Buildroot's host-go
+
+PORTHOLE_GO_RUN = GOTOOLCHAIN=local $(GO_BIN)
+PORTHOLE_VENDOR_GO = $(HOST_GO_COMMON_ENV) GOFLAGS=-mod=mod GOWORK=off \
+	GOPROXY=$(or $(GOPROXY),https://proxy.golang.org) $(GO_BIN)
+PORTHOLE_GO_NAME = Buildroot's host-go ($(GO_BIN))
+PORTHOLE_GO_HINT = enable BR2_PACKAGE_PORTHOLE_HOST_GO (External options > porthole) to build with the build machine's Go >= $$need instead.
+
+endif
+
+# go.mod's go line with GOTOOLCHAIN=local makes an older Go refuse the module,
+# naming neither the Buildroot option nor the binary: this does, first.
+define PORTHOLE_CHECK_GO
+	$(Q)need=`sed -n 's/^go \([0-9][0-9.]*\).*/\1/p' $(@D)/go.mod`; \
+	[ -n "$$need" ] || { echo "porthole: no go line in $(@D)/go.mod" >&2; exit 1; }; \
+	have=`$(PORTHOLE_GO_RUN) env GOVERSION` && [ -n "$$have" ] || { \
+		echo "porthole: cannot run the Go toolchain $(PORTHOLE_GO_NAME): $(PORTHOLE_GO_HINT)" >&2; \
+		exit 1; }; \
+	case "$$have" in devel*) exit 0 ;; esac; \
+	if [ `echo "$${have#go}" | $(PORTHOLE_GO_VERSION_NUMBER)` -lt `echo "$$need" | $(PORTHOLE_GO_VERSION_NUMBER)` ]; then \
+		echo "porthole: the Go toolchain $(PORTHOLE_GO_NAME) is $$have, older than go $$need in go.mod: $(PORTHOLE_GO_HINT)" >&2; \
+		exit 1; \
 	fi
 endef
-PORTHOLE_POST_RSYNC_HOOKS += PORTHOLE_VENDOR
+# 1.26.3 -> 1002600003, 1.27rc1 -> 1002700001
+PORTHOLE_GO_VERSION_NUMBER = awk -F'[^0-9]+' '{ printf "%d%04d%04d\n", $$1, $$2, $$3 }'
+
+# Buildroot vendors Go modules only for downloaded sources, not for this local
+# tree: vendor them into the build folder, unless the tree has a vendor/ of
+# its own (run `go mod vendor` there for a build without network). This runs
+# before each build, after the Go check, and not after the rsync: there
+# Buildroot's host-go may not be installed yet (the rsync step does not wait
+# for the package's dependencies), and a rebuild after a go.mod change would
+# keep a stale vendor/.
+define PORTHOLE_VENDOR
+	if [ ! -d $(PORTHOLE_SITE)/vendor ]; then \
+		cd $(@D) && $(PORTHOLE_VENDOR_GO) mod vendor; \
+	fi
+endef
+PORTHOLE_PRE_BUILD_HOOKS += PORTHOLE_CHECK_GO PORTHOLE_VENDOR
 
 define PORTHOLE_INSTALL_CONFIG
 	$(INSTALL) -d -m 0755 $(TARGET_DIR)/etc/porthole
@@ -55,4 +193,8 @@ define PORTHOLE_INSTALL_INIT_SYSTEMD
 		$(TARGET_DIR)/usr/lib/systemd/system/porthole.service
 endef
 
+ifeq ($(BR2_PACKAGE_PORTHOLE_HOST_GO),y)
+$(eval $(generic-package))
+else
 $(eval $(golang-package))
+endif
