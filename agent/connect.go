@@ -9,8 +9,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
 )
@@ -22,11 +25,13 @@ type ConnectConfig struct {
 	Listen map[string]string
 	// Stdio, when set, carries one connection of this service over Stdin/Stdout
 	// (for ssh -o ProxyCommand). "-" means the tunnel's only service.
-	Stdio         string
-	Stdin         io.Reader
-	Stdout        io.Writer
-	PeerVersion   tunnel.Version
-	TokenCacheDir string // where client tokens are kept per access token; "" means none
+	Stdio       string
+	Stdin       io.Reader
+	Stdout      io.Writer
+	PeerVersion tunnel.Version
+	// TokenCacheDir is where client tokens are kept per access token, and where a
+	// running Connect holds its lock on that token. "" means neither.
+	TokenCacheDir string
 	Logger        *slog.Logger
 }
 
@@ -51,17 +56,44 @@ func (e usageError) Is(target error) bool { return target == ErrUsage }
 // The client token is kept per access token in TokenCacheDir, so that successive
 // `ssh` invocations through --stdio (each a new process) present the same client
 // token and the service accepts the reused source token. Only one source connection
-// per token can be live at a time.
+// per token can be live at a time: the service lets a new one take the place of the
+// old (spec §3.8), so Connect holds a lock on the token while it runs and a second
+// Connect with the same token ends (ErrUsage) before it dials.
 func Connect(ctx context.Context, cc ConnectConfig) error {
 	cfg := cc.Tunnel
 	cfg.Logger = cc.Logger
 	if cfg.AccessToken.IsZero() {
 		return Usagef("no access token (use --token-file or AWSIOT_TUNNEL_ACCESS_TOKEN)")
 	}
+	// As localproxy refuses -s with -d (spec §5.1): RunStdio would ignore Listen.
+	if cc.Stdio != "" && len(cc.Listen) > 0 {
+		return Usagef("give either -L or --stdio, not both: --stdio carries one connection over stdin/stdout (for ssh ProxyCommand), -L listens on local ports")
+	}
+	if cc.Stdio == "" && len(cc.Listen) == 0 {
+		return Usagef("nothing to do: give -L SERVICE=[addr:]port or --stdio SERVICE")
+	}
+	if cfg.Endpoint == "" {
+		// The tunnel logs "connecting endpoint=…" with the region's name when only
+		// a region is given: give it the host the region stands for. (With an
+		// Endpoint, Region only labels the tunnel; the URL is the same.)
+		if err := tunnel.ValidateEndpoint("", cfg.Region, false); err != nil {
+			return Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
+		}
+		cfg.Endpoint = tunnel.RegionEndpoint(cfg.Region)
+	}
 	// The client token is kept only once the service has accepted the access
 	// token with it: a token it refuses leaves nothing behind.
 	save := func() {}
 	if cfg.ClientToken.IsZero() && cc.TokenCacheDir != "" {
+		unlock, err := lockToken(ctx, cc.TokenCacheDir, cfg.AccessToken, tokenLockWait)
+		switch {
+		case errors.Is(err, ErrUsage) || ctx.Err() != nil:
+			return err
+		case err != nil && cc.Logger != nil:
+			cc.Logger.Warn("client token cache unusable; a second porthole connect with this token would take this one's place", "error", err)
+		case err == nil:
+			defer unlock()
+		}
 		ct, cached := cachedClientToken(cc.TokenCacheDir, cfg.AccessToken)
 		cfg.ClientToken = ct
 		if !cached {
@@ -113,9 +145,6 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		}
 		err = src.RunStdio(ctx, svc, cc.Stdin, cc.Stdout)
 	} else {
-		if len(cc.Listen) == 0 {
-			return Usagef("nothing to do: give -L SERVICE=[addr:]port or --stdio SERVICE")
-		}
 		err = src.Run(ctx)
 	}
 	if errors.Is(err, tunnel.ErrConfig) || errors.Is(err, tunnel.ErrListen) {
@@ -144,23 +173,156 @@ func cachedClientToken(dir string, access tunnel.Token) (t tunnel.Token, cached 
 	return tunnel.GenerateClientToken(), false
 }
 
-// saveClientToken keeps client token t for access in dir.
+// clientTokenMaxAge is how long a cached client token, and any other file in the
+// cache, is kept: twice the longest a tunnel can be open (spec §7), after which
+// its access token is dead.
+const clientTokenMaxAge = 2 * maxTunnelLifetime
+
+// saveClientToken keeps client token t for access in dir, and removes what the
+// cache holds for tunnels that have ended.
 func saveClientToken(dir string, access, t tunnel.Token) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	pruneClientTokens(dir, time.Now().Add(-clientTokenMaxAge))
 	return writeFileAtomic(filepath.Join(dir, tokenKey(access.Reveal())), []byte(t.Reveal()+"\n"), 0o600)
 }
 
-// ReadTokenFile reads an access token from a file (trailing newline trimmed).
+// pruneClientTokens removes the files in dir last written before cutoff: client
+// tokens of tunnels that have ended, temporary files of a crashed write, and lock
+// files left by a killed Connect (not one that is held).
+func pruneClientTokens(dir string, cutoff time.Time) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(cutoff) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if !strings.HasSuffix(p, tokenLockSuffix) {
+			os.Remove(p)
+			continue
+		}
+		if f, err := flockPath(p, false); err == nil {
+			os.Remove(p)
+			f.Close()
+		}
+	}
+}
+
+// tokenLockSuffix ends the name of a lock file in the cache: KEY.lock, next to
+// the client token KEY it guards.
+const tokenLockSuffix = ".lock"
+
+// tokenLockWait is how long Connect waits for the lock on its token: ssh ends a
+// ProxyCommand with SIGHUP and does not wait for it, so the next ssh's porthole
+// connect may start while the last one is still on its way out.
+const tokenLockWait = time.Second
+
+// lockToken takes the lock on access in dir, waiting up to wait for its holder to
+// let go, or says which process holds it. The lock is an flock on dir/KEY.lock,
+// which holds the holder's pid; unlock removes the file, so none is left behind
+// (a killed holder's is pruned later).
+func lockToken(ctx context.Context, dir string, access tunnel.Token, wait time.Duration) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("client token cache: %w", err)
+	}
+	p := filepath.Join(dir, tokenKey(access.Reveal())+tokenLockSuffix)
+	deadline := time.Now().Add(wait)
+	f, err := flockPath(p, true)
+	for errors.Is(err, syscall.EWOULDBLOCK) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		f, err = flockPath(p, true)
+	}
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		who := "another porthole connect"
+		if pid := tokenLockHolder(p); pid > 0 {
+			who += " (pid " + strconv.Itoa(pid) + ")"
+		}
+		// A second source connection would take the place of the first (spec
+		// §3.8), and the first would take it back when it reconnects.
+		return nil, Usagef("%s is using this token; a tunnel carries one source connection at a time, so stop that one first (one porthole connect can carry several -L mappings)", who)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("client token cache: %w", err)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	}
+	return func() {
+		os.Remove(p) // before unlocking: whoever locks it next sees it is gone
+		f.Close()
+	}, nil
+}
+
+// flockPath opens path (creating it, when create is set) and takes an exclusive
+// flock without waiting; EWOULDBLOCK means another holds it. It retries when path
+// was removed or replaced between the open and the lock, so that the lock held is
+// always on the file that path names.
+func flockPath(path string, create bool) (*os.File, error) {
+	flags := os.O_RDWR
+	if create {
+		flags |= os.O_CREATE
+	}
+	for range 10 {
+		f, err := os.OpenFile(path, flags, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		lerr := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		held, err1 := f.Stat()
+		named, err2 := os.Stat(path)
+		if err1 == nil && err2 == nil && os.SameFile(held, named) {
+			if lerr != nil {
+				f.Close()
+				return nil, lerr
+			}
+			return f, nil
+		}
+		f.Close() // removed by its holder or the pruner meanwhile: try the new one
+		if !create && errors.Is(err2, os.ErrNotExist) {
+			return nil, err2
+		}
+	}
+	return nil, fmt.Errorf("locking %s: it keeps being replaced", path)
+}
+
+// tokenLockHolder returns the pid written in the lock file at path, or 0.
+func tokenLockHolder(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
+// AccessToken checks an access token from any source (--token, --token-file,
+// AWSIOT_TUNNEL_ACCESS_TOKEN), trimming the white space around it the same way for
+// all: the newline that ends a file or an echo, a CR from Windows.
+func AccessToken(s string) (tunnel.Token, error) {
+	return tunnel.NewAccessToken(strings.TrimSpace(s))
+}
+
+// ReadTokenFile reads an access token from a file, as AccessToken.
 func ReadTokenFile(path string) (tunnel.Token, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return tunnel.Token{}, Usagef("token file: %w", err)
 	}
-	t, err := tunnel.NewAccessToken(strings.TrimSpace(string(b)))
+	t, err := AccessToken(string(b))
 	if err != nil {
-		return tunnel.Token{}, Usagef("token file %s: %v", path, err)
+		return tunnel.Token{}, Usagef("token file %s: %s", path, strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	return t, nil
 }

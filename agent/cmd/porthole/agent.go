@@ -21,13 +21,19 @@ import (
 
 var errHelp = errors.New("help shown")
 
+// flagError is a usage error that package flag has printed already, with the
+// usage below it: run does not print it again.
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
+
 // parseFlags parses fs, mapping -h to errHelp and bad flags to a usage error.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return errHelp
 		}
-		return agent.Usagef("%w", err)
+		return flagError{agent.Usagef("%w", err)}
 	}
 	if fs.NArg() > 0 {
 		return agent.Usagef("unexpected argument %q", fs.Arg(0))

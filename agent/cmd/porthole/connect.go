@@ -42,10 +42,10 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	listen := listenFlags{}
 	region := fs.String("region", "", "AWS region of the tunnel (builds the endpoint)")
 	endpoint := fs.String("endpoint", "", "data-plane endpoint host[:port] or wss:// URL (instead of --region)")
-	tokenFile := fs.String("token-file", "", "file holding the source access token (or set AWSIOT_TUNNEL_ACCESS_TOKEN)")
-	tokenArg := fs.String("token", "", "source access token (visible to other users in the process list: prefer --token-file)")
+	tokenFile := fs.String("token-file", "", "file holding the source access token (wins over AWSIOT_TUNNEL_ACCESS_TOKEN)")
+	tokenArg := fs.String("token", "", "source access token, instead of --token-file (visible to other users in the process list: prefer --token-file)")
 	fs.Var(listen, "L", "SERVICE=[addr:]port to listen on (repeatable; a bare [addr:]port for a one-service tunnel)")
-	stdio := fs.String("stdio", "", "carry one connection of SERVICE over stdin/stdout (for ssh ProxyCommand); - for the only service")
+	stdio := fs.String("stdio", "", "carry one connection of SERVICE over stdin/stdout (for ssh ProxyCommand), instead of -L; - for the only service")
 	peer := fs.String("destination-client-type", "V3", "the destination's protocol: V3, or V2/V1 for older agents (Device Client, Greengrass)")
 	caFile := fs.String("ca-file", "", "extra CA file or directory for the service's TLS certificate")
 	insecure := fs.Bool("insecure-skip-verify", false, "do not verify the service's TLS certificate (labs only)")
@@ -64,19 +64,17 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
 
-	var tok tunnel.Token
-	var err error
-	switch {
-	case *tokenFile != "":
-		tok, err = agent.ReadTokenFile(*tokenFile)
-	case os.Getenv("AWSIOT_TUNNEL_ACCESS_TOKEN") != "":
-		tok, err = tunnel.NewAccessToken(os.Getenv("AWSIOT_TUNNEL_ACCESS_TOKEN"))
-	case *tokenArg != "":
-		log.Warn("--token is visible to every user of this machine in the process list; prefer --token-file")
-		tok, err = tunnel.NewAccessToken(*tokenArg)
-	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	tok, from, err := accessToken(set["token"], *tokenArg, set["token-file"], *tokenFile, os.Getenv)
 	if err != nil {
-		return agent.Usagef("%w", err)
+		return err
+	}
+	if from == "--token" {
+		log.Warn("--token is visible to every user of this machine in the process list; prefer --token-file")
+	}
+	if from != "" {
+		log.Info("access token", "from", from, "token", tok)
 	}
 	if (*region == "") == (*endpoint == "") {
 		return agent.Usagef("give exactly one of --region and --endpoint")
@@ -107,6 +105,38 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	defer stop()
 	return agent.Connect(ctx, agent.ConnectConfig{Tunnel: cfg, Listen: listen, Stdio: *stdio, Stdin: stdin, Stdout: stdout,
 		PeerVersion: pv, TokenCacheDir: cache, Logger: log})
+}
+
+// tokenEnv holds the access token when neither --token nor --token-file is given.
+const tokenEnv = "AWSIOT_TUNNEL_ACCESS_TOKEN"
+
+// accessToken picks the access token and says where it came from ("" when none
+// is given). As localproxy's, an option on the command line wins over the
+// environment (spec §5.1); --token and --token-file together are a mistake.
+// White space around the token is trimmed whatever its source.
+func accessToken(tokenSet bool, token string, fileSet bool, file string, getenv func(string) string) (tunnel.Token, string, error) {
+	var t tunnel.Token
+	var err error
+	switch {
+	case tokenSet && fileSet:
+		return t, "", agent.Usagef("give one of --token and --token-file, not both (--token-file keeps the token out of the process list)")
+	case fileSet:
+		t, err = agent.ReadTokenFile(file)
+		return t, "--token-file", err
+	case tokenSet:
+		t, err = agent.AccessToken(token)
+		if err != nil {
+			return t, "", agent.Usagef("--token: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
+		}
+		return t, "--token", nil
+	case getenv(tokenEnv) != "":
+		t, err = agent.AccessToken(getenv(tokenEnv))
+		if err != nil {
+			return t, "", agent.Usagef("%s: %s", tokenEnv, strings.TrimPrefix(err.Error(), "tunnel: "))
+		}
+		return t, tokenEnv, nil
+	}
+	return t, "", nil
 }
 
 // dropTime keeps progress lines short: the terminal shows when they happen.

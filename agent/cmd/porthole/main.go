@@ -79,7 +79,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.Is(err, errHelp):
 		return exitOK
 	case errors.Is(err, agent.ErrUsage):
-		fmt.Fprintf(stderr, "porthole %s: %v\n", cmd, err)
+		if !errors.As(err, new(flagError)) { // package flag printed it already
+			fmt.Fprintf(stderr, "porthole %s: %v\n", cmd, err)
+		}
 		return exitUsage
 	case errors.Is(err, context.Canceled):
 		return exitOK

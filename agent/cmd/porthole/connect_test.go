@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+// echoTunnel opens a tunnel with service SSH on a fake service, with a destination
+// connected that echoes what it gets, and a fresh cache directory for the client
+// tokens.
+func echoTunnel(t *testing.T) (*tunneltest.Server, *tunneltest.Tunnel) {
+	t.Helper()
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv(tokenEnv, "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	dtok, _ := tunnel.NewAccessToken(tun.DestinationToken)
+	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: dtok},
+		Dialer: tunnel.Targets{"SSH": ln.Addr().String()}}
+	ctx, cancel := context.WithCancel(context.Background())
+	ddone := make(chan struct{})
+	go func() { defer close(ddone); d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ddone })
+	// The source starts once the destination is there (see TestConnectStdioReusesToken).
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := tun.WaitConnects(wctx, tunneltest.Destination, 1); err != nil {
+		t.Fatalf("destination did not connect: %v", err)
+	}
+	return srv, tun
+}
+
+// stdioConnect is a running `porthole connect --stdio SSH`.
+type stdioConnect struct {
+	in   *io.PipeWriter
+	out  *io.PipeReader
+	errb bytes.Buffer // read only after done
+	done chan int
+}
+
+func startStdio(srv *tunneltest.Server, args ...string) *stdioConnect {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	c := &stdioConnect{in: inW, out: outR, done: make(chan int, 1)}
+	args = append([]string{"connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "--stdio", "SSH"}, args...)
+	go func() {
+		c.done <- run(args, inR, outW, &c.errb)
+		outW.Close()
+		inR.Close()
+	}()
+	return c
+}
+
+// echo sends msg through c and checks that it comes back.
+func (c *stdioConnect) echo(t *testing.T, msg string) {
+	t.Helper()
+	go c.in.Write([]byte(msg))
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c.out, got); err != nil || string(got) != msg {
+		t.Fatalf("echo %q, %v; want %q", got, err, msg)
+	}
+}
+
+// stop closes c's stdin and returns its exit code and stderr.
+func (c *stdioConnect) stop(t *testing.T) (int, string) {
+	t.Helper()
+	c.in.Close()
+	select {
+	case code := <-c.done:
+		return code, c.errb.String()
+	case <-time.After(10 * time.Second):
+		t.Fatal("connect did not end after stdin EOF")
+		return 0, ""
+	}
+}
+
+func writeToken(t *testing.T, tok string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(p, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestConnectTokenSources: an option on the command line wins over
+// AWSIOT_TUNNEL_ACCESS_TOKEN (localproxy's precedence, spec §5.1), --token with
+// --token-file is a usage error, and a token is trimmed alike from every source.
+func TestConnectTokenSources(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	wrong := "a-token-the-service-refuses"
+	for _, tc := range []struct {
+		name string
+		env  string
+		args []string
+	}{
+		{"--token-file beats the environment", wrong, []string{"--token-file", writeToken(t, tun.SourceToken+"\n")}},
+		{"--token beats the environment", wrong, []string{"--token", tun.SourceToken}},
+		{"environment with a newline", tun.SourceToken + "\n", nil},
+		{"environment with CRLF and blanks", " " + tun.SourceToken + "\r\n", nil},
+		{"--token with a newline", "", []string{"--token", tun.SourceToken + "\n"}},
+		{"--token-file with CRLF", "", []string{"--token-file", writeToken(t, tun.SourceToken+"\r\n")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(tokenEnv, tc.env)
+			c := startStdio(srv, tc.args...)
+			c.echo(t, "ping "+tc.name)
+			if code, errs := c.stop(t); code != 0 {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+		})
+	}
+
+	// (With a good token in the file, a porthole connect that let the file win
+	// would run until killed: this one would end at once.)
+	before := len(srv.Handshakes())
+	code, _, errs := runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "-L", "SSH=0",
+		"--token", tun.SourceToken, "--token-file", writeToken(t, wrong))
+	if code != exitUsage || !strings.Contains(errs, "give one of --token and --token-file, not both") {
+		t.Fatalf("--token with --token-file: exit %d, stderr %q; want %d and a refusal", code, errs, exitUsage)
+	}
+	for _, hs := range srv.Handshakes()[before:] {
+		t.Errorf("after --token with --token-file, a %s handshake", hs.Mode)
+	}
+}
+
+func TestAccessToken(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == tokenEnv {
+				return v
+			}
+			return ""
+		}
+	}
+	file := writeToken(t, " from-file\n")
+	for _, tc := range []struct {
+		name             string
+		tokenSet         bool
+		token            string
+		fileSet          bool
+		env              string
+		want, from, fail string
+	}{
+		{name: "none", from: ""},
+		{name: "environment", env: "from-env\n", want: "from-env", from: tokenEnv},
+		{name: "--token", tokenSet: true, token: "from-flag", env: "from-env", want: "from-flag", from: "--token"},
+		{name: "--token-file", fileSet: true, env: "from-env", want: "from-file", from: "--token-file"},
+		{name: "both", tokenSet: true, token: "from-flag", fileSet: true, fail: "not both"},
+		{name: "--token empty", tokenSet: true, token: " ", env: "from-env", fail: "--token: access token is empty"},
+		{name: "environment control character", env: "a\x01b", fail: tokenEnv + ": access token contains a control character"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, from, err := accessToken(tc.tokenSet, tc.token, tc.fileSet, file, env(tc.env))
+			if tc.fail != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.fail) {
+					t.Fatalf("accessToken = %v, %q, %v; want an error with %q", tok, from, err, tc.fail)
+				}
+				return
+			}
+			if err != nil || tok.Reveal() != tc.want || from != tc.from {
+				t.Fatalf("accessToken = %q, %q, %v; want %q from %q", tok.Reveal(), from, err, tc.want, tc.from)
+			}
+		})
+	}
+}
+
+// TestConnectStdioWithListen: --stdio with -L is a usage error, as localproxy's
+// conflicting modes are, not -L silently ignored.
+func TestConnectStdioWithListen(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	code, _, errs := runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket",
+		"--token", tun.SourceToken, "--stdio", "SSH", "-L", "SSH=127.0.0.1:0")
+	if code != exitUsage || !strings.Contains(errs, "give either -L or --stdio, not both") {
+		t.Fatalf("--stdio with -L: exit %d, stderr %q; want %d and a refusal", code, errs, exitUsage)
+	}
+}
+
+// TestConnectSecondOnSameToken: a second porthole connect with the token of one
+// that is running ends at once (exit 1, naming the first's pid) without joining
+// the tunnel, where it would take the first's place, and the first carries on.
+func TestConnectSecondOnSameToken(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	file := writeToken(t, tun.SourceToken+"\n")
+	first := startStdio(srv, "--token-file", file)
+	first.echo(t, "first")
+	sources := func() (n int) {
+		for _, hs := range srv.Handshakes() {
+			if hs.Mode == "source" {
+				n++
+			}
+		}
+		return n
+	}
+	before := sources()
+
+	code, _, errs := runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket",
+		"--token-file", file, "-L", "SSHX=127.0.0.1:0")
+	want := "another porthole connect (pid " + strconv.Itoa(os.Getpid()) + ") is using this token"
+	if code != exitUsage || !strings.Contains(errs, want) {
+		t.Errorf("second connect: exit %d, stderr %q; want %d and %q", code, errs, exitUsage, want)
+	}
+	if n := sources(); n != before {
+		t.Errorf("the second connect joined the tunnel (%d source handshakes, want %d)", n, before)
+	}
+	first.echo(t, "first, still there")
+	if code, errs := first.stop(t); code != 0 {
+		t.Fatalf("first connect: exit %d: %s", code, errs)
+	}
+
+	// Once the first has ended, the token is free again and the lock leaves no file.
+	again := startStdio(srv, "--token-file", file)
+	again.echo(t, "after the first")
+	if code, errs := again.stop(t); code != 0 {
+		t.Fatalf("connect after the first ended: exit %d: %s", code, errs)
+	}
+	locks, _ := filepath.Glob(filepath.Join(os.Getenv("XDG_CACHE_HOME"), "porthole", "client-tokens", "*.lock"))
+	if len(locks) > 0 {
+		t.Errorf("lock files left behind: %q", locks)
+	}
+}
+
+// TestFlagErrorPrintedOnce: package flag prints a bad flag's error above the
+// usage; run must not print it again, and still exits with the usage code.
+func TestFlagErrorPrintedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"connect", "-x"}, "flag provided but not defined: -x"},
+		{[]string{"connect", "-L", "SSH=x"}, `invalid value "SSH=x" for flag -L`},
+		{[]string{"connect", "--region"}, "flag needs an argument: -region"},
+		{[]string{"agent", "-x"}, "flag provided but not defined: -x"},
+		{[]string{"check-config", "-x"}, "flag provided but not defined: -x"},
+		{[]string{"keygen", "-x"}, "flag provided but not defined: -x"},
+		// Errors that package flag does not print are printed by run, once.
+		{[]string{"connect", "extra"}, `porthole connect: unexpected argument "extra"`},
+		{[]string{"connect", "--token", "t"}, "porthole connect: give exactly one of --region and --endpoint"},
+	} {
+		code, _, errs := runCmd(t, nil, tc.args...)
+		if n := strings.Count(errs, strings.TrimPrefix(tc.want, "porthole "+tc.args[0]+": ")); code != exitUsage || n != 1 || !strings.Contains(errs, tc.want) {
+			t.Errorf("%q: exit %d, %q %d times in stderr; want exit %d and once:\n%s", tc.args, code, tc.want, n, exitUsage, errs)
+		}
+	}
+}

@@ -1,0 +1,201 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+func mustAccessToken(t *testing.T, s string) tunnel.Token {
+	t.Helper()
+	tok, err := AccessToken(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestLockToken: while one holds the lock on an access token, a second lock on it
+// fails with a usage error naming the holder's pid; the lock of another token is
+// free, and unlocking leaves no file.
+func TestLockToken(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "client-tokens")
+	a, b := mustAccessToken(t, "token-a"), mustAccessToken(t, "token-b")
+	unlock, err := lockToken(t.Context(), dir, a, 0)
+	if err != nil {
+		t.Fatalf("lockToken(a) = %v", err)
+	}
+	_, err = lockToken(t.Context(), dir, a, 0)
+	want := "another porthole connect (pid " + strconv.Itoa(os.Getpid()) + ") is using this token"
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second lockToken(a) = %v, want a usage error with %q", err, want)
+	}
+	unlockB, err := lockToken(t.Context(), dir, b, 0)
+	if err != nil {
+		t.Fatalf("lockToken(b) while a is locked = %v", err)
+	}
+	unlockB()
+	unlock()
+	if left, _ := os.ReadDir(dir); len(left) > 0 {
+		t.Fatalf("unlocking left %v", left)
+	}
+	unlock, err = lockToken(t.Context(), dir, a, 0)
+	if err != nil {
+		t.Fatalf("lockToken(a) after unlock = %v", err)
+	}
+
+	// A holder on its way out is waited for, up to the wait given.
+	time.AfterFunc(100*time.Millisecond, unlock)
+	unlock, err = lockToken(t.Context(), dir, a, 10*time.Second)
+	if err != nil {
+		t.Fatalf("lockToken(a) while its holder lets go = %v", err)
+	}
+	unlock()
+}
+
+// TestLockTokenRace: of many concurrent lockers of one token, at most one holds
+// it at a time, even as holders unlock (remove the file) meanwhile.
+func TestLockTokenRace(t *testing.T) {
+	dir := t.TempDir()
+	a := mustAccessToken(t, "token-a")
+	var mu sync.Mutex
+	holders := 0
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 200 {
+				unlock, err := lockToken(t.Context(), dir, a, 0)
+				if errors.Is(err, ErrUsage) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				holders++
+				if holders > 1 {
+					t.Error("two holders of one lock")
+				}
+				mu.Unlock()
+				mu.Lock()
+				holders--
+				mu.Unlock()
+				unlock()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestClientTokenCachePrune: saving a client token removes what the cache holds
+// for tunnels that ended more than a day ago, keeps what is newer, and keeps a
+// lock file that is held however old.
+func TestClientTokenCachePrune(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-clientTokenMaxAge - time.Hour)
+	recent := time.Now().Add(-clientTokenMaxAge + time.Hour)
+	write := func(name string, mtime time.Time) {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := mustAccessToken(t, "held")
+	unlock, err := lockToken(t.Context(), dir, held, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	heldLock := tokenKey(held.Reveal()) + tokenLockSuffix
+	os.Chtimes(filepath.Join(dir, heldLock), old, old)
+	write("0123456789abcdef01234567", old)                 // a client token of an ended tunnel
+	write("0123456789abcdef0123456a", recent)              // one of a tunnel that may be open
+	write(".0123456789abcdef0123456a.tmp42", old)          // a crashed write's
+	write("0123456789abcdef0123456b"+tokenLockSuffix, old) // a killed connect's
+
+	access := mustAccessToken(t, "new")
+	if err := saveClientToken(dir, access, tunnel.GenerateClientToken()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	want := []string{"0123456789abcdef0123456a", heldLock, tokenKey(access.Reveal())}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("cache after saving holds %q, want %q", got, want)
+	}
+	for _, name := range want {
+		fi, _ := os.Stat(filepath.Join(dir, name))
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", name, fi.Mode().Perm())
+		}
+	}
+	if ct, cached := cachedClientToken(dir, access); !cached || ct.IsZero() {
+		t.Fatalf("cachedClientToken after save = %v, %v", ct, cached)
+	}
+}
+
+// TestConnectStdioWithListen: Connect refuses --stdio with -L (RunStdio would
+// ignore -L), before it dials.
+func TestConnectStdioWithListen(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := Connect(ctx, ConnectConfig{
+		Tunnel: tunnel.Config{Endpoint: "ws://127.0.0.1:1", AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, "t")},
+		Listen: map[string]string{"SSH": "127.0.0.1:0"}, Stdio: "SSH", Stdin: strings.NewReader(""), Stdout: io.Discard,
+	})
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "give either -L or --stdio, not both") {
+		t.Fatalf("Connect with Stdio and Listen = %v, want a usage error", err)
+	}
+}
+
+// lineWriter calls seen with each log line written.
+type lineWriter func(string)
+
+func (w lineWriter) Write(p []byte) (int, error) { w(string(p)); return len(p), nil }
+
+// TestConnectLogsEndpointOfRegion: with a region, the "connecting" line names the
+// region's endpoint host under endpoint=, not the region.
+func TestConnectLogsEndpointOfRegion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var line string
+	log := slog.New(slog.NewTextHandler(lineWriter(func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.Contains(s, "msg=connecting") && line == "" {
+			line = s
+			cancel() // no need to reach it
+		}
+	}), nil))
+	Connect(ctx, ConnectConfig{
+		Tunnel: tunnel.Config{Region: "xx-nowhere-9", AccessToken: mustAccessToken(t, "t"),
+			Proxy: func(*url.URL) (*url.URL, error) { return nil, errors.New("no network in this test") }},
+		Listen: map[string]string{"SSH": "127.0.0.1:0"}, Logger: log,
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(line, "endpoint=data.tunneling.iot.xx-nowhere-9.amazonaws.com") {
+		t.Fatalf("connecting line %q, want endpoint=data.tunneling.iot.xx-nowhere-9.amazonaws.com", line)
+	}
+}
