@@ -73,13 +73,9 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		return Usagef("nothing to do: give -L SERVICE=[addr:]port or --stdio SERVICE")
 	}
 	if cfg.Endpoint == "" {
-		// The tunnel logs "connecting endpoint=…" with the region's name when only
-		// a region is given: give it the host the region stands for. (With an
-		// Endpoint, Region only labels the tunnel; the URL is the same.)
 		if err := tunnel.ValidateEndpoint("", cfg.Region, false); err != nil {
 			return Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
 		}
-		cfg.Endpoint = tunnel.RegionEndpoint(cfg.Region)
 	}
 	// The client token is kept only once the service has accepted the access
 	// token with it: a token it refuses leaves nothing behind.

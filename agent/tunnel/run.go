@@ -37,7 +37,11 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 	b := backoff{base: durationOr(cfg.RetryMin, time.Second), max: durationOr(cfg.RetryMax, 120*time.Second)}
 	connected := false // ever, in this run
 	for {
-		log.Info("connecting", "endpoint", firstNonEmpty(cfg.Endpoint, cfg.Region))
+		endpoint := cfg.Endpoint
+		if endpoint == "" {
+			endpoint = RegionEndpoint(cfg.Region)
+		}
+		log.Info("connecting", "endpoint", endpoint, "region", cfg.Region)
 		conn, err := Dial(ctx, &cfg, mode)
 		if err == nil {
 			connected = true
@@ -78,11 +82,4 @@ func (c *Config) state(connected bool, err error) {
 	if c.OnState != nil {
 		c.OnState(connected, err)
 	}
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
