@@ -56,9 +56,6 @@ func decodeRequest(op string, body []byte) (any, error) {
 	if body := bytes.TrimSpace(body); body[0] != '{' {
 		return nil, &APIError{Type: ErrTypeSerialization, Message: "the request body must be a JSON object"}
 	}
-	if err := checkGivenEmpty(op, body); err != nil {
-		return nil, err
-	}
 	return in, nil
 }
 
@@ -78,7 +75,8 @@ var minOneMembers = map[string][][]string{
 }
 
 // checkGivenEmpty refuses a member of minOneMembers given as "" or 0. body has
-// decoded into the operation's request already, so it is one JSON object.
+// decoded into the operation's request already (decodeRequest), so it is one JSON
+// object.
 func checkGivenEmpty(op string, body []byte) error {
 	for _, path := range minOneMembers[op] {
 		raw := json.RawMessage(body)
@@ -173,6 +171,9 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 	}
 	in, err := decodeRequest(op, body)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkGivenEmpty(op, body); err != nil {
 		return nil, err
 	}
 	return s.call(r.Context(), in)

@@ -43,6 +43,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
+		_ = checkGivenEmpty(op, body)
 		switch v := in.(type) {
 		case *OpenTunnelInput:
 			_ = v.validate()
