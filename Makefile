@@ -85,7 +85,7 @@ cross: ## static device binaries for every target into dist/, with SHA256SUMS
 		echo "  $$name"; \
 		env CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $$env $(GO) build $(GOFLAGS_DEVICE) -o dist/porthole-$$name ./agent/cmd/porthole; \
 	done
-	cd dist && sha256sum porthole-* > SHA256SUMS
+	tools/pkg/sums.sh dist
 
 .PHONY: device-gcflags
 device-gcflags: ## print the device build's -gcflags (agent/cmd/porthole/device.gcflags)
@@ -98,19 +98,22 @@ size: cross ## device binary sizes against the budgets, and the biggest packages
 		-ldflags '-X $(PKG)/agent.Version=$(VERSION)' -o bin/size/porthole-linux-mipsle ./agent/cmd/porthole
 	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15
 
-# Packages: OpenWrt .ipk per ARCH, tarballs per cross target (tools/pkg).
+# Packages: OpenWrt .ipk per ARCH, tarballs per cross target (tools/pkg). cross, ipk
+# and dist each end with tools/pkg/sums.sh: dist/SHA256SUMS covers every artifact
+# in dist/, whichever ran last.
 IPK_ARCHS := mipsel_24kc mips_24kc arm_cortex-a7_neon-vfpv4 aarch64_cortex-a53
 ARCH ?= $(IPK_ARCHS)
 
 .PHONY: ipk
-ipk: cross ## OpenWrt packages into dist/ (ARCH=mipsel_24kc ...; default: all four)
+ipk: cross ## OpenWrt packages (opkg, OpenWrt up to 24.10) into dist/ (ARCH=mipsel_24kc ...; default: all four)
 	tools/deps.sh pkg
 	@for a in $(ARCH); do tools/pkg/ipk.sh "$$a" "$(VERSION)" dist; done
+	tools/pkg/sums.sh dist
 
 .PHONY: dist
-dist: cross ## a tar.gz per cross target (binary, systemd unit, SysV init, example config) into dist/
-	tools/pkg/tarball.sh "$(VERSION)" dist
-	cd dist && sha256sum porthole-* > SHA256SUMS
+dist: cross ## a tar.gz per cross target (binary, systemd unit, SysV init, example config, licenses) into dist/
+	GO="$(GO)" tools/pkg/tarball.sh "$(VERSION)" dist
+	tools/pkg/sums.sh dist
 
 BOARD ?= qemu-armv7-virt
 .PHONY: board

@@ -2,7 +2,11 @@
 # ipk.sh ARCH VERSION OUTDIR [BINARY]: build OUTDIR/porthole_VERSION_ARCH.ipk, an
 # OpenWrt package: an ar archive of debian-binary, control.tar.gz and data.tar.gz
 # (the layout opkg reads), holding /usr/bin/porthole, the procd init script, the UCI
-# config (a conffile) and the sysupgrade keep list.
+# config (a conffile) and the sysupgrade keep list. No Depends: the binary is
+# static, and the package scripts need only what every OpenWrt has (BusyBox,
+# procd, ubus). For opkg-based OpenWrt (up to 24.10); releases after it install
+# apk packages, not .ipk. No license text inside, as is usual for OpenWrt
+# packages (flash is small): the control file says License: Apache-2.0.
 #
 # ARCH is an OpenWrt package architecture; BINARY defaults to the matching
 # dist/porthole-linux-* from make cross. The binary's ELF header is checked
@@ -58,7 +62,6 @@ size=$(du -sk --apparent-size "$data" | cut -f1)
 cat >"$ctrl/control" <<CONTROL
 Package: porthole
 Version: $pkgver
-Depends: libc
 Source: https://github.com/porthole-iot/porthole
 SourceName: porthole
 License: Apache-2.0

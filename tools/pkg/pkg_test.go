@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -167,10 +165,14 @@ func checkIPK(t *testing.T, arch string, raw []byte, bin string) {
 	data := readTarGz(t, "data.tar.gz", members[2].data)
 
 	control := string(ctrl["./control"].data)
-	for _, want := range []string{"Package: porthole\n", "Version: 1.2.3-4-gabcdef\n", "Architecture: " + arch + "\n", "Installed-Size: ", "Description: "} {
+	for _, want := range []string{"Package: porthole\n", "Version: 1.2.3-4-gabcdef\n", "Architecture: " + arch + "\n", "Installed-Size: ", "Description: ", "License: Apache-2.0\n"} {
 		if !strings.Contains(control, want) {
 			t.Errorf("control lacks %q:\n%s", want, control)
 		}
+	}
+	// The binary is static: the package depends on nothing (not even libc).
+	if strings.Contains(control, "\nDepends:") {
+		t.Errorf("control has a Depends line for a static binary:\n%s", control)
 	}
 	conffiles := strings.Fields(string(ctrl["./conffiles"].data))
 	if len(conffiles) == 0 || conffiles[0] != "/etc/config/porthole" {
@@ -215,7 +217,7 @@ func checkIPK(t *testing.T, arch string, raw []byte, bin string) {
 	}
 	initScript := data["./etc/init.d/porthole"].data
 	shSyntax(t, "/etc/init.d/porthole", initScript)
-	for _, want := range []string{"#!/bin/sh /etc/rc.common", "USE_PROCD=1", "procd_set_param respawn", "check-config", "procd_add_reload_trigger porthole"} {
+	for _, want := range []string{"#!/bin/sh /etc/rc.common", "USE_PROCD=1", "procd_set_param respawn", "check-config", "procd_add_reload_trigger porthole", "\nrestart() {"} {
 		if !bytes.Contains(initScript, []byte(want)) {
 			t.Errorf("/etc/init.d/porthole lacks %q", want)
 		}
@@ -466,15 +468,19 @@ start_service
 	}
 }
 
+// TestSystemdUnit: the agent checks its configuration itself (exit 1, not
+// restarted), not an ExecStartPre (which Restart= would retry forever),
+// systemctl stop and restart signal the agent only (KillMode=process), and
+// every sandboxing line says what it costs a session.
 func TestSystemdUnit(t *testing.T) {
 	b, err := os.ReadFile("systemd/porthole.service")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"ExecStartPre=/usr/bin/porthole check-config -c /etc/porthole/porthole.toml",
 		"ExecStart=/usr/bin/porthole agent -c /etc/porthole/porthole.toml",
-		"Restart=on-failure", "RestartPreventExitStatus=1",
+		"Restart=on-failure", "RestartSec=5", "RestartPreventExitStatus=1",
+		"KillMode=process",
 		"StateDirectory=porthole", "StateDirectoryMode=0700",
 		"NoNewPrivileges=yes", "ProtectSystem=",
 		"Environment=GOMAXPROCS=1",
@@ -484,67 +490,31 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("porthole.service lacks a line %q", want)
 		}
 	}
-	if sa, err := exec.LookPath("systemd-analyze"); err == nil {
-		out, err := exec.Command(sa, "verify", "systemd/porthole.service").CombinedOutput()
-		t.Logf("systemd-analyze verify: %v\n%s", err, out)
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "ExecStartPre="):
+			t.Errorf("porthole.service has %q: Restart= applies to it and RestartPreventExitStatus= does not, so a configuration error is retried forever", l)
+		case l == "ProtectKernelLogs=yes":
+			t.Errorf("porthole.service has %q: dmesg fails in every session", l)
+		}
+		for _, p := range []string{"NoNewPrivileges=", "Protect", "Restrict", "Private", "LockPersonality=", "SystemCall", "Memory", "KillMode="} {
+			if strings.HasPrefix(l, p) && (i == 0 || !strings.HasPrefix(lines[i-1], "#")) {
+				t.Errorf("porthole.service: %q has no comment above it saying what it costs a session", l)
+			}
+		}
 	}
-}
-
-func TestSysVScript(t *testing.T) {
-	st, err := os.Stat("sysv/porthole")
+	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Fatal(err)
+		t.Logf("systemd-analyze (Debian: systemd) not on PATH, unit not verified: %v", err)
+		return
 	}
-	if st.Mode().Perm()&0o111 == 0 {
-		t.Errorf("sysv/porthole is not executable (mode %o)", st.Mode().Perm())
-	}
-	b, _ := os.ReadFile("sysv/porthole")
-	shSyntax(t, "sysv/porthole", b)
-	for _, want := range []string{"### BEGIN INIT INFO", "check-config", "start-stop-daemon", "start)", "stop)", "reload)"} {
-		if !bytes.Contains(b, []byte(want)) {
-			t.Errorf("sysv/porthole lacks %q", want)
-		}
-	}
-	// A config error is reported and start fails, without starting anything.
-	fake := filepath.Join(t.TempDir(), "porthole")
-	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && { echo 'bad config' >&2; exit 1; }\necho started >&2\nexit 0\n"), 0o755)
-	cmd := exec.Command("sh", "sysv/porthole", "start")
-	cmd.Env = append(os.Environ(), "DAEMON="+fake, "PIDFILE="+filepath.Join(t.TempDir(), "pid"))
-	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "FAIL (configuration") {
-		t.Errorf("start with a bad config: err %v, output %q; want a failure naming the configuration", err, out)
-	}
-
-	// The agent gets GOMAXPROCS=1 unless the environment (/etc/default/porthole)
-	// sets it.
-	for _, tc := range []struct{ env, want string }{{"", "1"}, {"GOMAXPROCS=0", "0"}, {"GOMAXPROCS=3", "3"}} {
-		dir := t.TempDir()
-		seen := filepath.Join(dir, "seen")
-		os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && exit 0\necho \"GOMAXPROCS=$GOMAXPROCS\" >"+seen+".tmp && mv "+seen+".tmp "+seen+"\n"), 0o755)
-		cmd := exec.Command("sh", "sysv/porthole", "start")
-		// Not the GOMAXPROCS of whoever runs the test.
-		env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })
-		cmd.Env = append(env, "DAEMON="+fake, "PIDFILE="+filepath.Join(dir, "pid"), "LOG="+filepath.Join(dir, "log"))
-		if tc.env != "" {
-			cmd.Env = append(cmd.Env, tc.env)
-		}
-		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "OK") {
-			t.Fatalf("start (%s): %v %s", tc.env, err, out)
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			b, err := os.ReadFile(seen)
-			if err == nil {
-				if got := strings.TrimSpace(string(b)); got != "GOMAXPROCS="+tc.want {
-					t.Errorf("start with %q in the environment: the agent saw %s, want GOMAXPROCS=%s", tc.env, got, tc.want)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("start (%s): the agent did not run", tc.env)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+	// verify wants the ExecStart binary to exist.
+	unit := filepath.Join(t.TempDir(), "porthole.service")
+	os.WriteFile(unit, bytes.ReplaceAll(b, []byte("/usr/bin/porthole"), []byte(tinyBinary(t, runtime.GOARCH))), 0o644)
+	out, err := exec.Command(sa, "verify", unit).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
 
@@ -564,7 +534,7 @@ func TestTarball(t *testing.T) {
 	p := "porthole-v9.9.9-linux-armv7/"
 	for name, mode := range map[string]os.FileMode{
 		p + "porthole": 0o755, p + "porthole.toml.example": 0o644, p + "init/porthole.service": 0o644,
-		p + "init/porthole.sysv": 0o755, p + "INSTALL": 0o644,
+		p + "init/porthole.sysv": 0o755, p + "INSTALL": 0o644, p + "LICENSE": 0o644, p + "THIRD_PARTY_NOTICES": 0o644,
 	} {
 		f, ok := files[name]
 		if !ok {
@@ -576,216 +546,258 @@ func TestTarball(t *testing.T) {
 		}
 	}
 	shSyntax(t, "init/porthole.sysv", files[p+"init/porthole.sysv"].data)
-}
 
-// fakeAgent is a porthole that records what it was told in $FAKE_EVENTS:
-// "started PID" once it handles signals, "reloaded PID" on SIGHUP, "stopped PID"
-// on SIGTERM. A real program, not a script: the kernel names a script's process
-// after the script but its /proc/PID/exe is the shell, which hides what an init
-// script's start-stop-daemon -x /bin/sh would match.
-const fakeAgent = `package main
-
-import (
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-)
-
-func main() {
-	if len(os.Args) > 1 && os.Args[1] == "check-config" {
-		return
+	if license, _ := os.ReadFile("../../LICENSE"); len(license) == 0 || !bytes.Equal(files[p+"LICENSE"].data, license) {
+		t.Errorf("the tarball's LICENSE is not the repository's (%d bytes)", len(license))
 	}
-	f, err := os.OpenFile(os.Getenv("FAKE_EVENTS"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM)
-	fmt.Fprintf(f, "started %d\n", os.Getpid())
-	for s := range sig {
-		if s == syscall.SIGHUP {
-			fmt.Fprintf(f, "reloaded %d\n", os.Getpid())
+	// The notices hold the license text of Go and of each module linked into
+	// the agent, under a header naming it.
+	notices := string(files[p+"THIRD_PARTY_NOTICES"].data)
+	for _, want := range []struct{ module, text string }{
+		{"Go standard library", "Copyright 2009 The Go Authors."},
+		{"golang.org/x/crypto v", "Copyright 2009 The Go Authors."},
+		{"github.com/pkg/sftp v", "Copyright (c) 2013, Dave Cheney"},
+		{"github.com/eclipse/paho.golang v", "Eclipse Distribution License - v 1.0"},
+	} {
+		i := strings.Index(notices, "\n"+want.module)
+		if i < 0 {
+			t.Errorf("THIRD_PARTY_NOTICES has no section for %s", want.module)
 			continue
 		}
-		fmt.Fprintf(f, "stopped %d\n", os.Getpid())
-		return
+		section, _, _ := strings.Cut(notices[i+1:], "\n=====")
+		if !strings.Contains(section, want.text) {
+			t.Errorf("THIRD_PARTY_NOTICES: the section of %s lacks %q", want.module, want.text)
+		}
+	}
+	install := string(files[p+"INSTALL"].data)
+	for _, want := range []string{"update-rc.d porthole defaults", "ln -s porthole /etc/init.d/S50porthole", "LOG_MAX"} {
+		if !strings.Contains(install, want) {
+			t.Errorf("INSTALL lacks %q:\n%s", want, install)
+		}
 	}
 }
-`
 
-// TestSysVScriptOneAgent runs start, start, reload and stop with a fake agent: the
-// second start finds the first agent (the pid file names it) and starts no other,
-// and stop and reload act on exactly the process the pid file names when that is
-// the agent, never on another one that has its pid now. It runs with the
-// start-stop-daemon on PATH (Debian's, from dpkg) and with BusyBox's
-// (busybox-static) under BusyBox's own sh, as on a Buildroot target.
-func TestSysVScriptOneAgent(t *testing.T) {
-	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
-	t.Run("start-stop-daemon", func(t *testing.T) {
-		if _, err := exec.LookPath("start-stop-daemon"); err != nil {
-			t.Fatalf("start-stop-daemon (Debian: dpkg) not on PATH: %v", err)
-		}
-		testSysVOneAgent(t, fake, "sh", "")
-	})
-	t.Run("busybox", func(t *testing.T) {
-		bb, err := exec.LookPath("busybox")
-		if err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("busybox (Debian: busybox-static, installed by tools/deps.sh test) not on PATH: %v", err)
-			}
-			t.Skipf("busybox not on PATH (Debian: busybox-static): %v", err)
-		}
-		// BusyBox's applets before the host's: start-stop-daemon and the tools
-		// the script calls are BusyBox's.
-		dir := t.TempDir()
-		for _, applet := range []string{"start-stop-daemon", "cat", "dirname", "mkdir", "rm", "sleep"} {
-			if err := os.Symlink(bb, filepath.Join(dir, applet)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		testSysVOneAgent(t, fake, bb+" sh", dir)
-	})
-}
-
-// procAlive reports whether pid is a live process, not a zombie: the test's
-// machine may have no init that reaps what start-stop-daemon detached.
-func procAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// TestLicense: LICENSE is the Apache License 2.0 as Debian ships it.
+func TestLicense(t *testing.T) {
+	license, err := os.ReadFile("../../LICENSE")
 	if err != nil {
-		return false
-	}
-	s := string(b)
-	state := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(state) > 0 && state[0] != "Z" && state[0] != "X"
-}
-
-func testSysVOneAgent(t *testing.T, fake, shell, binDir string) {
-	dir := t.TempDir()
-	events := filepath.Join(dir, "events")
-	pidfile := filepath.Join(dir, "run", "porthole.pid")
-	// eventPidsWait returns the pids of the events of one kind, waiting up to
-	// wait for n of them; eventPids waits up to 5 s.
-	eventPidsWait := func(kind string, n int, wait time.Duration) []int {
-		deadline := time.Now().Add(wait)
-		for {
-			b, _ := os.ReadFile(events)
-			var pids []int
-			for _, l := range strings.Split(string(b), "\n") {
-				if f := strings.Fields(l); len(f) == 2 && f[0] == kind {
-					pid, err := strconv.Atoi(f[1])
-					if err != nil {
-						t.Fatalf("events: %q: %v", l, err)
-					}
-					pids = append(pids, pid)
-				}
-			}
-			if len(pids) >= n || time.Now().After(deadline) {
-				return pids
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	eventPids := func(kind string, n int) []int { return eventPidsWait(kind, n, 5*time.Second) }
-	// Whatever the script did, end the agents it started, by their pids.
-	t.Cleanup(func() {
-		for _, pid := range eventPids("started", 0) {
-			if procAlive(pid) {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	})
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })
-	if binDir != "" {
-		env = append(env, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	}
-	env = append(env, "FAKE_EVENTS="+events, "DAEMON="+fake, "CONF="+filepath.Join(dir, "porthole.toml"),
-		"PIDFILE="+pidfile, "LOG="+filepath.Join(dir, "log", "porthole.log"))
-	run := func(action string) (string, error) {
-		args := append(strings.Fields(shell), "sysv/porthole", action)
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Env = env
-		out, err := cmd.CombinedOutput()
-		t.Logf("%s sysv/porthole %s: %v: %s", shell, action, err, bytes.TrimSpace(out))
-		return string(out), err
-	}
-
-	if out, err := run("start"); err != nil || !strings.Contains(out, "OK") {
-		t.Fatalf("start: %v %q, want OK", err, out)
-	}
-	started := eventPids("started", 1)
-	if len(started) != 1 {
-		t.Fatalf("after start: agents started %v, want one", started)
-	}
-	first := started[0]
-	if b, _ := os.ReadFile(pidfile); strings.TrimSpace(string(b)) != strconv.Itoa(first) {
-		t.Errorf("pid file holds %q, want the agent's pid %d", b, first)
-	}
-
-	// LSB: start of a running service succeeds and starts nothing.
-	if out, err := run("start"); err != nil || !strings.Contains(out, "already running") {
-		t.Errorf("second start: %v %q, want exit 0 and already running", err, out)
-	}
-	// A second agent would have said so within a second.
-	if started := eventPidsWait("started", 2, time.Second); len(started) != 1 {
-		t.Errorf("after a second start: agents started %v, want only the first one", started)
-	}
-
-	if out, err := run("reload"); err != nil || !strings.Contains(out, "OK") {
-		t.Errorf("reload: %v %q, want OK", err, out)
-	}
-	if got := eventPids("reloaded", 1); !slices.Equal(got, []int{first}) {
-		t.Errorf("after reload: agents reloaded %v, want [%d]", got, first)
-	}
-
-	if out, err := run("stop"); err != nil || !strings.Contains(out, "OK") {
-		t.Errorf("stop: %v %q, want OK", err, out)
-	}
-	for _, pid := range eventPids("started", 0) {
-		if procAlive(pid) {
-			t.Errorf("after stop: agent %d still running (agents started: %v)", pid, eventPids("started", 0))
-		}
-	}
-	if _, err := os.Stat(pidfile); err == nil {
-		t.Error("after stop: the pid file is still there")
-	}
-
-	// A pid file left by an agent that died names a pid some other process has
-	// now: stop and reload leave that process alone, start starts the agent.
-	other := exec.Command("sleep", "60")
-	if err := other.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
-	stale := func() { os.WriteFile(pidfile, []byte(strconv.Itoa(other.Process.Pid)+"\n"), 0o644) }
-	for _, action := range []string{"stop", "reload"} {
-		stale()
-		run(action)
-		time.Sleep(100 * time.Millisecond)
-		if !procAlive(other.Process.Pid) {
-			t.Fatalf("%s with a stale pid file: it signalled pid %d, which is not the agent", action, other.Process.Pid)
+	debian, err := os.ReadFile("/usr/share/common-licenses/Apache-2.0")
+	if err != nil {
+		t.Skipf("no Debian copy of the license to compare with: %v", err)
+	}
+	if !bytes.Equal(license, debian) {
+		t.Error("LICENSE differs from /usr/share/common-licenses/Apache-2.0")
+	}
+}
+
+// TestNoticesWantALicense: notices.sh fails, naming the module, when a module
+// linked into the program has no license file.
+func TestNoticesWantALicense(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
-	stale()
-	if out, err := run("start"); err != nil || !strings.Contains(out, "OK") {
-		t.Fatalf("start with a stale pid file: %v %q, want OK", err, out)
+	write("b/go.mod", "module example.com/b\n\ngo 1.26\n")
+	write("b/b.go", "package b\n\nfunc B() {}\n")
+	write("a/go.mod", "module example.com/a\n\ngo 1.26\n\nrequire example.com/b v0.0.0\n\nreplace example.com/b => ../b\n")
+	write("a/main.go", "package main\n\nimport \"example.com/b\"\n\nfunc main() { b.B() }\n")
+	notices, _ := filepath.Abs("notices.sh")
+	run := func() (string, error) {
+		cmd := exec.Command(notices, ".")
+		cmd.Dir = filepath.Join(dir, "a")
+		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
 	}
-	started = eventPids("started", 2)
-	if len(started) != 2 {
-		t.Fatalf("start with a stale pid file: agents started %v, want a second one", started)
+	if out, err := run(); err == nil || !strings.Contains(out, "example.com/b") {
+		t.Errorf("notices.sh with a module without a license: %v %q, want a failure naming example.com/b", err, out)
 	}
-	if out, err := run("stop"); err != nil || !strings.Contains(out, "OK") {
-		t.Errorf("stop: %v %q, want OK", err, out)
+	write("b/COPYING", "the license of b\n")
+	if out, err := run(); err != nil || !strings.Contains(out, "\nexample.com/b v0.0.0\n") || !strings.Contains(out, "the license of b") {
+		t.Errorf("notices.sh with a module with a COPYING file: %v\n%s", err, out)
 	}
-	if procAlive(started[1]) {
-		t.Errorf("stop: agent %d still running", started[1])
+}
+
+// TestSums: sums.sh lists every artifact of make cross, make dist and make ipk
+// in SHA256SUMS, and nothing else.
+func TestSums(t *testing.T) {
+	dist := t.TempDir()
+	artifacts := []string{"porthole-linux-mipsle", "porthole-v1.2.3-linux-mipsle.tar.gz", "porthole_1.2.3_mipsel_24kc.ipk"}
+	for i, name := range append(artifacts, "notes.txt") {
+		os.WriteFile(filepath.Join(dist, name), []byte(strings.Repeat("x", i+1)), 0o644)
 	}
-	if got := eventPids("stopped", 2); !slices.Equal(got, started) {
-		t.Errorf("agents stopped %v, want %v (each by SIGTERM)", got, started)
+	if out, err := exec.Command("./sums.sh", dist).CombinedOutput(); err != nil {
+		t.Fatalf("sums.sh: %v\n%s", err, out)
 	}
-	// LSB: stop of a stopped service succeeds.
-	if out, err := run("stop"); err != nil {
-		t.Errorf("stop when not running: %v %q, want exit 0", err, out)
+	b, _ := os.ReadFile(filepath.Join(dist, "SHA256SUMS"))
+	var names []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(l); len(f) == 2 {
+			names = append(names, f[1])
+		}
 	}
+	if got, want := strings.Join(names, " "), strings.Join(artifacts, " "); got != want {
+		t.Errorf("SHA256SUMS names %q, want %q", got, want)
+	}
+	check := exec.Command("sha256sum", "-c", "SHA256SUMS")
+	check.Dir = dist
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("sha256sum -c: %v\n%s", err, out)
+	}
+}
+
+// TestMakefileSums: make cross, make ipk and make dist each end by writing
+// SHA256SUMS over all of dist/, so that it covers every artifact whichever ran
+// last (make -n: nothing is built).
+func TestMakefileSums(t *testing.T) {
+	for _, target := range [][]string{{"cross"}, {"-o", "cross", "ipk"}, {"-o", "cross", "dist"}} {
+		// VERSION and BUILD_TIME given: make runs no git.
+		args := append([]string{"-n", "--no-print-directory", "-C", "../..", "VERSION=test", "BUILD_TIME="}, target...)
+		out, err := exec.Command("make", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("make %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if last := lines[len(lines)-1]; last != "tools/pkg/sums.sh dist" {
+			t.Errorf("make %s ends with %q, want tools/pkg/sums.sh dist", target[len(target)-1], last)
+		}
+	}
+}
+
+// TestUCIRestart runs restart the way rc.common does for a procd init script:
+// rc.common defines its generic restart, sources the init script, then
+// replaces start and stop with procd's. Stopping the agent ends a login it
+// serves, so stop here sends the script what such a login's end sends it
+// (SIGHUP, SIGPIPE), and TERM too, which rc.common's restart ignores while
+// stopping: start must still run, with TERM no longer ignored.
+func TestUCIRestart(t *testing.T) {
+	script := `
+restart() { trap '' TERM; stop "$@"; trap - TERM; start "$@"; }
+. ./openwrt/porthole.init
+stop() { echo "stop $*"; kill -TERM $$; kill -HUP $$; kill -PIPE $$; }
+start() { echo "start $*"; trap; }
+restart x
+`
+	out, err := exec.Command("sh", "-c", script).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "stop x\nstart x\n") {
+		t.Fatalf("restart with a stop that ends the login: %v %q, want stop and start, each given the arguments", err, out)
+	}
+	traps := string(out[strings.Index(string(out), "start x\n"):])
+	if strings.Contains(traps, "TERM") || !strings.Contains(traps, "HUP") || !strings.Contains(traps, "PIPE") {
+		t.Errorf("restart: traps during start %q, want HUP and PIPE ignored, TERM not", traps)
+	}
+}
+
+// opkgRig runs the package's maintainer scripts as opkg does, with their paths
+// moved into a directory of the test's: a fake /etc/init.d/porthole and ubus
+// record their calls, and whether opkg had exited by then, in calls; the fake
+// opkg (a program named opkg, in a session of its own) runs the script, then
+// takes half a second more before it exits.
+type opkgRig struct {
+	t                          *testing.T
+	dir, calls, initScript, sh string
+	env                        []string
+}
+
+func newOpkgRig(t *testing.T, shell, binDir string) *opkgRig {
+	dir := t.TempDir()
+	r := &opkgRig{t: t, dir: dir, calls: filepath.Join(dir, "calls"), initScript: filepath.Join(dir, "init.d", "porthole"), sh: shell}
+	os.MkdirAll(filepath.Join(dir, "init.d"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "run"), 0o755)
+	recorder := "#!/bin/sh\n" +
+		"read -r _ _ _ _ _ sid _ </proc/$$/stat\n" +
+		"if [ -e " + filepath.Join(dir, "opkg-done") + " ]; then done=yes; else done=no; fi\n" +
+		"echo \"${0##*/} $* opkg-done=$done sid=$sid\" >>" + r.calls + "\n"
+	os.WriteFile(r.initScript, []byte(recorder), 0o755)
+	os.WriteFile(filepath.Join(dir, "bin", "ubus"), []byte(recorder), 0o755)
+	path := filepath.Join(dir, "bin") + string(os.PathListSeparator) + os.Getenv("PATH")
+	if binDir != "" {
+		path = binDir + string(os.PathListSeparator) + path
+	}
+	r.env = append(os.Environ(), "PATH="+path)
+	return r
+}
+
+// opkg runs the maintainer script name with args as opkg would, after which
+// opkg does what then is (a shell command); it returns opkg's pid, which is
+// its session's id.
+func (r *opkgRig) opkg(name string, args, then string) int {
+	src, err := os.ReadFile(filepath.Join("openwrt", name))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	text := strings.NewReplacer("/etc/init.d/porthole", r.initScript, "/etc/porthole/state", filepath.Join(r.dir, "state"),
+		"/var/run/", filepath.Join(r.dir, "run")+"/").Replace(string(src))
+	os.WriteFile(filepath.Join(r.dir, name), []byte(text), 0o755)
+	opkg := filepath.Join(r.dir, "opkg")
+	os.WriteFile(opkg, []byte("#!/bin/sh\n"+r.sh+" "+filepath.Join(r.dir, name)+" "+args+" || exit 1\n"+then+"\nsleep 0.5\ntouch "+filepath.Join(r.dir, "opkg-done")+"\n"), 0o755)
+	cmd := exec.Command(opkg)
+	cmd.Env = r.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	out, err := cmd.CombinedOutput()
+	r.t.Logf("opkg running %s %s: %v %s", name, args, err, out)
+	if err != nil {
+		r.t.Fatalf("%s %s failed: %v\n%s", name, args, err, out)
+	}
+	return cmd.Process.Pid
+}
+
+// waitCalls waits up to wait for a call starting with prefix, and returns the calls.
+func (r *opkgRig) waitCalls(prefix string, wait time.Duration) string {
+	deadline := time.Now().Add(wait)
+	for {
+		b, _ := os.ReadFile(r.calls)
+		if strings.Contains("\n"+string(b), "\n"+prefix) || time.Now().After(deadline) {
+			return string(b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestOpkgScriptsWaitForOpkg: postinst enables the service at once and
+// restarts the agent only once opkg has exited, in a session of its own, and
+// prerm disables it at once and has procd stop it once opkg has exited and
+// removed the init script: opkg may run in a login the agent serves, which
+// stopping the agent ends, opkg with it, before it records what it did.
+func TestOpkgScriptsWaitForOpkg(t *testing.T) {
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newOpkgRig(t, shell, binDir)
+		sid := r.opkg("postinst", "configure", "")
+		calls := r.waitCalls("porthole restart", 5*time.Second)
+		if !strings.HasPrefix(calls, "porthole enable opkg-done=no ") {
+			t.Errorf("postinst: calls %q, want enable first, while opkg runs", calls)
+		}
+		if !strings.Contains(calls, "\nporthole restart opkg-done=yes ") || strings.Contains(calls, fmt.Sprintf("restart opkg-done=yes sid=%d\n", sid)) {
+			t.Errorf("postinst: calls %q, want a restart after opkg exited, in another session than opkg's (%d)", calls, sid)
+		}
+		if st, err := os.Stat(filepath.Join(r.dir, "state")); err != nil || st.Mode().Perm() != 0o700 {
+			t.Errorf("postinst: state directory: %v, want it made 0700", err)
+		}
+
+		r = newOpkgRig(t, shell, binDir)
+		r.opkg("prerm", "remove", "rm "+r.initScript)
+		calls = r.waitCalls("ubus", 5*time.Second)
+		if !strings.HasPrefix(calls, "porthole disable opkg-done=no ") || !strings.Contains(calls, "\nubus call service delete {\"name\":\"porthole\"} opkg-done=yes ") {
+			t.Errorf("prerm remove: calls %q, want disable at once, then ubus call service delete once opkg exited", calls)
+		}
+
+		// opkg install --force-reinstall runs prerm remove, then postinst: the
+		// agent is not stopped, postinst restarts it.
+		r = newOpkgRig(t, shell, binDir)
+		r.opkg("prerm", "remove", "")
+		if calls := r.waitCalls("ubus", 2500*time.Millisecond); strings.Contains(calls, "ubus") {
+			t.Errorf("prerm remove with the package reinstalled: calls %q, want no ubus call", calls)
+		}
+		r = newOpkgRig(t, shell, binDir)
+		r.opkg("prerm", "upgrade 1.2.3", "")
+		if calls := r.waitCalls("ubus", 1500*time.Millisecond); calls != "" {
+			t.Errorf("prerm upgrade: calls %q, want none (postinst restarts the agent)", calls)
+		}
+	})
 }

@@ -6,11 +6,16 @@
 #   init/porthole.service    hardened systemd unit
 #   init/porthole.sysv       SysV / BusyBox init script (install as /etc/init.d/porthole or S50porthole)
 #   INSTALL                  where each file goes
+#   LICENSE                  porthole's license (Apache-2.0)
+#   THIRD_PARTY_NOTICES      the licenses of Go and of the modules linked into the binary (notices.sh)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 version=$1 dist=$2
 epoch=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}
+notices=$(mktemp)
+trap 'rm -f "$notices"' EXIT
+(cd "$root" && tools/pkg/notices.sh) >"$notices"
 n=0
 for bin in "$dist"/porthole-linux-*; do
   case $bin in *.tar.gz|*.ipk) continue ;; esac
@@ -22,6 +27,8 @@ for bin in "$dist"/porthole-linux-*; do
   install -m 0644 "$root/agent/porthole.example.toml" "$work/$name/porthole.toml.example"
   install -m 0644 "$root/tools/pkg/systemd/porthole.service" "$work/$name/init/porthole.service"
   install -m 0755 "$root/tools/pkg/sysv/porthole" "$work/$name/init/porthole.sysv"
+  install -m 0644 "$root/LICENSE" "$work/$name/LICENSE"
+  install -m 0644 "$notices" "$work/$name/THIRD_PARTY_NOTICES"
   cat >"$work/$name/INSTALL" <<INSTALL
 porthole $version for $target
 
@@ -30,8 +37,15 @@ porthole $version for $target
   install -m 0600 porthole.toml.example /etc/porthole/porthole.toml   # then edit it
   porthole check-config -c /etc/porthole/porthole.toml                # exit 0 ok, 1 config error
 
-systemd:     install -m 0644 init/porthole.service /etc/systemd/system/ && systemctl enable --now porthole
-SysV/BusyBox: install -m 0755 init/porthole.sysv /etc/init.d/porthole (Buildroot: /etc/init.d/S50porthole)
+systemd:      install -m 0644 init/porthole.service /etc/systemd/system/ && systemctl enable --now porthole
+SysV/BusyBox: install -m 0755 init/porthole.sysv /etc/init.d/porthole && /etc/init.d/porthole start
+  and to start it at boot:
+    Debian and derivatives (sysvinit):          update-rc.d porthole defaults
+    BusyBox init (its rcS runs /etc/init.d/S??*): ln -s porthole /etc/init.d/S50porthole
+  The log is /var/log/porthole.log; a start moves it to porthole.log.1 once it is
+  bigger than 256 KiB (LOG_MAX in /etc/default/porthole), and the running agent
+  appends to it without limit (on tmpfs that is RAM: rotate it with copytruncate
+  for a hard cap).
 
 Keep across updates (OTA): /etc/porthole/ (config, device certificate and key,
 authorized_keys) and data_dir (default /var/lib/porthole: the SSH host key and the

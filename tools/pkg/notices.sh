@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# notices.sh [PACKAGE]: print the license texts of the third-party code linked into
+# PACKAGE (default ./agent/cmd/porthole, the device binary), resolved in the
+# module of the current directory as make cross builds it (linux/mipsle, tags
+# netgo,osusergo; every device target links the same modules): Go's own (its
+# LICENSE and PATENTS), then each module's LICENSE, LICENCE, COPYING, NOTICE and
+# PATENTS files, sorted by module path. The main module is left out: its license
+# is LICENSE. A module without a LICENSE, LICENCE or COPYING file is an error,
+# and so is one that is not in the module cache (go mod download).
+# tarball.sh puts the output into every tarball as THIRD_PARTY_NOTICES.
+set -euo pipefail
+
+pkg=${1:-./agent/cmd/porthole}
+go=${GO:-go}
+
+# section TITLE FILE...: one module's license files under a header.
+section() {
+  local title=$1 f
+  shift
+  printf '%s\n%s\n' "================================================================================" "$title"
+  for f in "$@"; do
+    printf '%s\n\n' "--- ${f##*/} ---"
+    cat "$f"
+    printf '\n'
+  done
+}
+
+# Dual-licensed modules whose LICENSE names a second license kept in another file.
+declare -A extra=(
+  # EPL-2.0 or EDL-1.0 (a BSD-3-Clause license, in edl-v10).
+  [github.com/eclipse/paho.golang]=edl-v10
+)
+
+goroot=$("$go" env GOROOT)
+echo "Third-party software in porthole, with its license texts."
+echo
+section "Go standard library and runtime (https://go.dev)" "$goroot/LICENSE" "$goroot/PATENTS"
+
+mods=$(CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat GOFLAGS= "$go" list -tags netgo,osusergo -deps \
+  -f '{{with .Module}}{{if not .Main}}{{.Path}}|{{.Version}}|{{.Dir}}{{end}}{{end}}' "$pkg" | sort -u)
+while IFS='|' read -r path version dir; do
+  [ -n "$path" ] || continue
+  if [ -z "$dir" ] || [ ! -d "$dir" ]; then
+    echo "notices.sh: module $path $version is not in the module cache (go mod download)" >&2
+    exit 1
+  fi
+  files=()
+  for f in "$dir"/*; do
+    case $(basename "$f" | tr '[:lower:]' '[:upper:]') in
+      LICENSE* | LICENCE* | COPYING* | NOTICE* | PATENTS*) [ -f "$f" ] && files+=("$f") ;;
+    esac
+  done
+  if ! printf '%s\n' "${files[@]##*/}" | grep -qiE '^(licen[cs]e|copying)'; then
+    echo "notices.sh: module $path $version has no LICENSE, LICENCE or COPYING file in $dir" >&2
+    exit 1
+  fi
+  if [ -n "${extra[$path]:-}" ]; then
+    files+=("$dir/${extra[$path]}")
+  fi
+  section "$path${version:+ $version}" "${files[@]}"
+done <<<"$mods"

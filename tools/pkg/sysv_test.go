@@ -1,0 +1,610 @@
+package pkg
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestSysVScript(t *testing.T) {
+	st, err := os.Stat("sysv/porthole")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm()&0o111 == 0 {
+		t.Errorf("sysv/porthole is not executable (mode %o)", st.Mode().Perm())
+	}
+	b, _ := os.ReadFile("sysv/porthole")
+	shSyntax(t, "sysv/porthole", b)
+	for _, want := range []string{"### BEGIN INIT INFO", "check-config", "start-stop-daemon", "start)", "stop)", "reload)", "force-reload"} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("sysv/porthole lacks %q", want)
+		}
+	}
+	// A config error is reported and start fails, without starting anything.
+	fake := filepath.Join(t.TempDir(), "porthole")
+	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && { echo 'bad config' >&2; exit 1; }\necho started >&2\nexit 0\n"), 0o755)
+	cmd := exec.Command("sh", "sysv/porthole", "start")
+	cmd.Env = append(os.Environ(), "DAEMON="+fake, "PIDFILE="+filepath.Join(t.TempDir(), "pid"))
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "FAIL (configuration") {
+		t.Errorf("start with a bad config: err %v, output %q; want a failure naming the configuration", err, out)
+	}
+}
+
+// fakeAgent is a porthole that records what happens to it in $FAKE_EVENTS, one
+// "KIND PID" line each: "started" once it handles signals, "reloaded" on
+// SIGHUP, "stopped" on SIGTERM, and "env PID GOMAXPROCS=…". A real program, not
+// a script: the kernel names a script's process after the script but its
+// /proc/PID/exe is the shell, which hides what an init script's
+// start-stop-daemon -x /bin/sh would match.
+//
+// With FAKE_EXIT it is an agent that cannot run: it exits with that status
+// after FAKE_EXIT_AFTER ("exited"), its reason on stderr.
+//
+// With FAKE_LOGIN, SIGUSR1 makes it serve a login that runs sh -c "$FAKE_LOGIN"
+// as the agent's SSH server runs a command: in a session of its own, its output
+// a pty (FAKE_LOGIN_PTY) or pipes, copied to FAKE_LOGIN_OUTPUT ("login").
+// On SIGTERM the agent ends the login as its SSH server does when the agent
+// stops: the terminal hangs up (the pipes are no longer read), the login's
+// process group gets SIGHUP and, if FAKE_LOGIN_KILL is a duration, SIGKILL
+// that long later if the login's program still runs; without it the agent
+// exits at once.
+const fakeAgent = `package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "check-config" {
+		return
+	}
+	f, err := os.OpenFile(os.Getenv("FAKE_EVENTS"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if s := os.Getenv("FAKE_EXIT"); s != "" {
+		d, _ := time.ParseDuration(os.Getenv("FAKE_EXIT_AFTER"))
+		time.Sleep(d)
+		fmt.Fprintf(f, "exited %d\n", os.Getpid())
+		fmt.Fprintln(os.Stderr, "porthole agent: cannot run (fake)")
+		code, _ := strconv.Atoi(s)
+		os.Exit(code)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGUSR1)
+	fmt.Fprintf(f, "started %d\n", os.Getpid())
+	fmt.Fprintf(f, "env %d GOMAXPROCS=%s\n", os.Getpid(), os.Getenv("GOMAXPROCS"))
+	var l *login
+	for s := range sig {
+		switch s {
+		case syscall.SIGHUP:
+			fmt.Fprintf(f, "reloaded %d\n", os.Getpid())
+			continue
+		case syscall.SIGUSR1:
+			if cmd := os.Getenv("FAKE_LOGIN"); cmd != "" && l == nil {
+				l = startLogin(f, cmd)
+			}
+			continue
+		}
+		if l != nil {
+			l.end()
+		}
+		fmt.Fprintf(f, "stopped %d\n", os.Getpid())
+		return
+	}
+}
+
+type login struct {
+	cmd    *exec.Cmd
+	output *os.File // the pty's master or the pipe's read end
+	done   chan struct{}
+}
+
+func startLogin(events *os.File, command string) *login {
+	l := &login{cmd: exec.Command("sh", "-c", command), done: make(chan struct{})}
+	l.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	var tty *os.File
+	var err error
+	if os.Getenv("FAKE_LOGIN_PTY") != "" {
+		l.output, tty, err = openPTY()
+		l.cmd.Stdin = tty
+		l.cmd.SysProcAttr.Setctty = true
+	} else {
+		l.output, tty, err = os.Pipe()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	l.cmd.Stdout, l.cmd.Stderr = tty, tty
+	if err := l.cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	tty.Close()
+	transcript, _ := os.OpenFile(os.Getenv("FAKE_LOGIN_OUTPUT"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	go io.Copy(transcript, l.output)
+	fmt.Fprintf(events, "login %d\n", l.cmd.Process.Pid)
+	go func() {
+		l.cmd.Wait()
+		close(l.done)
+	}()
+	return l
+}
+
+func (l *login) end() {
+	l.output.Close()
+	pid := l.cmd.Process.Pid
+	syscall.Kill(-pid, syscall.SIGHUP)
+	d, err := time.ParseDuration(os.Getenv("FAKE_LOGIN_KILL"))
+	if err != nil {
+		return
+	}
+	select {
+	case <-l.done:
+	case <-time.After(d):
+		syscall.Kill(-pid, syscall.SIGKILL)
+		<-l.done
+	}
+}
+
+func openPTY() (master, tty *os.File, err error) {
+	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	var unlock int32
+	var n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, master.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		return nil, nil, e
+	}
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, master.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		return nil, nil, e
+	}
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	return master, tty, err
+}
+`
+
+// withEachStartStopDaemon runs test with the start-stop-daemon on PATH
+// (Debian's, from dpkg) and with BusyBox's (busybox-static) under BusyBox's own
+// sh, as on a Buildroot target. shell runs the script; binDir, when not empty,
+// goes first on PATH.
+func withEachStartStopDaemon(t *testing.T, test func(t *testing.T, shell, binDir string)) {
+	t.Run("start-stop-daemon", func(t *testing.T) {
+		t.Parallel()
+		if _, err := exec.LookPath("start-stop-daemon"); err != nil {
+			t.Fatalf("start-stop-daemon (Debian: dpkg) not on PATH: %v", err)
+		}
+		test(t, "sh", "")
+	})
+	t.Run("busybox", func(t *testing.T) {
+		t.Parallel()
+		bb, err := exec.LookPath("busybox")
+		if err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("busybox (Debian: busybox-static, installed by tools/deps.sh test) not on PATH: %v", err)
+			}
+			t.Skipf("busybox not on PATH (Debian: busybox-static): %v", err)
+		}
+		// BusyBox's applets before the host's: start-stop-daemon and the tools
+		// the script calls are BusyBox's.
+		dir := t.TempDir()
+		for _, applet := range []string{"start-stop-daemon", "cat", "dirname", "mkdir", "mv", "rm", "sleep", "tail", "wc"} {
+			if err := os.Symlink(bb, filepath.Join(dir, applet)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		test(t, bb+" sh", dir)
+	})
+}
+
+// sysvRig runs sysv/porthole with a fake agent, everything in a directory of
+// its own; whatever the script started is killed at the end of the test.
+type sysvRig struct {
+	t                   *testing.T
+	shell               string // runs the script: "sh" or "/path/busybox sh"
+	script              string // the script's absolute path
+	dir, events, log    string
+	pidfile, transcript string
+	env                 []string
+}
+
+func newSysVRig(t *testing.T, fake, shell, binDir string, env ...string) *sysvRig {
+	dir := t.TempDir()
+	script, err := filepath.Abs("sysv/porthole")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &sysvRig{t: t, shell: shell, script: script, dir: dir,
+		events: filepath.Join(dir, "events"), log: filepath.Join(dir, "log", "porthole.log"),
+		pidfile: filepath.Join(dir, "run", "porthole.pid"), transcript: filepath.Join(dir, "login.out")}
+	// Not the GOMAXPROCS of whoever runs the test.
+	r.env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })
+	if binDir != "" {
+		r.env = append(r.env, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
+	r.env = append(r.env, "FAKE_EVENTS="+r.events, "DAEMON="+fake, "CONF="+filepath.Join(dir, "porthole.toml"),
+		"PIDFILE="+r.pidfile, "LOG="+r.log, "FAKE_LOGIN_OUTPUT="+r.transcript)
+	r.env = append(r.env, env...)
+	t.Cleanup(func() {
+		kill := func() {
+			for _, kind := range []string{"started", "login"} {
+				for _, pid := range r.eventPidsWait(kind, 0, 0) {
+					if procAlive(pid) {
+						syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			}
+		}
+		kill()
+		// After a failure, a restart a login sent into the background may
+		// still start an agent: wait for it (its start-stop-daemon, up to a
+		// second) and end that one too.
+		if t.Failed() && len(r.eventPidsWait("login", 0, 0)) > 0 {
+			time.Sleep(1500 * time.Millisecond)
+			kill()
+		}
+	})
+	return r
+}
+
+// command is the script run with action, as the shell runs it.
+func (r *sysvRig) command(action string) string {
+	return r.shell + " " + r.script + " " + action
+}
+
+func (r *sysvRig) run(action string) (string, error) {
+	args := strings.Fields(r.command(action))
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = r.env
+	out, err := cmd.CombinedOutput()
+	r.t.Logf("%s: %v: %s", r.command(action), err, bytes.TrimSpace(out))
+	return string(out), err
+}
+
+// eventPidsWait returns the pids of the events of one kind, waiting up to wait
+// for n of them; eventPids waits up to 5 s.
+func (r *sysvRig) eventPidsWait(kind string, n int, wait time.Duration) []int {
+	deadline := time.Now().Add(wait)
+	for {
+		b, _ := os.ReadFile(r.events)
+		var pids []int
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == kind {
+				pid, err := strconv.Atoi(f[1])
+				if err != nil {
+					r.t.Fatalf("events: %q: %v", l, err)
+				}
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) >= n || time.Now().After(deadline) {
+			return pids
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *sysvRig) eventPids(kind string, n int) []int { return r.eventPidsWait(kind, n, 5*time.Second) }
+
+// pidFile returns the pid the pid file holds, or 0.
+func (r *sysvRig) pidFile() int {
+	b, _ := os.ReadFile(r.pidfile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// procAlive reports whether pid is a live process, not a zombie: the test's
+// machine may have no init that reaps what start-stop-daemon detached.
+func procAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	state := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(state) > 0 && state[0] != "Z" && state[0] != "X"
+}
+
+// TestSysVScriptOneAgent runs start, start, reload, stop, restart and
+// force-reload with a fake agent: the second start finds the first agent (the
+// pid file names it) and starts no other, stop and reload act on exactly the
+// process the pid file names when that is the agent, never on another one that
+// has its pid now, and restart replaces the agent.
+func TestSysVScriptOneAgent(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		testSysVOneAgent(t, newSysVRig(t, fake, shell, binDir))
+	})
+}
+
+func testSysVOneAgent(t *testing.T, r *sysvRig) {
+	if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("start: %v %q, want OK", err, out)
+	}
+	started := r.eventPids("started", 1)
+	if len(started) != 1 {
+		t.Fatalf("after start: agents started %v, want one", started)
+	}
+	first := started[0]
+	if got := r.pidFile(); got != first {
+		t.Errorf("pid file holds %d, want the agent's pid %d", got, first)
+	}
+
+	// LSB: start of a running service succeeds and starts nothing.
+	if out, err := r.run("start"); err != nil || !strings.Contains(out, "already running") {
+		t.Errorf("second start: %v %q, want exit 0 and already running", err, out)
+	}
+	// A second agent would have said so within a second.
+	if started := r.eventPidsWait("started", 2, time.Second); len(started) != 1 {
+		t.Errorf("after a second start: agents started %v, want only the first one", started)
+	}
+
+	if out, err := r.run("reload"); err != nil || !strings.Contains(out, "OK") {
+		t.Errorf("reload: %v %q, want OK", err, out)
+	}
+	if got := r.eventPids("reloaded", 1); !slices.Equal(got, []int{first}) {
+		t.Errorf("after reload: agents reloaded %v, want [%d]", got, first)
+	}
+
+	if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
+		t.Errorf("stop: %v %q, want OK", err, out)
+	}
+	for _, pid := range r.eventPids("started", 0) {
+		if procAlive(pid) {
+			t.Errorf("after stop: agent %d still running (agents started: %v)", pid, r.eventPids("started", 0))
+		}
+	}
+	if _, err := os.Stat(r.pidfile); err == nil {
+		t.Error("after stop: the pid file is still there")
+	}
+
+	// A pid file left by an agent that died names a pid some other process has
+	// now: stop and reload leave that process alone, start starts the agent.
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
+	stale := func() { os.WriteFile(r.pidfile, []byte(strconv.Itoa(other.Process.Pid)+"\n"), 0o644) }
+	for _, action := range []string{"stop", "reload"} {
+		stale()
+		r.run(action)
+		time.Sleep(100 * time.Millisecond)
+		if !procAlive(other.Process.Pid) {
+			t.Fatalf("%s with a stale pid file: it signalled pid %d, which is not the agent", action, other.Process.Pid)
+		}
+	}
+	stale()
+	if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("start with a stale pid file: %v %q, want OK", err, out)
+	}
+	started = r.eventPids("started", 2)
+	if len(started) != 2 {
+		t.Fatalf("start with a stale pid file: agents started %v, want a second one", started)
+	}
+
+	// restart and force-reload (SIGHUP reloads only part of the configuration)
+	// each stop the agent and start another.
+	for i, action := range []string{"restart", "force-reload"} {
+		if out, err := r.run(action); err != nil || strings.Count(out, "OK") != 2 {
+			t.Fatalf("%s: %v %q, want two OKs (stop, start)", action, err, out)
+		}
+		started = r.eventPids("started", 3+i)
+		if len(started) != 3+i {
+			t.Fatalf("%s: agents started %v, want one more", action, started)
+		}
+		if procAlive(started[1+i]) || !procAlive(started[2+i]) || r.pidFile() != started[2+i] {
+			t.Errorf("%s: agents started %v, pid file %d; want only the last one running, named by the pid file", action, started, r.pidFile())
+		}
+	}
+
+	if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
+		t.Errorf("stop: %v %q, want OK", err, out)
+	}
+	if procAlive(started[3]) {
+		t.Errorf("stop: agent %d still running", started[3])
+	}
+	if got := r.eventPids("stopped", 4); !slices.Equal(got, started) {
+		t.Errorf("agents stopped %v, want %v (each by SIGTERM)", got, started)
+	}
+	// LSB: stop of a stopped service succeeds.
+	if out, err := r.run("stop"); err != nil {
+		t.Errorf("stop when not running: %v %q, want exit 0", err, out)
+	}
+}
+
+// TestSysVStartFailsWhenTheAgentExits: an agent that exits right after it
+// started (check-config passed, but its ssh.listen port is taken, say) makes
+// start fail, pointing at the log and quoting its last line, rather than say
+// OK.
+func TestSysVStartFailsWhenTheAgentExits(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		for _, after := range []string{"0s", "300ms"} {
+			r := newSysVRig(t, fake, shell, binDir, "FAKE_EXIT=1", "FAKE_EXIT_AFTER="+after)
+			out, err := r.run("start")
+			if err == nil || !strings.Contains(out, "FAIL") || !strings.Contains(out, r.log) || !strings.Contains(out, "cannot run (fake)") {
+				t.Errorf("start of an agent that exits 1 after %s: %v %q; want exit 1, FAIL, the log's name and its last line", after, err, out)
+			}
+			if exited := r.eventPids("exited", 1); len(exited) != 1 {
+				t.Errorf("start of an agent that exits 1 after %s: the agent did not run (events %v)", after, exited)
+			}
+		}
+	})
+}
+
+// TestSysVStartGOMAXPROCS: the agent gets GOMAXPROCS=1 unless the environment
+// (/etc/default/porthole) sets it.
+func TestSysVStartGOMAXPROCS(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	for _, tc := range []struct{ env, want string }{{"", "1"}, {"GOMAXPROCS=0", "0"}, {"GOMAXPROCS=3", "3"}} {
+		var env []string
+		if tc.env != "" {
+			env = append(env, tc.env)
+		}
+		r := newSysVRig(t, fake, "sh", "", env...)
+		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+			t.Fatalf("start (%s): %v %s", tc.env, err, out)
+		}
+		r.eventPids("env", 1)
+		b, _ := os.ReadFile(r.events)
+		if want := "GOMAXPROCS=" + tc.want + "\n"; !strings.Contains(string(b), want) {
+			t.Errorf("start with %q in the environment: the agent saw %q, want %s", tc.env, b, want)
+		}
+		r.run("stop")
+	}
+}
+
+// TestSysVLogCap: start moves a log bigger than LOG_MAX to LOG.1, replacing the
+// one before, and leaves a smaller one to grow.
+func TestSysVLogCap(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newSysVRig(t, fake, shell, binDir, "LOG_MAX=1000")
+		os.MkdirAll(filepath.Dir(r.log), 0o755)
+		os.WriteFile(r.log+".1", []byte("oldest\n"), 0o644)
+		big := bytes.Repeat([]byte("old line\n"), 200)
+		os.WriteFile(r.log, big, 0o644)
+		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+			t.Fatalf("start: %v %q", err, out)
+		}
+		r.run("stop")
+		if b, _ := os.ReadFile(r.log + ".1"); !bytes.Equal(b, big) {
+			t.Errorf("after start with a %d-byte log (LOG_MAX=1000): log.1 holds %d bytes, want the old log", len(big), len(b))
+		}
+		if b, _ := os.ReadFile(r.log); bytes.Contains(b, []byte("old line")) {
+			t.Errorf("after start with a %d-byte log (LOG_MAX=1000): the log still holds the old lines", len(big))
+		}
+
+		small := []byte("recent line\n")
+		os.WriteFile(r.log, small, 0o644)
+		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+			t.Fatalf("start: %v %q", err, out)
+		}
+		r.run("stop")
+		if b, _ := os.ReadFile(r.log); !bytes.HasPrefix(b, small) {
+			t.Errorf("after start with a small log: the log is %q, want it kept", b)
+		}
+		if b, _ := os.ReadFile(r.log + ".1"); !bytes.Equal(b, big) {
+			t.Errorf("after start with a small log: log.1 changed")
+		}
+	})
+}
+
+// TestSysVRestartFromALogin runs restart in a login the agent serves, the way
+// an operator restarts the agent through it: stopping the agent ends that
+// login (its terminal hangs up or its output is no longer read, its process
+// group gets SIGHUP and, 2 s later if still running, SIGKILL), and restart
+// must start an agent all the same. By default restart notices the login and
+// goes on in a session of its own; with PORTHOLE_RESTART_DETACHED=1 and no
+// SIGKILL (a job of an interactive shell, which the SSH server's SIGKILL of the
+// shell's process group misses) it stays, ignoring SIGHUP and SIGPIPE, and
+// carries on although its output is gone (EIO, EPIPE).
+func TestSysVRestartFromALogin(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		for _, tc := range []struct {
+			name    string
+			env     []string
+			inPlace bool
+		}{
+			{"command", []string{"FAKE_LOGIN_KILL=500ms"}, false},
+			{"terminal", []string{"FAKE_LOGIN_PTY=1", "FAKE_LOGIN_KILL=500ms"}, false},
+			{"command, in place", []string{"PORTHOLE_RESTART_DETACHED=1"}, true},
+			{"terminal, in place", []string{"FAKE_LOGIN_PTY=1", "PORTHOLE_RESTART_DETACHED=1"}, true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := newSysVRig(t, fake, shell, binDir, tc.env...)
+				r.env = append(r.env, "FAKE_LOGIN="+r.command("restart"))
+				if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+					t.Fatalf("start: %v %q", err, out)
+				}
+				first := r.eventPids("started", 1)
+				if len(first) != 1 {
+					t.Fatalf("after start: agents started %v, want one", first)
+				}
+				syscall.Kill(first[0], syscall.SIGUSR1) // log in
+				logins := r.eventPids("login", 1)
+				if len(logins) != 1 {
+					t.Fatalf("the agent served no login: events %s", r.readEvents())
+				}
+				started := r.eventPidsWait("started", 2, 15*time.Second)
+				transcript, _ := os.ReadFile(r.transcript)
+				if len(started) != 2 {
+					t.Fatalf("restart in a login: agents started %v, want a second one\nthe login's output: %q\nevents: %s", started, transcript, r.readEvents())
+				}
+				if got := r.eventPids("stopped", 1); !slices.Equal(got, started[:1]) {
+					t.Errorf("agents stopped %v, want [%d]", got, started[0])
+				}
+				// Wait for restart to end (start waits a second after the agent
+				// started): in the login's session, or in its own, which writes
+				// to the log.
+				deadline := time.Now().Add(10 * time.Second)
+				for time.Now().Before(deadline) {
+					log, _ := os.ReadFile(r.log)
+					if tc.inPlace && !sessionAlive(logins[0]) ||
+						!tc.inPlace && bytes.Contains(log, []byte("Starting porthole: OK")) {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if sessionAlive(logins[0]) {
+					t.Errorf("the login's session is still there")
+				}
+				log, _ := os.ReadFile(r.log)
+				if !tc.inPlace && !bytes.Contains(log, []byte("Starting porthole: OK")) {
+					t.Errorf("restart in its own session did not say Starting porthole: OK in the log:\n%s", log)
+				}
+				if !procAlive(started[1]) || r.pidFile() != started[1] {
+					t.Errorf("after restart in a login: agent %d alive %v, pid file %d; want it running and named", started[1], procAlive(started[1]), r.pidFile())
+				}
+				t.Logf("the login's output: %q", transcript)
+			})
+		}
+	})
+}
+
+// sessionAlive reports whether a live process is in session sid.
+func sessionAlive(sid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		// After the command's name: state, ppid, pgrp, session.
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 3 && f[3] == strconv.Itoa(sid) && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *sysvRig) readEvents() string {
+	b, _ := os.ReadFile(r.events)
+	return string(b)
+}
