@@ -21,6 +21,7 @@ PORTHOLE_SITE_METHOD = local
 PORTHOLE_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--exclude=/bin --exclude=/dist --exclude=/.lab --exclude=/.cache --exclude=node_modules
 PORTHOLE_LICENSE = Apache-2.0
+PORTHOLE_LICENSE_FILES = LICENSE
 PORTHOLE_GOMOD = github.com/porthole-iot/porthole
 PORTHOLE_BUILD_TARGETS = agent/cmd/porthole
 PORTHOLE_TAGS = netgo osusergo
