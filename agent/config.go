@@ -231,11 +231,11 @@ func (c *Config) Validate() error {
 	}
 	if strings.ContainsAny(c.MQTT.EventTopic, "+#") {
 		bad("mqtt.event_topic", "%q must not contain wildcards", c.MQTT.EventTopic)
-	} else if c.MQTT.EventTopic != "" && strings.HasPrefix(c.MQTT.EventTopic, "$aws/") {
-		// Reserved topics: the notify topic would feed the agent its own events, and
-		// AWS IoT disconnects a client that publishes where its policy or the
-		// topic's rules do not allow.
-		bad("mqtt.event_topic", "%q is an AWS reserved topic ($aws/...); use a topic of your own, e.g. \"porthole/events/%s\"", c.MQTT.EventTopic, c.ThingName)
+	} else if strings.HasPrefix(c.MQTT.EventTopic, "$aws/things/") {
+		// A thing's reserved topics (tunnels, shadow, jobs): the notify topic would
+		// feed the agent its own events, and AWS IoT disconnects a client that
+		// publishes where it may not. ($aws/rules/RULE/..., Basic Ingest, is fine.)
+		bad("mqtt.event_topic", "%q is one of the thing's reserved topics ($aws/things/...); use a topic of your own, e.g. \"porthole/events/%s\"", c.MQTT.EventTopic, c.ThingName)
 	}
 	if c.Tunnel.Endpoint != "" {
 		if strings.HasPrefix(c.Tunnel.Endpoint, "ws://") && !c.Tunnel.AllowInsecureWebSocket {

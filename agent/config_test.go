@@ -71,7 +71,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"password hash", "[ssh]\npassword_hashes = { root = \"secret\" }", "ssh.password_hashes.root"},
 		{"log level", "[log]\nlevel = \"loud\"", "log.level"},
 		{"event topic", "[mqtt]\nevent_topic = \"a/#\"", "mqtt.event_topic"},
-		{"event topic is the notify topic", "[mqtt]\nevent_topic = \"$aws/things/dev-1/tunnels/notify\"", "mqtt.event_topic: \"$aws/things/dev-1/tunnels/notify\" is an AWS reserved topic"},
+		{"event topic is the notify topic", "[mqtt]\nevent_topic = \"$aws/things/dev-1/tunnels/notify\"", "mqtt.event_topic: \"$aws/things/dev-1/tunnels/notify\" is one of the thing's reserved topics"},
 		{"negative max_sessions", "[ssh]\nmax_sessions = -1", "ssh.max_sessions: -1 must not be negative"},
 		{"negative max_auth_tries", "[ssh]\nmax_auth_tries = -5", "ssh.max_auth_tries: -5 must not be negative"},
 		{"negative max_tunnels", "[tunnel]\nmax_tunnels = -1", "tunnel.max_tunnels: -1: want 1-64 (0 or left out: 4)"},

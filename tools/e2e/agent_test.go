@@ -98,7 +98,7 @@ func (e *events) wait(t *testing.T, typ, want string, d time.Duration) {
 // drops the agent's WebSocket, Mosquitto restarts, and a tunnel with a service the
 // device does not have yields an event saying so.
 func TestAgentEndToEnd(t *testing.T) {
-	topic := "$aws/things/" + stack.Thing + "/events"
+	topic := "porthole/events/" + stack.Thing
 	s := stack.Start(t, stack.Options{MQTT: []string{fmt.Sprintf("event_topic = %q", topic)}})
 	ev := collectEvents(t, s, topic)
 	open := s.OpenTunnel("SSH")

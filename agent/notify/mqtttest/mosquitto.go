@@ -61,7 +61,9 @@ func StartMosquitto(tb testing.TB) *Broker {
 	b.Addr = fmt.Sprintf("127.0.0.1:%d", port)
 	cert, key := p.Server(tb, "broker")
 	acl := filepath.Join(p.Dir, "acl")
-	aclText := "pattern readwrite $aws/things/%u/#\n\nuser " + PublisherCN + "\ntopic readwrite $aws/things/#\n"
+	// As an AWS IoT policy would: a device's own thing topics and its event topic
+	// (porthole/events/<thing>), and the publisher (tunneld) every thing's.
+	aclText := "pattern readwrite $aws/things/%u/#\npattern readwrite porthole/events/%u\n\nuser " + PublisherCN + "\ntopic readwrite $aws/things/#\n"
 	if err := os.WriteFile(acl, []byte(aclText), 0o644); err != nil {
 		tb.Fatal(err)
 	}
