@@ -65,8 +65,15 @@
 // Login users come from the passwd file (PasswdFile), parsed directly so
 // that static osusergo builds and BusyBox systems work. Running as root, a
 // session runs as the login user (uid, gid, supplementary groups from
-// GroupFile, home, shell; /bin/sh when the shell is missing); unknown users
+// GroupFile, home, shell; an empty shell field means /bin/sh); unknown users
 // are refused. Not running as root, only the server's own user may log in.
+// As with OpenSSH without PAM, disabled accounts are refused whatever the
+// method (ErrUserNotAllowed, logged with the reason; the client sees an
+// authentication failure): a login shell that does not exist or is not
+// executable, and, when the shadow file ("shadow" next to the passwd file,
+// so /etc/shadow) exists and is readable, a password field starting with
+// "!" (locked; "*" only means no password, and keys still work) or an
+// expiry date in the past. Without a shadow file only the shell is checked.
 // MaxAuthTries, LoginGraceTime and a per-source limit on connections that
 // end without authenticating (MaxAuthFailures per AuthFailureWindow)
 // bound guessing.
@@ -74,9 +81,13 @@
 // # Sessions
 //
 // Shells run the user's shell as a login shell, on a pty when one is
-// requested; commands run as "shell -c command", exit status and exit
-// signal are sent back, client EOF closes the program's stdin (so
-// "ssh host cmd < file" works), "eow@openssh.com" (the client reads no more
+// requested; commands run as "shell -c command". Every program starts a
+// new session (setsid), so it never shares the server's controlling
+// terminal; a pty is its controlling terminal, owned by the user, with
+// group "tty" and mode 0620 when the group file has a tty group, else
+// the user's group and mode 0600. Exit status and exit signal are sent
+// back, client EOF closes the program's stdin (so "ssh host cmd < file"
+// works), "eow@openssh.com" (the client reads no more
 // output, as in "ssh host yes | head -1") stops reading the program's output
 // so that its next write gets SIGPIPE (on a pty, the terminal is hung up)
 // and output not yet sent is dropped, "signal" requests reach the program, and
@@ -112,7 +123,9 @@
 // dials only addresses PermitLocalForward allows (nil: loopback only); a
 // failed dial is reported to the client as sshd does ("connect failed:
 // Connection refused").
-// Remote forwarding (ssh -R) is off unless PermitRemoteForward is set;
+// Remote forwarding (ssh -R) is off unless PermitRemoteForward is set, and
+// listens on a port below 1024 only for a root login (the server, not the
+// user, opens the listener, so the kernel's check would not apply);
 // agent forwarding (ssh -A) is off unless AgentForwarding is set. X11 and
 // tun forwarding are not supported. IdleTimeout, MaxSessionTime (per
 // connection) and MaxSessions (server-wide) bound resources.

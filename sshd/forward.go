@@ -243,7 +243,9 @@ type tcpipForward struct {
 	BindPort uint32
 }
 
-// handleTCPIPForward serves ssh -R when PermitRemoteForward allows it.
+// handleTCPIPForward serves ssh -R when PermitRemoteForward allows it. Ports
+// below 1024 are for root logins only (mayBindPrivileged); port 0 asks for
+// any free port.
 func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {
 	st := stateFrom(ctx)
 	sc, ok := ctx.Value(gliderssh.ContextKeyConn).(*gossh.ServerConn)
@@ -270,6 +272,8 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return refuse("port forwarding not allowed for this key")
 	case r.permitListen != nil && !permitListenMatch(r.permitListen, f.BindAddr, f.BindPort):
 		return refuse("bind address not in the key's permitlisten list")
+	case f.BindPort != 0 && f.BindPort < privilegedPorts && !s.mayBindPrivileged(sc.User()):
+		return refuse(fmt.Sprintf("port %d is privileged (below %d) and only root may listen on it", f.BindPort, privilegedPorts))
 	case !s.PermitRemoteForward(sc.User(), f.BindAddr, f.BindPort):
 		return refuse("not allowed by policy")
 	}
@@ -320,6 +324,19 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return true, gossh.Marshal(struct{ Port uint32 }{port})
 	}
 	return true, nil
+}
+
+// privilegedPorts is where unprivileged ports start (IPPORT_RESERVED).
+const privilegedPorts = 1024
+
+// mayBindPrivileged reports whether user may have a remote forward listen on
+// a port below privilegedPorts. The listener is opened by the server, which
+// runs as root, so the kernel's own check does not apply: OpenSSH opens it
+// in the user's unprivileged process (and checks bind_permitted where it
+// cannot), so only a root login gets such ports.
+func (s *Server) mayBindPrivileged(user string) bool {
+	a, err := s.lookupUser(user)
+	return err == nil && a.UID == 0
 }
 
 func (s *Server) handleCancelTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {

@@ -76,6 +76,26 @@ func openPTY() (master, tty *os.File, err error) {
 	return os.NewFile(fd, "/dev/ptmx"), t, nil
 }
 
+// ownTTY gives the terminal of a session to its login user, as OpenSSH's
+// pty_setowner: group "tty" (looked up by name in the group file) with
+// mode 0620, so that write(1) and wall(1), which are setgid tty, can reach
+// the user; without such a group, the user's primary group and mode 0600.
+// The mode is set before the owner, so that no moment gives the user's
+// primary group write access: everyone in it could type into the session.
+func (s *Server) ownTTY(tty *os.File, a *account) error {
+	gid, mode := a.GID, os.FileMode(0o600)
+	if g, ok := s.groupID("tty"); ok {
+		gid, mode = g, 0o620
+	}
+	if err := tty.Chmod(mode); err != nil {
+		return fmt.Errorf("setting the mode of %s: %w", tty.Name(), err)
+	}
+	if err := tty.Chown(int(a.UID), int(gid)); err != nil {
+		return fmt.Errorf("giving %s to uid %d gid %d: %w", tty.Name(), a.UID, gid, err)
+	}
+	return nil
+}
+
 // setWindowSize sets the terminal size of the pty behind f without
 // switching f to blocking mode.
 func setWindowSize(f *os.File, w windowChange) error {

@@ -427,9 +427,17 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 
 // startPipes runs cmd with pipes for stdin, stdout and stderr. Stdin gets
 // EOF when the client sends EOF, so "ssh host cmd < file" works.
+//
+// cmd leads a new session, as every session's program does in OpenSSH
+// (session.c, do_exec_no_pty: setsid). Left in the server's session it
+// would share the server's controlling terminal (an agent started by hand
+// or from an inittab line on a serial console): a user could open /dev/tty
+// and push input into root's terminal with TIOCSTI. As a session leader it
+// is also its own process group leader, so hangup's kill(-pid) reaches what
+// it started.
 func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credential, shell string, extraEnv []string) error {
 	cmd.Env = sess.environment(a, shell, extraEnv)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
 	var files []*os.File
 	closeAll := func() {
 		for _, f := range files {
@@ -543,8 +551,11 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 		return err
 	}
 	if cred != nil {
-		os.Chown(tty.Name(), int(a.UID), int(a.GID))
-		os.Chmod(tty.Name(), 0o620)
+		if err := sess.srv.ownTTY(tty, a); err != nil {
+			tty.Close()
+			ptmx.Close()
+			return err
+		}
 	}
 	if err := applyTerminalModes(tty, parseTerminalModes([]byte(sess.ptyReq.Modes))); err != nil {
 		sess.srv.log().Debug("applying terminal modes", "remote", sess.st.remote, "err", err)

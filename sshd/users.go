@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +15,12 @@ import (
 // ErrUnknownUser is returned for a login name that may not log in: not in
 // the passwd file, or (when the server is not root) not the server's own user.
 var ErrUnknownUser = errors.New("sshd: unknown user")
+
+// ErrUserNotAllowed is returned for a user of the passwd file whose account
+// is disabled: locked or expired in the shadow file, or with a login shell
+// that does not exist or is not executable. As with OpenSSH built without
+// PAM (auth.c, allowed_user), every authentication method is refused.
+var ErrUserNotAllowed = errors.New("sshd: user not allowed")
 
 // account is a login user as read from the passwd and group files.
 type account struct {
@@ -149,6 +157,16 @@ func (s *Server) groupPath() string {
 	return "/etc/group"
 }
 
+// shadowPath is the shadow file: "shadow" next to the passwd file, so
+// /etc/shadow unless PasswdFile is set (only tests and labs set it; they
+// then control the shadow file too and never read the real one).
+func (s *Server) shadowPath() string {
+	if s.PasswdFile != "" {
+		return filepath.Join(filepath.Dir(s.PasswdFile), "shadow")
+	}
+	return "/etc/shadow"
+}
+
 func (s *Server) euid() int {
 	if s.geteuid != nil {
 		return s.geteuid()
@@ -172,8 +190,9 @@ func (s *Server) readPasswd() ([]passwdEntry, error) {
 }
 
 // lookupUser returns the account name logs in as, or an error wrapping
-// ErrUnknownUser. As root any user in the passwd file may log in; otherwise
-// only the user whose uid is the server's effective uid.
+// ErrUnknownUser or ErrUserNotAllowed. As root any user in the passwd file
+// may log in; otherwise only the user whose uid is the server's effective
+// uid. Either way, disabled accounts are refused (checkAccount).
 func (s *Server) lookupUser(name string) (*account, error) {
 	entries, err := s.readPasswd()
 	if err != nil {
@@ -192,6 +211,9 @@ func (s *Server) lookupUser(name string) (*account, error) {
 	euid := s.euid()
 	if euid != 0 && int(e.UID) != euid {
 		return nil, fmt.Errorf("%w %q: the server runs as uid %d and can only log in its own user", ErrUnknownUser, name, euid)
+	}
+	if err := s.checkAccount(e); err != nil {
+		return nil, err
 	}
 	a := &account{Name: e.Name, UID: e.UID, GID: e.GID, Home: e.Home, Shell: e.Shell, Groups: []uint32{e.GID}}
 	if g, _, err := openRegular(s.groupPath()); err == nil {
@@ -225,15 +247,138 @@ func (s *Server) sameUser(a *account) bool {
 	return int(a.UID) == s.euid()
 }
 
-// loginShell returns a's shell if it is an executable file, else /bin/sh
-// (many devices list /bin/bash or /bin/ash in passwd and ship only BusyBox).
+// loginShell returns a's shell; an empty shell field means /bin/sh
+// (passwd(5)). lookupUser has refused accounts whose shell is not an
+// executable file.
 func loginShell(a *account) string {
-	if a.Shell != "" {
-		if fi, err := os.Stat(a.Shell); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return a.Shell
+	if a.Shell == "" {
+		return "/bin/sh"
+	}
+	return a.Shell
+}
+
+// checkShell refuses a login shell that is not an executable regular file,
+// as OpenSSH does ("User x not allowed because shell y does not exist"):
+// a missing shell is how accounts are disabled, and replacing it by /bin/sh
+// (as this server once did) let such accounts log in.
+func checkShell(shell string) error {
+	if shell == "" {
+		shell = "/bin/sh"
+	}
+	fi, err := os.Stat(shell)
+	switch {
+	case err != nil:
+		return fmt.Errorf("shell %s does not exist", shell)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("shell %s is not a regular file", shell)
+	case fi.Mode()&0o111 == 0:
+		return fmt.Errorf("shell %s is not executable", shell)
+	}
+	return nil
+}
+
+// shadowEntry is what the login checks use of a shadow(5) line.
+type shadowEntry struct {
+	Locked    bool  // the password field starts with "!"
+	ExpireDay int64 // the account expires on this day since 1970-01-01; -1: never
+}
+
+// parseShadow returns name's entry in shadow(5) data, and whether there is
+// one. Only the password field's "!" prefix (passwd -l, usermod -L) and the
+// expiry date are looked at: "*" or an empty field only means there is no
+// password, and key logins must keep working (Debian's root:*). A field that
+// is not a number means no expiry date, as an empty one does.
+func parseShadow(r io.Reader, name string) (shadowEntry, bool, userFileSkips, error) {
+	var (
+		e     shadowEntry
+		found bool
+	)
+	sk, err := eachUserLine(r, func(line string) {
+		if found || line == "" || strings.HasPrefix(line, "#") {
+			return
+		}
+		f := strings.Split(line, ":")
+		if len(f) < 2 || f[0] != name {
+			return
+		}
+		found = true
+		e = shadowEntry{Locked: strings.HasPrefix(f[1], "!"), ExpireDay: -1}
+		if len(f) > 7 {
+			if d, err := strconv.ParseInt(f[7], 10, 64); err == nil && d >= 0 {
+				e.ExpireDay = d
+			}
+		}
+	})
+	return e, found, sk, err
+}
+
+// readShadow returns name's shadow entry. A shadow file that does not exist
+// or cannot be read (many devices have none) means no entry; one that is
+// not a regular file is logged and ignored.
+func (s *Server) readShadow(name string) (shadowEntry, bool) {
+	path := s.shadowPath()
+	f, _, err := openRegular(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission):
+		return shadowEntry{}, false
+	case err != nil:
+		s.log().Warn("shadow file ignored", "path", path, "err", err)
+		return shadowEntry{}, false
+	}
+	defer f.Close()
+	e, found, sk, err := parseShadow(f, name)
+	s.logSkips(path, sk)
+	if err != nil {
+		s.log().Warn("reading shadow file", "path", path, "err", err)
+	}
+	return e, found
+}
+
+// checkAccount refuses a disabled account with an error wrapping
+// ErrUserNotAllowed that says why, like OpenSSH without PAM: a locked or
+// expired shadow entry, or a shell that does not exist. Expiry is as in
+// OpenSSH's auth_shadow_acctexpired: the day after the expiry day, by the
+// server's clock (a device whose clock still says 1970 expires nothing).
+func (s *Server) checkAccount(e *passwdEntry) error {
+	notAllowed := func(why string) error {
+		return fmt.Errorf("%w %q: %s", ErrUserNotAllowed, e.Name, why)
+	}
+	if sh, ok := s.readShadow(e.Name); ok {
+		if sh.Locked {
+			return notAllowed("account is locked")
+		}
+		if today := s.clock().Unix() / (24 * 60 * 60); sh.ExpireDay >= 0 && today > sh.ExpireDay {
+			return notAllowed("account has expired")
 		}
 	}
-	return "/bin/sh"
+	if err := checkShell(e.Shell); err != nil {
+		return notAllowed(err.Error())
+	}
+	return nil
+}
+
+// groupID returns the id of the group called name in the group file.
+func (s *Server) groupID(name string) (uint32, bool) {
+	f, _, err := openRegular(s.groupPath())
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	var (
+		gid   uint32
+		found bool
+	)
+	sk, _ := eachUserLine(f, func(line string) {
+		fl := strings.Split(line, ":")
+		if found || len(fl) != 4 || fl[0] != name {
+			return
+		}
+		if id, err := strconv.ParseUint(fl[2], 10, 32); err == nil {
+			gid, found = uint32(id), true
+		}
+	})
+	s.logSkips(s.groupPath(), sk)
+	return gid, found
 }
 
 // workDir is where a session starts: the home directory if it exists, else /.
