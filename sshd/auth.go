@@ -51,7 +51,10 @@ func keyInfo(key gossh.PublicKey) authInfo {
 // client signs). The final Permissions come from verifiedKey.
 func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	st := stateFrom(ctx)
-	_, err := s.authorizeKey(st, ctx.User(), key)
+	var err error = errTooManyFailures
+	if !s.limiter.blocked(st.src, s.clock()) {
+		_, err = s.authorizeKey(st, ctx.User(), key)
+	}
 	reason := ""
 	if err != nil {
 		reason = err.Error()
@@ -66,7 +69,11 @@ func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey
 // state of an earlier query (another key's options) can leak into the
 // session: the PublicKeyCallback misuse of CVE-2024-45337.
 func (s *Server) verifiedKey(st *connState, cm gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
-	perms, err := s.authorizeKey(st, cm.User(), key)
+	var perms *gossh.Permissions
+	var err error = errTooManyFailures
+	if !s.limiter.blocked(st.src, s.clock()) {
+		perms, err = s.authorizeKey(st, cm.User(), key)
+	}
 	reason := ""
 	if err != nil {
 		reason = err.Error()
@@ -78,7 +85,7 @@ func (s *Server) verifiedKey(st *connState, cm gossh.ConnMetadata, key gossh.Pub
 // passwordHandler checks a password against PasswordHashes.
 func (s *Server) passwordHandler(ctx gliderssh.Context, password string) bool {
 	st := stateFrom(ctx)
-	err := s.checkPassword(ctx.User(), password)
+	err := s.limitedCheckPassword(st, ctx.User(), password)
 	if err != nil {
 		st.setKey(authInfo{}, err.Error())
 		return false
@@ -92,17 +99,52 @@ func (s *Server) passwordHandler(ctx gliderssh.Context, password string) bool {
 	return true
 }
 
+// limitedCheckPassword runs checkPassword within the limits on guessing. It
+// refuses at once, without bcrypt, while the source of st is over
+// MaxAuthFailures; it waits for one of the password check slots (so a flood
+// cannot keep every CPU busy with bcrypt) until the connection is closed,
+// at the latest by the login grace timer; and it counts a refused password
+// in the limiter as soon as it is known, with the checks under way counted
+// too, so parallel connections of one source get no more than
+// MaxAuthFailures refused checks per window between them. Once the source
+// is over the limit, its other unauthenticated connections are closed.
+func (s *Server) limitedCheckPassword(st *connState, user, password string) error {
+	if s.limiter.blocked(st.src, s.clock()) {
+		return errTooManyFailures
+	}
+	if !s.acquirePasswordCheck(st.conn) {
+		return errors.New("connection closed while waiting to check the password")
+	}
+	defer s.releasePasswordCheck()
+	if !s.limiter.begin(st.src, s.clock()) {
+		return errTooManyFailures
+	}
+	err := s.checkPassword(user, password)
+	blocked := s.limiter.end(st.src, err != nil, s.clock())
+	if err != nil {
+		s.passwordFailed(st.conn)
+	}
+	if blocked {
+		s.closeUnauthenticated(st.src)
+	}
+	return err
+}
+
 func (s *Server) checkPassword(user, password string) error {
+	compare := bcrypt.CompareHashAndPassword
+	if s.compareHash != nil {
+		compare = s.compareHash
+	}
 	hash, ok := s.PasswordHashes[user]
 	if !ok {
-		bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		compare(s.dummyHash, []byte(password))
 		return errors.New("no password set for this user")
 	}
 	if _, err := s.lookupUser(user); err != nil {
-		bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		compare(s.dummyHash, []byte(password))
 		return err
 	}
-	if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)); err != nil {
+	if err := compare([]byte(hash), []byte(password)); err != nil {
 		return errors.New("wrong password")
 	}
 	return nil
@@ -119,6 +161,7 @@ func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, er
 	}
 	if err == nil {
 		st.authed.Store(true)
+		s.removeStartup(st.conn) // its MaxStartups slot goes to the next in line
 		e.Type = EventLoginSuccess
 		s.log().Info("login", "remote", st.remote, "user", cm.User(), "method", method, "key", e.KeyFingerprint, "cert", e.CertID)
 		s.audit(e)

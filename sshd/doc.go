@@ -74,9 +74,16 @@
 // so /etc/shadow) exists and is readable, a password field starting with
 // "!" (locked; "*" only means no password, and keys still work) or an
 // expiry date in the past. Without a shadow file only the shell is checked.
-// MaxAuthTries, LoginGraceTime and a per-source limit on connections that
-// end without authenticating (MaxAuthFailures per AuthFailureWindow)
-// bound guessing.
+// MaxAuthTries and LoginGraceTime bound each connection. A per-source limit
+// (MaxAuthFailures per AuthFailureWindow) counts every refused password as it
+// is checked, and each connection that ends without logging in and without a
+// refused password; once a source is over it, its new connections and its
+// connections not yet logged in are closed. Keys that are not authorized are
+// not counted one by one. MaxStartups (default 10) connections may be in key
+// exchange or authentication at once; more wait their turn, up to ten times
+// that many, and beyond that are closed at once, with one log line every 10 s.
+// At most half the CPUs (at least one) check passwords at once; other checks
+// wait, at most for the login grace time.
 //
 // # Sessions
 //

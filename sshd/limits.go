@@ -1,18 +1,29 @@
 package sshd
 
 import (
+	"errors"
+	"runtime"
+	"slices"
 	"sync"
 	"time"
 )
 
-// failureLimiter counts connections that ended without authenticating, per
-// source, in a sliding window.
+// errTooManyFailures refuses a connection, or an attempt on one, from a
+// source over MaxAuthFailures.
+var errTooManyFailures = errors.New("too many failed logins from this source")
+
+// failureLimiter counts failed logins per source in a sliding window: each
+// refused password as it happens, and each connection that ended without
+// authenticating and without a refused password. Password checks under way
+// count toward the limit too (begin, end), so connections of one source
+// working in parallel cannot run more checks that fail than the limit.
 type failureLimiter struct {
 	max    int // <0: off
 	window time.Duration
 
-	mu   sync.Mutex
-	hits map[string][]time.Time
+	mu      sync.Mutex
+	hits    map[string][]time.Time
+	pending map[string]int // password checks begun and not yet ended
 }
 
 // maxTrackedSources bounds the limiter's memory on a small device; when it is
@@ -21,7 +32,7 @@ type failureLimiter struct {
 const maxTrackedSources = 4096
 
 func newFailureLimiter(max int, window time.Duration) *failureLimiter {
-	return &failureLimiter{max: max, window: window, hits: make(map[string][]time.Time)}
+	return &failureLimiter{max: max, window: window, hits: make(map[string][]time.Time), pending: make(map[string]int)}
 }
 
 // prunedLocked drops the failures of src older than the window.
@@ -40,7 +51,8 @@ func (l *failureLimiter) prunedLocked(src string, now time.Time) []time.Time {
 	return h
 }
 
-// blocked reports whether src has reached the limit.
+// blocked reports whether src has reached the limit. Checks under way do not
+// count: they may still succeed.
 func (l *failureLimiter) blocked(src string, now time.Time) bool {
 	if l.max < 0 {
 		return false
@@ -50,13 +62,18 @@ func (l *failureLimiter) blocked(src string, now time.Time) bool {
 	return len(l.prunedLocked(src, now)) >= l.max
 }
 
-// fail records one failed connection from src.
-func (l *failureLimiter) fail(src string, now time.Time) {
+// fail records one failed login from src and reports whether src is now
+// blocked.
+func (l *failureLimiter) fail(src string, now time.Time) bool {
 	if l.max < 0 {
-		return
+		return false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.failLocked(src, now)
+}
+
+func (l *failureLimiter) failLocked(src string, now time.Time) bool {
 	if _, ok := l.hits[src]; !ok && len(l.hits) >= maxTrackedSources {
 		for k := range l.hits {
 			l.prunedLocked(k, now)
@@ -70,6 +87,261 @@ func (l *failureLimiter) fail(src string, now time.Time) {
 		h = h[len(h)-l.max:]
 	}
 	l.hits[src] = h
+	return len(h) >= l.max
+}
+
+// begin reserves a password check for src. It is false when the failures of
+// src and its checks under way reach the limit: the check must not run.
+// Every true must be followed by one end.
+func (l *failureLimiter) begin(src string, now time.Time) bool {
+	if l.max < 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.prunedLocked(src, now))+l.pending[src] >= l.max {
+		return false
+	}
+	l.pending[src]++
+	return true
+}
+
+// end finishes a check begun with begin, recording a failure if it failed,
+// and reports whether src is now blocked.
+func (l *failureLimiter) end(src string, failed bool, now time.Time) bool {
+	if l.max < 0 {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending[src]--; l.pending[src] <= 0 {
+		delete(l.pending, src)
+	}
+	if !failed {
+		return false
+	}
+	return l.failLocked(src, now)
+}
+
+// startupsFull is how many connections, as a multiple of MaxStartups, may be
+// unauthenticated at once (started or waiting to start) before new ones are
+// closed at once. With the default MaxStartups of 10 that is 100, the "full"
+// of OpenSSH's default MaxStartups 10:30:100.
+const startupsFull = 10
+
+// startup is a connection that has not authenticated yet.
+type startup struct {
+	src      string
+	closed   <-chan struct{} // closed with the connection (grace timer, Close, blocked source)
+	ready    chan struct{}   // closed once it holds a MaxStartups slot
+	admitted bool            // it holds one (or there is no limit)
+	counted  bool            // a failure was counted for it already, or it was closed for its source's failures
+	closing  bool            // closeUnauthenticated closed it
+}
+
+func (s *Server) maxStartups() int {
+	if s.MaxStartups == 0 {
+		return 10
+	}
+	return s.MaxStartups
+}
+
+// addStartupLocked tracks c until it authenticates or ends; it starts at once
+// if fewer than MaxStartups connections are starting, else it waits in line.
+// It is false, and c not tracked, when startupsFull*MaxStartups connections
+// are unauthenticated already.
+func (s *Server) addStartupLocked(c *conn, closed <-chan struct{}) bool {
+	limit := s.maxStartups()
+	if limit > 0 && len(s.unauth) >= startupsFull*limit {
+		return false
+	}
+	if s.unauth == nil {
+		s.unauth = make(map[*conn]*startup)
+	}
+	su := &startup{src: c.st.src, closed: closed, ready: make(chan struct{})}
+	s.unauth[c] = su
+	s.queue = append(s.queue, su)
+	s.admitLocked()
+	return true
+}
+
+// admitLocked gives free MaxStartups slots to the connections waiting
+// longest.
+func (s *Server) admitLocked() {
+	limit := s.maxStartups()
+	for len(s.queue) > 0 && (limit < 0 || s.admitted < limit) {
+		su := s.queue[0]
+		s.queue = slices.Delete(s.queue, 0, 1)
+		su.admitted = true
+		s.admitted++
+		close(su.ready)
+	}
+}
+
+// removeStartup stops tracking c, which authenticated or ended, and passes
+// its slot on. It returns c's record, nil if c was not tracked (any more).
+func (s *Server) removeStartup(c *conn) *startup {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	su := s.unauth[c]
+	if su == nil {
+		return nil
+	}
+	delete(s.unauth, c)
+	if su.admitted {
+		s.admitted--
+		s.admitLocked()
+	} else {
+		s.queue = slices.DeleteFunc(s.queue, func(q *startup) bool { return q == su })
+	}
+	return su
+}
+
+// awaitStartup waits, before a byte is exchanged, until c holds a
+// MaxStartups slot, then checks its source again. It is false if c was
+// closed meanwhile (at the latest by the login grace timer) or refused.
+func (s *Server) awaitStartup(c *conn) bool {
+	s.mu.Lock()
+	su := s.unauth[c]
+	s.mu.Unlock()
+	if su == nil {
+		return false // newConn tracks every connection it lets through
+	}
+	select {
+	case <-su.ready:
+	case <-su.closed:
+		return false
+	}
+	if s.limiter.blocked(c.st.src, s.clock()) {
+		s.removeStartup(c)
+		s.refused(&s.blockedLog, "connection refused: too many failed logins", c.st.remote, errTooManyFailures.Error())
+		return false
+	}
+	return true
+}
+
+// endStartup stops tracking c, which has ended. If it never authenticated,
+// it counts as a failed login, unless one was counted for it already or it
+// never got a MaxStartups slot.
+func (s *Server) endStartup(c *conn) {
+	su := s.removeStartup(c)
+	if su == nil || !su.admitted || su.counted || c.st.authed.Load() {
+		return
+	}
+	if s.limiter.fail(c.st.src, s.clock()) {
+		s.closeUnauthenticated(c.st.src)
+	}
+}
+
+// passwordFailed marks c as having a failed login counted already.
+func (s *Server) passwordFailed(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if su := s.unauth[c]; su != nil {
+		su.counted = true
+	}
+}
+
+// closeUnauthenticated closes the connections of src that have not
+// authenticated (started or waiting): once a source is over
+// MaxAuthFailures, none of them may try again, as each would otherwise keep
+// its MaxAuthTries attempts.
+func (s *Server) closeUnauthenticated(src string) {
+	var victims []*conn
+	s.mu.Lock()
+	for c, su := range s.unauth {
+		if su.src == src && !su.closing {
+			su.counted, su.closing = true, true
+			victims = append(victims, c)
+		}
+	}
+	s.mu.Unlock()
+	if len(victims) == 0 {
+		return
+	}
+	s.log().Warn("closing unauthenticated connections: too many failed logins", "source", src, "connections", len(victims))
+	for _, c := range victims {
+		s.audit(Event{Type: EventLoginFailure, Remote: c.st.remote, Reason: errTooManyFailures.Error()})
+		c.Close()
+	}
+}
+
+// passwordSlots is how many password checks may run at once: half the CPUs
+// (at least one), so that a flood of logins, even from many sources, leaves
+// the device CPU time for routing and for the sessions already open. bcrypt
+// uses one CPU per check.
+func (s *Server) passwordSlots() int {
+	if s.passwordChecks > 0 {
+		return s.passwordChecks
+	}
+	return max(1, runtime.GOMAXPROCS(0)/2)
+}
+
+// acquirePasswordCheck waits for a password check slot; false if c was closed
+// first (at the latest by the login grace timer).
+func (s *Server) acquirePasswordCheck(c *conn) bool {
+	select {
+	case s.pwSlots <- struct{}{}:
+		return true
+	default:
+	}
+	s.mu.Lock()
+	su := s.unauth[c]
+	s.mu.Unlock()
+	if su == nil {
+		return false
+	}
+	s.pwWaiting.Add(1)
+	defer s.pwWaiting.Add(-1)
+	select {
+	case s.pwSlots <- struct{}{}:
+		return true
+	case <-su.closed:
+		return false
+	}
+}
+
+func (s *Server) releasePasswordCheck() { <-s.pwSlots }
+
+// refusalLogInterval is the least time between two log lines about
+// connections refused for one reason: a flood would otherwise log a line per
+// connection.
+const refusalLogInterval = 10 * time.Second
+
+// logLimit lets one log line through per refusalLogInterval and counts the
+// ones it holds back.
+type logLimit struct {
+	mu         sync.Mutex
+	next       time.Time
+	suppressed int
+}
+
+// allow reports whether to log now and how many lines were held back since
+// the last one.
+func (l *logLimit) allow(now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Before(l.next) {
+		l.suppressed++
+		return false, 0
+	}
+	n := l.suppressed
+	l.suppressed = 0
+	l.next = now.Add(refusalLogInterval)
+	return true, n
+}
+
+// refused audits a connection closed before its key exchange and logs it,
+// rate-limited by rl; the audit event is not rate-limited.
+func (s *Server) refused(rl *logLimit, msg, remote, reason string) {
+	if ok, held := rl.allow(s.clock()); ok {
+		if held > 0 {
+			s.log().Warn(msg, "remote", remote, "not_logged_since_last", held)
+		} else {
+			s.log().Warn(msg, "remote", remote)
+		}
+	}
+	s.audit(Event{Type: EventLoginFailure, Remote: remote, Reason: reason})
 }
 
 // acquireSession takes one of the MaxSessions slots.

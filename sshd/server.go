@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
@@ -80,14 +81,31 @@ type Server struct {
 	// 0 means 2 minutes, negative means no limit.
 	LoginGraceTime time.Duration
 
-	// MaxAuthFailures connections that end without authenticating within
-	// AuthFailureWindow make further connections from the same source be
-	// closed at once until the window has passed. The source is the remote
-	// IP address, or the whole remote address label for non-IP connections
-	// such as tunnel streams. 0 means 10 connections and 1 minute; a negative
-	// MaxAuthFailures turns the limit off.
+	// MaxAuthFailures failed logins from one source within
+	// AuthFailureWindow make the server refuse that source until the window
+	// has passed: its new connections are closed at once, and so are its
+	// open connections that have not authenticated. A failed login is a
+	// refused password, counted as soon as it is checked (so connections in
+	// parallel cannot guess more often), or a connection that ended without
+	// authenticating and without a refused password. Public keys that are
+	// not authorized are not counted one by one: clients offer every key
+	// they hold (MaxAuthTries bounds them per connection), and a key cannot
+	// be guessed. The source is the remote IP address, or the whole remote
+	// address label for non-IP connections such as tunnel streams (the
+	// agent labels them per tunnel and service). 0 means 10 failures and 1
+	// minute; a negative MaxAuthFailures turns the limit off.
 	MaxAuthFailures   int
 	AuthFailureWindow time.Duration
+
+	// MaxStartups is the number of connections that may be in the key
+	// exchange or authentication at once, across the server, like
+	// sshd_config's MaxStartups. More connections wait, before the server
+	// sends a byte, until one of those authenticates or ends, for at most
+	// LoginGraceTime; beyond 10 times MaxStartups unauthenticated
+	// connections (waiting or not), new ones are closed at once. 0 means 10
+	// (so 100 in all, OpenSSH's default 10:30:100 without the random early
+	// drop); negative means no limit.
+	MaxStartups int
 
 	// IdleTimeout closes a connection after no bytes passed in either
 	// direction for this long. 0 means no limit.
@@ -135,6 +153,9 @@ type Server struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	lookup  func(ctx context.Context, network, host string) ([]netip.Addr, error) // nil: net.DefaultResolver
 
+	compareHash    func(hash, password []byte) error // nil: bcrypt.CompareHashAndPassword
+	passwordChecks int                               // password checks at once; 0: passwordSlots' default
+
 	sftpServerPaths []string // nil: the usual places of OpenSSH's sftp-server
 
 	initOnce  sync.Once
@@ -143,9 +164,17 @@ type Server struct {
 	limiter   *failureLimiter
 	dummyHash []byte // compared against for unknown users, to even out timing
 
+	pwSlots    chan struct{} // one token per password check running
+	pwWaiting  atomic.Int32  // password checks waiting for a slot
+	blockedLog logLimit      // "too many failed logins" refusals
+	fullLog    logLimit      // "too many unauthenticated connections" refusals
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	unauth    map[*conn]*startup // connections that have not authenticated
+	admitted  int                // how many of unauth hold a MaxStartups slot
+	queue     []*startup         // the others, in arrival order
 	sessions  int
 	closed    bool
 }
@@ -207,6 +236,7 @@ func (s *Server) setup() error {
 		window = time.Minute
 	}
 	s.limiter = newFailureLimiter(maxFail, window)
+	s.pwSlots = make(chan struct{}, s.passwordSlots())
 
 	gs := &gliderssh.Server{
 		Version:                  serverVersion,
@@ -316,21 +346,29 @@ func (s *Server) ServeConn(c net.Conn) error {
 	return nil
 }
 
-// newConn applies the per-source limit and starts tracking c. ok is false if
-// c was refused (and closed).
+// newConn applies the per-source limit and the limit on unauthenticated
+// connections (MaxStartups), and starts tracking c. ok is false if c was
+// refused (and closed). Refusals are logged at most once per
+// refusalLogInterval and reason, since a flood would log a line for each.
 func (s *Server) newConn(c net.Conn) (*conn, bool) {
 	label := remoteLabel(c)
 	src := sourceOf(c.RemoteAddr(), label)
 	if s.limiter.blocked(src, s.clock()) {
-		s.log().Warn("connection refused: too many failed logins", "remote", label)
-		s.audit(Event{Type: EventLoginFailure, Remote: label, Reason: "too many failed logins from this source"})
+		s.refused(&s.blockedLog, "connection refused: too many failed logins", label, errTooManyFailures.Error())
 		c.Close()
 		return nil, false
 	}
-	wc := newConn(s, c, label, src)
+	nc := &notifyConn{Conn: c, done: make(chan struct{})}
+	wc := newConn(s, nc, label, src)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
+		wc.Close()
+		return nil, false
+	}
+	if !s.addStartupLocked(wc, nc.done) {
+		s.mu.Unlock()
+		s.refused(&s.fullLog, "connection refused: too many unauthenticated connections", label, "too many unauthenticated connections")
 		wc.Close()
 		return nil, false
 	}
@@ -338,6 +376,7 @@ func (s *Server) newConn(c net.Conn) (*conn, bool) {
 		s.conns = make(map[*conn]struct{})
 	}
 	s.conns[wc] = struct{}{}
+	s.mu.Unlock()
 	return wc, true
 }
 
@@ -349,12 +388,26 @@ func (s *Server) serve(c *conn) {
 		s.mu.Unlock()
 	}()
 	c.startTimers()
-	s.gs.HandleConn(c)
+	if s.awaitStartup(c) {
+		s.gs.HandleConn(c)
+	}
 	c.Close()
 	c.st.shutdown()
-	if !c.st.authed.Load() {
-		s.limiter.fail(c.st.src, s.clock())
-	}
+	s.endStartup(c)
+}
+
+// notifyConn closes done when the connection is closed, by whoever closes
+// it: the login grace timer, Close, a blocked source. The waits before
+// authentication (for a MaxStartups slot, for a password check) end on it.
+type notifyConn struct {
+	net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (c *notifyConn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return c.Conn.Close()
 }
 
 func (s *Server) trackListener(l net.Listener, add bool) bool {

@@ -1,0 +1,387 @@
+package sshd
+
+import (
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// testClock is a Server.now that moves only when told.
+type testClock struct{ t atomic.Int64 }
+
+func newTestClock() *testClock {
+	c := &testClock{}
+	c.t.Store(time.Unix(1_000_000, 0).UnixNano())
+	return c
+}
+
+func (c *testClock) now() time.Time          { return time.Unix(0, c.t.Load()) }
+func (c *testClock) advance(d time.Duration) { c.t.Add(int64(d)) }
+
+func passwordHash(t testing.TB, pw string) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+// eventsWithReason counts the events of typ whose Reason is reason.
+func (e *testEnv) eventsWithReason(typ EventType, reason string) int {
+	n := 0
+	for _, ev := range e.eventsOf(typ) {
+		if ev.Reason == reason {
+			n++
+		}
+	}
+	return n
+}
+
+// TestParallelPasswordGuessing: 100 connections from one source at once, each
+// retrying a wrong password up to MaxAuthTries (6) times, get no more
+// password checks than MaxAuthFailures (10) between them: failures are
+// counted as they happen, checks under way count toward the limit, and once
+// the source is blocked its open connections are closed. Before, all 600
+// guesses were checked. The server's goroutines and heap come back, and a
+// correct password logs in once the window has passed.
+func TestParallelPasswordGuessing(t *testing.T) {
+	clock := newTestClock()
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PasswordHashes = map[string]string{"root": passwordHash(t, "s3cret")}
+		s.now = clock.now
+	})
+	heap0, g0 := heapAfterGC(), runtime.NumGoroutine()
+	const n = 100
+	var wg sync.WaitGroup
+	var loggedIn atomic.Int32
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := e.dial("root", gossh.RetryableAuthMethod(gossh.Password("wrong"), 6))
+			if err == nil {
+				loggedIn.Add(1)
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if loggedIn.Load() != 0 {
+		t.Fatalf("%d connections logged in with a wrong password", loggedIn.Load())
+	}
+	waitFor(t, "connections to end", func() bool { return runtime.NumGoroutine() <= g0+2 })
+	heap1 := heapAfterGC()
+	checked := e.eventsWithReason(EventLoginFailure, "wrong password")
+	t.Logf("%d connections × 6 wrong passwords: %d checked; heap %d KiB -> %d KiB; goroutines %d -> %d",
+		n, checked, heap0>>10, heap1>>10, g0, runtime.NumGoroutine())
+	if checked > 10 {
+		t.Errorf("%d wrong passwords checked, want at most MaxAuthFailures (10)", checked)
+	}
+	if heap1 > heap0+2<<20 {
+		t.Errorf("heap grew from %d to %d bytes over the flood", heap0, heap1)
+	}
+	if c, err := e.dial("root", gossh.Password("s3cret")); err == nil {
+		c.Close()
+		t.Fatal("the right password logged in from a blocked source")
+	}
+	clock.advance(time.Minute)
+	c, err := e.dial("root", gossh.Password("s3cret"))
+	if err != nil {
+		t.Fatalf("right password after the window: %v", err)
+	}
+	c.Close()
+}
+
+// TestBlockedSourceClosesOpenConnections: a connection that is in the middle
+// of authentication when its source reaches MaxAuthFailures on another
+// connection is closed and never gets its password checked.
+func TestBlockedSourceClosesOpenConnections(t *testing.T) {
+	var checks atomic.Int32
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PasswordHashes = map[string]string{"root": passwordHash(t, "s3cret")}
+		s.MaxAuthFailures = 3
+		s.compareHash = func(hash, pw []byte) error {
+			checks.Add(1)
+			return bcrypt.CompareHashAndPassword(hash, pw)
+		}
+	})
+	asked, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		// Past the key exchange and the "none" probe, this client stops
+		// before sending its password until released.
+		c, err := e.dial("root", gossh.PasswordCallback(func() (string, error) {
+			close(asked)
+			<-release
+			return "s3cret", nil
+		}))
+		if c != nil {
+			c.Close()
+		}
+		held <- err
+	}()
+	<-asked
+	if _, err := e.dial("root", gossh.RetryableAuthMethod(gossh.Password("wrong"), 3)); err == nil {
+		t.Fatal("wrong password logged in")
+	}
+	waitFor(t, "the held connection to be closed", func() bool {
+		return e.eventsWithReason(EventLoginFailure, errTooManyFailures.Error()) > 0
+	})
+	close(release)
+	if err := <-held; err == nil {
+		t.Error("the held connection logged in after its source was blocked")
+	}
+	if n := checks.Load(); n != 3 {
+		t.Errorf("%d passwords checked, want the 3 wrong ones", n)
+	}
+}
+
+// TestUnauthorizedKeysNotCounted: offering keys that are not authorized
+// before the right one is what clients with several keys do; it does not
+// count toward MaxAuthFailures.
+func TestUnauthorizedKeysNotCounted(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxAuthFailures = 2 })
+	signers := []gossh.Signer{newSigner(t), newSigner(t), newSigner(t), e.key}
+	for i := range 5 {
+		c, err := e.dial("root", gossh.PublicKeys(signers...))
+		if err != nil {
+			t.Fatalf("login %d with the authorized key fourth: %v", i, err)
+		}
+		c.Close()
+	}
+	if e.srv.limiter.blocked("127.0.0.1", time.Now()) {
+		t.Error("unauthorized key offers blocked the source")
+	}
+}
+
+// readBanner reads the server's identification line from a raw connection.
+func readBanner(t *testing.T, c net.Conn) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang guard, not a timing check
+	buf := make([]byte, len("SSH-2.0-"+serverVersion))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("reading the server's banner: %v", err)
+	}
+	return string(buf)
+}
+
+func (s *Server) startupCounts() (unauth, admitted, waiting int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.unauth), s.admitted, len(s.queue)
+}
+
+// TestMaxStartups: of the connections that have not authenticated, only
+// MaxStartups exchange keys at once; the others wait, without a byte from
+// the server, and start in arrival order as slots free up; beyond
+// 10×MaxStartups new ones are closed at once, with one log line for the lot
+// and an audit event each.
+func TestMaxStartups(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.MaxStartups = 2
+		s.MaxAuthFailures = -1 // the raw connections below end without logging in
+	})
+	g0 := runtime.NumGoroutine()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range 20 {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		waitFor(t, "the connection to be tracked", func() bool { n, _, _ := e.srv.startupCounts(); return n == i+1 })
+	}
+	if _, admitted, waiting := e.srv.startupCounts(); admitted != 2 || waiting != 18 {
+		t.Fatalf("%d connections started and %d waiting, want 2 and 18", admitted, waiting)
+	}
+	for _, c := range conns[:2] {
+		if got := readBanner(t, c); got != "SSH-2.0-"+serverVersion {
+			t.Fatalf("banner %q", got)
+		}
+	}
+	for range 5 {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+			t.Errorf("connection over the limit: read %q, %v; want EOF at once", b, err)
+		}
+		c.Close()
+	}
+	if n := len(e.logs.logged("too many unauthenticated connections")); n != 1 {
+		t.Errorf("%d log lines about refused connections, want 1", n)
+	}
+	if n := e.eventsWithReason(EventLoginFailure, "too many unauthenticated connections"); n != 5 {
+		t.Errorf("%d audit events for refused connections, want 5", n)
+	}
+	// The first one leaves: the third starts.
+	conns[0].Close()
+	if got := readBanner(t, conns[2]); got != "SSH-2.0-"+serverVersion {
+		t.Fatalf("banner %q", got)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	waitFor(t, "unauthenticated connections to end", func() bool { n, _, _ := e.srv.startupCounts(); return n == 0 })
+	waitFor(t, "goroutines back", func() bool { return runtime.NumGoroutine() <= g0+2 })
+	e.login("root").Close()
+}
+
+// TestConcurrentLoginsWait: 50 logins at once through one tunnel (one
+// source, as in the end-to-end load test) all succeed with the default
+// MaxStartups: those beyond 10 wait their turn instead of being closed.
+func TestConcurrentLoginsWait(t *testing.T) {
+	e := newEnv(t, nil)
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		server, client := tcpPair(t)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			e.srv.ServeConn(tunnelConn{server})
+		}()
+		go func() {
+			defer wg.Done()
+			defer client.Close()
+			cc, chans, reqs, err := gossh.NewClientConn(client, "tunnel", e.clientConfig("root", gossh.PublicKeys(e.key)))
+			if err != nil {
+				errs <- err
+				return
+			}
+			gossh.NewClient(cc, chans, reqs).Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("login: %v", err)
+	}
+	for _, ev := range e.eventsOf(EventLoginFailure) {
+		t.Errorf("refused: %+v", ev)
+	}
+}
+
+// TestPasswordChecksBounded: at most passwordChecks bcrypt comparisons run at
+// once; the others wait, and give up without comparing when the login
+// grace time closes their connection.
+func TestPasswordChecksBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		grace time.Duration
+	}{
+		{"released", 0},
+		{"grace time", 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var running, most, calls atomic.Int32
+			gate := make(chan struct{})
+			open := sync.OnceFunc(func() { close(gate) })
+			e := newEnv(t, func(_ *testEnv, s *Server) {
+				s.PasswordHashes = map[string]string{"root": passwordHash(t, "s3cret")}
+				s.MaxAuthFailures = -1
+				s.LoginGraceTime = tc.grace
+				s.passwordChecks = 2
+				s.compareHash = func(hash, pw []byte) error {
+					calls.Add(1)
+					r := running.Add(1)
+					for m := most.Load(); r > m && !most.CompareAndSwap(m, r); m = most.Load() {
+					}
+					<-gate
+					defer running.Add(-1)
+					return bcrypt.CompareHashAndPassword(hash, pw)
+				}
+			})
+			// If the test fails early: let the checks go, wait for the
+			// clients, then shut the server down (cleanups run last first).
+			const n = 6
+			var wg sync.WaitGroup
+			t.Cleanup(wg.Wait)
+			t.Cleanup(open)
+			for range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if c, err := e.dial("root", gossh.Password("wrong")); err == nil {
+						c.Close()
+						t.Error("wrong password logged in")
+					}
+				}()
+			}
+			waitFor(t, "2 checks running and 4 waiting", func() bool {
+				return running.Load() == 2 && e.srv.pwWaiting.Load() == n-2
+			})
+			if tc.grace > 0 {
+				waitFor(t, "the waiting checks to give up", func() bool { return e.srv.pwWaiting.Load() == 0 })
+			}
+			open()
+			wg.Wait()
+			want := int32(n)
+			if tc.grace > 0 {
+				want = 2
+			}
+			if most.Load() != 2 || calls.Load() != want {
+				t.Errorf("%d checks at most at once, %d in all; want 2 and %d", most.Load(), calls.Load(), want)
+			}
+			if got := e.eventsWithReason(EventLoginFailure, "login grace time exceeded"); tc.grace > 0 && got != n {
+				t.Errorf("%d grace time events, want %d", got, n)
+			}
+		})
+	}
+}
+
+func TestFailureLimiterReservesChecks(t *testing.T) {
+	l := newFailureLimiter(2, time.Minute)
+	t0 := time.Unix(1000, 0)
+	if !l.begin("a", t0) || !l.begin("a", t0) {
+		t.Fatal("first two checks refused")
+	}
+	if l.begin("a", t0) {
+		t.Error("a third check began while two were under way with a limit of 2")
+	}
+	if !l.begin("b", t0) {
+		t.Error("another source refused")
+	}
+	l.end("b", false, t0)
+	if l.end("a", false, t0) {
+		t.Error("blocked after a success")
+	}
+	if !l.begin("a", t0) {
+		t.Fatal("check refused after one ended")
+	}
+	if l.end("a", true, t0) {
+		t.Error("blocked after 1 failure")
+	}
+	if !l.end("a", true, t0) || !l.blocked("a", t0) {
+		t.Error("not blocked after 2 failures")
+	}
+	if len(l.pending) != 0 {
+		t.Errorf("pending checks left: %v", l.pending)
+	}
+	if l.begin("a", t0.Add(30*time.Second)) {
+		t.Error("check began while blocked")
+	}
+	if !l.begin("a", t0.Add(time.Minute)) {
+		t.Error("check refused after the window")
+	}
+	off := newFailureLimiter(-1, time.Minute)
+	if !off.begin("a", t0) || off.end("a", true, t0) {
+		t.Error("disabled limiter refused")
+	}
+}
