@@ -312,7 +312,9 @@ func TestAgentRejectsBadNotification(t *testing.T) {
 	}
 }
 
-func TestAgentMaxTunnelsYieldsOldestIdle(t *testing.T) {
+// oneTunnelAgent starts an agent with max_tunnels 1 and a tunnel it has joined.
+func oneTunnelAgent(t *testing.T) (*agentEnv, *tunneltest.Tunnel) {
+	t.Helper()
 	e := newAgentEnv(t)
 	e.cfg.Tunnel.MaxTunnels = 1
 	e.start(t)
@@ -321,6 +323,11 @@ func TestAgentMaxTunnelsYieldsOldestIdle(t *testing.T) {
 	if err := first.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
 		t.Fatal(err)
 	}
+	return e, first
+}
+
+func TestAgentMaxTunnelsYieldsOldestIdle(t *testing.T) {
+	e, first := oneTunnelAgent(t)
 	second := e.fake.OpenTunnel("SSH")
 	e.broker.notify(t, "dev-1", second.DestinationToken, "SSH")
 	if err := second.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
@@ -344,14 +351,7 @@ func TestAgentMaxTunnelsYieldsOldestIdle(t *testing.T) {
 // replayed from the broker's session, a forged one) must not end the working
 // session: the new one takes an idle session's place only once it has connected.
 func TestAgentMaxTunnelsKeepsSessionForRefusedToken(t *testing.T) {
-	e := newAgentEnv(t)
-	e.cfg.Tunnel.MaxTunnels = 1
-	e.start(t)
-	first := e.fake.OpenTunnel("SSH")
-	e.broker.notify(t, "dev-1", first.DestinationToken, "SSH")
-	if err := first.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-		t.Fatal(err)
-	}
+	e, first := oneTunnelAgent(t)
 	closed := e.fake.OpenTunnel("SSH")
 	closed.Close()
 	for _, token := range []string{closed.DestinationToken, "AQGAAbogus-token-xyz"} {

@@ -47,7 +47,9 @@ func echoTunnel(t *testing.T) (*tunneltest.Server, *tunneltest.Tunnel) {
 	ddone := make(chan struct{})
 	go func() { defer close(ddone); d.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-ddone })
-	// The source starts once the destination is there (see TestConnectStdioReusesToken).
+	// The source starts once the destination is there: the service drops what
+	// arrives for an absent peer, so a STREAM_START sent first would be lost and
+	// the destination would reset the stream's data (a race, seen once in CI).
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
 	if err := tun.WaitConnects(wctx, tunneltest.Destination, 1); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"io/fs"
 	"net"
@@ -16,7 +15,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
-	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
@@ -176,40 +174,7 @@ func TestConnectUsage(t *testing.T) {
 // porthole connect --stdio through the fake service to an echo target, twice with
 // the same source token: the cached client token makes the second run acceptable.
 func TestConnectStdioReusesToken(t *testing.T) {
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	t.Setenv("HOME", t.TempDir())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	srv := tunneltest.NewServer(t)
-	tun := srv.OpenTunnel("SSH")
-	dtok, _ := tunnel.NewAccessToken(tun.DestinationToken)
-	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: dtok},
-		Dialer: tunnel.Targets{"SSH": ln.Addr().String()}}
-	ctx, cancel := context.WithCancel(context.Background())
-	ddone := make(chan struct{})
-	go func() { defer close(ddone); d.Run(ctx) }()
-	defer func() { cancel(); <-ddone }()
-	// The source starts once the destination is there: the service drops what
-	// arrives for an absent peer, so a STREAM_START sent first would be lost and
-	// the destination would reset the stream's data (a race, seen once in CI).
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer wcancel()
-	if err := tun.WaitConnects(wctx, tunneltest.Destination, 1); err != nil {
-		t.Fatalf("destination did not connect: %v", err)
-	}
-
+	srv, tun := echoTunnel(t)
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tokenFile, []byte(tun.SourceToken+"\n"), 0o600)
 	for i := range 2 {
