@@ -329,6 +329,11 @@ func TestPasswordChecksBounded(t *testing.T) {
 			})
 			if tc.grace > 0 {
 				waitFor(t, "the waiting checks to give up", func() bool { return e.srv.pwWaiting.Load() == 0 })
+				// The two running checks' connections time out too; one that was
+				// slower to start (emulated CPUs) may not have yet.
+				waitFor(t, "every connection's grace time", func() bool {
+					return e.eventsWithReason(EventLoginFailure, "login grace time exceeded") == n
+				})
 			}
 			open()
 			wg.Wait()
