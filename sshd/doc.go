@@ -73,7 +73,10 @@
 // executable, and, when the shadow file ("shadow" next to the passwd file,
 // so /etc/shadow) exists and is readable, a password field starting with
 // "!" (locked; "*" only means no password, and keys still work) or an
-// expiry date in the past. Without a shadow file only the shell is checked.
+// expiry date in the past. For a user the shadow file does not list (or
+// without one), a "!" at the start of the passwd file's own password field
+// locks the account.
+//
 // MaxAuthTries and LoginGraceTime bound each connection. A per-source limit
 // (MaxAuthFailures per AuthFailureWindow) counts every refused password as it
 // is checked, and each connection that ends without logging in and without a

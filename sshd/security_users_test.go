@@ -198,3 +198,22 @@ func TestDisabledAccountLogin(t *testing.T) {
 		refused(t, "bob", "shell /bin/nonexistent-shell does not exist")
 	})
 }
+
+// Without a shadow entry, a "!" in the passwd file's own password field locks
+// the account (BusyBox systems without shadow passwords); with one, the shadow
+// entry decides.
+func TestPasswdFileLock(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "passwd"), "plain:x:100:100::/:/bin/sh\nbanged:!x:101:101::/:/bin/sh\nshadowed:!x:102:102::/:/bin/sh\n")
+	writeFile(t, filepath.Join(dir, "group"), "")
+	writeFile(t, filepath.Join(dir, "shadow"), "shadowed:*:19000::::::\n")
+	logger, _ := newTestLogger(t)
+	s := &Server{PasswdFile: filepath.Join(dir, "passwd"), GroupFile: filepath.Join(dir, "group"),
+		Logger: logger, geteuid: func() int { return 0 }, now: shadowClock}
+	for name, locked := range map[string]bool{"plain": false, "banged": true, "shadowed": false} {
+		_, err := s.lookupUser(name)
+		if got := errors.Is(err, ErrUserNotAllowed); got != locked {
+			t.Errorf("lookupUser(%s) = %v, want refused %v", name, err, locked)
+		}
+	}
+}

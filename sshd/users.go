@@ -39,6 +39,10 @@ type passwdEntry struct {
 	GID   uint32
 	Home  string
 	Shell string
+	// Locked: the passwd file's own password field starts with "!", which
+	// counts only when the shadow file has no entry for the user (devices
+	// without shadow passwords lock accounts so).
+	Locked bool
 }
 
 // Bounds on reading the passwd and group files, which are read at every
@@ -101,7 +105,8 @@ func parsePasswd(r io.Reader) ([]passwdEntry, userFileSkips, error) {
 		if err1 != nil || err2 != nil {
 			return
 		}
-		out = append(out, passwdEntry{Name: f[0], UID: uint32(uid), GID: uint32(gid), Home: f[5], Shell: f[6]})
+		out = append(out, passwdEntry{Name: f[0], UID: uint32(uid), GID: uint32(gid), Home: f[5], Shell: f[6],
+			Locked: strings.HasPrefix(f[1], "!")})
 	})
 	return out, sk, err
 }
@@ -336,7 +341,8 @@ func (s *Server) readShadow(name string) (shadowEntry, bool) {
 
 // checkAccount refuses a disabled account with an error wrapping
 // ErrUserNotAllowed that says why, like OpenSSH without PAM: a locked or
-// expired shadow entry, or a shell that does not exist. Expiry is as in
+// expired shadow entry (without one, a passwd entry whose password field
+// starts with "!"), or a shell that does not exist. Expiry is as in
 // OpenSSH's auth_shadow_acctexpired: the day after the expiry day, by the
 // server's clock (a device whose clock still says 1970 expires nothing).
 func (s *Server) checkAccount(e *passwdEntry) error {
@@ -350,6 +356,8 @@ func (s *Server) checkAccount(e *passwdEntry) error {
 		if today := s.clock().Unix() / (24 * 60 * 60); sh.ExpireDay >= 0 && today > sh.ExpireDay {
 			return notAllowed("account has expired")
 		}
+	} else if e.Locked {
+		return notAllowed("account is locked (in the passwd file)")
 	}
 	if err := checkShell(e.Shell); err != nil {
 		return notAllowed(err.Error())
