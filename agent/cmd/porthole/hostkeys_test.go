@@ -14,25 +14,34 @@ import (
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
-// deviceConfig writes a config whose MQTT files exist, with extra lines at the
-// top level, and returns its path and data directory.
-func deviceConfig(t *testing.T, extra string) (path, data string) {
+// deviceFiles is a config whose MQTT files exist, as writeDevice made it.
+type deviceFiles struct{ path, data, ca, key string }
+
+// writeDevice writes porthole.toml in dir, with its data directory (not made)
+// in dir/data and the MQTT files of a new PKI.
+func writeDevice(t *testing.T, dir string) deviceFiles {
 	t.Helper()
-	dir := t.TempDir()
 	pki := mqtttest.NewPKI(t)
 	cert, key := pki.Client(t, "dev")
-	data = filepath.Join(dir, "data")
-	path = filepath.Join(dir, "porthole.toml")
-	os.WriteFile(path, []byte(`thing_name = "dev"
-data_dir = "`+data+`"
-`+extra+`
+	f := deviceFiles{path: filepath.Join(dir, "porthole.toml"), data: filepath.Join(dir, "data"), ca: pki.CAFile, key: key}
+	os.WriteFile(f.path, []byte(`thing_name = "dev"
+data_dir = "`+f.data+`"
+
 [mqtt]
 endpoint = "b:8883"
-ca_file = "`+pki.CAFile+`"
+ca_file = "`+f.ca+`"
 cert_file = "`+cert+`"
 key_file = "`+key+`"
 `), 0o600)
-	return path, data
+	return f
+}
+
+// deviceConfig is writeDevice in a new temporary directory: the config's path
+// and data directory.
+func deviceConfig(t *testing.T) (path, data string) {
+	t.Helper()
+	f := writeDevice(t, t.TempDir())
+	return f.path, f.data
 }
 
 // writeHostKey writes a fresh ed25519 private key to path with mode.
@@ -74,7 +83,7 @@ func TestCheckConfigHostKeys(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// [ssh] must come after the top-level keys and before [mqtt]: put it last.
-			path, data := deviceConfig(t, "")
+			path, data := deviceConfig(t)
 			if tc.extra != "" {
 				b, _ := os.ReadFile(path)
 				os.WriteFile(path, append(b, []byte(tc.extra+"\n")...), 0o600)
@@ -89,7 +98,7 @@ func TestCheckConfigHostKeys(t *testing.T) {
 		})
 	}
 	// An extra key file that is fine passes; the data_dir key is not made.
-	path, data := deviceConfig(t, "")
+	path, data := deviceConfig(t)
 	writeHostKey(t, extraKey, 0o600)
 	b, _ := os.ReadFile(path)
 	os.WriteFile(path, append(b, []byte("[ssh]\nhost_keys = [\""+extraKey+"\"]\n")...), 0o600)
@@ -103,19 +112,13 @@ func TestCheckConfigHostKeys(t *testing.T) {
 
 // A config others may write is refused; an MQTT key others may read is a warning.
 func TestConfigAndKeyModes(t *testing.T) {
-	path, _ := deviceConfig(t, "")
+	dev := writeDevice(t, t.TempDir())
+	path, key := dev.path, dev.key
 	os.Chmod(path, 0o666)
 	if code, _, errs := runCmd(t, nil, "check-config", "-c", path); code != exitUsage || !strings.Contains(errs, "writable by group or others") {
 		t.Fatalf("config at 0666: exit %d, stderr %q", code, errs)
 	}
 	os.Chmod(path, 0o644)
-	b, _ := os.ReadFile(path)
-	var key string
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "key_file = "); ok {
-			key = strings.Trim(v, `"`)
-		}
-	}
 	os.Chmod(key, 0o644)
 	code, out, errs := runCmd(t, nil, "check-config", "-c", path)
 	if code != 0 || !strings.Contains(out, "ok") || !strings.Contains(errs, "warning: mqtt.key_file") || !strings.Contains(errs, "chmod 600") {
@@ -130,7 +133,7 @@ func TestConfigAndKeyModes(t *testing.T) {
 // keygen -c prints the key in that config's data_dir, the one the agent presents.
 func TestKeygenUsesTheAgentsKey(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	path, data := deviceConfig(t, "")
+	path, data := deviceConfig(t)
 	code, fromConfig, errs := runCmd(t, nil, "keygen", "-c", path)
 	if code != 0 {
 		t.Fatalf("keygen -c: %d %q", code, errs)

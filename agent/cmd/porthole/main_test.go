@@ -60,25 +60,12 @@ func TestExitCodes(t *testing.T) {
 
 func TestCheckConfig(t *testing.T) {
 	dir := t.TempDir()
-	pki := mqtttest.NewPKI(t)
-	cert, key := pki.Client(t, "dev")
-	_, otherKey := pki.Client(t, "other")
+	dev := writeDevice(t, dir)
+	key := dev.key
+	_, otherKey := mqtttest.NewPKI(t).Client(t, "other")
 	notPEM := filepath.Join(dir, "notpem.pem")
 	os.WriteFile(notPEM, []byte("hello\n"), 0o600)
-	config := func(name, extra string) string {
-		p := filepath.Join(dir, name+".toml")
-		os.WriteFile(p, []byte(`thing_name = "dev"
-data_dir = "`+filepath.Join(dir, "data")+`"
-`+extra+`
-[mqtt]
-endpoint = "b:8883"
-ca_file = "`+pki.CAFile+`"
-cert_file = "`+cert+`"
-key_file = "`+key+`"
-`), 0o600)
-		return p
-	}
-	good := config("good", "")
+	good := dev.path
 	if code, out, errs := runCmd(t, nil, "check-config", "-c", good); code != 0 || !strings.Contains(out, "ok") {
 		t.Fatalf("good config: %d %q %q", code, out, errs)
 	}
@@ -99,8 +86,8 @@ key_file = "`+key+`"
 	os.Mkdir(writable, 0o700)
 	os.Chmod(writable, 0o777)
 	for _, tc := range []struct{ name, from, to, want string }{
-		{"missing CA", pki.CAFile, filepath.Join(dir, "nope.pem"), "mqtt.ca_file: open"},
-		{"CA not PEM", pki.CAFile, notPEM, "mqtt.ca_file: " + notPEM + " holds no PEM certificate"},
+		{"missing CA", dev.ca, filepath.Join(dir, "nope.pem"), "mqtt.ca_file: open"},
+		{"CA not PEM", dev.ca, notPEM, "mqtt.ca_file: " + notPEM + " holds no PEM certificate"},
 		{"key of another certificate", key, otherKey, "mqtt.cert_file: loading the key pair"},
 		{"key is a directory", key, dir, "mqtt.key_file: " + dir + " is not a regular file"},
 		{"endpoint port", `endpoint = "b:8883"`, `endpoint = "b:99999"`, "mqtt.endpoint:"},
