@@ -160,13 +160,13 @@ func TestUnknownSubsystem(t *testing.T) {
 type halfCloser struct{ ch gossh.Channel }
 
 // sftpClient logs in as root and starts the sftp subsystem on session s.
-func sftpClient(t *testing.T, e *testEnv) (s *rawSession, cl *sftp.Client) {
+func sftpClient(t testing.TB, e *testEnv, opts ...sftp.ClientOption) (s *rawSession, cl *sftp.Client) {
 	t.Helper()
 	s = openRaw(t, e.login("root"))
 	if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
 		t.Fatalf("subsystem sftp = %v, %v", ok, err)
 	}
-	cl, err := sftp.NewClientPipe(s.ch, halfCloser{s.ch})
+	cl, err := sftp.NewClientPipe(s.ch, halfCloser{s.ch}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
