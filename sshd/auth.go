@@ -51,10 +51,7 @@ func keyInfo(key gossh.PublicKey) authInfo {
 // client signs). The final Permissions come from verifiedKey.
 func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	st := stateFrom(ctx)
-	var err error = errTooManyFailures
-	if !s.limiter.blocked(st.src, s.clock()) {
-		_, err = s.authorizeKey(st, ctx.User(), key)
-	}
+	_, err := s.authorizeKey(st, ctx.User(), key)
 	reason := ""
 	if err != nil {
 		reason = err.Error()
@@ -69,11 +66,7 @@ func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey
 // state of an earlier query (another key's options) can leak into the
 // session: the PublicKeyCallback misuse of CVE-2024-45337.
 func (s *Server) verifiedKey(st *connState, cm gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
-	var perms *gossh.Permissions
-	var err error = errTooManyFailures
-	if !s.limiter.blocked(st.src, s.clock()) {
-		perms, err = s.authorizeKey(st, cm.User(), key)
-	}
+	perms, err := s.authorizeKey(st, cm.User(), key)
 	reason := ""
 	if err != nil {
 		reason = err.Error()
@@ -339,6 +332,9 @@ func (s *Server) anyAuthorizedKeysFile() bool {
 // authorizeKey decides whether key may log in as user and with which
 // restrictions.
 func (s *Server) authorizeKey(st *connState, user string, key gossh.PublicKey) (*gossh.Permissions, error) {
+	if s.limiter.blocked(st.src, s.clock()) {
+		return nil, errTooManyFailures
+	}
 	a, err := s.lookupUser(user)
 	if err != nil {
 		return nil, err

@@ -45,13 +45,11 @@ func hostSigners(dataDir string, extra []string) ([]gossh.Signer, error) {
 		}
 		out = append(out, s)
 	}
-	for _, p := range extra {
-		s, err := readHostKey(p)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
+	more, err := readExtraKeys(extra)
+	if err != nil {
+		return nil, err
 	}
+	out = append(out, more...)
 	if len(out) == 0 {
 		return nil, errors.New("sshd: no host key: set DataDir or HostKeyFiles")
 	}
@@ -69,12 +67,21 @@ func CheckHostKeys(dataDir string, extra []string) error {
 			return err
 		}
 	}
+	_, err := readExtraKeys(extra)
+	return err
+}
+
+// readExtraKeys reads the HostKeyFiles, which must exist.
+func readExtraKeys(extra []string) ([]gossh.Signer, error) {
+	var out []gossh.Signer
 	for _, p := range extra {
-		if _, err := readHostKey(p); err != nil {
-			return err
+		s, err := readHostKey(p)
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, s)
 	}
-	return nil
+	return out, nil
 }
 
 // readDataDirKey reads the server's own key, which must be ed25519. A file that

@@ -111,11 +111,10 @@ func parsePasswd(r io.Reader) ([]passwdEntry, userFileSkips, error) {
 	return out, sk, err
 }
 
-// parseGroups returns the ids of the groups in group(5) data that list name as
-// a member, skipping lines as parsePasswd does.
-func parseGroups(r io.Reader, name string) ([]uint32, userFileSkips, error) {
-	var out []uint32
-	sk, err := eachUserLine(r, func(line string) {
+// eachGroup calls fn with the name, id and member list of each group(5) line,
+// skipping lines as parsePasswd does.
+func eachGroup(r io.Reader, fn func(name string, gid uint32, members string)) (userFileSkips, error) {
+	return eachUserLine(r, func(line string) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			return
 		}
@@ -123,13 +122,20 @@ func parseGroups(r io.Reader, name string) ([]uint32, userFileSkips, error) {
 		if len(f) != 4 {
 			return
 		}
-		gid, err := strconv.ParseUint(f[2], 10, 32)
-		if err != nil {
-			return
+		if gid, err := strconv.ParseUint(f[2], 10, 32); err == nil {
+			fn(f[0], uint32(gid), f[3])
 		}
-		for _, m := range strings.Split(f[3], ",") {
+	})
+}
+
+// parseGroups returns the ids of the groups in group(5) data that list name as
+// a member.
+func parseGroups(r io.Reader, name string) ([]uint32, userFileSkips, error) {
+	var out []uint32
+	sk, err := eachGroup(r, func(_ string, gid uint32, members string) {
+		for _, m := range strings.Split(members, ",") {
 			if strings.TrimSpace(m) == name {
-				out = append(out, uint32(gid))
+				out = append(out, gid)
 				return
 			}
 		}
@@ -255,11 +261,14 @@ func (s *Server) sameUser(a *account) bool {
 // loginShell returns a's shell; an empty shell field means /bin/sh
 // (passwd(5)). lookupUser has refused accounts whose shell is not an
 // executable file.
-func loginShell(a *account) string {
-	if a.Shell == "" {
+func loginShell(a *account) string { return shellOf(a.Shell) }
+
+// shellOf is the shell a passwd shell field names: an empty one means /bin/sh.
+func shellOf(field string) string {
+	if field == "" {
 		return "/bin/sh"
 	}
-	return a.Shell
+	return field
 }
 
 // checkShell refuses a login shell that is not an executable regular file,
@@ -267,9 +276,6 @@ func loginShell(a *account) string {
 // a missing shell is how accounts are disabled, and replacing it by /bin/sh
 // (as this server once did) let such accounts log in.
 func checkShell(shell string) error {
-	if shell == "" {
-		shell = "/bin/sh"
-	}
 	fi, err := os.Stat(shell)
 	switch {
 	case err != nil:
@@ -359,7 +365,7 @@ func (s *Server) checkAccount(e *passwdEntry) error {
 	} else if e.Locked {
 		return notAllowed("account is locked (in the passwd file)")
 	}
-	if err := checkShell(e.Shell); err != nil {
+	if err := checkShell(shellOf(e.Shell)); err != nil {
 		return notAllowed(err.Error())
 	}
 	return nil
@@ -376,13 +382,9 @@ func (s *Server) groupID(name string) (uint32, bool) {
 		gid   uint32
 		found bool
 	)
-	sk, _ := eachUserLine(f, func(line string) {
-		fl := strings.Split(line, ":")
-		if found || len(fl) != 4 || fl[0] != name {
-			return
-		}
-		if id, err := strconv.ParseUint(fl[2], 10, 32); err == nil {
-			gid, found = uint32(id), true
+	sk, _ := eachGroup(f, func(g string, id uint32, _ string) {
+		if !found && g == name {
+			gid, found = id, true
 		}
 	})
 	s.logSkips(s.groupPath(), sk)
