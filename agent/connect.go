@@ -83,12 +83,12 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	if cfg.ClientToken.IsZero() && cc.TokenCacheDir != "" {
 		unlock, err := lockToken(ctx, cc.TokenCacheDir, cfg.AccessToken, tokenLockWait)
 		switch {
-		case errors.Is(err, ErrUsage) || ctx.Err() != nil:
-			return err
-		case err != nil && cc.Logger != nil:
-			cc.Logger.Warn("client token cache unusable; a second porthole connect with this token would take this one's place", "error", err)
 		case err == nil:
 			defer unlock()
+		case errors.Is(err, ErrUsage) || ctx.Err() != nil:
+			return err
+		case cc.Logger != nil:
+			cc.Logger.Warn("client token cache unusable; a second porthole connect with this token would take this one's place", "error", err)
 		}
 		ct, cached := cachedClientToken(cc.TokenCacheDir, cfg.AccessToken)
 		cfg.ClientToken = ct
@@ -305,9 +305,14 @@ func tokenLockHolder(path string) int {
 
 // AccessToken checks an access token from any source (--token, --token-file,
 // AWSIOT_TUNNEL_ACCESS_TOKEN), trimming the white space around it the same way for
-// all: the newline that ends a file or an echo, a CR from Windows.
+// all: the newline that ends a file or an echo, a CR from Windows. Its error
+// says what is wrong for a message that names the source.
 func AccessToken(s string) (tunnel.Token, error) {
-	return tunnel.NewAccessToken(strings.TrimSpace(s))
+	t, err := tunnel.NewAccessToken(strings.TrimSpace(s))
+	if err != nil {
+		return t, errors.New(strings.TrimPrefix(err.Error(), "tunnel: "))
+	}
+	return t, nil
 }
 
 // ReadTokenFile reads an access token from a file, as AccessToken.
@@ -318,7 +323,7 @@ func ReadTokenFile(path string) (tunnel.Token, error) {
 	}
 	t, err := AccessToken(string(b))
 	if err != nil {
-		return tunnel.Token{}, Usagef("token file %s: %s", path, strings.TrimPrefix(err.Error(), "tunnel: "))
+		return tunnel.Token{}, Usagef("token file %s: %v", path, err)
 	}
 	return t, nil
 }

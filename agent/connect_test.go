@@ -90,6 +90,7 @@ func TestLockTokenRace(t *testing.T) {
 					t.Error("two holders of one lock")
 				}
 				mu.Unlock()
+				time.Sleep(50 * time.Microsecond) // hold it while others try
 				mu.Lock()
 				holders--
 				mu.Unlock()

@@ -27,6 +27,13 @@ type flagError struct{ error }
 
 func (e flagError) Unwrap() error { return e.error }
 
+// flagsGiven names the flags of fs that the command line set.
+func flagsGiven(fs *flag.FlagSet) map[string]bool {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	return given
+}
+
 // parseFlags parses fs, mapping -h to errHelp and bad flags to a usage error.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
@@ -166,8 +173,7 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	given := flagsGiven(fs)
 	dataDir := *dir
 	switch {
 	case given["c"] && given["data-dir"]:

@@ -64,8 +64,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
 
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	set := flagsGiven(fs)
 	tok, from, err := accessToken(set["token"], *tokenArg, set["token-file"], *tokenFile, os.Getenv)
 	if err != nil {
 		return err
@@ -126,13 +125,13 @@ func accessToken(tokenSet bool, token string, fileSet bool, file string, getenv 
 	case tokenSet:
 		t, err = agent.AccessToken(token)
 		if err != nil {
-			return t, "", agent.Usagef("--token: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
+			return t, "", agent.Usagef("--token: %v", err)
 		}
 		return t, "--token", nil
 	case getenv(tokenEnv) != "":
 		t, err = agent.AccessToken(getenv(tokenEnv))
 		if err != nil {
-			return t, "", agent.Usagef("%s: %s", tokenEnv, strings.TrimPrefix(err.Error(), "tunnel: "))
+			return t, "", agent.Usagef("%s: %v", tokenEnv, err)
 		}
 		return t, tokenEnv, nil
 	}

@@ -193,17 +193,6 @@ func TestAccessToken(t *testing.T) {
 	}
 }
 
-// TestConnectStdioWithListen: --stdio with -L is a usage error, as localproxy's
-// conflicting modes are, not -L silently ignored.
-func TestConnectStdioWithListen(t *testing.T) {
-	srv, tun := echoTunnel(t)
-	code, _, errs := runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket",
-		"--token", tun.SourceToken, "--stdio", "SSH", "-L", "SSH=127.0.0.1:0")
-	if code != exitUsage || !strings.Contains(errs, "give either -L or --stdio, not both") {
-		t.Fatalf("--stdio with -L: exit %d, stderr %q; want %d and a refusal", code, errs, exitUsage)
-	}
-}
-
 // TestConnectSecondOnSameToken: a second porthole connect with the token of one
 // that is running ends at once (exit 1, naming the first's pid) without joining
 // the tunnel, where it would take the first's place, and the first carries on.

@@ -137,6 +137,7 @@ func TestConnectUsage(t *testing.T) {
 		{[]string{"connect", "--token", "t", "-L", "SSH=2222"}, "exactly one of --region and --endpoint"},
 		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--endpoint", "h", "-L", "2222"}, "exactly one"},
 		{[]string{"connect", "--token", "t", "--region", "us-east-1"}, "nothing to do"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--stdio", "SSH", "-L", "SSH=1"}, "give either -L or --stdio, not both"},
 		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=x"}, "listen address"},
 		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=1", "--destination-client-type", "V4"}, "V1, V2 or V3"},
 		{[]string{"connect", "--token-file", "/nonexistent", "--region", "us-east-1", "-L", "1"}, "token file"},
