@@ -42,9 +42,12 @@ type Agent struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by access-token fingerprint
-	ctx      context.Context     // set by Run
-	wg       sync.WaitGroup
-	sshConns sync.WaitGroup
+	// candidate is the session started past max_tunnels that takes an idle one's
+	// place once the service has accepted its token (admit); nil if none.
+	candidate *session
+	ctx       context.Context // set by Run
+	wg        sync.WaitGroup
+	sshConns  sync.WaitGroup
 }
 
 // session is one destination session of the agent.
@@ -55,9 +58,6 @@ type session struct {
 	streams  atomic.Int32 // open streams
 	lastUsed atomic.Int64 // unix nanos of the last stream start or end
 	cancel   context.CancelFunc
-	// candidate marks a session started past max_tunnels: it takes an idle
-	// session's place only once the service has accepted its token (a.mu).
-	candidate bool
 }
 
 // New builds an agent from a validated config; log may be nil.
@@ -345,10 +345,10 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	}
 	candidate := false
 	if len(a.sessions) >= a.cfg.Tunnel.MaxTunnels {
-		if old := a.candidateLocked(); old != nil {
+		if old := a.candidate; old != nil {
 			a.log.Info("max tunnels reached: a newer tunnel replaces the one still connecting", "ended", old.fp, "for", fp)
 			a.endLocked(old)
-		} else if a.oldestIdleLocked(nil) == nil {
+		} else if a.oldestIdleLocked() == nil {
 			a.log.Warn("too many tunnels, all busy: refusing the new one", "tunnel", fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
 			a.emit(Event{Type: "notification-rejected", Tunnel: fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
 			return
@@ -362,9 +362,12 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		}
 	}
 	ctx, cancel := context.WithCancel(a.ctx)
-	s := &session{fp: fp, token: t.AccessToken, started: a.clock(), cancel: cancel, candidate: candidate}
+	s := &session{fp: fp, token: t.AccessToken, started: a.clock(), cancel: cancel}
 	s.lastUsed.Store(s.started.UnixNano())
 	a.sessions[fp] = s
+	if candidate {
+		a.candidate = s
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -372,6 +375,9 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		a.mu.Lock()
 		if a.sessions[fp] == s {
 			delete(a.sessions, fp)
+		}
+		if a.candidate == s {
+			a.candidate = nil
 		}
 		a.mu.Unlock()
 	}()
@@ -383,14 +389,14 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 func (a *Agent) admit(s *session) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !s.candidate || a.sessions[s.fp] != s {
+	if a.candidate != s {
 		return
 	}
-	s.candidate = false
+	victim := a.oldestIdleLocked() // s is not one: it is still the candidate
+	a.candidate = nil
 	if len(a.sessions) <= a.cfg.Tunnel.MaxTunnels {
 		return // another session ended meanwhile
 	}
-	victim := a.oldestIdleLocked(s)
 	if victim == nil {
 		a.log.Warn("too many tunnels, all busy: ending the new one", "tunnel", s.fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
 		a.emit(Event{Type: "notification-rejected", Tunnel: s.fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
@@ -408,27 +414,20 @@ func (a *Agent) admit(s *session) {
 func (a *Agent) endLocked(s *session) {
 	s.cancel()
 	delete(a.sessions, s.fp)
+	if a.candidate == s {
+		a.candidate = nil
+	}
 	if err := a.store.remove(s.token); err != nil {
 		a.log.Warn("removing tunnel state", "tunnel", s.fp, "error", err)
 	}
 }
 
-// candidateLocked returns the session waiting to take an idle one's place, if any.
-func (a *Agent) candidateLocked() *session {
-	for _, s := range a.sessions {
-		if s.candidate {
-			return s
-		}
-	}
-	return nil
-}
-
 // oldestIdleLocked returns the least recently used session without open streams,
-// other than except and any candidate.
-func (a *Agent) oldestIdleLocked(except *session) *session {
+// other than the candidate.
+func (a *Agent) oldestIdleLocked() *session {
 	var best *session
 	for _, s := range a.sessions {
-		if s == except || s.candidate || s.streams.Load() > 0 {
+		if s == a.candidate || s.streams.Load() > 0 {
 			continue
 		}
 		if best == nil || s.lastUsed.Load() < best.lastUsed.Load() {
