@@ -211,36 +211,6 @@ func TestMakefiles(t *testing.T) {
 	}
 }
 
-func TestInitScripts(t *testing.T) {
-	scripts := files(t, "package/*/S[0-9][0-9]*")
-	if len(scripts) == 0 {
-		t.Fatal("no BusyBox init script (package/*/S??name)")
-	}
-	for _, s := range scripts {
-		st, err := os.Stat(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Mode().Perm()&0o111 == 0 {
-			t.Errorf("%s is not executable (mode %o)", s, st.Mode().Perm())
-		}
-		if out, err := exec.Command("sh", "-n", s).CombinedOutput(); err != nil {
-			t.Errorf("sh -n %s: %v\n%s", s, err, out)
-		}
-	}
-	// The copies must not drift from the packaging they were taken from.
-	for copy, orig := range map[string]string{
-		"package/porthole/S50porthole":      "../tools/pkg/sysv/porthole",
-		"package/porthole/porthole.service": "../tools/pkg/systemd/porthole.service",
-	} {
-		a := read(t, filepath.Join(tree, copy))
-		b := read(t, filepath.Join(tree, orig))
-		if a != b {
-			t.Errorf("buildroot/%s differs from tools/pkg's %s: copy it again", copy, filepath.Base(orig))
-		}
-	}
-}
-
 func TestDefconfigs(t *testing.T) {
 	defs := files(t, "configs/*_defconfig")
 	if len(defs) == 0 {

@@ -85,6 +85,9 @@ func TestHostGoBuildMipsle(t *testing.T) {
 			t.Errorf("%s: mode %o, want %o", path, st.Mode().Perm(), mode)
 		}
 	}
+	if got, want := read(t, filepath.Join(p.target, "etc/init.d/S50porthole")), read(t, "../pkg/sysv/porthole"); got != want {
+		t.Error("etc/init.d/S50porthole is not tools/pkg/sysv/porthole")
+	}
 	if b, err := os.ReadFile(filepath.Join(p.target, "etc/porthole/porthole.toml")); err == nil &&
 		!strings.Contains(string(b), "\nthing_name = \"brcheck-thing\"\n") {
 		t.Errorf("porthole.toml: BR2_PACKAGE_PORTHOLE_THING_NAME not written:\n%s", b)

@@ -4,8 +4,8 @@
 //
 // Structure: undefined BR2_PACKAGE_PORTHOLE* symbols, .mk variables outside
 // the package's namespace or with misspelt infrastructure names, hooks that
-// are never defined, missing files, init scripts that are not executable or
-// fail sh -n, copies of the init files that drifted from tools/pkg.
+// are never defined, missing files. (The init files are tools/pkg's, which
+// its tests check; the real build below checks they are the ones installed.)
 //
 // Kconfig (kconfig_test.go): Linux's kconfig (kconfig-conf, of which
 // Buildroot's is a copy) over testdata/buildroot.Kconfig, a stub of the

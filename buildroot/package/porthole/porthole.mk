@@ -185,12 +185,16 @@ define PORTHOLE_INSTALL_CONFIG
 endef
 PORTHOLE_POST_INSTALL_TARGET_HOOKS += PORTHOLE_INSTALL_CONFIG
 
+# The init files of the other packages (tools/pkg), from the tree this
+# BR2_EXTERNAL lives in, as the sources and device.gcflags are.
+PORTHOLE_INIT_FILES = $(BR2_EXTERNAL_PORTHOLE_PATH)/../tools/pkg
+
 define PORTHOLE_INSTALL_INIT_SYSV
-	$(INSTALL) -D -m 0755 $(PORTHOLE_PKGDIR)/S50porthole $(TARGET_DIR)/etc/init.d/S50porthole
+	$(INSTALL) -D -m 0755 $(PORTHOLE_INIT_FILES)/sysv/porthole $(TARGET_DIR)/etc/init.d/S50porthole
 endef
 
 define PORTHOLE_INSTALL_INIT_SYSTEMD
-	$(INSTALL) -D -m 0644 $(PORTHOLE_PKGDIR)/porthole.service \
+	$(INSTALL) -D -m 0644 $(PORTHOLE_INIT_FILES)/systemd/porthole.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/porthole.service
 endef
 
