@@ -186,6 +186,20 @@ func openPTY() (master, tty *os.File, err error) {
 }
 `
 
+// TestMain puts the sbin directories on PATH, where Debian has
+// start-stop-daemon but an ordinary user's PATH does not look (/etc/profile adds
+// them for root only): the scripts under test run with this PATH too.
+func TestMain(m *testing.M) {
+	path := os.Getenv("PATH")
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		if !slices.Contains(filepath.SplitList(path), d) {
+			path += string(os.PathListSeparator) + d
+		}
+	}
+	os.Setenv("PATH", path)
+	os.Exit(m.Run())
+}
+
 // withEachStartStopDaemon runs test with the start-stop-daemon on PATH
 // (Debian's, from dpkg) and with BusyBox's (busybox-static) under BusyBox's own
 // sh, as on a Buildroot target. shell runs the script; binDir, when not empty,
