@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -359,6 +358,7 @@ func TestGoCheck(t *testing.T) {
 		{"host go 1.27rc1", "go1.27rc1", false, ""},
 		{"host go devel", "devel go1.27-0123456 Tue Jan 1 00:00:00 2030 +0000", false, ""},
 		{"host go 1.25.9", "go1.25.9", false, "is go1.25.9, older than go 1.26.0 in go.mod: set BR2_PACKAGE_PORTHOLE_HOST_GO_BIN"},
+		{"host go 1.26rc1", "go1.26rc1", false, "is go1.26rc1, older than go 1.26.0 in go.mod: set BR2_PACKAGE_PORTHOLE_HOST_GO_BIN"},
 		{"host go 1.9", "go1.9", false, "is go1.9, older than go 1.26.0"},
 		{"host go missing", "", false, "cannot run the Go toolchain"},
 		{"buildroot host-go 1.26.2", "go1.26.2", true, ""},
@@ -483,7 +483,5 @@ func (p *pkg) rsyncExclusions() []string {
 		}
 		out = append(out, pat)
 	}
-	out = append(out, ".svn", ".git", ".hg", ".bzr", "CVS")
-	sort.Strings(out)
-	return out
+	return append(out, ".svn", ".git", ".hg", ".bzr", "CVS")
 }

@@ -154,8 +154,8 @@ define PORTHOLE_CHECK_GO
 		exit 1; \
 	fi
 endef
-# 1.26.3 -> 1002600003, 1.27rc1 -> 1002700001
-PORTHOLE_GO_VERSION_NUMBER = awk -F'[^0-9]+' '{ printf "%d%04d%04d\n", $$1, $$2, $$3 }'
+# 1.26.3 -> 100260003; a pre-release comes before its .0: 1.27rc1 -> 100269999
+PORTHOLE_GO_VERSION_NUMBER = awk -F'[^0-9]+' '{ pre = /(rc|beta)/; printf "%d\n", $$1 * 100000000 + $$2 * 10000 + (pre ? -1 : $$3) }'
 
 # Buildroot vendors Go modules only for downloaded sources, not for this local
 # tree: vendor them into the build folder, unless the tree has a vendor/ of
