@@ -63,7 +63,7 @@ func decodeRequest(op string, body []byte) (any, error) {
 // minimum of 1 (characters of a string, or a number). The decoded request cannot
 // tell one given as "" or 0 from one left out, so checkGivenEmpty looks at the body:
 // AWS refuses them, and taking "" as "no description" or 0 as "the default page
-// size" would hide a caller's mistake. A path descends into objects.
+// size" would hide a caller's mistake. A path of two descends into an object.
 var minOneMembers = map[string][][]string{
 	"OpenTunnel": {
 		{"description"},
@@ -78,15 +78,22 @@ var minOneMembers = map[string][][]string{
 // decoded into the operation's request already (decodeRequest), so it is one JSON
 // object.
 func checkGivenEmpty(op string, body []byte) error {
-	for _, path := range minOneMembers[op] {
-		raw := json.RawMessage(body)
-		for _, name := range path {
+	paths := minOneMembers[op]
+	if len(paths) == 0 {
+		return nil
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil {
+		return nil
+	}
+	for _, path := range paths {
+		raw := top[path[0]]
+		if len(path) == 2 { // one object down, as every entry is at most
 			var obj map[string]json.RawMessage
 			if json.Unmarshal(raw, &obj) != nil {
-				raw = nil
-				break
+				continue
 			}
-			raw = obj[name]
+			raw = obj[path[1]]
 		}
 		switch string(raw) {
 		case `""`:
