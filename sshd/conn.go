@@ -23,6 +23,10 @@ type conn struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	// done is closed with the connection, by whoever closes it (the login grace
+	// timer, Close, a blocked source): the waits before authentication (for a
+	// MaxStartups slot, for a password check) end on it.
+	done chan struct{}
 
 	mu     sync.Mutex
 	timers []*time.Timer
@@ -30,7 +34,7 @@ type conn struct {
 }
 
 func newConn(s *Server, c net.Conn, label, src string) *conn {
-	wc := &conn{Conn: c, srv: s}
+	wc := &conn{Conn: c, srv: s, done: make(chan struct{})}
 	wc.st = &connState{remote: label, src: src, ip: remoteIP(c.RemoteAddr()), conn: wc}
 	wc.lastActive.Store(time.Now().UnixNano())
 	return wc
@@ -114,6 +118,7 @@ func (c *conn) Close() error {
 			t.Stop()
 		}
 		c.mu.Unlock()
+		close(c.done)
 		c.closeErr = c.Conn.Close()
 	})
 	return c.closeErr

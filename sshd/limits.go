@@ -131,12 +131,10 @@ const startupsFull = 10
 
 // startup is a connection that has not authenticated yet.
 type startup struct {
-	src      string
-	closed   <-chan struct{} // closed with the connection (grace timer, Close, blocked source)
-	ready    chan struct{}   // closed once it holds a MaxStartups slot
-	admitted bool            // it holds one (or there is no limit)
-	counted  bool            // a failure was counted for it already, or it was closed for its source's failures
-	closing  bool            // closeUnauthenticated closed it
+	ready    chan struct{} // closed once it holds a MaxStartups slot
+	admitted bool          // it holds one (or there is no limit)
+	counted  bool          // a failure was counted for it already, or it was closed for its source's failures
+	closing  bool          // closeUnauthenticated closed it
 }
 
 func (s *Server) maxStartups() int {
@@ -150,7 +148,7 @@ func (s *Server) maxStartups() int {
 // if fewer than MaxStartups connections are starting, else it waits in line.
 // It is false, and c not tracked, when startupsFull*MaxStartups connections
 // are unauthenticated already.
-func (s *Server) addStartupLocked(c *conn, closed <-chan struct{}) bool {
+func (s *Server) addStartupLocked(c *conn) bool {
 	limit := s.maxStartups()
 	if limit > 0 && len(s.unauth) >= startupsFull*limit {
 		return false
@@ -158,7 +156,7 @@ func (s *Server) addStartupLocked(c *conn, closed <-chan struct{}) bool {
 	if s.unauth == nil {
 		s.unauth = make(map[*conn]*startup)
 	}
-	su := &startup{src: c.st.src, closed: closed, ready: make(chan struct{})}
+	su := &startup{ready: make(chan struct{})}
 	s.unauth[c] = su
 	s.queue = append(s.queue, su)
 	s.admitLocked()
@@ -169,11 +167,10 @@ func (s *Server) addStartupLocked(c *conn, closed <-chan struct{}) bool {
 // longest.
 func (s *Server) admitLocked() {
 	limit := s.maxStartups()
-	for len(s.queue) > 0 && (limit < 0 || s.admitted < limit) {
+	for len(s.queue) > 0 && (limit < 0 || len(s.unauth)-len(s.queue) < limit) {
 		su := s.queue[0]
 		s.queue = slices.Delete(s.queue, 0, 1)
 		su.admitted = true
-		s.admitted++
 		close(su.ready)
 	}
 }
@@ -189,7 +186,6 @@ func (s *Server) removeStartup(c *conn) *startup {
 	}
 	delete(s.unauth, c)
 	if su.admitted {
-		s.admitted--
 		s.admitLocked()
 	} else {
 		s.queue = slices.DeleteFunc(s.queue, func(q *startup) bool { return q == su })
@@ -209,7 +205,7 @@ func (s *Server) awaitStartup(c *conn) bool {
 	}
 	select {
 	case <-su.ready:
-	case <-su.closed:
+	case <-c.done:
 		return false
 	}
 	if s.limiter.blocked(c.st.src, s.clock()) {
@@ -225,7 +221,7 @@ func (s *Server) awaitStartup(c *conn) bool {
 // never got a MaxStartups slot.
 func (s *Server) endStartup(c *conn) {
 	su := s.removeStartup(c)
-	if su == nil || !su.admitted || su.counted || c.st.authed.Load() {
+	if su == nil || !su.admitted || su.counted { // an authenticated c is untracked already
 		return
 	}
 	if s.limiter.fail(c.st.src, s.clock()) {
@@ -250,7 +246,7 @@ func (s *Server) closeUnauthenticated(src string) {
 	var victims []*conn
 	s.mu.Lock()
 	for c, su := range s.unauth {
-		if su.src == src && !su.closing {
+		if c.st.src == src && !su.closing {
 			su.counted, su.closing = true, true
 			victims = append(victims, c)
 		}
@@ -296,7 +292,7 @@ func (s *Server) acquirePasswordCheck(c *conn) bool {
 	select {
 	case s.pwSlots <- struct{}{}:
 		return true
-	case <-su.closed:
+	case <-c.done:
 		return false
 	}
 }

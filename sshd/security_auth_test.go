@@ -176,7 +176,7 @@ func readBanner(t *testing.T, c net.Conn) string {
 func (s *Server) startupCounts() (unauth, admitted, waiting int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.unauth), s.admitted, len(s.queue)
+	return len(s.unauth), len(s.unauth) - len(s.queue), len(s.queue)
 }
 
 // TestMaxStartups: of the connections that have not authenticated, only

@@ -173,7 +173,6 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	unauth    map[*conn]*startup // connections that have not authenticated
-	admitted  int                // how many of unauth hold a MaxStartups slot
 	queue     []*startup         // the others, in arrival order
 	sessions  int
 	closed    bool
@@ -358,15 +357,14 @@ func (s *Server) newConn(c net.Conn) (*conn, bool) {
 		c.Close()
 		return nil, false
 	}
-	nc := &notifyConn{Conn: c, done: make(chan struct{})}
-	wc := newConn(s, nc, label, src)
+	wc := newConn(s, c, label, src)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		wc.Close()
 		return nil, false
 	}
-	if !s.addStartupLocked(wc, nc.done) {
+	if !s.addStartupLocked(wc) {
 		s.mu.Unlock()
 		s.refused(&s.fullLog, "connection refused: too many unauthenticated connections", label, "too many unauthenticated connections")
 		wc.Close()
@@ -394,20 +392,6 @@ func (s *Server) serve(c *conn) {
 	c.Close()
 	c.st.shutdown()
 	s.endStartup(c)
-}
-
-// notifyConn closes done when the connection is closed, by whoever closes
-// it: the login grace timer, Close, a blocked source. The waits before
-// authentication (for a MaxStartups slot, for a password check) end on it.
-type notifyConn struct {
-	net.Conn
-	once sync.Once
-	done chan struct{}
-}
-
-func (c *notifyConn) Close() error {
-	c.once.Do(func() { close(c.done) })
-	return c.Conn.Close()
 }
 
 func (s *Server) trackListener(l net.Listener, add bool) bool {
