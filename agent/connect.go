@@ -227,16 +227,7 @@ func lockToken(ctx context.Context, dir string, access tunnel.Token, wait time.D
 		return nil, fmt.Errorf("client token cache: %w", err)
 	}
 	p := filepath.Join(dir, tokenKey(access.Reveal())+tokenLockSuffix)
-	deadline := time.Now().Add(wait)
-	f, err := flockPath(p, true)
-	for errors.Is(err, syscall.EWOULDBLOCK) && time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		f, err = flockPath(p, true)
-	}
+	f, err := retryFlock(ctx, wait, func() (*os.File, error) { return flockPath(p, true) })
 	if errors.Is(err, syscall.EWOULDBLOCK) {
 		who := "another porthole connect"
 		if pid := tokenLockHolder(p); pid > 0 {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -79,19 +80,34 @@ func lockDataDir(dir string, wait time.Duration) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
+	_, err = retryFlock(context.Background(), wait, func() (*os.File, error) {
+		return f, syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	})
+	switch {
+	case err == nil:
+		return f, nil
+	case errors.Is(err, syscall.EWOULDBLOCK):
+		f.Close()
+		return nil, Usagef("data_dir %s is in use by another porthole agent (still after %v); one agent per data directory", dir, wait)
+	default:
+		f.Close()
+		return nil, fmt.Errorf("data_dir: lock %s: %w", dir, err)
+	}
+}
+
+// retryFlock calls try, which takes a flock without waiting, until it gives
+// something other than EWOULDBLOCK, wait has passed, or ctx ends.
+func retryFlock(ctx context.Context, wait time.Duration, try func() (*os.File, error)) (*os.File, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
+		f, err := try()
 		if !errors.Is(err, syscall.EWOULDBLOCK) || !time.Now().Before(deadline) {
-			f.Close()
-			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return nil, Usagef("data_dir %s is in use by another porthole agent (still after %v); one agent per data directory", dir, wait)
-			}
-			return nil, fmt.Errorf("data_dir: lock %s: %w", dir, err)
+			return f, err
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
