@@ -34,10 +34,14 @@ func TestSysVScript(t *testing.T) {
 	fake := filepath.Join(t.TempDir(), "porthole")
 	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && { echo 'bad config' >&2; exit 1; }\necho started >&2\nexit 0\n"), 0o755)
 	cmd := exec.Command("sh", "sysv/porthole", "start")
-	cmd.Env = append(os.Environ(), "DAEMON="+fake, "PIDFILE="+filepath.Join(t.TempDir(), "pid"))
+	logFile := filepath.Join(t.TempDir(), "porthole.log")
+	cmd.Env = append(os.Environ(), "DAEMON="+fake, "PIDFILE="+filepath.Join(t.TempDir(), "pid"), "LOG="+logFile)
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "FAIL (configuration") {
 		t.Errorf("start with a bad config: err %v, output %q; want a failure naming the configuration", err, out)
+	}
+	if log, _ := os.ReadFile(logFile); bytes.Contains(append(out, log...), []byte("started")) {
+		t.Errorf("start with a bad config started the agent: output %q, log %q", out, log)
 	}
 }
 
