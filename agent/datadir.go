@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -19,6 +20,12 @@ import (
 // allowed, since others cannot rename what is in it. A data directory that does
 // not exist yet is fine: the agent makes it, mode 0700. The same holds for its
 // tunnels directory, whose files the agent dials at start.
+//
+// Symbolic links are followed the way the kernel resolves the path, and every
+// directory that resolution passes through is checked: the one holding each link
+// (whoever can change it can point the link elsewhere) and every directory above
+// the link's target. So once the check passes, only root or the agent's user can
+// change what the path names.
 func checkDataDir(dir string) error {
 	euid := os.Geteuid()
 	tunnels := filepath.Join(dir, "tunnels")
@@ -27,21 +34,63 @@ func checkDataDir(dir string) error {
 			return err
 		}
 	}
-	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
-		fi, err := os.Stat(p)
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	fi, err := os.Lstat("/")
+	if err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if err := safeDir("/", fi, euid, abs != "/"); err != nil {
+		return err
+	}
+	cur, todo, links := "/", components(abs), 0
+	for len(todo) > 0 {
+		name := todo[0]
+		todo = todo[1:]
+		if name == ".." {
+			cur = filepath.Dir(cur) // cur holds no links, so its parent is the real one, checked already
+			continue
+		}
+		next := filepath.Join(cur, name)
+		fi, err := os.Lstat(next)
 		switch {
-		case errors.Is(err, fs.ErrNotExist) && p == filepath.Clean(dir):
+		case errors.Is(err, fs.ErrNotExist) && len(todo) == 0:
+			return nil // the data directory itself, made later
 		case err != nil:
 			return fmt.Errorf("data_dir: %w", err)
-		default:
-			if err := safeDir(p, fi, euid, p != filepath.Clean(dir)); err != nil {
-				return err
+		case fi.Mode()&fs.ModeSymlink != 0:
+			if links++; links > 40 {
+				return fmt.Errorf("data_dir: %s: too many levels of symbolic links", dir)
 			}
+			target, err := os.Readlink(next)
+			if err != nil {
+				return fmt.Errorf("data_dir: %w", err)
+			}
+			if filepath.IsAbs(target) {
+				cur = "/"
+			}
+			todo = append(components(target), todo...)
+			continue
 		}
-		if p == filepath.Dir(p) {
-			return nil
+		if err := safeDir(next, fi, euid, len(todo) > 0); err != nil {
+			return err
+		}
+		cur = next
+	}
+	return nil
+}
+
+// components splits a path into its names, without empty ones and ".".
+func components(p string) []string {
+	var names []string
+	for _, n := range strings.Split(p, "/") {
+		if n != "" && n != "." {
+			names = append(names, n)
 		}
 	}
+	return names
 }
 
 // safeDir applies checkDataDir's rules to directory p; stickyOK allows a sticky

@@ -78,9 +78,39 @@ func TestCheckDataDir(t *testing.T) {
 		{groupWritable, "writable by group or others"},
 		{mk("ww-sticky", 0o777|os.ModeSticky), "writable by group or others"}, // sticky counts above, not for the directory itself
 		{under, "open is writable by group or others"},
-		{filepath.Join(under, "missing", "deeper"), "no such file"},
+		{filepath.Join(ok, "missing", "deeper"), "no such file"},
 		{file, "is not a directory"},
 		{openTunnels, "tunnels is writable by group or others"},
+	} {
+		if err := checkDataDir(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("checkDataDir(%s) = %v, want %q", tc.path, err, tc.want)
+		}
+	}
+	// Links: the check follows them and looks at every directory on the way.
+	safeTarget := mk("target", 0o700)
+	openTarget := filepath.Join(mk("open-parent", 0o777), "data") // others can rename it
+	os.Mkdir(openTarget, 0o700)
+	linksIn := mk("links", 0o700)
+	linksOpen := mk("links-open", 0o777)
+	for name, target := range map[string]string{
+		"to-safe": safeTarget, "to-open": openTarget, "relative": "../target",
+		"rel-open": "../open-parent/data", "loop": "loop", "to-missing": filepath.Join(safeTarget, "new"),
+	} {
+		if err := os.Symlink(target, filepath.Join(linksIn, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Symlink(safeTarget, filepath.Join(linksOpen, "to-safe"))
+	for _, p := range []string{filepath.Join(linksIn, "to-safe"), filepath.Join(linksIn, "relative"), filepath.Join(linksIn, "to-missing"), filepath.Join(linksIn, "relative", "new")} {
+		if err := checkDataDir(p); err != nil {
+			t.Errorf("checkDataDir(%s) through a safe link: %v", p, err)
+		}
+	}
+	for _, tc := range []struct{ path, want string }{
+		{filepath.Join(linksIn, "to-open"), "open-parent is writable by group or others"},
+		{filepath.Join(linksIn, "rel-open"), "open-parent is writable by group or others"},
+		{filepath.Join(linksOpen, "to-safe"), "links-open is writable by group or others"}, // the link itself can be swapped
+		{filepath.Join(linksIn, "loop"), "too many levels of symbolic links"},
 	} {
 		if err := checkDataDir(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("checkDataDir(%s) = %v, want %q", tc.path, err, tc.want)
