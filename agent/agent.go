@@ -33,9 +33,11 @@ type Agent struct {
 	ssh    *sshd.Server
 	mqtt   *notify.Listener
 	events *eventQueue
-	store  stateStore
-	svc    atomic.Pointer[map[string]string]
-	proxy  func(*url.URL) (*url.URL, error) // tunnel.https_proxy, parsed once; nil: the environment
+	// refusals bounds the audit events of refused logins and forwards.
+	refusals refusalLimit
+	store    stateStore
+	svc      atomic.Pointer[map[string]string]
+	proxy    func(*url.URL) (*url.URL, error) // tunnel.https_proxy, parsed once; nil: the environment
 
 	// now is the clock; nil means time.Now (a test seam).
 	now func() time.Time
@@ -69,6 +71,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: log, store: stateStore{dir: filepath.Join(cfg.DataDir, "tunnels")}, sessions: map[string]*session{}}
+	a.refusals.report = a.reportSuppressed
 	if p := cfg.Tunnel.HTTPSProxy; p != "" {
 		u, err := tunnel.ParseProxyURL(p) // Validate has accepted it
 		if err != nil {
@@ -249,6 +252,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		bg.Add(1)
 		go func() { defer bg.Done(); a.events.run(evctx, 2*time.Second) }()
 		defer evcancel()
+		defer a.refusals.flush() // after the SSH server has stopped, before the events' last flush
 	}
 	if a.cfg.SSH.Listen != "" {
 		ln, err := net.Listen("tcp", a.cfg.SSH.Listen)
@@ -552,6 +556,12 @@ func (a *Agent) serveSSH(c net.Conn) {
 }
 
 func (a *Agent) audit(e sshd.Event) {
+	if a.events == nil {
+		return
+	}
+	if refusal(e) && !a.refusals.allow(time.Now()) {
+		return
+	}
 	a.emit(Event{Type: "ssh-" + string(e.Type), SSH: e})
 }
 
