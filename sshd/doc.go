@@ -117,8 +117,15 @@
 // The SFTP subsystem (pkg/sftp) and legacy scp ("scp -O": scp -t and
 // scp -f with -r, -p, -d) are served in-process, so the device needs no
 // sftp-server or scp binary; "internal-sftp" works as a forced command.
+// scp's paths are taken as the user's shell would take them: quoting,
+// globbing (scp -f), $NAME and ${NAME} from the environment a command gets,
+// and a leading ~ or ~user; the shell's other expansions (command
+// substitution, arithmetic, special parameters) are refused with an error
+// that the client prints.
 // As with OpenSSH's sftp-server, a symbolic link's target is stored as the
-// client sent it, relative or absolute.
+// client sent it, relative or absolute, and directory listings include "."
+// and ".." and long names in its "ls -l" format (with the year for a time in
+// the future or more than six months ago).
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the
@@ -134,8 +141,10 @@
 // failed dial is reported to the client as sshd does ("connect failed:
 // Connection refused").
 // Remote forwarding (ssh -R) is off unless PermitRemoteForward is set, and
-// listens on a port below 1024 only for a root login (the server, not the
-// user, opens the listener, so the kernel's check would not apply);
+// listens on a privileged port only for a root login (the server, not the
+// user, opens the listener, so the kernel's check would not apply): one
+// below net.ipv4.ip_unprivileged_port_start, read at each request, or below
+// 1024 when that cannot be read;
 // agent forwarding (ssh -A) is off unless AgentForwarding is set. X11 and
 // tun forwarding are not supported. IdleTimeout, MaxSessionTime (per
 // connection) and MaxSessions (server-wide) bound resources.

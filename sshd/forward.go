@@ -244,8 +244,8 @@ type tcpipForward struct {
 }
 
 // handleTCPIPForward serves ssh -R when PermitRemoteForward allows it. Ports
-// below 1024 are for root logins only (mayBindPrivileged); port 0 asks for
-// any free port.
+// below the kernel's unprivileged port start are for root logins only
+// (mayBindPrivileged); port 0 asks for any free port.
 func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {
 	st := stateFrom(ctx)
 	sc, ok := ctx.Value(gliderssh.ContextKeyConn).(*gossh.ServerConn)
@@ -265,6 +265,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return false, nil
 	}
 	r := restrictionsOf(sc.Permissions)
+	low := s.unprivilegedPortStart()
 	switch {
 	case s.PermitRemoteForward == nil:
 		return refuse("remote forwarding is off")
@@ -272,8 +273,8 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return refuse("port forwarding not allowed for this key")
 	case r.permitListen != nil && !permitListenMatch(r.permitListen, f.BindAddr, f.BindPort):
 		return refuse("bind address not in the key's permitlisten list")
-	case f.BindPort != 0 && f.BindPort < privilegedPorts && !s.mayBindPrivileged(sc.User()):
-		return refuse(fmt.Sprintf("port %d is privileged (below %d) and only root may listen on it", f.BindPort, privilegedPorts))
+	case f.BindPort != 0 && f.BindPort < low && !s.mayBindPrivileged(sc.User()):
+		return refuse(fmt.Sprintf("port %d is privileged (below %d) and only root may listen on it", f.BindPort, low))
 	case !s.PermitRemoteForward(sc.User(), f.BindAddr, f.BindPort):
 		return refuse("not allowed by policy")
 	}
@@ -326,14 +327,28 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 	return true, nil
 }
 
-// privilegedPorts is where unprivileged ports start (IPPORT_RESERVED).
-const privilegedPorts = 1024
+// unprivilegedPortStart is the first port any user may listen on: the
+// kernel's net.ipv4.ip_unprivileged_port_start (Linux 4.11 and later; 0 in
+// many containers), read at each request since an administrator may change
+// it, or 1024 (IPPORT_RESERVED) when it cannot be read.
+func (s *Server) unprivilegedPortStart() uint32 {
+	p := s.portStartFile
+	if p == "" {
+		p = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+	}
+	b, err := os.ReadFile(p)
+	n, err2 := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil || err2 != nil {
+		return 1024
+	}
+	return uint32(n)
+}
 
 // mayBindPrivileged reports whether user may have a remote forward listen on
-// a port below privilegedPorts. The listener is opened by the server, which
-// runs as root, so the kernel's own check does not apply: OpenSSH opens it
-// in the user's unprivileged process (and checks bind_permitted where it
-// cannot), so only a root login gets such ports.
+// a port below unprivilegedPortStart. The listener is opened by the server,
+// which runs as root, so the kernel's own check does not apply: OpenSSH
+// opens it in the user's unprivileged process (and checks bind_permitted
+// where it cannot), so only a root login gets such ports.
 func (s *Server) mayBindPrivileged(user string) bool {
 	a, err := s.lookupUser(user)
 	return err == nil && a.UID == 0

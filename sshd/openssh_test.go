@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -630,4 +631,52 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestOpenSSHSFTPListing: "ls -la" in OpenSSH's sftp prints the long names the
+// server sends, and they must read as with OpenSSH's own sftp-server (Debian's
+// openssh-sftp-server), which sftp runs directly with -D for the reference:
+// "." and ".." are listed, and a time in the future or more than six months
+// ago shows its year. (With sftp-server, sftp formats the lines itself, the
+// same way, with the full path and "?" for the link count: sftp-server offers
+// users-groups-by-id@openssh.com.)
+func TestOpenSSHSFTPListing(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	sftp := needProgram(t, "sftp")
+	server := o.srv.externalSFTPServer()
+	if server == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no sftp-server (install Debian's openssh-sftp-server; tools/deps.sh test does)")
+		}
+		t.Skip("no sftp-server; install openssh-sftp-server to run this test")
+	}
+	dir := filepath.Join(o.home("root"), "list")
+	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+	os.Chmod(filepath.Join(dir, "sub"), os.ModeSticky|0o777)
+	now := time.Now()
+	for name, age := range map[string]time.Duration{
+		"recent": time.Hour, "old": 300 * 24 * time.Hour, "future": -30 * 24 * time.Hour, "setuid": 24 * time.Hour,
+	} {
+		p := filepath.Join(dir, name)
+		writeFile(t, p, name)
+		os.Chtimes(p, now, now.Add(-age))
+	}
+	os.Chmod(filepath.Join(dir, "setuid"), os.ModeSetuid|0o754)
+	os.Symlink("recent", filepath.Join(dir, "link"))
+	os.Chtimes(dir, now, now.Add(-400*24*time.Hour))
+	batch := filepath.Join(o.dir, "batch")
+	writeFile(t, batch, "ls -la "+dir+"\n")
+	ours, errOut, code := o.run(t, nil, sftp, append(o.opts(), "-P", o.port, "-b", batch, "root@127.0.0.1")...)
+	if code != 0 {
+		t.Fatalf("sftp ls -la: exit %d\n%s\n%s", code, ours, errOut)
+	}
+	want, errOut, code := o.run(t, nil, sftp, "-b", batch, "-D", server)
+	if code != 0 {
+		t.Fatalf("sftp -D %s ls -la: exit %d\n%s\n%s", server, code, want, errOut)
+	}
+	want = strings.ReplaceAll(want, dir+"/", "")
+	ours = regexp.MustCompile(`(?m)^(\S+ +)\d`).ReplaceAllString(ours, "$1?") // link counts here are below 10
+	if ours != want {
+		t.Errorf("sftp ls -la through the server:\n%s\nthrough %s:\n%s", ours, server, want)
+	}
 }

@@ -43,12 +43,13 @@ type scpOptions struct {
 	Patterns []string
 }
 
-// parseSCPCommand recognises a remote scp invocation. ok is false when the
-// command is not "scp" with -t or -f (it then runs through the shell like
-// any command); err is set for an scp -t/-f line this server cannot serve.
-func parseSCPCommand(cmdline string) (o scpOptions, ok bool, err error) {
-	words, err := splitShellWords(cmdline)
-	if err != nil || len(words) == 0 || path.Base(words[0].Text) != "scp" {
+// parseSCPCommand recognises a remote scp invocation, expanding it as
+// splitShellWords does with expand. ok is false when the command is not
+// "scp" with -t or -f (it then runs through the shell like any command); err
+// is set for an scp -t/-f line this server cannot serve.
+func parseSCPCommand(cmdline string, expand func(string) (string, bool)) (o scpOptions, ok bool, err error) {
+	words, serr := splitShellWords(cmdline, expand)
+	if len(words) == 0 || path.Base(words[0].Text) != "scp" {
 		return o, false, nil
 	}
 	i := 1
@@ -92,6 +93,8 @@ func parseSCPCommand(cmdline string) (o scpOptions, ok bool, err error) {
 		return o, false, nil
 	}
 	switch {
+	case serr != nil:
+		return o, true, fmt.Errorf("scp: %w", serr)
 	case unknown != "":
 		return o, true, fmt.Errorf("scp: unsupported option -%s", unknown)
 	case o.Sink && o.Source:
@@ -213,28 +216,35 @@ type scp struct {
 
 var errSCPFatal = errors.New("scp: fatal error")
 
-// runSCP serves "scp -t" or "scp -f" and returns the exit status.
-func (sess *session) runSCP(a *account, opts scpOptions) int {
+// runSCP serves "scp -t" or "scp -f" and returns the exit status. A command
+// line parseSCPCommand refused (perr) gets its error as a fatal one, which
+// OpenSSH's scp prints whichever way it copies.
+func (sess *session) runSCP(a *account, opts scpOptions, perr error) int {
 	c := &scp{r: bufio.NewReader(sess.reader()), w: sess.writer(sess.ch), opts: opts}
-	status, err := c.run(a.Home, workDir(a))
+	status, err := 1, perr
+	if perr != nil {
+		c.fatal("%s", strings.TrimPrefix(perr.Error(), "scp: "))
+	} else {
+		status, err = c.run(workDir(a))
+	}
 	if err != nil {
 		sess.srv.log().Info("scp", "remote", sess.st.remote, "err", err)
 	}
 	return status
 }
 
-// run serves the command, with relative paths taken from dir and "~" meaning
-// home, and returns the exit status and the error that ended it early.
-func (c *scp) run(home, dir string) (int, error) {
+// run serves the command, with relative paths taken from dir, and returns
+// the exit status and the error that ended it early.
+func (c *scp) run(dir string) (int, error) {
 	var err error
 	if c.opts.Sink {
-		err = c.sink(sinkTarget(home, dir, c.opts.Paths[0]))
+		err = c.sink(sinkTarget(dir, c.opts.Paths[0]))
 	} else {
 		var srcs []scpSource
 		for i, p := range c.opts.Paths {
-			s := scpSource{path: resolvePath(home, dir, p)}
+			s := scpSource{path: resolvePath(dir, p)}
 			if i < len(c.opts.Patterns) && c.opts.Patterns[i] != "" {
-				s.pattern = resolvePath(escapeGlob(home), escapeGlob(dir), c.opts.Patterns[i])
+				s.pattern = resolvePath(escapeGlob(dir), c.opts.Patterns[i])
 			}
 			srcs = append(srcs, s)
 		}
@@ -253,8 +263,8 @@ func (c *scp) run(home, dir string) (int, error) {
 // "host:dir/newdir/"; "scp -r d host:dir/newdir/" still makes the
 // directory), as it does for OpenSSH's scp -t, which uses the target as
 // given.
-func sinkTarget(home, dir, p string) string {
-	t := resolvePath(home, dir, p)
+func sinkTarget(dir, p string) string {
+	t := resolvePath(dir, p)
 	if strings.HasSuffix(p, "/") && !strings.HasSuffix(t, "/") {
 		t += "/"
 	}

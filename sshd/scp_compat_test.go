@@ -21,18 +21,36 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
+// scpTestEnv is the environment of the scp tables' commands, run in dir:
+// HOME is dir, D and G are for the source's expansion cases.
+func scpTestEnv(dir string) []string {
+	return []string{"HOME=" + dir, "D=d", "G=d/*"}
+}
+
 // scpInProcess runs cmdline (an "scp -t" or "scp -f" command) in-process
-// over stream, with dir as working and home directory, and returns what it
-// answered, with dir written as ROOT, and its exit status.
+// over stream, with dir as working and home directory and scpTestEnv's
+// variables, and returns what it answered, with dir written as ROOT, and its
+// exit status.
 func scpInProcess(t *testing.T, dir, cmdline, stream string) (string, int) {
 	t.Helper()
-	opts, ok, err := parseSCPCommand(cmdline)
+	expand := func(name string) (string, bool) {
+		if name == "~" {
+			name = "HOME"
+		}
+		for _, kv := range scpTestEnv(dir) {
+			if v, ok := strings.CutPrefix(kv, name+"="); ok {
+				return v, true
+			}
+		}
+		return "", false
+	}
+	opts, ok, err := parseSCPCommand(cmdline, expand)
 	if !ok || err != nil {
 		t.Fatalf("parseSCPCommand(%q) = ok %v, %v", cmdline, ok, err)
 	}
 	var out bytes.Buffer
 	c := &scp{r: bufio.NewReader(strings.NewReader(stream)), w: &out, opts: opts}
-	status, _ := c.run(dir, dir)
+	status, _ := c.run(dir)
 	return strings.ReplaceAll(out.String(), dir, "ROOT"), status
 }
 
@@ -311,10 +329,20 @@ var scpSourceCases = []struct {
 	{arg: `d/?`, want: "C0644 1 a\nA\x00C0644 1 b\nB\x00"},
 	{arg: `d/[xy]`, want: "\x01scp: d/[xy]: No such file or directory\n", status: 1},
 	{arg: `'d/*'`, want: "\x01scp: d/*: No such file or directory\n", status: 1},
+	// Variables and ~ expand as in the shell: unquoted, a value globs.
+	{arg: `$D/a`, want: "C0644 1 a\nA\x00"},
+	{arg: `${D}/'[ab]'`, want: "C0644 1 [ab]\nL\x00"},
+	{arg: `"$D/[ab]"`, want: "C0644 1 [ab]\nL\x00"},
+	{arg: `$G`, want: "C0644 1 [ab]\nL\x00C0644 1 a\nA\x00C0644 1 b\nB\x00"},
+	{arg: `"$G"`, want: "\x01scp: d/*: No such file or directory\n", status: 1},
+	{arg: `$HOME/d/a`, want: "C0644 1 a\nA\x00"},
+	{arg: `~/d/?`, want: "C0644 1 a\nA\x00C0644 1 b\nB\x00"},
+	{arg: `'~/d/a'`, want: "\x01scp: ~/d/a: No such file or directory\n", status: 1},
 }
 
 // scpSourceDirs are names for the directory the source runs in: glob
-// metacharacters in it must not glob.
+// metacharacters in it must not glob (or glob as in the shell, for an
+// unquoted $HOME, and match nothing).
 var scpSourceDirs = []string{"home", "home[1]*"}
 
 // scpSourceLayout makes d/a, d/b and d/[ab] under a directory named name
@@ -354,7 +382,7 @@ func TestSCPSourceMatchesOpenSSH(t *testing.T) {
 	root := scpSourceLayout(t, scpSourceDirs[len(scpSourceDirs)-1])
 	for _, tc := range scpSourceCases {
 		cmd := exec.Command("/bin/sh", "-c", "scp -f "+tc.arg)
-		cmd.Dir = root
+		cmd.Dir, cmd.Env = root, append(os.Environ(), scpTestEnv(root)...)
 		cmd.Stdin = strings.NewReader(strings.Repeat("\x00", 20))
 		out, err := cmd.Output()
 		status := 0
@@ -416,6 +444,34 @@ func TestOpenSSHSCPLegacyCompat(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(down); len(entries) != 1 || entries[0].Name() != "[ab]" {
 		t.Errorf(`scp -O host:g/\[ab\] fetched %v, want [ab] alone`, entries)
+	}
+
+	// The remote path is expanded as the shell would expand it; command
+	// substitution is refused with a message that scp prints, whichever way
+	// it copies.
+	writeFile(t, filepath.Join(home, "exp.txt"), "expanded")
+	got := filepath.Join(o.dir, "got.txt")
+	for _, remote := range []string{"$HOME/exp.txt", "${HOME}/exp.txt", `"$HOME"/exp.txt`, "~/exp.txt", "~root/exp.txt"} {
+		os.Remove(got)
+		_, errOut, code := o.run(t, nil, scp, append(base, "root@127.0.0.1:"+remote, got)...)
+		if data, _ := os.ReadFile(got); code != 0 || string(data) != "expanded" {
+			t.Errorf("scp -O host:%s: exit %d, %q, fetched %q; want home's exp.txt", remote, code, errOut, data)
+		}
+	}
+	if _, errOut, code := o.run(t, nil, scp, append(base, src, "root@127.0.0.1:$HOME/up.txt")...); code != 0 {
+		t.Errorf("scp -O src host:$HOME/up.txt: exit %d, %q", code, errOut)
+	}
+	if data, err := os.ReadFile(filepath.Join(home, "up.txt")); string(data) != "new" {
+		t.Errorf("home's up.txt after scp -O src host:$HOME/up.txt: %q, %v; want new", data, err)
+	}
+	for _, args := range [][]string{{"root@127.0.0.1:$(echo exp.txt)", got}, {src, "root@127.0.0.1:`echo up.txt`"}} {
+		_, errOut, code := o.run(t, nil, scp, append(base, args...)...)
+		if want := "command substitution and arithmetic expansion are not supported"; code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("scp -O %q: exit %d, %q; want 1 and %q", args, code, errOut, want)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(home, "`echo up.txt`")); err == nil {
+		t.Error("scp -O src host:`echo up.txt` wrote a file of that name")
 	}
 
 	// -r without -p: modes less the umask, existing directories untouched.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -101,7 +102,13 @@ func TestParseSCPCommand(t *testing.T) {
 			Patterns: []string{"", "", "", "/d/[ab]", "my file*"},
 		}},
 		{cmd: `scp -f '*'*`, ok: true, want: scpOptions{Source: true, Paths: []string{"**"}, Patterns: []string{`\**`}}},
-		{cmd: "scp -t 'unterminated", ok: false},
+		{cmd: "scp -t 'unterminated", ok: true, wantErr: true},
+		// Expansions the shell would run are refused, once the command is
+		// known to be scp -t or -f; before that, the shell runs it.
+		{cmd: "scp -f $(ls)", ok: true, wantErr: true},
+		{cmd: "scp -t `ls`", ok: true, wantErr: true},
+		{cmd: "$(which scp) -t x", ok: false},
+		{cmd: "scp $(ls) -t x", ok: false},
 		{cmd: "scp a b", ok: false},
 		{cmd: "echo scp -t x", ok: false},
 		{cmd: "scp -t", ok: true, wantErr: true},
@@ -110,7 +117,7 @@ func TestParseSCPCommand(t *testing.T) {
 		{cmd: "scp -tf x", ok: true, wantErr: true},
 		{cmd: "scp -Z -t x", ok: true, wantErr: true},
 	} {
-		got, ok, err := parseSCPCommand(tc.cmd)
+		got, ok, err := parseSCPCommand(tc.cmd, nil)
 		if ok != tc.ok || (err != nil) != tc.wantErr {
 			t.Errorf("parseSCPCommand(%q) = ok %v, err %v; want ok %v, error %v", tc.cmd, ok, err, tc.ok, tc.wantErr)
 			continue
@@ -123,6 +130,19 @@ func TestParseSCPCommand(t *testing.T) {
 	}
 }
 
+// testShellVars is what testExpand knows: variables, and homes for ~ and
+// ~user. Their values have blanks, glob and quote characters.
+var testShellVars = map[string]string{
+	"HOME": "/home/op", "EMPTY": "", "SP": " a  b ", "GLOB": "*.[ch]", "BS": `a\b'"`,
+	"~": "/home/op", "~alice": "/home/al ice*",
+}
+
+func testExpand(name string) (string, bool) {
+	v, ok := testShellVars[name]
+	return v, ok
+}
+
+// splitShellWordsTests are split with testExpand.
 var splitShellWordsTests = []struct {
 	in      string
 	want    []shellWord
@@ -139,11 +159,37 @@ var splitShellWordsTests = []struct {
 	{in: `x\`, wantErr: true},
 	{in: `'x`, wantErr: true},
 	{in: `"x\"`, wantErr: true},
+	// Expansions: unquoted values are split at blanks and glob.
+	{in: `$HOME/x ${HOME}y "$HOME"`, want: []shellWord{{Text: "/home/op/x", Pattern: "/home/op/x"}, {Text: "/home/opy", Pattern: "/home/opy"}, {Text: "/home/op", Pattern: "/home/op"}}},
+	{in: `x$SP"$SP"$SP`, want: []shellWord{{Text: "x", Pattern: "x"}, {Text: "a", Pattern: "a"}, {Text: "b", Pattern: "b"}, {Text: " a  b ", Pattern: " a  b "}, {Text: "a", Pattern: "a"}, {Text: "b", Pattern: "b"}}},
+	{in: `$EMPTY "$EMPTY" $UNSET a$EMPTY`, want: []shellWord{{}, {Text: "a", Pattern: "a"}}},
+	{in: `d/$GLOB "d/$GLOB" $BS`, want: []shellWord{{Text: "d/*.[ch]", Pattern: "d/*.[ch]", Glob: true}, {Text: "d/*.[ch]", Pattern: `d/\*.\[ch\]`}, {Text: `a\b'"`, Pattern: `a\\b'"`}}},
+	{in: `'$HOME' \$HOME "\$HOME" $ a$ "$" $% $/x`, want: []shellWord{{Text: "$HOME", Pattern: "$HOME"}, {Text: "$HOME", Pattern: "$HOME"}, {Text: "$HOME", Pattern: "$HOME"}, {Text: "$", Pattern: "$"}, {Text: "a$", Pattern: "a$"}, {Text: "$", Pattern: "$"}, {Text: "$%", Pattern: "$%"}, {Text: "$/x", Pattern: "$/x"}}},
+	// A leading unquoted ~ or ~user, up to the first /.
+	{in: `~ ~/x ~alice/y* ~nobody/x a~ '~'/x ~"alice" \~ ~$HOME`, want: []shellWord{
+		{Text: "/home/op", Pattern: "/home/op"}, {Text: "/home/op/x", Pattern: "/home/op/x"},
+		{Text: "/home/al ice*/y*", Pattern: `/home/al ice\*/y*`, Glob: true}, {Text: "~nobody/x", Pattern: "~nobody/x"},
+		{Text: "a~", Pattern: "a~"}, {Text: "~/x", Pattern: "~/x"}, {Text: "~alice", Pattern: "~alice"}, {Text: "~", Pattern: "~"},
+		{Text: "~/home/op", Pattern: "~/home/op"},
+	}},
+	// The shell's other expansions are refused.
+	{in: `$(id)`, wantErr: true},
+	{in: `"$(id)"`, wantErr: true},
+	{in: "`id`", wantErr: true},
+	{in: "\"`id`\"", wantErr: true},
+	{in: `$((1+1))`, wantErr: true},
+	{in: `${HOME:-x}`, wantErr: true},
+	{in: `${#HOME}`, wantErr: true},
+	{in: `${}`, wantErr: true},
+	{in: `${HOME`, wantErr: true},
+	{in: `$1`, wantErr: true},
+	{in: `"$?"`, wantErr: true},
+	{in: `$$`, wantErr: true},
 }
 
 func TestSplitShellWords(t *testing.T) {
 	for _, tc := range splitShellWordsTests {
-		got, err := splitShellWords(tc.in)
+		got, err := splitShellWords(tc.in, testExpand)
 		if (err != nil) != tc.wantErr {
 			t.Errorf("splitShellWords(%q) error = %v, want error %v", tc.in, err, tc.wantErr)
 			continue
@@ -154,23 +200,78 @@ func TestSplitShellWords(t *testing.T) {
 	}
 }
 
-// FuzzSplitShellWords: a word without unquoted metacharacters is a
-// pattern that matches exactly its own text.
+// TestSplitShellWordsMatchesShell: the words /bin/sh makes of the table's
+// command lines, run with testShellVars (in an empty directory, so that
+// nothing globs), are splitShellWords' texts. ~user is looked up in the
+// system's passwd file, by both.
+func TestSplitShellWordsMatchesShell(t *testing.T) {
+	env := []string{"PATH=" + os.Getenv("PATH")}
+	for name, v := range testShellVars {
+		if !strings.HasPrefix(name, "~") {
+			env = append(env, name+"="+v)
+		}
+	}
+	expand := func(name string) (string, bool) {
+		if u, ok := strings.CutPrefix(name, "~"); ok && u != "" {
+			usr, err := user.Lookup(u)
+			if err != nil {
+				return "", false
+			}
+			return usr.HomeDir, true
+		}
+		return testExpand(name)
+	}
+	for _, tc := range append(splitShellWordsTests, struct {
+		in      string
+		want    []shellWord
+		wantErr bool
+	}{in: `~root/x ~root`}) {
+		got, err := splitShellWords(tc.in, expand)
+		if err != nil {
+			continue // syntax errors, or expansions the shell would run
+		}
+		cmd := exec.Command("/bin/sh", "-c", `printf '%s\0' `+tc.in)
+		cmd.Env, cmd.Dir = env, t.TempDir()
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("sh -c printf %s: %v", tc.in, err)
+		}
+		want := strings.Split(string(out), "\x00")
+		want = want[:len(want)-1]
+		var texts []string
+		for _, w := range got {
+			texts = append(texts, w.Text)
+		}
+		if len(texts) == 0 {
+			texts = []string{""} // printf with no arguments prints its format once
+		}
+		if diff := cmp.Diff(want, texts); diff != "" {
+			t.Errorf("words of %q (-sh +splitShellWords):\n%s", tc.in, diff)
+		}
+	}
+}
+
+// FuzzSplitShellWords: a word without unquoted metacharacters is a pattern
+// that matches exactly its own text, and a word's text in single quotes is
+// that one word, unexpanded.
 func FuzzSplitShellWords(f *testing.F) {
 	for _, tc := range splitShellWordsTests {
 		f.Add(tc.in)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		words, err := splitShellWords(in)
+		words, err := splitShellWords(in, testExpand)
 		if err != nil {
 			return
 		}
 		for _, w := range words {
-			if w.Glob {
-				continue
+			if !w.Glob {
+				if ok, err := filepath.Match(w.Pattern, w.Text); !ok || err != nil {
+					t.Fatalf("splitShellWords(%q): pattern %q does not match its text %q: %v", in, w.Pattern, w.Text, err)
+				}
 			}
-			if ok, err := filepath.Match(w.Pattern, w.Text); !ok || err != nil {
-				t.Fatalf("splitShellWords(%q): pattern %q does not match its text %q: %v", in, w.Pattern, w.Text, err)
+			q := "'" + strings.ReplaceAll(w.Text, "'", `'\''`) + "'"
+			if again, err := splitShellWords(q, testExpand); err != nil || len(again) != 1 || again[0].Text != w.Text || again[0].Glob {
+				t.Fatalf("splitShellWords(%q): word %q quoted as %s splits into %+v, %v", in, w.Text, q, again, err)
 			}
 		}
 	})
@@ -367,6 +468,29 @@ func TestSCPSourceProtocol(t *testing.T) {
 	}
 	if st != "exit-status 1" {
 		t.Errorf("scp -f ended with %s, want exit-status 1 (missing file)", st)
+	}
+}
+
+// TestSCPExpandsSessionEnv: scp's paths expand the variables that a command
+// run through the shell would see, the session's own and the client's.
+func TestSCPExpandsSessionEnv(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.AcceptEnv = []string{"LC_*"} })
+	os.Mkdir(filepath.Join(e.home("root"), "sub"), 0o755)
+	p := filepath.Join(e.home("root"), "sub", "root.txt")
+	writeFile(t, p, "mine")
+	os.Chmod(p, 0o644)
+	s, err := e.login("root").NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Setenv("LC_DIR", "sub"); err != nil {
+		t.Fatal(err)
+	}
+	s.Stdin = strings.NewReader("\x00\x00\x00")
+	out, err := s.Output("scp -f $LC_DIR/${USER}.txt")
+	if want := "C0644 4 root.txt\nmine\x00"; string(out) != want || err != nil {
+		t.Errorf("scp -f $LC_DIR/${USER}.txt sent %q, %v; want %q", out, err, want)
 	}
 }
 

@@ -157,6 +157,7 @@ type Server struct {
 	passwordChecks int                               // password checks at once; 0: passwordSlots' default
 
 	sftpServerPaths []string // nil: the usual places of OpenSSH's sftp-server
+	portStartFile   string   // "": /proc/sys/net/ipv4/ip_unprivileged_port_start
 
 	initOnce  sync.Once
 	initErr   error

@@ -330,10 +330,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 		if cmdline == "internal-sftp" {
 			break
 		}
-		if opts, ok, err := parseSCPCommand(cmdline); ok {
-			if err != nil {
-				return err
-			}
+		if opts, ok, err := parseSCPCommand(cmdline, sess.shellExpand(a, extraEnv)); ok {
 			if !s.sameUser(a) {
 				// Not in-process for another user: the device's scp, if
 				// any, runs as the user through the shell like any command.
@@ -341,7 +338,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 			}
 			sess.kind = "scp"
 			sess.audit(EventSessionStart, nil)
-			go func() { sess.finish(sess.runSCP(a, opts), "", false) }()
+			go func() { sess.finish(sess.runSCP(a, opts, err), "", false) }()
 			return nil
 		}
 	}
@@ -372,6 +369,26 @@ func (sess *session) environment(a *account, shell string, extra []string) []str
 		env = append(env, "TERM="+sess.ptyReq.Term)
 	}
 	return append(env, extra...)
+}
+
+// shellExpand expands for splitShellWords as the user's shell would expand
+// a command: the variables of the environment it gets (and PWD, which the
+// shell sets), ~ as HOME and ~user as user's home in the passwd file.
+func (sess *session) shellExpand(a *account, extra []string) func(string) (string, bool) {
+	env := append(sess.environment(a, loginShell(a), extra), "PWD="+workDir(a))
+	return func(name string) (string, bool) {
+		if name == "~" {
+			name = "HOME"
+		} else if user, ok := strings.CutPrefix(name, "~"); ok {
+			return sess.srv.homeOf(user)
+		}
+		for i := len(env) - 1; i >= 0; i-- {
+			if v, ok := strings.CutPrefix(env[i], name+"="); ok {
+				return v, true
+			}
+		}
+		return "", false
+	}
 }
 
 func splitAddr(a net.Addr) (host, port string) {
@@ -749,15 +766,10 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 	sess.srv.audit(e)
 }
 
-// resolvePath makes a client-supplied path absolute against dir ("~" and
-// "~/x" mean the home directory, as a shell would expand them).
-func resolvePath(home, dir, p string) string {
-	switch {
-	case p == "~":
-		return home
-	case strings.HasPrefix(p, "~/"):
-		return filepath.Join(home, p[2:])
-	case filepath.IsAbs(p):
+// resolvePath makes a client-supplied path absolute against dir. (A ~ that
+// the shell would expand was expanded by splitShellWords.)
+func resolvePath(dir, p string) string {
+	if filepath.IsAbs(p) {
 		return filepath.Clean(p)
 	}
 	return filepath.Join(dir, p)

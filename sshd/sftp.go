@@ -20,13 +20,15 @@ func (c sftpChannel) Close() error { return c.close() }
 // starting in a's home directory. It returns once the client has sent EOF;
 // the caller then sends the exit status before closing the channel. The
 // sftp.Server is deliberately not closed first: that would close the
-// channel and clients would report "exit status -1". A symlinkServer in front
-// of pkg/sftp serves SYMLINK requests and keeps writes in order.
+// channel and clients would report "exit status -1". An sftpFront in front
+// of pkg/sftp serves directory listings and SYMLINK requests and keeps
+// writes in order.
 func (sess *session) runSFTP(a *account) int {
 	dir := workDir(a)
-	links := newSymlinkServer(sess.reader(), sess.writer(sess.ch), dir)
-	rw := sftpChannel{Reader: links, Writer: links, close: func() error {
-		links.close()
+	front := newSFTPFront(sess.reader(), sess.writer(sess.ch), dir)
+	defer front.closeDirs()
+	rw := sftpChannel{Reader: front, Writer: front, close: func() error {
+		front.close()
 		return sess.ch.Close()
 	}}
 	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir))

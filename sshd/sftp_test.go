@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
@@ -242,5 +243,84 @@ func TestSFTPSymlinks(t *testing.T) {
 	cl.Close()
 	if st := s.wait(t); st != "exit-status 0" {
 		t.Errorf("end of sftp session: %s, want exit-status 0", st)
+	}
+}
+
+// TestLongName: the "ls -l" line of a directory entry, as sftp-server's
+// ls_file makes it: the time of day only for the last six months, the year
+// for older times and for any time in the future.
+func TestLongName(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.Local)
+	for _, tc := range []struct {
+		mode  uint32
+		mtime time.Time
+		want  string
+	}{
+		{syscall.S_IFREG | 0o644, now.Add(-time.Hour), "-rw-r--r--    1 4242     4343            7 Nov 30 11:00 name"},
+		{syscall.S_IFREG | 0o644, now, "-rw-r--r--    1 4242     4343            7 Nov 30 12:00 name"},
+		{syscall.S_IFREG | 0o644, now.Add(time.Minute), "-rw-r--r--    1 4242     4343            7 Nov 30  2026 name"},
+		{syscall.S_IFREG | 0o644, now.AddDate(0, 0, -182), "-rw-r--r--    1 4242     4343            7 Jun  1 12:00 name"},
+		{syscall.S_IFREG | 0o644, now.AddDate(0, 0, -183), "-rw-r--r--    1 4242     4343            7 May 31  2026 name"},
+		{syscall.S_IFDIR | syscall.S_ISVTX | 0o777, now, "drwxrwxrwt    1 4242     4343            7 Nov 30 12:00 name"},
+		{syscall.S_IFDIR | syscall.S_ISVTX | 0o776, now, "drwxrwxrwT    1 4242     4343            7 Nov 30 12:00 name"},
+		{syscall.S_IFREG | syscall.S_ISUID | syscall.S_ISGID | 0o644, now, "-rwSr-Sr--    1 4242     4343            7 Nov 30 12:00 name"},
+		{syscall.S_IFLNK | 0o777, now, "lrwxrwxrwx    1 4242     4343            7 Nov 30 12:00 name"},
+		{syscall.S_IFIFO | 0o600, now, "prw-------    1 4242     4343            7 Nov 30 12:00 name"},
+	} {
+		st := syscall.Stat_t{Mode: tc.mode, Nlink: 1, Uid: 4242, Gid: 4343, Size: 7}
+		st.Mtim = syscall.NsecToTimespec(tc.mtime.UnixNano())
+		if got := longName("name", &st, "4242", "4343", now); got != tc.want {
+			t.Errorf("longName(mode %o, mtime %v) =\n%q, want\n%q", tc.mode, tc.mtime, got, tc.want)
+		}
+	}
+}
+
+// TestSFTPReadDir: listings served in front of pkg/sftp come in batches up to
+// the end, with each entry's lstat attributes; a file is not a directory.
+func TestSFTPReadDir(t *testing.T) {
+	e := newEnv(t, nil)
+	s, cl := sftpClient(t, e)
+	dir := filepath.Join(e.home("root"), "many")
+	os.Mkdir(dir, 0o755)
+	mtime := time.Unix(1500000000, 0)
+	for i := range 250 {
+		p := filepath.Join(dir, strconv.Itoa(i))
+		writeFile(t, p, strconv.Itoa(i))
+		os.Chtimes(p, mtime, mtime)
+	}
+	os.Symlink("0", filepath.Join(dir, "link"))
+	infos, err := cl.ReadDir("many")
+	if err != nil || len(infos) != 251 {
+		t.Fatalf("ReadDir(many) = %d entries, %v; want 251", len(infos), err)
+	}
+	for _, fi := range infos {
+		want, err := os.Lstat(filepath.Join(dir, fi.Name()))
+		if err != nil || fi.Size() != want.Size() || fi.Mode() != want.Mode() || fi.ModTime().Unix() != want.ModTime().Unix() {
+			t.Errorf("ReadDir entry %s: size %d, mode %v, mtime %v; lstat says %v (%v)", fi.Name(), fi.Size(), fi.Mode(), fi.ModTime(), want, err)
+		}
+	}
+	if _, err := cl.ReadDir("many/0"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ReadDir of a file = %v, want not found (ENOTDIR)", err)
+	}
+	cl.Close()
+	if st := s.wait(t); st != "exit-status 0" {
+		t.Errorf("end of sftp session: %s, want exit-status 0", st)
+	}
+}
+
+// A client that opens directories and never closes them is held to
+// maxOpenDirs of them, so it cannot take all the agent's file descriptors.
+func TestSFTPOpenDirsBounded(t *testing.T) {
+	dir := t.TempDir()
+	s := newSFTPFront(bytes.NewReader(nil), io.Discard, dir)
+	defer s.closeDirs()
+	for i := range maxOpenDirs + 1 {
+		reply := s.opendir(uint32(i), dir)
+		switch {
+		case i < maxOpenDirs && reply[4] != sftpHandle:
+			t.Fatalf("OPENDIR %d: reply type %d, want a handle", i, reply[4])
+		case i == maxOpenDirs && (reply[4] != sftpStatus || !bytes.Contains(reply, []byte("too many open files"))):
+			t.Fatalf("OPENDIR past the limit: reply %q, want a failure status", reply)
+		}
 	}
 }

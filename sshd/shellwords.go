@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -16,65 +17,117 @@ type shellWord struct {
 }
 
 // splitShellWords splits a command line into words as a POSIX shell does
-// (XCU 2.2 Quoting): blanks separate words; a backslash quotes the next
-// character and a backslash-newline is removed; '...' quotes everything up
-// to the next '; "..." quotes everything, a backslash only before $ ` " \
-// and newline. The rest of the shell's syntax (variables, operators,
-// comments) is taken literally, and a quoted ~ still means the home
-// directory. An unterminated quote or a trailing backslash is an error.
+// (XCU 2.2 Quoting, 2.6 Word Expansions): blanks separate words; a backslash
+// quotes the next character and a backslash-newline is removed; '...'
+// quotes everything up to the next '; "..." quotes everything, a backslash
+// only before $ ` " \ and newline. The rest of the shell's syntax
+// (operators, comments) is taken literally. An unterminated quote or a
+// trailing backslash is an error.
+//
+// $NAME and ${NAME}, unquoted or in "...", are replaced by expand(NAME) (unset:
+// empty); unquoted, the value is split at blanks (the default IFS) and its *, ?
+// and [ glob. A word's leading unquoted ~ or ~user, up to the first /, is
+// replaced by expand("~") or expand("~user"), as it is when expand knows it
+// (else it is left as it is), and is neither split nor globbed. The shell's
+// other expansions (command substitution, arithmetic, special parameters such
+// as $1 and $?, ${NAME} with modifiers) are errors: taken literally, they
+// would name a file other than the shell would, and scp -t would write to it.
+// On an error, the words before it are returned. A nil expand knows nothing.
 //
 // OpenSSH's scp sends remote paths as typed ("scp host:'/d/\[ab\]' ." runs
-// "scp -f /d/\[ab\]"), so which metacharacters were quoted decides what
-// the remote shell would have globbed.
-func splitShellWords(s string) ([]shellWord, error) {
+// "scp -f /d/\[ab\]", "scp host:'$HOME/x' ." runs "scp -f $HOME/x"), so
+// which metacharacters were quoted decides what the remote shell would have
+// expanded and globbed.
+func splitShellWords(s string, expand func(name string) (string, bool)) ([]shellWord, error) {
+	if expand == nil {
+		expand = func(string) (string, bool) { return "", false }
+	}
 	var (
 		words     []shellWord
 		text, pat strings.Builder
-		inWord    bool
+		inWord    bool // a word of the command line has begun (a ~ no longer expands)
+		field     bool // the word being built is one even if empty (quotes, or text)
 		glob      bool
 	)
+	end := func() {
+		if field {
+			words = append(words, shellWord{Text: text.String(), Pattern: pat.String(), Glob: glob})
+		}
+		text.Reset()
+		pat.Reset()
+		field, glob = false, false
+	}
 	quoted := func(c byte) {
 		text.WriteByte(c)
 		if strings.IndexByte(globMeta, c) >= 0 {
 			pat.WriteByte('\\')
 		}
 		pat.WriteByte(c)
+		field = true
+	}
+	// unquoted adds a character of the command line or of an unquoted
+	// expansion's value, where a blank ends the word and a \ is literal.
+	unquoted := func(c byte) {
+		switch c {
+		case ' ', '\t', '\n':
+			end()
+			return
+		case '\\':
+			quoted(c)
+			return
+		case '*', '?', '[':
+			glob = true
+		}
+		text.WriteByte(c)
+		pat.WriteByte(c)
+		field = true
 	}
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
 		case ' ', '\t', '\n':
-			if inWord {
-				words = append(words, shellWord{Text: text.String(), Pattern: pat.String(), Glob: glob})
-				text.Reset()
-				pat.Reset()
-				inWord, glob = false, false
-			}
+			end()
+			inWord = false
 			continue
 		case '\\':
 			i++
 			if i == len(s) {
-				return nil, errors.New("trailing backslash")
+				return words, errors.New("trailing backslash")
 			}
 			if s[i] == '\n' {
 				continue
 			}
 			quoted(s[i])
 		case '\'':
-			end := strings.IndexByte(s[i+1:], '\'')
-			if end < 0 {
-				return nil, errors.New("unterminated '")
+			q := strings.IndexByte(s[i+1:], '\'')
+			if q < 0 {
+				return words, errors.New("unterminated '")
 			}
-			for _, q := range []byte(s[i+1 : i+1+end]) {
-				quoted(q)
+			field = true
+			for _, b := range []byte(s[i+1 : i+1+q]) {
+				quoted(b)
 			}
-			i += 1 + end
+			i += 1 + q
 		case '"':
+			field = true
 			for i++; ; i++ {
 				if i == len(s) {
-					return nil, errors.New(`unterminated "`)
+					return words, errors.New(`unterminated "`)
 				}
 				if s[i] == '"' {
 					break
+				}
+				if s[i] == '$' || s[i] == '`' {
+					v, n, err := param(s[i:], expand)
+					if err != nil {
+						return words, err
+					}
+					if n > 0 {
+						for _, b := range []byte(v) {
+							quoted(b)
+						}
+						i += n - 1
+						continue
+					}
 				}
 				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("$`\"\\\n", s[i+1]) >= 0 {
 					i++
@@ -84,19 +137,76 @@ func splitShellWords(s string) ([]shellWord, error) {
 				}
 				quoted(s[i])
 			}
-		default:
-			text.WriteByte(c)
-			pat.WriteByte(c)
-			if c == '*' || c == '?' || c == '[' {
-				glob = true
+		case '$', '`':
+			v, n, err := param(s[i:], expand)
+			if err != nil {
+				return words, err
 			}
+			if n == 0 {
+				unquoted(c)
+				break
+			}
+			for _, b := range []byte(v) {
+				unquoted(b)
+			}
+			i += n - 1
+		case '~':
+			n := strings.IndexAny(s[i:]+"/", "/ \t\n")
+			if !inWord && !strings.ContainsAny(s[i:i+n], "'\"\\$`") {
+				if home, ok := expand(s[i : i+n]); ok {
+					field = true
+					for _, b := range []byte(home) {
+						quoted(b)
+					}
+					i += n - 1
+					break
+				}
+			}
+			unquoted(c)
+		default:
+			unquoted(c)
 		}
 		inWord = true
 	}
-	if inWord {
-		words = append(words, shellWord{Text: text.String(), Pattern: pat.String(), Glob: glob})
-	}
+	end()
 	return words, nil
+}
+
+// param expands the parameter at the start of s, which starts with $ or `,
+// and returns its value and length in s: 0 for a $ that is taken literally
+// (followed by none of a name, {, ( and a special parameter).
+func param(s string, expand func(string) (string, bool)) (string, int, error) {
+	n := 1 + nameLen(s[1:])
+	name, bad := s[1:n], false
+	switch {
+	case s[0] == '`' || strings.HasPrefix(s, "$("):
+		return "", 0, errors.New("command substitution and arithmetic expansion are not supported")
+	case strings.HasPrefix(s, "${"):
+		n = max(strings.IndexByte(s, '}')+1, 2)
+		name = s[2:max(n-1, 2)]
+		bad = name == "" || nameLen(name) != len(name)
+	case name == "":
+		n = min(len(s), 2)
+		if n < 2 || strings.IndexByte("@*#?-$!0123456789", s[1]) < 0 {
+			return "", 0, nil
+		}
+		bad = true
+	}
+	if bad {
+		return "", 0, fmt.Errorf("parameter expansion %q is not supported: only $NAME and ${NAME} are", s[:n])
+	}
+	v, _ := expand(name)
+	return v, n, nil
+}
+
+// nameLen is the length of the name (letters, digits and _, not starting
+// with a digit: XBD 3.216) at the start of s.
+func nameLen(s string) int {
+	n := 0
+	for n < len(s) && (s[n] == '_' || 'a' <= s[n]|0x20 && s[n]|0x20 <= 'z' || n > 0 && '0' <= s[n] && s[n] <= '9') {
+		n++
+	}
+	return n
 }
 
 // globMeta are the characters escapeGlob and splitShellWords escape.

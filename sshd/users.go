@@ -242,6 +242,18 @@ func (s *Server) lookupUser(name string) (*account, error) {
 	return a, nil
 }
 
+// homeOf returns the home directory of user in the passwd file, whether or
+// not user may log in, as the shell's ~user expands.
+func (s *Server) homeOf(user string) (string, bool) {
+	entries, _ := s.readPasswd()
+	for _, e := range entries {
+		if e.Name == user {
+			return e.Home, true
+		}
+	}
+	return "", false
+}
+
 // credential is what a child process runs as: the account's ids when the
 // server is root, nil (the server's own ids) otherwise.
 func (s *Server) credential(a *account) *syscall.Credential {

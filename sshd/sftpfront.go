@@ -16,28 +16,35 @@ import (
 
 // SFTP version 3 (draft-ietf-secsh-filexfer-02) numbers used here.
 const (
+	sftpClose   = 4   // SSH_FXP_CLOSE
 	sftpWrite   = 6   // SSH_FXP_WRITE
+	sftpOpendir = 11  // SSH_FXP_OPENDIR
+	sftpReaddir = 12  // SSH_FXP_READDIR
 	sftpSymlink = 20  // SSH_FXP_SYMLINK
 	sftpStatus  = 101 // SSH_FXP_STATUS
+	sftpHandle  = 102 // SSH_FXP_HANDLE
+	sftpName    = 104 // SSH_FXP_NAME
 
 	sftpOK               = 0 // SSH_FX_OK
+	sftpEOF              = 1 // SSH_FX_EOF
 	sftpNoSuchFile       = 2 // SSH_FX_NO_SUCH_FILE
 	sftpPermissionDenied = 3 // SSH_FX_PERMISSION_DENIED
 	sftpFailure          = 4 // SSH_FX_FAILURE
 )
 
-// maxSymlinkPacket is the largest SSH_FXP_SYMLINK served here: two paths of
-// up to PATH_MAX (4096) and their framing fit with room to spare. A longer
-// one is passed to pkg/sftp, whose symlink(2) then fails (ENAMETOOLONG) or
-// which refuses it as too long.
-const maxSymlinkPacket = 16 << 10
+// maxServedPacket is the largest request served here: two paths of up to
+// PATH_MAX (4096) and their framing fit with room to spare. A longer one is
+// passed to pkg/sftp, whose symlink(2) or open(2) then fails (ENAMETOOLONG)
+// or which refuses it as too long.
+const maxServedPacket = 16 << 10
 
 // errSFTPClosed is returned to pkg/sftp's reader when the SFTP session was
-// closed while a SYMLINK request waited for the requests before it.
+// closed while a request served here waited for the requests before it.
 var errSFTPClosed = errors.New("sshd: sftp session closed")
 
-// symlinkServer sits between the session channel and pkg/sftp and serves
-// SSH_FXP_SYMLINK itself. pkg/sftp, given a working directory, makes both
+// sftpFront sits between the session channel and pkg/sftp and serves
+// some requests itself: directory listings (see sftpdir.go) and
+// SSH_FXP_SYMLINK. pkg/sftp, given a working directory, makes both
 // of the request's paths absolute, so a relative target ("symlink
 // renamed.bin link.bin" after "cd dir") became a link to a file in the
 // home directory. OpenSSH's sftp-server stores the target exactly as sent,
@@ -45,10 +52,10 @@ var errSFTPClosed = errors.New("sshd: sftp session closed")
 // resolved against the working directory. As in OpenSSH's sftp and
 // sftp-server (PROTOCOL section 4.1) and pkg/sftp, the target comes first.
 //
-// To keep requests in order, a SYMLINK is served once pkg/sftp has answered
-// every request before it (pkg/sftp answers each request exactly once, in
-// order); pkg/sftp then writes nothing until it gets the next request, so
-// the status reply cannot land inside one of its packets.
+// To keep requests in order, a request served here is answered once pkg/sftp
+// has answered every request before it (pkg/sftp answers each request
+// exactly once, in order); pkg/sftp then writes nothing until it gets the
+// next request, so the reply cannot land inside one of its packets.
 //
 // It also hands pkg/sftp one WRITE at a time: the next once the one before has
 // been answered. pkg/sftp runs reads and writes on 8 workers, so the pipelined
@@ -59,7 +66,7 @@ var errSFTPClosed = errors.New("sshd: sftp session closed")
 // success. In order, as OpenSSH's sftp-server runs them, a failed upload leaves
 // a clean prefix. (pkg/sftp's worker count is a constant.) The writes go to the
 // page cache, far faster than the SSH cipher delivers them.
-type symlinkServer struct {
+type sftpFront struct {
 	r       *bufio.Reader // the channel's data
 	w       io.Writer     // the channel
 	workDir string
@@ -72,6 +79,10 @@ type symlinkServer struct {
 	sizeHave int
 	outLeft  int64 // bytes of the packet pkg/sftp is writing that are still to come
 
+	// Only pkg/sftp's reading goroutine touches these until it has ended.
+	dirs    map[string]*sftpDir // open directories by handle
+	lastDir int                 // number in the last directory handle
+
 	mu        sync.Mutex
 	cond      sync.Cond
 	passed    int  // requests handed to pkg/sftp
@@ -80,15 +91,15 @@ type symlinkServer struct {
 	closed    bool // the session is closing: nothing waits any more
 }
 
-func newSymlinkServer(r io.Reader, w io.Writer, workDir string) *symlinkServer {
-	s := &symlinkServer{r: bufio.NewReader(r), w: w, workDir: workDir}
+func newSFTPFront(r io.Reader, w io.Writer, workDir string) *sftpFront {
+	s := &sftpFront{r: bufio.NewReader(r), w: w, workDir: workDir, dirs: map[string]*sftpDir{}}
 	s.cond.L = &s.mu
 	return s
 }
 
-// Read hands pkg/sftp the client's packets except SYMLINK requests, which it
-// serves, and each WRITE once the one before it has been answered.
-func (s *symlinkServer) Read(p []byte) (int, error) {
+// Read hands pkg/sftp the client's packets except those it serves, and each
+// WRITE once the one before it has been answered.
+func (s *sftpFront) Read(p []byte) (int, error) {
 	for s.left == 0 {
 		hdr, err := s.r.Peek(5) // length and type
 		if err != nil {
@@ -99,7 +110,7 @@ func (s *symlinkServer) Read(p []byte) (int, error) {
 			break
 		}
 		size := binary.BigEndian.Uint32(hdr)
-		if hdr[4] != sftpSymlink || size < 5 || size > maxSymlinkPacket {
+		if !s.serves(hdr[4], size) {
 			s.left = 4 + int64(size)
 			s.mu.Lock()
 			for hdr[4] == sftpWrite && s.answered < s.lastWrite && !s.closed {
@@ -116,7 +127,7 @@ func (s *symlinkServer) Read(p []byte) (int, error) {
 			}
 			break
 		}
-		if err := s.symlink(int(size)); err != nil {
+		if err := s.serve(int(size)); err != nil {
 			return 0, err
 		}
 	}
@@ -128,21 +139,44 @@ func (s *symlinkServer) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// symlink reads one SYMLINK request of size bytes (after its length) and
-// answers it once pkg/sftp has answered the requests before it. A malformed
-// request ends the session, as it does in pkg/sftp.
-func (s *symlinkServer) symlink(size int) error {
+// serves reports whether the request of type typ and size bytes (after its
+// length) is served here: SYMLINK, OPENDIR, READDIR (pkg/sftp has no
+// directory handles) and CLOSE of a directory handle.
+func (s *sftpFront) serves(typ byte, size uint32) bool {
+	if size < 5 || size > maxServedPacket {
+		return false
+	}
+	if typ == sftpClose {
+		var req struct {
+			ID     uint32
+			Handle string
+		}
+		b, err := s.r.Peek(int(4 + size)) // fails for more than the buffer: not a handle of ours
+		return err == nil && gossh.Unmarshal(b[5:], &req) == nil && s.dirs[req.Handle] != nil
+	}
+	return typ == sftpSymlink || typ == sftpOpendir || typ == sftpReaddir
+}
+
+// serve reads one request of size bytes (after its length) and answers it
+// once pkg/sftp has answered the requests before it. A malformed request
+// ends the session, as it does in pkg/sftp.
+func (s *sftpFront) serve(size int) error {
 	pkt := make([]byte, 4+size)
 	if _, err := io.ReadFull(s.r, pkt); err != nil {
-		return fmt.Errorf("reading SSH_FXP_SYMLINK: %w", err)
+		return fmt.Errorf("reading SFTP request: %w", err)
 	}
 	var req struct {
-		ID     uint32
-		Target string
-		Link   string
+		ID   uint32
+		Arg  string // a path, a handle, or SYMLINK's target
+		Rest []byte `ssh:"rest"` // SYMLINK's link
 	}
-	if err := gossh.Unmarshal(pkt[5:], &req); err != nil {
-		return fmt.Errorf("malformed SSH_FXP_SYMLINK: %w", err)
+	var link struct{ Path string }
+	err := gossh.Unmarshal(pkt[5:], &req)
+	if err == nil && pkt[4] == sftpSymlink {
+		err = gossh.Unmarshal(req.Rest, &link)
+	}
+	if err != nil {
+		return fmt.Errorf("malformed SFTP request type %d: %w", pkt[4], err)
 	}
 	s.mu.Lock()
 	for s.answered < s.passed && !s.closed {
@@ -153,16 +187,33 @@ func (s *symlinkServer) symlink(size int) error {
 	if closed {
 		return errSFTPClosed
 	}
-	link := req.Link
-	if !path.IsAbs(link) {
-		link = path.Join(s.workDir, link)
+	var reply []byte
+	switch pkt[4] {
+	case sftpSymlink:
+		reply = sftpStatusPacket(req.ID, os.Symlink(req.Arg, s.local(link.Path)))
+	case sftpOpendir:
+		reply = s.opendir(req.ID, s.local(req.Arg))
+	case sftpReaddir:
+		reply = s.readdir(req.ID, req.Arg)
+	case sftpClose:
+		d := s.dirs[req.Arg]
+		delete(s.dirs, req.Arg)
+		reply = sftpStatusPacket(req.ID, d.Close())
 	}
-	_, err := s.w.Write(sftpStatusPacket(req.ID, os.Symlink(req.Target, link)))
+	_, err = s.w.Write(reply)
 	return err
 }
 
+// local resolves a client's path against the working directory.
+func (s *sftpFront) local(p string) string {
+	if !path.IsAbs(p) {
+		p = path.Join(s.workDir, p)
+	}
+	return p
+}
+
 // Write passes pkg/sftp's replies on and counts those written whole.
-func (s *symlinkServer) Write(b []byte) (int, error) {
+func (s *sftpFront) Write(b []byte) (int, error) {
 	n, err := s.w.Write(b)
 	whole := 0
 	for rest := b[:n]; len(rest) > 0; {
@@ -196,9 +247,8 @@ func (s *symlinkServer) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// close lets a SYMLINK or WRITE request that waits give up: pkg/sftp is
-// closing the session.
-func (s *symlinkServer) close() {
+// close lets a request that waits give up: pkg/sftp is closing the session.
+func (s *sftpFront) close() {
 	s.mu.Lock()
 	s.closed = true
 	s.cond.Broadcast()
@@ -213,6 +263,8 @@ func sftpStatusPacket(id uint32, err error) []byte {
 	var errno syscall.Errno
 	switch {
 	case err == nil:
+	case err == io.EOF:
+		code, msg = sftpEOF, "End of file"
 	case errors.As(err, &errno):
 		msg = errno.Error()
 		switch errno {
@@ -226,13 +278,16 @@ func sftpStatusPacket(id uint32, err error) []byte {
 	default:
 		code, msg = sftpFailure, "Failure"
 	}
-	b := make([]byte, 4, 4+1+4+4+4+len(msg)+4)
-	b = append(b, sftpStatus)
+	return sftpReply(sftpStatus, id, gossh.Marshal(struct {
+		Code      uint32
+		Msg, Lang string
+	}{code, msg, ""}))
+}
+
+// sftpReply frames a reply of type typ to request id.
+func sftpReply(typ byte, id uint32, data []byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(5+len(data)))
+	b = append(b, typ)
 	b = binary.BigEndian.AppendUint32(b, id)
-	b = binary.BigEndian.AppendUint32(b, code)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(msg)))
-	b = append(b, msg...)
-	b = binary.BigEndian.AppendUint32(b, 0) // language tag
-	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
-	return b
+	return append(b, data...)
 }
