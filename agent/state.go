@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/internal/jsonlite"
 )
 
 // maxTunnelLifetime is the longest a tunnel can be open (spec §7): saved state older
@@ -20,7 +22,8 @@ const maxTunnelLifetime = 12 * time.Hour
 // savedTunnel is what the agent keeps on disk for a live destination session, so that
 // a restart reconnects to a tunnel that is still open: the access token alone cannot
 // be used twice, the access token with its client token can (spec §3.8). The file
-// holds a secret and is written with mode 0600.
+// holds a secret and is written with mode 0600. It is written with encoding/json
+// and read by decode.
 type savedTunnel struct {
 	AccessToken string    `json:"access_token"`
 	ClientToken string    `json:"client_token"`
@@ -81,7 +84,7 @@ func (s stateStore) load(now time.Time) ([]savedTunnel, []error) {
 		b, err := os.ReadFile(p)
 		var t savedTunnel
 		if err == nil {
-			err = json.Unmarshal(b, &t)
+			err = t.decode(b)
 		}
 		if err == nil && (t.AccessToken == "" || t.ClientToken == "" || tokenKey(t.AccessToken)+".json" != name) {
 			err = errors.New("incomplete or misnamed record")
@@ -98,6 +101,83 @@ func (s stateStore) load(now time.Time) ([]savedTunnel, []error) {
 		out = append(out, t)
 	}
 	return out, errs
+}
+
+// decode reads a state file into t as json.Unmarshal(b, t) did, without
+// encoding/json's reflection-based decoder: keys match the json tags ignoring
+// case (Unicode's simple folding included, as strings.EqualFold does), null
+// leaves a field as it is, unknown keys are skipped, and of a repeated key the
+// last wins. What encoding/json refused is refused.
+func (t *savedTunnel) decode(b []byte) error {
+	doc, err := jsonlite.Parse(b)
+	if err != nil {
+		return err
+	}
+	switch doc.Kind() {
+	case jsonlite.Object:
+	case jsonlite.Null:
+		return nil
+	default:
+		return fmt.Errorf("got JSON %s, want object", doc.Kind())
+	}
+	for _, m := range doc.Members() {
+		switch key := m.Key; {
+		case strings.EqualFold(key, "access_token"):
+			err = decodeString(&t.AccessToken, m.Value)
+		case strings.EqualFold(key, "client_token"):
+			err = decodeString(&t.ClientToken, m.Value)
+		case strings.EqualFold(key, "region"):
+			err = decodeString(&t.Region, m.Value)
+		case strings.EqualFold(key, "services"):
+			err = decodeStrings(&t.Services, m.Value)
+		case strings.EqualFold(key, "received"):
+			err = t.Received.UnmarshalJSON(m.Value.Bytes())
+		}
+		if err != nil {
+			return fmt.Errorf("%q: %w", m.Key, err)
+		}
+	}
+	return nil
+}
+
+func decodeString(s *string, v jsonlite.Value) error {
+	switch v.Kind() {
+	case jsonlite.String:
+		*s = v.Text()
+	case jsonlite.Null:
+	default:
+		return fmt.Errorf("got JSON %s, want string", v.Kind())
+	}
+	return nil
+}
+
+// decodeStrings decodes an array into *s as encoding/json does: reusing the slice,
+// so that a null element keeps what a repeated key put there before.
+func decodeStrings(s *[]string, v jsonlite.Value) error {
+	switch v.Kind() {
+	case jsonlite.Array:
+	case jsonlite.Null:
+		*s = nil
+		return nil
+	default:
+		return fmt.Errorf("got JSON %s, want array of strings", v.Kind())
+	}
+	out := (*s)[:0]
+	for _, e := range v.Elements() {
+		if i := len(out); i < cap(out) {
+			out = out[:i+1]
+		} else {
+			out = append(out, "")
+		}
+		if err := decodeString(&out[len(out)-1], e); err != nil {
+			return err
+		}
+	}
+	if len(out) == 0 {
+		out = []string{}
+	}
+	*s = out
+	return nil
 }
 
 // writeFileAtomic replaces path with data so that a crash leaves the old or the new

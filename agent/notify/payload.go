@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"strings"
 	"unicode"
+
+	"github.com/porthole-iot/porthole/agent/internal/jsonlite"
 )
 
 // Limits on a notification payload (spec/secure-tunneling.md §4).
@@ -118,35 +120,53 @@ func ParseNotification(payload []byte) (Notification, error) {
 	if len(payload) > MaxPayloadSize {
 		return Notification{}, invalid("payload is %d bytes, over the %d-byte limit", len(payload), MaxPayloadSize)
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(payload, &fields); err != nil {
-		return Notification{}, jsonError("payload", err)
+	doc, err := jsonlite.Parse(payload)
+	if err != nil {
+		return Notification{}, syntaxError("payload", err)
 	}
-	if fields == nil {
+	switch doc.Kind() {
+	case jsonlite.Object:
+	case jsonlite.Null:
 		return Notification{}, invalid("payload is null, want a JSON object")
+	default:
+		return Notification{}, invalid("payload: got JSON %s, want object", doc.Kind())
+	}
+	var token, mode, region, services jsonlite.Value // zero (null) if missing
+	for _, m := range doc.Members() {
+		// Keys match exactly; of a repeated key the last wins, as it did
+		// when encoding/json decoded the payload.
+		switch m.Key {
+		case "clientAccessToken":
+			token = m.Value
+		case "clientMode":
+			mode = m.Value
+		case "region":
+			region = m.Value
+		case "services":
+			services = m.Value
+		}
 	}
 
 	var n Notification
-	var err error
-	if n.ClientAccessToken, err = stringField(fields, "clientAccessToken"); err != nil {
+	if n.ClientAccessToken, err = stringField(token, "clientAccessToken"); err != nil {
 		return Notification{}, err
 	}
 	if err := checkToken(n.ClientAccessToken); err != nil {
 		return Notification{}, err
 	}
-	if n.ClientMode, err = stringField(fields, "clientMode"); err != nil {
+	if n.ClientMode, err = stringField(mode, "clientMode"); err != nil {
 		return Notification{}, err
 	}
 	if n.ClientMode != ModeDestination {
 		return Notification{}, invalid("clientMode is %s, want %q", quoteShort(n.ClientMode), ModeDestination)
 	}
-	if n.Region, err = stringField(fields, "region"); err != nil {
+	if n.Region, err = stringField(region, "region"); err != nil {
 		return Notification{}, err
 	}
 	if !isName(n.Region, 1, 64, "._-") {
 		return Notification{}, invalid("region %s is not a region name ([a-zA-Z0-9._-]{1,64})", quoteShort(n.Region))
 	}
-	if n.Services, err = servicesField(fields); err != nil {
+	if n.Services, err = servicesField(services); err != nil {
 		return Notification{}, err
 	}
 	return n, nil
@@ -169,30 +189,38 @@ func checkToken(tok string) error {
 	return nil
 }
 
-// stringField returns fields[key] as a non-empty string.
-func stringField(fields map[string]json.RawMessage, key string) (string, error) {
-	raw, ok := fields[key]
-	if !ok || string(raw) == "null" {
+// stringField returns v, the value of key, as a non-empty string.
+func stringField(v jsonlite.Value, key string) (string, error) {
+	switch v.Kind() {
+	case jsonlite.Null:
 		return "", invalid("%s is missing", key)
+	case jsonlite.String:
+	default:
+		return "", invalid("%s: got JSON %s, want string", key, v.Kind())
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", jsonError(key, err)
-	}
+	s := v.Text()
 	if s == "" {
 		return "", invalid("%s is empty", key)
 	}
 	return s, nil
 }
 
-func servicesField(fields map[string]json.RawMessage) ([]string, error) {
-	raw, ok := fields["services"]
-	if !ok || string(raw) == "null" {
+func servicesField(v jsonlite.Value) ([]string, error) {
+	switch v.Kind() {
+	case jsonlite.Null:
 		return nil, invalid("services is missing")
+	case jsonlite.Array:
+	default:
+		return nil, invalid("services: got JSON %s, want array of strings", v.Kind())
 	}
 	var svcs []string
-	if err := json.Unmarshal(raw, &svcs); err != nil {
-		return nil, jsonError("services", err)
+	for _, e := range v.Elements() {
+		switch e.Kind() {
+		case jsonlite.String, jsonlite.Null: // null is "", refused below
+			svcs = append(svcs, e.Text())
+		default:
+			return nil, invalid("services: got JSON %s, want string", e.Kind())
+		}
 	}
 	if len(svcs) == 0 || len(svcs) > MaxServices {
 		return nil, invalid("services has %d entries, want 1 to %d", len(svcs), MaxServices)
@@ -214,27 +242,15 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidNotification, fmt.Sprintf(format, args...))
 }
 
-// jsonError reports a decoding error without echoing input: encoding/json's
-// own messages are safe today, but only positions and type names are kept
+// syntaxError reports a payload that is not JSON without echoing input:
+// encoding/json's own messages are safe today, but only the position is kept
 // here so that no future message can carry part of a token.
-func jsonError(field string, err error) error {
+func syntaxError(field string, err error) error {
 	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
+	if errors.As(err, &syn) {
 		return invalid("%s is not valid JSON (syntax error at byte %d)", field, syn.Offset)
-	case errors.As(err, &typ):
-		want := typ.Type.String()
-		switch want {
-		case "map[string]json.RawMessage":
-			want = "object"
-		case "[]string":
-			want = "array of strings"
-		}
-		return invalid("%s: got JSON %s, want %s", field, typ.Value, want)
-	default:
-		return invalid("%s is not valid JSON", field)
 	}
+	return invalid("%s is not valid JSON", field)
 }
 
 // quoteShort quotes a value for an error message, cut to 64 bytes so that a

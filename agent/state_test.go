@@ -1,0 +1,92 @@
+package agent
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestStateStore saves tunnels and loads them back: a live one is kept, an
+// expired one and a corrupt file are deleted, the corrupt one with an error
+// that names it.
+func TestStateStore(t *testing.T) {
+	s := stateStore{dir: filepath.Join(t.TempDir(), "tunnels")}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
+	live := savedTunnel{AccessToken: "live<&>", ClientToken: "c1", Region: "us-east-1", Services: []string{"SSH", "VNC"}, Received: now.Add(-time.Hour)}
+	old := savedTunnel{AccessToken: "old", ClientToken: "c2", Region: "eu-west-1", Services: []string{"SSH"}, Received: now.Add(-13 * time.Hour)}
+	for _, tun := range []savedTunnel{live, old} {
+		if err := s.save(tun); err != nil {
+			t.Fatal(err)
+		}
+	}
+	corrupt := s.path(tokenKey("corrupt"))
+	if err := os.WriteFile(corrupt, []byte(`{"access_token":"corrupt",`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	got, errs := s.load(now)
+	if len(got) != 1 || !reflect.DeepEqual(got[0], live) {
+		t.Errorf("load = %+v, want only %+v", got, live)
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), filepath.Base(corrupt)+": unexpected end of JSON input") {
+		t.Errorf("load errors = %v, want one for %s", errs, filepath.Base(corrupt))
+	}
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != tokenKey(live.AccessToken)+".json" {
+		t.Errorf("state directory holds %v, want only the live tunnel's file", ents)
+	}
+}
+
+// savedTunnelFiles are the table tests' inputs and the fuzz target's seeds.
+var savedTunnelFiles = []string{
+	`{"access_token":"a","client_token":"c","region":"us-east-1","services":["SSH"],"received":"2026-03-01T12:00:00.123456789Z"}`,
+	`{"access_token":"a\u003c\u0026","client_token":"c","region":"r","services":null,"received":"2026-03-01T12:00:00+02:00"}`,
+	`{"ACCESS_TOKEN":"a","Client_Token":"c","REGION":"r","Services":[],"ReCeIvEd":"2026-03-01T12:00:00Z","extra":{"x":[1,{}]}}`,
+	"{\"acce\u017fs_token\":\"long s\",\"\u212aey\":1,\"client_to\u212aen\":\"kelvin\",\"reg\u0131on\":\"dotless\",\"reg\u0130on\":\"dotted\"}",
+	`{"access_token":"a","access_token":null,"region":"r","region":"s"}`,
+	`{"services":["a","b"],"services":[null,null,null]}`,
+	`{"services":["a","b","c"],"services":["x"],"services":[null,null]}`,
+	`{"services":["a","b"],"services":[],"services":[null]}`,
+	`{"services":["a"],"services":null,"services":[null]}`,
+	`{"received":null}`, `{"received":"2026-03-01T12:00:00Z","received":null}`,
+	`{"received":"2026-03-01T12:00:00\u005a"}`, `{"received":"2026-13-01T12:00:00Z"}`,
+	`{"received":1}`, `{"received":{}}`, `{"received":""}`,
+	`{"access_token":1}`, `{"access_token":true}`, `{"access_token":[]}`, `{"services":"SSH"}`,
+	`{"services":[1]}`, `{"services":["a",{}]}`, `{"services":{}}`, `{"region":1,"received":"x"}`,
+	`null`, `[]`, `"x"`, `1`, `true`, ``, `{`, `{"a":1}x`,
+}
+
+func TestSavedTunnelDecodeMatchesJSON(t *testing.T) {
+	for _, in := range savedTunnelFiles {
+		t.Run(in, func(t *testing.T) { decodesAsJSON(t, []byte(in)) })
+	}
+}
+
+// FuzzSavedTunnelDecode is the differential test of the state file decoder:
+// savedTunnel.decode refuses what json.Unmarshal refuses and decodes the rest
+// to the same savedTunnel.
+func FuzzSavedTunnelDecode(f *testing.F) {
+	for _, in := range savedTunnelFiles {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(decodesAsJSON)
+}
+
+func decodesAsJSON(t *testing.T, in []byte) {
+	var got, want savedTunnel
+	err := got.decode(in)
+	wantErr := json.Unmarshal(in, &want)
+	if (err == nil) != (wantErr == nil) {
+		t.Fatalf("decode(%q) error = %v, want %v", in, err, wantErr)
+	}
+	if err == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("decode(%q) = %#v, want %#v", in, got, want)
+	}
+}
