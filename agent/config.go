@@ -150,11 +150,11 @@ const maxConfigSize = 1 << 20
 // A config that group or others may write is refused: whoever can change it
 // decides who logs in and what the tunnel reaches.
 func LoadConfig(path string) (*Config, error) {
-	b, err := notify.ReadRegularFile(path, maxConfigSize)
+	b, fi, err := notify.ReadRegularFile(path, maxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o022 != 0 {
+	if fi.Mode().Perm()&0o022 != 0 {
 		return nil, fmt.Errorf("config: %s is writable by group or others (mode %04o): whoever can change it decides who logs in (chmod go-w)", path, fi.Mode().Perm())
 	}
 	return ParseConfig(b)

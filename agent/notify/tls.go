@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"syscall"
@@ -36,7 +37,7 @@ func buildTime() time.Time {
 // its defaults applied) into a mutual-TLS client configuration. Errors name
 // the Config field and the path, never the file contents.
 func newTLSConfig(c Config) (*tls.Config, error) {
-	caPEM, err := ReadRegularFile(c.CAFile, maxPEMFile)
+	caPEM, _, err := ReadRegularFile(c.CAFile, maxPEMFile)
 	if err != nil {
 		return nil, &ConfigError{Field: "CAFile", Err: err}
 	}
@@ -44,11 +45,11 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, configErr("CAFile", "%s holds no PEM certificate", c.CAFile)
 	}
-	certPEM, err := ReadRegularFile(c.CertFile, maxPEMFile)
+	certPEM, _, err := ReadRegularFile(c.CertFile, maxPEMFile)
 	if err != nil {
 		return nil, &ConfigError{Field: "CertFile", Err: err}
 	}
-	keyPEM, err := ReadRegularFile(c.KeyFile, maxPEMFile)
+	keyPEM, _, err := ReadRegularFile(c.KeyFile, maxPEMFile)
 	if err != nil {
 		return nil, &ConfigError{Field: "KeyFile", Err: err}
 	}
@@ -73,29 +74,31 @@ const maxPEMFile = 1 << 20
 // ReadRegularFile reads path, which must be a regular file of at most limit
 // bytes: a device with 64 MB of RAM must not read a wrong path such as /dev/zero
 // until the OOM killer comes. It opens without blocking, so that a FIFO in the
-// way is refused instead of waited on. The agent reads its config with it too.
-func ReadRegularFile(path string, limit int64) ([]byte, error) {
+// way is refused instead of waited on. The agent reads its config with it too,
+// and checks its mode in the returned FileInfo: that of the file read, not of
+// whatever the path names a moment later.
+func ReadRegularFile(path string, limit int64) ([]byte, fs.FileInfo, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file but a %s", path, fileKind(fi.Mode()))
+		return nil, nil, fmt.Errorf("%s is not a regular file but a %s", path, fileKind(fi.Mode()))
 	}
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if int64(len(b)) > limit {
 		clear(b)
-		return nil, fmt.Errorf("%s is larger than %d KiB", path, limit>>10)
+		return nil, nil, fmt.Errorf("%s is larger than %d KiB", path, limit>>10)
 	}
-	return b, nil
+	return b, fi, nil
 }
 
 func fileKind(m os.FileMode) string {
