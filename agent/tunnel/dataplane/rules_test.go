@@ -160,6 +160,12 @@ func TestViolationsClose(t *testing.T) {
 		{name: "wrong wire type", from: Source, bad: rawFrame(varintField(1, 3), bytesField(2, []byte{1})), reason: "wire type"},
 		{name: "truncated field", from: Source, bad: rawFrame(varintField(1, 3), []byte{0x22, 10, 1}), reason: "malformed"},
 		{name: "text message", from: Source, text: true, code: websocket.StatusUnsupportedData, reason: "text"},
+		// A message over the read limit is refused whole: none of the frames in it
+		// reach the peer, not even those that were complete before the limit.
+		{name: "message over 131076 bytes", from: Source, prelude: []*tunnel.Message{start(1, "SSH")},
+			bad: dataFrames(t, 3*(tunnel.MaxPayload+12)), code: websocket.StatusMessageTooBig, reason: "over 131076 bytes"},
+		{name: "message of 131077 bytes", from: Destination, prelude: []*tunnel.Message{start(1, "SSH")},
+			bad: dataFrames(t, tunnel.MaxWebSocketMessage+1), code: websocket.StatusMessageTooBig, reason: "over 131076 bytes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,6 +207,53 @@ func TestViolationsClose(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMessagesWithinTheLimit: the frames of a message of up to 131076 bytes are
+// relayed once it has ended, without waiting for the next message; a frame that
+// straddles two messages goes once the second has ended.
+func TestMessagesWithinTheLimit(t *testing.T) {
+	_, _, src, dst := pair(t, "SSH")
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	dst.MustNext()
+	whole := dataFrames(t, tunnel.MaxWebSocketMessage) // three frames
+	src.SendRaw(whole)
+	for i := range 3 {
+		if m := dst.MustNext(); m.Type != tunnel.TypeData {
+			t.Fatalf("frame %d: got %v, want DATA", i, m)
+		}
+	}
+	split := dataFrames(t, 40000) // one frame, in two messages
+	src.SendRaw(split[:20000])
+	src.SendRaw(split[20000:])
+	if m := dst.MustNext(); m.Type != tunnel.TypeData || len(m.Payload) != 40000-15 {
+		t.Fatalf("got %v, want DATA with a payload of %d bytes", m, 40000-15)
+	}
+}
+
+// dataFrames returns DATA frames of stream 1 of service SSH that add up to exactly
+// n bytes, each with a payload of 16384 to 64512 bytes, so that each costs its
+// payload plus the same overhead.
+func dataFrames(t *testing.T, n int) []byte {
+	t.Helper()
+	frame := func(payload int) []byte {
+		b, err := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: make([]byte, payload)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	overhead := len(frame(16384)) - 16384
+	k := (n + tunnel.MaxPayload + overhead - 1) / (tunnel.MaxPayload + overhead)
+	var b []byte
+	for i := range k {
+		size := (n - len(b)) / (k - i)
+		b = append(b, frame(size-overhead)...)
+	}
+	if len(b) != n {
+		t.Fatalf("dataFrames(%d) made %d bytes", n, len(b))
+	}
+	return b
 }
 
 var (

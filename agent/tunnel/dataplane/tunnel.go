@@ -393,8 +393,15 @@ func (t *Tunnel) detachLocked(c *conn) {
 
 // receive handles one raw frame (length prefix included) read from c: record it,
 // apply DropAfter and the rules of spec §1.5, then relay the same bytes to the other
-// side. It reports whether c should keep reading.
+// side. It owns raw, a buffer from newFrame: the other side's writer gets it, or it
+// goes back to the pool. It reports whether c should keep reading.
 func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
+	relayed := false
+	defer func() {
+		if !relayed {
+			frames.Release(raw)
+		}
+	}()
 	m := &d.m
 	reason, ignorable := "", false
 	typ, ign, err := scanFields(raw[2:])
@@ -458,7 +465,7 @@ func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 		}
 		return true
 	}
-	peer.enqueue(frames.Copy(raw))
+	relayed = peer.enqueue(raw)
 	return true
 }
 

@@ -499,7 +499,7 @@ func TestReadLimit(t *testing.T) {
 	for range frameStarts(stream) {
 		dst.MustNext()
 	}
-	// One byte more closes the WebSocket (the frames before the limit are relayed).
+	// One byte more closes the WebSocket, and nothing of that message is relayed.
 	first := len(frame(t, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"}))
 	dst.SendRaw(stream[first : first+tunnel.MaxWebSocketMessage+1])
 	dst.WantClose(websocket.StatusMessageTooBig)
