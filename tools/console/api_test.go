@@ -54,6 +54,10 @@ func (f *fakeControlPlane) CloseTunnel(ctx context.Context, id string) error {
 	return f.closeErr
 }
 
+func (f *fakeControlPlane) DestinationConnected(ctx context.Context, id string) (bool, error) {
+	return false, nil
+}
+
 func (f *fakeControlPlane) calls() (opened, closed []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

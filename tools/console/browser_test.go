@@ -18,7 +18,8 @@ import (
 // (web/test/browser.mjs): open a tunnel to a device through the control plane, log
 // in with the pre-selected key, run uname -m, echo $((6*7)) and
 // echo hello-from-browser and read the answers from the terminal, shrink the window
-// and see stty size follow, fail a password login and then log in with the right
+// and see stty size follow, paste 8 MiB into a device that reads nothing for a
+// while and see the page say how much is left and the device count all of it, fail a password login and then log in with the right
 // one to a second device in a second tab, see the warning for a third device whose
 // host key changed and log in after trusting the new key, take screenshots, and close the first
 // tunnel and see the page say so. It needs node, npm (npm ci fetches xterm.js and
@@ -49,7 +50,7 @@ func TestBrowser(t *testing.T) {
 
 	l := newTestLab(t, Config{Vendor: os.DirFS(vendor)}, "dev-a", "dev-b", "dev-c")
 	// dev-c was "reinstalled": the console remembers another host key for it.
-	if _, err := l.console.cfg.HostKeys.Check("dev-c", newHostKey(t), ""); err != nil {
+	if _, err := l.console.cfg.HostKeys.Check(context.Background(), "dev-c", newHostKey(t), ""); err != nil {
 		t.Fatal(err)
 	}
 	outDir := os.Getenv("PORTHOLE_BROWSER_OUT")
@@ -85,6 +86,8 @@ func TestBrowser(t *testing.T) {
 		Closed        string   `json:"closedMessage"`
 		HostKeyWarn   string   `json:"hostKeyWarning"`
 		HostKeyTrust  bool     `json:"hostKeyTrusted"`
+		Paste         string   `json:"paste"`
+		PasteNote     string   `json:"pasteNote"`
 		ConsoleErrors []string `json:"consoleErrors"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
@@ -99,6 +102,8 @@ func TestBrowser(t *testing.T) {
 		{"uname -m answered", res.Uname != ""},
 		{"42", res.Answer == "42"},
 		{"stty size changed with the window", res.SizeBefore != "" && res.SizeAfter != "" && res.SizeBefore != res.SizeAfter},
+		{"an 8 MiB paste arrived whole", res.Paste == "8388608"},
+		{"the page said how much of the paste was left", strings.Contains(res.PasteNote, "to go")},
 		{"wrong password said", strings.Contains(res.WrongPassword, "wrong password")},
 		{"three tabs (tunnels and two terminals and more)", res.Tabs >= 3},
 		{"closed tunnel said", strings.Contains(res.Closed, "tunnel is closed")},

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,6 +25,9 @@ type ControlPlane interface {
 	OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (id string, source tunnel.Token, err error)
 	// CloseTunnel closes the tunnel: both sides are disconnected.
 	CloseTunnel(ctx context.Context, id string) error
+	// DestinationConnected reports whether the tunnel's destination, the device's
+	// agent, is connected: DescribeTunnel's destinationConnectionState.
+	DestinationConnected(ctx context.Context, id string) (bool, error)
 }
 
 // TunneldServer adapts an in-process tools/tunneld server (the lab's) to ControlPlane.
@@ -42,6 +46,19 @@ func (t tunneldServer) OpenTunnel(ctx context.Context, thing string, services []
 
 func (t tunneldServer) CloseTunnel(ctx context.Context, id string) error {
 	return t.s.CloseTunnel(ctx, &tunneld.CloseTunnelInput{TunnelID: id})
+}
+
+func (t tunneldServer) DestinationConnected(ctx context.Context, id string) (bool, error) {
+	out, err := t.s.DescribeTunnel(ctx, &tunneld.DescribeTunnelInput{TunnelID: id})
+	if err != nil {
+		return false, err
+	}
+	return destinationConnected(out), nil
+}
+
+func destinationConnected(out *tunneld.DescribeTunnelOutput) bool {
+	st := out.Tunnel.DestinationConnectionState
+	return out.Tunnel.Status == tunneld.StatusOpen && st != nil && st.Status == tunneld.StatusConnected
 }
 
 func openInput(thing string, services []string, lifetime time.Duration) *tunneld.OpenTunnelInput {
@@ -173,4 +190,16 @@ func (a *ControlPlaneAPI) OpenTunnel(ctx context.Context, thing string, services
 // CloseTunnel implements ControlPlane.
 func (a *ControlPlaneAPI) CloseTunnel(ctx context.Context, id string) error {
 	return a.call(ctx, "CloseTunnel", &tunneld.CloseTunnelInput{TunnelID: id}, nil)
+}
+
+// DestinationConnected implements ControlPlane.
+func (a *ControlPlaneAPI) DestinationConnected(ctx context.Context, id string) (bool, error) {
+	var out tunneld.DescribeTunnelOutput
+	if err := a.call(ctx, "DescribeTunnel", &tunneld.DescribeTunnelInput{TunnelID: id}, &out); err != nil {
+		return false, err
+	}
+	if out.Tunnel == nil {
+		return false, errors.New("DescribeTunnel: no tunnel in the answer")
+	}
+	return destinationConnected(&out), nil
 }

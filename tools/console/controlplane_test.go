@@ -73,6 +73,10 @@ func testControlPlaneAPI(t *testing.T, creds map[string]string, c Credentials, w
 		d.Tunnel.TimeoutConfig.MaxLifetimeTimeoutMinutes != 30 {
 		t.Fatalf("the tunnel opened: %+v", d.Tunnel)
 	}
+	// Nobody has joined as the destination.
+	if joined, err := api.DestinationConnected(ctx, id); joined || err != nil {
+		t.Fatalf("DestinationConnected = %v, %v; want false", joined, err)
+	}
 	if err := api.CloseTunnel(ctx, id); err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +87,9 @@ func testControlPlaneAPI(t *testing.T, creds map[string]string, c Credentials, w
 	err = api.CloseTunnel(ctx, "no-such-tunnel")
 	if err == nil || !strings.Contains(err.Error(), "ResourceNotFoundException") {
 		t.Fatalf("CloseTunnel(unknown) = %v, want ResourceNotFoundException", err)
+	}
+	if _, err := api.DestinationConnected(ctx, "no-such-tunnel"); err == nil || !strings.Contains(err.Error(), "ResourceNotFoundException") {
+		t.Fatalf("DestinationConnected(unknown) = %v, want ResourceNotFoundException", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,7 +27,7 @@ import (
 type HostKeys struct {
 	Path string
 
-	mu   sync.Mutex        // one call at a time in this process
+	mu   sync.Mutex        // one call at a time in this process, taken after the file lock
 	keys map[string]string // thing → authorized_keys form, with an empty Path; nil until first use
 }
 
@@ -43,17 +44,20 @@ func (e *HostKeyChangedError) Error() string {
 
 // Check verifies key for thing. An unknown thing's key is stored (first use) and
 // reported with firstUse true. A different key is a *HostKeyChangedError, unless
-// accept is the new key's fingerprint: then it replaces the stored key.
-func (h *HostKeys) Check(thing string, key ssh.PublicKey, accept string) (firstUse bool, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+// accept is the new key's fingerprint: then it replaces the stored key. While
+// another console holds the file's lock, Check waits for it until ctx ends.
+func (h *HostKeys) Check(ctx context.Context, thing string, key ssh.PublicKey, accept string) (firstUse bool, err error) {
 	if h.Path != "" {
-		unlock, err := lockFile(h.Path + ".lock")
+		// The file lock first: h.mu is only ever held for a moment, so waiting
+		// for it needs no ctx.
+		unlock, err := lockFile(ctx, h.Path+".lock")
 		if err != nil {
 			return false, fmt.Errorf("locking host keys %s: %w", h.Path, err)
 		}
 		defer unlock()
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	keys, err := h.readLocked()
 	if err != nil {
 		return false, err

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
@@ -49,7 +50,7 @@ func TestHostKeysTrustOnFirstUse(t *testing.T) {
 		{"the old key is now refused", "dev1", a, "", false, true},
 	}
 	for _, s := range steps {
-		first, err := h.Check(s.thing, s.key, s.accept)
+		first, err := h.Check(context.Background(), s.thing, s.key, s.accept)
 		if first != s.wantFirst || (err != nil) != s.wantErr {
 			t.Fatalf("%s: Check = %v, %v; want first %v, error %v", s.name, first, err, s.wantFirst, s.wantErr)
 		}
@@ -69,7 +70,7 @@ func TestHostKeysTrustOnFirstUse(t *testing.T) {
 	// A new store on the same file knows both things.
 	h2 := &HostKeys{Path: path}
 	for thing, key := range map[string]ssh.PublicKey{"dev1": b, "dev2": b} {
-		if first, err := h2.Check(thing, key, ""); first || err != nil {
+		if first, err := h2.Check(context.Background(), thing, key, ""); first || err != nil {
 			t.Fatalf("reloaded: Check(%s) = %v, %v; want known", thing, first, err)
 		}
 	}
@@ -82,7 +83,7 @@ func TestHostKeysCorruptFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "hostkeys.json")
 	os.WriteFile(path, []byte("{not json"), 0o600)
 	h := &HostKeys{Path: path}
-	if _, err := h.Check("dev1", newHostKey(t), ""); err == nil {
+	if _, err := h.Check(context.Background(), "dev1", newHostKey(t), ""); err == nil {
 		t.Fatal("a corrupt store was accepted")
 	}
 	if b, _ := os.ReadFile(path); string(b) != "{not json" {
@@ -93,10 +94,10 @@ func TestHostKeysCorruptFile(t *testing.T) {
 func TestHostKeysInMemory(t *testing.T) {
 	h := &HostKeys{}
 	k := newHostKey(t)
-	if first, err := h.Check("d", k, ""); !first || err != nil {
+	if first, err := h.Check(context.Background(), "d", k, ""); !first || err != nil {
 		t.Fatalf("Check = %v, %v", first, err)
 	}
-	if _, err := h.Check("d", newHostKey(t), ""); err == nil {
+	if _, err := h.Check(context.Background(), "d", newHostKey(t), ""); err == nil {
 		t.Fatal("a changed key passed an in-memory store")
 	}
 }
@@ -113,10 +114,10 @@ func TestHostKeysSharedFile(t *testing.T) {
 			t.Fatalf("Fingerprint of an empty store = %q, %v", fp, err)
 		}
 	}
-	if first, err := a.Check("dev-a", ka, ""); !first || err != nil {
+	if first, err := a.Check(context.Background(), "dev-a", ka, ""); !first || err != nil {
 		t.Fatalf("A: Check(dev-a) = %v, %v; want first use", first, err)
 	}
-	if first, err := b.Check("dev-b", kb, ""); !first || err != nil {
+	if first, err := b.Check(context.Background(), "dev-b", kb, ""); !first || err != nil {
 		t.Fatalf("B: Check(dev-b) = %v, %v; want first use", first, err)
 	}
 	// B knows A's key, and A B's, and a fresh store both.
@@ -129,7 +130,7 @@ func TestHostKeysSharedFile(t *testing.T) {
 		{"B", b, "dev-a", ka}, {"A", a, "dev-b", kb}, {"A", a, "dev-a", ka},
 		{"new", &HostKeys{Path: path}, "dev-a", ka}, {"new", &HostKeys{Path: path}, "dev-b", kb},
 	} {
-		if first, err := tc.h.Check(tc.thing, tc.key, ""); first || err != nil {
+		if first, err := tc.h.Check(context.Background(), tc.thing, tc.key, ""); first || err != nil {
 			t.Fatalf("%s: Check(%s) = %v, %v; want known", tc.name, tc.thing, first, err)
 		}
 		if fp, _ := tc.h.Fingerprint(tc.thing); fp != ssh.FingerprintSHA256(tc.key) {
@@ -138,15 +139,15 @@ func TestHostKeysSharedFile(t *testing.T) {
 	}
 	// A key A recorded is not first use for B: a changed one is refused.
 	var changed *HostKeyChangedError
-	if _, err := b.Check("dev-a", newHostKey(t), ""); !errors.As(err, &changed) {
+	if _, err := b.Check(context.Background(), "dev-a", newHostKey(t), ""); !errors.As(err, &changed) {
 		t.Fatalf("B: Check(dev-a, another key) = %v, want a HostKeyChangedError", err)
 	}
 	// A new key B accepts is the key for A too.
 	kc := newHostKey(t)
-	if _, err := b.Check("dev-a", kc, ssh.FingerprintSHA256(kc)); err != nil {
+	if _, err := b.Check(context.Background(), "dev-a", kc, ssh.FingerprintSHA256(kc)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Check("dev-a", ka, ""); !errors.As(err, &changed) {
+	if _, err := a.Check(context.Background(), "dev-a", ka, ""); !errors.As(err, &changed) {
 		t.Fatalf("A: Check(dev-a, the replaced key) = %v, want a HostKeyChangedError", err)
 	}
 }
@@ -165,7 +166,7 @@ func TestHostKeysSharedFileConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := stores[i%len(stores)].Check(fmt.Sprint("dev-", i), k, ""); err != nil {
+			if _, err := stores[i%len(stores)].Check(context.Background(), fmt.Sprint("dev-", i), k, ""); err != nil {
 				t.Error(err)
 			}
 		}()

@@ -31,8 +31,8 @@ type Key struct {
 
 // Config configures a Server. Its zero value serves the paste-a-token page only.
 type Config struct {
-	// ControlPlane opens and closes tunnels from the page; nil means the page only
-	// takes pasted source tokens.
+	// ControlPlane opens and closes tunnels from the page, and tells whether their
+	// devices are connected; nil means the page only takes pasted source tokens.
 	ControlPlane ControlPlane
 	// Endpoint is the data-plane endpoint for tunnels opened through ControlPlane and
 	// the page's default for pasted tokens: host[:port] or a wss:// URL. "" means the
@@ -57,6 +57,12 @@ type Config struct {
 	// AccessToken is the secret every API call and terminal needs (in the printed
 	// URL's fragment); "" means a random one made by New.
 	AccessToken string
+	// PublicURL is the console's address as the browser has it when a reverse
+	// proxy serves it, typically over https: scheme://host[:port], e.g.
+	// https://console.example.com. Requests may then name that host (a proxy that
+	// keeps the Host header) and come from that origin, and URL prints it. ""
+	// means the console is opened by its own address.
+	PublicURL string
 	// Vendor holds the third-party browser files (xterm.js, xterm.css, addon-fit.js);
 	// nil means the copy embedded at build time (make console-assets).
 	Vendor fs.FS
@@ -83,6 +89,7 @@ type Server struct {
 	sum     [sha256.Size]byte // of token, compared in constant time
 	static  fs.FS
 	vendor  fs.FS
+	public  *origin // of Config.PublicURL; nil without one
 	mux     *http.ServeMux
 	tunnels *tunnels
 	http    *http.Server
@@ -132,6 +139,13 @@ func New(cfg Config) (*Server, error) {
 	if err := s.checkEndpoint(cfg.Endpoint, cfg.Region); err != nil {
 		return nil, err
 	}
+	if cfg.PublicURL != "" {
+		o, ok := parseOrigin(strings.TrimSuffix(cfg.PublicURL, "/"))
+		if !ok {
+			return nil, fmt.Errorf("console: public URL %q: want http[s]://host[:port] and nothing after it", cfg.PublicURL)
+		}
+		s.public = &o
+	}
 	s.tunnels = newTunnels(&s.cfg, s.log)
 	s.routes()
 	s.http = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
@@ -140,10 +154,13 @@ func New(cfg Config) (*Server, error) {
 }
 
 // URL is the address to open in a browser for a server listening on addr,
-// http://HOST:PORT/#token=TOKEN: it carries the access token, so print it only to
-// the operator. The token is in the fragment, which browsers send neither to a
+// http://HOST:PORT/#token=TOKEN, or the PublicURL's: it carries the access token,
+// so print it only to the operator. The token is in the fragment, which browsers send neither to a
 // server nor in a Referer; the page takes it from there (see ServeHTTP).
 func (s *Server) URL(addr net.Addr) string {
+	if s.public != nil {
+		return strings.TrimSuffix(s.cfg.PublicURL, "/") + "/#token=" + url.QueryEscape(s.token)
+	}
 	host := addr.String()
 	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
 		host = net.JoinHostPort("127.0.0.1", fmt.Sprint(ta.Port))
@@ -225,7 +242,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Debug("request", "method", r.Method, "path", r.URL.Path)
 	// Before anything else: a page of another name (DNS rebinding) is not served.
-	if !hostOK(r) {
+	if !s.hostOK(r) {
 		s.log.Warn("request for another host refused", "method", r.Method, "path", r.URL.Path, "host", r.Host)
 		http.Error(w, "misdirected request: open the console by the address it printed", http.StatusMisdirectedRequest)
 		return
@@ -249,9 +266,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead || r.URL.Path == "/api/terminal" {
-		if !sameOrigin(r) {
+		if !s.sameOrigin(r) {
 			s.log.Warn("cross-origin request refused", "method", r.Method, "path", r.URL.Path, "origin", r.Header.Get("Origin"))
-			http.Error(w, "cross-origin request refused", http.StatusForbidden)
+			http.Error(w, "cross-origin request refused (behind a reverse proxy, the console needs its public URL: --public-url)", http.StatusForbidden)
 			return
 		}
 	}
@@ -273,9 +290,13 @@ func (s *Server) tokenOK(got string) bool {
 
 // hostOK accepts a Host header that names the address the request came in on
 // (the listen address, or the interface's for a wildcard one), or a loopback name
-// (localhost, 127.0.0.1, [::1]), with the port it came in on. Any other name is a
-// page that rebound its DNS name to this address.
-func hostOK(r *http.Request) bool {
+// (localhost, 127.0.0.1, [::1]), with the port it came in on, or the PublicURL's
+// host and port. Any other name is a page that rebound its DNS name to this
+// address.
+func (s *Server) hostOK(r *http.Request) bool {
+	if s.viaPublic(r) {
+		return true
+	}
 	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if la == nil {
 		return false
@@ -302,15 +323,72 @@ func hostOK(r *http.Request) bool {
 	return ip == local.Addr().Unmap() || ip == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || ip == netip.IPv6Loopback()
 }
 
-// sameOrigin requires an Origin header naming this very host: browsers always send
-// one on WebSocket upgrades and on fetch calls other than GET.
-func sameOrigin(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" {
+// viaPublic reports whether r names the PublicURL's host and port: it came
+// through the reverse proxy, which kept the Host header.
+func (s *Server) viaPublic(r *http.Request) bool {
+	if s.public == nil {
 		return false
 	}
-	u, err := url.Parse(o)
-	return err == nil && u.Scheme == "http" && u.Host == r.Host
+	h, ok := hostOrigin(s.public.scheme, r.Host)
+	return ok && h.host == s.public.host && h.port == s.public.port
+}
+
+// sameOrigin requires an Origin header (browsers always send one on WebSocket
+// upgrades and on fetch calls other than GET) that is the console's own origin.
+// Origins compare whole, as browsers write them: scheme, host name and port. The
+// PublicURL's origin is the console's: behind a reverse proxy, which may have
+// changed the scheme, the Host header or both. So is, for a request that names
+// the console's own address, that address with the scheme it came by: https over
+// TLS. A request that names the PublicURL's host comes from its origin only: the
+// same name over plain http is another origin, which the network can fake.
+func (s *Server) sameOrigin(r *http.Request) bool {
+	o, ok := parseOrigin(r.Header.Get("Origin"))
+	if !ok {
+		return false
+	}
+	if s.public != nil && o == *s.public {
+		return true
+	}
+	if s.viaPublic(r) {
+		return false
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	own, ok := hostOrigin(scheme, r.Host)
+	return ok && o == own
+}
+
+// origin is a web origin (RFC 6454): scheme, host name in lower case, and port,
+// the scheme's default filled in.
+type origin struct{ scheme, host, port string }
+
+// parseOrigin parses an Origin header, or a URL with nothing after its port:
+// http[s]://host[:port]. "null" and other schemes are not origins the console
+// has.
+func parseOrigin(s string) (origin, bool) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil || u.Opaque != "" ||
+		u.Path != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return origin{}, false
+	}
+	return hostOrigin(u.Scheme, u.Host)
+}
+
+// hostOrigin is the origin of host[:port], a Host header, under scheme.
+func hostOrigin(scheme, hostport string) (origin, bool) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil { // no port: the scheme's
+		host, port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), "80"
+		if scheme == "https" {
+			port = "443"
+		}
+	}
+	if host == "" || port == "" {
+		return origin{}, false
+	}
+	return origin{scheme, strings.ToLower(host), port}, true
 }
 
 // track registers a running terminal; it fails once the server is closing.

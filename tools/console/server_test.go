@@ -3,12 +3,15 @@ package console
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -230,35 +233,151 @@ func TestNoInlineScripts(t *testing.T) {
 	}
 }
 
+// TestOriginCheck: WebSockets and state-changing calls must come from the
+// console's own origin, as browsers write it: scheme, host and port. Over TLS
+// that is https. Behind a reverse proxy it is Config.PublicURL's, whether the
+// proxy keeps the Host header or sends the console's address.
 func TestOriginCheck(t *testing.T) {
-	s := testServer(t)
+	const public = "https://console.example.com"
 	for _, tc := range []struct {
 		name, method, target, origin string
+		tls                          bool   // the request came over TLS
+		host                         string // Host header; "" means 127.0.0.1:8088
+		public                       string // Config.PublicURL
 		want                         int
 	}{
-		{"POST without Origin", http.MethodPost, "/api/tunnels", "", http.StatusForbidden},
-		{"POST from another site", http.MethodPost, "/api/tunnels", "http://evil.example", http.StatusForbidden},
-		{"POST from another port", http.MethodPost, "/api/tunnels", "http://127.0.0.1:1", http.StatusForbidden},
-		{"POST from localhost", http.MethodPost, "/api/tunnels", "http://localhost:8088", http.StatusForbidden},
-		{"DELETE from another site", http.MethodDelete, "/api/tunnels/x", "http://evil.example", http.StatusForbidden},
-		{"WebSocket without Origin", http.MethodGet, "/api/terminal", "", http.StatusForbidden},
-		{"WebSocket from another site", http.MethodGet, "/api/terminal", "http://evil.example", http.StatusForbidden},
-		{"POST from the console", http.MethodPost, "/api/tunnels", "http://127.0.0.1:8088", http.StatusBadRequest}, // reaches the handler
-		{"GET without Origin", http.MethodGet, "/api/state", "", http.StatusOK},
+		{name: "POST without Origin", method: http.MethodPost, target: "/api/tunnels", want: http.StatusForbidden},
+		{name: "POST from another site", method: http.MethodPost, target: "/api/tunnels", origin: "http://evil.example", want: http.StatusForbidden},
+		{name: "POST from another port", method: http.MethodPost, target: "/api/tunnels", origin: "http://127.0.0.1:1", want: http.StatusForbidden},
+		{name: "POST from localhost", method: http.MethodPost, target: "/api/tunnels", origin: "http://localhost:8088", want: http.StatusForbidden},
+		{name: "POST from a null origin", method: http.MethodPost, target: "/api/tunnels", origin: "null", want: http.StatusForbidden},
+		{name: "POST from the console with a path", method: http.MethodPost, target: "/api/tunnels", origin: "http://127.0.0.1:8088/x", want: http.StatusForbidden},
+		{name: "DELETE from another site", method: http.MethodDelete, target: "/api/tunnels/x", origin: "http://evil.example", want: http.StatusForbidden},
+		{name: "WebSocket without Origin", method: http.MethodGet, target: "/api/terminal", want: http.StatusForbidden},
+		{name: "WebSocket from another site", method: http.MethodGet, target: "/api/terminal", origin: "http://evil.example", want: http.StatusForbidden},
+		{name: "POST from the console", method: http.MethodPost, target: "/api/tunnels", origin: "http://127.0.0.1:8088", want: http.StatusBadRequest}, // reaches the handler
+		{name: "GET without Origin", method: http.MethodGet, target: "/api/state", want: http.StatusOK},
+
+		// Served over TLS: the page's origin is https.
+		{name: "TLS: POST from the console", method: http.MethodPost, target: "/api/tunnels", origin: "https://127.0.0.1:8088", tls: true, want: http.StatusBadRequest},
+		{name: "TLS: WebSocket from the console", method: http.MethodGet, target: "/api/terminal", origin: "https://127.0.0.1:8088", tls: true, want: http.StatusUpgradeRequired}, // reaches Accept
+		{name: "TLS: POST from the http origin", method: http.MethodPost, target: "/api/tunnels", origin: "http://127.0.0.1:8088", tls: true, want: http.StatusForbidden},
+		{name: "TLS: POST from another site", method: http.MethodPost, target: "/api/tunnels", origin: "https://evil.example", tls: true, want: http.StatusForbidden},
+		{name: "no TLS: POST from the https origin", method: http.MethodPost, target: "/api/tunnels", origin: "https://127.0.0.1:8088", want: http.StatusForbidden},
+
+		// Behind a reverse proxy with https.
+		{name: "proxy sends the console's address: POST", method: http.MethodPost, target: "/api/tunnels", origin: public, public: public, want: http.StatusBadRequest},
+		{name: "proxy sends the console's address: WebSocket", method: http.MethodGet, target: "/api/terminal", origin: public, public: public, want: http.StatusUpgradeRequired},
+		{name: "proxy keeps the Host: POST", method: http.MethodPost, target: "/api/tunnels", origin: public, host: "console.example.com", public: public, want: http.StatusBadRequest},
+		{name: "proxy keeps the Host: WebSocket", method: http.MethodGet, target: "/api/terminal", origin: public, host: "console.example.com", public: public, want: http.StatusUpgradeRequired},
+		{name: "proxy keeps the Host, with its port", method: http.MethodPost, target: "/api/tunnels", origin: public, host: "Console.Example.com:443", public: public + "/", want: http.StatusBadRequest},
+		{name: "proxy on another port", method: http.MethodPost, target: "/api/tunnels", origin: public + ":8443", host: "console.example.com:8443", public: public + ":8443", want: http.StatusBadRequest},
+		{name: "proxy keeps the Host: GET", method: http.MethodGet, target: "/api/state", host: "console.example.com", public: public, want: http.StatusOK},
+		{name: "proxy: POST from the http origin", method: http.MethodPost, target: "/api/tunnels", origin: "http://console.example.com", public: public, want: http.StatusForbidden},
+		{name: "proxy keeps the Host: POST from the http origin", method: http.MethodPost, target: "/api/tunnels", origin: "http://console.example.com", host: "console.example.com", public: public, want: http.StatusForbidden},
+		{name: "proxy: POST from another port", method: http.MethodPost, target: "/api/tunnels", origin: public + ":444", public: public, want: http.StatusForbidden},
+		{name: "proxy: POST from another site", method: http.MethodPost, target: "/api/tunnels", origin: "https://evil.example", public: public, want: http.StatusForbidden},
+		{name: "proxy: POST from a longer name", method: http.MethodPost, target: "/api/tunnels", origin: public + ".evil.example", public: public, want: http.StatusForbidden},
+		{name: "proxy: WebSocket from another site", method: http.MethodGet, target: "/api/terminal", origin: "https://evil.example", host: "console.example.com", public: public, want: http.StatusForbidden},
+		{name: "proxy: another Host", method: http.MethodGet, target: "/api/state", host: "other.example.com", public: public, want: http.StatusMisdirectedRequest},
+		{name: "no public URL: the proxy's Host", method: http.MethodGet, target: "/api/state", host: "console.example.com", want: http.StatusMisdirectedRequest},
+		{name: "no public URL: the proxy's origin", method: http.MethodPost, target: "/api/tunnels", origin: public, want: http.StatusForbidden},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			s := newTestServer(t, Config{PublicURL: tc.public})
 			req := request(tc.method, tc.target, strings.NewReader("{}"))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Authorization", "Bearer the-access-token")
 			if tc.origin != "" {
 				req.Header.Set("Origin", tc.origin)
 			}
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			if tc.tls {
+				req.TLS = &tls.ConnectionState{}
+			}
 			rec := httptest.NewRecorder()
 			s.ServeHTTP(rec, req)
 			if rec.Code != tc.want {
-				t.Fatalf("%s %s from %q = %d %s, want %d", tc.method, tc.target, tc.origin, rec.Code, rec.Body, tc.want)
+				t.Fatalf("%s %s from %q to %q = %d %s, want %d", tc.method, tc.target, tc.origin, req.Host, rec.Code, rec.Body, tc.want)
 			}
 		})
+	}
+}
+
+// TestPublicURL: New refuses a public URL that is not an origin; the printed URL
+// is the public one, with the access token.
+func TestPublicURL(t *testing.T) {
+	for _, bad := range []string{"console.example.com", "ftp://console.example.com", "https://", "https://console.example.com/console",
+		"https://console.example.com/?x=1", "https://user@console.example.com"} {
+		if s, err := New(Config{PublicURL: bad}); err == nil {
+			s.Close()
+			t.Errorf("New with PublicURL %q succeeded", bad)
+		}
+	}
+	s := newTestServer(t, Config{PublicURL: "https://console.example.com/"})
+	if got, want := s.URL(consoleAddr), "https://console.example.com/#token=the-access-token"; got != want {
+		t.Errorf("URL = %q, want %q", got, want)
+	}
+}
+
+// TestReverseProxyOverTheWire: the console behind a TLS reverse proxy
+// (httputil.ReverseProxy, which sends the proxy's own Host header), opened as
+// Config.PublicURL: the page's calls and its terminal WebSocket, with an https
+// Origin, get through; another site's do not.
+func TestReverseProxyOverTheWire(t *testing.T) {
+	proxy := httptest.NewUnstartedServer(nil)
+	public := "https://" + proxy.Listener.Addr().String()
+	l := newTestLab(t, Config{PublicURL: public})
+	target, _ := url.Parse(l.base)
+	proxy.Config.Handler = httputil.NewSingleHostReverseProxy(target)
+	proxy.StartTLS()
+	defer proxy.Close()
+	c := proxy.Client()
+
+	req, _ := http.NewRequest(http.MethodPost, public+"/api/tunnels", strings.NewReader(`{"mode":"token"}`))
+	req.Header.Set("Origin", public)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+l.console.token)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "source token") {
+		t.Fatalf("POST through the proxy = %s %s, want the handler's 400 about the token", resp.Status, b)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wsURL := "wss" + strings.TrimPrefix(public, "https") + "/api/terminal"
+	for _, o := range []string{"https://evil.example", "http" + strings.TrimPrefix(public, "https")} {
+		ws, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: c, HTTPHeader: http.Header{"Origin": {o}}})
+		if err == nil {
+			ws.CloseNow()
+			t.Fatalf("a WebSocket from %s was accepted", o)
+		}
+		if resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("WebSocket from %s: %v, %v; want 403", o, err, resp)
+		}
+	}
+	ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: c, HTTPHeader: http.Header{"Origin": {public}}})
+	if err != nil {
+		t.Fatalf("the terminal WebSocket through the proxy: %v", err)
+	}
+	defer ws.CloseNow()
+	for _, m := range []any{authMessage{Type: "auth", Token: l.console.token}, loginRequest{Tunnel: "no-such-tunnel", Auth: "password", Password: "x"}} {
+		b, _ := json.Marshal(m)
+		if err := ws.Write(ctx, websocket.MessageText, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, b, err = ws.Read(ctx)
+	var m serverMessage
+	if err != nil || json.Unmarshal(b, &m) != nil || m.Type != "end" || !strings.Contains(m.Text, "no such tunnel") {
+		t.Fatalf("the terminal answered %s, %v; want the end: no such tunnel", b, err)
 	}
 }
 

@@ -22,7 +22,16 @@ import (
 // JSON authMessage with the console's access token, its second a JSON
 // loginRequest; then binary messages are keystrokes and text messages are
 // {"type":"resize","cols","rows"}. The server sends binary terminal output and text
-// serverMessages: "info", "hostkey-changed", "ready" and, last, "end".
+// serverMessages: "info", "hostkey-changed", "ready", "delivered" and, last, "end".
+//
+// Keystrokes go in step with the device, so that the server always reads the
+// page and notices at once when it goes: the page keeps at most maxHeld bytes of
+// them that the server has not confirmed, and the server confirms with
+// {"type":"delivered","bytes":N}, N the keystroke bytes written to the SSH channel
+// so far, each time another deliveredStep bytes or more have been written. The
+// rest of a large paste waits in the page, which shows how much is left. A client that sends more is still read, but
+// only as fast as the device takes it (TCP back-pressure): nothing is lost, but the
+// server then notices late that such a client has gone.
 //
 // Why the token travels in the first message: a browser's WebSocket takes no
 // Authorization header, and the other place, a Sec-WebSocket-Protocol value, is a
@@ -69,6 +78,8 @@ type serverMessage struct {
 	Thing     string `json:"thing,omitempty"`
 	Stored    string `json:"stored,omitempty"`
 	Presented string `json:"presented,omitempty"`
+	// Bytes of a "delivered": the keystroke bytes written to the SSH channel so far.
+	Bytes int64 `json:"bytes,omitempty"`
 }
 
 type clientMessage struct {
@@ -103,9 +114,16 @@ type pageInput struct {
 }
 
 // maxHeld is how much the reader holds for the relay (typing or pasting before the
-// shell has started). Past it, the reader waits for the relay to take it, reading
-// nothing: a page that goes then is noticed once the shell has started.
+// shell has started, or faster than the device reads), and how many keystroke
+// bytes the page may have sent that the server has not confirmed (console.js's
+// inputWindow). Past it, the reader waits for the relay to take what it holds,
+// reading nothing: a page that goes then is noticed once the device reads.
 const maxHeld = 1 << 20
+
+// deliveredStep is how many keystroke bytes go to the device before the next
+// "delivered" message: far below maxHeld, so that a page waiting for room always
+// gets it once the device has taken what the server holds.
+const deliveredStep = 64 << 10
 
 // read reads the page until the WebSocket closes, so that a page that goes is
 // noticed at any time, during the login too: then it calls gone, which ends ctx
@@ -145,7 +163,10 @@ func (t *terminal) read(ctx context.Context, c *websocket.Conn, gone context.Can
 }
 
 func (s *Server) handleTerminal(w http.ResponseWriter, r *http.Request) {
-	c, err := websocket.Accept(w, r, nil) // also refuses other origins itself
+	// ServeHTTP has checked the Origin (sameOrigin). Accept's own check would
+	// compare its host with the Host header alone, which a reverse proxy may have
+	// changed (Config.PublicURL).
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		return
 	}
@@ -268,10 +289,20 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 	}
 	send(ctx, c, serverMessage{Type: "info", Text: fmt.Sprintf("connecting to %s of %s as %s …", service, t.spec.Thing, req.User)})
 
+	// The device has s.cfg.loginTimeout to answer and finish the handshake. One
+	// whose agent has not joined the tunnel yet does not answer: the service drops
+	// the stream's frames, and resets the stream when the agent arrives; then the
+	// login starts again on a new stream.
+	deadline := time.Now().Add(s.cfg.loginTimeout)
+	// The host-key check may wait for the store's lock, which another console
+	// holds: it stops when the page goes, as the rest of the login does (closing
+	// the connection does not end a callback of the handshake).
+	hctx, hcancel := context.WithDeadline(pctx, deadline)
+	defer hcancel()
 	var hostNote string
 	cfg := &ssh.ClientConfig{User: req.User, Auth: auth,
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
-			first, err := s.cfg.HostKeys.Check(t.spec.Thing, key, req.AcceptHostKey)
+			first, err := s.cfg.HostKeys.Check(hctx, t.spec.Thing, key, req.AcceptHostKey)
 			if err != nil {
 				return err
 			}
@@ -288,11 +319,6 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 			}
 			return nil
 		}}
-	// The device has s.cfg.loginTimeout to answer and finish the handshake. One
-	// whose agent has not joined the tunnel yet does not answer: the service drops
-	// the stream's frames, and resets the stream when the agent arrives; then the
-	// login starts again on a new stream.
-	deadline := time.Now().Add(s.cfg.loginTimeout)
 	var noted sync.Once
 	quiet := func() {
 		noted.Do(func() {
@@ -534,12 +560,22 @@ func (s *Server) relay(ctx, pctx context.Context, c *websocket.Conn, term *termi
 			}
 		}
 	}()
-	// What the page sent, during the login too, in order.
+	// What the page sent, during the login too, in order. written counts the
+	// keystroke bytes written, reported the count the page has.
+	var written, reported int64
 	deliver := func(in pageInput) error {
 		for _, m := range in.msgs {
 			if m.typ == websocket.MessageBinary {
 				if _, err := stdin.Write(m.b); err != nil {
 					return err
+				}
+				written += int64(len(m.b))
+				if written-reported >= deliveredStep {
+					// Not ctx: a cancelled Write closes the WebSocket, before
+					// the end message.
+					if send(context.WithoutCancel(ctx), c, serverMessage{Type: "delivered", Bytes: written}) == nil {
+						reported = written
+					}
 				}
 				continue
 			}

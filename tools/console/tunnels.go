@@ -14,12 +14,28 @@ import (
 	"github.com/porthole-iot/porthole/agent/tunnel"
 )
 
-// Tunnel states as the page shows them.
+// Tunnel states as the page shows them. The source side's SERVICE_IDS says
+// nothing of the device: the service sends it to a side that connects whether or
+// not the other side is there (spec §3.1); DescribeTunnel's
+// destinationConnectionState does (§3.8).
 const (
-	stateConnecting = "connecting" // the source side is not listening yet
-	stateReady      = "ready"      // services are listening; terminals can open
+	stateConnecting = "connecting" // the source side is not connected yet
+	stateWaiting    = "waiting"    // the source side is; the device's agent has not joined (DescribeTunnel)
+	stateReady      = "ready"      // both sides are connected: terminals can log in
+	stateConnected  = "connected"  // the source side is; whether the device is cannot be seen (no control plane for it)
 	stateClosed     = "closed"     // Run ended; see reason
 )
+
+// Device states, from the control plane's DescribeTunnel.
+const (
+	deviceUnknown = iota // no control plane for the tunnel, or it did not answer
+	deviceAway
+	deviceJoined
+)
+
+// devicePollInterval is how often the console asks the control plane whether a
+// tunnel's device is connected, while its own side is.
+const devicePollInterval = 2 * time.Second
 
 // tunnelSpec is what starting a source side needs. The token is a secret.
 type tunnelSpec struct {
@@ -37,12 +53,15 @@ type liveTunnel struct {
 	spec tunnelSpec
 	done chan struct{} // closed when Run has returned
 
-	mu      sync.Mutex
-	state   string
-	reason  string            // why it closed, for people
-	addrs   map[string]string // the tunnel's services (values unused)
-	changed chan struct{}     // closed and replaced on every change
-	src     *tunnel.Source    // carries each terminal's SSH connection, no local port
+	mu        sync.Mutex
+	state     string
+	reason    string            // why it closed, why it waits, for people
+	addrs     map[string]string // the tunnel's services (values unused)
+	sourceUp  bool              // the source side is connected and has the services
+	device    int               // deviceUnknown, deviceAway or deviceJoined
+	deviceErr string            // why the device's state is unknown, with a control plane
+	changed   chan struct{}     // closed and replaced on every change
+	src       *tunnel.Source    // carries each terminal's SSH connection, no local port
 
 	stop context.CancelFunc // ends Run
 }
@@ -76,9 +95,34 @@ func (t *liveTunnel) view() tunnelView {
 }
 
 func (t *liveTunnel) setLocked(state, reason string) {
+	if state == t.state && reason == t.reason {
+		return
+	}
 	t.state, t.reason = state, reason
 	close(t.changed)
 	t.changed = make(chan struct{})
+}
+
+// watched reports whether the console can ask the control plane about t's device:
+// it opened the tunnel, so it knows its id.
+func (t *liveTunnel) watched(cfg *Config) bool {
+	return t.spec.TunnelID != "" && cfg.ControlPlane != nil
+}
+
+// updateLocked sets the state from the source side's and the device's, once the
+// source side is connected.
+func (t *liveTunnel) updateLocked() {
+	switch {
+	case t.state == stateClosed || !t.sourceUp:
+	case t.device == deviceJoined:
+		t.setLocked(stateReady, "")
+	case t.device == deviceAway:
+		t.setLocked(stateWaiting, "the device's agent has not joined the tunnel yet")
+	case t.deviceErr != "":
+		t.setLocked(stateConnected, "cannot tell whether the device is connected: "+t.deviceErr)
+	default:
+		t.setLocked(stateConnected, "a source token alone does not show whether the device is connected: a login tells")
+	}
 }
 
 // addr waits until the tunnel is ready and returns the service's name; it fails at
@@ -161,6 +205,9 @@ func newTunnels(cfg *Config, log *slog.Logger) *tunnels {
 func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 	t := &liveTunnel{id: randomID(), spec: spec, done: make(chan struct{}), state: stateConnecting,
 		addrs: map[string]string{}, changed: make(chan struct{})}
+	if t.watched(ts.cfg) {
+		t.device = deviceAway // till DescribeTunnel says otherwise
+	}
 	log := ts.log.With("tunnel", t.id, "thing", spec.Thing) // Source adds the token's fingerprint
 	src := &tunnel.Source{
 		Config: tunnel.Config{Endpoint: spec.Endpoint, Region: spec.Region, AccessToken: spec.Token,
@@ -168,13 +215,18 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 			OnState: func(connected bool, err error) {
 				t.mu.Lock()
 				defer t.mu.Unlock()
-				if t.state == stateConnecting {
-					reason := ""
-					if !connected && err != nil {
-						reason = "retrying: " + err.Error()
-					}
-					t.setLocked(stateConnecting, reason)
+				if t.state == stateClosed || connected {
+					return // connected: ready for the services
 				}
+				t.sourceUp = false
+				if t.watched(ts.cfg) {
+					t.device, t.deviceErr = deviceAway, "" // till DescribeTunnel says otherwise
+				}
+				reason := ""
+				if err != nil {
+					reason = "retrying: " + err.Error()
+				}
+				t.setLocked(stateConnecting, reason)
 			}},
 		// No listener: terminals dial through the engine, so no loopback port is
 		// open to other local users.
@@ -185,7 +237,8 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 			for _, s := range services {
 				t.addrs[s] = ""
 			}
-			t.setLocked(stateReady, "")
+			t.sourceUp = true
+			t.updateLocked()
 		},
 	}
 	t.src = src
@@ -206,9 +259,18 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 	ts.list = append(ts.list, t)
 	ts.wg.Add(1)
 	ts.mu.Unlock()
+	var watcher sync.WaitGroup
+	if t.watched(ts.cfg) {
+		watcher.Add(1)
+		go func() {
+			defer watcher.Done()
+			ts.watchDevice(ctx, t, log)
+		}()
+	}
 	go func() {
 		defer ts.wg.Done()
 		defer close(t.done)
+		defer watcher.Wait()
 		defer cancel()
 		err := src.Run(ctx)
 		if errors.Is(err, tunnel.ErrClosedByService) {
@@ -221,6 +283,60 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 		t.mu.Unlock()
 	}()
 	return t
+}
+
+// watchDevice asks the control plane whether t's device is connected, at once
+// and then every devicePollInterval while t's source side is connected, until
+// ctx ends.
+func (ts *tunnels) watchDevice(ctx context.Context, t *liveTunnel, log *slog.Logger) {
+	for {
+		t.mu.Lock()
+		up, changed := t.sourceUp, t.changed
+		t.mu.Unlock()
+		if !up {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed: // perhaps the source side connected
+			}
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		joined, err := ts.cfg.ControlPlane.DestinationConnected(cctx, t.spec.TunnelID)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		device, why := deviceAway, ""
+		switch {
+		case err != nil:
+			device, why = deviceUnknown, err.Error()
+		case joined:
+			device = deviceJoined
+		}
+		t.mu.Lock()
+		if t.sourceUp { // else it was reset meanwhile; ask again once it is back
+			if device != t.device || why != t.deviceErr {
+				switch device {
+				case deviceJoined:
+					log.Info("the device joined the tunnel")
+				case deviceAway:
+					log.Info("the device is not connected to the tunnel")
+				default:
+					log.Warn("cannot tell whether the device is connected", "err", err)
+				}
+			}
+			t.device, t.deviceErr = device, why
+			t.updateLocked()
+		}
+		t.mu.Unlock()
+		timer := time.NewTimer(devicePollInterval)
+		select {
+		case <-ctx.Done():
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
 }
 
 // closeReason says why Source.Run returned, for people.

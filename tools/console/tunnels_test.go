@@ -133,3 +133,69 @@ func TestCloseReason(t *testing.T) {
 		}
 	}
 }
+
+// TestTunnelReadyOnlyWithTheDevice: a tunnel the console opened is "ready" only
+// once the device's agent has joined it (DescribeTunnel's destination connection
+// state), not as soon as the console's own source side has connected: till then it
+// is "waiting" for the device, and says so. A pasted token's tunnel, whose device
+// the console cannot see, is never "ready" either: it is "connected".
+func TestTunnelReadyOnlyWithTheDevice(t *testing.T) {
+	l := newTestLab(t, Config{}) // no device yet: the notification reaches nobody
+	c := l.client()
+	var opened tunnelView
+	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "open", Thing: "dev-late", Services: []string{"SSH"}, LifetimeMinutes: 5},
+		&opened, http.StatusOK)
+	view := func(id string) tunnelView {
+		t.Helper()
+		var st stateView
+		l.api(c, http.MethodGet, "/api/state", nil, &st, http.StatusOK)
+		for _, v := range st.Tunnels {
+			if v.ID == id {
+				return v
+			}
+		}
+		t.Fatalf("tunnel %s not in %+v", id, st.Tunnels)
+		return tunnelView{}
+	}
+	until := func(what string, f func(tunnelView) bool) tunnelView {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if v := view(opened.ID); f(v) {
+				return v
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: tunnel %+v", what, view(opened.ID))
+			}
+		}
+	}
+	// The console's side connects and learns the tunnel's services ...
+	until("the source side connected", func(v tunnelView) bool { return len(v.Services) > 0 })
+	d, err := l.td.DescribeTunnel(context.Background(), &tunneld.DescribeTunnelInput{TunnelID: opened.TunnelID})
+	if err != nil || d.Tunnel.SourceConnectionState.Status != tunneld.StatusConnected ||
+		d.Tunnel.DestinationConnectionState.Status != tunneld.StatusDisconnected {
+		t.Fatalf("DescribeTunnel = %+v, %v; want the source connected and the destination not", d, err)
+	}
+	// ... which does not make the tunnel ready while the device is away.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if v := view(opened.ID); v.State == stateReady {
+			t.Fatalf("tunnel %+v is ready, but its device has not joined it", v)
+		}
+	}
+	if v := view(opened.ID); v.State != stateWaiting || !strings.Contains(v.Reason, "device") {
+		t.Fatalf("tunnel %+v, want waiting for the device", v)
+	}
+	// The device joins (its agent gets a rotated token): now the tunnel is ready.
+	l.addDevice("dev-late")
+	if _, err := l.td.RotateTunnelAccessToken(context.Background(), &tunneld.RotateTunnelAccessTokenInput{
+		TunnelID: opened.TunnelID, ClientMode: tunneld.ClientModeDestination}); err != nil {
+		t.Fatal(err)
+	}
+	until("ready once the device joined", func(v tunnelView) bool { return v.State == stateReady })
+
+	_, _, pasted := l.pasteToken("dev-late", "dev-late-pasted")
+	opened = pasted
+	v := until("the pasted token's source side connected", func(v tunnelView) bool { return len(v.Services) > 0 })
+	if v.State != stateConnected || !strings.Contains(v.Reason, "device") {
+		t.Fatalf("pasted tunnel %+v, want connected, with a reason about the device", v)
+	}
+}

@@ -44,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("porthole-console", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8088", "address to serve the console on (keep it on loopback: it is plain HTTP)")
+	publicURL := fs.String("public-url", "", "the console's address in the browser when a reverse proxy serves it, e.g. "+
+		"https://console.example.com: its pages and terminals may then come from that origin, and it is the URL printed")
 	region := fs.String("region", "us-east-1", "AWS region of the tunnels (the data-plane endpoint follows from it)")
 	endpoint := fs.String("endpoint", "", "data-plane endpoint host[:port] or wss:// URL, instead of the region's")
 	caFile := fs.String("ca-file", "", "extra PEM trust anchor for the data plane and --tunneld")
@@ -77,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		*hostKeys = filepath.Join(dir, "porthole", "console_host_keys.json")
 	}
 	cfg := console.Config{Endpoint: *endpoint, Region: *region, CAFile: *caFile, Thing: *thing, User: *user,
-		Keys: keys, HostKeys: &console.HostKeys{Path: *hostKeys}, Logger: log}
+		Keys: keys, HostKeys: &console.HostKeys{Path: *hostKeys}, PublicURL: *publicURL, Logger: log}
 	if *cp != "" {
 		u, err := url.Parse(*cp)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {

@@ -230,6 +230,7 @@
     term.loadAddon(fit);
     term.open($(".term", el));
     const status = $(".status", el);
+    const pasteNote = $(".paste", el);
     const pane = {
       el, tab, term,
       fit() { try { fit.fit(); } catch (e) { /* hidden */ } },
@@ -251,12 +252,44 @@
       status.className = "status" + (cls ? " " + cls : "");
     }
 
+    // Keystrokes go in step with the device (terminal.go): at most inputWindow
+    // bytes of them that the console has not confirmed ("delivered") are on
+    // their way, in pieces of up to 64 KiB (the console refuses a message over
+    // 256 KiB). The rest of a large paste waits here, and the page says how much;
+    // so the console always reads this page, and notices at once when it goes.
+    const chunk = 64 << 10;
+    const inputWindow = 1 << 20; // the console's maxHeld
+    let queue = [], queued = 0, sent = 0, delivered = 0;
+    const size = (n) => n >= 1 << 20 ? (n / (1 << 20)).toFixed(1) + " MiB" : Math.ceil(n / 1024) + " KiB";
+    function pump() {
+      while (queue.length && ws && ws.readyState === WebSocket.OPEN && sent - delivered + queue[0].length <= inputWindow) {
+        const b = queue.shift();
+        ws.send(b);
+        sent += b.length;
+        queued -= b.length;
+      }
+      pasteNote.hidden = queued === 0;
+      pasteNote.className = "paste";
+      if (queued) pasteNote.textContent = "sending the paste: " + size(queued) + " to go, as fast as " + thing + " reads it …";
+    }
+    // dropInput ends what is left of the input when the terminal ends, and says so.
+    function dropInput() {
+      if (queued && el.isConnected) { // not a terminal the operator closed
+        pasteNote.textContent = size(queued) + " of the paste not sent: the terminal ended";
+        pasteNote.className = "paste lost";
+        pasteNote.hidden = false;
+        term.write("\r\n\x1b[1m[" + pasteNote.textContent + "]\x1b[0m\r\n");
+      }
+      queue = []; queued = 0;
+    }
+
     let ws = null;
     function connect(acceptHostKey) {
       const url = new URL("/api/terminal", location.href);
       url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-      ws = new WebSocket(url);
+      const sock = ws = new WebSocket(url);
       ws.binaryType = "arraybuffer";
+      sent = 0; delivered = 0;
       let ended = false;
       ws.addEventListener("open", () => {
         ws.send(JSON.stringify({ type: "auth", token }));
@@ -264,6 +297,7 @@
         // secrets leave the page's memory once sent
         login.password = ""; login.pem = ""; login.passphrase = "";
         setStatus("connecting …");
+        pump(); // what was typed while the WebSocket opened
       });
       ws.addEventListener("message", (ev) => {
         if (typeof ev.data !== "string") {
@@ -271,7 +305,8 @@
           return;
         }
         const m = JSON.parse(ev.data);
-        if (m.type === "info") setStatus(m.text);
+        if (m.type === "delivered") { delivered = m.bytes; pump(); }
+        else if (m.type === "info") setStatus(m.text);
         else if (m.type === "ready") { tab.classList.remove("ended"); term.focus(); }
         else if (m.type === "hostkey-changed") {
           const w = $(".warning", el);
@@ -296,9 +331,11 @@
           el.dataset.end = m.kind;
           tab.classList.add("ended");
           term.write("\r\n\x1b[1m[" + m.text + "]\x1b[0m\r\n");
+          dropInput();
         }
       });
       ws.addEventListener("close", (ev) => {
+        if (ws === sock) dropInput(); // not a new login's
         if (!ended) {
           setStatus(ev.code === 1009 ? "the console closed the terminal: a message from this page was too large (" + ev.reason + ")"
             : ev.reason || "the connection to the console was lost", "end-error");
@@ -307,13 +344,12 @@
         }
       });
     }
-    // A large paste goes in pieces: the console refuses a message over 256 KiB
-    // (and closes the terminal), and the device gets the same bytes either way.
-    const chunk = 64 << 10;
     term.onData((d) => {
-      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      if (!ws || ws.readyState > WebSocket.OPEN) return; // the terminal has ended, and says so
       const b = new TextEncoder().encode(d);
-      for (let i = 0; i < b.length; i += chunk) ws.send(b.subarray(i, i + chunk));
+      for (let i = 0; i < b.length; i += chunk) queue.push(b.subarray(i, i + chunk));
+      queued += b.length;
+      pump();
     });
     term.onResize(({ cols, rows }) => {
       if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "resize", cols, rows }));

@@ -89,8 +89,8 @@ try {
     return page.locator("section.pane.active");
   };
   const screen = (pane) => pane.locator(".xterm-rows").innerText();
-  const waitScreen = async (pane, re, what) => {
-    const deadline = Date.now() + 20000;
+  const waitScreen = async (pane, re, what, timeout = 20000) => {
+    const deadline = Date.now() + timeout;
     for (;;) {
       const text = await screen(pane);
       const m = text.match(re);
@@ -145,6 +145,29 @@ try {
   }
   await page.setViewportSize({ width: 1200, height: 800 });
   await page.waitForTimeout(300);
+
+  // A paste far over what the SSH channel and the console hold, to a device that
+  // reads nothing for a while: all of it arrives, in step with the device, and
+  // the page says meanwhile how much is left to send.
+  const pasteSize = 8 << 20;
+  step(`paste ${pasteSize} bytes while the device reads nothing for 3 s`);
+  await type(pane, `stty raw -echo; echo PASTE-READY; sleep 3; head -c ${pasteSize} | wc -c | sed s/^/COUNT=/; stty sane`);
+  await waitScreen(pane, /PASTE-READY\s*$/m, "PASTE-READY");
+  await page.evaluate((n) => {
+    const ta = document.querySelector("section.pane.active .xterm-helper-textarea");
+    const dt = new DataTransfer();
+    dt.setData("text/plain", "x".repeat(n));
+    ta.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }));
+  }, pasteSize);
+  const note = pane.locator(".paste", { hasText: "to go" });
+  await note.waitFor({ state: "visible", timeout: 10000 });
+  results.pasteNote = await note.innerText();
+  const pasteShot = join(outDir, "console-paste.png");
+  await page.screenshot({ path: pasteShot });
+  results.screenshots.push(pasteShot);
+  results.paste = (await waitScreen(pane, /COUNT=(\d+)/m, "the pasted byte count", 60000))[1];
+  await pane.locator(".paste").waitFor({ state: "hidden", timeout: 10000 });
+  step(`the device counted ${results.paste} bytes`);
   await type(pane, "echo screenshot-$((6*7))");
   await waitScreen(pane, /^screenshot-42\s*$/m, "the echo");
 
