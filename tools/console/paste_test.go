@@ -114,6 +114,16 @@ func (p *pastingPage) String() string {
 	return fmt.Sprintf("screen %q, delivered %d", p.screen.String(), p.deliv)
 }
 
+// pasteTerminal is a terminal on a lab device, logged in, with a page to paste
+// into it.
+func pasteTerminal(t *testing.T) (*testLab, *wsTerm, *pastingPage) {
+	l := newTestLab(t, Config{}, "dev-paste")
+	tv := l.openTunnel(l.client(), "dev-paste")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w.ready()
+	return l, w, newPastingPage(w)
+}
+
 // TestTerminalPasteInStep: a paste of several MiB, more than the SSH channel's
 // window and what the console holds, goes to a device that reads nothing for a
 // while in step with it, as the page sends it: the console confirms what it has
@@ -122,11 +132,7 @@ func (p *pastingPage) String() string {
 // that the page has gone: it reads the page all along.
 func TestTerminalPasteInStep(t *testing.T) {
 	const size = 6 << 20
-	l := newTestLab(t, Config{}, "dev-paste")
-	tv := l.openTunnel(l.client(), "dev-paste")
-	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
-	w.ready()
-	p := newPastingPage(w)
+	l, w, p := pasteTerminal(t)
 	p.input(t, fmt.Sprintf("stty raw -echo; echo READY; sleep 2; head -c %d | wc -c | sed s/^/COUNT=/; echo READY2; sleep 60\r", size))
 	if !p.wait(20*time.Second, func() bool { return p.sees("READY\n") }) {
 		t.Fatalf("no READY on the screen: %v", p)
@@ -158,11 +164,7 @@ func TestTerminalPasteInStep(t *testing.T) {
 // the console then reads it only as fast as the device takes it.
 func TestTerminalPasteNotInStep(t *testing.T) {
 	const size = 6 << 20
-	l := newTestLab(t, Config{}, "dev-paste")
-	tv := l.openTunnel(l.client(), "dev-paste")
-	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
-	w.ready()
-	p := newPastingPage(w)
+	_, w, p := pasteTerminal(t)
 	w.input(fmt.Sprintf("stty raw -echo; echo READY; sleep 2; head -c %d | wc -c | sed s/^/COUNT=/\r", size))
 	if !p.wait(20*time.Second, func() bool { return p.sees("READY\n") }) {
 		t.Fatalf("no READY on the screen: %v", p)
