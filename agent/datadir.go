@@ -24,8 +24,11 @@ import (
 // Symbolic links are followed the way the kernel resolves the path, and every
 // directory that resolution passes through is checked: the one holding each link
 // (whoever can change it can point the link elsewhere) and every directory above
-// the link's target. So once the check passes, only root or the agent's user can
-// change what the path names.
+// the link's target. A link must itself belong to root or the agent's user (in a
+// sticky directory its owner may replace it). ".." is taken as the kernel takes
+// it, from where the resolution has got to, not by cleaning the path's text. So
+// once the check passes, only root or the agent's user can change what the path
+// names.
 func checkDataDir(dir string) error {
 	euid := os.Geteuid()
 	tunnels := filepath.Join(dir, "tunnels")
@@ -34,35 +37,40 @@ func checkDataDir(dir string) error {
 			return err
 		}
 	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return fmt.Errorf("data_dir: %w", err)
-	}
-	fi, err := os.Lstat("/")
-	if err != nil {
-		return fmt.Errorf("data_dir: %w", err)
-	}
-	if err := safeDir("/", fi, euid, abs != "/"); err != nil {
-		return err
+	abs := dir
+	if !filepath.IsAbs(dir) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return fmt.Errorf("data_dir: %w", err)
+		}
+		abs = wd + "/" + dir // not filepath.Join, which would clean "..": see above
 	}
 	cur, todo, links := "/", components(abs), 0
-	for len(todo) > 0 {
+	fi, err := os.Lstat(cur)
+	for err == nil && len(todo) > 0 {
+		if err = safeDir(cur, fi, euid, true); err != nil {
+			return err
+		}
 		name := todo[0]
 		todo = todo[1:]
 		if name == ".." {
 			cur = filepath.Dir(cur) // cur holds no links, so its parent is the real one, checked already
+			fi, err = os.Lstat(cur)
 			continue
 		}
 		next := filepath.Join(cur, name)
-		fi, err := os.Lstat(next)
+		nfi, nerr := os.Lstat(next)
 		switch {
-		case errors.Is(err, fs.ErrNotExist) && len(todo) == 0:
-			return nil // the data directory itself, made later
-		case err != nil:
-			return fmt.Errorf("data_dir: %w", err)
-		case fi.Mode()&fs.ModeSymlink != 0:
+		case errors.Is(nerr, fs.ErrNotExist) && len(todo) == 0:
+			return nil // the data directory itself, made later; cur is checked
+		case nerr != nil:
+			return fmt.Errorf("data_dir: %w", nerr)
+		case nfi.Mode()&fs.ModeSymlink != 0:
 			if links++; links > 40 {
 				return fmt.Errorf("data_dir: %s: too many levels of symbolic links", dir)
+			}
+			if st, ok := nfi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != euid {
+				return fmt.Errorf("data_dir: the link %s belongs to uid %d, not to root or the agent's user (uid %d)", next, st.Uid, euid)
 			}
 			target, err := os.Readlink(next)
 			if err != nil {
@@ -70,16 +78,20 @@ func checkDataDir(dir string) error {
 			}
 			if filepath.IsAbs(target) {
 				cur = "/"
+				fi, err = os.Lstat(cur)
+				if err != nil {
+					return fmt.Errorf("data_dir: %w", err)
+				}
 			}
 			todo = append(components(target), todo...)
 			continue
 		}
-		if err := safeDir(next, fi, euid, len(todo) > 0); err != nil {
-			return err
-		}
-		cur = next
+		cur, fi = next, nfi
 	}
-	return nil
+	if err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	return safeDir(cur, fi, euid, false) // where the resolution ends is the data directory
 }
 
 // components splits a path into its names, without empty ones and ".".

@@ -116,7 +116,35 @@ func TestCheckDataDir(t *testing.T) {
 			t.Errorf("checkDataDir(%s) = %v, want %q", tc.path, err, tc.want)
 		}
 	}
+	// ".." is resolved from where the links led, as the kernel does it: the
+	// directory a path ends in is the data directory, whatever its text says.
+	stickySub := filepath.Join(sticky, "sub")
+	os.Mkdir(stickySub, 0o700)
+	os.Symlink(stickySub+"/..", filepath.Join(linksIn, "up-to-sticky"))
+	os.Symlink(stickySub, filepath.Join(linksIn, "to-sticky-sub"))
+	os.Mkdir(filepath.Join(sticky, "open-data"), 0o700)
+	os.Chmod(filepath.Join(sticky, "open-data"), 0o777)
+	t.Chdir(linksIn)
+	for _, tc := range []struct{ path, want string }{
+		{filepath.Join(linksIn, "up-to-sticky"), "sticky is writable by group or others"},
+		{"up-to-sticky", "sticky is writable by group or others"},
+		{linksIn + "/to-sticky-sub/..", "sticky is writable by group or others"},
+		{"to-sticky-sub/../open-data", "sticky/open-data is writable"}, // in the sticky directory, not links/open-data
+	} {
+		if err := checkDataDir(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("checkDataDir(%s) = %v, want %q", tc.path, err, tc.want)
+		}
+	}
 	if os.Geteuid() == 0 {
+		// A link another user owns in a sticky directory: they may replace it.
+		theirs := filepath.Join(sticky, "their-link")
+		os.Symlink(safeTarget, theirs)
+		if err := os.Lchown(theirs, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkDataDir(theirs); err == nil || !strings.Contains(err.Error(), "the link "+theirs+" belongs to uid 65534") {
+			t.Errorf("checkDataDir(%s) = %v, want the link refused", theirs, err)
+		}
 		foreign := mk("foreign", 0o700)
 		if err := os.Chown(foreign, 65534, 65534); err != nil {
 			t.Fatal(err)
