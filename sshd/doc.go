@@ -119,9 +119,9 @@
 // sftp-server or scp binary; "internal-sftp" works as a forced command.
 // scp's paths are taken as the user's shell would take them: quoting,
 // globbing (scp -f), $NAME and ${NAME} from the environment a command gets,
-// and a leading ~ or ~user; the shell's other expansions (command
-// substitution, arithmetic, special parameters) are refused with an error
-// that the client prints.
+// and a leading ~ or ~user; a name not in that environment and the shell's
+// other expansions (command substitution, arithmetic, special parameters, ~+,
+// $'...') are refused with an error that the client prints.
 // As with OpenSSH's sftp-server, a symbolic link's target is stored as the
 // client sent it, relative or absolute, and directory listings include "."
 // and ".." and long names in its "ls -l" format (with the year for a time in

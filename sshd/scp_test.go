@@ -162,7 +162,15 @@ var splitShellWordsTests = []struct {
 	// Expansions: unquoted values are split at blanks and glob.
 	{in: `$HOME/x ${HOME}y "$HOME"`, want: []shellWord{{Text: "/home/op/x", Pattern: "/home/op/x"}, {Text: "/home/opy", Pattern: "/home/opy"}, {Text: "/home/op", Pattern: "/home/op"}}},
 	{in: `x$SP"$SP"$SP`, want: []shellWord{{Text: "x", Pattern: "x"}, {Text: "a", Pattern: "a"}, {Text: "b", Pattern: "b"}, {Text: " a  b ", Pattern: " a  b "}, {Text: "a", Pattern: "a"}, {Text: "b", Pattern: "b"}}},
-	{in: `$EMPTY "$EMPTY" $UNSET a$EMPTY`, want: []shellWord{{}, {Text: "a", Pattern: "a"}}},
+	{in: `$EMPTY "$EMPTY" a$EMPTY`, want: []shellWord{{}, {Text: "a", Pattern: "a"}}},
+	// What the login's shell might set but scp here cannot know is refused, not "".
+	{in: `$UNSET`, wantErr: true},
+	{in: `"${UNSET}"`, wantErr: true},
+	{in: `$'x'`, wantErr: true},
+	{in: `$"x"`, wantErr: true},
+	{in: `"a$"`, want: []shellWord{{Text: "a$", Pattern: "a$"}}},
+	{in: `~+/x`, wantErr: true},
+	{in: `~-`, wantErr: true},
 	{in: `d/$GLOB "d/$GLOB" $BS`, want: []shellWord{{Text: "d/*.[ch]", Pattern: "d/*.[ch]", Glob: true}, {Text: "d/*.[ch]", Pattern: `d/\*.\[ch\]`}, {Text: `a\b'"`, Pattern: `a\\b'"`}}},
 	{in: `'$HOME' \$HOME "\$HOME" $ a$ "$" $% $/x`, want: []shellWord{{Text: "$HOME", Pattern: "$HOME"}, {Text: "$HOME", Pattern: "$HOME"}, {Text: "$HOME", Pattern: "$HOME"}, {Text: "$", Pattern: "$"}, {Text: "a$", Pattern: "a$"}, {Text: "$", Pattern: "$"}, {Text: "$%", Pattern: "$%"}, {Text: "$/x", Pattern: "$/x"}}},
 	// A leading unquoted ~ or ~user, up to the first /.

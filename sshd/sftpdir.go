@@ -39,9 +39,11 @@ type sftpNameEntry struct {
 	Atime, Mtime   uint32
 }
 
-// maxOpenDirs bounds the directories one SFTP session holds open, so that a
-// client cannot take all the agent's file descriptors by never closing them.
-// sftp's ls and get -r hold one at a time.
+// maxOpenDirs bounds the directories one SFTP session holds open here (sftp's
+// ls and get -r hold one at a time). It does not bound the session's file
+// descriptors: pkg/sftp keeps every file a client opens and does not close,
+// as sftp-server does up to its process's limit. In-process SFTP serves only
+// the agent's own user, who can open files anyway.
 const maxOpenDirs = 64
 
 // opendir opens the directory p and replies with a handle for it.

@@ -24,14 +24,17 @@ type shellWord struct {
 // (operators, comments) is taken literally. An unterminated quote or a
 // trailing backslash is an error.
 //
-// $NAME and ${NAME}, unquoted or in "...", are replaced by expand(NAME) (unset:
-// empty); unquoted, the value is split at blanks (the default IFS) and its *, ?
-// and [ glob. A word's leading unquoted ~ or ~user, up to the first /, is
-// replaced by expand("~") or expand("~user"), as it is when expand knows it
-// (else it is left as it is), and is neither split nor globbed. The shell's
-// other expansions (command substitution, arithmetic, special parameters such
-// as $1 and $?, ${NAME} with modifiers) are errors: taken literally, they
-// would name a file other than the shell would, and scp -t would write to it.
+// $NAME and ${NAME}, unquoted or in "...", are replaced by expand(NAME);
+// unquoted, the value is split at blanks (the default IFS) and its *, ? and [
+// glob. A word's leading unquoted ~ or ~user, up to the first /, is replaced
+// by expand("~") or expand("~user"), as it is when expand knows it (else it is
+// left as it is), and is neither split nor globbed. A name expand does not
+// know, the shell's other expansions (command substitution, arithmetic,
+// special parameters such as $1 and $?, ${NAME} with modifiers, ~+ and ~-)
+// and $'...' and $"..." quoting are errors: the user's shell may set what
+// expand does not know ($PPID, bash's $UID, a profile's variables), and taken
+// as "" or literally, any of these would name a file other than the shell
+// would, and scp -t would write to it.
 // On an error, the words before it are returned. A nil expand knows nothing.
 //
 // OpenSSH's scp sends remote paths as typed ("scp host:'/d/\[ab\]' ." runs
@@ -138,6 +141,9 @@ func splitShellWords(s string, expand func(name string) (string, bool)) ([]shell
 				quoted(s[i])
 			}
 		case '$', '`':
+			if strings.HasPrefix(s[i:], "$'") || strings.HasPrefix(s[i:], `$"`) {
+				return words, errors.New(`$'...' and $"..." quoting are not supported`)
+			}
 			v, n, err := param(s[i:], expand)
 			if err != nil {
 				return words, err
@@ -152,6 +158,9 @@ func splitShellWords(s string, expand func(name string) (string, bool)) ([]shell
 			i += n - 1
 		case '~':
 			n := strings.IndexAny(s[i:]+"/", "/ \t\n")
+			if !inWord && n > 1 && (s[i+1] == '+' || s[i+1] == '-') {
+				return words, fmt.Errorf("%s is not supported: scp runs without the login's shell", s[i:i+n])
+			}
 			if !inWord && !strings.ContainsAny(s[i:i+n], "'\"\\$`") {
 				if home, ok := expand(s[i : i+n]); ok {
 					field = true
@@ -195,7 +204,12 @@ func param(s string, expand func(string) (string, bool)) (string, int, error) {
 	if bad {
 		return "", 0, fmt.Errorf("parameter expansion %q is not supported: only $NAME and ${NAME} are", s[:n])
 	}
-	v, _ := expand(name)
+	v, ok := expand(name)
+	if !ok {
+		// The login's shell may set it ($PPID, bash's $UID) or its profile may:
+		// as "" it would name another file.
+		return "", 0, fmt.Errorf("$%s is not set here: scp runs without the login's shell, with its environment only", name)
+	}
 	return v, n, nil
 }
 
