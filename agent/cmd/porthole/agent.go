@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -97,6 +98,7 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	closeInheritedOnExec()
 	setMemoryLimit(os.Getenv)
 	var level slog.LevelVar
 	log := cfg.Log.NewLogger(os.Stderr, &level)
@@ -200,4 +202,23 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s %s\n", k.Type(), gossh.FingerprintSHA256(k))
 	}
 	return nil
+}
+
+// closeInheritedOnExec marks every descriptor above 2 that the agent inherited
+// (from an init script, a shell, a supervisor) close-on-exec, so that the
+// commands its SSH server starts get only their stdin, stdout and stderr, as
+// OpenSSH's sshd gives them (closefrom before exec). Go opens its own
+// descriptors close-on-exec but leaves inherited ones as they are; a login
+// would otherwise hold, say, the supervisor's pipe open, or read a file its user
+// may not open.
+func closeInheritedOnExec() {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return // no /proc: nothing to go by
+	}
+	for _, e := range fds {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }

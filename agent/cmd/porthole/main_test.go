@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -270,5 +273,25 @@ func TestDefaultMemoryLimit(t *testing.T) {
 	setMemoryLimit(func(string) string { return "" })
 	if got := debug.SetMemoryLimit(-1); got != defaultMemoryLimit {
 		t.Fatalf("memory limit = %d, want %d", got, defaultMemoryLimit)
+	}
+}
+
+// A descriptor the agent inherited without close-on-exec (from a shell, an init
+// script) is not passed on to the commands its SSH server starts.
+func TestCloseInheritedOnExec(t *testing.T) {
+	fd, err := syscall.Open("/dev/null", syscall.O_RDONLY, 0) // as a parent process leaves one: no O_CLOEXEC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	seen := func() bool {
+		return exec.Command("/bin/sh", "-c", fmt.Sprintf("test -e /proc/self/fd/%d", fd)).Run() == nil
+	}
+	if !seen() {
+		t.Fatalf("a child does not see inherited fd %d even before: the test proves nothing", fd)
+	}
+	closeInheritedOnExec()
+	if seen() {
+		t.Errorf("a child still gets inherited fd %d", fd)
 	}
 }
