@@ -125,7 +125,9 @@
 // As with OpenSSH's sftp-server, a symbolic link's target is stored as the
 // client sent it, relative or absolute, and directory listings include "."
 // and ".." and long names in its "ls -l" format (with the year for a time in
-// the future or more than six months ago).
+// the future or more than six months ago). Besides pkg/sftp's extensions
+// (posix-rename, statvfs, hardlink) it serves expand-path@openssh.com, which
+// scp's default SFTP mode needs for host:~user/path.
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the

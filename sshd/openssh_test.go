@@ -680,3 +680,25 @@ func TestOpenSSHSFTPListing(t *testing.T) {
 		t.Errorf("sftp ls -la through the server:\n%s\nthrough %s:\n%s", ours, server, want)
 	}
 }
+
+// scp (SFTP protocol, OpenSSH 9's default) needs expand-path@openssh.com for
+// host:~user/path, which the server adds to pkg/sftp's extensions and serves.
+// (OpenSSH 9.2's sftp itself does not use it.)
+func TestOpenSSHSCPExpandPath(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	scp := needProgram(t, "scp")
+	base := append(o.opts(), "-P", o.port)
+	src := filepath.Join(o.home("root"), "sub", "f.bin")
+	os.MkdirAll(filepath.Dir(src), 0o755)
+	randomFile(t, src, 10_007)
+	for i, remote := range []string{"~root/sub/f.bin", "~root/sub/../sub/f.bin"} {
+		back := filepath.Join(o.dir, fmt.Sprint("back", i))
+		if _, errOut, code := o.run(t, nil, scp, append(base, "root@127.0.0.1:"+remote, back)...); code != 0 {
+			t.Fatalf("scp root@host:%s: exit %d\n%s", remote, code, errOut)
+		}
+		sameFile(t, src, back)
+	}
+	if _, errOut, code := o.run(t, nil, scp, append(base, "root@127.0.0.1:~nosuchuser/f.bin", o.dir)...); code == 0 || !strings.Contains(errOut, "no such file") {
+		t.Errorf("scp root@host:~nosuchuser/f.bin: exit %d, %q; want not found", code, errOut)
+	}
+}

@@ -25,7 +25,12 @@ func (c sftpChannel) Close() error { return c.close() }
 // writes in order.
 func (sess *session) runSFTP(a *account) int {
 	dir := workDir(a)
-	front := newSFTPFront(sess.reader(), sess.writer(sess.ch), dir)
+	front := newSFTPFront(sess.reader(), sess.writer(sess.ch), dir, func(user string) (string, bool) {
+		if user == "" {
+			return a.Home, true
+		}
+		return sess.srv.homeOf(user)
+	})
 	defer front.closeDirs()
 	rw := sftpChannel{Reader: front, Writer: front, close: func() error {
 		front.close()

@@ -312,7 +312,7 @@ func TestSFTPReadDir(t *testing.T) {
 // maxOpenDirs of them, so it cannot take all the agent's file descriptors.
 func TestSFTPOpenDirsBounded(t *testing.T) {
 	dir := t.TempDir()
-	s := newSFTPFront(bytes.NewReader(nil), io.Discard, dir)
+	s := newSFTPFront(bytes.NewReader(nil), io.Discard, dir, nil)
 	defer s.closeDirs()
 	for i := range maxOpenDirs + 1 {
 		reply := s.opendir(uint32(i), dir)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -24,6 +26,8 @@ const (
 	sftpStatus  = 101 // SSH_FXP_STATUS
 	sftpHandle  = 102 // SSH_FXP_HANDLE
 	sftpName    = 104 // SSH_FXP_NAME
+	sftpVersion = 2   // SSH_FXP_VERSION
+	sftpExt     = 200 // SSH_FXP_EXTENDED
 
 	sftpOK               = 0 // SSH_FX_OK
 	sftpEOF              = 1 // SSH_FX_EOF
@@ -70,6 +74,12 @@ type sftpFront struct {
 	r       *bufio.Reader // the channel's data
 	w       io.Writer     // the channel
 	workDir string
+	// homeOf is the home directory of a user, "" for the login's own, for
+	// expand-path@openssh.com's ~ and ~user.
+	homeOf func(user string) (string, bool)
+	// versioned: pkg/sftp's SSH_FXP_VERSION has gone out, with
+	// expand-path@openssh.com added to its extensions.
+	versioned bool
 
 	// Only pkg/sftp's reading goroutine touches left.
 	left int64 // bytes of the packet being passed to pkg/sftp that it has yet to read
@@ -91,8 +101,8 @@ type sftpFront struct {
 	closed    bool // the session is closing: nothing waits any more
 }
 
-func newSFTPFront(r io.Reader, w io.Writer, workDir string) *sftpFront {
-	s := &sftpFront{r: bufio.NewReader(r), w: w, workDir: workDir, dirs: map[string]*sftpDir{}}
+func newSFTPFront(r io.Reader, w io.Writer, workDir string, homeOf func(string) (string, bool)) *sftpFront {
+	s := &sftpFront{r: bufio.NewReader(r), w: w, workDir: workDir, homeOf: homeOf, dirs: map[string]*sftpDir{}}
 	s.cond.L = &s.mu
 	return s
 }
@@ -139,20 +149,27 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// expandPath is OpenSSH's extension that sftp's "cd ~" and "cd ~user" use.
+const expandPath = "expand-path@openssh.com"
+
 // serves reports whether the request of type typ and size bytes (after its
 // length) is served here: SYMLINK, OPENDIR, READDIR (pkg/sftp has no
-// directory handles) and CLOSE of a directory handle.
+// directory handles), CLOSE of a directory handle and expand-path.
 func (s *sftpFront) serves(typ byte, size uint32) bool {
 	if size < 5 || size > maxServedPacket {
 		return false
 	}
-	if typ == sftpClose {
+	if typ == sftpClose || typ == sftpExt {
 		var req struct {
-			ID     uint32
-			Handle string
+			ID   uint32
+			Arg  string // the handle, or the extension's name
+			Rest []byte `ssh:"rest"`
 		}
-		b, err := s.r.Peek(int(4 + size)) // fails for more than the buffer: not a handle of ours
-		return err == nil && gossh.Unmarshal(b[5:], &req) == nil && s.dirs[req.Handle] != nil
+		b, err := s.r.Peek(int(4 + size)) // fails for more than the buffer: not one of ours
+		if err != nil || gossh.Unmarshal(b[5:], &req) != nil {
+			return false
+		}
+		return typ == sftpExt && req.Arg == expandPath || typ == sftpClose && s.dirs[req.Arg] != nil
 	}
 	return typ == sftpSymlink || typ == sftpOpendir || typ == sftpReaddir
 }
@@ -167,12 +184,12 @@ func (s *sftpFront) serve(size int) error {
 	}
 	var req struct {
 		ID   uint32
-		Arg  string // a path, a handle, or SYMLINK's target
-		Rest []byte `ssh:"rest"` // SYMLINK's link
+		Arg  string // a path, a handle, SYMLINK's target or the extension's name
+		Rest []byte `ssh:"rest"` // SYMLINK's link, expand-path's path
 	}
 	var link struct{ Path string }
 	err := gossh.Unmarshal(pkt[5:], &req)
-	if err == nil && pkt[4] == sftpSymlink {
+	if err == nil && (pkt[4] == sftpSymlink || pkt[4] == sftpExt) {
 		err = gossh.Unmarshal(req.Rest, &link)
 	}
 	if err != nil {
@@ -199,9 +216,37 @@ func (s *sftpFront) serve(size int) error {
 		d := s.dirs[req.Arg]
 		delete(s.dirs, req.Arg)
 		reply = sftpStatusPacket(req.ID, d.Close())
+	case sftpExt:
+		reply = s.expand(req.ID, link.Path)
 	}
 	_, err = s.w.Write(reply)
 	return err
+}
+
+// expand answers expand-path@openssh.com as sftp-server does: "" is ".", a
+// leading ~ or ~user is that home directory, the rest is taken against the
+// working directory, and the result is the canonical path, which must exist.
+func (s *sftpFront) expand(id uint32, p string) []byte {
+	if p == "" {
+		p = "."
+	}
+	if rest, ok := strings.CutPrefix(p, "~"); ok {
+		user, tail, _ := strings.Cut(rest, "/")
+		home, ok := s.homeOf(user)
+		if !ok {
+			return sftpStatusPacket(id, syscall.ENOENT)
+		}
+		p = home + "/" + tail
+	}
+	real, err := filepath.EvalSymlinks(s.local(p))
+	if err != nil {
+		return sftpStatusPacket(id, err)
+	}
+	return sftpReply(sftpName, id, gossh.Marshal(struct {
+		Count          uint32
+		Name, LongName string
+		Flags          uint32
+	}{1, real, "", 0}))
 }
 
 // local resolves a client's path against the working directory.
@@ -212,11 +257,21 @@ func (s *sftpFront) local(p string) string {
 	return p
 }
 
-// Write passes pkg/sftp's replies on and counts those written whole.
+// Write passes pkg/sftp's replies on and counts those written whole. Its
+// first, SSH_FXP_VERSION, gets expand-path@openssh.com added to the
+// extensions pkg/sftp lists.
 func (s *sftpFront) Write(b []byte) (int, error) {
-	n, err := s.w.Write(b)
+	out := b
+	if !s.versioned {
+		s.versioned = true
+		if len(b) > 4 && b[4] == sftpVersion && int(binary.BigEndian.Uint32(b)) == len(b)-4 {
+			out = append(b[:len(b):len(b)], gossh.Marshal(struct{ Name, Data string }{expandPath, "1"})...)
+			binary.BigEndian.PutUint32(out, uint32(len(out)-4))
+		}
+	}
+	n, err := s.w.Write(out)
 	whole := 0
-	for rest := b[:n]; len(rest) > 0; {
+	for rest := out[:n]; len(rest) > 0; {
 		if s.outLeft == 0 {
 			k := copy(s.sizeBuf[s.sizeHave:], rest)
 			s.sizeHave += k
@@ -244,7 +299,7 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	}
-	return n, err
+	return min(n, len(b)), err // of b, without what was added to it
 }
 
 // close lets a request that waits give up: pkg/sftp is closing the session.
