@@ -292,6 +292,7 @@ func runBoard(t *testing.T, h *host, c Conf) {
 	}
 
 	if n := benchMiB(); n > 0 {
+		loadedMemory(t, h, c.Name, port, batch, ssh)
 		benchBoard(t, h, c.Name, dir, n, port, directPort)
 	}
 
@@ -413,6 +414,43 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// loadedMemory measures the agent's memory under the load of the memory budget
+// (DESIGN.md: 10 SSH sessions and a file transfer): nine logins through the tunnel
+// that each hold a session open, and the 4 MiB sftp put and get of batch as the
+// tenth, all at once. It logs the agent's peak RSS (VmHWM, which on these MIPS
+// kernels is exact; docs/size.md) and its RSS once the sessions have ended.
+func loadedMemory(t *testing.T, h *host, name string, port int, batch string, ssh func(time.Duration, string) (string, error)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for range 9 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := exec.CommandContext(ctx, "ssh", append(sshOpts(h, port), "root@127.0.0.1", "sleep 20; echo held")...).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "held") {
+				errs <- fmt.Errorf("held session: %v: %s", err, out)
+			}
+		}()
+	}
+	time.Sleep(5 * time.Second) // the logins' handshakes, emulated
+	out, err := exec.CommandContext(ctx, "sftp", append(append([]string{"-P", strconv.Itoa(port)}, sftpOpts(h)...), "-b", batch, "root@127.0.0.1")...).CombinedOutput()
+	if err != nil {
+		errs <- fmt.Errorf("sftp beside the sessions: %v: %s", err, out)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("%s: loaded memory: %v", name, err)
+	}
+	mem, err := ssh(30*time.Second, `for p in $(pidof porthole); do echo "pid $p peak $(grep -E '^VmHWM' /proc/$p/status | tr -s ' \t\n' ' ')now $(grep -E '^(Rss|Anonymous):' /proc/$p/smaps_rollup | tr -s ' \t\n' ' ')"; done`)
+	if err != nil {
+		t.Errorf("%s: memory figures: %v", name, err)
+	}
+	t.Logf("%s: agent memory, 9 sessions + sftp put/get of 4 MiB: %s", name, strings.TrimSpace(mem))
 }
 
 // benchMiB is PORTHOLE_BOARD_BENCH_MIB: with it, each board also measures scp
