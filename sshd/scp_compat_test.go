@@ -35,14 +35,9 @@ func scpInProcess(t *testing.T, dir, cmdline, stream string) (string, int) {
 	t.Helper()
 	expand := func(name string) (string, bool) {
 		if name == "~" {
-			name = "HOME"
+			return dir, true
 		}
-		for _, kv := range scpTestEnv(dir) {
-			if v, ok := strings.CutPrefix(kv, name+"="); ok {
-				return v, true
-			}
-		}
-		return "", false
+		return lookupEnv(scpTestEnv(dir), name)
 	}
 	opts, ok, err := parseSCPCommand(cmdline, expand)
 	if !ok || err != nil {

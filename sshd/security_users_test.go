@@ -85,7 +85,7 @@ func TestDisabledAccounts(t *testing.T) {
 			case u.why != "" && (!errors.Is(err, ErrUserNotAllowed) || !strings.Contains(err.Error(), u.why)):
 				t.Errorf("lookupUser(%s) = %v, want ErrUserNotAllowed with %q", u.name, err, u.why)
 			case u.name == "emptyshell":
-				if got := loginShell(a); got != "/bin/sh" {
+				if got := shellOf(a.Shell); got != "/bin/sh" {
 					t.Errorf("loginShell of an empty shell field = %q, want /bin/sh", got)
 				}
 			}

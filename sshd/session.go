@@ -373,22 +373,37 @@ func (sess *session) environment(a *account, shell string, extra []string) []str
 
 // shellExpand expands for splitShellWords as the user's shell would expand
 // a command: the variables of the environment it gets (and PWD, which the
-// shell sets), ~ as HOME and ~user as user's home in the passwd file.
+// shell sets), ~ and ~user as tildeHome has them. The environment is built
+// only when a command has a $ to expand.
 func (sess *session) shellExpand(a *account, extra []string) func(string) (string, bool) {
-	env := append(sess.environment(a, loginShell(a), extra), "PWD="+workDir(a))
+	env := sync.OnceValue(func() []string {
+		return append(sess.environment(a, shellOf(a.Shell), extra), "PWD="+workDir(a))
+	})
 	return func(name string) (string, bool) {
-		if name == "~" {
-			name = "HOME"
-		} else if user, ok := strings.CutPrefix(name, "~"); ok {
-			return sess.srv.homeOf(user)
+		if user, ok := strings.CutPrefix(name, "~"); ok {
+			return sess.tildeHome(a, user)
 		}
-		for i := len(env) - 1; i >= 0; i-- {
-			if v, ok := strings.CutPrefix(env[i], name+"="); ok {
-				return v, true
-			}
-		}
-		return "", false
+		return lookupEnv(env(), name)
 	}
+}
+
+// tildeHome is the directory ~user names for a's session: a's home for "",
+// else user's in the passwd file.
+func (sess *session) tildeHome(a *account, user string) (string, bool) {
+	if user == "" {
+		return a.Home, true
+	}
+	return sess.srv.homeOf(user)
+}
+
+// lookupEnv is the value of name in env (NAME=value entries, the last wins).
+func lookupEnv(env []string, name string) (string, bool) {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 func splitAddr(a net.Addr) (host, port string) {
@@ -406,7 +421,7 @@ func splitAddr(a net.Addr) (host, port string) {
 // "shell -c cmdline" for a command, on a pty if one was requested.
 func (sess *session) startProcess(a *account, cmdline string, login bool, extraEnv []string) error {
 	s := sess.srv
-	shell := loginShell(a)
+	shell := shellOf(a.Shell)
 	cmd := &exec.Cmd{Path: shell, Dir: workDir(a)}
 	if login {
 		cmd.Args = []string{"-" + path.Base(shell)}

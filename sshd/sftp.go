@@ -26,10 +26,7 @@ func (c sftpChannel) Close() error { return c.close() }
 func (sess *session) runSFTP(a *account) int {
 	dir := workDir(a)
 	front := newSFTPFront(sess.reader(), sess.writer(sess.ch), dir, func(user string) (string, bool) {
-		if user == "" {
-			return a.Home, true
-		}
-		return sess.srv.homeOf(user)
+		return sess.tildeHome(a, user)
 	})
 	defer front.closeDirs()
 	rw := sftpChannel{Reader: front, Writer: front, close: func() error {

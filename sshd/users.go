@@ -209,13 +209,7 @@ func (s *Server) lookupUser(name string) (*account, error) {
 	if err != nil {
 		return nil, err
 	}
-	var e *passwdEntry
-	for i := range entries {
-		if entries[i].Name == name {
-			e = &entries[i]
-			break
-		}
-	}
+	e := findEntry(entries, name)
 	if e == nil {
 		return nil, fmt.Errorf("%w %q", ErrUnknownUser, name)
 	}
@@ -246,12 +240,20 @@ func (s *Server) lookupUser(name string) (*account, error) {
 // not user may log in, as the shell's ~user expands.
 func (s *Server) homeOf(user string) (string, bool) {
 	entries, _ := s.readPasswd()
-	for _, e := range entries {
-		if e.Name == user {
-			return e.Home, true
-		}
+	if e := findEntry(entries, user); e != nil {
+		return e.Home, true
 	}
 	return "", false
+}
+
+// findEntry returns the passwd entry of name, or nil.
+func findEntry(entries []passwdEntry, name string) *passwdEntry {
+	for i := range entries {
+		if entries[i].Name == name {
+			return &entries[i]
+		}
+	}
+	return nil
 }
 
 // credential is what a child process runs as: the account's ids when the
@@ -270,12 +272,9 @@ func (s *Server) sameUser(a *account) bool {
 	return int(a.UID) == s.euid()
 }
 
-// loginShell returns a's shell; an empty shell field means /bin/sh
+// shellOf is the shell a passwd shell field names: an empty one means /bin/sh
 // (passwd(5)). lookupUser has refused accounts whose shell is not an
 // executable file.
-func loginShell(a *account) string { return shellOf(a.Shell) }
-
-// shellOf is the shell a passwd shell field names: an empty one means /bin/sh.
 func shellOf(field string) string {
 	if field == "" {
 		return "/bin/sh"

@@ -173,8 +173,8 @@ func TestLoginShell(t *testing.T) {
 		{"/bin/ash", "/bin/ash"},
 		{"", "/bin/sh"},
 	} {
-		if got := loginShell(&account{Shell: tc.shell}); got != tc.want {
-			t.Errorf("loginShell(%q) = %q, want %q", tc.shell, got, tc.want)
+		if got := shellOf(tc.shell); got != tc.want {
+			t.Errorf("shellOf(%q) = %q, want %q", tc.shell, got, tc.want)
 		}
 	}
 }
