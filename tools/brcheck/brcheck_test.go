@@ -12,6 +12,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/porthole-iot/porthole/board"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 const tree = "../../buildroot"
@@ -288,12 +290,7 @@ func TestDefaultConfig(t *testing.T) {
 // make cross and the boards build the same binary. GNU make expands both files
 // (porthole.mk with golang-package stubbed out).
 func TestDeviceFlags(t *testing.T) {
-	if _, err := exec.LookPath("make"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("make (the entry point of make test) not on PATH:", err)
-		}
-		t.Skip("no make:", err)
-	}
+	testenv.NeedProgram(t, "make")
 	want, err := board.DeviceGCFlags("../../agent/cmd/porthole/device.gcflags")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 // TestHostGoBuildMipsle builds porthole as Buildroot would for the
@@ -113,13 +115,7 @@ func TestHostGoBuildMipsle(t *testing.T) {
 		}
 	}
 
-	qemu, err := exec.LookPath("qemu-mipsel-static")
-	if err != nil {
-		if ci {
-			t.Fatal("qemu-mipsel-static (Debian qemu-user-static, which make test installs) not on PATH:", err)
-		}
-		t.Skip("qemu-mipsel-static not on PATH: the binary was built but not run:", err)
-	}
+	qemu := testenv.NeedProgram(t, "qemu-mipsel-static") // Debian qemu-user-static
 	got, err := exec.Command(qemu, bin, "version").CombinedOutput()
 	if err != nil {
 		t.Fatalf("qemu-mipsel-static porthole version: %v\n%s", err, got)

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 // kconfig runs Linux's kconfig (kconfig-conf, Debian's kconfig-frontends-nox;
@@ -18,13 +20,7 @@ import (
 // unset ones.
 func kconfig(t *testing.T, mode, input string) map[string]string {
 	t.Helper()
-	conf, err := exec.LookPath("kconfig-conf")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("kconfig-conf (Debian kconfig-frontends-nox, which make test installs) not on PATH:", err)
-		}
-		t.Skip("kconfig-conf (Debian kconfig-frontends-nox) not on PATH:", err)
-	}
+	conf := testenv.NeedProgram(t, "kconfig-conf") // Debian kconfig-frontends-nox
 	ext, err := filepath.Abs(tree)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/porthole-iot/porthole/board"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 // infraStub is what Buildroot gives a package .mk, reduced to what
@@ -70,12 +72,7 @@ type pkg struct {
 
 func newPkg(t *testing.T, config ...string) *pkg {
 	t.Helper()
-	if _, err := exec.LookPath("make"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("make (the entry point of make test) not on PATH:", err)
-		}
-		t.Skip("no make:", err)
-	}
+	testenv.NeedProgram(t, "make")
 	tmp := t.TempDir()
 	p := &pkg{
 		t:      t,
@@ -327,9 +324,7 @@ func ldflags() string {
 // TestMakefileLDFlags: the -ldflags of make cross, without -s -w, are what
 // TestHostGoEnv expects porthole.mk to pass.
 func TestMakefileLDFlags(t *testing.T) {
-	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("no make:", err)
-	}
+	testenv.NeedProgram(t, "make")
 	out, err := exec.Command("make", "-s", "-C", "../..", "--no-print-directory", "-pn", "help").Output()
 	if err != nil {
 		t.Fatalf("make -pn: %v", err)

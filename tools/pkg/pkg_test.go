@@ -18,6 +18,8 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 // arMember is one file of an ar archive.
@@ -504,13 +506,7 @@ func TestSystemdUnit(t *testing.T) {
 			}
 		}
 	}
-	sa, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("systemd-analyze (Debian: systemd, installed by tools/deps.sh test) not on PATH: %v", err)
-		}
-		t.Skipf("systemd-analyze (Debian: systemd) not on PATH, unit not verified: %v", err)
-	}
+	sa := testenv.NeedProgram(t, "systemd-analyze") // Debian: systemd
 	// verify wants the ExecStart binary to exist.
 	unit := filepath.Join(t.TempDir(), "porthole.service")
 	os.WriteFile(unit, bytes.ReplaceAll(b, []byte("/usr/bin/porthole"), []byte(tinyBinary(t, runtime.GOARCH))), 0o644)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 func TestSysVScript(t *testing.T) {
@@ -218,13 +220,7 @@ func withEachStartStopDaemon(t *testing.T, test func(t *testing.T, shell, binDir
 	})
 	t.Run("busybox", func(t *testing.T) {
 		t.Parallel()
-		bb, err := exec.LookPath("busybox")
-		if err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("busybox (Debian: busybox-static, installed by tools/deps.sh test) not on PATH: %v", err)
-			}
-			t.Skipf("busybox not on PATH (Debian: busybox-static): %v", err)
-		}
+		bb := testenv.NeedProgram(t, "busybox") // Debian: busybox-static
 		// BusyBox's applets before the host's: start-stop-daemon and the tools
 		// the script calls are BusyBox's.
 		dir := t.TempDir()

@@ -31,23 +31,17 @@ import (
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/tools/tunneld"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 // Thing is the device's thing name.
 const Thing = "stack-device"
 
-// NeedProgram finds name on PATH; it skips the test when missing, or fails it
-// under CI=true.
+// NeedProgram is testenv.NeedProgram.
 func NeedProgram(tb testing.TB, name string) string {
 	tb.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("%s is required (make test installs it): %v", name, err)
-		}
-		tb.Skipf("%s not installed; `make test` installs it", name)
-	}
-	return p
+	return testenv.NeedProgram(tb, name)
 }
 
 // Options shape a Stack; the zero value is a device with the SSH service only.
