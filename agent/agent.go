@@ -559,7 +559,7 @@ func (a *Agent) audit(e sshd.Event) {
 	if a.events == nil {
 		return
 	}
-	if refusal(e) && !a.refusals.allow(time.Now()) {
+	if refusal(e) && !a.refusals.allow(time.Now()) { // real time, as the window's timer runs on it
 		return
 	}
 	a.emit(Event{Type: "ssh-" + string(e.Type), SSH: e})

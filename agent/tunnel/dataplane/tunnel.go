@@ -393,7 +393,7 @@ func (t *Tunnel) detachLocked(c *conn) {
 
 // receive handles one raw frame (length prefix included) read from c: record it,
 // apply DropAfter and the rules of spec §1.5, then relay the same bytes to the other
-// side. It owns raw, a buffer from newFrame: the other side's writer gets it, or it
+// side. It owns raw, a buffer from frames.Make: the other side's writer gets it, or it
 // goes back to the pool. It reports whether c should keep reading.
 func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 	relayed := false

@@ -22,12 +22,18 @@ func New(size, min int) *Pool {
 
 // Copy returns a copy of b that does not alias it.
 func (p *Pool) Copy(b []byte) []byte {
-	if len(b) < p.min || len(b) > p.size {
-		return append([]byte(nil), b...)
-	}
-	c := (*p.p.Get().(*[]byte))[:len(b)]
+	c := p.Make(len(b))
 	copy(c, b)
 	return c
+}
+
+// Make returns a buffer of n octets, to be filled and released like a copy:
+// pooled for Min to Size octets, else made to size.
+func (p *Pool) Make(n int) []byte {
+	if n < p.min || n > p.size {
+		return make([]byte, n)
+	}
+	return (*p.p.Get().(*[]byte))[:n]
 }
 
 // Get returns an empty pooled buffer of capacity Size, to be appended to and
