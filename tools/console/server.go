@@ -140,7 +140,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if cfg.PublicURL != "" {
-		o, ok := parseOrigin(strings.TrimSuffix(cfg.PublicURL, "/"))
+		s.cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
+		o, ok := parseOrigin(s.cfg.PublicURL)
 		if !ok {
 			return nil, fmt.Errorf("console: public URL %q: want http[s]://host[:port] and nothing after it", cfg.PublicURL)
 		}
@@ -159,7 +160,7 @@ func New(cfg Config) (*Server, error) {
 // server nor in a Referer; the page takes it from there (see ServeHTTP).
 func (s *Server) URL(addr net.Addr) string {
 	if s.public != nil {
-		return strings.TrimSuffix(s.cfg.PublicURL, "/") + "/#token=" + url.QueryEscape(s.token)
+		return s.cfg.PublicURL + "/#token=" + url.QueryEscape(s.token)
 	}
 	host := addr.String()
 	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
