@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -322,5 +323,49 @@ func TestSFTPOpenDirsBounded(t *testing.T) {
 		case i == maxOpenDirs && (reply[4] != sftpStatus || !bytes.Contains(reply, []byte("too many open files"))):
 			t.Fatalf("OPENDIR past the limit: reply %q, want a failure status", reply)
 		}
+	}
+}
+
+// A client that opens files and never closes them is held to maxOpenFiles of
+// them; an OPEN that fails and a CLOSE give the count back, and the files
+// still open keep working.
+func TestSFTPOpenFilesBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	s, cl := sftpClient(t, e)
+	if err := cl.Mkdir("many"); err != nil {
+		t.Fatal(err)
+	}
+	var files []*sftp.File
+	for i := range maxOpenFiles {
+		if _, err := cl.Open("many/missing"); err == nil {
+			t.Fatal("opened a missing file")
+		}
+		f, err := cl.Create(fmt.Sprintf("many/%d", i))
+		if err != nil {
+			t.Fatalf("file %d: %v", i, err)
+		}
+		files = append(files, f)
+	}
+	_, err := cl.Create("many/over")
+	if err == nil || !strings.Contains(err.Error(), "too many open files") {
+		t.Fatalf("file past the limit: %v, want too many open files", err)
+	}
+	if _, err := cl.Stat("many/over"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused OPEN created its file: stat = %v", err)
+	}
+	if _, err := files[7].Write([]byte("still open")); err != nil {
+		t.Errorf("write to an open file at the limit: %v", err)
+	}
+	if err := files[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := cl.Create("many/over")
+	if err != nil {
+		t.Fatalf("after a close: %v", err)
+	}
+	f.Close()
+	cl.Close()
+	if st := s.wait(t); st != "exit-status 0" {
+		t.Errorf("end of sftp session: %s, want exit-status 0", st)
 	}
 }

@@ -40,10 +40,7 @@ type sftpNameEntry struct {
 }
 
 // maxOpenDirs bounds the directories one SFTP session holds open here (sftp's
-// ls and get -r hold one at a time). It does not bound the session's file
-// descriptors: pkg/sftp keeps every file a client opens and does not close,
-// as sftp-server does up to its process's limit. In-process SFTP serves only
-// the agent's own user, who can open files anyway.
+// ls and get -r hold one at a time); maxOpenFiles bounds its files.
 const maxOpenDirs = 64
 
 // opendir opens the directory p and replies with a handle for it.

@@ -18,6 +18,7 @@ import (
 
 // SFTP version 3 (draft-ietf-secsh-filexfer-02) numbers used here.
 const (
+	sftpOpen    = 3   // SSH_FXP_OPEN
 	sftpClose   = 4   // SSH_FXP_CLOSE
 	sftpWrite   = 6   // SSH_FXP_WRITE
 	sftpOpendir = 11  // SSH_FXP_OPENDIR
@@ -99,10 +100,15 @@ type sftpFront struct {
 	answered  int  // replies pkg/sftp has written whole
 	lastWrite int  // passed when the last WRITE was handed on
 	closed    bool // the session is closing: nothing waits any more
+	// files are the handles of files pkg/sftp holds open: added when its
+	// SSH_FXP_HANDLE reply goes out (only OPEN gets one from it), removed
+	// when a CLOSE of one is handed on (pkg/sftp forgets the handle even
+	// if close(2) fails).
+	files map[string]struct{}
 }
 
 func newSFTPFront(r io.Reader, w io.Writer, workDir string, homeOf func(string) (string, bool)) *sftpFront {
-	s := &sftpFront{r: bufio.NewReader(r), w: w, workDir: workDir, homeOf: homeOf, dirs: map[string]*sftpDir{}}
+	s := &sftpFront{r: bufio.NewReader(r), w: w, workDir: workDir, homeOf: homeOf, dirs: map[string]*sftpDir{}, files: map[string]struct{}{}}
 	s.cond.L = &s.mu
 	return s
 }
@@ -154,12 +160,17 @@ const expandPath = "expand-path@openssh.com"
 
 // serves reports whether the request of type typ and size bytes (after its
 // length) is served here: SYMLINK, OPENDIR, READDIR (pkg/sftp has no
-// directory handles), CLOSE of a directory handle and expand-path.
+// directory handles), CLOSE of a directory handle, expand-path, and an OPEN
+// while maxOpenFiles files are open, refused. A CLOSE of a file that it
+// hands on to pkg/sftp is no longer counted open.
 func (s *sftpFront) serves(typ byte, size uint32) bool {
 	if size < 5 || size > maxServedPacket {
 		return false
 	}
-	if typ == sftpClose || typ == sftpExt {
+	switch typ {
+	case sftpOpen:
+		return s.filesOpen() >= maxOpenFiles
+	case sftpClose, sftpExt:
 		var req struct {
 			ID   uint32
 			Arg  string // the handle, or the extension's name
@@ -169,9 +180,35 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		if err != nil || gossh.Unmarshal(b[5:], &req) != nil {
 			return false
 		}
-		return typ == sftpExt && req.Arg == expandPath || typ == sftpClose && s.dirs[req.Arg] != nil
+		if typ == sftpClose && s.dirs[req.Arg] == nil {
+			s.mu.Lock()
+			delete(s.files, req.Arg)
+			s.mu.Unlock()
+			return false
+		}
+		return typ == sftpExt && req.Arg == expandPath || typ == sftpClose
 	}
 	return typ == sftpSymlink || typ == sftpOpendir || typ == sftpReaddir
+}
+
+// maxOpenFiles bounds the files one SFTP session holds open (sftp, scp and
+// rsync hold one or two at a time, sshfs one per file open on the client),
+// so that a client that never closes them cannot take all the agent's file
+// descriptors, which its tunnels and logins need too: with maxOpenDirs and
+// MaxSessions (10 unless set), at most 10 × 192 for SFTP. An OPEN past it gets
+// "too many open files", as from sftp-server at its process's limit.
+const maxOpenFiles = 128
+
+// filesOpen waits until pkg/sftp has answered every request before the one
+// being read, so that every handle it gave out is counted, and returns how
+// many files it holds open.
+func (s *sftpFront) filesOpen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.answered < s.passed && !s.closed {
+		s.cond.Wait()
+	}
+	return len(s.files)
 }
 
 // serve reads one request of size bytes (after its length) and answers it
@@ -218,6 +255,8 @@ func (s *sftpFront) serve(size int) error {
 		reply = sftpStatusPacket(req.ID, d.Close())
 	case sftpExt:
 		reply = s.expand(req.ID, link.Path)
+	case sftpOpen: // refused: see maxOpenFiles
+		reply = sftpStatusPacket(req.ID, syscall.EMFILE)
 	}
 	_, err = s.w.Write(reply)
 	return err
@@ -267,6 +306,14 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 		if len(b) > 4 && b[4] == sftpVersion && int(binary.BigEndian.Uint32(b)) == len(b)-4 {
 			out = append(b[:len(b):len(b)], gossh.Marshal(struct{ Name, Data string }{expandPath, "1"})...)
 			binary.BigEndian.PutUint32(out, uint32(len(out)-4))
+		}
+	}
+	if s.outLeft == 0 && s.sizeHave == 0 && len(b) > 9 && b[4] == sftpHandle {
+		var h struct{ H string }
+		if gossh.Unmarshal(b[9:], &h) == nil {
+			s.mu.Lock()
+			s.files[h.H] = struct{}{}
+			s.mu.Unlock()
 		}
 	}
 	n, err := s.w.Write(out)
