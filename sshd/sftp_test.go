@@ -18,6 +18,7 @@ import (
 
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 func TestSFTPRoundTrip(t *testing.T) {
@@ -268,8 +269,8 @@ func TestLongName(t *testing.T) {
 		{syscall.S_IFLNK | 0o777, now, "lrwxrwxrwx    1 4242     4343            7 Nov 30 12:00 name"},
 		{syscall.S_IFIFO | 0o600, now, "prw-------    1 4242     4343            7 Nov 30 12:00 name"},
 	} {
-		st := syscall.Stat_t{Mode: tc.mode, Nlink: 1, Uid: 4242, Gid: 4343, Size: 7}
-		st.Mtim = syscall.NsecToTimespec(tc.mtime.UnixNano())
+		st := unix.Stat_t{Mode: tc.mode, Nlink: 1, Uid: 4242, Gid: 4343, Size: 7}
+		st.Mtim = unix.NsecToTimespec(tc.mtime.UnixNano())
 		if got := longName("name", &st, "4242", "4343", now); got != tc.want {
 			t.Errorf("longName(mode %o, mtime %v) =\n%q, want\n%q", tc.mode, tc.mtime, got, tc.want)
 		}
@@ -367,5 +368,50 @@ func TestSFTPOpenFilesBounded(t *testing.T) {
 	cl.Close()
 	if st := s.wait(t); st != "exit-status 0" {
 		t.Errorf("end of sftp session: %s, want exit-status 0", st)
+	}
+}
+
+// READDIR stats the entries of the directory it opened, not of whatever its
+// path names by then: here a directory swapped in under the same name, with
+// the same file name at another size.
+func TestSFTPReadDirStatsOpenDir(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "d")
+	os.Mkdir(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "f"), []byte("12345"), 0o644)
+	s := newSFTPFront(bytes.NewReader(nil), io.Discard, base, nil)
+	defer s.closeDirs()
+	reply := s.opendir(1, dir)
+	if reply[4] != sftpHandle {
+		t.Fatalf("OPENDIR: reply %q", reply)
+	}
+	os.Rename(dir, filepath.Join(base, "old"))
+	os.Mkdir(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "f"), []byte("123456789"), 0o644)
+	reply = s.readdir(2, string(reply[13:]))
+	if reply[4] != sftpName {
+		t.Fatalf("READDIR: reply %q", reply)
+	}
+	found := false
+	rest := reply[13:] // length, type, id and count
+	for len(rest) > 0 {
+		var e struct {
+			Name, LongName            string
+			Flags                     uint32
+			Size                      uint64
+			UID, GID, Mode, At, Mtime uint32
+			Rest                      []byte `ssh:"rest"`
+		}
+		if err := gossh.Unmarshal(rest, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Name == "f" && e.Size != 5 {
+			t.Errorf("READDIR after the swap: f has %d bytes, want 5, as in the opened directory", e.Size)
+		}
+		found = found || e.Name == "f"
+		rest = e.Rest
+	}
+	if !found {
+		t.Error("READDIR after the swap: f not listed")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // Directory listings are served in front of pkg/sftp (OPENDIR, READDIR and
@@ -60,12 +61,15 @@ func (s *sftpFront) opendir(id uint32, p string) []byte {
 
 // readdir replies with the next entries of the directory with handle h, up
 // to 100 as sftp-server sends, or with SSH_FX_EOF at its end. An entry that
-// cannot be lstat'ed (removed meanwhile) is left out.
+// cannot be lstat'ed (removed meanwhile) is left out. Entries are stat'ed
+// in the open directory (fstatat), not by a path that could since lead
+// elsewhere.
 func (s *sftpFront) readdir(id uint32, h string) []byte {
 	d := s.dirs[h]
 	if d == nil {
 		return sftpStatusPacket(id, syscall.EBADF)
 	}
+	fd := int(d.Fd())
 	now := time.Now()
 	ids := idNames{}
 	for {
@@ -76,8 +80,8 @@ func (s *sftpFront) readdir(id uint32, h string) []byte {
 		var data []byte
 		n := uint32(0)
 		for _, name := range names {
-			var st syscall.Stat_t
-			if syscall.Lstat(d.Name()+"/"+name, &st) != nil {
+			var st unix.Stat_t
+			if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 				continue
 			}
 			n++
@@ -147,7 +151,7 @@ func (m idNames) name(key uint64, lookup func(id string) (string, error)) string
 // longName is the "ls -l" line of an entry as sftp-server's ls_file
 // (sftp-common.c) makes it: the time of day ("%b %e %H:%M") for an mtime in
 // the last six months, else the year ("%b %e  %Y").
-func longName(name string, st *syscall.Stat_t, owner, group string, now time.Time) string {
+func longName(name string, st *unix.Stat_t, owner, group string, now time.Time) string {
 	mtime := time.Unix(int64(st.Mtim.Sec), 0)
 	layout := "Jan _2  2006"
 	if age := now.Unix() - mtime.Unix(); age >= 0 && age < 365*24*60*60/2 {
