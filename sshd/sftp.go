@@ -27,7 +27,7 @@ func (sess *session) runSFTP(a *account) int {
 	dir := workDir(a)
 	front := newSFTPFront(sess.reader(), sess.writer(sess.ch), dir, func(user string) (string, bool) {
 		return sess.tildeHome(a, user)
-	})
+	}, sess.srv)
 	defer front.closeDirs()
 	rw := sftpChannel{Reader: front, Writer: front, close: func() error {
 		front.close()

@@ -314,7 +314,7 @@ func TestSFTPReadDir(t *testing.T) {
 // maxOpenDirs of them, so it cannot take all the agent's file descriptors.
 func TestSFTPOpenDirsBounded(t *testing.T) {
 	dir := t.TempDir()
-	s := newSFTPFront(bytes.NewReader(nil), io.Discard, dir, nil)
+	s := newSFTPFront(bytes.NewReader(nil), io.Discard, dir, nil, nil)
 	defer s.closeDirs()
 	for i := range maxOpenDirs + 1 {
 		reply := s.opendir(uint32(i), dir)
@@ -379,7 +379,7 @@ func TestSFTPReadDirStatsOpenDir(t *testing.T) {
 	dir := filepath.Join(base, "d")
 	os.Mkdir(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "f"), []byte("12345"), 0o644)
-	s := newSFTPFront(bytes.NewReader(nil), io.Discard, base, nil)
+	s := newSFTPFront(bytes.NewReader(nil), io.Discard, base, nil, nil)
 	defer s.closeDirs()
 	reply := s.opendir(1, dir)
 	if reply[4] != sftpHandle {
@@ -413,5 +413,33 @@ func TestSFTPReadDirStatsOpenDir(t *testing.T) {
 	}
 	if !found {
 		t.Error("READDIR after the swap: f not listed")
+	}
+}
+
+// Listings name owners and groups from the server's passwd and group files,
+// as logins do, the first name of an id winning, and show an id the files do
+// not have as its number.
+func TestSFTPListingNames(t *testing.T) {
+	dir := t.TempDir()
+	uid, gid := os.Getuid(), os.Getgid()
+	writeFile(t, filepath.Join(dir, "passwd"), fmt.Sprintf("zz-owner:x:%d:%d::/:/bin/sh\nzz-later:x:%d:%d::/:/bin/sh\n", uid, gid, uid, gid))
+	writeFile(t, filepath.Join(dir, "group"), fmt.Sprintf("zz-group:x:%d:\n", gid))
+	writeFile(t, filepath.Join(dir, "f"), "x")
+	srv := &Server{PasswdFile: filepath.Join(dir, "passwd"), GroupFile: filepath.Join(dir, "group")}
+	for _, tc := range []struct {
+		srv  *Server
+		want string
+	}{
+		{srv, " zz-owner zz-group "},
+		{&Server{PasswdFile: filepath.Join(dir, "group"), GroupFile: filepath.Join(dir, "passwd")}, fmt.Sprintf(" %-8d %-8d ", uid, gid)},
+		{nil, fmt.Sprintf(" %-8d %-8d ", uid, gid)},
+	} {
+		s := newSFTPFront(bytes.NewReader(nil), io.Discard, dir, nil, tc.srv)
+		reply := s.opendir(1, dir)
+		reply = s.readdir(2, string(reply[13:]))
+		s.closeDirs()
+		if !bytes.Contains(reply, []byte(tc.want+"       1 ")) {
+			t.Errorf("listing %q: no long name with %q", reply, tc.want)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"os/user"
 	"strconv"
 	"syscall"
 	"time"
@@ -71,7 +70,7 @@ func (s *sftpFront) readdir(id uint32, h string) []byte {
 	}
 	fd := int(d.Fd())
 	now := time.Now()
-	ids := idNames{}
+	ids := idNames{srv: s.srv}
 	for {
 		names, err := d.Readdirnames(100)
 		if !d.listed {
@@ -108,44 +107,54 @@ func (s *sftpFront) closeDirs() {
 	}
 }
 
-// idNames names users and groups for one READDIR reply, looking each id up
-// once, as sftp-server's user_from_uid caches them: without the system's C
-// library, every lookup reads /etc/passwd or /etc/group again. An id the
-// database does not have is shown as the number.
-type idNames map[uint64]string
-
-func (m idNames) user(uid uint32) string {
-	return m.name(uint64(uid), func(id string) (string, error) {
-		u, err := user.LookupId(id)
-		if err != nil {
-			return "", err
-		}
-		return u.Username, nil
-	})
+// idNames names users and groups for one READDIR reply from the server's
+// passwd and group files (PasswdFile, GroupFile, as for logins), each read at
+// most once per reply, as sftp-server's user_from_uid caches them. An id a
+// file does not name, or any id when srv is nil, is shown as the number.
+type idNames struct {
+	srv           *Server
+	users, groups map[uint32]string // read when first needed; the first name of an id wins
 }
 
-func (m idNames) group(gid uint32) string {
-	return m.name(1<<32|uint64(gid), func(id string) (string, error) {
-		g, err := user.LookupGroupId(id)
-		if err != nil {
-			return "", err
+func (m *idNames) user(uid uint32) string {
+	if m.users == nil {
+		m.users = map[uint32]string{}
+		if m.srv != nil {
+			if entries, err := m.srv.readPasswd(); err == nil {
+				for _, e := range entries {
+					if _, ok := m.users[e.UID]; !ok {
+						m.users[e.UID] = e.Name
+					}
+				}
+			}
 		}
-		return g.Name, nil
-	})
+	}
+	return nameOr(m.users, uid)
 }
 
-// name is the cached name of key (a uid, or 1<<32 | gid), looked up by id.
-func (m idNames) name(key uint64, lookup func(id string) (string, error)) string {
-	if n, ok := m[key]; ok {
+func (m *idNames) group(gid uint32) string {
+	if m.groups == nil {
+		m.groups = map[uint32]string{}
+		if m.srv != nil {
+			if f, _, err := openRegular(m.srv.groupPath()); err == nil {
+				eachGroup(f, func(name string, id uint32, _ string) {
+					if _, ok := m.groups[id]; !ok {
+						m.groups[id] = name
+					}
+				})
+				f.Close()
+			}
+		}
+	}
+	return nameOr(m.groups, gid)
+}
+
+// nameOr is the name of id in names, else the number.
+func nameOr(names map[uint32]string, id uint32) string {
+	if n, ok := names[id]; ok {
 		return n
 	}
-	id := strconv.FormatUint(key&(1<<32-1), 10)
-	n, err := lookup(id)
-	if err != nil {
-		n = id
-	}
-	m[key] = n
-	return n
+	return strconv.FormatUint(uint64(id), 10)
 }
 
 // longName is the "ls -l" line of an entry as sftp-server's ls_file

@@ -78,6 +78,7 @@ type sftpFront struct {
 	// homeOf is the home directory of a user, "" for the login's own, for
 	// expand-path@openssh.com's ~ and ~user.
 	homeOf func(user string) (string, bool)
+	srv    *Server // for the names of owners and groups in listings; nil: numbers
 	// versioned: pkg/sftp's SSH_FXP_VERSION has gone out, with
 	// expand-path@openssh.com added to its extensions.
 	versioned bool
@@ -107,8 +108,8 @@ type sftpFront struct {
 	files map[string]struct{}
 }
 
-func newSFTPFront(r io.Reader, w io.Writer, workDir string, homeOf func(string) (string, bool)) *sftpFront {
-	s := &sftpFront{r: bufio.NewReader(r), w: w, workDir: workDir, homeOf: homeOf, dirs: map[string]*sftpDir{}, files: map[string]struct{}{}}
+func newSFTPFront(r io.Reader, w io.Writer, workDir string, homeOf func(string) (string, bool), srv *Server) *sftpFront {
+	s := &sftpFront{r: bufio.NewReader(r), w: w, workDir: workDir, homeOf: homeOf, srv: srv, dirs: map[string]*sftpDir{}, files: map[string]struct{}{}}
 	s.cond.L = &s.mu
 	return s
 }
