@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -66,6 +67,10 @@ type Config struct {
 	// Vendor holds the third-party browser files (xterm.js, xterm.css, addon-fit.js);
 	// nil means the copy embedded at build time (make console-assets).
 	Vendor fs.FS
+	// TLS, with a certificate (Certificates or GetCertificate), makes Serve
+	// serve https, and URL print it; nil means plain HTTP, for loopback or a
+	// reverse proxy that does TLS.
+	TLS *tls.Config
 	// Logger receives the server's records; nil means discard. Tokens, passwords
 	// and keys are never logged.
 	Logger *slog.Logger
@@ -151,6 +156,16 @@ func New(cfg Config) (*Server, error) {
 	s.routes()
 	s.http = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	if cfg.TLS != nil {
+		if len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
+			return nil, errors.New("console: TLS without a certificate")
+		}
+		// HTTP/1.1 only: the terminal is a WebSocket, which browsers open over
+		// HTTP/1.1 unless the server offers WebSockets over HTTP/2.
+		s.http.TLSConfig = cfg.TLS.Clone()
+		s.http.TLSConfig.NextProtos = []string{"http/1.1"}
+		s.http.TLSConfig.MinVersion = max(s.http.TLSConfig.MinVersion, tls.VersionTLS12)
+	}
 	return s, nil
 }
 
@@ -166,11 +181,19 @@ func (s *Server) URL(addr net.Addr) string {
 	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
 		host = net.JoinHostPort("127.0.0.1", fmt.Sprint(ta.Port))
 	}
-	return "http://" + host + "/#token=" + url.QueryEscape(s.token)
+	scheme := "http://"
+	if s.cfg.TLS != nil {
+		scheme = "https://"
+	}
+	return scheme + host + "/#token=" + url.QueryEscape(s.token)
 }
 
-// Serve serves the console on l until Shutdown or Close.
+// Serve serves the console on l until Shutdown or Close, over TLS when
+// Config.TLS is set.
 func (s *Server) Serve(l net.Listener) error {
+	if s.cfg.TLS != nil {
+		return s.http.ServeTLS(l, "", "")
+	}
 	return s.http.Serve(l)
 }
 
@@ -307,8 +330,11 @@ func (s *Server) hostOK(r *http.Request) bool {
 		return false
 	}
 	host, port, err := net.SplitHostPort(r.Host)
-	if err != nil { // no port: 80
+	if err != nil { // no port: the scheme's
 		host, port = strings.TrimSuffix(strings.TrimPrefix(r.Host, "["), "]"), "80"
+		if r.TLS != nil {
+			port = "443"
+		}
 	}
 	if port != fmt.Sprint(local.Port()) {
 		return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -319,6 +320,58 @@ func TestPublicURL(t *testing.T) {
 	s := newTestServer(t, Config{PublicURL: "https://console.example.com/"})
 	if got, want := s.URL(consoleAddr), "https://console.example.com/#token=the-access-token"; got != want {
 		t.Errorf("URL = %q, want %q", got, want)
+	}
+}
+
+// With Config.TLS the console serves https (HTTP/1.1, for the terminal's
+// WebSocket), prints an https URL, and takes its page's https origin; a plain
+// HTTP request to it is refused.
+func TestServeTLS(t *testing.T) {
+	if _, err := New(Config{TLS: &tls.Config{}}); err == nil {
+		t.Error("New with a TLS config without a certificate succeeded")
+	}
+	cert := httptest.NewUnstartedServer(nil) // for its certificate for 127.0.0.1
+	cert.StartTLS()
+	cert.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Certificate())
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	defer client.CloseIdleConnections()
+
+	s := newTestServer(t, Config{TLS: &tls.Config{Certificates: cert.TLS.Certificates}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	base := "https://" + ln.Addr().String()
+	if got := s.URL(ln.Addr()); got != base+"/#token=the-access-token" {
+		t.Errorf("URL = %q, want %s/#token=…", got, base)
+	}
+	resp, err := client.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/1.1" {
+		t.Errorf("GET / over TLS: %s %s, want HTTP/1.1 200", resp.Proto, resp.Status)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/tunnels", strings.NewReader("{"))
+	req.Header.Set("Authorization", "Bearer the-access-token")
+	req.Header.Set("Origin", base)
+	if resp, err = client.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest { // past the origin check, to the body
+		t.Errorf("POST from the https page: %s, want 400 for its body", resp.Status)
+	}
+	resp, err = http.Get("http://" + ln.Addr().String() + "/")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("plain HTTP to the TLS console: %s, want 400", resp.Status)
+		}
 	}
 }
 

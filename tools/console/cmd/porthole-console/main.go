@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -43,7 +44,9 @@ func (k *keyFlags) Set(v string) error {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("porthole-console", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:8088", "address to serve the console on (keep it on loopback: it is plain HTTP)")
+	listen := fs.String("listen", "127.0.0.1:8088", "address to serve the console on (keep it on loopback unless --tls-cert: it is plain HTTP)")
+	tlsCert := fs.String("tls-cert", "", "serve https with this PEM certificate (chain) file, read at start; with --tls-key")
+	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
 	publicURL := fs.String("public-url", "", "the console's address in the browser when a reverse proxy serves it, e.g. "+
 		"https://console.example.com: its pages and terminals may then come from that origin, and it is the URL printed")
 	region := fs.String("region", "us-east-1", "AWS region of the tunnels (the data-plane endpoint follows from it)")
@@ -94,6 +97,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 			Credentials: console.Credentials{AccessKeyID: os.Getenv("AWS_ACCESS_KEY_ID"),
 				SecretAccessKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), SessionToken: os.Getenv("AWS_SESSION_TOKEN")}}
 	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintln(stderr, "porthole-console: --tls-cert and --tls-key go together")
+		return 1
+	}
+	if *tlsCert != "" {
+		pair, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			fmt.Fprintf(stderr, "porthole-console: --tls-cert/--tls-key: %v\n", err)
+			return 1
+		}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	}
 	if *vendorDir != "" {
 		cfg.Vendor = os.DirFS(*vendorDir)
 	}
@@ -111,7 +126,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "porthole-console: %v\n", err)
 		return 1
 	}
-	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && cfg.TLS == nil {
 		fmt.Fprintf(stderr, "porthole-console: warning: listening on %s, not loopback: the console is plain HTTP\n", ln.Addr())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
