@@ -351,6 +351,18 @@ render
 	if st, err := os.Stat(filepath.Join(dir, "state")); err != nil || st.Mode().Perm() != 0o700 {
 		t.Errorf("data_dir not made 0700: %v", err)
 	}
+	// A data_dir that exists keeps its mode: a mistyped shared directory is
+	// for the agent to refuse, not for the script to make root's alone.
+	shared := filepath.Join(dir, "shared")
+	os.Mkdir(shared, 0o755)
+	os.Chmod(shared, os.ModeSticky|0o777)
+	again := strings.Replace(script, "CONFIG_main_data_dir="+filepath.Join(dir, "state"), "CONFIG_main_data_dir="+shared, 1)
+	if out, err := exec.Command("sh", "-c", again).CombinedOutput(); err != nil {
+		t.Fatalf("render with an existing data_dir: %v\n%s", err, out)
+	}
+	if st, err := os.Stat(shared); err != nil || st.Mode()&(os.ModePerm|os.ModeSticky) != 0o777|os.ModeSticky {
+		t.Errorf("render changed the mode of an existing data_dir to %v (%v), want drwxrwxrwt kept", st.Mode(), err)
+	}
 
 	// The agent itself accepts it, with the certificate files in place (its
 	// check-config reads them, as the agent does at start).
@@ -776,6 +788,15 @@ func TestOpkgScriptsWaitForOpkg(t *testing.T) {
 		}
 		if st, err := os.Stat(filepath.Join(r.dir, "state")); err != nil || st.Mode().Perm() != 0o700 {
 			t.Errorf("postinst: state directory: %v, want it made 0700", err)
+		}
+
+		// On an upgrade (PKG_UPGRADE=1 from OpenWrt's opkg) the administrator's
+		// enable or disable stays: no enable, only the restart.
+		r = newOpkgRig(t, shell, binDir)
+		r.env = append(r.env, "PKG_UPGRADE=1")
+		r.opkg("postinst", "configure", "")
+		if calls := r.waitCalls("porthole restart", 5*time.Second); strings.Contains(calls, "enable") || !strings.Contains(calls, "porthole restart") {
+			t.Errorf("postinst on an upgrade: calls %q, want a restart and no enable", calls)
 		}
 
 		r = newOpkgRig(t, shell, binDir)

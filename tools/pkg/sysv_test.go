@@ -365,6 +365,7 @@ func testSysVOneAgent(t *testing.T, r *sysvRig) {
 	if got := r.pidFile(); got != first {
 		t.Errorf("pid file holds %d, want the agent's pid %d", got, first)
 	}
+	r.wantStatus(0, fmt.Sprintf("running (pid %d)", first))
 
 	// LSB: start of a running service succeeds and starts nothing.
 	if out, err := r.run("start"); err != nil || !strings.Contains(out, "already running") {
@@ -393,6 +394,7 @@ func testSysVOneAgent(t *testing.T, r *sysvRig) {
 	if _, err := os.Stat(r.pidfile); err == nil {
 		t.Error("after stop: the pid file is still there")
 	}
+	r.wantStatus(3, "not running")
 
 	// A pid file left by an agent that died names a pid some other process has
 	// now: stop and reload leave that process alone, start starts the agent.
@@ -411,6 +413,7 @@ func testSysVOneAgent(t *testing.T, r *sysvRig) {
 		}
 	}
 	stale()
+	r.wantStatus(1, "not running, but "+r.pidfile+" is left")
 	if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
 		t.Fatalf("start with a stale pid file: %v %q, want OK", err, out)
 	}
@@ -446,6 +449,21 @@ func testSysVOneAgent(t *testing.T, r *sysvRig) {
 	// LSB: stop of a stopped service succeeds.
 	if out, err := r.run("stop"); err != nil {
 		t.Errorf("stop when not running: %v %q, want exit 0", err, out)
+	}
+}
+
+// wantStatus runs the status action and checks its LSB exit code and output.
+func (r *sysvRig) wantStatus(code int, text string) {
+	r.t.Helper()
+	out, err := r.run("status")
+	got := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		got = ee.ExitCode()
+	} else if err != nil {
+		r.t.Fatalf("status: %v", err)
+	}
+	if got != code || !strings.Contains(out, text) {
+		r.t.Errorf("status: exit %d, %q; want exit %d and %q", got, out, code, text)
 	}
 }
 
