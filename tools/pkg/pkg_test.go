@@ -423,6 +423,46 @@ start_service
 	}
 }
 
+// With option config_file the agent runs on that TOML file, checked first,
+// and nothing is rendered from the other options.
+func TestUCIStartServiceOwnConfig(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "porthole")
+	ran := filepath.Join(dir, "ran")
+	os.WriteFile(fake, []byte("#!/bin/sh\necho \"ran $*\" >>"+ran+"\n"), 0o755)
+	own := filepath.Join(dir, "own.toml")
+	rendered := filepath.Join(dir, "porthole.toml")
+	script := uciStubs + `
+procd_open_instance() { echo open; }
+procd_set_param() { echo "param $*"; }
+procd_close_instance() { echo close; }
+logger() { :; }
+. ./openwrt/porthole.init
+PROG=` + fake + `
+CONF=` + rendered + `
+CONFIG_main_enabled=1
+CONFIG_main_config_file=` + own + `
+CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
+CONFIG_SECTIONS='main'
+CONFIG_main_TYPE=porthole
+start_service
+`
+	out, err := exec.Command("sh", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("start_service: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(ran)
+	out = append(out, b...)
+	for _, want := range []string{"ran check-config -c " + own + "\n", "param command " + fake + " agent -c " + own + "\n", "param file /etc/config/porthole " + own + "\n"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("start_service with config_file: output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(rendered); err == nil {
+		t.Error("start_service with config_file rendered the UCI options too")
+	}
+}
+
 // TestUCIStartServiceConfigError: a configuration that check-config rejects is
 // logged (logread) and on stderr, and nothing is started. check-config's stderr
 // goes to a pipe or to a file of the script's own under $TMPDIR (mktemp), never
