@@ -489,7 +489,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 
 	_, sshPort, _ := net.SplitHostPort(info.SSH)
 	info.KnownHosts = filepath.Join(dir, "known_hosts")
-	if err := writeKnownHosts(info.KnownHosts, hostKeyFile, sshPort); err != nil {
+	if err := writeKnownHosts(info.KnownHosts, hostKeyFile); err != nil {
 		return err
 	}
 	opts := fmt.Sprintf("-i %s -o %s", shellArg(rel(info.SSHKey)), shellArg("UserKnownHostsFile="+rel(info.KnownHosts)))
@@ -685,8 +685,12 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// writeKnownHosts pins the agent's host key for the lab's SSH port.
-func writeKnownHosts(path, hostKey, port string) error {
+// writeKnownHosts pins the agent's host key for every port of 127.0.0.1: the
+// lab's SSH port, and the port of any `porthole connect -L SSH=PORT` the lab
+// suggests for a tunnel opened by hand, which reaches the same device. The file
+// serves only the lab's ssh lines (UserKnownHostsFile); another server on
+// 127.0.0.1 has another key, which ssh then refuses.
+func writeKnownHosts(path, hostKey string) error {
 	b, err := os.ReadFile(hostKey)
 	if err != nil {
 		return fmt.Errorf("reading the agent's host key: %w", err)
@@ -695,7 +699,7 @@ func writeKnownHosts(path, hostKey, port string) error {
 	if err != nil {
 		return fmt.Errorf("the agent's host key: %w", err)
 	}
-	line := fmt.Sprintf("[127.0.0.1]:%s %s", port, gossh.MarshalAuthorizedKey(s.PublicKey()))
+	line := "[127.0.0.1]:* " + string(gossh.MarshalAuthorizedKey(s.PublicKey()))
 	return writeFile(path, []byte(line), 0o644)
 }
 

@@ -3,7 +3,9 @@ package lab
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
@@ -375,5 +378,29 @@ func TestShellArg(t *testing.T) {
 	}
 	if got := shellArg("bin/porthole"); got != "bin/porthole" {
 		t.Errorf("shellArg quoted a plain path: %s", got)
+	}
+}
+
+// The lab's known_hosts pins the agent's key for any port of 127.0.0.1, so the
+// ssh of a `porthole connect -L SSH=PORT` the lab suggests trusts it too, and
+// for no other host (checked with OpenSSH's own lookup).
+func TestKnownHostsAnyPort(t *testing.T) {
+	keygen := stack.NeedProgram(t, "ssh-keygen")
+	dir := t.TempDir()
+	_, priv, _ := ed25519.GenerateKey(nil)
+	block, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, known := filepath.Join(dir, "host_key"), filepath.Join(dir, "known_hosts")
+	os.WriteFile(hostKey, pem.EncodeToMemory(block), 0o600)
+	if err := writeKnownHosts(known, hostKey); err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]bool{"[127.0.0.1]:2222": true, "[127.0.0.1]:2223": true, "[127.0.0.2]:2222": false, "example.com": false} {
+		err := exec.Command(keygen, "-F", host, "-f", known).Run()
+		if (err == nil) != want {
+			t.Errorf("ssh-keygen -F %s: %v, want found %v", host, err, want)
+		}
 	}
 }
