@@ -33,11 +33,13 @@ type Agent struct {
 	ssh    *sshd.Server
 	mqtt   *notify.Listener
 	events *eventQueue
-	// refusals bounds the audit events of refused logins and forwards.
-	refusals refusalLimit
-	store    stateStore
-	svc      atomic.Pointer[map[string]string]
-	proxy    func(*url.URL) (*url.URL, error) // tunnel.https_proxy, parsed once; nil: the environment
+	// refusals bounds the audit events of refused logins and forwards,
+	// rejections the events of rejected notifications.
+	refusals   refusalLimit
+	rejections refusalLimit
+	store      stateStore
+	svc        atomic.Pointer[map[string]string]
+	proxy      func(*url.URL) (*url.URL, error) // tunnel.https_proxy, parsed once; nil: the environment
 
 	// now is the clock; nil means time.Now (a test seam).
 	now func() time.Time
@@ -70,8 +72,12 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := checkTunnelCA(cfg.Tunnel.CAFile); err != nil {
+		return nil, err
+	}
 	a := &Agent{cfg: cfg, log: log, store: stateStore{dir: filepath.Join(cfg.DataDir, "tunnels")}, sessions: map[string]*session{}}
 	a.refusals.report = a.reportSuppressed
+	a.rejections.burst, a.rejections.window, a.rejections.report = rejectionBurst, rejectionWindow, a.reportRejections
 	if p := cfg.Tunnel.HTTPSProxy; p != "" {
 		u, err := tunnel.ParseProxyURL(p) // Validate has accepted it
 		if err != nil {
@@ -96,6 +102,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		KeepAlive:      time.Duration(cfg.MQTT.KeepAlive),
 		Logger:         log.With("component", "mqtt"),
 		OnNotification: a.notified,
+		OnRejected:     a.rejected,
 	})
 	if err != nil {
 		return nil, configKey(err)
@@ -108,8 +115,9 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 }
 
 // Check is what `porthole check-config` runs: cfg is valid, the files it names
-// are usable (the MQTT certificate, its key and the CA, the SSH host keys), and
-// its data directory is safe. It changes nothing on disk.
+// are usable (the MQTT certificate, not expired, its key and the CA, the tunnel
+// CA, the SSH host keys), and its data directory is safe. It changes nothing on
+// disk.
 func Check(cfg *Config) error {
 	if _, err := New(cfg, nil); err != nil {
 		return err
@@ -120,11 +128,11 @@ func Check(cfg *Config) error {
 	if err := sshd.CheckHostKeys(cfg.DataDir, cfg.SSH.HostKeys); err != nil {
 		return fmt.Errorf("ssh: %w", err)
 	}
-	return nil
+	return checkCertificate(cfg)
 }
 
-// Warnings lists what in cfg works but should be mended; the agent logs them at
-// start and check-config prints them.
+// Warnings lists what in cfg works but should be mended, or cannot work yet;
+// the agent logs them at start (WARN) and check-config prints them.
 func Warnings(cfg *Config) []string {
 	var out []string
 	// Not refused, unlike an SSH host key: images often carry files at 0644, and
@@ -132,7 +140,7 @@ func Warnings(cfg *Config) []string {
 	if fi, err := os.Stat(cfg.MQTT.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		out = append(out, fmt.Sprintf("mqtt.key_file %s has mode %04o: other local users can read the device's identity key (chmod 600)", cfg.MQTT.KeyFile, fi.Mode().Perm()))
 	}
-	return out
+	return append(out, startWarnings(cfg)...)
 }
 
 // HostPublicKeys returns the public half of the SSH host key in dataDir, making
@@ -216,8 +224,16 @@ func (a *Agent) clock() time.Time {
 	return time.Now()
 }
 
+// eventFlushTimeout bounds the last flush of the event queue when the agent stops:
+// a broker that is away must not hold up a SIGTERM (init systems kill after a few
+// seconds).
+const eventFlushTimeout = 2 * time.Second
+
 // Run serves until ctx ends: the MQTT listener, the saved tunnels, the optional SSH
-// listener. On the way out it ends every session and flushes events (within 5 s).
+// listener. On the way out it ends every session and SSH connection first, so that
+// their last events (stream-end, ssh-session-end) are queued, then flushes the
+// events for at most eventFlushTimeout, and only then disconnects from the broker
+// the events go through. The SSH connections get 2 s to end by themselves.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -241,29 +257,32 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	var ln net.Listener
+	if a.cfg.SSH.Listen != "" {
+		if ln, err = net.Listen("tcp", a.cfg.SSH.Listen); err != nil {
+			return fmt.Errorf("ssh.listen: %w", err)
+		}
+	}
 	a.log.Info("porthole agent started", "version", Version, "thing", a.cfg.ThingName)
 	for _, w := range Warnings(a.cfg) {
 		a.log.Warn(w)
 	}
+
+	// From here on nothing returns early: the end of Run stops what is started
+	// here, in the order that lets the last events out.
 	var bg sync.WaitGroup
-	defer bg.Wait()
+	evctx, evcancel := context.WithCancel(context.Background())
+	defer evcancel()
+	evdone := make(chan struct{})
 	if a.events != nil {
-		evctx, evcancel := context.WithCancel(context.Background())
-		bg.Add(1)
-		go func() { defer bg.Done(); a.events.run(evctx, 2*time.Second) }()
-		defer evcancel()
-		defer a.refusals.flush() // after the SSH server has stopped, before the events' last flush
+		go func() { defer close(evdone); a.events.run(evctx, eventFlushTimeout) }()
+	} else {
+		close(evdone)
 	}
-	if a.cfg.SSH.Listen != "" {
-		ln, err := net.Listen("tcp", a.cfg.SSH.Listen)
-		if err != nil {
-			return fmt.Errorf("ssh.listen: %w", err)
-		}
+	if ln != nil {
 		bg.Add(1)
 		go func() { defer bg.Done(); a.ssh.Serve(ln) }()
 	}
-	defer a.shutdownSSH()
-
 	saved, errs := a.store.load(a.clock())
 	for _, err := range errs {
 		a.log.Warn("tunnel state", "error", err)
@@ -272,15 +291,35 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("resuming tunnel saved before restart", "tunnel", fingerprint(t.AccessToken), "services", t.Services)
 		a.start(t, false)
 	}
+	mctx, mcancel := context.WithCancel(context.Background())
+	defer mcancel()
+	mqttDone := make(chan struct{})
+	var mqttErr error
+	go func() { defer close(mqttDone); mqttErr = a.mqtt.Run(mctx) }()
 
-	err = a.mqtt.Run(ctx)
-	cancel()
-	a.wg.Wait() // destination sessions
+	select {
+	case <-ctx.Done():
+	case <-mqttDone: // only when it cannot run at all
+	}
+	stopping := ctx.Err() != nil
+	a.log.Info("agent stopping")
+	a.mu.Lock()
+	cancel() // under mu: start adds no session after this
+	a.mu.Unlock()
+	a.wg.Wait()     // destination sessions; their streams close: stream-end
+	a.shutdownSSH() // SSH connections: ssh-session-end
+	a.refusals.flush()
+	a.rejections.flush()
+	evcancel()
+	<-evdone // the last events, for at most eventFlushTimeout
+	mcancel()
+	<-mqttDone // a clean MQTT DISCONNECT, last
+	bg.Wait()
 	a.log.Info("agent stopped")
-	if ctx.Err() != nil {
+	if stopping {
 		return nil
 	}
-	return err
+	return mqttErr
 }
 
 func (a *Agent) shutdownSSH() {
@@ -288,6 +327,10 @@ func (a *Agent) shutdownSSH() {
 	defer cancel()
 	if err := a.ssh.Shutdown(sctx); err != nil {
 		a.ssh.Close()
+		// Give the closed connections a moment to end, and send their events.
+		cctx, ccancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		a.ssh.Shutdown(cctx)
+		ccancel()
 	}
 	a.sshConns.Wait()
 }
@@ -312,7 +355,7 @@ func (a *Agent) notified(n notify.Notification) {
 		// session's place.
 		a.log.Warn("tunnel has no service this device serves: not joining it (add a target to [services], then rotate the destination token)",
 			"tunnel", fingerprint(n.ClientAccessToken), "services", unmapped)
-		a.emit(Event{Type: "notification-rejected", Tunnel: fingerprint(n.ClientAccessToken), Services: unmapped,
+		a.rejectNotification(Event{Tunnel: fingerprint(n.ClientAccessToken), Services: unmapped,
 			Reason: "no service of the tunnel has a target in [services]"})
 		return
 	}
@@ -354,7 +397,7 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 			a.endLocked(old)
 		} else if a.oldestIdleLocked() == nil {
 			a.log.Warn("too many tunnels, all busy: refusing the new one", "tunnel", fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
-			a.emit(Event{Type: "notification-rejected", Tunnel: fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
+			a.rejectNotification(Event{Tunnel: fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
 			return
 		}
 		candidate = true
@@ -403,7 +446,7 @@ func (a *Agent) admit(s *session) {
 	}
 	if victim == nil {
 		a.log.Warn("too many tunnels, all busy: ending the new one", "tunnel", s.fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
-		a.emit(Event{Type: "notification-rejected", Tunnel: s.fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
+		a.rejectNotification(Event{Tunnel: s.fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
 		a.endLocked(s)
 		return
 	}
@@ -496,32 +539,97 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	}
 }
 
+// Connection failures are published as changes of the tunnel's state, not once
+// per attempt: a tunnel whose endpoint cannot be reached retries for as long as it
+// lives (up to 12 h) with a backoff capped at 2 min, and every event is a billed
+// QoS 1 publish. tunnel-disconnected says that a connection that was up is lost;
+// the first failed attempt of a tunnel not connected is a tunnel-connect-failed at
+// once, and later ones are summed up in another (attempts, and how long it has
+// failed) after failureEventFirst, then at intervals doubling up to
+// failureEventMax. A failure that ends the tunnel is its tunnel-ended event
+// (runSession). The tunnel package logs every attempt.
+const (
+	failureEventFirst = time.Minute
+	failureEventMax   = time.Hour
+)
+
 // onState reports connection changes as events, and says so plainly when a TLS
-// failure comes from a clock that is behind (routers often boot in 1970).
+// failure comes from a clock that is behind (routers often boot in 1970). The
+// tunnel calls it from one goroutine, so its state needs no lock.
 func (a *Agent) onState(s *session, log *slog.Logger) func(bool, error) {
+	var (
+		up      bool          // a connection is up
+		failed  int           // failed attempts since the last connection (or the start)
+		since   time.Time     // when they began; zero: no failure yet
+		next    time.Time     // when the next summary may be published
+		backoff time.Duration // the interval after that summary
+	)
 	return func(connected bool, err error) {
+		now := a.clock()
 		if connected {
-			a.emit(Event{Type: "tunnel-connected", Tunnel: s.fp})
+			a.emit(Event{Type: "tunnel-connected", Tunnel: s.fp, Attempts: failed})
+			up, failed, since = true, 0, time.Time{}
 			a.admit(s)
 			return
 		}
 		if errors.Is(err, context.Canceled) {
 			return
 		}
-		reason := "network"
-		var he *tunnel.HandshakeError
-		var ce x509.CertificateInvalidError
-		switch {
-		case errors.As(err, &he):
-			reason = fmt.Sprintf("handshake refused: %d %s", he.StatusCode, he.Body)
-		case errors.Is(err, tunnel.ErrClosedByService):
-			reason = "closed by the service"
-		case errors.As(err, &ce) && ce.Reason == x509.Expired && a.clock().Before(BuildTime()):
-			reason = "TLS certificate check failed because the system clock is behind"
-			log.Warn("the clock is before this binary was built; TLS will keep failing until it is set (NTP)", "clock", a.clock().UTC(), "build", BuildTime())
+		reason := a.failureReason(err, log)
+		wasUp := up
+		up = false
+		if endsTunnel(err) {
+			return // runSession publishes tunnel-ended with the reason
 		}
-		a.emit(Event{Type: "tunnel-disconnected", Tunnel: s.fp, Reason: reason})
+		if wasUp {
+			a.emit(Event{Type: "tunnel-disconnected", Tunnel: s.fp, Reason: reason})
+			since, next, backoff = now, now.Add(failureEventFirst), failureEventFirst
+			return
+		}
+		failed++
+		switch {
+		case since.IsZero():
+			since, next, backoff = now, now.Add(failureEventFirst), failureEventFirst
+		case now.Before(next):
+			return
+		default:
+			backoff = min(2*backoff, failureEventMax)
+			next = now.Add(backoff)
+		}
+		e := Event{Type: "tunnel-connect-failed", Tunnel: s.fp, Reason: reason, Attempts: failed}
+		if d := now.Sub(since); d > 0 {
+			e.Duration = d.Round(time.Second).String()
+		}
+		a.emit(e)
 	}
+}
+
+// failureReason says in a few words why a connection attempt failed or a
+// connection was lost.
+func (a *Agent) failureReason(err error, log *slog.Logger) string {
+	var he *tunnel.HandshakeError
+	var ce x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &he):
+		return fmt.Sprintf("handshake refused: %d %s", he.StatusCode, he.Body)
+	case errors.Is(err, tunnel.ErrClosedByService):
+		return "closed by the service"
+	case errors.As(err, &ce) && ce.Reason == x509.Expired && a.clock().Before(BuildTime()):
+		log.Warn("the clock is before this binary was built; TLS will keep failing until it is set (NTP)", "clock", a.clock().UTC(), "build", BuildTime())
+		return "TLS certificate check failed because the system clock is behind"
+	}
+	return "network"
+}
+
+// endsTunnel reports whether err ends the destination session instead of
+// causing a reconnect (as the tunnel package decides: a 4xx handshake answer, a
+// close by the service, a configuration mismatch).
+func endsTunnel(err error) bool {
+	var he *tunnel.HandshakeError
+	if errors.As(err, &he) {
+		return !he.Temporary()
+	}
+	return errors.Is(err, tunnel.ErrClosedByService) || errors.Is(err, tunnel.ErrConfig)
 }
 
 // countStreams wraps the dialer to count a session's open streams and report each
@@ -562,7 +670,7 @@ func (a *Agent) audit(e sshd.Event) {
 	if refusal(e) && !a.refusals.allow(time.Now()) { // real time, as the window's timer runs on it
 		return
 	}
-	a.emit(Event{Type: "ssh-" + string(e.Type), SSH: e})
+	a.emit(Event{Type: "ssh-" + string(e.Type), SSH: &e})
 }
 
 func (a *Agent) emit(e Event) {

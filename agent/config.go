@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -215,6 +217,8 @@ func (c *Config) Validate() error {
 	}
 	if c.ThingName == "" {
 		bad("thing_name", "required")
+	} else if placeholder(c.ThingName) {
+		bad("thing_name", "%q is still the example's placeholder: set the device's AWS IoT thing name", c.ThingName)
 	} else if tunnel.ValidateServiceID(c.ThingName) != nil /* the same syntax as service ids */ {
 		bad("thing_name", "%q: want 1-128 characters of [a-zA-Z0-9:_-]", c.ThingName)
 	}
@@ -223,6 +227,8 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.Endpoint == "" {
 		bad("mqtt.endpoint", "required (e.g. \"xxxx-ats.iot.eu-west-1.amazonaws.com:8883\")")
+	} else if placeholderEndpoint(c.MQTT.Endpoint) {
+		bad("mqtt.endpoint", "%q is still the example's placeholder: set the account's endpoint (aws iot describe-endpoint --endpoint-type iot:Data-ATS)", c.MQTT.Endpoint)
 	}
 	for _, f := range []struct{ key, path string }{{"mqtt.ca_file", c.MQTT.CAFile}, {"mqtt.cert_file", c.MQTT.CertFile}, {"mqtt.key_file", c.MQTT.KeyFile}} {
 		if f.path == "" {
@@ -394,4 +400,199 @@ func localForwardPolicy(entries []string) (func(user string, dest netip.AddrPort
 		}
 		return false
 	}, nil
+}
+
+// placeholder reports whether s is the "CHANGE-ME" of a shipped config
+// (buildroot/package/porthole/porthole.toml), which porthole.mk replaces only
+// when the image's config names a value.
+func placeholder(s string) bool { return strings.Contains(strings.ToUpper(s), "CHANGE-ME") }
+
+// placeholderEndpoint reports whether endpoint is a shipped config's
+// placeholder: CHANGE-ME, or the x's of porthole.example.toml and of
+// Validate's own example ("xxxx-ats.iot.…"). The agent would otherwise retry
+// its DNS look-up for good, and an init script's check-config call say OK.
+func placeholderEndpoint(endpoint string) bool {
+	if placeholder(endpoint) {
+		return true
+	}
+	host := endpoint[strings.Index(endpoint, "://")+1:] // -1+1: the whole string
+	host = strings.TrimLeft(host, "/")
+	label, _, _ := strings.Cut(host, ".")
+	label = strings.TrimSuffix(strings.ToLower(label), "-ats")
+	return len(label) >= 4 && strings.Trim(label, "x") == ""
+}
+
+// maxCAFile bounds each file of tunnel.ca_file, as notify bounds the MQTT
+// ones: a bundle of every public root is about 220 KiB.
+const maxCAFile = 1 << 20
+
+// checkTunnelCA reads tunnel.ca_file as the tunnel's dialer does at each
+// connection (agent/tunnel, Config.tlsConfig): a PEM file or a directory of
+// them, holding at least one certificate. Without this a wrong path is found
+// only when a tunnel opens, and then every tunnel fails and is retried for
+// good; at start it is a configuration error (exit 1), like a missing
+// mqtt.ca_file. Files are read within maxCAFile and must be regular, so that
+// a FIFO in a directory cannot hang the check.
+func checkTunnelCA(path string) error {
+	if path == "" {
+		return nil
+	}
+	fail := func(err error) error { return fmt.Errorf("config: tunnel.ca_file: %w", err) }
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fail(err)
+	}
+	files := []string{path}
+	if fi.IsDir() {
+		entries, err := os.ReadDir(path)
+		if err != nil {
+			return fail(err)
+		}
+		files = files[:0]
+		for _, e := range entries {
+			if !e.IsDir() {
+				files = append(files, filepath.Join(path, e.Name()))
+			}
+		}
+	}
+	found := false
+	for _, f := range files {
+		b, _, err := notify.ReadRegularFile(f, maxCAFile)
+		if err != nil {
+			return fail(err)
+		}
+		// One certificate is what the dialer needs; parsing every root of a
+		// system bundle would cost megabytes of heap for nothing.
+		for rest := b; !found; {
+			var block *pem.Block
+			if block, rest = pem.Decode(rest); block == nil {
+				break
+			}
+			if block.Type == "CERTIFICATE" {
+				_, err := x509.ParseCertificate(block.Bytes)
+				found = err == nil
+			}
+		}
+	}
+	if !found {
+		return fail(fmt.Errorf("no PEM certificate in %s", path))
+	}
+	return nil
+}
+
+// certWarnWindow is how long before mqtt.cert_file expires check-config and
+// the agent's start warn about it.
+const certWarnWindow = 30 * 24 * time.Hour
+
+// certValidity reads the device certificate (the first in mqtt.cert_file) and
+// says what is wrong with its dates at now: expired is set once NotAfter has
+// passed (the broker refuses the certificate, and the agent retries for good);
+// warn when it expires within certWarnWindow or is not valid yet. With now
+// before built, the binary's build time, nothing is said: the device's clock
+// has not been set yet (no RTC, no NTP reply so far), and every certificate
+// would look expired or not yet valid.
+func certValidity(certFile string, now, built time.Time) (expired error, warn string) {
+	if now.Before(built) {
+		return nil, ""
+	}
+	b, _, err := notify.ReadRegularFile(certFile, maxCAFile)
+	if err != nil {
+		return nil, "" // New has read it already; the error is its
+	}
+	var cert *x509.Certificate
+	for rest := b; cert == nil; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return nil, ""
+		}
+		if block.Type == "CERTIFICATE" {
+			if cert, err = x509.ParseCertificate(block.Bytes); err != nil {
+				return nil, ""
+			}
+		}
+	}
+	date := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	switch {
+	case !now.Before(cert.NotAfter):
+		return fmt.Errorf("%s expired on %s (the clock says %s): the broker refuses it; renew the device certificate",
+			certFile, date(cert.NotAfter), date(now)), ""
+	case now.Before(cert.NotBefore):
+		return nil, fmt.Sprintf("mqtt.cert_file %s is not valid before %s (the clock says %s): the broker refuses it until then",
+			certFile, date(cert.NotBefore), date(now))
+	case cert.NotAfter.Sub(now) < certWarnWindow:
+		return nil, fmt.Sprintf("mqtt.cert_file %s expires on %s, less than %d days from now: renew it; the agent reads it at start, so restart it after renewing",
+			certFile, date(cert.NotAfter), certWarnWindow/(24*time.Hour))
+	}
+	return nil, ""
+}
+
+// checkCertificate is Check's test of the device certificate's dates. It is an
+// error there, where the agent only warns (startWarnings): at start the agent
+// keeps running, since a provisioning process may renew the file on disk (it is
+// read at start: the agent then needs a restart); check-config is asked whether
+// the device can work as it is, and it cannot.
+func checkCertificate(cfg *Config) error {
+	if expired, _ := certValidity(cfg.MQTT.CertFile, time.Now(), BuildTime()); expired != nil {
+		return fmt.Errorf("config: mqtt.cert_file: %w", expired)
+	}
+	return nil
+}
+
+// startWarnings are the Warnings about files and the system: the device
+// certificate's dates, a data directory that cannot be made or written, and
+// SSH login files that cannot serve.
+func startWarnings(cfg *Config) []string {
+	var out []string
+	expired, warn := certValidity(cfg.MQTT.CertFile, time.Now(), BuildTime())
+	if expired != nil {
+		// check-config refuses it (checkCertificate); the agent runs on and says so.
+		warn = "mqtt.cert_file " + expired.Error() + "; the agent reads it at start, so restart it after renewing"
+	}
+	if warn != "" {
+		out = append(out, warn)
+	}
+	if w := dataDirWarning(cfg.DataDir); w != "" {
+		out = append(out, w)
+	}
+	return append(out, loginWarnings(cfg)...)
+}
+
+// sshKeys maps the sshd.Server fields that sshd.LoginProblem names to the
+// config keys they come from.
+var sshKeys = map[string]string{
+	"AuthorizedKeysFiles":    "ssh.authorized_keys",
+	"TrustedUserCAKeysFiles": "ssh.trusted_user_ca_keys",
+	"PasswordHashes":         "ssh.password_hashes",
+	"PasswdFile":             "ssh",
+}
+
+// loginWarnings says, by sshd's own rules (sshd.Server.CheckLogins), which SSH
+// login files a login would ignore or not find, for the users who may log in
+// (every account when the agent runs as root, else its own), and whether no
+// login method can work at all.
+//
+// These are warnings, even when no login can work, and not errors: keys are
+// often put in place after the first boot (a provisioning job, an installer, a
+// trusted CA added later), and sshd reads them at each login, so the agent needs
+// no restart to let them in. An error would make the init scripts, which run
+// check-config before the agent, keep it from starting, and with it the MQTT
+// connection and the events that tell the fleet the device is there. So
+// check-config prints them on stderr as "warning:" lines and exits 0, and the
+// agent logs them at WARN at start.
+func loginWarnings(cfg *Config) []string {
+	srv, err := newSSHServer(cfg, nil, nil)
+	if err != nil {
+		return nil // Validate has refused it
+	}
+	problems, ok := srv.CheckLogins()
+	var out []string
+	for _, p := range problems {
+		out = append(out, sshKeys[p.Field]+": "+p.Err.Error())
+	}
+	if !ok {
+		out = append(out, "ssh: no login method can work: no usable authorized_keys file (ssh.authorized_keys), trusted user CA key "+
+			"(ssh.trusted_user_ca_keys) or password hash (ssh.password_hashes); SSH logins are refused until one is in place "+
+			"(files are read at each login: no restart is needed)")
+	}
+	return out
 }

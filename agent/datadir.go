@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/porthole-iot/porthole/sshd"
 )
 
 // checkDataDir refuses a data directory that another local user could change:
@@ -115,12 +117,72 @@ func safeDir(p string, fi fs.FileInfo, euid int, stickyOK bool) error {
 	if ok && st.Uid != 0 && int(st.Uid) != euid {
 		return fmt.Errorf("data_dir: %s belongs to uid %d, not to root or the agent's user (uid %d)", p, st.Uid, euid)
 	}
-	sticky := stickyOK && fi.Mode()&fs.ModeSticky != 0
-	if fi.Mode().Perm()&0o022 != 0 && !sticky {
-		return fmt.Errorf("data_dir: %s is writable by group or others (mode %04o); the host key and tunnel tokens need a directory only root can change (chmod go-w)", p, fi.Mode().Perm())
+	sticky := fi.Mode()&fs.ModeSticky != 0
+	switch {
+	case fi.Mode().Perm()&0o022 == 0 || stickyOK && sticky:
+		return nil
+	case sticky:
+		// A shared directory such as /tmp or /dev/shm: chmod go-w would break
+		// every other program that writes there.
+		return fmt.Errorf("data_dir: %s is writable by group or others (mode %s: a shared directory, as /tmp is); the host key and tunnel tokens need a directory of their own that only root or the agent's user can change (e.g. /var/lib/porthole)", p, octalMode(fi.Mode()))
 	}
-	return nil
+	return fmt.Errorf("data_dir: %s is writable by group or others (mode %s); the host key and tunnel tokens need a directory only root or the agent's user can change (chmod go-w %s)", p, octalMode(fi.Mode()), p)
 }
+
+// octalMode is m's permission bits in octal as chmod takes them, with the
+// setuid, setgid and sticky bits (Perm drops them: /tmp would read 0777).
+func octalMode(m fs.FileMode) string {
+	o := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		o |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		o |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		o |= 0o1000
+	}
+	return fmt.Sprintf("%04o", o)
+}
+
+// dataDirWarning says when the agent will not be able to make or write its
+// data directory: the directory above a missing one, or the existing one, is
+// read-only or on /proc or /sys. It is a warning, not an error: storage is
+// often mounted late in boot (an overlay, /data on flash), after check-config
+// may have run, and an agent that finds it missing exits 2, which its init
+// system restarts until it is there. An existing, read-only data directory that
+// holds the host key still serves: tunnels are then not kept across restarts.
+func dataDirWarning(dir string) string {
+	target, made := dir, true
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		target, made = filepath.Dir(dir), false
+	} else if err != nil {
+		return "" // checkDataDir reports it
+	}
+	why := ""
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(target, &st); err == nil && (st.Type == procMagic || st.Type == sysfsMagic) {
+		why = "it is on a kernel file system such as /proc or /sys, not storage"
+	} else if err := syscall.Access(target, 2 /* W_OK */); err != nil {
+		why = "it is not writable: " + err.Error()
+	}
+	switch {
+	case why == "":
+		return ""
+	case !made:
+		return fmt.Sprintf("data_dir: %s does not exist and cannot be made in %s (%s): the agent will exit (2) at start until it can be, e.g. once that storage is mounted", dir, target, why)
+	}
+	if _, err := os.Stat(filepath.Join(dir, sshd.HostKeyFile)); err != nil {
+		return fmt.Sprintf("data_dir: %s holds no SSH host key and one cannot be made there (%s): the agent will exit (2) at start", dir, why)
+	}
+	return fmt.Sprintf("data_dir: %s is not writable (%s): live tunnels cannot be saved, so a restart ends them", dir, why)
+}
+
+// Magic numbers of statfs(2) for the kernel's /proc and /sys.
+const (
+	procMagic  = 0x9fa0
+	sysfsMagic = 0x62656572
+)
 
 // lockWait is how long a starting agent waits for another to leave the data
 // directory: a restart can start the new agent while the old one is still

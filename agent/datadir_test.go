@@ -86,6 +86,21 @@ func TestCheckDataDir(t *testing.T) {
 			t.Errorf("checkDataDir(%s) = %v, want %q", tc.path, err, tc.want)
 		}
 	}
+	// The mode as chmod takes it, sticky bit included; for a shared directory
+	// such as /tmp, no chmod advice (chmod go-w /tmp breaks the system).
+	for _, tc := range []struct {
+		path       string
+		want, dont string
+	}{
+		{os.TempDir(), "(mode 1777: a shared directory, as /tmp is); the host key and tunnel tokens need a directory of their own", "chmod"},
+		{mk("ww-sticky2", 0o777|os.ModeSticky), "mode 1777", "chmod"},
+		{groupWritable, "(mode 0770); the host key and tunnel tokens need a directory only root or the agent's user can change (chmod go-w " + groupWritable + ")", ""},
+	} {
+		err := checkDataDir(tc.path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || tc.dont != "" && strings.Contains(err.Error(), tc.dont) {
+			t.Errorf("checkDataDir(%s) = %v, want %q and not %q", tc.path, err, tc.want, tc.dont)
+		}
+	}
 	// Links: the check follows them and looks at every directory on the way.
 	safeTarget := mk("target", 0o700)
 	openTarget := filepath.Join(mk("open-parent", 0o777), "data") // others can rename it

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/notify"
+	"github.com/porthole-iot/porthole/sshd"
 )
 
 // Event is one JSON record on the event topic: what happened to a tunnel, a stream,
@@ -16,7 +17,7 @@ import (
 type Event struct {
 	Time   time.Time `json:"time"`
 	Thing  string    `json:"thing"`
-	Type   string    `json:"type"`             // tunnel-connected, tunnel-disconnected, tunnel-ended, stream-start, stream-end, notification-rejected, ssh-*
+	Type   string    `json:"type"`             // tunnel-connected, tunnel-connect-failed, tunnel-disconnected, tunnel-ended, stream-*, notification-rejected, ssh-*, *-suppressed
 	Tunnel string    `json:"tunnel,omitempty"` // fingerprint of the access token, never the token
 	Reason string    `json:"reason,omitempty"`
 
@@ -24,9 +25,14 @@ type Event struct {
 	Services []string `json:"services,omitempty"`
 	BytesIn  int64    `json:"bytes_in,omitempty"`
 	BytesOut int64    `json:"bytes_out,omitempty"`
-	Duration string   `json:"duration,omitempty"`
+	// Duration is a stream's (stream-end), or how long connecting has failed
+	// (tunnel-connect-failed), as time.Duration prints it ("1m30s").
+	Duration string `json:"duration,omitempty"`
+	// Attempts counts failed connection attempts: so far (tunnel-connect-failed),
+	// or before the connection (tunnel-connected).
+	Attempts int `json:"attempts,omitempty"`
 
-	SSH any `json:"ssh,omitempty"` // the sshd audit record, for ssh-* events
+	SSH *sshd.Event `json:"ssh,omitempty"` // the sshd audit record, for ssh-* events
 }
 
 // eventQueue publishes events in order from one goroutine; when the broker is slow or

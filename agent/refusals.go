@@ -2,9 +2,11 @@ package agent
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/sshd"
 )
 
@@ -19,9 +21,23 @@ const (
 	refusalWindow = time.Minute
 )
 
-// refusalLimit is the window of refused-login and refused-forward events. The
-// zero value is ready; report publishes the count of suppressed ones.
+// Rejected notifications are published one by one only up to rejectionBurst per
+// rejectionWindow, the rest counted in one "notification-rejections-suppressed"
+// event. AWS publishes only valid notifications, so a rejection is rare and worth
+// an event; a stream of them is a broken or hostile publisher on the notify
+// topic, and each event is a billed QoS 1 publish.
+const (
+	rejectionBurst  = 5
+	rejectionWindow = 10 * time.Minute
+)
+
+// refusalLimit is a window of events published one by one (refused logins and
+// forwards, rejected notifications). The zero value lets refusalBurst through
+// per refusalWindow; report publishes the count of suppressed ones.
 type refusalLimit struct {
+	burst  int           // zero: refusalBurst
+	window time.Duration // zero: refusalWindow
+
 	mu         sync.Mutex
 	start      time.Time // when the current window began; zero: none open
 	passed     int       // refusals published in it
@@ -37,20 +53,32 @@ func refusal(e sshd.Event) bool {
 
 // allow says whether one more refusal, at now, is published.
 func (l *refusalLimit) allow(now time.Time) bool {
+	burst, window := l.limits()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.start.IsZero() || now.Sub(l.start) >= refusalWindow && l.suppressed == 0 {
+	if l.start.IsZero() || now.Sub(l.start) >= window && l.suppressed == 0 {
 		l.start, l.passed = now, 0
 	}
-	if l.passed < refusalBurst {
+	if l.passed < burst {
 		l.passed++
 		return true
 	}
 	if l.suppressed == 0 {
-		l.timer = time.AfterFunc(time.Until(l.start.Add(refusalWindow)), l.flush)
+		l.timer = time.AfterFunc(time.Until(l.start.Add(window)), l.flush)
 	}
 	l.suppressed++
 	return false
+}
+
+func (l *refusalLimit) limits() (int, time.Duration) {
+	burst, window := l.burst, l.window
+	if burst == 0 {
+		burst = refusalBurst
+	}
+	if window == 0 {
+		window = refusalWindow
+	}
+	return burst, window
 }
 
 // flush reports the suppressed count, if any, and closes the window.
@@ -73,4 +101,29 @@ func (a *Agent) reportSuppressed(n int, since time.Time) {
 	a.log.Warn("ssh refusals not reported one by one", "count", n, "since", since.UTC().Format(time.RFC3339))
 	a.emit(Event{Type: "ssh-refusals-suppressed", Reason: fmt.Sprintf("%d more refused logins or forwards since %s (at most %d per %s are published one by one)",
 		n, since.UTC().Format(time.RFC3339), refusalBurst, refusalWindow)})
+}
+
+// rejected is the notify listener's OnRejected: a notification that is not valid
+// is published as a notification-rejected event with the reason, within the
+// limit. The reason names the field and never holds the token or the payload
+// (notify.ParseNotification); the listener has logged it already.
+func (a *Agent) rejected(err error) {
+	a.rejectNotification(Event{Reason: strings.TrimPrefix(err.Error(), notify.ErrInvalidNotification.Error()+": ")})
+}
+
+// rejectNotification publishes e as a notification-rejected event, unless the
+// limit on them is reached.
+func (a *Agent) rejectNotification(e Event) {
+	if a.events == nil || !a.rejections.allow(time.Now()) {
+		return
+	}
+	e.Type = "notification-rejected"
+	a.emit(e)
+}
+
+// reportRejections is the Agent's rejections.report.
+func (a *Agent) reportRejections(n int, since time.Time) {
+	a.log.Warn("rejected notifications not reported one by one", "count", n, "since", since.UTC().Format(time.RFC3339))
+	a.emit(Event{Type: "notification-rejections-suppressed", Reason: fmt.Sprintf("%d more notifications rejected since %s (at most %d per %s are published one by one)",
+		n, since.UTC().Format(time.RFC3339), rejectionBurst, rejectionWindow)})
 }

@@ -1,6 +1,8 @@
 package sshd
 
 import (
+	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -17,35 +19,90 @@ const (
 )
 
 // Event is one audit record. Fields that do not apply to a Type are zero.
-// Events never carry passwords or private keys.
+// Events never carry passwords, private keys or command arguments.
+//
+// Its JSON form (the "ssh" object of the agent's events) has snake_case keys,
+// leaves out zero fields, except exit_status on session-end and allowed on
+// forward, where zero is the answer, and writes Duration as the agent's events
+// do ("1.234s").
 type Event struct {
-	Type      EventType
-	Time      time.Time
-	Remote    string // the connection's remote address as a label; for a tunnel stream whatever its net.Conn reports
-	SessionID string // hex SSH session identifier, shared by all events of one connection after key exchange
-	User      string // the login name the client asked for
+	Type      EventType `json:"type"`
+	Time      time.Time `json:"time,omitzero"`
+	Remote    string    `json:"remote,omitempty"`     // the connection's remote address as a label; for a tunnel stream whatever its net.Conn reports
+	SessionID string    `json:"session_id,omitempty"` // hex SSH session identifier, shared by all events of one connection after key exchange
+	User      string    `json:"user,omitempty"`       // the login name the client asked for
 
 	// Logins.
-	Method         string // "publickey", "password", "none"; empty when refused before authentication
-	KeyFingerprint string // SHA256 fingerprint of the public key (for a certificate: of the certified key)
-	CertID         string // key ID of a user certificate
-	CertSerial     uint64
-	Reason         string // why a login, session or forward was refused or ended early
+	Method         string `json:"method,omitempty"`          // "publickey", "password", "none"; empty when refused before authentication
+	KeyFingerprint string `json:"key_fingerprint,omitempty"` // SHA256 fingerprint of the public key (for a certificate: of the certified key)
+	CertID         string `json:"cert_id,omitempty"`         // key ID of a user certificate
+	CertSerial     uint64 `json:"cert_serial,omitempty"`
+	Reason         string `json:"reason,omitempty"` // why a login, session or forward was refused or ended early
 
 	// Sessions.
-	Kind       string // "shell", "exec", "subsystem", "scp"
-	Command    string // the command as sent by the client (or the forced command), or the subsystem name
-	PTY        bool
-	BytesIn    int64 // bytes from the client (stdin)
-	BytesOut   int64 // bytes to the client (stdout and stderr)
-	ExitStatus int   // exit status; -1 if the session ended by a signal or without one
-	ExitSignal string
-	Duration   time.Duration
+	Kind string `json:"kind,omitempty"` // "shell", "exec", "subsystem", "scp"
+	// Command is the program an exec or scp session ran (see commandName: the
+	// first word of the command line, never its arguments), or the subsystem
+	// name. Empty for a shell, or when the first word is not a plain name.
+	Command    string        `json:"command,omitempty"`
+	PTY        bool          `json:"pty,omitempty"`
+	BytesIn    int64         `json:"bytes_in,omitempty"`  // bytes from the client (stdin)
+	BytesOut   int64         `json:"bytes_out,omitempty"` // bytes to the client (stdout and stderr)
+	ExitStatus int           `json:"-"`                   // exit status; -1 if the session ended by a signal or without one
+	ExitSignal string        `json:"exit_signal,omitempty"`
+	Duration   time.Duration `json:"-"`
 
 	// Forwards.
-	Direction string // "local" (ssh -L, direct-tcpip), "remote" (ssh -R, tcpip-forward), "agent"
-	Dest      string // host:port asked for
-	Allowed   bool
+	Direction string `json:"direction,omitempty"` // "local" (ssh -L, direct-tcpip), "remote" (ssh -R, tcpip-forward), "agent"
+	Dest      string `json:"dest,omitempty"`      // host:port asked for
+	Allowed   bool   `json:"-"`
+}
+
+// eventFields is Event without its methods, for MarshalJSON.
+type eventFields Event
+
+// MarshalJSON writes the JSON form described at [Event].
+func (e Event) MarshalJSON() ([]byte, error) {
+	out := struct {
+		eventFields
+		ExitStatus *int   `json:"exit_status,omitempty"`
+		Duration   string `json:"duration,omitempty"`
+		Allowed    *bool  `json:"allowed,omitempty"`
+	}{eventFields: eventFields(e)}
+	if e.Type == EventSessionEnd {
+		out.ExitStatus = &e.ExitStatus
+	}
+	if e.Duration != 0 {
+		out.Duration = e.Duration.Round(time.Millisecond).String()
+	}
+	if e.Type == EventForward {
+		out.Allowed = &e.Allowed
+	}
+	return json.Marshal(out)
+}
+
+// maxCommandName bounds commandName's answer.
+const maxCommandName = 64
+
+// commandName returns what an audit record keeps of a command line: its first
+// word, if that is a plain program name or path of at most 64 bytes (letters,
+// digits and . _ - + / @ : ,), else "". The arguments are never kept: users type
+// secrets into them (curl -u user:pass, mysql -psecret), and audit records go to
+// the log and, through the agent, to a cloud topic. OpenSSH does not log command
+// lines at its default LogLevel either. A first word that assigns a variable
+// (TOKEN=… cmd), is quoted or expands something gives "", so no part of it leaks.
+func commandName(cmdline string) string {
+	cmdline = strings.TrimLeft(cmdline, " \t\n")
+	end := strings.IndexFunc(cmdline, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("._-+/@:,", r))
+	})
+	if end < 0 {
+		end = len(cmdline)
+	}
+	if end == 0 || end > maxCommandName || end < len(cmdline) && !strings.ContainsRune(" \t\n;&|<>()", rune(cmdline[end])) {
+		return "" // empty, too long, or followed by =, a quote, $, a backslash…
+	}
+	return cmdline[:end]
 }
 
 // audit fills in the time and hands e to the Audit callback, if any.

@@ -206,55 +206,96 @@ func (s *Server) authorizedKeysPaths(a *account) []string {
 }
 
 // authorizedKeys reads the user's authorized_keys files. Missing files are
-// skipped (logged at debug: a login then fails with "key not in
-// authorized_keys", and the log says which file was looked for); files that
-// are not regular or fail safePath are ignored, and bad lines skipped, with
-// a warning.
-func (s *Server) authorizedKeys(a *account) []authorizedKey {
-	var out []authorizedKey
+// skipped (logged at debug, with the path looked for); files that are not
+// regular or fail safePath are ignored, and bad lines skipped, with a
+// warning. When not one of the files could be read, noFile says why, so that
+// a refused login names that rather than "key not in authorized_keys".
+func (s *Server) authorizedKeys(a *account) (keys []authorizedKey, noFile error) {
+	var missing []string
+	read := false
 	for _, path := range s.authorizedKeysPaths(a) {
-		out = append(out, s.readKeysFile("authorized keys", path, a)...)
+		k, err := s.readKeysFile("authorized keys", path, a)
+		keys = append(keys, k...)
+		switch {
+		case err == nil:
+			read = true
+		case errors.Is(err, fs.ErrNotExist):
+			missing = append(missing, path)
+		case noFile == nil:
+			noFile = fmt.Errorf("authorized_keys file %s ignored: %w", path, err)
+		}
 	}
-	return out
+	switch {
+	case read:
+		return keys, nil
+	case noFile != nil:
+		return keys, noFile
+	case len(missing) > 0:
+		return keys, fmt.Errorf("no authorized_keys file (%s not found)", strings.Join(missing, ", "))
+	}
+	return keys, nil
 }
 
 // trustedCAs reads TrustedUserCAKeysFiles.
 func (s *Server) trustedCAs() []gossh.PublicKey {
 	var out []gossh.PublicKey
 	for _, path := range s.TrustedUserCAKeysFiles {
-		for _, k := range s.readKeysFile("trusted user CA keys", path, nil) {
+		keys, _ := s.readKeysFile("trusted user CA keys", path, nil)
+		for _, k := range keys {
 			out = append(out, k.Key)
 		}
 	}
 	return out
 }
 
-// readKeysFile reads one file in authorized_keys format and logs what it
-// skips; what names the kind of file in the log lines. For a user's
-// authorized_keys file, a is that user and the file must pass safePath.
-// Over-long lines are logged once per read of the file (with the first one's
-// number and how many there were), never with their content.
-func (s *Server) readKeysFile(what, path string, a *account) []authorizedKey {
+// ignoredError is why a keys file that is there is not read: it is not a
+// regular file, or (authorized_keys) it fails safePath.
+type ignoredError struct{ err error }
+
+func (e *ignoredError) Error() string { return e.err.Error() }
+func (e *ignoredError) Unwrap() error { return e.err }
+
+// loadKeysFile reads one file in authorized_keys format, without logging. For
+// a user's authorized_keys file, a is that user and the file must pass
+// safePath. err is set when the file was not read: it wraps fs.ErrNotExist for
+// a missing file, and is an *ignoredError for one that is there but not used.
+// lineErrs are the lines skipped (parseAuthorizedKeys).
+func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []error, err error) {
 	f, fi, err := openRegular(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist) && a != nil:
-		s.log().Debug(what+" file not found", "path", path, "user", a.Name)
-		return nil
-	case errors.Is(err, errNotRegular):
-		s.log().Warn(what+" file ignored", "path", path, "err", err)
-		return nil
-	case err != nil:
-		s.log().Warn("reading "+what, "path", path, "err", err)
-		return nil
+	if errors.Is(err, errNotRegular) {
+		return nil, nil, &ignoredError{err}
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	defer f.Close()
 	if a != nil {
 		if err := safePath(fi, path, a); err != nil {
-			s.log().Warn(what+" file ignored", "path", path, "err", err)
-			return nil
+			return nil, nil, &ignoredError{err}
 		}
 	}
-	keys, errs := parseAuthorizedKeys(f)
+	keys, lineErrs = parseAuthorizedKeys(f)
+	return keys, lineErrs, nil
+}
+
+// readKeysFile is loadKeysFile that logs what it skips; what names the kind
+// of file in the log lines. Over-long lines are logged once per read of the
+// file (with the first one's number and how many there were), never with
+// their content.
+func (s *Server) readKeysFile(what, path string, a *account) ([]authorizedKey, error) {
+	keys, errs, err := loadKeysFile(path, a)
+	var ignored *ignoredError
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && a != nil:
+		s.log().Debug(what+" file not found", "path", path, "user", a.Name)
+		return nil, err
+	case errors.As(err, &ignored):
+		s.log().Warn(what+" file ignored", "path", path, "err", err)
+		return nil, err
+	case err != nil:
+		s.log().Warn("reading "+what, "path", path, "err", err)
+		return nil, err
+	}
 	firstLong, long := 0, 0
 	for _, err := range errs {
 		var le *lineError
@@ -273,60 +314,162 @@ func (s *Server) readKeysFile(what, path string, a *account) []authorizedKey {
 	if long > 0 {
 		s.log().Warn(what+" over-long lines skipped", "path", path, "line", firstLong, "count", long, "max_bytes", maxKeysLine)
 	}
-	return keys
+	return keys, nil
 }
 
-// checkLoginMethods logs one warning, at start, when no login can work:
-// there are no password hashes, no key in TrustedUserCAKeysFiles, and none
-// of the AuthorizedKeysFiles exists. Paths that depend on the user (with %h
-// or %u, or relative to the home directory) are expanded for every user who
-// may log in: all users of the passwd file when the server runs as root,
-// else its own user; a file of any of them counts. Files are only looked
-// for, not checked (safePath, content): each login logs what is wrong with
-// them. If the passwd file cannot be read, nothing is said here; each login
-// then fails with that error.
+// checkLoginMethods logs one warning, at start, when no login can work (see
+// CheckLogins, whose problems the server's caller reports with its own names
+// for the settings).
 func (s *Server) checkLoginMethods() {
-	if len(s.PasswordHashes) > 0 || len(s.trustedCAs()) > 0 || s.anyAuthorizedKeysFile() {
+	if _, ok := s.CheckLogins(); ok {
 		return
 	}
-	s.log().Warn("no login method can work: no password hashes, no trusted user CA keys and no authorized_keys file",
+	s.log().Warn("no login method can work: no usable password hash, trusted user CA key or authorized_keys file",
 		"authorized_keys_files", s.AuthorizedKeysFiles, "trusted_user_ca_keys_files", s.TrustedUserCAKeysFiles)
 }
 
-// anyAuthorizedKeysFile reports whether one of the AuthorizedKeysFiles
-// exists for some user who may log in, or whether that cannot be told.
-func (s *Server) anyAuthorizedKeysFile() bool {
-	exists := func(path string) bool {
-		_, err := os.Stat(path)
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	perUser := false
-	for _, p := range s.AuthorizedKeysFiles {
-		if strings.Contains(p, "%") || !filepath.IsAbs(p) {
-			perUser = true
-		} else if exists(p) {
-			return true
-		}
-	}
-	if !perUser {
-		return false
-	}
+// LoginProblem is one reason, found by CheckLogins, why a login method of
+// the server cannot work. Field is the Server field it is about:
+// "AuthorizedKeysFiles", "TrustedUserCAKeysFiles", "PasswordHashes" or
+// "PasswdFile".
+type LoginProblem struct {
+	Field string
+	Err   error
+}
+
+func (p *LoginProblem) Error() string { return p.Field + ": " + p.Err.Error() }
+func (p *LoginProblem) Unwrap() error { return p.Err }
+
+// CheckLogins tells, by the rules of a login and without logging or changing
+// anything, what in the server's login settings cannot work, and whether some
+// login method can (ok; also true when that cannot be told). The users looked
+// at are those who may log in (lookupUser): every user of the passwd file whose
+// account is not disabled when the server runs as root, else its own user.
+//
+// Problems are: an authorized_keys file of one of them that a login ignores
+// (not a regular file, or writable or owned by others: safePath), cannot
+// read, or that holds no key; a trusted user CA keys file that is missing,
+// unreadable or holds no key; a password hash for a user who may not log in;
+// a passwd file that cannot be read or lets no one log in. A missing
+// authorized_keys file is normal when another method works (a user's
+// ~/.ssh/authorized_keys), so the missing files of the server's own user are
+// listed only when no method can work.
+func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
+	add := func(field string, err error) { problems = append(problems, &LoginProblem{field, err}) }
 	entries, err := s.readPasswd()
 	if err != nil {
-		return true
+		add("PasswdFile", err)
+		return problems, false
 	}
 	euid := s.euid()
-	for _, e := range entries {
-		if euid != 0 && int(e.UID) != euid {
+	var users []*account
+	var own *account // the server's own user: root, usually
+	for i := range entries {
+		e := &entries[i]
+		if euid != 0 && int(e.UID) != euid || s.checkAccount(e) != nil {
 			continue
 		}
-		for _, p := range s.authorizedKeysPaths(&account{Name: e.Name, Home: e.Home}) {
-			if exists(p) {
-				return true
+		a := &account{Name: e.Name, UID: e.UID, GID: e.GID, Home: e.Home, Shell: e.Shell}
+		if own == nil && int(e.UID) == euid {
+			own = a
+		}
+		users = append(users, a)
+	}
+	if len(users) == 0 {
+		if euid != 0 {
+			add("PasswdFile", fmt.Errorf("%s has no enabled account with uid %d, the server's, and only that user may log in", s.passwdPath(), euid))
+		} else {
+			add("PasswdFile", fmt.Errorf("%s has no account that may log in", s.passwdPath()))
+		}
+		return problems, false
+	}
+	if own == nil {
+		own = users[0]
+	}
+
+	users2 := make([]string, 0, len(s.PasswordHashes))
+	for u := range s.PasswordHashes {
+		users2 = append(users2, u)
+	}
+	slices.Sort(users2)
+	for _, u := range users2 {
+		if _, err := s.lookupUser(u); err != nil {
+			add("PasswordHashes", fmt.Errorf("%s cannot log in: %w", u, err))
+		} else {
+			ok = true
+		}
+	}
+
+	for _, path := range s.TrustedUserCAKeysFiles {
+		keys, lineErrs, err := loadKeysFile(path, nil)
+		if err == nil && len(keys) == 0 {
+			err = noKey(lineErrs)
+		}
+		if err != nil {
+			add("TrustedUserCAKeysFiles", fmt.Errorf("%s: %w", path, err))
+			continue
+		}
+		ok = true
+	}
+
+	// A fixed path is the same file for every user: it is reported only if
+	// none of them can use it (one may own it, another's home may hold it).
+	var order []string
+	failed := map[string]error{} // nil: someone can use it
+	var missing []string
+	for _, a := range users {
+		for _, path := range s.authorizedKeysPaths(a) {
+			keys, lineErrs, err := loadKeysFile(path, a)
+			if err == nil && len(keys) == 0 {
+				err = noKey(lineErrs)
+			}
+			var ignored *ignoredError
+			switch {
+			case err == nil:
+				ok = true
+			case errors.Is(err, fs.ErrNotExist):
+				if a == own {
+					missing = append(missing, path)
+				}
+				continue
+			case errors.As(err, &ignored) && errors.Is(err, errNotRegular):
+				err = fmt.Errorf("%s is ignored at login (user %s): %w", path, a.Name, err)
+			case errors.As(err, &ignored):
+				err = fmt.Errorf("%s is ignored at login (user %s): %w; the file and every directory above it "+
+					"must belong to root or the user and not be writable by group or others", path, a.Name, err)
+			default:
+				err = fmt.Errorf("%s (user %s): %w", path, a.Name, err)
+			}
+			prev, seen := failed[path]
+			switch {
+			case !seen:
+				order = append(order, path)
+				failed[path] = err
+			case prev != nil && err == nil:
+				failed[path] = nil
 			}
 		}
 	}
-	return false
+	for _, path := range order {
+		if err := failed[path]; err != nil {
+			add("AuthorizedKeysFiles", err)
+		}
+	}
+	if !ok {
+		for _, path := range missing {
+			add("AuthorizedKeysFiles", fmt.Errorf("%s does not exist (user %s)", path, own.Name))
+		}
+	}
+	return problems, ok
+}
+
+// noKey is the error for a keys file that holds no key, with the first line
+// that did not parse, if any.
+func noKey(lineErrs []error) error {
+	if len(lineErrs) > 0 {
+		return fmt.Errorf("holds no usable key (%d lines skipped, the first: %w)", len(lineErrs), lineErrs[0])
+	}
+	return errors.New("holds no key")
 }
 
 // authorizeKey decides whether key may log in as user and with which
@@ -344,7 +487,11 @@ func (s *Server) authorizeKey(st *connState, user string, key gossh.PublicKey) (
 	}
 	now := s.clock()
 	var why error = errors.New("key not in authorized_keys")
-	for _, k := range s.authorizedKeys(a) {
+	keys, noFile := s.authorizedKeys(a)
+	if noFile != nil {
+		why = noFile
+	}
+	for _, k := range keys {
 		if k.Options.CertAuthority || !keysEqual(k.Key, key) {
 			continue
 		}
@@ -401,7 +548,8 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 		}
 		return certPerms(cert, keyOptions{}, "")
 	}
-	for _, k := range s.authorizedKeys(a) {
+	keys, _ := s.authorizedKeys(a)
+	for _, k := range keys {
 		if !k.Options.CertAuthority || !keysEqual(k.Key, cert.SignatureKey) {
 			continue
 		}
@@ -565,7 +713,7 @@ func safePath(fi os.FileInfo, path string, a *account) error {
 			return fmt.Errorf("bad ownership of %s: uid %d", name, st.Uid)
 		}
 		if fi.Mode().Perm()&0o022 != 0 {
-			return fmt.Errorf("bad modes of %s: %v is group or world writable", name, fi.Mode().Perm())
+			return fmt.Errorf("bad modes of %s: %s is group or world writable", name, octalMode(fi.Mode()))
 		}
 		return nil
 	}
@@ -589,4 +737,21 @@ func safePath(fi os.FileInfo, path string, a *account) error {
 			return nil
 		}
 	}
+}
+
+// octalMode is m's permission bits in octal as chmod takes them, with the
+// setuid, setgid and sticky bits (/tmp is 1777; FileMode's own String shows it
+// as "trwxrwxrwx" and Perm drops the t).
+func octalMode(m fs.FileMode) string {
+	o := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		o |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		o |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		o |= 0o1000
+	}
+	return fmt.Sprintf("%04o", o)
 }

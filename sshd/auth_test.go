@@ -598,8 +598,11 @@ func TestNoLoginMethodWarning(t *testing.T) {
 		{name: "per-user file of a user who may not log in", euid: 1000, make: []string{"root/.ssh/authorized_keys"}, authKeys: []string{"%h/.ssh/authorized_keys"}, warn: true},
 		{name: "per-user file of the server's user", euid: 1000, make: []string{"alice/.ssh/authorized_keys"}, authKeys: []string{"%h/.ssh/authorized_keys"}},
 		{name: "relative path", make: []string{"root/.ssh/authorized_keys"}, authKeys: []string{".ssh/authorized_keys"}},
-		{name: "by user name", make: []string{"keys/alice"}, authKeys: []string{"DIR/keys/%u"}},
-		{name: "fixed path", make: []string{"keys/all"}, authKeys: []string{"DIR/keys/all"}},
+		// Fixed paths below a home: above it, the test dir is below the
+		// sticky /tmp, which a login refuses above a key file (safePath).
+		{name: "by user name", make: []string{"alice/keys/alice"}, authKeys: []string{"DIR/alice/keys/%u"}},
+		{name: "fixed path", make: []string{"root/keys/all"}, authKeys: []string{"DIR/root/keys/all"}},
+		{name: "fixed path below /tmp", make: []string{"keys/all"}, authKeys: []string{"DIR/keys/all"}, warn: true},
 		{name: "fixed path missing", authKeys: []string{"DIR/keys/all"}, warn: true},
 		{name: "password hashes", passwords: true},
 		{name: "trusted CA", make: []string{"ca.pub"}, caFiles: []string{"DIR/ca.pub"}},
@@ -607,6 +610,7 @@ func TestNoLoginMethodWarning(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
+			chmodWalkUp(t, dir)
 			writeFile(t, filepath.Join(dir, "passwd"), fmt.Sprintf("root:x:0:0:root:%s/root:/bin/sh\nalice:x:1000:1000:alice:%s/alice:/bin/sh\n", dir, dir))
 			for _, f := range tc.make {
 				os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)

@@ -24,10 +24,12 @@ const HostKeyFile = "ssh_host_ed25519_key"
 // ed25519, or the server may not read it. Such a file is never replaced (a
 // new key would make every client that knows the old one refuse the device),
 // so starting again cannot help: the key file needs an operator, and a
-// caller should stop rather than be restarted. Errors that may pass by
-// themselves do not wrap it: a missing HostKeyFiles entry (which wraps
-// fs.ErrNotExist instead), I/O errors while reading, and every failure to
-// create the key in DataDir (a read-only file system, a full disk).
+// caller should stop rather than be restarted. A missing HostKeyFiles entry
+// wraps it too (and fs.ErrNotExist): the server never makes those files, so
+// a restart every few seconds would not bring one either. Errors that may
+// pass by themselves do not wrap it: I/O errors while reading, and every
+// failure to create the key in DataDir (a read-only file system, a full
+// disk).
 var ErrHostKey = errors.New("sshd: unusable host key")
 
 // maxHostKeyFile bounds what is read of a host key file. An OpenSSH private
@@ -76,6 +78,9 @@ func readExtraKeys(extra []string) ([]gossh.Signer, error) {
 	var out []gossh.Signer
 	for _, p := range extra {
 		s, err := readHostKey(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %w (an extra host key file is never made: copy it in place)", ErrHostKey, err)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -760,7 +760,7 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 		User:      sess.sc.User(),
 		Method:    sess.restr.method,
 		Kind:      sess.kind,
-		Command:   sess.command,
+		Command:   commandName(sess.command), // never the arguments: see commandName
 		PTY:       sess.ptyReq != nil,
 	}
 	if t == EventSessionEnd {

@@ -89,7 +89,7 @@ func TestSessionAudit(t *testing.T) {
 	run(t, c, "cat; exit 2", "12345")
 	waitFor(t, "session end", func() bool { return len(e.eventsOf(EventSessionEnd)) == 1 })
 	start, end := e.eventsOf(EventSessionStart)[0], e.eventsOf(EventSessionEnd)[0]
-	if start.Command != "cat; exit 2" || start.Kind != "exec" || start.User != "root" {
+	if start.Command != "cat" || start.Kind != "exec" || start.User != "root" {
 		t.Errorf("start event = %+v", start)
 	}
 	if end.BytesIn != 5 || end.BytesOut != 5 || end.ExitStatus != 2 || end.Method != "publickey" {

@@ -108,6 +108,16 @@ type Config struct {
 	// Nil means notifications are only logged.
 	OnNotification func(Notification)
 
+	// OnRejected is called, if set, with each notification that is not
+	// valid (the error of [ParseNotification], which wraps
+	// [ErrInvalidNotification], names the field and never holds the token
+	// or the payload). Like OnNotification it runs on the receive goroutine
+	// and must not block; the notification is logged and acknowledged
+	// either way. Duplicates of a valid notification are not rejections.
+	// Anyone allowed to publish on the notify topic can call it in a loop:
+	// a receiver that reports further must rate-limit.
+	OnRejected func(error)
+
 	// OnSubscribeError is called, if set, each time the notify subscription
 	// fails, with a *[SubscribeError] when the broker refused it. The
 	// failure is also logged and the subscription retried with backoff, so

@@ -223,6 +223,9 @@ func (l *Listener) received(pr paho.PublishReceived) (bool, error) {
 	n, err := ParseNotification(p.Payload)
 	if err != nil {
 		l.log.Warn("notification rejected", "topic", p.Topic, "bytes", len(p.Payload), "error", err)
+		if l.cfg.OnRejected != nil {
+			l.cfg.OnRejected(err)
+		}
 		return true, nil
 	}
 	l.log.Info("tunnel notification", "notification", n)

@@ -131,7 +131,11 @@ func clockLooksWrong(err error, now, built time.Time) bool {
 }
 
 // tlsHint explains a failed TLS connection attempt in operator terms, or
-// returns "".
+// returns "". It names the files by their role and path, and the broker by the
+// name checked, never by Config's field names, which mean nothing to whoever
+// reads the log: the caller's settings have names of their own (the agent's
+// are mqtt.ca_file, mqtt.cert_file and mqtt.endpoint), and the path is what
+// the operator wrote there.
 func tlsHint(err error, now, built time.Time, c Config) string {
 	var (
 		inv      x509.CertificateInvalidError
@@ -147,12 +151,14 @@ func tlsHint(err error, now, built time.Time, c Config) string {
 	case errors.As(err, &inv) && inv.Reason == x509.Expired:
 		return "the broker's certificate has expired or is not yet valid (clock " + now.UTC().Format(time.RFC3339) + ")"
 	case errors.As(err, &unknown):
-		return "the broker's certificate is not signed by a CA in CAFile " + c.CAFile
+		return "the broker's certificate is not signed by a CA in the CA file " + c.CAFile +
+			" (for AWS IoT Core: Amazon Root CA 1)"
 	case errors.As(err, &hostname):
-		return fmt.Sprintf("the broker's certificate is not valid for %q (set ServerName, or use the endpoint name in Broker)", c.ServerName)
+		return fmt.Sprintf("the broker's certificate is not valid for %q, the host name of the broker endpoint: "+
+			"use a name the certificate holds (for AWS IoT Core, the account's endpoint: aws iot describe-endpoint --endpoint-type iot:Data-ATS)", c.ServerName)
 	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert from the broker
-		return "the broker refused the TLS handshake: check that it trusts the issuer of CertFile " + c.CertFile +
-			" and that the certificate is active"
+		return "the broker refused the TLS handshake: check that it trusts the issuer of the device certificate " + c.CertFile +
+			" and that the certificate is active and not expired"
 	}
 	return ""
 }

@@ -3,6 +3,7 @@ package notify
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -45,8 +46,34 @@ func TestClockLooksWrong(t *testing.T) {
 	if clockLooksWrong(err, boot, built) {
 		t.Errorf("clockLooksWrong(%v) = true for an unknown authority", err)
 	}
-	if hint := tlsHint(err, time.Now(), built, Config{CAFile: "/etc/ca.pem"}); !strings.Contains(hint, "not signed by a CA in CAFile /etc/ca.pem") {
+	if hint := tlsHint(err, time.Now(), built, Config{CAFile: "/etc/ca.pem"}); !strings.Contains(hint, "not signed by a CA in the CA file /etc/ca.pem") {
 		t.Errorf("tlsHint = %q, want an unknown-CA hint", hint)
+	}
+}
+
+// The hints are read by operators, who know the settings by their own names
+// (the agent's mqtt.ca_file, ...) and the paths they wrote: no hint names a
+// field of Config, and none names a setting the caller may not have.
+func TestTLSHintsNameNoFields(t *testing.T) {
+	c := Config{CAFile: "/etc/porthole/ca.pem", CertFile: "/etc/porthole/dev.crt", ServerName: "broker.example"}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"unknown CA", x509.UnknownAuthorityError{}, "the CA file /etc/porthole/ca.pem"},
+		{"host name", x509.HostnameError{Certificate: &x509.Certificate{}, Host: "broker.example"}, `not valid for "broker.example", the host name of the broker endpoint`},
+		{"alert", &net.OpError{Op: "remote error", Err: errors.New("tls: bad certificate")}, "the device certificate /etc/porthole/dev.crt"},
+	} {
+		hint := tlsHint(tc.err, time.Now(), time.Time{}, c)
+		if !strings.Contains(hint, tc.want) {
+			t.Errorf("%s: tlsHint = %q, want %q in it", tc.name, hint, tc.want)
+		}
+		for _, field := range []string{"CAFile", "CertFile", "KeyFile", "ServerName", "Broker"} {
+			if strings.Contains(hint, field) {
+				t.Errorf("%s: tlsHint = %q names the Go field %s", tc.name, hint, field)
+			}
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -184,6 +185,11 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 		if dataDir == "" {
 			return agent.Usagef("-data-dir: empty")
 		}
+		// As data_dir in the config: a relative one would name another
+		// directory for every working directory keygen runs in.
+		if !filepath.IsAbs(dataDir) {
+			return agent.Usagef("-data-dir %q must be an absolute path, as data_dir in the config", dataDir)
+		}
 	default:
 		if _, err := os.Stat(*path); !given["c"] && errors.Is(err, os.ErrNotExist) {
 			return agent.Usagef("no config at %s: give the agent's config with -c (on OpenWrt: -c /var/etc/porthole.toml) or its data directory with -data-dir", *path)
@@ -221,4 +227,16 @@ func closeInheritedOnExec() {
 			syscall.CloseOnExec(fd)
 		}
 	}
+}
+
+// runVersion prints the version; -h prints its one-line usage.
+func runVersion(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("porthole version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(fs.Output(), "usage: porthole version (prints the version; takes no flags)") }
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "porthole %s\n", agent.Version)
+	return nil
 }

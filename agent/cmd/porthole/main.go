@@ -66,7 +66,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "keygen":
 		err = runKeygen(args, stdout, stderr)
 	case "version":
-		fmt.Fprintf(stdout, "porthole %s\n", agent.Version)
+		err = runVersion(args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 	default:

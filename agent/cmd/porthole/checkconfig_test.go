@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// withConfig writes the device config of writeDevice with from replaced by to
+// (or extra appended) and returns its path and data directory.
+func withConfig(t *testing.T, from, to, extra string) (path, data string) {
+	t.Helper()
+	dev := writeDevice(t, t.TempDir())
+	b, _ := os.ReadFile(dev.path)
+	s := strings.Replace(string(b), from, to, 1) + extra
+	os.WriteFile(dev.path, []byte(s), 0o600)
+	return dev.path, dev.data
+}
+
+// What can never work refuses check-config and the agent alike, with exit 1:
+// an init system must not restart the agent every few seconds for it.
+func TestStartRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name, from, to, extra string
+		want                  []string
+		agentToo              bool
+	}{
+		{name: "tunnel CA missing", extra: "[tunnel]\nca_file = \"/nonexistent/ca.pem\"\n",
+			want: []string{"config: tunnel.ca_file: stat /nonexistent/ca.pem"}, agentToo: true},
+		{name: "placeholders", from: `thing_name = "dev"`, to: `thing_name = "CHANGE-ME"`,
+			want: []string{`thing_name: "CHANGE-ME" is still the example's placeholder`}, agentToo: true},
+		{name: "example endpoint", from: `endpoint = "b:8883"`, to: `endpoint = "xxxxxxxxxxxxxx-ats.iot.eu-west-1.amazonaws.com:8883"`,
+			want: []string{`mqtt.endpoint: "xxxxxxxxxxxxxx-ats.iot.eu-west-1.amazonaws.com:8883" is still the example's placeholder`}, agentToo: true},
+		{name: "extra host key missing", extra: "[ssh]\nhost_keys = [\"/nonexistent/hk\"]\n",
+			want: []string{"/nonexistent/hk", "unusable host key"}, agentToo: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, _ := withConfig(t, tc.from, tc.to, tc.extra)
+			cmds := []string{"check-config"}
+			if tc.agentToo {
+				cmds = append(cmds, "agent")
+			}
+			for _, cmd := range cmds {
+				code, _, errs := runCmd(t, nil, cmd, "-c", path)
+				if code != exitUsage {
+					t.Errorf("%s: exit %d, want %d: %s", cmd, code, exitUsage, errs)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(errs, w) {
+						t.Errorf("%s: stderr %q, want %q", cmd, errs, w)
+					}
+				}
+			}
+		})
+	}
+}
+
+// SSH login files that a login would ignore are reported by check-config as
+// warnings, which it prints and exits 0 with (keys may come after first boot).
+func TestCheckConfigLoginWarnings(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("who may log in depends on the passwd file unless the agent runs as root; run as root (CI does)")
+	}
+	ak := filepath.Join(t.TempDir(), "authorized_keys")
+	os.WriteFile(ak, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKhQb9QyJ0r1y0y5mR2hJ3fKpqkz6bq9Dq0Zt8ka5u1Y op\n"), 0o600)
+	path, _ := withConfig(t, "", "", fmt.Sprintf("[ssh]\nauthorized_keys = [%q]\n", ak))
+	code, out, errs := runCmd(t, nil, "check-config", "-c", path)
+	if code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("check-config: exit %d, stdout %q, stderr %q; want ok", code, out, errs)
+	}
+	for _, w := range []string{
+		path + ": warning: ssh.authorized_keys: " + ak + " is ignored at login (user root): bad modes of " + os.TempDir() + ": 1777",
+		path + ": warning: ssh: no login method can work",
+	} {
+		if !strings.Contains(errs, w) {
+			t.Errorf("stderr %q, want %q", errs, w)
+		}
+	}
+}
+
+func TestKeygenRelativeDataDir(t *testing.T) {
+	code, out, errs := runCmd(t, nil, "keygen", "-data-dir", "relative")
+	if code != exitUsage || out != "" || !strings.Contains(errs, `-data-dir "relative" must be an absolute path`) {
+		t.Fatalf("keygen -data-dir relative: %d %q %q", code, out, errs)
+	}
+	if _, err := os.Stat("relative"); !os.IsNotExist(err) {
+		t.Fatalf("keygen made ./relative (stat: %v)", err)
+	}
+}
+
+func TestVersionHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		code, out, errs := runCmd(t, nil, "version", arg)
+		if code != 0 || out != "" || !strings.Contains(errs, "usage: porthole version") {
+			t.Errorf("version %s: %d %q %q; want a usage line", arg, code, out, errs)
+		}
+	}
+	if code, out, _ := runCmd(t, nil, "version"); code != 0 || !strings.HasPrefix(out, "porthole ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+}

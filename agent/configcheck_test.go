@@ -1,0 +1,237 @@
+package agent
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+)
+
+// writeCert writes a self-signed certificate valid from notBefore to notAfter,
+// and its key, into dir: the MQTT files New loads (it does not check the chain).
+func writeCert(t *testing.T, dir string, notBefore, notAfter time.Time) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev-1"}, NotBefore: notBefore, NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "dev.crt"), filepath.Join(dir, "dev.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile
+}
+
+// checkConfig is a config whose files exist, for Check and Warnings: extra is
+// TOML appended after [mqtt] (so it starts with a table).
+func checkConfig(t *testing.T, extra string) *Config {
+	t.Helper()
+	dir := t.TempDir()
+	pki := mqtttest.NewPKI(t)
+	cert, key := writeCert(t, dir, time.Now().Add(-time.Hour), time.Now().Add(365*24*time.Hour))
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+thing_name = "dev-1"
+data_dir = %q
+[mqtt]
+endpoint = "broker:8883"
+ca_file = %q
+cert_file = %q
+key_file = %q
+%s
+`, filepath.Join(dir, "data"), pki.CAFile, cert, key, extra)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestPlaceholdersRefused(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want []string
+	}{
+		{"../buildroot/package/porthole/porthole.toml", []string{
+			`config: thing_name: "CHANGE-ME" is still the example's placeholder`,
+			`config: mqtt.endpoint: "CHANGE-ME-ats.iot.eu-west-1.amazonaws.com:8883" is still the example's placeholder`}},
+		{"porthole.example.toml", []string{`config: mqtt.endpoint: "xxxxxxxxxxxxxx-ats.iot.eu-west-1.amazonaws.com:8883" is still the example's placeholder`}},
+	} {
+		b, err := os.ReadFile(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ParseConfig(b)
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("ParseConfig(%s) = %v, want %q", tc.file, err, w)
+			}
+		}
+	}
+	for _, ep := range []string{"xxxx-ats.iot.eu-west-1.amazonaws.com", "mqtts://XXXXXXXX-ats.iot.us-east-1.amazonaws.com:443", "change-me.example:8883"} {
+		if !placeholderEndpoint(ep) {
+			t.Errorf("placeholderEndpoint(%q) = false", ep)
+		}
+	}
+	for _, ep := range []string{"a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com:8883", "example-ats.iot.eu-west-1.amazonaws.com:8883", "x:8883", "127.0.0.1:8883", "mqtts://broker.lan"} {
+		if placeholderEndpoint(ep) {
+			t.Errorf("placeholderEndpoint(%q) = true", ep)
+		}
+	}
+}
+
+// A tunnel.ca_file that cannot serve is a configuration error at start, not a
+// failure of every tunnel later.
+func TestTunnelCAChecked(t *testing.T) {
+	dir := t.TempDir()
+	pki := mqtttest.NewPKI(t)
+	notPEM := filepath.Join(dir, "notpem")
+	os.WriteFile(notPEM, []byte("hello\n"), 0o600)
+	caDir := filepath.Join(dir, "cas")
+	os.Mkdir(caDir, 0o700)
+	b, _ := os.ReadFile(pki.CAFile)
+	os.WriteFile(filepath.Join(caDir, "a.txt"), []byte("not a cert\n"), 0o600)
+	os.WriteFile(filepath.Join(caDir, "ca.pem"), b, 0o600)
+	for _, tc := range []struct{ name, path, want string }{
+		{"missing", filepath.Join(dir, "nope.pem"), "config: tunnel.ca_file: stat " + filepath.Join(dir, "nope.pem") + ": no such file"},
+		{"not PEM", notPEM, "config: tunnel.ca_file: no PEM certificate in " + notPEM},
+		{"file", pki.CAFile, ""},
+		{"directory", caDir, ""},
+	} {
+		cfg := checkConfig(t, fmt.Sprintf("[tunnel]\nca_file = %q\n", tc.path))
+		for name, err := range map[string]error{"Check": Check(cfg), "New": func() error { _, err := New(cfg, nil); return err }()} {
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("%s: %s = %v, want %q", tc.name, name, err, tc.want)
+			}
+		}
+	}
+}
+
+func TestCertValidity(t *testing.T) {
+	dir := t.TempDir()
+	built := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name               string
+		notBefore, notAfer time.Time
+		now                time.Time
+		expired, warn      string
+	}{
+		{"valid", now.AddDate(-1, 0, 0), now.AddDate(1, 0, 0), now, "", ""},
+		{"expired", time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2020, 2, 1, 0, 0, 0, 0, time.UTC), now, "expired on 2020-02-01T00:00:00Z", ""},
+		{"expires soon", now.AddDate(-1, 0, 0), now.AddDate(0, 0, 10), now, "", "expires on 2026-06-11T00:00:00Z, less than 30 days from now"},
+		{"not yet valid", now.AddDate(0, 0, 1), now.AddDate(1, 0, 0), now, "", "is not valid before 2026-06-02T00:00:00Z"},
+		// A router without an RTC before NTP: the clock, not the certificate.
+		{"clock in 1970", now.AddDate(-1, 0, 0), now.AddDate(1, 0, 0), time.Unix(0, 0), "", ""},
+		{"clock in 1970, expired", time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2020, 2, 1, 0, 0, 0, 0, time.UTC), time.Unix(0, 0), "", ""},
+	} {
+		cert, _ := writeCert(t, dir, tc.notBefore, tc.notAfer)
+		expired, warn := certValidity(cert, tc.now, built)
+		if tc.expired == "" && expired != nil || tc.expired != "" && (expired == nil || !strings.Contains(expired.Error(), tc.expired)) {
+			t.Errorf("%s: expired = %v, want %q", tc.name, expired, tc.expired)
+		}
+		if tc.warn == "" && warn != "" || !strings.Contains(warn, tc.warn) {
+			t.Errorf("%s: warn = %q, want %q", tc.name, warn, tc.warn)
+		}
+	}
+}
+
+// An expired device certificate fails check-config; the agent runs on (the file
+// may be renewed on disk) and warns at start with the date.
+func TestExpiredCertificate(t *testing.T) {
+	cfg := checkConfig(t, "")
+	cert, key := writeCert(t, t.TempDir(), time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2020, 2, 1, 0, 0, 0, 0, time.UTC))
+	cfg.MQTT.CertFile, cfg.MQTT.KeyFile = cert, key
+	if err := Check(cfg); err == nil || !strings.Contains(err.Error(), "config: mqtt.cert_file: "+cert+" expired on 2020-02-01") {
+		t.Errorf("Check = %v, want an expired mqtt.cert_file", err)
+	}
+	if _, err := New(cfg, nil); err != nil {
+		t.Errorf("New = %v, want the agent to start", err)
+	}
+	if w := strings.Join(Warnings(cfg), "\n"); !strings.Contains(w, "mqtt.cert_file "+cert+" expired on 2020-02-01") {
+		t.Errorf("Warnings = %q, want the expiry date", w)
+	}
+}
+
+// SSH login files that a login would ignore, or no login method at all, are
+// warnings of check-config and of the agent's start, naming the config key.
+func TestLoginWarnings(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the login users of a server that is not root depend on the passwd file; run as root (CI does)")
+	}
+	tmp := filepath.Join(t.TempDir(), "authorized_keys")
+	safe := filepath.Join(safeTempDir(t), "authorized_keys")
+	for _, p := range []string{tmp, safe} {
+		os.WriteFile(p, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKhQb9QyJ0r1y0y5mR2hJ3fKpqkz6bq9Dq0Zt8ka5u1Y op\n"), 0o600)
+	}
+	group := filepath.Join(safeTempDir(t), "authorized_keys")
+	os.WriteFile(group, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKhQb9QyJ0r1y0y5mR2hJ3fKpqkz6bq9Dq0Zt8ka5u1Y op\n"), 0o600)
+	os.Chmod(group, 0o664)
+	for _, tc := range []struct {
+		name, ssh string
+		want      []string
+	}{
+		{"below /tmp", fmt.Sprintf("[ssh]\nauthorized_keys = [%q]", tmp), []string{
+			"ssh.authorized_keys: " + tmp + " is ignored at login (user root): bad modes of " + os.TempDir() + ": 1777 is group or world writable",
+			"ssh: no login method can work"}},
+		{"group-writable", fmt.Sprintf("[ssh]\nauthorized_keys = [%q]", group), []string{
+			"ssh.authorized_keys: " + group + " is ignored at login (user root): bad modes of " + group + ": 0664", "ssh: no login method can work"}},
+		{"missing", "[ssh]\nauthorized_keys = [\"/nonexistent/authorized_keys\"]", []string{
+			"ssh.authorized_keys: /nonexistent/authorized_keys does not exist (user root)", "ssh: no login method can work"}},
+		{"none", "[ssh]\nauthorized_keys = []", []string{"ssh: no login method can work"}},
+		{"good", fmt.Sprintf("[ssh]\nauthorized_keys = [%q]", safe), nil},
+		{"missing, but a trusted CA", fmt.Sprintf("[ssh]\nauthorized_keys = [\"/nonexistent/authorized_keys\"]\ntrusted_user_ca_keys = [%q]", tmp), nil},
+	} {
+		cfg := checkConfig(t, tc.ssh)
+		if err := Check(cfg); err != nil {
+			t.Errorf("%s: Check = %v, want only warnings", tc.name, err)
+		}
+		var got []string
+		for _, w := range Warnings(cfg) {
+			if strings.HasPrefix(w, "ssh") {
+				got = append(got, w)
+			}
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: Warnings = %q, want %d about ssh: %q", tc.name, got, len(tc.want), tc.want)
+			continue
+		}
+		for i, w := range tc.want {
+			if !strings.Contains(got[i], w) {
+				t.Errorf("%s: warning %q, want %q", tc.name, got[i], w)
+			}
+		}
+	}
+}
+
+// A data_dir that the agent cannot make or write is a warning of check-config
+// (storage may be mounted later), not its silence.
+func TestDataDirWarning(t *testing.T) {
+	for _, tc := range []struct{ dir, want string }{
+		{"/proc/porthole", "data_dir: /proc/porthole does not exist and cannot be made in /proc (it is on a kernel file system"},
+		{"/sys/porthole", "cannot be made in /sys"},
+		{t.TempDir(), ""},
+		{filepath.Join(t.TempDir(), "data"), ""},
+	} {
+		if got := dataDirWarning(tc.dir); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("dataDirWarning(%s) = %q, want %q", tc.dir, got, tc.want)
+		}
+	}
+}

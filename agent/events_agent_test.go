@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+// Malformed notifications are published as notification-rejected events with the
+// reason, never the token or the payload; a flood of them is summed up in one
+// event instead of one each.
+func TestAgentPublishesRejectedNotifications(t *testing.T) {
+	e := newAgentEnv(t)
+	_, stop := e.start(t)
+	secret := "AQGAAXsecret-token-" + strings.Repeat("z", 40)
+	good := fmt.Sprintf(`{"clientAccessToken":%q,"clientMode":"destination","region":"us-east-1","services":["SSH"]}`, secret)
+	bad := []struct{ payload, reason string }{
+		{`{"clientAccessToken":"` + secret, "payload is not valid JSON"},
+		{strings.Replace(good, `"destination"`, `"Destination"`, 1), `clientMode is "Destination", want "destination"`},
+		{strings.Replace(good, secret, "", 1), "clientAccessToken is empty"},
+		{strings.Replace(good, `["SSH"]`, `[]`, 1), "services has 0 entries, want 1 to 3"},
+		{strings.Replace(good, `"us-east-1"`, `"../../evil"`, 1), `region "../../evil" is not a region name`},
+	}
+	publish := func(p string) {
+		t.Helper()
+		if err := e.broker.srv.Publish("$aws/things/dev-1/tunnels/notify", []byte(p), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range bad {
+		publish(b.payload)
+		e.broker.waitEvent(t, "notification-rejected", func(ev Event) bool { return strings.HasPrefix(ev.Reason, b.reason) })
+	}
+	// A flood: each payload differs, so none is a duplicate.
+	for i := range 50 {
+		publish(fmt.Sprintf(`{"clientAccessToken":%q,"clientMode":"source","region":"us-east-1","services":["SSH"]}`, fmt.Sprint(secret, i)))
+	}
+	publish(`{"pad":"` + strings.Repeat("x", 200<<10) + `"}`)
+	time.Sleep(300 * time.Millisecond)
+	stop() // the window's count is published on the way out
+	e.broker.waitEvent(t, "notification-rejections-suppressed", func(ev Event) bool { return strings.HasPrefix(ev.Reason, "51 more notifications rejected") })
+
+	e.broker.mu.Lock()
+	defer e.broker.mu.Unlock()
+	n := 0
+	for _, ev := range e.broker.events {
+		if ev.Type == "notification-rejected" {
+			n++
+		}
+	}
+	if n != rejectionBurst {
+		t.Errorf("%d notification-rejected events for 56 bad notifications, want %d", n, rejectionBurst)
+	}
+	b, _ := json.Marshal(e.broker.events)
+	if strings.Contains(string(b), "secret-token") || strings.Contains(string(b), "xxxxxxxx") {
+		t.Fatalf("an event carries the token or the payload: %s", b)
+	}
+}
+
+// openSSHSession runs cmd through the tunnel's source side and returns once the
+// command has started; the session stays open until the test ends.
+func (e *agentEnv) openSSHSession(t *testing.T, tun *tunneltest.Tunnel, cmd string) {
+	t.Helper()
+	tok, _ := tunnel.NewAccessToken(tun.SourceToken)
+	ready := make(chan string, 1)
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: e.fake.URL, AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: e.srcClient},
+		Listen: map[string]string{"SSH": "127.0.0.1:0"}, OnListen: func(_ string, a net.Addr) { ready <- a.String() }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var addr string
+	select {
+	case addr = <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("source did not listen")
+	}
+	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("ssh through the tunnel: %v", err)
+	}
+	t.Cleanup(func() { client.Close() })
+	sess, err := client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Start(cmd); err != nil {
+		t.Fatalf("ssh %q: %v", cmd, err)
+	}
+	e.broker.waitEvent(t, "ssh-session-start", nil)
+}
+
+// Stopping the agent (SIGTERM) ends its sessions before MQTT: the events of their
+// end reach the topic, and the agent still stops within a few seconds.
+func TestAgentStopPublishesSessionEnds(t *testing.T) {
+	e := newAgentEnv(t)
+	_, stop := e.start(t)
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatalf("agent did not open the tunnel: %v", err)
+	}
+	e.openSSHSession(t, tun, "sleep 100")
+	start := time.Now()
+	stop()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the agent took %v to stop, want a few seconds", d)
+	}
+	end := e.broker.waitEvent(t, "ssh-session-end", nil)
+	if end.SSH == nil || end.SSH.Command != "sleep" || end.SSH.Kind != "exec" {
+		t.Errorf("ssh-session-end carries %+v, want the exec of sleep", end.SSH)
+	}
+	e.broker.waitEvent(t, "stream-end", func(ev Event) bool { return ev.Service == "SSH" })
+}
+
+// A broker that is away when the agent stops does not hold it up: the events are
+// given up after eventFlushTimeout.
+func TestAgentStopsWithBrokerDown(t *testing.T) {
+	e := newAgentEnv(t)
+	_, stop := e.start(t)
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatalf("agent did not open the tunnel: %v", err)
+	}
+	e.openSSHSession(t, tun, "sleep 100")
+	srv := e.broker.srv // down: its listener closed, its clients cut
+	srv.Listeners.Close("tls", func(id string) {
+		for _, cl := range srv.Clients.GetByListener(id) {
+			cl.Stop(errors.New("broker down"))
+		}
+	})
+	start := time.Now()
+	stop()
+	if d := time.Since(start); d > 6*time.Second {
+		t.Errorf("with the broker away the agent took %v to stop, want a few seconds", d)
+	}
+}

@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// takeForTest returns the queued events and empties the queue.
+func (q *eventQueue) takeForTest() []Event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []Event
+	for _, qe := range q.queue {
+		out = append(out, qe.e)
+	}
+	q.queue = nil
+	return out
+}
+
+func eventTypes(es []Event) string {
+	var s []string
+	for _, e := range es {
+		s = append(s, fmt.Sprintf("%s(%s,%d,%s)", e.Type, e.Reason, e.Attempts, e.Duration))
+	}
+	return strings.Join(s, " ")
+}
+
+// A tunnel's events say what changed, not what was retried: a tunnel that cannot
+// connect is reported once and then summed up at growing intervals, never as
+// "disconnected"; a lost connection is one tunnel-disconnected; an error that ends
+// the tunnel is left to tunnel-ended.
+func TestTunnelEventsDescribeStateChanges(t *testing.T) {
+	now := time.Date(2026, 11, 30, 18, 45, 38, 0, time.UTC)
+	log := slog.New(slog.DiscardHandler)
+	a := &Agent{cfg: &Config{ThingName: "dev"}, log: log, now: func() time.Time { return now },
+		events: newEventQueue(nil, log)}
+	onState := a.onState(&session{fp: "9ee74176"}, log)
+	network := errors.New("dial tcp 127.0.0.1:18443: connect: connection refused")
+	step := func(name string, d time.Duration, connected bool, err error, want string) {
+		t.Helper()
+		now = now.Add(d)
+		onState(connected, err)
+		if got := eventTypes(a.events.takeForTest()); got != want {
+			t.Errorf("%s: events %q, want %q", name, got, want)
+		}
+	}
+
+	step("first failure", 0, false, network, "tunnel-connect-failed(network,1,)")
+	for i := range 7 { // the backoff of the first retries: 0.25 s to 16 s
+		step(fmt.Sprintf("retry %d", i+2), time.Duration(1<<i)*250*time.Millisecond, false, network, "")
+	}
+	step("after a minute", 30*time.Second, false, network, "tunnel-connect-failed(network,9,1m2s)")
+	step("a minute later", time.Minute, false, network, "") // the next summary waits 2 min
+	step("two minutes later", time.Minute, false, network, "tunnel-connect-failed(network,11,3m2s)")
+	for range 30 { // an hour of retries every 2 min (the backoff's cap): summaries after 4, 8, 16, 32 min
+		now = now.Add(2 * time.Minute)
+		onState(false, network)
+	}
+	if got := eventTypes(a.events.takeForTest()); strings.Count(got, "tunnel-connect-failed") != 4 {
+		t.Errorf("an hour of retries: events %q, want 4 summaries", got)
+	}
+	step("connected", time.Second, true, nil, "tunnel-connected(,41,)")
+	step("connection lost", time.Minute, false, network, "tunnel-disconnected(network,0,)")
+	step("reconnect fails", time.Second, false, network, "")
+	step("reconnect fails again", 2*time.Second, false, network, "")
+	step("reconnected", time.Second, true, nil, "tunnel-connected(,2,)")
+	step("closed by the service", time.Minute, false, tunnel.ErrClosedByService, "") // runSession: tunnel-ended
+
+	// A tunnel whose token the service refuses at once: only its tunnel-ended.
+	onState = a.onState(&session{fp: "abcd"}, log)
+	step("refused token", 0, false, &tunnel.HandshakeError{StatusCode: 400, Body: "Invalid access token"}, "")
+	// A temporary refusal is retried, and reported as a failure.
+	step("503", 0, false, &tunnel.HandshakeError{StatusCode: 503, Body: "busy"}, "tunnel-connect-failed(handshake refused: 503 busy,1,)")
+	step("agent stops", 0, false, context.Canceled, "")
+}

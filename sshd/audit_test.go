@@ -1,0 +1,67 @@
+package sshd
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// The audit record is published as the "ssh" object of the agent's events: its
+// keys are snake_case as the events' own, zero fields are left out (but not an
+// exit status of 0 or a refused forward), and durations read as the events' do.
+func TestEventJSON(t *testing.T) {
+	at := time.Date(2026, 11, 30, 18, 53, 28, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		e    Event
+		want string
+	}{
+		{"login failure", Event{Type: EventLoginFailure, Time: at, Remote: "tunnel", User: "root", Method: "publickey", KeyFingerprint: "SHA256:abc", Reason: "key not in authorized_keys"},
+			`{"type":"login-failure","time":"2026-11-30T18:53:28Z","remote":"tunnel","user":"root","method":"publickey","key_fingerprint":"SHA256:abc","reason":"key not in authorized_keys"}`},
+		{"session end, status 0", Event{Type: EventSessionEnd, SessionID: "ab", Kind: "exec", Command: "cat", PTY: true, BytesIn: 5, BytesOut: 7, Duration: 1234567890 * time.Nanosecond},
+			`{"type":"session-end","session_id":"ab","kind":"exec","command":"cat","pty":true,"bytes_in":5,"bytes_out":7,"exit_status":0,"duration":"1.235s"}`},
+		{"session end by a signal", Event{Type: EventSessionEnd, ExitStatus: -1, ExitSignal: "TERM"},
+			`{"type":"session-end","exit_signal":"TERM","exit_status":-1}`},
+		{"session start", Event{Type: EventSessionStart, Kind: "shell"},
+			`{"type":"session-start","kind":"shell"}`},
+		{"refused forward", Event{Type: EventForward, Direction: "local", Dest: "10.0.0.1:22"},
+			`{"type":"forward","direction":"local","dest":"10.0.0.1:22","allowed":false}`},
+		{"certificate", Event{Type: EventLoginSuccess, CertID: "op@example", CertSerial: 42},
+			`{"type":"login-success","cert_id":"op@example","cert_serial":42}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := json.Marshal(tc.e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != tc.want {
+				t.Errorf("Marshal(%+v) =\n%s\nwant\n%s", tc.e, b, tc.want)
+			}
+		})
+	}
+}
+
+// Audit records keep the program of a command line, never its arguments.
+func TestCommandName(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"cat; exit 2", "cat"},
+		{"curl -u user:pass https://example.com", "curl"},
+		{"  /usr/bin/mysql -psecret", "/usr/bin/mysql"},
+		{"sftp", "sftp"},
+		{"scp -t /tmp", "scp"},
+		{"echo|sh", "echo"},
+		{"TOKEN=s3cret ./deploy", ""},
+		{"'my prog' arg", ""},
+		{"$(cat /secret)", ""},
+		{"pa\\ss", ""},
+		{"ls\x00x", ""},
+		{"", ""},
+		{string(make([]byte, 65)), ""},
+		{"a123456789012345678901234567890123456789012345678901234567890123 x", "a123456789012345678901234567890123456789012345678901234567890123"},
+		{"a1234567890123456789012345678901234567890123456789012345678901234", ""},
+	} {
+		if got := commandName(tc.in); got != tc.want {
+			t.Errorf("commandName(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,168 @@
+package sshd
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// A login refused because every authorized_keys file was ignored or missing
+// says so, not "key not in authorized_keys", which sends the operator
+// looking at the key.
+func TestRefusalNamesIgnoredOrMissingFile(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, e *testEnv, s *Server)
+		want  []string
+	}{
+		{"below /tmp", func(t *testing.T, e *testEnv, s *Server) {
+			// t.TempDir is below the sticky, world-writable /tmp, which sshd's
+			// StrictModes refuses above a key file.
+			p := filepath.Join(e.dir, "keys", "authorized_keys")
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			writeFile(t, p, authorizedLine("", e.key.PublicKey()))
+			s.AuthorizedKeysFiles = []string{p}
+		}, []string{"authorized_keys file", "ignored", "bad modes of " + os.TempDir(), "1777"}},
+		{"missing", func(t *testing.T, e *testEnv, s *Server) {
+			s.AuthorizedKeysFiles = []string{"%h/.ssh/nonexistent"}
+		}, []string{"no authorized_keys file", ".ssh/nonexistent not found"}},
+		{"key not in the file", func(t *testing.T, e *testEnv, s *Server) {
+			e.key = newSigner(t)
+		}, []string{"key not in authorized_keys"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if fi, err := os.Stat(os.TempDir()); tc.name == "below /tmp" && (err != nil || fi.Mode().Perm() != 0o777) {
+				t.Skipf("%s is not world-writable here", os.TempDir())
+			}
+			e := newEnv(t, func(e *testEnv, s *Server) { tc.setup(t, e, s) })
+			if c, err := e.dial("root", gossh.PublicKeys(e.key)); err == nil {
+				c.Close()
+				t.Fatal("login succeeded")
+			}
+			fails := e.eventsOf(EventLoginFailure)
+			if len(fails) == 0 {
+				t.Fatal("no login-failure event")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(fails[0].Reason, w) {
+					t.Errorf("refusal reason %q, want it to contain %q", fails[0].Reason, w)
+				}
+			}
+		})
+	}
+}
+
+func TestOctalMode(t *testing.T) {
+	for _, tc := range []struct {
+		mode os.FileMode
+		want string
+	}{
+		{0o755, "0755"},
+		{os.ModeDir | os.ModeSticky | 0o777, "1777"},
+		{os.ModeSetgid | 0o775, "2775"},
+		{os.ModeSetuid | 0o4755&0o777, "4755"},
+	} {
+		if got := octalMode(tc.mode); got != tc.want {
+			t.Errorf("octalMode(%v) = %s, want %s", tc.mode, got, tc.want)
+		}
+	}
+}
+
+// CheckLogins finds, as a login would, the files that cannot serve and
+// whether some login method can work.
+func TestCheckLogins(t *testing.T) {
+	ca := newSigner(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := os.TempDir()
+	if fi, err := os.Stat(tmp); err != nil || fi.Mode()&os.ModeSticky == 0 {
+		t.Skipf("%s is not sticky here", tmp)
+	}
+	for _, tc := range []struct {
+		name      string
+		euid      int
+		files     map[string]string // files to write under the test dir: content ("KEY" is a key line)
+		modes     map[string]os.FileMode
+		authKeys  []string // DIR is the test dir
+		caFiles   []string
+		passwords map[string]string
+		ok        bool
+		problems  []string // each a substring of one problem, in order
+	}{
+		{name: "good file", files: map[string]string{"root/ak": "KEY"}, authKeys: []string{"DIR/root/ak"}, ok: true},
+		{name: "below a sticky directory", files: map[string]string{"keys/ak": "KEY"}, authKeys: []string{"DIR/keys/ak"},
+			problems: []string{"AuthorizedKeysFiles: DIR/keys/ak is ignored at login (user root): bad modes of " + tmp + ": 1777"}},
+		{name: "group-writable file", files: map[string]string{"root/ak": "KEY"}, modes: map[string]os.FileMode{"root/ak": 0o664},
+			authKeys: []string{"DIR/root/ak"}, problems: []string{"DIR/root/ak is ignored at login (user root): bad modes of DIR/root/ak: 0664"}},
+		{name: "ignored file, but a CA works", files: map[string]string{"keys/ak": "KEY", "ca.pub": "KEY"}, authKeys: []string{"DIR/keys/ak"},
+			caFiles: []string{"DIR/ca.pub"}, ok: true, problems: []string{"DIR/keys/ak is ignored"}},
+		{name: "missing", authKeys: []string{"DIR/root/ak"}, problems: []string{"AuthorizedKeysFiles: DIR/root/ak does not exist (user root)"}},
+		{name: "missing, a password works", authKeys: []string{"DIR/root/ak"}, passwords: map[string]string{"root": "HASH"}, ok: true},
+		{name: "none configured", authKeys: []string{}},
+		{name: "empty file", files: map[string]string{"root/ak": ""}, authKeys: []string{"DIR/root/ak"}, problems: []string{"DIR/root/ak (user root): holds no key"}},
+		{name: "only bad lines", files: map[string]string{"root/ak": "ssh-ed25519 garbage\n"}, authKeys: []string{"DIR/root/ak"},
+			problems: []string{"holds no usable key (1 lines skipped, the first: line 1:"}},
+		{name: "per-user file of another user", files: map[string]string{"alice/.ssh/authorized_keys": "KEY"}, authKeys: []string{"%h/.ssh/authorized_keys"}, ok: true},
+		{name: "per-user file of a user who may not log in", euid: 1000, files: map[string]string{"root/.ssh/authorized_keys": "KEY"},
+			authKeys: []string{"%h/.ssh/authorized_keys"}, problems: []string{"DIR/alice/.ssh/authorized_keys does not exist (user alice)"}},
+		{name: "server's uid not in passwd", euid: 4242, files: map[string]string{"root/ak": "KEY"}, authKeys: []string{"DIR/root/ak"},
+			problems: []string{"PasswdFile: DIR/passwd has no enabled account with uid 4242"}},
+		{name: "password of an unknown user", passwords: map[string]string{"nosuch": "HASH"}, authKeys: []string{},
+			problems: []string{`PasswordHashes: nosuch cannot log in: sshd: unknown user "nosuch"`}},
+		{name: "CA file missing", caFiles: []string{"DIR/ca.pub"}, authKeys: []string{}, problems: []string{"TrustedUserCAKeysFiles: DIR/ca.pub: stat DIR/ca.pub: no such file"}},
+		{name: "CA file", files: map[string]string{"ca.pub": "KEY"}, caFiles: []string{"DIR/ca.pub"}, authKeys: []string{}, ok: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			chmodWalkUp(t, dir)
+			writeFile(t, filepath.Join(dir, "passwd"), fmt.Sprintf("root:x:0:0:root:%s/root:/bin/sh\nalice:x:1000:1000:alice:%s/alice:/bin/sh\n", dir, dir))
+			os.MkdirAll(filepath.Join(dir, "root"), 0o755)
+			for name, content := range tc.files {
+				p := filepath.Join(dir, name)
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				writeFile(t, p, strings.ReplaceAll(content, "KEY", authorizedLine("", ca.PublicKey())))
+				if m, ok := tc.modes[name]; ok {
+					os.Chmod(p, m)
+				}
+			}
+			expand := func(paths []string) []string {
+				out := []string{}
+				for _, p := range paths {
+					out = append(out, strings.ReplaceAll(p, "DIR", dir))
+				}
+				return out
+			}
+			s := &Server{
+				PasswdFile:             filepath.Join(dir, "passwd"),
+				AuthorizedKeysFiles:    expand(tc.authKeys),
+				TrustedUserCAKeysFiles: expand(tc.caFiles),
+				geteuid:                func() int { return tc.euid },
+			}
+			if tc.passwords != nil {
+				s.PasswordHashes = map[string]string{}
+				for u := range tc.passwords {
+					s.PasswordHashes[u] = string(hash)
+				}
+			}
+			problems, ok := s.CheckLogins()
+			if ok != tc.ok {
+				t.Errorf("CheckLogins() ok = %v, want %v (problems %v)", ok, tc.ok, problems)
+			}
+			if len(problems) != len(tc.problems) {
+				t.Fatalf("CheckLogins() = %v, want %d problems: %q", problems, len(tc.problems), tc.problems)
+			}
+			for i, p := range problems {
+				if want := strings.ReplaceAll(tc.problems[i], "DIR", dir); !strings.Contains(p.Error(), want) {
+					t.Errorf("problem %d = %q, want it to contain %q", i, p, want)
+				}
+			}
+		})
+	}
+}
