@@ -77,6 +77,19 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 			return Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
 		}
 	}
+	// A CA file that cannot be read or holds no certificate fails every dial the
+	// same way: say so before anything listens, rather than retry forever with the
+	// -L ports open and an operator's ssh hanging on them.
+	if cfg.CAFile != "" {
+		if err := tunnel.CheckCAFile(cfg.CAFile); err != nil {
+			return caFileError(err)
+		}
+	}
+	// An operator waits at a terminal: after a failure, try again within half a
+	// minute rather than the agent's two.
+	if cfg.RetryMax == 0 {
+		cfg.RetryMax = connectRetryMax
+	}
 	// The client token is kept only once the service has accepted the access
 	// token with it: a token it refuses leaves nothing behind.
 	save := func() {}
@@ -108,8 +121,8 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex
-	var connected bool
-	var certErr, dnsErr error
+	var connected, toldRetrying bool
+	var certErr, dnsErr, caErr error
 	onState := cfg.OnState
 	cfg.OnState = func(up bool, err error) {
 		if onState != nil {
@@ -122,14 +135,25 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		}
 		connected = connected || up
 		var de *net.DNSError
+		var he *tunnel.HandshakeError
 		switch {
-		case connected || certErr != nil || dnsErr != nil:
+		case connected || certErr != nil || dnsErr != nil || caErr != nil:
 		case tunnel.IsCertificateError(err):
 			certErr = err
 			cancel()
 		case errors.As(err, &de) && de.IsNotFound:
 			dnsErr = err
 			cancel()
+		case errors.Is(err, tunnel.ErrCAFile): // changed since the check above
+			caErr = err
+			cancel()
+		case errors.As(err, &he) && !he.Temporary(), ctx.Err() != nil, toldRetrying, cc.Logger == nil:
+		default:
+			// As localproxy, keep trying (spec §3.8): the network may come
+			// back. But say once that this is what happens, and how to stop.
+			toldRetrying = true
+			cc.Logger.Warn("not connected to the tunneling service yet: porthole connect keeps trying until it connects " +
+				"(check the network, --region or --endpoint, and --https-proxy); stop it with Ctrl-C")
 		}
 	}
 	src := &tunnel.Source{Config: cfg, Listen: cc.Listen, PeerVersion: cc.PeerVersion}
@@ -143,18 +167,71 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	} else {
 		err = src.Run(ctx)
 	}
+	if cc.Stdio == "-" && errors.Is(err, tunnel.ErrConfig) {
+		return Usagef("%w: --stdio SERVICE", err)
+	}
 	if errors.Is(err, tunnel.ErrConfig) || errors.Is(err, tunnel.ErrListen) {
 		return Usagef("%w", err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	if caErr != nil {
+		return caFileError(caErr)
+	}
 	if certErr != nil {
 		return fmt.Errorf("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", certErr)
 	}
 	if dnsErr != nil {
 		return fmt.Errorf("the tunneling service's host name does not resolve (check --region or --endpoint): %w", dnsErr)
 	}
+	var he *tunnel.HandshakeError
+	switch {
+	case errors.As(err, &he) && !he.Temporary():
+		return fmt.Errorf("%w; %s", err, refusalHint(he))
+	case errors.Is(err, tunnel.ErrClosedByService):
+		// CloseTunnel, the tunnel's lifetime, or a rotated source token (which
+		// revokes the one in use) all end the connection so.
+		return fmt.Errorf("%w: the tunnel was closed or expired, or its source token was rotated "+
+			"(porthole connect then needs the new token)", err)
+	}
 	return err
+}
+
+// connectRetryMax caps Connect's reconnect backoff (the engine's default is 120 s).
+const connectRetryMax = 30 * time.Second
+
+// caFileError is a --ca-file that cannot be used, as a usage error.
+func caFileError(err error) error {
+	return Usagef("--ca-file: %s", strings.TrimPrefix(err.Error(), "tunnel: CA file: "))
+}
+
+// rotateSource is the remedy the developer guide gives for a source token that was
+// used or is held by another client (spec §4).
+const rotateSource = "aws iotsecuretunneling rotate-tunnel-access-token --tunnel-id ID --client-mode SOURCE"
+
+// refusalHint says what to do about a 4xx from the service, after the service's
+// own words (spec §2.6 and the developer guide's troubleshooting table, §4). The
+// service's body never holds a token, and neither does the hint.
+func refusalHint(he *tunnel.HandshakeError) string {
+	body := strings.ToLower(he.Body)
+	switch {
+	case strings.Contains(body, "previously used"):
+		return "the token was used before by a source this machine has no client token for (another machine or user, " +
+			"a cleared cache, localproxy): a source token serves one client; get a new one: " + rotateSource
+	case strings.Contains(body, "client token"):
+		return "another source (another machine, user or tool) holds this token with its own client token; " +
+			"stop it, or get a new token: " + rotateSource
+	case strings.Contains(body, "closed"):
+		return "the tunnel is closed (CloseTunnel, or its lifetime ended): open a new one"
+	case strings.Contains(body, "local-proxy-mode"):
+		return "this looks like the tunnel's destination token: porthole connect needs its sourceAccessToken"
+	case strings.Contains(body, "access token"):
+		return "the token is not the source token of an open tunnel here: the tunnel may be closed or expired, " +
+			"the token rotated, or the tunnel in another region (--region, --endpoint); get a new token (" +
+			rotateSource + ") or open a new tunnel"
+	}
+	return "check that the token is the tunnel's sourceAccessToken, that the tunnel is open, and --region or " +
+		"--endpoint; a used token needs a new one: " + rotateSource
 }
 
 // cachedClientToken returns the client token kept for access, or a new one

@@ -237,34 +237,9 @@ func (cfg *Config) tlsConfig() (*tls.Config, error) {
 	if cfg.CAFile == "" {
 		return tc, nil
 	}
-	pool := x509.NewCertPool()
-	files := []string{cfg.CAFile}
-	if fi, err := os.Stat(cfg.CAFile); err != nil {
-		return nil, fmt.Errorf("tunnel: CA file: %w", err)
-	} else if fi.IsDir() {
-		entries, err := os.ReadDir(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tunnel: CA directory: %w", err)
-		}
-		files = files[:0]
-		for _, e := range entries {
-			if !e.IsDir() {
-				files = append(files, filepath.Join(cfg.CAFile, e.Name()))
-			}
-		}
-	}
-	added := 0
-	for _, f := range files {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("tunnel: reading CA %s: %w", f, err)
-		}
-		if pool.AppendCertsFromPEM(pem) {
-			added++
-		}
-	}
-	if added == 0 {
-		return nil, fmt.Errorf("tunnel: no PEM certificate found in %s", cfg.CAFile)
+	pool, err := loadCA(cfg.CAFile)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.InsecureSkipVerify {
 		return tc, nil
@@ -278,6 +253,51 @@ func (cfg *Config) tlsConfig() (*tls.Config, error) {
 	tc.InsecureSkipVerify = true
 	tc.VerifyConnection = func(cs tls.ConnectionState) error { return verifyPeer(cs, pool) }
 	return tc, nil
+}
+
+// ErrCAFile wraps a CA file (Config.CAFile) that cannot be read or holds no PEM
+// certificate: no retry mends it until someone fixes the file.
+var ErrCAFile = errors.New("tunnel: CA file")
+
+// CheckCAFile loads a CA file or directory as Dial would, so that a mistake in it
+// is found before anything listens or dials. The error wraps ErrCAFile.
+func CheckCAFile(path string) error {
+	_, err := loadCA(path)
+	return err
+}
+
+// loadCA reads the PEM certificates of a file, or of the files of a directory.
+func loadCA(path string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	files := []string{path}
+	if fi, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
+	} else if fi.IsDir() {
+		entries, err := os.ReadDir(path)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
+		}
+		files = files[:0]
+		for _, e := range entries {
+			if !e.IsDir() {
+				files = append(files, filepath.Join(path, e.Name()))
+			}
+		}
+	}
+	added := 0
+	for _, f := range files {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
+		}
+		if pool.AppendCertsFromPEM(pem) {
+			added++
+		}
+	}
+	if added == 0 {
+		return nil, fmt.Errorf("%w: no PEM certificate found in %s", ErrCAFile, path)
+	}
+	return pool, nil
 }
 
 // IsCertificateError reports whether err is a failure to verify the service's TLS

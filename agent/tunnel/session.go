@@ -16,7 +16,10 @@ type engineOptions struct {
 	chunk    int           // largest DATA payload sent
 	maxConns int           // per service
 	stall    time.Duration // how long one connection may block the WebSocket reader
-	log      *slog.Logger
+	// answerWait (source) is how long a started connection waits for the peer's
+	// first data before the session says the device may not be there; 0: never.
+	answerWait time.Duration
+	log        *slog.Logger
 }
 
 // linkQueue is how many DATA payloads may wait for one local connection before the
@@ -44,6 +47,7 @@ type session struct {
 	gotIDs       bool
 	streams      map[string]*stream // by wire service id ("" in V1)
 	closed       bool
+	hinted       bool // the source has said once that the device does not answer
 	// live counts the links whose pumps have not all returned: open ones, and
 	// closing ones that s.streams no longer holds but that may still send a frame.
 	live int

@@ -36,6 +36,12 @@ type Source struct {
 	ChunkSize int
 	// StallTimeout: see Destination. Zero: 30 s.
 	StallTimeout time.Duration
+	// AnswerWait is how long a local connection whose stream has started waits for
+	// the destination's first data before the source logs, once per connection to
+	// the service, that the device has not answered (its agent may not have joined
+	// the tunnel). The connection is not ended: the device may join later. Zero:
+	// 5 s; negative: never.
+	AnswerWait time.Duration
 	// OnListen, if set, is called once per listener when it is open.
 	OnListen func(service string, addr net.Addr)
 	// DialOnly runs without listeners: local connections come only from
@@ -68,7 +74,11 @@ func (src *Source) options() engineOptions {
 		chunk:    chunkSize(src.ChunkSize),
 		maxConns: intOr(src.MaxConnections, 128),
 		stall:    durationOr(src.StallTimeout, 30*time.Second),
-		log:      src.Config.logger().With("mode", ModeSource),
+		// A device answers in well under a second when it is there (SSH sends its
+		// banner at once); 5 s leaves room for a slow link without leaving an
+		// operator staring at a silent terminal.
+		answerWait: max(durationOr(src.AnswerWait, 5*time.Second), 0),
+		log:        src.Config.logger().With("mode", ModeSource),
 	}
 }
 
@@ -388,6 +398,13 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 	}
 	l := s.newLinkLocked(st, r.wire, m.ConnectionID)
 	s.mu.Unlock()
+	if len(old) > 0 {
+		// The protocol's limit, not ours: the operator's earlier session ends here,
+		// which otherwise looks like the device hanging up.
+		s.opt.log.Warn("a new local connection replaces the open one: a "+s.version.String()+
+			" destination (--destination-client-type) carries one connection per service at a time",
+			"service", r.name)
+	}
 	for _, o := range old {
 		o.quiet.Store(true)
 		o.end()
@@ -396,9 +413,31 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 		l.end() // start then closes conn
 	} else {
 		s.opt.log.Debug("connection started", l.attrs()...)
+		if s.opt.answerWait > 0 {
+			time.AfterFunc(s.opt.answerWait, func() { s.hintUnanswered(st, l, r.name) })
+		}
 	}
 	l.start(conn, nil)
 	return l
+}
+
+// hintUnanswered says, once per session, that a connection still open has had no
+// data from the destination: the service drops frames for a side that is not
+// connected and tells the other side nothing (spec §3.8), so without this an
+// operator's ssh hangs in silence until the device joins. It logs under s.mu so
+// that no line outlives the session.
+func (s *session) hintUnanswered(st *stream, l *link, service string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.hinted || st.answered || s.streams[l.service] != st || st.links[l.id] != l {
+		return
+	}
+	s.hinted = true
+	s.opt.log.Warn("the device has not answered yet: its agent may not have joined the tunnel. "+
+		"Check destinationConnectionState in `aws iotsecuretunneling describe-tunnel --tunnel-id ID` "+
+		"(the device must be online and its agent must have received the tunnel's notification); "+
+		"the connection stays open until the device answers",
+		"service", service, "waited", s.opt.answerWait)
 }
 
 // DialService opens a connection to service through the running Run, as if a

@@ -1,0 +1,163 @@
+package tunnel_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+// runSource runs src until the test ends and returns the address it listens on
+// for service.
+func runSource(t *testing.T, src *tunnel.Source, service string) string {
+	t.Helper()
+	ready := make(chan string, 4)
+	src.OnListen = func(s string, a net.Addr) {
+		if s == service {
+			ready <- a.String()
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case a := <-ready:
+		return a
+	case <-time.After(10 * time.Second):
+		t.Fatal("source did not listen")
+		return ""
+	}
+}
+
+// waitLogged waits until log has a line containing sub.
+func waitLogged(t *testing.T, log *lockedLog, sub string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for log.count(sub) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %q:\n%s", sub, log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A connection through a source whose device has not joined the tunnel gets no
+// answer: the service drops its frames in silence. The source says so once per
+// connection to the service, and keeps the connection open for a device that
+// joins later (ssh hung with no word before).
+func TestSourceSaysDeviceHasNotAnswered(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	srv.Logf = t.Logf
+	tun := srv.OpenTunnel("SSH")
+	var logged lockedLog
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		Logger: slog.New(slog.NewTextHandler(&logged, nil))}, Listen: map[string]string{"SSH": "127.0.0.1:0"},
+		AnswerWait: 10 * time.Millisecond}
+	addr := runSource(t, src, "SSH")
+	const hint = "the device has not answered yet"
+	var conns []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("SSH-2.0-test\r\n"))
+		conns = append(conns, c)
+	}
+	waitLogged(t, &logged, hint)
+	for _, want := range []string{"describe-tunnel", "destinationConnectionState", "service=SSH"} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("the hint does not say %q:\n%s", want, logged.String())
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // both connections' waits are long over
+	if n := logged.count(hint); n != 1 {
+		t.Errorf("logged the hint %d times for one connection to the service, want 1:\n%s", n, logged.String())
+	}
+	conns[0].SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := conns[0].Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read from the waiting connection = %v, want it still open", err)
+	}
+}
+
+// No hint when the device answers.
+func TestSourceNoHintWhenDeviceAnswers(t *testing.T) {
+	addr := echoServer(t, 0x51)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
+	var logged lockedLog
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, h.tun.SourceToken),
+		Logger: slog.New(slog.NewTextHandler(&logged, nil))}, Listen: map[string]string{"SSH": "127.0.0.1:0"},
+		AnswerWait: 200 * time.Millisecond}
+	local := runSource(t, src, "SSH")
+	c := openEcho(t, local, 0x51) // answered
+	defer c.Close()
+	time.Sleep(400 * time.Millisecond)
+	if n := logged.count("has not answered"); n != 0 {
+		t.Errorf("hinted that a device that answered had not:\n%s", logged.String())
+	}
+}
+
+// --stdio - on a tunnel of several services says that the service must be named,
+// and which the tunnel has (it named an empty service before).
+func TestStdioUnnamedServiceOnSeveralServices(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH", "WEB")
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true,
+		AccessToken: mustToken(t, tun.SourceToken), Logger: testLogger(t)}}
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	err := src.RunStdio(ctxTimeout(t, 10*time.Second), "", inR, io.Discard)
+	if !errors.Is(err, tunnel.ErrConfig) || !strings.Contains(err.Error(), "one-service tunnel") ||
+		!strings.Contains(err.Error(), `["SSH" "WEB"]`) || strings.Contains(err.Error(), `service ""`) {
+		t.Fatalf("RunStdio(\"\") on a two-service tunnel = %v, want ErrConfig saying to name one of SSH and WEB", err)
+	}
+}
+
+// Towards a V2 (or V1) destination a second local connection of a service ends the
+// first: the source says so, instead of the first one just dropping.
+func TestSourceSaysV2ConnectionReplaced(t *testing.T) {
+	addr := echoServer(t, 0x52)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
+	var logged lockedLog
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, h.tun.SourceToken),
+		Logger: slog.New(slog.NewTextHandler(&logged, nil))}, Listen: map[string]string{"SSH": "127.0.0.1:0"}, PeerVersion: tunnel.V2}
+	local := runSource(t, src, "SSH")
+	first := openEcho(t, local, 0x52)
+	defer first.Close()
+	if n := logged.count("replaces the open one"); n != 0 {
+		t.Fatalf("warned of a replaced connection with one connection:\n%s", logged.String())
+	}
+	second := openEcho(t, local, 0x52)
+	defer second.Close()
+	waitClosed(t, first, 5*time.Second)
+	waitLogged(t, &logged, "a new local connection replaces the open one: a V2 destination")
+}
+
+// CheckCAFile finds a missing CA file, or one without a certificate, before any
+// dial; both wrap ErrCAFile, as Dial's error does.
+func TestCheckCAFile(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pem")
+	os.WriteFile(garbage, []byte("not a certificate\n"), 0o600)
+	for _, path := range []string{filepath.Join(dir, "missing.pem"), garbage, t.TempDir()} {
+		if err := tunnel.CheckCAFile(path); !errors.Is(err, tunnel.ErrCAFile) {
+			t.Errorf("CheckCAFile(%s) = %v, want ErrCAFile", path, err)
+		}
+		tok := mustToken(t, "t")
+		_, err := tunnel.Dial(context.Background(), &tunnel.Config{Endpoint: "127.0.0.1:1", AccessToken: tok, CAFile: path}, tunnel.ModeSource)
+		if !errors.Is(err, tunnel.ErrCAFile) {
+			t.Errorf("Dial with CA file %s = %v, want ErrCAFile", path, err)
+		}
+	}
+}
