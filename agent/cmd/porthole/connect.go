@@ -46,7 +46,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	tokenArg := fs.String("token", "", "source access token, instead of --token-file (visible to other users in the process list: prefer --token-file)")
 	fs.Var(listen, "L", "SERVICE=[addr:]port to listen on (repeatable; a bare [addr:]port for a one-service tunnel)")
 	stdio := fs.String("stdio", "", "carry one connection of SERVICE over stdin/stdout (for ssh ProxyCommand), instead of -L; - for the only service")
-	peer := fs.String("destination-client-type", "V3", "the destination's protocol: V3, or V2/V1 for older agents (Device Client, Greengrass)")
+	peer := fs.String("destination-client-type", "V3", "the destination's protocol: V3, or V2/V1 for older agents (Device Client, Greengrass), which carry one connection per service at a time")
 	caFile := fs.String("ca-file", "", "extra CA file or directory for the service's TLS certificate")
 	insecure := fs.Bool("insecure-skip-verify", false, "do not verify the service's TLS certificate (labs only)")
 	allowWS := fs.Bool("allow-insecure-websocket", false, "allow a ws:// endpoint without TLS (labs and tests only)")
