@@ -1,7 +1,6 @@
 package tunneld
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,31 +31,6 @@ var operations = map[string]func() any{
 	"TagResource":             func() any { return new(TagResourceInput) },
 	"UntagResource":           func() any { return new(UntagResourceInput) },
 	"ListTagsForResource":     func() any { return new(ListTagsForResourceInput) },
-}
-
-// decodeRequest decodes the body of operation op. An empty body is an empty request;
-// unknown members are ignored, as AWS does; a member of the wrong JSON type, trailing
-// data or a body that is not one JSON object is a SerializationException.
-func decodeRequest(op string, body []byte) (any, error) {
-	mk, ok := operations[op]
-	if !ok {
-		return nil, &APIError{Type: ErrTypeUnknownOperation, Message: fmt.Sprintf("unknown operation %q", op)}
-	}
-	in := mk()
-	if len(bytes.TrimSpace(body)) == 0 {
-		return in, nil
-	}
-	d := json.NewDecoder(bytes.NewReader(body))
-	if err := d.Decode(in); err != nil {
-		return nil, &APIError{Type: ErrTypeSerialization, Message: "cannot decode the request body: " + err.Error()}
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return nil, &APIError{Type: ErrTypeSerialization, Message: "cannot decode the request body: data after the JSON object"}
-	}
-	if body := bytes.TrimSpace(body); body[0] != '{' {
-		return nil, &APIError{Type: ErrTypeSerialization, Message: "the request body must be a JSON object"}
-	}
-	return in, nil
 }
 
 // minOneMembers lists, per operation, the optional members whose model sets a
@@ -134,6 +108,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	reqID := dataplane.NewUUID()
 	w.Header().Set("x-amzn-RequestId", reqID)
 	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), targetPrefix)
+	r = r.WithContext(context.WithValue(r.Context(), callerKey{}, s.callerOf(r)))
 	log := s.log.With("plane", "control", "op", op, "request", reqID)
 	resp, err := s.handleAPI(r, op)
 	if err != nil {
@@ -141,7 +116,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		if !errors.As(err, &ae) {
 			ae = &APIError{Type: ErrTypeInternalFailure, Message: err.Error(), Status: http.StatusInternalServerError}
 		}
-		log.Info("request refused", "type", ae.Type, "message", ae.Message)
+		log.Info("request refused", append([]any{"type", ae.Type, "message", ae.Message}, callerAttrs(r.Context())...)...)
 		w.Header().Set("Content-Type", contentType)
 		w.Header().Set("X-Amzn-ErrorType", ae.Type)
 		w.WriteHeader(ae.status())
@@ -176,9 +151,18 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 	if err := s.checkAuth(r, body); err != nil {
 		return nil, err
 	}
-	in, err := decodeRequest(op, body)
+	if c, ok := r.Context().Value(callerKey{}).(*caller); ok {
+		c.verified = len(s.cfg.Credentials) > 0
+	}
+	in, unknown, err := decodeRequestMembers(op, body)
 	if err != nil {
 		return nil, err
+	}
+	if len(unknown) > 0 {
+		// Ignored, as AWS does; but a misspelt or miscased member is a caller's
+		// mistake worth seeing (names only: values may be secret).
+		s.log.Info("request members ignored: not in the API (names are case-sensitive)", "plane", "control", "op", op,
+			"members", unknown[:min(len(unknown), 10)], "remote", r.RemoteAddr)
 	}
 	if err := checkGivenEmpty(op, body); err != nil {
 		return nil, err

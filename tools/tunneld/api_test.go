@@ -3,6 +3,8 @@ package tunneld
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
@@ -406,4 +408,84 @@ func keysJSON(n int) string {
 		keys[i] = fmt.Sprintf("%q", fmt.Sprint("k", i))
 	}
 	return "[" + strings.Join(keys, ",") + "]"
+}
+
+// Member names are exact, as in AWS JSON 1.1: a known name in another case is an
+// unknown member, ignored like any other (it neither fills the member nor trips its
+// checks), and a member of the wrong type is refused naming the member, not a Go
+// type.
+func TestMemberNamesAreExact(t *testing.T) {
+	ts := startServer(t, Config{})
+	id := ts.mustCall(t, "OpenTunnel", `{"DestinationConfig":{"ThingName":"CaseDev","Services":["SSH"]},"Description":""}`)["tunnelId"].(string)
+	d := ts.mustCall(t, "DescribeTunnel", map[string]string{"tunnelId": id})["tunnel"].(map[string]any)
+	if d["destinationConfig"] != nil || d["description"] != nil {
+		t.Errorf("tunnel opened with miscased members = %v, want neither destinationConfig nor description", d)
+	}
+	for _, tc := range []struct {
+		op, body, wantType, wantMsg string
+	}{
+		{"DescribeTunnel", `{"TUNNELID":"nope"}`, ErrTypeInvalidRequest, "tunnelId is required"},
+		{"DescribeTunnel", `{"tunnelID":"nope"}`, ErrTypeInvalidRequest, "tunnelId is required"},
+		{"OpenTunnel", `{"destinationConfig":{"thingName":"dev1","Services":["SSH"]}}`, ErrTypeInvalidRequest, "at least one"},
+		{"ListTunnels", `{"maxResults":"5"}`, ErrTypeSerialization, "maxResults must be an integer, got a string"},
+		{"ListTunnels", `{"maxResults":1e400}`, ErrTypeSerialization, "maxResults must be an integer, got the number 1e400"},
+		{"OpenTunnel", `{"tags":[{"key":1,"value":"v"}]}`, ErrTypeSerialization, "tags[0].key must be a string, got the number 1"},
+		{"OpenTunnel", `{"destinationConfig":{"services":"SSH"}}`, ErrTypeSerialization, "destinationConfig.services must be a list, got a string"},
+		{"OpenTunnel", `{"timeoutConfig":[]}`, ErrTypeSerialization, "timeoutConfig must be an object, got a list"},
+		{"CloseTunnel", `{"tunnelId":"x","delete":"yes"}`, ErrTypeSerialization, "delete must be a boolean, got a string"},
+		{"OpenTunnel", `[]`, ErrTypeSerialization, "must be a JSON object, got a list"},
+	} {
+		status, m := ts.call(t, tc.op, tc.body)
+		msg, _ := m["message"].(string)
+		if status != http.StatusBadRequest || m["__type"] != tc.wantType || !strings.Contains(msg, tc.wantMsg) ||
+			strings.Contains(msg, "Go ") || strings.Contains(msg, "Input") {
+			t.Errorf("%s %s = %d %v, want 400 %s saying %q, without Go names", tc.op, tc.body, status, m, tc.wantType, tc.wantMsg)
+		}
+	}
+}
+
+// Every state-changing call is logged at INFO with the caller's access key ID and
+// remote address, refusals too, and data-plane handshakes with the remote address;
+// tokens never.
+func TestAuditLog(t *testing.T) {
+	logs := &syncBuffer{}
+	ts := startServer(t, Config{Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, tlogWriter{t}), nil))})
+	m := ts.mustCall(t, "OpenTunnel", `{"destinationConfig":{"services":["SSH"]}}`)
+	id := m["tunnelId"].(string)
+	secrets := []string{m["sourceAccessToken"].(string), m["destinationAccessToken"].(string)}
+	arn := m["tunnelArn"].(string)
+	ts.mustCall(t, "TagResource", map[string]any{"resourceArn": arn, "tags": []Tag{{"k", "v"}}})
+	ts.mustCall(t, "UntagResource", map[string]any{"resourceArn": arn, "tagKeys": []string{"k"}})
+	if _, status, _ := dialWS(t, ts.addr, "source", secrets[0], ""); status != 101 {
+		t.Fatalf("source handshake: %d", status)
+	}
+	if _, status, _ := dialWS(t, ts.addr, "source", "not-a-token", ""); status != 400 {
+		t.Fatalf("bad token handshake: %d", status)
+	}
+	r := ts.mustCall(t, "RotateTunnelAccessToken", map[string]string{"tunnelId": id, "clientMode": "ALL"})
+	secrets = append(secrets, r["sourceAccessToken"].(string), r["destinationAccessToken"].(string))
+	ts.mustCall(t, "CloseTunnel", map[string]string{"tunnelId": id})
+	ts.call(t, "DescribeTunnel", map[string]string{"tunnelId": "no-such-tunnel"})
+
+	out := logs.String()
+	caller := ` remote=127\.0\.0\.1:\d+ access_key=x signature_verified=false`
+	for _, re := range []string{
+		`level=INFO msg="tunnel opened" tunnel=` + id + `.*` + caller,
+		`level=INFO msg="tunnel tagged" tunnel=` + id + ` keys=\[k\]` + caller,
+		`level=INFO msg="tunnel untagged" tunnel=` + id + ` keys=\[k\]` + caller,
+		`level=INFO msg="tokens rotated" tunnel=` + id + `.*` + caller,
+		`level=INFO msg="tunnel closed" tunnel=` + id + `.*` + caller,
+		`level=INFO msg="request refused" .*type=ResourceNotFoundException.*` + caller,
+		`level=INFO msg=handshake plane=data status=101 mode=source token=\S+ channel=\S+ remote=127\.0\.0\.1:\d+`,
+		`level=INFO msg=handshake plane=data status=400 mode=source token=\S+ channel=\S+ remote=127\.0\.0\.1:\d+`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("no log line matching %s", re)
+		}
+	}
+	for _, s := range secrets {
+		if strings.Contains(out, s) {
+			t.Errorf("the log shows an access token")
+		}
+	}
 }

@@ -29,9 +29,13 @@ type Options struct {
 	PrintAddr  bool
 	Bandwidth  int
 	MaxTunnels int
+	MaxClosed  int
 	Unsigned   bool
 	CredFile   string
 	Verbose    bool
+	// Reload, if not nil, asks Run to load --tls-cert and --tls-key again at each
+	// receive (main sends SIGHUP there).
+	Reload <-chan os.Signal
 }
 
 const usageText = `Usage: porthole-tunneld [flags]
@@ -71,13 +75,14 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.BoolVar(&o.PrintAddr, "print-addr", false, "print the bound address (host:port) on a line of its own on stdout once listening; useful with port 0")
 	fs.IntVar(&o.Bandwidth, "bandwidth", 0, "limit each tunnel to this many `bytes` per second, both directions and WebSocket pings and pongs together; 0 is unlimited (AWS documents 800 KB/s)")
 	fs.IntVar(&o.MaxTunnels, "max-open-tunnels", DefaultMaxOpenTunnels, "OpenTunnel fails with LimitExceededException while this `number` of tunnels are open; at least 1")
+	fs.IntVar(&o.MaxClosed, "max-closed-tunnels", DefaultMaxClosedTunnels, "keep at most this `number` of closed tunnels describable (for 3 hours each); past it the ones closed first are forgotten; at least 1")
 	fs.BoolVar(&o.Unsigned, "allow-unsigned", false, "accept control-plane requests without an Authorization header (ignored with --credentials)")
 	fs.StringVar(&o.CredFile, "credentials", "", "`file` of \"ACCESS_KEY_ID SECRET_ACCESS_KEY\" lines (# comments): verify every control-plane request's SigV4 signature against them, and its scope (--region, service IoTSecuredTunneling); without it, signatures are not checked and any credentials work")
 	fs.BoolVar(&o.Verbose, "v", false, "log at debug level")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\nLogs go to stderr; access tokens are logged only as fingerprints.\nExit codes: 0 after SIGINT or SIGTERM, 1 on a runtime error, 2 on a usage error.\n")
+		fmt.Fprint(fs.Output(), "\nLogs go to stderr; access tokens are logged only as fingerprints.\nSIGHUP loads --tls-cert and --tls-key again (for certificate renewal hooks); if they\ndo not load, the previous pair is kept and an error is logged.\nExit codes: 0 after SIGINT or SIGTERM (or --help), 1 on a usage or configuration\nerror (do not restart), 2 on a runtime failure.\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -94,7 +99,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 		name string
 		v    int
 		min  int
-	}{{"bandwidth", o.Bandwidth, 0}, {"max-open-tunnels", o.MaxTunnels, 1}} {
+	}{{"bandwidth", o.Bandwidth, 0}, {"max-open-tunnels", o.MaxTunnels, 1}, {"max-closed-tunnels", o.MaxClosed, 1}} {
 		if f.v < f.min {
 			want := "must not be negative"
 			if f.min > 0 {
@@ -129,22 +134,27 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg := Config{
 		Region: o.Region, DataDir: o.DataDir, Bandwidth: o.Bandwidth,
-		MaxOpenTunnels: o.MaxTunnels, AllowUnsigned: o.Unsigned, Logger: log,
+		MaxOpenTunnels: o.MaxTunnels, MaxClosedTunnels: o.MaxClosed, AllowUnsigned: o.Unsigned, Logger: log,
 	}
 	if o.CredFile != "" {
 		creds, err := readCredentials(o.CredFile)
 		if err != nil {
-			return err
+			return configError{err}
+		}
+		if fi, err := os.Stat(o.CredFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("the --credentials file is readable by others than its owner: it holds secret keys (chmod 600)",
+				"path", o.CredFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 		}
 		cfg.Credentials = creds
 	}
 	scheme := "http"
+	var certs *certFiles
 	if o.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
-		if err != nil {
-			return fmt.Errorf("loading --tls-cert %s and --tls-key %s: %w", o.TLSCert, o.TLSKey, err)
+		var err error
+		if certs, err = loadCertFiles(o.TLSCert, o.TLSKey); err != nil {
+			return configError{err}
 		}
-		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}
 		scheme = "https"
 	}
 	var mqtt *MQTTNotifier
@@ -153,7 +163,7 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 		mqtt, err = NewMQTTNotifier(MQTTConfig{Broker: o.MQTTBroker, CAFile: o.MQTTCA, CertFile: o.MQTTCert, KeyFile: o.MQTTKey,
 			ClientID: o.ClientID, Logger: log.With("component", "mqtt")})
 		if err != nil {
-			return err
+			return configError{err}
 		}
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -164,9 +174,16 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	} else {
 		log.Warn("no --mqtt-broker: tunnels are not notified to devices")
 	}
+	if o.CredFile == "" && !loopbackOnly(o.Listen) {
+		log.Warn("listening beyond loopback without --credentials: anyone who reaches this address can open, rotate and close tunnels and receive their access tokens",
+			"listen", o.Listen)
+	}
 	srv, err := New(cfg)
+	if errors.Is(err, ErrDataDirInUse) {
+		return err // the other server may stop: a restart may succeed
+	}
 	if err != nil {
-		return err
+		return configError{err} // a state file that does not read, a directory not writable
 	}
 	l, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -181,11 +198,25 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		srv.Close()
-		return fmt.Errorf("serving: %w", err)
-	case <-ctx.Done():
+serve:
+	for {
+		select {
+		case err := <-errc:
+			srv.Close()
+			return fmt.Errorf("serving: %w", err)
+		case <-o.Reload:
+			if certs == nil {
+				log.Info("reload asked: no --tls-cert to reload")
+				continue
+			}
+			if notAfter, err := certs.reload(); err != nil {
+				log.Error("TLS certificate not reloaded: still serving the previous one", "err", err)
+			} else {
+				log.Info("TLS certificate reloaded", "cert", o.TLSCert, "not_after", notAfter.UTC())
+			}
+		case <-ctx.Done():
+			break serve
+		}
 	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -195,6 +226,34 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 		err = serr
 	}
 	return err
+}
+
+// loopbackOnly reports whether listen (host:port) binds loopback addresses only;
+// an empty host, 0.0.0.0 and [::] bind every interface.
+func loopbackOnly(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// configError is an error of Run that a restart cannot mend: a file named on the
+// command line that does not load, a data directory that is not usable.
+type configError struct{ err error }
+
+func (e configError) Error() string { return e.err.Error() }
+func (e configError) Unwrap() error { return e.err }
+
+// IsConfigError reports whether Run failed on its configuration (exit code 1: do
+// not restart) rather than at run time (exit code 2).
+func IsConfigError(err error) bool {
+	var ce configError
+	return errors.As(err, &ce)
 }
 
 // readCredentials reads "ACCESS_KEY_ID SECRET" lines; blank lines and # comments are

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +27,7 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 	}
 	help := buf.String()
 	for _, f := range []string{"listen", "tls-cert", "tls-key", "data-dir", "region", "mqtt-broker", "mqtt-ca", "mqtt-cert",
-		"mqtt-key", "mqtt-client-id", "print-addr", "bandwidth", "max-open-tunnels", "allow-unsigned", "credentials", "v"} {
+		"mqtt-key", "mqtt-client-id", "print-addr", "bandwidth", "max-open-tunnels", "max-closed-tunnels", "allow-unsigned", "credentials", "v"} {
 		if !strings.Contains(help, "  -"+f+" ") && !strings.Contains(help, "  -"+f+"\n") && !strings.Contains(help, "  -"+f+"\t") {
 			t.Errorf("--help does not explain -%s", f)
 		}
@@ -55,6 +58,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--max-open-tunnels", "-1"}, "-max-open-tunnels"},
 		{[]string{"--max-open-tunnels", "0"}, "-max-open-tunnels"}, // not a silent 100
 		{[]string{"--bandwidth", "-5"}, "-bandwidth"},
+		{[]string{"--max-closed-tunnels", "0"}, "-max-closed-tunnels"},
 	} {
 		var stderr strings.Builder
 		_, err := ParseFlags(tc.args, &stderr)
@@ -151,5 +155,193 @@ func TestReadCredentials(t *testing.T) {
 		} else if strings.Contains(err.Error(), "SECRETVALUE") {
 			t.Errorf("readCredentials error %q quotes the file", err)
 		}
+	}
+}
+
+// SIGHUP (Options.Reload) serves the renewed pair from the next handshake on, and a
+// pair that does not load leaves the one being served in place.
+func TestRunReloadsTLSCertificate(t *testing.T) {
+	pki := mqtttest.NewPKI(t)
+	dir := t.TempDir()
+	certPath, keyPath := dir+"/cert.pem", dir+"/key.pem"
+	install := func(name string) {
+		c, k := pki.Server(t, name)
+		for src, dst := range map[string]string{c: certPath, k: keyPath} {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(dst, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install("first")
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--print-addr", "--tls-cert", certPath, "--tls-key", keyPath, "--allow-unsigned"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := make(chan os.Signal, 1)
+	o.Reload = reload
+	logs := &syncBuffer{}
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, o, pipeWriter{pw}, logs)
+		pw.Close()
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v after cancel, want nil", err)
+		}
+	}()
+	line, _ := bufio.NewReader(pr).ReadString('\n')
+	go io.Copy(io.Discard, pr)
+	addr := strings.TrimSpace(line)
+	served := func() string {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, pki.ClientTLS(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	waitLog := func(s string) {
+		t.Helper()
+		for end := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), s); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("no log line with %q:\n%s", s, logs)
+			}
+		}
+	}
+	first := served()
+	install("second")
+	reload <- syscall.SIGHUP
+	waitLog("TLS certificate reloaded")
+	second := served()
+	if second == first {
+		t.Fatal("the same certificate is served after the reload")
+	}
+	if err := os.WriteFile(keyPath, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- syscall.SIGHUP
+	waitLog("still serving the previous one")
+	if got := served(); got != second {
+		t.Errorf("after a failed reload the server serves %s, want the previous %s", got, second)
+	}
+}
+
+// Configuration errors (exit code 1 in main) are told from runtime ones (2).
+func TestRunConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--tls-cert", dir + "/none.pem", "--tls-key", dir + "/none.key"},
+		{"--credentials", dir + "/none"},
+	} {
+		o, err := ParseFlags(append([]string{"--listen", "127.0.0.1:0"}, args...), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Run(context.Background(), o, io.Discard, io.Discard); err == nil || !IsConfigError(err) {
+			t.Errorf("Run(%q) = %v, want a configuration error", args, err)
+		}
+	}
+	lock, err := LockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	o, _ := ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard)
+	if err := Run(context.Background(), o, io.Discard, io.Discard); !errors.Is(err, ErrDataDirInUse) || IsConfigError(err) {
+		t.Errorf("Run with a data directory in use = %v, want ErrDataDirInUse, a runtime error", err)
+	}
+}
+
+// syncBuffer is a strings.Builder safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestLoopbackOnly(t *testing.T) {
+	for listen, want := range map[string]bool{
+		"127.0.0.1:8443": true, "[::1]:8443": true, "localhost:8443": true, "127.0.0.2:1": true,
+		":8443": false, "0.0.0.0:8443": false, "[::]:8443": false, "192.168.1.2:8443": false, "tunneld.example:443": false, "bad": false,
+	} {
+		if got := loopbackOnly(listen); got != want {
+			t.Errorf("loopbackOnly(%q) = %v, want %v", listen, got, want)
+		}
+	}
+}
+
+// Run warns about a credentials file others can read, and about a control plane
+// open to all beyond loopback (checked through loopbackOnly: tests listen on
+// loopback only).
+func TestRunWarnsAboutExposure(t *testing.T) {
+	creds := t.TempDir() + "/creds"
+	if err := os.WriteFile(creds, []byte("AKID SECRETVALUE\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(creds, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--credentials", creds}, "readable by others"},
+	} {
+		o, err := ParseFlags(append([]string{"--listen", "127.0.0.1:0"}, tc.args...), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs := &syncBuffer{}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- Run(ctx, o, io.Discard, logs) }()
+		for end := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "msg=listening"); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("not listening:\n%s", logs)
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if out := logs.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, tc.want) || strings.Contains(out, "SECRETVALUE") {
+			t.Errorf("Run(%q) logged:\n%s\nwant a warning saying %q, and no secret", tc.args, out, tc.want)
+		}
+	}
+	// Loopback without --credentials: no warning about it.
+	o, _ := ParseFlags([]string{"--listen", "127.0.0.1:0"}, io.Discard)
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, o, io.Discard, logs) }()
+	for end := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "msg=listening"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("not listening:\n%s", logs)
+		}
+	}
+	cancel()
+	<-done
+	if strings.Contains(logs.String(), "without --credentials") {
+		t.Errorf("warned about credentials on loopback:\n%s", logs)
 	}
 }

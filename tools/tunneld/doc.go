@@ -25,6 +25,15 @@
 //     Server.FailHandshakes. DescribeTunnel reports each side CONNECTED or
 //     DISCONNECTED with the time it last changed.
 //
+// RotateTunnelAccessToken revokes: a side connected with a rotated token is cut
+// (without a Close frame, so it reconnects) and its reconnect is refused with 400
+// BodyTokenRotated, a 4xx that ends porthole connect, the agent's old session and
+// localproxy; the other side, if it stays, gets SESSION_RESET. What AWS does here is
+// undocumented (spec §4); tunneld takes the safe reading, since rotation is how an
+// operator revokes a leaked token. porthole connect exits 2 naming the rotation; the
+// agent joins with the new destination token from the notification, whichever comes
+// first.
+//
 // A tunnel opened with destinationConfig.thingName, and a rotation with DESTINATION
 // or ALL, publish {"clientAccessToken","clientMode":"destination","region","services"}
 // to $aws/things/<thing>/tunnels/notify through the Config.Notifier (MQTTNotifier:
@@ -35,12 +44,22 @@
 //
 // Tunnels expire after timeoutConfig.maxLifetimeTimeoutMinutes (1–720, default 720):
 // both sides get a Close frame, as on CloseTunnel. Closed tunnels stay describable
-// for three hours. With Config.DataDir, the state (tunnels, tokens, client tokens,
-// pending notifications) is written atomically to DataDir/tunnels.json, mode 0600,
-// after every change, and restored by New; a restart cuts the WebSockets without a
+// for three hours, at most Config.MaxClosedTunnels of them (--max-closed-tunnels,
+// 1000 by default; past it the ones closed first are forgotten). With
+// Config.DataDir, the state (tunnels, tokens, client tokens, pending
+// notifications) is written atomically to DataDir/tunnels.json, mode 0600, after
+// every API change and every first use of a token on the data plane (a
+// single-use token must stay used across a restart; reconnects and disconnects
+// are not written), and restored by New; a restart cuts the WebSockets without a
 // Close frame, so clients with client tokens reconnect. One server at a time owns a
 // data directory (an exclusive flock, held until Shutdown or Close); a second one
 // fails at start with ErrDataDirInUse.
+//
+// The binary stops on SIGINT or SIGTERM (saving the state) and, on SIGHUP, loads
+// --tls-cert and --tls-key again (Options.Reload), keeping the pair it serves if
+// the new files do not load, so certificate renewal hooks need no restart. Its
+// exit codes are porthole's: 0 after a stop by signal, 1 on a usage or
+// configuration error (IsConfigError: do not restart), 2 on a runtime failure.
 //
 // In-process use (tests, the lab):
 //
@@ -52,6 +71,16 @@
 //		DestinationConfig: &tunneld.DestinationConfig{ThingName: "dev1", Services: []string{"SSH"}},
 //	})
 //	// out.SourceAccessToken, out.DestinationAccessToken; srv.Dataplane(out.TunnelID).Rechunk(1)
+//
+// Every state-changing control-plane call (tunnel opened, tokens rotated, tunnel
+// closed, tagged, untagged) and every refused request is logged at INFO with the
+// caller: remote address and, for a signed request, its access key ID and whether
+// the signature was verified (--credentials). Every data-plane handshake is
+// logged with its status, mode, token fingerprint, channel id and remote address.
+// Request members that are not in the API (names are case-sensitive, as in AWS
+// JSON 1.1) are ignored, as AWS does, and logged by name. At start, tunneld warns
+// when it listens beyond loopback without --credentials, and when the credentials
+// file is readable by group or others.
 //
 // Access tokens never reach a log line: records carry their fingerprints
 // (tunnel.Token.Fingerprint). The state file holds them in clear, readable only by

@@ -249,3 +249,72 @@ func TestRotatedDestinationReplacesOld(t *testing.T) {
 	}
 	eventually(t, func() error { return roundTrip(p.Addr("SSH"), 9, 4096) })
 }
+
+// Rotation revokes: the side connected with the rotated token is cut, its
+// reconnect is refused with BodyTokenRotated (Run ends with that 400), and the
+// other side, which stays, gets SESSION_RESET. The new token connects.
+func TestRotateCutsTheRevokedSide(t *testing.T) {
+	for _, tc := range []struct {
+		mode   string
+		cut    []dataplane.Side
+		survor dataplane.Side // -1: none
+	}{
+		{ClientModeSource, []dataplane.Side{dataplane.Source}, dataplane.Destination},
+		{ClientModeDestination, []dataplane.Side{dataplane.Destination}, dataplane.Source},
+		{ClientModeAll, []dataplane.Side{dataplane.Source, dataplane.Destination}, -1},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			ts := startServer(t, Config{})
+			addr := echoServer(t, 3)
+			p := startPair(t, ts, pairSetup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
+			if err := roundTrip(p.Addr("SSH"), 3, 1024); err != nil {
+				t.Fatal(err)
+			}
+			out, err := ts.RotateTunnelAccessToken(context.Background(), &RotateTunnelAccessTokenInput{TunnelID: p.out.TunnelID, ClientMode: tc.mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			errs := map[dataplane.Side]chan error{dataplane.Source: p.SrcErr, dataplane.Destination: p.DstErr}
+			for _, side := range tc.cut {
+				select {
+				case err := <-errs[side]:
+					var he *tunnel.HandshakeError
+					if !errors.As(err, &he) || he.StatusCode != 400 || he.Body != BodyTokenRotated {
+						t.Errorf("%v Run = %v, want a 400 handshake error with body %q", side, err, BodyTokenRotated)
+					}
+					errs[side] <- nil
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%v still running after its token was rotated", side)
+				}
+			}
+			if tc.survor >= 0 {
+				if !p.dp.Connected(tc.survor) || p.dp.Connects(tc.survor) != 1 {
+					t.Errorf("%v connected %v after %d connects, want it kept on its first", tc.survor, p.dp.Connected(tc.survor), p.dp.Connects(tc.survor))
+				}
+			}
+			// The new tokens work.
+			if out.SourceAccessToken != "" {
+				s2 := &tunnel.Source{Config: p.Src.Config, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
+				s2.AccessToken, s2.ClientToken = mustToken(t, out.SourceAccessToken), tunnel.Token{}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- s2.Run(ctx) }()
+				defer func() { cancel(); <-done }()
+				if err := p.dp.WaitConnects(ctxTimeout(t, 10*time.Second), dataplane.Source, 2); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if out.DestinationAccessToken != "" {
+				d2 := &tunnel.Destination{Config: p.Dst.Config, Dialer: tunnel.Targets{"SSH": addr}}
+				d2.AccessToken, d2.ClientToken = mustToken(t, out.DestinationAccessToken), tunnel.Token{}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- d2.Run(ctx) }()
+				defer func() { cancel(); <-done }()
+				if err := p.dp.WaitConnects(ctxTimeout(t, 10*time.Second), dataplane.Destination, 2); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}

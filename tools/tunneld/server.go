@@ -23,6 +23,10 @@ const (
 	DefaultAccountID       = "123456789012"
 	DefaultMaxOpenTunnels  = 100
 	DefaultClosedRetention = 3 * time.Hour // closed tunnels stay describable (spec §7)
+	// DefaultMaxClosedTunnels bounds the closed tunnels kept for DescribeTunnel:
+	// each one costs memory and a share of every state-file write, and a fleet
+	// opening a tunnel a second would otherwise keep 10,800 of them.
+	DefaultMaxClosedTunnels = 1000
 )
 
 // Config configures a Server. The zero value serves in memory, in us-east-1, without
@@ -49,6 +53,10 @@ type Config struct {
 	MaxOpenTunnels int
 	// ClosedRetention is how long a closed tunnel stays describable; 0 means 3 h.
 	ClosedRetention time.Duration
+	// MaxClosedTunnels is how many closed tunnels are kept describable at most;
+	// past it the ones closed first are forgotten before their ClosedRetention
+	// ends. 0 means 1000; New refuses a negative one.
+	MaxClosedTunnels int
 	// Bandwidth limits every tunnel to this many bytes per second, frames both ways
 	// and WebSocket pings and pongs together; 0 means unlimited.
 	Bandwidth int
@@ -102,6 +110,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	tunnels map[string]*record
+	revoked map[tokenKey]string // tokens revoked by rotations → tunnel id (revoke.go)
 }
 
 // record is one tunnel as the control plane keeps it, and as it is saved.
@@ -125,15 +134,31 @@ type record struct {
 	// NotifyPending is set until the current destination token was published.
 	NotifyPending bool `json:"notifyPending,omitempty"`
 
-	dp *dataplane.Tunnel
+	dp      *dataplane.Tunnel
+	revoked []tokenKey // keys in Server.revoked, oldest first; not saved
+	// saved is the token state of each side as last written (or restored): a
+	// data-plane change that leaves it alone needs no write.
+	saved [2]durableSide
+}
+
+// durableSide is what must survive a restart of one side's token state: whether
+// the token was used, and by which client token. Losing a use would make a
+// single-use token (spec §3.8) good again for anyone who has it.
+type durableSide struct {
+	token, clientToken string
+	used               bool
 }
 
 // New makes a Server and restores the state saved in cfg.DataDir, if any. It starts
 // the server's workers (state saver, expiry, notifications); Shutdown or Close ends
 // them.
 func New(cfg Config) (*Server, error) {
-	if cfg.MaxOpenTunnels < 0 || cfg.Bandwidth < 0 {
-		return nil, fmt.Errorf("tunneld: Config.MaxOpenTunnels %d and Config.Bandwidth %d must not be negative", cfg.MaxOpenTunnels, cfg.Bandwidth)
+	if cfg.MaxOpenTunnels < 0 || cfg.Bandwidth < 0 || cfg.MaxClosedTunnels < 0 {
+		return nil, fmt.Errorf("tunneld: Config.MaxOpenTunnels %d, Config.MaxClosedTunnels %d and Config.Bandwidth %d must not be negative",
+			cfg.MaxOpenTunnels, cfg.MaxClosedTunnels, cfg.Bandwidth)
+	}
+	if cfg.MaxClosedTunnels == 0 {
+		cfg.MaxClosedTunnels = DefaultMaxClosedTunnels
 	}
 	if cfg.Region == "" {
 		cfg.Region = DefaultRegion
@@ -176,7 +201,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.dp = &dataplane.Server{
 		Logger:   log.With("plane", "data"),
-		OnChange: func(*dataplane.Tunnel) { s.markDirty() },
+		OnChange: s.dataplaneChanged,
 	}
 	// ReadTimeout bounds the body too. It does not cut the WebSockets: net/http
 	// clears a connection's deadlines when it is hijacked (conn.hijackLocked;
@@ -228,7 +253,10 @@ func (s *Server) now() time.Time {
 // else to the control plane.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/tunnel" || strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		s.dp.ServeHTTP(w, r)
+		if r.URL.Path == "/tunnel" && s.refuseRevoked(w, r, r.RemoteAddr) {
+			return
+		}
+		s.dp.ServeHTTP(&handshakeLogger{ResponseWriter: w, log: s.log, r: r}, r)
 		return
 	}
 	s.serveAPI(w, r)
@@ -349,8 +377,8 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 	if dc := in.DestinationConfig; dc != nil {
 		thing, services = dc.ThingName, dc.Services
 	}
-	s.log.Info("tunnel opened", "tunnel", id, "thing", thing, "services", services, "lifetime_min", lifetime,
-		"source_token", fingerprint(src), "destination_token", fingerprint(dst))
+	s.log.Info("tunnel opened", append([]any{"tunnel", id, "thing", thing, "services", services, "lifetime_min", lifetime,
+		"source_token", fingerprint(src), "destination_token", fingerprint(dst)}, callerAttrs(ctx)...)...)
 	s.commit(notify)
 	return &OpenTunnelOutput{TunnelID: id, TunnelArn: r.Arn, SourceAccessToken: src, DestinationAccessToken: dst}, nil
 }
@@ -370,11 +398,11 @@ func (s *Server) CloseTunnel(ctx context.Context, in *CloseTunnelInput) error {
 	}
 	s.closeLocked(r, "tunnel closed")
 	if in.Delete {
-		delete(s.tunnels, r.ID)
-		s.dp.Remove(r.dp)
+		s.forgetLocked(r)
 	}
+	s.trimClosedLocked()
 	s.mu.Unlock()
-	s.log.Info("tunnel closed", "tunnel", r.ID, "deleted", in.Delete)
+	s.log.Info("tunnel closed", append([]any{"tunnel", r.ID, "deleted", in.Delete}, callerAttrs(ctx)...)...)
 	s.commit(false)
 	return nil
 }
@@ -464,9 +492,11 @@ func (s *Server) ListTunnels(ctx context.Context, in *ListTunnelsInput) (*ListTu
 
 // RotateTunnelAccessToken revokes the current access tokens of the given mode and
 // returns new ones, valid for the rest of the tunnel's lifetime. A side connected
-// with a revoked token stays connected until it reconnects with the new one (spec
-// §4 leaves this open). With DESTINATION or ALL and a thingName, the new destination
-// token is published. A destinationConfig may change the thingName, not the services.
+// with a revoked token is cut, and its reconnect refused with BodyTokenRotated; the
+// other side, if connected and not rotated, gets SESSION_RESET (revoke.go says why:
+// spec §4 leaves this open, and rotation is how a leaked token is revoked). With
+// DESTINATION or ALL and a thingName, the new destination token is published, after
+// the cut. A destinationConfig may change the thingName, not the services.
 func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAccessTokenInput) (*RotateTunnelAccessTokenOutput, error) {
 	if err := in.validate(); err != nil {
 		return nil, err
@@ -488,19 +518,41 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 		r.Dest = cloneDest(dc)
 	}
 	out := &RotateTunnelAccessTokenOutput{TunnelArn: r.Arn}
+	var rotated []dataplane.Side
 	if in.ClientMode != ClientModeDestination {
-		out.SourceAccessToken = r.dp.Rotate(dataplane.Source)
+		rotated = append(rotated, dataplane.Source)
+	}
+	if in.ClientMode != ClientModeSource {
+		rotated = append(rotated, dataplane.Destination)
 	}
 	notify := false
-	if in.ClientMode != ClientModeSource {
-		out.DestinationAccessToken = r.dp.Rotate(dataplane.Destination)
-		notify = thingOf(r) != ""
-		r.NotifyPending = notify
+	for _, side := range rotated {
+		s.revokeLocked(r, r.dp.Side(side).Token)
+		tok := r.dp.Rotate(side)
+		if side == dataplane.Source {
+			out.SourceAccessToken = tok
+		} else {
+			out.DestinationAccessToken = tok
+			notify = thingOf(r) != ""
+			r.NotifyPending = notify
+		}
 	}
 	r.LastUpdatedAt = s.now()
+	dp := r.dp
 	s.mu.Unlock()
-	s.log.Info("tokens rotated", "tunnel", r.ID, "mode", in.ClientMode,
-		"source_token", fingerprint(out.SourceAccessToken), "destination_token", fingerprint(out.DestinationAccessToken))
+	// After Rotate: the revoked token can no longer reconnect in between, and
+	// nobody has the new one yet.
+	for _, side := range rotated {
+		if dp.Connected(side) {
+			dp.Drop(side)
+			s.log.Info("side cut: its access token was rotated", "tunnel", r.ID, "side", side)
+			if len(rotated) == 1 && dp.Connected(1-side) {
+				dp.SessionReset(1 - side)
+			}
+		}
+	}
+	s.log.Info("tokens rotated", append([]any{"tunnel", r.ID, "mode", in.ClientMode,
+		"source_token", fingerprint(out.SourceAccessToken), "destination_token", fingerprint(out.DestinationAccessToken)}, callerAttrs(ctx)...)...)
 	s.commit(notify)
 	return out, nil
 }
@@ -534,6 +586,7 @@ func (s *Server) TagResource(ctx context.Context, in *TagResourceInput) error {
 	}
 	r.Tags = tags
 	s.mu.Unlock()
+	s.log.Info("tunnel tagged", append([]any{"tunnel", r.ID, "keys", tagKeys(in.Tags)}, callerAttrs(ctx)...)...)
 	s.commit(false)
 	return nil
 }
@@ -554,6 +607,7 @@ func (s *Server) UntagResource(ctx context.Context, in *UntagResourceInput) erro
 	}
 	r.Tags = slices.DeleteFunc(r.Tags, func(t Tag) bool { return slices.Contains(in.TagKeys, t.Key) })
 	s.mu.Unlock()
+	s.log.Info("tunnel untagged", append([]any{"tunnel", r.ID, "keys", in.TagKeys}, callerAttrs(ctx)...)...)
 	s.commit(false)
 	return nil
 }
@@ -630,6 +684,67 @@ func (s *Server) commit(notify bool) {
 
 func (s *Server) markDirty() { s.signal(s.dirty) }
 
+// dataplaneChanged is the data plane's OnChange: a side connected or disconnected.
+// It may run with s.mu held (CloseTunnel closes the data-plane tunnel under it), so
+// it only wakes the saver, which writes only if a token's use changed.
+func (s *Server) dataplaneChanged(*dataplane.Tunnel) { s.markDirty() }
+
+// durableChanged reports whether a token's use changed since the last write:
+// connection states and their times are not worth an fsync each (after a
+// restart every side is disconnected anyway).
+func (s *Server) durableChanged() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.tunnels {
+		if r.saved != durableOf(r.dp) {
+			return true
+		}
+	}
+	return false
+}
+
+// durableOf is the token state of both sides of t, as saved.
+func durableOf(t *dataplane.Tunnel) (d [2]durableSide) {
+	for i := range d {
+		st := t.Side(dataplane.Side(i))
+		d[i] = durableSide{token: st.Token, clientToken: st.ClientToken, used: st.Used}
+	}
+	return d
+}
+
+// forgetLocked drops r: it is no longer describable and its tokens are unknown.
+func (s *Server) forgetLocked(r *record) {
+	delete(s.tunnels, r.ID)
+	s.forgetRevokedLocked(r)
+	s.dp.Remove(r.dp)
+}
+
+// trimClosedLocked forgets the tunnels closed first while more than
+// Config.MaxClosedTunnels are closed, and reports whether it forgot any.
+func (s *Server) trimClosedLocked() bool {
+	var closed []*record
+	for _, r := range s.tunnels {
+		if r.Status == StatusClosed {
+			closed = append(closed, r)
+		}
+	}
+	n := len(closed) - s.cfg.MaxClosedTunnels
+	if n <= 0 {
+		return false
+	}
+	slices.SortFunc(closed, func(a, b *record) int {
+		if c := a.ClosedAt.Compare(b.ClosedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	for _, r := range closed[:n] {
+		s.forgetLocked(r)
+	}
+	s.log.Info("closed tunnels forgotten: more than the limit are closed", "forgotten", n, "max_closed_tunnels", s.cfg.MaxClosedTunnels)
+	return true
+}
+
 func (s *Server) signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
@@ -637,7 +752,7 @@ func (s *Server) signal(ch chan struct{}) {
 	}
 }
 
-// saver writes the state after data-plane changes (connects consume tokens).
+// saver writes the state after data-plane changes that use a token.
 func (s *Server) saver() {
 	defer s.wg.Done()
 	for {
@@ -645,6 +760,9 @@ func (s *Server) saver() {
 		case <-s.ctx.Done():
 			return
 		case <-s.dirty:
+			if !s.durableChanged() {
+				continue
+			}
 			if err := s.save(); err != nil {
 				s.log.Error("saving state", "err", err)
 			}
@@ -680,15 +798,25 @@ func (s *Server) sweep() {
 		}
 		if r.Status == StatusClosed && now.Sub(r.ClosedAt) >= s.cfg.ClosedRetention {
 			s.log.Info("closed tunnel forgotten", "tunnel", id)
-			delete(s.tunnels, id)
-			s.dp.Remove(r.dp)
+			s.forgetLocked(r)
 			changed = true
 		}
+	}
+	if s.trimClosedLocked() {
+		changed = true
 	}
 	s.mu.Unlock()
 	if changed {
 		s.commit(false)
 	}
+}
+
+func tagKeys(tags []Tag) []string {
+	keys := make([]string, len(tags))
+	for i, t := range tags {
+		keys[i] = t.Key
+	}
+	return keys
 }
 
 func cloneDest(dc *DestinationConfig) *DestinationConfig {

@@ -59,9 +59,11 @@ func (s *Server) load() error {
 			r.Status = StatusClosed
 			r.dp.CloseReason("tunnel closed")
 		}
+		r.saved = durableOf(r.dp)
 		s.tunnels[r.ID] = r
 	}
-	s.log.Info("state restored", "path", path, "tunnels", len(st.Tunnels))
+	s.trimClosedLocked() // the limit may have been lowered
+	s.log.Info("state restored", "path", path, "tunnels", len(s.tunnels))
 	return nil
 }
 
@@ -75,8 +77,10 @@ func (s *Server) save() error {
 	defer s.saveMu.Unlock()
 	s.mu.Lock()
 	st := state{Version: stateVersion}
+	written := make(map[*record][2]durableSide, len(s.tunnels))
 	for _, r := range s.tunnels {
 		s.syncLocked(r)
+		written[r] = durableOf(r.dp)
 		c := *r
 		c.Tags, c.Dest = slices.Clone(r.Tags), cloneDest(r.Dest)
 		st.Tunnels = append(st.Tunnels, &c)
@@ -87,7 +91,15 @@ func (s *Server) save() error {
 	if err != nil {
 		return fmt.Errorf("encoding state: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(s.cfg.DataDir, stateFile), append(b, '\n'), 0o600)
+	if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, stateFile), append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for r, d := range written {
+		r.saved = d
+	}
+	s.mu.Unlock()
+	return nil
 }
 
 func writeFileAtomic(path string, b []byte, mode os.FileMode) error {

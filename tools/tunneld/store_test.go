@@ -219,3 +219,78 @@ func TestDataDirIsExclusive(t *testing.T) {
 		t.Errorf("DescribeTunnel(%s) after restart: %v", a.TunnelID, err)
 	}
 }
+
+// Past Config.MaxClosedTunnels the tunnels closed first are forgotten, at once and
+// after a restart with a lower limit; the later ones stay describable as CLOSED.
+func TestMaxClosedTunnels(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Config{DataDir: dir, MaxClosedTunnels: 3})
+	ctx := context.Background()
+	var ids []string
+	for range 5 {
+		out := ts.open(t, "dev1", "SSH")
+		if err := ts.CloseTunnel(ctx, &CloseTunnelInput{TunnelID: out.TunnelID}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, out.TunnelID)
+	}
+	open := ts.open(t, "dev1", "SSH")
+	check := func(when string, gone, kept []string) {
+		t.Helper()
+		for _, id := range gone {
+			if _, err := ts.DescribeTunnel(ctx, &DescribeTunnelInput{TunnelID: id}); !IsNotFound(err) {
+				t.Errorf("%s: DescribeTunnel(%s) = %v, want ResourceNotFoundException", when, id, err)
+			}
+		}
+		for _, id := range kept {
+			if d, err := ts.DescribeTunnel(ctx, &DescribeTunnelInput{TunnelID: id}); err != nil || d.Tunnel.Status != StatusClosed {
+				t.Errorf("%s: DescribeTunnel(%s) = %v, want CLOSED", when, id, err)
+			}
+		}
+		if d, err := ts.DescribeTunnel(ctx, &DescribeTunnelInput{TunnelID: open.TunnelID}); err != nil || d.Tunnel.Status != StatusOpen {
+			t.Errorf("%s: the open tunnel: %v, want OPEN", when, err)
+		}
+	}
+	check("limit 3", ids[:2], ids[2:])
+	ts.shutdown(t)
+	ts = startServer(t, Config{DataDir: dir, MaxClosedTunnels: 1})
+	check("restarted with limit 1", ids[:4], ids[4:])
+}
+
+// A data-plane connect that uses a token is written at once (a single-use token
+// must stay used across a restart); a reconnect with the client token, or a
+// disconnect, changes nothing durable and leaves the state file alone.
+func TestReconnectDoesNotRewriteState(t *testing.T) {
+	const ct = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+	dir := t.TempDir()
+	path := filepath.Join(dir, stateFile)
+	ts := startServer(t, Config{DataDir: dir})
+	out := ts.open(t, "dev1", "SSH")
+	if _, status, body := dialWS(t, ts.addr, "destination", out.DestinationAccessToken, ct); status != 101 {
+		t.Fatalf("destination: %d %s", status, body)
+	}
+	eventuallyTrue(t, func() bool {
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), ct)
+	})
+	time.Sleep(100 * time.Millisecond) // a save in flight lands
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp := ts.Dataplane(out.TunnelID)
+	for i := range 3 {
+		dp.Drop(dataplane.Destination)
+		if _, status, body := dialWS(t, ts.addr, "destination", out.DestinationAccessToken, ct); status != 101 {
+			t.Fatalf("reconnect %d: %d %s", i, status, body)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Error("the state file was rewritten for reconnects that changed nothing durable")
+	}
+}

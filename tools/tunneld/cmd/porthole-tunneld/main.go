@@ -3,8 +3,12 @@
 // data plane (/tunnel) on one address, and MQTT notifications to devices. Run it with
 // --help for the flags; package tools/tunneld documents the service.
 //
-// Exit codes: 0 after SIGINT or SIGTERM (or --help), 1 on a runtime error, 2 on a
-// usage error.
+// SIGINT and SIGTERM stop it (state saved); SIGHUP loads --tls-cert and --tls-key
+// again, keeping the previous pair if they do not load.
+//
+// Exit codes, as porthole's: 0 after SIGINT or SIGTERM (or --help), 1 on a usage or
+// configuration error (do not restart: fix the command line or the files it names),
+// 2 on a runtime failure (restart after a delay).
 package main
 
 import (
@@ -25,12 +29,18 @@ func main() {
 		return
 	}
 	if err != nil {
-		os.Exit(2)
+		os.Exit(1)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	opts.Reload = hup
 	if err := tunneld.Run(ctx, opts, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "porthole-tunneld:", err)
-		os.Exit(1)
+		if tunneld.IsConfigError(err) {
+			os.Exit(1)
+		}
+		os.Exit(2)
 	}
 }

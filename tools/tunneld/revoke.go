@@ -1,0 +1,94 @@
+package tunneld
+
+import (
+	"crypto/sha256"
+	"net/http"
+	"slices"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+)
+
+// Rotation revokes a token for good: RotateTunnelAccessToken cuts the WebSocket
+// of each rotated side (it was made with the revoked token), and a client that
+// then reconnects with the revoked token is refused with BodyTokenRotated rather
+// than the data plane's generic "not valid", so that porthole connect, the lab and
+// the agent's events can say the token was rotated.
+//
+// Spec §4 leaves open what AWS does with a side connected when its token is
+// rotated. Operators rotate to revoke a leaked token, and a holder of the leaked
+// token that stays connected would make the rotation worthless, so tunneld takes
+// the safe reading: the side is cut. The data plane has no per-side Close frame,
+// so the cut is a TCP close (dataplane.Tunnel.Drop); every client reconnects after
+// one, and the refusal of that reconnect is what ends it (a 4xx is terminal, spec
+// §2.6). The other side, if connected, gets SESSION_RESET: its streams were
+// relayed to the revoked side and are dead.
+
+// BodyTokenRotated is the 400 body of a data-plane handshake with an access token
+// revoked by RotateTunnelAccessToken, while its tunnel is open.
+const BodyTokenRotated = "Invalid access token: The access token was rotated (RotateTunnelAccessToken) and is no longer valid; connect with the new one."
+
+// maxRevokedPerTunnel bounds the revoked tokens remembered per tunnel: enough
+// for the clients of the last few rotations; older ones get the generic answer.
+const maxRevokedPerTunnel = 8
+
+// tokenKey identifies a revoked token without keeping the token itself.
+type tokenKey [sha256.Size]byte
+
+func keyOfToken(token string) tokenKey { return sha256.Sum256([]byte(token)) }
+
+// revokeLocked remembers token as revoked by a rotation of r.
+func (s *Server) revokeLocked(r *record, token string) {
+	if token == "" {
+		return
+	}
+	k := keyOfToken(token)
+	if s.revoked == nil {
+		s.revoked = make(map[tokenKey]string)
+	}
+	s.revoked[k] = r.ID
+	r.revoked = append(r.revoked, k)
+	if n := len(r.revoked) - maxRevokedPerTunnel; n > 0 {
+		for _, old := range r.revoked[:n] {
+			delete(s.revoked, old)
+		}
+		r.revoked = slices.Delete(r.revoked, 0, n)
+	}
+}
+
+// forgetRevokedLocked drops r's revoked tokens, when r is forgotten.
+func (s *Server) forgetRevokedLocked(r *record) {
+	for _, k := range r.revoked {
+		delete(s.revoked, k)
+	}
+	r.revoked = nil
+}
+
+// refuseRevoked answers a data-plane handshake that carries exactly one access
+// token, revoked by a rotation of an open tunnel, with 400 BodyTokenRotated, and
+// reports whether it did. Anything else is left to the data plane.
+func (s *Server) refuseRevoked(w http.ResponseWriter, r *http.Request, remote string) bool {
+	tokens := r.Header.Values("access-token")
+	for _, c := range r.Cookies() {
+		if c.Name == "awsiot-tunnel-token" {
+			tokens = append(tokens, c.Value)
+		}
+	}
+	if len(tokens) != 1 {
+		return false
+	}
+	s.mu.Lock()
+	id, ok := s.revoked[keyOfToken(tokens[0])]
+	open := ok && s.tunnels[id] != nil && s.tunnels[id].Status == StatusOpen
+	s.mu.Unlock()
+	if !open {
+		return false
+	}
+	channel := dataplane.NewUUID() // error responses carry one too (spec §2.2)
+	s.log.Info("handshake refused: access token rotated", "plane", "data", "tunnel", id,
+		"mode", r.URL.Query().Get("local-proxy-mode"), "token", fingerprint(tokens[0]), "remote", remote, "channel", channel)
+	w.Header().Set("channel-id", channel)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = w.Write([]byte(BodyTokenRotated))
+	return true
+}

@@ -1,0 +1,87 @@
+package tunneld_test
+
+// Rotation through the real path: the built agent and porthole connect, Mosquitto
+// with mutual TLS, OpenSSH. tunneld cuts the side whose token it rotates; the
+// agent must move to the new destination token whether the notification arrives
+// after the cut (tunneld's order) or before it (a service may publish first), and
+// porthole connect must end saying the token was rotated.
+
+import (
+	"context"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+	"github.com/porthole-iot/porthole/tools/internal/stack"
+	"github.com/porthole-iot/porthole/tools/tunneld"
+)
+
+func TestRotationWithAgentAndConnect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds porthole and runs Mosquitto and ssh")
+	}
+	s := stack.Start(t, stack.Options{})
+	open := s.OpenTunnel("SSH")
+	port, clog, _ := s.Connect(open)
+	s.MustSSH(port, "true")
+	ctx := context.Background()
+
+	waitAgentOn := func(token string) {
+		t.Helper()
+		tok, err := tunnel.NewAccessToken(token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.AgentLog.Wait(t, regexp.MustCompile(`msg="tunnel connected" tunnel=`+tok.Fingerprint()+` `), 0, 30*time.Second)
+		s.WaitDestination(open.TunnelID, 30*time.Second)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, err := s.SSH(port, "echo ok")
+			if err == nil && out == "ok\n" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ssh after the rotation: %v %q\nagent log:\n%s", err, out, s.AgentLog)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	// Cut, then notified: the agent's old session is refused, the new one joins.
+	rot, err := s.TD().RotateTunnelAccessToken(ctx, &tunneld.RotateTunnelAccessTokenInput{TunnelID: open.TunnelID, ClientMode: tunneld.ClientModeDestination})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddSecret(rot.DestinationAccessToken)
+	waitAgentOn(rot.DestinationAccessToken)
+	s.AgentLog.Wait(t, regexp.MustCompile(`msg="tunnel over" .*rotated`), 0, 30*time.Second)
+
+	// Notified, then cut: the new token reaches the agent while the old
+	// connection is up (rotated on the data plane only, published by hand); the
+	// new session takes the old one's place.
+	fresh := s.TD().Dataplane(open.TunnelID).Rotate(dataplane.Destination)
+	s.AddSecret(fresh)
+	cert, key := s.Broker.PKI.Client(t, mqtttest.PublisherCN)
+	pub, err := tunneld.NewMQTTNotifier(tunneld.MQTTConfig{Broker: s.Broker.Addr, CAFile: s.Broker.PKI.CAFile, CertFile: cert, KeyFile: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close(ctx)
+	nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := pub.Notify(nctx, tunneld.Notification{ThingName: stack.Thing, ClientAccessToken: fresh, Region: tunneld.DefaultRegion, Services: []string{"SSH"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitAgentOn(fresh)
+
+	// The source's token rotated: porthole connect ends and says why.
+	rot, err = s.TD().RotateTunnelAccessToken(ctx, &tunneld.RotateTunnelAccessTokenInput{TunnelID: open.TunnelID, ClientMode: tunneld.ClientModeSource})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddSecret(rot.SourceAccessToken)
+	clog.Wait(t, regexp.MustCompile(`porthole connect: .*access token was rotated`), 0, 30*time.Second)
+}
