@@ -124,25 +124,9 @@ func safeDir(p string, fi fs.FileInfo, euid int, stickyOK bool) error {
 	case sticky:
 		// A shared directory such as /tmp or /dev/shm: chmod go-w would break
 		// every other program that writes there.
-		return fmt.Errorf("data_dir: %s is writable by group or others (mode %s: a shared directory, as /tmp is); the host key and tunnel tokens need a directory of their own that only root or the agent's user can change (e.g. /var/lib/porthole)", p, octalMode(fi.Mode()))
+		return fmt.Errorf("data_dir: %s is writable by group or others (mode %s: a shared directory, as /tmp is); the host key and tunnel tokens need a directory of their own that only root or the agent's user can change (e.g. /var/lib/porthole)", p, sshd.OctalMode(fi.Mode()))
 	}
-	return fmt.Errorf("data_dir: %s is writable by group or others (mode %s); the host key and tunnel tokens need a directory only root or the agent's user can change (chmod go-w %s)", p, octalMode(fi.Mode()), p)
-}
-
-// octalMode is m's permission bits in octal as chmod takes them, with the
-// setuid, setgid and sticky bits (Perm drops them: /tmp would read 0777).
-func octalMode(m fs.FileMode) string {
-	o := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		o |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		o |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		o |= 0o1000
-	}
-	return fmt.Sprintf("%04o", o)
+	return fmt.Errorf("data_dir: %s is writable by group or others (mode %s); the host key and tunnel tokens need a directory only root or the agent's user can change (chmod go-w %s)", p, sshd.OctalMode(fi.Mode()), p)
 }
 
 // dataDirWarning says when the agent will not be able to make or write its

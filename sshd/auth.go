@@ -713,7 +713,7 @@ func safePath(fi os.FileInfo, path string, a *account) error {
 			return fmt.Errorf("bad ownership of %s: uid %d", name, st.Uid)
 		}
 		if fi.Mode().Perm()&0o022 != 0 {
-			return fmt.Errorf("bad modes of %s: %s is group or world writable", name, octalMode(fi.Mode()))
+			return fmt.Errorf("bad modes of %s: %s is group or world writable", name, OctalMode(fi.Mode()))
 		}
 		return nil
 	}
@@ -739,10 +739,10 @@ func safePath(fi os.FileInfo, path string, a *account) error {
 	}
 }
 
-// octalMode is m's permission bits in octal as chmod takes them, with the
+// OctalMode is m's permission bits in octal as chmod takes them, with the
 // setuid, setgid and sticky bits (/tmp is 1777; FileMode's own String shows it
 // as "trwxrwxrwx" and Perm drops the t).
-func octalMode(m fs.FileMode) string {
+func OctalMode(m fs.FileMode) string {
 	o := uint32(m.Perm())
 	if m&fs.ModeSetuid != 0 {
 		o |= 0o4000

@@ -67,8 +67,8 @@ func TestOctalMode(t *testing.T) {
 		{os.ModeSetgid | 0o775, "2775"},
 		{os.ModeSetuid | 0o4755&0o777, "4755"},
 	} {
-		if got := octalMode(tc.mode); got != tc.want {
-			t.Errorf("octalMode(%v) = %s, want %s", tc.mode, got, tc.want)
+		if got := OctalMode(tc.mode); got != tc.want {
+			t.Errorf("OctalMode(%v) = %s, want %s", tc.mode, got, tc.want)
 		}
 	}
 }
