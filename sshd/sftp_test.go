@@ -3,6 +3,7 @@ package sshd
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -441,5 +442,68 @@ func TestSFTPListingNames(t *testing.T) {
 		if !bytes.Contains(reply, []byte(tc.want+"       1 ")) {
 			t.Errorf("listing %q: no long name with %q", reply, tc.want)
 		}
+	}
+}
+
+// The bound holds for OPENs padded past what the front serves itself (pkg/sftp
+// ignores the padding), and a padded CLOSE gives its file back.
+func TestSFTPOpenFilesBoundedPadded(t *testing.T) {
+	e := newEnv(t, nil)
+	s := openRaw(t, e.login("root"))
+	if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
+		t.Fatalf("subsystem sftp = %v, %v", ok, err)
+	}
+	pad := make([]byte, maxServedPacket+16)
+	send := func(typ byte, body []byte) {
+		p := binary.BigEndian.AppendUint32(nil, uint32(1+len(body)))
+		if _, err := s.ch.Write(append(append(p, typ), body...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func() (byte, []byte) {
+		var hdr [5]byte
+		if _, err := io.ReadFull(s.ch, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, binary.BigEndian.Uint32(hdr[:4])-1)
+		if _, err := io.ReadFull(s.ch, b); err != nil {
+			t.Fatal(err)
+		}
+		return hdr[4], b
+	}
+	send(1, binary.BigEndian.AppendUint32(nil, 3)) // INIT
+	recv()
+	f := filepath.Join(e.home("root"), "f")
+	writeFile(t, f, "x")
+	open := func(id uint32) (byte, []byte) {
+		send(sftpOpen, append(gossh.Marshal(struct {
+			ID            uint32
+			Path          string
+			Pflags, Flags uint32
+		}{id, f, 1, 0}), pad...))
+		return recv()
+	}
+	var first string
+	for i := range maxOpenFiles {
+		typ, b := open(uint32(10 + i))
+		if typ != sftpHandle {
+			t.Fatalf("OPEN %d: reply type %d %q", i, typ, b)
+		}
+		if i == 0 {
+			first = string(b[8:]) // id, string length
+		}
+	}
+	if typ, b := open(1000); typ != sftpStatus || !bytes.Contains(b, []byte("too many open files")) {
+		t.Fatalf("padded OPEN past the bound: reply type %d %q, want too many open files", typ, b)
+	}
+	send(sftpClose, append(gossh.Marshal(struct {
+		ID uint32
+		H  string
+	}{1001, first}), pad...))
+	if typ, b := recv(); typ != sftpStatus || binary.BigEndian.Uint32(b[4:]) != sftpOK {
+		t.Fatalf("padded CLOSE: reply type %d %q", typ, b)
+	}
+	if typ, b := open(1002); typ != sftpHandle {
+		t.Errorf("OPEN after a padded CLOSE: reply type %d %q, want a handle", typ, b)
 	}
 }

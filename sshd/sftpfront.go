@@ -164,33 +164,47 @@ const expandPath = "expand-path@openssh.com"
 // directory handles), CLOSE of a directory handle, expand-path, and an OPEN
 // while maxOpenFiles files are open, refused. A CLOSE of a file that it
 // hands on to pkg/sftp is no longer counted open.
+//
+// The bound and the count hold for a request of any size pkg/sftp takes, not
+// only those served here: a client can pad an OPEN or a CLOSE with bytes that
+// pkg/sftp ignores.
 func (s *sftpFront) serves(typ byte, size uint32) bool {
-	if size < 5 || size > maxServedPacket {
-		return false
+	if size < 5 || size > maxSFTPPacket {
+		return false // pkg/sftp ends the session
 	}
-	switch typ {
-	case sftpOpen:
-		return s.filesOpen() >= maxOpenFiles
-	case sftpClose, sftpExt:
-		var req struct {
-			ID   uint32
-			Arg  string // the handle, or the extension's name
-			Rest []byte `ssh:"rest"`
-		}
-		b, err := s.r.Peek(int(4 + size)) // fails for more than the buffer: not one of ours
+	var req struct {
+		ID   uint32
+		Arg  string // the handle, or the extension's name
+		Rest []byte `ssh:"rest"`
+	}
+	if typ == sftpClose || typ == sftpExt {
+		// The handle or the name is at the start: a buffer's worth holds it.
+		b, err := s.r.Peek(min(int(4+size), s.r.Size()))
 		if err != nil || gossh.Unmarshal(b[5:], &req) != nil {
 			return false
 		}
-		if typ == sftpClose && s.dirs[req.Arg] == nil {
-			s.mu.Lock()
-			delete(s.files, req.Arg)
-			s.mu.Unlock()
-			return false
-		}
-		return typ == sftpExt && req.Arg == expandPath || typ == sftpClose
+	}
+	switch {
+	case typ == sftpOpen:
+		return s.filesOpen() >= maxOpenFiles
+	case typ == sftpClose && s.dirs[req.Arg] == nil:
+		s.mu.Lock()
+		delete(s.files, req.Arg)
+		s.mu.Unlock()
+		return false
+	case size > maxServedPacket:
+		return false
+	case typ == sftpClose:
+		return true
+	case typ == sftpExt:
+		return req.Arg == expandPath
 	}
 	return typ == sftpSymlink || typ == sftpOpendir || typ == sftpReaddir
 }
+
+// maxSFTPPacket is the longest request pkg/sftp takes (its maxMsgLength); a
+// longer one ends the session there.
+const maxSFTPPacket = 256 << 10
 
 // maxOpenFiles bounds the files one SFTP session holds open (sftp, scp and
 // rsync hold one or two at a time, sshfs one per file open on the client),
