@@ -139,6 +139,9 @@ type record struct {
 	// saved is the token state of each side as last written (or restored): a
 	// data-plane change that leaves it alone needs no write.
 	saved [2]durableSide
+	// savedPending is NotifyPending as last written: a delivered notification
+	// is saved, or a crash would publish the token again at the next start.
+	savedPending bool
 }
 
 // durableSide is what must survive a restart of one side's token state: whether
@@ -689,14 +692,15 @@ func (s *Server) markDirty() { s.signal(s.dirty) }
 // it only wakes the saver, which writes only if a token's use changed.
 func (s *Server) dataplaneChanged(*dataplane.Tunnel) { s.markDirty() }
 
-// durableChanged reports whether a token's use changed since the last write:
+// durableChanged reports whether a token's use, or a notification's delivery,
+// changed since the last write:
 // connection states and their times are not worth an fsync each (after a
 // restart every side is disconnected anyway).
 func (s *Server) durableChanged() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.tunnels {
-		if r.saved != durableOf(r.dp) {
+		if r.saved != durableOf(r.dp) || r.savedPending != r.NotifyPending {
 			return true
 		}
 	}

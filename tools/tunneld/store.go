@@ -59,7 +59,7 @@ func (s *Server) load() error {
 			r.Status = StatusClosed
 			r.dp.CloseReason("tunnel closed")
 		}
-		r.saved = durableOf(r.dp)
+		r.saved, r.savedPending = durableOf(r.dp), r.NotifyPending
 		s.tunnels[r.ID] = r
 	}
 	s.trimClosedLocked() // the limit may have been lowered
@@ -77,10 +77,14 @@ func (s *Server) save() error {
 	defer s.saveMu.Unlock()
 	s.mu.Lock()
 	st := state{Version: stateVersion}
-	written := make(map[*record][2]durableSide, len(s.tunnels))
+	type durable struct {
+		sides   [2]durableSide
+		pending bool
+	}
+	written := make(map[*record]durable, len(s.tunnels))
 	for _, r := range s.tunnels {
 		s.syncLocked(r)
-		written[r] = durableOf(r.dp)
+		written[r] = durable{durableOf(r.dp), r.NotifyPending}
 		c := *r
 		c.Tags, c.Dest = slices.Clone(r.Tags), cloneDest(r.Dest)
 		st.Tunnels = append(st.Tunnels, &c)
@@ -96,7 +100,7 @@ func (s *Server) save() error {
 	}
 	s.mu.Lock()
 	for r, d := range written {
-		r.saved = d
+		r.saved, r.savedPending = d.sides, d.pending
 	}
 	s.mu.Unlock()
 	return nil

@@ -294,3 +294,32 @@ func TestReconnectDoesNotRewriteState(t *testing.T) {
 		t.Error("the state file was rewritten for reconnects that changed nothing durable")
 	}
 }
+
+// A delivered notification is saved: after a crash (the file as it was, no
+// clean stop) the destination token is not published again.
+func TestDeliveredNotificationSaved(t *testing.T) {
+	dir := t.TempDir()
+	fn := newFakeNotifier(false)
+	ts := startServer(t, Config{DataDir: dir, Notifier: fn})
+	ts.open(t, "dev1", "SSH")
+	fn.next(t)
+	var b []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, _ = os.ReadFile(filepath.Join(dir, stateFile))
+		if len(b) > 0 && !strings.Contains(string(b), `"notifyPending": true`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the state file still says the notification is pending after it was delivered:\n%s", b)
+		}
+	}
+	crashed := t.TempDir()
+	os.WriteFile(filepath.Join(crashed, stateFile), b, 0o600)
+	fn2 := newFakeNotifier(false)
+	startServer(t, Config{DataDir: crashed, Notifier: fn2})
+	select {
+	case n := <-fn2.got:
+		t.Errorf("after a crash, the delivered destination token was published again to %s", n.ThingName)
+	case <-time.After(time.Second):
+	}
+}
