@@ -340,7 +340,7 @@ func (a *Agent) notified(n notify.Notification) {
 	a.mu.Lock()
 	ctx := a.ctx
 	a.mu.Unlock()
-	if ctx == nil || ctx.Err() != nil {
+	if ctx == nil {
 		return
 	}
 	services := *a.svc.Load()
@@ -364,13 +364,35 @@ func (a *Agent) notified(n notify.Notification) {
 		a.emit(Event{Type: "service-unmapped", Tunnel: fingerprint(n.ClientAccessToken), Services: unmapped,
 			Reason: "no target configured in [services]"})
 	}
-	a.start(savedTunnel{
+	t := savedTunnel{
 		AccessToken: n.ClientAccessToken,
 		ClientToken: tunnel.GenerateClientToken().Reveal(),
 		Region:      n.Region,
 		Services:    n.Services,
 		Received:    a.clock().UTC(),
-	}, true)
+	}
+	if ctx.Err() != nil {
+		a.keepForNextStart(t)
+		return
+	}
+	a.start(t, true)
+}
+
+// keepForNextStart saves the tunnel of a notification that came while the agent
+// stops (MQTT stays connected until the last events are out, and the listener
+// has acknowledged the message, so the broker will not deliver it again), for
+// the next start to join, as it resumes the tunnels saved at stop. A tunnel
+// saved already (a session of it ran) keeps its file and client token.
+func (a *Agent) keepForNextStart(t savedTunnel) {
+	fp := fingerprint(t.AccessToken)
+	if _, err := os.Stat(a.store.path(tokenKey(t.AccessToken))); err == nil {
+		return
+	}
+	if err := a.store.save(t); err != nil {
+		a.log.Warn("tunnel notification received while stopping, and not saved: it is lost (rotate the destination token to join the tunnel)", "tunnel", fp, "err", err)
+		return
+	}
+	a.log.Info("tunnel notification received while stopping: saved, the next start joins the tunnel", "tunnel", fp)
 }
 
 // start runs a destination session for t, unless one runs for that token already.

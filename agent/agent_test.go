@@ -23,6 +23,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
@@ -441,5 +442,30 @@ func TestReloadSwapsServiceMap(t *testing.T) {
 	next.Log.Level = "debug" // applied by the command on SIGHUP, no restart
 	if restart := a.Reload(&next); strings.Join(restart, ",") != "log.format,thing_name" {
 		t.Fatalf("Reload reported %q, want log.format and thing_name", restart)
+	}
+}
+
+// A notification that comes while the agent stops (MQTT is still up for the
+// last events, and the message is acknowledged) is saved for the next start,
+// which joins its tunnel; one whose tunnel is saved already keeps its file.
+func TestNotificationWhileStoppingKept(t *testing.T) {
+	e := newAgentEnv(t)
+	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.ctx = ctx // as Run leaves it once it stops
+	n := notify.Notification{ClientAccessToken: "AQGAAXnew-token", ClientMode: "destination", Region: "us-east-1", Services: []string{"SSH"}}
+	a.notified(n)
+	saved, errs := a.store.load(time.Now())
+	if len(errs) != 0 || len(saved) != 1 || saved[0].AccessToken != n.ClientAccessToken || saved[0].ClientToken == "" {
+		t.Fatalf("after a notification while stopping: saved %d tunnels (%v), want its tunnel", len(saved), errs)
+	}
+	first := saved[0].ClientToken
+	a.notified(n)
+	if saved, _ := a.store.load(time.Now()); len(saved) != 1 || saved[0].ClientToken != first {
+		t.Errorf("a second notification of a saved tunnel replaced its client token")
 	}
 }
