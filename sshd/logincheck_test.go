@@ -107,8 +107,9 @@ func TestCheckLogins(t *testing.T) {
 		{name: "missing, a password works", authKeys: []string{"DIR/root/ak"}, passwords: map[string]string{"root": "HASH"}, ok: true},
 		{name: "none configured", authKeys: []string{}},
 		{name: "empty file", files: map[string]string{"root/ak": ""}, authKeys: []string{"DIR/root/ak"}, problems: []string{"DIR/root/ak (user root): holds no key"}},
-		{name: "only bad lines", files: map[string]string{"root/ak": "ssh-ed25519 garbage\n"}, authKeys: []string{"DIR/root/ak"},
-			problems: []string{"holds no usable key (1 lines skipped, the first: line 1:"}},
+		// No line is quoted: the file may be a link to one only root may read.
+		{name: "only bad lines", files: map[string]string{"root/ak": "db_password:secret\n"}, authKeys: []string{"DIR/root/ak"},
+			problems: []string{"holds no usable key (1 lines are not keys)"}},
 		{name: "per-user file of another user", files: map[string]string{"alice/.ssh/authorized_keys": "KEY"}, authKeys: []string{"%h/.ssh/authorized_keys"}, ok: true},
 		{name: "per-user file of a user who may not log in", euid: 1000, files: map[string]string{"root/.ssh/authorized_keys": "KEY"},
 			authKeys: []string{"%h/.ssh/authorized_keys"}, problems: []string{"DIR/alice/.ssh/authorized_keys does not exist (user alice)"}},
@@ -161,6 +162,9 @@ func TestCheckLogins(t *testing.T) {
 			for i, p := range problems {
 				if want := strings.ReplaceAll(tc.problems[i], "DIR", dir); !strings.Contains(p.Error(), want) {
 					t.Errorf("problem %d = %q, want it to contain %q", i, p, want)
+				}
+				if strings.Contains(p.Error(), "secret") {
+					t.Errorf("problem %d = %q quotes the file", i, p)
 				}
 			}
 		})
