@@ -469,3 +469,24 @@ func TestNotificationWhileStoppingKept(t *testing.T) {
 		t.Errorf("a second notification of a saved tunnel replaced its client token")
 	}
 }
+
+// Once the agent stops, rejected notifications are only logged: no event, and
+// no window whose timer would outlive Run.
+func TestRejectionsAfterStopArmNothing(t *testing.T) {
+	e := newAgentEnv(t)
+	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.ctx = ctx
+	for range rejectionBurst + 5 {
+		a.rejected(notify.ErrInvalidNotification)
+	}
+	a.rejections.mu.Lock()
+	defer a.rejections.mu.Unlock()
+	if a.rejections.timer != nil || a.rejections.passed != 0 || a.rejections.suppressed != 0 {
+		t.Errorf("after Run: rejections counted (%d passed, %d suppressed) or a timer armed (%v)", a.rejections.passed, a.rejections.suppressed, a.rejections.timer != nil)
+	}
+}

@@ -113,8 +113,14 @@ func (a *Agent) rejected(err error) {
 
 // rejectNotification publishes e as a notification-rejected event, unless the
 // limit on them is reached.
+//
+// Once the agent stops, rejections are only logged: the count was flushed on
+// the way out, and a new window would arm a timer that outlives Run.
 func (a *Agent) rejectNotification(e Event) {
-	if a.events == nil || !a.rejections.allow(time.Now()) {
+	a.mu.Lock()
+	stopping := a.ctx != nil && a.ctx.Err() != nil
+	a.mu.Unlock()
+	if a.events == nil || stopping || !a.rejections.allow(time.Now()) {
 		return
 	}
 	e.Type = "notification-rejected"
