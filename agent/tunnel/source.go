@@ -424,15 +424,16 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 // hintUnanswered says, once per session, that a connection still open has had no
 // data from the destination: the service drops frames for a side that is not
 // connected and tells the other side nothing (spec §3.8), so without this an
-// operator's ssh hangs in silence until the device joins. It logs under s.mu so
-// that no line outlives the session.
+// operator's ssh hangs in silence until the device joins. It logs after
+// releasing s.mu, so that a slow log sink cannot hold up the session's frames.
 func (s *session) hintUnanswered(st *stream, l *link, service string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || s.hinted || st.answered || s.streams[l.service] != st || st.links[l.id] != l {
+	say := !s.closed && !s.hinted && !st.answered && s.streams[l.service] == st && st.links[l.id] == l
+	s.hinted = s.hinted || say
+	s.mu.Unlock()
+	if !say {
 		return
 	}
-	s.hinted = true
 	s.opt.log.Warn("the device has not answered yet: its agent may not have joined the tunnel. "+
 		"Check destinationConnectionState in `aws iotsecuretunneling describe-tunnel --tunnel-id ID` "+
 		"(the device must be online and its agent must have received the tunnel's notification); "+
