@@ -198,9 +198,9 @@ func ctxWithTimeout(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// sshThrough opens the tunnel's source side and runs cmd over SSH as root; after
-// the SSH connection is closed and before the source stops, it calls after (if set).
-func (e *agentEnv) sshThrough(t *testing.T, tun *tunneltest.Tunnel, cmd string, after func()) string {
+// sshClient opens the tunnel's source side and logs in as root over SSH through
+// it; stopSource ends the source side (close the client first).
+func (e *agentEnv) sshClient(t *testing.T, tun *tunneltest.Tunnel) (client *gossh.Client, stopSource func()) {
 	t.Helper()
 	tok, _ := tunnel.NewAccessToken(tun.SourceToken)
 	ready := make(chan string, 1)
@@ -210,18 +210,29 @@ func (e *agentEnv) sshThrough(t *testing.T, tun *tunneltest.Tunnel, cmd string, 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); src.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	stopSource = func() { cancel(); <-done }
 	var addr string
 	select {
 	case addr = <-ready:
 	case <-time.After(10 * time.Second):
+		stopSource()
 		t.Fatal("source did not listen")
 	}
 	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
 	if err != nil {
+		stopSource()
 		t.Fatalf("ssh through the tunnel: %v", err)
 	}
+	return client, stopSource
+}
+
+// sshThrough opens the tunnel's source side and runs cmd over SSH as root; after
+// the SSH connection is closed and before the source stops, it calls after (if set).
+func (e *agentEnv) sshThrough(t *testing.T, tun *tunneltest.Tunnel, cmd string, after func()) string {
+	t.Helper()
+	client, stopSource := e.sshClient(t, tun)
+	defer stopSource()
 	defer client.Close()
 	sess, err := client.NewSession()
 	if err != nil {
@@ -449,14 +460,7 @@ func TestReloadSwapsServiceMap(t *testing.T) {
 // last events, and the message is acknowledged) is saved for the next start,
 // which joins its tunnel; one whose tunnel is saved already keeps its file.
 func TestNotificationWhileStoppingKept(t *testing.T) {
-	e := newAgentEnv(t)
-	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	a.ctx = ctx // as Run leaves it once it stops
+	a := stoppedAgent(t)
 	n := notify.Notification{ClientAccessToken: "AQGAAXnew-token", ClientMode: "destination", Region: "us-east-1", Services: []string{"SSH"}}
 	a.notified(n)
 	saved, errs := a.store.load(time.Now())
@@ -473,14 +477,7 @@ func TestNotificationWhileStoppingKept(t *testing.T) {
 // Once the agent stops, rejected notifications are only logged: no event, and
 // no window whose timer would outlive Run.
 func TestRejectionsAfterStopArmNothing(t *testing.T) {
-	e := newAgentEnv(t)
-	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	a.ctx = ctx
+	a := stoppedAgent(t)
 	for range rejectionBurst + 5 {
 		a.rejected(notify.ErrInvalidNotification)
 	}
@@ -489,4 +486,17 @@ func TestRejectionsAfterStopArmNothing(t *testing.T) {
 	if a.rejections.timer != nil || a.rejections.passed != 0 || a.rejections.suppressed != 0 {
 		t.Errorf("after Run: rejections counted (%d passed, %d suppressed) or a timer armed (%v)", a.rejections.passed, a.rejections.suppressed, a.rejections.timer != nil)
 	}
+}
+
+// stoppedAgent is an agent as Run leaves it once it stops: its context ended.
+func stoppedAgent(t *testing.T) *Agent {
+	e := newAgentEnv(t)
+	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.ctx = ctx
+	return a
 }

@@ -1,18 +1,13 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	gossh "golang.org/x/crypto/ssh"
-
-	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
@@ -74,25 +69,8 @@ func TestAgentPublishesRejectedNotifications(t *testing.T) {
 // command has started; the session stays open until the test ends.
 func (e *agentEnv) openSSHSession(t *testing.T, tun *tunneltest.Tunnel, cmd string) {
 	t.Helper()
-	tok, _ := tunnel.NewAccessToken(tun.SourceToken)
-	ready := make(chan string, 1)
-	src := &tunnel.Source{Config: tunnel.Config{Endpoint: e.fake.URL, AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: e.srcClient},
-		Listen: map[string]string{"SSH": "127.0.0.1:0"}, OnListen: func(_ string, a net.Addr) { ready <- a.String() }}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); src.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	var addr string
-	select {
-	case addr = <-ready:
-	case <-time.After(10 * time.Second):
-		t.Fatal("source did not listen")
-	}
-	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
-		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
-	if err != nil {
-		t.Fatalf("ssh through the tunnel: %v", err)
-	}
+	client, stopSource := e.sshClient(t, tun)
+	t.Cleanup(stopSource)
 	t.Cleanup(func() { client.Close() })
 	sess, err := client.NewSession()
 	if err != nil {
@@ -107,14 +85,7 @@ func (e *agentEnv) openSSHSession(t *testing.T, tun *tunneltest.Tunnel, cmd stri
 // Stopping the agent (SIGTERM) ends its sessions before MQTT: the events of their
 // end reach the topic, and the agent still stops within a few seconds.
 func TestAgentStopPublishesSessionEnds(t *testing.T) {
-	e := newAgentEnv(t)
-	_, stop := e.start(t)
-	tun := e.fake.OpenTunnel("SSH")
-	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
-	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-		t.Fatalf("agent did not open the tunnel: %v", err)
-	}
-	e.openSSHSession(t, tun, "sleep 100")
+	e, stop := agentWithSession(t, "sleep 100")
 	start := time.Now()
 	stop()
 	if d := time.Since(start); d > 5*time.Second {
@@ -130,14 +101,7 @@ func TestAgentStopPublishesSessionEnds(t *testing.T) {
 // A broker that is away when the agent stops does not hold it up: the events are
 // given up after eventFlushTimeout.
 func TestAgentStopsWithBrokerDown(t *testing.T) {
-	e := newAgentEnv(t)
-	_, stop := e.start(t)
-	tun := e.fake.OpenTunnel("SSH")
-	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
-	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-		t.Fatalf("agent did not open the tunnel: %v", err)
-	}
-	e.openSSHSession(t, tun, "sleep 100")
+	e, stop := agentWithSession(t, "sleep 100")
 	srv := e.broker.srv // down: its listener closed, its clients cut
 	srv.Listeners.Close("tls", func(id string) {
 		for _, cl := range srv.Clients.GetByListener(id) {
@@ -149,4 +113,18 @@ func TestAgentStopsWithBrokerDown(t *testing.T) {
 	if d := time.Since(start); d > 6*time.Second {
 		t.Errorf("with the broker away the agent took %v to stop, want a few seconds", d)
 	}
+}
+
+// agentWithSession runs an agent in a tunnel with an SSH session running cmd
+// through it; stop stops the agent.
+func agentWithSession(t *testing.T, cmd string) (e *agentEnv, stop func()) {
+	e = newAgentEnv(t)
+	_, stop = e.start(t)
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatalf("agent did not open the tunnel: %v", err)
+	}
+	e.openSSHSession(t, tun, cmd)
+	return e, stop
 }
