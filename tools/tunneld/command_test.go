@@ -301,13 +301,11 @@ func TestRunWarnsAboutExposure(t *testing.T) {
 	if err := os.Chmod(creds, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--credentials", creds}, "readable by others"},
-	} {
-		o, err := ParseFlags(append([]string{"--listen", "127.0.0.1:0"}, tc.args...), io.Discard)
+	// runLogs runs tunneld with args on loopback until it listens, stops it and
+	// returns what it logged.
+	runLogs := func(args ...string) string {
+		t.Helper()
+		o, err := ParseFlags(append([]string{"--listen", "127.0.0.1:0"}, args...), io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -317,6 +315,7 @@ func TestRunWarnsAboutExposure(t *testing.T) {
 		go func() { done <- Run(ctx, o, io.Discard, logs) }()
 		for end := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "msg=listening"); time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(end) {
+				cancel()
 				t.Fatalf("not listening:\n%s", logs)
 			}
 		}
@@ -324,24 +323,13 @@ func TestRunWarnsAboutExposure(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		if out := logs.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, tc.want) || strings.Contains(out, "SECRETVALUE") {
-			t.Errorf("Run(%q) logged:\n%s\nwant a warning saying %q, and no secret", tc.args, out, tc.want)
-		}
+		return logs.String()
+	}
+	if out := runLogs("--credentials", creds); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "readable by others") || strings.Contains(out, "SECRETVALUE") {
+		t.Errorf("Run with a world-readable --credentials logged:\n%s\nwant a warning saying it is readable by others, and no secret", out)
 	}
 	// Loopback without --credentials: no warning about it.
-	o, _ := ParseFlags([]string{"--listen", "127.0.0.1:0"}, io.Discard)
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, o, io.Discard, logs) }()
-	for end := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "msg=listening"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("not listening:\n%s", logs)
-		}
-	}
-	cancel()
-	<-done
-	if strings.Contains(logs.String(), "without --credentials") {
-		t.Errorf("warned about credentials on loopback:\n%s", logs)
+	if out := runLogs(); strings.Contains(out, "without --credentials") {
+		t.Errorf("warned about credentials on loopback:\n%s", out)
 	}
 }
