@@ -465,10 +465,11 @@ func benchMiB() int {
 
 // benchBoard moves n MiB with scp up and down, through the tunnel (port) and
 // directly (directPort), checks every transfer by hash and logs MiB/s, the ratio
-// and the agent's CPU time per MiB. The emulated CPU makes the rates swing from
-// run to run; the CPU time, which the guest kernel counts, is the steadier figure
-// for comparing builds or settings. It includes one SSH login besides the
-// transfer's (the reading of the counters), the same for every figure.
+// and the agent's CPU time per MiB as the guest kernel counts it. Both swing with
+// the host's load (up to 2x from run to run on a 2-core host), so compare builds
+// or settings over several runs made back to back. The CPU figure includes one
+// SSH login besides the transfer's (the reading of the counters), the same for
+// every figure.
 func benchBoard(t *testing.T, h *host, name, dir string, n, port, directPort int, ssh func(time.Duration, string) (string, error)) {
 	blob := make([]byte, n<<20)
 	rand.Read(blob)
