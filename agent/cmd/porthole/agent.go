@@ -72,14 +72,43 @@ func loadConfig(path string) (*agent.Config, error) {
 // (e.g. "off" or "64MiB") overrides it.
 const defaultMemoryLimit = 13 << 20
 
-// setMemoryLimit applies defaultMemoryLimit unless GOMEMLIMIT is set. GOGC stays
-// at Go's 100: GOGC=200 took 15–25 % less CPU per MiB moved at the same peak
-// with 10 sessions, but left VmRSS at 17.8 MiB instead of 14.0 MiB after 500
-// notifications in a burst (docs/benchmarks.md); set GOGC=200 where memory allows.
-func setMemoryLimit(getenv func(string) string) {
-	if getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(defaultMemoryLimit)
+// smallMemoryLimit replaces defaultMemoryLimit on a device with less than
+// smallDeviceRAM of RAM, the 64 MB routers of DESIGN.md's budget. There the
+// binary's pages take ~7.3 MiB of the agent's 16 MiB (docs/size.md). With 13 MiB
+// the budget's load peaked at 15.9–16.2 MiB on the 64 MB mipsel board, over 16 MiB
+// in three runs of seven; 10 MiB held it at 14.3–14.6 MiB with no CPU cost that
+// the board could measure. On a fast host the same limit costs 3–4x the agent's
+// CPU per MiB of an upload (the collector runs through it: docs/benchmarks.md),
+// which is why it is not the default everywhere.
+const (
+	smallMemoryLimit = 10 << 20
+	smallDeviceRAM   = 128 << 20
+)
+
+// setMemoryLimit applies the default memory limit for a machine with ram bytes
+// of RAM (0: unknown) unless GOMEMLIMIT is set. GOGC stays at Go's 100: GOGC=200
+// took 15–25 % less CPU per MiB moved at the same peak with 10 sessions, but left
+// VmRSS at 17.8 MiB instead of 14.0 MiB after 500 notifications in a burst
+// (docs/benchmarks.md); set GOGC=200 where memory allows.
+func setMemoryLimit(getenv func(string) string, ram uint64) {
+	if getenv("GOMEMLIMIT") != "" {
+		return
 	}
+	limit := int64(defaultMemoryLimit)
+	if ram > 0 && ram < smallDeviceRAM {
+		limit = smallMemoryLimit
+	}
+	debug.SetMemoryLimit(limit)
+}
+
+// totalRAM is the machine's RAM in bytes as the kernel reports it (MemTotal),
+// 0 if it cannot tell.
+func totalRAM() uint64 {
+	var si syscall.Sysinfo_t
+	if syscall.Sysinfo(&si) != nil {
+		return 0
+	}
+	return uint64(si.Totalram) * uint64(max(si.Unit, 1))
 }
 
 // configFlag parses the -c flag of a subcommand and loads that config file.
@@ -100,7 +129,7 @@ func runAgent(args []string, stderr io.Writer) error {
 		return err
 	}
 	closeInheritedOnExec()
-	setMemoryLimit(os.Getenv)
+	setMemoryLimit(os.Getenv, totalRAM())
 	var level slog.LevelVar
 	log := cfg.Log.NewLogger(os.Stderr, &level)
 	a, err := agent.New(cfg, log)

@@ -266,13 +266,38 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 func TestDefaultMemoryLimit(t *testing.T) {
 	old := debug.SetMemoryLimit(-1)
 	defer debug.SetMemoryLimit(old)
-	setMemoryLimit(func(string) string { return "64MiB" })
+	setMemoryLimit(func(string) string { return "64MiB" }, 64<<20)
 	if got := debug.SetMemoryLimit(-1); got != old {
 		t.Fatalf("with GOMEMLIMIT set, the limit changed to %d", got)
 	}
-	setMemoryLimit(func(string) string { return "" })
-	if got := debug.SetMemoryLimit(-1); got != defaultMemoryLimit {
-		t.Fatalf("memory limit = %d, want %d", got, defaultMemoryLimit)
+	for _, c := range []struct {
+		ram  uint64
+		want int64
+	}{
+		{0, defaultMemoryLimit}, // unknown
+		{49 << 20, smallMemoryLimit},
+		{smallDeviceRAM - 1, smallMemoryLimit},
+		{smallDeviceRAM, defaultMemoryLimit},
+		{24 << 30, defaultMemoryLimit},
+	} {
+		setMemoryLimit(func(string) string { return "" }, c.ram)
+		if got := debug.SetMemoryLimit(-1); got != c.want {
+			t.Errorf("RAM %d: memory limit = %d, want %d", c.ram, got, c.want)
+		}
+	}
+}
+
+func TestTotalRAM(t *testing.T) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Skip(err)
+	}
+	var kB uint64
+	if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kB); err != nil {
+		t.Fatalf("/proc/meminfo: %v", err)
+	}
+	if got := totalRAM(); got != kB<<10 {
+		t.Fatalf("totalRAM() = %d, want MemTotal %d kB = %d", got, kB, kB<<10)
 	}
 }
 
