@@ -76,8 +76,8 @@ const defaultMemoryLimit = 13 << 20
 // smallDeviceRAM of RAM, the 64 MB routers of DESIGN.md's budget. There the
 // binary's pages take ~7.3 MiB of the agent's 16 MiB (docs/size.md). With 13 MiB
 // the budget's load peaked at 15.9–16.2 MiB on the 64 MB mipsel board, over 16 MiB
-// in three runs of seven; 10 MiB held it at 14.3–14.6 MiB with no CPU cost that
-// the board could measure. On a fast host the same limit costs 3–4x the agent's
+// in two runs of six; 10 MiB held it at 14.3–14.7 MiB with no CPU cost that the
+// board could measure. On a fast host the same limit costs 3–4x the agent's
 // CPU per MiB of an upload (the collector runs through it: docs/benchmarks.md),
 // which is why it is not the default everywhere.
 const (
