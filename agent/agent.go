@@ -204,6 +204,7 @@ func newSSHServer(cfg *Config, log *slog.Logger, audit func(sshd.Event)) (*sshd.
 		Ciphers:                cfg.SSH.Ciphers,
 		Audit:                  audit,
 		Logger:                 log,
+		CallerChecksLogins:     true, // Warnings, with the config's key names
 	}
 	if len(cfg.SSH.PermitLocalForward) == 0 {
 		s.PermitLocalForward = func(string, netip.AddrPort) bool { return false }

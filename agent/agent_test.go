@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -499,4 +500,32 @@ func stoppedAgent(t *testing.T) *Agent {
 	cancel()
 	a.ctx = ctx
 	return a
+}
+
+// An agent whose logins cannot work says so once at start, with the config's
+// key names; its SSH server, which would say it too, leaves it to the agent.
+func TestNoLoginWarnedOnce(t *testing.T) {
+	e := newAgentEnv(t)
+	e.cfg.SSH.AuthorizedKeys = []string{"/nonexistent/authorized_keys"}
+	var logs linesLog
+	a, err := New(e.cfg, slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testWriter{t}), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	if err := a.mqtt.AwaitConnection(ctxWithTimeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("agent did not connect to the broker: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := logs.count("no login method can work"); n != 1 {
+		t.Errorf("%d warnings that no login method can work, want 1:\n%s", n, logs.String())
+	}
+	if logs.count("ssh.authorized_keys") == 0 {
+		t.Errorf("the warning does not name the config key:\n%s", logs.String())
+	}
 }
