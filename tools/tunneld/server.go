@@ -3,7 +3,6 @@ package tunneld
 import (
 	"context"
 	"crypto/tls"
-
 	"fmt"
 	"log/slog"
 	"net"
@@ -560,86 +559,6 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	return out, nil
 }
 
-// TagResource adds or replaces tags of a tunnel. A tunnel keeps at most 200 tags,
-// as many as OpenTunnel takes and DescribeTunnel returns.
-func (s *Server) TagResource(ctx context.Context, in *TagResourceInput) error {
-	if err := checkResourceArn(in.ResourceArn); err != nil {
-		return err
-	}
-	if err := checkTags(in.Tags, true); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	r := s.byArnLocked(in.ResourceArn)
-	if r == nil {
-		s.mu.Unlock()
-		return notFound("resource %s not found", in.ResourceArn)
-	}
-	tags := slices.Clone(r.Tags) // a refused change leaves r as it was
-	for _, t := range in.Tags {
-		if i := slices.IndexFunc(tags, func(x Tag) bool { return x.Key == t.Key }); i >= 0 {
-			tags[i] = t
-		} else {
-			tags = append(tags, t)
-		}
-	}
-	if len(tags) > maxTags {
-		s.mu.Unlock()
-		return invalid("the tunnel would have %d tags, more than the %d allowed", len(tags), maxTags)
-	}
-	r.Tags = tags
-	s.mu.Unlock()
-	s.log.Info("tunnel tagged", append([]any{"tunnel", r.ID, "keys", tagKeys(in.Tags)}, callerAttrs(ctx)...)...)
-	s.commit(false)
-	return nil
-}
-
-// UntagResource removes tags of a tunnel by key.
-func (s *Server) UntagResource(ctx context.Context, in *UntagResourceInput) error {
-	if err := checkResourceArn(in.ResourceArn); err != nil {
-		return err
-	}
-	if err := checkTagKeys(in.TagKeys); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	r := s.byArnLocked(in.ResourceArn)
-	if r == nil {
-		s.mu.Unlock()
-		return notFound("resource %s not found", in.ResourceArn)
-	}
-	r.Tags = slices.DeleteFunc(r.Tags, func(t Tag) bool { return slices.Contains(in.TagKeys, t.Key) })
-	s.mu.Unlock()
-	s.log.Info("tunnel untagged", append([]any{"tunnel", r.ID, "keys", in.TagKeys}, callerAttrs(ctx)...)...)
-	s.commit(false)
-	return nil
-}
-
-// ListTagsForResource lists the tags of a tunnel.
-func (s *Server) ListTagsForResource(ctx context.Context, in *ListTagsForResourceInput) (*ListTagsForResourceOutput, error) {
-	if err := checkResourceArn(in.ResourceArn); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.byArnLocked(in.ResourceArn)
-	if r == nil {
-		return nil, notFound("resource %s not found", in.ResourceArn)
-	}
-	return &ListTagsForResourceOutput{Tags: append([]Tag{}, r.Tags...)}, nil
-}
-
-func (s *Server) byArnLocked(arn string) *record {
-	i := strings.LastIndex(arn, ":tunnel/")
-	if i < 0 {
-		return nil
-	}
-	if r := s.tunnels[arn[i+len(":tunnel/"):]]; r != nil && r.Arn == arn {
-		return r
-	}
-	return nil
-}
-
 // registerLocked registers r with the data plane, with its saved tokens if any.
 func (s *Server) registerLocked(r *record) error {
 	t, err := s.dp.OpenTunnel(dataplane.TunnelConfig{
@@ -813,14 +732,6 @@ func (s *Server) sweep() {
 	if changed {
 		s.commit(false)
 	}
-}
-
-func tagKeys(tags []Tag) []string {
-	keys := make([]string, len(tags))
-	for i, t := range tags {
-		keys[i] = t.Key
-	}
-	return keys
 }
 
 func cloneDest(dc *DestinationConfig) *DestinationConfig {
