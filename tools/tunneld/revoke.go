@@ -18,9 +18,10 @@ import (
 // rotated. Operators rotate to revoke a leaked token, and a holder of the leaked
 // token that stays connected would make the rotation worthless, so tunneld takes
 // the safe reading: the side is cut. The data plane has no per-side Close frame,
-// so the cut is a TCP close (dataplane.Tunnel.Drop); every client reconnects after
-// one, and the refusal of that reconnect is what ends it (a 4xx is terminal, spec
-// §2.6). The other side, if connected, gets SESSION_RESET: its streams were
+// so the cut is a TCP close, made by dataplane.Tunnel.Revoke in the same step as
+// the rotation (a client quick with the new token is never the one cut). Every
+// client reconnects after one, and the refusal of that reconnect is what ends it
+// (a 4xx is terminal, spec §2.6). The other side, if connected, gets SESSION_RESET: its streams were
 // relayed to the revoked side and are dead.
 
 // BodyTokenRotated is the 400 body of a data-plane handshake with an access token

@@ -528,9 +528,15 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 		rotated = append(rotated, dataplane.Destination)
 	}
 	notify := false
+	var cut []dataplane.Side
 	for _, side := range rotated {
 		s.revokeLocked(r, r.dp.Side(side).Token)
-		tok := r.dp.Rotate(side)
+		// Revoke cuts the side connected with the old token in the same step
+		// as the rotation, so nobody's connection with the new token can be cut.
+		tok, wasUp := r.dp.Revoke(side)
+		if wasUp {
+			cut = append(cut, side)
+		}
 		if side == dataplane.Source {
 			out.SourceAccessToken = tok
 		} else {
@@ -542,15 +548,10 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	r.LastUpdatedAt = s.now()
 	dp := r.dp
 	s.mu.Unlock()
-	// After Rotate: the revoked token can no longer reconnect in between, and
-	// nobody has the new one yet.
-	for _, side := range rotated {
-		if dp.Connected(side) {
-			dp.Drop(side)
-			s.log.Info("side cut: its access token was rotated", "tunnel", r.ID, "side", side)
-			if len(rotated) == 1 && dp.Connected(1-side) {
-				dp.SessionReset(1 - side)
-			}
+	for _, side := range cut {
+		s.log.Info("side cut: its access token was rotated", "tunnel", r.ID, "side", side)
+		if len(rotated) == 1 && dp.Connected(1-side) {
+			dp.SessionReset(1 - side)
 		}
 	}
 	s.log.Info("tokens rotated", append([]any{"tunnel", r.ID, "mode", in.ClientMode,

@@ -85,6 +85,35 @@ func TestRotate(t *testing.T) {
 	}
 }
 
+// Revoke rotates and cuts the connection of the revoked token in one step; the
+// connection made with the new token right after is left alone.
+func TestRevoke(t *testing.T) {
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	if tok, cut := tun.Revoke(Source); tok == "" || cut {
+		t.Fatalf("Revoke of an unconnected side = %q, %v; want a token and no cut", tok, cut)
+	}
+	old := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
+	old.WantServiceIDs("SSH")
+	fresh, cut := tun.Revoke(Destination)
+	if fresh == "" || fresh == tun.DestinationToken || !cut {
+		t.Fatalf("Revoke = %q, %v; want a new token and the old connection cut", fresh, cut)
+	}
+	old.WantCut()
+	if tun.Connected(Destination) {
+		t.Error("the side is still connected after Revoke")
+	}
+	now := dial(t, s, dialOpts{Mode: "destination", Token: fresh})
+	now.WantServiceIDs("SSH")
+	if !tun.Connected(Destination) {
+		t.Error("the connection with the new token is not the side's")
+	}
+	tun.Close()
+	if tok, cut := tun.Revoke(Destination); tok != "" || cut {
+		t.Errorf("Revoke of a closed tunnel = %q, %v; want nothing", tok, cut)
+	}
+}
+
 func TestSideStateAndOnChange(t *testing.T) {
 	var changes atomic.Int32
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

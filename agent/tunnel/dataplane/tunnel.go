@@ -93,9 +93,34 @@ func (t *Tunnel) Closed() bool {
 // up until the side connects with the new one, which replaces it as any reconnect
 // does. It returns "" if the tunnel is closed.
 func (t *Tunnel) Rotate(side Side) string {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	return t.rotateLocked(side)
+}
+
+// Revoke rotates side's token as Rotate does and, in the same step, cuts the
+// WebSocket connected with the revoked token (a TCP close, as Drop). Done in two
+// steps, a client handed the new token at once could connect between them and
+// have its new connection cut instead. It returns the new token ("" if the tunnel
+// is closed) and whether a connection was cut.
+func (t *Tunnel) Revoke(side Side) (token string, cut bool) {
+	t.s.mu.Lock()
+	token = t.rotateLocked(side)
+	var c *conn
+	if token != "" {
+		c = t.sides[side].conn
+		t.detachLocked(c)
+	}
+	t.s.mu.Unlock()
+	if c != nil {
+		t.s.log().Info("dropped: its access token was revoked", "tunnel", t.id, "side", side, "channel", c.channelID)
+		c.cut()
+	}
+	return token, c != nil
+}
+
+func (t *Tunnel) rotateLocked(side Side) string {
 	s := t.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if t.closed {
 		return ""
 	}
