@@ -520,7 +520,7 @@ func certValidity(certFile string, now, built time.Time) (expired error, warn st
 		return nil, fmt.Sprintf("mqtt.cert_file %s is not valid before %s (the clock says %s): the broker refuses it until then",
 			certFile, date(cert.NotBefore), date(now))
 	case cert.NotAfter.Sub(now) < certWarnWindow:
-		return nil, fmt.Sprintf("mqtt.cert_file %s expires on %s, less than %d days from now: renew it; the agent reads it at start, so restart it after renewing",
+		return nil, fmt.Sprintf("mqtt.cert_file %s expires on %s, less than %d days from now: renew it (in place: the agent uses the new file from its next connection to the broker)",
 			certFile, date(cert.NotAfter), certWarnWindow/(24*time.Hour))
 	}
 	return nil, ""
@@ -546,7 +546,7 @@ func startWarnings(cfg *Config) []string {
 	expired, warn := certValidity(cfg.MQTT.CertFile, time.Now(), BuildTime())
 	if expired != nil {
 		// check-config refuses it (checkCertificate); the agent runs on and says so.
-		warn = "mqtt.cert_file " + expired.Error() + "; the agent reads it at start, so restart it after renewing"
+		warn = "mqtt.cert_file " + expired.Error() + "; renew it in place: the agent reads it again before its next connection to the broker"
 	}
 	if warn != "" {
 		out = append(out, warn)

@@ -54,8 +54,9 @@ type Config struct {
 	// system pool is not used, routers rarely carry one.
 	CAFile string
 	// CertFile and KeyFile are the PEM client certificate (chain) and its
-	// private key. They are read by New; only their paths are ever logged.
-	// Required.
+	// private key. They are read by New, and again before a connection to
+	// the broker when one of them or CAFile changed (a renewal in place);
+	// only their paths are ever logged. Required.
 	CertFile string
 	KeyFile  string
 

@@ -59,6 +59,7 @@ func (l *Listener) dialTLS(ctx context.Context) (*tls.Conn, error) {
 		var d net.Dialer
 		dial = d.DialContext
 	}
+	l.reloadTLS()
 	addr := l.addr.hostPort()
 	raw, err := dial(ctx, "tcp", addr)
 	if err != nil {

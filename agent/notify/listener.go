@@ -40,7 +40,8 @@ func Topic(thing string) string { return "$aws/things/" + thing + "/tunnels/noti
 type Listener struct {
 	cfg     Config
 	addr    brokerAddr
-	tls     *tls.Config
+	tls     *tls.Config // replaced by reloadTLS when the files change
+	tlsSeen filesStamp  // the files' stamp when tls was made, or last failed to load
 	topic   string
 	log     *slog.Logger
 	backoff backoff
@@ -69,6 +70,7 @@ func New(cfg Config) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	stamp := stampFiles(c.CAFile, c.CertFile, c.KeyFile)
 	tc, err := newTLSConfig(c)
 	if err != nil {
 		return nil, err
@@ -77,6 +79,7 @@ func New(cfg Config) (*Listener, error) {
 		cfg:     c,
 		addr:    addr,
 		tls:     tc,
+		tlsSeen: stamp,
 		topic:   Topic(c.ThingName),
 		log:     c.Logger.With("thing", c.ThingName),
 		backoff: backoff{min: c.ConnectRetryMin, max: c.ConnectRetryMax},

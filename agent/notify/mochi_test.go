@@ -6,8 +6,10 @@ package notify
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,4 +156,85 @@ func TestConnectRefusedIsReportedAndRetried(t *testing.T) {
 	if n := rec.count("mqtt connected"); n != 0 {
 		t.Errorf("%d connections logged, want none", n)
 	}
+}
+
+// serials records the serial of the client certificate of each connection.
+type serials struct {
+	mqtt.HookBase
+	mu  sync.Mutex
+	got []string
+}
+
+func (h *serials) ID() string { return "serials" }
+
+func (h *serials) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
+}
+
+func (h *serials) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
+	serial := "none"
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok && len(tc.ConnectionState().PeerCertificates) > 0 {
+		serial = tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	h.mu.Lock()
+	h.got = append(h.got, serial)
+	h.mu.Unlock()
+	return true
+}
+
+func (h *serials) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+func (h *serials) last() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.got) == 0 {
+		return ""
+	}
+	return h.got[len(h.got)-1]
+}
+
+// A certificate renewed in place is used from the next connection on, without
+// a restart; files that do not load are reported once and the listener goes on
+// with what it read before.
+func TestRenewedCertificateUsedOnReconnect(t *testing.T) {
+	p := newPKI(t)
+	hook := &serials{}
+	_, addr := startMochi(t, p, hook)
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, p, addr, "thing-r", log)
+	l := newListener(t, cfg)
+	d := &cuttableDialer{}
+	l.dial = d.dial
+	runListener(t, l)
+	awaitConnection(t, l)
+	first := hook.last()
+
+	renewed := p.Renew(t, "thing-r").String()
+	d.cut()()
+	rec.waitFor("mqtt certificate files changed: read again", "cert_file="+cfg.CertFile)
+	rec.waitCount(2, "mqtt connected")
+	if got := hook.last(); got != renewed || got == first {
+		t.Fatalf("the reconnect presented serial %s; want the renewed %s (first %s)", got, renewed, first)
+	}
+
+	// A key that does not match: reported once, the renewed pair kept.
+	other, _ := p.Client(t, "someone-else")
+	b, err := os.ReadFile(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.CertFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 3; i <= 4; i++ {
+		d.cut()()
+		rec.waitCount(i, "mqtt connected")
+	}
+	if n := rec.count("mqtt certificate files changed but do not load"); n != 1 {
+		t.Errorf("%d warnings about the files, want 1", n)
+	}
+	if got := hook.last(); got != renewed {
+		t.Errorf("after a bad change the listener presented %s, want the renewed %s", got, renewed)
+	}
+	rec.assertNoSecret("PRIVATE KEY")
 }

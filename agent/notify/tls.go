@@ -67,6 +67,48 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 	}, nil
 }
 
+// filesStamp tells whether files changed: the size and modification time of
+// each, as stat(2) sees them through links.
+type filesStamp [3]struct {
+	size  int64
+	mtime time.Time
+}
+
+func stampFiles(paths ...string) (st filesStamp) {
+	for i, p := range paths[:len(st)] {
+		if fi, err := os.Stat(p); err == nil {
+			st[i].size, st[i].mtime = fi.Size(), fi.ModTime()
+		}
+	}
+	return st
+}
+
+// reloadTLS reads the CA, certificate and key files again if they changed
+// since they were last read, before a connection to the broker: a certificate
+// renewed in place (by a provisioning job, an OTA step) is used from the next
+// connection on, without a restart. A connection that is up keeps the
+// certificate it was made with. Files that fail to load (a key not written yet
+// beside its new certificate, a typo) are reported once per change, and the
+// listener keeps the configuration it has.
+func (l *Listener) reloadTLS() {
+	stamp := stampFiles(l.cfg.CAFile, l.cfg.CertFile, l.cfg.KeyFile)
+	if stamp == l.tlsSeen {
+		return
+	}
+	l.tlsSeen = stamp
+	tc, err := newTLSConfig(l.cfg)
+	if err != nil {
+		l.log.Warn("mqtt certificate files changed but do not load; connecting with the ones read before", "error", err)
+		return
+	}
+	l.tls = tc
+	attrs := []any{"cert_file", l.cfg.CertFile}
+	if leaf := certLeaf(tc); leaf != nil {
+		attrs = append(attrs, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	l.log.Info("mqtt certificate files changed: read again", attrs...)
+}
+
 // maxPEMFile bounds each certificate or key file: a CA bundle of every public
 // root is ~220 KiB.
 const maxPEMFile = 1 << 20

@@ -122,6 +122,28 @@ func (p *PKI) Client(tb testing.TB, cn string) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
+// Renew issues cn's client certificate again, with a new key and serial, and
+// puts both over the files Client returned (each by a rename), as a renewal job
+// on a device would. It returns the new serial.
+func (p *PKI) Renew(tb testing.TB, cn string) *big.Int {
+	tb.Helper()
+	certFile, keyFile := p.Client(tb, cn)
+	newCert, newKey := p.issue(tb, "renewed-"+cn, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	for _, mv := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
+		if err := os.Rename(mv[0], mv[1]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pair.Leaf.SerialNumber
+}
+
 // ClientCertTLS is a client tls.Config with cn's certificate, trusting the CA.
 func (p *PKI) ClientCertTLS(tb testing.TB, cn string) *tls.Config {
 	tb.Helper()
