@@ -24,6 +24,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel"
@@ -507,7 +508,7 @@ func stoppedAgent(t *testing.T) *Agent {
 func TestNoLoginWarnedOnce(t *testing.T) {
 	e := newAgentEnv(t)
 	e.cfg.SSH.AuthorizedKeys = []string{"/nonexistent/authorized_keys"}
-	var logs linesLog
+	var logs testlog.Lines
 	a, err := New(e.cfg, slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testWriter{t}), nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -522,10 +523,10 @@ func TestNoLoginWarnedOnce(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if n := logs.count("no login method can work"); n != 1 {
+	if n := logs.Count("no login method can work"); n != 1 {
 		t.Errorf("%d warnings that no login method can work, want 1:\n%s", n, logs.String())
 	}
-	if logs.count("ssh.authorized_keys") == 0 {
+	if logs.Count("ssh.authorized_keys") == 0 {
 		t.Errorf("the warning does not name the config key:\n%s", logs.String())
 	}
 }

@@ -9,45 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
-
-// linesLog collects log lines for a test to look at.
-type linesLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *linesLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, string(p))
-	return len(p), nil
-}
-
-func (l *linesLog) count(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, s := range l.lines {
-		if strings.Contains(s, sub) {
-			n++
-		}
-	}
-	return n
-}
-
-func (l *linesLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "")
-}
 
 // TestConnectBadCAFile: a --ca-file that is missing or holds no certificate ends
 // Connect at once with a usage error, before it listens (it retried forever, with
@@ -190,7 +159,7 @@ func TestConnectSaysItKeepsTrying(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing answers there now
-	var logged linesLog
+	var logged testlog.Lines
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -201,7 +170,7 @@ func TestConnectSaysItKeepsTrying(t *testing.T) {
 			Listen: map[string]string{"SSH": "127.0.0.1:0"}, Logger: slog.New(slog.NewTextHandler(&logged, nil)),
 		})
 	}()
-	for logged.count("cannot connect to the tunnel, retrying") < 3 {
+	for logged.Count("cannot connect to the tunnel, retrying") < 3 {
 		if ctx.Err() != nil {
 			t.Fatalf("Connect did not retry:\n%s", logged.String())
 		}
@@ -211,7 +180,7 @@ func TestConnectSaysItKeepsTrying(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Connect = %v after cancel, want nil", err)
 	}
-	if n := logged.count("keeps trying until it connects"); n != 1 || logged.count("Ctrl-C") != 1 {
+	if n := logged.Count("keeps trying until it connects"); n != 1 || logged.Count("Ctrl-C") != 1 {
 		t.Fatalf("Connect said %d times that it keeps trying, want once, with how to stop:\n%s", n, logged.String())
 	}
 }

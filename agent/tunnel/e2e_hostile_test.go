@@ -3,6 +3,7 @@ package tunnel_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -10,42 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"log/slog"
-
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
-
-// lockedLog records log lines so a test can count them.
-type lockedLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	l.lines = append(l.lines, strings.TrimSpace(string(p)))
-	l.mu.Unlock()
-	return len(p), nil
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
-func (l *lockedLog) count(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, s := range l.lines {
-		if strings.Contains(s, sub) {
-			n++
-		}
-	}
-	return n
-}
 
 // A hostile service: every kind of bad frame. The destination must stay up (it
 // reconnects), keep its goroutines bounded, and still serve once the service
@@ -155,7 +124,7 @@ func TestHostileHandshakes(t *testing.T) {
 		}
 	}()
 	tok, _ := tunnel.NewAccessToken("t")
-	var log lockedLog
+	var log testlog.Lines
 	cfg := tunnel.Config{Endpoint: "ws://" + slow.Addr().String(), AllowInsecureWebSocket: true, AccessToken: tok, HandshakeTimeout: 300 * time.Millisecond,
 		RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond, Logger: slogTo(&log)}
 	d := &tunnel.Destination{Config: cfg, Dialer: tunnel.Targets{}}
@@ -168,8 +137,8 @@ func TestHostileHandshakes(t *testing.T) {
 	if el := time.Since(start); el > 4*time.Second {
 		t.Fatalf("Run took %v to stop", el)
 	}
-	attempts := log.count("msg=connecting")
-	lost := log.count("retrying") // never connected: "cannot connect to the tunnel, retrying"
+	attempts := log.Count("msg=connecting")
+	lost := log.Count("retrying") // never connected: "cannot connect to the tunnel, retrying"
 	if attempts < 2 || attempts > 10 || lost < attempts-1 {
 		t.Fatalf("%d attempts and %d retry lines in 2 s with a 300 ms handshake timeout", attempts, lost)
 	}
@@ -194,4 +163,4 @@ func TestHostileHandshakes(t *testing.T) {
 	}
 }
 
-func slogTo(l *lockedLog) *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+func slogTo(l *testlog.Lines) *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }

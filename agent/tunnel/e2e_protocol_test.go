@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
@@ -109,7 +110,7 @@ func TestSourceBeforeDestination(t *testing.T) {
 	srv := tunneltest.NewServer(t)
 	srv.Logf = t.Logf
 	tun := srv.OpenTunnel("SSH")
-	var logged lockedLog
+	var logged testlog.Lines
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
 		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Logger: log}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
@@ -143,7 +144,7 @@ func TestSourceBeforeDestination(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClosed(t, early, 5*time.Second) // reset, not left hanging
-	if n := logged.count("stream reset before the destination answered"); n != 1 {
+	if n := logged.Count("stream reset before the destination answered"); n != 1 {
 		t.Errorf("the source logged %d hints that the destination had not answered, want 1:\n%s", n, logged.String())
 	}
 	if err := roundTrip(sshAddr, 0x31, 64<<10); err != nil {
@@ -278,7 +279,7 @@ func startSource(t *testing.T, h *harness, clientToken tunnel.Token, peer, proto
 func TestDestinationFollowsSourceFormat(t *testing.T) {
 	const key = 0x46
 	addr := echoServer(t, key)
-	var logged lockedLog
+	var logged testlog.Lines
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true,
 		dstTweak: func(d *tunnel.Destination) { d.Logger = slog.New(slog.NewTextHandler(&logged, nil)) }})
 	defer func() {
@@ -327,7 +328,7 @@ func TestDestinationFollowsSourceFormat(t *testing.T) {
 	if n := h.tun.Connects(tunneltest.Destination); n != 1 {
 		t.Errorf("the destination connected %d times, want 1 (no reconnect on a change of format)", n)
 	}
-	if n := logged.count("peer protocol changed"); n != len(steps)-1 {
+	if n := logged.Count("peer protocol changed"); n != len(steps)-1 {
 		t.Errorf("the destination logged %d changes of format, want %d", n, len(steps)-1)
 	}
 }
@@ -353,7 +354,7 @@ func TestDestinationRefusesMixedFormats(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := echoServer(t, 0)
-			var logged lockedLog
+			var logged testlog.Lines
 			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true,
 				dstTweak: func(d *tunnel.Destination) { d.Logger = slog.New(slog.NewTextHandler(&logged, nil)) }})
 			h.tun.Record(true)
@@ -376,7 +377,7 @@ func TestDestinationRefusesMixedFormats(t *testing.T) {
 			if m := got[len(got)-1].Message; m.Type != tunnel.TypeStreamReset || m.StreamID != tc.mixed.StreamID || m.ServiceID != tc.mixed.ServiceID {
 				t.Errorf("last frame from the destination: %v, want STREAM_RESET %d %q", &m, tc.mixed.StreamID, tc.mixed.ServiceID)
 			}
-			if n := logged.count("peer protocol changed"); n != 0 {
+			if n := logged.Count("peer protocol changed"); n != 0 {
 				t.Errorf("the destination logged %d changes of format, want 0:\n%s", n, logged.String())
 			}
 		})
@@ -408,7 +409,7 @@ func TestDestinationFormatChangeWaitsForClosing(t *testing.T) {
 				var d net.Dialer
 				return d.DialContext(ctx, "tcp", addr)
 			})
-			var logged lockedLog
+			var logged testlog.Lines
 			h := newHarness(t, setup{services: []string{"SSH"}, targets: dialer, noSource: true,
 				dstTweak: func(d *tunnel.Destination) { d.Logger = slog.New(slog.NewTextHandler(&logged, nil)) }})
 			defer func() {
@@ -449,7 +450,7 @@ func TestDestinationFormatChangeWaitsForClosing(t *testing.T) {
 			if n := h.tun.Connects(tunneltest.Destination); n != 1 {
 				t.Errorf("the destination connected %d times, want 1", n)
 			}
-			if n := logged.count("peer protocol changed"); n != 1 {
+			if n := logged.Count("peer protocol changed"); n != 1 {
 				t.Errorf("the destination logged %d changes of format, want 1", n)
 			}
 		})

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
@@ -40,10 +41,10 @@ func runSource(t *testing.T, src *tunnel.Source, service string) string {
 }
 
 // waitLogged waits until log has a line containing sub.
-func waitLogged(t *testing.T, log *lockedLog, sub string) {
+func waitLogged(t *testing.T, log *testlog.Lines, sub string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for log.count(sub) == 0 {
+	for log.Count(sub) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no log line with %q:\n%s", sub, log.String())
 		}
@@ -59,7 +60,7 @@ func TestSourceSaysDeviceHasNotAnswered(t *testing.T) {
 	srv := tunneltest.NewServer(t)
 	srv.Logf = t.Logf
 	tun := srv.OpenTunnel("SSH")
-	var logged lockedLog
+	var logged testlog.Lines
 	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
 		Logger: slog.New(slog.NewTextHandler(&logged, nil))}, Listen: map[string]string{"SSH": "127.0.0.1:0"},
 		AnswerWait: 10 * time.Millisecond}
@@ -82,7 +83,7 @@ func TestSourceSaysDeviceHasNotAnswered(t *testing.T) {
 		}
 	}
 	time.Sleep(100 * time.Millisecond) // both connections' waits are long over
-	if n := logged.count(hint); n != 1 {
+	if n := logged.Count(hint); n != 1 {
 		t.Errorf("logged the hint %d times for one connection to the service, want 1:\n%s", n, logged.String())
 	}
 	conns[0].SetReadDeadline(time.Now().Add(50 * time.Millisecond))
@@ -95,7 +96,7 @@ func TestSourceSaysDeviceHasNotAnswered(t *testing.T) {
 func TestSourceNoHintWhenDeviceAnswers(t *testing.T) {
 	addr := echoServer(t, 0x51)
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
-	var logged lockedLog
+	var logged testlog.Lines
 	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, h.tun.SourceToken),
 		Logger: slog.New(slog.NewTextHandler(&logged, nil))}, Listen: map[string]string{"SSH": "127.0.0.1:0"},
 		AnswerWait: 200 * time.Millisecond}
@@ -103,7 +104,7 @@ func TestSourceNoHintWhenDeviceAnswers(t *testing.T) {
 	c := openEcho(t, local, 0x51) // answered
 	defer c.Close()
 	time.Sleep(400 * time.Millisecond)
-	if n := logged.count("has not answered"); n != 0 {
+	if n := logged.Count("has not answered"); n != 0 {
 		t.Errorf("hinted that a device that answered had not:\n%s", logged.String())
 	}
 }
@@ -129,13 +130,13 @@ func TestStdioUnnamedServiceOnSeveralServices(t *testing.T) {
 func TestSourceSaysV2ConnectionReplaced(t *testing.T) {
 	addr := echoServer(t, 0x52)
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
-	var logged lockedLog
+	var logged testlog.Lines
 	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, h.tun.SourceToken),
 		Logger: slog.New(slog.NewTextHandler(&logged, nil))}, Listen: map[string]string{"SSH": "127.0.0.1:0"}, PeerVersion: tunnel.V2}
 	local := runSource(t, src, "SSH")
 	first := openEcho(t, local, 0x52)
 	defer first.Close()
-	if n := logged.count("replaces the open one"); n != 0 {
+	if n := logged.Count("replaces the open one"); n != 0 {
 		t.Fatalf("warned of a replaced connection with one connection:\n%s", logged.String())
 	}
 	second := openEcho(t, local, 0x52)

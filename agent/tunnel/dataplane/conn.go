@@ -58,6 +58,15 @@ type conn struct {
 
 // newConn makes the conn before the WebSocket exists (see Server.upgrade); setWS
 // completes it.
+// remote is the client's address, for the log; the channel ID ties the
+// connection's later lines to it.
+func (c *conn) remote() string {
+	if c.raw == nil {
+		return ""
+	}
+	return c.raw.RemoteAddr().String()
+}
+
 func newConn(s *Server, t *Tunnel, side Side, raw net.Conn, proto, channelID string) *conn {
 	c := &conn{
 		s: s, t: t, side: side, raw: raw, proto: proto, channelID: channelID,

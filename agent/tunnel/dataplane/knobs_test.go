@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 )
 
@@ -89,6 +91,8 @@ func TestRotate(t *testing.T) {
 // connection made with the new token right after is left alone.
 func TestRevoke(t *testing.T) {
 	s := newTestServer(t)
+	var logs testlog.Lines
+	s.Server.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tlogWriter{t}), nil))
 	tun := s.OpenTunnel("SSH")
 	if tok, cut := tun.Revoke(Source); tok == "" || cut {
 		t.Fatalf("Revoke of an unconnected side = %q, %v; want a token and no cut", tok, cut)
@@ -102,6 +106,10 @@ func TestRevoke(t *testing.T) {
 	old.WantCut()
 	if tun.Connected(Destination) {
 		t.Error("the side is still connected after Revoke")
+	}
+	if !strings.Contains(logs.String(), "msg=\"dropped: its access token was revoked\"") ||
+		!strings.Contains(logs.String(), "msg=connected tunnel="+tun.ID()) || !strings.Contains(logs.String(), "remote=127.0.0.1:") {
+		t.Errorf("the log lacks the revocation or the connection's remote address:\n%s", logs.String())
 	}
 	now := dial(t, s, dialOpts{Mode: "destination", Token: fresh})
 	now.WantServiceIDs("SSH")

@@ -383,7 +383,7 @@ func (t *Tunnel) attach(c *conn) bool {
 	s.mu.Unlock()
 
 	log := s.log()
-	log.Info("connected", "tunnel", t.id, "side", c.side, "channel", c.channelID, "protocol", c.proto, "connect", connects)
+	log.Info("connected", "tunnel", t.id, "side", c.side, "channel", c.channelID, "protocol", c.proto, "connect", connects, "remote", c.remote())
 	if old != nil {
 		log.Info("replaced", "tunnel", t.id, "side", c.side, "channel", old.channelID, "by", c.channelID)
 		old.cut()
