@@ -158,7 +158,13 @@ authorized_keys = [%q]
 // start runs an agent until the returned stop is called.
 func (e *agentEnv) start(t *testing.T) (*Agent, func()) {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return e.startLogging(t, testWriter{t})
+}
+
+// startLogging is start with the agent's log (debug and up) written to w.
+func (e *agentEnv) startLogging(t *testing.T, w io.Writer) (*Agent, func()) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := New(e.cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -509,20 +515,8 @@ func TestNoLoginWarnedOnce(t *testing.T) {
 	e := newAgentEnv(t)
 	e.cfg.SSH.AuthorizedKeys = []string{"/nonexistent/authorized_keys"}
 	var logs testlog.Lines
-	a, err := New(e.cfg, slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testWriter{t}), nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	if err := a.mqtt.AwaitConnection(ctxWithTimeout(t, 10*time.Second)); err != nil {
-		t.Fatalf("agent did not connect to the broker: %v", err)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	_, stop := e.startLogging(t, io.MultiWriter(&logs, testWriter{t}))
+	stop()
 	if n := logs.Count("no login method can work"); n != 1 {
 		t.Errorf("%d warnings that no login method can work, want 1:\n%s", n, logs.String())
 	}
