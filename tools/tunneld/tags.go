@@ -18,11 +18,9 @@ func (s *Server) TagResource(ctx context.Context, in *TagResourceInput) error {
 	if err := checkTags(in.Tags, true); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	r := s.byArnLocked(in.ResourceArn)
-	if r == nil {
-		s.mu.Unlock()
-		return notFound("resource %s not found", in.ResourceArn)
+	r, err := s.lockArn(in.ResourceArn)
+	if err != nil {
+		return err
 	}
 	tags := slices.Clone(r.Tags) // a refused change leaves r as it was
 	for _, t := range in.Tags {
@@ -51,11 +49,9 @@ func (s *Server) UntagResource(ctx context.Context, in *UntagResourceInput) erro
 	if err := checkTagKeys(in.TagKeys); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	r := s.byArnLocked(in.ResourceArn)
-	if r == nil {
-		s.mu.Unlock()
-		return notFound("resource %s not found", in.ResourceArn)
+	r, err := s.lockArn(in.ResourceArn)
+	if err != nil {
+		return err
 	}
 	r.Tags = slices.DeleteFunc(r.Tags, func(t Tag) bool { return slices.Contains(in.TagKeys, t.Key) })
 	s.mu.Unlock()
@@ -76,6 +72,18 @@ func (s *Server) ListTagsForResource(ctx context.Context, in *ListTagsForResourc
 		return nil, notFound("resource %s not found", in.ResourceArn)
 	}
 	return &ListTagsForResourceOutput{Tags: append([]Tag{}, r.Tags...)}, nil
+}
+
+// lockArn locks s.mu and returns the tunnel of arn; without one it unlocks and
+// returns the API's not-found error.
+func (s *Server) lockArn(arn string) (*record, error) {
+	s.mu.Lock()
+	r := s.byArnLocked(arn)
+	if r == nil {
+		s.mu.Unlock()
+		return nil, notFound("resource %s not found", arn)
+	}
+	return r, nil
 }
 
 func (s *Server) byArnLocked(arn string) *record {
