@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -56,8 +57,6 @@ type conn struct {
 	dead        bool   // cut: nothing more is written
 }
 
-// newConn makes the conn before the WebSocket exists (see Server.upgrade); setWS
-// completes it.
 // remote is the client's address, for the log; the channel ID ties the
 // connection's later lines to it.
 func (c *conn) remote() string {
@@ -67,6 +66,8 @@ func (c *conn) remote() string {
 	return c.raw.RemoteAddr().String()
 }
 
+// newConn makes the conn before the WebSocket exists (see Server.upgrade); setWS
+// completes it.
 func newConn(s *Server, t *Tunnel, side Side, raw net.Conn, proto, channelID string) *conn {
 	c := &conn{
 		s: s, t: t, side: side, raw: raw, proto: proto, channelID: channelID,
@@ -178,7 +179,14 @@ func (c *conn) cut() {
 	c.mu.Unlock()
 	switch {
 	case c.raw != nil:
-		c.raw.Close()
+		raw := c.raw
+		if tc, ok := raw.(*tls.Conn); ok {
+			// A bare TCP close, as a cut means: TLS's close_notify would wait
+			// up to 5 s for a peer that does not read, and callers such as
+			// tunneld's rotation hold their lock meanwhile.
+			raw = tc.NetConn()
+		}
+		raw.Close()
 	case ws != nil:
 		ws.CloseNow()
 	}

@@ -1,0 +1,69 @@
+package tunneld
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+)
+
+// A holder of a rotated token that has stopped reading does not hold up
+// tunneld: the rotation cuts its TLS connection with a bare TCP close. With
+// TLS's close_notify, the cut waited its 5 s write deadline under tunneld's
+// lock, and every API call and handshake waited with it (found in review).
+func TestRotationCutsAStalledReaderAtOnce(t *testing.T) {
+	pki := mqtttest.NewPKI(t)
+	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})
+	out := ts.open(t, "", "SSH")
+	h := http.Header{}
+	h.Set("access-token", out.DestinationAccessToken)
+	ctx := context.Background()
+	ws, _, err := websocket.Dial(ctx, "wss://"+ts.addr+"/tunnel?local-proxy-mode=destination", &websocket.DialOptions{
+		HTTPClient:   &http.Client{Transport: &http.Transport{TLSClientConfig: pki.ClientTLS(t)}},
+		HTTPHeader:   h,
+		Subprotocols: []string{"aws.iot.securetunneling-3.0"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow() // never read: its socket buffers fill up
+	dp := ts.Dataplane(out.TunnelID)
+	if err := dp.WaitConnects(ctx, dataplane.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		payload := make([]byte, 60000)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if dp.Send(dataplane.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload}) != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(2 * time.Second) // the buffers fill and the data plane's writer blocks
+
+	start := time.Now()
+	if _, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeDestination}); err != nil {
+		t.Fatal(err)
+	}
+	// Not a performance bound: the fixed cut takes milliseconds, the old one the
+	// full 5 s deadline.
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the rotation took %v: the cut waited on the stalled reader", d)
+	}
+	if dp.Connected(dataplane.Destination) {
+		t.Error("the stalled destination is still connected after the rotation")
+	}
+}
