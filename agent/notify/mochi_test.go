@@ -209,7 +209,22 @@ func TestRenewedCertificateUsedOnReconnect(t *testing.T) {
 	awaitConnection(t, l)
 	first := hook.last()
 
+	// Renewed as cp -p or rsync -t would: new files (same sizes) with the old
+	// modification times.
+	var mtimes []time.Time
+	for _, f := range []string{cfg.CertFile, cfg.KeyFile} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mtimes = append(mtimes, fi.ModTime())
+	}
 	renewed := p.Renew(t, "thing-r").String()
+	for i, f := range []string{cfg.CertFile, cfg.KeyFile} {
+		if err := os.Chtimes(f, mtimes[i], mtimes[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
 	d.cut()()
 	rec.waitFor("mqtt certificate files changed: read again", "cert_file="+cfg.CertFile)
 	rec.waitCount(2, "mqtt connected")

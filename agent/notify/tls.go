@@ -67,17 +67,26 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 	}, nil
 }
 
-// filesStamp tells whether files changed: the size and modification time of
-// each, as stat(2) sees them through links.
+// filesStamp tells whether files changed: the inode, size, modification and
+// status change times of each, as stat(2) sees them through links. The inode
+// and ctime catch what size and mtime alone miss: a renewed EC key has the
+// same size, and cp -p, tar or rsync -t keep the old modification time.
 type filesStamp [3]struct {
-	size  int64
-	mtime time.Time
+	ino          uint64
+	size         int64
+	mtime        time.Time
+	ctime, ctimN int64
 }
 
 func stampFiles(paths ...string) (st filesStamp) {
 	for i, p := range paths[:len(st)] {
-		if fi, err := os.Stat(p); err == nil {
-			st[i].size, st[i].mtime = fi.Size(), fi.ModTime()
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		st[i].size, st[i].mtime = fi.Size(), fi.ModTime()
+		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+			st[i].ino, st[i].ctime, st[i].ctimN = uint64(sys.Ino), int64(sys.Ctim.Sec), int64(sys.Ctim.Nsec)
 		}
 	}
 	return st

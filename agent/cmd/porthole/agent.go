@@ -73,7 +73,8 @@ func loadConfig(path string) (*agent.Config, error) {
 const defaultMemoryLimit = 13 << 20
 
 // smallMemoryLimit replaces defaultMemoryLimit on a device with less than
-// smallDeviceRAM of RAM, the 64 MB routers of DESIGN.md's budget. There the
+// smallDeviceRAM of RAM as the kernel counts it (MemTotal, below the chips'
+// size): the 64 MB routers of DESIGN.md's budget, and most 128 MB ones. There the
 // binary's pages take ~7.3 MiB of the agent's 16 MiB (docs/size.md). With 13 MiB
 // the budget's load peaked at 15.9–16.2 MiB on the 64 MB mipsel board, over 16 MiB
 // in two runs of six; 10 MiB held it at 14.3–14.7 MiB with no CPU cost that the
