@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -787,10 +788,22 @@ func (r *opkgRig) opkg(name string, args, then string) int {
 	os.WriteFile(filepath.Join(r.dir, name), []byte(text), 0o755)
 	opkg := filepath.Join(r.dir, "opkg")
 	os.WriteFile(opkg, []byte("#!/bin/sh\n"+r.sh+" "+filepath.Join(r.dir, name)+" "+args+" || exit 1\n"+then+"\nsleep 0.5\ntouch "+filepath.Join(r.dir, "opkg-done")+"\n"), 0o755)
-	cmd := exec.Command(opkg)
-	cmd.Env = r.env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	out, err := cmd.CombinedOutput()
+	// The scripts look for a process named opkg, so it is exec'd itself. A file
+	// just written can still be open for writing in a child that another test
+	// forked meanwhile (until that child's exec), and exec then fails with
+	// ETXTBSY ("text file busy"; seen in CI): try again.
+	var cmd *exec.Cmd
+	var out []byte
+	for try := 0; ; try++ {
+		cmd = exec.Command(opkg)
+		cmd.Env = r.env
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		out, err = cmd.CombinedOutput()
+		if !errors.Is(err, syscall.ETXTBSY) || try == 20 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	r.t.Logf("opkg running %s %s: %v %s", name, args, err, out)
 	if err != nil {
 		r.t.Fatalf("%s %s failed: %v\n%s", name, args, err, out)
