@@ -14,9 +14,10 @@ import (
 )
 
 // A holder of a rotated token that has stopped reading does not hold up
-// tunneld: the rotation cuts its TLS connection with a bare TCP close. With
-// TLS's close_notify, the cut waited its 5 s write deadline under tunneld's
-// lock, and every API call and handshake waited with it (found in review).
+// tunneld: the rotation detaches its connection and closes it without waiting.
+// Closing the TLS connection in the rotation waited up to close_notify's 5 s
+// write deadline under tunneld's lock, and every API call and handshake waited
+// with it (found in review).
 func TestRotationCutsAStalledReaderAtOnce(t *testing.T) {
 	pki := mqtttest.NewPKI(t)
 	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})

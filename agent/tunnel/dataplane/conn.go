@@ -3,7 +3,6 @@ package dataplane
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -179,14 +178,7 @@ func (c *conn) cut() {
 	c.mu.Unlock()
 	switch {
 	case c.raw != nil:
-		raw := c.raw
-		if tc, ok := raw.(*tls.Conn); ok {
-			// A bare TCP close, as a cut means: TLS's close_notify would wait
-			// up to 5 s for a peer that does not read, and callers such as
-			// tunneld's rotation hold their lock meanwhile.
-			raw = tc.NetConn()
-		}
-		raw.Close()
+		c.raw.Close()
 	case ws != nil:
 		ws.CloseNow()
 	}

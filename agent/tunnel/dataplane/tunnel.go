@@ -98,11 +98,14 @@ func (t *Tunnel) Rotate(side Side) string {
 	return t.rotateLocked(side)
 }
 
-// Revoke rotates side's token as Rotate does and, in the same step, cuts the
-// WebSocket connected with the revoked token (a TCP close, as Drop). Done in two
-// steps, a client handed the new token at once could connect between them and
-// have its new connection cut instead. It returns the new token ("" if the tunnel
-// is closed) and whether a connection was cut.
+// Revoke rotates side's token as Rotate does and, in the same step, detaches the
+// WebSocket connected with the revoked token, which it then cuts (a TCP close,
+// as Drop) without waiting: closing a TLS connection sends close_notify, which
+// waits up to 5 s for a peer that has stopped reading, and the caller (tunneld's
+// rotation) holds its lock. Done in two steps, a client handed the new token at
+// once could connect between them and have its new connection cut instead. It
+// returns the new token ("" if the tunnel is closed) and whether a connection was
+// cut.
 func (t *Tunnel) Revoke(side Side) (token string, cut bool) {
 	t.s.mu.Lock()
 	token = t.rotateLocked(side)
@@ -114,7 +117,7 @@ func (t *Tunnel) Revoke(side Side) (token string, cut bool) {
 	t.s.mu.Unlock()
 	if c != nil {
 		t.s.log().Info("dropped: its access token was revoked", "tunnel", t.id, "side", side, "channel", c.channelID)
-		c.cut()
+		go c.cut()
 	}
 	return token, c != nil
 }
