@@ -426,6 +426,21 @@ func (c *Conn) abort(cause error) {
 	c.ws.closeNow()
 }
 
+// protocolCloseWait bounds how long closeAfterProtocolError waits for the
+// service to close its side.
+const protocolCloseWait = 2 * time.Second
+
+// closeAfterProtocolError ends the connection after the session's handler
+// refused a frame of the service's (ErrProtocol). The reader has stopped, and
+// frames written just before (the STREAM_RESET of a refused stream) may still
+// be on their way: a Close frame 1002 and a bounded wait for the service's own
+// end let them arrive before the reconnect, where a plain close can reset the
+// connection and the service's reader can be cut by the reconnect before it
+// has read them.
+func (c *Conn) closeAfterProtocolError() {
+	c.ws.closeDrained(1002, "protocol error", protocolCloseWait)
+}
+
 // closeNow drops the connection at once (no close handshake) and waits for its
 // goroutines.
 func (c *Conn) closeNow() {

@@ -2,6 +2,7 @@ package tunnel_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -358,6 +359,12 @@ func TestDestinationRefusesMixedFormats(t *testing.T) {
 			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true,
 				dstTweak: func(d *tunnel.Destination) { d.Logger = slog.New(slog.NewTextHandler(&logged, nil)) }})
 			h.tun.Record(true)
+			var service testlog.Lines
+			h.srv.Logf = func(format string, args ...any) {
+				t.Logf(format, args...)
+				fmt.Fprintf(&service, format, args...)
+			}
+			h.srv.Handshakes() // takes the new Logf
 			send := func(m tunnel.Message) {
 				t.Helper()
 				if err := h.tun.Send(tunneltest.Destination, &m); err != nil {
@@ -379,6 +386,11 @@ func TestDestinationRefusesMixedFormats(t *testing.T) {
 			}
 			if n := logged.Count("peer protocol changed"); n != 0 {
 				t.Errorf("the destination logged %d changes of format, want 0:\n%s", n, logged.String())
+			}
+			// The refusing connection ended with a Close frame that the service
+			// read after the reset, not with a drop that can lose the reset.
+			if service.Count("received close frame: status = StatusProtocolError") != 1 || service.Count("msg=replaced") != 0 {
+				t.Errorf("the first connection did not end with a Close frame before the reconnect:\n%s", service.String())
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"sync"
@@ -158,6 +159,9 @@ func (s *session) serve(handle func(*Message) error) error {
 		}
 		s.opt.log.Debug("frame in", "msg", &m)
 		if err := handle(&m); err != nil {
+			if errors.Is(err, ErrProtocol) {
+				s.conn.closeAfterProtocolError()
+			}
 			return err
 		}
 	}

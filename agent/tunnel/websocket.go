@@ -523,6 +523,24 @@ func (c *wsConn) closeWith(code int, reason string) {
 	})
 }
 
+// closeDrained sends a Close frame and, instead of closing at once, reads and
+// discards what the peer still sends until it closes too or wait has passed.
+// Closing a socket with unread input resets it, and the peer may then lose
+// frames it had not read yet (a STREAM_RESET written just before); waiting for
+// its end also lets it read them before a reconnect replaces this connection.
+// The single reader must have stopped.
+func (c *wsConn) closeDrained(code int, reason string, wait time.Duration) {
+	c.close.Do(func() {
+		c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		p := binary.BigEndian.AppendUint16(nil, uint16(code))
+		if c.writeFrame(opClose, append(p, reason...)) == nil {
+			c.conn.SetReadDeadline(time.Now().Add(wait))
+			io.Copy(io.Discard, c.conn)
+		}
+		c.conn.Close()
+	})
+}
+
 // closeNow drops the connection without a close handshake.
 func (c *wsConn) closeNow() {
 	c.close.Do(func() { c.conn.Close() })
