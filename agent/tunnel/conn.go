@@ -413,7 +413,7 @@ func (c *Conn) WriteMessage(ctx context.Context, m *Message) error {
 func (c *Conn) Close() error {
 	var err error
 	c.closing.Do(func() {
-		c.ws.closeWith(1000, "")
+		c.ws.closeWith(1000, "", 0)
 		c.cancel(nil)
 		<-c.done
 	})
@@ -438,7 +438,7 @@ const protocolCloseWait = 2 * time.Second
 // connection and the service's reader can be cut by the reconnect before it
 // has read them.
 func (c *Conn) closeAfterProtocolError() {
-	c.ws.closeDrained(1002, "protocol error", protocolCloseWait)
+	c.ws.closeWith(1002, "protocol error", protocolCloseWait)
 }
 
 // closeNow drops the connection at once (no close handshake) and waits for its

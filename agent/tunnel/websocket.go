@@ -509,32 +509,23 @@ func (c *wsConn) control(op byte, payload []byte) error {
 
 // fail closes the connection with code after a protocol violation by the server.
 func (c *wsConn) fail(code int, reason string) error {
-	c.closeWith(code, reason)
+	c.closeWith(code, reason, 0)
 	return protocolErrorf("WebSocket: %s", reason)
 }
 
-// closeWith sends a Close frame (best effort, bounded) and closes the connection.
-func (c *wsConn) closeWith(code int, reason string) {
+// closeWith sends a Close frame (best effort, bounded) and closes the
+// connection. With drain > 0 it first reads and discards what the peer still
+// sends, until the peer closes too or drain has passed: closing a socket with
+// unread input resets it, and the peer may then lose frames it had not read
+// yet (a STREAM_RESET written just before); waiting for its end also lets it
+// read them before a reconnect replaces this connection. Draining needs the
+// single reader to have stopped.
+func (c *wsConn) closeWith(code int, reason string, drain time.Duration) {
 	c.close.Do(func() {
 		c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		p := binary.BigEndian.AppendUint16(nil, uint16(code))
-		c.writeFrame(opClose, append(p, reason...))
-		c.conn.Close()
-	})
-}
-
-// closeDrained sends a Close frame and, instead of closing at once, reads and
-// discards what the peer still sends until it closes too or wait has passed.
-// Closing a socket with unread input resets it, and the peer may then lose
-// frames it had not read yet (a STREAM_RESET written just before); waiting for
-// its end also lets it read them before a reconnect replaces this connection.
-// The single reader must have stopped.
-func (c *wsConn) closeDrained(code int, reason string, wait time.Duration) {
-	c.close.Do(func() {
-		c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		p := binary.BigEndian.AppendUint16(nil, uint16(code))
-		if c.writeFrame(opClose, append(p, reason...)) == nil {
-			c.conn.SetReadDeadline(time.Now().Add(wait))
+		if c.writeFrame(opClose, append(p, reason...)) == nil && drain > 0 {
+			c.conn.SetReadDeadline(time.Now().Add(drain))
 			io.Copy(io.Discard, c.conn)
 		}
 		c.conn.Close()
