@@ -74,8 +74,7 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 type filesStamp [3]struct {
 	ino          uint64
 	size         int64
-	mtime        time.Time
-	ctime, ctimN int64
+	mtime, ctime time.Time
 }
 
 func stampFiles(paths ...string) (st filesStamp) {
@@ -86,7 +85,7 @@ func stampFiles(paths ...string) (st filesStamp) {
 		}
 		st[i].size, st[i].mtime = fi.Size(), fi.ModTime()
 		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-			st[i].ino, st[i].ctime, st[i].ctimN = uint64(sys.Ino), int64(sys.Ctim.Sec), int64(sys.Ctim.Nsec)
+			st[i].ino, st[i].ctime = uint64(sys.Ino), time.Unix(int64(sys.Ctim.Sec), int64(sys.Ctim.Nsec))
 		}
 	}
 	return st

@@ -21,8 +21,8 @@ import (
 // so the cut is a TCP close, made by dataplane.Tunnel.Revoke in the same step as
 // the rotation (a client quick with the new token is never the one cut). Every
 // client reconnects after one, and the refusal of that reconnect is what ends it
-// (a 4xx is terminal, spec §2.6). The other side, if connected, gets SESSION_RESET: its streams were
-// relayed to the revoked side and are dead.
+// (a 4xx is terminal, spec §2.6). The other side, if connected, gets
+// SESSION_RESET: its streams were relayed to the revoked side and are dead.
 
 // BodyTokenRotated is the 400 body of a data-plane handshake with an access token
 // revoked by RotateTunnelAccessToken, while its tunnel is open.
