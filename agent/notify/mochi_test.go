@@ -202,11 +202,7 @@ func TestRenewedCertificateUsedOnReconnect(t *testing.T) {
 	_, addr := startMochi(t, p, hook)
 	log, rec := newLogRecorder(t)
 	cfg := testConfig(t, p, addr, "thing-r", log)
-	l := newListener(t, cfg)
-	d := &cuttableDialer{}
-	l.dial = d.dial
-	runListener(t, l)
-	awaitConnection(t, l)
+	_, d := runCuttable(t, cfg)
 	first := hook.last()
 
 	// Renewed as cp -p or rsync -t would: new files (same sizes) with the old

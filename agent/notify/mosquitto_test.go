@@ -230,6 +230,18 @@ func TestMosquittoACL(t *testing.T) {
 	sinkSpy.none(0)
 }
 
+// runCuttable runs a listener for cfg whose connections a test can cut (the
+// returned dialer) and waits until it is connected.
+func runCuttable(t *testing.T, cfg Config) (*Listener, *cuttableDialer) {
+	t.Helper()
+	l := newListener(t, cfg)
+	d := &cuttableDialer{}
+	l.dial = d.dial
+	runListener(t, l)
+	awaitConnection(t, l)
+	return l, d
+}
+
 // cuttableDialer is the listener's dial seam: cut closes the TCP
 // connections it made, as a lost uplink does, and holds new ones back
 // until released.
@@ -288,11 +300,7 @@ func TestMosquittoLinkLoss(t *testing.T) {
 	sink := newSink(t)
 	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
 	cfg.OnNotification = sink.callback
-	l := newListener(t, cfg)
-	d := &cuttableDialer{}
-	l.dial = d.dial
-	runListener(t, l)
-	awaitConnection(t, l)
+	l, d := runCuttable(t, cfg)
 
 	release := d.cut()
 	rec.waitFor("mqtt connection lost")
