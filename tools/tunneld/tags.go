@@ -65,12 +65,11 @@ func (s *Server) ListTagsForResource(ctx context.Context, in *ListTagsForResourc
 	if err := checkResourceArn(in.ResourceArn); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.byArnLocked(in.ResourceArn)
-	if r == nil {
-		return nil, notFound("resource %s not found", in.ResourceArn)
+	r, err := s.lockArn(in.ResourceArn)
+	if err != nil {
+		return nil, err
 	}
+	defer s.mu.Unlock()
 	return &ListTagsForResourceOutput{Tags: append([]Tag{}, r.Tags...)}, nil
 }
 
