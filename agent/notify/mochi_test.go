@@ -241,8 +241,11 @@ func TestRenewedCertificateUsedOnReconnect(t *testing.T) {
 		d.cut()()
 		rec.waitCount(i, "mqtt connected")
 	}
-	if n := rec.count("mqtt certificate files changed but do not load"); n != 1 {
-		t.Errorf("%d warnings about the files, want 1", n)
+	if n := rec.count("mqtt certificate files changed but do not load", cfg.CertFile); n != 1 {
+		t.Errorf("%d warnings about the files naming %s, want 1", n, cfg.CertFile)
+	}
+	if n := rec.count("CertFile"); n != 0 {
+		t.Errorf("%d log lines name the Go field CertFile, want 0 (the file is named instead)", n)
 	}
 	if got := hook.last(); got != renewed {
 		t.Errorf("after a bad change the listener presented %s, want the renewed %s", got, renewed)

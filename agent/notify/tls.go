@@ -106,6 +106,12 @@ func (l *Listener) reloadTLS() {
 	l.tlsSeen = stamp
 	tc, err := newTLSConfig(l.cfg)
 	if err != nil {
+		// The error names the file; the Config field it also names means
+		// nothing in a log an administrator reads (the agent's keys differ).
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			err = ce.Err
+		}
 		l.log.Warn("mqtt certificate files changed but do not load; connecting with the ones read before", "error", err)
 		return
 	}
