@@ -205,7 +205,7 @@ const formatChangeWait = time.Second
 // another --destination-client-type), one source after the other on the same
 // destination connection. Idle means that no local connection of the session is
 // open or closing: streams in s.streams hold only open connections (a reset or a
-// local close takes them out first), and s.live counts those whose pumps still
+// local close takes them out first), and s.live holds those whose pumps still
 // run. Closing ones can still send frames (DATA read before the close, the
 // STREAM_RESET or CONNECTION_RESET of a local close) in the old format, which the
 // new peer could take for its own (its stream ids start again at 1, and a V3 peer
@@ -229,7 +229,7 @@ func (s *session) adoptFormatLocked(m *Message) error {
 			return nil
 		case open > 0:
 			return protocolErrorf("STREAM_START in %v format in a %v session with connections open (%d)", v, s.version, open)
-		case s.live == 0:
+		case len(s.live) == 0:
 			s.opt.log.Info("peer protocol changed", "from", s.version, "to", v)
 			s.version = v
 			s.streams = map[string]*stream{}
@@ -237,7 +237,7 @@ func (s *session) adoptFormatLocked(m *Message) error {
 			return nil
 		}
 		if deadline == nil {
-			s.opt.log.Debug("waiting for closing connections before a change of format", "from", s.version, "to", v, "closing", s.live)
+			s.opt.log.Debug("waiting for closing connections before a change of format", "from", s.version, "to", v, "closing", len(s.live))
 			t := time.NewTimer(formatChangeWait)
 			defer t.Stop()
 			deadline = t.C
@@ -252,8 +252,8 @@ func (s *session) adoptFormatLocked(m *Message) error {
 			expired = true
 		}
 		s.mu.Lock()
-		if expired && s.live > 0 {
-			return protocolErrorf("STREAM_START in %v format in a %v session with connections still closing (%d) after %v", v, s.version, s.live, formatChangeWait)
+		if expired && len(s.live) > 0 {
+			return protocolErrorf("STREAM_START in %v format in a %v session with connections still closing (%d) after %v", v, s.version, len(s.live), formatChangeWait)
 		}
 	}
 }

@@ -521,3 +521,79 @@ func TestStoppedSessionEndsAfterItsGoodbye(t *testing.T) {
 		t.Fatal("Run did not return after its goodbye")
 	}
 }
+
+// A stream the peer resets while its target does not read: the link's last
+// write is blocked, and the stream is no longer in the session's map. The link
+// gets the stall timeout to deliver that data, then its connection is closed;
+// and a session that ends before then ends it too, so Run returns (it once
+// waited for that write forever, and with it the agent's stop and reconnects).
+func TestResetStreamWithStuckTarget(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stall time.Duration
+	}{{"drain times out", 300 * time.Millisecond}, {"session ends first", time.Hour}} {
+		t.Run(tc.name, func(t *testing.T) {
+			targets := make(chan net.Conn, 1)
+			dialer := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+				ours, theirs := net.Pipe() // theirs is not read until the end
+				t.Cleanup(func() { theirs.Close() })
+				targets <- theirs
+				return ours, nil
+			})
+			srv := tunneltest.NewServer(t)
+			tun := srv.OpenTunnel("SSH")
+			dst := &tunnel.Destination{
+				Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: tunneltest.Logger(t),
+					AccessToken: mustToken(t, tun.DestinationToken), RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond},
+				Dialer:       dialer,
+				StallTimeout: tc.stall,
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			errc := make(chan error, 1)
+			go func() { errc <- dst.Run(ctx) }()
+			if err := tun.Dataplane().WaitConnects(ctxTimeout(t, 5*time.Second), tunneltest.Destination, 1); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range []tunnel.Message{
+				{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"},
+				{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("hello")},
+			} {
+				if err := tun.Send(tunneltest.Destination, &m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var target net.Conn
+			select {
+			case target = <-targets:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the destination did not dial its target")
+			}
+			// net.Pipe has no buffer: the write of "hello" blocks until read.
+			time.Sleep(100 * time.Millisecond)
+			if err := tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "SSH"}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.stall < time.Minute {
+				// The link gives up on its last write after the stall timeout, and
+				// closes the target: read later, it has nothing but the end.
+				time.Sleep(tc.stall + 700*time.Millisecond)
+				target.SetReadDeadline(time.Now().Add(10 * time.Second))
+				got, err := io.ReadAll(target)
+				if err != nil || len(got) > 0 {
+					t.Fatalf("the target of a reset stream that did not read gave %q, %v; want it closed without the data", got, err)
+				}
+			} else {
+				time.Sleep(200 * time.Millisecond) // the reset is handled
+			}
+			cancel()
+			select {
+			case <-errc:
+			case <-time.After(10 * time.Second):
+				target.Close() // let it go, so that the leak check is about this bug only
+				<-errc
+				t.Fatal("Destination.Run did not return after cancel: it waited for a reset link's blocked write")
+			}
+		})
+	}
+}

@@ -49,9 +49,11 @@ type session struct {
 	streams      map[string]*stream // by wire service id ("" in V1)
 	closed       bool
 	hinted       bool // the source has said once that the device does not answer
-	// live counts the links whose pumps have not all returned: open ones, and
-	// closing ones that s.streams no longer holds but that may still send a frame.
-	live int
+	// live holds the links whose pumps have not all returned: open ones, and
+	// closing ones that s.streams no longer holds but that may still send a frame
+	// or be blocked writing their last data to a target that does not read.
+	// teardown ends them all.
+	live map[*link]struct{}
 
 	// linkDone is signalled (buffer 1, never blocking) when a link stops being live.
 	linkDone chan struct{}
@@ -71,7 +73,7 @@ type stream struct {
 }
 
 func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
-	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}, linkDone: make(chan struct{}, 1)}
+	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}, live: map[*link]struct{}{}, linkDone: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	// Ending the session (or the caller's context) ends the connection's reads.
 	// When the caller stops it, the peer first hears that every stream is gone.
@@ -171,11 +173,11 @@ func (s *session) teardown() {
 	s.cancel()
 	s.mu.Lock()
 	s.closed = true
-	var all []*link
-	for _, st := range s.streams {
-		for _, l := range st.links {
-			all = append(all, l)
-		}
+	// Every live link, not only those of s.streams: one the peer reset may still
+	// be writing its last data to a target that does not read.
+	all := make([]*link, 0, len(s.live))
+	for l := range s.live {
+		all = append(all, l)
 	}
 	s.streams = map[string]*stream{}
 	s.mu.Unlock()
@@ -348,8 +350,9 @@ type link struct {
 	quiet atomic.Bool  // the peer ended the link (or the session did): send no reset
 	pumps atomic.Int32 // pumps not yet returned; the link is live (session.live) until 0
 
-	mu   sync.Mutex
-	conn io.ReadWriteCloser
+	mu    sync.Mutex
+	conn  io.ReadWriteCloser
+	drain *time.Timer // after the peer's reset: how long the last data may take
 }
 
 // newLinkLocked adds a connection to st; id is the wire connection id (normalised:
@@ -359,7 +362,7 @@ func (s *session) newLinkLocked(st *stream, service string, id uint32) *link {
 	l := &link{s: s, service: service, target: st.target, stream: st.id, id: key, v3: s.version == V3,
 		in: make(chan []byte, linkQueue), done: make(chan struct{})}
 	st.links[key] = l
-	s.live++
+	s.live[l] = struct{}{}
 	l.pumps.Store(1) // pumpDown
 	s.wg.Add(1)      // for pumpDown; start must follow
 	return l
@@ -387,7 +390,7 @@ func (l *link) pumpDone() {
 		return
 	}
 	l.s.mu.Lock()
-	l.s.live--
+	delete(l.s.live, l)
 	l.s.mu.Unlock()
 	select {
 	case l.s.linkDone <- struct{}{}:
@@ -505,10 +508,34 @@ func (l *link) push(b []byte) {
 	}
 }
 
-// peerEnded closes the link because the peer reset it: pending data is written first.
+// peerEnded closes the link because the peer reset it: pending data is written
+// first, within the stall timeout. A local connection that does not read would
+// otherwise hold its pump, and the link, for as long as the session lasts.
 func (l *link) peerEnded() {
 	l.quiet.Store(true)
 	l.push(nil)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.done:
+	default:
+		if l.drain == nil {
+			l.drain = time.AfterFunc(l.s.opt.stall, l.drainExpired)
+		}
+	}
+}
+
+// drainExpired closes a link whose local connection did not take the data the
+// peer sent before its reset within the stall timeout.
+func (l *link) drainExpired() {
+	select {
+	case <-l.done:
+		return
+	default:
+	}
+	l.s.opt.log.Warn("local connection did not take the last data before the peer's reset, closing it",
+		append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
+	l.end()
 }
 
 // endAndNotify ends the link from the local side and tells the peer, unless the
@@ -570,6 +597,9 @@ func (l *link) end() {
 func (l *link) close() {
 	l.mu.Lock()
 	close(l.done)
+	if l.drain != nil {
+		l.drain.Stop()
+	}
 	if l.conn != nil {
 		l.conn.Close()
 	}
