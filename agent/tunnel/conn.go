@@ -311,6 +311,22 @@ func IsCertificateError(err error) bool {
 	return errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &hn)
 }
 
+// pinServerName sets the name the server's certificate must hold. verifyPeer,
+// which replaces crypto/tls's own check when a CA file is given, takes the name
+// from the connection state; but crypto/tls sends no SNI for an IP address and
+// leaves that name empty, and an empty name checks none: a certificate for any
+// name, from the CA file or any public root, would pass for
+// wss://203.0.113.5 and receive the tokens. So the verifier is bound to name.
+func pinServerName(tc *tls.Config, name string) {
+	tc.ServerName = name
+	if v := tc.VerifyConnection; v != nil {
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			cs.ServerName = name
+			return v(cs)
+		}
+	}
+}
+
 // verifyPeer checks the server's chain and name as crypto/tls would with roots
 // and the system roots in one pool. The error is the one against roots, in the
 // type crypto/tls returns (its text starts "tls: failed to verify certificate").

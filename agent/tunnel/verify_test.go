@@ -15,9 +15,12 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -92,5 +95,70 @@ func TestIsCertificateError(t *testing.T) {
 		if got := IsCertificateError(tc.err); got != tc.want {
 			t.Errorf("IsCertificateError(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// impostor serves on 127.0.0.1 with a certificate for evil.example only, from a
+// CA of its own, and counts the requests (WebSocket or CONNECT) that reach it.
+func impostor(t *testing.T) (addr, caFile string, reached *atomic.Int32) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "impostor CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "evil.example"},
+		DNSNames: []string{"evil.example"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached = new(atomic.Int32)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: key}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimPrefix(srv.URL, "https://"), caFile, reached
+}
+
+// An endpoint or HTTPS proxy given as an IP address is checked against that IP,
+// with a CA file as without: crypto/tls sends no SNI for an IP and leaves the
+// connection's server name empty, and the CA file's verifier once checked no
+// name then, so any certificate from a trusted CA received the tokens.
+func TestDialTLSVerifiesIPEndpoints(t *testing.T) {
+	addr, caFile, reached := impostor(t)
+	tok, _ := NewAccessToken("the-access-token")
+	proxy, _ := url.Parse("https://" + addr)
+	for _, tc := range []struct {
+		name string
+		cfg  *Config
+	}{
+		{"endpoint", &Config{Endpoint: addr, AccessToken: tok, CAFile: caFile}},
+		{"https proxy", &Config{Endpoint: "tunnel.example:443", AccessToken: tok, CAFile: caFile, Proxy: ProxyURL(proxy)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Dial(context.Background(), tc.cfg, ModeDestination)
+			if err == nil {
+				c.Close()
+			}
+			if !IsCertificateError(err) || !strings.Contains(err.Error(), "127.0.0.1") {
+				t.Errorf("Dial through a certificate for evil.example at 127.0.0.1 = %v, want a certificate error naming 127.0.0.1", err)
+			}
+		})
+	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("%d requests reached the impostor", n)
 	}
 }

@@ -124,10 +124,12 @@ func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handsh
 	}
 	if req.tls != nil {
 		tc := req.tls.Clone()
-		if tc.ServerName == "" {
-			tc.ServerName, _, _ = net.SplitHostPort(host)
-			tc.ServerName = strings.Trim(tc.ServerName, "[]")
+		name := tc.ServerName
+		if name == "" {
+			name, _, _ = net.SplitHostPort(host)
+			name = strings.Trim(name, "[]")
 		}
+		pinServerName(tc, name)
 		t := tls.Client(tlsbatch.New(conn), tc)
 		if err := t.HandshakeContext(ctx); err != nil {
 			return fail(err)
@@ -206,10 +208,11 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if proxy.Scheme == "https" {
-		pc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: proxy.Hostname()}
+		pc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if tlsConf != nil {
 			pc.RootCAs, pc.InsecureSkipVerify, pc.VerifyConnection = tlsConf.RootCAs, tlsConf.InsecureSkipVerify, tlsConf.VerifyConnection
 		}
+		pinServerName(pc, proxy.Hostname())
 		t := tls.Client(conn, pc)
 		if err := t.HandshakeContext(ctx); err != nil {
 			conn.Close()
