@@ -597,3 +597,62 @@ func TestResetStreamWithStuckTarget(t *testing.T) {
 		})
 	}
 }
+
+// slowEOF returns its data, then EOF after a pause: an ssh client that sent its
+// last bytes and then closed the ProxyCommand's stdin.
+type slowEOF struct {
+	r    io.Reader
+	wait time.Duration
+}
+
+func (s *slowEOF) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err == io.EOF {
+		time.Sleep(s.wait)
+	}
+	return n, err
+}
+
+// When the local end of a stdio connection ends, its reset reaches the service
+// before the WebSocket closes: it once raced the close, and the device's end of
+// the stream (its sshd connection, a max_tunnels slot) stayed open.
+func TestStdioLocalEndSendsItsReset(t *testing.T) {
+	for i := range 5 {
+		srv := tunneltest.NewServer(t)
+		tun := srv.OpenTunnel("SSH")
+		tun.Record(true)
+		src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true,
+			AccessToken: mustToken(t, tun.SourceToken), RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond}, AnswerWait: -1}
+		in := &slowEOF{r: strings.NewReader("SSH-2.0-client\r\n"), wait: 300 * time.Millisecond}
+		if err := src.RunStdio(ctxTimeout(t, 10*time.Second), "SSH", in, io.Discard); err != nil {
+			t.Fatalf("RunStdio: %v", err)
+		}
+		// STREAM_START, DATA, then the reset; the service may record it a
+		// moment after RunStdio returns.
+		got := waitFrames(t, tun, tunneltest.Source, 3)
+		if last := got[len(got)-1].Message.Type; last != tunnel.TypeStreamReset && last != tunnel.TypeConnectionReset {
+			t.Errorf("round %d: the source's last frame is %v, want its reset", i, last)
+		}
+	}
+}
+
+// A V1 source that reconnects while a local client waits for the tunnel: the
+// client's accept loop looks at the new session as it is made ready (a data race
+// under -race before the session's readiness was set under its lock).
+func TestV1SourceReconnectWithClientWaiting(t *testing.T) {
+	addr := echoServer(t, 0x5a)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, protocol: tunnel.V1, peer: tunnel.V1,
+		dstTweak: func(d *tunnel.Destination) { d.DefaultService = "SSH" }})
+	for i := range 5 {
+		h.tun.Drop(tunneltest.Source)
+		c, err := net.Dial("tcp", h.addr("SSH"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Source, i+2); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		c.Close()
+	}
+}

@@ -58,6 +58,10 @@ type session struct {
 	// linkDone is signalled (buffer 1, never blocking) when a link stops being live.
 	linkDone chan struct{}
 
+	// opening (source) orders the start frames of concurrent opens: a
+	// CONNECTION_START must not reach the wire before its stream's STREAM_START.
+	opening sync.Mutex
+
 	// stopAfter and afterDone: teardown waits for the function newSession runs
 	// when s.ctx ends (goodbye, abort), so that nothing of a session outlives it.
 	stopAfter func() bool
@@ -346,6 +350,7 @@ type link struct {
 
 	in    chan []byte // tunnel → local; nil marks the peer's reset after the data
 	done  chan struct{}
+	idle  chan struct{} // closed when the pumps have returned: the link sends nothing more
 	once  sync.Once
 	quiet atomic.Bool  // the peer ended the link (or the session did): send no reset
 	pumps atomic.Int32 // pumps not yet returned; the link is live (session.live) until 0
@@ -360,7 +365,7 @@ type link struct {
 func (s *session) newLinkLocked(st *stream, service string, id uint32) *link {
 	key := s.connKeyLocked(id)
 	l := &link{s: s, service: service, target: st.target, stream: st.id, id: key, v3: s.version == V3,
-		in: make(chan []byte, linkQueue), done: make(chan struct{})}
+		in: make(chan []byte, linkQueue), done: make(chan struct{}), idle: make(chan struct{})}
 	st.links[key] = l
 	s.live[l] = struct{}{}
 	l.pumps.Store(1) // pumpDown
@@ -392,6 +397,7 @@ func (l *link) pumpDone() {
 	l.s.mu.Lock()
 	delete(l.s.live, l)
 	l.s.mu.Unlock()
+	close(l.idle)
 	select {
 	case l.s.linkDone <- struct{}{}:
 	default:

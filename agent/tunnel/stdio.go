@@ -46,7 +46,10 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 			src.mu.Unlock()
 			if l = src.open(s, r, rwc); l != nil {
 				go func() { // the session ends with its one connection
-					<-l.done
+					// Once its pumps have returned, not when it is closed: the
+					// reset of a local end is sent after the close, and an abort
+					// before it would leave the device's end of the stream open.
+					<-l.idle
 					c.abort(errStdioDone)
 				}()
 			}
