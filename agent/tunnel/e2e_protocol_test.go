@@ -468,3 +468,53 @@ func TestDestinationFormatChangeWaitsForClosing(t *testing.T) {
 		})
 	}
 }
+
+// Two connections opened at once on a V3 service (two console terminals, or
+// DialService beside a listener): the second is a CONNECTION_START on the stream
+// the first starts, and must not reach the wire before that STREAM_START, or the
+// destination resets a stream it has not seen and the source ends both. The
+// window is narrow, so the test opens four at once, many times.
+func TestConcurrentOpensSendStreamStartFirst(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	tun.Record(true)
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true,
+		AccessToken: mustToken(t, tun.SourceToken)}, DialOnly: true, AnswerWait: -1}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- src.Run(ctx) }()
+	defer func() { cancel(); <-errc }()
+	for range 200 {
+		var wg sync.WaitGroup
+		conns := make([]net.Conn, 4)
+		for i := range conns {
+			wg.Go(func() {
+				c, err := src.DialService(ctx, "SSH")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				conns[i] = c
+			})
+		}
+		wg.Wait()
+		for _, c := range conns {
+			if c != nil {
+				c.Close() // the last close ends the stream: the next round starts one
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	started := map[int32]bool{}
+	for _, f := range tun.Received(tunneltest.Source) {
+		switch f.Message.Type {
+		case tunnel.TypeStreamStart:
+			started[f.Message.StreamID] = true
+		case tunnel.TypeConnectionStart:
+			if !started[f.Message.StreamID] {
+				t.Errorf("CONNECTION_START for stream %d before its STREAM_START", f.Message.StreamID)
+			}
+		}
+	}
+}

@@ -186,7 +186,9 @@ func (src *Source) serve(ctx context.Context, c *Conn, opt engineOptions, ready 
 	}()
 	if c.Version() == V1 {
 		// No SERVICE_IDS on a V1 connection: the configured service is the tunnel's.
+		s.mu.Lock() // readySession may look already (a reconnect while listening)
 		s.gotIDs = true
+		s.mu.Unlock()
 		var ids []string
 		for name := range src.Listen {
 			if name != "" {
@@ -365,6 +367,8 @@ func (src *Source) nextConnID(wire string) uint32 {
 // stream of a V3 peer. Towards V1/V2 peers a new connection supersedes the old one.
 // It returns the link, or nil if the connection was refused.
 func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *link {
+	s.opening.Lock() // until the start frame is sent
+	defer s.opening.Unlock()
 	s.mu.Lock()
 	if s.closed || !s.gotIDs {
 		s.mu.Unlock()
