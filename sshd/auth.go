@@ -464,10 +464,10 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 }
 
 // noKey is the error for a keys file that holds no key. It counts the lines
-// that did not parse but quotes none: the file may be a link, made by the user
-// whose file it is, to a file only root may read (OpenSSH reads these files as
-// the user; the agent, and check-config, read them as root), and a line's
-// error quotes part of it.
+// that did not parse; the server's log names each, by number (readKeysFile).
+// Neither quotes the file: it may be a link, made by the user whose file it
+// is, to a file only root may read (OpenSSH reads these files as the user;
+// the agent, and check-config, read them as root). See lineError.
 func noKey(lineErrs []error) error {
 	if len(lineErrs) > 0 {
 		return fmt.Errorf("holds no usable key (%d lines are not keys)", len(lineErrs))

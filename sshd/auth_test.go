@@ -562,6 +562,38 @@ func TestAuthorizedKeysOverlongLine(t *testing.T) {
 	}
 }
 
+// TestAuthorizedKeysLinkToRootOnlyFile: a user who links their
+// authorized_keys to a file only root may read learns nothing of it from the
+// log. The server reads the file as root (OpenSSH reads it as the user), and
+// logs the lines it skips by number and problem, never their words.
+func TestAuthorizedKeysLinkToRootOnlyFile(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t, nil)
+	secret := filepath.Join(e.dir, "root-only")
+	if err := os.WriteFile(secret, []byte("Hunter2-token for the backup server\npermitopen=\"Hunter2\" x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ak := filepath.Join(e.home("alice"), ".ssh", "authorized_keys")
+	os.Remove(ak)
+	if err := os.Symlink(secret, ak); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := e.dial("alice", gossh.PublicKeys(newSigner(t))); err == nil {
+		c.Close()
+		t.Fatal("alice logged in with a key that is in no file")
+	}
+	for _, line := range []string{"line 1: unknown option", "line 2: option permitopen: not host:port"} {
+		if len(e.logs.logged("authorized keys line skipped", "path="+ak, line)) == 0 {
+			t.Errorf("no log line says %q of %s", line, ak)
+		}
+	}
+	for _, l := range e.logs.logged() {
+		if strings.Contains(strings.ToLower(l), "hunter2") { // option names are lower-cased
+			t.Errorf("the root-only file's content was logged: %q", l)
+		}
+	}
+}
+
 func TestMissingAuthorizedKeysLogged(t *testing.T) {
 	e := newEnv(t, nil)
 	path := filepath.Join(e.home("root"), ".ssh", "authorized_keys")

@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,7 +66,10 @@ var (
 	errFileTooLarge = fmt.Errorf("more than %d bytes; the rest is ignored", maxKeysFile)
 )
 
-// lineError is an error about one line of an authorized_keys file.
+// lineError is an error about one line of an authorized_keys file. Neither
+// it nor the error it wraps quotes the line, since the server logs these
+// errors and reads the file as root: a user's file may be a link to a file
+// only root may read. They name the line's number and the kind of problem.
 type lineError struct {
 	Line int
 	Err  error
@@ -189,14 +195,16 @@ func parseAuthorizedKeyLine(line string) (authorizedKey, error) {
 	}
 	blob, err := base64.StdEncoding.DecodeString(fields[1])
 	if err != nil {
-		return k, fmt.Errorf("key data: %w", err)
+		return k, fmt.Errorf("key data: %w", err) // names an offset only
 	}
 	key, err := gossh.ParsePublicKey(blob)
 	if err != nil {
-		return k, fmt.Errorf("key data: %w", err)
+		// x/crypto's errors quote what they found in the data.
+		return k, errors.New("key data: not an SSH public key")
 	}
 	if key.Type() != fields[0] {
-		return k, fmt.Errorf("key type %q does not match key data %q", fields[0], key.Type())
+		// key.Type() is one x/crypto knows; fields[0] could be anything.
+		return k, fmt.Errorf("key type does not match the key data (%s)", key.Type())
 	}
 	k.Key = key
 	if len(fields) > 2 {
@@ -255,76 +263,74 @@ func optionValue(opt string) (name, value string, hasValue bool, err error) {
 	return name, strings.ReplaceAll(v[1:len(v)-1], `\"`, `"`), true, nil
 }
 
+// keyOptionTakesValue lists the options parseKeyOptions knows, and whether
+// each takes a value.
+var keyOptionTakesValue = map[string]bool{
+	"cert-authority": false, "command": true, "from": true, "principals": true,
+	"permitopen": true, "permitlisten": true, "expiry-time": true,
+	"environment": true, "tunnel": true,
+	"no-port-forwarding": false, "no-pty": false, "no-agent-forwarding": false,
+	"no-x11-forwarding": false, "no-user-rc": false, "x11-forwarding": false, "user-rc": false,
+	"restrict": false, "pty": false, "port-forwarding": false, "agent-forwarding": false,
+	"no-touch-required": false, "verify-required": false,
+}
+
+// errUnknownOption lists the options there are rather than naming the one
+// found, which is text of the file (see lineError).
+var errUnknownOption = fmt.Errorf("unknown option (options are %s)",
+	strings.Join(slices.Sorted(maps.Keys(keyOptionTakesValue)), ", "))
+
 // parseKeyOptions interprets raw options. Unknown options make the line
 // invalid, as in sshd: a restriction the server does not understand must not
-// be dropped silently.
+// be dropped silently. Errors name an option only once it is known to be one.
 func parseKeyOptions(raw []string) (keyOptions, error) {
 	var o keyOptions
 	restrict := false
 	var allowPTY, allowFwd, allowAgent bool
 	for _, opt := range raw {
 		name, val, hasVal, err := optionValue(opt)
-		if err != nil {
+		takesVal, known := keyOptionTakesValue[name]
+		switch {
+		case !known:
+			return o, errUnknownOption
+		case err != nil:
 			return o, err
-		}
-		needVal := func() error {
-			if !hasVal {
-				return fmt.Errorf("option %s needs a value", name)
-			}
-			return nil
+		case hasVal && !takesVal:
+			return o, fmt.Errorf("option %s takes no value", name)
+		case !hasVal && takesVal:
+			return o, fmt.Errorf("option %s needs a value", name)
 		}
 		switch name {
 		case "cert-authority":
 			o.CertAuthority = true
 		case "command":
-			if err := needVal(); err != nil {
-				return o, err
-			}
 			o.Command, o.HasCommand = val, true
 		case "from":
-			if err := needVal(); err != nil {
-				return o, err
-			}
 			o.From = splitList(val)
 		case "principals":
-			if err := needVal(); err != nil {
-				return o, err
-			}
 			o.Principals = splitList(val)
 		case "permitopen":
-			if err := needVal(); err != nil {
-				return o, err
-			}
 			if _, _, err := splitHostPortPattern(val); err != nil {
 				return o, fmt.Errorf("option permitopen: %w", err)
 			}
 			o.PermitOpen = append(o.PermitOpen, val)
 		case "permitlisten":
-			if err := needVal(); err != nil {
-				return o, err
-			}
 			o.PermitListen = append(o.PermitListen, val)
 		case "expiry-time":
-			if err := needVal(); err != nil {
-				return o, err
-			}
 			t, err := parseExpiry(val)
 			if err != nil {
 				return o, err
 			}
 			o.ExpiryTime = t
-		case "environment", "tunnel":
-			if err := needVal(); err != nil {
-				return o, err
-			}
 		case "no-port-forwarding":
 			o.NoPortForward = true
 		case "no-pty":
 			o.NoPTY = true
 		case "no-agent-forwarding":
 			o.NoAgentForward = true
-		case "no-x11-forwarding", "no-user-rc", "x11-forwarding", "user-rc":
-			// No X11 and no rc files here: nothing to restrict.
+		case "environment", "tunnel", "no-x11-forwarding", "no-user-rc", "x11-forwarding", "user-rc":
+			// Parsed and ignored: what they set or restrict does not
+			// exist here (see keyOptions).
 		case "restrict":
 			restrict = true
 		case "pty":
@@ -337,11 +343,6 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 			o.NoTouch = true
 		case "verify-required":
 			o.VerifyRequired = true
-		default:
-			return o, fmt.Errorf("unknown option %q", name)
-		}
-		if hasVal && !optionTakesValue(name) {
-			return o, fmt.Errorf("option %s takes no value", name)
 		}
 	}
 	if restrict {
@@ -350,14 +351,6 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 		o.NoAgentForward = o.NoAgentForward || !allowAgent
 	}
 	return o, nil
-}
-
-func optionTakesValue(name string) bool {
-	switch name {
-	case "command", "from", "principals", "permitopen", "permitlisten", "expiry-time", "environment", "tunnel":
-		return true
-	}
-	return false
 }
 
 func splitList(v string) []string {
@@ -369,6 +362,9 @@ func splitList(v string) []string {
 	}
 	return out
 }
+
+// errBadExpiry does not quote the value: see lineError.
+var errBadExpiry = errors.New("option expiry-time: want YYYYMMDD[HHMM[SS]][Z]")
 
 // parseExpiry parses expiry-time's YYYYMMDD[HHMM[SS]], in UTC when suffixed
 // with Z and otherwise in the server's local time zone, like sshd.
@@ -387,11 +383,11 @@ func parseExpiry(v string) (time.Time, error) {
 	case 14:
 		layout = "20060102150405"
 	default:
-		return time.Time{}, fmt.Errorf("option expiry-time: bad time %q", v)
+		return time.Time{}, errBadExpiry
 	}
 	t, err := time.ParseInLocation(layout, v, loc)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("option expiry-time: %w", err)
+		return time.Time{}, errBadExpiry // time's error quotes v
 	}
 	return t, nil
 }
@@ -401,7 +397,7 @@ func parseExpiry(v string) (time.Time, error) {
 func splitHostPortPattern(v string) (host, port string, err error) {
 	i := strings.LastIndexByte(v, ':')
 	if i <= 0 || i == len(v)-1 {
-		return "", "", fmt.Errorf("want host:port, got %q", v)
+		return "", "", errors.New("not host:port") // without v: see lineError
 	}
 	host, port = v[:i], v[i+1:]
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")

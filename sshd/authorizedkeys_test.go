@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"encoding/base64"
 	"errors"
 	"net/netip"
 	"slices"
@@ -95,6 +96,37 @@ func FuzzAuthorizedKeyLine(f *testing.F) {
 			t.Fatalf("restrictions of %q lost in encoding: %+v vs %+v", line, r, k.Options)
 		}
 	})
+}
+
+// TestParseErrorsQuoteNothing: an error about a line names the kind of
+// problem but quotes nothing of the line. The server reads a user's
+// authorized_keys as root and logs these errors, and the file may be a link
+// to a file only root may read.
+func TestParseErrorsQuoteNothing(t *testing.T) {
+	keyData := strings.Fields(testKey)[1]
+	unknownAlgo := base64.StdEncoding.EncodeToString(gossh.Marshal(struct{ Algo string }{"hunter2"}))
+	for _, tc := range []struct {
+		line string
+		want string // in the error
+	}{
+		{"hunter2 " + testKey, "unknown option (options are "},
+		{"Hunter2,no-pty " + testKey, "unknown option"},
+		{`hunter2="x" ` + testKey, "unknown option"},
+		{`hunter2=x ` + testKey, "unknown option"},
+		{`command=hunter2 ` + testKey, "option command: value must be double-quoted"},
+		{`no-pty="hunter2" ` + testKey, "option no-pty takes no value"},
+		{`permitopen="hunter2" ` + testKey, "option permitopen: not host:port"},
+		{`expiry-time="hunter2" ` + testKey, "option expiry-time: want YYYYMMDD"},
+		{`expiry-time="2030hunter2x" ` + testKey, "option expiry-time: want YYYYMMDD"},
+		{"ssh-hunter2 " + keyData, "key type does not match the key data (ssh-ed25519)"},
+		{"ssh-ed25519 " + unknownAlgo, "key data: not an SSH public key"},
+		{"ssh-ed25519 hunter2", "key data: illegal base64 data at input byte"},
+	} {
+		_, err := parseAuthorizedKeyLine(tc.line)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(strings.ToLower(err.Error()), "hunter") {
+			t.Errorf("parseAuthorizedKeyLine(%q) error = %v, want %q and nothing of the line", tc.line, err, tc.want)
+		}
+	}
 }
 
 func TestMatchFrom(t *testing.T) {
