@@ -457,6 +457,18 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 	return err
 }
 
+// startError is the error for cmd, a shell, failing to start. It is logged,
+// so it names the program the session runs (commandName) and never the
+// command's arguments, which can hold secrets; exec's error names only
+// cmd.Path, the shell.
+func (sess *session) startError(cmd *exec.Cmd, err error) error {
+	name := commandName(sess.command)
+	if name == "" {
+		name = cmd.Path
+	}
+	return fmt.Errorf("starting %s: %w", name, err)
+}
+
 // startPipes runs cmd with pipes for stdin, stdout and stderr. Stdin gets
 // EOF when the client sends EOF, so "ssh host cmd < file" works.
 //
@@ -500,7 +512,7 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	if err := cmd.Start(); err != nil {
 		closeAll()
-		return fmt.Errorf("starting %q: %w", cmd.Args, err)
+		return sess.startError(cmd, err)
 	}
 	inR.Close()
 	outW.Close()
@@ -602,7 +614,7 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 	if err != nil {
 		sess.mu.Unlock()
 		ptmx.Close()
-		return fmt.Errorf("starting %q: %w", cmd.Args, err)
+		return sess.startError(cmd, err)
 	}
 	pid := cmd.Process.Pid
 	sess.ptmx = ptmx

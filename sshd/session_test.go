@@ -168,3 +168,27 @@ func TestEndOfWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedStartLogsNoArguments: a command that cannot start is logged by
+// its program's name only, as the audit events have it: its arguments can
+// hold secrets. An argument over Linux's MAX_ARG_STRLEN (128 KiB) makes
+// execve fail.
+func TestFailedStartLogsNoArguments(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cmd := "mysql --password=Hunter2 -e 'select 1' # " + strings.Repeat("x", 200<<10)
+	if err := s.Run(cmd); err == nil {
+		t.Fatal("a command line of 200 KiB ran; want it refused")
+	}
+	if len(e.logs.logged("session refused", "starting mysql: ")) == 0 {
+		t.Error(`no "session refused" log line names the program, mysql`)
+	}
+	if l := e.logs.logged("Hunter2"); len(l) != 0 {
+		t.Errorf("the command's arguments were logged: %.200q", l[0])
+	}
+}
