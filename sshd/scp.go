@@ -221,12 +221,14 @@ var errSCPFatal = errors.New("scp: fatal error")
 // OpenSSH's scp prints whichever way it copies.
 func (sess *session) runSCP(a *account, opts scpOptions, perr error) int {
 	c := &scp{r: bufio.NewReader(sess.reader()), w: sess.writer(sess.ch), opts: opts}
-	status, err := 1, perr
 	if perr != nil {
+		// The client is told why; the log is not, as the error quotes the
+		// command line, whose arguments are never logged (commandName).
 		c.fatal("%s", strings.TrimPrefix(perr.Error(), "scp: "))
-	} else {
-		status, err = c.run(workDir(a))
+		sess.srv.log().Info("scp command line refused", "remote", sess.st.remote)
+		return 1
 	}
+	status, err := c.run(workDir(a))
 	if err != nil {
 		sess.srv.log().Info("scp", "remote", sess.st.remote, "err", err)
 	}

@@ -544,3 +544,26 @@ func TestSCPForOtherUser(t *testing.T) {
 		t.Errorf("session start = %+v, want an exec (the system scp), not in-process", ev)
 	}
 }
+
+// TestSCPRefusedCommandLineNotLogged: a command line scp refuses is explained
+// to the client, which quotes part of it, and logged without it: a command's
+// arguments are never logged (commandName).
+func TestSCPRefusedCommandLineNotLogged(t *testing.T) {
+	e := newEnv(t, nil)
+	s, err := e.login("root").NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Stdin = strings.NewReader("\x00")
+	out, err := s.Output("scp -f ${BACKUP_KEY:-Hunter2}/x")
+	if err == nil || !strings.Contains(string(out), "not supported") {
+		t.Errorf("scp -f with ${X:-default}: sent %q, %v; want a fatal error saying it is not supported", out, err)
+	}
+	if len(e.logs.logged("scp command line refused")) == 0 {
+		t.Error(`no "scp command line refused" log line`)
+	}
+	if l := e.logs.logged("Hunter2"); len(l) != 0 {
+		t.Errorf("the refused command line was logged: %q", l)
+	}
+}
