@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -44,16 +45,22 @@ func proxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
 
 // ParseProxyURL parses an HTTPS proxy setting: http[s]://[user:pass@]host[:port];
 // a missing scheme means http and a missing port 3128 (as localproxy). Errors
-// never quote the URL, which may hold a password.
+// never quote the URL, which may hold a password: a # / or ? in a password
+// that is not percent-encoded ends the user info early, and what url.Parse
+// then takes for a port or a scheme is part of the password or user name.
 func ParseProxyURL(raw string) (*url.URL, error) {
 	if !strings.Contains(raw, "://") {
 		raw = "http://" + raw
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("tunnel: proxy URL: %w", redactURLError(err))
+		return nil, errProxyURLSyntax // url.Parse's errors quote the URL or a part of it
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
+		// In "user:pa://ss@host" url.Parse takes the user name for the scheme.
+		if before, _, _ := strings.Cut(raw, "://"); !strings.EqualFold(before, u.Scheme) {
+			return nil, errProxyURLSyntax
+		}
 		return nil, fmt.Errorf("tunnel: proxy URL scheme %q, want http or https", u.Scheme)
 	}
 	if u.Hostname() == "" {
@@ -62,7 +69,7 @@ func ParseProxyURL(raw string) (*url.URL, error) {
 	if u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), "3128")
 	} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
-		return nil, fmt.Errorf("tunnel: proxy URL port %q: want 1-65535", u.Port())
+		return nil, errors.New("tunnel: proxy URL port: want 1-65535") // the "port" may be a password
 	}
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("tunnel: proxy URL must be only http[s]://[user:password@]host[:port]")
@@ -70,13 +77,8 @@ func ParseProxyURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// redactURLError drops the URL (which may hold a password) from a parse error.
-func redactURLError(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return ue.Err
-	}
-	return err
-}
+// errProxyURLSyntax is ParseProxyURL's error for a URL it cannot take apart.
+var errProxyURLSyntax = errors.New("tunnel: proxy URL does not parse (percent-encode special characters in the user name and password)")
 
 // bypassProxy applies a NO_PROXY list: "*", host names (a leading dot or not: the
 // name and its subdomains), IP addresses, CIDR ranges, each optionally with :port.
