@@ -3,6 +3,7 @@ package tunneld
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -104,8 +105,9 @@ type Server struct {
 	wake   chan struct{} // buffered 1: a notification is pending
 	once   sync.Once
 
-	saveMu sync.Mutex // serializes state file writes
-	lock   *os.File   // holds the flock on Config.DataDir until stop; nil without one
+	saveMu    sync.Mutex // serializes state file writes
+	saveEnded bool       // under saveMu: stop saved for the last time (errStopped)
+	lock      *os.File   // holds the flock on Config.DataDir until stop; nil without one
 
 	mu      sync.Mutex
 	tunnels map[string]*record
@@ -297,9 +299,18 @@ func (s *Server) stop() {
 		if err := s.save(); err != nil {
 			s.log.Error("saving state on shutdown", "err", err)
 		}
+		// A request still running (Shutdown's ctx ended first, or Close) must
+		// not write after this: the next instance may hold the directory by
+		// then, and its state would be overwritten with this one's.
+		s.saveMu.Lock()
+		s.saveEnded = true
+		s.saveMu.Unlock()
 		s.unlock()
 	})
 }
+
+// errStopped is save's error once the server has stopped.
+var errStopped = errors.New("tunneld: stopped; the state is no longer saved")
 
 // unlock releases the data directory, after the last save.
 func (s *Server) unlock() {
@@ -379,9 +390,17 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 	if dc := in.DestinationConfig; dc != nil {
 		thing, services = dc.ThingName, dc.Services
 	}
+	if err := s.commit(notify); err != nil {
+		// No one has its tokens: a tunnel left open would only count against
+		// the limit, and be notified to its thing.
+		s.mu.Lock()
+		s.closeLocked(r, "tunnel closed")
+		s.forgetLocked(r)
+		s.mu.Unlock()
+		return nil, err
+	}
 	s.log.Info("tunnel opened", append([]any{"tunnel", id, "thing", thing, "services", services, "lifetime_min", lifetime,
 		"source_token", fingerprint(src), "destination_token", fingerprint(dst)}, callerAttrs(ctx)...)...)
-	s.commit(notify)
 	return &OpenTunnelOutput{TunnelID: id, TunnelArn: r.Arn, SourceAccessToken: src, DestinationAccessToken: dst}, nil
 }
 
@@ -405,8 +424,7 @@ func (s *Server) CloseTunnel(ctx context.Context, in *CloseTunnelInput) error {
 	s.trimClosedLocked()
 	s.mu.Unlock()
 	s.log.Info("tunnel closed", append([]any{"tunnel", r.ID, "deleted", in.Delete}, callerAttrs(ctx)...)...)
-	s.commit(false)
-	return nil
+	return s.commit(false)
 }
 
 // DescribeTunnel describes a tunnel, open or closed.
@@ -556,7 +574,9 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	}
 	s.log.Info("tokens rotated", append([]any{"tunnel", r.ID, "mode", in.ClientMode,
 		"source_token", fingerprint(out.SourceAccessToken), "destination_token", fingerprint(out.DestinationAccessToken)}, callerAttrs(ctx)...)...)
-	s.commit(notify)
+	if err := s.commit(notify); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -595,14 +615,20 @@ func (s *Server) closeLocked(r *record, reason string) {
 }
 
 // commit saves the state now, so that an API answer is durable, and wakes the
-// notifier if asked.
-func (s *Server) commit(notify bool) {
+// notifier if asked. When the state cannot be saved (a full disk, or the server
+// stopped) the answer is an error: a change reported done would be forgotten by
+// a restart (a closed tunnel open again, a revoked token valid again). The
+// change stays in memory, and the next save that works keeps it.
+func (s *Server) commit(notify bool) error {
 	if err := s.save(); err != nil {
 		s.log.Error("saving state", "err", err)
+		return &APIError{Type: ErrTypeInternalFailure, Status: http.StatusInternalServerError,
+			Message: "the tunneling service could not save its state (its log says why); the change may not survive a restart"}
 	}
 	if notify {
 		s.signal(s.wake)
 	}
+	return nil
 }
 
 func (s *Server) markDirty() { s.signal(s.dirty) }
@@ -731,7 +757,7 @@ func (s *Server) sweep() {
 	}
 	s.mu.Unlock()
 	if changed {
-		s.commit(false)
+		s.commit(false) // an error is logged; the next sweep or call saves again
 	}
 }
 

@@ -75,6 +75,9 @@ func (s *Server) save() error {
 	}
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
+	if s.saveEnded {
+		return errStopped
+	}
 	s.mu.Lock()
 	st := state{Version: stateVersion}
 	type durable struct {

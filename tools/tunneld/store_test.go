@@ -323,3 +323,88 @@ func TestDeliveredNotificationSaved(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 }
+
+// A call that runs on a server after it stopped (a request still in flight when
+// Shutdown's deadline passed, or at Close) is refused and writes nothing: the
+// next instance may hold the directory by then, and its state would be
+// overwritten with the stopped one's.
+func TestStoppedServerDoesNotSave(t *testing.T) {
+	dir := t.TempDir()
+	old, err := New(Config{DataDir: dir, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := old.OpenTunnel(context.Background(), &OpenTunnelInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	next, err := New(Config{DataDir: dir, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	a, err := next.OpenTunnel(context.Background(), &OpenTunnelInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	late, err := old.OpenTunnel(context.Background(), &OpenTunnelInput{})
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Type != ErrTypeInternalFailure {
+		t.Errorf("OpenTunnel on a stopped server = %+v, %v; want an InternalFailure", late, err)
+	}
+	if err := old.CloseTunnel(context.Background(), &CloseTunnelInput{TunnelID: kept.TunnelID}); err == nil {
+		t.Error("CloseTunnel on a stopped server succeeded")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), a.TunnelID) {
+		t.Errorf("the state file no longer holds %s, opened by the running server:\n%s", a.TunnelID, b)
+	}
+	d, err := next.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: kept.TunnelID})
+	if err != nil || d.Tunnel.Status != StatusOpen {
+		t.Errorf("DescribeTunnel(%s) on the running server = %+v, %v; want it open", kept.TunnelID, d, err)
+	}
+}
+
+// A change whose state cannot be saved is reported as failed, not done: a
+// restart would forget it (a revoked token valid again, a closed tunnel open).
+// An open that fails leaves no tunnel behind.
+func TestFailedSaveIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(Config{DataDir: dir, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	open, err := s.OpenTunnel(ctx, &OpenTunnelInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rename onto the state file fails where a directory holds its name
+	// (root ignores permissions, so a read-only directory would not do).
+	p := filepath.Join(dir, stateFile)
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(p, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var ae *APIError
+	if out, err := s.OpenTunnel(ctx, &OpenTunnelInput{}); !errors.As(err, &ae) || ae.Type != ErrTypeInternalFailure {
+		t.Errorf("OpenTunnel with the state unsaved = %+v, %v; want an InternalFailure", out, err)
+	}
+	if l, err := s.ListTunnels(ctx, &ListTunnelsInput{}); err != nil || len(l.TunnelSummaries) != 1 {
+		t.Errorf("ListTunnels after a failed open = %+v, %v; want the one tunnel opened before", l, err)
+	}
+	if out, err := s.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: open.TunnelID, ClientMode: ClientModeAll}); !errors.As(err, &ae) {
+		t.Errorf("RotateTunnelAccessToken with the state unsaved = %+v, %v; want an error", out, err)
+	}
+	if err := s.CloseTunnel(ctx, &CloseTunnelInput{TunnelID: open.TunnelID}); !errors.As(err, &ae) {
+		t.Errorf("CloseTunnel with the state unsaved = %v; want an error", err)
+	}
+}

@@ -37,8 +37,7 @@ func (s *Server) TagResource(ctx context.Context, in *TagResourceInput) error {
 	r.Tags = tags
 	s.mu.Unlock()
 	s.log.Info("tunnel tagged", append([]any{"tunnel", r.ID, "keys", tagKeys(in.Tags)}, callerAttrs(ctx)...)...)
-	s.commit(false)
-	return nil
+	return s.commit(false)
 }
 
 // UntagResource removes tags of a tunnel by key.
@@ -56,8 +55,7 @@ func (s *Server) UntagResource(ctx context.Context, in *UntagResourceInput) erro
 	r.Tags = slices.DeleteFunc(r.Tags, func(t Tag) bool { return slices.Contains(in.TagKeys, t.Key) })
 	s.mu.Unlock()
 	s.log.Info("tunnel untagged", append([]any{"tunnel", r.ID, "keys", in.TagKeys}, callerAttrs(ctx)...)...)
-	s.commit(false)
-	return nil
+	return s.commit(false)
 }
 
 // ListTagsForResource lists the tags of a tunnel.
