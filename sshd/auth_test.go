@@ -244,11 +244,7 @@ func TestNoPTYOption(t *testing.T) {
 	e := newEnv(t, nil)
 	e.writeAuthorizedKeys("root", authorizedLine("no-pty", e.key.PublicKey()))
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	if err := s.RequestPty("xterm", 24, 80, nil); err == nil {
 		t.Error("pty-req granted despite no-pty")
 	}

@@ -38,11 +38,7 @@ func TestBusyBoxAsh(t *testing.T) {
 	if want := "ash|" + ash + "|nobash\n"; out != want || code != 9 {
 		t.Errorf("exec under ash = %q, exit %d; want %q, exit 9", out, code, want)
 	}
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -202,12 +202,8 @@ func TestAgentForwarding(t *testing.T) {
 			if err := agent.ForwardToAgent(c, keyring); err != nil {
 				t.Fatal(err)
 			}
-			s, err := c.NewSession()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			err = agent.RequestAgentForwarding(s)
+			s := openSession(t, c)
+			err := agent.RequestAgentForwarding(s)
 			if (err == nil) != enabled {
 				t.Fatalf("RequestAgentForwarding = %v, want ok=%v", err, enabled)
 			}

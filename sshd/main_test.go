@@ -285,6 +285,17 @@ func (e *testEnv) login(user string) *gossh.Client {
 	return c
 }
 
+// openSession opens a session on c, closed when the test ends.
+func openSession(t testing.TB, c *gossh.Client) *gossh.Session {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatalf("NewSession: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // run executes cmd in a new session and returns stdout, stderr and the
 // exit status (-1 for no status).
 func run(t testing.TB, c *gossh.Client, cmd string, stdin string) (string, string, int) {

@@ -18,11 +18,7 @@ import (
 func TestWindowChangeBeforeShell(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	if err := s.RequestPty("xterm-256color", 24, 80, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -112,11 +108,7 @@ func readUntil(t *testing.T, r *bufio.Reader, marker string) string {
 func TestPTYExec(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -139,11 +131,7 @@ func TestPTYExec(t *testing.T) {
 func TestPTYLargeOutputNotLost(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -159,11 +147,7 @@ func TestPTYLargeOutputNotLost(t *testing.T) {
 func TestWindowChangeWithoutPTY(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	ok, err := s.SendRequest("window-change", true, gossh.Marshal(windowChange{Cols: 1, Rows: 1}))
 	if err != nil || ok {
 		t.Errorf("window-change without pty = %v, %v; want refused", ok, err)
@@ -176,11 +160,7 @@ func TestWindowChangeWithoutPTY(t *testing.T) {
 func TestEnvAllowList(t *testing.T) {
 	e := newEnv(t, func(_ *testEnv, s *Server) { s.AcceptEnv = []string{"LANG", "LC_*"} })
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	for _, kv := range [][2]string{{"LANG", "C.UTF-8"}, {"LC_TIME", "de_DE"}, {"FOO", "bar"}, {"LD_PRELOAD", "/x.so"}} {
 		err := s.Setenv(kv[0], kv[1])
 		allowed := kv[0] == "LANG" || kv[0] == "LC_TIME"
@@ -205,11 +185,7 @@ func asExit(err error, target **gossh.ExitError) bool {
 func TestTerminalModes(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	modes := gossh.TerminalModes{gossh.ECHO: 0, gossh.VERASE: 8, gossh.IUTF8: 1, gossh.VINTR: 255, gossh.TTY_OP_ISPEED: 38400}
 	if err := s.RequestPty("xterm", 24, 80, modes); err != nil {
 		t.Fatal(err)

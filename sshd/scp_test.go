@@ -487,11 +487,7 @@ func TestSCPExpandsSessionEnv(t *testing.T) {
 	p := filepath.Join(e.home("root"), "sub", "root.txt")
 	writeFile(t, p, "mine")
 	os.Chmod(p, 0o644)
-	s, err := e.login("root").NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, e.login("root"))
 	if err := s.Setenv("LC_DIR", "sub"); err != nil {
 		t.Fatal(err)
 	}
@@ -550,11 +546,7 @@ func TestSCPForOtherUser(t *testing.T) {
 // arguments are never logged (commandName).
 func TestSCPRefusedCommandLineNotLogged(t *testing.T) {
 	e := newEnv(t, nil)
-	s, err := e.login("root").NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, e.login("root"))
 	s.Stdin = strings.NewReader("\x00")
 	out, err := s.Output("scp -f ${BACKUP_KEY:-Hunter2}/x")
 	if err == nil || !strings.Contains(string(out), "not supported") {

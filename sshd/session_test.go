@@ -38,12 +38,8 @@ func TestExecExitStatus(t *testing.T) {
 func TestExitSignal(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	err = s.Run("kill -TERM $$")
+	s := openSession(t, c)
+	err := s.Run("kill -TERM $$")
 	var ee *gossh.ExitError
 	if !errors.As(err, &ee) || ee.Signal() != "TERM" {
 		t.Fatalf("Run(kill -TERM $$) = %v, want exit signal TERM", err)
@@ -57,11 +53,7 @@ func TestExitSignal(t *testing.T) {
 func TestSignalRequest(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	out, err := s.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -105,18 +97,14 @@ func TestSessionAudit(t *testing.T) {
 func TestShellWithoutPTY(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	var out strings.Builder
 	s.Stdout = &out
 	s.Stdin = strings.NewReader("echo $0; test -t 0 || echo no-tty; exit 4\n")
 	if err := s.Shell(); err != nil {
 		t.Fatal(err)
 	}
-	err = s.Wait()
+	err := s.Wait()
 	var ee *gossh.ExitError
 	if !errors.As(err, &ee) || ee.ExitStatus() != 4 {
 		t.Errorf("Wait = %v, want exit 4", err)
@@ -176,11 +164,7 @@ func TestEndOfWrite(t *testing.T) {
 func TestFailedStartLogsNoArguments(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	cmd := "mysql --password=Hunter2 -e 'select 1' # " + strings.Repeat("x", 200<<10)
 	if err := s.Run(cmd); err == nil {
 		t.Fatal("a command line of 200 KiB ran; want it refused")

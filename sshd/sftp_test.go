@@ -95,11 +95,7 @@ func TestSFTPForOtherUser(t *testing.T) {
 	t.Run("no sftp-server", func(t *testing.T) {
 		e := newEnv(t, func(_ *testEnv, s *Server) { s.sftpServerPaths = []string{"/nonexistent/sftp-server"} })
 		c := e.login("alice")
-		s, err := c.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := openSession(t, c)
 		if err := s.RequestSubsystem("sftp"); err == nil {
 			t.Error("sftp granted to alice on a root server without an sftp-server")
 		}
@@ -149,11 +145,7 @@ func TestSFTPForOtherUser(t *testing.T) {
 func TestUnknownSubsystem(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSession(t, c)
 	if err := s.RequestSubsystem("netconf"); err == nil {
 		t.Error("unknown subsystem granted")
 	}
