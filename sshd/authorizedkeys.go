@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -263,22 +261,28 @@ func optionValue(opt string) (name, value string, hasValue bool, err error) {
 	return name, strings.ReplaceAll(v[1:len(v)-1], `\"`, `"`), true, nil
 }
 
-// keyOptionTakesValue lists the options parseKeyOptions knows, and whether
-// each takes a value.
-var keyOptionTakesValue = map[string]bool{
-	"cert-authority": false, "command": true, "from": true, "principals": true,
-	"permitopen": true, "permitlisten": true, "expiry-time": true,
-	"environment": true, "tunnel": true,
-	"no-port-forwarding": false, "no-pty": false, "no-agent-forwarding": false,
-	"no-x11-forwarding": false, "no-user-rc": false, "x11-forwarding": false, "user-rc": false,
-	"restrict": false, "pty": false, "port-forwarding": false, "agent-forwarding": false,
-	"no-touch-required": false, "verify-required": false,
+// keyOption tells whether parseKeyOptions knows the option name, and whether
+// it takes a value.
+func keyOption(name string) (takesValue, known bool) {
+	switch name {
+	case "command", "from", "principals", "permitopen", "permitlisten", "expiry-time", "environment", "tunnel":
+		return true, true
+	case "cert-authority", "restrict", "pty", "no-pty", "port-forwarding", "no-port-forwarding",
+		"agent-forwarding", "no-agent-forwarding", "x11-forwarding", "no-x11-forwarding",
+		"user-rc", "no-user-rc", "no-touch-required", "verify-required":
+		return false, true
+	}
+	return false, false
 }
 
 // errUnknownOption lists the options there are rather than naming the one
 // found, which is text of the file (see lineError).
-var errUnknownOption = fmt.Errorf("unknown option (options are %s)",
-	strings.Join(slices.Sorted(maps.Keys(keyOptionTakesValue)), ", "))
+var errUnknownOption = errors.New("unknown option (options are " + keyOptionNames + ")")
+
+// keyOptionNames are the names keyOption knows, for errUnknownOption.
+const keyOptionNames = "agent-forwarding, cert-authority, command, environment, expiry-time, from, " +
+	"no-agent-forwarding, no-port-forwarding, no-pty, no-touch-required, no-user-rc, no-x11-forwarding, " +
+	"permitlisten, permitopen, port-forwarding, principals, pty, restrict, tunnel, user-rc, verify-required, x11-forwarding"
 
 // parseKeyOptions interprets raw options. Unknown options make the line
 // invalid, as in sshd: a restriction the server does not understand must not
@@ -289,7 +293,7 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 	var allowPTY, allowFwd, allowAgent bool
 	for _, opt := range raw {
 		name, val, hasVal, err := optionValue(opt)
-		takesVal, known := keyOptionTakesValue[name]
+		takesVal, known := keyOption(name)
 		switch {
 		case !known:
 			return o, errUnknownOption

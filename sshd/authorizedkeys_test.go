@@ -243,3 +243,21 @@ func TestParseAuthorizedKeysSizeLimit(t *testing.T) {
 		t.Errorf("parseAuthorizedKeys of %d bytes (limit %d) = %d keys, errors %v; want 2 keys", len(data), maxKeysFile, len(keys), errs)
 	}
 }
+
+// The unknown-option error names options keyOption knows, sorted.
+func TestKeyOptionNames(t *testing.T) {
+	names := strings.Split(keyOptionNames, ", ")
+	if !slices.IsSorted(names) {
+		t.Errorf("keyOptionNames is not sorted: %q", names)
+	}
+	for _, n := range names {
+		if _, known := keyOption(n); !known {
+			t.Errorf("keyOptionNames lists %q, which keyOption does not know", n)
+		}
+	}
+	for _, n := range []string{"", "no-agent", "permit-open", "x11", "Command"} {
+		if _, known := keyOption(n); known {
+			t.Errorf("keyOption knows %q", n)
+		}
+	}
+}
