@@ -420,7 +420,7 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 			a.endLocked(old)
 		} else if a.oldestIdleLocked() == nil {
 			a.log.Warn("too many tunnels, all busy: refusing the new one", "tunnel", fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
-			a.rejectNotification(Event{Tunnel: fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
+			a.rejectNotificationLocked(Event{Tunnel: fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
 			return
 		}
 		candidate = true
@@ -469,7 +469,7 @@ func (a *Agent) admit(s *session) {
 	}
 	if victim == nil {
 		a.log.Warn("too many tunnels, all busy: ending the new one", "tunnel", s.fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
-		a.rejectNotification(Event{Tunnel: s.fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
+		a.rejectNotificationLocked(Event{Tunnel: s.fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
 		a.endLocked(s)
 		return
 	}

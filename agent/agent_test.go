@@ -389,6 +389,31 @@ func TestAgentMaxTunnelsKeepsSessionForRefusedToken(t *testing.T) {
 	}
 }
 
+// At max_tunnels with every session busy (an operator logged in), a new
+// tunnel is refused with an event, and the agent goes on: it once deadlocked
+// there, refusing under the lock its refusal took again, and hung every later
+// notification and its own stop.
+func TestAgentMaxTunnelsAllBusyRefusesTheNew(t *testing.T) {
+	e, first := oneTunnelAgent(t)
+	if err := first.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	e.broker.waitEvent(t, "stream-start", func(ev Event) bool { return ev.Tunnel == fingerprint(first.DestinationToken) })
+	second := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", second.DestinationToken, "SSH")
+	e.broker.waitEvent(t, "notification-rejected", func(ev Event) bool {
+		return ev.Tunnel == fingerprint(second.DestinationToken) && strings.Contains(ev.Reason, "max_tunnels (1) sessions busy")
+	})
+	// Later notifications are still handled.
+	other := e.fake.OpenTunnel("VNC")
+	e.broker.notify(t, "dev-1", other.DestinationToken, "VNC")
+	e.broker.waitEvent(t, "notification-rejected", func(ev Event) bool { return ev.Tunnel == fingerprint(other.DestinationToken) })
+	if second.Connects(tunneltest.Destination) != 0 || !first.Connected(tunneltest.Destination) {
+		t.Fatalf("second tunnel joined %d times, first connected %v; want 0 and true",
+			second.Connects(tunneltest.Destination), first.Connected(tunneltest.Destination))
+	}
+}
+
 // A tunnel none of whose services this device serves is not joined.
 func TestAgentIgnoresTunnelWithoutServedService(t *testing.T) {
 	e := newAgentEnv(t)

@@ -113,13 +113,19 @@ func (a *Agent) rejected(err error) {
 
 // rejectNotification publishes e as a notification-rejected event, unless the
 // limit on them is reached.
+func (a *Agent) rejectNotification(e Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.rejectNotificationLocked(e)
+}
+
+// rejectNotificationLocked is rejectNotification for a caller that holds a.mu
+// (start and admit, refusing a tunnel past max_tunnels).
 //
 // Once the agent stops, rejections are only logged: the count was flushed on
 // the way out, and a new window would arm a timer that outlives Run.
-func (a *Agent) rejectNotification(e Event) {
-	a.mu.Lock()
+func (a *Agent) rejectNotificationLocked(e Event) {
 	stopping := a.ctx != nil && a.ctx.Err() != nil
-	a.mu.Unlock()
 	if a.events == nil || stopping || !a.rejections.allow(time.Now()) {
 		return
 	}
