@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -286,8 +287,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.SSH.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.SSH.Listen); err != nil {
-			bad("ssh.listen", "%q: want host:port", c.SSH.Listen)
+		// A port of 1-65535: an empty or 0 one would listen on a port the
+		// kernel picks, and a bad one would fail at every start (exit 2, which
+		// init systems restart) where check-config said ok.
+		_, port, err := net.SplitHostPort(c.SSH.Listen)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+			bad("ssh.listen", "%q: want host:port with a port of 1-65535", c.SSH.Listen)
 		}
 	}
 	// The SSH library takes a negative limit as none at all.

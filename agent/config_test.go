@@ -89,6 +89,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"proxy path", "[tunnel]\nhttps_proxy = \"http://p:3128/x\"", "tunnel.https_proxy"},
 		{"ping too often", "[tunnel]\nping_interval = \"1ns\"", "tunnel.ping_interval"},
 		{"ping too rare", "[tunnel]\nping_interval = \"2h\"", "tunnel.ping_interval"},
+		{"listen port too big", "[ssh]\nlisten = \"127.0.0.1:99999\"", "ssh.listen: \"127.0.0.1:99999\": want host:port with a port of 1-65535"},
+		{"listen port negative", "[ssh]\nlisten = \"127.0.0.1:-1\"", "ssh.listen"},
+		{"listen port empty", "[ssh]\nlisten = \"127.0.0.1:\"", "ssh.listen"},
+		{"listen port 0", "[ssh]\nlisten = \":0\"", "ssh.listen"},
+		{"listen port named", "[ssh]\nlisten = \":ssh\"", "ssh.listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := minimalConfig
@@ -108,6 +113,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 				t.Fatalf("error repeats the password hash value: %v", err)
 			}
 		})
+	}
+	for _, listen := range []string{"127.0.0.1:2222", ":22", "[::1]:65535"} {
+		if _, err := ParseConfig([]byte(minimalConfig + "[ssh]\nlisten = \"" + listen + "\"\n")); err != nil {
+			t.Errorf("ssh.listen %q refused: %v", listen, err)
+		}
 	}
 	for _, proxy := range []string{"127.0.0.1:3128", "http://user:pw@proxy.example:8080", "https://proxy.example", "proxy.example"} {
 		if _, err := ParseConfig([]byte(minimalConfig + "[tunnel]\nhttps_proxy = \"" + proxy + "\"\n")); err != nil {
