@@ -68,6 +68,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	if fs.NArg() > 0 {
+		// flag stops at the first word that is not a flag: the flags after it
+		// would be ignored without a word.
+		fmt.Fprintf(stderr, "porthole-console: unexpected argument %q (flags only; see -h)\n", fs.Arg(0))
+		return 1
+	}
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug

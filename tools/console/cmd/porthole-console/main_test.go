@@ -27,3 +27,12 @@ func TestTLSFlags(t *testing.T) {
 		}
 	}
 }
+
+// A word before the flags is refused: flag stops parsing at it, and the flags
+// after it would be ignored.
+func TestStrayArgument(t *testing.T) {
+	var out, errs bytes.Buffer
+	if code := run([]string{"serve", "--listen", "0.0.0.0:1"}, &out, &errs); code != 1 || !strings.Contains(errs.String(), `unexpected argument "serve"`) {
+		t.Errorf("run serve --listen … = %d, %q; want 1 and the word named", code, errs.String())
+	}
+}

@@ -45,6 +45,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	if fs.NArg() > 0 {
+		// flag stops at the first word that is not a flag: the flags after it
+		// would be ignored without a word.
+		fmt.Fprintf(stderr, "porthole-lab: unexpected argument %q (flags only; see -h)\n", fs.Arg(0))
+		return 1
+	}
 	if *boardName != "" && *noAgent {
 		fmt.Fprintln(stderr, "porthole-lab: --board runs the agent in the board; leave out --no-agent")
 		return 1

@@ -45,3 +45,13 @@ func TestInterruptDuringStartUp(t *testing.T) {
 		})
 	}
 }
+
+// A word before the flags is refused: flag stops parsing at it, and the lab
+// would start with the defaults instead of the flags after it.
+func TestStrayArgument(t *testing.T) {
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), []string{"start", "--state", filepath.Join(t.TempDir(), "s")}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), `unexpected argument "start"`) || stdout.Len() > 0 {
+		t.Errorf("run start --state … = %d, stdout %q, stderr %q; want 1, nothing started, the word named", code, stdout.String(), stderr.String())
+	}
+}
