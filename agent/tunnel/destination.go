@@ -138,6 +138,20 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 func (d *Destination) connectionStart(s *session, m *Message) {
 	s.mu.Lock()
 	st := s.streams[m.ServiceID]
+	if st != nil && st.id == m.StreamID && s.version != V3 {
+		// V1 and V2 carry one connection per stream: as a V2 localproxy does,
+		// the stream ends, on both sides (a reset that left the connection
+		// open here would orphan it).
+		delete(s.streams, m.ServiceID)
+		s.mu.Unlock()
+		s.opt.log.Warn("CONNECTION_START on a stream of a "+s.version.String()+" session: resetting the stream", "service", m.ServiceID, "stream", m.StreamID)
+		for _, l := range st.links {
+			l.quiet.Store(true)
+			l.end()
+		}
+		_ = s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
+		return
+	}
 	if st == nil || st.id != m.StreamID || s.version != V3 {
 		s.mu.Unlock()
 		s.opt.log.Debug("CONNECTION_START for an inactive stream", "msg", m)

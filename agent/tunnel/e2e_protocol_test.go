@@ -518,3 +518,65 @@ func TestConcurrentOpensSendStreamStartFirst(t *testing.T) {
 		}
 	}
 }
+
+// A CONNECTION_START on the stream of a V2 session (one connection per
+// stream): the destination resets the stream and closes its connection too,
+// as a V2 localproxy does. It once sent the reset and kept the connection,
+// orphaned until a later STREAM_START.
+func TestConnectionStartOnV2StreamEndsIt(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": ln.Addr().String()}, noSource: true})
+	h.tun.Record(true)
+	if err := h.tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"}); err != nil {
+		t.Fatal(err)
+	}
+	var target net.Conn
+	select {
+	case target = <-accepted:
+		defer target.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the destination did not dial its target")
+	}
+	if err := h.tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 2}); err != nil {
+		t.Fatal(err)
+	}
+	got := waitFrames(t, h.tun, tunneltest.Destination, 1)
+	if m := got[0].Message; m.Type != tunnel.TypeStreamReset || m.StreamID != 1 || m.ServiceID != "SSH" {
+		t.Errorf("the destination answered %v, want STREAM_RESET of stream 1", &m)
+	}
+	waitClosed(t, target, 5*time.Second)
+}
+
+// A source whose connection carries -2.0 (it offered it, or the service
+// answered -2.0 to -3.0, spec §2.2) sends V2 frames whatever its
+// destination's format: no connection ids, no CONNECTION_START.
+func TestSourceFormatCappedBySubprotocol(t *testing.T) {
+	const key = 0x47
+	addr := echoServer(t, key)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, protocol: tunnel.V2})
+	h.tun.Record(true)
+	for range 2 {
+		if err := roundTrip(h.addr("SSH"), key, 4<<10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range h.tun.Received(tunneltest.Source) {
+		if m := f.Message; m.ConnectionID != 0 || m.Type == tunnel.TypeConnectionStart {
+			t.Errorf("the source sent %v on a -2.0 connection", &m)
+		}
+	}
+}

@@ -174,7 +174,10 @@ func (src *Source) Run(ctx context.Context) error {
 // known (SERVICE_IDS, or at once on a V1 connection, which gets none).
 func (src *Source) serve(ctx context.Context, c *Conn, opt engineOptions, ready func([]string) error) error {
 	s := newSession(ctx, c, opt)
-	s.version = src.peerVersion()
+	// The destination's format, but never above what the service agreed to
+	// carry: one that answers -2.0 to an offer of -3.0 (spec §2.2) gets V2
+	// frames, without connection ids.
+	s.version = min(src.peerVersion(), c.Version())
 	s.source = true
 	src.mu.Lock()
 	src.cur = s
