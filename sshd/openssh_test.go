@@ -702,3 +702,48 @@ func TestOpenSSHSCPExpandPath(t *testing.T) {
 		t.Errorf("scp root@host:~nosuchuser/f.bin: exit %d, %q; want not found", code, errOut)
 	}
 }
+
+// TestSFTPRemoveAndRenameAsSFTPServer: OpenSSH's sftp against the in-process
+// SFTP server, compared with sftp-server: rm removes files only, rmdir
+// directories only, and a plain rename (rename -l, SSH_FXP_RENAME) never
+// replaces an existing name; the default rename (posix-rename@openssh.com)
+// does. pkg/sftp deleted a file for rmdir and replaced the file for rename -l.
+func TestSFTPRemoveAndRenameAsSFTPServer(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	sftp := needProgram(t, "sftp")
+	home := o.home("root")
+	writeFile(t, filepath.Join(home, "file"), "keep me")
+	writeFile(t, filepath.Join(home, "gone"), "x")
+	for _, d := range []string{"dir", "emptied"} {
+		if err := os.Mkdir(filepath.Join(home, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(home, "src"), "new")
+	writeFile(t, filepath.Join(home, "dst"), "precious")
+	writeFile(t, filepath.Join(home, "src2"), "second")
+	writeFile(t, filepath.Join(home, "dst2"), "replaced")
+	batch := filepath.Join(o.dir, "batch")
+	// A leading - lets the batch go on after a command fails.
+	writeFile(t, batch, "-rmdir file\n-rm dir\nrm gone\nrmdir emptied\n-rename -l src dst\nrename -l src fresh\nrename src2 dst2\n")
+	out, errOut, code := o.run(t, nil, sftp, append(o.opts(), "-P", o.port, "-b", batch, "root@127.0.0.1")...)
+	if code != 0 {
+		t.Fatalf("sftp -b: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{`remote rmdir "` + home + `/file": No such file`, `remote delete ` + home + `/dir: Failure`,
+		`remote rename "` + home + `/src" to "` + home + `/dst": Failure`} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("sftp's errors lack %q:\n%s", want, errOut)
+		}
+	}
+	for name, want := range map[string]string{"file": "keep me", "dst": "precious", "fresh": "new", "dst2": "second"} {
+		if b, err := os.ReadFile(filepath.Join(home, name)); string(b) != want {
+			t.Errorf("%s holds %q, %v; want %q", name, b, err, want)
+		}
+	}
+	for name, exists := range map[string]bool{"dir": true, "gone": false, "emptied": false, "src": false, "src2": false} {
+		if _, err := os.Lstat(filepath.Join(home, name)); (err == nil) != exists {
+			t.Errorf("%s: Lstat = %v; want it to exist: %v", name, err, exists)
+		}
+	}
+}

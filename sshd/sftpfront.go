@@ -23,6 +23,9 @@ const (
 	sftpWrite   = 6   // SSH_FXP_WRITE
 	sftpOpendir = 11  // SSH_FXP_OPENDIR
 	sftpReaddir = 12  // SSH_FXP_READDIR
+	sftpRemove  = 13  // SSH_FXP_REMOVE
+	sftpRmdir   = 15  // SSH_FXP_RMDIR
+	sftpRename  = 18  // SSH_FXP_RENAME
 	sftpSymlink = 20  // SSH_FXP_SYMLINK
 	sftpStatus  = 101 // SSH_FXP_STATUS
 	sftpHandle  = 102 // SSH_FXP_HANDLE
@@ -48,8 +51,8 @@ const maxServedPacket = 16 << 10
 var errSFTPClosed = errors.New("sshd: sftp session closed")
 
 // sftpFront sits between the session channel and pkg/sftp and serves
-// some requests itself: directory listings (see sftpdir.go) and
-// SSH_FXP_SYMLINK. pkg/sftp, given a working directory, makes both
+// some requests itself: directory listings (see sftpdir.go), REMOVE, RMDIR
+// and RENAME (see removeAndRename) and SSH_FXP_SYMLINK. pkg/sftp, given a working directory, makes both
 // of the request's paths absolute, so a relative target ("symlink
 // renamed.bin link.bin" after "cd dir") became a link to a file in the
 // home directory. OpenSSH's sftp-server stores the target exactly as sent,
@@ -199,7 +202,11 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	case typ == sftpExt:
 		return req.Arg == expandPath
 	}
-	return typ == sftpSymlink || typ == sftpOpendir || typ == sftpReaddir
+	switch typ {
+	case sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename:
+		return true
+	}
+	return false
 }
 
 // maxSFTPPacket is the longest request pkg/sftp takes (its maxMsgLength); a
@@ -237,11 +244,11 @@ func (s *sftpFront) serve(size int) error {
 	var req struct {
 		ID   uint32
 		Arg  string // a path, a handle, SYMLINK's target or the extension's name
-		Rest []byte `ssh:"rest"` // SYMLINK's link, expand-path's path
+		Rest []byte `ssh:"rest"` // SYMLINK's link, RENAME's new path, expand-path's path
 	}
 	var link struct{ Path string }
 	err := gossh.Unmarshal(pkt[5:], &req)
-	if err == nil && (pkt[4] == sftpSymlink || pkt[4] == sftpExt) {
+	if err == nil && (pkt[4] == sftpSymlink || pkt[4] == sftpExt || pkt[4] == sftpRename) {
 		err = gossh.Unmarshal(req.Rest, &link)
 	}
 	if err != nil {
@@ -264,6 +271,12 @@ func (s *sftpFront) serve(size int) error {
 		reply = s.opendir(req.ID, s.local(req.Arg))
 	case sftpReaddir:
 		reply = s.readdir(req.ID, req.Arg)
+	case sftpRemove:
+		reply = sftpStatusPacket(req.ID, syscall.Unlink(s.local(req.Arg)))
+	case sftpRmdir:
+		reply = sftpStatusPacket(req.ID, syscall.Rmdir(s.local(req.Arg)))
+	case sftpRename:
+		reply = sftpStatusPacket(req.ID, renameNoReplace(s.local(req.Arg), s.local(link.Path)))
 	case sftpClose:
 		d := s.dirs[req.Arg]
 		delete(s.dirs, req.Arg)
@@ -275,6 +288,46 @@ func (s *sftpFront) serve(size int) error {
 	}
 	_, err = s.w.Write(reply)
 	return err
+}
+
+// removeAndRename: pkg/sftp serves REMOVE and RMDIR both with os.Remove, which
+// falls back from one to the other, so "rmdir FILE" deleted the file and "rm
+// DIR" an empty directory; and RENAME with rename(2), which replaces an
+// existing file where SFTP v3 (draft-ietf-secsh-filexfer-02, 6.5) and
+// sftp-server refuse: clients rename a temporary file onto a name to avoid
+// clobbering one (sftp's rename -l, Paramiko). Here REMOVE is unlink(2), RMDIR
+// rmdir(2), and RENAME renameNoReplace. posix-rename@openssh.com, which does
+// replace, stays pkg/sftp's.
+
+// renameNoReplace renames from to to unless to exists. A regular file gets
+// its new name as a hard link and then loses the old one, so that a file
+// made at to meanwhile is never replaced; on a file system without hard links
+// (vfat on a device's SD card), and for other kinds of file, an existing to is
+// refused and then rename(2) runs, which leaves a moment between the two.
+func renameNoReplace(from, to string) error {
+	fi, err := os.Lstat(from)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().IsRegular() {
+		err := os.Link(from, to)
+		if err == nil {
+			if err := syscall.Unlink(from); err != nil {
+				syscall.Unlink(to) // the file keeps its one name
+				return err
+			}
+			return nil
+		}
+		if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EOPNOTSUPP) && !errors.Is(err, syscall.ENOSYS) {
+			return err // EEXIST among them: the name is taken
+		}
+	}
+	if _, err := os.Lstat(to); err == nil {
+		return syscall.EEXIST
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return os.Rename(from, to)
 }
 
 // expand answers expand-path@openssh.com as sftp-server does: "" is ".", a
