@@ -121,6 +121,7 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 	st := &stream{id: m.StreamID, target: target, links: map[uint32]*link{}}
 	s.streams[m.ServiceID] = st
 	l := s.newLinkLocked(st, m.ServiceID, m.ConnectionID)
+	l.first = true
 	s.mu.Unlock()
 	for _, o := range old {
 		o.quiet.Store(true)

@@ -656,3 +656,40 @@ func TestV1SourceReconnectWithClientWaiting(t *testing.T) {
 		c.Close()
 	}
 }
+
+// A STREAM_START whose dial fails is answered with STREAM_RESET in V3 too
+// (spec §3.3), not with a CONNECTION_RESET that left the stream open; a
+// CONNECTION_START's failed dial ends only its connection.
+func TestFailedDialAnswers(t *testing.T) {
+	var dials atomic.Int32
+	dialer := tunnel.DialerFunc(func(ctx context.Context, svc string) (net.Conn, error) {
+		if dials.Add(1) == 2 {
+			ours, theirs := net.Pipe()
+			t.Cleanup(func() { theirs.Close() })
+			return ours, nil
+		}
+		return nil, errors.New("connection refused (test)")
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, dstTweak: func(d *tunnel.Destination) { d.Dialer = dialer }, noSource: true})
+	h.tun.Record(true)
+	send := func(m tunnel.Message) {
+		t.Helper()
+		if err := h.tun.Send(tunneltest.Destination, &m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 7, ServiceID: "SSH", ConnectionID: 1})
+	got := waitFrames(t, h.tun, tunneltest.Destination, 1)
+	if m := got[0].Message; m.Type != tunnel.TypeStreamReset || m.StreamID != 7 || m.ServiceID != "SSH" {
+		t.Fatalf("a failed STREAM_START was answered %v, want STREAM_RESET of stream 7", &m)
+	}
+	send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 8, ServiceID: "SSH", ConnectionID: 1})
+	for dials.Load() < 2 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	send(tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 8, ServiceID: "SSH", ConnectionID: 2})
+	got = waitFrames(t, h.tun, tunneltest.Destination, 2)
+	if m := got[1].Message; m.Type != tunnel.TypeConnectionReset || m.StreamID != 8 || m.ConnectionID != 2 {
+		t.Fatalf("a failed CONNECTION_START was answered %v, want CONNECTION_RESET of connection 2", &m)
+	}
+}

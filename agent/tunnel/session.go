@@ -347,6 +347,7 @@ type link struct {
 	stream  int32
 	id      uint32 // wire connection id, and key in stream.links: 0 in V1/V2
 	v3      bool
+	first   bool // destination: opened by the STREAM_START (the others by CONNECTION_START)
 
 	in    chan []byte // tunnel → local; nil marks the peer's reset after the data
 	done  chan struct{}
@@ -412,7 +413,11 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 		conn, err = dial(l.s.ctx)
 		if err != nil {
 			l.s.opt.log.Warn("dialing service failed", append(l.attrs(), "target", l.target, "error", err)...)
-			l.endAndNotify()
+			if l.first {
+				l.s.streamFailed(l)
+			} else {
+				l.endAndNotify()
+			}
 			return
 		}
 	}
@@ -452,6 +457,34 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 			return
 		}
 	}
+}
+
+// streamFailed answers a STREAM_START whose dial failed, l being its link, with
+// STREAM_RESET, in V3 as in V1/V2 (spec §3.3; a CONNECTION_RESET would leave
+// the stream open for connections that have no target either). The
+// connections the source added to the stream meanwhile end with it.
+func (s *session) streamFailed(l *link) {
+	if l.quiet.Load() {
+		l.end() // the peer ended the stream first
+		return
+	}
+	s.mu.Lock()
+	var others []*link
+	if st := s.streams[l.service]; st != nil && st.id == l.stream {
+		delete(s.streams, l.service)
+		for _, o := range st.links {
+			if o != l {
+				others = append(others, o)
+			}
+		}
+	}
+	s.mu.Unlock()
+	l.end()
+	for _, o := range others {
+		o.quiet.Store(true)
+		o.end()
+	}
+	_ = s.send(&Message{Type: TypeStreamReset, StreamID: l.stream, ServiceID: l.service})
 }
 
 // pumpUp reads the local connection and sends DATA, at most chunk bytes a frame; the
