@@ -98,16 +98,18 @@ size: cross ## device binary sizes against the budgets, and the biggest packages
 		-ldflags '-X $(PKG)/agent.Version=$(VERSION)' -o bin/size/porthole-linux-mipsle ./agent/cmd/porthole
 	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15
 
-# Packages: OpenWrt .ipk per ARCH, tarballs per cross target (tools/pkg). cross, ipk
+# Packages: OpenWrt .ipk per IPK_ARCH, tarballs per cross target (tools/pkg). cross, ipk
 # and dist each end with tools/pkg/sums.sh: dist/SHA256SUMS covers every artifact
 # in dist/, whichever ran last.
+# IPK_ARCH, not ARCH: a cross-compiling environment often exports ARCH (the
+# kernel's, mips or arm), which is no OpenWrt package architecture.
 IPK_ARCHS := mipsel_24kc mips_24kc arm_cortex-a7_neon-vfpv4 aarch64_cortex-a53
-ARCH ?= $(IPK_ARCHS)
+IPK_ARCH ?= $(IPK_ARCHS)
 
 .PHONY: ipk
-ipk: cross ## OpenWrt packages (opkg, OpenWrt up to 24.10) into dist/ (ARCH=mipsel_24kc ...; default: all four)
+ipk: cross ## OpenWrt packages (opkg, OpenWrt up to 24.10) into dist/ (IPK_ARCH=mipsel_24kc ...; default: all four)
 	tools/deps.sh pkg
-	@for a in $(ARCH); do tools/pkg/ipk.sh "$$a" "$(VERSION)" dist; done
+	@for a in $(IPK_ARCH); do tools/pkg/ipk.sh "$$a" "$(VERSION)" dist; done
 	tools/pkg/sums.sh dist
 
 .PHONY: dist

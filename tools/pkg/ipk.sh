@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # ipk.sh ARCH VERSION OUTDIR [BINARY]: build OUTDIR/porthole_VERSION_ARCH.ipk, an
-# OpenWrt package: an ar archive of debian-binary, control.tar.gz and data.tar.gz
-# (the layout opkg reads), holding /usr/bin/porthole, the procd init script, the UCI
-# config (a conffile) and the sysupgrade keep list. No Depends: the binary is
-# static, and the package scripts need only what every OpenWrt has (BusyBox,
-# procd, ubus). For opkg-based OpenWrt (up to 24.10); releases after it install
-# apk packages, not .ipk. No license text inside, as is usual for OpenWrt
+# OpenWrt package: a gzipped tar of ./debian-binary, ./data.tar.gz and
+# ./control.tar.gz, as OpenWrt's scripts/ipkg-build makes it. That is the only
+# outer container OpenWrt's opkg (opkg-lede) reads: libbb/unarchive.c gunzips
+# the file and walks it as a tar; an ar archive (Debian's .deb layout) fails.
+# It holds /usr/bin/porthole, the procd init script, the UCI config (a
+# conffile) and the sysupgrade keep list. No Depends: the binary is static, and
+# the package scripts need only what every OpenWrt has (BusyBox, procd, ubus).
+# For opkg-based OpenWrt (up to 24.10); releases after it install apk packages,
+# not .ipk. No license text inside, as is usual for OpenWrt
 # packages (flash is small): the control file says License: Apache-2.0.
 #
 # ARCH is an OpenWrt package architecture; BINARY defaults to the matching
@@ -83,10 +86,13 @@ tarit() { tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" 
 tarit "$data" "$work/data.tar.gz"
 tarit "$ctrl" "$work/control.tar.gz"
 echo "2.0" >"$work/debian-binary"
-touch -d "@$epoch" "$work/debian-binary" "$work/control.tar.gz" "$work/data.tar.gz"
 
+# The outer container, as ipkg-build makes it: a GNU tar, entries in this order
+# with ./ names, owner and group 0, the same fixed time; gzip -n stores neither
+# name nor time.
 ipk=$out/porthole_${pkgver}_$arch.ipk
 rm -f "$ipk.tmp"
-(cd "$work" && ar -rcD "$ipk.tmp" debian-binary control.tar.gz data.tar.gz)
+(cd "$work" && tar --format=gnu --owner=0 --group=0 --numeric-owner --mtime="@$epoch" --mode=0644 \
+	-cf - ./debian-binary ./data.tar.gz ./control.tar.gz) | gzip -n9 >"$ipk.tmp"
 mv "$ipk.tmp" "$ipk"
 echo "ipk.sh: $ipk ($(stat -c %s "$ipk") bytes)"

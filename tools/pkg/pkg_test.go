@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,41 +23,6 @@ import (
 
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
-
-// arMember is one file of an ar archive.
-type arMember struct {
-	name string
-	data []byte
-}
-
-// readAr parses a System V / GNU ar archive (the .ipk outer format).
-func readAr(t *testing.T, b []byte) []arMember {
-	t.Helper()
-	if !bytes.HasPrefix(b, []byte("!<arch>\n")) {
-		t.Fatalf("not an ar archive: starts %q", b[:min(8, len(b))])
-	}
-	b = b[8:]
-	var out []arMember
-	for len(b) >= 60 {
-		hdr := b[:60]
-		if string(hdr[58:60]) != "`\n" {
-			t.Fatalf("ar header %q: bad magic", hdr)
-		}
-		name := strings.TrimSuffix(strings.TrimSpace(string(hdr[0:16])), "/")
-		var size int
-		fmt.Sscanf(strings.TrimSpace(string(hdr[48:58])), "%d", &size)
-		b = b[60:]
-		if size > len(b) {
-			t.Fatalf("ar member %s: size %d beyond the archive", name, size)
-		}
-		out = append(out, arMember{name, b[:size]})
-		b = b[size:]
-		if size%2 == 1 && len(b) > 0 {
-			b = b[1:]
-		}
-	}
-	return out
-}
 
 type tarFile struct {
 	mode os.FileMode
@@ -122,175 +88,26 @@ func goProgram(t *testing.T, name, src, goarch string, env ...string) string {
 	return bin
 }
 
-var ipkArchs = []struct {
-	arch, goarch, env string
-}{
-	{"mipsel_24kc", "mipsle", "GOMIPS=softfloat"},
-	{"mips_24kc", "mips", "GOMIPS=softfloat"},
-	{"arm_cortex-a7_neon-vfpv4", "arm", "GOARM=7"},
-	{"aarch64_cortex-a53", "arm64", ""},
-}
-
-func TestIPK(t *testing.T) {
-	for _, a := range ipkArchs {
-		t.Run(a.arch, func(t *testing.T) {
-			var env []string
-			if a.env != "" {
-				env = append(env, a.env)
-			}
-			bin := tinyBinary(t, a.goarch, env...)
-			out := t.TempDir()
-			if b, err := exec.Command("./ipk.sh", a.arch, "v1.2.3-4-gabcdef", out, bin).CombinedOutput(); err != nil {
-				t.Fatalf("ipk.sh %s: %v\n%s", a.arch, err, b)
-			}
-			raw, err := os.ReadFile(filepath.Join(out, "porthole_1.2.3-4-gabcdef_"+a.arch+".ipk"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkIPK(t, a.arch, raw, bin)
-		})
-	}
-}
-
-func checkIPK(t *testing.T, arch string, raw []byte, bin string) {
-	members := readAr(t, raw)
-	var names []string
-	for _, m := range members {
-		names = append(names, m.name)
-	}
-	if got := strings.Join(names, " "); got != "debian-binary control.tar.gz data.tar.gz" {
-		t.Fatalf("ipk members = %q, want debian-binary control.tar.gz data.tar.gz (in that order)", got)
-	}
-	if string(members[0].data) != "2.0\n" {
-		t.Errorf("debian-binary = %q, want 2.0", members[0].data)
-	}
-	ctrl := readTarGz(t, "control.tar.gz", members[1].data)
-	data := readTarGz(t, "data.tar.gz", members[2].data)
-
-	control := string(ctrl["./control"].data)
-	for _, want := range []string{"Package: porthole\n", "Version: 1.2.3-4-gabcdef\n", "Architecture: " + arch + "\n", "Installed-Size: ", "Description: ", "License: Apache-2.0\n"} {
-		if !strings.Contains(control, want) {
-			t.Errorf("control lacks %q:\n%s", want, control)
-		}
-	}
-	// The binary is static: the package depends on nothing (not even libc).
-	if strings.Contains(control, "\nDepends:") {
-		t.Errorf("control has a Depends line for a static binary:\n%s", control)
-	}
-	conffiles := strings.Fields(string(ctrl["./conffiles"].data))
-	if len(conffiles) == 0 || conffiles[0] != "/etc/config/porthole" {
-		t.Errorf("conffiles = %q, want /etc/config/porthole", conffiles)
-	}
-	for _, c := range conffiles {
-		if _, ok := data["."+c]; !ok {
-			t.Errorf("conffile %s is not in data.tar.gz", c)
-		}
-	}
-	for _, s := range []string{"./postinst", "./prerm"} {
-		f, ok := ctrl[s]
-		if !ok {
-			t.Errorf("control.tar.gz lacks %s", s)
-			continue
-		}
-		if f.mode != 0o755 {
-			t.Errorf("%s mode %o, want 755", s, f.mode)
-		}
-		shSyntax(t, s, f.data)
-	}
-
-	want := map[string]os.FileMode{
-		"./usr/bin/porthole":            0o755,
-		"./etc/init.d/porthole":         0o755,
-		"./etc/config/porthole":         0o644,
-		"./lib/upgrade/keep.d/porthole": 0o644,
-		"./etc/porthole/":               0o755,
-	}
-	for name, mode := range want {
-		f, ok := data[name]
-		if !ok {
-			t.Errorf("data.tar.gz lacks %s", name)
-			continue
-		}
-		if f.mode != mode {
-			t.Errorf("%s mode %o, want %o", name, f.mode, mode)
-		}
-	}
-	if b, _ := os.ReadFile(bin); !bytes.Equal(data["./usr/bin/porthole"].data, b) {
-		t.Error("/usr/bin/porthole is not the binary given")
-	}
-	initScript := data["./etc/init.d/porthole"].data
-	shSyntax(t, "/etc/init.d/porthole", initScript)
-	for _, want := range []string{"#!/bin/sh /etc/rc.common", "USE_PROCD=1", "procd_set_param respawn", "check-config", "procd_add_reload_trigger porthole", "\nrestart() {"} {
-		if !bytes.Contains(initScript, []byte(want)) {
-			t.Errorf("/etc/init.d/porthole lacks %q", want)
-		}
-	}
-	keep := string(data["./lib/upgrade/keep.d/porthole"].data)
-	for _, want := range []string{"/etc/config/porthole", "/etc/porthole/"} {
-		if !strings.Contains(keep, want) {
-			t.Errorf("sysupgrade keep list lacks %s: %q", want, keep)
-		}
-	}
-}
-
-// TestIPKVersion: a release (a v tag as git describe gives it) is the package
-// version without the v; anything else, a bare commit hash from git describe
-// --always whatever its first character, or dev, is 0+ it, which opkg sorts
-// below every release.
-func TestIPKVersion(t *testing.T) {
-	bin := tinyBinary(t, "mipsle", "GOMIPS=softfloat")
-	for _, tc := range []struct{ version, want string }{
-		{"v1.2.3", "1.2.3"},
-		{"v1.2.3-4-gabcdef-dirty", "1.2.3-4-gabcdef-dirty"},
-		{"v10.0.0-rc1", "10.0.0-rc1"},
-		{"1.2.3", "1.2.3"},
-		{"1a84f1f-dirty", "0+1a84f1f-dirty"},
-		{"1a84f1f", "0+1a84f1f"},
-		{"7821324", "0+7821324"},
-		{"abcdef1-dirty", "0+abcdef1-dirty"},
-		{"dev", "0+dev"},
-	} {
-		out := t.TempDir()
-		if b, err := exec.Command("./ipk.sh", "mipsel_24kc", tc.version, out, bin).CombinedOutput(); err != nil {
-			t.Fatalf("ipk.sh mipsel_24kc %s: %v\n%s", tc.version, err, b)
-		}
-		raw, err := os.ReadFile(filepath.Join(out, "porthole_"+tc.want+"_mipsel_24kc.ipk"))
-		if err != nil {
-			names, _ := filepath.Glob(filepath.Join(out, "*.ipk"))
-			t.Errorf("ipk.sh with version %s: %v (made %v)", tc.version, err, names)
-			continue
-		}
-		ctrl := readTarGz(t, "control.tar.gz", readAr(t, raw)[1].data)
-		if control := string(ctrl["./control"].data); !strings.Contains(control, "\nVersion: "+tc.want+"\n") {
-			t.Errorf("ipk.sh with version %s: control lacks Version: %s:\n%s", tc.version, tc.want, control)
-		}
-	}
-}
-
-func TestIPKRefusesAnotherArchitecture(t *testing.T) {
-	bin := tinyBinary(t, "mipsle", "GOMIPS=softfloat")
-	out, err := exec.Command("./ipk.sh", "mips_24kc", "v1", t.TempDir(), bin).CombinedOutput()
-	if err == nil {
-		t.Fatalf("ipk.sh mips_24kc with a little-endian binary succeeded:\n%s", out)
-	}
-	if !strings.Contains(string(out), "want '1 2 8'") {
-		t.Errorf("ipk.sh error = %q, want it to name the expected ELF header", out)
-	}
-}
-
 // uciStubs stands in for OpenWrt's /lib/functions.sh: config_get reads
-// CONFIG_<section>_<option>, lists are CONFIG_<section>_<option>_LIST, and
-// CONFIG_SECTIONS names the sections with CONFIG_<section>_TYPE.
+// CONFIG_<section>_<option>, lists are CONFIG_<section>_<option>_LIST (split
+// at spaces) or, as OpenWrt keeps them, CONFIG_<section>_<option>_LENGTH items
+// CONFIG_<section>_<option>_ITEM<n>, and CONFIG_SECTIONS names the sections
+// with CONFIG_<section>_TYPE.
 const uciStubs = `
 config_load() { :; }
 config_get() { eval "_v=\${CONFIG_$2_$3-}"; [ -n "$_v" ] || _v=$4; eval "$1=\$_v"; }
 config_get_bool() { config_get "$@"; eval "case \$$1 in 1|on|true|yes|enabled) $1=1;; *) $1=0;; esac"; }
-config_list_foreach() { eval "_l=\${CONFIG_$1_$2_LIST-}"; for _i in $_l; do $3 "$_i"; done; }
+config_list_foreach() {
+	eval "_n=\${CONFIG_$1_$2_LENGTH-0} _l=\${CONFIG_$1_$2_LIST-}"
+	_c=1; while [ $_c -le $_n ]; do eval "_i=\${CONFIG_$1_$2_ITEM$_c}"; $3 "$_i"; _c=$((_c + 1)); done
+	for _i in $_l; do $3 "$_i"; done
+}
 config_foreach() { for _s in $CONFIG_SECTIONS; do eval "_t=\$CONFIG_${_s}_TYPE"; [ "$_t" = "$2" ] && $1 "$_s"; done; }
 `
 
 // TestUCIRender renders a UCI configuration with the init script's own render
-// function and checks the result is the TOML the agent accepts.
+// function and checks the result is the TOML the agent accepts, a service id
+// with a colon (which AWS allows) included.
 func TestUCIRender(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "porthole.toml")
@@ -302,10 +119,11 @@ CONFIG_main_mqtt_endpoint=example-ats.iot.eu-west-1.amazonaws.com:8883
 CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
 CONFIG_main_event_topic='porthole/events/"q"\x'
 CONFIG_main_authorized_keys_LIST='/etc/porthole/authorized_keys /root/.ssh/authorized_keys'
-CONFIG_SECTIONS='main ssh web'
+CONFIG_SECTIONS='main ssh web rdp'
 CONFIG_main_TYPE=porthole
 CONFIG_ssh_TYPE=service CONFIG_ssh_id=SSH CONFIG_ssh_target=builtin
 CONFIG_web_TYPE=service CONFIG_web_id=HTTP CONFIG_web_target=127.0.0.1:80
+CONFIG_rdp_TYPE=service CONFIG_rdp_id=RDP:win-1_a CONFIG_rdp_target=10.0.0.2:3389
 render
 `
 	cmd := exec.Command("sh", "-c", script)
@@ -345,7 +163,7 @@ render
 	if got.ThingName != "router-7" || got.MQTT.Endpoint != "example-ats.iot.eu-west-1.amazonaws.com:8883" ||
 		got.MQTT.EventTopic != `porthole/events/"q"\x` || got.MQTT.CAFile != "/etc/porthole/AmazonRootCA1.pem" ||
 		got.Tunnel.MaxTunnels != 4 || got.Log.Level != "info" ||
-		got.Services["SSH"] != "builtin" || got.Services["HTTP"] != "127.0.0.1:80" || len(got.Services) != 2 ||
+		got.Services["SSH"] != "builtin" || got.Services["HTTP"] != "127.0.0.1:80" || got.Services["RDP:win-1_a"] != "10.0.0.2:3389" || len(got.Services) != 3 ||
 		strings.Join(got.SSH.AuthorizedKeys, " ") != "/etc/porthole/authorized_keys /root/.ssh/authorized_keys" {
 		t.Errorf("rendered config decodes to %+v\n%s", got, b)
 	}
@@ -716,6 +534,36 @@ func TestMakefileSums(t *testing.T) {
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		if last := lines[len(lines)-1]; last != "tools/pkg/sums.sh dist" {
 			t.Errorf("make %s ends with %q, want tools/pkg/sums.sh dist", target[len(target)-1], last)
+		}
+	}
+}
+
+// TestMakefileIPKArch: make ipk builds the packages IPK_ARCH names, all four
+// by default; an ARCH in the environment (a cross-compiling one exports the
+// kernel's, such as mips) is not an OpenWrt architecture and changes nothing.
+func TestMakefileIPKArch(t *testing.T) {
+	all := "mipsel_24kc mips_24kc arm_cortex-a7_neon-vfpv4 aarch64_cortex-a53"
+	for _, tc := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{nil, nil, all},
+		{[]string{"ARCH=mips"}, nil, all},
+		{[]string{"ARCH=mips"}, []string{"IPK_ARCH=x86_64"}, "x86_64"},
+		{[]string{"IPK_ARCH=mips_24kc"}, nil, "mips_24kc"},
+	} {
+		args := append([]string{"-n", "--no-print-directory", "-C", "../..", "VERSION=test", "BUILD_TIME=", "-o", "cross"}, tc.args...)
+		cmd := exec.Command("make", append(args, "ipk")...)
+		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool {
+			return strings.HasPrefix(kv, "ARCH=") || strings.HasPrefix(kv, "IPK_ARCH=")
+		}), tc.env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("make %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		if want := "for a in " + tc.want + "; do tools/pkg/ipk.sh"; !strings.Contains(string(out), want) {
+			t.Errorf("make ipk %v with %v in the environment: %q, want %q", tc.args, tc.env, out, want)
 		}
 	}
 }
