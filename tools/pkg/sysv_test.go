@@ -49,7 +49,8 @@ func TestSysVScript(t *testing.T) {
 
 // fakeAgent is a porthole that records what happens to it in $FAKE_EVENTS, one
 // "KIND PID" line each: "started" once it handles signals, "reloaded" on
-// SIGHUP, "stopped" on SIGTERM, and "env PID GOMAXPROCS=…". A real program, not
+// SIGHUP, "stopped" on SIGTERM, "env PID GOMAXPROCS=…", "cwd PID DIR" and
+// "environ PID "NAME=VALUE"" for each variable of its environment. A real program, not
 // a script: the kernel names a script's process after the script but its
 // /proc/PID/exe is the shell, which hides what an init script's
 // start-stop-daemon -x /bin/sh would match.
@@ -100,6 +101,11 @@ func main() {
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGUSR1)
 	fmt.Fprintf(f, "started %d\n", os.Getpid())
 	fmt.Fprintf(f, "env %d GOMAXPROCS=%s\n", os.Getpid(), os.Getenv("GOMAXPROCS"))
+	wd, _ := os.Getwd()
+	fmt.Fprintf(f, "cwd %d %s\n", os.Getpid(), wd)
+	for _, kv := range os.Environ() {
+		fmt.Fprintf(f, "environ %d %q\n", os.Getpid(), kv)
+	}
 	var l *login
 	for s := range sig {
 		switch s {
@@ -235,6 +241,11 @@ func withEachStartStopDaemon(t *testing.T, test func(t *testing.T, shell, binDir
 
 // sysvRig runs sysv/porthole with a fake agent, everything in a directory of
 // its own; whatever the script started is killed at the end of the test.
+//
+// The script starts the agent with a clean environment, which only what
+// /etc/default/porthole exports reaches: run writes the rig's one
+// ($PORTHOLE_DEFAULTS), exporting the script's settings and the fake agent's
+// from env, then defaults.
 type sysvRig struct {
 	t                   *testing.T
 	shell               string // runs the script: "sh" or "/path/busybox sh"
@@ -242,6 +253,8 @@ type sysvRig struct {
 	dir, events, log    string
 	pidfile, transcript string
 	env                 []string
+	defaults            string // more lines of /etc/default/porthole
+	wd                  string // the script's current directory; "": the test's
 }
 
 func newSysVRig(t *testing.T, fake, shell, binDir string, env ...string) *sysvRig {
@@ -289,9 +302,25 @@ func (r *sysvRig) command(action string) string {
 }
 
 func (r *sysvRig) run(action string) (string, error) {
+	defaults := filepath.Join(r.dir, "default")
+	var b strings.Builder
+	for _, kv := range r.env {
+		k, v, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "FAKE_"), k == "PORTHOLE_RESTART_DETACHED",
+			k == "DAEMON", k == "CONF", k == "PIDFILE", k == "LOG", k == "LOG_MAX":
+			fmt.Fprintf(&b, "export %s=%s\n", k, shq(v))
+		}
+	}
+	// For the script that a login the agent serves runs.
+	fmt.Fprintf(&b, "export PORTHOLE_DEFAULTS=%s\n%s", shq(defaults), r.defaults)
+	if err := os.WriteFile(defaults, []byte(b.String()), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
 	args := strings.Fields(r.command(action))
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = r.env
+	cmd.Env = append(slices.Clone(r.env), "PORTHOLE_DEFAULTS="+defaults)
+	cmd.Dir = r.wd
 	out, err := cmd.CombinedOutput()
 	r.t.Logf("%s: %v: %s", r.command(action), err, bytes.TrimSpace(out))
 	return string(out), err
@@ -507,6 +536,74 @@ func TestSysVStartGOMAXPROCS(t *testing.T) {
 		}
 		r.run("stop")
 	}
+}
+
+// TestSysVStartCleanEnvironment: the agent runs in / with PATH, GOMAXPROCS,
+// GOMEMLIMIT when set, and what /etc/default/porthole exports, and nothing
+// else of the environment start ran in: an operator's https_proxy does not
+// become the agent's at a restart they type.
+func TestSysVStartCleanEnvironment(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		for _, tc := range []struct {
+			name, defaults string
+			want           map[string]string // "": absent
+		}{
+			{"no defaults", "", map[string]string{"https_proxy": "", "HTTPS_PROXY": "", "OPERATOR": "", "GOMAXPROCS": "1", "GOMEMLIMIT": ""}},
+			{"defaults", "export https_proxy=http://device:3128\nNOT_EXPORTED=1\nGOMEMLIMIT=20MiB\nGOMAXPROCS=2\n",
+				map[string]string{"https_proxy": "http://device:3128", "HTTPS_PROXY": "", "OPERATOR": "", "NOT_EXPORTED": "", "GOMAXPROCS": "2", "GOMEMLIMIT": "20MiB"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := newSysVRig(t, fake, shell, binDir, "https_proxy=http://operator:3128", "HTTPS_PROXY=http://operator:3128", "OPERATOR=1")
+				r.env = slices.DeleteFunc(r.env, func(kv string) bool { return strings.HasPrefix(kv, "GOMEMLIMIT=") })
+				r.defaults = tc.defaults
+				r.wd = t.TempDir()
+				if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+					t.Fatalf("start: %v %q", err, out)
+				}
+				pids := r.eventPids("started", 1)
+				r.run("stop")
+				if len(pids) != 1 {
+					t.Fatalf("agents started %v, want one", pids)
+				}
+				env := map[string]string{}
+				cwd := ""
+				for _, l := range strings.Split(r.readEvents(), "\n") {
+					if v, ok := strings.CutPrefix(l, fmt.Sprintf("cwd %d ", pids[0])); ok {
+						cwd = v
+					}
+					if v, ok := strings.CutPrefix(l, fmt.Sprintf("environ %d ", pids[0])); ok {
+						kv, err := strconv.Unquote(v)
+						if err != nil {
+							t.Fatalf("events: %q: %v", l, err)
+						}
+						k, v, _ := strings.Cut(kv, "=")
+						env[k] = v
+					}
+				}
+				if cwd != "/" {
+					t.Errorf("the agent runs in %q, want /", cwd)
+				}
+				for k, want := range tc.want {
+					if got := env[k]; got != want {
+						t.Errorf("the agent's %s = %q, want %q", k, got, want)
+					}
+				}
+				if env["PATH"] == "" {
+					t.Error("the agent has no PATH")
+				}
+				// The rest: what the rig's defaults export and the shell's own.
+				for k := range env {
+					switch {
+					case strings.HasPrefix(k, "FAKE_"), slices.Contains([]string{"PATH", "GOMAXPROCS", "GOMEMLIMIT", "https_proxy",
+						"DAEMON", "CONF", "PIDFILE", "LOG", "PORTHOLE_DEFAULTS", "PWD", "OLDPWD", "SHLVL", "_"}, k):
+					default:
+						t.Errorf("the agent's environment has %s=%q, from the environment start ran in", k, env[k])
+					}
+				}
+			})
+		}
+	})
 }
 
 // TestSysVLogCap: start moves a log bigger than LOG_MAX to LOG.1, replacing the
