@@ -275,7 +275,7 @@ func TestDefaultConfig(t *testing.T) {
 		}
 	}
 	text := []byte(read(t, path))
-	for _, re := range []string{`(?m)^thing_name = `, `(?m)^endpoint = "CHANGE-ME`} {
+	for _, re := range []string{`(?m)^thing_name = `, `(?m)^\[mqtt\]\n(?:[^\[].*\n)*endpoint = `} {
 		if !regexp.MustCompile(re).Match(text) {
 			t.Errorf("%s: no line matching %s for porthole.mk to rewrite", path, re)
 		}

@@ -18,6 +18,10 @@
 // run: the environment and flags of go build for each architecture, the Go
 // version check, and which infrastructure each configuration takes.
 //
+// The rootfs (rootfs_test.go): the config the target install writes from the
+// options, rewritten on a rebuild, and the permission table that makes the
+// overlay's secrets 0600 in the image.
+//
 // A real build (build_test.go): the defconfig's mipsle binary built through
 // porthole.mk's own steps with the real go, read with go version -m and run
 // under qemu-mipsel-static (skipped by -short); and the offline vendoring of

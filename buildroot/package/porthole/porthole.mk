@@ -180,10 +180,26 @@ define PORTHOLE_INSTALL_CONFIG
 		$(SED) 's|^thing_name = .*|thing_name = "$(call qstrip,$(BR2_PACKAGE_PORTHOLE_THING_NAME))"|' \
 			$(TARGET_DIR)/etc/porthole/porthole.toml)
 	$(if $(BR2_PACKAGE_PORTHOLE_MQTT_ENDPOINT),\
-		$(SED) 's|^endpoint = "CHANGE-ME.*|endpoint = "$(call qstrip,$(BR2_PACKAGE_PORTHOLE_MQTT_ENDPOINT))"|' \
-			$(TARGET_DIR)/etc/porthole/porthole.toml)
+		$(SED) '$(PORTHOLE_MQTT_ENDPOINT_SED)' $(TARGET_DIR)/etc/porthole/porthole.toml)
 endef
 PORTHOLE_POST_INSTALL_TARGET_HOOKS += PORTHOLE_INSTALL_CONFIG
+# The endpoint key of [mqtt], whatever it holds (a rebuild after the option
+# changed rewrites it), and not [tunnel]'s. A variable, for the comma of the
+# sed range, which $(if ...) would take for its own.
+PORTHOLE_MQTT_ENDPOINT_SED = /^\[mqtt\]/,/^\[/s|^endpoint = .*|endpoint = "$(call qstrip,$(BR2_PACKAGE_PORTHOLE_MQTT_ENDPOINT))"|
+
+# Buildroot copies rootfs overlays with rsync --chmod=u=rwX,go=rX, so the
+# device's key, authorized_keys and porthole.toml put in one (the board's
+# rootfs-overlay/etc/porthole/README) would be 0644 in the image. This
+# permission table (makedevs, applied under fakeroot when the filesystem
+# images are made, after the overlays) makes them root's and 0600; F, not f:
+# a file that is not there (no key in the overlay yet) is skipped, where f
+# would fail the image.
+define PORTHOLE_PERMISSIONS
+	/etc/porthole/device.pem.key F 600 0 0 - - - - -
+	/etc/porthole/authorized_keys F 600 0 0 - - - - -
+	/etc/porthole/porthole.toml F 600 0 0 - - - - -
+endef
 
 # The init files of the other packages (tools/pkg), from the tree this
 # BR2_EXTERNAL lives in, as the sources and device.gcflags are.

@@ -1,0 +1,113 @@
+package brcheck
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+)
+
+// installedConfig is what the checks below read of /etc/porthole/porthole.toml.
+type installedConfig struct {
+	ThingName string `toml:"thing_name"`
+	MQTT      struct {
+		Endpoint string `toml:"endpoint"`
+	} `toml:"mqtt"`
+	Tunnel struct {
+		Endpoint string `toml:"endpoint"`
+	} `toml:"tunnel"`
+}
+
+// TestInstallConfig: the target install writes BR2_PACKAGE_PORTHOLE_THING_NAME
+// and BR2_PACKAGE_PORTHOLE_MQTT_ENDPOINT into /etc/porthole/porthole.toml
+// (0600), and a rebuild after either changed writes the new value over the
+// old one, not only over the placeholder; the endpoint is [mqtt]'s, never
+// [tunnel]'s.
+func TestInstallConfig(t *testing.T) {
+	gobin, _ := fakeGo(t, "go1.26.0")
+	arch := []string{"BR2_mipsel=y", "BR2_MIPS_CPU_MIPS32R2=y", "BR2_MIPS_SOFT_FLOAT=y"}
+	options := func(thing, endpoint string) []string {
+		return append(hostGo(gobin, arch...),
+			`BR2_PACKAGE_PORTHOLE_THING_NAME="`+thing+`"`, `BR2_PACKAGE_PORTHOLE_MQTT_ENDPOINT="`+endpoint+`"`)
+	}
+	p := newPkg(t, options("one", "one-ats.iot.eu-west-1.amazonaws.com:8883")...)
+	p.copyGoMod()
+	conf := filepath.Join(p.target, "etc/porthole/porthole.toml")
+	install := func(targets ...string) installedConfig {
+		t.Helper()
+		if out, err := p.make(targets...); err != nil {
+			t.Fatalf("make %v: %v\n%s", targets, err, out)
+		}
+		var c installedConfig
+		if _, err := toml.DecodeFile(conf, &c); err != nil {
+			t.Fatalf("installed porthole.toml: %v", err)
+		}
+		return c
+	}
+
+	c := install("built", "target_installed")
+	if c.ThingName != "one" || c.MQTT.Endpoint != "one-ats.iot.eu-west-1.amazonaws.com:8883" {
+		t.Errorf("first install: thing_name %q, mqtt.endpoint %q; want the options'", c.ThingName, c.MQTT.Endpoint)
+	}
+	if st, err := os.Stat(conf); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("porthole.toml: %v, want mode 600", err)
+	}
+
+	// The options changed; the rebuild keeps the file and rewrites both.
+	p.config = strings.Join(options("two", "two-ats.iot.eu-west-1.amazonaws.com"), "\n") + "\n"
+	c = install("target_installed")
+	if c.ThingName != "two" || c.MQTT.Endpoint != "two-ats.iot.eu-west-1.amazonaws.com" {
+		t.Errorf("rebuild with new options: thing_name %q, mqtt.endpoint %q; want the new ones", c.ThingName, c.MQTT.Endpoint)
+	}
+
+	// A config of the user's own (kept: the package installs none over it)
+	// with a [tunnel] endpoint, after [mqtt] or before it.
+	for _, text := range []string{
+		"thing_name = \"x\"\n[mqtt]\nendpoint = \"old.example.com\"\n[tunnel]\nendpoint = \"tunnel.example.com\"\n",
+		"thing_name = \"x\"\n[tunnel]\nendpoint = \"tunnel.example.com\"\n[mqtt]\nendpoint = \"old.example.com\"\n",
+	} {
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c = install("target_installed")
+		if c.MQTT.Endpoint != "two-ats.iot.eu-west-1.amazonaws.com" || c.Tunnel.Endpoint != "tunnel.example.com" {
+			b, _ := os.ReadFile(conf)
+			t.Errorf("install over\n%s: mqtt.endpoint %q, tunnel.endpoint %q; want the option's and tunnel.example.com kept\n%s", text, c.MQTT.Endpoint, c.Tunnel.Endpoint, b)
+		}
+	}
+}
+
+// TestPermissions: Buildroot copies a rootfs overlay with go=rX, so the
+// secrets the board's overlay README asks for would be world-readable in the
+// image; PORTHOLE_PERMISSIONS, a makedevs table applied when the images are
+// made, makes each root's and 0600, with type F (skipped when the file is
+// missing: an image without a key yet still builds; f would fail it).
+func TestPermissions(t *testing.T) {
+	p := newPkg(t, "BR2_PACKAGE_PORTHOLE=y")
+	table := p.expandVar("PORTHOLE_PERMISSIONS")
+	got := map[string]bool{}
+	for _, line := range strings.Split(table, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		// name type mode uid gid major minor start inc count (Buildroot
+		// manual, "Makedev syntax documentation").
+		if len(f) != 10 || f[1] != "F" || f[2] != "600" || f[3] != "0" || f[4] != "0" || strings.Join(f[5:], " ") != "- - - - -" {
+			t.Errorf("PORTHOLE_PERMISSIONS line %q, want NAME F 600 0 0 - - - - -", line)
+			continue
+		}
+		got[f[0]] = true
+	}
+	for _, secret := range []string{"device.pem.key", "authorized_keys", "porthole.toml"} {
+		if !got["/etc/porthole/"+secret] {
+			t.Errorf("PORTHOLE_PERMISSIONS lacks /etc/porthole/%s:\n%s", secret, table)
+		}
+	}
+	readme := read(t, filepath.Join(tree, "board/qemu-mipsel/rootfs-overlay/etc/porthole/README"))
+	if !strings.Contains(readme, "PORTHOLE_PERMISSIONS") {
+		t.Errorf("the overlay's README does not say what makes its secrets 0600 (PORTHOLE_PERMISSIONS):\n%s", readme)
+	}
+}
