@@ -164,3 +164,75 @@ func TestHostileHandshakes(t *testing.T) {
 }
 
 func slogTo(l *testlog.Lines) *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// A peer that opens 128 connections whose local ends are never read (SSH
+// connections waiting for a login slot) and sends each 7 full DATA payloads:
+// what the destination holds for them stays within its session's budget
+// (sessionBuffered, and pipeUnread per unread Pipe), where it once grew by
+// about 520 KiB a connection, 46 MiB in all. Past the budget the destination
+// stops reading, as for one full queue; the service may then drop it.
+func TestFloodOfUnreadConnectionsBounded(t *testing.T) {
+	var mu sync.Mutex
+	var unread []net.Conn
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range unread {
+			c.Close()
+		}
+	})
+	dialer := tunnel.DialerFunc(func(ctx context.Context, svc string) (net.Conn, error) {
+		ours, theirs := tunnel.Pipe()
+		mu.Lock()
+		unread = append(unread, theirs)
+		mu.Unlock()
+		return ours, nil
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, noSource: true,
+		dstTweak: func(d *tunnel.Destination) { d.Dialer = dialer; d.Logger = slog.New(slog.DiscardHandler) }})
+	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	heap := func() int64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapInuse)
+	}
+	base := heap()
+	const conns, rounds = 128, 7
+	send := func(m *tunnel.Message) bool { return h.tun.Send(tunneltest.Destination, m) == nil }
+	send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	for i := 2; i <= conns; i++ {
+		send(&tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: uint32(i)})
+	}
+	payload := make([]byte, tunnel.MaxPayload)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for range rounds {
+			for i := 1; i <= conns; i++ {
+				if !send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: uint32(i), Payload: payload}) {
+					return // the service dropped the destination that stopped reading
+				}
+			}
+		}
+	}()
+	peak := int64(0)
+	for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline); {
+		peak = max(peak, heap()-base)
+		select {
+		case <-sent:
+			deadline = time.Now() // all sent: one more look
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	peak = max(peak, heap()-base)
+	// The service (in this process) holds up to 1 MiB for the destination; the
+	// destination its budget and the Pipes' small buffers. Without the budget,
+	// 128 × 7 payloads were held: 56 MiB.
+	t.Logf("heap grew by at most %.1f MiB", float64(peak)/(1<<20))
+	if peak > 16<<20 {
+		t.Errorf("heap grew by %.1f MiB for %d unread connections; want it bounded (at most 16 MiB)", float64(peak)/(1<<20), conns)
+	}
+}

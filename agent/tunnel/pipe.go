@@ -12,6 +12,11 @@ import (
 // waits: about what a local socket buffers.
 const pipeBuffer = 128 << 10
 
+// pipeUnread is what a direction holds until its reader has read from it, in a
+// buffer of its own rather than a pooled payload: an SSH connection waiting for
+// a login slot is not read, and a peer can open a hundred of them.
+const pipeUnread = 8 << 10
+
 // Pipe returns the two ends of an in-memory, full-duplex stream connection, for a
 // service that runs in this process (the agent's SSH server). Unlike net.Pipe each
 // direction buffers, as a socket does, so a writer need not wait for every read;
@@ -33,6 +38,7 @@ type pipeBuf struct {
 	chunks   [][]byte // pooled buffers (payloads) holding what was written; chunks[0][off:] is next
 	off      int
 	n        int           // octets buffered
+	wasRead  bool          // the reader has read: the buffer may grow to pipeBuffer
 	eof      bool          // the writing end closed: readers drain, then io.EOF
 	broken   bool          // the reading end closed: writes fail
 	readable chan struct{} // a token when data, eof or broken may have changed
@@ -60,6 +66,7 @@ func (b *pipeBuf) read(p []byte) (n int, err error, ok bool) {
 		}
 		return 0, nil, len(p) == 0
 	}
+	b.wasRead = true
 	for n < len(p) && len(b.chunks) > 0 {
 		c := b.chunks[0][b.off:]
 		k := copy(p[n:], c)
@@ -93,21 +100,29 @@ func (b *pipeBuf) write(p []byte) (n int, err error, ok bool) {
 	if b.eof {
 		return 0, net.ErrClosed, true
 	}
-	room := pipeBuffer - b.n
+	limit := pipeBuffer
+	if !b.wasRead {
+		limit = pipeUnread
+	}
+	room := limit - b.n
 	if room <= 0 {
 		return 0, nil, false
 	}
 	for n < len(p) && room > 0 {
 		// Fill the last chunk, then take another: memory stays near what is
 		// buffered however small the writes are.
-		if last := len(b.chunks) - 1; last >= 0 && len(b.chunks[last]) < MaxPayload {
-			k := min(len(p)-n, room, MaxPayload-len(b.chunks[last]))
+		if last := len(b.chunks) - 1; last >= 0 && len(b.chunks[last]) < cap(b.chunks[last]) {
+			k := min(len(p)-n, room, cap(b.chunks[last])-len(b.chunks[last]))
 			b.chunks[last] = append(b.chunks[last], p[n:n+k]...)
 			n += k
 			room -= k
 			continue
 		}
-		b.chunks = append(b.chunks, payloads.Get())
+		if b.wasRead {
+			b.chunks = append(b.chunks, payloads.Get())
+		} else {
+			b.chunks = append(b.chunks, make([]byte, 0, pipeUnread))
+		}
 	}
 	b.n += n
 	wake(b.readable)

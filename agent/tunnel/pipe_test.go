@@ -7,7 +7,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/net/nettest"
 )
@@ -93,6 +95,7 @@ func TestPipeSmallWrites(t *testing.T) {
 	a, b := Pipe()
 	defer a.Close()
 	defer b.Close()
+	readOnce(t, a, b)
 	piece := bytes.Repeat([]byte("x"), 5000)
 	for range pipeBuffer / len(piece) {
 		if _, err := a.Write(piece); err != nil {
@@ -105,5 +108,49 @@ func TestPipeSmallWrites(t *testing.T) {
 	buf.mu.Unlock()
 	if want := (n + MaxPayload - 1) / MaxPayload; chunks != want {
 		t.Errorf("%d octets buffered in %d chunks, want %d", n, chunks, want)
+	}
+}
+
+// readOnce writes a byte to a and reads it from b: b's reader has read, so
+// the direction may buffer pipeBuffer.
+func readOnce(t *testing.T, a, b net.Conn) {
+	t.Helper()
+	if _, err := a.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Until its reader has read, a direction holds pipeUnread octets in a buffer of
+// its own, not a pooled payload: an SSH connection waiting for a login slot is
+// not read, and a peer could open a hundred of them. Once read, it buffers
+// pipeBuffer.
+func TestPipeUnreadHoldsLittle(t *testing.T) {
+	a, b := Pipe()
+	defer a.Close()
+	defer b.Close()
+	a.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	n, err := a.Write(make([]byte, pipeBuffer))
+	if n != pipeUnread || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write to an unread pipe = %d, %v; want %d and a deadline error", n, err, pipeUnread)
+	}
+	buf := a.(*pipeEnd).out
+	buf.mu.Lock()
+	held := 0
+	for _, c := range buf.chunks {
+		held += cap(c)
+	}
+	buf.mu.Unlock()
+	if held > pipeUnread {
+		t.Errorf("an unread pipe holds buffers of %d octets, want at most %d", held, pipeUnread)
+	}
+	if _, err := io.ReadFull(b, make([]byte, pipeUnread)); err != nil {
+		t.Fatal(err)
+	}
+	a.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := a.Write(make([]byte, pipeBuffer)); n != pipeBuffer || err != nil {
+		t.Fatalf("Write to a pipe that was read = %d, %v; want %d", n, err, pipeBuffer)
 	}
 }

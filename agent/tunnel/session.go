@@ -27,6 +27,14 @@ type engineOptions struct {
 // WebSocket reader blocks: the bound that turns a slow target into back-pressure.
 const linkQueue = 4
 
+// sessionBuffered bounds the DATA one session holds for its local connections,
+// queued or being written, as pooled payload buffers. linkQueue alone bounds one
+// connection, not a peer that opens many whose targets do not read (SSH
+// connections waiting for a login slot): 128 of them held 46 MiB. Past it the
+// WebSocket reader waits, as for a full queue, and a connection it waits on for
+// the stall timeout is reset. One bulk transfer needs linkQueue+1 payloads.
+const sessionBuffered = 1 << 20
+
 // session is the state of one WebSocket connection: its streams and the local
 // connections they carry. When the WebSocket ends, every local connection of the
 // session is closed (spec §3.8).
@@ -57,6 +65,9 @@ type session struct {
 
 	// linkDone is signalled (buffer 1, never blocking) when a link stops being live.
 	linkDone chan struct{}
+	// written is signalled (buffer 1) when a link has written a payload to its
+	// local connection: room in sessionBuffered, for push.
+	written chan struct{}
 
 	// opening (source) orders the start frames of concurrent opens: a
 	// CONNECTION_START must not reach the wire before its stream's STREAM_START.
@@ -77,7 +88,7 @@ type stream struct {
 }
 
 func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
-	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}, live: map[*link]struct{}{}, linkDone: make(chan struct{}, 1)}
+	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}, live: map[*link]struct{}{}, linkDone: make(chan struct{}, 1), written: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	// Ending the session (or the caller's context) ends the connection's reads.
 	// When the caller stops it, the peer first hears that every stream is gone.
@@ -349,12 +360,14 @@ type link struct {
 	v3      bool
 	first   bool // destination: opened by the STREAM_START (the others by CONNECTION_START)
 
-	in    chan []byte // tunnel → local; nil marks the peer's reset after the data
-	done  chan struct{}
-	idle  chan struct{} // closed when the pumps have returned: the link sends nothing more
-	once  sync.Once
-	quiet atomic.Bool  // the peer ended the link (or the session did): send no reset
-	pumps atomic.Int32 // pumps not yet returned; the link is live (session.live) until 0
+	in chan []byte // tunnel → local; nil marks the peer's reset after the data
+	// writing: pumpDown is writing a payload it took from in (sessionBuffered).
+	writing atomic.Bool
+	done    chan struct{}
+	idle    chan struct{} // closed when the pumps have returned: the link sends nothing more
+	once    sync.Once
+	quiet   atomic.Bool  // the peer ended the link (or the session did): send no reset
+	pumps   atomic.Int32 // pumps not yet returned; the link is live (session.live) until 0
 
 	mu    sync.Mutex
 	conn  io.ReadWriteCloser
@@ -399,6 +412,7 @@ func (l *link) pumpDone() {
 	delete(l.s.live, l)
 	l.s.mu.Unlock()
 	close(l.idle)
+	wake(l.s.written) // what it held no longer counts
 	select {
 	case l.s.linkDone <- struct{}{}:
 	default:
@@ -447,8 +461,11 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 				l.end()
 				return
 			}
+			l.writing.Store(true)
 			_, err := conn.Write(b)
+			l.writing.Store(false)
 			payloads.Release(b)
+			wake(l.s.written)
 			if err != nil {
 				l.endAndNotify()
 				return
@@ -528,23 +545,62 @@ const smallRead = 4 << 10
 // push queues a payload for the local connection. When the queue stays full for the
 // stall timeout, the connection is reset so that it cannot hold up the others.
 func (l *link) push(b []byte) {
-	select {
-	case l.in <- b:
-		return
-	case <-l.done:
-		return
-	default:
+	if b == nil || !l.s.overBuffered() {
+		select {
+		case l.in <- b:
+			return
+		case <-l.done:
+			return
+		default:
+		}
 	}
 	t := time.NewTimer(l.s.opt.stall)
 	defer t.Stop()
+	for b != nil && l.s.overBuffered() {
+		select {
+		case <-l.s.written:
+		case <-l.done:
+			return
+		case <-l.s.ctx.Done():
+			return
+		case <-t.C:
+			l.stalled()
+			return
+		}
+	}
 	select {
 	case l.in <- b:
 	case <-l.done:
 	case <-l.s.ctx.Done():
 	case <-t.C:
-		l.s.opt.log.Warn("local connection stalled, resetting it", append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
-		l.endAndNotify()
+		l.stalled()
 	}
+}
+
+func (l *link) stalled() {
+	l.s.opt.log.Warn("local connection stalled, resetting it", append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
+	l.endAndNotify()
+}
+
+// overBuffered reports whether the session's local connections hold
+// sessionBuffered or more in payloads, queued or being written. It counts
+// only when they could: with few connections the sum is not taken.
+func (s *session) overBuffered() bool {
+	const perLink = (linkQueue + 1) * MaxPayload
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.live)*perLink < sessionBuffered {
+		return false
+	}
+	held := 0
+	for l := range s.live {
+		n := len(l.in)
+		if l.writing.Load() {
+			n++
+		}
+		held += n * MaxPayload
+	}
+	return held >= sessionBuffered
 }
 
 // peerEnded closes the link because the peer reset it: pending data is written
