@@ -37,17 +37,25 @@ func (e *connackError) Unwrap() error { return e.err }
 // entries per connection: 0.8 MiB of the agent's 1.5 MiB idle heap on amd64.
 const receiveMaximum = 32
 
+// maximumPacket is the largest packet the broker may send (MQTT 5.0
+// §3.1.2.11.4): a notification is at most MaxPayloadSize, and the broker drops
+// larger messages for this client rather than send them. paho reads a packet
+// whole before anything can refuse it, so without it a 64 MiB publish on the
+// notify topic of a lab broker cost a device 220 MiB.
+const maximumPacket = 64 << 10
+
 // connectPacket is the CONNECT of every connection: clean start false and
 // a session expiry, so the broker keeps the subscription and queues QoS 1
 // notifications while the device is offline (MQTT 5.0 §3.1.2.4, §3.1.2.11.2).
 func (l *Listener) connectPacket() *paho.Connect {
 	expiry := uint32(l.cfg.SessionExpiry / time.Second)
 	recvMax := uint16(receiveMaximum)
+	maxPacket := uint32(maximumPacket)
 	return &paho.Connect{
 		ClientID:   l.cfg.ClientID,
 		KeepAlive:  uint16(l.cfg.KeepAlive / time.Second),
 		CleanStart: false,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry, ReceiveMaximum: &recvMax},
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry, ReceiveMaximum: &recvMax, MaximumPacketSize: &maxPacket},
 	}
 }
 

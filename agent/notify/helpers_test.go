@@ -239,9 +239,14 @@ func dialTestClient(t testing.TB, addr string, tc *tls.Config, clientID string) 
 
 func (c *testClient) publish(topic string, payload []byte) {
 	c.t.Helper()
+	c.publishRetained(topic, payload, false)
+}
+
+func (c *testClient) publishRetained(topic string, payload []byte, retain bool) {
+	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if _, err := c.cli.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload}); err != nil {
+	if _, err := c.cli.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload, Retain: retain}); err != nil {
 		c.t.Fatalf("publishing to %s: %v", topic, err)
 	}
 }

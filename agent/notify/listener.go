@@ -219,6 +219,13 @@ func (l *Listener) received(pr paho.PublishReceived) (bool, error) {
 		l.log.Debug("mqtt message on another topic ignored", "topic", p.Topic, "bytes", len(p.Payload))
 		return false, nil
 	}
+	if p.Retain {
+		// A message the broker kept and hands to every new subscription: AWS IoT
+		// does not retain on the reserved topics, but a lab broker may hold an
+		// old notification, which would reopen a closed tunnel at each start.
+		l.log.Info("retained notification ignored (a live one is never retained)", "bytes", len(p.Payload))
+		return true, nil
+	}
 	if l.dedupe.seen(p.Payload) {
 		l.log.Info("duplicate notification ignored", "bytes", len(p.Payload), "redelivery", p.Duplicate())
 		return true, nil

@@ -327,3 +327,32 @@ func TestMosquittoLinkLoss(t *testing.T) {
 	}
 	rec.assertNoSecret(testToken[:20])
 }
+
+// A retained message on the notify topic (a lab broker keeps one; AWS IoT does
+// not retain there) is not a notification: it would reopen an old tunnel at
+// every start. A message over maximumPacket is not sent to the device at all
+// (the CONNECT's Maximum Packet Size), where paho would read it whole first.
+func TestMosquittoRetainedAndOversizedNotDelivered(t *testing.T) {
+	m := startMosquitto(t)
+	pub := m.publisher(t, "publisher-retained")
+	pub.publishRetained(Topic("thing-a"), notifyPayload(testToken+"stale"), true)
+
+	log, rec := newLogRecorder(t)
+	sink := newSink(t)
+	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfg.OnNotification = sink.callback
+	l := newListener(t, cfg)
+	runListener(t, l)
+	awaitConnection(t, l)
+	rec.waitFor("retained notification ignored")
+
+	pub.publish(Topic("thing-a"), []byte(`{"pad":"`+strings.Repeat("x", 2*maximumPacket)+`"}`))
+	pub.publish(Topic("thing-a"), notifyPayload(testToken+"live"))
+	if n := sink.next(); n.ClientAccessToken != testToken+"live" {
+		t.Fatalf("got %v, want the live notification", n)
+	}
+	sink.none(100 * time.Millisecond)
+	if n := rec.count("notification rejected"); n != 0 {
+		t.Errorf("%d notifications rejected: the oversized message reached the device", n)
+	}
+}
