@@ -161,15 +161,17 @@ func TestEnvAllowList(t *testing.T) {
 	e := newEnv(t, func(_ *testEnv, s *Server) { s.AcceptEnv = []string{"LANG", "LC_*"} })
 	c := e.login("root")
 	s := openSession(t, c)
-	for _, kv := range [][2]string{{"LANG", "C.UTF-8"}, {"LC_TIME", "de_DE"}, {"FOO", "bar"}, {"LD_PRELOAD", "/x.so"}} {
+	// TERM comes from the pty request only, as in OpenSSH: not from an env
+	// request outside AcceptEnv.
+	for _, kv := range [][2]string{{"LANG", "C.UTF-8"}, {"LC_TIME", "de_DE"}, {"FOO", "bar"}, {"LD_PRELOAD", "/x.so"}, {"TERM", "evil"}} {
 		err := s.Setenv(kv[0], kv[1])
 		allowed := kv[0] == "LANG" || kv[0] == "LC_TIME"
 		if (err == nil) != allowed {
 			t.Errorf("Setenv(%s) = %v, want allowed=%v", kv[0], err, allowed)
 		}
 	}
-	out, err := s.Output(`echo "$LANG|$LC_TIME|$FOO|$LD_PRELOAD"`)
-	if err != nil || string(out) != "C.UTF-8|de_DE||\n" {
+	out, err := s.Output(`echo "$LANG|$LC_TIME|$FOO|$LD_PRELOAD|$TERM"`)
+	if err != nil || string(out) != "C.UTF-8|de_DE|||\n" {
 		t.Errorf("env = %q, %v", out, err)
 	}
 }

@@ -238,9 +238,6 @@ func (s *Server) acceptEnv(name string) bool {
 	if name == "" || strings.ContainsAny(name, "=\x00") {
 		return false
 	}
-	if name == "TERM" {
-		return true
-	}
 	for _, p := range s.AcceptEnv {
 		if matchPattern(name, p) {
 			return true
