@@ -145,6 +145,7 @@ func (s *Server) checkPassword(user, password string) error {
 
 // authLog turns x/crypto's record of each attempt into audit events.
 func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, err error) {
+	st.triedAuth.Store(true)
 	st.mu.Lock()
 	k, reason := st.lastKey, st.lastReason
 	st.mu.Unlock()

@@ -138,6 +138,9 @@ type connState struct {
 	conn   *conn
 
 	authed atomic.Bool
+	// triedAuth: the client asked to authenticate (any method, "none"
+	// included). A connection that ends before is no failed login.
+	triedAuth atomic.Bool
 
 	mu         sync.Mutex
 	lastKey    authInfo // the key last offered or verified, for the audit log

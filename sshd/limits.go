@@ -217,11 +217,15 @@ func (s *Server) awaitStartup(c *conn) bool {
 }
 
 // endStartup stops tracking c, which has ended. If it never authenticated,
-// it counts as a failed login, unless one was counted for it already or it
-// never got a MaxStartups slot.
+// it counts as a failed login, unless one was counted for it already, it
+// never got a MaxStartups slot, or it ended before it asked to authenticate:
+// a key exchange that fails (no common algorithm), a client that drops a host
+// key it does not know, ssh-keyscan, a health check guess nothing. Counted,
+// ten of them locked a source out for a minute, and a tunnel's streams share
+// one source: every operator of the tunnel.
 func (s *Server) endStartup(c *conn) {
 	su := s.removeStartup(c)
-	if su == nil || !su.admitted || su.counted { // an authenticated c is untracked already
+	if su == nil || !su.admitted || su.counted || !c.st.triedAuth.Load() { // an authenticated c is untracked already
 		return
 	}
 	if s.limiter.fail(c.st.src, s.clock()) {

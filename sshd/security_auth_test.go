@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"errors"
 	"io"
 	"net"
 	"runtime"
@@ -389,4 +390,39 @@ func TestFailureLimiterReservesChecks(t *testing.T) {
 	if !off.begin("a", t0) || off.end("a", true, t0) {
 		t.Error("disabled limiter refused")
 	}
+}
+
+// TestKeyExchangeFailuresNotCounted: connections that end before they ask to
+// authenticate (no common algorithm, a host key the client does not know,
+// ssh-keyscan) guess nothing and do not count toward MaxAuthFailures; ten of
+// them once locked the source, through a tunnel every operator of it, out.
+func TestKeyExchangeFailuresNotCounted(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxAuthFailures = 2 })
+	for i := range 5 {
+		cfg := e.clientConfig("root", gossh.PublicKeys(e.key))
+		cfg.HostKeyCallback = func(string, net.Addr, gossh.PublicKey) error { return errors.New("unknown host key (test)") }
+		if c, err := gossh.Dial("tcp", e.addr, cfg); err == nil {
+			c.Close()
+			t.Fatalf("connection %d: a client that refused the host key logged in", i)
+		}
+	}
+	// Each connection is counted, or not, when its goroutine ends: a login
+	// waits for the ones before it to be done with (a hang guard, not timing).
+	if c, err := e.dial("root", gossh.PublicKeys(e.key)); err != nil {
+		t.Fatalf("login after refused host keys: %v", err)
+	} else {
+		c.Close()
+	}
+	if e.srv.limiter.blocked("127.0.0.1", time.Now()) {
+		t.Fatal("connections that ended in the key exchange blocked the source")
+	}
+	// A client that asked to authenticate and gave up still counts.
+	bad := newSigner(t)
+	for range 2 {
+		if c, err := e.dial("root", gossh.PublicKeys(bad)); err == nil {
+			c.Close()
+			t.Fatal("an unauthorized key logged in")
+		}
+	}
+	waitFor(t, "failures counted", func() bool { return e.srv.limiter.blocked("127.0.0.1", time.Now()) })
 }

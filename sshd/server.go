@@ -92,8 +92,9 @@ type Server struct {
 	// has passed: its new connections are closed at once, and so are its
 	// open connections that have not authenticated. A failed login is a
 	// refused password, counted as soon as it is checked (so connections in
-	// parallel cannot guess more often), or a connection that ended without
-	// authenticating and without a refused password. Public keys that are
+	// parallel cannot guess more often), or a connection that asked to
+	// authenticate and ended without doing so and without a refused
+	// password (one that ends during the key exchange guessed nothing). Public keys that are
 	// not authorized are not counted one by one: clients offer every key
 	// they hold (MaxAuthTries bounds them per connection), and a key cannot
 	// be guessed. The source is the remote IP address, or the whole remote
