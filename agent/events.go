@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,7 +74,8 @@ func (q *eventQueue) add(e Event) {
 	}
 	q.mu.Lock()
 	if len(q.queue) >= eventQueueSize {
-		q.queue = q.queue[1:]
+		i := q.victimLocked()
+		q.queue = slices.Delete(q.queue, i, i+1)
 		q.dropped++
 	}
 	q.seq++
@@ -83,6 +85,19 @@ func (q *eventQueue) add(e Event) {
 	case q.wake <- struct{}{}:
 	default:
 	}
+}
+
+// victimLocked is the event a full queue drops: the oldest stream-start or
+// stream-end, which come one pair per stream (anyone holding the source token
+// can open thousands), so that they cannot push out the logins, refusals and
+// tunnel events of the audit trail; only without one the oldest event.
+func (q *eventQueue) victimLocked() int {
+	for i, qe := range q.queue {
+		if qe.e.Type == "stream-start" || qe.e.Type == "stream-end" {
+			return i
+		}
+	}
+	return 0
 }
 
 // run publishes until ctx ends, then tries to flush what is left for up to flush.

@@ -87,3 +87,31 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// A full queue (the broker away or slow) drops stream events first: anyone
+// holding the source token can open thousands of streams, and they must not
+// push the logins of the audit trail out, their own included.
+func TestEventQueueKeepsAuditEventsOverStreamEvents(t *testing.T) {
+	q := newEventQueue(func(context.Context, []byte) error { return nil }, slog.New(slog.DiscardHandler))
+	q.add(Event{Type: "tunnel-connected"})
+	for i := range eventQueueSize {
+		q.add(Event{Type: "stream-start", Service: fmt.Sprint(i)})
+		if i == 10 {
+			q.add(Event{Type: "ssh-login-success", Reason: "root"})
+		}
+	}
+	for range 3 * eventQueueSize {
+		q.add(Event{Type: "stream-end"})
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var kept []string
+	for _, qe := range q.queue {
+		if !strings.HasPrefix(qe.e.Type, "stream-") {
+			kept = append(kept, qe.e.Type)
+		}
+	}
+	if len(q.queue) != eventQueueSize || strings.Join(kept, ",") != "tunnel-connected,ssh-login-success" {
+		t.Errorf("queue of %d holds %q besides stream events; want %d and the tunnel and login events, in order", len(q.queue), kept, eventQueueSize)
+	}
+}
