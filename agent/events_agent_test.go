@@ -43,7 +43,9 @@ func TestAgentPublishesRejectedNotifications(t *testing.T) {
 	for i := range 50 {
 		publish(fmt.Sprintf(`{"clientAccessToken":%q,"clientMode":"source","region":"us-east-1","services":["SSH"]}`, fmt.Sprint(secret, i)), 0)
 	}
-	publish(`{"pad":"`+strings.Repeat("x", 200<<10)+`"}`, 0)
+	// Over the payload limit (16 KiB) and under the largest packet the agent
+	// takes (64 KiB): a larger one the broker does not send it at all.
+	publish(`{"pad":"`+strings.Repeat("x", 20<<10)+`"}`, 0)
 	time.Sleep(300 * time.Millisecond)
 	stop() // the window's count is published on the way out
 	e.broker.waitEvent(t, "notification-rejections-suppressed", func(ev Event) bool { return strings.HasPrefix(ev.Reason, "51 more notifications rejected") })
