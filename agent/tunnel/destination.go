@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"time"
@@ -93,7 +94,7 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 	}
 	reset := func(why string, args ...any) error {
 		s.mu.Unlock()
-		s.opt.log.Warn("refusing stream: "+why, append([]any{"service", m.ServiceID, "stream", m.StreamID}, args...)...)
+		s.plog.log(s.opt.log, slog.LevelWarn, "refusing stream: "+why, append([]any{"service", m.ServiceID, "stream", m.StreamID}, args...)...)
 		return s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
 	}
 	target := m.ServiceID
@@ -128,9 +129,9 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 		o.end()
 	}
 	if len(old) > 0 {
-		s.opt.log.Info("stream superseded", "service", m.ServiceID, "stream", m.StreamID, "closed", len(old))
+		s.plog.log(s.opt.log, slog.LevelInfo, "stream superseded", "service", m.ServiceID, "stream", m.StreamID, "closed", len(old))
 	}
-	s.opt.log.Info("stream started", l.attrs()...)
+	s.plog.log(s.opt.log, slog.LevelInfo, "stream started", l.attrs()...)
 	l.start(nil, d.dial(target))
 	return nil
 }
@@ -145,7 +146,7 @@ func (d *Destination) connectionStart(s *session, m *Message) {
 		// open here would orphan it).
 		delete(s.streams, m.ServiceID)
 		s.mu.Unlock()
-		s.opt.log.Warn("CONNECTION_START on a stream of a "+s.version.String()+" session: resetting the stream", "service", m.ServiceID, "stream", m.StreamID)
+		s.plog.log(s.opt.log, slog.LevelWarn, "CONNECTION_START on a stream of a "+s.version.String()+" session: resetting the stream", "service", m.ServiceID, "stream", m.StreamID)
 		for _, l := range st.links {
 			l.quiet.Store(true)
 			l.end()
@@ -170,7 +171,7 @@ func (d *Destination) connectionStart(s *session, m *Message) {
 		if dup != nil {
 			dup.end()
 		}
-		s.opt.log.Warn("refusing connection", "service", m.ServiceID, "stream", m.StreamID, "conn", id, "duplicate", ok, "max", s.opt.maxConns)
+		s.plog.log(s.opt.log, slog.LevelWarn, "refusing connection", "service", m.ServiceID, "stream", m.StreamID, "conn", id, "duplicate", ok, "max", s.opt.maxConns)
 		_ = s.send(&Message{Type: TypeConnectionReset, StreamID: m.StreamID, ServiceID: m.ServiceID, ConnectionID: id})
 		return
 	}

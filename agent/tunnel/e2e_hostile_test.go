@@ -236,3 +236,26 @@ func TestFloodOfUnreadConnectionsBounded(t *testing.T) {
 		t.Errorf("heap grew by %.1f MiB for %d unread connections; want it bounded (at most 16 MiB)", float64(peak)/(1<<20), conns)
 	}
 }
+
+// A flood of frames that each cause a line (DATA for unknown streams, a
+// connection over the limit) writes a bounded number of them: it once wrote
+// one per frame, 4-5 MiB of log a second from one tunnel.
+func TestHostileFloodLogBounded(t *testing.T) {
+	var logged testlog.Lines
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": echoServer(t, 1)}, noSource: true,
+		dstTweak: func(d *tunnel.Destination) { d.Logger = slogTo(&logged) }})
+	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	h.tun.Record(true)
+	const n = 300
+	for i := range n {
+		if err := h.tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: int32(1000 + i), ServiceID: "SSH", ConnectionID: 1, Payload: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFrames(t, h.tun, tunneltest.Destination, n) // a STREAM_RESET each: all were handled
+	if c := strings.Count(logged.String(), "traffic for an unknown stream"); c > 10 {
+		t.Errorf("%d log lines for %d frames for unknown streams, want at most 10", c, n)
+	}
+}

@@ -69,6 +69,8 @@ type session struct {
 	// local connection: room in sessionBuffered, for push.
 	written chan struct{}
 
+	plog peerLog // the lines the peer's frames cause
+
 	// opening (source) orders the start frames of concurrent opens: a
 	// CONNECTION_START must not reach the wire before its stream's STREAM_START.
 	opening sync.Mutex
@@ -291,7 +293,7 @@ func (s *session) resetUnknownStream(m *Message) {
 	}
 	s.unknownReset[m.ServiceID] = m.StreamID
 	s.mu.Unlock()
-	s.opt.log.Info("traffic for an unknown stream: resetting it", "service", m.ServiceID, "stream", m.StreamID)
+	s.plog.log(s.opt.log, slog.LevelInfo, "traffic for an unknown stream: resetting it", "service", m.ServiceID, "stream", m.StreamID)
 	_ = s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
 }
 
@@ -314,7 +316,7 @@ func (s *session) streamReset(m *Message) {
 		s.opt.log.Warn("stream reset before the destination answered: its agent may not have joined the tunnel yet, "+
 			"or its service refused the connection; connect again", "service", m.ServiceID, "stream", m.StreamID)
 	} else {
-		s.opt.log.Info("stream reset by peer", "service", m.ServiceID, "stream", m.StreamID)
+		s.plog.log(s.opt.log, slog.LevelInfo, "stream reset by peer", "service", m.ServiceID, "stream", m.StreamID)
 	}
 	for _, l := range st.links {
 		l.peerEnded()
@@ -426,7 +428,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 		var err error
 		conn, err = dial(l.s.ctx)
 		if err != nil {
-			l.s.opt.log.Warn("dialing service failed", append(l.attrs(), "target", l.target, "error", err)...)
+			l.s.plog.log(l.s.opt.log, slog.LevelWarn, "dialing service failed", append(l.attrs(), "target", l.target, "error", err)...)
 			if l.first {
 				l.s.streamFailed(l)
 			} else {
@@ -578,7 +580,7 @@ func (l *link) push(b []byte) {
 }
 
 func (l *link) stalled() {
-	l.s.opt.log.Warn("local connection stalled, resetting it", append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
+	l.s.plog.log(l.s.opt.log, slog.LevelWarn, "local connection stalled, resetting it", append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
 	l.endAndNotify()
 }
 
