@@ -3,6 +3,7 @@ package tunnel_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -258,4 +259,84 @@ func TestHostileFloodLogBounded(t *testing.T) {
 	if c := strings.Count(logged.String(), "traffic for an unknown stream"); c > 10 {
 		t.Errorf("%d log lines for %d frames for unknown streams, want at most 10", c, n)
 	}
+}
+
+// The session budget counts what payloads hold, not a full payload each: 17
+// octets queued for connections whose targets do not read once counted as
+// 17 × 63 KiB, over the budget, and the next connection, whose target reads,
+// waited the stall timeout and was reset.
+func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
+	var mu sync.Mutex
+	var conns []net.Conn
+	n := 0
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	dialer := tunnel.DialerFunc(func(ctx context.Context, svc string) (net.Conn, error) {
+		ours, theirs := tunnel.Pipe()
+		mu.Lock()
+		n++
+		k := n
+		conns = append(conns, theirs)
+		mu.Unlock()
+		if k == 5 { // echo
+			go io.Copy(theirs, theirs)
+		}
+		return ours, nil
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, noSource: true,
+		dstTweak: func(d *tunnel.Destination) {
+			d.Dialer = dialer
+			d.StallTimeout = time.Second
+			d.Logger = slog.New(slog.DiscardHandler)
+		}})
+	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	send := func(m *tunnel.Message) {
+		if err := h.tun.Send(tunneltest.Destination, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	time.Sleep(100 * time.Millisecond)
+	for i := 2; i <= 5; i++ {
+		send(&tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: uint32(i)})
+		time.Sleep(100 * time.Millisecond)
+	}
+	kib := make([]byte, 1024)
+	for i := 1; i <= 4; i++ {
+		for range 8 { // fills the unread Pipe's 8 KiB
+			send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: uint32(i), Payload: kib})
+		}
+		extra := 5 // one being written, four queued
+		if i == 4 {
+			extra = 2
+		}
+		for range extra {
+			send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: uint32(i), Payload: []byte("x")})
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	h.tun.Record(true)
+	start := time.Now()
+	send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 5, Payload: []byte("hello")})
+	for time.Since(start) < 3*time.Second {
+		for _, f := range h.tun.Received(tunneltest.Destination) {
+			if f.Message.ConnectionID != 5 {
+				continue
+			}
+			if f.Message.Type == tunnel.TypeData {
+				t.Logf("echo after %v", time.Since(start))
+				return
+			}
+			t.Fatalf("connection 5 (target reads) got %v after %v, with 17 octets queued in the session", f.Message.Type, time.Since(start))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no echo from connection 5 within 3 s")
 }

@@ -363,13 +363,16 @@ type link struct {
 	first   bool // destination: opened by the STREAM_START (the others by CONNECTION_START)
 
 	in chan []byte // tunnel → local; nil marks the peer's reset after the data
-	// writing: pumpDown is writing a payload it took from in (sessionBuffered).
-	writing atomic.Bool
-	done    chan struct{}
-	idle    chan struct{} // closed when the pumps have returned: the link sends nothing more
-	once    sync.Once
-	quiet   atomic.Bool  // the peer ended the link (or the session did): send no reset
-	pumps   atomic.Int32 // pumps not yet returned; the link is live (session.live) until 0
+	// held is the memory of the payloads queued in in or being written
+	// (sessionBuffered): the capacity of each, pooled or not. Counted per
+	// link, so that what a link that ended left in its queue stops counting
+	// with it.
+	held  atomic.Int64
+	done  chan struct{}
+	idle  chan struct{} // closed when the pumps have returned: the link sends nothing more
+	once  sync.Once
+	quiet atomic.Bool  // the peer ended the link (or the session did): send no reset
+	pumps atomic.Int32 // pumps not yet returned; the link is live (session.live) until 0
 
 	mu    sync.Mutex
 	conn  io.ReadWriteCloser
@@ -463,9 +466,8 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 				l.end()
 				return
 			}
-			l.writing.Store(true)
 			_, err := conn.Write(b)
-			l.writing.Store(false)
+			l.held.Add(-int64(cap(b)))
 			payloads.Release(b)
 			wake(l.s.written)
 			if err != nil {
@@ -550,6 +552,7 @@ func (l *link) push(b []byte) {
 	if b == nil || !l.s.overBuffered() {
 		select {
 		case l.in <- b:
+			l.held.Add(int64(cap(b)))
 			return
 		case <-l.done:
 			return
@@ -572,6 +575,7 @@ func (l *link) push(b []byte) {
 	}
 	select {
 	case l.in <- b:
+		l.held.Add(int64(cap(b)))
 	case <-l.done:
 	case <-l.s.ctx.Done():
 	case <-t.C:
@@ -586,7 +590,9 @@ func (l *link) stalled() {
 
 // overBuffered reports whether the session's local connections hold
 // sessionBuffered or more in payloads, queued or being written. It counts
-// only when they could: with few connections the sum is not taken.
+// only when they could: with few connections the sum is not taken. (A link's
+// count may dip below zero for a moment: pumpDown can write a payload before
+// push has added it.)
 func (s *session) overBuffered() bool {
 	const perLink = (linkQueue + 1) * MaxPayload
 	s.mu.Lock()
@@ -594,13 +600,9 @@ func (s *session) overBuffered() bool {
 	if len(s.live)*perLink < sessionBuffered {
 		return false
 	}
-	held := 0
+	var held int64
 	for l := range s.live {
-		n := len(l.in)
-		if l.writing.Load() {
-			n++
-		}
-		held += n * MaxPayload
+		held += l.held.Load()
 	}
 	return held >= sessionBuffered
 }
