@@ -552,6 +552,10 @@ func TestSysVStartCleanEnvironment(t *testing.T) {
 			{"no defaults", "", map[string]string{"https_proxy": "", "HTTPS_PROXY": "", "OPERATOR": "", "GOMAXPROCS": "1", "GOMEMLIMIT": ""}},
 			{"defaults", "export https_proxy=http://device:3128\nNOT_EXPORTED=1\nGOMEMLIMIT=20MiB\nGOMAXPROCS=2\n",
 				map[string]string{"https_proxy": "http://device:3128", "HTTPS_PROXY": "", "OPERATOR": "", "NOT_EXPORTED": "", "GOMAXPROCS": "2", "GOMEMLIMIT": "20MiB"}},
+			// A defaults file whose last command fails (a common idiom) still
+			// starts the agent: it is sourced for its settings, not its status.
+			{"defaults ending false", "export https_proxy=http://device:3128\n[ -f /nonexistent ] && export HTTPS_PROXY=x\n",
+				map[string]string{"https_proxy": "http://device:3128", "HTTPS_PROXY": ""}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				r := newSysVRig(t, fake, shell, binDir, "https_proxy=http://operator:3128", "HTTPS_PROXY=http://operator:3128", "OPERATOR=1")
