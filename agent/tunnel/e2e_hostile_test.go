@@ -64,8 +64,10 @@ func TestDestinationSurvivesHostileService(t *testing.T) {
 	if n := h.tun.Connects(tunneltest.Destination); n != before {
 		t.Fatalf("dropped frames caused %d reconnects", n-before)
 	}
-	// Goroutines come back near the baseline once the flood's streams are gone.
-	deadline := time.Now().Add(10 * time.Second)
+	// Goroutines come back near the baseline once the flood's streams are gone
+	// (a leak stays: the wait is long for a loaded machine under emulation,
+	// where CI once saw 22 goroutines over the baseline after 10 s).
+	deadline := time.Now().Add(30 * time.Second)
 	for runtime.NumGoroutine() > base+20 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
