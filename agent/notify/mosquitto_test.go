@@ -41,8 +41,10 @@ func (m *mosquitto) publisher(t testing.TB, clientID string) *testClient {
 	return dialTestClient(t, m.addr, clientTLS(t, m.pki, mqtttest.PublisherCN), clientID)
 }
 
-func TestMosquittoNotifications(t *testing.T) {
-	m := startMosquitto(t)
+// listenOn runs a listener for thing-a on m until the test ends, connected
+// when it returns.
+func listenOn(t *testing.T, m *mosquitto) (*logRecorder, *notificationSink, *Listener) {
+	t.Helper()
 	log, rec := newLogRecorder(t)
 	sink := newSink(t)
 	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
@@ -50,6 +52,12 @@ func TestMosquittoNotifications(t *testing.T) {
 	l := newListener(t, cfg)
 	runListener(t, l)
 	awaitConnection(t, l)
+	return rec, sink, l
+}
+
+func TestMosquittoNotifications(t *testing.T) {
+	m := startMosquitto(t)
+	rec, sink, l := listenOn(t, m)
 	pub := m.publisher(t, "publisher-1")
 	topic := Topic("thing-a")
 	defer rec.assertNoSecret(testToken[:20])
@@ -337,13 +345,7 @@ func TestMosquittoRetainedAndOversizedNotDelivered(t *testing.T) {
 	pub := m.publisher(t, "publisher-retained")
 	pub.publishRetained(Topic("thing-a"), notifyPayload(testToken+"stale"), true)
 
-	log, rec := newLogRecorder(t)
-	sink := newSink(t)
-	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
-	cfg.OnNotification = sink.callback
-	l := newListener(t, cfg)
-	runListener(t, l)
-	awaitConnection(t, l)
+	rec, sink, _ := listenOn(t, m)
 	rec.waitFor("retained notification ignored")
 
 	pub.publish(Topic("thing-a"), []byte(`{"pad":"`+strings.Repeat("x", 2*maximumPacket)+`"}`))

@@ -148,23 +148,13 @@ func checkIPK(t *testing.T, arch string, raw []byte, bin string) {
 		shSyntax(t, s, f.data)
 	}
 
-	want := map[string]os.FileMode{
+	checkModes(t, "data.tar.gz", data, map[string]os.FileMode{
 		"./usr/bin/porthole":            0o755,
 		"./etc/init.d/porthole":         0o755,
 		"./etc/config/porthole":         0o644,
 		"./lib/upgrade/keep.d/porthole": 0o644,
 		"./etc/porthole/":               0o755,
-	}
-	for name, mode := range want {
-		f, ok := data[name]
-		if !ok {
-			t.Errorf("data.tar.gz lacks %s", name)
-			continue
-		}
-		if f.mode != mode {
-			t.Errorf("%s mode %o, want %o", name, f.mode, mode)
-		}
-	}
+	})
 	if b, _ := os.ReadFile(bin); !bytes.Equal(data["./usr/bin/porthole"].data, b) {
 		t.Error("/usr/bin/porthole is not the binary given")
 	}

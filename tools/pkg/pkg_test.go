@@ -30,6 +30,21 @@ type tarFile struct {
 	dir  bool
 }
 
+// checkModes fails unless the archive what holds each file of want with its mode.
+func checkModes(t *testing.T, what string, files map[string]tarFile, want map[string]os.FileMode) {
+	t.Helper()
+	for name, mode := range want {
+		f, ok := files[name]
+		if !ok {
+			t.Errorf("%s lacks %s", what, name)
+			continue
+		}
+		if f.mode != mode {
+			t.Errorf("%s: %s mode %o, want %o", what, name, f.mode, mode)
+		}
+	}
+}
+
 func readTarGz(t *testing.T, name string, b []byte) map[string]tarFile {
 	t.Helper()
 	zr, err := gzip.NewReader(bytes.NewReader(b))
@@ -401,19 +416,10 @@ func TestTarball(t *testing.T) {
 	}
 	files := readTarGz(t, "tarball", raw)
 	p := "porthole-v9.9.9-linux-armv7/"
-	for name, mode := range map[string]os.FileMode{
+	checkModes(t, "tarball", files, map[string]os.FileMode{
 		p + "porthole": 0o755, p + "porthole.toml.example": 0o644, p + "init/porthole.service": 0o644,
 		p + "init/porthole.sysv": 0o755, p + "INSTALL": 0o644, p + "LICENSE": 0o644, p + "THIRD_PARTY_NOTICES": 0o644,
-	} {
-		f, ok := files[name]
-		if !ok {
-			t.Errorf("tarball lacks %s", name)
-			continue
-		}
-		if f.mode != mode {
-			t.Errorf("%s mode %o, want %o", name, f.mode, mode)
-		}
-	}
+	})
 	shSyntax(t, "init/porthole.sysv", files[p+"init/porthole.sysv"].data)
 
 	if license, _ := os.ReadFile("../../LICENSE"); len(license) == 0 || !bytes.Equal(files[p+"LICENSE"].data, license) {
