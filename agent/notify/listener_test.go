@@ -33,7 +33,11 @@ func TestRejectedNotificationsAreReported(t *testing.T) {
 		{string(notifyPayload(secret, "A", "B", "C", "D")), "services has 4 entries"},
 		{`{"clientAccessToken":"` + secret + `","pad":"` + strings.Repeat("x", MaxPayloadSize) + `"}`, "over the"},
 	} {
-		if err := srv.Publish(Topic("thing-a"), []byte(tc.payload), false, 1); err != nil {
+		// QoS 0: mochi v2.7.9 can deadlock when its periodic sweep of expired
+		// inflight messages (a read lock taken twice) meets a QoS 1 publish
+		// waiting to write the map; CI once hung here. The listener's part is
+		// the same at either QoS.
+		if err := srv.Publish(Topic("thing-a"), []byte(tc.payload), false, 0); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -51,7 +55,7 @@ func TestRejectedNotificationsAreReported(t *testing.T) {
 	// A valid notification, and its duplicate, are not rejections.
 	good := notifyPayload(secret)
 	for range 2 {
-		if err := srv.Publish(Topic("thing-a"), good, false, 1); err != nil {
+		if err := srv.Publish(Topic("thing-a"), good, false, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
