@@ -125,7 +125,6 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 	l.first = true
 	s.mu.Unlock()
 	for _, o := range old {
-		o.quiet.Store(true)
 		o.end()
 	}
 	if len(old) > 0 {
@@ -144,14 +143,9 @@ func (d *Destination) connectionStart(s *session, m *Message) {
 		// V1 and V2 carry one connection per stream: as a V2 localproxy does,
 		// the stream ends, on both sides (a reset that left the connection
 		// open here would orphan it).
-		delete(s.streams, m.ServiceID)
 		s.mu.Unlock()
 		s.plog.log(s.opt.log, slog.LevelWarn, "CONNECTION_START on a stream of a "+s.version.String()+" session: resetting the stream", "service", m.ServiceID, "stream", m.StreamID)
-		for _, l := range st.links {
-			l.quiet.Store(true)
-			l.end()
-		}
-		_ = s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
+		s.endStream(m.ServiceID, m.StreamID)
 		return
 	}
 	if st == nil || st.id != m.StreamID || s.version != V3 {

@@ -28,7 +28,7 @@ type engineOptions struct {
 const linkQueue = 4
 
 // sessionBuffered bounds the DATA one session holds for its local connections,
-// queued or being written, as pooled payload buffers. linkQueue alone bounds one
+// queued or being written: the capacity of its payload buffers. linkQueue alone bounds one
 // connection, not a peer that opens many whose targets do not read (SSH
 // connections waiting for a login slot): 128 of them held 46 MiB. Past it the
 // WebSocket reader waits, as for a full queue, and a connection it waits on for
@@ -199,7 +199,6 @@ func (s *session) teardown() {
 	s.streams = map[string]*stream{}
 	s.mu.Unlock()
 	for _, l := range all {
-		l.quiet.Store(true)
 		l.end()
 	}
 	s.wg.Wait()
@@ -432,10 +431,18 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 		conn, err = dial(l.s.ctx)
 		if err != nil {
 			l.s.plog.log(l.s.opt.log, slog.LevelWarn, "dialing service failed", append(l.attrs(), "target", l.target, "error", err)...)
-			if l.first {
-				l.s.streamFailed(l)
-			} else {
+			if !l.first {
 				l.endAndNotify()
+				return
+			}
+			// A STREAM_START whose dial failed is answered with STREAM_RESET,
+			// in V3 as in V1/V2 (spec §3.3; a CONNECTION_RESET would leave the
+			// stream open for connections that have no target either), unless
+			// the peer ended the stream first.
+			peerFirst := l.quiet.Load()
+			l.end()
+			if !peerFirst {
+				l.s.endStream(l.service, l.stream)
 			}
 			return
 		}
@@ -480,32 +487,22 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 	}
 }
 
-// streamFailed answers a STREAM_START whose dial failed, l being its link, with
-// STREAM_RESET, in V3 as in V1/V2 (spec §3.3; a CONNECTION_RESET would leave
-// the stream open for connections that have no target either). The
-// connections the source added to the stream meanwhile end with it.
-func (s *session) streamFailed(l *link) {
-	if l.quiet.Load() {
-		l.end() // the peer ended the stream first
-		return
-	}
+// endStream ends stream id of service here, with every connection of it if it
+// is still the active one, and tells the peer with STREAM_RESET.
+func (s *session) endStream(service string, id int32) {
 	s.mu.Lock()
-	var others []*link
-	if st := s.streams[l.service]; st != nil && st.id == l.stream {
-		delete(s.streams, l.service)
-		for _, o := range st.links {
-			if o != l {
-				others = append(others, o)
-			}
+	var links []*link
+	if st := s.streams[service]; st != nil && st.id == id {
+		delete(s.streams, service)
+		for _, l := range st.links {
+			links = append(links, l)
 		}
 	}
 	s.mu.Unlock()
-	l.end()
-	for _, o := range others {
-		o.quiet.Store(true)
-		o.end()
+	for _, l := range links {
+		l.end()
 	}
-	_ = s.send(&Message{Type: TypeStreamReset, StreamID: l.stream, ServiceID: l.service})
+	_ = s.send(&Message{Type: TypeStreamReset, StreamID: id, ServiceID: service})
 }
 
 // pumpUp reads the local connection and sends DATA, at most chunk bytes a frame; the

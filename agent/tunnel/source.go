@@ -413,7 +413,6 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 			"service", r.name)
 	}
 	for _, o := range old {
-		o.quiet.Store(true)
 		o.end()
 	}
 	if err := s.send(&m); err != nil {
