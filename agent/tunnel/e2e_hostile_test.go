@@ -168,6 +168,33 @@ func TestHostileHandshakes(t *testing.T) {
 
 func slogTo(l *testlog.Lines) *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
+// pipeTargets dials a Pipe per connection whose far end is never read (an SSH
+// connection waiting for a login slot), except connection number echo
+// (counting from 1; 0: none), which echoes. The far ends are closed when the
+// test ends.
+func pipeTargets(t *testing.T, echo int) tunnel.Dialer {
+	var mu sync.Mutex
+	var theirs []net.Conn
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range theirs {
+			c.Close()
+		}
+	})
+	return tunnel.DialerFunc(func(ctx context.Context, svc string) (net.Conn, error) {
+		ours, far := tunnel.Pipe()
+		mu.Lock()
+		theirs = append(theirs, far)
+		k := len(theirs)
+		mu.Unlock()
+		if k == echo {
+			go io.Copy(far, far)
+		}
+		return ours, nil
+	})
+}
+
 // A peer that opens 128 connections whose local ends are never read (SSH
 // connections waiting for a login slot) and sends each 7 full DATA payloads:
 // what the destination holds for them stays within its session's budget
@@ -175,22 +202,7 @@ func slogTo(l *testlog.Lines) *slog.Logger { return slog.New(slog.NewTextHandler
 // about 520 KiB a connection, 46 MiB in all. Past the budget the destination
 // stops reading, as for one full queue; the service may then drop it.
 func TestFloodOfUnreadConnectionsBounded(t *testing.T) {
-	var mu sync.Mutex
-	var unread []net.Conn
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range unread {
-			c.Close()
-		}
-	})
-	dialer := tunnel.DialerFunc(func(ctx context.Context, svc string) (net.Conn, error) {
-		ours, theirs := tunnel.Pipe()
-		mu.Lock()
-		unread = append(unread, theirs)
-		mu.Unlock()
-		return ours, nil
-	})
+	dialer := pipeTargets(t, 0)
 	h := newHarness(t, setup{services: []string{"SSH"}, noSource: true,
 		dstTweak: func(d *tunnel.Destination) { d.Dialer = dialer; d.Logger = slog.New(slog.DiscardHandler) }})
 	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
@@ -268,28 +280,7 @@ func TestHostileFloodLogBounded(t *testing.T) {
 // 17 × 63 KiB, over the budget, and the next connection, whose target reads,
 // waited the stall timeout and was reset.
 func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
-	var mu sync.Mutex
-	var conns []net.Conn
-	n := 0
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	dialer := tunnel.DialerFunc(func(ctx context.Context, svc string) (net.Conn, error) {
-		ours, theirs := tunnel.Pipe()
-		mu.Lock()
-		n++
-		k := n
-		conns = append(conns, theirs)
-		mu.Unlock()
-		if k == 5 { // echo
-			go io.Copy(theirs, theirs)
-		}
-		return ours, nil
-	})
+	dialer := pipeTargets(t, 5)
 	h := newHarness(t, setup{services: []string{"SSH"}, noSource: true,
 		dstTweak: func(d *tunnel.Destination) {
 			d.Dialer = dialer
