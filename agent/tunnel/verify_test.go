@@ -25,20 +25,28 @@ import (
 	"time"
 )
 
-// otherCA writes a CA certificate that signed nothing the test servers use.
-func otherCA(t *testing.T) string {
+// testCA makes a self-signed CA named cn and writes its certificate to a PEM
+// file: the key and certificate sign, the file is a Config.CAFile.
+func testCA(t *testing.T, cn string) (*ecdsa.PrivateKey, *x509.Certificate, string) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "unrelated CA"},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "other-ca.pem")
+	cert, _ := x509.ParseCertificate(der)
+	p := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return key, cert, p
+}
+
+// otherCA writes a CA certificate that signed nothing the test servers use.
+func otherCA(t *testing.T) string {
+	_, _, p := testCA(t, "unrelated CA")
 	return p
 }
 
@@ -101,15 +109,7 @@ func TestIsCertificateError(t *testing.T) {
 // impostor serves on 127.0.0.1 with a certificate for evil.example only, from a
 // CA of its own, and counts the requests (WebSocket or CONNECT) that reach it.
 func impostor(t *testing.T) (addr, caFile string, reached *atomic.Int32) {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "impostor CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
+	caKey, ca, caFile := testCA(t, "impostor CA")
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "evil.example"},
 		DNSNames: []string{"evil.example"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
@@ -126,10 +126,6 @@ func impostor(t *testing.T) (addr, caFile string, reached *atomic.Int32) {
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: key}}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	caFile = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	return strings.TrimPrefix(srv.URL, "https://"), caFile, reached
 }
 
