@@ -103,6 +103,9 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		Logger:         log.With("component", "mqtt"),
 		OnNotification: a.notified,
 		OnRejected:     a.rejected,
+		OnSubscribeError: func(err error) {
+			a.emit(Event{Type: "notify-subscription-failed", Reason: err.Error()})
+		},
 	})
 	if err != nil {
 		return nil, configKey(err)

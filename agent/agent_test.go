@@ -41,7 +41,8 @@ type broker struct {
 	events []Event
 }
 
-func startBroker(t *testing.T, pki *mqtttest.PKI, eventTopic string) *broker {
+// acl decides who may connect, publish and subscribe.
+func startBroker(t *testing.T, pki *mqtttest.PKI, eventTopic string, acl mqtt.Hook) *broker {
 	t.Helper()
 	certFile, keyFile := pki.Server(t, "broker")
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
@@ -50,7 +51,7 @@ func startBroker(t *testing.T, pki *mqtttest.PKI, eventTopic string) *broker {
 	}
 	pool := pki.Pool()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	if err := srv.AddHook(acl, nil); err != nil {
 		t.Fatal(err)
 	}
 	ln := listeners.NewTCP(listeners.Config{Type: "tcp", ID: "tls", Address: "127.0.0.1:0",
@@ -119,12 +120,19 @@ type agentEnv struct {
 
 func newAgentEnv(t *testing.T) *agentEnv {
 	t.Helper()
+	return newAgentEnvACL(t, new(auth.AllowHook))
+}
+
+// newAgentEnvACL is newAgentEnv with a broker whose acl hook decides who may
+// connect, publish and subscribe.
+func newAgentEnvACL(t *testing.T, acl mqtt.Hook) *agentEnv {
+	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("the agent's SSH sessions need root to run as the login user; run as root (CI does)")
 	}
 	e := &agentEnv{pki: mqtttest.NewPKI(t), fake: tunneltest.NewServer(t), dataDir: t.TempDir(), srcClient: tunnel.GenerateClientToken()}
 	e.fake.Logf = t.Logf
-	e.broker = startBroker(t, e.pki, "porthole/events/dev-1")
+	e.broker = startBroker(t, e.pki, "porthole/events/dev-1", acl)
 	devCert, devKey := e.pki.Client(t, "dev-1")
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	e.signer, _ = gossh.NewSignerFromKey(priv)

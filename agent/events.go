@@ -18,7 +18,7 @@ import (
 type Event struct {
 	Time   time.Time `json:"time"`
 	Thing  string    `json:"thing"`
-	Type   string    `json:"type"`             // tunnel-connected, tunnel-connect-failed, tunnel-disconnected, tunnel-ended, stream-*, notification-rejected, ssh-*, *-suppressed
+	Type   string    `json:"type"`             // tunnel-connected, tunnel-connect-failed, tunnel-disconnected, tunnel-ended, stream-*, notification-rejected, notify-subscription-failed, ssh-*, *-suppressed
 	Tunnel string    `json:"tunnel,omitempty"` // fingerprint of the access token, never the token
 	Reason string    `json:"reason,omitempty"`
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
@@ -64,6 +65,51 @@ func TestAgentPublishesRejectedNotifications(t *testing.T) {
 	b, _ := json.Marshal(e.broker.events)
 	if strings.Contains(string(b), "secret-token") || strings.Contains(string(b), "xxxxxxxx") {
 		t.Fatalf("an event carries the token or the payload: %s", b)
+	}
+}
+
+// A subscription the broker refuses (an IoT policy without iot:Subscribe) is
+// published as one notify-subscription-failed event with the broker's reason and
+// the policy hint, while the agent retries it on the same connection.
+func TestAgentPublishesRefusedSubscription(t *testing.T) {
+	acl := &mqtttest.RefuseSubscribe{Topic: "$aws/things/dev-1/tunnels/notify", Refusals: 2}
+	e := newAgentEnvACL(t, acl)
+	_, stop := e.start(t)
+	ev := e.broker.waitEvent(t, "notify-subscription-failed", nil)
+	for _, want := range []string{"0x87 (not authorized)", "iot:Subscribe", "$aws/things/dev-1/tunnels/notify"} {
+		if !strings.Contains(ev.Reason, want) {
+			t.Errorf("event reason lacks %q: %q", want, ev.Reason)
+		}
+	}
+	if ev.Thing != "dev-1" {
+		t.Errorf("event thing %q, want dev-1", ev.Thing)
+	}
+	// Granted at the third attempt: a notification then opens a tunnel. Until
+	// then the broker drops notifications, so the test sends again.
+	tun := e.fake.OpenTunnel("SSH")
+	for try := 0; ; try++ {
+		e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+		if tun.WaitConnects(ctxWithTimeout(t, time.Second), tunneltest.Destination, 1) == nil {
+			break
+		}
+		if try == 30 {
+			t.Fatalf("no tunnel after the subscription's retries (%d refused)", acl.Refused())
+		}
+	}
+	if got := acl.Refused(); got != 2 {
+		t.Errorf("broker refused %d subscriptions, want 2", got)
+	}
+	stop()
+	n := 0
+	e.broker.mu.Lock()
+	for _, ev := range e.broker.events {
+		if ev.Type == "notify-subscription-failed" {
+			n++
+		}
+	}
+	e.broker.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d notify-subscription-failed events for two refusals on one connection, want 1", n)
 	}
 }
 

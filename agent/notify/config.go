@@ -119,10 +119,11 @@ type Config struct {
 	// a receiver that reports further must rate-limit.
 	OnRejected func(error)
 
-	// OnSubscribeError is called, if set, each time the notify subscription
-	// fails, with a *[SubscribeError] when the broker refused it. The
-	// failure is also logged and the subscription retried with backoff, so
-	// this is for reporting (an event, a status LED). It must not block.
+	// OnSubscribeError is called, if set, when the notify subscription
+	// fails on a connection, with a *[SubscribeError] when the broker refused
+	// it: once per connection, at its first failure. Every failure is also
+	// logged and the subscription retried with backoff, so this is for
+	// reporting (an event, a status LED). It must not block.
 	OnSubscribeError func(error)
 }
 

@@ -12,39 +12,15 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
-
-// refuseSubscribe allows every connection and publish, and refuses the
-// first refusals subscriptions to topic.
-type refuseSubscribe struct {
-	mqtt.HookBase
-	topic    string
-	refusals int32
-	refused  atomic.Int32
-}
-
-func (h *refuseSubscribe) ID() string { return "refuse-subscribe" }
-
-func (h *refuseSubscribe) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
-}
-
-func (h *refuseSubscribe) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-
-func (h *refuseSubscribe) OnACLCheck(_ *mqtt.Client, topic string, write bool) bool {
-	if !write && topic == h.topic && h.refused.Load() < h.refusals {
-		h.refused.Add(1)
-		return false
-	}
-	return true
-}
 
 // startMochi runs a mochi broker with mutual TLS on a free loopback port.
 func startMochi(t *testing.T, p *testPKI, hook mqtt.Hook) (*mqtt.Server, string) {
@@ -66,7 +42,7 @@ func startMochi(t *testing.T, p *testPKI, hook mqtt.Hook) (*mqtt.Server, string)
 
 func TestSubscriptionRefusedIsReportedAndRetried(t *testing.T) {
 	p := newPKI(t)
-	hook := &refuseSubscribe{topic: Topic("thing-a"), refusals: 2}
+	hook := &mqtttest.RefuseSubscribe{Topic: Topic("thing-a"), Refusals: 2}
 	srv, addr := startMochi(t, p, hook)
 
 	log, rec := newLogRecorder(t)
@@ -101,7 +77,7 @@ func TestSubscriptionRefusedIsReportedAndRetried(t *testing.T) {
 	}
 	rec.waitFor("notify subscription failed", "attempt=2")
 	rec.waitFor("notify subscription granted", "attempts=3")
-	if got := hook.refused.Load(); got != 2 {
+	if got := hook.Refused(); got != 2 {
 		t.Errorf("broker refused %d subscriptions, want 2", got)
 	}
 	if n := rec.count("mqtt connected"); n != 1 {
@@ -109,8 +85,8 @@ func TestSubscriptionRefusedIsReportedAndRetried(t *testing.T) {
 	}
 
 	mu.Lock()
-	if len(reported) != 2 {
-		t.Errorf("OnSubscribeError called %d times, want 2", len(reported))
+	if len(reported) != 1 {
+		t.Errorf("OnSubscribeError called %d times for two refusals on one connection, want 1", len(reported))
 	}
 	for _, err := range reported {
 		var se *SubscribeError

@@ -36,6 +36,7 @@ func (e *SubscribeError) Error() string {
 // that lost its state (restarted without persistence, session expired)
 // would otherwise deliver nothing, silently.
 func (l *Listener) subscribe(ctx context.Context, cli *paho.Client) {
+	reported := false
 	for attempt := 0; ; attempt++ {
 		sa, err := cli.Subscribe(ctx, &paho.Subscribe{
 			Subscriptions: []paho.SubscribeOptions{{Topic: l.topic, QoS: 1}},
@@ -58,7 +59,8 @@ func (l *Listener) subscribe(ctx context.Context, cli *paho.Client) {
 		} else {
 			l.log.Error("notify subscription failed; no notification can arrive until it succeeds",
 				"topic", l.topic, "error", err, "attempt", attempt+1, "retry_in", wait)
-			if l.cfg.OnSubscribeError != nil {
+			if l.cfg.OnSubscribeError != nil && !reported {
+				reported = true
 				l.cfg.OnSubscribeError(err)
 			}
 		}
