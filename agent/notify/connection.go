@@ -134,8 +134,22 @@ func (l *Listener) connectionDown() {
 	}
 	flaps := l.flaps
 	l.mu.Unlock()
-	l.log.Info("mqtt reconnecting", "connection_lasted", lasted.Round(time.Millisecond), "short_connections", flaps)
+	attrs := []any{"connection_lasted", lasted.Round(time.Millisecond), "short_connections", flaps}
+	if flaps >= flapsHint {
+		// Mosquitto closes the older of two connections with one client id
+		// without a DISCONNECT, so the loss reads as EOF; say what it may be.
+		attrs = append(attrs, "hint", "connections keep ending within "+stableConnection.String()+
+			": another client may be connecting with client id "+quoteShort(l.cfg.ClientID)+
+			" (the broker drops the older one), or the broker refuses an operation (check its log and the IoT policy)")
+		l.log.Warn("mqtt reconnecting", attrs...)
+		return
+	}
+	l.log.Info("mqtt reconnecting", attrs...)
 }
+
+// flapsHint is how many short connections in a row make the reconnect line
+// carry a hint at their usual causes.
+const flapsHint = 3
 
 // serverDisconnect logs a DISCONNECT from the broker with the hint that
 // fits its reason code.

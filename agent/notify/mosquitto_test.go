@@ -358,3 +358,20 @@ func TestMosquittoRetainedAndOversizedNotDelivered(t *testing.T) {
 		t.Errorf("%d notifications rejected: the oversized message reached the device", n)
 	}
 }
+
+// Two devices with one client id (a cloned image): Mosquitto closes the older
+// connection without a DISCONNECT, so each sees only EOF; after three short
+// connections in a row the reconnect line says what it may be.
+func TestMosquittoDuplicateClientID(t *testing.T) {
+	m := startMosquitto(t)
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfg.ClientID = "cloned-1"
+	runListener(t, newListener(t, cfg))
+	runListener(t, newListener(t, cfg))
+	rec.waitFor("level=WARN", "mqtt reconnecting", "short_connections=3", `another client may be connecting with client id \"cloned-1\"`)
+	// A subscription cut short by the lost connection is not a refusal.
+	if n := rec.count("notify subscription failed"); n != 0 {
+		t.Errorf("%d subscriptions reported failed, want the lost connections only", n)
+	}
+}

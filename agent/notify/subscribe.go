@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
@@ -50,7 +52,7 @@ func (l *Listener) subscribe(ctx context.Context, cli *paho.Client) {
 		}
 		err = l.subscribeError(sa, err)
 		wait := l.backoff.delay(attempt + 1)
-		if errors.Is(err, session.ErrNoConnection) || errors.Is(err, paho.ErrConnectionLost) {
+		if connectionGone(err) {
 			// The connection is going; connectionDown ends ctx shortly. A
 			// broker that drops the connection instead of refusing in the
 			// SUBACK (AWS IoT Core does with MQTT 3.1.1) leaves only this.
@@ -68,6 +70,15 @@ func (l *Listener) subscribe(ctx context.Context, cli *paho.Client) {
 			return
 		}
 	}
+}
+
+// connectionGone reports whether a failed Subscribe failed because its
+// connection did (lost, closed, reset: a broker that dropped the older of two
+// clients with one id), not because the broker refused it or did not answer.
+func connectionGone(err error) bool {
+	var ne net.Error
+	return errors.Is(err, session.ErrNoConnection) || errors.Is(err, paho.ErrConnectionLost) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.As(err, &ne) && !ne.Timeout()
 }
 
 // subscribeError turns a failed Subscribe into a *SubscribeError when the
