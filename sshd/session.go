@@ -358,7 +358,9 @@ func (sess *session) environment(a *account, shell string, extra []string) []str
 	if a.UID == 0 {
 		pathVar = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	}
-	env = append(env, "HOME="+a.Home, "USER="+a.Name, "LOGNAME="+a.Name, "SHELL="+shell, "PATH="+pathVar)
+	// As OpenSSH on Linux: MAIL names the user's spool file whether or not
+	// the device has one.
+	env = append(env, "HOME="+a.Home, "USER="+a.Name, "LOGNAME="+a.Name, "SHELL="+shell, "PATH="+pathVar, "MAIL=/var/mail/"+a.Name)
 	rh, rp := splitAddr(sess.sc.RemoteAddr())
 	lh, lp := splitAddr(sess.sc.LocalAddr())
 	env = append(env, "SSH_CLIENT="+rh+" "+rp+" "+lp, "SSH_CONNECTION="+rh+" "+rp+" "+lh+" "+lp)

@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,27 @@ func TestExecExitStatus(t *testing.T) {
 				t.Errorf("Run(%q) stderr = %q, want %q", tc.cmd, errOut, tc.wantErr)
 			}
 		})
+	}
+}
+
+// A session's environment has the variables OpenSSH sets on Linux, and no TERM
+// without a pty.
+func TestSessionEnvironment(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	out, _, code := run(t, c, "env", "")
+	if code != 0 {
+		t.Fatalf("env exited %d", code)
+	}
+	env := strings.Split(strings.TrimSpace(out), "\n")
+	for _, want := range []string{"HOME=/", "USER=root", "LOGNAME=root", "MAIL=/var/mail/root",
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SHELL=/", "SSH_CLIENT=", "SSH_CONNECTION="} {
+		if !slices.ContainsFunc(env, func(v string) bool { return strings.HasPrefix(v, want) }) {
+			t.Errorf("no %s in the session's environment:\n%s", want, out)
+		}
+	}
+	if slices.ContainsFunc(env, func(v string) bool { return strings.HasPrefix(v, "TERM=") }) {
+		t.Errorf("TERM set without a pty:\n%s", out)
 	}
 }
 
