@@ -290,7 +290,7 @@ func TestPasswordChecksBounded(t *testing.T) {
 		{"released", 0},
 		// Long enough for all six to reach the check first: the SSH
 		// handshakes take 0.3 s and more under qemu-user on a loaded host.
-		{"grace time", 5 * time.Second},
+		{"grace time", 3 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var running, most, calls atomic.Int32
