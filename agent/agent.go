@@ -202,6 +202,7 @@ func newSSHServer(cfg *Config, log *slog.Logger, audit func(sshd.Event)) (*sshd.
 		IdleTimeout:            time.Duration(cfg.SSH.IdleTimeout),
 		MaxSessionTime:         time.Duration(cfg.SSH.MaxSessionTime),
 		MaxSessions:            cfg.SSH.MaxSessions,
+		MaxForwards:            cfg.SSH.MaxForwards,
 		PermitLocalForward:     permit,
 		AgentForwarding:        cfg.SSH.AgentForwarding,
 		Ciphers:                cfg.SSH.Ciphers,

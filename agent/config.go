@@ -113,10 +113,12 @@ type SSHConfig struct {
 	// SSH library's list, without ChaCha20 on x86-64 CPUs with AES-NI (where AES
 	// is several times faster).
 	Ciphers []string `toml:"ciphers"`
-	// IdleTimeout, MaxSessionTime: 0 means none. MaxSessions default 10.
+	// IdleTimeout, MaxSessionTime: 0 means none. MaxSessions default 10,
+	// MaxForwards (forwarded connections at once) default 32.
 	IdleTimeout    Duration `toml:"idle_timeout"`
 	MaxSessionTime Duration `toml:"max_session_time"`
 	MaxSessions    int      `toml:"max_sessions"`
+	MaxForwards    int      `toml:"max_forwards"`
 	MaxAuthTries   int      `toml:"max_auth_tries"`
 	LoginGraceTime Duration `toml:"login_grace_time"`
 }
@@ -298,6 +300,9 @@ func (c *Config) Validate() error {
 	// The SSH library takes a negative limit as none at all.
 	if c.SSH.MaxSessions < 0 {
 		bad("ssh.max_sessions", "%d must not be negative (0 or left out: 10)", c.SSH.MaxSessions)
+	}
+	if c.SSH.MaxForwards < 0 {
+		bad("ssh.max_forwards", "%d must not be negative (0 or left out: 32)", c.SSH.MaxForwards)
 	}
 	if c.SSH.MaxAuthTries < 0 {
 		bad("ssh.max_auth_tries", "%d must not be negative (0 or left out: 6)", c.SSH.MaxAuthTries)

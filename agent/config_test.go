@@ -75,6 +75,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"event topic", "[mqtt]\nevent_topic = \"a/#\"", "mqtt.event_topic"},
 		{"event topic is the notify topic", "[mqtt]\nevent_topic = \"$aws/things/dev-1/tunnels/notify\"", "mqtt.event_topic: \"$aws/things/dev-1/tunnels/notify\" is one of the thing's reserved topics"},
 		{"negative max_sessions", "[ssh]\nmax_sessions = -1", "ssh.max_sessions: -1 must not be negative"},
+		{"negative max_forwards", "[ssh]\nmax_forwards = -1", "ssh.max_forwards: -1 must not be negative"},
 		{"negative max_auth_tries", "[ssh]\nmax_auth_tries = -5", "ssh.max_auth_tries: -5 must not be negative"},
 		{"negative max_tunnels", "[tunnel]\nmax_tunnels = -1", "tunnel.max_tunnels: -1: want 1-64 (0 or left out: 4)"},
 		{"bcrypt prefix, garbage after", "[ssh]\npassword_hashes = { root = \"$2y$secret\" }", "ssh.password_hashes.root"},

@@ -63,6 +63,14 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 		refuse("destination not in the key's permitopen list")
 		return
 	}
+	if !s.acquireForward() {
+		ev.Reason = "too many forwarded connections"
+		s.full(&s.forwardLog, "forward refused: too many forwarded connections", "remote", st.remote, "user", sc.User(), "dest", dest)
+		s.audit(ev)
+		nc.Reject(gossh.ResourceShortage, ev.Reason)
+		return
+	}
+	defer s.releaseForward()
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	addrs, err := s.resolve(dctx, d.DestHost)
@@ -179,8 +187,9 @@ func permitOpenMatch(list []string, host string, port uint32) bool {
 // serveForward accepts on l until it is closed (or the connection ends, which the
 // caller's leave balances) and carries each accepted connection over a channel that
 // open asks the client for: remote (ssh -R) and agent (ssh -A) forwarding alike.
-// It holds one of st's slots while it runs, taken by the caller.
-func (st *connState) serveForward(ctx context.Context, l net.Listener, open func(net.Conn) (gossh.Channel, <-chan *gossh.Request, error)) {
+// It holds one of st's slots while it runs, taken by the caller, and each
+// connection one of the server's MaxForwards.
+func (s *Server) serveForward(ctx context.Context, st *connState, l net.Listener, open func(net.Conn) (gossh.Channel, <-chan *gossh.Request, error)) {
 	defer st.leave()
 	for {
 		c, err := l.Accept()
@@ -191,8 +200,15 @@ func (st *connState) serveForward(ctx context.Context, l net.Listener, open func
 			c.Close()
 			return
 		}
+		if !s.acquireForward() {
+			s.full(&s.forwardLog, "forwarded connection refused: too many forwarded connections", "remote", st.remote, "listener", l.Addr().String())
+			c.Close()
+			st.leave()
+			continue
+		}
 		go func() {
 			defer st.leave()
+			defer s.releaseForward()
 			ch, reqs, err := open(c)
 			if err != nil {
 				c.Close()
@@ -315,7 +331,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 	ev.Dest = key
 	s.log().Info("remote forward listening", "remote", st.remote, "user", sc.User(), "bind", l.Addr().String())
 	s.audit(ev)
-	go st.serveForward(ctx, l, func(c net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
+	go s.serveForward(ctx, st, l, func(c net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
 		oh, op := splitAddr(c.RemoteAddr())
 		opn, _ := strconv.ParseUint(op, 10, 32)
 		payload := gossh.Marshal(directTCPIP{DestHost: f.BindAddr, DestPort: port, OrigHost: oh, OrigPort: uint32(opn)})
@@ -424,7 +440,7 @@ func (sess *session) startAgentForwarding(a *account) (sock string, stop func(),
 		return "", nil, errors.New("connection closing")
 	}
 	sess.srv.audit(Event{Type: EventForward, Remote: st.remote, User: sess.sc.User(), Direction: "agent", Dest: sock, Allowed: true})
-	go st.serveForward(sess.ctx, l, func(net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
+	go sess.srv.serveForward(sess.ctx, st, l, func(net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
 		return sess.sc.OpenChannel("auth-agent@openssh.com", nil)
 	})
 	var once sync.Once

@@ -1,8 +1,12 @@
 package sshd
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -136,9 +140,120 @@ func TestThousandChannels(t *testing.T) {
 	if unknown.Load() != 0 {
 		t.Errorf("%d channels of an unknown type opened", unknown.Load())
 	}
+	if n := len(e.logs.logged("session refused: too many sessions")); n != 1 {
+		t.Errorf("%d log lines for the refused sessions, want 1 (rate-limited)", n)
+	}
 	for _, ch := range chans {
 		ch.Close()
 	}
 	c.Close()
 	waitFor(t, "goroutines back", func() bool { return runtime.NumGoroutine() <= g0+2 })
+}
+
+// TestThousandForwards: 1000 local forwards opened at once get MaxForwards
+// (default 32) of them, the others a refusal, logged once; a closed one frees
+// its slot. Connections to an ssh -R listener past the limit are closed.
+func TestThousandForwards(t *testing.T) {
+	echo := echoServer(t)
+	e := newEnv(t, nil)
+	c := e.login("root")
+	var mu sync.Mutex
+	var open []net.Conn
+	var refused atomic.Int32
+	var wg sync.WaitGroup
+	for range 1000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fc, err := c.Dial("tcp", echo)
+			if err != nil {
+				if !strings.Contains(err.Error(), "too many forwarded connections") {
+					t.Errorf("refusal %v, want too many forwarded connections", err)
+				}
+				refused.Add(1)
+				return
+			}
+			mu.Lock()
+			open = append(open, fc)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(open) != defaultMaxForwards || refused.Load() != 1000-defaultMaxForwards {
+		t.Errorf("%d forwards opened, %d refused; want %d and %d", len(open), refused.Load(), defaultMaxForwards, 1000-defaultMaxForwards)
+	}
+	if n := len(e.logs.logged("forward refused: too many forwarded connections")); n != 1 {
+		t.Errorf("%d log lines for the refusals, want 1 (rate-limited)", n)
+	}
+	for _, fc := range open[1:] {
+		echoThrough(t, fc)
+	}
+	waitFor(t, "the closed forwards' slots", func() bool {
+		fc, err := c.Dial("tcp", echo)
+		if err != nil {
+			return false
+		}
+		echoThrough(t, fc)
+		return true
+	})
+	open[0].Close()
+
+	t.Run("remote", func(t *testing.T) {
+		e := newEnv(t, func(_ *testEnv, s *Server) {
+			s.MaxForwards = 2
+			s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+		})
+		c := e.login("root")
+		l, err := c.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		go func() {
+			for {
+				fc, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer fc.Close()
+					io.Copy(fc, fc)
+				}()
+			}
+		}()
+		var held []net.Conn
+		for range 2 {
+			nc, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, nc)
+			io.WriteString(nc, "ping\n")
+			if line, err := bufio.NewReader(nc).ReadString('\n'); err != nil || line != "ping\n" {
+				t.Fatalf("echo through the remote forward = %q, %v", line, err)
+			}
+		}
+		third, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		third.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := third.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("third connection past MaxForwards 2: read %d, %v; want it closed (EOF)", n, err)
+		}
+		third.Close()
+		held[0].Close()
+		waitFor(t, "a slot after one closed", func() bool {
+			nc, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				return false
+			}
+			defer nc.Close()
+			nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			io.WriteString(nc, "ping\n")
+			line, _ := bufio.NewReader(nc).ReadString('\n')
+			return line == "ping\n"
+		})
+		held[1].Close()
+	})
 }

@@ -338,23 +338,54 @@ func (s *Server) refused(rl *logLimit, msg, remote, reason string) {
 	s.audit(Event{Type: EventLoginFailure, Remote: remote, Reason: reason})
 }
 
+// Defaults of MaxSessions and MaxForwards.
+const (
+	defaultMaxSessions = 10
+	defaultMaxForwards = 32
+)
+
 // acquireSession takes one of the MaxSessions slots.
 func (s *Server) acquireSession() bool {
-	limit := s.MaxSessions
+	return s.acquireSlot(&s.sessions, s.MaxSessions, defaultMaxSessions)
+}
+
+func (s *Server) releaseSession() { s.releaseSlot(&s.sessions) }
+
+// acquireForward takes one of the MaxForwards slots.
+func (s *Server) acquireForward() bool {
+	return s.acquireSlot(&s.forwards, s.MaxForwards, defaultMaxForwards)
+}
+
+func (s *Server) releaseForward() { s.releaseSlot(&s.forwards) }
+
+// acquireSlot counts one more in *n (under s.mu) unless that would pass limit:
+// 0 means def, negative no limit.
+func (s *Server) acquireSlot(n *int, limit, def int) bool {
 	if limit == 0 {
-		limit = 10
+		limit = def
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if limit > 0 && s.sessions >= limit {
+	if limit > 0 && *n >= limit {
 		return false
 	}
-	s.sessions++
+	(*n)++
 	return true
 }
 
-func (s *Server) releaseSession() {
+func (s *Server) releaseSlot(n *int) {
 	s.mu.Lock()
-	s.sessions--
+	(*n)--
 	s.mu.Unlock()
+}
+
+// full logs, at most once per refusalLogInterval (rl), a channel or
+// connection refused for want of a slot.
+func (s *Server) full(rl *logLimit, msg string, attrs ...any) {
+	if ok, held := rl.allow(s.clock()); ok {
+		if held > 0 {
+			attrs = append(attrs, "not_logged_since_last", held)
+		}
+		s.log().Warn(msg, attrs...)
+	}
 }

@@ -127,6 +127,12 @@ type Server struct {
 	// no limit.
 	MaxSessions int
 
+	// MaxForwards is the number of forwarded connections (ssh -L and -D,
+	// connections to ssh -R listeners and ssh -A sockets) open at once across
+	// the server: 0 means 32, negative means no limit. Each may hold up to
+	// the SSH channel window (2 MiB) when its far end does not read.
+	MaxForwards int
+
 	// PermitLocalForward decides which destinations local port forwarding
 	// (ssh -L, direct-tcpip) may reach, given the login user and the resolved
 	// address that will be dialled. nil allows loopback addresses only.
@@ -176,6 +182,8 @@ type Server struct {
 	pwWaiting  atomic.Int32  // password checks waiting for a slot
 	blockedLog logLimit      // "too many failed logins" refusals
 	fullLog    logLimit      // "too many unauthenticated connections" refusals
+	sessionLog logLimit      // sessions refused past MaxSessions
+	forwardLog logLimit      // forwarded connections refused past MaxForwards
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -183,6 +191,7 @@ type Server struct {
 	unauth    map[*conn]*startup // connections that have not authenticated
 	queue     []*startup         // the others, in arrival order
 	sessions  int
+	forwards  int
 	closed    bool
 }
 

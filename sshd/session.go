@@ -78,7 +78,7 @@ func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gos
 	}
 	defer st.leave()
 	if !s.acquireSession() {
-		s.log().Warn("session refused: too many sessions", "remote", st.remote, "user", sc.User())
+		s.full(&s.sessionLog, "session refused: too many sessions", "remote", st.remote, "user", sc.User())
 		nc.Reject(gossh.ResourceShortage, "too many sessions")
 		return
 	}
