@@ -538,8 +538,8 @@ func certValidity(certFile string, now, built time.Time) (expired error, warn st
 
 // checkCertificate is Check's test of the device certificate's dates. It is an
 // error there, where the agent only warns (startWarnings): at start the agent
-// keeps running, since a provisioning process may renew the file on disk (it is
-// read at start: the agent then needs a restart); check-config is asked whether
+// keeps running, since a provisioning process may renew the file on disk (read
+// again before the next connection to the broker); check-config is asked whether
 // the device can work as it is, and it cannot.
 func checkCertificate(cfg *Config) error {
 	if expired, _ := certValidity(cfg.MQTT.CertFile, time.Now(), BuildTime()); expired != nil {

@@ -18,8 +18,8 @@ case "$profile" in
   board)    want=(qemu-system-arm qemu-system-mips cpio binutils openssh-client) ;;
   # make bench: the whole path (tools/bench) against direct SSH
   bench)    want=(openssh-client mosquitto) ;;
-  # make ipk / make dist: ar (binutils); tar and gzip are in every Debian
-  pkg)      want=(binutils) ;;
+  # make ipk / make dist: tar and gzip, in every Debian
+  pkg)      want=() ;;
   *) echo "deps.sh: unknown profile $profile (want test, console, generate, qemu, board, bench or pkg)" >&2; exit 2 ;;
 esac
 

@@ -123,8 +123,8 @@ define PORTHOLE_INSTALL_TARGET_CMDS
 endef
 
 # Vendoring needs the modules: from the module cache and proxy that the
-# build machine's Go is set up with (GOPROXY=off in the environment: the
-# cache only).
+# build machine's Go is set up with (set GOPROXY=off in the environment to
+# use the cache only).
 PORTHOLE_GO_RUN = $(PORTHOLE_HOST_GO_ENV) $(PORTHOLE_GO)
 PORTHOLE_VENDOR_GO = GOFLAGS=-mod=mod GOTOOLCHAIN=local GOWORK=off $(PORTHOLE_GO)
 PORTHOLE_GO_NAME = '$(PORTHOLE_GO)' (BR2_PACKAGE_PORTHOLE_HOST_GO_BIN)

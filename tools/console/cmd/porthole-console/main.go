@@ -51,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"https://console.example.com: its pages and terminals may then come from that origin, and it is the URL printed")
 	region := fs.String("region", "us-east-1", "AWS region of the tunnels (the data-plane endpoint follows from it)")
 	endpoint := fs.String("endpoint", "", "data-plane endpoint host[:port] or wss:// URL, instead of the region's")
-	caFile := fs.String("ca-file", "", "extra PEM trust anchor for the data plane and --tunneld")
+	caFile := fs.String("ca-file", "", "extra PEM trust anchor for the data plane and --control-plane")
 	cp := fs.String("control-plane", "", "control plane URL, so that the page can open and close tunnels: a porthole-tunneld "+
 		"(https://host:port) or AWS (https://api.tunneling.iot.REGION.amazonaws.com); requests are signed with "+
 		"AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN when set")
