@@ -62,6 +62,7 @@ type ssh struct {
 	IdleTimeout        dur               `toml:"idle_timeout"`
 	MaxSessionTime     dur               `toml:"max_session_time"`
 	MaxSessions        int               `toml:"max_sessions"`
+	MaxForwards        int               `toml:"max_forwards"`
 	MaxAuthTries       int               `toml:"max_auth_tries"`
 	LoginGraceTime     dur               `toml:"login_grace_time"`
 }
