@@ -383,11 +383,27 @@ func AccessToken(s string) (tunnel.Token, error) {
 	return t, nil
 }
 
+// maxTokenFile is the most ReadTokenFile reads: a token with white space
+// around it fits many times over, and a wrong path (/dev/zero, a disk image)
+// is refused without reading it whole.
+const maxTokenFile = 16 << 10
+
 // ReadTokenFile reads an access token from a file, as AccessToken.
 func ReadTokenFile(path string) (tunnel.Token, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return tunnel.Token{}, Usagef("token file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	switch {
+	case err != nil:
+		return tunnel.Token{}, Usagef("token file: %w", err)
+	case len(b) > maxTokenFile:
+		return tunnel.Token{}, Usagef("token file %s: larger than %d KiB, not an access token", path, maxTokenFile>>10)
+	case strings.HasPrefix(strings.TrimSpace(string(b)), "{"):
+		// Never the content in the message: it holds tokens.
+		return tunnel.Token{}, Usagef("token file %s holds JSON (open-tunnel's answer?): write only the source token to it, e.g. with jq -r .sourceAccessToken", path)
 	}
 	t, err := AccessToken(string(b))
 	if err != nil {

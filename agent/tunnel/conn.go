@@ -206,7 +206,7 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 		return nil, fmt.Errorf("tunnel: connecting to %s: %w", u.Host, err)
 	}
 	if ws == nil {
-		return nil, &HandshakeError{StatusCode: resp.status, Body: resp.body, ChannelID: resp.get("channel-id")}
+		return nil, &HandshakeError{StatusCode: resp.status, Body: resp.body, ChannelID: printable(resp.get("channel-id"))}
 	}
 	c := &Conn{ws: ws, log: cfg.logger(), done: make(chan struct{}), channelID: resp.get("channel-id")}
 	v, ok := versionOf(ws.subprotocol)

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -240,5 +241,35 @@ func TestIdleTimeoutClosesSilentLink(t *testing.T) {
 	err = c.ReadMessage(&m)
 	if !errors.Is(err, ErrIdle) {
 		t.Fatalf("ReadMessage = %v after %v, want ErrIdle", err, time.Since(start))
+	}
+}
+
+// Text from the service reaches the operator's terminal in error messages:
+// control characters in a refusal's body, its channel-id or a Close reason
+// come out escaped, never as escape sequences.
+func TestServiceTextIsPrintable(t *testing.T) {
+	const evil = "\x1b]0;PWNED\x07\x1b[31mred\r\nnext\xff"
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("channel-id", "ch\x1b[2J")
+		w.WriteHeader(400)
+		io.WriteString(w, evil)
+	}))
+	t.Cleanup(srv.Close)
+	tok, _ := NewAccessToken("t")
+	_, err := Dial(context.Background(), &Config{Endpoint: srv.URL, AccessToken: tok, InsecureSkipVerify: true}, ModeSource)
+	var he *HandshakeError
+	if !errors.As(err, &he) {
+		t.Fatalf("Dial = %v, want a HandshakeError", err)
+	}
+	if msg := err.Error(); strings.ContainsFunc(msg, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }) ||
+		!strings.Contains(msg, `\x1b]0;PWNED\a\x1b[31mred\r\nnext\xff`) || !strings.Contains(msg, `channel-id ch\x1b[2J`) {
+		t.Errorf("refusal = %q, want its control characters escaped", msg)
+	}
+
+	c, _ := wsFromBytes(serverFrame(true, opClose, append([]byte{0x03, 0xe8}, evil...)))
+	_, err = io.ReadAll(c)
+	var ce *CloseError
+	if !errors.As(err, &ce) || ce.Reason != `\x1b]0;PWNED\a\x1b[31mred\r\nnext\xff` {
+		t.Errorf("Close reason %q, want its control characters escaped", ce.Reason)
 	}
 }

@@ -365,6 +365,7 @@ func TestStdio(t *testing.T) {
 	addr := echoServer(t, 12)
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
 	src := &tunnel.Source{Config: h.Src.Config}
+	src.Config.ClientToken = tunnel.GenerateClientToken() // both runs, as a cached one
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	errc := make(chan error, 1)
@@ -383,6 +384,24 @@ func TestStdio(t *testing.T) {
 	inW.Close() // EOF on stdin ends the connection and RunStdio
 	if err := <-errc; err != nil {
 		t.Fatalf("RunStdio = %v", err)
+	}
+
+	// The tunnel closed by the service while the connection is open ends
+	// RunStdio with ErrClosedByService, said once.
+	inR, inW = io.Pipe()
+	defer inW.Close()
+	outR, outW = io.Pipe()
+	go func() { errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", inR, outW); outW.Close() }()
+	go inW.Write([]byte("x"))
+	if _, err := io.ReadFull(outR, make([]byte, 1)); err != nil {
+		t.Fatalf("second stdio connection: %v (RunStdio = %v)", err, <-errc)
+	}
+	go io.Copy(io.Discard, outR)
+	h.tun.Close()
+	err := <-errc
+	if !errors.Is(err, tunnel.ErrClosedByService) || strings.Count(err.Error(), "tunnel:") != 1 ||
+		!strings.HasPrefix(err.Error(), "tunnel: lost while the connection was open: closed by the service") {
+		t.Fatalf("RunStdio after the tunnel closed = %v, want ErrClosedByService with one \"tunnel:\"", err)
 	}
 }
 

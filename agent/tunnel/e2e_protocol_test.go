@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -579,4 +582,79 @@ func TestSourceFormatCappedBySubprotocol(t *testing.T) {
 			t.Errorf("the source sent %v on a -2.0 connection", &m)
 		}
 	}
+}
+
+// Two services mapped to port 0 of one address get one listener each: the
+// listeners bound before the first connection were kept by address, so the
+// second replaced the first, which stayed open, never served, until the end.
+func TestSourceTwoServicesOnPortZero(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	srv.Logf = t.Logf
+	tun := srv.OpenTunnel("SSH", "WEB")
+	// No collection meanwhile: a leaked listener's finalizer would close it.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	before := listeningPorts(t)
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Logger: testLogger(t)},
+		Listen: map[string]string{"SSH": "127.0.0.1:0", "WEB": "127.0.0.1:0"}}
+	served := make(chan int, 2)
+	src.OnListen = func(_ string, a net.Addr) { served <- a.(*net.TCPAddr).Port }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	want := map[int]bool{}
+	for range 2 {
+		select {
+		case p := <-served:
+			want[p] = true
+		case <-time.After(10 * time.Second):
+			t.Fatal("source did not listen for both services")
+		}
+	}
+	var extra []int
+	for p := range listeningPorts(t) {
+		if !before[p] && !want[p] {
+			extra = append(extra, p)
+		}
+	}
+	if len(want) != 2 || len(extra) != 0 {
+		t.Errorf("served ports %v, and listening besides them on %v; want two served and none besides", want, extra)
+	}
+}
+
+// listeningPorts is the TCP ports this process listens on, from /proc.
+func listeningPorts(t *testing.T) map[int]bool {
+	t.Helper()
+	inodes := map[string]bool{}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for _, fd := range fds {
+		if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil {
+			if in, ok := strings.CutPrefix(l, "socket:["); ok {
+				inodes[strings.TrimSuffix(in, "]")] = true
+			}
+		}
+	}
+	ports := map[int]bool{}
+	for _, f := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			fs := strings.Fields(line)
+			if len(fs) < 10 || fs[3] != "0A" || !inodes[fs[9]] {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(fs[1], ":")
+			if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
+				ports[int(p)] = true
+			}
+		}
+	}
+	return ports
 }

@@ -189,7 +189,7 @@ func TestParseListen(t *testing.T) {
 		{"WEB=0.0.0.0:8080", "WEB", "0.0.0.0:8080", ""},
 		{"SSH=", "", "", "listen address"},
 		{"bad name=1", "", "", "service id"},
-		{"SSH=70000", "", "", "listen address"},
+		{"SSH=70000", "", "", "out of range (0-65535)"},
 		{"SSH=h:x", "", "", "bad port"},
 	} {
 		svc, addr, err := ParseListen(tc.in)

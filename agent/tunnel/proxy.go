@@ -25,11 +25,36 @@ func ProxyURL(u *url.URL) func(*url.URL) (*url.URL, error) {
 	return func(*url.URL) (*url.URL, error) { return u, nil }
 }
 
-func proxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
-	raw := getenv("https_proxy")
+// CheckProxyEnvironment reports a proxy in https_proxy or HTTPS_PROXY (the one
+// ProxyFromEnvironment uses) that does not parse, naming the variable, so that
+// a caller can refuse it at start instead of failing every dial.
+func CheckProxyEnvironment() error {
+	name, raw := proxyEnv(os.Getenv)
 	if raw == "" {
-		raw = getenv("HTTPS_PROXY")
+		return nil
 	}
+	if _, err := ParseProxyURL(raw); err != nil {
+		return envProxyError(name, err)
+	}
+	return nil
+}
+
+// proxyEnv is the proxy variable in use and its value: https_proxy, else
+// HTTPS_PROXY.
+func proxyEnv(getenv func(string) string) (name, value string) {
+	if v := getenv("https_proxy"); v != "" {
+		return "https_proxy", v
+	}
+	return "HTTPS_PROXY", getenv("HTTPS_PROXY")
+}
+
+// envProxyError is ParseProxyURL's err about the variable name.
+func envProxyError(name string, err error) error {
+	return fmt.Errorf("tunnel: %s: %s", name, strings.TrimPrefix(err.Error(), "tunnel: "))
+}
+
+func proxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
+	name, raw := proxyEnv(getenv)
 	if raw == "" {
 		return nil, nil
 	}
@@ -40,7 +65,11 @@ func proxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
 	if bypassProxy(target.Hostname(), target.Port(), noProxy) {
 		return nil, nil
 	}
-	return ParseProxyURL(raw)
+	u, err := ParseProxyURL(raw)
+	if err != nil {
+		return nil, envProxyError(name, err)
+	}
+	return u, nil
 }
 
 // ParseProxyURL parses an HTTPS proxy setting: http[s]://[user:pass@]host[:port];

@@ -97,7 +97,7 @@ func (src *Source) Run(ctx context.Context) error {
 		}
 	}
 	if _, ok := src.Listen[""]; ok && len(src.Listen) > 1 {
-		return errors.New("tunnel: an unnamed listen mapping must be the only one")
+		return fmt.Errorf("%w: a bare [addr:]port mapping is for a one-service tunnel and cannot be mixed with SERVICE=[addr:]port", ErrConfig)
 	}
 	opt := src.options()
 	cfg := src.Config
@@ -108,6 +108,8 @@ func (src *Source) Run(ctx context.Context) error {
 	// The configured addresses are bound before the first connection, so that a
 	// port in use ends the run before it joins the tunnel (where, with a cached
 	// client token, it would take the place of a source already connected).
+	// They are kept by service name ("" for an unnamed mapping): two services
+	// may both ask for port 0 of one address.
 	bound := map[string]net.Listener{}
 	defer func() {
 		for _, ln := range bound {
@@ -125,15 +127,19 @@ func (src *Source) Run(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("%w for service %q on %s: %v", ErrListen, k, a, err)
 			}
-			bound[a] = ln
+			bound[k] = ln
 		}
 	}
 	actx, stopAccept := context.WithCancel(ctx) // ends waits in acceptLoop first
 	defer stopAccept()
 	listen := func(routes []serviceRoute, addrs []string) error {
 		for i, r := range routes {
-			ln, ok := bound[addrs[i]]
-			delete(bound, addrs[i])
+			key := r.name
+			if _, unnamed := src.Listen[""]; unnamed {
+				key = ""
+			}
+			ln, ok := bound[key]
+			delete(bound, key)
 			if !ok {
 				var err error
 				if ln, err = net.Listen("tcp", addrs[i]); err != nil {
@@ -142,6 +148,10 @@ func (src *Source) Run(ctx context.Context) error {
 			}
 			lns = append(lns, ln)
 			opt.log.Info("listening", "service", r.name, "addr", ln.Addr().String())
+			if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
+				opt.log.Warn("listening beyond loopback: whoever can reach this address reaches the device's service through the tunnel",
+					"service", r.name, "addr", ln.Addr().String())
+			}
 			if src.OnListen != nil {
 				src.OnListen(r.name, ln.Addr())
 			}
@@ -265,13 +275,15 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 func listenAddr(s string) (string, error) {
 	if _, err := strconv.ParseUint(s, 10, 16); err == nil {
 		return net.JoinHostPort("127.0.0.1", s), nil
+	} else if _, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return "", fmt.Errorf("tunnel: listen port %s is out of range (0-65535)", s)
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		return "", fmt.Errorf("tunnel: listen address %q: want [host:]port", s)
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return "", fmt.Errorf("tunnel: listen address %q: bad port", s)
+		return "", fmt.Errorf("tunnel: listen address %q: bad port (want 0-65535)", s)
 	}
 	if host == "" {
 		host = "127.0.0.1"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 )
 
@@ -61,7 +62,7 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 		case errors.Is(err, errStdioDone):
 			return stopError{nil}
 		default:
-			return stopError{fmt.Errorf("tunnel: lost while the connection was open: %w", err)}
+			return stopError{lostError{err}}
 		}
 	})
 	var stop stopError
@@ -70,6 +71,15 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 	}
 	return err
 }
+
+// lostError is a tunnel lost while the stdio connection was open.
+type lostError struct{ err error }
+
+func (e lostError) Error() string {
+	return "tunnel: lost while the connection was open: " + strings.TrimPrefix(e.err.Error(), "tunnel: ")
+}
+
+func (e lostError) Unwrap() error { return e.err }
 
 // stopError ends run's reconnect loop with err (nil for a normal end).
 type stopError struct{ err error }

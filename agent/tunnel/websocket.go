@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/porthole-iot/porthole/agent/tunnel/internal/tlsbatch"
 )
@@ -311,7 +313,20 @@ func readBody(br *bufio.Reader, r *handshakeResponse) string {
 		return ""
 	}
 	b, _ := io.ReadAll(io.LimitReader(br, n))
-	return strings.TrimSpace(string(b))
+	return printable(strings.TrimSpace(string(b)))
+}
+
+// printable is text from the service (a refusal's body, a Close reason, a
+// header) made safe for a terminal: control characters, invalid UTF-8 and
+// other non-printable runes become \x.. or \u.... escapes, so that a hostile
+// endpoint (or anyone in its path under --insecure-skip-verify) cannot send
+// escape sequences to the operator's terminal through an error message.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) && utf8.ValidString(s) {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
 }
 
 func truncate(s string, n int) string {
@@ -502,7 +517,7 @@ func (c *wsConn) control(op byte, payload []byte) error {
 	ce := &CloseError{Code: 1005}
 	if len(payload) >= 2 {
 		ce.Code = int(binary.BigEndian.Uint16(payload))
-		ce.Reason = string(payload[2:])
+		ce.Reason = printable(string(payload[2:]))
 	}
 	// Echo the close (RFC 6455 §5.5.1), then drop the connection.
 	c.writeFrame(opClose, payload[:min(len(payload), 2)])

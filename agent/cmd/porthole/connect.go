@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,7 +26,10 @@ func (l listenFlags) String() string { return fmt.Sprint(map[string]string(l)) }
 func (l listenFlags) Set(s string) error {
 	svc, addr, err := tunnel.ParseListen(s)
 	if err != nil {
-		return err
+		return errors.New(strings.TrimPrefix(err.Error(), "tunnel: "))
+	}
+	if _, bare := l[""]; (svc == "") != bare && len(l) > 0 {
+		return errors.New("a bare [addr:]port is for a one-service tunnel and cannot be mixed with SERVICE=[addr:]port")
 	}
 	if _, dup := l[svc]; dup {
 		if svc == "" {
@@ -72,6 +77,16 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if from == "--token" {
 		log.Warn("--token is visible to every user of this machine in the process list; prefer --token-file")
 	}
+	if fi, err := os.Stat(*tokenFile); from == "--token-file" && err == nil && fi.Mode().Perm()&0o044 != 0 {
+		log.Warn("the token file is readable by other users of this machine: chmod 600 it", "file", *tokenFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+	}
+	// Over loopback (a lab) nothing crosses a network: no warning there.
+	if *insecure && !loopbackEndpoint(*endpoint) {
+		log.Warn("--insecure-skip-verify: the service's TLS certificate is not checked; anyone in the network path can take the access token and read the tunnel")
+	}
+	if *allowWS && strings.HasPrefix(*endpoint, "ws://") && !loopbackEndpoint(*endpoint) {
+		log.Warn("ws:// endpoint: the access token and the tunnel cross the network unencrypted")
+	}
 	if from != "" {
 		log.Info("access token", "from", from, "token", tok)
 	}
@@ -95,6 +110,9 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 			return agent.Usagef("--https-proxy: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
 		}
 		cfg.Proxy = tunnel.ProxyURL(u)
+	} else if err := tunnel.CheckProxyEnvironment(); err != nil {
+		// Every dial would fail the same way: say so now, naming the variable.
+		return agent.Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	cache := ""
 	if dir, err := os.UserCacheDir(); err == nil {
@@ -104,6 +122,20 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	defer stop()
 	return agent.Connect(ctx, agent.ConnectConfig{Tunnel: cfg, Listen: listen, Stdio: *stdio, Stdin: stdin, Stdout: stdout,
 		PeerVersion: pv, TokenCacheDir: cache, Logger: log})
+}
+
+// loopbackEndpoint reports whether an --endpoint (host[:port] or a URL) names
+// this machine: localhost or a loopback address.
+func loopbackEndpoint(endpoint string) bool {
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+		endpoint = u.Host
+	}
+	host := endpoint
+	if h, _, err := net.SplitHostPort(endpoint); err == nil {
+		host = h
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // tokenEnv holds the access token when neither --token nor --token-file is given.

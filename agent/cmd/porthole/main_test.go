@@ -149,8 +149,17 @@ func TestConnectUsage(t *testing.T) {
 		{[]string{"connect", "--token", "t", "--endpoint", "a b", "-L", "1"}, "not a valid host"},
 		{[]string{"connect", "--token", "t", "--region", "US_EAST", "-L", "1"}, "not a valid region"},
 		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "1", "-L", "2"}, "a bare [addr:]port can be given once"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "2222", "-L", "SSH=2223"}, "cannot be mixed with SERVICE=[addr:]port"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=2222", "-L", "2223"}, "cannot be mixed with SERVICE=[addr:]port"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=99999"}, "listen port 99999 is out of range (0-65535)"},
+		{[]string{"connect", "--token-file", "/dev/zero", "--region", "us-east-1", "-L", "1"}, "larger than 16 KiB, not an access token"},
+		{[]string{"connect", "--token-file", writeToken(t, `{"tunnelId":"x","sourceAccessToken":"AQGAAXsecret"}`), "--region", "us-east-1", "-L", "1"},
+			"holds JSON (open-tunnel's answer?): write only the source token to it, e.g. with jq -r .sourceAccessToken"},
 	} {
 		code, _, errs := runCmd(t, nil, tc.args...)
+		if strings.Contains(errs, "AQGAAXsecret") {
+			t.Errorf("%v: a token in the message: %q", tc.args, errs)
+		}
 		if code != exitUsage || !strings.Contains(errs, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, errs, exitUsage, tc.want)
 		}
@@ -159,6 +168,39 @@ func TestConnectUsage(t *testing.T) {
 	_, _, errs := runCmd(t, nil, "connect", "--token", "t", "--region", "us-east-1")
 	if !strings.Contains(errs, "process list") {
 		t.Errorf("--token gave no warning: %q", errs)
+	}
+	// A token file other users can read works, with a warning.
+	shared := writeToken(t, "AQGAAXtoken")
+	os.Chmod(shared, 0o644)
+	if _, _, errs := runCmd(t, nil, "connect", "--token-file", shared, "--region", "us-east-1"); !strings.Contains(errs, "readable by other users") {
+		t.Errorf("a 0644 token file gave no warning: %q", errs)
+	}
+	// Turning verification off warns, unless the endpoint is this machine.
+	for _, tc := range []struct {
+		args []string
+		warn string
+	}{
+		{[]string{"--endpoint", "tunnel.example.com", "--insecure-skip-verify"}, "certificate is not checked"},
+		{[]string{"--endpoint", "ws://tunnel.example.com:80", "--allow-insecure-websocket"}, "cross the network unencrypted"},
+		{[]string{"--endpoint", "127.0.0.1:8443", "--insecure-skip-verify"}, ""},
+		{[]string{"--endpoint", "ws://localhost:8080", "--allow-insecure-websocket"}, ""},
+		{[]string{"--endpoint", "wss://[::1]:8443", "--insecure-skip-verify"}, ""},
+	} {
+		_, _, errs := runCmd(t, nil, append([]string{"connect", "--token-file", writeToken(t, "AQGAAXtoken")}, tc.args...)...)
+		if got := strings.Contains(errs, "level=WARN"); got != (tc.warn != "") || !strings.Contains(errs, tc.warn) {
+			t.Errorf("%v: stderr %q, want a warning %q", tc.args, errs, tc.warn)
+		}
+	}
+}
+
+// A proxy variable that does not parse stops connect at once, named; every
+// dial would fail the same way.
+func TestConnectBadProxyEnvironment(t *testing.T) {
+	t.Setenv("https_proxy", "")
+	t.Setenv("HTTPS_PROXY", "ftp://proxy.example.com")
+	code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", "us-east-1", "-L", "1")
+	if code != exitUsage || !strings.Contains(errs, `HTTPS_PROXY: proxy URL scheme "ftp"`) {
+		t.Errorf("exit %d, stderr %q; want %d naming HTTPS_PROXY", code, errs, exitUsage)
 	}
 }
 
