@@ -170,6 +170,32 @@ func TestExpiredCertificate(t *testing.T) {
 	}
 }
 
+// TLS turned off toward a service beyond loopback is a warning of check-config
+// and of the agent's start; toward a lab on this machine it is not.
+func TestInsecureTunnelWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		extra, warn string
+	}{
+		{"insecure_skip_verify = true", "tunnel.insecure_skip_verify is on"},
+		{"insecure_skip_verify = true\nendpoint = \"tunnel.example.com:443\"", "tunnel.insecure_skip_verify is on"},
+		{"allow_insecure_websocket = true\nendpoint = \"ws://tunnel.example.com:80\"", "unencrypted"},
+		{"insecure_skip_verify = true\nendpoint = \"127.0.0.1:8443\"", ""},
+		{"allow_insecure_websocket = true\nendpoint = \"ws://localhost:8080\"", ""},
+		{"", ""},
+	} {
+		cfg := checkConfig(t, "[tunnel]\n"+tc.extra+"\n")
+		var got []string
+		for _, w := range Warnings(cfg) {
+			if strings.HasPrefix(w, "tunnel.") {
+				got = append(got, w)
+			}
+		}
+		if tc.warn == "" && len(got) != 0 || tc.warn != "" && (len(got) != 1 || !strings.Contains(got[0], tc.warn)) {
+			t.Errorf("%q: warnings %q, want %q", tc.extra, got, tc.warn)
+		}
+	}
+}
+
 // SSH login files that a login would ignore, or no login method at all, are
 // warnings of check-config and of the agent's start, naming the config key.
 func TestLoginWarnings(t *testing.T) {

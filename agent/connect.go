@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -381,6 +382,21 @@ func AccessToken(s string) (tunnel.Token, error) {
 		return t, errors.New(strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	return t, nil
+}
+
+// LoopbackEndpoint reports whether a data-plane endpoint (host[:port] or a
+// URL) names this machine: localhost or a loopback address. Over loopback (a
+// lab) nothing crosses a network, so turning TLS off there warns of nothing.
+func LoopbackEndpoint(endpoint string) bool {
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+		endpoint = u.Host
+	}
+	host := endpoint
+	if h, _, err := net.SplitHostPort(endpoint); err == nil {
+		host = h
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // maxTokenFile is the most ReadTokenFile reads: a token with white space

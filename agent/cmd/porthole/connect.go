@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -81,10 +79,10 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		log.Warn("the token file is readable by other users of this machine: chmod 600 it", "file", *tokenFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
 	// Over loopback (a lab) nothing crosses a network: no warning there.
-	if *insecure && !loopbackEndpoint(*endpoint) {
+	if *insecure && !agent.LoopbackEndpoint(*endpoint) {
 		log.Warn("--insecure-skip-verify: the service's TLS certificate is not checked; anyone in the network path can take the access token and read the tunnel")
 	}
-	if *allowWS && strings.HasPrefix(*endpoint, "ws://") && !loopbackEndpoint(*endpoint) {
+	if *allowWS && strings.HasPrefix(*endpoint, "ws://") && !agent.LoopbackEndpoint(*endpoint) {
 		log.Warn("ws:// endpoint: the access token and the tunnel cross the network unencrypted")
 	}
 	if from != "" {
@@ -122,20 +120,6 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	defer stop()
 	return agent.Connect(ctx, agent.ConnectConfig{Tunnel: cfg, Listen: listen, Stdio: *stdio, Stdin: stdin, Stdout: stdout,
 		PeerVersion: pv, TokenCacheDir: cache, Logger: log})
-}
-
-// loopbackEndpoint reports whether an --endpoint (host[:port] or a URL) names
-// this machine: localhost or a loopback address.
-func loopbackEndpoint(endpoint string) bool {
-	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
-		endpoint = u.Host
-	}
-	host := endpoint
-	if h, _, err := net.SplitHostPort(endpoint); err == nil {
-		host = h
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // tokenEnv holds the access token when neither --token nor --token-file is given.
