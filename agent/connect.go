@@ -179,20 +179,23 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	if caErr != nil {
 		return caFileError(caErr)
 	}
+	// What follows ends the tunnel for this token and these flags for good:
+	// usage errors (exit 1), so that a supervisor that respawns on failure
+	// (systemd's RestartPreventExitStatus=1) does not retry a dead token.
 	if certErr != nil {
-		return fmt.Errorf("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", certErr)
+		return Usagef("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", certErr)
 	}
 	if dnsErr != nil {
-		return fmt.Errorf("the tunneling service's host name does not resolve (check --region or --endpoint): %w", dnsErr)
+		return Usagef("the tunneling service's host name does not resolve (check --region or --endpoint): %w", dnsErr)
 	}
 	var he *tunnel.HandshakeError
 	switch {
 	case errors.As(err, &he) && !he.Temporary():
-		return fmt.Errorf("%w; %s", err, refusalHint(he))
+		return Usagef("%w; %s", err, refusalHint(he))
 	case errors.Is(err, tunnel.ErrClosedByService):
 		// CloseTunnel, the tunnel's lifetime, or a rotated source token (which
 		// revokes the one in use) all end the connection so.
-		return fmt.Errorf("%w: the tunnel was closed or expired, or its source token was rotated "+
+		return Usagef("%w: the tunnel was closed or expired, or its source token was rotated "+
 			"(porthole connect then needs the new token)", err)
 	}
 	return err

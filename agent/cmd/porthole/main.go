@@ -30,7 +30,8 @@ commands:
 Run 'porthole <command> -h' for the command's flags.
 
 Exit codes: 0 clean stop, 1 usage or configuration error (an init system should
-not respawn), 2 runtime failure (respawn after a delay, e.g. procd respawn 3600 15 0,
+not respawn; for connect also a tunnel that refused or ended its token for good),
+2 runtime failure (respawn after a delay, e.g. procd respawn 3600 15 0,
 systemd Restart=on-failure RestartSec=5 RestartPreventExitStatus=1).
 `
 

@@ -281,7 +281,7 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 	}()
 	select {
 	case r := <-resolved:
-		if r.code != exitRuntime || !strings.Contains(r.errs, "does not resolve (check --region or --endpoint)") {
+		if r.code != exitUsage || !strings.Contains(r.errs, "does not resolve (check --region or --endpoint)") {
 			t.Fatalf("unresolvable endpoint: exit %d, stderr %q", r.code, r.errs)
 		}
 	case <-time.After(20 * time.Second):
@@ -290,7 +290,7 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 
 	os.WriteFile(tokenFile, []byte("not-a-token-of-this-service\n"), 0o600)
 	code, _, errs = runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "--token-file", tokenFile, "-L", "SSH=0")
-	if code != exitRuntime {
+	if code != exitUsage {
 		t.Fatalf("refused token: exit %d, stderr %q", code, errs)
 	}
 	var kept []string
