@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -123,7 +124,7 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	defer cancel()
 	var mu sync.Mutex
 	var connected, toldRetrying bool
-	var certErr, dnsErr, caErr error
+	var certErr, dnsErr, caErr, plainErr error
 	onState := cfg.OnState
 	cfg.OnState = func(up bool, err error) {
 		if onState != nil {
@@ -137,10 +138,14 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		connected = connected || up
 		var de *net.DNSError
 		var he *tunnel.HandshakeError
+		var rh tls.RecordHeaderError
 		switch {
-		case connected || certErr != nil || dnsErr != nil || caErr != nil:
+		case connected || certErr != nil || dnsErr != nil || caErr != nil || plainErr != nil:
 		case tunnel.IsCertificateError(err):
 			certErr = err
+			cancel()
+		case errors.As(err, &rh):
+			plainErr = err
 			cancel()
 		case errors.As(err, &de) && de.IsNotFound:
 			dnsErr = err
@@ -187,6 +192,9 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	}
 	if dnsErr != nil {
 		return Usagef("the tunneling service's host name does not resolve (check --region or --endpoint): %w", dnsErr)
+	}
+	if plainErr != nil {
+		return Usagef("the endpoint does not answer in TLS (check --endpoint and its port; a lab's service without TLS is ws://host:port with --allow-insecure-websocket): %w", plainErr)
 	}
 	var he *tunnel.HandshakeError
 	switch {

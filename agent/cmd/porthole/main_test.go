@@ -6,6 +6,8 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -286,6 +288,14 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("porthole connect still retrying an endpoint that does not resolve after 20 s")
+	}
+
+	// An endpoint that does not speak TLS (a plain HTTP server) ends it too.
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
+	code, _, errs = runCmd(t, nil, "connect", "--endpoint", plain.Listener.Addr().String(), "--token-file", tokenFile, "-L", "SSH=0")
+	if code != exitUsage || !strings.Contains(errs, "the endpoint does not answer in TLS") {
+		t.Fatalf("plain HTTP endpoint: exit %d, stderr %q", code, errs)
 	}
 
 	os.WriteFile(tokenFile, []byte("not-a-token-of-this-service\n"), 0o600)
