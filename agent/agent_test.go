@@ -127,9 +127,7 @@ func newAgentEnv(t *testing.T) *agentEnv {
 // connect, publish and subscribe.
 func newAgentEnvACL(t *testing.T, acl mqtt.Hook) *agentEnv {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("the agent's SSH sessions need root to run as the login user; run as root (CI does)")
-	}
+	needRoot(t, "the agent's SSH sessions need root to run as the login user")
 	e := &agentEnv{pki: mqtttest.NewPKI(t), fake: tunneltest.NewServer(t), dataDir: t.TempDir(), srcClient: tunnel.GenerateClientToken()}
 	e.fake.Logf = t.Logf
 	e.broker = startBroker(t, e.pki, "porthole/events/dev-1", acl)
@@ -161,6 +159,18 @@ authorized_keys = [%q]
 	}
 	e.cfg = cfg
 	return e
+}
+
+// needRoot skips a test that needs root, saying why, or fails it under CI=true,
+// which runs as root.
+func needRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s; CI runs as root", why)
+		}
+		t.Skipf("%s; run as root (CI does)", why)
+	}
 }
 
 // start runs an agent until the returned stop is called.

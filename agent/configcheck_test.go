@@ -199,9 +199,7 @@ func TestInsecureTunnelWarnings(t *testing.T) {
 // SSH login files that a login would ignore, or no login method at all, are
 // warnings of check-config and of the agent's start, naming the config key.
 func TestLoginWarnings(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the login users of a server that is not root depend on the passwd file; run as root (CI does)")
-	}
+	needRoot(t, "the login users of a server that is not root depend on the passwd file")
 	tmp := filepath.Join(t.TempDir(), "authorized_keys")
 	safe := filepath.Join(safeTempDir(t), "authorized_keys")
 	for _, p := range []string{tmp, safe} {
