@@ -225,6 +225,11 @@ const rotateSource = "aws iotsecuretunneling rotate-tunnel-access-token --tunnel
 // own words (spec §2.6 and the developer guide's troubleshooting table, §4). The
 // service's body never holds a token, and neither does the hint.
 func refusalHint(he *tunnel.HandshakeError) string {
+	if he.StatusCode != 400 && he.StatusCode != 401 && he.StatusCode != 403 {
+		// The service refuses tokens with 400 (emulators with 401 or 403).
+		return fmt.Sprintf("the endpoint answered HTTP %d instead of a tunnel: it does not look like a Secure Tunneling data plane "+
+			"(check --endpoint or --region)", he.StatusCode)
+	}
 	body := strings.ToLower(he.Body)
 	switch {
 	case strings.Contains(body, "previously used"):

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"io"
 	"log/slog"
@@ -91,6 +92,13 @@ func TestRefusalHint(t *testing.T) {
 	} {
 		if got := refusalHint(&tunnel.HandshakeError{StatusCode: 400, Body: tc.body}); !strings.Contains(got, tc.want) {
 			t.Errorf("refusalHint(400 %q) = %q, want it to say %q", tc.body, got, tc.want)
+		}
+	}
+	// Not a refused token: the endpoint is no tunneling service.
+	for _, code := range []int{200, 301, 404} {
+		if got := refusalHint(&tunnel.HandshakeError{StatusCode: code, Body: "Invalid access token"}); !strings.Contains(got, fmt.Sprintf("answered HTTP %d instead of a tunnel", code)) ||
+			strings.Contains(got, "rotate") {
+			t.Errorf("refusalHint(%d) = %q, want it to doubt the endpoint, not the token", code, got)
 		}
 	}
 }
