@@ -4,9 +4,12 @@ import (
 	"context"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 func TestTunnelURL(t *testing.T) {
@@ -203,4 +206,38 @@ func TestParseListen(t *testing.T) {
 			t.Errorf("ParseListen(%q) = %q, %q, %v", tc.in, svc, addr, err)
 		}
 	}
+}
+
+// FuzzOperatorInput: what an operator types or a host's environment holds (a
+// -L mapping, a proxy URL) and what the service says back (made printable)
+// never panics, and what is accepted is well formed.
+func FuzzOperatorInput(f *testing.F) {
+	for _, s := range []string{"2222", "SSH=0", "WEB=[::1]:8080", "SSH=99999", "a=b=c", "http://u:p@proxy:3128",
+		"https://[::1]", "proxy.example.com", "socks5://x", "\x1b[31mred\r\n\xff", "http://%zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if svc, addr, err := ParseListen(s); err == nil {
+			if svc != "" && ValidateServiceID(svc) != nil {
+				t.Fatalf("ParseListen(%q) accepted service %q", s, svc)
+			}
+			a, err := listenAddr(addr)
+			if err != nil {
+				t.Fatalf("ParseListen(%q) accepted %q, which listenAddr refuses: %v", s, addr, err)
+			}
+			_, port, err := net.SplitHostPort(a)
+			if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n > 65535 {
+				t.Fatalf("ParseListen(%q) gave listen address %q", s, a)
+			}
+		}
+		if u, err := ParseProxyURL(s); err == nil {
+			if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+				t.Fatalf("ParseProxyURL(%q) = %v", s, u)
+			}
+		}
+		p := printable(s)
+		if !utf8.ValidString(p) || strings.ContainsFunc(p, func(r rune) bool { return !unicode.IsGraphic(r) }) {
+			t.Fatalf("printable(%q) = %q", s, p)
+		}
+	})
 }

@@ -322,7 +322,7 @@ func readBody(br *bufio.Reader, r *handshakeResponse) string {
 // endpoint (or anyone in its path under --insecure-skip-verify) cannot send
 // escape sequences to the operator's terminal through an error message.
 func printable(s string) string {
-	if !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) && utf8.ValidString(s) {
+	if !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) }) && utf8.ValidString(s) {
 		return s
 	}
 	q := strconv.QuoteToGraphic(s)
