@@ -42,7 +42,14 @@ type Source struct {
 	// the tunnel). The connection is not ended: the device may join later. Zero:
 	// 5 s; negative: never.
 	AnswerWait time.Duration
-	// OnListen, if set, is called once per listener when it is open.
+	// ReadyWait is how long a local connection accepted while the tunnel is not
+	// up (not yet, or reconnecting) waits for it before it is closed, with a
+	// line in the log. Zero: 10 s.
+	ReadyWait time.Duration
+	// OnListen, if set, is called once per listener, once it is open and the
+	// tunnel's services are known (its first connection's SERVICE_IDS): the
+	// tunnel can then carry connections to it. (A named service's listener
+	// accepts from the start; its connections wait for the tunnel.)
 	OnListen func(service string, addr net.Addr)
 	// DialOnly runs without listeners: local connections come only from
 	// DialService (an in-process client such as a web console), so no port is open
@@ -132,8 +139,39 @@ func (src *Source) Run(ctx context.Context) error {
 	}
 	actx, stopAccept := context.WithCancel(ctx) // ends waits in acceptLoop first
 	defer stopAccept()
+	served := map[string]net.Listener{}
+	accept := func(ln net.Listener, r serviceRoute) {
+		served[r.name] = ln
+		lns = append(lns, ln)
+		opt.log.Info("listening", "service", r.name, "addr", ln.Addr().String())
+		if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
+			opt.log.Warn("listening beyond loopback: whoever can reach this address reaches the device's service through the tunnel",
+				"service", r.name, "addr", ln.Addr().String())
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src.acceptLoop(actx, ln, r)
+		}()
+	}
+	// Named services are served at once: a connection made before the tunnel
+	// is up waits for it (ReadyWait), then is closed with a line, instead of
+	// sitting unseen in the listen backlog. An unnamed mapping's service is
+	// known only from the tunnel's SERVICE_IDS.
+	if _, unnamed := src.Listen[""]; !unnamed {
+		for name, ln := range bound {
+			delete(bound, name)
+			accept(ln, serviceRoute{src.wire(name), name})
+		}
+	}
 	listen := func(routes []serviceRoute, addrs []string) error {
 		for i, r := range routes {
+			if ln, ok := served[r.name]; ok {
+				if src.OnListen != nil {
+					src.OnListen(r.name, ln.Addr())
+				}
+				continue
+			}
 			key := r.name
 			if _, unnamed := src.Listen[""]; unnamed {
 				key = ""
@@ -146,36 +184,31 @@ func (src *Source) Run(ctx context.Context) error {
 					return fmt.Errorf("%w for service %q on %s: %v", ErrListen, r.name, addrs[i], err)
 				}
 			}
-			lns = append(lns, ln)
-			opt.log.Info("listening", "service", r.name, "addr", ln.Addr().String())
-			if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
-				opt.log.Warn("listening beyond loopback: whoever can reach this address reaches the device's service through the tunnel",
-					"service", r.name, "addr", ln.Addr().String())
-			}
+			accept(ln, r)
 			if src.OnListen != nil {
 				src.OnListen(r.name, ln.Addr())
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				src.acceptLoop(actx, ln, r)
-			}()
 		}
 		return nil
 	}
+	planned := false
 	return run(ctx, cfg, ModeSource, func(ctx context.Context, c *Conn) error {
 		return src.serve(ctx, c, opt, func(ids []string) error {
 			if src.OnServices != nil {
 				src.OnServices(append([]string(nil), ids...))
 			}
-			if lns != nil || src.DialOnly {
+			if planned || src.DialOnly {
 				return nil // listeners outlive reconnects
 			}
 			routes, addrs, err := src.plan(ids)
 			if err != nil {
 				return err
 			}
-			return listen(routes, addrs)
+			if err := listen(routes, addrs); err != nil {
+				return err
+			}
+			planned = true
+			return nil
 		})
 	})
 }
@@ -228,16 +261,19 @@ func (src *Source) serve(ctx context.Context, c *Conn, opt engineOptions, ready 
 	})
 }
 
+// wire is the service id a stream of service name carries: none to a V1
+// destination.
+func (src *Source) wire(name string) string {
+	if src.peerVersion() == V1 {
+		return ""
+	}
+	return name
+}
+
 // plan matches Listen against the tunnel's services (spec §3.1).
 func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 	if src.peerVersion() == V1 && len(ids) > 1 {
 		return nil, nil, fmt.Errorf("%w: a V1 destination serves one service, the tunnel has %q", ErrConfig, ids)
-	}
-	wire := func(name string) string {
-		if src.peerVersion() == V1 {
-			return ""
-		}
-		return name
 	}
 	var routes []serviceRoute
 	var addrs []string
@@ -250,7 +286,7 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 			name = ids[0]
 		}
 		a, _ := listenAddr(addr)
-		return []serviceRoute{{wire(name), name}}, []string{a}, nil
+		return []serviceRoute{{src.wire(name), name}}, []string{a}, nil
 	}
 	if len(ids) == 0 {
 		return nil, nil, fmt.Errorf("%w: the tunnel has no services; give one unnamed mapping", ErrConfig)
@@ -265,7 +301,7 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 		if addr, ok := src.Listen[name]; ok {
 			a, _ = listenAddr(addr)
 		}
-		routes = append(routes, serviceRoute{wire(name), name})
+		routes = append(routes, serviceRoute{src.wire(name), name})
 		addrs = append(addrs, a)
 	}
 	return routes, addrs, nil
@@ -306,9 +342,8 @@ func ParseListen(s string) (service, addr string, err error) {
 	return service, s, nil
 }
 
-// readyWait is how long a connection accepted while the tunnel reconnects waits for
-// it before it is closed.
-const readyWait = 10 * time.Second
+// defaultReadyWait is ReadyWait's default.
+const defaultReadyWait = 10 * time.Second
 
 func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRoute) {
 	for {
@@ -327,9 +362,13 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 }
 
 // readySession returns the current session once it has its service IDs, waiting up to
-// readyWait for a reconnect.
+// ReadyWait for a reconnect.
 func (src *Source) readySession(ctx context.Context) *session {
-	deadline := time.Now().Add(readyWait)
+	wait := src.ReadyWait
+	if wait <= 0 {
+		wait = defaultReadyWait
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		src.mu.Lock()
 		s := src.cur

@@ -162,3 +162,38 @@ func TestCheckCAFile(t *testing.T) {
 		}
 	}
 }
+
+// A named service's port accepts before the tunnel is up: a connection made
+// while the service cannot be reached is closed after ReadyWait with a line
+// (it sat unseen in the listen backlog before, and the client hung).
+func TestSourceClosesConnectionsWhileNotConnected(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	srv.FailHandshakes(1000, 503, "try later")
+	// A port of our own: OnListen comes only once the tunnel is up.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var logged testlog.Lines
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logged, nil))},
+		Listen: map[string]string{"SSH": addr}, ReadyWait: 300 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitLogged(t, &logged, "msg=listening")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("read from a connection while the tunnel is down = %v, want EOF (closed)", err)
+	}
+	waitLogged(t, &logged, "tunnel not connected, closing local connection")
+}
