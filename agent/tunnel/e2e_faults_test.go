@@ -369,7 +369,10 @@ func TestStdio(t *testing.T) {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	errc := make(chan error, 1)
-	go func() { errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", inR, outW); outW.Close() }()
+	go func(in io.Reader, out *io.PipeWriter) {
+		errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", in, out)
+		out.Close()
+	}(inR, outW)
 	msg := []byte(strings.Repeat("ssh over stdio ", 5000))
 	go func() { inW.Write(msg) }()
 	got := make([]byte, len(msg))
@@ -391,7 +394,10 @@ func TestStdio(t *testing.T) {
 	inR, inW = io.Pipe()
 	defer inW.Close()
 	outR, outW = io.Pipe()
-	go func() { errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", inR, outW); outW.Close() }()
+	go func(in io.Reader, out *io.PipeWriter) {
+		errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", in, out)
+		out.Close()
+	}(inR, outW)
 	go inW.Write([]byte("x"))
 	if _, err := io.ReadFull(outR, make([]byte, 1)); err != nil {
 		t.Fatalf("second stdio connection: %v (RunStdio = %v)", err, <-errc)
