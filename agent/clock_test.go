@@ -2,12 +2,24 @@ package agent
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
+	stdlog "log"
 	"log/slog"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
 // TestClockIn1970 feeds the session's state callback the error a TLS handshake
@@ -33,5 +45,120 @@ func TestClockIn1970(t *testing.T) {
 	onState(true, nil)
 	if got := buf.String(); strings.Contains(got, "clock") {
 		t.Fatalf("with the clock set the log still blames it:\n%s", got)
+	}
+}
+
+// TestClockIn1970Tunnel runs a real destination against a TLS data plane whose
+// certificate is not yet valid, which is what a device whose clock is in 1970
+// sees of every certificate. That failure does not end the tunnel: the
+// destination keeps retrying and the log says that the clock is behind. Once the
+// clock is set (the agent's clock moves on and the certificate becomes valid, as
+// it would for a device whose clock jumped forward), it connects.
+func TestClockIn1970Tunnel(t *testing.T) {
+	pki := mqtttest.NewPKI(t)
+	keyPair := func(certFile, keyFile string) *tls.Certificate {
+		kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &kp
+	}
+	notYet := keyPair(pki.ServerAt(t, "tunnel-not-yet-valid", time.Now().Add(24*time.Hour)))
+	valid := keyPair(pki.Server(t, "tunnel-valid"))
+	var cert atomic.Pointer[tls.Certificate]
+	cert.Store(notYet)
+
+	fake := tunneltest.NewServer(t)
+	tun := fake.OpenTunnel("SSH")
+	hs := httptest.NewUnstartedServer(fake.Handler())
+	hs.Config.ConnContext = fake.Handler().ConnContext
+	hs.Config.ErrorLog = stdlog.New(io.Discard, "", 0) // the refused TLS handshakes
+	hs.Listener = tls.NewListener(hs.Listener, &tls.Config{MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert.Load(), nil }})
+	hs.Start()
+	t.Cleanup(hs.Close)
+
+	var logged testlog.Lines
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	var clockSet atomic.Bool
+	a := &Agent{cfg: &Config{}, log: log, now: func() time.Time {
+		if clockSet.Load() {
+			return time.Now()
+		}
+		return time.Unix(0, 0)
+	}}
+	onState := a.onState(&session{fp: "abcd"}, log)
+	const hint = "the clock is before this binary was built"
+	var certFailures, otherFailures, hintsWithClockSet atomic.Int32
+	access, err := tunnel.NewAccessToken(tun.DestinationToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &tunnel.Destination{Config: tunnel.Config{
+		Endpoint: "wss://" + hs.Listener.Addr().String(), CAFile: pki.CAFile, AccessToken: access,
+		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, Logger: log,
+		OnState: func(connected bool, err error) {
+			var ce x509.CertificateInvalidError
+			switch {
+			case connected || errors.Is(err, context.Canceled):
+			case tunnel.IsCertificateError(err) && errors.As(err, &ce) && ce.Reason == x509.Expired:
+				certFailures.Add(1)
+			default:
+				otherFailures.Add(1)
+			}
+			if !clockSet.Load() {
+				onState(connected, err)
+				return
+			}
+			before := logged.Count(hint) // Run is the only one to log
+			onState(connected, err)
+			if logged.Count(hint) != before {
+				hintsWithClockSet.Add(1)
+			}
+		},
+	}, Dialer: tunnel.Targets{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !t.Failed() {
+			t.Errorf("Run = %v after cancel", err)
+		}
+	})
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			select {
+			case err := <-done:
+				done <- err
+				t.Fatalf("waiting for %s: Run returned %v\n%s", what, err, logged.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within 5 s\n%s", what, logged.String())
+			}
+		}
+	}
+
+	// It retries (OnState hears of each failure before the retry line), and says
+	// why it fails.
+	wait("third retry", func() bool { return logged.Count("cannot connect to the tunnel, retrying") >= 3 })
+	if c, o := certFailures.Load(), otherFailures.Load(); c < 3 || o != 0 {
+		t.Errorf("%d failures on the certificate's dates and %d others, want 3 or more and none", c, o)
+	}
+	if c := logged.Count(hint); c < 1 || !strings.Contains(logged.String(), "clock=1970-01-01") {
+		t.Errorf("with the clock in 1970 the log says:\n%s", logged.String())
+	}
+	if n := tun.Connects(tunneltest.Destination); n != 0 {
+		t.Fatalf("%d connects with a certificate that is not yet valid", n)
+	}
+
+	// NTP sets the clock: the certificate is valid now, and the next attempt connects.
+	clockSet.Store(true)
+	cert.Store(valid)
+	wait("connection once the clock is set", func() bool { return tun.Connected(tunneltest.Destination) })
+	if n := hintsWithClockSet.Load(); n != 0 {
+		t.Errorf("with the clock set the log still blamed it %d times:\n%s", n, logged.String())
 	}
 }

@@ -108,10 +108,10 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 		case len(s.services) == 1:
 			target = s.services[0]
 		default:
-			return reset("V1 stream but no default service", "services", s.services)
+			return reset("V1 stream but no default service", "services", loggedServices(s.services))
 		}
 	} else if !slices.Contains(s.services, target) {
-		return reset("service not in the tunnel", "services", s.services)
+		return reset("service not in the tunnel", "services", loggedServices(s.services))
 	}
 	var old []*link
 	if st := s.streams[m.ServiceID]; st != nil {

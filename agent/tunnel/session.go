@@ -3,8 +3,10 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -219,8 +221,32 @@ func (s *session) serviceIDs(m *Message) bool {
 	}
 	s.gotIDs = true
 	s.services = append([]string(nil), m.AvailableServiceIDs...)
-	s.opt.log.Info("tunnel services", "services", s.services)
+	s.opt.log.Info("tunnel services", "services", loggedServices(s.services))
 	return true
+}
+
+// What a log line shows of the tunnel's services is bounded: a tunnel has up to 3,
+// of up to 128 characters (spec §3.4), but one SERVICE_IDS frame can carry 64 KiB
+// of names, and its line is written on every connect.
+const (
+	maxLoggedServices = 8
+	maxLoggedName     = 128
+)
+
+// loggedServices is ids as log lines show them: the first maxLoggedServices
+// names, each cut to maxLoggedName bytes, then how many more there are.
+func loggedServices(ids []string) []string {
+	out := make([]string, 0, min(len(ids), maxLoggedServices+1))
+	for _, id := range ids[:min(len(ids), maxLoggedServices)] {
+		if len(id) > maxLoggedName {
+			id = strings.ToValidUTF8(id[:maxLoggedName], "") + "…"
+		}
+		out = append(out, id)
+	}
+	if n := len(ids) - maxLoggedServices; n > 0 {
+		out = append(out, fmt.Sprintf("(%d more)", n))
+	}
+	return out
 }
 
 // lookupLocked finds the link a stream message is for; stale ids give nil (spec §3.2).

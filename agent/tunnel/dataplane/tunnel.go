@@ -247,6 +247,28 @@ func (t *Tunnel) SendRaw(side Side, b []byte) error {
 	return nil
 }
 
+// SendText writes b to side as one WebSocket text message, which the service
+// never sends (spec §1.2): tests use it for a client's answer to one. It is
+// written at once, not after the frames queued for side, so a test that needs
+// the order waits until side has read those first; with Rechunk it may fall
+// between the pieces of a frame. It returns ErrNotConnected if side has no
+// WebSocket yet, or the write's error.
+func (t *Tunnel) SendText(side Side, b []byte) error {
+	t.s.mu.Lock()
+	c := t.sides[side].conn
+	t.s.mu.Unlock()
+	var ws *websocket.Conn
+	if c != nil {
+		c.mu.Lock()
+		ws = c.ws
+		c.mu.Unlock()
+	}
+	if ws == nil {
+		return fmt.Errorf("sending text to %v: %w", side, ErrNotConnected)
+	}
+	return ws.Write(c.ctx, websocket.MessageText, b)
+}
+
 // Close closes the tunnel, as CloseTunnel does: both sides get a Close frame with
 // status 1000 after what is already queued for them, the tokens become invalid and
 // later handshakes get 400. It does not wait for the close handshakes.

@@ -49,6 +49,10 @@ func (t *Tunnel) Send(side Side, m *tunnel.Message) error { return t.dp.Send(sid
 // SendRaw queues b, which should be whole frames, for side as is.
 func (t *Tunnel) SendRaw(side Side, b []byte) error { return t.dp.SendRaw(side, b) }
 
+// SendText writes b to side as one WebSocket text message, which the service never
+// sends (spec §1.2). It is written at once, not after the frames queued for side.
+func (t *Tunnel) SendText(side Side, b []byte) error { return t.dp.SendText(side, b) }
+
 // Close closes the tunnel, as CloseTunnel does: both sides get a Close frame with
 // status 1000 after what is already queued for them, the tokens become invalid and
 // later handshakes get 400. It does not wait for the close handshakes.
