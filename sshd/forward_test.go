@@ -29,22 +29,27 @@ func echoServer(t *testing.T) string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
+		echoAll(l)
 	}()
 	t.Cleanup(func() {
 		l.Close()
 		<-done
 	})
 	return l.Addr().String()
+}
+
+// echoAll echoes every connection l accepts, until l is closed.
+func echoAll(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+	}
 }
 
 func echoThrough(t *testing.T, c net.Conn) {

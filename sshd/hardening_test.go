@@ -209,18 +209,7 @@ func TestThousandForwards(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		go func() {
-			for {
-				fc, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer fc.Close()
-					io.Copy(fc, fc)
-				}()
-			}
-		}()
+		go echoAll(l)
 		var held []net.Conn
 		for range 2 {
 			nc, err := net.Dial("tcp", l.Addr().String())
