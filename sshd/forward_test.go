@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,9 +107,21 @@ func TestLocalForwardPolicy(t *testing.T) {
 func TestLocalForwardCustomPolicy(t *testing.T) {
 	echo := echoServer(t)
 	allowed := netip.MustParseAddrPort(echo)
+	var mu sync.Mutex
+	var beyond []string // dials past loopback: none may leave this machine
 	e := newEnv(t, func(_ *testEnv, s *Server) {
 		s.PermitLocalForward = func(user string, dest netip.AddrPort) bool {
 			return user == "root" && dest == allowed
+		}
+		s.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if ap, err := netip.ParseAddrPort(addr); err != nil || !ap.Addr().IsLoopback() {
+				mu.Lock()
+				beyond = append(beyond, addr)
+				mu.Unlock()
+				return nil, syscall.EHOSTUNREACH
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
 		}
 	})
 	c := e.login("root")
@@ -118,9 +131,18 @@ func TestLocalForwardCustomPolicy(t *testing.T) {
 	}
 	echoThrough(t, fc)
 	other := netip.AddrPortFrom(allowed.Addr(), allowed.Port()+1)
-	if fc, err := c.Dial("tcp", other.String()); err == nil {
-		fc.Close()
-		t.Errorf("forward to %v allowed", other)
+	for _, dest := range []string{other.String(), "192.0.2.1:80"} {
+		if fc, err := c.Dial("tcp", dest); err == nil {
+			fc.Close()
+			t.Errorf("forward to %v allowed", dest)
+		} else if !strings.Contains(err.Error(), "policy") {
+			t.Errorf("forward to %v: %v, want a policy refusal", dest, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(beyond) > 0 {
+		t.Errorf("dialled beyond loopback: %v", beyond)
 	}
 }
 

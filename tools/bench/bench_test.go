@@ -85,7 +85,8 @@ func BenchmarkStack(b *testing.B) {
 	// e.g. "GOGC=100 GOMEMLIMIT=off" to compare the agent's GC defaults.
 	s := stack.Start(b, stack.Options{Services: []string{fmt.Sprintf("BULK = %q", bulkAddr)},
 		Env:            strings.Fields(os.Getenv("PORTHOLE_BENCH_AGENT_ENV")),
-		PlainWebSocket: os.Getenv("PORTHOLE_BENCH_PLAIN_WS") == "1"})
+		PlainWebSocket: os.Getenv("PORTHOLE_BENCH_PLAIN_WS") == "1",
+		LogLevel:       "info"}) // a debug line per frame would be measured too
 	b.Logf("agent pid %d; direct sshd at %s", s.Agent.Process.Pid, s.SSHAddr)
 	if cpus := agentCPUs(b); cpus > 0 {
 		limitCPU(b, s.Agent.Process.Pid, cpus)

@@ -31,15 +31,16 @@ func loadMiB() int {
 
 // TestLoad50Sessions runs 50 SSH sessions at once through one tunnel, each sending
 // loadMiB of random data to sha256sum on the device and checking the digest; the
-// agent's FDs, threads and RSS are printed before, at the peak and after.
+// agent's FDs, threads and RSS are printed before, at the peak and after. After,
+// the agent must hold its FDs of before and at most rssBound of memory.
 func TestLoad50Sessions(t *testing.T) {
 	s := stack.Start(t, stack.Options{SSH: []string{"max_sessions = 64"}})
 	open := s.OpenTunnel("SSH")
 	port, _, stop := s.Connect(open)
 	defer stop()
 	s.MustSSH(port, "true")
-	time.Sleep(time.Second)
-	before := s.AgentProc()
+	time.Sleep(time.Second) // start-up garbage collected: the RSS baseline
+	before := steadyProc(s)
 	const n = 50
 	size := loadMiB() << 20
 	start := time.Now()
@@ -77,18 +78,52 @@ func TestLoad50Sessions(t *testing.T) {
 	}
 	t.Logf("%d sessions × %d MiB in %v (%d failed); agent peak: RSS %s, %d FDs, %d threads",
 		n, size>>20, time.Since(start).Round(time.Millisecond), failed, stack.MiB(peak.RSS), peak.FDs, peak.Threads)
-	time.Sleep(2 * time.Second)
 	near(t, "after 50 sessions", before, waitFDs(s, before.FDs, 20*time.Second))
+	// What the sessions held is given back: the agent is within its loaded
+	// budget again, or near where it started (see rssBound).
+	bound := rssBound(before)
+	if after := waitRSS(s, bound, 10*time.Second); after.RSS > bound {
+		t.Errorf("after 50 sessions: agent RSS %s (%s before), want at most %s", stack.MiB(after.RSS), stack.MiB(before.RSS), stack.MiB(bound))
+	}
+}
+
+// loadedBudget is the agent's memory budget with 10 sessions (docs/devices.md).
+const loadedBudget = 16 << 20
+
+// rssBound is the most RSS the agent may hold once a load has ended: its loaded
+// budget, or 8 MiB over the idle baseline when that is higher (it is, on this
+// machine: 9.4–9.6 MiB idle gives 17.4–17.6 MiB). After the 50 sessions the
+// agent held 14.7–15.8 MiB in 20 runs on the 2-core machine (6 of 8 MiB, 4 of
+// 1 MiB under -race, 10 of both beside a -race test run of sshd and
+// agent/tunnel), steady for 3 s: 7.3 MiB of the binary's pages and about 8 MiB
+// of its own (2.3 MiB idle). That leaves 1.6 MiB of margin, and a goroutine of
+// 256 KiB leaked per tunnelled connection took it to 24.8–26.9 MiB.
+func rssBound(before stack.Proc) int64 {
+	return max(loadedBudget, before.RSS+8<<20)
+}
+
+// waitRSS waits until the agent's RSS is at most max (the Go runtime gives
+// freed memory back to the kernel in the background), for up to d.
+func waitRSS(s *stack.Stack, max int64, d time.Duration) stack.Proc {
+	deadline := time.Now().Add(d)
+	for {
+		p := s.AgentProc()
+		if p.RSS <= max || time.Now().After(deadline) {
+			return p
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // TestLoad500Rotations rotates the destination token of one tunnel 500 times
-// within a minute: 500 notifications reach the agent; it must end with the last
-// token connected, one saved tunnel, and its FDs and threads near the baseline.
+// (the time they take is logged, not asserted): 500 notifications reach the
+// agent; it must end with the last token connected, one saved tunnel, and its
+// FDs of before.
 func TestLoad500Rotations(t *testing.T) {
 	s := stack.Start(t, stack.Options{})
 	open := s.OpenTunnel("SSH")
 	time.Sleep(time.Second)
-	before := s.AgentProc()
+	before := steadyProc(s)
 	ctx := context.Background()
 	start := time.Now()
 	const n = 500
@@ -103,9 +138,6 @@ func TestLoad500Rotations(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("%d rotations in %v", n, time.Since(start).Round(time.Millisecond))
-	if time.Since(start) > time.Minute {
-		t.Errorf("rotations took %v, want within a minute", time.Since(start))
-	}
 	// Connected with the last token: every notification before it is handled
 	// (they arrive in order), so no older session is still being ended. A
 	// destination connected with an earlier token may have been seen by
@@ -134,6 +166,6 @@ func TestLoad500Rotations(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	near(t, "after 500 rotations", before, waitFDs(s, before.FDs+1, 20*time.Second))
+	near(t, "after 500 rotations", before, waitFDs(s, before.FDs, 20*time.Second))
 	s.StopAgent()
 }

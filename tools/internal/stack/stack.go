@@ -12,10 +12,15 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +67,10 @@ type Options struct {
 	// porthole connect: benchmarks use it to tell the cost of the two extra TLS
 	// hops from that of the tunnel itself.
 	PlainWebSocket bool
+	// LogLevel is the agent's [log] level, and porthole connect runs with -v when
+	// it is "debug". Empty means "debug": CheckNoSecrets then also reads what the
+	// debug lines say. Benchmarks set "info" (a debug line per frame costs CPU).
+	LogLevel string
 }
 
 // Stack is one running path. Its fields are read-only after Start.
@@ -156,7 +165,13 @@ func Start(tb testing.TB, opt Options) *Stack {
 		NeedProgram(tb, p)
 	}
 	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			tb.Fatal("the agent logs operators in as root here: CI must run the tests as root")
+		}
 		tb.Skip("the agent logs operators in as root here; run as root (CI does)")
+	}
+	if opt.LogLevel == "" {
+		opt.LogLevel = "debug"
 	}
 	s := &Stack{TB: tb, Bin: Build(tb), Dir: SafeDir(tb), Broker: mqtttest.StartMosquitto(tb), opt: opt}
 	s.tdDir = filepath.Join(s.Dir, "tunneld")
@@ -224,8 +239,10 @@ SSH = "builtin"
 listen = %q
 authorized_keys = [%q]
 %s
+[log]
+level = %q
 `, Thing, s.DataDir, s.Broker.Addr, pki.CAFile, devCert, devKey, strings.Join(opt.MQTT, "\n"), s.tunnelEndpoint(), pki.CAFile, strings.Join(tunnelLines, "\n"),
-		strings.Join(opt.Services, "\n"), s.SSHAddr, filepath.Join(s.Dir, "authorized_keys"), strings.Join(opt.SSH, "\n"))
+		strings.Join(opt.Services, "\n"), s.SSHAddr, filepath.Join(s.Dir, "authorized_keys"), strings.Join(opt.SSH, "\n"), opt.LogLevel)
 	s.Config = filepath.Join(s.Dir, "porthole.toml")
 	s.write(s.Config, []byte(cfg))
 	s.StartAgent()
@@ -405,6 +422,9 @@ func (s *Stack) ConnectServices(out *tunneld.OpenTunnelOutput, services ...strin
 	if s.opt.PlainWebSocket {
 		args = append(args, "--allow-insecure-websocket")
 	}
+	if s.opt.LogLevel == "debug" {
+		args = append(args, "-v")
+	}
 	for _, svc := range services {
 		args = append(args, "-L", svc+"=0")
 	}
@@ -454,21 +474,53 @@ func (s *Stack) AddSecret(secrets ...string) {
 	}
 }
 
-var (
-	tokenFieldRE = regexp.MustCompile(`"(?:access_token|client_token|clientToken|token)"\s*:\s*"([^"]{16,})"`)
-	pemLineRE    = regexp.MustCompile(`(?m)^[A-Za-z0-9+/=]{40,}$`)
-)
+var tokenFieldRE = regexp.MustCompile(`"(?:access_token|client_token|clientToken|token)"\s*:\s*"([^"]{16,})"`)
+
+// pemSecrets are what a log could show of the private keys PEM-encoded in b:
+// each line of a key's body as the file has it, and the whole body in one piece
+// (the key's DER as a JSON log would print a []byte).
+func pemSecrets(b []byte) []string {
+	var out []string
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "-----BEGIN ") && strings.HasSuffix(line, "PRIVATE KEY-----"):
+			in = true
+		case strings.HasPrefix(line, "-----END "):
+			in = false
+		case in && !strings.Contains(line, ":"): // not a header line
+			out = append(out, line)
+		}
+	}
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return out
+		}
+		if strings.HasSuffix(block.Type, "PRIVATE KEY") {
+			out = append(out, base64.StdEncoding.EncodeToString(block.Bytes))
+		}
+	}
+}
 
 // CheckNoSecrets fails the test if any captured log (agent, porthole connect,
 // tunneld) shows an access token handed out through the stack, a client token
-// the agent or porthole connect saved, or a line of a private key the stack
-// wrote (operator key, device key, the agent's host key).
+// the agent or porthole connect saved, or a private key the stack or its PKI
+// wrote (operator key, the agent's host key, and the PKI's keys: the device's
+// MQTT key, tunneld's and Mosquitto's server keys, the publisher's; the CA's key
+// is never written to a file nor handed to any process). The agent runs at debug
+// level and porthole connect with -v (Options.LogLevel), so debug lines are
+// checked too. A key line shorter than 16 characters (a body's last) is not
+// searched for: it could occur by chance.
 func (s *Stack) CheckNoSecrets() {
 	tb := s.TB
 	s.mu.Lock()
 	secrets := append([]string(nil), s.secrets...)
 	s.mu.Unlock()
-	filepath.WalkDir(s.Dir, func(p string, d os.DirEntry, err error) error {
+	keys := 0
+	collect := func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
 		}
@@ -485,12 +537,13 @@ func (s *Stack) CheckNoSecrets() {
 				secrets = append(secrets, strings.TrimSpace(string(b)))
 			}
 		case bytes.Contains(b, []byte("PRIVATE KEY-----")):
-			for _, m := range pemLineRE.FindAll(b, -1) {
-				secrets = append(secrets, string(m))
-			}
+			keys++
+			secrets = append(secrets, pemSecrets(b)...)
 		}
 		return nil
-	})
+	}
+	filepath.WalkDir(s.Dir, collect)
+	filepath.WalkDir(s.Broker.PKI.Dir, collect)
 	n := 0
 	for i, l := range s.Logs() {
 		text := l.String()
@@ -501,7 +554,7 @@ func (s *Stack) CheckNoSecrets() {
 		}
 		n++
 	}
-	tb.Logf("checked %d logs for %d secrets", n, len(secrets))
+	tb.Logf("checked %d logs for %d secrets (%d private keys among them)", n, len(secrets), keys)
 }
 
 // SSHOpts are the OpenSSH options for non-interactive logins with the operator key.
@@ -618,3 +671,64 @@ func (s *Stack) AgentProc() Proc {
 
 // MiB formats bytes as MiB.
 func MiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// SocketsTo counts the TCP sockets that process pid holds (as FDs) whose peer
+// is addr ("127.0.0.1:port" or "[::1]:port"), from /proc/net/tcp and tcp6 (an
+// IPv4 peer also as an IPv4-mapped one there); -1 if /proc cannot tell.
+func SocketsTo(pid int, addr string) int {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return -1
+	}
+	// /proc/net/tcp* print each 32-bit word of an address in host byte order.
+	hex := func(a netip.Addr) string {
+		b := a.AsSlice()
+		var h string
+		for i := 0; i < len(b); i += 4 {
+			h += fmt.Sprintf("%08X", binary.NativeEndian.Uint32(b[i:i+4]))
+		}
+		return fmt.Sprintf("%s:%04X", h, ap.Port())
+	}
+	want := map[string]bool{hex(ap.Addr()): true}
+	if ap.Addr().Is4() {
+		want[hex(netip.AddrFrom16(ap.Addr().As16()))] = true
+	}
+	inodes := map[string]bool{} // of the sockets whose peer is addr
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if errors.Is(err, fs.ErrNotExist) && strings.HasSuffix(f, "6") {
+			continue // no IPv6
+		}
+		if err != nil {
+			return -1
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+			cols := strings.Fields(line)
+			if len(cols) > 9 && want[cols[2]] {
+				inodes["socket:["+cols[9]+"]"] = true
+			}
+		}
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && inodes[l] {
+			n++
+		}
+	}
+	return n
+}
+
+// AgentSocketsTo is SocketsTo for the running agent.
+func (s *Stack) AgentSocketsTo(addr string) int {
+	n := SocketsTo(s.Agent.Process.Pid, addr)
+	if n < 0 {
+		s.TB.Fatalf("cannot read the agent's sockets to %s from /proc", addr)
+	}
+	return n
+}
