@@ -179,6 +179,8 @@ func TestInsecureTunnelWarnings(t *testing.T) {
 		{"insecure_skip_verify = true", "tunnel.insecure_skip_verify is on"},
 		{"insecure_skip_verify = true\nendpoint = \"tunnel.example.com:443\"", "tunnel.insecure_skip_verify is on"},
 		{"allow_insecure_websocket = true\nendpoint = \"ws://tunnel.example.com:80\"", "unencrypted"},
+		{"allow_insecure_websocket = true\nendpoint = \"http://tunnel.example.com:80\"", "unencrypted"},
+		{"insecure_skip_verify = true\nendpoint = \"127.0.0.1:8443\"\nhttps_proxy = \"http://proxy.example.com:3128\"", "tunnel.insecure_skip_verify is on"},
 		{"insecure_skip_verify = true\nendpoint = \"127.0.0.1:8443\"", ""},
 		{"allow_insecure_websocket = true\nendpoint = \"ws://localhost:8080\"", ""},
 		{"", ""},

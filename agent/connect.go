@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -184,18 +185,25 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	if caErr != nil {
 		return caFileError(caErr)
 	}
-	// What follows ends the tunnel for this token and these flags for good:
-	// usage errors (exit 1), so that a supervisor that respawns on failure
-	// (systemd's RestartPreventExitStatus=1) does not retry a dead token.
-	if certErr != nil {
-		return Usagef("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", certErr)
+	// These end the run (an operator is waiting) but a later run may succeed
+	// (a clock set by NTP, DNS back, a captive portal gone): runtime failures.
+	// The proxy's own failures name the proxy.
+	var pe *tunnel.ProxyError
+	switch proxied := errors.As(cmp.Or(certErr, dnsErr, plainErr), &pe); {
+	case proxied && plainErr != nil:
+		return fmt.Errorf("the HTTPS proxy does not answer in TLS: a plain proxy is http://, not https:// (check --https-proxy or https_proxy): %w", plainErr)
+	case proxied:
+		return fmt.Errorf("the HTTPS proxy cannot be reached (check --https-proxy or https_proxy: its host name, and its certificate for https://): %w", cmp.Or(certErr, dnsErr))
+	case certErr != nil:
+		return fmt.Errorf("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", certErr)
+	case dnsErr != nil:
+		return fmt.Errorf("the tunneling service's host name does not resolve (check --region or --endpoint): %w", dnsErr)
+	case plainErr != nil:
+		return fmt.Errorf("the endpoint does not answer in TLS (check --endpoint and its port; a lab's service without TLS is ws://host:port with --allow-insecure-websocket): %w", plainErr)
 	}
-	if dnsErr != nil {
-		return Usagef("the tunneling service's host name does not resolve (check --region or --endpoint): %w", dnsErr)
-	}
-	if plainErr != nil {
-		return Usagef("the endpoint does not answer in TLS (check --endpoint and its port; a lab's service without TLS is ws://host:port with --allow-insecure-websocket): %w", plainErr)
-	}
+	// What follows ends the tunnel for this token for good: usage errors
+	// (exit 1), so that a supervisor that respawns on failure (systemd's
+	// RestartPreventExitStatus=1) does not retry a dead token.
 	var he *tunnel.HandshakeError
 	switch {
 	case errors.As(err, &he) && !he.Temporary():

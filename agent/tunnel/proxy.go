@@ -25,18 +25,24 @@ func ProxyURL(u *url.URL) func(*url.URL) (*url.URL, error) {
 	return func(*url.URL) (*url.URL, error) { return u, nil }
 }
 
-// CheckProxyEnvironment reports a proxy in https_proxy or HTTPS_PROXY (the one
-// ProxyFromEnvironment uses) that does not parse, naming the variable, so that
-// a caller can refuse it at start instead of failing every dial.
-func CheckProxyEnvironment() error {
-	name, raw := proxyEnv(os.Getenv)
-	if raw == "" {
-		return nil
+// EnvironmentProxy is the proxy ProxyFromEnvironment gives the tunnel at
+// endpoint or region: nil when there is none or NO_PROXY bypasses it, and an
+// error naming the variable when it does not parse, so that a caller can refuse
+// it at start instead of failing every dial. An endpoint that does not validate
+// gives nil, nil (ValidateEndpoint's to report).
+func EnvironmentProxy(endpoint, region string, allowInsecure bool) (*url.URL, error) {
+	u, err := tunnelURL(endpoint, region, ModeSource, allowInsecure)
+	if err != nil {
+		return nil, nil
 	}
-	if _, err := ParseProxyURL(raw); err != nil {
-		return envProxyError(name, err)
-	}
-	return nil
+	return proxyFor(u, os.Getenv)
+}
+
+// PlainEndpoint reports whether a data-plane endpoint is reached without TLS
+// (ws:// or http://, in any case), as the dial decides.
+func PlainEndpoint(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	return err == nil && (u.Scheme == "ws" || u.Scheme == "http")
 }
 
 // proxyEnv is the proxy variable in use and its value: https_proxy, else

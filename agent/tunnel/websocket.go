@@ -200,12 +200,20 @@ func hostHeader(u *url.URL) string {
 	return u.Host
 }
 
+// ProxyError is a failure to reach or handshake with the HTTPS proxy itself
+// (its name, its address, its TLS), as opposed to the tunneling service
+// behind it: a caller that stops on a certificate or DNS error says which.
+type ProxyError struct{ Err error }
+
+func (e *ProxyError) Error() string { return e.Err.Error() }
+func (e *ProxyError) Unwrap() error { return e.Err }
+
 // dialViaProxy opens a tunnel to target through an HTTP(S) proxy with CONNECT
 // (spec §2.7), sending Basic credentials from the proxy URL.
 func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target string, tlsConf *tls.Config) (net.Conn, error) {
 	conn, err := d.DialContext(ctx, "tcp", proxy.Host)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to proxy %s: %w", proxy.Host, err)
+		return nil, &ProxyError{fmt.Errorf("connecting to proxy %s: %w", proxy.Host, err)}
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -218,7 +226,7 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 		t := tls.Client(conn, pc)
 		if err := t.HandshakeContext(ctx); err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("TLS to proxy %s: %w", proxy.Host, err)
+			return nil, &ProxyError{fmt.Errorf("TLS to proxy %s: %w", proxy.Host, err)}
 		}
 		conn = t
 	}

@@ -78,11 +78,14 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if fi, err := os.Stat(*tokenFile); from == "--token-file" && err == nil && fi.Mode().Perm()&0o044 != 0 {
 		log.Warn("the token file is readable by other users of this machine: chmod 600 it", "file", *tokenFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
-	// Over loopback (a lab) nothing crosses a network: no warning there.
-	if *insecure && !agent.LoopbackEndpoint(*endpoint) {
+	envProxy, envProxyErr := tunnel.EnvironmentProxy(*endpoint, *region, *allowWS)
+	// Over loopback (a lab) nothing crosses a network, unless a proxy carries it:
+	// no warning then.
+	local := agent.LoopbackEndpoint(*endpoint) && *proxy == "" && envProxy == nil
+	if *insecure && !local {
 		log.Warn("--insecure-skip-verify: the service's TLS certificate is not checked; anyone in the network path can take the access token and read the tunnel")
 	}
-	if *allowWS && strings.HasPrefix(*endpoint, "ws://") && !agent.LoopbackEndpoint(*endpoint) {
+	if *allowWS && tunnel.PlainEndpoint(*endpoint) && !local {
 		log.Warn("ws:// endpoint: the access token and the tunnel cross the network unencrypted")
 	}
 	if from != "" {
@@ -108,9 +111,9 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 			return agent.Usagef("--https-proxy: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
 		}
 		cfg.Proxy = tunnel.ProxyURL(u)
-	} else if err := tunnel.CheckProxyEnvironment(); err != nil {
+	} else if envProxyErr != nil {
 		// Every dial would fail the same way: say so now, naming the variable.
-		return agent.Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
+		return agent.Usagef("%s", strings.TrimPrefix(envProxyErr.Error(), "tunnel: "))
 	}
 	cache := ""
 	if dir, err := os.UserCacheDir(); err == nil {

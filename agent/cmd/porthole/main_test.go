@@ -184,6 +184,9 @@ func TestConnectUsage(t *testing.T) {
 	}{
 		{[]string{"--endpoint", "tunnel.example.com", "--insecure-skip-verify"}, "certificate is not checked"},
 		{[]string{"--endpoint", "ws://tunnel.example.com:80", "--allow-insecure-websocket"}, "cross the network unencrypted"},
+		{[]string{"--endpoint", "WS://tunnel.example.com:80", "--allow-insecure-websocket"}, "cross the network unencrypted"},
+		{[]string{"--endpoint", "http://tunnel.example.com:80", "--allow-insecure-websocket"}, "cross the network unencrypted"},
+		{[]string{"--endpoint", "127.0.0.1:8443", "--insecure-skip-verify", "--https-proxy", "http://proxy.example.com:3128"}, "certificate is not checked"},
 		{[]string{"--endpoint", "127.0.0.1:8443", "--insecure-skip-verify"}, ""},
 		{[]string{"--endpoint", "ws://localhost:8080", "--allow-insecure-websocket"}, ""},
 		{[]string{"--endpoint", "wss://[::1]:8443", "--insecure-skip-verify"}, ""},
@@ -203,6 +206,12 @@ func TestConnectBadProxyEnvironment(t *testing.T) {
 	code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", "us-east-1", "-L", "1")
 	if code != exitUsage || !strings.Contains(errs, `HTTPS_PROXY: proxy URL scheme "ftp"`) {
 		t.Errorf("exit %d, stderr %q; want %d naming HTTPS_PROXY", code, errs, exitUsage)
+	}
+	// One that NO_PROXY bypasses for the endpoint is never used: no refusal.
+	t.Setenv("NO_PROXY", "tunnel.example.com")
+	_, _, errs = runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--endpoint", "tunnel.example.com")
+	if strings.Contains(errs, "HTTPS_PROXY") || !strings.Contains(errs, "nothing to do") {
+		t.Errorf("stderr %q; want the proxy variable ignored (NO_PROXY) and the run to go on", errs)
 	}
 }
 
@@ -283,7 +292,7 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 	}()
 	select {
 	case r := <-resolved:
-		if r.code != exitUsage || !strings.Contains(r.errs, "does not resolve (check --region or --endpoint)") {
+		if r.code != exitRuntime || !strings.Contains(r.errs, "does not resolve (check --region or --endpoint)") {
 			t.Fatalf("unresolvable endpoint: exit %d, stderr %q", r.code, r.errs)
 		}
 	case <-time.After(20 * time.Second):
@@ -294,8 +303,20 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 	plain := httptest.NewServer(http.NotFoundHandler())
 	defer plain.Close()
 	code, _, errs = runCmd(t, nil, "connect", "--endpoint", plain.Listener.Addr().String(), "--token-file", tokenFile, "-L", "SSH=0")
-	if code != exitUsage || !strings.Contains(errs, "the endpoint does not answer in TLS") {
+	if code != exitRuntime || !strings.Contains(errs, "the endpoint does not answer in TLS") {
 		t.Fatalf("plain HTTP endpoint: exit %d, stderr %q", code, errs)
+	}
+
+	// A proxy that fails is named, not the service: an https:// proxy that
+	// answers in plain HTTP, and one whose name does not resolve.
+	for _, tc := range []struct{ proxy, want string }{
+		{"https://" + plain.Listener.Addr().String(), "a plain proxy is http://, not https://"},
+		{"http://x-.invalid:3128", "the HTTPS proxy cannot be reached"},
+	} {
+		code, _, errs = runCmd(t, nil, "connect", "--region", "us-east-1", "--https-proxy", tc.proxy, "--token-file", tokenFile, "-L", "SSH=0")
+		if code != exitRuntime || !strings.Contains(errs, tc.want) {
+			t.Fatalf("--https-proxy %s: exit %d, stderr %q; want %d and %q", tc.proxy, code, errs, exitRuntime, tc.want)
+		}
 	}
 
 	os.WriteFile(tokenFile, []byte("not-a-token-of-this-service\n"), 0o600)
