@@ -99,10 +99,16 @@ func steadyProc(s *stack.Stack) stack.Proc {
 // waitFDs waits until the agent holds at most max FDs (connections close
 // asynchronously).
 func waitFDs(s *stack.Stack, max int, d time.Duration) stack.Proc {
+	return waitAgent(s, func(p stack.Proc) bool { return p.FDs <= max }, d)
+}
+
+// waitAgent samples the agent's process until done holds or d has passed, and
+// returns the last sample.
+func waitAgent(s *stack.Stack, done func(stack.Proc) bool, d time.Duration) stack.Proc {
 	deadline := time.Now().Add(d)
 	for {
 		p := s.AgentProc()
-		if p.FDs <= max || time.Now().After(deadline) {
+		if done(p) || time.Now().After(deadline) {
 			return p
 		}
 		time.Sleep(100 * time.Millisecond)

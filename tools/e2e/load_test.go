@@ -105,14 +105,7 @@ func rssBound(before stack.Proc) int64 {
 // waitRSS waits until the agent's RSS is at most max (the Go runtime gives
 // freed memory back to the kernel in the background), for up to d.
 func waitRSS(s *stack.Stack, max int64, d time.Duration) stack.Proc {
-	deadline := time.Now().Add(d)
-	for {
-		p := s.AgentProc()
-		if p.RSS <= max || time.Now().After(deadline) {
-			return p
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return waitAgent(s, func(p stack.Proc) bool { return p.RSS <= max }, d)
 }
 
 // TestLoad500Rotations rotates the destination token of one tunnel 500 times
