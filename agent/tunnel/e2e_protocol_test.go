@@ -2,6 +2,7 @@ package tunnel_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -657,4 +658,35 @@ func listeningPorts(t *testing.T) map[int]bool {
 		}
 	}
 	return ports
+}
+
+// A SERVICE_IDS no real service sends (more services than any tunnel has, or
+// one twice) ends the source with ErrConfig and a short message, before it
+// opens a listener for each.
+func TestSourceRefusesImplausibleServiceIDs(t *testing.T) {
+	many := make([]string, 100)
+	for i := range many {
+		many[i] = fmt.Sprintf("S%03d-%s", i, strings.Repeat("x", 100))
+	}
+	for _, tc := range []struct {
+		ids  []string
+		want string
+	}{
+		{many, "the tunnel lists 100 services, more than 64"},
+		{[]string{"SSH", "WEB", "SSH"}, `the tunnel lists service "SSH" twice`},
+	} {
+		srv := tunneltest.NewServer(t)
+		tun := srv.OpenTunnel(tc.ids...)
+		listened := 0
+		src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+			Logger: testLogger(t)}, Listen: map[string]string{"SSH": "127.0.0.1:0"},
+			OnListen: func(string, net.Addr) { listened++ }}
+		err := src.Run(ctxTimeout(t, 10*time.Second))
+		if !errors.Is(err, tunnel.ErrConfig) || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 512 {
+			t.Errorf("Run = %v, want ErrConfig saying %q in a short message", err, tc.want)
+		}
+		if listened != 0 {
+			t.Errorf("%d listeners reported for a refused service list", listened)
+		}
+	}
 }

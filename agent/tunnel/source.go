@@ -261,6 +261,10 @@ func (src *Source) serve(ctx context.Context, c *Conn, opt engineOptions, ready 
 	})
 }
 
+// maxSourceServices is the most services a source takes from a tunnel's
+// SERVICE_IDS.
+const maxSourceServices = 64
+
 // wire is the service id a stream of service name carries: none to a V1
 // destination.
 func (src *Source) wire(name string) string {
@@ -272,14 +276,24 @@ func (src *Source) wire(name string) string {
 
 // plan matches Listen against the tunnel's services (spec §3.1).
 func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
+	// A tunnel has up to 3 services (an adjustable AWS quota); each one not
+	// mapped costs a listener here, so a list no real service sends is refused.
+	if len(ids) > maxSourceServices {
+		return nil, nil, fmt.Errorf("%w: the tunnel lists %d services, more than %d", ErrConfig, len(ids), maxSourceServices)
+	}
+	for i, id := range ids {
+		if slices.Contains(ids[:i], id) {
+			return nil, nil, fmt.Errorf("%w: the tunnel lists service %q twice", ErrConfig, loggedServices([]string{id})[0])
+		}
+	}
 	if src.peerVersion() == V1 && len(ids) > 1 {
-		return nil, nil, fmt.Errorf("%w: a V1 destination serves one service, the tunnel has %q", ErrConfig, ids)
+		return nil, nil, fmt.Errorf("%w: a V1 destination serves one service, the tunnel has %q", ErrConfig, loggedServices(ids))
 	}
 	var routes []serviceRoute
 	var addrs []string
 	if addr, ok := src.Listen[""]; ok {
 		if len(ids) > 1 {
-			return nil, nil, fmt.Errorf("%w: an unnamed mapping needs a one-service tunnel, it has %q", ErrConfig, ids)
+			return nil, nil, fmt.Errorf("%w: an unnamed mapping needs a one-service tunnel, it has %q", ErrConfig, loggedServices(ids))
 		}
 		name := ""
 		if len(ids) == 1 {
@@ -293,7 +307,7 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 	}
 	for name := range src.Listen {
 		if !slices.Contains(ids, name) {
-			return nil, nil, fmt.Errorf("%w: service %q is not in the tunnel, which has %q", ErrConfig, name, ids)
+			return nil, nil, fmt.Errorf("%w: service %q is not in the tunnel, which has %q", ErrConfig, name, loggedServices(ids))
 		}
 	}
 	for _, name := range ids {

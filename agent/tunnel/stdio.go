@@ -33,10 +33,10 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 			}
 			if name == "" && len(ids) > 1 {
 				// As plan's unnamed mapping: which service is meant is not ours to guess.
-				return fmt.Errorf("%w: no service named, which needs a one-service tunnel; it has %q: name one", ErrConfig, ids)
+				return fmt.Errorf("%w: no service named, which needs a one-service tunnel; it has %q: name one", ErrConfig, loggedServices(ids))
 			}
 			if len(ids) > 0 && !containsString(ids, name) {
-				return fmt.Errorf("%w: service %q is not in the tunnel, which has %q", ErrConfig, name, ids)
+				return fmt.Errorf("%w: service %q is not in the tunnel, which has %q", ErrConfig, name, loggedServices(ids))
 			}
 			r := serviceRoute{wire: name, name: name}
 			if src.peerVersion() == V1 {
