@@ -164,27 +164,22 @@ func (src *Source) Run(ctx context.Context) error {
 			accept(ln, serviceRoute{src.wire(name), name})
 		}
 	}
+	// What is not served yet is the unnamed mapping's listener, bound above,
+	// or a service of the tunnel with no mapping, on a port of its own.
 	listen := func(routes []serviceRoute, addrs []string) error {
 		for i, r := range routes {
-			if ln, ok := served[r.name]; ok {
-				if src.OnListen != nil {
-					src.OnListen(r.name, ln.Addr())
-				}
-				continue
-			}
-			key := r.name
-			if _, unnamed := src.Listen[""]; unnamed {
-				key = ""
-			}
-			ln, ok := bound[key]
-			delete(bound, key)
+			ln, ok := served[r.name]
 			if !ok {
-				var err error
-				if ln, err = net.Listen("tcp", addrs[i]); err != nil {
-					return fmt.Errorf("%w for service %q on %s: %v", ErrListen, r.name, addrs[i], err)
+				ln, ok = bound[""]
+				delete(bound, "")
+				if !ok {
+					var err error
+					if ln, err = net.Listen("tcp", addrs[i]); err != nil {
+						return fmt.Errorf("%w for service %q on %s: %v", ErrListen, r.name, addrs[i], err)
+					}
 				}
+				accept(ln, r)
 			}
-			accept(ln, r)
 			if src.OnListen != nil {
 				src.OnListen(r.name, ln.Addr())
 			}
