@@ -45,22 +45,11 @@ func PlainEndpoint(endpoint string) bool {
 	return err == nil && (u.Scheme == "ws" || u.Scheme == "http")
 }
 
-// proxyEnv is the proxy variable in use and its value: https_proxy, else
-// HTTPS_PROXY.
-func proxyEnv(getenv func(string) string) (name, value string) {
-	if v := getenv("https_proxy"); v != "" {
-		return "https_proxy", v
-	}
-	return "HTTPS_PROXY", getenv("HTTPS_PROXY")
-}
-
-// envProxyError is ParseProxyURL's err about the variable name.
-func envProxyError(name string, err error) error {
-	return fmt.Errorf("tunnel: %s: %s", name, strings.TrimPrefix(err.Error(), "tunnel: "))
-}
-
 func proxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
-	name, raw := proxyEnv(getenv)
+	name, raw := "https_proxy", getenv("https_proxy")
+	if raw == "" {
+		name, raw = "HTTPS_PROXY", getenv("HTTPS_PROXY")
+	}
 	if raw == "" {
 		return nil, nil
 	}
@@ -73,7 +62,8 @@ func proxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
 	}
 	u, err := ParseProxyURL(raw)
 	if err != nil {
-		return nil, envProxyError(name, err)
+		// Named, as the variable holds it: the error is the same at every dial.
+		return nil, fmt.Errorf("tunnel: %s: %s", name, strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	return u, nil
 }
