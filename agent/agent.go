@@ -143,15 +143,8 @@ func Warnings(cfg *Config) []string {
 	if fi, err := os.Stat(cfg.MQTT.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		out = append(out, fmt.Sprintf("mqtt.key_file %s has mode %04o: other local users can read the device's identity key (chmod 600)", cfg.MQTT.KeyFile, fi.Mode().Perm()))
 	}
-	// Over loopback (a lab) nothing crosses a network, unless a proxy carries it.
-	envProxy, _ := tunnel.EnvironmentProxy(cfg.Tunnel.Endpoint, "", cfg.Tunnel.AllowInsecureWebSocket)
-	local := LoopbackEndpoint(cfg.Tunnel.Endpoint) && cfg.Tunnel.HTTPSProxy == "" && envProxy == nil
-	if cfg.Tunnel.InsecureSkipVerify && !local {
-		out = append(out, "tunnel.insecure_skip_verify is on: the tunneling service's certificate is not checked, so anyone in the network path can take the access tokens and reach this device's services")
-	}
-	if cfg.Tunnel.AllowInsecureWebSocket && tunnel.PlainEndpoint(cfg.Tunnel.Endpoint) && !local {
-		out = append(out, "tunnel.endpoint is ws://: the access tokens and the tunnels cross the network unencrypted (labs only)")
-	}
+	out = append(out, TLSOffWarnings(cfg.Tunnel.Endpoint, cfg.Tunnel.InsecureSkipVerify, cfg.Tunnel.AllowInsecureWebSocket,
+		cfg.Tunnel.HTTPSProxy != "", "tunnel.insecure_skip_verify", "tunnel.endpoint")...)
 	return append(out, startWarnings(cfg)...)
 }
 

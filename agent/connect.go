@@ -408,10 +408,29 @@ func AccessToken(s string) (tunnel.Token, error) {
 	return t, nil
 }
 
-// LoopbackEndpoint reports whether a data-plane endpoint (host[:port] or a
-// URL) names this machine: localhost or a loopback address. Over loopback (a
-// lab) nothing crosses a network, so turning TLS off there warns of nothing.
-func LoopbackEndpoint(endpoint string) bool {
+// TLSOffWarnings says what turning the tunnel's TLS off exposes, for the agent's
+// start and check-config and for porthole connect: skipName and endpointName
+// are how the caller names the settings, proxied says whether a proxy is set
+// other than by the environment. Over loopback (a lab) nothing crosses a
+// network, unless a proxy carries it: no warning then.
+func TLSOffWarnings(endpoint string, skipVerify, allowPlain, proxied bool, skipName, endpointName string) []string {
+	envProxy, _ := tunnel.EnvironmentProxy(endpoint, "", allowPlain)
+	if loopbackEndpoint(endpoint) && !proxied && envProxy == nil {
+		return nil
+	}
+	var out []string
+	if skipVerify {
+		out = append(out, skipName+" is on: the tunneling service's certificate is not checked, so anyone in the network path can take the access tokens and reach the tunnel's services")
+	}
+	if allowPlain && tunnel.PlainEndpoint(endpoint) {
+		out = append(out, endpointName+" is ws:// (no TLS): the access tokens and the tunnels cross the network unencrypted (labs only)")
+	}
+	return out
+}
+
+// loopbackEndpoint reports whether a data-plane endpoint (host[:port] or a
+// URL) names this machine: localhost or a loopback address.
+func loopbackEndpoint(endpoint string) bool {
 	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
 		endpoint = u.Host
 	}

@@ -78,15 +78,8 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if fi, err := os.Stat(*tokenFile); from == "--token-file" && err == nil && fi.Mode().Perm()&0o044 != 0 {
 		log.Warn("the token file is readable by other users of this machine: chmod 600 it", "file", *tokenFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
-	envProxy, envProxyErr := tunnel.EnvironmentProxy(*endpoint, *region, *allowWS)
-	// Over loopback (a lab) nothing crosses a network, unless a proxy carries it:
-	// no warning then.
-	local := agent.LoopbackEndpoint(*endpoint) && *proxy == "" && envProxy == nil
-	if *insecure && !local {
-		log.Warn("--insecure-skip-verify: the service's TLS certificate is not checked; anyone in the network path can take the access token and read the tunnel")
-	}
-	if *allowWS && tunnel.PlainEndpoint(*endpoint) && !local {
-		log.Warn("ws:// endpoint: the access token and the tunnel cross the network unencrypted")
+	for _, w := range agent.TLSOffWarnings(*endpoint, *insecure, *allowWS, *proxy != "", "--insecure-skip-verify", "--endpoint") {
+		log.Warn(w)
 	}
 	if from != "" {
 		log.Info("access token", "from", from, "token", tok)
@@ -111,9 +104,9 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 			return agent.Usagef("--https-proxy: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
 		}
 		cfg.Proxy = tunnel.ProxyURL(u)
-	} else if envProxyErr != nil {
+	} else if _, err := tunnel.EnvironmentProxy(*endpoint, *region, *allowWS); err != nil {
 		// Every dial would fail the same way: say so now, naming the variable.
-		return agent.Usagef("%s", strings.TrimPrefix(envProxyErr.Error(), "tunnel: "))
+		return agent.Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	cache := ""
 	if dir, err := os.UserCacheDir(); err == nil {
