@@ -328,13 +328,7 @@ func (l *logLimit) allow(now time.Time) (bool, int) {
 // refused audits a connection closed before its key exchange and logs it,
 // rate-limited by rl; the audit event is not rate-limited.
 func (s *Server) refused(rl *logLimit, msg, remote, reason string) {
-	if ok, held := rl.allow(s.clock()); ok {
-		if held > 0 {
-			s.log().Warn(msg, "remote", remote, "not_logged_since_last", held)
-		} else {
-			s.log().Warn(msg, "remote", remote)
-		}
-	}
+	s.full(rl, msg, "remote", remote)
 	s.audit(Event{Type: EventLoginFailure, Remote: remote, Reason: reason})
 }
 
@@ -379,8 +373,8 @@ func (s *Server) releaseSlot(n *int) {
 	s.mu.Unlock()
 }
 
-// full logs, at most once per refusalLogInterval (rl), a channel or
-// connection refused for want of a slot.
+// full logs, at most once per refusalLogInterval (rl), a connection or
+// channel refused for want of a slot, with how many were not logged since.
 func (s *Server) full(rl *logLimit, msg string, attrs ...any) {
 	if ok, held := rl.allow(s.clock()); ok {
 		if held > 0 {
