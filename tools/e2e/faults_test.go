@@ -48,9 +48,10 @@ func scp(s *stack.Stack, port, from, to string) error {
 }
 
 // uploadHash sends data to `sha256sum` on the device over ssh and checks the
-// digest it prints.
-func uploadHash(s *stack.Stack, port string, data []byte) error {
-	args := append(s.SSHOpts(), "-p", port, "root@127.0.0.1", "sha256sum")
+// digest it prints. opts go before the stack's SSHOpts: for each option ssh
+// takes the first value it is given.
+func uploadHash(s *stack.Stack, port string, data []byte, opts ...string) error {
+	args := append(append(opts, s.SSHOpts()...), "-p", port, "root@127.0.0.1", "sha256sum")
 	cmd := exec.Command("ssh", args...)
 	cmd.Stdin = bytes.NewReader(data)
 	out, err := cmd.CombinedOutput()
