@@ -354,29 +354,58 @@ func ParseListen(s string) (service, addr string, err error) {
 // defaultReadyWait is ReadyWait's default.
 const defaultReadyWait = 10 * time.Second
 
+// maxWaiting bounds the local connections of one listener that wait for the
+// tunnel at once; more are closed at once.
+const maxWaiting = 64
+
+// acceptLoop serves ln's connections. One accepted while the tunnel is down
+// waits for it (ReadyWait) beside the others, so that each is closed ReadyWait
+// after it came, not after those before it have waited their turn.
 func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRoute) {
+	var waits sync.WaitGroup
+	defer waits.Wait()
+	slots := make(chan struct{}, maxWaiting)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
-		s := src.readySession(ctx)
-		if s == nil {
-			src.options().log.Warn("tunnel not connected, closing local connection", "service", r.name)
+		if s := src.readySession(ctx, 0); s != nil {
+			src.open(s, r, c) // in order, as a V1/V2 peer's streams supersede
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			src.options().log.Warn("too many local connections waiting for the tunnel, closing this one", "service", r.name, "max", maxWaiting)
 			c.Close()
 			continue
 		}
-		src.open(s, r, c)
+		waits.Add(1)
+		go func() {
+			defer waits.Done()
+			defer func() { <-slots }()
+			s := src.readySession(ctx, src.readyWait())
+			if s == nil {
+				src.options().log.Warn("tunnel not connected, closing local connection", "service", r.name)
+				c.Close()
+				return
+			}
+			src.open(s, r, c)
+		}()
 	}
 }
 
-// readySession returns the current session once it has its service IDs, waiting up to
-// ReadyWait for a reconnect.
-func (src *Source) readySession(ctx context.Context) *session {
-	wait := src.ReadyWait
-	if wait <= 0 {
-		wait = defaultReadyWait
+func (src *Source) readyWait() time.Duration {
+	if src.ReadyWait > 0 {
+		return src.ReadyWait
 	}
+	return defaultReadyWait
+}
+
+// readySession returns the current session once it has its service IDs, waiting up to
+// wait for a reconnect.
+func (src *Source) readySession(ctx context.Context, wait time.Duration) *session {
 	deadline := time.Now().Add(wait)
 	for {
 		src.mu.Lock()
@@ -509,10 +538,10 @@ func (s *session) hintUnanswered(st *stream, l *link, service string) {
 
 // DialService opens a connection to service through the running Run, as if a
 // client had connected to its listener: the returned end is the client's. It waits
-// up to 10 s for a connected session, and fails for a service the tunnel does not
-// have.
+// up to ReadyWait for a connected session, and fails for a service the tunnel does
+// not have.
 func (src *Source) DialService(ctx context.Context, service string) (net.Conn, error) {
-	s := src.readySession(ctx)
+	s := src.readySession(ctx, src.readyWait())
 	if s == nil {
 		if err := ctx.Err(); err != nil {
 			return nil, err

@@ -167,25 +167,7 @@ func TestCheckCAFile(t *testing.T) {
 // while the service cannot be reached is closed after ReadyWait with a line
 // (it sat unseen in the listen backlog before, and the client hung).
 func TestSourceClosesConnectionsWhileNotConnected(t *testing.T) {
-	srv := tunneltest.NewServer(t)
-	tun := srv.OpenTunnel("SSH")
-	srv.FailHandshakes(1000, 503, "try later")
-	// A port of our own: OnListen comes only once the tunnel is up.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	var logged testlog.Lines
-	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
-		RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logged, nil))},
-		Listen: map[string]string{"SSH": addr}, ReadyWait: 300 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); src.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	waitLogged(t, &logged, "msg=listening")
+	addr, logged := downSource(t, 300*time.Millisecond)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -195,5 +177,73 @@ func TestSourceClosesConnectionsWhileNotConnected(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("read from a connection while the tunnel is down = %v, want EOF (closed)", err)
 	}
-	waitLogged(t, &logged, "tunnel not connected, closing local connection")
+	waitLogged(t, logged, "tunnel not connected, closing local connection")
+}
+
+// Connections made while the tunnel is down wait for it side by side: each is
+// closed ReadyWait after it came (the sixth of six was closed after 6 ×
+// ReadyWait, each waiting for those before it), and past maxWaiting (64) they
+// are closed at once with a line.
+func TestSourceConnectionsWaitSideBySide(t *testing.T) {
+	const wait = time.Second
+	addr, _ := downSource(t, wait)
+	const n = 6
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+	}
+	// Side by side, all are closed about `wait` after they came; one after
+	// another, the last would be open until n × wait.
+	deadline := time.Now().Add(n / 2 * wait)
+	for i, c := range conns {
+		c.SetReadDeadline(deadline)
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("connection %d of %d, %v after they were made: read = %v, want EOF (closed)", i+1, n, n/2*wait, err)
+		}
+	}
+
+	// 64 wait; the 65th is closed at once.
+	addr, logged := downSource(t, time.Minute)
+	for range 65 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	waitLogged(t, logged, "too many local connections waiting for the tunnel")
+	if got := logged.Count("too many local connections waiting"); got != 1 {
+		t.Errorf("%d lines about too many waiting connections, want 1:\n%s", got, logged.String())
+	}
+}
+
+// downSource runs, until the test ends, a source whose tunnel's service refuses
+// every handshake, listening for SSH with the given ReadyWait. It returns the
+// address and the source's log.
+func downSource(t *testing.T, wait time.Duration) (string, *testlog.Lines) {
+	t.Helper()
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	srv.FailHandshakes(1000000, 503, "try later")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	logged := new(testlog.Lines)
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logged, nil))},
+		Listen: map[string]string{"SSH": addr}, ReadyWait: wait}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitLogged(t, logged, "msg=listening")
+	return addr, logged
 }
