@@ -118,14 +118,15 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	}
 	// A certificate that fails verification before the first connection is a
 	// wrong CA, a wrong endpoint or a wrong clock, and a host name that does not
-	// resolve is a wrong region or endpoint: retrying cannot mend them, and an
-	// operator is waiting, so stop and say so. (The agent keeps retrying: a device
-	// may get its clock, CA or DNS later.)
+	// resolve is a wrong region or endpoint, and a proxy that refuses its
+	// credentials (407) wrong ones: retrying cannot mend them, and an operator is
+	// waiting, so stop and say so. (The agent keeps retrying: a device may get its
+	// clock, CA or DNS later.)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex
 	var connected, toldRetrying bool
-	var certErr, dnsErr, caErr, plainErr error
+	var certErr, dnsErr, caErr, plainErr, authErr error
 	onState := cfg.OnState
 	cfg.OnState = func(up bool, err error) {
 		if onState != nil {
@@ -140,8 +141,12 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		var de *net.DNSError
 		var he *tunnel.HandshakeError
 		var rh tls.RecordHeaderError
+		var pe *tunnel.ProxyError
 		switch {
-		case connected || certErr != nil || dnsErr != nil || caErr != nil || plainErr != nil:
+		case connected || certErr != nil || dnsErr != nil || caErr != nil || plainErr != nil || authErr != nil:
+		case errors.As(err, &pe) && pe.Status == 407:
+			authErr = err
+			cancel()
 		case tunnel.IsCertificateError(err):
 			certErr = err
 			cancel()
@@ -184,6 +189,9 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	defer mu.Unlock()
 	if caErr != nil {
 		return caFileError(caErr)
+	}
+	if authErr != nil { // the proxy's credentials: configuration
+		return Usagef("%w (check --https-proxy or https_proxy)", authErr)
 	}
 	// These end the run (an operator is waiting) but a later run may succeed
 	// (a clock set by NTP, DNS back, a captive portal gone): runtime failures.

@@ -211,8 +211,30 @@ func TestDialThroughProxy(t *testing.T) {
 	wrong := *proxyURL
 	wrong.User = url.UserPassword("user", "wrong")
 	cfg.Proxy = ProxyURL(&wrong)
-	if _, err := Dial(context.Background(), cfg, ModeSource); err == nil || strings.Contains(err.Error(), "wrong") {
-		t.Fatalf("Dial with bad proxy credentials = %v, want an error without the password", err)
+	_, err = Dial(context.Background(), cfg, ModeSource)
+	var pe *ProxyError
+	if !errors.As(err, &pe) || pe.Status != 407 || !strings.Contains(err.Error(), "refused the user name and password") || strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("Dial with bad proxy credentials = %v, want a ProxyError with status 407 that says so, without the password", err)
+	}
+}
+
+// A proxy's 407 says what is wrong: no credentials, or a scheme porthole does
+// not speak.
+func TestProxyAuthHint(t *testing.T) {
+	for _, tc := range []struct {
+		sent    bool
+		offered []string
+		want    string
+	}{
+		{false, nil, "wants a user name and password"},
+		{false, []string{`Basic realm="corp"`}, "wants a user name and password"},
+		{true, []string{`Negotiate`, `NTLM`}, "asks for Negotiate or NTLM authentication, and porthole sends Basic only"},
+		{true, []string{`NTLM`, `basic realm="x"`}, "refused the user name and password"},
+		{true, []string{"\x1b[2J"}, `asks for \x1b[2J authentication`},
+	} {
+		if got := proxyAuthHint(tc.sent, tc.offered); !strings.Contains(got, tc.want) {
+			t.Errorf("proxyAuthHint(%v, %q) = %q, want %q in it", tc.sent, tc.offered, got, tc.want)
+		}
 	}
 }
 

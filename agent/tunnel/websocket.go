@@ -201,9 +201,13 @@ func hostHeader(u *url.URL) string {
 }
 
 // ProxyError is a failure to reach or handshake with the HTTPS proxy itself
-// (its name, its address, its TLS), as opposed to the tunneling service
-// behind it: a caller that stops on a certificate or DNS error says which.
-type ProxyError struct{ Err error }
+// (its name, its address, its TLS, or its refusal of CONNECT), as opposed to
+// the tunneling service behind it: a caller that stops on a certificate or DNS
+// error says which.
+type ProxyError struct {
+	Err    error
+	Status int // the proxy's answer to CONNECT, if it refused it (407: credentials)
+}
 
 func (e *ProxyError) Error() string { return e.Err.Error() }
 func (e *ProxyError) Unwrap() error { return e.Err }
@@ -213,7 +217,7 @@ func (e *ProxyError) Unwrap() error { return e.Err }
 func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target string, tlsConf *tls.Config) (net.Conn, error) {
 	conn, err := d.DialContext(ctx, "tcp", proxy.Host)
 	if err != nil {
-		return nil, &ProxyError{fmt.Errorf("connecting to proxy %s: %w", proxy.Host, err)}
+		return nil, &ProxyError{Err: fmt.Errorf("connecting to proxy %s: %w", proxy.Host, err)}
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -226,7 +230,7 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 		t := tls.Client(conn, pc)
 		if err := t.HandshakeContext(ctx); err != nil {
 			conn.Close()
-			return nil, &ProxyError{fmt.Errorf("TLS to proxy %s: %w", proxy.Host, err)}
+			return nil, &ProxyError{Err: fmt.Errorf("TLS to proxy %s: %w", proxy.Host, err)}
 		}
 		conn = t
 	}
@@ -248,13 +252,38 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 	}
 	if resp.status < 200 || resp.status > 299 {
 		conn.Close()
-		return nil, fmt.Errorf("proxy %s refused CONNECT: %d", proxy.Host, resp.status)
+		err := fmt.Errorf("proxy %s refused CONNECT: %d", proxy.Host, resp.status)
+		if resp.status == 407 {
+			err = fmt.Errorf("%w Proxy Authentication Required: %s", err, proxyAuthHint(proxy.User != nil, resp.header["proxy-authenticate"]))
+		}
+		return nil, &ProxyError{Err: err, Status: resp.status}
 	}
 	if br.Buffered() > 0 {
 		conn.Close()
 		return nil, fmt.Errorf("proxy %s sent data before the tunnel was up", proxy.Host)
 	}
 	return conn, nil
+}
+
+// proxyAuthHint says why a proxy answered 407, from whether credentials were
+// sent and the schemes it offers (Proxy-Authenticate).
+func proxyAuthHint(sent bool, offered []string) string {
+	var schemes []string
+	for _, o := range offered {
+		scheme, _, _ := strings.Cut(o, " ")
+		if strings.EqualFold(scheme, "Basic") {
+			schemes = nil
+			break
+		}
+		schemes = append(schemes, printable(truncate(scheme, 32)))
+	}
+	switch {
+	case len(schemes) > 0:
+		return fmt.Sprintf("it asks for %s authentication, and porthole sends Basic only", strings.Join(schemes, " or "))
+	case sent:
+		return "it refused the user name and password of the proxy URL"
+	}
+	return "it wants a user name and password: put them in the proxy URL (http://USER:PASSWORD@host:port)"
 }
 
 // maxResponseHeader bounds an upgrade or CONNECT response's head.

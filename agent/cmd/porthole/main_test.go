@@ -319,6 +319,23 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 		}
 	}
 
+	// A proxy that refuses the credentials ends it at once (it retried
+	// forever), saying what the proxy wants: exit 1, a configuration error.
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Proxy-Authenticate", `Basic realm="corp"`)
+		w.WriteHeader(http.StatusProxyAuthRequired)
+	}))
+	defer auth.Close()
+	for _, tc := range []struct{ proxy, want string }{
+		{auth.URL, "it wants a user name and password: put them in the proxy URL"},
+		{"http://u:secret-pass@" + auth.Listener.Addr().String(), "it refused the user name and password"},
+	} {
+		code, _, errs = runCmd(t, nil, "connect", "--region", "us-east-1", "--https-proxy", tc.proxy, "--token-file", tokenFile, "-L", "SSH=0")
+		if code != exitUsage || !strings.Contains(errs, tc.want) || strings.Contains(errs, "secret-pass") {
+			t.Fatalf("--https-proxy %s answering 407: exit %d, stderr %q; want %d and %q, no password", tc.proxy, code, errs, exitUsage, tc.want)
+		}
+	}
+
 	os.WriteFile(tokenFile, []byte("not-a-token-of-this-service\n"), 0o600)
 	code, _, errs = runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "--token-file", tokenFile, "-L", "SSH=0")
 	if code != exitUsage {
