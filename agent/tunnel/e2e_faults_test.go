@@ -411,6 +411,26 @@ func TestStdio(t *testing.T) {
 	}
 }
 
+// A device whose service refuses the connection ends RunStdio with ErrRefused,
+// so that --stdio exits with an error (it returned nil: exit 0), while a
+// connection the service answered and ended is nil.
+func TestStdioRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusing := ln.Addr().String()
+	ln.Close() // nothing listens there now: the device's dial is refused
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": refusing}, noSource: true})
+	src := &tunnel.Source{Config: h.Src.Config}
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	err = src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", inR, io.Discard)
+	if !errors.Is(err, tunnel.ErrRefused) {
+		t.Fatalf("RunStdio to a refusing service = %v, want ErrRefused", err)
+	}
+}
+
 func TestSourceRefusesUnknownListenService(t *testing.T) {
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")

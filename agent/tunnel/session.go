@@ -277,7 +277,7 @@ func (s *session) data(m *Message) {
 	s.mu.Lock()
 	st, l := s.lookupLocked(m)
 	if l != nil && len(m.Payload) > 0 {
-		st.answered = true
+		st.answered, l.answered = true, true
 	}
 	s.mu.Unlock()
 	if l == nil {
@@ -386,6 +386,8 @@ type link struct {
 	id      uint32 // wire connection id, and key in stream.links: 0 in V1/V2
 	v3      bool
 	first   bool // destination: opened by the STREAM_START (the others by CONNECTION_START)
+
+	answered bool // DATA has come from the peer for it; under session.mu
 
 	in chan []byte // tunnel → local; nil marks the peer's reset after the data
 	// held is the memory of the payloads queued in in or being written

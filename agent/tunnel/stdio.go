@@ -12,11 +12,16 @@ import (
 // errStdioDone is the cause given to the WebSocket when the stdio connection ends.
 var errStdioDone = errors.New("tunnel: stdio connection ended")
 
+// ErrRefused is a stdio connection the peer ended before it sent anything: the
+// device's agent refused it (its service did not answer) or has not joined.
+var ErrRefused = errors.New("tunnel: the device ended the connection before it answered")
+
 // RunStdio carries one connection of service over in and out instead of a listener,
 // so that `ssh -o ProxyCommand='porthole connect --stdio …'` needs no local port. An
 // empty service means the tunnel's only service. It returns nil when the connection
-// ends normally and an error when the tunnel is lost while it is open (a reconnect
-// cannot resume the connection). Listen is ignored. The goroutine that reads in ends
+// ends normally, ErrRefused when the peer ends it before sending anything, and an
+// error when the tunnel is lost while it is open (a reconnect cannot resume the
+// connection). Listen is ignored. The goroutine that reads in ends
 // when in reports EOF or an error.
 func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, out io.Writer) error {
 	opt := src.options()
@@ -51,7 +56,14 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 					// reset of a local end is sent after the close, and an abort
 					// before it would leave the device's end of the stream open.
 					<-l.idle
-					c.abort(errStdioDone)
+					s.mu.Lock()
+					refused := !l.answered && l.quiet.Load()
+					s.mu.Unlock()
+					if refused {
+						c.abort(ErrRefused)
+					} else {
+						c.abort(errStdioDone)
+					}
 				}()
 			}
 			return nil
@@ -61,6 +73,8 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 			return err
 		case errors.Is(err, errStdioDone):
 			return stopError{nil}
+		case errors.Is(err, ErrRefused):
+			return stopError{ErrRefused}
 		default:
 			return stopError{lostError{err}}
 		}
