@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -36,12 +37,21 @@ func flagsGiven(fs *flag.FlagSet) map[string]bool {
 	return given
 }
 
-// parseFlags parses fs, mapping -h to errHelp and bad flags to a usage error.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
+// parseFlags parses fs, mapping -h to errHelp, with the usage on stdout as
+// `porthole -h` has it, and bad flags to a usage error, with the usage on fs's
+// output (stderr).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	errOut := fs.Output()
+	var usage bytes.Buffer
+	fs.SetOutput(&usage)
+	err := fs.Parse(args)
+	fs.SetOutput(errOut)
+	if errors.Is(err, flag.ErrHelp) {
+		stdout.Write(usage.Bytes())
+		return errHelp
+	}
+	errOut.Write(usage.Bytes())
+	if err != nil {
 		return flagError{agent.Usagef("%w", err)}
 	}
 	if fs.NArg() > 0 {
@@ -113,19 +123,19 @@ func totalRAM() uint64 {
 }
 
 // configFlag parses the -c flag of a subcommand and loads that config file.
-func configFlag(name string, args []string, stderr io.Writer) (*agent.Config, string, error) {
+func configFlag(name string, args []string, stdout, stderr io.Writer) (*agent.Config, string, error) {
 	fs := flag.NewFlagSet("porthole "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", defaultConfig, "config file")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return nil, "", err
 	}
 	cfg, err := loadConfig(*path)
 	return cfg, *path, err
 }
 
-func runAgent(args []string, stderr io.Writer) error {
-	cfg, path, err := configFlag("agent", args, stderr)
+func runAgent(args []string, stdout, stderr io.Writer) error {
+	cfg, path, err := configFlag("agent", args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -177,7 +187,7 @@ func runAgent(args []string, stderr io.Writer) error {
 }
 
 func runCheckConfig(args []string, stdout, stderr io.Writer) error {
-	cfg, path, err := configFlag("check-config", args, stderr)
+	cfg, path, err := configFlag("check-config", args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -203,7 +213,7 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("c", defaultConfig, "config file (its data_dir holds the key)")
 	dir := fs.String("data-dir", "", "data directory, instead of a config's data_dir")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	given := flagsGiven(fs)
@@ -264,7 +274,7 @@ func runVersion(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("porthole version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprintln(fs.Output(), "usage: porthole version (prints the version; takes no flags)") }
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "porthole %s\n", agent.Version)

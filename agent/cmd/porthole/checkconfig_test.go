@@ -96,7 +96,7 @@ func TestKeygenRelativeDataDir(t *testing.T) {
 func TestVersionHelp(t *testing.T) {
 	for _, arg := range []string{"-h", "--help"} {
 		code, out, errs := runCmd(t, nil, "version", arg)
-		if code != 0 || out != "" || !strings.Contains(errs, "usage: porthole version") {
+		if code != 0 || errs != "" || !strings.Contains(out, "usage: porthole version") {
 			t.Errorf("version %s: %d %q %q; want a usage line", arg, code, out, errs)
 		}
 	}

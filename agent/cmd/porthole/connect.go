@@ -55,7 +55,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	allowWS := fs.Bool("allow-insecure-websocket", false, "allow a ws:// endpoint without TLS (labs and tests only)")
 	proxy := fs.String("https-proxy", "", "HTTPS proxy URL (default: https_proxy/HTTPS_PROXY, honouring NO_PROXY)")
 	verbose := fs.Bool("v", false, "debug logging")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	level := slog.LevelInfo

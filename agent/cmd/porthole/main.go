@@ -43,7 +43,7 @@ const (
 )
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cmd := "agent"
+	cmd, implied := "agent", true
 	if len(args) > 0 {
 		switch args[0] {
 		case "-h", "-help", "--help":
@@ -52,14 +52,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			cmd, args = "version", args[1:]
 		default:
 			if len(args[0]) > 0 && args[0][0] != '-' {
-				cmd, args = args[0], args[1:]
+				cmd, args, implied = args[0], args[1:], false
 			}
 		}
 	}
 	var err error
 	switch cmd {
 	case "agent":
-		err = runAgent(args, stderr)
+		err = runAgent(args, stdout, stderr)
 	case "connect":
 		err = runConnect(args, stdin, stdout, stderr)
 	case "check-config":
@@ -82,6 +82,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.Is(err, agent.ErrUsage):
 		if !errors.As(err, new(flagError)) { // package flag printed it already
 			fmt.Fprintf(stderr, "porthole %s: %v\n", cmd, err)
+		} else if implied && cmd == "agent" {
+			fmt.Fprint(stderr, "\nWith no command, porthole runs the device agent (porthole agent -c FILE).\n"+
+				"The operator's proxy is a command of its own: porthole connect --region R --token-file F -L SSH=2222\n"+
+				"(porthole -h lists the commands)\n")
 		}
 		return exitUsage
 	case errors.Is(err, context.Canceled):

@@ -55,11 +55,24 @@ func TestExitCodes(t *testing.T) {
 			t.Fatalf("%s: %d %q", v, code, out)
 		}
 	}
-	if code, _, _ := runCmd(t, nil, "connect", "-h"); code != 0 {
-		t.Fatalf("connect -h: %d", code)
+	// A command's -h is on stdout like porthole -h (`porthole connect -h | less`);
+	// a bad flag's usage is on stderr.
+	for _, cmd := range []string{"agent", "connect", "check-config", "keygen", "version"} {
+		if code, out, errs := runCmd(t, nil, cmd, "-h"); code != 0 || !strings.Contains(strings.ToLower(out), "usage") || !strings.Contains(out, "porthole "+cmd) || errs != "" {
+			t.Fatalf("%s -h: exit %d, stdout %q, stderr %q; want 0 and the usage on stdout only", cmd, code, out, errs)
+		}
 	}
-	if code, _, errs := runCmd(t, nil, "connect", "--bogus"); code != exitUsage || !strings.Contains(errs, "bogus") {
-		t.Fatalf("bad flag: %d %q", code, errs)
+	if code, out, errs := runCmd(t, nil, "connect", "--bogus"); code != exitUsage || !strings.Contains(errs, "bogus") ||
+		!strings.Contains(errs, "Usage of porthole connect") || out != "" {
+		t.Fatalf("bad flag: exit %d, stdout %q, stderr %q; want %d and the usage on stderr only", code, out, errs, exitUsage)
+	}
+	// connect's flags without `connect` ran the agent, whose usage alone
+	// left the operator guessing.
+	if code, _, errs := runCmd(t, nil, "--token-file", "x", "-L", "2222"); code != exitUsage || !strings.Contains(errs, "porthole connect --region") {
+		t.Fatalf("connect's flags with no command: exit %d, stderr %q; want %d and a pointer to porthole connect", code, errs, exitUsage)
+	}
+	if code, _, errs := runCmd(t, nil, "agent", "--token-file", "x"); code != exitUsage || strings.Contains(errs, "porthole connect") {
+		t.Fatalf("agent --token-file: exit %d, stderr %q; want %d and no pointer (the command was named)", code, errs, exitUsage)
 	}
 }
 
