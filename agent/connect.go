@@ -447,7 +447,7 @@ func loopbackEndpoint(endpoint string) bool {
 		host = h
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return host == "localhost" || ip != nil && ip.IsLoopback()
+	return strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback()
 }
 
 // maxTokenFile is the most ReadTokenFile reads: a token with white space

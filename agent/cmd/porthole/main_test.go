@@ -202,6 +202,7 @@ func TestConnectUsage(t *testing.T) {
 		{[]string{"--endpoint", "127.0.0.1:8443", "--insecure-skip-verify", "--https-proxy", "http://proxy.example.com:3128"}, "certificate is not checked"},
 		{[]string{"--endpoint", "127.0.0.1:8443", "--insecure-skip-verify"}, ""},
 		{[]string{"--endpoint", "ws://localhost:8080", "--allow-insecure-websocket"}, ""},
+		{[]string{"--endpoint", "LocalHost:8443", "--insecure-skip-verify"}, ""},
 		{[]string{"--endpoint", "wss://[::1]:8443", "--insecure-skip-verify"}, ""},
 	} {
 		_, _, errs := runCmd(t, nil, append([]string{"connect", "--token-file", writeToken(t, "AQGAAXtoken")}, tc.args...)...)
