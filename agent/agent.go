@@ -562,7 +562,11 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	default:
 		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: err.Error()})
 	}
-	log.Info("tunnel over", "reason", err)
+	if errors.Is(err, tunnel.ErrClosedByService) {
+		log.Info("tunnel over", "reason", err)
+	} else {
+		log.Warn("tunnel over", "reason", err) // a refused token, a mismatched service map
+	}
 	if rerr := a.store.remove(t.AccessToken); rerr != nil {
 		log.Warn("removing tunnel state", "error", rerr)
 	}

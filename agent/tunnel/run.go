@@ -59,10 +59,13 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 			return nil
 		}
 		if terminal(err) {
+			// The error is the caller's to report (porthole connect prints it
+			// with a remedy, the agent logs it with its tunnel): said here too,
+			// an operator read it twice.
 			if errors.Is(err, ErrClosedByService) {
 				log.Info("tunnel closed by the service")
 			} else if _, ok := err.(stopError); !ok {
-				log.Warn("tunnel ended", "error", err)
+				log.Debug("tunnel ended", "error", err)
 			}
 			return err
 		}

@@ -352,8 +352,8 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 
 	os.WriteFile(tokenFile, []byte("not-a-token-of-this-service\n"), 0o600)
 	code, _, errs = runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "--token-file", tokenFile, "-L", "SSH=0")
-	if code != exitUsage {
-		t.Fatalf("refused token: exit %d, stderr %q", code, errs)
+	if code != exitUsage || strings.Count(errs, "handshake refused") != 1 {
+		t.Fatalf("refused token: exit %d, stderr %q; want %d and the refusal said once", code, errs, exitUsage)
 	}
 	var kept []string
 	filepath.WalkDir(cache, func(p string, d fs.DirEntry, err error) error {
