@@ -235,7 +235,10 @@ func caFileError(err error) error {
 
 // rotateSource is the remedy the developer guide gives for a source token that was
 // used or is held by another client (spec §4).
-const rotateSource = "aws iotsecuretunneling rotate-tunnel-access-token --tunnel-id ID --client-mode SOURCE"
+// The token does not hold the tunnel's ID: list-tunnels shows it (with the
+// thing name and description).
+const rotateSource = "aws iotsecuretunneling rotate-tunnel-access-token --tunnel-id ID --client-mode SOURCE " +
+	"(ID: from aws iotsecuretunneling list-tunnels)"
 
 // refusalHint says what to do about a 4xx from the service, after the service's
 // own words (spec §2.6 and the developer guide's troubleshooting table, §4). The

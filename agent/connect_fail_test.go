@@ -88,7 +88,7 @@ func TestRefusalHint(t *testing.T) {
 		{"Invalid access token: The tunnel is closed.", "open a new one"},
 		{"Invalid local-proxy-mode: the access token is for destination mode", "sourceAccessToken"},
 		{"Invalid access token: The access token is not valid.", "another region"},
-		{"", "--client-mode SOURCE"},
+		{"", "--client-mode SOURCE (ID: from aws iotsecuretunneling list-tunnels)"},
 	} {
 		if got := refusalHint(&tunnel.HandshakeError{StatusCode: 400, Body: tc.body}); !strings.Contains(got, tc.want) {
 			t.Errorf("refusalHint(400 %q) = %q, want it to say %q", tc.body, got, tc.want)
