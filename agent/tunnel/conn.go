@@ -131,10 +131,11 @@ func (e *HandshakeError) Error() string {
 	return s
 }
 
-// Temporary reports whether a retry may succeed: 5xx (and 429) are temporary; other
-// 4xx need a new token or configuration (spec §2.6).
+// Temporary reports whether a retry may succeed: 5xx, 429 and 408 (a timeout on the
+// way, from a load balancer or proxy) are temporary; other 4xx need a new token or
+// configuration (spec §2.6).
 func (e *HandshakeError) Temporary() bool {
-	return e.StatusCode >= 500 || e.StatusCode == 429
+	return e.StatusCode >= 500 || e.StatusCode == 429 || e.StatusCode == 408
 }
 
 // ErrClosedByService is returned when the service closes the WebSocket with a Close

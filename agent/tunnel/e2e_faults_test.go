@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,21 +120,27 @@ func TestHandshake4xxStops(t *testing.T) {
 	}
 }
 
+// 5xx, 429 and 408 (a timeout on the way, not a verdict on the token) are
+// retried; the agent ended the tunnel for good on a 408 before.
 func TestHandshake5xxRetries(t *testing.T) {
-	addr := echoServer(t, 3)
-	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr},
-		beforeRun: func(h *harness) { h.srv.FailHandshakes(3, 503, "busy") }})
-	if err := roundTrip(h.addr("SSH"), 3, 1000); err != nil {
-		t.Fatal(err)
-	}
-	fails := 0
-	for _, hs := range h.srv.Handshakes() {
-		if hs.Status == 503 {
-			fails++
-		}
-	}
-	if fails != 3 {
-		t.Fatalf("%d handshakes answered 503, want 3", fails)
+	for _, status := range []int{503, 429, 408} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			addr := echoServer(t, 3)
+			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr},
+				beforeRun: func(h *harness) { h.srv.FailHandshakes(3, status, "busy") }})
+			if err := roundTrip(h.addr("SSH"), 3, 1000); err != nil {
+				t.Fatal(err)
+			}
+			fails := 0
+			for _, hs := range h.srv.Handshakes() {
+				if hs.Status == status {
+					fails++
+				}
+			}
+			if fails != 3 {
+				t.Fatalf("%d handshakes answered %d, want 3", fails, status)
+			}
+		})
 	}
 }
 
