@@ -448,22 +448,9 @@ func checkTunnelCA(path string) error {
 		return nil
 	}
 	fail := func(err error) error { return fmt.Errorf("config: tunnel.ca_file: %w", err) }
-	fi, err := os.Stat(path)
+	files, err := tunnel.CAFiles(path)
 	if err != nil {
 		return fail(err)
-	}
-	files := []string{path}
-	if fi.IsDir() {
-		entries, err := os.ReadDir(path)
-		if err != nil {
-			return fail(err)
-		}
-		files = files[:0]
-		for _, e := range entries {
-			if !e.IsDir() {
-				files = append(files, filepath.Join(path, e.Name()))
-			}
-		}
 	}
 	found := false
 	for _, f := range files {

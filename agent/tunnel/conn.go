@@ -267,23 +267,29 @@ func CheckCAFile(path string) error {
 	return err
 }
 
+// CAFiles lists the files of a CA setting: the file itself, or the entries of a
+// directory that are not directories. The agent's check-config reads the same.
+func CAFiles(path string) ([]string, error) {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.IsDir() {
+		return []string{path}, err
+	}
+	entries, err := os.ReadDir(path)
+	var files []string
+	for _, e := range entries {
+		if !e.IsDir() {
+			files = append(files, filepath.Join(path, e.Name()))
+		}
+	}
+	return files, err
+}
+
 // loadCA reads the PEM certificates of a file, or of the files of a directory.
 func loadCA(path string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
-	files := []string{path}
-	if fi, err := os.Stat(path); err != nil {
+	files, err := CAFiles(path)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
-	} else if fi.IsDir() {
-		entries, err := os.ReadDir(path)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
-		}
-		files = files[:0]
-		for _, e := range entries {
-			if !e.IsDir() {
-				files = append(files, filepath.Join(path, e.Name()))
-			}
-		}
 	}
 	added := 0
 	for _, f := range files {
