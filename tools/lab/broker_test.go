@@ -84,6 +84,19 @@ func (b *testBroker) connect(t *testing.T, name string, received func(paho.Publi
 	return cli
 }
 
+// devicePublisher connects the device, subscribed at QoS 1 to topic with
+// received, and tunneld's publisher.
+func (b *testBroker) devicePublisher(t *testing.T, topic string, received func(paho.PublishReceived) (bool, error)) (dev, pub *paho.Client) {
+	t.Helper()
+	dev = b.connect(t, Thing, received)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := dev.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
+		t.Fatalf("device subscribes to %s: %v", topic, err)
+	}
+	return dev, b.connect(t, "tunneld-publisher", nil)
+}
+
 // TestBrokerQoS1DeliveryDoesNotDeadlock publishes QoS 1 notifications to the
 // device as tunneld does, a few at a time so that some are always in flight,
 // while the device publishes events, and fails if delivery stops. mochi-mqtt
@@ -104,16 +117,12 @@ func TestBrokerQoS1DeliveryDoesNotDeadlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got atomic.Int64
-	dev := b.connect(t, Thing, func(paho.PublishReceived) (bool, error) {
+	dev, pub := b.devicePublisher(t, topic, func(paho.PublishReceived) (bool, error) {
 		got.Add(1)
 		return true, nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := dev.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
-		t.Fatalf("device subscribes to %s: %v", topic, err)
-	}
-	pub := b.connect(t, "tunneld-publisher", nil)
 
 	const publishers, each = 4, 2500
 	stop := make(chan struct{}) // closed when delivery stopped
@@ -219,17 +228,13 @@ func TestBrokerDeliversWhenTheDeviceIsBehind(t *testing.T) {
 	const total = 100
 	hold := make(chan struct{})
 	got := make(chan struct{}, total)
-	dev := b.connect(t, Thing, func(paho.PublishReceived) (bool, error) {
+	dev, pub := b.devicePublisher(t, topic, func(paho.PublishReceived) (bool, error) {
 		<-hold
 		got <- struct{}{}
 		return true, nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := dev.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
-		t.Fatalf("device subscribes to %s: %v", topic, err)
-	}
-	pub := b.connect(t, "tunneld-publisher", nil)
 	for n := range total {
 		// The broker acknowledges once it has handed the message on.
 		if _, err := pub.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: fmt.Appendf(nil, "%d", n)}); err != nil {
