@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -116,17 +115,14 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 			}
 		}
 	}
-	// A certificate that fails verification before the first connection is a
-	// wrong CA, a wrong endpoint or a wrong clock, and a host name that does not
-	// resolve is a wrong region or endpoint, and a proxy that refuses its
-	// credentials (407) wrong ones: retrying cannot mend them, and an operator is
-	// waiting, so stop and say so. (The agent keeps retrying: a device may get its
-	// clock, CA or DNS later.)
+	// Some failures before the first connection cannot be mended by retrying,
+	// and an operator is waiting: stop and say so (stopBeforeJoining). (The
+	// agent keeps retrying: a device may get its clock, CA or DNS later.)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex
 	var connected, toldRetrying bool
-	var certErr, dnsErr, caErr, plainErr, authErr error
+	var stopped error // what ended the run before it joined, as said to the operator
 	onState := cfg.OnState
 	cfg.OnState = func(up bool, err error) {
 		if onState != nil {
@@ -138,35 +134,22 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 			save()
 		}
 		connected = connected || up
-		var de *net.DNSError
-		var he *tunnel.HandshakeError
-		var rh tls.RecordHeaderError
-		var pe *tunnel.ProxyError
-		switch {
-		case connected || certErr != nil || dnsErr != nil || caErr != nil || plainErr != nil || authErr != nil:
-		case errors.As(err, &pe) && pe.Status == 407:
-			authErr = err
-			cancel()
-		case tunnel.IsCertificateError(err):
-			certErr = err
-			cancel()
-		case errors.As(err, &rh):
-			plainErr = err
-			cancel()
-		case errors.As(err, &de) && de.IsNotFound:
-			dnsErr = err
-			cancel()
-		case errors.Is(err, tunnel.ErrCAFile): // changed since the check above
-			caErr = err
-			cancel()
-		case errors.As(err, &he) && !he.Temporary(), ctx.Err() != nil, toldRetrying, cc.Logger == nil:
-		default:
-			// As localproxy, keep trying (spec §3.8): the network may come
-			// back. But say once that this is what happens, and how to stop.
-			toldRetrying = true
-			cc.Logger.Warn("not connected to the tunneling service yet: porthole connect keeps trying until it connects " +
-				"(check the network, --region or --endpoint, and --https-proxy); stop it with Ctrl-C")
+		if connected || stopped != nil {
+			return
 		}
+		if stopped = stopBeforeJoining(err); stopped != nil {
+			cancel()
+			return
+		}
+		var he *tunnel.HandshakeError
+		if errors.As(err, &he) && !he.Temporary() || ctx.Err() != nil || toldRetrying || cc.Logger == nil {
+			return
+		}
+		// As localproxy, keep trying (spec §3.8): the network may come back.
+		// But say once that this is what happens, and how to stop.
+		toldRetrying = true
+		cc.Logger.Warn("not connected to the tunneling service yet: porthole connect keeps trying until it connects " +
+			"(check the network, --region or --endpoint, and --https-proxy); stop it with Ctrl-C")
 	}
 	src := &tunnel.Source{Config: cfg, Listen: cc.Listen, PeerVersion: cc.PeerVersion}
 	var err error
@@ -187,27 +170,8 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if caErr != nil {
-		return caFileError(caErr)
-	}
-	if authErr != nil { // the proxy's credentials: configuration
-		return Usagef("%w (check --https-proxy or https_proxy)", authErr)
-	}
-	// These end the run (an operator is waiting) but a later run may succeed
-	// (a clock set by NTP, DNS back, a captive portal gone): runtime failures.
-	// The proxy's own failures name the proxy.
-	var pe *tunnel.ProxyError
-	switch proxied := errors.As(cmp.Or(certErr, dnsErr, plainErr), &pe); {
-	case proxied && plainErr != nil:
-		return fmt.Errorf("the HTTPS proxy does not answer in TLS: a plain proxy is http://, not https:// (check --https-proxy or https_proxy): %w", plainErr)
-	case proxied:
-		return fmt.Errorf("the HTTPS proxy cannot be reached (check --https-proxy or https_proxy: its host name, and its certificate for https://): %w", cmp.Or(certErr, dnsErr))
-	case certErr != nil:
-		return fmt.Errorf("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", certErr)
-	case dnsErr != nil:
-		return fmt.Errorf("the tunneling service's host name does not resolve (check --region or --endpoint): %w", dnsErr)
-	case plainErr != nil:
-		return fmt.Errorf("the endpoint does not answer in TLS (check --endpoint and its port; a lab's service without TLS is ws://host:port with --allow-insecure-websocket): %w", plainErr)
+	if stopped != nil {
+		return stopped
 	}
 	// What follows ends the tunnel for this token for good: usage errors
 	// (exit 1), so that a supervisor that respawns on failure (systemd's
@@ -223,6 +187,38 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 			"(porthole connect then needs the new token)", err)
 	}
 	return err
+}
+
+// stopBeforeJoining is the error porthole connect ends with for a failure
+// before its first connection that retrying cannot mend, nil for others: a
+// --ca-file changed since the start, and a proxy that refuses its credentials
+// (407), are usage errors (exit 1); a certificate that does not verify (a wrong
+// CA, endpoint or clock), a host name that does not resolve (a wrong region or
+// endpoint) and an endpoint or proxy that does not answer in TLS are runtime
+// failures (exit 2), since a later run may succeed (a clock set by NTP, DNS
+// back, a captive portal gone). The proxy's own failures name the proxy.
+func stopBeforeJoining(err error) error {
+	var de *net.DNSError
+	var rh tls.RecordHeaderError
+	var pe *tunnel.ProxyError
+	proxied := errors.As(err, &pe)
+	switch plain := errors.As(err, &rh); {
+	case errors.Is(err, tunnel.ErrCAFile):
+		return caFileError(err)
+	case proxied && pe.Status == 407:
+		return Usagef("%w (check --https-proxy or https_proxy)", err)
+	case !plain && !tunnel.IsCertificateError(err) && !(errors.As(err, &de) && de.IsNotFound):
+		return nil
+	case proxied && plain:
+		return fmt.Errorf("the HTTPS proxy does not answer in TLS: a plain proxy is http://, not https:// (check --https-proxy or https_proxy): %w", err)
+	case proxied:
+		return fmt.Errorf("the HTTPS proxy cannot be reached (check --https-proxy or https_proxy: its host name, and its certificate for https://): %w", err)
+	case plain:
+		return fmt.Errorf("the endpoint does not answer in TLS (check --endpoint and its port; a lab's service without TLS is ws://host:port with --allow-insecure-websocket): %w", err)
+	case tunnel.IsCertificateError(err):
+		return fmt.Errorf("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", err)
+	}
+	return fmt.Errorf("the tunneling service's host name does not resolve (check --region or --endpoint): %w", err)
 }
 
 // connectRetryMax caps Connect's reconnect backoff (the engine's default is 120 s).
