@@ -370,7 +370,7 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 		if err != nil {
 			return
 		}
-		if s := src.readySession(ctx, 0); s != nil {
+		if s := src.readyNow(); s != nil {
 			src.open(s, r, c) // in order, as a V1/V2 peer's streams supersede
 			continue
 		}
@@ -385,9 +385,11 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 		go func() {
 			defer waits.Done()
 			defer func() { <-slots }()
-			s := src.readySession(ctx, src.readyWait())
+			s := src.readySession(ctx)
 			if s == nil {
-				src.options().log.Warn("tunnel not connected, closing local connection", "service", r.name)
+				if ctx.Err() == nil { // not at the source's own end
+					src.options().log.Warn("tunnel not connected, closing local connection", "service", r.name)
+				}
 				c.Close()
 				return
 			}
@@ -396,28 +398,33 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 	}
 }
 
-func (src *Source) readyWait() time.Duration {
-	if src.ReadyWait > 0 {
-		return src.ReadyWait
+// readyNow returns the current session if it has its service IDs, else nil.
+func (src *Source) readyNow() *session {
+	src.mu.Lock()
+	s := src.cur
+	src.mu.Unlock()
+	if s == nil {
+		return nil
 	}
-	return defaultReadyWait
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gotIDs && !s.closed {
+		return s
+	}
+	return nil
 }
 
 // readySession returns the current session once it has its service IDs, waiting up to
-// wait for a reconnect.
-func (src *Source) readySession(ctx context.Context, wait time.Duration) *session {
+// ReadyWait for a reconnect.
+func (src *Source) readySession(ctx context.Context) *session {
+	wait := src.ReadyWait
+	if wait <= 0 {
+		wait = defaultReadyWait
+	}
 	deadline := time.Now().Add(wait)
 	for {
-		src.mu.Lock()
-		s := src.cur
-		src.mu.Unlock()
-		if s != nil {
-			s.mu.Lock()
-			ok := s.gotIDs && !s.closed
-			s.mu.Unlock()
-			if ok {
-				return s
-			}
+		if s := src.readyNow(); s != nil {
+			return s
 		}
 		if time.Now().After(deadline) || !sleepCtx(ctx, 20*time.Millisecond) {
 			return nil
@@ -541,7 +548,7 @@ func (s *session) hintUnanswered(st *stream, l *link, service string) {
 // up to ReadyWait for a connected session, and fails for a service the tunnel does
 // not have.
 func (src *Source) DialService(ctx context.Context, service string) (net.Conn, error) {
-	s := src.readySession(ctx, src.readyWait())
+	s := src.readySession(ctx)
 	if s == nil {
 		if err := ctx.Err(); err != nil {
 			return nil, err
