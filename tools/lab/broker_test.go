@@ -121,8 +121,6 @@ func TestBrokerQoS1DeliveryDoesNotDeadlock(t *testing.T) {
 		got.Add(1)
 		return true, nil
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 
 	const publishers, each = 4, 2500
 	stop := make(chan struct{}) // closed when delivery stopped
@@ -206,7 +204,10 @@ func TestBrokerQoS1DeliveryDoesNotDeadlock(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	for got.Load() < publishers*each && ctx.Err() == nil {
+	// The last PUBACKs the publisher has are the broker's; the device's copies
+	// may still be on their way. (A deadline taken before publishing ran out
+	// during it on a loaded CI machine: 9,998 of 10,000 counted.)
+	for deadline := time.Now().Add(30 * time.Second); got.Load() < publishers*each && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if n := got.Load(); n != publishers*each {
