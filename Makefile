@@ -15,6 +15,12 @@ LDFLAGS  := -s -w -X $(PKG)/agent.Version=$(VERSION) $(if $(BUILD_TIME),-X $(PKG
 # Inlining is kept only where it pays (agent/cmd/porthole/device.gcflags says why).
 DEVICE_GCFLAGS := $(addprefix -gcflags=,$(shell grep -v '^\#' agent/cmd/porthole/device.gcflags))
 GOFLAGS_DEVICE := -trimpath -tags netgo,osusergo $(DEVICE_GCFLAGS) -ldflags '$(LDFLAGS)'
+# The device's GOEXPERIMENT (agent/cmd/porthole/device.goexperiment says why), left
+# out with a warning when this Go does not know it. Expanded where a device build
+# uses it, not for every make.
+DEVICE_GOEXPERIMENT = $(shell exp=$$(sed -n '/^[^\#]/p' agent/cmd/porthole/device.goexperiment); \
+	if [ -z "$$exp" ] || GOEXPERIMENT=$$exp $(GO) env GOEXPERIMENT >/dev/null 2>&1; then echo "$$exp"; \
+	else echo "warning: $$($(GO) env GOVERSION) does not know GOEXPERIMENT=$$exp (agent/cmd/porthole/device.goexperiment): the device binary gets the toolchain's default" >&2; fi)
 
 # Device targets: GOOS/GOARCH[/variant] -> dist/porthole-<name>.
 CROSS_TARGETS := \
@@ -80,10 +86,10 @@ $(CONSOLE_WEB)/vendor/xterm.js: $(CONSOLE_WEB)/package-lock.json $(CONSOLE_WEB)/
 .PHONY: cross
 cross: ## static device binaries for every target into dist/, with SHA256SUMS
 	@mkdir -p dist
-	@for t in $(CROSS_TARGETS); do \
+	@exp='$(DEVICE_GOEXPERIMENT)'; for t in $(CROSS_TARGETS); do \
 		name=$${t%%:*}; rest=$${t#*:}; arch=$${rest%%:*}; env=$${rest#*:}; \
 		echo "  $$name"; \
-		env CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $$env $(GO) build $(GOFLAGS_DEVICE) -o dist/porthole-$$name ./agent/cmd/porthole; \
+		env CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOEXPERIMENT=$$exp $$env $(GO) build $(GOFLAGS_DEVICE) -o dist/porthole-$$name ./agent/cmd/porthole; \
 	done
 	tools/pkg/sums.sh dist
 
@@ -91,10 +97,14 @@ cross: ## static device binaries for every target into dist/, with SHA256SUMS
 device-gcflags: ## print the device build's -gcflags (agent/cmd/porthole/device.gcflags)
 	@echo $(DEVICE_GCFLAGS)
 
+.PHONY: device-goexperiment
+device-goexperiment: ## print the device build's GOEXPERIMENT (agent/cmd/porthole/device.goexperiment), if this Go knows it
+	@echo $(DEVICE_GOEXPERIMENT)
+
 .PHONY: size
 size: cross ## device binary sizes against the budgets, and the biggest packages of the mipsle binary
 	@mkdir -p bin/size
-	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat $(GO) build -trimpath -tags netgo,osusergo $(DEVICE_GCFLAGS) \
+	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat GOEXPERIMENT=$(DEVICE_GOEXPERIMENT) $(GO) build -trimpath -tags netgo,osusergo $(DEVICE_GCFLAGS) \
 		-ldflags '-X $(PKG)/agent.Version=$(VERSION)' -o bin/size/porthole-linux-mipsle ./agent/cmd/porthole
 	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"debug/buildinfo"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -100,7 +101,15 @@ func runBoard(t *testing.T, h *host, c Conf) {
 		t.Fatalf("go build for %s: %v\n%s", c.GOARCH, err, out)
 	}
 	st, _ := os.Stat(bin)
-	t.Logf("porthole for %s %s: %d bytes", c.GOARCH, c.GOENV, st.Size())
+	experiment := "GOEXPERIMENT unset"
+	if info, err := buildinfo.ReadFile(bin); err == nil {
+		for _, s := range info.Settings {
+			if s.Key == "GOEXPERIMENT" {
+				experiment = "GOEXPERIMENT=" + s.Value
+			}
+		}
+	}
+	t.Logf("porthole for %s %s (%s): %d bytes", c.GOARCH, c.GOENV, experiment, st.Size())
 
 	overlay := filepath.Join(dir, "overlay")
 	writeOverlay(t, h, c.Name, overlay)

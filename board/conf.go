@@ -65,10 +65,15 @@ func (c Conf) Emulator() string { return strings.Fields(c.QEMU)[0] }
 
 // GoBuild is the command that cross-builds the porthole binary for the board into
 // out, as make cross builds it (static, trimmed, stripped, with the device's
-// compiler flags), with version as agent.Version. It runs in the board folder,
-// inside the module.
+// compiler flags and GOEXPERIMENT), with version as agent.Version. It runs in the
+// board folder, inside the module.
 func (c Conf) GoBuild(ctx context.Context, out, version string) (*exec.Cmd, error) {
-	gcflags, err := DeviceGCFlags(filepath.Join(c.Dir, "..", "agent", "cmd", "porthole", "device.gcflags"))
+	device := filepath.Join(c.Dir, "..", "agent", "cmd", "porthole")
+	gcflags, err := DeviceGCFlags(filepath.Join(device, "device.gcflags"))
+	if err != nil {
+		return nil, err
+	}
+	experiment, err := DeviceGOEXPERIMENT(ctx, filepath.Join(device, "device.goexperiment"))
 	if err != nil {
 		return nil, err
 	}
@@ -77,11 +82,45 @@ func (c Conf) GoBuild(ctx context.Context, out, version string) (*exec.Cmd, erro
 		"github.com/porthole-iot/porthole/agent/cmd/porthole")
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = c.Dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+c.GOARCH)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+c.GOARCH, "GOEXPERIMENT="+experiment)
 	if c.GOENV != "" {
 		cmd.Env = append(cmd.Env, c.GOENV)
 	}
 	return cmd, nil
+}
+
+// DeviceGOEXPERIMENT reads agent/cmd/porthole/device.goexperiment, the device
+// build's GOEXPERIMENT, which the Makefile and the Buildroot package read too:
+// its one line that is neither empty nor a # comment, or "" if it has none. A
+// value the go command on PATH does not know (Go drops experiments in time) is
+// left out, as they leave it out: the build then uses the toolchain's defaults.
+func DeviceGOEXPERIMENT(ctx context.Context, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("the device's GOEXPERIMENT: %w", err)
+	}
+	var values []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.ContainsAny(line, " \t\r") {
+			return "", fmt.Errorf("%s: %q: want one GOEXPERIMENT value, without spaces", path, line)
+		}
+		values = append(values, line)
+	}
+	switch {
+	case len(values) > 1:
+		return "", fmt.Errorf("%s: %d values: want one GOEXPERIMENT line (experiments joined by commas)", path, len(values))
+	case len(values) == 0:
+		return "", nil
+	}
+	check := exec.CommandContext(ctx, "go", "env", "GOEXPERIMENT")
+	check.Env = append(os.Environ(), "GOEXPERIMENT="+values[0])
+	if check.Run() != nil {
+		return "", nil
+	}
+	return values[0], nil
 }
 
 // DeviceGCFlags reads agent/cmd/porthole/device.gcflags, the file the Makefile and

@@ -40,3 +40,66 @@ func TestDeviceGCFlags(t *testing.T) {
 		t.Error("a missing file was accepted")
 	}
 }
+
+// TestDeviceGOEXPERIMENT: the tree's file names one experiment, which this
+// toolchain knows (Go 1.26); one it does not know is left out, as the Makefile
+// and the Buildroot package leave it out; malformed files are refused.
+func TestDeviceGOEXPERIMENT(t *testing.T) {
+	ctx := t.Context()
+	got, err := DeviceGOEXPERIMENT(ctx, "../agent/cmd/porthole/device.goexperiment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != "nogreenteagc" {
+		t.Errorf("device GOEXPERIMENT = %q, want nogreenteagc (docs/size.md)", got)
+	}
+
+	dir := t.TempDir()
+	for name, c := range map[string]struct {
+		text, want string
+		ok         bool
+	}{
+		"unknown":  {"# a comment\nnosuchexperiment\n", "", true},
+		"none":     {"# only a comment\n\n", "", true},
+		"two":      {"nogreenteagc\nnoaliastypeparams\n", "", false},
+		"space":    {"nogreenteagc \n", "", false},
+		"crlf":     {"nogreenteagc\r\n", "", false},
+		"indented": {"  # an indented comment is not one for make\n", "", false},
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(c.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := DeviceGOEXPERIMENT(ctx, path)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("%s: %q gave %q, %v; want %q, ok %v", name, c.text, got, err, c.want, c.ok)
+		}
+	}
+	if _, err := DeviceGOEXPERIMENT(ctx, filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing file was accepted")
+	}
+}
+
+// TestGoBuild: a board's binary is built with the device's compiler flags and
+// GOEXPERIMENT, as make cross builds it.
+func TestGoBuild(t *testing.T) {
+	c, err := Load(".", "qemu-mipsel-malta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := c.GoBuild(t.Context(), "/nonexistent/porthole", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gcflags, err := DeviceGCFlags("../agent/cmd/porthole/device.gcflags")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Join(cmd.Args, " ")
+	if !strings.Contains(args, " "+strings.Join(gcflags, " ")+" ") {
+		t.Errorf("go build %s\nwithout the device's -gcflags %q", args, gcflags)
+	}
+	if env := strings.Join(cmd.Env, "\n"); !strings.HasSuffix(env, "\nGOARCH=mipsle\nGOEXPERIMENT=nogreenteagc\nGOMIPS=softfloat") {
+		t.Errorf("go build's environment ends\n%s\nwant GOARCH=mipsle, GOEXPERIMENT=nogreenteagc, GOMIPS=softfloat", env[max(0, len(env)-200):])
+	}
+}

@@ -39,8 +39,10 @@ declare -A how=(
 )
 
 # Built as the device binary is (agent/cmd/porthole/device.gcflags: inlining only
-# where it pays), so the tests run the code generation that ships.
+# where it pays; device.goexperiment: its garbage collector), so the tests run the
+# code generation and runtime that ship.
 read -ra gcflags <<<"$(make -s --no-print-directory device-gcflags)"
+experiment=$(make -s --no-print-directory device-goexperiment)
 
 failed=()
 for arch in $archs; do
@@ -60,10 +62,10 @@ for arch in $archs; do
     echo "$msg: skipping $arch" >&2
     continue
   fi
-  echo "== qemu-user $arch ($qemu${env:+, $env})"
+  echo "== qemu-user $arch ($qemu${env:+, $env}${experiment:+, GOEXPERIMENT=$experiment})"
   start=$(date +%s)
   # shellcheck disable=SC2086 # env is one VAR=value word or empty
-  if env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" $env \
+  if env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" GOEXPERIMENT="$experiment" $env \
       go test -exec "$qemu" "${gcflags[@]}" -short -count=1 -timeout "$timeout" ${skip:+-skip "$skip"} "${pkgs[@]}"; then
     echo "== qemu-user $arch: ok in $(( $(date +%s) - start ))s"
   else

@@ -286,7 +286,8 @@ func TestDefaultConfig(t *testing.T) {
 }
 
 // TestDeviceFlags: porthole.mk and the Makefile both pass the compiler flags of
-// agent/cmd/porthole/device.gcflags, as the QEMU boards do, so a firmware image,
+// agent/cmd/porthole/device.gcflags, as the QEMU boards do (and the Makefile
+// the GOEXPERIMENT of device.goexperiment), so a firmware image,
 // make cross and the boards build the same binary. GNU make expands both files
 // (porthole.mk with golang-package stubbed out).
 func TestDeviceFlags(t *testing.T) {
@@ -319,5 +320,18 @@ func TestDeviceFlags(t *testing.T) {
 		if got := strings.Fields(string(out)); strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Errorf("%s = %q\nwant %q (agent/cmd/porthole/device.gcflags)", c.name, got, want)
 		}
+	}
+
+	// The GOEXPERIMENT: TestHostGoEnv and TestGolangPackage check porthole.mk's.
+	experiment, err := board.DeviceGOEXPERIMENT(t.Context(), "../../agent/cmd/porthole/device.goexperiment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("make", "-s", "-C", "../..", "--no-print-directory", "device-goexperiment").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make device-goexperiment: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != experiment {
+		t.Errorf("make device-goexperiment = %q, want %q (agent/cmd/porthole/device.goexperiment)", got, experiment)
 	}
 }

@@ -144,16 +144,29 @@ func (p *pkg) show(vars ...string) map[string][2]string {
 }
 
 // fakeGo writes a go command that answers `go env GOVERSION` with version and
-// records each other run in dir: its arguments (args, NUL-separated), its
+// `go env GOEXPERIMENT` as Go 1.26 does (it knows nogreenteagc, the device's),
+// and records each other run in dir: its arguments (args, NUL-separated), its
 // environment exactly as exec'd (environ, from /proc) and its working
 // folder (pwd), prefixed by the subcommand; build creates its -o file.
 func fakeGo(t *testing.T, version string) (gobin, dir string) {
+	t.Helper()
+	return fakeGoKnowing(t, version, "nogreenteagc")
+}
+
+// fakeGoKnowing is fakeGo knowing the GOEXPERIMENT values in experiments
+// (space-separated): `go env GOEXPERIMENT` fails for any other, as go does.
+func fakeGoKnowing(t *testing.T, version, experiments string) (gobin, dir string) {
 	t.Helper()
 	dir = t.TempDir()
 	gobin = filepath.Join(dir, "go")
 	script := fmt.Sprintf(`#!/bin/sh
 rec=%q
 if [ "$1 $2" = "env GOVERSION" ]; then echo %q; exit 0; fi
+if [ "$1 $2" = "env GOEXPERIMENT" ]; then
+	case " %s " in *" $GOEXPERIMENT "*) echo "$GOEXPERIMENT"; exit 0 ;; esac
+	if [ -z "$GOEXPERIMENT" ]; then echo; exit 0; fi
+	echo "go: unknown GOEXPERIMENT $GOEXPERIMENT" >&2; exit 2
+fi
 cat /proc/$$/environ > "$rec/$1.environ"
 pwd > "$rec/$1.pwd"
 printf '%%s\0' "$@" > "$rec/$1.args"
@@ -163,7 +176,7 @@ for a; do
 	prev=$a
 done
 if [ "$1 $2" = "mod vendor" ]; then mkdir -p vendor && : > vendor/modules.txt; fi
-`, dir, version)
+`, dir, version, experiments)
 	if err := os.WriteFile(gobin, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +233,8 @@ func hostGo(gobin string, arch ...string) []string {
 // environment it sets (GOOS, GOARCH and its variant for Buildroot's target
 // architecture, offline, vendored, no cgo; nothing from the caller's
 // environment) and make cross's flags (less -s -w), and whose install puts
-// the binary at /usr/bin/porthole, 0755.
+// the binary at /usr/bin/porthole, 0755. GOEXPERIMENT is the device's
+// (agent/cmd/porthole/device.goexperiment), which this go knows.
 func TestHostGoEnv(t *testing.T) {
 	gcflags, err := board.DeviceGCFlags("../../agent/cmd/porthole/device.gcflags")
 	if err != nil {
@@ -275,7 +289,7 @@ func TestHostGoEnv(t *testing.T) {
 
 			wantEnv := map[string]string{
 				"GOOS": "linux", "CGO_ENABLED": "0", "GOFLAGS": "-mod=vendor", "GOPROXY": "off",
-				"GOTOOLCHAIN": "local", "GOENV": "off", "GOWORK": "off",
+				"GOTOOLCHAIN": "local", "GOENV": "off", "GOWORK": "off", "GOEXPERIMENT": "nogreenteagc",
 				"PATH": os.Getenv("PATH"), "HOME": filepath.Join(p.dir, ".go/home"),
 				"GOPATH": filepath.Join(p.dir, ".go"), "GOCACHE": filepath.Join(p.dir, ".go/cache"),
 			}
@@ -428,8 +442,17 @@ func TestGolangPackage(t *testing.T) {
 			t.Errorf("%s = %q (%s), want %q (%s)", c.v, got[1], got[0], c.value, c.origin)
 		}
 	}
-	if got, want := strings.Fields(p.expandVar("PORTHOLE_GO_ENV")), []string{"CGO_ENABLED=0", "GOMIPS64=softfloat"}; !slices.Equal(got, want) {
-		t.Errorf("PORTHOLE_GO_ENV = %q, want %q", got, want)
+	// PORTHOLE_GO_ENV asks Buildroot's go whether it knows the device's
+	// GOEXPERIMENT when the build runs: run it as pkg-golang.mk's build does.
+	goEnv := p.expandVar("PORTHOLE_GO_ENV")
+	out, err := exec.Command("sh", "-c", "env -i "+goEnv+" env").Output()
+	if err != nil {
+		t.Fatalf("PORTHOLE_GO_ENV %q in a shell: %v", goEnv, err)
+	}
+	got := strings.Fields(string(out))
+	slices.Sort(got)
+	if want := []string{"CGO_ENABLED=0", "GOEXPERIMENT=nogreenteagc", "GOMIPS64=softfloat"}; !slices.Equal(got, want) {
+		t.Errorf("PORTHOLE_GO_ENV %q sets %q, want %q", goEnv, got, want)
 	}
 	if got := strings.Fields(p.expandVar("PORTHOLE_BUILD_OPTS")); !slices.Equal(got, gcflags) {
 		t.Errorf("PORTHOLE_BUILD_OPTS = %q\nwant %q (device.gcflags)", got, gcflags)
@@ -449,6 +472,49 @@ func TestGolangPackage(t *testing.T) {
 			t.Errorf("go mod vendor's %s = %q, want %q", k, env[k], v)
 		}
 	}
+}
+
+// TestGoExperimentUnknown: a Go that does not know the device's GOEXPERIMENT
+// (Go drops experiments in time) builds porthole with its defaults, and the
+// build says so once, in the Go check; with both infrastructures.
+func TestGoExperimentUnknown(t *testing.T) {
+	t.Run("host Go", func(t *testing.T) {
+		gobin, rec := fakeGoKnowing(t, "go1.27.0", "")
+		p := newPkg(t, hostGo(gobin, "BR2_mipsel=y", "BR2_MIPS_SOFT_FLOAT=y")...)
+		p.copyGoMod()
+		out, err := p.make("built")
+		if err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
+		if n := strings.Count(out, "does not know GOEXPERIMENT=nogreenteagc"); n != 1 {
+			t.Errorf("the warning came %d times, want once:\n%s", n, out)
+		}
+		_, env := recorded(t, rec, "build")
+		if v, ok := env["GOEXPERIMENT"]; !ok || v != "" {
+			t.Errorf("go build's GOEXPERIMENT = %q (set %v), want set and empty", v, ok)
+		}
+	})
+	t.Run("Buildroot's Go", func(t *testing.T) {
+		gobin, _ := fakeGoKnowing(t, "go1.27.0", "")
+		p := newPkg(t, "BR2_aarch64=y", "BR2_PACKAGE_HOST_GO_TARGET_ARCH_SUPPORTS=y", "BR2_PACKAGE_PORTHOLE=y")
+		p.args = []string{"GO_BIN=" + gobin, "HOST_GO_COMMON_ENV=GOFLAGS=-mod=vendor GOPROXY=off"}
+		p.copyGoMod()
+		out, err := p.make("built")
+		if err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "porthole: warning: the Go toolchain Buildroot's host-go") {
+			t.Errorf("no warning naming Buildroot's Go:\n%s", out)
+		}
+		goEnv := p.expandVar("PORTHOLE_GO_ENV")
+		env, err := exec.Command("sh", "-c", "env -i "+goEnv+" env").Output()
+		if err != nil {
+			t.Fatalf("PORTHOLE_GO_ENV %q in a shell: %v", goEnv, err)
+		}
+		if got := strings.Fields(string(env)); !slices.Contains(got, "GOEXPERIMENT=") {
+			t.Errorf("PORTHOLE_GO_ENV sets %q, want an empty GOEXPERIMENT", got)
+		}
+	})
 }
 
 // expandVar returns a make variable of porthole.mk, expanded as in a recipe

@@ -73,7 +73,15 @@ PORTHOLE_GOARCH = s390x
 endif
 PORTHOLE_MIPS_FLOAT = $(if $(BR2_MIPS_SOFT_FLOAT)$(BR2_MIPS_NAN_2008),softfloat,hardfloat)
 
-PORTHOLE_GO_ENV = CGO_ENABLED=0 $(PORTHOLE_GOARCH_ENV)
+# The device's GOEXPERIMENT (agent/cmd/porthole/device.goexperiment, as make
+# cross and the QEMU boards build), or none where the Go that builds does not
+# know it (PORTHOLE_CHECK_GO warns then). A shell expression, run where the go
+# command runs: when this file is read, Buildroot's host-go is not built yet.
+PORTHOLE_GOEXPERIMENT_WANT = sed -n '/^[^\#]/p' $(BR2_EXTERNAL_PORTHOLE_PATH)/../agent/cmd/porthole/device.goexperiment
+PORTHOLE_GOEXPERIMENT_KNOWN = GOENV=off GOTOOLCHAIN=local GOEXPERIMENT=$$exp $(PORTHOLE_GO_BIN) env GOEXPERIMENT 2>/dev/null
+PORTHOLE_GOEXPERIMENT = $$(exp=$$($(PORTHOLE_GOEXPERIMENT_WANT)); $(PORTHOLE_GOEXPERIMENT_KNOWN))
+
+PORTHOLE_GO_ENV = CGO_ENABLED=0 $(PORTHOLE_GOARCH_ENV) GOEXPERIMENT=$(PORTHOLE_GOEXPERIMENT)
 
 ifeq ($(BR2_PACKAGE_PORTHOLE_HOST_GO),y)
 
@@ -82,6 +90,7 @@ $(error porthole: BR2_PACKAGE_PORTHOLE_HOST_GO has no Go port for BR2_ARCH $(BR2
 endif
 
 PORTHOLE_GO = $(call qstrip,$(BR2_PACKAGE_PORTHOLE_HOST_GO_BIN))
+PORTHOLE_GO_BIN = $(PORTHOLE_GO)
 
 # Go's build cache; `make PORTHOLE_GOCACHE=...` shares another one (a Go cache
 # is safe to share between builds).
@@ -133,6 +142,7 @@ PORTHOLE_GO_HINT = set BR2_PACKAGE_PORTHOLE_HOST_GO_BIN (External options > port
 else # golang-package, Buildroot's host-go
 
 PORTHOLE_GO_RUN = GOTOOLCHAIN=local $(GO_BIN)
+PORTHOLE_GO_BIN = $(GO_BIN)
 PORTHOLE_VENDOR_GO = $(HOST_GO_COMMON_ENV) GOFLAGS=-mod=mod GOWORK=off \
 	GOPROXY=$(or $(GOPROXY),https://proxy.golang.org) $(GO_BIN)
 PORTHOLE_GO_NAME = Buildroot's host-go ($(GO_BIN))
@@ -148,10 +158,14 @@ define PORTHOLE_CHECK_GO
 	have=`$(PORTHOLE_GO_RUN) env GOVERSION` && [ -n "$$have" ] || { \
 		echo "porthole: cannot run the Go toolchain $(PORTHOLE_GO_NAME): $(PORTHOLE_GO_HINT)" >&2; \
 		exit 1; }; \
-	case "$$have" in devel*) exit 0 ;; esac; \
+	case "$$have" in devel*) ;; *) \
 	if [ `echo "$${have#go}" | $(PORTHOLE_GO_VERSION_NUMBER)` -lt `echo "$$need" | $(PORTHOLE_GO_VERSION_NUMBER)` ]; then \
 		echo "porthole: the Go toolchain $(PORTHOLE_GO_NAME) is $$have, older than go $$need in go.mod: $(PORTHOLE_GO_HINT)" >&2; \
 		exit 1; \
+	fi ;; esac; \
+	exp=`$(PORTHOLE_GOEXPERIMENT_WANT)`; \
+	if [ -n "$$exp" ] && ! $(PORTHOLE_GOEXPERIMENT_KNOWN) >/dev/null; then \
+		echo "porthole: warning: the Go toolchain $(PORTHOLE_GO_NAME) is $$have, which does not know GOEXPERIMENT=$$exp (agent/cmd/porthole/device.goexperiment): porthole gets its default garbage collector, ~120 KiB more idle memory (docs/size.md)" >&2; \
 	fi
 endef
 # 1.26.3 -> 100260003; a pre-release comes before its .0: 1.27rc1 -> 100269999
