@@ -132,6 +132,9 @@ func newTestLab(t *testing.T, cfg Config, things ...string) *testLab {
 	if cfg.HostKeys == nil {
 		cfg.HostKeys = &HostKeys{Path: filepath.Join(l.dir, "console_host_keys.json")}
 	}
+	if cfg.Vendor == nil {
+		cfg.Vendor = standInVendor()
+	}
 	cfg.Logger = log.With("component", "console")
 	l.console, err = New(cfg)
 	if err != nil {
