@@ -101,12 +101,16 @@ device-gcflags: ## print the device build's -gcflags (agent/cmd/porthole/device.
 device-goexperiment: ## print the device build's GOEXPERIMENT (agent/cmd/porthole/device.goexperiment), if this Go knows it
 	@echo $(DEVICE_GOEXPERIMENT)
 
+# make size SIZE_BENCH=0: the binaries only, without the minute of tools/bench.
+SIZE_BENCH ?= 1
 .PHONY: size
-size: cross ## device binary sizes against the budgets, and the biggest packages of the mipsle binary
+size: cross ## the budgets: device binary sizes, the biggest packages of the mipsle binary, agent memory and throughput (tools/bench/budgets.sh)
 	@mkdir -p bin/size
 	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat GOEXPERIMENT=$(DEVICE_GOEXPERIMENT) $(GO) build -trimpath -tags netgo,osusergo $(DEVICE_GCFLAGS) \
 		-ldflags '-X $(PKG)/agent.Version=$(VERSION)' -o bin/size/porthole-linux-mipsle ./agent/cmd/porthole
-	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15
+	@rm -f bin/size/bench.txt
+	$(if $(filter 1,$(SIZE_BENCH)),tools/bench/budgets.sh bin/size/bench.txt)
+	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15 $(if $(filter 1,$(SIZE_BENCH)),-bench bin/size/bench.txt)
 
 # Packages: OpenWrt .ipk per IPK_ARCH, tarballs per cross target (tools/pkg). cross, ipk
 # and dist each end with tools/pkg/sums.sh: dist/SHA256SUMS covers every artifact

@@ -1,10 +1,12 @@
 // Command sizereport prints the size of the cross-built device binaries against
 // their budgets, and the biggest Go packages of one unstripped binary from the
-// linker's symbol sizes (go tool nm -size).
+// linker's symbol sizes (go tool nm -size). With -bench, it also prints the
+// memory and throughput budgets from a run of tools/bench's BenchmarkStack
+// (tools/bench/budgets.sh writes one).
 //
 // It is a host tool run by `make size`; it is never linked into the device binary.
 //
-//	sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15
+//	sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15 -bench bin/size/bench.txt
 //
 // Budgets are targets, not assertions (DESIGN.md): the exit status is 0 whether
 // they hold or not, unless -strict is given, then 1 when one is over; 2 when the
@@ -43,6 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	nmBin := fs.String("nm", "", "unstripped binary whose packages to rank (empty: no package table)")
 	top := fs.Int("top", 15, "packages to list")
 	strict := fs.Bool("strict", false, "exit 1 when a budget is exceeded")
+	bench := fs.String("bench", "", "go test -v output of tools/bench's BenchmarkStack (tools/bench/budgets.sh): print the memory and throughput budgets")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -69,6 +72,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"plus %.2f MiB of function tables (.gopclntab) the linker does not charge to packages\n",
 			filepath.Base(*nmBin), mib(total), mib(pclntab))
 		printPackages(stdout, pkgs, total, *top)
+	}
+	if *bench != "" {
+		b, err := os.ReadFile(*bench)
+		if err != nil && !os.IsNotExist(err) {
+			fmt.Fprintf(stderr, "sizereport: %v\n", err)
+			return 2
+		}
+		fmt.Fprintf(stdout, "\nmemory and throughput (tools/bench/budgets.sh: the linux-amd64 device binary on this host,\n"+
+			"GOMAXPROCS=1 as packaged; the QEMU boards' idle figures come from make test's board stage, docs/size.md)\n")
+		if printBenchBudgets(stdout, parseBench(bytes.NewReader(b))) {
+			over = true
+		}
 	}
 	if over && *strict {
 		return 1
@@ -253,4 +268,95 @@ func printPackages(w io.Writer, pkgs []pkgSize, total int64, n int) {
 		}
 		fmt.Fprintf(w, "%4d %10d %8.2f %5.1f%%  %s\n", i+1, p.bytes, mib(p.bytes), 100*float64(p.bytes)/float64(total), p.pkg)
 	}
+}
+
+// benchFigures are the budgeted figures of one BenchmarkStack run; a figure
+// the run did not produce is absent.
+type benchFigures struct {
+	idleRSS, loadedRSS float64            // MiB
+	ratios             map[string]float64 // "sftp-put": tunnel/direct MiB/s
+	order              []string           // ratios' names, as they came
+}
+
+// parseBench reads go test -v -bench output of BenchmarkStack: the memory
+// sub-benchmark's idle-RSS-MiB and loaded-RSS-MiB metrics and the RATIO lines
+// the benchmark logs ("RATIO sftp-put tunnel/direct = 63.4/108.1 MiB/s = 0.587").
+func parseBench(r io.Reader) benchFigures {
+	f := benchFigures{idleRSS: -1, loadedRSS: -1, ratios: map[string]float64{}}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		for i, w := range fields {
+			if w == "RATIO" && i+6 < len(fields) && fields[i+2] == "tunnel/direct" {
+				if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
+					name := fields[i+1]
+					if _, seen := f.ratios[name]; !seen {
+						f.order = append(f.order, name)
+					}
+					f.ratios[name] = v
+				}
+			}
+		}
+		if len(fields) == 0 || !strings.HasPrefix(fields[0], "BenchmarkStack/memory") {
+			continue
+		}
+		for i := 1; i+1 < len(fields); i++ {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				continue
+			}
+			switch fields[i+1] {
+			case "idle-RSS-MiB":
+				f.idleRSS = v
+			case "loaded-RSS-MiB":
+				f.loadedRSS = v
+			}
+		}
+	}
+	return f
+}
+
+// Memory and throughput budgets (DESIGN.md, "Budgets").
+const (
+	idleBudgetMiB   = 8.0
+	loadedBudgetMiB = 16.0
+	ratioBudget     = 0.90
+)
+
+// printBenchBudgets writes the memory and throughput rows and reports whether
+// one is missed; a figure the run did not produce is "not measured".
+func printBenchBudgets(w io.Writer, f benchFigures) (over bool) {
+	row := func(name, measured, target, verdict string) {
+		fmt.Fprintf(w, "%-44s %10s %10s  %s\n", name, measured, target, verdict)
+	}
+	row("budget", "measured", "target", "verdict")
+	mem := func(name string, v, budget float64) {
+		target := fmt.Sprintf("<= %.1f", budget)
+		switch {
+		case v < 0:
+			row(name, "-", target, "not measured")
+		case v > budget:
+			row(name, fmt.Sprintf("%.2f MiB", v), target, fmt.Sprintf("OVER by %.2f MiB", v-budget))
+			over = true
+		default:
+			row(name, fmt.Sprintf("%.2f MiB", v), target, "ok")
+		}
+	}
+	mem("agent idle RSS", f.idleRSS, idleBudgetMiB)
+	mem("agent RSS, 10 SSH sessions + an sftp upload", f.loadedRSS, loadedBudgetMiB)
+	target := fmt.Sprintf(">= %.2f", ratioBudget)
+	if len(f.order) == 0 {
+		row("throughput, tunnel/direct SSH", "-", target, "not measured")
+	}
+	for _, name := range f.order {
+		v := f.ratios[name]
+		verdict := "ok"
+		if v < ratioBudget {
+			verdict = fmt.Sprintf("MISSED by %.2f", ratioBudget-v)
+			over = true
+		}
+		row("throughput "+name+", tunnel/direct SSH", fmt.Sprintf("%.3f", v), target, verdict)
+	}
+	return over
 }

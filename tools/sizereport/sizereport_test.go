@@ -43,3 +43,48 @@ func TestPackageSizes(t *testing.T) {
 		t.Errorf("packageSizes = %+v, want crypto/tls 400 then runtime 250", pkgs)
 	}
 }
+
+// benchOutput is go test -v -bench output of BenchmarkStack, shortened.
+const benchOutput = `goos: linux
+BenchmarkStack/sftp-put/tunnel-2         	       1	 937615444 ns/op	        72.50 MiB/s	         9.375 agent-cpu-ms/MiB
+BenchmarkStack/sftp-put/direct-2         	       1	 664021948 ns/op	       105.7 MiB/s	         8.750 agent-cpu-ms/MiB
+    bench_test.go:178: RATIO sftp-put tunnel/direct = 72.5/105.7 MiB/s = 0.686
+    bench_test.go:178: RATIO scp-put tunnel/direct = 120.1/128.4 MiB/s = 0.935
+BenchmarkStack/memory-2                  	       1	5012345678 ns/op	         3.100 loaded-agent-cpu-ms/MiB	        16.50 loaded-RSS-MiB	         7.712 idle-RSS-MiB	         8.200 tunnel-RSS-MiB
+    bench_test.go:311: MEMORY idle RSS 7.7 MiB (anon 1.1 MiB, file 6.6 MiB); one idle tunnel 8.2 MiB
+PASS
+`
+
+func TestBenchBudgets(t *testing.T) {
+	f := parseBench(strings.NewReader(benchOutput))
+	if f.idleRSS != 7.712 || f.loadedRSS != 16.5 {
+		t.Errorf("idle %v, loaded %v MiB; want 7.712 and 16.5", f.idleRSS, f.loadedRSS)
+	}
+	if len(f.order) != 2 || f.ratios["sftp-put"] != 0.686 || f.ratios["scp-put"] != 0.935 {
+		t.Errorf("ratios %v in order %q, want sftp-put 0.686 then scp-put 0.935", f.ratios, f.order)
+	}
+	var b strings.Builder
+	if !printBenchBudgets(&b, f) {
+		t.Error("a missed budget was not reported")
+	}
+	for _, want := range []string{
+		"agent idle RSS                                 7.71 MiB     <= 8.0  ok\n",
+		"OVER by 0.50 MiB\n",
+		"throughput sftp-put, tunnel/direct SSH            0.686    >= 0.90  MISSED by 0.21\n",
+		"throughput scp-put, tunnel/direct SSH             0.935    >= 0.90  ok\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+
+	// A run that did not happen (no Mosquitto, not root) measures nothing and
+	// misses nothing.
+	b.Reset()
+	if printBenchBudgets(&b, parseBench(strings.NewReader("--- SKIP: BenchmarkStack\n"))) {
+		t.Error("nothing measured, yet a budget was reported missed")
+	}
+	if n := strings.Count(b.String(), "not measured"); n != 3 {
+		t.Errorf("%d rows not measured, want 3:\n%s", n, b.String())
+	}
+}
