@@ -10,8 +10,8 @@
 # without them it says what is missing, writes an empty OUT and exits 0, so make
 # size still reports the binaries' sizes.
 set -euo pipefail
+out=$(realpath -m "${1:?usage: tools/bench/budgets.sh OUT}")
 cd "$(dirname "$0")/../.."
-out=${1:?usage: tools/bench/budgets.sh OUT}
 : >"$out"
 
 bin=dist/porthole-linux-amd64
