@@ -10,7 +10,7 @@
 # the host's and run natively; only the Go code under test is emulated.
 #
 #   tools/qemu-test.sh                  # every arch
-#   QEMU_ARCHS="mips arm" tools/qemu-test.sh
+#   QEMU_ARCHS="mips arm" tools/qemu-test.sh    # or: tools/qemu-test.sh mips arm
 #   QEMU_TEST_TIMEOUT=5m tools/qemu-test.sh
 #
 # Under CI=true a missing qemu-user-static is an error; otherwise the stage is skipped
@@ -26,7 +26,7 @@ pkgs=(./agent/tunnel/ ./agent/notify/ ./sshd/)
 timeout=${QEMU_TEST_TIMEOUT:-240s}
 skip=${QEMU_TEST_SKIP-}
 [ -n "$skip" ] && echo "qemu-test: skipping tests matching $skip under emulation (see the comment in $0)"
-archs=${QEMU_ARCHS:-arm arm64 mips mipsle}
+archs=${*:-${QEMU_ARCHS:-arm arm64 mips mipsle}}
 
 # arch -> "qemu binary|environment"
 declare -A how=(
