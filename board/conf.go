@@ -91,25 +91,14 @@ func (c Conf) GoBuild(ctx context.Context, out, version string) (*exec.Cmd, erro
 
 // DeviceGOEXPERIMENT reads agent/cmd/porthole/device.goexperiment, the device
 // build's GOEXPERIMENT, which the Makefile and the Buildroot package read too:
-// its one line that is neither empty nor a # comment, or "" if it has none. A
-// value the go command on PATH does not know (Go drops experiments in time) is
-// left out, as they leave it out: the build then uses the toolchain's defaults.
+// its one value line, or "" if it has none. A value the go command on PATH does
+// not know (Go drops experiments in time) is left out, as they leave it out: the
+// build then uses the toolchain's defaults.
 func DeviceGOEXPERIMENT(ctx context.Context, path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("the device's GOEXPERIMENT: %w", err)
-	}
-	var values []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if strings.ContainsAny(line, " \t\r") {
-			return "", fmt.Errorf("%s: %q: want one GOEXPERIMENT value, without spaces", path, line)
-		}
-		values = append(values, line)
-	}
+	values, err := deviceValues(path, "GOEXPERIMENT")
 	switch {
+	case err != nil:
+		return "", err
 	case len(values) > 1:
 		return "", fmt.Errorf("%s: %d values: want one GOEXPERIMENT line (experiments joined by commas)", path, len(values))
 	case len(values) == 0:
@@ -124,25 +113,40 @@ func DeviceGOEXPERIMENT(ctx context.Context, path string) (string, error) {
 }
 
 // DeviceGCFlags reads agent/cmd/porthole/device.gcflags, the file the Makefile and
-// the Buildroot package read too, as go build arguments: -gcflags=LINE for each line
-// that is neither empty nor a # comment.
+// the Buildroot package read too, as go build arguments: -gcflags=LINE for each
+// value line.
 func DeviceGCFlags(path string) ([]string, error) {
+	values, err := deviceValues(path, "-gcflags")
+	if err != nil {
+		return nil, err
+	}
+	if len(values) == 0 {
+		return nil, fmt.Errorf("%s: no flags", path)
+	}
+	flags := make([]string, len(values))
+	for i, v := range values {
+		flags[i] = "-gcflags=" + v
+	}
+	return flags, nil
+}
+
+// deviceValues reads one of the device build's settings files: its lines that
+// are neither empty nor a # comment, each one what value of the build, without
+// white space (make reads these files with grep and sed, line by line).
+func deviceValues(path, what string) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("the device's compiler flags: %w", err)
+		return nil, fmt.Errorf("the device's %s: %w", what, err)
 	}
-	var flags []string
+	var values []string
 	for _, line := range strings.Split(string(b), "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		if strings.ContainsAny(line, " \t\r") {
-			return nil, fmt.Errorf("%s: %q: want one -gcflags value per line, without spaces", path, line)
+			return nil, fmt.Errorf("%s: %q: want one %s value per line, without spaces", path, line, what)
 		}
-		flags = append(flags, "-gcflags="+line)
+		values = append(values, line)
 	}
-	if len(flags) == 0 {
-		return nil, fmt.Errorf("%s: no flags", path)
-	}
-	return flags, nil
+	return values, nil
 }
