@@ -202,23 +202,26 @@ func stopBeforeJoining(err error) error {
 	var rh tls.RecordHeaderError
 	var pe *tunnel.ProxyError
 	proxied := errors.As(err, &pe)
-	switch plain := errors.As(err, &rh); {
+	plain := errors.As(err, &rh)
+	cert := tunnel.IsCertificateError(err)
+	dns := errors.As(err, &de) && de.IsNotFound
+	switch {
 	case errors.Is(err, tunnel.ErrCAFile):
 		return caFileError(err)
 	case proxied && pe.Status == 407:
 		return Usagef("%w (check --https-proxy or https_proxy)", err)
-	case !plain && !tunnel.IsCertificateError(err) && !(errors.As(err, &de) && de.IsNotFound):
-		return nil
 	case proxied && plain:
 		return fmt.Errorf("the HTTPS proxy does not answer in TLS: a plain proxy is http://, not https:// (check --https-proxy or https_proxy): %w", err)
-	case proxied:
+	case proxied && (cert || dns):
 		return fmt.Errorf("the HTTPS proxy cannot be reached (check --https-proxy or https_proxy: its host name, and its certificate for https://): %w", err)
 	case plain:
 		return fmt.Errorf("the endpoint does not answer in TLS (check --endpoint and its port; a lab's service without TLS is ws://host:port with --allow-insecure-websocket): %w", err)
-	case tunnel.IsCertificateError(err):
+	case cert:
 		return fmt.Errorf("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", err)
+	case dns:
+		return fmt.Errorf("the tunneling service's host name does not resolve (check --region or --endpoint): %w", err)
 	}
-	return fmt.Errorf("the tunneling service's host name does not resolve (check --region or --endpoint): %w", err)
+	return nil
 }
 
 // connectRetryMax caps Connect's reconnect backoff (the engine's default is 120 s).
