@@ -270,10 +270,9 @@ func printPackages(w io.Writer, pkgs []pkgSize, total int64, n int) {
 	}
 }
 
-// benchFigures are the budgeted figures of one BenchmarkStack run; a figure
-// the run did not produce is absent.
+// benchFigures are the budgeted figures of one BenchmarkStack run.
 type benchFigures struct {
-	idleRSS, loadedRSS float64            // MiB
+	idleRSS, loadedRSS float64            // MiB; -1: the run did not produce it
 	ratios             map[string]float64 // "sftp-put": tunnel/direct MiB/s
 	order              []string           // ratios' names, as they came
 }
