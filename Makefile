@@ -15,12 +15,14 @@ LDFLAGS  := -s -w -X $(PKG)/agent.Version=$(VERSION) $(if $(BUILD_TIME),-X $(PKG
 # Inlining is kept only where it pays (agent/cmd/porthole/device.gcflags says why).
 DEVICE_GCFLAGS := $(addprefix -gcflags=,$(shell grep -v '^\#' agent/cmd/porthole/device.gcflags))
 GOFLAGS_DEVICE := -trimpath -tags netgo,osusergo $(DEVICE_GCFLAGS) -ldflags '$(LDFLAGS)'
-# The device's GOEXPERIMENT (agent/cmd/porthole/device.goexperiment says why), left
-# out with a warning when this Go does not know it. Expanded where a device build
-# uses it, not for every make.
-DEVICE_GOEXPERIMENT = $(shell exp=$$(sed -n '/^[^\#]/p' agent/cmd/porthole/device.goexperiment); \
-	if [ -z "$$exp" ] || GOEXPERIMENT=$$exp $(GO) env GOEXPERIMENT >/dev/null 2>&1; then echo "$$exp"; \
-	else echo "warning: $$($(GO) env GOVERSION) does not know GOEXPERIMENT=$$exp (agent/cmd/porthole/device.goexperiment): the device binary gets the toolchain's default" >&2; fi)
+# The device's GOEXPERIMENT (agent/cmd/porthole/device.goexperiment says why): its
+# experiments this Go knows, joined by commas; each one it does not know is left
+# out with a warning. Expanded where a device build uses it, not for every make.
+DEVICE_GOEXPERIMENT = $(shell known=; \
+	for e in $$(sed -n '/^[^\#]/p' agent/cmd/porthole/device.goexperiment | tr , ' '); do \
+	if GOEXPERIMENT=$$e $(GO) env GOEXPERIMENT >/dev/null 2>&1; then known=$${known:+$$known,}$$e; \
+	else echo "warning: $$($(GO) env GOVERSION) does not know GOEXPERIMENT=$$e (agent/cmd/porthole/device.goexperiment): the device binary is built without it, larger or with more idle memory" >&2; fi; \
+	done; echo "$$known")
 
 # Device targets: GOOS/GOARCH[/variant] -> dist/porthole-<name>.
 CROSS_TARGETS := \

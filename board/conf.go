@@ -91,9 +91,10 @@ func (c Conf) GoBuild(ctx context.Context, out, version string) (*exec.Cmd, erro
 
 // DeviceGOEXPERIMENT reads agent/cmd/porthole/device.goexperiment, the device
 // build's GOEXPERIMENT, which the Makefile and the Buildroot package read too:
-// its one value line, or "" if it has none. A value the go command on PATH does
-// not know (Go drops experiments in time) is left out, as they leave it out: the
-// build then uses the toolchain's defaults.
+// the experiments of its one value line that the go command on PATH knows,
+// joined by commas, or "" if it has none. One it does not know (Go drops
+// experiments in time) is left out, as they leave it out: the build then has the
+// toolchain's default there.
 func DeviceGOEXPERIMENT(ctx context.Context, path string) (string, error) {
 	values, err := deviceValues(path, "GOEXPERIMENT")
 	switch {
@@ -104,12 +105,21 @@ func DeviceGOEXPERIMENT(ctx context.Context, path string) (string, error) {
 	case len(values) == 0:
 		return "", nil
 	}
-	check := exec.CommandContext(ctx, "go", "env", "GOEXPERIMENT")
-	check.Env = append(os.Environ(), "GOEXPERIMENT="+values[0])
-	if check.Run() != nil {
-		return "", nil
+	var known []string
+	for _, e := range strings.Split(values[0], ",") {
+		if e == "" {
+			continue
+		}
+		check := exec.CommandContext(ctx, "go", "env", "GOEXPERIMENT")
+		check.Env = append(os.Environ(), "GOEXPERIMENT="+e)
+		if check.Run() == nil {
+			known = append(known, e)
+		}
 	}
-	return values[0], nil
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	return strings.Join(known, ","), nil
 }
 
 // DeviceGCFlags reads agent/cmd/porthole/device.gcflags, the file the Makefile and

@@ -108,7 +108,7 @@ func TestHostGoBuildMipsle(t *testing.T) {
 	}
 	for k, want := range map[string]string{
 		"GOOS": "linux", "GOARCH": "mipsle", "GOMIPS": "softfloat", "CGO_ENABLED": "0",
-		"-tags": "netgo,osusergo", "-trimpath": "true", "GOEXPERIMENT": "nogreenteagc",
+		"-tags": "netgo,osusergo", "-trimpath": "true", "GOEXPERIMENT": "nogreenteagc,nojsonv2",
 	} {
 		if settings[k] != want {
 			t.Errorf("go version -m: build %s=%q, want %q\n%s", k, settings[k], want, info)

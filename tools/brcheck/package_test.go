@@ -144,13 +144,14 @@ func (p *pkg) show(vars ...string) map[string][2]string {
 }
 
 // fakeGo writes a go command that answers `go env GOVERSION` with version and
-// `go env GOEXPERIMENT` as Go 1.26 does (it knows nogreenteagc, the device's),
+// `go env GOEXPERIMENT` as Go 1.26 does (it knows nogreenteagc and nojsonv2, the
+// device's),
 // and records each other run in dir: its arguments (args, NUL-separated), its
 // environment exactly as exec'd (environ, from /proc) and its working
 // folder (pwd), prefixed by the subcommand; build creates its -o file.
 func fakeGo(t *testing.T, version string) (gobin, dir string) {
 	t.Helper()
-	return fakeGoKnowing(t, version, "nogreenteagc")
+	return fakeGoKnowing(t, version, "nogreenteagc nojsonv2")
 }
 
 // fakeGoKnowing is fakeGo knowing the GOEXPERIMENT values in experiments
@@ -289,7 +290,7 @@ func TestHostGoEnv(t *testing.T) {
 
 			wantEnv := map[string]string{
 				"GOOS": "linux", "CGO_ENABLED": "0", "GOFLAGS": "-mod=vendor", "GOPROXY": "off",
-				"GOTOOLCHAIN": "local", "GOENV": "off", "GOWORK": "off", "GOEXPERIMENT": "nogreenteagc",
+				"GOTOOLCHAIN": "local", "GOENV": "off", "GOWORK": "off", "GOEXPERIMENT": "nogreenteagc,nojsonv2",
 				"PATH": os.Getenv("PATH"), "HOME": filepath.Join(p.dir, ".go/home"),
 				"GOPATH": filepath.Join(p.dir, ".go"), "GOCACHE": filepath.Join(p.dir, ".go/cache"),
 			}
@@ -451,7 +452,7 @@ func TestGolangPackage(t *testing.T) {
 	}
 	got := strings.Fields(string(out))
 	slices.Sort(got)
-	if want := []string{"CGO_ENABLED=0", "GOEXPERIMENT=nogreenteagc", "GOMIPS64=softfloat"}; !slices.Equal(got, want) {
+	if want := []string{"CGO_ENABLED=0", "GOEXPERIMENT=nogreenteagc,nojsonv2", "GOMIPS64=softfloat"}; !slices.Equal(got, want) {
 		t.Errorf("PORTHOLE_GO_ENV %q sets %q, want %q", goEnv, got, want)
 	}
 	if got := strings.Fields(p.expandVar("PORTHOLE_BUILD_OPTS")); !slices.Equal(got, gcflags) {
@@ -474,47 +475,67 @@ func TestGolangPackage(t *testing.T) {
 	}
 }
 
-// TestGoExperimentUnknown: a Go that does not know the device's GOEXPERIMENT
-// (Go drops experiments in time) builds porthole with its defaults, and the
-// build says so once, in the Go check; with both infrastructures.
+// TestGoExperimentUnknown: a Go that does not know an experiment of the
+// device's GOEXPERIMENT (Go drops experiments in time) builds porthole without
+// it, with the others it knows, and the build says so once per experiment, in
+// the Go check; with both infrastructures.
 func TestGoExperimentUnknown(t *testing.T) {
-	t.Run("host Go", func(t *testing.T) {
-		gobin, rec := fakeGoKnowing(t, "go1.27.0", "")
-		p := newPkg(t, hostGo(gobin, "BR2_mipsel=y", "BR2_MIPS_SOFT_FLOAT=y")...)
-		p.copyGoMod()
-		out, err := p.make("built")
-		if err != nil {
-			t.Fatalf("build: %v\n%s", err, out)
+	for _, c := range []struct {
+		knows, want string
+		warned      []string
+	}{
+		{"", "", []string{"nogreenteagc", "nojsonv2"}},
+		{"nojsonv2", "nojsonv2", []string{"nogreenteagc"}},
+	} {
+		warnings := func(t *testing.T, out string) {
+			t.Helper()
+			for _, e := range []string{"nogreenteagc", "nojsonv2"} {
+				want := 0
+				if slices.Contains(c.warned, e) {
+					want = 1
+				}
+				if n := strings.Count(out, "does not know GOEXPERIMENT="+e+" "); n != want {
+					t.Errorf("the warning about %s came %d times, want %d:\n%s", e, n, want, out)
+				}
+			}
 		}
-		if n := strings.Count(out, "does not know GOEXPERIMENT=nogreenteagc"); n != 1 {
-			t.Errorf("the warning came %d times, want once:\n%s", n, out)
-		}
-		_, env := recorded(t, rec, "build")
-		if v, ok := env["GOEXPERIMENT"]; !ok || v != "" {
-			t.Errorf("go build's GOEXPERIMENT = %q (set %v), want set and empty", v, ok)
-		}
-	})
-	t.Run("Buildroot's Go", func(t *testing.T) {
-		gobin, _ := fakeGoKnowing(t, "go1.27.0", "")
-		p := newPkg(t, "BR2_aarch64=y", "BR2_PACKAGE_HOST_GO_TARGET_ARCH_SUPPORTS=y", "BR2_PACKAGE_PORTHOLE=y")
-		p.args = []string{"GO_BIN=" + gobin, "HOST_GO_COMMON_ENV=GOFLAGS=-mod=vendor GOPROXY=off"}
-		p.copyGoMod()
-		out, err := p.make("built")
-		if err != nil {
-			t.Fatalf("build: %v\n%s", err, out)
-		}
-		if !strings.Contains(out, "porthole: warning: the Go toolchain Buildroot's host-go") {
-			t.Errorf("no warning naming Buildroot's Go:\n%s", out)
-		}
-		goEnv := p.expandVar("PORTHOLE_GO_ENV")
-		env, err := exec.Command("sh", "-c", "env -i "+goEnv+" env").Output()
-		if err != nil {
-			t.Fatalf("PORTHOLE_GO_ENV %q in a shell: %v", goEnv, err)
-		}
-		if got := strings.Fields(string(env)); !slices.Contains(got, "GOEXPERIMENT=") {
-			t.Errorf("PORTHOLE_GO_ENV sets %q, want an empty GOEXPERIMENT", got)
-		}
-	})
+		t.Run("host Go knowing "+c.knows, func(t *testing.T) {
+			gobin, rec := fakeGoKnowing(t, "go1.28.0", c.knows)
+			p := newPkg(t, hostGo(gobin, "BR2_mipsel=y", "BR2_MIPS_SOFT_FLOAT=y")...)
+			p.copyGoMod()
+			out, err := p.make("built")
+			if err != nil {
+				t.Fatalf("build: %v\n%s", err, out)
+			}
+			warnings(t, out)
+			_, env := recorded(t, rec, "build")
+			if v, ok := env["GOEXPERIMENT"]; !ok || v != c.want {
+				t.Errorf("go build's GOEXPERIMENT = %q (set %v), want set and %q", v, ok, c.want)
+			}
+		})
+		t.Run("Buildroot's Go knowing "+c.knows, func(t *testing.T) {
+			gobin, _ := fakeGoKnowing(t, "go1.28.0", c.knows)
+			p := newPkg(t, "BR2_aarch64=y", "BR2_PACKAGE_HOST_GO_TARGET_ARCH_SUPPORTS=y", "BR2_PACKAGE_PORTHOLE=y")
+			p.args = []string{"GO_BIN=" + gobin, "HOST_GO_COMMON_ENV=GOFLAGS=-mod=vendor GOPROXY=off"}
+			p.copyGoMod()
+			out, err := p.make("built")
+			if err != nil {
+				t.Fatalf("build: %v\n%s", err, out)
+			}
+			warnings(t, out)
+			if !strings.Contains(out, "porthole: warning: the Go toolchain Buildroot's host-go") {
+				t.Errorf("no warning naming Buildroot's Go:\n%s", out)
+			}
+			goEnv := p.expandVar("PORTHOLE_GO_ENV")
+			env, err := exec.Command("sh", "-c", "env -i "+goEnv+" env").Output()
+			if err != nil {
+				t.Fatalf("PORTHOLE_GO_ENV %q in a shell: %v", goEnv, err)
+			}
+			if got := strings.Fields(string(env)); !slices.Contains(got, "GOEXPERIMENT="+c.want) {
+				t.Errorf("PORTHOLE_GO_ENV sets %q, want GOEXPERIMENT=%s", got, c.want)
+			}
+		})
+	}
 }
 
 // expandVar returns a make variable of porthole.mk, expanded as in a recipe

@@ -74,12 +74,17 @@ endif
 PORTHOLE_MIPS_FLOAT = $(if $(BR2_MIPS_SOFT_FLOAT)$(BR2_MIPS_NAN_2008),softfloat,hardfloat)
 
 # The device's GOEXPERIMENT (agent/cmd/porthole/device.goexperiment, as make
-# cross and the QEMU boards build), or none where the Go that builds does not
-# know it (PORTHOLE_CHECK_GO warns then). A shell expression, run where the go
-# command runs: when this file is read, Buildroot's host-go is not built yet.
+# cross and the QEMU boards build): its experiments that the Go that builds
+# knows, joined by commas (PORTHOLE_CHECK_GO warns of each other one). Shell
+# code, run where the go command runs: when this file is read, Buildroot's
+# host-go is not built yet. PORTHOLE_GOEXPERIMENT_SORT leaves the known ones in
+# $known and the others in $unknown.
 PORTHOLE_GOEXPERIMENT_WANT = sed -n '/^[^\#]/p' $(BR2_EXTERNAL_PORTHOLE_PATH)/../agent/cmd/porthole/device.goexperiment
-PORTHOLE_GOEXPERIMENT_KNOWN = GOENV=off GOTOOLCHAIN=local GOEXPERIMENT=$$exp $(PORTHOLE_GO_BIN) env GOEXPERIMENT 2>/dev/null
-PORTHOLE_GOEXPERIMENT = $$(exp=$$($(PORTHOLE_GOEXPERIMENT_WANT)); $(PORTHOLE_GOEXPERIMENT_KNOWN))
+PORTHOLE_GOEXPERIMENT_SORT = known=; unknown=; \
+	for e in $$($(PORTHOLE_GOEXPERIMENT_WANT) | tr , ' '); do \
+	if GOENV=off GOTOOLCHAIN=local GOEXPERIMENT=$$e $(PORTHOLE_GO_BIN) env GOEXPERIMENT >/dev/null 2>&1; \
+	then known=$${known:+$$known,}$$e; else unknown="$$unknown $$e"; fi; done
+PORTHOLE_GOEXPERIMENT = $$($(PORTHOLE_GOEXPERIMENT_SORT); echo "$$known")
 
 PORTHOLE_GO_ENV = CGO_ENABLED=0 $(PORTHOLE_GOARCH_ENV) GOEXPERIMENT=$(PORTHOLE_GOEXPERIMENT)
 
@@ -163,10 +168,10 @@ define PORTHOLE_CHECK_GO
 		echo "porthole: the Go toolchain $(PORTHOLE_GO_NAME) is $$have, older than go $$need in go.mod: $(PORTHOLE_GO_HINT)" >&2; \
 		exit 1; \
 	fi ;; esac; \
-	exp=`$(PORTHOLE_GOEXPERIMENT_WANT)`; \
-	if [ -n "$$exp" ] && ! $(PORTHOLE_GOEXPERIMENT_KNOWN) >/dev/null; then \
-		echo "porthole: warning: the Go toolchain $(PORTHOLE_GO_NAME) is $$have, which does not know GOEXPERIMENT=$$exp (agent/cmd/porthole/device.goexperiment): porthole gets its default garbage collector, ~120 KiB more idle memory (docs/size.md)" >&2; \
-	fi
+	$(PORTHOLE_GOEXPERIMENT_SORT); \
+	for e in $$unknown; do \
+		echo "porthole: warning: the Go toolchain $(PORTHOLE_GO_NAME) is $$have, which does not know GOEXPERIMENT=$$e (agent/cmd/porthole/device.goexperiment): porthole is built without it, larger or with more idle memory (docs/size.md)" >&2; \
+	done
 endef
 # 1.26.3 -> 100260003; a pre-release comes before its .0: 1.27rc1 -> 100269999
 PORTHOLE_GO_VERSION_NUMBER = awk -F'[^0-9]+' '{ pre = /(rc|beta)/; printf "%d\n", $$1 * 100000000 + $$2 * 10000 + (pre ? -1 : $$3) }'
