@@ -88,12 +88,17 @@ $(CONSOLE_WEB)/vendor/xterm.js: $(CONSOLE_WEB)/package-lock.json $(CONSOLE_WEB)/
 .PHONY: cross
 cross: ## static device binaries for every target into dist/, with SHA256SUMS
 	@mkdir -p dist
-	@exp='$(DEVICE_GOEXPERIMENT)'; for t in $(CROSS_TARGETS); do \
-		name=$${t%%:*}; rest=$${t#*:}; arch=$${rest%%:*}; env=$${rest#*:}; \
-		echo "  $$name"; \
-		env CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOEXPERIMENT=$$exp $$env $(GO) build $(GOFLAGS_DEVICE) -o dist/porthole-$$name ./agent/cmd/porthole; \
-	done
+	@exp='$(DEVICE_GOEXPERIMENT)'; $(call device-build,$(CROSS_TARGETS),dist,$$exp)
 	tools/pkg/sums.sh dist
+
+# $(call device-build,TARGETS,DIR,GOEXPERIMENT[,ENV]): shell code that builds the
+# device binary of each of TARGETS (entries of CROSS_TARGETS) into
+# DIR/porthole-<name>, with ENV (VAR=value ...) added to go build's environment.
+device-build = for t in $(1); do \
+		name=$${t%%:*}; rest=$${t\#*:}; arch=$${rest%%:*}; env=$${rest\#*:}; \
+		echo "  $$name"; \
+		env $(4) CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOEXPERIMENT=$(3) $$env $(GO) build $(GOFLAGS_DEVICE) -o $(2)/porthole-$$name ./agent/cmd/porthole; \
+	done
 
 .PHONY: device-gcflags
 device-gcflags: ## print the device build's -gcflags (agent/cmd/porthole/device.gcflags)
@@ -105,14 +110,25 @@ device-goexperiment: ## print the device build's GOEXPERIMENT (agent/cmd/porthol
 
 # make size SIZE_BENCH=0: the binaries only, without the minute of tools/bench.
 SIZE_BENCH ?= 1
+# make size also builds the budgeted binaries with NEXT_GO, the newest Go the device
+# build was measured with besides go.mod's (docs/size.md), which the go command
+# fetches from the Go module proxy (GOTOOLCHAIN); `make size NEXT_GO=` skips it.
+NEXT_GO ?= go1.27.3
+BUDGET_TARGETS := $(filter linux-mipsle:% linux-armv7:%,$(CROSS_TARGETS))
 .PHONY: size
-size: cross ## the budgets: device binary sizes, the biggest packages of the mipsle binary, agent memory and throughput (tools/bench/budgets.sh)
+size: cross ## the budgets: device binary sizes (also built with NEXT_GO), the biggest packages of the mipsle binary, agent memory and throughput (tools/bench/budgets.sh)
 	@mkdir -p bin/size
 	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat GOEXPERIMENT=$(DEVICE_GOEXPERIMENT) $(GO) build -trimpath -tags netgo,osusergo $(DEVICE_GCFLAGS) \
 		-ldflags '-X $(PKG)/agent.Version=$(VERSION)' -o bin/size/porthole-linux-mipsle ./agent/cmd/porthole
-	@rm -f bin/size/bench.txt
+	@rm -rf bin/size/next bin/size/bench.txt
+	@if [ -z "$(NEXT_GO)" ]; then :; elif GOTOOLCHAIN=$(NEXT_GO) $(GO) version >/dev/null; then \
+		echo "the budgeted targets with $(NEXT_GO):"; mkdir -p bin/size/next; \
+		exp=$$($(MAKE) -s --no-print-directory device-goexperiment GO='GOTOOLCHAIN=$(NEXT_GO) $(GO)'); \
+		$(call device-build,$(BUDGET_TARGETS),bin/size/next,$$exp,GOTOOLCHAIN=$(NEXT_GO)); \
+	else echo "make size: the go command cannot run $(NEXT_GO) (above): its sizes are not measured" >&2; fi
 	$(if $(filter 1,$(SIZE_BENCH)),tools/bench/budgets.sh bin/size/bench.txt)
-	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15 $(if $(filter 1,$(SIZE_BENCH)),-bench bin/size/bench.txt)
+	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15 $(if $(filter 1,$(SIZE_BENCH)),-bench bin/size/bench.txt) \
+		$(if $(NEXT_GO),-next bin/size/next -next-go $(NEXT_GO))
 
 # Packages: OpenWrt .ipk per IPK_ARCH, tarballs per cross target (tools/pkg). cross, ipk
 # and dist each end with tools/pkg/sums.sh: dist/SHA256SUMS covers every artifact

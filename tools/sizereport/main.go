@@ -46,15 +46,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	top := fs.Int("top", 15, "packages to list")
 	strict := fs.Bool("strict", false, "exit 1 when a budget is exceeded")
 	bench := fs.String("bench", "", "go test -v output of tools/bench's BenchmarkStack (tools/bench/budgets.sh): print the memory and throughput budgets")
+	next := fs.String("next", "", "directory holding the budgeted porthole-<target> binaries built with another Go (-next-go): print their sizes too")
+	nextGo := fs.String("next-go", "another Go", "the Go that built the -next binaries")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	rows, err := targets(*dist)
 	if err != nil {
-		fmt.Fprintf(stderr, "sizereport: %v\n", err)
+		fmt.Fprintf(stderr, "sizereport: %v (run make cross)\n", err)
 		return 2
 	}
 	over := printTargets(stdout, rows)
+	if *next != "" {
+		fmt.Fprintf(stdout, "\nbuilt with %s (make size's NEXT_GO: the newest Go measured besides go.mod's)\n", *nextGo)
+		if rows, err := targets(*next); err != nil {
+			fmt.Fprintf(stdout, "not measured: %v\n", err)
+		} else if printTargets(stdout, rows) {
+			over = true
+		}
+	}
 	if *nmBin != "" {
 		out, err := exec.Command("go", "tool", "nm", "-size", *nmBin).Output()
 		if err != nil {
@@ -116,7 +126,7 @@ func targets(dir string) ([]target, error) {
 		rows = append(rows, target{strings.TrimPrefix(filepath.Base(f), "porthole-"), st.Size()})
 	}
 	if len(rows) == 0 {
-		return nil, fmt.Errorf("no porthole-linux-* binaries in %s (run make cross)", dir)
+		return nil, fmt.Errorf("no porthole-linux-* binaries in %s", dir)
 	}
 	return rows, nil
 }
@@ -131,8 +141,11 @@ func printTargets(w io.Writer, rows []target) (over bool) {
 		if b, ok := budgets[r.name]; ok {
 			budget = strconv.FormatFloat(b, 'f', 1, 64)
 			verdict = "ok"
-			if mib(r.bytes) > b {
-				verdict = fmt.Sprintf("OVER by %.2f MiB", mib(r.bytes)-b)
+			if d := r.bytes - int64(b*(1<<20)); d > 0 {
+				verdict = fmt.Sprintf("OVER by %.2f MiB", mib(d))
+				if d < 1<<20/100 {
+					verdict = fmt.Sprintf("OVER by %d B", d)
+				}
 				over = true
 			}
 		}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -86,5 +88,56 @@ func TestBenchBudgets(t *testing.T) {
 	}
 	if n := strings.Count(b.String(), "not measured"); n != 3 {
 		t.Errorf("%d rows not measured, want 3:\n%s", n, b.String())
+	}
+}
+
+// TestNextGo: run prints the budgets of the binaries another Go built (-next)
+// below the main table, counts them for -strict, and says "not measured" when
+// there are none.
+func TestNextGo(t *testing.T) {
+	dist, next := t.TempDir(), t.TempDir()
+	file := func(dir, name string, size int64) {
+		t.Helper()
+		f, err := os.Create(filepath.Join(dir, "porthole-"+name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := f.Truncate(size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file(dist, "linux-mipsle", 7733441)
+	file(dist, "linux-armv7", 6750370)
+	file(next, "linux-mipsle", 8388799) // Go 1.27.3 without nojsonv2
+	file(next, "linux-armv7", 7471264)
+
+	var out, errs strings.Builder
+	if code := run([]string{"-dist", dist, "-next", next, "-next-go", "go1.27.3", "-strict"}, &out, &errs); code != 1 {
+		t.Errorf("-strict with a -next binary over its budget: exit %d, want 1\n%s%s", code, out.String(), errs.String())
+	}
+	// Columns compared by words: their widths are the table's business.
+	words := strings.Join(strings.Fields(out.String()), " ")
+	main, rest, ok := strings.Cut(words, "built with go1.27.3")
+	if !ok {
+		t.Fatalf("no table for go1.27.3:\n%s", out.String())
+	}
+	for _, want := range []string{"linux-mipsle 7733441 7.38 8.0 ok", "linux-armv7 6750370 6.44 7.5 ok"} {
+		if !strings.Contains(main, want) {
+			t.Errorf("main table lacks %q:\n%s", want, main)
+		}
+	}
+	for _, want := range []string{"linux-mipsle 8388799 8.00 8.0 OVER by 191 B", "linux-armv7 7471264 7.13 7.5 ok"} {
+		if !strings.Contains(rest, want) {
+			t.Errorf("go1.27.3's table lacks %q:\n%s", want, rest)
+		}
+	}
+
+	out.Reset()
+	if code := run([]string{"-dist", dist, "-next", filepath.Join(next, "missing"), "-strict"}, &out, &errs); code != 0 {
+		t.Errorf("-next without binaries: exit %d, want 0\n%s%s", code, out.String(), errs.String())
+	}
+	if !strings.Contains(out.String(), "not measured: no porthole-linux-* binaries in ") {
+		t.Errorf("-next without binaries:\n%s", out.String())
 	}
 }
