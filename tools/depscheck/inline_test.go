@@ -33,10 +33,17 @@ func TestDeviceFlagsKeepHotPathsInlined(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The device's GOEXPERIMENT too: what links may differ without it (Go
+	// 1.27's encoding/json/v2 calls math/bits.RotateLeft32 from a package
+	// built with -l; nojsonv2 keeps it out).
+	experiment, err := board.DeviceGOEXPERIMENT(t.Context(), "../../agent/cmd/porthole/device.goexperiment")
+	if err != nil {
+		t.Fatal(err)
+	}
 	bin := filepath.Join(t.TempDir(), "porthole")
 	args := append([]string{"build", "-trimpath", "-tags", "netgo,osusergo"}, flags...)
 	cmd := exec.Command("go", append(args, "-o", bin, device)...)
-	cmd.Env = append(cmd.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=mipsle", "GOMIPS=softfloat")
+	cmd.Env = append(cmd.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=mipsle", "GOMIPS=softfloat", "GOEXPERIMENT="+experiment)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
