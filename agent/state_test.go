@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -61,32 +60,4 @@ var savedTunnelFiles = []string{
 	`{"access_token":1}`, `{"access_token":true}`, `{"access_token":[]}`, `{"services":"SSH"}`,
 	`{"services":[1]}`, `{"services":["a",{}]}`, `{"services":{}}`, `{"region":1,"received":"x"}`,
 	`null`, `[]`, `"x"`, `1`, `true`, ``, `{`, `{"a":1}x`,
-}
-
-func TestSavedTunnelDecodeMatchesJSON(t *testing.T) {
-	for _, in := range savedTunnelFiles {
-		t.Run(in, func(t *testing.T) { decodesAsJSON(t, []byte(in)) })
-	}
-}
-
-// FuzzSavedTunnelDecode is the differential test of the state file decoder:
-// savedTunnel.decode refuses what json.Unmarshal refuses and decodes the rest
-// to the same savedTunnel.
-func FuzzSavedTunnelDecode(f *testing.F) {
-	for _, in := range savedTunnelFiles {
-		f.Add([]byte(in))
-	}
-	f.Fuzz(decodesAsJSON)
-}
-
-func decodesAsJSON(t *testing.T, in []byte) {
-	var got, want savedTunnel
-	err := got.decode(in)
-	wantErr := json.Unmarshal(in, &want)
-	if (err == nil) != (wantErr == nil) {
-		t.Fatalf("decode(%q) error = %v, want %v", in, err, wantErr)
-	}
-	if err == nil && !reflect.DeepEqual(got, want) {
-		t.Fatalf("decode(%q) = %#v, want %#v", in, got, want)
-	}
 }
