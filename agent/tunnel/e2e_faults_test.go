@@ -418,6 +418,65 @@ func TestStdio(t *testing.T) {
 	}
 }
 
+// TestStdioLostBeforeAnswer: a stdio connection the device's service accepted
+// but has not answered ends RunStdio with what happened: the tunnel closed by the
+// service or the source's own link lost are a lost tunnel; the device's link
+// lost reaches the source as the service's STREAM_RESET, which it cannot tell
+// from a refusal, and ErrRefused names both.
+func TestStdioLostBeforeAnswer(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		end  func(*harness)
+		want func(error) bool
+	}{
+		{"the service closes the tunnel", func(h *harness) { h.tun.Close() }, func(err error) bool {
+			return errors.Is(err, tunnel.ErrClosedByService) && strings.HasPrefix(err.Error(), "tunnel: lost while the connection was open: ")
+		}},
+		{"the source's link drops", func(h *harness) { h.tun.Drop(tunneltest.Source) }, func(err error) bool {
+			return err != nil && !errors.Is(err, tunnel.ErrRefused) && strings.HasPrefix(err.Error(), "tunnel: lost while the connection was open: ")
+		}},
+		{"the device's link drops", func(h *harness) { h.tun.Drop(tunneltest.Destination) }, func(err error) bool {
+			return errors.Is(err, tunnel.ErrRefused) && strings.Contains(err.Error(), "lost its connection")
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				if c, err := ln.Accept(); err == nil {
+					accepted <- c
+				}
+			}()
+			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": ln.Addr().String()}, noSource: true})
+			src := &tunnel.Source{Config: h.Src.Config}
+			inR, inW := io.Pipe()
+			defer inW.Close()
+			errc := make(chan error, 1)
+			go func() { errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", inR, io.Discard) }()
+			go inW.Write([]byte("x"))
+			var dev net.Conn
+			select {
+			case dev = <-accepted:
+			case err := <-errc:
+				t.Fatalf("RunStdio = %v before the device connected", err)
+			}
+			defer dev.Close()
+			// The device's end has the byte: the connection is open, unanswered.
+			if _, err := io.ReadFull(dev, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			c.end(h)
+			if err := <-errc; !c.want(err) {
+				t.Fatalf("RunStdio = %v", err)
+			}
+		})
+	}
+}
+
 // A device whose service refuses the connection ends RunStdio with ErrRefused,
 // so that --stdio exits with an error (it returned nil: exit 0), while a
 // connection the service answered and ended is nil.

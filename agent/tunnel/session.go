@@ -338,8 +338,8 @@ func (s *session) streamReset(m *Message) {
 	if s.source && !answered {
 		// The service drops frames for a side that is not connected and resets the
 		// stream when it arrives, so this is what starting too early looks like.
-		s.opt.log.Warn("stream reset before the destination answered: its agent may not have joined the tunnel yet, "+
-			"or its service refused the connection; connect again", "service", m.ServiceID, "stream", m.StreamID)
+		s.opt.log.Warn("stream reset before the destination answered: its agent may not have joined the tunnel yet "+
+			"or lost its connection to it, or its service refused the connection; connect again", "service", m.ServiceID, "stream", m.StreamID)
 	} else {
 		s.plog.log(s.opt.log, slog.LevelInfo, "stream reset by peer", "service", m.ServiceID, "stream", m.StreamID)
 	}

@@ -13,8 +13,11 @@ import (
 var errStdioDone = errors.New("tunnel: stdio connection ended")
 
 // ErrRefused is a stdio connection the peer ended before it sent anything: the
-// device's agent refused it (its service did not answer) or has not joined.
-var ErrRefused = errors.New("tunnel: the device ended the connection before it answered")
+// device's agent refused it (its service did not answer), has not joined, or
+// lost its own connection to the service, which then resets the stream (on the
+// wire the three look the same: a STREAM_RESET).
+var ErrRefused = errors.New("tunnel: the device ended the connection before it answered " +
+	"(its service refused it, or its agent has not joined the tunnel or lost its connection to it)")
 
 // RunStdio carries one connection of service over in and out instead of a listener,
 // so that `ssh -o ProxyCommand='porthole connect --stdio …'` needs no local port. An
