@@ -128,7 +128,7 @@ size: cross ## the budgets: device binary sizes (also built with NEXT_GO), the b
 	else echo "make size: the go command cannot run $(NEXT_GO) (above): its sizes are not measured" >&2; fi
 	$(if $(filter 1,$(SIZE_BENCH)),tools/bench/budgets.sh bin/size/bench.txt)
 	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15 $(if $(filter 1,$(SIZE_BENCH)),-bench bin/size/bench.txt) \
-		$(if $(NEXT_GO),-next bin/size/next -next-go $(NEXT_GO))
+		$(if $(NEXT_GO),-next bin/size/next)
 
 # Packages: OpenWrt .ipk per IPK_ARCH, tarballs per cross target (tools/pkg). cross, ipk
 # and dist each end with tools/pkg/sums.sh: dist/SHA256SUMS covers every artifact

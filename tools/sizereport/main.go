@@ -16,6 +16,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"debug/buildinfo"
 	"debug/elf"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,8 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	top := fs.Int("top", 15, "packages to list")
 	strict := fs.Bool("strict", false, "exit 1 when a budget is exceeded")
 	bench := fs.String("bench", "", "go test -v output of tools/bench's BenchmarkStack (tools/bench/budgets.sh): print the memory and throughput budgets")
-	next := fs.String("next", "", "directory holding the budgeted porthole-<target> binaries built with another Go (-next-go): print their sizes too")
-	nextGo := fs.String("next-go", "another Go", "the Go that built the -next binaries")
+	next := fs.String("next", "", "directory holding the budgeted porthole-<target> binaries built with another Go (make size's NEXT_GO): print their sizes too")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -56,13 +57,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sizereport: %v (run make cross)\n", err)
 		return 2
 	}
+	fmt.Fprintf(stdout, "%s: built with %s\n", *dist, builtWith(rows))
 	over := printTargets(stdout, rows)
 	if *next != "" {
-		fmt.Fprintf(stdout, "\nbuilt with %s (make size's NEXT_GO: the newest Go measured besides go.mod's)\n", *nextGo)
+		fmt.Fprintf(stdout, "\n%s (make size's NEXT_GO: the newest Go measured besides go.mod's): ", *next)
 		if rows, err := targets(*next); err != nil {
 			fmt.Fprintf(stdout, "not measured: %v\n", err)
-		} else if printTargets(stdout, rows) {
-			over = true
+		} else {
+			fmt.Fprintf(stdout, "built with %s\n", builtWith(rows))
+			if printTargets(stdout, rows) {
+				over = true
+			}
 		}
 	}
 	if *nmBin != "" {
@@ -103,7 +108,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 type target struct {
 	name  string
+	path  string
 	bytes int64
+}
+
+// builtWith names the Go release and GOEXPERIMENT the binaries were built with,
+// from their build information; several when they differ.
+func builtWith(rows []target) string {
+	var seen []string
+	for _, r := range rows {
+		what := "a Go unknown (no build information)"
+		if bi, err := buildinfo.ReadFile(r.path); err == nil {
+			what, _, _ = strings.Cut(bi.GoVersion, "-X:") // the experiments follow
+			for _, s := range bi.Settings {
+				if s.Key == "GOEXPERIMENT" && s.Value != "" {
+					what += ", GOEXPERIMENT=" + s.Value
+				}
+			}
+		}
+		if !slices.Contains(seen, what) {
+			seen = append(seen, what)
+		}
+	}
+	return strings.Join(seen, "; ")
 }
 
 func targets(dir string) ([]target, error) {
@@ -123,7 +150,7 @@ func targets(dir string) ([]target, error) {
 		if !st.Mode().IsRegular() {
 			continue
 		}
-		rows = append(rows, target{strings.TrimPrefix(filepath.Base(f), "porthole-"), st.Size()})
+		rows = append(rows, target{strings.TrimPrefix(filepath.Base(f), "porthole-"), f, st.Size()})
 	}
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("no porthole-linux-* binaries in %s", dir)

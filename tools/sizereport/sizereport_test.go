@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -113,14 +114,17 @@ func TestNextGo(t *testing.T) {
 	file(next, "linux-armv7", 7471264)
 
 	var out, errs strings.Builder
-	if code := run([]string{"-dist", dist, "-next", next, "-next-go", "go1.27.3", "-strict"}, &out, &errs); code != 1 {
+	if code := run([]string{"-dist", dist, "-next", next, "-strict"}, &out, &errs); code != 1 {
 		t.Errorf("-strict with a -next binary over its budget: exit %d, want 1\n%s%s", code, out.String(), errs.String())
 	}
 	// Columns compared by words: their widths are the table's business.
 	words := strings.Join(strings.Fields(out.String()), " ")
-	main, rest, ok := strings.Cut(words, "built with go1.27.3")
+	main, rest, ok := strings.Cut(words, next+" (make size's NEXT_GO")
 	if !ok {
-		t.Fatalf("no table for go1.27.3:\n%s", out.String())
+		t.Fatalf("no table for -next:\n%s", out.String())
+	}
+	if !strings.Contains(main, dist+": built with a Go unknown (no build information)") {
+		t.Errorf("main table's heading:\n%s", main)
 	}
 	for _, want := range []string{"linux-mipsle 7733441 7.38 8.0 ok", "linux-armv7 6750370 6.44 7.5 ok"} {
 		if !strings.Contains(main, want) {
@@ -129,7 +133,7 @@ func TestNextGo(t *testing.T) {
 	}
 	for _, want := range []string{"linux-mipsle 8388799 8.00 8.0 OVER by 191 B", "linux-armv7 7471264 7.13 7.5 ok"} {
 		if !strings.Contains(rest, want) {
-			t.Errorf("go1.27.3's table lacks %q:\n%s", want, rest)
+			t.Errorf("-next's table lacks %q:\n%s", want, rest)
 		}
 	}
 
@@ -139,5 +143,25 @@ func TestNextGo(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "not measured: no porthole-linux-* binaries in ") {
 		t.Errorf("-next without binaries:\n%s", out.String())
+	}
+}
+
+// TestBuiltWith: the Go release and GOEXPERIMENT come from the binaries' build
+// information (this test's own binary has some).
+func TestBuiltWith(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(t.TempDir(), "porthole-linux-fake")
+	if err := os.WriteFile(fake, []byte("not a Go binary"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := builtWith([]target{{path: self}, {path: self}})
+	if want := runtime.Version(); got != want && !strings.HasPrefix(got, want+", GOEXPERIMENT=") {
+		t.Errorf("builtWith(this test) = %q, want %s and its GOEXPERIMENT", got, want)
+	}
+	if got := builtWith([]target{{path: self}, {path: fake}}); !strings.HasSuffix(got, "; a Go unknown (no build information)") {
+		t.Errorf("builtWith(this test, a file without build information) = %q", got)
 	}
 }
