@@ -49,16 +49,40 @@ func keyInfo(key gossh.PublicKey) authInfo {
 
 // publicKeyHandler answers "may this key log in?" (the query before the
 // client signs). The final Permissions come from verifiedKey.
+//
+// A refused key counts against MaxAuthTries, as in OpenSSH: once that many
+// have been refused, every key is, the right one too. x/crypto lets the first
+// MaxAuthTries refused queries go uncounted, so without this a client could
+// offer twice as many keys, and learn of each whether it may log in.
 func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	st := stateFrom(ctx)
-	_, err := s.authorizeKey(st, ctx.User(), key)
+	err := errTooManyKeys
+	if !st.keysExhausted(s.maxAuthTries()) {
+		_, err = s.authorizeKey(st, ctx.User(), key)
+	}
 	reason := ""
 	if err != nil {
+		st.refuseKey()
 		reason = err.Error()
 		s.log().Debug("public key refused", "remote", st.remote, "user", ctx.User(), "key", keyInfo(key).Fingerprint, "reason", reason)
 	}
 	st.setKey(keyInfo(key), reason)
 	return err == nil
+}
+
+// errTooManyKeys refuses a key offered after MaxAuthTries refused ones.
+var errTooManyKeys = errors.New("too many public keys refused on this connection (MaxAuthTries)")
+
+// maxAuthTries is MaxAuthTries in effect: 6 for 0, as x/crypto has it, and -1
+// for no limit.
+func (s *Server) maxAuthTries() int {
+	switch {
+	case s.MaxAuthTries == 0:
+		return 6
+	case s.MaxAuthTries < 0:
+		return -1
+	}
+	return s.MaxAuthTries
 }
 
 // verifiedKey is called by x/crypto once the client proved it holds key. It

@@ -678,3 +678,21 @@ func TestNoLoginMethodWarning(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxAuthTriesCountsOfferedKeys: as with OpenSSH, a key refused at the
+// client's query counts as a failed attempt, so the good key offered after
+// MaxAuthTries refused ones does not log in (x/crypto lets MaxAuthTries refused
+// queries go uncounted: sshd counts them itself), and one offered in time does.
+func TestMaxAuthTriesCountsOfferedKeys(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxAuthTries = 2 })
+	bad := []gossh.Signer{newSigner(t), newSigner(t), newSigner(t)}
+	if c, err := e.dial("root", gossh.PublicKeys(append(bad[:2:2], e.key)...)); err == nil {
+		c.Close()
+		t.Error("login succeeded with the good key after 2 refused keys, MaxAuthTries 2")
+	}
+	c, err := e.dial("root", gossh.PublicKeys(bad[0], e.key))
+	if err != nil {
+		t.Fatalf("the good key after 1 refused key, MaxAuthTries 2: %v", err)
+	}
+	c.Close()
+}

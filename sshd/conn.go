@@ -142,13 +142,14 @@ type connState struct {
 	// included). A connection that ends before is no failed login.
 	triedAuth atomic.Bool
 
-	mu         sync.Mutex
-	lastKey    authInfo // the key last offered or verified, for the audit log
-	lastReason string   // why the last attempt was refused
-	active     int      // channel handlers and forward listeners running
-	done       bool
-	idle       chan struct{} // closed when done and active drops to 0
-	forwards   map[string]net.Listener
+	mu          sync.Mutex
+	lastKey     authInfo // the key last offered or verified, for the audit log
+	lastReason  string   // why the last attempt was refused
+	refusedKeys int      // public keys refused so far (MaxAuthTries, as OpenSSH counts)
+	active      int      // channel handlers and forward listeners running
+	done        bool
+	idle        chan struct{} // closed when done and active drops to 0
+	forwards    map[string]net.Listener
 }
 
 type stateKey struct{}
@@ -210,4 +211,18 @@ func (st *connState) setKey(k authInfo, reason string) {
 	st.mu.Lock()
 	st.lastKey, st.lastReason = k, reason
 	st.mu.Unlock()
+}
+
+// refuseKey counts a refused public key; keysExhausted reports whether max of
+// them have been refused already (max < 0: no limit).
+func (st *connState) refuseKey() {
+	st.mu.Lock()
+	st.refusedKeys++
+	st.mu.Unlock()
+}
+
+func (st *connState) keysExhausted(max int) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return max >= 0 && st.refusedKeys >= max
 }

@@ -77,7 +77,10 @@
 // without one), a "!" at the start of the passwd file's own password field
 // locks the account.
 //
-// MaxAuthTries and LoginGraceTime bound each connection. A per-source limit
+// MaxAuthTries and LoginGraceTime bound each connection; as in OpenSSH, every
+// public key refused counts against MaxAuthTries, the client's queries (before
+// it signs) too, and once that many are refused no key logs in on that
+// connection. A per-source limit
 // (MaxAuthFailures per AuthFailureWindow) counts every refused password as it
 // is checked, and each connection that ends without logging in and without a
 // refused password; once a source is over it, its new connections and its
