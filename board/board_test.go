@@ -406,7 +406,7 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 
 func commonOpts(h *host) []string {
 	return []string{"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20", "-i", h.sshKey}
+		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20", "-i", h.sshKey, "-o", "IdentitiesOnly=yes"}
 }
 
 func sshOpts(h *host, port int) []string {

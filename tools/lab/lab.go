@@ -494,7 +494,9 @@ func Run(ctx context.Context, opt Options) (err error) {
 	if err := writeKnownHosts(info.KnownHosts, hostKeyFile); err != nil {
 		return err
 	}
-	opts := fmt.Sprintf("-i %s -o %s", shellArg(rel(info.SSHKey)), shellArg("UserKnownHostsFile="+rel(info.KnownHosts)))
+	// IdentitiesOnly: the lab's key first, not an ssh-agent's keys, each of which
+	// the device would count against its MaxAuthTries (as OpenSSH does).
+	opts := fmt.Sprintf("-i %s -o IdentitiesOnly=yes -o %s", shellArg(rel(info.SSHKey)), shellArg("UserKnownHostsFile="+rel(info.KnownHosts)))
 	info.SSHCommand = fmt.Sprintf("ssh %s -p %s %s@127.0.0.1", opts, sshPort, info.User)
 	info.SFTPCommand = fmt.Sprintf("sftp %s -P %s %s@127.0.0.1", opts, sshPort, info.User)
 	if err := writeInfo(dir, info); err != nil {

@@ -47,6 +47,15 @@ func TestLabAsAUserRunsIt(t *testing.T) {
 	if err != nil || string(got) != "through-the-lab\nLinux\n" {
 		t.Fatalf("ssh through the lab: %v, %q\nagent log:\n%s", err, got, tail(info.AgentLog, 20))
 	}
+	// The same line for an operator whose ssh-agent holds more keys than the
+	// device's MaxAuthTries (6, counted as OpenSSH counts them): it names its
+	// key with IdentitiesOnly=yes, or ssh would offer the agent's keys first
+	// and be refused before it got to the lab's.
+	cmd = exec.Command(ssh, args...)
+	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK="+fullAgent(t, 8))
+	if got, err := cmd.CombinedOutput(); err != nil || string(got) != "through-the-lab\nLinux\n" {
+		t.Fatalf("ssh through the lab with 8 keys in ssh-agent: %v, %q", err, got)
+	}
 	// The line to connect to more tunnels names the porthole binary the lab ran
 	// (built outside the working directory here: by its absolute path).
 	if want := "  " + filepath.Join(l.bin, "porthole") + " connect --endpoint "; !strings.Contains(l.out, want) {
@@ -67,6 +76,41 @@ func TestLabAsAUserRunsIt(t *testing.T) {
 	if err := syscall.Kill(info.AgentPID, 0); err == nil {
 		t.Fatalf("the agent (pid %d) is still running after the lab stopped", info.AgentPID)
 	}
+}
+
+// fullAgent starts an ssh-agent holding n keys of its own and returns its
+// socket; the agent stops with the test.
+func fullAgent(t *testing.T, n int) string {
+	t.Helper()
+	agent, add, keygen := stack.NeedProgram(t, "ssh-agent"), stack.NeedProgram(t, "ssh-add"), stack.NeedProgram(t, "ssh-keygen")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	cmd := exec.Command(agent, "-D", "-a", sock)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("ssh-agent made no socket in 5 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := range n {
+		key := filepath.Join(dir, "id"+strconv.Itoa(i))
+		if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+		a := exec.Command(add, "-q", key)
+		a.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+		if out, err := a.CombinedOutput(); err != nil {
+			t.Fatalf("ssh-add: %v\n%s", err, out)
+		}
+	}
+	return sock
 }
 
 // checkConsole opens the web console's printed URL (tools/console has its own

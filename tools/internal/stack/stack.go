@@ -557,9 +557,10 @@ func (s *Stack) CheckNoSecrets() {
 	tb.Logf("checked %d logs for %d secrets (%d private keys among them)", n, len(secrets), keys)
 }
 
-// SSHOpts are the OpenSSH options for non-interactive logins with the operator key.
+// SSHOpts are the OpenSSH options for non-interactive logins with the operator key
+// (only that key: a developer's ssh-agent keys would count against MaxAuthTries).
 func (s *Stack) SSHOpts() []string {
-	return []string{"-i", s.Key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+	return []string{"-i", s.Key, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
 		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20"}
 }
 
