@@ -440,18 +440,8 @@ func TestStdioLostBeforeAnswer(t *testing.T) {
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			accepted := make(chan net.Conn, 1)
-			go func() {
-				if c, err := ln.Accept(); err == nil {
-					accepted <- c
-				}
-			}()
-			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": ln.Addr().String()}, noSource: true})
+			addr, accepted := acceptor(t, 1)
+			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
 			src := &tunnel.Source{Config: h.Src.Config}
 			inR, inW := io.Pipe()
 			defer inW.Close()

@@ -528,22 +528,8 @@ func TestConcurrentOpensSendStreamStartFirst(t *testing.T) {
 // as a V2 localproxy does. It once sent the reset and kept the connection,
 // orphaned until a later STREAM_START.
 func TestConnectionStartOnV2StreamEndsIt(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 2)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": ln.Addr().String()}, noSource: true})
+	addr, accepted := acceptor(t, 2)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
 	h.tun.Record(true)
 	if err := h.tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"}); err != nil {
 		t.Fatal(err)

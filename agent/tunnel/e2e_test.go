@@ -70,6 +70,28 @@ func newHarness(t *testing.T, st setup) *harness {
 
 func (h *harness) addr(service string) string { return h.Addr(service) }
 
+// acceptor listens on loopback and hands over each connection it accepts, up
+// to n waiting; the listener closes with the test.
+func acceptor(t *testing.T, n int) (addr string, accepted <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan net.Conn, n)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			ch <- c
+		}
+	}()
+	return ln.Addr().String(), ch
+}
+
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
