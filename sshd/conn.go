@@ -213,16 +213,16 @@ func (st *connState) setKey(k authInfo, reason string) {
 	st.mu.Unlock()
 }
 
-// refuseKey counts a refused public key; keysExhausted reports whether max of
-// them have been refused already (max < 0: no limit).
+// refuseKey counts a refused public key; keysExhausted reports whether limit
+// of them have been refused already (limit < 0: no limit).
 func (st *connState) refuseKey() {
 	st.mu.Lock()
 	st.refusedKeys++
 	st.mu.Unlock()
 }
 
-func (st *connState) keysExhausted(max int) bool {
+func (st *connState) keysExhausted(limit int) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return max >= 0 && st.refusedKeys >= max
+	return limit >= 0 && st.refusedKeys >= limit
 }
