@@ -207,6 +207,7 @@ func newSSHServer(cfg *Config, log *slog.Logger, audit func(sshd.Event)) (*sshd.
 		MaxForwards:            cfg.SSH.MaxForwards,
 		PermitLocalForward:     permit,
 		AgentForwarding:        cfg.SSH.AgentForwarding,
+		AuditCommandLines:      cfg.SSH.AuditCommandLines,
 		Ciphers:                cfg.SSH.Ciphers,
 		Audit:                  audit,
 		Logger:                 log,

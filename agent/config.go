@@ -108,6 +108,10 @@ type SSHConfig struct {
 	AllowRemoteForward bool `toml:"allow_remote_forward"`
 	// AgentForwarding turns ssh -A on.
 	AgentForwarding bool `toml:"agent_forwarding"`
+	// AuditCommandLines puts the whole command line of each ssh command in
+	// the session audit events and log lines (default: the program's name
+	// only, since arguments may hold secrets).
+	AuditCommandLines bool `toml:"audit_command_lines"`
 	// Ciphers, if set, are the only SSH ciphers offered, e.g.
 	// ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"]. Default: the
 	// SSH library's list, without ChaCha20 on x86-64 CPUs with AES-NI (where AES

@@ -33,7 +33,7 @@ func TestExampleConfigParses(t *testing.T) {
 		t.Fatalf("porthole.example.toml: %v", err)
 	}
 	if c.ThingName != "my-router" || c.Services["SSH"] != BuiltinSSH || time.Duration(c.MQTT.KeepAlive) != time.Minute ||
-		c.Tunnel.MaxTunnels != 4 || time.Duration(c.SSH.LoginGraceTime) != 2*time.Minute {
+		c.Tunnel.MaxTunnels != 4 || time.Duration(c.SSH.LoginGraceTime) != 2*time.Minute || c.SSH.AuditCommandLines {
 		t.Fatalf("example config decoded to %+v", c)
 	}
 }
@@ -202,5 +202,26 @@ func TestLogLevelReloads(t *testing.T) {
 	b, _ := os.ReadFile(f.Name())
 	if strings.Contains(string(b), "hidden") || !strings.Contains(string(b), "shown") {
 		t.Fatalf("log after the level changed to debug:\n%s", b)
+	}
+}
+
+// TestAuditCommandLinesReachesSSHServer: [ssh] audit_command_lines is off by
+// default and, set, turns the embedded server's AuditCommandLines on.
+func TestAuditCommandLinesReachesSSHServer(t *testing.T) {
+	for _, c := range []struct {
+		extra string
+		want  bool
+	}{{"", false}, {"\n[ssh]\naudit_command_lines = true\n", true}} {
+		cfg, err := ParseConfig([]byte(minimalConfig + c.extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := newSSHServer(cfg, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.AuditCommandLines != c.want {
+			t.Errorf("config %q: AuditCommandLines = %v, want %v", c.extra, s.AuditCommandLines, c.want)
+		}
 	}
 }

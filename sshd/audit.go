@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // EventType says what an audit Event records.
@@ -19,7 +20,8 @@ const (
 )
 
 // Event is one audit record. Fields that do not apply to a Type are zero.
-// Events never carry passwords, private keys or command arguments.
+// Events never carry passwords or private keys, nor command arguments unless
+// Server.AuditCommandLines asks for them (CommandLine).
 //
 // Its JSON form (the "ssh" object of the agent's events) has snake_case keys,
 // leaves out zero fields, except exit_status on session-end and allowed on
@@ -44,13 +46,18 @@ type Event struct {
 	// Command is the program an exec or scp session ran (see commandName: the
 	// first word of the command line, never its arguments), or the subsystem
 	// name. Empty for a shell, or when the first word is not a plain name.
-	Command    string        `json:"command,omitempty"`
-	PTY        bool          `json:"pty,omitempty"`
-	BytesIn    int64         `json:"bytes_in,omitempty"`  // bytes from the client (stdin)
-	BytesOut   int64         `json:"bytes_out,omitempty"` // bytes to the client (stdout and stderr)
-	ExitStatus int           `json:"-"`                   // exit status; -1 if the session ended by a signal or without one
-	ExitSignal string        `json:"exit_signal,omitempty"`
-	Duration   time.Duration `json:"-"`
+	Command string `json:"command,omitempty"`
+	// CommandLine is the whole command line of an exec request as the client
+	// sent it (for a forced command, the one it asked for), at most
+	// maxCommandLine bytes, only with Server.AuditCommandLines: it holds
+	// whatever secrets users type into arguments.
+	CommandLine string        `json:"command_line,omitempty"`
+	PTY         bool          `json:"pty,omitempty"`
+	BytesIn     int64         `json:"bytes_in,omitempty"`  // bytes from the client (stdin)
+	BytesOut    int64         `json:"bytes_out,omitempty"` // bytes to the client (stdout and stderr)
+	ExitStatus  int           `json:"-"`                   // exit status; -1 if the session ended by a signal or without one
+	ExitSignal  string        `json:"exit_signal,omitempty"`
+	Duration    time.Duration `json:"-"`
 
 	// Forwards.
 	Direction string `json:"direction,omitempty"` // "local" (ssh -L, direct-tcpip), "remote" (ssh -R, tcpip-forward), "agent"
@@ -103,6 +110,24 @@ func commandName(cmdline string) string {
 		return "" // empty, too long, or followed by =, a quote, $, a backslash…
 	}
 	return cmdline[:end]
+}
+
+// maxCommandLine bounds Event.CommandLine: an audit record, one MQTT message
+// with the others of its batch, stays small.
+const maxCommandLine = 1024
+
+// clipCommandLine cuts a command line longer than maxCommandLine at a rune
+// boundary and ends it with "…" (within the bound).
+func clipCommandLine(s string) string {
+	if len(s) <= maxCommandLine {
+		return s
+	}
+	const more = "…"
+	end := maxCommandLine - len(more)
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return s[:end] + more
 }
 
 // audit fills in the time and hands e to the Audit callback, if any.

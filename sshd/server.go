@@ -157,6 +157,12 @@ type Server struct {
 	// from connection goroutines and must not block.
 	Audit func(Event)
 
+	// AuditCommandLines puts the whole command line of each exec request in
+	// its session events (Event.CommandLine) and log lines. Off by default:
+	// users type secrets into arguments (mysql -psecret), and the events go to
+	// the log and, through the agent, to a cloud topic.
+	AuditCommandLines bool
+
 	// Logger receives operational logs; nil means discard.
 	Logger *slog.Logger
 

@@ -49,6 +49,7 @@ type session struct {
 	started bool
 	kind    string
 	command string
+	asked   string // the command line of an exec request, as the client sent it
 	startAt time.Time
 
 	in, out atomic.Int64
@@ -305,6 +306,9 @@ func (sess *session) start(reqType, arg string) (err error) {
 		extraEnv = append(extraEnv, "SSH_ORIGINAL_COMMAND="+original)
 	}
 	sess.kind, sess.command = kind, cmdline
+	if reqType == "exec" {
+		sess.asked = original
+	}
 	switch kind {
 	case "subsystem":
 		if cmdline != "sftp" {
@@ -778,10 +782,16 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 		e.BytesIn, e.BytesOut = sess.in.Load(), sess.out.Load()
 		e.Duration = time.Since(sess.startAt)
 	}
+	if sess.srv.AuditCommandLines {
+		e.CommandLine = clipCommandLine(sess.asked)
+	}
 	if fill != nil {
 		fill(&e)
 	}
 	attrs := []any{"remote", e.Remote, "user", e.User, "kind", e.Kind, "command", e.Command}
+	if e.CommandLine != "" {
+		attrs = append(attrs, "command_line", e.CommandLine)
+	}
 	if t == EventSessionEnd { // the outcome is known only at the end
 		attrs = append(attrs, "exit", e.ExitStatus, "in", e.BytesIn, "out", e.BytesOut)
 		if e.ExitSignal != "" {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -111,6 +112,49 @@ func TestSessionAudit(t *testing.T) {
 	}
 	if ok := e.eventsOf(EventLoginSuccess); len(ok) != 1 || ok[0].KeyFingerprint != gossh.FingerprintSHA256(e.key.PublicKey()) {
 		t.Errorf("login events = %+v", ok)
+	}
+}
+
+// TestAuditCommandLines: by default no event or log line has a command's
+// arguments; with AuditCommandLines the session events and their log lines
+// have the whole line the client sent (for a forced command, the one it asked
+// for), cut at maxCommandLine bytes.
+func TestAuditCommandLines(t *testing.T) {
+	secret := "mysql -psecret-" + strings.Repeat("x", 8)
+	e := newEnv(t, nil)
+	run(t, e.login("root"), secret+" 2>/dev/null; true", "")
+	waitFor(t, "session end", func() bool { return len(e.eventsOf(EventSessionEnd)) == 1 })
+	for _, ev := range append(e.eventsOf(EventSessionStart), e.eventsOf(EventSessionEnd)...) {
+		if ev.CommandLine != "" || ev.Command != "mysql" {
+			t.Errorf("by default: %s event has command %q, command line %q", ev.Type, ev.Command, ev.CommandLine)
+		}
+	}
+	if l := e.logs.logged("secret-"); len(l) != 0 {
+		t.Errorf("by default the log has the arguments: %q", l)
+	}
+
+	e = newEnv(t, func(_ *testEnv, s *Server) { s.AuditCommandLines = true })
+	line := secret + " 2>/dev/null; true"
+	long := "true " + strings.Repeat("é", maxCommandLine) // 2-byte runes: the cut must not split one
+	forced := `command="echo forced" ` + string(gossh.MarshalAuthorizedKey(e.key.PublicKey()))
+	c := e.login("root")
+	run(t, c, line, "")
+	run(t, c, long, "")
+	waitFor(t, "two session ends", func() bool { return len(e.eventsOf(EventSessionEnd)) == 2 })
+	e.writeAuthorizedKeys("root", forced)
+	run(t, e.login("root"), "echo asked", "")
+	waitFor(t, "three session ends", func() bool { return len(e.eventsOf(EventSessionEnd)) == 3 })
+	starts, ends := e.eventsOf(EventSessionStart), e.eventsOf(EventSessionEnd)
+	for i, want := range []string{line, clipCommandLine(long), "echo asked"} {
+		if starts[i].CommandLine != want || ends[i].CommandLine != want {
+			t.Errorf("session %d: command line %q at start, %q at end; want %q", i, starts[i].CommandLine, ends[i].CommandLine, want)
+		}
+	}
+	if got := clipCommandLine(long); len(got) > maxCommandLine || !utf8.ValidString(got) || !strings.HasSuffix(got, "é…") {
+		t.Errorf("clipCommandLine(%d bytes) = %d bytes, valid UTF-8 %v, ends %q", len(long), len(got), utf8.ValidString(got), got[len(got)-8:])
+	}
+	if l := e.logs.logged("session-start", "secret-"); len(l) != 1 {
+		t.Errorf("session-start log lines with the arguments: %q, want one", l)
 	}
 }
 
