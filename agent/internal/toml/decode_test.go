@@ -58,6 +58,7 @@ type ssh struct {
 	PermitLocalForward []string          `toml:"permit_local_forward"`
 	AllowRemoteForward bool              `toml:"allow_remote_forward"`
 	AgentForwarding    bool              `toml:"agent_forwarding"`
+	AuditCommandLines  bool              `toml:"audit_command_lines"`
 	Ciphers            []string          `toml:"ciphers"`
 	IdleTimeout        dur               `toml:"idle_timeout"`
 	MaxSessionTime     dur               `toml:"max_session_time"`
