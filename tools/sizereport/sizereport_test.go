@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -63,8 +64,13 @@ func TestBenchBudgets(t *testing.T) {
 	if f.idleRSS != 7.712 || f.loadedRSS != 16.5 {
 		t.Errorf("idle %v, loaded %v MiB; want 7.712 and 16.5", f.idleRSS, f.loadedRSS)
 	}
-	if len(f.order) != 2 || f.ratios["sftp-put"] != 0.686 || f.ratios["scp-put"] != 0.935 {
-		t.Errorf("ratios %v in order %q, want sftp-put 0.686 then scp-put 0.935", f.ratios, f.order)
+	if want := []ratio{{"sftp-put", 0.686}, {"scp-put", 0.935}}; !slices.Equal(f.ratios, want) {
+		t.Errorf("ratios %v, want %v", f.ratios, want)
+	}
+	// A name logged again (a -count 2 run) keeps its place, with the later value.
+	again := parseBench(strings.NewReader(benchOutput + "    bench_test.go:178: RATIO sftp-put tunnel/direct = 80.0/100.0 MiB/s = 0.800\n"))
+	if want := []ratio{{"sftp-put", 0.8}, {"scp-put", 0.935}}; !slices.Equal(again.ratios, want) {
+		t.Errorf("ratios with sftp-put again: %v, want %v", again.ratios, want)
 	}
 	var b strings.Builder
 	if !printBenchBudgets(&b, f) {
