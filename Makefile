@@ -105,7 +105,7 @@ device-gcflags: ## print the device build's -gcflags (agent/cmd/porthole/device.
 	@echo $(DEVICE_GCFLAGS)
 
 .PHONY: device-goexperiment
-device-goexperiment: ## print the device build's GOEXPERIMENT (agent/cmd/porthole/device.goexperiment), if this Go knows it
+device-goexperiment: ## print the device build's GOEXPERIMENT (agent/cmd/porthole/device.goexperiment): the experiments this Go knows
 	@echo $(DEVICE_GOEXPERIMENT)
 
 # make size SIZE_BENCH=0: the binaries only, without the minute of tools/bench.
