@@ -149,7 +149,7 @@ type connState struct {
 	active      int      // channel handlers and forward listeners running
 	done        bool
 	idle        chan struct{} // closed when done and active drops to 0
-	forwards    map[string]net.Listener
+	forwards    map[string]*remoteForward
 }
 
 type stateKey struct{}

@@ -181,9 +181,6 @@ func permitOpenMatch(list []string, host string, port uint32) bool {
 	return false
 }
 
-// proxy copies both ways between an SSH channel and a connection, passing
-// half-closes on, and returns when both directions are done or when ctx (the
-// SSH connection's) ends: a peer that ignores EOF must not outlive it.
 // serveForward accepts on l until it is closed (or the connection ends, which the
 // caller's leave balances) and carries each accepted connection over a channel that
 // open asks the client for: remote (ssh -R) and agent (ssh -A) forwarding alike.
@@ -220,6 +217,9 @@ func (s *Server) serveForward(ctx context.Context, st *connState, l net.Listener
 	}
 }
 
+// proxy copies both ways between an SSH channel and a connection, passing
+// half-closes on, and returns when both directions are done or when ctx (the
+// SSH connection's) ends: a peer that ignores EOF must not outlive it.
 func proxy(ctx context.Context, ch gossh.Channel, c net.Conn) {
 	done := make(chan struct{})
 	defer close(done)
@@ -294,53 +294,111 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 	case !s.PermitRemoteForward(sc.User(), f.BindAddr, f.BindPort):
 		return refuse("not allowed by policy")
 	}
-	host := f.BindAddr
-	switch host {
+	if !st.enter() {
+		return false, nil
+	}
+	rf, err := s.listenForward(f.BindAddr, f.BindPort)
+	if err != nil {
+		st.leave()
+		return refuse("listen failed")
+	}
+	port := uint32(rf.ls[0].Addr().(*net.TCPAddr).Port)
+	key := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(port), 10))
+	// One slot per listener: serveForward leaves one as each returns.
+	entered := 1
+	for range rf.ls[1:] {
+		if !st.enter() {
+			break
+		}
+		entered++
+	}
+	st.mu.Lock()
+	if st.forwards == nil {
+		st.forwards = make(map[string]*remoteForward)
+	}
+	if st.done || entered < len(rf.ls) {
+		st.mu.Unlock()
+		rf.Close()
+		for range entered {
+			st.leave()
+		}
+		return false, nil
+	}
+	st.forwards[key] = rf
+	if f.BindPort == 0 {
+		// Cancels name the port the client asked for.
+		st.forwards[net.JoinHostPort(f.BindAddr, "0")] = rf
+	}
+	st.mu.Unlock()
+	ev.Allowed = true
+	ev.Dest = key
+	s.log().Info("remote forward listening", "remote", st.remote, "user", sc.User(), "bind", rf.String())
+	s.audit(ev)
+	for _, l := range rf.ls {
+		go s.serveForward(ctx, st, l, func(c net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
+			oh, op := splitAddr(c.RemoteAddr())
+			opn, _ := strconv.ParseUint(op, 10, 32)
+			payload := gossh.Marshal(directTCPIP{DestHost: f.BindAddr, DestPort: port, OrigHost: oh, OrigPort: uint32(opn)})
+			return sc.OpenChannel("forwarded-tcpip", payload)
+		})
+	}
+	if f.BindPort == 0 {
+		return true, gossh.Marshal(struct{ Port uint32 }{port})
+	}
+	return true, nil
+}
+
+// remoteForward is the listeners of one ssh -R: one, or two for "localhost".
+type remoteForward struct {
+	ls []net.Listener
+}
+
+func (rf *remoteForward) Close() {
+	for _, l := range rf.ls {
+		l.Close()
+	}
+}
+
+func (rf *remoteForward) String() string {
+	addrs := make([]string, len(rf.ls))
+	for i, l := range rf.ls {
+		addrs[i] = l.Addr().String()
+	}
+	return strings.Join(addrs, " ")
+}
+
+// listenForward opens the listeners of an ssh -R to bind:port. "" and "*" are
+// every address; "localhost" is the loopback address of each family, as in
+// OpenSSH's sshd (ssh sends "localhost" when -R names no bind address, and a
+// program on the device that connects to localhost may try ::1 first): 127.0.0.1,
+// then ::1 on the same port where the host has IPv6. Only the first must
+// succeed, as in sshd, which keeps the sockets it could bind.
+func (s *Server) listenForward(bind string, port uint32) (*remoteForward, error) {
+	listen := s.listen
+	if listen == nil {
+		listen = net.Listen
+	}
+	host := bind
+	switch bind {
 	case "", "*":
 		host = ""
 	case "localhost":
 		host = "127.0.0.1"
 	}
-	if !st.enter() {
-		return false, nil
-	}
-	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.FormatUint(uint64(f.BindPort), 10)))
+	l, err := listen("tcp", net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10)))
 	if err != nil {
-		st.leave()
-		return refuse("listen failed")
+		return nil, err
 	}
-	port := uint32(l.Addr().(*net.TCPAddr).Port)
-	key := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(port), 10))
-	st.mu.Lock()
-	if st.forwards == nil {
-		st.forwards = make(map[string]net.Listener)
+	rf := &remoteForward{ls: []net.Listener{l}}
+	if bind == "localhost" {
+		p := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		if l6, err := listen("tcp", net.JoinHostPort("::1", p)); err == nil {
+			rf.ls = append(rf.ls, l6)
+		} else {
+			s.log().Debug("remote forward on localhost: not listening on ::1", "port", p, "error", err)
+		}
 	}
-	if st.done {
-		st.mu.Unlock()
-		l.Close()
-		st.leave()
-		return false, nil
-	}
-	st.forwards[key] = l
-	if f.BindPort == 0 {
-		// Cancels name the port the client asked for.
-		st.forwards[net.JoinHostPort(f.BindAddr, "0")] = l
-	}
-	st.mu.Unlock()
-	ev.Allowed = true
-	ev.Dest = key
-	s.log().Info("remote forward listening", "remote", st.remote, "user", sc.User(), "bind", l.Addr().String())
-	s.audit(ev)
-	go s.serveForward(ctx, st, l, func(c net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
-		oh, op := splitAddr(c.RemoteAddr())
-		opn, _ := strconv.ParseUint(op, 10, 32)
-		payload := gossh.Marshal(directTCPIP{DestHost: f.BindAddr, DestPort: port, OrigHost: oh, OrigPort: uint32(opn)})
-		return sc.OpenChannel("forwarded-tcpip", payload)
-	})
-	if f.BindPort == 0 {
-		return true, gossh.Marshal(struct{ Port uint32 }{port})
-	}
-	return true, nil
+	return rf, nil
 }
 
 // unprivilegedPortStart is the first port any user may listen on: the
@@ -378,17 +436,17 @@ func (s *Server) handleCancelTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Se
 	}
 	key := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(f.BindPort), 10))
 	st.mu.Lock()
-	l, ok := st.forwards[key]
+	rf, ok := st.forwards[key]
 	if ok {
 		for k, v := range st.forwards {
-			if v == l {
+			if v == rf {
 				delete(st.forwards, k)
 			}
 		}
 	}
 	st.mu.Unlock()
 	if ok {
-		l.Close()
+		rf.Close()
 	}
 	return ok, nil
 }

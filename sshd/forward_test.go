@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -196,6 +198,150 @@ func TestRemoteForward(t *testing.T) {
 			t.Error("policy ignored: listen on 0.0.0.0 allowed")
 		}
 	})
+}
+
+// TestRemoteForwardLocalhost: ssh -R with no bind address sends "localhost",
+// which OpenSSH's sshd serves on the loopback address of each family; a
+// program on the device that connects to localhost may try ::1 first. Tests
+// listen on 127.0.0.1 only, so the listener asked for [::1]:P is a stand-in on
+// 127.0.0.1; what is checked is that it is asked for, on the same port, and
+// served, cancelled and closed with the other.
+func TestRemoteForwardLocalhost(t *testing.T) {
+	type listenCall struct{ addr, standIn string }
+	for _, tc := range []struct {
+		name   string
+		bind   string
+		noIPv6 bool
+		want   int // listeners
+	}{
+		{"localhost: both families", "localhost", false, 2},
+		{"localhost: no IPv6", "localhost", true, 1},
+		{"127.0.0.1: one", "127.0.0.1", false, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var calls []listenCall
+			e := newEnv(t, func(_ *testEnv, s *Server) {
+				s.PermitRemoteForward = func(_, bind string, _ uint32) bool { return true }
+				s.listen = func(network, addr string) (net.Listener, error) {
+					host, _, err := net.SplitHostPort(addr)
+					if err != nil || host != "127.0.0.1" && host != "::1" {
+						t.Errorf("listen %s %s: beyond loopback", network, addr)
+						return nil, syscall.EADDRNOTAVAIL
+					}
+					if host == "::1" && tc.noIPv6 {
+						mu.Lock()
+						calls = append(calls, listenCall{addr: addr})
+						mu.Unlock()
+						return nil, syscall.EADDRNOTAVAIL
+					}
+					real := addr
+					if host == "::1" {
+						real = "127.0.0.1:0"
+					}
+					l, err := net.Listen(network, real)
+					if err == nil {
+						mu.Lock()
+						calls = append(calls, listenCall{addr, l.Addr().String()})
+						mu.Unlock()
+					}
+					return l, err
+				}
+			})
+			nc, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn, chans, reqs, err := gossh.NewClientConn(nc, e.addr, e.clientConfig("root", gossh.PublicKeys(e.key)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			go gossh.DiscardRequests(reqs)
+			opened := make(chan directTCPIP, 4)
+			go func() {
+				for nch := range chans {
+					var p directTCPIP
+					if nch.ChannelType() != "forwarded-tcpip" || gossh.Unmarshal(nch.ExtraData(), &p) != nil {
+						nch.Reject(gossh.Prohibited, "unexpected")
+						continue
+					}
+					opened <- p
+					ch, chReqs, err := nch.Accept()
+					if err != nil {
+						continue
+					}
+					go gossh.DiscardRequests(chReqs)
+					go func() {
+						defer ch.Close()
+						io.Copy(ch, ch)
+					}()
+				}
+			}()
+
+			ok, reply, err := conn.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: tc.bind}))
+			if err != nil || !ok {
+				t.Fatalf("tcpip-forward %s:0 = %v, %v", tc.bind, ok, err)
+			}
+			var port struct{ Port uint32 }
+			if err := gossh.Unmarshal(reply, &port); err != nil || port.Port == 0 {
+				t.Fatalf("tcpip-forward reply %x: %v", reply, err)
+			}
+			mu.Lock()
+			got := append([]listenCall(nil), calls...)
+			mu.Unlock()
+			var served []string
+			for i, c := range got {
+				if i > 0 && c.addr != net.JoinHostPort("::1", strconv.Itoa(int(port.Port))) {
+					t.Errorf("second listen on %s, want ::1 on the first's port %d", c.addr, port.Port)
+				}
+				if c.standIn != "" {
+					served = append(served, c.standIn)
+				}
+			}
+			if wantCalls := map[bool]int{true: 2, false: 1}[tc.bind == "localhost"]; len(got) != wantCalls {
+				t.Fatalf("listen calls %v, want %d", got, wantCalls)
+			}
+			if len(served) != tc.want {
+				t.Fatalf("listening on %v, want %d listeners", served, tc.want)
+			}
+			for _, a := range served {
+				c, err := net.Dial("tcp", a)
+				if err != nil {
+					t.Fatalf("dial %s: %v", a, err)
+				}
+				echoThrough(t, c)
+				p := <-opened
+				if p.DestHost != tc.bind || p.DestPort != port.Port {
+					t.Errorf("forwarded-tcpip for %s:%d, want %s:%d", p.DestHost, p.DestPort, tc.bind, port.Port)
+				}
+			}
+			if !strings.Contains(strings.Join(e.logs.logged("remote forward listening"), "\n"), served[len(served)-1]) {
+				t.Errorf("log does not name listener %s: %q", served[len(served)-1], e.logs.logged("remote forward listening"))
+			}
+
+			// A cancel, and the end of the connection, close every listener.
+			closed := func() bool {
+				for _, a := range served {
+					if c, err := net.Dial("tcp", a); err == nil {
+						c.Close()
+						return false
+					}
+				}
+				return true
+			}
+			if tc.want == 2 {
+				ok, _, err := conn.SendRequest("cancel-tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: tc.bind}))
+				if err != nil || !ok {
+					t.Fatalf("cancel-tcpip-forward %s:0 = %v, %v", tc.bind, ok, err)
+				}
+				waitFor(t, "both listeners closed by the cancel", closed)
+				return
+			}
+			conn.Close()
+			waitFor(t, "the listener closed with the connection", closed)
+		})
+	}
 }
 
 func TestAgentForwarding(t *testing.T) {

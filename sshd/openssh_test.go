@@ -20,9 +20,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -312,6 +314,38 @@ func TestOpenSSHLocalForward(t *testing.T) {
 		return sawDenied
 	})
 	_ = strconv.Itoa
+}
+
+// TestOpenSSHRemoteForward: "ssh -R port:host:port", with no bind address,
+// asks for "localhost", which the server serves on 127.0.0.1 and on ::1 at the
+// same port. (Tests listen on 127.0.0.1 only: the ::1 listen is recorded and
+// refused here, as on a host without IPv6; TestRemoteForwardLocalhost serves a
+// stand-in for it.)
+func TestOpenSSHRemoteForward(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	o := newOpenSSHEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(_, bind string, _ uint32) bool { return bind == "localhost" }
+		s.listen = func(network, addr string) (net.Listener, error) {
+			mu.Lock()
+			asked = append(asked, addr)
+			mu.Unlock()
+			if host, _, _ := net.SplitHostPort(addr); host != "127.0.0.1" {
+				return nil, syscall.EADDRNOTAVAIL
+			}
+			return net.Listen(network, addr)
+		}
+	})
+	echo := echoServer(t)
+	_, echoPort, _ := net.SplitHostPort(echo)
+	port := freePort(t)
+	c, _ := o.forward(t, needProgram(t, "ssh"), port, nil, "-R", port+":127.0.0.1:"+echoPort)
+	echoThrough(t, c)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"127.0.0.1:" + port, "[::1]:" + port}; !slices.Equal(asked, want) {
+		t.Errorf("ssh -R %s: listened on %q, want %q", port, asked, want)
+	}
 }
 
 // TestOpenSSHCipherChoice: which cipher OpenSSH's client ends up with. By

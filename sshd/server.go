@@ -171,6 +171,7 @@ type Server struct {
 	geteuid func() int
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	lookup  func(ctx context.Context, network, host string) ([]netip.Addr, error) // nil: net.DefaultResolver
+	listen  func(network, addr string) (net.Listener, error)                      // nil: net.Listen
 
 	compareHash    func(hash, password []byte) error // nil: bcrypt.CompareHashAndPassword
 	passwordChecks int                               // password checks at once; 0: passwordSlots' default
