@@ -715,6 +715,39 @@ func TestOpenSSHSFTPListing(t *testing.T) {
 	}
 }
 
+// TestOpenSSHSFTPLimits: sftp and scp (OpenSSH 8.7 and later) ask
+// limits@openssh.com and size their requests to it: uploads in WRITEs of
+// 255 KiB, as to OpenSSH's sftp-server, downloads in pkg/sftp's 32 KiB READs.
+// Without the extension they use 32 KiB for both.
+func TestOpenSSHSFTPLimits(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	sftp := needProgram(t, "sftp")
+	src := filepath.Join(o.dir, "local.bin")
+	randomFile(t, src, 3<<20+12_345)
+	got := filepath.Join(o.dir, "fetched.bin")
+	batch := filepath.Join(o.dir, "batch")
+	writeFile(t, batch, fmt.Sprintf("put %s remote.bin\nget remote.bin %s\n", src, got))
+	// sftp's own debug3 (-vvv) prints the sizes it chose; ssh's LogLevel
+	// (ERROR in opts) keeps ssh quiet.
+	args := append(append([]string{"-vvv"}, o.opts()...), "-P", o.port, "-b", batch, "root@127.0.0.1")
+	out, errOut, code := o.run(t, nil, sftp, args...)
+	if code != 0 {
+		t.Fatalf("sftp -b: exit %d\n%s\n%s", code, out, errOut)
+	}
+	sameFile(t, src, filepath.Join(o.home("root"), "remote.bin"))
+	sameFile(t, src, got)
+	want := fmt.Sprintf("server upload/download buffer sizes %d / %d; using %d / %d", maxSFTPWrite, maxSFTPRead, maxSFTPWrite, maxSFTPRead)
+	if !strings.Contains(errOut, want) {
+		var lines []string
+		for _, l := range strings.Split(errOut, "\n") {
+			if strings.Contains(l, "limits") || strings.Contains(l, "buffer sizes") {
+				lines = append(lines, l)
+			}
+		}
+		t.Errorf("sftp did not say %q; its lines on limits:\n%s", want, strings.Join(lines, "\n"))
+	}
+}
+
 // scp (SFTP protocol, OpenSSH 9's default) needs expand-path@openssh.com for
 // host:~user/path, which the server adds to pkg/sftp's extensions and serves.
 // (OpenSSH 9.2's sftp itself does not use it.)

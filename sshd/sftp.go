@@ -33,7 +33,7 @@ func (sess *session) runSFTP(a *account) int {
 		front.close()
 		return sess.ch.Close()
 	}}
-	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir))
+	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead))
 	if err != nil {
 		sess.srv.log().Warn("sftp", "remote", sess.st.remote, "err", err)
 		return 1

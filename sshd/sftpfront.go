@@ -162,9 +162,26 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 // expandPath is OpenSSH's extension that sftp's "cd ~" and "cd ~user" use.
 const expandPath = "expand-path@openssh.com"
 
+// limitsExt is OpenSSH's extension through which sftp and scp (8.7 and later)
+// learn the sizes of the requests a server takes, and size their writes to it.
+const limitsExt = "limits@openssh.com"
+
+// sftpExtReply is SSH_FXP_EXTENDED_REPLY.
+const sftpExtReply = 201
+
+// maxSFTPWrite is the data of a WRITE offered in limits@openssh.com: as
+// OpenSSH's sftp-server offers (SFTP_MAX_MSG_LENGTH less 1 KiB), so that
+// an upload takes a few requests per MiB instead of 32. The session still
+// holds one WRITE at a time (see sftpFront).
+const maxSFTPWrite = maxSFTPPacket - 1024
+
+// maxSFTPRead is the data a READ gets (pkg/sftp's maxTxPacket, at its default),
+// kept so that its 8 workers hold at most 8 such buffers for a download.
+const maxSFTPRead = 32 << 10
+
 // serves reports whether the request of type typ and size bytes (after its
 // length) is served here: SYMLINK, OPENDIR, READDIR (pkg/sftp has no
-// directory handles), CLOSE of a directory handle, expand-path, and an OPEN
+// directory handles), CLOSE of a directory handle, expand-path, limits, and an OPEN
 // while maxOpenFiles files are open, refused. A CLOSE of a file that it
 // hands on to pkg/sftp is no longer counted open.
 //
@@ -200,7 +217,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	case typ == sftpClose:
 		return true
 	case typ == sftpExt:
-		return req.Arg == expandPath
+		return req.Arg == expandPath || req.Arg == limitsExt
 	}
 	switch typ {
 	case sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename:
@@ -248,7 +265,7 @@ func (s *sftpFront) serve(size int) error {
 	}
 	var link struct{ Path string }
 	err := gossh.Unmarshal(pkt[5:], &req)
-	if err == nil && (pkt[4] == sftpSymlink || pkt[4] == sftpExt || pkt[4] == sftpRename) {
+	if err == nil && (pkt[4] == sftpSymlink || pkt[4] == sftpExt && req.Arg == expandPath || pkt[4] == sftpRename) {
 		err = gossh.Unmarshal(req.Rest, &link)
 	}
 	if err != nil {
@@ -282,6 +299,12 @@ func (s *sftpFront) serve(size int) error {
 		delete(s.dirs, req.Arg)
 		reply = sftpStatusPacket(req.ID, d.Close())
 	case sftpExt:
+		if req.Arg == limitsExt {
+			reply = sftpReply(sftpExtReply, req.ID, gossh.Marshal(struct {
+				Packet, Read, Write, Handles uint64
+			}{maxSFTPPacket, maxSFTPRead, maxSFTPWrite, maxOpenFiles}))
+			break
+		}
 		reply = s.expand(req.ID, link.Path)
 	case sftpOpen: // refused: see maxOpenFiles
 		reply = sftpStatusPacket(req.ID, syscall.EMFILE)
@@ -365,14 +388,14 @@ func (s *sftpFront) local(p string) string {
 }
 
 // Write passes pkg/sftp's replies on and counts those written whole. Its
-// first, SSH_FXP_VERSION, gets expand-path@openssh.com added to the
-// extensions pkg/sftp lists.
+// first, SSH_FXP_VERSION, gets expand-path@openssh.com and
+// limits@openssh.com added to the extensions pkg/sftp lists.
 func (s *sftpFront) Write(b []byte) (int, error) {
 	out := b
 	if !s.versioned {
 		s.versioned = true
 		if len(b) > 4 && b[4] == sftpVersion && int(binary.BigEndian.Uint32(b)) == len(b)-4 {
-			out = append(b[:len(b):len(b)], gossh.Marshal(struct{ Name, Data string }{expandPath, "1"})...)
+			out = append(b[:len(b):len(b)], gossh.Marshal(struct{ Name, Data, Name2, Data2 string }{expandPath, "1", limitsExt, "1"})...)
 			binary.BigEndian.PutUint32(out, uint32(len(out)-4))
 		}
 	}

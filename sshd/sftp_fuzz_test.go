@@ -1,0 +1,173 @@
+package sshd
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/pkg/sftp"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// sftpPacket frames an SFTP packet of type typ with the fields of body.
+func sftpPacket(typ byte, body ...any) []byte {
+	var b []byte
+	for _, f := range body {
+		switch v := f.(type) {
+		case uint32:
+			b = binary.BigEndian.AppendUint32(b, v)
+		case string:
+			b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+			b = append(b, v...)
+		case []byte:
+			b = append(b, v...)
+		}
+	}
+	return append(binary.BigEndian.AppendUint32(nil, uint32(1+len(b))), append([]byte{typ}, b...)...)
+}
+
+// sftpReadOnly rewrites, in a client's stream of SFTP packets, every request
+// that could change the file system or block on it into a STAT of the same
+// path (the same layout: id, then a string): OPEN (which also opens FIFOs),
+// WRITE, SETSTAT, FSETSTAT, REMOVE, MKDIR, RMDIR, RENAME, SYMLINK, and every
+// EXTENDED request but those that only read (or one whose name does not
+// parse). The fuzzer runs as root and paths are its to choose. Packets are cut
+// where their lengths say, as the front and pkg/sftp cut them.
+func sftpReadOnly(in []byte) []byte {
+	out := bytes.Clone(in)
+	for rest := out; len(rest) >= 5; {
+		size := binary.BigEndian.Uint32(rest)
+		typ := &rest[4]
+		switch *typ {
+		case 3, 6, 9, 10, 13, 14, 15, 18, 20:
+			*typ = 17 // SSH_FXP_STAT
+		case sftpExt:
+			var req struct {
+				ID   uint32
+				Name string
+				Rest []byte `ssh:"rest"`
+			}
+			end := min(uint64(len(rest)), 4+uint64(size))
+			if gossh.Unmarshal(rest[5:end], &req) != nil || req.Name != expandPath && req.Name != limitsExt && req.Name != "statvfs@openssh.com" {
+				*typ = 17
+			}
+		}
+		if uint64(len(rest)) < 4+uint64(size) {
+			break
+		}
+		rest = rest[4+size:]
+	}
+	return out
+}
+
+// FuzzSFTPFront sends a client's stream of requests (after a valid INIT) to an
+// SFTP session as runSFTP wires it, the front before pkg/sftp, with requests
+// that could change the file system made read-only (sftpReadOnly). The
+// session must end when the stream does, and what it sends back must be whole
+// packets, one after another: the front's own replies never land inside one
+// of pkg/sftp's.
+func FuzzSFTPFront(f *testing.F) {
+	init := sftpPacket(1, uint32(3))
+	f.Add(sftpPacket(200, uint32(1), limitsExt))
+	f.Add(append(sftpPacket(200, uint32(1), expandPath, "."), sftpPacket(200, uint32(2), expandPath, "~root/x")...))
+	f.Add(bytes.Join([][]byte{
+		sftpPacket(11, uint32(1), "."), sftpPacket(12, uint32(2), "d1"), sftpPacket(12, uint32(3), "d1"),
+		sftpPacket(4, uint32(4), "d1"), sftpPacket(4, uint32(5), "d1"), sftpPacket(17, uint32(6), "."),
+	}, nil))
+	f.Add(append(sftpPacket(16, uint32(1), "."), sftpPacket(200, uint32(2), "statvfs@openssh.com", ".")...))
+	f.Add(sftpPacket(200, uint32(1), limitsExt, "trailing"))
+	f.Add(sftpPacket(200, uint32(1)))
+	f.Add([]byte{0, 0, 0, 3, 12, 0, 0})
+	f.Add([]byte{0, 0, 0, 0})
+	f.Add([]byte{0, 0, 0, 9, 4, 0, 0, 0, 1, 0, 0, 0, 9})
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		replies := runSFTPStream(t, append(bytes.Clone(init), sftpReadOnly(stream)...))
+		for n := 0; len(replies) > 0; n++ {
+			if len(replies) < 4 {
+				t.Fatalf("reply %d: %d bytes, not a whole length", n, len(replies))
+			}
+			size := binary.BigEndian.Uint32(replies)
+			if size < 5 || uint64(size) > uint64(len(replies)-4) {
+				t.Fatalf("reply %d: length %d with %d bytes left", n, size, len(replies)-4)
+			}
+			if n == 0 && replies[4] != sftpVersion {
+				t.Fatalf("first reply is type %d, not VERSION", replies[4])
+			}
+			replies = replies[4+size:]
+		}
+	})
+}
+
+// runSFTPStream serves the client's stream in as runSFTP does, the front
+// before pkg/sftp, in a new directory, and returns what the session sent
+// back once it has ended with the stream.
+func runSFTPStream(t *testing.T, in []byte) []byte {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	front := newSFTPFront(bytes.NewReader(in), &out, dir, func(user string) (string, bool) {
+		return dir, user == ""
+	}, nil)
+	defer front.closeDirs()
+	rw := sftpChannel{Reader: front, Writer: front, close: func() error { front.close(); return nil }}
+	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve() // ends with the stream, or at a malformed packet
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session did not end with the client's stream")
+	}
+	return out.Bytes()
+}
+
+// TestSFTPLimits: limits@openssh.com is offered in VERSION and answered with
+// the sizes the session takes; a request with bytes after the name is
+// answered alike (sftp-server ignores them too).
+func TestSFTPLimits(t *testing.T) {
+	in := bytes.Join([][]byte{
+		sftpPacket(1, uint32(3)),
+		sftpPacket(200, uint32(7), limitsExt),
+		sftpPacket(200, uint32(8), limitsExt, "more"),
+	}, nil)
+	out := runSFTPStream(t, in)
+	var version struct {
+		Version uint32
+		Exts    []byte `ssh:"rest"`
+	}
+	size := binary.BigEndian.Uint32(out)
+	if out[4] != sftpVersion || gossh.Unmarshal(out[5:4+size], &version) != nil {
+		t.Fatalf("first reply %x, want VERSION", out[:min(len(out), 4+int(size))])
+	}
+	if !bytes.Contains(version.Exts, sftpPacket(0, limitsExt, "1")[5:]) {
+		t.Errorf("VERSION's extensions %q do not offer %s", version.Exts, limitsExt)
+	}
+	out = out[4+size:]
+	for _, id := range []uint32{7, 8} {
+		if len(out) < 5 {
+			t.Fatalf("no reply to request %d", id)
+		}
+		size := binary.BigEndian.Uint32(out)
+		var got struct {
+			ID                           uint32
+			Packet, Read, Write, Handles uint64
+		}
+		if out[4] != sftpExtReply || gossh.Unmarshal(out[5:4+size], &got) != nil {
+			t.Fatalf("reply to %d: %x, want EXTENDED_REPLY", id, out[:4+size])
+		}
+		want := struct {
+			ID                           uint32
+			Packet, Read, Write, Handles uint64
+		}{id, 256 << 10, 32 << 10, 255 << 10, maxOpenFiles}
+		if got != want {
+			t.Errorf("limits = %+v, want %+v", got, want)
+		}
+		out = out[4+size:]
+	}
+}
