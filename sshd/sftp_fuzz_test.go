@@ -48,7 +48,7 @@ func sftpReadOnly(in []byte) []byte {
 				Name string
 				Rest []byte `ssh:"rest"`
 			}
-			end := min(uint64(len(rest)), 4+uint64(size))
+			end := max(5, min(uint64(len(rest)), 4+uint64(size)))
 			if gossh.Unmarshal(rest[5:end], &req) != nil || req.Name != expandPath && req.Name != limitsExt && req.Name != "statvfs@openssh.com" {
 				*typ = 17
 			}
@@ -100,12 +100,14 @@ func FuzzSFTPFront(f *testing.F) {
 }
 
 // runSFTPStream serves the client's stream in as runSFTP does, the front
-// before pkg/sftp, in a new directory, and returns what the session sent
-// back once it has ended with the stream.
+// before pkg/sftp, in a new directory, and returns what the session has sent
+// back once it has ended with the stream. (pkg/sftp's Serve returns once its
+// workers have, while its last replies may still be on their way out: out is
+// locked, and a reply is one Write, so what it holds is whole packets.)
 func runSFTPStream(t *testing.T, in []byte) []byte {
 	dir := t.TempDir()
-	var out bytes.Buffer
-	front := newSFTPFront(bytes.NewReader(in), &out, dir, func(user string) (string, bool) {
+	out := &lockedBuffer{}
+	front := newSFTPFront(bytes.NewReader(in), out, dir, func(user string) (string, bool) {
 		return dir, user == ""
 	}, nil)
 	defer front.closeDirs()
@@ -124,7 +126,7 @@ func runSFTPStream(t *testing.T, in []byte) []byte {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the session did not end with the client's stream")
 	}
-	return out.Bytes()
+	return []byte(out.String())
 }
 
 // TestSFTPLimits: limits@openssh.com is offered in VERSION and answered with
