@@ -130,7 +130,11 @@
 // and ".." and long names in its "ls -l" format (with the year for a time in
 // the future or more than six months ago). Besides pkg/sftp's extensions
 // (posix-rename, statvfs, hardlink) it serves expand-path@openssh.com, which
-// scp's default SFTP mode needs for host:~user/path.
+// scp's default SFTP mode needs for host:~user/path, limits@openssh.com
+// (OpenSSH 8.7+ then uploads in 255 KiB writes instead of 32 KiB) and
+// users-groups-by-id@openssh.com (sftp's ls -l names owners and groups from
+// the server's passwd and group files). copy-data (sftp's cp) is not served:
+// sftp says so.
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the

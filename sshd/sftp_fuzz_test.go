@@ -3,6 +3,7 @@ package sshd
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"testing"
 	"time"
 
@@ -49,7 +50,7 @@ func sftpReadOnly(in []byte) []byte {
 				Rest []byte `ssh:"rest"`
 			}
 			end := max(5, min(uint64(len(rest)), 4+uint64(size)))
-			if gossh.Unmarshal(rest[5:end], &req) != nil || req.Name != expandPath && req.Name != limitsExt && req.Name != "statvfs@openssh.com" {
+			if gossh.Unmarshal(rest[5:end], &req) != nil || !slices.Contains(sftpExtensions, req.Name) && req.Name != "statvfs@openssh.com" {
 				*typ = 17
 			}
 		}
@@ -78,6 +79,7 @@ func FuzzSFTPFront(f *testing.F) {
 	f.Add(append(sftpPacket(16, uint32(1), "."), sftpPacket(200, uint32(2), "statvfs@openssh.com", ".")...))
 	f.Add(sftpPacket(200, uint32(1), limitsExt, "trailing"))
 	f.Add(sftpPacket(200, uint32(1)))
+	f.Add(sftpPacket(200, uint32(1), usersGroupsExt, "\x00\x00\x00\x00\x00\x00\x03\xe8", "\x00\x00\x00\x0a"))
 	f.Add([]byte{0, 0, 0, 3, 12, 0, 0})
 	f.Add([]byte{0, 0, 0, 0})
 	f.Add([]byte{0, 0, 0, 9, 4, 0, 0, 0, 1, 0, 0, 0, 9})
@@ -171,5 +173,51 @@ func TestSFTPLimits(t *testing.T) {
 			t.Errorf("limits = %+v, want %+v", got, want)
 		}
 		out = out[4+size:]
+	}
+}
+
+// TestSFTPUsersGroupsByID: ids are answered in order, "" for those the
+// passwd and group files do not name (here there are none: no Server), and a
+// list that is not whole uint32s is refused without ending the session.
+func TestSFTPUsersGroupsByID(t *testing.T) {
+	ids := func(n ...uint32) string {
+		var b []byte
+		for _, v := range n {
+			b = binary.BigEndian.AppendUint32(b, v)
+		}
+		return string(b)
+	}
+	out := runSFTPStream(t, bytes.Join([][]byte{
+		sftpPacket(1, uint32(3)),
+		sftpPacket(200, uint32(5), usersGroupsExt, ids(0, 1000), ids(7)),
+		sftpPacket(200, uint32(6), usersGroupsExt, "abc", ""),
+		sftpPacket(200, uint32(7), limitsExt),
+	}, nil))
+	var replies [][]byte
+	for len(out) >= 4 {
+		size := binary.BigEndian.Uint32(out)
+		replies = append(replies, out[4:4+size])
+		out = out[4+size:]
+	}
+	if len(replies) != 4 {
+		t.Fatalf("%d replies, want VERSION and three", len(replies))
+	}
+	var names struct {
+		ID            uint32
+		Users, Groups string
+	}
+	if replies[1][0] != sftpExtReply || gossh.Unmarshal(replies[1][1:], &names) != nil {
+		t.Fatalf("reply to users-groups-by-id: %x", replies[1])
+	}
+	empty := string(gossh.Marshal(struct{ A string }{""}))
+	if names.ID != 5 || names.Users != empty+empty || names.Groups != empty {
+		t.Errorf("users-groups-by-id = %+v, want two and one empty names", names)
+	}
+	var status struct{ ID, Code uint32 }
+	if replies[2][0] != sftpStatus || gossh.Unmarshal(replies[2][1:9], &status) != nil || status.ID != 6 || status.Code != sftpFailure {
+		t.Errorf("reply to a malformed id list: %x, want a failure status for 6", replies[2])
+	}
+	if replies[3][0] != sftpExtReply {
+		t.Errorf("the session did not go on after the malformed request: %x", replies[3])
 	}
 }

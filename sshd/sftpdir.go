@@ -117,6 +117,21 @@ type idNames struct {
 }
 
 func (m *idNames) user(uid uint32) string {
+	if n, ok := m.lookupUser(uid); ok {
+		return n
+	}
+	return strconv.FormatUint(uint64(uid), 10)
+}
+
+func (m *idNames) group(gid uint32) string {
+	if n, ok := m.lookupGroup(gid); ok {
+		return n
+	}
+	return strconv.FormatUint(uint64(gid), 10)
+}
+
+// lookupUser is the name of uid, if the passwd file has one.
+func (m *idNames) lookupUser(uid uint32) (string, bool) {
 	if m.users == nil {
 		m.users = map[uint32]string{}
 		if m.srv != nil {
@@ -129,10 +144,12 @@ func (m *idNames) user(uid uint32) string {
 			}
 		}
 	}
-	return nameOr(m.users, uid)
+	n, ok := m.users[uid]
+	return n, ok
 }
 
-func (m *idNames) group(gid uint32) string {
+// lookupGroup is the name of gid, if the group file has one.
+func (m *idNames) lookupGroup(gid uint32) (string, bool) {
 	if m.groups == nil {
 		m.groups = map[uint32]string{}
 		if m.srv != nil {
@@ -146,15 +163,8 @@ func (m *idNames) group(gid uint32) string {
 			}
 		}
 	}
-	return nameOr(m.groups, gid)
-}
-
-// nameOr is the name of id in names, else the number.
-func nameOr(names map[uint32]string, id uint32) string {
-	if n, ok := names[id]; ok {
-		return n
-	}
-	return strconv.FormatUint(uint64(id), 10)
+	n, ok := m.groups[gid]
+	return n, ok
 }
 
 // longName is the "ls -l" line of an entry as sftp-server's ls_file

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -166,6 +167,14 @@ const expandPath = "expand-path@openssh.com"
 // learn the sizes of the requests a server takes, and size their writes to it.
 const limitsExt = "limits@openssh.com"
 
+// usersGroupsExt is OpenSSH's extension (9.1 and later) through which sftp
+// names the owners and groups of the files it lists with ls -l.
+const usersGroupsExt = "users-groups-by-id@openssh.com"
+
+// sftpExtensions are the extensions served here, added to pkg/sftp's in
+// SSH_FXP_VERSION.
+var sftpExtensions = []string{expandPath, limitsExt, usersGroupsExt}
+
 // sftpExtReply is SSH_FXP_EXTENDED_REPLY.
 const sftpExtReply = 201
 
@@ -181,7 +190,7 @@ const maxSFTPRead = 32 << 10
 
 // serves reports whether the request of type typ and size bytes (after its
 // length) is served here: SYMLINK, OPENDIR, READDIR (pkg/sftp has no
-// directory handles), CLOSE of a directory handle, expand-path, limits, and an OPEN
+// directory handles), CLOSE of a directory handle, the sftpExtensions, and an OPEN
 // while maxOpenFiles files are open, refused. A CLOSE of a file that it
 // hands on to pkg/sftp is no longer counted open.
 //
@@ -217,7 +226,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	case typ == sftpClose:
 		return true
 	case typ == sftpExt:
-		return req.Arg == expandPath || req.Arg == limitsExt
+		return slices.Contains(sftpExtensions, req.Arg)
 	}
 	switch typ {
 	case sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename:
@@ -299,13 +308,16 @@ func (s *sftpFront) serve(size int) error {
 		delete(s.dirs, req.Arg)
 		reply = sftpStatusPacket(req.ID, d.Close())
 	case sftpExt:
-		if req.Arg == limitsExt {
+		switch req.Arg {
+		case limitsExt:
 			reply = sftpReply(sftpExtReply, req.ID, gossh.Marshal(struct {
 				Packet, Read, Write, Handles uint64
 			}{maxSFTPPacket, maxSFTPRead, maxSFTPWrite, maxOpenFiles}))
-			break
+		case usersGroupsExt:
+			reply = s.usersGroups(req.ID, req.Rest)
+		default:
+			reply = s.expand(req.ID, link.Path)
 		}
-		reply = s.expand(req.ID, link.Path)
 	case sftpOpen: // refused: see maxOpenFiles
 		reply = sftpStatusPacket(req.ID, syscall.EMFILE)
 	}
@@ -379,6 +391,30 @@ func (s *sftpFront) expand(id uint32, p string) []byte {
 	}{1, real, "", 0}))
 }
 
+// usersGroups answers users-groups-by-id@openssh.com: two strings of
+// packed uint32 ids, uids then gids, are answered with two strings that
+// hold the name of each, in order, "" for an id the passwd or group file
+// does not name (the client then shows the number), as sftp-server does.
+func (s *sftpFront) usersGroups(id uint32, body []byte) []byte {
+	var req struct{ UIDs, GIDs string }
+	if gossh.Unmarshal(body, &req) != nil || len(req.UIDs)%4 != 0 || len(req.GIDs)%4 != 0 {
+		return sftpStatusPacket(id, syscall.EINVAL)
+	}
+	names := idNames{srv: s.srv}
+	list := func(ids string, name func(uint32) (string, bool)) string {
+		var out []byte
+		for i := 0; i < len(ids); i += 4 {
+			n, _ := name(binary.BigEndian.Uint32([]byte(ids[i : i+4])))
+			out = binary.BigEndian.AppendUint32(out, uint32(len(n)))
+			out = append(out, n...)
+		}
+		return string(out)
+	}
+	return sftpReply(sftpExtReply, id, gossh.Marshal(struct{ Users, Groups string }{
+		list(req.UIDs, names.lookupUser), list(req.GIDs, names.lookupGroup),
+	}))
+}
+
 // local resolves a client's path against the working directory.
 func (s *sftpFront) local(p string) string {
 	if !path.IsAbs(p) {
@@ -388,14 +424,17 @@ func (s *sftpFront) local(p string) string {
 }
 
 // Write passes pkg/sftp's replies on and counts those written whole. Its
-// first, SSH_FXP_VERSION, gets expand-path@openssh.com and
-// limits@openssh.com added to the extensions pkg/sftp lists.
+// first, SSH_FXP_VERSION, gets sftpExtensions added to the extensions
+// pkg/sftp lists.
 func (s *sftpFront) Write(b []byte) (int, error) {
 	out := b
 	if !s.versioned {
 		s.versioned = true
 		if len(b) > 4 && b[4] == sftpVersion && int(binary.BigEndian.Uint32(b)) == len(b)-4 {
-			out = append(b[:len(b):len(b)], gossh.Marshal(struct{ Name, Data, Name2, Data2 string }{expandPath, "1", limitsExt, "1"})...)
+			out = b[:len(b):len(b)]
+			for _, ext := range sftpExtensions {
+				out = append(out, gossh.Marshal(struct{ Name, Data string }{ext, "1"})...)
+			}
 			binary.BigEndian.PutUint32(out, uint32(len(out)-4))
 		}
 	}
