@@ -404,9 +404,13 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	}
 }
 
+// commonOpts are the OpenSSH client's options for the boards. ConnectTimeout
+// also bounds the banner exchange; it is 60 s because an emulated guest can
+// stall: a lone mipsel board once stopped for 26 s (its clock too) while nine
+// sessions were being opened, and the tenth login gave up at 20 s.
 func commonOpts(h *host) []string {
 	return []string{"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20", "-i", h.sshKey, "-o", "IdentitiesOnly=yes"}
+		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=60", "-i", h.sshKey, "-o", "IdentitiesOnly=yes"}
 }
 
 func sshOpts(h *host, port int) []string {
