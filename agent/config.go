@@ -5,10 +5,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -359,7 +359,7 @@ func (l LogConfig) level() (slog.Level, error) {
 
 // NewLogger builds the agent's logger on w from the log settings. Its level is
 // level, set from l; a reload sets it again (SetLevel).
-func (l LogConfig) NewLogger(w *os.File, level *slog.LevelVar) *slog.Logger {
+func (l LogConfig) NewLogger(w io.Writer, level *slog.LevelVar) *slog.Logger {
 	l.SetLevel(level)
 	opts := &slog.HandlerOptions{Level: level}
 	if l.Format == "json" {

@@ -519,3 +519,54 @@ func TestFaultAgentStoppedEndsSessions(t *testing.T) {
 		t.Fatalf("ssh still running 15 s after the agent stopped\n%s", s.AgentLog)
 	}
 }
+
+// TestFaultLogOutputStalls: the agent's log destination stops taking lines (a
+// serial console whose UART stalls, a supervisor that stops draining the
+// pipe). The agent keeps serving: an upload through the tunnel and new logins
+// while nothing is read from its output (a one-page pipe, which the agent's
+// first lines fill); once the output is read again, a line says how many log
+// lines were dropped meanwhile.
+func TestFaultLogOutputStalls(t *testing.T) {
+	s := stack.Start(t, stack.Options{AgentPipe: 4096})
+	open := s.OpenTunnel("SSH")
+	port, _, stop := s.Connect(open)
+	t.Cleanup(stop)
+	s.MustSSH(port, "true")
+	t.Cleanup(s.AgentLog.Resume)
+	from := s.AgentLog.Len()
+	s.AgentLog.Stall()
+
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	done := make(chan error, 1)
+	go func() {
+		if err := uploadHash(s, port, data); err != nil {
+			done <- err
+			return
+		}
+		// Logins log a few lines each: enough to fill the agent's queue.
+		for i := range 40 {
+			out, err := s.SSH(port, "echo login")
+			if err == nil && out != "login\n" {
+				err = fmt.Errorf("login %d printed %q", i, out)
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("with its log output stalled: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the agent stopped serving while its log output was stalled")
+	}
+
+	s.AgentLog.Resume()
+	m := s.AgentLog.Wait(t, regexp.MustCompile(`log lines dropped.* dropped=(\d+)`), from, 30*time.Second)
+	t.Logf("the agent dropped %s log lines while its output was stalled", m[1])
+}

@@ -142,7 +142,12 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	closeInheritedOnExec()
 	setMemoryLimit(os.Getenv, totalRAM())
 	var level slog.LevelVar
-	log := cfg.Log.NewLogger(os.Stderr, &level)
+	out := newLogWriter(os.Stderr)
+	defer out.close(2 * time.Second)
+	log := cfg.Log.NewLogger(out, &level)
+	out.onDropped(func(n int) {
+		log.Warn("log lines dropped: the log output did not take them in time", "dropped", n)
+	})
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		return agent.Usagef("%w", err)

@@ -10,15 +10,43 @@ import (
 
 // Log collects a process's output and lets a test wait for a line.
 type Log struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	cond chan struct{}
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	cond    chan struct{}
+	stalled chan struct{} // non-nil: Write waits until it is closed
 }
 
 // NewLog makes an empty Log.
 func NewLog() *Log { return &Log{cond: make(chan struct{}, 1)} }
 
+// Stall makes Write wait until Resume: a process whose output exec copies
+// into the Log through a pipe then blocks in its writes once the pipe is
+// full, as with a log destination that stops reading.
+func (l *Log) Stall() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stalled == nil {
+		l.stalled = make(chan struct{})
+	}
+}
+
+// Resume lets a stalled Log take writes again.
+func (l *Log) Resume() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stalled != nil {
+		close(l.stalled)
+		l.stalled = nil
+	}
+}
+
 func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	stalled := l.stalled
+	l.mu.Unlock()
+	if stalled != nil {
+		<-stalled
+	}
 	l.mu.Lock()
 	l.buf.Write(p)
 	l.mu.Unlock()

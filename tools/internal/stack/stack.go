@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -33,6 +34,7 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/tools/tunneld"
@@ -71,6 +73,10 @@ type Options struct {
 	// it is "debug". Empty means "debug": CheckNoSecrets then also reads what the
 	// debug lines say. Benchmarks set "info" (a debug line per frame costs CPU).
 	LogLevel string
+	// AgentPipe, if set, is the size of the pipe the agent writes its output
+	// into (F_SETPIPE_SZ, at least a page): a test that stalls AgentLog then
+	// blocks the agent's writes after that much instead of the default 64 KiB.
+	AgentPipe int
 }
 
 // Stack is one running path. Its fields are read-only after Start.
@@ -332,8 +338,26 @@ func (s *Stack) StartAgent() {
 	cmd := exec.Command(s.Bin, "agent", "-c", s.Config)
 	cmd.Env = append(os.Environ(), s.opt.Env...)
 	cmd.Stdout, cmd.Stderr = s.AgentLog, s.AgentLog
+	var r, w *os.File
+	if s.opt.AgentPipe > 0 {
+		var err error
+		if r, w, err = os.Pipe(); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, s.opt.AgentPipe); err != nil {
+			tb.Fatalf("F_SETPIPE_SZ %d: %v", s.opt.AgentPipe, err)
+		}
+		cmd.Stdout, cmd.Stderr = w, w
+	}
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
+	}
+	if w != nil {
+		w.Close() // the agent holds it; r ends when the agent does
+		go func() {
+			io.Copy(s.AgentLog, r)
+			r.Close()
+		}()
 	}
 	s.Agent = cmd
 	tb.Cleanup(func() {
