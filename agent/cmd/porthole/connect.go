@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/porthole-iot/porthole/agent"
 	"github.com/porthole-iot/porthole/agent/tunnel"
@@ -65,7 +66,12 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	case *stdio != "":
 		level = slog.LevelWarn // a ProxyCommand is quiet unless something is wrong
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
+	// As the agent's (logWriter): a terminal paused with Ctrl-S must not stop
+	// the connections.
+	out := newLogWriter(stderr)
+	defer out.close(2 * time.Second)
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
+	out.onDropped(func(n int) { log.Warn("log lines dropped: the terminal did not take them in time", "dropped", n) })
 
 	set := flagsGiven(fs)
 	tok, from, err := accessToken(set["token"], *tokenArg, set["token-file"], *tokenFile, os.Getenv)
