@@ -15,29 +15,27 @@ const logQueue = 64 << 10
 // so that a destination that stops taking them cannot stop the agent. A
 // blocked write of the log would hold the log handler's lock, and with it
 // every goroutine that logs: the SSH server's logins and the tunnel's streams
-// among them, so an operator could not get in while, say, the serial console
-// of a board stalls (one stalled for 26 s) or a supervisor stops draining the
-// agent's pipe. Lines wait in a queue of at most logQueue bytes; past it they
-// are dropped and counted, and once a line has been written again, the
-// function given to onDropped (a line through the agent's logger, in its
-// format) is told how many were lost.
+// among them, so an operator could not get in while, say, a serial console
+// stalls or a supervisor stops draining the agent's pipe. Lines wait in a
+// queue of at most logQueue bytes; past it they are dropped and counted, and
+// once a line has been written again, the function given to onDropped (a line
+// through the agent's logger, in its format) is told how many were lost. The
+// goroutine runs while there are lines to write: an idle agent has none.
 type logWriter struct {
 	w io.Writer
 
 	mu      sync.Mutex
 	closed  bool
+	writing bool // a goroutine is writing the queue
 	dropped func(n int)
-	queue   [][]byte // lines waiting, oldest first; queue[0] is being written
-	queued  int      // their bytes
-	lost    int      // lines dropped since the last report
-	wake    chan struct{}
-	drained chan struct{} // closed and replaced when the queue empties
+	queue   [][]byte      // lines waiting, oldest first; queue[0] is being written
+	queued  int           // their bytes
+	lost    int           // lines dropped since the last report
+	drained chan struct{} // closed when the queue empties
 }
 
 func newLogWriter(w io.Writer) *logWriter {
-	l := &logWriter{w: w, wake: make(chan struct{}, 1), drained: make(chan struct{})}
-	go l.run()
-	return l
+	return &logWriter{w: w}
 }
 
 // onDropped sets the function told how many lines were dropped.
@@ -59,39 +57,38 @@ func (l *logWriter) Write(p []byte) (int, error) {
 	default:
 		l.queue = append(l.queue, bytes.Clone(p))
 		l.queued += len(p)
-		select {
-		case l.wake <- struct{}{}:
-		default:
+		if !l.writing {
+			l.writing = true
+			l.drained = make(chan struct{})
+			go l.run()
 		}
 	}
 	return len(p), nil
 }
 
-// run writes the queued lines in order until close.
+// run writes the queued lines in order until the queue is empty.
 func (l *logWriter) run() {
-	for range l.wake {
-		for {
-			l.mu.Lock()
-			if len(l.queue) == 0 {
-				close(l.drained)
-				l.drained = make(chan struct{})
-				l.queue = nil // let the backing array of a burst go
-				l.mu.Unlock()
-				break
-			}
-			line := l.queue[0]
+	for {
+		l.mu.Lock()
+		if len(l.queue) == 0 {
+			l.writing = false
+			l.queue = nil // let the backing array of a burst go
+			close(l.drained)
 			l.mu.Unlock()
-			l.w.Write(line) // an error is the destination's: nowhere else to say it
-			l.mu.Lock()
-			l.queue[0] = nil
-			l.queue = l.queue[1:]
-			l.queued -= len(line)
-			lost, report := l.lost, l.dropped
-			l.lost = 0
-			l.mu.Unlock()
-			if lost > 0 && report != nil {
-				report(lost)
-			}
+			return
+		}
+		line := l.queue[0]
+		l.mu.Unlock()
+		l.w.Write(line) // an error is the destination's: nowhere else to say it
+		l.mu.Lock()
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
+		l.queued -= len(line)
+		lost, report := l.lost, l.dropped
+		l.lost = 0
+		l.mu.Unlock()
+		if lost > 0 && report != nil {
+			report(lost)
 		}
 	}
 }
@@ -101,7 +98,7 @@ func (l *logWriter) run() {
 // destination that takes none.
 func (l *logWriter) flush(d time.Duration) {
 	l.mu.Lock()
-	if len(l.queue) == 0 {
+	if !l.writing {
 		l.mu.Unlock()
 		return
 	}
@@ -115,14 +112,11 @@ func (l *logWriter) flush(d time.Duration) {
 	}
 }
 
-// close flushes (for at most d) and stops the writing goroutine; what is
-// logged after it is dropped (the agent is exiting).
+// close flushes (for at most d); what is logged after it is dropped (the
+// agent is exiting).
 func (l *logWriter) close(d time.Duration) {
 	l.flush(d)
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.closed {
-		l.closed = true
-		close(l.wake)
-	}
+	l.closed = true
+	l.mu.Unlock()
 }
