@@ -52,7 +52,7 @@ func (l *logWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	switch {
 	case l.closed:
-	case l.queued+len(p) > logQueue:
+	case l.queued > 0 && l.queued+len(p) > logQueue: // a longer line alone is taken
 		l.lost++
 	default:
 		l.queue = append(l.queue, bytes.Clone(p))

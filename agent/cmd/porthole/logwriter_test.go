@@ -96,3 +96,28 @@ func TestLogWriterDoesNotBlock(t *testing.T) {
 		t.Errorf("%d records of ~100 bytes queued, more than logQueue (%d bytes) holds", next, logQueue)
 	}
 }
+
+// TestLogWriterLongLine: a record longer than the whole queue is written when
+// nothing else waits, not dropped for its length.
+func TestLogWriterLongLine(t *testing.T) {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	out := newLogWriter(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}))
+	defer out.close(0)
+	long := strings.Repeat("y", logQueue+1) + "\n"
+	out.Write([]byte(long))
+	out.flush(10 * time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if buf.String() != long {
+		t.Errorf("a %d-byte line alone: %d bytes written", len(long), buf.Len())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
