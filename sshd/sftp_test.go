@@ -447,8 +447,7 @@ func TestSFTPOpenFilesBoundedPadded(t *testing.T) {
 	}
 	pad := make([]byte, maxServedPacket+16)
 	send := func(typ byte, body []byte) {
-		p := binary.BigEndian.AppendUint32(nil, uint32(1+len(body)))
-		if _, err := s.ch.Write(append(append(p, typ), body...)); err != nil {
+		if _, err := s.ch.Write(sftpPacket(typ, body)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -396,21 +396,21 @@ func (s *sftpFront) expand(id uint32, p string) []byte {
 // hold the name of each, in order, "" for an id the passwd or group file
 // does not name (the client then shows the number), as sftp-server does.
 func (s *sftpFront) usersGroups(id uint32, body []byte) []byte {
-	var req struct{ UIDs, GIDs string }
+	var req struct{ UIDs, GIDs []byte }
 	if gossh.Unmarshal(body, &req) != nil || len(req.UIDs)%4 != 0 || len(req.GIDs)%4 != 0 {
 		return sftpStatusPacket(id, syscall.EINVAL)
 	}
 	names := idNames{srv: s.srv}
-	list := func(ids string, name func(uint32) (string, bool)) string {
+	list := func(ids []byte, name func(uint32) (string, bool)) []byte {
 		var out []byte
 		for i := 0; i < len(ids); i += 4 {
-			n, _ := name(binary.BigEndian.Uint32([]byte(ids[i : i+4])))
+			n, _ := name(binary.BigEndian.Uint32(ids[i:]))
 			out = binary.BigEndian.AppendUint32(out, uint32(len(n)))
 			out = append(out, n...)
 		}
-		return string(out)
+		return out
 	}
-	return sftpReply(sftpExtReply, id, gossh.Marshal(struct{ Users, Groups string }{
+	return sftpReply(sftpExtReply, id, gossh.Marshal(struct{ Users, Groups []byte }{
 		list(req.UIDs, names.lookupUser), list(req.GIDs, names.lookupGroup),
 	}))
 }

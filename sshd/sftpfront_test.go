@@ -84,21 +84,31 @@ func FuzzSFTPFront(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0})
 	f.Add([]byte{0, 0, 0, 9, 4, 0, 0, 0, 1, 0, 0, 0, 9})
 	f.Fuzz(func(t *testing.T, stream []byte) {
-		replies := runSFTPStream(t, append(bytes.Clone(init), sftpReadOnly(stream)...))
-		for n := 0; len(replies) > 0; n++ {
-			if len(replies) < 4 {
-				t.Fatalf("reply %d: %d bytes, not a whole length", n, len(replies))
-			}
-			size := binary.BigEndian.Uint32(replies)
-			if size < 5 || uint64(size) > uint64(len(replies)-4) {
-				t.Fatalf("reply %d: length %d with %d bytes left", n, size, len(replies)-4)
-			}
-			if n == 0 && replies[4] != sftpVersion {
-				t.Fatalf("first reply is type %d, not VERSION", replies[4])
-			}
-			replies = replies[4+size:]
+		replies := sftpReplies(t, runSFTPStream(t, append(bytes.Clone(init), sftpReadOnly(stream)...)))
+		if len(replies) > 0 && replies[0][0] != sftpVersion {
+			t.Fatalf("first reply is type %d, not VERSION", replies[0][0])
 		}
 	})
+}
+
+// sftpReplies cuts what a session sent back into its packets (the type first,
+// the length left off), failing t if one is torn or shorter than a type and
+// an id (or VERSION's version).
+func sftpReplies(t testing.TB, out []byte) [][]byte {
+	t.Helper()
+	var replies [][]byte
+	for n := 0; len(out) > 0; n++ {
+		if len(out) < 4 {
+			t.Fatalf("reply %d: %d bytes, not a whole length", n, len(out))
+		}
+		size := binary.BigEndian.Uint32(out)
+		if size < 5 || uint64(size) > uint64(len(out)-4) {
+			t.Fatalf("reply %d: length %d with %d bytes left", n, size, len(out)-4)
+		}
+		replies = append(replies, out[4:4+size])
+		out = out[4+size:]
+	}
+	return replies
 }
 
 // runSFTPStream serves the client's stream in as runSFTP does, the front
@@ -140,39 +150,32 @@ func TestSFTPLimits(t *testing.T) {
 		sftpPacket(200, uint32(7), limitsExt),
 		sftpPacket(200, uint32(8), limitsExt, "more"),
 	}, nil)
-	out := runSFTPStream(t, in)
+	replies := sftpReplies(t, runSFTPStream(t, in))
+	if len(replies) != 3 {
+		t.Fatalf("%d replies, want VERSION and two", len(replies))
+	}
 	var version struct {
 		Version uint32
 		Exts    []byte `ssh:"rest"`
 	}
-	size := binary.BigEndian.Uint32(out)
-	if out[4] != sftpVersion || gossh.Unmarshal(out[5:4+size], &version) != nil {
-		t.Fatalf("first reply %x, want VERSION", out[:min(len(out), 4+int(size))])
+	if replies[0][0] != sftpVersion || gossh.Unmarshal(replies[0][1:], &version) != nil {
+		t.Fatalf("first reply %x, want VERSION", replies[0])
 	}
 	if !bytes.Contains(version.Exts, sftpPacket(0, limitsExt, "1")[5:]) {
 		t.Errorf("VERSION's extensions %q do not offer %s", version.Exts, limitsExt)
 	}
-	out = out[4+size:]
-	for _, id := range []uint32{7, 8} {
-		if len(out) < 5 {
-			t.Fatalf("no reply to request %d", id)
+	type limits struct {
+		ID                           uint32
+		Packet, Read, Write, Handles uint64
+	}
+	for i, id := range []uint32{7, 8} {
+		var got limits
+		if r := replies[1+i]; r[0] != sftpExtReply || gossh.Unmarshal(r[1:], &got) != nil {
+			t.Fatalf("reply to %d: %x, want EXTENDED_REPLY", id, r)
 		}
-		size := binary.BigEndian.Uint32(out)
-		var got struct {
-			ID                           uint32
-			Packet, Read, Write, Handles uint64
-		}
-		if out[4] != sftpExtReply || gossh.Unmarshal(out[5:4+size], &got) != nil {
-			t.Fatalf("reply to %d: %x, want EXTENDED_REPLY", id, out[:4+size])
-		}
-		want := struct {
-			ID                           uint32
-			Packet, Read, Write, Handles uint64
-		}{id, 256 << 10, 32 << 10, 255 << 10, maxOpenFiles}
-		if got != want {
+		if want := (limits{id, 256 << 10, 32 << 10, 255 << 10, maxOpenFiles}); got != want {
 			t.Errorf("limits = %+v, want %+v", got, want)
 		}
-		out = out[4+size:]
 	}
 }
 
@@ -187,18 +190,12 @@ func TestSFTPUsersGroupsByID(t *testing.T) {
 		}
 		return string(b)
 	}
-	out := runSFTPStream(t, bytes.Join([][]byte{
+	replies := sftpReplies(t, runSFTPStream(t, bytes.Join([][]byte{
 		sftpPacket(1, uint32(3)),
 		sftpPacket(200, uint32(5), usersGroupsExt, ids(0, 1000), ids(7)),
 		sftpPacket(200, uint32(6), usersGroupsExt, "abc", ""),
 		sftpPacket(200, uint32(7), limitsExt),
-	}, nil))
-	var replies [][]byte
-	for len(out) >= 4 {
-		size := binary.BigEndian.Uint32(out)
-		replies = append(replies, out[4:4+size])
-		out = out[4+size:]
-	}
+	}, nil)))
 	if len(replies) != 4 {
 		t.Fatalf("%d replies, want VERSION and three", len(replies))
 	}
