@@ -92,7 +92,7 @@ func TestLogWriterDoesNotBlock(t *testing.T) {
 	if next == 0 || next+dropped != lines || !after {
 		t.Errorf("%d records written, %d reported dropped, after=%v: want %d in all, then the last", next, dropped, after, lines)
 	}
-	if max := logQueue / 60; next > max+1 {
+	if limit := logQueue / 60; next > limit+1 {
 		t.Errorf("%d records of ~100 bytes queued, more than logQueue (%d bytes) holds", next, logQueue)
 	}
 }

@@ -76,6 +76,8 @@ type Options struct {
 	// AgentPipe, if set, is the size of the pipe the agent writes its output
 	// into (F_SETPIPE_SZ, at least a page): a test that stalls AgentLog then
 	// blocks the agent's writes after that much instead of the default 64 KiB.
+	// The Log then gets the agent's last lines a moment after it exits: wait
+	// for a line rather than read AgentLog right after StopAgent.
 	AgentPipe int
 }
 
