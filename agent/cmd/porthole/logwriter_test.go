@@ -1,33 +1,24 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 )
 
-// stuckWriter blocks every Write until released, then keeps what it is given.
+// stuckWriter blocks every Write until released, then keeps the lines.
 type stuckWriter struct {
 	release chan struct{}
-	mu      sync.Mutex
-	buf     bytes.Buffer
+	testlog.Lines
 }
 
 func (w *stuckWriter) Write(p []byte) (int, error) {
 	<-w.release
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *stuckWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
+	return w.Lines.Write(p)
 }
 
 // TestLogWriterDoesNotBlock: while the log's destination takes nothing (a
@@ -69,7 +60,7 @@ func TestLogWriterDoesNotBlock(t *testing.T) {
 	log.Info("after", "n", lines) // room again: written
 	out.flush(10 * time.Second)
 
-	recs := strings.Split(strings.TrimSuffix(dst.String(), "\n"), "\n")
+	recs := strings.Split(dst.String(), "\n")
 	next, dropped, after := 0, 0, false
 	for _, r := range recs {
 		switch {
@@ -100,24 +91,13 @@ func TestLogWriterDoesNotBlock(t *testing.T) {
 // TestLogWriterLongLine: a record longer than the whole queue is written when
 // nothing else waits, not dropped for its length.
 func TestLogWriterLongLine(t *testing.T) {
-	var mu sync.Mutex
-	var buf bytes.Buffer
-	out := newLogWriter(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return buf.Write(p)
-	}))
+	var got testlog.Lines
+	out := newLogWriter(&got)
 	defer out.close(0)
-	long := strings.Repeat("y", logQueue+1) + "\n"
-	out.Write([]byte(long))
+	long := strings.Repeat("y", logQueue+1)
+	out.Write([]byte(long + "\n"))
 	out.flush(10 * time.Second)
-	mu.Lock()
-	defer mu.Unlock()
-	if buf.String() != long {
-		t.Errorf("a %d-byte line alone: %d bytes written", len(long), buf.Len())
+	if got.String() != long {
+		t.Errorf("a %d-byte line alone: %d bytes written", len(long)+1, len(got.String()))
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
