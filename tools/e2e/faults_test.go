@@ -368,7 +368,7 @@ func TestFaultTargetRefusesOrHangs(t *testing.T) {
 		t.Errorf("the agent still holds %d connections to the hanging target 10 s after the operator closed it", n)
 	}
 	near(t, "after the refused and hung targets", before, waitFDs(s, before.FDs, 10*time.Second))
-	if !regexp.MustCompile(`dialing service failed.*REFUSE`).MatchString(s.AgentLog.String()) {
+	if s.AgentLog.Await(regexp.MustCompile(`dialing service failed.*REFUSE`), 0, 10*time.Second) == nil {
 		t.Errorf("no log line for the refused target:\n%s", s.AgentLog)
 	}
 }

@@ -79,10 +79,10 @@ func TestSecurityServiceMap(t *testing.T) {
 	if n := accepted(); n != 1 {
 		t.Fatalf("something dialled %s for an unmapped service (%d connections, want 1)", echo, n)
 	}
-	if !strings.Contains(s.AgentLog.String(), "services this device does not serve") {
+	if s.AgentLog.Await(regexp.MustCompile("services this device does not serve"), 0, 10*time.Second) == nil {
 		t.Errorf("no log line about the unmapped service:\n%s", s.AgentLog)
 	}
-	if !regexp.MustCompile(`dialing service failed.* target=OTHER .*no target for service`).MatchString(s.AgentLog.String()) {
+	if s.AgentLog.Await(regexp.MustCompile(`dialing service failed.* target=OTHER .*no target for service`), 0, 10*time.Second) == nil {
 		t.Errorf("no log line about the stream of the unmapped service:\n%s", s.AgentLog)
 	}
 	s.MustSSH(ports["SSH"], "true")
@@ -127,7 +127,7 @@ func TestSecurityForwardPolicy(t *testing.T) {
 			t.Errorf("ssh -W %s outside the policy: %v %q, want refused", tc.target, err, out)
 		}
 		refused := regexp.MustCompile(`msg="forward refused" .*dest=` + regexp.QuoteMeta(tc.target) + ` reason="destination not allowed by policy"`)
-		if !refused.MatchString(s.AgentLog.String()) {
+		if s.AgentLog.Await(refused, 0, 10*time.Second) == nil {
 			t.Errorf("ssh -W %s: the agent did not refuse it by policy:\n%s", tc.target, s.AgentLog)
 		}
 	}

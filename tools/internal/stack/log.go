@@ -70,9 +70,22 @@ func (l *Log) Len() int {
 	return l.buf.Len()
 }
 
-// Wait returns the first match of re after offset from, waiting up to d.
+// Wait returns the first match of re after offset from, waiting up to d; the
+// test fails if none comes.
 func (l *Log) Wait(tb testing.TB, re *regexp.Regexp, from int, d time.Duration) []string {
 	tb.Helper()
+	m := l.Await(re, from, d)
+	if m == nil {
+		tb.Fatalf("no line matching %q within %v; log:\n%s", re, d, l)
+	}
+	return m
+}
+
+// Await returns the first match of re after offset from, waiting up to d, or
+// nil. A process's log trails what it does (the agent queues its lines, and
+// a pipe and a copying goroutine lie between), so a test that looks for the
+// line of something it just saw happen waits for it.
+func (l *Log) Await(re *regexp.Regexp, from int, d time.Duration) []string {
 	deadline := time.After(d)
 	for {
 		s := l.String()
@@ -85,7 +98,7 @@ func (l *Log) Wait(tb testing.TB, re *regexp.Regexp, from int, d time.Duration) 
 		case <-l.cond:
 		case <-time.After(50 * time.Millisecond):
 		case <-deadline:
-			tb.Fatalf("no line matching %q within %v; log:\n%s", re, d, s)
+			return nil
 		}
 	}
 }
