@@ -133,8 +133,12 @@
 // scp's default SFTP mode needs for host:~user/path, limits@openssh.com
 // (OpenSSH 8.7+ then uploads in 255 KiB writes instead of 32 KiB) and
 // users-groups-by-id@openssh.com (sftp's ls -l names owners and groups from
-// the server's passwd and group files). copy-data (sftp's cp) is not served:
-// sftp says so.
+// the server's passwd and group files) and fsync@openssh.com (sftp -f and
+// put -f have an upload flushed to storage before they report it done; a
+// power cut after a plain put can lose what the page cache held: the file is
+// flushed with fsync(2) if it is still at the path it was opened by, else
+// every file system with sync(2)). copy-data (sftp's cp) is not served: sftp
+// says so.
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the

@@ -798,6 +798,32 @@ func TestOpenSSHSFTPLimits(t *testing.T) {
 	}
 }
 
+// TestOpenSSHSFTPFsync: sftp -f has each uploaded file flushed with
+// fsync@openssh.com (without the extension it skips that in silence), after
+// the last write, and the server flushes that file.
+func TestOpenSSHSFTPFsync(t *testing.T) {
+	calls := recordFsyncs(t)
+	o := newOpenSSHEnv(t, nil)
+	sftp := needProgram(t, "sftp")
+	src := filepath.Join(o.dir, "local.bin")
+	randomFile(t, src, 1<<20+4_321)
+	batch := filepath.Join(o.dir, "batch")
+	writeFile(t, batch, fmt.Sprintf("put %s remote.bin\n", src))
+	args := append(append([]string{"-vv", "-f"}, o.opts()...), "-P", o.port, "-b", batch, "root@127.0.0.1")
+	out, errOut, code := o.run(t, nil, sftp, args...)
+	if code != 0 {
+		t.Fatalf("sftp -f -b: exit %d\n%s\n%s", code, out, errOut)
+	}
+	remote := filepath.Join(o.home("root"), "remote.bin")
+	sameFile(t, src, remote)
+	if !strings.Contains(errOut, fsyncExt) || strings.Contains(errOut, "remote fsync") {
+		t.Errorf("sftp -f did not have the file flushed:\n%s", errOut)
+	}
+	if want := fmt.Sprintf("%s %d", remote, 1<<20+4_321); calls.String() != fmt.Sprintf("fsync [%q], sync 0", want) {
+		t.Errorf("flushed: %v, want fsync of %s", calls, want)
+	}
+}
+
 // scp (SFTP protocol, OpenSSH 9's default) needs expand-path@openssh.com for
 // host:~user/path, which the server adds to pkg/sftp's extensions and serves.
 // (OpenSSH 9.2's sftp itself does not use it.)

@@ -39,6 +39,7 @@ const (
 	sftpNoSuchFile       = 2 // SSH_FX_NO_SUCH_FILE
 	sftpPermissionDenied = 3 // SSH_FX_PERMISSION_DENIED
 	sftpFailure          = 4 // SSH_FX_FAILURE
+	sftpOpUnsupported    = 8 // SSH_FX_OP_UNSUPPORTED
 )
 
 // maxServedPacket is the largest request served here: two paths of up to
@@ -109,11 +110,27 @@ type sftpFront struct {
 	// SSH_FXP_HANDLE reply goes out (only OPEN gets one from it), removed
 	// when a CLOSE of one is handed on (pkg/sftp forgets the handle even
 	// if close(2) fails).
-	files map[string]struct{}
+	files map[string]openFile
+	// opening is the OPEN handed on last, until its HANDLE reply: an OPEN is
+	// handed on only once every request before it is answered (see
+	// filesOpen), so at most one waits.
+	opening struct {
+		id   uint32
+		path string // "" when not known
+	}
+}
+
+// openFile is what is known of a file pkg/sftp holds open, for
+// fsync@openssh.com: the path it was opened by and that file's device and
+// inode just after; path is "" when they are not known or it is not a
+// regular file.
+type openFile struct {
+	path     string
+	dev, ino uint64
 }
 
 func newSFTPFront(r io.Reader, w io.Writer, workDir string, homeOf func(string) (string, bool), srv *Server) *sftpFront {
-	s := &sftpFront{r: bufio.NewReader(r), w: w, workDir: workDir, homeOf: homeOf, srv: srv, dirs: map[string]*sftpDir{}, files: map[string]struct{}{}}
+	s := &sftpFront{r: bufio.NewReader(r), w: w, workDir: workDir, homeOf: homeOf, srv: srv, dirs: map[string]*sftpDir{}, files: map[string]openFile{}}
 	s.cond.L = &s.mu
 	return s
 }
@@ -171,9 +188,13 @@ const limitsExt = "limits@openssh.com"
 // names the owners and groups of the files it lists with ls -l.
 const usersGroupsExt = "users-groups-by-id@openssh.com"
 
+// fsyncExt is OpenSSH's extension through which sftp -f and put -f have an
+// uploaded file flushed to storage before they report it sent.
+const fsyncExt = "fsync@openssh.com"
+
 // sftpExtensions are the extensions served here, added to pkg/sftp's in
 // SSH_FXP_VERSION.
-var sftpExtensions = []string{expandPath, limitsExt, usersGroupsExt}
+var sftpExtensions = []string{expandPath, limitsExt, usersGroupsExt, fsyncExt}
 
 // sftpExtReply is SSH_FXP_EXTENDED_REPLY.
 const sftpExtReply = 201
@@ -206,16 +227,26 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		Arg  string // the handle, or the extension's name
 		Rest []byte `ssh:"rest"`
 	}
-	if typ == sftpClose || typ == sftpExt {
-		// The handle or the name is at the start: a buffer's worth holds it.
+	if typ == sftpClose || typ == sftpExt || typ == sftpOpen {
+		// The handle, the name or the path is at the start: a buffer's
+		// worth holds it (an OPEN's path may not fit: not known then).
 		b, err := s.r.Peek(min(int(4+size), s.r.Size()))
-		if err != nil || gossh.Unmarshal(b[5:], &req) != nil {
+		if (err != nil || gossh.Unmarshal(b[5:], &req) != nil) && typ != sftpOpen {
 			return false
 		}
 	}
 	switch {
 	case typ == sftpOpen:
-		return s.filesOpen() >= maxOpenFiles
+		if s.filesOpen() >= maxOpenFiles {
+			return true
+		}
+		s.mu.Lock()
+		s.opening.id, s.opening.path = req.ID, ""
+		if req.Arg != "" {
+			s.opening.path = s.local(req.Arg)
+		}
+		s.mu.Unlock()
+		return false
 	case typ == sftpClose && s.dirs[req.Arg] == nil:
 		s.mu.Lock()
 		delete(s.files, req.Arg)
@@ -272,10 +303,10 @@ func (s *sftpFront) serve(size int) error {
 		Arg  string // a path, a handle, SYMLINK's target or the extension's name
 		Rest []byte `ssh:"rest"` // SYMLINK's link, RENAME's new path, expand-path's path
 	}
-	var link struct{ Path string }
+	var second struct{ Str string } // SYMLINK's link, RENAME's new path, expand-path's path, fsync's handle
 	err := gossh.Unmarshal(pkt[5:], &req)
-	if err == nil && (pkt[4] == sftpSymlink || pkt[4] == sftpExt && req.Arg == expandPath || pkt[4] == sftpRename) {
-		err = gossh.Unmarshal(req.Rest, &link)
+	if err == nil && (pkt[4] == sftpSymlink || pkt[4] == sftpExt && (req.Arg == expandPath || req.Arg == fsyncExt) || pkt[4] == sftpRename) {
+		err = gossh.Unmarshal(req.Rest, &second)
 	}
 	if err != nil {
 		return fmt.Errorf("malformed SFTP request type %d: %w", pkt[4], err)
@@ -292,7 +323,7 @@ func (s *sftpFront) serve(size int) error {
 	var reply []byte
 	switch pkt[4] {
 	case sftpSymlink:
-		reply = sftpStatusPacket(req.ID, os.Symlink(req.Arg, s.local(link.Path)))
+		reply = sftpStatusPacket(req.ID, os.Symlink(req.Arg, s.local(second.Str)))
 	case sftpOpendir:
 		reply = s.opendir(req.ID, s.local(req.Arg))
 	case sftpReaddir:
@@ -302,7 +333,7 @@ func (s *sftpFront) serve(size int) error {
 	case sftpRmdir:
 		reply = sftpStatusPacket(req.ID, syscall.Rmdir(s.local(req.Arg)))
 	case sftpRename:
-		reply = sftpStatusPacket(req.ID, renameNoReplace(s.local(req.Arg), s.local(link.Path)))
+		reply = sftpStatusPacket(req.ID, renameNoReplace(s.local(req.Arg), s.local(second.Str)))
 	case sftpClose:
 		d := s.dirs[req.Arg]
 		delete(s.dirs, req.Arg)
@@ -315,8 +346,10 @@ func (s *sftpFront) serve(size int) error {
 			}{maxSFTPPacket, maxSFTPRead, maxSFTPWrite, maxOpenFiles}))
 		case usersGroupsExt:
 			reply = s.usersGroups(req.ID, req.Rest)
+		case fsyncExt:
+			reply = sftpStatusPacket(req.ID, s.fsync(second.Str))
 		default:
-			reply = s.expand(req.ID, link.Path)
+			reply = s.expand(req.ID, second.Str)
 		}
 	case sftpOpen: // refused: see maxOpenFiles
 		reply = sftpStatusPacket(req.ID, syscall.EMFILE)
@@ -415,6 +448,66 @@ func (s *sftpFront) usersGroups(id uint32, body []byte) []byte {
 	}))
 }
 
+// opened counts the file of handle h open, pkg/sftp's answer to request id,
+// and notes which file it is if that OPEN is the one noted in s.opening.
+func (s *sftpFront) opened(id uint32, h string) {
+	s.mu.Lock()
+	p := s.opening.path
+	if s.opening.id != id {
+		p = ""
+	}
+	s.opening.path = ""
+	s.mu.Unlock()
+	var f openFile
+	var st syscall.Stat_t
+	if p != "" && syscall.Stat(p, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
+		f = openFile{path: p, dev: uint64(st.Dev), ino: uint64(st.Ino)}
+	}
+	s.mu.Lock()
+	s.files[h] = f
+	s.mu.Unlock()
+}
+
+// The seams through which fsync flushes, for tests.
+var (
+	fsyncFD = syscall.Fsync
+	syncAll = syscall.Sync
+)
+
+// fsync answers fsync@openssh.com for handle h, as sftp-server does: an
+// unknown handle is "no such file", a directory's is unsupported. pkg/sftp
+// keeps its descriptors to itself, so the file is opened again by the path
+// it was opened with and, if that is still the same regular file, flushed
+// with fsync(2), which flushes the file (not only what one descriptor wrote)
+// and reports a failed write-back. Otherwise (renamed or replaced since, not
+// a regular file, not readable by the agent) sync(2) flushes every file
+// system, this file among them, but reports no error. Every request before
+// this one has been answered, so the writes of an upload are all in.
+func (s *sftpFront) fsync(h string) error {
+	if s.dirs[h] != nil {
+		return syscall.ENOSYS
+	}
+	s.mu.Lock()
+	f, ok := s.files[h]
+	s.mu.Unlock()
+	if !ok {
+		return syscall.EBADF
+	}
+	if f.path != "" {
+		// O_NONBLOCK: were a FIFO put at the path, open(2) would wait for a writer.
+		fd, err := syscall.Open(f.path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+		if err == nil {
+			defer syscall.Close(fd)
+			var st syscall.Stat_t
+			if syscall.Fstat(fd, &st) == nil && uint64(st.Dev) == f.dev && uint64(st.Ino) == f.ino {
+				return fsyncFD(fd)
+			}
+		}
+	}
+	syncAll()
+	return nil
+}
+
 // local resolves a client's path against the working directory.
 func (s *sftpFront) local(p string) string {
 	if !path.IsAbs(p) {
@@ -441,9 +534,7 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 	if s.outLeft == 0 && s.sizeHave == 0 && len(b) > 9 && b[4] == sftpHandle {
 		var h struct{ H string }
 		if gossh.Unmarshal(b[9:], &h) == nil {
-			s.mu.Lock()
-			s.files[h.H] = struct{}{}
-			s.mu.Unlock()
+			s.opened(binary.BigEndian.Uint32(b[5:]), h.H)
 		}
 	}
 	n, err := s.w.Write(out)
@@ -500,10 +591,12 @@ func sftpStatusPacket(id uint32, err error) []byte {
 	case errors.As(err, &errno):
 		msg = errno.Error()
 		switch errno {
-		case syscall.ENOENT, syscall.ENOTDIR, syscall.ELOOP:
+		case syscall.ENOENT, syscall.ENOTDIR, syscall.ELOOP, syscall.EBADF:
 			code = sftpNoSuchFile
 		case syscall.EPERM, syscall.EACCES:
 			code = sftpPermissionDenied
+		case syscall.ENOSYS:
+			code = sftpOpUnsupported
 		default:
 			code = sftpFailure
 		}

@@ -3,7 +3,13 @@ package sshd
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -216,5 +222,150 @@ func TestSFTPUsersGroupsByID(t *testing.T) {
 	}
 	if replies[3][0] != sftpExtReply {
 		t.Errorf("the session did not go on after the malformed request: %x", replies[3])
+	}
+}
+
+// fsyncCalls replaces the seams through which fsync@openssh.com flushes and
+// records the calls: the path and size of each file fsync(2) was given
+// (from the descriptor) and the number of sync(2) calls.
+type fsyncCalls struct {
+	mu    sync.Mutex
+	files []string // "path size"
+	syncs int
+}
+
+func recordFsyncs(t *testing.T) *fsyncCalls {
+	c := &fsyncCalls{}
+	oldFD, oldAll := fsyncFD, syncAll
+	t.Cleanup(func() { fsyncFD, syncAll = oldFD, oldAll })
+	fsyncFD = func(fd int) error {
+		p, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+		var st syscall.Stat_t
+		syscall.Fstat(fd, &st)
+		c.mu.Lock()
+		c.files = append(c.files, fmt.Sprintf("%s %d", p, st.Size))
+		c.mu.Unlock()
+		return nil
+	}
+	syncAll = func() {
+		c.mu.Lock()
+		c.syncs++
+		c.mu.Unlock()
+	}
+	return c
+}
+
+func (c *fsyncCalls) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("fsync %q, sync %d", c.files, c.syncs)
+}
+
+// TestSFTPFsync: fsync@openssh.com is offered, flushes the file of a handle
+// pkg/sftp holds open once the writes before it are in, and is refused as
+// sftp-server refuses it for a handle that is not open (never opened, or
+// closed) and for a directory's.
+func TestSFTPFsync(t *testing.T) {
+	calls := recordFsyncs(t)
+	const create = 0x02 | 0x08 | 0x10 // WRITE, CREAT, TRUNC
+	replies := sftpReplies(t, runSFTPStream(t, bytes.Join([][]byte{
+		sftpPacket(1, uint32(3)),
+		sftpPacket(sftpOpen, uint32(2), "f.bin", uint32(create), uint32(0)),
+		// A request served here goes once those before it are answered: the
+		// OPEN is, before the WRITE reaches pkg/sftp (which would run them at
+		// once, as no client sends them).
+		sftpPacket(sftpExt, uint32(20), limitsExt),
+		sftpPacket(sftpWrite, uint32(3), "1", uint32(0), uint32(0), "data"),
+		sftpPacket(sftpExt, uint32(4), fsyncExt, "1"),
+		sftpPacket(sftpOpendir, uint32(5), "."),
+		sftpPacket(sftpExt, uint32(6), fsyncExt, "d1"),
+		sftpPacket(sftpExt, uint32(7), fsyncExt, "9"),
+		sftpPacket(sftpClose, uint32(8), "1"),
+		sftpPacket(sftpExt, uint32(9), fsyncExt, "1"),
+	}, nil)))
+	if len(replies) != 10 {
+		t.Fatalf("%d replies, want VERSION and nine", len(replies))
+	}
+	replies = slices.Delete(replies, 2, 3) // limits
+	if !bytes.Contains(replies[0], sftpPacket(0, fsyncExt, "1")[5:]) {
+		t.Errorf("VERSION %q does not offer %s", replies[0], fsyncExt)
+	}
+	if want := sftpPacket(sftpHandle, uint32(2), "1")[4:]; !bytes.Equal(replies[1], want) {
+		t.Fatalf("reply to OPEN %q, want the handle \"1\" (pkg/sftp numbers its handles)", replies[1])
+	}
+	for i, want := range []struct{ id, code uint32 }{
+		2: {3, sftpOK}, 3: {4, sftpOK}, 5: {6, sftpOpUnsupported}, 6: {7, sftpNoSuchFile}, 7: {8, sftpOK}, 8: {9, sftpNoSuchFile},
+	} {
+		if want.id == 0 {
+			continue
+		}
+		var got struct{ ID, Code uint32 }
+		if replies[i][0] != sftpStatus || gossh.Unmarshal(replies[i][1:9], &got) != nil || got != (struct{ ID, Code uint32 }{want.id, want.code}) {
+			t.Errorf("reply %d: %x, want status %d for %d", i, replies[i], want.code, want.id)
+		}
+	}
+	if len(calls.files) != 1 || !strings.HasSuffix(calls.files[0], "/f.bin 4") || calls.syncs != 0 {
+		t.Errorf("flushed: %v, want fsync of f.bin with its 4 bytes written", calls)
+	}
+}
+
+// TestSFTPFsyncFileMoved: a file renamed, or replaced by a FIFO, since it was
+// opened is not the file at its path any more: every file system is flushed
+// instead, and the FIFO does not hold the session (open(2) would wait for a
+// writer).
+func TestSFTPFsyncFileMoved(t *testing.T) {
+	calls := recordFsyncs(t)
+	e := newEnv(t, nil)
+	_, cl := sftpClient(t, e)
+	home := e.home("root")
+	for _, tc := range []struct {
+		name  string
+		moved func(p string) error
+	}{
+		{"renamed", func(p string) error { return os.Rename(p, p+".old") }},
+		{"replaced by a FIFO", func(p string) error {
+			os.Remove(p)
+			return syscall.Mkfifo(p, 0o600)
+		}},
+	} {
+		f, err := cl.Create("moved.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte("data")); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.moved(filepath.Join(home, "moved.bin")); err != nil {
+			t.Fatal(err)
+		}
+		before := calls.String()
+		done := make(chan error, 1)
+		go func() { done <- f.Sync() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s: fsync: %v", tc.name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: fsync still waiting after 10 s", tc.name)
+		}
+		f.Close()
+		os.Remove(filepath.Join(home, "moved.bin"))
+		if got := calls.String(); len(calls.files) != 0 || got == before {
+			t.Errorf("%s: flushed: %v, want sync once more and no fsync", tc.name, got)
+		}
+	}
+	// The file where it was opened: fsync(2).
+	f, err := cl.Create("kept.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("data"))
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if len(calls.files) != 1 || calls.files[0] != filepath.Join(home, "kept.bin")+" 4" || calls.syncs != 2 {
+		t.Errorf("flushed: %v, want fsync of kept.bin after two syncs", calls)
 	}
 }
