@@ -137,8 +137,10 @@
 // put -f have an upload flushed to storage before they report it done; a
 // power cut after a plain put can lose what the page cache held: the file is
 // flushed with fsync(2) if it is still at the path it was opened by, else
-// every file system with sync(2)). copy-data (sftp's cp) is not served: sftp
-// says so.
+// every file system with sync(2)), and copy-data (sftp's cp, OpenSSH 9.0+:
+// the copy stays on the device). pkg/sftp keeps its descriptors to itself, so
+// these two open the file again by the name it was opened by, and only if it
+// is still the same file: copy-data refuses a file renamed or replaced since.
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the

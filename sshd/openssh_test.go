@@ -824,6 +824,31 @@ func TestOpenSSHSFTPFsync(t *testing.T) {
 	}
 }
 
+// TestOpenSSHSFTPCopy: sftp's cp (OpenSSH 9.0+) copies a file on the server
+// with copy-data, onto a new name (with the mode of the original) and over a
+// longer file (which it truncates).
+func TestOpenSSHSFTPCopy(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	sftp := needProgram(t, "sftp")
+	home := o.home("root")
+	src := filepath.Join(home, "image.bin")
+	randomFile(t, src, 3<<20+777)
+	os.Chmod(src, 0o640)
+	randomFile(t, filepath.Join(home, "old.bin"), 5<<20)
+	batch := filepath.Join(o.dir, "batch")
+	writeFile(t, batch, "cp image.bin copy.bin\ncp image.bin old.bin\n")
+	args := append(o.opts(), "-P", o.port, "-b", batch, "root@127.0.0.1")
+	if out, errOut, code := o.run(t, nil, sftp, args...); code != 0 {
+		t.Fatalf("sftp cp: exit %d\n%s\n%s", code, out, errOut)
+	}
+	sameFile(t, src, filepath.Join(home, "copy.bin"))
+	sameFile(t, src, filepath.Join(home, "old.bin"))
+	// The mode of a new file; an existing one keeps its own, as with sftp-server.
+	if fi, err := os.Stat(filepath.Join(home, "copy.bin")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("copy.bin: mode %v (%v), want 0640", fi.Mode(), err)
+	}
+}
+
 // scp (SFTP protocol, OpenSSH 9's default) needs expand-path@openssh.com for
 // host:~user/path, which the server adds to pkg/sftp's extensions and serves.
 // (OpenSSH 9.2's sftp itself does not use it.)

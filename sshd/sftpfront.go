@@ -115,18 +115,10 @@ type sftpFront struct {
 	// handed on only once every request before it is answered (see
 	// filesOpen), so at most one waits.
 	opening struct {
-		id   uint32
-		path string // "" when not known
+		id    uint32
+		path  string // "" when not known
+		flags uint32 // SSH_FXF_*
 	}
-}
-
-// openFile is what is known of a file pkg/sftp holds open, for
-// fsync@openssh.com: the path it was opened by and that file's device and
-// inode just after; path is "" when they are not known or it is not a
-// regular file.
-type openFile struct {
-	path     string
-	dev, ino uint64
 }
 
 func newSFTPFront(r io.Reader, w io.Writer, workDir string, homeOf func(string) (string, bool), srv *Server) *sftpFront {
@@ -192,9 +184,14 @@ const usersGroupsExt = "users-groups-by-id@openssh.com"
 // uploaded file flushed to storage before they report it sent.
 const fsyncExt = "fsync@openssh.com"
 
+// copyDataExt is the extension (draft-ietf-secsh-filexfer-extensions-00,
+// section 7) through which sftp's cp (OpenSSH 9.0 and later) copies a file
+// on the server.
+const copyDataExt = "copy-data"
+
 // sftpExtensions are the extensions served here, added to pkg/sftp's in
 // SSH_FXP_VERSION.
-var sftpExtensions = []string{expandPath, limitsExt, usersGroupsExt, fsyncExt}
+var sftpExtensions = []string{expandPath, limitsExt, usersGroupsExt, fsyncExt, copyDataExt}
 
 // sftpExtReply is SSH_FXP_EXTENDED_REPLY.
 const sftpExtReply = 201
@@ -241,9 +238,9 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 			return true
 		}
 		s.mu.Lock()
-		s.opening.id, s.opening.path = req.ID, ""
-		if req.Arg != "" {
-			s.opening.path = s.local(req.Arg)
+		s.opening.id, s.opening.path, s.opening.flags = req.ID, "", 0
+		if req.Arg != "" && len(req.Rest) >= 4 {
+			s.opening.path, s.opening.flags = s.local(req.Arg), binary.BigEndian.Uint32(req.Rest)
 		}
 		s.mu.Unlock()
 		return false
@@ -303,10 +300,18 @@ func (s *sftpFront) serve(size int) error {
 		Arg  string // a path, a handle, SYMLINK's target or the extension's name
 		Rest []byte `ssh:"rest"` // SYMLINK's link, RENAME's new path, expand-path's path
 	}
-	var second struct{ Str string } // SYMLINK's link, RENAME's new path, expand-path's path, fsync's handle
+	var second struct { // SYMLINK's link, RENAME's new path, expand-path's path, fsync's handle
+		Str  string
+		Rest []byte `ssh:"rest"` // ignored, as sftp-server ignores it
+	}
 	err := gossh.Unmarshal(pkt[5:], &req)
-	if err == nil && (pkt[4] == sftpSymlink || pkt[4] == sftpExt && (req.Arg == expandPath || req.Arg == fsyncExt) || pkt[4] == sftpRename) {
+	var cp copyDataRequest
+	switch {
+	case err != nil:
+	case pkt[4] == sftpSymlink || pkt[4] == sftpExt && (req.Arg == expandPath || req.Arg == fsyncExt) || pkt[4] == sftpRename:
 		err = gossh.Unmarshal(req.Rest, &second)
+	case pkt[4] == sftpExt && req.Arg == copyDataExt:
+		err = gossh.Unmarshal(req.Rest, &cp)
 	}
 	if err != nil {
 		return fmt.Errorf("malformed SFTP request type %d: %w", pkt[4], err)
@@ -348,6 +353,8 @@ func (s *sftpFront) serve(size int) error {
 			reply = s.usersGroups(req.ID, req.Rest)
 		case fsyncExt:
 			reply = sftpStatusPacket(req.ID, s.fsync(second.Str))
+		case copyDataExt:
+			reply = sftpStatusPacket(req.ID, s.copyData(cp))
 		default:
 			reply = s.expand(req.ID, second.Str)
 		}
@@ -448,66 +455,6 @@ func (s *sftpFront) usersGroups(id uint32, body []byte) []byte {
 	}))
 }
 
-// opened counts the file of handle h open, pkg/sftp's answer to request id,
-// and notes which file it is if that OPEN is the one noted in s.opening.
-func (s *sftpFront) opened(id uint32, h string) {
-	s.mu.Lock()
-	p := s.opening.path
-	if s.opening.id != id {
-		p = ""
-	}
-	s.opening.path = ""
-	s.mu.Unlock()
-	var f openFile
-	var st syscall.Stat_t
-	if p != "" && syscall.Stat(p, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
-		f = openFile{path: p, dev: uint64(st.Dev), ino: uint64(st.Ino)}
-	}
-	s.mu.Lock()
-	s.files[h] = f
-	s.mu.Unlock()
-}
-
-// The seams through which fsync flushes, for tests.
-var (
-	fsyncFD = syscall.Fsync
-	syncAll = syscall.Sync
-)
-
-// fsync answers fsync@openssh.com for handle h, as sftp-server does: an
-// unknown handle is "no such file", a directory's is unsupported. pkg/sftp
-// keeps its descriptors to itself, so the file is opened again by the path
-// it was opened with and, if that is still the same regular file, flushed
-// with fsync(2), which flushes the file (not only what one descriptor wrote)
-// and reports a failed write-back. Otherwise (renamed or replaced since, not
-// a regular file, not readable by the agent) sync(2) flushes every file
-// system, this file among them, but reports no error. Every request before
-// this one has been answered, so the writes of an upload are all in.
-func (s *sftpFront) fsync(h string) error {
-	if s.dirs[h] != nil {
-		return syscall.ENOSYS
-	}
-	s.mu.Lock()
-	f, ok := s.files[h]
-	s.mu.Unlock()
-	if !ok {
-		return syscall.EBADF
-	}
-	if f.path != "" {
-		// O_NONBLOCK: were a FIFO put at the path, open(2) would wait for a writer.
-		fd, err := syscall.Open(f.path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
-		if err == nil {
-			defer syscall.Close(fd)
-			var st syscall.Stat_t
-			if syscall.Fstat(fd, &st) == nil && uint64(st.Dev) == f.dev && uint64(st.Ino) == f.ino {
-				return fsyncFD(fd)
-			}
-		}
-	}
-	syncAll()
-	return nil
-}
-
 // local resolves a client's path against the working directory.
 func (s *sftpFront) local(p string) string {
 	if !path.IsAbs(p) {
@@ -580,14 +527,17 @@ func (s *sftpFront) close() {
 
 // sftpStatusPacket is the SSH_FXP_STATUS reply for err, with OpenSSH's
 // sftp-server's mapping of errors to codes; the message is the error's
-// errno text, never a path.
+// errno text or an sftpFailureMsg, never a path.
 func sftpStatusPacket(id uint32, err error) []byte {
 	code, msg := uint32(sftpOK), "Success"
 	var errno syscall.Errno
+	var failure sftpFailureMsg
 	switch {
 	case err == nil:
 	case err == io.EOF:
 		code, msg = sftpEOF, "End of file"
+	case errors.As(err, &failure):
+		code, msg = sftpFailure, string(failure)
 	case errors.As(err, &errno):
 		msg = errno.Error()
 		switch errno {

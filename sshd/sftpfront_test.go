@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,8 +40,10 @@ func sftpPacket(typ byte, body ...any) []byte {
 // path (the same layout: id, then a string): OPEN (which also opens FIFOs),
 // WRITE, SETSTAT, FSETSTAT, REMOVE, MKDIR, RMDIR, RENAME, SYMLINK, and every
 // EXTENDED request but those that only read (or one whose name does not
-// parse). The fuzzer runs as root and paths are its to choose. Packets are cut
-// where their lengths say, as the front and pkg/sftp cut them.
+// parse) and those that act only on open files (fsync, copy-data: with OPEN
+// made a STAT no file is open). The fuzzer runs as root and paths are its to
+// choose. Packets are cut where their lengths say, as the front and pkg/sftp
+// cut them.
 func sftpReadOnly(in []byte) []byte {
 	out := bytes.Clone(in)
 	for rest := out; len(rest) >= 5; {
@@ -123,7 +126,11 @@ func sftpReplies(t testing.TB, out []byte) [][]byte {
 // workers have, while its last replies may still be on their way out: out is
 // locked, and a reply is one Write, so what it holds is whole packets.)
 func runSFTPStream(t *testing.T, in []byte) []byte {
-	dir := t.TempDir()
+	return runSFTPStreamIn(t, t.TempDir(), in)
+}
+
+// runSFTPStreamIn is runSFTPStream with dir as the working directory.
+func runSFTPStreamIn(t *testing.T, dir string, in []byte) []byte {
 	out := &lockedBuffer{}
 	front := newSFTPFront(bytes.NewReader(in), out, dir, func(user string) (string, bool) {
 		return dir, user == ""
@@ -236,14 +243,14 @@ type fsyncCalls struct {
 
 func recordFsyncs(t *testing.T) *fsyncCalls {
 	c := &fsyncCalls{}
-	oldFD, oldAll := fsyncFD, syncAll
-	t.Cleanup(func() { fsyncFD, syncAll = oldFD, oldAll })
-	fsyncFD = func(fd int) error {
-		p, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-		var st syscall.Stat_t
-		syscall.Fstat(fd, &st)
+	oldFile, oldAll := fsyncFile, syncAll
+	t.Cleanup(func() { fsyncFile, syncAll = oldFile, oldAll })
+	fsyncFile = func(f *os.File) error {
+		// The kernel's name for the descriptor, not the one it was opened by.
+		p, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+		fi, _ := f.Stat()
 		c.mu.Lock()
-		c.files = append(c.files, fmt.Sprintf("%s %d", p, st.Size))
+		c.files = append(c.files, fmt.Sprintf("%s %d", p, fi.Size()))
 		c.mu.Unlock()
 		return nil
 	}
@@ -367,5 +374,132 @@ func TestSFTPFsyncFileMoved(t *testing.T) {
 	f.Close()
 	if len(calls.files) != 1 || calls.files[0] != filepath.Join(home, "kept.bin")+" 4" || calls.syncs != 2 {
 		t.Errorf("flushed: %v, want fsync of kept.bin after two syncs", calls)
+	}
+}
+
+// sftpStatuses checks that replies are SSH_FXP_STATUS replies with the ids and
+// codes of want (request id to code), in order.
+func sftpStatuses(t *testing.T, replies [][]byte, want ...[2]uint32) {
+	t.Helper()
+	if len(replies) != len(want) {
+		t.Fatalf("%d replies, want %d: %x", len(replies), len(want), replies)
+	}
+	for i, w := range want {
+		var got struct{ ID, Code uint32 }
+		if replies[i][0] != sftpStatus || gossh.Unmarshal(replies[i][1:9], &got) != nil || got.ID != w[0] || got.Code != w[1] {
+			t.Errorf("reply %x, want status %d for %d", replies[i], w[1], w[0])
+		}
+	}
+}
+
+// TestSFTPCopyData: copy-data copies a whole file, a range to an offset, and
+// to the end of a file opened to append; it is refused for a handle not
+// opened to read (from) or to write (to), within one file, for a handle that
+// is not open and for a directory's, and the session goes on.
+func TestSFTPCopyData(t *testing.T) {
+	const (
+		read, write, appnd, creat, trunc = 0x01, 0x02, 0x04, 0x08, 0x10
+	)
+	// A request served here goes once those before it are answered (limits
+	// here): each OPEN is answered before the WRITE to its handle reaches
+	// pkg/sftp, which would run them at once (no client sends them so).
+	barrier := sftpPacket(sftpExt, uint32(99), limitsExt)
+	copyData := func(id uint32, from string, fromOff, n uint64, to string, toOff uint64, more ...any) []byte {
+		u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+		return sftpPacket(sftpExt, append([]any{id, copyDataExt, from, u64(fromOff), u64(n), to, u64(toOff)}, more...)...)
+	}
+	dir := t.TempDir()
+	replies := sftpReplies(t, runSFTPStreamIn(t, dir, bytes.Join([][]byte{
+		sftpPacket(1, uint32(3)),
+		sftpPacket(sftpOpen, uint32(2), "src.bin", uint32(read|write|creat|trunc), uint32(0)), // "1"
+		barrier,
+		sftpPacket(sftpWrite, uint32(3), "1", uint32(0), uint32(0), "0123456789"),
+		sftpPacket(sftpOpen, uint32(4), "dst.bin", uint32(write|creat|trunc), uint32(0)), // "2"
+		copyData(5, "1", 0, 0, "2", 0),
+		copyData(6, "1", 2, 3, "2", 20),
+		copyData(7, "2", 0, 0, "1", 0),
+		copyData(8, "1", 0, 0, "1", 5),
+		copyData(9, "1", 0, 0, "9", 0),
+		sftpPacket(sftpOpen, uint32(10), "app.bin", uint32(write|creat|appnd), uint32(0)), // "3"
+		barrier,
+		sftpPacket(sftpWrite, uint32(11), "3", uint32(0), uint32(0), "ab"),
+		copyData(12, "1", 0, 4, "3", 0, []byte("more")), // bytes after the request are ignored
+		sftpPacket(sftpOpendir, uint32(13), "."),        // "d1"
+		copyData(14, "d1", 0, 0, "2", 0),
+		sftpPacket(sftpExt, uint32(15), limitsExt),
+	}, nil)))
+	if len(replies) != 17 {
+		t.Fatalf("%d replies, want 17", len(replies))
+	}
+	if !bytes.Contains(replies[0], sftpPacket(0, copyDataExt, "1")[5:]) {
+		t.Errorf("VERSION %q does not offer %s", replies[0], copyDataExt)
+	}
+	for i, h := range map[int]string{1: "1", 4: "2", 10: "3", 14: "d1"} {
+		if r := replies[i]; r[0] != sftpHandle || !bytes.HasSuffix(r, sftpPacket(0, h)[5:]) {
+			t.Fatalf("reply %d: %q, want the handle %q (pkg/sftp numbers its handles)", i, r, h)
+		}
+	}
+	sftpStatuses(t, [][]byte{replies[3], replies[5], replies[6], replies[7], replies[8], replies[9], replies[12], replies[13], replies[15]},
+		[2]uint32{3, sftpOK}, [2]uint32{5, sftpOK}, [2]uint32{6, sftpOK},
+		[2]uint32{7, sftpNoSuchFile}, // "2" was not opened to read
+		[2]uint32{8, sftpFailure},    // within one file
+		[2]uint32{9, sftpNoSuchFile}, // not open
+		[2]uint32{11, sftpOK}, [2]uint32{12, sftpOK},
+		[2]uint32{14, sftpFailure}, // a directory
+	)
+	if replies[16][0] != sftpExtReply {
+		t.Errorf("the session did not go on: %x", replies[16])
+	}
+	for name, want := range map[string]string{
+		"src.bin": "0123456789",
+		"dst.bin": "0123456789\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00234",
+		"app.bin": "ab0123",
+	} {
+		if got, err := os.ReadFile(filepath.Join(dir, name)); string(got) != want {
+			t.Errorf("%s = %q (%v), want %q", name, got, err, want)
+		}
+	}
+}
+
+// TestSFTPCopyDataFileMoved: a handle whose file was renamed since it was
+// opened is refused, and neither that file nor the one that now has its
+// name is read or written.
+func TestSFTPCopyDataFileMoved(t *testing.T) {
+	dir := t.TempDir()
+	front := newSFTPFront(bytes.NewReader(nil), io.Discard, dir, nil, nil)
+	note := func(h, name string, flags uint32, data string) {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		front.opening.id, front.opening.path, front.opening.flags = 1, p, flags
+		front.opened(1, h)
+	}
+	orig := map[string]string{"src.bin": "source", "dst.bin": "dest"}
+	note("1", "src.bin", sftpFlagRead, orig["src.bin"])
+	note("2", "dst.bin", sftpFlagWrite, orig["dst.bin"])
+	for _, moved := range []string{"src.bin", "dst.bin"} {
+		p := filepath.Join(dir, moved)
+		if err := os.Rename(p, p+".old"); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(p, []byte("other"), 0o600) // another file with the name
+		err := front.copyData(copyDataRequest{From: "1", To: "2"})
+		if err != errFileMoved {
+			t.Errorf("copy-data after %s was renamed: %v, want %v", moved, err, errFileMoved)
+		}
+		for name, want := range map[string]string{moved: "other", moved + ".old": orig[moved]} {
+			if got, _ := os.ReadFile(filepath.Join(dir, name)); string(got) != want {
+				t.Errorf("after %s was renamed: %s = %q, want %q", moved, name, got, want)
+			}
+		}
+		os.Remove(p)
+		os.Rename(p+".old", p)
+	}
+	if err := front.copyData(copyDataRequest{From: "1", To: "2"}); err != nil {
+		t.Fatalf("copy-data with both files in place: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "dst.bin")); string(got) != "source" {
+		t.Errorf("dst.bin = %q, want \"source\"", got)
 	}
 }

@@ -1,0 +1,191 @@
+package sshd
+
+import (
+	"errors"
+	"io"
+	"math"
+	"os"
+	"syscall"
+)
+
+// The files pkg/sftp holds open, for the requests served here that act on
+// them: fsync@openssh.com and copy-data. pkg/sftp keeps its descriptors to
+// itself, so the front notes the path, the open flags and, just after pkg/sftp
+// opened it, the device and inode of each file, and opens it again by that
+// path when a request needs it, only if it is still the same file.
+
+// SSH_FXF_* flags of an OPEN used here.
+const (
+	sftpFlagRead   = 0x01 // SSH_FXF_READ
+	sftpFlagWrite  = 0x02 // SSH_FXF_WRITE
+	sftpFlagAppend = 0x04 // SSH_FXF_APPEND
+)
+
+// openFile is what is known of a file pkg/sftp holds open: the path it was
+// opened by, its OPEN's flags and that file's device and inode just after;
+// path is "" when they are not known or it is not a regular file.
+type openFile struct {
+	path     string
+	flags    uint32
+	dev, ino uint64
+}
+
+// sftpFailureMsg is an error answered as SSH_FX_FAILURE with its text.
+type sftpFailureMsg string
+
+func (m sftpFailureMsg) Error() string { return string(m) }
+
+// errFileMoved refuses a request on a file that no longer has the name it was
+// opened by: another file may have it now.
+const errFileMoved = sftpFailureMsg("the file was renamed, removed or replaced since it was opened")
+
+// errNameUnknown refuses a request on a file whose path or kind is not
+// known: a path too long to note, or not a regular file.
+const errNameUnknown = sftpFailureMsg("the file's name is not known, or it is not a regular file")
+
+// opened counts the file of handle h open, pkg/sftp's answer to request id,
+// and notes which file it is if that OPEN is the one noted in s.opening.
+func (s *sftpFront) opened(id uint32, h string) {
+	s.mu.Lock()
+	p, flags := s.opening.path, s.opening.flags
+	if s.opening.id != id {
+		p = ""
+	}
+	s.opening.path = ""
+	s.mu.Unlock()
+	var f openFile
+	var st syscall.Stat_t
+	if p != "" && syscall.Stat(p, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
+		f = openFile{path: p, flags: flags, dev: uint64(st.Dev), ino: uint64(st.Ino)}
+	}
+	s.mu.Lock()
+	s.files[h] = f
+	s.mu.Unlock()
+}
+
+// file returns what is known of the file of handle h, if it is one pkg/sftp
+// holds open.
+func (s *sftpFront) file(h string) (openFile, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.files[h]
+	return f, ok
+}
+
+// reopen opens f again, by the path it was opened by, with mode (O_RDONLY
+// or O_WRONLY), if that is still the same file.
+func reopen(f openFile, mode int) (*os.File, error) {
+	if f.path == "" {
+		return nil, errNameUnknown
+	}
+	// O_NONBLOCK: were a FIFO put at the path, open(2) would wait for its
+	// other end. Only a regular file is kept, which it does not change.
+	fd, err := syscall.Open(f.path, mode|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, syscall.ENOENT) {
+		return nil, errFileMoved
+	} else if err != nil {
+		return nil, err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil || uint64(st.Dev) != f.dev || uint64(st.Ino) != f.ino {
+		syscall.Close(fd)
+		return nil, errFileMoved
+	}
+	return os.NewFile(uintptr(fd), f.path), nil
+}
+
+// The seams through which fsync flushes, for tests.
+var (
+	fsyncFile = (*os.File).Sync
+	syncAll   = syscall.Sync
+)
+
+// fsync answers fsync@openssh.com for handle h, as sftp-server does: an
+// unknown handle is "no such file", a directory's is unsupported. The file,
+// opened again, is flushed with fsync(2), which flushes the file (not only
+// what one descriptor wrote) and reports a failed write-back. If it cannot be
+// (renamed or replaced since, not a regular file, not readable by the
+// agent), sync(2) flushes every file system, this file among them, but
+// reports no error. Every request before this one has been answered, so the
+// writes of an upload are all in.
+func (s *sftpFront) fsync(h string) error {
+	if s.dirs[h] != nil {
+		return syscall.ENOSYS
+	}
+	of, ok := s.file(h)
+	if !ok {
+		return syscall.EBADF
+	}
+	f, err := reopen(of, syscall.O_RDONLY)
+	if err != nil {
+		syncAll()
+		return nil
+	}
+	defer f.Close()
+	return fsyncFile(f)
+}
+
+// copyDataRequest is copy-data's body after its name.
+type copyDataRequest struct {
+	From            string
+	FromOff, Length uint64 // Length 0: to the end of the file
+	To              string
+	ToOff           uint64
+	Rest            []byte `ssh:"rest"` // ignored, as sftp-server ignores it
+}
+
+// copyData answers copy-data: Length bytes of the file of handle From (all
+// from FromOff to its end if Length is 0) are written to the file of handle
+// To at ToOff, or at its end if it was opened to append, as sftp-server
+// does. From must have been opened to read and To to write; they must be two
+// files. Both are opened again (see reopen); a handle whose file was renamed
+// or replaced since is refused, since copying whatever now has its name would
+// read or overwrite the wrong file. A copy that fails midway (a full disk)
+// leaves what it wrote, and says why.
+func (s *sftpFront) copyData(r copyDataRequest) error {
+	if s.dirs[r.From] != nil || s.dirs[r.To] != nil {
+		return syscall.EISDIR
+	}
+	from, okFrom := s.file(r.From)
+	to, okTo := s.file(r.To)
+	switch {
+	case !okFrom || !okTo:
+		return syscall.EBADF
+	case from.path == "" || to.path == "":
+		return errNameUnknown
+	case from.flags&sftpFlagRead == 0 || to.flags&sftpFlagWrite == 0:
+		return syscall.EBADF // as read(2) or write(2) would say
+	case r.From == r.To || from.dev == to.dev && from.ino == to.ino:
+		return sftpFailureMsg("copy-data within one file")
+	}
+	if r.FromOff > math.MaxInt64 || r.ToOff > math.MaxInt64 {
+		return syscall.EINVAL
+	}
+	src, err := reopen(from, syscall.O_RDONLY)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := reopen(to, syscall.O_WRONLY)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	if _, err := src.Seek(int64(r.FromOff), io.SeekStart); err != nil {
+		return err
+	}
+	if to.flags&sftpFlagAppend != 0 {
+		_, err = dst.Seek(0, io.SeekEnd)
+	} else {
+		_, err = dst.Seek(int64(r.ToOff), io.SeekStart)
+	}
+	if err != nil {
+		return err
+	}
+	var in io.Reader = src
+	if r.Length > 0 && r.Length <= math.MaxInt64 {
+		in = io.LimitReader(src, int64(r.Length))
+	}
+	_, err = io.Copy(dst, in) // copy_file_range(2) where the kernel has it
+	return err
+}
