@@ -89,6 +89,10 @@ func FuzzSFTPFront(f *testing.F) {
 	f.Add(sftpPacket(200, uint32(1), limitsExt, "trailing"))
 	f.Add(sftpPacket(200, uint32(1)))
 	f.Add(sftpPacket(200, uint32(1), usersGroupsExt, "\x00\x00\x00\x00\x00\x00\x03\xe8", "\x00\x00\x00\x0a"))
+	f.Add(bytes.Join([][]byte{
+		sftpPacket(11, uint32(1), "."), sftpPacket(200, uint32(2), fsyncExt, "d1"), sftpPacket(200, uint32(3), fsyncExt, "1"),
+		sftpPacket(200, uint32(4), copyDataExt, "d1", make([]byte, 16), "1", make([]byte, 8)),
+	}, nil))
 	f.Add([]byte{0, 0, 0, 3, 12, 0, 0})
 	f.Add([]byte{0, 0, 0, 0})
 	f.Add([]byte{0, 0, 0, 9, 4, 0, 0, 0, 1, 0, 0, 0, 9})
