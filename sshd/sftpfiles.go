@@ -47,16 +47,17 @@ const errNameUnknown = sftpFailureMsg("the file's name is not known, or it is no
 // and notes which file it is if that OPEN is the one noted in s.opening.
 func (s *sftpFront) opened(id uint32, h string) {
 	s.mu.Lock()
-	p, flags := s.opening.path, s.opening.flags
-	if s.opening.id != id {
-		p = ""
+	f := s.opening
+	if s.openingID != id {
+		f.path = ""
 	}
 	s.opening.path = ""
 	s.mu.Unlock()
-	var f openFile
 	var st syscall.Stat_t
-	if p != "" && syscall.Stat(p, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
-		f = openFile{path: p, flags: flags, dev: uint64(st.Dev), ino: uint64(st.Ino)}
+	if f.path != "" && syscall.Stat(f.path, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
+		f.dev, f.ino = uint64(st.Dev), uint64(st.Ino)
+	} else {
+		f = openFile{}
 	}
 	s.mu.Lock()
 	s.files[h] = f
@@ -67,8 +68,8 @@ func (s *sftpFront) opened(id uint32, h string) {
 // holds open.
 func (s *sftpFront) file(h string) (openFile, bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	f, ok := s.files[h]
+	s.mu.Unlock()
 	return f, ok
 }
 
@@ -171,13 +172,15 @@ func (s *sftpFront) copyData(r copyDataRequest) error {
 		return err
 	}
 	defer dst.Close()
-	if _, err := src.Seek(int64(r.FromOff), io.SeekStart); err != nil {
+	// lseek(2) on the descriptors: io.Copy moves on from there (with
+	// copy_file_range(2) where the kernel has it).
+	if _, err := syscall.Seek(int(src.Fd()), int64(r.FromOff), io.SeekStart); err != nil {
 		return err
 	}
 	if to.flags&sftpFlagAppend != 0 {
-		_, err = dst.Seek(0, io.SeekEnd)
+		_, err = syscall.Seek(int(dst.Fd()), 0, io.SeekEnd)
 	} else {
-		_, err = dst.Seek(int64(r.ToOff), io.SeekStart)
+		_, err = syscall.Seek(int(dst.Fd()), int64(r.ToOff), io.SeekStart)
 	}
 	if err != nil {
 		return err
@@ -186,6 +189,6 @@ func (s *sftpFront) copyData(r copyDataRequest) error {
 	if r.Length > 0 && r.Length <= math.MaxInt64 {
 		in = io.LimitReader(src, int64(r.Length))
 	}
-	_, err = io.Copy(dst, in) // copy_file_range(2) where the kernel has it
+	_, err = io.Copy(dst, in)
 	return err
 }

@@ -111,14 +111,11 @@ type sftpFront struct {
 	// when a CLOSE of one is handed on (pkg/sftp forgets the handle even
 	// if close(2) fails).
 	files map[string]openFile
-	// opening is the OPEN handed on last, until its HANDLE reply: an OPEN is
-	// handed on only once every request before it is answered (see
-	// filesOpen), so at most one waits.
-	opening struct {
-		id    uint32
-		path  string // "" when not known
-		flags uint32 // SSH_FXF_*
-	}
+	// opening is the path and flags of the OPEN handed on last, request
+	// openingID, until its HANDLE reply: an OPEN is handed on only once every
+	// request before it is answered (see filesOpen), so at most one waits.
+	opening   openFile
+	openingID uint32
 }
 
 func newSFTPFront(r io.Reader, w io.Writer, workDir string, homeOf func(string) (string, bool), srv *Server) *sftpFront {
@@ -238,9 +235,9 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 			return true
 		}
 		s.mu.Lock()
-		s.opening.id, s.opening.path, s.opening.flags = req.ID, "", 0
+		s.openingID, s.opening = req.ID, openFile{}
 		if req.Arg != "" && len(req.Rest) >= 4 {
-			s.opening.path, s.opening.flags = s.local(req.Arg), binary.BigEndian.Uint32(req.Rest)
+			s.opening = openFile{path: s.local(req.Arg), flags: binary.BigEndian.Uint32(req.Rest)}
 		}
 		s.mu.Unlock()
 		return false

@@ -476,7 +476,7 @@ func TestSFTPCopyDataFileMoved(t *testing.T) {
 		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		front.opening.id, front.opening.path, front.opening.flags = 1, p, flags
+		front.openingID, front.opening = 1, openFile{path: p, flags: flags}
 		front.opened(1, h)
 	}
 	orig := map[string]string{"src.bin": "source", "dst.bin": "dest"}
