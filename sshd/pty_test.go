@@ -188,7 +188,10 @@ func TestTerminalModes(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
 	s := openSession(t, c)
-	modes := gossh.TerminalModes{gossh.ECHO: 0, gossh.VERASE: 8, gossh.IUTF8: 1, gossh.VINTR: 255, gossh.TTY_OP_ISPEED: 38400}
+	// Control characters, and bits of the input, local and output flags (a
+	// pty keeps its own control flags).
+	modes := gossh.TerminalModes{gossh.ECHO: 0, gossh.VERASE: 8, gossh.IUTF8: 1, gossh.VINTR: 255, gossh.TTY_OP_ISPEED: 38400,
+		gossh.ONLCR: 0}
 	if err := s.RequestPty("xterm", 24, 80, modes); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +200,7 @@ func TestTerminalModes(t *testing.T) {
 		t.Fatalf("stty -a: %v", err)
 	}
 	got := string(out)
-	for _, w := range []string{"-echo ", "erase = ^H", "iutf8", "intr = <undef>"} {
+	for _, w := range []string{"-echo ", "erase = ^H", " iutf8", "intr = <undef>", "-onlcr"} {
 		if !strings.Contains(got, w) {
 			t.Errorf("stty -a lacks %q:\n%s", w, got)
 		}

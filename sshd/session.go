@@ -247,27 +247,42 @@ func (s *Server) acceptEnv(name string) bool {
 	return false
 }
 
-// signals maps RFC 4254 section 6.10 signal names.
-var signals = map[string]syscall.Signal{
-	"ABRT": syscall.SIGABRT, "ALRM": syscall.SIGALRM, "FPE": syscall.SIGFPE, "HUP": syscall.SIGHUP,
-	"ILL": syscall.SIGILL, "INT": syscall.SIGINT, "KILL": syscall.SIGKILL, "PIPE": syscall.SIGPIPE,
-	"QUIT": syscall.SIGQUIT, "SEGV": syscall.SIGSEGV, "TERM": syscall.SIGTERM, "USR1": syscall.SIGUSR1,
-	"USR2": syscall.SIGUSR2,
+// signals are RFC 4254 section 6.10's signal names (a table rather than a
+// map: static data, no code or heap at start).
+var signals = [...]struct {
+	name string
+	sig  syscall.Signal
+}{
+	{"ABRT", syscall.SIGABRT}, {"ALRM", syscall.SIGALRM}, {"FPE", syscall.SIGFPE}, {"HUP", syscall.SIGHUP},
+	{"ILL", syscall.SIGILL}, {"INT", syscall.SIGINT}, {"KILL", syscall.SIGKILL}, {"PIPE", syscall.SIGPIPE},
+	{"QUIT", syscall.SIGQUIT}, {"SEGV", syscall.SIGSEGV}, {"TERM", syscall.SIGTERM}, {"USR1", syscall.SIGUSR1},
+	{"USR2", syscall.SIGUSR2},
 }
 
+// signalName is the RFC 4254 name of sig.
 func signalName(sig syscall.Signal) (string, bool) {
-	for k, v := range signals {
-		if v == sig {
-			return k, true
+	for _, s := range signals {
+		if s.sig == sig {
+			return s.name, true
 		}
 	}
 	return "", false
 }
 
+// signalNamed is the signal of an RFC 4254 name.
+func signalNamed(name string) (syscall.Signal, bool) {
+	for _, s := range signals {
+		if s.name == name {
+			return s.sig, true
+		}
+	}
+	return 0, false
+}
+
 // signal delivers a client's signal request to the running program, like
 // OpenSSH to the process itself; it is dropped when nothing runs.
 func (sess *session) signal(name string) {
-	sig, ok := signals[strings.TrimPrefix(name, "SIG")]
+	sig, ok := signalNamed(strings.TrimPrefix(name, "SIG"))
 	if !ok {
 		return
 	}

@@ -9,28 +9,41 @@ import (
 
 // Encoded terminal modes of a pty-req (RFC 4254 section 8, IUTF8 from RFC
 // 8160): opcode bytes, each of 1..159 followed by a uint32, ended by 0.
-var (
-	modeChars = map[byte]int{
-		1: unix.VINTR, 2: unix.VQUIT, 3: unix.VERASE, 4: unix.VKILL, 5: unix.VEOF,
-		6: unix.VEOL, 7: unix.VEOL2, 8: unix.VSTART, 9: unix.VSTOP, 10: unix.VSUSP,
-		12: unix.VREPRINT, 13: unix.VWERASE, 14: unix.VLNEXT, 18: unix.VDISCARD,
-	}
-	modeIflags = map[byte]uint32{
-		30: unix.IGNPAR, 31: unix.PARMRK, 32: unix.INPCK, 33: unix.ISTRIP, 34: unix.INLCR,
-		35: unix.IGNCR, 36: unix.ICRNL, 37: unix.IUCLC, 38: unix.IXON, 39: unix.IXANY,
-		40: unix.IXOFF, 41: unix.IMAXBEL, 42: unix.IUTF8,
-	}
-	modeLflags = map[byte]uint32{
-		50: unix.ISIG, 51: unix.ICANON, 52: unix.XCASE, 53: unix.ECHO, 54: unix.ECHOE,
-		55: unix.ECHOK, 56: unix.ECHONL, 57: unix.NOFLSH, 58: unix.TOSTOP, 59: unix.IEXTEN,
-		60: unix.ECHOCTL, 61: unix.ECHOKE, 62: unix.PENDIN,
-	}
-	modeOflags = map[byte]uint32{
-		70: unix.OPOST, 71: unix.OLCUC, 72: unix.ONLCR, 73: unix.OCRNL, 74: unix.ONOCR, 75: unix.ONLRET,
-	}
-	modeCflags = map[byte]uint32{
-		90: unix.CS7, 91: unix.CS8, 92: unix.PARENB, 93: unix.PARODD,
-	}
+// modeTable says what each opcode the server applies sets: a control
+// character (its index in c_cc) or a bit of one of the flag words. A table
+// rather than maps: static data, no code or heap at start.
+var modeTable = [...]struct {
+	op, word byte // word: one of the mode* below
+	val      uint32
+}{
+	{1, modeChar, unix.VINTR}, {2, modeChar, unix.VQUIT}, {3, modeChar, unix.VERASE},
+	{4, modeChar, unix.VKILL}, {5, modeChar, unix.VEOF}, {6, modeChar, unix.VEOL},
+	{7, modeChar, unix.VEOL2}, {8, modeChar, unix.VSTART}, {9, modeChar, unix.VSTOP},
+	{10, modeChar, unix.VSUSP}, {12, modeChar, unix.VREPRINT}, {13, modeChar, unix.VWERASE},
+	{14, modeChar, unix.VLNEXT}, {18, modeChar, unix.VDISCARD},
+	{30, modeIflag, unix.IGNPAR}, {31, modeIflag, unix.PARMRK}, {32, modeIflag, unix.INPCK},
+	{33, modeIflag, unix.ISTRIP}, {34, modeIflag, unix.INLCR}, {35, modeIflag, unix.IGNCR},
+	{36, modeIflag, unix.ICRNL}, {37, modeIflag, unix.IUCLC}, {38, modeIflag, unix.IXON},
+	{39, modeIflag, unix.IXANY}, {40, modeIflag, unix.IXOFF}, {41, modeIflag, unix.IMAXBEL},
+	{42, modeIflag, unix.IUTF8},
+	{50, modeLflag, unix.ISIG}, {51, modeLflag, unix.ICANON}, {52, modeLflag, unix.XCASE},
+	{53, modeLflag, unix.ECHO}, {54, modeLflag, unix.ECHOE}, {55, modeLflag, unix.ECHOK},
+	{56, modeLflag, unix.ECHONL}, {57, modeLflag, unix.NOFLSH}, {58, modeLflag, unix.TOSTOP},
+	{59, modeLflag, unix.IEXTEN}, {60, modeLflag, unix.ECHOCTL}, {61, modeLflag, unix.ECHOKE},
+	{62, modeLflag, unix.PENDIN},
+	{70, modeOflag, unix.OPOST}, {71, modeOflag, unix.OLCUC}, {72, modeOflag, unix.ONLCR},
+	{73, modeOflag, unix.OCRNL}, {74, modeOflag, unix.ONOCR}, {75, modeOflag, unix.ONLRET},
+	{90, modeCflag, unix.CS7}, {91, modeCflag, unix.CS8}, {92, modeCflag, unix.PARENB},
+	{93, modeCflag, unix.PARODD},
+}
+
+// What an entry of modeTable sets.
+const (
+	modeChar  = iota // the control character c_cc[val]
+	modeIflag        // bit val of c_iflag
+	modeLflag        // of c_lflag
+	modeOflag        // of c_oflag
+	modeCflag        // of c_cflag
 )
 
 // terminalMode is one decoded opcode and argument.
@@ -82,20 +95,26 @@ func applyTerminalModes(tty *os.File, modes []terminalMode) error {
 		}
 		for _, m := range modes {
 			on := m.Arg != 0
-			if i, ok := modeChars[m.Op]; ok {
-				c := uint8(m.Arg)
-				if m.Arg == 255 {
-					c = 0 // _POSIX_VDISABLE
+			for _, e := range modeTable {
+				if e.op != m.Op {
+					continue
 				}
-				t.Cc[i] = c
-			} else if bit, ok := modeIflags[m.Op]; ok {
-				set(&t.Iflag, bit, on)
-			} else if bit, ok := modeLflags[m.Op]; ok {
-				set(&t.Lflag, bit, on)
-			} else if bit, ok := modeOflags[m.Op]; ok {
-				set(&t.Oflag, bit, on)
-			} else if bit, ok := modeCflags[m.Op]; ok {
-				set(&t.Cflag, bit, on)
+				switch e.word {
+				case modeChar:
+					c := uint8(m.Arg)
+					if m.Arg == 255 {
+						c = 0 // _POSIX_VDISABLE
+					}
+					t.Cc[e.val] = c
+				case modeIflag:
+					set(&t.Iflag, e.val, on)
+				case modeLflag:
+					set(&t.Lflag, e.val, on)
+				case modeOflag:
+					set(&t.Oflag, e.val, on)
+				case modeCflag:
+					set(&t.Cflag, e.val, on)
+				}
 			}
 		}
 		opErr = unix.IoctlSetTermios(int(fd), unix.TCSETS, t)
