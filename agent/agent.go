@@ -161,15 +161,25 @@ func HostPublicKeys(dataDir string) ([]gossh.PublicKey, error) {
 	return (&sshd.Server{DataDir: dataDir}).PublicKeys()
 }
 
-// notifyKeys maps the fields of notify.Config to the config keys they come from.
-var notifyKeys = map[string]string{
-	"ThingName": "thing_name",
-	"ClientID":  "mqtt.client_id",
-	"Broker":    "mqtt.endpoint",
-	"CAFile":    "mqtt.ca_file",
-	"CertFile":  "mqtt.cert_file",
-	"KeyFile":   "mqtt.key_file",
-	"KeepAlive": "mqtt.keepalive",
+// notifyKey is the config key that the field of notify.Config comes from.
+func notifyKey(field string) string {
+	switch field {
+	case "ThingName":
+		return "thing_name"
+	case "ClientID":
+		return "mqtt.client_id"
+	case "Broker":
+		return "mqtt.endpoint"
+	case "CAFile":
+		return "mqtt.ca_file"
+	case "CertFile":
+		return "mqtt.cert_file"
+	case "KeyFile":
+		return "mqtt.key_file"
+	case "KeepAlive":
+		return "mqtt.keepalive"
+	}
+	return "mqtt"
 }
 
 // configKey rewrites a *notify.ConfigError to name the config key, as Validate's
@@ -179,11 +189,7 @@ func configKey(err error) error {
 	if !errors.As(err, &ce) {
 		return err
 	}
-	key, ok := notifyKeys[ce.Field]
-	if !ok {
-		key = "mqtt"
-	}
-	return fmt.Errorf("config: %s: %w", key, ce.Err)
+	return fmt.Errorf("config: %s: %w", notifyKey(ce.Field), ce.Err)
 }
 
 // newSSHServer maps the [ssh] settings onto the embedded server.

@@ -558,13 +558,18 @@ func startWarnings(cfg *Config) []string {
 	return append(out, loginWarnings(cfg)...)
 }
 
-// sshKeys maps the sshd.Server fields that sshd.LoginProblem names to the
-// config keys they come from.
-var sshKeys = map[string]string{
-	"AuthorizedKeysFiles":    "ssh.authorized_keys",
-	"TrustedUserCAKeysFiles": "ssh.trusted_user_ca_keys",
-	"PasswordHashes":         "ssh.password_hashes",
-	"PasswdFile":             "ssh",
+// sshKey is the config key that the sshd.Server field named by
+// sshd.LoginProblem comes from.
+func sshKey(field string) string {
+	switch field {
+	case "AuthorizedKeysFiles":
+		return "ssh.authorized_keys"
+	case "TrustedUserCAKeysFiles":
+		return "ssh.trusted_user_ca_keys"
+	case "PasswordHashes":
+		return "ssh.password_hashes"
+	}
+	return "ssh"
 }
 
 // loginWarnings says, by sshd's own rules (sshd.Server.CheckLogins), which SSH
@@ -588,7 +593,7 @@ func loginWarnings(cfg *Config) []string {
 	problems, ok := srv.CheckLogins()
 	var out []string
 	for _, p := range problems {
-		out = append(out, sshKeys[p.Field]+": "+p.Err.Error())
+		out = append(out, sshKey(p.Field)+": "+p.Err.Error())
 	}
 	if !ok {
 		out = append(out, "ssh: no login method can work: no usable authorized_keys file (ssh.authorized_keys), trusted user CA key "+

@@ -2,44 +2,50 @@ package notify
 
 import "fmt"
 
-// MQTT v5 reason codes (MQTT 5.0 §2.4) that a device meets in practice.
-var reasonNames = map[byte]string{
-	0x80: "unspecified error",
-	0x81: "malformed packet",
-	0x82: "protocol error",
-	0x83: "implementation specific error",
-	0x84: "unsupported protocol version",
-	0x85: "client identifier not valid",
-	0x86: "bad user name or password",
-	0x87: "not authorized",
-	0x88: "server unavailable",
-	0x89: "server busy",
-	0x8A: "banned",
-	0x8B: "server shutting down",
-	0x8C: "bad authentication method",
-	0x8D: "keep alive timeout",
-	0x8E: "session taken over",
-	0x8F: "topic filter invalid",
-	0x90: "topic name invalid",
-	0x91: "packet identifier in use",
-	0x93: "receive maximum exceeded",
-	0x95: "packet too large",
-	0x96: "message rate too high",
-	0x97: "quota exceeded",
-	0x98: "administrative action",
-	0x99: "payload format invalid",
-	0x9C: "use another server",
-	0x9D: "server moved",
-	0x9E: "shared subscriptions not supported",
-	0x9F: "connection rate exceeded",
-	0xA0: "maximum connect time",
-	0xA2: "wildcard subscriptions not supported",
+// MQTT v5 reason codes (MQTT 5.0 §2.4) that a device meets in practice (a
+// table rather than a map: static data, nothing built at start).
+var reasonNames = [...]struct {
+	code byte
+	name string
+}{
+	{0x80, "unspecified error"},
+	{0x81, "malformed packet"},
+	{0x82, "protocol error"},
+	{0x83, "implementation specific error"},
+	{0x84, "unsupported protocol version"},
+	{0x85, "client identifier not valid"},
+	{0x86, "bad user name or password"},
+	{0x87, "not authorized"},
+	{0x88, "server unavailable"},
+	{0x89, "server busy"},
+	{0x8A, "banned"},
+	{0x8B, "server shutting down"},
+	{0x8C, "bad authentication method"},
+	{0x8D, "keep alive timeout"},
+	{0x8E, "session taken over"},
+	{0x8F, "topic filter invalid"},
+	{0x90, "topic name invalid"},
+	{0x91, "packet identifier in use"},
+	{0x93, "receive maximum exceeded"},
+	{0x95, "packet too large"},
+	{0x96, "message rate too high"},
+	{0x97, "quota exceeded"},
+	{0x98, "administrative action"},
+	{0x99, "payload format invalid"},
+	{0x9C, "use another server"},
+	{0x9D, "server moved"},
+	{0x9E, "shared subscriptions not supported"},
+	{0x9F, "connection rate exceeded"},
+	{0xA0, "maximum connect time"},
+	{0xA2, "wildcard subscriptions not supported"},
 }
 
 // reasonText formats a reason code as "0x87 (not authorized)".
 func reasonText(code byte) string {
-	if name, ok := reasonNames[code]; ok {
-		return fmt.Sprintf("0x%02X (%s)", code, name)
+	for _, r := range reasonNames {
+		if r.code == code {
+			return fmt.Sprintf("0x%02X (%s)", code, r.name)
+		}
 	}
 	return fmt.Sprintf("0x%02X", code)
 }
