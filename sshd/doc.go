@@ -141,6 +141,9 @@
 // the copy stays on the device). pkg/sftp keeps its descriptors to itself, so
 // these two open the file again by the name it was opened by, and only if it
 // is still the same file: copy-data refuses a file renamed or replaced since.
+// Opened again, a file is checked against its mode: an agent that is not root
+// cannot cp a read-only file (the copy is made with the original's mode, and
+// opening it again for writing is then refused), which sftp-server can.
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the
