@@ -17,16 +17,7 @@ import (
 // pipelined writes out of order, so writes at later offsets landed after an
 // earlier one had failed, leaving a hole that a resume then kept.
 func TestSFTPFullDiskLeavesPrefix(t *testing.T) {
-	needRoot(t)
-	dir := filepath.Join(t.TempDir(), "small")
-	os.Mkdir(dir, 0o755)
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m,mode=0755"); err != nil {
-		if os.Getenv("CI") == "true" { // CI runs as root, which may mount
-			t.Fatalf("mounting a 1 MiB tmpfs: %v", err)
-		}
-		t.Skipf("cannot mount a tmpfs here (%v): the full-disk upload is not tested", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := smallDisk(t)
 	data := make([]byte, 4<<20)
 	rand.Read(data)
 	for i := range 3 {
@@ -54,6 +45,23 @@ func TestSFTPFullDiskLeavesPrefix(t *testing.T) {
 		}
 		os.Remove(path)
 	}
+}
+
+// smallDisk mounts a 1 MiB tmpfs for the test and returns its path. It needs
+// root; elsewhere the test is skipped, except under CI=true (CI runs as root,
+// which may mount).
+func smallDisk(t *testing.T) string {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "small")
+	os.Mkdir(dir, 0o755)
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m,mode=0755"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mounting a 1 MiB tmpfs: %v", err)
+		}
+		t.Skipf("cannot mount a tmpfs here (%v): a full disk is not tested", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
 }
 
 // BenchmarkSFTPUpload moves 32 MiB per iteration through the in-process SFTP

@@ -2,7 +2,9 @@ package sshd
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -505,5 +507,37 @@ func TestSFTPCopyDataFileMoved(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "dst.bin")); string(got) != "source" {
 		t.Errorf("dst.bin = %q, want \"source\"", got)
+	}
+}
+
+// TestSFTPCopyDataFullDisk: a copy that runs out of space says so (the
+// client prints the errno's text) and leaves a prefix of the source.
+func TestSFTPCopyDataFullDisk(t *testing.T) {
+	small := smallDisk(t)
+	dir := t.TempDir()
+	front := newSFTPFront(bytes.NewReader(nil), io.Discard, dir, nil, nil)
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	for h, f := range map[string]struct {
+		path  string
+		flags uint32
+		data  []byte
+	}{"1": {filepath.Join(dir, "src.bin"), sftpFlagRead, data}, "2": {filepath.Join(small, "dst.bin"), sftpFlagWrite, nil}} {
+		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		front.openingID, front.opening = 1, openFile{path: f.path, flags: f.flags}
+		front.opened(1, h)
+	}
+	err := front.copyData(copyDataRequest{From: "1", To: "2"})
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("copy-data of 2 MiB onto 1 MiB: %v, want ENOSPC", err)
+	}
+	if st := sftpStatusPacket(7, err); !bytes.Contains(st, []byte("no space left on device")) {
+		t.Errorf("status %q does not say why", st)
+	}
+	got, _ := os.ReadFile(filepath.Join(small, "dst.bin"))
+	if len(got) == 0 || !bytes.Equal(got, data[:len(got)]) {
+		t.Errorf("the failed copy left %d bytes that are not a prefix of the source", len(got))
 	}
 }
