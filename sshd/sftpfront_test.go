@@ -126,6 +126,21 @@ func sftpReplies(t testing.TB, out []byte) [][]byte {
 	return replies
 }
 
+// sftpStatuses checks that replies are SSH_FXP_STATUS replies with the ids and
+// codes of want (request id to code), in order.
+func sftpStatuses(t *testing.T, replies [][]byte, want ...[2]uint32) {
+	t.Helper()
+	if len(replies) != len(want) {
+		t.Fatalf("%d replies, want %d: %x", len(replies), len(want), replies)
+	}
+	for i, w := range want {
+		var got struct{ ID, Code uint32 }
+		if len(replies[i]) < 9 || replies[i][0] != sftpStatus || gossh.Unmarshal(replies[i][1:9], &got) != nil || got.ID != w[0] || got.Code != w[1] {
+			t.Errorf("reply %x, want status %d for %d", replies[i], w[1], w[0])
+		}
+	}
+}
+
 // runSFTPStream serves the client's stream in as runSFTP does, the front
 // before pkg/sftp, in a new directory, and returns what the session has sent
 // back once it has ended with the stream. (pkg/sftp's Serve returns once its
@@ -229,10 +244,7 @@ func TestSFTPUsersGroupsByID(t *testing.T) {
 	if names.ID != 5 || names.Users != empty+empty || names.Groups != empty {
 		t.Errorf("users-groups-by-id = %+v, want two and one empty names", names)
 	}
-	var status struct{ ID, Code uint32 }
-	if replies[2][0] != sftpStatus || gossh.Unmarshal(replies[2][1:9], &status) != nil || status.ID != 6 || status.Code != sftpFailure {
-		t.Errorf("reply to a malformed id list: %x, want a failure status for 6", replies[2])
-	}
+	sftpStatuses(t, replies[2:3], [2]uint32{6, sftpFailure}) // a malformed id list
 	if replies[3][0] != sftpExtReply {
 		t.Errorf("the session did not go on after the malformed request: %x", replies[3])
 	}
@@ -306,17 +318,13 @@ func TestSFTPFsync(t *testing.T) {
 	if want := sftpPacket(sftpHandle, uint32(2), "1")[4:]; !bytes.Equal(replies[1], want) {
 		t.Fatalf("reply to OPEN %q, want the handle \"1\" (pkg/sftp numbers its handles)", replies[1])
 	}
-	for i, want := range []struct{ id, code uint32 }{
-		2: {3, sftpOK}, 3: {4, sftpOK}, 5: {6, sftpOpUnsupported}, 6: {7, sftpNoSuchFile}, 7: {8, sftpOK}, 8: {9, sftpNoSuchFile},
-	} {
-		if want.id == 0 {
-			continue
-		}
-		var got struct{ ID, Code uint32 }
-		if replies[i][0] != sftpStatus || gossh.Unmarshal(replies[i][1:9], &got) != nil || got != (struct{ ID, Code uint32 }{want.id, want.code}) {
-			t.Errorf("reply %d: %x, want status %d for %d", i, replies[i], want.code, want.id)
-		}
-	}
+	sftpStatuses(t, [][]byte{replies[2], replies[3], replies[5], replies[6], replies[7], replies[8]},
+		[2]uint32{3, sftpOK}, [2]uint32{4, sftpOK},
+		[2]uint32{6, sftpOpUnsupported}, // a directory's handle
+		[2]uint32{7, sftpNoSuchFile},    // never opened
+		[2]uint32{8, sftpOK},
+		[2]uint32{9, sftpNoSuchFile}, // closed
+	)
 	if len(calls.files) != 1 || !strings.HasSuffix(calls.files[0], "/f.bin 4") || calls.syncs != 0 {
 		t.Errorf("flushed: %v, want fsync of f.bin with its 4 bytes written", calls)
 	}
@@ -380,21 +388,6 @@ func TestSFTPFsyncFileMoved(t *testing.T) {
 	f.Close()
 	if len(calls.files) != 1 || calls.files[0] != filepath.Join(home, "kept.bin")+" 4" || calls.syncs != 2 {
 		t.Errorf("flushed: %v, want fsync of kept.bin after two syncs", calls)
-	}
-}
-
-// sftpStatuses checks that replies are SSH_FXP_STATUS replies with the ids and
-// codes of want (request id to code), in order.
-func sftpStatuses(t *testing.T, replies [][]byte, want ...[2]uint32) {
-	t.Helper()
-	if len(replies) != len(want) {
-		t.Fatalf("%d replies, want %d: %x", len(replies), len(want), replies)
-	}
-	for i, w := range want {
-		var got struct{ ID, Code uint32 }
-		if replies[i][0] != sftpStatus || gossh.Unmarshal(replies[i][1:9], &got) != nil || got.ID != w[0] || got.Code != w[1] {
-			t.Errorf("reply %x, want status %d for %d", replies[i], w[1], w[0])
-		}
 	}
 }
 
