@@ -86,36 +86,8 @@ func applyTerminalModes(tty *os.File, modes []terminalMode) error {
 			opErr = err
 			return
 		}
-		set := func(flags *uint32, bit uint32, on bool) {
-			if on {
-				*flags |= bit
-			} else {
-				*flags &^= bit
-			}
-		}
 		for _, m := range modes {
-			on := m.Arg != 0
-			for _, e := range modeTable {
-				if e.op != m.Op {
-					continue
-				}
-				switch e.word {
-				case modeChar:
-					c := uint8(m.Arg)
-					if m.Arg == 255 {
-						c = 0 // _POSIX_VDISABLE
-					}
-					t.Cc[e.val] = c
-				case modeIflag:
-					set(&t.Iflag, e.val, on)
-				case modeLflag:
-					set(&t.Lflag, e.val, on)
-				case modeOflag:
-					set(&t.Oflag, e.val, on)
-				case modeCflag:
-					set(&t.Cflag, e.val, on)
-				}
-			}
+			setTerminalMode(t, m)
 		}
 		opErr = unix.IoctlSetTermios(int(fd), unix.TCSETS, t)
 	})
@@ -123,4 +95,40 @@ func applyTerminalModes(tty *os.File, modes []terminalMode) error {
 		return err
 	}
 	return opErr
+}
+
+// setTerminalMode applies one mode to t; an opcode not in modeTable is
+// ignored.
+func setTerminalMode(t *unix.Termios, m terminalMode) {
+	for _, e := range modeTable {
+		if e.op != m.Op {
+			continue
+		}
+		var flags *uint32
+		switch e.word {
+		case modeChar:
+			c := uint8(m.Arg)
+			if m.Arg == 255 {
+				c = 0 // _POSIX_VDISABLE
+			}
+			t.Cc[e.val] = c
+			return
+		case modeIflag:
+			flags = &t.Iflag
+		case modeLflag:
+			flags = &t.Lflag
+		case modeOflag:
+			flags = &t.Oflag
+		case modeCflag:
+			flags = &t.Cflag
+		default:
+			return
+		}
+		if m.Arg != 0 {
+			*flags |= e.val
+		} else {
+			*flags &^= e.val
+		}
+		return
+	}
 }
