@@ -477,7 +477,12 @@ func umasked(mode uint32, created os.FileMode) os.FileMode {
 func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 	_, err := os.Stat(np)
 	exists := err == nil
-	f, err := os.OpenFile(np, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode(m.Mode&0o777)|0o200)
+	// O_NONBLOCK: onto a FIFO that no program reads, open(2) would block
+	// for ever in this in-process scp, keeping the session and the
+	// connection after the client has gone; it fails instead (ENXIO). For
+	// a regular file the flag changes nothing. O_NOCTTY: a terminal as the
+	// target must not become the server's controlling terminal.
+	f, err := os.OpenFile(np, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NONBLOCK|syscall.O_NOCTTY, fileMode(m.Mode&0o777)|0o200)
 	if err != nil {
 		// The source skips the data after an error answer.
 		return c.warn("%s: %s", np, strerror(err))
@@ -521,12 +526,11 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 	if t != nil && werr == nil {
 		werr = os.Chtimes(np, time.Unix(t.Atime, 0), time.Unix(t.Mtime, 0))
 	}
-	// The source's status byte for the file data.
-	if err := c.readAck(); err != nil {
-		if errors.Is(err, errSCPFatal) {
-			return err
-		}
-		return nil
+	// The source's status byte for the file data. A warning (the source
+	// could not read the whole file and padded it) is still answered, as
+	// OpenSSH's scp -t does: the source waits for that answer.
+	if _, err := c.answer(); err != nil {
+		return err
 	}
 	if werr != nil {
 		return c.warn("%s: %s", np, strerror(werr))

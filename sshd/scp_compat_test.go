@@ -235,6 +235,15 @@ var scpSinkCases = []struct {
 			"rodir/in":   "-rw----r-- z",
 		},
 	},
+	// A source that could not read the whole file (it shrank, or a read
+	// failed) pads it and sends a warning instead of \0: the sink still
+	// answers, or the source waits for that answer for ever.
+	{
+		name: "file the source could not read", cmd: "scp -t ROOT",
+		stream: "C0644 3 short\nab\x00\x01scp: short: Broken pipe\nC0644 1 next\nn\x00",
+		answer: strings.Repeat("\x00", 5), status: 1,
+		tree: map[string]string{"short": "-rw-r--r-- ab\x00", "next": "-rw-r--r-- n"},
+	},
 	// Times from a T line are set with or without -p.
 	{
 		name: "times without -p", cmd: "scp -r -t ROOT",

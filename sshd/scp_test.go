@@ -559,3 +559,45 @@ func TestSCPRefusedCommandLineNotLogged(t *testing.T) {
 		t.Errorf("the refused command line was logged: %q", l)
 	}
 }
+
+// TestSCPSinkFIFOWithoutReader: "scp -O f host:fifo" onto a FIFO that no
+// program reads must not block the in-process scp in open(2) for ever: the
+// session, its MaxSessions slot and the connection would outlive the
+// client, which gave up, until the server restarts.
+func TestSCPSinkFIFOWithoutReader(t *testing.T) {
+	e := newEnv(t, nil)
+	c, err := e.dial("root", gossh.PublicKeys(e.key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fifo := filepath.Join(e.home("root"), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := openRaw(t, c)
+	if ok, err := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"scp -t fifo"})); !ok || err != nil {
+		t.Fatalf("exec scp -t = %v, %v", ok, err)
+	}
+	r := bufio.NewReader(s.ch)
+	if b, err := r.ReadByte(); b != 0 || err != nil {
+		t.Fatalf("start answer %d, %v", b, err)
+	}
+	io.WriteString(s.ch, "C0644 3 fifo\n")
+	time.Sleep(200 * time.Millisecond)
+	c.Close() // the client gives up
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.eventsOf(EventSessionEnd)) == 0 {
+		if time.Now().After(deadline) {
+			// Let the server's clean-up end: a reader frees the open.
+			go func() {
+				if f, err := os.OpenFile(fifo, os.O_RDONLY, 0); err == nil {
+					io.Copy(io.Discard, f)
+					f.Close()
+				}
+			}()
+			t.Fatal("scp -t still blocked on the FIFO 5 s after the client left")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
