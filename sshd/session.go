@@ -202,10 +202,7 @@ func (sess *session) handle(req *gossh.Request) {
 		sess.reply(req, true)
 	case "signal":
 		var sig struct{ Name string }
-		if err := gossh.Unmarshal(req.Payload, &sig); err == nil {
-			sess.signal(sig.Name)
-		}
-		sess.reply(req, true)
+		sess.reply(req, gossh.Unmarshal(req.Payload, &sig) == nil && sess.signal(sig.Name))
 	case "shell", "exec", "subsystem":
 		if sess.started {
 			sess.reply(req, false)
@@ -279,18 +276,20 @@ func signalNamed(name string) (syscall.Signal, bool) {
 	return 0, false
 }
 
-// signal delivers a client's signal request to the running program, like
-// OpenSSH to the process itself; it is dropped when nothing runs.
-func (sess *session) signal(name string) {
+// signal delivers a client's signal request to the running program's
+// process group, as OpenSSH's session_signal_req does (killpg): what "sh -c"
+// started gets it too, instead of holding the output open once the shell
+// alone has died. It is refused when nothing runs (once the program has been
+// waited for, its process group id may be reused) and, as OpenSSH refuses
+// it, to a forced command: the key's or certificate's owner chose what runs.
+func (sess *session) signal(name string) bool {
 	sig, ok := signalNamed(strings.TrimPrefix(name, "SIG"))
-	if !ok {
-		return
+	if !ok || sess.restr.hasForce {
+		return false
 	}
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
-	if sess.proc != nil {
-		sess.proc.Signal(sig)
-	}
+	return sess.proc != nil && syscall.Kill(-sess.proc.Pid, sig) == nil
 }
 
 // start decides what the request runs and starts it. An error refuses the
@@ -591,14 +590,14 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	go copyOutput(sess.writer(sess.ch.Stderr()), errR)
 	go func() {
 		state, _ := cmd.Process.Wait()
-		// Its process group id may be reused from now on: hangup must not
-		// signal it any more.
+		// Its process group id may be reused from now on: hangup and
+		// signal must not signal it any more.
 		exited.Store(true)
-		sess.waitOutput(outDone)
-		closeOutput()
 		sess.mu.Lock()
 		sess.proc = nil
 		sess.mu.Unlock()
+		sess.waitOutput(outDone)
+		closeOutput()
 		sess.finish(exitOf(state))
 		<-outDone
 		stdin.Wait()

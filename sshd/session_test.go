@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -240,5 +241,69 @@ func TestFailedStartLogsNoArguments(t *testing.T) {
 	}
 	if l := e.logs.logged("Hunter2"); len(l) != 0 {
 		t.Errorf("the command's arguments were logged: %.200q", l[0])
+	}
+}
+
+// TestSignalReachesProcessGroup: a "signal" request reaches the command's
+// process group, as OpenSSH's session_signal_req does (killpg): "sh -c 'sleep
+// 30; echo done'" ends at once on TERM, instead of its shell dying alone and
+// the sleep, holding the output open, keeping the session for 30 s. An unknown
+// signal, a session where nothing runs yet and a forced command's session
+// (OpenSSH refuses those) get a refusal.
+func TestSignalReachesProcessGroup(t *testing.T) {
+	e := newEnv(t, nil)
+	signal := func(s *rawSession, name string) bool {
+		t.Helper()
+		ok, err := s.ch.SendRequest("signal", true, gossh.Marshal(struct{ Name string }{name}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	start := func(c *gossh.Client) *rawSession {
+		t.Helper()
+		s := openRaw(t, c)
+		if ok, err := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"echo ready; sleep 30; echo done"})); !ok || err != nil {
+			t.Fatalf("exec = %v, %v", ok, err)
+		}
+		buf := make([]byte, 6)
+		if _, err := io.ReadFull(s.ch, buf); err != nil || string(buf) != "ready\n" {
+			t.Fatalf("read %q, %v; want ready", buf, err)
+		}
+		time.Sleep(100 * time.Millisecond) // the sleep has started
+		go io.Copy(io.Discard, s.ch)
+		return s
+	}
+	status := func(s *rawSession, within time.Duration) string {
+		select {
+		case st := <-s.status:
+			return st
+		case <-time.After(within):
+			return "still open"
+		}
+	}
+
+	c := e.login("root")
+	if signal(openRaw(t, c), "TERM") {
+		t.Error("signal TERM accepted before anything runs")
+	}
+	s := start(c)
+	if signal(s, "NOSUCH") {
+		t.Error("signal NOSUCH accepted")
+	}
+	if !signal(s, "TERM") {
+		t.Error("signal TERM refused")
+	}
+	if st := status(s, 5*time.Second); st != "exit-signal TERM" {
+		t.Fatalf("after signal TERM: %s, want exit-signal TERM", st)
+	}
+
+	e.writeAuthorizedKeys("root", `command="echo ready; sleep 30; echo done" `+string(gossh.MarshalAuthorizedKey(e.key.PublicKey())))
+	s = start(e.login("root"))
+	if signal(s, "KILL") {
+		t.Error("signal KILL to a forced command accepted")
+	}
+	if st := status(s, time.Second); st != "still open" {
+		t.Errorf("forced command after a refused signal: %s", st)
 	}
 }
