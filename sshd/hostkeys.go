@@ -134,11 +134,17 @@ func loadOrCreateHostKey(dir string) (gossh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding host key: %w", err)
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	// Made once: another process (porthole keygen during the agent's first
+	// start) may be making one at the same time. The first key in place wins
+	// and the others use it, so that every process serves and prints the key
+	// on disk.
+	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600, false); errors.Is(err, fs.ErrExist) {
+		return readDataDirKey(path)
+	} else if err != nil {
 		return nil, fmt.Errorf("writing host key %s: %w", path, err)
 	}
 	pub := gossh.MarshalAuthorizedKey(signer.PublicKey())
-	if err := writeFileAtomic(path+".pub", pub, 0o644); err != nil {
+	if err := writeFileAtomic(path+".pub", pub, 0o644, true); err != nil {
 		return nil, fmt.Errorf("writing host key %s.pub: %w", path, err)
 	}
 	return signer, nil
@@ -197,8 +203,10 @@ func needsOperator(err error) bool {
 
 // writeFileAtomic writes data to path so that a crash leaves either the old
 // file or the new one: a temporary file in the same directory, fsync, rename,
-// fsync of the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+// fsync of the directory. With replace false the file is linked into place
+// instead, and an error wrapping fs.ErrExist leaves a path that is there
+// already as it is (on a file system without hard links it is renamed).
+func writeFileAtomic(path string, data []byte, perm os.FileMode, replace bool) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -206,7 +214,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	}
 	tmp := f.Name()
 	defer func() {
-		if err != nil {
+		if err != nil || !replace {
 			f.Close()
 			os.Remove(tmp)
 		}
@@ -223,7 +231,12 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err = f.Close(); err != nil {
 		return err
 	}
-	if err = os.Rename(tmp, path); err != nil {
+	if replace {
+		err = os.Rename(tmp, path)
+	} else if err = os.Link(tmp, path); errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EOPNOTSUPP) {
+		err = os.Rename(tmp, path) // no hard links (vfat)
+	}
+	if err != nil {
 		return err
 	}
 	if d, derr := os.Open(dir); derr == nil {

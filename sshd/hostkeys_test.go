@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -54,6 +55,48 @@ func TestHostKeyCreatedOnceAndReused(t *testing.T) {
 	for _, e := range entries {
 		if strings.Contains(e.Name(), ".tmp-") {
 			t.Errorf("temporary file left behind: %s", e.Name())
+		}
+	}
+}
+
+// TestHostKeyMadeOnceByRacingProcesses: porthole keygen takes no lock (the
+// agent holds the data directory's while it runs), so on a first boot it may
+// make the host key while the starting agent does. Every process must end up
+// with the one key on disk (and its .pub), or keygen prints a fingerprint the
+// agent never presents, or the agent serves a key its next start replaces.
+func TestHostKeyMadeOnceByRacingProcesses(t *testing.T) {
+	for round := range 20 {
+		dir := filepath.Join(t.TempDir(), "state")
+		const n = 8
+		got := make([]gossh.PublicKey, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				s, err := hostSigners(dir, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got[i] = s[0].PublicKey()
+			})
+		}
+		wg.Wait()
+		disk, err := readDataDirKey(filepath.Join(dir, HostKeyFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := os.ReadFile(filepath.Join(dir, HostKeyFile+".pub"))
+		if want := string(gossh.MarshalAuthorizedKey(disk.PublicKey())); string(pub) != want {
+			t.Fatalf("round %d: .pub = %q, the key on disk is %q", round, pub, want)
+		}
+		for i, k := range got {
+			if k == nil || !keysEqual(k, disk.PublicKey()) {
+				t.Fatalf("round %d: process %d serves a host key that is not the one on disk", round, i)
+			}
+		}
+		entries, _ := os.ReadDir(dir)
+		if len(entries) != 2 {
+			t.Fatalf("round %d: data directory holds %d files, want the key and its .pub", round, len(entries))
 		}
 	}
 }
