@@ -385,11 +385,7 @@ func (a *Agent) notified(n notify.Notification) {
 		Services:    n.Services,
 		Received:    a.clock().UTC(),
 	}
-	if ctx.Err() != nil {
-		a.keepForNextStart(t)
-		return
-	}
-	a.start(t, true)
+	a.start(t, true) // or keepForNextStart, if the agent is stopping: start decides under a.mu
 }
 
 // keepForNextStart saves the tunnel of a notification that came while the agent
@@ -420,6 +416,12 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.ctx.Err() != nil {
+		// Checked under a.mu, where Run cancels: a notification the listener
+		// has acknowledged while the agent stops is kept for the next start,
+		// not dropped.
+		if fresh {
+			a.keepForNextStart(t)
+		}
 		return
 	}
 	if _, ok := a.sessions[fp]; ok {

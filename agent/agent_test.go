@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -522,6 +523,39 @@ func TestNotificationWhileStoppingKept(t *testing.T) {
 	a.notified(n)
 	if saved, _ := a.store.load(time.Now()); len(saved) != 1 || saved[0].ClientToken != first {
 		t.Errorf("a second notification of a saved tunnel replaced its client token")
+	}
+}
+
+// A notification acknowledged just as the agent stops is joined or saved for
+// the next start, never dropped: Run cancels under a.mu, so the decision must
+// be made under it (the broker will not deliver the message again).
+func TestNotificationAtStopNeverDropped(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &Config{ThingName: "dev-1", DataDir: dir, Services: map[string]string{"SSH": BuiltinSSH},
+		Tunnel: TunnelConfig{MaxTunnels: 64, Endpoint: "ws://127.0.0.1:1", AllowInsecureWebSocket: true}}
+	lost := 0
+	const rounds = 1000
+	for i := range rounds {
+		a := &Agent{cfg: cfg, log: slog.New(slog.DiscardHandler), store: stateStore{dir: filepath.Join(dir, "tunnels")}, sessions: map[string]*session{}}
+		svc := cfg.Services
+		a.svc.Store(&svc)
+		ctx, cancel := context.WithCancel(context.Background())
+		a.ctx = ctx
+		n := notify.Notification{ClientAccessToken: fmt.Sprintf("AQGAA-token-%d", i), ClientMode: "destination", Region: "us-east-1", Services: []string{"SSH"}}
+		done := make(chan struct{})
+		go func() { defer close(done); a.notified(n) }()
+		runtime.Gosched()
+		a.mu.Lock() // as Run stops
+		cancel()
+		a.mu.Unlock()
+		<-done
+		a.wg.Wait()
+		if _, err := os.Stat(a.store.path(tokenKey(n.ClientAccessToken))); err != nil {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d notifications that came as the agent stopped were neither joined nor saved", lost, rounds)
 	}
 }
 
