@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -85,7 +86,12 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 	default:
 		return nil, fmt.Errorf("tunnel: neither endpoint nor region given")
 	}
-	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+	if _, port, err := net.SplitHostPort(u.Host); err == nil {
+		// A port that cannot be dialled fails every attempt the same way.
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("tunnel: endpoint %q: port %q is not a number from 1 to 65535", endpoint, port)
+		}
+	} else {
 		if u.Scheme == "ws" {
 			u.Host = net.JoinHostPort(strings.Trim(u.Host, "[]"), "80")
 		} else {
