@@ -242,8 +242,9 @@ func (c *Config) Validate() error {
 			bad(f.key, "required: mutual TLS needs the CA, the device certificate and its key")
 		}
 	}
-	if strings.ContainsAny(c.MQTT.EventTopic, "+#") {
-		bad("mqtt.event_topic", "%q must not contain wildcards", c.MQTT.EventTopic)
+	if strings.ContainsAny(c.MQTT.EventTopic, "+#\x00") {
+		// MQTT refuses NUL in a topic name: every event would be refused.
+		bad("mqtt.event_topic", "%q must not contain wildcards (+ #) or NUL", c.MQTT.EventTopic)
 	} else if strings.HasPrefix(c.MQTT.EventTopic, "$aws/things/") {
 		// A thing's reserved topics (tunnels, shadow, jobs): the notify topic would
 		// feed the agent its own events, and AWS IoT disconnects a client that

@@ -73,6 +73,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"password hash", "[ssh]\npassword_hashes = { root = \"secret\" }", "ssh.password_hashes.root"},
 		{"log level", "[log]\nlevel = \"loud\"", "log.level"},
 		{"event topic", "[mqtt]\nevent_topic = \"a/#\"", "mqtt.event_topic"},
+		{"event topic with NUL", "[mqtt]\nevent_topic = \"a/\\u0000\"", "mqtt.event_topic: \"a/\\x00\" must not contain wildcards (+ #) or NUL"},
 		{"event topic is the notify topic", "[mqtt]\nevent_topic = \"$aws/things/dev-1/tunnels/notify\"", "mqtt.event_topic: \"$aws/things/dev-1/tunnels/notify\" is one of the thing's reserved topics"},
 		{"negative max_sessions", "[ssh]\nmax_sessions = -1", "ssh.max_sessions: -1 must not be negative"},
 		{"negative max_forwards", "[ssh]\nmax_forwards = -1", "ssh.max_forwards: -1 must not be negative"},
