@@ -408,3 +408,45 @@ func TestFailedSaveIsAnError(t *testing.T) {
 		t.Errorf("CloseTunnel with the state unsaved = %v; want an error", err)
 	}
 }
+
+// A client token may be used again once the tunnel that used it is closed (client
+// tokens are unique across open tunnels only, spec §2.1). The state file then holds
+// the closed tunnel and the open one with the same client token, and must load.
+func TestRestoreClientTokenReusedAfterClose(t *testing.T) {
+	const ct = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+	dir := t.TempDir()
+	ts := startServer(t, Config{DataDir: dir})
+	ctx := context.Background()
+	a := ts.open(t, "dev1", "SSH")
+	if _, status, body := dialWS(t, ts.addr, "destination", a.DestinationAccessToken, ct); status != 101 {
+		t.Fatalf("first tunnel: %d %s", status, body)
+	}
+	if err := ts.CloseTunnel(ctx, &CloseTunnelInput{TunnelID: a.TunnelID}); err != nil {
+		t.Fatal(err)
+	}
+	// The open tunnel sorts first in the state file.
+	var b *OpenTunnelOutput
+	for {
+		b = ts.open(t, "dev1", "SSH")
+		if b.TunnelID < a.TunnelID {
+			break
+		}
+		if err := ts.CloseTunnel(ctx, &CloseTunnelInput{TunnelID: b.TunnelID, Delete: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, status, body := dialWS(t, ts.addr, "destination", b.DestinationAccessToken, ct); status != 101 {
+		t.Fatalf("second tunnel, same client token: %d %s", status, body)
+	}
+	ts.shutdown(t)
+
+	s, err := New(Config{DataDir: dir, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	s.Close()
+	ts = startServer(t, Config{DataDir: dir})
+	if _, status, body := dialWS(t, ts.addr, "destination", b.DestinationAccessToken, ct); status != 101 {
+		t.Errorf("reconnect with the client token after restart: %d %s", status, body)
+	}
+}
