@@ -59,13 +59,18 @@ func (s *Server) notifier() {
 	defer s.wg.Done()
 	retry := time.Duration(0)
 	for {
+		woken := false
 		if retry > 0 {
-			// Full jitter, capped.
+			// Full jitter, capped. A new notification (a tunnel opened, a token
+			// rotated) does not wait for the back-off of one that keeps failing,
+			// e.g. for a thing whose topic the broker refuses.
 			d := time.Duration(rand.Int64N(int64(retry))) + retry/2
 			select {
 			case <-s.ctx.Done():
 				return
 			case <-time.After(d):
+			case <-s.wake:
+				woken = true
 			}
 		} else {
 			select {
@@ -78,6 +83,8 @@ func (s *Server) notifier() {
 		switch {
 		case !failed:
 			retry = 0
+		case woken:
+			// The back-off goes on where it was.
 		case retry == 0:
 			retry = s.cfg.retry
 		default:

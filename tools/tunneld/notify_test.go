@@ -162,3 +162,39 @@ func TestSecretsDoNotPrint(t *testing.T) {
 		}
 	}
 }
+
+// refusingNotifier refuses the notifications of one thing, as a broker whose ACL
+// does not let tunneld publish on that thing's topic, and delivers the others.
+type refusingNotifier struct {
+	bad      string
+	refusals chan struct{}
+	got      chan Notification
+}
+
+func (f *refusingNotifier) Notify(ctx context.Context, n Notification) error {
+	if n.ThingName == f.bad {
+		select {
+		case f.refusals <- struct{}{}:
+		default:
+		}
+		return fmt.Errorf("reason code 0x87: %w", ErrNotifyRefused)
+	}
+	f.got <- n
+	return nil
+}
+
+// A notification that keeps failing for one thing must not hold up the
+// notification of a tunnel opened for another: the device waits for it, and the
+// operator with it.
+func TestFailingNotificationDoesNotDelayOthers(t *testing.T) {
+	f := &refusingNotifier{bad: "bad", refusals: make(chan struct{}, 1), got: make(chan Notification, 4)}
+	ts := startServer(t, Config{Notifier: f, retry: 40 * time.Second})
+	ts.open(t, "bad", "SSH")
+	<-f.refusals // the notifier now backs off for 20-60 s
+	ts.open(t, "good", "SSH")
+	select {
+	case <-f.got:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no notification for good within 15 s: it waited for the back-off (20-60 s) of another thing's")
+	}
+}
