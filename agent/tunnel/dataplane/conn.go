@@ -38,6 +38,7 @@ type conn struct {
 	s         *Server
 	t         *Tunnel
 	side      Side
+	token     string          // the access token admitted; attach refuses a revoked one
 	ws        *websocket.Conn // set once, before run; read under mu by cut
 	raw       net.Conn        // the hijacked TCP connection; closing it cuts without a Close frame
 	proto     string
@@ -52,8 +53,9 @@ type conn struct {
 	queue       [][]byte  // complete frames waiting to be written
 	queued      int       // bytes in queue
 	closeCode   websocket.StatusCode
-	closeReason string // with closeCode != 0: write the queue, then close gracefully
-	dead        bool   // cut: nothing more is written
+	closeReason string      // with closeCode != 0: write the queue, then close gracefully
+	dead        bool        // cut: nothing more is written
+	closeTimer  *time.Timer // with closeCode != 0: cuts a close that takes too long
 }
 
 // remote is the client's address, for the log; the channel ID ties the
@@ -108,6 +110,11 @@ func (c *conn) run() {
 		c.cut()
 	}
 	<-c.done
+	c.mu.Lock()
+	if c.closeTimer != nil {
+		c.closeTimer.Stop()
+	}
+	c.mu.Unlock()
 	c.ws.CloseNow()
 	c.cancel()
 	c.t.detach(c)
@@ -157,8 +164,24 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) {
 	}
 	c.closeCode, c.closeReason = code, reason
 	c.space.Broadcast()
+	// A client that has stopped reading blocks the writer before it gets to
+	// the Close frame, and would keep the connection (and its goroutines and
+	// queue) for as long as it lives: after the grace, it is cut.
+	c.closeTimer = time.AfterFunc(c.s.closeGraceOrDefault(), c.cut)
 	c.mu.Unlock()
 	c.signal()
+}
+
+// closeGrace is how long a graceful close (closeWith) may take before the
+// connection is cut: the queue, then the close handshake, which coder/websocket
+// bounds to 5 s for the frame and 5 s for the answer.
+const closeGrace = 15 * time.Second
+
+func (s *Server) closeGraceOrDefault() time.Duration {
+	if s.closeGrace > 0 {
+		return s.closeGrace
+	}
+	return closeGrace
 }
 
 // cut closes the TCP connection abruptly: no Close frame, queued frames are lost.

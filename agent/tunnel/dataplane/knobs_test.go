@@ -1,12 +1,16 @@
 package dataplane
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -208,5 +212,93 @@ func TestKeepHandshakes(t *testing.T) {
 	hs := s.Handshakes()
 	if len(hs) != 2 || hs[0].Status != 400 || hs[1].Status != 101 {
 		t.Errorf("Handshakes() = %d entries, want the last two (400, 101)", len(hs))
+	}
+}
+
+func (s *Server) connCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// A side that has stopped reading must not outlive the tunnel: Close (CloseTunnel,
+// expiry) writes the queue and a Close frame, but a writer blocked on the stalled
+// client never gets there, and nothing else ends the connection.
+func TestCloseEndsAStalledReader(t *testing.T) {
+	s := newTestServer(t)
+	s.closeGrace = time.Second
+	tun := s.OpenTunnel("SSH")
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
+	_ = dst // never read: its socket buffers fill up
+	if err := tun.WaitConnects(context.Background(), Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		payload := make([]byte, 60000)
+		for tun.Send(Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload}) == nil {
+		}
+	}()
+	time.Sleep(2 * time.Second) // the buffers fill and the writer blocks
+	tun.Close()
+	deadline := time.Now().Add(4 * time.Second)
+	for s.connCount() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := s.connCount(); n > 0 {
+		t.Errorf("%d WebSocket(s) still served after the tunnel closed", n)
+	}
+}
+
+// pausingWriter holds the handshake at its first Header call, which the data
+// plane makes right after admit has taken the access token.
+type pausingWriter struct {
+	http.ResponseWriter
+	admitted, resume chan struct{}
+	once             sync.Once
+}
+
+func (w *pausingWriter) Header() http.Header {
+	w.once.Do(func() {
+		close(w.admitted)
+		<-w.resume
+	})
+	return w.ResponseWriter.Header()
+}
+
+func (w *pausingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return w.ResponseWriter.(http.Hijacker).Hijack()
+}
+
+// A rotation between the check of a token and the attach of its WebSocket must
+// not leave a connection made with the revoked token attached: Revoke is how a
+// leaked token is taken back (tunneld's RotateTunnelAccessToken).
+func TestRevokeDuringHandshake(t *testing.T) {
+	s := &Server{Logger: testLogger(t)}
+	pw := &pausingWriter{admitted: make(chan struct{}), resume: make(chan struct{})}
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pw.ResponseWriter = w
+		s.ServeHTTP(pw, r)
+	}))
+	hs.Config.ConnContext = s.ConnContext
+	hs.Start()
+	defer func() { s.Close(); hs.Close() }()
+	tun, err := s.OpenTunnel(TunnelConfig{Services: []string{"SSH"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaked := tun.Side(Destination).Token
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := dialRaw(t, &testServer{Server: s, URL: "ws://" + strings.TrimPrefix(hs.URL, "http://")},
+			dialOpts{Mode: "destination", Token: leaked})
+		done <- err
+	}()
+	<-pw.admitted
+	fresh, _ := tun.Revoke(Destination)
+	close(pw.resume)
+	err = <-done
+	time.Sleep(100 * time.Millisecond)
+	if tun.Connected(Destination) {
+		t.Errorf("after Revoke, a WebSocket made with the revoked token is connected (dial err %v); the fresh token %.4s... is unused", err, fresh)
 	}
 }

@@ -103,6 +103,9 @@ type Server struct {
 
 	// now is the clock; nil means time.Now.
 	now func() time.Time
+	// closeGrace bounds a graceful close before the connection is cut; 0 means
+	// the constant closeGrace.
+	closeGrace time.Duration
 
 	handler sync.WaitGroup // handler goroutines and their writers
 
@@ -516,6 +519,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 	s.mu.Unlock()
 	w.Header().Set("channel-id", h.ChannelID)
 	c := newConn(s, t, side, raw, proto, h.ChannelID)
+	c.token = token
 	attached := false
 	rec := &recorder{ResponseWriter: w, switching: func() {
 		// Accept is past its checks and the 101 is not on the wire until it

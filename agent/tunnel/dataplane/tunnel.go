@@ -380,11 +380,12 @@ func (s *Server) changed(t *Tunnel) {
 // and also on a first connect, since streams started before it were relayed to
 // nobody (frames to an absent side are dropped) and the source would otherwise keep
 // using a stream the destination never saw. It reports false if the tunnel or
-// server closed meanwhile.
+// server closed meanwhile, or if the token c was admitted with was rotated since
+// (a Revoke between admit and attach would otherwise let it in).
 func (t *Tunnel) attach(c *conn) bool {
 	s := t.s
 	s.mu.Lock()
-	if s.closed || t.closed {
+	if s.closed || t.closed || t.sides[c.side].token != c.token {
 		s.mu.Unlock()
 		return false
 	}
