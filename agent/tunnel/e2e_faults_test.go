@@ -794,3 +794,41 @@ func TestFailedDialAnswers(t *testing.T) {
 		t.Fatalf("a failed CONNECTION_START was answered %v, want CONNECTION_RESET of connection 2", &m)
 	}
 }
+
+// TestAnswerBeforeCloseSurvivesFailedWrite: a target that answers and hangs up
+// while the client still sends (a server refusing an upload, an SSH server's
+// disconnect message) has its whole answer delivered before the stream ends:
+// the write that fails because the target has gone must not throw away what
+// the target wrote before. (Over TCP the kernel drops it when the target's
+// close resets the connection, tunnel or not; the in-process Pipe of the
+// agent's SSH server keeps it, and so must the tunnel.)
+func TestAnswerBeforeCloseSurvivesFailedWrite(t *testing.T) {
+	answer := []byte(strings.Repeat("answer-", 150<<10/7)) // ~150 KiB
+	dialer := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+		ours, theirs := tunnel.Pipe()
+		go func() {
+			defer theirs.Close()
+			if _, err := io.ReadAtLeast(theirs, make([]byte, 1024), 1); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // the tunnel fills the pipe meanwhile
+			theirs.Write(answer)
+		}()
+		return ours, nil
+	})
+	h := newHarness(t, setup{services: []string{"WEB"}, targets: dialer})
+	c, err := net.Dial("tcp", h.addr("WEB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// More than the target reads before it answers (not without end: closing
+	// a socket with unread input resets it, and the reset loses what the
+	// other end has not read, tunnel or not).
+	go c.Write(make([]byte, 200<<10))
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if string(got) != string(answer) {
+		t.Fatalf("client got %d of the %d bytes the target wrote before it closed (read error %v)", len(got), len(answer), err)
+	}
+}
