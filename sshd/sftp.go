@@ -3,6 +3,8 @@ package sshd
 import (
 	"io"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/pkg/sftp"
 )
@@ -23,12 +25,20 @@ func (c sftpChannel) Close() error { return c.close() }
 // channel and clients would report "exit status -1". An sftpFront in front
 // of pkg/sftp serves directory listings and SYMLINK requests and keeps
 // writes in order.
+//
+// A request can block for good in a system call: an OPEN of a FIFO that no
+// program opens from the other side, a READ of a terminal. OpenSSH's
+// sftp-server blocks too, and is left behind as a process; here pkg/sftp
+// would hold the session (a MaxSessions slot) and its connection until the
+// server stops. So once the client has closed the channel, or the connection
+// is gone, the session ends within sftpAbandon, and what still runs ends
+// when its call returns.
 func (sess *session) runSFTP(a *account) int {
 	dir := workDir(a)
-	front := newSFTPFront(sess.reader(), sess.writer(sess.ch), dir, func(user string) (string, bool) {
+	out := &gatedWriter{w: sess.writer(sess.ch)}
+	front := newSFTPFront(sess.reader(), out, dir, func(user string) (string, bool) {
 		return sess.tildeHome(a, user)
 	}, sess.srv)
-	defer front.closeDirs()
 	rw := sftpChannel{Reader: front, Writer: front, close: func() error {
 		front.close()
 		return sess.ch.Close()
@@ -38,12 +48,58 @@ func (sess *session) runSFTP(a *account) int {
 		sess.srv.log().Warn("sftp", "remote", sess.st.remote, "err", err)
 		return 1
 	}
-	if err := srv.Serve(); err != nil {
+	served := make(chan error, 1)
+	go func() {
+		err := srv.Serve()
+		front.closeDirs() // pkg/sftp's reading goroutine has ended
+		served <- err
+	}()
+	select {
+	case err = <-served:
+	case <-sess.served:
+		select {
+		case err = <-served:
+		case <-time.After(sftpAbandon):
+			out.shut() // the channel is closed next, without a reply going out meanwhile
+			front.close()
+			sess.srv.log().Warn("sftp: a request still blocks after the client has gone (a FIFO or a terminal?); the session ends without it",
+				"remote", sess.st.remote, "waited", sftpAbandon)
+			return 1
+		}
+	}
+	if err != nil {
 		sess.srv.log().Info("sftp ended", "remote", sess.st.remote, "err", err)
 		return 1
 	}
 	return 0
 }
+
+// gatedWriter passes writes on until it is shut.
+type gatedWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	isShut bool
+}
+
+func (g *gatedWriter) Write(b []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.isShut {
+		return 0, io.ErrClosedPipe
+	}
+	return g.w.Write(b)
+}
+
+// shut returns once no write is in progress; later ones fail.
+func (g *gatedWriter) shut() {
+	g.mu.Lock()
+	g.isShut = true
+	g.mu.Unlock()
+}
+
+// sftpAbandon is how long a session whose client has gone waits for
+// pkg/sftp's requests to end (a variable for tests).
+var sftpAbandon = 5 * time.Second
 
 // sftpServerPaths are where distributions put OpenSSH's sftp-server
 // (Debian, Fedora and Arch, OpenWrt's openssh-sftp-server).

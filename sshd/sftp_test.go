@@ -498,3 +498,38 @@ func TestSFTPOpenFilesBoundedPadded(t *testing.T) {
 		t.Errorf("OPEN after a padded CLOSE: reply type %d %q, want a handle", typ, b)
 	}
 }
+
+// TestSFTPBlockedOpenEndsWithTheClient: an OPEN of a FIFO that no program
+// reads blocks in open(2), in pkg/sftp as in OpenSSH's sftp-server. Once the
+// client gives up, the session must end (and free its MaxSessions slot and
+// the connection) instead of waiting for that call for ever.
+func TestSFTPBlockedOpenEndsWithTheClient(t *testing.T) {
+	defer func(d time.Duration) { sftpAbandon = d }(sftpAbandon)
+	sftpAbandon = 200 * time.Millisecond
+	e := newEnv(t, nil)
+	s, cl := sftpClient(t, e)
+	fifo := filepath.Join(e.home("root"), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Let the blocked open end when the test does, for the leak check.
+	defer func() {
+		if f, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			time.Sleep(100 * time.Millisecond)
+			f.Close()
+		}
+	}()
+	go cl.OpenFile("fifo", os.O_WRONLY)
+	time.Sleep(300 * time.Millisecond)
+	s.ch.Close() // the client gives up
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.eventsOf(EventSessionEnd)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("sftp session still open 10 s after the client left, its OPEN blocked on a FIFO")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if l := e.logs.logged("a request still blocks"); len(l) != 1 {
+		t.Errorf("log lines about the blocked request: %q, want one", l)
+	}
+}
