@@ -103,7 +103,8 @@
 // works), "eow@openssh.com" (the client reads no more
 // output, as in "ssh host yes | head -1") stops reading the program's output
 // so that its next write gets SIGPIPE (on a pty, the terminal is hung up)
-// and output not yet sent is dropped, "signal" requests reach the program, and
+// and output not yet sent is dropped, "signal" requests reach the program's
+// process group (as OpenSSH's killpg; refused to a forced command), and
 // window changes are applied in request order: one that arrives before the
 // shell starts sets the size the shell starts with. The environment is
 // HOME, USER, LOGNAME, SHELL, PATH, TERM, SSH_CLIENT, SSH_CONNECTION,
@@ -144,6 +145,10 @@
 // Opened again, a file is checked against its mode: an agent that is not root
 // cannot cp a read-only file (the copy is made with the original's mode, and
 // opening it again for writing is then refused), which sftp-server can.
+// A request that blocks for good (an OPEN of a FIFO that no program opens
+// from the other side, a READ of a terminal) blocks in sftp-server too; here
+// the session ends within five seconds once the client has gone, and the
+// call is left to return. scp -t refuses a FIFO without a reader at once.
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the
