@@ -288,8 +288,9 @@ func (sess *session) signal(name string) bool {
 		return false
 	}
 	sess.mu.Lock()
-	defer sess.mu.Unlock()
-	return sess.proc != nil && syscall.Kill(-sess.proc.Pid, sig) == nil
+	ok = sess.proc != nil && syscall.Kill(-sess.proc.Pid, sig) == nil
+	sess.mu.Unlock()
+	return ok
 }
 
 // start decides what the request runs and starts it. An error refuses the

@@ -83,11 +83,12 @@ type gatedWriter struct {
 
 func (g *gatedWriter) Write(b []byte) (int, error) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.isShut {
-		return 0, io.ErrClosedPipe
+	n, err := 0, io.ErrClosedPipe
+	if !g.isShut {
+		n, err = g.w.Write(b)
 	}
-	return g.w.Write(b)
+	g.mu.Unlock()
+	return n, err
 }
 
 // shut returns once no write is in progress; later ones fail.
