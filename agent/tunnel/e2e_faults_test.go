@@ -120,6 +120,16 @@ func TestHandshake4xxStops(t *testing.T) {
 	}
 }
 
+// A region that makes no endpoint (a notification's; AWS sends none such)
+// ends the run at once instead of failing every attempt for the tunnel's life.
+func TestInvalidRegionEndsTheRun(t *testing.T) {
+	d := &tunnel.Destination{Config: tunnel.Config{Region: "US_EAST.1", AccessToken: mustToken(t, "AQGAAXtoken"),
+		RetryMin: time.Hour, Logger: testLogger(t)}, Dialer: tunnel.Targets{}}
+	if err := d.Run(ctxTimeout(t, 5*time.Second)); err == nil || !strings.Contains(err.Error(), "not a valid region name") {
+		t.Fatalf("Run = %v, want the region's error at once", err)
+	}
+}
+
 // 5xx, 429 and 408 (a timeout on the way, not a verdict on the token) are
 // retried; the agent ended the tunnel for good on a 408 before.
 func TestHandshake5xxRetries(t *testing.T) {

@@ -28,10 +28,15 @@ func terminal(err error) bool {
 // run connects as mode and calls serve for each connection until ctx ends or an
 // error is terminal; other failures reconnect after a backoff (spec §3.8). The client
 // token is fixed for the whole run so the service accepts the reconnects. It returns
-// nil when ctx ends.
+// nil when ctx ends, and at once an error when cfg names no valid endpoint.
 func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context, *Conn) error) error {
 	if cfg.ClientToken.IsZero() {
 		cfg.ClientToken = GenerateClientToken()
+	}
+	// Where to connect is checked once: an endpoint or a region (a
+	// notification's) that does not make a URL fails every attempt alike.
+	if _, err := tunnelURL(cfg.Endpoint, cfg.Region, mode, cfg.AllowInsecureWebSocket); err != nil {
+		return err
 	}
 	log := cfg.logger()
 	b := backoff{base: durationOr(cfg.RetryMin, time.Second), max: durationOr(cfg.RetryMax, 120*time.Second)}
