@@ -232,6 +232,7 @@ func New(cfg Config) (*Server, error) {
 		s.unlock()
 		return nil, err
 	}
+	s.sweep() // tunnels that expired while the server was down take no handshake
 	// Fail now, not at the first OpenTunnel, if the data directory is not writable.
 	if err := s.save(); err != nil {
 		s.unlock()

@@ -171,6 +171,31 @@ func TestExpiryAndRetention(t *testing.T) {
 	}
 }
 
+// A tunnel whose lifetime ended while tunneld was down is closed when the
+// state is restored, before the first handshake, not at the janitor's tick.
+func TestTunnelExpiredWhileDown(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)}
+	ts := startServer(t, Config{DataDir: dir, now: clock.now, tick: time.Hour})
+	out, err := ts.OpenTunnel(context.Background(), &OpenTunnelInput{
+		DestinationConfig: &DestinationConfig{Services: []string{"SSH"}},
+		TimeoutConfig:     &TimeoutConfig{MaxLifetimeTimeoutMinutes: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.shutdown(t)
+	clock.advance(2 * time.Minute)
+	ts = startServer(t, Config{DataDir: dir, now: clock.now, tick: time.Hour})
+	if _, status, body := dialWS(t, ts.addr, "source", out.SourceAccessToken, ""); status == 101 {
+		t.Errorf("source of a tunnel expired while tunneld was down: %d %s, want refused", status, body)
+	}
+	d, _ := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID})
+	if d.Tunnel.Status != StatusClosed {
+		t.Errorf("restored tunnel past its lifetime is %s, want CLOSED", d.Tunnel.Status)
+	}
+}
+
 func eventuallyTrue(t *testing.T, f func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); !f(); time.Sleep(5 * time.Millisecond) {
