@@ -201,8 +201,17 @@ func (sess *session) handle(req *gossh.Request) {
 		sess.endOfWrite()
 		sess.reply(req, true)
 	case "signal":
-		var sig struct{ Name string }
-		sess.reply(req, gossh.Unmarshal(req.Payload, &sig) == nil && sess.signal(sig.Name))
+		var name struct{ Name string }
+		sig, ok := syscall.Signal(0), gossh.Unmarshal(req.Payload, &name) == nil
+		if ok {
+			sig, ok = sess.signalOf(name.Name)
+		}
+		// The answer goes first: the program's end closes the channel, and
+		// an answer after that would be lost (OpenSSH answers first too).
+		sess.reply(req, ok)
+		if ok {
+			sess.signal(sig)
+		}
 	case "shell", "exec", "subsystem":
 		if sess.started {
 			sess.reply(req, false)
@@ -276,21 +285,30 @@ func signalNamed(name string) (syscall.Signal, bool) {
 	return 0, false
 }
 
-// signal delivers a client's signal request to the running program's
-// process group, as OpenSSH's session_signal_req does (killpg): what "sh -c"
-// started gets it too, instead of holding the output open once the shell
-// alone has died. It is refused when nothing runs (once the program has been
-// waited for, its process group id may be reused) and, as OpenSSH refuses
-// it, to a forced command: the key's or certificate's owner chose what runs.
-func (sess *session) signal(name string) bool {
+// signalOf is the signal a "signal" request asks for, and whether it is sent:
+// not when nothing runs (once the program has been waited for, its process
+// group id may be reused) and, as OpenSSH refuses it, not to a forced command,
+// whose choice was the key's or certificate's owner's.
+func (sess *session) signalOf(name string) (syscall.Signal, bool) {
 	sig, ok := signalNamed(strings.TrimPrefix(name, "SIG"))
 	if !ok || sess.restr.hasForce {
-		return false
+		return 0, false
 	}
 	sess.mu.Lock()
-	ok = sess.proc != nil && syscall.Kill(-sess.proc.Pid, sig) == nil
+	ok = sess.proc != nil
 	sess.mu.Unlock()
-	return ok
+	return sig, ok
+}
+
+// signal delivers sig to the running program's process group, as OpenSSH's
+// session_signal_req does (killpg): what "sh -c" started gets it too, instead
+// of holding the output open once the shell alone has died.
+func (sess *session) signal(sig syscall.Signal) {
+	sess.mu.Lock()
+	if sess.proc != nil {
+		syscall.Kill(-sess.proc.Pid, sig)
+	}
+	sess.mu.Unlock()
 }
 
 // start decides what the request runs and starts it. An error refuses the
