@@ -260,3 +260,46 @@ func TestFlagErrorPrintedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectTokenFileWithBOM: Windows editors (Notepad before 2019,
+// PowerShell's Set-Content -Encoding UTF8) start a text file with a UTF-8 byte
+// order mark. It is not part of the token: a token saved so must work as the
+// same token saved without it, not be sent to the service, refused, and
+// explained as a wrong or used token.
+func TestConnectTokenFileWithBOM(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	c := startStdio(srv, "--token-file", writeToken(t, "\ufeff"+tun.SourceToken+"\r\n"))
+	go c.in.Write([]byte("ping"))
+	got := make(chan string, 1)
+	go func() {
+		b := make([]byte, 4)
+		io.ReadFull(c.out, b)
+		got <- string(b)
+	}()
+	select {
+	case s := <-got:
+		if s != "ping" {
+			code, errs := c.stop(t)
+			t.Fatalf("echo %q, want ping; exit %d: %s", s, code, errs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no echo")
+	}
+	if code, errs := c.stop(t); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+}
+
+// TestTokenFileEncodings: a JSON answer behind a BOM is still recognised, and a
+// UTF-16 file is named as such rather than as "a control character".
+func TestTokenFileEncodings(t *testing.T) {
+	for _, tc := range []struct{ name, content, want string }{
+		{"BOM and JSON", "\ufeff{\"sourceAccessToken\":\"x\"}", "holds JSON"},
+		{"UTF-16LE", "\xff\xfea\x00b\x00", "UTF-16"},
+	} {
+		code, _, errs := runCmd(t, nil, "connect", "--region", "us-east-1", "-L", "SSH=0", "--token-file", writeToken(t, tc.content))
+		if code != exitUsage || !strings.Contains(errs, tc.want) {
+			t.Errorf("%s: exit %d, stderr %q; want %d and %q", tc.name, code, errs, exitUsage, tc.want)
+		}
+	}
+}
