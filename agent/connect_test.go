@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
 func mustAccessToken(t *testing.T, s string) tunnel.Token {
@@ -198,5 +200,149 @@ func TestConnectLogsEndpointOfRegion(t *testing.T) {
 	defer mu.Unlock()
 	if !strings.Contains(line, "endpoint=data.tunneling.iot.xx-nowhere-9.amazonaws.com") {
 		t.Fatalf("connecting line %q, want endpoint=data.tunneling.iot.xx-nowhere-9.amazonaws.com", line)
+	}
+}
+
+// floodTunnel: a tunnel whose destination's SSH target writes without end.
+func floodTunnel(t *testing.T) (*tunneltest.Server, *tunneltest.Tunnel) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					if _, err := c.Write(buf); err != nil {
+						c.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	srv, tun := fakeService(t, "SSH")
+	dtok, _ := tunnel.NewAccessToken(tun.DestinationToken)
+	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: dtok},
+		Dialer: tunnel.Targets{"SSH": ln.Addr().String()}}
+	ctx, cancel := context.WithCancel(context.Background())
+	ddone := make(chan struct{})
+	go func() { defer close(ddone); d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ddone })
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := tun.WaitConnects(wctx, tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	return srv, tun
+}
+
+// TestConnectStdioCtrlCWhileStdoutBlocked: Ctrl-C (ctx) ends porthole connect
+// --stdio even when the process reading its stdout has stopped reading.
+func TestConnectStdioCtrlCWhileStdoutBlocked(t *testing.T) {
+	srv, tun := floodTunnel(t)
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	outR, outW := io.Pipe()
+	defer outR.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Connect(ctx, ConnectConfig{
+			Tunnel: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, tun.SourceToken)},
+			Stdio:  "SSH", Stdin: inR, Stdout: outW, Logger: slog.New(slog.NewTextHandler(tbLog{t}, nil)),
+		})
+	}()
+	// Read some, then stop reading: the reader (ssh) is stuck.
+	if _, err := io.ReadFull(outR, make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		t.Logf("Connect = %v", err)
+	case <-time.After(5 * time.Second):
+		outR.Close() // let it go
+		<-done
+		t.Fatal("Connect did not return within 5 s of Ctrl-C while its stdout was not read")
+	}
+}
+
+// TestConnectListenCtrlCWhileClientBlocked: same with -L and a local client
+// that does not read.
+func TestConnectListenCtrlCWhileClientBlocked(t *testing.T) {
+	srv, tun := floodTunnel(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := ln.Addr().String()
+	ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- Connect(ctx, ConnectConfig{
+			Tunnel: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, tun.SourceToken)},
+			Listen: map[string]string{"SSH": port}, Logger: slog.New(slog.NewTextHandler(tbLog{t}, nil)),
+		})
+	}()
+	var c net.Conn
+	var err error
+	for i := 0; i < 100; i++ {
+		if c, err = net.Dial("tcp", port); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.ReadFull(c, make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // buffers fill
+	cancel()
+	select {
+	case err := <-done:
+		t.Logf("Connect = %v", err)
+	case <-time.After(5 * time.Second):
+		c.Close()
+		<-done
+		t.Fatal("Connect did not return within 5 s of Ctrl-C while the local client did not read")
+	}
+}
+
+// TestConnectStdioCtrlCWhileReading: the common case, ssh reading on.
+func TestConnectStdioCtrlCWhileReading(t *testing.T) {
+	srv, tun := floodTunnel(t)
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	outR, outW := io.Pipe()
+	defer outR.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Connect(ctx, ConnectConfig{
+			Tunnel: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, tun.SourceToken)},
+			Stdio:  "SSH", Stdin: inR, Stdout: outW, Logger: slog.New(slog.NewTextHandler(tbLog{t}, nil)),
+		})
+	}()
+	if _, err := io.ReadFull(outR, make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, outR)
+	cancel()
+	select {
+	case err := <-done:
+		t.Logf("Connect = %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Connect did not return within 5 s of Ctrl-C")
 	}
 }

@@ -31,7 +31,16 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 	cfg := src.Config
 	cfg.Logger = opt.log
 	rwc := newStdioConn(in, out)
-	defer rwc.Close()
+	defer func() {
+		rwc.Close()
+		// What the device sent goes out before RunStdio returns (the process
+		// then exits), unless ctx has ended: an out nobody reads must not keep
+		// Ctrl-C waiting.
+		select {
+		case <-rwc.flushed:
+		case <-ctx.Done():
+		}
+	}()
 	err := run(ctx, cfg, ModeSource, func(ctx context.Context, c *Conn) error {
 		var l *link
 		err := src.serve(ctx, c, opt, func(ids []string) error {
@@ -119,11 +128,15 @@ func containsString(ss []string, s string) bool {
 
 // stdioConn joins a reader and a writer into an io.ReadWriteCloser. Reads come
 // through a pipe fed by its own goroutine, so that Close unblocks a pending Read even
-// when in (like os.Stdin) cannot be interrupted.
+// when in (like os.Stdin) cannot be interrupted; writes go through a pipe to a
+// goroutine of their own for the same reason: a Write blocked on an out that is
+// not read (like os.Stdout, its reader stalled) is unblocked by Close, so that
+// the session's teardown, and Ctrl-C, do not wait for it.
 type stdioConn struct {
-	pr   *io.PipeReader
-	out  io.Writer
-	once sync.Once
+	pr      *io.PipeReader
+	pw      *io.PipeWriter
+	flushed chan struct{} // closed when what was written has gone to out (or out failed)
+	once    sync.Once
 }
 
 func newStdioConn(in io.Reader, out io.Writer) *stdioConn {
@@ -132,12 +145,22 @@ func newStdioConn(in io.Reader, out io.Writer) *stdioConn {
 		_, err := io.Copy(pw, in)
 		pw.CloseWithError(err)
 	}()
-	return &stdioConn{pr: pr, out: out}
+	or, ow := io.Pipe()
+	c := &stdioConn{pr: pr, pw: ow, flushed: make(chan struct{})}
+	go func() {
+		defer close(c.flushed)
+		_, err := io.Copy(out, or)
+		or.CloseWithError(err) // a Write after out failed fails too
+	}()
+	return c
 }
 
 func (c *stdioConn) Read(p []byte) (int, error)  { return c.pr.Read(p) }
-func (c *stdioConn) Write(p []byte) (int, error) { return c.out.Write(p) }
+func (c *stdioConn) Write(p []byte) (int, error) { return c.pw.Write(p) }
 func (c *stdioConn) Close() error {
-	c.once.Do(func() { c.pr.Close() })
+	c.once.Do(func() {
+		c.pr.Close()
+		c.pw.Close() // what the writer goroutine holds still goes to out
+	})
 	return nil
 }
