@@ -120,7 +120,10 @@ func (a *ControlPlaneAPI) client() (*http.Client, error) {
 		}
 		cfg.RootCAs = pool
 	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}, nil
+	// A client per call, so no keep-alive: an idle connection would outlive its
+	// transport, an FD and two goroutines left behind by every DescribeTunnel
+	// poll until the server drops it.
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}, nil
 }
 
 func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) error {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,5 +100,59 @@ func TestCredentialsNotPrinted(t *testing.T) {
 	if s := fmt.Sprintf("%v %+v %#v", Credentials{AccessKeyID: "A", SecretAccessKey: "S3CR3T"}, ControlPlaneAPI{Credentials: Credentials{SecretAccessKey: "S3CR3T"}},
 		Credentials{SecretAccessKey: "S3CR3T"}); strings.Contains(s, "S3CR3T") {
 		t.Fatalf("a secret key printed: %s", s)
+	}
+}
+
+// TestControlPlaneAPIConnections: the console asks DescribeTunnel every 2 s
+// for every tunnel it opened. Each call must not leave a connection (an FD and
+// two goroutines) open behind it: calls reuse one, or close theirs.
+func TestControlPlaneAPIConnections(t *testing.T) {
+	td, err := tunneld.New(tunneld.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
+	hs := &http.Server{Handler: td, ConnState: func(c net.Conn, st http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch st {
+		case http.StateNew:
+			open[c] = true
+		case http.StateClosed, http.StateHijacked:
+			delete(open, c)
+		}
+	}}
+	done := make(chan struct{})
+	go func() { defer close(done); hs.Serve(ln) }()
+	defer func() {
+		hs.Close()
+		<-done
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		td.Shutdown(ctx)
+	}()
+
+	api := &ControlPlaneAPI{URL: "http://" + ln.Addr().String()}
+	ctx := context.Background()
+	id, _, err := api.OpenTunnel(ctx, "dev1", []string{"SSH"}, 30*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if _, err := api.DestinationConnected(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	n := len(open)
+	mu.Unlock()
+	if n > 1 {
+		t.Fatalf("after 21 control-plane calls, %d connections are open to the control plane, want at most 1", n)
 	}
 }
