@@ -297,7 +297,8 @@ func TestTokenFileEncodings(t *testing.T) {
 		{"BOM and JSON", "\ufeff{\"sourceAccessToken\":\"x\"}", "holds JSON"},
 		{"UTF-16LE", "\xff\xfea\x00b\x00", "UTF-16"},
 	} {
-		code, _, errs := runCmd(t, nil, "connect", "--region", "us-east-1", "-L", "SSH=0", "--token-file", writeToken(t, tc.content))
+		// The endpoint refuses at once, should the token be sent after all.
+		code, _, errs := runCmd(t, nil, "connect", "--endpoint", "ws://127.0.0.1:1", "--allow-insecure-websocket", "-L", "SSH=0", "--token-file", writeToken(t, tc.content))
 		if code != exitUsage || !strings.Contains(errs, tc.want) {
 			t.Errorf("%s: exit %d, stderr %q; want %d and %q", tc.name, code, errs, exitUsage, tc.want)
 		}
