@@ -246,3 +246,31 @@ func TestOpkgPostinstImageBuild(t *testing.T) {
 		}
 	})
 }
+
+// TestUCIAuthorizedKeysOption: `uci set porthole.main.authorized_keys=FILE`
+// (set, where the default config has a list) turns the list into an option.
+// OpenWrt's config_list_foreach sees lists only (it reads _LENGTH and _ITEMn),
+// while an option is CONFIG_main_authorized_keys alone: the file named must
+// still be the one rendered, not the default /etc/porthole/authorized_keys.
+func TestUCIAuthorizedKeysOption(t *testing.T) {
+	openwrtShells(t, func(t *testing.T, shell []string) {
+		text, out, err := renderUCI(t, shell, "render", map[string]string{
+			"SECTIONS": "main ssh", "ssh_TYPE": "service", "ssh_id": "SSH", "ssh_target": "builtin",
+			"main_authorized_keys": "/root/operators.pub",
+		})
+		if err != nil {
+			t.Fatalf("render: %v\n%s", err, out)
+		}
+		var got struct {
+			SSH struct {
+				AuthorizedKeys []string `toml:"authorized_keys"`
+			} `toml:"ssh"`
+		}
+		if _, err := toml.Decode(text, &got); err != nil {
+			t.Fatalf("rendered config is not TOML: %v\n%s", err, text)
+		}
+		if !slices.Equal(got.SSH.AuthorizedKeys, []string{"/root/operators.pub"}) {
+			t.Errorf("option authorized_keys '/root/operators.pub' rendered as authorized_keys = %q, want [/root/operators.pub]\n%s", got.SSH.AuthorizedKeys, text)
+		}
+	})
+}
