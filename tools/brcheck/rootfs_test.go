@@ -111,3 +111,39 @@ func TestPermissions(t *testing.T) {
 		t.Errorf("the overlay's README does not say what makes its secrets 0600 (PORTHOLE_PERMISSIONS):\n%s", readme)
 	}
 }
+
+// TestInstallConfigEmptyOptions: options left empty are `=""` in Buildroot's
+// .config (strings keep their quotes), which make sees as a value of two
+// characters. Config.in says an empty option leaves the config alone: a
+// porthole.toml already in the target (another package's, a previous
+// install's) keeps its thing_name and endpoint, and the package's own keeps
+// its placeholders.
+func TestInstallConfigEmptyOptions(t *testing.T) {
+	gobin, _ := fakeGo(t, "go1.26.0")
+	p := newPkg(t, append(hostGo(gobin, "BR2_mipsel=y", "BR2_MIPS_CPU_MIPS32R2=y", "BR2_MIPS_SOFT_FLOAT=y"),
+		`BR2_PACKAGE_PORTHOLE_THING_NAME=""`, `BR2_PACKAGE_PORTHOLE_MQTT_ENDPOINT=""`)...)
+	p.copyGoMod()
+	conf := filepath.Join(p.target, "etc/porthole/porthole.toml")
+	if out, err := p.make("built", "target_installed"); err != nil {
+		t.Fatalf("make: %v\n%s", err, out)
+	}
+	var c installedConfig
+	if _, err := toml.DecodeFile(conf, &c); err != nil {
+		t.Fatalf("installed porthole.toml: %v", err)
+	}
+	if c.ThingName != "CHANGE-ME" || !strings.HasPrefix(c.MQTT.Endpoint, "CHANGE-ME") {
+		t.Errorf("empty options: thing_name %q, mqtt.endpoint %q; want the placeholders kept", c.ThingName, c.MQTT.Endpoint)
+	}
+
+	own := "thing_name = \"gw-17\"\n[mqtt]\nendpoint = \"abc-ats.iot.eu-west-1.amazonaws.com\"\n"
+	if err := os.WriteFile(conf, []byte(own), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(p.dir, ".stamp_target_installed"))
+	if out, err := p.make("target_installed"); err != nil {
+		t.Fatalf("make: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(conf); string(b) != own {
+		t.Errorf("install with empty options over a porthole.toml already in the target rewrote it:\n%s\nwant it kept:\n%s", b, own)
+	}
+}

@@ -195,13 +195,15 @@ define PORTHOLE_INSTALL_CONFIG
 	if [ ! -f $(TARGET_DIR)/etc/porthole/porthole.toml ]; then \
 		$(INSTALL) -m 0600 $(PORTHOLE_PKGDIR)/porthole.toml $(TARGET_DIR)/etc/porthole/porthole.toml; \
 	fi
-	$(if $(BR2_PACKAGE_PORTHOLE_THING_NAME),\
+	$(if $(call qstrip,$(BR2_PACKAGE_PORTHOLE_THING_NAME)),\
 		$(SED) 's|^thing_name = .*|thing_name = "$(call qstrip,$(BR2_PACKAGE_PORTHOLE_THING_NAME))"|' \
 			$(TARGET_DIR)/etc/porthole/porthole.toml)
-	$(if $(BR2_PACKAGE_PORTHOLE_MQTT_ENDPOINT),\
+	$(if $(call qstrip,$(BR2_PACKAGE_PORTHOLE_MQTT_ENDPOINT)),\
 		$(SED) '$(PORTHOLE_MQTT_ENDPOINT_SED)' $(TARGET_DIR)/etc/porthole/porthole.toml)
 endef
 PORTHOLE_POST_INSTALL_TARGET_HOOKS += PORTHOLE_INSTALL_CONFIG
+# An option left empty is "" in the .config, quotes included: qstrip before
+# $(if ...), or an empty option would write thing_name = "" over the value.
 # The endpoint key of [mqtt], whatever it holds (a rebuild after the option
 # changed rewrites it), and not [tunnel]'s. A variable, for the comma of the
 # sed range, which $(if ...) would take for its own.
