@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -248,14 +249,27 @@ func TestLoginWarnings(t *testing.T) {
 }
 
 // A data_dir that the agent cannot make or write is a warning of check-config
-// (storage may be mounted later), not its silence.
+// (storage may be mounted later), not its silence; so is one in RAM (the
+// example's /var/lib/porthole on OpenWrt), where the host key would change at
+// every boot.
 func TestDataDirWarning(t *testing.T) {
-	for _, tc := range []struct{ dir, want string }{
+	onDisk := "" // what a temporary directory gets: none on disk, the RAM warning on a tmpfs /tmp
+	var st syscall.Statfs_t
+	if syscall.Statfs(t.TempDir(), &st) == nil && st.Type == 0x01021994 {
+		onDisk = "is in RAM"
+	}
+	cases := []struct{ dir, want string }{
 		{"/proc/porthole", "data_dir: /proc/porthole does not exist and cannot be made in /proc (it is on a kernel file system"},
 		{"/sys/porthole", "cannot be made in /sys"},
-		{t.TempDir(), ""},
-		{filepath.Join(t.TempDir(), "data"), ""},
-	} {
+		{t.TempDir(), onDisk},
+		{filepath.Join(t.TempDir(), "data"), onDisk},
+	}
+	if syscall.Statfs("/dev/shm", &st) == nil && st.Type == 0x01021994 {
+		cases = append(cases, struct{ dir, want string }{"/dev/shm/porthole-data", "data_dir: /dev/shm/porthole-data is in RAM (tmpfs): the SSH host key made there changes at every boot"})
+	} else {
+		t.Log("no tmpfs at /dev/shm: the RAM case is not checked")
+	}
+	for _, tc := range cases {
 		if got := dataDirWarning(tc.dir); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
 			t.Errorf("dataDirWarning(%s) = %q, want %q", tc.dir, got, tc.want)
 		}

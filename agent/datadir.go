@@ -145,12 +145,16 @@ func dataDirWarning(dir string) string {
 	}
 	why := ""
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(target, &st); err == nil && (st.Type == procMagic || st.Type == sysfsMagic) {
+	statErr := syscall.Statfs(target, &st)
+	if statErr == nil && (st.Type == procMagic || st.Type == sysfsMagic) {
 		why = "it is on a kernel file system such as /proc or /sys, not storage"
 	} else if err := syscall.Access(target, 2 /* W_OK */); err != nil {
 		why = "it is not writable: " + err.Error()
 	}
 	switch {
+	case why == "" && statErr == nil && (st.Type == tmpfsMagic || st.Type == ramfsMagic):
+		// OpenWrt's /var is /tmp: the example's /var/lib/porthole is in RAM there.
+		return fmt.Sprintf("data_dir: %s is in RAM (tmpfs): the SSH host key made there changes at every boot (operators' ssh then warns of a changed host key) and live tunnels do not survive a reboot; put data_dir on flash, e.g. /etc/porthole/state", dir)
 	case why == "":
 		return ""
 	case !made:
@@ -162,10 +166,13 @@ func dataDirWarning(dir string) string {
 	return fmt.Sprintf("data_dir: %s is not writable (%s): live tunnels cannot be saved, so a restart ends them", dir, why)
 }
 
-// Magic numbers of statfs(2) for the kernel's /proc and /sys.
+// Magic numbers of statfs(2) for the kernel's /proc and /sys, and for file
+// systems in RAM.
 const (
 	procMagic  = 0x9fa0
 	sysfsMagic = 0x62656572
+	tmpfsMagic = 0x01021994
+	ramfsMagic = 0x858458f6
 )
 
 // lockWait is how long a starting agent waits for another to leave the data
