@@ -152,7 +152,7 @@ func dataDirWarning(dir string) string {
 		why = "it is not writable: " + err.Error()
 	}
 	switch {
-	case why == "" && statErr == nil && (st.Type == tmpfsMagic || st.Type == ramfsMagic):
+	case why == "" && statErr == nil && (uint32(st.Type) == tmpfsMagic || uint32(st.Type) == ramfsMagic): // int32 on 32-bit Linux
 		// OpenWrt's /var is /tmp: the example's /var/lib/porthole is in RAM there.
 		return fmt.Sprintf("data_dir: %s is in RAM (tmpfs): the SSH host key made there changes at every boot (operators' ssh then warns of a changed host key) and live tunnels do not survive a reboot; put data_dir on flash, e.g. /etc/porthole/state", dir)
 	case why == "":
