@@ -494,6 +494,15 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 		defer l.pumpDone()
 		l.pumpUp(conn)
 	}()
+	// Once a write has failed, the local connection no longer takes data:
+	// its target has closed or reset it. What the target wrote before is
+	// still to be read (an answer, an SSH disconnect message): closing the
+	// connection here would throw it away, and the reset would overtake it.
+	// So pumpUp reads on and ends the link at the end of its input, with the
+	// reset after the last data; meanwhile what the peer sends is dropped,
+	// and a target whose output does not end within the stall timeout is
+	// closed.
+	failed := false
 	for {
 		select {
 		case b := <-l.in:
@@ -501,47 +510,25 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 				l.end()
 				return
 			}
-			_, err := conn.Write(b)
+			var err error
+			if !failed {
+				_, err = conn.Write(b)
+			}
 			l.held.Add(-int64(cap(b)))
 			payloads.Release(b)
 			wake(l.s.written)
 			if err != nil {
-				l.writeFailed()
-				return
+				failed = true
+				l.mu.Lock()
+				select {
+				case <-l.done:
+				default:
+					if l.drain == nil {
+						l.drain = time.AfterFunc(l.s.opt.stall, l.endAndNotify)
+					}
+				}
+				l.mu.Unlock()
 			}
-		case <-l.done:
-			return
-		}
-	}
-}
-
-// writeFailed is pumpDown's end when the local connection no longer takes data:
-// its target has closed or reset it. What the target wrote before is still to be
-// read (an answer, an SSH disconnect message): closing the connection here threw
-// it away, and the reset overtook it. So pumpUp reads on, and ends the link at the
-// end of its input with the reset after the last data; meanwhile what the peer
-// sends is dropped, and a target whose output does not end within the stall
-// timeout is closed.
-func (l *link) writeFailed() {
-	l.mu.Lock()
-	select {
-	case <-l.done:
-	default:
-		if l.drain == nil {
-			l.drain = time.AfterFunc(l.s.opt.stall, l.endAndNotify)
-		}
-	}
-	l.mu.Unlock()
-	for {
-		select {
-		case b := <-l.in:
-			if b == nil { // the peer's reset: nothing is to be sent any more
-				l.end()
-				return
-			}
-			l.held.Add(-int64(cap(b)))
-			payloads.Release(b)
-			wake(l.s.written)
 		case <-l.done:
 			return
 		}
