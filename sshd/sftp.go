@@ -3,7 +3,6 @@ package sshd
 import (
 	"io"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -35,8 +34,7 @@ func (c sftpChannel) Close() error { return c.close() }
 // when its call returns.
 func (sess *session) runSFTP(a *account) int {
 	dir := workDir(a)
-	out := &gatedWriter{w: sess.writer(sess.ch)}
-	front := newSFTPFront(sess.reader(), out, dir, func(user string) (string, bool) {
+	front := newSFTPFront(sess.reader(), sess.writer(sess.ch), dir, func(user string) (string, bool) {
 		return sess.tildeHome(a, user)
 	}, sess.srv)
 	rw := sftpChannel{Reader: front, Writer: front, close: func() error {
@@ -60,8 +58,7 @@ func (sess *session) runSFTP(a *account) int {
 		select {
 		case err = <-served:
 		case <-time.After(sftpAbandon):
-			out.shut() // the channel is closed next, without a reply going out meanwhile
-			front.close()
+			front.shut() // the channel is closed next, without a reply going out meanwhile
 			sess.srv.log().Warn("sftp: a request still blocks after the client has gone (a FIFO or a terminal?); the session ends without it",
 				"remote", sess.st.remote, "waited", sftpAbandon)
 			return 1
@@ -72,30 +69,6 @@ func (sess *session) runSFTP(a *account) int {
 		return 1
 	}
 	return 0
-}
-
-// gatedWriter passes writes on until it is shut.
-type gatedWriter struct {
-	mu     sync.Mutex
-	w      io.Writer
-	isShut bool
-}
-
-func (g *gatedWriter) Write(b []byte) (int, error) {
-	g.mu.Lock()
-	n, err := 0, io.ErrClosedPipe
-	if !g.isShut {
-		n, err = g.w.Write(b)
-	}
-	g.mu.Unlock()
-	return n, err
-}
-
-// shut returns once no write is in progress; later ones fail.
-func (g *gatedWriter) shut() {
-	g.mu.Lock()
-	g.isShut = true
-	g.mu.Unlock()
 }
 
 // sftpAbandon is how long a session whose client has gone waits for

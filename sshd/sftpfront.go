@@ -100,6 +100,10 @@ type sftpFront struct {
 	dirs    map[string]*sftpDir // open directories by handle
 	lastDir int                 // number in the last directory handle
 
+	// wmu is held while a reply goes to the channel; once isShut, none does.
+	wmu    sync.Mutex
+	isShut bool
+
 	mu        sync.Mutex
 	cond      sync.Cond
 	passed    int  // requests handed to pkg/sftp
@@ -358,7 +362,7 @@ func (s *sftpFront) serve(size int) error {
 	case sftpOpen: // refused: see maxOpenFiles
 		reply = sftpStatusPacket(req.ID, syscall.EMFILE)
 	}
-	_, err = s.w.Write(reply)
+	_, err = s.write(reply)
 	return err
 }
 
@@ -481,7 +485,7 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 			s.opened(binary.BigEndian.Uint32(b[5:]), h.H)
 		}
 	}
-	n, err := s.w.Write(out)
+	n, err := s.write(out)
 	whole := 0
 	for rest := out[:n]; len(rest) > 0; {
 		if s.outLeft == 0 {
@@ -512,6 +516,26 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 		s.mu.Unlock()
 	}
 	return min(n, len(b)), err // of b, without what was added to it
+}
+
+// write sends b to the channel unless the front has been shut.
+func (s *sftpFront) write(b []byte) (int, error) {
+	s.wmu.Lock()
+	n, err := 0, io.ErrClosedPipe
+	if !s.isShut {
+		n, err = s.w.Write(b)
+	}
+	s.wmu.Unlock()
+	return n, err
+}
+
+// shut ends the front for a session that no longer waits for pkg/sftp: it
+// returns once no reply is being written, and none is after it.
+func (s *sftpFront) shut() {
+	s.wmu.Lock()
+	s.isShut = true
+	s.wmu.Unlock()
+	s.close()
 }
 
 // close lets a request that waits give up: pkg/sftp is closing the session.
