@@ -205,73 +205,50 @@ func TestConnectLogsEndpointOfRegion(t *testing.T) {
 
 // floodTunnel: a tunnel whose destination's SSH target writes without end.
 func floodTunnel(t *testing.T) (*tunneltest.Server, *tunneltest.Tunnel) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return tunneltest.ConnectedTunnel(t, "SSH", tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := c.Write(buf); err != nil {
 				return
 			}
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					if _, err := c.Write(buf); err != nil {
-						c.Close()
-						return
-					}
-				}
-			}()
 		}
-	}()
-	srv, tun := fakeService(t, "SSH")
-	dtok, _ := tunnel.NewAccessToken(tun.DestinationToken)
-	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: dtok},
-		Dialer: tunnel.Targets{"SSH": ln.Addr().String()}}
-	ctx, cancel := context.WithCancel(context.Background())
-	ddone := make(chan struct{})
-	go func() { defer close(ddone); d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-ddone })
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer wcancel()
-	if err := tun.WaitConnects(wctx, tunneltest.Destination, 1); err != nil {
-		t.Fatal(err)
-	}
-	return srv, tun
+	}))
 }
 
-// TestConnectStdioCtrlCWhileStdoutBlocked: Ctrl-C (ctx) ends porthole connect
-// --stdio even when the process reading its stdout has stopped reading.
-func TestConnectStdioCtrlCWhileStdoutBlocked(t *testing.T) {
-	srv, tun := floodTunnel(t)
-	inR, inW := io.Pipe()
-	defer inW.Close()
-	outR, outW := io.Pipe()
-	defer outR.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Connect(ctx, ConnectConfig{
-			Tunnel: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, tun.SourceToken)},
-			Stdio:  "SSH", Stdin: inR, Stdout: outW, Logger: slog.New(slog.NewTextHandler(tbLog{t}, nil)),
-		})
-	}()
-	// Read some, then stop reading: the reader (ssh) is stuck.
-	if _, err := io.ReadFull(outR, make([]byte, 100<<10)); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	select {
-	case err := <-done:
-		t.Logf("Connect = %v", err)
-	case <-time.After(5 * time.Second):
-		outR.Close() // let it go
-		<-done
-		t.Fatal("Connect did not return within 5 s of Ctrl-C while its stdout was not read")
+// TestConnectStdioCtrlC: Ctrl-C (ctx) ends porthole connect --stdio, with the
+// process reading its stdout (ssh) reading on, and when it has stopped reading.
+func TestConnectStdioCtrlC(t *testing.T) {
+	for _, reading := range []bool{true, false} {
+		srv, tun := floodTunnel(t)
+		inR, inW := io.Pipe()
+		defer inW.Close()
+		outR, outW := io.Pipe()
+		defer outR.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			done <- Connect(ctx, ConnectConfig{
+				Tunnel: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, tun.SourceToken)},
+				Stdio:  "SSH", Stdin: inR, Stdout: outW, Logger: slog.New(slog.NewTextHandler(tbLog{t}, nil)),
+			})
+		}()
+		if _, err := io.ReadFull(outR, make([]byte, 100<<10)); err != nil {
+			t.Fatal(err)
+		}
+		if reading {
+			go io.Copy(io.Discard, outR)
+		}
+		cancel()
+		select {
+		case err := <-done:
+			t.Logf("stdout read %v: Connect = %v", reading, err)
+		case <-time.After(5 * time.Second):
+			outR.Close() // let it go
+			<-done
+			t.Fatalf("stdout read %v: Connect did not return within 5 s of Ctrl-C", reading)
+		}
 	}
 }
 
@@ -315,34 +292,5 @@ func TestConnectListenCtrlCWhileClientBlocked(t *testing.T) {
 		c.Close()
 		<-done
 		t.Fatal("Connect did not return within 5 s of Ctrl-C while the local client did not read")
-	}
-}
-
-// TestConnectStdioCtrlCWhileReading: the common case, ssh reading on.
-func TestConnectStdioCtrlCWhileReading(t *testing.T) {
-	srv, tun := floodTunnel(t)
-	inR, inW := io.Pipe()
-	defer inW.Close()
-	outR, outW := io.Pipe()
-	defer outR.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Connect(ctx, ConnectConfig{
-			Tunnel: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, tun.SourceToken)},
-			Stdio:  "SSH", Stdin: inR, Stdout: outW, Logger: slog.New(slog.NewTextHandler(tbLog{t}, nil)),
-		})
-	}()
-	if _, err := io.ReadFull(outR, make([]byte, 100<<10)); err != nil {
-		t.Fatal(err)
-	}
-	go io.Copy(io.Discard, outR)
-	cancel()
-	select {
-	case err := <-done:
-		t.Logf("Connect = %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("Connect did not return within 5 s of Ctrl-C")
 	}
 }

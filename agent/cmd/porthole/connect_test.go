@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
@@ -24,38 +21,7 @@ func echoTunnel(t *testing.T) (*tunneltest.Server, *tunneltest.Tunnel) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv(tokenEnv, "")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	srv := tunneltest.NewServer(t)
-	tun := srv.OpenTunnel("SSH")
-	dtok, _ := tunnel.NewAccessToken(tun.DestinationToken)
-	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: dtok},
-		Dialer: tunnel.Targets{"SSH": ln.Addr().String()}}
-	ctx, cancel := context.WithCancel(context.Background())
-	ddone := make(chan struct{})
-	go func() { defer close(ddone); d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-ddone })
-	// The source starts once the destination is there: the service drops what
-	// arrives for an absent peer, so a STREAM_START sent first would be lost and
-	// the destination would reset the stream's data (a race, seen once in CI).
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer wcancel()
-	if err := tun.WaitConnects(wctx, tunneltest.Destination, 1); err != nil {
-		t.Fatalf("destination did not connect: %v", err)
-	}
-	return srv, tun
+	return tunneltest.ConnectedTunnel(t, "SSH", tunneltest.EchoServer(t, 0))
 }
 
 // stdioConnect is a running `porthole connect --stdio SSH`.

@@ -21,10 +21,10 @@ import (
 // tools/tunneld's (against the real service): echo targets, byte-checked round trips,
 // and a Source and a Destination running against one tunnel.
 
-// EchoServer starts a TCP server on 127.0.0.1 that answers every connection with its
-// input XORed with key, so that data routed to the wrong service cannot pass a
-// byte-for-byte check. It stops when the test ends.
-func EchoServer(tb testing.TB, key byte) string {
+// ServeTCP starts a TCP server on 127.0.0.1 that hands every connection to
+// serve (which closes it) and returns its address. It stops when the test
+// ends, once every serve has returned.
+func ServeTCP(tb testing.TB, serve func(net.Conn)) string {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -43,26 +43,58 @@ func EchoServer(tb testing.TB, key byte) string {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					for i := range buf[:n] {
-						buf[i] ^= key
-					}
-					if n > 0 {
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
+				serve(c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// EchoServer starts a TCP server on 127.0.0.1 that answers every connection with its
+// input XORed with key, so that data routed to the wrong service cannot pass a
+// byte-for-byte check. It stops when the test ends.
+func EchoServer(tb testing.TB, key byte) string {
+	tb.Helper()
+	return ServeTCP(tb, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := c.Read(buf)
+			for i := range buf[:n] {
+				buf[i] ^= key
+			}
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+}
+
+// ConnectedTunnel opens a tunnel of service on a new fake service and runs a
+// destination for it that dials target, until the test ends. It returns once
+// the destination is connected: the service drops what arrives for an absent
+// peer, so a source that started first could lose its STREAM_START.
+func ConnectedTunnel(tb testing.TB, service, target string) (*Server, *Tunnel) {
+	tb.Helper()
+	srv := NewServer(tb)
+	tun := srv.OpenTunnel(service)
+	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true,
+		AccessToken: mustToken(tb, tun.DestinationToken)}, Dialer: tunnel.Targets{service: target}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := tun.WaitConnects(wctx, Destination, 1); err != nil {
+		tb.Fatalf("destination did not connect: %v", err)
+	}
+	return srv, tun
 }
 
 // RoundTrip sends size random bytes through addr and checks the echo of an
