@@ -470,10 +470,25 @@ func TestSecretsNeverLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	// A pasted token to an endpoint where nothing listens.
+	// A pasted token to an endpoint that hangs up on every connection (a port
+	// of its own: what listens on a fixed one is not this test's to know).
+	hangup, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hangup.Close()
+	go func() {
+		for {
+			c, err := hangup.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	pasted := "AQGAAXhpasted-source-token-0123456789"
 	var v tunnelView
-	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: pasted, Label: "pasted", Endpoint: "ws://127.0.0.1:1"}, &v, http.StatusOK)
+	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: pasted, Label: "pasted", Endpoint: "ws://" + hangup.Addr().String()}, &v, http.StatusOK)
 	// A tunnel through the control plane, a wrong password, a pasted key.
 	tv := l.openTunnel(c, "dev-log")
 	l.terminal(loginRequest{Tunnel: tv.ID, Auth: "password", Password: "a-secret-password"}).end()
