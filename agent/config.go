@@ -242,6 +242,11 @@ func (c *Config) Validate() error {
 			bad(f.key, "required: mutual TLS needs the CA, the device certificate and its key")
 		}
 	}
+	// MQTT's keep alive is a count of whole seconds (1-65535 here): a fraction
+	// would be cut off without a word.
+	if k := time.Duration(c.MQTT.KeepAlive); k%time.Second != 0 || k < time.Second || k > 65535*time.Second {
+		bad("mqtt.keepalive", "%v: want whole seconds from 1s to 65535s", k)
+	}
 	if strings.ContainsAny(c.MQTT.EventTopic, "+#\x00") {
 		// MQTT refuses NUL in a topic name: every event would be refused.
 		bad("mqtt.event_topic", "%q must not contain wildcards (+ #) or NUL", c.MQTT.EventTopic)

@@ -96,6 +96,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"listen port empty", "[ssh]\nlisten = \"127.0.0.1:\"", "ssh.listen"},
 		{"listen port 0", "[ssh]\nlisten = \":0\"", "ssh.listen"},
 		{"listen port named", "[ssh]\nlisten = \":ssh\"", "ssh.listen"},
+		// The example says whole seconds: MQTT's keep alive is a count of them,
+		// and 1500ms was accepted, then sent as 1 s.
+		{"keepalive not whole seconds", "[mqtt]\nkeepalive = \"1500ms\"", "mqtt.keepalive: 1.5s: want whole seconds"},
+		{"keepalive too long", "[mqtt]\nkeepalive = \"65536s\"", "mqtt.keepalive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := minimalConfig
