@@ -38,7 +38,7 @@ type Options struct {
 	StateDir string
 	// SSHPort and HTTPPort are the source side's local ports; 0 picks free ones.
 	SSHPort, HTTPPort int
-	// NoAgent runs only the broker and tunneld, on 127.0.0.1: for an agent started
+	// NoAgent runs only the broker and tunneld (and the console), on 127.0.0.1: for an agent started
 	// by hand on this machine or in a QEMU guest (the certificates name loopback and
 	// 10.0.2.2 only).
 	NoAgent bool

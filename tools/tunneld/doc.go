@@ -30,9 +30,9 @@
 // BodyTokenRotated, a 4xx that ends porthole connect, the agent's old session and
 // localproxy; the other side, if it stays, gets SESSION_RESET. What AWS does here is
 // undocumented (spec §4); tunneld takes the safe reading, since rotation is how an
-// operator revokes a leaked token. porthole connect exits 2 naming the rotation; the
-// agent joins with the new destination token from the notification, whichever comes
-// first.
+// operator revokes a leaked token. porthole connect exits 1 (a token refused for
+// good), quoting the service's words; the agent joins with the new destination token
+// from the notification, whichever comes first.
 //
 // A tunnel opened with destinationConfig.thingName, and a rotation with DESTINATION
 // or ALL, publish {"clientAccessToken","clientMode":"destination","region","services"}

@@ -34,7 +34,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	sshPort := fs.Int("ssh-port", 2222, "local port for SSH through the tunnel (0: any free port)")
 	httpPort := fs.Int("http-port", 8080, "local port for the device's status page through the tunnel (0: any free port)")
 	consoleAddr := fs.String("console", "127.0.0.1:8088", "listen address of the web console (SSH in the browser; port 0: any free port; \"\": none)")
-	noAgent := fs.Bool("no-agent", false, "run only the broker and tunneld (on 127.0.0.1), for an agent started by hand on this machine or in a QEMU guest")
+	noAgent := fs.Bool("no-agent", false, "run only the broker, tunneld and the web console (on 127.0.0.1), for an agent started by hand on this machine or in a QEMU guest")
 	boardName := fs.String("board", "", "run the agent inside QEMU board `NAME` (a folder under board/, e.g. qemu-armv7-virt) instead of on the host:\n"+
 		"cross-build porthole, build the initramfs, boot it; needs the source tree, Go and the packages of tools/deps.sh board")
 	self, _ := os.Executable()
