@@ -31,15 +31,15 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 )
 
-// needProgram returns the path of an OpenSSH client program.
+// needProgram returns the path of a client program (OpenSSH's, curl).
 func needProgram(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (install Debian's openssh-client; tools/deps.sh test does): %v", name, err)
+			t.Fatalf("%s not found (tools/deps.sh test installs its Debian package): %v", name, err)
 		}
-		t.Skipf("%s not found; install openssh-client to run the real-client tests", name)
+		t.Skipf("%s not found; install it (tools/deps.sh test names the packages) to run the real-client tests", name)
 	}
 	return p
 }
@@ -913,5 +913,24 @@ func TestSFTPRemoveAndRenameAsSFTPServer(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(home, name)); (err == nil) != exists {
 			t.Errorf("%s: Lstat = %v; want it to exist: %v", name, err, exists)
 		}
+	}
+}
+
+// curl --append (libssh2) opens the remote file with SSH_FXF_APPEND and writes
+// from offset 0: the data must land after what the file held.
+func TestCurlSFTPAppend(t *testing.T) {
+	curl := needProgram(t, "curl")
+	o := newOpenSSHEnv(t, nil)
+	remote := filepath.Join(o.home("root"), "log")
+	writeFile(t, remote, "line1\n")
+	local := filepath.Join(o.dir, "more")
+	writeFile(t, local, "line2\n")
+	out, errOut, code := o.run(t, nil, curl, "-sS", "-k", "--key", o.keyFile, "-u", "root:", "--append", "-T", local,
+		"sftp://127.0.0.1:"+o.port+remote)
+	if code != 0 {
+		t.Fatalf("curl: exit %d %s %s", code, out, errOut)
+	}
+	if b, _ := os.ReadFile(remote); string(b) != "line1\nline2\n" {
+		t.Errorf("after curl --append: %q", b)
 	}
 }

@@ -3,6 +3,8 @@ package sshd
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -84,5 +86,130 @@ func BenchmarkSFTPUpload(b *testing.B) {
 			b.Fatal(err)
 		}
 		f.Close()
+	}
+}
+
+// sftpLive is an SFTP session as runSFTP wires it (the front before
+// pkg/sftp) in dir, driven packet by packet.
+type sftpLive struct {
+	in  chan []byte // to the writing goroutine: requests are sent without waiting for replies
+	out *io.PipeReader
+}
+
+func newSFTPLive(t *testing.T, dir string) *sftpLive {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	front := newSFTPFront(inR, outW, dir, func(user string) (string, bool) { return dir, user == "" }, nil)
+	rw := sftpChannel{Reader: front, Writer: front, close: func() error { front.close(); return nil }}
+	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(); front.closeDirs(); close(done) }()
+	l := &sftpLive{in: make(chan []byte, 64), out: outR}
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for b := range l.in {
+			inW.Write(b)
+		}
+	}()
+	t.Cleanup(func() {
+		close(l.in)
+		<-sent
+		inW.Close()
+		drained := make(chan struct{})
+		go func() { io.Copy(io.Discard, outR); close(drained) }()
+		<-done
+		outW.Close()
+		<-drained
+	})
+	l.send(t, sftpPacket(1, uint32(3)))
+	l.recv(t)
+	return l
+}
+
+func (l *sftpLive) send(t *testing.T, pkts ...[]byte) {
+	l.in <- bytes.Join(pkts, nil)
+}
+
+// recv returns the next reply (type first, length left off).
+func (l *sftpLive) recv(t *testing.T) []byte {
+	t.Helper()
+	var n [4]byte
+	if _, err := io.ReadFull(l.out, n[:]); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, binary.BigEndian.Uint32(n[:]))
+	if _, err := io.ReadFull(l.out, b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// open opens name with pflags and returns its handle.
+func (l *sftpLive) open(t *testing.T, name string, pflags uint32) string {
+	t.Helper()
+	l.send(t, sftpPacket(3, uint32(1), name, pflags, uint32(0)))
+	r := l.recv(t)
+	if r[0] != sftpHandle {
+		t.Fatalf("OPEN: %x", r)
+	}
+	return string(r[9:])
+}
+
+// A WRITE and then an FSETSTAT that truncates the same file, both in flight
+// (as sshfs sends them: its writes are asynchronous): processed in order, as
+// sftp-server processes them, the file ends empty.
+func TestSFTPWriteThenTruncateInOrder(t *testing.T) {
+	data := string(bytes.Repeat([]byte("x"), 200<<10))
+	bad := 0
+	for i := range 40 {
+		dir := t.TempDir()
+		l := newSFTPLive(t, dir)
+		h := l.open(t, "f", 0x1a) // WRITE|CREAT|TRUNC
+		l.send(t,
+			sftpPacket(6, uint32(2), h, uint32(0), uint32(0), data),
+			sftpPacket(10, uint32(3), h, uint32(1), uint32(0), uint32(0)), // FSETSTAT size 0
+		)
+		r2, r3 := l.recv(t), l.recv(t)
+		if r2[0] != sftpStatus || r3[0] != sftpStatus {
+			t.Fatalf("%x %x", r2, r3)
+		}
+		fi, err := os.Stat(filepath.Join(dir, "f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() != 0 {
+			bad++
+			t.Logf("run %d: the file has %d bytes after WRITE then truncate to 0", i, fi.Size())
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of 40 runs: the truncate ran before the WRITE sent before it", bad)
+	}
+}
+
+// A WRITE and then a READ of the same range, both in flight: the READ sees
+// what was written.
+func TestSFTPWriteThenReadInOrder(t *testing.T) {
+	data := string(bytes.Repeat([]byte("y"), 200<<10))
+	bad := 0
+	for i := range 40 {
+		l := newSFTPLive(t, t.TempDir())
+		h := l.open(t, "f", 0x1b) // READ|WRITE|CREAT|TRUNC
+		l.send(t,
+			sftpPacket(6, uint32(2), h, uint32(0), uint32(0), data),
+			sftpPacket(5, uint32(3), h, uint32(0), uint32(0), uint32(100)), // READ 100 at 0
+		)
+		l.recv(t)
+		if r := l.recv(t); r[0] != 103 { // SSH_FXP_DATA
+			bad++
+			t.Logf("run %d: the READ after the WRITE got %x", i, r)
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of 40 runs: the READ ran before the WRITE sent before it", bad)
 	}
 }

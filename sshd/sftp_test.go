@@ -445,7 +445,7 @@ func TestSFTPOpenFilesBoundedPadded(t *testing.T) {
 	if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
 		t.Fatalf("subsystem sftp = %v, %v", ok, err)
 	}
-	pad := make([]byte, maxServedPacket+16)
+	pad := make([]byte, 16<<10+16)
 	send := func(typ byte, body []byte) {
 		if _, err := s.ch.Write(sftpPacket(typ, body)); err != nil {
 			t.Fatal(err)

@@ -192,3 +192,25 @@ func (s *sftpFront) copyData(r copyDataRequest) error {
 	_, err = io.Copy(dst, in)
 	return err
 }
+
+// appendTo answers a WRITE to the file of handle h, opened with
+// SSH_FXF_APPEND: data goes at the end of the file, whatever the request's
+// offset, as sftp-server opens such a file O_APPEND; curl --append (libssh2)
+// writes from offset 0 and counts on it. pkg/sftp ignores the flag (it writes
+// with pwrite(2)), so the file, opened again (see reopen), is appended to
+// here.
+func (s *sftpFront) appendTo(h string, data []byte) error {
+	of, _ := s.file(h)
+	if of.flags&sftpFlagWrite == 0 {
+		return syscall.EBADF // as write(2) would say
+	}
+	f, err := reopen(of, syscall.O_WRONLY|syscall.O_APPEND)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -22,6 +22,7 @@ const (
 	sftpOpen    = 3   // SSH_FXP_OPEN
 	sftpClose   = 4   // SSH_FXP_CLOSE
 	sftpWrite   = 6   // SSH_FXP_WRITE
+	sftpMkdir   = 14  // SSH_FXP_MKDIR
 	sftpOpendir = 11  // SSH_FXP_OPENDIR
 	sftpReaddir = 12  // SSH_FXP_READDIR
 	sftpRemove  = 13  // SSH_FXP_REMOVE
@@ -42,19 +43,13 @@ const (
 	sftpOpUnsupported    = 8 // SSH_FX_OP_UNSUPPORTED
 )
 
-// maxServedPacket is the largest request served here: two paths of up to
-// PATH_MAX (4096) and their framing fit with room to spare. A longer one is
-// passed to pkg/sftp, whose symlink(2) or open(2) then fails (ENAMETOOLONG)
-// or which refuses it as too long.
-const maxServedPacket = 16 << 10
-
 // errSFTPClosed is returned to pkg/sftp's reader when the SFTP session was
 // closed while a request served here waited for the requests before it.
 var errSFTPClosed = errors.New("sshd: sftp session closed")
 
 // sftpFront sits between the session channel and pkg/sftp and serves
 // some requests itself: directory listings (see sftpdir.go), REMOVE, RMDIR
-// and RENAME (see removeAndRename) and SSH_FXP_SYMLINK. pkg/sftp, given a working directory, makes both
+// and RENAME (see removeAndRename), MKDIR (see attrsPerm) and SSH_FXP_SYMLINK. pkg/sftp, given a working directory, makes both
 // of the request's paths absolute, so a relative target ("symlink
 // renamed.bin link.bin" after "cd dir") became a link to a file in the
 // home directory. OpenSSH's sftp-server stores the target exactly as sent,
@@ -67,8 +62,9 @@ var errSFTPClosed = errors.New("sshd: sftp session closed")
 // exactly once, in order); pkg/sftp then writes nothing until it gets the
 // next request, so the reply cannot land inside one of its packets.
 //
-// It also hands pkg/sftp one WRITE at a time: the next once the one before has
-// been answered. pkg/sftp runs reads and writes on 8 workers, so the pipelined
+// It also hands pkg/sftp one WRITE at a time: the next once every request
+// before it has been answered, and any request after a WRITE once that WRITE
+// has been. pkg/sftp runs reads and writes on 8 workers, so the pipelined
 // writes of an upload ran out of order, and when one failed (a full disk) writes
 // at later offsets already queued still landed, leaving a file longer than what
 // was written, with a hole. sftp's reput and put -a resume from the remote size
@@ -144,7 +140,17 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 		if !s.serves(hdr[4], size) {
 			s.left = 4 + int64(size)
 			s.mu.Lock()
-			for hdr[4] == sftpWrite && s.answered < s.lastWrite && !s.closed {
+			// A WRITE waits for every request before it, and every
+			// request for the last WRITE: pkg/sftp runs a READ or a WRITE
+			// on one worker and the other requests on another, so a READ
+			// or an FSETSTAT (truncate) sent after a WRITE of the same
+			// file could run before it (sshfs's writes are asynchronous).
+			after := s.lastWrite
+			if hdr[4] == sftpWrite {
+				after = s.passed
+			}
+			waited := s.answered < after
+			for s.answered < after && !s.closed {
 				s.cond.Wait()
 			}
 			closed := s.closed
@@ -153,7 +159,7 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 				s.lastWrite = s.passed
 			}
 			s.mu.Unlock()
-			if closed && hdr[4] == sftpWrite {
+			if closed && (hdr[4] == sftpWrite || waited) {
 				return 0, errSFTPClosed
 			}
 			break
@@ -190,6 +196,11 @@ const fsyncExt = "fsync@openssh.com"
 // on the server.
 const copyDataExt = "copy-data"
 
+// statvfsExt is OpenSSH's extension behind sftp's df and sshfs's statfs.
+// pkg/sftp offers it but takes a relative path against the agent's own
+// working directory, so it is served here (and not offered again).
+const statvfsExt = "statvfs@openssh.com"
+
 // sftpExtensions are the extensions served here, added to pkg/sftp's in
 // SSH_FXP_VERSION.
 var sftpExtensions = []string{expandPath, limitsExt, usersGroupsExt, fsyncExt, copyDataExt}
@@ -208,8 +219,10 @@ const maxSFTPWrite = maxSFTPPacket - 1024
 const maxSFTPRead = 32 << 10
 
 // serves reports whether the request of type typ and size bytes (after its
-// length) is served here: SYMLINK, OPENDIR, READDIR (pkg/sftp has no
-// directory handles), CLOSE of a directory handle, the sftpExtensions, and an OPEN
+// length) is served here, whatever its size: MKDIR, REMOVE, RMDIR, RENAME,
+// SYMLINK, OPENDIR, READDIR (pkg/sftp has no
+// directory handles), CLOSE of a directory handle, the sftpExtensions and
+// statvfs, a WRITE to a file opened to append (see appendTo), and an OPEN
 // while maxOpenFiles files are open, refused. A CLOSE of a file that it
 // hands on to pkg/sftp is no longer counted open.
 //
@@ -225,7 +238,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		Arg  string // the handle, or the extension's name
 		Rest []byte `ssh:"rest"`
 	}
-	if typ == sftpClose || typ == sftpExt || typ == sftpOpen {
+	if typ == sftpClose || typ == sftpExt || typ == sftpOpen || typ == sftpWrite {
 		// The handle, the name or the path is at the start: a buffer's
 		// worth holds it (an OPEN's path may not fit: not known then).
 		b, err := s.r.Peek(min(int(4+size), s.r.Size()))
@@ -245,20 +258,21 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		}
 		s.mu.Unlock()
 		return false
+	case typ == sftpWrite:
+		f, ok := s.file(req.Arg)
+		return ok && f.path != "" && f.flags&sftpFlagAppend != 0
 	case typ == sftpClose && s.dirs[req.Arg] == nil:
 		s.mu.Lock()
 		delete(s.files, req.Arg)
 		s.mu.Unlock()
 		return false
-	case size > maxServedPacket:
-		return false
 	case typ == sftpClose:
 		return true
 	case typ == sftpExt:
-		return slices.Contains(sftpExtensions, req.Arg)
+		return slices.Contains(sftpExtensions, req.Arg) || req.Arg == statvfsExt
 	}
 	switch typ {
-	case sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename:
+	case sftpMkdir, sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename:
 		return true
 	}
 	return false
@@ -307,12 +321,21 @@ func (s *sftpFront) serve(size int) error {
 	}
 	err := gossh.Unmarshal(pkt[5:], &req)
 	var cp copyDataRequest
+	var mkdirMode uint32
+	var appended struct {
+		Offset uint64 // ignored: the data goes at the end
+		Data   []byte
+	}
 	switch {
 	case err != nil:
-	case pkt[4] == sftpSymlink || pkt[4] == sftpExt && (req.Arg == expandPath || req.Arg == fsyncExt) || pkt[4] == sftpRename:
+	case pkt[4] == sftpSymlink || pkt[4] == sftpExt && (req.Arg == expandPath || req.Arg == fsyncExt || req.Arg == statvfsExt) || pkt[4] == sftpRename:
 		err = gossh.Unmarshal(req.Rest, &second)
 	case pkt[4] == sftpExt && req.Arg == copyDataExt:
 		err = gossh.Unmarshal(req.Rest, &cp)
+	case pkt[4] == sftpMkdir:
+		mkdirMode, err = attrsPerm(req.Rest, 0o777)
+	case pkt[4] == sftpWrite:
+		err = gossh.Unmarshal(req.Rest, &appended)
 	}
 	if err != nil {
 		return fmt.Errorf("malformed SFTP request type %d: %w", pkt[4], err)
@@ -328,6 +351,10 @@ func (s *sftpFront) serve(size int) error {
 	}
 	var reply []byte
 	switch pkt[4] {
+	case sftpMkdir:
+		reply = sftpStatusPacket(req.ID, syscall.Mkdir(s.local(req.Arg), mkdirMode))
+	case sftpWrite:
+		reply = sftpStatusPacket(req.ID, s.appendTo(req.Arg, appended.Data))
 	case sftpSymlink:
 		reply = sftpStatusPacket(req.ID, os.Symlink(req.Arg, s.local(second.Str)))
 	case sftpOpendir:
@@ -356,6 +383,8 @@ func (s *sftpFront) serve(size int) error {
 			reply = sftpStatusPacket(req.ID, s.fsync(second.Str))
 		case copyDataExt:
 			reply = sftpStatusPacket(req.ID, s.copyData(cp))
+		case statvfsExt:
+			reply = s.statvfs(req.ID, second.Str)
 		default:
 			reply = s.expand(req.ID, second.Str)
 		}
@@ -456,6 +485,56 @@ func (s *sftpFront) usersGroups(id uint32, body []byte) []byte {
 	}))
 }
 
+// attrsPerm returns the permissions in ATTRS (draft-ietf-secsh-filexfer-02,
+// section 5) at the start of b, with the set-id and sticky bits, or def
+// when it has none, as sftp-server's process_mkdir takes them. pkg/sftp made
+// every directory 0755, whatever the client asked (Paramiko's mkdir(p, 0o700)).
+func attrsPerm(b []byte, def uint32) (uint32, error) {
+	var flags struct {
+		Flags uint32
+		Rest  []byte `ssh:"rest"`
+	}
+	if err := gossh.Unmarshal(b, &flags); err != nil {
+		return 0, err
+	}
+	if flags.Flags&0x4 == 0 { // SSH_FILEXFER_ATTR_PERMISSIONS
+		return def, nil
+	}
+	skip := 0
+	if flags.Flags&0x1 != 0 { // SIZE
+		skip += 8
+	}
+	if flags.Flags&0x2 != 0 { // UIDGID
+		skip += 8
+	}
+	if len(flags.Rest) < skip+4 {
+		return 0, errors.New("attributes cut short")
+	}
+	return binary.BigEndian.Uint32(flags.Rest[skip:]) & 0o7777, nil
+}
+
+// statvfs answers statvfs@openssh.com for path p as sftp-server does (of
+// the flags, only ST_RDONLY and ST_NOSUID).
+func (s *sftpFront) statvfs(id uint32, p string) []byte {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.local(p), &st); err != nil {
+		return sftpStatusPacket(id, err)
+	}
+	flag := uint64(0)
+	if st.Flags&0x1 != 0 { // ST_RDONLY
+		flag |= 1
+	}
+	if st.Flags&0x2 != 0 { // ST_NOSUID
+		flag |= 2
+	}
+	return sftpReply(sftpExtReply, id, gossh.Marshal(struct {
+		Bsize, Frsize, Blocks, Bfree, Bavail, Files, Ffree, Favail, Fsid, Flag, Namemax uint64
+	}{
+		uint64(st.Bsize), uint64(st.Frsize), st.Blocks, st.Bfree, st.Bavail, st.Files, st.Ffree, st.Ffree,
+		uint64(uint32(st.Fsid.X__val[0])) | uint64(uint32(st.Fsid.X__val[1]))<<32, flag, uint64(st.Namelen),
+	}))
+}
+
 // local resolves a client's path against the working directory.
 func (s *sftpFront) local(p string) string {
 	if !path.IsAbs(p) {
@@ -478,6 +557,9 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 			}
 			binary.BigEndian.PutUint32(out, uint32(len(out)-4))
 		}
+	}
+	if s.outLeft == 0 && s.sizeHave == 0 {
+		out = noSuchFileStatus(out)
 	}
 	if s.outLeft == 0 && s.sizeHave == 0 && len(b) > 9 && b[4] == sftpHandle {
 		var h struct{ H string }
@@ -516,6 +598,35 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 		s.mu.Unlock()
 	}
 	return min(n, len(b)), err // of b, without what was added to it
+}
+
+// noSuchFileStatus returns the whole packet b, an SSH_FXP_STATUS of
+// pkg/sftp's with SSH_FX_FAILURE for ENOTDIR or ELOOP (a path through a
+// regular file, a loop of symbolic links), as a copy with
+// SSH_FX_NO_SUCH_FILE, the code sftp-server gives them (errno_to_portable)
+// and sshfs turns into ENOENT (from SSH_FX_FAILURE: EPERM). pkg/sftp
+// gives only ENOENT that code. Its message is its error's text, which ends
+// with the errno's.
+func noSuchFileStatus(b []byte) []byte {
+	if len(b) < 13 || b[4] != sftpStatus || int64(binary.BigEndian.Uint32(b)) != int64(len(b)-4) || binary.BigEndian.Uint32(b[9:]) != sftpFailure {
+		return b
+	}
+	var st struct {
+		Code uint32
+		Msg  string
+		Rest []byte `ssh:"rest"`
+	}
+	if gossh.Unmarshal(b[9:], &st) != nil {
+		return b
+	}
+	for _, e := range []syscall.Errno{syscall.ENOTDIR, syscall.ELOOP} {
+		if st.Msg == e.Error() || strings.HasSuffix(st.Msg, ": "+e.Error()) {
+			c := slices.Clone(b)
+			binary.BigEndian.PutUint32(c[9:], sftpNoSuchFile)
+			return c
+		}
+	}
+	return b
 }
 
 // write sends b to the channel unless the front has been shut.

@@ -534,3 +534,109 @@ func TestSFTPCopyDataFullDisk(t *testing.T) {
 		t.Errorf("the failed copy left %d bytes that are not a prefix of the source", len(got))
 	}
 }
+
+// MKDIR with permissions creates the directory with them, as sftp-server
+// does (Paramiko's mkdir(path, 0o700) sends them): pkg/sftp made every
+// directory 0755.
+func TestSFTPMkdirMode(t *testing.T) {
+	dir := t.TempDir()
+	l := newSFTPLive(t, dir)
+	l.send(t, sftpPacket(14, uint32(2), "private", uint32(4), uint32(0o700)))
+	if r := l.recv(t); r[0] != sftpStatus || r[8] != sftpOK {
+		t.Fatalf("MKDIR: %x", r)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "private"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("MKDIR with mode 0700 made a directory %v", fi.Mode())
+	}
+}
+
+// statvfs@openssh.com of a relative path is taken against the working
+// directory, as every other path is: sshfs mounted as host:sub asks for
+// "sub" (and host: for "."), and pkg/sftp took it against the agent's own
+// working directory, so df on the mount failed or showed another file system.
+func TestSFTPStatVFSRelative(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Base(t.TempDir()) + "-only-in-home"
+	os.Mkdir(filepath.Join(dir, sub), 0o755)
+	l := newSFTPLive(t, dir)
+	l.send(t, sftpPacket(200, uint32(2), "statvfs@openssh.com", sub))
+	if r := l.recv(t); r[0] != sftpExtReply {
+		t.Fatalf("statvfs of %q, a directory in the working directory: %x", sub, r)
+	}
+}
+
+// A path through a regular file (ENOTDIR) or a symbolic link loop (ELOOP) is
+// "no such file", as sftp-server answers (errno_to_portable): pkg/sftp said
+// SSH_FX_FAILURE, which sshfs turns into EPERM instead of ENOENT.
+func TestSFTPNotDirIsNoSuchFile(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "file"), nil, 0o644)
+	os.Symlink("loop", filepath.Join(dir, "loop"))
+	l := newSFTPLive(t, dir)
+	for i, req := range [][]byte{
+		sftpPacket(17, uint32(2), "file/x"),                                 // STAT
+		sftpPacket(7, uint32(3), "file/x"),                                  // LSTAT
+		sftpPacket(3, uint32(4), "file/x", uint32(1), uint32(0)),            // OPEN
+		sftpPacket(9, uint32(5), "file/x", uint32(1), uint32(0), uint32(0)), // SETSTAT
+		sftpPacket(17, uint32(6), "loop"),                                   // STAT
+	} {
+		l.send(t, req)
+		if r := l.recv(t); r[0] != sftpStatus || binary.BigEndian.Uint32(r[5:]) != sftpNoSuchFile {
+			t.Errorf("request %d: %x, want SSH_FX_NO_SUCH_FILE", i, r)
+		}
+	}
+}
+
+// REMOVE, RMDIR and RENAME keep their meaning for a request longer than 16
+// KiB (handed to pkg/sftp before): a relative path padded with "./" is
+// cleaned to a short one (by pkg/sftp as here), so pkg/sftp's REMOVE deleted
+// an empty directory and its RENAME replaced an existing file.
+func TestSFTPLongPathsKeepMeaning(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "emptydir"), 0o755)
+	os.WriteFile(filepath.Join(dir, "a"), []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(dir, "b"), []byte("b"), 0o644)
+	pad := strings.Repeat("./", 8<<10)
+	l := newSFTPLive(t, dir)
+	l.send(t, sftpPacket(13, uint32(2), pad+"emptydir")) // REMOVE
+	if r := l.recv(t); r[0] != sftpStatus || binary.BigEndian.Uint32(r[5:]) == sftpOK {
+		t.Errorf("REMOVE of a directory: %x", r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "emptydir")); err != nil {
+		t.Errorf("REMOVE (not RMDIR) of a long path deleted a directory: %v", err)
+	}
+	l.send(t, sftpPacket(18, uint32(3), pad+"a", pad+"b")) // RENAME
+	if r := l.recv(t); r[0] != sftpStatus || binary.BigEndian.Uint32(r[5:]) == sftpOK {
+		t.Errorf("RENAME onto an existing file: %x", r)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "b")); string(b) != "b" {
+		t.Errorf("RENAME of a long path replaced an existing file")
+	}
+}
+
+// A file opened with SSH_FXF_APPEND takes every WRITE at its end, whatever
+// the offset, as sftp-server opens it O_APPEND: curl --append (libssh2)
+// writes from offset 0 and counts on it. pkg/sftp ignores the flag, and so
+// overwrote the start of the file.
+func TestSFTPAppendWritesAtTheEnd(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "log")
+	os.WriteFile(p, []byte("line1\n"), 0o644)
+	l := newSFTPLive(t, dir)
+	h := l.open(t, "log", 0x0e) // WRITE|APPEND|CREAT
+	l.send(t, sftpPacket(6, uint32(2), h, uint32(0), uint32(0), "line2\n"))
+	l.send(t, sftpPacket(6, uint32(3), h, uint32(0), uint32(6), "line3\n"))
+	l.send(t, sftpPacket(4, uint32(4), h))
+	for id := uint32(2); id <= 4; id++ {
+		if r := l.recv(t); r[0] != sftpStatus || binary.BigEndian.Uint32(r[1:]) != id || binary.BigEndian.Uint32(r[5:]) != sftpOK {
+			t.Fatalf("reply %x, want OK for %d", r, id)
+		}
+	}
+	if b, _ := os.ReadFile(p); string(b) != "line1\nline2\nline3\n" {
+		t.Errorf("after two WRITEs to a file opened to append: %q", b)
+	}
+}

@@ -6,7 +6,7 @@ set -euo pipefail
 
 profile=${1:-test}
 case "$profile" in
-  test)     want=(gcc libc6-dev openssh-client openssh-sftp-server busybox-static mosquitto awscli
+  test)     want=(gcc libc6-dev openssh-client openssh-sftp-server curl busybox-static mosquitto awscli
                   qemu-user-static qemu-system-arm qemu-system-mips cpio binutils
                   nodejs npm chromium kconfig-frontends-nox systemd) ;;
   # make console-assets: npm ci for the web console's xterm.js
