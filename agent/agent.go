@@ -16,6 +16,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -295,7 +296,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if ln != nil {
 		bg.Add(1)
-		go func() { defer bg.Done(); a.ssh.Serve(ln) }()
+		go func() {
+			defer bg.Done()
+			if err := a.ssh.Serve(ln); !errors.Is(err, sshd.ErrServerClosed) {
+				a.log.Error("ssh.listen: no longer accepting SSH connections", "listen", a.cfg.SSH.Listen, "error", err)
+			}
+		}()
 	}
 	saved, errs := a.store.load(a.clock())
 	for _, err := range errs {
@@ -659,6 +665,10 @@ func (a *Agent) failureReason(err error, log *slog.Logger) string {
 	case errors.As(err, &ce) && ce.Reason == x509.Expired && a.clock().Before(BuildTime()):
 		log.Warn("the clock is before this binary was built; TLS will keep failing until it is set (NTP)", "clock", a.clock().UTC(), "build", BuildTime())
 		return "TLS certificate check failed because the system clock is behind"
+	case errors.Is(err, syscall.EMFILE):
+		return "the agent is out of file descriptors (ulimit -n)"
+	case errors.Is(err, syscall.ENFILE):
+		return "the system is out of file descriptors (fs.file-max)"
 	}
 	return "network"
 }

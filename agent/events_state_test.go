@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,4 +82,18 @@ func TestTunnelEventsDescribeStateChanges(t *testing.T) {
 	// A temporary refusal is retried, and reported as a failure.
 	step("503", 0, false, &tunnel.HandshakeError{StatusCode: 503, Body: "busy"}, "tunnel-connect-failed(handshake refused: 503 busy,1,)")
 	step("agent stops", 0, false, context.Canceled, "")
+}
+
+// A tunnel that cannot connect because the agent is out of file descriptors
+// (a low ulimit -n on a router) is no network failure: the event must not send
+// the operator to look at the network.
+func TestConnectFailureOutOfDescriptors(t *testing.T) {
+	a := &Agent{cfg: &Config{}, log: slog.New(slog.DiscardHandler)}
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE} {
+		err := fmt.Errorf("tunnel: connecting to example.com: %w",
+			&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", errno)})
+		if got := a.failureReason(err, a.log); got == "network" || !strings.Contains(got, "file descriptors") {
+			t.Errorf("failureReason(%v) = %q, want it to say the agent is out of file descriptors", err, got)
+		}
+	}
 }

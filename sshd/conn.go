@@ -19,7 +19,14 @@ type conn struct {
 	srv *Server
 	st  *connState
 
-	lastActive atomic.Int64 // unix nanoseconds of the last byte read or written
+	// born is when the connection was accepted, with its monotonic clock
+	// reading; lastActive is the time from born to the last byte read or
+	// written. Measured so rather than in wall-clock nanoseconds, the idle
+	// timeout does not move when the wall clock is stepped (NTP's first answer
+	// on a router, date -s): back by hours, an idle connection stayed open
+	// hours longer; forward, an active one was closed at the next check.
+	born       time.Time
+	lastActive atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -36,7 +43,7 @@ type conn struct {
 func newConn(s *Server, c net.Conn, label, src string) *conn {
 	wc := &conn{Conn: c, srv: s, done: make(chan struct{})}
 	wc.st = &connState{remote: label, src: src, ip: remoteIP(c.RemoteAddr()), conn: wc}
-	wc.lastActive.Store(time.Now().UnixNano())
+	wc.born = time.Now()
 	return wc
 }
 
@@ -66,7 +73,7 @@ func (c *conn) startTimers() {
 		var check func()
 		var t *time.Timer
 		check = func() {
-			since := time.Duration(time.Now().UnixNano() - c.lastActive.Load())
+			since := time.Since(c.born) - time.Duration(c.lastActive.Load())
 			if since >= idle {
 				s.log().Info("idle timeout", "remote", c.st.remote)
 				c.Close()
@@ -93,10 +100,13 @@ func (c *conn) after(d time.Duration, f func()) {
 	}
 }
 
+// touch records activity now.
+func (c *conn) touch() { c.lastActive.Store(int64(time.Since(c.born))) }
+
 func (c *conn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
-		c.lastActive.Store(time.Now().UnixNano())
+		c.touch()
 	}
 	return n, err
 }
@@ -104,7 +114,7 @@ func (c *conn) Read(b []byte) (int, error) {
 func (c *conn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	if n > 0 {
-		c.lastActive.Store(time.Now().UnixNano())
+		c.touch()
 	}
 	return n, err
 }

@@ -188,11 +188,25 @@ func permitOpenMatch(list []string, host string, port uint32) bool {
 // connection one of the server's MaxForwards.
 func (s *Server) serveForward(ctx context.Context, st *connState, l net.Listener, open func(net.Conn) (gossh.Channel, <-chan *gossh.Request, error)) {
 	defer st.leave()
+	var delay time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			return
+			if !temporaryAcceptError(err) {
+				return
+			}
+			if delay == 0 {
+				s.log().Warn("forward listener: accepting failed; retrying", "remote", st.remote, "listener", l.Addr().String(), "err", err)
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return
+			}
+			continue
 		}
+		delay = 0
 		if !st.enter() {
 			c.Close()
 			return

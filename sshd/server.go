@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
@@ -334,13 +335,17 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.isClosed() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if !temporaryAcceptError(err) {
+				return err
 			}
-			return err
+			if delay == 0 {
+				// Once per run of failures: a device out of descriptors
+				// should say so, not fall silent.
+				s.log().Warn("accepting SSH connections failed; retrying", "listener", l.Addr().String(), "err", err)
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		wc, ok := s.newConn(c)
@@ -349,6 +354,24 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		go s.serve(wc)
 	}
+}
+
+// temporaryAcceptError reports whether an Accept error may go away by itself:
+// a timeout, or a process or system out of descriptors or memory for the
+// moment (EMFILE, ENFILE, ENOBUFS, ENOMEM), which net/http's Serve also waits
+// out. Returning on them would leave the listener closed for good after one
+// busy moment on a router with a low ulimit -n.
+func temporaryAcceptError(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // ServeConn serves the single connection c, typically one stream handed over

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -365,11 +366,25 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 	var waits sync.WaitGroup
 	defer waits.Wait()
 	slots := make(chan struct{}, maxWaiting)
+	var delay time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			return
+			if !temporaryAcceptError(err) {
+				return
+			}
+			// Out of descriptors for a moment: wait, as net/http's Serve does,
+			// rather than leave the listener open with nobody accepting.
+			if delay == 0 {
+				src.options().log.Warn("accepting local connections failed; retrying", "service", r.name, "err", err)
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if !sleepCtx(ctx, delay) {
+				return
+			}
+			continue
 		}
+		delay = 0
 		if s := src.readyNow(); s != nil {
 			src.open(s, r, c) // in order, as a V1/V2 peer's streams supersede
 			continue
@@ -571,4 +586,21 @@ func (src *Source) DialService(ctx context.Context, service string) (net.Conn, e
 		return nil, errors.New("tunnel: the connection was refused (tunnel not ready or too many connections)")
 	}
 	return theirs, nil
+}
+
+// temporaryAcceptError reports whether an Accept error may go away by itself:
+// a timeout, or a process or system out of descriptors or memory for the
+// moment (EMFILE, ENFILE, ENOBUFS, ENOMEM), which net/http's Serve also waits
+// out.
+func temporaryAcceptError(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,187 @@
+package sshd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// emfileListener fails its first n Accepts as accept(2) does when the process
+// is out of descriptors.
+type emfileListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if l.n.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// A process that runs out of descriptors for a moment (a burst of logins, a
+// download holding many files, a low ulimit -n on a router) must not lose its
+// listener for good: EMFILE is temporary, as net/http's Serve treats it.
+func TestServeSurvivesEMFILE(t *testing.T) {
+	e := newEnv(t, nil)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &emfileListener{Listener: inner}
+	l.n.Store(3)
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(l) }()
+	t.Cleanup(func() {
+		e.srv.Close()
+		<-served
+	})
+	select {
+	case err := <-served:
+		served <- err
+		t.Fatalf("Serve returned %v after a transient EMFILE; the listener is gone for good", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	cfg := e.clientConfig("root")
+	cfg.Timeout = 5 * time.Second
+	c, err := net.DialTimeout("tcp", inner.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	banner, err := bufio.NewReader(c).ReadString('\n')
+	if !strings.HasPrefix(banner, "SSH-2.0-") {
+		t.Fatalf("after EMFILE: banner %q, %v; want the server to accept again", banner, err)
+	}
+}
+
+// TestServeRecoversFromRealEMFILE runs a server in a child process whose
+// descriptor limit is low, uses up its descriptors, connects (so accept(2)
+// fails with EMFILE), frees them and connects again: the second connection
+// must be served. The limit is lowered in the child only.
+func TestServeRecoversFromRealEMFILE(t *testing.T) {
+	if os.Getenv("PORTHOLE_EMFILE_CHILD") == "1" {
+		emfileChild(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestServeRecoversFromRealEMFILE$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), "PORTHOLE_EMFILE_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("child:\n%s", out)
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+}
+
+func emfileChild(t *testing.T) {
+	e := newEnv(t, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(l) }()
+	defer func() {
+		e.srv.Close()
+		<-served
+	}()
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 64, Max: 64}); err != nil {
+		t.Fatal(err)
+	}
+	// Use up every descriptor but one, which the client takes.
+	var fill []*os.File
+	for {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			break
+		}
+		fill = append(fill, f)
+	}
+	fill[len(fill)-1].Close()
+	fill = fill[:len(fill)-1]
+	c1, err := net.DialTimeout("tcp", l.Addr().String(), 2*time.Second)
+	if err != nil {
+		// The server may have given up its listener before the dial completed.
+		t.Logf("dial with one descriptor left: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // the server's accept(2) fails with EMFILE meanwhile
+	for _, f := range fill {
+		f.Close()
+	}
+	select {
+	case err := <-served:
+		served <- err
+		t.Errorf("Serve returned after EMFILE: %v", err)
+	case <-time.After(1500 * time.Millisecond): // past the accept retry's backoff
+	}
+	if c1 != nil {
+		c1.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var d net.Dialer
+	c2, err := d.DialContext(ctx, "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatalf("once descriptors are free again: %v", err)
+	}
+	defer c2.Close()
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	banner, err := bufio.NewReader(c2).ReadString('\n')
+	if !strings.HasPrefix(banner, "SSH-2.0-") {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errors.New("no banner within 5s: nobody accepts on the listener any more")
+		}
+		t.Fatalf("once descriptors are free again: banner %q, %v", banner, err)
+	}
+}
+
+// An ssh -R listener that meets EMFILE once must keep forwarding: before, its
+// accept loop ended while the listener stayed open, so connections to the
+// forwarded port queued up unanswered until the SSH connection ended.
+func TestRemoteForwardSurvivesEMFILE(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(_, addr string, _ uint32) bool { return addr == "127.0.0.1" }
+		s.listen = func(network, addr string) (net.Listener, error) {
+			l, err := net.Listen(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			el := &emfileListener{Listener: l}
+			el.n.Store(1)
+			return el, nil
+		}
+	})
+	c := e.login("root")
+	l, err := c.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if fc, err := l.Accept(); err == nil {
+			accepted <- fc
+		}
+	}()
+	nc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	select {
+	case fc := <-accepted:
+		fc.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection to the ssh -R port not forwarded after one EMFILE from accept")
+	}
+}
