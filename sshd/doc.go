@@ -169,7 +169,8 @@
 // listens on a privileged port only for a root login (the server, not the
 // user, opens the listener, so the kernel's check would not apply): one
 // below net.ipv4.ip_unprivileged_port_start, read at each request, or below
-// 1024 when that cannot be read;
+// 1024 when that cannot be read; one connection holds at most 16 such
+// listeners (they are the agent's own descriptors);
 // agent forwarding (ssh -A) is off unless AgentForwarding is set. X11 and
 // tun forwarding are not supported. IdleTimeout, MaxSessionTime (per
 // connection) and MaxSessions (server-wide) bound resources.

@@ -276,6 +276,26 @@ type tcpipForward struct {
 // handleTCPIPForward serves ssh -R when PermitRemoteForward allows it. Ports
 // below the kernel's unprivileged port start are for root logins only
 // (mayBindPrivileged); port 0 asks for any free port.
+// maxRemoteForwards bounds the ssh -R listeners of one connection. Unlike
+// OpenSSH's, whose listeners are the sockets of a process per login, these are
+// the agent's own descriptors, which its broker and tunnel connections need
+// too (MaxForwards bounds the connections forwarded, not the listeners).
+const maxRemoteForwards = 16
+
+// forwardCount is the number of ssh -R listeners open (a request for port 0
+// is also kept under port 0, for its cancel: not counted again).
+func (st *connState) forwardCount() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := 0
+	for k := range st.forwards {
+		if !strings.HasSuffix(k, ":0") {
+			n++
+		}
+	}
+	return n
+}
+
 func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {
 	st := stateFrom(ctx)
 	sc, ok := ctx.Value(gliderssh.ContextKeyConn).(*gossh.ServerConn)
@@ -307,6 +327,8 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return refuse(fmt.Sprintf("port %d is privileged (below %d) and only root may listen on it", f.BindPort, low))
 	case !s.PermitRemoteForward(sc.User(), f.BindAddr, f.BindPort):
 		return refuse("not allowed by policy")
+	case st.forwardCount() >= maxRemoteForwards:
+		return refuse(fmt.Sprintf("%d remote forwards are open on this connection already", maxRemoteForwards))
 	}
 	if !st.enter() {
 		return false, nil

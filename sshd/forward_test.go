@@ -198,6 +198,36 @@ func TestRemoteForward(t *testing.T) {
 			t.Error("policy ignored: listen on 0.0.0.0 allowed")
 		}
 	})
+	t.Run("at most maxRemoteForwards per connection", func(t *testing.T) {
+		e := newEnv(t, func(_ *testEnv, s *Server) {
+			s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+		})
+		c := e.login("root")
+		var ls []net.Listener
+		for range maxRemoteForwards {
+			l, err := c.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatalf("listener %d: %v", len(ls)+1, err)
+			}
+			ls = append(ls, l)
+		}
+		if l, err := c.Listen("tcp", "127.0.0.1:0"); err == nil {
+			l.Close()
+			t.Fatalf("listener %d allowed", maxRemoteForwards+1)
+		}
+		if l := e.logs.logged("remote forward refused", "remote forwards are open on this connection already"); len(l) != 1 {
+			t.Errorf("refusal log lines: %q", l)
+		}
+		ls[0].Close() // cancel-tcpip-forward frees its place
+		l, err := c.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("after a cancel: %v", err)
+		}
+		l.Close()
+		for _, l := range ls[1:] {
+			l.Close()
+		}
+	})
 }
 
 // TestRemoteForwardLocalhost: ssh -R with no bind address sends "localhost",
