@@ -61,7 +61,7 @@ type session struct {
 	token    string // the access token, to forget the saved state when yielding
 	started  time.Time
 	streams  atomic.Int32 // open streams
-	lastUsed atomic.Int64 // unix nanos of the last stream start or end
+	lastUsed atomic.Int64 // monoNow of the last stream start or end
 	cancel   context.CancelFunc
 }
 
@@ -231,6 +231,13 @@ func newSSHServer(cfg *Config, log *slog.Logger, audit func(sshd.Event)) (*sshd.
 	}
 	return s, nil
 }
+
+// monoNow is the monotonic time since the agent's package started, in
+// nanoseconds: which session was used last must not change when the wall
+// clock is stepped (NTP's first answer on a router, date -s).
+func monoNow() int64 { return int64(time.Since(monoStart)) }
+
+var monoStart = time.Now()
 
 func (a *Agent) clock() time.Time {
 	if a.now != nil {
@@ -454,7 +461,7 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	}
 	ctx, cancel := context.WithCancel(a.ctx)
 	s := &session{fp: fp, token: t.AccessToken, started: a.clock(), cancel: cancel}
-	s.lastUsed.Store(s.started.UnixNano())
+	s.lastUsed.Store(monoNow())
 	a.sessions[fp] = s
 	if candidate {
 		a.candidate = s
@@ -694,11 +701,11 @@ func (a *Agent) countStreams(s *session, d tunnel.Dialer, log *slog.Logger) tunn
 			return nil, err
 		}
 		s.streams.Add(1)
-		s.lastUsed.Store(a.clock().UnixNano())
+		s.lastUsed.Store(monoNow())
 		a.emit(Event{Type: "stream-start", Tunnel: s.fp, Service: service})
 		return &countingConn{Conn: c, start: a.clock(), onClose: func(in, out int64, dur time.Duration) {
 			s.streams.Add(-1)
-			s.lastUsed.Store(a.clock().UnixNano())
+			s.lastUsed.Store(monoNow())
 			a.emit(Event{Type: "stream-end", Tunnel: s.fp, Service: service, BytesIn: in, BytesOut: out, Duration: dur.Round(time.Millisecond).String()})
 		}}, nil
 	})

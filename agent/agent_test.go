@@ -559,6 +559,37 @@ func TestNotificationAtStopNeverDropped(t *testing.T) {
 	}
 }
 
+// Which idle session gives up its place past max_tunnels goes by the order the
+// sessions were used in, not by wall-clock readings: a clock set back (NTP's
+// first answer on a router, date -s) between two uses must not make the one
+// used last look the oldest.
+func TestLeastRecentlyUsedIgnoresClockSteps(t *testing.T) {
+	wall := time.Now()
+	a := &Agent{cfg: &Config{}, log: slog.New(slog.DiscardHandler), sessions: map[string]*session{},
+		now: func() time.Time { return wall }}
+	target := tunnel.DialerFunc(func(context.Context, string) (net.Conn, error) {
+		c, peer := net.Pipe()
+		peer.Close()
+		return c, nil
+	})
+	use := func(s *session) {
+		c, err := a.countStreams(s, target, a.log).DialService(context.Background(), "SSH")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	first, second := &session{fp: "first"}, &session{fp: "second"}
+	a.sessions["first"], a.sessions["second"] = first, second
+	use(first)
+	time.Sleep(time.Millisecond)
+	wall = wall.Add(-3 * time.Hour) // the clock is set back
+	use(second)
+	if got := a.oldestIdleLocked(); got != first {
+		t.Errorf("least recently used = %s, want first (second was used after it, the clock having been set back)", got.fp)
+	}
+}
+
 // Once the agent stops, rejected notifications are only logged: no event, and
 // no window whose timer would outlive Run.
 func TestRejectionsAfterStopArmNothing(t *testing.T) {
