@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -85,6 +86,11 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 			return nil, fmt.Errorf("config: tunnel.https_proxy: %w", err)
 		}
 		a.proxy = tunnel.ProxyURL(u)
+	} else if _, err := tunnel.EnvironmentProxy(cfg.Tunnel.Endpoint, "us-east-1", cfg.Tunnel.AllowInsecureWebSocket); err != nil {
+		// The environment's https_proxy (HTTPS_PROXY) serves every tunnel; one
+		// that does not parse would fail each of them the same way. (Without
+		// tunnel.endpoint a notification names the region: one stands in.)
+		return nil, fmt.Errorf("config: the environment's proxy: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	svc := cfg.Services
 	a.svc.Store(&svc)

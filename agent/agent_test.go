@@ -590,6 +590,24 @@ func TestLeastRecentlyUsedIgnoresClockSteps(t *testing.T) {
 	}
 }
 
+// An https_proxy in the agent's environment that does not parse would fail
+// every tunnel alike: the agent (and check-config, through Check) refuses it
+// at start, naming the variable, as porthole connect does; tunnel.https_proxy
+// in the config wins over it.
+func TestEnvironmentProxyCheckedAtStart(t *testing.T) {
+	e := newAgentEnv(t)
+	t.Setenv("https_proxy", "socks5://127.0.0.1:1080")
+	t.Setenv("no_proxy", "")
+	t.Setenv("NO_PROXY", "")
+	if _, err := New(e.cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "https_proxy") {
+		t.Errorf("New with https_proxy=socks5://... = %v, want an error naming https_proxy", err)
+	}
+	e.cfg.Tunnel.HTTPSProxy = "http://proxy.example.com:3128"
+	if _, err := New(e.cfg, slog.New(slog.DiscardHandler)); err != nil {
+		t.Errorf("with tunnel.https_proxy set: %v", err)
+	}
+}
+
 // Once the agent stops, rejected notifications are only logged: no event, and
 // no window whose timer would outlive Run.
 func TestRejectionsAfterStopArmNothing(t *testing.T) {
