@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -89,6 +90,10 @@ type wsConn struct {
 	out   io.Writer // conn, or under TLS one write per frame (tlsbatch)
 	rng   *mrand.ChaCha8
 	close sync.Once
+	// peerClose is the service's Close frame, once received: a write that
+	// fails after it (the reader closed the socket) fails with it, not with
+	// "use of closed network connection", which would read as a lost link.
+	peerClose atomic.Pointer[CloseError]
 
 	// Read side, owned by the single reader.
 	remaining int64 // bytes left in the current data frame
@@ -423,7 +428,11 @@ func (c *wsConn) writeFrameWith(op byte, appendPayload func([]byte) ([]byte, err
 	mask(payload, key)
 	frame := b[maxFrameHeader-len(hdr):]
 	copy(frame, hdr)
-	_, err = c.out.Write(frame)
+	if _, err = c.out.Write(frame); err != nil {
+		if ce := c.peerClose.Load(); ce != nil {
+			err = ce
+		}
+	}
 	if cap(b) <= 2*MaxWebSocketMessage {
 		c.wbuf = b
 	}
@@ -557,6 +566,7 @@ func (c *wsConn) control(op byte, payload []byte) error {
 		ce.Reason = printable(string(payload[2:]))
 	}
 	// Echo the close (RFC 6455 §5.5.1), then drop the connection.
+	c.peerClose.Store(ce)
 	c.writeFrame(opClose, payload[:min(len(payload), 2)])
 	c.conn.Close()
 	return ce

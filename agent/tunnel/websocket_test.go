@@ -232,3 +232,26 @@ func FuzzReadResponse(f *testing.F) {
 		}
 	})
 }
+
+// A write that fails because the service's Close frame has closed the socket
+// (the reader echoes it and drops the connection) fails with that Close: the
+// session then ends as closed by the service, instead of reconnecting to a
+// closed tunnel and being refused (a race seen in TestCloseTunnelEndsBothSides).
+func TestWriteAfterPeerCloseIsTheClose(t *testing.T) {
+	closed := errors.New("use of closed network connection")
+	c := newWSConn(fakeConn{Reader: bytes.NewReader(nil), w: failAfter{closed}}, bufio.NewReader(bytes.NewReader(nil)), [32]byte{})
+	if err := c.writeFrame(opBinary, []byte("x")); !errors.Is(err, closed) {
+		t.Fatalf("write before any Close = %v, want the socket's error", err)
+	}
+	if err := c.control(opClose, binary.BigEndian.AppendUint16(nil, 1000)); err == nil {
+		t.Fatal("a Close frame gave no error")
+	}
+	var ce *CloseError
+	if err := c.writeFrame(opBinary, []byte("x")); !errors.As(err, &ce) || ce.Code != 1000 {
+		t.Fatalf("write after the service's Close = %v, want its CloseError", err)
+	}
+}
+
+type failAfter struct{ err error }
+
+func (f failAfter) Write([]byte) (int, error) { return 0, f.err }
