@@ -103,6 +103,13 @@ func (c *conn) run() {
 		c.writeLoop()
 	}()
 	err := c.readLoop()
+	if reason, closed := c.t.closing(); closed && errors.Is(err, errStopped) {
+		// A frame that came as the tunnel closed: CloseReason, about to
+		// close this conn with a Close frame, must not find it cut (the
+		// client would reconnect, and be refused, instead of learning
+		// that the tunnel is closed).
+		c.closeWith(websocket.StatusNormalClosure, reason)
+	}
 	c.mu.Lock()
 	graceful := c.closeCode != 0
 	c.mu.Unlock()

@@ -25,12 +25,13 @@ type Tunnel struct {
 	limit    limiter
 
 	// Guarded by s.mu.
-	closed  bool
-	sides   [2]sideState
-	record  bool
-	started map[string]bool  // services that ever had a STREAM_START (spec §1.5)
-	active  map[string]int32 // service → active stream id, from relayed STREAM_START/STREAM_RESET
-	changed chan struct{}    // closed and replaced when a side connects or disconnects
+	closed      bool
+	closeReason string // with closed: CloseReason's reason
+	sides       [2]sideState
+	record      bool
+	started     map[string]bool  // services that ever had a STREAM_START (spec §1.5)
+	active      map[string]int32 // service → active stream id, from relayed STREAM_START/STREAM_RESET
+	changed     chan struct{}    // closed and replaced when a side connects or disconnects
 }
 
 // sideState is what the tunnel knows about one side, across its connections.
@@ -283,7 +284,7 @@ func (t *Tunnel) CloseReason(reason string) {
 		s.mu.Unlock()
 		return
 	}
-	t.closed = true
+	t.closed, t.closeReason = true, reason
 	var conns []*conn
 	for i := range t.sides {
 		st := &t.sides[i]
@@ -303,6 +304,13 @@ func (t *Tunnel) CloseReason(reason string) {
 		c.closeWith(websocket.StatusNormalClosure, reason)
 	}
 	s.changed(t)
+}
+
+// closing returns the reason the tunnel was closed with, if it was.
+func (t *Tunnel) closing() (string, bool) {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	return t.closeReason, t.closed
 }
 
 // Connects returns the number of successful handshakes of side so far.
