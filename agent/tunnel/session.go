@@ -519,15 +519,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 			wake(l.s.written)
 			if err != nil {
 				failed = true
-				l.mu.Lock()
-				select {
-				case <-l.done:
-				default:
-					if l.drain == nil {
-						l.drain = time.AfterFunc(l.s.opt.stall, l.endAndNotify)
-					}
-				}
-				l.mu.Unlock()
+				l.armDrain(l.endAndNotify)
 			}
 		case <-l.done:
 			return
@@ -658,13 +650,19 @@ func (s *session) overBuffered() bool {
 func (l *link) peerEnded() {
 	l.quiet.Store(true)
 	l.push(nil)
+	l.armDrain(l.drainExpired)
+}
+
+// armDrain has f run after the stall timeout, unless the link has ended or a
+// drain is armed already: the last data before an end gets that long.
+func (l *link) armDrain(f func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	select {
 	case <-l.done:
 	default:
 		if l.drain == nil {
-			l.drain = time.AfterFunc(l.s.opt.stall, l.drainExpired)
+			l.drain = time.AfterFunc(l.s.opt.stall, f)
 		}
 	}
 }
