@@ -407,15 +407,19 @@ func tokenLockHolder(path string) int {
 	return pid
 }
 
+// trimToken is s without the white space around it and a UTF-8 byte order
+// mark (Notepad, PowerShell's Set-Content -Encoding UTF8) at its start: they
+// end or start a file, and a token never holds them.
+func trimToken(s string) string {
+	return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(s), "\ufeff"))
+}
+
 // AccessToken checks an access token from any source (--token, --token-file,
 // AWSIOT_TUNNEL_ACCESS_TOKEN), trimming the white space around it the same way for
 // all: the newline that ends a file or an echo, a CR and a byte order mark from
 // Windows. Its error says what is wrong for a message that names the source.
 func AccessToken(s string) (tunnel.Token, error) {
-	// A UTF-8 byte order mark (Notepad, PowerShell's Set-Content -Encoding
-	// UTF8) starts a file, not a token; a token never holds one.
-	s = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(s), "\ufeff"))
-	t, err := tunnel.NewAccessToken(s)
+	t, err := tunnel.NewAccessToken(trimToken(s))
 	if err != nil {
 		return t, errors.New(strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
@@ -476,7 +480,7 @@ func ReadTokenFile(path string) (tunnel.Token, error) {
 		return tunnel.Token{}, Usagef("token file %s: larger than %d KiB, not an access token", path, maxTokenFile>>10)
 	case bytes.HasPrefix(b, []byte{0xff, 0xfe}) || bytes.HasPrefix(b, []byte{0xfe, 0xff}):
 		return tunnel.Token{}, Usagef("token file %s is UTF-16 text (PowerShell's > or Out-File write it so): save the token as ASCII or UTF-8", path)
-	case strings.HasPrefix(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(b)), "\ufeff")), "{"):
+	case strings.HasPrefix(trimToken(string(b)), "{"):
 		// Never the content in the message: it holds tokens.
 		return tunnel.Token{}, Usagef("token file %s holds JSON (open-tunnel's answer?): write only the source token to it, e.g. with jq -r .sourceAccessToken", path)
 	}
