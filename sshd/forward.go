@@ -192,16 +192,7 @@ func (s *Server) serveForward(ctx context.Context, st *connState, l net.Listener
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			if !temporaryAcceptError(err) {
-				return
-			}
-			if delay == 0 {
-				s.log().Warn("forward listener: accepting failed; retrying", "remote", st.remote, "listener", l.Addr().String(), "err", err)
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			select {
-			case <-time.After(delay):
-			case <-ctx.Done():
+			if !s.acceptRetry(ctx, err, &delay, "forward listener: accepting failed; retrying", "remote", st.remote, "listener", l.Addr().String()) {
 				return
 			}
 			continue

@@ -335,16 +335,9 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.isClosed() {
 				return ErrServerClosed
 			}
-			if !temporaryAcceptError(err) {
+			if !s.acceptRetry(context.Background(), err, &delay, "accepting SSH connections failed; retrying", "listener", l.Addr().String()) {
 				return err
 			}
-			if delay == 0 {
-				// Once per run of failures: a device out of descriptors
-				// should say so, not fall silent.
-				s.log().Warn("accepting SSH connections failed; retrying", "listener", l.Addr().String(), "err", err)
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			time.Sleep(delay)
 			continue
 		}
 		delay = 0
@@ -353,6 +346,30 @@ func (s *Server) Serve(l net.Listener) error {
 			continue
 		}
 		go s.serve(wc)
+	}
+}
+
+// acceptRetry is what a listener's loop does after Accept failed with err:
+// for an error that may pass (temporaryAcceptError) it waits, 5 ms doubling
+// to 1 s (*delay holds the last wait, 0 after a success), and reports true;
+// the first of a run of them is logged, so that a device out of descriptors
+// says so instead of falling silent. On any other error, or once ctx has
+// ended, it reports false.
+func (s *Server) acceptRetry(ctx context.Context, err error, delay *time.Duration, msg string, args ...any) bool {
+	if !temporaryAcceptError(err) {
+		return false
+	}
+	if *delay == 0 {
+		s.log().Warn(msg, append(args, "err", err)...)
+	}
+	*delay = min(max(2**delay, 5*time.Millisecond), time.Second)
+	t := time.NewTimer(*delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
