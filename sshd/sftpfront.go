@@ -22,10 +22,10 @@ const (
 	sftpOpen    = 3   // SSH_FXP_OPEN
 	sftpClose   = 4   // SSH_FXP_CLOSE
 	sftpWrite   = 6   // SSH_FXP_WRITE
-	sftpMkdir   = 14  // SSH_FXP_MKDIR
 	sftpOpendir = 11  // SSH_FXP_OPENDIR
 	sftpReaddir = 12  // SSH_FXP_READDIR
 	sftpRemove  = 13  // SSH_FXP_REMOVE
+	sftpMkdir   = 14  // SSH_FXP_MKDIR
 	sftpRmdir   = 15  // SSH_FXP_RMDIR
 	sftpRename  = 18  // SSH_FXP_RENAME
 	sftpSymlink = 20  // SSH_FXP_SYMLINK
@@ -559,7 +559,7 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 		}
 	}
 	if s.outLeft == 0 && s.sizeHave == 0 {
-		out = noSuchFileStatus(out)
+		out = statusCode(out)
 	}
 	if s.outLeft == 0 && s.sizeHave == 0 && len(b) > 9 && b[4] == sftpHandle {
 		var h struct{ H string }
@@ -600,14 +600,13 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 	return min(n, len(b)), err // of b, without what was added to it
 }
 
-// noSuchFileStatus returns the whole packet b, an SSH_FXP_STATUS of
-// pkg/sftp's with SSH_FX_FAILURE for ENOTDIR or ELOOP (a path through a
-// regular file, a loop of symbolic links), as a copy with
-// SSH_FX_NO_SUCH_FILE, the code sftp-server gives them (errno_to_portable)
-// and sshfs turns into ENOENT (from SSH_FX_FAILURE: EPERM). pkg/sftp
-// gives only ENOENT that code. Its message is its error's text, which ends
-// with the errno's.
-func noSuchFileStatus(b []byte) []byte {
+// statusCode returns the whole packet b, an SSH_FXP_STATUS of pkg/sftp's
+// with SSH_FX_FAILURE for an errno that sftp-server gives another code
+// (sftpErrnoCode), as a copy with that code: ENOTDIR and ELOOP (a path through
+// a regular file, a loop of symbolic links) are NO_SUCH_FILE, which sshfs
+// turns into ENOENT (from SSH_FX_FAILURE: EPERM); pkg/sftp gives it only to
+// ENOENT. Its message is its error's text, which ends with the errno's.
+func statusCode(b []byte) []byte {
 	if len(b) < 13 || b[4] != sftpStatus || int64(binary.BigEndian.Uint32(b)) != int64(len(b)-4) || binary.BigEndian.Uint32(b[9:]) != sftpFailure {
 		return b
 	}
@@ -622,7 +621,7 @@ func noSuchFileStatus(b []byte) []byte {
 	for _, e := range []syscall.Errno{syscall.ENOTDIR, syscall.ELOOP} {
 		if st.Msg == e.Error() || strings.HasSuffix(st.Msg, ": "+e.Error()) {
 			c := slices.Clone(b)
-			binary.BigEndian.PutUint32(c[9:], sftpNoSuchFile)
+			binary.BigEndian.PutUint32(c[9:], sftpErrnoCode(e))
 			return c
 		}
 	}
@@ -671,17 +670,7 @@ func sftpStatusPacket(id uint32, err error) []byte {
 	case errors.As(err, &failure):
 		code, msg = sftpFailure, string(failure)
 	case errors.As(err, &errno):
-		msg = errno.Error()
-		switch errno {
-		case syscall.ENOENT, syscall.ENOTDIR, syscall.ELOOP, syscall.EBADF:
-			code = sftpNoSuchFile
-		case syscall.EPERM, syscall.EACCES:
-			code = sftpPermissionDenied
-		case syscall.ENOSYS:
-			code = sftpOpUnsupported
-		default:
-			code = sftpFailure
-		}
+		code, msg = sftpErrnoCode(errno), errno.Error()
 	default:
 		code, msg = sftpFailure, "Failure"
 	}
@@ -689,6 +678,20 @@ func sftpStatusPacket(id uint32, err error) []byte {
 		Code      uint32
 		Msg, Lang string
 	}{code, msg, ""}))
+}
+
+// sftpErrnoCode is the status code for errno, as sftp-server's
+// errno_to_portable gives it.
+func sftpErrnoCode(errno syscall.Errno) uint32 {
+	switch errno {
+	case syscall.ENOENT, syscall.ENOTDIR, syscall.ELOOP, syscall.EBADF:
+		return sftpNoSuchFile
+	case syscall.EPERM, syscall.EACCES:
+		return sftpPermissionDenied
+	case syscall.ENOSYS:
+		return sftpOpUnsupported
+	}
+	return sftpFailure
 }
 
 // sftpReply frames a reply of type typ to request id.
