@@ -201,11 +201,7 @@ func (sess *session) handle(req *gossh.Request) {
 		sess.endOfWrite()
 		sess.reply(req, true)
 	case "signal":
-		var name struct{ Name string }
-		sig, ok := syscall.Signal(0), gossh.Unmarshal(req.Payload, &name) == nil
-		if ok {
-			sig, ok = sess.signalOf(name.Name)
-		}
+		sig, ok := sess.signalOf(req.Payload)
 		// The answer goes first: the program's end closes the channel, and
 		// an answer after that would be lost (OpenSSH answers first too).
 		sess.reply(req, ok)
@@ -285,12 +281,16 @@ func signalNamed(name string) (syscall.Signal, bool) {
 	return 0, false
 }
 
-// signalOf is the signal a "signal" request asks for, and whether it is sent:
-// not when nothing runs (once the program has been waited for, its process
+// signalOf is the signal a "signal" request (its payload) asks for, and
+// whether it is sent: not for a name it does not know, not when nothing runs (once the program has been waited for, its process
 // group id may be reused) and, as OpenSSH refuses it, not to a forced command,
 // whose choice was the key's or certificate's owner's.
-func (sess *session) signalOf(name string) (syscall.Signal, bool) {
-	sig, ok := signalNamed(strings.TrimPrefix(name, "SIG"))
+func (sess *session) signalOf(payload []byte) (syscall.Signal, bool) {
+	var req struct{ Name string }
+	if gossh.Unmarshal(payload, &req) != nil {
+		return 0, false
+	}
+	sig, ok := signalNamed(strings.TrimPrefix(req.Name, "SIG"))
 	if !ok || sess.restr.hasForce {
 		return 0, false
 	}
