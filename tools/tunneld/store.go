@@ -49,9 +49,13 @@ func (s *Server) load() error {
 	// Closed tunnels first: closing one releases its client tokens, which a
 	// tunnel opened after it may have used again (they are unique across open
 	// tunnels only, spec §2.1).
-	slices.SortStableFunc(st.Tunnels, func(a, b *record) int {
-		return compareBool(a != nil && a.Status == StatusOpen, b != nil && b.Status == StatusOpen)
-	})
+	open := func(r *record) int {
+		if r != nil && r.Status == StatusOpen {
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(st.Tunnels, func(a, b *record) int { return open(a) - open(b) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range st.Tunnels {
@@ -149,15 +153,4 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 		d.Close()
 	}
 	return nil
-}
-
-// compareBool orders false before true.
-func compareBool(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return 1
-	}
-	return -1
 }
