@@ -129,6 +129,19 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 // CA, the SSH host keys), and its data directory is safe. It changes nothing on
 // disk.
 func Check(cfg *Config) error {
+	if err := CheckStart(cfg); err != nil {
+		return err
+	}
+	return checkCertificate(cfg)
+}
+
+// CheckStart is Check without the device certificate's dates: what stops the
+// agent from starting. The agent starts with an expired certificate, warns, and
+// reads the file again before each connection to the broker, so an init script
+// that gates the start on CheckStart (`porthole check-config -start`) lets a
+// renewal on disk, or a clock set right later, bring the device back without a
+// restart by hand.
+func CheckStart(cfg *Config) error {
 	if _, err := New(cfg, nil); err != nil {
 		return err
 	}
@@ -138,7 +151,7 @@ func Check(cfg *Config) error {
 	if err := sshd.CheckHostKeys(cfg.DataDir, cfg.SSH.HostKeys); err != nil {
 		return fmt.Errorf("ssh: %w", err)
 	}
-	return checkCertificate(cfg)
+	return nil
 }
 
 // Warnings lists what in cfg works but should be mended, or cannot work yet;

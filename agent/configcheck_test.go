@@ -163,8 +163,8 @@ func TestExpiredCertificate(t *testing.T) {
 	if err := Check(cfg); err == nil || !strings.Contains(err.Error(), "config: mqtt.cert_file: "+cert+" expired on 2020-02-01") {
 		t.Errorf("Check = %v, want an expired mqtt.cert_file", err)
 	}
-	if _, err := New(cfg, nil); err != nil {
-		t.Errorf("New = %v, want the agent to start", err)
+	if err := CheckStart(cfg); err != nil {
+		t.Errorf("CheckStart = %v, want the agent to start", err)
 	}
 	if w := strings.Join(Warnings(cfg), "\n"); !strings.Contains(w, "mqtt.cert_file "+cert+" expired on 2020-02-01") {
 		t.Errorf("Warnings = %q, want the expiry date", w)

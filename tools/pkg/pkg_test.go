@@ -287,7 +287,7 @@ start_service
 	}
 	b, _ := os.ReadFile(ran)
 	out = append(out, b...)
-	for _, want := range []string{"ran check-config -c " + own + "\n", "param command " + fake + " agent -c " + own + "\n", "param file /etc/config/porthole " + own + "\n"} {
+	for _, want := range []string{"ran check-config -start -c " + own + "\n", "param command " + fake + " agent -c " + own + "\n", "param file /etc/config/porthole " + own + "\n"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("start_service with config_file: output lacks %q:\n%s", want, out)
 		}

@@ -34,13 +34,17 @@ func TestSysVScript(t *testing.T) {
 	}
 	// A config error is reported and start fails, without starting anything.
 	fake := filepath.Join(t.TempDir(), "porthole")
-	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && { echo 'bad config' >&2; exit 1; }\necho started >&2\nexit 0\n"), 0o755)
+	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && { echo \"bad config: $*\" >&2; exit 1; }\necho started >&2\nexit 0\n"), 0o755)
 	cmd := exec.Command("sh", "sysv/porthole", "start")
 	logFile := filepath.Join(t.TempDir(), "porthole.log")
 	cmd.Env = append(os.Environ(), "DAEMON="+fake, "PIDFILE="+filepath.Join(t.TempDir(), "pid"), "LOG="+logFile)
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "FAIL (configuration") {
 		t.Errorf("start with a bad config: err %v, output %q; want a failure naming the configuration", err, out)
+	}
+	// -start: the device certificate's dates are the agent's to report.
+	if !strings.Contains(string(out), "bad config: check-config -start -c ") {
+		t.Errorf("start ran check-config without -start: output %q", out)
 	}
 	if log, _ := os.ReadFile(logFile); bytes.Contains(append(out, log...), []byte("started")) {
 		t.Errorf("start with a bad config started the agent: output %q, log %q", out, log)

@@ -122,11 +122,15 @@ func totalRAM() uint64 {
 	return uint64(si.Totalram) * uint64(max(si.Unit, 1))
 }
 
-// configFlag parses the -c flag of a subcommand and loads that config file.
-func configFlag(name string, args []string, stdout, stderr io.Writer) (*agent.Config, string, error) {
+// configFlag parses the -c flag of a subcommand, and the flags more defines,
+// and loads that config file.
+func configFlag(name string, args []string, stdout, stderr io.Writer, more func(*flag.FlagSet)) (*agent.Config, string, error) {
 	fs := flag.NewFlagSet("porthole "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", defaultConfig, "config file")
+	if more != nil {
+		more(fs)
+	}
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return nil, "", err
 	}
@@ -135,7 +139,7 @@ func configFlag(name string, args []string, stdout, stderr io.Writer) (*agent.Co
 }
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
-	cfg, path, err := configFlag("agent", args, stdout, stderr)
+	cfg, path, err := configFlag("agent", args, stdout, stderr, nil)
 	if err != nil {
 		return err
 	}
@@ -192,11 +196,18 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 }
 
 func runCheckConfig(args []string, stdout, stderr io.Writer) error {
-	cfg, path, err := configFlag("check-config", args, stdout, stderr)
+	var start bool
+	cfg, path, err := configFlag("check-config", args, stdout, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&start, "start", false, "check only what stops the agent from starting, as init scripts do: the device certificate's dates are warnings")
+	})
 	if err != nil {
 		return err
 	}
-	if err := agent.Check(cfg); err != nil {
+	check := agent.Check
+	if start {
+		check = agent.CheckStart
+	}
+	if err := check(cfg); err != nil {
 		return agent.Usagef("%s: %w", path, err)
 	}
 	for _, w := range agent.Warnings(cfg) {

@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
 // withConfig writes the device config of writeDevice with from replaced by to
@@ -102,5 +106,35 @@ func TestVersionHelp(t *testing.T) {
 	}
 	if code, out, _ := runCmd(t, nil, "version"); code != 0 || !strings.HasPrefix(out, "porthole ") {
 		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+// check-config refuses an expired device certificate; with -start, as the init
+// scripts run it, it says so as a warning and passes: the agent starts with one
+// and reads a renewed file before its next connection to the broker.
+func TestCheckConfigStartExpiredCertificate(t *testing.T) {
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.ClientAt(t, "dev", time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
+	path, _ := withConfig(t, "", "", "")
+	b, _ := os.ReadFile(path)
+	s := regexp.MustCompile(`(?m)^(cert|key)_file = .*$`).ReplaceAllStringFunc(string(b), func(l string) string {
+		if strings.HasPrefix(l, "cert") {
+			return fmt.Sprintf("cert_file = %q", cert)
+		}
+		return fmt.Sprintf("key_file = %q", key)
+	})
+	os.WriteFile(path, []byte(s), 0o600)
+	const expired = " expired on 2020-01-02"
+	if code, _, errs := runCmd(t, nil, "check-config", "-c", path); code != exitUsage || !strings.Contains(errs, "mqtt.cert_file: "+cert+expired) {
+		t.Errorf("check-config: exit %d, stderr %q; want %d and the expiry", code, errs, exitUsage)
+	}
+	code, out, errs := runCmd(t, nil, "check-config", "-start", "-c", path)
+	if code != 0 || !strings.Contains(out, "ok") || !strings.Contains(errs, "warning: mqtt.cert_file "+cert+expired) {
+		t.Errorf("check-config -start: exit %d, stdout %q, stderr %q; want ok and the expiry as a warning", code, out, errs)
+	}
+	// Anything else that stops the agent still fails -start.
+	os.WriteFile(path, []byte(strings.Replace(s, `thing_name = "dev"`, `thing_name = "CHANGE-ME"`, 1)), 0o600)
+	if code, _, errs := runCmd(t, nil, "check-config", "-start", "-c", path); code != exitUsage || !strings.Contains(errs, "placeholder") {
+		t.Errorf("check-config -start with a placeholder: exit %d, stderr %q; want %d", code, errs, exitUsage)
 	}
 }

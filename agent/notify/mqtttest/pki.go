@@ -122,6 +122,17 @@ func (p *PKI) Client(tb testing.TB, cn string) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
+// ClientAt issues another client certificate for cn, valid for 25 hours from
+// notBefore: one that has expired, for tests of what is said about it.
+func (p *PKI) ClientAt(tb testing.TB, cn string, notBefore time.Time) (certFile, keyFile string) {
+	tb.Helper()
+	return p.issue(tb, "client-"+cn+"-"+notBefore.UTC().Format("20060102T150405"), &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotBefore:   notBefore,
+	})
+}
+
 // Renew issues cn's client certificate again, with a new key and serial, and
 // puts both over the files Client returned (each by a rename), as a renewal job
 // on a device would. It returns the new serial.
