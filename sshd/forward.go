@@ -32,8 +32,9 @@ type directTCPIP struct {
 
 // handleDirectTCPIP serves ssh -L: the destination is resolved here, every
 // resolved address is checked against the policy (and the key's permitopen=
-// list), and the allowed address is dialled as such, so a name cannot
-// resolve to one address for the check and another for the dial.
+// list), and the allowed addresses are dialled as such, in turn until one
+// answers, so a name cannot resolve to one address for the check and another
+// for the dial.
 func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
 	st := stateFrom(ctx)
 	if !st.enter() {
@@ -82,15 +83,14 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 		nc.Reject(gossh.ConnectionFailed, "Name or service not known")
 		return
 	}
-	var target netip.AddrPort
+	var targets []netip.AddrPort
 	for _, ip := range addrs {
 		ap := netip.AddrPortFrom(ip, uint16(d.DestPort))
 		if d.DestPort <= 0xffff && s.permitLocal(sc.User(), ap) {
-			target = ap
-			break
+			targets = append(targets, ap)
 		}
 	}
-	if !target.IsValid() {
+	if len(targets) == 0 {
 		refuse("destination not allowed by policy")
 		return
 	}
@@ -99,7 +99,15 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 		var dl net.Dialer
 		dial = dl.DialContext
 	}
-	tc, err := dial(dctx, "tcp", target.String())
+	// Each allowed address in turn, as sshd (and net.Dial for a name) does:
+	// "localhost" may resolve to ::1 first for a service on 127.0.0.1 only.
+	var tc net.Conn
+	var target netip.AddrPort
+	for _, target = range targets {
+		if tc, err = dial(dctx, "tcp", target.String()); err == nil || dctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
 		ev.Reason = "connect failed: " + err.Error()
 		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", dest, "err", err)

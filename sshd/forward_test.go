@@ -551,3 +551,25 @@ func TestLocalForwardUnresolvable(t *testing.T) {
 		t.Errorf("forward events = %+v, want one failure with the resolver's error", evs)
 	}
 }
+
+// TestLocalForwardTriesEachAddress: a destination name with several allowed
+// addresses is dialled at each in turn until one answers, as OpenSSH's sshd
+// does (and as net.Dial does for a name): "localhost" that resolves to ::1
+// first must still reach a service that listens on 127.0.0.1 only.
+func TestLocalForwardTriesEachAddress(t *testing.T) {
+	echo := echoServer(t)
+	_, port, _ := net.SplitHostPort(echo)
+	needRefusedErrno(t, net.JoinHostPort("127.0.0.2", port))
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.lookup = func(_ context.Context, _, host string) ([]netip.Addr, error) {
+			// The first address answers nothing on the port; the second is the service.
+			return []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")}, nil
+		}
+	})
+	c := e.login("root")
+	fc, err := c.Dial("tcp", net.JoinHostPort("service.example", port))
+	if err != nil {
+		t.Fatalf("forward to a name whose second address serves: %v", err)
+	}
+	echoThrough(t, fc)
+}
