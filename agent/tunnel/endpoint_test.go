@@ -73,6 +73,8 @@ func TestProxyFor(t *testing.T) {
 		{"no_proxy suffix", map[string]string{"https_proxy": "p:1", "NO_PROXY": ".amazonaws.com"}, target, ""},
 		{"no_proxy bare domain", map[string]string{"https_proxy": "p:1", "no_proxy": "amazonaws.com"}, target, ""},
 		{"no_proxy other", map[string]string{"https_proxy": "p:1", "no_proxy": "example.com,foo"}, target, "http://p:1"},
+		{"no_proxy star-dot domain", map[string]string{"https_proxy": "p:1", "no_proxy": "*.amazonaws.com"}, target, ""},
+		{"no_proxy star-dot other", map[string]string{"https_proxy": "p:1", "no_proxy": "*.example.com"}, target, "http://p:1"},
 		{"no_proxy star", map[string]string{"https_proxy": "p:1", "no_proxy": "*"}, target, ""},
 		{"no_proxy cidr", map[string]string{"https_proxy": "p:1", "no_proxy": "10.0.0.0/8"}, local, ""},
 		{"no_proxy ip", map[string]string{"https_proxy": "p:1", "no_proxy": "10.1.2.3"}, local, ""},

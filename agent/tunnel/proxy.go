@@ -105,8 +105,9 @@ func ParseProxyURL(raw string) (*url.URL, error) {
 // errProxyURLSyntax is ParseProxyURL's error for a URL it cannot take apart.
 var errProxyURLSyntax = errors.New("tunnel: proxy URL does not parse (percent-encode special characters in the user name and password)")
 
-// bypassProxy applies a NO_PROXY list: "*", host names (a leading dot or not: the
-// name and its subdomains), IP addresses, CIDR ranges, each optionally with :port.
+// bypassProxy applies a NO_PROXY list: "*", host names (a leading dot, "*." or
+// neither: the name and its subdomains), IP addresses, CIDR ranges, each
+// optionally with :port.
 func bypassProxy(host, port, noProxy string) bool {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	ip := net.ParseIP(host)
@@ -136,6 +137,10 @@ func bypassProxy(host, port, noProxy string) bool {
 				return true
 			}
 			continue
+		}
+		// "*.example.com" is ".example.com", as in Go's net/http (httpproxy).
+		if strings.HasPrefix(entry, "*.") {
+			entry = entry[1:]
 		}
 		entry = strings.TrimPrefix(strings.TrimSuffix(entry, "."), ".")
 		if host == entry || strings.HasSuffix(host, "."+entry) {
