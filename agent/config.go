@@ -335,8 +335,11 @@ func (c *Config) Validate() error {
 			bad("ssh.password_hashes", "an empty user name")
 			continue
 		}
-		// bcrypt's own errors may quote a byte of the hash: say only what is wanted.
-		if _, err := bcrypt.Cost([]byte(c.SSH.PasswordHashes[user])); err != nil {
+		// bcrypt's own errors may quote a byte of the hash: say only what is
+		// wanted. bcrypt.Cost takes a hash one character short, which then
+		// matches no password.
+		h := c.SSH.PasswordHashes[user]
+		if _, err := bcrypt.Cost([]byte(h)); err != nil || len(h) < 60 {
 			bad("ssh.password_hashes."+user, "not a bcrypt hash ($2a$, $2b$ or $2y$, a cost of 4-31, 60 characters)")
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 const minimalConfig = `
@@ -228,5 +230,24 @@ func TestAuditCommandLinesReachesSSHServer(t *testing.T) {
 		if s.AuditCommandLines != c.want {
 			t.Errorf("config %q: AuditCommandLines = %v, want %v", c.extra, s.AuditCommandLines, c.want)
 		}
+	}
+}
+
+// TestTruncatedPasswordHashRefused: a bcrypt hash is 60 characters, as the
+// check's own message says. One cut short by a character (a bad paste) passes
+// bcrypt.Cost, so the config was accepted, and then no password ever matched
+// it: password logins failed as "wrong password" with nothing to say why.
+func TestTruncatedPasswordHashRefused(t *testing.T) {
+	h, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := string(h[:59])
+	if bcrypt.CompareHashAndPassword([]byte(short), []byte("pw")) == nil {
+		t.Fatal("the truncated hash still matches; the test's premise is gone")
+	}
+	_, err = ParseConfig([]byte(minimalConfig + "[ssh]\npassword_hashes = { root = \"" + short + "\" }\n"))
+	if err == nil || !strings.Contains(err.Error(), "ssh.password_hashes.root") {
+		t.Fatalf("ParseConfig with a 59-character hash: %v, want an error naming ssh.password_hashes.root", err)
 	}
 }

@@ -300,8 +300,26 @@ func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []err
 		}
 	}
 	keys, lineErrs = parseAuthorizedKeys(f)
+	if a == nil {
+		// A trusted user CA keys file holds bare keys, as sshd reads it
+		// (sshkey_in_file refuses the file): options there would be
+		// dropped, trusting the CA without the restriction they name.
+		kept := keys[:0]
+		for _, k := range keys {
+			if k.HasOptions {
+				lineErrs = append(lineErrs, &lineError{k.Line, errCAKeyOptions})
+				continue
+			}
+			kept = append(kept, k)
+		}
+		keys = kept
+	}
 	return keys, lineErrs, nil
 }
+
+// errCAKeyOptions skips a line of a trusted user CA keys file with options.
+var errCAKeyOptions = errors.New("options are for authorized_keys (cert-authority lines); " +
+	"a trusted user CA keys file takes bare public keys, so the line is ignored")
 
 // readKeysFile is loadKeysFile that logs what it skips; what names the kind
 // of file in the log lines. Over-long lines are logged once per read of the
@@ -574,7 +592,7 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 		if err := checkSourceAddress(st, cert); err != nil {
 			return nil, err
 		}
-		return certPerms(cert, keyOptions{}, "")
+		return certPerms(cert, keyOptions{}, false)
 	}
 	keys, _ := s.authorizedKeys(a)
 	for _, k := range keys {
@@ -603,7 +621,7 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 		if err := checkSourceAddress(st, cert); err != nil {
 			return nil, err
 		}
-		return certPerms(cert, k.Options, "")
+		return certPerms(cert, k.Options, true)
 	}
 	return nil, why
 }
@@ -615,6 +633,9 @@ func checkSourceAddress(st *connState, cert *gossh.Certificate) error {
 		return nil
 	}
 	for _, p := range splitList(v) {
+		if pfx, err := netip.ParsePrefix(p); err == nil && pfx != pfx.Masked() {
+			return fmt.Errorf("certificate source-address %q has a CIDR block with bits set past its prefix length", v)
+		}
 		if _, err := netip.ParsePrefix(p); err != nil {
 			if _, err := netip.ParseAddr(p); err != nil {
 				return fmt.Errorf("certificate source-address %q is not an address list", v)
@@ -636,8 +657,10 @@ func checkSourceAddress(st *connState, cert *gossh.Certificate) error {
 }
 
 // certPerms combines a certificate's options and extensions with those of
-// the authorized_keys line that trusted its CA.
-func certPerms(cert *gossh.Certificate, o keyOptions, _ string) (*gossh.Permissions, error) {
+// the authorized_keys line that trusted its CA (fromLine; o is empty for a CA
+// of TrustedUserCAKeysFiles). Like sshd's sshauthopt_merge, what the line and
+// the certificate allow must both allow it.
+func certPerms(cert *gossh.Certificate, o keyOptions, fromLine bool) (*gossh.Permissions, error) {
 	if fc, ok := cert.CriticalOptions["force-command"]; ok {
 		if o.HasCommand && o.Command != fc {
 			return nil, errors.New("certificate force-command and authorized_keys command= differ")
@@ -653,8 +676,11 @@ func certPerms(cert *gossh.Certificate, o keyOptions, _ string) (*gossh.Permissi
 	if _, ok := cert.Extensions["permit-agent-forwarding"]; !ok {
 		o.NoAgentForward = true
 	}
-	if _, ok := cert.Extensions["no-touch-required"]; ok {
-		o.NoTouch = true
+	_, certNoTouch := cert.Extensions["no-touch-required"]
+	if fromLine {
+		o.NoTouch = o.NoTouch && certNoTouch
+	} else {
+		o.NoTouch = certNoTouch
 	}
 	p := permsFor("publickey", keyInfo(cert), o)
 	if v, ok := cert.CriticalOptions["source-address"]; ok {

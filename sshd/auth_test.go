@@ -696,3 +696,116 @@ func TestMaxAuthTriesCountsOfferedKeys(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestCertAuthorityNoTouchRequired: for a certificate trusted by a
+// cert-authority line, OpenSSH (sshauthopt_merge) drops the user-presence
+// check only when both the line (no-touch-required) and the certificate
+// (extension no-touch-required) allow it.
+func TestCertAuthorityNoTouchRequired(t *testing.T) {
+	ca, userKey := newSigner(t), newSigner(t)
+	for _, tc := range []struct {
+		name, opts string
+		certExt    bool
+		want       bool
+	}{
+		{name: "certificate only", opts: "cert-authority", certExt: true, want: false},
+		{name: "line only", opts: "cert-authority,no-touch-required", certExt: false, want: false},
+		{name: "both", opts: "cert-authority,no-touch-required", certExt: true, want: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.writeAuthorizedKeys("root", authorizedLine(tc.opts, ca.PublicKey()))
+			cs := newCert(t, ca, userKey, func(c *gossh.Certificate) {
+				if tc.certExt {
+					c.Extensions["no-touch-required"] = ""
+				}
+			})
+			a, err := e.srv.lookupUser("root")
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := e.srv.authorizeCert(&connState{}, a, cs.PublicKey().(*gossh.Certificate))
+			if err != nil {
+				t.Fatalf("authorizeCert: %v", err)
+			}
+			if _, got := p.Extensions[extNoTouch]; got != tc.want {
+				t.Errorf("%s, certificate extension %v: no-touch-required = %v, want %v", tc.opts, tc.certExt, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestEmptyPasswordHashesOffersNoPassword: PasswordHashes "nil means password
+// authentication is off"; the agent's config says "Empty: password login is
+// off", and password_hashes = {} decodes to an empty, non-nil map. An empty
+// map must not offer "password" either: clients would prompt for a password
+// no one has.
+func TestEmptyPasswordHashesOffersNoPassword(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.PasswordHashes = map[string]string{} })
+	_, err := e.dial("root", gossh.Password("guess"))
+	if err == nil {
+		t.Fatal("password login succeeded with no password hashes")
+	}
+	if strings.Contains(err.Error(), "[none password]") {
+		t.Errorf("empty PasswordHashes offers password authentication: %v", err)
+	}
+}
+
+// TestForcedCommandShellHasNoOriginalCommand: with a forced command, sshd
+// sets SSH_ORIGINAL_COMMAND only when the client asked for a command
+// (session.c: original_command is NULL for a shell). Wrappers test whether
+// it is set to tell an interactive login from a command.
+func TestForcedCommandShellHasNoOriginalCommand(t *testing.T) {
+	e := newEnv(t, nil)
+	e.writeAuthorizedKeys("root", authorizedLine(`command="echo ${SSH_ORIGINAL_COMMAND+set}:$SSH_ORIGINAL_COMMAND"`, e.key.PublicKey()))
+	c := e.login("root")
+	s := openSession(t, c)
+	var out strings.Builder
+	s.Stdout = &out
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	s.Wait()
+	if got := strings.TrimSpace(out.String()); got != ":" {
+		t.Errorf("shell request with a forced command: got %q, want \":\" (SSH_ORIGINAL_COMMAND unset)", got)
+	}
+	if got, _, _ := run(t, c, "", ""); strings.TrimSpace(got) != "set:" {
+		t.Errorf("exec of an empty command: got %q, want \"set:\"", strings.TrimSpace(got))
+	}
+}
+
+// TestCertAuthorityEmptyPrincipals: principals="" on a cert-authority line
+// lists no principal, so sshd (match_principals_option) accepts none; it
+// must not fall back to the login name as if there were no principals=.
+func TestCertAuthorityEmptyPrincipals(t *testing.T) {
+	ca, userKey := newSigner(t), newSigner(t)
+	e := newEnv(t, nil)
+	e.writeAuthorizedKeys("root", authorizedLine(`cert-authority,principals=""`, ca.PublicKey()))
+	if c, err := e.dial("root", gossh.PublicKeys(newCert(t, ca, userKey, nil))); err == nil {
+		c.Close()
+		t.Error(`certificate for principal root accepted by a cert-authority line with principals=""`)
+	}
+}
+
+// TestTrustedCAKeyWithOptionsNotTrusted: TrustedUserCAKeys holds bare public
+// keys. sshd (sshkey_in_file) cannot read a line with options and trusts no
+// CA of the file; here the options were parsed and dropped, so a line copied
+// from authorized_keys, `from="10.0.0.0/8" <CA>` or
+// `cert-authority,principals="ops" <CA>`, trusted the CA without the
+// restriction it reads as having.
+func TestTrustedCAKeyWithOptionsNotTrusted(t *testing.T) {
+	ca, userKey := newSigner(t), newSigner(t)
+	for _, opts := range []string{`from="10.0.0.0/8"`, `cert-authority,principals="ops"`, `expiry-time="20200101"`} {
+		t.Run(opts, func(t *testing.T) {
+			e := newEnv(t, func(e *testEnv, s *Server) {
+				caFile := e.dir + "/user_ca.pub"
+				writeFile(t, caFile, authorizedLine(opts, ca.PublicKey()))
+				s.TrustedUserCAKeysFiles = []string{caFile}
+			})
+			if c, err := e.dial("root", gossh.PublicKeys(newCert(t, ca, userKey, nil))); err == nil {
+				c.Close()
+				t.Errorf("certificate accepted from a TrustedUserCAKeys line with %s, whose options are not applied", opts)
+			}
+		})
+	}
+}

@@ -23,7 +23,7 @@ type keyOptions struct {
 	Command        string // command=: forced command; HasCommand tells "" from absent
 	HasCommand     bool
 	From           []string // from=: patterns the client address must match
-	Principals     []string // principals=: for cert-authority lines
+	Principals     []string // principals=: for cert-authority lines; nil without the option
 	PermitOpen     []string // permitopen=: host:port pairs -L may reach
 	PermitListen   []string // permitlisten=: [host:]port pairs -R may bind
 	ExpiryTime     time.Time
@@ -36,9 +36,11 @@ type keyOptions struct {
 
 // authorizedKey is one parsed line.
 type authorizedKey struct {
-	Key     gossh.PublicKey
-	Comment string
-	Options keyOptions
+	Key        gossh.PublicKey
+	Comment    string
+	Options    keyOptions
+	HasOptions bool // the line has options (a trusted user CA keys line must not)
+	Line       int  // its number in the file
 }
 
 // Bounds on reading authorized_keys and trusted user CA keys files, which
@@ -98,6 +100,7 @@ func parseAuthorizedKeys(r io.Reader) ([]authorizedKey, []error) {
 			errs = append(errs, &lineError{n, err})
 			return
 		}
+		k.Line = n
 		keys = append(keys, k)
 	})
 	switch {
@@ -185,6 +188,7 @@ func parseAuthorizedKeyLine(line string) (authorizedKey, error) {
 		if k.Options, err = parseKeyOptions(opts); err != nil {
 			return k, err
 		}
+		k.HasOptions = true
 		line = strings.TrimLeft(rest, " \t")
 	}
 	fields := strings.Fields(line)
@@ -289,8 +293,12 @@ const keyOptionNames = "agent-forwarding, cert-authority, command, environment, 
 // be dropped silently. Errors name an option only once it is known to be one.
 func parseKeyOptions(raw []string) (keyOptions, error) {
 	var o keyOptions
-	restrict := false
-	var allowPTY, allowFwd, allowAgent bool
+	// What restrict takes away, and pty, port-forwarding and
+	// agent-forwarding give back: in the order written, as sshd applies
+	// them, so "pty,restrict" has no pty. An explicit no-pty (and the like)
+	// holds whatever comes after it.
+	var restrictPTY, restrictFwd, restrictAgent bool
+	var hasFrom, hasPrincipals, hasExpiry bool
 	for _, opt := range raw {
 		name, val, hasVal, err := optionValue(opt)
 		takesVal, known := keyOption(name)
@@ -308,11 +316,29 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 		case "cert-authority":
 			o.CertAuthority = true
 		case "command":
+			// sshd refuses a line with two of command=, from= or
+			// principals=: which one holds would be a guess.
+			if o.HasCommand {
+				return o, errors.New(`multiple "command" options`)
+			}
 			o.Command, o.HasCommand = val, true
 		case "from":
+			if hasFrom {
+				return o, errors.New(`multiple "from" options`)
+			}
+			hasFrom = true
 			o.From = splitList(val)
+			if err := checkFromList(o.From); err != nil {
+				return o, err
+			}
 		case "principals":
-			o.Principals = splitList(val)
+			if hasPrincipals {
+				return o, errors.New(`multiple "principals" options`)
+			}
+			hasPrincipals = true
+			// Never nil: principals="" allows no principal, where no
+			// principals= at all allows the login name.
+			o.Principals = append([]string{}, splitList(val)...)
 		case "permitopen":
 			if _, _, err := splitHostPortPattern(val); err != nil {
 				return o, fmt.Errorf("option permitopen: %w", err)
@@ -325,7 +351,11 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 			if err != nil {
 				return o, err
 			}
-			o.ExpiryTime = t
+			// The earliest of several wins, as in sshd.
+			if !hasExpiry || t.Before(o.ExpiryTime) {
+				o.ExpiryTime = t
+			}
+			hasExpiry = true
 		case "no-port-forwarding":
 			o.NoPortForward = true
 		case "no-pty":
@@ -336,25 +366,48 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 			// Parsed and ignored: what they set or restrict does not
 			// exist here (see keyOptions).
 		case "restrict":
-			restrict = true
+			restrictPTY, restrictFwd, restrictAgent = true, true, true
 		case "pty":
-			allowPTY = true
+			restrictPTY = false
 		case "port-forwarding":
-			allowFwd = true
+			restrictFwd = false
 		case "agent-forwarding":
-			allowAgent = true
+			restrictAgent = false
 		case "no-touch-required":
 			o.NoTouch = true
 		case "verify-required":
 			o.VerifyRequired = true
 		}
 	}
-	if restrict {
-		o.NoPTY = o.NoPTY || !allowPTY
-		o.NoPortForward = o.NoPortForward || !allowFwd
-		o.NoAgentForward = o.NoAgentForward || !allowAgent
-	}
+	o.NoPTY = o.NoPTY || restrictPTY
+	o.NoPortForward = o.NoPortForward || restrictFwd
+	o.NoAgentForward = o.NoAgentForward || restrictAgent
 	return o, nil
+}
+
+// errFromHostBits refuses a from= (or source-address) CIDR block with bits
+// set past its prefix length, "10.1.2.3/8": sshd takes it for an error
+// (addrmatch.c, "inconsistent mask length") and refuses the key, where
+// masking it would allow a whole network the writer may not have meant.
+var errFromHostBits = errors.New("option from: a CIDR block has bits set past its prefix length")
+
+// checkFromList refuses what sshd's from= refuses: an empty entry and a
+// CIDR block with host bits set. The error does not quote the entry (see
+// lineError).
+func checkFromList(patterns []string) error {
+	if len(patterns) == 0 {
+		return errors.New("option from: empty pattern list")
+	}
+	for _, p := range patterns {
+		p = strings.TrimPrefix(p, "!")
+		if p == "" {
+			return errors.New("option from: empty pattern")
+		}
+		if pfx, err := netip.ParsePrefix(p); err == nil && pfx != pfx.Masked() {
+			return errFromHostBits
+		}
+	}
+	return nil
 }
 
 func splitList(v string) []string {
@@ -457,7 +510,10 @@ func matchFrom(remote netip.Addr, patterns []string) bool {
 		p = strings.TrimPrefix(p, "!")
 		var m bool
 		if pfx, err := netip.ParsePrefix(p); err == nil {
-			m = pfx.Masked().Contains(remote)
+			if pfx != pfx.Masked() {
+				return false // invalid, as in sshd: see errFromHostBits
+			}
+			m = pfx.Contains(remote)
 		} else {
 			m = matchPattern(ip, p)
 		}

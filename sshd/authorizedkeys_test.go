@@ -261,3 +261,55 @@ func TestKeyOptionNames(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthorizedKeysOptionsAsOpenSSH: lines whose options OpenSSH's sshd
+// (auth-options.c, sshauthopt_parse; addrmatch.c) refuses or reads more
+// strictly must not let the key in, or get a pty, here.
+func TestAuthorizedKeysOptionsAsOpenSSH(t *testing.T) {
+	e := newEnv(t, nil)
+	k := e.key.PublicKey()
+	for _, tc := range []struct {
+		name, opts string
+	}{
+		// sshd: `multiple "from" clauses`, the line is refused. A from=
+		// put in front of a line that has one must not be dropped.
+		{name: "two from clauses", opts: `from="10.0.0.0/8",from="127.0.0.1"`},
+		// sshd: `multiple "command" clauses`.
+		{name: "two command clauses", opts: `command="echo first",command="echo second"`},
+		// sshd: the earliest expiry-time wins.
+		{name: "earliest expiry-time wins", opts: `expiry-time="20200101",expiry-time="29990101"`},
+		// sshd: a CIDR block with bits set past the mask is an invalid
+		// entry ("inconsistent mask length") and from= refuses the key.
+		{name: "from CIDR with host bits", opts: `from="127.0.0.9/8"`},
+		// sshd: an empty pattern list matches no address.
+		{name: "empty from", opts: `from=""`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.writeAuthorizedKeys("root", authorizedLine(tc.opts, k))
+			c, err := e.dial("root", gossh.PublicKeys(e.key))
+			if err == nil {
+				out, _, _ := run(t, c, "echo in", "")
+				c.Close()
+				t.Errorf("login with %s succeeded (ran: %q); OpenSSH refuses this line", tc.opts, strings.TrimSpace(out))
+			}
+		})
+	}
+
+	// sshd applies options in order: restrict after pty takes the pty away
+	// again ("pty: permits tty allocation previously disabled by restrict").
+	for _, opts := range []string{`pty,restrict`, `port-forwarding,restrict`} {
+		got, err := parseAuthorizedKeyLine(strings.TrimSpace(authorizedLine(opts, k)))
+		if err != nil {
+			t.Fatalf("%s: %v", opts, err)
+		}
+		if !got.Options.NoPTY || !got.Options.NoPortForward {
+			t.Errorf("%s: NoPTY=%v NoPortForward=%v, want both restricted (restrict comes last)", opts, got.Options.NoPTY, got.Options.NoPortForward)
+		}
+	}
+	e.writeAuthorizedKeys("root", authorizedLine(`pty,restrict`, k))
+	c := e.login("root")
+	s := openSession(t, c)
+	if err := s.RequestPty("xterm", 24, 80, nil); err == nil {
+		t.Error("pty,restrict: pty-req granted; OpenSSH's restrict, coming after pty, refuses it")
+	}
+}

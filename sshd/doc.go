@@ -45,15 +45,18 @@
 //     expiry-time=, cert-authority with principals=, no-touch-required.
 //     no-X11-forwarding, no-user-rc, environment= and tunnel= are accepted
 //     and ignored (no such features here); verify-required and unknown
-//     options make the line unusable. A missing file is logged at debug at
-//     each login.
+//     options make the line unusable, as do, like sshd, two command=, from=
+//     or principals= options and a from= CIDR block with bits set past its
+//     prefix length; of several expiry-time= the earliest holds, and
+//     restrict takes away what a pty (and the like) before it gave. A
+//     missing file is logged at debug at each login.
 //   - User certificates signed by a CA in TrustedUserCAKeysFiles (the login
 //     name must be a principal) or by a cert-authority line. Validity,
 //     principals, the force-command and source-address critical options and
 //     the permit-pty, permit-port-forwarding and permit-agent-forwarding
 //     extensions are honoured; other critical options refuse the
 //     certificate, as do certificates without principals.
-//   - Passwords only when PasswordHashes (bcrypt) is set; otherwise the
+//   - Passwords only when PasswordHashes (bcrypt) is not empty; otherwise the
 //     method is not even offered. Keyboard-interactive, GSSAPI and host-based
 //     authentication are not supported.
 //

@@ -68,7 +68,7 @@ type Server struct {
 	CallerChecksLogins bool
 
 	// PasswordHashes maps login names to bcrypt hashes ($2a$, $2b$, $2y$).
-	// nil means password authentication is off and not offered.
+	// nil or empty means password authentication is off and not offered.
 	PasswordHashes map[string]string
 
 	// PasswdFile and GroupFile are read for login users; "" means
@@ -244,9 +244,13 @@ func (s *Server) setup() error {
 		if err != nil {
 			return fmt.Errorf("sshd: password hash for %q is not bcrypt: %w", user, err)
 		}
+		if len(h) < 60 {
+			// bcrypt.Cost takes 59 characters; no password matches them.
+			return fmt.Errorf("sshd: password hash for %q is not bcrypt: %d characters, want 60", user, len(h))
+		}
 		cost = c
 	}
-	if s.PasswordHashes != nil {
+	if len(s.PasswordHashes) > 0 {
 		s.dummyHash, err = bcrypt.GenerateFromPassword([]byte("porthole: no such user"), cost)
 		if err != nil {
 			return fmt.Errorf("sshd: making the dummy password hash: %w", err)
@@ -279,7 +283,7 @@ func (s *Server) setup() error {
 		},
 		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
 	}
-	if s.PasswordHashes != nil {
+	if len(s.PasswordHashes) > 0 {
 		gs.PasswordHandler = s.passwordHandler
 	}
 	for _, k := range signers {

@@ -336,7 +336,11 @@ func (sess *session) start(reqType, arg string) (err error) {
 			kind = "subsystem"
 			cmdline = "sftp"
 		}
-		extraEnv = append(extraEnv, "SSH_ORIGINAL_COMMAND="+original)
+		// As sshd: a shell request has no original command, and the
+		// variable is left unset (an exec of "" sets it empty).
+		if reqType != "shell" {
+			extraEnv = append(extraEnv, "SSH_ORIGINAL_COMMAND="+original)
+		}
 	}
 	sess.kind, sess.command = kind, cmdline
 	if reqType == "exec" {
