@@ -77,7 +77,8 @@ type Server struct {
 	GroupFile  string
 
 	// AcceptEnv are patterns (* and ?) of environment variables a client may
-	// set. TERM is always taken from the pty request. nil means none.
+	// set, at most 128 variables and 64 KiB per session. TERM is always
+	// taken from the pty request. nil means none.
 	AcceptEnv []string
 
 	// MaxAuthTries is the number of failed authentication attempts allowed

@@ -3,6 +3,7 @@ package sshd
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +25,14 @@ import (
 // and SIGKILL.
 const killDelay = 2 * time.Second
 
+// maxEnv is how many client variables a session keeps, as OpenSSH, and
+// maxEnvBytes how much of them (names and values): each is held until the
+// session ends, and LANG and LC_* values are short.
+const (
+	maxEnv      = 128
+	maxEnvBytes = 64 << 10
+)
+
 // ptyDrain is how long output is still read from a pty after its shell has
 // exited, once the terminal goes quiet.
 const ptyDrain = 200 * time.Millisecond
@@ -43,14 +52,15 @@ type session struct {
 	restr restrictions
 
 	// Only the request goroutine touches these.
-	env     []string
-	ptyReq  *ptyRequest
-	agent   bool
-	started bool
-	kind    string
-	command string
-	asked   string // the command line of an exec request, as the client sent it
-	startAt time.Time
+	env      []string
+	envBytes int // the length of env's names and values
+	ptyReq   *ptyRequest
+	agent    bool
+	started  bool
+	kind     string
+	command  string
+	asked    string // the command line of an exec request, as the client sent it
+	startAt  time.Time
 
 	in, out atomic.Int64
 	done    chan struct{} // closed when the program has finished and the channel is closed
@@ -155,7 +165,7 @@ func (sess *session) handle(req *gossh.Request) {
 			return
 		}
 		p, err := parsePTYRequest(req.Payload)
-		if err != nil {
+		if err != nil || strings.ContainsRune(p.Term, 0) { // TERM could not reach execve
 			sess.reply(req, false)
 			return
 		}
@@ -179,11 +189,16 @@ func (sess *session) handle(req *gossh.Request) {
 		sess.reply(req, true)
 	case "env":
 		var kv struct{ Name, Value string }
-		if err := gossh.Unmarshal(req.Payload, &kv); err != nil || sess.started || !sess.srv.acceptEnv(kv.Name) {
+		// A value with a NUL could not reach execve (the program would
+		// not start), and OpenSSH keeps at most maxEnv variables
+		// (session.c, session_env_req): each request holds memory.
+		if err := gossh.Unmarshal(req.Payload, &kv); err != nil || sess.started || !sess.srv.acceptEnv(kv.Name) ||
+			strings.ContainsRune(kv.Value, 0) || len(sess.env) >= maxEnv || sess.envBytes+len(kv.Name)+len(kv.Value) > maxEnvBytes {
 			sess.reply(req, false)
 			return
 		}
 		sess.env = append(sess.env, kv.Name+"="+kv.Value)
+		sess.envBytes += len(kv.Name) + len(kv.Value)
 		sess.reply(req, true)
 	case "auth-agent-req@openssh.com":
 		ok := sess.srv.AgentForwarding && !sess.restr.noAgent && !sess.started
@@ -462,11 +477,9 @@ func splitAddr(a net.Addr) (host, port string) {
 func (sess *session) startProcess(a *account, cmdline string, login bool, extraEnv []string) error {
 	s := sess.srv
 	shell := shellOf(a.Shell)
-	cmd := &exec.Cmd{Path: shell, Dir: workDir(a)}
+	args := []string{path.Base(shell), "-c", cmdline}
 	if login {
-		cmd.Args = []string{"-" + path.Base(shell)}
-	} else {
-		cmd.Args = []string{path.Base(shell), "-c", cmdline}
+		args = []string{"-" + path.Base(shell)}
 	}
 	var stopAgent func()
 	if sess.agent {
@@ -478,11 +491,27 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		extraEnv = append(extraEnv, "SSH_AUTH_SOCK="+sock)
 	}
 	cred := s.credential(a)
-	var err error
-	if sess.ptyReq != nil {
-		err = sess.startPTY(cmd, a, cred, shell, extraEnv)
-	} else {
-		err = sess.startPipes(cmd, a, cred, shell, extraEnv)
+	startIn := func(dir string) error {
+		cmd := &exec.Cmd{Path: shell, Args: args, Dir: dir}
+		if sess.ptyReq != nil {
+			return sess.startPTY(cmd, a, cred, shell, extraEnv)
+		}
+		return sess.startPipes(cmd, a, cred, shell, extraEnv)
+	}
+	dir := workDir(a)
+	err := startIn(dir)
+	if err != nil && dir != "/" && errors.Is(err, syscall.EACCES) {
+		// The home exists but the user may not enter it (the child
+		// changes directory after taking the user's ids). OpenSSH's
+		// do_child says so and runs the session in / instead.
+		if startIn("/") == nil {
+			nl := "\n"
+			if sess.ptyReq != nil {
+				nl = "\r\n"
+			}
+			fmt.Fprintf(sess.ch.Stderr(), "Could not chdir to home directory %s: %v%s", dir, syscall.EACCES, nl)
+			err = nil
+		}
 	}
 	if stopAgent != nil {
 		if err != nil {

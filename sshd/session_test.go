@@ -3,6 +3,8 @@ package sshd
 import (
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -305,5 +307,94 @@ func TestSignalReachesProcessGroup(t *testing.T) {
 	}
 	if st := status(s, time.Second); st != "still open" {
 		t.Errorf("forced command after a refused signal: %s", st)
+	}
+}
+
+// An environment value with a NUL cannot reach execve: OpenSSH refuses
+// such an env request (sshpkt_get_cstring) and the session goes on; it must
+// not be accepted and then make the command fail to start.
+func TestEnvValueWithNULRefused(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.AcceptEnv = []string{"LANG"} })
+	c := e.login("root")
+	s := openSession(t, c)
+	ok, err := s.SendRequest("env", true, gossh.Marshal(struct{ Name, Value string }{"LANG", "C\x00x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		t.Error("env LANG with a NUL in its value was accepted")
+	}
+	if out, err := s.Output("echo ran"); err != nil || string(out) != "ran\n" {
+		t.Errorf("exec after env with NUL = %q, %v; want ran", out, err)
+	}
+}
+
+// A terminal type with a NUL likewise must not make the shell fail to start.
+func TestPTYTermWithNULRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s := openSession(t, c)
+	err := s.RequestPty("xterm\x00", 24, 80, nil)
+	if err == nil {
+		out, err := s.Output("echo ran")
+		if err != nil || !strings.Contains(string(out), "ran") {
+			t.Errorf("pty-req with TERM holding a NUL was accepted, then exec = %q, %v", out, err)
+		}
+	}
+}
+
+// OpenSSH keeps at most 128 client variables per session (session.c,
+// session_env_req); without a limit one session can make the server hold
+// hundreds of MiB with env requests under an accepted name pattern such as
+// the default LC_* (each request up to a packet of 256 KiB), before any
+// command starts, so a forced command does not prevent it.
+func TestEnvRequestLimit(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.AcceptEnv = []string{"LC_*"} })
+	c := e.login("root")
+	s := openSession(t, c)
+	accepted, held := 0, 0
+	for _, size := range []int{200 << 10, 10} {
+		for i := 0; i < 500; i++ {
+			ok, err := s.SendRequest("env", true, gossh.Marshal(struct{ Name, Value string }{"LC_X", strings.Repeat("v", size)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				accepted++
+				held += size
+			}
+		}
+	}
+	if accepted > 128 || held > 1<<20 {
+		t.Errorf("%d env requests accepted, %d KiB held; want at most 128 variables and 1 MiB", accepted, held>>10)
+	}
+}
+
+// A home directory the user cannot enter: OpenSSH prints "Could not chdir
+// to home directory" and runs the session in /; it must not refuse it.
+func TestHomeNotAccessible(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t, nil)
+	home := e.home("alice")
+	if err := os.Chown(home, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(home, ".ssh", "authorized_keys"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(home, 0o700); err != nil { // the server reads alice's keys; alice may not enter
+		t.Fatal(err)
+	}
+	c := e.login("alice")
+	out, errOut, code := run(t, c, "pwd", "")
+	if code != 0 || out != "/\n" || !strings.Contains(errOut, "Could not chdir to home directory") {
+		t.Errorf("pwd with an inaccessible home = %q, %q, exit %d; want / and exit 0", out, errOut, code)
+	}
+	s := openSession(t, c)
+	if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.CombinedOutput("pwd"); err != nil || !strings.HasSuffix(string(b), "\n/\r\n") {
+		t.Errorf("pwd on a pty with an inaccessible home = %q, %v; want /", b, err)
 	}
 }
