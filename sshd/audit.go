@@ -116,14 +116,28 @@ func commandName(cmdline string) string {
 // with the others of its batch, stays small.
 const maxCommandLine = 1024
 
-// clipCommandLine cuts a command line longer than maxCommandLine at a rune
-// boundary and ends it with "…" (within the bound).
-func clipCommandLine(s string) string {
-	if len(s) <= maxCommandLine {
+// maxClientString bounds the other strings of an Event, and of the log lines
+// beside it, that a client chooses: the user name and a certificate's key ID
+// (before it has logged in), a forward's destination, and what a refusal quotes
+// of them. An SSH packet can carry 256 KiB of each; events go to the log and,
+// through the agent, to an MQTT topic whose broker may refuse (or disconnect
+// for) a large message.
+const maxClientString = 256
+
+// clipCommandLine cuts a command line longer than maxCommandLine (see clip).
+func clipCommandLine(s string) string { return clip(s, maxCommandLine) }
+
+// clipClient cuts a client's string longer than maxClientString (see clip).
+func clipClient(s string) string { return clip(s, maxClientString) }
+
+// clip cuts s to at most max bytes at a rune boundary, ending it with "…"
+// (within the bound) when something was cut.
+func clip(s string, max int) string {
+	if len(s) <= max {
 		return s
 	}
 	const more = "…"
-	end := maxCommandLine - len(more)
+	end := max - len(more)
 	for end > 0 && !utf8.RuneStart(s[end]) {
 		end--
 	}
@@ -134,6 +148,9 @@ func clipCommandLine(s string) string {
 func (s *Server) audit(e Event) {
 	if e.Time.IsZero() {
 		e.Time = s.clock()
+	}
+	for _, f := range []*string{&e.User, &e.CertID, &e.Reason, &e.Dest} {
+		*f = clipClient(*f)
 	}
 	if s.Audit != nil {
 		s.Audit(e)

@@ -2,8 +2,11 @@ package sshd
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
+
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // The audit record is published as the "ssh" object of the agent's events: its
@@ -62,6 +65,31 @@ func TestCommandName(t *testing.T) {
 	} {
 		if got := commandName(tc.in); got != tc.want {
 			t.Errorf("commandName(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// A client that has not logged in chooses its user name and a certificate's
+// key ID, up to an SSH packet (256 KiB): the events and the log lines keep at
+// most maxClientString bytes of each (events go on to an MQTT topic).
+func TestHugeUserNameClipped(t *testing.T) {
+	e := newEnv(t, nil)
+	huge := strings.Repeat("u", 200<<10)
+	if c, err := e.dial(huge, gossh.PublicKeys(e.key)); err == nil {
+		c.Close()
+		t.Fatal("login as a user that does not exist succeeded")
+	}
+	waitFor(t, "the login failure event", func() bool { return len(e.eventsOf(EventLoginFailure)) > 0 })
+	for _, ev := range e.eventsOf(EventLoginFailure) {
+		if len(ev.User) > maxClientString || !strings.HasPrefix(ev.User, "uuu") || len(ev.Reason) > maxClientString {
+			t.Errorf("login failure event: user of %d bytes, reason of %d; want at most %d", len(ev.User), len(ev.Reason), maxClientString)
+		}
+	}
+	e.logs.mu.Lock()
+	defer e.logs.mu.Unlock()
+	for _, l := range e.logs.lines {
+		if len(l) > 2*maxClientString+512 {
+			t.Errorf("a log line of %d bytes: %.200s…", len(l), l)
 		}
 	}
 }

@@ -64,7 +64,7 @@ func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey
 	if err != nil {
 		st.refuseKey()
 		reason = err.Error()
-		s.log().Debug("public key refused", "remote", st.remote, "user", ctx.User(), "key", keyInfo(key).Fingerprint, "reason", reason)
+		s.log().Debug("public key refused", "remote", st.remote, "user", clipClient(ctx.User()), "key", keyInfo(key).Fingerprint, "reason", clipClient(reason))
 	}
 	st.setKey(keyInfo(key), reason)
 	return err == nil
@@ -173,15 +173,17 @@ func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, er
 	st.mu.Lock()
 	k, reason := st.lastKey, st.lastReason
 	st.mu.Unlock()
-	e := Event{Remote: st.remote, SessionID: hex.EncodeToString(cm.SessionID()), User: cm.User(), Method: method}
+	// The user name and a certificate's key ID are the client's, before it has
+	// logged in: clipped here for the log lines, as audit clips them in events.
+	e := Event{Remote: st.remote, SessionID: hex.EncodeToString(cm.SessionID()), User: clipClient(cm.User()), Method: method}
 	if method == "publickey" {
-		e.KeyFingerprint, e.CertID, e.CertSerial = k.Fingerprint, k.CertID, k.CertSerial
+		e.KeyFingerprint, e.CertID, e.CertSerial = k.Fingerprint, clipClient(k.CertID), k.CertSerial
 	}
 	if err == nil {
 		st.authed.Store(true)
 		s.removeStartup(st.conn) // its MaxStartups slot goes to the next in line
 		e.Type = EventLoginSuccess
-		s.log().Info("login", "remote", st.remote, "user", cm.User(), "method", method, "key", e.KeyFingerprint, "cert", e.CertID)
+		s.log().Info("login", "remote", st.remote, "user", e.User, "method", method, "key", e.KeyFingerprint, "cert", e.CertID)
 		s.audit(e)
 		return
 	}
@@ -193,7 +195,8 @@ func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, er
 	if e.Reason == "" {
 		e.Reason = err.Error()
 	}
-	s.log().Info("login refused", "remote", st.remote, "user", cm.User(), "method", method, "key", e.KeyFingerprint, "reason", e.Reason)
+	e.Reason = clipClient(e.Reason)
+	s.log().Info("login refused", "remote", st.remote, "user", e.User, "method", method, "key", e.KeyFingerprint, "reason", e.Reason)
 	s.audit(e)
 }
 

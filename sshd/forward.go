@@ -51,7 +51,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	ev := Event{Type: EventForward, Remote: st.remote, User: sc.User(), Direction: "local", Dest: dest}
 	refuse := func(reason string) {
 		ev.Reason = reason
-		s.log().Info("forward refused", "remote", st.remote, "user", sc.User(), "dest", dest, "reason", reason)
+		s.log().Info("forward refused", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "reason", reason)
 		s.audit(ev)
 		nc.Reject(gossh.Prohibited, reason)
 	}
@@ -78,7 +78,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	if err != nil {
 		// As sshd: the resolver's words, a connection failure, not a refusal.
 		ev.Reason = "cannot resolve destination: " + err.Error()
-		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", dest, "err", err)
+		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "err", err)
 		s.audit(ev)
 		nc.Reject(gossh.ConnectionFailed, "Name or service not known")
 		return
@@ -110,7 +110,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	}
 	if err != nil {
 		ev.Reason = "connect failed: " + err.Error()
-		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", dest, "err", err)
+		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "err", err)
 		s.audit(ev)
 		nc.Reject(gossh.ConnectionFailed, connectFailure(err))
 		return
