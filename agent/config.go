@@ -247,9 +247,11 @@ func (c *Config) Validate() error {
 	if k := time.Duration(c.MQTT.KeepAlive); k%time.Second != 0 || k < time.Second || k > 65535*time.Second {
 		bad("mqtt.keepalive", "%v: want whole seconds from 1s to 65535s", k)
 	}
-	if strings.ContainsAny(c.MQTT.EventTopic, "+#\x00") {
-		// MQTT refuses NUL in a topic name: every event would be refused.
-		bad("mqtt.event_topic", "%q must not contain wildcards (+ #) or NUL", c.MQTT.EventTopic)
+	if err := notify.CheckTopicName(c.MQTT.EventTopic); c.MQTT.EventTopic != "" && err != nil {
+		// MQTT refuses NUL in a topic name: every event would be refused; a
+		// broker may close the connection for a control character, and paho
+		// sends the event again on every reconnect (notify.CheckTopicName).
+		bad("mqtt.event_topic", "%q %v", c.MQTT.EventTopic, err)
 	} else if strings.HasPrefix(c.MQTT.EventTopic, "$aws/things/") {
 		// A thing's reserved topics (tunnels, shadow, jobs): the notify topic would
 		// feed the agent its own events, and AWS IoT disconnects a client that

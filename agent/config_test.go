@@ -76,6 +76,12 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"log level", "[log]\nlevel = \"loud\"", "log.level"},
 		{"event topic", "[mqtt]\nevent_topic = \"a/#\"", "mqtt.event_topic"},
 		{"event topic with NUL", "[mqtt]\nevent_topic = \"a/\\u0000\"", "mqtt.event_topic: \"a/\\x00\" must not contain wildcards (+ #) or NUL"},
+		// Mosquitto closes the connection of a client that publishes to a topic
+		// with a control character or a Unicode non-character (MQTT 5.0
+		// §1.5.4), and paho resends the message on every reconnect: the device
+		// would never stay connected.
+		{"event topic with a tab", "[mqtt]\nevent_topic = \"porthole/events/dev-1\\t\"", "mqtt.event_topic: \"porthole/events/dev-1\\t\" has a control character"},
+		{"event topic with a non-character", "[mqtt]\nevent_topic = \"a/\\uFFFF\"", "mqtt.event_topic: \"a/\\uffff\" has a Unicode non-character"},
 		{"event topic is the notify topic", "[mqtt]\nevent_topic = \"$aws/things/dev-1/tunnels/notify\"", "mqtt.event_topic: \"$aws/things/dev-1/tunnels/notify\" is one of the thing's reserved topics"},
 		{"negative max_sessions", "[ssh]\nmax_sessions = -1", "ssh.max_sessions: -1 must not be negative"},
 		{"negative max_forwards", "[ssh]\nmax_forwards = -1", "ssh.max_forwards: -1 must not be negative"},

@@ -1,12 +1,19 @@
 package agent
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
@@ -175,4 +182,56 @@ func agentWithSession(t *testing.T, cmd string) (e *agentEnv, stop func()) {
 	}
 	e.openSSHSession(t, tun, cmd)
 	return e, stop
+}
+
+// An SSH client that has not logged in chooses the user name in its
+// ssh-login-failure event, up to x/crypto's 256 KiB packet. Published as is,
+// a 200 KiB name made an event over what the broker takes (its CONNACK's
+// Maximum Packet Size; AWS IoT Core's messages are limited to 128 KB): the
+// broker closed the connection, and the unacknowledged PUBLISH was sent again
+// on every reconnect, so the agent's MQTT connection never stayed up and no
+// later event (nor, at AWS, notification) got through, until a restart.
+func TestHugeSSHUserNameDoesNotWedgeMQTT(t *testing.T) {
+	e := newAgentEnv(t)
+	e.broker.srv.Options.Capabilities.MaximumPacketSize = 128 << 10
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.SSH.Listen = ln.Addr().String()
+	ln.Close()
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	e.startLogging(t, lockedWriter{&mu, &logs})
+
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := gossh.NewSignerFromKey(priv)
+	c, err := gossh.Dial("tcp", e.cfg.SSH.Listen, &gossh.ClientConfig{User: strings.Repeat("u", 200<<10),
+		Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	if err == nil {
+		c.Close()
+		t.Fatal("login with an unknown key succeeded")
+	}
+	ev := e.broker.waitEvent(t, "ssh-login-failure", nil)
+	if ev.SSH == nil || len(ev.SSH.User) > 1024 {
+		t.Errorf("ssh-login-failure event carries a user name of %d bytes", len(ev.SSH.User))
+	}
+
+	// Later events still get through, on the same connection.
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatalf("agent did not open the tunnel: %v", err)
+	}
+	e.broker.waitEvent(t, "tunnel-connected", nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "mqtt reconnecting"); n != 0 {
+		t.Errorf("the MQTT connection was lost %d times after the login attempt, want 0", n)
+	}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if len(l) > 4096 {
+			t.Errorf("a log line of %d bytes: %.200s…", len(l), l)
+		}
+	}
 }

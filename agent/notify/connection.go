@@ -103,6 +103,10 @@ func (l *Listener) connectionUp(runCtx context.Context, cli *paho.Client, ca *pa
 	l.cli = cli
 	l.connCancel = cancel
 	l.upAt = l.clock()
+	l.maxPacket = 0
+	if ca.Properties != nil && ca.Properties.MaximumPacketSize != nil {
+		l.maxPacket = *ca.Properties.MaximumPacketSize
+	}
 	l.mu.Unlock()
 	l.log.Info("mqtt connected", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,
 		"session_present", ca.SessionPresent)

@@ -60,6 +60,7 @@ type Listener struct {
 	ready      chan struct{}      // closed while connected and subscribed
 	isReady    bool               // ready is closed
 	upAt       time.Time          // when the current connection came up
+	maxPacket  uint32             // the broker's Maximum Packet Size on this connection; 0: none stated
 	flaps      int                // connections in a row that ended before stableConnection
 }
 
@@ -178,8 +179,8 @@ var ErrRefused = errors.New("refused by the broker")
 // Config.OperationTimeout. A message the broker refuses (PUBACK reason
 // ≥ 0x80) is an error naming the reason.
 func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) error {
-	if topic == "" || strings.ContainsAny(topic, "+#\x00") {
-		return fmt.Errorf("notify: publish: %s is not a topic name", quoteShort(topic))
+	if err := CheckTopicName(topic); err != nil {
+		return fmt.Errorf("notify: publish: %s is not a topic name: it %v", quoteShort(topic), err)
 	}
 	if err := ctx.Err(); err != nil {
 		// Checked here: paho sends first and may then pick either the
@@ -187,10 +188,17 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
 	}
 	l.mu.Lock()
-	cli := l.cli
+	cli, maxPacket := l.cli, l.maxPacket
 	l.mu.Unlock()
 	if cli == nil {
 		return fmt.Errorf("%w: cannot publish to %s", ErrNotConnected, topic)
+	}
+	if size := publishPacketSize(topic, payload); maxPacket > 0 && size > int(maxPacket) {
+		// A client must not send a larger packet (MQTT-3.1.2-24): the broker
+		// closes the connection, and the session would send the PUBLISH again
+		// on every reconnect, ending each connection as it comes up.
+		return fmt.Errorf("notify: publishing to %s: %w: a message of %d bytes is over the broker's maximum packet size (%d bytes)",
+			topic, ErrRefused, size, maxPacket)
 	}
 	resp, err := cli.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
 	switch {
@@ -243,4 +251,16 @@ func (l *Listener) received(pr paho.PublishReceived) (bool, error) {
 		l.cfg.OnNotification(n)
 	}
 	return true, nil
+}
+
+// publishPacketSize is the size on the wire of the QoS 1 PUBLISH that Publish
+// sends: fixed header, topic, packet identifier, an empty property list and the
+// payload (MQTT 5.0 §3.3).
+func publishPacketSize(topic string, payload []byte) int {
+	remaining := 2 + len(topic) + 2 + 1 + len(payload)
+	vbi := 1
+	for n := remaining; n >= 128; n /= 128 {
+		vbi++
+	}
+	return 1 + vbi + remaining
 }

@@ -170,6 +170,24 @@ func (b *Broker) Restart(forget bool) {
 	b.Start()
 }
 
+// Configure adds lines to the broker's configuration and restarts it (keeping
+// its sessions), e.g. "max_packet_size 131072".
+func (b *Broker) Configure(lines ...string) {
+	b.tb.Helper()
+	f, err := os.OpenFile(b.conf, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		b.tb.Fatal(err)
+	}
+	_, err = f.WriteString(strings.Join(lines, "\n") + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		b.tb.Fatal(err)
+	}
+	b.Restart(false)
+}
+
 // Subscribe connects as client cn (a fresh certificate), subscribes to topic at
 // QoS 1 and returns the payloads that arrive. Its session outlives a Stop and Start
 // of the broker, so messages published meanwhile are delivered after it reconnects.
