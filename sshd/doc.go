@@ -114,14 +114,18 @@
 // SSH_TTY, SSH_ORIGINAL_COMMAND (with a forced command), SSH_AUTH_SOCK
 // (with agent forwarding) and client variables matching AcceptEnv. As with
 // OpenSSH, a home directory the user may not enter is reported and the
-// session runs in / instead. Pty
-// terminal modes sent by the client are applied (line speeds aside), and
-// there are no MOTD, lastlog, utmp records, rc files or X11 forwarding. As with
-// OpenSSH, a session stays open while a background process still holds the
-// command's output. When the client goes away, a program still running
-// gets SIGHUP and, two seconds later, SIGKILL (to its process group); once
-// the command itself has exited, what it left behind is not signalled, its
-// output is just no longer read.
+// session runs in / instead. Pty terminal modes sent by the client are
+// applied (line speeds aside), and there are no MOTD, lastlog, utmp records,
+// rc files or X11 forwarding. As with OpenSSH, a session stays open while a
+// background process still holds the command's output. When the client goes
+// away, a program still running gets SIGHUP (to its process group; with a
+// pty the terminal hangs up too), with or without a pty: a dropped tunnel
+// ends what the operator left running, as a dropped modem line does. A
+// program that ignores it (nohup, a job that must outlive the link) is
+// never killed: two seconds later the session ends without it, its output
+// no longer read, as OpenSSH's sshd leaves it. Once the command itself has
+// exited, what it left behind is not signalled, its output is just no
+// longer read.
 //
 // The SFTP subsystem (pkg/sftp) and legacy scp ("scp -O": scp -t and
 // scp -f with -r, -p, -d) are served in-process, so the device needs no

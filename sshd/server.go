@@ -502,8 +502,8 @@ func (s *Server) closeListenersLocked() error {
 }
 
 // Close closes all listeners and connections at once. Sessions are ended
-// (their processes get SIGHUP, then SIGKILL) in the background; Shutdown
-// waits for that. Close returns the first error from closing a listener.
+// (their processes get SIGHUP; one that ignores it is left running) in the
+// background; Shutdown waits for that. Close returns the first error from closing a listener.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	err := s.closeListenersLocked()

@@ -21,9 +21,10 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 )
 
-// killDelay is how long a hung-up session's processes get between SIGHUP
-// and SIGKILL.
-const killDelay = 2 * time.Second
+// leaveDelay is how long a session whose client has gone waits for its
+// program to end after the hangup (SIGHUP) before it ends without it (see
+// leave).
+const leaveDelay = 2 * time.Second
 
 // maxEnv is how many client variables a session keeps, as OpenSSH, and
 // maxEnvBytes how much of them (names and values): each is held until the
@@ -63,7 +64,8 @@ type session struct {
 	startAt  time.Time
 
 	in, out atomic.Int64
-	done    chan struct{} // closed when the program has finished and the channel is closed
+	ended   sync.Once     // finish or leave
+	done    chan struct{} // closed when the program has finished (or was left running) and the channel is closed
 	replied chan struct{} // closed once the start request is answered
 	// outputGone is closed by "eow@openssh.com": the client reads no more of
 	// the channel's data (see endOfWrite).
@@ -609,14 +611,14 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 			return
 		}
 		syscall.Kill(-pid, syscall.SIGHUP)
-		time.AfterFunc(killDelay, func() {
+		time.AfterFunc(leaveDelay, func() {
 			select {
 			case <-sess.done:
 				return // ended; the process group may not exist any more
 			default:
 			}
-			syscall.Kill(-pid, syscall.SIGKILL)
 			closePipes()
+			sess.leave(pid)
 		})
 	}
 	sess.mu.Unlock()
@@ -709,11 +711,11 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 			return
 		}
 		syscall.Kill(-pid, syscall.SIGHUP)
-		time.AfterFunc(killDelay, func() {
+		time.AfterFunc(leaveDelay, func() {
 			select {
 			case <-sess.done:
 			default:
-				syscall.Kill(-pid, syscall.SIGKILL)
+				sess.leave(pid)
 			}
 		})
 	}
@@ -788,6 +790,10 @@ func exitOf(state *os.ProcessState) (status int, sig string, core bool) {
 // exit-signal first, then EOF and close (OpenSSH's clients, and scp and
 // sftp in particular, take a close without a status as failure).
 func (sess *session) finish(status int, sig string, core bool) {
+	sess.ended.Do(func() { sess.report(status, sig, core) })
+}
+
+func (sess *session) report(status int, sig string, core bool) {
 	// A fast program must not close the channel before its start request
 	// is answered: clients take that as a refused request.
 	<-sess.replied
@@ -810,6 +816,23 @@ func (sess *session) finish(status int, sig string, core bool) {
 		}
 	})
 	close(sess.done)
+}
+
+// leave ends a session whose client has gone while its program, hung up
+// leaveDelay ago, still runs: it ignores SIGHUP (nohup, a job that must not
+// die with the link). As OpenSSH's sshd, which never kills a session's
+// processes, the program is left running, its output no longer read; the
+// session, its MaxSessions slot and the connection end now, and the program
+// is reaped whenever it exits.
+func (sess *session) leave(pid int) {
+	sess.ended.Do(func() {
+		sess.ch.Close()
+		sess.audit(EventSessionEnd, func(e *Event) {
+			e.ExitStatus = -1
+			e.Reason = fmt.Sprintf("the client went away; the program ignored the hangup and is left running (process group %d)", pid)
+		})
+		close(sess.done)
+	})
 }
 
 // stop runs when the channel is gone. A program still running is hung up
@@ -862,6 +885,9 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 		attrs = append(attrs, "exit", e.ExitStatus, "in", e.BytesIn, "out", e.BytesOut)
 		if e.ExitSignal != "" {
 			attrs = append(attrs, "signal", e.ExitSignal)
+		}
+		if e.Reason != "" {
+			attrs = append(attrs, "reason", e.Reason)
 		}
 	}
 	sess.srv.log().Info(string(t), attrs...)
