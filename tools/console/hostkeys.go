@@ -118,6 +118,9 @@ func (h *HostKeys) readLocked() (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading host keys %s: %w", h.Path, err)
 	}
+	if keys == nil { // the file holds null
+		keys = map[string]string{}
+	}
 	return keys, nil
 }
 

@@ -179,3 +179,19 @@ func TestHostKeysSharedFileConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestHostKeysNullFile: a store file that holds JSON null (hand-edited, or
+// written by a tool that marshalled a nil map) is read as an empty store or
+// refused; Check must not panic (it runs in the SSH handshake's goroutine, where
+// a panic ends the whole console).
+func TestHostKeysNullFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hostkeys.json")
+	os.WriteFile(path, []byte("null\n"), 0o600)
+	h := &HostKeys{Path: path}
+	defer func() {
+		if p := recover(); p != nil {
+			t.Fatalf("Check panicked: %v", p)
+		}
+	}()
+	h.Check(context.Background(), "dev1", newHostKey(t), "")
+}

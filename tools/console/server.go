@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -145,12 +146,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if cfg.PublicURL != "" {
-		s.cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
-		o, ok := parseOrigin(s.cfg.PublicURL)
-		if !ok {
-			return nil, fmt.Errorf("console: public URL %q: want http[s]://host[:port] and nothing after it", cfg.PublicURL)
+		o, ok := parseOrigin(strings.TrimSuffix(cfg.PublicURL, "/"))
+		if ok {
+			o, ok = canonicalOrigin(o)
+		}
+		if !ok || strings.Contains(cfg.PublicURL, "#") {
+			return nil, fmt.Errorf("console: public URL %q: want http[s]://host[:port] and nothing after it, "+
+				"the host name in ASCII (xn--… for an international name)", cfg.PublicURL)
 		}
 		s.public = &o
+		s.cfg.PublicURL = o.String()
 	}
 	s.tunnels = newTunnels(&s.cfg, s.log)
 	s.routes()
@@ -390,6 +395,41 @@ func (s *Server) sameOrigin(r *http.Request) bool {
 // origin is a web origin (RFC 6454): scheme, host name in lower case, and port,
 // the scheme's default filled in.
 type origin struct{ scheme, host, port string }
+
+// canonicalOrigin writes o as browsers write an origin: an IP address in its
+// canonical form, the port without leading zeros. A host name that is not ASCII
+// is refused: browsers send its punycode (xn--…), which the operator gives.
+func canonicalOrigin(o origin) (origin, bool) {
+	if ip, err := netip.ParseAddr(o.host); err == nil {
+		if ip.Zone() != "" {
+			return origin{}, false
+		}
+		o.host = ip.String()
+	}
+	for _, c := range []byte(o.host) {
+		if c >= 0x80 {
+			return origin{}, false
+		}
+	}
+	port, err := strconv.Atoi(o.port)
+	if err != nil || port < 1 || port > 65535 {
+		return origin{}, false
+	}
+	o.port = strconv.Itoa(port)
+	return o, true
+}
+
+// String is the origin as a URL: scheme://host[:port], without the scheme's
+// default port.
+func (o origin) String() string {
+	if (o.scheme == "http" && o.port == "80") || (o.scheme == "https" && o.port == "443") {
+		if strings.Contains(o.host, ":") {
+			return o.scheme + "://[" + o.host + "]"
+		}
+		return o.scheme + "://" + o.host
+	}
+	return o.scheme + "://" + net.JoinHostPort(o.host, o.port)
+}
 
 // parseOrigin parses an Origin header, or a URL with nothing after its port:
 // http[s]://host[:port]. "null" and other schemes are not origins the console

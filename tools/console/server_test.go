@@ -582,3 +582,36 @@ func TestWebSocketAuth(t *testing.T) {
 	// The right token first: the login goes ahead.
 	l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"}).ready()
 }
+
+// TestPublicURLAsBrowsersWriteIt: a PublicURL that New accepts must match
+// the origin and Host a browser sends for it (browsers write an IDN host in
+// punycode, an IPv6 address compressed, a port without leading zeros), and the
+// printed URL must carry the token; otherwise New must refuse it.
+func TestPublicURLAsBrowsersWriteIt(t *testing.T) {
+	for _, tc := range []struct{ public, browserOrigin string }{
+		{"https://bücher.example", "https://xn--bcher-kva.example"},
+		{"https://[0:0:0:0:0:0:0:1]:8443", "https://[::1]:8443"},
+		{"https://console.example.com:08443", "https://console.example.com:8443"},
+		{"https://console.example.com#", "https://console.example.com"},
+	} {
+		cfg := Config{PublicURL: tc.public, AccessToken: "the-access-token", Vendor: standInVendor()}
+		s, err := New(cfg)
+		if err != nil {
+			continue // refused: fine
+		}
+		defer s.Close()
+		if u := s.URL(consoleAddr); !strings.HasSuffix(u, "/#token=the-access-token") || strings.Count(u, "#") != 1 {
+			t.Errorf("PublicURL %q: printed URL %q", tc.public, u)
+		}
+		req := request(http.MethodPost, "/api/tunnels", strings.NewReader("{}"))
+		req.Host = strings.TrimPrefix(tc.browserOrigin, "https://")
+		req.Header.Set("Origin", tc.browserOrigin)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer the-access-token")
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		if rec.Code != http.StatusBadRequest { // reaches the handler
+			t.Errorf("PublicURL %q accepted, but a POST from its page (Origin and Host %s) = %d %s", tc.public, tc.browserOrigin, rec.Code, strings.TrimSpace(rec.Body.String()))
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -503,33 +504,60 @@ func (s *Server) relay(ctx, pctx context.Context, c *websocket.Conn, term *termi
 	if pageGone(ctx, pctx) { // nothing for a page that has gone
 		return closedByPage, endedByPage
 	}
+	// Until the pumps below watch the page and the console, a device that does not
+	// answer the session's requests must not hold the terminal: a page that goes,
+	// or the console shutting down, ends the connection.
+	setup := context.AfterFunc(pctx, func() { client.Close() })
+	fail := func(format string, args ...any) (serverMessage, string) {
+		switch {
+		case pageGone(ctx, pctx):
+			return closedByPage, endedByPage
+		case ctx.Err() != nil:
+			return endMsg("error", "the console is shutting down"), endedByShutdown
+		}
+		return endMsg("error", format, args...), endedByError
+	}
 	sess, err := client.NewSession()
 	if err != nil {
-		return endMsg("error", "opening a session: %v", err), endedByError
+		setup()
+		return fail("opening a session: %v", err)
 	}
 	defer sess.Close()
 	cols, rows := clamp(req.Cols, 80), clamp(req.Rows, 24)
 	modes := ssh.TerminalModes{ssh.ECHO: 1, ssh.TTY_OP_ISPEED: 38400, ssh.TTY_OP_OSPEED: 38400}
 	if err := sess.RequestPty("xterm-256color", rows, cols, modes); err != nil {
-		return endMsg("error", "requesting a terminal: %v", err), endedByError
+		setup()
+		return fail("requesting a terminal: %v", err)
 	}
 	stdin, err := sess.StdinPipe()
 	if err != nil {
-		return endMsg("error", "%v", err), endedByError
+		setup()
+		return fail("%v", err)
 	}
 	stdout, err := sess.StdoutPipe()
 	if err != nil {
-		return endMsg("error", "%v", err), endedByError
+		setup()
+		return fail("%v", err)
 	}
-	sess.Stderr = sess.Stdout
+	// With a pty the device's output is mostly on stdout, but a server may still
+	// send stderr (extended data): it goes to the page too.
+	stderr, err := sess.StderrPipe()
+	if err != nil {
+		setup()
+		return fail("%v", err)
+	}
 	if pageGone(ctx, pctx) {
+		setup()
 		return closedByPage, endedByPage
 	}
-	if err := sess.Shell(); err != nil {
-		return endMsg("error", "starting the shell: %v", err), endedByError
+	err = sess.Shell()
+	if !setup() || err != nil { // the page went, or the console is closing
+		return fail("starting the shell: %v", err)
 	}
-	send(ctx, c, serverMessage{Type: "info", Text: hostNote})
-	send(ctx, c, serverMessage{Type: "ready"})
+	// Not ctx: the WebSocket library closes the socket when a Write's context ends
+	// during the write, and the end message saying why would not get through.
+	send(context.WithoutCancel(ctx), c, serverMessage{Type: "info", Text: hostNote})
+	send(context.WithoutCancel(ctx), c, serverMessage{Type: "ready"})
 
 	rctx, cancel := context.WithCancel(pctx)
 	defer cancel()
@@ -611,25 +639,30 @@ func (s *Server) relay(ctx, pctx context.Context, c *websocket.Conn, term *termi
 		}
 	}()
 	outDone := make(chan struct{})
-	go func() { // device → page
-		defer close(outDone)
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := stdout.Read(buf)
-			if n > 0 {
-				// Not ctx: a cancelled Write closes the WebSocket, before the
-				// end message.
-				wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-				if c.Write(wctx, websocket.MessageBinary, buf[:n]) != nil {
-					client.Close()
+	var outs sync.WaitGroup
+	for _, out := range []io.Reader{stdout, stderr} {
+		outs.Add(1)
+		go func() { // device → page
+			defer outs.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := out.Read(buf)
+				if n > 0 {
+					// Not ctx: a cancelled Write closes the WebSocket, before the
+					// end message.
+					wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+					if c.Write(wctx, websocket.MessageBinary, buf[:n]) != nil {
+						client.Close()
+					}
+					cancel()
 				}
-				cancel()
+				if err != nil {
+					return
+				}
 			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+		}()
+	}
+	go func() { outs.Wait(); close(outDone) }()
 	werr := sess.Wait()
 	<-outDone // all output is on the page before the end message
 	cancel()

@@ -629,3 +629,142 @@ func TestTerminalPageGoneWaitingForTheDevice(t *testing.T) {
 		t.Fatalf("terminal ended with %q, want by=page", line)
 	}
 }
+
+// stuckDevice is a device's SSH server that accepts any key and the session
+// channel, and then never answers a request on it (pty-req, shell): a device
+// that hangs after the login (a wedged sshd, a stream that stalls).
+type stuckDevice struct {
+	// session, if set, runs each accepted session channel instead of leaving
+	// its requests unanswered.
+	session func(ch ssh.Channel, reqs <-chan *ssh.Request)
+
+	addr    string
+	stalled chan struct{} // closed when a request went unanswered
+	ended   chan struct{} // closed when the first connection has ended
+	wg      sync.WaitGroup
+}
+
+func newStuckDevice(t *testing.T) *stuckDevice { return newScriptedDevice(t, nil) }
+
+func newScriptedDevice(t *testing.T, session func(ch ssh.Channel, reqs <-chan *ssh.Request)) *stuckDevice {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	d := &stuckDevice{stalled: make(chan struct{}), ended: make(chan struct{}), session: session}
+	var stalled, ended sync.Once
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
+	cfg.AddHostKey(signer)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.addr = ln.Addr().String()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				defer ended.Do(func() { close(d.ended) })
+				defer nc.Close()
+				_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+				if err != nil {
+					return
+				}
+				go ssh.DiscardRequests(reqs)
+				for nch := range chans {
+					ch, reqs, err := nch.Accept()
+					if err != nil {
+						continue
+					}
+					if d.session != nil {
+						d.wg.Add(1)
+						go func() { defer d.wg.Done(); defer ch.Close(); d.session(ch, reqs) }()
+						continue
+					}
+					go func() {
+						for range reqs { // never answered
+							stalled.Do(func() { close(d.stalled) })
+						}
+					}()
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		d.wg.Wait()
+	})
+	return d
+}
+
+// TestPageGoneWhileTheDeviceHangs: a device that logs the operator in and
+// then does not answer the pty request. The operator closes the tab: the
+// terminal must end (and with it the SSH connection and the tunnel's stream), and
+// the console must still shut down.
+func TestPageGoneWhileTheDeviceHangs(t *testing.T) {
+	dev := newStuckDevice(t) // before the lab: its cleanup runs after the console's
+	l := newTestLab(t, Config{})
+	l.mu.Lock()
+	l.devices["dev-stuck"] = &testDevice{addr: dev.addr}
+	l.mu.Unlock()
+	tv := l.openTunnel(l.client(), "dev-stuck")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	select {
+	case <-dev.stalled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the console sent the device no request")
+	}
+	w.c.Close(websocket.StatusGoingAway, "") // the tab is closed
+	line, ok := l.loggedEnd(5 * time.Second)
+	if !ok || !strings.Contains(line, " by=page") {
+		t.Errorf("no terminal-ended line by=page 5 s after the page went (%q)", line)
+	}
+	select {
+	case <-dev.ended:
+	case <-time.After(5 * time.Second):
+		t.Error("the device's SSH connection is still open 5 s after the page went")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); l.console.Shutdown(ctx) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown with a 3 s context has not returned after 10 s")
+	}
+}
+
+// TestStderrShown: what the device's SSH server sends as the session's
+// stderr (extended data, which servers such as gliderlabs/ssh and Go-based
+// device shells use even with a pty) reaches the terminal, as with OpenSSH's
+// client.
+func TestStderrShown(t *testing.T) {
+	dev := newScriptedDevice(t, func(ch ssh.Channel, reqs <-chan *ssh.Request) {
+		for r := range reqs {
+			r.Reply(true, nil)
+			if r.Type == "shell" {
+				ch.Write([]byte("on-stdout\r\n"))
+				ch.Stderr().Write([]byte("on-stderr\r\n"))
+				ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{1}))
+				return
+			}
+		}
+	})
+	l := newTestLab(t, Config{})
+	l.mu.Lock()
+	l.devices["dev-stderr"] = &testDevice{addr: dev.addr}
+	l.mu.Unlock()
+	tv := l.openTunnel(l.client(), "dev-stderr")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	m := w.end()
+	if !hasLine(w.screen.String(), "on-stdout") || !hasLine(w.screen.String(), "on-stderr") {
+		t.Fatalf("screen %q (end %+v), want both on-stdout and on-stderr", w.screen.String(), m)
+	}
+}

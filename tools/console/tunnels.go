@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -143,14 +144,21 @@ func (t *liveTunnel) addr(ctx context.Context, service string) (string, string, 
 			}
 		}
 		a, ok := t.addrs[name]
+		// The source side has the tunnel's services (SERVICE_IDS) once it has
+		// connected, whether or not the device has joined.
+		var known []string
+		for s := range t.addrs {
+			known = append(known, s)
+		}
 		t.mu.Unlock()
+		sort.Strings(known)
 		switch {
 		case state == stateClosed:
 			return "", "", &tunnelClosedError{reason}
 		case ok:
 			return name, a, nil
-		case state == stateReady:
-			return "", "", fmt.Errorf("the tunnel has no service %q", name)
+		case state == stateReady || len(known) > 0:
+			return "", "", fmt.Errorf("the tunnel has no service %q (its services: %s)", name, strings.Join(known, ", "))
 		}
 		select {
 		case <-ch:

@@ -199,3 +199,37 @@ func TestTunnelReadyOnlyWithTheDevice(t *testing.T) {
 		t.Fatalf("pasted tunnel %+v, want connected, with a reason about the device", v)
 	}
 }
+
+// TestPastedTokenUnknownService: a pasted token's tunnel whose services do
+// not include SSH (the page asks for the default service). The source side has
+// the tunnel's services from SERVICE_IDS at once: the login should say at once
+// that there is no such service, not wait a minute and then claim that the
+// source side is not connected.
+func TestPastedTokenUnknownService(t *testing.T) {
+	l := newTestLab(t, Config{})
+	out, err := l.td.OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
+		DestinationConfig: &tunneld.DestinationConfig{ThingName: "dev-two", Services: []string{"HTTP", "SSH2"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.client()
+	var v tunnelView
+	l.api(c, http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: out.SourceAccessToken, Label: "dev-two",
+		Endpoint: "ws://" + l.tdAddr}, &v, http.StatusOK)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var st stateView
+		l.api(c, http.MethodGet, "/api/state", nil, &st, http.StatusOK)
+		if len(st.Tunnels) == 1 && st.Tunnels[0].State == stateConnected && len(st.Tunnels[0].Services) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tunnel not connected: %+v", st.Tunnels)
+		}
+	}
+	start := time.Now()
+	w := l.terminal(loginRequest{Tunnel: v.ID, Auth: "key", Key: "operator key"})
+	m := w.end()
+	if took := time.Since(start); took > 5*time.Second || !strings.Contains(m.Text, `no service "SSH"`) {
+		t.Fatalf("after %v: end %+v, want at once that the tunnel has no service \"SSH\"", took.Round(time.Second), m)
+	}
+}
