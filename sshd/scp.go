@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The legacy scp protocol (OpenSSH scp.c, "scp -O"): the client runs
@@ -38,8 +40,9 @@ type scpOptions struct {
 	// Patterns has one entry per path: the filepath.Match pattern of a
 	// path with an unquoted *, ? or [ (its quoted and escaped
 	// metacharacters escaped with \), or "" for a path that is not a
-	// pattern. Only the source (-f) expands patterns, as the remote shell
-	// would for OpenSSH's scp.
+	// pattern. They are expanded (shellGlob) as the remote shell would
+	// expand them for OpenSSH's scp: the source's paths and the sink's
+	// target.
 	Patterns []string
 }
 
@@ -191,7 +194,9 @@ func fileMode(m uint32) os.FileMode {
 	return fm
 }
 
-// unixMode converts an os.FileMode to the bits scp sends (07777 mask).
+// unixMode converts an os.FileMode to the bits scp sends: the permission
+// and set-id bits, not the sticky bit (OpenSSH's FILEMODEMASK), which a
+// client with -p would otherwise set on what it makes.
 func unixMode(fm os.FileMode) uint32 {
 	m := uint32(fm.Perm())
 	if fm&os.ModeSetuid != 0 {
@@ -199,9 +204,6 @@ func unixMode(fm os.FileMode) uint32 {
 	}
 	if fm&os.ModeSetgid != 0 {
 		m |= syscall.S_ISGID
-	}
-	if fm&os.ModeSticky != 0 {
-		m |= syscall.S_ISVTX
 	}
 	return m
 }
@@ -240,7 +242,16 @@ func (sess *session) runSCP(a *account, opts scpOptions, perr error) int {
 func (c *scp) run(dir string) (int, error) {
 	var err error
 	if c.opts.Sink {
-		err = c.sink(sinkTarget(dir, c.opts.Paths[0]))
+		target := sinkTarget(dir, c.opts.Paths[0])
+		if len(c.opts.Patterns) > 0 && c.opts.Patterns[0] != "" {
+			// The shell expands a pattern in the target too: one match is
+			// the target, several are OpenSSH's "ambiguous target".
+			var ok bool
+			if target, ok = c.globTarget(dir, target); !ok {
+				return 1, c.fatal("ambiguous target")
+			}
+		}
+		err = c.sink(target)
 	} else {
 		var srcs []scpSource
 		for i, p := range c.opts.Paths {
@@ -256,6 +267,29 @@ func (c *scp) run(dir string) (int, error) {
 		return 1, err
 	}
 	return 0, nil
+}
+
+// globTarget expands the sink's target pattern as the shell would: target
+// (sinkTarget's) is kept when nothing matches; ok is false when several
+// names do. A trailing "/" matches directories only and is kept.
+func (c *scp) globTarget(dir, target string) (string, bool) {
+	pat := resolvePath(escapeGlob(dir), c.opts.Patterns[0])
+	slash := strings.HasSuffix(target, "/")
+	var matches []string
+	for _, m := range shellGlob(pat) {
+		if fi, err := os.Stat(m); !slash || err == nil && fi.IsDir() {
+			matches = append(matches, m)
+		}
+	}
+	switch {
+	case len(matches) == 0:
+		return target, true
+	case len(matches) > 1:
+		return "", false
+	case slash:
+		return matches[0] + "/", true
+	}
+	return matches[0], true
 }
 
 // sinkTarget resolves the sink's target like any client path but keeps a
@@ -447,7 +481,7 @@ func (c *scp) sinkDir(np string, m scpMsg, t *scpMsg, depth int) error {
 	}
 	// As OpenSSH, times from a T line are set with or without -p.
 	if t != nil {
-		os.Chtimes(np, time.Unix(t.Atime, 0), time.Unix(t.Mtime, 0))
+		setTimes(np, t)
 	}
 	if setMode {
 		os.Chmod(np, mode)
@@ -524,7 +558,7 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 	}
 	// As OpenSSH, times from a T line are set with or without -p.
 	if t != nil && werr == nil {
-		werr = os.Chtimes(np, time.Unix(t.Atime, 0), time.Unix(t.Mtime, 0))
+		werr = setTimes(np, t)
 	}
 	// The source's status byte for the file data. A warning (the source
 	// could not read the whole file and padded it) is still answered, as
@@ -536,6 +570,19 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 		return c.warn("%s: %s", np, strerror(werr))
 	}
 	return c.ok()
+}
+
+// setTimes sets the times of a T line on p. Not with os.Chtimes, which
+// passes them in nanoseconds in an int64, so that a time after 2262 wraps
+// to some other (in 1901 on tmpfs); a time the kernel's time_t cannot hold
+// (after 2038 on a 32-bit device) is not set, as OpenSSH leaves it.
+func setTimes(p string, t *scpMsg) error {
+	at, aerr := unix.TimeToTimespec(time.Unix(t.Atime, 0))
+	mt, merr := unix.TimeToTimespec(time.Unix(t.Mtime, 0))
+	if aerr != nil || merr != nil {
+		return nil
+	}
+	return unix.UtimesNano(p, []unix.Timespec{at, mt})
 }
 
 // strerror words err as C's strerror does, as OpenSSH's scp reports it ("No
@@ -574,7 +621,7 @@ func (c *scp) source(srcs []scpSource) error {
 	for _, s := range srcs {
 		matches := []string{s.path}
 		if s.pattern != "" {
-			if m, err := filepath.Glob(s.pattern); err == nil && len(m) > 0 {
+			if m := shellGlob(s.pattern); len(m) > 0 {
 				matches = m
 			}
 		}
@@ -607,7 +654,9 @@ func (c *scp) sendTimes(fi os.FileInfo) (bool, error) {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		atime = int64(st.Atim.Sec)
 	}
-	if _, err := fmt.Fprintf(c.w, "T%d 0 %d 0\n", fi.ModTime().Unix(), atime); err != nil {
+	// Times before 1970 are sent as 0, as OpenSSH does: the T line has
+	// no sign, and a client takes a "-" for a protocol error and stops.
+	if _, err := fmt.Fprintf(c.w, "T%d 0 %d 0\n", max(fi.ModTime().Unix(), 0), max(atime, 0)); err != nil {
 		return false, err
 	}
 	return c.answer()
@@ -652,6 +701,11 @@ func (c *scp) send(p string) error {
 		// to stay in step, then report the error instead of success.
 		if _, err := io.CopyN(c.w, zeroReader{}, size-n); err != nil {
 			return err
+		}
+		if rerr == io.EOF {
+			// What OpenSSH's scp says of a file that gave less than its
+			// size (atomicio's EPIPE), rather than a bare "EOF".
+			rerr = syscall.EPIPE
 		}
 		if err := c.warn("%s: %s", p, strerror(rerr)); err != nil {
 			return err

@@ -17,8 +17,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 // scpTestEnv is the environment of the scp tables' commands, run in dir:
@@ -491,6 +494,212 @@ func TestOpenSSHSCPLegacyCompat(t *testing.T) {
 	for name, want := range map[string]os.FileMode{"tree": os.ModeDir | 0o700, "tree/sub": os.ModeDir | 0o755, "tree/ro.txt": 0o444} {
 		if fi, err := os.Stat(filepath.Join(home, name)); err != nil || fi.Mode() != want {
 			t.Errorf("%s after scp -O -r: %v, %v; want mode %v", name, fi.Mode(), err, want)
+		}
+	}
+}
+
+// shellSCP runs cmdline through /bin/sh and OpenSSH's own scp in dir, as
+// sshd would, and returns what it sent and its exit status.
+func shellSCP(t *testing.T, dir, cmdline, stream string) (string, int) {
+	t.Helper()
+	needProgram(t, "scp")
+	cmd := exec.Command("/bin/sh", "-c", cmdline)
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), scpTestEnv(dir)...)
+	cmd.Stdin = strings.NewReader(stream)
+	out, err := cmd.Output()
+	status := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		status = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("sh -c %s: %v", cmdline, err)
+	}
+	return strings.ReplaceAll(string(out), dir, "ROOT"), status
+}
+
+// TestSCPSourceGlobHiddenAndNegation: an unquoted pattern expands as the
+// shell's does: *, ? and [...] do not match a leading "." (hidden files),
+// and [!...] is a negated bracket expression.
+func TestSCPSourceGlobHiddenAndNegation(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "d", ".ssh"), 0o755)
+	for name, data := range map[string]string{"a": "A", "b": "B", ".h": "H", ".ssh/id": "K"} {
+		p := filepath.Join(root, "d", name)
+		writeFile(t, p, data)
+		os.Chmod(p, 0o644)
+	}
+	os.Chmod(filepath.Join(root, "d", ".ssh"), 0o755)
+	for _, tc := range []struct{ cmd, want string }{
+		{"scp -f d/*", "C0644 1 a\nA\x00C0644 1 b\nB\x00"},
+		{"scp -f d/?", "C0644 1 a\nA\x00C0644 1 b\nB\x00"},
+		{"scp -f d/[!a]", "C0644 1 b\nB\x00"},
+		{"scp -f d/.h*", "C0644 1 .h\nH\x00"},
+		{"scp -r -f d/*", "C0644 1 a\nA\x00C0644 1 b\nB\x00"},
+	} {
+		got, status := scpInProcess(t, root, tc.cmd, strings.Repeat("\x00", 20))
+		if got != tc.want || status != 0 {
+			t.Errorf("%s sent %q, status %d; want %q, 0", tc.cmd, got, status, tc.want)
+		}
+		if sh, status := shellSCP(t, root, tc.cmd, strings.Repeat("\x00", 20)); sh != tc.want || status != 0 {
+			t.Errorf("OpenSSH: %s sent %q, status %d; the test says %q, 0", tc.cmd, sh, status, tc.want)
+		}
+	}
+}
+
+// TestSCPSinkTargetGlob: an unquoted pattern in the sink's target expands
+// as the shell would expand it before running scp -t: one match is the
+// target, several are refused, none leaves the word as it is.
+func TestSCPSinkTargetGlob(t *testing.T) {
+	withUmask(t, 0o022)
+	for _, tc := range []struct {
+		cmd    string
+		answer string
+		status int
+		tree   map[string]string
+	}{
+		{"scp -t di*", "\x00\x00\x00", 0, map[string]string{"dir/f": "-rw-r--r-- x"}},
+		{"scp -t ./d?r/", "\x00\x00\x00", 0, map[string]string{"dir/f": "-rw-r--r-- x"}},
+		{"scp -t ex*", "", 1, nil},
+		{"scp -t 'di*'", "\x00\x00\x00", 0, map[string]string{"di*": "-rw-r--r-- x"}},
+		{"scp -t nomatch*", "\x00\x00\x00", 0, map[string]string{"nomatch*": "-rw-r--r-- x"}},
+	} {
+		for _, ours := range []bool{true, false} {
+			root := t.TempDir()
+			scpLayout(t, root)
+			var answer string
+			var status int
+			who := "in-process"
+			if ours {
+				answer, status = scpInProcess(t, root, tc.cmd, "C0644 1 f\nx\x00")
+			} else {
+				who = "OpenSSH"
+				answer, status = shellSCP(t, root, tc.cmd, "C0644 1 f\nx\x00")
+			}
+			if tc.answer == "" { // refused: the wording differs (\x01 or \x02)
+				if status != 1 || !strings.Contains(answer, "ambiguous target") {
+					t.Errorf("%s %s: answered %q, status %d; want ambiguous target, 1", who, tc.cmd, answer, status)
+				}
+			} else if answer != tc.answer || status != tc.status {
+				t.Errorf("%s %s: answered %q, status %d; want %q, %d", who, tc.cmd, answer, status, tc.answer, tc.status)
+			}
+			if diff := cmp.Diff(withEntries(scpLayoutTree(), tc.tree), scpTree(t, root)); diff != "" {
+				t.Errorf("%s %s: tree mismatch (-want +got):\n%s", who, tc.cmd, diff)
+			}
+		}
+	}
+}
+
+// TestOpenSSHSCPPreserveBefore1970: scp -O -p of a file whose times are
+// before 1970 sends them as 0, as OpenSSH's scp -f does; a negative T line
+// is a protocol error to the client, which then copies nothing more.
+func TestOpenSSHSCPPreserveBefore1970(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	scp := needProgram(t, "scp")
+	home := o.home("root")
+	old := filepath.Join(home, "old")
+	writeFile(t, old, "old")
+	os.Chtimes(old, time.Unix(-100, 0), time.Unix(-100, 0))
+	writeFile(t, filepath.Join(home, "new"), "new")
+	down := filepath.Join(o.dir, "down")
+	os.Mkdir(down, 0o755)
+	args := append(o.opts(), "-P", o.port, "-O", "-p", "root@127.0.0.1:old", "root@127.0.0.1:new", down)
+	if _, errOut, code := o.run(t, nil, scp, args...); code != 0 {
+		t.Errorf("scp -O -p host:old host:new: exit %d, %q", code, errOut)
+	}
+	for _, name := range []string{"old", "new"} {
+		if data, err := os.ReadFile(filepath.Join(down, name)); err != nil || string(data) != name {
+			t.Errorf("%s after scp -O -p: %q, %v", name, data, err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(down, "old")); err == nil && fi.ModTime().Unix() != 0 {
+		t.Errorf("old's mtime after scp -O -p: %v, want the epoch", fi.ModTime().Unix())
+	}
+}
+
+// TestSCPSourceShrunkFileMessage: a file that gives fewer bytes than its
+// size (sysfs attributes are 4096 bytes by stat) is padded and reported in
+// OpenSSH's words, not as "EOF".
+func TestSCPSourceShrunkFileMessage(t *testing.T) {
+	const p = "/sys/kernel/mm/transparent_hugepage/enabled"
+	if _, err := os.Stat(p); err != nil {
+		t.Skip(err)
+	}
+	got, status := scpInProcess(t, t.TempDir(), "scp -f "+p, strings.Repeat("\x00", 5))
+	want := "\x01scp: " + p + ": Broken pipe\n"
+	if !strings.HasSuffix(got, want) || status != 1 {
+		t.Errorf("scp -f %s ended %q, status %d; want %q, 1", p, got[max(0, len(got)-80):], status, want)
+	}
+	if sh, _ := shellSCP(t, t.TempDir(), "scp -f "+p, strings.Repeat("\x00", 5)); !strings.HasSuffix(sh, want) {
+		t.Errorf("OpenSSH: scp -f %s ended %q; the test says %q", p, sh[max(0, len(sh)-80):], want)
+	}
+}
+
+// TestShellGlobMatchesShell: shellGlob's matches for bracket expressions
+// and hidden names are /bin/sh's (in the C locale).
+func TestShellGlobMatchesShell(t *testing.T) {
+	root := t.TempDir()
+	for _, n := range []string{"]", "a", "-", "b", "!", ".x", "c]"} {
+		writeFile(t, filepath.Join(root, n), "")
+	}
+	for _, pat := range []string{"[]a]", "[!]a]", "[-a]", "[a-]", "[!-]", "[!a-c]", "?]", "[[]", "*", "[.]x", ".x*", "[a", "[!]"} {
+		cmd := exec.Command("/bin/sh", "-c", "printf '%s\\n' "+pat)
+		cmd.Dir, cmd.Env = root, []string{"LC_ALL=C"}
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ours []string
+		for _, m := range shellGlob(escapeGlob(root) + "/" + pat) {
+			ours = append(ours, filepath.Base(m))
+		}
+		if len(ours) == 0 {
+			ours = []string{pat}
+		}
+		if diff := cmp.Diff(strings.Fields(string(out)), ours); diff != "" {
+			t.Errorf("%s (-sh +shellGlob):\n%s", pat, diff)
+		}
+	}
+}
+
+// TestSCPSourceModeBits: the source sends the permission and set-id bits
+// of a file or directory, not its sticky bit, as OpenSSH's scp -f does
+// (FILEMODEMASK): a client with -p would set it.
+func TestSCPSourceModeBits(t *testing.T) {
+	root := t.TempDir()
+	os.Mkdir(filepath.Join(root, "shared"), 0o755)
+	syscall.Chmod(filepath.Join(root, "shared"), 0o1777)
+	writeFile(t, filepath.Join(root, "f"), "F")
+	syscall.Chmod(filepath.Join(root, "f"), 0o1644)
+	cmd := "scp -r -f shared f"
+	want := "D0777 0 shared\nE\nC0644 1 f\nF\x00"
+	if got, status := scpInProcess(t, root, cmd, strings.Repeat("\x00", 20)); got != want || status != 0 {
+		t.Errorf("%s sent %q, status %d; want %q, 0", cmd, got, status, want)
+	}
+	if sh, status := shellSCP(t, root, cmd, strings.Repeat("\x00", 20)); sh != want || status != 0 {
+		t.Errorf("OpenSSH: %s sent %q, status %d; the test says %q, 0", cmd, sh, status, want)
+	}
+}
+
+// TestSCPSinkFarFutureTimes: a T line's time after 2262 is set as it is,
+// as OpenSSH's scp -t sets it, not wrapped through nanoseconds.
+func TestSCPSinkFarFutureTimes(t *testing.T) {
+	const year2300 int64 = 10413792000
+	want := year2300
+	if unsafe.Sizeof(unix.Timespec{}.Sec) < 8 {
+		want = 0 // a 32-bit time_t cannot hold it: not set, as OpenSSH's scp -t leaves it
+	}
+	root := t.TempDir()
+	stream := "T10413792000 0 10413792000 0\nC0644 1 f\nx\x00T10413792000 0 10413792000 0\nD0755 0 d\nE\n"
+	if answer, status := scpInProcess(t, root, "scp -r -p -t .", stream); answer != strings.Repeat("\x00", 7) || status != 0 {
+		t.Fatalf("answered %q, status %d", answer, status)
+	}
+	for _, name := range []string{"f", "d"} {
+		fi, err := os.Stat(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.ModTime().Unix(); want != 0 && got != want || want == 0 && time.Since(fi.ModTime()) > time.Hour {
+			t.Errorf("%s: mtime %d; want %d (0: left at the time of writing)", name, got, want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package sshd
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 )
 
@@ -234,6 +235,81 @@ func escapeGlob(s string) string {
 			b.WriteByte('\\')
 		}
 		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// shellGlob expands pattern (a filepath.Match pattern whose quoted
+// metacharacters are escaped with \, as shellWord.Pattern) as the shell's
+// pathname expansion does (XCU 2.13): unlike filepath.Glob, a name's leading
+// "." (a hidden file) is matched only by a "." at the start of the
+// pattern's component, not by *, ? or [...], and [!...] is a negated
+// bracket expression (filepath.Match has [^...] only). It returns nil for
+// no match or a pattern filepath.Match refuses.
+func shellGlob(pattern string) []string {
+	matches, err := filepath.Glob(negateBrackets(pattern))
+	if err != nil {
+		return nil
+	}
+	pats := strings.Split(pattern, "/")
+	out := matches[:0]
+	for _, m := range matches {
+		names := strings.Split(m, "/")
+		hidden := false
+		for i := 0; i < len(pats) && i < len(names) && len(pats) == len(names); i++ {
+			if strings.HasPrefix(names[i], ".") && !strings.HasPrefix(pats[i], ".") && hasGlobMeta(pats[i]) {
+				hidden = true
+				break
+			}
+		}
+		if !hidden {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// hasGlobMeta tells whether pattern has an unescaped *, ? or [.
+func hasGlobMeta(pattern string) bool {
+	for i := 0; i < len(pattern); i++ {
+		switch pattern[i] {
+		case '\\':
+			i++
+		case '*', '?', '[':
+			return true
+		}
+	}
+	return false
+}
+
+// negateBrackets rewrites the shell's bracket expressions for
+// filepath.Match: [!...] is its [^...], and a ] first in the brackets or a -
+// first or last in them is a member, which filepath.Match wants escaped.
+func negateBrackets(pattern string) string {
+	var b strings.Builder
+	inClass, first := false, false
+	for i := 0; i < len(pattern); i++ {
+		c := pattern[i]
+		switch {
+		case c == '\\' && i+1 < len(pattern):
+			b.WriteByte(c)
+			i++
+			c = pattern[i]
+		case !inClass && c == '[':
+			inClass, first = true, true
+			b.WriteByte(c)
+			if i+1 < len(pattern) && pattern[i+1] == '!' {
+				b.WriteByte('^')
+				i++
+			}
+			continue
+		case inClass && c == ']' && !first:
+			inClass = false
+		case inClass && (c == ']' || c == '-' && (first || i+1 < len(pattern) && pattern[i+1] == ']')):
+			b.WriteByte('\\')
+		}
+		first = false
+		b.WriteByte(c)
 	}
 	return b.String()
 }
