@@ -94,7 +94,7 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 	}
 	reset := func(why string, args ...any) error {
 		s.mu.Unlock()
-		s.plog.log(s.opt.log, slog.LevelWarn, "refusing stream: "+why, append([]any{"service", m.ServiceID, "stream", m.StreamID}, args...)...)
+		s.plog.log(s.opt.log, slog.LevelWarn, "refusing stream: "+why, append([]any{"service", loggedName(m.ServiceID), "stream", m.StreamID}, args...)...)
 		return s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
 	}
 	target := m.ServiceID
@@ -113,6 +113,9 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 	} else if !slices.Contains(s.services, target) {
 		return reset("service not in the tunnel", "services", loggedServices(s.services))
 	}
+	if s.crowdedLocked() {
+		return reset("too many connections open or closing", "connections", len(s.live))
+	}
 	var old []*link
 	if st := s.streams[m.ServiceID]; st != nil {
 		for _, l := range st.links {
@@ -128,7 +131,7 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 		o.end()
 	}
 	if len(old) > 0 {
-		s.plog.log(s.opt.log, slog.LevelInfo, "stream superseded", "service", m.ServiceID, "stream", m.StreamID, "closed", len(old))
+		s.plog.log(s.opt.log, slog.LevelInfo, "stream superseded", "service", loggedName(m.ServiceID), "stream", m.StreamID, "closed", len(old))
 	}
 	s.plog.log(s.opt.log, slog.LevelInfo, "stream started", l.attrs()...)
 	l.start(nil, d.dial(target))
@@ -144,7 +147,7 @@ func (d *Destination) connectionStart(s *session, m *Message) {
 		// the stream ends, on both sides (a reset that left the connection
 		// open here would orphan it).
 		s.mu.Unlock()
-		s.plog.log(s.opt.log, slog.LevelWarn, "CONNECTION_START on a stream of a "+s.version.String()+" session: resetting the stream", "service", m.ServiceID, "stream", m.StreamID)
+		s.plog.log(s.opt.log, slog.LevelWarn, "CONNECTION_START on a stream of a "+s.version.String()+" session: resetting the stream", "service", loggedName(m.ServiceID), "stream", m.StreamID)
 		s.endStream(m.ServiceID, m.StreamID)
 		return
 	}
@@ -155,7 +158,7 @@ func (d *Destination) connectionStart(s *session, m *Message) {
 		return
 	}
 	id := s.connKeyLocked(m.ConnectionID)
-	if dup, ok := st.links[id]; ok || len(st.links) >= s.opt.maxConns {
+	if dup, ok := st.links[id]; ok || len(st.links) >= s.opt.maxConns || s.crowdedLocked() {
 		// A duplicate id is an error on the source's side: end both, so the two
 		// sides agree that the id is closed.
 		if ok {
@@ -165,7 +168,7 @@ func (d *Destination) connectionStart(s *session, m *Message) {
 		if dup != nil {
 			dup.end()
 		}
-		s.plog.log(s.opt.log, slog.LevelWarn, "refusing connection", "service", m.ServiceID, "stream", m.StreamID, "conn", id, "duplicate", ok, "max", s.opt.maxConns)
+		s.plog.log(s.opt.log, slog.LevelWarn, "refusing connection", "service", loggedName(m.ServiceID), "stream", m.StreamID, "conn", id, "duplicate", ok, "max", s.opt.maxConns)
 		_ = s.send(&Message{Type: TypeConnectionReset, StreamID: m.StreamID, ServiceID: m.ServiceID, ConnectionID: id})
 		return
 	}

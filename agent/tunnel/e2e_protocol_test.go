@@ -401,7 +401,8 @@ func TestDestinationRefusesMixedFormats(t *testing.T) {
 }
 
 // A local connection that is still closing when a STREAM_START in another format
-// arrives (here: its peer reset it while its dial was still going) is waited for,
+// arrives (here: its peer reset it while its dial was still going, with data
+// for it, which it must still write) is waited for,
 // since it could still send a frame in the old format; if it does not finish in
 // time, the STREAM_START is refused as if the connection were open.
 func TestDestinationFormatChangeWaitsForClosing(t *testing.T) {
@@ -441,6 +442,11 @@ func TestDestinationFormatChangeWaitsForClosing(t *testing.T) {
 				}
 			}
 			send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"}) // V2, dialing
+			if !tc.switched {
+				// Data to write once the dial is done: the link stays (a
+				// link reset with nothing to write ends with its dial).
+				send(tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("last")})
+			}
 			send(tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "SSH"}) // now closing
 			time.Sleep(50 * time.Millisecond)
 			if tc.release > 0 {

@@ -138,6 +138,17 @@ func (s *session) goodbye() {
 	s.opt.log.Info("stopping: reset the open streams", "streams", len(resets))
 }
 
+// crowdedLocked reports whether the session holds as many local connections
+// as it may, open or still closing: MaxConnections for each service, and as
+// many again closing. A connection the peer has reset stays until its last
+// data is written, within the stall timeout, and one whose target is slow to
+// answer until its dial returns, within the dial timeout; a peer that starts
+// and resets connections faster than that made them grow with its rate, a
+// goroutine and a socket each.
+func (s *session) crowdedLocked() bool {
+	return len(s.live) >= s.opt.maxConns*(max(len(s.services), 1)+1)
+}
+
 // openLocked counts the local connections of the session that are open: those its
 // streams hold. A reset or a local close takes a connection out before it closes.
 func (s *session) openLocked() int {
@@ -233,15 +244,21 @@ const (
 	maxLoggedName     = 128
 )
 
+// loggedName is a service id as log lines show it: the peer chooses it, up to
+// 64 KiB, so it is cut to maxLoggedName bytes.
+func loggedName(id string) string {
+	if len(id) > maxLoggedName {
+		id = strings.ToValidUTF8(id[:maxLoggedName], "") + "…"
+	}
+	return id
+}
+
 // loggedServices is ids as log lines show them: the first maxLoggedServices
 // names, each cut to maxLoggedName bytes, then how many more there are.
 func loggedServices(ids []string) []string {
 	out := make([]string, 0, min(len(ids), maxLoggedServices+1))
 	for _, id := range ids[:min(len(ids), maxLoggedServices)] {
-		if len(id) > maxLoggedName {
-			id = strings.ToValidUTF8(id[:maxLoggedName], "") + "…"
-		}
-		out = append(out, id)
+		out = append(out, loggedName(id))
 	}
 	if n := len(ids) - maxLoggedServices; n > 0 {
 		out = append(out, fmt.Sprintf("(%d more)", n))
@@ -298,6 +315,10 @@ func (s *session) data(m *Message) {
 // upload before.
 var payloads = bufpool.New(MaxPayload, 4<<10)
 
+// maxUnknownResets bounds the services whose last unknown stream
+// resetUnknownStream remembers.
+const maxUnknownResets = 8
+
 // resetUnknownStream answers traffic for a stream the destination does not have
 // with one STREAM_RESET per stream id, so that a source which started the stream
 // while the destination was away (the service drops such frames) or missed a reset
@@ -312,13 +333,23 @@ func (s *session) resetUnknownStream(m *Message) {
 	if s.unknownReset == nil {
 		s.unknownReset = map[string]int32{}
 	}
-	if last, ok := s.unknownReset[m.ServiceID]; ok && last == m.StreamID {
+	last, ok := s.unknownReset[m.ServiceID]
+	if ok && last == m.StreamID {
 		s.mu.Unlock()
 		return
 	}
-	s.unknownReset[m.ServiceID] = m.StreamID
+	// The ids are the peer's to choose: a hostile service can send DATA
+	// with a new one of up to 64 KiB each time, and all were kept for the
+	// life of the connection. A tunnel has up to 3 services of up to 128
+	// characters (spec §3.4); past that, a burst gets more than one answer.
+	if !ok && len(s.unknownReset) >= maxUnknownResets {
+		clear(s.unknownReset)
+	}
+	if len(m.ServiceID) <= maxLoggedName {
+		s.unknownReset[m.ServiceID] = m.StreamID
+	}
 	s.mu.Unlock()
-	s.plog.log(s.opt.log, slog.LevelInfo, "traffic for an unknown stream: resetting it", "service", m.ServiceID, "stream", m.StreamID)
+	s.plog.log(s.opt.log, slog.LevelInfo, "traffic for an unknown stream: resetting it", "service", loggedName(m.ServiceID), "stream", m.StreamID)
 	_ = s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
 }
 
@@ -339,9 +370,9 @@ func (s *session) streamReset(m *Message) {
 		// The service drops frames for a side that is not connected and resets the
 		// stream when it arrives, so this is what starting too early looks like.
 		s.opt.log.Warn("stream reset before the destination answered: its agent may not have joined the tunnel yet "+
-			"or lost its connection to it, or its service refused the connection; connect again", "service", m.ServiceID, "stream", m.StreamID)
+			"or lost its connection to it, or its service refused the connection; connect again", "service", loggedName(m.ServiceID), "stream", m.StreamID)
 	} else {
-		s.plog.log(s.opt.log, slog.LevelInfo, "stream reset by peer", "service", m.ServiceID, "stream", m.StreamID)
+		s.plog.log(s.opt.log, slog.LevelInfo, "stream reset by peer", "service", loggedName(m.ServiceID), "stream", m.StreamID)
 	}
 	for _, l := range st.links {
 		l.peerEnded()
@@ -404,6 +435,11 @@ type link struct {
 	mu    sync.Mutex
 	conn  io.ReadWriteCloser
 	drain *time.Timer // after the peer's reset: how long the last data may take
+	// stopDial ends the dial of the local connection, while one runs: a link
+	// that ends (superseded, reset) must not hold a goroutine and a socket
+	// for the dial timeout, or a peer that starts and ends connections to a
+	// slow target makes them grow with its rate.
+	stopDial context.CancelFunc
 }
 
 // newLinkLocked adds a connection to st; id is the wire connection id (normalised:
@@ -455,9 +491,26 @@ func (l *link) pumpDone() {
 // of the upstream pump so that the local connection exists first.
 func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.ReadWriteCloser, error)) {
 	if conn == nil {
+		ctx, cancel := context.WithCancel(l.s.ctx)
+		l.mu.Lock()
+		select {
+		case <-l.done:
+			l.mu.Unlock()
+			cancel()
+			return
+		default:
+		}
+		l.stopDial = cancel
+		l.mu.Unlock()
 		var err error
-		conn, err = dial(l.s.ctx)
+		conn, err = dial(ctx)
+		cancel()
 		if err != nil {
+			select {
+			case <-l.done:
+				return // ended while dialing: nothing to say
+			default:
+			}
 			l.s.plog.log(l.s.opt.log, slog.LevelWarn, "dialing service failed", append(l.attrs(), "target", l.target, "error", err)...)
 			if !l.first {
 				l.endAndNotify()
@@ -649,6 +702,17 @@ func (s *session) overBuffered() bool {
 // otherwise hold its pump, and the link, for as long as the session lasts.
 func (l *link) peerEnded() {
 	l.quiet.Store(true)
+	// Still dialing, and no data for it: nothing to write, so it ends now
+	// rather than when the dial (up to its timeout) returns. Only the
+	// WebSocket reader, which calls this, queues in l.in, and nothing leaves
+	// it before the connection is open.
+	l.mu.Lock()
+	dialing := l.conn == nil && len(l.in) == 0
+	l.mu.Unlock()
+	if dialing {
+		l.end()
+		return
+	}
 	l.push(nil)
 	l.armDrain(l.drainExpired)
 }
@@ -739,6 +803,9 @@ func (l *link) end() {
 func (l *link) close() {
 	l.mu.Lock()
 	close(l.done)
+	if l.stopDial != nil {
+		l.stopDial()
+	}
 	if l.drain != nil {
 		l.drain.Stop()
 	}
