@@ -716,7 +716,12 @@ func (a *Agent) countStreams(s *session, d tunnel.Dialer, log *slog.Logger) tunn
 	return tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
 		c, err := d.DialService(ctx, service)
 		if err != nil {
-			a.emit(Event{Type: "stream-refused", Tunnel: s.fp, Service: service, Reason: err.Error()})
+			// Not a dial the tunnel gave up (its connection reset, superseded, or
+			// the session ending): a peer that starts and resets streams would
+			// turn each into an event.
+			if ctx.Err() == nil {
+				a.emit(Event{Type: "stream-refused", Tunnel: s.fp, Service: service, Reason: err.Error()})
+			}
 			return nil, err
 		}
 		s.streams.Add(1)

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/notify"
+	"github.com/porthole-iot/porthole/agent/tunnel"
 )
 
 // TestEventQueueDropsRefusedEvents: an event the broker refuses (not authorized
@@ -113,5 +115,28 @@ func TestEventQueueKeepsAuditEventsOverStreamEvents(t *testing.T) {
 	}
 	if len(q.queue) != eventQueueSize || strings.Join(kept, ",") != "tunnel-connected,ssh-login-success" {
 		t.Errorf("queue of %d holds %q besides stream events; want %d and the tunnel and login events, in order", len(q.queue), kept, eventQueueSize)
+	}
+}
+
+// A dial the tunnel gave up (the peer reset or superseded its stream, or the
+// session ended) is not a refusal: a peer that starts and resets streams to a
+// slow target would otherwise turn each into a published event. A target that
+// refuses is one.
+func TestStreamRefusedOnlyWhenTheTargetRefuses(t *testing.T) {
+	a := &Agent{cfg: &Config{ThingName: "dev-1"}, events: newEventQueue(func(context.Context, []byte) error { return nil }, slog.New(slog.DiscardHandler))}
+	d := a.countStreams(&session{fp: "fp"}, tunnel.DialerFunc(func(ctx context.Context, _ string) (net.Conn, error) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, errors.New("connection refused")
+	}), slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d.DialService(ctx, "SSH")
+	d.DialService(context.Background(), "SSH")
+	a.events.mu.Lock()
+	defer a.events.mu.Unlock()
+	if len(a.events.queue) != 1 || a.events.queue[0].e.Reason != "connection refused" {
+		t.Errorf("queued events %+v, want one stream-refused for the refusing target", a.events.queue)
 	}
 }
