@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	gossh "golang.org/x/crypto/ssh"
+
 	"github.com/porthole-iot/porthole/tools/console"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
@@ -15,12 +17,12 @@ import (
 // startConsole serves the operator web console (tools/console) on addr, wired to
 // the lab's tunneld and its operator key. It returns the URL to open, which holds
 // the console's access token.
-func startConsole(addr string, td *tunneld.Server, info Info, tdHost string, log *slog.Logger) (string, func(), error) {
+func startConsole(addr string, td *tunneld.Server, info Info, keys *console.HostKeys, tdHost string, log *slog.Logger) (string, func(), error) {
 	srv, err := console.New(console.Config{
 		ControlPlane: console.TunneldServer(td), Endpoint: tdHost, Region: info.Region, CAFile: info.CAFile,
 		Thing: Thing, User: info.User,
 		Keys:     []console.Key{{Name: "lab operator key (" + filepath.Base(info.SSHKey) + ")", Path: info.SSHKey}},
-		HostKeys: &console.HostKeys{Path: filepath.Join(info.StateDir, "console_host_keys.json")},
+		HostKeys: keys,
 		Logger:   log,
 	})
 	if err != nil {
@@ -41,4 +43,16 @@ func startConsole(addr string, td *tunneld.Server, info Info, tdHost string, log
 		srv.Shutdown(ctx)
 		<-done
 	}, nil
+}
+
+// pinConsoleHostKey stores this run's device host key in the console's store, as
+// writeKnownHosts pins it for ssh: the lab made the key, so there is nothing to
+// trust on first use, and a store kept from a run with another device in the same
+// state directory (the local agent, then a board) would otherwise stop the
+// console's logins with a changed-key warning.
+func pinConsoleHostKey(keys *console.HostKeys, key gossh.PublicKey) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := keys.Check(ctx, Thing, key, gossh.FingerprintSHA256(key))
+	return err
 }

@@ -284,9 +284,11 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 	tdHost := strings.TrimPrefix(info.Tunneld, "https://")
 	consoleLine := ""
+	var consoleKeys *console.HostKeys
 	if opt.Console != "" {
+		consoleKeys = &console.HostKeys{Path: filepath.Join(info.StateDir, "console_host_keys.json")}
 		if err := st.do("web console", func() error {
-			url, stop, err := startConsole(opt.Console, td, info, tdHost, log.With("component", "console"))
+			url, stop, err := startConsole(opt.Console, td, info, consoleKeys, tdHost, log.With("component", "console"))
 			if errors.Is(err, console.ErrNoVendor) {
 				consoleLine = "\nWeb console: not in this build (xterm.js missing): run `make build`, which runs `make console-assets`\n"
 				return nil
@@ -491,8 +493,17 @@ func Run(ctx context.Context, opt Options) (err error) {
 
 	_, sshPort, _ := net.SplitHostPort(info.SSH)
 	info.KnownHosts = filepath.Join(dir, "known_hosts")
-	if err := writeKnownHosts(info.KnownHosts, hostKeyFile); err != nil {
+	hostKey, err := devicePublicKey(hostKeyFile)
+	if err != nil {
 		return err
+	}
+	if err := writeKnownHosts(info.KnownHosts, hostKey); err != nil {
+		return err
+	}
+	if consoleKeys != nil {
+		if err := pinConsoleHostKey(consoleKeys, hostKey); err != nil {
+			return err
+		}
 	}
 	// IdentitiesOnly: the lab's key first, not an ssh-agent's keys, each of which
 	// the device would count against its MaxAuthTries (as OpenSSH does).
@@ -694,17 +705,22 @@ func tail(path string, n int) string {
 // suggests for a tunnel opened by hand, which reaches the same device. The file
 // serves only the lab's ssh lines (UserKnownHostsFile); another server on
 // 127.0.0.1 has another key, which ssh then refuses.
-func writeKnownHosts(path, hostKey string) error {
+func writeKnownHosts(path string, key gossh.PublicKey) error {
+	line := "[127.0.0.1]:* " + string(gossh.MarshalAuthorizedKey(key))
+	return writeFile(path, []byte(line), 0o644)
+}
+
+// devicePublicKey reads the public half of the device's host key file.
+func devicePublicKey(hostKey string) (gossh.PublicKey, error) {
 	b, err := os.ReadFile(hostKey)
 	if err != nil {
-		return fmt.Errorf("reading the agent's host key: %w", err)
+		return nil, fmt.Errorf("reading the agent's host key: %w", err)
 	}
 	s, err := gossh.ParsePrivateKey(b)
 	if err != nil {
-		return fmt.Errorf("the agent's host key: %w", err)
+		return nil, fmt.Errorf("the agent's host key: %w", err)
 	}
-	line := "[127.0.0.1]:* " + string(gossh.MarshalAuthorizedKey(s.PublicKey()))
-	return writeFile(path, []byte(line), 0o644)
+	return s.PublicKey(), nil
 }
 
 func writeInfo(dir string, info Info) error {

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/porthole-iot/porthole/tools/console"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
@@ -438,13 +439,35 @@ func TestKnownHostsAnyPort(t *testing.T) {
 	}
 	hostKey, known := filepath.Join(dir, "host_key"), filepath.Join(dir, "known_hosts")
 	os.WriteFile(hostKey, pem.EncodeToMemory(block), 0o600)
-	if err := writeKnownHosts(known, hostKey); err != nil {
+	pub, err := devicePublicKey(hostKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeKnownHosts(known, pub); err != nil {
 		t.Fatal(err)
 	}
 	for host, want := range map[string]bool{"[127.0.0.1]:2222": true, "[127.0.0.1]:2223": true, "[127.0.0.2]:2222": false, "example.com": false} {
 		err := exec.Command(keygen, "-F", host, "-f", known).Run()
 		if (err == nil) != want {
 			t.Errorf("ssh-keygen -F %s: %v, want found %v", host, err, want)
+		}
+	}
+}
+
+// The console's store gets this run's device key, as known_hosts does: a store
+// kept from a run with another device in the same state directory (the local
+// agent, then a board) must not stop the console's logins as a changed key.
+func TestConsoleHostKeyPinned(t *testing.T) {
+	keys := &console.HostKeys{Path: filepath.Join(t.TempDir(), "console_host_keys.json")}
+	ctx := context.Background()
+	for i := range 2 {
+		pub, _, _ := ed25519.GenerateKey(nil)
+		key, _ := gossh.NewPublicKey(pub)
+		if err := pinConsoleHostKey(keys, key); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := keys.Check(ctx, Thing, key, ""); err != nil {
+			t.Errorf("run %d: the console refuses the device key the lab made: %v", i+1, err)
 		}
 	}
 }
