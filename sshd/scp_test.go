@@ -285,6 +285,40 @@ func FuzzSplitShellWords(f *testing.F) {
 	})
 }
 
+// FuzzShellGlob: what a client's pattern expands to (scp -f, the sink's
+// target) is only names in the directory it names, and a hidden name only for a
+// pattern that starts with a "." itself, as the shell expands it.
+func FuzzShellGlob(f *testing.F) {
+	for _, p := range []string{"", "*", "?", "[!a]", "[]a]", "[a-]", ".*", "[.]x", "\\*", "[!", "a*[", "**/*"} {
+		f.Add(p)
+	}
+	dir := f.TempDir()
+	for _, n := range []string{"a", "b", ".h", "]", "-", "!x", "sub/c"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, n)), 0o755)
+		os.WriteFile(filepath.Join(dir, n), nil, 0o644)
+	}
+	f.Fuzz(func(t *testing.T, pat string) {
+		if strings.ContainsAny(pat, "\x00") || strings.Contains(pat, "..") || strings.HasPrefix(pat, "/") {
+			return
+		}
+		for _, m := range shellGlob(escapeGlob(dir) + "/" + pat) {
+			rel, err := filepath.Rel(dir, m)
+			if err != nil || strings.HasPrefix(rel, "..") {
+				t.Fatalf("shellGlob(%q) gave %q, outside %s", pat, m, dir)
+			}
+			if _, err := os.Lstat(m); err != nil {
+				t.Fatalf("shellGlob(%q) gave %q, which does not exist", pat, m)
+			}
+			pats, names := strings.Split(pat, "/"), strings.Split(rel, "/")
+			for i, n := range names {
+				if i < len(pats) && n != "." && strings.HasPrefix(n, ".") && !strings.HasPrefix(pats[i], ".") && !strings.HasPrefix(pats[i], "\\.") {
+					t.Fatalf("shellGlob(%q) gave the hidden %q", pat, m)
+				}
+			}
+		}
+	})
+}
+
 // scpStream is a sink input: a D with a file inside and a file at the top.
 func scpStream(mtime int64) string {
 	return fmt.Sprintf("T%d 0 %d 0\nD0750 0 tree\nT%d 0 %d 0\nC0604 5 inner.txt\nhello\x00E\nC0755 3 top.sh\nabc\x00", mtime, mtime, mtime, mtime)
