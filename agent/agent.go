@@ -58,10 +58,14 @@ type Agent struct {
 
 // session is one destination session of the agent.
 type session struct {
-	fp       string
-	token    string // the access token, to forget the saved state when yielding
-	started  time.Time
+	fp      string
+	token   string // the access token, to forget the saved state when yielding
+	started time.Time
+	// received is when the tunnel's notification came, on the monotonic
+	// clock: what its age is when the wall clock has been stepped since.
+	received time.Time
 	streams  atomic.Int32 // open streams
+	up       atomic.Bool  // its connection to the service is up
 	lastUsed atomic.Int64 // monoNow of the last stream start or end
 	cancel   context.CancelFunc
 }
@@ -285,7 +289,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := checkDataDir(a.cfg.DataDir); err != nil {
 		return Usagef("%w", err)
 	}
-	lock, err := lockDataDir(a.cfg.DataDir, lockWait)
+	lock, err := lockDataDir(ctx, a.cfg.DataDir, lockWait)
+	if ctx.Err() != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil // stopped before it started
+	}
 	if err != nil {
 		return err
 	}
@@ -479,7 +489,8 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		}
 	}
 	ctx, cancel := context.WithCancel(a.ctx)
-	s := &session{fp: fp, token: t.AccessToken, started: a.clock(), cancel: cancel}
+	now := a.clock()
+	s := &session{fp: fp, token: t.AccessToken, started: now, received: time.Now().Add(-now.Sub(t.Received)), cancel: cancel}
 	s.lastUsed.Store(monoNow())
 	a.sessions[fp] = s
 	if candidate {
@@ -540,14 +551,17 @@ func (a *Agent) endLocked(s *session) {
 }
 
 // oldestIdleLocked returns the least recently used session without open streams,
-// other than the candidate.
+// other than the candidate; one whose connection is down comes first (a tunnel
+// whose destination token was rotated: the service has cut it, and its
+// reconnects with the revoked token will be refused).
 func (a *Agent) oldestIdleLocked() *session {
 	var best *session
 	for _, s := range a.sessions {
 		if s == a.candidate || s.streams.Load() > 0 {
 			continue
 		}
-		if best == nil || s.lastUsed.Load() < best.lastUsed.Load() {
+		if best == nil || best.up.Load() && !s.up.Load() ||
+			best.up.Load() == s.up.Load() && s.lastUsed.Load() < best.lastUsed.Load() {
 			best = s
 		}
 	}
@@ -595,6 +609,7 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	switch {
 	case err == nil:
 		log.Info("tunnel session stopped")
+		a.restamp(s, t, log)
 		return // the agent stops (keep the state for a restart) or the session yielded (start removed it)
 	case errors.Is(err, tunnel.ErrClosedByService):
 		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: "closed by the service"})
@@ -610,6 +625,31 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	}
 	if rerr := a.store.remove(t.AccessToken); rerr != nil {
 		log.Warn("removing tunnel state", "error", rerr)
+	}
+}
+
+// restamp saves t again, as the agent stops, with the time it was received as
+// the session's monotonic clock has it, when the wall clock has been stepped
+// since (NTP's first answer on a router that booted with a stale clock): the
+// next start ages saved tunnels by the wall clock, and would otherwise drop an
+// open tunnel as older than a tunnel can live, or keep a dead one for too long.
+func (a *Agent) restamp(s *session, t savedTunnel, log *slog.Logger) {
+	a.mu.Lock()
+	stopping := a.ctx.Err() != nil
+	a.mu.Unlock()
+	if !stopping {
+		return // the session yielded: its state is gone
+	}
+	received := a.clock().Add(-time.Since(s.received)).UTC()
+	if d := received.Sub(t.Received); d > -time.Minute && d < time.Minute {
+		return // no step worth a write to flash
+	}
+	if _, err := os.Stat(a.store.path(tokenKey(t.AccessToken))); err != nil {
+		return
+	}
+	t.Received = received
+	if err := a.store.save(t); err != nil {
+		log.Warn("cannot save tunnel state after a step of the clock; a restart may not resume this tunnel", "error", err)
 	}
 }
 
@@ -640,6 +680,7 @@ func (a *Agent) onState(s *session, log *slog.Logger) func(bool, error) {
 	)
 	return func(connected bool, err error) {
 		now := a.clock()
+		s.up.Store(connected)
 		if connected {
 			a.emit(Event{Type: "tunnel-connected", Tunnel: s.fp, Attempts: failed})
 			up, failed, since = true, 0, time.Time{}

@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -166,6 +168,11 @@ func LoadConfig(path string) (*Config, error) {
 	if fi.Mode().Perm()&0o022 != 0 {
 		return nil, fmt.Errorf("config: %s is writable by group or others (mode %04o): whoever can change it decides who logs in (chmod go-w)", path, fi.Mode().Perm())
 	}
+	// Its owner may chmod it and write it: root or the agent's user, as for
+	// data_dir.
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("config: %s belongs to uid %d, not to root or the agent's user (uid %d): whoever can change it decides who logs in (chown)", path, st.Uid, os.Geteuid())
+	}
 	return ParseConfig(b)
 }
 
@@ -241,6 +248,25 @@ func (c *Config) Validate() error {
 		if f.path == "" {
 			bad(f.key, "required: mutual TLS needs the CA, the device certificate and its key")
 		}
+	}
+	// Files by absolute paths only, as data_dir: a relative one names another
+	// file for each working directory, so check-config, run from wherever an
+	// operator or init script is, could pass a config the agent (in /) refuses.
+	notAbs := func(key, p string) {
+		if !filepath.IsAbs(p) {
+			bad(key, "%q must be an absolute path", p)
+		}
+	}
+	for _, f := range []struct{ key, path string }{{"mqtt.ca_file", c.MQTT.CAFile}, {"mqtt.cert_file", c.MQTT.CertFile}, {"mqtt.key_file", c.MQTT.KeyFile}, {"tunnel.ca_file", c.Tunnel.CAFile}} {
+		if f.path != "" {
+			notAbs(f.key, f.path)
+		}
+	}
+	for i, p := range c.SSH.HostKeys {
+		notAbs(fmt.Sprintf("ssh.host_keys[%d]", i), p)
+	}
+	for i, p := range c.SSH.TrustedUserCAKeys {
+		notAbs(fmt.Sprintf("ssh.trusted_user_ca_keys[%d]", i), p)
 	}
 	// MQTT's keep alive is a count of whole seconds (1-65535 here): a fraction
 	// would be cut off without a word.

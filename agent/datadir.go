@@ -185,8 +185,9 @@ const lockWait = 10 * time.Second
 // and dial each other's saved tunnels, each cutting the other's off. The lock is
 // flock(2) on the directory itself, so it leaves no file behind (a read-only or
 // full data directory fails where the agent writes, naming that file) and ends
-// with the process. It holds until the returned file is closed.
-func lockDataDir(dir string, wait time.Duration) (*os.File, error) {
+// with the process. It holds until the returned file is closed. The wait ends
+// with ctx (a stop while another agent holds the lock): ctx's error.
+func lockDataDir(ctx context.Context, dir string, wait time.Duration) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -194,12 +195,15 @@ func lockDataDir(dir string, wait time.Duration) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
-	_, err = retryFlock(context.Background(), wait, func() (*os.File, error) {
+	_, err = retryFlock(ctx, wait, func() (*os.File, error) {
 		return f, syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	})
 	switch {
 	case err == nil:
 		return f, nil
+	case ctx.Err() != nil:
+		f.Close()
+		return nil, ctx.Err()
 	case errors.Is(err, syscall.EWOULDBLOCK):
 		f.Close()
 		return nil, Usagef("data_dir %s is in use by another porthole agent (still after %v); one agent per data directory", dir, wait)

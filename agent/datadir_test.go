@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,7 +12,7 @@ import (
 
 func TestLockDataDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	first, err := lockDataDir(dir, 0)
+	first, err := lockDataDir(context.Background(), dir, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +20,7 @@ func TestLockDataDir(t *testing.T) {
 		t.Fatalf("data dir made with %v (%v), want 0700", fi.Mode(), err)
 	}
 	start := time.Now()
-	_, err = lockDataDir(dir, 300*time.Millisecond)
+	_, err = lockDataDir(context.Background(), dir, 300*time.Millisecond)
 	if err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "in use by another porthole agent") {
 		t.Fatalf("second lock: %v, want a usage error", err)
 	}
@@ -31,7 +32,7 @@ func TestLockDataDir(t *testing.T) {
 	}
 	// The first agent leaving while the second waits lets the second in.
 	go func() { time.Sleep(100 * time.Millisecond); first.Close() }()
-	second, err := lockDataDir(dir, 5*time.Second)
+	second, err := lockDataDir(context.Background(), dir, 5*time.Second)
 	if err != nil {
 		t.Fatalf("lock after the first agent left: %v", err)
 	}

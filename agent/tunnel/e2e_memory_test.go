@@ -94,7 +94,7 @@ func TestStartResetFloodBounded(t *testing.T) {
 			probe(t, h.tun, 99999)
 			var g int
 			var w int64
-			for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 				g, w = runtime.NumGoroutine(), waiting.Load()
 				if w <= bound && g <= base+2*bound+10 {
 					break

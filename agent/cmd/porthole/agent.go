@@ -169,7 +169,13 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
+				// What the agent would refuse at its next start is refused
+				// now, while the running config still serves: taken, its
+				// "needs a restart" would lead to a restart that fails (exit 1).
 				ncfg, err := agent.LoadConfig(path)
+				if err == nil {
+					err = agent.CheckStart(ncfg)
+				}
 				if err != nil {
 					log.Error("reload refused: config invalid, keeping the running one", "error", err)
 					continue
