@@ -94,7 +94,11 @@ func (s stateStore) load(now time.Time) ([]savedTunnel, []error) {
 			os.Remove(p)
 			continue
 		}
-		if now.Sub(t.Received) > maxTunnelLifetime {
+		if age := now.Sub(t.Received); age > maxTunnelLifetime {
+			// Said, not silent: a clock stepped far forward since (a router that
+			// booted with a stale one) also ends up here.
+			errs = append(errs, fmt.Errorf("removing the saved tunnel %s: received %s ago (%s; the clock says %s), longer than a tunnel lives (%v)",
+				fingerprint(t.AccessToken), age.Round(time.Minute), t.Received.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), maxTunnelLifetime))
 			os.Remove(p)
 			continue
 		}

@@ -10,8 +10,8 @@ import (
 )
 
 // TestStateStore saves tunnels and loads them back: a live one is kept, an
-// expired one and a corrupt file are deleted, the corrupt one with an error
-// that names it.
+// expired one and a corrupt file are deleted, each with an error that names
+// it.
 func TestStateStore(t *testing.T) {
 	s := stateStore{dir: filepath.Join(t.TempDir(), "tunnels")}
 	now := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
@@ -31,8 +31,13 @@ func TestStateStore(t *testing.T) {
 	if len(got) != 1 || !reflect.DeepEqual(got[0], live) {
 		t.Errorf("load = %+v, want only %+v", got, live)
 	}
-	if len(errs) != 1 || !strings.Contains(errs[0].Error(), filepath.Base(corrupt)+": unexpected end of JSON input") {
-		t.Errorf("load errors = %v, want one for %s", errs, filepath.Base(corrupt))
+	var said []string
+	for _, err := range errs {
+		said = append(said, err.Error())
+	}
+	if len(errs) != 2 || !strings.Contains(strings.Join(said, "\n"), filepath.Base(corrupt)+": unexpected end of JSON input") ||
+		!strings.Contains(strings.Join(said, "\n"), "removing the saved tunnel "+fingerprint(old.AccessToken)+": received 13h0m0s ago") {
+		t.Errorf("load errors = %q, want one for %s and one for the expired tunnel", said, filepath.Base(corrupt))
 	}
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
