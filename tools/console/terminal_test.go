@@ -481,33 +481,58 @@ type slowDevice struct {
 
 func newSlowDevice(t *testing.T) *slowDevice {
 	t.Helper()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer, _ := ssh.NewSignerFromKey(priv)
 	d := &slowDevice{asked: make(chan struct{}), answer: make(chan struct{}), ended: make(chan struct{})}
 	var asked, ended sync.Once
-	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
+	d.addr = serveDevice(t, &d.wg, func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
 		asked.Do(func() { close(d.asked) })
 		<-d.answer
 		return nil, nil
-	}}
+	}, func(nch ssh.NewChannel) {
+		d.note(nch.ChannelType())
+		ch, reqs, err := nch.Accept()
+		if err != nil {
+			return
+		}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			defer ch.Close()
+			for r := range reqs {
+				d.note(r.Type)
+				r.Reply(true, nil)
+			}
+		}()
+	}, func() { ended.Do(func() { close(d.ended) }) }, d.release)
+	return d
+}
+
+// serveDevice runs a device's SSH server on a loopback port and returns its
+// address: keys are checked by check, each connection's channels handed to
+// channel in turn, and ended runs once a connection is over. At the test's end
+// release runs (if set), the listener closes and wg is waited for.
+func serveDevice(t *testing.T, wg *sync.WaitGroup, check func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error),
+	channel func(ssh.NewChannel), ended func(), release func()) string {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	cfg := &ssh.ServerConfig{PublicKeyCallback: check}
 	cfg.AddHostKey(signer)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.addr = ln.Addr().String()
-	d.wg.Add(1)
+	wg.Add(1)
 	go func() {
-		defer d.wg.Done()
+		defer wg.Done()
 		for {
 			nc, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			d.wg.Add(1)
+			wg.Add(1)
 			go func() {
-				defer d.wg.Done()
-				defer ended.Do(func() { close(d.ended) })
+				defer wg.Done()
+				defer ended()
 				defer nc.Close()
 				_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
 				if err != nil {
@@ -515,30 +540,19 @@ func newSlowDevice(t *testing.T) *slowDevice {
 				}
 				go ssh.DiscardRequests(reqs)
 				for nch := range chans {
-					d.note(nch.ChannelType())
-					ch, reqs, err := nch.Accept()
-					if err != nil {
-						continue
-					}
-					d.wg.Add(1)
-					go func() {
-						defer d.wg.Done()
-						defer ch.Close()
-						for r := range reqs {
-							d.note(r.Type)
-							r.Reply(true, nil)
-						}
-					}()
+					channel(nch)
 				}
 			}()
 		}
 	}()
 	t.Cleanup(func() {
-		d.release()
+		if release != nil {
+			release()
+		}
 		ln.Close()
-		d.wg.Wait()
+		wg.Wait()
 	})
-	return d
+	return ln.Addr().String()
 }
 
 func (d *slowDevice) note(what string) {
@@ -648,58 +662,25 @@ func newStuckDevice(t *testing.T) *stuckDevice { return newScriptedDevice(t, nil
 
 func newScriptedDevice(t *testing.T, session func(ch ssh.Channel, reqs <-chan *ssh.Request)) *stuckDevice {
 	t.Helper()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer, _ := ssh.NewSignerFromKey(priv)
 	d := &stuckDevice{stalled: make(chan struct{}), ended: make(chan struct{}), session: session}
 	var stalled, ended sync.Once
-	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
-	cfg.AddHostKey(signer)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.addr = ln.Addr().String()
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		for {
-			nc, err := ln.Accept()
+	d.addr = serveDevice(t, &d.wg, func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil },
+		func(nch ssh.NewChannel) {
+			ch, reqs, err := nch.Accept()
 			if err != nil {
 				return
 			}
-			d.wg.Add(1)
+			if d.session != nil {
+				d.wg.Add(1)
+				go func() { defer d.wg.Done(); defer ch.Close(); d.session(ch, reqs) }()
+				return
+			}
 			go func() {
-				defer d.wg.Done()
-				defer ended.Do(func() { close(d.ended) })
-				defer nc.Close()
-				_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
-				if err != nil {
-					return
-				}
-				go ssh.DiscardRequests(reqs)
-				for nch := range chans {
-					ch, reqs, err := nch.Accept()
-					if err != nil {
-						continue
-					}
-					if d.session != nil {
-						d.wg.Add(1)
-						go func() { defer d.wg.Done(); defer ch.Close(); d.session(ch, reqs) }()
-						continue
-					}
-					go func() {
-						for range reqs { // never answered
-							stalled.Do(func() { close(d.stalled) })
-						}
-					}()
+				for range reqs { // never answered
+					stalled.Do(func() { close(d.stalled) })
 				}
 			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		d.wg.Wait()
-	})
+		}, func() { ended.Do(func() { close(d.ended) }) }, nil)
 	return d
 }
 
