@@ -166,13 +166,7 @@ func TestDestinationThousandServiceIDs(t *testing.T) {
 	}
 	ids[0] = strings.Repeat("L", 20000) // and names are up to 128 characters
 	var logged testlog.Lines
-	heap := func() int64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return int64(ms.HeapInuse)
-	}
-	goroutines, heap0 := runtime.NumGoroutine(), heap()
+	goroutines, heap0 := runtime.NumGoroutine(), heapInUse()
 	h := newHarness(t, setup{services: ids, targets: tunnel.Targets{"S999": echoServer(t, 0x33)}, noSource: true,
 		dstTweak: func(d *tunnel.Destination) { d.Logger = slogTo(&logged, t) }})
 	h.tun.Record(true)
@@ -205,7 +199,7 @@ func TestDestinationThousandServiceIDs(t *testing.T) {
 	if g := runtime.NumGoroutine(); g > goroutines+20 {
 		t.Errorf("%d goroutines with a 1000-service tunnel, %d before it", g, goroutines)
 	}
-	if grew := heap() - heap0; grew > 4<<20 {
+	if grew := heapInUse() - heap0; grew > 4<<20 {
 		t.Errorf("heap grew by %.1f MiB for a 1000-service tunnel", float64(grew)/(1<<20))
 	}
 	var line string
@@ -368,13 +362,7 @@ func TestFloodOfUnreadConnectionsBounded(t *testing.T) {
 	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
 		t.Fatal(err)
 	}
-	heap := func() int64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return int64(ms.HeapInuse)
-	}
-	base := heap()
+	base := heapInUse()
 	const conns, rounds = 128, 7
 	send := func(m *tunnel.Message) bool { return h.tun.Send(tunneltest.Destination, m) == nil }
 	send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
@@ -395,14 +383,14 @@ func TestFloodOfUnreadConnectionsBounded(t *testing.T) {
 	}()
 	peak := int64(0)
 	for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline); {
-		peak = max(peak, heap()-base)
+		peak = max(peak, heapInUse()-base)
 		select {
 		case <-sent:
 			deadline = time.Now() // all sent: one more look
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	peak = max(peak, heap()-base)
+	peak = max(peak, heapInUse()-base)
 	// The service (in this process) holds up to 1 MiB for the destination; the
 	// destination its budget and the Pipes' small buffers. Without the budget,
 	// 128 × 7 payloads were held: 56 MiB.

@@ -123,15 +123,9 @@ func TestUnknownServiceIDsNotKept(t *testing.T) {
 	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
 		t.Fatal(err)
 	}
-	heap := func() int64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return int64(ms.HeapInuse)
-	}
 	h.tun.Record(true)
 	probe(t, h.tun, 1)
-	base := heap()
+	base := heapInUse()
 	const n, size = 300, 60 << 10
 	long := make([]byte, size)
 	for i := range n {
@@ -151,9 +145,17 @@ func TestUnknownServiceIDsNotKept(t *testing.T) {
 	for _, f := range h.tun.Received(tunneltest.Destination) {
 		recorded += len(f.Message.ServiceID)
 	}
-	grew := heap() - base - int64(recorded)
+	grew := heapInUse() - base - int64(recorded)
 	t.Logf("after DATA for %d unknown service ids of %d KiB: heap grew by %.1f MiB", n, size>>10, float64(grew)/(1<<20))
 	if grew > 4<<20 {
 		t.Errorf("heap grew by %.1f MiB after DATA for %d unknown service ids of %d KiB; want what the destination keeps bounded", float64(grew)/(1<<20), n, size>>10)
 	}
+}
+
+// heapInUse is the heap in use after a collection: what is still held.
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
 }
