@@ -300,14 +300,7 @@ func TestSCPSinkMatchesOpenSSH(t *testing.T) {
 			args := strings.Fields(strings.ReplaceAll(tc.cmd, "ROOT", root))[1:]
 			cmd := exec.Command(bin, args...)
 			cmd.Stdin = strings.NewReader(tc.stream)
-			out, err := cmd.Output()
-			status := 0
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				status = ee.ExitCode()
-			} else if err != nil {
-				t.Fatalf("%s %q: %v", bin, args, err)
-			}
+			out, status := outputAndStatus(t, cmd)
 			want := strings.ReplaceAll(tc.answer, "\x02", "\x01") // see the -d cases
 			if answer := strings.ReplaceAll(string(out), root, "ROOT"); answer != want || status != tc.status {
 				t.Errorf("OpenSSH %s: answered %q, status %d; the table says %q, %d", tc.cmd, answer, status, want, tc.status)
@@ -506,15 +499,22 @@ func shellSCP(t *testing.T, dir, cmdline, stream string) (string, int) {
 	cmd := exec.Command("/bin/sh", "-c", cmdline)
 	cmd.Dir, cmd.Env = dir, append(os.Environ(), scpTestEnv(dir)...)
 	cmd.Stdin = strings.NewReader(stream)
+	out, status := outputAndStatus(t, cmd)
+	return strings.ReplaceAll(string(out), dir, "ROOT"), status
+}
+
+// outputAndStatus runs cmd and returns its standard output and exit status; a
+// command that cannot run fails the test.
+func outputAndStatus(t *testing.T, cmd *exec.Cmd) ([]byte, int) {
+	t.Helper()
 	out, err := cmd.Output()
-	status := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		status = ee.ExitCode()
+		return out, ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("sh -c %s: %v", cmdline, err)
+		t.Fatalf("%q: %v", cmd.Args, err)
 	}
-	return strings.ReplaceAll(string(out), dir, "ROOT"), status
+	return out, 0
 }
 
 // TestSCPSourceGlobHiddenAndNegation: an unquoted pattern expands as the
