@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 )
 
 // disconnectTimeout bounds writing the DISCONNECT when Run ends, so that a
@@ -36,16 +36,30 @@ func (lk *link) end(f func()) {
 
 // maintain connects, keeps a connection up and reconnects with backoff
 // until ctx ends, then disconnects cleanly; it returns once the last
-// client has shut down.
-func (l *Listener) maintain(ctx context.Context, sess session.SessionManager) {
+// client has shut down, with the session state its connections used.
+//
+// One session state serves every connection, as the broker keeps one: a QoS 1
+// PUBLISH whose PUBACK was lost with a connection is sent again on the next
+// one with its packet identifier (MQTT 5.0 §4.4), and a Publish still waiting
+// gets the PUBACK. But a message the broker answers by closing the connection
+// (one it will not take: AWS IoT Core does so for a topic the policy does not
+// allow, under MQTT 3.1.1; Mosquitto for a malformed one) would end every
+// later connection as it comes up: after poisonedConnections such connections
+// in a row the unacknowledged messages are dropped with the state (dropPoison).
+func (l *Listener) maintain(ctx context.Context) *state.State {
+	sess := state.NewInMemory()
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil || !sleep(ctx, l.reconnectDelay(attempt)) {
-			return
+			return sess
+		}
+		if l.dropPoison() {
+			_ = sess.Close() // a Publish still waiting returns (ErrRefused)
+			sess = state.NewInMemory()
 		}
 		lk, ca, err := l.connect(ctx, sess)
 		if err != nil {
 			if ctx.Err() != nil {
-				return
+				return sess
 			}
 			l.connectError(err)
 			continue
@@ -55,11 +69,11 @@ func (l *Listener) maintain(ctx context.Context, sess session.SessionManager) {
 		case <-lk.lost:
 		case <-ctx.Done():
 			l.disconnect(lk)
-			return
+			return sess
 		}
 		<-lk.cli.Done() // paho closed the connection before reporting it lost
 		if ctx.Err() != nil {
-			return
+			return sess
 		}
 		l.connectionDown()
 		attempt = -1 // the first reconnect waits only for the short connections
@@ -131,10 +145,14 @@ func (l *Listener) connectionDown() {
 		l.isReady = false
 	}
 	lasted := l.clock().Sub(l.upAt)
-	if lasted < stableConnection {
-		l.flaps = min(l.flaps+1, 16)
-	} else {
-		l.flaps = 0
+	switch {
+	case lasted >= stableConnection:
+		l.flaps, l.poisoned = 0, 0
+		l.orphans = 0 // sent again as it came up, and acknowledged: it lasted
+	case l.waiting+l.orphans > 0:
+		l.flaps, l.poisoned = min(l.flaps+1, 16), l.poisoned+1
+	default:
+		l.flaps, l.poisoned = min(l.flaps+1, 16), 0
 	}
 	flaps := l.flaps
 	l.mu.Unlock()
@@ -149,6 +167,28 @@ func (l *Listener) connectionDown() {
 		return
 	}
 	l.log.Info("mqtt reconnecting", attrs...)
+}
+
+// poisonedConnections is how many short connections in a row, each ended with
+// messages unacknowledged, make the listener drop them (dropPoison).
+const poisonedConnections = 2
+
+// dropPoison reports whether the session's unacknowledged messages are to be
+// dropped before the next connection, and says so: the connections before
+// ended while they were outstanding, poisonedConnections times in a row.
+func (l *Listener) dropPoison() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.poisoned < poisonedConnections {
+		return false
+	}
+	n := l.waiting + l.orphans
+	l.poisoned, l.orphans = 0, 0
+	l.drops++
+	l.log.Warn("mqtt: the broker closed the connection each time while messages were unacknowledged; dropping them, as it would close every connection they are sent on",
+		"messages", n, "connections", poisonedConnections,
+		"hint", "a message the broker will not take: check the IoT policy (iot:Publish on the event topic) and the broker's log")
+	return true
 }
 
 // flapsHint is how many short connections in a row make the reconnect line

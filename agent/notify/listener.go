@@ -13,7 +13,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
-	"github.com/eclipse/paho.golang/paho/session/state"
 )
 
 var (
@@ -62,6 +61,14 @@ type Listener struct {
 	upAt       time.Time          // when the current connection came up
 	maxPacket  uint32             // the broker's Maximum Packet Size on this connection; 0: none stated
 	flaps      int                // connections in a row that ended before stableConnection
+
+	// What the session holds unacknowledged, for dropping what the broker
+	// answers by closing the connection (see dropPoison): Publish calls
+	// waiting for their PUBACK, and messages whose Publish gave up waiting
+	// (paho keeps them and sends them again on the next connection).
+	waiting, orphans int
+	poisoned         int    // short connections in a row that ended with messages unacknowledged
+	drops            uint64 // how many times the unacknowledged messages were dropped
 }
 
 // New validates cfg, reads its certificate files and returns a Listener.
@@ -127,8 +134,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	// keeps one: a QoS 1 PUBLISH whose PUBACK was lost with a connection is
 	// resent on the next one with its packet identifier (MQTT 5.0 §4.4),
 	// and a Publish still waiting gets the PUBACK.
-	sess := state.NewInMemory()
-	l.maintain(ctx, sess)
+	sess := l.maintain(ctx)
 	l.subWG.Wait()
 	l.stopped()
 	_ = sess.Close() // answers a Publish still waiting for a PUBACK
@@ -188,7 +194,7 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
 	}
 	l.mu.Lock()
-	cli, maxPacket := l.cli, l.maxPacket
+	cli, maxPacket, drops := l.cli, l.maxPacket, l.drops
 	l.mu.Unlock()
 	if cli == nil {
 		return fmt.Errorf("%w: cannot publish to %s", ErrNotConnected, topic)
@@ -200,8 +206,20 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 		return fmt.Errorf("notify: publishing to %s: %w: a message of %d bytes is over the broker's maximum packet size (%d bytes)",
 			topic, ErrRefused, size, maxPacket)
 	}
+	l.mu.Lock()
+	l.waiting++
+	l.mu.Unlock()
 	resp, err := cli.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
+	l.mu.Lock()
+	l.waiting--
+	dropped := l.drops != drops
+	if !dropped && err != nil && resp == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		l.orphans++ // in the session still, sent again on the next connection
+	}
+	l.mu.Unlock()
 	switch {
+	case dropped && err != nil:
+		return fmt.Errorf("notify: publishing to %s: %w: the broker closed the connection each time it was sent, so it was dropped (%v)", topic, ErrRefused, err)
 	case errors.Is(err, session.ErrNoConnection): // the connection went meanwhile
 		return fmt.Errorf("%w: cannot publish to %s", ErrNotConnected, topic)
 	case resp != nil && resp.ReasonCode >= 0x80:

@@ -6,12 +6,14 @@ package notify
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,4 +229,68 @@ func TestRenewedCertificateUsedOnReconnect(t *testing.T) {
 		t.Errorf("after a bad change the listener presented %s, want the renewed %s", got, renewed)
 	}
 	rec.assertNoSecret("PRIVATE KEY")
+}
+
+// disconnectOnPublish allows every connection, subscription and publish, but
+// closes the connection of a client that publishes to Topic: a broker may answer
+// a publish it will not take so (AWS IoT Core does, under MQTT 3.1.1, for a topic
+// the policy does not allow; Mosquitto for a malformed one).
+type disconnectOnPublish struct {
+	mqtt.HookBase
+	Topic string
+	seen  atomic.Int32
+}
+
+func (h *disconnectOnPublish) ID() string { return "disconnect-on-publish" }
+
+func (h *disconnectOnPublish) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
+}
+
+func (h *disconnectOnPublish) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+func (h *disconnectOnPublish) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+func (h *disconnectOnPublish) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.TopicName == h.Topic {
+		h.seen.Add(1)
+		cl.Stop(packets.ErrNotAuthorized)
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+// A message the broker answers by closing the connection stays unacknowledged in
+// the session, and paho sends it again first thing on every reconnect: each
+// connection ended as it came up, for as long as the listener ran, and no
+// notification got through. After two connections in a row that ended so, the
+// listener drops what is unacknowledged (the waiting Publish gets ErrRefused) and
+// the connection stays up.
+func TestPublishTheBrokerDisconnectsForIsDropped(t *testing.T) {
+	p := newPKI(t)
+	hook := &disconnectOnPublish{Topic: "porthole/events/poison"}
+	_, addr := startMochi(t, p, hook)
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
+	runListener(t, l)
+	awaitConnection(t, l)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Publish(ctx, "porthole/events/poison", []byte(`{}`)); !errors.Is(err, ErrRefused) {
+		t.Errorf("Publish of a message the broker disconnects for = %v, want ErrRefused", err)
+	}
+	rec.waitFor("level=WARN", "unacknowledged")
+	awaitConnection(t, l)
+	if err := l.Publish(ctx, "porthole/events/ok", []byte(`{}`)); err != nil {
+		t.Errorf("Publish after the dropped one: %v", err)
+	}
+	n := rec.count("mqtt connected")
+	time.Sleep(time.Second)
+	if m := rec.count("mqtt connected"); m != n {
+		t.Errorf("%d more connections after the message was dropped, want the connection to stay", m-n)
+	}
+	if s := hook.seen.Load(); s > 3 {
+		t.Errorf("the broker got the message %d times, want it dropped after 3", s)
+	}
 }
