@@ -419,7 +419,15 @@ func trimToken(s string) string {
 // all: the newline that ends a file or an echo, a CR and a byte order mark from
 // Windows. Its error says what is wrong for a message that names the source.
 func AccessToken(s string) (tunnel.Token, error) {
-	t, err := tunnel.NewAccessToken(trimToken(s))
+	s = trimToken(s)
+	// A JSON string: `jq` without -r, or the AWS CLI's --query without
+	// --output text. No access token is quoted so; sent as it is, the service
+	// refuses it as a wrong token, and the operator rotates a good one.
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return tunnel.Token{}, errors.New("access token is in double quotes, as JSON output writes it: give the bare token " +
+			"(jq -r .sourceAccessToken, or the AWS CLI's --output text)")
+	}
+	t, err := tunnel.NewAccessToken(s)
 	if err != nil {
 		return t, errors.New(strings.TrimPrefix(err.Error(), "tunnel: "))
 	}

@@ -118,7 +118,15 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if dir, err := os.UserCacheDir(); err == nil {
 		cache = filepath.Join(dir, "porthole", "client-tokens")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A hangup ends it as Ctrl-C does, the device told that the streams are
+	// gone: it is how it usually ends when not stopped by hand (the terminal
+	// of a `porthole connect ... &` closed, ssh ending its ProxyCommand).
+	// Unless it is ignored (nohup): Notify would stop ignoring it.
+	stopOn := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		stopOn = append(stopOn, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
 	defer stop()
 	return agent.Connect(ctx, agent.ConnectConfig{Tunnel: cfg, Listen: listen, Stdio: *stdio, Stdin: stdin, Stdout: stdout,
 		PeerVersion: pv, TokenCacheDir: cache, Logger: log})

@@ -270,3 +270,35 @@ func TestTokenFileEncodings(t *testing.T) {
 		}
 	}
 }
+
+// TestQuotedToken: `jq .sourceAccessToken` without -r, or the AWS CLI's
+// `--query sourceAccessToken` without `--output text`, write the token as a
+// JSON string, in double quotes. No access token is so quoted; sent as it is,
+// the service refuses it and the operator is told the tunnel may be closed or
+// the token rotated, and rotates a good token. Say what is wrong instead,
+// without the token, whichever way it was given.
+func TestQuotedToken(t *testing.T) {
+	srv, tun := echoTunnel(t) // refuses a token it does not know at once
+	quoted := `"` + tun.SourceToken + `"`
+	base := []string{"connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "-L", "SSH=127.0.0.1:0"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  string
+	}{
+		{"file", []string{"--token-file", writeToken(t, quoted+"\n")}, ""},
+		{"flag", []string{"--token", quoted}, ""},
+		{"environment", nil, " " + quoted + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(tokenEnv, tc.env)
+			code, _, errs := runCmd(t, nil, append(base, tc.args...)...)
+			if strings.Contains(errs, tun.SourceToken) {
+				t.Errorf("the token in the message: %q", errs)
+			}
+			if code != exitUsage || !strings.Contains(errs, "in double quotes") || !strings.Contains(errs, "jq -r") {
+				t.Errorf("exit %d, stderr %q; want %d and a quoted token named, with the remedy", code, errs, exitUsage)
+			}
+		})
+	}
+}

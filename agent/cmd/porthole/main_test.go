@@ -23,7 +23,22 @@ import (
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// A test that needs porthole as a process of its own (signals) runs this
+	// binary again with the command line after "--".
+	if os.Getenv(childEnv) != "" {
+		for i, a := range os.Args {
+			if a == "--" {
+				os.Exit(run(os.Args[i+1:], os.Stdin, os.Stdout, os.Stderr))
+			}
+		}
+		os.Exit(99)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// childEnv makes TestMain run porthole instead of the tests.
+const childEnv = "PORTHOLE_TEST_RUN_MAIN"
 
 func runCmd(t *testing.T, stdin io.Reader, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
