@@ -200,10 +200,17 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 	}
 	req.header = append(req.header, [2]string{"User-Agent", ua})
 
-	hctx, cancel := context.WithTimeout(ctx, durationOr(cfg.HandshakeTimeout, 30*time.Second))
+	htimeout := durationOr(cfg.HandshakeTimeout, 30*time.Second)
+	hctx, cancel := context.WithTimeout(ctx, htimeout)
 	defer cancel()
 	ws, resp, err := dialWebSocket(hctx, req)
 	if err != nil {
+		// The connection's own deadline is the handshake's: it may fire first.
+		if dl, _ := hctx.Deadline(); ctx.Err() == nil && !time.Now().Before(dl) {
+			// Not a bare "context deadline exceeded": the endpoint (or the
+			// proxy) took the connection, or not even that, and said nothing.
+			return nil, fmt.Errorf("tunnel: connecting to %s: no answer within %v (TCP, proxy, TLS and WebSocket handshake): %w", u.Host, htimeout, err)
+		}
 		return nil, fmt.Errorf("tunnel: connecting to %s: %w", u.Host, err)
 	}
 	if ws == nil {

@@ -48,6 +48,7 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 		}
 		log.Info("connecting", "endpoint", endpoint, "region", cfg.Region)
 		conn, err := Dial(ctx, &cfg, mode)
+		lost := err == nil // this attempt connected, and its connection ended
 		if err == nil {
 			connected = true
 			b.reset()
@@ -75,9 +76,14 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 			return err
 		}
 		d := b.next()
-		if connected {
+		switch {
+		case lost:
 			log.Warn("tunnel connection lost, reconnecting", "error", err, "delay", d.Round(time.Millisecond))
-		} else {
+		case connected:
+			// Said once per attempt, but not as a lost connection each time:
+			// the service is down or unreachable since the connection was lost.
+			log.Warn("cannot reconnect to the tunnel, retrying", "error", err, "delay", d.Round(time.Millisecond))
+		default:
 			log.Warn("cannot connect to the tunnel, retrying", "error", err, "delay", d.Round(time.Millisecond))
 		}
 		if !sleepCtx(ctx, d) {

@@ -1,0 +1,89 @@
+package tunnel_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+// TestRetryLogSaysLostOnce: once a connection is lost, the attempts that
+// follow and fail to connect (the service is down: tunneld restarting, a lab
+// stopped) are not each a lost connection. Every line said "tunnel connection
+// lost, reconnecting" with "connection refused", for as long as it lasted,
+// when nothing had connected since the first.
+func TestRetryLogSaysLostOnce(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	tok, _ := tunnel.NewAccessToken(tun.DestinationToken)
+	var logged testlog.Lines
+	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: tok,
+		RetryMin: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond, Logger: slogTo(&logged, t)}, Dialer: tunnel.Targets{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	}()
+	// Connected as the destination sees it: the service counts a connect
+	// before the destination has read the upgrade's answer.
+	for deadline := time.Now().Add(10 * time.Second); logged.Count("tunnel connected") < 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("destination did not connect")
+		}
+	}
+	srv.Close() // the connection is lost, and the service stays down
+	for deadline := time.Now().Add(10 * time.Second); logged.Count("msg=connecting") < 5; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d attempts in 10 s", logged.Count("msg=connecting"))
+		}
+	}
+	cancel()
+	<-done
+	stopped = true
+	if n := logged.Count("tunnel connection lost"); n != 1 {
+		t.Errorf("%d lines say the connection was lost, want 1 (one connection was lost)", n)
+	}
+	if n := logged.Count("cannot reconnect to the tunnel, retrying"); n < 3 {
+		t.Errorf("%d lines say a reconnect failed, want one per failed attempt (at least 3)", n)
+	}
+}
+
+// TestHandshakeTimeoutSaysSo: an endpoint that takes the TCP connection and
+// never answers (a firewall's tarpit, a port that is not the service's) ended
+// each attempt with a bare "context deadline exceeded".
+func TestHandshakeTimeoutSaysSo(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	held := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			held <- c // silent until the test ends
+		}
+	}()
+	defer func() {
+		select {
+		case c := <-held:
+			c.Close()
+		default:
+		}
+	}()
+	tok, _ := tunnel.NewAccessToken("t")
+	cfg := tunnel.Config{Endpoint: "ws://" + ln.Addr().String(), AllowInsecureWebSocket: true, AccessToken: tok, HandshakeTimeout: 200 * time.Millisecond}
+	_, err = tunnel.Dial(context.Background(), &cfg, tunnel.ModeSource)
+	if err == nil || !strings.Contains(err.Error(), "no answer within 200ms") {
+		t.Fatalf("Dial = %v, want the endpoint named as not answering within 200ms", err)
+	}
+}
