@@ -505,15 +505,19 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 	if err != nil && dir != "/" && errors.Is(err, syscall.EACCES) {
 		// The home exists but the user may not enter it (the child
 		// changes directory after taking the user's ids). OpenSSH's
-		// do_child says so and runs the session in / instead.
-		if startIn("/") == nil {
-			nl := "\n"
-			if sess.ptyReq != nil {
-				nl = "\r\n"
-			}
-			fmt.Fprintf(sess.ch.Stderr(), "Could not chdir to home directory %s: %v%s", dir, syscall.EACCES, nl)
-			err = nil
+		// do_child says so on the program's stderr, before exec, and runs
+		// the session in / instead. So it is sent before the program
+		// starts (after, it raced the program's first output), and on a
+		// pty as terminal output, where do_child's stderr is: extended
+		// data is no terminal's, and a client may order it apart from the
+		// data (x/crypto's CombinedOutput did: the message after "/").
+		var w io.Writer = sess.ch.Stderr()
+		nl := "\n"
+		if sess.ptyReq != nil {
+			w, nl = sess.ch, "\r\n"
 		}
+		fmt.Fprintf(w, "Could not chdir to home directory %s: %v%s", dir, syscall.EACCES, nl)
+		err = startIn("/")
 	}
 	if stopAgent != nil {
 		if err != nil {
