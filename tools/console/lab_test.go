@@ -245,3 +245,14 @@ func writeTestFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// keyTerminal opens a tunnel to thing, whose agent hands its SSH streams to a
+// fake device's server at addr, and a terminal logging in with the operator key.
+func (l *testLab) keyTerminal(thing, addr string) *wsTerm {
+	l.t.Helper()
+	l.mu.Lock()
+	l.devices[thing] = &testDevice{addr: addr}
+	l.mu.Unlock()
+	tv := l.openTunnel(l.client(), thing)
+	return l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+}

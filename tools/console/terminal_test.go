@@ -595,11 +595,7 @@ func (l *testLab) loggedEnd(d time.Duration) (string, bool) {
 func TestTerminalPageGoneDuringLogin(t *testing.T) {
 	dev := newSlowDevice(t) // before the lab: its cleanup runs after the console's
 	l := newTestLab(t, Config{})
-	l.mu.Lock()
-	l.devices["dev-slow"] = &testDevice{addr: dev.addr}
-	l.mu.Unlock()
-	tv := l.openTunnel(l.client(), "dev-slow")
-	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w := l.keyTerminal("dev-slow", dev.addr)
 	select {
 	case <-dev.asked:
 	case <-time.After(20 * time.Second):
@@ -691,11 +687,7 @@ func newScriptedDevice(t *testing.T, session func(ch ssh.Channel, reqs <-chan *s
 func TestPageGoneWhileTheDeviceHangs(t *testing.T) {
 	dev := newStuckDevice(t) // before the lab: its cleanup runs after the console's
 	l := newTestLab(t, Config{})
-	l.mu.Lock()
-	l.devices["dev-stuck"] = &testDevice{addr: dev.addr}
-	l.mu.Unlock()
-	tv := l.openTunnel(l.client(), "dev-stuck")
-	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w := l.keyTerminal("dev-stuck", dev.addr)
 	select {
 	case <-dev.stalled:
 	case <-time.After(20 * time.Second):
@@ -739,11 +731,7 @@ func TestStderrShown(t *testing.T) {
 		}
 	})
 	l := newTestLab(t, Config{})
-	l.mu.Lock()
-	l.devices["dev-stderr"] = &testDevice{addr: dev.addr}
-	l.mu.Unlock()
-	tv := l.openTunnel(l.client(), "dev-stderr")
-	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+	w := l.keyTerminal("dev-stderr", dev.addr)
 	m := w.end()
 	if !hasLine(w.screen.String(), "on-stdout") || !hasLine(w.screen.String(), "on-stderr") {
 		t.Fatalf("screen %q (end %+v), want both on-stdout and on-stderr", w.screen.String(), m)
