@@ -95,9 +95,7 @@ func TestResumeAfterClockStepForward(t *testing.T) {
 // its owner can change it (chmod is theirs), and it decides who logs in to an
 // agent that runs as root. data_dir refuses such an owner; the config did not.
 func TestConfigOwnedByAnotherUserRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("chown needs root")
-	}
+	needRoot(t, "the test gives the config to another user (chown)")
 	p := filepath.Join(t.TempDir(), "porthole.toml")
 	if err := os.WriteFile(p, []byte(minimalConfig), 0o600); err != nil {
 		t.Fatal(err)

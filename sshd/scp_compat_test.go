@@ -620,8 +620,11 @@ func TestOpenSSHSCPPreserveBefore1970(t *testing.T) {
 // size (sysfs attributes are 4096 bytes by stat) is padded and reported in
 // OpenSSH's words, not as "EOF".
 func TestSCPSourceShrunkFileMessage(t *testing.T) {
-	const p = "/sys/kernel/mm/transparent_hugepage/enabled"
+	const p = "/sys/devices/system/cpu/online" // on every Linux with sysfs
 	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
 		t.Skip(err)
 	}
 	got, status := scpInProcess(t, t.TempDir(), "scp -f "+p, strings.Repeat("\x00", 5))
