@@ -508,6 +508,7 @@ func (s *Server) relay(ctx, pctx context.Context, c *websocket.Conn, term *termi
 	// answer the session's requests must not hold the terminal: a page that goes,
 	// or the console shutting down, ends the connection.
 	setup := context.AfterFunc(pctx, func() { client.Close() })
+	defer setup() // a return before the shell: the caller closes the client anyway
 	fail := func(format string, args ...any) (serverMessage, string) {
 		switch {
 		case pageGone(ctx, pctx):
@@ -519,35 +520,29 @@ func (s *Server) relay(ctx, pctx context.Context, c *websocket.Conn, term *termi
 	}
 	sess, err := client.NewSession()
 	if err != nil {
-		setup()
 		return fail("opening a session: %v", err)
 	}
 	defer sess.Close()
 	cols, rows := clamp(req.Cols, 80), clamp(req.Rows, 24)
 	modes := ssh.TerminalModes{ssh.ECHO: 1, ssh.TTY_OP_ISPEED: 38400, ssh.TTY_OP_OSPEED: 38400}
 	if err := sess.RequestPty("xterm-256color", rows, cols, modes); err != nil {
-		setup()
 		return fail("requesting a terminal: %v", err)
 	}
 	stdin, err := sess.StdinPipe()
 	if err != nil {
-		setup()
 		return fail("%v", err)
 	}
 	stdout, err := sess.StdoutPipe()
 	if err != nil {
-		setup()
 		return fail("%v", err)
 	}
 	// With a pty the device's output is mostly on stdout, but a server may still
 	// send stderr (extended data): it goes to the page too.
 	stderr, err := sess.StderrPipe()
 	if err != nil {
-		setup()
 		return fail("%v", err)
 	}
 	if pageGone(ctx, pctx) {
-		setup()
 		return closedByPage, endedByPage
 	}
 	err = sess.Shell()
