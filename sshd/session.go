@@ -299,9 +299,10 @@ func signalNamed(name string) (syscall.Signal, bool) {
 }
 
 // signalOf is the signal a "signal" request (its payload) asks for, and
-// whether it is sent: not for a name it does not know, not when nothing runs (once the program has been waited for, its process
-// group id may be reused) and, as OpenSSH refuses it, not to a forced command,
-// whose choice was the key's or certificate's owner's.
+// whether it is sent: not for a name it does not know, not when nothing runs
+// (once the program has been waited for, its process group id may be reused)
+// and, as OpenSSH refuses it, not to a forced command, whose choice was the
+// key's or certificate's owner's.
 func (sess *session) signalOf(payload []byte) (syscall.Signal, bool) {
 	var req struct{ Name string }
 	if gossh.Unmarshal(payload, &req) != nil {

@@ -149,8 +149,9 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 			if hdr[4] == sftpWrite {
 				after = s.passed
 			}
-			waited := s.answered < after || s.passed-s.answered >= maxSFTPInFlight
-			for (s.answered < after || s.passed-s.answered >= maxSFTPInFlight) && !s.closed {
+			held := func() bool { return s.answered < after || s.passed-s.answered >= maxSFTPInFlight }
+			waited := held()
+			for held() && !s.closed {
 				s.cond.Wait()
 			}
 			closed := s.closed
@@ -178,10 +179,11 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 
 // maxSFTPInFlight bounds the requests handed to pkg/sftp and not yet
 // answered. pkg/sftp sends its answers in the order of the requests, so it
-// keeps every answer behind one that has not finished; a client that keeps
-// one request blocked (an OPEN of a FIFO no program opens) and pipelines READs of a file after
-// it made a session hold 32 KiB per 45-byte request, without limit. OpenSSH's
-// sftp keeps 64 requests in flight (-R), pkg/sftp's client 64 per file.
+// keeps every answer behind one that has not finished; a client that keeps one
+// request blocked (an OPEN of a FIFO no program opens) and pipelines READs of a
+// file after it made a session hold 32 KiB per 45-byte request, without limit.
+// OpenSSH's sftp keeps 64 requests in flight (-R), pkg/sftp's client 64 per
+// file.
 const maxSFTPInFlight = 64
 
 // expandPath is OpenSSH's extension that sftp's "cd ~" and "cd ~user" use.
