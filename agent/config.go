@@ -14,7 +14,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -170,8 +169,8 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	// Its owner may chmod it and write it: root or the agent's user, as for
 	// data_dir.
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
-		return nil, fmt.Errorf("config: %s belongs to uid %d, not to root or the agent's user (uid %d): whoever can change it decides who logs in (chown)", path, st.Uid, os.Geteuid())
+	if uid, foreign := foreignOwner(fi, os.Geteuid()); foreign {
+		return nil, fmt.Errorf("config: %s belongs to uid %d, not to root or the agent's user (uid %d): whoever can change it decides who logs in (chown)", path, uid, os.Geteuid())
 	}
 	return ParseConfig(b)
 }
@@ -244,11 +243,6 @@ func (c *Config) Validate() error {
 	} else if placeholderEndpoint(c.MQTT.Endpoint) {
 		bad("mqtt.endpoint", "%q is still the example's placeholder: set the account's endpoint (aws iot describe-endpoint --endpoint-type iot:Data-ATS)", c.MQTT.Endpoint)
 	}
-	for _, f := range []struct{ key, path string }{{"mqtt.ca_file", c.MQTT.CAFile}, {"mqtt.cert_file", c.MQTT.CertFile}, {"mqtt.key_file", c.MQTT.KeyFile}} {
-		if f.path == "" {
-			bad(f.key, "required: mutual TLS needs the CA, the device certificate and its key")
-		}
-	}
 	// Files by absolute paths only, as data_dir: a relative one names another
 	// file for each working directory, so check-config, run from wherever an
 	// operator or init script is, could pass a config the agent (in /) refuses.
@@ -257,9 +251,15 @@ func (c *Config) Validate() error {
 			bad(key, "%q must be an absolute path", p)
 		}
 	}
-	for _, f := range []struct{ key, path string }{{"mqtt.ca_file", c.MQTT.CAFile}, {"mqtt.cert_file", c.MQTT.CertFile}, {"mqtt.key_file", c.MQTT.KeyFile}, {"tunnel.ca_file", c.Tunnel.CAFile}} {
-		if f.path != "" {
+	for _, f := range []struct {
+		key, path string
+		required  bool
+	}{{"mqtt.ca_file", c.MQTT.CAFile, true}, {"mqtt.cert_file", c.MQTT.CertFile, true}, {"mqtt.key_file", c.MQTT.KeyFile, true}, {"tunnel.ca_file", c.Tunnel.CAFile, false}} {
+		switch {
+		case f.path != "":
 			notAbs(f.key, f.path)
+		case f.required:
+			bad(f.key, "required: mutual TLS needs the CA, the device certificate and its key")
 		}
 	}
 	for i, p := range c.SSH.HostKeys {

@@ -71,8 +71,8 @@ func checkDataDir(dir string) error {
 			if links++; links > 40 {
 				return fmt.Errorf("data_dir: %s: too many levels of symbolic links", dir)
 			}
-			if st, ok := nfi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != euid {
-				return fmt.Errorf("data_dir: the link %s belongs to uid %d, not to root or the agent's user (uid %d)", next, st.Uid, euid)
+			if uid, foreign := foreignOwner(nfi, euid); foreign {
+				return fmt.Errorf("data_dir: the link %s belongs to uid %d, not to root or the agent's user (uid %d)", next, uid, euid)
 			}
 			target, err := os.Readlink(next)
 			if err != nil {
@@ -107,15 +107,24 @@ func components(p string) []string {
 	return names
 }
 
+// foreignOwner reports the owner of fi when it is neither root nor euid (the
+// agent's user): someone else who could change the file or directory.
+func foreignOwner(fi fs.FileInfo, euid int) (uint32, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return st.Uid, st.Uid != 0 && int(st.Uid) != euid
+}
+
 // safeDir applies checkDataDir's rules to directory p; stickyOK allows a sticky
 // directory that others can write (one above the data directory).
 func safeDir(p string, fi fs.FileInfo, euid int, stickyOK bool) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("data_dir: %s is not a directory", p)
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if ok && st.Uid != 0 && int(st.Uid) != euid {
-		return fmt.Errorf("data_dir: %s belongs to uid %d, not to root or the agent's user (uid %d)", p, st.Uid, euid)
+	if uid, foreign := foreignOwner(fi, euid); foreign {
+		return fmt.Errorf("data_dir: %s belongs to uid %d, not to root or the agent's user (uid %d)", p, uid, euid)
 	}
 	sticky := fi.Mode()&fs.ModeSticky != 0
 	switch {
