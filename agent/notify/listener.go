@@ -193,22 +193,24 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 		// PUBACK or the ended context.
 		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
 	}
+	size := publishPacketSize(topic, payload)
 	l.mu.Lock()
 	cli, maxPacket, drops := l.cli, l.maxPacket, l.drops
-	l.mu.Unlock()
-	if cli == nil {
-		return fmt.Errorf("%w: cannot publish to %s", ErrNotConnected, topic)
+	// A client must not send a larger packet (MQTT-3.1.2-24): the broker
+	// closes the connection, and the session would send the PUBLISH again on
+	// every reconnect, ending each connection as it comes up.
+	fits := maxPacket == 0 || size <= int(maxPacket)
+	if cli != nil && fits {
+		l.waiting++
 	}
-	if size := publishPacketSize(topic, payload); maxPacket > 0 && size > int(maxPacket) {
-		// A client must not send a larger packet (MQTT-3.1.2-24): the broker
-		// closes the connection, and the session would send the PUBLISH again
-		// on every reconnect, ending each connection as it comes up.
+	l.mu.Unlock()
+	switch {
+	case cli == nil:
+		return fmt.Errorf("%w: cannot publish to %s", ErrNotConnected, topic)
+	case !fits:
 		return fmt.Errorf("notify: publishing to %s: %w: a message of %d bytes is over the broker's maximum packet size (%d bytes)",
 			topic, ErrRefused, size, maxPacket)
 	}
-	l.mu.Lock()
-	l.waiting++
-	l.mu.Unlock()
 	resp, err := cli.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
 	l.mu.Lock()
 	l.waiting--
