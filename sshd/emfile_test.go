@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -70,22 +69,11 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 // fails with EMFILE), frees them and connects again: the second connection
 // must be served. The limit is lowered in the child only.
 func TestServeRecoversFromRealEMFILE(t *testing.T) {
-	if os.Getenv("PORTHOLE_EMFILE_CHILD") == "1" {
+	if inChild() {
 		emfileChild(t)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestServeRecoversFromRealEMFILE$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), "PORTHOLE_EMFILE_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	if errors.Is(err, syscall.ENOEXEC) {
-		// go test -exec qemu-ARCH-static (tools/qemu-test.sh) without binfmt_misc:
-		// the foreign test binary cannot run itself again. The native run covers it.
-		t.Skipf("the test binary cannot re-exec itself here (qemu-user without binfmt_misc): %v", err)
-	}
-	t.Logf("child:\n%s", out)
-	if err != nil {
-		t.Fatalf("child: %v", err)
-	}
+	runChild(t, nil, nil)
 }
 
 func emfileChild(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -62,6 +63,40 @@ next:
 		out = append(out, l)
 	}
 	return out
+}
+
+// childEnv marks the test binary's run as the child of runChild.
+const childEnv = "PORTHOLE_SSHD_TEST_CHILD"
+
+// inChild reports whether this run of the test binary is runChild's child.
+func inChild() bool { return os.Getenv(childEnv) == "1" }
+
+// runChild runs the test t again in a child process of the test binary (which
+// takes its inChild branch), set up by attr and with its standard input from
+// stdin (nil: none), and returns its output. The test fails if the child
+// does, and is skipped where the binary cannot run itself (go test -exec
+// qemu-ARCH-static without binfmt_misc: the native run covers it).
+func runChild(t *testing.T, attr *syscall.SysProcAttr, stdin *os.File) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=2m")
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr, cmd.SysProcAttr = &out, &out, attr
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	err := cmd.Run()
+	if errors.Is(err, syscall.ENOEXEC) {
+		t.Skipf("the test binary cannot re-exec itself here (qemu-user without binfmt_misc): %v", err)
+	}
+	t.Logf("child:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	if !strings.Contains(out.String(), "--- PASS: "+t.Name()) {
+		t.Fatal("the child did not run the test to its end")
+	}
+	return out.String()
 }
 
 // newTestLogger logs at debug level to t.Log and to the returned writer.

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,6 +144,77 @@ func TestPTYLargeOutputNotLost(t *testing.T) {
 	if !strings.HasSuffix(string(out), "line2999\r\n") || strings.Count(string(out), "\n") != 3000 {
 		t.Errorf("got %d lines ending %q, want 3000 ending line2999", strings.Count(string(out), "\n"), string(out[max(0, len(out)-20):]))
 	}
+}
+
+// TestPTYUnavailableFailsOnlyTheRequest runs the server where no pty can be
+// made (/dev/ptmx is /dev/null, as on a device without devpts): as with
+// OpenSSH, only pty-req fails, and the shell the client asks for next runs
+// without a terminal.
+func TestPTYUnavailableFailsOnlyTheRequest(t *testing.T) {
+	if !inChild() {
+		needRoot(t) // to mount in the child's own mount namespace
+		runChild(t, &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}, nil)
+		return
+	}
+	if err := syscall.Mount("/dev/null", "/dev/ptmx", "", syscall.MS_BIND, ""); err != nil {
+		t.Fatalf("hiding /dev/ptmx: %v", err)
+	}
+	if _, _, err := openPTY(); err == nil {
+		t.Fatal("a pty could still be made")
+	}
+	e := newEnv(t, nil)
+	s := openSession(t, e.login("root"))
+	if err := s.RequestPty("vt100", 24, 80, nil); err == nil {
+		t.Fatal("pty-req succeeded with no pty to be had")
+	}
+	out, err := s.CombinedOutput("tty || echo no terminal")
+	if err != nil || string(out) != "not a tty\nno terminal\n" {
+		t.Errorf("the session after the failed pty-req: %q, %v; want a shell without a terminal", out, err)
+	}
+	if len(e.logs.logged("pty request refused")) != 1 {
+		t.Error("the failed pty-req was not logged")
+	}
+}
+
+// TestPTYOfUnstartedSessionClosed: the pty that pty-req allocates is closed
+// with a session that never starts a program on it (no shell, or an
+// in-process subsystem), not kept until the server stops.
+func TestPTYOfUnstartedSessionClosed(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	before := openFiles(t)
+	for _, subsystem := range []string{"", "sftp"} {
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+			t.Fatal(err)
+		}
+		if subsystem != "" {
+			if err := s.RequestSubsystem(subsystem); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for openFiles(t) > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := openFiles(t); n > before {
+		t.Errorf("%d descriptors open after the sessions ended, %d before", n, before)
+	}
+}
+
+// openFiles is how many descriptors this process has open.
+func openFiles(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
 }
 
 func TestWindowChangeWithoutPTY(t *testing.T) {

@@ -2,10 +2,8 @@ package sshd
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -100,16 +98,12 @@ func TestSessionWithoutPTYLeadsOwnSession(t *testing.T) {
 	})
 }
 
-// cttyHelperEnv makes TestNoControllingTerminalFromServer's subprocess play
-// the agent started from a terminal.
-const cttyHelperEnv = "PORTHOLE_TEST_CTTY_HELPER"
-
 // TestNoControllingTerminalFromServer runs the server in a subprocess whose
 // controlling terminal is a pty, as an agent started by hand or from an
 // inittab line on a serial console: a session's command must not be able to
 // open that terminal (and push input into it with TIOCSTI).
 func TestNoControllingTerminalFromServer(t *testing.T) {
-	if os.Getenv(cttyHelperEnv) == "1" {
+	if inChild() {
 		serveOnTerminal(t)
 		return
 	}
@@ -118,23 +112,10 @@ func TestNoControllingTerminalFromServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ptmx.Close() // only after the subprocess ended: closing hangs it up
-	var out lockedBuffer
-	cmd := exec.Command(os.Args[0], "-test.run=^TestNoControllingTerminalFromServer$", "-test.v", "-test.count=1", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), cttyHelperEnv+"=1")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	err = cmd.Run()
-	tty.Close()
-	if errors.Is(err, syscall.ENOEXEC) {
-		// go test -exec qemu-ARCH-static (tools/qemu-test.sh) without binfmt_misc:
-		// the foreign test binary cannot run itself again. The native run covers it.
-		t.Skipf("the test binary cannot re-exec itself here (qemu-user without binfmt_misc): %v", err)
-	}
-	if err != nil {
-		t.Fatalf("server on a terminal: %v\n%s", err, out.String())
-	}
-	if !strings.Contains(out.String(), cttyChecked) {
-		t.Fatalf("the subprocess checked nothing:\n%s", out.String())
+	defer tty.Close()
+	out := runChild(t, &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}, tty)
+	if !strings.Contains(out, cttyChecked) {
+		t.Fatalf("the subprocess checked nothing:\n%s", out)
 	}
 }
 

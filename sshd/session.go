@@ -56,6 +56,7 @@ type session struct {
 	env      []string
 	envBytes int // the length of env's names and values
 	ptyReq   *ptyRequest
+	held     *heldPTY // the pty allocated by pty-req, until the program takes it
 	agent    bool
 	started  bool
 	kind     string
@@ -104,6 +105,9 @@ func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gos
 		barrier: make(chan struct{}), caughtUp: make(chan struct{}), served: make(chan struct{}),
 		outputGone: make(chan struct{})}
 	sess.serve(reqs)
+	if sess.held != nil { // no program took it: no shell or exec, or an in-process subsystem
+		sess.held.close()
+	}
 	// The channel is closed: by us after the program ended, or by the client
 	// or a dead connection while it runs.
 	sess.stop()
@@ -171,6 +175,17 @@ func (sess *session) handle(req *gossh.Request) {
 			sess.reply(req, false)
 			return
 		}
+		// The terminal is allocated now, as OpenSSH's session_pty_req does,
+		// so that a device without one (no devpts mounted, or all in use)
+		// fails only this request: the client says so and goes on without a
+		// terminal, instead of losing the whole session at the shell request.
+		master, tty, err := openPTY()
+		if err != nil {
+			sess.srv.log().Warn("pty request refused", "remote", sess.st.remote, "user", sess.sc.User(), "err", err)
+			sess.reply(req, false)
+			return
+		}
+		sess.held = &heldPTY{master, tty}
 		sess.ptyReq = &p
 		sess.mu.Lock()
 		sess.win = windowChange{Cols: p.Cols, Rows: p.Rows, Width: p.Width, Height: p.Height}
@@ -664,9 +679,27 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	return nil
 }
 
-// startPTY runs cmd on a new pty as its session leader.
+// heldPTY is a pty allocated by a pty-req that no program has taken yet.
+type heldPTY struct{ master, tty *os.File }
+
+func (h *heldPTY) close() {
+	h.master.Close()
+	h.tty.Close()
+}
+
+// takePTY hands over the pty that pty-req allocated, or allocates another
+// when a start that failed has closed that one (the retry in "/").
+func (sess *session) takePTY() (master, tty *os.File, err error) {
+	if h := sess.held; h != nil {
+		sess.held = nil
+		return h.master, h.tty, nil
+	}
+	return openPTY()
+}
+
+// startPTY runs cmd on the session's pty as its session leader.
 func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credential, shell string, extraEnv []string) error {
-	ptmx, tty, err := openPTY()
+	ptmx, tty, err := sess.takePTY()
 	if err != nil {
 		return err
 	}
