@@ -68,3 +68,57 @@ func TestRotationCutsAStalledReaderAtOnce(t *testing.T) {
 		t.Error("the stalled destination is still connected after the rotation")
 	}
 }
+
+// A rotation of the source token answers at once even when the destination has
+// stopped reading and its queue in the data plane is full: the SESSION_RESET the
+// rotation sends it must not wait for room in that queue.
+func TestRotateDoesNotWaitForAStalledPeer(t *testing.T) {
+	ts := startServer(t, Config{})
+	out := ts.open(t, "", "SSH")
+	dst, _, _ := dialWS(t, ts.addr, "destination", out.DestinationAccessToken, "") // never read
+	src, _, _ := dialWS(t, ts.addr, "source", out.SourceAccessToken, "")
+	go func() { // the source reads whatever comes
+		for {
+			if _, _, err := src.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	dp := ts.Dataplane(out.TunnelID)
+	ctx := context.Background()
+	if err := dp.WaitConnects(ctx, dataplane.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.WaitConnects(ctx, dataplane.Source, 1); err != nil {
+		t.Fatal(err)
+	}
+	fill := make(chan struct{})
+	go func() { // what the source would relay to the stalled destination
+		defer close(fill)
+		payload := make([]byte, 60000)
+		for dp.Send(dataplane.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload}) == nil {
+		}
+	}()
+	time.Sleep(2 * time.Second) // the socket buffers and the queue fill up
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeSource})
+		done <- err
+	}()
+	answered := false
+	select {
+	case err := <-done:
+		answered = true
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("RotateTunnelAccessToken(SOURCE) has not answered after 5 s: it waits for room in the stalled destination's queue")
+	}
+	dst.CloseNow() // the data plane's writer fails, and everything blocked on it ends
+	<-fill
+	if !answered {
+		<-done
+	}
+}

@@ -134,9 +134,17 @@ func (c *conn) run() {
 
 // enqueue queues frame b, which the conn now owns. It blocks while the queue is full
 // and reports false if the conn no longer writes data.
-func (c *conn) enqueue(b []byte) bool {
+func (c *conn) enqueue(b []byte) bool { return c.enqueueWait(b, true) }
+
+// enqueueControl is enqueue for the service's own small frames (STREAM_RESET on a
+// reconnect, SESSION_RESET): it does not wait for room, so that a peer that has
+// stopped reading holds up neither a handshake nor an API call. Their number is
+// bounded by the calls that make them.
+func (c *conn) enqueueControl(b []byte) bool { return c.enqueueWait(b, false) }
+
+func (c *conn) enqueueWait(b []byte, wait bool) bool {
 	c.mu.Lock()
-	for c.queued >= maxQueued && !c.dead && c.closeCode == 0 {
+	for wait && c.queued >= maxQueued && !c.dead && c.closeCode == 0 {
 		c.space.Wait()
 	}
 	if c.dead || c.closeCode != 0 {

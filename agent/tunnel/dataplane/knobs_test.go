@@ -302,3 +302,33 @@ func TestRevokeDuringHandshake(t *testing.T) {
 		t.Errorf("after Revoke, a WebSocket made with the revoked token is connected (dial err %v); the fresh token %.4s... is unused", err, fresh)
 	}
 }
+
+// A side that reconnects while its peer has stopped reading, with the peer's
+// queue full, gets its 101 at once: the STREAM_RESETs the service sends the peer
+// for the streams of the replaced connection do not wait for room in that queue.
+func TestReconnectDoesNotWaitForAStalledPeer(t *testing.T) {
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	ct := strings.Repeat("a", 32)
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken}) // never read
+	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: ct})
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	fill := make(chan struct{})
+	go func() { // what the source would relay to the stalled destination
+		defer close(fill)
+		payload := make([]byte, 60000)
+		for tun.Send(Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1, Payload: payload}) == nil {
+		}
+	}()
+	time.Sleep(2 * time.Second) // the socket buffers and the queue fill up
+
+	start := time.Now()
+	ws, _, err := dialRaw(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: ct})
+	if err != nil {
+		t.Errorf("reconnect with the client token after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	} else {
+		ws.CloseNow()
+	}
+	dst.WS.CloseNow()
+	<-fill
+}

@@ -201,8 +201,18 @@ func (t *Tunnel) Drop(side Side) {
 
 // SessionReset sends SESSION_RESET to side (spec §3.3), after what is already queued
 // for it. If side is not connected, it logs that and does nothing.
+// It does not wait for room in a full queue (enqueueControl).
 func (t *Tunnel) SessionReset(side Side) {
-	if err := t.Send(side, &tunnel.Message{Type: tunnel.TypeSessionReset}); err != nil {
+	b, err := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeSessionReset})
+	if err == nil {
+		t.s.mu.Lock()
+		c := t.sides[side].conn
+		t.s.mu.Unlock()
+		if c == nil || !c.enqueueControl(b) {
+			err = fmt.Errorf("sending to %v: %w", side, ErrNotConnected)
+		}
+	}
+	if err != nil {
 		t.s.log().Info("SESSION_RESET not sent", "tunnel", t.id, "err", err)
 	}
 }
@@ -427,7 +437,7 @@ func (t *Tunnel) attach(c *conn) bool {
 			break
 		}
 		b, err := tunnel.AppendFrame(nil, m)
-		if err == nil && peer.enqueue(b) {
+		if err == nil && peer.enqueueControl(b) {
 			log.Info("sent reset for streams the connecting side never saw", "tunnel", t.id, "side", peer.side, "message", m, "reconnected", c.side)
 		}
 	}
