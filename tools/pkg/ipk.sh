@@ -15,6 +15,11 @@
 # dist/porthole-linux-* from make cross. The binary's ELF header is checked
 # against ARCH, so a package never carries another architecture's binary.
 set -euo pipefail
+# Directories (mkdir) and the files written with > take the umask's mode, which
+# the tar records: the builder's umask (002 on many desktops, 077 on hardened
+# ones) would change the bytes and the modes opkg gives the device's existing /etc,
+# /usr/bin and /lib (it chmods each directory of data.tar.gz).
+umask 022
 
 here=$(cd "$(dirname "$0")" && pwd)
 arch=$1 version=$2 bin=${4:-}
@@ -61,7 +66,10 @@ install -m 0644 "$here/openwrt/porthole.config" "$data/etc/config/porthole"
 install -m 0644 "$here/openwrt/keep.d" "$data/lib/upgrade/keep.d/porthole"
 chmod 0755 "$data/etc/porthole"
 
-size=$(du -sk --apparent-size "$data" | cut -f1)
+# The bytes of its files: du would count the directories too, at the size the
+# build machine's file system gives them (4096 on ext4, less on tmpfs), and the
+# same inputs would make different packages on different machines.
+size=$(find "$data" -type f -printf '%s\n' | awk '{ n += $1 } END { print n + 0 }')
 cat >"$ctrl/control" <<CONTROL
 Package: porthole
 Version: $pkgver
@@ -70,7 +78,7 @@ SourceName: porthole
 License: Apache-2.0
 Section: net
 Architecture: $arch
-Installed-Size: $((size * 1024))
+Installed-Size: $size
 Maintainer: porthole maintainers
 Description: AWS IoT Secure Tunneling agent with an embedded SSH server.
  One static binary: MQTT v5 notify listener, destination-mode local proxy and

@@ -4,11 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -220,20 +222,35 @@ func TestIPKRefusesAnotherArchitecture(t *testing.T) {
 
 // TestIPKReproducible: two builds from the same inputs are the same bytes,
 // every entry dated SOURCE_DATE_EPOCH.
+// buildReproducible runs ipk.sh for mipsel_24kc v1.2.3 with bin under
+// SOURCE_DATE_EPOCH, with the given umask and TMPDIR ("": the caller's), and
+// returns the package.
+func buildReproducible(t *testing.T, bin, umask, tmp string) []byte {
+	t.Helper()
+	out := t.TempDir()
+	if umask == "" {
+		umask = "022"
+	}
+	cmd := exec.Command("sh", "-c", `umask "$0"; exec ./ipk.sh "$@"`, umask, "mipsel_24kc", "v1.2.3", out, bin)
+	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=1700000000")
+	if tmp != "" {
+		cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("umask %s; TMPDIR=%s ipk.sh: %v\n%s", umask, tmp, err, b)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "porthole_1.2.3_mipsel_24kc.ipk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 func TestIPKReproducible(t *testing.T) {
 	bin := tinyBinary(t, "mipsle", "GOMIPS=softfloat")
 	var builds [][]byte
 	for i := range 2 {
-		out := t.TempDir()
-		cmd := exec.Command("./ipk.sh", "mipsel_24kc", "v1.2.3", out, bin)
-		cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=1700000000")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("ipk.sh: %v\n%s", err, b)
-		}
-		raw, err := os.ReadFile(filepath.Join(out, "porthole_1.2.3_mipsel_24kc.ipk"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		raw := buildReproducible(t, bin, "", "")
 		builds = append(builds, raw)
 		if i == 0 {
 			time.Sleep(1100 * time.Millisecond) // a second later, for any time that leaks in
@@ -269,5 +286,71 @@ func TestIPKBusyBox(t *testing.T) {
 	unpack.Dir = dir
 	if b, err := unpack.CombinedOutput(); err != nil || !strings.Contains(string(b), "Package: porthole\n") {
 		t.Errorf("unpacking the control file with busybox: %v\n%s", err, b)
+	}
+}
+
+// TestIPKUmask: the package does not depend on the umask of whoever builds it.
+// opkg (libbb/unarchive.c) chmods every directory of data.tar.gz that already
+// exists on the device to the mode the tar gives it: a package built under
+// umask 002 (a desktop user's default on Ubuntu or Fedora) makes /etc, /usr/bin
+// and /lib group-writable on the router, and one built under umask 077 makes
+// them root's only, which non-root daemons cannot read. Each directory is 0755
+// and the bytes are those of a build under umask 022.
+func TestIPKUmask(t *testing.T) {
+	bin := tinyBinary(t, "mipsle", "GOMIPS=softfloat")
+	build := func(umask string) []byte { return buildReproducible(t, bin, umask, "") }
+	want := build("022")
+	for _, umask := range []string{"002", "077"} {
+		raw := build(umask)
+		members := ipkMembers(t, raw)
+		for _, part := range []string{"./data.tar.gz", "./control.tar.gz"} {
+			for name, f := range readTarGz(t, part, members[part]) {
+				if f.dir && f.mode != 0o755 {
+					t.Errorf("umask %s: %s: directory %s mode %o, want 755 (opkg sets the device's directory to it)", umask, part, name, f.mode)
+				}
+				if !f.dir && (f.mode&0o644 != 0o644 || f.mode&0o022 != 0) {
+					t.Errorf("umask %s: %s: %s mode %o, want readable by all, writable by root only", umask, part, name, f.mode)
+				}
+			}
+		}
+		if !bytes.Equal(raw, want) {
+			t.Errorf("umask %s: the package differs from the one built under umask 022", umask)
+		}
+	}
+}
+
+// TestIPKInstalledSize: Installed-Size is the bytes of the package's files,
+// the same wherever the package is built: not du's total, which counts the directories too, at the size the build
+// machine's file system gives them (4096 on ext4, a few dozen bytes on tmpfs),
+// so that the same inputs made different packages on different machines.
+func TestIPKInstalledSize(t *testing.T) {
+	bin := tinyBinary(t, "mipsle", "GOMIPS=softfloat")
+	build := func(tmp string) []byte { return buildReproducible(t, bin, "", tmp) }
+	raw := build(t.TempDir())
+	members := ipkMembers(t, raw)
+	var sum int
+	for _, f := range readTarGz(t, "data.tar.gz", members["./data.tar.gz"]) {
+		if !f.dir {
+			sum += len(f.data)
+		}
+	}
+	control := string(readTarGz(t, "control.tar.gz", members["./control.tar.gz"])["./control"].data)
+	if want := fmt.Sprintf("\nInstalled-Size: %d\n", sum); !strings.Contains(control, want) {
+		t.Errorf("control lacks %q (the sum of the files' sizes):\n%s", strings.TrimSpace(want), control)
+	}
+	// A work folder on tmpfs, where directories have other sizes than on the
+	// disk t.TempDir() is on (ext4 here), gives the same package.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &st); err != nil || st.Type != 0x01021994 { // TMPFS_MAGIC
+		t.Log("no tmpfs at /dev/shm: the package is not built on one")
+		return
+	}
+	shm, err := os.MkdirTemp("/dev/shm", "ipk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(shm)
+	if !bytes.Equal(build(shm), raw) {
+		t.Error("the package built with TMPDIR on tmpfs differs from the one built on disk")
 	}
 }

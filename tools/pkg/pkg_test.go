@@ -727,3 +727,35 @@ func TestOpkgScriptsWaitForOpkg(t *testing.T) {
 		}
 	})
 }
+
+// TestTarballUmask: the tarball's directories are 0755, and its bytes the
+// same, whatever the umask of whoever runs make dist.
+func TestTarballUmask(t *testing.T) {
+	bin, _ := os.ReadFile(tinyBinary(t, "arm", "GOARM=7"))
+	build := func(umask string) []byte {
+		dist := t.TempDir()
+		os.WriteFile(filepath.Join(dist, "porthole-linux-armv7"), bin, 0o755)
+		cmd := exec.Command("sh", "-c", `umask "$0"; exec ./tarball.sh "$@"`, umask, "v9.9.9", dist)
+		cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=1700000000")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("umask %s; tarball.sh: %v\n%s", umask, err, out)
+		}
+		raw, err := os.ReadFile(filepath.Join(dist, "porthole-v9.9.9-linux-armv7.tar.gz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	want := build("022")
+	for _, umask := range []string{"002", "077"} {
+		raw := build(umask)
+		for name, f := range readTarGz(t, "tarball", raw) {
+			if f.dir && f.mode != 0o755 {
+				t.Errorf("umask %s: directory %s mode %o, want 755", umask, name, f.mode)
+			}
+		}
+		if !bytes.Equal(raw, want) {
+			t.Errorf("umask %s: the tarball differs from the one built under umask 022", umask)
+		}
+	}
+}

@@ -9,6 +9,10 @@
 #   LICENSE                  porthole's license (Apache-2.0)
 #   THIRD_PARTY_NOTICES      the licenses of Go and of the modules linked into the binary (notices.sh)
 set -euo pipefail
+# Directories (mkdir) and the files written with > take the umask's mode, which
+# the tar records: the builder's umask (002 on many desktops, 077 on hardened
+# ones) would change the bytes and the modes of the unpacked directories.
+umask 022
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 version=$1 dist=$2
