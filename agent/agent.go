@@ -152,8 +152,18 @@ func CheckStart(cfg *Config) error {
 	if err := checkDataDir(cfg.DataDir); err != nil {
 		return err
 	}
-	if err := sshd.CheckHostKeys(cfg.DataDir, cfg.SSH.HostKeys); err != nil {
-		return fmt.Errorf("ssh: %w", err)
+	return checkHostKeys(cfg)
+}
+
+// checkHostKeys checks the SSH host keys as the server reads them at start,
+// naming the config key of a problem: ssh.host_keys for the extra files,
+// data_dir for the server's own key.
+func checkHostKeys(cfg *Config) error {
+	if err := sshd.CheckHostKeys(cfg.DataDir, nil); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if err := sshd.CheckHostKeys("", cfg.SSH.HostKeys); err != nil {
+		return fmt.Errorf("config: ssh.host_keys: %w", err)
 	}
 	return nil
 }
@@ -304,6 +314,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	// that exists but cannot be used needs an operator, not a restart.
 	if _, err := a.ssh.PublicKeys(); err != nil {
 		if errors.Is(err, sshd.ErrHostKey) {
+			// Said as check-config says it, naming the key.
+			if kerr := checkHostKeys(a.cfg); kerr != nil {
+				err = kerr
+			}
 			return Usagef("%w", err)
 		}
 		return err

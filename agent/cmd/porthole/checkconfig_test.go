@@ -38,7 +38,7 @@ func TestStartRefusals(t *testing.T) {
 		{name: "example endpoint", from: `endpoint = "b:8883"`, to: `endpoint = "xxxxxxxxxxxxxx-ats.iot.eu-west-1.amazonaws.com:8883"`,
 			want: []string{`mqtt.endpoint: "xxxxxxxxxxxxxx-ats.iot.eu-west-1.amazonaws.com:8883" is still the example's placeholder`}, agentToo: true},
 		{name: "extra host key missing", extra: "[ssh]\nhost_keys = [\"/nonexistent/hk\"]\n",
-			want: []string{"/nonexistent/hk", "unusable host key"}, agentToo: true},
+			want: []string{"config: ssh.host_keys: ", "/nonexistent/hk", "unusable host key"}, agentToo: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path, _ := withConfig(t, tc.from, tc.to, tc.extra)
