@@ -149,7 +149,9 @@ func CheckStart(cfg *Config) error {
 	if _, err := New(cfg, nil); err != nil {
 		return err
 	}
-	if err := checkDataDir(cfg.DataDir); err != nil {
+	// A directory above data_dir that is missing is a warning (Warnings): the
+	// storage may be mounted later, and the agent then exits 2 until it is.
+	if err := checkDataDir(cfg.DataDir); err != nil && !errors.As(err, new(*missingAboveError)) {
 		return err
 	}
 	return checkHostKeys(cfg)
@@ -297,6 +299,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 
 	if err := checkDataDir(a.cfg.DataDir); err != nil {
+		if errors.As(err, new(*missingAboveError)) {
+			return err // storage not mounted yet: a restart may find it
+		}
 		return Usagef("%w", err)
 	}
 	lock, err := lockDataDir(ctx, a.cfg.DataDir, lockWait)

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -180,13 +181,52 @@ func LoadConfig(path string) (*Config, error) {
 func ParseConfig(b []byte) (*Config, error) {
 	var c Config
 	if err := toml.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, fmt.Errorf("config: %w%s", err, keyPlace(err))
 	}
 	c.setDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// keyPlace says where a key that err calls unknown belongs, when it is a key
+// of the config in another place: a key below a [table] line belongs to that
+// table, so thing_name appended at the end of a file is log.thing_name.
+func keyPlace(err error) string {
+	var pe *toml.ParseError
+	if !errors.As(err, &pe) {
+		return ""
+	}
+	full, ok := strings.CutPrefix(pe.Err.Error(), "unknown key ")
+	if !ok {
+		return ""
+	}
+	name := full[strings.LastIndex(full, ".")+1:]
+	var tables []string
+	top := false
+	ct := reflect.TypeFor[Config]()
+	for i := range ct.NumField() {
+		f := ct.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		switch {
+		case tag == name && f.Type.Kind() != reflect.Struct && f.Type.Kind() != reflect.Map:
+			top = true
+		case f.Type.Kind() == reflect.Struct:
+			for j := range f.Type.NumField() {
+				if t, _, _ := strings.Cut(f.Type.Field(j).Tag.Get("toml"), ","); t == name && tag+"."+name != full {
+					tables = append(tables, "["+tag+"]")
+				}
+			}
+		}
+	}
+	switch {
+	case top && full != name:
+		return ": " + name + " is a top-level key: put it above the first [table] line (the keys below one are that table's)"
+	case len(tables) > 0:
+		return ": " + name + " is a key of " + strings.Join(tables, " or ") + " (the keys below a [table] line are that table's)"
+	}
+	return ""
 }
 
 func (c *Config) setDefaults() {

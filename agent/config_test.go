@@ -257,3 +257,48 @@ func TestTruncatedPasswordHashRefused(t *testing.T) {
 		t.Fatalf("ParseConfig with a 59-character hash: %v, want an error naming ssh.password_hashes.root", err)
 	}
 }
+
+// A key written below the wrong [table] line, as when one appends
+// thing_name = "..." at the end of the example (below [log]), is an unknown
+// key of that table: the error says where the key belongs, since "unknown key
+// log.thing_name" reads as if thing_name were not a key at all.
+func TestMisplacedKeySaysWhereItBelongs(t *testing.T) {
+	const base = "data_dir = \"/var/lib/porthole\"\n[mqtt]\nendpoint = \"b:8883\"\n"
+	for _, tc := range []struct{ name, in, want string }{
+		{"top-level key below a table", base + "[log]\nlevel = \"info\"\nthing_name = \"dev\"\n",
+			"unknown key log.thing_name: thing_name is a top-level key: put it above the first [table] line"},
+		{"key of another table", "thing_name = \"dev\"\n[ssh]\nendpoint = \"b:8883\"\n",
+			"unknown key ssh.endpoint: endpoint is a key of [mqtt] or [tunnel]"},
+		{"table key at the top", "thing_name = \"dev\"\nendpoint = \"b:8883\"\n",
+			"unknown key endpoint: endpoint is a key of [mqtt] or [tunnel]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ParseConfig = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// A key that is nowhere keeps the plain error.
+	if _, err := ParseConfig([]byte("thing_name = \"dev\"\n[mqtt]\nendpont = \"b\"\n")); err == nil ||
+		!strings.HasSuffix(err.Error(), "unknown key mqtt.endpont") {
+		t.Errorf("ParseConfig with a misspelt key = %v", err)
+	}
+}
+
+// tunnel.endpoint with an IPv6 address and a port but no brackets was taken,
+// and every tunnel dialled [::1:8443]:443; check-config said ok.
+func TestTunnelEndpointIPv6WithoutBrackets(t *testing.T) {
+	base := "thing_name = \"dev\"\n[mqtt]\nendpoint = \"b:8883\"\nca_file = \"/ca\"\ncert_file = \"/c\"\nkey_file = \"/k\"\n[tunnel]\n"
+	for _, ep := range []string{"::1:8443", "wss://::1:8443"} {
+		_, err := ParseConfig([]byte(base + "endpoint = \"" + ep + "\"\n"))
+		if err == nil || !strings.Contains(err.Error(), "tunnel.endpoint") || !strings.Contains(err.Error(), "brackets") {
+			t.Errorf("tunnel.endpoint %q: %v, want an error saying an IPv6 address needs brackets", ep, err)
+		}
+	}
+	for _, ep := range []string{"[::1]:8443", "wss://[::1]:8443", "[::1]"} {
+		if _, err := ParseConfig([]byte(base + "endpoint = \"" + ep + "\"\n")); err != nil {
+			t.Errorf("tunnel.endpoint %q: %v", ep, err)
+		}
+	}
+}

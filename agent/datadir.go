@@ -65,6 +65,8 @@ func checkDataDir(dir string) error {
 		switch {
 		case errors.Is(nerr, fs.ErrNotExist) && len(todo) == 0:
 			return nil // the data directory itself, made later; cur is checked
+		case errors.Is(nerr, fs.ErrNotExist):
+			return &missingAboveError{dir: dir, missing: next}
 		case nerr != nil:
 			return fmt.Errorf("data_dir: %w", nerr)
 		case nfi.Mode()&fs.ModeSymlink != 0:
@@ -94,6 +96,21 @@ func checkDataDir(dir string) error {
 		return fmt.Errorf("data_dir: %w", err)
 	}
 	return safeDir(cur, fi, euid, false) // where the resolution ends is the data directory
+}
+
+// missingAboveError is a data directory below a directory that does not exist:
+// the agent makes data_dir itself, not what it is on, which is often storage
+// mounted later in boot. It is a runtime failure (exit 2, which init systems
+// restart), not a configuration error, and a warning of check-config.
+type missingAboveError struct {
+	dir     string // data_dir
+	missing string // the first directory on the way that does not exist
+}
+
+func (e *missingAboveError) Error() string {
+	return fmt.Sprintf("data_dir: %s does not exist: the agent makes only data_dir (%s), not the directories above it; "+
+		"if they are on storage mounted later in boot, the agent will exit (2) at start until they are there, for its init system to start it again; "+
+		"otherwise make them (mkdir -p -m 700 %s)", e.missing, e.dir, filepath.Dir(e.dir))
 }
 
 // components splits a path into its names, without empty ones and ".".
@@ -151,6 +168,10 @@ func dataDirWarning(dir string) string {
 		target, made = filepath.Dir(dir), false
 	} else if err != nil {
 		return "" // checkDataDir reports it
+	}
+	var missing *missingAboveError
+	if errors.As(checkDataDir(dir), &missing) {
+		return missing.Error()
 	}
 	why := ""
 	var st syscall.Statfs_t

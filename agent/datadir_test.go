@@ -79,7 +79,7 @@ func TestCheckDataDir(t *testing.T) {
 		{groupWritable, "writable by group or others"},
 		{mk("ww-sticky", 0o777|os.ModeSticky), "writable by group or others"}, // sticky counts above, not for the directory itself
 		{under, "open is writable by group or others"},
-		{filepath.Join(ok, "missing", "deeper"), "no such file"},
+		{filepath.Join(ok, "missing", "deeper"), "missing does not exist"},
 		{file, "is not a directory"},
 		{openTunnels, "tunnels is writable by group or others"},
 	} {

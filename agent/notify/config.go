@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -240,8 +241,20 @@ func parseBroker(s string) (brokerAddr, error) {
 	}
 	host, portStr, err := net.SplitHostPort(hostport)
 	if err != nil {
-		// No port (or a bare IPv6 address without brackets).
-		host, portStr = strings.Trim(hostport, "[]"), ""
+		// No port: "host", or "[IPv6 address]". An IPv6 address without
+		// brackets cannot be told from one with a port after it ("::1:8883"),
+		// and was dialled as [::1:8883]:8883, for good.
+		host, portStr = hostport, ""
+		if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+			host = host[1 : len(host)-1]
+		} else if strings.Contains(host, ":") {
+			return brokerAddr{}, fmt.Errorf("%q: an IPv6 address needs brackets, with the port after them: [2001:db8::1]:8883", s)
+		}
+	}
+	if strings.Contains(host, ":") {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return brokerAddr{}, fmt.Errorf("%q: %q is not an IPv6 address; write one in brackets, with the port after them: [2001:db8::1]:8883", s, host)
+		}
 	}
 	if host == "" || strings.ContainsAny(host, " /") {
 		return brokerAddr{}, fmt.Errorf("%q has no usable host name", s)

@@ -1,14 +1,17 @@
 package notify
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -41,6 +44,9 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 	if err != nil {
 		return nil, &ConfigError{Field: "CAFile", Err: err}
 	}
+	if err := bomError(c.CAFile, caPEM); err != nil {
+		return nil, &ConfigError{Field: "CAFile", Err: err}
+	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, configErr("CAFile", "%s holds no PEM certificate", c.CAFile)
@@ -49,13 +55,26 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 	if err != nil {
 		return nil, &ConfigError{Field: "CertFile", Err: err}
 	}
+	if err := bomError(c.CertFile, certPEM); err != nil {
+		return nil, &ConfigError{Field: "CertFile", Err: err}
+	}
 	keyPEM, _, err := ReadRegularFile(c.KeyFile, maxPEMFile)
 	if err != nil {
 		return nil, &ConfigError{Field: "KeyFile", Err: err}
 	}
+	defer clear(keyPEM)
+	if err := bomError(c.KeyFile, keyPEM); err != nil {
+		return nil, &ConfigError{Field: "KeyFile", Err: err}
+	}
+	if err := keyFileProblem(c.KeyFile, keyPEM); err != nil {
+		return nil, &ConfigError{Field: "KeyFile", Err: err}
+	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	clear(keyPEM)
 	if err != nil {
+		if laterCertMatches(certPEM, keyPEM) {
+			return nil, configErr("CertFile", "the first certificate in %s is not the one of the key %s, a later one is: "+
+				"put the device certificate first, then the intermediate certificates", c.CertFile, c.KeyFile)
+		}
 		return nil, configErr("CertFile", "loading the key pair %s and %s: %w", c.CertFile, c.KeyFile, err)
 	}
 	return &tls.Config{
@@ -65,6 +84,66 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 		ServerName:   c.ServerName,
 		NextProtos:   c.ALPN,
 	}, nil
+}
+
+// utf8BOM is the byte order mark a Windows editor may put at the start of a
+// file: a PEM file must start with its -----BEGIN line, and Go's PEM decoder
+// (as OpenSSL's) finds no block there.
+const utf8BOM = "\xef\xbb\xbf"
+
+// bomError says that the PEM file path starts with a UTF-8 byte order mark.
+func bomError(path string, b []byte) error {
+	if !bytes.HasPrefix(b, []byte(utf8BOM)) {
+		return nil
+	}
+	return fmt.Errorf("%s starts with a UTF-8 byte order mark (as some Windows editors save files), before its -----BEGIN line: "+
+		"remove those three bytes (sed -i '1s/^\\xEF\\xBB\\xBF//' %s)", path, path)
+}
+
+// keyFileProblem says what tls.X509KeyPair would only call "failed to parse
+// private key": a key encrypted with a passphrase or in OpenSSH's format. It
+// looks at the first private key block, as X509KeyPair does; nil leaves the
+// rest to X509KeyPair.
+func keyFileProblem(path string, b []byte) error {
+	for rest := b; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return nil
+		}
+		switch {
+		case block.Type == "ENCRYPTED PRIVATE KEY" ||
+			strings.HasSuffix(block.Type, " PRIVATE KEY") && strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED"):
+			return fmt.Errorf("%s is encrypted with a passphrase, which the agent has no way to be given: "+
+				"store the key decrypted, readable by root only (openssl pkey -in %s -out NEW_FILE; chmod 600 NEW_FILE)", path, path)
+		case block.Type == "OPENSSH PRIVATE KEY":
+			return fmt.Errorf("%s is a key in OpenSSH's format; the agent takes a PEM key (PKCS#8, PKCS#1 or SEC1, as AWS IoT "+
+				"and openssl write them): convert a copy with ssh-keygen -p -N '' -m PKCS8 -f COPY", path)
+		case block.Type == "PRIVATE KEY" || strings.HasSuffix(block.Type, " PRIVATE KEY"):
+			return nil
+		}
+	}
+}
+
+// laterCertMatches reports whether a certificate after the first one in
+// certPEM is the one of keyPEM: a chain written intermediate first.
+func laterCertMatches(certPEM, keyPEM []byte) bool {
+	first := true
+	for rest := certPEM; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return false
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if first {
+			first = false
+			continue
+		}
+		if _, err := tls.X509KeyPair(pem.EncodeToMemory(block), keyPEM); err == nil {
+			return true
+		}
+	}
 }
 
 // filesStamp tells whether files changed: the inode, size, modification and

@@ -3,8 +3,11 @@ package notify
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -129,4 +132,96 @@ func TestClockLooksWrongLogged(t *testing.T) {
 	rec.waitFor("mqtt connect failed; retrying: the system clock looks wrong", "clock=", "built=")
 	rec.waitCount(2, "mqtt connect failed; retrying") // and it retries
 	stop()
+}
+
+// The mistakes made when a device's key and certificate are first put in
+// place each get an error that names the file at fault, under the field it
+// comes from, and says what to do: not Go's "tls: failed to parse private key"
+// under CertFile.
+func TestKeyAndCertFileMistakesSayWhatToDo(t *testing.T) {
+	p := newPKI(t)
+	cert, key := p.Client(t, "thing-a")
+	good := Config{ThingName: "thing-a", Broker: "127.0.0.1:8883", CAFile: p.CAFile, CertFile: cert, KeyFile: key}
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	read := func(f string) []byte {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	bom := []byte("\xef\xbb\xbf")
+	block := func(typ string, headers map[string]string) []byte {
+		return pem.EncodeToMemory(&pem.Block{Type: typ, Headers: headers, Bytes: []byte("not a key, but the type says what it is")})
+	}
+	// openssl genrsa -aes256 / openssl ec -aes256: a PEM with Proc-Type.
+	legacy := write("legacy.key", block("EC PRIVATE KEY", map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00112233445566778899AABBCCDDEEFF"}))
+	// openssl pkcs8 -topk8 (with a passphrase), openssl genpkey -aes256.
+	pkcs8 := write("pkcs8.key", block("ENCRYPTED PRIVATE KEY", nil))
+	// ssh-keygen's own format.
+	openssh := write("openssh.key", block("OPENSSH PRIVATE KEY", nil))
+	// Saved by a Windows editor.
+	bomKey := write("bom.key", append(append([]byte{}, bom...), read(key)...))
+	bomCert := write("bom.crt", append(append([]byte{}, bom...), read(cert)...))
+	bomCA := write("bomca.crt", append(append([]byte{}, bom...), read(p.CAFile)...))
+	// A chain with the intermediate (here the CA) first, the device certificate second.
+	reversed := write("reversed.crt", append(read(p.CAFile), read(cert)...))
+
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		field  string
+		want   []string
+	}{
+		{"encrypted PEM", func(c *Config) { c.KeyFile = legacy }, "KeyFile", []string{legacy, "encrypted", "openssl pkey -in " + legacy}},
+		{"encrypted PKCS#8", func(c *Config) { c.KeyFile = pkcs8 }, "KeyFile", []string{pkcs8, "encrypted", "openssl pkey -in " + pkcs8}},
+		{"OpenSSH key", func(c *Config) { c.KeyFile = openssh }, "KeyFile", []string{openssh, "OpenSSH", "ssh-keygen"}},
+		{"key with a BOM", func(c *Config) { c.KeyFile = bomKey }, "KeyFile", []string{bomKey, "byte order mark"}},
+		{"certificate with a BOM", func(c *Config) { c.CertFile = bomCert }, "CertFile", []string{bomCert, "byte order mark"}},
+		{"CA with a BOM", func(c *Config) { c.CAFile = bomCA }, "CAFile", []string{bomCA, "byte order mark"}},
+		{"chain with the intermediate first", func(c *Config) { c.CertFile = reversed }, "CertFile", []string{reversed, "first"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good
+			tc.modify(&cfg)
+			_, err := New(cfg)
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("New = %v, want a *ConfigError", err)
+			}
+			if ce.Field != tc.field {
+				t.Errorf("New = %q: field %s, want %s", err, ce.Field, tc.field)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("New = %q, want it to say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// An IPv6 address needs brackets around it before a port: "::1:8883" is no
+// host a device can reach, and was dialled as [::1:8883]:8883 (a DNS look-up
+// retried for good) while check-config said ok.
+func TestBrokerIPv6WithoutBrackets(t *testing.T) {
+	for _, broker := range []string{"::1:28883", "fd00::1:8883x", "mqtts://::1:8883", "[::1:28883]"} {
+		_, err := parseBroker(broker)
+		if err == nil || !strings.Contains(err.Error(), "brackets") {
+			t.Errorf("parseBroker(%q) = %v, want an error saying an IPv6 address needs brackets", broker, err)
+		}
+	}
+	for _, broker := range []string{"[::1]:8883", "[fe80::1%eth0]:8883", "mqtts://[::1]:8883", "[::1]"} {
+		if _, err := parseBroker(broker); err != nil {
+			t.Errorf("parseBroker(%q) = %v", broker, err)
+		}
+	}
 }

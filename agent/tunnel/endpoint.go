@@ -77,6 +77,11 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 		if len(host) > 253 || !isName(host, 1, 253, ".:[]-") {
 			return nil, fmt.Errorf("tunnel: endpoint host %q is not a valid host[:port]", host)
 		}
+		if _, _, err := net.SplitHostPort(host); err != nil && strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
+			// "::1:8443" cannot be told from an address without a port, and
+			// was dialled as [::1:8443]:443.
+			return nil, fmt.Errorf("tunnel: endpoint %q: an IPv6 address needs brackets, with the port after them: [2001:db8::1]:443", endpoint)
+		}
 		u.Host = strings.ToLower(host)
 	case region != "":
 		if !isName(region, 1, 64, "-") || strings.ToLower(region) != region {

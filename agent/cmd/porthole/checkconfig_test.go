@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -136,5 +137,38 @@ func TestCheckConfigStartExpiredCertificate(t *testing.T) {
 	os.WriteFile(path, []byte(strings.Replace(s, `thing_name = "dev"`, `thing_name = "CHANGE-ME"`, 1)), 0o600)
 	if code, _, errs := runCmd(t, nil, "check-config", "-start", "-c", path); code != exitUsage || !strings.Contains(errs, "placeholder") {
 		t.Errorf("check-config -start with a placeholder: exit %d, stderr %q; want %d", code, errs, exitUsage)
+	}
+}
+
+// A data_dir on storage that is not mounted yet, so that a directory above it
+// is missing, is what the agent's design calls a runtime failure: the agent
+// exits 2, which init systems restart until the storage is there, and
+// check-config -start (which the init scripts run first) warns and lets it
+// start, as for a read-only parent. It was a configuration error (exit 1,
+// "lstat …: no such file or directory"), which no init system restarts: after
+// a boot where the storage came late the device stayed off until someone
+// restarted the agent by hand.
+func TestDataDirBelowMissingDirectory(t *testing.T) {
+	dir := t.TempDir()
+	dev := writeDevice(t, dir)
+	storage := filepath.Join(dir, "storage")
+	data := filepath.Join(storage, "porthole")
+	b, err := os.ReadFile(dev.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dev.path, bytes.Replace(b, []byte(dev.data), []byte(data), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCmd(t, nil, "check-config", "-start", "-c", dev.path)
+	if code != exitOK || !strings.Contains(errs, "warning: data_dir: "+storage+" does not exist") || !strings.Contains(errs, "exit (2)") {
+		t.Errorf("check-config -start: exit %d, stderr %q; want %d and a warning that %s does not exist and the agent exits 2", code, errs, exitOK, storage)
+	}
+	code, _, errs = runCmd(t, nil, "agent", "-c", dev.path)
+	if code != exitRuntime || !strings.Contains(errs, "data_dir: "+storage+" does not exist") || !strings.Contains(errs, "mkdir -p") {
+		t.Errorf("agent: exit %d, stderr %q; want %d (runtime: the storage may come) naming %s and what to do", code, errs, exitRuntime, storage)
+	}
+	if _, err := os.Stat(storage); !os.IsNotExist(err) {
+		t.Errorf("%s was made (stat: %v); the agent makes data_dir only, not what it is on", storage, err)
 	}
 }
