@@ -934,3 +934,49 @@ func TestCurlSFTPAppend(t *testing.T) {
 		t.Errorf("after curl --append: %q", b)
 	}
 }
+
+// TestOpenSSHSCPRelativePaths: scp in its default SFTP mode (OpenSSH 9)
+// sends a remote path as typed, relative to the home directory. A trailing
+// "/" says the name must be a directory: with OpenSSH's sftp-server (and
+// with "scp -O", see sinkTarget) "scp f host:conf/" fails and leaves the
+// file conf alone, and "scp f host:newdir/" fails without making a file
+// named newdir; "scp host:conf/ ." finds no such file. And "link/.." is
+// the parent of link's target, as the kernel takes it, not link's own.
+func TestOpenSSHSCPRelativePaths(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	scp := needProgram(t, "scp")
+	base := append(o.opts(), "-P", o.port)
+	home := o.home("root")
+	writeFile(t, filepath.Join(home, "conf"), "precious")
+	src := filepath.Join(o.dir, "f")
+	writeFile(t, src, "new")
+	for _, remote := range []string{"conf/", "newdir/", "./conf/"} {
+		if _, errOut, code := o.run(t, nil, scp, append(base, src, "root@127.0.0.1:"+remote)...); code == 0 {
+			t.Errorf("scp f host:%s: exit 0 (%q), want a failure", remote, errOut)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(home, "conf")); string(b) != "precious" {
+		t.Errorf("after scp f host:conf/, conf holds %q, %v; want it untouched", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(home, "newdir")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after scp f host:newdir/: Lstat(newdir) = %v, want it not made", err)
+	}
+	if _, errOut, code := o.run(t, nil, scp, append(base, "root@127.0.0.1:conf/", filepath.Join(o.dir, "back"))...); code == 0 {
+		t.Errorf("scp host:conf/ back: exit 0 (%q), want not found", errOut)
+	}
+	// A directory with a slash still takes the file.
+	os.Mkdir(filepath.Join(home, "dir"), 0o755)
+	if _, errOut, code := o.run(t, nil, scp, append(base, src, "root@127.0.0.1:dir/")...); code != 0 {
+		t.Errorf("scp f host:dir/: exit %d %s", code, errOut)
+	}
+	sameFile(t, src, filepath.Join(home, "dir", "f"))
+	os.MkdirAll(filepath.Join(home, "dir", "sub"), 0o755)
+	os.Symlink("dir/sub", filepath.Join(home, "deep"))
+	writeFile(t, filepath.Join(home, "dir", "conf"), "inner")
+	back := filepath.Join(o.dir, "back")
+	if _, errOut, code := o.run(t, nil, scp, append(base, "root@127.0.0.1:deep/../conf", back)...); code != 0 {
+		t.Errorf("scp host:deep/../conf: exit %d %s", code, errOut)
+	} else if b, _ := os.ReadFile(back); string(b) != "inner" {
+		t.Errorf("scp host:deep/../conf fetched %q, want dir/conf's %q", b, "inner")
+	}
+}

@@ -43,6 +43,14 @@ const (
 	sftpOpUnsupported    = 8 // SSH_FX_OP_UNSUPPORTED
 )
 
+// The requests with a path that pkg/sftp serves (see kernelPath).
+const (
+	sftpLstat    = 7  // SSH_FXP_LSTAT
+	sftpSetstat  = 9  // SSH_FXP_SETSTAT
+	sftpStat     = 17 // SSH_FXP_STAT
+	sftpReadlink = 19 // SSH_FXP_READLINK
+)
+
 // errSFTPClosed is returned to pkg/sftp's reader when the SFTP session was
 // closed while a request served here waited for the requests before it.
 var errSFTPClosed = errors.New("sshd: sftp session closed")
@@ -84,8 +92,11 @@ type sftpFront struct {
 	// expand-path@openssh.com added to its extensions.
 	versioned bool
 
-	// Only pkg/sftp's reading goroutine touches left.
+	// Only pkg/sftp's reading goroutine touches left and pending.
 	left int64 // bytes of the packet being passed to pkg/sftp that it has yet to read
+	// pending, when not nil, is the rest of that packet, rewritten (see
+	// kernelPath): it is read from here and not from r.
+	pending []byte
 
 	// pkg/sftp serialises its writes; only they touch these.
 	sizeBuf  [4]byte
@@ -163,11 +174,23 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 			if closed && (hdr[4] == sftpWrite || waited) {
 				return 0, errSFTPClosed
 			}
+			if err := s.kernelPath(hdr[4], size); err != nil {
+				return 0, err
+			}
 			break
 		}
 		if err := s.serve(int(size)); err != nil {
 			return 0, err
 		}
+	}
+	if s.pending != nil {
+		n := copy(p, s.pending)
+		s.pending = s.pending[n:]
+		if len(s.pending) == 0 {
+			s.pending = nil
+		}
+		s.left -= int64(n)
+		return n, nil
 	}
 	if int64(len(p)) > s.left {
 		p = p[:s.left]
@@ -175,6 +198,68 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	s.left -= int64(n)
 	return n, err
+}
+
+// kernelPath hands pkg/sftp an OPEN, STAT, LSTAT, SETSTAT or READLINK whose
+// relative path lexical cleaning would change with the path made absolute as
+// the kernel takes it, against the working directory and not cleaned.
+// pkg/sftp joins a relative path to its working directory with path.Join,
+// which drops a trailing slash and takes "link/.." lexically, while
+// OpenSSH's sftp-server hands the path as sent to the kernel. scp's default
+// (SFTP) mode sends the remote path as typed, so "scp f host:conf/"
+// overwrote the file conf and "scp f host:newdir/" made a file named newdir,
+// where sftp-server, like scp -O (sinkTarget), refuses both (ENOTDIR,
+// EISDIR); and "scp host:link/../f" took f beside link, not beside link's
+// target. It reads such a request whole and leaves it, rewritten, in
+// pending, s.left its length.
+func (s *sftpFront) kernelPath(typ byte, size uint32) error {
+	switch typ {
+	case sftpOpen, sftpStat, sftpLstat, sftpSetstat, sftpReadlink:
+	default:
+		return nil
+	}
+	if size < 9 || size > maxSFTPPacket {
+		return nil // pkg/sftp takes or refuses it as it is
+	}
+	b, err := s.r.Peek(min(int(4+size), s.r.Size()))
+	if len(b) < 13 {
+		return nil
+	}
+	n := binary.BigEndian.Uint32(b[9:13])
+	if uint64(n) > uint64(size)-9 {
+		return nil
+	}
+	if 13+int(n) > len(b) {
+		if err != nil {
+			return nil
+		}
+		// A path longer than the buffer: read the request whole below.
+	} else if !s.unclean(string(b[13 : 13+n])) {
+		return nil
+	}
+	pkt := make([]byte, 4+size)
+	if _, err := io.ReadFull(s.r, pkt); err != nil {
+		return fmt.Errorf("reading SFTP request: %w", err)
+	}
+	p := string(pkt[13 : 13+n])
+	if !s.unclean(p) {
+		s.pending = pkt
+		return nil
+	}
+	abs := s.local(p)
+	out := make([]byte, 0, len(pkt)+len(abs))
+	out = binary.BigEndian.AppendUint32(out, 0) // the length, below
+	out = append(out, pkt[4:9]...)              // type and request id
+	out = binary.BigEndian.AppendUint32(out, uint32(len(abs)))
+	out = append(out, abs...)
+	out = append(out, pkt[13+n:]...)
+	if len(out)-4 > maxSFTPPacket {
+		s.pending = pkt // too long for pkg/sftp rewritten: it goes as sent
+		return nil
+	}
+	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
+	s.pending, s.left = out, int64(len(out))
+	return nil
 }
 
 // maxSFTPInFlight bounds the requests handed to pkg/sftp and not yet
@@ -545,12 +630,27 @@ func (s *sftpFront) statvfs(id uint32, p string) []byte {
 	}))
 }
 
-// local resolves a client's path against the working directory.
+// local resolves a client's path against the working directory as the
+// kernel would, as sftp-server's chdir has it: lexical cleaning is used only
+// where it changes nothing (a trailing "/" says the name is a directory;
+// "link/.." is the parent of link's target).
 func (s *sftpFront) local(p string) string {
-	if !path.IsAbs(p) {
-		p = path.Join(s.workDir, p)
+	if path.IsAbs(p) {
+		return p
 	}
-	return p
+	if s.unclean(p) {
+		return strings.TrimSuffix(s.workDir, "/") + "/" + p
+	}
+	return path.Join(s.workDir, p)
+}
+
+// unclean reports whether p is relative and joining it to the working
+// directory with path.Join (as pkg/sftp does) would change it.
+func (s *sftpFront) unclean(p string) bool {
+	if p == "" || path.IsAbs(p) {
+		return false
+	}
+	return path.Join(s.workDir, p) != strings.TrimSuffix(s.workDir, "/")+"/"+p
 }
 
 // Write passes pkg/sftp's replies on and counts those written whole. Its
