@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -293,4 +294,33 @@ func TestConnectListenCtrlCWhileClientBlocked(t *testing.T) {
 		<-done
 		t.Fatal("Connect did not return within 5 s of Ctrl-C while the local client did not read")
 	}
+}
+
+// FuzzAccessToken checks an access token as it comes from --token, a token
+// file or the environment: one that is taken is the input without the white
+// space and byte order mark around it, and an error never repeats the token.
+func FuzzAccessToken(f *testing.F) {
+	for _, s := range []string{"AQGAAXh0token\n", "\ufeffAQGA tok\r\n", `"AQGAAXh0"`, "", " \t\n", "tok\x00en", strings.Repeat("a", 4097), "\ufeff\ufeffx"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := AccessToken(s)
+		core := trimToken(s)
+		if err != nil {
+			if len(core) >= 8 && strings.Contains(err.Error(), core) {
+				t.Fatalf("AccessToken(%q) error %q repeats the token", s, err)
+			}
+			return
+		}
+		got := tok.Reveal()
+		if got != core || got == "" || strings.TrimSpace(got) != got || strings.HasPrefix(got, "\ufeff") && got != strings.TrimSpace(got) {
+			t.Fatalf("AccessToken(%q) = %q", s, got)
+		}
+		if strings.ContainsFunc(got, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			t.Fatalf("AccessToken(%q) took a control character: %q", s, got)
+		}
+		if str := fmt.Sprint(tok); len(got) >= 8 && strings.Contains(str, got) {
+			t.Fatalf("Token prints itself: %s", str)
+		}
+	})
 }

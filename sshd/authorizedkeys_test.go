@@ -1,9 +1,11 @@
 package sshd
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -312,4 +314,113 @@ func TestAuthorizedKeysOptionsAsOpenSSH(t *testing.T) {
 	if err := s.RequestPty("xterm", 24, 80, nil); err == nil {
 		t.Error("pty,restrict: pty-req granted; OpenSSH's restrict, coming after pty, refuses it")
 	}
+}
+
+// refLine is one line as eachLine should pass it.
+type refLine struct {
+	n       int
+	line    string
+	tooLong bool
+}
+
+// FuzzEachLine checks the bounded line reader under authorized_keys and the
+// user files against a plain split: every line within maxFile bytes is
+// passed, numbered from 1, whole unless longer than maxLine; a line that
+// does not end within maxFile stops the reading as truncated.
+func FuzzEachLine(f *testing.F) {
+	f.Add([]byte("a\nbb\n\nccc"), uint16(3), uint16(10))
+	f.Add([]byte("0123456789\n"), uint16(4), uint16(11))
+	f.Add([]byte("0123456789\n"), uint16(4), uint16(10))
+	f.Add([]byte("x\ny"), uint16(0), uint16(3))
+	f.Add([]byte(strings.Repeat("z", 5000)+"\nshort\n"), uint16(4096), uint16(6000))
+	f.Fuzz(func(t *testing.T, data []byte, maxLine, maxFile uint16) {
+		var got []refLine
+		stop, truncated, err := eachLine(bytes.NewReader(data), int64(maxFile), int(maxLine), func(n int, line []byte, tooLong bool) {
+			l := refLine{n: n, tooLong: tooLong}
+			if !tooLong {
+				l.line = string(line)
+			}
+			got = append(got, l)
+		})
+		if err != nil {
+			t.Fatalf("eachLine: %v", err)
+		}
+		var want []refLine
+		wantTrunc, wantStop := false, 0
+		read := 0
+		rest := string(data)
+		for n := 1; ; n++ {
+			if rest == "" {
+				wantStop = n
+				break
+			}
+			line, after, nl := strings.Cut(rest, "\n")
+			size := len(line)
+			if nl {
+				size++
+			}
+			if read += size; read > int(maxFile) {
+				wantTrunc, wantStop = true, n
+				break
+			}
+			l := refLine{n: n, tooLong: len(line) > int(maxLine)}
+			if !l.tooLong {
+				l.line = line
+			}
+			want = append(want, l)
+			rest = after
+		}
+		if diff := cmp.Diff(want, got, cmp.AllowUnexported(refLine{})); diff != "" || truncated != wantTrunc || stop != wantStop {
+			t.Fatalf("eachLine(%q, %d, %d): stop %d truncated %v, want %d %v; lines (-want +got):\n%s", data, maxFile, maxLine, stop, truncated, wantStop, wantTrunc, diff)
+		}
+	})
+}
+
+// FuzzParseAuthorizedKeys checks a whole authorized_keys file against its
+// lines: each key is the one parseAuthorizedKeyLine gives for its line, and
+// each other non-blank, non-comment line has an error naming it.
+func FuzzParseAuthorizedKeys(f *testing.F) {
+	var all []string
+	for _, tc := range authorizedKeyTests {
+		all = append(all, tc.line)
+	}
+	f.Add(strings.Join(all, "\n"))
+	f.Add("# comment\n\n  " + testKey + " a\r\n" + "bogus line\n" + testKey)
+	f.Add("\xef\xbb\xbf" + testKey + "\n")
+	f.Fuzz(func(t *testing.T, data string) {
+		keys, errs := parseAuthorizedKeys(strings.NewReader(data))
+		bad := map[int]bool{}
+		for _, err := range errs {
+			var le *lineError
+			if !errors.As(err, &le) {
+				t.Fatalf("error %v names no line", err)
+			}
+			bad[le.Line] = true
+		}
+		lines := strings.Split(data, "\n")
+		i := 0
+		for n, line := range lines {
+			text := strings.TrimSpace(line)
+			if text == "" || text[0] == '#' {
+				continue
+			}
+			want, err := parseAuthorizedKeyLine(text)
+			if err != nil {
+				if !bad[n+1] {
+					t.Fatalf("line %d %q: no error, parseAuthorizedKeyLine says %v", n+1, line, err)
+				}
+				continue
+			}
+			if i >= len(keys) || keys[i].Line != n+1 {
+				t.Fatalf("line %d %q: key missing from %d keys", n+1, line, len(keys))
+			}
+			if !bytes.Equal(keys[i].Key.Marshal(), want.Key.Marshal()) || !reflect.DeepEqual(keys[i].Options, want.Options) {
+				t.Fatalf("line %d %q: key %+v, want %+v", n+1, line, keys[i], want)
+			}
+			i++
+		}
+		if i != len(keys) {
+			t.Fatalf("%d keys from %d good lines", len(keys), i)
+		}
+	})
 }

@@ -2,6 +2,8 @@ package sshd
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // TestWindowChangeBeforeShell sends window changes between pty-req and
@@ -302,4 +305,43 @@ func TestParseTerminalModes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzPTYRequest decodes a client's pty-req payload as the session does:
+// whatever parses must encode back to the same bytes (RFC 4254 section 6.2
+// has no optional fields), and its terminal modes must decode to entries
+// that encode back to a prefix of the modes string.
+func FuzzPTYRequest(f *testing.F) {
+	f.Add(gossh.Marshal(ptyRequest{Term: "xterm-256color", Cols: 80, Rows: 24, Modes: "\x81\x00\x00\x96\x00\x35\x00\x00\x00\x01\x00"}))
+	f.Add(gossh.Marshal(ptyRequest{Term: "vt100", Cols: 1 << 20, Rows: 0, Modes: "\x03\x00\x00\x00\xff\xa0\x00"}))
+	f.Add(gossh.Marshal(ptyRequest{}))
+	f.Add([]byte{0, 0, 0, 5, 'x'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := parsePTYRequest(b)
+		if err != nil {
+			return
+		}
+		if got := gossh.Marshal(p); !bytes.Equal(got, b) {
+			t.Fatalf("parsePTYRequest(%x) = %+v, which encodes as %x", b, p, got)
+		}
+		modes := parseTerminalModes([]byte(p.Modes))
+		var enc []byte
+		for _, m := range modes {
+			if m.Op == 0 || m.Op >= 160 {
+				t.Fatalf("parseTerminalModes(%x) gave opcode %d", p.Modes, m.Op)
+			}
+			enc = append(enc, m.Op)
+			enc = binary.BigEndian.AppendUint32(enc, m.Arg)
+		}
+		if !strings.HasPrefix(p.Modes, string(enc)) {
+			t.Fatalf("parseTerminalModes(%x) = %v, not a prefix of its input", p.Modes, modes)
+		}
+		if rest := p.Modes[len(enc):]; rest != "" && rest[0] != 0 && rest[0] < 160 && len(rest) >= 5 {
+			t.Fatalf("parseTerminalModes(%x) stopped early at %x", p.Modes, rest)
+		}
+		var tio unix.Termios
+		for _, m := range modes {
+			setTerminalMode(&tio, m)
+		}
+	})
 }

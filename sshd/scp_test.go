@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -634,4 +635,49 @@ func TestSCPSinkFIFOWithoutReader(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// FuzzParseSCPCommand parses a client's exec line as the session does
+// before it serves scp in-process: a line it serves names exactly one of -t
+// and -f with the paths they need, and the same options with each path
+// quoted back parse to the same paths.
+func FuzzParseSCPCommand(f *testing.F) {
+	for _, s := range []string{
+		"scp -t /tmp/x", "scp -v -r -p -d -t -- 'my dir'", "/usr/bin/scp -prf a b", "scp -f -- -dashfile",
+		`scp -f /d/\[ab\] '/d/*' "/d/?" /d/[ab] 'my file'*`, "scp -f $(ls)", "scp -t 'unterminated",
+		"scp -f ~/x $HOME/y", "scp -tf x", "scp -Z -t x", "scp -t x; rm -rf /", "scp -f a\\\nb",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, cmdline string) {
+		o, ok, err := parseSCPCommand(cmdline, testExpand)
+		if !ok {
+			if o.Sink || o.Source {
+				if _, err := splitShellWords(cmdline, testExpand); err == nil {
+					t.Fatalf("parseSCPCommand(%q) not scp, with %+v", cmdline, o)
+				}
+			}
+			return
+		}
+		if err != nil {
+			return
+		}
+		if o.Sink == o.Source || len(o.Paths) != len(o.Patterns) || o.Sink && len(o.Paths) != 1 || len(o.Paths) == 0 {
+			t.Fatalf("parseSCPCommand(%q) = %+v", cmdline, o)
+		}
+		again := "scp -"
+		if o.Sink {
+			again += "t"
+		} else {
+			again += "f"
+		}
+		again += " --"
+		for _, p := range o.Paths {
+			again += " '" + strings.ReplaceAll(p, "'", `'\''`) + "'"
+		}
+		o2, ok, err := parseSCPCommand(again, testExpand)
+		if !ok || err != nil || !slices.Equal(o2.Paths, o.Paths) {
+			t.Fatalf("parseSCPCommand(%q) paths %q; quoted as %q they parse to %q, %v, %v", cmdline, o.Paths, again, o2.Paths, ok, err)
+		}
+	})
 }

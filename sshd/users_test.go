@@ -2,7 +2,9 @@ package sshd
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -177,4 +179,53 @@ func TestLoginShell(t *testing.T) {
 			t.Errorf("shellOf(%q) = %q, want %q", tc.shell, got, tc.want)
 		}
 	}
+}
+
+// FuzzUserFiles reads passwd, group and shadow data as the server does
+// (hand-edited files on a device): no entry may hold a field separator, an
+// entry written back in passwd(5) form reads the same, and a group or
+// shadow answer comes from a line of the file.
+func FuzzUserFiles(f *testing.F) {
+	f.Add("root:x:0:0:root:/root:/bin/ash\n# c\n\ndaemon:*:1:1:daemon:/usr/sbin:/bin/false\nbroken:x:zz:0::/:/bin/sh\n", "root")
+	f.Add("wheel:x:10:alice,bob\nusers:x:100: alice \nbad:x:zz:alice\n", "alice")
+	f.Add("root:!$6$x:19000:0:99999:7:::\nalice:*:1:::::20000:\n", "alice")
+	f.Add(" nobody:!:65534:65534::/: /bin/sh \r\n", "nobody")
+	f.Fuzz(func(t *testing.T, data, name string) {
+		entries, _, err := parsePasswd(strings.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var again strings.Builder
+		for _, e := range entries {
+			if e.Name == "" || strings.ContainsAny(e.Name+e.Home+e.Shell, ":\n") {
+				t.Fatalf("parsePasswd(%q) gave %+v", data, e)
+			}
+			pw := "x"
+			if e.Locked {
+				pw = "!"
+			}
+			fmt.Fprintf(&again, "%s:%s:%d:%d::%s:%s\n", e.Name, pw, e.UID, e.GID, e.Home, e.Shell)
+		}
+		back, _, err := parsePasswd(strings.NewReader(again.String()))
+		if err != nil || !reflect.DeepEqual(back, entries) {
+			t.Fatalf("parsePasswd(%q) = %+v; written back as %q it reads %+v, %v", data, entries, again.String(), back, err)
+		}
+		gids, _, err := parseGroups(strings.NewReader(data), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gids) > strings.Count(data, "\n")+1 || len(gids) > 0 && strings.TrimSpace(name) != name {
+			t.Fatalf("parseGroups(%q, %q) = %v", data, name, gids)
+		}
+		e, found, _, err := parseShadow(strings.NewReader(data), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if found && !strings.Contains(data, name+":") {
+			t.Fatalf("parseShadow(%q, %q) found %+v without a line for the user", data, name, e)
+		}
+		if !found && e != (shadowEntry{}) || e.ExpireDay < -1 {
+			t.Fatalf("parseShadow(%q, %q) = %+v, %v", data, name, e, found)
+		}
+	})
 }

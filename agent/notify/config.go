@@ -256,7 +256,9 @@ func parseBroker(s string) (brokerAddr, error) {
 			return brokerAddr{}, fmt.Errorf("%q: %q is not an IPv6 address; write one in brackets, with the port after them: [2001:db8::1]:8883", s, host)
 		}
 	}
-	if host == "" || strings.ContainsAny(host, " /") {
+	// The dial joins host and port again: brackets only enclose an IPv6
+	// address, and a name has no space, slash or control character.
+	if host == "" || strings.ContainsAny(host, " /[]") || strings.ContainsFunc(host, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return brokerAddr{}, fmt.Errorf("%q has no usable host name", s)
 	}
 	port := DefaultPort

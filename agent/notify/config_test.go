@@ -2,9 +2,11 @@ package notify
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -183,4 +185,29 @@ func TestRunTwiceAtOnce(t *testing.T) {
 		t.Errorf("second Run = %v, want ErrRunning", err)
 	}
 	stop()
+}
+
+// FuzzParseBroker checks the broker address an operator configures: one
+// that is accepted must be dialable as it is, a host (a name or an IP
+// address, which is also the TLS server name) and a port from 1 to 65535.
+func FuzzParseBroker(f *testing.F) {
+	for _, s := range []string{"a3example-ats.iot.eu-west-1.amazonaws.com", "broker:8883", "mqtts://broker:443", "tls://[::1]:8883",
+		"::1", "[::1", "a]b", "broker:0", "ssl://u@h", "mqtts://h/x", "mqtt://h", "host name"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := parseBroker(s)
+		if err != nil {
+			return
+		}
+		host, port, err := net.SplitHostPort(a.hostPort())
+		if err != nil || host != a.host || port != strconv.Itoa(a.port) || a.port < 1 || a.port > 65535 {
+			t.Fatalf("parseBroker(%q) = %+v, dialled as %q: %q %q %v", s, a, a.hostPort(), host, port, err)
+		}
+		if net.ParseIP(host) == nil && strings.ContainsFunc(host, func(r rune) bool {
+			return r <= ' ' || r == 0x7f || strings.ContainsRune("/[]:", r)
+		}) {
+			t.Fatalf("parseBroker(%q) accepted host %q, neither a name nor an IP address", s, host)
+		}
+	})
 }

@@ -103,5 +103,11 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 			u.Host = net.JoinHostPort(strings.Trim(u.Host, "[]"), "443")
 		}
 	}
+	// The dial splits the host off again: brackets must enclose an IPv6
+	// address and nothing else ("a]b", "x[y]:1" and "[]" got this far).
+	if h, _, err := net.SplitHostPort(u.Host); err != nil || h == "" || strings.ContainsAny(h, "[]") ||
+		strings.Contains(h, ":") && net.ParseIP(h) == nil {
+		return nil, fmt.Errorf("tunnel: endpoint %q is not a valid host[:port]", endpoint)
+	}
 	return u, nil
 }

@@ -247,3 +247,46 @@ func FuzzOperatorInput(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTunnelURL checks the endpoint an operator configures: one that
+// validates must be dialable as it is, a host (a name or an IP address) and a
+// port from 1 to 65535, and the proxy settings must treat that host
+// consistently (NO_PROXY naming it, or "*", bypasses; nothing else does).
+func FuzzTunnelURL(f *testing.F) {
+	for _, s := range []string{"Tunnel.Example.COM", "127.0.0.1:8443", "[::1]:8443", "wss://h.example:9", "https://h.example",
+		"ws://127.0.0.1:80", "::1", "[::1", "a]b", "h:0", "h:65536", "wss://u@h", "wss://h/x", "data.tunneling.iot.us-east-1.amazonaws.com"} {
+		f.Add(s, "", true)
+	}
+	f.Add("", "us-east-1", false)
+	f.Add("", "cn-north-1", false)
+	f.Fuzz(func(t *testing.T, endpoint, region string, insecure bool) {
+		u, err := tunnelURL(endpoint, region, ModeSource, insecure)
+		if err != nil {
+			if len(endpoint) < 300 && !strings.Contains(err.Error(), "tunnel: ") {
+				t.Fatalf("tunnelURL(%q, %q) error %q has no prefix", endpoint, region, err)
+			}
+			return
+		}
+		host, port, err := net.SplitHostPort(u.Host)
+		if err != nil {
+			t.Fatalf("tunnelURL(%q, %q) = %s: host %q does not split: %v", endpoint, region, u, u.Host, err)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			t.Fatalf("tunnelURL(%q, %q) = %s: port %q", endpoint, region, u, port)
+		}
+		if net.ParseIP(host) == nil && (host == "" || !isName(host, 1, 253, ".-")) {
+			t.Fatalf("tunnelURL(%q, %q) = %s: host %q is neither a name nor an IP address", endpoint, region, u, host)
+		}
+		if u.Scheme != "wss" && (u.Scheme != "ws" || !insecure) {
+			t.Fatalf("tunnelURL(%q, %q, insecure %v) = %s", endpoint, region, insecure, u)
+		}
+		again, err := url.Parse(u.String())
+		if err != nil || again.Host != u.Host || again.Scheme != u.Scheme {
+			t.Fatalf("tunnelURL(%q, %q) = %s, which parses back as %v, %v", endpoint, region, u, again, err)
+		}
+		if !bypassProxy(u.Hostname(), u.Port(), host) || !bypassProxy(u.Hostname(), u.Port(), " *") ||
+			!bypassProxy(u.Hostname(), u.Port(), "x.invalid,"+u.Host) || bypassProxy(u.Hostname(), u.Port(), "x.invalid, ,") {
+			t.Fatalf("NO_PROXY is not applied consistently to %s", u)
+		}
+	})
+}

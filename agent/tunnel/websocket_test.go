@@ -211,13 +211,81 @@ func FuzzWebSocketRead(f *testing.F) {
 	f.Add(serverFrame(true, opClose, []byte{0x03, 0xe8}))
 	f.Add(serverFrame(true, opPing, []byte("x")))
 	f.Add([]byte{0x82, 126, 0xff, 0xff})
+	f.Add(append(serverFrame(false, opBinary, []byte("ab")), append(serverFrame(true, opPing, []byte("p")), serverFrame(true, opContinuation, []byte("c"))...)...))
+	f.Add(append(serverFrame(true, opBinary, []byte("ab")), serverFrame(true, opContinuation, []byte("c"))...))
+	f.Add(append(serverFrame(true, opBinary, make([]byte, 300)), serverFrame(true, opPong, nil)...))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		c, _ := wsFromBytes(in)
-		got, _ := io.ReadAll(c)
-		if len(got) > len(in) {
-			t.Fatalf("read %d bytes from %d", len(got), len(in))
+		c, out := wsFromBytes(in)
+		got, err := io.ReadAll(c)
+		want, pings := refWSRead(in)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("read %x (%v) from %x, want %x", got, err, in, want)
+		}
+		// Every ping before the read stopped is answered with its payload.
+		for _, p := range pings {
+			op, payload, rest := unmask(t, out.Bytes())
+			if op != opPong || !bytes.Equal(payload, p) {
+				t.Fatalf("ping %x answered with opcode %d %x", p, op, payload)
+			}
+			out = bytes.NewBuffer(rest)
 		}
 	})
+}
+
+// refWSRead is what a client reads from the server frames in, by RFC 6455
+// read plainly: the payloads of binary messages (fragmented or not) up to the
+// first frame that breaks a rule, a Close, or the end; and the pings on the way.
+func refWSRead(in []byte) (data []byte, pings [][]byte) {
+	inMessage, msgLen := false, uint64(0)
+	for len(in) >= 2 {
+		fin, op, n, hdr := in[0]&0x80 != 0, in[0]&0x0f, uint64(in[1]&0x7f), 2
+		if in[0]&0x70 != 0 || in[1]&0x80 != 0 {
+			return
+		}
+		switch n {
+		case 126:
+			if len(in) < 4 {
+				return
+			}
+			n, hdr = uint64(binary.BigEndian.Uint16(in[2:])), 4
+		case 127:
+			if len(in) < 10 {
+				return
+			}
+			n, hdr = binary.BigEndian.Uint64(in[2:]), 10
+		}
+		in = in[hdr:]
+		switch op {
+		case opPing, opPong, opClose:
+			if n > 125 || !fin || uint64(len(in)) < n || op == opClose {
+				return
+			}
+			if op == opPing {
+				pings = append(pings, in[:n])
+			}
+			in = in[n:]
+			continue
+		case opBinary:
+			if inMessage {
+				return
+			}
+			msgLen = 0
+		case opContinuation:
+			if !inMessage {
+				return
+			}
+		default:
+			return
+		}
+		inMessage = !fin
+		if msgLen += n; n > MaxWebSocketMessage || msgLen > MaxWebSocketMessage {
+			return
+		}
+		take := min(n, uint64(len(in)))
+		data = append(data, in[:take]...)
+		in = in[take:]
+	}
+	return
 }
 
 // FuzzReadResponse: the upgrade/CONNECT response parser never panics and bounds
@@ -226,9 +294,31 @@ func FuzzReadResponse(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"))
 	f.Add([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\nhello"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		r, err := readResponse(bufio.NewReader(bytes.NewReader(in)))
-		if err == nil && (r.status < 100 || r.status > 999) {
+		br := bufio.NewReader(bytes.NewReader(in))
+		r, err := readResponse(br)
+		if err != nil {
+			return
+		}
+		if r.status < 100 || r.status > 999 {
 			t.Fatalf("status %d accepted", r.status)
+		}
+		// The head ends at the first empty line; what follows is the body,
+		// left for readBody, or the first WebSocket frames.
+		rest, _ := io.ReadAll(br)
+		head := in[:len(in)-len(rest)]
+		end := bytes.Index(in, []byte("\n\n"))
+		if e := bytes.Index(in, []byte("\n\r\n")); e >= 0 && (end < 0 || e < end) {
+			end = e + 1
+		}
+		if end < 0 || len(head) != end+2 {
+			t.Fatalf("readResponse(%q) took the head %q, leaving %q", in, head, rest)
+		}
+		for k, vs := range r.header {
+			for _, v := range vs {
+				if k != strings.ToLower(k) || strings.TrimSpace(v) != v || !bytes.Contains(bytes.ToLower(head), []byte(k)) {
+					t.Fatalf("readResponse(%q) header %q: %q", in, k, v)
+				}
+			}
 		}
 	})
 }

@@ -447,12 +447,17 @@ func parseOrigin(s string) (origin, bool) {
 func hostOrigin(scheme, hostport string) (origin, bool) {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil { // no port: the scheme's
-		host, port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), "80"
+		host, port = hostport, "80"
 		if scheme == "https" {
 			port = "443"
 		}
+		if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+			host = host[1 : len(host)-1]
+		}
 	}
-	if host == "" || port == "" {
+	// Brackets only enclose an IPv6 address, and a name has no colon: "]]"
+	// and "[a]b" are not hosts.
+	if _, err := netip.ParseAddr(host); host == "" || port == "" || strings.ContainsAny(host, "[]") || strings.Contains(host, ":") && err != nil {
 		return origin{}, false
 	}
 	return origin{scheme, strings.ToLower(host), port}, true

@@ -615,3 +615,30 @@ func TestPublicURLAsBrowsersWriteIt(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseOrigin parses an Origin header as the console's same-origin
+// check does: an origin it takes names a scheme of its own, a host and a
+// port, and written out as browsers write it, it parses to itself.
+func FuzzParseOrigin(f *testing.F) {
+	for _, s := range []string{"http://localhost:8080", "https://Console.Example", "http://[::1]:80", "http://127.0.0.1",
+		"null", "http://u@h", "http://h/", "http://[fe80::1%25eth0]:1", "https://h:0443", "http://h:", "http://[h]"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		o, ok := parseOrigin(s)
+		if !ok {
+			return
+		}
+		if o.scheme != "http" && o.scheme != "https" || o.host == "" || o.port == "" || o.host != strings.ToLower(o.host) {
+			t.Fatalf("parseOrigin(%q) = %+v", s, o)
+		}
+		c, ok := canonicalOrigin(o)
+		if !ok {
+			return
+		}
+		again, ok := parseOrigin(c.String())
+		if !ok || again != c {
+			t.Fatalf("parseOrigin(%q) = %+v, canonical %+v written %q, which parses to %+v, %v", s, o, c, c.String(), again, ok)
+		}
+	})
+}

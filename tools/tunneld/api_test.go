@@ -2,6 +2,7 @@ package tunneld
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -488,4 +489,32 @@ func TestAuditLog(t *testing.T) {
 			t.Errorf("the log shows an access token")
 		}
 	}
+}
+
+// FuzzDecodeCursor decodes a ListTunnels nextToken, which any caller sends:
+// one that is taken names a valid tunnel id and encodes back to a token that
+// decodes the same.
+func FuzzDecodeCursor(f *testing.F) {
+	f.Add(cursor{created: time.Unix(1700000000, 5), id: "00000000-0000-4000-8000-000000000001"}.encode())
+	f.Add(cursor{id: "a b"}.encode())
+	f.Add("")
+	f.Add("AQ")
+	f.Add("AQAAAAAAAAAAYQ==")
+	f.Fuzz(func(t *testing.T, tok string) {
+		c, err := decodeCursor(tok)
+		if err != nil {
+			var ae *APIError
+			if !errors.As(err, &ae) || ae.Type != ErrTypeInvalidRequest {
+				t.Fatalf("decodeCursor(%q) = %v, want an InvalidRequestException", tok, err)
+			}
+			return
+		}
+		if checkTunnelID(c.id) != nil {
+			t.Fatalf("decodeCursor(%q) took tunnel id %q", tok, c.id)
+		}
+		again, err := decodeCursor(c.encode())
+		if err != nil || !again.created.Equal(c.created) || again.id != c.id || compareListOrder(c, again) != 0 {
+			t.Fatalf("decodeCursor(%q) = %+v; encoded again it decodes to %+v, %v", tok, c, again, err)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package tunneld
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -140,4 +141,52 @@ func TestSigV4Scope(t *testing.T) {
 		m["__type"] != ErrTypeInvalidSignature || !strings.Contains(msg, "/eu-west-1/IoTSecuredTunneling/aws4_request") {
 		t.Errorf("signed for us-east-1 at an eu-west-1 server: %d %v, want 403 %s naming the eu-west-1 scope", resp.StatusCode, m, ErrTypeInvalidSignature)
 	}
+}
+
+// FuzzSigV4 checks a control-plane request's Authorization header, which any
+// caller sends: whatever it holds, the answer is a 403 APIError unless the
+// request is signed with the configured secret, and a request SignV4 signed
+// verifies.
+func FuzzSigV4(f *testing.F) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s := &Server{cfg: Config{Credentials: map[string]string{"AKID": "secret"}, now: func() time.Time { return now }}}
+	signed := func(body []byte) *http.Request {
+		req, _ := http.NewRequest("POST", "http://localhost/", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		req.Header.Set("X-Amz-Target", "IoTSecuredTunneling.ListTunnels")
+		SignV4(req, body, "AKID", "secret", "", DefaultRegion, SigningName, now)
+		return req
+	}
+	good := signed([]byte("{}")).Header.Get("Authorization")
+	f.Add(good, []byte("{}"))
+	f.Add(strings.Replace(good, "Signature=", "Signature=0", 1), []byte("{}"))
+	f.Add("AWS4-HMAC-SHA256 Credential=AKID//"+DefaultRegion+"/"+SigningName+"/aws4_request, SignedHeaders=host, Signature=x", []byte(""))
+	f.Add("AWS4-HMAC-SHA256 ,,,=", []byte("x"))
+	f.Fuzz(func(t *testing.T, auth string, body []byte) {
+		req := signed(body)
+		if a, err := parseSigV4(req.Header.Get("Authorization")); err != nil {
+			t.Fatalf("SignV4's header does not parse: %v", err)
+		} else if err := s.verifySigV4(req, a, body); err != nil {
+			t.Fatalf("SignV4's request does not verify: %v", err)
+		}
+		if auth == req.Header.Get("Authorization") {
+			return
+		}
+		a, err := parseSigV4(auth)
+		if err == nil {
+			req.Header.Set("Authorization", auth)
+			err = s.verifySigV4(req, a, body)
+			if err == nil {
+				want, _ := parseSigV4(signed(body).Header.Get("Authorization"))
+				if a.signature != want.signature {
+					t.Fatalf("Authorization %q verifies with signature %q, want %q", auth, a.signature, want.signature)
+				}
+				return
+			}
+		}
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || ae.Type == "" {
+			t.Fatalf("Authorization %q: %v, want a 403 APIError", auth, err)
+		}
+	})
 }

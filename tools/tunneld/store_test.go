@@ -1,12 +1,14 @@
 package tunneld
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -474,4 +476,56 @@ func TestRestoreClientTokenReusedAfterClose(t *testing.T) {
 	if _, status, body := dialWS(t, ts.addr, "destination", b.DestinationAccessToken, ct); status != 101 {
 		t.Errorf("reconnect with the client token after restart: %d %s", status, body)
 	}
+}
+
+// FuzzLoadState starts a server on a state file as it may be found after a
+// crash or a hand edit: a file it refuses is left as it was (the operator
+// may mend it), and one it takes is saved in a form the next start takes the
+// same way.
+func FuzzLoadState(f *testing.F) {
+	f.Add([]byte(`{"version":1,"tunnels":[]}`))
+	f.Add([]byte(`{"version":1,"tunnels":[{"id":"00000000-0000-4000-8000-000000000001","status":"OPEN","lifetimeMinutes":720,` +
+		`"destinationConfig":{"thingName":"dev1","services":["SSH"]},"createdAt":"2026-01-01T00:00:00Z","expiresAt":"2099-01-01T00:00:00Z",` +
+		`"tokens":["src-token-0123456789abcdefghij","dst-token-0123456789abcdefghij"],"used":[false,true],` +
+		`"clientTokens":["","aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"]}]}`))
+	f.Add([]byte(`{"version":1,"tunnels":[{"id":"a","status":"CLOSED"},{"id":"b","status":"OPEN","tokens":["x","x"]}]}`))
+	f.Add([]byte(`{"version":1,"tunnels":[{"id":"a","status":"OPEN","tokens":["x","y"]},{"id":"a","status":"OPEN"}]}`))
+	f.Add([]byte(`{"version":1,"tunnels":[null]}`))
+	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`{`))
+	f.Fuzz(func(t *testing.T, state []byte) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, stateFile)
+		if err := os.WriteFile(path, state, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		clock := func() time.Time { return time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC) }
+		s, err := New(Config{DataDir: dir, now: clock})
+		if err != nil {
+			if b, _ := os.ReadFile(path); !bytes.Equal(b, state) {
+				t.Fatalf("New refused state %q (%v) and rewrote it as %q", state, err, b)
+			}
+			return
+		}
+		list := func(s *Server) map[string]string {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			m := map[string]string{}
+			for id, r := range s.tunnels {
+				m[id] = r.Status + " " + strings.Join(servicesOf(r), ",")
+			}
+			return m
+		}
+		first := list(s)
+		s.Close()
+		saved, _ := os.ReadFile(path)
+		s2, err := New(Config{DataDir: dir, now: clock})
+		if err != nil {
+			t.Fatalf("state %q loaded, saved as %q, which does not load: %v", state, saved, err)
+		}
+		defer s2.Close()
+		if second := list(s2); !reflect.DeepEqual(first, second) {
+			t.Fatalf("state %q: tunnels %v, after a save and load %v", state, first, second)
+		}
+	})
 }
