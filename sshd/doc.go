@@ -181,7 +181,9 @@
 // 1024 when that cannot be read; one connection holds at most 16 such
 // listeners (they are the agent's own descriptors);
 // agent forwarding (ssh -A) is off unless AgentForwarding is set. X11 and
-// tun forwarding are not supported. IdleTimeout, MaxSessionTime (per
+// tun forwarding, and forwarding to or from Unix sockets (ssh -L or -R with a
+// socket path) are not supported: such a channel is refused as of an unknown
+// type and such a forwarding request fails, which ssh reports. IdleTimeout, MaxSessionTime (per
 // connection) and MaxSessions (server-wide) bound resources.
 //
 // # Audit and logs
