@@ -535,6 +535,26 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		fmt.Fprintf(w, "Could not chdir to home directory %s: %v%s", dir, syscall.EACCES, nl)
 		err = startIn("/")
 	}
+	var pe *os.PathError
+	if errors.As(err, &pe) && pe.Op == "fork/exec" {
+		// The program could not be run: the user at their process limit
+		// (RLIMIT_NPROC: execve fails with EAGAIN once the child has taken
+		// the user's ids), a shell removed since login, an argument list
+		// too long. OpenSSH's do_child says why on the program's stderr
+		// (perror(shell)) and exits 1; a refused request told the client
+		// only "exec request failed", and the reason was in the device's
+		// log alone. The client gets it here too, and exit status 1.
+		s.log().Warn("session's program did not start", "remote", sess.st.remote, "user", sess.sc.User(), "err", err)
+		var w io.Writer = sess.ch.Stderr()
+		nl := "\n"
+		if sess.ptyReq != nil {
+			w, nl = sess.ch, "\r\n"
+		}
+		fmt.Fprintf(w, "%s: %s%s", shell, strerror(pe.Err), nl)
+		sess.audit(EventSessionStart, nil)
+		go sess.finish(1, "", false)
+		err = nil
+	}
 	if stopAgent != nil {
 		if err != nil {
 			stopAgent()

@@ -4,14 +4,17 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 func TestExecExitStatus(t *testing.T) {
@@ -238,8 +241,8 @@ func TestFailedStartLogsNoArguments(t *testing.T) {
 	if err := s.Run(cmd); err == nil {
 		t.Fatal("a command line of 200 KiB ran; want it refused")
 	}
-	if len(e.logs.logged("session refused", "starting mysql: ")) == 0 {
-		t.Error(`no "session refused" log line names the program, mysql`)
+	if len(e.logs.logged("did not start", "starting mysql: ")) == 0 {
+		t.Error(`no "did not start" log line names the program, mysql`)
 	}
 	if l := e.logs.logged("Hunter2"); len(l) != 0 {
 		t.Errorf("the command's arguments were logged: %.200q", l[0])
@@ -396,5 +399,64 @@ func TestHomeNotAccessible(t *testing.T) {
 	}
 	if b, err := s.CombinedOutput("pwd"); err != nil || !strings.HasSuffix(string(b), "\n/\r\n") {
 		t.Errorf("pwd on a pty with an inaccessible home = %q, %v; want /", b, err)
+	}
+}
+
+// A login user at their process limit (RLIMIT_NPROC, EAGAIN from execve
+// after the switch to the user's ids): the client must be told why its
+// command did not run, as OpenSSH's child says it on stderr, and the
+// server must keep serving.
+func TestSessionStartAtProcessLimit(t *testing.T) {
+	needRoot(t)
+	if !inChild() {
+		runChild(t, nil, nil)
+		return
+	}
+	e := newEnv(t, nil)
+	// alice has one process already; her limit is none.
+	sleeper := exec.Command("sleep", "60")
+	sleeper.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000}}
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		sleeper.Process.Kill()
+		sleeper.Wait()
+	}()
+	if err := unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: 0, Max: 0}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.login("alice")
+	s := openSession(t, c)
+	var out, errb strings.Builder
+	s.Stdout, s.Stderr = &out, &errb
+	err := s.Run("echo hi")
+	t.Logf("alice at her process limit: err %v, stdout %q, stderr %q", err, out.String(), errb.String())
+	var ee *gossh.ExitError
+	if !errors.As(err, &ee) || ee.ExitStatus() != 1 {
+		t.Errorf("Run = %v; want exit status 1, as OpenSSH's child exits", err)
+	}
+	if !strings.Contains(errb.String(), "Resource temporarily unavailable") {
+		t.Errorf("stderr %q; want the reason (Resource temporarily unavailable), as OpenSSH gives it", errb.String())
+	}
+	// A login shell on a terminal: the reason on the terminal.
+	s = openSession(t, c)
+	if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	var term strings.Builder
+	s.Stdout = &term
+	if err := s.Shell(); err != nil {
+		t.Fatalf("shell request at the process limit: %v; want it accepted, with the reason and exit status 1", err)
+	}
+	err = s.Wait()
+	b := term.String()
+	if !errors.As(err, &ee) || ee.ExitStatus() != 1 || !strings.Contains(string(b), "Resource temporarily unavailable\r\n") {
+		t.Errorf("shell on a pty at the process limit: %q, %v; want the reason and exit status 1", b, err)
+	}
+	// The server keeps serving: root is not limited.
+	o, _, code := run(t, e.login("root"), "echo ok", "")
+	if o != "ok\n" || code != 0 {
+		t.Errorf("root after alice's failure: %q, exit %d", o, code)
 	}
 }
