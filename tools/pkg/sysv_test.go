@@ -122,6 +122,10 @@ func main() {
 			}
 			continue
 		}
+		if os.Getenv("FAKE_IGNORE_TERM") != "" {
+			fmt.Fprintf(f, "ignored %d\n", os.Getpid())
+			continue
+		}
 		if l != nil {
 			l.end()
 		}
@@ -515,6 +519,32 @@ func TestSysVStartFailsWhenTheAgentExits(t *testing.T) {
 			}
 			if exited := r.eventPids("exited", 1); len(exited) != 1 {
 				t.Errorf("start of an agent that exits 1 after %s: the agent did not run (events %v)", after, exited)
+			}
+		}
+	})
+}
+
+// TestSysVStopKillsAWedgedAgent: an agent still running STOP_TIMEOUT seconds
+// after SIGTERM gets SIGKILL, as procd and systemd send it, so that restart
+// can start a working one.
+func TestSysVStopKillsAWedgedAgent(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newSysVRig(t, fake, shell, binDir, "FAKE_IGNORE_TERM=1", "STOP_TIMEOUT=1")
+		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+			t.Fatalf("start: %v %s", err, out)
+		}
+		pid := r.eventPids("started", 1)[0]
+		out, err := r.run("stop")
+		if err != nil || !strings.Contains(out, "OK (SIGKILL: still running 1 s after SIGTERM)") {
+			t.Errorf("stop of an agent that ignores SIGTERM: %v %q; want OK, saying it was killed", err, out)
+		}
+		if ignored := r.eventPids("ignored", 1); len(ignored) != 1 || ignored[0] != pid {
+			t.Errorf("the agent was not sent SIGTERM first (events %v)", ignored)
+		}
+		if syscall.Kill(pid, 0) == nil {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(b), ") Z") {
+				t.Errorf("after stop: agent %d still running", pid)
 			}
 		}
 	})
