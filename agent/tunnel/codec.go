@@ -213,12 +213,26 @@ func (m *Message) validate() error {
 		}
 		return protocolErrorf("unknown message type %d, not ignorable", int32(m.Type))
 	case m.Type.streamScoped() && m.StreamID == 0:
-		return protocolErrorf("%v with stream id 0", m.Type)
+		return zeroStreamError{m.Type}
 	case len(m.Payload) > MaxPayload:
 		return protocolErrorf("payload of %d bytes exceeds %d", len(m.Payload), MaxPayload)
 	}
 	return nil
 }
+
+// zeroStreamError is a stream message with stream id 0 (spec §1.5). The service
+// closes a client's WebSocket for one (dataplane); a client drops it as stale
+// (spec §3.2, as both reference clients do) and reads on: the only sender it has
+// is the service, whose own STREAM_RESETs (on a peer's replacement) have fields
+// the spec only infers, and tearing the session down for one would end every
+// other stream of the tunnel with it.
+type zeroStreamError struct{ typ Type }
+
+func (e zeroStreamError) Error() string {
+	return fmt.Sprintf("%v: %v with stream id 0", ErrProtocol, e.typ)
+}
+
+func (e zeroStreamError) Unwrap() error { return ErrProtocol }
 
 // errIgnore marks a frame that is valid but must be dropped (unknown + ignorable).
 var errIgnore = errors.New("tunnel: ignorable message")

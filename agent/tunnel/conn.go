@@ -133,13 +133,20 @@ func (e *HandshakeError) Error() string {
 
 // Temporary reports whether a retry may succeed: 5xx, 429 and 408 (a timeout on the
 // way, from a load balancer or proxy) are temporary; other 4xx need a new token or
-// configuration (spec §2.6).
+// configuration (spec §2.6). The status alone decides: an X-Status-Reason header
+// ("Tunnel is closed", which a third-party client treats as terminal) is not
+// consulted, since AWS does not document it (spec §2.6, unverified); a closed
+// tunnel's refusal is a 4xx, terminal anyway.
 func (e *HandshakeError) Temporary() bool {
 	return e.StatusCode >= 500 || e.StatusCode == 429 || e.StatusCode == 408
 }
 
 // ErrClosedByService is returned when the service closes the WebSocket with a Close
-// frame, as on CloseTunnel or lifetime expiry. It is terminal for the access token.
+// frame, as on CloseTunnel or lifetime expiry. It is terminal for the access token,
+// whatever the frame's status code: which codes AWS sends, for a closed tunnel or
+// for a frame it refuses, is not documented; localproxy ends on any Close (spec
+// §3.8), and reconnecting after a refused frame would repeat it at once (the
+// backoff starts again after each successful handshake).
 var ErrClosedByService = errors.New("tunnel: closed by the service")
 
 // ErrIdle is the cause of a connection closed by Config.IdleTimeout.

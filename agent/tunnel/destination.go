@@ -98,6 +98,10 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 		return s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
 	}
 	target := m.ServiceID
+	// localproxy tears the session down for a STREAM_START before SERVICE_IDS
+	// (spec §3.1); refusing the one stream is enough, and keeps the others. A
+	// -1.0 connection may get no SERVICE_IDS at all (spec §3.1: unknown), so it
+	// is not waited for there; one that comes is recorded all the same.
 	if s.conn.Version() > V1 && !s.gotIDs {
 		return reset("STREAM_START before SERVICE_IDS")
 	}

@@ -36,7 +36,6 @@ func TestDestinationSurvivesHostileService(t *testing.T) {
 		text  bool   // raw goes in a WebSocket text message (spec §1.2)
 		cause string // what the destination's log says
 	}{
-		{name: "stream id 0", raw: []byte{0x00, 0x04, 0x08, 0x01, 0x22, 0x00}, cause: "DATA with stream id 0"},
 		{name: "type 0", raw: []byte{0x00, 0x02, 0x10, 0x01}, cause: "message type 0 (UNKNOWN)"},
 		{name: "unknown type", raw: []byte{0x00, 0x04, 0x08, 0x63, 0x10, 0x01}, cause: "unknown message type 99, not ignorable"},
 		{name: "oversized payload", raw: oversizedFrame(), cause: "payload of 64513 bytes exceeds 64512"},
@@ -66,8 +65,9 @@ func TestDestinationSurvivesHostileService(t *testing.T) {
 			t.Fatalf("after %s: %d log lines say %q, want 1:\n%s", tc.name, c, tc.cause, logged.String())
 		}
 	}
-	// Ignorable unknown types and stale data are dropped without a reconnect;
-	// each stale stream gets one STREAM_RESET (resetUnknownStream).
+	// Ignorable unknown types, stream id 0 (spec §3.2,
+	// TestDestinationDropsStreamIDZero) and stale data are dropped without a
+	// reconnect; each stale stream gets one STREAM_RESET (resetUnknownStream).
 	before := h.tun.Connects(tunneltest.Destination)
 	send := func(m *tunnel.Message) {
 		t.Helper()
@@ -76,6 +76,9 @@ func TestDestinationSurvivesHostileService(t *testing.T) {
 		}
 	}
 	if err := h.tun.SendRaw(tunneltest.Destination, []byte{0x00, 0x06, 0x08, 0x63, 0x18, 0x01, 0x10, 0x01}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.tun.SendRaw(tunneltest.Destination, []byte{0x00, 0x04, 0x08, 0x01, 0x22, 0x00}); err != nil {
 		t.Fatal(err)
 	}
 	const stale = 200
@@ -481,4 +484,31 @@ func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("no echo from connection 5 within 3 s")
+}
+
+// Spec §3.2: receivers filter DATA and STREAM_RESET by (service → active stream
+// id); a mismatched, zero or unknown-service id is stale and silently dropped, as
+// both reference clients do. The service's own STREAM_RESET on a peer's
+// replacement has fields the spec only infers (§3.3), so a zero stream id from
+// the service must not tear down the WebSocket, and every other stream with it.
+func TestDestinationDropsStreamIDZero(t *testing.T) {
+	addr := echoServer(t, 0x21)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
+	h.tun.Record(true)
+	probe(t, h.tun, 1)
+	before := h.tun.Connects(tunneltest.Destination)
+	for _, raw := range [][]byte{
+		{0x00, 0x02, 0x08, 0x03},                            // STREAM_RESET, no stream id
+		{0x00, 0x07, 0x08, 0x03, 0x2a, 0x03, 'S', 'S', 'H'}, // STREAM_RESET SSH, no stream id
+		{0x00, 0x04, 0x08, 0x01, 0x22, 0x00},                // DATA, no stream id
+		{0x00, 0x04, 0x08, 0x07, 0x38, 0x01},                // CONNECTION_RESET conn 1, no stream id
+	} {
+		if err := h.tun.SendRaw(tunneltest.Destination, raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probe(t, h.tun, 2) // fails if the destination reconnected meanwhile
+	if n := h.tun.Connects(tunneltest.Destination); n != before {
+		t.Fatalf("frames with stream id 0 caused %d reconnects, want them dropped", n-before)
+	}
 }

@@ -187,6 +187,10 @@ func (s *session) serve(handle func(*Message) error) error {
 	var m Message
 	for {
 		if err := s.conn.ReadMessage(&m); err != nil {
+			if errors.As(err, new(zeroStreamError)) {
+				s.opt.log.Debug("dropping a frame with stream id 0 (spec §3.2)", "msg", &m)
+				continue
+			}
 			return err
 		}
 		s.opt.log.Debug("frame in", "msg", &m)
@@ -321,7 +325,9 @@ const maxUnknownResets = 8
 
 // resetUnknownStream answers traffic for a stream the destination does not have
 // with one STREAM_RESET per stream id, so that a source which started the stream
-// while the destination was away (the service drops such frames) or missed a reset
+// while the destination was away (tunneld drops such frames; what AWS does with
+// them is an open question of spec §8, and the reset is harmless if it queues
+// them instead) or missed a reset
 // ends it and starts a new one, instead of sending into the void forever. The
 // reference proxies stay silent here; a STREAM_RESET for a stream the source has
 // already left is stale to it and ignored (spec §3.2).

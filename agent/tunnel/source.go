@@ -228,6 +228,8 @@ func (src *Source) serve(ctx context.Context, c *Conn, opt engineOptions, ready 
 	}()
 	if c.Version() == V1 {
 		// No SERVICE_IDS on a V1 connection: the configured service is the tunnel's.
+		// Whether AWS sends one to a -1.0 client is unknown (spec §3.1; tunneld
+		// does not): one that comes is ignored as a repeat (serviceIDs).
 		s.mu.Lock() // readySession may look already (a reconnect while listening)
 		s.gotIDs = true
 		s.mu.Unlock()

@@ -345,8 +345,14 @@ func readResponse(br *bufio.Reader) (*handshakeResponse, error) {
 	}
 }
 
-// readBody reads up to 1 KiB of a refusal's body (Content-Length or until close).
+// readBody reads up to 1 KiB of a refusal's body (chunked, Content-Length or
+// until close). A chunked body is decoded, and read only to its last chunk: the
+// server may keep the connection open after it, and reading on would wait for
+// the handshake timeout.
 func readBody(br *bufio.Reader, r *handshakeResponse) string {
+	if headerHasToken(strings.Join(r.header["transfer-encoding"], ","), "chunked") {
+		return printable(strings.TrimSpace(string(readChunked(br, 1024))))
+	}
 	n := int64(1024)
 	if cl, err := strconv.ParseInt(r.get("Content-Length"), 10, 64); err == nil && cl < n {
 		n = cl
@@ -356,6 +362,34 @@ func readBody(br *bufio.Reader, r *handshakeResponse) string {
 	}
 	b, _ := io.ReadAll(io.LimitReader(br, n))
 	return printable(strings.TrimSpace(string(b)))
+}
+
+// readChunked decodes up to limit bytes of a chunked body (RFC 9112 §7.1),
+// stopping at its last chunk, at limit, or at the first malformed line.
+func readChunked(br *bufio.Reader, limit int) []byte {
+	var b []byte
+	for len(b) < limit {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			break
+		}
+		size, _, _ := strings.Cut(strings.TrimSpace(string(line)), ";")
+		n, err := strconv.ParseUint(strings.TrimSpace(size), 16, 32)
+		if err != nil || n == 0 {
+			break
+		}
+		want := min(int(n), limit-len(b))
+		chunk := make([]byte, want)
+		got, _ := io.ReadFull(br, chunk)
+		b = append(b, chunk[:got]...)
+		if got < want || want < int(n) {
+			break
+		}
+		if _, err := br.Discard(2); err != nil { // the chunk's CRLF
+			break
+		}
+	}
+	return b
 }
 
 // printable is text from the service (a refusal's body, a Close reason, a

@@ -3,10 +3,14 @@ package tunnel
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"strings"
 	"testing"
 	"time"
@@ -345,3 +349,57 @@ func TestWriteAfterPeerCloseIsTheClose(t *testing.T) {
 type failAfter struct{ err error }
 
 func (f failAfter) Write([]byte) (int, error) { return 0, f.err }
+
+// A refusal whose body comes chunked (Transfer-Encoding: chunked, which any
+// HTTP/1.1 server may use, and Go's net/http does once a handler flushes) on a
+// connection the server keeps open: the body is the text, without chunk
+// framing, and Dial reports it at once, not after its handshake timeout.
+func TestDialRefusedChunkedBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte("Invalid access token: The access token was previously used and can not be used again."))
+		w.(http.Flusher).Flush() // no Content-Length: chunked
+	}))
+	t.Cleanup(srv.Close)
+	tok, _ := NewAccessToken("t")
+	start := time.Now()
+	_, err := Dial(context.Background(), &Config{Endpoint: srv.URL, AccessToken: tok, AllowInsecureWebSocket: true,
+		HandshakeTimeout: 3 * time.Second}, ModeSource)
+	took := time.Since(start)
+	var he *HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != 400 {
+		t.Fatalf("Dial = %v, want HandshakeError 400", err)
+	}
+	if want := "Invalid access token: The access token was previously used and can not be used again."; he.Body != want {
+		t.Errorf("Body = %q, want %q", he.Body, want)
+	}
+	if took > time.Second {
+		t.Errorf("Dial took %v to report a refusal the server sent at once", took)
+	}
+}
+
+// FuzzReadChunked: a chunked body decodes to at most the limit, and a body
+// that net/http/httputil's writer chunked (as any server would) decodes to
+// its text, however it was cut into chunks.
+func FuzzReadChunked(f *testing.F) {
+	f.Add([]byte("Invalid access token"), uint8(7), []byte("5\r\nhello\r\n0\r\n\r\n"))
+	f.Add([]byte(""), uint8(1), []byte("ffffffff\r\nx"))
+	f.Add(bytes.Repeat([]byte("a"), 2000), uint8(255), []byte("3;ext=1\r\nabc\r\n0\r\n"))
+	f.Fuzz(func(t *testing.T, text []byte, cut uint8, raw []byte) {
+		if got := readChunked(bufio.NewReader(bytes.NewReader(raw)), 1024); len(got) > 1024 {
+			t.Fatalf("readChunked(%q) gave %d bytes, over the limit", raw, len(got))
+		}
+		var body bytes.Buffer
+		w := httputil.NewChunkedWriter(&body)
+		for rest, n := text, max(int(cut), 1); len(rest) > 0; rest = rest[min(n, len(rest)):] {
+			w.Write(rest[:min(n, len(rest))])
+		}
+		w.Close()
+		body.WriteString("\r\n")
+		want := text[:min(len(text), 1024)]
+		if got := readChunked(bufio.NewReader(&body), 1024); !bytes.Equal(got, want) {
+			t.Fatalf("readChunked of %q in chunks of %d = %q", text, cut, got)
+		}
+	})
+}

@@ -79,7 +79,9 @@ func newConn(s *Server, t *Tunnel, side Side, raw net.Conn, proto, channelID str
 	c.space.L = &c.mu
 	if proto != SubprotocolV1 {
 		// SERVICE_IDS goes first on every V2/V3 connect, even with no services
-		// (spec §3.1); a V1 client would not know the type.
+		// (spec §3.1); a V1 client would not know the type. Whether AWS sends
+		// it to a -1.0 client is unknown (spec §3.1); porthole's clients take
+		// either.
 		b, err := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeServiceIDs, AvailableServiceIDs: t.services})
 		if err != nil {
 			panic("dataplane: encoding SERVICE_IDS: " + err.Error())
