@@ -111,6 +111,7 @@ func TestHostKeyErrorsKeepTheFile(t *testing.T) {
 		{"corrupt", "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----\n", 0o600, "remove it"},
 		{"empty", "", 0o600, "remove it"},
 		{"too open", "whatever", 0o644, "too open"},
+		{"group-readable", "whatever", 0o640, "too open"}, // OpenSSH refuses any of 077 too
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

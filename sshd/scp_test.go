@@ -681,3 +681,36 @@ func FuzzParseSCPCommand(f *testing.F) {
 		}
 	})
 }
+
+// TestSCPSinkWriteErrorReported: a file that cannot be written in full (the
+// disk fills up) is reported to the source with the error, as OpenSSH's
+// scp -t does, and the transfer exits 1: the operator must not be told that
+// a truncated file arrived.
+func TestSCPSinkWriteErrorReported(t *testing.T) {
+	dir := smallDisk(t) // 1 MiB
+	const size = 2 << 20
+	stream := "C0644 2097152 big\n" + strings.Repeat("x", size) + "\x00"
+	got, status := scpInProcess(t, dir, "scp -t "+dir, stream)
+	if !strings.Contains(got, "\x01scp: ") || !strings.Contains(got, "big: No space left on device\n") || status != 1 {
+		t.Errorf("scp -t of 2 MiB onto 1 MiB: answered %q, exit %d; want a warning naming ENOSPC and exit 1", got, status)
+	}
+	// The same transfer where it fits is answered with OKs only.
+	roomy := t.TempDir()
+	got, status = scpInProcess(t, roomy, "scp -t "+roomy, stream)
+	if got != "\x00\x00\x00" || status != 0 {
+		t.Errorf("scp -t of 2 MiB: answered %q, exit %d; want three OKs and exit 0", got, status)
+	}
+	if fi, err := os.Stat(filepath.Join(roomy, "big")); err != nil || fi.Size() != size {
+		t.Errorf("the file that fits: %v, %v", fi, err)
+	}
+}
+
+// TestSCPSinkTruncatedStream: a source that goes away in the middle of a file
+// ends the transfer with a non-zero exit, not as if the file had arrived.
+func TestSCPSinkTruncatedStream(t *testing.T) {
+	dir := t.TempDir()
+	_, status := scpInProcess(t, dir, "scp -t "+dir, "C0644 10 f\nabc")
+	if status == 0 {
+		t.Errorf("scp -t of 3 of 10 bytes: exit 0, want non-zero")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -189,4 +190,91 @@ func FuzzSigV4(f *testing.F) {
 			t.Fatalf("Authorization %q: %v, want a 403 APIError", auth, err)
 		}
 	})
+}
+
+// TestSigV4RefusalsWithValidSignature: each request carries a signature that
+// is right for what it signed, so that only the rule named refuses it (a
+// wrong signature would be refused whether or not the rule is checked).
+func TestSigV4RefusalsWithValidSignature(t *testing.T) {
+	const secret = "porthole-refusal-secret"
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	s := &Server{cfg: Config{Credentials: map[string]string{"AKID": secret}, now: func() time.Time { return now }}}
+	body := []byte(`{}`)
+	// sign signs r as made at at, with the given signed headers and the
+	// credential's day (the X-Amz-Date's when "").
+	sign := func(r *http.Request, at time.Time, signed []string, credDay string) {
+		amzDate := at.Format("20060102T150405Z")
+		r.Header.Set("X-Amz-Date", amzDate)
+		if credDay == "" {
+			credDay = amzDate[:8]
+		}
+		sig := signature(secret, amzDate, DefaultRegion, SigningName, canonicalRequest(r, signed, body))
+		r.Header.Set("Authorization", fmt.Sprintf("AWS4-HMAC-SHA256 Credential=AKID/%s/%s/%s/aws4_request, SignedHeaders=%s, Signature=%s",
+			credDay, DefaultRegion, SigningName, strings.Join(signed, ";"), sig))
+	}
+	newReq := func(url string) *http.Request {
+		r, _ := http.NewRequest(http.MethodPost, url, nil)
+		r.Header.Set("Content-Type", contentType)
+		r.Header.Set("X-Amz-Target", targetPrefix+"ListTunnels")
+		return r
+	}
+	all := []string{"content-type", "host", "x-amz-date", "x-amz-target"}
+	for _, tc := range []struct {
+		name    string
+		req     func() *http.Request
+		wantMsg string // "" means accepted
+	}{
+		{"valid", func() *http.Request { r := newReq("http://127.0.0.1:1/"); sign(r, now, all, ""); return r }, ""},
+		{"valid, 14 minutes ahead", func() *http.Request {
+			r := newReq("http://127.0.0.1:1/")
+			sign(r, now.Add(14*time.Minute), all, "")
+			return r
+		}, ""},
+		{"host not signed", func() *http.Request {
+			r := newReq("http://127.0.0.1:1/")
+			sign(r, now, []string{"content-type", "x-amz-date", "x-amz-target"}, "")
+			return r
+		}, "host header must be signed"},
+		{"dated 20 minutes ahead", func() *http.Request {
+			r := newReq("http://127.0.0.1:1/")
+			sign(r, now.Add(20*time.Minute), all, "")
+			return r
+		}, "more than 15 minutes from the server's time"},
+		{"dated 20 minutes ago", func() *http.Request {
+			r := newReq("http://127.0.0.1:1/")
+			sign(r, now.Add(-20*time.Minute), all, "")
+			return r
+		}, "more than 15 minutes from the server's time"},
+		{"credential of another day", func() *http.Request {
+			r := newReq("http://127.0.0.1:1/")
+			sign(r, now, all, "20261129")
+			return r
+		}, "not the credential's date"},
+		{"query changed after signing", func() *http.Request {
+			r := newReq("http://127.0.0.1:1/?maxResults=1")
+			sign(r, now, all, "")
+			r.URL.RawQuery = "maxResults=2"
+			return r
+		}, "signature we calculated does not match"},
+		{"target changed after signing", func() *http.Request {
+			r := newReq("http://127.0.0.1:1/")
+			sign(r, now, all, "")
+			r.Header.Set("X-Amz-Target", targetPrefix+"CloseTunnel")
+			return r
+		}, "signature we calculated does not match"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.checkAuth(tc.req(), body)
+			if tc.wantMsg == "" {
+				if err != nil {
+					t.Fatalf("checkAuth = %v, want nil", err)
+				}
+				return
+			}
+			ae, ok := err.(*APIError)
+			if !ok || ae.status() != http.StatusForbidden || !strings.Contains(ae.Message, tc.wantMsg) {
+				t.Fatalf("checkAuth = %v, want 403 mentioning %q", err, tc.wantMsg)
+			}
+		})
+	}
 }
