@@ -138,7 +138,10 @@
 // As with OpenSSH's sftp-server, a symbolic link's target is stored as the
 // client sent it, relative or absolute, and directory listings include "."
 // and ".." and long names in its "ls -l" format (with the year for a time in
-// the future or more than six months ago). Besides pkg/sftp's extensions
+// the future or more than six months ago). Paths are taken as the kernel
+// takes them, not cleaned lexically, and REALPATH (scp -r, sftp's cd, put -r
+// and get -r) resolves symbolic links before "..", as sftp-server does: with
+// deep a link to dir/sub, "deep/../x" is ~/dir/x. Besides pkg/sftp's extensions
 // (posix-rename, statvfs, hardlink) it serves expand-path@openssh.com, which
 // scp's default SFTP mode needs for host:~user/path, limits@openssh.com
 // (OpenSSH 8.7+ then uploads in 255 KiB writes instead of 32 KiB) and

@@ -980,3 +980,80 @@ func TestOpenSSHSCPRelativePaths(t *testing.T) {
 		t.Errorf("scp host:deep/../conf fetched %q, want dir/conf's %q", b, "inner")
 	}
 }
+
+// TestOpenSSHRealpath: scp -r (SFTP mode) and sftp's cd canonicalize the
+// remote path with SSH_FXP_REALPATH, which must resolve it as OpenSSH's
+// sftp-server does, symbolic links first: with deep a link to dir/sub,
+// "deep/../x" is ~/dir/x (pkg/sftp made it ~/x, so the upload landed beside
+// the link), and "newdir2/", a directory that does not exist, is refused
+// (pkg/sftp named it, and scp -r made it). Each command runs against the
+// server and, through scp -S and sftp -S, against sftp-server in a home of
+// its own laid out alike; they must end alike and leave the same names.
+// And expand-path, which scp uses for ~user paths, names a file that does
+// not exist yet, so that "scp f host:~root/newname" makes it.
+func TestOpenSSHRealpath(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	scp, sftp := needProgram(t, "scp"), needProgram(t, "sftp")
+	server := o.srv.externalSFTPServer()
+	if server == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no sftp-server (install Debian's openssh-sftp-server; tools/deps.sh test does)")
+		}
+		t.Skip("no sftp-server; install openssh-sftp-server to run this test")
+	}
+	home, ref := o.home("root"), filepath.Join(o.dir, "ref")
+	for _, h := range []string{home, ref} {
+		os.MkdirAll(filepath.Join(h, "dir", "sub"), 0o755)
+		os.Symlink("dir/sub", filepath.Join(h, "deep"))
+	}
+	wrapper := filepath.Join(o.dir, "sftp-server.sh") // run by scp and sftp as their ssh
+	writeFile(t, wrapper, "#!/bin/sh\ncd '"+ref+"' && exec "+server+"\n")
+	os.Chmod(wrapper, 0o755)
+	src := filepath.Join(o.dir, "d")
+	os.Mkdir(src, 0o755)
+	writeFile(t, filepath.Join(src, "f"), "data")
+	batch := filepath.Join(o.dir, "batch")
+	writeFile(t, batch, "cd deep/..\nput "+filepath.Join(src, "f")+" g\n")
+	for _, tc := range []struct {
+		name       string
+		prog       string
+		args       []string // the host's name is the last argument's prefix
+		wantExists []string
+	}{
+		{"scp -r d host:deep/../x", scp, []string{"-r", src, "HOST:deep/../x"}, []string{"dir/x/f"}},
+		{"scp -r d host:newdir2/", scp, []string{"-r", src, "HOST:newdir2/"}, nil},
+		{"sftp cd deep/.. and put", sftp, []string{"-b", batch, "HOST"}, []string{"dir/g"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			run := func(opts []string, host string) int {
+				args := slices.Clone(tc.args)
+				args[len(args)-1] = strings.Replace(args[len(args)-1], "HOST", host, 1)
+				_, errOut, code := o.run(t, nil, tc.prog, append(opts, args...)...)
+				t.Logf("%s with %s: exit %d %s", tc.name, host, code, errOut)
+				return code
+			}
+			port := "-P"
+			ours := run(append(o.opts(), port, o.port), "root@127.0.0.1")
+			want := run([]string{"-S", wrapper}, "ref")
+			if (ours == 0) != (want == 0) {
+				t.Errorf("exit %d, with sftp-server %d", ours, want)
+			}
+			for _, name := range []string{"x", "newdir2", "g", "dir/x/f", "dir/g", "dir/newdir2"} {
+				_, err1 := os.Lstat(filepath.Join(home, name))
+				_, err2 := os.Lstat(filepath.Join(ref, name))
+				if (err1 == nil) != (err2 == nil) {
+					t.Errorf("~/%s: %v; with sftp-server: %v", name, err1, err2)
+				}
+			}
+			for _, name := range tc.wantExists {
+				if _, err := os.Lstat(filepath.Join(home, name)); err != nil {
+					t.Errorf("~/%s: %v", name, err)
+				}
+			}
+		})
+	}
+	if _, errOut, code := o.run(t, nil, scp, append(o.opts(), "-P", o.port, filepath.Join(src, "f"), "root@127.0.0.1:~root/newname")...); code != 0 {
+		t.Errorf("scp f host:~root/newname: exit %d %s", code, errOut)
+	}
+	sameFile(t, filepath.Join(src, "f"), filepath.Join(home, "newname"))
+}

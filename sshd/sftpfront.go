@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,27 +18,29 @@ import (
 
 // SFTP version 3 (draft-ietf-secsh-filexfer-02) numbers used here.
 const (
-	sftpOpen    = 3   // SSH_FXP_OPEN
-	sftpClose   = 4   // SSH_FXP_CLOSE
-	sftpWrite   = 6   // SSH_FXP_WRITE
-	sftpOpendir = 11  // SSH_FXP_OPENDIR
-	sftpReaddir = 12  // SSH_FXP_READDIR
-	sftpRemove  = 13  // SSH_FXP_REMOVE
-	sftpMkdir   = 14  // SSH_FXP_MKDIR
-	sftpRmdir   = 15  // SSH_FXP_RMDIR
-	sftpRename  = 18  // SSH_FXP_RENAME
-	sftpSymlink = 20  // SSH_FXP_SYMLINK
-	sftpStatus  = 101 // SSH_FXP_STATUS
-	sftpHandle  = 102 // SSH_FXP_HANDLE
-	sftpName    = 104 // SSH_FXP_NAME
-	sftpVersion = 2   // SSH_FXP_VERSION
-	sftpExt     = 200 // SSH_FXP_EXTENDED
+	sftpOpen     = 3   // SSH_FXP_OPEN
+	sftpClose    = 4   // SSH_FXP_CLOSE
+	sftpWrite    = 6   // SSH_FXP_WRITE
+	sftpOpendir  = 11  // SSH_FXP_OPENDIR
+	sftpReaddir  = 12  // SSH_FXP_READDIR
+	sftpRemove   = 13  // SSH_FXP_REMOVE
+	sftpMkdir    = 14  // SSH_FXP_MKDIR
+	sftpRmdir    = 15  // SSH_FXP_RMDIR
+	sftpRealpath = 16  // SSH_FXP_REALPATH
+	sftpRename   = 18  // SSH_FXP_RENAME
+	sftpSymlink  = 20  // SSH_FXP_SYMLINK
+	sftpStatus   = 101 // SSH_FXP_STATUS
+	sftpHandle   = 102 // SSH_FXP_HANDLE
+	sftpName     = 104 // SSH_FXP_NAME
+	sftpVersion  = 2   // SSH_FXP_VERSION
+	sftpExt      = 200 // SSH_FXP_EXTENDED
 
 	sftpOK               = 0 // SSH_FX_OK
 	sftpEOF              = 1 // SSH_FX_EOF
 	sftpNoSuchFile       = 2 // SSH_FX_NO_SUCH_FILE
 	sftpPermissionDenied = 3 // SSH_FX_PERMISSION_DENIED
 	sftpFailure          = 4 // SSH_FX_FAILURE
+	sftpBadMessage       = 5 // SSH_FX_BAD_MESSAGE
 	sftpOpUnsupported    = 8 // SSH_FX_OP_UNSUPPORTED
 )
 
@@ -57,7 +58,8 @@ var errSFTPClosed = errors.New("sshd: sftp session closed")
 
 // sftpFront sits between the session channel and pkg/sftp and serves
 // some requests itself: directory listings (see sftpdir.go), REMOVE, RMDIR
-// and RENAME (see removeAndRename), MKDIR (see attrsPerm) and SSH_FXP_SYMLINK. pkg/sftp, given a working directory, makes both
+// and RENAME (see removeAndRename), MKDIR (see attrsPerm), REALPATH (see
+// realpath) and SSH_FXP_SYMLINK. pkg/sftp, given a working directory, makes both
 // of the request's paths absolute, so a relative target ("symlink
 // renamed.bin link.bin" after "cd dir") became a link to a file in the
 // home directory. OpenSSH's sftp-server stores the target exactly as sent,
@@ -84,8 +86,8 @@ type sftpFront struct {
 	r       *bufio.Reader // the channel's data
 	w       io.Writer     // the channel
 	workDir string
-	// homeOf is the home directory of a user, "" for the login's own, for
-	// expand-path@openssh.com's ~ and ~user.
+	// homeOf is the home directory of a user, for expand-path@openssh.com's
+	// ~user.
 	homeOf func(user string) (string, bool)
 	srv    *Server // for the names of owners and groups in listings; nil: numbers
 	// versioned: pkg/sftp's SSH_FXP_VERSION has gone out, with
@@ -315,7 +317,7 @@ const maxSFTPRead = 32 << 10
 
 // serves reports whether the request of type typ and size bytes (after its
 // length) is served here, whatever its size: MKDIR, REMOVE, RMDIR, RENAME,
-// SYMLINK, OPENDIR, READDIR (pkg/sftp has no
+// SYMLINK, REALPATH, OPENDIR, READDIR (pkg/sftp has no
 // directory handles), CLOSE of a directory handle, the sftpExtensions and
 // statvfs, a WRITE to a file opened to append (see appendTo), and an OPEN
 // while maxOpenFiles files are open, refused. A CLOSE of a file that it
@@ -367,7 +369,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		return slices.Contains(sftpExtensions, req.Arg) || req.Arg == statvfsExt
 	}
 	switch typ {
-	case sftpMkdir, sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename:
+	case sftpMkdir, sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename, sftpRealpath:
 		return true
 	}
 	return false
@@ -462,6 +464,8 @@ func (s *sftpFront) serve(size int) error {
 		reply = sftpStatusPacket(req.ID, syscall.Rmdir(s.local(req.Arg)))
 	case sftpRename:
 		reply = sftpStatusPacket(req.ID, renameNoReplace(s.local(req.Arg), s.local(second.Str)))
+	case sftpRealpath:
+		reply = s.realpath(req.ID, req.Arg)
 	case sftpClose:
 		d := s.dirs[req.Arg]
 		delete(s.dirs, req.Arg)
@@ -531,21 +535,141 @@ func renameNoReplace(from, to string) error {
 }
 
 // expand answers expand-path@openssh.com as sftp-server does: "" is ".", a
-// leading ~ or ~user is that home directory, the rest is taken against the
-// working directory, and the result is the canonical path, which must exist.
+// leading ~ is the working directory (as getcwd(3) has it) and ~user that
+// user's home, a relative path is taken against the working directory, and
+// the result is its realPath: a last name that does not exist is named
+// (scp's "host:~user/newfile" is a file to make), not refused.
 func (s *sftpFront) expand(id uint32, p string) []byte {
+	cwd, err := realPath("/", s.workDir)
+	if err != nil {
+		return sftpStatusPacket(id, err)
+	}
 	if p == "" {
 		p = "."
 	}
 	if rest, ok := strings.CutPrefix(p, "~"); ok {
 		user, tail, _ := strings.Cut(rest, "/")
-		home, ok := s.homeOf(user)
+		home, ok := cwd, true
+		if user != "" {
+			home, ok = s.homeOf(user)
+		}
 		if !ok {
 			return sftpStatusPacket(id, syscall.ENOENT)
 		}
 		p = home + "/" + tail
 	}
-	real, err := filepath.EvalSymlinks(s.local(p))
+	if !path.IsAbs(p) {
+		p = cwd + "/" + p
+	}
+	p, err = realPath("/", p)
+	return sftpNamePacket(id, p, err)
+}
+
+// realpath answers SSH_FXP_REALPATH as sftp-server does: "" is ".", and the
+// path is its realPath against the working directory. pkg/sftp cleaned it
+// lexically: "deep/../x" with deep a link to dir/sub was ~/x, not ~/dir/x, so
+// "scp -r d host:deep/../x" and sftp's "put -r d deep/../x" made ~/x; and
+// "newdir/" was a path where sftp-server finds no such directory.
+func (s *sftpFront) realpath(id uint32, p string) []byte {
+	if p == "" {
+		p = "."
+	}
+	p, err := realPath(s.workDir, p)
+	return sftpNamePacket(id, p, err)
+}
+
+// sftpPathMax is Linux's PATH_MAX, which bounds sftp-server's paths.
+const sftpPathMax = 4096
+
+// realPath is OpenSSH's sftp_realpath: p, absolute or relative to the
+// directory cwd (taken as getcwd(3) has it: its real path), with every
+// symbolic link resolved and "." and ".." taken against the real path before
+// them, as the kernel takes them, not lexically. Each name but
+// the last must exist, and the kernel's lstat(2) of the names after it finds
+// a directory there (ENOTDIR); a last one that does not exist is named as it
+// is (sftp's put -r and scp -r then make it). A trailing "/" makes the name
+// before it not the last, which must then exist, but may be a file. As there,
+// at most 33 links are followed, and a path of PATH_MAX bytes or more, sent
+// or resolved, is ENAMETOOLONG.
+func realPath(cwd, p string) (string, error) {
+	resolved, left := cwd, p
+	if rest, ok := strings.CutPrefix(p, "/"); ok {
+		resolved, left = "/", rest
+	} else if r, err := realPath("/", cwd); err != nil {
+		return "", err
+	} else {
+		resolved = r
+	}
+	if len(left) >= sftpPathMax || len(resolved) >= sftpPathMax {
+		return "", syscall.ENAMETOOLONG
+	}
+	links := 0
+	for left != "" {
+		name, rest, more := strings.Cut(left, "/")
+		left = rest
+		if !strings.HasSuffix(resolved, "/") {
+			if resolved += "/"; len(resolved) >= sftpPathMax {
+				return "", syscall.ENAMETOOLONG
+			}
+		}
+		switch name {
+		case "", ".":
+			continue
+		case "..":
+			resolved = parentDir(resolved)
+			continue
+		}
+		if resolved += name; len(resolved) >= sftpPathMax {
+			return "", syscall.ENAMETOOLONG
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(resolved, &st); err != nil {
+			if err == syscall.ENOENT && !more {
+				return resolved, nil
+			}
+			return "", err
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+			continue
+		}
+		if links++; links > 33 { // SYMLOOP_MAX (32) + 1
+			return "", syscall.ELOOP
+		}
+		target, err := os.Readlink(resolved)
+		if err != nil {
+			return "", err
+		}
+		if strings.HasPrefix(target, "/") {
+			resolved = "/"
+		} else {
+			resolved = parentDir(resolved)
+		}
+		if more {
+			if target = strings.TrimSuffix(target, "/") + "/" + left; len(target) >= sftpPathMax {
+				return "", syscall.ENAMETOOLONG
+			}
+		}
+		left = target
+	}
+	if len(resolved) > 1 {
+		resolved = strings.TrimSuffix(resolved, "/")
+	}
+	return resolved, nil
+}
+
+// parentDir drops the last name of the real path p, "/" excepted: "/a/b"
+// and "/a/b/" are "/a/".
+func parentDir(p string) string {
+	if len(p) <= 1 {
+		return p
+	}
+	return p[:strings.LastIndexByte(p[:len(p)-1], '/')+1]
+}
+
+// sftpNamePacket is the SSH_FXP_NAME reply with the one name p (as its long
+// name too, without attributes), as sftp-server answers REALPATH and
+// expand-path, or the SSH_FXP_STATUS reply for err.
+func sftpNamePacket(id uint32, p string, err error) []byte {
 	if err != nil {
 		return sftpStatusPacket(id, err)
 	}
@@ -553,7 +677,7 @@ func (s *sftpFront) expand(id uint32, p string) []byte {
 		Count          uint32
 		Name, LongName string
 		Flags          uint32
-	}{1, real, "", 0}))
+	}{1, p, p, 0}))
 }
 
 // usersGroups answers users-groups-by-id@openssh.com: two strings of
@@ -715,7 +839,7 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 // (sftpErrnoCode), as a copy with that code: ENOTDIR and ELOOP (a path through
 // a regular file, a loop of symbolic links) are NO_SUCH_FILE, which sshfs
 // turns into ENOENT (from SSH_FX_FAILURE: EPERM); pkg/sftp gives it only to
-// ENOENT. Its message is its error's text, which ends with the errno's.
+// ENOENT. ENAMETOOLONG is BAD_MESSAGE. Its message is its error's text, which ends with the errno's.
 func statusCode(b []byte) []byte {
 	if len(b) < 13 || b[4] != sftpStatus || int64(binary.BigEndian.Uint32(b)) != int64(len(b)-4) || binary.BigEndian.Uint32(b[9:]) != sftpFailure {
 		return b
@@ -728,7 +852,7 @@ func statusCode(b []byte) []byte {
 	if gossh.Unmarshal(b[9:], &st) != nil {
 		return b
 	}
-	for _, e := range []syscall.Errno{syscall.ENOTDIR, syscall.ELOOP} {
+	for _, e := range []syscall.Errno{syscall.ENOTDIR, syscall.ELOOP, syscall.ENAMETOOLONG} {
 		if st.Msg == e.Error() || strings.HasSuffix(st.Msg, ": "+e.Error()) {
 			c := slices.Clone(b)
 			binary.BigEndian.PutUint32(c[9:], sftpErrnoCode(e))
@@ -798,6 +922,8 @@ func sftpErrnoCode(errno syscall.Errno) uint32 {
 		return sftpNoSuchFile
 	case syscall.EPERM, syscall.EACCES:
 		return sftpPermissionDenied
+	case syscall.ENAMETOOLONG:
+		return sftpBadMessage
 	case syscall.ENOSYS:
 		return sftpOpUnsupported
 	}

@@ -89,6 +89,10 @@ func FuzzSFTPFront(f *testing.F) {
 	}, nil))
 	f.Add(append(sftpPacket(16, uint32(1), "."), sftpPacket(200, uint32(2), "statvfs@openssh.com", ".")...))
 	f.Add(sftpPacket(200, uint32(1), limitsExt, "trailing"))
+	f.Add(bytes.Join([][]byte{
+		sftpPacket(16, uint32(1), ""), sftpPacket(16, uint32(2), "/proc/self/cwd/../x/"), sftpPacket(16, uint32(3), "/.."),
+		sftpPacket(200, uint32(4), expandPath, "~/a/../../b"),
+	}, nil))
 	f.Add(sftpPacket(200, uint32(1)))
 	f.Add(sftpPacket(200, uint32(1), usersGroupsExt, "\x00\x00\x00\x00\x00\x00\x03\xe8", "\x00\x00\x00\x0a"))
 	f.Add(bytes.Join([][]byte{
