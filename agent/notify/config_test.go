@@ -58,17 +58,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := good
 			tc.modify(&cfg)
-			_, err := New(cfg)
-			var ce *ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("New = %v, want a *ConfigError", err)
-			}
-			if ce.Field != tc.field || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("New = %q (field %s), want field %s and %q", err, ce.Field, tc.field, tc.want)
-			}
-			if !strings.HasPrefix(err.Error(), "notify: config "+tc.field+": ") {
-				t.Errorf("error %q does not start with the field name", err)
-			}
+			wantConfigError(t, cfg, tc.field, tc.want)
 		})
 	}
 	// Key material never shows in an error.
@@ -210,4 +200,26 @@ func FuzzParseBroker(f *testing.F) {
 			t.Fatalf("parseBroker(%q) accepted host %q, neither a name nor an IP address", s, host)
 		}
 	})
+}
+
+// wantConfigError checks that New refuses cfg with a *ConfigError for field,
+// its text starting with the field's name and saying each of wants.
+func wantConfigError(t *testing.T, cfg Config, field string, wants ...string) {
+	t.Helper()
+	_, err := New(cfg)
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("New = %v, want a *ConfigError", err)
+	}
+	if ce.Field != field {
+		t.Errorf("New = %q: field %s, want %s", err, ce.Field, field)
+	}
+	if !strings.HasPrefix(err.Error(), "notify: config "+field+": ") {
+		t.Errorf("error %q does not start with the field name", err)
+	}
+	for _, w := range wants {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("New = %q, want it to say %q", err, w)
+		}
+	}
 }

@@ -192,19 +192,7 @@ func TestKeyAndCertFileMistakesSayWhatToDo(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := good
 			tc.modify(&cfg)
-			_, err := New(cfg)
-			var ce *ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("New = %v, want a *ConfigError", err)
-			}
-			if ce.Field != tc.field {
-				t.Errorf("New = %q: field %s, want %s", err, ce.Field, tc.field)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("New = %q, want it to say %q", err, w)
-				}
-			}
+			wantConfigError(t, cfg, tc.field, tc.want...)
 		})
 	}
 }
