@@ -24,6 +24,7 @@ type failureLimiter struct {
 	mu      sync.Mutex
 	hits    map[string][]time.Time
 	pending map[string]int // password checks begun and not yet ended
+	swept   time.Time      // when failLocked last dropped every expired source
 }
 
 // maxTrackedSources bounds the limiter's memory on a small device; when it is
@@ -74,6 +75,16 @@ func (l *failureLimiter) fail(src string, now time.Time) bool {
 }
 
 func (l *failureLimiter) failLocked(src string, now time.Time) bool {
+	// Each tunnel is a source of its own (the agent labels streams per
+	// tunnel), so on a long-running device most sources never come back:
+	// once a window, forget those whose failures have all expired, instead
+	// of keeping them until maxTrackedSources have piled up.
+	if now.Sub(l.swept) >= l.window {
+		for k := range l.hits {
+			l.prunedLocked(k, now)
+		}
+		l.swept = now
+	}
 	if _, ok := l.hits[src]; !ok && len(l.hits) >= maxTrackedSources {
 		for k := range l.hits {
 			l.prunedLocked(k, now)

@@ -317,3 +317,25 @@ func TestHangupSparesNohup(t *testing.T) {
 	c.Close() // the tunnel drops
 	waitFor(t, "the job to finish", func() bool { _, err := os.Stat(done); return err == nil })
 }
+
+// TestFailureLimiterForgetsExpiredSources: a long-running agent gives each
+// tunnel its own source label, so every tunnel that saw a failed login (an
+// operator's wrong key, a connection that gave up) left an entry that was only
+// dropped once maxTrackedSources of them had piled up: months of dead entries
+// (up to about 2 MiB at 10 failures each) on a router. Failures older than the
+// window count for nothing; the next failure after a window must let them go.
+func TestFailureLimiterForgetsExpiredSources(t *testing.T) {
+	const window = time.Minute
+	l := newFailureLimiter(10, window)
+	now := time.Unix(1000, 0)
+	for i := range 500 { // one tunnel a minute or so, each with a failed login
+		now = now.Add(2 * window)
+		l.fail(fmt.Sprintf("tunnel:%08x/SSH", i), now)
+	}
+	l.mu.Lock()
+	n := len(l.hits)
+	l.mu.Unlock()
+	if n > 2 {
+		t.Fatalf("limiter tracks %d sources after 500 failures, each from a new source %v after the last; want the expired ones dropped (at most 2)", n, 2*window)
+	}
+}
