@@ -104,6 +104,16 @@ func StartMosquitto(tb testing.TB) *Broker {
 	return b
 }
 
+// Pid is the broker's process id, 0 when it is stopped.
+func (b *Broker) Pid() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil {
+		return 0
+	}
+	return b.cmd.Process.Pid
+}
+
 // Start starts the broker (again, after Stop) and waits until it accepts TLS.
 func (b *Broker) Start() {
 	b.tb.Helper()
@@ -113,6 +123,9 @@ func (b *Broker) Start() {
 		return
 	}
 	cmd := exec.Command(b.path, "-c", b.conf)
+	// Killed with the test process, also when it ends without its clean-ups
+	// (go test -timeout panics): no broker left running, adopted by init.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		b.tb.Fatalf("starting %v: %v", cmd.Args, err)
 	}

@@ -339,6 +339,7 @@ func (s *Stack) StartAgent() {
 	s.AgentLog = s.NewLog()
 	cmd := exec.Command(s.Bin, "agent", "-c", s.Config)
 	cmd.Env = append(os.Environ(), s.opt.Env...)
+	cmd.SysProcAttr = orphanKill()
 	cmd.Stdout, cmd.Stderr = s.AgentLog, s.AgentLog
 	var r, w *os.File
 	if s.opt.AgentPipe > 0 {
@@ -456,6 +457,7 @@ func (s *Stack) ConnectServices(out *tunneld.OpenTunnelOutput, services ...strin
 	}
 	cmd := exec.Command(s.Bin, args...)
 	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+filepath.Join(s.Dir, "cache"))
+	cmd.SysProcAttr = orphanKill()
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
@@ -758,4 +760,11 @@ func (s *Stack) AgentSocketsTo(addr string) int {
 		s.TB.Fatalf("cannot read the agent's sockets to %s from /proc", addr)
 	}
 	return n
+}
+
+// orphanKill has a child killed with the test process, also when that ends
+// without its clean-ups (go test -timeout panics), so that no agent or
+// porthole connect is left running, adopted by init.
+func orphanKill() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
