@@ -1,9 +1,19 @@
 package agent
 
 import (
+	"os"
+	"os/signal"
+	"syscall"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// A hangup ignored by go test (nohup, a CI job in the background) would
+	// be inherited by the programs of the agent's SSH sessions: they survive
+	// their hangup and goleak finds their Wait. porthole agent handles SIGHUP
+	// (reload), so its programs start with the default; handled here too.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+	goleak.VerifyTestMain(m)
+}

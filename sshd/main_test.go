@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,6 +26,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// A hangup ignored by go test (nohup, a CI job in the background) would
+	// be inherited by every session's program, and the hangup tests fail
+	// (the program "ignored the hangup and is left running"). The agent
+	// that serves sessions handles SIGHUP (reload), so its programs start
+	// with the default; handled here too, as there.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
 	goleak.VerifyTestMain(m)
 }
 

@@ -378,11 +378,13 @@ func readChunked(br *bufio.Reader, limit int) []byte {
 		if err != nil || n == 0 {
 			break
 		}
-		want := min(int(n), limit-len(b))
+		// n is compared as it is: int(n) is negative on 32-bit devices
+		// for sizes from 0x80000000 (a panic in make).
+		want := int(min(n, uint64(limit-len(b))))
 		chunk := make([]byte, want)
 		got, _ := io.ReadFull(br, chunk)
 		b = append(b, chunk[:got]...)
-		if got < want || want < int(n) {
+		if got < want || uint64(want) < n {
 			break
 		}
 		if _, err := br.Discard(2); err != nil { // the chunk's CRLF

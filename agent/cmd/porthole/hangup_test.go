@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"regexp"
 	"strings"
 	"syscall"
@@ -28,7 +29,17 @@ func TestConnectHangup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	// go test may itself run with the hangup ignored (nohup, a CI job in the
+	// background): the child would inherit that, and connect rightly keeps
+	// ignoring it, so the test waited for it until its timeout. With a
+	// handler installed, the child starts with the default. (Not
+	// signal.Ignored: it reports false once Notify has been called, though
+	// Stop puts SIG_IGN back, so a second -count run hung.)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	err = cmd.Start()
+	signal.Stop(hup)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
