@@ -463,6 +463,14 @@ func (c *Conn) abort(cause error) {
 	c.ws.closeNow()
 }
 
+// finish ends the connection with cause after a Close frame, letting the
+// reader run on until the service closes its side or wait has passed, so that
+// the frames written just before reach it (see wsConn.closeSoon).
+func (c *Conn) finish(cause error, wait time.Duration) {
+	c.cancel(cause)
+	c.ws.closeSoon(1000, "", wait)
+}
+
 // protocolCloseWait bounds how long closeAfterProtocolError waits for the
 // service to close its side.
 const protocolCloseWait = 2 * time.Second

@@ -842,3 +842,84 @@ func TestAnswerBeforeCloseSurvivesFailedWrite(t *testing.T) {
 		t.Fatalf("client got %d of the %d bytes the target wrote before it closed (read error %v)", len(got), len(answer), err)
 	}
 }
+
+// A stdio connection whose local end (ssh's stdin) ends while the device is
+// still sending: the reset must reach the device, whose target connection
+// then closes, even though frames from the device are still arriving.
+func TestStdioEOFWhileDeviceSends(t *testing.T) {
+	for i := range 3 {
+		closed := make(chan struct{})
+		addr := tunneltest.ServeTCP(t, func(c net.Conn) {
+			defer c.Close()
+			go func() { io.Copy(io.Discard, c); close(closed) }()
+			buf := make([]byte, 16<<10)
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		})
+		h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
+		src := &tunnel.Source{Config: h.Src.Config, AnswerWait: -1}
+		in := &slowEOF{r: strings.NewReader("SSH-2.0-client\r\n"), wait: 300 * time.Millisecond}
+		if err := src.RunStdio(ctxTimeout(t, 10*time.Second), "SSH", in, io.Discard); err != nil {
+			t.Fatalf("RunStdio: %v", err)
+		}
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: the device's target connection is still open 5 s after the stdio connection ended", i)
+		}
+	}
+}
+
+// Ctrl-C while the device sends: the goodbye resets must reach the device.
+func TestStopWhileDeviceSends(t *testing.T) {
+	for i := range 3 {
+		closed := make(chan struct{})
+		addr := tunneltest.ServeTCP(t, func(c net.Conn) {
+			defer c.Close()
+			go func() { io.Copy(io.Discard, c); close(closed) }()
+			buf := make([]byte, 16<<10)
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		})
+		h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().String()
+		ln.Close()
+		src := &tunnel.Source{Config: h.Src.Config, AnswerWait: -1, Listen: map[string]string{"SSH": port}}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- src.Run(ctx) }()
+		var c net.Conn
+		for range 100 {
+			if c, err = net.Dial("tcp", port); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if c == nil {
+			t.Fatal(err)
+		}
+		go io.Copy(io.Discard, c)
+		c.Write([]byte("hello"))
+		time.Sleep(300 * time.Millisecond)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: the device's target connection is still open 5 s after the source stopped", i)
+		}
+	}
+}

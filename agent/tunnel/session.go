@@ -99,8 +99,10 @@ func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
 	s.afterDone = make(chan struct{})
 	s.stopAfter = context.AfterFunc(s.ctx, func() {
 		defer close(s.afterDone)
-		if ctx.Err() != nil {
-			s.goodbye()
+		if ctx.Err() != nil && s.goodbye() {
+			// The resets reach the service before the connection closes.
+			conn.finish(context.Canceled, goodbyeTimeout)
+			return
 		}
 		conn.abort(context.Canceled)
 	})
@@ -114,12 +116,13 @@ const goodbyeTimeout = time.Second
 // down, or a session yields to a newer tunnel). The service does not reset the
 // other side's streams when a side leaves, it waits for that side to return
 // (spec §3.8), so without this an operator's ssh through a stopped agent hung
-// until an agent came back. A session that already failed says nothing.
-func (s *session) goodbye() {
+// until an agent came back. A session that already failed says nothing. It
+// reports whether it sent resets, which the connection then waits to deliver.
+func (s *session) goodbye() bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	resets := make([]*Message, 0, len(s.streams))
 	for service, st := range s.streams {
@@ -127,15 +130,16 @@ func (s *session) goodbye() {
 	}
 	s.mu.Unlock()
 	if len(resets) == 0 {
-		return
+		return false
 	}
 	s.conn.ws.conn.SetWriteDeadline(time.Now().Add(goodbyeTimeout)) // the conn is dropped next
 	for _, m := range resets {
 		if err := s.conn.WriteMessage(context.Background(), m); err != nil {
-			return
+			return false
 		}
 	}
 	s.opt.log.Info("stopping: reset the open streams", "streams", len(resets))
+	return true
 }
 
 // crowdedLocked reports whether the session holds as many local connections

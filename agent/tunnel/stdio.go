@@ -72,9 +72,9 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 					refused := !l.answered && l.quiet.Load()
 					s.mu.Unlock()
 					if refused {
-						c.abort(ErrRefused)
+						c.finish(ErrRefused, protocolCloseWait)
 					} else {
-						c.abort(errStdioDone)
+						c.finish(errStdioDone, protocolCloseWait)
 					}
 				}()
 			}

@@ -633,6 +633,22 @@ func (c *wsConn) closeWith(code int, reason string, drain time.Duration) {
 	})
 }
 
+// closeSoon sends a Close frame and leaves the single reader to read what the
+// peer still sends, until the peer closes too or wait has passed (a read
+// deadline); the caller then closes the connection. Closing at once, with
+// input unread, resets the connection, and the peer may lose the frames
+// written just before (the resets of a source's last connection), as
+// closeWith's drain explains. Used while the reader is still running.
+func (c *wsConn) closeSoon(code int, reason string, wait time.Duration) {
+	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	p := binary.BigEndian.AppendUint16(nil, uint16(code))
+	if c.writeFrame(opClose, append(p, reason...)) != nil {
+		c.closeNow()
+		return
+	}
+	c.conn.SetReadDeadline(time.Now().Add(wait))
+}
+
 // closeNow drops the connection without a close handshake.
 func (c *wsConn) closeNow() {
 	c.close.Do(func() { c.conn.Close() })
