@@ -68,6 +68,7 @@ type session struct {
 	up       atomic.Bool  // its connection to the service is up
 	lastUsed atomic.Int64 // monoNow of the last stream start or end
 	cancel   context.CancelFunc
+	ended    string // why the agent ended it (endLocked), for its tunnel-ended event; guarded by a.mu
 }
 
 // New builds an agent from a validated config; log may be nil.
@@ -493,7 +494,7 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	if len(a.sessions) >= a.cfg.Tunnel.MaxTunnels {
 		if old := a.candidate; old != nil {
 			a.log.Info("max tunnels reached: a newer tunnel replaces the one still connecting", "ended", old.fp, "for", fp)
-			a.endLocked(old)
+			a.endLocked(old, fmt.Sprintf("replaced by a newer tunnel before it connected (max_tunnels %d)", a.cfg.Tunnel.MaxTunnels))
 		} else if a.oldestIdleLocked() == nil {
 			a.log.Warn("too many tunnels, all busy: refusing the new one", "tunnel", fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
 			a.rejectNotificationLocked(Event{Tunnel: fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
@@ -547,18 +548,22 @@ func (a *Agent) admit(s *session) {
 	if victim == nil {
 		a.log.Warn("too many tunnels, all busy: ending the new one", "tunnel", s.fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
 		a.rejectNotificationLocked(Event{Tunnel: s.fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
-		a.endLocked(s)
+		a.endLocked(s, fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels))
 		return
 	}
 	a.log.Info("max tunnels reached: ending the oldest idle session", "ended", victim.fp, "for", s.fp)
-	a.endLocked(victim)
+	a.endLocked(victim, fmt.Sprintf("idle, ended for a newer tunnel (max_tunnels %d)", a.cfg.Tunnel.MaxTunnels))
 }
 
 // endLocked ends session s and forgets its tunnel. The yielded tunnel is given up,
 // not paused: without this every notification past max_tunnels (token rotations,
 // say) left a state file behind for up to 12 h, and a restart dialled each of them
 // in turn.
-func (a *Agent) endLocked(s *session) {
+//
+// reason is its tunnel-ended event's: the session had its tunnel-connected (or
+// connect-failed) events, and its trail must not stop without an end.
+func (a *Agent) endLocked(s *session, reason string) {
+	s.ended = reason
 	s.cancel()
 	delete(a.sessions, s.fp)
 	if a.candidate == s {
@@ -628,6 +633,12 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	switch {
 	case err == nil:
 		log.Info("tunnel session stopped")
+		a.mu.Lock()
+		ended := s.ended
+		a.mu.Unlock()
+		if ended != "" {
+			a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: "ended by the agent: " + ended})
+		}
 		a.restamp(s, t, log)
 		return // the agent stops (keep the state for a restart) or the session yielded (start removed it)
 	case errors.Is(err, tunnel.ErrClosedByService):

@@ -110,6 +110,12 @@ func (q *eventQueue) run(ctx context.Context, flush time.Duration) {
 			fctx, cancel := context.WithTimeout(context.Background(), flush)
 			q.drain(fctx)
 			cancel()
+			q.mu.Lock()
+			unsent, dropped := len(q.queue), q.dropped
+			q.mu.Unlock()
+			if unsent+dropped > 0 {
+				q.log.Warn("events not sent before stopping: the broker did not take them in time", "unsent", unsent, "dropped", dropped)
+			}
 			return
 		}
 	}

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -233,5 +235,43 @@ func TestHugeSSHUserNameDoesNotWedgeMQTT(t *testing.T) {
 		if len(l) > 4096 {
 			t.Errorf("a log line of %d bytes: %.200s…", len(l), l)
 		}
+	}
+}
+
+// A tunnel the agent ends itself, yielding its place past max_tunnels to a newer
+// one, closes its trail with a tunnel-ended event: it had a tunnel-connected, and
+// an operator auditing the topic must not be left with a tunnel that never ended.
+func TestYieldedTunnelPublishesTunnelEnded(t *testing.T) {
+	e, first := oneTunnelAgent(t)
+	second := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", second.DestinationToken, "SSH")
+	if err := second.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	fp := fingerprint(first.DestinationToken)
+	ev := e.broker.waitEvent(t, "tunnel-ended", func(ev Event) bool { return ev.Tunnel == fp })
+	if !strings.Contains(ev.Reason, "max_tunnels") {
+		t.Errorf("tunnel-ended reason %q does not say why the agent ended it", ev.Reason)
+	}
+}
+
+// Events still queued when the agent stops (the broker away for the last 2 s)
+// are lost: a warning says how many, as for those a full queue drops, instead
+// of the audit trail losing them without a trace.
+func TestEventQueueReportsEventsLeftAtStop(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	q := newEventQueue(func(context.Context, []byte) error { return errors.New("not connected") },
+		slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	for range 3 {
+		q.add(Event{Type: "ssh-session-end"})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	q.run(ctx, 50*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "unsent=3") {
+		t.Errorf("3 events left unsent at stop, log says:\n%s", logs.String())
 	}
 }

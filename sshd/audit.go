@@ -149,6 +149,7 @@ func (s *Server) audit(e Event) {
 	if e.Time.IsZero() {
 		e.Time = s.clock()
 	}
+	e.Time = e.Time.UTC() // as the agent's events: one zone in a record, whatever the device's
 	for _, f := range []*string{&e.User, &e.CertID, &e.Reason, &e.Dest} {
 		*f = clipClient(*f)
 	}

@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -85,6 +86,78 @@ func TestHugeUserNameClipped(t *testing.T) {
 			t.Errorf("login failure event: user of %d bytes, reason of %d; want at most %d", len(ev.User), len(ev.Reason), maxClientString)
 		}
 	}
+	e.logs.mu.Lock()
+	defer e.logs.mu.Unlock()
+	for _, l := range e.logs.lines {
+		if len(l) > 2*maxClientString+512 {
+			t.Errorf("a log line of %d bytes: %.200s…", len(l), l)
+		}
+	}
+}
+
+// Every event of a connection after key exchange carries its session_id
+// (Event.SessionID), so an operator can tie a forward to the login that made
+// it: forwards, allowed and refused, local and remote, too.
+func TestForwardEventsCarrySessionID(t *testing.T) {
+	echo := echoServer(t)
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+	})
+	c := e.login("root")
+	want := hex.EncodeToString(c.SessionID())
+	if fc, err := c.Dial("tcp", echo); err != nil {
+		t.Fatal(err)
+	} else {
+		fc.Close()
+	}
+	if fc, err := c.Dial("tcp", "192.0.2.1:80"); err == nil {
+		fc.Close()
+		t.Fatal("forward to 192.0.2.1 allowed")
+	}
+	if l, err := c.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	} else {
+		l.Close()
+	}
+	waitFor(t, "three forward events", func() bool { return len(e.eventsOf(EventForward)) >= 3 })
+	for _, ev := range e.eventsOf(EventForward) {
+		if ev.SessionID != want {
+			t.Errorf("%s forward to %s (allowed %v): session_id %q, want %q (the login's)", ev.Direction, ev.Dest, ev.Allowed, ev.SessionID, want)
+		}
+	}
+}
+
+// Audit times are UTC, as the agent's events around them ("time" ends in Z):
+// a device whose local zone is not UTC must not mix zones in one record.
+func TestAuditTimeIsUTC(t *testing.T) {
+	// A device clock in a zone of its own (/etc/localtime), through the
+	// server's clock seam: time.Local itself is not touched, which other
+	// goroutines read.
+	cet := time.FixedZone("CET", 3600)
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.now = func() time.Time { return time.Now().In(cet) } })
+	e.login("root")
+	waitFor(t, "the login event", func() bool { return len(e.eventsOf(EventLoginSuccess)) > 0 })
+	ev := e.eventsOf(EventLoginSuccess)[0]
+	b, _ := json.Marshal(ev)
+	if ev.Time.Location() != time.UTC {
+		t.Errorf("login event time in %v: %s", ev.Time.Location(), b)
+	}
+}
+
+// A refused remote forward's bind address is the client's, up to an SSH packet:
+// its log line keeps at most maxClientString bytes of it, as its event does.
+func TestHugeRemoteForwardBindClipped(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	huge := strings.Repeat("b", 200<<10)
+	ok, _, err := c.SendRequest("tcpip-forward", true, gossh.Marshal(struct {
+		Addr string
+		Port uint32
+	}{huge, 8080}))
+	if err != nil || ok {
+		t.Fatalf("tcpip-forward with a huge bind address: ok %v, err %v; want refused", ok, err)
+	}
+	waitFor(t, "the forward event", func() bool { return len(e.eventsOf(EventForward)) > 0 })
 	e.logs.mu.Lock()
 	defer e.logs.mu.Unlock()
 	for _, l := range e.logs.lines {

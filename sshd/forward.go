@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -48,7 +49,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 		return
 	}
 	dest := net.JoinHostPort(d.DestHost, strconv.FormatUint(uint64(d.DestPort), 10))
-	ev := Event{Type: EventForward, Remote: st.remote, User: sc.User(), Direction: "local", Dest: dest}
+	ev := Event{Type: EventForward, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(), Direction: "local", Dest: dest}
 	refuse := func(reason string) {
 		ev.Reason = reason
 		s.log().Info("forward refused", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "reason", reason)
@@ -66,7 +67,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	}
 	if !s.acquireForward() {
 		ev.Reason = "too many forwarded connections"
-		s.full(&s.forwardLog, "forward refused: too many forwarded connections", "remote", st.remote, "user", sc.User(), "dest", dest)
+		s.full(&s.forwardLog, "forward refused: too many forwarded connections", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest))
 		s.audit(ev)
 		nc.Reject(gossh.ResourceShortage, ev.Reason)
 		return
@@ -306,10 +307,10 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return false, nil
 	}
 	bind := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(f.BindPort), 10))
-	ev := Event{Type: EventForward, Remote: st.remote, User: sc.User(), Direction: "remote", Dest: bind}
+	ev := Event{Type: EventForward, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(), Direction: "remote", Dest: bind}
 	refuse := func(reason string) (bool, []byte) {
 		ev.Reason = reason
-		s.log().Info("remote forward refused", "remote", st.remote, "user", sc.User(), "bind", bind, "reason", reason)
+		s.log().Info("remote forward refused", "remote", st.remote, "user", sc.User(), "bind", clipClient(bind), "reason", reason)
 		s.audit(ev)
 		return false, nil
 	}
@@ -532,7 +533,7 @@ func (sess *session) startAgentForwarding(a *account) (sock string, stop func(),
 		os.RemoveAll(dir)
 		return "", nil, errors.New("connection closing")
 	}
-	sess.srv.audit(Event{Type: EventForward, Remote: st.remote, User: sess.sc.User(), Direction: "agent", Dest: sock, Allowed: true})
+	sess.srv.audit(Event{Type: EventForward, Remote: st.remote, SessionID: hex.EncodeToString(sess.sc.SessionID()), User: sess.sc.User(), Direction: "agent", Dest: sock, Allowed: true})
 	go sess.srv.serveForward(sess.ctx, st, l, func(net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
 		return sess.sc.OpenChannel("auth-agent@openssh.com", nil)
 	})
