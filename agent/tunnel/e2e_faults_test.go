@@ -848,17 +848,7 @@ func TestAnswerBeforeCloseSurvivesFailedWrite(t *testing.T) {
 // then closes, even though frames from the device are still arriving.
 func TestStdioEOFWhileDeviceSends(t *testing.T) {
 	for i := range 3 {
-		closed := make(chan struct{})
-		addr := tunneltest.ServeTCP(t, func(c net.Conn) {
-			defer c.Close()
-			go func() { io.Copy(io.Discard, c); close(closed) }()
-			buf := make([]byte, 16<<10)
-			for {
-				if _, err := c.Write(buf); err != nil {
-					return
-				}
-			}
-		})
+		addr, closed := floodingTarget(t)
 		h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
 		src := &tunnel.Source{Config: h.Src.Config, AnswerWait: -1}
 		in := &slowEOF{r: strings.NewReader("SSH-2.0-client\r\n"), wait: 300 * time.Millisecond}
@@ -876,36 +866,22 @@ func TestStdioEOFWhileDeviceSends(t *testing.T) {
 // Ctrl-C while the device sends: the goodbye resets must reach the device.
 func TestStopWhileDeviceSends(t *testing.T) {
 	for i := range 3 {
-		closed := make(chan struct{})
-		addr := tunneltest.ServeTCP(t, func(c net.Conn) {
-			defer c.Close()
-			go func() { io.Copy(io.Discard, c); close(closed) }()
-			buf := make([]byte, 16<<10)
-			for {
-				if _, err := c.Write(buf); err != nil {
-					return
-				}
-			}
-		})
+		addr, closed := floodingTarget(t)
 		h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().String()
-		ln.Close()
-		src := &tunnel.Source{Config: h.Src.Config, AnswerWait: -1, Listen: map[string]string{"SSH": port}}
+		listening := make(chan net.Addr, 1)
+		src := &tunnel.Source{Config: h.Src.Config, AnswerWait: -1, Listen: map[string]string{"SSH": "127.0.0.1:0"},
+			OnListen: func(_ string, a net.Addr) { listening <- a }}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- src.Run(ctx) }()
-		var c net.Conn
-		for range 100 {
-			if c, err = net.Dial("tcp", port); err == nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
+		var a net.Addr
+		select {
+		case a = <-listening:
+		case err := <-done:
+			t.Fatalf("Run: %v", err)
 		}
-		if c == nil {
+		c, err := net.Dial("tcp", a.String())
+		if err != nil {
 			t.Fatal(err)
 		}
 		go io.Copy(io.Discard, c)
@@ -922,4 +898,21 @@ func TestStopWhileDeviceSends(t *testing.T) {
 			t.Fatalf("round %d: the device's target connection is still open 5 s after the source stopped", i)
 		}
 	}
+}
+
+// floodingTarget is a device's target that writes without a pause; closed is
+// closed once the tunnel has closed the connection to it (its read ends).
+func floodingTarget(t *testing.T) (addr string, closed <-chan struct{}) {
+	done := make(chan struct{})
+	addr = tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		go func() { io.Copy(io.Discard, c); close(done) }()
+		buf := make([]byte, 16<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	return addr, done
 }
