@@ -623,9 +623,7 @@ func (c *wsConn) fail(code int, reason string) error {
 // single reader to have stopped.
 func (c *wsConn) closeWith(code int, reason string, drain time.Duration) {
 	c.close.Do(func() {
-		c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		p := binary.BigEndian.AppendUint16(nil, uint16(code))
-		if c.writeFrame(opClose, append(p, reason...)) == nil && drain > 0 {
+		if c.sendClose(code, reason) == nil && drain > 0 {
 			c.conn.SetReadDeadline(time.Now().Add(drain))
 			io.Copy(io.Discard, c.conn)
 		}
@@ -640,13 +638,18 @@ func (c *wsConn) closeWith(code int, reason string, drain time.Duration) {
 // written just before (the resets of a source's last connection), as
 // closeWith's drain explains. Used while the reader is still running.
 func (c *wsConn) closeSoon(code int, reason string, wait time.Duration) {
-	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	p := binary.BigEndian.AppendUint16(nil, uint16(code))
-	if c.writeFrame(opClose, append(p, reason...)) != nil {
+	if c.sendClose(code, reason) != nil {
 		c.closeNow()
 		return
 	}
 	c.conn.SetReadDeadline(time.Now().Add(wait))
+}
+
+// sendClose writes a Close frame with code and reason, giving it a second.
+func (c *wsConn) sendClose(code int, reason string) error {
+	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	p := binary.BigEndian.AppendUint16(nil, uint16(code))
+	return c.writeFrame(opClose, append(p, reason...))
 }
 
 // closeNow drops the connection without a close handshake.
