@@ -145,6 +145,10 @@ func TestAuditCommandLines(t *testing.T) {
 	forced := `command="echo forced" ` + string(gossh.MarshalAuthorizedKey(e.key.PublicKey()))
 	c := e.login("root")
 	run(t, c, line, "")
+	// The server audits a session's end after closing its channel, so the
+	// client can be done with it first: the second starts only after that
+	// event, or the ends could come in the other order (seen under qemu-arm).
+	waitFor(t, "the first session end", func() bool { return len(e.eventsOf(EventSessionEnd)) == 1 })
 	run(t, c, long, "")
 	waitFor(t, "two session ends", func() bool { return len(e.eventsOf(EventSessionEnd)) == 2 })
 	e.writeAuthorizedKeys("root", forced)
