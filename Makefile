@@ -91,6 +91,19 @@ cross: ## static device binaries for every target into dist/, with SHA256SUMS
 	@exp='$(DEVICE_GOEXPERIMENT)'; $(call device-build,$(CROSS_TARGETS),dist,$$exp)
 	tools/pkg/sums.sh dist
 
+# porthole connect for operators' machines (the device agent is Linux only).
+OPERATOR_TARGETS := darwin-arm64 darwin-amd64 windows-amd64 windows-arm64 freebsd-amd64
+
+.PHONY: operator
+operator: ## porthole connect for macOS, Windows and FreeBSD into dist/ (the agent is Linux only), with SHA256SUMS
+	@mkdir -p dist
+	@for t in $(OPERATOR_TARGETS); do \
+		os=$${t%%-*}; arch=$${t#*-}; ext=; [ $$os = windows ] && ext=.exe; \
+		echo "  $$t"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/porthole-$$t$$ext ./agent/cmd/porthole; \
+	done
+	tools/pkg/sums.sh dist
+
 # $(call device-build,TARGETS,DIR,GOEXPERIMENT[,ENV]): shell code that builds the
 # device binary of each of TARGETS (entries of CROSS_TARGETS) into
 # DIR/porthole-<name>, with ENV (VAR=value ...) added to go build's environment.

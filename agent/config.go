@@ -1,3 +1,5 @@
+//go:build linux
+
 package agent
 
 import (
@@ -678,4 +680,13 @@ func loginWarnings(cfg *Config) []string {
 			"(files are read at each login: no restart is needed)")
 	}
 	return out
+}
+
+// BuildTime is when this binary was built (notify.BuildTime, set at link time);
+// without it, 2026-01-01. A clock before it is a clock that was never set.
+func BuildTime() time.Time {
+	if t, err := time.Parse(time.RFC3339, notify.BuildTime); err == nil {
+		return t
+	}
+	return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 }

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
@@ -341,7 +340,7 @@ func lockToken(ctx context.Context, dir string, access tunnel.Token, wait time.D
 	}
 	p := filepath.Join(dir, tokenKey(access.Reveal())+tokenLockSuffix)
 	f, err := retryFlock(ctx, wait, func() (*os.File, error) { return flockPath(p, true) })
-	if errors.Is(err, syscall.EWOULDBLOCK) {
+	if errors.Is(err, errLockHeld) {
 		who := "another porthole connect"
 		if pid := tokenLockHolder(p); pid > 0 {
 			who += " (pid " + strconv.Itoa(pid) + ")"
@@ -363,7 +362,7 @@ func lockToken(ctx context.Context, dir string, access tunnel.Token, wait time.D
 }
 
 // flockPath opens path (creating it, when create is set) and takes an exclusive
-// flock without waiting; EWOULDBLOCK means another holds it. It retries when path
+// lock without waiting (lockNoWait); errLockHeld means another holds it. It retries when path
 // was removed or replaced between the open and the lock, so that the lock held is
 // always on the file that path names.
 func flockPath(path string, create bool) (*os.File, error) {
@@ -376,7 +375,7 @@ func flockPath(path string, create bool) (*os.File, error) {
 		if err != nil {
 			return nil, err
 		}
-		lerr := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		lerr := lockNoWait(f)
 		held, err1 := f.Stat()
 		named, err2 := os.Stat(path)
 		if err1 == nil && err2 == nil && os.SameFile(held, named) {

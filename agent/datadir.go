@@ -1,3 +1,5 @@
+//go:build linux
+
 package agent
 
 import (
@@ -226,7 +228,7 @@ func lockDataDir(ctx context.Context, dir string, wait time.Duration) (*os.File,
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	_, err = retryFlock(ctx, wait, func() (*os.File, error) {
-		return f, syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		return f, lockNoWait(f)
 	})
 	switch {
 	case err == nil:
@@ -234,28 +236,11 @@ func lockDataDir(ctx context.Context, dir string, wait time.Duration) (*os.File,
 	case ctx.Err() != nil:
 		f.Close()
 		return nil, ctx.Err()
-	case errors.Is(err, syscall.EWOULDBLOCK):
+	case errors.Is(err, errLockHeld):
 		f.Close()
 		return nil, Usagef("data_dir %s is in use by another porthole agent (still after %v); one agent per data directory", dir, wait)
 	default:
 		f.Close()
 		return nil, fmt.Errorf("data_dir: lock %s: %w", dir, err)
-	}
-}
-
-// retryFlock calls try, which takes a flock without waiting, until it gives
-// something other than EWOULDBLOCK, wait has passed, or ctx ends.
-func retryFlock(ctx context.Context, wait time.Duration, try func() (*os.File, error)) (*os.File, error) {
-	deadline := time.Now().Add(wait)
-	for {
-		f, err := try()
-		if !errors.Is(err, syscall.EWOULDBLOCK) || !time.Now().Before(deadline) {
-			return f, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
 	}
 }

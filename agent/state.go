@@ -1,8 +1,8 @@
+//go:build linux
+
 package agent
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,10 +14,6 @@ import (
 
 	"github.com/porthole-iot/porthole/agent/internal/jsonlite"
 )
-
-// maxTunnelLifetime is the longest a tunnel can be open (spec §7): saved state older
-// than this is stale.
-const maxTunnelLifetime = 12 * time.Hour
 
 // savedTunnel is what the agent keeps on disk for a live destination session, so that
 // a restart reconnects to a tunnel that is still open: the access token alone cannot
@@ -35,11 +31,6 @@ type savedTunnel struct {
 // stateStore keeps one file per live tunnel in DataDir/tunnels, named by a hash of
 // the access token.
 type stateStore struct{ dir string }
-
-func tokenKey(accessToken string) string {
-	sum := sha256.Sum256([]byte(accessToken))
-	return hex.EncodeToString(sum[:12])
-}
 
 func (s stateStore) path(key string) string { return filepath.Join(s.dir, key+".json") }
 
@@ -181,40 +172,5 @@ func decodeStrings(s *[]string, v jsonlite.Value) error {
 		out = []string{}
 	}
 	*s = out
-	return nil
-}
-
-// writeFileAtomic replaces path with data so that a crash leaves the old or the new
-// content, never a mix.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 	return nil
 }

@@ -2,7 +2,8 @@
 # sums.sh DIST: write DIST/SHA256SUMS for every artifact in DIST: the binaries of
 # make cross (porthole-linux-*), the tarballs of make dist
 # (porthole-VERSION-linux-*.tar.gz) and the packages of make ipk
-# (porthole_VERSION_ARCH.ipk). Each of the three targets ends with it, so the file
+# (porthole_VERSION_ARCH.ipk), and make operator's porthole connect for macOS,
+# Windows and FreeBSD (porthole-darwin-*, ...). Each target ends with it, so the file
 # covers all of them whichever ran last.
 set -euo pipefail
 shopt -s nullglob

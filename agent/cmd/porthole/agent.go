@@ -1,7 +1,8 @@
+//go:build linux
+
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -21,44 +22,6 @@ import (
 
 	"github.com/porthole-iot/porthole/agent"
 )
-
-var errHelp = errors.New("help shown")
-
-// flagError is a usage error that package flag has printed already, with the
-// usage below it: run does not print it again.
-type flagError struct{ error }
-
-func (e flagError) Unwrap() error { return e.error }
-
-// flagsGiven names the flags of fs that the command line set.
-func flagsGiven(fs *flag.FlagSet) map[string]bool {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	return given
-}
-
-// parseFlags parses fs, mapping -h to errHelp, with the usage on stdout as
-// `porthole -h` has it, and bad flags to a usage error, with the usage on fs's
-// output (stderr).
-func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
-	errOut := fs.Output()
-	var usage bytes.Buffer
-	fs.SetOutput(&usage)
-	err := fs.Parse(args)
-	fs.SetOutput(errOut)
-	if errors.Is(err, flag.ErrHelp) {
-		stdout.Write(usage.Bytes())
-		return errHelp
-	}
-	errOut.Write(usage.Bytes())
-	if err != nil {
-		return flagError{agent.Usagef("%w", err)}
-	}
-	if fs.NArg() > 0 {
-		return agent.Usagef("unexpected argument %q", fs.Arg(0))
-	}
-	return nil
-}
 
 func loadConfig(path string) (*agent.Config, error) {
 	cfg, err := agent.LoadConfig(path)
@@ -289,16 +252,4 @@ func closeInheritedOnExec() {
 			syscall.CloseOnExec(fd)
 		}
 	}
-}
-
-// runVersion prints the version; -h prints its one-line usage.
-func runVersion(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("porthole version", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(fs.Output(), "usage: porthole version (prints the version; takes no flags)") }
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "porthole %s\n", agent.Version)
-	return nil
 }

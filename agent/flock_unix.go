@@ -1,0 +1,17 @@
+//go:build unix
+
+package agent
+
+import (
+	"os"
+	"syscall"
+)
+
+// errLockHeld is lockNoWait's error for a lock another process holds.
+var errLockHeld error = syscall.EWOULDBLOCK
+
+// lockNoWait takes an exclusive flock(2) on f without waiting. It ends when f
+// is closed, or with the process.
+func lockNoWait(f *os.File) error {
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+}
