@@ -28,15 +28,20 @@ type sftpDir struct {
 	listed bool // "." and ".." have been sent
 }
 
-// sftpNameEntry is one entry of an SSH_FXP_NAME reply, with the attributes
-// sftp-server sends (draft-ietf-secsh-filexfer-02 section 5).
-type sftpNameEntry struct {
-	Name, LongName string
-	Flags          uint32 // SSH_FILEXFER_ATTR_SIZE, UIDGID, PERMISSIONS and ACMODTIME
-	Size           uint64
-	UID, GID       uint32
-	Mode           uint32
-	Atime, Mtime   uint32
+// sftpFileAttrs is the ATTRS sftp-server sends for a file
+// (draft-ietf-secsh-filexfer-02 section 5): a STAT or LSTAT reply, and after
+// each READDIR entry's names.
+type sftpFileAttrs struct {
+	Flags        uint32 // SSH_FILEXFER_ATTR_SIZE, UIDGID, PERMISSIONS and ACMODTIME
+	Size         uint64
+	UID, GID     uint32
+	Mode         uint32
+	Atime, Mtime uint32
+}
+
+func fileAttrs(st *unix.Stat_t) sftpFileAttrs {
+	return sftpFileAttrs{Flags: 0xf, Size: uint64(st.Size), UID: st.Uid, GID: st.Gid, Mode: uint32(st.Mode),
+		Atime: uint32(st.Atim.Sec), Mtime: uint32(st.Mtim.Sec)}
 }
 
 // maxOpenDirs bounds the directories one SFTP session holds open here (sftp's
@@ -84,11 +89,9 @@ func (s *sftpFront) readdir(id uint32, h string) []byte {
 				continue
 			}
 			n++
-			data = append(data, gossh.Marshal(sftpNameEntry{
-				Name: name, LongName: longName(name, &st, ids.user(st.Uid), ids.group(st.Gid), now), Flags: 0xf,
-				Size: uint64(st.Size), UID: st.Uid, GID: st.Gid, Mode: st.Mode,
-				Atime: uint32(st.Atim.Sec), Mtime: uint32(st.Mtim.Sec),
-			})...)
+			data = append(data, gossh.Marshal(struct{ Name, LongName string }{
+				name, longName(name, &st, ids.user(st.Uid), ids.group(st.Gid), now)})...)
+			data = append(data, gossh.Marshal(fileAttrs(&st))...)
 		}
 		if n > 0 {
 			return sftpReply(sftpName, id, append(binary.BigEndian.AppendUint32(nil, n), data...))
@@ -97,6 +100,24 @@ func (s *sftpFront) readdir(id uint32, h string) []byte {
 			return sftpStatusPacket(id, err) // io.EOF at the end
 		}
 	}
+}
+
+// stat answers STAT (follow) or LSTAT of p with the attributes sftp-server
+// sends. pkg/sftp, which has only an os.FileInfo, sent the modification time as
+// the access time, so a client that keeps times on a download (sftp get -p,
+// scp -p, pscp -p) gave the copy the wrong access time.
+func (s *sftpFront) stat(id uint32, p string, follow bool) []byte {
+	var st unix.Stat_t
+	var err error
+	if follow {
+		err = unix.Stat(p, &st)
+	} else {
+		err = unix.Lstat(p, &st)
+	}
+	if err != nil {
+		return sftpStatusPacket(id, err)
+	}
+	return sftpReply(sftpAttrs, id, gossh.Marshal(fileAttrs(&st)))
 }
 
 // closeDirs closes the directories the client left open, once pkg/sftp's

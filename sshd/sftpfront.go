@@ -32,6 +32,7 @@ const (
 	sftpStatus   = 101 // SSH_FXP_STATUS
 	sftpHandle   = 102 // SSH_FXP_HANDLE
 	sftpName     = 104 // SSH_FXP_NAME
+	sftpAttrs    = 105 // SSH_FXP_ATTRS
 	sftpVersion  = 2   // SSH_FXP_VERSION
 	sftpExt      = 200 // SSH_FXP_EXTENDED
 
@@ -44,7 +45,8 @@ const (
 	sftpOpUnsupported    = 8 // SSH_FX_OP_UNSUPPORTED
 )
 
-// The requests with a path that pkg/sftp serves (see kernelPath).
+// The requests with a path that pkg/sftp serves (see kernelPath), and STAT
+// and LSTAT, served here (see stat).
 const (
 	sftpLstat    = 7  // SSH_FXP_LSTAT
 	sftpSetstat  = 9  // SSH_FXP_SETSTAT
@@ -202,7 +204,7 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// kernelPath hands pkg/sftp an OPEN, STAT, LSTAT, SETSTAT or READLINK whose
+// kernelPath hands pkg/sftp an OPEN, SETSTAT or READLINK whose
 // relative path lexical cleaning would change with the path made absolute as
 // the kernel takes it, against the working directory and not cleaned.
 // pkg/sftp joins a relative path to its working directory with path.Join,
@@ -216,7 +218,7 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 // pending, s.left its length.
 func (s *sftpFront) kernelPath(typ byte, size uint32) error {
 	switch typ {
-	case sftpOpen, sftpStat, sftpLstat, sftpSetstat, sftpReadlink:
+	case sftpOpen, sftpSetstat, sftpReadlink:
 	default:
 		return nil
 	}
@@ -317,7 +319,7 @@ const maxSFTPRead = 32 << 10
 
 // serves reports whether the request of type typ and size bytes (after its
 // length) is served here, whatever its size: MKDIR, REMOVE, RMDIR, RENAME,
-// SYMLINK, REALPATH, OPENDIR, READDIR (pkg/sftp has no
+// SYMLINK, REALPATH, STAT, LSTAT, OPENDIR, READDIR (pkg/sftp has no
 // directory handles), CLOSE of a directory handle, the sftpExtensions and
 // statvfs, a WRITE to a file opened to append (see appendTo), and an OPEN
 // while maxOpenFiles files are open, refused. A CLOSE of a file that it
@@ -369,7 +371,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		return slices.Contains(sftpExtensions, req.Arg) || req.Arg == statvfsExt
 	}
 	switch typ {
-	case sftpMkdir, sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename, sftpRealpath:
+	case sftpMkdir, sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename, sftpRealpath, sftpStat, sftpLstat:
 		return true
 	}
 	return false
@@ -466,6 +468,8 @@ func (s *sftpFront) serve(size int) error {
 		reply = sftpStatusPacket(req.ID, renameNoReplace(s.local(req.Arg), s.local(second.Str)))
 	case sftpRealpath:
 		reply = s.realpath(req.ID, req.Arg)
+	case sftpStat, sftpLstat:
+		reply = s.stat(req.ID, s.local(req.Arg), pkt[4] == sftpStat)
 	case sftpClose:
 		d := s.dirs[req.Arg]
 		delete(s.dirs, req.Arg)

@@ -644,3 +644,37 @@ func TestSFTPAppendWritesAtTheEnd(t *testing.T) {
 		t.Errorf("after two WRITEs to a file opened to append: %q", b)
 	}
 }
+
+// TestSFTPStatAccessTime: STAT and LSTAT report the file's access time, as
+// sftp-server does (and as READDIR and scp -p here do). pkg/sftp reports the
+// modification time in its place, so every client that preserves times on a
+// download (sftp get -p, scp -p in its default SFTP mode, pscp -p, Paramiko)
+// set the copy's access time to the original's modification time.
+func TestSFTPStatAccessTime(t *testing.T) {
+	e := newEnv(t, nil)
+	s, cl := sftpClient(t, e)
+	p := filepath.Join(e.home("root"), "f")
+	writeFile(t, p, "data")
+	atime, mtime := time.Unix(1000000000, 0), time.Unix(1500000000, 0)
+	if err := os.Chtimes(p, atime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		stat func(string) (os.FileInfo, error)
+	}{{"Stat", cl.Stat}, {"Lstat", cl.Lstat}} {
+		fi, err := tc.stat("f")
+		if err != nil {
+			t.Fatalf("%s(f): %v", tc.name, err)
+		}
+		fs := fi.Sys().(*sftp.FileStat)
+		if int64(fs.Atime) != atime.Unix() || int64(fs.Mtime) != mtime.Unix() || fi.Size() != 4 || fi.Mode() != 0o644 {
+			t.Errorf("%s(f): atime %d, mtime %d, size %d, mode %v; want atime %d, mtime %d, size 4, mode -rw-r--r--",
+				tc.name, fs.Atime, fs.Mtime, fi.Size(), fi.Mode(), atime.Unix(), mtime.Unix())
+		}
+	}
+	cl.Close()
+	if st := s.wait(t); st != "exit-status 0" {
+		t.Errorf("end of sftp session: %s, want exit-status 0", st)
+	}
+}
