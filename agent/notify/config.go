@@ -251,6 +251,11 @@ func parseBroker(s string) (brokerAddr, error) {
 			return brokerAddr{}, fmt.Errorf("%q: an IPv6 address needs brackets, with the port after them: [2001:db8::1]:8883", s)
 		}
 	}
+	if strings.HasPrefix(hostport, "[") && !strings.Contains(host, ":") {
+		// "[0]" was dialled as 0.0.0.0, this machine; the tunnel's endpoint
+		// refuses the same.
+		return brokerAddr{}, fmt.Errorf("%q: brackets enclose an IPv6 address only: [2001:db8::1]:8883, or a name or IPv4 address without them", s)
+	}
 	if strings.Contains(host, ":") {
 		if _, err := netip.ParseAddr(host); err != nil {
 			return brokerAddr{}, fmt.Errorf("%q: %q is not an IPv6 address; write one in brackets, with the port after them: [2001:db8::1]:8883", s, host)

@@ -40,6 +40,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"bad port", func(c *Config) { c.Broker = "example.com:http" }, "Broker", `port "http"`},
 		{"port out of range", func(c *Config) { c.Broker = "example.com:70000" }, "Broker", `port "70000"`},
 		{"url with a path", func(c *Config) { c.Broker = "mqtts://example.com:8883/x" }, "Broker", "want only mqtts://host:port"},
+		{"name in brackets", func(c *Config) { c.Broker = "[example.com]:8883" }, "Broker", "brackets enclose an IPv6 address only"},
+		{"IPv4 in brackets", func(c *Config) { c.Broker = "[127.0.0.1]" }, "Broker", "brackets enclose an IPv6 address only"},
 		{"no CA", func(c *Config) { c.CAFile = "" }, "CAFile", "is empty"},
 		{"no cert", func(c *Config) { c.CertFile = "" }, "CertFile", "is empty"},
 		{"no key", func(c *Config) { c.KeyFile = "" }, "KeyFile", "is empty"},

@@ -104,9 +104,11 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 		}
 	}
 	// The dial splits the host off again: brackets must enclose an IPv6
-	// address and nothing else ("a]b", "x[y]:1" and "[]" got this far).
+	// address and nothing else ("a]b", "x[y]:1", "[]" and "[0]:1" got this
+	// far; "[0]" was dialled as 0.0.0.0, this machine, in a URL that does not
+	// parse).
 	if h, _, err := net.SplitHostPort(u.Host); err != nil || h == "" || strings.ContainsAny(h, "[]") ||
-		strings.Contains(h, ":") && net.ParseIP(h) == nil {
+		strings.Contains(h, ":") && net.ParseIP(h) == nil || strings.HasPrefix(u.Host, "[") && !strings.Contains(h, ":") {
 		return nil, fmt.Errorf("tunnel: endpoint %q is not a valid host[:port]", endpoint)
 	}
 	return u, nil

@@ -37,6 +37,8 @@ func TestTunnelURL(t *testing.T) {
 		{"h.example:0", "", ModeSource, false, "error: port \"0\""},
 		{"wss://h.example:", "", ModeSource, false, "error: port \"\""},
 		{"[::1]:65536", "", ModeSource, false, "error: port \"65536\""},
+		{"[0]:1", "", ModeSource, false, "error: not a valid host[:port]"},
+		{"[127.0.0.1]:443", "", ModeSource, false, "error: not a valid host[:port]"},
 		{"", "US_EAST", ModeSource, false, "error: region"},
 		{"", "", ModeSource, false, "error: neither"},
 		{"h", "", "both", false, "error: mode"},
