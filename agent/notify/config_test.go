@@ -184,7 +184,7 @@ func TestRunTwiceAtOnce(t *testing.T) {
 // address, which is also the TLS server name) and a port from 1 to 65535.
 func FuzzParseBroker(f *testing.F) {
 	for _, s := range []string{"a3example-ats.iot.eu-west-1.amazonaws.com", "broker:8883", "mqtts://broker:443", "tls://[::1]:8883",
-		"::1", "[::1", "a]b", "broker:0", "ssl://u@h", "mqtts://h/x", "mqtt://h", "host name"} {
+		"::1", "[::1", "a]b", "[0]:1", "broker:0", "ssl://u@h", "mqtts://h/x", "mqtt://h", "host name"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -200,6 +200,9 @@ func FuzzParseBroker(f *testing.F) {
 			return r <= ' ' || r == 0x7f || strings.ContainsRune("/[]:", r)
 		}) {
 			t.Fatalf("parseBroker(%q) accepted host %q, neither a name nor an IP address", s, host)
+		}
+		if strings.Contains(s, "[") && !strings.Contains(host, ":") {
+			t.Fatalf("parseBroker(%q) accepted host %q in brackets, which enclose an IPv6 address only", s, host)
 		}
 	})
 }
