@@ -463,7 +463,7 @@ func (a *Agent) keepForNextStart(t savedTunnel) {
 		return
 	}
 	if err := a.store.save(t); err != nil {
-		a.log.Warn("tunnel notification received while stopping, and not saved: it is lost (rotate the destination token to join the tunnel)", "tunnel", fp, "err", err)
+		a.log.Warn("tunnel notification received while stopping, and not saved: it is lost (rotate the destination token to join the tunnel)", "tunnel", fp, "error", err)
 		return
 	}
 	a.log.Info("tunnel notification received while stopping: saved, the next start joins the tunnel", "tunnel", fp)

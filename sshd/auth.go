@@ -336,10 +336,10 @@ func (s *Server) readKeysFile(what, path string, a *account) ([]authorizedKey, e
 		s.log().Debug(what+" file not found", "path", path, "user", a.Name)
 		return nil, err
 	case errors.As(err, &ignored):
-		s.log().Warn(what+" file ignored", "path", path, "err", err)
+		s.log().Warn(what+" file ignored", "path", path, "error", err)
 		return nil, err
 	case err != nil:
-		s.log().Warn("reading "+what, "path", path, "err", err)
+		s.log().Warn("reading "+what, "path", path, "error", err)
 		return nil, err
 	}
 	firstLong, long := 0, 0
@@ -352,9 +352,9 @@ func (s *Server) readKeysFile(what, path string, a *account) ([]authorizedKey, e
 			}
 			long++
 		case errors.Is(err, errFileTooLarge) && errors.As(err, &le):
-			s.log().Warn(what+" file too large", "path", path, "line", le.Line, "max_bytes", maxKeysFile, "err", err)
+			s.log().Warn(what+" file too large", "path", path, "line", le.Line, "max_bytes", maxKeysFile, "error", err)
 		default:
-			s.log().Warn(what+" line skipped", "path", path, "err", err)
+			s.log().Warn(what+" line skipped", "path", path, "error", err)
 		}
 	}
 	if long > 0 {

@@ -232,7 +232,7 @@ func (sess *session) runSCP(a *account, opts scpOptions, perr error) int {
 	}
 	status, err := c.run(workDir(a))
 	if err != nil {
-		sess.srv.log().Info("scp", "remote", sess.st.remote, "err", err)
+		sess.srv.log().Info("scp", "remote", sess.st.remote, "error", err)
 	}
 	return status
 }

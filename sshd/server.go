@@ -316,7 +316,7 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 }
 
 func (s *Server) connectionFailed(c net.Conn, err error) {
-	s.log().Debug("connection failed before authentication", "remote", remoteLabel(c), "err", err)
+	s.log().Debug("connection failed before authentication", "remote", remoteLabel(c), "error", err)
 }
 
 // Serve accepts connections on l and serves each in its own goroutine. It
@@ -365,7 +365,7 @@ func (s *Server) acceptRetry(ctx context.Context, err error, delay *time.Duratio
 		return false
 	}
 	if *delay == 0 {
-		s.log().Warn(msg, append(args, "err", err)...)
+		s.log().Warn(msg, append(args, "error", err)...)
 	}
 	*delay = min(max(2**delay, 5*time.Millisecond), time.Second)
 	t := time.NewTimer(*delay)

@@ -181,7 +181,7 @@ func (sess *session) handle(req *gossh.Request) {
 		// terminal, instead of losing the whole session at the shell request.
 		master, tty, err := openPTY()
 		if err != nil {
-			sess.srv.log().Warn("pty request refused", "remote", sess.st.remote, "user", sess.sc.User(), "err", err)
+			sess.srv.log().Warn("pty request refused", "remote", sess.st.remote, "user", sess.sc.User(), "error", err)
 			sess.reply(req, false)
 			return
 		}
@@ -256,7 +256,7 @@ func (sess *session) handle(req *gossh.Request) {
 		}
 		sess.started = true
 		if err := sess.start(req.Type, arg); err != nil {
-			sess.srv.log().Info("session refused", "remote", sess.st.remote, "user", sess.sc.User(), "request", req.Type, "err", err)
+			sess.srv.log().Info("session refused", "remote", sess.st.remote, "user", sess.sc.User(), "request", req.Type, "error", err)
 			sess.reply(req, false)
 			sess.ch.Close()
 			return
@@ -544,7 +544,7 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		// (perror(shell)) and exits 1; a refused request told the client
 		// only "exec request failed", and the reason was in the device's
 		// log alone. The client gets it here too, and exit status 1.
-		s.log().Warn("session's program did not start", "remote", sess.st.remote, "user", sess.sc.User(), "err", err)
+		s.log().Warn("session's program did not start", "remote", sess.st.remote, "user", sess.sc.User(), "error", err)
 		var w io.Writer = sess.ch.Stderr()
 		nl := "\n"
 		if sess.ptyReq != nil {
@@ -731,7 +731,7 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 		}
 	}
 	if err := applyTerminalModes(tty, parseTerminalModes([]byte(sess.ptyReq.Modes))); err != nil {
-		sess.srv.log().Debug("applying terminal modes", "remote", sess.st.remote, "err", err)
+		sess.srv.log().Debug("applying terminal modes", "remote", sess.st.remote, "error", err)
 	}
 	cmd.Env = sess.environment(a, shell, append(extraEnv, "SSH_TTY="+tty.Name()))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty

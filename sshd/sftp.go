@@ -43,7 +43,7 @@ func (sess *session) runSFTP(a *account) int {
 	}}
 	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead))
 	if err != nil {
-		sess.srv.log().Warn("sftp", "remote", sess.st.remote, "err", err)
+		sess.srv.log().Warn("sftp", "remote", sess.st.remote, "error", err)
 		return 1
 	}
 	served := make(chan error, 1)
@@ -65,7 +65,7 @@ func (sess *session) runSFTP(a *account) int {
 		}
 	}
 	if err != nil {
-		sess.srv.log().Info("sftp ended", "remote", sess.st.remote, "err", err)
+		sess.srv.log().Info("sftp ended", "remote", sess.st.remote, "error", err)
 		return 1
 	}
 	return 0

@@ -344,14 +344,14 @@ func (s *Server) readShadow(name string) (shadowEntry, bool) {
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission):
 		return shadowEntry{}, false
 	case err != nil:
-		s.log().Warn("shadow file ignored", "path", path, "err", err)
+		s.log().Warn("shadow file ignored", "path", path, "error", err)
 		return shadowEntry{}, false
 	}
 	defer f.Close()
 	e, found, sk, err := parseShadow(f, name)
 	s.logSkips(path, sk)
 	if err != nil {
-		s.log().Warn("reading shadow file", "path", path, "err", err)
+		s.log().Warn("reading shadow file", "path", path, "error", err)
 	}
 	return e, found
 }

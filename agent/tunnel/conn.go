@@ -35,6 +35,9 @@ func (v Version) Subprotocol() string {
 
 func (v Version) String() string { return fmt.Sprintf("V%d", int(v)) }
 
+// LogValue is the version as String has it, in JSON logs too (not 3).
+func (v Version) LogValue() slog.Value { return slog.StringValue(v.String()) }
+
 func versionOf(subprotocol string) (Version, bool) {
 	for _, v := range []Version{V3, V2, V1} {
 		if strings.EqualFold(subprotocol, v.Subprotocol()) {
@@ -221,7 +224,11 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 		return nil, fmt.Errorf("tunnel: connecting to %s: %w", u.Host, err)
 	}
 	if ws == nil {
-		return nil, &HandshakeError{StatusCode: resp.status, Body: resp.body, ChannelID: printable(resp.get("channel-id"))}
+		// An endpoint that is not the service (a wrong endpoint's debug
+		// error page) may quote the request's headers: the tokens would be
+		// in the error, which is logged, published and printed.
+		return nil, &HandshakeError{StatusCode: resp.status, Body: redactTokens(resp.body, cfg.AccessToken, cfg.ClientToken),
+			ChannelID: redactTokens(printable(resp.get("channel-id")), cfg.AccessToken, cfg.ClientToken)}
 	}
 	c := &Conn{ws: ws, log: cfg.logger(), done: make(chan struct{}), channelID: resp.get("channel-id")}
 	v, ok := versionOf(ws.subprotocol)

@@ -157,7 +157,7 @@ func (d *Destination) connectionStart(s *session, m *Message) {
 	}
 	if st == nil || st.id != m.StreamID || s.version != V3 {
 		s.mu.Unlock()
-		s.opt.log.Debug("CONNECTION_START for an inactive stream", "msg", m)
+		s.opt.log.Debug("CONNECTION_START for an inactive stream", "frame", m)
 		s.resetUnknownStream(m)
 		return
 	}

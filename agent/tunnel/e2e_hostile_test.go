@@ -272,7 +272,8 @@ func TestHostileHandshakes(t *testing.T) {
 	tok, _ := tunnel.NewAccessToken("t")
 	var log testlog.Lines
 	cfg := tunnel.Config{Endpoint: "ws://" + slow.Addr().String(), AllowInsecureWebSocket: true, AccessToken: tok, HandshakeTimeout: 300 * time.Millisecond,
-		RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond, Logger: slogTo(&log)}
+		RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))} // retries say "connecting" at debug
 	d := &tunnel.Destination{Config: cfg, Dialer: tunnel.Targets{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"fmt"
+	"log/slog"
 	"strconv"
 )
 
@@ -69,7 +70,7 @@ const (
 func (m *Message) String() string {
 	s := fmt.Sprintf("%v stream=%d", m.Type, m.StreamID)
 	if m.ServiceID != "" {
-		s += " service=" + m.ServiceID
+		s += " service=" + loggedName(m.ServiceID)
 	}
 	if m.ConnectionID != 0 {
 		s += " conn=" + strconv.FormatUint(uint64(m.ConnectionID), 10)
@@ -78,10 +79,15 @@ func (m *Message) String() string {
 		s += " payload=" + strconv.Itoa(len(m.Payload))
 	}
 	if len(m.AvailableServiceIDs) > 0 {
-		s += fmt.Sprintf(" services=%q", m.AvailableServiceIDs)
+		s += fmt.Sprintf(" services=%q", loggedServices(m.AvailableServiceIDs))
 	}
 	if m.Ignorable {
 		s += " ignorable"
 	}
 	return s
 }
+
+// LogValue is the frame as String has it, in every log format: a JSON
+// handler would otherwise marshal the struct, the stream's data (Payload)
+// with it, and a frame's identifiers uncut.
+func (m *Message) LogValue() slog.Value { return slog.StringValue(m.String()) }

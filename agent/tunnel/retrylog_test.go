@@ -42,9 +42,9 @@ func TestRetryLogSaysLostOnce(t *testing.T) {
 		}
 	}
 	srv.Close() // the connection is lost, and the service stays down
-	for deadline := time.Now().Add(10 * time.Second); logged.Count("msg=connecting") < 5; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); logged.Count("retrying") < 5; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d attempts in 10 s", logged.Count("msg=connecting"))
+			t.Fatalf("%d attempts in 10 s", logged.Count("retrying"))
 		}
 	}
 	cancel()

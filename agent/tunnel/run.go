@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 )
 
@@ -41,12 +42,20 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 	log := cfg.logger()
 	b := backoff{base: durationOr(cfg.RetryMin, time.Second), max: durationOr(cfg.RetryMax, 120*time.Second)}
 	connected := false // ever, in this run
+	attempt := 0
 	for {
 		endpoint := cfg.Endpoint
 		if endpoint == "" {
 			endpoint = RegionEndpoint(cfg.Region)
 		}
-		log.Info("connecting", "endpoint", endpoint, "region", cfg.Region)
+		// Said at info once: each retry has its line already, the warning
+		// of the attempt before, with its delay.
+		level := slog.LevelInfo
+		if attempt > 0 {
+			level = slog.LevelDebug
+		}
+		attempt++
+		log.Log(ctx, level, "connecting", "endpoint", endpoint, "region", cfg.Region)
 		conn, err := Dial(ctx, &cfg, mode)
 		lost := err == nil // this attempt connected, and its connection ended
 		if err == nil {
@@ -68,9 +77,7 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 			// The error is the caller's to report (porthole connect prints it
 			// with a remedy, the agent logs it with its tunnel): said here too,
 			// an operator read it twice.
-			if errors.Is(err, ErrClosedByService) {
-				log.Info("tunnel closed by the service")
-			} else if _, ok := err.(stopError); !ok {
+			if _, ok := err.(stopError); !ok {
 				log.Debug("tunnel ended", "error", err)
 			}
 			return err

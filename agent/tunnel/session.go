@@ -192,12 +192,18 @@ func (s *session) serve(handle func(*Message) error) error {
 	for {
 		if err := s.conn.ReadMessage(&m); err != nil {
 			if errors.As(err, new(zeroStreamError)) {
-				s.opt.log.Debug("dropping a frame with stream id 0 (spec §3.2)", "msg", &m)
+				s.opt.log.Debug("dropping a frame with stream id 0 (spec §3.2)", "frame", &m)
 				continue
 			}
 			return err
 		}
-		s.opt.log.Debug("frame in", "msg", &m)
+		if m.Type == TypeData {
+			// A line per DATA frame would be a line per keystroke, and
+			// dozens per MiB moved: rate-limited as the peer's other lines.
+			s.plog.log(s.opt.log, slog.LevelDebug, "data frame in", "frame", &m)
+		} else {
+			s.opt.log.Debug("frame in", "frame", &m)
+		}
 		if err := handle(&m); err != nil {
 			if errors.Is(err, ErrProtocol) {
 				s.conn.closeAfterProtocolError()
@@ -306,7 +312,7 @@ func (s *session) data(m *Message) {
 	}
 	s.mu.Unlock()
 	if l == nil {
-		s.opt.log.Debug("dropping stale DATA", "msg", m)
+		s.plog.log(s.opt.log, slog.LevelDebug, "dropping stale DATA", "frame", m)
 		if st == nil {
 			s.resetUnknownStream(m)
 		}
@@ -370,7 +376,7 @@ func (s *session) streamReset(m *Message) {
 	st := s.streams[m.ServiceID]
 	if st == nil || st.id != m.StreamID {
 		s.mu.Unlock()
-		s.opt.log.Debug("ignoring stale STREAM_RESET", "msg", m)
+		s.opt.log.Debug("ignoring stale STREAM_RESET", "frame", m)
 		return
 	}
 	delete(s.streams, m.ServiceID)
@@ -398,7 +404,7 @@ func (s *session) connectionReset(m *Message) {
 	}
 	s.mu.Unlock()
 	if l == nil {
-		s.opt.log.Debug("ignoring stale CONNECTION_RESET", "msg", m)
+		s.opt.log.Debug("ignoring stale CONNECTION_RESET", "frame", m)
 		return
 	}
 	l.peerEnded()

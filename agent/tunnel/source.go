@@ -378,7 +378,7 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 			// Out of descriptors for a moment: wait, as net/http's Serve does,
 			// rather than leave the listener open with nobody accepting.
 			if delay == 0 {
-				src.options().log.Warn("accepting local connections failed; retrying", "service", r.name, "err", err)
+				src.options().log.Warn("accepting local connections failed; retrying", "service", r.name, "error", err)
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			if !sleepCtx(ctx, delay) {

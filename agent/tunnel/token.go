@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 )
 
 // Token is a secret: an access token (CAT) or a client token. It never prints
@@ -76,3 +77,13 @@ func (t Token) GoString() string              { return "tunnel.Token{" + t.Finge
 func (t Token) LogValue() slog.Value          { return slog.StringValue(t.String()) }
 func (t Token) MarshalText() ([]byte, error)  { return []byte(t.String()), nil }
 func (t Token) Format(f fmt.State, verb rune) { fmt.Fprint(f, t.String()) }
+
+// redactTokens replaces each of toks found in s by its fingerprint (String).
+func redactTokens(s string, toks ...Token) string {
+	for _, t := range toks {
+		if !t.IsZero() && len(t.Reveal()) >= 8 { // a shorter one (tests) would match ordinary text
+			s = strings.ReplaceAll(s, t.Reveal(), t.String())
+		}
+	}
+	return s
+}

@@ -131,7 +131,7 @@ func (c *conn) run() {
 	delete(c.s.conns, c)
 	c.s.mu.Unlock()
 	c.s.changed(c.t)
-	c.s.log().Info("ended", "tunnel", c.t.id, "side", c.side, "channel", c.channelID, "err", err)
+	c.s.log().Info("ended", "tunnel", c.t.id, "side", c.side, "channel", c.channelID, "error", err)
 }
 
 // enqueue queues frame b, which the conn now owns. It blocks while the queue is full
@@ -246,7 +246,7 @@ func (c *conn) writeLoop() {
 		if len(batch) == 0 {
 			if code != 0 {
 				err := c.ws.Close(code, reason)
-				c.s.log().Info("closed", "tunnel", c.t.id, "side", c.side, "channel", c.channelID, "code", int(code), "reason", reason, "err", err)
+				c.s.log().Info("closed", "tunnel", c.t.id, "side", c.side, "channel", c.channelID, "code", int(code), "reason", reason, "error", err)
 				return
 			}
 			select {

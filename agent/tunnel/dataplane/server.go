@@ -544,7 +544,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 			// The hijack failed after the 101: the client sees a broken connection.
 			t.detach(c)
 			c.cut()
-			s.log().Info("upgrade failed", "tunnel", t.id, "side", side, "err", err)
+			s.log().Info("upgrade failed", "tunnel", t.id, "side", side, "error", err)
 			return nil
 		}
 		// Accept answered a bad WebSocket request itself.
@@ -552,7 +552,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 		s.mu.Lock()
 		h.Status, h.Body, h.Subprotocol = rec.status, rec.body.String(), ""
 		s.mu.Unlock()
-		s.log().Info("upgrade refused", "tunnel", t.id, "side", side, "err", err)
+		s.log().Info("upgrade refused", "tunnel", t.id, "side", side, "error", err)
 		return nil
 	}
 	ws.SetReadLimit(maxWebSocketMessage)

@@ -213,7 +213,7 @@ func (t *Tunnel) SessionReset(side Side) {
 		}
 	}
 	if err != nil {
-		t.s.log().Info("SESSION_RESET not sent", "tunnel", t.id, "err", err)
+		t.s.log().Info("SESSION_RESET not sent", "tunnel", t.id, "error", err)
 	}
 }
 
