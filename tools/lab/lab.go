@@ -144,6 +144,11 @@ func Run(ctx context.Context, opt Options) (err error) {
 		return err
 	}
 	defer lock.Close()
+	// lab.json describes a running lab: one left by an earlier run (stopped, or
+	// killed) would name its pid and ports to scripts and to a second lab.
+	labJSON := filepath.Join(dir, "lab.json")
+	os.Remove(labJSON)
+	defer os.Remove(labJSON)
 	var bc board.Conf
 	if opt.Board != "" {
 		if opt.NoAgent {
@@ -157,12 +162,15 @@ func Run(ctx context.Context, opt Options) (err error) {
 		name string
 		port int
 	}{{"--ssh-port", opt.SSHPort}, {"--http-port", opt.HTTPPort}} {
-		if p.port == 0 {
-			continue
+		if p.port == 0 || (opt.NoAgent && p.name == "--http-port") {
+			continue // --no-agent: no source side, only the suggested connect line's SSH port
 		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)))
-		if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("port %d is in use: choose another with %s", p.port, p.name)
+		}
+		if err != nil {
+			return fmt.Errorf("%s %d: %w", p.name, p.port, err)
 		}
 		ln.Close()
 	}
@@ -408,6 +416,9 @@ func Run(ctx context.Context, opt Options) (err error) {
 		case <-deviceListens:
 			return nil
 		case <-agentExited:
+			if interruptedSoon(ctx) {
+				return ctx.Err()
+			}
 			return fmt.Errorf("%s exited before it subscribed; the end of %s:\n%s", who, rel(logPath), tail(logPath, 10))
 		case <-ctx.Done():
 			return ctx.Err()
@@ -507,7 +518,8 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 	// IdentitiesOnly: the lab's key first, not an ssh-agent's keys, each of which
 	// the device would count against its MaxAuthTries (as OpenSSH does).
-	opts := fmt.Sprintf("-i %s -o IdentitiesOnly=yes -o %s", shellArg(rel(info.SSHKey)), shellArg("UserKnownHostsFile="+rel(info.KnownHosts)))
+	opts := fmt.Sprintf("%s -o IdentitiesOnly=yes -o %s", identityArg(rel(info.SSHKey)),
+		shellArg("UserKnownHostsFile="+sshConfigWord(sshFile(rel(info.KnownHosts)))))
 	info.SSHCommand = fmt.Sprintf("ssh %s -p %s %s@127.0.0.1", opts, sshPort, info.User)
 	info.SFTPCommand = fmt.Sprintf("sftp %s -P %s %s@127.0.0.1", opts, sshPort, info.User)
 	if err := writeInfo(dir, info); err != nil {
@@ -553,9 +565,27 @@ Ctrl-C stops the lab%s.
 				open.TunnelID, why, info.SSH, info.HTTP)
 		case <-agentDone:
 			agentDone = nil
+			if interruptedSoon(ctx) {
+				return nil
+			}
 			fmt.Fprintf(opt.Out, "\n%s exited (%s): the device is gone and ssh through the lab will hang; its log: %s. Ctrl-C stops the lab.\n",
 				upper(who), agentStatus(), rel(logPath))
 		}
+	}
+}
+
+// interruptedSoon reports whether ctx ends within a second. The lab asks when the
+// agent (or its board) has exited: Ctrl-C in a terminal signals the agent too,
+// which may exit before the lab's own signal handler has ended ctx, and that is
+// an interrupt, not an agent that failed.
+func interruptedSoon(ctx context.Context) bool {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
@@ -623,6 +653,30 @@ func shellArg(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// sshFile is the file path p as ssh reads a file option (-i, UserKnownHostsFile):
+// it expands % tokens in them, and %% is a literal %.
+func sshFile(p string) string { return strings.ReplaceAll(p, "%", "%%") }
+
+// identityArg is the ssh option naming the key file p: -i p, or, when p holds a %,
+// -o IdentityFile=p with the % doubled (ssh looks for an -i file as written, and
+// then expands % tokens in it).
+func identityArg(p string) string {
+	if !strings.Contains(p, "%") {
+		return "-i " + shellArg(p)
+	}
+	return "-o " + shellArg("IdentityFile="+sshConfigWord(sshFile(p)))
+}
+
+// sshConfigWord is s as one word of an ssh -o option's value: ssh splits
+// UserKnownHostsFile's value at whitespace (a list of files), unless the word is
+// in double quotes, in which \ escapes " and \.
+func sshConfigWord(s string) string {
+	if !strings.ContainsAny(s, " \t\"'\\#") {
+		return s
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
 // command is how a shell in the working directory runs the program at path p:
 // relative when p is below it ("./" for one in it, which a shell would otherwise
 // look up in $PATH), otherwise absolute.
@@ -682,6 +736,9 @@ func waitDestination(ctx context.Context, td *tunneld.Server, id string, exited 
 		}
 		select {
 		case <-exited:
+			if interruptedSoon(ctx) {
+				return ctx.Err()
+			}
 			return fmt.Errorf("%s exited; the end of %s:\n%s", who, rel(logPath), tail(logPath, 10))
 		case <-ctx.Done():
 			return ctx.Err()

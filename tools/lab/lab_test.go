@@ -176,6 +176,12 @@ type runningLab struct {
 // the failure message (such as a board's console).
 func startLab(t *testing.T, pkgs []string, up time.Duration, context func(state string) string, args ...string) *runningLab {
 	t.Helper()
+	return startLabIn(t, filepath.Join(stack.SafeDir(t), "state"), pkgs, up, context, args...)
+}
+
+// startLabIn is startLab with the state directory state.
+func startLabIn(t *testing.T, state string, pkgs []string, up time.Duration, context func(state string) string, args ...string) *runningLab {
+	t.Helper()
 	bin := t.TempDir()
 	buildArgs := []string{"build", "-o", bin + "/"}
 	for _, p := range pkgs {
@@ -186,7 +192,7 @@ func startLab(t *testing.T, pkgs []string, up time.Duration, context func(state 
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	l := &runningLab{bin: bin, state: filepath.Join(stack.SafeDir(t), "state"), lines: make(chan string, 100)}
+	l := &runningLab{bin: bin, state: state, lines: make(chan string, 100)}
 	l.cmd = exec.Command(filepath.Join(bin, "porthole-lab"), append([]string{"--state", l.state}, args...)...)
 	stdout, _ := l.cmd.StdoutPipe()
 	l.cmd.Stderr = l.cmd.Stdout
@@ -241,7 +247,13 @@ wait:
 // stop sends SIGINT and checks that the lab exits 0 within 15 s.
 func (l *runningLab) stop(t *testing.T) {
 	t.Helper()
-	l.cmd.Process.Signal(syscall.SIGINT)
+	l.stopWith(t, syscall.SIGINT)
+}
+
+// stopWith sends sig and checks that the lab exits 0 within 15 s.
+func (l *runningLab) stopWith(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	l.cmd.Process.Signal(sig)
 	done := make(chan error, 1)
 	go func() {
 		for range l.lines {
@@ -251,10 +263,10 @@ func (l *runningLab) stop(t *testing.T) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("porthole-lab exited with %v after SIGINT", err)
+			t.Fatalf("porthole-lab exited with %v after %v", err, sig)
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatal("porthole-lab did not stop within 15s of SIGINT")
+		t.Fatalf("porthole-lab did not stop within 15s of %v", sig)
 	}
 }
 

@@ -6,15 +6,20 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
 var labPkgs = []string{"agent/cmd/porthole", "tools/lab/cmd/porthole-lab"}
@@ -194,4 +199,161 @@ func tunnelStates(t *testing.T, state string) map[string]string {
 		m[tn.ID] = tn.Status
 	}
 	return m
+}
+
+// TestPrintedSSHLineWithSpaceInState runs the printed ssh and sftp lines through a
+// shell, as a user pastes them, with a state directory whose path holds a space
+// (and a %): ssh reads the known_hosts file the lab wrote and logs in without a
+// host-key question. ssh splits an -o UserKnownHostsFile value at whitespace (a
+// list of files) and expands % tokens in it and in -i, so shell quoting alone is
+// not enough.
+func TestPrintedSSHLineWithSpaceInState(t *testing.T) {
+	for _, p := range []string{"ssh", "sftp"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s not installed", p)
+		}
+	}
+	state := filepath.Join(stack.SafeDir(t), "my lab 100%", "state")
+	l := startLabIn(t, state, labPkgs, 60*time.Second, nil, "--ssh-port", "0", "--http-port", "0", "--console", "")
+	defer l.cmd.Process.Kill()
+	// BatchMode: an unknown host key fails instead of asking.
+	line := strings.Replace(l.info.SSHCommand, "ssh ", "ssh -o BatchMode=yes ", 1)
+	out, err := exec.Command("sh", "-c", line+" echo through-the-lab").CombinedOutput()
+	if err != nil || string(out) != "through-the-lab\n" {
+		t.Errorf("the printed ssh line, run by sh:\n%s\n%v: %s", line, err, out)
+	}
+	sftp := strings.Replace(l.info.SFTPCommand, "sftp ", "sftp -o BatchMode=yes -b - ", 1)
+	cmd := exec.Command("sh", "-c", sftp)
+	cmd.Stdin = strings.NewReader("pwd\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("the printed sftp line, run by sh:\n%s\n%v: %s", sftp, err, out)
+	}
+	l.stop(t)
+}
+
+// TestLabStopsOnHangupAndTerm stops the lab with SIGHUP (its terminal closed) and
+// SIGTERM as Ctrl-C does: exit 0, the agent gone and the lab's tunnel CLOSED, so
+// that restarts do not pile up open tunnels that the agent resumes.
+func TestLabStopsOnHangupAndTerm(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			l := startLab(t, labPkgs, 60*time.Second, nil, "--ssh-port", "0", "--http-port", "0", "--console", "")
+			defer l.cmd.Process.Kill()
+			l.stopWith(t, sig)
+			if got := tunnelStates(t, l.state)[l.info.TunnelID]; got != "CLOSED" {
+				t.Errorf("the lab's tunnel %s is %q after %v, want CLOSED", l.info.TunnelID, got, sig)
+			}
+			time.Sleep(200 * time.Millisecond) // the kernel's SIGKILL of a left-over agent (Pdeathsig)
+			if err := syscall.Kill(l.info.AgentPID, 0); err == nil {
+				t.Errorf("the agent (pid %d) is still running after %v", l.info.AgentPID, sig)
+			}
+		})
+	}
+}
+
+// TestCtrlCOnceUp: Ctrl-C in a terminal reaches the agent too, which may stop a
+// moment before the lab's own handler runs. The lab then stops without saying
+// that the device is gone.
+func TestCtrlCOnceUp(t *testing.T) {
+	l := startLab(t, labPkgs, 60*time.Second, nil, "--ssh-port", "0", "--http-port", "0", "--console", "")
+	defer l.cmd.Process.Kill()
+	if err := syscall.Kill(l.info.AgentPID, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	// The agent logs "agent stopped" as it exits.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(tail(l.info.AgentLog, 3), "agent stopped"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent did not stop within 10s of SIGINT")
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	l.cmd.Process.Signal(syscall.SIGINT)
+	var said []string
+	for line := range l.lines {
+		said = append(said, line)
+	}
+	if err := l.cmd.Wait(); err != nil {
+		t.Fatalf("porthole-lab exited with %v after SIGINT", err)
+	}
+	if out := strings.Join(said, "\n"); strings.Contains(out, "exited") {
+		t.Errorf("on Ctrl-C the lab said:\n%s", out)
+	}
+}
+
+// TestStaleLabJSON: lab.json describes a running lab, and scripts read it. One
+// left by an earlier run (stopped, or killed with -9) must not name that run's
+// pid and ports while the next lab starts, nor once it stops: a second lab
+// started meanwhile named the dead pid as the one holding the directory.
+func TestStaleLabJSON(t *testing.T) {
+	dir := stack.SafeDir(t)
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	labJSON := filepath.Join(state, "lab.json")
+	if err := os.WriteFile(labJSON, []byte(`{"pid": 2147483646, "ssh": "127.0.0.1:1"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	porthole := filepath.Join(dir, "porthole") // an agent that never subscribes
+	if err := os.WriteFile(porthole, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := stack.NewLog()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Options{StateDir: state, Porthole: porthole, Out: out}) }()
+	out.Wait(t, regexp.MustCompile(`agent subscribes`), 0, 20*time.Second)
+	if _, err := os.Stat(labJSON); err == nil {
+		t.Errorf("the last run's lab.json is there while the lab starts")
+	}
+	f, err := lockState(state)
+	if err == nil {
+		f.Close()
+		t.Fatal("a second lock on a starting lab's directory was granted")
+	}
+	if strings.Contains(err.Error(), "2147483646") || !strings.Contains(err.Error(), "still starting") {
+		t.Errorf("the second lab is told: %v; want that the first is still starting", err)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, ErrInterrupted) {
+		t.Errorf("Run = %v, want ErrInterrupted", err)
+	}
+	if _, err := os.Stat(labJSON); err == nil {
+		t.Errorf("lab.json is left after the lab stopped")
+	}
+}
+
+// TestNoAgentLeavesHTTPPortAlone: with --no-agent the lab has no source side and
+// listens on no HTTP port, so one in use (8080, the default, often is) must not
+// stop it.
+func TestNoAgentLeavesHTTPPortAlone(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().(*net.TCPAddr).Port
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := stack.NewLog()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{StateDir: filepath.Join(stack.SafeDir(t), "state"), NoAgent: true, HTTPPort: busy, Out: out})
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Run with --no-agent and the HTTP port in use: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the lab did not come up within 20s")
+	case <-func() chan struct{} {
+		c := make(chan struct{})
+		go func() { out.Await(regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second); close(c) }()
+		return c
+	}():
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel: %v", err)
+	}
 }

@@ -1,8 +1,8 @@
 // Command porthole-lab runs the whole porthole path on this machine: an MQTT broker,
 // tunneld, the porthole agent as the device (a host process, or inside a QEMU board
 // with --board), and the operator's source side. See
-// package lab. Exit codes: 0 after Ctrl-C (also during start-up), 1 bad usage or a
-// missing prerequisite, 2 a failed step.
+// package lab. Exit codes: 0 after Ctrl-C, SIGTERM or SIGHUP (also during
+// start-up), 1 bad usage or a missing prerequisite, 2 a failed step.
 package main
 
 import (
@@ -20,7 +20,14 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A hangup (the terminal closed) stops the lab as Ctrl-C does: its tunnel
+	// closed, the agent stopped. Unless it is ignored (nohup): Notify would stop
+	// ignoring it.
+	stopOn := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		stopOn = append(stopOn, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -49,6 +56,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// flag stops at the first word that is not a flag: the flags after it
 		// would be ignored without a word.
 		fmt.Fprintf(stderr, "porthole-lab: unexpected argument %q (flags only; see -h)\n", fs.Arg(0))
+		return 1
+	}
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"--ssh-port", *sshPort}, {"--http-port", *httpPort}} {
+		if p.port < 0 || p.port > 65535 {
+			fmt.Fprintf(stderr, "porthole-lab: %s %d is not a port (1-65535, or 0 for any free one)\n", p.name, p.port)
+			return 1
+		}
+	}
+	if *sshPort != 0 && *sshPort == *httpPort {
+		fmt.Fprintf(stderr, "porthole-lab: --ssh-port and --http-port are both %d: the lab listens on each; choose two ports\n", *sshPort)
 		return 1
 	}
 	if *boardName != "" && *noAgent {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -53,5 +54,62 @@ func TestStrayArgument(t *testing.T) {
 	code := run(context.Background(), []string{"start", "--state", filepath.Join(t.TempDir(), "s")}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), `unexpected argument "start"`) || stdout.Len() > 0 {
 		t.Errorf("run start --state … = %d, stdout %q, stderr %q; want 1, nothing started, the word named", code, stdout.String(), stderr.String())
+	}
+}
+
+// TestCtrlCReachesTheAgentFirst: Ctrl-C in a terminal signals the agent too, and
+// it may exit (0, as the real one does on SIGINT) a moment before the lab's own
+// signal handler ends ctx. That is still an interrupted start-up (exit 0, one
+// line), not a failed step with the agent's log.
+func TestCtrlCReachesTheAgentFirst(t *testing.T) {
+	dir := stack.SafeDir(t)
+	porthole, mark := filepath.Join(dir, "porthole"), filepath.Join(dir, "signalled")
+	if err := os.WriteFile(porthole, []byte("#!/bin/sh\ntouch '"+mark+"'\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for {
+			if _, err := os.Stat(mark); err == nil {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // the lab's own SIGINT, handled a moment later
+		cancel()
+	}()
+	var stdout, stderr strings.Builder
+	code := run(ctx, []string{"--state", filepath.Join(dir, "state"), "--porthole", porthole,
+		"--ssh-port", "0", "--http-port", "0", "--console", ""}, &stdout, &stderr)
+	t.Logf("stdout:\n%s", stdout.String())
+	if want := "porthole-lab: interrupted during start-up\n"; code != 0 || stderr.String() != want {
+		t.Fatalf("run = %d, stderr %q; want 0, %q", code, stderr.String(), want)
+	}
+}
+
+// TestBadPorts: a port number out of range is bad usage, not a port "in use",
+// and the same port for SSH and HTTP is refused before anything starts, not
+// after the whole start-up when the second listener fails.
+func TestBadPorts(t *testing.T) {
+	dir := stack.SafeDir(t)
+	porthole := filepath.Join(dir, "porthole")
+	if err := os.WriteFile(porthole, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ssh-port", "70000"}, "--ssh-port 70000"},
+		{[]string{"--http-port", "-1"}, "--http-port -1"},
+		{[]string{"--ssh-port", "45123", "--http-port", "45123"}, "45123"},
+	} {
+		var stdout, stderr strings.Builder
+		args := append([]string{"--state", filepath.Join(dir, "state"), "--porthole", porthole, "--console", ""}, tc.args...)
+		code := run(context.Background(), args, &stdout, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), tc.want) || strings.Contains(stderr.String(), "in use") || stdout.Len() > 0 {
+			t.Errorf("%v: run = %d, stdout %q, stderr %q; want 1, a usage error naming %q, nothing started", tc.args, code, stdout.String(), stderr.String(), tc.want)
+		}
 	}
 }
