@@ -195,7 +195,9 @@
 // authentication attempt or connection (user, method, key fingerprint or
 // certificate id, remote label, reason), session start and end (command,
 // bytes in and out, exit status or signal) and forward (opened or refused).
-// Logs go to Logger. Neither ever contains a password or private key.
+// The remote label is the client's address, or for a connection without an IP
+// address (a tunnel stream) its address with the connection's number after
+// a #: tunnel:4f6fd38f/SSH#3. Logs go to Logger, with the same label. Neither ever contains a password or private key.
 //
 // sshd does not import the tunnel or the agent; it is Linux-only (ptys,
 // process credentials).

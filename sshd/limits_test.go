@@ -146,12 +146,22 @@ func TestServeConn(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("ServeConn did not return")
 	}
-	var label bool
-	for _, ev := range e.eventsOf(EventLoginSuccess) {
-		label = label || ev.Remote == "tunnel:stream-7"
+	// A second connection through the same stream address: its lines and
+	// events carry a number of their own, so that the two can be told apart.
+	server, client = tcpPair(t)
+	go func() { served <- e.srv.ServeConn(tunnelConn{server}) }()
+	cc, chans, reqs, err = gossh.NewClientConn(client, "tunnel", e.clientConfig("root", gossh.PublicKeys(e.key)))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !label {
-		t.Errorf("no login event with the tunnel's remote label: %+v", e.eventsOf(EventLoginSuccess))
+	gossh.NewClient(cc, chans, reqs).Close()
+	<-served
+	var remotes []string
+	for _, ev := range e.eventsOf(EventLoginSuccess) {
+		remotes = append(remotes, ev.Remote)
+	}
+	if len(remotes) != 2 || remotes[0] == remotes[1] || !strings.HasPrefix(remotes[0], "tunnel:stream-7#") || !strings.HasPrefix(remotes[1], "tunnel:stream-7#") {
+		t.Errorf("login events' remote labels %q, want two different ones, each tunnel:stream-7#N", remotes)
 	}
 	// from= can never match a connection without an IP address.
 	e.writeAuthorizedKeys("root", authorizedLine(`from="*"`, e.key.PublicKey()))

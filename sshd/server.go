@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -187,6 +188,7 @@ type Server struct {
 	limiter   *failureLimiter
 	dummyHash []byte // compared against for unknown users, to even out timing
 
+	connSeq    atomic.Uint64 // numbers connections without an IP address (remoteLabel)
 	pwSlots    chan struct{} // one token per password check running
 	pwWaiting  atomic.Int32  // password checks waiting for a slot
 	blockedLog logLimit      // "too many failed logins" refusals
@@ -423,6 +425,13 @@ func (s *Server) ServeConn(c net.Conn) error {
 func (s *Server) newConn(c net.Conn) (*conn, bool) {
 	label := remoteLabel(c)
 	src := sourceOf(c.RemoteAddr(), label)
+	if src == label {
+		// Every connection through one tunnel's service has the same
+		// address, which stays its source; the label numbers them, so that
+		// one connection's lines (login, sessions, its end) can be told from
+		// another's, as an IP connection's port tells them apart.
+		label += "#" + strconv.FormatUint(s.connSeq.Add(1), 10)
+	}
 	if s.limiter.blocked(src, s.clock()) {
 		s.refused(&s.blockedLog, "connection refused: too many failed logins", label, errTooManyFailures.Error())
 		c.Close()
