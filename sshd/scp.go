@@ -574,12 +574,18 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 
 // setTimes sets the times of a T line on p. Not with os.Chtimes, which
 // passes them in nanoseconds in an int64, so that a time after 2262 wraps
-// to some other (in 1901 on tmpfs); a time the kernel's time_t cannot hold
-// (after 2038 on a 32-bit device) is not set, as OpenSSH leaves it.
+// to some other (in 1901 on tmpfs). A time after 2038 on a 32-bit device,
+// where unix.Timespec cannot hold it, is set with utimensat_time64, as
+// OpenSSH's scp -t sets it with a 64-bit time_t (musl 1.2, glibc 2.34); a
+// kernel without that call (before 5.1) cannot hold it, and it is not set,
+// as OpenSSH's scp -t leaves it with a 32-bit time_t.
 func setTimes(p string, t *scpMsg) error {
 	at, aerr := unix.TimeToTimespec(time.Unix(t.Atime, 0))
 	mt, merr := unix.TimeToTimespec(time.Unix(t.Mtime, 0))
 	if aerr != nil || merr != nil {
+		if err := utimesTime64(p, t.Atime, t.Mtime); err != unix.ENOSYS {
+			return err
+		}
 		return nil
 	}
 	return unix.UtimesNano(p, []unix.Timespec{at, mt})
@@ -646,20 +652,36 @@ func (c *scp) answer() (skip bool, err error) {
 	return false, nil
 }
 
-func (c *scp) sendTimes(fi os.FileInfo) (bool, error) {
+func (c *scp) sendTimes(p string, fi os.FileInfo) (bool, error) {
 	if !c.opts.Preserve {
 		return false, nil
 	}
-	atime := fi.ModTime().Unix()
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		atime = int64(st.Atim.Sec)
-	}
+	mtime, atime := fileTimes(p, fi)
 	// Times before 1970 are sent as 0, as OpenSSH does: the T line has
 	// no sign, and a client takes a "-" for a protocol error and stops.
-	if _, err := fmt.Fprintf(c.w, "T%d 0 %d 0\n", max(fi.ModTime().Unix(), 0), max(atime, 0)); err != nil {
+	if _, err := fmt.Fprintf(c.w, "T%d 0 %d 0\n", max(mtime, 0), max(atime, 0)); err != nil {
 		return false, err
 	}
 	return c.answer()
+}
+
+// fileTimes returns the modification and access times of p (fi, from
+// stat(2)), in seconds, from statx(2), as OpenSSH's libc takes them where
+// stat's cannot hold them: on 32-bit arm, mips and 386, Go's stat64 times are
+// 32-bit signed (a file of 2040 read as 1904, sent as 0); on mips64 the
+// kernel's struct stat has unsigned 32-bit times (a file of 1969 read as
+// 2106). Without statx (Linux before 4.11, a seccomp filter), stat's times.
+func fileTimes(p string, fi os.FileInfo) (mtime, atime int64) {
+	const want = unix.STATX_ATIME | unix.STATX_MTIME
+	var stx unix.Statx_t
+	if unix.Statx(unix.AT_FDCWD, p, 0, want, &stx) == nil && stx.Mask&want == want {
+		return stx.Mtime.Sec, stx.Atime.Sec
+	}
+	mtime, atime = fi.ModTime().Unix(), fi.ModTime().Unix()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		atime = int64(st.Atim.Sec)
+	}
+	return mtime, atime
 }
 
 func (c *scp) send(p string) error {
@@ -685,7 +707,7 @@ func (c *scp) send(p string) error {
 		return c.warn("%s: %s", p, strerror(err))
 	}
 	defer f.Close()
-	if skip, err := c.sendTimes(fi); skip || err != nil {
+	if skip, err := c.sendTimes(p, fi); skip || err != nil {
 		return err
 	}
 	size := fi.Size()
@@ -722,7 +744,7 @@ func (c *scp) sendDir(p, name string, fi os.FileInfo) error {
 	if err != nil {
 		return c.warn("%s: %s", p, strerror(err))
 	}
-	if skip, err := c.sendTimes(fi); skip || err != nil {
+	if skip, err := c.sendTimes(p, fi); skip || err != nil {
 		return err
 	}
 	if _, err := fmt.Fprintf(c.w, "D%04o 0 %s\n", unixMode(fi.Mode()), name); err != nil {

@@ -714,3 +714,27 @@ func TestSCPSinkTruncatedStream(t *testing.T) {
 		t.Errorf("scp -t of 3 of 10 bytes: exit 0, want non-zero")
 	}
 }
+
+// TestSCPSourceTimesBeyondStat: scp -p -f sends a file's times as they are,
+// also where the device's stat(2) cannot hold them: on 32-bit arm, mips and
+// 386, stat64's times are 32-bit signed (a file of 2040 wraps to 1904, sent
+// as 0: the copy is dated 1970); on mips64, the kernel's struct stat has
+// unsigned 32-bit times (a file of 1969 is sent as 2106, one of 2108 as
+// 1971). OpenSSH's libc (musl, glibc) asks statx(2) there. The times are set
+// with the host's touch, which a test binary under emulation also runs.
+func TestSCPSourceTimesBeyondStat(t *testing.T) {
+	touch := needProgram(t, "touch")
+	root := t.TempDir()
+	for name, sec := range map[string]int64{"before1970": -100, "in2040": 2208988800, "in2108": 4354819200} {
+		p := filepath.Join(root, name)
+		writeFile(t, p, "x")
+		if out, err := exec.Command(touch, "-d", fmt.Sprintf("@%d", sec), p).CombinedOutput(); err != nil {
+			t.Fatalf("touch: %v %s", err, out)
+		}
+		want := fmt.Sprintf("T%d 0 %d 0\nC0644 1 %s\n", max(sec, 0), max(sec, 0), name)
+		got, status := scpInProcess(t, root, "scp -p -f "+name, strings.Repeat("\x00", 10))
+		if !strings.HasPrefix(got, want) || status != 0 {
+			t.Errorf("scp -p -f %s sent %q, status %d; want it to start %q", name, got, status, want)
+		}
+	}
+}

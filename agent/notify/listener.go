@@ -199,7 +199,7 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 	// A client must not send a larger packet (MQTT-3.1.2-24): the broker
 	// closes the connection, and the session would send the PUBLISH again on
 	// every reconnect, ending each connection as it comes up.
-	fits := maxPacket == 0 || size <= int(maxPacket)
+	fits := maxPacket == 0 || uint64(size) <= uint64(maxPacket) // not int(maxPacket): negative from 2^31 on 32-bit devices
 	if cli != nil && fits {
 		l.waiting++
 	}

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // A broker states in its CONNACK the largest packet it accepts (MQTT 5.0
@@ -43,5 +46,53 @@ func TestPublishOverServerMaximumPacketSize(t *testing.T) {
 	}
 	if n := rec.count("mqtt connected"); n != 1 {
 		t.Fatalf("%d connections after a publish at the limit, want 1", n)
+	}
+}
+
+// statePacketSize makes a mochi broker state a Maximum Packet Size in its
+// CONNACK (mochi enforces its own but does not state it).
+type statePacketSize struct {
+	mqtt.HookBase
+	size uint32
+}
+
+func (h *statePacketSize) ID() string { return "state-packet-size" }
+
+func (h *statePacketSize) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPacketEncode
+}
+
+func (h *statePacketSize) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+func (h *statePacketSize) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
+
+func (h *statePacketSize) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack {
+		pk.Properties.MaximumPacketSize = h.size
+	}
+	return pk
+}
+
+// A broker may state any Maximum Packet Size up to 2^32-1 (MQTT 5.0
+// §3.2.2.3.6: a Four Byte Integer). On a 32-bit device (arm, mips, 386)
+// int(maxPacket) of a size from 2^31 was negative, so every Publish was
+// refused as "over the broker's maximum packet size (4294967295 bytes)": the
+// agent's status and audit events were all dropped.
+func TestPublishUnderHugeServerMaximumPacketSize(t *testing.T) {
+	p := newPKI(t)
+	_, addr := startMochi(t, p, &statePacketSize{size: 0xffffffff})
+	log, _ := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
+	runListener(t, l)
+	awaitConnection(t, l)
+	l.mu.Lock()
+	got := l.maxPacket
+	l.mu.Unlock()
+	if got != 0xffffffff {
+		t.Fatalf("the listener noted a Maximum Packet Size of %d, want 4294967295", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{}`)); err != nil {
+		t.Errorf("Publish of a small event to a broker that takes packets of up to 4 GiB: %v", err)
 	}
 }
