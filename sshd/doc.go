@@ -161,6 +161,10 @@
 // from the other side, a READ of a terminal) blocks in sftp-server too; here
 // the session ends within five seconds once the client has gone, and the
 // call is left to return. scp -t refuses a FIFO without a reader at once.
+// On a 32-bit device (arm, mips, 386), SFTP's SETSTAT (sftp put -p, scp -p
+// in its default SFTP mode) sets a time after 2038 wrong: pkg/sftp's
+// os.Chtimes passes a 32-bit time_t. scp -O -p sets it right
+// (utimensat_time64, Linux 5.1).
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the
