@@ -64,7 +64,8 @@ type session struct {
 	token   string // the access token, to forget the saved state when yielding
 	started time.Time
 	// received is when the tunnel's notification came, on the monotonic
-	// clock: what its age is when the wall clock has been stepped since.
+	// clock: what its age is when the wall clock has been stepped since. Zero
+	// when not known (the tunnel was saved later than the clock said at start).
 	received time.Time
 	streams  atomic.Int32 // open streams
 	up       atomic.Bool  // its connection to the service is up
@@ -512,7 +513,16 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	}
 	ctx, cancel := context.WithCancel(a.ctx)
 	now := a.clock()
-	s := &session{fp: fp, token: t.AccessToken, started: now, received: time.Now().Add(-now.Sub(t.Received)), cancel: cancel}
+	s := &session{fp: fp, token: t.AccessToken, started: now, cancel: cancel}
+	// A tunnel saved later than the clock says now was saved with the clock
+	// right and is read with it behind (a router rebooted without an RTC, before
+	// NTP): its age is not known, and the stop leaves its time as saved. The
+	// negative age, taken as its age, had the stop after NTP save it received in
+	// the future (56 years ahead from 1970): the next starts kept a dead tunnel
+	// that long.
+	if age := now.Sub(t.Received); age >= 0 {
+		s.received = time.Now().Add(-age)
+	}
 	s.lastUsed.Store(monoNow())
 	a.sessions[fp] = s
 	if candidate {
@@ -630,7 +640,9 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 		d.DefaultService = t.Services[0]
 	}
 	d.Proxy = a.proxy
+	stopWatch := a.watchClock(ctx, s, &t, log)
 	err = d.Run(ctx)
+	stopWatch() // t is runSession's again
 	var he *tunnel.HandshakeError
 	switch {
 	case err == nil:
@@ -669,8 +681,8 @@ func (a *Agent) restamp(s *session, t savedTunnel, log *slog.Logger) {
 	a.mu.Lock()
 	stopping := a.ctx.Err() != nil
 	a.mu.Unlock()
-	if !stopping {
-		return // the session yielded: its state is gone
+	if !stopping || s.received.IsZero() {
+		return // the session yielded (its state is gone), or its age is not known
 	}
 	received := a.clock().Add(-time.Since(s.received)).UTC()
 	if d := received.Sub(t.Received); d > -time.Minute && d < time.Minute {
@@ -871,4 +883,51 @@ func (a *Agent) Reload(cfg *Config) []string {
 func fingerprint(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:4])
+}
+
+// clockCheckInterval is how often a session checks whether the wall clock has
+// been stepped since its tunnel was saved (a var for tests).
+var clockCheckInterval = time.Minute
+
+// watchClock restamps the saved state of session s while it runs, each time
+// the wall clock has been stepped (NTP's first answer, date -s), as restamp
+// does when the agent stops: an agent that dies without a stop (a power cut,
+// the watchdog, the OOM killer) must not leave an open tunnel saved as
+// received long ago, for the next start to drop, or in the future, for it to
+// keep past its end. It updates t.Received; stop waits for it to be done.
+func (a *Agent) watchClock(ctx context.Context, s *session, t *savedTunnel, log *slog.Logger) (stop func()) {
+	if s.received.IsZero() {
+		return func() {} // its age is not known
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(clockCheckInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			received := a.clock().Add(-time.Since(s.received)).UTC()
+			if d := received.Sub(t.Received); d > -time.Minute && d < time.Minute {
+				continue
+			}
+			// Under a.mu, where a yielding session's state is removed
+			// (endLocked) and the agent's stop begins: not saved again then.
+			a.mu.Lock()
+			if _, err := os.Stat(a.store.path(tokenKey(t.AccessToken))); ctx.Err() == nil && err == nil {
+				st := *t
+				st.Received = received
+				if err := a.store.save(st); err != nil {
+					log.Warn("cannot save tunnel state after a step of the clock; a restart may not resume this tunnel", "error", err)
+				}
+				t.Received = received // tried once a step
+			}
+			a.mu.Unlock()
+		}
+	}()
+	return func() { cancel(); <-done }
 }

@@ -11,6 +11,7 @@ import (
 	stdlog "log"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -160,5 +161,113 @@ func TestClockIn1970Tunnel(t *testing.T) {
 	wait("connection once the clock is set", func() bool { return tun.Connected(tunneltest.Destination) })
 	if n := hintsWithClockSet.Load(); n != 0 {
 		t.Errorf("with the clock set the log still blamed it %d times:\n%s", n, logged.String())
+	}
+}
+
+// A tunnel saved with the clock right, resumed by an agent that starts with the
+// clock behind (the router rebooted: 1970, or OpenWrt's sysfixtime), and
+// stopped after NTP has set the clock: the state it leaves says when the
+// tunnel was received, not a time in the future. The start took the negative
+// age (the clock behind the saved time) as the tunnel's age, and the stop's
+// restamp moved Received ahead by as much as the clock had been behind: the
+// next starts kept the tunnel that long past its 12 h (56 years from 1970),
+// dialling a dead tunnel on each. A stop before NTP leaves it as saved too.
+func TestResumeWithClockBehindThenStop(t *testing.T) {
+	for _, ntp := range []bool{true, false} {
+		t.Run(map[bool]string{true: "stopped after NTP", false: "stopped before NTP"}[ntp], func(t *testing.T) {
+			testResumeWithClockBehind(t, ntp)
+		})
+	}
+}
+
+func testResumeWithClockBehind(t *testing.T, ntp bool) {
+	e := newAgentEnv(t)
+	tun := e.fake.OpenTunnel("SSH")
+	received := time.Now().Add(-time.Hour).UTC()
+	store := stateStore{dir: e.dataDir + "/tunnels"}
+	if err := store.save(savedTunnel{AccessToken: tun.DestinationToken, ClientToken: tunnel.GenerateClientToken().Reveal(),
+		Region: "us-east-1", Services: []string{"SSH"}, Received: received}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var behind atomic.Int64
+	behind.Store(int64(48 * time.Hour)) // the router's clock after the reboot
+	a.now = func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	if ntp {
+		behind.Store(0)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(store.path(tokenKey(tun.DestinationToken)))
+	if err != nil {
+		t.Fatalf("the state of the open tunnel is gone: %v", err)
+	}
+	var st savedTunnel
+	if err := st.decode(b); err != nil {
+		t.Fatal(err)
+	}
+	if now := time.Now(); st.Received.After(now) || st.Received.Before(received.Add(-time.Minute)) {
+		t.Fatalf("saved received = %s, want between %s (when it was received) and now (%s)",
+			st.Received.Format(time.RFC3339), received.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+}
+
+// A tunnel notified while the clock was behind (OpenWrt's sysfixtime) and
+// still open when NTP sets it is resumed by a start after the agent died
+// without a stop (power cut, watchdog, OOM killer): its state says when it was
+// received in the clock's new reckoning. Only a stop rewrote it, and the state
+// a dead agent left said 48 h ago: the next start removed the open tunnel.
+func TestClockStepForwardThenCrash(t *testing.T) {
+	defer func(d time.Duration) { clockCheckInterval = d }(clockCheckInterval)
+	clockCheckInterval = 20 * time.Millisecond
+	e := newAgentEnv(t)
+	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var behind atomic.Int64
+	behind.Store(int64(48 * time.Hour))
+	a.now = func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if err := a.mqtt.AwaitConnection(ctxWithTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	behind.Store(0) // NTP
+	store := stateStore{dir: e.dataDir + "/tunnels"}
+	var left []byte // what the agent leaves if it dies now
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if left, err = os.ReadFile(store.path(tokenKey(tun.DestinationToken))); err != nil {
+			t.Fatal(err)
+		}
+		var st savedTunnel
+		if st.decode(left) == nil && time.Since(st.Received) < time.Hour {
+			break
+		}
+	}
+	crashed := stateStore{dir: t.TempDir()}
+	if err := os.WriteFile(crashed.path(tokenKey(tun.DestinationToken)), left, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if saved, errs := crashed.load(time.Now()); len(saved) != 1 {
+		t.Fatalf("a start after the agent died would not resume the open tunnel: %v", errs)
 	}
 }

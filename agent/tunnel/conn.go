@@ -165,7 +165,12 @@ type Conn struct {
 	channelID string
 	log       *slog.Logger
 
-	lastRx  atomic.Int64 // unix nanos of the last frame or pong received
+	// lastRx is when the last frame or pong came, as nanoseconds since born on
+	// the monotonic clock: a step of the wall clock (NTP's first answer on a
+	// router that booted in 1970) must not close a live link for idleness, nor
+	// keep a silent one open.
+	lastRx  atomic.Int64
+	born    time.Time
 	life    context.Context
 	cancel  context.CancelCauseFunc
 	done    chan struct{}
@@ -241,8 +246,8 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 		c.log.Warn("service chose another protocol version than offered", "offered", cfg.protocol(), "chosen", v)
 	}
 	c.version = v
-	c.lastRx.Store(time.Now().UnixNano())
-	ws.onPong = func() { c.lastRx.Store(time.Now().UnixNano()) }
+	c.born = time.Now()
+	ws.onPong = c.received
 
 	// The connection's lifetime context is not the dial context (STYLE.md).
 	c.life, c.cancel = context.WithCancelCause(context.Background())
@@ -378,6 +383,12 @@ func verifyPeer(cs tls.ConnectionState, roots *x509.CertPool) error {
 	return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
 }
 
+// received notes a frame or a pong, for the idle timeout.
+func (c *Conn) received() { c.lastRx.Store(int64(time.Since(c.born))) }
+
+// idleFor is how long no frame or pong has come.
+func (c *Conn) idleFor() time.Duration { return time.Since(c.born) - time.Duration(c.lastRx.Load()) }
+
 // keepalive pings every interval without expecting a pong (the service may not answer
 // before the other side connects, spec §3.7), and enforces the idle timeout.
 func (c *Conn) keepalive(ctx context.Context, interval, idle time.Duration) {
@@ -398,7 +409,7 @@ func (c *Conn) keepalive(ctx context.Context, interval, idle time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if idle > 0 && now.Sub(time.Unix(0, c.lastRx.Load())) > idle {
+			if idle > 0 && c.idleFor() > idle {
 				c.log.Warn("tunnel idle, closing", "idle_timeout", idle)
 				c.abort(ErrIdle)
 				return
@@ -417,7 +428,7 @@ func (c *Conn) keepalive(ctx context.Context, interval, idle time.Duration) {
 func (c *Conn) ReadMessage(m *Message) error {
 	err := c.fr.Next(m)
 	if err == nil {
-		c.lastRx.Store(time.Now().UnixNano())
+		c.received()
 		return nil
 	}
 	return c.readError(err)
