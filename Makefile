@@ -54,7 +54,7 @@ test: deps console-assets ## install missing test prerequisites, then run every 
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
 	@# the end-to-end transfers at full size (they shrink under -race)
 	$(GO) test -count=1 -timeout 10m -run "^TestEndToEnd" ./agent/tunnel/
-	@# tier 3: unit tests of agent/tunnel, agent/notify, sshd under qemu-user (arm v7, arm64, mips, mipsle)
+	@# tier 3: unit tests of agent/tunnel, agent/notify, sshd under qemu-user (arm v7, arm64, mips, mipsle, mips64)
 	tools/qemu-test.sh
 	@# tier 4: boot every QEMU board and log in through a tunnel (board/)
 	PORTHOLE_BOARD_TEST=1 $(GO) test -count=1 -timeout 12m ./board/

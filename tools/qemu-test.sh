@@ -2,8 +2,9 @@
 # qemu-test.sh: tier 3 of the test plan (DESIGN.md, "Test tiers"): the unit tests of
 # the packages that hold wire formats, byte order and word size — agent/tunnel,
 # agent/notify, sshd — cross-compiled and run under qemu-user for 32-bit ARM (v7),
-# arm64, big-endian MIPS and little-endian MIPS (softfloat, like most routers), with
-# the device binary's compiler flags.
+# arm64, big-endian MIPS and little-endian MIPS (softfloat, like most routers) and
+# big-endian 64-bit MIPS (whose struct stat has unsigned 32-bit times), with the
+# device binary's compiler flags.
 #
 # go test -exec runs each test binary through qemu-<arch>-static: no binfmt_misc and
 # no root needed. Programs the tests start themselves (mosquitto, ssh, busybox) are
@@ -26,7 +27,7 @@ pkgs=(./agent/tunnel/ ./agent/notify/ ./sshd/)
 timeout=${QEMU_TEST_TIMEOUT:-240s}
 skip=${QEMU_TEST_SKIP-}
 [ -n "$skip" ] && echo "qemu-test: skipping tests matching $skip under emulation (see the comment in $0)"
-archs=${*:-${QEMU_ARCHS:-arm arm64 mips mipsle}}
+archs=${*:-${QEMU_ARCHS:-arm arm64 mips mipsle mips64}}
 
 # arch -> "qemu binary|environment"
 declare -A how=(
@@ -34,6 +35,7 @@ declare -A how=(
   [arm64]="qemu-aarch64-static|"
   [mips]="qemu-mips-static|GOMIPS=softfloat"
   [mipsle]="qemu-mipsel-static|GOMIPS=softfloat"
+  [mips64]="qemu-mips64-static|GOMIPS64=softfloat"
   [mips64le]="qemu-mips64el-static|GOMIPS64=softfloat"
   [riscv64]="qemu-riscv64-static|"
 )
