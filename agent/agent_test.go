@@ -23,13 +23,12 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
-	gossh "golang.org/x/crypto/ssh"
-
 	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // broker is an in-process MQTT v5 broker with mutual TLS, and a record of the
@@ -648,5 +647,67 @@ func TestNoLoginWarnedOnce(t *testing.T) {
 	}
 	if logs.Count("ssh.authorized_keys") == 0 {
 		t.Errorf("the warning does not name the config key:\n%s", logs.String())
+	}
+}
+
+// What the docs say of a reload of [services]: connections open then keep
+// their target, each new one (here V3 connections of the stream that is open)
+// uses the new map, and a service removed refuses its next connection.
+func TestReloadKeepsOpenConnections(t *testing.T) {
+	e := newAgentEnv(t)
+	e.cfg.Services = map[string]string{"SSH": BuiltinSSH, "WEB": tunneltest.EchoServer(t, 0)}
+	a, _ := e.start(t)
+	tun := e.fake.OpenTunnel("WEB")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "WEB")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := tunnel.NewAccessToken(tun.SourceToken)
+	ready := make(chan string, 1)
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: e.fake.URL, AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: e.srcClient},
+		Listen: map[string]string{"WEB": "127.0.0.1:0"}, OnListen: func(_ string, a net.Addr) { ready <- a.String() }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	addr := <-ready
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// echo sends "ab" and returns what comes back ("" when the connection is reset).
+	echo := func(c net.Conn) string {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("ab"))
+		b := make([]byte, 2)
+		if _, err := io.ReadFull(c, b); err != nil {
+			return ""
+		}
+		return string(b)
+	}
+	first := dial()
+	if got := echo(first); got != "ab" {
+		t.Fatalf("before reload: %q", got)
+	}
+	next := *e.cfg
+	next.Services = map[string]string{"SSH": BuiltinSSH, "WEB": tunneltest.EchoServer(t, 0x20)} // upper case
+	a.Reload(&next)
+	if got := echo(first); got != "ab" {
+		t.Errorf("open connection after re-targeting: %q, want its old target's \"ab\"", got)
+	}
+	if got := echo(dial()); got != "AB" {
+		t.Errorf("new connection after re-targeting: %q, want the new target's \"AB\"", got)
+	}
+	next.Services = map[string]string{"SSH": BuiltinSSH}
+	a.Reload(&next)
+	if got := echo(first); got != "ab" {
+		t.Errorf("open connection after its service was removed: %q, want it open", got)
+	}
+	if got := echo(dial()); got != "" {
+		t.Errorf("new connection after its service was removed: %q, want it reset", got)
 	}
 }

@@ -59,6 +59,8 @@ func TestSysVScript(t *testing.T) {
 // /proc/PID/exe is the shell, which hides what an init script's
 // start-stop-daemon -x /bin/sh would match.
 //
+// With FAKE_BAD_CONFIG, its check-config refuses the config (exit 1).
+//
 // With FAKE_EXIT it is an agent that cannot run: it exits with that status
 // after FAKE_EXIT_AFTER ("exited"), its reason on stderr.
 //
@@ -86,6 +88,10 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "check-config" {
+		if os.Getenv("FAKE_BAD_CONFIG") != "" {
+			fmt.Fprintln(os.Stderr, "bad config (fake)")
+			os.Exit(1)
+		}
 		return
 	}
 	f, err := os.OpenFile(os.Getenv("FAKE_EVENTS"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)

@@ -102,6 +102,21 @@ func configFlag(name string, args []string, stdout, stderr io.Writer, more func(
 }
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
+	// The signals are caught before anything else, each kind on a channel of
+	// its own. Until Notify, Go's default for SIGHUP is to exit, and an init
+	// system's reload right after a start (reload_config after the first uci
+	// commit) killed the agent while it read its config; systemd takes a
+	// SIGHUP as a clean end and does not restart it. A SIGHUP that comes then
+	// is a reload once the agent runs. On one channel with SIGTERM, a burst of
+	// SIGHUPs, each a reload of some milliseconds, filled it, and package
+	// signal drops what does not fit: the SIGTERM was lost. SIGHUPs that come
+	// during a reload are one more reload, which reads the file as it is then.
+	stop := make(chan os.Signal, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(stop)
+	defer signal.Stop(hup)
 	cfg, path, err := configFlag("agent", args, stdout, stderr, nil)
 	if err != nil {
 		return err
@@ -121,36 +136,31 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	for {
 		select {
 		case err := <-done:
 			return err
-		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				// What the agent would refuse at its next start is refused
-				// now, while the running config still serves: taken, its
-				// "needs a restart" would lead to a restart that fails (exit 1).
-				ncfg, err := agent.LoadConfig(path)
-				if err == nil {
-					err = agent.CheckStart(ncfg)
-				}
-				if err != nil {
-					log.Error("reload refused: config invalid, keeping the running one", "error", err)
-					continue
-				}
-				ncfg.Log.SetLevel(&level)
-				if restart := a.Reload(ncfg); len(restart) > 0 {
-					log.Warn("reloaded the service map and log level; these changes need a restart", "keys", strings.Join(restart, ", "))
-				} else {
-					log.Info("reloaded the service map and log level")
-				}
+		case <-hup:
+			// What the agent would refuse at its next start is refused
+			// now, while the running config still serves: taken, its
+			// "needs a restart" would lead to a restart that fails (exit 1).
+			ncfg, err := agent.LoadConfig(path)
+			if err == nil {
+				err = agent.CheckStart(ncfg)
+			}
+			if err != nil {
+				log.Error("reload refused: config invalid, keeping the running one", "error", err)
 				continue
 			}
+			ncfg.Log.SetLevel(&level)
+			if restart := a.Reload(ncfg); len(restart) > 0 {
+				log.Warn("reloaded the service map and log level; these changes need a restart", "keys", strings.Join(restart, ", "))
+			} else {
+				log.Info("reloaded the service map and log level")
+			}
+		case sig := <-stop:
 			log.Info("stopping", "signal", sig.String())
 			cancel()
 			select {

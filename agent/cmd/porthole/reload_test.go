@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -122,5 +127,123 @@ func TestRelativeFilePathsRefusedWhereverCheckConfigRuns(t *testing.T) {
 		if code != exitUsage || !strings.Contains(errs, "mqtt.ca_file") || !strings.Contains(errs, "absolute") {
 			t.Errorf("check-config -start in %s: exit %d, stderr %q; want %d and mqtt.ca_file refused as not absolute", dir, code, errs, exitUsage)
 		}
+	}
+}
+
+// A burst of SIGHUPs (reload_config run in a loop by a provisioning job, a
+// config tool that reloads after every key) must not crowd out the SIGTERM
+// that follows: signals shared one channel of 4, which package signal does not
+// block on, so with the burst's reloads still queued the SIGTERM was dropped
+// and the agent ran on until the init system's SIGKILL, which saves no
+// tunnel and ends no session cleanly.
+//
+// A reload reads the config and every file it names (tunnel.ca_file may be a
+// directory such as /etc/ssl/certs); here a directory of many CA files makes
+// one take the milliseconds it takes on a router's CPU and flash.
+func TestReloadBurstDoesNotLoseSIGTERM(t *testing.T) {
+	dev := writeDevice(t, t.TempDir())
+	ca, _ := os.ReadFile(dev.ca)
+	cas := t.TempDir()
+	for i := range 2000 {
+		os.WriteFile(filepath.Join(cas, fmt.Sprintf("ca%d.pem", i)), ca, 0o644)
+	}
+	b, _ := os.ReadFile(dev.path)
+	os.WriteFile(dev.path, append(b, "[tunnel]\nca_file = \""+cas+"\"\n"...), 0o600)
+	p := startAgent(t, dev.path)
+	for range 200 {
+		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+		time.Sleep(200 * time.Microsecond)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	defer func() { t.Logf("reloads: %d", strings.Count(p.logged(), "reloaded the service map")) }()
+	select {
+	case code := <-p.code:
+		p.code <- code // for startAgent's cleanup
+	case <-time.After(8 * time.Second):
+		t.Fatalf("the agent still runs 8 s after a SIGTERM that followed a burst of SIGHUPs:\n%s", p.logged())
+	}
+}
+
+// childAgent starts `porthole agent -c path` as a process of its own, with
+// SIGHUP at its default (go test may run with it ignored), and returns it
+// with its stderr lines.
+func childAgent(t *testing.T, path string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "agent", "-c", path)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	err = cmd.Start()
+	signal.Stop(hup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 1000)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return cmd, lines
+}
+
+// A SIGHUP that comes while the agent starts (an init system's reload right
+// after its start: OpenWrt's reload_config after a first uci commit, a
+// provisioning job's `systemctl reload`) killed the agent: its handler was
+// installed only after the config had been read and the agent built, and
+// until then Go's default for SIGHUP is to exit. systemd does not restart a
+// service that a SIGHUP ended (a clean signal for Restart=on-failure), and the
+// SysV script none at all, so the device stayed off the network. The test
+// sends the SIGHUP when the agent opens its config file.
+func TestSIGHUPDuringStartDoesNotKill(t *testing.T) {
+	path, _ := deviceConfig(t)
+	in, err := syscall.InotifyInit1(syscall.IN_CLOEXEC)
+	if err != nil {
+		t.Skip("inotify:", err)
+	}
+	defer syscall.Close(in)
+	if _, err := syscall.InotifyAddWatch(in, path, syscall.IN_OPEN); err != nil {
+		t.Fatal(err)
+	}
+	cmd, lines := childAgent(t, path)
+	buf := make([]byte, 4096)
+	if _, err := syscall.Read(in, buf); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	var logged []string
+	timeout := time.After(10 * time.Second)
+	for started := false; !started; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				err := cmd.Wait()
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+						t.Fatalf("the agent was killed by %v while starting:\n%s", ws.Signal(), strings.Join(logged, "\n"))
+					}
+				}
+				t.Fatalf("the agent ended while starting (%v):\n%s", err, strings.Join(logged, "\n"))
+			}
+			logged = append(logged, l)
+			started = strings.Contains(l, "porthole agent started")
+		case <-timeout:
+			t.Fatalf("the agent did not start in 10 s:\n%s", strings.Join(logged, "\n"))
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	for l := range lines {
+		logged = append(logged, l)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("after SIGTERM: %v, want exit 0:\n%s", err, strings.Join(logged, "\n"))
 	}
 }

@@ -1,0 +1,75 @@
+package pkg
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The agent refuses a reload with a config it would not start with and keeps
+// the one it runs, saying so in its log only. Each init system's reload said
+// it went well all the same (SysV: OK, systemctl reload: success, procd: no
+// word): the operator who edited the config believed it applied. They check
+// it first, as their start does, and fail the reload without signalling.
+func TestSysVReloadChecksConfig(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	r := newSysVRig(t, fake, "sh", "")
+	if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("start: %v %q, want OK", err, out)
+	}
+	r.env = append(r.env, "FAKE_BAD_CONFIG=1")
+	out, err := r.run("reload")
+	if err == nil || !strings.Contains(out, "FAIL (configuration") || !strings.Contains(out, "bad config (fake)") {
+		t.Errorf("reload with a config check-config refuses: %v %q, want a failure naming the configuration", err, out)
+	}
+	if got := r.eventPidsWait("reloaded", 1, time.Second); len(got) != 0 {
+		t.Errorf("reload with a bad config sent SIGHUP to %v", got)
+	}
+	r.run("stop")
+}
+
+func TestUCIReloadChecksConfig(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "porthole")
+	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] || exit 0\necho 'config: services.WEB: bad target' >&2\nexit 1\n"), 0o755)
+	script := uciStubs + `
+procd_send_signal() { echo "signal $*"; }
+logger() { echo "logger $*"; }
+. ./openwrt/porthole.init
+PROG=` + fake + `
+CONF=` + filepath.Join(dir, "porthole.toml") + `
+CONFIG_main_enabled=1
+CONFIG_main_thing_name=router-7
+CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
+CONFIG_SECTIONS='main'
+CONFIG_main_TYPE=porthole
+reload_service
+`
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err == nil || strings.Contains(stdout.String(), "signal") {
+		t.Errorf("reload_service with a config check-config refuses: %v, output %q; want a failure and no SIGHUP", err, &stdout)
+	}
+	if !strings.Contains(stdout.String(), "logger -t porthole -p daemon.err") || !strings.Contains(stdout.String(), "services.WEB: bad target") {
+		t.Errorf("reload_service logged %q, want check-config's error in the system log", &stdout)
+	}
+}
+
+func TestSystemdReloadChecksConfig(t *testing.T) {
+	b, err := os.ReadFile("systemd/porthole.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := strings.Index(string(b), "\nExecReload=/usr/bin/porthole check-config -start -c /etc/porthole/porthole.toml\n")
+	hup := strings.Index(string(b), "\nExecReload=/bin/kill -HUP $MAINPID\n")
+	if check < 0 || hup < 0 || check > hup {
+		t.Errorf("porthole.service: want ExecReload= running check-config -start before the one sending SIGHUP")
+	}
+}
