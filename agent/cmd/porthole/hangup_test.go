@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"net"
-	"os"
-	"os/exec"
-	"os/signal"
 	"regexp"
 	"strings"
 	"syscall"
@@ -22,35 +18,8 @@ import (
 // It must end as Ctrl-C does: streams reset, exit 0.
 func TestConnectHangup(t *testing.T) {
 	srv, tun := echoTunnel(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "connect", "--endpoint", srv.URL, "--allow-insecure-websocket",
+	cmd, lines := childPorthole(t, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket",
 		"-L", "SSH=127.0.0.1:0", "--token-file", writeToken(t, tun.SourceToken))
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// go test may itself run with the hangup ignored (nohup, a CI job in the
-	// background): the child would inherit that, and connect rightly keeps
-	// ignoring it, so the test waited for it until its timeout. With a
-	// handler installed, the child starts with the default. (Not
-	// signal.Ignored: it reports false once Notify has been called, though
-	// Stop puts SIG_IGN back, so a second -count run hung.)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	err = cmd.Start()
-	signal.Stop(hup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	lines := make(chan string, 100)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
 	var logged []string
 	next := func(what string, re *regexp.Regexp) []string {
 		t.Helper()

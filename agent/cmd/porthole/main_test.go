@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -438,4 +440,38 @@ func TestCloseInheritedOnExec(t *testing.T) {
 	if seen() {
 		t.Errorf("a child still gets inherited fd %d", fd)
 	}
+}
+
+// childPorthole runs porthole with args as a process of its own (TestMain
+// runs main in it) and returns it with its stderr lines; it is killed when
+// the test ends. The child starts with SIGHUP at its default: go test may
+// itself run with the hangup ignored (nohup, a CI job in the background), and
+// the child would inherit that. With a handler installed, exec gives the
+// child the default. (Not signal.Ignored: it reports false once Notify has
+// been called, though Stop puts SIG_IGN back, so a second -count run hung.)
+func childPorthole(t *testing.T, args ...string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	err = cmd.Start()
+	signal.Stop(hup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 1000)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return cmd, lines
 }

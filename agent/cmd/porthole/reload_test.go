@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -164,36 +162,6 @@ func TestReloadBurstDoesNotLoseSIGTERM(t *testing.T) {
 	}
 }
 
-// childAgent starts `porthole agent -c path` as a process of its own, with
-// SIGHUP at its default (go test may run with it ignored), and returns it
-// with its stderr lines.
-func childAgent(t *testing.T, path string) (*exec.Cmd, <-chan string) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "agent", "-c", path)
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	err = cmd.Start()
-	signal.Stop(hup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := make(chan string, 1000)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
-	return cmd, lines
-}
-
 // A SIGHUP that comes while the agent starts (an init system's reload right
 // after its start: OpenWrt's reload_config after a first uci commit, a
 // provisioning job's `systemctl reload`) killed the agent: its handler was
@@ -212,7 +180,7 @@ func TestSIGHUPDuringStartDoesNotKill(t *testing.T) {
 	if _, err := syscall.InotifyAddWatch(in, path, syscall.IN_OPEN); err != nil {
 		t.Fatal(err)
 	}
-	cmd, lines := childAgent(t, path)
+	cmd, lines := childPorthole(t, "agent", "-c", path)
 	buf := make([]byte, 4096)
 	if _, err := syscall.Read(in, buf); err != nil {
 		t.Fatal(err)
