@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -189,24 +190,14 @@ func testResumeWithClockBehind(t *testing.T, ntp bool) {
 		Region: "us-east-1", Services: []string{"SSH"}, Received: received}); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var behind atomic.Int64
-	behind.Store(int64(48 * time.Hour)) // the router's clock after the reboot
-	a.now = func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	_, ntpNow, stop := runBehind(t, e)
 	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
 		t.Fatal(err)
 	}
 	if ntp {
-		behind.Store(0)
+		ntpNow()
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(store.path(tokenKey(tun.DestinationToken)))
@@ -232,28 +223,12 @@ func TestClockStepForwardThenCrash(t *testing.T) {
 	defer func(d time.Duration) { clockCheckInterval = d }(clockCheckInterval)
 	clockCheckInterval = 20 * time.Millisecond
 	e := newAgentEnv(t)
-	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var behind atomic.Int64
-	behind.Store(int64(48 * time.Hour))
-	a.now = func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	if err := a.mqtt.AwaitConnection(ctxWithTimeout(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	tun := e.fake.OpenTunnel("SSH")
-	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
-	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-		t.Fatal(err)
-	}
-	behind.Store(0) // NTP
+	a, ntp, _ := runBehind(t, e)
+	tun := notifyTunnel(t, e, a)
+	ntp()
 	store := stateStore{dir: e.dataDir + "/tunnels"}
 	var left []byte // what the agent leaves if it dies now
+	var err error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if left, err = os.ReadFile(store.path(tokenKey(tun.DestinationToken))); err != nil {
 			t.Fatal(err)
@@ -270,4 +245,44 @@ func TestClockStepForwardThenCrash(t *testing.T) {
 	if saved, errs := crashed.load(time.Now()); len(saved) != 1 {
 		t.Fatalf("a start after the agent died would not resume the open tunnel: %v", errs)
 	}
+}
+
+// runBehind runs an agent of e whose clock is 48 h behind (a router after a
+// reboot, before NTP) until ntp sets it; stop ends the agent (also when the
+// test ends) and returns Run's error.
+func runBehind(t *testing.T, e *agentEnv) (a *Agent, ntp func(), stop func() error) {
+	t.Helper()
+	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var behind atomic.Int64
+	behind.Store(int64(48 * time.Hour))
+	a.now = func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	return a, func() { behind.Store(0) }, stop
+}
+
+// notifyTunnel opens a tunnel on e's fake service, notifies agent a of it
+// once its MQTT session is up, and waits for its destination to connect.
+func notifyTunnel(t *testing.T, e *agentEnv, a *Agent) *tunneltest.Tunnel {
+	t.Helper()
+	if err := a.mqtt.AwaitConnection(ctxWithTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	return tun
 }

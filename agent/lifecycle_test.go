@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -62,27 +61,10 @@ func TestStopWhileWaitingForTheDataDirLock(t *testing.T) {
 // without a word, and the open tunnel was lost until its token was rotated.
 func TestResumeAfterClockStepForward(t *testing.T) {
 	e := newAgentEnv(t)
-	var behind atomic.Int64
-	behind.Store(int64(48 * time.Hour))
-	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.now = func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	if err := a.mqtt.AwaitConnection(ctxWithTimeout(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	tun := e.fake.OpenTunnel("SSH")
-	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
-	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-		t.Fatal(err)
-	}
-	behind.Store(0) // NTP
-	cancel()
-	if err := <-done; err != nil {
+	a, ntp, stop := runBehind(t, e)
+	tun := notifyTunnel(t, e, a)
+	ntp()
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	e.start(t) // a restart, with the clock right
