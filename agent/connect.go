@@ -315,8 +315,7 @@ func pruneClientTokens(dir string, cutoff time.Time) {
 			continue
 		}
 		if f, err := flockPath(p, false); err == nil {
-			os.Remove(p)
-			f.Close()
+			removeLocked(p, f)
 		}
 	}
 }
@@ -355,10 +354,7 @@ func lockToken(ctx context.Context, dir string, access tunnel.Token, wait time.D
 	if err := f.Truncate(0); err == nil {
 		f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
 	}
-	return func() {
-		os.Remove(p) // before unlocking: whoever locks it next sees it is gone
-		f.Close()
-	}, nil
+	return func() { removeLocked(p, f) }, nil
 }
 
 // flockPath opens path (creating it, when create is set) and takes an exclusive

@@ -15,3 +15,11 @@ var errLockHeld error = syscall.EWOULDBLOCK
 func lockNoWait(f *os.File) error {
 	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 }
+
+// removeLocked removes the lock file at path, whose lock f holds, and lets
+// go of it: the name goes first, so that whoever locks path next locks a new
+// file (flockPath sees the old one gone).
+func removeLocked(path string, f *os.File) {
+	os.Remove(path)
+	f.Close()
+}

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -592,14 +591,14 @@ func (src *Source) DialService(ctx context.Context, service string) (net.Conn, e
 
 // temporaryAcceptError reports whether an Accept error may go away by itself:
 // a timeout, or a process or system out of descriptors or memory for the
-// moment (EMFILE, ENFILE, ENOBUFS, ENOMEM), which net/http's Serve also waits
-// out.
+// moment (EMFILE, ENFILE, ENOBUFS, ENOMEM; acceptRetryErrnos, per system),
+// which net/http's Serve also waits out.
 func temporaryAcceptError(err error) bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+	for _, e := range acceptRetryErrnos {
 		if errors.Is(err, e) {
 			return true
 		}

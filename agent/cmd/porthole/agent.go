@@ -23,6 +23,9 @@ import (
 	"github.com/porthole-iot/porthole/agent"
 )
 
+// usageNote ends `porthole -h`: the Linux build has every command.
+const usageNote = ""
+
 func loadConfig(path string) (*agent.Config, error) {
 	cfg, err := agent.LoadConfig(path)
 	if err != nil {

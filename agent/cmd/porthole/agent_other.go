@@ -12,6 +12,10 @@ import (
 // On an operator's machine porthole is the source-mode proxy: the device
 // agent, its SSH server and what they check are Linux code.
 
+// usageNote ends `porthole -h`: which of its commands this build has.
+const usageNote = "\nThis porthole, for " + runtime.GOOS + ", is the operator's: it has connect and version. " +
+	"agent, check-config and keygen are the device's, in the Linux builds.\n"
+
 func runAgent(args []string, stdout, stderr io.Writer) error { return linuxOnly("agent") }
 
 func runCheckConfig(args []string, stdout, stderr io.Writer) error { return linuxOnly("check-config") }

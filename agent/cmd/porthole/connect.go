@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -81,7 +83,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if from == "--token" {
 		log.Warn("--token is visible to every user of this machine in the process list; prefer --token-file")
 	}
-	if fi, err := os.Stat(*tokenFile); from == "--token-file" && err == nil && fi.Mode().Perm()&0o044 != 0 {
+	if fi, err := os.Stat(*tokenFile); from == "--token-file" && err == nil && sharedTokenFile(runtime.GOOS, fi.Mode()) {
 		log.Warn("the token file is readable by other users of this machine: chmod 600 it", "file", *tokenFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
 	for _, w := range agent.TLSOffWarnings(*endpoint, *insecure, *allowWS, *proxy != "", "--insecure-skip-verify", "--endpoint") {
@@ -162,6 +164,14 @@ func accessToken(tokenSet bool, token string, fileSet bool, file string, getenv 
 		return t, tokenEnv, nil
 	}
 	return t, "", nil
+}
+
+// sharedTokenFile reports whether a token file's mode lets other users read
+// it. Not on Windows, where who may read a file is in its ACL and the mode
+// Go reports is 0666 for every file (0444 read-only): the warning would come
+// on every run, --stdio's included, with a chmod that changes nothing.
+func sharedTokenFile(goos string, mode fs.FileMode) bool {
+	return goos != "windows" && mode.Perm()&0o044 != 0
 }
 
 // dropTime keeps progress lines short: the terminal shows when they happen.

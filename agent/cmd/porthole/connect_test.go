@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -300,5 +301,23 @@ func TestQuotedToken(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want %d and a quoted token named, with the remedy", code, errs, exitUsage)
 			}
 		})
+	}
+}
+
+// TestSharedTokenFile: the "readable by other users" warning follows the mode
+// on Unix; on Windows, where every file's mode is 0666 (or 0444) whoever may
+// read it, it is never given.
+func TestSharedTokenFile(t *testing.T) {
+	for _, c := range []struct {
+		goos string
+		mode fs.FileMode
+		want bool
+	}{
+		{"linux", 0o600, false}, {"linux", 0o644, true}, {"darwin", 0o640, true}, {"darwin", 0o400, false},
+		{"windows", 0o666, false}, {"windows", 0o444, false},
+	} {
+		if got := sharedTokenFile(c.goos, c.mode); got != c.want {
+			t.Errorf("sharedTokenFile(%s, %v) = %v, want %v", c.goos, c.mode, got, c.want)
+		}
 	}
 }

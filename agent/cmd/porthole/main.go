@@ -71,9 +71,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "version":
 		err = runVersion(args, stdout, stderr)
 	case "help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage+usageNote)
 	default:
-		fmt.Fprintf(stderr, "porthole: unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(stderr, "porthole: unknown command %q\n\n%s%s", cmd, usage, usageNote)
 		return exitUsage
 	}
 	switch {
