@@ -455,9 +455,11 @@ func hostOrigin(scheme, hostport string) (origin, bool) {
 			host = host[1 : len(host)-1]
 		}
 	}
-	// Brackets only enclose an IPv6 address, and a name has no colon: "]]"
-	// and "[a]b" are not hosts.
-	if _, err := netip.ParseAddr(host); host == "" || port == "" || strings.ContainsAny(host, "[]") || strings.Contains(host, ":") && err != nil {
+	// Brackets only enclose an IPv6 address, and a name has no colon or
+	// percent sign (only an IPv6 address's zone has one): "]]", "[a]b" and
+	// "%0" (from http://%250) are not hosts, and the last one, written out,
+	// is not a URL.
+	if _, err := netip.ParseAddr(host); host == "" || port == "" || strings.ContainsAny(host, "[]") || strings.ContainsAny(host, ":%") && err != nil {
 		return origin{}, false
 	}
 	return origin{scheme, strings.ToLower(host), port}, true
