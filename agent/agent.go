@@ -684,6 +684,14 @@ func (a *Agent) restamp(s *session, t savedTunnel, log *slog.Logger) {
 	if !stopping || s.received.IsZero() {
 		return // the session yielded (its state is gone), or its age is not known
 	}
+	a.saveStepped(s, &t, log)
+}
+
+// saveStepped saves t again with the time it was received as session s's
+// monotonic clock has it, if the wall clock has been stepped by a minute or
+// more since t was saved and t's state file is still there. t keeps the new
+// time, saved or not: one try per step.
+func (a *Agent) saveStepped(s *session, t *savedTunnel, log *slog.Logger) {
 	received := a.clock().Add(-time.Since(s.received)).UTC()
 	if d := received.Sub(t.Received); d > -time.Minute && d < time.Minute {
 		return // no step worth a write to flash
@@ -692,7 +700,7 @@ func (a *Agent) restamp(s *session, t savedTunnel, log *slog.Logger) {
 		return
 	}
 	t.Received = received
-	if err := a.store.save(t); err != nil {
+	if err := a.store.save(*t); err != nil {
 		log.Warn("cannot save tunnel state after a step of the clock; a restart may not resume this tunnel", "error", err)
 	}
 }
@@ -911,20 +919,11 @@ func (a *Agent) watchClock(ctx context.Context, s *session, t *savedTunnel, log 
 				return
 			case <-tick.C:
 			}
-			received := a.clock().Add(-time.Since(s.received)).UTC()
-			if d := received.Sub(t.Received); d > -time.Minute && d < time.Minute {
-				continue
-			}
 			// Under a.mu, where a yielding session's state is removed
 			// (endLocked) and the agent's stop begins: not saved again then.
 			a.mu.Lock()
-			if _, err := os.Stat(a.store.path(tokenKey(t.AccessToken))); ctx.Err() == nil && err == nil {
-				st := *t
-				st.Received = received
-				if err := a.store.save(st); err != nil {
-					log.Warn("cannot save tunnel state after a step of the clock; a restart may not resume this tunnel", "error", err)
-				}
-				t.Received = received // tried once a step
+			if ctx.Err() == nil {
+				a.saveStepped(s, t, log)
 			}
 			a.mu.Unlock()
 		}

@@ -190,8 +190,13 @@ func testResumeWithClockBehind(t *testing.T, ntp bool) {
 		Region: "us-east-1", Services: []string{"SSH"}, Received: received}); err != nil {
 		t.Fatal(err)
 	}
-	_, ntpNow, stop := runBehind(t, e)
+	a, ntpNow, stop := runBehind(t, e)
 	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Not stopped while its MQTT connection is being made: the test broker
+	// (mochi) has a race between Close and a connection it is establishing.
+	if err := a.mqtt.AwaitConnection(ctxWithTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if ntp {
