@@ -28,6 +28,8 @@ const (
 // forward, where zero is the answer, and writes Duration as the agent's events
 // do ("1.234s").
 type Event struct {
+	_ [0]func() // not comparable: no equality functions for Event and eventFields in the binary (docs/size.md)
+
 	Type      EventType `json:"type"`
 	Time      time.Time `json:"time,omitzero"`
 	Remote    string    `json:"remote,omitempty"`     // the connection's remote address as a label; for a tunnel stream whatever its net.Conn reports

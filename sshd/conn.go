@@ -15,9 +15,11 @@ import (
 // deadlines, so any net.Conn works (a tunnel stream may not support
 // deadlines), and it carries the connection's state.
 type conn struct {
-	net.Conn
-	srv *Server
-	st  *connState
+	// Conn is a named field, not embedded: embedded, conn and *conn both had
+	// its promoted methods linked as wrappers (docs/size.md).
+	Conn net.Conn
+	srv  *Server
+	st   *connState
 
 	// born is when the connection was accepted, with its monotonic clock
 	// reading; lastActive is the time from born to the last byte read or
@@ -133,6 +135,9 @@ func (c *conn) Close() error {
 	})
 	return c.closeErr
 }
+
+func (c *conn) LocalAddr() net.Addr  { return c.Conn.LocalAddr() }
+func (c *conn) RemoteAddr() net.Addr { return c.Conn.RemoteAddr() }
 
 // Deadlines are ignored: timeouts are timers here, and gliderlabs would
 // otherwise reset the deadline on every read and write.

@@ -142,6 +142,7 @@ const startupsFull = 10
 
 // startup is a connection that has not authenticated yet.
 type startup struct {
+	_        [0]func()     // not comparable: no equality function in the binary (docs/size.md)
 	ready    chan struct{} // closed once it holds a MaxStartups slot
 	admitted bool          // it holds one (or there is no limit)
 	counted  bool          // a failure was counted for it already, or it was closed for its source's failures
@@ -316,6 +317,7 @@ const refusalLogInterval = 10 * time.Second
 // logLimit lets one log line through per refusalLogInterval and counts the
 // ones it holds back.
 type logLimit struct {
+	_          [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	mu         sync.Mutex
 	next       time.Time
 	suppressed int

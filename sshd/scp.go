@@ -112,7 +112,8 @@ func parseSCPCommand(cmdline string, expand func(string) (string, bool)) (o scpO
 
 // scpMsg is one parsed control line.
 type scpMsg struct {
-	Type  byte // 'C', 'D', 'E', 'T', 1 (warning) or 2 (fatal)
+	_     [0]func() // not comparable: no equality function in the binary (docs/size.md)
+	Type  byte      // 'C', 'D', 'E', 'T', 1 (warning) or 2 (fatal)
 	Mode  uint32
 	Size  int64
 	Name  string
@@ -615,6 +616,7 @@ func unwrapPathErr(err error) error {
 // scpSource is one path the source sends: pattern, when set, is expanded
 // as the remote shell would (path is used when nothing matches).
 type scpSource struct {
+	_       [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	path    string
 	pattern string
 }
@@ -721,7 +723,7 @@ func (c *scp) send(p string) error {
 	if rerr != nil && n < size {
 		// The file shrank or could not be read: pad to the announced size
 		// to stay in step, then report the error instead of success.
-		if _, err := io.CopyN(c.w, zeroReader{}, size-n); err != nil {
+		if _, err := io.CopyN(c.w, &zeroReader{}, size-n); err != nil {
 			return err
 		}
 		if rerr == io.EOF {
@@ -767,7 +769,7 @@ func (c *scp) sendDir(p, name string, fi os.FileInfo) error {
 
 type zeroReader struct{}
 
-func (zeroReader) Read(b []byte) (int, error) {
+func (*zeroReader) Read(b []byte) (int, error) {
 	clear(b)
 	return len(b), nil
 }

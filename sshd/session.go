@@ -145,7 +145,7 @@ type orderedReader struct {
 	r    io.Reader
 }
 
-func (o orderedReader) Read(p []byte) (int, error) {
+func (o *orderedReader) Read(p []byte) (int, error) {
 	n, err := o.r.Read(p)
 	if n > 0 {
 		select {
@@ -783,7 +783,7 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 	var exited atomic.Bool
 	outDone := make(chan struct{})
 	go func() {
-		copyStream(ptmx, orderedReader{sess, sess.reader()})
+		copyStream(ptmx, &orderedReader{sess, sess.reader()})
 		// EOF from the client: like OpenSSH, nothing is sent to the
 		// terminal; the program keeps running until it exits.
 	}()

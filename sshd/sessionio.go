@@ -42,16 +42,16 @@ func (sess *session) waitOutput(outDone <-chan struct{}) {
 
 // reader and writer count the session's bytes for the audit log; writer
 // fails once the client has sent "eow@openssh.com".
-func (sess *session) reader() io.Reader { return countingReader{sess.ch, &sess.in} }
+func (sess *session) reader() io.Reader { return &countingReader{sess.ch, &sess.in} }
 
-func (sess *session) writer(w io.Writer) io.Writer { return outputWriter{w, sess} }
+func (sess *session) writer(w io.Writer) io.Writer { return &outputWriter{w, sess} }
 
 type countingReader struct {
 	r io.Reader
 	n *atomic.Int64
 }
 
-func (c countingReader) Read(b []byte) (int, error) {
+func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n.Add(int64(n))
 	return n, err
@@ -62,7 +62,7 @@ type outputWriter struct {
 	sess *session
 }
 
-func (o outputWriter) Write(b []byte) (int, error) {
+func (o *outputWriter) Write(b []byte) (int, error) {
 	select {
 	case <-o.sess.outputGone:
 		return 0, errOutputClosed

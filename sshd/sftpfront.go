@@ -473,7 +473,7 @@ func (s *sftpFront) serve(size int) error {
 	case sftpClose:
 		d := s.dirs[req.Arg]
 		delete(s.dirs, req.Arg)
-		reply = sftpStatusPacket(req.ID, d.Close())
+		reply = sftpStatusPacket(req.ID, d.f.Close())
 	case sftpExt:
 		switch req.Arg {
 		case limitsExt:

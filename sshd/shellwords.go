@@ -12,6 +12,7 @@ import (
 // pattern in which the characters that were quoted or escaped are escaped
 // with \. Glob is set when the word has an unquoted *, ? or [.
 type shellWord struct {
+	_       [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	Text    string
 	Pattern string
 	Glob    bool

@@ -16,6 +16,7 @@ import (
 // connackError is a connection the broker refused in its CONNACK (reason
 // code ≥ 0x80, MQTT 5.0 §3.2.2.2).
 type connackError struct {
+	_      [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	code   byte
 	reason string // the CONNACK's reason string, often empty
 	err    error  // paho's error

@@ -134,6 +134,7 @@ func (b *pipeBuf) write(p []byte) (n int, err error, ok bool) {
 
 // pipeEnd is one end of a Pipe.
 type pipeEnd struct {
+	_       [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	in, out *pipeBuf
 	done    chan struct{} // closed by Close: this end's blocked calls return
 	once    sync.Once
@@ -210,8 +211,8 @@ func (e *pipeEnd) Close() error {
 	return nil
 }
 
-func (e *pipeEnd) LocalAddr() net.Addr  { return pipeAddr{} }
-func (e *pipeEnd) RemoteAddr() net.Addr { return pipeAddr{} }
+func (e *pipeEnd) LocalAddr() net.Addr  { return &pipeAddr{} }
+func (e *pipeEnd) RemoteAddr() net.Addr { return &pipeAddr{} }
 
 func (e *pipeEnd) SetDeadline(t time.Time) error {
 	e.rd.set(t)
@@ -223,13 +224,14 @@ func (e *pipeEnd) SetWriteDeadline(t time.Time) error { e.wd.set(t); return nil 
 
 type pipeAddr struct{}
 
-func (pipeAddr) Network() string { return "pipe" }
-func (pipeAddr) String() string  { return "pipe" }
+func (*pipeAddr) Network() string { return "pipe" }
+func (*pipeAddr) String() string  { return "pipe" }
 
 // deadline is a channel that is closed when a set time passes. Every set starts a
 // new generation, so a timer of an earlier deadline never closes the channel of a
 // later one.
 type deadline struct {
+	_     [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	mu    sync.Mutex
 	gen   uint64
 	t     *time.Timer

@@ -47,6 +47,7 @@ const (
 
 // CloseError is a Close frame received from the service.
 type CloseError struct {
+	_      [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	Code   int
 	Reason string
 }
@@ -210,6 +211,7 @@ func hostHeader(u *url.URL) string {
 // the tunneling service behind it: a caller that stops on a certificate or DNS
 // error says which.
 type ProxyError struct {
+	_      [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	Err    error
 	Status int // the proxy's answer to CONNECT, if it refused it (407: credentials)
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // keepBuffer is the largest gathering buffer kept between batches: two tunnel
@@ -20,7 +21,9 @@ const keepBuffer = 2*(2*(65536+2)) + 4096
 // not, happens under mu, so records that crypto/tls writes on its own (alerts,
 // key updates) keep their order.
 type Conn struct {
-	net.Conn
+	// Conn is a named field, not embedded: embedded, Conn and *Conn each had
+	// its promoted methods linked as wrappers (docs/size.md).
+	Conn     net.Conn
 	mu       sync.Mutex
 	batching bool
 	buf      []byte
@@ -38,6 +41,14 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+func (c *Conn) Read(p []byte) (int, error)         { return c.Conn.Read(p) }
+func (c *Conn) Close() error                       { return c.Conn.Close() }
+func (c *Conn) LocalAddr() net.Addr                { return c.Conn.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr               { return c.Conn.RemoteAddr() }
+func (c *Conn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t) }
 
 // begin gathers the writes that follow, until end sends them.
 func (c *Conn) begin() {
@@ -66,7 +77,7 @@ func (c *Conn) end() error {
 // records of each write with one system call when t runs over a Conn, else t.
 func Writer(t *tls.Conn) io.Writer {
 	if b, ok := t.NetConn().(*Conn); ok {
-		return batched{t, b}
+		return &batched{t, b}
 	}
 	return t
 }
@@ -76,7 +87,7 @@ type batched struct {
 	b *Conn
 }
 
-func (w batched) Write(p []byte) (int, error) {
+func (w *batched) Write(p []byte) (int, error) {
 	w.b.begin()
 	n, err := w.t.Write(p)
 	if berr := w.b.end(); err == nil {
