@@ -544,8 +544,10 @@ func TestFaultLogOutputStalls(t *testing.T) {
 			done <- err
 			return
 		}
-		// Logins log a few lines each: enough to fill the agent's queue.
-		for i := range 40 {
+		// Logins log a few lines each (about 1.3 KB at debug, with the
+		// tunnel's frame lines rate-limited): enough to fill the agent's
+		// 64 KiB queue.
+		for i := range 100 {
 			out, err := s.SSH(port, "echo login")
 			if err == nil && out != "login\n" {
 				err = fmt.Errorf("login %d printed %q", i, out)
@@ -562,7 +564,7 @@ func TestFaultLogOutputStalls(t *testing.T) {
 		if err != nil {
 			t.Fatalf("with its log output stalled: %v", err)
 		}
-	case <-time.After(2 * time.Minute):
+	case <-time.After(4 * time.Minute):
 		t.Fatal("the agent stopped serving while its log output was stalled")
 	}
 
