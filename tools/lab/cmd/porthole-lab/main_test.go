@@ -33,15 +33,9 @@ func TestInterruptDuringStartUp(t *testing.T) {
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // Ctrl-C before the agent subscribes
-			var stdout, stderr strings.Builder
-			code := run(ctx, []string{"--state", filepath.Join(dir, "state"), "--porthole", porthole,
-				"--ssh-port", "0", "--http-port", "0", "--console", ""}, &stdout, &stderr)
-			t.Logf("stdout:\n%s", stdout.String())
-			if want := "porthole-lab: interrupted during start-up\n"; code != 0 || stderr.String() != want {
-				t.Fatalf("run = %d, stderr %q; want 0, %q", code, stderr.String(), want)
-			}
-			if !strings.Contains(stdout.String(), "lab stopped; everything it started is gone") {
-				t.Fatalf("stdout lacks that the lab stopped:\n%s", stdout.String())
+			stdout := runInterrupted(t, ctx, dir, porthole)
+			if !strings.Contains(stdout, "lab stopped; everything it started is gone") {
+				t.Fatalf("stdout lacks that the lab stopped:\n%s", stdout)
 			}
 		})
 	}
@@ -79,6 +73,14 @@ func TestCtrlCReachesTheAgentFirst(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // the lab's own SIGINT, handled a moment later
 		cancel()
 	}()
+	runInterrupted(t, ctx, dir, porthole)
+}
+
+// runInterrupted runs the lab in dir with the agent program porthole until
+// ctx ends during its start-up, and checks that it says so in one line and
+// exits 0. It returns what the lab printed on stdout.
+func runInterrupted(t *testing.T, ctx context.Context, dir, porthole string) string {
+	t.Helper()
 	var stdout, stderr strings.Builder
 	code := run(ctx, []string{"--state", filepath.Join(dir, "state"), "--porthole", porthole,
 		"--ssh-port", "0", "--http-port", "0", "--console", ""}, &stdout, &stderr)
@@ -86,6 +88,7 @@ func TestCtrlCReachesTheAgentFirst(t *testing.T) {
 	if want := "porthole-lab: interrupted during start-up\n"; code != 0 || stderr.String() != want {
 		t.Fatalf("run = %d, stderr %q; want 0, %q", code, stderr.String(), want)
 	}
+	return stdout.String()
 }
 
 // TestBadPorts: a port number out of range is bad usage, not a port "in use",
