@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/tools/internal/stack"
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 var labPkgs = []string{"agent/cmd/porthole", "tools/lab/cmd/porthole-lab"}
@@ -208,11 +209,8 @@ func tunnelStates(t *testing.T, state string) map[string]string {
 // list of files) and expands % tokens in it and in -i, so shell quoting alone is
 // not enough.
 func TestPrintedSSHLineWithSpaceInState(t *testing.T) {
-	for _, p := range []string{"ssh", "sftp"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s not installed", p)
-		}
-	}
+	testenv.NeedProgram(t, "ssh")
+	testenv.NeedProgram(t, "sftp")
 	state := filepath.Join(stack.SafeDir(t), "my lab 100%", "state")
 	l := startLabIn(t, state, labPkgs, 60*time.Second, nil, "--ssh-port", "0", "--http-port", "0", "--console", "")
 	defer l.cmd.Process.Kill()
