@@ -170,12 +170,7 @@ func TestClosedByServiceNotLoggedByTheEngine(t *testing.T) {
 // offline writes into a router's log ring (64 KiB on OpenWrt) and pushed the
 // logins out of it.
 func TestRetryIsOneLinePerAttempt(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing answers there now
+	addr := refusedAddr(t) // nothing answers there
 	var logged testlog.Lines
 	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: "ws://" + addr, AllowInsecureWebSocket: true, AccessToken: mustToken(t, "t"),
 		RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond, Logger: slogTo(&logged, t)}, Dialer: tunnel.Targets{}}

@@ -481,17 +481,12 @@ func TestStdioLostBeforeAnswer(t *testing.T) {
 // so that --stdio exits with an error (it returned nil: exit 0), while a
 // connection the service answered and ended is nil.
 func TestStdioRefused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refusing := ln.Addr().String()
-	ln.Close() // nothing listens there now: the device's dial is refused
+	refusing := refusedAddr(t) // the device's dial is refused
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": refusing}, noSource: true})
 	src := &tunnel.Source{Config: h.Src.Config}
 	inR, inW := io.Pipe()
 	defer inW.Close()
-	err = src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", inR, io.Discard)
+	err := src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", inR, io.Discard)
 	if !errors.Is(err, tunnel.ErrRefused) {
 		t.Fatalf("RunStdio to a refusing service = %v, want ErrRefused", err)
 	}
@@ -915,4 +910,15 @@ func floodingTarget(t *testing.T) (addr string, closed <-chan struct{}) {
 		}
 	})
 	return addr, done
+}
+
+// refusedAddr is a loopback address where nothing listens: a dial is refused.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
