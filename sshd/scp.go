@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -654,11 +655,11 @@ func (c *scp) answer() (skip bool, err error) {
 	return false, nil
 }
 
-func (c *scp) sendTimes(p string, fi os.FileInfo) (bool, error) {
+func (c *scp) sendTimes(f *os.File, fi os.FileInfo) (bool, error) {
 	if !c.opts.Preserve {
 		return false, nil
 	}
-	mtime, atime := fileTimes(p, fi)
+	mtime, atime := fileTimes(f, fi)
 	// Times before 1970 are sent as 0, as OpenSSH does: the T line has
 	// no sign, and a client takes a "-" for a protocol error and stops.
 	if _, err := fmt.Fprintf(c.w, "T%d 0 %d 0\n", max(mtime, 0), max(atime, 0)); err != nil {
@@ -667,16 +668,17 @@ func (c *scp) sendTimes(p string, fi os.FileInfo) (bool, error) {
 	return c.answer()
 }
 
-// fileTimes returns the modification and access times of p (fi, from
-// stat(2)), in seconds, from statx(2), as OpenSSH's libc takes them where
-// stat's cannot hold them: on 32-bit arm, mips and 386, Go's stat64 times are
-// 32-bit signed (a file of 2040 read as 1904, sent as 0); on mips64 the
-// kernel's struct stat has unsigned 32-bit times (a file of 1969 read as
-// 2106). Without statx (Linux before 4.11, a seccomp filter), stat's times.
-func fileTimes(p string, fi os.FileInfo) (mtime, atime int64) {
+// fileTimes returns the modification and access times of the open file f
+// (fi, from fstat(2)), in seconds, from statx(2), as OpenSSH's libc takes
+// them where stat's cannot hold them: on 32-bit arm, mips and 386, Go's
+// stat64 times are 32-bit signed (a file of 2040 read as 1904, sent as 0); on
+// mips64 the kernel's struct stat has unsigned 32-bit times (a file of 1969
+// read as 2106). Without statx (Linux before 4.11, a seccomp filter), stat's
+// times.
+func fileTimes(f *os.File, fi os.FileInfo) (mtime, atime int64) {
 	const want = unix.STATX_ATIME | unix.STATX_MTIME
 	var stx unix.Statx_t
-	if unix.Statx(unix.AT_FDCWD, p, 0, want, &stx) == nil && stx.Mask&want == want {
+	if unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, want, &stx) == nil && stx.Mask&want == want {
 		return stx.Mtime.Sec, stx.Atime.Sec
 	}
 	mtime, atime = fi.ModTime().Unix(), fi.ModTime().Unix()
@@ -686,6 +688,11 @@ func fileTimes(p string, fi os.FileInfo) (mtime, atime int64) {
 	return mtime, atime
 }
 
+// send sends the file or, with -r, the directory p. What is sent is what
+// was opened, checked with fstat(2) (see openRegular): a FIFO put at p
+// between the stat and the open would otherwise have held the session in
+// open(2) until a writer came, as OpenSSH's scp avoids with the same
+// O_NONBLOCK open; a device or socket is refused before it is opened.
 func (c *scp) send(p string) error {
 	fi, err := os.Stat(p)
 	if err != nil {
@@ -699,17 +706,16 @@ func (c *scp) send(p string) error {
 		if !c.opts.Recursive {
 			return c.warn("%s: not a regular file", p)
 		}
-		return c.sendDir(p, name, fi)
+		return c.sendDir(p, name)
 	}
-	if !fi.Mode().IsRegular() {
+	f, fi, err := openRegular(p)
+	if errors.Is(err, errNotRegular) {
 		return c.warn("%s: not a regular file", p)
-	}
-	f, err := os.Open(p)
-	if err != nil {
+	} else if err != nil {
 		return c.warn("%s: %s", p, strerror(err))
 	}
 	defer f.Close()
-	if skip, err := c.sendTimes(p, fi); skip || err != nil {
+	if skip, err := c.sendTimes(f, fi); skip || err != nil {
 		return err
 	}
 	size := fi.Size()
@@ -741,12 +747,27 @@ func (c *scp) send(p string) error {
 	return err
 }
 
-func (c *scp) sendDir(p, name string, fi os.FileInfo) error {
-	entries, err := os.ReadDir(p)
+// sendDir sends the directory p and, one by one, what is in it. The
+// directory is opened with O_DIRECTORY, so what was stat'ed as one and
+// replaced since is refused, and closed before its entries are sent: a deep
+// tree holds one descriptor at a time.
+func (c *scp) sendDir(p, name string) error {
+	d, err := os.OpenFile(p, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return c.warn("%s: %s", p, strerror(err))
 	}
-	if skip, err := c.sendTimes(p, fi); skip || err != nil {
+	fi, err := d.Stat()
+	var entries []os.DirEntry
+	if err == nil {
+		entries, err = d.ReadDir(-1)
+	}
+	if err != nil {
+		d.Close()
+		return c.warn("%s: %s", p, strerror(err))
+	}
+	skip, err := c.sendTimes(d, fi)
+	d.Close()
+	if skip || err != nil {
 		return err
 	}
 	if _, err := fmt.Fprintf(c.w, "D%04o 0 %s\n", unixMode(fi.Mode()), name); err != nil {
@@ -755,6 +776,7 @@ func (c *scp) sendDir(p, name string, fi os.FileInfo) error {
 	if skip, err := c.answer(); skip || err != nil {
 		return err
 	}
+	slices.SortFunc(entries, func(a, b os.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
 	for _, e := range entries {
 		if err := c.send(filepath.Join(p, e.Name())); err != nil {
 			return err

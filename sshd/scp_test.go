@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -736,5 +737,65 @@ func TestSCPSourceTimesBeyondStat(t *testing.T) {
 		if !strings.HasPrefix(got, want) || status != 0 {
 			t.Errorf("scp -p -f %s sent %q, status %d; want it to start %q", name, got, status, want)
 		}
+	}
+}
+
+// TestSCPSourceFIFOSwappedIn: scp -f looked at a path with stat(2) and then
+// opened it, so a FIFO renamed onto the path in between held the session in
+// open(2) until some writer came. What is sent is now what was opened
+// (O_NONBLOCK, then fstat): each of the many tries sends the file, or warns
+// that it is missing or not a regular file, and the run ends.
+func TestSCPSourceFIFOSwappedIn(t *testing.T) {
+	root := t.TempDir()
+	file, fifo, target := filepath.Join(root, "file"), filepath.Join(root, "fifo"), filepath.Join(root, "x")
+	writeFile(t, file, "data")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop, swapped := make(chan struct{}), make(chan struct{})
+	stopSwapping := sync.OnceFunc(func() { close(stop); <-swapped })
+	t.Cleanup(stopSwapping)
+	go func() {
+		defer close(swapped)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, p := range []string{file, fifo} {
+				os.Rename(p, target)
+				os.Rename(target, p)
+			}
+		}
+	}()
+	// Batches for 2 s: the window between a stat and an open is a few
+	// microseconds.
+	const tries = 2000
+	for start := time.Now(); time.Since(start) < 2*time.Second; {
+		done := make(chan string, 1)
+		go func() {
+			out, _ := scpInProcess(t, root, "scp -f"+strings.Repeat(" x", tries), strings.Repeat("\x00", 2*tries+1))
+			done <- out
+		}()
+		select {
+		case out := <-done:
+			if sent, warned := strings.Count(out, "C0644 4 x\n"), strings.Count(out, "\x01scp: "); sent+warned != tries {
+				t.Fatalf("of %d tries, %d sent the file and %d warned; want every try to do one", tries, sent, warned)
+			}
+			if strings.Contains(out, "C0600 0 x") {
+				t.Fatalf("the FIFO was sent as a file: %q", out)
+			}
+			continue
+		case <-time.After(30 * time.Second):
+		}
+		stopSwapping()
+		// Free the blocked open: a writer at the FIFO, wherever it is now.
+		for _, p := range []string{fifo, target} {
+			if f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				f.Close()
+			}
+		}
+		t.Fatal("scp -f still running after 30 s: an open(2) of the FIFO swapped in is waiting for a writer")
 	}
 }
