@@ -295,7 +295,10 @@ func CheckCAFile(path string) error {
 }
 
 // CAFiles lists the files of a CA setting: the file itself, or the entries of a
-// directory that are not directories. The agent's check-config reads the same.
+// directory that are regular files, links followed. As OpenSSL's CA path
+// (localproxy's --capath), a directory's other entries are passed over: a
+// dangling link (a certificate removed without update-ca-certificates), a
+// link to a subdirectory. The agent's check-config reads the same.
 func CAFiles(path string) ([]string, error) {
 	fi, err := os.Stat(path)
 	if err != nil || !fi.IsDir() {
@@ -304,8 +307,9 @@ func CAFiles(path string) ([]string, error) {
 	entries, err := os.ReadDir(path)
 	var files []string
 	for _, e := range entries {
-		if !e.IsDir() {
-			files = append(files, filepath.Join(path, e.Name()))
+		p := filepath.Join(path, e.Name())
+		if fi, serr := os.Stat(p); serr == nil && fi.Mode().IsRegular() {
+			files = append(files, p)
 		}
 	}
 	return files, err

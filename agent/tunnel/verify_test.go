@@ -158,3 +158,30 @@ func TestDialTLSVerifiesIPEndpoints(t *testing.T) {
 		t.Errorf("%d requests reached the impostor", n)
 	}
 }
+
+// TestCADirectoryWithBrokenEntries: a CA directory as localproxy's --capath
+// takes it (OpenSSL looks certificates up in it and passes over what it cannot
+// read) may hold a dangling symlink (a certificate removed without
+// update-ca-certificates), a link to a subdirectory, or a FIFO. A file that
+// is not a certificate was passed over already; these are too, rather than
+// refuse the whole directory, and with it every connection, or wait for a
+// FIFO's writer.
+func TestCADirectoryWithBrokenEntries(t *testing.T) {
+	_, _, p := testCA(t, "test CA")
+	dir := filepath.Dir(p)
+	if err := os.Symlink(filepath.Join(dir, "removed.pem"), filepath.Join(dir, "0123abcd.0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(t.TempDir(), filepath.Join(dir, "java")); err != nil {
+		t.Fatal(err)
+	}
+	if err := mkfifo(filepath.Join(dir, "fifo")); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatal(err)
+	}
+	if files, err := CAFiles(dir); err != nil || len(files) != 1 || files[0] != p {
+		t.Errorf("CAFiles(a directory with a certificate, a dangling link, a link to a directory and a FIFO) = %q, %v; want only %s", files, err, p)
+	}
+	if err := CheckCAFile(dir); err != nil {
+		t.Errorf("CheckCAFile(the same) = %v, want nil", err)
+	}
+}
