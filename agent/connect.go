@@ -95,7 +95,9 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	// The client token is kept only once the service has accepted the access
 	// token with it: a token it refuses leaves nothing behind.
 	save := func() {}
-	if cfg.ClientToken.IsZero() && cc.TokenCacheDir != "" {
+	if cc.TokenCacheDir != "" {
+		// Held with a client token given (AWSIOT_TUNNEL_CLIENT_TOKEN) too: a
+		// second source with it would take this one's place all the same.
 		unlock, err := lockToken(ctx, cc.TokenCacheDir, cfg.AccessToken, tokenLockWait)
 		switch {
 		case err == nil:
@@ -105,6 +107,8 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		case cc.Logger != nil:
 			cc.Logger.Warn("client token cache unusable; a second porthole connect with this token would take this one's place", "error", err)
 		}
+	}
+	if cfg.ClientToken.IsZero() && cc.TokenCacheDir != "" {
 		ct, cached := cachedClientToken(cc.TokenCacheDir, cfg.AccessToken)
 		cfg.ClientToken = ct
 		if !cached {

@@ -46,8 +46,8 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("porthole connect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := listenFlags{}
-	region := fs.String("region", "", "AWS region of the tunnel (builds the endpoint)")
-	endpoint := fs.String("endpoint", "", "data-plane endpoint host[:port] or wss:// URL (instead of --region)")
+	region := fs.String("region", "", "AWS region of the tunnel (builds the endpoint; default: AWSIOT_TUNNEL_REGION)")
+	endpoint := fs.String("endpoint", "", "data-plane endpoint host[:port] or wss:// URL, instead of --region (default: AWSIOT_TUNNEL_ENDPOINT)")
 	tokenFile := fs.String("token-file", "", "file holding the source access token (wins over AWSIOT_TUNNEL_ACCESS_TOKEN)")
 	tokenArg := fs.String("token", "", "source access token, instead of --token-file (visible to other users in the process list: prefer --token-file)")
 	fs.Var(listen, "L", "SERVICE=[addr:]port to listen on (repeatable; a bare [addr:]port for a one-service tunnel)")
@@ -76,6 +76,11 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	out.onDropped(func(n int) { log.Warn("log lines dropped: the terminal did not take them in time", "dropped", n) })
 
 	set := flagsGiven(fs)
+	if *region == "" && *endpoint == "" {
+		// As localproxy: the environment stands in for -r and -e (both set
+		// is refused below, as there).
+		*region, *endpoint = os.Getenv(regionEnv), os.Getenv(endpointEnv)
+	}
 	tok, from, err := accessToken(set["token"], *tokenArg, set["token-file"], *tokenFile, os.Getenv)
 	if err != nil {
 		return err
@@ -93,7 +98,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		log.Info("access token", "from", from, "token", tok)
 	}
 	if (*region == "") == (*endpoint == "") {
-		return agent.Usagef("give exactly one of --region and --endpoint")
+		return agent.Usagef("give exactly one of --region and --endpoint (or of %s and %s)", regionEnv, endpointEnv)
 	}
 	if err := tunnel.ValidateEndpoint(*endpoint, *region, *allowWS); errors.Is(err, tunnel.ErrPlainWebSocket) {
 		return agent.Usagef("--endpoint %s is not TLS: add --allow-insecure-websocket (labs and tests only)", *endpoint)
@@ -106,6 +111,15 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	}
 	cfg := tunnel.Config{Region: *region, Endpoint: *endpoint, AccessToken: tok, CAFile: *caFile,
 		InsecureSkipVerify: *insecure, AllowInsecureWebSocket: *allowWS, UserAgent: "porthole/" + agent.Version}
+	if v := strings.TrimSpace(os.Getenv(clientTokenEnv)); v != "" {
+		// localproxy's -i: a source token used with a client token is
+		// accepted again only with that client token.
+		ct, err := tunnel.NewClientToken(v)
+		if err != nil {
+			return agent.Usagef("%s: %s", clientTokenEnv, strings.TrimPrefix(err.Error(), "tunnel: "))
+		}
+		cfg.ClientToken = ct
+	}
 	if *proxy != "" {
 		u, err := tunnel.ParseProxyURL(*proxy)
 		if err != nil {
@@ -136,6 +150,14 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 
 // tokenEnv holds the access token when neither --token nor --token-file is given.
 const tokenEnv = "AWSIOT_TUNNEL_ACCESS_TOKEN"
+
+// The other variables localproxy reads (spec §5.1): the client token, and the
+// endpoint or region when neither --endpoint nor --region is given.
+const (
+	clientTokenEnv = "AWSIOT_TUNNEL_CLIENT_TOKEN"
+	endpointEnv    = "AWSIOT_TUNNEL_ENDPOINT"
+	regionEnv      = "AWSIOT_TUNNEL_REGION"
+)
 
 // accessToken picks the access token and says where it came from ("" when none
 // is given). As localproxy's, an option on the command line wins over the

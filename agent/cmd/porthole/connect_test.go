@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"io/fs"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
@@ -22,6 +24,9 @@ func echoTunnel(t *testing.T) (*tunneltest.Server, *tunneltest.Tunnel) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv(tokenEnv, "")
+	t.Setenv(clientTokenEnv, "")
+	t.Setenv(endpointEnv, "")
+	t.Setenv(regionEnv, "")
 	return tunneltest.ConnectedTunnel(t, "SSH", tunneltest.EchoServer(t, 0))
 }
 
@@ -34,10 +39,14 @@ type stdioConnect struct {
 }
 
 func startStdio(srv *tunneltest.Server, args ...string) *stdioConnect {
+	return startConnect(append([]string{"connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "--stdio", "SSH"}, args...)...)
+}
+
+// startConnect runs porthole with args (a connect --stdio command line).
+func startConnect(args ...string) *stdioConnect {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	c := &stdioConnect{in: inW, out: outR, done: make(chan int, 1)}
-	args = append([]string{"connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "--stdio", "SSH"}, args...)
 	go func() {
 		c.done <- run(args, inR, outW, &c.errb)
 		outW.Close()
@@ -319,5 +328,70 @@ func TestSharedTokenFile(t *testing.T) {
 		if got := sharedTokenFile(c.goos, c.mode); got != c.want {
 			t.Errorf("sharedTokenFile(%s, %v) = %v, want %v", c.goos, c.mode, got, c.want)
 		}
+	}
+}
+
+// TestConnectClientTokenFromEnvironment: localproxy reads the client token from
+// AWSIOT_TUNNEL_CLIENT_TOKEN (its -i option). A source token that localproxy
+// (or a script) has used with that client token is accepted again only with
+// the same client token; porthole connect, started with the same environment,
+// must present it rather than a client token of its own, which the service
+// refuses ("does not match the client token that was previously set").
+func TestConnectClientTokenFromEnvironment(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	const ct = "0123456789abcdef-localproxy-client-token"
+	// What localproxy -i did: connect with the source token and this client token.
+	at, err := tunnel.NewAccessToken(tun.SourceToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctok, err := tunnel.NewClientToken(ct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := tunnel.Dial(ctx, &tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: at, ClientToken: ctok}, tunnel.ModeSource)
+	if err != nil {
+		t.Fatalf("first source connection: %v", err)
+	}
+	c.Close()
+
+	t.Setenv(tokenEnv, tun.SourceToken)
+	t.Setenv(clientTokenEnv, ct)
+	s := startStdio(srv)
+	go s.in.Write([]byte("ping"))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(s.out, got); err != nil || string(got) != "ping" {
+		code, errs := s.stop(t)
+		t.Fatalf("porthole connect with AWSIOT_TUNNEL_CLIENT_TOKEN set: echo %q, %v; exit %d: %s", got, err, code, errs)
+	}
+	if code, errs := s.stop(t); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+}
+
+// TestConnectEndpointFromEnvironment: localproxy takes the endpoint and the
+// region from AWSIOT_TUNNEL_ENDPOINT and AWSIOT_TUNNEL_REGION when -e and -r
+// are not given; porthole connect, documented as reading localproxy's
+// AWSIOT_TUNNEL_ACCESS_TOKEN, must read them too.
+func TestConnectEndpointFromEnvironment(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	t.Setenv(tokenEnv, tun.SourceToken)
+	t.Setenv(endpointEnv, srv.URL)
+	c := startConnect("connect", "--allow-insecure-websocket", "--stdio", "SSH")
+	c.echo(t, "ping")
+	if code, errs := c.stop(t); code != 0 {
+		t.Fatalf("with %s set and no --endpoint: exit %d, stderr %q", endpointEnv, code, errs)
+	}
+	// Both, as in localproxy, are a mistake; a flag given wins over both.
+	t.Setenv(regionEnv, "us-east-1")
+	if code, _, errs := runCmd(t, nil, "connect", "--allow-insecure-websocket", "--stdio", "SSH"); code != 1 || !strings.Contains(errs, regionEnv) {
+		t.Errorf("with %s and %s set: exit %d, stderr %q; want a usage error naming them", endpointEnv, regionEnv, code, errs)
+	}
+	c = startStdio(srv)
+	c.echo(t, "ping")
+	if code, errs := c.stop(t); code != 0 {
+		t.Errorf("--endpoint with both variables set: exit %d, stderr %q", code, errs)
 	}
 }
