@@ -18,9 +18,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
-
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
@@ -210,12 +208,7 @@ render
 	if err := os.WriteFile(conf, []byte(real), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	porthole := filepath.Join(t.TempDir(), "porthole")
-	build := exec.Command("go", "build", "-o", porthole, "github.com/porthole-iot/porthole/agent/cmd/porthole")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build porthole: %v\n%s", err, out)
-	}
-	out, err := exec.Command(porthole, "check-config", "-c", conf).CombinedOutput()
+	out, err := exec.Command(buildPorthole(t), "check-config", "-c", conf).CombinedOutput()
 	if err != nil {
 		t.Errorf("porthole check-config on the rendered UCI config: %v\n%s\n%s", err, out, b)
 	}
@@ -757,5 +750,50 @@ func TestTarballUmask(t *testing.T) {
 		if !bytes.Equal(raw, want) {
 			t.Errorf("umask %s: the tarball differs from the one built under umask 022", umask)
 		}
+	}
+}
+
+// buildPorthole builds the porthole binary for the host and returns its path.
+func buildPorthole(t *testing.T) string {
+	t.Helper()
+	porthole := filepath.Join(t.TempDir(), "porthole")
+	build := exec.Command("go", "build", "-o", porthole, "github.com/porthole-iot/porthole/agent/cmd/porthole")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build porthole: %v\n%s", err, out)
+	}
+	return porthole
+}
+
+// TestUCICheckConfigCleanEnvironment: the same for the procd script, whose
+// agent procd starts with procd's environment: check-config must not see
+// the https_proxy of whoever ran /etc/init.d/porthole start or restart (or
+// of the opkg that ran postinst's restart).
+func TestUCICheckConfigCleanEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	seen := filepath.Join(dir, "seen")
+	fake := filepath.Join(dir, "porthole")
+	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && echo \"https_proxy=$https_proxy\" >"+seen+"\nexit 0\n"), 0o755)
+	script := uciStubs + `
+procd_open_instance() { :; }
+procd_set_param() { :; }
+procd_close_instance() { :; }
+logger() { :; }
+. ./openwrt/porthole.init
+PROG=` + fake + `
+CONF=` + filepath.Join(dir, "porthole.toml") + `
+CONFIG_main_enabled=1
+CONFIG_main_thing_name=router-7
+CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
+CONFIG_SECTIONS='main'
+CONFIG_main_TYPE=porthole
+start_service
+`
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Env = append(os.Environ(), "https_proxy=socks5://operator:1080")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("start_service: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(seen); string(b) != "https_proxy=\n" {
+		t.Errorf("check-config ran with %q, want no https_proxy of the caller's", b)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
@@ -780,4 +781,37 @@ func sessionAlive(sid int) bool {
 func (r *sysvRig) readEvents() string {
 	b, _ := os.ReadFile(r.events)
 	return string(b)
+}
+
+// TestSysVCheckConfigCleanEnvironment: start and reload gate the agent on
+// `porthole check-config -start`, which reads the environment's https_proxy
+// as the agent does. The agent runs with a clean environment (what
+// /etc/default/porthole exports), never the one of whoever ran the script, so
+// the check must see that one too: an operator's https_proxy that the agent
+// would refuse (socks5://, a typo) failed start, and restart stopped the
+// agent and then refused to start it, although the agent it would have
+// started never sees the variable. The device was left without its agent.
+func TestSysVCheckConfigCleanEnvironment(t *testing.T) {
+	porthole := buildPorthole(t)
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.Client(t, "router-7")
+	r := newSysVRig(t, porthole, "sh", "")
+	conf := "thing_name = \"router-7\"\ndata_dir = " + shq(filepath.Join(r.dir, "state")) + "\n[mqtt]\nendpoint = \"127.0.0.1:1\"\n" +
+		"ca_file = " + shq(pki.CAFile) + "\ncert_file = " + shq(cert) + "\nkey_file = " + shq(key) + "\n[services]\nSSH = \"builtin\"\n"
+	if err := os.WriteFile(filepath.Join(r.dir, "porthole.toml"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.run("stop") })
+	if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("start: %v %q, want OK", err, out)
+	}
+	r.env = append(r.env, "https_proxy=socks5://operator:1080")
+	for _, action := range []string{"reload", "restart"} {
+		if out, err := r.run(action); err != nil || !strings.Contains(out, "OK") || strings.Contains(out, "FAIL") {
+			t.Errorf("%s with https_proxy=socks5://... in the caller's environment: %v %q, want OK", action, err, out)
+		}
+	}
+	if out, err := r.run("status"); err != nil {
+		t.Errorf("status after the restart: %v %q, want the agent running", err, out)
+	}
 }
