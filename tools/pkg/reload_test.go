@@ -73,3 +73,48 @@ func TestSystemdReloadChecksConfig(t *testing.T) {
 		t.Errorf("porthole.service: want ExecReload= running check-config -start before the one sending SIGHUP")
 	}
 }
+
+// TestUCIReloadAppliesEnabled: OpenWrt runs /etc/init.d/porthole reload after
+// `uci commit porthole; reload_config` and after LuCI's Save & Apply (procd's
+// config.change trigger, procd_add_reload_trigger), and rc.common's reload
+// then calls reload_service instead of start. So reload must do what start
+// would where a SIGHUP cannot: start an agent procd does not run (enabled
+// just set to 1, or a start that failed on a config since mended) and stop
+// one that porthole.main.enabled=0 turned off. A SIGHUP to no instance did
+// nothing and the reload still succeeded.
+func TestUCIReloadAppliesEnabled(t *testing.T) {
+	for _, tc := range []struct {
+		name, enabled, running, want string
+	}{
+		{"enabled, not running", "1", "", "start"},
+		{"disabled, running", "0", "1", "start"},
+		{"enabled, running", "1", "1", "signal porthole * HUP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fake := filepath.Join(dir, "porthole")
+			os.WriteFile(fake, []byte("#!/bin/sh\nexit 0\n"), 0o755)
+			script := uciStubs + `
+procd_send_signal() { echo "signal $*"; }
+procd_running() { [ -n "` + tc.running + `" ]; }
+logger() { echo "logger $*"; }
+. ./openwrt/porthole.init
+# rc.common's, for a procd script (USE_PROCD), as it stands after the init script is sourced.
+start() { echo start; }
+reload() { if eval "type reload_service" 2>/dev/null >/dev/null; then reload_service "$@"; else start; fi; }
+PROG=` + fake + `
+CONF=` + filepath.Join(dir, "porthole.toml") + `
+CONFIG_main_enabled=` + tc.enabled + `
+CONFIG_main_thing_name=router-7
+CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
+CONFIG_SECTIONS='main'
+CONFIG_main_TYPE=porthole
+reload
+`
+			out, err := exec.Command("sh", "-c", script).CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != tc.want {
+				t.Errorf("reload (enabled %s, running %q): %v, output %q; want %q only", tc.enabled, tc.running, err, out, tc.want)
+			}
+		})
+	}
+}
