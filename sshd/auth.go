@@ -184,7 +184,14 @@ func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, er
 		st.authed.Store(true)
 		s.removeStartup(st.conn) // its MaxStartups slot goes to the next in line
 		e.Type = EventLoginSuccess
-		s.log().Info("login", "remote", st.remote, "user", e.User, "method", method, "key", e.KeyFingerprint, "cert", e.CertID)
+		args := []any{"remote", st.remote, "user", e.User, "method", method}
+		if e.KeyFingerprint != "" {
+			args = append(args, "key", e.KeyFingerprint)
+		}
+		if e.CertID != "" || e.CertSerial != 0 { // a certificate's
+			args = append(args, "cert", e.CertID, "serial", e.CertSerial)
+		}
+		s.log().Info("login", args...)
 		s.audit(e)
 		return
 	}

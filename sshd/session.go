@@ -935,12 +935,15 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 	if fill != nil {
 		fill(&e)
 	}
-	attrs := []any{"remote", e.Remote, "user", e.User, "kind", e.Kind, "command", e.Command}
+	attrs := []any{"remote", e.Remote, "user", e.User, "kind", e.Kind}
+	if e.Command != "" {
+		attrs = append(attrs, "command", e.Command)
+	}
 	if e.CommandLine != "" {
 		attrs = append(attrs, "command_line", e.CommandLine)
 	}
 	if t == EventSessionEnd { // the outcome is known only at the end
-		attrs = append(attrs, "exit", e.ExitStatus, "in", e.BytesIn, "out", e.BytesOut)
+		attrs = append(attrs, "exit", e.ExitStatus, "in", e.BytesIn, "out", e.BytesOut, "duration", e.Duration.Round(time.Millisecond))
 		if e.ExitSignal != "" {
 			attrs = append(attrs, "signal", e.ExitSignal)
 		}

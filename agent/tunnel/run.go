@@ -55,7 +55,11 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 			level = slog.LevelDebug
 		}
 		attempt++
-		log.Log(ctx, level, "connecting", "endpoint", endpoint, "region", cfg.Region)
+		if cfg.Region != "" {
+			log.Log(ctx, level, "connecting", "endpoint", endpoint, "region", cfg.Region)
+		} else {
+			log.Log(ctx, level, "connecting", "endpoint", endpoint)
+		}
 		conn, err := Dial(ctx, &cfg, mode)
 		lost := err == nil // this attempt connected, and its connection ended
 		if err == nil {
