@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -56,7 +58,12 @@ func (l *Listener) connectPacket() *paho.Connect {
 		ClientID:   l.cfg.ClientID,
 		KeepAlive:  uint16(l.cfg.KeepAlive / time.Second),
 		CleanStart: false,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry, ReceiveMaximum: &recvMax, MaximumPacketSize: &maxPacket},
+		// RequestProblemInfo: paho's zero value sends Request Problem
+		// Information 0, which forbids the broker a reason string on a SUBACK
+		// or PUBACK and lets it leave them out of a CONNACK or DISCONNECT
+		// (MQTT 5.0 §3.1.2.11.7): the explanations logged here.
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry, ReceiveMaximum: &recvMax, MaximumPacketSize: &maxPacket,
+			RequestProblemInfo: true},
 	}
 }
 
@@ -135,9 +142,36 @@ func (l *Listener) connect(ctx context.Context, sess session.SessionManager) (*l
 			}
 			return nil, nil, ce
 		}
+		if closedByPeer(err) {
+			return nil, nil, &closedAtConnectError{addr: l.addr.hostPort(), err: err}
+		}
 		return nil, nil, fmt.Errorf("MQTT CONNECT to %s: %w", l.addr.hostPort(), err)
 	}
 	return lk, ca, nil
+}
+
+// closedAtConnectError is a broker that closed or reset the connection after the
+// TLS handshake instead of answering the CONNECT. Under TLS 1.3 the broker checks
+// the client certificate only after the client has finished its handshake: a
+// refused certificate then reads as the broker's alert, or, as often, as a reset
+// connection (the alert discarded with the connection, or the CONNECT written
+// after the broker closed it).
+type closedAtConnectError struct {
+	_    [0]func() // not comparable: no equality function in the binary (docs/size.md)
+	addr string
+	err  error
+}
+
+func (e *closedAtConnectError) Error() string {
+	return "MQTT CONNECT to " + e.addr + ": " + e.err.Error()
+}
+func (e *closedAtConnectError) Unwrap() error { return e.err }
+
+// closedByPeer reports whether err is the peer closing or resetting the
+// connection.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // connectError logs a failed connection attempt with the hint that fits.
@@ -165,6 +199,11 @@ func (l *Listener) connectError(err error) {
 	default:
 		if hint := tlsHint(err, l.clock(), buildTime(), l.cfg); hint != "" {
 			attrs = append(attrs, "hint", hint)
+		} else if errors.As(err, new(*closedAtConnectError)) {
+			attrs = append(attrs, "hint", "the broker closed the connection instead of answering the MQTT CONNECT: "+
+				"it may not accept the device certificate "+l.cfg.CertFile+" (its issuer not trusted, or, at AWS IoT Core, "+
+				"the certificate not registered, not active or not attached to the thing), or the client id: "+
+				connectPolicyHint(l.cfg.ClientID))
 		}
 	}
 	l.log.Warn("mqtt connect failed; retrying", attrs...)

@@ -175,7 +175,8 @@ func (l *Listener) AwaitConnection(ctx context.Context) error {
 
 // ErrRefused marks a publish the broker answered with a failure reason code
 // (PUBACK 0x80 or above, e.g. 0x87 not authorized): sending the same message
-// again gets the same answer.
+// again gets the same answer. A throttled publish (0x97 quota exceeded) is not
+// refused: the same message is taken a moment later.
 var ErrRefused = errors.New("refused by the broker")
 
 // Publish sends payload to topic at QoS 1 on the listener's connection and
@@ -231,6 +232,12 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 		}
 		if resp.ReasonCode == 0x87 {
 			detail += "; " + publishPolicyHint(topic)
+		}
+		if resp.ReasonCode == 0x96 || resp.ReasonCode == 0x97 {
+			// Quota exceeded, message rate too high: the broker throttles this
+			// client (AWS IoT Core's publish limits), and takes the same message
+			// a moment later. Not ErrRefused, which has it dropped.
+			return fmt.Errorf("notify: publishing to %s: throttled by the broker, reason %s", topic, detail)
 		}
 		return fmt.Errorf("notify: publishing to %s: %w, reason %s", topic, ErrRefused, detail)
 	case err != nil:

@@ -20,7 +20,6 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
-
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
@@ -292,5 +291,95 @@ func TestPublishTheBrokerDisconnectsForIsDropped(t *testing.T) {
 	}
 	if s := hook.seen.Load(); s > 3 {
 		t.Errorf("the broker got the message %d times, want it dropped after 3", s)
+	}
+}
+
+// allowAll lets every client connect, subscribe and publish.
+type allowAll struct{ mqtt.HookBase }
+
+func (h *allowAll) ID() string { return "allow-all" }
+
+func (h *allowAll) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
+}
+
+func (h *allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+func (h *allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// A broker that ends the connection says why, in the DISCONNECT's reason code
+// and reason string (AWS IoT Core: session taken over, server shutting down,
+// not authorized, quota exceeded): both are logged. The reason string only
+// comes if the CONNECT does not ask the broker to leave it out (Request Problem
+// Information 0, which paho sends unless told otherwise: MQTT 5.0 §3.1.2.11.7).
+func TestServerDisconnectReasonStringLogged(t *testing.T) {
+	p := newPKI(t)
+	srv, addr := startMochi(t, p, &allowAll{})
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
+	runListener(t, l)
+	awaitConnection(t, l)
+	for i, c := range []packets.Code{
+		{Code: 0x8B, Reason: "going down for maintenance"},
+		{Code: 0x8E, Reason: "another client connected with this client id"},
+		{Code: 0x87, Reason: "policy denies iot:Receive"},
+		{Code: 0x97, Reason: "publish rate exceeded"},
+	} {
+		cl, ok := srv.Clients.Get("thing-a")
+		if !ok {
+			t.Fatal("the broker has no client thing-a")
+		}
+		_ = srv.DisconnectClient(cl, c)
+		line := rec.waitFor("mqtt broker closed the connection", reasonText(c.Code))
+		if want := `reason_string="` + c.Reason + `"`; !bytes.Contains([]byte(line), []byte(want)) {
+			t.Errorf("the log line lacks the broker's reason string %s: %s", want, line)
+		}
+		rec.waitCount(i+2, "notify subscription granted")
+	}
+}
+
+// throttleFirst answers the first Throttled publishes with PUBACK 0x97 (quota
+// exceeded), as a broker does to a client over its publish rate (AWS IoT Core's
+// per-connection and per-account limits), and takes the rest.
+type throttleFirst struct {
+	allowAll
+	Throttled int32
+	n         atomic.Int32
+}
+
+func (h *throttleFirst) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
+}
+
+func (h *throttleFirst) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.n.Add(1) <= h.Throttled {
+		return pk, packets.ErrQuotaExceeded
+	}
+	return pk, nil
+}
+
+// A publish the broker throttles (PUBACK 0x97, quota exceeded) is not refused for
+// good: the same message a moment later is taken. ErrRefused tells the agent's
+// event queue to drop the message ("sending the same message again gets the same
+// answer"), so a short burst over the broker's rate lost audit events for good.
+func TestThrottledPublishIsNotRefused(t *testing.T) {
+	p := newPKI(t)
+	_, addr := startMochi(t, p, &throttleFirst{Throttled: 1})
+	log, _ := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
+	runListener(t, l)
+	awaitConnection(t, l)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{"type":"ssh-login"}`))
+	if err == nil || !strings.Contains(err.Error(), "0x97") {
+		t.Fatalf("Publish throttled by the broker = %v, want an error naming reason 0x97", err)
+	}
+	if errors.Is(err, ErrRefused) {
+		t.Errorf("Publish throttled by the broker = %v: ErrRefused, which has the message dropped, not sent again", err)
+	}
+	if err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{"type":"ssh-login"}`)); err != nil {
+		t.Errorf("the same message again: %v", err)
 	}
 }

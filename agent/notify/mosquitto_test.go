@@ -375,3 +375,26 @@ func TestMosquittoDuplicateClientID(t *testing.T) {
 		t.Errorf("%d subscriptions reported failed, want the lost connections only", n)
 	}
 }
+
+// A device certificate the broker does not accept (from another CA; at AWS IoT
+// Core also one not registered or not active). Under TLS 1.3 the broker checks it
+// only after the client's handshake is done, so the refusal reaches the listener
+// as the broker's alert or, as often, as a reset connection while it writes its
+// CONNECT: every attempt must say what to check, not only those that happen to
+// read the alert.
+func TestUntrustedClientCertificateExplainedEveryTime(t *testing.T) {
+	m := startMosquitto(t)
+	other := newPKI(t)
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfg.CertFile, cfg.KeyFile = other.Client(t, "thing-a")
+	runListener(t, newListener(t, cfg))
+	const attempts = 20
+	rec.waitCount(attempts, "mqtt connect failed")
+	for i := 1; i <= attempts; i++ {
+		line := rec.waitCount(i, "mqtt connect failed")
+		if !strings.Contains(line, "hint=") || !strings.Contains(line, cfg.CertFile) {
+			t.Errorf("attempt %d gives no hint naming the certificate %s: %s", i, cfg.CertFile, line)
+		}
+	}
+}
