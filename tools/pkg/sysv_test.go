@@ -815,3 +815,29 @@ func TestSysVCheckConfigCleanEnvironment(t *testing.T) {
 		t.Errorf("status after the restart: %v %q, want the agent running", err, out)
 	}
 }
+
+// TestSysVCheckActionCleanEnvironment: `check` is documented (docs/firmware.md)
+// as start's check plus the device certificate's dates. It must judge the
+// config in the environment the agent gets, as start and reload do: an
+// operator's https_proxy (socks5://) that the agent never sees made `check`
+// report a configuration error for a config that starts.
+func TestSysVCheckActionCleanEnvironment(t *testing.T) {
+	porthole := buildPorthole(t)
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.Client(t, "router-7")
+	r := newSysVRig(t, porthole, "sh", "")
+	conf := "thing_name = \"router-7\"\ndata_dir = " + shq(filepath.Join(r.dir, "state")) + "\n[mqtt]\nendpoint = \"127.0.0.1:1\"\n" +
+		"ca_file = " + shq(pki.CAFile) + "\ncert_file = " + shq(cert) + "\nkey_file = " + shq(key) + "\n[services]\nSSH = \"builtin\"\n"
+	if err := os.WriteFile(filepath.Join(r.dir, "porthole.toml"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.env = append(r.env, "https_proxy=socks5://operator:1080")
+	if out, err := r.run("check"); err != nil {
+		t.Errorf("check with https_proxy=socks5://... in the caller's environment only: %v %q, want ok", err, out)
+	}
+	// What the agent would get (/etc/default/porthole) is checked.
+	r.defaults = "export https_proxy=socks5://agent:1080\n"
+	if out, err := r.run("check"); err == nil || !strings.Contains(out, "socks5") {
+		t.Errorf("check with https_proxy=socks5://... in /etc/default/porthole: %v %q, want the proxy refused", err, out)
+	}
+}
