@@ -68,10 +68,18 @@ func (s stateStore) load(now time.Time) ([]savedTunnel, []error) {
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()
+		p := filepath.Join(s.dir, name)
+		if strings.HasPrefix(name, ".") && strings.Contains(name, ".json.tmp") && e.Type().IsRegular() {
+			// writeFileAtomic's temporary file, left by a crash or power cut
+			// during a save (none is being written: load runs before any
+			// save, under the data directory's lock). It holds tokens.
+			errs = append(errs, fmt.Errorf("removing %s, left by a save that did not finish (a crash or power cut)", name))
+			os.Remove(p)
+			continue
+		}
 		if !strings.HasSuffix(name, ".json") {
 			continue
 		}
-		p := filepath.Join(s.dir, name)
 		b, err := os.ReadFile(p)
 		var t savedTunnel
 		if err == nil {

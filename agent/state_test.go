@@ -66,3 +66,36 @@ var savedTunnelFiles = []string{
 	`{"services":[1]}`, `{"services":["a",{}]}`, `{"services":{}}`, `{"region":1,"received":"x"}`,
 	`null`, `[]`, `"x"`, `1`, `true`, ``, `{`, `{"a":1}x`,
 }
+
+// A power cut while the agent saves a tunnel (writeFileAtomic: temp file,
+// fsync, rename) leaves the temporary file in DataDir/tunnels. The next start
+// must not keep it for ever: it holds the tunnel's access and client tokens,
+// and every such crash added one more. load skipped it (its name does not end
+// in .json) and nothing else removed it.
+func TestStateLoadRemovesCrashTemporaries(t *testing.T) {
+	s := stateStore{dir: filepath.Join(t.TempDir(), "tunnels")}
+	now := time.Now()
+	live := savedTunnel{AccessToken: "live", ClientToken: "c1", Region: "us-east-1", Services: []string{"SSH"}, Received: now.Add(-time.Minute)}
+	if err := s.save(live); err != nil {
+		t.Fatal(err)
+	}
+	// What a crash in the middle of a save leaves: a partial temporary file.
+	tmp := filepath.Join(s.dir, "."+tokenKey("crashed")+".json.tmp1234567")
+	if err := os.WriteFile(tmp, []byte(`{"access_token":"crashed","client_tok`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, errs := s.load(now)
+	if len(got) != 1 || got[0].AccessToken != "live" {
+		t.Errorf("load = %+v, want the live tunnel", got)
+	}
+	if _, err := os.Stat(tmp); err == nil {
+		t.Errorf("the temporary file of a crashed save is still there after load: %s", filepath.Base(tmp))
+	}
+	var said []string
+	for _, err := range errs {
+		said = append(said, err.Error())
+	}
+	if !strings.Contains(strings.Join(said, "\n"), filepath.Base(tmp)) {
+		t.Errorf("load errors = %q, want one naming %s", said, filepath.Base(tmp))
+	}
+}
