@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -114,6 +116,7 @@ func loadOrCreateHostKey(dir string) (gossh.Signer, error) {
 	path := filepath.Join(dir, HostKeyFile)
 	s, err := readDataDirKey(path)
 	if err == nil {
+		mendAfterCrash(path, s)
 		return s, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -148,6 +151,34 @@ func loadOrCreateHostKey(dir string) (gossh.Signer, error) {
 		return nil, fmt.Errorf("writing host key %s.pub: %w", path, err)
 	}
 	return signer, nil
+}
+
+// tmpMaxAge is how old a temporary file of writeFileAtomic must be before
+// mendAfterCrash takes it as left by a crash, not as one another process (porthole
+// keygen) is writing now.
+const tmpMaxAge = time.Minute
+
+// mendAfterCrash finishes what a crash (a power cut) while the key at path was
+// made may have left undone: the .pub not written yet, temporary files (private
+// keys) not removed. Best effort: on a read-only data directory nothing changes.
+func mendAfterCrash(path string, s gossh.Signer) {
+	if _, err := os.Lstat(path + ".pub"); errors.Is(err, fs.ErrNotExist) {
+		writeFileAtomic(path+".pub", gossh.MarshalAuthorizedKey(s.PublicKey()), 0o644, true)
+	}
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "."+base+".tmp-") && !strings.HasPrefix(name, "."+base+".pub.tmp-") || !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > tmpMaxAge {
+			os.Remove(filepath.Join(dir, name))
+		}
+	}
 }
 
 // readHostKey parses a private key file in any format x/crypto/ssh reads

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -271,5 +272,55 @@ func TestHostKeyErrorClassification(t *testing.T) {
 				t.Errorf("PublicKeys = %v; wraps ErrHostKey: %v, want %v", err, !tc.operator, tc.operator)
 			}
 		})
+	}
+}
+
+// A power cut (or a full disk) after the host key is in place and before its
+// .pub is written leaves the key without its public half. The key is read at
+// every start after that, and its .pub was never made: the file the package
+// promises next to the key is missing for good.
+func TestHostKeyPubMadeAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	s, err := hostSigners(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, HostKeyFile)
+	os.Remove(path + ".pub") // the crash: the key linked, its .pub not yet written
+	if _, err := hostSigners(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := os.ReadFile(path + ".pub")
+	if err != nil {
+		t.Fatalf("the next start does not write the missing .pub: %v", err)
+	}
+	if want := string(gossh.MarshalAuthorizedKey(s[0].PublicKey())); string(pub) != want {
+		t.Errorf(".pub = %q, want %q", pub, want)
+	}
+}
+
+// A power cut while the host key is made leaves its temporary file: a private
+// key (the one linked into place, or one never used). Nothing removed it, at
+// that start or any later one.
+func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := hostSigners(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, HostKeyFile)
+	left := filepath.Join(dir, "."+HostKeyFile+".tmp-123456")
+	if err := os.Link(path, left); err != nil { // crash after the link, before the unlink
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(left, old, old)
+	if _, err := hostSigners(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".tmp-") {
+			t.Errorf("temporary file of a crashed key write left behind: %s", e.Name())
+		}
 	}
 }
