@@ -182,16 +182,12 @@ func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, er
 	}
 	if err == nil {
 		st.authed.Store(true)
+		st.mu.Lock()
+		st.keyRefusals, st.moreKeyRefusals = nil, 0 // keys tried on the way in
+		st.mu.Unlock()
 		s.removeStartup(st.conn) // its MaxStartups slot goes to the next in line
 		e.Type = EventLoginSuccess
-		args := []any{"remote", st.remote, "user", e.User, "method", method}
-		if e.KeyFingerprint != "" {
-			args = append(args, "key", e.KeyFingerprint)
-		}
-		if e.CertID != "" || e.CertSerial != 0 { // a certificate's
-			args = append(args, "cert", e.CertID, "serial", e.CertSerial)
-		}
-		s.log().Info("login", args...)
+		s.log().Info("login", loginAttrs(e)...)
 		s.audit(e)
 		return
 	}
@@ -204,8 +200,62 @@ func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, er
 		e.Reason = err.Error()
 	}
 	e.Reason = clipClient(e.Reason)
-	s.log().Info("login refused", "remote", st.remote, "user", e.User, "method", method, "key", e.KeyFingerprint, "reason", e.Reason)
+	if method == "publickey" {
+		// Clients offer every key they hold until one is accepted: a refused
+		// key is a failed login only if the connection ends without one
+		// (OpenSSH's sshd logs them at VERBOSE). Reported then, by
+		// reportKeyRefusals, with the time of the attempt.
+		e.Time = s.clock()
+		st.mu.Lock()
+		if len(st.keyRefusals) < maxKeyRefusals {
+			st.keyRefusals = append(st.keyRefusals, e)
+		} else {
+			st.moreKeyRefusals++
+		}
+		st.mu.Unlock()
+		return
+	}
+	s.loginRefused(e)
+}
+
+// maxKeyRefusals bounds the public key refusals a connection keeps until it
+// ends (MaxAuthTries may be unlimited); the others are only counted.
+const maxKeyRefusals = 16
+
+func (s *Server) loginRefused(e Event) {
+	s.log().Info("login refused", append(loginAttrs(e), "reason", e.Reason)...)
 	s.audit(e)
+}
+
+// loginAttrs are the attributes of e's log line: the key and the certificate
+// only where one was used.
+func loginAttrs(e Event) []any {
+	args := []any{"remote", e.Remote, "user", e.User, "method", e.Method}
+	if e.KeyFingerprint != "" {
+		args = append(args, "key", e.KeyFingerprint)
+	}
+	if e.CertID != "" || e.CertSerial != 0 { // a certificate's
+		args = append(args, "cert", e.CertID, "serial", e.CertSerial)
+	}
+	return args
+}
+
+// reportKeyRefusals reports, once the connection has ended, the public keys it
+// was refused if it never logged in.
+func (s *Server) reportKeyRefusals(st *connState) {
+	st.mu.Lock()
+	refusals, more := st.keyRefusals, st.moreKeyRefusals
+	st.keyRefusals, st.moreKeyRefusals = nil, 0
+	st.mu.Unlock()
+	if st.authed.Load() {
+		return
+	}
+	for _, e := range refusals {
+		s.loginRefused(e)
+	}
+	if more > 0 {
+		s.log().Info("login refused: more public keys", "remote", st.remote, "count", more)
+	}
 }
 
 // authorizedKeysPaths expands AuthorizedKeysFiles for a.

@@ -161,10 +161,15 @@ type connState struct {
 	lastKey     authInfo // the key last offered or verified, for the audit log
 	lastReason  string   // why the last attempt was refused
 	refusedKeys int      // public keys refused so far (MaxAuthTries, as OpenSSH counts)
-	active      int      // channel handlers and forward listeners running
-	done        bool
-	idle        chan struct{} // closed when done and active drops to 0
-	forwards    map[string]*remoteForward
+	// keyRefusals are the login-failure events of refused public keys, held
+	// until the connection ends (reportKeyRefusals); moreKeyRefusals counts
+	// those past maxKeyRefusals.
+	keyRefusals     []Event
+	moreKeyRefusals int
+	active          int // channel handlers and forward listeners running
+	done            bool
+	idle            chan struct{} // closed when done and active drops to 0
+	forwards        map[string]*remoteForward
 }
 
 type stateKey struct{}

@@ -199,6 +199,9 @@
 // authentication attempt or connection (user, method, key fingerprint or
 // certificate id, remote label, reason), session start and end (command,
 // bytes in and out, exit status or signal) and forward (opened or refused).
+// Public keys refused on a connection that then logs in (clients offer every
+// key they hold, in turn) are no failed login: they are logged at debug only,
+// and reported as refused attempts when a connection ends without logging in.
 // The remote label is the client's address, or for a connection without an IP
 // address (a tunnel stream) its address with the connection's number after
 // a #: tunnel:4f6fd38f/SSH#3. Logs go to Logger, with the same label. Neither ever contains a password or private key.

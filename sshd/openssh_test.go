@@ -1057,3 +1057,47 @@ func TestOpenSSHRealpath(t *testing.T) {
 	}
 	sameFile(t, filepath.Join(src, "f"), filepath.Join(home, "newname"))
 }
+
+// TestOpenSSHOtherKeysOfferedFirst: OpenSSH's client offers each key it has
+// (the agent's, ~/.ssh/id_*) until one is accepted. Keys refused on the way
+// to a successful login are no failed login: OpenSSH's sshd logs them at
+// VERBOSE (hidden at its default INFO), and no login-failure event should
+// reach the audit stream (the agent publishes each one, and at most 20 a
+// minute one by one), nor a "login refused" line in the log. A connection that
+// ends without logging in still reports the keys it was refused.
+func TestOpenSSHOtherKeysOfferedFirst(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	other := filepath.Join(o.dir, "id_other")
+	if out, err := exec.Command(needProgram(t, "ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", other).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %s %v", out, err)
+	}
+	// The unauthorized key first, as ssh tries them in order.
+	args := append([]string{"-i", other}, o.opts()...)
+	args = append(args, "-p", o.port, "root@127.0.0.1", "echo in")
+	out, errOut, code := o.run(t, nil, needProgram(t, "ssh"), args...)
+	if out != "in\n" || code != 0 {
+		t.Fatalf("ssh with two keys = %q, %q, exit %d", out, errOut, code)
+	}
+	if fails := o.eventsOf(EventLoginFailure); len(fails) != 0 {
+		t.Errorf("a successful login produced %d login-failure events: %+v", len(fails), fails)
+	}
+	if lines := o.logs.logged("login refused"); len(lines) != 0 {
+		t.Errorf("a successful login logged %q", lines)
+	}
+	// Only the unauthorized key: the login fails, and says so once per key.
+	args = append([]string{"-i", other, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-F", "/dev/null",
+		"-o", "BatchMode=yes", "-o", "UserKnownHostsFile=" + o.knownHosts, "-o", "LogLevel=ERROR"}, "-p", o.port, "root@127.0.0.1", "true")
+	cmd := exec.Command(needProgram(t, "ssh"), args...)
+	cmd.Env = append(os.Environ(), "HOME="+o.dir)
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "Permission denied") {
+		t.Fatalf("ssh with an unauthorized key: %q, %v", b, err)
+	}
+	waitFor(t, "the login-failure event", func() bool { return len(o.eventsOf(EventLoginFailure)) == 1 })
+	ev := o.eventsOf(EventLoginFailure)[0]
+	if ev.Method != "publickey" || ev.User != "root" || ev.KeyFingerprint == "" || ev.Reason != "key not in authorized_keys" {
+		t.Errorf("login-failure event = %+v", ev)
+	}
+	if lines := o.logs.logged("login refused", "key not in authorized_keys"); len(lines) != 1 {
+		t.Errorf("failed login logged %q, want one line", lines)
+	}
+}

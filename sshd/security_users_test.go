@@ -161,8 +161,14 @@ func TestDisabledAccountLogin(t *testing.T) {
 			if !strings.Contains(err.Error(), "unable to authenticate") {
 				t.Errorf("%s login as %s: %v, want an authentication failure", m.name, user, err)
 			}
-			if got := len(e.logs.logged("login refused", "user="+user, "method="+m.name, why)); got != before+1 {
-				t.Errorf("%s login as %s: %d log lines saying %q, want 1", m.name, user, got-before, why)
+			// A refused public key is reported when the connection ends.
+			got := func() int { return len(e.logs.logged("login refused", "user="+user, "method="+m.name, why)) }
+			deadline := time.Now().Add(5 * time.Second)
+			for got() < before+1 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if got() != before+1 {
+				t.Errorf("%s login as %s: %d log lines saying %q, want 1", m.name, user, got()-before, why)
 			}
 		}
 	}

@@ -470,6 +470,7 @@ func (s *Server) serve(c *conn) {
 		s.gs.HandleConn(c)
 	}
 	c.Close()
+	s.reportKeyRefusals(c.st)
 	c.st.shutdown()
 	s.endStartup(c)
 }
