@@ -78,12 +78,7 @@ func (h *statePacketSize) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) pack
 // refused as "over the broker's maximum packet size (4294967295 bytes)": the
 // agent's status and audit events were all dropped.
 func TestPublishUnderHugeServerMaximumPacketSize(t *testing.T) {
-	p := newPKI(t)
-	_, addr := startMochi(t, p, &statePacketSize{size: 0xffffffff})
-	log, _ := newLogRecorder(t)
-	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
-	runListener(t, l)
-	awaitConnection(t, l)
+	l, _ := connectedOnMochi(t, &statePacketSize{size: 0xffffffff})
 	l.mu.Lock()
 	got := l.maxPacket
 	l.mu.Unlock()

@@ -23,6 +23,18 @@ import (
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
+// connectedOnMochi runs a listener of thing-a connected to a mochi broker with
+// hook, and the recorder of its log.
+func connectedOnMochi(t *testing.T, hook mqtt.Hook) (*Listener, *logRecorder) {
+	p := newPKI(t)
+	_, addr := startMochi(t, p, hook)
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
+	runListener(t, l)
+	awaitConnection(t, l)
+	return l, rec
+}
+
 // startMochi runs a mochi broker with mutual TLS on a free loopback port.
 func startMochi(t *testing.T, p *testPKI, hook mqtt.Hook) (*mqtt.Server, string) {
 	t.Helper()
@@ -266,13 +278,8 @@ func (h *disconnectOnPublish) OnPublish(cl *mqtt.Client, pk packets.Packet) (pac
 // listener drops what is unacknowledged (the waiting Publish gets ErrRefused) and
 // the connection stays up.
 func TestPublishTheBrokerDisconnectsForIsDropped(t *testing.T) {
-	p := newPKI(t)
 	hook := &disconnectOnPublish{Topic: "porthole/events/poison"}
-	_, addr := startMochi(t, p, hook)
-	log, rec := newLogRecorder(t)
-	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
-	runListener(t, l)
-	awaitConnection(t, l)
+	l, rec := connectedOnMochi(t, hook)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -363,12 +370,7 @@ func (h *throttleFirst) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Pa
 // event queue to drop the message ("sending the same message again gets the same
 // answer"), so a short burst over the broker's rate lost audit events for good.
 func TestThrottledPublishIsNotRefused(t *testing.T) {
-	p := newPKI(t)
-	_, addr := startMochi(t, p, &throttleFirst{Throttled: 1})
-	log, _ := newLogRecorder(t)
-	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
-	runListener(t, l)
-	awaitConnection(t, l)
+	l, _ := connectedOnMochi(t, &throttleFirst{Throttled: 1})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

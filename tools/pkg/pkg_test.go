@@ -228,14 +228,7 @@ procd_set_param() { echo "param $*"; }
 procd_close_instance() { echo close; }
 logger() { :; }
 . ./openwrt/porthole.init
-PROG=` + fake + `
-CONF=` + filepath.Join(dir, "porthole.toml") + `
-CONFIG_main_enabled=1
-CONFIG_main_thing_name=router-7
-CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
-CONFIG_main_cpus=` + tc.cpus + `
-CONFIG_SECTIONS='main'
-CONFIG_main_TYPE=porthole
+` + uciMain(fake, dir, "enabled=1", "thing_name=router-7", "cpus="+tc.cpus) + `
 start_service
 `
 		out, err := exec.Command("sh", "-c", script).CombinedOutput()
@@ -313,12 +306,7 @@ procd_set_param() { echo "param $*"; }
 procd_close_instance() { echo close; }
 logger() { echo "logger $*"; }
 . ./openwrt/porthole.init
-PROG=` + fake + `
-CONF=` + filepath.Join(dir, "porthole.toml") + `
-CONFIG_main_enabled=1
-CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
-CONFIG_SECTIONS='main'
-CONFIG_main_TYPE=porthole
+` + uciMain(fake, dir, "enabled=1") + `
 start_service
 `
 	cmd := exec.Command("sh", "-c", script)
@@ -779,13 +767,7 @@ procd_set_param() { :; }
 procd_close_instance() { :; }
 logger() { :; }
 . ./openwrt/porthole.init
-PROG=` + fake + `
-CONF=` + filepath.Join(dir, "porthole.toml") + `
-CONFIG_main_enabled=1
-CONFIG_main_thing_name=router-7
-CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
-CONFIG_SECTIONS='main'
-CONFIG_main_TYPE=porthole
+` + uciMain(fake, dir, "enabled=1", "thing_name=router-7") + `
 start_service
 `
 	cmd := exec.Command("sh", "-c", script)
@@ -796,4 +778,16 @@ start_service
 	if b, _ := os.ReadFile(seen); string(b) != "https_proxy=\n" {
 		t.Errorf("check-config ran with %q, want no https_proxy of the caller's", b)
 	}
+}
+
+// uciMain sets, for a test of the procd script's functions, PROG to prog,
+// CONF and data_dir under dir, and the porthole section main with options
+// ("KEY=VALUE", values as the shell reads them).
+func uciMain(prog, dir string, options ...string) string {
+	s := "PROG=" + prog + "\nCONF=" + filepath.Join(dir, "porthole.toml") +
+		"\nCONFIG_SECTIONS='main'\nCONFIG_main_TYPE=porthole\nCONFIG_main_data_dir=" + filepath.Join(dir, "state") + "\n"
+	for _, o := range options {
+		s += "CONFIG_main_" + o + "\n"
+	}
+	return s
 }

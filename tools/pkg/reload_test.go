@@ -41,13 +41,7 @@ func TestUCIReloadChecksConfig(t *testing.T) {
 procd_send_signal() { echo "signal $*"; }
 logger() { echo "logger $*"; }
 . ./openwrt/porthole.init
-PROG=` + fake + `
-CONF=` + filepath.Join(dir, "porthole.toml") + `
-CONFIG_main_enabled=1
-CONFIG_main_thing_name=router-7
-CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
-CONFIG_SECTIONS='main'
-CONFIG_main_TYPE=porthole
+` + uciMain(fake, dir, "enabled=1", "thing_name=router-7") + `
 reload_service
 `
 	var stdout, stderr bytes.Buffer
@@ -102,13 +96,7 @@ logger() { echo "logger $*"; }
 # rc.common's, for a procd script (USE_PROCD), as it stands after the init script is sourced.
 start() { echo start; }
 reload() { if eval "type reload_service" 2>/dev/null >/dev/null; then reload_service "$@"; else start; fi; }
-PROG=` + fake + `
-CONF=` + filepath.Join(dir, "porthole.toml") + `
-CONFIG_main_enabled=` + tc.enabled + `
-CONFIG_main_thing_name=router-7
-CONFIG_main_data_dir=` + filepath.Join(dir, "state") + `
-CONFIG_SECTIONS='main'
-CONFIG_main_TYPE=porthole
+` + uciMain(fake, dir, "enabled="+tc.enabled, "thing_name=router-7") + `
 reload
 `
 			out, err := exec.Command("sh", "-c", script).CombinedOutput()

@@ -792,15 +792,7 @@ func (r *sysvRig) readEvents() string {
 // agent and then refused to start it, although the agent it would have
 // started never sees the variable. The device was left without its agent.
 func TestSysVCheckConfigCleanEnvironment(t *testing.T) {
-	porthole := buildPorthole(t)
-	pki := mqtttest.NewPKI(t)
-	cert, key := pki.Client(t, "router-7")
-	r := newSysVRig(t, porthole, "sh", "")
-	conf := "thing_name = \"router-7\"\ndata_dir = " + shq(filepath.Join(r.dir, "state")) + "\n[mqtt]\nendpoint = \"127.0.0.1:1\"\n" +
-		"ca_file = " + shq(pki.CAFile) + "\ncert_file = " + shq(cert) + "\nkey_file = " + shq(key) + "\n[services]\nSSH = \"builtin\"\n"
-	if err := os.WriteFile(filepath.Join(r.dir, "porthole.toml"), []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	r := sysvRigWithAgent(t)
 	t.Cleanup(func() { r.run("stop") })
 	if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
 		t.Fatalf("start: %v %q, want OK", err, out)
@@ -822,15 +814,7 @@ func TestSysVCheckConfigCleanEnvironment(t *testing.T) {
 // operator's https_proxy (socks5://) that the agent never sees made `check`
 // report a configuration error for a config that starts.
 func TestSysVCheckActionCleanEnvironment(t *testing.T) {
-	porthole := buildPorthole(t)
-	pki := mqtttest.NewPKI(t)
-	cert, key := pki.Client(t, "router-7")
-	r := newSysVRig(t, porthole, "sh", "")
-	conf := "thing_name = \"router-7\"\ndata_dir = " + shq(filepath.Join(r.dir, "state")) + "\n[mqtt]\nendpoint = \"127.0.0.1:1\"\n" +
-		"ca_file = " + shq(pki.CAFile) + "\ncert_file = " + shq(cert) + "\nkey_file = " + shq(key) + "\n[services]\nSSH = \"builtin\"\n"
-	if err := os.WriteFile(filepath.Join(r.dir, "porthole.toml"), []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	r := sysvRigWithAgent(t)
 	r.env = append(r.env, "https_proxy=socks5://operator:1080")
 	if out, err := r.run("check"); err != nil {
 		t.Errorf("check with https_proxy=socks5://... in the caller's environment only: %v %q, want ok", err, out)
@@ -840,4 +824,19 @@ func TestSysVCheckActionCleanEnvironment(t *testing.T) {
 	if out, err := r.run("check"); err == nil || !strings.Contains(out, "socks5") {
 		t.Errorf("check with https_proxy=socks5://... in /etc/default/porthole: %v %q, want the proxy refused", err, out)
 	}
+}
+
+// sysvRigWithAgent is a rig with the real porthole and a config it starts
+// with (its broker does not answer, which the agent rides out).
+func sysvRigWithAgent(t *testing.T) *sysvRig {
+	porthole := buildPorthole(t)
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.Client(t, "router-7")
+	r := newSysVRig(t, porthole, "sh", "")
+	conf := "thing_name = \"router-7\"\ndata_dir = " + shq(filepath.Join(r.dir, "state")) + "\n[mqtt]\nendpoint = \"127.0.0.1:1\"\n" +
+		"ca_file = " + shq(pki.CAFile) + "\ncert_file = " + shq(cert) + "\nkey_file = " + shq(key) + "\n[services]\nSSH = \"builtin\"\n"
+	if err := os.WriteFile(filepath.Join(r.dir, "porthole.toml"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
