@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,29 +27,11 @@ import (
 // playwright-core from the npm registry) and chromium; set PORTHOLE_BROWSER_OUT to
 // keep the screenshots.
 func TestBrowser(t *testing.T) {
-	node := stack.NeedProgram(t, "node")
-	npm := stack.NeedProgram(t, "npm")
-	chromium := stack.NeedProgram(t, "chromium")
 	start := time.Now()
-
-	web, err := filepath.Abs("web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vendor := t.TempDir()
-	for _, args := range [][]string{{npm, "ci", "--no-audit", "--no-fund"}, {node, "vendor.mjs", vendor}} {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-		cmd.Dir = web
-		out, err := cmd.CombinedOutput()
-		cancel()
-		if err != nil {
-			t.Fatalf("%s in %s: %v\n%s", strings.Join(args, " "), web, err, out)
-		}
-	}
+	node, chromium, web, vendor := browserPage(t)
 	t.Logf("npm ci and vendor: %v", time.Since(start).Round(time.Millisecond))
 
-	l := newTestLab(t, Config{Vendor: os.DirFS(vendor)}, "dev-a", "dev-b", "dev-c")
+	l := newTestLab(t, Config{Vendor: vendor}, "dev-a", "dev-b", "dev-c")
 	// dev-c was "reinstalled": the console remembers another host key for it.
 	if _, err := l.console.cfg.HostKeys.Check(context.Background(), "dev-c", newHostKey(t), ""); err != nil {
 		t.Fatal(err)
@@ -69,7 +52,7 @@ func TestBrowser(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	browserStart := time.Now()
-	err = cmd.Run()
+	err := cmd.Run()
 	t.Logf("browser.mjs (%v):\n%s", time.Since(browserStart).Round(time.Millisecond), stderr.String())
 	if err != nil {
 		t.Fatalf("browser.mjs: %v\n%s", err, stdout.String())
@@ -122,4 +105,63 @@ func TestBrowser(t *testing.T) {
 		t.Logf("screenshot: %s", s)
 	}
 	t.Logf("TestBrowser took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserPasteStaysBracketed: a clipboard that a web page in another tab has
+// written (pastejacking) holds "ESC[201~", the end of a bracketed paste, and then
+// a command with a carriage return. Pasted into a terminal whose shell has
+// bracketed paste on (bash's readline turns it on), the command must stay text on
+// the command line, as in xterm, VTE or Alacritty, which take the ESC out of a
+// paste; xterm.js 6.0.0 passes it through, and the shell runs the command.
+func TestBrowserPasteStaysBracketed(t *testing.T) {
+	node, chromium, web, vendor := browserPage(t)
+	l := newTestLab(t, Config{Vendor: vendor}, "dev-paste")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join(web, "test", "paste.mjs"))
+	cmd.Dir = web
+	cmd.Env = append(os.Environ(), "CONSOLE_URL="+l.url, "CHROMIUM="+chromium, "OUT_DIR="+t.TempDir(), "THING=dev-paste")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	t.Logf("paste.mjs:\n%s", stderr.String())
+	if err != nil {
+		t.Fatalf("paste.mjs: %v\n%s", err, stdout.String())
+	}
+	var res struct {
+		Executed bool   `json:"executed"`
+		Screen   string `json:"screen"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("paste.mjs output %q: %v", stdout.String(), err)
+	}
+	t.Logf("the terminal shows:\n%s", res.Screen)
+	if res.Executed {
+		t.Fatalf("a pasted command left the bracketed paste and ran; the terminal shows:\n%s", res.Screen)
+	}
+}
+
+// browserPage finds node and chromium and puts the page's vendored files
+// (xterm.js, from npm ci) in a temporary directory: it returns the programs,
+// the web directory and the vendored files.
+func browserPage(t *testing.T) (node, chromium, web string, vendor fs.FS) {
+	node = stack.NeedProgram(t, "node")
+	npm := stack.NeedProgram(t, "npm")
+	chromium = stack.NeedProgram(t, "chromium")
+	web, err := filepath.Abs("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, args := range [][]string{{npm, "ci", "--no-audit", "--no-fund"}, {node, "vendor.mjs", dir}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Dir = web
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("%s in %s: %v\n%s", strings.Join(args, " "), web, err, out)
+		}
+	}
+	return node, chromium, web, os.DirFS(dir)
 }

@@ -229,6 +229,19 @@
     const fit = new FitAddon.FitAddon();
     term.loadAddon(fit);
     term.open($(".term", el));
+    // A paste while the device's shell has bracketed paste on (readline does) must
+    // stay between its markers: a clipboard that a web page wrote may carry
+    // "ESC[201~", the end marker, and a command with a carriage return after it,
+    // which the shell would run. xterm.js 6.0.0 passes the ESC through; like
+    // xterm, VTE and Alacritty, the page shows it as ␛ instead. This listener
+    // sees the paste before xterm.js's own (capture, on an element around it).
+    $(".term", el).addEventListener("paste", (ev) => {
+      const text = ev.clipboardData && ev.clipboardData.getData("text/plain");
+      if (!text || !term.modes.bracketedPasteMode || !/[\x1b\x9b]/.test(text)) return; // xterm.js pastes it
+      ev.preventDefault();
+      ev.stopPropagation();
+      term.paste(text.replace(/\x1b/g, "\u241b").replace(/\x9b/g, "\u241b"));
+    }, true);
     const status = $(".status", el);
     const pasteNote = $(".paste", el);
     const pane = {

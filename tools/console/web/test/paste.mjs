@@ -1,0 +1,78 @@
+// A clipboard a web page wrote (pastejacking) must not leave the shell's bracketed
+// paste: run by the Go test TestBrowserPasteStaysBracketed
+// (tools/console/browser_test.go). Input in the environment: CONSOLE_URL,
+// CHROMIUM, OUT_DIR and THING, as for browser.mjs. It prints one JSON line of
+// results and exits non-zero on a failure of its own.
+import { chromium } from "playwright-core";
+import { mkdtempSync } from "node:fs";
+import { join } from "node:path";
+
+const env = (k, d) => process.env[k] ?? d;
+const outDir = env("OUT_DIR", "/tmp");
+const thing = env("THING", "lab-device");
+const step = (s) => console.error(`[paste] ${new Date().toISOString()} ${s}`);
+const results = {};
+
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(outDir, "chromium-")), {
+  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
+  headless: true,
+  viewport: { width: 1200, height: 800 },
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const fail = async (msg) => {
+  console.error("[paste] FAIL: " + msg);
+  await browser.close();
+  process.exit(1);
+};
+try {
+  const page = browser.pages()[0] || (await browser.newPage());
+  await page.goto(env("CONSOLE_URL"));
+  await page.locator("#open-form").waitFor({ state: "visible" });
+  step(`open a tunnel to ${thing} and log in`);
+  await page.fill("#open-thing", thing);
+  await page.click("#open-submit");
+  const row = page.locator(`#tunnel-rows tr[data-thing="${thing}"]`).last();
+  await row.locator("td.state-ready").waitFor({ timeout: 30000 });
+  await row.locator("button.terminal").click();
+  await page.click("#login-submit");
+  const pane = page.locator("section.pane.active");
+  const screen = () => pane.locator(".xterm-rows").innerText();
+  const waitScreen = async (re, what) => {
+    for (const deadline = Date.now() + 20000; ;) {
+      const text = await screen();
+      if (re.test(text)) return;
+      if (Date.now() > deadline) await fail(`no ${what}; the terminal shows:\n${text}`);
+      await page.waitForTimeout(100);
+    }
+  };
+  await waitScreen(/[#$] *$/m, "shell prompt");
+  // bash's readline turns bracketed paste on with its prompt (\e[?2004h).
+  await page.waitForFunction(() => {
+    const t = document.querySelector("section.pane.active .xterm-helper-textarea");
+    return t !== null;
+  });
+
+  step("paste a clipboard that carries the end of a bracketed paste");
+  await page.evaluate(() => {
+    const ta = document.querySelector("section.pane.active .xterm-helper-textarea");
+    const dt = new DataTransfer();
+    dt.setData("text/plain", "echo harmless\x1b[201~\recho pwned-$((6*7))\r");
+    ta.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }));
+  });
+  await page.waitForTimeout(1500);
+  // Whatever was left on the command line goes; then a marker shows that the
+  // shell has read everything before it.
+  await pane.locator(".xterm-helper-textarea").focus();
+  await page.keyboard.press("Control+C");
+  await page.keyboard.type("echo marker-$((2*2))");
+  await page.keyboard.press("Enter");
+  await waitScreen(/^marker-4\s*$/m, "the marker");
+  const text = await screen();
+  results.executed = /^pwned-42\s*$/m.test(text);
+  results.screen = text;
+  console.log(JSON.stringify(results));
+} catch (e) {
+  await fail(e.stack || String(e));
+}
+await browser.close();
