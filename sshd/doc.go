@@ -112,9 +112,11 @@
 // shell starts sets the size the shell starts with. The environment is
 // HOME, USER, LOGNAME, SHELL, PATH, TERM, SSH_CLIENT, SSH_CONNECTION,
 // SSH_TTY, SSH_ORIGINAL_COMMAND (with a forced command), SSH_AUTH_SOCK
-// (with agent forwarding) and client variables matching AcceptEnv. As with
-// OpenSSH, a home directory the user may not enter is reported and the
-// session runs in / instead. Pty terminal modes sent by the client are
+// (with agent forwarding), MAIL, the server's TZ and client variables
+// matching AcceptEnv. As with OpenSSH, a home directory that is missing, not
+// a directory or one the user may not enter is reported and the session runs
+// in / instead, and the process umask gets group and world write added at
+// the first Serve (sessions' programs inherit it). Pty terminal modes sent by the client are
 // applied (line speeds aside), and there are no MOTD, lastlog, utmp records,
 // rc files or X11 forwarding. As with OpenSSH, a session stays open while a
 // background process still holds the command's output. When the client goes

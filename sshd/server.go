@@ -34,7 +34,9 @@ const serverVersion = "OpenSSH_porthole"
 // Server is an SSH server. Set its fields, then call Serve or ServeConn; the
 // fields must not change afterwards. The zero value refuses every login
 // (there is no host key either, so Serve returns an error until DataDir or
-// HostKeyFiles is set).
+// HostKeyFiles is set). Its first Serve or ServeConn adds group and world
+// write to the process umask, as OpenSSH's sshd does at start: sessions'
+// programs and in-process SFTP and scp create files under it.
 type Server struct {
 	// DataDir is the directory of the ed25519 host key (HostKeyFile). The key
 	// is made on first start, written atomically with mode 0600, and reused
@@ -232,6 +234,12 @@ func (s *Server) init() error {
 }
 
 func (s *Server) setup() error {
+	// sshd.c: "Ensure that umask disallows at least group and world write".
+	// Every session's program inherits the process umask (Go's exec has no
+	// umask of its own for a child), and a server started under umask 0 or
+	// 002 (a wrapper, a supervisor, an operator's shell) gave every login
+	// world- or group-writable new files.
+	syscall.Umask(syscall.Umask(0o077) | 0o022)
 	if s.Ciphers != nil {
 		if err := CheckCiphers(s.Ciphers); err != nil {
 			return fmt.Errorf("sshd: %w", err)

@@ -424,10 +424,17 @@ func (sess *session) start(reqType, arg string) (err error) {
 	return sess.startProcess(a, cmdline, kind == "shell", extraEnv)
 }
 
-// environment builds a program's environment: accepted client variables,
-// then the standard ones (which win).
+// environment builds a program's environment: the server's TZ, accepted
+// client variables, then the standard ones (later ones win).
 func (sess *session) environment(a *account, shell string, extra []string) []string {
-	env := append([]string(nil), sess.env...)
+	var env []string
+	// The server's own time zone is the one variable of its environment that
+	// sessions get, as OpenSSH's do_setup_env passes its TZ on: a device whose
+	// libc reads no zone file is set up so. A client's (AcceptEnv) comes after.
+	if tz, ok := os.LookupEnv("TZ"); ok {
+		env = append(env, "TZ="+tz)
+	}
+	env = append(env, sess.env...)
 	pathVar := "/usr/local/bin:/usr/bin:/bin"
 	if a.UID == 0 {
 		pathVar = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -517,22 +524,16 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		return sess.startPipes(cmd, a, cred, shell, extraEnv)
 	}
 	dir := workDir(a)
+	if dir != a.Home {
+		// No such directory: OpenSSH's do_child says so too (and runs the
+		// session in /), or a command meant for the home ran in / unnoticed.
+		sess.chdirFailed(a.Home, homeError(a.Home))
+	}
 	err := startIn(dir)
 	if err != nil && dir != "/" && errors.Is(err, syscall.EACCES) {
 		// The home exists but the user may not enter it (the child
-		// changes directory after taking the user's ids). OpenSSH's
-		// do_child says so on the program's stderr, before exec, and runs
-		// the session in / instead. So it is sent before the program
-		// starts (after, it raced the program's first output), and on a
-		// pty as terminal output, where do_child's stderr is: extended
-		// data is no terminal's, and a client may order it apart from the
-		// data (x/crypto's CombinedOutput did: the message after "/").
-		var w io.Writer = sess.ch.Stderr()
-		nl := "\n"
-		if sess.ptyReq != nil {
-			w, nl = sess.ch, "\r\n"
-		}
-		fmt.Fprintf(w, "Could not chdir to home directory %s: %v%s", dir, syscall.EACCES, nl)
+		// changes directory after taking the user's ids).
+		sess.chdirFailed(dir, syscall.EACCES)
 		err = startIn("/")
 	}
 	var pe *os.PathError
@@ -566,6 +567,22 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		}
 	}
 	return err
+}
+
+// chdirFailed tells the client that the session runs in / because its home
+// directory could not be entered. OpenSSH's do_child says so on the
+// program's stderr, before exec. So it is sent before the program starts
+// (after, it raced the program's first output), and on a pty as terminal
+// output, where do_child's stderr is: extended data is no terminal's, and a
+// client may order it apart from the data (x/crypto's CombinedOutput did:
+// the message after "/").
+func (sess *session) chdirFailed(home string, err error) {
+	var w io.Writer = sess.ch.Stderr()
+	nl := "\n"
+	if sess.ptyReq != nil {
+		w, nl = sess.ch, "\r\n"
+	}
+	fmt.Fprintf(w, "Could not chdir to home directory %s: %s%s", home, strerror(err), nl)
 }
 
 // startError is the error for cmd, a shell, failing to start. It is logged,

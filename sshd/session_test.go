@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/crypto/bcrypt"
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 )
@@ -462,5 +463,106 @@ func TestSessionStartAtProcessLimit(t *testing.T) {
 	o, _, code := run(t, e.login("root"), "echo ok", "")
 	if o != "ok\n" || code != 0 {
 		t.Errorf("root after alice's failure: %q, exit %d", o, code)
+	}
+}
+
+// TestSessionUmask: as OpenSSH's sshd (sshd.c: umask(0077) | 0022), a
+// session's programs get at least group and world write masked, whatever
+// umask the server was started with (a supervisor or a wrapper that runs
+// it under umask 0 or 002); a stricter one is kept.
+func TestSessionUmask(t *testing.T) {
+	for _, tc := range []struct {
+		server int
+		want   string
+	}{
+		{0, "0022"},
+		{0o002, "0022"},
+		{0o027, "0027"},
+		{0o077, "0077"},
+	} {
+		withUmask(t, tc.server)
+		e := newEnv(t, nil)
+		users := []string{"root"}
+		if os.Geteuid() == 0 {
+			users = append(users, "alice")
+		}
+		for _, u := range users {
+			out, _, code := run(t, e.login(u), "umask", "")
+			if got := strings.TrimSpace(out); code != 0 || got != tc.want {
+				t.Errorf("server umask %04o: %s's session umask = %q (exit %d), want %s", tc.server, u, got, code, tc.want)
+			}
+		}
+	}
+}
+
+// TestSessionTimeZone: the server's TZ reaches sessions, as OpenSSH's
+// do_setup_env passes its own TZ on; nothing else of its environment does.
+func TestSessionTimeZone(t *testing.T) {
+	t.Setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")
+	t.Setenv("GOMAXPROCS", "1")
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	t.Setenv("https_proxy", "http://user:secret@proxy:3128")
+	e := newEnv(t, nil)
+	out, _, code := run(t, e.login("root"), "env", "")
+	if code != 0 {
+		t.Fatalf("env exited %d", code)
+	}
+	env := strings.Split(strings.TrimSpace(out), "\n")
+	if !slices.Contains(env, "TZ=CET-1CEST,M3.5.0,M10.5.0/3") {
+		t.Errorf("the server's TZ is not in the session's environment:\n%s", out)
+	}
+	for _, name := range []string{"GOMAXPROCS=", "NOTIFY_SOCKET=", "https_proxy="} {
+		if slices.ContainsFunc(env, func(v string) bool { return strings.HasPrefix(v, name) }) {
+			t.Errorf("the server's %s leaked into the session:\n%s", name, out)
+		}
+	}
+}
+
+// TestHomeMissing: a home directory that does not exist, or is not a
+// directory, runs the session in / with OpenSSH's do_child message ("Could
+// not chdir to home directory"), on stderr or on the terminal; HOME is still
+// the passwd file's.
+func TestHomeMissing(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		setup func(home string) error
+		why   string
+	}{
+		{"missing", os.RemoveAll, "No such file or directory"},
+		{"a file", func(home string) error {
+			if err := os.RemoveAll(home); err != nil {
+				return err
+			}
+			return os.WriteFile(home, nil, 0o644)
+		}, "Not a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(_ *testEnv, s *Server) { s.PasswordHashes = map[string]string{"root": string(hash)} })
+			home := e.home("root")
+			if err := tc.setup(home); err != nil {
+				t.Fatal(err)
+			}
+			c, err := e.dial("root", gossh.Password("pw"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			want := "Could not chdir to home directory " + home + ": " + tc.why
+			out, errOut, code := run(t, c, "pwd; echo $HOME", "")
+			if code != 0 || out != "/\n"+home+"\n" || errOut != want+"\n" {
+				t.Errorf("pwd; echo $HOME = %q, stderr %q, exit %d; want %q, stderr %q", out, errOut, code, "/\n"+home+"\n", want+"\n")
+			}
+			s := openSession(t, c)
+			if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := s.CombinedOutput("pwd"); err != nil || string(b) != want+"\r\n/\r\n" {
+				t.Errorf("pwd on a pty = %q, %v; want %q", b, err, want+"\r\n/\r\n")
+			}
+		})
 	}
 }

@@ -405,8 +405,25 @@ func (s *Server) groupID(name string) (uint32, bool) {
 
 // workDir is where a session starts: the home directory if it exists, else /.
 func workDir(a *account) string {
-	if fi, err := os.Stat(a.Home); err == nil && fi.IsDir() {
+	if homeError(a.Home) == nil {
 		return a.Home
 	}
 	return "/"
+}
+
+// homeError is why home is no directory to start in, as chdir(2) would say
+// (ENOENT, ENOTDIR), or nil.
+func homeError(home string) error {
+	fi, err := os.Stat(home)
+	switch {
+	case err != nil:
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			return errno
+		}
+		return err
+	case !fi.IsDir():
+		return syscall.ENOTDIR
+	}
+	return nil
 }
