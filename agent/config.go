@@ -468,8 +468,14 @@ func localForwardPolicy(entries []string) (func(user string, dest netip.AddrPort
 			if ap, err := netip.ParseAddrPort(e); err == nil {
 				addrPorts = append(addrPorts, ap)
 			} else if p, err := netip.ParsePrefix(e); err == nil {
+				// The destination is checked unmapped (sshd's resolve):
+				// ::ffff:a.b.c.d/N is the IPv4 block a.b.c.d/(N-96).
+				if p.Addr().Is4In6() && p.Bits() >= 96 {
+					p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+				}
 				prefixes = append(prefixes, p)
 			} else if a, err := netip.ParseAddr(e); err == nil {
+				a = a.Unmap()
 				prefixes = append(prefixes, netip.PrefixFrom(a, a.BitLen()))
 			} else {
 				return nil, fmt.Errorf("entry %q: want loopback, any, an address, a CIDR prefix or address:port", e)

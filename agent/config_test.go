@@ -302,3 +302,23 @@ func TestTunnelEndpointIPv6WithoutBrackets(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardPolicyMappedEntries: sshd checks the destination as an
+// IPv4 address (it unmaps ::ffff:a.b.c.d), so an IPv4-mapped entry of
+// ssh.permit_local_forward must allow its IPv4 address, as a mapped
+// address:port entry already does, instead of silently allowing nothing.
+func TestForwardPolicyMappedEntries(t *testing.T) {
+	dest := netip.MustParseAddrPort("10.0.0.5:22")
+	for _, e := range []string{"[::ffff:10.0.0.5]:22", "::ffff:10.0.0.5", "::ffff:10.0.0.0/120"} {
+		permit, err := localForwardPolicy([]string{e})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !permit("root", dest) {
+			t.Errorf("entry %q refuses %v", e, dest)
+		}
+		if permit("root", netip.MustParseAddrPort("10.0.1.5:22")) {
+			t.Errorf("entry %q allows 10.0.1.5", e)
+		}
+	}
+}
