@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -340,12 +342,17 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 			// principals= at all allows the login name.
 			o.Principals = append([]string{}, splitList(val)...)
 		case "permitopen":
-			if _, _, err := splitHostPortPattern(val); err != nil {
+			v, err := permitEntry(val, false)
+			if err != nil {
 				return o, fmt.Errorf("option permitopen: %w", err)
 			}
-			o.PermitOpen = append(o.PermitOpen, val)
+			o.PermitOpen = append(o.PermitOpen, v)
 		case "permitlisten":
-			o.PermitListen = append(o.PermitListen, val)
+			v, err := permitEntry(val, true)
+			if err != nil {
+				return o, fmt.Errorf("option permitlisten: %w", err)
+			}
+			o.PermitListen = append(o.PermitListen, v)
 		case "expiry-time":
 			t, err := parseExpiry(val)
 			if err != nil {
@@ -447,6 +454,53 @@ func parseExpiry(v string) (time.Time, error) {
 		return time.Time{}, errBadExpiry // time's error quotes v
 	}
 	return t, nil
+}
+
+// errPermitPort refuses a permitopen= or permitlisten= port that is not one,
+// as sshd does ("invalid permission port"): the key is not usable.
+var errPermitPort = errors.New("port must be *, 1-65535 or a service name")
+
+// permitEntry checks a permitopen= (or, with bare, permitlisten=) value and
+// returns it with its port as a decimal number: sshd reads the port with
+// a2port, so "022" and "ssh" are port 22 there too. A permitlisten= value
+// without a host (a bare port) is kept as it is: any host.
+func permitEntry(val string, bare bool) (string, error) {
+	if bare && !strings.Contains(val, ":") {
+		return permitPort(val)
+	}
+	host, port, err := splitHostPortPattern(val)
+	if err != nil {
+		return "", err
+	}
+	if port, err = permitPort(port); err != nil {
+		return "", err
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return host + ":" + port, nil
+}
+
+// permitPort is a permit list port as a decimal number, or "*".
+func permitPort(p string) (string, error) {
+	if p == "*" {
+		return p, nil
+	}
+	if p != "" && strings.Trim(p, "0123456789") == "" {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return "", errPermitPort
+		}
+		return strconv.FormatUint(n, 10), nil
+	}
+	if p == "" || strings.Trim(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+") != "" {
+		return "", errPermitPort
+	}
+	n, err := net.LookupPort("tcp", p)
+	if err != nil || n <= 0 {
+		return "", errPermitPort
+	}
+	return strconv.Itoa(n), nil
 }
 
 // splitHostPortPattern splits a permitopen value "host:port", "[v6]:port" or

@@ -43,6 +43,10 @@
 //     no-port-forwarding, no-agent-forwarding, restrict (with pty,
 //     port-forwarding, agent-forwarding), permitopen=, permitlisten=,
 //     expiry-time=, cert-authority with principals=, no-touch-required.
+//     As in sshd, a permitopen= or permitlisten= port is a number or a
+//     service name (a line with another is unusable), permitopen= hosts
+//     are compared as written, and permitlisten= hosts are patterns that
+//     the requested host, in lower case, must match.
 //     no-X11-forwarding, no-user-rc, environment= and tunnel= are accepted
 //     and ignored (no such features here); verify-required and unknown
 //     options make the line unusable, as do, like sshd, two command=, from=

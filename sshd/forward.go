@@ -487,16 +487,21 @@ func (s *Server) handleCancelTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Se
 	return ok, nil
 }
 
-// permitListenMatch applies permitlisten="[host:]port" entries.
+// permitListenMatch applies permitlisten="[host:]port" entries. As in
+// sshd's remote_open_match, the host is a pattern (with * and ?) that the
+// requested host, in lower case, must match; a bare port is any host.
 func permitListenMatch(list []string, host string, port uint32) bool {
+	host = strings.ToLower(host)
 	for _, e := range list {
-		h, p := "", e
-		if i := len(e) - 1; i >= 0 {
-			if hh, pp, err := splitHostPortPattern(e); err == nil {
-				h, p = hh, pp
+		h, p := "*", e
+		if strings.Contains(e, ":") {
+			hh, pp, err := splitHostPortPattern(e)
+			if err != nil {
+				continue
 			}
+			h, p = hh, pp
 		}
-		if h != "" && h != "*" && h != host {
+		if !matchPattern(host, h) {
 			continue
 		}
 		if p == "*" || p == strconv.FormatUint(uint64(port), 10) {

@@ -573,3 +573,103 @@ func TestLocalForwardTriesEachAddress(t *testing.T) {
 	}
 	echoThrough(t, fc)
 }
+
+// TestForwardSpellingsNeverDialDisallowed: probe spellings of the loopback
+// and of other places; whatever is dialled must be loopback (the default
+// policy), and no spelling may turn a refused place into a dialled one.
+func TestForwardSpellingsNeverDialDisallowed(t *testing.T) {
+	var mu sync.Mutex
+	var dialled []string
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.lookup = func(_ context.Context, _, host string) ([]netip.Addr, error) {
+			// A name with a disallowed address first and an allowed one after.
+			return []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("::ffff:10.1.1.1"), netip.MustParseAddr("127.0.0.1")}, nil
+		}
+		s.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dialled = append(dialled, addr)
+			mu.Unlock()
+			return nil, &net.OpError{Op: "dial", Err: net.UnknownNetworkError("test")}
+		}
+	})
+	c := e.login("root")
+	for _, h := range []string{"0.0.0.0", "::", "::ffff:0.0.0.0", "::ffff:7f00:1", "::ffff:127.0.0.1", "fe80::1%lo",
+		"::1%eth0", "::127.0.0.1", "64:ff9b::7f00:1", "mixed.example", "127.1", "0", "2130706433", "0x7f000001"} {
+		fc, err := c.Dial("tcp", net.JoinHostPort(h, "22"))
+		if err == nil {
+			fc.Close()
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range dialled {
+		ap := netip.MustParseAddrPort(a)
+		if !ap.Addr().IsLoopback() {
+			t.Errorf("dialled %s", a)
+		}
+	}
+	t.Logf("dialled %q", dialled)
+}
+
+// TestPermitOpenPortSpellings: sshd reads a permitopen= or
+// permitlisten= port with a2port: a decimal number (leading zeros allowed)
+// or a service name, so "host:022" and "host:ssh" are port 22.
+func TestPermitOpenPortSpellings(t *testing.T) {
+	echo := echoServer(t)
+	host, port, _ := net.SplitHostPort(echo)
+	e := newEnv(t, nil)
+	e.writeAuthorizedKeys("root", authorizedLine(`permitopen="`+host+`:00`+port+`"`, e.key.PublicKey()))
+	if !tryForward(t, e.login("root"), echo) {
+		t.Errorf(`permitopen="%s:00%s" refused the forward to %s`, host, port, echo)
+	}
+	o, err := parseKeyOptions([]string{`permitopen="localhost:ssh"`, `permitlisten="ssh"`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !permitOpenMatch(o.PermitOpen, "localhost", 22) {
+		t.Errorf(`permitopen="localhost:ssh" does not allow localhost:22 (%q)`, o.PermitOpen)
+	}
+	if !permitListenMatch(o.PermitListen, "localhost", 22) {
+		t.Errorf(`permitlisten="ssh" does not allow localhost:22 (%q)`, o.PermitListen)
+	}
+}
+
+// TestPermitBadPortRefusesLine: sshd refuses a line whose permitopen=
+// or permitlisten= port is not one (handle_permit: "invalid permission
+// port"), where porthole let the key log in.
+func TestPermitBadPortRefusesLine(t *testing.T) {
+	for _, opt := range []string{`permitopen="localhost:22x"`, `permitopen="localhost:0"`, `permitopen="localhost:70000"`,
+		`permitlisten="22x"`, `permitlisten="localhost:0"`, `permitlisten=""`} {
+		if _, err := parseKeyOptions([]string{opt}); err == nil {
+			t.Errorf("%s accepted", opt)
+		}
+	}
+}
+
+// TestPermitListenPatterns: sshd(8): permitlisten "Hostnames may
+// include wildcards as described in the PATTERNS section in ssh_config(5)",
+// and the requested host is matched in lower case (remote_open_match).
+func TestPermitListenPatterns(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+	})
+	port := freePortIn(t, 20000, 30000)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for _, opts := range []string{
+		`permitlisten="127.0.0.*:` + strconv.Itoa(port) + `"`,
+		`permitlisten="127.0.0.?:*"`,
+	} {
+		e.writeAuthorizedKeys("root", authorizedLine(opts, e.key.PublicKey()))
+		c := e.login("root")
+		if !tryListen(c, addr) {
+			t.Errorf("%s: tcpip-forward %s refused", opts, addr)
+		}
+		c.Close()
+	}
+	if !permitListenMatch([]string{"localhost:8080"}, "LocalHost", 8080) {
+		t.Error(`permitlisten="localhost:8080" refuses "LocalHost"`)
+	}
+	if permitListenMatch([]string{"127.0.0.*:8080"}, "127.0.1.1", 8080) {
+		t.Error("pattern matched too much")
+	}
+}
