@@ -118,8 +118,16 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	signal.Notify(hup, syscall.SIGHUP)
+	// A log output that goes away (the reader of a stderr pipe: logger in a
+	// pipeline, a supervisor's log service restarted) must not end the agent:
+	// Go kills a program whose write to fd 1 or 2 gets EPIPE unless SIGPIPE is
+	// handled. Handled, not ignored: an ignored signal stays ignored across
+	// exec, and the programs of SSH sessions need SIGPIPE at its default.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
 	defer signal.Stop(stop)
 	defer signal.Stop(hup)
+	defer signal.Stop(pipe)
 	cfg, path, err := configFlag("agent", args, stdout, stderr, nil)
 	if err != nil {
 		return err

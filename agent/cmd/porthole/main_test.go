@@ -451,20 +451,7 @@ func TestCloseInheritedOnExec(t *testing.T) {
 // been called, though Stop puts SIG_IGN back, so a second -count run hung.)
 func childPorthole(t *testing.T, args ...string) (*exec.Cmd, <-chan string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	err = cmd.Start()
-	signal.Stop(hup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	cmd, stderr := startChild(t, args...)
 	lines := make(chan string, 1000)
 	go func() {
 		defer close(lines)
@@ -474,4 +461,26 @@ func childPorthole(t *testing.T, args ...string) (*exec.Cmd, <-chan string) {
 		}
 	}()
 	return cmd, lines
+}
+
+// startChild starts this test binary as porthole with args and returns it and
+// the read end of its stderr; it is killed at the test's end.
+func startChild(t *testing.T, args ...string) (*exec.Cmd, io.ReadCloser) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Started with SIGHUP caught here, as the tests that send it expect.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	err = cmd.Start()
+	signal.Stop(hup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, stderr
 }

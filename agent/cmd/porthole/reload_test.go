@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -213,5 +214,31 @@ func TestSIGHUPDuringStartDoesNotKill(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("after SIGTERM: %v, want exit 0:\n%s", err, strings.Join(logged, "\n"))
+	}
+}
+
+// The agent's log output (its stderr, a pipe to a logger) goes away: the
+// agent goes on, as logWriter promises of a destination that stops taking
+// lines. Go kills a program whose write to fd 2 fails with EPIPE unless it
+// handles SIGPIPE: the next line (a reload's, here) ended the agent, every
+// login it served with it, without its stop.
+func TestAgentSurvivesLogPipeClosed(t *testing.T) {
+	path, _ := deviceConfig(t)
+	cmd, r := startChild(t, "agent", "-c", path)
+	exited := make(chan *os.ProcessState, 1)
+	go func() { st, _ := cmd.Process.Wait(); exited <- st }()
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "porthole agent started") {
+			break
+		}
+	}
+	r.Close() // the logger goes away
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGHUP) // a reload, which logs a line
+	select {
+	case st := <-exited:
+		t.Fatalf("the agent exited when its log output went away: %v", st)
+	case <-time.After(2 * time.Second):
 	}
 }
