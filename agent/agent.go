@@ -401,13 +401,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	return mqttErr
 }
 
+// sshCloseWait is how long the agent's stop waits for the SSH connections it
+// has closed to end: more than sshd's leaveDelay (2 s).
+const sshCloseWait = 3 * time.Second
+
 func (a *Agent) shutdownSSH() {
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := a.ssh.Shutdown(sctx); err != nil {
 		a.ssh.Close()
-		// Give the closed connections a moment to end, and send their events.
-		cctx, ccancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		// Give the closed connections time to end, and send their events: a
+		// session whose program ignores the hangup ends sshd's leaveDelay (2 s)
+		// after it, and the connections of ssh.listen, unlike the tunnel's
+		// (sshConns), are waited for only here.
+		cctx, ccancel := context.WithTimeout(context.Background(), sshCloseWait)
 		a.ssh.Shutdown(cctx)
 		ccancel()
 	}

@@ -12,13 +12,13 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	gossh "golang.org/x/crypto/ssh"
-
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // Malformed notifications are published as notification-rejected events with the
@@ -273,5 +273,64 @@ func TestEventQueueReportsEventsLeftAtStop(t *testing.T) {
 	defer mu.Unlock()
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "unsent=3") {
 		t.Errorf("3 events left unsent at stop, log says:\n%s", logs.String())
+	}
+}
+
+// Stopping the agent with a session on ssh.listen whose program ignores the
+// hangup: the session ends sshd's leaveDelay (2 s) after it, and its
+// ssh-session-end must be published before the agent stops, as a tunnel
+// session's is. The stop waited only 500 ms for the closed connections: Run
+// returned with the session's goroutines still running, and its end event
+// came after the last flush of the queue, never published.
+func TestStopWaitsForListenSessionIgnoringHangup(t *testing.T) {
+	e := newAgentEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	e.cfg.SSH.Listen = addr
+	_, stop := e.start(t)
+	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	sess, err := client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Start("trap '' HUP; sleep 8"); err != nil {
+		t.Fatal(err)
+	}
+	e.broker.waitEvent(t, "ssh-session-start", nil)
+	start := time.Now()
+	stop()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the agent took %v to stop; porthole agent exits after 5 s", d)
+	}
+	// Anything published came before the stop: MQTT disconnects last.
+	time.Sleep(200 * time.Millisecond)
+	e.broker.mu.Lock()
+	var got []string
+	var end *Event
+	for _, ev := range e.broker.events {
+		got = append(got, ev.Type)
+		if ev.Type == "ssh-session-end" {
+			end = &ev
+		}
+	}
+	e.broker.mu.Unlock()
+	if end == nil {
+		t.Fatalf("no ssh-session-end published before the agent stopped; events %v", got)
+	}
+	// The program is left running, as OpenSSH leaves it: not this test's business.
+	if i := strings.Index(end.SSH.Reason, "process group "); i >= 0 {
+		var pgid int
+		if _, err := fmt.Sscanf(end.SSH.Reason[i:], "process group %d", &pgid); err == nil && pgid > 1 {
+			syscall.Kill(-pgid, syscall.SIGKILL)
+		}
 	}
 }
