@@ -183,6 +183,9 @@ func Warnings(cfg *Config) []string {
 	if fi, err := os.Stat(cfg.MQTT.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		out = append(out, fmt.Sprintf("mqtt.key_file %s has mode %04o: other local users can read the device's identity key (chmod 600)", cfg.MQTT.KeyFile, fi.Mode().Perm()))
 	}
+	if w := notify.EndpointWarning(cfg.MQTT.Endpoint); w != "" {
+		out = append(out, "mqtt.endpoint: "+w)
+	}
 	out = append(out, TLSOffWarnings(cfg.Tunnel.Endpoint, cfg.Tunnel.InsecureSkipVerify, cfg.Tunnel.AllowInsecureWebSocket,
 		cfg.Tunnel.HTTPSProxy != "", "tunnel.insecure_skip_verify", "tunnel.endpoint")...)
 	return append(out, startWarnings(cfg)...)

@@ -275,3 +275,31 @@ func TestDataDirWarning(t *testing.T) {
 		}
 	}
 }
+
+// AWS IoT's legacy endpoint, what aws iot describe-endpoint returns without
+// --endpoint-type, passes every check, and then fails each TLS handshake
+// against the Amazon Root CA 1 of mqtt.ca_file: check-config and the agent's
+// start say so.
+func TestLegacyEndpointWarned(t *testing.T) {
+	cfg := checkConfig(t, "")
+	for _, tc := range []struct {
+		endpoint string
+		warn     bool
+	}{
+		{"a1b2c3d4e5f6g7.iot.eu-west-1.amazonaws.com:8883", true},
+		{"mqtts://a1b2c3d4e5f6g7.iot.eu-west-1.amazonaws.com:443", true},
+		{"a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com:8883", false},
+	} {
+		cfg.MQTT.Endpoint = tc.endpoint
+		if err := Check(cfg); err != nil {
+			t.Fatalf("%s: Check = %v", tc.endpoint, err)
+		}
+		found := false
+		for _, w := range Warnings(cfg) {
+			found = found || strings.HasPrefix(w, "mqtt.endpoint: ") && strings.Contains(w, "legacy") && strings.Contains(w, "--endpoint-type iot:Data-ATS")
+		}
+		if found != tc.warn {
+			t.Errorf("%s: Warnings = %q; a legacy-endpoint warning: %v, want %v", tc.endpoint, Warnings(cfg), found, tc.warn)
+		}
+	}
+}

@@ -208,7 +208,7 @@ func (l *Listener) serverDisconnect(d *paho.Disconnect) {
 		attrs = append(attrs, "hint", "another client connected with client id "+quoteShort(l.cfg.ClientID)+
 			"; each device needs its own")
 	case 0x87:
-		attrs = append(attrs, "hint", "an operation was not authorized; "+subscribePolicyHint(l.cfg.ThingName, l.topic)+
+		attrs = append(attrs, "hint", "an operation was not authorized; "+subscribePolicyHint(l.cfg.ThingName, l.cfg.ClientID, l.topic)+
 			"; publishing events needs iot:Publish on topic/<event topic>")
 	}
 	l.log.Warn("mqtt broker closed the connection", attrs...)

@@ -55,12 +55,19 @@ func reasonText(code byte) string {
 // "topic/"; mixing them up is the most common set-up failure (DESIGN.md
 // "Where this comes from", spec/secure-tunneling.md §4).
 
-func subscribePolicyHint(thing, topic string) string {
-	return fmt.Sprintf("the device's IoT policy must allow iot:Subscribe on "+
+func subscribePolicyHint(thing, clientID, topic string) string {
+	hint := fmt.Sprintf("the device's IoT policy must allow iot:Subscribe on "+
 		"arn:aws:iot:REGION:ACCOUNT:topicfilter/%s and iot:Receive on "+
 		"arn:aws:iot:REGION:ACCOUNT:topic/%s (topicfilter/ for Subscribe, topic/ for Receive; "+
 		"a policy shared by all devices can write ${iot:Connection.Thing.ThingName} for %s)",
 		topic, topic, thing)
+	if clientID != "" && clientID != thing {
+		// AWS IoT, thing policy variables: with a client id other than the
+		// thing name the variable does not resolve, and the policy matches
+		// nothing.
+		hint += fmt.Sprintf("; ${iot:Connection.Thing.ThingName} resolves only when the MQTT client id is the thing name, and the client id is %s", quoteShort(clientID))
+	}
+	return hint
 }
 
 func connectPolicyHint(clientID string) string {

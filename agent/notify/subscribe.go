@@ -17,6 +17,7 @@ import (
 type SubscribeError struct {
 	_            [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	Thing        string
+	ClientID     string // the MQTT client id; empty or Thing: the same
 	Topic        string
 	Reason       byte   // the SUBACK reason code, ≥ 0x80
 	ReasonString string // the broker's explanation, often empty
@@ -28,7 +29,7 @@ func (e *SubscribeError) Error() string {
 		msg += ": " + e.ReasonString
 	}
 	if e.Reason == 0x87 {
-		msg += "; " + subscribePolicyHint(e.Thing, e.Topic)
+		msg += "; " + subscribePolicyHint(e.Thing, e.ClientID, e.Topic)
 	}
 	return msg
 }
@@ -58,7 +59,7 @@ func (l *Listener) subscribe(ctx context.Context, cli *paho.Client) {
 			// broker that drops the connection instead of refusing in the
 			// SUBACK (AWS IoT Core does with MQTT 3.1.1) leaves only this.
 			l.log.Warn("mqtt connection closed while subscribing; if this repeats, the subscription may be forbidden",
-				"topic", l.topic, "error", err, "hint", subscribePolicyHint(l.cfg.ThingName, l.topic))
+				"topic", l.topic, "error", err, "hint", subscribePolicyHint(l.cfg.ThingName, l.cfg.ClientID, l.topic))
 		} else {
 			l.log.Error("notify subscription failed; no notification can arrive until it succeeds",
 				"topic", l.topic, "error", err, "attempt", attempt+1, "retry_in", wait)
@@ -86,7 +87,7 @@ func connectionGone(err error) bool {
 // broker answered with a refusal.
 func (l *Listener) subscribeError(sa *paho.Suback, err error) error {
 	if sa != nil && len(sa.Reasons) > 0 && sa.Reasons[0] >= 0x80 {
-		se := &SubscribeError{Thing: l.cfg.ThingName, Topic: l.topic, Reason: sa.Reasons[0]}
+		se := &SubscribeError{Thing: l.cfg.ThingName, ClientID: l.cfg.ClientID, Topic: l.topic, Reason: sa.Reasons[0]}
 		if sa.Properties != nil {
 			se.ReasonString = sa.Properties.ReasonString
 		}

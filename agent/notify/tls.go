@@ -49,6 +49,9 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
+		if err := notPEM(c.CAFile, caPEM, "openssl x509"); err != nil {
+			return nil, &ConfigError{Field: "CAFile", Err: err}
+		}
 		return nil, configErr("CAFile", "%s holds no PEM certificate", c.CAFile)
 	}
 	certPEM, _, err := ReadRegularFile(c.CertFile, maxPEMFile)
@@ -56,6 +59,9 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 		return nil, &ConfigError{Field: "CertFile", Err: err}
 	}
 	if err := bomError(c.CertFile, certPEM); err != nil {
+		return nil, &ConfigError{Field: "CertFile", Err: err}
+	}
+	if err := notPEM(c.CertFile, certPEM, "openssl x509"); err != nil {
 		return nil, &ConfigError{Field: "CertFile", Err: err}
 	}
 	keyPEM, _, err := ReadRegularFile(c.KeyFile, maxPEMFile)
@@ -75,7 +81,17 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 			return nil, configErr("CertFile", "the first certificate in %s is not the one of the key %s, a later one is: "+
 				"put the device certificate first, then the intermediate certificates", c.CertFile, c.KeyFile)
 		}
+		if ca := firstCert(certPEM); ca != nil && ca.IsCA {
+			// AmazonRootCA1.pem where the device certificate belongs: Go says
+			// only that the key does not match, which points at the key.
+			return nil, configErr("CertFile", "%s holds a CA certificate (%s), not the device certificate: put the device's own "+
+				"certificate there (from AWS IoT, the file ending in -certificate.pem.crt), and the CA in the CA file", c.CertFile, ca.Subject)
+		}
 		return nil, configErr("CertFile", "loading the key pair %s and %s: %w", c.CertFile, c.KeyFile, err)
+	}
+	if cert.Leaf != nil && onlyCert(caPEM, cert.Leaf.Raw) {
+		return nil, configErr("CAFile", "%s holds the device certificate, not the CA that signs the broker's "+
+			"certificate: for AWS IoT Core, Amazon Root CA 1 (https://www.amazontrust.com/repository/AmazonRootCA1.pem)", c.CAFile)
 	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
@@ -100,16 +116,90 @@ func bomError(path string, b []byte) error {
 		"remove those three bytes (sed -i '1s/^\\xEF\\xBB\\xBF//' %s)", path, path)
 }
 
-// keyFileProblem says what tls.X509KeyPair would only call "failed to parse
-// private key": a key encrypted with a passphrase or in OpenSSH's format. It
-// looks at the first private key block, as X509KeyPair does; nil leaves the
-// rest to X509KeyPair.
-func keyFileProblem(path string, b []byte) error {
-	for rest := b; ; {
+// utf16BOMs are the byte order marks of a file saved as UTF-16 (Windows
+// Notepad's "Unicode"): every other byte of its text is a zero, and no PEM
+// decoder finds a block in it.
+var utf16BOMs = [...]string{"\xff\xfe", "\xfe\xff"}
+
+// notPEM says why b, read from path, holds no PEM block when it can tell: a
+// file in DER, the binary form (openssl's -outform DER, a .der or .cer file),
+// which convert (openssl x509 or openssl pkey) turns into PEM, or a file saved
+// as UTF-16. nil when b holds a PEM block or neither is the case.
+func notPEM(path string, b []byte, convert string) error {
+	if block, _ := pem.Decode(b); block != nil {
+		return nil
+	}
+	for _, bom := range utf16BOMs {
+		if bytes.HasPrefix(b, []byte(bom)) {
+			return fmt.Errorf("%s is saved as UTF-16 (as Windows Notepad's \"Unicode\"), not as plain text: save it as UTF-8 "+
+				"or convert it (iconv -f UTF-16 -t UTF-8 %s > NEW_FILE)", path, path)
+		}
+	}
+	if len(b) > 0 && b[0] == 0x30 { // an ASN.1 SEQUENCE, as every certificate and key in DER
+		return fmt.Errorf("%s is in DER (binary) form; the agent reads PEM (text between -----BEGIN and -----END lines): "+
+			"convert it with %s -inform DER -in %s -out NEW_FILE.pem", path, convert, path)
+	}
+	return nil
+}
+
+// onlyCert reports whether every certificate in caPEM is der: the device's own
+// certificate where the CA belongs, which no broker's certificate chains to.
+func onlyCert(caPEM, der []byte) bool {
+	found := false
+	for rest := caPEM; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return found
+		}
+		if block.Type == "CERTIFICATE" {
+			if !bytes.Equal(block.Bytes, der) {
+				return false
+			}
+			found = true
+		}
+	}
+}
+
+// firstCert parses the first certificate of certPEM, or returns nil.
+func firstCert(certPEM []byte) *x509.Certificate {
+	for rest := certPEM; ; {
 		var block *pem.Block
 		if block, rest = pem.Decode(rest); block == nil {
 			return nil
 		}
+		if block.Type == "CERTIFICATE" {
+			cert, _ := x509.ParseCertificate(block.Bytes)
+			return cert
+		}
+	}
+}
+
+// keyFileProblem says what tls.X509KeyPair would only call "failed to parse
+// private key", or report as a problem of the certificate: a key encrypted
+// with a passphrase or in OpenSSH's format, a file in DER, a file with no
+// private key (a certificate: the two files swapped). It looks at the first
+// private key block, as X509KeyPair does; nil leaves the rest to X509KeyPair.
+func keyFileProblem(path string, b []byte) error {
+	if err := notPEM(path, b, "openssl pkey"); err != nil {
+		return err
+	}
+	var types []string
+	for rest := b; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			if len(types) == 0 {
+				return fmt.Errorf("%s holds no PEM private key (-----BEGIN PRIVATE KEY-----)", path)
+			}
+			msg := fmt.Sprintf("%s holds no private key, only %s", path, strings.Join(types, ", "))
+			for _, t := range types {
+				if t == "CERTIFICATE" {
+					msg += ": the certificate and key files may be swapped"
+					break
+				}
+			}
+			return errors.New(msg)
+		}
+		types = append(types, block.Type)
 		switch {
 		case block.Type == "ENCRYPTED PRIVATE KEY" ||
 			strings.HasSuffix(block.Type, " PRIVATE KEY") && strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED"):
@@ -285,6 +375,8 @@ func tlsHint(err error, now, built time.Time, c Config) string {
 			now.UTC().Format(time.RFC3339), built.UTC().Format(time.RFC3339))
 	case errors.As(err, &inv) && inv.Reason == x509.Expired:
 		return "the broker's certificate has expired or is not yet valid (clock " + now.UTC().Format(time.RFC3339) + ")"
+	case errors.As(err, &unknown) && legacyAWSEndpoint(c.ServerName):
+		return "the broker's certificate is not signed by a CA in the CA file " + c.CAFile + ": " + legacyEndpointText(c.ServerName)
 	case errors.As(err, &unknown):
 		return "the broker's certificate is not signed by a CA in the CA file " + c.CAFile +
 			" (for AWS IoT Core: Amazon Root CA 1)"
@@ -296,4 +388,36 @@ func tlsHint(err error, now, built time.Time, c Config) string {
 			" and that the certificate is active and not expired"
 	}
 	return ""
+}
+
+// legacyAWSEndpoint reports whether host is an AWS IoT Core data endpoint of
+// the legacy type (iot:Data, what aws iot describe-endpoint returns without
+// --endpoint-type): PREFIX.iot.REGION.amazonaws.com[.cn], where the ATS one is
+// PREFIX-ats.iot.REGION.amazonaws.com (PREFIX.ats.iot.REGION.amazonaws.com.cn).
+// Its certificate is signed by a Symantec (VeriSign) CA, not by Amazon Root CA 1.
+func legacyAWSEndpoint(host string) bool {
+	l := strings.Split(strings.TrimSuffix(strings.ToLower(host), "."), ".")
+	switch {
+	case len(l) == 5 && l[3] == "amazonaws" && l[4] == "com":
+	case len(l) == 6 && l[3] == "amazonaws" && l[4] == "com" && l[5] == "cn":
+	default:
+		return false
+	}
+	return l[1] == "iot" && !strings.HasSuffix(l[0], "-ats")
+}
+
+func legacyEndpointText(host string) string {
+	return host + " is AWS IoT Core's legacy endpoint (iot:Data), whose certificate is signed by a Symantec (VeriSign) CA, " +
+		"not by Amazon Root CA 1: use the account's ATS endpoint instead (aws iot describe-endpoint --endpoint-type iot:Data-ATS)"
+}
+
+// EndpointWarning says what is wrong with broker, an endpoint as Config.Broker
+// takes it, that still lets it work: AWS IoT Core's legacy endpoint, which
+// needs a CA that AWS no longer recommends. "" when nothing is.
+func EndpointWarning(broker string) string {
+	addr, err := parseBroker(broker)
+	if err != nil || !legacyAWSEndpoint(addr.host) {
+		return ""
+	}
+	return legacyEndpointText(addr.host)
 }

@@ -213,3 +213,130 @@ func TestBrokerIPv6WithoutBrackets(t *testing.T) {
 		}
 	}
 }
+
+// AWS IoT's legacy data endpoint (what aws iot describe-endpoint returns
+// without --endpoint-type) serves a certificate of a Symantec (VeriSign) CA.
+// With Amazon Root CA 1 in the CA file, as every AWS guide has it, the
+// handshake fails with an unknown authority: the hint must point at the
+// endpoint, not tell the operator to use the CA file they already have.
+func TestLegacyAWSEndpointHint(t *testing.T) {
+	for _, tc := range []struct {
+		host   string
+		legacy bool
+	}{
+		{"a1b2c3d4e5f6g7.iot.eu-west-1.amazonaws.com", true},
+		{"A1B2C3D4E5F6G7.IOT.eu-west-1.amazonaws.com.", true},
+		{"a1b2c3d4e5f6g7.iot.cn-north-1.amazonaws.com.cn", true},
+		{"a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com", false},
+		{"a1b2c3d4e5f6g7.ats.iot.cn-north-1.amazonaws.com.cn", false},
+		{"data.iot-fips.us-east-1.amazonaws.com", false},
+		{"iot.example.com", false},
+		{"127.0.0.1", false},
+	} {
+		c := Config{CAFile: "/etc/porthole/AmazonRootCA1.pem", ServerName: tc.host}
+		hint := tlsHint(x509.UnknownAuthorityError{}, time.Now(), time.Time{}, c)
+		if got := strings.Contains(hint, "--endpoint-type iot:Data-ATS"); got != tc.legacy {
+			t.Errorf("%s: tlsHint = %q; names the ATS endpoint: %v, want %v", tc.host, hint, got, tc.legacy)
+		}
+		w := EndpointWarning(tc.host + ":8883")
+		if got := strings.Contains(w, "legacy") && strings.Contains(w, "iot:Data-ATS"); got != tc.legacy {
+			t.Errorf("EndpointWarning(%s) = %q, want a legacy-endpoint warning: %v", tc.host, w, tc.legacy)
+		}
+	}
+}
+
+// A device certificate and key put in place by hand: a CA certificate where
+// the device certificate belongs, or a file in DER rather than PEM, each gets
+// an error that names the one file at fault and says what to do.
+func TestProvisioningFileMistakes(t *testing.T) {
+	p := newPKI(t)
+	cert, key := p.Client(t, "thing-a")
+	good := Config{ThingName: "thing-a", Broker: "127.0.0.1:8883", CAFile: p.CAFile, CertFile: cert, KeyFile: key}
+	dir := t.TempDir()
+	der := func(name, f string) string {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(b)
+		out := filepath.Join(dir, name)
+		if err := os.WriteFile(out, block.Bytes, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	derCert, derKey, derCA := der("device.der", cert), der("device-key.der", key), der("ca.der", p.CAFile)
+	utf16 := filepath.Join(dir, "ca-utf16.pem")
+	b, _ := os.ReadFile(p.CAFile)
+	u := []byte{0xff, 0xfe}
+	for _, c := range b {
+		u = append(u, c, 0)
+	}
+	os.WriteFile(utf16, u, 0o600)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(pair.Leaf.PublicKey)
+	pubKey, empty := filepath.Join(dir, "public.key"), filepath.Join(dir, "empty.key")
+	os.WriteFile(pubKey, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600)
+	os.WriteFile(empty, nil, 0o600)
+	caIsCert := filepath.Join(dir, "ca-is-device.pem")
+	b, _ = os.ReadFile(cert)
+	os.WriteFile(caIsCert, b, 0o600)
+
+	for _, tc := range []struct {
+		name   string
+		modify func(*Config)
+		field  string
+		want   []string
+	}{
+		{"CA certificate as the device certificate", func(c *Config) { c.CertFile = p.CAFile }, "CertFile",
+			[]string{p.CAFile, "holds a CA certificate", "not the device certificate"}},
+		{"DER certificate", func(c *Config) { c.CertFile = derCert }, "CertFile",
+			[]string{derCert, "DER", "openssl x509 -inform DER -in " + derCert}},
+		{"DER key", func(c *Config) { c.KeyFile = derKey }, "KeyFile",
+			[]string{derKey, "DER", "openssl pkey -inform DER -in " + derKey}},
+		{"DER CA", func(c *Config) { c.CAFile = derCA }, "CAFile",
+			[]string{derCA, "DER", "openssl x509 -inform DER -in " + derCA}},
+		{"UTF-16 CA", func(c *Config) { c.CAFile = utf16 }, "CAFile",
+			[]string{utf16, "UTF-16"}},
+		// The key file holding the certificate: said of the key file (the
+		// first one checked), not of the certificate file.
+		{"device certificate as the CA", func(c *Config) { c.CAFile = caIsCert }, "CAFile",
+			[]string{caIsCert, "holds the device certificate", "Amazon Root CA 1"}},
+		{"certificate and key swapped", func(c *Config) { c.CertFile, c.KeyFile = key, cert }, "KeyFile",
+			[]string{cert, "holds no private key", "swapped"}},
+		{"public key as the key", func(c *Config) { c.KeyFile = pubKey }, "KeyFile",
+			[]string{pubKey, "holds no private key, only PUBLIC KEY"}},
+		{"empty key", func(c *Config) { c.KeyFile = empty }, "KeyFile",
+			[]string{empty, "holds no PEM private key"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good
+			tc.modify(&cfg)
+			wantConfigError(t, cfg, tc.field, tc.want...)
+			// The other files are fine: the error names only the one at fault.
+			_, err := New(cfg)
+			for _, f := range []string{cfg.CAFile, cfg.CertFile, cfg.KeyFile} {
+				if f != tc.want[0] && err != nil && strings.Contains(err.Error(), f) {
+					t.Errorf("New = %v, names %s, which is fine", err, f)
+				}
+			}
+		})
+	}
+}
+
+// ${iot:Connection.Thing.ThingName} resolves only when the MQTT client id is
+// the thing name (AWS IoT, thing policy variables): with another client id,
+// the hint that suggests the variable must say so.
+func TestSubscribeHintClientID(t *testing.T) {
+	e := &SubscribeError{Thing: "dev-1", ClientID: "dev-1-client", Topic: "$aws/things/dev-1/tunnels/notify", Reason: 0x87}
+	if msg := e.Error(); !strings.Contains(msg, `the client id is "dev-1-client"`) {
+		t.Errorf("SubscribeError = %q, want it to say the client id differs from the thing name", msg)
+	}
+	e.ClientID = "dev-1"
+	if msg := e.Error(); strings.Contains(msg, "client id") {
+		t.Errorf("SubscribeError = %q names the client id, which is the thing name", msg)
+	}
+}
