@@ -104,8 +104,15 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	// "localhost" may resolve to ::1 first for a service on 127.0.0.1 only.
 	var tc net.Conn
 	var target netip.AddrPort
-	for _, target = range targets {
-		if tc, err = dial(dctx, "tcp", target.String()); err == nil || dctx.Err() != nil {
+	// Each gets its share of the time left, as net.Dialer gives the addresses
+	// of a name: one that never answers (a black-holed IPv6 route) must not
+	// use up the time of those after it.
+	for i := range targets {
+		target = targets[i]
+		actx, acancel := context.WithTimeout(dctx, dialShare(dctx, len(targets)-i))
+		tc, err = dial(actx, "tcp", target.String())
+		acancel()
+		if err == nil || dctx.Err() != nil {
 			break
 		}
 	}
@@ -127,6 +134,21 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	s.audit(ev)
 	go gossh.DiscardRequests(reqs)
 	proxy(ctx, ch, tc)
+}
+
+// dialShare is the time one of n remaining addresses gets to answer: an equal
+// share of what is left of ctx, but at least 2 s (net.Dialer's partialDeadline).
+func dialShare(ctx context.Context, n int) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return dialTimeout
+	}
+	left := time.Until(dl)
+	share := left / time.Duration(n)
+	if share < 2*time.Second {
+		share = min(2*time.Second, left)
+	}
+	return share
 }
 
 // connectFailure is the message of a direct-tcpip open refused because the

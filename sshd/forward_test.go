@@ -673,3 +673,37 @@ func TestPermitListenPatterns(t *testing.T) {
 		t.Error("pattern matched too much")
 	}
 }
+
+// TestLocalForwardBlackholedFirstAddress: a name whose first address
+// (IPv6 here) drops the SYN must not use up the whole dial time: the next
+// address is tried, as net.Dialer does for a name (each address gets its
+// share of the time, RFC 6555 fallback to the other family). Before, the
+// first address's dial took all of dialTimeout and the forward failed
+// with "Connection timed out" although 127.0.0.1 served.
+func TestLocalForwardBlackholedFirstAddress(t *testing.T) {
+	echo := echoServer(t)
+	_, port, _ := net.SplitHostPort(echo)
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.lookup = func(_ context.Context, _, host string) ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.1")}, nil
+		}
+		s.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if strings.HasPrefix(addr, "[::1]") { // a black hole: no answer at all
+				<-ctx.Done()
+				return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}
+	})
+	c := e.login("root")
+	start := time.Now()
+	fc, err := c.Dial("tcp", net.JoinHostPort("dualstack.example", port))
+	if err != nil {
+		t.Fatalf("forward to a name whose first address is black-holed, after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	echoThrough(t, fc)
+	if d := time.Since(start); d > dialTimeout/2+time.Second {
+		t.Errorf("forward took %v: the black-holed address held the dial", d)
+	}
+}
