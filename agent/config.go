@@ -365,7 +365,7 @@ func (c *Config) Validate() error {
 			continue
 		}
 		if err := tunnel.ValidateTarget(target); err != nil {
-			bad("services."+name, "%q: want \"builtin\", \"host:port\" or \"unix:/path\"", target)
+			bad("services."+name, "%q: want \"builtin\", \"host:port\" or \"unix:/path\"%s", target, ipv6Hint(target, "[fd00::1]:22"))
 		}
 	}
 	if c.SSH.Listen != "" {
@@ -374,7 +374,7 @@ func (c *Config) Validate() error {
 		// init systems restart) where check-config said ok.
 		_, port, err := net.SplitHostPort(c.SSH.Listen)
 		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
-			bad("ssh.listen", "%q: want host:port with a port of 1-65535", c.SSH.Listen)
+			bad("ssh.listen", "%q: want host:port with a port of 1-65535%s", c.SSH.Listen, ipv6Hint(c.SSH.Listen, "[::1]:2222"))
 		}
 	}
 	// The SSH library takes a negative limit as none at all.
@@ -457,6 +457,7 @@ func (l LogConfig) SetLevel(v *slog.LevelVar) {
 func localForwardPolicy(entries []string) (func(user string, dest netip.AddrPort) bool, error) {
 	var prefixes []netip.Prefix
 	var addrPorts []netip.AddrPort
+	var zoned []netip.Addr
 	loopback, anyDest := false, false
 	for _, e := range entries {
 		switch {
@@ -476,6 +477,11 @@ func localForwardPolicy(entries []string) (func(user string, dest netip.AddrPort
 				prefixes = append(prefixes, p)
 			} else if a, err := netip.ParseAddr(e); err == nil {
 				a = a.Unmap()
+				if a.Zone() != "" {
+					// That address on that link only (a prefix drops the zone).
+					zoned = append(zoned, a)
+					continue
+				}
 				prefixes = append(prefixes, netip.PrefixFrom(a, a.BitLen()))
 			} else {
 				return nil, fmt.Errorf("entry %q: want loopback, any, an address, a CIDR prefix or address:port", e)
@@ -487,8 +493,16 @@ func localForwardPolicy(entries []string) (func(user string, dest netip.AddrPort
 		if anyDest || loopback && a.IsLoopback() {
 			return true
 		}
+		// A link-local destination is dialled with its zone (fe80::1%br-lan),
+		// which Contains never matches: a prefix or an address without a
+		// zone allows it on any link, one with a zone on that link.
 		for _, p := range prefixes {
-			if p.Contains(a) {
+			if p.Contains(a.WithZone("")) {
+				return true
+			}
+		}
+		for _, z := range zoned {
+			if z == a {
 				return true
 			}
 		}
@@ -499,6 +513,16 @@ func localForwardPolicy(entries []string) (func(user string, dest netip.AddrPort
 		}
 		return false
 	}, nil
+}
+
+// ipv6Hint is what to add to the refusal of a host:port that is an IPv6
+// address without brackets ("fd00::1:22", which cannot be told from an
+// address without a port), or "".
+func ipv6Hint(hostport, example string) string {
+	if strings.HasPrefix(hostport, "unix:") || strings.Contains(hostport, "[") || strings.Count(hostport, ":") < 2 {
+		return ""
+	}
+	return "; an IPv6 address needs brackets, with the port after them: " + example
 }
 
 // placeholder reports whether s is the "CHANGE-ME" of a shipped config

@@ -322,3 +322,52 @@ func TestForwardPolicyMappedEntries(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardPolicyLinkLocalZones: a link-local destination can only be
+// dialled with its zone (ssh -L 8080:[fe80::1%br-lan]:80), and sshd checks
+// it with the zone on. An address or prefix entry of
+// ssh.permit_local_forward for it allowed nothing: netip's Contains is false
+// for every zoned address, and the entry's own zone was dropped.
+func TestForwardPolicyLinkLocalZones(t *testing.T) {
+	for _, tc := range []struct {
+		entry, dest string
+		want        bool
+	}{
+		{"fe80::/10", "[fe80::1%lo]:80", true},
+		{"fe80::1", "[fe80::1%lo]:80", true},
+		{"fe80::1%lo", "[fe80::1%lo]:80", true},
+		{"fe80::1%lo", "[fe80::1%eth0]:80", false},
+		{"fe80::/10", "[fd00::1]:80", false},
+		{"fd00::/8", "[fe80::1%lo]:80", false},
+	} {
+		permit, err := localForwardPolicy([]string{tc.entry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := permit("root", netip.MustParseAddrPort(tc.dest)); got != tc.want {
+			t.Errorf("entry %q, destination %s: allowed %v, want %v", tc.entry, tc.dest, got, tc.want)
+		}
+	}
+}
+
+// TestServiceAndListenIPv6WithoutBrackets: a service target or ssh.listen
+// written "fd00::5:22" was refused with "want host:port", which it looks
+// like; tunnel.endpoint, mqtt.endpoint and https_proxy say that an IPv6
+// address needs brackets.
+func TestServiceAndListenIPv6WithoutBrackets(t *testing.T) {
+	base := "thing_name = \"dev\"\n[mqtt]\nendpoint = \"b:8883\"\nca_file = \"/ca\"\ncert_file = \"/c\"\nkey_file = \"/k\"\n"
+	for key, in := range map[string]string{
+		"services.web": "[services]\nweb = \"fd00::5:80\"\n",
+		"ssh.listen":   "[ssh]\nlisten = \"::1:2222\"\n",
+	} {
+		_, err := ParseConfig([]byte(base + in))
+		if err == nil || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "brackets") {
+			t.Errorf("%s: %v, want an error saying an IPv6 address needs brackets", key, err)
+		}
+	}
+	for _, in := range []string{"[services]\nweb = \"[fd00::5]:80\"\n", "[ssh]\nlisten = \"[::1]:2222\"\n"} {
+		if _, err := ParseConfig([]byte(base + in)); err != nil {
+			t.Errorf("%q: %v", in, err)
+		}
+	}
+}

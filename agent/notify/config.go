@@ -178,6 +178,11 @@ func (c Config) withDefaults() (Config, brokerAddr, error) {
 	}
 	if c.ServerName == "" {
 		c.ServerName = addr.host
+		if ip, err := netip.ParseAddr(addr.host); err == nil {
+			// A zone ("fe80::1%br-lan") says which link to dial; the
+			// certificate names the address without it.
+			c.ServerName = ip.WithZone("").String()
+		}
 	}
 	if c.ALPN == nil && addr.port == awsPortWithALPN {
 		c.ALPN = []string{AWSALPN}

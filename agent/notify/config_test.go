@@ -1,6 +1,8 @@
 package notify
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -227,4 +229,45 @@ func wantConfigError(t *testing.T, cfg Config, field string, wants ...string) {
 			t.Errorf("New = %q, want it to say %q", err, w)
 		}
 	}
+}
+
+// TestBrokerIPv6ZoneTLS: a broker given as a link-local style address with a
+// zone ("[fe80::1%br-lan]:8883", here [::1%lo]) is accepted by the config,
+// and dialled with its zone; the certificate check must then look for the
+// address (an IP SAN) without the zone, as the dial reaches it. Before,
+// ServerName kept the zone, x509 took "::1%lo" for a DNS name, and every
+// attempt failed certificate verification.
+func TestBrokerIPv6ZoneTLS(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no ::1: %v", err)
+	}
+	defer ln.Close()
+	p := newPKI(t)
+	tl := tls.NewListener(ln, p.ServerTLS(t, "broker"))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := tl.Accept()
+		if err != nil {
+			return
+		}
+		c.(*tls.Conn).Handshake()
+		c.Close()
+	}()
+	defer func() { ln.Close(); <-done }()
+	port := ln.Addr().(*net.TCPAddr).Port
+	log, _ := newLogRecorder(t)
+	cfg := testConfig(t, p, "[::1%lo]:"+strconv.Itoa(port), "zone-thing", log)
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := l.dialTLS(ctx)
+	if err != nil {
+		t.Fatalf("dialTLS to [::1%%lo]:%d: %v", port, err)
+	}
+	c.Close()
 }

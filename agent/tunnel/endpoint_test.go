@@ -292,3 +292,22 @@ func FuzzTunnelURL(f *testing.F) {
 		}
 	})
 }
+
+// TestProxyIPv6WithoutBrackets: https_proxy=http://fd00::1:3128 (an IPv6
+// proxy written without brackets) was refused with the hint to
+// percent-encode the user name and password, which it has none of; the
+// endpoint and the broker say that an IPv6 address needs brackets.
+func TestProxyIPv6WithoutBrackets(t *testing.T) {
+	for _, raw := range []string{"http://fd00::1:3128", "fd00::1:3128", "::1", "https://[::1]:3128:1"} {
+		_, err := ParseProxyURL(raw)
+		if raw == "https://[::1]:3128:1" {
+			if err == nil {
+				t.Errorf("ParseProxyURL(%q) = nil error", raw)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "brackets") {
+			t.Errorf("ParseProxyURL(%q) = %v, want an error saying an IPv6 address needs brackets", raw, err)
+		}
+	}
+}

@@ -79,6 +79,11 @@ func ParseProxyURL(raw string) (*url.URL, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
+		if _, rest, _ := strings.Cut(raw, "://"); !strings.ContainsAny(raw, "@[") && strings.Count(rest, ":") >= 2 {
+			// No user info, so nothing secret: "fd00::1:3128" cannot be
+			// told from an address without a port.
+			return nil, errors.New("tunnel: proxy URL: an IPv6 address needs brackets, with the port after them: http://[2001:db8::1]:3128")
+		}
 		return nil, errProxyURLSyntax // url.Parse's errors quote the URL or a part of it
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
