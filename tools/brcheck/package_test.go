@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/porthole-iot/porthole/board"
-
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
@@ -566,4 +565,80 @@ func (p *pkg) rsyncExclusions() []string {
 		out = append(out, pat)
 	}
 	return append(out, ".svn", ".git", ".hg", ".bzr", "CVS")
+}
+
+// TestLegalInfo: make legal-info copies PORTHOLE_LICENSE_FILES out of the
+// source tree as it is after the rsync and before the build (legal-info
+// depends on the patch step only, so the vendor/ folder the pre-build hook
+// makes is not there yet). Those files must hold, besides porthole's own
+// license, the license text of Go (the binary holds its runtime) and of every
+// module linked into the device binary: BSD and MIT want the text and
+// copyright notice with each binary, and legal-info is what a firmware
+// engineer ships with the image. PORTHOLE_LICENSE, the manifest's license
+// column, must name their licenses too.
+func TestLegalInfo(t *testing.T) {
+	p := newPkg(t, "BR2_mipsel=y", "BR2_MIPS_SOFT_FLOAT=y", "BR2_PACKAGE_PORTHOLE=y", "BR2_PACKAGE_PORTHOLE_HOST_GO=y")
+	m := p.show("PORTHOLE_LICENSE", "PORTHOLE_LICENSE_FILES")
+	root := filepath.Join(tree, "..")
+	var text strings.Builder
+	for _, f := range strings.Fields(m["PORTHOLE_LICENSE_FILES"][1]) {
+		if strings.HasPrefix(f, "vendor/") {
+			t.Errorf("PORTHOLE_LICENSE_FILES names %s: there is no vendor/ when legal-info runs", f)
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Errorf("PORTHOLE_LICENSE_FILES: %v", err)
+			continue
+		}
+		text.WriteString(string(b))
+	}
+	all := text.String()
+
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	goLicense, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(goroot)), "LICENSE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(all, string(goLicense)) {
+		t.Error("PORTHOLE_LICENSE_FILES lack Go's LICENSE (the binary holds Go's runtime and standard library)")
+	}
+
+	list := exec.Command("go", "list", "-mod=readonly", "-tags", "netgo,osusergo", "-deps",
+		"-f", "{{with .Module}}{{if not .Main}}{{.Path}} {{.Dir}}{{end}}{{end}}", "./agent/cmd/porthole")
+	list.Dir = root
+	list.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=mipsle", "GOMIPS=softfloat", "GOFLAGS=", "GOWORK=off")
+	out, err := list.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		path, dir, _ := strings.Cut(line, " ")
+		if line == "" || seen[path] {
+			continue
+		}
+		seen[path] = true
+		files, _ := filepath.Glob(filepath.Join(dir, "LICENSE*"))
+		if len(files) == 0 {
+			t.Errorf("module %s has no LICENSE file in %s", path, dir)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(all, string(b)) {
+				t.Errorf("PORTHOLE_LICENSE_FILES (%s) lack the license text of %s, linked into the binary", m["PORTHOLE_LICENSE_FILES"][1], path)
+			}
+		}
+	}
+	for _, want := range []string{"Apache-2.0", "BSD-3-Clause", "BSD-2-Clause", "MIT"} {
+		if !strings.Contains(m["PORTHOLE_LICENSE"][1], want) {
+			t.Errorf("PORTHOLE_LICENSE = %q lacks %s", m["PORTHOLE_LICENSE"][1], want)
+		}
+	}
 }

@@ -5,11 +5,15 @@
 # outer container OpenWrt's opkg (opkg-lede) reads: libbb/unarchive.c gunzips
 # the file and walks it as a tar; an ar archive (Debian's .deb layout) fails.
 # It holds /usr/bin/porthole, the procd init script, the UCI config (a
-# conffile) and the sysupgrade keep list. No Depends: the binary is static, and
+# conffile), the sysupgrade keep list, and in /usr/share/licenses/porthole/
+# porthole's LICENSE and THIRD_PARTY_NOTICES (the license texts of Go and of the
+# modules linked into the binary, notices.sh's output, tools/pkg/THIRD_PARTY_NOTICES): the
+# BSD and MIT licenses of those want their text with every copy of the binary,
+# and this package is one (about 12 KB more on a compressing flash file system).
+# No Depends: the binary is static, and
 # the package scripts need only what every OpenWrt has (BusyBox, procd, ubus).
 # For opkg-based OpenWrt (up to 24.10); releases after it install apk packages,
-# not .ipk. No license text inside, as is usual for OpenWrt
-# packages (flash is small): the control file says License: Apache-2.0.
+# not .ipk.
 #
 # ARCH is an OpenWrt package architecture; BINARY defaults to the matching
 # dist/porthole-linux-* from make cross. The binary's ELF header is checked
@@ -59,11 +63,13 @@ esac
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 data=$work/data ctrl=$work/control
-mkdir -p "$data"/usr/bin "$data"/etc/init.d "$data"/etc/config "$data"/etc/porthole "$data"/lib/upgrade/keep.d "$ctrl"
+mkdir -p "$data"/usr/bin "$data"/etc/init.d "$data"/etc/config "$data"/etc/porthole "$data"/lib/upgrade/keep.d \
+	"$data"/usr/share/licenses/porthole "$ctrl"
 install -m 0755 "$bin" "$data/usr/bin/porthole"
 install -m 0755 "$here/openwrt/porthole.init" "$data/etc/init.d/porthole"
 install -m 0644 "$here/openwrt/porthole.config" "$data/etc/config/porthole"
 install -m 0644 "$here/openwrt/keep.d" "$data/lib/upgrade/keep.d/porthole"
+install -m 0644 "$here/../../LICENSE" "$here/THIRD_PARTY_NOTICES" "$data/usr/share/licenses/porthole/"
 chmod 0755 "$data/etc/porthole"
 
 # The bytes of its files: du would count the directories too, at the size the
@@ -75,7 +81,7 @@ Package: porthole
 Version: $pkgver
 Source: https://github.com/porthole-iot/porthole
 SourceName: porthole
-License: Apache-2.0
+License: Apache-2.0 BSD-3-Clause BSD-2-Clause MIT
 Section: net
 Architecture: $arch
 Installed-Size: $size

@@ -120,7 +120,7 @@ func checkIPK(t *testing.T, arch string, raw []byte, bin string) {
 	data := readTarGz(t, "data.tar.gz", members[1].data)
 
 	control := string(ctrl["./control"].data)
-	for _, want := range []string{"Package: porthole\n", "Version: 1.2.3-4-gabcdef\n", "Architecture: " + arch + "\n", "Installed-Size: ", "Description: ", "License: Apache-2.0\n"} {
+	for _, want := range []string{"Package: porthole\n", "Version: 1.2.3-4-gabcdef\n", "Architecture: " + arch + "\n", "Installed-Size: ", "Description: ", "License: Apache-2.0 BSD-3-Clause BSD-2-Clause MIT\n"} {
 		if !strings.Contains(control, want) {
 			t.Errorf("control lacks %q:\n%s", want, control)
 		}
@@ -157,6 +157,18 @@ func checkIPK(t *testing.T, arch string, raw []byte, bin string) {
 		"./lib/upgrade/keep.d/porthole": 0o644,
 		"./etc/porthole/":               0o755,
 	})
+	// The binary is porthole's and the modules' it links: a package
+	// distributing it carries their licenses (BSD and MIT want the text with
+	// every binary copy), as the tarball does.
+	checkModes(t, "data.tar.gz", data, map[string]os.FileMode{
+		"./usr/share/licenses/porthole/LICENSE":             0o644,
+		"./usr/share/licenses/porthole/THIRD_PARTY_NOTICES": 0o644,
+	})
+	for name, src := range map[string]string{"LICENSE": "../../LICENSE", "THIRD_PARTY_NOTICES": "THIRD_PARTY_NOTICES"} {
+		if b, err := os.ReadFile(src); err != nil || len(b) == 0 || !bytes.Equal(data["./usr/share/licenses/porthole/"+name].data, b) {
+			t.Errorf("/usr/share/licenses/porthole/%s is not the tree's %s (%v)", name, src, err)
+		}
+	}
 	if b, _ := os.ReadFile(bin); !bytes.Equal(data["./usr/bin/porthole"].data, b) {
 		t.Error("/usr/bin/porthole is not the binary given")
 	}

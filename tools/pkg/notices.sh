@@ -7,7 +7,10 @@
 # PATENTS files, sorted by module path. The main module is left out: its license
 # is LICENSE. A module without a LICENSE, LICENCE or COPYING file is an error,
 # and so is one that is not in the module cache (go mod download).
-# tarball.sh puts the output into every tarball as THIRD_PARTY_NOTICES.
+# Its output is tools/pkg/THIRD_PARTY_NOTICES (TestThirdPartyNotices keeps it
+# current: run tools/pkg/notices.sh >tools/pkg/THIRD_PARTY_NOTICES after a
+# go.mod change), which ipk.sh installs and Buildroot's legal-info collects;
+# tarball.sh puts a fresh one into every tarball.
 set -euo pipefail
 
 pkg=${1:-./agent/cmd/porthole}
@@ -36,7 +39,10 @@ echo "Third-party software in porthole, with its license texts."
 echo
 section "Go standard library and runtime (https://go.dev)" "$goroot/LICENSE" "$goroot/PATENTS"
 
-mods=$(CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat GOFLAGS= "$go" list -tags netgo,osusergo -deps \
+# -mod=readonly: from the module cache even where the tree has a vendor/ (made
+# for an offline build, buildroot/README.md), in which go list knows no module's
+# folder, and go mod vendor keeps only some of a module's license files.
+mods=$(CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat GOFLAGS=-mod=readonly "$go" list -tags netgo,osusergo -deps \
   -f '{{with .Module}}{{if not .Main}}{{.Path}}|{{.Version}}|{{.Dir}}{{end}}{{end}}' "$pkg" | sort -u)
 while IFS='|' read -r path version dir; do
   [ -n "$path" ] || continue

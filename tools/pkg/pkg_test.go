@@ -4,12 +4,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -790,4 +792,95 @@ func uciMain(prog, dir string, options ...string) string {
 		s += "CONFIG_main_" + o + "\n"
 	}
 	return s
+}
+
+// noticeSections returns the module paths of THIRD_PARTY_NOTICES's sections,
+// the Go section left out.
+func noticeSections(notices string) []string {
+	var mods []string
+	for _, m := range regexp.MustCompile(`(?m)^=+\n(\S+) (\S+)\n`).FindAllStringSubmatch(notices, -1) {
+		mods = append(mods, m[1]+" "+m[2])
+	}
+	return mods
+}
+
+// TestThirdPartyNotices: the committed THIRD_PARTY_NOTICES (which the .ipk
+// installs and Buildroot's legal-info collects, neither of which can run
+// notices.sh) is notices.sh's output, and its sections are exactly the modules,
+// at their versions, that the device binary links, as go version -m reads them.
+func TestThirdPartyNotices(t *testing.T) {
+	committed, err := os.ReadFile("THIRD_PARTY_NOTICES")
+	if err != nil {
+		t.Fatalf("%v: run tools/pkg/notices.sh >tools/pkg/THIRD_PARTY_NOTICES", err)
+	}
+	cmd := exec.Command("tools/pkg/notices.sh")
+	cmd.Dir = "../.."
+	want, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("notices.sh: %v", err)
+	}
+	if string(committed) != string(want) {
+		t.Errorf("THIRD_PARTY_NOTICES is not notices.sh's output (%d bytes, want %d): run tools/pkg/notices.sh >tools/pkg/THIRD_PARTY_NOTICES", len(committed), len(want))
+	}
+
+	bin := filepath.Join(t.TempDir(), "porthole")
+	build := exec.Command("go", "build", "-trimpath", "-tags", "netgo,osusergo", "-o", bin, "./agent/cmd/porthole")
+	build.Dir = "../.."
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=mipsle", "GOMIPS=softfloat", "GOFLAGS=", "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var linked []string
+	for _, d := range info.Deps {
+		if d.Replace != nil {
+			d = d.Replace
+		}
+		linked = append(linked, d.Path+" "+d.Version)
+	}
+	slices.Sort(linked)
+	got := noticeSections(string(committed))
+	if !slices.Equal(got, linked) {
+		t.Errorf("THIRD_PARTY_NOTICES lists\n  %s\nthe mipsle device binary links\n  %s", strings.Join(got, "\n  "), strings.Join(linked, "\n  "))
+	}
+	if !strings.Contains(string(committed), "Go standard library") {
+		t.Error("THIRD_PARTY_NOTICES has no section for Go")
+	}
+}
+
+// TestNoticesWithVendor: a tree with a vendor/ folder (buildroot/README.md has
+// one made for an offline build) still gets its notices, from the module cache
+// (or here the replacement folder): go list in vendor mode knows no module's
+// folder.
+func TestNoticesWithVendor(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("b/go.mod", "module example.com/b\n\ngo 1.26\n")
+	write("b/b.go", "package b\n\nfunc B() {}\n")
+	write("b/LICENSE", "the license of b\n")
+	write("a/go.mod", "module example.com/a\n\ngo 1.26\n\nrequire example.com/b v0.0.0\n\nreplace example.com/b => ../b\n")
+	write("a/main.go", "package main\n\nimport \"example.com/b\"\n\nfunc main() { b.B() }\n")
+	env := append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+	vendor := exec.Command("go", "mod", "vendor")
+	vendor.Dir = filepath.Join(dir, "a")
+	vendor.Env = env
+	if out, err := vendor.CombinedOutput(); err != nil {
+		t.Fatalf("go mod vendor: %v\n%s", err, out)
+	}
+	notices, _ := filepath.Abs("notices.sh")
+	cmd := exec.Command(notices, ".")
+	cmd.Dir = filepath.Join(dir, "a")
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "\nexample.com/b v0.0.0\n") || !strings.Contains(string(out), "the license of b") {
+		t.Errorf("notices.sh in a tree with vendor/: %v\n%s", err, out)
+	}
 }

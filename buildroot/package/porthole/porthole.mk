@@ -20,8 +20,15 @@ PORTHOLE_SITE_METHOD = local
 # is a host binary, node_modules is large); Buildroot already leaves out .git.
 PORTHOLE_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--exclude=/bin --exclude=/dist --exclude=/.lab --exclude=/.cache --exclude=node_modules
-PORTHOLE_LICENSE = Apache-2.0
-PORTHOLE_LICENSE_FILES = LICENSE
+# The binary holds Go's runtime and the modules of go.mod it links, whose
+# licenses (BSD and MIT) want their text with every copy: tools/pkg/THIRD_PARTY_NOTICES
+# has them (tools/pkg/notices.sh, kept current by a test). Not vendor/*/LICENSE:
+# legal-info runs before the build, before PORTHOLE_VENDOR makes vendor/.
+# paho.golang is EPL-2.0 or EDL-1.0, which is BSD-3-Clause.
+PORTHOLE_LICENSE = Apache-2.0, \
+	BSD-3-Clause (Go, golang.org/x/crypto, golang.org/x/sys, protobuf, gliderlabs/ssh, kr/fs, paho.golang), \
+	BSD-2-Clause (pkg/sftp), MIT (creack/pty, anmitsu/go-shlex)
+PORTHOLE_LICENSE_FILES = LICENSE tools/pkg/THIRD_PARTY_NOTICES
 PORTHOLE_GOMOD = github.com/porthole-iot/porthole
 PORTHOLE_BUILD_TARGETS = agent/cmd/porthole
 PORTHOLE_TAGS = netgo osusergo
