@@ -165,3 +165,48 @@ func browserPage(t *testing.T) (node, chromium, web string, vendor fs.FS) {
 	}
 	return node, chromium, web, os.DirFS(dir)
 }
+
+// TestVendorCarriesLicense: the xterm.js files vendor.mjs copies into the
+// console (embedded in porthole-console and porthole-lab, and served to every
+// browser that opens the page) carry xterm.js's MIT license: the minified
+// xterm.js and addon-fit.js have no notice of their own, and MIT wants the
+// copyright and permission notice in every copy.
+func TestVendorCarriesLicense(t *testing.T) {
+	node := stack.NeedProgram(t, "node")
+	web := t.TempDir()
+	write := func(name, text string) {
+		p := filepath.Join(web, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := os.ReadFile("web/vendor.mjs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("vendor.mjs", string(src))
+	write("node_modules/@xterm/xterm/lib/xterm.js", "!function(){}();\n")
+	write("node_modules/@xterm/xterm/css/xterm.css", ".xterm{}\n")
+	write("node_modules/@xterm/xterm/LICENSE", "Copyright (c) xterm.js authors\n\nPermission is hereby granted (xterm)\n")
+	write("node_modules/@xterm/addon-fit/lib/addon-fit.js", "!function(){}();\n")
+	write("node_modules/@xterm/addon-fit/LICENSE", "Copyright (c) xterm.js authors\n\nPermission is hereby granted (addon-fit)\n")
+	out := t.TempDir()
+	cmd := exec.Command(node, "vendor.mjs", out)
+	cmd.Dir = web
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("node vendor.mjs: %v\n%s", err, b)
+	}
+	for file, license := range map[string]string{"xterm.js": "(xterm)", "xterm.css": "(xterm)", "addon-fit.js": "(addon-fit)"} {
+		b, err := os.ReadFile(filepath.Join(out, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "Permission is hereby granted "+license) || !strings.Contains(string(b), "Copyright (c) xterm.js authors") {
+			t.Errorf("vendored %s lacks its package's LICENSE:\n%s", file, b)
+		}
+		if !strings.HasSuffix(string(b), "!function(){}();\n") && !strings.HasSuffix(string(b), ".xterm{}\n") {
+			t.Errorf("vendored %s does not end with the original file:\n%s", file, b)
+		}
+	}
+}

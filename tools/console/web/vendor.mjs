@@ -3,19 +3,24 @@
 // gitignored except its README; run through `make console-assets`. With a
 // directory argument it copies there instead (the browser test does, so that it
 // never rewrites files a concurrent Go build may be embedding).
-import { copyFileSync, mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
+// Each file with its package's LICENSE: the minified xterm.js and addon-fit.js
+// carry no notice, and MIT wants the copyright and permission notice in every
+// copy (the console's binaries embed these, and every browser is sent them).
 const files = {
-  "xterm.js": "node_modules/@xterm/xterm/lib/xterm.js",
-  "xterm.css": "node_modules/@xterm/xterm/css/xterm.css",
-  "addon-fit.js": "node_modules/@xterm/addon-fit/lib/addon-fit.js",
+  "xterm.js": ["node_modules/@xterm/xterm/lib/xterm.js", "node_modules/@xterm/xterm/LICENSE"],
+  "xterm.css": ["node_modules/@xterm/xterm/css/xterm.css", "node_modules/@xterm/xterm/LICENSE"],
+  "addon-fit.js": ["node_modules/@xterm/addon-fit/lib/addon-fit.js", "node_modules/@xterm/addon-fit/LICENSE"],
 };
 const out = process.argv[2] ? resolve(process.argv[2]) : join(here, "vendor");
 mkdirSync(out, { recursive: true });
-for (const [name, from] of Object.entries(files)) {
-  copyFileSync(join(here, from), join(out, name));
+for (const [name, [from, license]] of Object.entries(files)) {
+  const text = readFileSync(join(here, license), "utf8").replaceAll("*/", "* /").trimEnd();
+  const banner = "/*! @license MIT: " + license.replace(/^node_modules\//, "").replace(/\/LICENSE$/, "") + "\n\n" + text + "\n*/\n";
+  writeFileSync(join(out, name), Buffer.concat([Buffer.from(banner), readFileSync(join(here, from))]));
 }
 console.log("vendor: " + Object.keys(files).join(", "));
