@@ -408,6 +408,15 @@ func (c *Conn) keepalive(ctx context.Context, interval, idle time.Duration) {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	// A ping is written by a goroutine of its own, one at a time: a peer that
+	// has stopped reading (a frozen service, a hung host) blocks every write
+	// once the socket buffers are full, and a ping written here would then
+	// stop the idle check too, for as long as the peer stays frozen. pinging
+	// holds a token while a ping is being written; on the way out, the
+	// connection is closing (Close, abort and finish close it or give it a
+	// write deadline), which ends that write, and it is waited for.
+	pinging := make(chan struct{}, 1)
+	defer func() { pinging <- struct{}{} }()
 	lastPing := time.Now()
 	for {
 		select {
@@ -420,9 +429,16 @@ func (c *Conn) keepalive(ctx context.Context, interval, idle time.Duration) {
 				return
 			}
 			if interval > 0 && now.Sub(lastPing) >= interval {
-				lastPing = now
-				// A missing pong is not an error (spec §3.7).
-				_ = c.ws.ping(strconv.AppendInt(nil, now.UnixMilli(), 10))
+				select {
+				case pinging <- struct{}{}:
+					lastPing = now
+					go func() {
+						defer func() { <-pinging }()
+						// A missing pong is not an error (spec §3.7).
+						_ = c.ws.ping(strconv.AppendInt(nil, now.UnixMilli(), 10))
+					}()
+				default: // the last ping is not written yet
+				}
 			}
 		}
 	}

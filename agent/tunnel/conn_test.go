@@ -295,3 +295,50 @@ func TestServiceTextIsPrintable(t *testing.T) {
 		t.Errorf("Close reason %q, want its control characters escaped", ce.Reason)
 	}
 }
+
+// A service that has frozen (SIGSTOP, a hung host) keeps its TCP connection but
+// neither reads nor writes: once the socket buffers are full, every write to it
+// blocks. The idle timeout must still close the link: nothing has arrived.
+func TestIdleTimeoutClosesLinkToFrozenPeer(t *testing.T) {
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{V3.Subprotocol()}})
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		<-stop // reads nothing, answers nothing
+	}))
+	defer srv.Close()
+	defer close(stop)
+	tok, _ := NewAccessToken("t")
+	cfg := &Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: tok, PingInterval: 50 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
+	c, err := Dial(context.Background(), cfg, ModeDestination)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.closeNow()
+	// A local connection pumping data into the tunnel, as a download does:
+	// its writes fill the socket buffers and then block.
+	writing := make(chan struct{})
+	go func() {
+		defer close(writing)
+		m := &Message{Type: TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1, Payload: make([]byte, MaxPayload)}
+		for c.WriteMessage(context.Background(), m) == nil {
+		}
+	}()
+	got := make(chan error, 1)
+	go func() {
+		var m Message
+		got <- c.ReadMessage(&m)
+	}()
+	select {
+	case err := <-got:
+		if !errors.Is(err, ErrIdle) {
+			t.Fatalf("ReadMessage = %v, want ErrIdle", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("link to a frozen peer still open 5 s after its idle timeout of 300ms: the keepalive is stuck behind a blocked write")
+	}
+	<-writing
+}
