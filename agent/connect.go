@@ -44,14 +44,14 @@ var ErrUsage = errors.New("usage or configuration error")
 // Usagef formats an error that is a usage or configuration mistake. Its text is
 // just the message; errors.Is(err, ErrUsage) reports it.
 func Usagef(format string, args ...any) error {
-	return usageError{fmt.Errorf(format, args...)}
+	return &usageError{err: fmt.Errorf(format, args...)}
 }
 
 type usageError struct{ err error }
 
-func (e usageError) Error() string        { return e.err.Error() }
-func (e usageError) Unwrap() error        { return e.err }
-func (e usageError) Is(target error) bool { return target == ErrUsage }
+func (e *usageError) Error() string        { return e.err.Error() }
+func (e *usageError) Unwrap() error        { return e.err }
+func (e *usageError) Is(target error) bool { return target == ErrUsage }
 
 // Connect runs the source side until ctx ends or the tunnel ends.
 //

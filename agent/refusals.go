@@ -117,8 +117,8 @@ func (a *Agent) rejected(err error) {
 // limit on them is reached.
 func (a *Agent) rejectNotification(e Event) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.rejectNotificationLocked(e)
+	a.mu.Unlock()
 }
 
 // rejectNotificationLocked is rejectNotification for a caller that holds a.mu

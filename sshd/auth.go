@@ -368,7 +368,7 @@ func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []err
 		kept := keys[:0]
 		for _, k := range keys {
 			if k.HasOptions {
-				lineErrs = append(lineErrs, &lineError{k.Line, errCAKeyOptions})
+				lineErrs = append(lineErrs, &lineError{Line: k.Line, Err: errCAKeyOptions})
 				continue
 			}
 			kept = append(kept, k)
@@ -437,6 +437,7 @@ func (s *Server) checkLoginMethods() {
 // "AuthorizedKeysFiles", "TrustedUserCAKeysFiles", "PasswordHashes" or
 // "PasswdFile".
 type LoginProblem struct {
+	_     [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	Field string
 	Err   error
 }
@@ -459,7 +460,7 @@ func (p *LoginProblem) Unwrap() error { return p.Err }
 // ~/.ssh/authorized_keys), so the missing files of the server's own user are
 // listed only when no method can work.
 func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
-	add := func(field string, err error) { problems = append(problems, &LoginProblem{field, err}) }
+	add := func(field string, err error) { problems = append(problems, &LoginProblem{Field: field, Err: err}) }
 	entries, err := s.readPasswd()
 	if err != nil {
 		add("PasswdFile", err)

@@ -73,6 +73,7 @@ var (
 // errors and reads the file as root: a user's file may be a link to a file
 // only root may read. They name the line's number and the kind of problem.
 type lineError struct {
+	_    [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	Line int
 	Err  error
 }
@@ -90,7 +91,7 @@ func parseAuthorizedKeys(r io.Reader) ([]authorizedKey, []error) {
 	var errs []error
 	stop, truncated, err := eachLine(r, maxKeysFile, maxKeysLine, func(n int, line []byte, tooLong bool) {
 		if tooLong {
-			errs = append(errs, &lineError{n, errLineTooLong})
+			errs = append(errs, &lineError{Line: n, Err: errLineTooLong})
 			return
 		}
 		text := strings.TrimSpace(string(line))
@@ -99,7 +100,7 @@ func parseAuthorizedKeys(r io.Reader) ([]authorizedKey, []error) {
 		}
 		k, err := parseAuthorizedKeyLine(text)
 		if err != nil {
-			errs = append(errs, &lineError{n, err})
+			errs = append(errs, &lineError{Line: n, Err: err})
 			return
 		}
 		k.Line = n
@@ -107,9 +108,9 @@ func parseAuthorizedKeys(r io.Reader) ([]authorizedKey, []error) {
 	})
 	switch {
 	case truncated:
-		errs = append(errs, &lineError{stop, errFileTooLarge})
+		errs = append(errs, &lineError{Line: stop, Err: errFileTooLarge})
 	case err != nil:
-		errs = append(errs, &lineError{stop, err})
+		errs = append(errs, &lineError{Line: stop, Err: err})
 	}
 	return keys, errs
 }

@@ -59,8 +59,9 @@ func (l *failureLimiter) blocked(src string, now time.Time) bool {
 		return false
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.prunedLocked(src, now)) >= l.max
+	n := len(l.prunedLocked(src, now))
+	l.mu.Unlock()
+	return n >= l.max
 }
 
 // fail records one failed login from src and reports whether src is now
@@ -70,8 +71,9 @@ func (l *failureLimiter) fail(src string, now time.Time) bool {
 		return false
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.failLocked(src, now)
+	blocked := l.failLocked(src, now)
+	l.mu.Unlock()
+	return blocked
 }
 
 func (l *failureLimiter) failLocked(src string, now time.Time) bool {
@@ -248,10 +250,10 @@ func (s *Server) endStartup(c *conn) {
 // passwordFailed marks c as having a failed login counted already.
 func (s *Server) passwordFailed(c *conn) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if su := s.unauth[c]; su != nil {
 		su.counted = true
 	}
+	s.mu.Unlock()
 }
 
 // closeUnauthenticated closes the connections of src that have not

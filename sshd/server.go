@@ -502,8 +502,9 @@ func (s *Server) trackListener(l net.Listener, add bool) bool {
 
 func (s *Server) isClosed() bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
+	closed := s.closed
+	s.mu.Unlock()
+	return closed
 }
 
 // closeListenersLocked marks the server closed and closes its listeners.

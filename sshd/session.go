@@ -141,6 +141,7 @@ func (sess *session) serve(reqs <-chan *gossh.Request) {
 // later data readable, so once a read returns, every earlier request is queued or
 // handled: the reader waits at the session's barrier until they are handled.
 type orderedReader struct {
+	_    [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	sess *session
 	r    io.Reader
 }
@@ -800,7 +801,7 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 	var exited atomic.Bool
 	outDone := make(chan struct{})
 	go func() {
-		copyStream(ptmx, &orderedReader{sess, sess.reader()})
+		copyStream(ptmx, &orderedReader{sess: sess, r: sess.reader()})
 		// EOF from the client: like OpenSSH, nothing is sent to the
 		// terminal; the program keeps running until it exits.
 	}()

@@ -42,11 +42,12 @@ func (sess *session) waitOutput(outDone <-chan struct{}) {
 
 // reader and writer count the session's bytes for the audit log; writer
 // fails once the client has sent "eow@openssh.com".
-func (sess *session) reader() io.Reader { return &countingReader{sess.ch, &sess.in} }
+func (sess *session) reader() io.Reader { return &countingReader{r: sess.ch, n: &sess.in} }
 
-func (sess *session) writer(w io.Writer) io.Writer { return &outputWriter{w, sess} }
+func (sess *session) writer(w io.Writer) io.Writer { return &outputWriter{w: w, sess: sess} }
 
 type countingReader struct {
+	_ [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	r io.Reader
 	n *atomic.Int64
 }
@@ -58,6 +59,7 @@ func (c *countingReader) Read(b []byte) (int, error) {
 }
 
 type outputWriter struct {
+	_    [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	w    io.Writer
 	sess *session
 }

@@ -31,7 +31,7 @@ func TestSFTPPipelinedReadsBehindBlockedOneBounded(t *testing.T) {
 	in, client := io.Pipe()
 	out := &lockedBuffer{}
 	front := newSFTPFront(in, out, dir, func(string) (string, bool) { return dir, true }, nil)
-	rw := sftpChannel{Reader: front, Writer: front, close: func() error { front.close(); return nil }}
+	rw := &sftpChannel{front: front, close: func() error { front.close(); return nil }}
 	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead))
 	if err != nil {
 		t.Fatal(err)

@@ -394,11 +394,12 @@ const maxOpenFiles = 128
 // many files it holds open.
 func (s *sftpFront) filesOpen() int {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for s.answered < s.passed && !s.closed {
 		s.cond.Wait()
 	}
-	return len(s.files)
+	n := len(s.files)
+	s.mu.Unlock()
+	return n
 }
 
 // serve reads one request of size bytes (after its length) and answers it

@@ -161,7 +161,7 @@ func runSFTPStreamIn(t *testing.T, dir string, in []byte) []byte {
 		return dir, user == ""
 	}, nil)
 	defer front.closeDirs()
-	rw := sftpChannel{Reader: front, Writer: front, close: func() error { front.close(); return nil }}
+	rw := &sftpChannel{front: front, close: func() error { front.close(); return nil }}
 	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead))
 	if err != nil {
 		t.Fatal(err)

@@ -145,7 +145,6 @@ func (l *Listener) Run(ctx context.Context) error {
 // stopped resets the connection state after a Run.
 func (l *Listener) stopped() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.running = false
 	l.cli = nil
 	if l.connCancel != nil {
@@ -156,6 +155,7 @@ func (l *Listener) stopped() {
 		l.ready = make(chan struct{})
 		l.isReady = false
 	}
+	l.mu.Unlock()
 }
 
 // AwaitConnection blocks until the listener is connected and its notify

@@ -213,7 +213,7 @@ func (m *Message) validate() error {
 		}
 		return protocolErrorf("unknown message type %d, not ignorable", int32(m.Type))
 	case m.Type.streamScoped() && m.StreamID == 0:
-		return zeroStreamError{m.Type}
+		return &zeroStreamError{typ: m.Type}
 	case len(m.Payload) > MaxPayload:
 		return protocolErrorf("payload of %d bytes exceeds %d", len(m.Payload), MaxPayload)
 	}
@@ -228,11 +228,11 @@ func (m *Message) validate() error {
 // other stream of the tunnel with it.
 type zeroStreamError struct{ typ Type }
 
-func (e zeroStreamError) Error() string {
+func (e *zeroStreamError) Error() string {
 	return fmt.Sprintf("%v: %v with stream id 0", ErrProtocol, e.typ)
 }
 
-func (e zeroStreamError) Unwrap() error { return ErrProtocol }
+func (e *zeroStreamError) Unwrap() error { return ErrProtocol }
 
 // errIgnore marks a frame that is valid but must be dropped (unknown + ignorable).
 var errIgnore = errors.New("tunnel: ignorable message")

@@ -274,6 +274,7 @@ func (d *deadline) set(at time.Time) {
 
 func (d *deadline) expired() <-chan struct{} {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.c
+	c := d.c
+	d.mu.Unlock()
+	return c
 }

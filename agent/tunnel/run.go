@@ -22,7 +22,7 @@ func terminal(err error) bool {
 	if errors.As(err, &he) {
 		return !he.Temporary()
 	}
-	var stop stopError
+	var stop *stopError
 	return errors.Is(err, ErrClosedByService) || errors.Is(err, ErrConfig) || errors.Is(err, ErrListen) || errors.As(err, &stop)
 }
 
@@ -81,7 +81,7 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 			// The error is the caller's to report (porthole connect prints it
 			// with a remedy, the agent logs it with its tunnel): said here too,
 			// an operator read it twice.
-			if _, ok := err.(stopError); !ok {
+			if _, ok := err.(*stopError); !ok {
 				log.Debug("tunnel ended", "error", err)
 			}
 			return err

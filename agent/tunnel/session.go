@@ -191,7 +191,7 @@ func (s *session) serve(handle func(*Message) error) error {
 	var m Message
 	for {
 		if err := s.conn.ReadMessage(&m); err != nil {
-			if errors.As(err, new(zeroStreamError)) {
+			if errors.As(err, new(*zeroStreamError)) {
 				s.opt.log.Debug("dropping a frame with stream id 0 (spec §3.2)", "frame", &m)
 				continue
 			}

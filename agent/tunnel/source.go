@@ -67,7 +67,10 @@ type Source struct {
 
 // serviceRoute is one service as the source sees it: the wire id carried in frames
 // ("" towards a V1 peer) and the tunnel's name for it.
-type serviceRoute struct{ wire, name string }
+type serviceRoute struct {
+	_          [0]func() // not comparable: no equality function in the binary (docs/size.md)
+	wire, name string
+}
 
 func (src *Source) peerVersion() Version {
 	if src.PeerVersion == 0 {
@@ -161,7 +164,7 @@ func (src *Source) Run(ctx context.Context) error {
 	if _, unnamed := src.Listen[""]; !unnamed {
 		for name, ln := range bound {
 			delete(bound, name)
-			accept(ln, serviceRoute{src.wire(name), name})
+			accept(ln, serviceRoute{wire: src.wire(name), name: name})
 		}
 	}
 	// What is not served yet is the unnamed mapping's listener, bound above,
@@ -297,7 +300,7 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 			name = ids[0]
 		}
 		a, _ := listenAddr(addr)
-		return []serviceRoute{{src.wire(name), name}}, []string{a}, nil
+		return []serviceRoute{{wire: src.wire(name), name: name}}, []string{a}, nil
 	}
 	if len(ids) == 0 {
 		return nil, nil, fmt.Errorf("%w: the tunnel has no services; give one unnamed mapping", ErrConfig)
@@ -312,7 +315,7 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 		if addr, ok := src.Listen[name]; ok {
 			a, _ = listenAddr(addr)
 		}
-		routes = append(routes, serviceRoute{src.wire(name), name})
+		routes = append(routes, serviceRoute{wire: src.wire(name), name: name})
 		addrs = append(addrs, a)
 	}
 	return routes, addrs, nil
@@ -451,7 +454,6 @@ func (src *Source) readySession(ctx context.Context) *session {
 // next returns the next stream id of a service: 1, 2, … wrapping to 1 (spec §3.2).
 func (src *Source) nextStreamID(wire string) int32 {
 	src.mu.Lock()
-	defer src.mu.Unlock()
 	if src.streamIDs == nil {
 		src.streamIDs = map[string]int32{}
 	}
@@ -461,12 +463,12 @@ func (src *Source) nextStreamID(wire string) int32 {
 	}
 	id++
 	src.streamIDs[wire] = id
+	src.mu.Unlock()
 	return id
 }
 
 func (src *Source) nextConnID(wire string) uint32 {
 	src.mu.Lock()
-	defer src.mu.Unlock()
 	if src.connIDs == nil {
 		src.connIDs = map[string]uint32{}
 	}
@@ -475,6 +477,7 @@ func (src *Source) nextConnID(wire string) uint32 {
 		id = 1
 	}
 	src.connIDs[wire] = id
+	src.mu.Unlock()
 	return id
 }
 

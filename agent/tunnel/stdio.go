@@ -84,14 +84,14 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 		case l == nil:
 			return err
 		case errors.Is(err, errStdioDone):
-			return stopError{nil}
+			return &stopError{}
 		case errors.Is(err, ErrRefused):
-			return stopError{ErrRefused}
+			return &stopError{err: ErrRefused}
 		default:
-			return stopError{lostError{err}}
+			return &stopError{err: &lostError{err: err}}
 		}
 	})
-	var stop stopError
+	var stop *stopError
 	if errors.As(err, &stop) {
 		return stop.err
 	}
@@ -101,16 +101,16 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 // lostError is a tunnel lost while the stdio connection was open.
 type lostError struct{ err error }
 
-func (e lostError) Error() string {
+func (e *lostError) Error() string {
 	return "tunnel: lost while the connection was open: " + strings.TrimPrefix(e.err.Error(), "tunnel: ")
 }
 
-func (e lostError) Unwrap() error { return e.err }
+func (e *lostError) Unwrap() error { return e.err }
 
 // stopError ends run's reconnect loop with err (nil for a normal end).
 type stopError struct{ err error }
 
-func (e stopError) Error() string {
+func (e *stopError) Error() string {
 	if e.err == nil {
 		return "tunnel: done"
 	}

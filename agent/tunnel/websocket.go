@@ -427,8 +427,15 @@ func headerHasToken(v, token string) bool {
 
 // writeFrame sends one masked frame (clients always mask, RFC 6455 §5.3).
 func (c *wsConn) writeFrame(op byte, payload []byte) error {
-	return c.writeFrameWith(op, func(b []byte) ([]byte, error) { return append(b, payload...), nil })
+	return c.writeFrameWith(op, framePayload(payload).appendTo)
 }
+
+// framePayload is a frame's payload as writeFrame sends it. writeFrame passes
+// a method value, not a closure: it is inlined where it is called, and a
+// closure would be compiled once for each caller (docs/size.md).
+type framePayload []byte
+
+func (p framePayload) appendTo(b []byte) ([]byte, error) { return append(b, p...), nil }
 
 // maxFrameHeader is the longest client frame header: 2 octets, an 8-octet length
 // and the 4-octet mask key.

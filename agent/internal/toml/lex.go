@@ -17,6 +17,7 @@ const maxDepth = 32
 type inlineTable []keyValue
 
 type keyValue struct {
+	_    [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	key  string
 	val  any
 	line int
@@ -450,7 +451,7 @@ func (s *scanner) inlineTable() (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		t = append(t, keyValue{k, v, line})
+		t = append(t, keyValue{key: k, val: v, line: line})
 		s.skipSpace()
 		switch s.peek() {
 		case ',':
