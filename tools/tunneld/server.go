@@ -215,9 +215,15 @@ func New(cfg Config) (*Server, error) {
 		ConnContext:       s.dp.ConnContext,
 		ReadHeaderTimeout: min(10*time.Second, cfg.readTimeout),
 		ReadTimeout:       cfg.readTimeout,
-		TLSConfig:         cfg.TLS,
-		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no h2
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// WriteTimeout runs from the end of a request's headers: its body (at
+		// most readTimeout), the call, and the answer. Without it a client that
+		// pipelines requests and never reads the answers blocks the server's
+		// write for good, and holds the connection and its goroutine as long as
+		// it likes. Hijacking clears it, as ReadTimeout.
+		WriteTimeout: 2 * cfg.readTimeout,
+		TLSConfig:    cfg.TLS,
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no h2
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	if cfg.DataDir != "" {
 		// Before reading the state: a second server on this directory would

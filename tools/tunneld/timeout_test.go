@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,4 +107,57 @@ func TestWebSocketOutlivesReadTimeout(t *testing.T) {
 			t.Errorf("WebSocket cut after %v (%v), want it open past the read timeout of %v", time.Since(start), err, timeout)
 		}
 	})
+}
+
+// TestUnreadResponsesAreCut: a client that pipelines requests and never reads
+// the answers fills the socket buffers, and the server's write of the next
+// response blocks. Without a write timeout that connection, its goroutine and
+// its descriptor are held for as long as the client likes (zero-window probes
+// are answered), by anyone who can reach the port, authenticated or not: the
+// read timeouts do not help, the server is not reading.
+func TestUnreadResponsesAreCut(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	s, err := New(Config{AllowUnsigned: true, readTimeout: timeout, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	s.hs.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			close(closed)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(l) }()
+	defer func() { s.Close(); <-done }()
+
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each request is answered with a 404 that quotes its 16 KiB path: 16 MiB of
+	// answers, far more than the socket buffers hold.
+	req := fmt.Sprintf("GET /%s HTTP/1.1\r\nHost: tunneld\r\n\r\n", strings.Repeat("a", 16<<10))
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for range 1000 {
+			if _, err := c.Write([]byte(req)); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { c.Close(); <-wrote }()
+	select {
+	case <-closed:
+	case <-time.After(10*timeout + 5*time.Second):
+		t.Fatalf("a connection whose client does not read its answers is still open after %v (read timeout %v)", 10*timeout+5*time.Second, timeout)
+	}
 }
