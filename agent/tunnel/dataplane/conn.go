@@ -136,20 +136,37 @@ func (c *conn) run() {
 
 // enqueue queues frame b, which the conn now owns. It blocks while the queue is full
 // and reports false if the conn no longer writes data.
-func (c *conn) enqueue(b []byte) bool { return c.enqueueWait(b, true) }
+func (c *conn) enqueue(b []byte) bool { return c.enqueueWait(b, true, nil) }
+
+// relay is enqueue for a frame read from the peer's connection from: it gives
+// up, and reports false, once from is cut (replaced by a reconnect, revoked,
+// dropped), whose frames are stale; otherwise the reader of a connection that
+// has ended would wait for as long as c's client does not read, and every
+// reconnect meanwhile would leave one more.
+func (c *conn) relay(b []byte, from *conn) bool { return c.enqueueWait(b, true, from) }
 
 // enqueueControl is enqueue for the service's own small frames (STREAM_RESET on a
 // reconnect, SESSION_RESET): it does not wait for room, so that a peer that has
 // stopped reading holds up neither a handshake nor an API call. Their number is
 // bounded by the calls that make them.
-func (c *conn) enqueueControl(b []byte) bool { return c.enqueueWait(b, false) }
+func (c *conn) enqueueControl(b []byte) bool { return c.enqueueWait(b, false, nil) }
 
-func (c *conn) enqueueWait(b []byte, wait bool) bool {
+func (c *conn) enqueueWait(b []byte, wait bool, from *conn) bool {
+	ended := func() bool { return from != nil && from.ctx.Err() != nil }
 	c.mu.Lock()
-	for wait && c.queued >= maxQueued && !c.dead && c.closeCode == 0 {
+	if wait && from != nil && c.queued >= maxQueued && !c.dead && c.closeCode == 0 {
+		// from's cut cancels its context: wake the wait below.
+		stop := context.AfterFunc(from.ctx, func() {
+			c.mu.Lock()
+			c.space.Broadcast()
+			c.mu.Unlock()
+		})
+		defer stop()
+	}
+	for wait && c.queued >= maxQueued && !c.dead && c.closeCode == 0 && !ended() {
 		c.space.Wait()
 	}
-	if c.dead || c.closeCode != 0 {
+	if c.dead || c.closeCode != 0 || ended() {
 		c.mu.Unlock()
 		return false
 	}

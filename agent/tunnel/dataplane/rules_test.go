@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
-
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/internal/wstest"
 )
@@ -261,3 +261,46 @@ var (
 	varintField = wstest.VarintField
 	bytesField  = wstest.BytesField
 )
+
+// A connection replaced by a reconnect (or cut by Revoke or Drop) while its
+// reader waits for room in a stalled peer's queue must end: its frame is
+// stale, and nothing else wakes it until the peer reads again. Otherwise each
+// reconnect leaves a handler goroutine, with the frames of its last message,
+// for as long as the peer stalls: a source that reconnects in a loop grows the
+// service without bound.
+func TestReplacedConnDoesNotWaitForAStalledPeer(t *testing.T) {
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	ct := strings.Repeat("a", 32)
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken}) // never read
+	if err := tun.WaitConnects(context.Background(), Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	fill := make(chan struct{})
+	go func() { // the stalled destination's socket buffers and queue fill up
+		defer close(fill)
+		payload := make([]byte, 60000)
+		for tun.Send(Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1, Payload: payload}) == nil {
+		}
+	}()
+	defer func() { dst.WS.CloseNow(); <-fill }()
+	time.Sleep(2 * time.Second)
+
+	const reconnects = 10
+	for i := range reconnects {
+		src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: ct})
+		if err := tun.WaitConnects(context.Background(), Source, i+1); err != nil {
+			t.Fatal(err)
+		}
+		src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: int32(i + 1), ServiceID: "SSH", ConnectionID: 1},
+			&tunnel.Message{Type: tunnel.TypeData, StreamID: int32(i + 1), ServiceID: "SSH", ConnectionID: 1, Payload: make([]byte, 1000)})
+		time.Sleep(100 * time.Millisecond) // its reader now waits for room in the destination's queue
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for s.connCount() > 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := s.connCount(); n > 2 {
+		t.Errorf("after %d reconnects of the source, %d WebSockets are still served (want 2: the destination and the last source); the replaced ones wait for the stalled destination", reconnects, n)
+	}
+}

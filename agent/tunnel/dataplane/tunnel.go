@@ -534,7 +534,7 @@ func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 		}
 		return true
 	}
-	relayed = peer.enqueue(raw)
+	relayed = peer.relay(raw, c)
 	return true
 }
 
