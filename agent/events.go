@@ -89,13 +89,13 @@ func (q *eventQueue) add(e Event) {
 	}
 }
 
-// victimLocked is the event a full queue drops: the oldest stream-start or
-// stream-end, which come one pair per stream (anyone holding the source token
-// can open thousands), so that they cannot push out the logins, refusals and
+// victimLocked is the event a full queue drops: the oldest stream-start,
+// stream-end or stream-refused, which come one or two per stream (anyone
+// holding the source token can open thousands), so that they cannot push out the logins, refusals and
 // tunnel events of the audit trail; only without one the oldest event.
 func (q *eventQueue) victimLocked() int {
 	for i, qe := range q.queue {
-		if qe.e.Type == "stream-start" || qe.e.Type == "stream-end" {
+		if qe.e.Type == "stream-start" || qe.e.Type == "stream-end" || qe.e.Type == "stream-refused" {
 			return i
 		}
 	}
@@ -117,6 +117,10 @@ func (q *eventQueue) run(ctx context.Context, flush time.Duration) {
 			q.mu.Unlock()
 			if unsent+dropped > 0 {
 				q.log.Warn("events not sent before stopping: the broker did not take them in time", "unsent", unsent, "dropped", dropped)
+			}
+			if q.refusedCount > 0 { // refused since the last report, which comes at most once a minute
+				q.log.Warn("events refused by the broker before stopping, dropped", "refused", q.refusedCount)
+				q.refusedCount = 0
 			}
 			return
 		}

@@ -140,3 +140,71 @@ func TestStreamRefusedOnlyWhenTheTargetRefuses(t *testing.T) {
 		t.Errorf("queued events %+v, want one stream-refused for the refusing target", a.events.queue)
 	}
 }
+
+// A stream the target refuses is a stream event as stream-start and stream-end
+// are: anyone holding the source token can open thousands to a service whose
+// target is down (or not mapped), each a stream-refused. While the broker is
+// away they must not push the logins and tunnel events out of a full queue.
+func TestEventQueueKeepsAuditEventsOverStreamRefusals(t *testing.T) {
+	a := &Agent{cfg: &Config{ThingName: "dev-1"}, events: newEventQueue(func(context.Context, []byte) error { return nil }, slog.New(slog.DiscardHandler))}
+	a.emit(Event{Type: "tunnel-connected"})
+	a.emit(Event{Type: "ssh-login-success"})
+	d := a.countStreams(&session{fp: "fp"}, tunnel.DialerFunc(func(context.Context, string) (net.Conn, error) {
+		return nil, errors.New("connection refused")
+	}), slog.New(slog.DiscardHandler))
+	for range 2 * eventQueueSize {
+		d.DialService(context.Background(), "HTTP")
+	}
+	a.events.mu.Lock()
+	defer a.events.mu.Unlock()
+	var kept []string
+	for _, qe := range a.events.queue {
+		if !strings.HasPrefix(qe.e.Type, "stream-") {
+			kept = append(kept, qe.e.Type)
+		}
+	}
+	if strings.Join(kept, ",") != "tunnel-connected,ssh-login-success" {
+		t.Errorf("after %d refused streams the queue holds %q besides stream events; want the tunnel and login events", 2*eventQueueSize, kept)
+	}
+}
+
+// Every event the broker refuses is counted in a warning: after the first, at
+// most one line a minute says how many since, and those refused in the last
+// minute before the agent stops are in the warning of the stop, as unsent and
+// dropped ones are, instead of lost without a trace.
+func TestEventQueueReportsRefusedEventsAtStop(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	q := newEventQueue(func(context.Context, []byte) error {
+		return fmt.Errorf("notify: publishing to t: %w, reason 0x87 (not authorized)", notify.ErrRefused)
+	}, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	for range 3 {
+		q.add(Event{Type: "ssh-login-success"})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { q.run(ctx, time.Second); close(done) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		q.mu.Lock()
+		n := len(q.queue)
+		q.mu.Unlock()
+		if n == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	counted := 0
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if i := strings.Index(l, " refused="); i >= 0 {
+			var n int
+			fmt.Sscanf(l[i+len(" refused="):], "%d", &n)
+			counted += n
+		}
+	}
+	if counted != 3 {
+		t.Errorf("3 events refused by the broker, the warnings count %d:\n%s", counted, logs.String())
+	}
+}

@@ -119,9 +119,9 @@ func commandName(cmdline string) string {
 const maxCommandLine = 1024
 
 // maxClientString bounds the other strings of an Event, and of the log lines
-// beside it, that a client chooses: the user name and a certificate's key ID
-// (before it has logged in), a forward's destination, and what a refusal quotes
-// of them. An SSH packet can carry 256 KiB of each; events go to the log and,
+// beside it, that a client chooses: the user name, the authentication method's
+// name and a certificate's key ID (before it has logged in), a forward's
+// destination, and what a refusal quotes of them. An SSH packet can carry 256 KiB of each; events go to the log and,
 // through the agent, to an MQTT topic whose broker may refuse (or disconnect
 // for) a large message.
 const maxClientString = 256
@@ -152,7 +152,7 @@ func (s *Server) audit(e Event) {
 		e.Time = s.clock()
 	}
 	e.Time = e.Time.UTC() // as the agent's events: one zone in a record, whatever the device's
-	for _, f := range []*string{&e.User, &e.CertID, &e.Reason, &e.Dest} {
+	for _, f := range []*string{&e.User, &e.Method, &e.CertID, &e.Reason, &e.Dest} {
 		*f = clipClient(*f)
 	}
 	if s.Audit != nil {

@@ -3,6 +3,10 @@ package sshd
 import (
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +162,121 @@ func TestHugeRemoteForwardBindClipped(t *testing.T) {
 		t.Fatalf("tcpip-forward with a huge bind address: ok %v, err %v; want refused", ok, err)
 	}
 	waitFor(t, "the forward event", func() bool { return len(e.eventsOf(EventForward)) > 0 })
+	e.logs.mu.Lock()
+	defer e.logs.mu.Unlock()
+	for _, l := range e.logs.lines {
+		if len(l) > 2*maxClientString+512 {
+			t.Errorf("a log line of %d bytes: %.200s…", len(l), l)
+		}
+	}
+}
+
+// fakeConnMetadata is what x/crypto hands AuthLogCallback.
+type fakeConnMetadata struct{ user string }
+
+func (m fakeConnMetadata) User() string          { return m.user }
+func (m fakeConnMetadata) SessionID() []byte     { return []byte{1, 2, 3} }
+func (m fakeConnMetadata) ClientVersion() []byte { return []byte("SSH-2.0-x") }
+func (m fakeConnMetadata) ServerVersion() []byte { return []byte("SSH-2.0-y") }
+func (m fakeConnMetadata) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}
+}
+func (m fakeConnMetadata) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 22}
+}
+
+// The method name of a USERAUTH_REQUEST is the client's, before it has logged
+// in, up to an SSH packet (256 KiB): x/crypto passes it as is to
+// AuthLogCallback (ssh/server.go: `default: authErr = fmt.Errorf("ssh: unknown
+// method %q", ...)`, then AuthLogCallback(s, userAuthReq.Method, authErr)).
+// The event's method, as its user and reason, keeps at most maxClientString
+// bytes, and so does the log line: a 200 KiB event is over AWS IoT's 128 KB
+// message limit (see the agent's TestHugeSSHUserNameDoesNotWedgeMQTT).
+func TestHugeAuthMethodClipped(t *testing.T) {
+	e := newEnv(t, nil)
+	huge := strings.Repeat("m", 200<<10)
+	st := &connState{remote: "192.0.2.1:1", src: "192.0.2.1"}
+	e.srv.authLog(st, fakeConnMetadata{"root"}, huge, fmt.Errorf("ssh: unknown method %q", huge))
+	evs := e.eventsOf(EventLoginFailure)
+	if len(evs) != 1 {
+		t.Fatalf("%d login failure events, want 1", len(evs))
+	}
+	if ev := evs[0]; len(ev.Method) > maxClientString || len(ev.Reason) > maxClientString {
+		t.Errorf("login failure event: method of %d bytes, reason of %d; want at most %d", len(ev.Method), len(ev.Reason), maxClientString)
+	}
+	e.logs.mu.Lock()
+	defer e.logs.mu.Unlock()
+	for _, l := range e.logs.lines {
+		if len(l) > 2*maxClientString+512 {
+			t.Errorf("a log line of %d bytes: %.200s…", len(l), l)
+		}
+	}
+}
+
+// stalledSigner is a key whose signature never comes (a hardware key waiting
+// for a touch).
+type stalledSigner struct {
+	gossh.Signer
+	block chan struct{}
+}
+
+func (s stalledSigner) Sign(r io.Reader, data []byte) (*gossh.Signature, error) {
+	<-s.block
+	return nil, errors.New("no touch")
+}
+
+// Every event of a connection after its key exchange carries its session_id
+// (docs: porthole.example.toml, "session_id (on every event of a connection
+// after its key exchange"), so that a SIEM can tie a login failure to the
+// connection's other events: the one of a connection closed at the login grace
+// time, after its key exchange, too.
+func TestGraceTimeEventCarriesSessionID(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.LoginGraceTime = 300 * time.Millisecond })
+	block := make(chan struct{})
+	go func() {
+		if c, err := e.dial("root", gossh.PublicKeys(stalledSigner{e.key, block})); err == nil {
+			c.Close()
+		}
+	}()
+	waitFor(t, "the login failure event", func() bool { return len(e.eventsOf(EventLoginFailure)) > 0 })
+	close(block)
+	for _, ev := range e.eventsOf(EventLoginFailure) {
+		if ev.SessionID == "" || ev.User == "" {
+			b, _ := json.Marshal(ev)
+			t.Errorf("login failure after the key exchange without session_id or user: %s", b)
+		}
+	}
+}
+
+// A session the server ends at MaxSessionTime (or IdleTimeout) says so in its
+// session-end event (Event.Reason: "why a login, session or forward was
+// refused or ended early"): a SIEM seeing only exit_signal HUP cannot tell the
+// server's limit from a client that hung up.
+func TestSessionEndSaysServerLimit(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxSessionTime = 500 * time.Millisecond })
+	c := e.login("root")
+	sess := openSession(t, c)
+	if err := sess.Start("sleep 30"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the session end event", func() bool { return len(e.eventsOf(EventSessionEnd)) > 0 })
+	ev := e.eventsOf(EventSessionEnd)[0]
+	if !strings.Contains(ev.Reason, "maximum session time") {
+		b, _ := json.Marshal(ev)
+		t.Errorf("session ended at MaxSessionTime, event: %s", b)
+	}
+}
+
+// A subsystem name is the client's, up to an SSH packet: the log line of its
+// refusal keeps at most maxClientString bytes of it, as the other lines that
+// quote the client do.
+func TestHugeSubsystemNameClipped(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	sess := openSession(t, c)
+	if err := sess.RequestSubsystem(strings.Repeat("s", 200<<10)); err == nil {
+		t.Fatal("a subsystem of 200 KiB was started")
+	}
 	e.logs.mu.Lock()
 	defer e.logs.mu.Unlock()
 	for _, l := range e.logs.lines {

@@ -91,6 +91,7 @@ func (s *Server) maxAuthTries() int {
 // state of an earlier query (another key's options) can leak into the
 // session: the PublicKeyCallback misuse of CVE-2024-45337.
 func (s *Server) verifiedKey(st *connState, cm gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
+	st.noteAuth(cm)
 	perms, err := s.authorizeKey(st, cm.User(), key)
 	reason := ""
 	if err != nil {
@@ -171,12 +172,14 @@ func (s *Server) checkPassword(user, password string) error {
 // authLog turns x/crypto's record of each attempt into audit events.
 func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, err error) {
 	st.triedAuth.Store(true)
+	st.noteAuth(cm)
 	st.mu.Lock()
 	k, reason := st.lastKey, st.lastReason
 	st.mu.Unlock()
-	// The user name and a certificate's key ID are the client's, before it has
-	// logged in: clipped here for the log lines, as audit clips them in events.
-	e := Event{Remote: st.remote, SessionID: hex.EncodeToString(cm.SessionID()), User: clipClient(cm.User()), Method: method}
+	// The user name, the method name and a certificate's key ID are the
+	// client's, before it has logged in: clipped here for the log lines, as
+	// audit clips them in events.
+	e := Event{Remote: st.remote, SessionID: hex.EncodeToString(cm.SessionID()), User: clipClient(cm.User()), Method: clipClient(method)}
 	if method == "publickey" {
 		e.KeyFingerprint, e.CertID, e.CertSerial = k.Fingerprint, clipClient(k.CertID), k.CertSerial
 	}

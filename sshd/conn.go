@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"encoding/hex"
 	"net"
 	"net/netip"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // conn wraps every accepted net.Conn. It enforces the login grace time, the
@@ -60,7 +62,7 @@ func (c *conn) startTimers() {
 		c.after(grace, func() {
 			if !c.st.authed.Load() {
 				s.log().Info("login grace time exceeded", "remote", c.st.remote)
-				s.audit(Event{Type: EventLoginFailure, Remote: c.st.remote, Reason: "login grace time exceeded"})
+				s.audit(c.st.unauthEvent("login grace time exceeded"))
 				c.Close()
 			}
 		})
@@ -68,6 +70,7 @@ func (c *conn) startTimers() {
 	if s.MaxSessionTime > 0 {
 		c.after(s.MaxSessionTime, func() {
 			s.log().Info("maximum session time reached", "remote", c.st.remote)
+			c.st.setEndReason("maximum session time reached")
 			c.Close()
 		})
 	}
@@ -78,6 +81,7 @@ func (c *conn) startTimers() {
 			since := time.Since(c.born) - time.Duration(c.lastActive.Load())
 			if since >= idle {
 				s.log().Info("idle timeout", "remote", c.st.remote)
+				c.st.setEndReason("idle timeout")
 				c.Close()
 				return
 			}
@@ -157,10 +161,19 @@ type connState struct {
 	// included). A connection that ends before is no failed login.
 	triedAuth atomic.Bool
 
-	mu          sync.Mutex
-	lastKey     authInfo // the key last offered or verified, for the audit log
-	lastReason  string   // why the last attempt was refused
-	refusedKeys int      // public keys refused so far (MaxAuthTries, as OpenSSH counts)
+	mu         sync.Mutex
+	lastKey    authInfo // the key last offered or verified, for the audit log
+	lastReason string   // why the last attempt was refused
+	// sessionID and user are the connection's SSH session identifier (hex)
+	// and the login name last asked for (clipped), once it has tried to
+	// authenticate: for the events of a connection closed before it logged
+	// in (login grace time, too many failures), which carry them as the
+	// others of the connection do.
+	sessionID, user string
+	// endReason says why the server closed the connection (a limit), for
+	// the session-end events of its sessions.
+	endReason   string
+	refusedKeys int // public keys refused so far (MaxAuthTries, as OpenSSH counts)
 	// keyRefusals are the login-failure events of refused public keys, held
 	// until the connection ends (reportKeyRefusals); moreKeyRefusals counts
 	// those past maxKeyRefusals.
@@ -225,6 +238,28 @@ func (st *connState) shutdown() {
 	if wait != nil {
 		<-wait
 	}
+}
+
+func (st *connState) setEndReason(r string) {
+	st.mu.Lock()
+	st.endReason = r
+	st.mu.Unlock()
+}
+
+// noteAuth records cm's session identifier and user name (see sessionID).
+func (st *connState) noteAuth(cm gossh.ConnMetadata) {
+	id, user := hex.EncodeToString(cm.SessionID()), clipClient(cm.User())
+	st.mu.Lock()
+	st.sessionID, st.user = id, user
+	st.mu.Unlock()
+}
+
+// unauthEvent is the login-failure event of a connection closed before it
+// logged in, for reason.
+func (st *connState) unauthEvent(reason string) Event {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return Event{Type: EventLoginFailure, Remote: st.remote, SessionID: st.sessionID, User: st.user, Reason: reason}
 }
 
 func (st *connState) setKey(k authInfo, reason string) {

@@ -275,7 +275,7 @@ func (s *Server) closeUnauthenticated(src string) {
 	}
 	s.log().Warn("closing unauthenticated connections: too many failed logins", "source", src, "connections", len(victims))
 	for _, c := range victims {
-		s.audit(Event{Type: EventLoginFailure, Remote: c.st.remote, Reason: errTooManyFailures.Error()})
+		s.audit(c.st.unauthEvent(errTooManyFailures.Error()))
 		c.Close()
 	}
 }

@@ -383,7 +383,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 	switch kind {
 	case "subsystem":
 		if cmdline != "sftp" {
-			return fmt.Errorf("unknown subsystem %q", cmdline)
+			return fmt.Errorf("unknown subsystem %q", clipClient(cmdline))
 		}
 		if !s.sameUser(a) {
 			// In-process SFTP would act with the server's privileges: use
@@ -952,6 +952,11 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 	}
 	if fill != nil {
 		fill(&e)
+	}
+	if t == EventSessionEnd && e.Reason == "" {
+		sess.st.mu.Lock()
+		e.Reason = sess.st.endReason // the server ended it: a limit
+		sess.st.mu.Unlock()
 	}
 	attrs := []any{"remote", e.Remote, "user", e.User, "kind", e.Kind}
 	if e.Command != "" {
