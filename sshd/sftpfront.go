@@ -50,6 +50,7 @@ const (
 const (
 	sftpLstat    = 7  // SSH_FXP_LSTAT
 	sftpSetstat  = 9  // SSH_FXP_SETSTAT
+	sftpFsetstat = 10 // SSH_FXP_FSETSTAT
 	sftpStat     = 17 // SSH_FXP_STAT
 	sftpReadlink = 19 // SSH_FXP_READLINK
 )
@@ -183,8 +184,15 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 			}
 			break
 		}
-		if err := s.serve(int(size)); err != nil {
+		pkt, err := s.serve(int(size))
+		if err != nil {
 			return 0, err
+		}
+		if pkt != nil { // handed on after all (see serve)
+			s.mu.Lock()
+			s.passed++
+			s.mu.Unlock()
+			s.pending, s.left = pkt, int64(len(pkt))
 		}
 	}
 	if s.pending != nil {
@@ -216,6 +224,12 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 // EISDIR); and "scp host:link/../f" took f beside link, not beside link's
 // target. It reads such a request whole and leaves it, rewritten, in
 // pending, s.left its length.
+//
+// It also gives an OPEN with neither SSH_FXF_READ nor SSH_FXF_WRITE the
+// READ flag: sftp-server then opens the file O_RDONLY (0), with O_CREAT and
+// O_EXCL or O_TRUNC if asked, where pkg/sftp refused it (EINVAL). Paramiko's
+// open(path, "x"), an exclusive create that makes lock files, sends just
+// CREAT|EXCL, and so made no file.
 func (s *sftpFront) kernelPath(typ byte, size uint32) error {
 	switch typ {
 	case sftpOpen, sftpSetstat, sftpReadlink:
@@ -233,17 +247,23 @@ func (s *sftpFront) kernelPath(typ byte, size uint32) error {
 	if uint64(n) > uint64(size)-9 {
 		return nil
 	}
+	noAccess := func(pkt []byte) bool {
+		return typ == sftpOpen && 17+int(n) <= len(pkt) && binary.BigEndian.Uint32(pkt[13+n:])&(sftpFlagRead|sftpFlagWrite) == 0
+	}
 	if 13+int(n) > len(b) {
 		if err != nil {
 			return nil
 		}
 		// A path longer than the buffer: read the request whole below.
-	} else if !s.unclean(string(b[13 : 13+n])) {
+	} else if !s.unclean(string(b[13:13+n])) && !noAccess(b) {
 		return nil
 	}
 	pkt := make([]byte, 4+size)
 	if _, err := io.ReadFull(s.r, pkt); err != nil {
 		return fmt.Errorf("reading SFTP request: %w", err)
+	}
+	if noAccess(pkt) {
+		pkt[16+n] |= sftpFlagRead
 	}
 	p := string(pkt[13 : 13+n])
 	if !s.unclean(p) {
@@ -300,6 +320,17 @@ const copyDataExt = "copy-data"
 // working directory, so it is served here (and not offered again).
 const statvfsExt = "statvfs@openssh.com"
 
+// posixRenameExt and hardlinkExt are OpenSSH's extensions behind sftp's
+// rename (without -l) and ln, and sshfs's rename and link. pkg/sftp offers
+// them but serves posix-rename with os.Rename, which refuses an existing
+// directory as the new name where rename(2) replaces an empty one, and both
+// with paths cleaned lexically (see kernelPath), so they are served here (and
+// not offered again).
+const (
+	posixRenameExt = "posix-rename@openssh.com"
+	hardlinkExt    = "hardlink@openssh.com"
+)
+
 // sftpExtensions are the extensions served here, added to pkg/sftp's in
 // SSH_FXP_VERSION.
 var sftpExtensions = []string{expandPath, limitsExt, usersGroupsExt, fsyncExt, copyDataExt}
@@ -320,9 +351,10 @@ const maxSFTPRead = 32 << 10
 // serves reports whether the request of type typ and size bytes (after its
 // length) is served here, whatever its size: MKDIR, REMOVE, RMDIR, RENAME,
 // SYMLINK, REALPATH, STAT, LSTAT, OPENDIR, READDIR (pkg/sftp has no
-// directory handles), CLOSE of a directory handle, the sftpExtensions and
-// statvfs, a WRITE to a file opened to append (see appendTo), and an OPEN
-// while maxOpenFiles files are open, refused. A CLOSE of a file that it
+// directory handles), CLOSE of a directory handle, the sftpExtensions,
+// statvfs, posix-rename and hardlink, a WRITE to a file opened to append
+// (see appendTo), an FSETSTAT that sets times (see sftpAttrTimes), and an
+// OPEN while maxOpenFiles files are open, refused. A CLOSE of a file that it
 // hands on to pkg/sftp is no longer counted open.
 //
 // The bound and the count hold for a request of any size pkg/sftp takes, not
@@ -337,7 +369,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		Arg  string // the handle, or the extension's name
 		Rest []byte `ssh:"rest"`
 	}
-	if typ == sftpClose || typ == sftpExt || typ == sftpOpen || typ == sftpWrite {
+	if typ == sftpClose || typ == sftpExt || typ == sftpOpen || typ == sftpWrite || typ == sftpFsetstat {
 		// The handle, the name or the path is at the start: a buffer's
 		// worth holds it (an OPEN's path may not fit: not known then).
 		b, err := s.r.Peek(min(int(4+size), s.r.Size()))
@@ -354,12 +386,18 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		s.openingID, s.opening = req.ID, openFile{}
 		if req.Arg != "" && len(req.Rest) >= 4 {
 			s.opening = openFile{path: s.local(req.Arg), flags: binary.BigEndian.Uint32(req.Rest)}
+			if s.opening.flags&(sftpFlagRead|sftpFlagWrite) == 0 {
+				s.opening.flags |= sftpFlagRead // as pkg/sftp is handed it (see kernelPath)
+			}
 		}
 		s.mu.Unlock()
 		return false
 	case typ == sftpWrite:
 		f, ok := s.file(req.Arg)
 		return ok && f.path != "" && f.flags&sftpFlagAppend != 0
+	case typ == sftpFsetstat:
+		f, ok := s.file(req.Arg)
+		return ok && f.path != "" && len(req.Rest) >= 4 && binary.BigEndian.Uint32(req.Rest)&sftpAttrTimes != 0
 	case typ == sftpClose && s.dirs[req.Arg] == nil:
 		s.mu.Lock()
 		delete(s.files, req.Arg)
@@ -368,7 +406,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	case typ == sftpClose:
 		return true
 	case typ == sftpExt:
-		return slices.Contains(sftpExtensions, req.Arg) || req.Arg == statvfsExt
+		return slices.Contains(sftpExtensions, req.Arg) || req.Arg == statvfsExt || req.Arg == posixRenameExt || req.Arg == hardlinkExt
 	}
 	switch typ {
 	case sftpMkdir, sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename, sftpRealpath, sftpStat, sftpLstat:
@@ -404,11 +442,13 @@ func (s *sftpFront) filesOpen() int {
 
 // serve reads one request of size bytes (after its length) and answers it
 // once pkg/sftp has answered the requests before it. A malformed request
-// ends the session, as it does in pkg/sftp.
-func (s *sftpFront) serve(size int) error {
+// ends the session, as it does in pkg/sftp. An FSETSTAT that sets times is
+// returned instead, to be handed on to pkg/sftp, if its file still has the
+// name it was opened by (see sftpAttrTimes).
+func (s *sftpFront) serve(size int) ([]byte, error) {
 	pkt := make([]byte, 4+size)
 	if _, err := io.ReadFull(s.r, pkt); err != nil {
-		return fmt.Errorf("reading SFTP request: %w", err)
+		return nil, fmt.Errorf("reading SFTP request: %w", err)
 	}
 	var req struct {
 		ID   uint32
@@ -420,6 +460,10 @@ func (s *sftpFront) serve(size int) error {
 		Rest []byte `ssh:"rest"` // ignored, as sftp-server ignores it
 	}
 	err := gossh.Unmarshal(pkt[5:], &req)
+	var third struct { // posix-rename's and hardlink's new path
+		Str  string
+		Rest []byte `ssh:"rest"`
+	}
 	var cp copyDataRequest
 	var mkdirMode uint32
 	var appended struct {
@@ -430,6 +474,10 @@ func (s *sftpFront) serve(size int) error {
 	case err != nil:
 	case pkt[4] == sftpSymlink || pkt[4] == sftpExt && (req.Arg == expandPath || req.Arg == fsyncExt || req.Arg == statvfsExt) || pkt[4] == sftpRename:
 		err = gossh.Unmarshal(req.Rest, &second)
+	case pkt[4] == sftpExt && (req.Arg == posixRenameExt || req.Arg == hardlinkExt):
+		if err = gossh.Unmarshal(req.Rest, &second); err == nil {
+			err = gossh.Unmarshal(second.Rest, &third)
+		}
 	case pkt[4] == sftpExt && req.Arg == copyDataExt:
 		err = gossh.Unmarshal(req.Rest, &cp)
 	case pkt[4] == sftpMkdir:
@@ -438,7 +486,7 @@ func (s *sftpFront) serve(size int) error {
 		err = gossh.Unmarshal(req.Rest, &appended)
 	}
 	if err != nil {
-		return fmt.Errorf("malformed SFTP request type %d: %w", pkt[4], err)
+		return nil, fmt.Errorf("malformed SFTP request type %d: %w", pkt[4], err)
 	}
 	s.mu.Lock()
 	for s.answered < s.passed && !s.closed {
@@ -447,7 +495,7 @@ func (s *sftpFront) serve(size int) error {
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return errSFTPClosed
+		return nil, errSFTPClosed
 	}
 	var reply []byte
 	switch pkt[4] {
@@ -489,15 +537,36 @@ func (s *sftpFront) serve(size int) error {
 			reply = sftpStatusPacket(req.ID, s.copyData(cp))
 		case statvfsExt:
 			reply = s.statvfs(req.ID, second.Str)
+		case posixRenameExt:
+			reply = sftpStatusPacket(req.ID, syscall.Rename(s.local(second.Str), s.local(third.Str)))
+		case hardlinkExt:
+			reply = sftpStatusPacket(req.ID, syscall.Link(s.local(second.Str), s.local(third.Str)))
 		default:
 			reply = s.expand(req.ID, second.Str)
 		}
 	case sftpOpen: // refused: see maxOpenFiles
 		reply = sftpStatusPacket(req.ID, syscall.EMFILE)
+	case sftpFsetstat:
+		f, _ := s.file(req.Arg)
+		var st syscall.Stat_t
+		err := syscall.Stat(f.path, &st)
+		if err == nil && (uint64(st.Dev) != f.dev || uint64(st.Ino) != f.ino) || err == syscall.ENOENT || err == syscall.ENOTDIR {
+			reply = sftpStatusPacket(req.ID, errFileMoved)
+			break
+		}
+		return pkt, nil // pkg/sftp reports another error
 	}
 	_, err = s.write(reply)
-	return err
+	return nil, err
 }
+
+// sftpAttrTimes is SSH_FILEXFER_ATTR_ACMODTIME. pkg/sftp serves an FSETSTAT
+// that sets times by the name its file was opened by (os.Chtimes), not on the
+// descriptor as sftp-server does (futimes(2)): once the file was renamed and
+// another took its name, that other file got the times. Such a request is
+// handed on only while the name still leads to the file opened, and else
+// refused (sftp-server would set the times of the renamed or removed file).
+const sftpAttrTimes = 0x8
 
 // removeAndRename: pkg/sftp serves REMOVE and RMDIR both with os.Remove, which
 // falls back from one to the other, so "rmdir FILE" deleted the file and "rm
@@ -506,7 +575,7 @@ func (s *sftpFront) serve(size int) error {
 // sftp-server refuse: clients rename a temporary file onto a name to avoid
 // clobbering one (sftp's rename -l, Paramiko). Here REMOVE is unlink(2), RMDIR
 // rmdir(2), and RENAME renameNoReplace. posix-rename@openssh.com, which does
-// replace, stays pkg/sftp's.
+// replace, is rename(2) (see posixRenameExt).
 
 // renameNoReplace renames from to to unless to exists. A regular file gets
 // its new name as a hard link and then loses the old one, so that a file

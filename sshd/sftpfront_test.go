@@ -678,3 +678,114 @@ func TestSFTPStatAccessTime(t *testing.T) {
 		t.Errorf("end of sftp session: %s, want exit-status 0", st)
 	}
 }
+
+// posix-rename@openssh.com has rename(2)'s semantics, as sftp-server gives it
+// (OpenSSH's sftp uses it for its plain rename; sshfs for every rename): a
+// directory replaces an empty directory, and a name renamed onto itself is
+// left as it is. pkg/sftp served it with os.Rename, which refuses an existing
+// directory as the new name (EEXIST) before rename(2) is called. Paths are
+// taken as the kernel takes them, as for RENAME: "deep/../x", with deep a
+// link to dir/sub, is dir/x, and "x/" must be a directory; so for
+// hardlink@openssh.com (sftp's ln).
+func TestSFTPPosixRenameAsRename(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "src"), 0o755)
+	writeFile(t, filepath.Join(dir, "src", "inner"), "x")
+	os.Mkdir(filepath.Join(dir, "empty"), 0o755)
+	os.Mkdir(filepath.Join(dir, "same"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "dir", "sub"), 0o755)
+	os.Symlink("dir/sub", filepath.Join(dir, "deep"))
+	writeFile(t, filepath.Join(dir, "f"), "f")
+	writeFile(t, filepath.Join(dir, "g"), "g")
+	l := newSFTPLive(t, dir)
+	l.send(t,
+		sftpPacket(200, uint32(2), "posix-rename@openssh.com", "src", "empty"),
+		sftpPacket(200, uint32(3), "posix-rename@openssh.com", "same", "same"),
+		sftpPacket(200, uint32(4), "posix-rename@openssh.com", "f", "deep/../x"),
+		sftpPacket(200, uint32(5), "posix-rename@openssh.com", "g", "nodir/"),
+		sftpPacket(200, uint32(6), "hardlink@openssh.com", "dir/x", "deep/../y"),
+		sftpPacket(200, uint32(7), "hardlink@openssh.com", "g", "nodir2/"),
+	)
+	var replies [][]byte
+	for range 6 {
+		replies = append(replies, l.recv(t))
+	}
+	sftpStatuses(t, replies, [2]uint32{2, sftpOK}, [2]uint32{3, sftpOK}, [2]uint32{4, sftpOK}, [2]uint32{5, sftpNoSuchFile},
+		[2]uint32{6, sftpOK}, [2]uint32{7, sftpNoSuchFile})
+	for name, exists := range map[string]bool{
+		"empty/inner": true, "src": false, "same": true, "dir/x": true, "x": false, "g": true, "nodir": false,
+		"dir/y": true, "y": false, "nodir2": false,
+	} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); (err == nil) != exists {
+			t.Errorf("%s: Lstat = %v; want it to exist: %v", name, err, exists)
+		}
+	}
+}
+
+// FSETSTAT acts on the open file, as sftp-server's futimes(2), fchmod(2) and
+// fchown(2) do, whatever has its name now. pkg/sftp sets the times by the name
+// the file was opened by: once the file was renamed and another took the name
+// (a save that renames), the other file got the times.
+func TestSFTPFsetstatTimesOnTheOpenFile(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "f"), "opened")
+	l := newSFTPLive(t, dir)
+	h := l.open(t, "f", 0x3) // READ|WRITE
+	os.Rename(filepath.Join(dir, "f"), filepath.Join(dir, "g"))
+	writeFile(t, filepath.Join(dir, "f"), "another file")
+	before, _ := os.Stat(filepath.Join(dir, "f"))
+	l.send(t, sftpPacket(10, uint32(2), h, uint32(0x8), uint32(1000000), uint32(1000000))) // ACMODTIME
+	r := l.recv(t)
+	after, _ := os.Stat(filepath.Join(dir, "f"))
+	if !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("FSETSTAT of the handle of g (opened as f) set the times of the file now named f (reply %x)", r)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "g")); r[0] == sftpStatus && r[8] == sftpOK && fi.ModTime().Unix() != 1000000 {
+		t.Errorf("FSETSTAT answered OK, yet the open file's mtime is %v", fi.ModTime())
+	}
+}
+
+// OpenSSH's sftp renames with posix-rename@openssh.com: "rename new old",
+// with old an empty directory, replaces it as with sftp-server (rename(2));
+// put -p sets the upload's times through FSETSTAT on its handle.
+func TestOpenSSHSFTPRenameOntoEmptyDir(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	sftp := needProgram(t, "sftp")
+	home := o.home("root")
+	os.Mkdir(filepath.Join(home, "new"), 0o755)
+	writeFile(t, filepath.Join(home, "new", "inner"), "x")
+	os.Mkdir(filepath.Join(home, "old"), 0o755)
+	src := filepath.Join(o.dir, "src")
+	writeFile(t, src, "kept times")
+	os.Chtimes(src, time.Unix(1000000, 0), time.Unix(1000000, 0))
+	batch := filepath.Join(o.dir, "batch")
+	writeFile(t, batch, "rename new old\nput -p "+src+" up\n")
+	out, errOut, code := o.run(t, nil, sftp, append(o.opts(), "-P", o.port, "-b", batch, "root@127.0.0.1")...)
+	if code != 0 {
+		t.Fatalf("sftp -b: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(home, "old", "inner")); err != nil {
+		t.Errorf("after rename new old: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(home, "up")); err != nil || fi.ModTime().Unix() != 1000000 {
+		t.Errorf("after put -p: %v, %v", fi.ModTime(), err)
+	}
+}
+
+// An OPEN with neither READ nor WRITE opens the file to read, with what else
+// it asks, as sftp-server opens it (O_RDONLY is 0): Paramiko's open(p, "x")
+// sends CREAT|EXCL and makes the file, or finds it exists; pkg/sftp refused
+// both with "invalid argument".
+func TestSFTPOpenWithoutReadOrWrite(t *testing.T) {
+	dir := t.TempDir()
+	l := newSFTPLive(t, dir)
+	l.send(t, sftpPacket(3, uint32(2), "lock", uint32(0x28), uint32(0))) // CREAT|EXCL
+	if r := l.recv(t); r[0] != sftpHandle {
+		t.Errorf("OPEN lock CREAT|EXCL: %x, want a handle", r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lock")); err != nil {
+		t.Errorf("OPEN lock CREAT|EXCL made no file: %v", err)
+	}
+	l.send(t, sftpPacket(3, uint32(3), "lock", uint32(0x28), uint32(0)))
+	sftpStatuses(t, [][]byte{l.recv(t)}, [2]uint32{3, sftpFailure}) // EEXIST
+}
