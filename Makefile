@@ -95,12 +95,13 @@ cross: ## static device binaries for every target into dist/, with SHA256SUMS
 OPERATOR_TARGETS := darwin-arm64 darwin-amd64 windows-amd64 windows-arm64 freebsd-amd64
 
 .PHONY: operator
-operator: ## porthole connect for macOS, Windows and FreeBSD into dist/ (the agent is Linux only), with SHA256SUMS
+operator: ## porthole connect for macOS, Windows and FreeBSD into dist/ (the agent is Linux only), each with its THIRD_PARTY_NOTICES, and SHA256SUMS
 	@mkdir -p dist
 	@for t in $(OPERATOR_TARGETS); do \
 		os=$${t%%-*}; arch=$${t#*-}; ext=; [ $$os = windows ] && ext=.exe; \
 		echo "  $$t"; \
-		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/porthole-$$t$$ext ./agent/cmd/porthole; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/porthole-$$t$$ext ./agent/cmd/porthole && \
+		NOTICES_GOOS=$$os NOTICES_GOARCH=$$arch tools/pkg/notices.sh >dist/porthole-$$t.THIRD_PARTY_NOTICES || exit 1; \
 	done
 	tools/pkg/sums.sh dist
 

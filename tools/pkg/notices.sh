@@ -10,7 +10,8 @@
 # Its output is tools/pkg/THIRD_PARTY_NOTICES (TestThirdPartyNotices keeps it
 # current: run tools/pkg/notices.sh >tools/pkg/THIRD_PARTY_NOTICES after a
 # go.mod change), which ipk.sh installs and Buildroot's legal-info collects;
-# tarball.sh puts a fresh one into every tarball.
+# tarball.sh puts a fresh one into every tarball; make operator one beside each
+# porthole connect it builds for another system.
 set -euo pipefail
 
 pkg=${1:-./agent/cmd/porthole}
@@ -42,7 +43,8 @@ section "Go standard library and runtime (https://go.dev)" "$goroot/LICENSE" "$g
 # -mod=readonly: from the module cache even where the tree has a vendor/ (made
 # for an offline build, buildroot/README.md), in which go list knows no module's
 # folder, and go mod vendor keeps only some of a module's license files.
-mods=$(CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat GOFLAGS=-mod=readonly "$go" list -tags netgo,osusergo -deps \
+# NOTICES_GOOS/NOTICES_GOARCH: another build's (make operator's porthole connect).
+mods=$(CGO_ENABLED=0 GOOS=${NOTICES_GOOS:-linux} GOARCH=${NOTICES_GOARCH:-mipsle} GOMIPS=softfloat GOFLAGS=-mod=readonly "$go" list -tags netgo,osusergo -deps \
   -f '{{with .Module}}{{if not .Main}}{{.Path}}|{{.Version}}|{{.Dir}}{{end}}{{end}}' "$pkg" | sort -u)
 while IFS='|' read -r path version dir; do
   [ -n "$path" ] || continue
