@@ -132,8 +132,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	ev.Dest = dest + " (" + target.String() + ")"
 	s.log().Info("forward opened", "remote", st.remote, "user", sc.User(), "dest", ev.Dest)
 	s.audit(ev)
-	go gossh.DiscardRequests(reqs)
-	proxy(ctx, ch, tc)
+	proxy(ctx, ch, reqs, tc)
 }
 
 // dialShare is the time one of n remaining addresses gets to answer: an equal
@@ -247,20 +246,44 @@ func (s *Server) serveForward(ctx context.Context, st *connState, l net.Listener
 				c.Close()
 				return
 			}
-			go gossh.DiscardRequests(reqs)
-			proxy(ctx, ch, c)
+			proxy(ctx, ch, reqs, c)
 		}()
 	}
 }
 
 // proxy copies both ways between an SSH channel and a connection, passing
 // half-closes on, and returns when both directions are done or when ctx (the
-// SSH connection's) ends: a peer that ignores EOF must not outlive it.
-func proxy(ctx context.Context, ch gossh.Channel, c net.Conn) {
+// SSH connection's) ends: a peer that ignores EOF must not outlive it. The
+// channel's requests are refused; their end is the client's CLOSE, after
+// which, as in OpenSSH's sshd (chan_rcvd_oclose), what the client sent is
+// written out and the connection closed: a quiet target must not hold it,
+// its descriptor and a MaxForwards slot until the SSH connection ends.
+func proxy(ctx context.Context, ch gossh.Channel, reqs <-chan *gossh.Request, c net.Conn) {
 	done := make(chan struct{})
 	defer close(done)
+	peerClosed := make(chan struct{})
+	go func() {
+		defer close(peerClosed)
+		for req := range reqs {
+			if req.WantReply {
+				req.Reply(false, nil)
+			}
+		}
+	}()
+	toTarget := make(chan struct{})
 	go func() {
 		select {
+		case <-ctx.Done():
+			ch.Close()
+			c.Close()
+			return
+		case <-done:
+			return
+		case <-peerClosed:
+		}
+		select {
+		case <-toTarget:
+			c.Close()
 		case <-ctx.Done():
 			ch.Close()
 			c.Close()
@@ -271,6 +294,7 @@ func proxy(ctx context.Context, ch gossh.Channel, c net.Conn) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
+		defer close(toTarget)
 		copyStream(c, ch)
 		if cw, ok := c.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()

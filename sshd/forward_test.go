@@ -5,14 +5,17 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -705,5 +708,560 @@ func TestLocalForwardBlackholedFirstAddress(t *testing.T) {
 	echoThrough(t, fc)
 	if d := time.Since(start); d > dialTimeout/2+time.Second {
 		t.Errorf("forward took %v: the black-holed address held the dial", d)
+	}
+}
+
+// openDirect opens a raw direct-tcpip channel to addr, for exact control of
+// EOF and CLOSE.
+func openDirect(t *testing.T, c *gossh.Client, addr string) gossh.Channel {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	ch, reqs, err := c.OpenChannel("direct-tcpip", gossh.Marshal(directTCPIP{DestHost: host, DestPort: uint32(p), OrigHost: "127.0.0.1", OrigPort: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gossh.DiscardRequests(reqs)
+	return ch
+}
+
+// acceptor accepts on a fresh loopback listener and hands over each connection.
+func acceptor(t *testing.T) (string, <-chan net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 64)
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+			conns <- c
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return l.Addr().String(), conns
+}
+
+func recvConn(t *testing.T, conns <-chan net.Conn) net.Conn {
+	t.Helper()
+	select {
+	case c := <-conns:
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection reached the target")
+		return nil
+	}
+}
+
+// TestForwardHalfClose: EOF passes each way while the other way still carries data.
+func TestForwardHalfClose(t *testing.T) {
+	addr, conns := acceptor(t)
+	e := newEnv(t, nil)
+	c := e.login("root")
+
+	t.Run("target shuts its write side", func(t *testing.T) {
+		ch := openDirect(t, c, addr)
+		defer ch.Close()
+		tc := recvConn(t, conns).(*net.TCPConn)
+		io.WriteString(tc, "bye")
+		tc.CloseWrite()
+		got, err := io.ReadAll(ch)
+		if string(got) != "bye" || err != nil {
+			t.Fatalf("client read %q, %v", got, err)
+		}
+		io.WriteString(ch, "still")
+		ch.CloseWrite()
+		tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err = io.ReadAll(tc)
+		if string(got) != "still" || err != nil {
+			t.Fatalf("target read %q, %v", got, err)
+		}
+	})
+	t.Run("client sends EOF", func(t *testing.T) {
+		ch := openDirect(t, c, addr)
+		defer ch.Close()
+		tc := recvConn(t, conns).(*net.TCPConn)
+		io.WriteString(ch, "req")
+		ch.CloseWrite()
+		tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(tc)
+		if string(got) != "req" || err != nil {
+			t.Fatalf("target read %q, %v", got, err)
+		}
+		io.WriteString(tc, "reply")
+		tc.Close()
+		got, err = io.ReadAll(ch)
+		if string(got) != "reply" || err != nil {
+			t.Fatalf("client read %q, %v", got, err)
+		}
+	})
+}
+
+// TestForwardClientCloseFreesSlot: a client that closes its direct-tcpip
+// channel (CLOSE, as x/crypto's Conn.Close and PuTTY send) ends the forward,
+// as OpenSSH's sshd does (chan_rcvd_oclose shuts the socket), even when the
+// target is quiet; otherwise its MaxForwards slot, descriptor and goroutines
+// stay until the SSH connection ends.
+func TestForwardClientCloseFreesSlot(t *testing.T) {
+	addr, conns := acceptor(t)
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxForwards = 2 })
+	c := e.login("root")
+	for i := range 5 {
+		fc, err := c.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("forward %d after %d closed: %v", i+1, i, err)
+		}
+		tc := recvConn(t, conns)
+		fc.Close()
+		// The target sees the end of the connection.
+		tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(tc); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("forward %d: target not told", i+1)
+		}
+		waitFor(t, "the slot released", func() bool {
+			e.srv.mu.Lock()
+			defer e.srv.mu.Unlock()
+			return e.srv.forwards == 0
+		})
+	}
+}
+
+func pump(t *testing.T, a, b net.Conn) {
+	t.Helper()
+	const size = 16 << 20
+	sum := func(r io.Reader, out chan<- [32]byte) {
+		h := sha256.New()
+		io.Copy(h, r)
+		var s [32]byte
+		copy(s[:], h.Sum(nil))
+		out <- s
+	}
+	send := func(w net.Conn, out chan<- [32]byte) {
+		h := sha256.New()
+		buf := make([]byte, 1<<16)
+		var seed uint64 = 88172645463325252
+		for n := 0; n < size; n += len(buf) {
+			for i := range buf {
+				seed ^= seed << 13
+				seed ^= seed >> 7
+				seed ^= seed << 17
+				buf[i] = byte(seed)
+			}
+			h.Write(buf)
+			if _, err := w.Write(buf); err != nil {
+				t.Errorf("write: %v", err)
+				break
+			}
+		}
+		if cw, ok := w.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		var s [32]byte
+		copy(s[:], h.Sum(nil))
+		out <- s
+	}
+	s1, s2, r1, r2 := make(chan [32]byte, 1), make(chan [32]byte, 1), make(chan [32]byte, 1), make(chan [32]byte, 1)
+	go send(a, s1)
+	go send(b, s2)
+	go sum(b, r1)
+	go sum(a, r2)
+	if x, y := <-s1, <-r1; x != y {
+		t.Errorf("a->b corrupted")
+	}
+	if x, y := <-s2, <-r2; x != y {
+		t.Errorf("b->a corrupted")
+	}
+}
+
+// TestForwardIntegrity: 16 MiB each way at once through -L and -R, hashed.
+func TestForwardIntegrity(t *testing.T) {
+	const size = 16 << 20
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+	})
+	c := e.login("root")
+	t.Run("local", func(t *testing.T) {
+		addr, conns := acceptor(t)
+		fc, err := c.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fc.Close()
+		tc := recvConn(t, conns)
+		pump(t, fc, tc)
+	})
+	t.Run("remote", func(t *testing.T) {
+		nc, fc := remotePair(t, c)
+		pump(t, nc, fc)
+	})
+}
+
+// writeUntilStall writes to w until a write has blocked for 500 ms and
+// returns how much was written.
+func writeUntilStall(w io.Writer) int64 {
+	var n atomic.Int64
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			m, err := w.Write(buf)
+			n.Add(int64(m))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	last := int64(-1)
+	for {
+		time.Sleep(500 * time.Millisecond)
+		cur := n.Load()
+		if cur == last {
+			return cur
+		}
+		last = cur
+	}
+}
+
+// remotePair asks c for a remote forward on loopback and connects to it: the
+// connection on the device's side and the one the client accepted, both
+// closed at the test's end.
+func remotePair(t *testing.T, c *gossh.Client) (device, client net.Conn) {
+	t.Helper()
+	l, err := c.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	device, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { device.Close() })
+	client, err = l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return device, client
+}
+
+func TestForwardBackpressure(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+	})
+	c := e.login("root")
+	t.Run("target never reads", func(t *testing.T) {
+		addr, conns := acceptor(t)
+		ch := openDirect(t, c, addr)
+		defer ch.Close()
+		recvConn(t, conns)
+		n := writeUntilStall(ch)
+		t.Logf("client wrote %d before stalling", n)
+		if n > 16<<20 {
+			t.Errorf("client wrote %d into a target that never reads", n)
+		}
+	})
+	t.Run("client never reads forwarded-tcpip", func(t *testing.T) {
+		nc, _ := remotePair(t, c)
+		n := writeUntilStall(nc)
+		t.Logf("device side wrote %d before stalling", n)
+		if n > 16<<20 {
+			t.Errorf("device side wrote %d to a client that never reads", n)
+		}
+	})
+}
+
+// TestForwardCancelKeepsConnections: cancel-tcpip-forward closes the listener
+// only; connections through it carry on, as in OpenSSH.
+func TestForwardCancelKeepsConnections(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+	})
+	c := e.login("root")
+	l, err := c.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer fc.Close(); io.Copy(fc, fc) }()
+	l.Close()
+	time.Sleep(100 * time.Millisecond)
+	if d, err := net.Dial("tcp", l.Addr().String()); err == nil {
+		d.Close()
+		t.Error("listener still open after cancel")
+	}
+	echoThrough(t, nc)
+}
+
+// TestForwardTargetReset: a target that resets; the client sees the end.
+func TestForwardTargetReset(t *testing.T) {
+	addr, conns := acceptor(t)
+	e := newEnv(t, nil)
+	c := e.login("root")
+	ch := openDirect(t, c, addr)
+	defer ch.Close()
+	tc := recvConn(t, conns).(*net.TCPConn)
+	tc.SetLinger(0)
+	tc.Close()
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadAll(ch); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("read after reset: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("client not told of the reset")
+	}
+	// The client's writes go nowhere and the channel closes.
+	for range 100 {
+		if _, err := ch.Write([]byte("x")); err != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitFor(t, "the slot released", func() bool {
+		e.srv.mu.Lock()
+		defer e.srv.mu.Unlock()
+		return e.srv.forwards == 0
+	})
+}
+
+// TestForwardMany: hundreds of forwards at once, then the connection ends.
+func TestForwardMany(t *testing.T) {
+	const n = 300
+	echo := echoServer(t)
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxForwards = -1 })
+	c := e.login("root")
+	before := runtime.NumGoroutine()
+	var ms0 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	var fcs []net.Conn
+	for i := range n {
+		fc, err := c.Dial("tcp", echo)
+		if err != nil {
+			t.Fatalf("forward %d: %v", i, err)
+		}
+		fcs = append(fcs, fc)
+	}
+	for _, fc := range fcs {
+		io.WriteString(fc, "x")
+		b := make([]byte, 1)
+		io.ReadFull(fc, b)
+	}
+	var ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms1)
+	t.Logf("%d forwards: %d goroutines more (incl. echo and client), heap +%d KiB", n, runtime.NumGoroutine()-before, (int64(ms1.HeapInuse)-int64(ms0.HeapInuse))>>10)
+	c.Close()
+	waitFor(t, "all slots released", func() bool {
+		e.srv.mu.Lock()
+		defer e.srv.mu.Unlock()
+		return e.srv.forwards == 0
+	})
+}
+
+// TestOpenSSHForwardIntegrity: 16 MiB each way through ssh -L and ssh -R.
+func TestOpenSSHForwardIntegrity(t *testing.T) {
+	o := newOpenSSHEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+	})
+	ssh := needProgram(t, "ssh")
+	t.Run("L", func(t *testing.T) {
+		addr, conns := acceptor(t)
+		_, p, _ := net.SplitHostPort(addr)
+		local := freePort(t)
+		c, _ := o.forward(t, ssh, local, nil, "-L", "127.0.0.1:"+local+":127.0.0.1:"+p)
+		tc := recvConn(t, conns)
+		pump(t, c, tc)
+	})
+	t.Run("R", func(t *testing.T) {
+		addr, conns := acceptor(t)
+		_, p, _ := net.SplitHostPort(addr)
+		remote := freePort(t)
+		c, _ := o.forward(t, ssh, remote, nil, "-R", "127.0.0.1:"+remote+":127.0.0.1:"+p)
+		tc := recvConn(t, conns)
+		pump(t, c, tc)
+	})
+}
+
+// TestOpenSSHForwardHalfClose: request, EOF, reply through ssh -L and -R, and
+// the other way round.
+func TestOpenSSHForwardHalfClose(t *testing.T) {
+	o := newOpenSSHEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+	})
+	ssh := needProgram(t, "ssh")
+	check := func(t *testing.T, first, second net.Conn, what string) {
+		io.WriteString(first, "req")
+		first.(*net.TCPConn).CloseWrite()
+		second.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(second)
+		if string(got) != "req" || err != nil {
+			t.Fatalf("%s: read %q, %v", what, got, err)
+		}
+		io.WriteString(second, "reply")
+		second.Close()
+		first.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err = io.ReadAll(first)
+		if string(got) != "reply" || err != nil {
+			t.Fatalf("%s: reply %q, %v", what, got, err)
+		}
+	}
+	for _, flag := range []string{"-L", "-R"} {
+		t.Run(flag, func(t *testing.T) {
+			addr, conns := acceptor(t)
+			_, p, _ := net.SplitHostPort(addr)
+			port := freePort(t)
+			c, _ := o.forward(t, ssh, port, nil, flag, "127.0.0.1:"+port+":127.0.0.1:"+p)
+			tc := recvConn(t, conns)
+			check(t, c, tc, "app first")
+			// a second connection, target first
+			c2, err := net.Dial("tcp", "127.0.0.1:"+port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc2 := recvConn(t, conns)
+			check(t, tc2, c2, "target first")
+		})
+	}
+}
+
+// TestForwardClientCloseRemote: the same for ssh -R: a client that closes
+// the forwarded-tcpip channel ends the accepted connection, after what it
+// sent before the CLOSE has been written out.
+func TestForwardClientCloseRemote(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+	})
+	c := e.login("root")
+	nc, fc := remotePair(t, c)
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	fc.Write(data)
+	fc.Close()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(nc)
+	if len(got) != len(data) {
+		t.Errorf("device side read %d octets, want %d", len(got), len(data))
+	}
+	waitFor(t, "the slot released", func() bool {
+		e.srv.mu.Lock()
+		defer e.srv.mu.Unlock()
+		return e.srv.forwards == 0
+	})
+}
+
+// TestForwardRemoteEndsWithConnection: the SSH connection ends with an ssh -R
+// connection open and its listener: both closed.
+func TestForwardRemoteEndsWithConnection(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+	})
+	c := e.login("root")
+	l, err := c.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	c.Close()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(nc); err != nil {
+		t.Errorf("device side after the connection ended: %v", err)
+	}
+	waitFor(t, "listener closed", func() bool {
+		d, err := net.Dial("tcp", addr)
+		if err == nil {
+			d.Close()
+		}
+		return err != nil
+	})
+	waitFor(t, "the slot released", func() bool {
+		e.srv.mu.Lock()
+		defer e.srv.mu.Unlock()
+		return e.srv.forwards == 0
+	})
+}
+
+func TestForwardRemoteMany(t *testing.T) {
+	for _, max := range []int{0, -1} {
+		t.Run(strconv.Itoa(max), func(t *testing.T) {
+			e := newEnv(t, func(_ *testEnv, s *Server) {
+				s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+				s.MaxForwards = max
+			})
+			c := e.login("root")
+			l, err := c.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			go echoAll(l)
+			const n = 200
+			var wg sync.WaitGroup
+			var ok, refused atomic.Int64
+			for range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					nc, err := net.Dial("tcp", l.Addr().String())
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer nc.Close()
+					nc.SetDeadline(time.Now().Add(10 * time.Second))
+					io.WriteString(nc, "ping\n")
+					b := make([]byte, 5)
+					if _, err := io.ReadFull(nc, b); err == nil {
+						ok.Add(1)
+					} else if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+						refused.Add(1)
+					} else {
+						t.Errorf("read: %v", err)
+					}
+					time.Sleep(200 * time.Millisecond) // hold it
+				}()
+			}
+			wg.Wait()
+			t.Logf("max %d: %d echoed, %d closed", max, ok.Load(), refused.Load())
+			if max == -1 && ok.Load() != n {
+				t.Errorf("echoed %d of %d", ok.Load(), n)
+			}
+		})
 	}
 }
