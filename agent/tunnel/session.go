@@ -65,6 +65,10 @@ type session struct {
 	// teardown ends them all.
 	live map[*link]struct{}
 
+	// bigReads counts the pooled frame-sized read buffers its links' pumpUps
+	// hold (at most maxBigReads).
+	bigReads atomic.Int32
+
 	// linkDone is signalled (buffer 1, never blocking) when a link stops being live.
 	linkDone chan struct{}
 	// written is signalled (buffer 1) when a link has written a payload to its
@@ -623,7 +627,7 @@ func (l *link) pumpUp(conn io.Reader) {
 	small := make([]byte, min(smallRead, l.s.opt.chunk))
 	buf := small
 	var big []byte // pooled, while the connection is busy
-	defer func() { payloads.Release(big) }()
+	defer func() { l.s.releaseBigRead(big) }()
 	m := Message{Type: TypeData, StreamID: l.stream, ServiceID: l.service, ConnectionID: l.id}
 	for {
 		n, err := conn.Read(buf)
@@ -640,13 +644,42 @@ func (l *link) pumpUp(conn io.Reader) {
 		}
 		switch {
 		case big == nil && n == len(small) && len(small) < l.s.opt.chunk:
-			big = payloads.Get()[:l.s.opt.chunk]
-			buf = big
+			if big = l.s.getBigRead(); big != nil {
+				big = big[:l.s.opt.chunk]
+				buf = big
+			}
 		case big != nil && n < smallRead:
-			payloads.Release(big)
+			l.s.releaseBigRead(big)
 			big, buf = nil, small
 		}
 	}
+}
+
+// maxBigReads bounds the frame-sized read buffers one session's links hold in
+// pumpUp: a link blocked in send holds its buffer, and a peer that reads slowly
+// (an operator on a slow link) with MaxConnections busy connections left one
+// 63 KiB buffer with each, 128 of them ~10 MiB of the agent per service of a
+// tunnel. Past the bound a busy connection reads into its small buffer. 16 of
+// them are ~1 MiB, as sessionBuffered for the other direction.
+const maxBigReads = 16
+
+// getBigRead takes a pooled frame-sized buffer, nil when the session's links
+// hold maxBigReads already.
+func (s *session) getBigRead() []byte {
+	if s.bigReads.Add(1) > maxBigReads {
+		s.bigReads.Add(-1)
+		return nil
+	}
+	return payloads.Get()
+}
+
+// releaseBigRead gives back a buffer of getBigRead (nil: none).
+func (s *session) releaseBigRead(b []byte) {
+	if b == nil {
+		return
+	}
+	payloads.Release(b)
+	s.bigReads.Add(-1)
 }
 
 // smallRead is the read buffer of a quiet local connection (pumpUp).

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -169,4 +171,70 @@ func TestLoad500Rotations(t *testing.T) {
 	}
 	near(t, "after 500 rotations", before, waitFDs(s, before.FDs, 20*time.Second))
 	s.StopAgent()
+}
+
+// TestBusyConnectionsMemoryBounded: one tunnel, one TCP service whose target
+// sends without end, max_connections (128) connections through it that the
+// operator's side does not read (an operator on a slow link): the agent must
+// stay within its loaded budget (rssBound). Each link blocked sending its DATA
+// held a pooled 63 KiB read buffer: 18.8–20.1 MiB with one tunnel, 30.6 MiB
+// with four, the 64 MB routers' default GOMEMLIMIT of 10 MiB or not.
+func TestLoadBusyConnectionsMemoryBounded(t *testing.T) {
+	const n = 128 // max_connections
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	s := stack.Start(t, stack.Options{LogLevel: "info", Env: []string{"GOMAXPROCS=1"}, Services: []string{fmt.Sprintf("WEB = %q", ln.Addr().String())}})
+	open := s.OpenTunnel("WEB")
+	ports, _, stop := s.ConnectServices(open, "WEB")
+	defer stop()
+	s.WaitDestination(open.TunnelID, 20*time.Second)
+	time.Sleep(time.Second)
+	before := s.AgentProc()
+	var conns []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", "127.0.0.1:"+ports["WEB"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	var peak stack.Proc
+	for i := 0; i < 75; i++ {
+		time.Sleep(200 * time.Millisecond)
+		if p := s.AgentProc(); p.RSS > peak.RSS {
+			peak = p
+		}
+	}
+	t.Logf("%d busy unread connections: agent RSS %s before, peak %s (anon %s), FDs %d, threads %d, CPU %v over 15 s",
+		n, stack.MiB(before.RSS), stack.MiB(peak.RSS), stack.MiB(peak.RSSAnon), peak.FDs, peak.Threads, s.AgentProc().CPU-before.CPU)
+	if bound := rssBound(before); peak.RSS > bound {
+		t.Errorf("%d busy connections of one tunnel that the operator does not read: agent RSS peaked at %s (%s before), want at most %s",
+			n, stack.MiB(peak.RSS), stack.MiB(before.RSS), stack.MiB(bound))
+	}
 }
