@@ -507,8 +507,10 @@ func permitPort(p string) (string, error) {
 // splitHostPortPattern splits a permitopen value "host:port", "[v6]:port" or
 // with port "*".
 func splitHostPortPattern(v string) (host, port string, err error) {
+	// The host may be empty (":8080"), as sshd's hpdelim2 takes it: a
+	// permitlisten= entry for the "" an ssh -R "*:port" or ":port" asks for.
 	i := strings.LastIndexByte(v, ':')
-	if i <= 0 || i == len(v)-1 {
+	if i < 0 || i == len(v)-1 {
 		return "", "", errors.New("not host:port") // without v: see lineError
 	}
 	host, port = v[:i], v[i+1:]

@@ -1265,3 +1265,20 @@ func TestForwardRemoteMany(t *testing.T) {
 		})
 	}
 }
+
+// TestPermitListenEmptyHostAccepted: sshd's handle_permit splits
+// permitlisten=":8080" with hpdelim2 into host "" and port 8080, both valid,
+// so the key line stays usable (the entry allows listening on host "", the
+// "*" or ":8080" of ssh -R). porthole refused the whole line.
+func TestPermitListenEmptyHostAccepted(t *testing.T) {
+	o, err := parseKeyOptions([]string{`permitlisten=":8080"`})
+	if err != nil {
+		t.Fatalf(`permitlisten=":8080" makes the key line unusable: %v`, err)
+	}
+	if !permitListenMatch(o.PermitListen, "", 8080) {
+		t.Errorf(`permitlisten=":8080" does not allow host "" port 8080 (entries %q)`, o.PermitListen)
+	}
+	if permitListenMatch(o.PermitListen, "localhost", 8080) {
+		t.Errorf(`permitlisten=":8080" allows host "localhost"`)
+	}
+}
