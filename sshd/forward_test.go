@@ -832,11 +832,7 @@ func TestForwardClientCloseFreesSlot(t *testing.T) {
 		if _, err := io.ReadAll(tc); errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("forward %d: target not told", i+1)
 		}
-		waitFor(t, "the slot released", func() bool {
-			e.srv.mu.Lock()
-			defer e.srv.mu.Unlock()
-			return e.srv.forwards == 0
-		})
+		waitForwardsReleased(t, e)
 	}
 }
 
@@ -1041,11 +1037,7 @@ func TestForwardTargetReset(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	waitFor(t, "the slot released", func() bool {
-		e.srv.mu.Lock()
-		defer e.srv.mu.Unlock()
-		return e.srv.forwards == 0
-	})
+	waitForwardsReleased(t, e)
 }
 
 // TestForwardMany: hundreds of forwards at once, then the connection ends.
@@ -1076,11 +1068,7 @@ func TestForwardMany(t *testing.T) {
 	runtime.ReadMemStats(&ms1)
 	t.Logf("%d forwards: %d goroutines more (incl. echo and client), heap +%d KiB", n, runtime.NumGoroutine()-before, (int64(ms1.HeapInuse)-int64(ms0.HeapInuse))>>10)
 	c.Close()
-	waitFor(t, "all slots released", func() bool {
-		e.srv.mu.Lock()
-		defer e.srv.mu.Unlock()
-		return e.srv.forwards == 0
-	})
+	waitForwardsReleased(t, e)
 }
 
 // TestOpenSSHForwardIntegrity: 16 MiB each way through ssh -L and ssh -R.
@@ -1169,11 +1157,7 @@ func TestForwardClientCloseRemote(t *testing.T) {
 	if len(got) != len(data) {
 		t.Errorf("device side read %d octets, want %d", len(got), len(data))
 	}
-	waitFor(t, "the slot released", func() bool {
-		e.srv.mu.Lock()
-		defer e.srv.mu.Unlock()
-		return e.srv.forwards == 0
-	})
+	waitForwardsReleased(t, e)
 }
 
 // TestForwardRemoteEndsWithConnection: the SSH connection ends with an ssh -R
@@ -1210,11 +1194,7 @@ func TestForwardRemoteEndsWithConnection(t *testing.T) {
 		}
 		return err != nil
 	})
-	waitFor(t, "the slot released", func() bool {
-		e.srv.mu.Lock()
-		defer e.srv.mu.Unlock()
-		return e.srv.forwards == 0
-	})
+	waitForwardsReleased(t, e)
 }
 
 func TestForwardRemoteMany(t *testing.T) {
@@ -1281,4 +1261,14 @@ func TestPermitListenEmptyHostAccepted(t *testing.T) {
 	if permitListenMatch(o.PermitListen, "localhost", 8080) {
 		t.Errorf(`permitlisten=":8080" allows host "localhost"`)
 	}
+}
+
+// waitForwardsReleased waits until e's server holds no forward slot.
+func waitForwardsReleased(t *testing.T, e *testEnv) {
+	t.Helper()
+	waitFor(t, "the forward slots released", func() bool {
+		e.srv.mu.Lock()
+		defer e.srv.mu.Unlock()
+		return e.srv.forwards == 0
+	})
 }
