@@ -37,6 +37,24 @@ func randomFile(t *testing.T, dir string, n int) (string, [32]byte) {
 	return p, sha256.Sum256(b)
 }
 
+// fileDiff says how the file got differs from the file sent: their sizes and
+// the first offset where they differ, for a failure's message.
+func fileDiff(t *testing.T, sent, got string) string {
+	a, err := os.ReadFile(sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	return fmt.Sprintf("sent %d bytes, got %d, first difference at offset %d (%#x)", len(a), len(b), i, i)
+}
+
 // scp copies with `scp` (SFTP protocol) through port; it returns the error.
 func scp(s *stack.Stack, port, from, to string) error {
 	args := append(s.SSHOpts(), "-P", port, from, to)
@@ -198,7 +216,7 @@ func TestFaultBrokerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	if hashFile(t, up) != want {
-		t.Fatal("transfer during the broker restart: file differs")
+		t.Fatalf("transfer during the broker restart: file differs (%s)", fileDiff(t, src, up))
 	}
 	s.AgentLog.Wait(t, stack.SubscribedRE(), from, 60*time.Second)
 	// A new tunnel is heard after the restart.
