@@ -191,7 +191,17 @@ func Start(tb testing.TB, opt Options) *Stack {
 	tb.Cleanup(func() {
 		if !tb.Failed() {
 			s.CheckNoSecrets()
+			return
 		}
+		// What the agent said went wrong, for the failure's report (its
+		// debug lines, one per frame, would drown it).
+		var lines []string
+		for _, l := range strings.Split(s.AgentLog.String(), "\n") {
+			if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "msg=session-end") {
+				lines = append(lines, l)
+			}
+		}
+		tb.Logf("agent log, warnings, errors and session ends:\n%s", strings.Join(lines, "\n"))
 	})
 	pki := s.Broker.PKI
 	pubCert, pubKey := pki.Client(tb, mqtttest.PublisherCN)
