@@ -104,9 +104,7 @@ func TestHugeUserNameClipped(t *testing.T) {
 // it: forwards, allowed and refused, local and remote, too.
 func TestForwardEventsCarrySessionID(t *testing.T) {
 	echo := echoServer(t)
-	e := newEnv(t, func(_ *testEnv, s *Server) {
-		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
-	})
+	e := newEnv(t, allowRemoteForward)
 	c := e.login("root")
 	want := hex.EncodeToString(c.SessionID())
 	if fc, err := c.Dial("tcp", echo); err != nil {

@@ -202,9 +202,7 @@ func TestRemoteForward(t *testing.T) {
 		}
 	})
 	t.Run("at most maxRemoteForwards per connection", func(t *testing.T) {
-		e := newEnv(t, func(_ *testEnv, s *Server) {
-			s.PermitRemoteForward = func(string, string, uint32) bool { return true }
-		})
+		e := newEnv(t, allowRemoteForward)
 		c := e.login("root")
 		var ls []net.Listener
 		for range maxRemoteForwards {
@@ -653,9 +651,7 @@ func TestPermitBadPortRefusesLine(t *testing.T) {
 // include wildcards as described in the PATTERNS section in ssh_config(5)",
 // and the requested host is matched in lower case (remote_open_match).
 func TestPermitListenPatterns(t *testing.T) {
-	e := newEnv(t, func(_ *testEnv, s *Server) {
-		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
-	})
+	e := newEnv(t, allowRemoteForward)
 	port := freePortIn(t, 20000, 30000)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	for _, opts := range []string{
@@ -886,9 +882,7 @@ func pump(t *testing.T, a, b net.Conn) {
 // TestForwardIntegrity: 16 MiB each way at once through -L and -R, hashed.
 func TestForwardIntegrity(t *testing.T) {
 	const size = 16 << 20
-	e := newEnv(t, func(_ *testEnv, s *Server) {
-		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
-	})
+	e := newEnv(t, allowRemoteForward)
 	c := e.login("root")
 	t.Run("local", func(t *testing.T) {
 		addr, conns := acceptor(t)
@@ -955,9 +949,7 @@ func remotePair(t *testing.T, c *gossh.Client) (device, client net.Conn) {
 }
 
 func TestForwardBackpressure(t *testing.T) {
-	e := newEnv(t, func(_ *testEnv, s *Server) {
-		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
-	})
+	e := newEnv(t, allowRemoteForward)
 	c := e.login("root")
 	t.Run("target never reads", func(t *testing.T) {
 		addr, conns := acceptor(t)
@@ -983,9 +975,7 @@ func TestForwardBackpressure(t *testing.T) {
 // TestForwardCancelKeepsConnections: cancel-tcpip-forward closes the listener
 // only; connections through it carry on, as in OpenSSH.
 func TestForwardCancelKeepsConnections(t *testing.T) {
-	e := newEnv(t, func(_ *testEnv, s *Server) {
-		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
-	})
+	e := newEnv(t, allowRemoteForward)
 	c := e.login("root")
 	l, err := c.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -1073,9 +1063,7 @@ func TestForwardMany(t *testing.T) {
 
 // TestOpenSSHForwardIntegrity: 16 MiB each way through ssh -L and ssh -R.
 func TestOpenSSHForwardIntegrity(t *testing.T) {
-	o := newOpenSSHEnv(t, func(_ *testEnv, s *Server) {
-		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
-	})
+	o := newOpenSSHEnv(t, allowRemoteForward)
 	ssh := needProgram(t, "ssh")
 	t.Run("L", func(t *testing.T) {
 		addr, conns := acceptor(t)
@@ -1098,9 +1086,7 @@ func TestOpenSSHForwardIntegrity(t *testing.T) {
 // TestOpenSSHForwardHalfClose: request, EOF, reply through ssh -L and -R, and
 // the other way round.
 func TestOpenSSHForwardHalfClose(t *testing.T) {
-	o := newOpenSSHEnv(t, func(_ *testEnv, s *Server) {
-		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
-	})
+	o := newOpenSSHEnv(t, allowRemoteForward)
 	ssh := needProgram(t, "ssh")
 	check := func(t *testing.T, first, second net.Conn, what string) {
 		io.WriteString(first, "req")
@@ -1141,9 +1127,7 @@ func TestOpenSSHForwardHalfClose(t *testing.T) {
 // the forwarded-tcpip channel ends the accepted connection, after what it
 // sent before the CLOSE has been written out.
 func TestForwardClientCloseRemote(t *testing.T) {
-	e := newEnv(t, func(_ *testEnv, s *Server) {
-		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
-	})
+	e := newEnv(t, allowRemoteForward)
 	c := e.login("root")
 	nc, fc := remotePair(t, c)
 	data := make([]byte, 1<<20)
@@ -1163,9 +1147,7 @@ func TestForwardClientCloseRemote(t *testing.T) {
 // TestForwardRemoteEndsWithConnection: the SSH connection ends with an ssh -R
 // connection open and its listener: both closed.
 func TestForwardRemoteEndsWithConnection(t *testing.T) {
-	e := newEnv(t, func(_ *testEnv, s *Server) {
-		s.PermitRemoteForward = func(string, string, uint32) bool { return true }
-	})
+	e := newEnv(t, allowRemoteForward)
 	c := e.login("root")
 	l, err := c.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -1201,7 +1183,7 @@ func TestForwardRemoteMany(t *testing.T) {
 	for _, max := range []int{0, -1} {
 		t.Run(strconv.Itoa(max), func(t *testing.T) {
 			e := newEnv(t, func(_ *testEnv, s *Server) {
-				s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+				allowRemoteForward(nil, s)
 				s.MaxForwards = max
 			})
 			c := e.login("root")
@@ -1271,4 +1253,9 @@ func waitForwardsReleased(t *testing.T, e *testEnv) {
 		defer e.srv.mu.Unlock()
 		return e.srv.forwards == 0
 	})
+}
+
+// allowRemoteForward, for newEnv, lets every user ask for any remote forward.
+func allowRemoteForward(_ *testEnv, s *Server) {
+	s.PermitRemoteForward = func(string, string, uint32) bool { return true }
 }

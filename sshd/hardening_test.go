@@ -201,7 +201,7 @@ func TestThousandForwards(t *testing.T) {
 	t.Run("remote", func(t *testing.T) {
 		e := newEnv(t, func(_ *testEnv, s *Server) {
 			s.MaxForwards = 2
-			s.PermitRemoteForward = func(string, string, uint32) bool { return true }
+			allowRemoteForward(nil, s)
 		})
 		c := e.login("root")
 		l, err := c.Listen("tcp", "127.0.0.1:0")

@@ -238,8 +238,11 @@ func TestProxyAuthHint(t *testing.T) {
 	}
 }
 
-func TestIdleTimeoutClosesSilentLink(t *testing.T) {
-	// A service that accepts and then says nothing, answering no ping.
+// dialSilentPeer connects, pinging every 50 ms with a 300 ms idle timeout, to a
+// service that accepts and then neither reads nor writes (answering no ping);
+// both end with the test.
+func dialSilentPeer(t *testing.T) *Conn {
+	t.Helper()
 	stop := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{V3.Subprotocol()}})
@@ -249,18 +252,23 @@ func TestIdleTimeoutClosesSilentLink(t *testing.T) {
 		defer ws.CloseNow()
 		<-stop
 	}))
-	defer srv.Close()
-	defer close(stop)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(stop) })
 	tok, _ := NewAccessToken("t")
 	cfg := &Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: tok, PingInterval: 50 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
 	c, err := Dial(context.Background(), cfg, ModeDestination)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.closeNow()
+	t.Cleanup(c.closeNow)
+	return c
+}
+
+func TestIdleTimeoutClosesSilentLink(t *testing.T) {
+	c := dialSilentPeer(t)
 	var m Message
 	start := time.Now()
-	err = c.ReadMessage(&m)
+	err := c.ReadMessage(&m)
 	if !errors.Is(err, ErrIdle) {
 		t.Fatalf("ReadMessage = %v after %v, want ErrIdle", err, time.Since(start))
 	}
@@ -300,24 +308,7 @@ func TestServiceTextIsPrintable(t *testing.T) {
 // neither reads nor writes: once the socket buffers are full, every write to it
 // blocks. The idle timeout must still close the link: nothing has arrived.
 func TestIdleTimeoutClosesLinkToFrozenPeer(t *testing.T) {
-	stop := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{V3.Subprotocol()}})
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		<-stop // reads nothing, answers nothing
-	}))
-	defer srv.Close()
-	defer close(stop)
-	tok, _ := NewAccessToken("t")
-	cfg := &Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: tok, PingInterval: 50 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
-	c, err := Dial(context.Background(), cfg, ModeDestination)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.closeNow()
+	c := dialSilentPeer(t)
 	// A local connection pumping data into the tunnel, as a download does:
 	// its writes fill the socket buffers and then block.
 	writing := make(chan struct{})
