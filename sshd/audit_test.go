@@ -90,13 +90,7 @@ func TestHugeUserNameClipped(t *testing.T) {
 			t.Errorf("login failure event: user of %d bytes, reason of %d; want at most %d", len(ev.User), len(ev.Reason), maxClientString)
 		}
 	}
-	e.logs.mu.Lock()
-	defer e.logs.mu.Unlock()
-	for _, l := range e.logs.lines {
-		if len(l) > 2*maxClientString+512 {
-			t.Errorf("a log line of %d bytes: %.200s…", len(l), l)
-		}
-	}
+	checkLogLinesClipped(t, e)
 }
 
 // Every event of a connection after key exchange carries its session_id
@@ -160,13 +154,7 @@ func TestHugeRemoteForwardBindClipped(t *testing.T) {
 		t.Fatalf("tcpip-forward with a huge bind address: ok %v, err %v; want refused", ok, err)
 	}
 	waitFor(t, "the forward event", func() bool { return len(e.eventsOf(EventForward)) > 0 })
-	e.logs.mu.Lock()
-	defer e.logs.mu.Unlock()
-	for _, l := range e.logs.lines {
-		if len(l) > 2*maxClientString+512 {
-			t.Errorf("a log line of %d bytes: %.200s…", len(l), l)
-		}
-	}
+	checkLogLinesClipped(t, e)
 }
 
 // fakeConnMetadata is what x/crypto hands AuthLogCallback.
@@ -202,13 +190,7 @@ func TestHugeAuthMethodClipped(t *testing.T) {
 	if ev := evs[0]; len(ev.Method) > maxClientString || len(ev.Reason) > maxClientString {
 		t.Errorf("login failure event: method of %d bytes, reason of %d; want at most %d", len(ev.Method), len(ev.Reason), maxClientString)
 	}
-	e.logs.mu.Lock()
-	defer e.logs.mu.Unlock()
-	for _, l := range e.logs.lines {
-		if len(l) > 2*maxClientString+512 {
-			t.Errorf("a log line of %d bytes: %.200s…", len(l), l)
-		}
-	}
+	checkLogLinesClipped(t, e)
 }
 
 // stalledSigner is a key whose signature never comes (a hardware key waiting
@@ -275,6 +257,13 @@ func TestHugeSubsystemNameClipped(t *testing.T) {
 	if err := sess.RequestSubsystem(strings.Repeat("s", 200<<10)); err == nil {
 		t.Fatal("a subsystem of 200 KiB was started")
 	}
+	checkLogLinesClipped(t, e)
+}
+
+// checkLogLinesClipped fails for a log line of e longer than the clipped
+// client strings (maxClientString each) leave room for.
+func checkLogLinesClipped(t *testing.T, e *testEnv) {
+	t.Helper()
 	e.logs.mu.Lock()
 	defer e.logs.mu.Unlock()
 	for _, l := range e.logs.lines {

@@ -10,8 +10,7 @@
 //   THING3        optional: a device whose stored host key differs: the warning must
 //                 show, and trusting the new key must log in
 // It prints one JSON line of results and exits non-zero on the first failure.
-import { chromium } from "playwright-core";
-import { mkdtempSync } from "node:fs";
+import { launchChromium } from "./launch.mjs";
 import { join } from "node:path";
 
 const env = (k, d) => process.env[k] ?? d;
@@ -23,15 +22,7 @@ const thing3 = env("THING3", "");
 const step = (s) => console.error(`[browser] ${new Date().toISOString()} ${s}`);
 const results = { screenshots: [] };
 
-// A fresh profile (--user-data-dir) every run, and no background traffic: this
-// machine's network is closed.
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(outDir, "chromium-")), {
-  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
-  headless: true,
-  viewport: { width: 1200, height: 800 },
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium(outDir);
 const fail = async (page, msg) => {
   if (page) {
     const p = join(outDir, "failure.png");

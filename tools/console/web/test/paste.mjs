@@ -3,9 +3,7 @@
 // (tools/console/browser_test.go). Input in the environment: CONSOLE_URL,
 // CHROMIUM, OUT_DIR and THING, as for browser.mjs. It prints one JSON line of
 // results and exits non-zero on a failure of its own.
-import { chromium } from "playwright-core";
-import { mkdtempSync } from "node:fs";
-import { join } from "node:path";
+import { launchChromium } from "./launch.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
 const outDir = env("OUT_DIR", "/tmp");
@@ -13,13 +11,7 @@ const thing = env("THING", "lab-device");
 const step = (s) => console.error(`[paste] ${new Date().toISOString()} ${s}`);
 const results = {};
 
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(outDir, "chromium-")), {
-  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
-  headless: true,
-  viewport: { width: 1200, height: 800 },
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium(outDir);
 const fail = async (msg) => {
   console.error("[paste] FAIL: " + msg);
   await browser.close();
