@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,7 +39,9 @@ func randomFile(t *testing.T, dir string, n int) (string, [32]byte) {
 }
 
 // fileDiff says how the file got differs from the file sent: their sizes and
-// the first offset where they differ, for a failure's message.
+// the ranges where they differ (the first few), each with what it holds
+// instead: zeros (a write that never landed), bytes of the file sent from
+// another offset (a write in the wrong place), or something else.
 func fileDiff(t *testing.T, sent, got string) string {
 	a, err := os.ReadFile(sent)
 	if err != nil {
@@ -48,11 +51,30 @@ func fileDiff(t *testing.T, sent, got string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := 0
-	for i < len(a) && i < len(b) && a[i] == b[i] {
-		i++
+	var ranges []string
+	n := min(len(a), len(b))
+	for i := 0; i < n && len(ranges) < 8; {
+		if a[i] == b[i] {
+			i++
+			continue
+		}
+		j := i
+		for j < n && (a[j] != b[j] || j+64 <= n && !bytes.Equal(a[j:j+64], b[j:j+64])) {
+			j++
+		}
+		what := "other bytes"
+		switch {
+		case !slices.ContainsFunc(b[i:j], func(c byte) bool { return c != 0 }):
+			what = "zeros"
+		case j-i >= 64:
+			if k := bytes.Index(a, b[i:i+64]); k >= 0 {
+				what = fmt.Sprintf("the bytes sent at %#x", k)
+			}
+		}
+		ranges = append(ranges, fmt.Sprintf("[%#x, %#x): %s", i, j, what))
+		i = j
 	}
-	return fmt.Sprintf("sent %d bytes, got %d, first difference at offset %d (%#x)", len(a), len(b), i, i)
+	return fmt.Sprintf("sent %d bytes, got %d; differing: %s", len(a), len(b), strings.Join(ranges, ", "))
 }
 
 // scp copies with `scp` (SFTP protocol) through port; it returns the error.
@@ -304,7 +326,7 @@ func TestFaultWebSocketDropMidTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	if hashFile(t, dst) != want {
-		t.Fatal("transfer after the drop: file differs")
+		t.Fatalf("transfer after the drop: file differs (%s)", fileDiff(t, src, dst))
 	}
 	near(t, "after the drop", before, waitFDs(s, before.FDs, 10*time.Second))
 }
