@@ -74,7 +74,14 @@ func fileDiff(t *testing.T, sent, got string) string {
 		ranges = append(ranges, fmt.Sprintf("[%#x, %#x): %s", i, j, what))
 		i = j
 	}
-	return fmt.Sprintf("sent %d bytes, got %d; differing: %s", len(a), len(b), strings.Join(ranges, ", "))
+	// A file system that filled up meanwhile (other packages' tests run at the
+	// same time) is a suspect: say how much room it has now.
+	room := ""
+	var fs syscall.Statfs_t
+	if syscall.Statfs(filepath.Dir(got), &fs) == nil {
+		room = fmt.Sprintf("; its file system (type %#x) has %d MiB free", fs.Type, uint64(fs.Bavail)*uint64(fs.Bsize)>>20)
+	}
+	return fmt.Sprintf("sent %d bytes, got %d; differing: %s%s", len(a), len(b), strings.Join(ranges, ", "), room)
 }
 
 // scp copies with `scp` (SFTP protocol) through port; it returns the error.
