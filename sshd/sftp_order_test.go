@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -212,4 +213,44 @@ func TestSFTPWriteThenReadInOrder(t *testing.T) {
 	if bad > 0 {
 		t.Errorf("%d of 40 runs: the READ ran before the WRITE sent before it", bad)
 	}
+}
+
+// A WRITE whose header arrives in the same read as the end of the packet before
+// it, and whose data holds the byte of an OPEN (3) where the front's peek at the
+// header had pointed before its buffer slid: the front read the request's type
+// from that stale slice once it had peeked further, took the WRITE for an OPEN
+// without access flags and gave it the READ flag, which for a WRITE is bit 32
+// of its offset. OpenSSH's scp through the tunnel now and then left a hole of one
+// 255 KiB write in an upload it reported sent (the write went 4 GiB further, and
+// the closing truncate to the size sent cut it off).
+func TestSFTPWriteHeaderAfterBufferSlides(t *testing.T) {
+	dir := t.TempDir()
+	l := newSFTPLive(t, dir)
+	h := l.open(t, "f", 0x1a) // WRITE|CREAT|TRUNC
+	first := bytes.Repeat([]byte("a"), 8<<10)
+	second := bytes.Repeat([]byte{sftpOpen}, 8<<10)
+	p1 := sftpPacket(6, uint32(2), h, uint32(0), uint32(0), string(first))
+	p2 := sftpPacket(6, uint32(3), h, uint32(0), uint32(len(first)), string(second))
+	// Sent in three reads: the front's 4 KiB buffer holds the last 1000 bytes of
+	// the first WRITE and the start of the second; pkg/sftp takes those 1000
+	// bytes, and the front's peek at the second's header then has to refill.
+	l.send(t, p1[:len(p1)-1000])
+	l.send(t, p1[len(p1)-1000:], p2[:30])
+	l.send(t, p2[30:])
+	sftpStatuses(t, [][]byte{l.recv(t), l.recv(t)}, [2]uint32{2, sftpOK}, [2]uint32{3, sftpOK})
+	want := append(first, second...)
+	if fi, err := os.Stat(filepath.Join(dir, "f")); err != nil || fi.Size() != int64(len(want)) {
+		t.Fatalf("the file: %v, want the %d bytes written (the second WRITE landed elsewhere)", fileSize(fi, err), len(want))
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the file differs from what was written (%v)", err)
+	}
+}
+
+// fileSize says what os.Stat found: the size or the error.
+func fileSize(fi os.FileInfo, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d bytes", fi.Size())
 }

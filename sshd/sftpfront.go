@@ -152,8 +152,10 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 			s.left = int64(len(hdr)) // a truncated packet: pkg/sftp reports it
 			break
 		}
-		size := binary.BigEndian.Uint32(hdr)
-		if !s.serves(hdr[4], size) {
+		// Both are read now: hdr is the reader's buffer, which a longer peek
+		// (serves, kernelPath) may slide, leaving hdr on other bytes.
+		size, typ := binary.BigEndian.Uint32(hdr), hdr[4]
+		if !s.serves(typ, size) {
 			s.left = 4 + int64(size)
 			s.mu.Lock()
 			// A WRITE waits for every request before it, and every
@@ -162,7 +164,7 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 			// or an FSETSTAT (truncate) sent after a WRITE of the same
 			// file could run before it (sshfs's writes are asynchronous).
 			after := s.lastWrite
-			if hdr[4] == sftpWrite {
+			if typ == sftpWrite {
 				after = s.passed
 			}
 			held := func() bool { return s.answered < after || s.passed-s.answered >= maxSFTPInFlight }
@@ -172,14 +174,14 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 			}
 			closed := s.closed
 			s.passed++
-			if hdr[4] == sftpWrite {
+			if typ == sftpWrite {
 				s.lastWrite = s.passed
 			}
 			s.mu.Unlock()
-			if closed && (hdr[4] == sftpWrite || waited) {
+			if closed && (typ == sftpWrite || waited) {
 				return 0, errSFTPClosed
 			}
-			if err := s.kernelPath(hdr[4], size); err != nil {
+			if err := s.kernelPath(typ, size); err != nil {
 				return 0, err
 			}
 			break

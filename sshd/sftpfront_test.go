@@ -110,6 +110,62 @@ func FuzzSFTPFront(f *testing.F) {
 	})
 }
 
+// FuzzSFTPWritesInChunks uploads data to a file in WRITEs of the sizes sizes
+// gives, sent all at once (as OpenSSH's sftp and scp pipeline them) and read by
+// the session in pieces of the sizes cuts gives, as a channel's data arrives:
+// the WRITEs are answered OK and the file is the data. The front peeks at
+// each request in its read buffer, which the pieces leave anywhere in it (see
+// TestSFTPWriteHeaderAfterBufferSlides).
+func FuzzSFTPWritesInChunks(f *testing.F) {
+	f.Add([]byte{200, 30, 255, 7}, []byte{17, 250, 3, 90, 1, 128}, bytes.Repeat([]byte{sftpOpen}, 20000))
+	f.Add([]byte{1, 2, 3}, []byte{5}, []byte("hello, world"))
+	f.Fuzz(func(t *testing.T, sizes, cuts, data []byte) {
+		if len(data) == 0 || len(data) > 64<<10 || len(sizes) == 0 || len(cuts) == 0 {
+			return
+		}
+		in := append(sftpPacket(1, uint32(3)), sftpPacket(3, uint32(1), "f", uint32(0x1a), uint32(0))...) // WRITE|CREAT|TRUNC
+		var want [][2]uint32
+		for off, i := 0, 0; off < len(data); i++ {
+			n := min(len(data)-off, 1+int(sizes[i%len(sizes)])*40) // up to 10 KiB
+			in = append(in, sftpPacket(6, uint32(2+i), "1", uint32(0), uint32(off), string(data[off:off+n]))...)
+			want = append(want, [2]uint32{uint32(2 + i), sftpOK})
+			off += n
+		}
+		dir := t.TempDir()
+		replies := sftpReplies(t, runSFTPReader(t, dir, &piecesReader{b: in, cuts: cuts}))
+		if len(replies) < 2 || replies[1][0] != sftpHandle || string(replies[1][9:]) != "1" {
+			t.Fatalf("OPEN: %x, want handle 1", replies[1:min(2, len(replies))])
+		}
+		// The last replies may still be on their way out when the session has
+		// ended with the stream (see runSFTPStream); the writes are all done.
+		sftpStatuses(t, replies[2:], want[:len(replies)-2]...)
+		if fi, err := os.Stat(filepath.Join(dir, "f")); err != nil || fi.Size() != int64(len(data)) {
+			t.Fatalf("the file: %v, want the %d bytes written", fileSize(fi, err), len(data))
+		}
+		if got, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("the file differs from what was written (%v)", err)
+		}
+	})
+}
+
+// piecesReader reads b in pieces of 1 to 2041 bytes, their sizes taken in turn
+// from cuts.
+type piecesReader struct {
+	b    []byte
+	cuts []byte
+	i    int
+}
+
+func (r *piecesReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), 1+int(r.cuts[r.i%len(r.cuts)])*8)], r.b)
+	r.i++
+	r.b = r.b[n:]
+	return n, nil
+}
+
 // sftpReplies cuts what a session sent back into its packets (the type first,
 // the length left off), failing t if one is torn or shorter than a type and
 // an id (or VERSION's version).
@@ -156,8 +212,13 @@ func runSFTPStream(t *testing.T, in []byte) []byte {
 
 // runSFTPStreamIn is runSFTPStream with dir as the working directory.
 func runSFTPStreamIn(t *testing.T, dir string, in []byte) []byte {
+	return runSFTPReader(t, dir, bytes.NewReader(in))
+}
+
+// runSFTPReader is runSFTPStreamIn with the client's stream read from in.
+func runSFTPReader(t *testing.T, dir string, in io.Reader) []byte {
 	out := &lockedBuffer{}
-	front := newSFTPFront(bytes.NewReader(in), out, dir, func(user string) (string, bool) {
+	front := newSFTPFront(in, out, dir, func(user string) (string, bool) {
 		return dir, user == ""
 	}, nil)
 	defer front.closeDirs()
