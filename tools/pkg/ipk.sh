@@ -93,6 +93,7 @@ CONTROL
 echo /etc/config/porthole >"$ctrl/conffiles"
 install -m 0755 "$here/openwrt/postinst" "$ctrl/postinst"
 install -m 0755 "$here/openwrt/prerm" "$ctrl/prerm"
+install -m 0755 "$here/openwrt/preinst" "$ctrl/preinst"
 
 # Reproducible: fixed owner, order and time (the last commit's, or SOURCE_DATE_EPOCH).
 epoch=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct 2>/dev/null || echo 0)}

@@ -138,7 +138,7 @@ func checkIPK(t *testing.T, arch string, raw []byte, bin string) {
 			t.Errorf("conffile %s is not in data.tar.gz", c)
 		}
 	}
-	for _, s := range []string{"./postinst", "./prerm"} {
+	for _, s := range []string{"./preinst", "./postinst", "./prerm"} {
 		f, ok := ctrl[s]
 		if !ok {
 			t.Errorf("control.tar.gz lacks %s", s)

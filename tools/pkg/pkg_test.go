@@ -632,8 +632,14 @@ func (r *opkgRig) opkg(name string, args, then string) int {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	return r.opkgScript(name, string(src), args, then)
+}
+
+// opkgScript is opkg with the script's text given: that of an older package.
+func (r *opkgRig) opkgScript(name, src string, args, then string) int {
+	var err error
 	text := strings.NewReplacer("/etc/init.d/porthole", r.initScript, "/etc/porthole/state", filepath.Join(r.dir, "state"),
-		"/var/run/", filepath.Join(r.dir, "run")+"/").Replace(string(src))
+		"/var/run/", filepath.Join(r.dir, "run")+"/", "/usr/lib/opkg/info/", filepath.Join(r.dir, "info")+"/").Replace(src)
 	os.WriteFile(filepath.Join(r.dir, name), []byte(text), 0o755)
 	opkg := filepath.Join(r.dir, "opkg")
 	os.WriteFile(opkg, []byte("#!/bin/sh\n"+r.sh+" "+filepath.Join(r.dir, name)+" "+args+" || exit 1\n"+then+"\nsleep 0.5\ntouch "+filepath.Join(r.dir, "opkg-done")+"\n"), 0o755)
@@ -861,4 +867,64 @@ func TestThirdPartyNotices(t *testing.T) {
 	if !strings.Contains(string(committed), "Go standard library") {
 		t.Error("THIRD_PARTY_NOTICES has no section for Go")
 	}
+}
+
+// firstPrerm is the prerm of the packages built before 8de03f8 (2026-11-30
+// 14:15): it stopped and disabled the service whatever opkg's arguments,
+// "upgrade VERSION" included. Their postinst enabled it at every install.
+const firstPrerm = `#!/bin/sh
+# opkg prerm: stop the agent. /etc/porthole (host key, certificates, client tokens)
+# and /etc/config/porthole are never removed by the package.
+[ -n "$IPKG_INSTROOT" ] && exit 0
+/etc/init.d/porthole stop
+/etc/init.d/porthole disable
+exit 0
+`
+
+// TestOpkgUpgradeFromFirstPackages: opkg upgrades a device that runs one of
+// the first packages (service enabled, as their postinst left it). opkg runs
+// the old package's prerm ("upgrade VERSION"), which disables the service,
+// then the new package's preinst and postinst (PKG_UPGRADE=1). The service
+// must be enabled afterwards: otherwise the agent runs until the next reboot,
+// then never starts again, and the device is out of reach.
+func TestOpkgUpgradeFromFirstPackages(t *testing.T) {
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newOpkgRig(t, shell, binDir)
+		r.env = append(r.env, "PKG_UPGRADE=1")
+		info := filepath.Join(r.dir, "info")
+		os.MkdirAll(info, 0o755)
+		os.WriteFile(filepath.Join(info, "porthole.prerm"), []byte(firstPrerm), 0o755)
+		r.opkgScript("prerm", firstPrerm, "upgrade 1.2.3", "")
+		r.opkg("preinst", "upgrade 0+7821324", "")
+		// opkg installs the new package's control files, then runs postinst.
+		src, _ := os.ReadFile(filepath.Join("openwrt", "prerm"))
+		os.WriteFile(filepath.Join(info, "porthole.prerm"), src, 0o755)
+		r.opkg("postinst", "configure", "")
+		calls := r.waitCalls("porthole restart", 5*time.Second)
+		enabled := true
+		for _, l := range strings.Split(calls, "\n") {
+			switch {
+			case strings.HasPrefix(l, "porthole enable "):
+				enabled = true
+			case strings.HasPrefix(l, "porthole disable "):
+				enabled = false
+			}
+		}
+		if !enabled || !strings.Contains(calls, "porthole restart") {
+			t.Errorf("upgrade from a first package: calls %q, want the service enabled again and restarted", calls)
+		}
+
+		// A device whose administrator disabled the service, upgraded from a
+		// package whose prerm leaves it alone: it stays disabled.
+		r = newOpkgRig(t, shell, binDir)
+		r.env = append(r.env, "PKG_UPGRADE=1")
+		os.MkdirAll(filepath.Join(r.dir, "info"), 0o755)
+		os.WriteFile(filepath.Join(r.dir, "info", "porthole.prerm"), src, 0o755)
+		r.opkg("prerm", "upgrade 1.2.3", "")
+		r.opkg("preinst", "upgrade 1.2.2", "")
+		r.opkg("postinst", "configure", "")
+		if calls := r.waitCalls("porthole restart", 5*time.Second); strings.Contains(calls, "enable") {
+			t.Errorf("upgrade from a current package: calls %q, want no enable", calls)
+		}
+	})
 }
