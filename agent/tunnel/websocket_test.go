@@ -403,3 +403,45 @@ func FuzzReadChunked(f *testing.F) {
 		}
 	})
 }
+
+// FuzzWebSocketReadInPieces is FuzzWebSocketRead with the server's bytes
+// arriving in pieces (cuts), through a small read buffer, and read into
+// buffers of other sizes that are scribbled over after each read: a frame
+// header, a control frame or a payload kept in a buffer past the next read
+// would show as data that differs.
+func FuzzWebSocketReadInPieces(f *testing.F) {
+	f.Add(append(serverFrame(false, opBinary, []byte("ab")), append(serverFrame(true, opPing, []byte("ping")), serverFrame(true, opContinuation, []byte("cd"))...)...), []byte{0, 2, 5}, []byte{1, 3})
+	f.Add(append(serverFrame(true, opBinary, make([]byte, 300)), []byte{0x82, 127, 0, 0, 0, 0, 0, 0, 0, 3, 'a', 'b', 'c'}...), []byte{13, 200}, []byte{7, 255})
+	f.Add(append(serverFrame(true, opPing, bytes.Repeat([]byte("p"), 125)), serverFrame(true, opBinary, []byte("z"))...), []byte{0}, []byte{0})
+	f.Fuzz(func(t *testing.T, in, cuts, sizes []byte) {
+		out := &bytes.Buffer{}
+		c := newWSConn(fakeConn{Reader: bytes.NewReader(nil), w: out}, bufio.NewReaderSize(&chunkReader{chunks: splitAt(in, cuts)}, 16), [32]byte{})
+		var got []byte
+		buf := make([]byte, 300)
+		for i := 0; ; i++ {
+			p := buf
+			if len(sizes) > 0 {
+				p = buf[:1+int(sizes[i%len(sizes)])]
+			}
+			n, err := c.Read(p)
+			got = append(got, p[:n]...)
+			for j := range p {
+				p[j] = 0xa5
+			}
+			if err != nil {
+				break
+			}
+		}
+		want, pings := refWSRead(in)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("read %x from %x in pieces %v, want %x", got, in, cuts, want)
+		}
+		for _, p := range pings {
+			op, payload, rest := unmask(t, out.Bytes())
+			if op != opPong || !bytes.Equal(payload, p) {
+				t.Fatalf("ping %x answered with opcode %d %x", p, op, payload)
+			}
+			out = bytes.NewBuffer(rest)
+		}
+	})
+}
