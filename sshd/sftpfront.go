@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // SFTP version 3 (draft-ietf-secsh-filexfer-02) numbers used here.
@@ -50,6 +51,7 @@ const (
 const (
 	sftpLstat    = 7  // SSH_FXP_LSTAT
 	sftpSetstat  = 9  // SSH_FXP_SETSTAT
+	sftpFstat    = 8  // SSH_FXP_FSTAT
 	sftpFsetstat = 10 // SSH_FXP_FSETSTAT
 	sftpStat     = 17 // SSH_FXP_STAT
 	sftpReadlink = 19 // SSH_FXP_READLINK
@@ -355,8 +357,10 @@ const maxSFTPRead = 32 << 10
 // SYMLINK, REALPATH, STAT, LSTAT, OPENDIR, READDIR (pkg/sftp has no
 // directory handles), CLOSE of a directory handle, the sftpExtensions,
 // statvfs, posix-rename and hardlink, a WRITE to a file opened to append
-// (see appendTo), an FSETSTAT that sets times (see sftpAttrTimes), and an
-// OPEN while maxOpenFiles files are open, refused. A CLOSE of a file that it
+// (see appendTo), an FSETSTAT that sets times (see sftpAttrTimes), an FSTAT
+// of a directory handle or of a file whose name still leads to it (pkg/sftp
+// sends the modification time as the access time, see stat), and an OPEN
+// while maxOpenFiles files are open, refused. A CLOSE of a file that it
 // hands on to pkg/sftp is no longer counted open.
 //
 // The bound and the count hold for a request of any size pkg/sftp takes, not
@@ -371,7 +375,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		Arg  string // the handle, or the extension's name
 		Rest []byte `ssh:"rest"`
 	}
-	if typ == sftpClose || typ == sftpExt || typ == sftpOpen || typ == sftpWrite || typ == sftpFsetstat {
+	if typ == sftpClose || typ == sftpExt || typ == sftpOpen || typ == sftpWrite || typ == sftpFsetstat || typ == sftpFstat {
 		// The handle, the name or the path is at the start: a buffer's
 		// worth holds it (an OPEN's path may not fit: not known then).
 		b, err := s.r.Peek(min(int(4+size), s.r.Size()))
@@ -397,6 +401,9 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	case typ == sftpWrite:
 		f, ok := s.file(req.Arg)
 		return ok && f.path != "" && f.flags&sftpFlagAppend != 0
+	case typ == sftpFstat:
+		f, ok := s.file(req.Arg)
+		return s.dirs[req.Arg] != nil || ok && f.path != ""
 	case typ == sftpFsetstat:
 		f, ok := s.file(req.Arg)
 		return ok && f.path != "" && len(req.Rest) >= 4 && binary.BigEndian.Uint32(req.Rest)&sftpAttrTimes != 0
@@ -548,6 +555,22 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 		}
 	case sftpOpen: // refused: see maxOpenFiles
 		reply = sftpStatusPacket(req.ID, syscall.EMFILE)
+	case sftpFstat:
+		var st unix.Stat_t
+		if d := s.dirs[req.Arg]; d != nil {
+			if err := unix.Fstat(int(d.f.Fd()), &st); err != nil {
+				reply = sftpStatusPacket(req.ID, err)
+			} else {
+				reply = sftpReply(sftpAttrs, req.ID, gossh.Marshal(fileAttrs(&st)))
+			}
+			break
+		}
+		f, _ := s.file(req.Arg)
+		if unix.Stat(f.path, &st) == nil && uint64(st.Dev) == f.dev && uint64(st.Ino) == f.ino {
+			reply = sftpReply(sftpAttrs, req.ID, gossh.Marshal(fileAttrs(&st)))
+			break
+		}
+		return pkt, nil // renamed or replaced since: pkg/sftp answers from its descriptor
 	case sftpFsetstat:
 		f, _ := s.file(req.Arg)
 		var st syscall.Stat_t

@@ -850,3 +850,49 @@ func TestSFTPOpenWithoutReadOrWrite(t *testing.T) {
 	l.send(t, sftpPacket(3, uint32(3), "lock", uint32(0x28), uint32(0)))
 	sftpStatuses(t, [][]byte{l.recv(t)}, [2]uint32{3, sftpFailure}) // EEXIST
 }
+
+// FSTAT of an open file answers with its access time, as STAT does (pkg/sftp
+// sent the modification time as the access time: paramiko's SFTPFile.stat and
+// sshfs's fgetattr saw the wrong one), and FSTAT of a directory handle with the
+// directory's attributes (pkg/sftp has no directory handles: it refused them).
+// A file renamed and replaced since it was opened is still answered for
+// itself, not for the file that now has its name.
+func TestSFTPFstat(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	writeFile(t, p, "data")
+	atime, mtime := time.Unix(1000000000, 0), time.Unix(1500000000, 0)
+	if err := os.Chtimes(p, atime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(dir, atime, mtime)
+	l := newSFTPLive(t, dir)
+	h := l.open(t, "f", 0x1)                  // READ
+	l.send(t, sftpPacket(11, uint32(2), ".")) // OPENDIR
+	r := l.recv(t)
+	if r[0] != sftpHandle {
+		t.Fatalf("OPENDIR: %x", r)
+	}
+	d := string(r[9:])
+	fstat := func(id uint32, h string) sftpFileAttrs {
+		t.Helper()
+		l.send(t, sftpPacket(8, id, h))
+		r := l.recv(t)
+		var a sftpFileAttrs
+		if r[0] != sftpAttrs || gossh.Unmarshal(r[5:], &a) != nil {
+			t.Fatalf("FSTAT of %q: %x, want ATTRS", h, r)
+		}
+		return a
+	}
+	if a := fstat(3, h); a.Atime != uint32(atime.Unix()) || a.Mtime != uint32(mtime.Unix()) || a.Size != 4 {
+		t.Errorf("FSTAT of the file: atime %d, mtime %d, size %d; want %d, %d, 4", a.Atime, a.Mtime, a.Size, atime.Unix(), mtime.Unix())
+	}
+	if a := fstat(4, d); a.Mode&syscall.S_IFMT != syscall.S_IFDIR || a.Mtime != uint32(mtime.Unix()) {
+		t.Errorf("FSTAT of the directory: mode %o, mtime %d; want a directory, %d", a.Mode, a.Mtime, mtime.Unix())
+	}
+	os.Rename(p, filepath.Join(dir, "g"))
+	writeFile(t, p, "another file")
+	if a := fstat(5, h); a.Size != 4 {
+		t.Errorf("FSTAT of the file renamed since: size %d, want its own 4", a.Size)
+	}
+}
