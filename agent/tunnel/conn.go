@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -292,27 +291,6 @@ var ErrCAFile = errors.New("tunnel: CA file")
 func CheckCAFile(path string) error {
 	_, err := loadCA(path)
 	return err
-}
-
-// CAFiles lists the files of a CA setting: the file itself, or the entries of a
-// directory that are regular files, links followed. As OpenSSL's CA path
-// (localproxy's --capath), a directory's other entries are passed over: a
-// dangling link (a certificate removed without update-ca-certificates), a
-// link to a subdirectory. The agent's check-config reads the same.
-func CAFiles(path string) ([]string, error) {
-	fi, err := os.Stat(path)
-	if err != nil || !fi.IsDir() {
-		return []string{path}, err
-	}
-	entries, err := os.ReadDir(path)
-	var files []string
-	for _, e := range entries {
-		p := filepath.Join(path, e.Name())
-		if fi, serr := os.Stat(p); serr == nil && fi.Mode().IsRegular() {
-			files = append(files, p)
-		}
-	}
-	return files, err
 }
 
 // loadCA reads the PEM certificates of a file, or of the files of a directory.

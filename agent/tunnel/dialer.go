@@ -55,33 +55,3 @@ func (t Targets) Validate() error {
 	}
 	return nil
 }
-
-// ValidateServiceID checks a service name against the API's rule: 1–128 characters
-// of [a-zA-Z0-9:_-] (spec §3.4).
-func ValidateServiceID(s string) error {
-	if !isName(s, 1, 128, ":_-") {
-		return fmt.Errorf("tunnel: service id %q: want 1-128 characters of [a-zA-Z0-9:_-]", s)
-	}
-	return nil
-}
-
-// ValidateTarget checks a target: "host:port" with a numeric port, or "unix:/abs/path".
-func ValidateTarget(addr string) error {
-	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if !strings.HasPrefix(path, "/") {
-			return fmt.Errorf("tunnel: target %q: unix socket path must be absolute", addr)
-		}
-		return nil
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("tunnel: target %q: want host:port or unix:/path", addr)
-	}
-	if host == "" {
-		return fmt.Errorf("tunnel: target %q: empty host", addr)
-	}
-	if n, err := net.LookupPort("tcp", port); err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
-		return fmt.Errorf("tunnel: target %q: bad port %q", addr, port)
-	}
-	return nil
-}

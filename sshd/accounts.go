@@ -1,5 +1,14 @@
 package sshd
 
+// The login accounts of the passwd, group and shadow files, which the server
+// also reads when it starts (CheckLogins). The file's name puts it first in the
+// package: go build compiles a package's files in name order, the linker lays
+// out their code in that order, and the kernel maps a binary's code in 64 KiB
+// windows around each page that runs (docs/size.md, "Memory on the QEMU
+// boards"). As users.go, last in the package, this start-time code was alone in
+// a window of session code, which an idle agent then held: 8,140-8,144 kB idle
+// on the mipsel board, against 8,072 kB with the file first.
+
 import (
 	"errors"
 	"fmt"
