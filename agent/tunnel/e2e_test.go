@@ -108,7 +108,10 @@ func TestEndToEndV3(t *testing.T) {
 	h.tun.Rechunk(1)
 	const perService = 32
 	size := 4 << 20
-	if raceEnabled {
+	if raceEnabled || testing.Short() {
+		// Under the race detector, and under qemu-user (tools/qemu-test.sh runs
+		// -short): the same connections with less data. make test also runs the
+		// full size natively.
 		size = 512 << 10
 	}
 	t.Logf("%d services × %d connections × %d bytes each way", len(threeServices), perService, size)
@@ -127,7 +130,7 @@ func TestEndToEndV2(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			size := 4 << 20
-			if raceEnabled {
+			if raceEnabled || testing.Short() {
 				size = 1 << 20
 			}
 			for i := range 2 {
