@@ -225,15 +225,21 @@ func FuzzWebSocketRead(f *testing.F) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("read %x (%v) from %x, want %x", got, err, in, want)
 		}
-		// Every ping before the read stopped is answered with its payload.
-		for _, p := range pings {
-			op, payload, rest := unmask(t, out.Bytes())
-			if op != opPong || !bytes.Equal(payload, p) {
-				t.Fatalf("ping %x answered with opcode %d %x", p, op, payload)
-			}
-			out = bytes.NewBuffer(rest)
-		}
+		checkPongs(t, out, pings)
 	})
+}
+
+// checkPongs checks that out, what the client wrote, answers every ping of
+// pings, in order, with a pong carrying its payload.
+func checkPongs(t *testing.T, out *bytes.Buffer, pings [][]byte) {
+	t.Helper()
+	for _, p := range pings {
+		op, payload, rest := unmask(t, out.Bytes())
+		if op != opPong || !bytes.Equal(payload, p) {
+			t.Fatalf("ping %x answered with opcode %d %x", p, op, payload)
+		}
+		out = bytes.NewBuffer(rest)
+	}
 }
 
 // refWSRead is what a client reads from the server frames in, by RFC 6455
@@ -436,12 +442,6 @@ func FuzzWebSocketReadInPieces(f *testing.F) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("read %x from %x in pieces %v, want %x", got, in, cuts, want)
 		}
-		for _, p := range pings {
-			op, payload, rest := unmask(t, out.Bytes())
-			if op != opPong || !bytes.Equal(payload, p) {
-				t.Fatalf("ping %x answered with opcode %d %x", p, op, payload)
-			}
-			out = bytes.NewBuffer(rest)
-		}
+		checkPongs(t, out, pings)
 	})
 }
