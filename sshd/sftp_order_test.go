@@ -254,3 +254,62 @@ func fileSize(fi os.FileInfo, err error) string {
 	}
 	return fmt.Sprintf("%d bytes", fi.Size())
 }
+
+// A READ and then an FSETSTAT that truncates the same file, both in flight:
+// processed in order, as sftp-server processes them (and as
+// draft-ietf-secsh-filexfer asks), the READ gets the data. pkg/sftp ran the
+// truncate, on its worker for other requests, before the READ on one of its
+// workers for reads and writes.
+func TestSFTPReadThenTruncateInOrder(t *testing.T) {
+	data := bytes.Repeat([]byte("r"), 32<<10)
+	bad := 0
+	for i := range 40 {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "f"), data, 0o644)
+		l := newSFTPLive(t, dir)
+		h := l.open(t, "f", 0x3) // READ|WRITE
+		l.send(t,
+			sftpPacket(5, uint32(2), h, uint32(0), uint32(0), uint32(32<<10)), // READ 32 KiB at 0
+			sftpPacket(10, uint32(3), h, uint32(1), uint32(0), uint32(0)),     // FSETSTAT size 0
+		)
+		r2, r3 := l.recv(t), l.recv(t)
+		if r3[0] != sftpStatus {
+			t.Fatalf("FSETSTAT: %x", r3)
+		}
+		if r2[0] != 103 { // SSH_FXP_DATA
+			bad++
+			t.Logf("run %d: the READ sent before the truncate got %x", i, r2[:min(len(r2), 20)])
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of 40 runs: the truncate ran before the READ sent before it", bad)
+	}
+}
+
+// A truncate (SETSTAT) and then a READ of the file: the READ finds the file
+// empty, as with sftp-server.
+func TestSFTPTruncateThenReadInOrder(t *testing.T) {
+	data := bytes.Repeat([]byte("t"), 32<<10)
+	bad := 0
+	for i := range 40 {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "f"), data, 0o644)
+		l := newSFTPLive(t, dir)
+		h := l.open(t, "f", 0x1) // READ
+		l.send(t,
+			sftpPacket(9, uint32(2), "f", uint32(1), uint32(0), uint32(0)),    // SETSTAT size 0
+			sftpPacket(5, uint32(3), h, uint32(0), uint32(0), uint32(32<<10)), // READ 32 KiB at 0
+		)
+		r2, r3 := l.recv(t), l.recv(t)
+		if r2[0] != sftpStatus {
+			t.Fatalf("SETSTAT: %x", r2)
+		}
+		if r3[0] != sftpStatus {
+			bad++
+			t.Logf("run %d: the READ sent after the truncate got %x", i, r3[:min(len(r3), 20)])
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of 40 runs: the READ ran before the truncate sent before it", bad)
+	}
+}

@@ -21,6 +21,7 @@ import (
 const (
 	sftpOpen     = 3   // SSH_FXP_OPEN
 	sftpClose    = 4   // SSH_FXP_CLOSE
+	sftpRead     = 5   // SSH_FXP_READ
 	sftpWrite    = 6   // SSH_FXP_WRITE
 	sftpOpendir  = 11  // SSH_FXP_OPENDIR
 	sftpReaddir  = 12  // SSH_FXP_READDIR
@@ -79,7 +80,8 @@ var errSFTPClosed = errors.New("sshd: sftp session closed")
 //
 // It also hands pkg/sftp one WRITE at a time: the next once every request
 // before it has been answered, and any request after a WRITE once that WRITE
-// has been. pkg/sftp runs reads and writes on 8 workers, so the pipelined
+// has been; only READs that follow one another run together (see Read).
+// pkg/sftp runs reads and writes on 8 workers, so the pipelined
 // writes of an upload ran out of order, and when one failed (a full disk) writes
 // at later offsets already queued still landed, leaving a file longer than what
 // was written, with a hole. sftp's reput and put -a resume from the remote size
@@ -122,7 +124,7 @@ type sftpFront struct {
 	cond      sync.Cond
 	passed    int  // requests handed to pkg/sftp
 	answered  int  // replies pkg/sftp has written whole
-	lastWrite int  // passed when the last WRITE was handed on
+	lastOther int  // passed when the last request other than a READ was handed on
 	closed    bool // the session is closing: nothing waits any more
 	// files are the handles of files pkg/sftp holds open: added when its
 	// SSH_FXP_HANDLE reply goes out (only OPEN gets one from it), removed
@@ -160,13 +162,20 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 		if !s.serves(typ, size) {
 			s.left = 4 + int64(size)
 			s.mu.Lock()
-			// A WRITE waits for every request before it, and every
-			// request for the last WRITE: pkg/sftp runs a READ or a WRITE
-			// on one worker and the other requests on another, so a READ
-			// or an FSETSTAT (truncate) sent after a WRITE of the same
-			// file could run before it (sshfs's writes are asynchronous).
-			after := s.lastWrite
-			if typ == sftpWrite {
+			// A READ waits for the requests before it but the READs just
+			// before it, and every other request for all before it:
+			// pkg/sftp runs a READ or a WRITE on one of 8 workers and the
+			// other requests on another, so an FSETSTAT (truncate) sent
+			// after a WRITE of the same file could run before it (sshfs's
+			// writes are asynchronous), a READ before the WRITE, OPEN
+			// (truncating) or truncate sent before it, and a truncate or
+			// an OPEN that truncates before the READ sent before it,
+			// which then found nothing to read. In order, as sftp-server
+			// runs them and draft-ietf-secsh-filexfer asks ("Request
+			// Synchronization and Reordering"); a download's READs still
+			// run together.
+			after := s.lastOther
+			if typ != sftpRead {
 				after = s.passed
 			}
 			held := func() bool { return s.answered < after || s.passed-s.answered >= maxSFTPInFlight }
@@ -176,8 +185,8 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 			}
 			closed := s.closed
 			s.passed++
-			if typ == sftpWrite {
-				s.lastWrite = s.passed
+			if typ != sftpRead {
+				s.lastOther = s.passed
 			}
 			s.mu.Unlock()
 			if closed && (typ == sftpWrite || waited) {
@@ -195,6 +204,7 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 		if pkt != nil { // handed on after all (see serve)
 			s.mu.Lock()
 			s.passed++
+			s.lastOther = s.passed
 			s.mu.Unlock()
 			s.pending, s.left = pkt, int64(len(pkt))
 		}
