@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -451,13 +452,23 @@ func (src *Source) readySession(ctx context.Context) *session {
 	}
 }
 
-// next returns the next stream id of a service: 1, 2, … wrapping to 1 (spec §3.2).
+// next returns the next stream id of a service: one after the last, wrapping
+// to 1 (spec §3.2). The first is random, not 1 as the reference source's: ids
+// must be "temporally unique", and `porthole connect --stdio` runs as a new
+// process for each ssh connection. Each starting at 1, the device's reset of
+// the last process's connection (its sshd closed it as the client left), still
+// on its way, was taken by the next process's new connection, stream 1 again,
+// which ended before the device answered (tunneld relays what the device sends
+// by stream id to whichever source is connected).
 func (src *Source) nextStreamID(wire string) int32 {
 	src.mu.Lock()
 	if src.streamIDs == nil {
 		src.streamIDs = map[string]int32{}
 	}
-	id := src.streamIDs[wire]
+	id, ok := src.streamIDs[wire]
+	if !ok {
+		id = rand.Int32N(math.MaxInt32 - 1) // the first is id+1: 1 to MaxInt32-1
+	}
 	if id == math.MaxInt32 {
 		id = 0
 	}
