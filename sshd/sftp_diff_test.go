@@ -178,7 +178,7 @@ func diffTree(t *testing.T, root string, seed int64) {
 	filepath.Walk(root, func(p string, _ os.FileInfo, _ error) error { paths = append(paths, p); return nil })
 	sort.Sort(sort.Reverse(sort.StringSlice(paths)))
 	for i, p := range paths {
-		ts := []syscall.Timespec{{Sec: 1500000000 + int64(i)}, {Sec: 1600000000 + int64(i)}}
+		ts := []syscall.Timespec{syscall.NsecToTimespec((1500000000 + int64(i)) * 1e9), syscall.NsecToTimespec((1600000000 + int64(i)) * 1e9)}
 		must(utimensat(p, ts))
 	}
 }
@@ -496,7 +496,7 @@ func diffTreeDump(root string, start int64) []string {
 				f.Close()
 			}
 			mt := strconv.Itoa(int(st.Mtim.Sec))
-			if st.Mtim.Sec >= start-2 {
+			if int64(st.Mtim.Sec) >= start-2 {
 				mt = "NOW"
 			}
 			s += fmt.Sprintf(" size=%d mtime=%s data=%x", st.Size, mt, md5ish(b))
