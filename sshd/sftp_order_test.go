@@ -165,8 +165,7 @@ func (l *sftpLive) open(t *testing.T, name string, pflags uint32) string {
 // sftp-server processes them, the file ends empty.
 func TestSFTPWriteThenTruncateInOrder(t *testing.T) {
 	data := string(bytes.Repeat([]byte("x"), 200<<10))
-	bad := 0
-	for i := range 40 {
+	inOrderRuns(t, "the truncate ran before the WRITE sent before it", func() string {
 		dir := t.TempDir()
 		l := newSFTPLive(t, dir)
 		h := l.open(t, "f", 0x1a) // WRITE|CREAT|TRUNC
@@ -183,21 +182,17 @@ func TestSFTPWriteThenTruncateInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		if fi.Size() != 0 {
-			bad++
-			t.Logf("run %d: the file has %d bytes after WRITE then truncate to 0", i, fi.Size())
+			return fmt.Sprintf("the file has %d bytes after WRITE then truncate to 0", fi.Size())
 		}
-	}
-	if bad > 0 {
-		t.Errorf("%d of 40 runs: the truncate ran before the WRITE sent before it", bad)
-	}
+		return ""
+	})
 }
 
 // A WRITE and then a READ of the same range, both in flight: the READ sees
 // what was written.
 func TestSFTPWriteThenReadInOrder(t *testing.T) {
 	data := string(bytes.Repeat([]byte("y"), 200<<10))
-	bad := 0
-	for i := range 40 {
+	inOrderRuns(t, "the READ ran before the WRITE sent before it", func() string {
 		l := newSFTPLive(t, t.TempDir())
 		h := l.open(t, "f", 0x1b) // READ|WRITE|CREAT|TRUNC
 		l.send(t,
@@ -206,13 +201,10 @@ func TestSFTPWriteThenReadInOrder(t *testing.T) {
 		)
 		l.recv(t)
 		if r := l.recv(t); r[0] != 103 { // SSH_FXP_DATA
-			bad++
-			t.Logf("run %d: the READ after the WRITE got %x", i, r)
+			return fmt.Sprintf("the READ after the WRITE got %x", r)
 		}
-	}
-	if bad > 0 {
-		t.Errorf("%d of 40 runs: the READ ran before the WRITE sent before it", bad)
-	}
+		return ""
+	})
 }
 
 // A WRITE whose header arrives in the same read as the end of the packet before
@@ -262,8 +254,7 @@ func fileSize(fi os.FileInfo, err error) string {
 // workers for reads and writes.
 func TestSFTPReadThenTruncateInOrder(t *testing.T) {
 	data := bytes.Repeat([]byte("r"), 32<<10)
-	bad := 0
-	for i := range 40 {
+	inOrderRuns(t, "the truncate ran before the READ sent before it", func() string {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "f"), data, 0o644)
 		l := newSFTPLive(t, dir)
@@ -277,21 +268,17 @@ func TestSFTPReadThenTruncateInOrder(t *testing.T) {
 			t.Fatalf("FSETSTAT: %x", r3)
 		}
 		if r2[0] != 103 { // SSH_FXP_DATA
-			bad++
-			t.Logf("run %d: the READ sent before the truncate got %x", i, r2[:min(len(r2), 20)])
+			return fmt.Sprintf("the READ sent before the truncate got %x", r2[:min(len(r2), 20)])
 		}
-	}
-	if bad > 0 {
-		t.Errorf("%d of 40 runs: the truncate ran before the READ sent before it", bad)
-	}
+		return ""
+	})
 }
 
 // A truncate (SETSTAT) and then a READ of the file: the READ finds the file
 // empty, as with sftp-server.
 func TestSFTPTruncateThenReadInOrder(t *testing.T) {
 	data := bytes.Repeat([]byte("t"), 32<<10)
-	bad := 0
-	for i := range 40 {
+	inOrderRuns(t, "the READ ran before the truncate sent before it", func() string {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "f"), data, 0o644)
 		l := newSFTPLive(t, dir)
@@ -305,11 +292,25 @@ func TestSFTPTruncateThenReadInOrder(t *testing.T) {
 			t.Fatalf("SETSTAT: %x", r2)
 		}
 		if r3[0] != sftpStatus {
+			return fmt.Sprintf("the READ sent after the truncate got %x", r3[:min(len(r3), 20)])
+		}
+		return ""
+	})
+}
+
+// inOrderRuns runs one of the ordering tests 40 times (the reordering it looks
+// for depends on pkg/sftp's workers' timing): run returns what went out of
+// order, or "". The test fails with the count of runs that did.
+func inOrderRuns(t *testing.T, what string, run func() string) {
+	t.Helper()
+	bad := 0
+	for i := range 40 {
+		if msg := run(); msg != "" {
 			bad++
-			t.Logf("run %d: the READ sent after the truncate got %x", i, r3[:min(len(r3), 20)])
+			t.Logf("run %d: %s", i, msg)
 		}
 	}
 	if bad > 0 {
-		t.Errorf("%d of 40 runs: the READ ran before the truncate sent before it", bad)
+		t.Errorf("%d of 40 runs: %s", bad, what)
 	}
 }
