@@ -5,15 +5,15 @@ package agent
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/pkg/sftp"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
 // TestAgentSSHChoppy moves data through the whole device path (service,
@@ -36,37 +36,6 @@ func TestAgentSSHChoppy(t *testing.T) {
 			b[i] = byte(r.Uint32())
 		}
 		return b
-	}
-	piece := func(r *rand.Rand) int { return 1 + r.IntN([...]int{16, 512, 8 << 10, 96 << 10}[r.IntN(4)]) }
-	stall := func(r *rand.Rand) {
-		if r.IntN(8) == 0 {
-			time.Sleep(time.Duration(r.IntN(3000)) * time.Microsecond)
-		}
-	}
-	writeChoppy := func(w io.Writer, b []byte, r *rand.Rand) error {
-		for len(b) > 0 {
-			n := min(len(b), piece(r))
-			if _, err := w.Write(b[:n]); err != nil {
-				return err
-			}
-			b = b[n:]
-			stall(r)
-		}
-		return nil
-	}
-	readChoppy := func(rd io.Reader, n int, r *rand.Rand) ([]byte, error) {
-		got := make([]byte, 0, n)
-		buf := make([]byte, 96<<10)
-		for len(got) < n {
-			p := buf[:min(piece(r), n-len(got))]
-			k, err := rd.Read(p)
-			got = append(got, p[:k]...)
-			if err != nil {
-				return got, err
-			}
-			stall(r)
-		}
-		return got, nil
 	}
 	diff := func(got, want []byte) error {
 		if bytes.Equal(got, want) {
@@ -99,16 +68,17 @@ func TestAgentSSHChoppy(t *testing.T) {
 			data := random(uint64(i + 1))
 			errc := make(chan error, 1)
 			go func() {
-				err := writeChoppy(in, data, rand.New(rand.NewPCG(uint64(i), 1)))
+				err := tunneltest.NewChoppy(uint64(2*i)).Write(in, data)
 				in.Close()
 				errc <- err
 			}()
-			got, rerr := readChoppy(out, size, rand.New(rand.NewPCG(uint64(i), 2)))
+			got := make([]byte, size)
+			rerr := tunneltest.NewChoppy(uint64(2*i+1)).ReadFull(out, got)
 			if err := <-errc; err != nil {
 				t.Errorf("cat %d: writing: %v", i, err)
 			}
 			if rerr != nil {
-				t.Errorf("cat %d: reading after %d bytes: %v", i, len(got), rerr)
+				t.Errorf("cat %d: reading %v", i, rerr)
 			} else if err := diff(got, data); err != nil {
 				t.Errorf("cat %d: %v", i, err)
 			}
@@ -133,7 +103,7 @@ func TestAgentSSHChoppy(t *testing.T) {
 			t.Errorf("sftp create: %v", err)
 			return
 		}
-		werr := writeChoppy(f, data, rand.New(rand.NewPCG(9, 1)))
+		werr := tunneltest.NewChoppy(18).Write(f, data)
 		if cerr := f.Close(); werr == nil {
 			werr = cerr
 		}
@@ -152,9 +122,9 @@ func TestAgentSSHChoppy(t *testing.T) {
 			return
 		}
 		defer f.Close()
-		got, err := readChoppy(f, size, rand.New(rand.NewPCG(9, 2)))
-		if err != nil {
-			t.Errorf("sftp download after %d bytes: %v", len(got), err)
+		got := make([]byte, size)
+		if err := tunneltest.NewChoppy(19).ReadFull(f, got); err != nil {
+			t.Errorf("sftp download: %v", err)
 		} else if err := diff(got, data); err != nil {
 			t.Errorf("sftp download: %v", err)
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -24,74 +23,23 @@ import (
 // an in-process Pipe (the path of the agent's own SSH server); the service
 // re-cuts its messages (Rechunk), so frames straddle WebSocket messages.
 
-// choppy cuts reads and writes at random sizes and stalls now and then.
-type choppy struct{ rng *rand.Rand }
-
-func newChoppy(seed uint64) *choppy {
-	return &choppy{rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
-}
-
-// piece is a size from 1 up to a limit drawn from 16 B, 512 B, 8 KiB and 96 KiB.
-func (c *choppy) piece() int {
-	return 1 + c.rng.IntN([...]int{16, 512, 8 << 10, 96 << 10}[c.rng.IntN(4)])
-}
-
-// stall sleeps for up to 3 ms one time in eight.
-func (c *choppy) stall() {
-	if c.rng.IntN(8) == 0 {
-		time.Sleep(time.Duration(c.rng.IntN(3000)) * time.Microsecond)
-	}
-}
-
-func (c *choppy) write(w io.Writer, b []byte) error {
-	for len(b) > 0 {
-		n := min(len(b), c.piece())
-		if _, err := w.Write(b[:n]); err != nil {
-			return err
-		}
-		b = b[n:]
-		c.stall()
-	}
-	return nil
-}
-
-// readFull fills b in pieces; the read buffer is reused and scribbled over
-// between reads, so that a reader that kept it would see garbage.
-func (c *choppy) readFull(r io.Reader, b []byte) error {
-	buf := make([]byte, 96<<10)
-	for got := 0; got < len(b); {
-		p := buf[:min(c.piece(), len(b)-got)]
-		n, err := r.Read(p)
-		copy(b[got:], p[:n])
-		got += n
-		for i := range p[:n] {
-			p[i] = 0xa5
-		}
-		if err != nil {
-			return fmt.Errorf("after %d of %d bytes: %w", got, len(b), err)
-		}
-		c.stall()
-	}
-	return nil
-}
-
 // echo answers c with its input XORed with key, reading and writing in random
 // pieces with stalls, through one reused buffer, until c ends.
-func (ch *choppy) echo(c net.Conn, key byte) {
+func choppyEcho(ch *tunneltest.Choppy, c net.Conn, key byte) {
 	defer c.Close()
 	buf := make([]byte, 96<<10)
 	for {
-		n, err := c.Read(buf[:ch.piece()])
+		n, err := c.Read(buf[:ch.Piece()])
 		for i := range buf[:n] {
 			buf[i] ^= key
 		}
-		if n > 0 && ch.write(c, buf[:n]) != nil {
+		if n > 0 && ch.Write(c, buf[:n]) != nil {
 			return
 		}
 		if err != nil {
 			return
 		}
-		ch.stall()
+		ch.Stall()
 	}
 }
 
@@ -102,7 +50,7 @@ func choppyTargets(t *testing.T) (tunnel.Dialer, map[string]byte) {
 	var seed sync.Mutex
 	next := uint64(1)
 	newSeed := func() uint64 { seed.Lock(); defer seed.Unlock(); next++; return next }
-	addr := tunneltest.ServeTCP(t, func(c net.Conn) { newChoppy(newSeed()).echo(c, keys["TCP"]) })
+	addr := tunneltest.ServeTCP(t, func(c net.Conn) { choppyEcho(tunneltest.NewChoppy(newSeed()), c, keys["TCP"]) })
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait)
 	return tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
@@ -113,7 +61,7 @@ func choppyTargets(t *testing.T) (tunnel.Dialer, map[string]byte) {
 		case "PIPE":
 			a, b := tunnel.Pipe()
 			wg.Add(1)
-			go func() { defer wg.Done(); newChoppy(newSeed()).echo(b, keys["PIPE"]) }()
+			go func() { defer wg.Done(); choppyEcho(tunneltest.NewChoppy(newSeed()), b, keys["PIPE"]) }()
 			return a, nil
 		}
 		return nil, fmt.Errorf("%w %q", tunnel.ErrUnknownService, service)
@@ -140,9 +88,9 @@ func choppyRoundTripConn(c net.Conn, key byte, size int, seed uint64) error {
 		data[i] = byte(rng.Uint32())
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- newChoppy(seed*2+1).write(c, data) }()
+	go func() { errc <- tunneltest.NewChoppy(seed*2+1).Write(c, data) }()
 	got := make([]byte, size)
-	rerr := newChoppy(seed*2).readFull(c, got)
+	rerr := tunneltest.NewChoppy(seed*2).ReadFull(c, got)
 	if rerr != nil {
 		c.Close()
 	}
