@@ -10,6 +10,7 @@ package sshd
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,7 +115,7 @@ func (s *diffSide) packet(id uint32, r diffReq) []byte {
 }
 
 func sftpServerSide(t *testing.T, root string) *diffSide {
-	cmd := exec.Command("/usr/lib/openssh/sftp-server", "-d", root)
+	cmd := exec.Command((&Server{}).externalSFTPServer(), "-d", root)
 	cmd.Dir = root
 	in, _ := cmd.StdinPipe()
 	outp, _ := cmd.StdoutPipe()
@@ -123,17 +125,7 @@ func sftpServerSide(t *testing.T, root string) *diffSide {
 	out := bufio.NewReader(outp)
 	s := &diffSide{name: "sftp-server", root: root, handles: map[int]string{}}
 	s.send = func(b []byte) { in.Write(b) }
-	s.recv = func() []byte {
-		var n [4]byte
-		if _, err := io.ReadFull(out, n[:]); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, binary.BigEndian.Uint32(n[:]))
-		if _, err := io.ReadFull(out, b); err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	s.recv = func() []byte { return readSFTPPacket(t, out) }
 	s.stop = func() { in.Close(); cmd.Wait() }
 	s.send(sftpPacket(1, uint32(3)))
 	s.recv()
@@ -178,13 +170,9 @@ func diffTree(t *testing.T, root string, seed int64) {
 	filepath.Walk(root, func(p string, _ os.FileInfo, _ error) error { paths = append(paths, p); return nil })
 	sort.Sort(sort.Reverse(sort.StringSlice(paths)))
 	for i, p := range paths {
-		ts := []syscall.Timespec{syscall.NsecToTimespec((1500000000 + int64(i)) * 1e9), syscall.NsecToTimespec((1600000000 + int64(i)) * 1e9)}
-		must(utimensat(p, ts))
+		ts := []unix.Timespec{unix.NsecToTimespec((1500000000 + int64(i)) * 1e9), unix.NsecToTimespec((1600000000 + int64(i)) * 1e9)}
+		must(unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW))
 	}
-}
-
-func utimensat(p string, ts []syscall.Timespec) error {
-	return unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{{Sec: ts[0].Sec}, {Sec: ts[1].Sec}}, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // diffGen makes random requests.
@@ -264,8 +252,9 @@ func (g *diffGen) next() diffReq {
 		k := all[g.rnd.Intn(len(all))]
 		r.typ = 4
 		r.fields = []any{hRef(k)}
-		g.files = remove(g.files, k)
-		g.dirs = remove(g.dirs, k)
+		isK := func(v int) bool { return v == k }
+		g.files = slices.DeleteFunc(g.files, isK)
+		g.dirs = slices.DeleteFunc(g.dirs, isK)
 	case n < 30:
 		r.typ = 5
 		r.fields = []any{g.file(), g.off(), uint32([]int{0, 1, 10, 100, 4096, 20000}[g.rnd.Intn(6)])}
@@ -346,16 +335,6 @@ func (g *diffGen) next() diffReq {
 		}
 	}
 	return r
-}
-
-func remove(s []int, k int) []int {
-	out := s[:0]
-	for _, v := range s {
-		if v != k {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // diffProgram makes batches of requests.
@@ -499,7 +478,7 @@ func diffTreeDump(root string, start int64) []string {
 			if int64(st.Mtim.Sec) >= start-2 {
 				mt = "NOW"
 			}
-			s += fmt.Sprintf(" size=%d mtime=%s data=%x", st.Size, mt, md5ish(b))
+			s += fmt.Sprintf(" size=%d mtime=%s data=%x", st.Size, mt, sha256.Sum256(b))
 		}
 		if fi.Mode()&os.ModeSymlink != 0 {
 			tg, _ := os.Readlink(p)
@@ -509,14 +488,6 @@ func diffTreeDump(root string, start int64) []string {
 		return nil
 	})
 	return out
-}
-
-func md5ish(b []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h = (h ^ uint64(c)) * 1099511628211
-	}
-	return h
 }
 
 // diffRun runs prog on both servers; it returns the first mismatch, "" if none.
@@ -618,27 +589,18 @@ func diffRun(t *testing.T, seed int64, prog [][]diffReq, verbose bool, soft map[
 		}
 		var d []string
 		for _, x := range a {
-			if !contains(b, x) {
+			if !slices.Contains(b, x) {
 				d = append(d, "- "+x)
 			}
 		}
 		for _, x := range b {
-			if !contains(a, x) {
+			if !slices.Contains(a, x) {
 				d = append(d, "+ "+x)
 			}
 		}
 		return "final trees differ (- sftp-server, + porthole):\n" + strings.Join(d, "\n")
 	}
 	return ""
-}
-
-func contains(s []string, x string) bool {
-	for _, v := range s {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // shrink removes batches and requests while the run still fails.
@@ -690,11 +652,11 @@ func diffShrink(t *testing.T, seed int64, prog [][]diffReq) [][]diffReq {
 }
 
 func TestSFTPDifferential(t *testing.T) {
-	if _, err := os.Stat("/usr/lib/openssh/sftp-server"); err != nil {
+	if (&Server{}).externalSFTPServer() == "" {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("no /usr/lib/openssh/sftp-server to compare with (install Debian's openssh-sftp-server; tools/deps.sh test does)")
+			t.Fatal("no sftp-server to compare with (install Debian's openssh-sftp-server; tools/deps.sh test does)")
 		}
-		t.Skip("no /usr/lib/openssh/sftp-server (Debian's openssh-sftp-server) to compare with")
+		t.Skip("no sftp-server (Debian's openssh-sftp-server) to compare with")
 	}
 	needRoot(t)
 	seeds, _ := strconv.Atoi(os.Getenv("SFTP_DIFF_SEEDS"))

@@ -138,12 +138,19 @@ func (l *sftpLive) send(t *testing.T, pkts ...[]byte) {
 // recv returns the next reply (type first, length left off).
 func (l *sftpLive) recv(t *testing.T) []byte {
 	t.Helper()
+	return readSFTPPacket(t, l.out)
+}
+
+// readSFTPPacket reads one SFTP packet from r and returns it without its
+// length, type first.
+func readSFTPPacket(t *testing.T, r io.Reader) []byte {
+	t.Helper()
 	var n [4]byte
-	if _, err := io.ReadFull(l.out, n[:]); err != nil {
+	if _, err := io.ReadFull(r, n[:]); err != nil {
 		t.Fatal(err)
 	}
 	b := make([]byte, binary.BigEndian.Uint32(n[:]))
-	if _, err := io.ReadFull(l.out, b); err != nil {
+	if _, err := io.ReadFull(r, b); err != nil {
 		t.Fatal(err)
 	}
 	return b
