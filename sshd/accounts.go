@@ -227,7 +227,7 @@ func (s *Server) lookupUser(name string) (*account, error) {
 	if euid != 0 && int(e.UID) != euid {
 		return nil, fmt.Errorf("%w %q: the server runs as uid %d and can only log in its own user", ErrUnknownUser, name, euid)
 	}
-	if err := s.checkAccount(e); err != nil {
+	if err := s.checkAccount(e, s.readShadow(func(n string) bool { return n == name })); err != nil {
 		return nil, err
 	}
 	a := &account{Name: e.Name, UID: e.UID, GID: e.GID, Home: e.Home, Shell: e.Shell, Groups: []uint32{e.GID}}
@@ -315,55 +315,54 @@ type shadowEntry struct {
 	ExpireDay int64 // the account expires on this day since 1970-01-01; -1: never
 }
 
-// parseShadow returns name's entry in shadow(5) data, and whether there is
-// one. Only the password field's "!" prefix (passwd -l, usermod -L) and the
-// expiry date are looked at: "*" or an empty field only means there is no
-// password, and key logins must keep working (Debian's root:*). A field that
-// is not a number means no expiry date, as an empty one does.
-func parseShadow(r io.Reader, name string) (shadowEntry, bool, userFileSkips, error) {
-	var (
-		e     shadowEntry
-		found bool
-	)
+// parseShadow returns the shadow(5) entries, in data r, of the users want
+// accepts: the first line of each. Only the password field's "!" prefix
+// (passwd -l, usermod -L) and the expiry date are looked at: "*" or an empty
+// field only means there is no password, and key logins must keep working
+// (Debian's root:*). A field that is not a number means no expiry date, as an
+// empty one does.
+func parseShadow(r io.Reader, want func(name string) bool) (map[string]shadowEntry, userFileSkips, error) {
+	out := map[string]shadowEntry{}
 	sk, err := eachUserLine(r, func(line string) {
-		if found || line == "" || strings.HasPrefix(line, "#") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || strings.HasPrefix(line, "#") || !want(name) {
 			return
 		}
-		f := strings.Split(line, ":")
-		if len(f) < 2 || f[0] != name {
+		if _, seen := out[name]; seen {
 			return
 		}
-		found = true
-		e = shadowEntry{Locked: strings.HasPrefix(f[1], "!"), ExpireDay: -1}
-		if len(f) > 7 {
-			if d, err := strconv.ParseInt(f[7], 10, 64); err == nil && d >= 0 {
+		e := shadowEntry{Locked: strings.HasPrefix(rest, "!"), ExpireDay: -1}
+		if f := strings.Split(rest, ":"); len(f) > 6 {
+			if d, err := strconv.ParseInt(f[6], 10, 64); err == nil && d >= 0 {
 				e.ExpireDay = d
 			}
 		}
+		out[name] = e
 	})
-	return e, found, sk, err
+	return out, sk, err
 }
 
-// readShadow returns name's shadow entry. A shadow file that does not exist
-// or cannot be read (many devices have none) means no entry; one that is
-// not a regular file is logged and ignored.
-func (s *Server) readShadow(name string) (shadowEntry, bool) {
+// readShadow returns the shadow entries of the users want accepts, read in
+// one pass. A shadow file that does not exist or cannot be read (many
+// devices have none) means no entries; one that is not a regular file is
+// logged and ignored.
+func (s *Server) readShadow(want func(name string) bool) map[string]shadowEntry {
 	path := s.shadowPath()
 	f, _, err := openRegular(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission):
-		return shadowEntry{}, false
+		return nil
 	case err != nil:
 		s.log().Warn("shadow file ignored", "path", path, "error", err)
-		return shadowEntry{}, false
+		return nil
 	}
 	defer f.Close()
-	e, found, sk, err := parseShadow(f, name)
+	entries, sk, err := parseShadow(f, want)
 	s.logSkips(path, sk)
 	if err != nil {
 		s.log().Warn("reading shadow file", "path", path, "error", err)
 	}
-	return e, found
+	return entries
 }
 
 // checkAccount refuses a disabled account with an error wrapping
@@ -372,11 +371,13 @@ func (s *Server) readShadow(name string) (shadowEntry, bool) {
 // starts with "!"), or a shell that does not exist. Expiry is as in
 // OpenSSH's auth_shadow_acctexpired: the day after the expiry day, by the
 // server's clock (a device whose clock still says 1970 expires nothing).
-func (s *Server) checkAccount(e *passwdEntry) error {
+//
+// shadow holds the shadow entries read for e's user, if any (readShadow).
+func (s *Server) checkAccount(e *passwdEntry, shadow map[string]shadowEntry) error {
 	notAllowed := func(why string) error {
 		return fmt.Errorf("%w %q: %s", ErrUserNotAllowed, e.Name, why)
 	}
-	if sh, ok := s.readShadow(e.Name); ok {
+	if sh, ok := shadow[e.Name]; ok {
 		if sh.Locked {
 			return notAllowed("account is locked")
 		}

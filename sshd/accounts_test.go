@@ -217,9 +217,13 @@ func FuzzUserFiles(f *testing.F) {
 		if len(gids) > strings.Count(data, "\n")+1 || len(gids) > 0 && strings.TrimSpace(name) != name {
 			t.Fatalf("parseGroups(%q, %q) = %v", data, name, gids)
 		}
-		e, found, _, err := parseShadow(strings.NewReader(data), name)
+		shadow, _, err := parseShadow(strings.NewReader(data), func(n string) bool { return n == name })
 		if err != nil {
 			t.Fatal(err)
+		}
+		e, found := shadow[name]
+		if len(shadow) > 1 {
+			t.Fatalf("parseShadow(%q) for %q only gave %v", data, name, shadow)
 		}
 		if found && !strings.Contains(data, name+":") {
 			t.Fatalf("parseShadow(%q, %q) found %+v without a line for the user", data, name, e)

@@ -470,11 +470,17 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 		return problems, false
 	}
 	euid := s.euid()
+	names := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		names[e.Name] = true
+	}
+	// One read of the shadow file for every account, not one per account.
+	shadow := s.readShadow(func(n string) bool { return names[n] })
 	var users []*account
 	var own *account // the server's own user: root, usually
 	for i := range entries {
 		e := &entries[i]
-		if euid != 0 && int(e.UID) != euid || s.checkAccount(e) != nil {
+		if euid != 0 && int(e.UID) != euid || s.checkAccount(e, shadow) != nil {
 			continue
 		}
 		a := &account{Name: e.Name, UID: e.UID, GID: e.GID, Home: e.Home, Shell: e.Shell}

@@ -92,6 +92,7 @@ func TestCheckLogins(t *testing.T) {
 		authKeys  []string // DIR is the test dir
 		caFiles   []string
 		passwords map[string]string
+		shadow    string // the shadow file next to passwd, if not ""
 		ok        bool
 		problems  []string // each a substring of one problem, in order
 	}{
@@ -118,12 +119,21 @@ func TestCheckLogins(t *testing.T) {
 			problems: []string{`PasswordHashes: nosuch cannot log in: sshd: unknown user "nosuch"`}},
 		{name: "CA file missing", caFiles: []string{"DIR/ca.pub"}, authKeys: []string{}, problems: []string{"TrustedUserCAKeysFiles: DIR/ca.pub: stat DIR/ca.pub: no such file"}},
 		{name: "CA file", files: map[string]string{"ca.pub": "KEY"}, caFiles: []string{"DIR/ca.pub"}, authKeys: []string{}, ok: true},
+		// Each account is checked against its own shadow line, all read at once.
+		{name: "per-user file of a locked user", files: map[string]string{"alice/.ssh/authorized_keys": "KEY"},
+			authKeys: []string{"%h/.ssh/authorized_keys"}, shadow: "root:*:19000::::::\nalice:!:19000::::::\n",
+			problems: []string{"DIR/root/.ssh/authorized_keys does not exist (user root)"}},
+		{name: "per-user file of a user beside a locked one", files: map[string]string{"alice/.ssh/authorized_keys": "KEY"},
+			authKeys: []string{"%h/.ssh/authorized_keys"}, shadow: "root:!:19000::::::\nalice:*:19000::::::\nalice:!:19000::::::\n", ok: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			chmodWalkUp(t, dir)
 			writeFile(t, filepath.Join(dir, "passwd"), fmt.Sprintf("root:x:0:0:root:%s/root:/bin/sh\nalice:x:1000:1000:alice:%s/alice:/bin/sh\n", dir, dir))
 			os.MkdirAll(filepath.Join(dir, "root"), 0o755)
+			if tc.shadow != "" {
+				writeFile(t, filepath.Join(dir, "shadow"), tc.shadow)
+			}
 			for name, content := range tc.files {
 				p := filepath.Join(dir, name)
 				os.MkdirAll(filepath.Dir(p), 0o755)
@@ -167,5 +177,30 @@ func TestCheckLogins(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// CheckLogins reads the shadow file once for all accounts: its allocations
+// grow with the number of accounts, not with its square (it once read the
+// whole file again for each account: 40 KB of garbage on a router with ten,
+// which an idle agent keeps until its first collection).
+func TestCheckLoginsReadsShadowOnce(t *testing.T) {
+	allocs := func(n int) float64 {
+		dir := t.TempDir()
+		var passwd, shadow strings.Builder
+		for i := range n {
+			fmt.Fprintf(&passwd, "user%d:x:%d:%d::/:/bin/sh\n", i, 1000+i, 1000+i)
+			fmt.Fprintf(&shadow, "user%d:*:19000:0:99999:7:::\n", i)
+		}
+		writeFile(t, filepath.Join(dir, "passwd"), passwd.String())
+		writeFile(t, filepath.Join(dir, "shadow"), shadow.String())
+		s := &Server{PasswdFile: filepath.Join(dir, "passwd"), AuthorizedKeysFiles: []string{}, geteuid: func() int { return 0 }}
+		return testing.AllocsPerRun(3, func() { s.CheckLogins() })
+	}
+	small, large := allocs(25), allocs(200)
+	// Linear: 8 times the accounts, 8 times the allocations (give or take
+	// the map's growth); the quadratic read made it 40 times.
+	if large > 12*small {
+		t.Errorf("CheckLogins made %.0f allocations for 25 accounts and %.0f for 200: more than linear", small, large)
 	}
 }
