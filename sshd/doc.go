@@ -167,10 +167,11 @@
 // from the other side, a READ of a terminal) blocks in sftp-server too; here
 // the session ends within five seconds once the client has gone, and the
 // call is left to return. scp -t refuses a FIFO without a reader at once.
-// On a 32-bit device (arm, mips, 386), SFTP's SETSTAT (sftp put -p, scp -p
-// in its default SFTP mode) sets a time after 2038 wrong: pkg/sftp's
-// os.Chtimes passes a 32-bit time_t. scp -O -p sets it right
-// (utimensat_time64, Linux 5.1).
+// On a 32-bit device (arm, mips, 386), a time after January 2038 (sftp put
+// -p, scp -p, scp -O -p) is set with utimensat_time64 (Linux 5.1): pkg/sftp's
+// os.Chtimes passes a 32-bit time_t, so the front serves such a SETSTAT or
+// FSETSTAT itself. A kernel before 5.1 cannot hold the time: SFTP then
+// reports EOVERFLOW, and scp -O leaves the time unset, as OpenSSH's scp -t does.
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the

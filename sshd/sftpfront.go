@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
@@ -367,7 +369,8 @@ const maxSFTPRead = 32 << 10
 // SYMLINK, REALPATH, STAT, LSTAT, OPENDIR, READDIR (pkg/sftp has no
 // directory handles), CLOSE of a directory handle, the sftpExtensions,
 // statvfs, posix-rename and hardlink, a WRITE to a file opened to append
-// (see appendTo), an FSETSTAT that sets times (see sftpAttrTimes), an FSTAT
+// (see appendTo), an FSETSTAT that sets times (see sftpAttrTimes), a SETSTAT
+// that sets a time this platform's time_t cannot hold (see beyondTimeT), an FSTAT
 // of a directory handle or of a file whose name still leads to it (pkg/sftp
 // sends the modification time as the access time, see stat), and an OPEN
 // while maxOpenFiles files are open, refused. A CLOSE of a file that it
@@ -385,7 +388,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		Arg  string // the handle, or the extension's name
 		Rest []byte `ssh:"rest"`
 	}
-	if typ == sftpClose || typ == sftpExt || typ == sftpOpen || typ == sftpWrite || typ == sftpFsetstat || typ == sftpFstat {
+	if typ == sftpClose || typ == sftpExt || typ == sftpOpen || typ == sftpWrite || typ == sftpFsetstat || typ == sftpFstat || typ == sftpSetstat {
 		// The handle, the name or the path is at the start: a buffer's
 		// worth holds it (an OPEN's path may not fit: not known then).
 		b, err := s.r.Peek(min(int(4+size), s.r.Size()))
@@ -417,6 +420,9 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	case typ == sftpFsetstat:
 		f, ok := s.file(req.Arg)
 		return ok && f.path != "" && len(req.Rest) >= 4 && binary.BigEndian.Uint32(req.Rest)&sftpAttrTimes != 0
+	case typ == sftpSetstat:
+		a, err := parseSetAttrs(req.Rest)
+		return err == nil && a.beyondTimeT()
 	case typ == sftpClose && s.dirs[req.Arg] == nil:
 		s.mu.Lock()
 		delete(s.files, req.Arg)
@@ -463,7 +469,7 @@ func (s *sftpFront) filesOpen() int {
 // once pkg/sftp has answered the requests before it. A malformed request
 // ends the session, as it does in pkg/sftp. An FSETSTAT that sets times is
 // returned instead, to be handed on to pkg/sftp, if its file still has the
-// name it was opened by (see sftpAttrTimes).
+// name it was opened by (see sftpAttrTimes) and its times fit in a time_t.
 func (s *sftpFront) serve(size int) ([]byte, error) {
 	pkt := make([]byte, 4+size)
 	if _, err := io.ReadFull(s.r, pkt); err != nil {
@@ -581,6 +587,9 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 			break
 		}
 		return pkt, nil // renamed or replaced since: pkg/sftp answers from its descriptor
+	case sftpSetstat: // a time this device's time_t cannot hold (see serves)
+		a, _ := parseSetAttrs(req.Rest)
+		reply = sftpStatusPacket(req.ID, a.apply(s.local(req.Arg)))
 	case sftpFsetstat:
 		f, _ := s.file(req.Arg)
 		var st syscall.Stat_t
@@ -589,7 +598,11 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 			reply = sftpStatusPacket(req.ID, errFileMoved)
 			break
 		}
-		return pkt, nil // pkg/sftp reports another error
+		if a, perr := parseSetAttrs(req.Rest); err == nil && perr == nil && a.beyondTimeT() {
+			reply = sftpStatusPacket(req.ID, a.apply(f.path)) // still the file opened
+			break
+		}
+		return pkt, nil // pkg/sftp sets them, or reports another error
 	}
 	_, err = s.write(reply)
 	return nil, err
@@ -818,27 +831,105 @@ func (s *sftpFront) usersGroups(id uint32, body []byte) []byte {
 // when it has none, as sftp-server's process_mkdir takes them. pkg/sftp made
 // every directory 0755, whatever the client asked (Paramiko's mkdir(p, 0o700)).
 func attrsPerm(b []byte, def uint32) (uint32, error) {
-	var flags struct {
-		Flags uint32
-		Rest  []byte `ssh:"rest"`
-	}
-	if err := gossh.Unmarshal(b, &flags); err != nil {
+	a, err := parseSetAttrs(b)
+	switch {
+	case err != nil:
 		return 0, err
-	}
-	if flags.Flags&0x4 == 0 { // SSH_FILEXFER_ATTR_PERMISSIONS
+	case a.flags&0x4 == 0: // SSH_FILEXFER_ATTR_PERMISSIONS
 		return def, nil
 	}
-	skip := 0
-	if flags.Flags&0x1 != 0 { // SIZE
-		skip += 8
+	return a.perms & 0o7777, nil
+}
+
+// setAttrs is what a SETSTAT or FSETSTAT sets: the attributes its flags
+// name (SSH_FILEXFER_ATTR_*); extended ones are ignored, as by pkg/sftp.
+type setAttrs struct {
+	flags        uint32
+	size         uint64
+	uid, gid     uint32
+	perms        uint32
+	atime, mtime uint32
+}
+
+// parseSetAttrs reads the attributes of a SETSTAT, FSETSTAT or MKDIR, after
+// the path or handle.
+func parseSetAttrs(b []byte) (setAttrs, error) {
+	short := false
+	take := func(n int) (v uint64) {
+		if len(b) < n {
+			short = true
+			return 0
+		}
+		for _, c := range b[:n] {
+			v = v<<8 | uint64(c)
+		}
+		b = b[n:]
+		return v
 	}
-	if flags.Flags&0x2 != 0 { // UIDGID
-		skip += 8
+	var a setAttrs
+	a.flags = uint32(take(4))
+	if a.flags&0x1 != 0 { // SIZE
+		a.size = take(8)
 	}
-	if len(flags.Rest) < skip+4 {
-		return 0, errors.New("attributes cut short")
+	if a.flags&0x2 != 0 { // UIDGID
+		a.uid, a.gid = uint32(take(4)), uint32(take(4))
 	}
-	return binary.BigEndian.Uint32(flags.Rest[skip:]) & 0o7777, nil
+	if a.flags&0x4 != 0 { // PERMISSIONS
+		a.perms = uint32(take(4))
+	}
+	if a.flags&sftpAttrTimes != 0 {
+		a.atime, a.mtime = uint32(take(4)), uint32(take(4))
+	}
+	if short {
+		return a, errors.New("attributes cut short")
+	}
+	return a, nil
+}
+
+// beyondTimeT reports whether a sets a time that this platform's time_t
+// cannot hold: one after January 2038 on a 32-bit device (SFTP's times go to
+// 2106). pkg/sftp's os.Chtimes would set such a time in 1901 there, so the
+// front sets all of a instead (apply). Never on a 64-bit platform.
+func (a setAttrs) beyondTimeT() bool {
+	if a.flags&sftpAttrTimes == 0 {
+		return false
+	}
+	_, aerr := unix.TimeToTimespec(time.Unix(int64(a.atime), 0))
+	_, merr := unix.TimeToTimespec(time.Unix(int64(a.mtime), 0))
+	return aerr != nil || merr != nil
+}
+
+// apply sets a on path as pkg/sftp does, in its order (size, permissions,
+// owner, times), stopping at the first failure. The times are set with
+// utimensat_time64 (Linux 5.1); an older kernel cannot hold them, and the
+// request fails with EOVERFLOW rather than setting another time.
+func (a setAttrs) apply(path string) error {
+	if a.flags&0x1 != 0 {
+		if a.size > math.MaxInt64 {
+			return syscall.EINVAL
+		}
+		if err := syscall.Truncate(path, int64(a.size)); err != nil {
+			return err
+		}
+	}
+	if a.flags&0x4 != 0 {
+		if err := syscall.Chmod(path, a.perms&0o7777); err != nil {
+			return err
+		}
+	}
+	if a.flags&0x2 != 0 {
+		if err := syscall.Chown(path, int(a.uid), int(a.gid)); err != nil {
+			return err
+		}
+	}
+	if a.flags&sftpAttrTimes != 0 {
+		err := utimesTime64(path, int64(a.atime), int64(a.mtime))
+		if err == unix.ENOSYS {
+			return syscall.EOVERFLOW
+		}
+		return err
+	}
+	return nil
 }
 
 // statvfs answers statvfs@openssh.com for path p as sftp-server does (of

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // sftpPacket frames an SFTP packet of type typ with the fields of body.
@@ -895,4 +896,77 @@ func TestSFTPFstat(t *testing.T) {
 	if a := fstat(5, h); a.Size != 4 {
 		t.Errorf("FSTAT of the file renamed since: size %d, want its own 4", a.Size)
 	}
+}
+
+// SETSTAT and FSETSTAT set a time after January 2038 as sent (SFTP's times
+// go to 2106), with the other attributes of the request: on a 32-bit device
+// pkg/sftp's os.Chtimes set it in 1901 or 1902.
+func TestSFTPSetTimesAfter2038(t *testing.T) {
+	const atime, mtime int64 = 1<<31 + 100, 4102444800 // 2038, 2100-01-01
+	dir := t.TempDir()
+	for _, name := range []string{"f", "g"} {
+		writeFile(t, filepath.Join(dir, name), "data")
+	}
+	l := newSFTPLive(t, dir)
+	h := l.open(t, "g", 0x1|0x2) // READ|WRITE
+	attrs := func() []byte {
+		return sftpPacket(0, uint32(0x1|0x4|sftpAttrTimes), uint32(0), uint32(2), uint32(0o600), uint32(atime), uint32(mtime))[5:]
+	}
+	l.send(t, sftpPacket(sftpSetstat, uint32(2), "f", attrs()))
+	l.send(t, sftpPacket(sftpFsetstat, uint32(3), h, attrs()))
+	for _, name := range []string{"f", "g"} {
+		if r := l.recv(t); r[0] != 101 || binary.BigEndian.Uint32(r[5:]) != 0 { // SSH_FXP_STATUS, OK
+			t.Fatalf("setting the attributes of %s: %x, want STATUS OK", name, r)
+		}
+		// statx: stat's times are 32-bit on 32-bit devices and on mips64.
+		var stx unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, filepath.Join(dir, name), 0, unix.STATX_BASIC_STATS, &stx); err != nil {
+			t.Fatal(err)
+		}
+		if stx.Atime.Sec != atime || stx.Mtime.Sec != mtime || stx.Size != 2 || stx.Mode&0o7777 != 0o600 {
+			t.Errorf("%s: atime %d, mtime %d, size %d, mode %o; want %d, %d, 2, 600", name, stx.Atime.Sec, stx.Mtime.Sec, stx.Size, stx.Mode&0o7777, atime, mtime)
+		}
+	}
+	// And a STAT sends them back as set.
+	l.send(t, sftpPacket(sftpStat, uint32(4), "f"))
+	var a sftpFileAttrs
+	if r := l.recv(t); r[0] != sftpAttrs || gossh.Unmarshal(r[5:], &a) != nil || int64(a.Atime) != atime || int64(a.Mtime) != mtime {
+		t.Errorf("STAT: %x (%+v), want atime %d, mtime %d", r, a, atime, mtime)
+	}
+}
+
+// parseSetAttrs reads exactly what the flags name, and refuses attributes
+// cut short.
+func FuzzParseSetAttrs(f *testing.F) {
+	f.Add(uint32(0xf), uint64(7), uint32(1), uint32(2), uint32(0o4755), uint32(1<<31), uint32(1<<32-1), 0)
+	f.Add(uint32(0x8), uint64(0), uint32(0), uint32(0), uint32(0), uint32(5), uint32(6), 3)
+	f.Fuzz(func(t *testing.T, flags uint32, size uint64, uid, gid, perms, atime, mtime uint32, cut int) {
+		b := binary.BigEndian.AppendUint32(nil, flags)
+		want := setAttrs{flags: flags}
+		if flags&0x1 != 0 {
+			b, want.size = binary.BigEndian.AppendUint64(b, size), size
+		}
+		if flags&0x2 != 0 {
+			b = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(b, uid), gid)
+			want.uid, want.gid = uid, gid
+		}
+		if flags&0x4 != 0 {
+			b, want.perms = binary.BigEndian.AppendUint32(b, perms), perms
+		}
+		if flags&sftpAttrTimes != 0 {
+			b = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(b, atime), mtime)
+			want.atime, want.mtime = atime, mtime
+		}
+		cut = max(0, min(cut, len(b)))
+		got, err := parseSetAttrs(b[:len(b)-cut])
+		switch {
+		case cut > 0 && err == nil:
+			t.Fatalf("parseSetAttrs(%x) = %+v, cut short by %d", b[:len(b)-cut], got, cut)
+		case cut == 0 && (err != nil || got != want):
+			t.Fatalf("parseSetAttrs(%x) = %+v, %v; want %+v", b, got, err, want)
+		}
+		if got, err := parseSetAttrs(append(b, 0xff)); cut == 0 && (err != nil || got != want) {
+			t.Fatalf("with extended bytes after: %+v, %v", got, err)
+		}
+	})
 }
