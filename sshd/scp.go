@@ -483,7 +483,7 @@ func (c *scp) sinkDir(np string, m scpMsg, t *scpMsg, depth int) error {
 	}
 	// As OpenSSH, times from a T line are set with or without -p.
 	if t != nil {
-		setTimes(np, t)
+		scpTimes(np, t)
 	}
 	if setMode {
 		os.Chmod(np, mode)
@@ -560,7 +560,7 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 	}
 	// As OpenSSH, times from a T line are set with or without -p.
 	if t != nil && werr == nil {
-		werr = setTimes(np, t)
+		werr = scpTimes(np, t)
 	}
 	// The source's status byte for the file data. A warning (the source
 	// could not read the whole file and padded it) is still answered, as
@@ -574,23 +574,33 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 	return c.ok()
 }
 
-// setTimes sets the times of a T line on p. Not with os.Chtimes, which
-// passes them in nanoseconds in an int64, so that a time after 2262 wraps
-// to some other (in 1901 on tmpfs). A time after 2038 on a 32-bit device,
-// where unix.Timespec cannot hold it, is set with utimensat_time64, as
-// OpenSSH's scp -t sets it with a 64-bit time_t (musl 1.2, glibc 2.34); a
-// kernel without that call (before 5.1) cannot hold it, and it is not set,
-// as OpenSSH's scp -t leaves it with a 32-bit time_t.
-func setTimes(p string, t *scpMsg) error {
-	at, aerr := unix.TimeToTimespec(time.Unix(t.Atime, 0))
-	mt, merr := unix.TimeToTimespec(time.Unix(t.Mtime, 0))
-	if aerr != nil || merr != nil {
-		if err := utimesTime64(p, t.Atime, t.Mtime); err != unix.ENOSYS {
-			return err
-		}
-		return nil
+// setTimes sets the access and modification times of p, in seconds: for a
+// T line of scp -t and for SFTP's (F)SETSTAT on 32-bit devices (setAttrs).
+// Not with os.Chtimes, which passes them in nanoseconds in an int64, so that
+// a time after 2262 wraps to some other (in 1901 on tmpfs), and on a 32-bit
+// device a 32-bit time_t, which wraps one after 2038. Such a time is set with
+// utimensat_time64 there, as OpenSSH's scp -t and sftp-server set it with a
+// 64-bit time_t (musl 1.2, glibc 2.34); a kernel without that call (before
+// 5.1) cannot hold it: EOVERFLOW.
+func setTimes(p string, atime, mtime int64) error {
+	at, aerr := unix.TimeToTimespec(time.Unix(atime, 0))
+	mt, merr := unix.TimeToTimespec(time.Unix(mtime, 0))
+	if aerr == nil && merr == nil {
+		return unix.UtimesNano(p, []unix.Timespec{at, mt})
 	}
-	return unix.UtimesNano(p, []unix.Timespec{at, mt})
+	if err := utimesTime64(p, atime, mtime); err != unix.ENOSYS {
+		return err
+	}
+	return syscall.EOVERFLOW
+}
+
+// scpTimes sets the times of a T line on p. A time the kernel cannot hold is
+// left unset, as OpenSSH's scp -t leaves it with a 32-bit time_t.
+func scpTimes(p string, t *scpMsg) error {
+	if err := setTimes(p, t.Atime, t.Mtime); err != syscall.EOVERFLOW {
+		return err
+	}
+	return nil
 }
 
 // strerror words err as C's strerror does, as OpenSSH's scp reports it ("No

@@ -900,9 +900,9 @@ func (a setAttrs) beyondTimeT() bool {
 }
 
 // apply sets a on path as pkg/sftp does, in its order (size, permissions,
-// owner, times), stopping at the first failure. The times are set with
-// utimensat_time64 (Linux 5.1); an older kernel cannot hold them, and the
-// request fails with EOVERFLOW rather than setting another time.
+// owner, times), stopping at the first failure. The times are set by
+// setTimes: on a kernel that cannot hold them the request fails with
+// EOVERFLOW rather than setting another time.
 func (a setAttrs) apply(path string) error {
 	if a.flags&0x1 != 0 {
 		if a.size > math.MaxInt64 {
@@ -923,11 +923,7 @@ func (a setAttrs) apply(path string) error {
 		}
 	}
 	if a.flags&sftpAttrTimes != 0 {
-		err := utimesTime64(path, int64(a.atime), int64(a.mtime))
-		if err == unix.ENOSYS {
-			return syscall.EOVERFLOW
-		}
-		return err
+		return setTimes(path, int64(a.atime), int64(a.mtime))
 	}
 	return nil
 }
