@@ -909,13 +909,12 @@ func TestSFTPSetTimesAfter2038(t *testing.T) {
 	}
 	l := newSFTPLive(t, dir)
 	h := l.open(t, "g", 0x1|0x2) // READ|WRITE
-	attrs := func() []byte {
-		return sftpPacket(0, uint32(0x1|0x4|sftpAttrTimes), uint32(0), uint32(2), uint32(0o600), uint32(atime), uint32(mtime))[5:]
-	}
-	l.send(t, sftpPacket(sftpSetstat, uint32(2), "f", attrs()))
-	l.send(t, sftpPacket(sftpFsetstat, uint32(3), h, attrs()))
+	// SIZE (2, in two words), PERMISSIONS and ACMODTIME.
+	attrs := []any{uint32(0x1 | 0x4 | sftpAttrTimes), uint32(0), uint32(2), uint32(0o600), uint32(atime), uint32(mtime)}
+	l.send(t, sftpPacket(sftpSetstat, append([]any{uint32(2), "f"}, attrs...)...))
+	l.send(t, sftpPacket(sftpFsetstat, append([]any{uint32(3), h}, attrs...)...))
 	for _, name := range []string{"f", "g"} {
-		if r := l.recv(t); r[0] != 101 || binary.BigEndian.Uint32(r[5:]) != 0 { // SSH_FXP_STATUS, OK
+		if r := l.recv(t); r[0] != sftpStatus || binary.BigEndian.Uint32(r[5:]) != sftpOK {
 			t.Fatalf("setting the attributes of %s: %x, want STATUS OK", name, r)
 		}
 		// statx: stat's times are 32-bit on 32-bit devices and on mips64.

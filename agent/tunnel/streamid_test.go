@@ -5,7 +5,8 @@ import "testing"
 // Consecutive sources (a `porthole connect --stdio` per ssh connection) do not
 // start their streams with the same id: a reset the device sent for the last
 // one's stream, still on its way, ended the next one's new connection before
-// the device answered it (the chaos harness of tools/e2e, TestChaosStdio).
+// the device answered it (found with a chaos relay between the processes:
+// docs/benchmarks.md, twenty-third round).
 func TestStreamIDsDifferAcrossSources(t *testing.T) {
 	a, b := &Source{}, &Source{}
 	x, y := a.nextStreamID("SSH"), b.nextStreamID("SSH")
