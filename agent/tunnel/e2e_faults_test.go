@@ -481,7 +481,7 @@ func TestStdioLostBeforeAnswer(t *testing.T) {
 // so that --stdio exits with an error (it returned nil: exit 0), while a
 // connection the service answered and ended is nil.
 func TestStdioRefused(t *testing.T) {
-	refusing := refusedAddr(t) // the device's dial is refused
+	refusing := refusingTarget(t) // the device's dial is refused
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": refusing}, noSource: true})
 	src := &tunnel.Source{Config: h.Src.Config}
 	inR, inW := io.Pipe()
@@ -913,6 +913,22 @@ func floodingTarget(t *testing.T) (addr string, closed <-chan struct{}) {
 }
 
 // refusedAddr is a loopback address where nothing listens: a dial is refused.
+// refusingTarget is a service target whose connections are refused: a Unix
+// socket whose listener is gone. A freed TCP port (refusedAddr) can be taken
+// by another test meanwhile; then the device's dial was answered, and
+// TestStdioRefused waited out its 30 s (once in CI).
+func refusingTarget(t *testing.T) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "refuse.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	return "unix:" + sock
+}
+
 func refusedAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
