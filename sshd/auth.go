@@ -709,15 +709,7 @@ func checkSourceAddress(st *connState, cert *gossh.Certificate) error {
 			}
 		}
 	}
-	var pats []string
-	for _, p := range splitList(v) {
-		if !strings.Contains(p, "/") {
-			ip, _ := netip.ParseAddr(p)
-			p = netip.PrefixFrom(ip, ip.BitLen()).String()
-		}
-		pats = append(pats, p)
-	}
-	if !matchFrom(st.ip, pats) {
+	if !matchFrom(st.ip, splitList(v)) {
 		return fmt.Errorf("client address %s not allowed by the certificate's source-address", st.remote)
 	}
 	return nil

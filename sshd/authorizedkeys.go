@@ -551,16 +551,19 @@ func matchPattern(s, pat string) bool {
 }
 
 // matchFrom applies a from= pattern list to the client's address: a negated
-// match (!pattern) refuses, otherwise one positive match is needed. Patterns
-// are wildcards or CIDR blocks matched against the address only; there is no
-// DNS lookup, so host name patterns never match. A client without an IP
-// address (a tunnel stream) never matches.
+// match (!pattern) refuses, otherwise one positive match is needed. As in
+// sshd (addr_match_list), an entry that is an address or a CIDR block is
+// compared as one, however it is spelt (2001:DB8::1, 2001:0db8::1 and
+// 2001:db8:0:0:0:0:0:1 are one address); any other entry is a wildcard
+// pattern matched, without regard to case, against the address's text.
+// There is no DNS lookup, so host name patterns never match. A client without
+// an IP address (a tunnel stream) never matches.
 func matchFrom(remote netip.Addr, patterns []string) bool {
 	if !remote.IsValid() {
 		return false
 	}
 	remote = remote.Unmap()
-	ip := remote.String()
+	ip, bare := remote.String(), remote.WithZone("")
 	matched := false
 	for _, p := range patterns {
 		neg := strings.HasPrefix(p, "!")
@@ -570,9 +573,11 @@ func matchFrom(remote netip.Addr, patterns []string) bool {
 			if pfx != pfx.Masked() {
 				return false // invalid, as in sshd: see errFromHostBits
 			}
-			m = pfx.Contains(remote)
+			m = pfx.Contains(bare)
+		} else if a, err := netip.ParseAddr(p); err == nil {
+			m = a == remote || a == bare
 		} else {
-			m = matchPattern(ip, p)
+			m = matchPattern(ip, strings.ToLower(p))
 		}
 		if m && neg {
 			return false

@@ -148,7 +148,21 @@ func TestMatchFrom(t *testing.T) {
 		{"::1", []string{"::1/128"}, true},
 		{"::ffff:127.0.0.1", []string{"127.0.0.1"}, true},
 		{"127.0.0.1", []string{"localhost"}, false}, // no DNS
-		{"", []string{"*"}, false},                  // not an IP connection
+		// An address is compared as one, however it is spelt, as sshd does: a
+		// negated one written otherwise than Go prints it must still refuse.
+		{"2001:db8::66", []string{"2001:DB8::66"}, true},
+		{"2001:db8::66", []string{"2001:0db8::66"}, true},
+		{"2001:db8::66", []string{"2001:db8:0:0:0:0:0:66"}, true},
+		{"2001:db8::66", []string{"!2001:0db8::66", "2001:db8::/32"}, false},
+		{"2001:db8::66", []string{"!2001:DB8::66", "*"}, false},
+		{"::1", []string{"!0:0:0:0:0:0:0:1", "*"}, false},
+		{"2001:db8::66", []string{"!2001:DB8:*", "*"}, false}, // wildcards ignore case
+		{"2001:db8::67", []string{"2001:db8::66"}, false},
+		{"fe80::1%eth0", []string{"!fe80::1", "*"}, false}, // a zone names the interface, not the address
+		{"fe80::1%eth0", []string{"!fe80::/64", "*"}, false},
+		{"fe80::1%eth0", []string{"fe80::1%eth0"}, true},
+		{"fe80::1%eth0", []string{"fe80::1%eth1"}, false},
+		{"", []string{"*"}, false}, // not an IP connection
 	} {
 		var ip netip.Addr
 		if tc.ip != "" {
