@@ -858,39 +858,84 @@ func TestStdioEOFWhileDeviceSends(t *testing.T) {
 	}
 }
 
-// Ctrl-C while the device sends: the goodbye resets must reach the device.
-func TestStopWhileDeviceSends(t *testing.T) {
+// Ctrl-C while data flows either way: the goodbye resets must reach the
+// device. A link still sending when the source stopped (an upload) once cut
+// the connection before they were out, and the device's target stayed open.
+func TestStopWhileDataFlows(t *testing.T) {
+	for _, sender := range []string{"device", "operator"} {
+		t.Run(sender+" sends", func(t *testing.T) {
+			for i := range 3 {
+				addr, closed := floodingTarget(t)
+				if sender == "operator" {
+					addr, closed = drainingTarget(t)
+				}
+				h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
+				listening := make(chan net.Addr, 1)
+				src := &tunnel.Source{Config: h.Src.Config, AnswerWait: -1, Listen: map[string]string{"SSH": "127.0.0.1:0"},
+					OnListen: func(_ string, a net.Addr) { listening <- a }}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- src.Run(ctx) }()
+				var a net.Addr
+				select {
+				case a = <-listening:
+				case err := <-done:
+					t.Fatalf("Run: %v", err)
+				}
+				c, err := net.Dial("tcp", a.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sender == "device" {
+					go io.Copy(io.Discard, c)
+					c.Write([]byte("hello"))
+				} else {
+					go flood(c)
+				}
+				time.Sleep(300 * time.Millisecond)
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+				c.Close()
+				select {
+				case <-closed:
+				case <-time.After(5 * time.Second):
+					t.Fatalf("round %d: the device's target connection is still open 5 s after the source stopped", i)
+				}
+			}
+		})
+	}
+}
+
+// A destination stopped (the agent shuts down) while its target sends, a
+// download from the device: its resets must reach the operator, whose
+// connection then ends. The link still sending once cut the connection first.
+func TestStoppedDestinationResetsWhileItSends(t *testing.T) {
 	for i := range 3 {
-		addr, closed := floodingTarget(t)
-		h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
-		listening := make(chan net.Addr, 1)
-		src := &tunnel.Source{Config: h.Src.Config, AnswerWait: -1, Listen: map[string]string{"SSH": "127.0.0.1:0"},
-			OnListen: func(_ string, a net.Addr) { listening <- a }}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- src.Run(ctx) }()
-		var a net.Addr
-		select {
-		case a = <-listening:
-		case err := <-done:
-			t.Fatalf("Run: %v", err)
-		}
-		c, err := net.Dial("tcp", a.String())
+		addr, _ := floodingTarget(t)
+		srv := tunneltest.NewServer(t)
+		srv.Logf = t.Logf
+		tun := srv.OpenTunnel("SSH")
+		listening, dstop, derr := stoppablePair(t, srv, tun, addr, tunnel.V3, testLogger(t))
+		c, err := net.Dial("tcp", listening)
 		if err != nil {
 			t.Fatal(err)
 		}
-		go io.Copy(io.Discard, c)
+		defer c.Close()
 		c.Write([]byte("hello"))
+		ended := make(chan struct{})
+		go func() { io.Copy(io.Discard, c); close(ended) }()
 		time.Sleep(300 * time.Millisecond)
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
+		dstop()
+		if err := <-derr; err != nil {
+			t.Fatalf("destination Run after stop: %v", err)
 		}
-		c.Close()
+		derr <- nil // for the cleanup
 		select {
-		case <-closed:
+		case <-ended:
 		case <-time.After(5 * time.Second):
-			t.Fatalf("round %d: the device's target connection is still open 5 s after the source stopped", i)
+			t.Fatalf("round %d: the operator's connection is still open 5 s after the destination stopped", i)
 		}
 	}
 }
@@ -902,14 +947,31 @@ func floodingTarget(t *testing.T) (addr string, closed <-chan struct{}) {
 	addr = tunneltest.ServeTCP(t, func(c net.Conn) {
 		defer c.Close()
 		go func() { io.Copy(io.Discard, c); close(done) }()
-		buf := make([]byte, 16<<10)
-		for {
-			if _, err := c.Write(buf); err != nil {
-				return
-			}
-		}
+		flood(c)
 	})
 	return addr, done
+}
+
+// drainingTarget is a device's target that reads and never writes; closed is
+// closed once the tunnel has closed the connection to it.
+func drainingTarget(t *testing.T) (addr string, closed <-chan struct{}) {
+	done := make(chan struct{})
+	addr = tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		io.Copy(io.Discard, c)
+		close(done)
+	})
+	return addr, done
+}
+
+// flood writes to c without a pause until a write fails.
+func flood(c net.Conn) {
+	buf := make([]byte, 16<<10)
+	for {
+		if _, err := c.Write(buf); err != nil {
+			return
+		}
+	}
 }
 
 // refusedAddr is a loopback address where nothing listens: a dial is refused.

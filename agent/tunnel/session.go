@@ -179,10 +179,13 @@ func (s *session) connKeyLocked(id uint32) uint32 {
 	return 0
 }
 
-// send writes one frame; a failed write ends the session.
+// send writes one frame; a failed write ends the session. Once the session's
+// context has ended, the connection is newSession's to close: a link still
+// sending then (a download running when the agent stops) must not cut it
+// before the goodbye's resets are out.
 func (s *session) send(m *Message) error {
 	err := s.conn.WriteMessage(s.ctx, m)
-	if err != nil {
+	if err != nil && s.ctx.Err() == nil {
 		s.conn.abort(err)
 	}
 	return err
