@@ -938,7 +938,7 @@ func TestCurlSFTPAppend(t *testing.T) {
 // TestOpenSSHSCPRelativePaths: scp in its default SFTP mode (OpenSSH 9)
 // sends a remote path as typed, relative to the home directory. A trailing
 // "/" says the name must be a directory: with OpenSSH's sftp-server (and
-// with "scp -O", see sinkTarget) "scp f host:conf/" fails and leaves the
+// with "scp -O", see resolvePath) "scp f host:conf/" fails and leaves the
 // file conf alone, and "scp f host:newdir/" fails without making a file
 // named newdir; "scp host:conf/ ." finds no such file. And "link/.." is
 // the parent of link's target, as the kernel takes it, not link's own.

@@ -244,7 +244,7 @@ func (sess *session) runSCP(a *account, opts scpOptions, perr error) int {
 func (c *scp) run(dir string) (int, error) {
 	var err error
 	if c.opts.Sink {
-		target := sinkTarget(dir, c.opts.Paths[0])
+		target := resolvePath(dir, c.opts.Paths[0])
 		if len(c.opts.Patterns) > 0 && c.opts.Patterns[0] != "" {
 			// The shell expands a pattern in the target too: one match is
 			// the target, several are OpenSSH's "ambiguous target".
@@ -272,7 +272,7 @@ func (c *scp) run(dir string) (int, error) {
 }
 
 // globTarget expands the sink's target pattern as the shell would: target
-// (sinkTarget's) is kept when nothing matches; ok is false when several
+// (resolvePath's) is kept when nothing matches; ok is false when several
 // names do. A trailing "/" matches directories only and is kept.
 func (c *scp) globTarget(dir, target string) (string, bool) {
 	pat := resolvePath(escapeGlob(dir), c.opts.Patterns[0])
@@ -288,25 +288,10 @@ func (c *scp) globTarget(dir, target string) (string, bool) {
 		return target, true
 	case len(matches) > 1:
 		return "", false
-	case slash:
+	case slash && !strings.HasSuffix(matches[0], "/"):
 		return matches[0] + "/", true
 	}
 	return matches[0], true
-}
-
-// sinkTarget resolves the sink's target like any client path but keeps a
-// trailing "/", which resolvePath's cleaning drops: with it, the kernel
-// refuses to open or create a file there (EISDIR: "scp f host:dir/conf/"
-// must not overwrite the file conf, nor make a file named newdir for
-// "host:dir/newdir/"; "scp -r d host:dir/newdir/" still makes the
-// directory), as it does for OpenSSH's scp -t, which uses the target as
-// given.
-func sinkTarget(dir, p string) string {
-	t := resolvePath(dir, p)
-	if strings.HasSuffix(p, "/") && !strings.HasSuffix(t, "/") {
-		t += "/"
-	}
-	return t
 }
 
 func (c *scp) ok() error {
@@ -428,7 +413,7 @@ func (c *scp) sinkLoop(targ string, targIsDir bool, depth int) error {
 		}
 		np := targ
 		if targIsDir {
-			np = filepath.Join(targ, m.Name)
+			np = resolvePath(targ, m.Name)
 		}
 		t := times
 		times = nil
@@ -788,7 +773,7 @@ func (c *scp) sendDir(p, name string) error {
 	}
 	slices.SortFunc(entries, func(a, b os.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
 	for _, e := range entries {
-		if err := c.send(filepath.Join(p, e.Name())); err != nil {
+		if err := c.send(resolvePath(p, e.Name())); err != nil {
 			return err
 		}
 	}

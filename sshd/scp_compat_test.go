@@ -636,14 +636,56 @@ func TestSCPSourceShrunkFileMessage(t *testing.T) {
 	}
 }
 
+// TestSCPDotDotAfterLink: a path with ".." after a link is the kernel's to
+// resolve, as OpenSSH's scp -t and -f leave it: with deep a link to dir/sub,
+// deep/../conf is dir/conf. Cleaned as text it was ~/conf: an upload
+// overwrote another file, and a download sent it. Patterns keep it too.
+func TestSCPDotDotAfterLink(t *testing.T) {
+	tree := func(t *testing.T) string {
+		root := t.TempDir()
+		os.MkdirAll(filepath.Join(root, "dir", "sub"), 0o755)
+		os.Symlink("dir/sub", filepath.Join(root, "deep"))
+		writeFile(t, filepath.Join(root, "conf"), "outer")
+		writeFile(t, filepath.Join(root, "dir", "conf"), "inner")
+		return root
+	}
+	for _, tc := range []struct{ cmd, stream string }{
+		{"scp -f deep/../conf", strings.Repeat("\x00", 5)},
+		{"scp -f deep/../c*", strings.Repeat("\x00", 5)},
+		{"scp -f ~/deep/../conf", strings.Repeat("\x00", 5)},
+		{"scp -t deep/../conf", "C0644 3 f\nnew\x00"},
+		{"scp -t deep/../co?f", "C0644 3 f\nnew\x00"},
+		{"scp -t deep/..", "C0644 3 f\nnew\x00"},
+		{"scp -r -t deep/..", "D0755 0 n\nC0644 3 f\nnew\x00E\n"},
+		{"scp -r -f deep/../../dir", strings.Repeat("\x00", 10)},
+	} {
+		ours, theirs := tree(t), tree(t)
+		got, status := scpInProcess(t, ours, tc.cmd, tc.stream)
+		want, wantStatus := shellSCP(t, theirs, tc.cmd, tc.stream)
+		if got != want || status != wantStatus {
+			t.Errorf("%s: sent %q, status %d; OpenSSH's scp %q, %d", tc.cmd, got, status, want, wantStatus)
+		}
+		for _, name := range []string{"conf", "dir/conf", "f", "dir/f", "n/f", "dir/n/f"} {
+			a, _ := os.ReadFile(filepath.Join(ours, name))
+			b, _ := os.ReadFile(filepath.Join(theirs, name))
+			if string(a) != string(b) {
+				t.Errorf("%s: ~/%s holds %q; with OpenSSH's scp %q", tc.cmd, name, a, b)
+			}
+		}
+	}
+}
+
 // TestShellGlobMatchesShell: shellGlob's matches for bracket expressions
 // and hidden names are /bin/sh's (in the C locale).
 func TestShellGlobMatchesShell(t *testing.T) {
 	root := t.TempDir()
-	for _, n := range []string{"]", "a", "-", "b", "!", ".x", "c]"} {
+	for _, n := range []string{"]", "a", "-", "b", "!", ".x", "c]", "d/s/y", "d/z", "e/s/.w", "a-b/s/v"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(root, n)), 0o755)
 		writeFile(t, filepath.Join(root, n), "")
 	}
-	for _, pat := range []string{"[]a]", "[!]a]", "[-a]", "[a-]", "[!-]", "[!a-c]", "?]", "[[]", "*", "[.]x", ".x*", "[a", "[!]"} {
+	os.Symlink("d/s", filepath.Join(root, "l"))
+	for _, pat := range []string{"[]a]", "[!]a]", "[-a]", "[a-]", "[!-]", "[!a-c]", "?]", "[[]", "*", "[.]x", ".x*", "[a", "[!]",
+		"l/../*", "l/../?", "*/s/*", "*/s/.w*", "l/*", "[ad]*/s", "*/", "l/../z"} {
 		cmd := exec.Command("/bin/sh", "-c", "printf '%s\\n' "+pat)
 		cmd.Dir, cmd.Env = root, []string{"LC_ALL=C"}
 		out, err := cmd.Output()
@@ -652,7 +694,7 @@ func TestShellGlobMatchesShell(t *testing.T) {
 		}
 		var ours []string
 		for _, m := range shellGlob(escapeGlob(root) + "/" + pat) {
-			ours = append(ours, filepath.Base(m))
+			ours = append(ours, strings.TrimPrefix(m, root+"/"))
 		}
 		if len(ours) == 0 {
 			ours = []string{pat}

@@ -300,7 +300,8 @@ func FuzzShellGlob(f *testing.F) {
 		os.WriteFile(filepath.Join(dir, n), nil, 0o644)
 	}
 	f.Fuzz(func(t *testing.T, pat string) {
-		if strings.ContainsAny(pat, "\x00") || strings.Contains(pat, "..") || strings.HasPrefix(pat, "/") {
+		// ".." (also written escaped, as .\.) leaves the directory as typed.
+		if strings.ContainsAny(pat, "\x00") || strings.Contains(unescapeGlob(pat), "..") || strings.HasPrefix(pat, "/") {
 			return
 		}
 		for _, m := range shellGlob(escapeGlob(dir) + "/" + pat) {

@@ -978,11 +978,15 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 	sess.srv.audit(e)
 }
 
-// resolvePath makes a client-supplied path absolute against dir. (A ~ that
-// the shell would expand was expanded by splitShellWords.)
+// resolvePath makes a client-supplied path absolute against dir, and no
+// more: the kernel resolves it, as it does OpenSSH's scp's. Cleaned as text,
+// "deep/../conf" with deep a link to dir/sub was ~/conf, where the kernel
+// opens ~/dir/conf, and a trailing "/" (which makes the kernel refuse a
+// file there) was lost. (A ~ that the shell would expand was expanded by
+// splitShellWords.)
 func resolvePath(dir, p string) string {
 	if filepath.IsAbs(p) {
-		return filepath.Clean(p)
+		return p
 	}
-	return filepath.Join(dir, p)
+	return strings.TrimSuffix(dir, "/") + "/" + p
 }

@@ -236,7 +236,7 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 // OpenSSH's sftp-server hands the path as sent to the kernel. scp's default
 // (SFTP) mode sends the remote path as typed, so "scp f host:conf/"
 // overwrote the file conf and "scp f host:newdir/" made a file named newdir,
-// where sftp-server, like scp -O (sinkTarget), refuses both (ENOTDIR,
+// where sftp-server, like scp -O (resolvePath), refuses both (ENOTDIR,
 // EISDIR); and "scp host:link/../f" took f beside link, not beside link's
 // target. It reads such a request whole and leaves it, rewritten, in
 // pending, s.left its length.

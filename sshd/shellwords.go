@@ -3,7 +3,9 @@ package sshd
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -244,30 +246,76 @@ func escapeGlob(s string) string {
 // metacharacters are escaped with \, as shellWord.Pattern) as the shell's
 // pathname expansion does (XCU 2.13): unlike filepath.Glob, a name's leading
 // "." (a hidden file) is matched only by a "." at the start of the
-// pattern's component, not by *, ? or [...], and [!...] is a negated
-// bracket expression (filepath.Match has [^...] only). It returns nil for
-// no match or a pattern filepath.Match refuses.
+// pattern's component, not by *, ? or [...], [!...] is a negated bracket
+// expression (filepath.Match has [^...] only), and a match keeps the
+// pattern's text where it has no metacharacters: "deep/../*" gives
+// "deep/../a", which the kernel resolves through the link deep, where
+// filepath.Glob's cleaned "a" named another file. The matches are sorted. It
+// returns nil for no match or a pattern filepath.Match refuses.
 func shellGlob(pattern string) []string {
-	matches, err := filepath.Glob(negateBrackets(pattern))
-	if err != nil {
-		return nil
-	}
-	pats := strings.Split(pattern, "/")
-	out := matches[:0]
-	for _, m := range matches {
-		names := strings.Split(m, "/")
-		hidden := false
-		for i := 0; i < len(pats) && i < len(names) && len(pats) == len(names); i++ {
-			if strings.HasPrefix(names[i], ".") && !strings.HasPrefix(pats[i], ".") && hasGlobMeta(pats[i]) {
-				hidden = true
-				break
+	paths := []string{""}
+	for i, comp := range strings.Split(pattern, "/") {
+		sep := "/"
+		if i == 0 {
+			sep = ""
+		}
+		var next []string
+		if !hasGlobMeta(comp) {
+			name := unescapeGlob(comp)
+			for _, p := range paths {
+				next = append(next, p+sep+name)
+			}
+		} else {
+			comp = negateBrackets(comp)
+			for _, p := range paths {
+				dir := p
+				if dir == "" {
+					dir = "."
+				}
+				ents, _ := os.ReadDir(dir)
+				for _, e := range ents {
+					name := e.Name()
+					ok, err := filepath.Match(comp, name)
+					if err != nil {
+						return nil
+					}
+					if ok && (!strings.HasPrefix(name, ".") || strings.HasPrefix(comp, ".")) {
+						next = append(next, p+sep+name)
+					}
+				}
 			}
 		}
-		if !hidden {
-			out = append(out, m)
+		if paths = next; len(paths) == 0 {
+			return nil
 		}
 	}
+	// Names after the last metacharacter were taken as written.
+	out := paths[:0]
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err == nil {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	slices.Sort(out)
 	return out
+}
+
+// unescapeGlob undoes escapeGlob: a \ makes the character after it plain.
+func unescapeGlob(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // hasGlobMeta tells whether pattern has an unescaped *, ? or [.
