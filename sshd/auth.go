@@ -58,9 +58,11 @@ func keyInfo(key gossh.PublicKey) authInfo {
 func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	st := stateFrom(ctx)
 	err := errTooManyKeys
+	var perms *gossh.Permissions
 	if !st.keysExhausted(s.maxAuthTries()) {
-		_, err = s.authorizeKey(st, ctx.User(), key)
+		perms, err = s.authorizeKey(st, ctx.User(), key)
 	}
+	waiveTouch(ctx.Permissions().Permissions, perms)
 	reason := ""
 	if err != nil {
 		st.refuseKey()
@@ -69,6 +71,23 @@ func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey
 	}
 	st.setKey(keyInfo(key), reason)
 	return err == nil
+}
+
+// waiveTouch sets in shared, the Permissions gliderlabs hands x/crypto for
+// every key of a connection, whether the signature of the key just decided
+// (perms; nil if refused) may come from a security key that was not touched:
+// x/crypto reads no-touch-required there when it checks the signature. It
+// reads them for the key it asked about last (it remembers one key:
+// maxCachedPubKeys), so a key's answer cannot be another's. Without this a
+// no-touch-required line never reached it, and a touch was always needed.
+// verifiedKey then returns the login's own Permissions.
+func waiveTouch(shared, perms *gossh.Permissions) {
+	shared.CriticalOptions, shared.Extensions = nil, nil
+	if perms != nil {
+		if _, ok := perms.Extensions[extNoTouch]; ok {
+			shared.Extensions = map[string]string{extNoTouch: ""}
+		}
+	}
 }
 
 // errTooManyKeys refuses a key offered after MaxAuthTries refused ones.
@@ -737,6 +756,12 @@ func certPerms(cert *gossh.Certificate, o keyOptions, fromLine bool) (*gossh.Per
 	}
 	_, certNoTouch := cert.Extensions["no-touch-required"]
 	if fromLine {
+		if certNoTouch && !o.NoTouch && isSecurityKey(cert.Key) {
+			// x/crypto honours the certificate's extension on its own,
+			// where sshd needs the line's option too: refused, even
+			// with a touch, rather than let an untouched key in.
+			return nil, errors.New("certificate has no-touch-required and its cert-authority line does not: add no-touch-required to the line, or issue the certificate without it")
+		}
 		o.NoTouch = o.NoTouch && certNoTouch
 	} else {
 		o.NoTouch = certNoTouch
@@ -747,6 +772,13 @@ func certPerms(cert *gossh.Certificate, o keyOptions, fromLine bool) (*gossh.Per
 		p.CriticalOptions = map[string]string{"source-address": v}
 	}
 	return p, nil
+}
+
+// isSecurityKey reports whether k is a FIDO security key (sk-*), whose
+// signatures say whether it was touched.
+func isSecurityKey(k gossh.PublicKey) bool {
+	t := k.Type()
+	return t == gossh.KeyAlgoSKECDSA256 || t == gossh.KeyAlgoSKED25519
 }
 
 // permsFor encodes a login's restrictions as Permissions extensions.

@@ -1,7 +1,10 @@
 package sshd
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -728,6 +731,93 @@ func TestCertAuthorityNoTouchRequired(t *testing.T) {
 			}
 			if _, got := p.Extensions[extNoTouch]; got != tc.want {
 				t.Errorf("%s, certificate extension %v: no-touch-required = %v, want %v", tc.opts, tc.certExt, got, tc.want)
+			}
+		})
+	}
+}
+
+// skSigner is a software sk-ssh-ed25519@openssh.com key: it signs as a FIDO
+// security key does, saying in its flags whether it was touched.
+type skSigner struct {
+	priv    ed25519.PrivateKey
+	pub     gossh.PublicKey
+	touched bool
+}
+
+func newSKSigner(t *testing.T) *skSigner {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := gossh.ParsePublicKey(gossh.Marshal(struct {
+		Name, Key, Application string
+	}{gossh.KeyAlgoSKED25519, string(pub), "ssh:"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &skSigner{priv: priv, pub: pk, touched: true}
+}
+
+func (s *skSigner) PublicKey() gossh.PublicKey { return s.pub }
+
+// Sign signs as PROTOCOL.u2f says: the hashes of the application and the
+// data around the flags and a counter; flag 0x01 is the touch.
+func (s *skSigner) Sign(_ io.Reader, data []byte) (*gossh.Signature, error) {
+	var flags byte
+	if s.touched {
+		flags = 0x01
+	}
+	app, msg := sha256.Sum256([]byte("ssh:")), sha256.Sum256(data)
+	rest := binary.BigEndian.AppendUint32([]byte{flags}, 1)
+	signed := append(append(app[:], rest...), msg[:]...)
+	return &gossh.Signature{Format: gossh.KeyAlgoSKED25519, Blob: ed25519.Sign(s.priv, signed), Rest: rest}, nil
+}
+
+// TestSecurityKeyTouch: a security key's signature must say it was touched
+// unless no-touch-required allows otherwise, as in sshd: on a key's line;
+// for a certificate, on its cert-authority line and in the certificate
+// both. The line's option never reached x/crypto (a touch was always
+// needed), and x/crypto honours a certificate's extension alone, so a
+// certificate with it and a line without it is refused, touched or not.
+func TestSecurityKeyTouch(t *testing.T) {
+	ca := newSigner(t)
+	for _, tc := range []struct {
+		name, opts      string
+		cert, certExt   bool
+		touched, wantOK bool
+	}{
+		{name: "key touched", opts: "", touched: true, wantOK: true},
+		{name: "key untouched", opts: "", wantOK: false},
+		{name: "key untouched, no-touch-required", opts: "no-touch-required", wantOK: true},
+		{name: "certificate touched", opts: "cert-authority", cert: true, touched: true, wantOK: true},
+		{name: "certificate untouched", opts: "cert-authority", cert: true, wantOK: false},
+		{name: "certificate untouched, line only", opts: "cert-authority,no-touch-required", cert: true, wantOK: false},
+		{name: "certificate untouched, certificate only", opts: "cert-authority", cert: true, certExt: true, wantOK: false},
+		{name: "certificate touched, certificate only", opts: "cert-authority", cert: true, certExt: true, touched: true, wantOK: false},
+		{name: "certificate untouched, both", opts: "cert-authority,no-touch-required", cert: true, certExt: true, wantOK: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			sk := newSKSigner(t)
+			sk.touched = tc.touched
+			var signer gossh.Signer = sk
+			if tc.cert {
+				e.writeAuthorizedKeys("root", authorizedLine(tc.opts, ca.PublicKey()))
+				signer = newCert(t, ca, sk, func(c *gossh.Certificate) {
+					if tc.certExt {
+						c.Extensions["no-touch-required"] = ""
+					}
+				})
+			} else {
+				e.writeAuthorizedKeys("root", authorizedLine(tc.opts, sk.PublicKey()))
+			}
+			c, err := e.dial("root", gossh.PublicKeys(signer))
+			if err == nil {
+				c.Close()
+			}
+			if (err == nil) != tc.wantOK {
+				t.Errorf("%q, touched %v, certificate extension %v: login error %v, want success %v", tc.opts, tc.touched, tc.certExt, err, tc.wantOK)
 			}
 		})
 	}

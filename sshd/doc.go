@@ -60,6 +60,12 @@
 //     the permit-pty, permit-port-forwarding and permit-agent-forwarding
 //     extensions are honoured; other critical options refuse the
 //     certificate, as do certificates without principals.
+//   - A FIDO security key (sk-*) must be touched for each login unless
+//     no-touch-required says otherwise: on its authorized_keys line; for a
+//     certificate, in the certificate and, for a cert-authority line, on the
+//     line too. A security key's certificate with no-touch-required under a
+//     cert-authority line without it is refused, touched or not: x/crypto
+//     would honour the certificate's word alone.
 //   - Passwords only when PasswordHashes (bcrypt) is not empty; otherwise the
 //     method is not even offered. Keyboard-interactive, GSSAPI and host-based
 //     authentication are not supported.
