@@ -232,11 +232,14 @@ func (sess *session) runSCP(a *account, opts scpOptions, perr error) int {
 		sess.srv.log().Info("scp command line refused", "remote", sess.st.remote)
 		return 1
 	}
-	status, err := c.run(workDir(a))
-	if err != nil {
-		sess.srv.log().Info("scp", "remote", sess.st.remote, "error", err)
-	}
-	return status
+	// A write to a FIFO no program reads blocks for good; see abandonable.
+	return sess.abandonable("scp: a read or write", nil, func() int {
+		status, err := c.run(workDir(a))
+		if err != nil {
+			sess.srv.log().Info("scp", "remote", sess.st.remote, "error", err)
+		}
+		return status
+	})
 }
 
 // run serves the command, with relative paths taken from dir, and returns

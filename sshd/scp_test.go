@@ -800,3 +800,50 @@ func TestSCPSourceFIFOSwappedIn(t *testing.T) {
 		t.Fatal("scp -f still running after 30 s: an open(2) of the FIFO swapped in is waiting for a writer")
 	}
 }
+
+// TestSCPSinkBlockedWriteEndsWithTheClient: scp -t onto a FIFO that a
+// program holds open but never reads blocks in write(2) once the pipe is
+// full, and then no longer reads the channel. Once the client gives up, the
+// session must end (and free its MaxSessions slot and the connection)
+// instead of waiting for that write for ever, as the SFTP server's does.
+func TestSCPSinkBlockedWriteEndsWithTheClient(t *testing.T) {
+	defer func(d time.Duration) { abandonDelay = d }(abandonDelay)
+	abandonDelay = 200 * time.Millisecond
+	e := newEnv(t, nil)
+	c := e.login("root")
+	fifo := filepath.Join(e.home("root"), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stuck, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a reader that never reads
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let the blocked write end when the test does, for the leak check.
+	defer func() { go func() { io.Copy(io.Discard, stuck); stuck.Close() }() }()
+	s := openRaw(t, c)
+	if ok, err := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"scp -t fifo"})); !ok || err != nil {
+		t.Fatalf("exec scp -t = %v, %v", ok, err)
+	}
+	r := bufio.NewReader(s.ch)
+	const size = 1 << 20
+	fmt.Fprintf(s.ch, "C0644 %d fifo\n", size)
+	for i := range 2 { // the start, then the C line
+		if b, err := r.ReadByte(); b != 0 || err != nil {
+			t.Fatalf("answer %d: %d, %v", i, b, err)
+		}
+	}
+	go io.Copy(s.ch, strings.NewReader(strings.Repeat("x", size)))
+	time.Sleep(300 * time.Millisecond)
+	c.Close() // the client gives up
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.eventsOf(EventSessionEnd)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("scp session still open 10 s after the client left, its write blocked on a FIFO")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if l := e.logs.logged("scp: a read or write still blocks"); len(l) != 1 {
+		t.Errorf("log lines about the blocked write: %q, want one", l)
+	}
+}

@@ -28,13 +28,8 @@ func (c *sftpChannel) Close() error                { return c.close() }
 // of pkg/sftp serves directory listings and SYMLINK requests and keeps
 // writes in order.
 //
-// A request can block for good in a system call: an OPEN of a FIFO that no
-// program opens from the other side, a READ of a terminal. OpenSSH's
-// sftp-server blocks too, and is left behind as a process; here pkg/sftp
-// would hold the session (a MaxSessions slot) and its connection until the
-// server stops. So once the client has closed the channel, or the connection
-// is gone, the session ends within sftpAbandon, and what still runs ends
-// when its call returns.
+// A request that blocks for good (an OPEN of a FIFO no program opens from
+// the other side) is abandoned once the client has gone: see abandonable.
 func (sess *session) runSFTP(a *account) int {
 	dir := workDir(a)
 	front := newSFTPFront(sess.reader(), sess.writer(sess.ch), dir, func(user string) (string, bool) {
@@ -49,34 +44,50 @@ func (sess *session) runSFTP(a *account) int {
 		sess.srv.log().Warn("sftp", "remote", sess.st.remote, "error", err)
 		return 1
 	}
-	served := make(chan error, 1)
-	go func() {
+	return sess.abandonable("sftp: a request", front.shut, func() int {
 		err := srv.Serve()
 		front.closeDirs() // pkg/sftp's reading goroutine has ended
-		served <- err
-	}()
-	select {
-	case err = <-served:
-	case <-sess.served:
-		select {
-		case err = <-served:
-		case <-time.After(sftpAbandon):
-			front.shut() // the channel is closed next, without a reply going out meanwhile
-			sess.srv.log().Warn("sftp: a request still blocks after the client has gone (a FIFO or a terminal?); the session ends without it",
-				"remote", sess.st.remote, "waited", sftpAbandon)
+		if err != nil {
+			sess.srv.log().Info("sftp ended", "remote", sess.st.remote, "error", err)
 			return 1
 		}
-	}
-	if err != nil {
-		sess.srv.log().Info("sftp ended", "remote", sess.st.remote, "error", err)
-		return 1
-	}
-	return 0
+		return 0
+	})
 }
 
-// sftpAbandon is how long a session whose client has gone waits for
-// pkg/sftp's requests to end (a variable for tests).
-var sftpAbandon = 5 * time.Second
+// abandonable runs serve, an in-process server (SFTP, scp) that reads and
+// writes files for the client, and returns its exit status. A call can block
+// for good: an open or a write of a FIFO no program reads, a read of a
+// terminal. OpenSSH's sftp-server and scp block too, and are left behind as
+// processes; here the session would hold a MaxSessions slot and its
+// connection until the server stops. So once the client has closed the
+// channel, or the connection is gone, the session ends within abandonDelay
+// (status 1, after shut, if not nil, stops replies), and what still runs
+// ends when its call returns. what names the call in the log line.
+func (sess *session) abandonable(what string, shut func(), serve func() int) int {
+	done := make(chan int, 1)
+	go func() { done <- serve() }()
+	select {
+	case status := <-done:
+		return status
+	case <-sess.served:
+	}
+	select {
+	case status := <-done:
+		return status
+	case <-time.After(abandonDelay):
+	}
+	if shut != nil {
+		shut() // the channel is closed next, without a reply going out meanwhile
+	}
+	sess.srv.log().Warn(what+" still blocks after the client has gone (a FIFO or a terminal?); the session ends without it",
+		"remote", sess.st.remote, "waited", abandonDelay)
+	return 1
+}
+
+// abandonDelay is how long a session whose client has gone waits for an
+// in-process server's calls to end (a variable for tests).
+var abandonDelay = 5 * time.Second
 
 // sftpServerPaths are where distributions put OpenSSH's sftp-server
 // (Debian, Fedora and Arch, OpenWrt's openssh-sftp-server).

@@ -504,8 +504,8 @@ func TestSFTPOpenFilesBoundedPadded(t *testing.T) {
 // client gives up, the session must end (and free its MaxSessions slot and
 // the connection) instead of waiting for that call for ever.
 func TestSFTPBlockedOpenEndsWithTheClient(t *testing.T) {
-	defer func(d time.Duration) { sftpAbandon = d }(sftpAbandon)
-	sftpAbandon = 200 * time.Millisecond
+	defer func(d time.Duration) { abandonDelay = d }(abandonDelay)
+	abandonDelay = 200 * time.Millisecond
 	e := newEnv(t, nil)
 	s, cl := sftpClient(t, e)
 	fifo := filepath.Join(e.home("root"), "fifo")
