@@ -187,7 +187,7 @@ var diffNames = []string{"f1", "f2", "empty", "ro", "x", "d", "d/a", "d/sub", "d
 	"lbroken", "labs", "lloop", "lsub", "d/lup", "rodir", "rodir/c", "new1", "new2", "newd", "d/new3", "ld/a", "ld/sub/b",
 	"lf/", "d/", "f1/", "new1/", "newd/", "d/../f1", "ld/../f1", "ld/..", "lsub/../a", "d/./a", "d//a", ".",
 	diffRoot + "/f1", diffRoot + "/d/a", diffRoot + "/ld/../new1", diffRoot + "/newd", diffRoot, "lbroken/", "emptydir/", "lloop/x",
-	"f1/x", "newd/new4", "ld/new5", "lsub/new6", "labs/", "d/lup/"}
+	"f1/x", "newd/new4", "ld/new5", "lsub/new6", "labs/", "d/lup/", ""}
 
 func (g *diffGen) path() string { return diffNames[g.rnd.Intn(len(diffNames))] }
 

@@ -168,6 +168,60 @@ func sftpServerReplies(t *testing.T, server, dir string, in []byte, n int) [][]b
 	return replies
 }
 
+// TestSFTPEmptyPathIsNoSuchFile: an empty path names nothing, as the kernel
+// takes sftp-server's: NO_SUCH_FILE for every request. Joined to the working
+// directory it named that: RENAME "" moved the home directory and RMDIR ""
+// removed it (a client that never changes directory sends dirname("f"),
+// which is ""). REALPATH of "" is the working directory, for both.
+func TestSFTPEmptyPathIsNoSuchFile(t *testing.T) {
+	server := (&Server{}).externalSFTPServer()
+	if server == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no sftp-server to compare with (install Debian's openssh-sftp-server; tools/deps.sh test does)")
+		}
+		t.Skip("no sftp-server (Debian's openssh-sftp-server) to compare with")
+	}
+	const setstat, readlink = 9, 19
+	for _, last := range [][]byte{
+		sftpPacket(sftpRename, uint32(9), "", "../moved"),
+		sftpPacket(sftpRmdir, uint32(9), ""),
+		sftpPacket(sftpRemove, uint32(9), ""),
+		sftpPacket(sftpExt, uint32(9), posixRenameExt, "", "../moved"),
+	} {
+		reqs := [][]byte{
+			sftpPacket(sftpStat, uint32(1), ""),
+			sftpPacket(sftpLstat, uint32(2), ""),
+			sftpPacket(sftpOpendir, uint32(3), ""),
+			sftpPacket(sftpOpen, uint32(4), "", uint32(sftpFlagRead), uint32(0)),
+			sftpPacket(setstat, uint32(5), "", uint32(4), uint32(0o700)),
+			sftpPacket(readlink, uint32(6), ""),
+			sftpPacket(sftpMkdir, uint32(7), "", uint32(0)),
+			sftpPacket(sftpExt, uint32(8), statvfsExt, ""),
+			last,
+		}
+		in := append(sftpPacket(1, uint32(3)), bytes.Join(reqs, nil)...) // INIT first
+		for _, side := range []string{"sftp-server", "front"} {
+			root := t.TempDir()
+			home := filepath.Join(root, "home")
+			os.Mkdir(home, 0o755)
+			var replies [][]byte
+			if side == "sftp-server" {
+				replies = sftpServerReplies(t, server, home, in, 1+len(reqs))[1:]
+			} else {
+				replies = sftpReplies(t, runSFTPStreamIn(t, home, in))[1:]
+			}
+			for i, r := range replies {
+				if r[0] != sftpStatus || len(r) < 9 || binary.BigEndian.Uint32(r[5:]) != sftpNoSuchFile {
+					t.Errorf("%s: request %d of the path \"\": %s, want NO_SUCH_FILE", side, i+1, sftpAnswerText(r))
+				}
+			}
+			if fi, err := os.Stat(home); err != nil || fi.Mode().Perm() != 0o755 {
+				t.Errorf("%s: the working directory after: %v, %v", side, fi, err)
+			}
+		}
+	}
+}
+
 // A name longer than NAME_MAX or a path of PATH_MAX bytes is BAD_MESSAGE,
 // as sftp-server answers ENAMETOOLONG (errno_to_portable), in requests that
 // pkg/sftp serves too (it said FAILURE).

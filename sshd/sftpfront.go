@@ -372,8 +372,10 @@ const maxSFTPRead = 32 << 10
 // (see appendTo), an FSETSTAT that sets times (see sftpAttrTimes), a SETSTAT
 // that sets a time this platform's time_t cannot hold (see beyondTimeT), an FSTAT
 // of a directory handle or of a file whose name still leads to it (pkg/sftp
-// sends the modification time as the access time, see stat), and an OPEN
-// while maxOpenFiles files are open, refused. A CLOSE of a file that it
+// sends the modification time as the access time, see stat), an OPEN
+// while maxOpenFiles files are open, refused, and an OPEN, SETSTAT or
+// READLINK of an empty path, which pkg/sftp takes as its working directory
+// (see local). A CLOSE of a file that it
 // hands on to pkg/sftp is no longer counted open.
 //
 // The bound and the count hold for a request of any size pkg/sftp takes, not
@@ -388,15 +390,21 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		Arg  string // the handle, or the extension's name
 		Rest []byte `ssh:"rest"`
 	}
-	if typ == sftpClose || typ == sftpExt || typ == sftpOpen || typ == sftpWrite || typ == sftpFsetstat || typ == sftpFstat || typ == sftpSetstat {
+	known := false
+	if typ == sftpClose || typ == sftpExt || typ == sftpOpen || typ == sftpWrite || typ == sftpFsetstat || typ == sftpFstat || typ == sftpSetstat || typ == sftpReadlink {
 		// The handle, the name or the path is at the start: a buffer's
 		// worth holds it (an OPEN's path may not fit: not known then).
 		b, err := s.r.Peek(min(int(4+size), s.r.Size()))
-		if (err != nil || gossh.Unmarshal(b[5:], &req) != nil) && typ != sftpOpen {
+		known = err == nil && gossh.Unmarshal(b[5:], &req) == nil
+		if !known && typ != sftpOpen {
 			return false
 		}
 	}
 	switch {
+	case known && req.Arg == "" && (typ == sftpOpen || typ == sftpReadlink):
+		return true // refused: pkg/sftp takes "" as its working directory (see local)
+	case typ == sftpReadlink:
+		return false
 	case typ == sftpOpen:
 		if s.filesOpen() >= maxOpenFiles {
 			return true
@@ -422,7 +430,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		return ok && f.path != "" && len(req.Rest) >= 4 && binary.BigEndian.Uint32(req.Rest)&sftpAttrTimes != 0
 	case typ == sftpSetstat:
 		a, err := parseSetAttrs(req.Rest)
-		return err == nil && a.beyondTimeT()
+		return err == nil && (a.beyondTimeT() || req.Arg == "")
 	case typ == sftpClose && s.dirs[req.Arg] == nil:
 		s.mu.Lock()
 		delete(s.files, req.Arg)
@@ -569,8 +577,15 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 		default:
 			reply = s.expand(req.ID, second.Str)
 		}
-	case sftpOpen: // refused: see maxOpenFiles
-		reply = sftpStatusPacket(req.ID, syscall.EMFILE)
+	case sftpOpen, sftpReadlink:
+		if req.Arg == "" { // see serves
+			reply = sftpStatusPacket(req.ID, syscall.ENOENT)
+		} else { // an OPEN past maxOpenFiles
+			reply = sftpStatusPacket(req.ID, syscall.EMFILE)
+		}
+	case sftpSetstat: // a time this device's time_t cannot hold, or the path "" (see serves)
+		a, _ := parseSetAttrs(req.Rest)
+		reply = sftpStatusPacket(req.ID, a.apply(s.local(req.Arg)))
 	case sftpFstat:
 		var st unix.Stat_t
 		if d := s.dirs[req.Arg]; d != nil {
@@ -587,9 +602,6 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 			break
 		}
 		return pkt, nil // renamed or replaced since: pkg/sftp answers from its descriptor
-	case sftpSetstat: // a time this device's time_t cannot hold (see serves)
-		a, _ := parseSetAttrs(req.Rest)
-		reply = sftpStatusPacket(req.ID, a.apply(s.local(req.Arg)))
 	case sftpFsetstat:
 		f, _ := s.file(req.Arg)
 		var st syscall.Stat_t
@@ -954,8 +966,13 @@ func (s *sftpFront) statvfs(id uint32, p string) []byte {
 // kernel would, as sftp-server's chdir has it: lexical cleaning is used only
 // where it changes nothing (a trailing "/" says the name is a directory;
 // "link/.." is the parent of link's target).
+//
+// An empty path stays empty, so the kernel refuses it (ENOENT), as it does
+// sftp-server's: joined, it named the working directory, and a RENAME or an
+// RMDIR of "" (dirname("f") from a client that never changes directory)
+// moved or removed the home directory.
 func (s *sftpFront) local(p string) string {
-	if path.IsAbs(p) {
+	if p == "" || path.IsAbs(p) {
 		return p
 	}
 	if s.unclean(p) {
