@@ -95,7 +95,8 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 	reset := func(why string, args ...any) error {
 		s.mu.Unlock()
 		s.plog.log(s.opt.log, slog.LevelWarn, "refusing stream: "+why, append([]any{"service", loggedName(m.ServiceID), "stream", m.StreamID}, args...)...)
-		return s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
+		s.sendStreamReset(m.ServiceID, m.StreamID)
+		return nil
 	}
 	target := m.ServiceID
 	// localproxy tears the session down for a STREAM_START before SERVICE_IDS
@@ -152,7 +153,7 @@ func (d *Destination) connectionStart(s *session, m *Message) {
 		// open here would orphan it).
 		s.mu.Unlock()
 		s.plog.log(s.opt.log, slog.LevelWarn, "CONNECTION_START on a stream of a "+s.version.String()+" session: resetting the stream", "service", loggedName(m.ServiceID), "stream", m.StreamID)
-		s.endStream(m.ServiceID, m.StreamID)
+		s.endStream(m.ServiceID, m.StreamID, true)
 		return
 	}
 	if st == nil || st.id != m.StreamID || s.version != V3 {
@@ -173,7 +174,8 @@ func (d *Destination) connectionStart(s *session, m *Message) {
 			dup.end()
 		}
 		s.plog.log(s.opt.log, slog.LevelWarn, "refusing connection", "service", loggedName(m.ServiceID), "stream", m.StreamID, "conn", id, "duplicate", ok, "max", s.opt.maxConns)
-		_ = s.send(&Message{Type: TypeConnectionReset, StreamID: m.StreamID, ServiceID: m.ServiceID, ConnectionID: id})
+		reset := &Message{Type: TypeConnectionReset, StreamID: m.StreamID, ServiceID: m.ServiceID, ConnectionID: id}
+		s.sendReset(func() { _ = s.send(reset) })
 		return
 	}
 	l := s.newLinkLocked(st, m.ServiceID, id)

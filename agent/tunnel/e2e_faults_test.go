@@ -1000,3 +1000,53 @@ func refusedAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// TestMutualStallKeepsTheTunnel: both ends of one connection write without
+// reading, the operator's client and the device's target. Each side's
+// WebSocket reader waits for room in that connection's queue, then resets it
+// after the stall timeout; it once wrote that reset itself, on a WebSocket the
+// service no longer read (its reader of each side waited for room to relay to
+// the other), and the whole tunnel froze for good. Other connections must go
+// on.
+func TestMutualStallKeepsTheTunnel(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	floodAddr := tunneltest.ServeTCP(t, func(c net.Conn) {
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		go func() { <-hold; c.Close() }()
+		flood(c) // never reads
+	})
+	srv := tunneltest.NewServer(t)
+	srv.Logf = t.Logf
+	tun := srv.OpenTunnel("FLOOD", "WEB")
+	p := tunneltest.StartPair(t, tunneltest.PairConfig{
+		Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true},
+		SourceToken: tun.SourceToken, DestinationToken: tun.DestinationToken,
+		Tunnel: tun.Dataplane(), Services: []string{"FLOOD", "WEB"},
+		Targets:     tunnel.Targets{"FLOOD": floodAddr, "WEB": echoServer(t, 7)},
+		Destination: func(d *tunnel.Destination) { d.StallTimeout = 300 * time.Millisecond },
+		Source:      func(s *tunnel.Source) { s.StallTimeout = 300 * time.Millisecond },
+	})
+	if err := roundTrip(p.Addr("WEB"), 7, 1000); err != nil {
+		t.Fatalf("before: %v", err)
+	}
+	c, err := net.Dial("tcp", p.Addr("FLOOD"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	go flood(c) // never reads
+	time.Sleep(2 * time.Second)
+	done := make(chan error, 1)
+	go func() { done <- roundTrip(p.Addr("WEB"), 7, 1000) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("after: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		c.Close()
+		t.Fatal("a new connection got no answer within 10 s of one that stalled both ways: the tunnel froze")
+	}
+}

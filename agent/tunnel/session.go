@@ -85,6 +85,12 @@ type session struct {
 	// when s.ctx ends (goodbye, abort), so that nothing of a session outlives it.
 	stopAfter func() bool
 	afterDone chan struct{}
+
+	// resets holds the writes of the resets the session sends, in order, for
+	// writeResets; resetsQueued is signalled (buffer 1) when one is added.
+	resetsMu     sync.Mutex
+	resets       []func()
+	resetsQueued chan struct{}
 }
 
 // stream is the active stream of one service.
@@ -96,8 +102,11 @@ type stream struct {
 }
 
 func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
-	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}, live: map[*link]struct{}{}, linkDone: make(chan struct{}, 1), written: make(chan struct{}, 1)}
+	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}, live: map[*link]struct{}{}, linkDone: make(chan struct{}, 1), written: make(chan struct{}, 1),
+		resetsQueued: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(ctx)
+	s.wg.Add(1)
+	go s.writeResets()
 	// Ending the session (or the caller's context) ends the connection's reads.
 	// When the caller stops it, the peer first hears that every stream is gone.
 	s.afterDone = make(chan struct{})
@@ -177,6 +186,59 @@ func (s *session) connKeyLocked(id uint32) uint32 {
 		return id
 	}
 	return 0
+}
+
+// sendReset has f, which writes resets, run after the resets sent before it,
+// by writeResets: the WebSocket reader, which resets connections and streams,
+// must never wait for a write. It once did: when both ends of a connection
+// wrote without reading, each side's reader, once it had reset its stalled
+// connection, waited to write the reset, while the service, its reader of
+// each side waiting to relay to the other, read neither, and the whole
+// tunnel froze for good. Past maxQueuedResets unsent (the service reads
+// nothing of ours), the session ends.
+func (s *session) sendReset(f func()) {
+	s.resetsMu.Lock()
+	if len(s.resets) >= maxQueuedResets {
+		s.resetsMu.Unlock()
+		s.conn.abort(fmt.Errorf("%d resets not sent: the service reads nothing", maxQueuedResets))
+		return
+	}
+	s.resets = append(s.resets, f)
+	s.resetsMu.Unlock()
+	select {
+	case s.resetsQueued <- struct{}{}:
+	default:
+	}
+}
+
+// maxQueuedResets bounds sendReset's queue: a session holds fewer links (see
+// crowdedLocked), and resets of unknown streams are limited (resetUnknownStream).
+const maxQueuedResets = 4096
+
+// writeResets runs the functions sendReset queues, in order, until the
+// session ends.
+func (s *session) writeResets() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.resetsQueued:
+		}
+		for {
+			s.resetsMu.Lock()
+			if len(s.resets) == 0 {
+				s.resets = nil
+				s.resetsMu.Unlock()
+				break
+			}
+			f := s.resets[0]
+			s.resets[0] = nil
+			s.resets = s.resets[1:]
+			s.resetsMu.Unlock()
+			f()
+		}
+	}
 }
 
 // send writes one frame; a failed write ends the session. Once the session's
@@ -373,7 +435,7 @@ func (s *session) resetUnknownStream(m *Message) {
 	}
 	s.mu.Unlock()
 	s.plog.log(s.opt.log, slog.LevelInfo, "traffic for an unknown stream: resetting it", "service", loggedName(m.ServiceID), "stream", m.StreamID)
-	_ = s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
+	s.sendStreamReset(m.ServiceID, m.StreamID)
 }
 
 // streamReset ends every connection of the service's active stream, after their
@@ -536,7 +598,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 			}
 			l.s.plog.log(l.s.opt.log, slog.LevelWarn, "dialing service failed", append(l.attrs(), "target", l.target, "error", err)...)
 			if !l.first {
-				l.endAndNotify()
+				l.endAndNotify(false)
 				return
 			}
 			// A STREAM_START whose dial failed is answered with STREAM_RESET,
@@ -546,7 +608,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 			peerFirst := l.quiet.Load()
 			l.end()
 			if !peerFirst {
-				l.s.endStream(l.service, l.stream)
+				l.s.endStream(l.service, l.stream, false)
 			}
 			return
 		}
@@ -595,7 +657,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 			wake(l.s.written)
 			if err != nil {
 				failed = true
-				l.armDrain(l.endAndNotify)
+				l.armDrain(func() { l.endAndNotify(false) })
 			}
 		case <-l.done:
 			return
@@ -604,8 +666,10 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 }
 
 // endStream ends stream id of service here, with every connection of it if it
-// is still the active one, and tells the peer with STREAM_RESET.
-func (s *session) endStream(service string, id int32) {
+// is still the active one, and tells the peer with STREAM_RESET: at once, or,
+// for the WebSocket reader (byReader), after the resets it has queued (see
+// sendReset).
+func (s *session) endStream(service string, id int32, byReader bool) {
 	s.mu.Lock()
 	var links []*link
 	if st := s.streams[service]; st != nil && st.id == id {
@@ -618,7 +682,16 @@ func (s *session) endStream(service string, id int32) {
 	for _, l := range links {
 		l.end()
 	}
+	if byReader {
+		s.sendStreamReset(service, id)
+		return
+	}
 	_ = s.send(&Message{Type: TypeStreamReset, StreamID: id, ServiceID: service})
+}
+
+// sendStreamReset sends STREAM_RESET for stream id of service (see sendReset).
+func (s *session) sendStreamReset(service string, id int32) {
+	s.sendReset(func() { _ = s.send(&Message{Type: TypeStreamReset, StreamID: id, ServiceID: service}) })
 }
 
 // pumpUp reads the local connection and sends DATA, at most chunk bytes a frame; the
@@ -642,7 +715,7 @@ func (l *link) pumpUp(conn io.Reader) {
 			}
 		}
 		if err != nil {
-			l.endAndNotify()
+			l.endAndNotify(false)
 			return
 		}
 		switch {
@@ -727,7 +800,7 @@ func (l *link) push(b []byte) {
 
 func (l *link) stalled() {
 	l.s.plog.log(l.s.opt.log, slog.LevelWarn, "local connection stalled, resetting it", append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
-	l.endAndNotify()
+	l.endAndNotify(true)
 }
 
 // overBuffered reports whether the session's local connections hold
@@ -797,8 +870,10 @@ func (l *link) drainExpired() {
 }
 
 // endAndNotify ends the link from the local side and tells the peer, unless the
-// peer ended it first.
-func (l *link) endAndNotify() {
+// peer ended it first: at once, or, for the WebSocket reader (byReader), after
+// the resets it has queued (see sendReset). A pump's reset is written before
+// it returns: a stdio session ends once its pumps have.
+func (l *link) endAndNotify(byReader bool) {
 	first := false
 	l.once.Do(func() { first = true; l.close() })
 	if !first || l.quiet.Load() {
@@ -817,9 +892,16 @@ func (l *link) endAndNotify() {
 		m.Type, m.ConnectionID = TypeConnectionReset, l.id
 	}
 	l.s.opt.log.Debug("connection closed locally", l.attrs()...)
-	if l.s.send(m) == nil && l.v3 && l.s.source {
-		l.s.endIdleStream(l.service, l.stream)
+	tell := func() {
+		if l.s.send(m) == nil && l.v3 && l.s.source {
+			l.s.endIdleStream(l.service, l.stream)
+		}
 	}
+	if byReader {
+		l.s.sendReset(tell)
+		return
+	}
+	tell()
 }
 
 // endIdleStream ends a source's V3 stream once its last connection is gone, so the
