@@ -38,7 +38,9 @@ func TestSysVScript(t *testing.T) {
 	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && { echo \"bad config: $*\" >&2; exit 1; }\necho started >&2\nexit 0\n"), 0o755)
 	cmd := exec.Command("sh", "sysv/porthole", "start")
 	logFile := filepath.Join(t.TempDir(), "porthole.log")
-	cmd.Env = append(os.Environ(), "DAEMON="+fake, "PIDFILE="+filepath.Join(t.TempDir(), "pid"), "LOG="+logFile)
+	defaults := filepath.Join(t.TempDir(), "default")
+	os.WriteFile(defaults, []byte("DAEMON="+shq(fake)+"\nPIDFILE="+shq(filepath.Join(t.TempDir(), "pid"))+"\nLOG="+shq(logFile)+"\n"), 0o644)
+	cmd.Env = append(os.Environ(), "PORTHOLE_DEFAULTS="+defaults)
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "FAIL (configuration") {
 		t.Errorf("start with a bad config: err %v, output %q; want a failure naming the configuration", err, out)
@@ -112,6 +114,7 @@ func main() {
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGUSR1)
 	fmt.Fprintf(f, "started %d\n", os.Getpid())
 	fmt.Fprintf(f, "env %d GOMAXPROCS=%s\n", os.Getpid(), os.Getenv("GOMAXPROCS"))
+	fmt.Fprintf(f, "args %d %q\n", os.Getpid(), os.Args[1:])
 	wd, _ := os.Getwd()
 	fmt.Fprintf(f, "cwd %d %s\n", os.Getpid(), wd)
 	for _, kv := range os.Environ() {
@@ -323,7 +326,7 @@ func (r *sysvRig) run(action string) (string, error) {
 		k, v, _ := strings.Cut(kv, "=")
 		switch {
 		case strings.HasPrefix(k, "FAKE_"), k == "PORTHOLE_RESTART_DETACHED",
-			k == "DAEMON", k == "CONF", k == "PIDFILE", k == "LOG", k == "LOG_MAX":
+			k == "DAEMON", k == "CONF", k == "PIDFILE", k == "LOG", k == "LOG_MAX", k == "STOP_TIMEOUT":
 			fmt.Fprintf(&b, "export %s=%s\n", k, shq(v))
 		}
 	}
@@ -562,18 +565,15 @@ func TestSysVStopKillsAWedgedAgent(t *testing.T) {
 func TestSysVStartGOMAXPROCS(t *testing.T) {
 	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
 	for _, tc := range []struct{ env, want string }{{"", "1"}, {"GOMAXPROCS=0", "0"}, {"GOMAXPROCS=3", "3"}} {
-		var env []string
-		if tc.env != "" {
-			env = append(env, tc.env)
-		}
-		r := newSysVRig(t, fake, "sh", "", env...)
+		r := newSysVRig(t, fake, "sh", "")
+		r.defaults = tc.env + "\n" // as /etc/default/porthole sets it
 		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
 			t.Fatalf("start (%s): %v %s", tc.env, err, out)
 		}
 		r.eventPids("env", 1)
 		b, _ := os.ReadFile(r.events)
 		if want := "GOMAXPROCS=" + tc.want + "\n"; !strings.Contains(string(b), want) {
-			t.Errorf("start with %q in the environment: the agent saw %q, want %s", tc.env, b, want)
+			t.Errorf("start with %q in the defaults: the agent saw %q, want %s", tc.env, b, want)
 		}
 		r.run("stop")
 	}
@@ -708,6 +708,10 @@ func TestSysVRestartFromALogin(t *testing.T) {
 			{"terminal", []string{"FAKE_LOGIN_PTY=1", "FAKE_LOGIN_KILL=500ms"}, false},
 			{"command, in place", []string{"PORTHOLE_RESTART_DETACHED=1"}, true},
 			{"terminal, in place", []string{"FAKE_LOGIN_PTY=1", "PORTHOLE_RESTART_DETACHED=1"}, true},
+			// The log is due for rotation: the outcome must still be in $LOG,
+			// which the login was told to read (its own start rotated it to
+			// $LOG.1 once).
+			{"command, log over LOG_MAX", []string{"FAKE_LOGIN_KILL=500ms", "LOG_MAX=1000"}, false},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				r := newSysVRig(t, fake, shell, binDir, tc.env...)
@@ -718,6 +722,10 @@ func TestSysVRestartFromALogin(t *testing.T) {
 				first := r.eventPids("started", 1)
 				if len(first) != 1 {
 					t.Fatalf("after start: agents started %v, want one", first)
+				}
+				if f, err := os.OpenFile(r.log, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+					f.Write(bytes.Repeat([]byte("the agent's log\n"), 100)) // 1,600 bytes
+					f.Close()
 				}
 				syscall.Kill(first[0], syscall.SIGUSR1) // log in
 				logins := r.eventPids("login", 1)
@@ -758,6 +766,52 @@ func TestSysVRestartFromALogin(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestSysVIgnoresCallersSettings: the script's settings come from
+// /etc/default/porthole only. An operator whose shell exports PIDFILE, CONF,
+// LOG or GOMAXPROCS (names other programs use too) once restarted into a
+// second agent beside the first (stop found no agent at that pid file), or
+// had start check and run another config file. The defaults file here sets
+// only what keeps the test off the system's paths; CONF is left to the
+// script's default.
+func TestSysVIgnoresCallersSettings(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	r := newSysVRig(t, fake, "sh", "")
+	defaults := filepath.Join(r.dir, "default.admin")
+	os.WriteFile(defaults, []byte("export FAKE_EVENTS="+shq(r.events)+"\nDAEMON="+shq(fake)+
+		"\nPIDFILE="+shq(r.pidfile)+"\nLOG="+shq(r.log)+"\n"), 0o644)
+	other := t.TempDir()
+	env := slices.DeleteFunc(slices.Clone(r.env), func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		return k == "DAEMON" || k == "CONF" || k == "PIDFILE" || k == "LOG"
+	})
+	env = append(env, "PORTHOLE_DEFAULTS="+defaults, "DAEMON=/bin/false", "PIDFILE="+filepath.Join(other, "pid"),
+		"CONF="+filepath.Join(other, "conf"), "LOG="+filepath.Join(other, "log"), "GOMAXPROCS=7")
+	run := func(action string) {
+		cmd := exec.Command("sh", r.script, action)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s with the operator's settings exported: %v: %s", action, err, out)
+		if err != nil {
+			t.Errorf("%s: %v", action, err)
+		}
+	}
+	run("start")
+	first := r.eventPids("started", 1)
+	run("restart")
+	started := r.eventPids("started", 2)
+	if len(started) != 2 || procAlive(first[0]) || r.pidFile() != started[1] {
+		t.Errorf("restart: agents started %v, the first alive %v, pid file %d; want the first replaced and named", started, procAlive(first[0]), r.pidFile())
+	}
+	if names, _ := os.ReadDir(other); len(names) > 0 {
+		t.Errorf("the script used the operator's paths: %s holds %v", other, names)
+	}
+	b, _ := os.ReadFile(r.events)
+	if strings.Contains(string(b), "GOMAXPROCS=7") || strings.Contains(string(b), other) {
+		t.Errorf("the agent got the operator's GOMAXPROCS or config: events %s", b)
+	}
+	run("stop")
 }
 
 // sessionAlive reports whether a live process is in session sid.
