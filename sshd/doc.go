@@ -168,11 +168,18 @@
 // is still the same file: copy-data refuses a file renamed or replaced since.
 // Opened again, a file is checked against its mode: an agent that is not root
 // cannot cp a read-only file (the copy is made with the original's mode, and
-// opening it again for writing is then refused), which sftp-server can.
+// opening it again for writing is then refused), which sftp-server can. A
+// WRITE to a file opened to append is served the same way (pkg/sftp writes
+// at the offset sent), with the same limits: refused once the file is
+// renamed, and, for an agent that is not root, when the file's mode no longer
+// lets its owner write (sshfs creating a 0400 file with O_APPEND).
+// An empty path names no file (NO_SUCH_FILE), as in sftp-server; REALPATH
+// and expand-path take it as ".".
 // A request that blocks for good (an OPEN of a FIFO that no program opens
 // from the other side, a READ of a terminal) blocks in sftp-server too; here
 // the session ends within five seconds once the client has gone, and the
-// call is left to return. scp -t refuses a FIFO without a reader at once.
+// call is left to return. scp -t refuses a FIFO without a reader at once, and
+// one whose write blocks (a FIFO no program reads) ends the same way.
 // On a 32-bit device (arm, mips, 386), a time after January 2038 (sftp put
 // -p, scp -p, scp -O -p) is set with utimensat_time64 (Linux 5.1): pkg/sftp's
 // os.Chtimes passes a 32-bit time_t, so the front serves such a SETSTAT or
