@@ -522,14 +522,22 @@ func TestSFTPBlockedOpenEndsWithTheClient(t *testing.T) {
 	go cl.OpenFile("fifo", os.O_WRONLY)
 	time.Sleep(300 * time.Millisecond)
 	s.ch.Close() // the client gives up
+	waitAbandoned(t, e, "sftp session, its OPEN", "sftp: a request still blocks")
+}
+
+// waitAbandoned waits up to 10 s for the end of the session (what) whose
+// client has left while a call of its in-process server blocked, and for the
+// one log line (logged) that says it was left behind (see abandonable).
+func waitAbandoned(t *testing.T, e *testEnv, what, logged string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for len(e.eventsOf(EventSessionEnd)) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("sftp session still open 10 s after the client left, its OPEN blocked on a FIFO")
+			t.Fatalf("%s blocked on a FIFO: the session is still open 10 s after the client left", what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if l := e.logs.logged("a request still blocks"); len(l) != 1 {
-		t.Errorf("log lines about the blocked request: %q, want one", l)
+	if l := e.logs.logged(logged); len(l) != 1 {
+		t.Errorf("log lines %q: %q, want one", logged, l)
 	}
 }
