@@ -205,10 +205,7 @@ func (s *session) sendReset(f func()) {
 	}
 	s.resets = append(s.resets, f)
 	s.resetsMu.Unlock()
-	select {
-	case s.resetsQueued <- struct{}{}:
-	default:
-	}
+	wake(s.resetsQueued)
 }
 
 // maxQueuedResets bounds sendReset's queue: a session holds fewer links (see
