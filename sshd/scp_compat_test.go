@@ -703,6 +703,14 @@ func TestShellGlobMatchesShell(t *testing.T) {
 			t.Errorf("%s (-sh +shellGlob):\n%s", pat, diff)
 		}
 	}
+	// A pattern in the root directory's names.
+	out, err := exec.Command("/bin/sh", "-c", "printf '%s\\n' /[st]?[pr]*").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(strings.Fields(string(out)), shellGlob("/[st]?[pr]*")); diff != "" {
+		t.Errorf("/[st]?[pr]* (-sh +shellGlob):\n%s", diff)
+	}
 }
 
 // TestSCPSourceModeBits: the source sends the permission and set-id bits

@@ -269,8 +269,11 @@ func shellGlob(pattern string) []string {
 			comp = negateBrackets(comp)
 			for _, p := range paths {
 				dir := p
-				if dir == "" {
-					dir = "."
+				switch {
+				case dir == "" && i == 0:
+					dir = "." // a relative pattern
+				case dir == "":
+					dir = "/"
 				}
 				ents, _ := os.ReadDir(dir)
 				for _, e := range ents {
