@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -174,6 +175,9 @@ func readJSON(r *http.Request, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("reading the request: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("reading the request: more after its JSON object")
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -239,5 +240,76 @@ func TestCloseLocally(t *testing.T) {
 	closed = true
 	if _, calls := cp.calls(); !slices.Equal(calls, []string{"tunnel-dev1", "tunnel-dev1"}) {
 		t.Errorf("CloseTunnel calls %q, want the failed one and one more at shutdown", calls)
+	}
+}
+
+// TestOpenRefusesTrailingJSON: a body that is one JSON object and more is
+// malformed: refused, and no tunnel started (the decoder read the first
+// object and ignored the rest).
+func TestOpenRefusesTrailingJSON(t *testing.T) {
+	s := testServer(t)
+	for _, body := range []string{
+		`{"mode":"token","token":"AQGAAXh-pasted","label":"dev1","endpoint":"wss://127.0.0.1:1"} trailing garbage`,
+		`{"mode":"token","token":"AQGAAXh-pasted","label":"dev1","endpoint":"wss://127.0.0.1:1"}{"mode":"open"}`,
+	} {
+		if rec := call(s, http.MethodPost, "/api/tunnels", []byte(body)); rec.Code != http.StatusBadRequest {
+			t.Errorf("POST /api/tunnels %q = %d %s, want 400", body, rec.Code, bytes.TrimSpace(rec.Body.Bytes()))
+		}
+	}
+	if n := len(s.tunnels.views()); n != 0 {
+		t.Errorf("%d tunnels started from malformed JSON, want 0", n)
+	}
+}
+
+// blockingControlPlane is a fakeControlPlane whose OpenTunnel waits for release.
+type blockingControlPlane struct {
+	fakeControlPlane
+	entered, release chan struct{}
+}
+
+func (b *blockingControlPlane) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (string, tunnel.Token, error) {
+	close(b.entered)
+	<-b.release
+	return b.fakeControlPlane.OpenTunnel(ctx, thing, services, lifetime)
+}
+
+// TestShutdownDuringOpen: a tunnel the control plane opens after the
+// shutdown's deadline (close had gone through the open ones) is closed at the
+// service too; it stayed open, its device connected, for its lifetime.
+func TestShutdownDuringOpen(t *testing.T) {
+	cp := &blockingControlPlane{entered: make(chan struct{}), release: make(chan struct{})}
+	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1", closeTimeout: time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); s.Serve(ln) }()
+	base := "http://" + ln.Addr().String()
+	b, _ := json.Marshal(openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5})
+	answered := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, base+"/api/tunnels", bytes.NewReader(b))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer the-access-token")
+		req.Header.Set("Origin", base)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	<-cp.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	s.Shutdown(ctx) // its deadline passes while the POST waits
+	cancel()
+	close(cp.release) // the service opens the tunnel
+	t.Logf("POST answered %d", <-answered)
+	http.DefaultClient.CloseIdleConnections()
+	<-served
+	if opened, closed := cp.calls(); len(opened) != 1 || len(closed) != 1 {
+		t.Errorf("tunnels opened %q and closed %q at the service during the shutdown; want one of each", opened, closed)
 	}
 }

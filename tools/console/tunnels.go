@@ -253,7 +253,10 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 	ctx, cancel := context.WithCancel(ts.ctx)
 	t.stop = cancel
 	ts.mu.Lock()
-	if spec.Opened { // even when closing: close closes it at the service
+	// Opened at the service: close closes it there, even when it is closing
+	// now, unless it has gone through the open ones already (late).
+	late := spec.Opened && ts.open == nil && ts.cfg.ControlPlane != nil
+	if spec.Opened && !late {
 		ts.open[t.id] = t
 	}
 	if ts.closed {
@@ -261,6 +264,19 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 		cancel()
 		t.setLocked(stateClosed, "the console is shutting down")
 		close(t.done)
+		if late {
+			// Opened at the service once close had gone through the open
+			// ones (its control plane answered after the shutdown's
+			// deadline): closed here, or it stayed open, its device
+			// connected, for the rest of its lifetime.
+			ctx, cancel := context.WithTimeout(context.Background(), ts.cfg.closeTimeout)
+			defer cancel()
+			if err := ts.cfg.ControlPlane.CloseTunnel(ctx, spec.TunnelID); err != nil {
+				log.Warn("closing a tunnel opened during shutdown", "tunnel_id", spec.TunnelID, "err", err)
+			} else {
+				log.Info("tunnel opened during shutdown closed", "tunnel_id", spec.TunnelID)
+			}
+		}
 		return t
 	}
 	ts.byID[t.id] = t
@@ -418,7 +434,7 @@ func (ts *tunnels) close(ctx context.Context) {
 
 	ts.mu.Lock()
 	open := ts.open
-	ts.open = map[string]*liveTunnel{}
+	ts.open = nil // one opened later closes itself (see start)
 	ts.mu.Unlock()
 	if len(open) == 0 || ts.cfg.ControlPlane == nil {
 		return
