@@ -78,11 +78,22 @@ func (t Token) LogValue() slog.Value          { return slog.StringValue(t.String
 func (t Token) MarshalText() ([]byte, error)  { return []byte(t.String()), nil }
 func (t Token) Format(f fmt.State, verb rune) { fmt.Fprint(f, t.String()) }
 
-// redactTokens replaces each of toks found in s by its fingerprint (String).
+// redactTokens replaces each of toks found in s by its fingerprint (String),
+// and so 8 or more of a token's first characters at the end of s: a
+// refusal's body is cut at 1 KiB (readBody), which can fall inside a token
+// the endpoint echoed.
 func redactTokens(s string, toks ...Token) string {
 	for _, t := range toks {
-		if !t.IsZero() && len(t.Reveal()) >= 8 { // a shorter one (tests) would match ordinary text
-			s = strings.ReplaceAll(s, t.Reveal(), t.String())
+		r := t.Reveal()
+		if t.IsZero() || len(r) < 8 { // a shorter one (tests) would match ordinary text
+			continue
+		}
+		s = strings.ReplaceAll(s, r, t.String())
+		for k := min(len(r)-1, len(s)); k >= 8; k-- {
+			if strings.HasSuffix(s, r[:k]) {
+				s = s[:len(s)-k] + t.String()
+				break
+			}
 		}
 	}
 	return s

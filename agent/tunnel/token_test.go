@@ -81,3 +81,24 @@ func TestClientToken(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactTokensCutBody: a refusal's body is cut at 1 KiB, which can fall
+// inside a token the endpoint echoed: what is left of it is redacted too.
+func TestRedactTokensCutBody(t *testing.T) {
+	tok, err := NewAccessToken("AQGAAXh0aGUtc2VjcmV0LXRva2VuLWZvci10aGUtdGVzdA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := tok.Reveal()
+	for _, tc := range []struct{ in, want string }{
+		{"bad token " + r + " here", "bad token " + tok.String() + " here"},
+		{"bad token " + r[:20], "bad token " + tok.String()},
+		{"bad token " + r[:8], "bad token " + tok.String()},
+		{"bad token " + r[:7], "bad token " + r[:7]}, // too short to tell from text
+		{"bad token " + r + " and " + r[:len(r)-1], "bad token " + tok.String() + " and " + tok.String()},
+	} {
+		if got := redactTokens(tc.in, tok); got != tc.want {
+			t.Errorf("redactTokens(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
