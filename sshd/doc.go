@@ -206,7 +206,8 @@
 // user, opens the listener, so the kernel's check would not apply): one
 // below net.ipv4.ip_unprivileged_port_start, read at each request, or below
 // 1024 when that cannot be read; one connection holds at most 16 such
-// listeners (they are the agent's own descriptors);
+// listeners (they are the agent's own descriptors; a forward on localhost
+// holds two);
 // agent forwarding (ssh -A) is off unless AgentForwarding is set. X11 and
 // tun forwarding, and forwarding to or from Unix sockets (ssh -L or -R with a
 // socket path) are not supported: such a channel is refused as of an unknown

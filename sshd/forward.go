@@ -322,21 +322,27 @@ type tcpipForward struct {
 // handleTCPIPForward serves ssh -R when PermitRemoteForward allows it. Ports
 // below the kernel's unprivileged port start are for root logins only
 // (mayBindPrivileged); port 0 asks for any free port.
+// listeners is listenersLocked under st.mu.
+func (st *connState) listeners() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.listenersLocked()
+}
+
 // maxRemoteForwards bounds the ssh -R listeners of one connection. Unlike
 // OpenSSH's, whose listeners are the sockets of a process per login, these are
 // the agent's own descriptors, which its broker and tunnel connections need
 // too (MaxForwards bounds the connections forwarded, not the listeners).
 const maxRemoteForwards = 16
 
-// forwardCount is the number of ssh -R listeners open (a request for port 0
-// is also kept under port 0, for its cancel: not counted again).
-func (st *connState) forwardCount() int {
-	st.mu.Lock()
-	defer st.mu.Unlock()
+// listenersLocked is the number of ssh -R listeners open: a forward on
+// "localhost" has two (127.0.0.1 and ::1), and one for port 0 is also kept
+// under port 0, for its cancel, not counted again.
+func (st *connState) listenersLocked() int {
 	n := 0
-	for k := range st.forwards {
+	for k, rf := range st.forwards {
 		if !strings.HasSuffix(k, ":0") {
-			n++
+			n += len(rf.ls)
 		}
 	}
 	return n
@@ -373,8 +379,8 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return refuse(fmt.Sprintf("port %d is privileged (below %d) and only root may listen on it", f.BindPort, low))
 	case !s.PermitRemoteForward(sc.User(), f.BindAddr, f.BindPort):
 		return refuse("not allowed by policy")
-	case st.forwardCount() >= maxRemoteForwards:
-		return refuse(fmt.Sprintf("%d remote forwards are open on this connection already", maxRemoteForwards))
+	case st.listeners() >= maxRemoteForwards:
+		return refuse(fmt.Sprintf("%d remote forward listeners are open on this connection already", maxRemoteForwards))
 	}
 	if !st.enter() {
 		return false, nil
@@ -398,11 +404,15 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 	if st.forwards == nil {
 		st.forwards = make(map[string]*remoteForward)
 	}
-	if st.done || entered < len(rf.ls) {
+	over := st.listenersLocked()+len(rf.ls) > maxRemoteForwards
+	if st.done || entered < len(rf.ls) || over {
 		st.mu.Unlock()
 		rf.Close()
 		for range entered {
 			st.leave()
+		}
+		if over {
+			return refuse(fmt.Sprintf("its %d listeners would pass the %d one connection may hold", len(rf.ls), maxRemoteForwards))
 		}
 		return false, nil
 	}

@@ -216,7 +216,7 @@ func TestRemoteForward(t *testing.T) {
 			l.Close()
 			t.Fatalf("listener %d allowed", maxRemoteForwards+1)
 		}
-		if l := e.logs.logged("remote forward refused", "remote forwards are open on this connection already"); len(l) != 1 {
+		if l := e.logs.logged("remote forward refused", "remote forward listeners are open on this connection already"); len(l) != 1 {
 			t.Errorf("refusal log lines: %q", l)
 		}
 		ls[0].Close() // cancel-tcpip-forward frees its place
@@ -229,6 +229,58 @@ func TestRemoteForward(t *testing.T) {
 			l.Close()
 		}
 	})
+	// A forward on "localhost" (ssh -R's default) holds two listeners, which
+	// count: 16 such forwards held 32 of the agent's descriptors.
+	t.Run("listeners of localhost forwards count", func(t *testing.T) {
+		var mu sync.Mutex
+		open := 0
+		e := newEnv(t, func(_ *testEnv, s *Server) {
+			s.PermitRemoteForward = func(_, bind string, _ uint32) bool { return true }
+			s.listen = func(network, addr string) (net.Listener, error) {
+				if host, _, _ := net.SplitHostPort(addr); host == "::1" {
+					addr = "127.0.0.1:0" // a stand-in: tests listen on 127.0.0.1 only
+				}
+				l, err := net.Listen(network, addr)
+				if err != nil {
+					return nil, err
+				}
+				mu.Lock()
+				open++
+				mu.Unlock()
+				return &countedListener{Listener: l, closed: func() { mu.Lock(); open--; mu.Unlock() }}, nil
+			}
+		})
+		c := e.login("root")
+		granted := 0
+		for range maxRemoteForwards {
+			ok, _, err := c.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: "localhost"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				granted++
+			}
+		}
+		mu.Lock()
+		held := open
+		mu.Unlock()
+		if granted != maxRemoteForwards/2 || held != maxRemoteForwards {
+			t.Errorf("%d localhost forwards granted, holding %d listeners; want %d holding %d",
+				granted, held, maxRemoteForwards/2, maxRemoteForwards)
+		}
+	})
+}
+
+// countedListener calls closed once when it is first closed.
+type countedListener struct {
+	net.Listener
+	once   sync.Once
+	closed func()
+}
+
+func (l *countedListener) Close() error {
+	l.once.Do(l.closed)
+	return l.Listener.Close()
 }
 
 // TestRemoteForwardLocalhost: ssh -R with no bind address sends "localhost",
