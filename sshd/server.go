@@ -36,7 +36,10 @@ const serverVersion = "OpenSSH_porthole"
 // (there is no host key either, so Serve returns an error until DataDir or
 // HostKeyFiles is set). Its first Serve or ServeConn adds group and world
 // write to the process umask, as OpenSSH's sshd does at start: sessions'
-// programs and in-process SFTP and scp create files under it.
+// programs and in-process SFTP and scp create files under it. It does not
+// close what the process inherited: a descriptor without close-on-exec
+// reaches every program a session runs, so a program that embeds it marks
+// them first, as the porthole binary does (OpenSSH's sshd closes them).
 type Server struct {
 	// DataDir is the directory of the ed25519 host key (HostKeyFile). The key
 	// is made on first start, written atomically with mode 0600, and reused
