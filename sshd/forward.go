@@ -319,16 +319,6 @@ type tcpipForward struct {
 	BindPort uint32
 }
 
-// handleTCPIPForward serves ssh -R when PermitRemoteForward allows it. Ports
-// below the kernel's unprivileged port start are for root logins only
-// (mayBindPrivileged); port 0 asks for any free port.
-// listeners is listenersLocked under st.mu.
-func (st *connState) listeners() int {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.listenersLocked()
-}
-
 // maxRemoteForwards bounds the ssh -R listeners of one connection. Unlike
 // OpenSSH's, whose listeners are the sockets of a process per login, these are
 // the agent's own descriptors, which its broker and tunnel connections need
@@ -348,6 +338,16 @@ func (st *connState) listenersLocked() int {
 	return n
 }
 
+// listeners is listenersLocked under st.mu.
+func (st *connState) listeners() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.listenersLocked()
+}
+
+// handleTCPIPForward serves ssh -R when PermitRemoteForward allows it. Ports
+// below the kernel's unprivileged port start are for root logins only
+// (mayBindPrivileged); port 0 asks for any free port.
 func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {
 	st := stateFrom(ctx)
 	sc, ok := ctx.Value(gliderssh.ContextKeyConn).(*gossh.ServerConn)
