@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -202,16 +201,7 @@ func TestSupersedingStreamStartIsHonoured(t *testing.T) {
 }
 
 func TestFailedDialResets(t *testing.T) {
-	// A Unix socket whose listener is gone refuses connections; a freed TCP port
-	// could be taken by another test meanwhile.
-	sock := filepath.Join(t.TempDir(), "dead.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.SetUnlinkOnClose(false)
-	ln.Close()
-	dead := "unix:" + sock
+	dead := tunneltest.RefusingTarget(t)
 	good := echoServer(t, 8)
 	for _, peer := range []tunnel.Version{tunnel.V3, tunnel.V2} {
 		t.Run(peer.String(), func(t *testing.T) {
@@ -481,7 +471,7 @@ func TestStdioLostBeforeAnswer(t *testing.T) {
 // so that --stdio exits with an error (it returned nil: exit 0), while a
 // connection the service answered and ended is nil.
 func TestStdioRefused(t *testing.T) {
-	refusing := refusingTarget(t) // the device's dial is refused
+	refusing := tunneltest.RefusingTarget(t) // the device's dial is refused
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": refusing}, noSource: true})
 	src := &tunnel.Source{Config: h.Src.Config}
 	inR, inW := io.Pipe()
@@ -974,23 +964,8 @@ func flood(c net.Conn) {
 	}
 }
 
-// refusedAddr is a loopback address where nothing listens: a dial is refused.
-// refusingTarget is a service target whose connections are refused: a Unix
-// socket whose listener is gone. A freed TCP port (refusedAddr) can be taken
-// by another test meanwhile; then the device's dial was answered, and
-// TestStdioRefused waited out its 30 s (once in CI).
-func refusingTarget(t *testing.T) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "refuse.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.SetUnlinkOnClose(false)
-	ln.Close()
-	return "unix:" + sock
-}
-
+// refusedAddr is a loopback address where nothing listens: a dial is refused,
+// unless another test takes the port meanwhile (see tunneltest.RefusingTarget).
 func refusedAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

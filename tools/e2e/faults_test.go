@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
@@ -339,16 +340,7 @@ func TestFaultWebSocketDropMidTransfer(t *testing.T) {
 }
 
 func TestFaultTargetRefusesOrHangs(t *testing.T) {
-	// A Unix socket whose listener is gone refuses connections, and unlike a freed
-	// TCP port no other test can start listening there meanwhile.
-	sock := filepath.Join(t.TempDir(), "refuse.sock")
-	refused, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused.SetUnlinkOnClose(false)
-	refused.Close()
-	refusedAddr := "unix:" + sock
+	refusedAddr := tunneltest.RefusingTarget(t)
 	hang, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +49,22 @@ func ServeTCP(tb testing.TB, serve func(net.Conn)) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// RefusingTarget is a service target whose connections are refused: a Unix
+// socket whose listener is gone. A freed TCP port can be taken by another
+// test meanwhile; then the dial was answered, and a test waiting for the
+// refusal waited out its timeout (once in CI).
+func RefusingTarget(tb testing.TB) string {
+	tb.Helper()
+	sock := filepath.Join(tb.TempDir(), "refuse.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	return "unix:" + sock
 }
 
 // EchoServer starts a TCP server on 127.0.0.1 that answers every connection with its
