@@ -43,7 +43,8 @@
 // restart.
 //
 // Tunnels expire after timeoutConfig.maxLifetimeTimeoutMinutes (1–720, default 720):
-// both sides get a Close frame, as on CloseTunnel. Closed tunnels stay describable
+// both sides get a Close frame, as on CloseTunnel, within a second, and from the
+// expiry on a handshake is refused and the API describes the tunnel CLOSED. Closed tunnels stay describable
 // for three hours, at most Config.MaxClosedTunnels of them (--max-closed-tunnels,
 // 1000 by default; past it the ones closed first are forgotten). With
 // Config.DataDir, the state (tunnels, tokens, client tokens, pending

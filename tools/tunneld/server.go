@@ -264,6 +264,7 @@ func (s *Server) now() time.Time {
 // else to the control plane.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/tunnel" || strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		s.sweep()
 		if r.URL.Path == "/tunnel" && s.refuseRevoked(w, r, r.RemoteAddr) {
 			return
 		}
@@ -357,6 +358,7 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 	if in.TimeoutConfig != nil && in.TimeoutConfig.MaxLifetimeTimeoutMinutes != 0 {
 		lifetime = in.TimeoutConfig.MaxLifetimeTimeoutMinutes
 	}
+	s.sweep()
 	now := s.now()
 	s.mu.Lock()
 	open := 0
@@ -418,6 +420,7 @@ func (s *Server) CloseTunnel(ctx context.Context, in *CloseTunnelInput) error {
 	if err := checkTunnelID(in.TunnelID); err != nil {
 		return err
 	}
+	s.sweep()
 	s.mu.Lock()
 	r := s.tunnels[in.TunnelID]
 	if r == nil {
@@ -439,6 +442,7 @@ func (s *Server) DescribeTunnel(ctx context.Context, in *DescribeTunnelInput) (*
 	if err := checkTunnelID(in.TunnelID); err != nil {
 		return nil, err
 	}
+	s.sweep()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.tunnels[in.TunnelID]
@@ -479,6 +483,7 @@ func (s *Server) ListTunnels(ctx context.Context, in *ListTunnelsInput) (*ListTu
 	if err := in.validate(); err != nil {
 		return nil, err
 	}
+	s.sweep()
 	var after *cursor
 	if in.NextToken != "" {
 		c, err := decodeCursor(in.NextToken)
@@ -528,6 +533,7 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	if err := in.validate(); err != nil {
 		return nil, err
 	}
+	s.sweep()
 	s.mu.Lock()
 	r := s.tunnels[in.TunnelID]
 	if r == nil || r.Status != StatusOpen {
@@ -742,7 +748,10 @@ func (s *Server) janitor() {
 	}
 }
 
-// sweep is one round of the janitor.
+// sweep is one round of the janitor. The API calls and handshakes that depend on
+// whether a tunnel is open run it first as well, so that a tunnel's lifetime ends
+// when it says, not at the janitor's next round: a token is refused, and the
+// tunnel described CLOSED, from its expiry on.
 func (s *Server) sweep() {
 	now := s.now()
 	changed := false

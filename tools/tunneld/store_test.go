@@ -173,6 +173,47 @@ func TestExpiryAndRetention(t *testing.T) {
 	}
 }
 
+// A tunnel's lifetime ends when it says, not at the janitor's next round: a
+// handshake, DescribeTunnel, ListTunnels and RotateTunnelAccessToken after it
+// find the tunnel closed, even if the janitor has not run since.
+func TestExpiryBetweenSweeps(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)}
+	ts := startServer(t, Config{now: clock.now, tick: time.Hour})
+	open := func() *OpenTunnelOutput {
+		out, err := ts.OpenTunnel(context.Background(), &OpenTunnelInput{
+			DestinationConfig: &DestinationConfig{Services: []string{"SSH"}},
+			TimeoutConfig:     &TimeoutConfig{MaxLifetimeTimeoutMinutes: 1},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	a, b, c := open(), open(), open()
+	clock.advance(time.Minute)
+
+	if _, status, body := dialWS(t, ts.addr, "source", a.SourceAccessToken, ""); status == 101 {
+		t.Errorf("handshake after the lifetime: %d %s, want refused", status, body)
+	}
+	if d, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: b.TunnelID}); err != nil {
+		t.Error(err)
+	} else if d.Tunnel.Status != StatusClosed {
+		t.Errorf("DescribeTunnel after the lifetime: %s, want CLOSED", d.Tunnel.Status)
+	}
+	if l, err := ts.ListTunnels(context.Background(), &ListTunnelsInput{}); err != nil {
+		t.Error(err)
+	} else {
+		for _, s := range l.TunnelSummaries {
+			if s.Status != StatusClosed {
+				t.Errorf("ListTunnels after the lifetime: %s is %s, want CLOSED", s.TunnelID, s.Status)
+			}
+		}
+	}
+	if _, err := ts.RotateTunnelAccessToken(context.Background(), &RotateTunnelAccessTokenInput{TunnelID: c.TunnelID, ClientMode: "SOURCE"}); err == nil {
+		t.Error("RotateTunnelAccessToken after the lifetime succeeded, want refused")
+	}
+}
+
 // A tunnel whose lifetime ended while tunneld was down is closed when the
 // state is restored, before the first handshake, not at the janitor's tick.
 func TestTunnelExpiredWhileDown(t *testing.T) {
