@@ -49,9 +49,10 @@
 // 1000 by default; past it the ones closed first are forgotten). With
 // Config.DataDir, the state (tunnels, tokens, client tokens, pending
 // notifications) is written atomically to DataDir/tunnels.json, mode 0600, after
-// every API change and every first use of a token on the data plane (a
-// single-use token must stay used across a restart; reconnects and disconnects
-// are not written), and restored by New; a restart cuts the WebSockets without a
+// every API change and at every first use of a token on the data plane, before
+// its 101 (a single-use token must stay used across a restart; a handshake whose
+// use cannot be written is refused with 503; reconnects and disconnects are not
+// written), and restored by New; a restart cuts the WebSockets without a
 // Close frame, so clients with client tokens reconnect. One server at a time owns a
 // data directory (an exclusive flock, held until Shutdown or Close); a second one
 // fails at start with ErrDataDirInUse.

@@ -206,6 +206,9 @@ func New(cfg Config) (*Server, error) {
 	s.dp = &dataplane.Server{
 		Logger:   log.With("plane", "data"),
 		OnChange: s.dataplaneChanged,
+		// A token's first use is on disk before its 101: a crash after the 101
+		// must not let a single-use token in again.
+		OnFirstUse: func(*dataplane.Tunnel) error { return s.save() },
 	}
 	// ReadTimeout bounds the body too. It does not cut the WebSockets: net/http
 	// clears a connection's deadlines when it is hijacked (conn.hijackLocked;

@@ -3,6 +3,7 @@ package tunneld
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -211,6 +212,53 @@ func TestExpiryBetweenSweeps(t *testing.T) {
 	}
 	if _, err := ts.RotateTunnelAccessToken(context.Background(), &RotateTunnelAccessTokenInput{TunnelID: c.TunnelID, ClientMode: "SOURCE"}); err == nil {
 		t.Error("RotateTunnelAccessToken after the lifetime succeeded, want refused")
+	}
+}
+
+// A token's first use is on disk before the client has its 101: a crash just
+// after the 101 must not let a single-use token in again. If it cannot be
+// written, the handshake is refused (503, retried by clients) and the token is
+// still good.
+func TestFirstUseSavedBeforeUpgrade(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Config{DataDir: dir})
+	out, err := ts.OpenTunnel(context.Background(), &OpenTunnelInput{
+		DestinationConfig: &DestinationConfig{Services: []string{"SSH"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := func() [2]bool {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, stateFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st state
+		if err := json.Unmarshal(b, &st); err != nil || len(st.Tunnels) != 1 {
+			t.Fatalf("state file: %v, %d tunnels", err, len(st.Tunnels))
+		}
+		return st.Tunnels[0].Used
+	}
+
+	// The saver cannot beat the check: it is held off for the whole test.
+	ts.saveMu.Lock()
+	ts.saveEnded = true
+	ts.saveMu.Unlock()
+	if _, status, body := dialWS(t, ts.addr, "source", out.SourceAccessToken, ""); status != http.StatusServiceUnavailable {
+		t.Errorf("handshake whose use cannot be saved: %d %s, want 503", status, body)
+	}
+	ts.saveMu.Lock()
+	ts.saveEnded = false
+	ts.saveMu.Unlock()
+	if u := used(); u[0] {
+		t.Fatal("a refused handshake's token is saved as used")
+	}
+	if _, status, body := dialWS(t, ts.addr, "source", out.SourceAccessToken, ""); status != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake after the refusal: %d %s, want 101 (the token given back)", status, body)
+	}
+	if u := used(); !u[0] {
+		t.Error("the source's token is not saved as used when its client has the 101")
 	}
 }
 

@@ -100,6 +100,13 @@ type Server struct {
 	// OnChange, if not nil, is called after a side of a tunnel connects (consuming
 	// its token) or disconnects, without locks held. It must not block.
 	OnChange func(*Tunnel)
+	// OnFirstUse, if not nil, is called when a handshake consumes an access token
+	// (its first use, not a reconnect with the client token), before the 101 is
+	// sent and without locks held. An error refuses the handshake with 503 and
+	// gives the token back. A service that keeps tokens' use across restarts
+	// (tunneld) records it here, so that a crash just after the 101 cannot let a
+	// single-use token be used again.
+	OnFirstUse func(*Tunnel) error
 
 	// now is the clock; nil means time.Now.
 	now func() time.Time
@@ -512,6 +519,14 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 		s.refuse(w, h, status, body)
 		return nil
 	}
+	if undo != nil && s.OnFirstUse != nil {
+		if err := s.OnFirstUse(t); err != nil {
+			undo()
+			s.log().Error("recording an access token's first use", "tunnel", t.id, "side", side, "error", err)
+			s.refuse(w, h, http.StatusServiceUnavailable, "Service unavailable: the tunneling service could not record the access token's use; try again")
+			return nil
+		}
+	}
 	raw, _ := r.Context().Value(rawConnKey{}).(net.Conn)
 	h.Status, h.Subprotocol, h.ChannelID = http.StatusSwitchingProtocols, proto, NewUUID()
 	s.mu.Lock()
@@ -548,7 +563,9 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 			return nil
 		}
 		// Accept answered a bad WebSocket request itself.
-		undo()
+		if undo != nil {
+			undo()
+		}
 		s.mu.Lock()
 		h.Status, h.Body, h.Subprotocol = rec.status, rec.body.String(), ""
 		s.mu.Unlock()
@@ -567,7 +584,8 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 }
 
 // admit checks and consumes the access token (spec §3.8). On refusal status is
-// non-zero; undo gives the token back if the upgrade fails later.
+// non-zero. When admit consumed the token, undo gives it back if the upgrade fails
+// later; a reconnect with the client token consumes nothing, and undo is nil.
 func (s *Server) admit(token, clientToken string, mode Side) (t *Tunnel, side Side, undo func(), status int, body string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -589,7 +607,7 @@ func (s *Server) admit(token, clientToken string, mode Side) (t *Tunnel, side Si
 		case clientToken != st.clientToken:
 			return nil, 0, nil, http.StatusBadRequest, BodyClientTokenMismatch
 		}
-		return t, side, func() {}, 0, ""
+		return t, side, nil, 0, ""
 	}
 	if clientToken != "" {
 		if owner, ok := s.clientTokens[clientToken]; ok && owner != token {
