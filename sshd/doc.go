@@ -112,7 +112,9 @@
 // terminal; a pty is its controlling terminal, owned by the user, with
 // group "tty" and mode 0620 when the group file has a tty group, else
 // the user's group and mode 0600. Exit status and exit signal are sent
-// back, client EOF closes the program's stdin (so "ssh host cmd < file"
+// back (a signal RFC 4254 does not name, such as SIGBUS, as exit status
+// 128+n, as a shell reports it, where OpenSSH sends "SIG@openssh.com" and its
+// client exits 255), client EOF closes the program's stdin (so "ssh host cmd < file"
 // works), "eow@openssh.com" (the client reads no more
 // output, as in "ssh host yes | head -1") stops reading the program's output
 // so that its next write gets SIGPIPE (on a pty, the terminal is hung up)

@@ -78,6 +78,12 @@ func TestExitSignal(t *testing.T) {
 	if ev := e.eventsOf(EventSessionEnd)[0]; ev.ExitSignal != "TERM" || ev.ExitStatus != -1 {
 		t.Errorf("session end event = %+v, want signal TERM and status -1", ev)
 	}
+
+	// A signal RFC 4254 does not name is an exit status, as a shell gives it.
+	err = openSession(t, c).Run("kill -BUS $$")
+	if want := 128 + int(syscall.SIGBUS); !errors.As(err, &ee) || ee.Signal() != "" || ee.ExitStatus() != want {
+		t.Errorf("Run(kill -BUS $$) = %v, want exit status %d", err, want)
+	}
 }
 
 func TestSignalRequest(t *testing.T) {
