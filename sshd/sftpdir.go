@@ -67,6 +67,10 @@ func (s *sftpFront) opendir(id uint32, p string) []byte {
 	return sftpReply(sftpHandle, id, gossh.Marshal(struct{ H string }{h}))
 }
 
+// errNotDirHandle refuses READDIR with a handle that is not an open
+// directory's.
+const errNotDirHandle = sftpFailureMsg("not the handle of an open directory")
+
 // readdir replies with the next entries of the directory with handle h, up
 // to 100 as sftp-server sends, or with SSH_FX_EOF at its end. An entry that
 // cannot be lstat'ed (removed meanwhile) is left out. Entries are stat'ed
@@ -75,7 +79,8 @@ func (s *sftpFront) opendir(id uint32, p string) []byte {
 func (s *sftpFront) readdir(id uint32, h string) []byte {
 	d := s.dirs[h]
 	if d == nil {
-		return sftpStatusPacket(id, syscall.EBADF)
+		// A file's handle or none: "failure", as sftp-server answers.
+		return sftpStatusPacket(id, errNotDirHandle)
 	}
 	fd := int(d.f.Fd())
 	now := time.Now()

@@ -103,7 +103,7 @@ var (
 )
 
 // fsync answers fsync@openssh.com for handle h, as sftp-server does: an
-// unknown handle is "no such file", a directory's is unsupported. The file,
+// unknown handle, or a directory's, is "no such file". The file,
 // opened again, is flushed with fsync(2), which flushes the file (not only
 // what one descriptor wrote) and reports a failed write-back. If it cannot be
 // (renamed or replaced since, not a regular file, not readable by the
@@ -111,10 +111,7 @@ var (
 // reports no error. Every request before this one has been answered, so the
 // writes of an upload are all in.
 func (s *sftpFront) fsync(h string) error {
-	if s.dirs[h] != nil {
-		return syscall.ENOSYS
-	}
-	of, ok := s.file(h)
+	of, ok := s.file(h) // not a directory's: those are s.dirs
 	if !ok {
 		return syscall.EBADF
 	}

@@ -355,7 +355,7 @@ func (c *fsyncCalls) String() string {
 // TestSFTPFsync: fsync@openssh.com is offered, flushes the file of a handle
 // pkg/sftp holds open once the writes before it are in, and is refused as
 // sftp-server refuses it for a handle that is not open (never opened, or
-// closed) and for a directory's.
+// closed) and for a directory's (no such file).
 func TestSFTPFsync(t *testing.T) {
 	calls := recordFsyncs(t)
 	const create = 0x02 | 0x08 | 0x10 // WRITE, CREAT, TRUNC
@@ -386,14 +386,30 @@ func TestSFTPFsync(t *testing.T) {
 	}
 	sftpStatuses(t, [][]byte{replies[2], replies[3], replies[5], replies[6], replies[7], replies[8]},
 		[2]uint32{3, sftpOK}, [2]uint32{4, sftpOK},
-		[2]uint32{6, sftpOpUnsupported}, // a directory's handle
-		[2]uint32{7, sftpNoSuchFile},    // never opened
+		[2]uint32{6, sftpNoSuchFile}, // a directory's handle
+		[2]uint32{7, sftpNoSuchFile}, // never opened
 		[2]uint32{8, sftpOK},
 		[2]uint32{9, sftpNoSuchFile}, // closed
 	)
 	if len(calls.files) != 1 || !strings.HasSuffix(calls.files[0], "/f.bin 4") || calls.syncs != 0 {
 		t.Errorf("flushed: %v, want fsync of f.bin with its 4 bytes written", calls)
 	}
+}
+
+// TestSFTPReaddirNotADirectory: READDIR with a file's handle, or one never
+// opened, is "failure", as sftp-server answers it.
+func TestSFTPReaddirNotADirectory(t *testing.T) {
+	replies := sftpReplies(t, runSFTPStream(t, bytes.Join([][]byte{
+		sftpPacket(1, uint32(3)),
+		sftpPacket(sftpOpen, uint32(2), "f", uint32(0x02|0x08), uint32(0)), // WRITE, CREAT
+		sftpPacket(sftpExt, uint32(3), limitsExt),                          // the OPEN is answered first
+		sftpPacket(sftpReaddir, uint32(4), "1"),
+		sftpPacket(sftpReaddir, uint32(5), "9"),
+	}, nil)))
+	if len(replies) != 5 {
+		t.Fatalf("%d replies, want VERSION and four", len(replies))
+	}
+	sftpStatuses(t, replies[3:], [2]uint32{4, sftpFailure}, [2]uint32{5, sftpFailure})
 }
 
 // TestSFTPFsyncFileMoved: a file renamed, or replaced by a FIFO, since it was
