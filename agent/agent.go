@@ -195,11 +195,8 @@ func Warnings(cfg *Config) []string {
 // the key if there is none yet (porthole keygen). dataDir is checked first as the
 // agent checks it at start, so that no key is made where others could replace it.
 func HostPublicKeys(dataDir string) ([]gossh.PublicKey, error) {
-	if err := checkDataDir(dataDir); err != nil {
+	if err := makeDataDir(dataDir); err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	return (&sshd.Server{DataDir: dataDir}).PublicKeys()
 }

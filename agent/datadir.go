@@ -34,18 +34,40 @@ import (
 // once the check passes, only root or the agent's user can change what the path
 // names.
 func checkDataDir(dir string) error {
+	_, err := walkDataDir(dir)
+	return err
+}
+
+// makeDataDir makes the data directory, mode 0700, if it does not exist, once
+// checkDataDir's rules pass. It is made where the path resolves: a data_dir that
+// is a link to a directory not made yet (ln -s /overlay/porthole
+// /var/lib/porthole) has its target made, as mkdir(2) does not follow a link.
+func makeDataDir(dir string) error {
+	missing, err := walkDataDir(dir)
+	if err != nil || missing == "" {
+		return err
+	}
+	if err := os.Mkdir(missing, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	return nil
+}
+
+// walkDataDir is checkDataDir. When the data directory does not exist yet, it
+// returns the path it is to be made at, the resolution's end.
+func walkDataDir(dir string) (missing string, err error) {
 	euid := os.Geteuid()
 	tunnels := filepath.Join(dir, "tunnels")
 	if fi, err := os.Lstat(tunnels); err == nil {
 		if err := safeDir(tunnels, fi, euid, false); err != nil {
-			return err
+			return "", err
 		}
 	}
 	abs := dir
 	if !filepath.IsAbs(dir) {
 		wd, err := os.Getwd()
 		if err != nil {
-			return fmt.Errorf("data_dir: %w", err)
+			return "", fmt.Errorf("data_dir: %w", err)
 		}
 		abs = wd + "/" + dir // not filepath.Join, which would clean "..": see above
 	}
@@ -53,7 +75,7 @@ func checkDataDir(dir string) error {
 	fi, err := os.Lstat(cur)
 	for err == nil && len(todo) > 0 {
 		if err = safeDir(cur, fi, euid, true); err != nil {
-			return err
+			return "", err
 		}
 		name := todo[0]
 		todo = todo[1:]
@@ -66,27 +88,30 @@ func checkDataDir(dir string) error {
 		nfi, nerr := os.Lstat(next)
 		switch {
 		case errors.Is(nerr, fs.ErrNotExist) && len(todo) == 0:
-			return nil // the data directory itself, made later; cur is checked
+			return next, nil // the data directory itself, made later; cur is checked
 		case errors.Is(nerr, fs.ErrNotExist):
-			return &missingAboveError{dir: dir, missing: next}
+			// What to make for data_dir to be made: the path as far as it is
+			// resolved, without its last name.
+			above := filepath.Join(append([]string{next}, todo[:len(todo)-1]...)...)
+			return "", &missingAboveError{dir: dir, missing: next, above: above}
 		case nerr != nil:
-			return fmt.Errorf("data_dir: %w", nerr)
+			return "", fmt.Errorf("data_dir: %w", nerr)
 		case nfi.Mode()&fs.ModeSymlink != 0:
 			if links++; links > 40 {
-				return fmt.Errorf("data_dir: %s: too many levels of symbolic links", dir)
+				return "", fmt.Errorf("data_dir: %s: too many levels of symbolic links", dir)
 			}
 			if uid, foreign := foreignOwner(nfi, euid); foreign {
-				return fmt.Errorf("data_dir: the link %s belongs to uid %d, not to root or the agent's user (uid %d)", next, uid, euid)
+				return "", fmt.Errorf("data_dir: the link %s belongs to uid %d, not to root or the agent's user (uid %d)", next, uid, euid)
 			}
 			target, err := os.Readlink(next)
 			if err != nil {
-				return fmt.Errorf("data_dir: %w", err)
+				return "", fmt.Errorf("data_dir: %w", err)
 			}
 			if filepath.IsAbs(target) {
 				cur = "/"
 				fi, err = os.Lstat(cur)
 				if err != nil {
-					return fmt.Errorf("data_dir: %w", err)
+					return "", fmt.Errorf("data_dir: %w", err)
 				}
 			}
 			todo = append(components(target), todo...)
@@ -95,9 +120,9 @@ func checkDataDir(dir string) error {
 		cur, fi = next, nfi
 	}
 	if err != nil {
-		return fmt.Errorf("data_dir: %w", err)
+		return "", fmt.Errorf("data_dir: %w", err)
 	}
-	return safeDir(cur, fi, euid, false) // where the resolution ends is the data directory
+	return "", safeDir(cur, fi, euid, false) // where the resolution ends is the data directory
 }
 
 // missingAboveError is a data directory below a directory that does not exist:
@@ -108,12 +133,13 @@ type missingAboveError struct {
 	_       [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	dir     string    // data_dir
 	missing string    // the first directory on the way that does not exist
+	above   string    // the directory data_dir is to be made in, as far as it is resolved
 }
 
 func (e *missingAboveError) Error() string {
 	return fmt.Sprintf("data_dir: %s does not exist: the agent makes only data_dir (%s), not the directories above it; "+
 		"if they are on storage mounted later in boot, the agent will exit (2) at start until they are there, for its init system to start it again; "+
-		"otherwise make them (mkdir -p -m 700 %s)", e.missing, e.dir, filepath.Dir(e.dir))
+		"otherwise make them (mkdir -p -m 700 %s)", e.missing, e.dir, e.above)
 }
 
 // components splits a path into its names, without empty ones and ".".
@@ -166,15 +192,16 @@ func safeDir(p string, fi fs.FileInfo, euid int, stickyOK bool) error {
 // system restarts until it is there. An existing, read-only data directory that
 // holds the host key still serves: tunnels are then not kept across restarts.
 func dataDirWarning(dir string) string {
-	target, made := dir, true
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		target, made = filepath.Dir(dir), false
+	toMake, err := walkDataDir(dir)
+	var missing *missingAboveError
+	if errors.As(err, &missing) {
+		return missing.Error()
 	} else if err != nil {
 		return "" // checkDataDir reports it
 	}
-	var missing *missingAboveError
-	if errors.As(checkDataDir(dir), &missing) {
-		return missing.Error()
+	target, made := dir, toMake == ""
+	if !made {
+		target = filepath.Dir(toMake) // through a link, the target's directory
 	}
 	why := ""
 	var st syscall.Statfs_t
@@ -221,8 +248,8 @@ const lockWait = 10 * time.Second
 // with the process. It holds until the returned file is closed. The wait ends
 // with ctx (a stop while another agent holds the lock): ctx's error.
 func lockDataDir(ctx context.Context, dir string, wait time.Duration) (*os.File, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
+	if err := makeDataDir(dir); err != nil {
+		return nil, err
 	}
 	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {

@@ -170,3 +170,51 @@ func TestCheckDataDir(t *testing.T) {
 		}
 	}
 }
+
+// A data_dir that is a link to a directory not made yet (ln -s
+// /overlay/porthole /var/lib/porthole, before the first start) passes the
+// check, so it must also be made: its target is, the link kept (mkdir(2) on
+// the link's name would fail, and the agent exit 2 at every start).
+func TestDataDirLinkToMissingDirectory(t *testing.T) {
+	root := t.TempDir()
+	flash := filepath.Join(root, "flash")
+	if err := os.Mkdir(flash, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "data")
+	if err := os.Symlink(filepath.Join(flash, "porthole"), dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkDataDir(dir); err != nil {
+		t.Fatalf("checkDataDir: %v", err)
+	}
+	if w := dataDirWarning(dir); w != "" {
+		t.Errorf("check-config warns: %s", w)
+	}
+	f, err := lockDataDir(context.Background(), dir, 0)
+	if err != nil {
+		t.Fatalf("the agent's start: %v", err)
+	}
+	f.Close()
+	if fi, err := os.Lstat(dir); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("data_dir is no longer the link: %v, %v", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Join(flash, "porthole")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the link's target: %v, %v; want a directory, mode 0700", fi, err)
+	}
+	if _, err := HostPublicKeys(dir); err != nil {
+		t.Errorf("keygen: %v", err)
+	}
+
+	// A link into storage not mounted yet: the advice names what to make.
+	sd := filepath.Join(root, "sd")
+	dir = filepath.Join(root, "data2")
+	if err := os.Symlink(filepath.Join(sd, "porthole"), dir); err != nil {
+		t.Fatal(err)
+	}
+	err = checkDataDir(dir)
+	var missing *missingAboveError
+	if !errors.As(err, &missing) || !strings.Contains(err.Error(), sd+" does not exist") || !strings.HasSuffix(err.Error(), "(mkdir -p -m 700 "+sd+")") {
+		t.Errorf("checkDataDir of a link below a missing directory: %v, want it missing with the advice to make %s", err, sd)
+	}
+}
