@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"syscall"
@@ -94,6 +97,34 @@ func TestConnectFailureOutOfDescriptors(t *testing.T) {
 			&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", errno)})
 		if got := a.failureReason(err, a.log); got == "network" || !strings.Contains(got, "file descriptors") {
 			t.Errorf("failureReason(%v) = %q, want it to say the agent is out of file descriptors", err, got)
+		}
+	}
+}
+
+// A certificate the service's or the proxy's chain does not verify (a device
+// without a CA bundle) and a proxy refusing tunnel.https_proxy's credentials
+// are no network failures either: the event names them, as porthole connect
+// does.
+func TestConnectFailureCertificateAndProxy(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	c, tlsErr := tls.Dial("tcp", srv.Listener.Addr().String(), &tls.Config{ServerName: "example.com"})
+	if tlsErr == nil {
+		c.Close()
+		t.Fatal("a self-signed server's certificate verified")
+	}
+	a := &Agent{cfg: &Config{}, log: slog.New(slog.DiscardHandler)}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("tunnel: connecting to data.tunneling.iot.eu-west-1.amazonaws.com:443: %w", tlsErr), "certificate check of the service"},
+		{&tunnel.ProxyError{Err: fmt.Errorf("TLS to proxy 10.0.0.1:3128: %w", tlsErr)}, "certificate check of the HTTPS proxy"},
+		{&tunnel.ProxyError{Err: errors.New("proxy 10.0.0.1:3128 refused CONNECT: 407 Proxy Authentication Required"), Status: 407}, "credentials of tunnel.https_proxy (407)"},
+		{&tunnel.ProxyError{Err: errors.New("proxy 10.0.0.1:3128 refused CONNECT: 403 Forbidden"), Status: 403}, "HTTPS proxy refused to connect to the service (403)"},
+	} {
+		if got := a.failureReason(tc.err, a.log); !strings.Contains(got, tc.want) {
+			t.Errorf("failureReason(%v) = %q, want it to say %q", tc.err, got, tc.want)
 		}
 	}
 }
