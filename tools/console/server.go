@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/rebind"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -317,42 +319,11 @@ func (s *Server) tokenOK(got string) bool {
 	return subtle.ConstantTimeCompare(sum[:], s.sum[:]) == 1
 }
 
-// hostOK accepts a Host header that names the address the request came in on
-// (the listen address, or the interface's for a wildcard one), or a loopback name
-// (localhost, 127.0.0.1, [::1]), with the port it came in on, or the PublicURL's
-// host and port. Any other name is a page that rebound its DNS name to this
-// address.
+// hostOK accepts a Host header that names the address the request came in on,
+// or a loopback name, with its port (rebind.LocalHost), or the PublicURL's host
+// and port. Any other name is a page that rebound its DNS name to this address.
 func (s *Server) hostOK(r *http.Request) bool {
-	if s.viaPublic(r) {
-		return true
-	}
-	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if la == nil {
-		return false
-	}
-	local, err := netip.ParseAddrPort(la.String())
-	if err != nil {
-		return false
-	}
-	host, port, err := net.SplitHostPort(r.Host)
-	if err != nil { // no port: the scheme's
-		host, port = strings.TrimSuffix(strings.TrimPrefix(r.Host, "["), "]"), "80"
-		if r.TLS != nil {
-			port = "443"
-		}
-	}
-	if port != fmt.Sprint(local.Port()) {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || ip.Zone() != "" {
-		return false
-	}
-	ip = ip.Unmap()
-	return ip == local.Addr().Unmap() || ip == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || ip == netip.IPv6Loopback()
+	return s.viaPublic(r) || rebind.LocalHost(r)
 }
 
 // viaPublic reports whether r names the PublicURL's host and port: it came

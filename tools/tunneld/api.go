@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+	"github.com/porthole-iot/porthole/tools/internal/rebind"
 )
 
 // targetPrefix is the X-Amz-Target prefix of the service (AWS JSON 1.1).
@@ -148,6 +149,9 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 	if len(body) > maxRequestBody {
 		return nil, &APIError{Type: ErrTypeSerialization, Message: fmt.Sprintf("request body over %d bytes", maxRequestBody)}
 	}
+	if err := s.checkHost(r); err != nil {
+		return nil, err
+	}
 	if err := s.checkAuth(r, body); err != nil {
 		return nil, err
 	}
@@ -192,4 +196,18 @@ func (s *Server) checkAuth(r *http.Request, body []byte) error {
 		return nil
 	}
 	return s.verifySigV4(r, a, body)
+}
+
+// checkHost refuses, when signatures are not verified, a request whose Host
+// names something other than this server's address or localhost: a web page
+// that rebound its DNS name to a tunneld on 127.0.0.1 could otherwise open
+// tunnels and read their tokens (its browser sends whatever headers it likes to
+// what is, for it, the same origin). With Credentials, the page cannot sign.
+func (s *Server) checkHost(r *http.Request) error {
+	if len(s.cfg.Credentials) > 0 || rebind.LocalHost(r) {
+		return nil
+	}
+	return &APIError{Type: ErrTypeAccessDenied, Status: http.StatusForbidden,
+		Message: fmt.Sprintf("Host %q names neither the address this request came to nor localhost: without --credentials tunneld answers only those, "+
+			"so that a web page that rebinds its DNS name to this address cannot use it; use the address, or give tunneld --credentials", r.Host)}
 }

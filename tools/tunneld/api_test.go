@@ -1,6 +1,7 @@
 package tunneld
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -335,6 +336,59 @@ func TestAuthAndRouting(t *testing.T) {
 	ts = unsigned
 	if status, _ := post("IoTSecuredTunneling.ListTunnels", ""); status != 200 {
 		t.Errorf("AllowUnsigned: %d, want 200", status)
+	}
+}
+
+// TestForeignHostRefusedWithoutCredentials: without Credentials, a control-plane
+// request whose Host names neither the server's address nor localhost is
+// refused: a web page that rebound its DNS name to a tunneld on 127.0.0.1
+// could otherwise open tunnels and read their tokens (its browser sends any
+// headers to what is, for it, the same origin). With Credentials the page
+// cannot sign, and any name the client signs works.
+func TestForeignHostRefusedWithoutCredentials(t *testing.T) {
+	post := func(ts *testServer, host string, sign map[string]string) (int, string) {
+		t.Helper()
+		body := []byte(`{"destinationConfig":{"thingName":"router1","services":["SSH"]}}`)
+		req, _ := http.NewRequest("POST", "http://"+ts.addr+"/", bytes.NewReader(body))
+		req.Host = host
+		req.Header.Set("Content-Type", contentType)
+		req.Header.Set("X-Amz-Target", targetPrefix+"OpenTunnel")
+		req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=a/20260101/us-east-1/IoTSecuredTunneling/aws4_request, SignedHeaders=host, Signature=0")
+		for id, secret := range sign {
+			SignV4(req, body, id, secret, "", "us-east-1", SigningName, time.Now())
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("X-Amzn-ErrorType")
+	}
+	for _, cfg := range []Config{{}, {AllowUnsigned: true}} {
+		ts := startServer(t, cfg)
+		port := ts.addr[strings.LastIndex(ts.addr, ":")+1:]
+		for _, tc := range []struct {
+			host   string
+			status int
+		}{
+			{ts.addr, 200},
+			{"localhost:" + port, 200},
+			{"LocalHost:" + port, 200},
+			{"[::1]:" + port, 200},
+			{"rebind.attacker.example:" + port, 403},
+			{"rebind.attacker.example", 403},
+			{"localhost:1", 403},
+			{"10.0.0.1:" + port, 403},
+		} {
+			if status, typ := post(ts, tc.host, nil); status != tc.status || status == 403 && typ != ErrTypeAccessDenied {
+				t.Errorf("AllowUnsigned %v, Host %q: %d %s, want %d", cfg.AllowUnsigned, tc.host, status, typ, tc.status)
+			}
+		}
+	}
+	creds := map[string]string{"AKID": "secret"}
+	ts := startServer(t, Config{Credentials: creds})
+	if status, typ := post(ts, "tunneld.example:443", creds); status != 200 {
+		t.Errorf("with Credentials, a signed request naming another host: %d %s, want 200", status, typ)
 	}
 }
 

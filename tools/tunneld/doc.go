@@ -17,7 +17,9 @@
 //     signature is verified, with its credential scope: Config.Region and the signing
 //     name IoTSecuredTunneling (InvalidSignatureException, UnrecognizedClientException);
 //     without, it is not, so the AWS CLI works with dummy credentials and
-//     --endpoint-url;
+//     --endpoint-url, but only by the server's address or localhost: a request
+//     whose Host names anything else is refused (AccessDeniedException, 403), as
+//     a web page that rebinds its DNS name to the server's address sends;
 //   - the data plane, WebSocket on /tunnel, from agent/tunnel/dataplane: the real
 //     service's handshake, token and relay rules, pongs, validation closes, and the
 //     test knobs (re-chunking, bandwidth limit counting pings and pongs, dropping a

@@ -16,6 +16,7 @@ const (
 	ErrTypeMissingAuthToken   = "MissingAuthenticationTokenException"
 	ErrTypeIncompleteSigature = "IncompleteSignatureException"
 	ErrTypeInternalFailure    = "InternalFailure"
+	ErrTypeAccessDenied       = "AccessDeniedException"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
