@@ -56,10 +56,15 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	var tlsCfg *tls.Config
-	if u.Scheme == "tls" {
-		if tlsCfg, err = clientTLS(cfg); err != nil {
+	switch {
+	case u.Scheme == "tls":
+		if tlsCfg, err = clientTLS(cfg, u.Hostname()); err != nil {
 			return nil, err
 		}
+	case cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "":
+		// Most likely mqtt:// for mqtts://: the files would be ignored and the
+		// tokens published in clear text.
+		return nil, fmt.Errorf("mqtt broker %q is not TLS, but a CA, certificate or key file is given: use mqtts:// (or tls://), or give no files", cfg.Broker)
 	}
 	id := cfg.ClientID
 	if id == "" {
@@ -160,8 +165,11 @@ func brokerURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// clientTLS reads the CA and the client key pair for mutual TLS.
-func clientTLS(cfg MQTTConfig) (*tls.Config, error) {
+// clientTLS reads the CA and the client key pair for mutual TLS with the broker
+// named serverName. The name is set here: autopaho dials through all_proxy, when
+// the environment sets it, and then runs the TLS handshake with this config as it
+// is (a tls.Dialer, used without all_proxy, would fill the name in).
+func clientTLS(cfg MQTTConfig, serverName string) (*tls.Config, error) {
 	if cfg.CAFile == "" || cfg.CertFile == "" || cfg.KeyFile == "" {
 		return nil, errors.New("mqtt: a TLS broker needs a CA file, a client certificate and a key")
 	}
@@ -177,5 +185,5 @@ func clientTLS(cfg MQTTConfig) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mqtt client certificate %s, key %s: %w", cfg.CertFile, cfg.KeyFile, err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, Certificates: []tls.Certificate{cert}}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, Certificates: []tls.Certificate{cert}, ServerName: serverName}, nil
 }
