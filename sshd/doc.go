@@ -143,7 +143,15 @@
 //
 // The SFTP subsystem (pkg/sftp) and legacy scp ("scp -O": scp -t and
 // scp -f with -r, -p, -d) are served in-process, so the device needs no
-// sftp-server or scp binary; "internal-sftp" works as a forced command.
+// sftp-server or scp binary. "internal-sftp" works as a forced command, as
+// in OpenSSH: the key gets SFTP and nothing else (a shell or command gets
+// "This service allows sftp connections only." and exit status 1), and with
+// -R a read-only SFTP, every request that would change a file refused
+// ("permission denied"); -e, -f and -l are accepted and change nothing, and a
+// key with any other option (-d, -u, -P, -p) is refused SFTP rather than
+// served without it. Under any forced command, SSH_ORIGINAL_COMMAND of an
+// sftp subsystem request is the device's sftp-server, or "internal-sftp"
+// without one; a signal request to a subsystem is refused, as OpenSSH does.
 // scp's paths are taken as the user's shell would take them: quoting,
 // globbing (scp -f), $NAME and ${NAME} from the environment a command gets,
 // and a leading ~ or ~user; a name not in that environment and the shell's

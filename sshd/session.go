@@ -325,8 +325,8 @@ func (sess *session) signalOf(payload []byte) (syscall.Signal, bool) {
 		return 0, false
 	}
 	sig, ok := signalNamed(strings.TrimPrefix(req.Name, "SIG"))
-	if !ok || sess.restr.hasForce {
-		return 0, false
+	if !ok || sess.restr.hasForce || sess.kind == "subsystem" {
+		return 0, false // a subsystem's too, as OpenSSH refuses it
 	}
 	sess.mu.Lock()
 	ok = sess.proc != nil
@@ -361,19 +361,42 @@ func (sess *session) start(reqType, arg string) (err error) {
 	sess.done = make(chan struct{})
 	sess.replied = make(chan struct{})
 	sess.startAt = time.Now()
+	if reqType == "subsystem" && arg != "sftp" {
+		// Refused before a forced command is considered, as sshd does.
+		return fmt.Errorf("unknown subsystem %q", clipClient(arg))
+	}
 	original := arg
 	cmdline, kind := arg, reqType
 	var extraEnv []string
+	var sftpOpt sftpOptions
 	if sess.restr.hasForce {
 		cmdline, kind = sess.restr.forceCommand, "exec"
-		if reqType == "subsystem" && cmdline == "internal-sftp" {
-			kind = "subsystem"
-			cmdline = "sftp"
+		if reqType == "subsystem" {
+			// What the subsystem would have run, as sshd passes its
+			// Subsystem command (dropbear its sftp-server's path): a
+			// wrapper script can exec it.
+			original = "internal-sftp"
+			if bin := s.externalSFTPServer(); bin != "" {
+				original = bin
+			}
 		}
 		// As sshd: a shell request has no original command, and the
 		// variable is left unset (an exec of "" sets it empty).
 		if reqType != "shell" {
 			extraEnv = append(extraEnv, "SSH_ORIGINAL_COMMAND="+original)
+		}
+		if args, ok := internalSFTP(cmdline); ok {
+			if reqType != "subsystem" {
+				// sshd's SUBSYSTEM_INT_SFTP_ERROR: a key limited to
+				// sftp gets no shell or command.
+				sess.kind, sess.command = kind, cmdline
+				return sess.refuseNonSFTP()
+			}
+			opt, err := parseInternalSFTP(args)
+			if err != nil {
+				return err
+			}
+			kind, cmdline, sftpOpt = "subsystem", "sftp", opt
 		}
 	}
 	sess.kind, sess.command = kind, cmdline
@@ -384,6 +407,14 @@ func (sess *session) start(reqType, arg string) (err error) {
 	case "subsystem":
 		if cmdline != "sftp" {
 			return fmt.Errorf("unknown subsystem %q", clipClient(cmdline))
+		}
+		if sftpOpt.readOnly {
+			sess.command = "sftp (read-only)"
+		}
+		if !s.sameUser(a) && sftpOpt.readOnly {
+			// The device's sftp-server would take -R, but it may not be
+			// OpenSSH's: nothing is served that might write.
+			return fmt.Errorf("internal-sftp -R serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
 		}
 		if !s.sameUser(a) {
 			// In-process SFTP would act with the server's privileges: use
@@ -396,7 +427,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 			return sess.startProcess(a, bin, false, extraEnv)
 		}
 		sess.audit(EventSessionStart, nil)
-		go func() { sess.finish(sess.runSFTP(a), "", false) }()
+		go func() { sess.finish(sess.runSFTP(a, sftpOpt), "", false) }()
 		return nil
 	case "exec":
 		if cmdline == "internal-sftp" {
@@ -419,10 +450,24 @@ func (sess *session) start(reqType, arg string) (err error) {
 			return fmt.Errorf("internal-sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
 		}
 		sess.audit(EventSessionStart, nil)
-		go func() { sess.finish(sess.runSFTP(a), "", false) }()
+		go func() { sess.finish(sess.runSFTP(a, sftpOptions{}), "", false) }()
 		return nil
 	}
 	return sess.startProcess(a, cmdline, kind == "shell", extraEnv)
+}
+
+// refuseNonSFTP answers a shell or exec request under the forced command
+// internal-sftp as sshd does: a line on the program's output, exit status 1.
+func (sess *session) refuseNonSFTP() error {
+	sess.srv.log().Info("refusing a non-sftp session: the forced command is internal-sftp", "remote", sess.st.remote, "user", sess.sc.User())
+	nl := "\n"
+	if sess.ptyReq != nil {
+		nl = "\r\n"
+	}
+	io.WriteString(sess.ch, "This service allows sftp connections only."+nl)
+	sess.audit(EventSessionStart, nil)
+	go sess.finish(1, "", false)
+	return nil
 }
 
 // environment builds a program's environment: the server's TZ, accepted
@@ -533,9 +578,12 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 	err := startIn(dir)
 	if err != nil && dir != "/" && errors.Is(err, syscall.EACCES) {
 		// The home exists but the user may not enter it (the child
-		// changes directory after taking the user's ids).
-		sess.chdirFailed(dir, syscall.EACCES)
-		err = startIn("/")
+		// changes directory after taking the user's ids), or may not run
+		// the shell: the child's error does not say which. If the shell
+		// starts in /, it was the home.
+		if err = startIn("/"); err == nil {
+			sess.chdirFailed(dir, syscall.EACCES)
+		}
 	}
 	var pe *os.PathError
 	if errors.As(err, &pe) && pe.Op == "fork/exec" {

@@ -1,7 +1,9 @@
 package sshd
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -30,16 +32,21 @@ func (c *sftpChannel) Close() error                { return c.close() }
 //
 // A request that blocks for good (an OPEN of a FIFO no program opens from
 // the other side) is abandoned once the client has gone: see abandonable.
-func (sess *session) runSFTP(a *account) int {
+func (sess *session) runSFTP(a *account, opt sftpOptions) int {
 	dir := workDir(a)
 	front := newSFTPFront(sess.reader(), sess.writer(sess.ch), dir, func(user string) (string, bool) {
 		return sess.tildeHome(a, user)
 	}, sess.srv)
+	front.readOnly = opt.readOnly
 	rw := &sftpChannel{front: front, close: func() error {
 		front.close()
 		return sess.ch.Close()
 	}}
-	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead))
+	sopts := []sftp.ServerOption{sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead)}
+	if opt.readOnly {
+		sopts = append(sopts, sftp.ReadOnly()) // the front refuses writes first
+	}
+	srv, err := sftp.NewServer(rw, sopts...)
 	if err != nil {
 		sess.srv.log().Warn("sftp", "remote", sess.st.remote, "error", err)
 		return 1
@@ -111,4 +118,59 @@ func (s *Server) externalSFTPServer() string {
 		}
 	}
 	return ""
+}
+
+// sftpOptions are the options of a forced command "internal-sftp ...".
+type sftpOptions struct {
+	readOnly bool // -R: no request that changes a file or directory
+}
+
+// internalSFTP reports whether the forced command cmd is OpenSSH's
+// internal-sftp (IS_INTERNAL_SFTP: the word, alone or followed by a space or
+// tab), and returns its arguments.
+func internalSFTP(cmd string) ([]string, bool) {
+	rest, ok := strings.CutPrefix(cmd, "internal-sftp")
+	if !ok || rest != "" && rest[0] != ' ' && rest[0] != '\t' {
+		return nil, false
+	}
+	return strings.Fields(rest), true
+}
+
+// parseInternalSFTP takes sftp-server's options as OpenSSH's internal-sftp
+// does (getopt): -R serves read-only; -e, -f and -l, which choose where and
+// what sftp-server logs, are accepted and change nothing (the server's audit
+// records the session). Any other option is refused, as is anything after the
+// options: serving without a restriction it names (-P, -p, -d, -u) would serve
+// more than the key's owner allowed.
+func parseInternalSFTP(args []string) (sftpOptions, error) {
+	var opt sftpOptions
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			if i+1 < len(args) {
+				return opt, fmt.Errorf("internal-sftp: unexpected argument %q", clipClient(args[i+1]))
+			}
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			return opt, fmt.Errorf("internal-sftp: unexpected argument %q", clipClient(a))
+		}
+		for j := 1; j < len(a); j++ {
+			switch a[j] {
+			case 'R':
+				opt.readOnly = true
+			case 'e':
+			case 'f', 'l':
+				if j+1 == len(a) { // the value is the next argument
+					if i++; i == len(args) {
+						return opt, fmt.Errorf("internal-sftp: option -%c needs a value", a[j])
+					}
+				}
+				j = len(a)
+			default:
+				return opt, fmt.Errorf("internal-sftp: option -%c is not supported here (only -R; -e, -f and -l are accepted and ignored)", a[j])
+			}
+		}
+	}
+	return opt, nil
 }

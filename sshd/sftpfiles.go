@@ -19,6 +19,9 @@ const (
 	sftpFlagRead   = 0x01 // SSH_FXF_READ
 	sftpFlagWrite  = 0x02 // SSH_FXF_WRITE
 	sftpFlagAppend = 0x04 // SSH_FXF_APPEND
+	sftpFlagCreat  = 0x08 // SSH_FXF_CREAT
+	sftpFlagTrunc  = 0x10 // SSH_FXF_TRUNC
+	sftpFlagExcl   = 0x20 // SSH_FXF_EXCL
 )
 
 // openFile is what is known of a file pkg/sftp holds open: the path it was

@@ -128,6 +128,7 @@ type sftpFront struct {
 	answered  int  // replies pkg/sftp has written whole
 	lastOther int  // passed when the last request other than a READ was handed on
 	closed    bool // the session is closing: nothing waits any more
+	readOnly  bool // internal-sftp -R: requests that write are refused (see writes)
 	// files are the handles of files pkg/sftp holds open: added when its
 	// SSH_FXP_HANDLE reply goes out (only OPEN gets one from it), removed
 	// when a CLOSE of one is handed on (pkg/sftp forgets the handle even
@@ -396,9 +397,12 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		// worth holds it (an OPEN's path may not fit: not known then).
 		b, err := s.r.Peek(min(int(4+size), s.r.Size()))
 		known = err == nil && gossh.Unmarshal(b[5:], &req) == nil
-		if !known && typ != sftpOpen {
+		if !known && typ != sftpOpen && !s.readOnly {
 			return false
 		}
+	}
+	if s.readOnly && (!known && (typ == sftpOpen || typ == sftpExt) || writes(typ, req.Arg, req.Rest)) {
+		return true // refused in serve, as is an OPEN or extension not known here
 	}
 	switch {
 	case known && req.Arg == "" && (typ == sftpOpen || typ == sftpReadlink):
@@ -444,6 +448,26 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	switch typ {
 	case sftpMkdir, sftpSymlink, sftpOpendir, sftpReaddir, sftpRemove, sftpRmdir, sftpRename, sftpRealpath, sftpStat, sftpLstat:
 		return true
+	}
+	return false
+}
+
+// readOnlyExts are the extensions served under internal-sftp -R: those that
+// change nothing.
+var readOnlyExts = []string{expandPath, limitsExt, usersGroupsExt, statvfsExt}
+
+// writes reports whether a request of type typ, with arg and rest as serves
+// and serve read them, may change a file or directory: refused under
+// internal-sftp -R, as sftp-server -R refuses its requests that write (an
+// OPEN to write, create or truncate among them).
+func writes(typ byte, arg string, rest []byte) bool {
+	switch typ {
+	case sftpSetstat, sftpFsetstat, sftpRemove, sftpMkdir, sftpRmdir, sftpRename, sftpSymlink, sftpWrite:
+		return true
+	case sftpOpen:
+		return len(rest) < 4 || binary.BigEndian.Uint32(rest)&(sftpFlagWrite|sftpFlagAppend|sftpFlagCreat|sftpFlagTrunc|sftpFlagExcl) != 0
+	case sftpExt:
+		return !slices.Contains(readOnlyExts, arg)
 	}
 	return false
 }
@@ -529,6 +553,12 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 	s.mu.Unlock()
 	if closed {
 		return nil, errSFTPClosed
+	}
+	if s.readOnly && (writes(pkt[4], req.Arg, req.Rest) || pkt[4] == sftpOpen && len(pkt) > s.r.Size()) {
+		// Refused as sftp-server -R refuses it: "permission denied"; an
+		// OPEN whose flags serves could not see too.
+		_, err = s.write(sftpStatusPacket(req.ID, syscall.EACCES))
+		return nil, err
 	}
 	var reply []byte
 	switch pkt[4] {
