@@ -164,8 +164,12 @@ func (c Config) withDefaults() (Config, brokerAddr, error) {
 	if c.ClientID == "" {
 		c.ClientID = c.ThingName
 	}
-	if len(c.ClientID) > 128 || strings.ContainsAny(c.ClientID, "\x00") {
-		return c, brokerAddr{}, configErr("ClientID", "%s is too long or has a NUL byte (at most 128 bytes)", quoteShort(c.ClientID))
+	if len(c.ClientID) > 128 {
+		return c, brokerAddr{}, configErr("ClientID", "%s is too long (at most 128 bytes)", quoteShort(c.ClientID))
+	}
+	if err := checkMQTTString(c.ClientID); err != nil {
+		// The broker would close every connection (Mosquitto: "protocol error").
+		return c, brokerAddr{}, configErr("ClientID", "%s %v: an MQTT client id must be printable UTF-8", quoteShort(c.ClientID), err)
 	}
 	addr, err := parseBroker(c.Broker)
 	if err != nil {

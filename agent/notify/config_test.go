@@ -36,6 +36,13 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"thing name with a wildcard", func(c *Config) { c.ThingName = "a+" }, "ThingName", "is not a thing name"},
 		{"thing name too long", func(c *Config) { c.ThingName = strings.Repeat("t", 129) }, "ThingName", "is not a thing name"},
 		{"client id too long", func(c *Config) { c.ClientID = strings.Repeat("c", 129) }, "ClientID", "too long"},
+		// Mosquitto closes the connection at each such CONNECT ("protocol
+		// error"): the agent would retry for ever, blaming its certificate.
+		{"client id with NUL", func(c *Config) { c.ClientID = "thing-a\x00" }, "ClientID", "control character (U+0000)"},
+		{"client id with a tab", func(c *Config) { c.ClientID = "thing-a\t" }, "ClientID", "control character (U+0009)"},
+		{"client id with a C1 control", func(c *Config) { c.ClientID = "thing-a\u0085" }, "ClientID", "control character (U+0085)"},
+		{"client id not UTF-8", func(c *Config) { c.ClientID = "thing-a\xff" }, "ClientID", "not valid UTF-8"},
+		{"client id with a non-character", func(c *Config) { c.ClientID = "thing-a\uFFFF" }, "ClientID", "non-character"},
 		{"no broker", func(c *Config) { c.Broker = "" }, "Broker", "is empty"},
 		{"plain mqtt", func(c *Config) { c.Broker = "mqtt://127.0.0.1:1883" }, "Broker", `scheme "mqtt" is not supported`},
 		{"websocket", func(c *Config) { c.Broker = "wss://example.com/mqtt" }, "Broker", `scheme "wss" is not supported`},

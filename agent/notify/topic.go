@@ -27,11 +27,18 @@ func CheckTopicName(topic string) error {
 	case len(topic) > maxTopicBytes:
 		return fmt.Errorf("is %d bytes long, over MQTT's %d", len(topic), maxTopicBytes)
 	}
-	for i, r := range topic {
+	return checkMQTTString(topic)
+}
+
+// checkMQTTString refuses what MQTT 5 (1.5.4) lets a broker refuse in a UTF-8
+// string by closing the connection: invalid UTF-8, NUL and other control
+// characters, and non-characters. Mosquitto does refuse them.
+func checkMQTTString(s string) error {
+	for i, r := range s {
 		switch {
-		case r == utf8.RuneError && !strings.HasPrefix(topic[i:], "\uFFFD"):
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
 			return fmt.Errorf("is not valid UTF-8 (at byte %d)", i)
-		case r < 0x20 || 0x7F <= r && r <= 0x9F:
+		case r < 0x20 || 0x7F <= r && r <= 0x9F: // NUL among them
 			return fmt.Errorf("has a control character (U+%04X) at byte %d", r, i)
 		case 0xFDD0 <= r && r <= 0xFDEF || r&0xFFFE == 0xFFFE:
 			return fmt.Errorf("has a Unicode non-character (U+%04X) at byte %d", r, i)
