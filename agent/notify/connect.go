@@ -174,6 +174,26 @@ func closedByPeer(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
+// ownCertOutOfDate says, when the clock is set (after this binary was built),
+// that the device certificate has expired or is not valid yet; "" otherwise.
+// A certificate running out while the agent runs, its files read long ago, is
+// the usual case: a broker refusing it reads as its alert or as a closed
+// connection.
+func (l *Listener) ownCertOutOfDate() string {
+	leaf, now := certLeaf(l.tls), l.clock()
+	switch {
+	case leaf == nil || now.Before(buildTime()):
+		return ""
+	case now.After(leaf.NotAfter):
+		return "the device certificate " + l.cfg.CertFile + " expired on " + leaf.NotAfter.UTC().Format(time.RFC3339) +
+			": renew it (the agent reads the files again before its next connection)"
+	case now.Before(leaf.NotBefore):
+		return "the device certificate " + l.cfg.CertFile + " is not valid until " + leaf.NotBefore.UTC().Format(time.RFC3339) +
+			" (clock " + now.UTC().Format(time.RFC3339) + ")"
+	}
+	return ""
+}
+
 // connectError logs a failed connection attempt with the hint that fits.
 func (l *Listener) connectError(err error) {
 	attrs := []any{"broker", l.addr.hostPort(), "error", err}
@@ -196,6 +216,10 @@ func (l *Listener) connectError(err error) {
 			"certificates until it is set (NTP, RTC)", append(attrs, "clock", l.clock().UTC().Format(time.RFC3339),
 			"built", buildTime().UTC().Format(time.RFC3339))...)
 		return
+	case l.ownCertOutOfDate() != "":
+		// The broker refuses it, by an alert or by closing the connection:
+		// that is why, whatever the error reads.
+		attrs = append(attrs, "hint", l.ownCertOutOfDate())
 	default:
 		if hint := tlsHint(err, l.clock(), buildTime(), l.cfg); hint != "" {
 			attrs = append(attrs, "hint", hint)

@@ -340,3 +340,39 @@ func TestSubscribeHintClientID(t *testing.T) {
 		t.Errorf("SubscribeError = %q names the client id, which is the thing name", msg)
 	}
 }
+
+// TestExpiredClientCertificateSaid: a device certificate that has expired
+// while the agent ran. Mosquitto (TLS 1.3) refuses it after the client's
+// handshake: the listener reads the broker's alert or, about one attempt in
+// ten, a reset connection. This stand-in broker always resets. Either way the
+// log line names the expiry, which the listener can see itself.
+func TestExpiredClientCertificateSaid(t *testing.T) {
+	p := newPKI(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", p.ServerTLS(t, "broker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tc := c.(*tls.Conn)
+			tc.Handshake()
+			if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
+				tcp.SetLinger(0) // a reset, as after a refused client certificate
+			}
+			tc.NetConn().Close()
+		}
+	}()
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, p, ln.Addr().String(), "thing-a", log)
+	cfg.CertFile, cfg.KeyFile = p.ClientAt(t, "thing-a", time.Now().Add(-48*time.Hour))
+	l := newListener(t, cfg)
+	runListener(t, l)
+	if line := rec.waitFor("mqtt connect failed"); !strings.Contains(line, "the device certificate "+cfg.CertFile+" expired on ") {
+		t.Errorf("the device certificate expired a day ago; the log does not say so:\n%s", line)
+	}
+}
