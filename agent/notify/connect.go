@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -103,11 +104,12 @@ func (l *Listener) connect(ctx context.Context, sess session.SessionManager) (*l
 		return nil, nil, err
 	}
 	lk := &link{conn: conn, lost: make(chan struct{})}
+	head := &headConn{Conn: conn}
 	lk.cli = paho.NewClient(paho.ClientConfig{
 		ClientID: l.cfg.ClientID,
 		// tls.Conn is not safe for concurrent writes; paho writes from the
 		// caller of Publish, its pinger and its receive loop.
-		Conn:              packets.NewThreadSafeConn(conn),
+		Conn:              packets.NewThreadSafeConn(head),
 		Session:           sess,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){l.received},
 		OnClientError: func(err error) {
@@ -142,12 +144,61 @@ func (l *Listener) connect(ctx context.Context, sess session.SessionManager) (*l
 			}
 			return nil, nil, ce
 		}
+		if code, ok := head.connack311(); ok {
+			return nil, nil, &noMQTT5Error{addr: l.addr.hostPort(), code: code}
+		}
 		if closedByPeer(err) {
 			return nil, nil, &closedAtConnectError{addr: l.addr.hostPort(), err: err}
 		}
 		return nil, nil, fmt.Errorf("MQTT CONNECT to %s: %w", l.addr.hostPort(), err)
 	}
 	return lk, ca, nil
+}
+
+// headConn keeps the first bytes the broker sends: a broker without MQTT 5
+// answers the CONNECT with an MQTT 3.1.1 CONNACK, which paho, reading it as
+// MQTT 5's, takes for a truncated packet.
+type headConn struct {
+	net.Conn
+	mu   sync.Mutex // paho's reader may still run when Connect gives up
+	head [4]byte
+	n    int // bytes of head filled
+}
+
+func (c *headConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	if c.n < len(c.head) {
+		c.n += copy(c.head[c.n:], p[:n])
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+// connack311 reports whether the broker's first packet was an MQTT 3.1.1
+// CONNACK (type 2, remaining length 2; MQTT 5's has properties, at least 3),
+// and its return code. MQTT 3.1.1 §3.1.2.2: a broker that does not support
+// the protocol level asked for answers return code 1 and closes.
+func (c *headConn) connack311() (byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.head[3], c.n == 4 && c.head[0] == 0x20 && c.head[1] == 2
+}
+
+// noMQTT5Error is a broker that answered the CONNECT in MQTT 3.1.1.
+type noMQTT5Error struct {
+	_    [0]func() // not comparable: no equality function in the binary (docs/size.md)
+	addr string
+	code byte
+}
+
+func (e *noMQTT5Error) Error() string {
+	why := ""
+	if e.code == 1 {
+		why = ", unacceptable protocol version"
+	}
+	return fmt.Sprintf("MQTT CONNECT to %s: the broker answered in MQTT 3.1.1 (CONNACK return code %d%s): it does not support MQTT 5, "+
+		"which the agent needs (AWS IoT Core, Mosquitto 1.6 or later and most current brokers have it)", e.addr, e.code, why)
 }
 
 // closedAtConnectError is a broker that closed or reset the connection after the

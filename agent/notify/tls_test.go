@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -374,5 +375,46 @@ func TestExpiredClientCertificateSaid(t *testing.T) {
 	runListener(t, l)
 	if line := rec.waitFor("mqtt connect failed"); !strings.Contains(line, "the device certificate "+cfg.CertFile+" expired on ") {
 		t.Errorf("the device certificate expired a day ago; the log does not say so:\n%s", line)
+	}
+}
+
+// TestBrokerWithoutMQTT5Explained: a broker that speaks MQTT 3.1.1 only
+// (Mosquitto before 1.6, still on old OpenWrt images) answers the agent's
+// MQTT 5 CONNECT with a 3.1.1 CONNACK, return code 1 (unacceptable protocol
+// version, MQTT 3.1.1 §3.1.2.2), and closes. paho reads it as a truncated
+// MQTT 5 CONNACK; the log said the broker may not accept the certificate.
+func TestBrokerWithoutMQTT5Explained(t *testing.T) {
+	p := newPKI(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", p.MutualTLS(t, time.Time{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				// The CONNECT: its fixed header, then as many bytes as its
+				// remaining length (one byte of it: the agent's is short).
+				hdr := make([]byte, 2)
+				if _, err := io.ReadFull(c, hdr); err != nil || hdr[1]&0x80 != 0 {
+					return
+				}
+				if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
+					return
+				}
+				c.Write([]byte{0x20, 0x02, 0x00, 0x01})
+			}()
+		}
+	}()
+	log, rec := newLogRecorder(t)
+	runListener(t, newListener(t, testConfig(t, p, ln.Addr().String(), "thing-a", log)))
+	line := rec.waitFor("mqtt connect failed")
+	if strings.Contains(line, "device certificate") || !strings.Contains(line, "it does not support MQTT 5") {
+		t.Errorf("a broker that speaks only MQTT 3.1.1 is reported as:\n%s\nwant: it does not support MQTT 5", line)
 	}
 }
