@@ -280,6 +280,14 @@ var errorTests = []struct {
 	{"date-time", "thing_name = 1979-05-27T07:32:00Z", "line 1: thing_name: dates and times are not supported"},
 	{"date and time with a space", "thing_name = 1979-05-27 07:32:00", "line 1: thing_name: dates and times are not supported"},
 	{"time", "thing_name = 07:32:00", "line 1: thing_name: dates and times are not supported"},
+	// Addresses, durations and names left unquoted start with a digit but
+	// are no dates, floats or integers: they need quotes.
+	{"unquoted address", "thing_name = 0.0.0.0:2222", "line 1: thing_name: invalid value: strings need quotes, booleans are true or false"},
+	{"unquoted IPv4 address", "thing_name = 192.168.1.1", "line 1: thing_name: invalid value: strings need quotes, booleans are true or false"},
+	{"unquoted duration", "[mqtt]\nkeepalive = 60s", "line 2: mqtt.keepalive: invalid value: strings need quotes, booleans are true or false"},
+	{"unquoted name with an e", "thing_name = 2024-router", "line 1: thing_name: invalid value: strings need quotes, booleans are true or false"},
+	{"unquoted name with dashes", "thing_name = 0001-gw-lab", "line 1: thing_name: invalid value: strings need quotes, booleans are true or false"},
+	{"unquoted negative name", "thing_name = -router", "line 1: thing_name: invalid value: strings need quotes, booleans are true or false"},
 	{"unquoted string", "[ssh.password_hashes]\nroot = " + secret, "line 2: ssh.password_hashes.root: invalid value: strings need quotes, booleans are true or false"},
 	{"capitalised boolean", "[tunnel]\ninsecure_skip_verify = True", "line 2: tunnel.insecure_skip_verify: invalid value: strings need quotes, booleans are true or false"},
 	{"missing value", "thing_name =", "line 1: thing_name: want a value, got the end of the file"},

@@ -2,6 +2,7 @@ package toml
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -204,17 +205,49 @@ func (s *scanner) bareValue() (any, error) {
 		}
 		return n, nil
 	}
+	// What it is written as decides the message: an address, a duration or a
+	// name left unquoted (0.0.0.0:2222, 60s, 2024-router) needs quotes, and
+	// is neither a date, a float nor a bad integer.
 	unsigned := strings.TrimLeft(tok, "+-")
 	numeric := unsigned != "" && '0' <= unsigned[0] && unsigned[0] <= '9'
 	switch {
-	case numeric && (strings.Contains(tok, ":") || len(tok) >= 10 && tok[4] == '-' && tok[7] == '-'):
+	case numeric && (shaped(tok, "dddd-dd-dd") || shaped(tok, "dd:dd:dd")):
 		return nil, s.errorf("dates and times are not supported")
-	case unsigned == "inf" || unsigned == "nan" || numeric && !strings.HasPrefix(unsigned, "0x") && strings.ContainsAny(unsigned, ".eE"):
+	case unsigned == "inf" || unsigned == "nan" || numeric && strings.ContainsAny(unsigned, ".eE") && !strings.HasPrefix(unsigned, "0x") && isFloat(unsigned):
 		return nil, s.errorf("floats are not supported")
-	case numeric || tok[0] == '+' || tok[0] == '-':
+	case tok == "+" || tok == "-" || (numeric || unsigned != tok) && intChars(unsigned):
 		return nil, s.errorf("invalid integer")
 	}
 	return nil, s.errorf("invalid value: strings need quotes, booleans are true or false")
+}
+
+// shaped reports whether tok starts as pattern, where d stands for a digit.
+func shaped(tok, pattern string) bool {
+	if len(tok) < len(pattern) {
+		return false
+	}
+	for i := range len(pattern) {
+		c := tok[i]
+		if pattern[i] == 'd' && (c < '0' || c > '9') || pattern[i] != 'd' && c != pattern[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// isFloat reports whether tok is written as a float, underscores aside.
+func isFloat(tok string) bool {
+	_, err := strconv.ParseFloat(strings.ReplaceAll(tok, "_", ""), 64)
+	return err == nil || errors.Is(err, strconv.ErrRange)
+}
+
+// intChars reports whether tok has only an integer's characters: digits,
+// underscores and signs, or a base prefix and anything after it.
+func intChars(tok string) bool {
+	if len(tok) > 1 && tok[0] == '0' && strings.IndexByte("xXoObB", tok[1]) >= 0 {
+		return true
+	}
+	return strings.Trim(tok, "0123456789_+-") == ""
 }
 
 // parseInt parses a TOML integer: decimal with an optional sign and no leading
