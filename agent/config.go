@@ -325,6 +325,8 @@ func (c *Config) Validate() error {
 		// feed the agent its own events, and AWS IoT disconnects a client that
 		// publishes where it may not. ($aws/rules/RULE/..., Basic Ingest, is fine.)
 		bad("mqtt.event_topic", "%q is one of the thing's reserved topics ($aws/things/...); use a topic of your own, e.g. \"porthole/events/%s\"", c.MQTT.EventTopic, c.ThingName)
+	} else if err := awsTopicLimits(c.MQTT.EventTopic); err != nil && awsIoTEndpoint(c.MQTT.Endpoint) {
+		bad("mqtt.event_topic", "%q %v", c.MQTT.EventTopic, err)
 	}
 	if c.Tunnel.Endpoint != "" {
 		if strings.HasPrefix(c.Tunnel.Endpoint, "ws://") && !c.Tunnel.AllowInsecureWebSocket {
@@ -719,4 +721,37 @@ func BuildTime() time.Time {
 		return t
 	}
 	return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+}
+
+// awsTopicLimits checks AWS IoT Core's limits on a topic to publish on: at most
+// 256 bytes and 7 slashes, not counting Basic Ingest's $aws/rules/RULE/ (AWS IoT
+// Core quotas). AWS refuses a publish past them, and may close the connection:
+// every event would be lost.
+func awsTopicLimits(topic string) error {
+	if rest, ok := strings.CutPrefix(topic, "$aws/rules/"); ok {
+		if _, after, ok := strings.Cut(rest, "/"); ok {
+			topic = after
+		}
+	}
+	switch {
+	case len(topic) > 256:
+		return fmt.Errorf("is %d bytes long: AWS IoT Core takes at most 256 (not counting $aws/rules/RULE/)", len(topic))
+	case strings.Count(topic, "/") > 7:
+		return fmt.Errorf("has %d slashes: AWS IoT Core takes at most 7 (not counting $aws/rules/RULE/)", strings.Count(topic, "/"))
+	}
+	return nil
+}
+
+// awsIoTEndpoint reports whether the MQTT endpoint is AWS IoT Core's
+// (NAME.iot.REGION.amazonaws.com, or .amazonaws.com.cn).
+func awsIoTEndpoint(endpoint string) bool {
+	host := strings.ToLower(endpoint)
+	if _, after, ok := strings.Cut(host, "://"); ok {
+		host = after
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	return strings.Contains(host, ".iot.") && (strings.HasSuffix(host, ".amazonaws.com") || strings.HasSuffix(host, ".amazonaws.com.cn"))
 }

@@ -51,6 +51,41 @@ func TestConfigDefaults(t *testing.T) {
 	}
 }
 
+// TestEventTopicAWSLimits: with AWS IoT Core's endpoint, an event topic past
+// its limits (256 bytes, 7 slashes, not counting Basic Ingest's
+// $aws/rules/RULE/) is a config error: every event would be refused. Other
+// brokers take MQTT's limits.
+func TestEventTopicAWSLimits(t *testing.T) {
+	withTopic := func(endpoint, topic string) error {
+		in := strings.Replace(minimalConfig, `endpoint = "broker:8883"`, `endpoint = "`+endpoint+`"`, 1)
+		_, err := ParseConfig([]byte(strings.Replace(in, "[mqtt]\n", "[mqtt]\nevent_topic = \""+topic+"\"\n", 1)))
+		return err
+	}
+	const aws = "a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com:8883"
+	long := "porthole/events/" + strings.Repeat("x", 241) // 257 bytes
+	for _, tc := range []struct {
+		endpoint, topic, want string
+	}{
+		{aws, "fleet/eu/site-12/building-3/floor-2/rack-7/router/dev-1/events", "has 8 slashes"},
+		{"mqtts://A1B2-ats.iot.cn-north-1.amazonaws.com.cn:8883", "a/b/c/d/e/f/g/h/i", "has 8 slashes"},
+		{aws, long, "is 257 bytes long"},
+		{aws, "a/b/c/d/e/f/g/h", ""},
+		{aws, "$aws/rules/porthole_events/a/b/c/d/e/f/g/h", ""},
+		{aws, "$aws/rules/porthole_events/" + long[1:], ""},
+		{aws, "porthole/events/" + strings.Repeat("x", 240), ""},
+		{"broker:8883", "fleet/eu/site-12/building-3/floor-2/rack-7/router/dev-1/events", ""},
+		{"broker:8883", long, ""},
+	} {
+		err := withTopic(tc.endpoint, tc.topic)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s, event_topic %q: %v, want it taken", tc.endpoint, tc.topic, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), "mqtt.event_topic") || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s, event_topic %q: %v, want an error naming mqtt.event_topic: %s", tc.endpoint, tc.topic, err, tc.want)
+		}
+	}
+}
+
 func TestConfigErrorsNameTheKey(t *testing.T) {
 	for _, tc := range []struct{ name, extra, want string }{
 		// Decoding errors (agent/internal/toml) give the line: extra lines go
