@@ -2,7 +2,6 @@ package toml
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -213,7 +212,7 @@ func (s *scanner) bareValue() (any, error) {
 	switch {
 	case numeric && (shaped(tok, "dddd-dd-dd") || shaped(tok, "dd:dd:dd")):
 		return nil, s.errorf("dates and times are not supported")
-	case unsigned == "inf" || unsigned == "nan" || numeric && strings.ContainsAny(unsigned, ".eE") && !strings.HasPrefix(unsigned, "0x") && isFloat(unsigned):
+	case unsigned == "inf" || unsigned == "nan" || numeric && isFloat(unsigned):
 		return nil, s.errorf("floats are not supported")
 	case tok == "+" || tok == "-" || (numeric || unsigned != tok) && intChars(unsigned):
 		return nil, s.errorf("invalid integer")
@@ -235,10 +234,43 @@ func shaped(tok, pattern string) bool {
 	return true
 }
 
-// isFloat reports whether tok is written as a float, underscores aside.
+// isFloat reports whether tok, without its sign, is written as a decimal
+// float: digits, then a fraction (. and digits), an exponent (e or E, a sign,
+// digits) or both; underscores aside. (Not strconv.ParseFloat: the device
+// binary has no float parsing otherwise, 11 KB on armv7.)
 func isFloat(tok string) bool {
-	_, err := strconv.ParseFloat(strings.ReplaceAll(tok, "_", ""), 64)
-	return err == nil || errors.Is(err, strconv.ErrRange)
+	i := digitsFrom(tok, 0)
+	if i == 0 {
+		return false
+	}
+	frac, exp := false, false
+	if i < len(tok) && tok[i] == '.' {
+		j := digitsFrom(tok, i+1)
+		if j == i+1 {
+			return false
+		}
+		i, frac = j, true
+	}
+	if i < len(tok) && (tok[i] == 'e' || tok[i] == 'E') {
+		i++
+		if i < len(tok) && (tok[i] == '+' || tok[i] == '-') {
+			i++
+		}
+		j := digitsFrom(tok, i)
+		if j == i {
+			return false
+		}
+		i, exp = j, true
+	}
+	return i == len(tok) && (frac || exp)
+}
+
+// digitsFrom returns where the run of digits and underscores at tok[i:] ends.
+func digitsFrom(tok string, i int) int {
+	for i < len(tok) && ('0' <= tok[i] && tok[i] <= '9' || tok[i] == '_') {
+		i++
+	}
+	return i
 }
 
 // intChars reports whether tok has only an integer's characters: digits,
