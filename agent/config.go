@@ -745,13 +745,6 @@ func awsTopicLimits(topic string) error {
 // awsIoTEndpoint reports whether the MQTT endpoint is AWS IoT Core's
 // (NAME.iot.REGION.amazonaws.com, or .amazonaws.com.cn).
 func awsIoTEndpoint(endpoint string) bool {
-	host := strings.ToLower(endpoint)
-	if _, after, ok := strings.Cut(host, "://"); ok {
-		host = after
-	}
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(host, ".")
-	return strings.Contains(host, ".iot.") && (strings.HasSuffix(host, ".amazonaws.com") || strings.HasSuffix(host, ".amazonaws.com.cn"))
+	e := strings.ToLower(endpoint)
+	return strings.Contains(e, ".iot.") && strings.Contains(e, ".amazonaws.com")
 }

@@ -146,30 +146,24 @@ func parseInternalSFTP(args []string) (sftpOptions, error) {
 	var opt sftpOptions
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if a == "--" {
-			if i+1 < len(args) {
-				return opt, fmt.Errorf("internal-sftp: unexpected argument %q", clipClient(args[i+1]))
-			}
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			return opt, fmt.Errorf("internal-sftp: unexpected argument %q", clipClient(a))
-		}
-		for j := 1; j < len(a); j++ {
+		bad := len(a) < 2 || a[0] != '-'
+		for j := 1; j < len(a) && !bad; j++ {
 			switch a[j] {
 			case 'R':
 				opt.readOnly = true
 			case 'e':
-			case 'f', 'l':
-				if j+1 == len(a) { // the value is the next argument
-					if i++; i == len(args) {
-						return opt, fmt.Errorf("internal-sftp: option -%c needs a value", a[j])
-					}
+			case 'f', 'l': // the value is the rest of the word, or the next one
+				if j+1 == len(a) {
+					i++
+					bad = i == len(args)
 				}
 				j = len(a)
 			default:
-				return opt, fmt.Errorf("internal-sftp: option -%c is not supported here (only -R; -e, -f and -l are accepted and ignored)", a[j])
+				bad = true
 			}
+		}
+		if bad {
+			return opt, fmt.Errorf("internal-sftp %s: not supported here (only -R; -e, -f and -l are accepted and ignored)", clipClient(strings.Join(args, " ")))
 		}
 	}
 	return opt, nil
