@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
 // The agent refuses a reload with a config it would not start with and keeps
@@ -105,4 +107,87 @@ reload
 			}
 		})
 	}
+}
+
+// A refused reload, start or restart leaves the file procd's instance runs as
+// it was: procd respawns the agent on that file whenever it exits (OOM, an
+// exit 2), and on a refused one every respawn would exit 1, 15 s apart, for
+// ever. The real porthole checks.
+func TestUCIRefusedConfigNeverRun(t *testing.T) {
+	prog := buildPorthole(t)
+	dir := t.TempDir()
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.Client(t, "router-7")
+	conf := filepath.Join(dir, "porthole.toml")
+	base := uciStubs + `
+procd_open_instance() { echo open; }
+procd_set_param() { echo "param $*"; }
+procd_close_instance() { echo close; }
+procd_send_signal() { echo "signal $*"; }
+procd_running() { true; }
+logger() { echo "logger $*"; }
+. ./openwrt/porthole.init
+` + uciMain(prog, dir, "enabled=1", "thing_name=router-7", "mqtt_endpoint=example-ats.iot.eu-west-1.amazonaws.com:8883",
+		"ca_file="+pki.CAFile, "cert_file="+cert, "key_file="+key) + `
+CONFIG_SECTIONS='main ssh web'
+CONFIG_ssh_TYPE=service CONFIG_ssh_id=SSH CONFIG_ssh_target=builtin
+CONFIG_web_TYPE=service CONFIG_web_id=HTTP
+stop() { echo "procd_kill porthole"; }
+start() { start_service "$@"; }
+`
+	out, err := exec.Command("sh", "-c", base+"start_service\n").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "param command "+prog+" agent -c "+conf+"\n") {
+		t.Fatalf("start_service: %v\n%s", err, out)
+	}
+	good, _ := os.ReadFile(conf)
+	// A typo in a service target (a port left out).
+	const typo = "CONFIG_web_target=127.0.0.1\n"
+	for _, action := range []string{"reload_service", "restart", "start_service"} {
+		out, err := exec.Command("sh", "-c", base+typo+action+"\n").CombinedOutput()
+		if now, _ := os.ReadFile(conf); string(now) != string(good) {
+			t.Errorf("%s with a refused config: %s now holds it, which procd runs at the next respawn:\n%s", action, conf, now)
+		}
+		if _, err := os.Stat(conf + ".new"); err == nil {
+			t.Errorf("%s with a refused config left %s.new", action, conf)
+		}
+		switch action {
+		case "reload_service":
+			if err == nil || strings.Contains(string(out), "signal") || !strings.Contains(string(out), "not reloaded") {
+				t.Errorf("reload_service: %v\n%s\nwant it refused, no SIGHUP", err, out)
+			}
+		case "restart":
+			// The agent is not stopped: a typo must not lose the device.
+			if err == nil || strings.Contains(string(out), "procd_kill") || !strings.Contains(string(out), "not restarted, nothing was stopped") {
+				t.Errorf("restart: %v\n%s\nwant it refused before the stop", err, out)
+			}
+		case "start_service":
+			// procd ends a running instance start does not declare: it is
+			// declared again with the config that passed.
+			if err != nil || !strings.Contains(string(out), "param command "+prog+" agent -c "+conf+"\n") || !strings.Contains(string(out), "not started") {
+				t.Errorf("start_service while the agent runs: %v\n%s\nwant the running agent declared again", err, out)
+			}
+		}
+	}
+	// Mended, the restart goes ahead.
+	out, err = exec.Command("sh", "-c", base+"CONFIG_web_target=127.0.0.1:80\nrestart\n").CombinedOutput()
+	if now, _ := os.ReadFile(conf); err != nil || !strings.Contains(string(out), "procd_kill") || !strings.Contains(string(now), `"HTTP" = "127.0.0.1:80"`) {
+		t.Errorf("restart with the config mended: %v\n%s\n%s", err, out, now)
+	}
+}
+
+// The SysV script's restart (Buildroot's S50porthole too) checks the config
+// before it stops the agent: stop && start left none with a typo.
+func TestSysVRestartKeepsAgentOnConfigError(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	r := newSysVRig(t, fake, "sh", "")
+	if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("start: %v %q, want OK", err, out)
+	}
+	pid := r.pidFile()
+	r.env = append(r.env, "FAKE_BAD_CONFIG=1")
+	out, err := r.run("restart")
+	if err == nil || !strings.Contains(out, "FAIL (configuration") || !procAlive(pid) {
+		t.Errorf("restart with a config check-config refuses: %v %q; want a failure, and the agent (pid %d) left running", err, out, pid)
+	}
+	r.run("stop")
 }
