@@ -362,12 +362,25 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	saved, errs := a.store.load(a.clock())
+	saved, expired, errs := a.store.load(a.clock())
 	for _, err := range errs {
 		a.log.Warn("tunnel state", "error", err)
 	}
+	for _, fp := range expired {
+		// Its trail (tunnel-connected before the stop) ends here.
+		a.emit(Event{Type: "tunnel-ended", Tunnel: fp, Reason: "older than a tunnel lives (12 h) when the agent started"})
+	}
 	for _, t := range saved {
-		a.log.Info("resuming tunnel saved before restart", "tunnel", fingerprint(t.AccessToken), "services", t.Services)
+		fp := fingerprint(t.AccessToken)
+		if !a.servesAny(t.Services) {
+			// As a notification for it would be refused now: joining would
+			// serve nothing, and past max_tunnels take a working tunnel's place.
+			a.log.Warn("tunnel saved before restart has no service this device serves now: not resuming it", "tunnel", fp, "services", t.Services)
+			a.store.remove(t.AccessToken)
+			a.emit(Event{Type: "tunnel-ended", Tunnel: fp, Services: t.Services, Reason: "no service of the tunnel has a target in [services] any more"})
+			continue
+		}
+		a.log.Info("resuming tunnel saved before restart", "tunnel", fp, "services", t.Services)
 		a.start(t, false)
 	}
 	mctx, mcancel := context.WithCancel(context.Background())
@@ -436,7 +449,7 @@ func (a *Agent) notified(n notify.Notification) {
 			unmapped = append(unmapped, s)
 		}
 	}
-	if len(unmapped) > 0 && len(unmapped) == len(n.Services) {
+	if !a.servesAny(n.Services) {
 		// Joining would serve nothing, and past max_tunnels it would take an idle
 		// session's place.
 		a.log.Warn("tunnel has no service this device serves: not joining it (add a target to [services], then rotate the destination token)",
@@ -458,6 +471,17 @@ func (a *Agent) notified(n notify.Notification) {
 		Received:    a.clock().UTC(),
 	}
 	a.start(t, true) // or keepForNextStart, if the agent is stopping: start decides under a.mu
+}
+
+// servesAny reports whether [services] maps one of a tunnel's services.
+func (a *Agent) servesAny(names []string) bool {
+	services := *a.svc.Load()
+	for _, n := range names {
+		if _, ok := services[n]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // keepForNextStart saves the tunnel of a notification that came while the agent
@@ -518,9 +542,8 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 			a.log.Warn("cannot save tunnel state; a restart will not resume this tunnel", "tunnel", fp, "error", err)
 		}
 	}
-	ctx, cancel := context.WithCancel(a.ctx)
 	now := a.clock()
-	s := &session{fp: fp, token: t.AccessToken, started: now, cancel: cancel}
+	s := &session{fp: fp, token: t.AccessToken, started: now}
 	// A tunnel saved later than the clock says now was saved with the clock
 	// right and is read with it behind (a router rebooted without an RTC, before
 	// NTP): its age is not known, and the stop leaves its time as saved. The
@@ -530,6 +553,13 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	if age := now.Sub(t.Received); age >= 0 {
 		s.received = time.Now().Add(-age)
 	}
+	ctx, cancel := context.WithCancel(a.ctx)
+	if !s.received.IsZero() {
+		// No tunnel lives longer (spec §7): a session still dialling one past
+		// that (an endpoint or proxy that never answers) gives it up.
+		ctx, cancel = context.WithDeadline(a.ctx, s.received.Add(maxTunnelLifetime))
+	}
+	s.cancel = cancel
 	s.lastUsed.Store(monoNow())
 	a.sessions[fp] = s
 	if candidate {
@@ -652,6 +682,9 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	stopWatch() // t is runSession's again
 	var he *tunnel.HandshakeError
 	switch {
+	case err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		err = errLifetimeOver
+		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: err.Error()})
 	case err == nil:
 		log.Info("tunnel session stopped")
 		a.mu.Lock()
@@ -678,6 +711,10 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 		log.Warn("removing tunnel state", "error", rerr)
 	}
 }
+
+// errLifetimeOver ends a session still running when its tunnel can no longer
+// be open.
+var errLifetimeOver = errors.New("older than a tunnel lives (12 h): given up")
 
 // restamp saves t again, as the agent stops, with the time it was received as
 // the session's monotonic clock has it, when the wall clock has been stepped

@@ -514,13 +514,13 @@ func TestNotificationWhileStoppingKept(t *testing.T) {
 	a := stoppedAgent(t)
 	n := notify.Notification{ClientAccessToken: "AQGAAXnew-token", ClientMode: "destination", Region: "us-east-1", Services: []string{"SSH"}}
 	a.notified(n)
-	saved, errs := a.store.load(time.Now())
+	saved, _, errs := a.store.load(time.Now())
 	if len(errs) != 0 || len(saved) != 1 || saved[0].AccessToken != n.ClientAccessToken || saved[0].ClientToken == "" {
 		t.Fatalf("after a notification while stopping: saved %d tunnels (%v), want its tunnel", len(saved), errs)
 	}
 	first := saved[0].ClientToken
 	a.notified(n)
-	if saved, _ := a.store.load(time.Now()); len(saved) != 1 || saved[0].ClientToken != first {
+	if saved, _, _ := a.store.load(time.Now()); len(saved) != 1 || saved[0].ClientToken != first {
 		t.Errorf("a second notification of a saved tunnel replaced its client token")
 	}
 }

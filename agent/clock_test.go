@@ -247,7 +247,7 @@ func TestClockStepForwardThenCrash(t *testing.T) {
 	if err := os.WriteFile(crashed.path(tokenKey(tun.DestinationToken)), left, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if saved, errs := crashed.load(time.Now()); len(saved) != 1 {
+	if saved, _, errs := crashed.load(time.Now()); len(saved) != 1 {
 		t.Fatalf("a start after the agent died would not resume the open tunnel: %v", errs)
 	}
 }

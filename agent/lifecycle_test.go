@@ -7,10 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/notify"
+	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
@@ -126,4 +129,207 @@ func TestYieldingPrefersASessionThatIsDown(t *testing.T) {
 	if _, ok := a.sessions["rotated"]; ok {
 		t.Errorf("the session whose connection is down did not yield")
 	}
+}
+
+// Past max_tunnels the newer tunnel takes the older idle one's place once it
+// connects. A stop while the newer one is still connecting (its state is saved
+// before it connects) must not turn that round at the next start: there the
+// saved tunnels were resumed in the order of their file names (a hash of the
+// token), so the older tunnel could become the candidate and end the newer one
+// — with a tunnel-ended saying it was "ended for a newer tunnel".
+func TestRestartKeepsTheNewerTunnelPastMaxTunnels(t *testing.T) {
+	e := newAgentEnv(t)
+	e.cfg.Tunnel.MaxTunnels = 1
+	_, stop := e.start(t)
+	older := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", older.DestinationToken, "SSH")
+	if err := older.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	// The newer tunnel: one whose state file sorts before the older one's.
+	newer := e.fake.OpenTunnel("SSH")
+	for tokenKey(newer.DestinationToken) > tokenKey(older.DestinationToken) {
+		newer = e.fake.OpenTunnel("SSH")
+	}
+	e.fake.FailHandshakes(1000, 503, "busy") // the newer one cannot connect yet
+	e.broker.notify(t, "dev-1", newer.DestinationToken, "SSH")
+	newFP, oldFP := fingerprint(newer.DestinationToken), fingerprint(older.DestinationToken)
+	e.broker.waitEvent(t, "tunnel-connect-failed", func(ev Event) bool { return ev.Tunnel == newFP })
+	stop()
+	e.fake.FailHandshakes(0, 0, "")
+
+	e.start(t) // a restart: both are resumed
+	ev := e.broker.waitEvent(t, "tunnel-ended", func(ev Event) bool {
+		return (ev.Tunnel == newFP || ev.Tunnel == oldFP) && strings.Contains(ev.Reason, "max_tunnels")
+	})
+	if ev.Tunnel == newFP {
+		t.Errorf("after the restart the newer tunnel was ended for the older one: %q", ev.Reason)
+	}
+}
+
+// A tunnel lives at most maxTunnelLifetime (12 h, spec §7): a start drops the
+// saved state of an older one without dialling it. A session that is still
+// trying to connect when its tunnel passes that age (the network, the
+// service's endpoint or an HTTPS proxy away) must give up likewise, instead of
+// dialling a dead tunnel every 2 minutes, publishing its failures and holding
+// a max_tunnels place and its state file until the agent restarts.
+func TestSessionGivesUpPastTunnelLifetime(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &Config{ThingName: "dev-1", DataDir: dir, Services: map[string]string{"SSH": BuiltinSSH},
+		Tunnel: TunnelConfig{MaxTunnels: 4, Endpoint: "ws://127.0.0.1:1", AllowInsecureWebSocket: true}}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	a := &Agent{cfg: cfg, log: log, store: stateStore{dir: filepath.Join(dir, "tunnels")}, sessions: map[string]*session{},
+		events: newEventQueue(nil, log)}
+	svc := cfg.Services
+	a.svc.Store(&svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	a.ctx = ctx
+	defer func() {
+		a.mu.Lock()
+		cancel()
+		a.mu.Unlock()
+		a.wg.Wait()
+	}()
+	st := savedTunnel{AccessToken: "AQGAAXold-tunnel-token", ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
+		Services: []string{"SSH"}, Received: time.Now().Add(-maxTunnelLifetime + 2*time.Second).UTC()}
+	if err := a.store.save(st); err != nil {
+		t.Fatal(err)
+	}
+	a.start(st, false) // resumed at start, 2 s before its tunnel's end at the latest
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		a.mu.Lock()
+		running := len(a.sessions)
+		a.mu.Unlock()
+		_, err := os.Stat(a.store.path(tokenKey(st.AccessToken)))
+		if running == 0 && err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("13 s after its tunnel's 12 h were over: %d session(s) still dialling it, state file kept %v; events %s",
+				running, err == nil, eventTypes(a.events.takeForTest()))
+		}
+	}
+	var ended []Event
+	for _, ev := range a.events.takeForTest() {
+		if ev.Type == "tunnel-ended" {
+			ended = append(ended, ev)
+		}
+	}
+	if len(ended) != 1 || ended[0].Reason != errLifetimeOver.Error() {
+		t.Errorf("tunnel-ended events %+v, want one: %s", ended, errLifetimeOver)
+	}
+}
+
+// A saved tunnel that a start finds older than a tunnel lives is over as much
+// as one the service refuses at the start: both are forgotten, and the trail
+// the tunnel left on the event topic (its tunnel-connected before the stop)
+// must end with a tunnel-ended in both cases, not only in the log.
+func TestExpiredSavedTunnelPublishesTunnelEnded(t *testing.T) {
+	e := newAgentEnv(t)
+	store := stateStore{dir: filepath.Join(e.dataDir, "tunnels")}
+	tok := "AQGAAXexpired-tunnel-token"
+	if err := store.save(savedTunnel{AccessToken: tok, ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
+		Services: []string{"SSH"}, Received: time.Now().Add(-13 * time.Hour).UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	e.broker.waitEvent(t, "tunnel-ended", func(ev Event) bool { return ev.Tunnel == fingerprint(tok) })
+}
+
+// A saved tunnel none of whose services the restarted agent serves any more
+// (the service removed from [services] before the restart) is not resumed,
+// as a notification of such a tunnel is not joined: it would serve nothing,
+// hold a max_tunnels place for up to 12 h, and past max_tunnels take a
+// working tunnel's.
+func TestRestoredTunnelWithoutServedServiceNotJoined(t *testing.T) {
+	e := newAgentEnv(t) // [services] SSH only
+	tun := e.fake.OpenTunnel("VNC")
+	store := stateStore{dir: filepath.Join(e.dataDir, "tunnels")}
+	if err := store.save(savedTunnel{AccessToken: tun.DestinationToken, ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
+		Services: []string{"VNC"}, Received: time.Now().Add(-time.Hour).UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	e.broker.waitEvent(t, "tunnel-ended", func(ev Event) bool {
+		return ev.Tunnel == fingerprint(tun.DestinationToken) && strings.Contains(ev.Reason, "no service of the tunnel")
+	})
+	if _, err := os.Stat(store.path(tokenKey(tun.DestinationToken))); err == nil {
+		t.Error("its state is kept")
+	}
+	if err := tun.WaitConnects(ctxWithTimeout(t, time.Second), tunneltest.Destination, 1); err == nil {
+		t.Errorf("the restarted agent joined a tunnel whose only service (VNC) it no longer serves")
+	}
+}
+
+// Many notifications at once past max_tunnels, then a stop: every tunnel ends
+// up either ended (one tunnel-ended, no state file) or kept for the next
+// start (a state file, no tunnel-ended), never both or neither.
+func TestStressNotificationsPastMaxTunnels(t *testing.T) {
+	for _, early := range []bool{false, true} {
+		t.Run(map[bool]string{false: "stop after", true: "stop during"}[early], func(t *testing.T) { stressNotifications(t, early) })
+	}
+}
+
+func stressNotifications(t *testing.T, stressEarlyStop bool) {
+	fake := tunneltest.NewServer(t)
+	dir := t.TempDir()
+	cfg := &Config{ThingName: "dev-1", DataDir: dir, Services: map[string]string{"SSH": BuiltinSSH},
+		Tunnel: TunnelConfig{MaxTunnels: 2, Endpoint: fake.URL, AllowInsecureWebSocket: true}}
+	log := slog.New(slog.DiscardHandler)
+	a := &Agent{cfg: cfg, log: log, store: stateStore{dir: filepath.Join(dir, "tunnels")}, sessions: map[string]*session{},
+		events: newEventQueue(nil, log)}
+	a.rejections.burst = 1000
+	svc := cfg.Services
+	a.svc.Store(&svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	a.ctx = ctx
+	var toks []string
+	for range 12 {
+		toks = append(toks, fake.OpenTunnel("SSH").DestinationToken)
+	}
+	var wg sync.WaitGroup
+	for i, tok := range toks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i%4) * 30 * time.Millisecond)
+			a.notified(notify.Notification{ClientAccessToken: tok, ClientMode: "destination", Region: "us-east-1", Services: []string{"SSH"}})
+		}()
+	}
+	if stressEarlyStop {
+		time.Sleep(40 * time.Millisecond)
+	} else {
+		wg.Wait()
+		time.Sleep(500 * time.Millisecond)
+	}
+	a.mu.Lock()
+	cancel()
+	a.mu.Unlock()
+	wg.Wait()
+	a.mu.Lock()
+	a.mu.Unlock()
+	a.wg.Wait()
+	evs := a.events.takeForTest()
+	for _, tok := range toks {
+		fp := fingerprint(tok)
+		ended, rejected := 0, 0
+		for _, ev := range evs {
+			if ev.Tunnel == fp && ev.Type == "tunnel-ended" {
+				ended++
+			}
+			if ev.Tunnel == fp && ev.Type == "notification-rejected" {
+				rejected++
+			}
+		}
+		_, err := os.Stat(a.store.path(tokenKey(tok)))
+		saved := err == nil
+		if ended > 1 || ended == 1 && saved || ended == 0 && rejected == 0 && !saved {
+			t.Errorf("tunnel %s: %d tunnel-ended, %d rejected, state saved %v", fp, ended, rejected, saved)
+		}
+	}
+	a.mu.Lock()
+	if len(a.sessions) != 0 || a.candidate != nil {
+		t.Errorf("after the stop: %d sessions, candidate %v", len(a.sessions), a.candidate != nil)
+	}
+	a.mu.Unlock()
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,18 +55,18 @@ func (s stateStore) remove(accessToken string) error {
 	return err
 }
 
-// load returns the saved tunnels that may still be open, and deletes the rest
-// (expired or unreadable: a corrupt file cannot be used and is reported).
-func (s stateStore) load(now time.Time) ([]savedTunnel, []error) {
+// load returns the saved tunnels that may still be open, oldest first (the
+// order they came in: past max_tunnels the newest wins, as it would have before
+// the restart), and deletes the rest: expired, whose fingerprints it returns,
+// or unreadable (a corrupt file cannot be used and is reported).
+func (s stateStore) load(now time.Time) (saved []savedTunnel, expired []string, errs []error) {
 	entries, err := os.ReadDir(s.dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, []error{fmt.Errorf("reading state directory: %w", err)}
+		return nil, nil, []error{fmt.Errorf("reading state directory: %w", err)}
 	}
-	var out []savedTunnel
-	var errs []error
 	for _, e := range entries {
 		name := e.Name()
 		p := filepath.Join(s.dir, name)
@@ -99,11 +100,14 @@ func (s stateStore) load(now time.Time) ([]savedTunnel, []error) {
 			errs = append(errs, fmt.Errorf("removing the saved tunnel %s: received %s ago (%s; the clock says %s), longer than a tunnel lives (%v)",
 				fingerprint(t.AccessToken), age.Round(time.Minute), t.Received.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), maxTunnelLifetime))
 			os.Remove(p)
+			expired = append(expired, fingerprint(t.AccessToken))
 			continue
 		}
-		out = append(out, t)
+		saved = append(saved, t)
 	}
-	return out, errs
+	// File names are hashes of the tokens: no order of their own.
+	slices.SortStableFunc(saved, func(a, b savedTunnel) int { return a.Received.Compare(b.Received) })
+	return saved, expired, errs
 }
 
 // decode reads a state file into t as json.Unmarshal(b, t) did, without

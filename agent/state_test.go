@@ -27,7 +27,7 @@ func TestStateStore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	got, errs := s.load(now)
+	got, _, errs := s.load(now)
 	if len(got) != 1 || !reflect.DeepEqual(got[0], live) {
 		t.Errorf("load = %+v, want only %+v", got, live)
 	}
@@ -84,7 +84,7 @@ func TestStateLoadRemovesCrashTemporaries(t *testing.T) {
 	if err := os.WriteFile(tmp, []byte(`{"access_token":"crashed","client_tok`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, errs := s.load(now)
+	got, _, errs := s.load(now)
 	if len(got) != 1 || got[0].AccessToken != "live" {
 		t.Errorf("load = %+v, want the live tunnel", got)
 	}
