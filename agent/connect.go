@@ -424,7 +424,13 @@ func AccessToken(s string) (tunnel.Token, error) {
 	// refuses it as a wrong token, and the operator rotates a good one.
 	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
 		return tunnel.Token{}, errors.New("access token is in double quotes, as JSON output writes it: give the bare token " +
-			"(jq -r .sourceAccessToken, or the AWS CLI's --output text)")
+			"(jq -r .sourceAccessToken, or the AWS CLI's --query sourceAccessToken --output text)")
+	}
+	// The AWS CLI's --output text without --query: the whole answer on one
+	// line, its fields (both tokens among them) between tabs.
+	if strings.Contains(s, "\t") {
+		return tunnel.Token{}, errors.New("access token holds tabs, as the AWS CLI's --output text writes a whole answer: give the token alone " +
+			"(the AWS CLI's --query sourceAccessToken --output text, or jq -r .sourceAccessToken)")
 	}
 	t, err := tunnel.NewAccessToken(s)
 	if err != nil {

@@ -306,10 +306,26 @@ func TestQuotedToken(t *testing.T) {
 			if strings.Contains(errs, tun.SourceToken) {
 				t.Errorf("the token in the message: %q", errs)
 			}
-			if code != exitUsage || !strings.Contains(errs, "in double quotes") || !strings.Contains(errs, "jq -r") {
+			if code != exitUsage || !strings.Contains(errs, "in double quotes") || !strings.Contains(errs, "jq -r") || !strings.Contains(errs, "--query sourceAccessToken --output text") {
 				t.Errorf("exit %d, stderr %q; want %d and a quoted token named, with the remedy", code, errs, exitUsage)
 			}
 		})
+	}
+}
+
+// TestWholeOpenTunnelAnswerAsToken: the AWS CLI's --output text without
+// --query writes open-tunnel's whole answer on one line, its fields between
+// tabs (both tokens among them). Said so, with the remedy, and without the
+// tokens; "contains a control character" did not point at the fix.
+func TestWholeOpenTunnelAnswerAsToken(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	line := "AQGAAXdestination-token-" + strings.Repeat("d", 40) + "\t" + tun.SourceToken + "\tarn:aws:iot:eu-west-1:123456789012:tunnel/1b2c\t1b2c\n"
+	code, _, errs := runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "-L", "SSH=127.0.0.1:0", "--token-file", writeToken(t, line))
+	if strings.Contains(errs, tun.SourceToken) || strings.Contains(errs, "destination-token") {
+		t.Errorf("a token in the message: %q", errs)
+	}
+	if code != exitUsage || !strings.Contains(errs, "--output text writes a whole answer") || !strings.Contains(errs, "--query sourceAccessToken") {
+		t.Errorf("exit %d, stderr %q; want %d, the whole answer named, with the remedy", code, errs, exitUsage)
 	}
 }
 
