@@ -240,3 +240,48 @@ func TestShellNotExecutableForUser(t *testing.T) {
 		t.Errorf("a shell alice may not run: stderr %q, exit %d; want only %q and exit 1", errOut, code, shell+": Permission denied")
 	}
 }
+
+// FuzzInternalSFTP: a forced command is parsed as OpenSSH's internal-sftp only
+// when it is that word alone or followed by a blank, and its options are
+// accepted only when they are -R, -e, -f VALUE and -l VALUE: -d, -u, -P and -p,
+// which restrict what the key may do, are never taken and ignored. -R is never
+// read where the command does not hold it.
+func FuzzInternalSFTP(f *testing.F) {
+	for _, c := range []string{"internal-sftp", "internal-sftp -R", "internal-sftp\t-eR -f AUTH -lINFO", "internal-sftp -d /srv",
+		"internal-sftp -f -d", "internal-sftp -l", "internal-sftpx", "internal-sftp -- x", "internal-sftp -Rp open"} {
+		f.Add(c)
+	}
+	f.Fuzz(func(t *testing.T, cmd string) {
+		args, ok := internalSFTP(cmd)
+		if !ok {
+			if strings.HasPrefix(cmd, "internal-sftp") && (len(cmd) == len("internal-sftp") || cmd[13] == ' ' || cmd[13] == '\t') {
+				t.Fatalf("%q not taken as internal-sftp", cmd)
+			}
+			return
+		}
+		opt, err := parseInternalSFTP(args)
+		if err != nil {
+			return
+		}
+		if opt.readOnly && !strings.Contains(cmd, "R") {
+			t.Fatalf("%q read as -R", cmd)
+		}
+		for i := 0; i < len(args); i++ {
+			a := args[i]
+			if len(a) < 2 || a[0] != '-' {
+				t.Fatalf("%q: argument %q accepted", cmd, a)
+			}
+			for j := 1; j < len(a); j++ {
+				if !strings.ContainsRune("Refl", rune(a[j])) {
+					t.Fatalf("%q: option -%c accepted", cmd, a[j])
+				}
+				if a[j] == 'f' || a[j] == 'l' {
+					if j+1 == len(a) {
+						i++ // the next word is its value
+					}
+					break
+				}
+			}
+		}
+	})
+}
