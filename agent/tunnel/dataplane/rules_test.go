@@ -2,9 +2,11 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -302,5 +304,45 @@ func TestReplacedConnDoesNotWaitForAStalledPeer(t *testing.T) {
 	}
 	if n := s.connCount(); n > 2 {
 		t.Errorf("after %d reconnects of the source, %d WebSockets are still served (want 2: the destination and the last source); the replaced ones wait for the stalled destination", reconnects, n)
+	}
+}
+
+// A first handshake whose use cannot be recorded (OnFirstUse fails) gives its
+// token back, but not once another handshake with the same client token has
+// connected meanwhile (the same client, reconnecting): the token is in use
+// then, and a third party holding the token alone must still be refused.
+func TestFailedFirstUseKeepsATokenInUse(t *testing.T) {
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	const ct = "client-token-0123456789abcdef0123456789"
+	second := make(chan *websocket.Conn, 1)
+	var calls atomic.Int32
+	s.OnFirstUse = func(*Tunnel) error {
+		if calls.Add(1) == 1 {
+			// Another connection of the same client gets in while this
+			// one's use is being recorded.
+			ws, _, err := dialRaw(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct})
+			if err != nil {
+				t.Errorf("the same client's second handshake: %v", err)
+			}
+			second <- ws
+		}
+		return errors.New("disk full")
+	}
+	if _, resp, err := dialRaw(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct}); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("first handshake, its use not recorded: %v, want 503", err)
+	}
+	ws := <-second
+	if ws == nil {
+		t.FailNow()
+	}
+	defer ws.CloseNow()
+	if !tun.Side(Destination).Used {
+		t.Error("the token is no longer used while a connection made with it is up")
+	}
+	if _, resp, err := dialRaw(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken}); err == nil {
+		t.Error("a handshake with the token alone got in")
+	} else if resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a handshake with the token alone: %v, want 400", err)
 	}
 }

@@ -620,6 +620,11 @@ func (s *Server) admit(token, clientToken string, mode Side) (t *Tunnel, side Si
 	undo = func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		// Not once a connection is up with the token: the same client's
+		// reconnect, admitted meanwhile (it consumed nothing), holds it.
+		if st.token == token && st.conn != nil {
+			return
+		}
 		if st.token == token {
 			st.used, st.clientToken = false, ""
 		}
