@@ -43,6 +43,10 @@ func loadOrCreatePKI(dir string) (*pki, error) {
 		if !ok {
 			return nil, fmt.Errorf("lab CA key in %s is not ECDSA", dir)
 		}
+		if now := time.Now(); now.Before(pair.Leaf.NotBefore) || now.After(pair.Leaf.NotAfter) {
+			return nil, fmt.Errorf("lab CA in %s is valid from %s to %s, not now (delete the state directory to start over)",
+				dir, pair.Leaf.NotBefore.UTC().Format(time.RFC3339), pair.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
 		p.ca, p.caKey = pair.Leaf, key
 		return p, nil
 	}
@@ -100,12 +104,14 @@ var guestHost = net.IPv4(10, 0, 2, 2)
 // guestHost.
 var serverIPs = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, guestHost}
 
-// leaf returns name.crt and name.key in dir, issuing them if missing (or, for a
-// server certificate, if it lacks one of serverIPs: a state directory from before
-// --board). A server certificate is for serverIPs and localhost.
+// leaf returns name.crt and name.key in dir, issuing them again if they are
+// missing or would not work: not signed by the lab's CA (a CA made again), out of
+// their dates (expired, or made while the clock was ahead), or, for a server
+// certificate, without one of serverIPs (a state directory from before --board).
+// A server certificate is for serverIPs and localhost.
 func (p *pki) leaf(dir, name string, server bool) (certFile, keyFile string, err error) {
 	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	if pair, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && (!server || namesAll(pair.Leaf, serverIPs)) {
+	if pair, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && p.works(pair.Leaf, server) {
 		return certFile, keyFile, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -131,6 +137,21 @@ func (p *pki) leaf(dir, name string, server bool) (certFile, keyFile string, err
 		return "", "", err
 	}
 	return certFile, keyFile, writePEM(certFile, "CERTIFICATE", der, 0o644)
+}
+
+// works reports whether cert, a leaf the lab issued, verifies against its CA now,
+// for its use (a server's for every serverIPs).
+func (p *pki) works(cert *x509.Certificate, server bool) bool {
+	roots := x509.NewCertPool()
+	roots.AddCert(p.ca)
+	usage := x509.ExtKeyUsageClientAuth
+	if server {
+		usage = x509.ExtKeyUsageServerAuth
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		return false
+	}
+	return !server || namesAll(cert, serverIPs)
 }
 
 // namesAll reports whether cert names every address in ips.
