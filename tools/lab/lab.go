@@ -804,7 +804,17 @@ func checkSafeDir(dir string) error {
 		name = fmt.Sprintf("%s (really %s)", dir, resolved)
 	}
 	for _, p := range []string{resolved, dir} {
-		if d := writableParent(p); d != "" {
+		d, owner := unsafeParent(p)
+		switch {
+		case d == "":
+		case owner >= 0:
+			// The agent refuses a data directory below one another user owns,
+			// as OpenSSH's StrictModes does (`sudo make lab` in a user's
+			// checkout): said now, before a root-owned .lab is made there.
+			return fmt.Errorf("the state directory %s is below %s, which belongs to uid %d, not to you (uid %d) or root: "+
+				"the agent refuses a data directory that another user could change; run the lab as that user (without sudo), "+
+				"or choose another --state", name, d, owner, os.Geteuid())
+		default:
 			return fmt.Errorf("the state directory %s is below %s, which others can write: the agent's SSH server would ignore "+
 				"its authorized_keys there (as OpenSSH does); choose another --state, e.g. under your home directory", name, d)
 		}
@@ -812,18 +822,32 @@ func checkSafeDir(dir string) error {
 	return nil
 }
 
-// writableParent returns the first directory above path that group or others can
-// write, or "" if there is none.
-func writableParent(path string) string {
+// unsafeParent returns the first directory above path that group or others can
+// write (owner -1), or that belongs to a user other than root and this one (that
+// user's uid), or "" if there is none.
+func unsafeParent(path string) (dir string, owner int) {
 	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err == nil && fi.Mode().Perm()&0o022 != 0 {
-			return d
+		if fi, err := os.Stat(d); err == nil {
+			if fi.Mode().Perm()&0o022 != 0 {
+				return d, -1
+			}
+			if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+				return d, uid
+			}
 		}
 		if d == "/" || d == "." {
-			return ""
+			return "", -1
 		}
 	}
+}
+
+// fileOwner is the uid that owns fi, if the platform says.
+func fileOwner(fi fs.FileInfo) (int, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
 }
 
 // realPath resolves the symlinks in the absolute path p, as far as it exists; the

@@ -321,6 +321,37 @@ func TestCheckSafeDirResolvesSymlinks(t *testing.T) {
 	}
 }
 
+// TestCheckSafeDirOwner: `sudo make lab` in a user's checkout. The agent refuses a
+// data_dir below a directory another user owns (as OpenSSH's StrictModes); the lab
+// refuses such a --state before it makes anything, instead of making a root-owned
+// state directory in the user's tree and failing once everything runs.
+func TestCheckSafeDirOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root (chown); CI runs as root")
+		}
+		t.Skip("needs root (chown)")
+	}
+	home := filepath.Join(stack.SafeDir(t), "home", "someone")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(home, "porthole", ".lab")
+	if err := checkSafeDir(state); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") || !strings.Contains(err.Error(), "without sudo") {
+		t.Errorf("checkSafeDir below a directory of uid 65534, run as root: %v", err)
+	}
+	err := Run(context.Background(), Options{StateDir: state, Porthole: stack.Build(t), Out: stack.NewLog()})
+	if !errors.Is(err, ErrPrerequisite) {
+		t.Errorf("Run = %v, want a refused --state (ErrPrerequisite)", err)
+	}
+	if _, err := os.Stat(filepath.Dir(state)); err == nil {
+		t.Errorf("the lab made %s in another user's tree", filepath.Dir(state))
+	}
+}
+
 // TestNoAgentConnectLine runs the lab with --no-agent: its connect line uses the
 // --ssh-port asked for and the porthole binary it was given, by its absolute path
 // when it is not below the working directory.
