@@ -346,3 +346,47 @@ func TestFailedFirstUseKeepsATokenInUse(t *testing.T) {
 		t.Errorf("a handshake with the token alone: %v, want 400", err)
 	}
 }
+
+// A request with a good token that is no WebSocket upgrade (a curl probe, a
+// proxy that strips the Upgrade headers) is refused before the token is looked
+// at: it consumed the token, and OnFirstUse recorded that (tunneld saves it), so
+// after a restart the token's real first handshake was refused as used.
+func TestBadUpgradeConsumesNoToken(t *testing.T) {
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	var calls atomic.Int32
+	s.OnFirstUse = func(*Tunnel) error { calls.Add(1); return nil }
+	base := "http" + strings.TrimPrefix(s.URL, "ws") + "/tunnel?local-proxy-mode=destination"
+	for _, tc := range []struct {
+		name   string
+		method string
+		header http.Header
+		status int
+	}{
+		{"no upgrade headers", "GET", http.Header{}, http.StatusUpgradeRequired},
+		{"POST", "POST", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-WebSocket-Version": {"13"}, "Sec-WebSocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}, http.StatusMethodNotAllowed},
+		{"version 8", "GET", http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"websocket"}, "Sec-WebSocket-Version": {"8"}, "Sec-WebSocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}, http.StatusBadRequest},
+		{"short key", "GET", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-WebSocket-Version": {"13"}, "Sec-WebSocket-Key": {"c2hvcnQ="}}, http.StatusBadRequest},
+	} {
+		req, _ := http.NewRequest(tc.method, base, nil)
+		req.Header = tc.header
+		req.Header.Set("access-token", tun.DestinationToken)
+		req.Header.Set("Sec-WebSocket-Protocol", SubprotocolV3)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.status)
+		}
+	}
+	if n := calls.Load(); n != 0 || tun.Side(Destination).Used {
+		t.Errorf("after refused upgrades: OnFirstUse called %d times, token used %v", n, tun.Side(Destination).Used)
+	}
+	c := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
+	c.WS.CloseNow()
+	if calls.Load() != 1 {
+		t.Errorf("the real first handshake: OnFirstUse called %d times, want 1", calls.Load())
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -514,6 +515,14 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 		return nil
 	}
 
+	// A request that is no WebSocket upgrade is refused before its token is
+	// looked at: Accept would refuse it after admit had consumed the token and
+	// OnFirstUse recorded that (tunneld saves it), and a restart would then
+	// refuse the token's real first handshake.
+	if status, body := upgradeError(r); status != 0 {
+		s.refuse(w, h, status, body)
+		return nil
+	}
 	t, side, undo, status, body := s.admit(token, clientToken, mode)
 	if status != 0 {
 		s.refuse(w, h, status, body)
@@ -633,6 +642,32 @@ func (s *Server) admit(token, clientToken string, mode Side) (t *Tunnel, side Si
 		}
 	}
 	return t, side, undo, 0, ""
+}
+
+// upgradeError checks r as a WebSocket upgrade (RFC 6455 §4.2.1), as
+// websocket.Accept does, and says why it is none: a status and a body, or 0.
+func upgradeError(r *http.Request) (int, string) {
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	key := ""
+	if len(keys) == 1 {
+		key = strings.TrimSpace(keys[0])
+	}
+	switch k, err := base64.StdEncoding.DecodeString(key); {
+	case !r.ProtoAtLeast(1, 1) || !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket"):
+		return http.StatusUpgradeRequired, "Not a WebSocket upgrade: want HTTP/1.1 with Connection: Upgrade and Upgrade: websocket"
+	case r.Method != http.MethodGet:
+		return http.StatusMethodNotAllowed, "Not a WebSocket upgrade: want GET"
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		return http.StatusBadRequest, "Unsupported Sec-WebSocket-Version: want 13"
+	case err != nil || len(k) != 16:
+		return http.StatusBadRequest, "Invalid Sec-WebSocket-Key: want one, 16 bytes in base64"
+	}
+	return 0, ""
+}
+
+// headerHasToken reports whether a comma-separated header has token, ignoring case.
+func headerHasToken(h http.Header, key, token string) bool {
+	return slices.ContainsFunc(headerTokens(h, key), func(t string) bool { return strings.EqualFold(t, token) })
 }
 
 // requestSize is the size of the request line and headers as sent (Go moves Host out
