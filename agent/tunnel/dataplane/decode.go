@@ -37,7 +37,7 @@ var wireTypes = [...]protowire.Type{
 // scanFields checks a frame body field by field, which the codec cannot do since it
 // skips unknown fields as protobuf does: the service closes the WebSocket on any
 // field outside 1–7 (spec §1.4) and, here, on a known field with the wrong wire
-// type. It also returns the type and ignorable fields, which the codec does not
+// type, and on a payload over tunnel.MaxPayload. It also returns the type and ignorable fields, which the codec does not
 // report for a skipped ignorable message.
 func scanFields(b []byte) (typ tunnel.Type, ignorable bool, err error) {
 	for len(b) > 0 {
@@ -63,6 +63,12 @@ func scanFields(b []byte) (typ tunnel.Type, ignorable bool, err error) {
 		case 3:
 			v, _ := protowire.ConsumeVarint(b)
 			ignorable = v != 0
+		case 4:
+			// Any message's, an unknown ignorable type's too (spec §1.5):
+			// the codec does not look at a message it skips.
+			if v, _ := protowire.ConsumeBytes(b); len(v) > tunnel.MaxPayload {
+				return typ, ignorable, fmt.Errorf("payload of %d bytes exceeds %d", len(v), tunnel.MaxPayload)
+			}
 		}
 		b = b[n:]
 	}

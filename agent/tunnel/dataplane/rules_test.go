@@ -148,6 +148,8 @@ func TestViolationsClose(t *testing.T) {
 		{name: "destination SERVICE_IDS", from: Destination, badMsg: &tunnel.Message{Type: tunnel.TypeServiceIDs}, reason: "SERVICE_IDS"},
 		{name: "payload over 64512", from: Source, prelude: []*tunnel.Message{start(1, "SSH")},
 			bad: rawFrame(varintField(1, 1), varintField(2, 1), bytesField(4, make([]byte, tunnel.MaxPayload+1)), bytesField(5, []byte("SSH"))), reason: "payload of 64513 bytes"},
+		{name: "ignorable unknown type, payload over 64512", from: Source,
+			bad: rawFrame(varintField(1, 42), varintField(3, 1), bytesField(4, make([]byte, tunnel.MaxPayload+1))), reason: "payload of 64513 bytes"},
 		{name: "undeclared service", from: Source, badMsg: start(1, "FTP"), reason: `service "FTP"`},
 		{name: "service id after V1 start, source", from: Source, prelude: []*tunnel.Message{start(1, "")}, badMsg: data("SSH"), reason: "started without one"},
 		{name: "service id after V1 start, destination", from: Destination, prelude: []*tunnel.Message{start(1, "")}, badMsg: data("SSH"), reason: "started without one"},
