@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -43,6 +42,7 @@ type conn struct {
 	raw       net.Conn        // the hijacked TCP connection; closing it cuts without a Close frame
 	proto     string
 	channelID string
+	format    int8 // source: 1 streams with service ids, 2 without; guarded by s.mu
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wake      chan struct{} // buffered 1: the queue grew or a close was requested
@@ -367,8 +367,13 @@ func (c *conn) readError(err error) error {
 		c.t.detach(c)
 		c.closeWith(websocket.StatusUnsupportedData, "text messages are not allowed (spec §1.2)")
 	case errors.Is(err, wsstream.ErrTooBig):
+		// Spec §1.3: the connection is closed abnormally, without a Close
+		// frame. A client takes a Close frame as the end of the tunnel and a
+		// cut as a reason to reconnect: a 1009 here would make it behave
+		// otherwise than against the real service.
 		c.t.detach(c)
-		c.closeWith(websocket.StatusMessageTooBig, fmt.Sprintf("message over %d bytes (spec §1.3)", maxWebSocketMessage))
+		c.s.log().Info("message over the limit: connection cut", "tunnel", c.t.id, "side", c.side, "limit", maxWebSocketMessage)
+		c.cut()
 	}
 	return err
 }

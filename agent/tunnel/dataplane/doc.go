@@ -11,8 +11,9 @@
 // (§3.1), byte-exact relaying of tunnel frames between the two sides (§1.2, frames are
 // never split or merged), STREAM_RESET to the other side when a side is replaced
 // (§3.8), pongs for pings (§3.7), and the message validity rules of §1.5, enforced by
-// closing the offender's WebSocket with status 1008 (1003 for a text message, 1009 for
-// a message over 131076 bytes). The service refuses a message over the read limit
+// closing the offender's WebSocket with status 1008 (1003 for a text message; a
+// message over 131076 bytes cuts the connection without a Close frame, the abnormal
+// close of §1.3). The service refuses a message over the read limit
 // whole (§1.3: it does "not accept" such frames): none of its frames reaches the peer,
 // so frames are relayed only once the message they end in has ended within the limit.
 //

@@ -132,6 +132,7 @@ func TestViolationsClose(t *testing.T) {
 		text    bool
 		code    websocket.StatusCode // default 1008
 		reason  string
+		cut     bool // no Close frame
 	}{
 		{name: "type 0", from: Source, bad: rawFrame(varintField(2, 1)), reason: "type 0"},
 		{name: "empty frame", from: Destination, bad: rawFrame(), reason: "type 0"},
@@ -154,6 +155,12 @@ func TestViolationsClose(t *testing.T) {
 		{name: "service id after V1 start, source", from: Source, prelude: []*tunnel.Message{start(1, "")}, badMsg: data("SSH"), reason: "started without one"},
 		{name: "service id after V1 start, destination", from: Destination, prelude: []*tunnel.Message{start(1, "")}, badMsg: data("SSH"), reason: "started without one"},
 		{name: "V2 start after V1 start", from: Source, prelude: []*tunnel.Message{start(1, "")}, badMsg: start(2, "WEB"), reason: "started without one"},
+		// One WebSocket keeps one format (V2 guide, backward compatibility):
+		// ending the V1 stream first does not make the switch legal, nor the
+		// other way round.
+		{name: "V2 start after a V1 stream ended", from: Source, prelude: []*tunnel.Message{start(1, ""), {Type: tunnel.TypeStreamReset, StreamID: 1}},
+			badMsg: start(2, "SSH"), reason: "started without one"},
+		{name: "V1 start after a V2 start", from: Source, prelude: []*tunnel.Message{start(1, "SSH")}, badMsg: start(2, ""), reason: "started with one"},
 		{name: "DATA without STREAM_START", from: Source, prelude: []*tunnel.Message{start(1, "SSH")}, badMsg: data("WEB"), reason: `DATA for service "WEB"`},
 		{name: "DATA without any stream", from: Destination, badMsg: data("SSH"), reason: `DATA for service "SSH"`},
 		{name: "V1 DATA without STREAM_START", from: Source, prelude: []*tunnel.Message{start(1, "SSH")}, badMsg: data(""), reason: `DATA for service ""`},
@@ -166,10 +173,11 @@ func TestViolationsClose(t *testing.T) {
 		{name: "text message", from: Source, text: true, code: websocket.StatusUnsupportedData, reason: "text"},
 		// A message over the read limit is refused whole: none of the frames in it
 		// reach the peer, not even those that were complete before the limit.
+		// Spec §1.3: cut, without a Close frame.
 		{name: "message over 131076 bytes", from: Source, prelude: []*tunnel.Message{start(1, "SSH")},
-			bad: dataFrames(t, 3*(tunnel.MaxPayload+12)), code: websocket.StatusMessageTooBig, reason: "over 131076 bytes"},
+			bad: dataFrames(t, 3*(tunnel.MaxPayload+12)), cut: true},
 		{name: "message of 131077 bytes", from: Destination, prelude: []*tunnel.Message{start(1, "SSH")},
-			bad: dataFrames(t, tunnel.MaxWebSocketMessage+1), code: websocket.StatusMessageTooBig, reason: "over 131076 bytes"},
+			bad: dataFrames(t, tunnel.MaxWebSocketMessage+1), cut: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -189,6 +197,9 @@ func TestViolationsClose(t *testing.T) {
 				}
 			case tc.badMsg != nil:
 				bad.Send(tc.badMsg)
+			case tc.cut:
+				// The service may cut while the message is still being written.
+				bad.WS.Write(context.Background(), websocket.MessageBinary, tc.bad)
 			default:
 				bad.SendRaw(tc.bad)
 			}
@@ -196,7 +207,9 @@ func TestViolationsClose(t *testing.T) {
 			if code == 0 {
 				code = websocket.StatusPolicyViolation
 			}
-			if reason := bad.WantClose(code); !strings.Contains(reason, tc.reason) {
+			if tc.cut {
+				bad.WantCut()
+			} else if reason := bad.WantClose(code); !strings.Contains(reason, tc.reason) {
 				t.Errorf("close reason %q, want it to mention %q", reason, tc.reason)
 			}
 			if tun.Connected(tc.from) || !tun.Connected(tc.from.other()) {
@@ -390,5 +403,29 @@ func TestBadUpgradeConsumesNoToken(t *testing.T) {
 	c.WS.CloseNow()
 	if calls.Load() != 1 {
 		t.Errorf("the real first handshake: OnFirstUse called %d times, want 1", calls.Load())
+	}
+}
+
+// The format a source's WebSocket started its streams in holds for its whole
+// life: the destination reconnecting (which resets the streams) does not make a
+// switch legal.
+func TestFormatKeptAcrossPeerReconnect(t *testing.T) {
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	ct := strings.Repeat("b", 32)
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct})
+	dst.WantServiceIDs("SSH")
+	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
+	src.WantServiceIDs("SSH")
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1})
+	dst.MustNext()
+	dst2 := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: ct})
+	dst2.WantServiceIDs("SSH")
+	if m := src.MustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 1 {
+		t.Fatalf("source got %v, want the service's STREAM_RESET for stream 1", m)
+	}
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH"})
+	if reason := src.WantClose(websocket.StatusPolicyViolation); !strings.Contains(reason, "started without one") {
+		t.Errorf("close reason %q", reason)
 	}
 }

@@ -514,7 +514,7 @@ func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 		}
 	}
 	if reason == "" && !ignorable {
-		reason = t.checkLocked(c.side, m)
+		reason = t.checkLocked(c, m)
 	}
 	if reason != "" {
 		t.detachLocked(c)
@@ -540,7 +540,8 @@ func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 
 // checkLocked applies the tunnel-level rules of spec §1.5 to a decoded message from
 // side and, if it passes, updates the stream state. It returns why m breaks a rule.
-func (t *Tunnel) checkLocked(side Side, m *tunnel.Message) string {
+func (t *Tunnel) checkLocked(c *conn, m *tunnel.Message) string {
+	side := c.side
 	switch m.Type {
 	case tunnel.TypeStreamStart, tunnel.TypeConnectionStart:
 		if side == Destination {
@@ -560,6 +561,24 @@ func (t *Tunnel) checkLocked(side Side, m *tunnel.Message) string {
 	case tunnel.TypeData:
 		if !t.started[m.ServiceID] {
 			return fmt.Sprintf("DATA for service %q without a STREAM_START (spec §1.5)", m.ServiceID)
+		}
+	}
+	if side == Source && (m.Type >= tunnel.TypeData && m.Type <= tunnel.TypeStreamReset || m.Type >= tunnel.TypeConnectionStart && m.Type <= tunnel.TypeConnectionReset) {
+		// A source keeps one format, with or without service IDs, for the
+		// lifetime of its WebSocket (V2 guide, backward compatibility).
+		with := int8(1)
+		if m.ServiceID == "" {
+			with = 2
+		}
+		switch {
+		case c.format == 0 && m.Type == tunnel.TypeStreamStart:
+			c.format = with
+		case c.format != 0 && c.format != with:
+			how := "with"
+			if c.format == 2 {
+				how = "without"
+			}
+			return fmt.Sprintf("service id %q on a WebSocket whose streams started %s one (spec §1.5, §2.3)", m.ServiceID, how)
 		}
 	}
 	t.trackLocked(m)
