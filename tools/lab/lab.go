@@ -312,16 +312,22 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 	}
-	info.AWSCommand = fmt.Sprintf("AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
-		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", Thing, info.Tunneld, info.Region, shellArg(rel(info.CAFile)))
+	// lab.json's command lines name files by absolute paths, for scripts run
+	// anywhere; the printed ones as the working directory reaches them.
+	awsCommand := func(path func(string) string) string {
+		return fmt.Sprintf("AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
+			"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", Thing, info.Tunneld, info.Region, shellArg(path(info.CAFile)))
+	}
+	info.AWSCommand = awsCommand(absPath)
 
 	if opt.NoAgent {
-		info.ConnectUsage = connectCommand(opt.Porthole, tdHost, info.CAFile, opt.SSHPort)
+		info.ConnectUsage = connectCommand(opt.Porthole, tdHost, info.CAFile, opt.SSHPort, absPath)
 		if err := writeInfo(dir, info); err != nil {
 			return err
 		}
 		fmt.Fprintf(opt.Out, "\nBroker  mqtts://%s (device certificates from %s)\nTunneld %s\n\nOpen a tunnel:\n  %s\nConnect:\n  %s\n%s\nDetails: %s. Ctrl-C stops the lab.\n",
-			info.Broker, rel(info.CAFile), info.Tunneld, info.AWSCommand, info.ConnectUsage, consoleLine, rel(filepath.Join(dir, "lab.json")))
+			info.Broker, rel(info.CAFile), info.Tunneld, awsCommand(rel), connectCommand(opt.Porthole, tdHost, info.CAFile, opt.SSHPort, rel),
+			consoleLine, rel(filepath.Join(dir, "lab.json")))
 		<-ctx.Done()
 		return nil
 	}
@@ -431,7 +437,8 @@ func Run(ctx context.Context, opt Options) (err error) {
 
 	var open *tunneld.OpenTunnelOutput
 	if err := st.do("tunnel for "+Thing+" (SSH, HTTP)", func() error {
-		open, err = td.OpenTunnel(ctx, &tunneld.OpenTunnelInput{Description: "porthole lab",
+		closeLeftTunnels(ctx, td, log)
+		open, err = td.OpenTunnel(ctx, &tunneld.OpenTunnelInput{Description: labTunnel,
 			DestinationConfig: &tunneld.DestinationConfig{ThingName: Thing, Services: []string{"SSH", "HTTP"}},
 			TimeoutConfig:     &tunneld.TimeoutConfig{MaxLifetimeTimeoutMinutes: 720}})
 		if err != nil {
@@ -518,13 +525,16 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 	// IdentitiesOnly: the lab's key first, not an ssh-agent's keys, each of which
 	// the device would count against its MaxAuthTries (as OpenSSH does).
-	opts := fmt.Sprintf("%s -o IdentitiesOnly=yes -o %s", identityArg(rel(info.SSHKey)),
-		shellArg("UserKnownHostsFile="+sshConfigWord(sshFile(rel(info.KnownHosts)))))
-	info.SSHCommand = fmt.Sprintf("ssh %s -p %s %s@127.0.0.1", opts, sshPort, info.User)
-	info.SFTPCommand = fmt.Sprintf("sftp %s -P %s %s@127.0.0.1", opts, sshPort, info.User)
+	sshCommands := func(path func(string) string) (sshLine, sftpLine string) {
+		opts := fmt.Sprintf("%s -o IdentitiesOnly=yes -o %s", identityArg(path(info.SSHKey)),
+			shellArg("UserKnownHostsFile="+sshConfigWord(sshFile(path(info.KnownHosts)))))
+		return fmt.Sprintf("ssh %s -p %s %s@127.0.0.1", opts, sshPort, info.User), fmt.Sprintf("sftp %s -P %s %s@127.0.0.1", opts, sshPort, info.User)
+	}
+	info.SSHCommand, info.SFTPCommand = sshCommands(absPath)
 	if err := writeInfo(dir, info); err != nil {
 		return err
 	}
+	sshLine, sftpLine := sshCommands(rel)
 	where, stopsWhat := "", ""
 	if opt.Board != "" {
 		where, stopsWhat = fmt.Sprintf(" (the agent runs in QEMU board %s)", opt.Board), " and powers the board off"
@@ -543,7 +553,7 @@ and connect to one with
 %s
 Logs: %s, %s. Everything else: %s.
 Ctrl-C stops the lab%s.
-`, Thing, where, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, connectCommand(opt.Porthole, tdHost, info.CAFile, morePort(opt.SSHPort, opt.HTTPPort)), consoleLine,
+`, Thing, where, sshLine, sftpLine, info.HTTP, awsCommand(rel), connectCommand(opt.Porthole, tdHost, info.CAFile, morePort(opt.SSHPort, opt.HTTPPort), rel), consoleLine,
 		rel(logPath), rel(filepath.Join(dir, "lab.log")), rel(filepath.Join(dir, "lab.json")), stopsWhat)
 
 	// The lab's parts outlive its own tunnel: the console and the AWS line open
@@ -623,6 +633,36 @@ func rel(p string) string {
 	return p
 }
 
+// labTunnel is the description of the tunnel each lab run opens.
+const labTunnel = "porthole lab"
+
+// closeLeftTunnels closes the lab's own tunnels still open: a lab killed before
+// its stops ran (kill -9, a power cut) left its tunnel open in tunneld's state,
+// and the agent would resume it at every later run. Tunnels opened otherwise
+// (the printed aws line) are left alone.
+func closeLeftTunnels(ctx context.Context, td *tunneld.Server, log *slog.Logger) {
+	in := &tunneld.ListTunnelsInput{ThingName: Thing, MaxResults: 100}
+	for {
+		out, err := td.ListTunnels(ctx, in)
+		if err != nil {
+			log.Warn("listing the tunnels a killed lab left open", "err", err)
+			return
+		}
+		for _, t := range out.TunnelSummaries {
+			if t.Status == tunneld.StatusOpen && t.Description == labTunnel {
+				log.Info("closing the tunnel a lab that did not stop left open", "tunnel", t.TunnelID)
+				if err := td.CloseTunnel(ctx, &tunneld.CloseTunnelInput{TunnelID: t.TunnelID}); err != nil {
+					log.Warn("closing the tunnel a killed lab left open", "tunnel", t.TunnelID, "err", err)
+				}
+			}
+		}
+		if out.NextToken == "" {
+			return
+		}
+		in.NextToken = out.NextToken
+	}
+}
+
 // morePort is the local port the printed line for one more tunnel suggests: 2223,
 // or the next one the lab does not listen on itself.
 func morePort(used ...int) int {
@@ -635,13 +675,22 @@ func morePort(used ...int) int {
 
 // connectCommand is the porthole connect line for a tunnel of tunneld at tdHost
 // (TOKEN: its source token's file) with SSH on local port sshPort, run with the
-// porthole binary at path porthole ("": the one in $PATH).
-func connectCommand(porthole, tdHost, caFile string, sshPort int) string {
+// porthole binary at path porthole ("": the one in $PATH); path names files
+// (rel or absPath).
+func connectCommand(porthole, tdHost, caFile string, sshPort int, path func(string) string) string {
 	prog := "porthole"
 	if porthole != "" {
-		prog = shellArg(command(porthole))
+		prog = shellArg(command(porthole, path))
 	}
-	return fmt.Sprintf("%s connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=%d", prog, tdHost, shellArg(rel(caFile)), sshPort)
+	return fmt.Sprintf("%s connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=%d", prog, tdHost, shellArg(path(caFile)), sshPort)
+}
+
+// absPath is p made absolute.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // shellArg is s as one word of a POSIX shell command line: as it is when it holds
@@ -677,15 +726,15 @@ func sshConfigWord(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
-// command is how a shell in the working directory runs the program at path p:
-// relative when p is below it ("./" for one in it, which a shell would otherwise
-// look up in $PATH), otherwise absolute.
-func command(p string) string {
+// command is how a shell runs the program at path p, named by path (rel: from
+// the working directory, "./" for one in it, which a shell would otherwise look
+// up in $PATH; absPath: from anywhere).
+func command(p string, path func(string) string) string {
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return p
 	}
-	r := rel(abs)
+	r := path(abs)
 	if !filepath.IsAbs(r) && !strings.ContainsRune(r, filepath.Separator) {
 		r = "./" + r
 	}

@@ -413,7 +413,7 @@ func TestCommand(t *testing.T) {
 		{"/opt/porthole/bin/porthole", "/opt/porthole/bin/porthole"},
 		{filepath.Join("..", "porthole"), filepath.Join(filepath.Dir(wd), "porthole")},
 	} {
-		if got := command(tc.path); got != tc.want {
+		if got := command(tc.path, rel); got != tc.want {
 			t.Errorf("command(%q) = %q, want %q", tc.path, got, tc.want)
 		}
 	}

@@ -167,6 +167,24 @@ func callTunneld(t *testing.T, info Info, op, body string) string {
 	return string(b)
 }
 
+// TestKilledLabsTunnelClosedOnRestart: a lab killed with -9 (the OOM killer, a
+// crash) cannot close its tunnel on the way out; the next lab on the same state
+// closes it, or the agent would resume it, and every such restart would add an
+// open tunnel for up to 12 h.
+func TestKilledLabsTunnelClosedOnRestart(t *testing.T) {
+	state := filepath.Join(stack.SafeDir(t), "state")
+	first := startLabIn(t, state, labPkgs, 60*time.Second, nil, "--ssh-port", "0", "--http-port", "0", "--console", "")
+	first.cmd.Process.Signal(syscall.SIGKILL)
+	first.cmd.Wait()
+	second := startLabIn(t, state, labPkgs, 60*time.Second, nil, "--ssh-port", "0", "--http-port", "0", "--console", "")
+	defer second.cmd.Process.Kill()
+	if got := tunnelStates(t, state); got[first.info.TunnelID] != "CLOSED" || got[second.info.TunnelID] != "OPEN" {
+		t.Errorf("while the next lab runs, the killed lab's tunnel %s is %q and the new one %q (tunnels: %v); want CLOSED and OPEN",
+			first.info.TunnelID, got[first.info.TunnelID], got[second.info.TunnelID], got)
+	}
+	second.stop(t)
+}
+
 // TestLabClosesItsTunnelOnStop stops the lab with Ctrl-C: its tunnel is CLOSED in
 // tunneld's saved state, so restarts do not pile up open tunnels.
 func TestLabClosesItsTunnelOnStop(t *testing.T) {

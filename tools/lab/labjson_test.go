@@ -1,0 +1,55 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/stack"
+)
+
+// TestLabJSONCommandsRunAnywhere: lab.json is "every endpoint, port and file
+// for scripts" (README): its command lines name the CA (and, with an agent, the
+// key and known_hosts) by absolute paths, so that a script runs them from any
+// directory; the printed lines name them from the working directory.
+func TestLabJSONCommandsRunAnywhere(t *testing.T) {
+	dir := stack.SafeDir(t)
+	t.Chdir(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := stack.NewLog()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Options{StateDir: "state", NoAgent: true, SSHPort: 0, Out: out}) }()
+	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second)
+	b, err := os.ReadFile(filepath.Join(dir, "state", "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ field, cmd, flag string }{
+		{"aws_command", info.AWSCommand, "--ca-bundle"},
+		{"connect_command", info.ConnectUsage, "--ca-file"},
+	} {
+		m := regexp.MustCompile(c.flag + ` ('[^']*'|\S+)`).FindStringSubmatch(c.cmd)
+		if m == nil {
+			t.Fatalf("%s has no %s: %s", c.field, c.flag, c.cmd)
+		}
+		sh := exec.Command("sh", "-c", "test -r "+m[1])
+		sh.Dir = "/" // a script elsewhere
+		if err := sh.Run(); err != nil {
+			t.Errorf("lab.json %s, run from another directory: %s %s is not there (%v)", c.field, c.flag, m[1], err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
