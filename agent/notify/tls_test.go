@@ -349,27 +349,16 @@ func TestSubscribeHintClientID(t *testing.T) {
 // log line names the expiry, which the listener can see itself.
 func TestExpiredClientCertificateSaid(t *testing.T) {
 	p := newPKI(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", p.ServerTLS(t, "broker"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tc := c.(*tls.Conn)
-			tc.Handshake()
-			if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
-				tcp.SetLinger(0) // a reset, as after a refused client certificate
-			}
-			tc.NetConn().Close()
+	addr := standInBroker(t, p.ServerTLS(t, "broker"), func(c net.Conn) {
+		tc := c.(*tls.Conn)
+		tc.Handshake()
+		if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
+			tcp.SetLinger(0) // a reset, as after a refused client certificate
 		}
-	}()
+		tc.NetConn().Close()
+	})
 	log, rec := newLogRecorder(t)
-	cfg := testConfig(t, p, ln.Addr().String(), "thing-a", log)
+	cfg := testConfig(t, p, addr, "thing-a", log)
 	cfg.CertFile, cfg.KeyFile = p.ClientAt(t, "thing-a", time.Now().Add(-48*time.Hour))
 	l := newListener(t, cfg)
 	runListener(t, l)
@@ -385,7 +374,32 @@ func TestExpiredClientCertificateSaid(t *testing.T) {
 // MQTT 5 CONNACK; the log said the broker may not accept the certificate.
 func TestBrokerWithoutMQTT5Explained(t *testing.T) {
 	p := newPKI(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", p.MutualTLS(t, time.Time{}))
+	addr := standInBroker(t, p.MutualTLS(t, time.Time{}), func(c net.Conn) {
+		defer c.Close()
+		// The CONNECT: its fixed header, then as many bytes as its remaining
+		// length (one byte of it: the agent's is short).
+		hdr := make([]byte, 2)
+		if _, err := io.ReadFull(c, hdr); err != nil || hdr[1]&0x80 != 0 {
+			return
+		}
+		if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
+			return
+		}
+		c.Write([]byte{0x20, 0x02, 0x00, 0x01})
+	})
+	log, rec := newLogRecorder(t)
+	runListener(t, newListener(t, testConfig(t, p, addr, "thing-a", log)))
+	line := rec.waitFor("mqtt connect failed")
+	if strings.Contains(line, "device certificate") || !strings.Contains(line, "it does not support MQTT 5") {
+		t.Errorf("a broker that speaks only MQTT 3.1.1 is reported as:\n%s\nwant: it does not support MQTT 5", line)
+	}
+}
+
+// standInBroker serves TLS with cfg on loopback, each connection with serve in a
+// goroutine of its own, until the test ends; it returns the address.
+func standInBroker(t *testing.T, cfg *tls.Config, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,25 +410,8 @@ func TestBrokerWithoutMQTT5Explained(t *testing.T) {
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				// The CONNECT: its fixed header, then as many bytes as its
-				// remaining length (one byte of it: the agent's is short).
-				hdr := make([]byte, 2)
-				if _, err := io.ReadFull(c, hdr); err != nil || hdr[1]&0x80 != 0 {
-					return
-				}
-				if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
-					return
-				}
-				c.Write([]byte{0x20, 0x02, 0x00, 0x01})
-			}()
+			go serve(c)
 		}
 	}()
-	log, rec := newLogRecorder(t)
-	runListener(t, newListener(t, testConfig(t, p, ln.Addr().String(), "thing-a", log)))
-	line := rec.waitFor("mqtt connect failed")
-	if strings.Contains(line, "device certificate") || !strings.Contains(line, "it does not support MQTT 5") {
-		t.Errorf("a broker that speaks only MQTT 3.1.1 is reported as:\n%s\nwant: it does not support MQTT 5", line)
-	}
+	return ln.Addr().String()
 }

@@ -2,9 +2,6 @@ package lab
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -96,20 +93,9 @@ func TestServerCertificatesNameTheBoardsHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An old-style server certificate: 127.0.0.1 only.
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "broker"},
+	issueLeaf(t, p, dir, "broker", &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "broker"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: serverIPs[:1]}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalPKCS8PrivateKey(key)
-	writePEM(filepath.Join(dir, "broker.crt"), "CERTIFICATE", der, 0o644)
-	writePEM(filepath.Join(dir, "broker.key"), "PRIVATE KEY", kb, 0o600)
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: serverIPs[:1]})
 
 	for _, name := range []string{"broker", "tunneld"} {
 		certFile, keyFile, err := p.leaf(dir, name, true)

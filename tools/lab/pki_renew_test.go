@@ -85,21 +85,9 @@ func TestLeafOutOfDateRenewed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-			tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: Thing},
+			issueLeaf(t, p, dir, Thing, &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: Thing},
 				NotBefore: c.from, NotAfter: c.to, KeyUsage: x509.KeyUsageDigitalSignature,
-				ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-			der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-			if err != nil {
-				t.Fatal(err)
-			}
-			kb, _ := x509.MarshalPKCS8PrivateKey(key)
-			if err := writePEM(filepath.Join(dir, Thing+".key"), "PRIVATE KEY", kb, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := writePEM(filepath.Join(dir, Thing+".crt"), "CERTIFICATE", der, 0o644); err != nil {
-				t.Fatal(err)
-			}
+				ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 			cf, kf, err := p.leaf(dir, Thing, false)
 			if err != nil {
 				t.Fatal(err)
@@ -108,5 +96,26 @@ func TestLeafOutOfDateRenewed(t *testing.T) {
 				t.Errorf("the device certificate the lab uses: %v", err)
 			}
 		})
+	}
+}
+
+// issueLeaf writes name.crt and name.key in dir: a certificate from tmpl, signed
+// by p's CA, as one an older lab (or another clock) left there.
+func issueLeaf(t *testing.T, p *pki, dir, name string, tmpl *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalPKCS8PrivateKey(key)
+	if err := writePEM(filepath.Join(dir, name+".key"), "PRIVATE KEY", kb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePEM(filepath.Join(dir, name+".crt"), "CERTIFICATE", der, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
