@@ -821,6 +821,7 @@ func (a *Agent) failureReason(err error, log *slog.Logger) string {
 	var he *tunnel.HandshakeError
 	var ce x509.CertificateInvalidError
 	var pe *tunnel.ProxyError
+	viaProxy := errors.As(err, &pe)
 	switch {
 	case errors.As(err, &he):
 		return fmt.Sprintf("handshake refused: %d %s", he.StatusCode, he.Body)
@@ -829,11 +830,11 @@ func (a *Agent) failureReason(err error, log *slog.Logger) string {
 	case errors.As(err, &ce) && ce.Reason == x509.Expired && a.clock().Before(BuildTime()):
 		log.Warn("the clock is before this binary was built; TLS will keep failing until it is set (NTP)", "clock", a.clock().UTC(), "build", BuildTime())
 		return "TLS certificate check failed because the system clock is behind"
-	case errors.As(err, &pe) && pe.Status == 407: // Proxy Authentication Required
+	case viaProxy && pe.Status == 407: // Proxy Authentication Required
 		return "the HTTPS proxy refused the credentials of tunnel.https_proxy (407)"
-	case errors.As(err, &pe) && pe.Status != 0:
+	case viaProxy && pe.Status != 0:
 		return fmt.Sprintf("the HTTPS proxy refused to connect to the service (%d)", pe.Status)
-	case pe != nil && tunnel.IsCertificateError(err):
+	case viaProxy && tunnel.IsCertificateError(err):
 		return "TLS certificate check of the HTTPS proxy failed"
 	case tunnel.IsCertificateError(err):
 		return "TLS certificate check of the service failed (tunnel.ca_file)"

@@ -157,9 +157,9 @@ func (l *Listener) connect(ctx context.Context, sess session.SessionManager) (*l
 
 // headConn keeps the first bytes the broker sends: a broker without MQTT 5
 // answers the CONNECT with an MQTT 3.1.1 CONNACK, which paho, reading it as
-// MQTT 5's, takes for a truncated packet.
-// The connection is a named field and the methods are on the pointer: an
-// embedded net.Conn would give the binary each method twice (docs/size.md).
+// MQTT 5's, takes for a truncated packet. The connection is a named field and
+// the methods are on the pointer: an embedded net.Conn would give the binary
+// each method twice (docs/size.md).
 type headConn struct {
 	_    [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	conn net.Conn
