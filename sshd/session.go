@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -576,14 +577,14 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		sess.chdirFailed(a.Home, homeError(a.Home))
 	}
 	err := startIn(dir)
-	if err != nil && dir != "/" && errors.Is(err, syscall.EACCES) {
+	if err != nil && dir != "/" && errors.Is(err, syscall.EACCES) && mayExec(shell, a) {
 		// The home exists but the user may not enter it (the child
-		// changes directory after taking the user's ids), or may not run
-		// the shell: the child's error does not say which. If the shell
-		// starts in /, it was the home.
-		if err = startIn("/"); err == nil {
-			sess.chdirFailed(dir, syscall.EACCES)
-		}
+		// changes directory after taking the user's ids). The child's
+		// error does not say whether it was that or the shell: a shell the
+		// user may not run is reported as such below, not as the home.
+		// The message goes before the program's output, as OpenSSH's.
+		sess.chdirFailed(dir, syscall.EACCES)
+		err = startIn("/")
 	}
 	var pe *os.PathError
 	if errors.As(err, &pe) && pe.Op == "fork/exec" {
@@ -632,6 +633,25 @@ func (sess *session) chdirFailed(home string, err error) {
 		w, nl = sess.ch, "\r\n"
 	}
 	fmt.Fprintf(w, "Could not chdir to home directory %s: %s%s", home, strerror(err), nl)
+}
+
+// mayExec reports whether a's ids may execute the file at path by its mode bits
+// (ACLs aside), as the kernel decides for execve(2).
+func mayExec(path string, a *account) bool {
+	var st syscall.Stat_t
+	if syscall.Stat(path, &st) != nil {
+		return true // the start's own error says what is wrong
+	}
+	mode := uint32(st.Mode)
+	switch {
+	case a.UID == 0:
+		return mode&0o111 != 0
+	case st.Uid == a.UID:
+		return mode&0o100 != 0
+	case st.Gid == a.GID || slices.Contains(a.Groups, st.Gid):
+		return mode&0o010 != 0
+	}
+	return mode&0o001 != 0
 }
 
 // startError is the error for cmd, a shell, failing to start. It is logged,
