@@ -372,7 +372,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	for _, t := range saved {
 		fp := fingerprint(t.AccessToken)
-		if !a.servesAny(t.Services) {
+		if u := a.unmapped(t.Services); len(u) > 0 && len(u) == len(t.Services) {
 			// As a notification for it would be refused now: joining would
 			// serve nothing, and past max_tunnels take a working tunnel's place.
 			a.log.Warn("tunnel saved before restart has no service this device serves now: not resuming it", "tunnel", fp, "services", t.Services)
@@ -442,14 +442,8 @@ func (a *Agent) notified(n notify.Notification) {
 	if ctx == nil {
 		return
 	}
-	services := *a.svc.Load()
-	var unmapped []string
-	for _, s := range n.Services {
-		if _, ok := services[s]; !ok {
-			unmapped = append(unmapped, s)
-		}
-	}
-	if !a.servesAny(n.Services) {
+	unmapped := a.unmapped(n.Services)
+	if len(unmapped) > 0 && len(unmapped) == len(n.Services) {
 		// Joining would serve nothing, and past max_tunnels it would take an idle
 		// session's place.
 		a.log.Warn("tunnel has no service this device serves: not joining it (add a target to [services], then rotate the destination token)",
@@ -473,15 +467,16 @@ func (a *Agent) notified(n notify.Notification) {
 	a.start(t, true) // or keepForNextStart, if the agent is stopping: start decides under a.mu
 }
 
-// servesAny reports whether [services] maps one of a tunnel's services.
-func (a *Agent) servesAny(names []string) bool {
+// unmapped returns the services of a tunnel that [services] does not map.
+func (a *Agent) unmapped(names []string) []string {
 	services := *a.svc.Load()
+	var out []string
 	for _, n := range names {
-		if _, ok := services[n]; ok {
-			return true
+		if _, ok := services[n]; !ok {
+			out = append(out, n)
 		}
 	}
-	return false
+	return out
 }
 
 // keepForNextStart saves the tunnel of a notification that came while the agent
