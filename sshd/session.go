@@ -405,10 +405,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 		sess.asked = original
 	}
 	switch kind {
-	case "subsystem":
-		if cmdline != "sftp" {
-			return fmt.Errorf("unknown subsystem %q", clipClient(cmdline))
-		}
+	case "subsystem": // sftp: any other was refused above
 		if sftpOpt.readOnly {
 			sess.command = "sftp (read-only)"
 		}
