@@ -7,7 +7,6 @@ package tunneld
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -94,17 +93,7 @@ func TestAWSCLIWithMosquitto(t *testing.T) {
 	t.Parallel() // mostly waiting for the CLI to start
 	aws := awsCLI(t)
 	broker := mqtttest.StartMosquitto(t)
-	pubCert, pubKey := broker.PKI.Client(t, mqtttest.PublisherCN)
-	notifier, err := NewMQTTNotifier(MQTTConfig{Broker: broker.Addr, CAFile: broker.PKI.CAFile, CertFile: pubCert, KeyFile: pubKey,
-		Logger: testLogger(t).With("component", "mqtt")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		notifier.Close(ctx)
-	})
+	notifier := mosquittoNotifier(t, broker)
 	// Signatures are verified: the CLI signs with the environment's credentials.
 	ts := startServer(t, Config{Notifier: notifier, retry: 50 * time.Millisecond,
 		Credentials: map[string]string{"AKIDPORTHOLETEST": "porthole-test-secret"}})

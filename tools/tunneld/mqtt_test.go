@@ -16,18 +16,7 @@ import (
 func TestNotifyWithAllProxyInTheEnvironment(t *testing.T) {
 	t.Setenv("all_proxy", "socks5://127.0.0.1:9")
 	t.Setenv("no_proxy", "127.0.0.1,localhost")
-	broker := mqtttest.StartMosquitto(t)
-	cert, key := broker.PKI.Client(t, mqtttest.PublisherCN)
-	n, err := NewMQTTNotifier(MQTTConfig{Broker: broker.Addr, CAFile: broker.PKI.CAFile, CertFile: cert, KeyFile: key,
-		Logger: testLogger(t).With("component", "mqtt")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Close(ctx)
-	}()
+	n := mosquittoNotifier(t, mqtttest.StartMosquitto(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := n.Notify(ctx, Notification{ThingName: "dev1", ClientAccessToken: "x", Region: "us-east-1", Services: []string{"SSH"}}); err != nil {
@@ -53,4 +42,22 @@ func TestPlainBrokerWithTLSFilesIsRefused(t *testing.T) {
 			t.Errorf("NewMQTTNotifier(%s with TLS files): %v, want it to point at mqtts://", cfg.Broker, err)
 		}
 	}
+}
+
+// mosquittoNotifier is an MQTTNotifier publishing to broker with the publisher's
+// certificate, closed when the test ends.
+func mosquittoNotifier(t *testing.T, broker *mqtttest.Broker) *MQTTNotifier {
+	t.Helper()
+	cert, key := broker.PKI.Client(t, mqtttest.PublisherCN)
+	n, err := NewMQTTNotifier(MQTTConfig{Broker: broker.Addr, CAFile: broker.PKI.CAFile, CertFile: cert, KeyFile: key,
+		Logger: testLogger(t).With("component", "mqtt")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n.Close(ctx)
+	})
+	return n
 }
