@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,7 +33,41 @@ func TestMain(m *testing.M) {
 	// that serves sessions handles SIGHUP (reload), so its programs start
 	// with the default; handled here too, as there.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+	if os.Getenv("PORTHOLE_SSHD_TEST_PROBE") != "" {
+		os.Exit(0) // TestSignalSentWithUsersPrivileges asks whether the binary runs natively
+	}
+	if uid := os.Getenv("PORTHOLE_SSHD_TEST_BECOME"); uid != "" {
+		becomeAndReportSignal(uid)
+	}
+	if os.Getuid() != os.Geteuid() {
+		os.Exit(2) // a setuid copy (TestSignalSentWithUsersPrivileges) does nothing else
+	}
 	goleak.VerifyTestMain(m)
+}
+
+// becomeAndReportSignal is the helper of TestSignalSentWithUsersPrivileges, run
+// from a setuid-root copy of the test binary: it becomes uid (real, effective
+// and saved, as "su" does), writes its pid, and then the name of the first
+// signal it gets (TERM or USR1), and exits.
+func becomeAndReportSignal(uid string) {
+	n, err := strconv.Atoi(uid)
+	if err == nil {
+		err = syscall.Setresuid(n, n, n)
+	}
+	if err != nil {
+		fmt.Println("become:", err)
+		os.Exit(1)
+	}
+	got := make(chan os.Signal, 1)
+	signal.Notify(got, syscall.SIGTERM, syscall.SIGUSR1)
+	fmt.Println(os.Getpid())
+	select {
+	case sig := <-got:
+		fmt.Println(map[os.Signal]string{syscall.SIGTERM: "TERM", syscall.SIGUSR1: "USR1"}[sig])
+	case <-time.After(30 * time.Second):
+		fmt.Println("no signal")
+	}
+	os.Exit(0)
 }
 
 // testLogWriter sends log lines to t.Log until the test ends, and keeps

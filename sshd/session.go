@@ -78,11 +78,12 @@ type session struct {
 	barrier, caughtUp, served chan struct{}
 
 	mu          sync.Mutex
-	win         windowChange       // latest size from pty-req or window-change
-	ptmx        *os.File           // the running program's pty master, nil when none
-	proc        *os.Process        // the running program, nil when none or finished
-	hangup      func(running bool) // ends the program (if running) and its I/O when the client goes away
-	closeOutput func()             // stops reading the program's output; nil for in-process services
+	win         windowChange        // latest size from pty-req or window-change
+	ptmx        *os.File            // the running program's pty master, nil when none
+	proc        *os.Process         // the running program, nil when none or finished
+	procCred    *syscall.Credential // what proc runs as; nil: the server's own ids
+	hangup      func(running bool)  // ends the program (if running) and its I/O when the client goes away
+	closeOutput func()              // stops reading the program's output; nil for in-process services
 }
 
 func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
@@ -337,11 +338,14 @@ func (sess *session) signalOf(payload []byte) (syscall.Signal, bool) {
 
 // signal delivers sig to the running program's process group, as OpenSSH's
 // session_signal_req does (killpg): what "sh -c" started gets it too, instead
-// of holding the output open once the shell alone has died.
+// of holding the output open once the shell alone has died. It is sent with
+// the user's privileges, as there: see killpgAs.
 func (sess *session) signal(sig syscall.Signal) {
 	sess.mu.Lock()
 	if sess.proc != nil {
-		syscall.Kill(-sess.proc.Pid, sig)
+		if err := killpgAs(sess.proc.Pid, sig, sess.procCred); err != nil {
+			sess.srv.log().Debug("signal not sent", "remote", sess.st.remote, "user", sess.sc.User(), "signal", sig.String(), "error", err)
+		}
 	}
 	sess.mu.Unlock()
 }
@@ -713,7 +717,7 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	errW.Close()
 	pid := cmd.Process.Pid
 	sess.mu.Lock()
-	sess.proc = cmd.Process
+	sess.proc, sess.procCred = cmd.Process, cred
 	// Like sshd's chan_rcvd_eow: the program's next write to stdout or
 	// stderr gets EPIPE (and SIGPIPE, which ends it unless it is ignored).
 	closeOutput := func() {
@@ -830,7 +834,7 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 	}
 	pid := cmd.Process.Pid
 	sess.ptmx = ptmx
-	sess.proc = cmd.Process
+	sess.proc, sess.procCred = cmd.Process, cred
 	var closeOnce sync.Once
 	closePTY := func() {
 		closeOnce.Do(func() {

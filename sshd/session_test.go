@@ -1,12 +1,14 @@
 package sshd
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -257,6 +259,72 @@ func TestFailedStartLogsNoArguments(t *testing.T) {
 	}
 	if l := e.logs.logged("Hunter2"); len(l) != 0 {
 		t.Errorf("the command's arguments were logged: %.200q", l[0])
+	}
+}
+
+// TestSignalSentWithUsersPrivileges: a "signal" request is sent as OpenSSH's
+// session_signal_req sends it, with the user's effective uid: a program in
+// the session's process group that became another user (real and saved uid
+// 1003, as after "su") does not get it. Sent with root's privileges, alice
+// could end it.
+func TestSignalSentWithUsersPrivileges(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t, nil)
+	// A setuid-root copy of the test binary, which does nothing but become
+	// uid 1003 (main_test.go's TestMain), reachable by alice only.
+	dir := filepath.Join(e.dir, "suid")
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 0, 1000); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := filepath.Join(dir, "become")
+	if err := os.WriteFile(helper, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	probe := exec.Command(helper)
+	probe.Env = []string{"PORTHOLE_SSHD_TEST_PROBE=1"}
+	if err := probe.Run(); errors.Is(err, syscall.ENOEXEC) {
+		// qemu-user without binfmt_misc (tools/qemu-test.sh): TestKillpgAs
+		// covers the system call there.
+		t.Skip("the test binary is not native here, so no program can start it")
+	} else if err != nil {
+		t.Fatalf("the helper: %v", err)
+	}
+	if err := os.Chmod(helper, os.ModeSetuid|0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openRaw(t, e.login("alice"))
+	if ok, err := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"PORTHOLE_SSHD_TEST_BECOME=1003 exec " + helper})); !ok || err != nil {
+		t.Fatalf("exec = %v, %v", ok, err)
+	}
+	out := bufio.NewReader(s.ch)
+	line, err := out.ReadString('\n')
+	pid, perr := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || perr != nil {
+		t.Fatalf("the helper wrote %q, %v; want its pid", line, err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	for _, name := range []string{"TERM", "USR1"} {
+		// The second request is answered only once the first one's signal
+		// was sent: a session's requests are handled in order.
+		if _, err := s.ch.SendRequest("signal", true, gossh.Marshal(struct{ Name string }{name})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syscall.Kill(pid, syscall.SIGUSR1) // from the test, as root
+	if line, err := out.ReadString('\n'); strings.TrimSpace(line) != "USR1" {
+		t.Errorf("the first signal uid 1003's program got: %q, %v; want the test's USR1, not one of alice's", line, err)
 	}
 }
 

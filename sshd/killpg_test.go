@@ -1,0 +1,65 @@
+package sshd
+
+import (
+	"errors"
+	"os/exec"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestKillpgAs: killpgAs reaches a process group only where the user's
+// effective uid may (uid 1000 cannot end uid 1003's sleep, uid 1003 can), and
+// leaves every thread of the server root. The sleep is a native program, so
+// this runs under qemu-user too, where the setresuid call differs (32-bit ids
+// are SETRESUID32 on arm).
+func TestKillpgAs(t *testing.T) {
+	needRoot(t)
+	sleep := exec.Command("sleep", "30")
+	sleep.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: &syscall.Credential{Uid: 1003, Gid: 1003}}
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sleep.Process.Kill()
+	ended := make(chan error, 1)
+	go func() { ended <- sleep.Wait() }()
+
+	if err := killpgAs(sleep.Process.Pid, syscall.SIGTERM, &syscall.Credential{Uid: 1000}); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("TERM as uid 1000 to uid 1003's group: %v, want EPERM", err)
+	}
+	// Every thread is still root: probe as many as goroutines can reach.
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			time.Sleep(time.Millisecond) // hold the thread, so others get other threads
+			if euid := syscall.Geteuid(); euid != 0 {
+				t.Errorf("a server thread's euid is %d after killpgAs, want 0", euid)
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-ended:
+		t.Fatalf("uid 1003's sleep ended (%v): uid 1000's signal reached it", err)
+	default:
+	}
+
+	if err := killpgAs(sleep.Process.Pid, syscall.SIGTERM, &syscall.Credential{Uid: 1003}); err != nil {
+		t.Errorf("TERM as uid 1003 to its own group: %v", err)
+	}
+	select {
+	case err := <-ended:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+			t.Errorf("sleep ended with %v, want SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("uid 1003's own signal did not end its sleep")
+	}
+}
