@@ -119,7 +119,8 @@
 // output, as in "ssh host yes | head -1") stops reading the program's output
 // so that its next write gets SIGPIPE (on a pty, the terminal is hung up)
 // and output not yet sent is dropped, "signal" requests reach the program's
-// process group (as OpenSSH's killpg, with the user's effective uid; refused to a forced command), and
+// process group (as OpenSSH's killpg, with the user's effective uid; refused
+// to a forced command), and
 // window changes are applied in request order: one that arrives before the
 // shell starts sets the size the shell starts with. The environment is
 // HOME, USER, LOGNAME, SHELL, PATH, TERM, SSH_CLIENT, SSH_CONNECTION,
