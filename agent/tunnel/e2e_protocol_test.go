@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -685,6 +686,117 @@ func TestSourceRefusesImplausibleServiceIDs(t *testing.T) {
 		}
 		if listened != 0 {
 			t.Errorf("%d listeners reported for a refused service list", listened)
+		}
+	}
+}
+
+// TestNoDataAfterPeerReset: once the peer has reset a stream, the destination
+// sends no DATA for it. A source that starts its stream ids at 1 again (the
+// reference localproxy, each time it starts) would take the old local
+// connection's output for its new connection's. Here the old target is still
+// taking the last payload when the reset comes, and then writes.
+func TestNoDataAfterPeerReset(t *testing.T) {
+	targets := make(chan net.Conn, 2)
+	dialer := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+		ours, theirs := net.Pipe()
+		t.Cleanup(func() { theirs.Close() })
+		targets <- theirs
+		return ours, nil
+	})
+	tun, send := runRawDestination(t, dialer, 10*time.Second)
+	send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	send(tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("hello")})
+	var old net.Conn
+	select {
+	case old = <-targets:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no dial")
+	}
+	probe(t, tun, 500) // "hello" is queued, unread
+	send(tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "SSH"})
+	// The source starts again; its first stream is 1 again.
+	send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	select {
+	case <-targets: // the new target: it writes nothing
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second STREAM_START was not dialled")
+	}
+	// The old target writes (its output, a login banner...): once Write
+	// returns, the destination has read it.
+	old.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := old.Write([]byte("old session's output")); err != nil {
+		t.Fatalf("the old target's write: %v", err)
+	}
+	// And takes the payload sent before the reset.
+	old.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(old); string(b) != "hello" {
+		t.Errorf("the old target got %q (%v) before its end, want the payload sent before the reset", b, err)
+	}
+	time.Sleep(300 * time.Millisecond) // were it sent, it would have come by now
+	for _, f := range tun.Received(tunneltest.Destination) {
+		if f.Message.Type == tunnel.TypeData {
+			t.Fatalf("after the peer reset stream 1 and started a new stream 1, the destination sent %v: the old connection's output went to the new stream", &f.Message)
+		}
+	}
+}
+
+// TestPeerResetDoesNotStallReader: the peer's reset of a stream whose local
+// connections do not read ends them without the WebSocket reader waiting for
+// room in their queues: every other stream of the tunnel goes on at once, not
+// after the stall timeout for each of them in turn.
+func TestPeerResetDoesNotStallReader(t *testing.T) {
+	const stall = 10 * time.Second
+	dialer := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+		ours, theirs := net.Pipe() // never read
+		t.Cleanup(func() { theirs.Close() })
+		return ours, nil
+	})
+	tun, send := runRawDestination(t, dialer, stall)
+	send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	send(tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 2})
+	send(tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 3})
+	// One payload in each target's write, four queued: a full queue, which
+	// holds the reader up no more than its session's budget does.
+	for c := uint32(1); c <= 3; c++ {
+		for range 5 {
+			send(tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: c, Payload: []byte("x")})
+		}
+	}
+	probe(t, tun, 500) // every frame above handled, without a stall
+	start := time.Now()
+	send(tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "SSH"})
+	probe(t, tun, 501)
+	// Three stall timeouts before the fix; the bound, one, is loose for a
+	// loaded machine: this is no measure of speed.
+	if d := time.Since(start); d >= stall {
+		t.Fatalf("after the peer's STREAM_RESET the destination read its next frame %v later (stall timeout %v): the tunnel was held up", d.Round(10*time.Millisecond), stall)
+	}
+}
+
+// runRawDestination runs a Destination whose service SSH is dialled by dialer,
+// against a test service whose frames the test sends itself and records.
+func runRawDestination(t *testing.T, dialer tunnel.Dialer, stall time.Duration) (*tunneltest.Tunnel, func(tunnel.Message)) {
+	t.Helper()
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	tun.Record(true)
+	dst := &tunnel.Destination{
+		Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: tunneltest.Logger(t),
+			AccessToken: mustToken(t, tun.DestinationToken)},
+		Dialer:       dialer,
+		StallTimeout: stall,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- dst.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-errc })
+	if err := tun.Dataplane().WaitConnects(ctxTimeout(t, 5*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	return tun, func(m tunnel.Message) {
+		t.Helper()
+		if err := tun.Send(tunneltest.Destination, &m); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -502,7 +502,11 @@ type link struct {
 
 	answered bool // DATA has come from the peer for it; under session.mu
 
-	in chan []byte // tunnel → local; nil marks the peer's reset after the data
+	in chan []byte // tunnel → local
+	// peerGone is closed by the peer's reset (peerEnded): the link ends once
+	// the data queued before it is written. It is no entry in the queue, so
+	// that the reset need not wait for room there.
+	peerGone chan struct{}
 	// held is the memory of the payloads queued in in or being written
 	// (sessionBuffered): the capacity of each, pooled or not. Counted per
 	// link, so that what a link that ended left in its queue stops counting
@@ -529,7 +533,7 @@ type link struct {
 func (s *session) newLinkLocked(st *stream, service string, id uint32) *link {
 	key := s.connKeyLocked(id)
 	l := &link{s: s, service: service, target: st.target, stream: st.id, id: key, v3: s.version == V3,
-		in: make(chan []byte, linkQueue), done: make(chan struct{}), idle: make(chan struct{})}
+		in: make(chan []byte, linkQueue), done: make(chan struct{}), idle: make(chan struct{}), peerGone: make(chan struct{})}
 	st.links[key] = l
 	s.live[l] = struct{}{}
 	l.pumps.Store(1) // pumpDown
@@ -638,23 +642,34 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 	// and a target whose output does not end within the stall timeout is
 	// closed.
 	failed := false
+	write := func(b []byte) {
+		var err error
+		if !failed {
+			_, err = conn.Write(b)
+		}
+		l.held.Add(-int64(cap(b)))
+		payloads.Release(b)
+		wake(l.s.written)
+		if err != nil {
+			failed = true
+			l.armDrain(func() { l.endAndNotify(false) })
+		}
+	}
 	for {
 		select {
 		case b := <-l.in:
-			if b == nil {
-				l.end()
-				return
-			}
-			var err error
-			if !failed {
-				_, err = conn.Write(b)
-			}
-			l.held.Add(-int64(cap(b)))
-			payloads.Release(b)
-			wake(l.s.written)
-			if err != nil {
-				failed = true
-				l.armDrain(func() { l.endAndNotify(false) })
+			write(b)
+		case <-l.peerGone:
+			// Nothing more is queued after the peer's reset: what was is
+			// written, within the drain timer peerEnded armed, in order.
+			for {
+				select {
+				case b := <-l.in:
+					write(b)
+				default:
+					l.end()
+					return
+				}
 			}
 		case <-l.done:
 			return
@@ -704,7 +719,12 @@ func (l *link) pumpUp(conn io.Reader) {
 	m := Message{Type: TypeData, StreamID: l.stream, ServiceID: l.service, ConnectionID: l.id}
 	for {
 		n, err := conn.Read(buf)
-		if n > 0 {
+		// Once the peer has reset the link (or it ended here), what the
+		// target writes belongs to no stream: a peer that starts the id again
+		// (localproxy's streams start at 1 each time it starts) would take it
+		// for its new connection's. It is read on and dropped, so that the
+		// target, not held up by its output, takes the last data (peerEnded).
+		if n > 0 && !l.quiet.Load() {
 			m.Payload = buf[:n]
 			if l.s.send(&m) != nil { // sent, or failed, when it returns: buf is free
 				l.end()
@@ -761,7 +781,7 @@ const smallRead = 4 << 10
 // push queues a payload for the local connection. When the queue stays full for the
 // stall timeout, the connection is reset so that it cannot hold up the others.
 func (l *link) push(b []byte) {
-	if b == nil || !l.s.overBuffered() {
+	if !l.s.overBuffered() {
 		select {
 		case l.in <- b:
 			l.held.Add(int64(cap(b)))
@@ -773,7 +793,7 @@ func (l *link) push(b []byte) {
 	}
 	t := time.NewTimer(l.s.opt.stall)
 	defer t.Stop()
-	for b != nil && l.s.overBuffered() {
+	for l.s.overBuffered() {
 		select {
 		case <-l.s.written:
 		case <-l.done:
@@ -821,7 +841,9 @@ func (s *session) overBuffered() bool {
 
 // peerEnded closes the link because the peer reset it: pending data is written
 // first, within the stall timeout. A local connection that does not read would
-// otherwise hold its pump, and the link, for as long as the session lasts.
+// otherwise hold its pump, and the link, for as long as the session lasts. It
+// does not wait: the WebSocket reader, which calls it, serves every other
+// connection too.
 func (l *link) peerEnded() {
 	l.quiet.Store(true)
 	// Still dialing, and no data for it: nothing to write, so it ends now
@@ -835,7 +857,7 @@ func (l *link) peerEnded() {
 		l.end()
 		return
 	}
-	l.push(nil)
+	close(l.peerGone) // once: each reset took the link out of its stream first
 	l.armDrain(l.drainExpired)
 }
 
