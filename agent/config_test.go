@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -403,6 +404,26 @@ func TestServiceAndListenIPv6WithoutBrackets(t *testing.T) {
 	for _, in := range []string{"[services]\nweb = \"[fd00::5]:80\"\n", "[ssh]\nlisten = \"[::1]:2222\"\n"} {
 		if _, err := ParseConfig([]byte(base + in)); err != nil {
 			t.Errorf("%q: %v", in, err)
+		}
+	}
+}
+
+// A tunnel.endpoint given with a password (a proxy URL put there by mistake,
+// wss://user:pass@host) is refused: the error, which goes to the log, syslog
+// and check-config's output, must not repeat the password, as
+// tunnel.https_proxy's errors do not.
+func TestTunnelEndpointPasswordNotInConfigError(t *testing.T) {
+	const secret = "S3cretPassw0rd"
+	for _, endpoint := range []string{
+		"wss://user:" + secret + "@tunnel.example.com",
+		"http://user:" + secret + "@proxy.example.com:3128",
+		"https://user:" + secret + "%zz@proxy.example.com:3128",
+	} {
+		_, err := ParseConfig([]byte(minimalConfig + "[tunnel]\nendpoint = " + strconv.Quote(endpoint) + "\n"))
+		if err == nil {
+			t.Errorf("tunnel.endpoint = %q accepted", endpoint)
+		} else if strings.Contains(err.Error(), secret) {
+			t.Errorf("tunnel.endpoint = %q: the error holds the password:\n%v", endpoint, err)
 		}
 	}
 }

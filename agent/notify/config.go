@@ -234,6 +234,10 @@ func parseBroker(s string) (brokerAddr, error) {
 	if s == "" {
 		return brokerAddr{}, errors.New("is empty (want host:port or mqtts://host:port)")
 	}
+	if strings.Contains(s, "@") {
+		// Not quoted: what comes before the @ is a password, as often as not.
+		return brokerAddr{}, errors.New("holds a user name or password (an @): the agent signs in with its certificate only; want host:port or mqtts://host:port")
+	}
 	hostport := s
 	if i := strings.Index(s, "://"); i >= 0 {
 		u, err := url.Parse(s)
@@ -245,7 +249,7 @@ func parseBroker(s string) (brokerAddr, error) {
 		default:
 			return brokerAddr{}, fmt.Errorf("%q: scheme %q is not supported (want mqtts://; the connection is always TLS)", s, u.Scheme)
 		}
-		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 			return brokerAddr{}, fmt.Errorf("%q: want only mqtts://host:port", s)
 		}
 		hostport = u.Host

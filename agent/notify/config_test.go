@@ -284,3 +284,26 @@ func TestBrokerIPv6ZoneTLS(t *testing.T) {
 	}
 	c.Close()
 }
+
+// A broker given with a user name and password (mqtts://user:pass@host, as
+// other MQTT clients and a non-AWS broker's docs take it) is refused: the
+// error, which the agent logs and check-config prints, must not repeat the
+// password.
+func TestBrokerPasswordNotInError(t *testing.T) {
+	const secret = "S3cretPassw0rd"
+	for _, broker := range []string{
+		"mqtts://device:" + secret + "@broker.example.com:8883",
+		"mqtt://device:" + secret + "@broker.example.com:1883",
+		"device:" + secret + "@broker.example.com:8883",
+		"mqtts://device:" + secret + "%zz@broker.example.com:8883",
+	} {
+		_, err := New(Config{ThingName: "thing-a", Broker: broker, CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem"})
+		if err == nil {
+			t.Errorf("%q accepted", broker)
+			continue
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("Broker %q: the error holds the password:\n%v", broker, err)
+		}
+	}
+}

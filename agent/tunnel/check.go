@@ -101,6 +101,11 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 		// An explicit endpoint wins; the region then only documents where the tunnel is.
 		fallthrough
 	case endpoint != "":
+		if strings.Contains(endpoint, "@") {
+			// Not quoted: what comes before the @ is a password, as often as
+			// not (a proxy's URL given as the endpoint).
+			return nil, errors.New("tunnel: endpoint must not carry a user name or password (an @); a proxy is given apart from it, as https_proxy")
+		}
 		host := endpoint
 		if i := strings.Index(endpoint, "://"); i >= 0 {
 			p, err := url.Parse(endpoint)
@@ -117,8 +122,8 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 			default:
 				return nil, fmt.Errorf("tunnel: endpoint %q: scheme %q, want wss", endpoint, p.Scheme)
 			}
-			if p.Path != "" && p.Path != "/" || p.RawQuery != "" || p.User != nil {
-				return nil, fmt.Errorf("tunnel: endpoint %q must not carry a path, query or credentials", endpoint)
+			if p.Path != "" && p.Path != "/" || p.RawQuery != "" {
+				return nil, fmt.Errorf("tunnel: endpoint %q must not carry a path or query", endpoint)
 			}
 			host = p.Host
 		}
