@@ -183,6 +183,9 @@ func Warnings(cfg *Config) []string {
 	if fi, err := os.Stat(cfg.MQTT.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		out = append(out, fmt.Sprintf("mqtt.key_file %s has mode %04o: other local users can read the device's identity key (chmod 600)", cfg.MQTT.KeyFile, fi.Mode().Perm()))
 	}
+	if r := cfg.readable; r.path != "" && (len(cfg.SSH.PasswordHashes) > 0 || strings.Contains(cfg.Tunnel.HTTPSProxy, "@")) {
+		out = append(out, fmt.Sprintf("%s has mode %04o: other local users can read the password hashes or the proxy's password in it (chmod 600)", r.path, r.mode))
+	}
 	if w := notify.EndpointWarning(cfg.MQTT.Endpoint); w != "" {
 		out = append(out, "mqtt.endpoint: "+w)
 	}

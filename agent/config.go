@@ -33,7 +33,8 @@ const BuiltinSSH = "builtin"
 // Config is the agent's configuration, read from a TOML file (see
 // porthole.example.toml for every key; agent/internal/toml says which TOML:
 // v1.0 without floats, dates, arrays of tables and dotted keys). Durations are
-// strings like "30s". Secrets are referenced by path only.
+// strings like "30s". Private keys are referenced by path only; password
+// hashes and a proxy's password are the only secrets written in it.
 type Config struct {
 	// ThingName is the AWS IoT thing this device is (required).
 	ThingName string `toml:"thing_name"`
@@ -46,6 +47,13 @@ type Config struct {
 	Services map[string]string `toml:"services"`
 	SSH      SSHConfig         `toml:"ssh"`
 	Log      LogConfig         `toml:"log"`
+
+	// readable is the file LoadConfig read, and its mode, when group or
+	// others may read it (Warnings).
+	readable struct {
+		path string
+		mode os.FileMode
+	}
 }
 
 // MQTTConfig is the connection to AWS IoT Core (or another MQTT v5 broker).
@@ -175,7 +183,11 @@ func LoadConfig(path string) (*Config, error) {
 	if uid, foreign := foreignOwner(fi, os.Geteuid()); foreign {
 		return nil, fmt.Errorf("config: %s belongs to uid %d, not to root or the agent's user (uid %d): whoever can change it decides who logs in (chown)", path, uid, os.Geteuid())
 	}
-	return ParseConfig(b)
+	c, err := ParseConfig(b)
+	if err == nil && fi.Mode().Perm()&0o044 != 0 {
+		c.readable.path, c.readable.mode = path, fi.Mode().Perm()
+	}
+	return c, err
 }
 
 // ParseConfig decodes TOML, rejects unknown keys, applies defaults and

@@ -172,3 +172,45 @@ func TestDataDirBelowMissingDirectory(t *testing.T) {
 		t.Errorf("%s was made (stat: %v); the agent makes data_dir only, not what it is on", storage, err)
 	}
 }
+
+// An endpoint with a password in it (mqtts://user:pass@broker, as other MQTT
+// clients take it; a proxy URL put in tunnel.endpoint) is refused without the
+// password in what check-config and the agent print: an init script sends it
+// to syslog (log_err, procd's stderr), the SysV one to a log file.
+func TestEndpointPasswordNotPrinted(t *testing.T) {
+	const secret = "S3cretPassw0rd"
+	for _, tc := range []struct{ from, to, extra string }{
+		{from: `endpoint = "b:8883"`, to: `endpoint = "mqtts://dev:` + secret + `@b:8883"`},
+		{from: `endpoint = "b:8883"`, to: `endpoint = "dev:` + secret + `@b:8883"`},
+		{extra: "[tunnel]\nendpoint = \"wss://op:" + secret + "@tunnel.example.com\"\n"},
+	} {
+		path, _ := withConfig(t, tc.from, tc.to, tc.extra)
+		for _, cmd := range []string{"check-config", "agent"} {
+			code, _, errs := runCmd(t, nil, cmd, "-c", path)
+			if code != exitUsage {
+				t.Errorf("%s %s%s: exit %d, want %d", cmd, tc.to, tc.extra, code, exitUsage)
+			}
+			if strings.Contains(errs, secret) {
+				t.Errorf("%s %s%s: the password is in stderr:\n%s", cmd, tc.to, tc.extra, errs)
+			}
+		}
+	}
+}
+
+// A config that holds secrets (a proxy password in tunnel.https_proxy, the
+// password hashes) and that other local users can read is said, as a key
+// file's mode is (mqtt.key_file): an offline guess at a bcrypt hash, or the
+// proxy's password as it is.
+func TestCheckConfigWarnsReadableSecrets(t *testing.T) {
+	path, _ := withConfig(t, "", "", "[tunnel]\nhttps_proxy = \"http://op:S3cretPassw0rd@proxy.example.com:3128\"\n")
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCmd(t, nil, "check-config", "-c", path)
+	if code != 0 {
+		t.Fatalf("check-config: exit %d: %s", code, errs)
+	}
+	if !strings.Contains(errs, "0644") {
+		t.Errorf("check-config on a config readable by all, with a proxy password in it: stderr %q, want a warning about its mode", errs)
+	}
+}
