@@ -141,6 +141,12 @@ func brokerURL(s string) (*url.URL, error) {
 	if s == "" {
 		return nil, errors.New("mqtt: no broker address")
 	}
+	if strings.Contains(s, "@") {
+		// Not quoted: what comes before the @ is a password, as often as not.
+		// autopaho would not send it either, and the connect errors it
+		// reports hold the whole URL.
+		return nil, errors.New("mqtt broker: a user name or password (an @) is not supported: tunneld signs in with a client certificate (--mqtt-cert, --mqtt-key)")
+	}
 	if !strings.Contains(s, "://") {
 		if _, _, err := net.SplitHostPort(s); err != nil {
 			return nil, fmt.Errorf("mqtt broker %q: want host:port or a URL: %w", s, err)

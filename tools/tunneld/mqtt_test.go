@@ -2,6 +2,8 @@ package tunneld
 
 import (
 	"context"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -60,4 +62,34 @@ func mosquittoNotifier(t *testing.T, broker *mqtttest.Broker) *MQTTNotifier {
 		n.Close(ctx)
 	})
 	return n
+}
+
+// A broker URL with a user name and password (mqtt://user:pass@host:port, as
+// Mosquitto with password_file wants them) is either used or refused; and
+// however it ends, the password is not written to the log at every reconnect.
+func TestBrokerPasswordNotLogged(t *testing.T) {
+	const secret = "S3cretPassw0rd"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: every connect fails, as with a broker down
+	var logs syncBuffer
+	n, err := NewMQTTNotifier(MQTTConfig{Broker: "mqtt://publisher:" + secret + "@" + addr,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		if strings.Contains(err.Error(), secret) {
+			t.Fatalf("refused with the password in the error: %v", err)
+		}
+		return // refused: fine
+	}
+	defer n.Close(context.Background())
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "mqtt connect failed") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := logs.String(); strings.Contains(s, secret) {
+		t.Errorf("a broker URL's password accepted and then logged:\n%s", s)
+	}
 }

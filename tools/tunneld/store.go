@@ -31,6 +31,16 @@ func (s *Server) load() error {
 	if s.cfg.DataDir == "" {
 		return nil
 	}
+	// A save that did not finish (killed between writeFileAtomic's
+	// temporary file and its rename) left that file, with every tunnel's
+	// tokens in it; no later save would remove it.
+	left, _ := filepath.Glob(filepath.Join(s.cfg.DataDir, "."+stateFile+".*"))
+	for _, f := range left {
+		if err := os.Remove(f); err != nil {
+			return fmt.Errorf("removing %s, left by a save that did not finish: %w", f, err)
+		}
+		s.log.Info("removed the file of a save that did not finish", "file", f)
+	}
 	path := filepath.Join(s.cfg.DataDir, stateFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {

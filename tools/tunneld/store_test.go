@@ -618,3 +618,23 @@ func FuzzLoadState(f *testing.F) {
 		}
 	})
 }
+
+// A save cut short (SIGKILL, a power cut) between its temporary file and the
+// rename leaves that file, which holds every tunnel's tokens: the next start
+// removes it, as the agent removes its own (agent/state.go), instead of keeping
+// old tokens on disk for ever, one more file per crash.
+func TestLeftTemporaryStateFileRemoved(t *testing.T) {
+	dir := t.TempDir()
+	left := filepath.Join(dir, "."+stateFile+".123456789")
+	if err := os.WriteFile(left, []byte(`{"version":1,"tunnels":[{"tokens":["SECRET-SOURCE-TOKEN","SECRET-DESTINATION-TOKEN"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := os.Stat(left); err == nil {
+		t.Errorf("%s, left by a save that did not finish, is still there after a start", filepath.Base(left))
+	}
+}
