@@ -31,7 +31,7 @@ func TestTunnelURL(t *testing.T) {
 		{"ws://127.0.0.1:80", "", ModeSource, false, "error: explicit insecure"},
 		{"ftp://h", "", ModeSource, false, "error: scheme"},
 		{"wss://h/x", "", ModeSource, false, "error: path"},
-		{"wss://u:p@h", "", ModeSource, false, "error: credentials"},
+		{"wss://u:p@h", "", ModeSource, false, "error: user name or password"},
 		{"h_bad", "", ModeSource, false, "error: not a valid"},
 		{"wss://h.example:84433", "", ModeSource, false, "error: port \"84433\" is not a number from 1 to 65535"},
 		{"h.example:0", "", ModeSource, false, "error: port \"0\""},
