@@ -627,6 +627,11 @@ func (s *Server) authorizeKey(st *connState, user string, key gossh.PublicKey) (
 		if k.Options.CertAuthority || !keysEqual(k.Key, key) {
 			continue
 		}
+		if k.Options.Principals != nil {
+			// sshd's auth_authorise_keyopts: "principals on non-CA key".
+			why = errors.New("principals= on a line without cert-authority")
+			continue
+		}
 		if err := s.checkLineOptions(st, k.Options, now); err != nil {
 			why = err
 			continue
@@ -660,6 +665,10 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 	}
 	if len(cert.ValidPrincipals) == 0 {
 		return nil, errors.New("certificate has no principals")
+	}
+	if cert.Signature == nil || cert.Signature.Format == gossh.KeyAlgoRSA {
+		// As OpenSSH 8.2+'s CASignatureAlgorithms: SHA-1 CA signatures can be forged.
+		return nil, errors.New("certificate signed with ssh-rsa (SHA-1)")
 	}
 	now := s.clock()
 	checker := gossh.CertChecker{

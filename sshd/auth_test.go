@@ -3,6 +3,7 @@ package sshd
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -895,5 +896,72 @@ func TestTrustedCAKeyWithOptionsNotTrusted(t *testing.T) {
 				t.Errorf("certificate accepted from a TrustedUserCAKeys line with %s, whose options are not applied", opts)
 			}
 		})
+	}
+}
+
+// TestSHA1SignaturesRefused: OpenSSH's sshd refuses SHA-1 RSA signatures
+// ("ssh-rsa"): as a certificate's CA signature since 8.2
+// (CASignatureAlgorithms, where a chosen-prefix collision forges a
+// certificate), and for user authentication since 8.8
+// (PubkeyAcceptedAlgorithms). x/crypto's server defaults accept both.
+func TestSHA1SignaturesRefused(t *testing.T) {
+	newRSA := func() gossh.AlgorithmSigner {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := gossh.NewSignerFromKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.(gossh.AlgorithmSigner)
+	}
+	sha1Only := func(s gossh.AlgorithmSigner) gossh.Signer {
+		m, err := gossh.NewSignerWithAlgorithms(s, []string{gossh.KeyAlgoRSA})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	rsaCA := newRSA()
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		caFile := filepath.Join(e.dir, "user_ca.pub")
+		writeFile(t, caFile, authorizedLine("", rsaCA.PublicKey()))
+		s.TrustedUserCAKeysFiles = []string{caFile}
+	})
+
+	t.Run("certificate signed with ssh-rsa", func(t *testing.T) {
+		cert := newCert(t, sha1Only(rsaCA), newSigner(t), nil)
+		if f := cert.PublicKey().(*gossh.Certificate).Signature.Format; f != gossh.KeyAlgoRSA {
+			t.Fatalf("CA signature format %q, want ssh-rsa", f)
+		}
+		c, err := e.dial("root", gossh.PublicKeys(cert))
+		if err == nil {
+			c.Close()
+			t.Fatal("a certificate whose CA signature is SHA-1 (ssh-rsa) logged in; sshd's CASignatureAlgorithms refuses it")
+		}
+	})
+	t.Run("user key signing with ssh-rsa", func(t *testing.T) {
+		user := newRSA()
+		e.writeAuthorizedKeys("root", authorizedLine("", user.PublicKey()))
+		c, err := e.dial("root", gossh.PublicKeys(sha1Only(user)))
+		if err == nil {
+			c.Close()
+			t.Fatal("an RSA key signing with SHA-1 (ssh-rsa) logged in; sshd's PubkeyAcceptedAlgorithms refuses it")
+		}
+	})
+}
+
+// TestPrincipalsOnPlainKeyRefused: sshd's auth_authorise_keyopts
+// (auth2-pubkeyfile.c) denies a line with principals= but without
+// cert-authority ("principals on non-CA key"): the list only means something
+// for certificates, and a writer who put it on a plain key meant a
+// restriction that would otherwise be silently dropped.
+func TestPrincipalsOnPlainKeyRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	e.writeAuthorizedKeys("root", authorizedLine(`principals="ops"`, e.key.PublicKey()))
+	if c, err := e.dial("root", gossh.PublicKeys(e.key)); err == nil {
+		c.Close()
+		t.Fatal(`a plain key on a principals="ops" line (no cert-authority) logged in; sshd denies it`)
 	}
 }

@@ -411,11 +411,34 @@ func checkFromList(patterns []string) error {
 		if p == "" {
 			return errors.New("option from: empty pattern")
 		}
-		if pfx, err := netip.ParsePrefix(p); err == nil && pfx != pfx.Masked() {
+		pfx, ok, err := parseCIDR(p)
+		if err != nil {
+			return err
+		}
+		if ok && pfx != pfx.Masked() {
 			return errFromHostBits
 		}
 	}
 	return nil
+}
+
+// parseCIDR reads "addr/bits" as sshd's addr_pton_cidr does (bits by strtoul,
+// so "/08" is 8): ok is false for an entry that is not one (a wildcard
+// pattern), err set for a length the address family cannot have.
+func parseCIDR(p string) (netip.Prefix, bool, error) {
+	a, b, found := strings.Cut(p, "/")
+	addr, err := netip.ParseAddr(a)
+	if !found || err != nil || b == "" || strings.Trim(b, "0123456789") != "" {
+		return netip.Prefix{}, false, nil
+	}
+	n, err := strconv.Atoi(b)
+	if err != nil || n > 128 {
+		return netip.Prefix{}, false, nil // sshd: a parse error, so a pattern
+	}
+	if n > addr.BitLen() {
+		return netip.Prefix{}, false, errors.New("option from: a CIDR block has a mask length its address family cannot have")
+	}
+	return netip.PrefixFrom(addr, n), true, nil
 }
 
 func splitList(v string) []string {
@@ -569,7 +592,9 @@ func matchFrom(remote netip.Addr, patterns []string) bool {
 		neg := strings.HasPrefix(p, "!")
 		p = strings.TrimPrefix(p, "!")
 		var m bool
-		if pfx, err := netip.ParsePrefix(p); err == nil {
+		if pfx, ok, err := parseCIDR(p); err != nil {
+			return false
+		} else if ok {
 			if pfx != pfx.Masked() {
 				return false // invalid, as in sshd: see errFromHostBits
 			}

@@ -438,3 +438,20 @@ func FuzzParseAuthorizedKeys(f *testing.F) {
 		}
 	})
 }
+
+// TestFromInvalidMaskLengthRefused: sshd's addr_pton_cidr reads the mask
+// length with strtoul ("/08" is 8) and returns -2 for one the address family
+// cannot have ("127.0.0.0/33"), and addr_match_list then takes the whole
+// from= list as invalid: the key is refused. netip.ParsePrefix refuses both
+// spellings, so matchFrom took them for wildcard patterns that match
+// nothing: a negated entry was dropped and "*" let every address in.
+func TestFromInvalidMaskLengthRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, opts := range []string{`from="!127.0.0.0/33,*"`, `from="127.0.0.1/40,127.0.0.1"`, `from="!127.0.0.0/08,*"`} {
+		e.writeAuthorizedKeys("root", authorizedLine(opts, e.key.PublicKey()))
+		if c, err := e.dial("root", gossh.PublicKeys(e.key)); err == nil {
+			c.Close()
+			t.Errorf("login from 127.0.0.1 with %s succeeded; sshd refuses this line (or the client's address)", opts)
+		}
+	}
+}

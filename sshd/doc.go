@@ -50,10 +50,15 @@
 //     no-X11-forwarding, no-user-rc, environment= and tunnel= are accepted
 //     and ignored (no such features here); verify-required and unknown
 //     options make the line unusable, as do, like sshd, two command=, from=
-//     or principals= options and a from= CIDR block with bits set past its
-//     prefix length; of several expiry-time= the earliest holds, and
-//     restrict takes away what a pty (and the like) before it gave. A
-//     missing file is logged at debug at each login.
+//     or principals= options, principals= on a line without cert-authority,
+//     and a from= CIDR block with bits set past its prefix length or a
+//     prefix length its address family cannot have (the length is read as
+//     sshd's strtoul reads it: /08 is 8); of several expiry-time= the
+//     earliest holds, and restrict takes away what a pty (and the like)
+//     before it gave. A missing file is logged at debug at each login.
+//   - As OpenSSH since 8.8 and 8.2: an RSA key must sign with SHA-2
+//     (rsa-sha2-256 or -512; ssh-rsa, SHA-1, is refused), and so must the CA
+//     of a certificate.
 //   - User certificates signed by a CA in TrustedUserCAKeysFiles (the login
 //     name must be a principal) or by a cert-authority line. Validity,
 //     principals, the force-command and source-address critical options and

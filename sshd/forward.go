@@ -388,7 +388,12 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 	rf, err := s.listenForward(f.BindAddr, f.BindPort)
 	if err != nil {
 		st.leave()
-		return refuse("listen failed")
+		// Allowed, and failed: the cause (a port in use, an address the
+		// device does not have), as sshd logs it.
+		ev.Reason = "listen failed: " + err.Error()
+		s.log().Info("remote forward failed", "remote", st.remote, "user", sc.User(), "bind", clipClient(bind), "error", err)
+		s.audit(ev)
+		return false, nil
 	}
 	port := uint32(rf.ls[0].Addr().(*net.TCPAddr).Port)
 	key := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(port), 10))

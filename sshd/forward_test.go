@@ -1311,3 +1311,30 @@ func waitForwardsReleased(t *testing.T, e *testEnv) {
 func allowRemoteForward(_ *testEnv, s *Server) {
 	s.PermitRemoteForward = func(string, string, uint32) bool { return true }
 }
+
+// TestRemoteForwardListenFailureSaysWhy: a remote forward whose listen fails
+// (the port is taken, the address is not the host's) is logged and audited
+// with the reason, as sshd logs "bind [127.0.0.1]:8080: Address already in
+// use"; "listen failed" alone leaves the operator guessing.
+func TestRemoteForwardListenFailureSaysWhy(t *testing.T) {
+	e := newEnv(t, allowRemoteForward)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	c := e.login("root")
+	if l, err := c.Listen("tcp", taken.Addr().String()); err == nil {
+		l.Close()
+		t.Fatal("remote forward on a port in use granted")
+	}
+	lines := e.logs.logged("remote forward failed")
+	if len(lines) != 1 || !strings.Contains(lines[0], "address already in use") {
+		t.Errorf("log lines %q, want one that says the address is in use", lines)
+	}
+	for _, ev := range e.eventsOf(EventForward) {
+		if !ev.Allowed && !strings.Contains(ev.Reason, "address already in use") {
+			t.Errorf("forward event reason %q, want the listen error", ev.Reason)
+		}
+	}
+}

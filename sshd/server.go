@@ -319,6 +319,8 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 	return &gossh.ServerConfig{
 		Config:       gossh.Config{Ciphers: s.ciphers()},
 		MaxAuthTries: s.MaxAuthTries,
+		// Without ssh-rsa (SHA-1), as OpenSSH 8.8+'s PubkeyAcceptedAlgorithms.
+		PublicKeyAuthAlgorithms: gossh.SupportedAlgorithms().PublicKeyAuths,
 		AuthLogCallback: func(cm gossh.ConnMetadata, method string, err error) {
 			s.authLog(st, cm, method, err)
 		},
