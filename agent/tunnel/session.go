@@ -39,9 +39,10 @@ const sessionBuffered = 1 << 20
 
 // session is the state of one WebSocket connection: its streams and the local
 // connections they carry. When the WebSocket ends, every local connection of the
-// session is closed (spec §3.8).
+// session is closed (spec §3.8): with a TCP reset, unless the caller stopped it.
 type session struct {
 	conn   *Conn
+	parent context.Context // the caller's: ended for a deliberate stop
 	ctx    context.Context // ends with the session
 	cancel context.CancelFunc
 	opt    engineOptions
@@ -104,6 +105,7 @@ type stream struct {
 func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
 	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}, live: map[*link]struct{}{}, linkDone: make(chan struct{}, 1), written: make(chan struct{}, 1),
 		resetsQueued: make(chan struct{}, 1)}
+	s.parent = ctx
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	s.wg.Add(1)
 	go s.writeResets()
@@ -291,7 +293,11 @@ func (s *session) teardown() {
 	}
 	s.streams = map[string]*stream{}
 	s.mu.Unlock()
+	lost := s.parent.Err() == nil // the WebSocket failed: the streams are cut short
 	for _, l := range all {
+		if lost {
+			l.reset.Store(true)
+		}
 		l.end()
 	}
 	s.wg.Wait()
@@ -515,7 +521,11 @@ type link struct {
 	done  chan struct{}
 	idle  chan struct{} // closed when the pumps have returned: the link sends nothing more
 	once  sync.Once
-	quiet atomic.Bool  // the peer ended the link (or the session did): send no reset
+	quiet atomic.Bool // the peer ended the link (or the session did): send no reset
+	// reset has the local connection closed with a TCP reset, not a FIN: its
+	// stream was cut short (the WebSocket lost, a stall), and a client that
+	// reads to the end must not take what it got for all of it.
+	reset atomic.Bool
 	pumps atomic.Int32 // pumps not yet returned; the link is live (session.live) until 0
 
 	mu    sync.Mutex
@@ -817,6 +827,7 @@ func (l *link) push(b []byte) {
 
 func (l *link) stalled() {
 	l.s.plog.log(l.s.opt.log, slog.LevelWarn, "local connection stalled, resetting it", append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
+	l.reset.Store(true)
 	l.endAndNotify(true)
 }
 
@@ -883,8 +894,9 @@ func (l *link) drainExpired() {
 		return
 	default:
 	}
-	l.s.opt.log.Warn("local connection did not take the last data before the peer's reset, closing it",
+	l.s.opt.log.Warn("local connection did not take the last data before the peer's reset, resetting it",
 		append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
+	l.reset.Store(true)
 	l.end()
 }
 
@@ -963,6 +975,9 @@ func (l *link) close() {
 		l.drain.Stop()
 	}
 	if l.conn != nil {
+		if lc, ok := l.conn.(interface{ SetLinger(int) error }); ok && l.reset.Load() {
+			lc.SetLinger(0) // close sends an RST
+		}
 		l.conn.Close()
 	}
 	l.mu.Unlock()

@@ -523,6 +523,9 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 			}
 		}
 		st = &stream{id: src.nextStreamID(r.wire), target: r.name, links: map[uint32]*link{}}
+		src.mu.Lock()
+		delete(src.connIDs, r.wire) // a stream's connections count from 1
+		src.mu.Unlock()
 		s.streams[r.wire] = st
 		m.Type, m.StreamID = TypeStreamStart, st.id
 	}

@@ -1,0 +1,203 @@
+package tunnel_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+// TestSourceResetsLocalConnectionsOnTunnelLoss: a download through porthole
+// connect whose WebSocket drops mid-transfer does not look complete to the
+// local client: its connection is reset, not closed with a FIN after which a
+// client reads a clean EOF (nc, a dump piped to a file).
+func TestSourceResetsLocalConnectionsOnTunnelLoss(t *testing.T) {
+	// A target that streams without end (a log tail, a dump, a download).
+	target := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}})
+	c, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.CopyN(io.Discard, c, 1<<20); err != nil {
+		t.Fatalf("before the drop: %v", err)
+	}
+	h.tun.Drop(tunneltest.Source)
+	n, err := io.Copy(io.Discard, c) // io.Copy returns nil at io.EOF
+	if err == nil {
+		t.Fatalf("after the tunnel was lost mid-transfer the local client read %d more bytes and a clean EOF: "+
+			"the truncated stream looks complete; want a reset (ECONNRESET)", n)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read error %v, want ECONNRESET", err)
+	}
+}
+
+// TestSourceStalledClientIsReset: a local client that does not read for the
+// stall timeout is reset, as the log says: when it reads again it does not
+// find a clean EOF after what the kernel held, as if the download had ended.
+func TestSourceStalledClientIsReset(t *testing.T) {
+	target := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	p := tunneltest.StartPair(t, tunneltest.PairConfig{
+		Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true},
+		SourceToken: tun.SourceToken, DestinationToken: tun.DestinationToken, Tunnel: tun.Dataplane(),
+		Services: []string{"SSH"}, Targets: tunnel.Targets{"SSH": target},
+		Source: func(s *tunnel.Source) { s.StallTimeout = 300 * time.Millisecond },
+	})
+	var d net.Dialer
+	c, err := d.Dial("tcp", p.Addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(2 * time.Second) // a slow client (a paused pipeline): the source stalls and ends it
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	if err == nil {
+		t.Fatalf("the stalled client read %d bytes and a clean EOF: the cut-off stream looks complete; want ECONNRESET", n)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read error %v after %d bytes, want ECONNRESET", err, n)
+	}
+}
+
+// TestSourceV3DefaultWithV2Destination: porthole connect's default is V3. A
+// destination in the V2 format (localproxy 2.x, Device Client) sends DATA
+// with no connection id, which a V3 reader takes for id 1 (spec §3.5). Each
+// new stream (endIdleStream starts one per connection once the last ended)
+// counts its connections from 1 again, so one connection after another works,
+// not only the first: with ids counted on, the destination's answers to the
+// second were dropped as stale and the operator's second ssh hung.
+func TestSourceV3DefaultWithV2Destination(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	ctx := ctxTimeout(t, 30*time.Second)
+	// A V2-format destination: it answers each STREAM_START with a greeting,
+	// without a connection id, and ignores everything else.
+	dst, err := tunnel.Dial(ctx, &tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: tunnel.V2,
+		AccessToken: mustToken(t, tun.DestinationToken)}, tunnel.ModeDestination)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	go func() {
+		var m tunnel.Message
+		for dst.ReadMessage(&m) == nil {
+			if m.Type == tunnel.TypeStreamStart {
+				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: []byte("SSH-2.0-x\r\n")})
+			}
+		}
+	}()
+	addr := make(chan string, 1)
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		Logger: testLogger(t)}, Listen: map[string]string{"SSH": "0"}}
+	src.OnListen = func(_ string, a net.Addr) { addr <- a.String() }
+	done := make(chan error, 1)
+	sctx, stop := context.WithCancel(ctx)
+	go func() { done <- src.Run(sctx) }()
+	defer func() { stop(); <-done }()
+	a := <-addr
+	for i := range 2 {
+		c, err := net.Dial("tcp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 11)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("local connection %d: no greeting from the V2 destination: %v", i+1, err)
+		}
+		c.Close()
+		time.Sleep(200 * time.Millisecond) // its resets reach the service
+	}
+}
+
+// TestDestinationResetsTargetNotTakingLastData: a local service that does not
+// take the data the peer sent before its STREAM_RESET within the stall
+// timeout is reset, not closed with a FIN: what it reads then does not end
+// cleanly, as if it were everything the client sent.
+func TestDestinationResetsTargetNotTakingLastData(t *testing.T) {
+	accepted := make(chan net.Conn, 1)
+	// Small socket buffers on both ends, so that what the peer sends waits in
+	// the link's queue, not in the kernel.
+	small := func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			if serr == nil {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+	lc := net.ListenConfig{Control: small}
+	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	dialer := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+		d := net.Dialer{Control: small}
+		return d.DialContext(ctx, "tcp", l.Addr().String())
+	})
+	tun, send := runRawDestination(t, dialer, 300*time.Millisecond)
+	send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	var target net.Conn
+	select {
+	case target = <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no dial")
+	}
+	defer target.Close()
+	// One payload being written and four queued, more than the sockets
+	// hold: not more, or the queue would stall before the reset comes.
+	payload := make([]byte, tunnel.MaxPayload)
+	for range 5 {
+		send(tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1, Payload: payload})
+	}
+	send(tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "SSH"})
+	probe(t, tun, 500)
+	time.Sleep(2 * time.Second) // the service does not read: the drain (300 ms) expires
+	target.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, err := io.Copy(io.Discard, target)
+	if err == nil {
+		t.Fatalf("the service read %d of %d bytes and a clean EOF: the data cut off looks complete; want ECONNRESET", n, 5*len(payload))
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read error %v after %d bytes, want ECONNRESET", err, n)
+	}
+}
