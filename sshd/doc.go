@@ -196,6 +196,11 @@
 // the session ends within five seconds once the client has gone, and the
 // call is left to return. scp -t refuses a FIFO without a reader at once, and
 // one whose write blocks (a FIFO no program reads) ends the same way.
+// An OPEN of a terminal (a tty-class device as sysfs says, or one sysfs does
+// not list, such as /dev/pts/N) is refused: pkg/sftp opens without O_NOCTTY,
+// in the agent's process, which leads its session when an init system runs
+// it, so a serial line would become the agent's controlling terminal and a
+// ^C on it would stop the agent (sftp-server runs in a session of its own).
 // On a 32-bit device (arm, mips, 386), a time after January 2038 (sftp put
 // -p, scp -p, scp -O -p) is set with utimensat_time64 (Linux 5.1): pkg/sftp's
 // os.Chtimes passes a 32-bit time_t, so the front serves such a SETSTAT or

@@ -5,7 +5,11 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
+	"strconv"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // The files pkg/sftp holds open, for the requests served here that act on
@@ -46,6 +50,30 @@ const errFileMoved = sftpFailureMsg("the file was renamed, removed or replaced s
 // errNameUnknown refuses a request on a file whose path or kind is not
 // known: a path too long to note, or not a regular file.
 const errNameUnknown = sftpFailureMsg("the file's name is not known, or it is not a regular file")
+
+// errTerminal refuses an OPEN of a terminal. pkg/sftp opens files without
+// O_NOCTTY, in the agent's process: run by an init system, the agent leads
+// its session and has no controlling terminal, so a terminal that none has
+// (a serial line, /dev/ttyUSB0) would become its own, and a ^C or ^Z on that
+// line would stop it. sftp-server opens it in a session of its own.
+const errTerminal = sftpFailureMsg("a terminal is not opened over SFTP here (it would become the agent's controlling terminal): use a shell")
+
+// isTerminal reports whether path names a terminal: a character device of
+// the tty class, as sysfs tells. One sysfs does not list (the pseudo
+// terminals of /dev/pts, or no sysfs) counts as one, unless it is one of
+// the memory devices (/dev/null, /dev/zero, /dev/urandom: major 1).
+func isTerminal(path string) bool {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		return false
+	}
+	major, minor := unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))
+	class, err := os.Readlink("/sys/dev/char/" + strconv.FormatUint(uint64(major), 10) + ":" + strconv.FormatUint(uint64(minor), 10) + "/subsystem")
+	if err != nil {
+		return major != 1
+	}
+	return filepath.Base(class) == "tty"
+}
 
 // opened counts the file of handle h open, pkg/sftp's answer to request id,
 // and notes which file it is if that OPEN is the one noted in s.opening.

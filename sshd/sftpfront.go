@@ -410,7 +410,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	case typ == sftpReadlink:
 		return false
 	case typ == sftpOpen:
-		if s.filesOpen() >= maxOpenFiles {
+		if s.filesOpen() >= maxOpenFiles || known && isTerminal(s.local(req.Arg)) {
 			return true
 		}
 		s.mu.Lock()
@@ -608,9 +608,12 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 			reply = s.expand(req.ID, second.Str)
 		}
 	case sftpOpen, sftpReadlink:
-		if req.Arg == "" { // see serves
+		switch {
+		case req.Arg == "": // see serves
 			reply = sftpStatusPacket(req.ID, syscall.ENOENT)
-		} else { // an OPEN past maxOpenFiles
+		case pkt[4] == sftpOpen && isTerminal(s.local(req.Arg)):
+			reply = sftpStatusPacket(req.ID, errTerminal)
+		default: // an OPEN past maxOpenFiles
 			reply = sftpStatusPacket(req.ID, syscall.EMFILE)
 		}
 	case sftpSetstat: // a time this device's time_t cannot hold, or the path "" (see serves)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -984,4 +985,65 @@ func FuzzParseSetAttrs(f *testing.F) {
 			t.Fatalf("with extended bytes after: %+v, %v", got, err)
 		}
 	})
+}
+
+// TestSFTPOpenTerminalRefused: an SFTP OPEN of a terminal is refused. pkg/sftp
+// opens without O_NOCTTY, so in a server that leads its session with no
+// controlling terminal (the agent under procd or systemd; here a child made
+// so) the terminal became the server's own, and a ^C on that line (a serial
+// console, a USB serial adapter) sent it SIGINT, which stops the agent.
+// scp's open, with O_NOCTTY, is the control; /dev/null, a character device
+// but no terminal, still opens.
+func TestSFTPOpenTerminalRefused(t *testing.T) {
+	if !inChild() {
+		runChild(t, &syscall.SysProcAttr{Setsid: true}, nil)
+		return
+	}
+	noCtty := func(what string) {
+		t.Helper()
+		f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+		if err == nil {
+			f.Close()
+			t.Fatalf("after %s the process has a controlling terminal", what)
+		}
+		if !errors.Is(err, syscall.ENXIO) {
+			t.Fatalf("opening /dev/tty after %s: %v, want ENXIO", what, err)
+		}
+	}
+	noCtty("nothing")
+	master, tty, err := openPTY()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	name := tty.Name()
+	tty.Close()
+	go io.Copy(io.Discard, master)
+	dir := t.TempDir()
+	if answer, status := scpInProcess(t, dir, "scp -t "+name, "C0644 2 x\nhi\x00"); status != 0 {
+		t.Fatalf("scp -t %s: %q, status %d", name, answer, status)
+	}
+	noCtty("scp -t " + name)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT)
+	defer signal.Stop(sig)
+	replies := sftpReplies(t, runSFTPStreamIn(t, dir, bytes.Join([][]byte{
+		sftpPacket(1, uint32(3)),
+		sftpPacket(sftpOpen, uint32(1), name, uint32(sftpFlagRead|sftpFlagWrite), uint32(0)), // as sshfs opens
+		sftpPacket(sftpOpen, uint32(2), "/dev/null", uint32(sftpFlagRead), uint32(0)),
+		sftpPacket(sftpExt, uint32(3), limitsExt), // answered once pkg/sftp has answered the OPEN before it
+	}, nil)))
+	if len(replies) != 4 || replies[1][0] != sftpStatus || !bytes.Contains(replies[1], []byte("a terminal is not opened")) {
+		t.Errorf("OPEN %s: %q, want the terminal refused", name, replies)
+	}
+	if len(replies) != 4 || replies[2][0] != sftpHandle {
+		t.Errorf("OPEN /dev/null: %q, want a handle", replies)
+	}
+	master.Write([]byte{3})
+	select {
+	case <-sig:
+		t.Errorf("after an SFTP OPEN of %s, a ^C from that terminal sent the server SIGINT", name)
+	case <-time.After(time.Second):
+	}
+	noCtty("an SFTP OPEN of " + name)
 }
