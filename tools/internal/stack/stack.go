@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -232,6 +233,9 @@ func Start(tb testing.TB, opt Options) *Stack {
 	s.SSHAddr = ln.Addr().String()
 	ln.Close()
 	s.DataDir = filepath.Join(s.Dir, "data")
+	// The agent removes a tunnel's file, and with it the client token, when
+	// the tunnel ends; tunneld's state drops a closed tunnel's tokens.
+	s.watchTokens(filepath.Join(s.DataDir, "tunnels"), s.tdDir)
 	devCert, devKey := pki.Client(tb, Thing)
 	tunnelLines := opt.Tunnel
 	if opt.PlainWebSocket {
@@ -554,10 +558,27 @@ func pemSecrets(b []byte) []string {
 // searched for: it could occur by chance.
 func (s *Stack) CheckNoSecrets() {
 	tb := s.TB
+	secrets, keys := s.Secrets()
+	n := 0
+	for i, l := range s.Logs() {
+		text := l.String()
+		for _, x := range secrets {
+			if len(x) >= 16 && strings.Contains(text, x) {
+				tb.Errorf("log %d shows a secret (%d chars, starting %.4s…)", i, len(x), x)
+			}
+		}
+		n++
+	}
+	tb.Logf("checked %d logs for %d secrets (%d private keys among them)", n, len(secrets), keys)
+}
+
+// Secrets are what CheckNoSecrets looks for, each once: the tokens AddSecret
+// and watchTokens recorded, and those and the private keys in the stack's
+// files now; keys counts the files of private keys.
+func (s *Stack) Secrets() (secrets []string, keys int) {
 	s.mu.Lock()
-	secrets := append([]string(nil), s.secrets...)
+	secrets = append(secrets, s.secrets...)
 	s.mu.Unlock()
-	keys := 0
 	collect := func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
@@ -582,17 +603,60 @@ func (s *Stack) CheckNoSecrets() {
 	}
 	filepath.WalkDir(s.Dir, collect)
 	filepath.WalkDir(s.Broker.PKI.Dir, collect)
-	n := 0
-	for i, l := range s.Logs() {
-		text := l.String()
-		for _, x := range secrets {
-			if len(x) >= 16 && strings.Contains(text, x) {
-				tb.Errorf("log %d shows a secret (%d chars, starting %.4s…)", i, len(x), x)
+	slices.Sort(secrets)
+	return slices.Compact(secrets), keys
+}
+
+// watchTokens records, as AddSecret does, the tokens of every JSON file
+// written in dirs (made here if need be) while the stack runs, as soon as it
+// is written: a file that is gone by the time CheckNoSecrets looks (a tunnel
+// that ended) took its tokens with it.
+func (s *Stack) watchTokens(dirs ...string) {
+	tb := s.TB
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	watched := map[int32]string{}
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			tb.Fatal(err)
+		}
+		wd, err := unix.InotifyAddWatch(fd, d, unix.IN_CLOSE_WRITE|unix.IN_MOVED_TO)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		watched[int32(wd)] = d
+	}
+	f := os.NewFile(uintptr(fd), "inotify") // non-blocking: Close ends a Read
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := f.Read(buf)
+			if err != nil {
+				return
+			}
+			for b := buf[:n]; len(b) >= unix.SizeofInotifyEvent; {
+				wd := int32(binary.NativeEndian.Uint32(b))
+				size := unix.SizeofInotifyEvent + int(binary.NativeEndian.Uint32(b[12:]))
+				name := strings.TrimRight(string(b[unix.SizeofInotifyEvent:min(size, len(b))]), "\x00")
+				b = b[min(size, len(b)):]
+				if dir, ok := watched[wd]; ok && name != "" {
+					if data, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+						for _, m := range tokenFieldRE.FindAllSubmatch(data, -1) {
+							s.AddSecret(string(m[1]))
+						}
+					}
+				}
 			}
 		}
-		n++
-	}
-	tb.Logf("checked %d logs for %d secrets (%d private keys among them)", n, len(secrets), keys)
+	}()
+	tb.Cleanup(func() {
+		f.Close()
+		<-done
+	})
 }
 
 // SSHOpts are the OpenSSH options for non-interactive logins with the operator key
