@@ -246,3 +246,24 @@ func TestThousandForwards(t *testing.T) {
 		held[1].Close()
 	})
 }
+
+// TestBlockedSourceLogRateLimited: a source over the failure limit that keeps
+// connecting gets one "too many failed logins" line per refusalLogInterval
+// (two at most here, should the loop straddle one), not one per connection:
+// a flood would fill a router's log ring. TestThousandFailedLogins does not
+// count the lines.
+func TestBlockedSourceLogRateLimited(t *testing.T) {
+	e := newEnv(t, nil)
+	bad := newSigner(t)
+	for range 100 {
+		cfg := e.clientConfig("root", gossh.PublicKeys(bad))
+		cfg.Timeout = 10 * time.Second
+		if c, err := gossh.Dial("tcp", e.addr, cfg); err == nil {
+			c.Close()
+			t.Fatal("a bad key logged in")
+		}
+	}
+	if n := len(e.logs.logged("connection refused: too many failed logins")); n < 1 || n > 2 {
+		t.Errorf("%d log lines for connections refused from a blocked source, want 1 (rate-limited)", n)
+	}
+}
