@@ -142,9 +142,11 @@ func TestEndToEndTLS(t *testing.T) {
 	transfer(t, p, keys, 2, 64<<10)
 }
 
-// Faults from the service: a dropped destination reconnects with its client token
-// (and the source hears STREAM_RESET), SESSION_RESET to both sides, 5xx answers that
-// are retried, and a bandwidth limit that slows a transfer down.
+// Faults from the service: a dropped destination reconnects with its client token,
+// SESSION_RESET to both sides, 5xx answers that are retried, and a bandwidth limit
+// that slows a transfer down. (The STREAM_RESET the source hears when the
+// destination comes back is checked by dataplane's TestFormatKeptAcrossPeerReconnect
+// and agent/tunnel's TestReconnectAfterDroppedLink.)
 func TestEndToEndFaults(t *testing.T) {
 	ts := startServer(t, Config{})
 	targets, keys := threeTargets(t)

@@ -201,3 +201,6 @@ func (n Notification) String() string {
 
 // LogValue is String for slog.
 func (n Notification) LogValue() slog.Value { return slog.StringValue(n.String()) }
+
+// GoString is String for %#v.
+func (n Notification) GoString() string { return n.String() }

@@ -152,10 +152,11 @@ func TestSecretsDoNotPrint(t *testing.T) {
 	for _, v := range []any{
 		Notification{ThingName: "dev1", ClientAccessToken: secret},
 		OpenTunnelOutput{TunnelID: "t", SourceAccessToken: secret, DestinationAccessToken: secret},
-		&OpenTunnelOutput{SourceAccessToken: secret},
-		RotateTunnelAccessTokenOutput{SourceAccessToken: secret},
+		&OpenTunnelOutput{SourceAccessToken: secret, DestinationAccessToken: secret},
+		RotateTunnelAccessTokenOutput{SourceAccessToken: secret, DestinationAccessToken: secret},
+		&RotateTunnelAccessTokenOutput{DestinationAccessToken: secret},
 	} {
-		for _, s := range []string{fmt.Sprint(v), fmt.Sprintf("%v %+v", v, v)} {
+		for _, s := range []string{fmt.Sprint(v), fmt.Sprintf("%v %+v %#v", v, v, v)} {
 			if strings.Contains(s, secret) {
 				t.Errorf("%T prints its token: %s", v, s)
 			}

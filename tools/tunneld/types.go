@@ -191,6 +191,9 @@ func (o OpenTunnelOutput) String() string {
 // LogValue is String for slog.
 func (o OpenTunnelOutput) LogValue() slog.Value { return slog.StringValue(o.String()) }
 
+// GoString is String for %#v.
+func (o OpenTunnelOutput) GoString() string { return o.String() }
+
 // String describes the output with token fingerprints, never the tokens.
 func (o RotateTunnelAccessTokenOutput) String() string {
 	return fmt.Sprintf("{%s, source token %s, destination token %s}", o.TunnelArn, fingerprint(o.SourceAccessToken), fingerprint(o.DestinationAccessToken))
@@ -198,3 +201,6 @@ func (o RotateTunnelAccessTokenOutput) String() string {
 
 // LogValue is String for slog.
 func (o RotateTunnelAccessTokenOutput) LogValue() slog.Value { return slog.StringValue(o.String()) }
+
+// GoString is String for %#v.
+func (o RotateTunnelAccessTokenOutput) GoString() string { return o.String() }
