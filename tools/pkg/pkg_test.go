@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -927,4 +928,36 @@ func TestOpkgUpgradeFromFirstPackages(t *testing.T) {
 			t.Errorf("upgrade from a current package: calls %q, want no enable", calls)
 		}
 	})
+}
+
+// Every session's program inherits the agent's RLIMIT_NOFILE. Under OpenSSH's
+// ssh.service (no LimitNOFILE=) a session gets systemd's default, soft 1024
+// (select(2) cannot take descriptors above 1023, systemd.exec(5)) and hard
+// 524288, which `ulimit -n 65536` may raise the soft limit to. The Go runtime
+// raises the agent's own soft limit to the hard one at start and gives the
+// programs it starts the soft limit it was started with, so the agent needs no
+// LimitNOFILE= for itself; LimitNOFILE=4096 gives every session soft and hard
+// 4096: select-based programs get descriptors past 1023, and no session can
+// raise its limit past 4096 ("ulimit: error setting limit (Operation not
+// permitted)"), nor can a daemon started from one.
+func TestSystemdUnitSessionNofile(t *testing.T) {
+	b, err := os.ReadFile("systemd/porthole.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(l, "LimitNOFILE=")
+		if !ok {
+			continue
+		}
+		soft, hard, found := strings.Cut(v, ":")
+		if !found {
+			hard = soft
+		}
+		s, err1 := strconv.ParseUint(soft, 10, 64)
+		h, err2 := strconv.ParseUint(hard, 10, 64)
+		if err1 != nil || err2 != nil || s > 1024 || h < 524288 {
+			t.Errorf("porthole.service has %q: sessions get soft %s (more than 1024) and hard %s (less than systemd's 524288) open files, where OpenSSH's get 1024:524288", l, soft, hard)
+		}
+	}
 }
