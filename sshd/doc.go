@@ -93,7 +93,10 @@
 // "!" (locked; "*" only means no password, and keys still work) or an
 // expiry date in the past. For a user the shadow file does not list (or
 // without one), a "!" at the start of the passwd file's own password field
-// locks the account.
+// locks the account. While /etc/nologin exists, a session (shell, command,
+// SFTP) of a user other than root gets the file's text on stderr and exit
+// status 254 instead, as from OpenSSH's do_nologin; port forwarding is not
+// affected, as there.
 //
 // MaxAuthTries and LoginGraceTime bound each connection; as in OpenSSH, every
 // public key refused counts against MaxAuthTries, the client's queries (before

@@ -186,6 +186,7 @@ type Server struct {
 
 	sftpServerPaths []string // nil: the usual places of OpenSSH's sftp-server
 	portStartFile   string   // "": /proc/sys/net/ipv4/ip_unprivileged_port_start
+	nologinFile     string   // "": /etc/nologin
 
 	initOnce  sync.Once
 	initErr   error

@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -370,6 +372,12 @@ func (sess *session) start(reqType, arg string) (err error) {
 		// Refused before a forced command is considered, as sshd does.
 		return fmt.Errorf("unknown subsystem %q", clipClient(arg))
 	}
+	if a.UID != 0 {
+		if text, ok := s.nologin(); ok {
+			sess.kind, sess.command = reqType, arg
+			return sess.refuseNologin(text)
+		}
+	}
 	original := arg
 	cmdline, kind := arg, reqType
 	var extraEnv []string
@@ -458,6 +466,38 @@ func (sess *session) start(reqType, arg string) (err error) {
 	return sess.startProcess(a, cmdline, kind == "shell", extraEnv)
 }
 
+// nologin reports whether /etc/nologin exists, and what it says (its first
+// 4 KiB): then, as with OpenSSH without PAM (do_nologin), no session of a user
+// other than root starts, whatever it asks for.
+func (s *Server) nologin() (text []byte, ok bool) {
+	p := s.nologinFile
+	if p == "" {
+		p = "/etc/nologin"
+	}
+	if _, err := os.Stat(p); err != nil {
+		return nil, false
+	}
+	if f, _, err := openRegular(p); err == nil {
+		text, _ = io.ReadAll(io.LimitReader(f, 4<<10))
+		f.Close()
+	}
+	return text, true
+}
+
+// refuseNologin ends a session as OpenSSH's do_nologin does: the file's text
+// on the program's stderr (on a pty, as terminal output), exit status 254.
+func (sess *session) refuseNologin(text []byte) error {
+	sess.srv.log().Info("session refused: /etc/nologin exists", "remote", sess.st.remote, "user", sess.sc.User())
+	var w io.Writer = sess.ch.Stderr()
+	if sess.ptyReq != nil {
+		w, text = sess.ch, bytes.ReplaceAll(text, []byte("\n"), []byte("\r\n"))
+	}
+	w.Write(text)
+	sess.audit(EventSessionStart, nil)
+	go sess.finish(254, "", false)
+	return nil
+}
+
 // refuseNonSFTP answers a shell or exec request under the forced command
 // internal-sftp as sshd does: a line on the program's output, exit status 1.
 func (sess *session) refuseNonSFTP() error {
@@ -534,12 +574,16 @@ func lookupEnv(env []string, name string) (string, bool) {
 	return "", false
 }
 
+// splitAddr is a's host and port for SSH_CLIENT and SSH_CONNECTION: an
+// address with no numeric port (a tunnel stream's "tunnel:<label>/<service>",
+// which SplitHostPort takes apart at its colon) is a whole with port 0, so
+// that scripts that read the variables find a number there.
 func splitAddr(a net.Addr) (host, port string) {
 	if a == nil {
 		return "unknown", "0"
 	}
 	h, p, err := net.SplitHostPort(a.String())
-	if err != nil {
+	if _, perr := strconv.ParseUint(p, 10, 16); err != nil || perr != nil {
 		return a.String(), "0"
 	}
 	return h, p

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -638,5 +639,77 @@ func TestHomeMissing(t *testing.T) {
 				t.Errorf("pwd on a pty = %q, %v; want %q", b, err, want+"\r\n/\r\n")
 			}
 		})
+	}
+}
+
+// TestNologinRefusesNonRootSessions: while /etc/nologin exists, no session of
+// a user other than root starts, as with OpenSSH's sshd without PAM
+// (do_nologin): the file's text on stderr, exit status 254, the program not
+// run. Root's sessions run.
+func TestNologinRefusesNonRootSessions(t *testing.T) {
+	needRoot(t)
+	var nologin string
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		nologin = filepath.Join(e.dir, "nologin")
+		s.nologinFile = nologin
+	})
+	if out, _, code := run(t, e.login("alice"), "echo ran", ""); out != "ran\n" || code != 0 {
+		t.Fatalf("alice without a nologin file: %q, exit %d", out, code)
+	}
+	writeFile(t, nologin, "System is under maintenance.\n")
+	marker := filepath.Join(e.home("alice"), "ran")
+	out, errOut, code := run(t, e.login("alice"), "touch "+marker+"; echo ran", "")
+	if _, err := os.Stat(marker); err == nil || out != "" || errOut != "System is under maintenance.\n" || code != 254 {
+		t.Errorf("alice's command with the nologin file: out %q, stderr %q, exit %d, ran: %v; want it refused as sshd does (the file on stderr, exit 254)", out, errOut, code, err == nil)
+	}
+	if out, _, code := run(t, e.login("root"), "echo ran", ""); out != "ran\n" || code != 0 {
+		t.Errorf("root's command with the nologin file: %q, exit %d; want it run", out, code)
+	}
+}
+
+// agentStreamConn is a connection as the agent hands a tunnel stream to
+// ServeConn (agent/services.go): remote address "tunnel:<token label>/<service>",
+// local address tunnel.Pipe's "pipe".
+type agentStreamConn struct{ net.Conn }
+
+type pipeLikeAddr struct{}
+
+func (pipeLikeAddr) Network() string { return "pipe" }
+func (pipeLikeAddr) String() string  { return "pipe" }
+
+func (agentStreamConn) RemoteAddr() net.Addr { return tunnelAddr("tunnel:4f6fd38f/SSH") }
+func (agentStreamConn) LocalAddr() net.Addr  { return pipeLikeAddr{} }
+
+// Through a tunnel stream (the agent's normal way in) SSH_CLIENT and
+// SSH_CONNECTION must still have their documented shape (ssh(1): "client IP
+// address, client port number, server IP address, and server port number"):
+// numeric ports. OpenSSH's sshd on a connection that is no socket gives
+// "UNKNOWN 65535 65535". Here the tunnel label is split at its colon as if it
+// were host:port, and the "port" is "4f6fd38f/SSH".
+func TestSessionEnvironmentOverTunnelStream(t *testing.T) {
+	e := newEnv(t, nil)
+	server, client := tcpPair(t)
+	go e.srv.ServeConn(agentStreamConn{server})
+	cc, chans, reqs, err := gossh.NewClientConn(client, "tunnel", e.clientConfig("root", gossh.PublicKeys(e.key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := gossh.NewClient(cc, chans, reqs)
+	defer c.Close()
+	out, _, code := run(t, c, `printf '%s\n%s\n' "$SSH_CLIENT" "$SSH_CONNECTION"`, "")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("output %q", out)
+	}
+	numeric := func(s string) bool { _, err := strconv.ParseUint(s, 10, 16); return err == nil }
+	cl, cn := strings.Fields(lines[0]), strings.Fields(lines[1])
+	if len(cl) != 3 || !numeric(cl[1]) || !numeric(cl[2]) {
+		t.Errorf("SSH_CLIENT=%q: want three fields, address and two numeric ports", lines[0])
+	}
+	if len(cn) != 4 || !numeric(cn[1]) || !numeric(cn[3]) {
+		t.Errorf("SSH_CONNECTION=%q: want four fields with numeric ports", lines[1])
 	}
 }
