@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -123,7 +124,9 @@ func (a *ControlPlaneAPI) client() (*http.Client, error) {
 	// A client per call, so no keep-alive: an idle connection would outlive its
 	// transport, an FD and two goroutines left behind by every DescribeTunnel
 	// poll until the server drops it.
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}, nil
+	// Through https_proxy as the data plane (and the AWS CLI) go.
+	proxy := func(r *http.Request) (*url.URL, error) { return tunnel.ProxyFromEnvironment(r.URL) }
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true, Proxy: proxy}}, nil
 }
 
 func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) error {

@@ -228,8 +228,17 @@ func (s *Server) endAll(ctx context.Context) {
 		t.cancel()
 	}
 	s.mu.Unlock()
+	// The tunnels are closed at the service while the terminals end, not
+	// after: a terminal whose page no longer answers takes 5 s to end (the
+	// WebSocket's close handshake), which would leave the tunnels nothing of
+	// ctx, and open with their devices for the rest of their lifetime.
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		s.tunnels.close(ctx)
+	}()
 	s.wg.Wait()
-	s.tunnels.close(ctx)
+	<-closed
 }
 
 func (s *Server) routes() {
@@ -275,7 +284,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Before anything else: a page of another name (DNS rebinding) is not served.
 	if !s.hostOK(r) {
 		s.log.Warn("request for another host refused", "method", r.Method, "path", r.URL.Path, "host", r.Host)
-		http.Error(w, "misdirected request: open the console by the address it printed", http.StatusMisdirectedRequest)
+		refuse(w, r, http.StatusMisdirectedRequest, "misdirected request: open the console by the address it printed, or give it the address it is opened by (--public-url, as for a certificate issued for a name)")
 		return
 	}
 	switch p := r.URL.Path; {
@@ -292,18 +301,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		if !s.bearerOK(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="porthole console"`)
-			http.Error(w, "access token required: open the URL the console printed (http://…/#token=…)", http.StatusUnauthorized)
+			refuse(w, r, http.StatusUnauthorized, "access token required: open the URL the console printed (http://…/#token=…)")
 			return
 		}
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead || r.URL.Path == "/api/terminal" {
 		if !s.sameOrigin(r) {
 			s.log.Warn("cross-origin request refused", "method", r.Method, "path", r.URL.Path, "origin", r.Header.Get("Origin"))
-			http.Error(w, "cross-origin request refused (behind a reverse proxy, the console needs its public URL: --public-url)", http.StatusForbidden)
+			refuse(w, r, http.StatusForbidden, "cross-origin request refused (behind a reverse proxy, the console needs its public URL: --public-url)")
 			return
 		}
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// refuse answers a refused request: in JSON for the API, whose error the
+// page shows (it reads no other body), as text for the rest.
+func refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		writeError(w, code, msg)
+		return
+	}
+	http.Error(w, msg, code)
 }
 
 // bearerOK reports whether r carries "Authorization: Bearer TOKEN".

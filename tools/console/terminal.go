@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -489,6 +490,10 @@ func (s *Server) authMethod(req *loginRequest) ([]ssh.AuthMethod, error) {
 		switch {
 		case errors.As(err, &missing):
 			return nil, errors.New("the pasted key is encrypted: enter its passphrase")
+		case errors.Is(err, x509.IncorrectPasswordError):
+			return nil, errors.New("the passphrase of the pasted key is wrong")
+		case len(pass) > 0 && err != nil && strings.Contains(err.Error(), "not password protected"):
+			return nil, errors.New("the pasted key is not encrypted: leave the passphrase empty")
 		case err != nil:
 			return nil, errors.New("the pasted private key cannot be read (want an OpenSSH or PEM private key)")
 		}

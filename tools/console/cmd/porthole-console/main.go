@@ -91,8 +91,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Keys: keys, HostKeys: &console.HostKeys{Path: *hostKeys}, PublicURL: *publicURL, Logger: log}
 	if *cp != "" {
 		u, err := url.Parse(*cp)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			fmt.Fprintf(stderr, "porthole-console: --control-plane %q: want https://host[:port]\n", *cp)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			// Not http: its answers hold access tokens, and the data plane
+			// of a tunneld on that port would be plain ws://, which the
+			// console does not use.
+			fmt.Fprintf(stderr, "porthole-console: --control-plane %q: want https://host[:port] (a tunneld serves https with --tls-cert; give its CA with --ca-file)\n", *cp)
 			return 1
 		}
 		// A tunneld serves both planes on one port; AWS's data plane follows the region.

@@ -2,9 +2,27 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
 // The TLS flags go together, and a certificate or key that cannot be read or
@@ -34,5 +52,150 @@ func TestStrayArgument(t *testing.T) {
 	var out, errs bytes.Buffer
 	if code := run([]string{"serve", "--listen", "0.0.0.0:1"}, &out, &errs); code != 1 || !strings.Contains(errs.String(), `unexpected argument "serve"`) {
 		t.Errorf("run serve --listen … = %d, %q; want 1 and the word named", code, errs.String())
+	}
+}
+
+// A porthole-tunneld without --tls-cert (its default) serves its control plane
+// as http:// and its data plane as ws:// on the same address. The console took
+// --control-plane http://… and made the data-plane endpoint from it as a bare
+// host:port, which it dials with TLS (wss://): every tunnel the page opened
+// stayed "connecting", while open at the service with its device connected. It
+// is refused at start (the console has no way to use a ws:// data plane).
+func TestPlainControlPlaneRefused(t *testing.T) {
+	dir := t.TempDir()
+	vendor := filepath.Join(dir, "vendor")
+	os.MkdirAll(vendor, 0o700)
+	for _, f := range []string{"xterm.js", "xterm.css", "addon-fit.js"} {
+		os.WriteFile(filepath.Join(vendor, f), []byte("//"), 0o600)
+	}
+	td, err := tunneld.New(tunneld.Config{AllowUnsigned: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go td.Serve(tln)
+	defer td.Close()
+
+	out, errs := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"--listen", "127.0.0.1:0", "--host-keys", filepath.Join(dir, "hk.json"),
+			"--vendor-dir", vendor, "--control-plane", "http://" + tln.Addr().String()}, out, errs)
+	}()
+	var consoleURL string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		select {
+		case code := <-done:
+			if code == 1 && strings.Contains(errs.String(), "--control-plane") {
+				return // refused at start, naming the flag
+			}
+			t.Fatalf("run = %d, %q", code, errs.String())
+		default:
+		}
+		if s := out.String(); strings.Contains(s, "#token=") {
+			consoleURL = strings.Fields(strings.SplitN(s, "open ", 2)[1])[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the console neither started nor refused")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer func() { syscall.Kill(os.Getpid(), syscall.SIGINT); <-done }()
+	base, tok, _ := strings.Cut(consoleURL, "/#token=")
+	call := func(method, path, body string) string {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Origin", base)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	t.Logf("open: %s", call("POST", "/api/tunnels", `{"mode":"open","thing":"dev","services":["SSH"],"lifetimeMinutes":5}`))
+	time.Sleep(3 * time.Second)
+	t.Errorf("the console started with a plain control plane and a TLS data plane made from it; "+
+		"the tunnel it opened (open at the service) cannot connect: %s", call("GET", "/api/state", ""))
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// With --tls-cert for the console's DNS name (what a CA issues) and no
+// --public-url, the console prints https://127.0.0.1:PORT/#token=…, which the
+// certificate does not cover, and refuses the name the certificate is for: the
+// refusal names --public-url, the flag that makes it work (it said only "open
+// the console by the address it printed").
+func TestTLSByNameExplained(t *testing.T) {
+	dir := t.TempDir()
+	vendor := filepath.Join(dir, "vendor")
+	os.MkdirAll(vendor, 0o700)
+	for _, f := range []string{"xterm.js", "xterm.css", "addon-fit.js"} {
+		os.WriteFile(filepath.Join(vendor, f), []byte("//"), 0o600)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "console.example.com"},
+		DNSNames: []string{"console.example.com"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+
+	out, errs := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"--listen", "127.0.0.1:0", "--host-keys", filepath.Join(dir, "hk.json"),
+			"--vendor-dir", vendor, "--tls-cert", certFile, "--tls-key", keyFile}, out, errs)
+	}()
+	defer func() { syscall.Kill(os.Getpid(), syscall.SIGINT); <-done }()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), "#token="); {
+		if time.Now().After(deadline) {
+			t.Fatalf("not started: %q", errs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	printed := strings.Fields(strings.SplitN(out.String(), "open ", 2)[1])[0]
+	u, _ := url.Parse(printed)
+	if err := cert.VerifyHostname(u.Hostname()); err != nil {
+		t.Logf("the printed URL %s: %v", printed, err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "console.example.com"}}}
+	req, _ := http.NewRequest("GET", "https://"+u.Host+"/", nil)
+	req.Host = "console.example.com:" + u.Port()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && !strings.Contains(string(b), "--public-url") {
+		t.Errorf("opened by its certificate's name: %s %q; the printed URL %s is not one the certificate covers, "+
+			"and the answer does not say --public-url", resp.Status, b, printed)
 	}
 }
