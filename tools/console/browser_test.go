@@ -210,3 +210,43 @@ func TestVendorCarriesLicense(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserTableKeepsFocus: the page refreshes the tunnels table every 1.5 s,
+// and draws it again only when it changed: it was rebuilt each time, so the
+// keyboard focus on a row's button went back to the page's body, a selected
+// tunnel id (to copy for describe-tunnel) was unselected, and a click that
+// spanned a refresh was lost.
+func TestBrowserTableKeepsFocus(t *testing.T) {
+	node, chromium, web, vendor := browserPage(t)
+	l := newTestLab(t, Config{Vendor: vendor}, "dev-table")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join(web, "test", "rerender.mjs"))
+	cmd.Dir = web
+	cmd.Env = append(os.Environ(), "CONSOLE_URL="+l.url, "CHROMIUM="+chromium, "OUT_DIR="+t.TempDir(), "THING=dev-table")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("rerender.mjs: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	var res struct {
+		FocusAfter     string `json:"focusAfter"`
+		SelectedBefore string `json:"selectedBefore"`
+		SelectedAfter  string `json:"selectedAfter"`
+		LoginShown     bool   `json:"loginShown"`
+		Error          string `json:"error"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || res.Error != "" {
+		t.Fatalf("rerender.mjs output %q: %v", stdout.String(), err)
+	}
+	t.Logf("%+v", res)
+	if res.FocusAfter != "BUTTON.close" {
+		t.Errorf("the focus on the row's Close button was lost to %s", res.FocusAfter)
+	}
+	if res.SelectedBefore == "" || res.SelectedAfter != res.SelectedBefore {
+		t.Errorf("the selected tunnel id %q became %q", res.SelectedBefore, res.SelectedAfter)
+	}
+	if !res.LoginShown {
+		t.Errorf("a click on Terminal that spanned a refresh did nothing")
+	}
+}

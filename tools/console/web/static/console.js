@@ -58,6 +58,10 @@
     return data;
   }
 
+  // The table as last drawn: it is drawn again only when it changed, so that
+  // a focused button, a selected tunnel id or a click survive the refresh.
+  let drawn = "";
+
   async function refresh() {
     try {
       state = await api("GET", "/api/state");
@@ -65,7 +69,11 @@
       notice(e instanceof TypeError ? "The console does not answer: " + e.message : e.message, true);
       return;
     }
-    renderTunnels();
+    const now = JSON.stringify(state.tunnels);
+    if (now !== drawn) {
+      drawn = now;
+      renderTunnels();
+    }
   }
 
   function renderTunnels() {
