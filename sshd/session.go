@@ -1,7 +1,6 @@
 package sshd
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -345,9 +344,7 @@ func (sess *session) signalOf(payload []byte) (syscall.Signal, bool) {
 func (sess *session) signal(sig syscall.Signal) {
 	sess.mu.Lock()
 	if sess.proc != nil {
-		if err := killpgAs(sess.proc.Pid, sig, sess.procCred); err != nil {
-			sess.srv.log().Debug("signal not sent", "remote", sess.st.remote, "user", sess.sc.User(), "signal", sig.String(), "error", err)
-		}
+		killpgAs(sess.proc.Pid, sig, sess.procCred) // EPERM: nothing the user may signal
 	}
 	sess.mu.Unlock()
 }
@@ -469,30 +466,31 @@ func (sess *session) start(reqType, arg string) (err error) {
 // nologin reports whether /etc/nologin exists, and what it says (its first
 // 4 KiB): then, as with OpenSSH without PAM (do_nologin), no session of a user
 // other than root starts, whatever it asks for.
-func (s *Server) nologin() (text []byte, ok bool) {
+func (s *Server) nologin() (text string, ok bool) {
 	p := s.nologinFile
 	if p == "" {
 		p = "/etc/nologin"
 	}
 	if _, err := os.Stat(p); err != nil {
-		return nil, false
+		return "", false
 	}
 	if f, _, err := openRegular(p); err == nil {
-		text, _ = io.ReadAll(io.LimitReader(f, 4<<10))
+		b, _ := io.ReadAll(io.LimitReader(f, 4<<10))
 		f.Close()
+		text = string(b)
 	}
 	return text, true
 }
 
 // refuseNologin ends a session as OpenSSH's do_nologin does: the file's text
 // on the program's stderr (on a pty, as terminal output), exit status 254.
-func (sess *session) refuseNologin(text []byte) error {
+func (sess *session) refuseNologin(text string) error {
 	sess.srv.log().Info("session refused: /etc/nologin exists", "remote", sess.st.remote, "user", sess.sc.User())
 	var w io.Writer = sess.ch.Stderr()
 	if sess.ptyReq != nil {
-		w, text = sess.ch, bytes.ReplaceAll(text, []byte("\n"), []byte("\r\n"))
+		w, text = sess.ch, strings.ReplaceAll(text, "\n", "\r\n")
 	}
-	w.Write(text)
+	io.WriteString(w, text)
 	sess.audit(EventSessionStart, nil)
 	go sess.finish(254, "", false)
 	return nil

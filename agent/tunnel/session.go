@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -975,8 +976,8 @@ func (l *link) close() {
 		l.drain.Stop()
 	}
 	if l.conn != nil {
-		if lc, ok := l.conn.(interface{ SetLinger(int) error }); ok && l.reset.Load() {
-			lc.SetLinger(0) // close sends an RST
+		if tc, ok := l.conn.(*net.TCPConn); ok && l.reset.Load() {
+			tc.SetLinger(0) // close sends an RST
 		}
 		l.conn.Close()
 	}
