@@ -18,16 +18,7 @@ import (
 // local client: its connection is reset, not closed with a FIN after which a
 // client reads a clean EOF (nc, a dump piped to a file).
 func TestSourceResetsLocalConnectionsOnTunnelLoss(t *testing.T) {
-	// A target that streams without end (a log tail, a dump, a download).
-	target := tunneltest.ServeTCP(t, func(c net.Conn) {
-		defer c.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			if _, err := c.Write(buf); err != nil {
-				return
-			}
-		}
-	})
+	target := endlessTarget(t)
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}})
 	c, err := net.Dial("tcp", h.addr("SSH"))
 	if err != nil {
@@ -53,15 +44,7 @@ func TestSourceResetsLocalConnectionsOnTunnelLoss(t *testing.T) {
 // stall timeout is reset, as the log says: when it reads again it does not
 // find a clean EOF after what the kernel held, as if the download had ended.
 func TestSourceStalledClientIsReset(t *testing.T) {
-	target := tunneltest.ServeTCP(t, func(c net.Conn) {
-		defer c.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			if _, err := c.Write(buf); err != nil {
-				return
-			}
-		}
-	})
+	target := endlessTarget(t)
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
 	p := tunneltest.StartPair(t, tunneltest.PairConfig{
@@ -200,4 +183,17 @@ func TestDestinationResetsTargetNotTakingLastData(t *testing.T) {
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("read error %v after %d bytes, want ECONNRESET", err, n)
 	}
+}
+
+// endlessTarget serves a stream without end (a log tail, a dump, a download).
+func endlessTarget(t *testing.T) string {
+	return tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
 }

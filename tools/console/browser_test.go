@@ -114,30 +114,37 @@ func TestBrowser(t *testing.T) {
 // the command line, as in xterm, VTE or Alacritty, which take the ESC out of a
 // paste; xterm.js 6.0.0 passes it through, and the shell runs the command.
 func TestBrowserPasteStaysBracketed(t *testing.T) {
-	node, chromium, web, vendor := browserPage(t)
-	l := newTestLab(t, Config{Vendor: vendor}, "dev-paste")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join(web, "test", "paste.mjs"))
-	cmd.Dir = web
-	cmd.Env = append(os.Environ(), "CONSOLE_URL="+l.url, "CHROMIUM="+chromium, "OUT_DIR="+t.TempDir(), "THING=dev-paste")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	t.Logf("paste.mjs:\n%s", stderr.String())
-	if err != nil {
-		t.Fatalf("paste.mjs: %v\n%s", err, stdout.String())
-	}
 	var res struct {
 		Executed bool   `json:"executed"`
 		Screen   string `json:"screen"`
 	}
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-		t.Fatalf("paste.mjs output %q: %v", stdout.String(), err)
-	}
+	runPageScript(t, "paste.mjs", "dev-paste", &res)
 	t.Logf("the terminal shows:\n%s", res.Screen)
 	if res.Executed {
 		t.Fatalf("a pasted command left the bracketed paste and ran; the terminal shows:\n%s", res.Screen)
+	}
+}
+
+// runPageScript runs web/test/SCRIPT in Chromium against a test lab with the
+// device thing, and decodes the JSON it prints into res.
+func runPageScript(t *testing.T, script, thing string, res any) {
+	t.Helper()
+	node, chromium, web, vendor := browserPage(t)
+	l := newTestLab(t, Config{Vendor: vendor}, thing)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join(web, "test", script))
+	cmd.Dir = web
+	cmd.Env = append(os.Environ(), "CONSOLE_URL="+l.url, "CHROMIUM="+chromium, "OUT_DIR="+t.TempDir(), "THING="+thing)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	t.Logf("%s:\n%s", script, stderr.String())
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, stdout.String())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), res); err != nil {
+		t.Fatalf("%s output %q: %v", script, stdout.String(), err)
 	}
 }
 
@@ -217,18 +224,6 @@ func TestVendorCarriesLicense(t *testing.T) {
 // tunnel id (to copy for describe-tunnel) was unselected, and a click that
 // spanned a refresh was lost.
 func TestBrowserTableKeepsFocus(t *testing.T) {
-	node, chromium, web, vendor := browserPage(t)
-	l := newTestLab(t, Config{Vendor: vendor}, "dev-table")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join(web, "test", "rerender.mjs"))
-	cmd.Dir = web
-	cmd.Env = append(os.Environ(), "CONSOLE_URL="+l.url, "CHROMIUM="+chromium, "OUT_DIR="+t.TempDir(), "THING=dev-table")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("rerender.mjs: %v\n%s\n%s", err, stdout.String(), stderr.String())
-	}
 	var res struct {
 		FocusAfter     string `json:"focusAfter"`
 		SelectedBefore string `json:"selectedBefore"`
@@ -236,10 +231,11 @@ func TestBrowserTableKeepsFocus(t *testing.T) {
 		LoginShown     bool   `json:"loginShown"`
 		Error          string `json:"error"`
 	}
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || res.Error != "" {
-		t.Fatalf("rerender.mjs output %q: %v", stdout.String(), err)
-	}
+	runPageScript(t, "rerender.mjs", "dev-table", &res)
 	t.Logf("%+v", res)
+	if res.Error != "" {
+		t.Fatalf("rerender.mjs: %s", res.Error)
+	}
 	if res.FocusAfter != "BUTTON.close" {
 		t.Errorf("the focus on the row's Close button was lost to %s", res.FocusAfter)
 	}
