@@ -3,6 +3,7 @@ package sshd
 import (
 	"errors"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"syscall"
@@ -61,5 +62,31 @@ func TestKillpgAs(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("uid 1003's own signal did not end its sleep")
+	}
+}
+
+// TestKillpgAsLeavesMainThread: after killpgAs, the process's main thread
+// (what ps, top and /proc/PID show for the agent) has root's ids again. The
+// thread killpgAs changed was left to end with its goroutine, but Go never
+// ends the main thread: parked with the user's effective uid, it showed the
+// agent as that user. The helper (internal/killpgcheck) is a static program
+// like the agent: there, unlike in a test binary, the goroutines run on the
+// main thread too.
+func TestKillpgAsLeavesMainThread(t *testing.T) {
+	needRoot(t)
+	bin := filepath.Join(t.TempDir(), "killpgcheck")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "./internal/killpgcheck")
+	build.Env = append(build.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v: %s", err, out)
+	}
+	out, err := exec.Command(bin).CombinedOutput()
+	if errors.Is(err, syscall.ENOEXEC) {
+		t.Skip("built for the emulated architecture (qemu-user): it cannot run here")
+	} else if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if want := "Uid:\t0\t0\t0\t0\nowner 0\n"; string(out) != want {
+		t.Errorf("after killpgAs with uid 1003's credentials, the process's main thread shows\n%s\nwant\n%s(ps lists the agent as uid 1003, /proc/PID belongs to it)", out, want)
 	}
 }
