@@ -34,8 +34,13 @@ func (s *Server) load() error {
 	// A save that did not finish (killed between writeFileAtomic's
 	// temporary file and its rename) left that file, with every tunnel's
 	// tokens in it; no later save would remove it.
-	left, _ := filepath.Glob(filepath.Join(s.cfg.DataDir, "."+stateFile+".*"))
-	for _, f := range left {
+	// Names, not a pattern: the directory's own name may hold * or [.
+	entries, _ := os.ReadDir(s.cfg.DataDir)
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), "."+stateFile+".") {
+			continue
+		}
+		f := filepath.Join(s.cfg.DataDir, e.Name())
 		if err := os.Remove(f); err != nil {
 			return fmt.Errorf("removing %s, left by a save that did not finish: %w", f, err)
 		}

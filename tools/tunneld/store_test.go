@@ -638,3 +638,33 @@ func TestLeftTemporaryStateFileRemoved(t *testing.T) {
 		t.Errorf("%s, left by a save that did not finish, is still there after a start", filepath.Base(left))
 	}
 }
+
+// TestLeftStateFileDataDirNameNoPattern: the leftover of a cut-short save is
+// looked for in the data directory itself, whatever its name: a name with a
+// glob character ("[", "*", "?") is no pattern, neither leaving that
+// directory's leftover (every tunnel's tokens) nor removing another
+// directory's file, such as the save in progress of another tunneld.
+func TestLeftStateFileDataDirNameNoPattern(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "tunneld[1]")
+	other := filepath.Join(root, "tunneld1")
+	for _, d := range []string{dir, other} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "."+stateFile+".123456789"), []byte(`{}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := New(Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := os.Stat(filepath.Join(dir, "."+stateFile+".123456789")); err == nil {
+		t.Errorf("the leftover in the data directory %s is still there after a start", dir)
+	}
+	if _, err := os.Stat(filepath.Join(other, "."+stateFile+".123456789")); err != nil {
+		t.Errorf("a start with data directory %s removed the file of another directory, %s: %v", dir, other, err)
+	}
+}
