@@ -516,7 +516,27 @@ func (s *Stack) AddSecret(secrets ...string) {
 	}
 }
 
-var tokenFieldRE = regexp.MustCompile(`"(?:access_token|client_token|clientToken|token)"\s*:\s*"([^"]{16,})"`)
+var (
+	tokenFieldRE = regexp.MustCompile(`"(?:access_token|client_token|clientToken|token)"\s*:\s*"([^"]{16,})"`)
+	// tunneld's state keeps a tunnel's tokens in arrays: "tokens": [src, dst].
+	tokenListRE = regexp.MustCompile(`"(?:tokens|clientTokens)"\s*:\s*\[([^\]]*)\]`)
+	quotedRE    = regexp.MustCompile(`"([^"]{16,})"`)
+)
+
+// tokensIn are the tokens a JSON file of the agent, porthole connect or
+// tunneld holds.
+func tokensIn(b []byte) []string {
+	var out []string
+	for _, m := range tokenFieldRE.FindAllSubmatch(b, -1) {
+		out = append(out, string(m[1]))
+	}
+	for _, l := range tokenListRE.FindAllSubmatch(b, -1) {
+		for _, m := range quotedRE.FindAllSubmatch(l[1], -1) {
+			out = append(out, string(m[1]))
+		}
+	}
+	return out
+}
 
 // pemSecrets are what a log could show of the private keys PEM-encoded in b:
 // each line of a key's body as the file has it, and the whole body in one piece
@@ -589,9 +609,7 @@ func (s *Stack) Secrets() (secrets []string, keys int) {
 		}
 		switch {
 		case strings.HasSuffix(p, ".json") || strings.Contains(p, string(filepath.Separator)+"cache"+string(filepath.Separator)):
-			for _, m := range tokenFieldRE.FindAllSubmatch(b, -1) {
-				secrets = append(secrets, string(m[1]))
-			}
+			secrets = append(secrets, tokensIn(b)...)
 			if !bytes.ContainsAny(b, "{\"") { // a bare token file
 				secrets = append(secrets, strings.TrimSpace(string(b)))
 			}
@@ -645,9 +663,7 @@ func (s *Stack) watchTokens(dirs ...string) {
 				b = b[min(size, len(b)):]
 				if dir, ok := watched[wd]; ok && name != "" {
 					if data, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
-						for _, m := range tokenFieldRE.FindAllSubmatch(data, -1) {
-							s.AddSecret(string(m[1]))
-						}
+						s.AddSecret(tokensIn(data)...)
 					}
 				}
 			}
