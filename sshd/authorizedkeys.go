@@ -426,9 +426,9 @@ func checkFromList(patterns []string) error {
 // so "/08" is 8): ok is false for an entry that is not one (a wildcard
 // pattern), err set for a length the address family cannot have.
 func parseCIDR(p string) (netip.Prefix, bool, error) {
-	a, b, found := strings.Cut(p, "/")
+	a, b, _ := strings.Cut(p, "/")
 	addr, err := netip.ParseAddr(a)
-	if !found || err != nil || b == "" || strings.Trim(b, "0123456789") != "" {
+	if err != nil || b == "" || b[0] < '0' || b[0] > '9' { // sshd's test before strtoul
 		return netip.Prefix{}, false, nil
 	}
 	n, err := strconv.Atoi(b)

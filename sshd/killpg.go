@@ -29,7 +29,6 @@ func killpgAs(pgid int, sig syscall.Signal, cred *syscall.Credential) error {
 		dumpable, _, _ := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_GET_DUMPABLE, 0, 0)
 		// -1 leaves the real and saved ids as they are.
 		if _, _, errno := syscall.RawSyscall(sysSetresuid, ^uintptr(0), uintptr(cred.Uid), ^uintptr(0)); errno != 0 {
-			runtime.UnlockOSThread() // nothing changed
 			done <- errno
 			return
 		}
