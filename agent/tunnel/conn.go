@@ -81,6 +81,8 @@ type Config struct {
 	// HandshakeTimeout bounds TCP, proxy, TLS and the WebSocket upgrade. Zero: 30 s.
 	HandshakeTimeout time.Duration
 	// RetryMin and RetryMax bound the reconnect backoff (full jitter, doubling).
+	// It starts over once a connection has lasted 30 s: a service that ends
+	// every connection at once is not reconnected to twice a second.
 	// Zero: 1 s and 120 s.
 	RetryMin, RetryMax time.Duration
 	// UserAgent for the upgrade request. Empty: "porthole".

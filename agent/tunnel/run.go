@@ -64,10 +64,15 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 		lost := err == nil // this attempt connected, and its connection ended
 		if err == nil {
 			connected = true
-			b.reset()
 			cfg.state(true, nil)
+			up := time.Now()
 			err = serve(ctx, conn)
 			conn.closeNow()
+			// A connection that lasted is a fresh start; one the service
+			// ended at once (a bad frame on each connection) backs off.
+			if time.Since(up) >= stableConnection {
+				b.reset()
+			}
 		}
 		if ctx.Err() != nil {
 			cfg.state(false, context.Canceled)
@@ -108,3 +113,7 @@ func (c *Config) state(connected bool, err error) {
 		c.OnState(connected, err)
 	}
 }
+
+// stableConnection is how long a connection must have lasted for the next
+// reconnect to start the backoff again.
+const stableConnection = 30 * time.Second
