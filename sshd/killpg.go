@@ -17,8 +17,8 @@ import (
 // one locked thread only, by the raw system call (syscall.Setresuid changes
 // every thread of the process), and set back to root's before the thread is
 // let go (the saved id, root's, allows it). Should that fail, the thread stays
-// locked, and ends with the goroutine. The change also makes the kernel clear
-// the process's dumpable flag, which is set back as it was.
+// locked, and ends with the goroutine. (The change also clears the process's
+// dumpable flag: for a root process, that only stops core dumps.)
 func killpgAs(pgid int, sig syscall.Signal, cred *syscall.Credential) error {
 	if cred == nil || cred.Uid == 0 {
 		return syscall.Kill(-pgid, sig)
@@ -26,7 +26,6 @@ func killpgAs(pgid int, sig syscall.Signal, cred *syscall.Credential) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		dumpable, _, _ := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_GET_DUMPABLE, 0, 0)
 		// -1 leaves the real and saved ids as they are.
 		if _, _, errno := syscall.RawSyscall(sysSetresuid, ^uintptr(0), uintptr(cred.Uid), ^uintptr(0)); errno != 0 {
 			done <- errno
@@ -34,7 +33,6 @@ func killpgAs(pgid int, sig syscall.Signal, cred *syscall.Credential) error {
 		}
 		err := syscall.Kill(-pgid, sig)
 		if _, _, errno := syscall.RawSyscall(sysSetresuid, ^uintptr(0), 0, ^uintptr(0)); errno == 0 {
-			syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, dumpable, 0)
 			runtime.UnlockOSThread()
 		}
 		done <- err

@@ -486,14 +486,27 @@ func (s *Server) nologin() (text string, ok bool) {
 // on the program's stderr (on a pty, as terminal output), exit status 254.
 func (sess *session) refuseNologin(text string) error {
 	sess.srv.log().Info("session refused: /etc/nologin exists", "remote", sess.st.remote, "user", sess.sc.User())
+	sess.childStderr(text)
+	sess.endUnstarted(254)
+	return nil
+}
+
+// childStderr writes text where OpenSSH's do_child writes before the program
+// runs, its stderr: the channel's, or on a pty the terminal, whose lines end
+// in "\r\n". So it comes before the program's output, which it raced after.
+func (sess *session) childStderr(text string) {
 	var w io.Writer = sess.ch.Stderr()
 	if sess.ptyReq != nil {
 		w, text = sess.ch, strings.ReplaceAll(text, "\n", "\r\n")
 	}
 	io.WriteString(w, text)
+}
+
+// endUnstarted ends a session whose program was not started with exit status
+// code.
+func (sess *session) endUnstarted(code int) {
 	sess.audit(EventSessionStart, nil)
-	go sess.finish(254, "", false)
-	return nil
+	go sess.finish(code, "", false)
 }
 
 // refuseNonSFTP answers a shell or exec request under the forced command
@@ -505,8 +518,7 @@ func (sess *session) refuseNonSFTP() error {
 		nl = "\r\n"
 	}
 	io.WriteString(sess.ch, "This service allows sftp connections only."+nl)
-	sess.audit(EventSessionStart, nil)
-	go sess.finish(1, "", false)
+	sess.endUnstarted(1)
 	return nil
 }
 
@@ -639,14 +651,8 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		// only "exec request failed", and the reason was in the device's
 		// log alone. The client gets it here too, and exit status 1.
 		s.log().Warn("session's program did not start", "remote", sess.st.remote, "user", sess.sc.User(), "error", err)
-		var w io.Writer = sess.ch.Stderr()
-		nl := "\n"
-		if sess.ptyReq != nil {
-			w, nl = sess.ch, "\r\n"
-		}
-		fmt.Fprintf(w, "%s: %s%s", shell, strerror(pe.Err), nl)
-		sess.audit(EventSessionStart, nil)
-		go sess.finish(1, "", false)
+		sess.childStderr(shell + ": " + strerror(pe.Err) + "\n")
+		sess.endUnstarted(1)
 		err = nil
 	}
 	if stopAgent != nil {
@@ -663,19 +669,12 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 }
 
 // chdirFailed tells the client that the session runs in / because its home
-// directory could not be entered. OpenSSH's do_child says so on the
-// program's stderr, before exec. So it is sent before the program starts
-// (after, it raced the program's first output), and on a pty as terminal
-// output, where do_child's stderr is: extended data is no terminal's, and a
-// client may order it apart from the data (x/crypto's CombinedOutput did:
-// the message after "/").
+// directory could not be entered, as OpenSSH's do_child does before exec (see
+// childStderr; on a pty as terminal output: extended data is no terminal's,
+// and a client may order it apart from the data, as x/crypto's
+// CombinedOutput did, the message after "/").
 func (sess *session) chdirFailed(home string, err error) {
-	var w io.Writer = sess.ch.Stderr()
-	nl := "\n"
-	if sess.ptyReq != nil {
-		w, nl = sess.ch, "\r\n"
-	}
-	fmt.Fprintf(w, "Could not chdir to home directory %s: %s%s", home, strerror(err), nl)
+	sess.childStderr("Could not chdir to home directory " + home + ": " + strerror(err) + "\n")
 }
 
 // mayExec reports whether a's ids may execute the file at path by its mode bits
