@@ -1,7 +1,6 @@
 package sshd
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -114,10 +113,4 @@ func setWindowSize(f *os.File, w windowChange) error {
 		return errno
 	}
 	return nil
-}
-
-// isPTYClosed reports whether err is how a pty master read ends once no
-// process holds the terminal open any more.
-func isPTYClosed(err error) bool {
-	return errors.Is(err, syscall.EIO) || errors.Is(err, os.ErrClosed)
 }
