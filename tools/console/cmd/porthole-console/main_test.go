@@ -63,11 +63,7 @@ func TestStrayArgument(t *testing.T) {
 // is refused at start (the console has no way to use a ws:// data plane).
 func TestPlainControlPlaneRefused(t *testing.T) {
 	dir := t.TempDir()
-	vendor := filepath.Join(dir, "vendor")
-	os.MkdirAll(vendor, 0o700)
-	for _, f := range []string{"xterm.js", "xterm.css", "addon-fit.js"} {
-		os.WriteFile(filepath.Join(vendor, f), []byte("//"), 0o600)
-	}
+	vendor := standInVendor(t, dir)
 	td, err := tunneld.New(tunneld.Config{AllowUnsigned: true})
 	if err != nil {
 		t.Fatal(err)
@@ -149,11 +145,7 @@ func (l *lockedBuffer) String() string {
 // the console by the address it printed").
 func TestTLSByNameExplained(t *testing.T) {
 	dir := t.TempDir()
-	vendor := filepath.Join(dir, "vendor")
-	os.MkdirAll(vendor, 0o700)
-	for _, f := range []string{"xterm.js", "xterm.css", "addon-fit.js"} {
-		os.WriteFile(filepath.Join(vendor, f), []byte("//"), 0o600)
-	}
+	vendor := standInVendor(t, dir)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "console.example.com"},
 		DNSNames: []string{"console.example.com"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
@@ -198,4 +190,19 @@ func TestTLSByNameExplained(t *testing.T) {
 		t.Errorf("opened by its certificate's name: %s %q; the printed URL %s is not one the certificate covers, "+
 			"and the answer does not say --public-url", resp.Status, b, printed)
 	}
+}
+
+// standInVendor writes stand-ins for the vendored xterm.js files in dir/vendor
+// (--vendor-dir), for tests that never draw a terminal.
+func standInVendor(t *testing.T, dir string) string {
+	vendor := filepath.Join(dir, "vendor")
+	if err := os.MkdirAll(vendor, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"xterm.js", "xterm.css", "addon-fit.js"} {
+		if err := os.WriteFile(filepath.Join(vendor, f), []byte("//"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return vendor
 }
