@@ -139,6 +139,9 @@ type sftpFront struct {
 	// request before it is answered (see filesOpen), so at most one waits.
 	opening   openFile
 	openingID uint32
+	// openRefused is why serve refuses the OPEN serves kept (with a path):
+	// too many files open, or a terminal.
+	openRefused error
 }
 
 func newSFTPFront(r io.Reader, w io.Writer, workDir string, homeOf func(string) (string, bool), srv *Server) *sftpFront {
@@ -410,7 +413,12 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	case typ == sftpReadlink:
 		return false
 	case typ == sftpOpen:
-		if s.filesOpen() >= maxOpenFiles || known && isTerminal(s.local(req.Arg)) {
+		switch {
+		case s.filesOpen() >= maxOpenFiles:
+			s.openRefused = syscall.EMFILE
+			return true
+		case known && isTerminal(s.local(req.Arg)):
+			s.openRefused = errTerminal
 			return true
 		}
 		s.mu.Lock()
@@ -608,13 +616,10 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 			reply = s.expand(req.ID, second.Str)
 		}
 	case sftpOpen, sftpReadlink:
-		switch {
-		case req.Arg == "": // see serves
+		if req.Arg == "" { // see serves
 			reply = sftpStatusPacket(req.ID, syscall.ENOENT)
-		case pkt[4] == sftpOpen && isTerminal(s.local(req.Arg)):
-			reply = sftpStatusPacket(req.ID, errTerminal)
-		default: // an OPEN past maxOpenFiles
-			reply = sftpStatusPacket(req.ID, syscall.EMFILE)
+		} else { // an OPEN serves kept: see openRefused
+			reply = sftpStatusPacket(req.ID, s.openRefused)
 		}
 	case sftpSetstat: // a time this device's time_t cannot hold, or the path "" (see serves)
 		a, _ := parseSetAttrs(req.Rest)
