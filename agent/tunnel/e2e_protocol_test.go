@@ -777,25 +777,15 @@ func TestPeerResetDoesNotStallReader(t *testing.T) {
 // against a test service whose frames the test sends itself and records.
 func runRawDestination(t *testing.T, dialer tunnel.Dialer, stall time.Duration) (*tunneltest.Tunnel, func(tunnel.Message)) {
 	t.Helper()
-	srv := tunneltest.NewServer(t)
-	tun := srv.OpenTunnel("SSH")
-	tun.Record(true)
-	dst := &tunnel.Destination{
-		Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: tunneltest.Logger(t),
-			AccessToken: mustToken(t, tun.DestinationToken)},
-		Dialer:       dialer,
-		StallTimeout: stall,
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- dst.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-errc })
-	if err := tun.Dataplane().WaitConnects(ctxTimeout(t, 5*time.Second), tunneltest.Destination, 1); err != nil {
+	h := newHarness(t, setup{services: []string{"SSH"}, noSource: true,
+		dstTweak: func(d *tunnel.Destination) { d.Dialer, d.StallTimeout = dialer, stall }})
+	h.tun.Record(true)
+	if err := h.tun.WaitConnects(ctxTimeout(t, 5*time.Second), tunneltest.Destination, 1); err != nil {
 		t.Fatal(err)
 	}
-	return tun, func(m tunnel.Message) {
+	return h.tun, func(m tunnel.Message) {
 		t.Helper()
-		if err := tun.Send(tunneltest.Destination, &m); err != nil {
+		if err := h.tun.Send(tunneltest.Destination, &m); err != nil {
 			t.Fatal(err)
 		}
 	}
