@@ -21,7 +21,9 @@ func TestBrokerDiesWithTheTestProcess(t *testing.T) {
 		os.Exit(3) // no clean-up runs
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBrokerDiesWithTheTestProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "MQTTTEST_CHILD=1")
+	// The child's temporary directories (its broker's keys) are under this
+	// test's own, so they go too: the child exits without its clean-ups.
+	cmd.Env = append(os.Environ(), "MQTTTEST_CHILD=1", "TMPDIR="+t.TempDir())
 	out, err := cmd.CombinedOutput()
 	if errors.Is(err, syscall.ENOEXEC) {
 		t.Skipf("the test binary cannot re-exec itself here (qemu-user without binfmt_misc): %v", err)
