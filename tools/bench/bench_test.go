@@ -23,6 +23,8 @@ import (
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
+func TestMain(m *testing.M) { os.Exit(stack.Tests(m).Run()) }
+
 // sizeMiB is the transfer size: PORTHOLE_BENCH_MIB, default 256 (the size).
 func sizeMiB() int {
 	if n, err := strconv.Atoi(os.Getenv("PORTHOLE_BENCH_MIB")); err == nil && n > 0 {

@@ -20,7 +20,7 @@ import (
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(stack.Tests(m)) }
 
 func writeFile(t *testing.T, path string, b []byte, mode os.FileMode) {
 	if err := os.WriteFile(path, b, mode); err != nil {

@@ -1,4 +1,4 @@
-package tunneld_test
+package e2e
 
 // Rotation through the real path: the built agent and porthole connect, Mosquitto
 // with mutual TLS, OpenSSH. tunneld cuts the side whose token it rotates; the

@@ -28,7 +28,7 @@ import (
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(stack.Tests(m)) }
 
 // TestLabAsAUserRunsIt builds porthole and porthole-lab, starts the lab, logs in with
 // the OpenSSH client through the tunnel, fetches the status page through the

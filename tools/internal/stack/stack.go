@@ -121,6 +121,30 @@ func (s *Stack) ConnectPIDs() []int {
 var buildOnce struct {
 	sync.Mutex
 	path string
+	dir  string // the temporary directory Build made, removed by Tests' Run
+	main bool   // the package's TestMain runs Tests
+}
+
+// Tests wraps a package's testing.M so that, once its tests have run, the
+// binary Build made (12 MB, one per test process) is removed from the
+// temporary directory. A package whose tests use Build runs its tests through
+// it: goleak.VerifyTestMain(stack.Tests(m)).
+func Tests(m interface{ Run() int }) interface{ Run() int } { return tests{m} }
+
+type tests struct{ m interface{ Run() int } }
+
+func (t tests) Run() int {
+	buildOnce.Lock()
+	buildOnce.main = true
+	buildOnce.Unlock()
+	code := t.m.Run()
+	buildOnce.Lock()
+	defer buildOnce.Unlock()
+	if buildOnce.dir != "" {
+		os.RemoveAll(buildOnce.dir)
+		buildOnce.dir, buildOnce.path = "", ""
+	}
+	return code
 }
 
 // Build builds the porthole binary once per test process; PORTHOLE_STACK_BIN
@@ -135,6 +159,9 @@ func Build(tb testing.TB) string {
 		buildOnce.path = p
 		return p
 	}
+	if !buildOnce.main {
+		tb.Fatal("stack.Build: the package's TestMain must run its tests through stack.Tests, which removes the binary afterwards")
+	}
 	dir, err := os.MkdirTemp("", "porthole-stack-bin")
 	if err != nil {
 		tb.Fatal(err)
@@ -142,8 +169,10 @@ func Build(tb testing.TB) string {
 	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "github.com/porthole-iot/porthole/agent/cmd/porthole")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
 		tb.Fatalf("go build: %v\n%s", err, out)
 	}
+	buildOnce.dir = dir
 	buildOnce.path = filepath.Join(dir, "porthole")
 	return buildOnce.path
 }
