@@ -44,7 +44,9 @@ func (k *keyFlags) Set(v string) error {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("porthole-console", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:8088", "address to serve the console on (keep it on loopback unless --tls-cert: it is plain HTTP)")
+	listen := fs.String("listen", "127.0.0.1:8088", "address to serve the console on: loopback, unless --tls-cert or --plain-http")
+	plainHTTP := fs.Bool("plain-http", false, "serve plain HTTP on a --listen address that is not loopback, "+
+		"for a TLS reverse proxy on a network you trust")
 	tlsCert := fs.String("tls-cert", "", "serve https with this PEM certificate (chain) file, read at start; with --tls-key")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
 	publicURL := fs.String("public-url", "", "the console's address in the browser when a reverse proxy serves it, e.g. "+
@@ -130,13 +132,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "porthole-console: %v\n", err)
 		return 1
 	}
+	if cfg.TLS == nil && !*plainHTTP {
+		// Checked before listening: plain HTTP beyond loopback shows the
+		// run's access token and every terminal to the network.
+		if a, err := net.ResolveTCPAddr("tcp", *listen); err == nil && !a.IP.IsLoopback() {
+			fmt.Fprintf(stderr, "porthole-console: --listen %s is not loopback, and the console would serve plain HTTP there: "+
+				"anyone on the network could read its access token and terminals; give --tls-cert and --tls-key, "+
+				"or --plain-http behind a TLS reverse proxy on a network you trust\n", *listen)
+			return 1
+		}
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "porthole-console: %v\n", err)
 		return 1
-	}
-	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && cfg.TLS == nil {
-		fmt.Fprintf(stderr, "porthole-console: warning: listening on %s, not loopback: the console is plain HTTP\n", ln.Addr())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

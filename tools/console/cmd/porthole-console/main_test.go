@@ -46,6 +46,22 @@ func TestTLSFlags(t *testing.T) {
 	}
 }
 
+// Plain HTTP beyond loopback is refused before anything listens, unless
+// --plain-http says a TLS reverse proxy is in front: the page's address holds
+// the run's access token, and its terminals are root shells on devices.
+func TestPlainHTTPBeyondLoopbackRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, listen := range []string{"0.0.0.0:0", ":0", "192.0.2.1:0", "[::]:0"} {
+		var out, errs bytes.Buffer
+		code := run([]string{"--listen", listen, "--host-keys", filepath.Join(dir, "hk.json"),
+			"--vendor-dir", standInVendor(t, dir)}, &out, &errs)
+		if code != 1 || !strings.Contains(errs.String(), "--listen "+listen+" is not loopback") ||
+			!strings.Contains(errs.String(), "--plain-http") || out.Len() != 0 {
+			t.Errorf("run --listen %s = %d, stdout %q, stderr %q; want 1, nothing served, and the way out named", listen, code, out.String(), errs.String())
+		}
+	}
+}
+
 // A word before the flags is refused: flag stops parsing at it, and the flags
 // after it would be ignored.
 func TestStrayArgument(t *testing.T) {
