@@ -57,7 +57,10 @@
 // written), and restored by New; a restart cuts the WebSockets without a
 // Close frame, so clients with client tokens reconnect. One server at a time owns a
 // data directory (an exclusive flock, held until Shutdown or Close); a second one
-// fails at start with ErrDataDirInUse.
+// fails at start with ErrDataDirInUse. A data directory that another local
+// user could change (writable by group or others, or belonging to someone other
+// than root or tunneld's user, it or a directory above it that is not sticky)
+// is refused at start, before anything is read or made.
 //
 // The binary stops on SIGINT or SIGTERM (saving the state) and, on SIGHUP, loads
 // --tls-cert and --tls-key again (Options.Reload), keeping the pair it serves if

@@ -5,7 +5,9 @@ package tunneld
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -40,4 +42,53 @@ func LockDir(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("locking data directory %s: %w", dir, err)
 	}
 	return f, nil
+}
+
+// checkDataDir refuses a data directory that another local user could change,
+// as the agent refuses its own: tunnels.json holds every tunnel's tokens and the
+// notifications still to send, so whoever can replace it plants tunnels whose
+// source tokens they know, announced to devices at the next start. The
+// directory (symbolic links resolved) and every directory above it must belong
+// to root or to tunneld's user and must not be writable by group or others; a
+// directory above with the sticky bit (/tmp) is allowed, since others cannot
+// rename what is in it. It is checked before anything is made: of a directory
+// not there yet, what exists above it.
+func checkDataDir(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("data directory %s: %w", dir, err)
+	}
+	real, above := abs, false
+	for {
+		r, err := filepath.EvalSymlinks(real)
+		if err == nil {
+			real = r
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) || real == filepath.Dir(real) {
+			return fmt.Errorf("data directory %s: %w", dir, err)
+		}
+		real, above = filepath.Dir(real), true
+	}
+	euid := os.Geteuid()
+	for p := real; ; p, above = filepath.Dir(p), true {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("data directory %s: %w", dir, err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		switch {
+		case !fi.IsDir():
+			return fmt.Errorf("data directory %s: %s is not a directory", dir, p)
+		case ok && st.Uid != 0 && int(st.Uid) != euid:
+			return fmt.Errorf("data directory %s: %s belongs to uid %d, not to root or this user (uid %d): "+
+				"the state file holds every tunnel's tokens", dir, p, st.Uid, euid)
+		case fi.Mode().Perm()&0o022 != 0 && !(above && fi.Mode()&fs.ModeSticky != 0):
+			return fmt.Errorf("data directory %s: %s is writable by group or others (mode %04o): "+
+				"the state file holds every tunnel's tokens; choose a directory only root or this user can change", dir, p, fi.Mode().Perm())
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
 }

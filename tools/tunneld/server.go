@@ -231,6 +231,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DataDir != "" {
 		// Before reading the state: a second server on this directory would
 		// overwrite the first one's tunnels.
+		if err := checkDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 		lock, err := LockDir(cfg.DataDir)
 		if err != nil {
 			return nil, err

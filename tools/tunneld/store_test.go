@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -304,6 +305,64 @@ func TestUnwritableDataDir(t *testing.T) {
 	if s, err := New(Config{DataDir: filepath.Join(file, "sub")}); err == nil {
 		s.Close()
 		t.Error("New with a data directory under a file succeeded, want an error")
+	}
+}
+
+// A data directory another local user could change is refused before its
+// state is read: whoever replaces tunnels.json plants tunnels whose tokens
+// they know, announced to devices at start. A sticky directory above (/tmp)
+// is fine.
+func TestUnsafeDataDirRefused(t *testing.T) {
+	base := t.TempDir()
+	mk := func(name string, mode os.FileMode) string {
+		t.Helper()
+		d := filepath.Join(base, name)
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, mode); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	shared := mk("shared", 0o777)
+	sticky := mk("sticky", 0o777|os.ModeSticky)
+	refused := map[string]string{
+		mk("open", 0o777):                  "is writable by group or others (mode 0777)",
+		mk("group", 0o770):                 "is writable by group or others (mode 0770)",
+		filepath.Join(shared, "tunneld"):   shared + " is writable by group or others",
+		filepath.Join(shared, "a", "b"):    shared + " is writable by group or others",
+		filepath.Join(sticky, "x", "y"):    "", // below a sticky directory: allowed
+		mk("sticky/own", 0o700):            "",
+		filepath.Join(base, "link-shared"): shared + " is writable by group or others",
+	}
+	if err := os.Symlink(shared, filepath.Join(base, "link-shared")); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		other := mk("other", 0o755)
+		if err := os.Chown(other, 4242, 4242); err != nil {
+			t.Fatal(err)
+		}
+		refused[filepath.Join(other, "tunneld")] = other + " belongs to uid 4242"
+	}
+	for dir, want := range refused {
+		s, err := New(Config{DataDir: dir, Logger: testLogger(t)})
+		if err == nil {
+			s.Close()
+		}
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("New with data directory %s: %v, want it accepted", dir, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "tokens")):
+			t.Errorf("New with data directory %s = %v, want an error saying %q and why", dir, err, want)
+		}
+	}
+	// Nothing is made in a refused directory: no state file, no directory.
+	for _, p := range []string{filepath.Join(base, "open", stateFile), filepath.Join(shared, "a")} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("refusing the data directory made %s: %v", p, err)
+		}
 	}
 }
 
