@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/porthole-iot/porthole/tools/internal/atomicfile"
 )
 
 // HostKeys is the trust-on-first-use store of device host keys, one per thing
@@ -133,37 +134,8 @@ func (h *HostKeys) writeLocked(keys map[string]string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(h.Path, append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(h.Path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("writing host keys %s: %w", h.Path, err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes b to path through a temporary file, fsync and rename.
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -17,6 +17,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/porthole-iot/porthole/board"
+	"github.com/porthole-iot/porthole/tools/internal/atomicfile"
 )
 
 // ErrPrerequisite matches (errors.Is) the errors that stop the lab before it
@@ -157,11 +158,11 @@ level = "info"
 		if err != nil {
 			return err
 		}
-		if err := writeFile(cp.to, b, cp.mode); err != nil {
+		if err := atomicfile.Write(cp.to, b, cp.mode); err != nil {
 			return err
 		}
 	}
-	if err := writeFile(filepath.Join(etc, "porthole.toml"), []byte(cfg), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(etc, "porthole.toml"), []byte(cfg), 0o600); err != nil {
 		return err
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(c.Dir, "build.sh"), c.Name, f.porthole, f.overlay, f.out)
@@ -185,7 +186,7 @@ func hostKey(path string) error {
 	if err != nil {
 		return err
 	}
-	return writeFile(path, pem.EncodeToMemory(block), 0o600)
+	return atomicfile.Write(path, pem.EncodeToMemory(block), 0o600)
 }
 
 // bootBoard starts board/boot.sh (which execs QEMU) with the serial console in

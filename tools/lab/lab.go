@@ -26,6 +26,7 @@ import (
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/board"
 	"github.com/porthole-iot/porthole/tools/console"
+	"github.com/porthole-iot/porthole/tools/internal/atomicfile"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
@@ -234,7 +235,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		if err != nil {
 			return err
 		}
-		return writeFile(filepath.Join(devDir, "authorized_keys"), gossh.MarshalAuthorizedKey(pub), 0o600)
+		return atomicfile.Write(filepath.Join(devDir, "authorized_keys"), gossh.MarshalAuthorizedKey(pub), 0o600)
 	}); err != nil {
 		return err
 	}
@@ -383,7 +384,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		info.AgentConfig = filepath.Join(dir, "device", "porthole.toml")
 		info.AgentLog = logPath
 		cfg := agentConfig(dir, info, tdHost, statusAddr)
-		if err := writeFile(info.AgentConfig, []byte(cfg), 0o600); err != nil {
+		if err := atomicfile.Write(info.AgentConfig, []byte(cfg), 0o600); err != nil {
 			return err
 		}
 		f, err := os.OpenFile(info.AgentLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -455,7 +456,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 			}
 		})
 		info.SourceToken = filepath.Join(dir, "source.token")
-		return writeFile(info.SourceToken, []byte(open.SourceAccessToken+"\n"), 0o600)
+		return atomicfile.Write(info.SourceToken, []byte(open.SourceAccessToken+"\n"), 0o600)
 	}); err != nil {
 		return err
 	}
@@ -813,7 +814,7 @@ func tail(path string, n int) string {
 // 127.0.0.1 has another key, which ssh then refuses.
 func writeKnownHosts(path string, key gossh.PublicKey) error {
 	line := "[127.0.0.1]:* " + string(gossh.MarshalAuthorizedKey(key))
-	return writeFile(path, []byte(line), 0o644)
+	return atomicfile.Write(path, []byte(line), 0o644)
 }
 
 // devicePublicKey reads the public half of the device's host key file.
@@ -834,7 +835,7 @@ func writeInfo(dir string, info Info) error {
 	if err != nil {
 		return err
 	}
-	return writeFile(filepath.Join(dir, "lab.json"), append(b, '\n'), 0o600)
+	return atomicfile.Write(filepath.Join(dir, "lab.json"), append(b, '\n'), 0o600)
 }
 
 // checkSafeDir refuses a state directory below a directory that others can write

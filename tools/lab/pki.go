@@ -18,6 +18,8 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/porthole-iot/porthole/tools/internal/atomicfile"
 )
 
 // pki is the lab's dev certificate authority, kept in the state directory.
@@ -81,19 +83,7 @@ func serial() *big.Int {
 }
 
 func writePEM(path, typ string, der []byte, mode os.FileMode) error {
-	return writeFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
-}
-
-// writeFile writes atomically (temp file, rename).
-func writeFile(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
 }
 
 // guestHost is the host's loopback as a QEMU board's user network shows it to
@@ -181,9 +171,9 @@ func sshKey(path string) (gossh.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := atomicfile.Write(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return nil, err
 	}
 	spub, _ := gossh.NewPublicKey(pub)
-	return spub, writeFile(path+".pub", gossh.MarshalAuthorizedKey(spub), 0o644)
+	return spub, atomicfile.Write(path+".pub", gossh.MarshalAuthorizedKey(spub), 0o644)
 }

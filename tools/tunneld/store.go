@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/porthole-iot/porthole/tools/internal/atomicfile"
 )
 
 // stateFile is the name of the state file in Config.DataDir.
@@ -123,49 +125,14 @@ func (s *Server) save() error {
 	if err != nil {
 		return fmt.Errorf("encoding state: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, stateFile), append(b, '\n'), 0o600); err != nil {
-		return err
+	path := filepath.Join(s.cfg.DataDir, stateFile)
+	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	s.mu.Lock()
 	for r, d := range written {
 		r.saved, r.savedPending = d.sides, d.pending
 	}
 	s.mu.Unlock()
-	return nil
-}
-
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename there is nothing to remove
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 	return nil
 }

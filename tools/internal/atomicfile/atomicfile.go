@@ -1,0 +1,49 @@
+// Package atomicfile writes the tools' files whole or not at all: tunneld's
+// state, the console's host keys, the lab's keys, certificates and configs.
+package atomicfile
+
+import (
+	"os"
+	"path/filepath"
+)
+
+// Write writes b to path with mode, through a temporary file beside it, fsync
+// and rename, then syncs the directory; it makes the directory (0700) if it is
+// missing. The temporary file ("."+name+".*") is new (O_EXCL, mode 0600 until
+// written), so it is never one left by a killed run, with other modes, nor a
+// link someone planted. On an error, path is as it was and the temporary file
+// is gone.
+func Write(path string, b []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // after the rename there is nothing to remove
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
