@@ -534,6 +534,42 @@ func TestSysVStartFailsWhenTheAgentExits(t *testing.T) {
 	})
 }
 
+// TestSysVStartUmask: start run by someone whose umask is 000 neither makes
+// the log (logins, addresses, commands) writable by every local user nor gives
+// the agent, and so every login's files, that umask: the agent gets 022, as
+// under systemd and procd, and a new log is root's alone.
+func TestSysVStartUmask(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	wrap := filepath.Join(t.TempDir(), "umask000")
+	if err := os.WriteFile(wrap, []byte("#!/bin/sh\numask 000\nexec \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newSysVRig(t, fake, wrap+" "+shell, binDir)
+		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+			t.Fatalf("start: %v %q", err, out)
+		}
+		defer r.run("stop")
+		if fi, err := os.Stat(r.log); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("the log made by start: %v, %v; want mode 0600", fi.Mode(), err)
+		}
+		if fi, err := os.Stat(filepath.Dir(r.pidfile)); err != nil || fi.Mode().Perm() != 0o755 {
+			t.Errorf("the pid file's directory made by start: %v, %v; want mode 0755", fi.Mode(), err)
+		}
+		pids := r.eventPids("started", 1)
+		if len(pids) != 1 {
+			t.Fatalf("started agents: %v", pids)
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pids[0]) + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "\nUmask:\t0022\n") {
+			t.Errorf("the agent's status, want Umask 0022:\n%s", b)
+		}
+	})
+}
+
 // TestSysVStopKillsAWedgedAgent: an agent still running STOP_TIMEOUT seconds
 // after SIGTERM gets SIGKILL, as procd and systemd send it, so that restart
 // can start a working one.
