@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"encoding/hex"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -42,7 +43,20 @@ type conn struct {
 	mu     sync.Mutex
 	timers []*time.Timer
 	closed bool
+
+	preAuthRead int // bytes read before the login; only x/crypto's reader reads
 }
+
+// maxPreAuthRead bounds what a client may send before it has logged in.
+// x/crypto reads ahead of its authentication loop into a queue of 16 packets
+// of up to 256 KiB: while a password check waits for its slot or runs (bcrypt,
+// seconds on a router) a client that goes on sending fills it, about 4.5 MiB
+// per connection, 45 MiB for the 10 that MaxStartups lets in. A key exchange
+// and MaxAuthTries keys or certificates are a few KiB. (OpenSSH's pre-auth
+// process reads only as it goes, so TCP holds a client back.)
+const maxPreAuthRead = 512 << 10
+
+var errPreAuthRead = errors.New("more than 512 KiB sent before the login")
 
 func newConn(s *Server, c net.Conn, label, src string) *conn {
 	wc := &conn{Conn: c, srv: s, done: make(chan struct{})}
@@ -110,9 +124,22 @@ func (c *conn) after(d time.Duration, f func()) {
 func (c *conn) touch() { c.lastActive.Store(int64(time.Since(c.born))) }
 
 func (c *conn) Read(b []byte) (int, error) {
+	if !c.st.authed.Load() {
+		left := maxPreAuthRead - c.preAuthRead
+		if left <= 0 {
+			c.srv.log().Info("connection closed", "remote", c.st.remote, "reason", errPreAuthRead)
+			c.srv.audit(c.st.unauthEvent(errPreAuthRead.Error()))
+			c.Close()
+			return 0, errPreAuthRead
+		}
+		b = b[:min(len(b), left)]
+	}
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.touch()
+		if !c.st.authed.Load() {
+			c.preAuthRead += n
+		}
 	}
 	return n, err
 }

@@ -110,7 +110,10 @@
 // exchange or authentication at once; more wait their turn, up to ten times
 // that many, and beyond that are closed at once, with one log line every 10 s.
 // At most half the CPUs (at least one) check passwords at once; other checks
-// wait, at most for the login grace time.
+// wait, at most for the login grace time. A connection that sends more than
+// 512 KiB before it has logged in is closed (a key exchange and its keys are a
+// few KiB): x/crypto reads ahead of its authentication loop, and would queue
+// megabytes while a password check runs.
 //
 // # Sessions
 //

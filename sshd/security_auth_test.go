@@ -428,3 +428,52 @@ func TestKeyExchangeFailuresNotCounted(t *testing.T) {
 	}
 	waitFor(t, "failures counted", func() bool { return e.srv.limiter.blocked("127.0.0.1", time.Now()) })
 }
+
+// TestPreAuthReadBounded: a client may send at most maxPreAuthRead bytes before
+// it has logged in; the connection is then closed, with a line and an event.
+// x/crypto reads ahead of its authentication loop into a queue of 16 packets of
+// up to 256 KiB, and a client that goes on sending while a password check runs
+// filled it: about 4.5 MiB per connection, 45 MiB for the ten MaxStartups lets
+// in, on a 64 MB device. Here the client sends SSH_MSG_IGNORE packets, which
+// x/crypto reads and drops before the key exchange as after it.
+func TestPreAuthReadBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Unencrypted packets: length, padding length, SSH_MSG_IGNORE (2) and its
+	// string, padding to a multiple of 8.
+	data := make([]byte, 32<<10)
+	payload := append([]byte{2, 0, 0, byte(len(data) >> 8), byte(len(data))}, data...)
+	pad := 8 - (5+len(payload))%8
+	if pad < 4 {
+		pad += 8
+	}
+	n := 1 + len(payload) + pad
+	pkt := append([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n), byte(pad)}, payload...)
+	pkt = append(pkt, make([]byte, pad)...)
+	go func() {
+		if _, err := conn.Write([]byte("SSH-2.0-flood\r\n")); err != nil {
+			return
+		}
+		for range 20 { // 640 KiB
+			if _, err := conn.Write(pkt); err != nil {
+				return
+			}
+		}
+	}()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.Copy(io.Discard, conn) // the server's version and KEXINIT, then the end
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the connection is still open 10 s after the client sent 640 KiB before logging in")
+	}
+	waitFor(t, "the event", func() bool {
+		return e.eventsWithReason(EventLoginFailure, "more than 512 KiB sent before the login") == 1
+	})
+	if len(e.logs.logged(`msg="connection closed"`, `reason="more than 512 KiB sent before the login"`)) != 1 {
+		t.Error("no log line for the connection closed")
+	}
+}
