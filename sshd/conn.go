@@ -75,9 +75,7 @@ func (c *conn) startTimers() {
 	if grace > 0 {
 		c.after(grace, func() {
 			if !c.st.authed.Load() {
-				s.log().Info("login grace time exceeded", "remote", c.st.remote)
-				s.audit(c.st.unauthEvent("login grace time exceeded"))
-				c.Close()
+				c.closeUnauthed("login grace time exceeded")
 			}
 		})
 	}
@@ -127,9 +125,7 @@ func (c *conn) Read(b []byte) (int, error) {
 	if !c.st.authed.Load() {
 		left := maxPreAuthRead - c.preAuthRead
 		if left <= 0 {
-			c.srv.log().Info("connection closed", "remote", c.st.remote, "reason", errPreAuthRead)
-			c.srv.audit(c.st.unauthEvent(errPreAuthRead.Error()))
-			c.Close()
+			c.closeUnauthed(errPreAuthRead.Error())
 			return 0, errPreAuthRead
 		}
 		b = b[:min(len(b), left)]
@@ -279,6 +275,14 @@ func (st *connState) noteAuth(cm gossh.ConnMetadata) {
 	st.mu.Lock()
 	st.sessionID, st.user = id, user
 	st.mu.Unlock()
+}
+
+// closeUnauthed closes a connection that has not logged in, for reason, with
+// a line and a login-failure event.
+func (c *conn) closeUnauthed(reason string) {
+	c.srv.log().Info(reason, "remote", c.st.remote)
+	c.srv.audit(c.st.unauthEvent(reason))
+	c.Close()
 }
 
 // unauthEvent is the login-failure event of a connection closed before it
