@@ -166,6 +166,14 @@ type headConn struct {
 	mu   sync.Mutex // paho's reader may still run when Connect gives up
 	head [4]byte
 	n    int // bytes of head filled
+
+	// Where paho's reader is in the broker's packets: a packet over
+	// maximumPacket is refused from its length, before paho, which grows its
+	// buffer to the length first, allocates it (a broker that ignores the
+	// CONNECT's maximum could announce 256 MiB). Only paho's reader uses them.
+	body   int // bytes of the current packet's body still to come
+	lenAt  int // 0: a type byte is next; else which length byte (1 to 4)
+	length int // the remaining length read so far
 }
 
 func (c *headConn) Write(p []byte) (int, error)        { return c.conn.Write(p) }
@@ -183,8 +191,43 @@ func (c *headConn) Read(p []byte) (int, error) {
 		c.n += copy(c.head[c.n:], p[:n])
 	}
 	c.mu.Unlock()
+	if ferr := c.follow(p[:n]); ferr != nil {
+		return 0, ferr
+	}
 	return n, err
 }
+
+// follow moves through the packets in p, the broker's next bytes.
+func (c *headConn) follow(p []byte) error {
+	for len(p) > 0 {
+		switch {
+		case c.body > 0:
+			k := min(c.body, len(p))
+			c.body -= k
+			p = p[k:]
+		case c.lenAt == 0:
+			c.lenAt, c.length = 1, 0
+			p = p[1:]
+		default:
+			b := p[0]
+			p = p[1:]
+			c.length |= int(b&0x7f) << (7 * (c.lenAt - 1))
+			// With another length byte to come, the length is at least
+			// 128 to the power of the bytes so far.
+			if c.length > maximumPacket || b&0x80 != 0 && 1<<(7*c.lenAt) > maximumPacket {
+				return errPacketTooBig
+			}
+			if b&0x80 != 0 {
+				c.lenAt++
+				continue
+			}
+			c.lenAt, c.body = 0, c.length
+		}
+	}
+	return nil
+}
+
+var errPacketTooBig = errors.New("the broker sent a packet over the 64 KiB the agent's CONNECT allows (MQTT 5.0 §3.1.2.11.4)")
 
 // connack311 reports whether the broker's first packet was an MQTT 3.1.1
 // CONNACK (type 2, remaining length 2; MQTT 5's has properties, at least 3),

@@ -1,93 +1,136 @@
 package notify
 
 import (
-	"context"
-	"errors"
-	"strings"
+	"io"
+	"net"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
-
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// A broker states in its CONNACK the largest packet it accepts (MQTT 5.0
-// §3.2.2.3.6), and a client must not send a larger one (MQTT-3.1.2-24): the
-// broker closes the connection. paho does not check, and keeps the
-// unacknowledged QoS 1 PUBLISH in the session, sending it again first thing on
-// every reconnect, so every later connection ended at once, for as long as the
-// listener ran. Publish refuses the message instead (ErrRefused: the agent's
-// event queue drops it), and the connection stays up.
-func TestPublishOverServerMaximumPacketSize(t *testing.T) {
-	m := startMosquitto(t)
-	m.Configure("max_packet_size 131072") // AWS IoT Core's messages are limited to 128 KB
-	rec, _, l := listenOn(t, m)
+// TestBrokerPacketOverMaximumNotAllocated: the CONNECT states a Maximum
+// Packet Size of 64 KiB (maximumPacket) because paho reads each packet whole.
+// A broker that ignores it (hostile, or buggy) sends a PUBLISH header with a
+// remaining length of 200 MiB: paho's ReadPacket calls bytes.Buffer.Grow with
+// that length before reading a byte of the body, so five bytes from the broker
+// make the agent allocate 200 MiB (up to 256 MiB: the largest remaining
+// length) on a 64 MB router. The listener should refuse a packet over the
+// maximum it stated, before allocating it.
+// TestBrokerPacketOverMaximumNotAllocated: a broker that ignores the CONNECT's
+// Maximum Packet Size and announces a 200 MiB PUBLISH, six bytes, gets its
+// connection closed with a line saying why, before paho, which grows its
+// buffer to a packet's length first, allocates it.
+func TestBrokerPacketOverMaximumNotAllocated(t *testing.T) {
+	p := newPKI(t)
+	sent := make(chan struct{})
+	addr := standInBroker(t, p.MutualTLS(t, time.Time{}), func(c net.Conn) {
+		defer c.Close()
+		hdr := make([]byte, 2)
+		if _, err := io.ReadFull(c, hdr); err != nil || hdr[1]&0x80 != 0 {
+			return
+		}
+		if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
+			return
+		}
+		// MQTT 5 CONNACK: no session present, success, no properties.
+		c.Write([]byte{0x20, 0x03, 0x00, 0x00, 0x00})
+		// PUBLISH, QoS 0, remaining length 200 MiB (VBI), then nothing.
+		n := 200 << 20
+		b := []byte{0x30}
+		for {
+			d := byte(n % 128)
+			n /= 128
+			if n > 0 {
+				d |= 0x80
+			}
+			b = append(b, d)
+			if n == 0 {
+				break
+			}
+		}
+		c.Write(b)
+		c.Write([]byte{0x00, 0x01, 'x'}) // a few bytes of the "body"
+		select {
+		case sent <- struct{}{}:
+		default:
+		}
+		io.Copy(io.Discard, c) // until the listener closes it
+	})
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, p, addr, "thing-a", log)
+	l := newListener(t, cfg)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{"user":"`+strings.Repeat("x", 200<<10)+`"}`))
-	if !errors.Is(err, ErrRefused) {
-		t.Errorf("Publish of 200 KiB to a broker that takes 128 KiB = %v, want ErrRefused", err)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	stop := runListener(t, l)
+	select {
+	case <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener never connected to the stand-in broker")
 	}
-	time.Sleep(time.Second)
-	if n := rec.count("mqtt connected"); n != 1 {
-		t.Fatalf("%d connections in the second after one oversized publish, want 1", n)
+	rec.waitFor("mqtt connection lost", "over the 64 KiB the agent's CONNECT allows")
+	var peak uint64
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		peak = max(peak, m.HeapInuse)
+		time.Sleep(50 * time.Millisecond)
 	}
-	if err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{}`)); err != nil {
-		t.Errorf("Publish after the oversized one: %v", err)
-	}
-	// Exactly at the limit is sent.
-	payload := make([]byte, 131072)
-	for publishPacketSize("porthole/events/thing-a", payload) > 131072 {
-		payload = payload[:len(payload)-1]
-	}
-	if err := l.Publish(ctx, "porthole/events/thing-a", payload); err != nil {
-		t.Errorf("Publish of a packet of exactly max_packet_size: %v", err)
-	}
-	if n := rec.count("mqtt connected"); n != 1 {
-		t.Fatalf("%d connections after a publish at the limit, want 1", n)
+	stop()
+	grew := int64(peak) - int64(before.HeapInuse)
+	t.Logf("heap in use: %d KiB before, peak %d KiB", before.HeapInuse>>10, peak>>10)
+	if grew > 8<<20 {
+		t.Errorf("a 6-byte PUBLISH header from the broker grew the heap by %d MiB (maximumPacket is %d KiB)", grew>>20, maximumPacket>>10)
 	}
 }
 
-// statePacketSize makes a mochi broker state a Maximum Packet Size in its
-// CONNACK (mochi enforces its own but does not state it).
-type statePacketSize struct {
-	mqtt.HookBase
-	size uint32
-}
-
-func (h *statePacketSize) ID() string { return "state-packet-size" }
-
-func (h *statePacketSize) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPacketEncode
-}
-
-func (h *statePacketSize) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-func (h *statePacketSize) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
-
-func (h *statePacketSize) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Connack {
-		pk.Properties.MaximumPacketSize = h.size
+// TestFollowPacketBoundaries: the packet follower finds every packet's length
+// however the broker's bytes are split between reads, and refuses a packet
+// over maximumPacket from its length (the remaining length: paho allocates
+// that), and a length of more bytes than one under maximumPacket can have.
+func TestFollowPacketBoundaries(t *testing.T) {
+	packet := func(size int) []byte { // a PUBLISH of size bytes in all
+		for lenBytes := 1; lenBytes <= 4; lenBytes++ {
+			n := size - 1 - lenBytes
+			b := []byte{0x30}
+			for v := n; ; {
+				d := byte(v % 128)
+				if v /= 128; v > 0 {
+					d |= 0x80
+				}
+				b = append(b, d)
+				if v == 0 {
+					break
+				}
+			}
+			if len(b) == 1+lenBytes {
+				return append(b, make([]byte, n)...)
+			}
+		}
+		panic("no size")
 	}
-	return pk
-}
-
-// A broker may state any Maximum Packet Size up to 2^32-1 (MQTT 5.0
-// §3.2.2.3.6: a Four Byte Integer). On a 32-bit device (arm, mips, 386)
-// int(maxPacket) of a size from 2^31 was negative, so every Publish was
-// refused as "over the broker's maximum packet size (4294967295 bytes)": the
-// agent's status and audit events were all dropped.
-func TestPublishUnderHugeServerMaximumPacketSize(t *testing.T) {
-	l, _ := connectedOnMochi(t, &statePacketSize{size: 0xffffffff})
-	l.mu.Lock()
-	got := l.maxPacket
-	l.mu.Unlock()
-	if got != 0xffffffff {
-		t.Fatalf("the listener noted a Maximum Packet Size of %d, want 4294967295", got)
+	var ok []byte
+	for _, size := range []int{2, 3, 129, 131, 16386, 16388, maximumPacket - 3, maximumPacket + 3} {
+		ok = append(ok, packet(size)...)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{}`)); err != nil {
-		t.Errorf("Publish of a small event to a broker that takes packets of up to 4 GiB: %v", err)
+	for _, step := range []int{1, 2, 7, len(ok)} {
+		c := &headConn{}
+		for i := 0; i < len(ok); i += step {
+			if err := c.follow(ok[i:min(i+step, len(ok))]); err != nil {
+				t.Fatalf("reads of %d bytes: %v", step, err)
+			}
+		}
+		if c.body != 0 || c.lenAt != 0 {
+			t.Errorf("reads of %d bytes: ended inside a packet (body %d, lenAt %d)", step, c.body, c.lenAt)
+		}
+		for _, p := range [][]byte{{0x30, 0x81, 0x80, 0x04}, {0x30, 0x80, 0x80, 0x80, 0x80, 0x01}, {0x30, 0xff, 0xff, 0xff, 0x7f}} {
+			c := &headConn{}
+			if err := c.follow(append(slices.Clone(ok), p...)); err != errPacketTooBig {
+				t.Errorf("a packet with length bytes % x: %v", p[1:], err)
+			}
+		}
 	}
 }
