@@ -421,8 +421,15 @@ func (a *Agent) Run(ctx context.Context) error {
 // has closed to end: more than sshd's leaveDelay (2 s).
 const sshCloseWait = 3 * time.Second
 
+// sshEndWait is how long the agent's stop lets SSH connections end by
+// themselves before it closes them: a command just finishing sends its exit
+// status. It was 2 s, which an interactive login never used (it does not end
+// by itself), and which, with leaveDelay and the last events, took the stop to
+// 4 s of porthole agent's 5 (a slow broker then lost the session-end events).
+const sshEndWait = 500 * time.Millisecond
+
 func (a *Agent) shutdownSSH() {
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), sshEndWait)
 	defer cancel()
 	if err := a.ssh.Shutdown(sctx); err != nil {
 		a.ssh.Close()
