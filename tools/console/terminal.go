@@ -686,6 +686,13 @@ func (s *Server) relay(ctx, pctx context.Context, c *websocket.Conn, term *termi
 	if reason, ok := t.closedReason(3 * time.Second); ok {
 		return endMsg("tunnel", "the tunnel is closed: %s", reason), endedByTunnel
 	}
+	var missing *ssh.ExitMissingError
+	if errors.As(werr, &missing) {
+		// x/crypto's own words ("remote command exited without exit status
+		// or exit signal") are not the operator's.
+		return endMsg("error", "the session on %s ended without an exit status: the device closed it "+
+			"(its agent stopping, or one of its limits)", t.spec.Thing), endedByError
+	}
 	return endMsg("error", "the connection to %s was lost: %v", t.spec.Thing, werr), endedByError
 }
 

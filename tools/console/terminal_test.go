@@ -737,3 +737,25 @@ func TestStderrShown(t *testing.T) {
 		t.Fatalf("screen %q (end %+v), want both on-stdout and on-stderr", w.screen.String(), m)
 	}
 }
+
+// TestSessionEndedWithoutExitStatus: a device whose SSH server closes the
+// session without an exit status (its agent stopping) gets a sentence, not
+// x/crypto's words.
+func TestSessionEndedWithoutExitStatus(t *testing.T) {
+	dev := newScriptedDevice(t, func(ch ssh.Channel, reqs <-chan *ssh.Request) {
+		for r := range reqs {
+			r.Reply(true, nil)
+			if r.Type == "shell" {
+				ch.Write([]byte("going\r\n"))
+				return // the channel closes, without exit-status
+			}
+		}
+	})
+	l := newTestLab(t, Config{})
+	w := l.keyTerminal("dev-gone", dev.addr)
+	m := w.end()
+	if m.Kind != "error" || !strings.Contains(m.Text, "the session on dev-gone ended without an exit status: the device closed it") ||
+		strings.Contains(m.Text, "remote command") {
+		t.Errorf("end = %+v, want the session's end explained", m)
+	}
+}
