@@ -349,3 +349,66 @@ func TestFailureLimiterForgetsExpiredSources(t *testing.T) {
 		t.Fatalf("limiter tracks %d sources after 500 failures, each from a new source %v after the last; want the expired ones dropped (at most 2)", n, 2*window)
 	}
 }
+
+// TestHangupReachesStoppedProgram: the client goes away while the session's
+// program is stopped (SIGSTOP from another login, a job-control stop). A
+// dropped modem line, or OpenSSH closing a pty, sends the session leader
+// SIGCONT with the SIGHUP, so the hangup takes effect; a SIGHUP alone stays
+// pending in a stopped process for ever, and the program is "left running"
+// (stopped) with a record that says it ignored the hangup.
+func TestHangupReachesStoppedProgram(t *testing.T) {
+	for _, withPTY := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pipes", true: "pty"}[withPTY], func(t *testing.T) { hangupStopped(t, withPTY) })
+	}
+}
+
+func hangupStopped(t *testing.T, withPTY bool) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withPTY {
+		if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _ := s.StdoutPipe()
+	pidFile := filepath.Join(e.dir, "pid")
+	if err := s.Start(`echo $$ > ` + pidFile + `; echo started; kill -STOP $$; echo continued`); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if _, err := io.ReadFull(out, buf); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(pidFile)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pid file: %q", b)
+	}
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if strings.Contains(string(st), ") T ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the program never stopped: %s", st)
+		}
+	}
+	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil && !strings.Contains(string(st), ") Z ") {
+		t.Errorf("the stopped program is left behind, still stopped, its SIGHUP pending: %s", st)
+	}
+	if ends := e.eventsOf(EventSessionEnd); len(ends) == 1 && strings.Contains(ends[0].Reason, "ignored the hangup") {
+		t.Errorf("session-end record %q: the program did not ignore the hangup, it was stopped", ends[0].Reason)
+	}
+}

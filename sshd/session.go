@@ -778,7 +778,10 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 			closePipes()
 			return
 		}
+		// SIGCONT after it, as a terminal's hangup sends: a stopped program
+		// (kill -STOP from another login) kept the hangup pending for ever.
 		syscall.Kill(-pid, syscall.SIGHUP)
+		syscall.Kill(-pid, syscall.SIGCONT)
 		time.AfterFunc(leaveDelay, func() {
 			select {
 			case <-sess.done:
