@@ -213,7 +213,8 @@ func (c *headConn) follow(p []byte) error {
 			p = p[1:]
 			c.length |= int(b&0x7f) << (7 * (c.lenAt - 1))
 			// With another length byte to come, the length is at least
-			// 128 to the power of the bytes so far.
+			// 128 to the power of the bytes so far: it is in the fewest
+			// bytes (MQTT-1.5.5-1), so a longer one is refused too.
 			if c.length > maximumPacket || b&0x80 != 0 && 1<<(7*c.lenAt) > maximumPacket {
 				return errPacketTooBig
 			}

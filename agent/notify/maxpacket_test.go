@@ -134,3 +134,42 @@ func TestFollowPacketBoundaries(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFollowPackets: the packet follower gives the same answer however the
+// broker's bytes are split between reads, and refuses no stream whose packets
+// all have lengths up to maximumPacket, each in the fewest bytes.
+func FuzzFollowPackets(f *testing.F) {
+	f.Add([]byte{0x20, 0x03, 0x00, 0x00, 0x00, 0x30, 0x02, 0x00, 0x00}, 3)
+	f.Add([]byte{0x30, 0x80, 0x80, 0x04}, 1)
+	f.Add([]byte{0x30, 0xff, 0x7f}, 2)
+	f.Fuzz(func(t *testing.T, b []byte, split int) {
+		whole := &headConn{}
+		werr := whole.follow(b)
+		split = min(max(split, 0), len(b))
+		parts := &headConn{}
+		perr := parts.follow(b[:split])
+		if perr == nil {
+			perr = parts.follow(b[split:])
+		}
+		if werr != perr || werr == nil && (whole.body != parts.body || whole.lenAt != parts.lenAt || whole.length != parts.length) {
+			t.Fatalf("whole: %v %+v; split at %d: %v %+v", werr, whole, split, perr, parts)
+		}
+		// Every packet whole and within the maximum: accepted.
+		for rest := b; len(rest) > 0; {
+			n, i := 0, 1
+			for ; i < len(rest) && i <= 4; i++ {
+				n |= int(rest[i]&0x7f) << (7 * (i - 1))
+				if rest[i]&0x80 == 0 {
+					break
+				}
+			}
+			if i >= len(rest) || i > 4 || rest[i]&0x80 != 0 || i > 1 && rest[i] == 0 || n > maximumPacket || len(rest) < i+1+n {
+				return // not a stream of whole packets within the maximum, lengths in the fewest bytes (MQTT-1.5.5-1)
+			}
+			rest = rest[i+1+n:]
+		}
+		if werr != nil {
+			t.Fatalf("whole packets within the maximum refused: %v", werr)
+		}
+	})
+}
