@@ -14,6 +14,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest/noquota"
 )
 
 // startBroker runs an MQTT v5 broker with mutual TLS on addr: only certificates of
@@ -36,7 +38,7 @@ func startBroker(addr, caFile, certFile, keyFile, publisher, device string, subs
 	if err := srv.AddHook(&aclHook{publisher: publisher, device: device, subscribed: subscribed}, nil); err != nil {
 		return nil, "", err
 	}
-	if err := srv.AddHook(new(noSendQuotaHook), nil); err != nil {
+	if err := srv.AddHook(new(noquota.Hook), nil); err != nil {
 		return nil, "", err
 	}
 	ln := listeners.NewTCP(listeners.Config{Type: "tcp", ID: "mtls", Address: addr,
@@ -109,33 +111,6 @@ func (h *aclHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte)
 			h.once.Do(func() { close(h.subscribed) })
 		}
 	}
-}
-
-// noSendQuotaHook turns off mochi-mqtt v2.7.9's outbound flow control (the send
-// quota from a client's Receive Maximum), as mochi has it off for MQTT 3 clients.
-// With it on, the broker calls Inflight.NextImmediate after every packet a client
-// sends while QoS 1 messages to it are in flight (server.go:719), which read-locks
-// the client's inflight map twice (inflight.go:96, then GetAll at 75): a publisher
-// delivering to that client in between (Inflight.Set, server.go:1083) waits for
-// the write lock, and both stop for good, with every later notification to the
-// device and the broker's expiry loop. The quota also leaks: a message held back
-// once the device is 32 behind is deleted from the map when it is sent
-// (server.go:723), so its PUBACK never returns the quota, and delivery stops when
-// none is left. Without the quota, messages go out at once; paho queues any
-// beyond the agent's Receive Maximum.
-type noSendQuotaHook struct{ mqtt.HookBase }
-
-func (h *noSendQuotaHook) ID() string { return "porthole-lab-no-send-quota" }
-
-func (h *noSendQuotaHook) Provides(b byte) bool { return b == mqtt.OnConnect }
-
-// OnConnect runs after mochi has set the quota from the CONNECT and before the
-// client can receive anything. Clearing Receive Maximum too keeps the quota off
-// when a session is taken over (inheritClientSession sets it again from that).
-func (h *noSendQuotaHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
-	cl.Properties.Props.ReceiveMaximum = 0
-	cl.State.Inflight.ResetSendQuota(0)
-	return nil
 }
 
 // closeBroker closes srv once its network clients are gone. mochi-mqtt v2.7.9's

@@ -103,7 +103,7 @@ func (b *testBroker) devicePublisher(t *testing.T, topic string, received func(p
 // v2.7.9 read-locks the device's inflight map twice after each packet it reads
 // from the device (Inflight.NextImmediate calls GetAll); a publisher that asks for
 // the write lock in between (Inflight.Set) stops both for good. The window is a
-// few instructions wide: without noSendQuotaHook, 5 of 6 runs stopped with -race,
+// few instructions wide: without noquota.Hook, 5 of 6 runs stopped with -race,
 // 2 of 6 without.
 func TestBrokerQoS1DeliveryDoesNotDeadlock(t *testing.T) {
 	b := startTestBroker(t)
