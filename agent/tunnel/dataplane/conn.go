@@ -171,7 +171,9 @@ func (c *conn) enqueueWait(b []byte, wait bool, from *conn) bool {
 		return false
 	}
 	c.queue = append(c.queue, b)
-	c.queued += len(b)
+	// Its buffer's size, not the frame's: frames from 4 KiB up are read into
+	// 64 KiB buffers, and 1 MiB of 4 KiB frames held 16 MiB.
+	c.queued += cap(b)
 	c.mu.Unlock()
 	c.signal()
 	return true

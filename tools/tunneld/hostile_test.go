@@ -1,0 +1,240 @@
+package tunneld
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+)
+
+// countingWriter counts the bytes and lines written to the log.
+type countingWriter struct {
+	mu           sync.Mutex
+	bytes, lines int
+	longest      int
+	last         string // the last line
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.bytes += len(p)
+	w.lines += strings.Count(string(p), "\n")
+	w.longest = max(w.longest, len(p))
+	w.last = string(p)
+	return len(p), nil
+}
+
+func (w *countingWriter) get() (int, int, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bytes, w.lines, w.longest
+}
+
+func rawRequest(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// TestRefusedRequestLogIsBounded: the values a client chose (the operation,
+// the access key ID) are cut in the log line of a refused request: anyone who
+// reaches the server may send them, before any signature is checked, and the
+// text handler writes each byte over 0x7f as four. Headers over 64 KiB are
+// refused by net/http (431) before they reach tunneld.
+func TestRefusedRequestLogIsBounded(t *testing.T) {
+	w := &countingWriter{}
+	ts := startServer(t, Config{
+		Credentials: map[string]string{"AKIDEXAMPLE": "secret"},
+		Logger:      slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})), // as porthole-tunneld
+	})
+	request := func(junk string) string {
+		return "POST / HTTP/1.1\r\nHost: " + ts.addr + "\r\nContent-Length: 0\r\n" +
+			"X-Amz-Target: " + targetPrefix + junk + "\r\n" +
+			"Authorization: AWS4-HMAC-SHA256 Credential=" + junk + "/20261130/us-east-1/IoTSecuredTunneling/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n"
+	}
+	req := request(strings.Repeat("\xff", 30<<10))
+	if status := rawRequest(t, ts.addr, req); !strings.Contains(status, " 403 ") {
+		t.Fatalf("answer %q, want 403 (unrecognized client)", status)
+	}
+	eventuallyTrue(t, func() bool { _, lines, _ := w.get(); return lines == 1 })
+	if n, _, longest := w.get(); longest > 2<<10 {
+		t.Errorf("one refused, unauthenticated request of %d bytes wrote a log line of %d bytes: header values reach the log uncut", len(req), n)
+	}
+	if status := rawRequest(t, ts.addr, request(strings.Repeat("x", 800<<10))); !strings.Contains(status, " 431 ") {
+		t.Errorf("answer to 1.6 MB of headers %q, want 431", status)
+	}
+}
+
+// TestRefusedHandshakeLogIsBounded: a refused handshake's mode, which the
+// client chose, is cut in its log line, which is one line, with the reason.
+func TestRefusedHandshakeLogIsBounded(t *testing.T) {
+	w := &countingWriter{}
+	ts := startServer(t, Config{
+		Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	junk := strings.Repeat("%FF", 15000) // the query, percent-encoded: 3 bytes on the wire per byte
+	req := fmt.Sprintf("GET /tunnel?local-proxy-mode=%s HTTP/1.1\r\nHost: %s\r\naccess-token: x\r\n\r\n", junk, ts.addr)
+	if status := rawRequest(t, ts.addr, req); !strings.Contains(status, " 400 ") {
+		t.Fatalf("answer %q, want 400", status)
+	}
+	eventuallyTrue(t, func() bool { _, lines, _ := w.get(); return lines >= 1 })
+	time.Sleep(100 * time.Millisecond) // a second line would be written by now
+	if n, lines, longest := w.get(); lines != 1 || longest > 2<<10 {
+		t.Errorf("one refused handshake of %d bytes wrote %d log lines, %d bytes, the longest %d: want one line, the mode cut", len(req), lines, n, longest)
+	}
+}
+
+func queuedHeap(t *testing.T, frameSize int) (grew uint64, sent int) {
+	ts := startServer(t, Config{Logger: slog.New(slog.DiscardHandler)})
+	out := ts.open(t, "dev1", "SSH")
+	dst, status, body := dialWS(t, ts.addr, "destination", out.DestinationAccessToken, "")
+	if status != 101 {
+		t.Fatalf("destination: %d %s", status, body)
+	}
+	_ = dst // never read
+	src, status, body := dialWS(t, ts.addr, "source", out.SourceAccessToken, "")
+	if status != 101 {
+		t.Fatalf("source: %d %s", status, body)
+	}
+	go func() { // the source reads (SERVICE_IDS), so only the destination is slow
+		for {
+			if _, _, err := src.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	start, err := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, _ := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	var data []byte
+	for p := frameSize - len(probe); len(data) != frameSize && p > 0; p-- {
+		if data, err = tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1,
+			Payload: make([]byte, p)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(data) != frameSize {
+		t.Fatalf("frame of %d bytes, want %d", len(data), frameSize)
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	ctx := context.Background()
+	if err := src.Write(ctx, websocket.MessageBinary, start); err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int64
+	done := make(chan struct{})
+	wctx, cancel := context.WithCancel(ctx)
+	go func() {
+		defer close(done)
+		for src.Write(wctx, websocket.MessageBinary, data) == nil {
+			n.Add(1)
+		}
+	}()
+	// Until the service stops taking frames.
+	for last := int64(-1); ; {
+		time.Sleep(500 * time.Millisecond)
+		if cur := n.Load(); cur == last {
+			break
+		} else {
+			last = cur
+		}
+	}
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	cancel()
+	<-done
+	src.CloseNow()
+	dst.CloseNow()
+	return ms.HeapAlloc - min(before, ms.HeapAlloc), int(n.Load()) * frameSize
+}
+
+// TestSlowReaderQueueIsBounded: the queue of frames for a side that does not
+// read holds about its 1 MiB bound, whatever the frames' size. It counted the
+// frames' lengths, while each frame from 4 KiB up is read into a 64 KiB buffer:
+// 1 MiB of 4 KiB frames held 16 MiB, per side, for any token holder.
+func TestSlowReaderQueueIsBounded(t *testing.T) {
+	for _, size := range []int{64000, 4096} {
+		grew, sent := queuedHeap(t, size)
+		t.Logf("frames of %5d bytes: %d bytes sent before backpressure, heap grew by %.1f MiB", size, sent, float64(grew)/(1<<20))
+		if grew > 8<<20 {
+			t.Errorf("frames of %d bytes to a destination that does not read: the heap grew by %.1f MiB (%d bytes sent); want a few MiB at most (maxQueued is 1 MiB)",
+				size, float64(grew)/(1<<20), sent)
+		}
+	}
+}
+
+// TestPipelinedRefusalsLogIsBounded: refusals, which anyone who reaches the
+// server can cause with a few bytes each, are logged at a bounded rate, and the
+// next line logged says how many were left out.
+func TestPipelinedRefusalsLogIsBounded(t *testing.T) {
+	w := &countingWriter{}
+	ts := startServer(t, Config{Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 2000
+	one := "GET /tunnel HTTP/1.1\r\nHost: a\r\n\r\n"
+	go io.WriteString(c, strings.Repeat(one, n))
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	answers, rd := 0, bufio.NewReader(c)
+	for answers < n {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %d answers: %v", answers, err)
+		}
+		if strings.Contains(line, "HTTP/1.1 400 ") { // a body ends without a newline
+			answers++
+		}
+	}
+	logged, lines, _ := w.get()
+	t.Logf("%d requests, %d bytes sent on one connection: %d log lines, %d bytes", n, n*len(one), lines, logged)
+	if lines > 200 {
+		t.Errorf("%d refused handshakes wrote %d log lines: no rate limit", n, lines)
+	}
+	// The next refusal, once the rate allows one, says how many were left out.
+	time.Sleep(time.Second)
+	rawRequest(t, ts.addr, one)
+	eventuallyTrue(t, func() bool {
+		_, more, _ := w.get()
+		return more > lines
+	})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if want := fmt.Sprintf("refusals_not_logged_before=%d", n-lines); !strings.Contains(w.last, want) {
+		t.Errorf("the next refusal logged: %q, want %s", w.last, want)
+	}
+}
