@@ -108,16 +108,16 @@ func (s *Server) call(ctx context.Context, in any) (any, error) {
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	reqID := dataplane.NewUUID()
 	w.Header().Set("x-amzn-RequestId", reqID)
-	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), targetPrefix)
+	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), targetPrefix) // handleAPI knows the real ones
 	r = r.WithContext(context.WithValue(r.Context(), callerKey{}, s.callerOf(r)))
-	log := s.log.With("plane", "control", "op", op, "request", reqID)
+	log := s.log.With("plane", "control", "op", clip(op, clipped), "request", reqID)
 	resp, err := s.handleAPI(r, op)
 	if err != nil {
 		var ae *APIError
 		if !errors.As(err, &ae) {
 			ae = &APIError{Type: ErrTypeInternalFailure, Message: err.Error(), Status: http.StatusInternalServerError}
 		}
-		log.Info("request refused", append([]any{"type", ae.Type, "message", ae.Message}, callerAttrs(r.Context())...)...)
+		s.refused(log, "request refused", append([]any{"type", ae.Type, "message", clip(ae.Message, 2*clipped)}, callerAttrs(r.Context())...)...)
 		w.Header().Set("Content-Type", contentType)
 		w.Header().Set("X-Amzn-ErrorType", ae.Type)
 		w.WriteHeader(ae.status())

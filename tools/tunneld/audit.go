@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync"
+	"time"
 )
 
 // Operators need to answer "who opened a tunnel to this device" and "who is probing
@@ -39,33 +41,126 @@ func callerAttrs(ctx context.Context) []any {
 func (s *Server) callerOf(r *http.Request) *caller {
 	c := &caller{remote: r.RemoteAddr}
 	if a, err := parseSigV4(r.Header.Get("Authorization")); err == nil {
-		c.accessKey = a.accessKey // verified by handleAPI, if it is
+		c.accessKey = clip(a.accessKey, clipped) // verified by handleAPI, if it is
 	}
 	return c
 }
 
+// clipped is how much of a value a client chose (an operation's name, an
+// access key ID, a mode, a message quoting them) a log line shows: anyone who
+// reaches the server may send megabytes of header.
+const clipped = 128
+
+// clip cuts s to n bytes, saying so.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…(cut)"
+}
+
+// refusalLog limits the lines of refused requests and handshakes, which anyone
+// who reaches the server can cause: refusalBurst at once, then refusalRate a
+// second; the next line logged counts those left out. Accepted calls and
+// handshakes are always logged.
+type refusalLog struct {
+	mu      sync.Mutex
+	tokens  float64
+	last    time.Time
+	dropped int
+}
+
+const (
+	refusalBurst = 20
+	refusalRate  = 5
+)
+
+// allow reports whether a refusal may be logged now, and how many were left
+// out before it.
+func (l *refusalLog) allow() (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if l.last.IsZero() {
+		l.tokens = refusalBurst
+	} else {
+		l.tokens = min(refusalBurst, l.tokens+now.Sub(l.last).Seconds()*refusalRate)
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.dropped++
+		return false, 0
+	}
+	l.tokens--
+	n := l.dropped
+	l.dropped = 0
+	return true, n
+}
+
+// refused logs a refusal through s's refusalLog.
+func (s *Server) refused(log *slog.Logger, msg string, attrs ...any) {
+	ok, left := s.refusals.allow()
+	if !ok {
+		return
+	}
+	if left > 0 {
+		attrs = append(attrs, "refusals_not_logged_before", left)
+	}
+	log.Info(msg, attrs...)
+}
+
 // handshakeLogger logs the answer to a data-plane handshake with the remote
-// address; the data plane's own records share its channel id.
+// address; the data plane's own records share its channel id. A refusal is
+// logged with the reason the data plane answers (its body), through the
+// server's refusalLog.
 type handshakeLogger struct {
 	http.ResponseWriter
-	log    *slog.Logger
+	s      *Server
 	r      *http.Request
+	status int // a refusal's, until its body is written
 	logged bool
 }
 
 func (h *handshakeLogger) WriteHeader(code int) {
-	if !h.logged {
-		h.logged = true
-		tok := h.r.Header.Get("access-token")
-		if tok == "" {
-			if c, err := h.r.Cookie("awsiot-tunnel-token"); err == nil {
-				tok = c.Value
-			}
+	if !h.logged && h.status == 0 {
+		if code == http.StatusSwitchingProtocols {
+			h.log(code, "")
+		} else {
+			h.status = code
 		}
-		h.log.Info("handshake", "plane", "data", "status", code, "mode", h.r.URL.Query().Get("local-proxy-mode"),
-			"token", fingerprint(tok), "channel", h.Header().Get("channel-id"), "remote", h.r.RemoteAddr)
 	}
 	h.ResponseWriter.WriteHeader(code)
+}
+
+func (h *handshakeLogger) Write(b []byte) (int, error) {
+	if !h.logged && h.status != 0 {
+		h.log(h.status, string(b))
+	}
+	return h.ResponseWriter.Write(b)
+}
+
+// done logs a refusal that wrote no body.
+func (h *handshakeLogger) done() {
+	if !h.logged && h.status != 0 {
+		h.log(h.status, "")
+	}
+}
+
+func (h *handshakeLogger) log(code int, reason string) {
+	h.logged = true
+	tok := h.r.Header.Get("access-token")
+	if tok == "" {
+		if c, err := h.r.Cookie("awsiot-tunnel-token"); err == nil {
+			tok = c.Value
+		}
+	}
+	attrs := []any{"plane", "data", "status", code, "mode", clip(h.r.URL.Query().Get("local-proxy-mode"), clipped),
+		"token", fingerprint(tok), "channel", h.Header().Get("channel-id"), "remote", h.r.RemoteAddr}
+	if code == http.StatusSwitchingProtocols {
+		h.s.log.Info("handshake", attrs...)
+		return
+	}
+	h.s.refused(h.s.log, "handshake", append(attrs, "reason", clip(reason, clipped))...)
 }
 
 // Unwrap lets the WebSocket library find the Hijacker.

@@ -109,6 +109,8 @@ type Server struct {
 	saveEnded bool       // under saveMu: stop saved for the last time (errStopped)
 	lock      *os.File   // holds the flock on Config.DataDir until stop; nil without one
 
+	refusals refusalLog // the lines of refused requests and handshakes
+
 	mu      sync.Mutex
 	tunnels map[string]*record
 	revoked map[tokenKey]string // tokens revoked by rotations → tunnel id (revoke.go)
@@ -214,7 +216,10 @@ func New(cfg Config) (*Server, error) {
 	// clears a connection's deadlines when it is hijacked (conn.hijackLocked;
 	// TestWebSocketOutlivesReadTimeout).
 	s.hs = &http.Server{
-		Handler:           s,
+		Handler: s,
+		// A SigV4 request's headers are a few KiB, a handshake's at most 4
+		// (spec §2); not net/http's 1 MiB.
+		MaxHeaderBytes:    64 << 10,
 		ConnContext:       s.dp.ConnContext,
 		ReadHeaderTimeout: min(10*time.Second, cfg.readTimeout),
 		ReadTimeout:       cfg.readTimeout,
@@ -274,7 +279,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/tunnel" && s.refuseRevoked(w, r, r.RemoteAddr) {
 			return
 		}
-		s.dp.ServeHTTP(&handshakeLogger{ResponseWriter: w, log: s.log, r: r}, r)
+		hl := &handshakeLogger{ResponseWriter: w, s: s, r: r}
+		s.dp.ServeHTTP(hl, r)
+		hl.done()
 		return
 	}
 	s.serveAPI(w, r)

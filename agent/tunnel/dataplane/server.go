@@ -438,7 +438,9 @@ func (s *Server) refuse(w http.ResponseWriter, h *Handshake, status int, body st
 	s.mu.Lock()
 	s.recordLocked(h)
 	s.mu.Unlock()
-	s.log().Info("handshake refused", "path", h.Path, "status", status, "body", body, "channel", h.ChannelID)
+	// Debug: anyone who reaches the service can cause it, and tunneld logs
+	// refusals itself, rate-limited, with the body as their reason.
+	s.log().Debug("handshake refused", "path", h.Path, "status", status, "body", body, "channel", h.ChannelID)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write([]byte(body))
@@ -448,7 +450,11 @@ func (s *Server) refuse(w http.ResponseWriter, h *Handshake, status int, body st
 // WebSocket and attaches it to its tunnel.
 func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *conn {
 	if r.URL.Path != "/tunnel" {
-		s.refuse(w, h, http.StatusBadRequest, fmt.Sprintf("Invalid path %q: want /tunnel", r.URL.Path))
+		p := r.URL.Path
+		if len(p) > 128 {
+			p = p[:128] + "…"
+		}
+		s.refuse(w, h, http.StatusBadRequest, fmt.Sprintf("Invalid path %q: want /tunnel", p))
 		return nil
 	}
 	s.mu.Lock()
