@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -236,5 +237,40 @@ func TestPipelinedRefusalsLogIsBounded(t *testing.T) {
 	defer w.mu.Unlock()
 	if want := fmt.Sprintf("refusals_not_logged_before=%d", n-lines); !strings.Contains(w.last, want) {
 		t.Errorf("the next refusal logged: %q, want %s", w.last, want)
+	}
+}
+
+// TestHandshakesDoNotSweepEveryTunnel: every handshake and API call runs the
+// sweep of expired and retained tunnels, under the server's lock; it looked at
+// every tunnel each time (1100 at the default limits), so refused handshakes
+// from anyone cost the server O(tunnels) each. It now looks only when
+// something is due or has changed.
+func TestHandshakesDoNotSweepEveryTunnel(t *testing.T) {
+	ts := startServer(t, Config{Logger: slog.New(slog.DiscardHandler)})
+	for range 20 {
+		out := ts.open(t, "dev1", "SSH")
+		if err := ts.CloseTunnel(context.Background(), &CloseTunnelInput{TunnelID: out.TunnelID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts.open(t, "dev1", "SSH")
+	ts.sweep()
+	ts.mu.Lock()
+	before := ts.sweeps
+	ts.mu.Unlock()
+	c := &http.Client{}
+	for range 100 {
+		resp, err := c.Get("http://" + ts.addr + "/tunnel")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	ts.mu.Lock()
+	swept := ts.sweeps - before
+	ts.mu.Unlock()
+	if swept != 0 {
+		t.Errorf("100 refused handshakes, nothing due: %d sweeps looked at every tunnel, want 0", swept)
 	}
 }

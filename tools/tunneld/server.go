@@ -113,6 +113,11 @@ type Server struct {
 
 	mu      sync.Mutex
 	tunnels map[string]*record
+	// sweepAt: no tunnel expires and no closed one is to be forgotten or
+	// trimmed before it, so sweep, which every handshake and API call runs,
+	// returns at once; zero after a tunnel is opened or closed.
+	sweepAt time.Time
+	sweeps  int                 // sweeps that looked at every tunnel, for the tests
 	revoked map[tokenKey]string // tokens revoked by rotations → tunnel id (revoke.go)
 }
 
@@ -404,6 +409,7 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 	notify := thingOf(r) != ""
 	r.NotifyPending = notify
 	s.tunnels[id] = r
+	s.sweepAt = time.Time{}
 	src, dst := r.dp.Side(dataplane.Source).Token, r.dp.Side(dataplane.Destination).Token
 	s.mu.Unlock()
 
@@ -636,6 +642,7 @@ func (s *Server) closeLocked(r *record, reason string) {
 	}
 	now := s.now()
 	r.Status, r.ClosedAt, r.LastUpdatedAt, r.NotifyPending = StatusClosed, now, now, false
+	s.sweepAt = time.Time{}
 	r.dp.CloseReason(reason)
 	s.syncLocked(r)
 }
@@ -769,21 +776,35 @@ func (s *Server) sweep() {
 	now := s.now()
 	changed := false
 	s.mu.Lock()
+	if !s.sweepAt.IsZero() && now.Before(s.sweepAt) {
+		s.mu.Unlock()
+		return
+	}
+	s.sweeps++
+	next := now.Add(time.Hour) // the most a sweep waits with nothing due
 	for id, r := range s.tunnels {
 		if r.Status == StatusOpen && !now.Before(r.ExpiresAt) {
 			s.log.Info("tunnel expired", "tunnel", id)
 			s.closeLocked(r, "tunnel expired")
 			changed = true
 		}
-		if r.Status == StatusClosed && now.Sub(r.ClosedAt) >= s.cfg.ClosedRetention {
-			s.log.Info("closed tunnel forgotten", "tunnel", id)
-			s.forgetLocked(r)
-			changed = true
+		due := r.ExpiresAt
+		if r.Status == StatusClosed {
+			if due = r.ClosedAt.Add(s.cfg.ClosedRetention); !now.Before(due) {
+				s.log.Info("closed tunnel forgotten", "tunnel", id)
+				s.forgetLocked(r)
+				changed = true
+				continue
+			}
+		}
+		if due.Before(next) {
+			next = due
 		}
 	}
 	if s.trimClosedLocked() {
 		changed = true
 	}
+	s.sweepAt = next
 	s.mu.Unlock()
 	if changed {
 		s.commit(false) // an error is logged; the next sweep or call saves again
