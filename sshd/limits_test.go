@@ -269,36 +269,7 @@ func TestBackgroundHolderDoesNotHang(t *testing.T) {
 func TestHangupIgnoredIsLeftRunning(t *testing.T) {
 	for _, withPTY := range []bool{false, true} {
 		t.Run(map[bool]string{false: "pipes", true: "pty"}[withPTY], func(t *testing.T) {
-			e := newEnv(t, nil)
-			c := e.login("root")
-			s, err := c.NewSession()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if withPTY {
-				if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
-					t.Fatal(err)
-				}
-			}
-			out, _ := s.StdoutPipe()
-			pidFile := filepath.Join(e.dir, "pid")
-			if err := s.Start(`trap "" HUP; echo $$ > ` + pidFile + `; echo started; while :; do sleep 0.1; done`); err != nil {
-				t.Fatal(err)
-			}
-			buf := make([]byte, 7)
-			io.ReadFull(out, buf)
-			b, _ := os.ReadFile(pidFile)
-			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err != nil {
-				t.Fatalf("pid file: %q", b)
-			}
-			t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
-			c.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := e.srv.Shutdown(ctx); err != nil {
-				t.Fatalf("Shutdown: %v", err)
-			}
+			e, pid := hungUp(t, withPTY, `trap "" HUP`, `while :; do sleep 0.1; done`, nil)
 			if err := syscall.Kill(pid, 0); err != nil {
 				t.Errorf("the program that ignored the hangup did not survive it: %v", err)
 			}
@@ -308,6 +279,49 @@ func TestHangupIgnoredIsLeftRunning(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hungUp runs before, then "echo started", then after, as root's command in
+// a session with a pty or without; once "started" is read and ready (if not
+// nil) has returned, the client goes away and the server is shut down (10 s
+// at most). It returns the program's pid, whose process group is killed at
+// the test's end.
+func hungUp(t *testing.T, withPTY bool, before, after string, ready func(pid int)) (*testEnv, int) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withPTY {
+		if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _ := s.StdoutPipe()
+	pidFile := filepath.Join(e.dir, "pid")
+	if err := s.Start(before + `; echo $$ > ` + pidFile + `; echo started; ` + after); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(out, make([]byte, 7)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(pidFile)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pid file: %q", b)
+	}
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	if ready != nil {
+		ready(pid)
+	}
+	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	return e, pid
 }
 
 // A job run with nohup finishes after its client has gone: the hangup does
@@ -363,47 +377,12 @@ func TestHangupReachesStoppedProgram(t *testing.T) {
 }
 
 func hangupStopped(t *testing.T, withPTY bool) {
-	e := newEnv(t, nil)
-	c := e.login("root")
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if withPTY {
-		if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out, _ := s.StdoutPipe()
-	pidFile := filepath.Join(e.dir, "pid")
-	if err := s.Start(`echo $$ > ` + pidFile + `; echo started; kill -STOP $$; echo continued`); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 8)
-	if _, err := io.ReadFull(out, buf); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(pidFile)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("pid file: %q", b)
-	}
-	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if strings.Contains(string(st), ") T ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the program never stopped: %s", st)
-		}
-	}
-	c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := e.srv.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
+	e, pid := hungUp(t, withPTY, `:`, `kill -STOP $$; echo continued`, func(pid int) {
+		waitFor(t, "the program to stop", func() bool {
+			st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+			return strings.Contains(string(st), ") T ")
+		})
+	})
 	time.Sleep(100 * time.Millisecond)
 	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil && !strings.Contains(string(st), ") Z ") {
 		t.Errorf("the stopped program is left behind, still stopped, its SIGHUP pending: %s", st)

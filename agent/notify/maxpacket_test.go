@@ -26,11 +26,7 @@ func TestBrokerPacketOverMaximumNotAllocated(t *testing.T) {
 	sent := make(chan struct{})
 	addr := standInBroker(t, p.MutualTLS(t, time.Time{}), func(c net.Conn) {
 		defer c.Close()
-		hdr := make([]byte, 2)
-		if _, err := io.ReadFull(c, hdr); err != nil || hdr[1]&0x80 != 0 {
-			return
-		}
-		if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
+		if !readConnect(c) {
 			return
 		}
 		// MQTT 5 CONNACK: no session present, success, no properties.

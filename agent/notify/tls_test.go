@@ -367,6 +367,18 @@ func TestExpiredClientCertificateSaid(t *testing.T) {
 	}
 }
 
+// readConnect reads the agent's CONNECT for a stand-in broker: its fixed
+// header, then as many bytes as its remaining length (one byte of it: the
+// agent's is short).
+func readConnect(c net.Conn) bool {
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(c, hdr); err != nil || hdr[1]&0x80 != 0 {
+		return false
+	}
+	_, err := io.ReadFull(c, make([]byte, hdr[1]))
+	return err == nil
+}
+
 // TestBrokerWithoutMQTT5Explained: a broker that speaks MQTT 3.1.1 only
 // (Mosquitto before 1.6, still on old OpenWrt images) answers the agent's
 // MQTT 5 CONNECT with a 3.1.1 CONNACK, return code 1 (unacceptable protocol
@@ -376,13 +388,7 @@ func TestBrokerWithoutMQTT5Explained(t *testing.T) {
 	p := newPKI(t)
 	addr := standInBroker(t, p.MutualTLS(t, time.Time{}), func(c net.Conn) {
 		defer c.Close()
-		// The CONNECT: its fixed header, then as many bytes as its remaining
-		// length (one byte of it: the agent's is short).
-		hdr := make([]byte, 2)
-		if _, err := io.ReadFull(c, hdr); err != nil || hdr[1]&0x80 != 0 {
-			return
-		}
-		if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
+		if !readConnect(c) {
 			return
 		}
 		c.Write([]byte{0x20, 0x02, 0x00, 0x01})
