@@ -37,7 +37,8 @@ func LocalHost(r *http.Request) bool {
 	if port != fmt.Sprint(local.Port()) {
 		return false
 	}
-	if strings.EqualFold(host, "localhost") {
+	// ASCII only: EqualFold alone takes "localhoſt" (U+017F folds to s).
+	if len(host) == len("localhost") && strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip, err := netip.ParseAddr(host)
