@@ -930,3 +930,45 @@ func sysvRigWithAgent(t *testing.T) *sysvRig {
 	}
 	return r
 }
+
+// TestSysVRestartFromALoginLogMode: the log made when a restart run in a
+// login rotates it is root's alone too, as start makes it: it names logins,
+// their addresses and commands. The restart in the background writes to $LOG
+// (>>"$1") with the login's umask, before its start's umask 077 touch, which
+// leaves an existing log as it is.
+func TestSysVRestartFromALoginLogMode(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newSysVRig(t, fake, shell, binDir, "FAKE_LOGIN_KILL=500ms", "LOG_MAX=1000")
+		r.env = append(r.env, "FAKE_LOGIN="+r.command("restart"))
+		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+			t.Fatalf("start: %v %q", err, out)
+		}
+		if fi, err := os.Stat(r.log); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("the log made by start: %v, %v; want mode 0600", fi.Mode(), err)
+		}
+		first := r.eventPids("started", 1)
+		if len(first) != 1 {
+			t.Fatalf("after start: agents started %v, want one", first)
+		}
+		if f, err := os.OpenFile(r.log, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			f.Write(bytes.Repeat([]byte("the agent's log\n"), 100)) // over LOG_MAX: restart rotates it
+			f.Close()
+		}
+		syscall.Kill(first[0], syscall.SIGUSR1) // log in; the login runs restart
+		if started := r.eventPidsWait("started", 2, 15*time.Second); len(started) != 2 {
+			t.Fatalf("restart in a login: agents started %v, want a second one; events %s", started, r.readEvents())
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if log, _ := os.ReadFile(r.log); bytes.Contains(log, []byte("Starting porthole: OK")) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if fi, err := os.Stat(r.log); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("the log made by restart in a login (after rotating the old one to %s.1): mode %v, %v; want 0600, as start makes it",
+				filepath.Base(r.log), fi.Mode(), err)
+		}
+	})
+}

@@ -274,3 +274,73 @@ func TestHandshakesDoNotSweepEveryTunnel(t *testing.T) {
 		t.Errorf("100 refused handshakes, nothing due: %d sweeps looked at every tunnel, want 0", swept)
 	}
 }
+
+// TestRevokedTokenHandshakeLogIsBounded: a handshake with a token a rotation
+// revoked (the leaked token rotation is for) is refused by refuseRevoked,
+// whose log line carries the client's local-proxy-mode uncut: every such
+// request of up to 64 KiB of header writes a line of up to four times that
+// (and the line is not rate-limited).
+func TestRevokedTokenHandshakeLogIsBounded(t *testing.T) {
+	w := &countingWriter{}
+	ts := startServer(t, Config{
+		Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	out := ts.open(t, "dev1", "SSH")
+	if _, err := ts.RotateTunnelAccessToken(context.Background(), &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeSource}); err != nil {
+		t.Fatal(err)
+	}
+	_, before, _ := w.get()
+	junk := strings.Repeat("%FF", 15000)
+	req := fmt.Sprintf("GET /tunnel?local-proxy-mode=%s HTTP/1.1\r\nHost: %s\r\naccess-token: %s\r\n\r\n", junk, ts.addr, out.SourceAccessToken)
+	const n = 50
+	for range n {
+		if status := rawRequest(t, ts.addr, req); !strings.Contains(status, " 400 ") {
+			t.Fatalf("answer %q, want 400 (token rotated)", status)
+		}
+	}
+	eventuallyTrue(t, func() bool { _, lines, _ := w.get(); return lines >= before+1 })
+	time.Sleep(100 * time.Millisecond)
+	logged, lines, longest := w.get()
+	if longest > 2<<10 {
+		t.Errorf("%d handshakes of %d bytes with a revoked token wrote %d log lines, %d bytes in all, the longest %d: "+
+			"want the mode cut, as in every other refusal's line", n, len(req), lines-before, logged, longest)
+	}
+}
+
+// TestDocEveryRefusalLogged: doc.go says "every refused request is logged at
+// INFO" and "Every data-plane handshake is logged"; since refusals go through
+// refusalLog, beyond 20 at once only 5 a second are.
+func TestDocEveryRefusalLogged(t *testing.T) {
+	w := &countingWriter{}
+	ts := startServer(t, Config{Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	const n = 40
+	for range n {
+		if status, _ := ts.call(t, "NoSuchOperation", "{}"); status == 200 {
+			t.Fatal("NoSuchOperation answered 200")
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, lines, _ := w.get(); lines != n {
+		t.Errorf("%d refused requests wrote %d log lines; doc.go says every refused request is logged at INFO", n, lines)
+	}
+}
+
+// TestUnknownMembersLogIsBounded: the names of request members not in the
+// API, which the caller chose, are logged uncut (10 of them, from a body of
+// up to 1 MiB), on a line that is not rate-limited; without --credentials
+// anyone who reaches the server can send them.
+func TestUnknownMembersLogIsBounded(t *testing.T) {
+	w := &countingWriter{}
+	ts := startServer(t, Config{Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range 10 {
+		fmt.Fprintf(&b, "%q: 1,", fmt.Sprintf("%d%s", i, strings.Repeat("a", 90<<10)))
+	}
+	b.WriteString(`"maxResults": 1}`)
+	ts.call(t, "ListTunnels", b.String())
+	time.Sleep(100 * time.Millisecond)
+	if _, _, longest := w.get(); longest > 4<<10 {
+		t.Errorf("one ListTunnels call with 10 unknown members wrote a log line of %d bytes: member names reach the log uncut", longest)
+	}
+}

@@ -17,4 +17,4 @@ func LockDir(dir string) (*os.File, error) {
 }
 
 // checkDataDir checks nothing where file modes are not Unix ones.
-func checkDataDir(dir string) error { return nil }
+func checkDataDir(dir string) (string, error) { return dir, nil }

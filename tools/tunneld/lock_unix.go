@@ -52,13 +52,15 @@ func LockDir(dir string) (*os.File, error) {
 // to root or to tunneld's user and must not be writable by group or others; a
 // directory above with the sticky bit (/tmp) is allowed, since others cannot
 // rename what is in it. It is checked before anything is made: of a directory
-// not there yet, what exists above it.
-func checkDataDir(dir string) error {
+// not there yet, what exists above it. It returns the path with its links
+// resolved, which tunneld then uses: a link checked once and followed at each
+// save could be pointed elsewhere in between by whoever may change it.
+func checkDataDir(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return fmt.Errorf("data directory %s: %w", dir, err)
+		return "", fmt.Errorf("data directory %s: %w", dir, err)
 	}
-	real, above := abs, false
+	real, rest, above := abs, "", false
 	for {
 		r, err := filepath.EvalSymlinks(real)
 		if err == nil {
@@ -66,29 +68,30 @@ func checkDataDir(dir string) error {
 			break
 		}
 		if !errors.Is(err, fs.ErrNotExist) || real == filepath.Dir(real) {
-			return fmt.Errorf("data directory %s: %w", dir, err)
+			return "", fmt.Errorf("data directory %s: %w", dir, err)
 		}
-		real, above = filepath.Dir(real), true
+		real, rest, above = filepath.Dir(real), filepath.Join(filepath.Base(real), rest), true
 	}
+	resolved := filepath.Join(real, rest)
 	euid := os.Geteuid()
 	for p := real; ; p, above = filepath.Dir(p), true {
 		fi, err := os.Stat(p)
 		if err != nil {
-			return fmt.Errorf("data directory %s: %w", dir, err)
+			return "", fmt.Errorf("data directory %s: %w", dir, err)
 		}
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		switch {
 		case !fi.IsDir():
-			return fmt.Errorf("data directory %s: %s is not a directory", dir, p)
+			return "", fmt.Errorf("data directory %s: %s is not a directory", dir, p)
 		case ok && st.Uid != 0 && int(st.Uid) != euid:
-			return fmt.Errorf("data directory %s: %s belongs to uid %d, not to root or this user (uid %d): "+
+			return "", fmt.Errorf("data directory %s: %s belongs to uid %d, not to root or this user (uid %d): "+
 				"the state file holds every tunnel's tokens", dir, p, st.Uid, euid)
 		case fi.Mode().Perm()&0o022 != 0 && !(above && fi.Mode()&fs.ModeSticky != 0):
-			return fmt.Errorf("data directory %s: %s is writable by group or others (mode %04o): "+
+			return "", fmt.Errorf("data directory %s: %s is writable by group or others (mode %04o): "+
 				"the state file holds every tunnel's tokens; choose a directory only root or this user can change", dir, p, fi.Mode().Perm())
 		}
 		if p == filepath.Dir(p) {
-			return nil
+			return resolved, nil
 		}
 	}
 }

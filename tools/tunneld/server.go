@@ -241,10 +241,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DataDir != "" {
 		// Before reading the state: a second server on this directory would
 		// overwrite the first one's tunnels.
-		if err := checkDataDir(cfg.DataDir); err != nil {
+		dir, err := checkDataDir(cfg.DataDir)
+		if err != nil {
 			return nil, err
 		}
-		lock, err := LockDir(cfg.DataDir)
+		s.cfg.DataDir = dir // links resolved, as checked
+		lock, err := LockDir(dir)
 		if err != nil {
 			return nil, err
 		}

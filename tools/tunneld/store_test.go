@@ -727,3 +727,72 @@ func TestLeftStateFileDataDirNameNoPattern(t *testing.T) {
 		t.Errorf("a start with data directory %s removed the file of another directory, %s: %v", dir, other, err)
 	}
 }
+
+// A data directory reached through a link that another local user can
+// change: tunneld wrote tunnels.json through the path as given at every save,
+// having checked only where the link pointed at start, so whoever re-pointed
+// the link received every tunnel's tokens. It now uses the directory it
+// checked.
+func TestDataDirLinkOthersCanChange(t *testing.T) {
+	cases := []struct {
+		name   string
+		mode   os.FileMode // of the directory holding the link
+		linkBy int         // the link's owner; -1: this user
+	}{
+		{"link in a directory others can write", 0o777, -1},
+		{"link of another user in a sticky directory", 0o777 | os.ModeSticky, 4242},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.linkBy >= 0 && os.Geteuid() != 0 {
+				t.Skip("needs root to give the link to another user")
+			}
+			base := t.TempDir()
+			shared := filepath.Join(base, "shared")
+			safe := filepath.Join(base, "safe")
+			evil := filepath.Join(base, "evil")
+			for _, d := range []string{shared, safe, evil} {
+				if err := os.Mkdir(d, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Chmod(shared, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			link := filepath.Join(shared, "tunneld")
+			if err := os.Symlink(safe, link); err != nil {
+				t.Fatal(err)
+			}
+			if c.linkBy >= 0 {
+				if err := os.Lchown(link, c.linkBy, c.linkBy); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, err := New(Config{DataDir: link, Logger: testLogger(t)})
+			if err != nil {
+				return // refused: fine
+			}
+			// The other user re-points the link, which the directory allows.
+			if err := os.Remove(link); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(evil, link); err != nil {
+				t.Fatal(err)
+			}
+			out, err := s.OpenTunnel(context.Background(), &OpenTunnelInput{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Shutdown(context.Background()); err != nil { // saved, for sure
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(evil, stateFile)); strings.Contains(string(b), out.SourceAccessToken) {
+				t.Errorf("data directory %s (%s, %v): once the link was re-pointed, the source token was written to the other user's directory",
+					link, c.name, c.mode)
+			}
+			if b, _ := os.ReadFile(filepath.Join(safe, stateFile)); !strings.Contains(string(b), out.SourceAccessToken) {
+				t.Errorf("data directory %s: the state is not in the directory checked at start", link)
+			}
+		})
+	}
+}
