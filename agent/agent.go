@@ -297,7 +297,8 @@ const eventFlushTimeout = 2 * time.Second
 // listener. On the way out it ends every session and SSH connection first, so that
 // their last events (stream-end, ssh-session-end) are queued, then flushes the
 // events for at most eventFlushTimeout, and only then disconnects from the broker
-// the events go through. The SSH connections get 2 s to end by themselves.
+// the events go through. The SSH connections get sshEndWait (500 ms) to end by
+// themselves.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
