@@ -44,6 +44,15 @@ try {
     const t = document.querySelector("section.pane.active .xterm-helper-textarea");
     return t !== null;
   });
+  // The prompt on the screen is not readline reading yet: on a loaded machine
+  // (CI, every package's tests at once) the paste reached bash's terminal
+  // before readline had it in raw mode, and the terminal's own line editing
+  // ran the pasted lines. ^L tells them apart: readline clears the screen and
+  // redraws its prompt on the first line; the terminal would echo "^L" after
+  // the prompt, and readline clears it once it reads it.
+  await pane.locator(".xterm-helper-textarea").focus();
+  await page.keyboard.press("Control+L");
+  await waitScreen(/^[^\n]*[#$] *\s*$/, "the prompt alone, redrawn by readline");
 
   step("paste a clipboard that carries the end of a bracketed paste");
   await page.evaluate(() => {
