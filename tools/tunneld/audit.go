@@ -61,8 +61,10 @@ func clip(s string, n int) string {
 
 // refusalLog limits the lines of refused requests and handshakes, which anyone
 // who reaches the server can cause: refusalBurst at once, then refusalRate a
-// second; the next line logged counts those left out. Accepted calls and
-// handshakes are always logged.
+// second; the next line logged counts those left out, as suppressed_before, the
+// name the agent's rate-limited lines use (agent/tunnel's peerLog, which
+// tunneld, in another room, cannot import). Accepted calls and handshakes are
+// always logged.
 type refusalLog struct {
 	mu      sync.Mutex
 	tokens  float64
@@ -104,7 +106,7 @@ func (s *Server) refused(log *slog.Logger, msg string, attrs ...any) {
 		return
 	}
 	if left > 0 {
-		attrs = append(attrs, "refusals_not_logged_before", left)
+		attrs = append(attrs, "suppressed_before", left)
 	}
 	log.Info(msg, attrs...)
 }

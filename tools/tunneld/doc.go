@@ -92,7 +92,7 @@
 // logged with its status, mode, token fingerprint, channel id and remote address,
 // and a refused one with the reason answered. Refusals, which anyone who reaches
 // the server can cause, are logged 20 at once and then 5 a second: the next
-// refusal logged says how many were left out (refusals_not_logged_before), and
+// refusal logged says how many were left out (suppressed_before), and
 // values the client chose (operation, access key ID, mode, member names) are
 // cut to 128 bytes.
 // Request members that are not in the API (names are case-sensitive, as in AWS

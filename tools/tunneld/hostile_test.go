@@ -243,12 +243,12 @@ func TestPipelinedRefusalsLogIsBounded(t *testing.T) {
 	logged, left := 0, 0
 	for _, l := range strings.Split(strings.TrimSpace(w.all.String()), "\n") {
 		logged++
-		if _, c, ok := strings.Cut(l, " refusals_not_logged_before="); ok {
+		if _, c, ok := strings.Cut(l, " suppressed_before="); ok {
 			k, _ := strconv.Atoi(strings.Fields(c)[0])
 			left += k
 		}
 	}
-	if logged+left != n+1 || !strings.Contains(w.last, "refusals_not_logged_before=") {
+	if logged+left != n+1 || !strings.Contains(w.last, "suppressed_before=") {
 		t.Errorf("%d refusals: %d logged, %d counted as left out (want %d in all, the last line with a count): last line %q",
 			n+1, logged, left, n+1, w.last)
 	}
