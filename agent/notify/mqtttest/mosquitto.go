@@ -57,8 +57,6 @@ func StartMosquitto(tb testing.TB) *Broker {
 	}
 	p := NewPKI(tb)
 	b := &Broker{PKI: p, tb: tb, path: path}
-	port := freePort(tb)
-	b.Addr = fmt.Sprintf("127.0.0.1:%d", port)
 	cert, key := p.Server(tb, "broker")
 	acl := filepath.Join(p.Dir, "acl")
 	// As an AWS IoT policy would: a device's own thing topics and its event topic
@@ -69,6 +67,32 @@ func StartMosquitto(tb testing.TB) *Broker {
 	}
 	b.logf = filepath.Join(p.Dir, "mosquitto.log")
 	b.conf = filepath.Join(p.Dir, "mosquitto.conf")
+	// The port is free when picked, not when mosquitto binds it: another test
+	// process may take it in between (qemu-user tiers run packages side by
+	// side), and then a few more are tried.
+	for try := 1; ; try++ {
+		port := freePort(tb)
+		b.Addr = fmt.Sprintf("127.0.0.1:%d", port)
+		b.writeConf(tb, port, cert, key, acl)
+		if b.start() || try == 5 {
+			break
+		}
+		os.Remove(b.logf)
+	}
+	tb.Cleanup(func() {
+		b.Stop()
+		if tb.Failed() {
+			if log, err := os.ReadFile(b.logf); err == nil {
+				tb.Logf("mosquitto log:\n%s", log)
+			}
+		}
+	})
+	return b
+}
+
+// writeConf writes the broker's configuration for port.
+func (b *Broker) writeConf(tb testing.TB, port int, cert, key, acl string) {
+	p := b.PKI
 	conf := strings.Join([]string{
 		"# as root, mosquitto would switch to user mosquitto, who cannot read the test's files",
 		"user root",
@@ -92,16 +116,6 @@ func StartMosquitto(tb testing.TB) *Broker {
 	if err := os.WriteFile(b.conf, []byte(conf), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	b.Start()
-	tb.Cleanup(func() {
-		b.Stop()
-		if tb.Failed() {
-			if log, err := os.ReadFile(b.logf); err == nil {
-				tb.Logf("mosquitto log:\n%s", log)
-			}
-		}
-	})
-	return b
 }
 
 // Pid is the broker's process id, 0 when it is stopped.
@@ -117,10 +131,20 @@ func (b *Broker) Pid() int {
 // Start starts the broker (again, after Stop) and waits until it accepts TLS.
 func (b *Broker) Start() {
 	b.tb.Helper()
+	if !b.start() {
+		log, _ := os.ReadFile(b.logf)
+		b.tb.Fatalf("mosquitto could not listen on %s: %s", b.Addr, log)
+	}
+}
+
+// start is Start; it reports false, with the broker stopped, when another
+// process had the port.
+func (b *Broker) start() bool {
+	b.tb.Helper()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cmd != nil {
-		return
+		return true
 	}
 	cmd := exec.Command(b.path, "-c", b.conf)
 	// Killed with the test process, also when it ends without its clean-ups
@@ -134,14 +158,23 @@ func (b *Broker) Start() {
 	go func() { cmd.Wait(); close(end) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		// Listening, and mosquitto's: it says "running" once its listener is
+		// open. A connection alone may be another process's, on the port
+		// mosquitto then fails to bind.
 		c, err := net.DialTimeout("tcp", b.Addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
+			if log, _ := os.ReadFile(b.logf); strings.Contains(string(log), " running") {
+				return true
+			}
 		}
 		select {
 		case <-end:
 			log, _ := os.ReadFile(b.logf)
+			if strings.Contains(string(log), "Address already in use") {
+				b.cmd = nil
+				return false
+			}
 			b.tb.Fatalf("mosquitto %v exited: %s", cmd.Args, log)
 		default:
 		}
