@@ -90,7 +90,8 @@ type TunnelConfig struct {
 	HTTPSProxy string `toml:"https_proxy"`
 	// MaxTunnels is how many destination sessions may run at once. Default 4.
 	MaxTunnels int `toml:"max_tunnels"`
-	// MaxConnections per service of one tunnel. Default 128.
+	// MaxConnections per service of one tunnel, up to maxConnectionsLimit.
+	// Default 128.
 	MaxConnections int `toml:"max_connections"`
 	// PingInterval of the WebSocket. Default 20s.
 	PingInterval Duration `toml:"ping_interval"`
@@ -276,6 +277,11 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// maxConnectionsLimit bounds tunnel.max_connections: far beyond what a
+// device holds (each connection has its buffers and goroutines), and small
+// enough that counts built on it cannot overflow a 32-bit int.
+const maxConnectionsLimit = 4096
+
 // Validate checks every setting; the error names the key and the problem.
 func (c *Config) Validate() error {
 	var errs []error
@@ -358,8 +364,8 @@ func (c *Config) Validate() error {
 	if c.Tunnel.MaxTunnels < 0 || c.Tunnel.MaxTunnels > 64 {
 		bad("tunnel.max_tunnels", "%d: want 1-64 (0 or left out: 4)", c.Tunnel.MaxTunnels)
 	}
-	if c.Tunnel.MaxConnections < 0 {
-		bad("tunnel.max_connections", "%d must not be negative (0 or left out: 128)", c.Tunnel.MaxConnections)
+	if c.Tunnel.MaxConnections < 0 || c.Tunnel.MaxConnections > maxConnectionsLimit {
+		bad("tunnel.max_connections", "%d: want 1-%d (0 or left out: 128)", c.Tunnel.MaxConnections, maxConnectionsLimit)
 	}
 	if len(c.Services) == 0 {
 		bad("services", "at least one service is needed")
@@ -740,12 +746,15 @@ func BuildTime() time.Time {
 // Core quotas). AWS refuses a publish past them, and may close the connection:
 // every event would be lost.
 func awsTopicLimits(topic string) error {
-	if rest, ok := strings.CutPrefix(topic, "$aws/rules/"); ok {
-		if _, after, ok := strings.Cut(rest, "/"); ok {
-			topic = after
-		}
+	rest, ingest := strings.CutPrefix(topic, "$aws/rules/")
+	if ingest {
+		_, topic, _ = strings.Cut(rest, "/")
 	}
 	switch {
+	case !ingest && strings.HasPrefix(topic, "$"):
+		// AWS IoT Core's topics starting with $ are its own: a publish to one
+		// not meant for devices is refused, or ends the connection.
+		return errors.New("starts with $: AWS IoT Core reserves such topics; use $aws/rules/RULE/... (Basic Ingest) or a topic of your own")
 	case len(topic) > 256:
 		return fmt.Errorf("is %d bytes long: AWS IoT Core takes at most 256 (not counting $aws/rules/RULE/)", len(topic))
 	case strings.Count(topic, "/") > 7:

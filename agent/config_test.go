@@ -70,6 +70,12 @@ func TestEventTopicAWSLimits(t *testing.T) {
 		{aws, "fleet/eu/site-12/building-3/floor-2/rack-7/router/dev-1/events", "has 8 slashes"},
 		{"mqtts://A1B2-ats.iot.cn-north-1.amazonaws.com.cn:8883", "a/b/c/d/e/f/g/h/i", "has 8 slashes"},
 		{aws, long, "is 257 bytes long"},
+		// AWS IoT Core refuses a publish to its reserved ($) topics, or ends the
+		// connection; only Basic Ingest's $aws/rules/RULE/ takes a device's.
+		{aws, "$aws/events/porthole/dev-1", "starts with $"},
+		{aws, "$porthole/events/dev-1", "starts with $"},
+		{aws, "$aws/rules/porthole_events", ""},
+		{"broker:8883", "$porthole/events/dev-1", ""},
 		{aws, "a/b/c/d/e/f/g/h", ""},
 		{aws, "$aws/rules/porthole_events/a/b/c/d/e/f/g/h", ""},
 		{aws, "$aws/rules/porthole_events/" + long[1:], ""},
@@ -123,6 +129,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"negative max_forwards", "[ssh]\nmax_forwards = -1", "ssh.max_forwards: -1 must not be negative"},
 		{"negative max_auth_tries", "[ssh]\nmax_auth_tries = -5", "ssh.max_auth_tries: -5 must not be negative"},
 		{"negative max_tunnels", "[tunnel]\nmax_tunnels = -1", "tunnel.max_tunnels: -1: want 1-64 (0 or left out: 4)"},
+		// On 32-bit devices a "no limit" value such as 2147483647 wrapped the
+		// session's bound negative: every stream was refused as too many.
+		{"max_connections too many", "[tunnel]\nmax_connections = 2147483647", "tunnel.max_connections: 2147483647: want 1-4096 (0 or left out: 128)"},
+		{"negative max_connections", "[tunnel]\nmax_connections = -1", "tunnel.max_connections: -1: want 1-4096"},
 		{"bcrypt prefix, garbage after", "[ssh]\npassword_hashes = { root = \"$2y$secret\" }", "ssh.password_hashes.root"},
 		{"password for no user", "[ssh]\npassword_hashes = { \"\" = \"$2y$10$abcdefghijklmnopqrstuuJ4zbq3eTo8Vq3I2tgu0UI2t7PvIVuLm\" }", "ssh.password_hashes: an empty user name"},
 		{"target port 0", "[services]\nWEB = \"localhost:0\"", "services.WEB"},

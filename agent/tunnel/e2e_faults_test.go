@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -255,6 +256,16 @@ func TestMaxConnectionsPerService(t *testing.T) {
 	}
 	defer c.Close()
 	waitClosed(t, c, 5*time.Second)
+}
+
+// TestHugeMaxConnections: a MaxConnections meaning "no limit" (the largest
+// int) takes connections; the session's bound, computed as a product, wrapped
+// negative and refused every one as too many.
+func TestHugeMaxConnections(t *testing.T) {
+	addr := echoServer(t, 9)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr},
+		dstTweak: func(d *tunnel.Destination) { d.MaxConnections = math.MaxInt }})
+	openEcho(t, h.addr("SSH"), 9)
 }
 
 // A target that does not read slows its connection: the sender is held back (no

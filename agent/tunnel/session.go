@@ -166,7 +166,8 @@ func (s *session) goodbye() bool {
 // and resets connections faster than that made them grow with its rate, a
 // goroutine and a socket each.
 func (s *session) crowdedLocked() bool {
-	return len(s.live) >= s.opt.maxConns*(max(len(s.services), 1)+1)
+	// Divided, not multiplied: a large MaxConnections cannot overflow.
+	return len(s.live)/(max(len(s.services), 1)+1) >= s.opt.maxConns
 }
 
 // openLocked counts the local connections of the session that are open: those its
