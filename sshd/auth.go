@@ -357,7 +357,7 @@ func (s *Server) trustedCAs() []gossh.PublicKey {
 }
 
 // ignoredError is why a keys file that is there is not read: it is not a
-// regular file, or (authorized_keys) it fails safePath.
+// regular file, or it fails safePath (authorized_keys) or safeCAPath.
 type ignoredError struct{ err error }
 
 func (e *ignoredError) Error() string { return e.err.Error() }
@@ -365,7 +365,8 @@ func (e *ignoredError) Unwrap() error { return e.err }
 
 // loadKeysFile reads one file in authorized_keys format, without logging. For
 // a user's authorized_keys file, a is that user and the file must pass
-// safePath. err is set when the file was not read: it wraps fs.ErrNotExist for
+// safePath; a nil a reads a trusted user CA keys file, which must pass
+// safeCAPath. err is set when the file was not read: it wraps fs.ErrNotExist for
 // a missing file, and is an *ignoredError for one that is there but not used.
 // lineErrs are the lines skipped (parseAuthorizedKeys).
 func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []error, err error) {
@@ -378,9 +379,12 @@ func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []err
 	}
 	defer f.Close()
 	if a != nil {
-		if err := safePath(fi, path, a); err != nil {
-			return nil, nil, &ignoredError{err}
-		}
+		err = safePath(fi, path, a)
+	} else {
+		err = safeCAPath(fi, path)
+	}
+	if err != nil {
+		return nil, nil, &ignoredError{err}
 	}
 	keys, lineErrs = parseAuthorizedKeys(f)
 	if a == nil {
@@ -858,26 +862,43 @@ func restrictionsOf(p *gossh.Permissions) restrictions {
 // be owned by root or the user and not be writable by group or others. fi
 // is the opened file's (openRegular's, so it is a regular file).
 func safePath(fi os.FileInfo, path string, a *account) error {
+	stop := "/"
+	home := filepath.Clean(a.Home)
+	if home != "/" && strings.HasPrefix(path, home+"/") {
+		stop = home
+	}
+	return safeWalk(fi, path, a.UID, stop, false)
+}
+
+// safeCAPath refuses a trusted user CA keys file that someone other than root
+// or the server's user could have written: it trusts certificates for every
+// user, root too. The file and every directory up to / must be owned by root
+// or that user and not be writable by group or others, but for a sticky
+// directory (/tmp), whose entries only their owners may replace. (OpenSSH
+// does not check this file; its authorized_keys are checked as above.)
+func safeCAPath(fi os.FileInfo, path string) error {
+	return safeWalk(fi, path, uint32(os.Geteuid()), "/", true)
+}
+
+// safeWalk checks the file of fi at path and each directory above it up to
+// stop: owned by root or uid, not writable by group or others (a sticky
+// directory may be, if stickyOK).
+func safeWalk(fi os.FileInfo, path string, uid uint32, stop string, stickyOK bool) error {
 	check := func(name string, fi os.FileInfo) error {
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		if !ok {
 			return nil
 		}
-		if st.Uid != 0 && st.Uid != a.UID {
+		if st.Uid != 0 && st.Uid != uid {
 			return fmt.Errorf("bad ownership of %s: uid %d", name, st.Uid)
 		}
-		if fi.Mode().Perm()&0o022 != 0 {
+		if fi.Mode().Perm()&0o022 != 0 && !(stickyOK && fi.IsDir() && fi.Mode()&fs.ModeSticky != 0) {
 			return fmt.Errorf("bad modes of %s: %s is group or world writable", name, OctalMode(fi.Mode()))
 		}
 		return nil
 	}
 	if err := check(path, fi); err != nil {
 		return err
-	}
-	stop := "/"
-	home := filepath.Clean(a.Home)
-	if home != "/" && strings.HasPrefix(path, home+"/") {
-		stop = home
 	}
 	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
 		fi, err := os.Stat(dir)

@@ -324,6 +324,63 @@ func TestCertificateAuth(t *testing.T) {
 	}
 }
 
+// TestTrustedCAFileOthersCouldWrite: a trusted user CA keys file trusts
+// certificates for every user, root too; one that others could have written
+// (the file, or a directory above it that is not sticky) is ignored, as an
+// authorized_keys file would be. A CA key written into a 0666 file logged in
+// as root.
+func TestTrustedCAFileOthersCouldWrite(t *testing.T) {
+	ca := newSigner(t)
+	var dir, caFile string
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		dir = filepath.Join(e.dir, "ca")
+		caFile = filepath.Join(dir, "user_ca.pub")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, caFile, authorizedLine("", ca.PublicKey()))
+		s.TrustedUserCAKeysFiles = []string{caFile}
+	})
+	cert := newCert(t, ca, newSigner(t), nil)
+	login := func() error {
+		c, err := e.dial("root", gossh.PublicKeys(cert))
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := login(); err != nil {
+		t.Fatalf("CA file 0644 in a 0755 directory: %v", err)
+	}
+	for _, tc := range []struct {
+		name      string
+		file, dir os.FileMode
+		ok        bool
+	}{
+		{"file world-writable", 0o666, 0o755, false},
+		{"file group-writable", 0o664, 0o755, false},
+		{"directory world-writable", 0o644, 0o777, false},
+		{"directory sticky", 0o644, 0o777 | os.ModeSticky, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.Chmod(caFile, tc.file); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, tc.dir); err != nil {
+				t.Fatal(err)
+			}
+			if err := login(); (err == nil) != tc.ok {
+				t.Fatalf("login with a certificate of the CA: %v, want ok=%v", err, tc.ok)
+			}
+			if !tc.ok {
+				if p, _ := e.srv.CheckLogins(); !strings.Contains(fmt.Sprint(p), "TrustedUserCAKeysFiles: "+caFile) {
+					t.Errorf("CheckLogins does not name the CA file: %v", p)
+				}
+			}
+		})
+	}
+}
+
 func TestCertAuthorityLine(t *testing.T) {
 	ca := newSigner(t)
 	e := newEnv(t, nil)
