@@ -194,14 +194,15 @@ func Warnings(cfg *Config) []string {
 	return append(out, startWarnings(cfg)...)
 }
 
-// HostPublicKeys returns the public half of the SSH host key in dataDir, making
-// the key if there is none yet (porthole keygen). dataDir is checked first as the
-// agent checks it at start, so that no key is made where others could replace it.
-func HostPublicKeys(dataDir string) ([]gossh.PublicKey, error) {
+// HostPublicKeys returns the public halves of the SSH host keys the agent
+// presents: the key in dataDir, made if there is none yet (porthole keygen), and
+// those of the extra files. dataDir is checked first as the agent checks it at
+// start, so that no key is made where others could replace it.
+func HostPublicKeys(dataDir string, extra []string) ([]gossh.PublicKey, error) {
 	if err := makeDataDir(dataDir); err != nil {
 		return nil, err
 	}
-	return (&sshd.Server{DataDir: dataDir}).PublicKeys()
+	return (&sshd.Server{DataDir: dataDir, HostKeyFiles: extra}).PublicKeys()
 }
 
 // notifyKey is the config key that the field of notify.Config comes from.

@@ -109,7 +109,8 @@ type SSHConfig struct {
 	TrustedUserCAKeys []string `toml:"trusted_user_ca_keys"`
 	// PasswordHashes maps users to bcrypt hashes; empty means no passwords.
 	PasswordHashes map[string]string `toml:"password_hashes"`
-	// HostKeys are extra host key files; the ed25519 key in DataDir is always used.
+	// HostKeys are extra host key files; the ed25519 key in DataDir is used
+	// unless one of them is ed25519 (a server presents one key of each type).
 	HostKeys []string `toml:"host_keys"`
 	// AcceptEnv patterns of client environment variables. Default ["LANG", "LC_*"].
 	AcceptEnv []string `toml:"accept_env"`
@@ -683,6 +684,9 @@ func startWarnings(cfg *Config) []string {
 	}
 	if w := dataDirWarning(cfg.DataDir); w != "" {
 		out = append(out, w)
+	}
+	for _, w := range sshd.HostKeyWarnings(cfg.DataDir, cfg.SSH.HostKeys) {
+		out = append(out, "ssh.host_keys: "+w)
 	}
 	return append(out, loginWarnings(cfg)...)
 }

@@ -202,7 +202,7 @@ func TestDataDirLinkToMissingDirectory(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(flash, "porthole")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
 		t.Errorf("the link's target: %v, %v; want a directory, mode 0700", fi, err)
 	}
-	if _, err := HostPublicKeys(dir); err != nil {
+	if _, err := HostPublicKeys(dir, nil); err != nil {
 		t.Errorf("keygen: %v", err)
 	}
 

@@ -39,7 +39,8 @@ var ErrHostKey = errors.New("sshd: unusable host key")
 const maxHostKeyFile = 64 << 10
 
 // hostSigners loads the server's host keys: the ed25519 key in dataDir
-// (created on first use) and then each extra file.
+// (created on first use) and then each extra file, one of each type
+// (onePerType: an extra ed25519 key is presented instead of dataDir's).
 func hostSigners(dataDir string, extra []string) ([]gossh.Signer, error) {
 	var out []gossh.Signer
 	if dataDir != "" {
@@ -53,7 +54,7 @@ func hostSigners(dataDir string, extra []string) ([]gossh.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	out = append(out, more...)
+	out = onePerType(append(out, more...))
 	if len(out) == 0 {
 		return nil, errors.New("sshd: no host key: set DataDir or HostKeyFiles")
 	}
@@ -89,6 +90,49 @@ func readExtraKeys(extra []string) ([]gossh.Signer, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// onePerType keeps the last key of each type, in the place of the first: a
+// server presents one key of each type, and x/crypto's AddHostKey replaces a
+// key of the type it already has. Done here, so that PublicKeys (porthole
+// keygen, the start's log line) names the keys clients are shown.
+func onePerType(keys []gossh.Signer) []gossh.Signer {
+	var out []gossh.Signer
+	at := map[string]int{}
+	for _, k := range keys {
+		t := k.PublicKey().Type()
+		if i, ok := at[t]; ok {
+			out[i] = k
+			continue
+		}
+		at[t] = len(out)
+		out = append(out, k)
+	}
+	return out
+}
+
+// HostKeyWarnings names the host keys that are not presented: a HostKeyFiles
+// entry of a type an entry after it has too, or the ed25519 key in dataDir
+// when an entry is ed25519. Files that cannot be read are left to
+// CheckHostKeys.
+func HostKeyWarnings(dataDir string, extra []string) []string {
+	last := map[string]string{}
+	if dataDir != "" {
+		last[gossh.KeyAlgoED25519] = filepath.Join(dataDir, HostKeyFile)
+	}
+	var out []string
+	for _, p := range extra {
+		s, err := readHostKey(p)
+		if err != nil {
+			continue
+		}
+		t := s.PublicKey().Type()
+		if prev, ok := last[t]; ok {
+			out = append(out, fmt.Sprintf("%s is not presented: %s is a %s key too, and a server presents one key of each type (the last)", prev, p, t))
+		}
+		last[t] = p
+	}
+	return out
 }
 
 // readDataDirKey reads the server's own key, which must be ed25519. A file that

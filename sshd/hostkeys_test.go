@@ -2,10 +2,12 @@ package sshd
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -178,6 +180,60 @@ func TestExtraHostKeys(t *testing.T) {
 	if _, err := hostSigners("", nil); err == nil {
 		t.Error("no host key at all accepted")
 	}
+	// One key of each type, the last, as x/crypto presents them: PublicKeys
+	// (keygen, the start's log line) named the data directory's ed25519 key
+	// while an extra one was presented, and operators pinned the wrong one.
+	ed := filepath.Join(dir, "ed25519_key")
+	edPub := writeEd25519Key(t, ed)
+	extra2 := filepath.Join(dir, "ecdsa_key2")
+	want2 := writePrivateKey(t, extra2)
+	s := &Server{DataDir: filepath.Join(dir, "data"), HostKeyFiles: []string{ed, extra, extra2}}
+	keys, err := s.PublicKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 2 || !keysEqual(keys[0], edPub) || !keysEqual(keys[1], want2) {
+		t.Fatalf("PublicKeys with extra ed25519, ecdsa, ecdsa: %d keys; want the extra ed25519 and the second ecdsa", len(keys))
+	}
+	var presented gossh.PublicKey
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	defer s.Close()
+	gossh.Dial("tcp", ln.Addr().String(), &gossh.ClientConfig{User: "x", HostKeyAlgorithms: []string{gossh.KeyAlgoED25519}, Timeout: 5 * time.Second,
+		HostKeyCallback: func(_ string, _ net.Addr, k gossh.PublicKey) error { presented = k; return errors.New("enough") }})
+	if presented == nil || !keysEqual(presented, edPub) {
+		t.Fatalf("the server presents another ed25519 key than PublicKeys names")
+	}
+	w := HostKeyWarnings(s.DataDir, s.HostKeyFiles)
+	if len(w) != 2 || !strings.HasPrefix(w[0], filepath.Join(s.DataDir, HostKeyFile)+" is not presented: "+ed+" is a ssh-ed25519 key too") ||
+		!strings.HasPrefix(w[1], extra+" is not presented: "+extra2) {
+		t.Errorf("HostKeyWarnings = %q", w)
+	}
+	if w := HostKeyWarnings(s.DataDir, []string{extra}); len(w) != 0 {
+		t.Errorf("HostKeyWarnings of keys of types of their own = %q", w)
+	}
+}
+
+// writeEd25519Key writes a fresh ed25519 private key to path (0600) and
+// returns its public half.
+func writeEd25519Key(t *testing.T, path string) gossh.PublicKey {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := gossh.NewPublicKey(pub)
+	return k
 }
 
 func TestZeroServerRefusesToStart(t *testing.T) {

@@ -224,6 +224,7 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 	}
 	given := flagsGiven(fs)
 	dataDir := *dir
+	var extra []string // the config's ssh.host_keys, presented too
 	switch {
 	case given["c"] && given["data-dir"]:
 		return agent.Usagef("give -c or -data-dir, not both")
@@ -244,9 +245,9 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		dataDir = cfg.DataDir
+		dataDir, extra = cfg.DataDir, cfg.SSH.HostKeys
 	}
-	keys, err := agent.HostPublicKeys(dataDir)
+	keys, err := agent.HostPublicKeys(dataDir, extra)
 	if err != nil {
 		return agent.Usagef("%w", err)
 	}

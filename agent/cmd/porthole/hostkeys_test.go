@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/pem"
 	"os"
@@ -99,7 +101,7 @@ func TestCheckConfigHostKeys(t *testing.T) {
 	}
 	// An extra key file that is fine passes; the data_dir key is not made.
 	path, data := deviceConfig(t)
-	writeHostKey(t, extraKey, 0o600)
+	pub := writeECDSAKey(t, extraKey)
 	b, _ := os.ReadFile(path)
 	os.WriteFile(path, append(b, []byte("[ssh]\nhost_keys = [\""+extraKey+"\"]\n")...), 0o600)
 	if code, out, errs := runCmd(t, nil, "check-config", "-c", path); code != 0 || !strings.Contains(out, "ok") {
@@ -108,6 +110,62 @@ func TestCheckConfigHostKeys(t *testing.T) {
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Fatalf("check-config made the data directory (stat: %v)", err)
 	}
+	// keygen -c prints every key the agent presents, the extra one too.
+	code, out, errs := runCmd(t, nil, "keygen", "-c", path)
+	if want := "ecdsa-sha2-nistp256 " + gossh.FingerprintSHA256(pub) + "\n"; code != 0 || !strings.HasPrefix(out, "ssh-ed25519 ") || !strings.HasSuffix(out, want) {
+		t.Fatalf("keygen -c with an extra host key: %d %q %q; want the data_dir key, then %q", code, out, errs, want)
+	}
+}
+
+// TestKeygenPrintsThePresentedEd25519Key: the server presents one key of each
+// type, the last; an extra ed25519 key is presented instead of the data_dir
+// key, which keygen printed, so operators pinned a key never shown. keygen
+// prints the presented one, and check-config warns that data_dir's is not.
+func TestKeygenPrintsThePresentedEd25519Key(t *testing.T) {
+	path, data := deviceConfig(t)
+	extraKey := filepath.Join(t.TempDir(), "ssh_host_ed25519_key")
+	writeHostKey(t, extraKey, 0o600)
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, append(b, []byte("[ssh]\nhost_keys = [\""+extraKey+"\"]\n")...), 0o600)
+	priv, err := os.ReadFile(extraKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := gossh.ParsePrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd(t, nil, "keygen", "-c", path)
+	if want := "ssh-ed25519 " + gossh.FingerprintSHA256(signer.PublicKey()) + "\n"; code != 0 || out != want {
+		t.Fatalf("keygen -c with an extra ed25519 key: %d %q %q; want only %q", code, out, errs, want)
+	}
+	code, _, errs = runCmd(t, nil, "check-config", "-c", path)
+	if want := "ssh.host_keys: " + filepath.Join(data, "ssh_host_ed25519_key") + " is not presented: " + extraKey; code != 0 || !strings.Contains(errs, want) {
+		t.Fatalf("check-config: %d %q; want a warning %q", code, errs, want)
+	}
+}
+
+// writeECDSAKey writes a fresh ECDSA private key to path (0600), an extra host
+// key of a type the data_dir key is not, and returns its public half.
+func writeECDSAKey(t *testing.T, path string) gossh.PublicKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := gossh.MarshalPrivateKey(k, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o600) // WriteFile keeps the mode of a file that was there
+	pub, err := gossh.NewPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
 }
 
 // A config others may write is refused; an MQTT key others may read is a warning.

@@ -26,7 +26,7 @@ commands:
   agent         run the device agent (the default): porthole agent -c /etc/porthole/porthole.toml
   connect       source-mode proxy for operators: porthole connect --region R --token-file F -L SSH=2222
   check-config  validate a config file: porthole check-config -c FILE
-  keygen        print the SSH host key fingerprint, creating the key if missing
+  keygen        print the SSH host keys' fingerprints, creating data_dir's if missing
   version       print the version
 
 Run 'porthole <command> -h' for the command's flags.
