@@ -67,7 +67,7 @@ type MQTTConfig struct {
 	// ClientID defaults to the thing name (as AWS IoT policies expect).
 	ClientID string `toml:"client_id"`
 	// KeepAlive between the client and the broker. Default 60s.
-	KeepAlive Duration `toml:"keepalive"`
+	KeepAlive SetDuration `toml:"keepalive"`
 	// EventTopic, if set, receives JSON events at QoS 1: tunnel and stream
 	// lifecycle, SSH audit records, rejected notifications.
 	EventTopic string `toml:"event_topic"`
@@ -94,7 +94,7 @@ type TunnelConfig struct {
 	// Default 128.
 	MaxConnections int `toml:"max_connections"`
 	// PingInterval of the WebSocket. Default 20s.
-	PingInterval Duration `toml:"ping_interval"`
+	PingInterval SetDuration `toml:"ping_interval"`
 }
 
 // SSHConfig configures the embedded SSH server.
@@ -165,6 +165,26 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText writes the duration as Go does.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// SetDuration is a Duration that may not be given as zero: for the MQTT keep
+// alive and the WebSocket ping, "0s" reads as "off", which they do not offer
+// (the agent needs them to notice a dead connection), and it was taken for the
+// default without a word. Left out, they take their defaults.
+type SetDuration Duration
+
+// UnmarshalText parses b as Duration does and refuses zero.
+func (d *SetDuration) UnmarshalText(b []byte) error {
+	if err := (*Duration)(d).UnmarshalText(b); err != nil {
+		return err
+	}
+	if *d == 0 {
+		return fmt.Errorf("%q: zero does not turn it off; leave the key out for the default", b)
+	}
+	return nil
+}
+
+// MarshalText writes the duration as Go does.
+func (d SetDuration) MarshalText() ([]byte, error) { return Duration(d).MarshalText() }
 
 // maxConfigSize bounds the config file; the example with every key is 9 KiB.
 const maxConfigSize = 1 << 20
@@ -253,7 +273,7 @@ func (c *Config) setDefaults() {
 		c.MQTT.ClientID = c.ThingName
 	}
 	if c.MQTT.KeepAlive == 0 {
-		c.MQTT.KeepAlive = Duration(60 * time.Second)
+		c.MQTT.KeepAlive = SetDuration(60 * time.Second)
 	}
 	if c.Tunnel.MaxTunnels == 0 {
 		c.Tunnel.MaxTunnels = 4

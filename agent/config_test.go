@@ -154,6 +154,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		// and 1500ms was accepted, then sent as 1 s.
 		{"keepalive not whole seconds", "[mqtt]\nkeepalive = \"1500ms\"", "mqtt.keepalive: 1.5s: want whole seconds"},
 		{"keepalive too long", "[mqtt]\nkeepalive = \"65536s\"", "mqtt.keepalive"},
+		// MQTT's keep alive of 0 is "off": "0s" was taken for the default, 60 s.
+		{"keepalive zero", "[mqtt]\nkeepalive = \"0s\"", `config: line 5: mqtt.keepalive: "0s": zero does not turn it off; leave the key out for the default`},
+		{"ping zero", "[tunnel]\nping_interval = \"0s\"", `config: line 10: tunnel.ping_interval: "0s": zero does not turn it off`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := minimalConfig
