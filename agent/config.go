@@ -48,6 +48,9 @@ type Config struct {
 	SSH      SSHConfig         `toml:"ssh"`
 	Log      LogConfig         `toml:"log"`
 
+	// zeroDefaulted are the keys given as "0s" that took their defaults
+	// (SetDuration), for Warnings.
+	zeroDefaulted []string
 	// readable is the file LoadConfig read, and its mode, when group or
 	// others may read it (Warnings).
 	readable struct {
@@ -90,8 +93,7 @@ type TunnelConfig struct {
 	HTTPSProxy string `toml:"https_proxy"`
 	// MaxTunnels is how many destination sessions may run at once. Default 4.
 	MaxTunnels int `toml:"max_tunnels"`
-	// MaxConnections per service of one tunnel, up to maxConnectionsLimit.
-	// Default 128.
+	// MaxConnections per service of one tunnel. Default 128.
 	MaxConnections int `toml:"max_connections"`
 	// PingInterval of the WebSocket. Default 20s.
 	PingInterval SetDuration `toml:"ping_interval"`
@@ -166,19 +168,23 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText writes the duration as Go does.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
-// SetDuration is a Duration that may not be given as zero: for the MQTT keep
-// alive and the WebSocket ping, "0s" reads as "off", which they do not offer
-// (the agent needs them to notice a dead connection), and it was taken for the
-// default without a word. Left out, they take their defaults.
+// SetDuration is a Duration whose zero, given, is told from one left out:
+// for the MQTT keep alive and the WebSocket ping, "0s" reads as "off", which
+// they do not offer (the agent needs them to notice a dead connection); it
+// takes the default, as left out, and Warnings says so. (A warning, not an
+// error: a fielded device with it would not start after an upgrade.)
 type SetDuration Duration
 
-// UnmarshalText parses b as Duration does and refuses zero.
+// zeroGiven is a SetDuration given as zero, until setDefaults.
+const zeroGiven = SetDuration(-1)
+
+// UnmarshalText parses b as Duration does; zero is zeroGiven.
 func (d *SetDuration) UnmarshalText(b []byte) error {
 	if err := (*Duration)(d).UnmarshalText(b); err != nil {
 		return err
 	}
 	if *d == 0 {
-		return fmt.Errorf("%q: zero does not turn it off; leave the key out for the default", b)
+		*d = zeroGiven
 	}
 	return nil
 }
@@ -272,6 +278,15 @@ func (c *Config) setDefaults() {
 	if c.MQTT.ClientID == "" {
 		c.MQTT.ClientID = c.ThingName
 	}
+	for _, d := range []struct {
+		key string
+		v   *SetDuration
+	}{{"mqtt.keepalive", &c.MQTT.KeepAlive}, {"tunnel.ping_interval", &c.Tunnel.PingInterval}} {
+		if *d.v == zeroGiven {
+			*d.v = 0
+			c.zeroDefaulted = append(c.zeroDefaulted, d.key)
+		}
+	}
 	if c.MQTT.KeepAlive == 0 {
 		c.MQTT.KeepAlive = SetDuration(60 * time.Second)
 	}
@@ -297,11 +312,6 @@ func (c *Config) setDefaults() {
 		c.Log.Format = "text"
 	}
 }
-
-// maxConnectionsLimit bounds tunnel.max_connections: far beyond what a
-// device holds (each connection has its buffers and goroutines), and small
-// enough that counts built on it cannot overflow a 32-bit int.
-const maxConnectionsLimit = 4096
 
 // Validate checks every setting; the error names the key and the problem.
 func (c *Config) Validate() error {
@@ -385,8 +395,8 @@ func (c *Config) Validate() error {
 	if c.Tunnel.MaxTunnels < 0 || c.Tunnel.MaxTunnels > 64 {
 		bad("tunnel.max_tunnels", "%d: want 1-64 (0 or left out: 4)", c.Tunnel.MaxTunnels)
 	}
-	if c.Tunnel.MaxConnections < 0 || c.Tunnel.MaxConnections > maxConnectionsLimit {
-		bad("tunnel.max_connections", "%d: want 1-%d (0 or left out: 128)", c.Tunnel.MaxConnections, maxConnectionsLimit)
+	if c.Tunnel.MaxConnections < 0 {
+		bad("tunnel.max_connections", "%d must not be negative (0 or left out: 128)", c.Tunnel.MaxConnections)
 	}
 	if len(c.Services) == 0 {
 		bad("services", "at least one service is needed")
