@@ -780,21 +780,28 @@ func BuildTime() time.Time {
 // Core quotas). AWS refuses a publish past them, and may close the connection:
 // every event would be lost.
 func awsTopicLimits(topic string) error {
-	rest, ingest := strings.CutPrefix(topic, "$aws/rules/")
-	if ingest {
+	if rest, ok := strings.CutPrefix(topic, "$aws/rules/"); ok {
 		_, topic, _ = strings.Cut(rest, "/")
 	}
 	switch {
-	case !ingest && strings.HasPrefix(topic, "$"):
-		// AWS IoT Core's topics starting with $ are its own: a publish to one
-		// not meant for devices is refused, or ends the connection.
-		return errors.New("starts with $: AWS IoT Core reserves such topics; use $aws/rules/RULE/... (Basic Ingest) or a topic of your own")
 	case len(topic) > 256:
 		return fmt.Errorf("is %d bytes long: AWS IoT Core takes at most 256 (not counting $aws/rules/RULE/)", len(topic))
 	case strings.Count(topic, "/") > 7:
 		return fmt.Errorf("has %d slashes: AWS IoT Core takes at most 7 (not counting $aws/rules/RULE/)", strings.Count(topic, "/"))
 	}
 	return nil
+}
+
+// reservedTopicWarning is why an event topic is one AWS IoT Core refuses a
+// publish to, or ends the connection for: it reserves the topics starting with
+// $ but for Basic Ingest's $aws/rules/RULE/. A warning, not a refusal (as the
+// limits above are): a fielded device with it would not start after an
+// upgrade, where now only its events are lost.
+func reservedTopicWarning(topic, endpoint string) string {
+	if !strings.HasPrefix(topic, "$") || strings.HasPrefix(topic, "$aws/rules/") || !awsIoTEndpoint(endpoint) {
+		return ""
+	}
+	return fmt.Sprintf("mqtt.event_topic %q starts with $: AWS IoT Core reserves such topics and refuses the events (or ends the connection); use $aws/rules/RULE/... (Basic Ingest) or a topic of your own", topic)
 }
 
 // awsIoTEndpoint reports whether the MQTT endpoint is AWS IoT Core's

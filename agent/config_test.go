@@ -70,12 +70,6 @@ func TestEventTopicAWSLimits(t *testing.T) {
 		{aws, "fleet/eu/site-12/building-3/floor-2/rack-7/router/dev-1/events", "has 8 slashes"},
 		{"mqtts://A1B2-ats.iot.cn-north-1.amazonaws.com.cn:8883", "a/b/c/d/e/f/g/h/i", "has 8 slashes"},
 		{aws, long, "is 257 bytes long"},
-		// AWS IoT Core refuses a publish to its reserved ($) topics, or ends the
-		// connection; only Basic Ingest's $aws/rules/RULE/ takes a device's.
-		{aws, "$aws/events/porthole/dev-1", "starts with $"},
-		{aws, "$porthole/events/dev-1", "starts with $"},
-		{aws, "$aws/rules/porthole_events", ""},
-		{"broker:8883", "$porthole/events/dev-1", ""},
 		{aws, "a/b/c/d/e/f/g/h", ""},
 		{aws, "$aws/rules/porthole_events/a/b/c/d/e/f/g/h", ""},
 		{aws, "$aws/rules/porthole_events/" + long[1:], ""},
@@ -115,6 +109,35 @@ func TestZeroDurationsWarned(t *testing.T) {
 	c, _ = ParseConfig([]byte(minimalConfig))
 	if w := strings.Join(Warnings(c), "\n"); strings.Contains(w, "0s") {
 		t.Errorf("a warning for keys left out: %q", w)
+	}
+}
+
+// TestReservedEventTopicWarned: AWS IoT Core refuses a publish to its
+// reserved ($) topics, or ends the connection; only Basic Ingest's
+// $aws/rules/RULE/ takes a device's. check-config said ok. A warning: a
+// refusal would keep a fielded device with it from starting after an upgrade.
+func TestReservedEventTopicWarned(t *testing.T) {
+	const aws = "a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com:8883"
+	for _, tc := range []struct {
+		endpoint, topic string
+		warned          bool
+	}{
+		{aws, "$aws/events/porthole/dev-1", true},
+		{aws, "$porthole/events/dev-1", true},
+		{aws, "$aws/rules/porthole_events", false},
+		{aws, "$aws/rules/porthole_events/dev-1", false},
+		{aws, "porthole/events/dev-1", false},
+		{"broker:8883", "$porthole/events/dev-1", false},
+	} {
+		in := strings.Replace(minimalConfig, `endpoint = "broker:8883"`, `endpoint = "`+tc.endpoint+`"`, 1)
+		c, err := ParseConfig([]byte(strings.Replace(in, "[mqtt]\n", "[mqtt]\nevent_topic = \""+tc.topic+"\"\n", 1)))
+		if err != nil {
+			t.Fatalf("%s, %s: %v", tc.endpoint, tc.topic, err)
+		}
+		w := strings.Join(Warnings(c), "\n")
+		if got := strings.Contains(w, "mqtt.event_topic "+strconv.Quote(tc.topic)+" starts with $: AWS IoT Core reserves"); got != tc.warned {
+			t.Errorf("%s, event_topic %q: warned %v, want %v: %q", tc.endpoint, tc.topic, got, tc.warned, w)
+		}
 	}
 }
 
