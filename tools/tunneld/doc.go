@@ -46,8 +46,10 @@
 //
 // Tunnels expire after timeoutConfig.maxLifetimeTimeoutMinutes (1–720, default 720):
 // both sides get a Close frame, as on CloseTunnel, within a second, and from the
-// expiry on a handshake is refused and the API describes the tunnel CLOSED. Closed tunnels stay describable
-// for three hours, at most Config.MaxClosedTunnels of them (--max-closed-tunnels,
+// expiry on a handshake is refused and the API describes the tunnel CLOSED. An
+// expired tunnel is closed at its expiry (its lastUpdatedAt), also when it
+// expired while tunneld was down. Closed tunnels stay describable for three hours
+// from their close, at most Config.MaxClosedTunnels of them (--max-closed-tunnels,
 // 1000 by default; past it the ones closed first are forgotten). With
 // Config.DataDir, the state (tunnels, tokens, client tokens, pending
 // notifications) is written atomically to DataDir/tunnels.json, mode 0600, after

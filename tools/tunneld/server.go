@@ -51,7 +51,8 @@ type Config struct {
 	// MaxOpenTunnels is the LimitExceededException threshold; 0 means 100. New
 	// refuses a negative one, and a negative Bandwidth.
 	MaxOpenTunnels int
-	// ClosedRetention is how long a closed tunnel stays describable; 0 means 3 h.
+	// ClosedRetention is how long a closed tunnel stays describable, from its
+	// close (an expired tunnel's expiry, even one past at start); 0 means 3 h.
 	ClosedRetention time.Duration
 	// MaxClosedTunnels is how many closed tunnels are kept describable at most;
 	// past it the ones closed first are forgotten before their ClosedRetention
@@ -424,7 +425,7 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 		// No one has its tokens: a tunnel left open would only count against
 		// the limit, and be notified to its thing.
 		s.mu.Lock()
-		s.closeLocked(r, "tunnel closed")
+		s.closeLocked(r, "tunnel closed", s.now())
 		s.forgetLocked(r)
 		s.mu.Unlock()
 		return nil, err
@@ -448,7 +449,7 @@ func (s *Server) CloseTunnel(ctx context.Context, in *CloseTunnelInput) error {
 		s.mu.Unlock()
 		return notFound("tunnel %s not found", in.TunnelID)
 	}
-	s.closeLocked(r, "tunnel closed")
+	s.closeLocked(r, "tunnel closed", s.now())
 	if in.Delete {
 		s.forgetLocked(r)
 	}
@@ -637,13 +638,14 @@ func (s *Server) syncLocked(r *record) {
 	}
 }
 
-// closeLocked closes an open tunnel with a Close frame to both sides.
-func (s *Server) closeLocked(r *record, reason string) {
+// closeLocked closes an open tunnel with a Close frame to both sides, and records
+// it closed at the given time: now for CloseTunnel, the expiry for an expired
+// tunnel, which may be long past after a restart.
+func (s *Server) closeLocked(r *record, reason string, at time.Time) {
 	if r.Status != StatusOpen {
 		return
 	}
-	now := s.now()
-	r.Status, r.ClosedAt, r.LastUpdatedAt, r.NotifyPending = StatusClosed, now, now, false
+	r.Status, r.ClosedAt, r.LastUpdatedAt, r.NotifyPending = StatusClosed, at, at, false
 	s.sweepAt = time.Time{}
 	r.dp.CloseReason(reason)
 	s.syncLocked(r)
@@ -786,8 +788,13 @@ func (s *Server) sweep() {
 	next := now.Add(time.Hour) // the most a sweep waits with nothing due
 	for id, r := range s.tunnels {
 		if r.Status == StatusOpen && !now.Before(r.ExpiresAt) {
-			s.log.Info("tunnel expired", "tunnel", id)
-			s.closeLocked(r, "tunnel expired")
+			// Closed at its expiry, not now: a tunnel that expired while the
+			// server was down would otherwise be described as closed at the
+			// restart, and kept ClosedRetention (and a MaxClosedTunnels slot)
+			// from then; closed at its expiry, the check below forgets it in
+			// this same sweep if its retention has ended too.
+			s.log.Info("tunnel expired", "tunnel", id, "expired_at", r.ExpiresAt)
+			s.closeLocked(r, "tunnel expired", r.ExpiresAt)
 			changed = true
 		}
 		due := r.ExpiresAt

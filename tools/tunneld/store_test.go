@@ -796,3 +796,55 @@ func TestDataDirLinkOthersCanChange(t *testing.T) {
 		})
 	}
 }
+
+// TestExpiredWhileDownClosedAtExpiry: a tunnel whose lifetime ended while
+// tunneld was down closed at its expiry, not at the restart: DescribeTunnel's
+// lastUpdatedAt says when, and the 3 h of describability count from then.
+func TestExpiredWhileDownClosedAtExpiry(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: t0}
+	ts := startServer(t, Config{DataDir: dir, now: clock.now, tick: time.Hour})
+	out, err := ts.OpenTunnel(context.Background(), &OpenTunnelInput{
+		DestinationConfig: &DestinationConfig{Services: []string{"SSH"}},
+		TimeoutConfig:     &TimeoutConfig{MaxLifetimeTimeoutMinutes: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.shutdown(t)
+	clock.advance(2 * time.Hour) // down for two hours
+	ts = startServer(t, Config{DataDir: dir, now: clock.now, tick: time.Hour})
+	d, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if expiry := t0.Add(time.Minute); d.Tunnel.Status != StatusClosed || !d.Tunnel.LastUpdatedAt.Equal(expiry) {
+		t.Errorf("tunnel expired at %v while tunneld was down: %s, lastUpdatedAt %v; want CLOSED at its expiry",
+			expiry, d.Tunnel.Status, d.Tunnel.LastUpdatedAt.Time)
+	}
+	// Closed at 01:01, it is forgotten at 04:01, not 3 h after the restart (03:00).
+	clock.advance(time.Hour)
+	if _, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID}); err != nil {
+		t.Errorf("at %v, before its retention ended, DescribeTunnel = %v; want the tunnel", clock.now(), err)
+	}
+	clock.advance(time.Minute)
+	if _, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID}); !IsNotFound(err) {
+		t.Errorf("at %v, 3 h after the tunnel expired, DescribeTunnel = %v; want ResourceNotFoundException", clock.now(), err)
+	}
+}
+
+// A tunnel that expired more than ClosedRetention before a restart is
+// forgotten at the restart, not kept 3 h more.
+func TestExpiredLongBeforeRestartForgotten(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)}
+	ts := startServer(t, Config{DataDir: dir, now: clock.now, tick: time.Hour})
+	out := ts.open(t, "", "SSH")
+	ts.shutdown(t)
+	clock.advance(maxLifetimeMinutes*time.Minute + DefaultClosedRetention)
+	ts = startServer(t, Config{DataDir: dir, now: clock.now, tick: time.Hour})
+	if _, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID}); !IsNotFound(err) {
+		t.Errorf("tunnel expired 3 h before the restart: DescribeTunnel = %v, want ResourceNotFoundException", err)
+	}
+}
