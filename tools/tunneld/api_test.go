@@ -572,3 +572,27 @@ func FuzzDecodeCursor(f *testing.F) {
 		}
 	})
 }
+
+// TestArnPartitionFollowsRegion: AWS ARNs carry the partition of their region
+// (arn:aws-cn: in the China regions, arn:aws-us-gov: in GovCloud), and IoT
+// Secure Tunneling runs in the China regions (spec §2.4). The tagging
+// operations take the tunnel's ARN, and not the same one in another partition.
+func TestArnPartitionFollowsRegion(t *testing.T) {
+	for region, partition := range map[string]string{"cn-north-1": "aws-cn", "cn-northwest-1": "aws-cn",
+		"us-gov-west-1": "aws-us-gov", "us-iso-east-1": "aws-iso", "us-isob-east-1": "aws-iso-b", "ap-east-1": "aws"} {
+		ts := startServer(t, Config{Region: region})
+		out := ts.open(t, "dev1", "SSH")
+		if want := "arn:" + partition + ":iot:" + region + ":" + DefaultAccountID + ":tunnel/" + out.TunnelID; out.TunnelArn != want {
+			t.Errorf("region %s: tunnelArn = %s, want %s", region, out.TunnelArn, want)
+		}
+		ts.mustCall(t, "TagResource", map[string]any{"resourceArn": out.TunnelArn, "tags": []Tag{{"a", "1"}}})
+		rest := strings.SplitN(out.TunnelArn, ":", 3)[2] // iot:REGION:ACCOUNT:tunnel/ID
+		other := "arn:aws-cn:" + rest
+		if partition == "aws-cn" {
+			other = "arn:aws:" + rest
+		}
+		if status, m := ts.call(t, "ListTagsForResource", map[string]any{"resourceArn": other}); status != 400 || m["__type"] != ErrTypeResourceNotFound {
+			t.Errorf("region %s: ListTagsForResource(%s) = %d %v, want 400 %s", region, other, status, m, ErrTypeResourceNotFound)
+		}
+	}
+}

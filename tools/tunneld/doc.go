@@ -27,6 +27,12 @@
 //     Server.FailHandshakes. DescribeTunnel reports each side CONNECTED or
 //     DISCONNECTED with the time it last changed.
 //
+// Tunnel ARNs are arn:PARTITION:iot:REGION:ACCOUNT:tunnel/ID, with Config.Region
+// (--region), its partition (aws-cn in cn-*, aws-us-gov in us-gov-*, aws-iso in
+// us-iso-*, aws-iso-b in us-isob-*, ...; aws elsewhere) and Config.AccountID. The
+// tagging operations take a tunnel's ARN as it was returned; any other, of
+// another partition, region or account, is ResourceNotFoundException.
+//
 // RotateTunnelAccessToken revokes: a side connected with a rotated token is cut
 // (without a Close frame, so it reconnects) and its reconnect is refused with 400
 // BodyTokenRotated, a 4xx that ends porthole connect, the agent's old session and

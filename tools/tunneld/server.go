@@ -32,8 +32,9 @@ const (
 // Config configures a Server. The zero value serves in memory, in us-east-1, without
 // notifications.
 type Config struct {
-	// Region is reported in notifications and ARNs, and is the region of the SigV4
-	// credential scope with Credentials; "" means us-east-1.
+	// Region is reported in notifications and ARNs (whose partition follows it:
+	// aws-cn for cn-*, aws-us-gov for us-gov-*, ...), and is the region of the
+	// SigV4 credential scope with Credentials; "" means us-east-1.
 	Region string
 	// AccountID appears in tunnel ARNs; "" means 123456789012.
 	AccountID string
@@ -395,7 +396,7 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 	id := dataplane.NewUUID()
 	r := &record{
 		ID:            id,
-		Arn:           fmt.Sprintf("arn:aws:iot:%s:%s:tunnel/%s", s.cfg.Region, s.cfg.AccountID, id),
+		Arn:           fmt.Sprintf("arn:%s:iot:%s:%s:tunnel/%s", partition(s.cfg.Region), s.cfg.Region, s.cfg.AccountID, id),
 		Description:   in.Description,
 		Dest:          cloneDest(in.DestinationConfig),
 		Lifetime:      lifetime,
@@ -825,6 +826,30 @@ func cloneDest(dc *DestinationConfig) *DestinationConfig {
 		return nil
 	}
 	return &DestinationConfig{ThingName: dc.ThingName, Services: slices.Clone(dc.Services)}
+}
+
+// partitions are the AWS partitions other than aws by the prefix of their
+// regions' names, as the SDKs' partitions.json has them (regionRegex).
+var partitions = []struct{ prefix, partition string }{
+	{"cn-", "aws-cn"},
+	{"us-gov-", "aws-us-gov"},
+	{"us-iso-", "aws-iso"},
+	{"us-isob-", "aws-iso-b"},
+	{"eu-isoe-", "aws-iso-e"},
+	{"us-isof-", "aws-iso-f"},
+	{"eusc-", "aws-eusc"},
+}
+
+// partition is the partition of region, the second field of an ARN: a tunnel
+// opened in cn-north-1 is arn:aws-cn:iot:cn-north-1:..., not arn:aws:, and an
+// AWS SDK or IAM policy written for the region expects that.
+func partition(region string) string {
+	for _, p := range partitions {
+		if strings.HasPrefix(region, p.prefix) {
+			return p.partition
+		}
+	}
+	return "aws"
 }
 
 // keyOf is r's place in the ListTunnels order.
