@@ -924,13 +924,26 @@ func (a *Agent) emit(e Event) {
 	a.events.add(e)
 }
 
-// Reload applies a new configuration's service map and log-free settings without
-// dropping live sessions (SIGHUP). authorized_keys files are read at every login
-// anyway. Settings that need a restart are reported.
+// Reload applies a new configuration's service map and who may log in over SSH
+// (ssh.authorized_keys, ssh.trusted_user_ca_keys, ssh.password_hashes) without
+// dropping live sessions (SIGHUP), and logs what keeps those logins from
+// working, as the start does. The files are read at every login anyway.
+// Settings that need a restart are reported.
 func (a *Agent) Reload(cfg *Config) []string {
 	svc := cfg.Services
 	a.svc.Store(&svc)
 	var restart []string
+	// Who may log in applies to every login from now on, as OpenSSH's sshd
+	// reads its config again on SIGHUP: a key, CA or password taken away (the
+	// documented reload after an edit) must not log in until a restart.
+	err := a.ssh.SetLogins(sshd.Logins{AuthorizedKeysFiles: cfg.SSH.AuthorizedKeys,
+		TrustedUserCAKeysFiles: cfg.SSH.TrustedUserCAKeys, PasswordHashes: cfg.SSH.PasswordHashes})
+	if err != nil { // ErrPasswordLoginOff (Validate checked the hashes)
+		restart = append(restart, "ssh.password_hashes (password login was off at start)")
+	}
+	for _, w := range loginWarnings(cfg) {
+		a.log.Warn(w)
+	}
 	if cfg.MQTT != a.cfg.MQTT {
 		restart = append(restart, "mqtt")
 	}
@@ -940,7 +953,7 @@ func (a *Agent) Reload(cfg *Config) []string {
 	if cfg.DataDir != a.cfg.DataDir {
 		restart = append(restart, "data_dir")
 	}
-	if fmt.Sprint(cfg.SSH) != fmt.Sprint(a.cfg.SSH) {
+	if fmt.Sprint(otherSSH(cfg.SSH)) != fmt.Sprint(otherSSH(a.cfg.SSH)) {
 		restart = append(restart, "ssh")
 	}
 	if cfg.Log.Format != a.cfg.Log.Format {
@@ -951,6 +964,12 @@ func (a *Agent) Reload(cfg *Config) []string {
 	}
 	sort.Strings(restart)
 	return restart
+}
+
+// otherSSH is c without the settings Reload applies (sshd.Logins).
+func otherSSH(c SSHConfig) SSHConfig {
+	c.AuthorizedKeys, c.TrustedUserCAKeys, c.PasswordHashes = nil, nil, nil
+	return c
 }
 
 // fingerprint labels a token in logs and events without revealing it; it is the

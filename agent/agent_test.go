@@ -234,6 +234,16 @@ func ctxWithTimeout(t *testing.T, d time.Duration) context.Context {
 // it; stopSource ends the source side (close the client first).
 func (e *agentEnv) sshClient(t *testing.T, tun *tunneltest.Tunnel) (client *gossh.Client, stopSource func()) {
 	t.Helper()
+	client, stopSource, err := e.sshLogin(t, tun, e.signer)
+	if err != nil {
+		t.Fatalf("ssh through the tunnel: %v", err)
+	}
+	return client, stopSource
+}
+
+// sshLogin is sshClient with signer's key, returning the login's error.
+func (e *agentEnv) sshLogin(t *testing.T, tun *tunneltest.Tunnel, signer gossh.Signer) (client *gossh.Client, stopSource func(), err error) {
+	t.Helper()
 	tok, _ := tunnel.NewAccessToken(tun.SourceToken)
 	ready := make(chan string, 1)
 	// One client token per test: the source token may then be used again.
@@ -250,13 +260,13 @@ func (e *agentEnv) sshClient(t *testing.T, tun *tunneltest.Tunnel) (client *goss
 		stopSource()
 		t.Fatal("source did not listen")
 	}
-	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
+	client, err = gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
 	if err != nil {
 		stopSource()
-		t.Fatalf("ssh through the tunnel: %v", err)
+		return nil, nil, err
 	}
-	return client, stopSource
+	return client, stopSource, nil
 }
 
 // sshThrough opens the tunnel's source side and runs cmd over SSH as root; after
@@ -510,6 +520,53 @@ func TestReloadSwapsServiceMap(t *testing.T) {
 	next.Log.Level = "debug" // applied by the command on SIGHUP, no restart
 	if restart := a.Reload(&next); strings.Join(restart, ",") != "log.format,thing_name" {
 		t.Fatalf("Reload reported %q, want log.format and thing_name", restart)
+	}
+}
+
+// TestReloadAppliesLogins: SIGHUP applies who may log in, as OpenSSH's sshd
+// does: an authorized_keys file dropped from the config after a revocation
+// (the documented edit and reload) let its keys log in as root until a
+// restart, with only a "needs a restart: ssh" line.
+func TestReloadAppliesLogins(t *testing.T) {
+	e := newAgentEnv(t)
+	a, _ := e.start(t)
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	login := func(signer gossh.Signer) error {
+		client, stop, err := e.sshLogin(t, tun, signer)
+		if err == nil {
+			client.Close()
+			stop()
+		}
+		return err
+	}
+	if err := login(e.signer); err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	other, _ := gossh.NewSignerFromKey(priv)
+	otherFile := filepath.Join(safeTempDir(t), "authorized_keys")
+	os.WriteFile(otherFile, gossh.MarshalAuthorizedKey(other.PublicKey()), 0o600)
+	next := *e.cfg
+	next.SSH.AuthorizedKeys = []string{otherFile}
+	if restart := a.Reload(&next); len(restart) != 0 {
+		t.Errorf("Reload of authorized_keys reported %q to restart", restart)
+	}
+	if err := login(e.signer); err == nil {
+		t.Error("after a reload that dropped its authorized_keys file, the key still logs in as root")
+	}
+	if err := login(other); err != nil {
+		t.Errorf("the key of the new authorized_keys file: %v", err)
+	}
+	// Password login is offered or not from the start; other [ssh] keys need
+	// a restart as before.
+	next.SSH.PasswordHashes = map[string]string{"root": "$2a$04$abcdefghijklmnopqrstuuC6BhpMh3Vz6nMdSbiTTH1cfBM8o9DB."}
+	next.SSH.MaxSessions = 3
+	if restart := strings.Join(a.Reload(&next), ","); restart != "ssh,ssh.password_hashes (password login was off at start)" {
+		t.Errorf("Reload reported %q", restart)
 	}
 }
 

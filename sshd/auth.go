@@ -173,7 +173,7 @@ func (s *Server) checkPassword(user, password string) error {
 	if s.compareHash != nil {
 		compare = s.compareHash
 	}
-	hash, ok := s.PasswordHashes[user]
+	hash, ok := s.logins().PasswordHashes[user]
 	if !ok {
 		compare(s.dummyHash, []byte(password))
 		return errors.New("no password set for this user")
@@ -283,7 +283,7 @@ func (s *Server) reportKeyRefusals(st *connState) {
 // authorizedKeysPaths expands AuthorizedKeysFiles for a.
 func (s *Server) authorizedKeysPaths(a *account) []string {
 	var out []string
-	for _, p := range s.AuthorizedKeysFiles {
+	for _, p := range s.logins().AuthorizedKeysFiles {
 		var b strings.Builder
 		for i := 0; i < len(p); i++ {
 			if p[i] == '%' && i+1 < len(p) {
@@ -347,7 +347,7 @@ func (s *Server) authorizedKeys(a *account) (keys []authorizedKey, noFile error)
 // trustedCAs reads TrustedUserCAKeysFiles.
 func (s *Server) trustedCAs() []gossh.PublicKey {
 	var out []gossh.PublicKey
-	for _, path := range s.TrustedUserCAKeysFiles {
+	for _, path := range s.logins().TrustedUserCAKeysFiles {
 		keys, _ := s.readKeysFile("trusted user CA keys", path, nil)
 		for _, k := range keys {
 			out = append(out, k.Key)
@@ -455,7 +455,7 @@ func (s *Server) checkLoginMethods() {
 		return
 	}
 	s.log().Warn("no login method can work: no usable password hash, trusted user CA key or authorized_keys file",
-		"authorized_keys_files", s.AuthorizedKeysFiles, "trusted_user_ca_keys_files", s.TrustedUserCAKeysFiles)
+		"authorized_keys_files", s.logins().AuthorizedKeysFiles, "trusted_user_ca_keys_files", s.logins().TrustedUserCAKeysFiles)
 }
 
 // LoginProblem is one reason, found by CheckLogins, why a login method of
@@ -520,8 +520,9 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 		own = users[0]
 	}
 
-	users2 := make([]string, 0, len(s.PasswordHashes))
-	for u := range s.PasswordHashes {
+	l := s.logins()
+	users2 := make([]string, 0, len(l.PasswordHashes))
+	for u := range l.PasswordHashes {
 		users2 = append(users2, u)
 	}
 	slices.Sort(users2)
@@ -533,7 +534,7 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 		}
 	}
 
-	for _, path := range s.TrustedUserCAKeysFiles {
+	for _, path := range l.TrustedUserCAKeysFiles {
 		keys, lineErrs, err := loadKeysFile(path, nil)
 		if err == nil && len(keys) == 0 {
 			err = noKey(lineErrs)

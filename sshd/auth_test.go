@@ -138,6 +138,55 @@ func TestNotRootOnlyOwnUser(t *testing.T) {
 	}
 }
 
+// TestSetLogins: SetLogins changes who may log in for every login after it,
+// as OpenSSH's SIGHUP does; a hash that is not bcrypt's changes nothing.
+func TestSetLogins(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := newSigner(t)
+	var caFile string
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		caFile = filepath.Join(e.dir, "user_ca.pub")
+		writeFile(t, caFile, authorizedLine("", ca.PublicKey()))
+		s.TrustedUserCAKeysFiles = []string{caFile}
+		s.PasswordHashes = map[string]string{"root": string(hash)}
+	})
+	cert := newCert(t, ca, newSigner(t), nil)
+	ok := func(user string, auth gossh.AuthMethod) bool {
+		c, err := e.dial(user, auth)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}
+	if !ok("root", gossh.PublicKeys(e.key)) || !ok("root", gossh.PublicKeys(cert)) || !ok("root", gossh.Password("s3cret")) {
+		t.Fatal("a login method fails before SetLogins")
+	}
+	// What the server started with stays while SetLogins refuses.
+	if err := e.srv.SetLogins(Logins{PasswordHashes: map[string]string{"root": "$2y$secret"}}); err == nil || strings.Contains(err.Error(), "secret") {
+		t.Errorf("SetLogins of a hash that is not bcrypt's: %v", err)
+	}
+	if !ok("root", gossh.PublicKeys(e.key)) || !ok("root", gossh.PublicKeys(cert)) || !ok("root", gossh.Password("s3cret")) {
+		t.Fatal("a refused SetLogins changed the logins")
+	}
+	if err := e.srv.SetLogins(Logins{PasswordHashes: map[string]string{"alice": string(hash)}}); err != nil {
+		t.Fatal(err)
+	}
+	if ok("root", gossh.PublicKeys(e.key)) || ok("root", gossh.PublicKeys(cert)) || ok("root", gossh.Password("s3cret")) {
+		t.Error("a key, CA or password taken away by SetLogins still logs in")
+	}
+	if !ok("alice", gossh.Password("s3cret")) {
+		t.Error("the password SetLogins gave does not log in")
+	}
+	// A server that started without passwords does not offer them.
+	e2 := newEnv(t, nil)
+	if err := e2.srv.SetLogins(Logins{PasswordHashes: map[string]string{"root": string(hash)}}); !errors.Is(err, ErrPasswordLoginOff) {
+		t.Errorf("SetLogins of passwords on a server started without: %v, want ErrPasswordLoginOff", err)
+	}
+}
+
 func TestPasswordAuth(t *testing.T) {
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	if err != nil {

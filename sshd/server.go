@@ -75,6 +75,7 @@ type Server struct {
 
 	// PasswordHashes maps login names to bcrypt hashes ($2a$, $2b$, $2y$).
 	// nil or empty means password authentication is off and not offered.
+	// (SetLogins changes these three settings while the server runs.)
 	PasswordHashes map[string]string
 
 	// PasswdFile and GroupFile are read for login users; "" means
@@ -188,11 +189,14 @@ type Server struct {
 	portStartFile   string   // "": /proc/sys/net/ipv4/ip_unprivileged_port_start
 	nologinFile     string   // "": /etc/nologin
 
-	initOnce  sync.Once
-	initErr   error
-	gs        *gliderssh.Server
-	limiter   *failureLimiter
-	dummyHash []byte // compared against for unknown users, to even out timing
+	initOnce   sync.Once
+	initErr    error
+	gs         *gliderssh.Server
+	limiter    *failureLimiter
+	dummyHash  []byte                 // compared against for unknown users, to even out timing
+	set        atomic.Pointer[Logins] // SetLogins' logins; nil: the fields'
+	passwordOn atomic.Bool            // password login offered (set up with hashes)
+	setUp      atomic.Bool            // setup has run
 
 	connSeq    atomic.Uint64 // numbers connections without an IP address (remoteLabel)
 	pwSlots    chan struct{} // one token per password check running
@@ -253,19 +257,12 @@ func (s *Server) setup() error {
 	if err != nil {
 		return err
 	}
-	cost := bcrypt.DefaultCost
-	for user, h := range s.PasswordHashes {
-		c, err := bcrypt.Cost([]byte(h))
-		if err != nil {
-			return fmt.Errorf("sshd: password hash for %q is not bcrypt: %w", user, err)
-		}
-		if len(h) < 60 {
-			// bcrypt.Cost takes 59 characters; no password matches them.
-			return fmt.Errorf("sshd: password hash for %q is not bcrypt: %d characters, want 60", user, len(h))
-		}
-		cost = c
+	passwords := s.logins().PasswordHashes
+	cost, err := hashesCost(passwords)
+	if err != nil {
+		return err
 	}
-	if len(s.PasswordHashes) > 0 {
+	if len(passwords) > 0 {
 		s.dummyHash, err = bcrypt.GenerateFromPassword([]byte("porthole: no such user"), cost)
 		if err != nil {
 			return fmt.Errorf("sshd: making the dummy password hash: %w", err)
@@ -298,9 +295,11 @@ func (s *Server) setup() error {
 		},
 		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
 	}
-	if len(s.PasswordHashes) > 0 {
+	if len(passwords) > 0 {
 		gs.PasswordHandler = s.passwordHandler
+		s.passwordOn.Store(true)
 	}
+	s.setUp.Store(true)
 	for _, k := range signers {
 		gs.HostSigners = append(gs.HostSigners, k)
 	}
@@ -312,6 +311,61 @@ func (s *Server) setup() error {
 		s.checkLoginMethods()
 	}
 	return nil
+}
+
+// hashesCost checks that every hash is bcrypt's and returns the cost of one
+// (bcrypt.DefaultCost for none), for the dummy hash.
+func hashesCost(hashes map[string]string) (int, error) {
+	cost := bcrypt.DefaultCost
+	for user, h := range hashes {
+		c, err := bcrypt.Cost([]byte(h))
+		if err != nil {
+			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %w", user, err)
+		}
+		if len(h) < 60 {
+			// bcrypt.Cost takes 59 characters; no password matches them.
+			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %d characters, want 60", user, len(h))
+		}
+		cost = c
+	}
+	return cost, nil
+}
+
+// Logins are the settings a login is checked against that SetLogins may
+// change while the server runs: the fields of the same names.
+type Logins struct {
+	AuthorizedKeysFiles    []string
+	TrustedUserCAKeysFiles []string
+	PasswordHashes         map[string]string
+}
+
+// ErrPasswordLoginOff is SetLogins' answer to password hashes given to a
+// server that started without any: password login is offered or not from the
+// start, so they are used only after a restart.
+var ErrPasswordLoginOff = errors.New("sshd: password login was off at start: the password hashes are used after a restart")
+
+// SetLogins replaces the Logins for every login from now on, as OpenSSH's
+// sshd reads its configuration again on SIGHUP: a key, certificate authority
+// or password taken away no longer logs in. Connections that have logged in
+// keep their sessions. A hash that is not bcrypt's is an error, and nothing
+// changes. The caller must not change the slices and map afterwards.
+func (s *Server) SetLogins(l Logins) error {
+	if _, err := hashesCost(l.PasswordHashes); err != nil {
+		return err
+	}
+	s.set.Store(&l)
+	if len(l.PasswordHashes) > 0 && s.setUp.Load() && !s.passwordOn.Load() {
+		return ErrPasswordLoginOff
+	}
+	return nil
+}
+
+// logins are the Logins in effect: SetLogins' last, or the fields.
+func (s *Server) logins() *Logins {
+	if l := s.set.Load(); l != nil {
+		return l
+	}
+	return &Logins{AuthorizedKeysFiles: s.AuthorizedKeysFiles, TrustedUserCAKeysFiles: s.TrustedUserCAKeysFiles, PasswordHashes: s.PasswordHashes}
 }
 
 // serverConfig is called by gliderlabs for every connection.

@@ -167,9 +167,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			}
 			ncfg.Log.SetLevel(&level)
 			if restart := a.Reload(ncfg); len(restart) > 0 {
-				log.Warn("reloaded the service map and log level; these changes need a restart", "keys", strings.Join(restart, ", "))
+				log.Warn("reloaded the service map, SSH logins and log level; these changes need a restart", "keys", strings.Join(restart, ", "))
 			} else {
-				log.Info("reloaded the service map and log level")
+				log.Info("reloaded the service map, SSH logins and log level")
 			}
 		case sig := <-stop:
 			log.Info("stopping", "signal", sig.String())
