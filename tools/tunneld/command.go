@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -110,6 +111,15 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 			fs.Usage()
 			return o, err
 		}
+	}
+	// A --listen net.Listen cannot parse fails the same at every restart, so it is
+	// a usage error (exit 1) here rather than a runtime failure (exit 2) that
+	// Restart=on-failure retries forever. A host name that does not resolve is
+	// left to net.Listen: DNS may come up later.
+	if err := checkListen(o.Listen); err != nil {
+		fmt.Fprintln(stderr, err)
+		fs.Usage()
+		return o, err
 	}
 	if (o.TLSCert == "") != (o.TLSKey == "") {
 		err := errors.New("--tls-cert and --tls-key go together")
@@ -240,6 +250,19 @@ func loopbackOnly(listen string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// checkListen reports whether listen is host:port with a numeric port from 0 to
+// 65535 (0 picks a free one).
+func checkListen(listen string) error {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("invalid value %q for flag -listen: %w", listen, err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("invalid value %q for flag -listen: want host:port with a port from 0 to 65535", listen)
+	}
+	return nil
 }
 
 // configError is an error of Run that a restart cannot mend: a file named on the

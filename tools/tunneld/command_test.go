@@ -59,6 +59,12 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--max-open-tunnels", "0"}, "-max-open-tunnels"}, // not a silent 100
 		{[]string{"--bandwidth", "-5"}, "-bandwidth"},
 		{[]string{"--max-closed-tunnels", "0"}, "-max-closed-tunnels"},
+		// A --listen no restart mends is a usage error (exit 1), not a runtime
+		// failure (exit 2) that Restart=on-failure retries forever.
+		{[]string{"--listen", "127.0.0.1"}, "-listen"},
+		{[]string{"--listen", "127.0.0.1:99999"}, "-listen"},
+		{[]string{"--listen", "127.0.0.1:abc"}, "-listen"},
+		{[]string{"--listen", ":-1"}, "-listen"},
 	} {
 		var stderr strings.Builder
 		_, err := ParseFlags(tc.args, &stderr)

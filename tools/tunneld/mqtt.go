@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -167,6 +168,11 @@ func brokerURL(s string) (*url.URL, error) {
 	}
 	if u.Port() == "" {
 		return nil, fmt.Errorf("mqtt broker %q: no port", s)
+	}
+	// url.Parse takes any digits; a port no dial reaches would be retried in
+	// the background for as long as tunneld runs, not refused at start.
+	if p, err := strconv.ParseUint(u.Port(), 10, 16); err != nil || p == 0 {
+		return nil, fmt.Errorf("mqtt broker %q: port %s, want 1 to 65535", s, u.Port())
 	}
 	return u, nil
 }

@@ -46,6 +46,19 @@ func TestPlainBrokerWithTLSFilesIsRefused(t *testing.T) {
 	}
 }
 
+// A broker port no dial can reach is refused at start (exit 1), not retried
+// in the background for as long as tunneld runs.
+func TestBrokerPortOutOfRangeIsRefused(t *testing.T) {
+	for _, broker := range []string{"127.0.0.1:99999", "mqtts://127.0.0.1:65536", "127.0.0.1:0"} {
+		if u, err := brokerURL(broker); err == nil {
+			t.Errorf("brokerURL(%q) = %v, want an error", broker, u)
+		}
+	}
+	if _, err := brokerURL("mqtts://broker.example:8883"); err != nil {
+		t.Errorf("brokerURL(mqtts://broker.example:8883): %v", err)
+	}
+}
+
 // mosquittoNotifier is an MQTTNotifier publishing to broker with the publisher's
 // certificate, closed when the test ends.
 func mosquittoNotifier(t *testing.T, broker *mqtttest.Broker) *MQTTNotifier {
