@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/porthole-iot/porthole/tools/console"
 )
 
@@ -63,7 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	vendorDir := fs.String("vendor-dir", "", "serve xterm.js from this directory instead of the copy built in (tools/console/web/vendor)")
 	debug := fs.Bool("debug", false, "log every request (method and path only)")
 	var keys keyFlags
-	fs.Var(&keys, "key", "private key offered for logins, [NAME=]PATH (repeatable; the first is pre-selected)")
+	fs.Var(&keys, "key", "private key offered for logins, [NAME=]PATH, without a passphrase (repeatable; the first is pre-selected; "+
+		"a key with a passphrase can be pasted in the page with it instead)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -120,6 +123,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	}
+	// The keys are read again at each login (the files may be replaced), but
+	// checked here too, as --tls-cert is: a key that does not read, or has a
+	// passphrase (which --key has no way to take), would fail every login in
+	// the page after a start that looked fine.
+	for _, k := range keys {
+		if err := checkKey(k); err != nil {
+			fmt.Fprintf(stderr, "porthole-console: %v\n", err)
+			return 1
+		}
+	}
 	if *vendorDir != "" {
 		cfg.Vendor = os.DirFS(*vendorDir)
 	}
@@ -162,4 +175,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	srv.Shutdown(sctx)
 	return 0
+}
+
+// checkKey reports whether k's file holds a private key ssh can use without a
+// passphrase. Its errors never quote the file.
+func checkKey(k console.Key) error {
+	b, err := os.ReadFile(k.Path)
+	if err != nil {
+		return fmt.Errorf("--key %s: %w", k.Name, err)
+	}
+	_, err = ssh.ParsePrivateKey(b)
+	var missing *ssh.PassphraseMissingError
+	switch {
+	case errors.As(err, &missing):
+		return fmt.Errorf("--key %s (%s): the key has a passphrase, which --key does not take: "+
+			"give a copy without one (ssh-keygen -p -f COPY), or paste the key and its passphrase in the page", k.Name, k.Path)
+	case err != nil:
+		return fmt.Errorf("--key %s (%s): not an OpenSSH or PEM private key", k.Name, k.Path)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/tools/tunneld"
+	"golang.org/x/crypto/ssh"
 )
 
 // The TLS flags go together, and a certificate or key that cannot be read or
@@ -221,4 +223,65 @@ func standInVendor(t *testing.T, dir string) string {
 		}
 	}
 	return vendor
+}
+
+// --key is checked before anything listens, as --tls-cert is: an operator's
+// usual key is passphrase-protected, which --key cannot take, and a key that
+// does not read made every login fail in the page after a start that looked
+// fine. The refusal names --key and never quotes the file.
+func TestKeyFlagCheckedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	vendor := standInVendor(t, dir)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	plain, _ := ssh.MarshalPrivateKey(priv, "operator")
+	encrypted, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "operator", []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := func(name string, b []byte) string {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, b, 0o600)
+		return path
+	}
+	plainFile, encFile := file("id_plain", pem.EncodeToMemory(plain)), file("id_ed25519", pem.EncodeToMemory(encrypted))
+	garbage := file("id_garbage", []byte("SECRET-LOOKING-TEXT\n"))
+	for _, tc := range []struct {
+		key  string
+		want string // in stderr; "" means the console starts
+	}{
+		{"op=" + plainFile, ""},
+		{encFile, "passphrase"},
+		{filepath.Join(dir, "missing"), "no such file"},
+		{garbage, "private key"},
+	} {
+		out, errs := &lockedBuffer{}, &lockedBuffer{}
+		done := make(chan int, 1)
+		go func() {
+			done <- run([]string{"--listen", "127.0.0.1:0", "--host-keys", filepath.Join(dir, "hk.json"),
+				"--vendor-dir", vendor, "--key", tc.key}, out, errs)
+		}()
+		code, started := -1, false
+		for deadline := time.Now().Add(5 * time.Second); code == -1 && !started; time.Sleep(20 * time.Millisecond) {
+			select {
+			case code = <-done:
+			default:
+				started = strings.Contains(out.String(), "#token=")
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("--key %s: the console neither started nor refused", tc.key)
+			}
+		}
+		if started {
+			syscall.Kill(os.Getpid(), syscall.SIGINT)
+			code = <-done
+		}
+		switch {
+		case tc.want == "" && !started:
+			t.Errorf("--key %s: run = %d, %q; want the console started", tc.key, code, errs.String())
+		case tc.want != "" && (code != 1 || !strings.Contains(errs.String(), "--key") || !strings.Contains(errs.String(), tc.want)):
+			t.Errorf("--key %s: run = %d (started %v), %q; want 1 naming --key and %q", tc.key, code, started, errs.String(), tc.want)
+		case strings.Contains(errs.String(), "SECRET-LOOKING") || strings.Contains(errs.String(), "BEGIN"):
+			t.Errorf("--key %s: stderr quotes the file: %q", tc.key, errs.String())
+		}
+	}
 }
