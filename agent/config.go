@@ -178,6 +178,15 @@ type SetDuration Duration
 // zeroGiven is a SetDuration given as zero, until setDefaults.
 const zeroGiven = SetDuration(-1)
 
+// zeroed turns zeroGiven into zero, for the default, adding key to keys.
+func (d *SetDuration) zeroed(key string, keys []string) []string {
+	if *d != zeroGiven {
+		return keys
+	}
+	*d = 0
+	return append(keys, key)
+}
+
 // UnmarshalText parses b as Duration does; zero is zeroGiven.
 func (d *SetDuration) UnmarshalText(b []byte) error {
 	if err := (*Duration)(d).UnmarshalText(b); err != nil {
@@ -188,9 +197,6 @@ func (d *SetDuration) UnmarshalText(b []byte) error {
 	}
 	return nil
 }
-
-// MarshalText writes the duration as Go does.
-func (d SetDuration) MarshalText() ([]byte, error) { return Duration(d).MarshalText() }
 
 // maxConfigSize bounds the config file; the example with every key is 9 KiB.
 const maxConfigSize = 1 << 20
@@ -278,15 +284,8 @@ func (c *Config) setDefaults() {
 	if c.MQTT.ClientID == "" {
 		c.MQTT.ClientID = c.ThingName
 	}
-	for _, d := range []struct {
-		key string
-		v   *SetDuration
-	}{{"mqtt.keepalive", &c.MQTT.KeepAlive}, {"tunnel.ping_interval", &c.Tunnel.PingInterval}} {
-		if *d.v == zeroGiven {
-			*d.v = 0
-			c.zeroDefaulted = append(c.zeroDefaulted, d.key)
-		}
-	}
+	c.zeroDefaulted = c.MQTT.KeepAlive.zeroed("mqtt.keepalive", nil)
+	c.zeroDefaulted = c.Tunnel.PingInterval.zeroed("tunnel.ping_interval", c.zeroDefaulted)
 	if c.MQTT.KeepAlive == 0 {
 		c.MQTT.KeepAlive = SetDuration(60 * time.Second)
 	}
@@ -714,9 +713,6 @@ func startWarnings(cfg *Config) []string {
 	}
 	if w := dataDirWarning(cfg.DataDir); w != "" {
 		out = append(out, w)
-	}
-	for _, w := range sshd.HostKeyWarnings(cfg.DataDir, cfg.SSH.HostKeys) {
-		out = append(out, "ssh.host_keys: "+w)
 	}
 	return append(out, loginWarnings(cfg)...)
 }

@@ -92,45 +92,20 @@ func readExtraKeys(extra []string) ([]gossh.Signer, error) {
 	return out, nil
 }
 
-// onePerType keeps the last key of each type, in the place of the first: a
-// server presents one key of each type, and x/crypto's AddHostKey replaces a
-// key of the type it already has. Done here, so that PublicKeys (porthole
-// keygen, the start's log line) names the keys clients are shown.
+// onePerType keeps the last key of each type: a server presents one key of
+// each type, and x/crypto's AddHostKey replaces a key of the type it already
+// has. Done here, so that PublicKeys (porthole keygen, the start's "host key"
+// lines) names the keys clients are shown.
 func onePerType(keys []gossh.Signer) []gossh.Signer {
 	var out []gossh.Signer
-	at := map[string]int{}
-	for _, k := range keys {
-		t := k.PublicKey().Type()
-		if i, ok := at[t]; ok {
-			out[i] = k
-			continue
+next:
+	for i, k := range keys {
+		for _, later := range keys[i+1:] {
+			if later.PublicKey().Type() == k.PublicKey().Type() {
+				continue next
+			}
 		}
-		at[t] = len(out)
 		out = append(out, k)
-	}
-	return out
-}
-
-// HostKeyWarnings names the host keys that are not presented: a HostKeyFiles
-// entry of a type an entry after it has too, or the ed25519 key in dataDir
-// when an entry is ed25519. Files that cannot be read are left to
-// CheckHostKeys.
-func HostKeyWarnings(dataDir string, extra []string) []string {
-	last := map[string]string{}
-	if dataDir != "" {
-		last[gossh.KeyAlgoED25519] = filepath.Join(dataDir, HostKeyFile)
-	}
-	var out []string
-	for _, p := range extra {
-		s, err := readHostKey(p)
-		if err != nil {
-			continue
-		}
-		t := s.PublicKey().Type()
-		if prev, ok := last[t]; ok {
-			out = append(out, fmt.Sprintf("%s is not presented: %s is a %s key too, and a server presents one key of each type (the last)", prev, p, t))
-		}
-		last[t] = p
 	}
 	return out
 }

@@ -207,14 +207,6 @@ func TestExtraHostKeys(t *testing.T) {
 	if presented == nil || !keysEqual(presented, edPub) {
 		t.Fatalf("the server presents another ed25519 key than PublicKeys names")
 	}
-	w := HostKeyWarnings(s.DataDir, s.HostKeyFiles)
-	if len(w) != 2 || !strings.HasPrefix(w[0], filepath.Join(s.DataDir, HostKeyFile)+" is not presented: "+ed+" is a ssh-ed25519 key too") ||
-		!strings.HasPrefix(w[1], extra+" is not presented: "+extra2) {
-		t.Errorf("HostKeyWarnings = %q", w)
-	}
-	if w := HostKeyWarnings(s.DataDir, []string{extra}); len(w) != 0 {
-		t.Errorf("HostKeyWarnings of keys of types of their own = %q", w)
-	}
 }
 
 // writeEd25519Key writes a fresh ed25519 private key to path (0600) and
