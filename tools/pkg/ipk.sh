@@ -55,11 +55,17 @@ fi
 # without the v, or a bare dotted number (1.2.3). Anything else is 0+ it, so that
 # it sorts below every release: git describe --always on an untagged tree gives a
 # bare commit hash, which may start with a digit (1a84f1f-dirty) but has no dot.
+# A pre-release's - becomes ~ (v10.0.0-rc1: 10.0.0~rc1, and 10.0.0~rc1-3-gabcdef
+# built on it): opkg orders versions as dpkg does, where 10.0.0-rc1 is upstream
+# 10.0.0, revision rc1, after 10.0.0, so opkg would never upgrade a candidate to
+# its release; ~ sorts before anything, even the end. A build after a release
+# (1.2.3-4-gabcdef) stays after it.
 case $version in
   v[0-9]*)  pkgver=${version#v} ;;
   [0-9]*.*) pkgver=$version ;;
   *)        pkgver=0+$version ;;
 esac
+pkgver=$(printf '%s\n' "$pkgver" | sed -E 's/^([0-9][0-9.]*)-(rc|alpha|beta|pre)/\1~\2/')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 data=$work/data ctrl=$work/control

@@ -188,15 +188,17 @@ func checkIPK(t *testing.T, arch string, raw []byte, bin string) {
 }
 
 // TestIPKVersion: a release (a v tag as git describe gives it) is the package
-// version without the v; anything else, a bare commit hash from git describe
-// --always whatever its first character, or dev, is 0+ it, which opkg sorts
-// below every release.
+// version without the v, a pre-release's - a ~ (TestIPKPreReleaseSortsBeforeRelease);
+// anything else, a bare commit hash from git describe --always whatever its
+// first character, or dev, is 0+ it, which opkg sorts below every release.
 func TestIPKVersion(t *testing.T) {
 	bin := tinyBinary(t, "mipsle", "GOMIPS=softfloat")
 	for _, tc := range []struct{ version, want string }{
 		{"v1.2.3", "1.2.3"},
 		{"v1.2.3-4-gabcdef-dirty", "1.2.3-4-gabcdef-dirty"},
-		{"v10.0.0-rc1", "10.0.0-rc1"},
+		{"v10.0.0-rc1", "10.0.0~rc1"},
+		{"v10.0.0-rc1-3-gabcdef-dirty", "10.0.0~rc1-3-gabcdef-dirty"},
+		{"v2.0.0-beta.2", "2.0.0~beta.2"},
 		{"1.2.3", "1.2.3"},
 		{"1a84f1f-dirty", "0+1a84f1f-dirty"},
 		{"1a84f1f", "0+1a84f1f"},
@@ -364,5 +366,47 @@ func TestIPKInstalledSize(t *testing.T) {
 	defer os.RemoveAll(shm)
 	if !bytes.Equal(build(shm), raw) {
 		t.Error("the package built with TMPDIR on tmpfs differs from the one built on disk")
+	}
+}
+
+// TestIPKPreReleaseSortsBeforeRelease: opkg orders versions as dpkg does
+// (libopkg's verrevcmp, the revision split at the last '-'), so a release
+// candidate's package must sort before the release's, and so must a build
+// made on top of the candidate (git describe v10.0.0-rc1-3-gabcdef).
+// Otherwise `opkg upgrade` never moves a device from the candidate to the
+// release, and `opkg install porthole_10.0.0_*.ipk` says "Not downgrading
+// package porthole ... from 10.0.0-rc1 to 10.0.0" and exits 0 with the
+// candidate still installed. dpkg --compare-versions stands in for opkg: the
+// same algorithm.
+func TestIPKPreReleaseSortsBeforeRelease(t *testing.T) {
+	if _, err := exec.LookPath("dpkg"); err != nil {
+		t.Skip("dpkg not installed")
+	}
+	bin := tinyBinary(t, "mipsle", "GOMIPS=softfloat")
+	version := func(tag string) string {
+		out := t.TempDir()
+		if b, err := exec.Command("./ipk.sh", "mipsel_24kc", tag, out, bin).CombinedOutput(); err != nil {
+			t.Fatalf("ipk.sh %s: %v\n%s", tag, err, b)
+		}
+		names, _ := filepath.Glob(filepath.Join(out, "*.ipk"))
+		raw, err := os.ReadFile(names[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctrl := readTarGz(t, "control.tar.gz", ipkMembers(t, raw)["./control.tar.gz"])
+		for _, l := range strings.Split(string(ctrl["./control"].data), "\n") {
+			if v, ok := strings.CutPrefix(l, "Version: "); ok {
+				return v
+			}
+		}
+		t.Fatalf("ipk.sh %s: no Version in control", tag)
+		return ""
+	}
+	release := version("v10.0.0")
+	for _, tag := range []string{"v10.0.0-rc1", "v10.0.0-rc1-3-gabcdef", "v10.0.0-beta2"} {
+		pre := version(tag)
+		if err := exec.Command("dpkg", "--compare-versions", pre, "lt", release).Run(); err != nil {
+			t.Errorf("package of %s has version %s, which opkg orders after the release's %s: opkg upgrade never installs the release over it", tag, pre, release)
+		}
 	}
 }
