@@ -274,3 +274,21 @@ func TestUCIAuthorizedKeysOption(t *testing.T) {
 		}
 	})
 }
+
+// TestUCIRenderLeavesDataDirParentsToTheMount: a data_dir on storage that is
+// mounted later in boot (USB, extroot: option data_dir /mnt/usb/porthole)
+// must not be made on the root file system before the mount. The agent makes
+// data_dir only, never the directories above it, and exits 2 until they
+// exist (docs/devices.md), so that it never runs with a fresh host key under
+// the mount point. The init script must not undo that with mkdir -p.
+func TestUCIRenderLeavesDataDirParentsToTheMount(t *testing.T) {
+	openwrtShells(t, func(t *testing.T, shell []string) {
+		mnt := filepath.Join(t.TempDir(), "mnt", "usb") // not mounted yet
+		data := filepath.Join(mnt, "porthole")
+		_, out, err := renderUCI(t, shell, "start_service", map[string]string{"main_data_dir": data})
+		t.Logf("start_service: %v\n%s", err, out)
+		if _, err := os.Stat(mnt); err == nil {
+			t.Errorf("start_service made %s, the mount point's directory above data_dir: the agent will make a new host key there on the root file system, under the storage mounted later", mnt)
+		}
+	})
+}
