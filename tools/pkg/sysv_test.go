@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -248,7 +249,7 @@ func withEachStartStopDaemon(t *testing.T, test func(t *testing.T, shell, binDir
 		// BusyBox's applets before the host's: start-stop-daemon and the tools
 		// the script calls are BusyBox's.
 		dir := t.TempDir()
-		for _, applet := range []string{"start-stop-daemon", "cat", "dirname", "mkdir", "mv", "rm", "sleep", "tail", "wc"} {
+		for _, applet := range []string{"start-stop-daemon", "cat", "dirname", "ln", "mkdir", "mv", "readlink", "rm", "sleep", "tail", "wc"} {
 			if err := os.Symlink(bb, filepath.Join(dir, applet)); err != nil {
 				t.Fatal(err)
 			}
@@ -969,6 +970,79 @@ func TestSysVRestartFromALoginLogMode(t *testing.T) {
 		if fi, err := os.Stat(r.log); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("the log made by restart in a login (after rotating the old one to %s.1): mode %v, %v; want 0600, as start makes it",
 				filepath.Base(r.log), fi.Mode(), err)
+		}
+	})
+}
+
+// TestSysVConcurrentStartsStartOneAgent: two `start`s at once (a boot's rcS
+// and an OTA or watchdog script, two if-up hooks) must leave one agent, named
+// by the pid file, which stop then stops. Each start removes the pid file
+// and runs start-stop-daemon without anything that makes the check and the
+// start one step, so both start an agent and the pid file names only the last
+// one. With the real agent, the one that loses the race for data_dir's lock
+// exits 1 ten seconds later; if the pid file names that one, the running
+// agent is out of the script's reach: status says not running, stop stops
+// nothing (at shutdown the agent gets no SIGTERM from rcK), and every later
+// start says OK for an agent that exits after 10 s.
+func TestSysVConcurrentStartsStartOneAgent(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newSysVRig(t, fake, shell, binDir)
+		r.run("status") // writes the rig's /etc/default/porthole
+		var wg sync.WaitGroup
+		outs := make([]string, 2)
+		for i := range outs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				args := strings.Fields(r.command("start"))
+				cmd := exec.Command(args[0], args[1:]...)
+				cmd.Env = append(slices.Clone(r.env), "PORTHOLE_DEFAULTS="+filepath.Join(r.dir, "default"))
+				out, _ := cmd.CombinedOutput()
+				outs[i] = string(out)
+			}()
+		}
+		wg.Wait()
+		t.Logf("two starts at once: %q", outs)
+		started := r.eventPidsWait("started", 2, 2*time.Second)
+		if len(started) != 1 {
+			t.Errorf("two starts at once started agents %v (pid file: %d), want one", started, r.pidFile())
+		}
+		r.run("stop")
+		for _, pid := range started {
+			if procAlive(pid) {
+				t.Errorf("after stop: agent %d still running, out of the script's reach (agents started %v)", pid, started)
+			}
+		}
+	})
+}
+
+// TestSysVStaleLock: the lock start, stop, restart and reload take is left by
+// a script that was killed (SIGKILL, a login's end); it must not keep the
+// service from starting or stopping. It names its holder by pid and start
+// time, so a pid another process has now does not hold it either.
+func TestSysVStaleLock(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newSysVRig(t, fake, shell, binDir)
+		lock := r.pidfile + ".lock"
+		os.MkdirAll(filepath.Dir(lock), 0o755)
+		for _, holder := range []string{"999999999 1", strconv.Itoa(os.Getpid()) + " 1"} {
+			os.Remove(lock)
+			if err := os.Symlink(holder, lock); err != nil {
+				t.Fatal(err)
+			}
+			begin := time.Now()
+			out, err := r.run("start")
+			if err != nil || !strings.Contains(out, "OK") || time.Since(begin) > 10*time.Second {
+				t.Errorf("start with a lock held by %q, gone: %v %q after %v, want OK at once", holder, err, out, time.Since(begin).Round(time.Millisecond))
+			}
+			if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
+				t.Errorf("stop: %v %q, want OK", err, out)
+			}
+			if _, err := os.Lstat(lock); err == nil {
+				t.Errorf("after stop: %s is left", lock)
+			}
 		}
 	})
 }
