@@ -7,17 +7,25 @@ import (
 )
 
 // backoff is exponential backoff with jitter: attempt n (n ≥ 1) waits a
-// random duration in [min, min·2ⁿ], with min·2ⁿ capped at max. Attempt 0
-// waits nothing. The floor keeps a flapping link from spinning; the jitter keeps
-// a fleet of devices from reconnecting in step after a broker restart.
+// random duration in [min, min·2ⁿ], with min·2ⁿ capped at max. Attempt 0 (the
+// reconnect after a lasting connection) waits a random duration in [0, min]:
+// full jitter below the floor. The floor keeps a flapping link from spinning;
+// the jitter keeps a fleet of devices from reconnecting in step when the broker
+// drops every connection at once (a broker restarted or a load balancer node
+// drained, AWS IoT Core's SERVER_INITIATED_DISCONNECT), into the account's
+// connect-rate quota.
 type backoff struct {
 	min, max time.Duration
 	rand     func(n int64) int64 // nil means math/rand/v2.Int64N; a test seam
 }
 
 func (b backoff) delay(attempt int) time.Duration {
+	r := rand.Int64N
+	if b.rand != nil {
+		r = b.rand
+	}
 	if attempt <= 0 {
-		return 0
+		return time.Duration(r(int64(b.min) + 1))
 	}
 	ceil := b.min
 	for i := 0; i < attempt && ceil < b.max; i++ {
@@ -26,10 +34,6 @@ func (b backoff) delay(attempt int) time.Duration {
 	ceil = min(ceil, b.max)
 	if ceil <= b.min {
 		return b.min
-	}
-	r := rand.Int64N
-	if b.rand != nil {
-		r = b.rand
 	}
 	return b.min + time.Duration(r(int64(ceil-b.min)+1))
 }

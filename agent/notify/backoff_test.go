@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -13,7 +14,7 @@ func TestBackoffDelay(t *testing.T) {
 		attempt           int
 		lowWant, highWant time.Duration
 	}{
-		{attempt: 0, lowWant: 0, highWant: 0},
+		{attempt: 0, lowWant: 0, highWant: time.Second},
 		{attempt: 1, lowWant: time.Second, highWant: 2 * time.Second},
 		{attempt: 2, lowWant: time.Second, highWant: 4 * time.Second},
 		{attempt: 6, lowWant: time.Second, highWant: 64 * time.Second},
@@ -53,8 +54,10 @@ func TestShortConnectionsBackOff(t *testing.T) {
 		ready:   make(chan struct{}),
 		now:     func() time.Time { return now },
 	}
-	if d := l.reconnectDelay(0); d != 0 {
-		t.Errorf("first reconnect waits %v, want 0", d)
+	// The rand seam takes the top of each range: the reconnect after a lasting
+	// connection waits up to min (full jitter below the floor).
+	if d := l.reconnectDelay(0); d != time.Second {
+		t.Errorf("first reconnect waits up to %v, want 1s", d)
 	}
 	for i, want := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {
 		l.upAt = now.Add(-time.Second)
@@ -72,10 +75,41 @@ func TestShortConnectionsBackOff(t *testing.T) {
 	rec.waitFor("level=WARN", "mqtt reconnecting", "short_connections=3", `client id \"dev-1\"`)
 	l.upAt = now.Add(-stableConnection)
 	l.connectionDown()
-	if d := l.reconnectDelay(0); d != 0 {
-		t.Errorf("after a lasting connection the reconnect waits %v, want 0", d)
+	if d := l.reconnectDelay(0); d != time.Second {
+		t.Errorf("after a lasting connection the reconnect waits up to %v, want 1s", d)
 	}
 	if n := rec.count("hint="); n != 1 {
 		t.Errorf("a lasting connection's reconnect line has a hint")
+	}
+}
+
+// A fleet whose broker drops every connection at once while it still accepts
+// new ones (a broker node drained or restarted behind a load balancer, AWS IoT
+// Core's SERVER_INITIATED_DISCONNECT "for operational reasons"): every device's
+// connection was lasting, so each reconnected after exactly 0 s, in step, into
+// the account's connect-rate quota. Here 1000 devices with the defaults compute
+// their first reconnect delay after losing a lasting connection.
+func TestFleetReconnectIsJittered(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	distinct := map[time.Duration]bool{}
+	for range 1000 {
+		l := &Listener{
+			cfg:     Config{ClientID: "dev"},
+			log:     slog.New(slog.DiscardHandler),
+			backoff: backoff{min: DefaultConnectRetryMin, max: DefaultConnectRetryMax},
+			ready:   make(chan struct{}),
+			now:     func() time.Time { return now },
+		}
+		l.upAt = now.Add(-time.Hour) // a connection that lasted an hour
+		l.connectionDown()
+		d := l.reconnectDelay(0)
+		if d < 0 || d > DefaultConnectRetryMin {
+			t.Fatalf("the reconnect after a lasting connection waits %v, want at most %v", d, DefaultConnectRetryMin)
+		}
+		distinct[d] = true
+	}
+	if len(distinct) < 100 {
+		t.Errorf("1000 devices that lost a lasting connection at the same moment reconnect after %d distinct delays: in step, no jitter",
+			len(distinct))
 	}
 }

@@ -84,7 +84,8 @@ type Config struct {
 	// ConnectRetryMin and ConnectRetryMax bound the jittered exponential
 	// backoff between failed connection attempts and between refused
 	// subscriptions: attempt n waits a random time in [min, min·2ⁿ], capped
-	// at max. Zero means 1 s and 2 min.
+	// at max; the reconnect after a lasting connection waits a random time in
+	// [0, min]. Zero means 1 s and 2 min.
 	ConnectRetryMin time.Duration
 	ConnectRetryMax time.Duration
 

@@ -49,8 +49,10 @@ func (lk *link) end(f func()) {
 // in a row the unacknowledged messages are dropped with the state (dropPoison).
 func (l *Listener) maintain(ctx context.Context) *state.State {
 	sess := state.NewInMemory()
-	for attempt := 0; ; attempt++ {
-		if ctx.Err() != nil || !sleep(ctx, l.reconnectDelay(attempt)) {
+	// The first connection of a Run is made at once; every later one waits
+	// reconnectDelay.
+	for attempt, start := 0, true; ; attempt, start = attempt+1, false {
+		if ctx.Err() != nil || !start && !sleep(ctx, l.reconnectDelay(attempt)) {
 			return sess
 		}
 		if l.dropPoison() {
@@ -77,7 +79,7 @@ func (l *Listener) maintain(ctx context.Context) *state.State {
 			return sess
 		}
 		l.connectionDown()
-		attempt = -1 // the first reconnect waits only for the short connections
+		attempt = -1 // the first reconnect waits up to min, more after short connections
 	}
 }
 
@@ -99,8 +101,9 @@ func (l *Listener) disconnect(lk *link) {
 }
 
 // reconnectDelay is the wait before connection attempt number attempt
-// (0 = the first after a start or a lost connection, which waits only if
-// the connections before did not last): flaps adds the connections that
+// (0 = the first after a lost connection, which waits a random time up to
+// ConnectRetryMin if the connections before lasted, so that a fleet the broker
+// dropped at once does not come back in step): flaps adds the connections that
 // ended before stableConnection.
 func (l *Listener) reconnectDelay(attempt int) time.Duration {
 	l.mu.Lock()
