@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/eclipse/paho.golang/paho/session/state"
 )
 
 // disconnectTimeout bounds writing the DISCONNECT when Run ends, so that a
@@ -47,8 +46,8 @@ func (lk *link) end(f func()) {
 // allow, under MQTT 3.1.1; Mosquitto for a malformed one) would end every
 // later connection as it comes up: after poisonedConnections such connections
 // in a row the unacknowledged messages are dropped with the state (dropPoison).
-func (l *Listener) maintain(ctx context.Context) *state.State {
-	sess := state.NewInMemory()
+func (l *Listener) maintain(ctx context.Context) *sessionState {
+	sess := l.newSession()
 	// The first connection of a Run is made at once; every later one waits
 	// reconnectDelay.
 	for attempt, start := 0, true; ; attempt, start = attempt+1, false {
@@ -57,7 +56,7 @@ func (l *Listener) maintain(ctx context.Context) *state.State {
 		}
 		if l.dropPoison() {
 			_ = sess.Close() // a Publish still waiting returns (ErrRefused)
-			sess = state.NewInMemory()
+			sess = l.newSession()
 		}
 		lk, ca, err := l.connect(ctx, sess)
 		if err != nil {
@@ -81,6 +80,23 @@ func (l *Listener) maintain(ctx context.Context) *state.State {
 		l.connectionDown()
 		attempt = -1 // the first reconnect waits up to min, more after short connections
 	}
+}
+
+// newSession makes the session state the next connections use.
+func (l *Listener) newSession() *sessionState {
+	s := newSessionState()
+	l.mu.Lock()
+	l.sess = s
+	l.mu.Unlock()
+	return s
+}
+
+// unackedLocked is how many messages the session holds unacknowledged.
+func (l *Listener) unackedLocked() int {
+	if l.sess == nil {
+		return 0
+	}
+	return l.sess.unackedCount()
 }
 
 // disconnect sends a DISCONNECT (reason 0: the broker keeps the session
@@ -152,8 +168,7 @@ func (l *Listener) connectionDown() {
 	switch {
 	case lasted >= stableConnection:
 		l.flaps, l.poisoned = 0, 0
-		l.orphans = 0 // sent again as it came up, and acknowledged: it lasted
-	case l.waiting+l.orphans > 0:
+	case l.unackedLocked() > 0:
 		l.flaps, l.poisoned = min(l.flaps+1, 16), l.poisoned+1
 	default:
 		l.flaps, l.poisoned = min(l.flaps+1, 16), 0
@@ -186,8 +201,8 @@ func (l *Listener) dropPoison() bool {
 	if l.poisoned < poisonedConnections {
 		return false
 	}
-	n := l.waiting + l.orphans
-	l.poisoned, l.orphans = 0, 0
+	n := l.unackedLocked()
+	l.poisoned = 0
 	l.drops++
 	l.log.Warn("mqtt: the broker closed the connection each time while messages were unacknowledged; dropping them, as it would close every connection they are sent on",
 		"messages", n, "connections", poisonedConnections,

@@ -62,13 +62,12 @@ type Listener struct {
 	maxPacket  uint32             // the broker's Maximum Packet Size on this connection; 0: none stated
 	flaps      int                // connections in a row that ended before stableConnection
 
-	// What the session holds unacknowledged, for dropping what the broker
-	// answers by closing the connection (see dropPoison): Publish calls
-	// waiting for their PUBACK, and messages whose Publish gave up waiting
-	// (paho keeps them and sends them again on the next connection).
-	waiting, orphans int
-	poisoned         int    // short connections in a row that ended with messages unacknowledged
-	drops            uint64 // how many times the unacknowledged messages were dropped
+	// sess is the session state of the current Run (nil: not running): what
+	// it holds unacknowledged is dropped when the broker answers it by closing
+	// the connection (see dropPoison).
+	sess     *sessionState
+	poisoned int    // short connections in a row that ended with messages unacknowledged
+	drops    uint64 // how many times the unacknowledged messages were dropped
 }
 
 // New validates cfg, reads its certificate files and returns a Listener.
@@ -147,6 +146,7 @@ func (l *Listener) stopped() {
 	l.mu.Lock()
 	l.running = false
 	l.cli = nil
+	l.sess = nil
 	if l.connCancel != nil {
 		l.connCancel()
 		l.connCancel = nil
@@ -201,9 +201,6 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 	// closes the connection, and the session would send the PUBLISH again on
 	// every reconnect, ending each connection as it comes up.
 	fits := maxPacket == 0 || uint64(size) <= uint64(maxPacket) // not int(maxPacket): negative from 2^31 on 32-bit devices
-	if cli != nil && fits {
-		l.waiting++
-	}
 	l.mu.Unlock()
 	switch {
 	case cli == nil:
@@ -214,11 +211,7 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 	}
 	resp, err := cli.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
 	l.mu.Lock()
-	l.waiting--
 	dropped := l.drops != drops
-	if !dropped && err != nil && resp == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
-		l.orphans++ // in the session still, sent again on the next connection
-	}
 	l.mu.Unlock()
 	switch {
 	case dropped && err != nil:

@@ -252,12 +252,33 @@ func runCuttable(t *testing.T, cfg Config) (*Listener, *cuttableDialer) {
 
 // cuttableDialer is the listener's dial seam: cut closes the TCP
 // connections it made, as a lost uplink does, and holds new ones back
-// until released.
+// until released; stall makes them half-open (writes succeed and are lost,
+// nothing arrives) until the next cut.
 type cuttableDialer struct {
-	mu    sync.Mutex
-	conns []net.Conn
-	hold  chan struct{} // non-nil: dials wait until it is closed
+	mu      sync.Mutex
+	conns   []net.Conn
+	hold    chan struct{} // non-nil: dials wait until it is closed
+	stalled bool
 }
+
+// stallConn is a connection of a cuttableDialer, whose writes go nowhere while
+// the dialer is stalled.
+type stallConn struct {
+	net.Conn
+	d *cuttableDialer
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	c.d.mu.Lock()
+	stalled := c.d.stalled
+	c.d.mu.Unlock()
+	if stalled {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (d *cuttableDialer) stall() { d.mu.Lock(); d.stalled = true; d.mu.Unlock() }
 
 func (d *cuttableDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	d.mu.Lock()
@@ -276,6 +297,7 @@ func (d *cuttableDialer) dial(ctx context.Context, network, addr string) (net.Co
 		d.mu.Lock()
 		d.conns = append(d.conns, c)
 		d.mu.Unlock()
+		return &stallConn{Conn: c, d: d}, nil
 	}
 	return c, err
 }
@@ -289,7 +311,7 @@ func (d *cuttableDialer) cut() (release func()) {
 	for _, c := range d.conns {
 		_ = c.Close()
 	}
-	d.conns = nil
+	d.conns, d.stalled = nil, false
 	return func() {
 		d.mu.Lock()
 		d.hold = nil
@@ -396,5 +418,53 @@ func TestUntrustedClientCertificateExplainedEveryTime(t *testing.T) {
 		if !strings.Contains(line, "hint=") || !strings.Contains(line, cfg.CertFile) {
 			t.Errorf("attempt %d gives no hint naming the certificate %s: %s", i, cfg.CertFile, line)
 		}
+	}
+}
+
+// A Publish that gave up waiting on a half-open link leaves its message in the
+// session, which sends it again on the next connection, where the broker
+// acknowledges it. The listener went on counting it as unacknowledged: the next
+// short connection, with nothing outstanding, was taken for a second "poisoned"
+// one, and the listener dropped the session's messages with a WARN that blamed
+// the IoT policy (and a Publish waiting then got ErrRefused, its event dropped).
+// A flapping cellular link, nothing the broker refused.
+func TestAcknowledgedOrphanIsNotPoison(t *testing.T) {
+	m := startMosquitto(t)
+	got := m.Subscribe(t, "thing-a", "porthole/events/thing-a")
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfg.KeepAlive = 60 * time.Second
+	l, d := runCuttable(t, cfg)
+
+	// The link goes half-open; an event's Publish gives up waiting.
+	d.stall()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{"type":"A"}`))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Publish on a stalled link = %v, want a timeout", err)
+	}
+	// The link is cut and comes back: the message is sent again and the broker
+	// takes it.
+	d.cut()()
+	rec.waitCount(2, "mqtt connected")
+	awaitConnection(t, l)
+	select {
+	case b := <-got:
+		if !strings.Contains(string(b), `"A"`) {
+			t.Fatalf("got %s", b)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("the message was not sent again after the reconnect")
+	}
+	time.Sleep(200 * time.Millisecond) // its PUBACK is in: nothing is outstanding
+
+	// A second short connection, with nothing unacknowledged.
+	d.cut()()
+	rec.waitCount(3, "mqtt connected")
+	awaitConnection(t, l)
+	if n := rec.count("dropping them"); n != 0 {
+		t.Errorf("the listener dropped the session's messages as poison, though the broker had acknowledged every one: %s",
+			rec.waitFor("dropping them"))
 	}
 }

@@ -1,0 +1,48 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// The session counts a message from when it is stored until its PUBACK: a
+// Publish that gave up waiting for a send-quota slot stored nothing, and was
+// counted as outstanding for ever.
+func TestSessionCountsStoredMessagesOnly(t *testing.T) {
+	s := newSessionState()
+	recvMax, expiry := uint16(1), uint32(60)
+	cp := &packets.Connect{Properties: &packets.Properties{SessionExpiryInterval: &expiry}}
+	ca := &packets.Connack{SessionPresent: true, Properties: &packets.Properties{ReceiveMaximum: &recvMax}}
+	if err := s.ConAckReceived(io.Discard, cp, ca); err != nil {
+		t.Fatal(err)
+	}
+	add := func() (*packets.Publish, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		p := &packets.Publish{QoS: 1, Topic: "porthole/events/thing-a"}
+		return p, s.AddToSession(ctx, p, make(chan packets.ControlPacket, 1))
+	}
+	first, err := add()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := add(); !errors.Is(err, context.DeadlineExceeded) { // the broker's Receive Maximum is 1
+		t.Fatalf("a second message with a send quota of 1 = %v, want a timeout", err)
+	}
+	if n := s.unackedCount(); n != 1 {
+		t.Errorf("%d messages unacknowledged, want 1: the one that waited for a slot was not stored", n)
+	}
+	ack := packets.NewControlPacket(packets.PUBACK)
+	ack.Content.(*packets.Puback).PacketID = first.PacketID
+	if err := s.PacketReceived(ack, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.unackedCount(); n != 0 {
+		t.Errorf("%d messages unacknowledged after the PUBACK, want 0", n)
+	}
+}
