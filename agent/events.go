@@ -146,6 +146,15 @@ func (q *eventQueue) drain(ctx context.Context) {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := q.publish(pctx, b)
 		cancel()
+		if errors.Is(err, notify.ErrQueuedInSession) {
+			// The MQTT session sends it again on the next connection: publishing
+			// it again would deliver it twice, as a new message (a half-open
+			// link made one SSH login several in the audit trail). If the session
+			// loses it, the listener logs that.
+			q.log.Debug("event left to the MQTT session, which sends it when the link is back", "type", e.Type, "error", err)
+			q.pop(head.seq)
+			continue
+		}
 		if errors.Is(err, notify.ErrRefused) {
 			// Retrying gets the same answer and would hold up every event behind it.
 			q.refused(e, err)

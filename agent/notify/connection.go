@@ -55,7 +55,7 @@ func (l *Listener) maintain(ctx context.Context) *sessionState {
 			return sess
 		}
 		if l.dropPoison() {
-			_ = sess.Close() // a Publish still waiting returns (ErrRefused)
+			sess.drop("") // dropPoison said so; a Publish still waiting returns (ErrRefused)
 			sess = l.newSession()
 		}
 		lk, ca, err := l.connect(ctx, sess)
@@ -84,7 +84,7 @@ func (l *Listener) maintain(ctx context.Context) *sessionState {
 
 // newSession makes the session state the next connections use.
 func (l *Listener) newSession() *sessionState {
-	s := newSessionState()
+	s := newSessionState(l.log)
 	l.mu.Lock()
 	l.sess = s
 	l.mu.Unlock()

@@ -136,7 +136,9 @@ func (l *Listener) Run(ctx context.Context) error {
 	sess := l.maintain(ctx)
 	l.subWG.Wait()
 	l.stopped()
-	_ = sess.Close() // answers a Publish still waiting for a PUBACK
+	// Answers a Publish still waiting for a PUBACK; a message whose Publish
+	// gave up is lost (the next Run has a new session state).
+	sess.drop("the listener stopped first")
 	l.log.Info("mqtt stopped")
 	return ctx.Err()
 }
@@ -179,12 +181,24 @@ func (l *Listener) AwaitConnection(ctx context.Context) error {
 // refused: the same message is taken a moment later.
 var ErrRefused = errors.New("refused by the broker")
 
+// ErrQueuedInSession marks a Publish that gave up waiting for the PUBACK (its
+// context ended, or Config.OperationTimeout passed) after its message was
+// stored in the MQTT session: the listener sends it again on every connection
+// until the broker acknowledges it (MQTT 5.0 §4.4), so publishing it again
+// would deliver it twice, under another packet identifier. The error wraps the
+// context's error too. The message is lost, with a WARN, if the session is:
+// the broker no longer has it when the listener reconnects, the broker closes
+// every connection it is sent on (see dropPoison), or Run returns first.
+var ErrQueuedInSession = errors.New("notify: left in the MQTT session, to be sent again on the next connection")
+
 // Publish sends payload to topic at QoS 1 on the listener's connection and
 // waits for the PUBACK, for the agent's status and audit events. It returns
 // an error wrapping ErrNotConnected at once when there is no connection,
 // instead of queueing, and gives up when ctx ends or after
-// Config.OperationTimeout. A message the broker refuses (PUBACK reason
-// ≥ 0x80) is an error naming the reason.
+// Config.OperationTimeout: with an error wrapping ErrQueuedInSession if the
+// message was stored in the session by then, which delivers it later. A
+// message the broker refuses (PUBACK reason ≥ 0x80) is an error naming the
+// reason.
 func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) error {
 	if err := CheckTopicName(topic); err != nil {
 		return fmt.Errorf("notify: publish: %s is not a topic name: it %v", quoteShort(topic), err)
@@ -196,7 +210,7 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 	}
 	size := publishPacketSize(topic, payload)
 	l.mu.Lock()
-	cli, maxPacket, drops := l.cli, l.maxPacket, l.drops
+	cli, sess, maxPacket, drops := l.cli, l.sess, l.maxPacket, l.drops
 	// A client must not send a larger packet (MQTT-3.1.2-24): the broker
 	// closes the connection, and the session would send the PUBLISH again on
 	// every reconnect, ending each connection as it comes up.
@@ -209,11 +223,17 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 		return fmt.Errorf("notify: publishing to %s: %w: a message of %d bytes is over the broker's maximum packet size (%d bytes)",
 			topic, ErrRefused, size, maxPacket)
 	}
-	resp, err := cli.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
+	var rec stored // set by the session if it stores the message
+	resp, err := cli.Publish(context.WithValue(ctx, storedKey{}, &rec), &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
 	l.mu.Lock()
 	dropped := l.drops != drops
 	l.mu.Unlock()
+	gaveUp := err != nil && resp == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled))
 	switch {
+	case gaveUp && rec.ok && !dropped && sess.abandon(&rec):
+		return fmt.Errorf("notify: publishing to %s: %w (%w)", topic, ErrQueuedInSession, err)
+	case gaveUp && rec.ok && !dropped:
+		return fmt.Errorf("notify: publishing to %s: the MQTT session discarded it unacknowledged (the broker no longer had the session): %w", topic, err)
 	case dropped && err != nil:
 		return fmt.Errorf("notify: publishing to %s: %w: the broker closed the connection each time it was sent, so it was dropped (%v)", topic, ErrRefused, err)
 	case errors.Is(err, session.ErrNoConnection): // the connection went meanwhile

@@ -468,3 +468,27 @@ func TestAcknowledgedOrphanIsNotPoison(t *testing.T) {
 			rec.waitFor("dropping them"))
 	}
 }
+
+// A message whose Publish gave up is the session's to deliver (ErrQueuedInSession:
+// the event queue does not publish it again). When the broker has lost the session
+// by the time the link is back, paho discards the message unsent: that is logged.
+func TestQueuedMessageLostWithTheSessionIsLogged(t *testing.T) {
+	m := startMosquitto(t)
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfg.KeepAlive = 60 * time.Second
+	l, d := runCuttable(t, cfg)
+
+	d.stall()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{"type":"A"}`))
+	cancel()
+	if !errors.Is(err, ErrQueuedInSession) {
+		t.Fatalf("Publish on a stalled link = %v, want ErrQueuedInSession", err)
+	}
+	release := d.cut()
+	m.restart(true) // the broker forgets every session
+	release()
+	rec.waitFor("mqtt connected", "session_present=false")
+	rec.waitFor("level=WARN", "are lost", "no longer had the session", "messages=1")
+}

@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"io"
+	"log/slog"
 	"sync"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -19,18 +20,52 @@ import (
 // the message sent again, on a later one (MQTT 5.0 §4.4); a Publish that gave
 // up while waiting for a send-quota slot stored nothing. The methods are
 // paho's session.SessionManager.
+//
+// A message whose Publish gave up is sent by the session alone: when the session
+// discards it unacknowledged (the broker lost the session, the listener
+// stopped) it is lost, and that is logged.
 type sessionState struct {
-	_  [0]func() // not comparable: no equality function in the binary (docs/size.md)
-	st *state.State
+	_   [0]func() // not comparable: no equality function in the binary (docs/size.md)
+	st  *state.State
+	log *slog.Logger
 
-	mu        sync.Mutex
-	unacked   map[uint16]struct{} // identifiers of the PUBLISHes stored and not acknowledged
-	connected bool                // between ConAckReceived and ConnectionLost
-	expiry    uint32              // the session expiry interval in force, as st keeps it
+	mu sync.Mutex
+	// unacked holds the identifiers of the PUBLISHes stored and not
+	// acknowledged; true: its Publish gave up (ErrQueuedInSession).
+	unacked   map[uint16]bool
+	discards  uint64 // how many times st discarded its messages unacknowledged
+	connected bool   // between ConAckReceived and ConnectionLost
+	expiry    uint32 // the session expiry interval in force, as st keeps it
 }
 
-func newSessionState() *sessionState {
-	return &sessionState{st: state.NewInMemory(), unacked: map[uint16]struct{}{}}
+func newSessionState(log *slog.Logger) *sessionState {
+	return &sessionState{st: state.NewInMemory(), log: log, unacked: map[uint16]bool{}}
+}
+
+// stored is what the session tells the Publish call whose message it stored.
+// paho calls AddToSession from Publish, in the caller's goroutine and with a
+// context derived from the caller's, which carries it under storedKey.
+type stored struct {
+	ok       bool
+	id       uint16 // the message's packet identifier
+	discards uint64 // the session's discards when it was stored
+}
+
+type storedKey struct{}
+
+// abandon is called when the Publish that stored r gave up waiting: it reports
+// whether the message is in the session still, to be sent again on the next
+// connection, or was answered meanwhile, rather than discarded unacknowledged.
+func (s *sessionState) abandon(r *stored) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.discards != s.discards {
+		return false
+	}
+	if _, ok := s.unacked[r.id]; ok {
+		s.unacked[r.id] = true
+	}
+	return true
 }
 
 // unackedCount is how many messages the session holds unacknowledged.
@@ -41,9 +76,25 @@ func (s *sessionState) unackedCount() int {
 }
 
 // discardLocked forgets the unacknowledged messages, which st has just
-// discarded.
-func (s *sessionState) discardLocked() {
+// discarded, and logs those whose Publish had given up, lost now (why says
+// how; "": the caller logs it). A Publish still waiting gets an error and its
+// caller may send it again.
+func (s *sessionState) discardLocked(why string) {
+	if len(s.unacked) == 0 {
+		return
+	}
+	lost := 0
+	for _, abandoned := range s.unacked {
+		if abandoned {
+			lost++
+		}
+	}
 	clear(s.unacked)
+	s.discards++
+	if lost > 0 && why != "" {
+		s.log.Warn("mqtt: messages left to the session unacknowledged, after their Publish gave up, are lost: "+why,
+			"messages", lost)
+	}
 }
 
 func (s *sessionState) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packets.Connack) error {
@@ -62,7 +113,7 @@ func (s *sessionState) ConAckReceived(w io.Writer, cp *packets.Connect, ca *pack
 	if !ca.SessionPresent {
 		// The broker has no session: st cleans its own, sending nothing again
 		// (MQTT 5.0 §4.1).
-		s.discardLocked()
+		s.discardLocked("the broker no longer had the session when the agent reconnected (it expired, or the broker lost its state)")
 	}
 	return err
 }
@@ -79,7 +130,7 @@ func (s *sessionState) ConnectionLost(dp *packets.Disconnect) error {
 		s.expiry = *dp.Properties.SessionExpiryInterval
 	}
 	if s.expiry == 0 { // st cleans the session: it ended with the connection (MQTT-3.1.2-23)
-		s.discardLocked()
+		s.discardLocked("the broker keeps no session after the connection ends (a session expiry interval of 0)")
 	}
 	return err
 }
@@ -90,8 +141,12 @@ func (s *sessionState) AddToSession(ctx context.Context, p session.Packet, resp 
 	}
 	if pub, ok := p.(*packets.Publish); ok {
 		s.mu.Lock()
-		s.unacked[pub.PacketID] = struct{}{}
+		s.unacked[pub.PacketID] = false
+		discards := s.discards
 		s.mu.Unlock()
+		if r, ok := ctx.Value(storedKey{}).(*stored); ok {
+			*r = stored{ok: true, id: pub.PacketID, discards: discards}
+		}
 	}
 	return nil
 }
@@ -108,13 +163,19 @@ func (s *sessionState) PacketReceived(cp *packets.ControlPacket, pubs chan<- *pa
 	return s.st.PacketReceived(cp, pubs)
 }
 
-// Close answers every Publish still waiting and forgets what the session holds.
-func (s *sessionState) Close() error {
-	err := s.st.Close()
+// drop answers every Publish still waiting and forgets what the session holds,
+// logging the messages lost with why.
+func (s *sessionState) drop(why string) {
+	_ = s.st.Close()
 	s.mu.Lock()
-	s.discardLocked()
+	s.discardLocked(why)
 	s.mu.Unlock()
-	return err
+}
+
+// Close is drop for paho, which calls it only for a session it made itself.
+func (s *sessionState) Close() error {
+	s.drop("the session was closed")
+	return nil
 }
 
 func (s *sessionState) Ack(pb *packets.Publish) error   { return s.st.Ack(pb) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 // Publish that gave up waiting for a send-quota slot stored nothing, and was
 // counted as outstanding for ever.
 func TestSessionCountsStoredMessagesOnly(t *testing.T) {
-	s := newSessionState()
+	s := newSessionState(slog.New(slog.DiscardHandler))
 	recvMax, expiry := uint16(1), uint32(60)
 	cp := &packets.Connect{Properties: &packets.Properties{SessionExpiryInterval: &expiry}}
 	ca := &packets.Connack{SessionPresent: true, Properties: &packets.Properties{ReceiveMaximum: &recvMax}}
