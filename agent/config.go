@@ -71,8 +71,9 @@ type MQTTConfig struct {
 	ClientID string `toml:"client_id"`
 	// KeepAlive between the client and the broker. Default 60s.
 	KeepAlive SetDuration `toml:"keepalive"`
-	// EventTopic, if set, receives JSON events at QoS 1: tunnel and stream
-	// lifecycle, SSH audit records, rejected notifications.
+	// EventTopic, if set, receives JSON events at QoS 1 (QoS 0 to a broker
+	// that takes no more): tunnel and stream lifecycle, SSH audit records,
+	// rejected notifications.
 	EventTopic string `toml:"event_topic"`
 }
 

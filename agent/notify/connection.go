@@ -141,7 +141,23 @@ func (l *Listener) connectionUp(runCtx context.Context, cli *paho.Client, ca *pa
 	if ca.Properties != nil && ca.Properties.MaximumPacketSize != nil {
 		l.maxPacket = *ca.Properties.MaximumPacketSize
 	}
+	// A broker with Maximum QoS 0 (MQTT 5.0 §3.2.2.3.4; Mosquitto's max_qos 0)
+	// takes no QoS 1 PUBLISH: paho refuses it locally, and the event queue
+	// retried every event for ever. Events go at QoS 0 there rather than be
+	// refused: the operator chose the broker's limit, and at QoS 0 they arrive
+	// while the link is up, only those sent as it fails are lost, where
+	// ErrRefused would have dropped every one.
+	l.qos = 1
+	if ca.Properties != nil && ca.Properties.MaximumQoS != nil && *ca.Properties.MaximumQoS == 0 {
+		l.qos = 0
+	}
+	warnQoS0 := l.qos == 0 && !l.qos0Warned
+	l.qos0Warned = l.qos0Warned || warnQoS0
 	l.mu.Unlock()
+	if warnQoS0 {
+		l.log.Warn("mqtt: the broker takes QoS 0 only (Maximum QoS 0 in its CONNACK): events are published at QoS 0, without acknowledgement, "+
+			"and those sent as the connection fails are lost", "broker", l.addr.hostPort())
+	}
 	l.log.Info("mqtt connected", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,
 		"session_present", ca.SessionPresent)
 	l.subWG.Add(1)

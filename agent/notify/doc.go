@@ -19,8 +19,8 @@
 // redacts it to a short SHA-256 fingerprint whenever it is printed, logged or
 // marshalled, and no error or log line of this package contains it.
 //
-// Listener can also publish (QoS 1) on the same connection, for the agent's
-// status and audit events.
+// Listener can also publish (QoS 1, or QoS 0 to a broker whose Maximum QoS is
+// 0) on the same connection, for the agent's status and audit events.
 //
 // The connection is managed here, on paho's low-level client (one paho.Client
 // per connection, one session state for all of them), not with autopaho:

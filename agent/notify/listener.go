@@ -60,6 +60,8 @@ type Listener struct {
 	isReady    bool               // ready is closed
 	upAt       time.Time          // when the current connection came up
 	maxPacket  uint32             // the broker's Maximum Packet Size on this connection; 0: none stated
+	qos        byte               // the QoS Publish sends at on this connection: 1, or 0 if the broker takes no more
+	qos0Warned bool               // the WARN that events go at QoS 0 was logged
 	flaps      int                // connections in a row that ended before stableConnection
 
 	// sess is the session state of the current Run (nil: not running): what
@@ -192,7 +194,8 @@ var ErrRefused = errors.New("refused by the broker")
 var ErrQueuedInSession = errors.New("notify: left in the MQTT session, to be sent again on the next connection")
 
 // Publish sends payload to topic at QoS 1 on the listener's connection and
-// waits for the PUBACK, for the agent's status and audit events. It returns
+// waits for the PUBACK, for the agent's status and audit events; at QoS 0,
+// without a PUBACK, to a broker whose CONNACK says Maximum QoS 0. It returns
 // an error wrapping ErrNotConnected at once when there is no connection,
 // instead of queueing, and gives up when ctx ends or after
 // Config.OperationTimeout: with an error wrapping ErrQueuedInSession if the
@@ -208,9 +211,9 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 		// PUBACK or the ended context.
 		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
 	}
-	size := publishPacketSize(topic, payload)
 	l.mu.Lock()
-	cli, sess, maxPacket, drops := l.cli, l.sess, l.maxPacket, l.drops
+	cli, sess, qos, maxPacket, drops := l.cli, l.sess, l.qos, l.maxPacket, l.drops
+	size := publishPacketSize(topic, payload, qos)
 	// A client must not send a larger packet (MQTT-3.1.2-24): the broker
 	// closes the connection, and the session would send the PUBLISH again on
 	// every reconnect, ending each connection as it comes up.
@@ -224,7 +227,7 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 			topic, ErrRefused, size, maxPacket)
 	}
 	var rec stored // set by the session if it stores the message
-	resp, err := cli.Publish(context.WithValue(ctx, storedKey{}, &rec), &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
+	resp, err := cli.Publish(context.WithValue(ctx, storedKey{}, &rec), &paho.Publish{QoS: qos, Topic: topic, Payload: payload})
 	l.mu.Lock()
 	dropped := l.drops != drops
 	l.mu.Unlock()
@@ -293,11 +296,14 @@ func (l *Listener) received(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
-// publishPacketSize is the size on the wire of the QoS 1 PUBLISH that Publish
-// sends: fixed header, topic, packet identifier, an empty property list and the
-// payload (MQTT 5.0 §3.3).
-func publishPacketSize(topic string, payload []byte) int {
-	remaining := 2 + len(topic) + 2 + 1 + len(payload)
+// publishPacketSize is the size on the wire of the PUBLISH that Publish sends:
+// fixed header, topic, packet identifier (QoS 1 only), an empty property list
+// and the payload (MQTT 5.0 §3.3).
+func publishPacketSize(topic string, payload []byte, qos byte) int {
+	remaining := 2 + len(topic) + 1 + len(payload)
+	if qos > 0 {
+		remaining += 2
+	}
 	vbi := 1
 	for n := remaining; n >= 128; n /= 128 {
 		vbi++

@@ -469,6 +469,29 @@ func TestAcknowledgedOrphanIsNotPoison(t *testing.T) {
 	}
 }
 
+// A broker whose CONNACK says Maximum QoS 0 (Mosquitto's max_qos 0): paho
+// refuses a QoS 1 PUBLISH locally with ErrInvalidArguments, neither ErrRefused
+// nor ErrNotConnected, so the agent's event queue took it for a broker that is
+// away and retried the same event every second for ever, its only trace a DEBUG
+// line. The listener sends at QoS 0 there, and says once that events may be lost.
+func TestPublishToQoS0BrokerIsSent(t *testing.T) {
+	m := startMosquitto(t)
+	m.Configure("max_qos 0")
+	got := m.Subscribe(t, "thing-a", "porthole/events/thing-a")
+	rec, _, l := listenOn(t, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{"type":"A"}`)); err != nil {
+		t.Fatalf("Publish to a broker that takes QoS 0 only = %v, want it sent at QoS 0", err)
+	}
+	select {
+	case <-got:
+	case <-time.After(waitTimeout):
+		t.Fatal("the message published at QoS 0 did not arrive")
+	}
+	rec.waitFor("level=WARN", "QoS 0 only", "events are published at QoS 0")
+}
+
 // A message whose Publish gave up is the session's to deliver (ErrQueuedInSession:
 // the event queue does not publish it again). When the broker has lost the session
 // by the time the link is back, paho discards the message unsent: that is logged.
