@@ -246,14 +246,17 @@ start_service
 	}
 }
 
-// With option config_file the agent runs on that TOML file, checked first,
-// and nothing is rendered from the other options.
+// With option config_file the agent runs on a copy of that TOML file, made
+// once the file passed check-config, and nothing is rendered from the other
+// options. (procd ran the file itself, and restarted the agent on it as soon as
+// it changed, typo or not.)
 func TestUCIStartServiceOwnConfig(t *testing.T) {
 	dir := t.TempDir()
 	fake := filepath.Join(dir, "porthole")
 	ran := filepath.Join(dir, "ran")
 	os.WriteFile(fake, []byte("#!/bin/sh\necho \"ran $*\" >>"+ran+"\n"), 0o755)
 	own := filepath.Join(dir, "own.toml")
+	os.WriteFile(own, []byte("thing_name = \"router-7\"\n"), 0o600)
 	rendered := filepath.Join(dir, "porthole.toml")
 	script := uciStubs + `
 procd_open_instance() { echo open; }
@@ -276,13 +279,16 @@ start_service
 	}
 	b, _ := os.ReadFile(ran)
 	out = append(out, b...)
-	for _, want := range []string{"ran check-config -start -c " + own + "\n", "param command " + fake + " agent -c " + own + "\n", "param file /etc/config/porthole " + own + "\n"} {
+	for _, want := range []string{"ran check-config -start -c " + own + "\n", "param command " + fake + " agent -c " + rendered + "\n", "param file /etc/config/porthole " + rendered + "\n"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("start_service with config_file: output lacks %q:\n%s", want, out)
 		}
 	}
-	if _, err := os.Stat(rendered); err == nil {
-		t.Error("start_service with config_file rendered the UCI options too")
+	if b, err := os.ReadFile(rendered); err != nil || string(b) != "thing_name = \"router-7\"\n" {
+		t.Errorf("the config the agent runs on is %q (%v), want a copy of config_file's", b, err)
+	}
+	if fi, err := os.Stat(rendered); err == nil && fi.Mode().Perm() != 0o600 {
+		t.Errorf("the copy has mode %04o, want 0600", fi.Mode().Perm())
 	}
 }
 

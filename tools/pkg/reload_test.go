@@ -191,3 +191,46 @@ func TestSysVRestartKeepsAgentOnConfigError(t *testing.T) {
 	}
 	r.run("stop")
 }
+
+// TestUCIStartOwnConfigKeepsRunningAgent: a refused configuration never takes
+// the running agent away (docs/firmware.md), with option config_file too.
+// rc.common runs start_service between procd_open_service and
+// procd_close_service, and procd ends every running instance the set does not
+// declare: with config_file refused, start_service declared none, so a start
+// typed while the agent ran stopped it, and a typo in the TOML cut the device
+// off. It is declared again on the last copy that passed.
+func TestUCIStartOwnConfigKeepsRunningAgent(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "porthole")
+	own := filepath.Join(dir, "own.toml")
+	// check-config refuses the file once it says "typo", as it would a typo.
+	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && grep -q typo \"$4\" && { echo 'config: line 2: unknown key typo' >&2; exit 1; }\nexit 0\n"), 0o755)
+	os.WriteFile(own, []byte("thing_name = \"router-7\"\n"), 0o600)
+	start := func() string {
+		script := uciStubs + `
+procd_open_instance() { echo open_instance; }
+procd_set_param() { echo "param $*"; }
+procd_close_instance() { :; }
+procd_running() { true; }
+logger() { :; }
+. ./openwrt/porthole.init
+` + uciMain(fake, dir, "enabled=1", "config_file="+own) + `
+# rc.common's start under procd: rc_procd start_service, which always closes the service.
+start() { echo open_service; start_service "$@"; r=$?; echo "close_service set"; return $r; }
+start
+`
+		out, _ := exec.Command("sh", "-c", script).CombinedOutput()
+		return string(out)
+	}
+	if out := start(); !strings.Contains(out, "open_instance") {
+		t.Fatalf("start with a good config_file declared no instance:\n%s", out)
+	}
+	os.WriteFile(own, []byte("thing_name = \"router-7\"\ntypo = 1\n"), 0o600)
+	out := start()
+	if !strings.Contains(out, "open_instance") || !strings.Contains(out, "agent -c "+filepath.Join(dir, "porthole.toml")) {
+		t.Errorf("start with config_file refused while the agent runs did not declare it again on the last copy that passed, so procd's set stops it:\n%s", out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "porthole.toml")); strings.Contains(string(b), "typo") {
+		t.Errorf("the refused config_file was copied where the agent runs from: %q", b)
+	}
+}
