@@ -431,16 +431,8 @@ func TestUntrustedClientCertificateExplainedEveryTime(t *testing.T) {
 func TestAcknowledgedOrphanIsNotPoison(t *testing.T) {
 	m := startMosquitto(t)
 	got := m.Subscribe(t, "thing-a", "porthole/events/thing-a")
-	log, rec := newLogRecorder(t)
-	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
-	cfg.KeepAlive = 60 * time.Second
-	l, d := runCuttable(t, cfg)
-
 	// The link goes half-open; an event's Publish gives up waiting.
-	d.stall()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{"type":"A"}`))
-	cancel()
+	l, d, rec, err := stalledPublish(t, m)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Publish on a stalled link = %v, want a timeout", err)
 	}
@@ -497,15 +489,7 @@ func TestPublishToQoS0BrokerIsSent(t *testing.T) {
 // by the time the link is back, paho discards the message unsent: that is logged.
 func TestQueuedMessageLostWithTheSessionIsLogged(t *testing.T) {
 	m := startMosquitto(t)
-	log, rec := newLogRecorder(t)
-	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
-	cfg.KeepAlive = 60 * time.Second
-	l, d := runCuttable(t, cfg)
-
-	d.stall()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	err := l.Publish(ctx, "porthole/events/thing-a", []byte(`{"type":"A"}`))
-	cancel()
+	_, d, rec, err := stalledPublish(t, m)
 	if !errors.Is(err, ErrQueuedInSession) {
 		t.Fatalf("Publish on a stalled link = %v, want ErrQueuedInSession", err)
 	}
@@ -514,4 +498,19 @@ func TestQueuedMessageLostWithTheSessionIsLogged(t *testing.T) {
 	release()
 	rec.waitFor("mqtt connected", "session_present=false")
 	rec.waitFor("level=WARN", "are lost", "no longer had the session", "messages=1")
+}
+
+// stalledPublish runs a listener of thing-a on m through a cuttableDialer,
+// stalls the link once it is up (writes vanish, as on a half-open link) and
+// publishes an event whose Publish gives up after 300 ms: its error.
+func stalledPublish(t *testing.T, m *mosquitto) (*Listener, *cuttableDialer, *logRecorder, error) {
+	t.Helper()
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
+	cfg.KeepAlive = 60 * time.Second
+	l, d := runCuttable(t, cfg)
+	d.stall()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	return l, d, rec, l.Publish(ctx, "porthole/events/thing-a", []byte(`{"type":"A"}`))
 }

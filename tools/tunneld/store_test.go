@@ -264,10 +264,14 @@ func TestFirstUseSavedBeforeUpgrade(t *testing.T) {
 }
 
 // A tunnel whose lifetime ended while tunneld was down is closed when the
-// state is restored, before the first handshake, not at the janitor's tick.
+// state is restored, before the first handshake, not at the janitor's tick;
+// and closed at its expiry, not at the restart: DescribeTunnel's lastUpdatedAt
+// says when, and the 3 h of describability count from then (they counted from
+// the restart).
 func TestTunnelExpiredWhileDown(t *testing.T) {
 	dir := t.TempDir()
-	clock := &fakeClock{t: time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)}
+	t0 := time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: t0}
 	ts := startServer(t, Config{DataDir: dir, now: clock.now, tick: time.Hour})
 	out, err := ts.OpenTunnel(context.Background(), &OpenTunnelInput{
 		DestinationConfig: &DestinationConfig{Services: []string{"SSH"}},
@@ -277,14 +281,27 @@ func TestTunnelExpiredWhileDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts.shutdown(t)
-	clock.advance(2 * time.Minute)
+	clock.advance(2 * time.Hour) // down for two hours
 	ts = startServer(t, Config{DataDir: dir, now: clock.now, tick: time.Hour})
 	if _, status, body := dialWS(t, ts.addr, "source", out.SourceAccessToken, ""); status == 101 {
 		t.Errorf("source of a tunnel expired while tunneld was down: %d %s, want refused", status, body)
 	}
-	d, _ := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID})
-	if d.Tunnel.Status != StatusClosed {
-		t.Errorf("restored tunnel past its lifetime is %s, want CLOSED", d.Tunnel.Status)
+	d, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if expiry := t0.Add(time.Minute); d.Tunnel.Status != StatusClosed || !d.Tunnel.LastUpdatedAt.Equal(expiry) {
+		t.Errorf("tunnel expired at %v while tunneld was down: %s, lastUpdatedAt %v; want CLOSED at its expiry",
+			expiry, d.Tunnel.Status, d.Tunnel.LastUpdatedAt.Time)
+	}
+	// Closed at 01:01, it is forgotten at 04:01, not 3 h after the restart (03:00).
+	clock.advance(time.Hour)
+	if _, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID}); err != nil {
+		t.Errorf("at %v, before its retention ended, DescribeTunnel = %v; want the tunnel", clock.now(), err)
+	}
+	clock.advance(time.Minute)
+	if _, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID}); !IsNotFound(err) {
+		t.Errorf("at %v, 3 h after the tunnel expired, DescribeTunnel = %v; want ResourceNotFoundException", clock.now(), err)
 	}
 }
 
@@ -794,43 +811,6 @@ func TestDataDirLinkOthersCanChange(t *testing.T) {
 				t.Errorf("data directory %s: the state is not in the directory checked at start", link)
 			}
 		})
-	}
-}
-
-// TestExpiredWhileDownClosedAtExpiry: a tunnel whose lifetime ended while
-// tunneld was down closed at its expiry, not at the restart: DescribeTunnel's
-// lastUpdatedAt says when, and the 3 h of describability count from then.
-func TestExpiredWhileDownClosedAtExpiry(t *testing.T) {
-	dir := t.TempDir()
-	t0 := time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)
-	clock := &fakeClock{t: t0}
-	ts := startServer(t, Config{DataDir: dir, now: clock.now, tick: time.Hour})
-	out, err := ts.OpenTunnel(context.Background(), &OpenTunnelInput{
-		DestinationConfig: &DestinationConfig{Services: []string{"SSH"}},
-		TimeoutConfig:     &TimeoutConfig{MaxLifetimeTimeoutMinutes: 1},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.shutdown(t)
-	clock.advance(2 * time.Hour) // down for two hours
-	ts = startServer(t, Config{DataDir: dir, now: clock.now, tick: time.Hour})
-	d, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if expiry := t0.Add(time.Minute); d.Tunnel.Status != StatusClosed || !d.Tunnel.LastUpdatedAt.Equal(expiry) {
-		t.Errorf("tunnel expired at %v while tunneld was down: %s, lastUpdatedAt %v; want CLOSED at its expiry",
-			expiry, d.Tunnel.Status, d.Tunnel.LastUpdatedAt.Time)
-	}
-	// Closed at 01:01, it is forgotten at 04:01, not 3 h after the restart (03:00).
-	clock.advance(time.Hour)
-	if _, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID}); err != nil {
-		t.Errorf("at %v, before its retention ended, DescribeTunnel = %v; want the tunnel", clock.now(), err)
-	}
-	clock.advance(time.Minute)
-	if _, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID}); !IsNotFound(err) {
-		t.Errorf("at %v, 3 h after the tunnel expired, DescribeTunnel = %v; want ResourceNotFoundException", clock.now(), err)
 	}
 }
 
