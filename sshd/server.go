@@ -348,7 +348,9 @@ var ErrPasswordLoginOff = errors.New("sshd: password login was off at start: the
 // sshd reads its configuration again on SIGHUP: a key, certificate authority
 // or password taken away no longer logs in. Connections that have logged in
 // keep their sessions. A hash that is not bcrypt's is an error, and nothing
-// changes. The caller must not change the slices and map afterwards.
+// changes. Password login is offered or not from the start: taking every hash
+// away refuses every password, offered until a restart. The caller must not
+// change the slices and map afterwards.
 func (s *Server) SetLogins(l Logins) error {
 	if _, err := hashesCost(l.PasswordHashes); err != nil {
 		return err
