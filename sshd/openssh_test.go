@@ -1101,3 +1101,29 @@ func TestOpenSSHOtherKeysOfferedFirst(t *testing.T) {
 		t.Errorf("failed login logged %q, want one line", lines)
 	}
 }
+
+// TestOpenSSHStderrAfterEOW: "ssh host script | head": once head exits, ssh
+// sends "eow@openssh.com" for the channel's data (stdout) only; its stderr
+// still works. OpenSSH's sshd (nchan.c, chan_rcvd_eow) then closes only the
+// program's stdout: a script that goes on after its stdout consumer left and
+// writes a line to stderr keeps running, and ssh exits with its status.
+// Here stderr is closed too, so the shell's own "echo >&2" kills it with
+// SIGPIPE: the rest of the script never runs and ssh exits 255.
+func TestOpenSSHStderrAfterEOW(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	mark := filepath.Join(o.dir, "ran-to-the-end")
+	script := "yes | head -c 1000000; sleep 0.5; echo 'note: done' >&2; touch " + mark + "; exit 7"
+	out, errOut, code, ended := o.sshIntoHead(t, nil, 10*time.Second, "root@127.0.0.1", script)
+	if !ended {
+		t.Fatalf("ssh | head -c 10 still running after 10 s (head read %q; ssh: %s)", out, errOut)
+	}
+	if len(out) != 10 {
+		t.Errorf("head read %q, want 10 bytes", out)
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Errorf("the script did not run to its end after writing to stderr: %v", err)
+	}
+	if code != 7 {
+		t.Errorf("ssh exit %d (stderr %q), want the script's status 7, as with OpenSSH's sshd", code, errOut)
+	}
+}

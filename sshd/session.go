@@ -759,13 +759,14 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	pid := cmd.Process.Pid
 	sess.mu.Lock()
 	sess.proc, sess.procCred = cmd.Process, cred
-	// Like sshd's chan_rcvd_eow: the program's next write to stdout or
-	// stderr gets EPIPE (and SIGPIPE, which ends it unless it is ignored).
+	// Like sshd's chan_rcvd_eow: the program's next write to stdout gets
+	// EPIPE (and SIGPIPE, which ends it unless it is ignored); its stderr is
+	// read on (endOfWrite).
+	sess.closeOutput = func() { outR.Close() }
 	closeOutput := func() {
 		outR.Close()
 		errR.Close()
 	}
-	sess.closeOutput = closeOutput
 	closePipes := func() {
 		closeOutput()
 		inW.Close()
@@ -802,17 +803,14 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 		copyStream(inW, sess.reader())
 		inW.Close()
 	}()
-	outDone := make(chan struct{}) // closed when both outputs are copied
-	var outputs atomic.Int32
-	outputs.Store(2)
-	copyOutput := func(w io.Writer, r *os.File) {
+	outDone := make(chan struct{}) // closed when stdout is copied
+	errDone := make(chan struct{}) // and stderr
+	copyOutput := func(w io.Writer, r *os.File, done chan struct{}) {
 		copyStream(w, r)
-		if outputs.Add(-1) == 0 {
-			close(outDone)
-		}
+		close(done)
 	}
-	go copyOutput(sess.writer(sess.ch), outR)
-	go copyOutput(sess.writer(sess.ch.Stderr()), errR)
+	go copyOutput(sess.writer(sess.ch), outR, outDone)
+	go copyOutput(sess.stderr(), errR, errDone)
 	go func() {
 		state, _ := cmd.Process.Wait()
 		// Its process group id may be reused from now on: hangup and
@@ -822,6 +820,7 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 		sess.proc = nil
 		sess.mu.Unlock()
 		sess.waitOutput(outDone)
+		<-errDone // read on after "eow@openssh.com" too
 		closeOutput()
 		sess.finish(exitOf(state))
 		<-outDone
