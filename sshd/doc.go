@@ -126,10 +126,11 @@
 // back (a signal RFC 4254 does not name, such as SIGBUS, as exit status
 // 128+n, as a shell reports it, where OpenSSH sends "SIG@openssh.com" and its
 // client exits 255), client EOF closes the program's stdin (so "ssh host cmd < file"
-// works), "eow@openssh.com" (the client reads no more
-// output, as in "ssh host yes | head -1") stops reading the program's output
-// so that its next write gets SIGPIPE (on a pty, the terminal is hung up)
-// and output not yet sent is dropped, "signal" requests reach the program's
+// works), "eow@openssh.com" (the client reads no more of
+// stdout, as in "ssh host yes | head -1") stops reading the program's stdout
+// so that its next write there gets SIGPIPE (on a pty, the terminal is hung
+// up) and stdout not yet sent is dropped, while its stderr is still sent, as
+// sshd does, "signal" requests reach the program's
 // process group (as OpenSSH's killpg, with the user's effective uid; refused
 // to a forced command), and
 // window changes are applied in request order: one that arrives before the
