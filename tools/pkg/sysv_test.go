@@ -1046,3 +1046,71 @@ func TestSysVStaleLock(t *testing.T) {
 		}
 	})
 }
+
+// TestSysVLockTakeoverRace: three runs and a lock left by a killed one. The
+// takeover renamed the lock aside and put back one that was not the dead
+// holder's with mv -f: a run slow in it (1 s per mv and rm, as on a loaded
+// device) put back the lock of a second run over that of a third, which had
+// taken the lock in between, and two runs held it at once. The lock's
+// functions run as the script has them, under dash (sh on Debian), whose mv
+// and rm are the programs on PATH.
+func TestSysVLockTakeoverRace(t *testing.T) {
+	dir := t.TempDir()
+	funcs, err := exec.Command("sed", "-n", `/^nap() {/,/^}/p; /^started_at() {/,/^}/p; /^lock() {/,/^}/p; /^gone() {/,/^}/p; /^reap() {/,/^}/p; /^unlock() {/,/^}/p`, "sysv/porthole").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "funcs.sh"), funcs, 0o644)
+	bin := filepath.Join(dir, "bin")
+	os.Mkdir(bin, 0o755)
+	for _, tool := range []string{"mv", "rm"} {
+		path, err := exec.LookPath(tool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(bin, tool), []byte("#!/bin/sh\n[ -n \"${SLOW:-}\" ] && sleep 1\nexec "+path+" \"$@\"\n"), 0o755)
+	}
+	log := filepath.Join(dir, "log")
+	os.WriteFile(filepath.Join(dir, "run.sh"), []byte(`PIDFILE=`+filepath.Join(dir, "porthole.pid")+` STOP_TIMEOUT=10
+. `+filepath.Join(dir, "funcs.sh")+`
+lock || exit 1
+echo "$1 in" >>`+log+`
+sleep 3
+echo "$1 out" >>`+log+`
+`), 0o644)
+	os.Symlink("999999999 1", filepath.Join(dir, "porthole.pid.lock")) // a holder that is gone
+	run := func(name string, slow bool) *exec.Cmd {
+		c := exec.Command("sh", filepath.Join(dir, "run.sh"), name)
+		c.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+		if slow {
+			c.Env = append(c.Env, "SLOW=1")
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	b := run("B", true)
+	time.Sleep(300 * time.Millisecond)
+	a := run("A", false)
+	time.Sleep(1500 * time.Millisecond)
+	c := run("C", false)
+	for _, p := range []*exec.Cmd{a, b, c} {
+		p.Wait()
+	}
+	out, _ := os.ReadFile(log)
+	held := 0
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		switch {
+		case strings.HasSuffix(l, " in"):
+			if held++; held > 1 {
+				t.Errorf("%s took the lock while another run held it:\n%s", strings.TrimSuffix(l, " in"), out)
+			}
+		case strings.HasSuffix(l, " out"):
+			held--
+		}
+	}
+	if strings.Count(string(out), " in") != 3 {
+		t.Errorf("not every run took the lock in turn:\n%s", out)
+	}
+}
