@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -252,15 +251,16 @@ func loopbackOnly(listen string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// checkListen reports whether listen is host:port with a numeric port from 0 to
-// 65535 (0 picks a free one).
+// checkListen reports whether listen is host:port with a port net.Listen takes:
+// a number from 0 to 65535 (0 picks a free one) or a service name (https), as
+// before the check, which a unit file may use.
 func checkListen(listen string) error {
 	_, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return fmt.Errorf("invalid value %q for flag -listen: %w", listen, err)
 	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("invalid value %q for flag -listen: want host:port with a port from 0 to 65535", listen)
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("invalid value %q for flag -listen: want host:port with a port from 0 to 65535 (or a service name)", listen)
 	}
 	return nil
 }

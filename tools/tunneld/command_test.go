@@ -65,6 +65,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--listen", "127.0.0.1:99999"}, "-listen"},
 		{[]string{"--listen", "127.0.0.1:abc"}, "-listen"},
 		{[]string{"--listen", ":-1"}, "-listen"},
+		{[]string{"--listen", "127.0.0.1:no-such-service"}, "-listen"},
 	} {
 		var stderr strings.Builder
 		_, err := ParseFlags(tc.args, &stderr)
@@ -73,6 +74,13 @@ func TestParseFlagsErrors(t *testing.T) {
 		}
 		if !strings.Contains(stderr.String(), tc.flag) || !strings.Contains(stderr.String(), "Usage:") {
 			t.Errorf("ParseFlags(%q) printed %q, want the error naming %s and the usage", tc.args, stderr.String(), tc.flag)
+		}
+	}
+	// What net.Listen takes stays taken: a unit file may name a service (https)
+	// or leave the port empty (0).
+	for _, listen := range []string{"127.0.0.1:https", "127.0.0.1:", "[::1]:0"} {
+		if _, err := ParseFlags([]string{"--listen", listen}, io.Discard); err != nil {
+			t.Errorf("ParseFlags(--listen %s) = %v; net.Listen takes that address", listen, err)
 		}
 	}
 	for _, cfg := range []Config{{MaxOpenTunnels: -1}, {Bandwidth: -5}} {
