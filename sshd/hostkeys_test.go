@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -142,12 +143,31 @@ func TestHostKeyWrongTypeInDataDir(t *testing.T) {
 	}
 }
 
+// writePrivateKey writes a fresh ECDSA private key to path (0600) and returns
+// its public half.
 func writePrivateKey(t *testing.T, path string) gossh.PublicKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return writeKey(t, path, k)
+}
+
+// writeEd25519Key is writePrivateKey with an ed25519 key.
+func writeEd25519Key(t *testing.T, path string) gossh.PublicKey {
+	t.Helper()
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeKey(t, path, k)
+}
+
+// writeKey writes the private key k to path (0600) in OpenSSH's format and
+// returns its public half.
+func writeKey(t *testing.T, path string, k crypto.Signer) gossh.PublicKey {
+	t.Helper()
 	block, err := gossh.MarshalPrivateKey(k, "")
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +175,10 @@ func writePrivateKey(t *testing.T, path string) gossh.PublicKey {
 	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pub, _ := gossh.NewPublicKey(&k.PublicKey)
+	pub, err := gossh.NewPublicKey(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
 	return pub
 }
 
@@ -207,25 +230,6 @@ func TestExtraHostKeys(t *testing.T) {
 	if presented == nil || !keysEqual(presented, edPub) {
 		t.Fatalf("the server presents another ed25519 key than PublicKeys names")
 	}
-}
-
-// writeEd25519Key writes a fresh ed25519 private key to path (0600) and
-// returns its public half.
-func writeEd25519Key(t *testing.T, path string) gossh.PublicKey {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := gossh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	k, _ := gossh.NewPublicKey(pub)
-	return k
 }
 
 func TestZeroServerRefusesToStart(t *testing.T) {
