@@ -84,7 +84,7 @@ type session struct {
 	proc        *os.Process         // the running program, nil when none or finished
 	procCred    *syscall.Credential // what proc runs as; nil: the server's own ids
 	hangup      func(running bool)  // ends the program (if running) and its I/O when the client goes away
-	closeOutput func()              // stops reading the program's output; nil for in-process services
+	closeStdout func()              // stops reading the program's stdout (a pty's only output); nil for in-process services
 }
 
 func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
@@ -762,13 +762,13 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 	// Like sshd's chan_rcvd_eow: the program's next write to stdout gets
 	// EPIPE (and SIGPIPE, which ends it unless it is ignored); its stderr is
 	// read on (endOfWrite).
-	sess.closeOutput = func() { outR.Close() }
-	closeOutput := func() {
+	sess.closeStdout = func() { outR.Close() }
+	closeOutputs := func() {
 		outR.Close()
 		errR.Close()
 	}
 	closePipes := func() {
-		closeOutput()
+		closeOutputs()
 		inW.Close()
 	}
 	var exited atomic.Bool
@@ -821,7 +821,7 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 		sess.mu.Unlock()
 		sess.waitOutput(outDone)
 		<-errDone // read on after "eow@openssh.com" too
-		closeOutput()
+		closeOutputs()
 		sess.finish(exitOf(state))
 		<-outDone
 		stdin.Wait()
@@ -890,7 +890,7 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 	// A pty has no read side of its own to close: hanging it up is what
 	// ends the program's writes (SIGHUP, then EIO), instead of leaving it
 	// blocked on a full terminal.
-	sess.closeOutput = closePTY
+	sess.closeStdout = closePTY
 	sess.hangup = func(running bool) {
 		// Closing the master hangs up the terminal: the kernel sends SIGHUP
 		// to the session, as when a modem line drops.

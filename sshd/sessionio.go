@@ -27,10 +27,10 @@ func (sess *session) endOfWrite() {
 	}
 	close(sess.outputGone)
 	sess.mu.Lock()
-	closeOutput := sess.closeOutput
+	closeStdout := sess.closeStdout
 	sess.mu.Unlock()
-	if closeOutput != nil {
-		closeOutput()
+	if closeStdout != nil {
+		closeStdout()
 	}
 }
 
