@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -144,6 +145,13 @@ func clip(s string, max int) string {
 		end--
 	}
 	return s[:end] + more
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 // audit fills in the time and hands e to the Audit callback, if any.

@@ -931,3 +931,60 @@ func OctalMode(m fs.FileMode) string {
 	}
 	return fmt.Sprintf("%04o", o)
 }
+
+// hashesCost checks that every hash is bcrypt's and returns the cost of one
+// (bcrypt.DefaultCost for none), for the dummy hash.
+func hashesCost(hashes map[string]string) (int, error) {
+	cost := bcrypt.DefaultCost
+	for user, h := range hashes {
+		c, err := bcrypt.Cost([]byte(h))
+		if err != nil {
+			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %w", user, err)
+		}
+		if len(h) < 60 {
+			// bcrypt.Cost takes 59 characters; no password matches them.
+			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %d characters, want 60", user, len(h))
+		}
+		cost = c
+	}
+	return cost, nil
+}
+
+// Logins are the settings a login is checked against that SetLogins may
+// change while the server runs: the fields of the same names.
+type Logins struct {
+	AuthorizedKeysFiles    []string
+	TrustedUserCAKeysFiles []string
+	PasswordHashes         map[string]string
+}
+
+// ErrPasswordLoginOff is SetLogins' answer to password hashes given to a
+// server that started without any: password login is offered or not from the
+// start, so they are used only after a restart.
+var ErrPasswordLoginOff = errors.New("sshd: password login was off at start: the password hashes are used after a restart")
+
+// SetLogins replaces the Logins for every login from now on, as OpenSSH's
+// sshd reads its configuration again on SIGHUP: a key, certificate authority
+// or password taken away no longer logs in. Connections that have logged in
+// keep their sessions. A hash that is not bcrypt's is an error, and nothing
+// changes. Password login is offered or not from the start: taking every hash
+// away refuses every password, offered until a restart. The caller must not
+// change the slices and map afterwards.
+func (s *Server) SetLogins(l Logins) error {
+	if _, err := hashesCost(l.PasswordHashes); err != nil {
+		return err
+	}
+	s.set.Store(&l)
+	if len(l.PasswordHashes) > 0 && s.setUp.Load() && !s.passwordOn.Load() {
+		return ErrPasswordLoginOff
+	}
+	return nil
+}
+
+// logins are the Logins in effect: SetLogins' last, or the fields.
+func (s *Server) logins() *Logins {
+	if l := s.set.Load(); l != nil {
+		return l
+	}
+	return &Logins{AuthorizedKeysFiles: s.AuthorizedKeysFiles, TrustedUserCAKeysFiles: s.TrustedUserCAKeysFiles, PasswordHashes: s.PasswordHashes}
+}

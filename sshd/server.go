@@ -3,7 +3,6 @@ package sshd
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
-	"golang.org/x/crypto/bcrypt"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -214,160 +212,6 @@ type Server struct {
 	sessions  int
 	forwards  int
 	closed    bool
-}
-
-func (s *Server) log() *slog.Logger {
-	if s.Logger != nil {
-		return s.Logger
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-// PublicKeys returns the host public keys, loading (or on first start
-// creating) them. Use it to print fingerprints for known_hosts.
-func (s *Server) PublicKeys() ([]gossh.PublicKey, error) {
-	if err := s.init(); err != nil {
-		return nil, err
-	}
-	var out []gossh.PublicKey
-	for _, k := range s.gs.HostSigners {
-		out = append(out, k.PublicKey())
-	}
-	return out, nil
-}
-
-func (s *Server) init() error {
-	s.initOnce.Do(func() { s.initErr = s.setup() })
-	return s.initErr
-}
-
-func (s *Server) setup() error {
-	// sshd.c: "Ensure that umask disallows at least group and world write".
-	// Every session's program inherits the process umask (Go's exec has no
-	// umask of its own for a child), and a server started under umask 0 or
-	// 002 (a wrapper, a supervisor, an operator's shell) gave every login
-	// world- or group-writable new files.
-	syscall.Umask(syscall.Umask(0o077) | 0o022)
-	if s.Ciphers != nil {
-		if err := CheckCiphers(s.Ciphers); err != nil {
-			return fmt.Errorf("sshd: %w", err)
-		}
-	}
-	signers, err := hostSigners(s.DataDir, s.HostKeyFiles)
-	if err != nil {
-		return err
-	}
-	passwords := s.logins().PasswordHashes
-	cost, err := hashesCost(passwords)
-	if err != nil {
-		return err
-	}
-	if len(passwords) > 0 {
-		s.dummyHash, err = bcrypt.GenerateFromPassword([]byte("porthole: no such user"), cost)
-		if err != nil {
-			return fmt.Errorf("sshd: making the dummy password hash: %w", err)
-		}
-	}
-	maxFail, window := s.MaxAuthFailures, s.AuthFailureWindow
-	if maxFail == 0 {
-		maxFail = 10
-	}
-	if window <= 0 {
-		window = time.Minute
-	}
-	s.limiter = newFailureLimiter(maxFail, window)
-	s.pwSlots = make(chan struct{}, s.passwordSlots())
-
-	gs := &gliderssh.Server{
-		Version:                  serverVersion,
-		Handler:                  func(gliderssh.Session) {}, // sessions use handleSession
-		PublicKeyHandler:         s.publicKeyHandler,
-		ConnCallback:             s.connCallback,
-		ServerConfigCallback:     s.serverConfig,
-		ConnectionFailedCallback: s.connectionFailed,
-		ChannelHandlers: map[string]gliderssh.ChannelHandler{
-			"session":      s.handleSession,
-			"direct-tcpip": s.handleDirectTCPIP,
-		},
-		RequestHandlers: map[string]gliderssh.RequestHandler{
-			"tcpip-forward":        s.handleTCPIPForward,
-			"cancel-tcpip-forward": s.handleCancelTCPIPForward,
-		},
-		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
-	}
-	if len(passwords) > 0 {
-		gs.PasswordHandler = s.passwordHandler
-		s.passwordOn.Store(true)
-	}
-	s.setUp.Store(true)
-	for _, k := range signers {
-		gs.HostSigners = append(gs.HostSigners, k)
-	}
-	s.gs = gs
-	for _, k := range signers {
-		s.log().Info("host key", "type", k.PublicKey().Type(), "fingerprint", gossh.FingerprintSHA256(k.PublicKey()))
-	}
-	if !s.CallerChecksLogins {
-		s.checkLoginMethods()
-	}
-	return nil
-}
-
-// hashesCost checks that every hash is bcrypt's and returns the cost of one
-// (bcrypt.DefaultCost for none), for the dummy hash.
-func hashesCost(hashes map[string]string) (int, error) {
-	cost := bcrypt.DefaultCost
-	for user, h := range hashes {
-		c, err := bcrypt.Cost([]byte(h))
-		if err != nil {
-			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %w", user, err)
-		}
-		if len(h) < 60 {
-			// bcrypt.Cost takes 59 characters; no password matches them.
-			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %d characters, want 60", user, len(h))
-		}
-		cost = c
-	}
-	return cost, nil
-}
-
-// Logins are the settings a login is checked against that SetLogins may
-// change while the server runs: the fields of the same names.
-type Logins struct {
-	AuthorizedKeysFiles    []string
-	TrustedUserCAKeysFiles []string
-	PasswordHashes         map[string]string
-}
-
-// ErrPasswordLoginOff is SetLogins' answer to password hashes given to a
-// server that started without any: password login is offered or not from the
-// start, so they are used only after a restart.
-var ErrPasswordLoginOff = errors.New("sshd: password login was off at start: the password hashes are used after a restart")
-
-// SetLogins replaces the Logins for every login from now on, as OpenSSH's
-// sshd reads its configuration again on SIGHUP: a key, certificate authority
-// or password taken away no longer logs in. Connections that have logged in
-// keep their sessions. A hash that is not bcrypt's is an error, and nothing
-// changes. Password login is offered or not from the start: taking every hash
-// away refuses every password, offered until a restart. The caller must not
-// change the slices and map afterwards.
-func (s *Server) SetLogins(l Logins) error {
-	if _, err := hashesCost(l.PasswordHashes); err != nil {
-		return err
-	}
-	s.set.Store(&l)
-	if len(l.PasswordHashes) > 0 && s.setUp.Load() && !s.passwordOn.Load() {
-		return ErrPasswordLoginOff
-	}
-	return nil
-}
-
-// logins are the Logins in effect: SetLogins' last, or the fields.
-func (s *Server) logins() *Logins {
-	if l := s.set.Load(); l != nil {
-		return l
-	}
-	return &Logins{AuthorizedKeysFiles: s.AuthorizedKeysFiles, TrustedUserCAKeysFiles: s.TrustedUserCAKeysFiles, PasswordHashes: s.PasswordHashes}
 }
 
 // serverConfig is called by gliderlabs for every connection.

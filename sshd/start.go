@@ -1,0 +1,118 @@
+package sshd
+
+// What a Server does once, before its first connection: it loads (or makes)
+// the host keys, checks the password hashes, sets up the limits, builds the
+// gliderlabs server and checks the logins.
+//
+// Where this code sits in the binary matters on a device: go build compiles a
+// package's files in name order, the linker keeps that order, and the kernel
+// maps a binary's code in 64 KiB windows around each page a process runs
+// (docs/size.md, "Idle layout"). An idle agent runs this file and the first
+// files of the package (accounts.go to authorizedkeys.go, hostkeys.go, the
+// helpers of limits.go and openfile.go) but none of the session, SFTP, scp or
+// forwarding code. So this file sorts near the package's end, next to code
+// that runs anyway, and portforward.go sorts after openfile.go: the windows in
+// between stay unmapped. With the setup in server.go and the forwarding in
+// forward.go (before hostkeys.go), the mipsel board's idle agent mapped 64 KiB
+// more (8,212-8,232 against 8,156 kB). Code that runs at every start belongs
+// here or in those first files.
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	gliderssh "github.com/gliderlabs/ssh"
+	"golang.org/x/crypto/bcrypt"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// PublicKeys returns the host public keys, loading (or on first start
+// creating) them. Use it to print fingerprints for known_hosts.
+func (s *Server) PublicKeys() ([]gossh.PublicKey, error) {
+	if err := s.init(); err != nil {
+		return nil, err
+	}
+	var out []gossh.PublicKey
+	for _, k := range s.gs.HostSigners {
+		out = append(out, k.PublicKey())
+	}
+	return out, nil
+}
+
+func (s *Server) init() error {
+	s.initOnce.Do(func() { s.initErr = s.setup() })
+	return s.initErr
+}
+
+func (s *Server) setup() error {
+	// sshd.c: "Ensure that umask disallows at least group and world write".
+	// Every session's program inherits the process umask (Go's exec has no
+	// umask of its own for a child), and a server started under umask 0 or
+	// 002 (a wrapper, a supervisor, an operator's shell) gave every login
+	// world- or group-writable new files.
+	syscall.Umask(syscall.Umask(0o077) | 0o022)
+	if s.Ciphers != nil {
+		if err := CheckCiphers(s.Ciphers); err != nil {
+			return fmt.Errorf("sshd: %w", err)
+		}
+	}
+	signers, err := hostSigners(s.DataDir, s.HostKeyFiles)
+	if err != nil {
+		return err
+	}
+	passwords := s.logins().PasswordHashes
+	cost, err := hashesCost(passwords)
+	if err != nil {
+		return err
+	}
+	if len(passwords) > 0 {
+		s.dummyHash, err = bcrypt.GenerateFromPassword([]byte("porthole: no such user"), cost)
+		if err != nil {
+			return fmt.Errorf("sshd: making the dummy password hash: %w", err)
+		}
+	}
+	maxFail, window := s.MaxAuthFailures, s.AuthFailureWindow
+	if maxFail == 0 {
+		maxFail = 10
+	}
+	if window <= 0 {
+		window = time.Minute
+	}
+	s.limiter = newFailureLimiter(maxFail, window)
+	s.pwSlots = make(chan struct{}, s.passwordSlots())
+
+	gs := &gliderssh.Server{
+		Version:                  serverVersion,
+		Handler:                  func(gliderssh.Session) {}, // sessions use handleSession
+		PublicKeyHandler:         s.publicKeyHandler,
+		ConnCallback:             s.connCallback,
+		ServerConfigCallback:     s.serverConfig,
+		ConnectionFailedCallback: s.connectionFailed,
+		ChannelHandlers: map[string]gliderssh.ChannelHandler{
+			"session":      s.handleSession,
+			"direct-tcpip": s.handleDirectTCPIP,
+		},
+		RequestHandlers: map[string]gliderssh.RequestHandler{
+			"tcpip-forward":        s.handleTCPIPForward,
+			"cancel-tcpip-forward": s.handleCancelTCPIPForward,
+		},
+		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
+	}
+	if len(passwords) > 0 {
+		gs.PasswordHandler = s.passwordHandler
+		s.passwordOn.Store(true)
+	}
+	s.setUp.Store(true)
+	for _, k := range signers {
+		gs.HostSigners = append(gs.HostSigners, k)
+	}
+	s.gs = gs
+	for _, k := range signers {
+		s.log().Info("host key", "type", k.PublicKey().Type(), "fingerprint", gossh.FingerprintSHA256(k.PublicKey()))
+	}
+	if !s.CallerChecksLogins {
+		s.checkLoginMethods()
+	}
+	return nil
+}
