@@ -75,7 +75,8 @@ type Listener struct {
 // New validates cfg, reads its certificate files and returns a Listener.
 // Errors are *[ConfigError] naming the field.
 func New(cfg Config) (*Listener, error) {
-	c, addr, err := cfg.withDefaults()
+	c := cfg
+	addr, err := c.setDefaults()
 	if err != nil {
 		return nil, err
 	}
