@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"net"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -453,5 +454,46 @@ func TestFromInvalidMaskLengthRefused(t *testing.T) {
 			c.Close()
 			t.Errorf("login from 127.0.0.1 with %s succeeded; sshd refuses this line (or the client's address)", opts)
 		}
+	}
+}
+
+// zonedConn is a TCP connection as the kernel hands one over from a
+// link-local client: the remote address carries its zone.
+// zonedConn is a connection from a link-local client, as the kernel reports
+// one: with the interface as the address's zone.
+type zonedConn struct{ net.Conn }
+
+func (zonedConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 40000, Zone: "eth0"}
+}
+
+// from= rules with a zone match a link-local client on that link, as
+// OpenSSH's do: the zone was dropped from the client's address, so a zoned
+// entry never matched, and a negated one ("!fe80::1%eth0,*") let that client in.
+func TestFromZonedLinkLocalClient(t *testing.T) {
+	e := newEnv(t, nil)
+	k := e.key.PublicKey()
+	for _, tc := range []struct {
+		opts    string
+		loginOK bool
+	}{
+		{`from="fe80::1%eth0"`, true},
+		{`from="!fe80::1%eth0,*"`, false},
+		{`from="fe80::*%eth0"`, true},
+	} {
+		t.Run(tc.opts, func(t *testing.T) {
+			e.writeAuthorizedKeys("root", authorizedLine(tc.opts, k))
+			server, client := tcpPair(t)
+			go e.srv.ServeConn(zonedConn{server})
+			cc, chans, reqs, err := gossh.NewClientConn(client, "x", e.clientConfig("root", gossh.PublicKeys(e.key)))
+			if err == nil {
+				gossh.NewClient(cc, chans, reqs).Close()
+			} else {
+				client.Close()
+			}
+			if (err == nil) != tc.loginOK {
+				t.Errorf("login from fe80::1%%eth0 with %s: err=%v, want ok=%v", tc.opts, err, tc.loginOK)
+			}
+		})
 	}
 }

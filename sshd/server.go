@@ -480,7 +480,10 @@ func remoteIP(a net.Addr) netip.Addr {
 	switch a := a.(type) {
 	case *net.TCPAddr:
 		ip, _ := netip.AddrFromSlice(a.IP)
-		return ip.Unmap()
+		// With the zone: a link-local client on one link is not the same
+		// address on another, and from= rules may name it (OpenSSH
+		// matches the numeric host with its %zone).
+		return ip.Unmap().WithZone(a.Zone)
 	case nil:
 		return netip.Addr{}
 	}
