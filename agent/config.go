@@ -558,7 +558,7 @@ func localForwardPolicy(entries []string) (func(user string, dest netip.AddrPort
 			}
 		}
 		for _, ap := range addrPorts {
-			if ap.Addr().Unmap() == a && ap.Port() == dest.Port() {
+			if e := ap.Addr().Unmap(); (e == a || e.Zone() == "" && e == a.WithZone("")) && ap.Port() == dest.Port() {
 				return true
 			}
 		}

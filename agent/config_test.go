@@ -482,3 +482,25 @@ func TestTunnelEndpointPasswordNotInConfigError(t *testing.T) {
 		}
 	}
 }
+
+// An address:port entry without a zone allows that address on any link, as
+// the address and prefix entries do; one with a zone, on that link only.
+func TestForwardPolicyLinkLocalAddrPort(t *testing.T) {
+	for _, tc := range []struct {
+		entry, dest string
+		want        bool
+	}{
+		{"[fe80::1]:80", "[fe80::1%lo]:80", true},
+		{"[fe80::1%lo]:80", "[fe80::1%lo]:80", true},
+		{"[fe80::1%lo]:80", "[fe80::1%eth0]:80", false},
+		{"[fe80::1]:80", "[fe80::1%lo]:81", false},
+	} {
+		permit, err := localForwardPolicy([]string{tc.entry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := permit("root", netip.MustParseAddrPort(tc.dest)); got != tc.want {
+			t.Errorf("entry %q, destination %s: allowed %v, want %v", tc.entry, tc.dest, got, tc.want)
+		}
+	}
+}
