@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -132,6 +133,15 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 			}
 			host = p.Host
 		}
+		zone := ""
+		if i, j := strings.IndexByte(host, '%'), strings.IndexByte(host, ']'); strings.HasPrefix(host, "[") && 0 < i && i < j {
+			// A link-local address's zone ("[fe80::1%br-lan]:443", as
+			// mqtt.endpoint takes it) says which link to dial: kept as
+			// written, an interface's name or number.
+			if _, err := netip.ParseAddr(host[1:j]); err == nil && isName(host[i+1:j], 1, 15, "._-") {
+				host, zone = host[:i]+host[j:], host[i:j]
+			}
+		}
 		if len(host) > 253 || !isName(host, 1, 253, ".:[]-") {
 			return nil, fmt.Errorf("tunnel: endpoint host %q is not a valid host[:port]", host)
 		}
@@ -141,6 +151,10 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 			return nil, fmt.Errorf("tunnel: endpoint %q: an IPv6 address needs brackets, with the port after them: [2001:db8::1]:443", endpoint)
 		}
 		u.Host = strings.ToLower(host)
+		if zone != "" {
+			i := strings.IndexByte(u.Host, ']')
+			u.Host = u.Host[:i] + zone + u.Host[i:]
+		}
 	case region != "":
 		if !isName(region, 1, 64, "-") || strings.ToLower(region) != region {
 			return nil, fmt.Errorf("tunnel: region %q is not a valid region name", region)
@@ -165,8 +179,9 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 	// address and nothing else ("a]b", "x[y]:1", "[]" and "[0]:1" got this
 	// far; "[0]" was dialled as 0.0.0.0, this machine, in a URL that does not
 	// parse).
-	if h, _, err := net.SplitHostPort(u.Host); err != nil || h == "" || strings.ContainsAny(h, "[]") ||
-		strings.Contains(h, ":") && net.ParseIP(h) == nil || strings.HasPrefix(u.Host, "[") && !strings.Contains(h, ":") {
+	h, _, err := net.SplitHostPort(u.Host)
+	if _, aerr := netip.ParseAddr(h); err != nil || h == "" || strings.ContainsAny(h, "[]") ||
+		strings.Contains(h, ":") && aerr != nil || strings.HasPrefix(u.Host, "[") && !strings.Contains(h, ":") {
 		return nil, fmt.Errorf("tunnel: endpoint %q is not a valid host[:port]", endpoint)
 	}
 	return u, nil

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -335,7 +336,12 @@ func IsCertificateError(err error) bool {
 // leaves that name empty, and an empty name checks none: a certificate for any
 // name, from the CA file or any public root, would pass for
 // wss://203.0.113.5 and receive the tokens. So the verifier is bound to name.
+// An IPv6 address's zone ("fe80::1%br-lan") says which link to dial: the
+// certificate names the address without it.
 func pinServerName(tc *tls.Config, name string) {
+	if ip, err := netip.ParseAddr(name); err == nil {
+		name = ip.WithZone("").String()
+	}
 	tc.ServerName = name
 	if v := tc.VerifyConnection; v != nil {
 		tc.VerifyConnection = func(cs tls.ConnectionState) error {

@@ -2,8 +2,12 @@ package tunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
+	"net/http"
+	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -256,7 +260,8 @@ func FuzzOperatorInput(f *testing.F) {
 // consistently (NO_PROXY naming it, or "*", bypasses; nothing else does).
 func FuzzTunnelURL(f *testing.F) {
 	for _, s := range []string{"Tunnel.Example.COM", "127.0.0.1:8443", "[::1]:8443", "wss://h.example:9", "https://h.example",
-		"ws://127.0.0.1:80", "::1", "[::1", "a]b", "h:0", "h:65536", "wss://u@h", "wss://h/x", "data.tunneling.iot.us-east-1.amazonaws.com"} {
+		"ws://127.0.0.1:80", "::1", "[::1", "a]b", "h:0", "h:65536", "wss://u@h", "wss://h/x", "data.tunneling.iot.us-east-1.amazonaws.com",
+		"[fe80::1%br-lan]:443", "wss://[::1%25lo]:9", "[1.2.3.4%x]:1", "[fe80::1%]:1"} {
 		f.Add(s, "", true)
 	}
 	f.Add("", "us-east-1", false)
@@ -276,7 +281,7 @@ func FuzzTunnelURL(f *testing.F) {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			t.Fatalf("tunnelURL(%q, %q) = %s: port %q", endpoint, region, u, port)
 		}
-		if net.ParseIP(host) == nil && (host == "" || !isName(host, 1, 253, ".-")) {
+		if _, err := netip.ParseAddr(host); err != nil && (host == "" || !isName(host, 1, 253, ".-")) {
 			t.Fatalf("tunnelURL(%q, %q) = %s: host %q is neither a name nor an IP address", endpoint, region, u, host)
 		}
 		if u.Scheme != "wss" && (u.Scheme != "ws" || !insecure) {
@@ -309,5 +314,36 @@ func TestProxyIPv6WithoutBrackets(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "brackets") {
 			t.Errorf("ParseProxyURL(%q) = %v, want an error saying an IPv6 address needs brackets", raw, err)
 		}
+	}
+}
+
+// tunnel.endpoint names a self-hosted data plane by a link-local address as
+// mqtt.endpoint may name the broker ("[fe80::1%br-lan]:8883", which notify
+// dials with its zone and verifies without it); here ::1%lo, the one zoned
+// address a test can listen on.
+func TestEndpointZonedAddress(t *testing.T) {
+	srv := tlsService(t, func(r *http.Request) int { return 0 })
+	ln, err := tls.Listen("tcp", "[::1]:0", &tls.Config{Certificates: srv.TLS.Certificates})
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no IPv6 loopback:", err)
+		}
+		t.Skip("no IPv6 loopback:", err)
+	}
+	hs := &http.Server{Handler: srv.Config.Handler}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	tok, _ := NewAccessToken("t")
+	for _, ep := range []string{"[::1]:" + port, "[::1%lo]:" + port, "wss://[::1%25lo]:" + port} {
+		cfg := &Config{Endpoint: ep, AccessToken: tok, CAFile: writeCA(t, srv), Proxy: func(*url.URL) (*url.URL, error) { return nil, nil }}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := Dial(ctx, cfg, ModeSource)
+		cancel()
+		if err != nil {
+			t.Errorf("Dial %s: %v", ep, err)
+			continue
+		}
+		c.Close()
 	}
 }

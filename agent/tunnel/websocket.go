@@ -197,13 +197,19 @@ func newWSConn(conn net.Conn, br *bufio.Reader, maskSeed [32]byte) *wsConn {
 
 func hostHeader(u *url.URL) string {
 	h, p, err := net.SplitHostPort(u.Host)
-	if err == nil && (u.Scheme == "wss" && p == "443" || u.Scheme == "ws" && p == "80") {
-		if strings.Contains(h, ":") {
-			return "[" + h + "]"
-		}
+	if err != nil {
+		return u.Host
+	}
+	if i := strings.IndexByte(h, '%'); i >= 0 {
+		h = h[:i] // a zone is this host's own, never sent (RFC 6874 §4)
+	}
+	if strings.Contains(h, ":") {
+		h = "[" + h + "]"
+	}
+	if u.Scheme == "wss" && p == "443" || u.Scheme == "ws" && p == "80" {
 		return h
 	}
-	return u.Host
+	return h + ":" + p
 }
 
 // ProxyError is a failure to reach or handshake with the HTTPS proxy itself

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -11,7 +12,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/url"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -444,4 +448,65 @@ func FuzzWebSocketReadInPieces(f *testing.F) {
 		}
 		checkPongs(t, out, pings)
 	})
+}
+
+// An https:// proxy named by an IPv6 address with a zone
+// (https://[fe80::1%25br-lan]:3128; here ::1%lo, the one such address a test
+// can listen on) presents a certificate for the address: the zone says which
+// link to dial, as notify's broker address takes it, and is no part of the
+// name the certificate is checked against.
+func TestHTTPSProxyZonedAddress(t *testing.T) {
+	srv := tlsService(t, func(r *http.Request) int { return 0 })
+	ln, err := tls.Listen("tcp", "[::1]:0", &tls.Config{Certificates: srv.TLS.Certificates})
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no IPv6 loopback:", err)
+		}
+		t.Skip("no IPv6 loopback:", err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil || req.Method != http.MethodConnect {
+					return
+				}
+				up, err := net.Dial("tcp", req.Host)
+				if err != nil {
+					io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
+					return
+				}
+				defer up.Close()
+				io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+				go func() { io.Copy(up, br); up.Close() }()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	proxy, err := ParseProxyURL("https://[::1%25lo]:" + port)
+	if err != nil {
+		t.Fatalf("ParseProxyURL: %v", err)
+	}
+	tok, _ := NewAccessToken("t")
+	cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv), Proxy: func(*url.URL) (*url.URL, error) { return proxy, nil }}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, cfg, ModeSource)
+	if err != nil {
+		t.Fatalf("Dial through https proxy %s: %v", proxy.Host, err)
+	}
+	c.Close()
 }
