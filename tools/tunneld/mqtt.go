@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -59,7 +60,11 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 	var tlsCfg *tls.Config
 	switch {
 	case u.Scheme == "tls":
-		if tlsCfg, err = clientTLS(cfg, u.Hostname()); err != nil {
+		name := u.Hostname()
+		if ip, err := netip.ParseAddr(name); err == nil {
+			name = ip.WithZone("").String() // the certificate names the address without its zone
+		}
+		if tlsCfg, err = clientTLS(cfg, name); err != nil {
 			return nil, err
 		}
 	case cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "":
@@ -148,15 +153,20 @@ func brokerURL(s string) (*url.URL, error) {
 		// reports hold the whole URL.
 		return nil, errors.New("mqtt broker: a user name or password (an @) is not supported: tunneld signs in with a client certificate (--mqtt-cert, --mqtt-key)")
 	}
+	var u *url.URL
 	if !strings.Contains(s, "://") {
 		if _, _, err := net.SplitHostPort(s); err != nil {
 			return nil, fmt.Errorf("mqtt broker %q: want host:port or a URL: %w", s, err)
 		}
+		// Made, not parsed: a zone ("[fe80::1%eth0]:8883", as net.Dial
+		// takes it) is no URL escape.
+		u = &url.URL{Scheme: "tls", Host: s}
 		s = "tls://" + s
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("mqtt broker %q: %w", s, err)
+	} else {
+		var err error
+		if u, err = url.Parse(s); err != nil {
+			return nil, fmt.Errorf("mqtt broker %q: %w", s, err)
+		}
 	}
 	switch u.Scheme {
 	case "tls", "ssl", "mqtts":

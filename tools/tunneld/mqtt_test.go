@@ -106,3 +106,18 @@ func TestBrokerPasswordNotLogged(t *testing.T) {
 		t.Errorf("a broker URL's password accepted and then logged:\n%s", s)
 	}
 }
+
+// --mqtt-broker takes host:port, and a link-local broker is host:port with a
+// zone, as net.Dial and the agent's mqtt.endpoint take it.
+func TestBrokerURLZoned(t *testing.T) {
+	for _, in := range []string{"[fe80::1%eth0]:8883", "[::1%lo]:1883"} {
+		u, err := brokerURL(in)
+		if err != nil {
+			t.Errorf("brokerURL(%q): %v", in, err)
+			continue
+		}
+		if u.Hostname() != in[1:len(in)-6] {
+			t.Errorf("brokerURL(%q).Hostname() = %q", in, u.Hostname())
+		}
+	}
+}
