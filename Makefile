@@ -144,6 +144,12 @@ size: cross ## the budgets: device binary sizes (also built with NEXT_GO), the b
 	$(GO) run ./tools/sizereport -dist dist -nm bin/size/porthole-linux-mipsle -top 15 $(if $(filter 1,$(SIZE_BENCH)),-bench bin/size/bench.txt) \
 		$(if $(NEXT_GO),-next bin/size/next)
 
+# make idle-layout LAYOUTFLAGS='-bin FILE': an unstripped binary built already.
+.PHONY: idle-layout
+idle-layout: ## which 64 KiB windows of the mipsle binary's code an idle agent touches (qemu-user trace, tools/idlelayout; docs/size.md)
+	tools/deps.sh qemu
+	$(GO) run ./tools/idlelayout $(LAYOUTFLAGS)
+
 # Packages: OpenWrt .ipk per IPK_ARCH, tarballs per cross target (tools/pkg). cross, ipk
 # and dist each end with tools/pkg/sums.sh: dist/SHA256SUMS covers every artifact
 # in dist/, whichever ran last.

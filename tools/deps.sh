@@ -12,7 +12,7 @@ case "$profile" in
   # make console-assets: npm ci for the web console's xterm.js
   console)  want=(nodejs npm) ;;
   generate) want=(protobuf-compiler) ;;
-  # per-arch unit tests under qemu-user (tools/qemu-test.sh)
+  # per-arch unit tests under qemu-user (tools/qemu-test.sh); make idle-layout
   qemu)     want=(qemu-user-static) ;;
   # make board BOARD=...: QEMU, initramfs (cpio); readelf reads kernel module dependencies
   board)    want=(qemu-system-arm qemu-system-mips cpio binutils openssh-client) ;;
