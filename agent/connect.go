@@ -31,6 +31,10 @@ type ConnectConfig struct {
 	Stdin       io.Reader
 	Stdout      io.Writer
 	PeerVersion tunnel.Version
+	// ClientTokenFrom names where Tunnel.ClientToken came from (the variable
+	// AWSIOT_TUNNEL_CLIENT_TOKEN), for the hints when the service refuses it;
+	// "" when Connect picks the client token itself.
+	ClientTokenFrom string
 	// TokenCacheDir is where client tokens are kept per access token, and where a
 	// running Connect holds its lock on that token. "" means neither.
 	TokenCacheDir string
@@ -183,7 +187,7 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	var he *tunnel.HandshakeError
 	switch {
 	case errors.As(err, &he) && !he.Temporary():
-		return Usagef("%w; %s", err, refusalHint(he))
+		return Usagef("%w; %s", err, refusalHint(he, cc.ClientTokenFrom))
 	case errors.Is(err, tunnel.ErrClosedByService):
 		// CloseTunnel, the tunnel's lifetime, or a rotated source token (which
 		// revokes the one in use) all end the connection so.
@@ -245,8 +249,10 @@ const rotateSource = "aws iotsecuretunneling rotate-tunnel-access-token --tunnel
 
 // refusalHint says what to do about a 4xx from the service, after the service's
 // own words (spec §2.6 and the developer guide's troubleshooting table, §4). The
-// service's body never holds a token, and neither does the hint.
-func refusalHint(he *tunnel.HandshakeError) string {
+// service's body never holds a token, and neither does the hint. clientTokenFrom
+// is ConnectConfig.ClientTokenFrom: where a client token the service refuses
+// came from, to be named.
+func refusalHint(he *tunnel.HandshakeError, clientTokenFrom string) string {
 	if he.StatusCode != 400 && he.StatusCode != 401 && he.StatusCode != 403 {
 		// The service refuses tokens with 400 (emulators with 401 or 403).
 		return fmt.Sprintf("the endpoint answered HTTP %d instead of a tunnel: it does not look like a Secure Tunneling data plane "+
@@ -257,9 +263,24 @@ func refusalHint(he *tunnel.HandshakeError) string {
 	case strings.Contains(body, "previously used"):
 		return "the token was used before by a source this machine has no client token for (another machine or user, " +
 			"a cleared cache, localproxy): a source token serves one client; get a new one: " + rotateSource
+	case strings.Contains(body, "already in use"):
+		// Client tokens are unique across open tunnels (spec §2.1, §3.8): one
+		// left set for another tunnel is refused, and so is a rotated access
+		// token with it.
+		if clientTokenFrom != "" {
+			return "the client token in " + clientTokenFrom + " is in use with another tunnel: use one client token per tunnel, " +
+				"or unset " + clientTokenFrom + " (porthole connect then keeps one per access token)"
+		}
+		return "the client token is in use with another tunnel: use one client token per tunnel"
+	case strings.Contains(body, "client token") && clientTokenFrom != "":
+		// "does not match": a run without the variable, or with another value,
+		// set another client token first.
+		return "this token was first used with another client token than the one in " + clientTokenFrom + ": by a porthole connect " +
+			"without it (unset it: the client token that run kept is used then) or with another value, or by another source " +
+			"(another machine, user or tool); run as the first did, or get a new token: " + rotateSource
 	case strings.Contains(body, "client token"):
-		return "another source (another machine, user or tool) holds this token with its own client token; " +
-			"stop it, or get a new token: " + rotateSource
+		return "another source (another machine, user or tool, or a porthole connect with AWSIOT_TUNNEL_CLIENT_TOKEN set) " +
+			"holds this token with its own client token; stop it (or set the variable as it did), or get a new token: " + rotateSource
 	case strings.Contains(body, "closed"):
 		return "the tunnel is closed (CloseTunnel, or its lifetime ended): open a new one"
 	case strings.Contains(body, "local-proxy-mode"):

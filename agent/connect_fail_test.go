@@ -82,21 +82,28 @@ func TestConnectStdioUnnamedOnSeveralServices(t *testing.T) {
 }
 
 func TestRefusalHint(t *testing.T) {
-	for _, tc := range []struct{ body, want string }{
-		{dataplane.BodyTokenUsed, "rotate-tunnel-access-token --tunnel-id ID --client-mode SOURCE"},
-		{dataplane.BodyClientTokenMismatch, "another source"},
-		{"Invalid access token: The tunnel is closed.", "open a new one"},
-		{"Invalid local-proxy-mode: the access token is for destination mode", "sourceAccessToken"},
-		{"Invalid access token: The access token is not valid.", "another region"},
-		{"", "--client-mode SOURCE (ID: from aws iotsecuretunneling list-tunnels)"},
+	const inUse = "Invalid client token: The provided client token is already in use."
+	const env = "AWSIOT_TUNNEL_CLIENT_TOKEN"
+	for _, tc := range []struct{ body, from, want, not string }{
+		{dataplane.BodyTokenUsed, "", "rotate-tunnel-access-token --tunnel-id ID --client-mode SOURCE", ""},
+		{dataplane.BodyClientTokenMismatch, "", "another source", ""},
+		{dataplane.BodyClientTokenMismatch, env, "than the one in " + env + ": by a porthole connect without it", ""},
+		// Unique across open tunnels (spec §2.1): a new access token does not help.
+		{inUse, "", "use one client token per tunnel", "rotate"},
+		{inUse, env, "or unset " + env, "rotate"},
+		{"Invalid access token: The tunnel is closed.", "", "open a new one", ""},
+		{"Invalid local-proxy-mode: the access token is for destination mode", "", "sourceAccessToken", ""},
+		{"Invalid access token: The access token is not valid.", "", "another region", ""},
+		{"", "", "--client-mode SOURCE (ID: from aws iotsecuretunneling list-tunnels)", ""},
 	} {
-		if got := refusalHint(&tunnel.HandshakeError{StatusCode: 400, Body: tc.body}); !strings.Contains(got, tc.want) {
-			t.Errorf("refusalHint(400 %q) = %q, want it to say %q", tc.body, got, tc.want)
+		got := refusalHint(&tunnel.HandshakeError{StatusCode: 400, Body: tc.body}, tc.from)
+		if !strings.Contains(got, tc.want) || tc.not != "" && strings.Contains(got, tc.not) {
+			t.Errorf("refusalHint(400 %q, %q) = %q, want it to say %q and not %q", tc.body, tc.from, got, tc.want, tc.not)
 		}
 	}
 	// Not a refused token: the endpoint is no tunneling service.
 	for _, code := range []int{200, 301, 404} {
-		if got := refusalHint(&tunnel.HandshakeError{StatusCode: code, Body: "Invalid access token"}); !strings.Contains(got, fmt.Sprintf("answered HTTP %d instead of a tunnel", code)) ||
+		if got := refusalHint(&tunnel.HandshakeError{StatusCode: code, Body: "Invalid access token"}, ""); !strings.Contains(got, fmt.Sprintf("answered HTTP %d instead of a tunnel", code)) ||
 			strings.Contains(got, "rotate") {
 			t.Errorf("refusalHint(%d) = %q, want it to doubt the endpoint, not the token", code, got)
 		}

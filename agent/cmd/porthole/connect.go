@@ -111,6 +111,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	}
 	cfg := tunnel.Config{Region: *region, Endpoint: *endpoint, AccessToken: tok, CAFile: *caFile,
 		InsecureSkipVerify: *insecure, AllowInsecureWebSocket: *allowWS, UserAgent: "porthole/" + agent.Version}
+	clientTokenFrom := ""
 	if v := strings.TrimSpace(os.Getenv(clientTokenEnv)); v != "" {
 		// localproxy's -i: a source token used with a client token is
 		// accepted again only with that client token.
@@ -118,7 +119,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		if err != nil {
 			return agent.Usagef("%s: %s", clientTokenEnv, strings.TrimPrefix(err.Error(), "tunnel: "))
 		}
-		cfg.ClientToken = ct
+		cfg.ClientToken, clientTokenFrom = ct, clientTokenEnv
 	}
 	if *proxy != "" {
 		u, err := tunnel.ParseProxyURL(*proxy)
@@ -145,7 +146,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
 	defer stop()
 	return agent.Connect(ctx, agent.ConnectConfig{Tunnel: cfg, Listen: listen, Stdio: *stdio, Stdin: stdin, Stdout: stdout,
-		PeerVersion: pv, TokenCacheDir: cache, Logger: log})
+		PeerVersion: pv, ClientTokenFrom: clientTokenFrom, TokenCacheDir: cache, Logger: log})
 }
 
 // tokenEnv holds the access token when neither --token nor --token-file is given.

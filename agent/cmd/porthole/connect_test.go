@@ -385,6 +385,15 @@ func TestConnectClientTokenFromEnvironment(t *testing.T) {
 	if code, errs := s.stop(t); code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
+
+	// Left set for another tunnel: client tokens are unique across open
+	// tunnels (spec §2.1), so the service refuses it. The variable is at
+	// fault, not the access token: a rotated one is refused the same way.
+	t.Setenv(tokenEnv, srv.OpenTunnel("SSH").SourceToken)
+	code, _, errs := runCmd(t, nil, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket", "-L", "SSH=0")
+	if code != exitUsage || !strings.Contains(errs, "unset "+clientTokenEnv) || strings.Contains(errs, "rotate-tunnel-access-token") {
+		t.Errorf("%s reused on another tunnel: exit %d, stderr %q; want %d, naming the variable and not rotating the token", clientTokenEnv, code, errs, exitUsage)
+	}
 }
 
 // TestConnectEndpointFromEnvironment: localproxy takes the endpoint and the
