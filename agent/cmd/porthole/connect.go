@@ -134,6 +134,15 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	cache := ""
 	if dir, err := os.UserCacheDir(); err == nil {
 		cache = filepath.Join(dir, "porthole", "client-tokens")
+	} else {
+		// Neither HOME nor XDG_CACHE_HOME (a systemd system unit, cron, env
+		// -i): say what is lost, as Connect does for a cache it cannot
+		// write, or the next run's refusal blames another source.
+		lost := "a second porthole connect with this token would take this one's place (no lock)"
+		if cfg.ClientToken.IsZero() {
+			lost = "this token can then be used once only, and " + lost
+		}
+		log.Warn("client token cache unusable; "+lost, "error", err)
 	}
 	// A hangup ends it as Ctrl-C does, the device told that the streams are
 	// gone: it is how it usually ends when not stopped by hand (the terminal

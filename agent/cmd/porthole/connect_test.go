@@ -213,6 +213,23 @@ func TestConnectSecondOnSameToken(t *testing.T) {
 	}
 }
 
+// TestConnectNoCacheDir: with neither HOME nor XDG_CACHE_HOME (a systemd
+// system unit, cron, env -i) there is no client-token cache and no lock: say
+// so, as for a cache that cannot be written, or the next run's refusal blames
+// another source that does not exist.
+func TestConnectNoCacheDir(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	t.Setenv("XDG_CACHE_HOME", "")
+	t.Setenv("HOME", "")
+	c := startStdio(srv, "--token-file", writeToken(t, tun.SourceToken))
+	c.echo(t, "ping")
+	code, errs := c.stop(t)
+	if code != 0 || !strings.Contains(errs, "client token cache unusable; this token can then be used once only") ||
+		!strings.Contains(errs, "no lock") || !strings.Contains(errs, "HOME") {
+		t.Errorf("without a cache directory: exit %d, stderr %q; want 0 and a warning with the error", code, errs)
+	}
+}
+
 // TestFlagErrorPrintedOnce: package flag prints a bad flag's error above the
 // usage; run must not print it again, and still exits with the usage code.
 func TestFlagErrorPrintedOnce(t *testing.T) {
