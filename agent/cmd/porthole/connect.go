@@ -76,10 +76,14 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	out.onDropped(func(n int) { log.Warn("log lines dropped: the terminal did not take them in time", "dropped", n) })
 
 	set := flagsGiven(fs)
+	endpointName, fromEnv := "--endpoint", false
 	if *region == "" && *endpoint == "" {
 		// As localproxy: the environment stands in for -r and -e (both set
-		// is refused below, as there).
+		// is refused below, as there). The messages below then name the
+		// variable, as the access token's do: no flag was given, and a
+		// variable left from a lab session is mended by unsetting it.
 		*region, *endpoint = os.Getenv(regionEnv), os.Getenv(endpointEnv)
+		endpointName, fromEnv = endpointEnv, true
 	}
 	tok, from, err := accessToken(set["token"], *tokenArg, set["token-file"], *tokenFile, os.Getenv)
 	if err != nil {
@@ -91,7 +95,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if fi, err := os.Stat(*tokenFile); from == "--token-file" && err == nil && sharedTokenFile(runtime.GOOS, fi.Mode()) {
 		log.Warn("the token file is readable by other users of this machine: chmod 600 it", "file", *tokenFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
-	for _, w := range agent.TLSOffWarnings(*endpoint, *insecure, *allowWS, *proxy != "", "--insecure-skip-verify", "--endpoint") {
+	for _, w := range agent.TLSOffWarnings(*endpoint, *insecure, *allowWS, *proxy != "", "--insecure-skip-verify", endpointName) {
 		log.Warn(w)
 	}
 	if from != "" {
@@ -100,9 +104,19 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if (*region == "") == (*endpoint == "") {
 		return agent.Usagef("give exactly one of --region and --endpoint (or of %s and %s)", regionEnv, endpointEnv)
 	}
-	if err := tunnel.ValidateEndpoint(*endpoint, *region, *allowWS); errors.Is(err, tunnel.ErrPlainWebSocket) {
+	err = tunnel.ValidateEndpoint(*endpoint, *region, *allowWS)
+	switch {
+	case errors.Is(err, tunnel.ErrPlainWebSocket) && fromEnv:
+		// Not --allow-insecure-websocket: with a variable left from a lab, it
+		// would send a real token in the clear.
+		return agent.Usagef("%s=%s is not TLS (left from a lab?): unset it, or give --region or --endpoint", endpointEnv, *endpoint)
+	case errors.Is(err, tunnel.ErrPlainWebSocket):
 		return agent.Usagef("--endpoint %s is not TLS: add --allow-insecure-websocket (labs and tests only)", *endpoint)
-	} else if err != nil {
+	case err != nil && fromEnv && *endpoint == "":
+		return agent.Usagef("%s: %s", regionEnv, strings.TrimPrefix(err.Error(), "tunnel: "))
+	case err != nil && fromEnv:
+		return agent.Usagef("%s: %s", endpointEnv, strings.TrimPrefix(err.Error(), "tunnel: "))
+	case err != nil:
 		return agent.Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	pv := map[string]tunnel.Version{"V1": tunnel.V1, "V2": tunnel.V2, "V3": tunnel.V3}[*peer]

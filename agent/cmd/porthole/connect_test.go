@@ -437,3 +437,33 @@ func TestConnectEndpointFromEnvironment(t *testing.T) {
 		t.Errorf("--endpoint with both variables set: exit %d, stderr %q", code, errs)
 	}
 }
+
+// TestConnectEndpointFromEnvironmentNamed: a mistake in an endpoint or region
+// taken from the environment (a variable left from a lab or localproxy
+// session) names the variable, and a ws:// one is not mended by
+// --allow-insecure-websocket, which would send a real token in the clear.
+func TestConnectEndpointFromEnvironmentNamed(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	t.Setenv(tokenEnv, "")
+	t.Setenv(clientTokenEnv, "")
+	tok := writeToken(t, "some-source-token\n")
+	for _, tc := range []struct{ env, value, want string }{
+		{endpointEnv, "ws://127.0.0.1:8080", endpointEnv + "=ws://127.0.0.1:8080 is not TLS (left from a lab?): unset it"},
+		{endpointEnv, "localhost:8080/tunnel", endpointEnv + `: endpoint host "localhost:8080/tunnel"`},
+		{regionEnv, "EU-WEST-1", regionEnv + `: region "EU-WEST-1"`},
+	} {
+		t.Setenv(endpointEnv, "")
+		t.Setenv(regionEnv, "")
+		t.Setenv(tc.env, tc.value)
+		code, _, errs := runCmd(t, nil, "connect", "--token-file", tok, "-L", "SSH=0")
+		if code != exitUsage || !strings.Contains(errs, tc.want) || strings.Contains(errs, "add --allow-insecure-websocket") {
+			t.Errorf("%s=%s: exit %d, stderr %q; want %d and %q", tc.env, tc.value, code, errs, exitUsage, tc.want)
+		}
+	}
+	// Allowed, the warning that the tokens cross the network in the clear names it too.
+	t.Setenv(regionEnv, "")
+	t.Setenv(endpointEnv, "ws://192.0.2.1:8080")
+	if _, _, errs := runCmd(t, nil, "connect", "--token-file", tok, "--allow-insecure-websocket"); !strings.Contains(errs, endpointEnv+" is ws://") {
+		t.Errorf("%s=ws://192.0.2.1:8080 with --allow-insecure-websocket: stderr %q, want a warning naming it", endpointEnv, errs)
+	}
+}
