@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -457,7 +459,7 @@ var errBadExpiry = errors.New("option expiry-time: want YYYYMMDD[HHMM[SS]][Z]")
 // parseExpiry parses expiry-time's YYYYMMDD[HHMM[SS]], in UTC when suffixed
 // with Z and otherwise in the server's local time zone, like sshd.
 func parseExpiry(v string) (time.Time, error) {
-	loc := time.Local
+	loc := localZone()
 	if strings.HasSuffix(v, "Z") || strings.HasSuffix(v, "z") {
 		loc = time.UTC
 		v = v[:len(v)-1]
@@ -478,6 +480,40 @@ func parseExpiry(v string) (time.Time, error) {
 		return time.Time{}, errBadExpiry // time's error quotes v
 	}
 	return t, nil
+}
+
+// localZone is the server's local time zone as the libc sees it: sshd reads
+// expiry-time with mktime(3) and sftp-server dates "ls -l" lines with
+// localtime(3). It is time.Local except where TZ holds a POSIX rule
+// (TZ=CET-1CEST,M3.5.0,M10.5.0/3, as devices without zone files set it, and
+// session.go passes on): Go reads TZ only as a zone file's name and, finding
+// none, silently takes UTC. The rule is then read by wrapping it as the footer
+// of a TZif file with no transitions, which Go applies to all times. time.Local
+// itself is left alone: the rest of the process may rely on it.
+var localZone = sync.OnceValue(func() *time.Location { return zoneFromTZ(os.Getenv("TZ"), time.Local) })
+
+// zoneFromTZ is localZone for the value tz of TZ and Go's reading local of it.
+func zoneFromTZ(tz string, local *time.Location) *time.Location {
+	// Go fell back to UTC (its Local is then named so) for a name it found no
+	// file of; "", ":..." and "/..." it read as libc does, or as UTC.
+	if tz == "" || tz[0] == ':' || tz[0] == '/' || tz == "UTC" || local.String() != "UTC" {
+		return local
+	}
+	// A TZif version 2 file (RFC 8536): a version 1 header and data block,
+	// the same again for version 2 (no transitions, no leap seconds, one
+	// local time type: offset 0, not DST, the empty abbreviation), then the
+	// footer with the rule.
+	header := "TZif2" + strings.Repeat("\x00", 15) + // magic, version, reserved
+		"\x00\x00\x00\x00" + "\x00\x00\x00\x00" + "\x00\x00\x00\x00" + // isutcnt, isstdcnt, leapcnt
+		"\x00\x00\x00\x00" + "\x00\x00\x00\x01" + "\x00\x00\x00\x01" // timecnt, typecnt, charcnt
+	block := "\x00\x00\x00\x00" + "\x00" + "\x00" + // ttinfo: utoff, isdst, desigidx
+		"\x00" // the abbreviations
+	data := header + block + header + block + "\n" + tz + "\n"
+	loc, err := time.LoadLocationFromTZData(tz, []byte(data))
+	if err != nil {
+		return local
+	}
+	return loc
 }
 
 // errPermitPort refuses a permitopen= or permitlisten= port that is not one,

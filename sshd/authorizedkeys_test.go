@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // A fixed ed25519 public key for table tests.
@@ -495,5 +497,51 @@ func TestFromZonedLinkLocalClient(t *testing.T) {
 				t.Errorf("login from fe80::1%%eth0 with %s: err=%v, want ok=%v", tc.opts, err, tc.loginOK)
 			}
 		})
+	}
+}
+
+// TestExpiryTimePOSIXZone: a device whose zone is set by a POSIX TZ string
+// (no zone files; Go's time.Local is UTC then) reads an expiry-time without Z
+// in that zone, as sshd's mktime(3) does: 20300101 is 2029-12-31 23:00 UTC in
+// CET. sftp's "ls -l" lines (sftp-server's localtime(3)) are in it too.
+func TestExpiryTimePOSIXZone(t *testing.T) {
+	if !inChild() {
+		_ = time.Local.String() // Go reads TZ at its first use: this process's Local stays
+		t.Setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")
+		runChild(t, nil, nil)
+		return
+	}
+	got, err := parseExpiry("20300101")
+	if want := time.Date(2029, 12, 31, 23, 0, 0, 0, time.UTC); err != nil || !got.Equal(want) {
+		t.Errorf(`TZ=%s: expiry-time="20300101" is %v, %v; want %v (local midnight in CET)`, os.Getenv("TZ"), got.UTC(), err, want)
+	}
+	mtime := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := unix.Stat_t{Mode: 0o100644, Nlink: 1, Size: 7, Mtim: unix.NsecToTimespec(mtime.UnixNano())}
+	if got, want := longName("name", &st, "0", "0", mtime.Add(time.Hour)), "Jan  1 01:00 name"; !strings.HasSuffix(got, want) {
+		t.Errorf("TZ=%s: ls -l line of a file of %v is %q, want it to end in %q", os.Getenv("TZ"), mtime, got, want)
+	}
+}
+
+// TestZoneFromTZ: a POSIX rule that Go fell back to UTC for is read, summer
+// time included; a zone Go did read is kept.
+func TestZoneFromTZ(t *testing.T) {
+	const cet = "CET-1CEST,M3.5.0,M10.5.0/3"
+	berlin := time.FixedZone("Europe/Berlin", 3600) // as if read from a zone file
+	for _, tc := range []struct {
+		tz     string
+		local  *time.Location
+		at     time.Time
+		name   string
+		offset int
+	}{
+		{cet, time.UTC, time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC), "CEST", 2 * 3600},
+		{cet, time.UTC, time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC), "CET", 3600},
+		{cet, berlin, time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC), "Europe/Berlin", 3600},
+		{"UTC", time.UTC, time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC), "UTC", 0},
+	} {
+		name, offset := tc.at.In(zoneFromTZ(tc.tz, tc.local)).Zone()
+		if name != tc.name || offset != tc.offset {
+			t.Errorf("TZ=%s, Go's Local %v: %v is in %s%+d, want %s%+d", tc.tz, tc.local, tc.at, name, offset, tc.name, tc.offset)
+		}
 	}
 }

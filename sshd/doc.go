@@ -54,8 +54,10 @@
 //     and a from= CIDR block with bits set past its prefix length or a
 //     prefix length its address family cannot have (the length is read as
 //     sshd's strtoul reads it: /08 is 8); of several expiry-time= the
-//     earliest holds, and restrict takes away what a pty (and the like)
-//     before it gave. A missing file is logged at debug at each login.
+//     earliest holds (one without Z is in the local zone as libc reads TZ,
+//     a POSIX rule such as CET-1CEST,M3.5.0,M10.5.0/3 included, which Go's
+//     time.Local takes as UTC; sftp's ls -l times are in it too), and
+//     restrict takes away what a pty (and the like) before it gave. A missing file is logged at debug at each login.
 //   - As OpenSSH since 8.8 and 8.2: an RSA key must sign with SHA-2
 //     (rsa-sha2-256 or -512; ssh-rsa, SHA-1, is refused), and so must the CA
 //     of a certificate.

@@ -201,7 +201,7 @@ func (m *idNames) lookupGroup(gid uint32) (string, bool) {
 // (sftp-common.c) makes it: the time of day ("%b %e %H:%M") for an mtime in
 // the last six months, else the year ("%b %e  %Y").
 func longName(name string, st *unix.Stat_t, owner, group string, now time.Time) string {
-	mtime := time.Unix(int64(st.Mtim.Sec), 0)
+	mtime := time.Unix(int64(st.Mtim.Sec), 0).In(localZone()) // localtime(3)'s zone, with a POSIX TZ too
 	layout := "Jan _2  2006"
 	if age := now.Unix() - mtime.Unix(); age >= 0 && age < 365*24*60*60/2 {
 		layout = "Jan _2 15:04"
