@@ -174,7 +174,9 @@ func loadOrCreateHostKey(dir string) (gossh.Signer, error) {
 
 // tmpMaxAge is how old a temporary file of writeFileAtomic must be before
 // mendAfterCrash takes it as left by a crash, not as one another process (porthole
-// keygen) is writing now.
+// keygen) is writing now. One dated more than that in the future is a crash's
+// too: written before the clock went back (a router without an RTC starts at
+// 1970 or its last saved time until NTP answers), it would never grow old.
 const tmpMaxAge = time.Minute
 
 // mendAfterCrash finishes what a crash (a power cut) while the key at path was
@@ -194,7 +196,7 @@ func mendAfterCrash(path string, s gossh.Signer) {
 		if !strings.HasPrefix(name, "."+base+".tmp-") && !strings.HasPrefix(name, "."+base+".pub.tmp-") || !e.Type().IsRegular() {
 			continue
 		}
-		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > tmpMaxAge {
+		if fi, err := e.Info(); err == nil && (time.Since(fi.ModTime()) > tmpMaxAge || time.Until(fi.ModTime()) > tmpMaxAge) {
 			os.Remove(filepath.Join(dir, name))
 		}
 	}

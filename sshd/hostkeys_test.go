@@ -353,7 +353,9 @@ func TestHostKeyPubMadeAfterCrash(t *testing.T) {
 
 // A power cut while the host key is made leaves its temporary file: a private
 // key (the one linked into place, or one never used). Nothing removed it, at
-// that start or any later one.
+// that start or any later one; nor one dated in the future, as a crash's file
+// is at each start of a router without an RTC (its clock at 1970 or the last
+// saved time until NTP answers).
 func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := hostSigners(dir, nil); err != nil {
@@ -366,6 +368,12 @@ func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
 	}
 	old := time.Now().Add(-time.Hour)
 	os.Chtimes(left, old, old)
+	ahead := filepath.Join(dir, "."+HostKeyFile+".pub.tmp-654321")
+	if err := os.WriteFile(ahead, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().AddDate(1, 0, 0) // written under a clock a year ahead of this start's
+	os.Chtimes(ahead, later, later)
 	if _, err := hostSigners(dir, nil); err != nil {
 		t.Fatal(err)
 	}
