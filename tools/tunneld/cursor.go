@@ -1,6 +1,7 @@
 package tunneld
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/binary"
 	"strings"
@@ -42,9 +43,12 @@ func decodeCursor(tok string) (cursor, error) {
 }
 
 // compareListOrder orders tunnels as ListTunnels lists them: newest first, then by
-// ID.
+// ID. Times are compared by their wall-clock readings, what a cursor encodes:
+// Compare would use the monotonic readings of two records' CreatedAt (from
+// time.Now) but the wall clock against a cursor, and after the wall clock was
+// stepped the two orders differ, so a page skipped or repeated a tunnel.
 func compareListOrder(a, b cursor) int {
-	if c := b.created.Compare(a.created); c != 0 {
+	if c := cmp.Compare(b.created.UnixNano(), a.created.UnixNano()); c != 0 {
 		return c
 	}
 	return strings.Compare(a.id, b.id)
