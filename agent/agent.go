@@ -849,6 +849,11 @@ func (a *Agent) failureReason(err error, log *slog.Logger) string {
 		return fmt.Sprintf("the HTTPS proxy refused to connect to the service (%d)", pe.Status)
 	case viaProxy && tunnel.IsCertificateError(err):
 		return "TLS certificate check of the HTTPS proxy failed"
+	case errors.As(err, &ce) && ce.Reason == x509.Expired:
+		// The clock is after the build but outside the certificate's dates
+		// (days off, or a certificate really expired): tunnel.ca_file has
+		// nothing to do with it. As notify's tlsHint says it for the broker.
+		return "the service's TLS certificate has expired or is not yet valid (the clock says " + a.clock().UTC().Format(time.RFC3339) + ")"
 	case tunnel.IsCertificateError(err):
 		return "TLS certificate check of the service failed (tunnel.ca_file)"
 	case errors.Is(err, syscall.EMFILE):

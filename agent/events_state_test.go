@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -104,7 +105,10 @@ func TestConnectFailureOutOfDescriptors(t *testing.T) {
 // A certificate the service's or the proxy's chain does not verify (a device
 // without a CA bundle) and a proxy refusing tunnel.https_proxy's credentials
 // are no network failures either: the event names them, as porthole connect
-// does.
+// does. A service certificate out of date by a clock after the build (days
+// behind or ahead, not a 1970 one) is said to be so, with the clock, as the
+// MQTT side says it: tunnel.ca_file, which it was called, has nothing to do
+// with it.
 func TestConnectFailureCertificateAndProxy(t *testing.T) {
 	srv := httptest.NewTLSServer(http.NotFoundHandler())
 	defer srv.Close()
@@ -113,12 +117,16 @@ func TestConnectFailureCertificateAndProxy(t *testing.T) {
 		c.Close()
 		t.Fatal("a self-signed server's certificate verified")
 	}
-	a := &Agent{cfg: &Config{}, log: slog.New(slog.DiscardHandler)}
+	now := BuildTime().Add(30 * 24 * time.Hour)
+	a := &Agent{cfg: &Config{}, log: slog.New(slog.DiscardHandler), now: func() time.Time { return now }}
+	expired := &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired, Detail: "current time ... is after ..."}}
 	for _, tc := range []struct {
 		err  error
 		want string
 	}{
 		{fmt.Errorf("tunnel: connecting to data.tunneling.iot.eu-west-1.amazonaws.com:443: %w", tlsErr), "certificate check of the service"},
+		{fmt.Errorf("tunnel: connecting to data.tunneling.iot.eu-west-1.amazonaws.com:443: %w", expired),
+			"the service's TLS certificate has expired or is not yet valid (the clock says " + now.UTC().Format(time.RFC3339) + ")"},
 		{&tunnel.ProxyError{Err: fmt.Errorf("TLS to proxy 10.0.0.1:3128: %w", tlsErr)}, "certificate check of the HTTPS proxy"},
 		{&tunnel.ProxyError{Err: errors.New("proxy 10.0.0.1:3128 refused CONNECT: 407 Proxy Authentication Required"), Status: 407}, "credentials of tunnel.https_proxy (407)"},
 		{&tunnel.ProxyError{Err: errors.New("proxy 10.0.0.1:3128 refused CONNECT: 403 Forbidden"), Status: 403}, "HTTPS proxy refused to connect to the service (403)"},
