@@ -189,7 +189,7 @@ func Warnings(cfg *Config) []string {
 	for _, k := range cfg.zeroDefaulted {
 		out = append(out, k+` "0s" does not turn it off: the default is used (leave the key out)`)
 	}
-	if w := reservedTopicWarning(cfg.MQTT.EventTopic, cfg.MQTT.Endpoint); w != "" {
+	if w := eventTopicWarning(cfg.MQTT.EventTopic, cfg.MQTT.Endpoint); w != "" {
 		out = append(out, w)
 	}
 	if w := notify.EndpointWarning(cfg.MQTT.Endpoint); w != "" {

@@ -374,8 +374,6 @@ func (c *Config) Validate() error {
 		// feed the agent its own events, and AWS IoT disconnects a client that
 		// publishes where it may not. ($aws/rules/RULE/..., Basic Ingest, is fine.)
 		bad("mqtt.event_topic", "%q is one of the thing's reserved topics ($aws/things/...); use a topic of your own, e.g. \"porthole/events/%s\"", c.MQTT.EventTopic, c.ThingName)
-	} else if err := awsTopicLimits(c.MQTT.EventTopic); err != nil && awsIoTEndpoint(c.MQTT.Endpoint) {
-		bad("mqtt.event_topic", "%q %v", c.MQTT.EventTopic, err)
 	}
 	if c.Tunnel.Endpoint != "" {
 		if strings.HasPrefix(c.Tunnel.Endpoint, "ws://") && !c.Tunnel.AllowInsecureWebSocket {
@@ -772,33 +770,30 @@ func BuildTime() time.Time {
 	return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 }
 
-// awsTopicLimits checks AWS IoT Core's limits on a topic to publish on: at most
-// 256 bytes and 7 slashes, not counting Basic Ingest's $aws/rules/RULE/ (AWS IoT
-// Core quotas). AWS refuses a publish past them, and may close the connection:
-// every event would be lost.
-func awsTopicLimits(topic string) error {
-	if rest, ok := strings.CutPrefix(topic, "$aws/rules/"); ok {
-		_, topic, _ = strings.Cut(rest, "/")
-	}
-	switch {
-	case len(topic) > 256:
-		return fmt.Errorf("is %d bytes long: AWS IoT Core takes at most 256 (not counting $aws/rules/RULE/)", len(topic))
-	case strings.Count(topic, "/") > 7:
-		return fmt.Errorf("has %d slashes: AWS IoT Core takes at most 7 (not counting $aws/rules/RULE/)", strings.Count(topic, "/"))
-	}
-	return nil
-}
-
-// reservedTopicWarning is why an event topic is one AWS IoT Core refuses a
-// publish to, or ends the connection for: it reserves the topics starting with
-// $ but for Basic Ingest's $aws/rules/RULE/. A warning, not a refusal (as the
-// limits above are): a fielded device with it would not start after an
-// upgrade, where now only its events are lost.
-func reservedTopicWarning(topic, endpoint string) string {
-	if !strings.HasPrefix(topic, "$") || strings.HasPrefix(topic, "$aws/rules/") || !awsIoTEndpoint(endpoint) {
+// eventTopicWarning is why AWS IoT Core refuses the publishes to an event
+// topic, or ends the connection for them: it reserves the topics starting with
+// $ but for Basic Ingest's $aws/rules/RULE/, and takes at most 256 bytes and 7
+// slashes after that prefix (AWS IoT Core quotas). A warning, not a refusal:
+// only the events are lost, and a fielded device that an older build started
+// with such a topic would not start after an upgrade.
+func eventTopicWarning(topic, endpoint string) string {
+	if !awsIoTEndpoint(endpoint) {
 		return ""
 	}
-	return fmt.Sprintf("mqtt.event_topic %q starts with $: AWS IoT Core reserves such topics and refuses the events (or ends the connection); use $aws/rules/RULE/... (Basic Ingest) or a topic of your own", topic)
+	rest, basicIngest := strings.CutPrefix(topic, "$aws/rules/")
+	if basicIngest {
+		_, rest, _ = strings.Cut(rest, "/")
+	}
+	const refused = " (not counting $aws/rules/RULE/) and refuses the events (or ends the connection)"
+	switch {
+	case strings.HasPrefix(topic, "$") && !basicIngest:
+		return fmt.Sprintf("mqtt.event_topic %q starts with $: AWS IoT Core reserves such topics and refuses the events (or ends the connection); use $aws/rules/RULE/... (Basic Ingest) or a topic of your own", topic)
+	case len(rest) > 256:
+		return fmt.Sprintf("mqtt.event_topic %q is %d bytes long: AWS IoT Core takes at most 256"+refused, topic, len(rest))
+	case strings.Count(rest, "/") > 7:
+		return fmt.Sprintf("mqtt.event_topic %q has %d slashes: AWS IoT Core takes at most 7"+refused, topic, strings.Count(rest, "/"))
+	}
+	return ""
 }
 
 // awsIoTEndpoint reports whether the MQTT endpoint is AWS IoT Core's
