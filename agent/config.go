@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -418,12 +417,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.SSH.Listen != "" {
-		// A port of 1-65535: an empty or 0 one would listen on a port the
-		// kernel picks, and a bad one would fail at every start (exit 2, which
-		// init systems restart) where check-config said ok.
+		// A port of 1-65535, or a service name as net.Listen and OpenSSH's
+		// ListenAddress take it ("127.0.0.1:ssh", which older builds listened
+		// with): an empty or 0 one would listen on a port the kernel picks, and
+		// a bad one would fail at every start (exit 2, which init systems
+		// restart) where check-config said ok.
 		_, port, err := net.SplitHostPort(c.SSH.Listen)
-		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
-			bad("ssh.listen", "%q: want host:port with a port of 1-65535%s", c.SSH.Listen, ipv6Hint(c.SSH.Listen, "[::1]:2222"))
+		if n, perr := net.LookupPort("tcp", port); err != nil || perr != nil || n == 0 {
+			bad("ssh.listen", "%q: want host:port with a port of 1-65535 or a service name%s", c.SSH.Listen, ipv6Hint(c.SSH.Listen, "[::1]:2222"))
 		}
 	}
 	// The SSH library takes a negative limit as none at all.

@@ -87,6 +87,20 @@ func TestEventTopicAWSLimits(t *testing.T) {
 	}
 }
 
+// TestListenServiceNamePort: ssh.listen with a service name for its port
+// ("127.0.0.1:ssh"), which net.Listen and OpenSSH's ListenAddress take, listened
+// on port 22 in the builds before 21c87fb; refused since, a device with it
+// stopped starting after an upgrade.
+func TestListenServiceNamePort(t *testing.T) {
+	c, err := ParseConfig([]byte(minimalConfig + "[ssh]\nlisten = \"127.0.0.1:ssh\"\n"))
+	if err != nil {
+		t.Fatalf("ssh.listen \"127.0.0.1:ssh\": %v", err)
+	}
+	if c.SSH.Listen != "127.0.0.1:ssh" {
+		t.Errorf("ssh.listen = %q, want it as given", c.SSH.Listen)
+	}
+}
+
 // TestZeroDurationsWarned: MQTT's keep alive of 0 is "off", which neither the
 // keep alive nor the WebSocket ping offers; "0s" was taken for the default
 // without a word, and check-config said ok. It still is (a refusal would keep
@@ -194,7 +208,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"listen port negative", "[ssh]\nlisten = \"127.0.0.1:-1\"", "ssh.listen"},
 		{"listen port empty", "[ssh]\nlisten = \"127.0.0.1:\"", "ssh.listen"},
 		{"listen port 0", "[ssh]\nlisten = \":0\"", "ssh.listen"},
-		{"listen port named", "[ssh]\nlisten = \":ssh\"", "ssh.listen"},
+		{"listen port unknown name", "[ssh]\nlisten = \":no-such-service\"", "ssh.listen"},
 		// The example says whole seconds: MQTT's keep alive is a count of them,
 		// and 1500ms was accepted, then sent as 1 s.
 		{"keepalive not whole seconds", "[mqtt]\nkeepalive = \"1500ms\"", "mqtt.keepalive: 1.5s: want whole seconds"},
