@@ -186,9 +186,7 @@ func Warnings(cfg *Config) []string {
 	if r := cfg.readable; r.path != "" && (len(cfg.SSH.PasswordHashes) > 0 || strings.Contains(cfg.Tunnel.HTTPSProxy, "@")) {
 		out = append(out, fmt.Sprintf("%s has mode %04o: other local users can read the password hashes or the proxy's password in it (chmod 600)", r.path, r.mode))
 	}
-	for _, k := range cfg.zeroDefaulted {
-		out = append(out, k+` "0s" does not turn it off: the default is used (leave the key out)`)
-	}
+	out = append(out, cfg.adjusted...)
 	if w := eventTopicWarning(cfg.MQTT.EventTopic, cfg.MQTT.Endpoint); w != "" {
 		out = append(out, w)
 	}

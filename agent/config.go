@@ -47,9 +47,10 @@ type Config struct {
 	SSH      SSHConfig         `toml:"ssh"`
 	Log      LogConfig         `toml:"log"`
 
-	// zeroDefaulted are the keys given as "0s" that took their defaults
-	// (SetDuration), for Warnings.
-	zeroDefaulted []string
+	// adjusted says, for Warnings, which durations given are used as another
+	// value: "0s" as the default (SetDuration), a value MQTT or the tunnel
+	// cannot use as the nearest it can (setDefaults).
+	adjusted []string
 	// readable is the file LoadConfig read, and its mode, when group or
 	// others may read it (Warnings).
 	readable struct {
@@ -68,7 +69,8 @@ type MQTTConfig struct {
 	KeyFile  string `toml:"key_file"`
 	// ClientID defaults to the thing name (as AWS IoT policies expect).
 	ClientID string `toml:"client_id"`
-	// KeepAlive between the client and the broker. Default 60s.
+	// KeepAlive between the client and the broker, whole seconds (setDefaults
+	// rounds a fraction up). Default 60s.
 	KeepAlive SetDuration `toml:"keepalive"`
 	// EventTopic, if set, receives JSON events at QoS 1 (QoS 0 to a broker
 	// that takes no more): tunnel and stream lifecycle, SSH audit records,
@@ -95,7 +97,8 @@ type TunnelConfig struct {
 	MaxTunnels int `toml:"max_tunnels"`
 	// MaxConnections per service of one tunnel. Default 128.
 	MaxConnections int `toml:"max_connections"`
-	// PingInterval of the WebSocket. Default 20s.
+	// PingInterval of the WebSocket, 1s to 1h (setDefaults takes the nearest).
+	// Default 20s.
 	PingInterval SetDuration `toml:"ping_interval"`
 }
 
@@ -178,13 +181,14 @@ type SetDuration Duration
 // zeroGiven is a SetDuration given as zero, until setDefaults.
 const zeroGiven = SetDuration(-1)
 
-// zeroed turns zeroGiven into zero, for the default, adding key to keys.
-func (d *SetDuration) zeroed(key string, keys []string) []string {
+// zeroed turns zeroGiven into zero, for the default, adding key's warning to
+// warnings.
+func (d *SetDuration) zeroed(key string, warnings []string) []string {
 	if *d != zeroGiven {
-		return keys
+		return warnings
 	}
 	*d = 0
-	return append(keys, key)
+	return append(warnings, key+` "0s" does not turn it off: the default is used (leave the key out)`)
 }
 
 // UnmarshalText parses b as Duration does; zero is zeroGiven.
@@ -284,10 +288,22 @@ func (c *Config) setDefaults() {
 	if c.MQTT.ClientID == "" {
 		c.MQTT.ClientID = c.ThingName
 	}
-	c.zeroDefaulted = c.MQTT.KeepAlive.zeroed("mqtt.keepalive", nil)
-	c.zeroDefaulted = c.Tunnel.PingInterval.zeroed("tunnel.ping_interval", c.zeroDefaulted)
+	c.adjusted = c.MQTT.KeepAlive.zeroed("mqtt.keepalive", nil)
+	c.adjusted = c.Tunnel.PingInterval.zeroed("tunnel.ping_interval", c.adjusted)
 	if c.MQTT.KeepAlive == 0 {
 		c.MQTT.KeepAlive = SetDuration(60 * time.Second)
+	}
+	// Older builds ran with a keep alive that is not whole seconds (1500ms
+	// was sent as 1 s) and with any ping interval: such a value takes the
+	// nearest one that works, with a warning, as "0s" does. A keep alive past
+	// 65535 s stays an error (Validate): those builds refused it too.
+	if k := time.Duration(c.MQTT.KeepAlive); k%time.Second != 0 && k < 65535*time.Second {
+		c.MQTT.KeepAlive = SetDuration(k.Truncate(time.Second) + time.Second)
+		c.adjusted = append(c.adjusted, "mqtt.keepalive "+k.String()+" is not whole seconds (MQTT counts them): "+time.Duration(c.MQTT.KeepAlive).String()+" is used")
+	}
+	if p := time.Duration(c.Tunnel.PingInterval); p != 0 && (p < time.Second || p > time.Hour) {
+		c.Tunnel.PingInterval = SetDuration(min(max(p, time.Second), time.Hour))
+		c.adjusted = append(c.adjusted, "tunnel.ping_interval "+p.String()+" is not from 1s to 1h: "+time.Duration(c.Tunnel.PingInterval).String()+" is used")
 	}
 	if c.Tunnel.MaxTunnels == 0 {
 		c.Tunnel.MaxTunnels = 4
@@ -359,7 +375,7 @@ func (c *Config) Validate() error {
 		notAbs(fmt.Sprintf("ssh.trusted_user_ca_keys[%d]", i), p)
 	}
 	// MQTT's keep alive is a count of whole seconds (1-65535 here): a fraction
-	// would be cut off without a word.
+	// would be cut off without a word (setDefaults rounds one up below 65535 s).
 	if k := time.Duration(c.MQTT.KeepAlive); k%time.Second != 0 || k < time.Second || k > 65535*time.Second {
 		bad("mqtt.keepalive", "%v: want whole seconds from 1s to 65535s", k)
 	}
@@ -386,6 +402,7 @@ func (c *Config) Validate() error {
 			bad("tunnel.https_proxy", "%v", strings.TrimPrefix(err.Error(), "tunnel: "))
 		}
 	}
+	// setDefaults takes the nearest of these; a Config built in code may not.
 	if p := time.Duration(c.Tunnel.PingInterval); p != 0 && (p < time.Second || p > time.Hour) {
 		bad("tunnel.ping_interval", "%v: want 1s to 1h", p)
 	}

@@ -126,6 +126,39 @@ func TestZeroDurationsWarned(t *testing.T) {
 	}
 }
 
+// TestOlderReleaseValuesStillStart: a keep alive that is not whole seconds
+// (sent as 1 s for 1500ms before fd1a78a) and a ping interval outside 1s-1h
+// (used as given before 9854167) were refused since: a device with one stopped
+// starting after an upgrade. As "0s" (TestZeroDurationsWarned), they take the
+// nearest value that works, with a warning naming it.
+func TestOlderReleaseValuesStillStart(t *testing.T) {
+	for _, tc := range []struct {
+		extra, warning  string
+		keepAlive, ping time.Duration
+	}{
+		{"[mqtt]\nkeepalive = \"1500ms\"", "mqtt.keepalive 1.5s is not whole seconds (MQTT counts them): 2s is used", 2 * time.Second, 0},
+		{"[mqtt]\nkeepalive = \"200ms\"", "mqtt.keepalive 200ms is not whole seconds (MQTT counts them): 1s is used", time.Second, 0},
+		{"[tunnel]\nping_interval = \"500ms\"", "tunnel.ping_interval 500ms is not from 1s to 1h: 1s is used", time.Minute, time.Second},
+		{"[tunnel]\nping_interval = \"2h\"", "tunnel.ping_interval 2h0m0s is not from 1s to 1h: 1h0m0s is used", time.Minute, time.Hour},
+	} {
+		in := minimalConfig + tc.extra
+		if strings.HasPrefix(tc.extra, "[mqtt]\n") {
+			in = strings.Replace(minimalConfig, "[mqtt]\n", tc.extra+"\n", 1)
+		}
+		c, err := ParseConfig([]byte(in))
+		if err != nil {
+			t.Errorf("%q: %v", tc.extra, err)
+			continue
+		}
+		if k, p := time.Duration(c.MQTT.KeepAlive), time.Duration(c.Tunnel.PingInterval); k != tc.keepAlive || p != tc.ping {
+			t.Errorf("%q: keepalive %v, ping_interval %v; want %v, %v", tc.extra, k, p, tc.keepAlive, tc.ping)
+		}
+		if w := strings.Join(Warnings(c), "\n"); !strings.Contains(w, tc.warning) {
+			t.Errorf("%q: warnings %q, want %q", tc.extra, w, tc.warning)
+		}
+	}
+}
+
 // TestReservedEventTopicWarned: AWS IoT Core refuses a publish to its
 // reserved ($) topics, or ends the connection; only Basic Ingest's
 // $aws/rules/RULE/ takes a device's. check-config said ok. A warning: a
@@ -202,17 +235,13 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"proxy no host", "[tunnel]\nhttps_proxy = \"http://:3128\"", "tunnel.https_proxy"},
 		{"proxy port", "[tunnel]\nhttps_proxy = \"http://p:99999\"", "tunnel.https_proxy"},
 		{"proxy path", "[tunnel]\nhttps_proxy = \"http://p:3128/x\"", "tunnel.https_proxy"},
-		{"ping too often", "[tunnel]\nping_interval = \"1ns\"", "tunnel.ping_interval"},
-		{"ping too rare", "[tunnel]\nping_interval = \"2h\"", "tunnel.ping_interval"},
 		{"listen port too big", "[ssh]\nlisten = \"127.0.0.1:99999\"", "ssh.listen: \"127.0.0.1:99999\": want host:port with a port of 1-65535"},
 		{"listen port negative", "[ssh]\nlisten = \"127.0.0.1:-1\"", "ssh.listen"},
 		{"listen port empty", "[ssh]\nlisten = \"127.0.0.1:\"", "ssh.listen"},
 		{"listen port 0", "[ssh]\nlisten = \":0\"", "ssh.listen"},
 		{"listen port unknown name", "[ssh]\nlisten = \":no-such-service\"", "ssh.listen"},
-		// The example says whole seconds: MQTT's keep alive is a count of them,
-		// and 1500ms was accepted, then sent as 1 s.
-		{"keepalive not whole seconds", "[mqtt]\nkeepalive = \"1500ms\"", "mqtt.keepalive: 1.5s: want whole seconds"},
 		{"keepalive too long", "[mqtt]\nkeepalive = \"65536s\"", "mqtt.keepalive"},
+		{"keepalive too long, not whole seconds", "[mqtt]\nkeepalive = \"65535500ms\"", "mqtt.keepalive: 18h12m15.5s: want whole seconds from 1s to 65535s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := minimalConfig

@@ -126,7 +126,7 @@ func TestCheckConfig(t *testing.T) {
 		{"key of another certificate", key, otherKey, "mqtt.cert_file: loading the key pair"},
 		{"key is a directory", key, dir, "mqtt.key_file: " + dir + " is not a regular file"},
 		{"endpoint port", `endpoint = "b:8883"`, `endpoint = "b:99999"`, "mqtt.endpoint:"},
-		{"keepalive", `endpoint = "b:8883"`, `endpoint = "b:8883"` + "\nkeepalive = \"500ms\"", "mqtt.keepalive:"},
+		{"keepalive", `endpoint = "b:8883"`, `endpoint = "b:8883"` + "\nkeepalive = \"65536s\"", "mqtt.keepalive:"},
 		{"client id", `endpoint = "b:8883"`, `endpoint = "b:8883"` + "\nclient_id = \"" + strings.Repeat("x", 200) + "\"", "mqtt.client_id:"},
 		{"data_dir writable by others", filepath.Join(dir, "data"), filepath.Join(writable, "data"), "is writable by group or others"},
 	} {
