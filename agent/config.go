@@ -297,8 +297,9 @@ func (c *Config) setDefaults() {
 	// was sent as 1 s) and with any ping interval: such a value takes the
 	// nearest one that works, with a warning, as "0s" does. A keep alive past
 	// 65535 s stays an error (Validate): those builds refused it too.
-	if k := time.Duration(c.MQTT.KeepAlive); k%time.Second != 0 && k < 65535*time.Second {
-		c.MQTT.KeepAlive = SetDuration(k.Truncate(time.Second) + time.Second)
+	if k := time.Duration(c.MQTT.KeepAlive); k > 0 && k%time.Second != 0 && k < 65535*time.Second {
+		// Not k.Truncate: 200 B of code the device binary has no other use for.
+		c.MQTT.KeepAlive = SetDuration(k - k%time.Second + time.Second)
 		c.adjusted = append(c.adjusted, "mqtt.keepalive "+k.String()+" is not whole seconds (MQTT counts them): "+time.Duration(c.MQTT.KeepAlive).String()+" is used")
 	}
 	if p := time.Duration(c.Tunnel.PingInterval); p != 0 && (p < time.Second || p > time.Hour) {

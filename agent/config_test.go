@@ -242,6 +242,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"listen port unknown name", "[ssh]\nlisten = \":no-such-service\"", "ssh.listen"},
 		{"keepalive too long", "[mqtt]\nkeepalive = \"65536s\"", "mqtt.keepalive"},
 		{"keepalive too long, not whole seconds", "[mqtt]\nkeepalive = \"65535500ms\"", "mqtt.keepalive: 18h12m15.5s: want whole seconds from 1s to 65535s"},
+		{"keepalive negative, not whole seconds", "[mqtt]\nkeepalive = \"-1500ms\"", "mqtt.keepalive: negative duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := minimalConfig
