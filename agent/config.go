@@ -31,7 +31,7 @@ const BuiltinSSH = "builtin"
 
 // Config is the agent's configuration, read from a TOML file (see
 // porthole.example.toml for every key; agent/internal/toml says which TOML:
-// v1.0 without floats, dates, arrays of tables and dotted keys). Durations are
+// v1.0 without floats, dates and arrays of tables). Durations are
 // strings like "30s". Private keys are referenced by path only; password
 // hashes and a proxy's password are the only secrets written in it.
 type Config struct {

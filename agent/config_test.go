@@ -200,7 +200,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"duplicate key", "[mqtt]\nendpoint = \"b:1\"", "config: line 6: duplicate key mqtt.endpoint (first on line 5)"},
 		{"string for an integer", "[tunnel]\nmax_tunnels = \"4\"", "config: line 10: tunnel.max_tunnels: want an integer, got a string"},
 		{"float", "[tunnel]\nmax_tunnels = 4.0", "config: line 10: tunnel.max_tunnels: floats are not supported"},
-		{"dotted key", "tunnel.max_tunnels = 4", "config: line 1: dotted key tunnel.max_tunnels: not supported"},
+		{"unknown dotted key", "tunnel.max_tunnel = 4", "config: line 1: unknown key tunnel.max_tunnel"},
 		{"bad service name", "[services]\n\"bad name\" = \"builtin\"", "services.bad name"},
 		{"bad target", "[services]\nWEB = \"localhost\"", "services.WEB"},
 		{"relative unix", "[services]\nWEB = \"unix:run/x\"", "services.WEB"},
@@ -545,6 +545,28 @@ func TestForwardPolicyLinkLocalAddrPort(t *testing.T) {
 		}
 		if got := permit("root", netip.MustParseAddrPort(tc.dest)); got != tc.want {
 			t.Errorf("entry %q, destination %s: allowed %v, want %v", tc.entry, tc.dest, got, tc.want)
+		}
+	}
+}
+
+// TestDottedKeysOfOlderReleases: the first builds (8d1c2f9, 2026-11-30) read
+// the config with BurntSushi/toml, which takes TOML v1.0's dotted keys;
+// agent/internal/toml (c64aa89) refused them, so a device configured with one
+// stopped starting after an upgrade.
+func TestDottedKeysOfOlderReleases(t *testing.T) {
+	const hash = "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"
+	for _, tc := range []struct {
+		in, want string
+		got      func(*Config) string
+	}{
+		{minimalConfig + "[ssh]\npassword_hashes.root = \"" + hash + "\"\n", hash, func(c *Config) string { return c.SSH.PasswordHashes["root"] }},
+		{"log.level = \"debug\"\n" + minimalConfig, "debug", func(c *Config) string { return c.Log.Level }},
+	} {
+		c, err := ParseConfig([]byte(tc.in))
+		if err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+		} else if got := tc.got(c); got != tc.want {
+			t.Errorf("%q decoded to %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

@@ -1,11 +1,14 @@
 // Package toml decodes the part of TOML v1.0 that porthole's config file needs
-// into a struct: tables, strings (all four kinds), integers, booleans, arrays
-// of strings and inline tables. It is not a general TOML library: floats,
-// dates and times, arrays of tables and dotted keys are rejected with an error
-// that names the line and the key, and so are keys and tables the struct does
-// not have. Whatever it accepts decodes as github.com/BurntSushi/toml decodes
-// it (a differential fuzz test checks that); it replaces that package in the
-// device binary, where it cost about 0.19 MiB.
+// into a struct: tables, dotted keys, strings (all four kinds), integers,
+// booleans, arrays of strings and inline tables. It is not a general TOML
+// library: floats, dates and times and arrays of tables are rejected with an
+// error that names the line and the key, and so are keys and tables the
+// struct does not have. Whatever it accepts decodes as
+// github.com/BurntSushi/toml decodes it (a differential fuzz test checks
+// that); it replaces that package in the device binary, where it cost about
+// 0.19 MiB. It refuses, as TOML v1.0 does, a few documents BurntSushi/toml
+// takes: a dotted key that adds to a table a [table] line or an inline table
+// made, and a [table] line for a table dotted keys made.
 package toml
 
 import (
@@ -91,6 +94,7 @@ const (
 	implied  = iota // [a.b] implies table a, which a later [a] may define
 	header          // [a] defines table a
 	assigned        // a = value
+	dotted          // a.b = value defines table a; a.c = value adds to it
 )
 
 func (d *decoder) decode() error {
@@ -129,50 +133,70 @@ func (d *decoder) header() error {
 		return d.s.unexpected("want ] after a table name")
 	}
 	d.s.pos++
-	t := d.root
-	for i := range path {
-		name, last := keyString(path[:i+1]), i == len(path)-1
+	t, err := d.descend(d.root, path, 0, len(path), line, header)
+	d.table, d.path = t, path
+	return err
+}
+
+// descend walks from t, the table at path[:i], down to the table at path[:n],
+// making the tables on the way: those a [header] names (how is header, n is
+// len(path)) or a dotted key's (how is dotted, n is len(path)-1).
+func (d *decoder) descend(t reflect.Value, path []string, i, n, line, how int) (reflect.Value, error) {
+	format := "%s"
+	if how == header {
+		format = "[%s]"
+	}
+	what := fmt.Sprintf(format, keyString(path))
+	for ; i < n; i++ {
+		name, last := keyString(path[:i+1]), how == header && i == n-1
 		def, seen := d.defined[name]
 		switch {
 		case seen && def.how == assigned:
-			return errorAt(line, "[%s]: %s was already set on line %d", keyString(path), name, def.line)
-		case seen && last && def.how == header:
-			return errorAt(line, "duplicate table [%s] (first on line %d)", name, def.line)
+			return t, errorAt(line, "%s: %s was already set on line %d", what, name, def.line)
+		case seen && last && def.how != implied:
+			return t, errorAt(line, "duplicate table [%s] (first on line %d)", name, def.line)
+		case seen && how == dotted && def.how != dotted:
+			// TOML v1.0, "Table": dotted keys cannot add to a table a
+			// [table] line defined, nor here to one it only implied, which
+			// a later [table] line may still define.
+			return t, errorAt(line, "%s: dotted keys cannot add to table %s, made by the [table] line on line %d", what, name, def.line)
 		case t.Kind() == reflect.Map:
-			return errorAt(line, "%s: want %s, got a table", name, describe(t.Type().Elem()))
+			return t, errorAt(line, "%s: want %s, got a table", name, describe(t.Type().Elem()))
 		}
 		f, ok := field(t, path[i])
 		if !ok {
-			return errorAt(line, "unknown table [%s]", name)
+			return t, errorAt(line, "unknown table "+format, name)
 		}
 		if !isTable(f.Type()) {
-			return errorAt(line, "%s: want %s, got a table", name, describe(f.Type()))
+			return t, errorAt(line, "%s: want %s, got a table", name, describe(f.Type()))
 		}
-		if last {
+		switch {
+		case last:
 			d.defined[name] = definition{line, header}
-		} else if !seen {
+		case !seen && how == header:
 			d.defined[name] = definition{line, implied}
+		case !seen:
+			d.defined[name] = definition{line, dotted}
 		}
 		t = f
 	}
 	if t.Kind() == reflect.Map && t.IsNil() {
 		t.Set(reflect.MakeMap(t.Type()))
 	}
-	d.table, d.path = t, path
-	return nil
+	return t, nil
 }
 
-// keyValue reads key = value into the current table.
+// keyValue reads key = value, or a.b.c = value, into the current table.
 func (d *decoder) keyValue() error {
 	line := d.s.line
-	k, err := d.s.singleKey()
+	k, err := d.s.keyPath()
 	if err != nil {
 		return err
 	}
 	if err := d.s.equals(); err != nil {
 		return err
 	}
-	path := append(d.path[:len(d.path):len(d.path)], k)
+	path := append(d.path[:len(d.path):len(d.path)], k...)
 	v, err := d.s.value()
 	if err != nil {
 		if pe, ok := err.(*ParseError); ok {
@@ -180,11 +204,19 @@ func (d *decoder) keyValue() error {
 		}
 		return err
 	}
-	return d.set(d.table, path, v, line)
+	return d.set(d.table, path, len(d.path), v, line)
 }
 
-// set stores v in table t (a struct or a map) under the last key of path.
-func (d *decoder) set(t reflect.Value, path []string, v any, line int) error {
+// set stores v under path; t is the table (a struct or a map) at path[:i].
+// The parts of path after i but the last are a dotted key's, naming the
+// tables v goes in, which set makes on the way: TOML v1.0, "Keys": a.b.c = v
+// defines tables a and a.b. (The first releases, with BurntSushi/toml, took
+// dotted keys: a config with one must still start.)
+func (d *decoder) set(t reflect.Value, path []string, i int, v any, line int) error {
+	t, err := d.descend(t, path, i, len(path)-1, line, dotted)
+	if err != nil {
+		return err
+	}
 	name := keyString(path)
 	if def, seen := d.defined[name]; seen {
 		return errorAt(line, "duplicate key %s (first on line %d)", name, def.line)
@@ -268,7 +300,7 @@ func (d *decoder) assign(f reflect.Value, path []string, v any, line int) error 
 				f.Set(reflect.MakeMap(t))
 			}
 			for _, kv := range it {
-				if err := d.set(f, append(path[:len(path):len(path)], kv.key), kv.val, kv.line); err != nil {
+				if err := d.set(f, append(path[:len(path):len(path)], kv.key...), len(path), kv.val, kv.line); err != nil {
 					return err
 				}
 			}

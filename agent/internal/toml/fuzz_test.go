@@ -43,10 +43,11 @@ func FuzzUnmarshal(f *testing.F) {
 // three bytes a line: which header or key/value pair (config's keys, so that
 // many documents are accepted), which value for it, which line ending. Byte
 // mutations seldom keep a document valid; this explores what its tables mean:
-// implied and repeated tables, inline tables, duplicates.
+// implied and repeated tables, inline tables, dotted keys, duplicates.
 func FuzzUnmarshalLines(f *testing.F) {
 	f.Add([]byte{9, 0, 0, 18, 1, 1, 3, 0, 2, 19, 2, 0, 4, 0, 0, 20, 1, 0})
 	f.Add([]byte{6, 0, 0, 26, 2, 1, 5, 0, 0, 25, 3, 0, 7, 0, 1, 31, 2, 2})
+	f.Add([]byte{33, 0, 0, 34, 4, 0, 45, 1, 1, 5, 0, 0, 37, 0, 0, 38, 1, 2, 0, 0, 0, 10, 4, 0})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		doc := lines(in)
 		var got config
@@ -65,6 +66,10 @@ var lineShapes = []string{
 	"ping_interval = D", "SSH = S", `"a b" = S`, "root = S", "listen = S", "accept_env = A",
 	"password_hashes = M", "max_sessions = I", "i8 = I", "u16 = I", "i64 = I", "inner = T", "name = S",
 	"on = B", "tags = M", "list = A", "wait = D", "services = M", "mqtt = T",
+	// Dotted keys, at the top and in tables.
+	"log.level = S", "ssh.password_hashes.root = S", "password_hashes.root = S", `password_hashes . 'a b' = S`,
+	"inner.name = S", `"inner".tags.a = S`, "extra.inner.on = B", "tags.a = S", "services.SSH = S", "mqtt.endpoint = S",
+	"extra.inner = T", "inner.tags = M", "ssh . listen = S", "extra.i8 = I",
 }
 
 var valuePools = map[byte][]string{
@@ -73,8 +78,9 @@ var valuePools = map[byte][]string{
 	'I': {"0x7f", "-1_000", "0o17", "0b1", "+9", "-0", "65535"},
 	'B': {"true", "false"},
 	'A': {"[]", `["a", 'b',]`, "[\n  \"a\", # c\n\n]", `[ """x""" ]`},
-	'M': {"{}", `{ root = "x", "a b" = 'y' }`, `{ 'SSH' = "builtin" }`},
-	'T': {"{}", `{ name = "n", tags = { a = "b" }, list = [] }`, `{ endpoint = "e", keepalive = "1s" }`, `{ on = true }`},
+	'M': {"{}", `{ root = "x", "a b" = 'y' }`, `{ 'SSH' = "builtin" }`, `{ a.b = "x" }`},
+	'T': {"{}", `{ name = "n", tags = { a = "b" }, list = [] }`, `{ endpoint = "e", keepalive = "1s" }`, `{ on = true }`,
+		`{ tags.a = "b", tags . "c d" = 'e', name = "n" }`, `{ inner.name = "n", inner.on = true }`},
 }
 
 var lineEnds = []string{"\n", "\r\n", " # c\n", "\n\n"}

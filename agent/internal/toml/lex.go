@@ -18,7 +18,7 @@ type inlineTable []keyValue
 
 type keyValue struct {
 	_    [0]func() // not comparable: no equality function in the binary (docs/size.md)
-	key  string
+	key  []string  // a dotted key's parts
 	val  any
 	line int
 }
@@ -505,7 +505,7 @@ func (s *scanner) inlineTable() (any, error) {
 	}
 	for {
 		line := s.line
-		k, err := s.singleKey()
+		k, err := s.keyPath()
 		if err != nil {
 			return nil, err
 		}
@@ -530,18 +530,6 @@ func (s *scanner) inlineTable() (any, error) {
 			return nil, s.unexpected("want , or } in an inline table")
 		}
 	}
-}
-
-// singleKey reads the key of a key/value pair: dotted keys are not supported.
-func (s *scanner) singleKey() (string, error) {
-	path, err := s.keyPath()
-	if err != nil {
-		return "", err
-	}
-	if len(path) > 1 {
-		return "", s.errorf("dotted key %s: not supported, write the key under a [table]", keyString(path))
-	}
-	return path[0], nil
 }
 
 // equals reads the = of a key/value pair and the spaces after it.
