@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -350,30 +351,10 @@ func (c *Config) Validate() error {
 	} else if placeholderEndpoint(c.MQTT.Endpoint) {
 		bad("mqtt.endpoint", "%q is still the example's placeholder: set the account's endpoint (aws iot describe-endpoint --endpoint-type iot:Data-ATS)", c.MQTT.Endpoint)
 	}
-	// Files by absolute paths only, as data_dir: a relative one names another
-	// file for each working directory, so check-config, run from wherever an
-	// operator or init script is, could pass a config the agent (in /) refuses.
-	notAbs := func(key, p string) {
-		if !filepath.IsAbs(p) {
-			bad(key, "%q must be an absolute path", p)
-		}
-	}
-	for _, f := range []struct {
-		key, path string
-		required  bool
-	}{{"mqtt.ca_file", c.MQTT.CAFile, true}, {"mqtt.cert_file", c.MQTT.CertFile, true}, {"mqtt.key_file", c.MQTT.KeyFile, true}, {"tunnel.ca_file", c.Tunnel.CAFile, false}} {
-		switch {
-		case f.path != "":
-			notAbs(f.key, f.path)
-		case f.required:
+	for _, f := range []struct{ key, path string }{{"mqtt.ca_file", c.MQTT.CAFile}, {"mqtt.cert_file", c.MQTT.CertFile}, {"mqtt.key_file", c.MQTT.KeyFile}} {
+		if f.path == "" {
 			bad(f.key, "required: mutual TLS needs the CA, the device certificate and its key")
 		}
-	}
-	for i, p := range c.SSH.HostKeys {
-		notAbs(fmt.Sprintf("ssh.host_keys[%d]", i), p)
-	}
-	for i, p := range c.SSH.TrustedUserCAKeys {
-		notAbs(fmt.Sprintf("ssh.trusted_user_ca_keys[%d]", i), p)
 	}
 	// MQTT's keep alive is a count of whole seconds (1-65535 here): a fraction
 	// would be cut off without a word (setDefaults rounds one up below 65535 s).
@@ -716,11 +697,36 @@ func checkCertificate(cfg *Config) error {
 	return nil
 }
 
+// relativeWarnings names the files given by relative paths. They are read from
+// the agent's working directory, as builds before 8a87b9f (which refused them)
+// read them and a fielded device may run on them; but check-config, run from
+// wherever an operator or init script is, reads other files then.
+func relativeWarnings(cfg *Config) []string {
+	var out []string
+	wd, _ := os.Getwd()
+	add := func(key, p string) {
+		if p != "" && !filepath.IsAbs(p) {
+			out = append(out, key+" "+strconv.Quote(p)+" is a relative path: it is read from the working directory ("+wd+"), which check-config may not share; write it absolute")
+		}
+	}
+	add("mqtt.ca_file", cfg.MQTT.CAFile)
+	add("mqtt.cert_file", cfg.MQTT.CertFile)
+	add("mqtt.key_file", cfg.MQTT.KeyFile)
+	add("tunnel.ca_file", cfg.Tunnel.CAFile)
+	for i, p := range cfg.SSH.HostKeys {
+		add("ssh.host_keys["+strconv.Itoa(i)+"]", p)
+	}
+	for i, p := range cfg.SSH.TrustedUserCAKeys {
+		add("ssh.trusted_user_ca_keys["+strconv.Itoa(i)+"]", p)
+	}
+	return out
+}
+
 // startWarnings are the Warnings about files and the system: the device
 // certificate's dates, a data directory that cannot be made or written, and
 // SSH login files that cannot serve.
 func startWarnings(cfg *Config) []string {
-	var out []string
+	out := relativeWarnings(cfg)
 	expired, warn := certValidity(cfg.MQTT.CertFile, time.Now(), BuildTime())
 	if expired != nil {
 		// check-config refuses it (checkCertificate); the agent runs on and says so.

@@ -570,3 +570,21 @@ func TestDottedKeysOfOlderReleases(t *testing.T) {
 		}
 	}
 }
+
+// Files by relative paths, which builds before 8a87b9f read from the agent's
+// working directory: a device running on such a config must start after an
+// upgrade, warned that check-config, run elsewhere, reads other files.
+func TestRelativeFilePathsWarned(t *testing.T) {
+	in := strings.Replace(minimalConfig, `ca_file = "/ca.pem"`, `ca_file = "etc/ca.pem"`, 1) +
+		"[ssh]\nhost_keys = [\"keys/extra\"]\ntrusted_user_ca_keys = [\"ca.pub\"]\n"
+	c, err := ParseConfig([]byte(in))
+	if err != nil {
+		t.Fatalf("relative file paths, which older releases started with: %v", err)
+	}
+	w := strings.Join(Warnings(c), "\n")
+	for _, key := range []string{`mqtt.ca_file "etc/ca.pem"`, `ssh.host_keys[0] "keys/extra"`, `ssh.trusted_user_ca_keys[0] "ca.pub"`} {
+		if !strings.Contains(w, key+" is a relative path") {
+			t.Errorf("no warning for %s in:\n%s", key, w)
+		}
+	}
+}
