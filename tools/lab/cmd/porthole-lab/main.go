@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -58,10 +59,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "porthole-lab: unexpected argument %q (flags only; see -h)\n", fs.Arg(0))
 		return 1
 	}
-	for _, p := range []struct {
+	ports := []struct {
 		name string
 		port int
-	}{{"--ssh-port", *sshPort}, {"--http-port", *httpPort}} {
+	}{{"--ssh-port", *sshPort}, {"--http-port", *httpPort}}
+	for _, p := range ports {
 		if p.port < 0 || p.port > 65535 {
 			fmt.Fprintf(stderr, "porthole-lab: %s %d is not a port (1-65535, or 0 for any free one)\n", p.name, p.port)
 			return 1
@@ -70,6 +72,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *sshPort != 0 && *sshPort == *httpPort {
 		fmt.Fprintf(stderr, "porthole-lab: --ssh-port and --http-port are both %d: the lab listens on each; choose two ports\n", *sshPort)
 		return 1
+	}
+	// The console's port equal to one of the source side's would be found only
+	// after the whole start-up, by a listener that fails naming neither flag
+	// (8088, the console's default, is a natural --http-port).
+	if _, cp, err := net.SplitHostPort(*consoleAddr); err == nil {
+		if n, err := net.LookupPort("tcp", cp); err == nil && n != 0 {
+			for _, p := range ports {
+				if n == p.port {
+					fmt.Fprintf(stderr, "porthole-lab: --console %s and %s are both port %d: the lab listens on each; choose two ports\n", *consoleAddr, p.name, n)
+					return 1
+				}
+			}
+		}
 	}
 	if *boardName != "" && *noAgent {
 		fmt.Fprintln(stderr, "porthole-lab: --board runs the agent in the board; leave out --no-agent")

@@ -92,8 +92,8 @@ func runInterrupted(t *testing.T, ctx context.Context, dir, porthole string) str
 }
 
 // TestBadPorts: a port number out of range is bad usage, not a port "in use",
-// and the same port for SSH and HTTP is refused before anything starts, not
-// after the whole start-up when the second listener fails.
+// and the same port for two of SSH, HTTP and the console is refused before
+// anything starts, not after the whole start-up when the second listener fails.
 func TestBadPorts(t *testing.T) {
 	dir := stack.SafeDir(t)
 	porthole := filepath.Join(dir, "porthole")
@@ -107,6 +107,8 @@ func TestBadPorts(t *testing.T) {
 		{[]string{"--ssh-port", "70000"}, "--ssh-port 70000"},
 		{[]string{"--http-port", "-1"}, "--http-port -1"},
 		{[]string{"--ssh-port", "45123", "--http-port", "45123"}, "45123"},
+		{[]string{"--ssh-port", "45124", "--console", "127.0.0.1:45124"}, "--console 127.0.0.1:45124 and --ssh-port"},
+		{[]string{"--http-port", "8088", "--console", "127.0.0.1:8088"}, "--console 127.0.0.1:8088 and --http-port"},
 	} {
 		var stdout, stderr strings.Builder
 		args := append([]string{"--state", filepath.Join(dir, "state"), "--porthole", porthole, "--console", ""}, tc.args...)
