@@ -28,6 +28,12 @@ func main() {
 	if !signal.Ignored(syscall.SIGHUP) {
 		stopOn = append(stopOn, syscall.SIGHUP)
 	}
+	// Ctrl-C in `make lab | tee lab.txt` ends tee first, and the lab's next line
+	// to stdout would raise SIGPIPE and kill it part-way through its stop (or
+	// before it, during start-up), its lab.json left naming a dead pid. Caught,
+	// the write fails with EPIPE instead, which the lab ignores on its progress
+	// output. Not signal.Ignore: the agent and its shells would inherit that.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +16,12 @@ import (
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv("PORTHOLE_LAB_TEST_MAIN") != "" { // this test binary run as porthole-lab
+		main()
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // TestInterruptDuringStartUp stops the lab while it waits for the agent: it says
 // so in one line, not with the error of the step it cut short, and exits 0 as
@@ -116,5 +124,46 @@ func TestBadPorts(t *testing.T) {
 		if code != 1 || !strings.Contains(stderr.String(), tc.want) || strings.Contains(stderr.String(), "in use") || stdout.Len() > 0 {
 			t.Errorf("%v: run = %d, stdout %q, stderr %q; want 1, a usage error naming %q, nothing started", tc.args, code, stdout.String(), stderr.String(), tc.want)
 		}
+	}
+}
+
+// TestCtrlCWithOutputReaderGone: `make lab | tee lab.txt`, then Ctrl-C. The
+// terminal's SIGINT ends tee at once, so the lab's last line goes to a pipe with
+// no reader. The lab must still stop as after any Ctrl-C (exit 0, lab.json
+// removed), not die of SIGPIPE part-way through its stop, leaving lab.json to
+// name a lab that is gone. The lab is this test binary (see TestMain) with
+// --no-agent, up in a moment.
+func TestCtrlCWithOutputReaderGone(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(os.Args[0], "--state", state, "--no-agent", "--ssh-port", "0", "--console", "")
+	cmd.Env = append(os.Environ(), "PORTHOLE_LAB_TEST_MAIN=1")
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	w.Close()
+	r.SetReadDeadline(time.Now().Add(20 * time.Second))
+	sc := bufio.NewScanner(r)
+	for sc.Scan() && !strings.Contains(sc.Text(), "Ctrl-C stops the lab") {
+	}
+	if sc.Err() != nil || !strings.Contains(sc.Text(), "Ctrl-C stops the lab") {
+		cmd.Process.Kill()
+		err := cmd.Wait()
+		t.Fatalf("porthole-lab not up (%v, %v): %s", sc.Err(), err, stderr.String())
+	}
+	r.Close() // tee is gone
+	cmd.Process.Signal(os.Interrupt)
+	time.AfterFunc(15*time.Second, func() { cmd.Process.Kill() })
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("porthole-lab exited with %v after SIGINT (stderr %q)", err, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(state, "lab.json")); err == nil {
+		t.Errorf("lab.json is left after the lab stopped")
 	}
 }
