@@ -313,21 +313,19 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 	}
-	// lab.json's command lines name files by absolute paths, for scripts run
-	// anywhere; the printed ones as the working directory reaches them.
-	awsCommand := func(path func(string) string) string {
-		return fmt.Sprintf("AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
-			"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", Thing, info.Tunneld, info.Region, shellArg(path(info.CAFile)))
-	}
-	info.AWSCommand = awsCommand(absPath)
+	// The command lines, printed and in lab.json, name files by absolute paths
+	// (dir is absolute): the lab holds its terminal, so they are pasted into
+	// another one, which starts elsewhere (the home directory), or run by scripts.
+	info.AWSCommand = fmt.Sprintf("AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
+		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", Thing, info.Tunneld, info.Region, shellArg(info.CAFile))
 
 	if opt.NoAgent {
-		info.ConnectUsage = connectCommand(opt.Porthole, tdHost, info.CAFile, opt.SSHPort, absPath)
+		info.ConnectUsage = connectCommand(opt.Porthole, tdHost, info.CAFile, opt.SSHPort)
 		if err := writeInfo(dir, info); err != nil {
 			return err
 		}
 		fmt.Fprintf(opt.Out, "\nBroker  mqtts://%s (device certificates from %s)\nTunneld %s\n\nOpen a tunnel:\n  %s\nConnect:\n  %s\n%s\nDetails: %s. Ctrl-C stops the lab.\n",
-			info.Broker, rel(info.CAFile), info.Tunneld, awsCommand(rel), connectCommand(opt.Porthole, tdHost, info.CAFile, opt.SSHPort, rel),
+			info.Broker, rel(info.CAFile), info.Tunneld, info.AWSCommand, info.ConnectUsage,
 			consoleLine, rel(filepath.Join(dir, "lab.json")))
 		<-ctx.Done()
 		return nil
@@ -526,16 +524,13 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 	// IdentitiesOnly: the lab's key first, not an ssh-agent's keys, each of which
 	// the device would count against its MaxAuthTries (as OpenSSH does).
-	sshCommands := func(path func(string) string) (sshLine, sftpLine string) {
-		opts := fmt.Sprintf("%s -o IdentitiesOnly=yes -o %s", identityArg(path(info.SSHKey)),
-			shellArg("UserKnownHostsFile="+sshConfigWord(sshFile(path(info.KnownHosts)))))
-		return fmt.Sprintf("ssh %s -p %s %s@127.0.0.1", opts, sshPort, info.User), fmt.Sprintf("sftp %s -P %s %s@127.0.0.1", opts, sshPort, info.User)
-	}
-	info.SSHCommand, info.SFTPCommand = sshCommands(absPath)
+	opts := fmt.Sprintf("%s -o IdentitiesOnly=yes -o %s", identityArg(info.SSHKey),
+		shellArg("UserKnownHostsFile="+sshConfigWord(sshFile(info.KnownHosts))))
+	info.SSHCommand = fmt.Sprintf("ssh %s -p %s %s@127.0.0.1", opts, sshPort, info.User)
+	info.SFTPCommand = fmt.Sprintf("sftp %s -P %s %s@127.0.0.1", opts, sshPort, info.User)
 	if err := writeInfo(dir, info); err != nil {
 		return err
 	}
-	sshLine, sftpLine := sshCommands(rel)
 	where, stopsWhat := "", ""
 	if opt.Board != "" {
 		where, stopsWhat = fmt.Sprintf(" (the agent runs in QEMU board %s)", opt.Board), " and powers the board off"
@@ -554,7 +549,7 @@ and connect to one with
 %s
 Logs: %s, %s. Everything else: %s.
 Ctrl-C stops the lab%s.
-`, Thing, where, sshLine, sftpLine, info.HTTP, awsCommand(rel), connectCommand(opt.Porthole, tdHost, info.CAFile, morePort(opt.SSHPort, opt.HTTPPort), rel), consoleLine,
+`, Thing, where, info.SSHCommand, info.SFTPCommand, info.HTTP, info.AWSCommand, connectCommand(opt.Porthole, tdHost, info.CAFile, morePort(opt.SSHPort, opt.HTTPPort)), consoleLine,
 		rel(logPath), rel(filepath.Join(dir, "lab.log")), rel(filepath.Join(dir, "lab.json")), stopsWhat)
 
 	// The lab's parts outlive its own tunnel: the console and the AWS line open
@@ -676,22 +671,14 @@ func morePort(used ...int) int {
 
 // connectCommand is the porthole connect line for a tunnel of tunneld at tdHost
 // (TOKEN: its source token's file) with SSH on local port sshPort, run with the
-// porthole binary at path porthole ("": the one in $PATH); path names files
-// (rel or absPath).
-func connectCommand(porthole, tdHost, caFile string, sshPort int, path func(string) string) string {
+// porthole binary at path porthole ("": the one in $PATH). Both paths are
+// absolute, as Run makes them.
+func connectCommand(porthole, tdHost, caFile string, sshPort int) string {
 	prog := "porthole"
 	if porthole != "" {
-		prog = shellArg(command(porthole, path))
+		prog = shellArg(porthole)
 	}
-	return fmt.Sprintf("%s connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=%d", prog, tdHost, shellArg(path(caFile)), sshPort)
-}
-
-// absPath is p made absolute.
-func absPath(p string) string {
-	if a, err := filepath.Abs(p); err == nil {
-		return a
-	}
-	return p
+	return fmt.Sprintf("%s connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=%d", prog, tdHost, shellArg(caFile), sshPort)
 }
 
 // shellArg is s as one word of a POSIX shell command line: as it is when it holds
@@ -725,21 +712,6 @@ func sshConfigWord(s string) string {
 		return s
 	}
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
-}
-
-// command is how a shell runs the program at path p, named by path (rel: from
-// the working directory, "./" for one in it, which a shell would otherwise look
-// up in $PATH; absPath: from anywhere).
-func command(p string, path func(string) string) string {
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return p
-	}
-	r := path(abs)
-	if !filepath.IsAbs(r) && !strings.ContainsRune(r, filepath.Separator) {
-		r = "./" + r
-	}
-	return r
 }
 
 func agentConfig(dir string, info Info, tdHost, statusAddr string) string {

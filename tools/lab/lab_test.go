@@ -43,7 +43,7 @@ func TestLabAsAUserRunsIt(t *testing.T) {
 	args := strings.Fields(info.SSHCommand)[1:]
 	args = append([]string{"-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}, args...)
 	args = append(args, "echo", "through-the-lab", "&&", "uname", "-s")
-	cmd := exec.Command(ssh, args...) // its paths are relative to where the lab ran: here
+	cmd := exec.Command(ssh, args...)
 	got, err := cmd.CombinedOutput()
 	if err != nil || string(got) != "through-the-lab\nLinux\n" {
 		t.Fatalf("ssh through the lab: %v, %q\nagent log:\n%s", err, got, tail(info.AgentLog, 20))
@@ -353,8 +353,7 @@ func TestCheckSafeDirOwner(t *testing.T) {
 }
 
 // TestNoAgentConnectLine runs the lab with --no-agent: its connect line uses the
-// --ssh-port asked for and the porthole binary it was given, by its absolute path
-// when it is not below the working directory.
+// --ssh-port asked for and the porthole binary it was given, by its absolute path.
 func TestNoAgentConnectLine(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -395,27 +394,6 @@ func TestNoAgentConnectLine(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Connect:\n  "+got+"\n") {
 		t.Errorf("the printed output lacks the connect line %q:\n%s", got, out.String())
-	}
-}
-
-// TestCommand checks how the lab prints a program's path for a shell in the
-// working directory.
-func TestCommand(t *testing.T) {
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct{ path, want string }{
-		{filepath.Join(wd, "bin", "porthole"), "bin/porthole"},
-		{filepath.Join("bin", "porthole"), "bin/porthole"},
-		{filepath.Join(wd, "porthole"), "./porthole"},
-		{"porthole", "./porthole"},
-		{"/opt/porthole/bin/porthole", "/opt/porthole/bin/porthole"},
-		{filepath.Join("..", "porthole"), filepath.Join(filepath.Dir(wd), "porthole")},
-	} {
-		if got := command(tc.path, rel); got != tc.want {
-			t.Errorf("command(%q) = %q, want %q", tc.path, got, tc.want)
-		}
 	}
 }
 
@@ -512,5 +490,50 @@ func TestConsoleHostKeyPinned(t *testing.T) {
 		if _, err := keys.Check(ctx, Thing, key, ""); err != nil {
 			t.Errorf("run %d: the console refuses the device key the lab made: %v", i+1, err)
 		}
+	}
+}
+
+// TestPrintedSSHLineFromAnotherTerminal: the lab holds its terminal until
+// Ctrl-C, so its lines are pasted into another one (a second ssh session, a new
+// tmux window), which starts in the home directory. With the state directory
+// below the working directory (.lab, as `make lab` runs it), lines naming the key
+// and CA relative to it work nowhere else: they name them as lab.json does.
+func TestPrintedSSHLineFromAnotherTerminal(t *testing.T) {
+	stack.NeedProgram(t, "ssh")
+	porthole := stack.Build(t)
+	dir, home := stack.SafeDir(t), t.TempDir()
+	t.Chdir(dir) // the clone, where `make lab` runs
+	ctx, cancel := context.WithCancel(context.Background())
+	out := stack.NewLog()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Options{StateDir: ".lab", Porthole: porthole, Out: out}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
+	b, err := os.ReadFile(filepath.Join(dir, ".lab", "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{info.AWSCommand, " --ca-file " + shellArg(info.CAFile) + " "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the printed lines lack %q (as lab.json names the files):\n%s", want, out.String())
+		}
+	}
+	m := regexp.MustCompile(`(?m)^  SSH     (ssh .*)$`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no ssh line in:\n%s", out.String())
+	}
+	cmd := exec.Command("sh", "-c", strings.Replace(m[1], "ssh ", "ssh -o BatchMode=yes ", 1)+" echo through-the-lab")
+	cmd.Dir = home
+	if got, err := cmd.CombinedOutput(); err != nil || string(got) != "through-the-lab\n" {
+		t.Errorf("the printed ssh line, pasted in a shell in %s:\n%s\n%v: %s", home, m[1], err, got)
 	}
 }

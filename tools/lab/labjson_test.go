@@ -16,7 +16,7 @@ import (
 // TestLabJSONCommandsRunAnywhere: lab.json is "every endpoint, port and file
 // for scripts" (README): its command lines name the CA (and, with an agent, the
 // key and known_hosts) by absolute paths, so that a script runs them from any
-// directory; the printed lines name them from the working directory.
+// directory.
 func TestLabJSONCommandsRunAnywhere(t *testing.T) {
 	dir := stack.SafeDir(t)
 	t.Chdir(dir)
