@@ -96,12 +96,13 @@ var serverIPs = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, guestHost}
 
 // leaf returns name.crt and name.key in dir, issuing them again if they are
 // missing or would not work: not signed by the lab's CA (a CA made again), out of
-// their dates (expired, or made while the clock was ahead), or, for a server
-// certificate, without one of serverIPs (a state directory from before --board).
+// their dates (expired, or made while the clock was ahead), for another of the
+// lab's identities (files swapped), or, for a server certificate, without one of
+// serverIPs (a state directory from before --board).
 // A server certificate is for serverIPs and localhost.
 func (p *pki) leaf(dir, name string, server bool) (certFile, keyFile string, err error) {
 	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	if pair, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && p.works(pair.Leaf, server) {
+	if pair, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && p.works(pair.Leaf, name, server) {
 		return certFile, keyFile, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -130,8 +131,13 @@ func (p *pki) leaf(dir, name string, server bool) (certFile, keyFile string, err
 }
 
 // works reports whether cert, a leaf the lab issued, verifies against its CA now,
-// for its use (a server's for every serverIPs).
-func (p *pki) works(cert *x509.Certificate, server bool) bool {
+// for its use (a server's for every serverIPs), and is name's: the broker takes
+// a client's identity from its certificate's CN, and refuses the device's topics
+// to any other (one the CA signed for tunneld-publisher, say).
+func (p *pki) works(cert *x509.Certificate, name string, server bool) bool {
+	if cert.Subject.CommonName != name {
+		return false
+	}
 	roots := x509.NewCertPool()
 	roots.AddCert(p.ca)
 	usage := x509.ExtKeyUsageClientAuth

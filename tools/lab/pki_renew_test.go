@@ -119,3 +119,30 @@ func issueLeaf(t *testing.T, p *pki, dir, name string, tmpl *x509.Certificate) {
 		t.Fatal(err)
 	}
 }
+
+// TestLeafOfAnotherIdentityRenewed: the device's files hold a certificate the lab
+// CA issued for another of its identities (swapped with tunneld-publisher's, as
+// when files are copied around for an agent started by hand). Signed and in date,
+// it was reused; the broker then knows the device as tunneld-publisher and
+// refuses its notify subscription, and every start fails after 30 s.
+func TestLeafOfAnotherIdentityRenewed(t *testing.T) {
+	dir := t.TempDir()
+	p, err := loadOrCreatePKI(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issueLeaf(t, p, dir, Thing, &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "tunneld-publisher"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(5, 0, 0), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	cf, kf, err := p.leaf(dir, Thing, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(cf, kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cn := pair.Leaf.Subject.CommonName; cn != Thing {
+		t.Errorf("the device certificate the lab uses is for %q, want %q (the broker's identity for its topics)", cn, Thing)
+	}
+}
