@@ -439,7 +439,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		closeLeftTunnels(ctx, td, log)
 		open, err = td.OpenTunnel(ctx, &tunneld.OpenTunnelInput{Description: labTunnel,
 			DestinationConfig: &tunneld.DestinationConfig{ThingName: Thing, Services: []string{"SSH", "HTTP"}},
-			TimeoutConfig:     &tunneld.TimeoutConfig{MaxLifetimeTimeoutMinutes: 720}})
+			TimeoutConfig:     &tunneld.TimeoutConfig{MaxLifetimeTimeoutMinutes: int(tunnelLifetime / time.Minute)}})
 		if err != nil {
 			return err
 		}
@@ -595,11 +595,20 @@ func interruptedSoon(ctx context.Context) bool {
 	}
 }
 
+// tunnelLifetime is the lifetime of the tunnel each lab run opens (AWS's
+// maximum, 12 h); tunneld closes it then.
+const tunnelLifetime = 12 * time.Hour
+
 // sourceEnded says why the source side ended when tunneld ended it (the tunnel
-// was closed, or the source token was refused, as after a rotation), and "" for
-// any other end.
+// expired or was closed, or the source token was refused, as after a rotation),
+// and "" for any other end.
 func sourceEnded(err error) string {
 	if errors.Is(err, tunnel.ErrClosedByService) {
+		// The Close frame's reason is in the error's text only; "tunnel
+		// expired" is tunneld's at the tunnel's lifetime (its sweep).
+		if strings.Contains(err.Error(), "tunnel expired") {
+			return fmt.Sprintf("it reached its lifetime of %d h and tunneld closed it; restart the lab (Ctrl-C, then start it again) for a new one", int(tunnelLifetime.Hours()))
+		}
 		return "tunneld closed it (CloseTunnel, or another source took over with a rotated token)"
 	}
 	var he *tunnel.HandshakeError

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
@@ -98,6 +100,17 @@ func TestLabOutlivesItsTunnel(t *testing.T) {
 		t.Fatalf("DescribeTunnel after CloseTunnel: %s", got)
 	}
 	l.stop(t)
+}
+
+// TestSourceEndedByExpiry: a lab left up past its tunnel's lifetime (12 h) sees
+// tunneld close it with a Close frame whose reason says so, and must not blame
+// CloseTunnel or a rotated token.
+func TestSourceEndedByExpiry(t *testing.T) {
+	// As agent/tunnel's conn.go wraps tunneld's Close frame at expiry.
+	why := sourceEnded(fmt.Errorf("%w (status %d %s)", tunnel.ErrClosedByService, 1000, "tunnel expired"))
+	if !strings.Contains(why, "lifetime") || !strings.Contains(why, "restart the lab") || strings.Contains(why, "CloseTunnel") {
+		t.Errorf("sourceEnded(the expiry's close) = %q; want it to say the tunnel reached its lifetime, and to restart the lab", why)
+	}
 }
 
 // TestLabSaysWhenTheAgentDies kills the agent: the lab says so, with the exit
