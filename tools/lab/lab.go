@@ -604,9 +604,8 @@ const tunnelLifetime = 12 * time.Hour
 // and "" for any other end.
 func sourceEnded(err error) string {
 	if errors.Is(err, tunnel.ErrClosedByService) {
-		// The Close frame's reason is in the error's text only; "tunnel
-		// expired" is tunneld's at the tunnel's lifetime (its sweep).
-		if strings.Contains(err.Error(), "tunnel expired") {
+		// The Close frame's reason is in the error's text only.
+		if strings.Contains(err.Error(), tunneld.CloseReasonExpired) {
 			return fmt.Sprintf("it reached its lifetime of %d h and tunneld closed it; restart the lab (Ctrl-C, then start it again) for a new one", int(tunnelLifetime.Hours()))
 		}
 		return "tunneld closed it (CloseTunnel, or another source took over with a rotated token)"

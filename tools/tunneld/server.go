@@ -162,6 +162,10 @@ type durableSide struct {
 	used               bool
 }
 
+// CloseReasonExpired is the reason of the Close frame a client gets when its
+// tunnel reaches its lifetime (maxLifetimeTimeoutMinutes).
+const CloseReasonExpired = "tunnel expired"
+
 // New makes a Server and restores the state saved in cfg.DataDir, if any. It starts
 // the server's workers (state saver, expiry, notifications); Shutdown or Close ends
 // them.
@@ -795,7 +799,7 @@ func (s *Server) sweep() {
 			// from then; closed at its expiry, the check below forgets it in
 			// this same sweep if its retention has ended too.
 			s.log.Info("tunnel expired", "tunnel", id, "expired_at", r.ExpiresAt)
-			s.closeLocked(r, "tunnel expired", r.ExpiresAt)
+			s.closeLocked(r, CloseReasonExpired, r.ExpiresAt)
 			changed = true
 		}
 		due := r.ExpiresAt
