@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -154,6 +155,14 @@ func connectProxy(t *testing.T, used *atomic.Int32) *url.URL {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveConnect(t, ln, "Basic "+base64.StdEncoding.EncodeToString([]byte("user:p@ss")), used)
+	return &url.URL{Scheme: "http", Host: ln.Addr().String(), User: url.UserPassword("user", "p@ss")}
+}
+
+// serveConnect serves HTTP CONNECT on ln until the test ends, counting in used
+// the connections it carries; with auth set, only a request whose
+// Proxy-Authorization is auth.
+func serveConnect(t *testing.T, ln net.Listener, auth string, used *atomic.Int32) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
@@ -173,8 +182,7 @@ func connectProxy(t *testing.T, used *atomic.Int32) *url.URL {
 				if err != nil {
 					return
 				}
-				want := "Basic " + base64.StdEncoding.EncodeToString([]byte("user:p@ss"))
-				if req.Method != http.MethodConnect || req.Header.Get("Proxy-Authorization") != want {
+				if req.Method != http.MethodConnect || auth != "" && req.Header.Get("Proxy-Authorization") != auth {
 					io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
 					return
 				}
@@ -191,7 +199,19 @@ func connectProxy(t *testing.T, used *atomic.Int32) *url.URL {
 			}()
 		}
 	}()
-	return &url.URL{Scheme: "http", Host: ln.Addr().String(), User: url.UserPassword("user", "p@ss")}
+}
+
+// ipv6TLSListener listens on [::1] with srv's certificate, or skips the test
+// where there is no IPv6 loopback (fails under CI=true).
+func ipv6TLSListener(t *testing.T, srv *httptest.Server) net.Listener {
+	ln, err := tls.Listen("tcp", "[::1]:0", &tls.Config{Certificates: srv.TLS.Certificates})
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no IPv6 loopback:", err)
+		}
+		t.Skip("no IPv6 loopback:", err)
+	}
+	return ln
 }
 
 func TestDialThroughProxy(t *testing.T) {

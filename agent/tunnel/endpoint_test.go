@@ -2,12 +2,10 @@ package tunnel
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -323,13 +321,7 @@ func TestProxyIPv6WithoutBrackets(t *testing.T) {
 // address a test can listen on.
 func TestEndpointZonedAddress(t *testing.T) {
 	srv := tlsService(t, func(r *http.Request) int { return 0 })
-	ln, err := tls.Listen("tcp", "[::1]:0", &tls.Config{Certificates: srv.TLS.Certificates})
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no IPv6 loopback:", err)
-		}
-		t.Skip("no IPv6 loopback:", err)
-	}
+	ln := ipv6TLSListener(t, srv)
 	hs := &http.Server{Handler: srv.Config.Handler}
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })

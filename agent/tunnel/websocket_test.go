@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -13,9 +12,8 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -457,44 +455,9 @@ func FuzzWebSocketReadInPieces(f *testing.F) {
 // name the certificate is checked against.
 func TestHTTPSProxyZonedAddress(t *testing.T) {
 	srv := tlsService(t, func(r *http.Request) int { return 0 })
-	ln, err := tls.Listen("tcp", "[::1]:0", &tls.Config{Certificates: srv.TLS.Certificates})
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no IPv6 loopback:", err)
-		}
-		t.Skip("no IPv6 loopback:", err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil || req.Method != http.MethodConnect {
-					return
-				}
-				up, err := net.Dial("tcp", req.Host)
-				if err != nil {
-					io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
-					return
-				}
-				defer up.Close()
-				io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
-				go func() { io.Copy(up, br); up.Close() }()
-				io.Copy(c, up)
-			}()
-		}
-	}()
+	ln := ipv6TLSListener(t, srv)
+	var used atomic.Int32
+	serveConnect(t, ln, "", &used)
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	proxy, err := ParseProxyURL("https://[::1%25lo]:" + port)
 	if err != nil {
@@ -509,4 +472,7 @@ func TestHTTPSProxyZonedAddress(t *testing.T) {
 		t.Fatalf("Dial through https proxy %s: %v", proxy.Host, err)
 	}
 	c.Close()
+	if used.Load() != 1 {
+		t.Fatalf("the proxy carried %d connections, want 1", used.Load())
+	}
 }
