@@ -44,11 +44,12 @@ type eventQueue struct {
 	publish func(ctx context.Context, payload []byte) error
 	log     *slog.Logger
 
-	mu      sync.Mutex
-	queue   []queuedEvent
-	seq     uint64
-	dropped int
-	wake    chan struct{}
+	mu       sync.Mutex
+	queue    []queuedEvent
+	seq      uint64
+	inFlight uint64 // seq of the head while drain publishes it; 0 when none
+	dropped  int
+	wake     chan struct{}
 
 	// Used by the publishing goroutine only.
 	refusedCount  int       // refused events not yet reported
@@ -93,13 +94,20 @@ func (q *eventQueue) add(e Event) {
 // stream-end or stream-refused, which come one or two per stream (anyone
 // holding the source token can open thousands), so that they cannot push out the logins, refusals and
 // tunnel events of the audit trail; only without one the oldest event.
+// Never the event being published: it stays at the head until the broker
+// answers, and dropped, it was counted lost though delivered (or, refused,
+// counted twice).
 func (q *eventQueue) victimLocked() int {
-	for i, qe := range q.queue {
-		if qe.e.Type == "stream-start" || qe.e.Type == "stream-end" || qe.e.Type == "stream-refused" {
+	first := 0
+	if len(q.queue) > 1 && q.queue[0].seq == q.inFlight {
+		first = 1
+	}
+	for i := first; i < len(q.queue); i++ {
+		if t := q.queue[i].e.Type; t == "stream-start" || t == "stream-end" || t == "stream-refused" {
 			return i
 		}
 	}
-	return 0
+	return first
 }
 
 // run publishes until ctx ends, then tries to flush what is left for up to flush.
@@ -135,6 +143,7 @@ func (q *eventQueue) drain(ctx context.Context) {
 			return
 		}
 		head := q.queue[0]
+		q.inFlight = head.seq
 		e := head.e
 		dropped := q.dropped
 		q.dropped = 0
@@ -163,6 +172,9 @@ func (q *eventQueue) drain(ctx context.Context) {
 		}
 		if err != nil {
 			q.log.Debug("publishing event failed, will retry", "type", e.Type, "error", err)
+			q.mu.Lock()
+			q.inFlight = 0 // while it waits, a full queue may drop it as any other
+			q.mu.Unlock()
 			select { // the broker is away: wait a little before trying again
 			case <-time.After(time.Second):
 			case <-ctx.Done():
@@ -173,10 +185,11 @@ func (q *eventQueue) drain(ctx context.Context) {
 	}
 }
 
-// pop removes the queue's head if it is still the event seq (it was not dropped
-// meanwhile).
+// pop removes the published event seq from the queue's head, in the same
+// critical section that ends its protection from victimLocked.
 func (q *eventQueue) pop(seq uint64) {
 	q.mu.Lock()
+	q.inFlight = 0
 	if len(q.queue) > 0 && q.queue[0].seq == seq {
 		q.queue = q.queue[1:]
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,4 +208,74 @@ func TestEventQueueReportsRefusedEventsAtStop(t *testing.T) {
 	if counted != 3 {
 		t.Errorf("3 events refused by the broker, the warnings count %d:\n%s", counted, logs.String())
 	}
+}
+
+// A slow broker (a PUBACK outstanding while the queue fills) must not make the
+// queue drop the event it is publishing: delivered, it was counted as dropped
+// all the same, and refused, counted twice.
+func TestEventQueueInFlightEventNotCountedDropped(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error // what the slow publish returns
+	}{
+		{"delivered", nil},
+		{"refused", notify.ErrRefused},
+		{"retried", errors.New("not connected")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls, delivered atomic.Int32
+			inFlight, release := make(chan struct{}), make(chan struct{})
+			var logs bytes.Buffer
+			var mu sync.Mutex
+			q := newEventQueue(func(context.Context, []byte) error {
+				if calls.Add(1) == 1 {
+					close(inFlight)
+					<-release
+					if tc.err != nil {
+						return tc.err
+					}
+				}
+				delivered.Add(1)
+				return nil
+			}, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { q.run(ctx, time.Second); close(done) }()
+			q.add(Event{Type: "stream-start"})
+			<-inFlight
+			for range eventQueueSize { // one more than fits
+				q.add(Event{Type: "ssh-login-failure"})
+			}
+			close(release)
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+				q.mu.Lock()
+				n := len(q.queue)
+				q.mu.Unlock()
+				if n == 0 || time.Now().After(deadline) {
+					break
+				}
+			}
+			cancel()
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			counted := loggedCount(logs.String(), "dropped") + loggedCount(logs.String(), "refused")
+			if lost := eventQueueSize + 1 - int(delivered.Load()); counted != lost {
+				t.Errorf("%d of %d events lost, the warnings count %d:\n%s", lost, eventQueueSize+1, counted, logs.String())
+			}
+		})
+	}
+}
+
+// loggedCount sums the values of key in a text handler's lines.
+func loggedCount(logs, key string) int {
+	sum := 0
+	for _, l := range strings.Split(logs, "\n") {
+		if i := strings.Index(l, " "+key+"="); i >= 0 {
+			var n int
+			fmt.Sscanf(l[i+len(key)+2:], "%d", &n)
+			sum += n
+		}
+	}
+	return sum
 }
