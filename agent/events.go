@@ -43,6 +43,7 @@ type Event struct {
 type eventQueue struct {
 	publish func(ctx context.Context, payload []byte) error
 	log     *slog.Logger
+	retry   time.Duration // wait after a failed publish; zero means a second
 
 	mu       sync.Mutex
 	queue    []queuedEvent
@@ -54,6 +55,8 @@ type eventQueue struct {
 	// Used by the publishing goroutine only.
 	refusedCount  int       // refused events not yet reported
 	refusedLogged time.Time // when a refusal was last reported
+	droppedCount  int       // dropped events not yet reported
+	droppedLogged time.Time // when dropped events were last reported
 }
 
 type queuedEvent struct {
@@ -121,7 +124,7 @@ func (q *eventQueue) run(ctx context.Context, flush time.Duration) {
 			q.drain(fctx)
 			cancel()
 			q.mu.Lock()
-			unsent, dropped := len(q.queue), q.dropped
+			unsent, dropped := len(q.queue), q.dropped+q.droppedCount
 			q.mu.Unlock()
 			if unsent+dropped > 0 {
 				q.log.Warn("events not sent before stopping: the broker did not take them in time", "unsent", unsent, "dropped", dropped)
@@ -138,19 +141,18 @@ func (q *eventQueue) run(ctx context.Context, flush time.Duration) {
 func (q *eventQueue) drain(ctx context.Context) {
 	for ctx.Err() == nil {
 		q.mu.Lock()
+		q.droppedCount += q.dropped
+		q.dropped = 0
 		if len(q.queue) == 0 {
 			q.mu.Unlock()
+			q.reportDropped(true) // caught up: nothing more is dropped for now
 			return
 		}
 		head := q.queue[0]
 		q.inFlight = head.seq
 		e := head.e
-		dropped := q.dropped
-		q.dropped = 0
 		q.mu.Unlock()
-		if dropped > 0 {
-			q.log.Warn("events dropped while the broker was unreachable", "dropped", dropped)
-		}
+		q.reportDropped(false)
 		b, _ := json.Marshal(e)
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := q.publish(pctx, b)
@@ -175,8 +177,12 @@ func (q *eventQueue) drain(ctx context.Context) {
 			q.mu.Lock()
 			q.inFlight = 0 // while it waits, a full queue may drop it as any other
 			q.mu.Unlock()
+			retry := q.retry
+			if retry == 0 {
+				retry = time.Second
+			}
 			select { // the broker is away: wait a little before trying again
-			case <-time.After(time.Second):
+			case <-time.After(retry):
 			case <-ctx.Done():
 			}
 			continue
@@ -196,8 +202,23 @@ func (q *eventQueue) pop(seq uint64) {
 	q.mu.Unlock()
 }
 
-// refusedLogEvery is how often a broker that refuses every event is reported.
+// refusedLogEvery is how often a broker that refuses every event is reported,
+// and a queue that keeps dropping events.
 const refusedLogEvery = time.Minute
+
+// reportDropped reports the events a full queue dropped: the first at once,
+// then at most one line a minute with the count since the last, and the rest
+// once the queue has caught up (caughtUp). Logged at every retry of the head,
+// they made a line a second for as long as the broker was away.
+func (q *eventQueue) reportDropped(caughtUp bool) {
+	if q.droppedCount == 0 {
+		return
+	}
+	if now := time.Now(); caughtUp || q.droppedLogged.IsZero() || now.Sub(q.droppedLogged) >= refusedLogEvery {
+		q.log.Warn("events dropped while the broker was unreachable", "dropped", q.droppedCount)
+		q.droppedLogged, q.droppedCount = now, 0
+	}
+}
 
 // refused reports an event the broker refused: the first at once, then at most
 // one line a minute with the count since the last.

@@ -238,6 +238,7 @@ func TestEventQueueInFlightEventNotCountedDropped(t *testing.T) {
 				delivered.Add(1)
 				return nil
 			}, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+			q.retry = time.Millisecond
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { q.run(ctx, time.Second); close(done) }()
@@ -264,6 +265,57 @@ func TestEventQueueInFlightEventNotCountedDropped(t *testing.T) {
 				t.Errorf("%d of %d events lost, the warnings count %d:\n%s", lost, eventQueueSize+1, counted, logs.String())
 			}
 		})
+	}
+}
+
+// While the broker is away, a full queue that keeps dropping events (a busy
+// service behind a tunnel makes two stream events per connection) is reported
+// as refused events are, at most once a minute, not at every retry of its head;
+// the rest when the queue has caught up.
+func TestEventQueueDropWarningsDuringOutage(t *testing.T) {
+	var away atomic.Bool
+	away.Store(true)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	q := newEventQueue(func(context.Context, []byte) error {
+		if away.Load() {
+			return errors.New("notify: not connected: cannot publish")
+		}
+		return nil
+	}, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	q.retry = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { q.run(ctx, time.Second); close(done) }()
+	for range 20 { // many retries, dropping events between them
+		for range eventQueueSize / 8 {
+			q.add(Event{Type: "stream-start"})
+			q.add(Event{Type: "stream-end"})
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	const msg, want = "events dropped while the broker was unreachable", 20*eventQueueSize/4 - eventQueueSize
+	mu.Lock()
+	during := strings.Count(logs.String(), msg)
+	mu.Unlock()
+	away.Store(false)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		q.mu.Lock()
+		n := len(q.queue)
+		q.mu.Unlock()
+		if n == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if during != 1 {
+		t.Errorf("%d warnings about dropped events during the outage, want one (then at most one a minute):\n%s", during, logs.String())
+	}
+	if n, dropped := strings.Count(logs.String(), msg), loggedCount(logs.String(), "dropped"); n != 2 || dropped != want {
+		t.Errorf("%d warnings count %d dropped events, want 2 (the first, the rest once caught up) counting %d:\n%s", n, dropped, want, logs.String())
 	}
 }
 
