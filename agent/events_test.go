@@ -248,14 +248,7 @@ func TestEventQueueInFlightEventNotCountedDropped(t *testing.T) {
 				q.add(Event{Type: "ssh-login-failure"})
 			}
 			close(release)
-			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-				q.mu.Lock()
-				n := len(q.queue)
-				q.mu.Unlock()
-				if n == 0 || time.Now().After(deadline) {
-					break
-				}
-			}
+			waitQueueEmpty(q)
 			cancel()
 			<-done
 			mu.Lock()
@@ -299,14 +292,7 @@ func TestEventQueueDropWarningsDuringOutage(t *testing.T) {
 	during := strings.Count(logs.String(), msg)
 	mu.Unlock()
 	away.Store(false)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		q.mu.Lock()
-		n := len(q.queue)
-		q.mu.Unlock()
-		if n == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
+	waitQueueEmpty(q)
 	cancel()
 	<-done
 	mu.Lock()
@@ -330,4 +316,16 @@ func loggedCount(logs, key string) int {
 		}
 	}
 	return sum
+}
+
+// waitQueueEmpty waits up to 5 s for q to have published everything.
+func waitQueueEmpty(q *eventQueue) {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		q.mu.Lock()
+		n := len(q.queue)
+		q.mu.Unlock()
+		if n == 0 || time.Now().After(deadline) {
+			return
+		}
+	}
 }
