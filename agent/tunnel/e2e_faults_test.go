@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -753,14 +754,21 @@ func TestV1SourceReconnectWithClientWaiting(t *testing.T) {
 	for i := range 5 {
 		h.tun.Drop(tunneltest.Source)
 		c, err := net.Dial("tcp", h.addr("SSH"))
-		if err != nil {
+		if errors.Is(err, syscall.ECONNRESET) {
+			// Accepted before the source saw the drop, on the session going
+			// away, and reset with it (TestSourceResetsLocalConnectionsOnTunnelLoss);
+			// net.Dial reports that reset when its goroutine runs late.
+			c = nil
+		} else if err != nil {
 			t.Fatal(err)
 		}
 		if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Source, i+2); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond)
-		c.Close()
+		if c != nil {
+			c.Close()
+		}
 	}
 }
 

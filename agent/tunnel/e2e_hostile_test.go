@@ -141,7 +141,9 @@ func probe(t *testing.T, tun *tunneltest.Tunnel, id int32) {
 	if err := tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: id, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("probe")}); err != nil {
 		t.Fatalf("probe %d: %v", id, err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	// 30 s: a probe may queue behind megabytes of resets (TestUnknownServiceIDsNotKept),
+	// which took up to 10 s under -race on a loaded 2-core machine.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		for _, f := range tun.Received(tunneltest.Destination) {
 			if f.Message.Type == tunnel.TypeStreamReset && f.Message.StreamID == id {
 				return
@@ -151,7 +153,7 @@ func probe(t *testing.T, tun *tunneltest.Tunnel, id int32) {
 			t.Fatalf("probe %d: the destination reconnected (connects %d → %d) before it answered", id, connects, n)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("probe %d: no STREAM_RESET from the destination within 10 s", id)
+			t.Fatalf("probe %d: no STREAM_RESET from the destination within 30 s", id)
 		}
 	}
 }
