@@ -238,10 +238,7 @@ func TestEventQueueInFlightEventNotCountedDropped(t *testing.T) {
 				delivered.Add(1)
 				return nil
 			}, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
-			q.retry = time.Millisecond
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { q.run(ctx, time.Second); close(done) }()
+			stop := runFastQueue(q)
 			q.add(Event{Type: "stream-start"})
 			<-inFlight
 			for range eventQueueSize { // one more than fits
@@ -249,8 +246,7 @@ func TestEventQueueInFlightEventNotCountedDropped(t *testing.T) {
 			}
 			close(release)
 			waitQueueEmpty(q)
-			cancel()
-			<-done
+			stop()
 			mu.Lock()
 			defer mu.Unlock()
 			counted := loggedCount(logs.String(), "dropped") + loggedCount(logs.String(), "refused")
@@ -276,10 +272,7 @@ func TestEventQueueDropWarningsDuringOutage(t *testing.T) {
 		}
 		return nil
 	}, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
-	q.retry = time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { q.run(ctx, time.Second); close(done) }()
+	stop := runFastQueue(q)
 	for range 20 { // many retries, dropping events between them
 		for range eventQueueSize / 8 {
 			q.add(Event{Type: "stream-start"})
@@ -293,8 +286,7 @@ func TestEventQueueDropWarningsDuringOutage(t *testing.T) {
 	mu.Unlock()
 	away.Store(false)
 	waitQueueEmpty(q)
-	cancel()
-	<-done
+	stop()
 	mu.Lock()
 	defer mu.Unlock()
 	if during != 1 {
@@ -328,4 +320,14 @@ func waitQueueEmpty(q *eventQueue) {
 			return
 		}
 	}
+}
+
+// runFastQueue runs q, retrying a failed publish after 1 ms, until the
+// returned stop is called (which waits for it to end).
+func runFastQueue(q *eventQueue) (stop func()) {
+	q.retry = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { q.run(ctx, time.Second); close(done) }()
+	return func() { cancel(); <-done }
 }
