@@ -233,13 +233,30 @@ func TestFramesToAbsentSideAreDropped(t *testing.T) {
 	}
 	tun.Record(true)
 	src.Send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("lost")})
-	waitReceived(t, tun, Source, 1)
+	// Until the DATA itself is in: the STREAM_START sent before Record may be
+	// recorded first, and the DATA, still on its way, then reached the
+	// destination connected below.
+	for deadline := time.Now().Add(5 * time.Second); !receivedType(tun, Source, tunnel.TypeData); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the source's DATA was not received within 5 s")
+		}
+	}
 	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
 	dst.WantServiceIDs("SSH")
 	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH"})
 	if m := dst.MustNext(); m.Type != tunnel.TypeStreamStart || m.StreamID != 2 {
 		t.Errorf("destination got %v first, want STREAM_START 2", m)
 	}
+}
+
+// receivedType reports whether a frame of type typ from side was recorded.
+func receivedType(tun *Tunnel, side Side, typ tunnel.Type) bool {
+	for _, f := range tun.Received(side) {
+		if f.Message.Type == typ {
+			return true
+		}
+	}
+	return false
 }
 
 // waitReceived waits until n frames from side were recorded.
