@@ -187,6 +187,9 @@ generate: ## regenerate committed code (protobuf) with the pinned protoc-gen-go
 lint: ## gofmt check and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@# porthole connect runs on macOS and Windows too: its package's tests build there
+	GOOS=windows $(GO) vet ./agent/tunnel/...
+	GOOS=darwin $(GO) vet ./agent/tunnel/...
 
 FUZZJOBS ?= 1
 FUZZTIME ?= 10s

@@ -131,12 +131,7 @@ func TestDestinationResetsTargetNotTakingLastData(t *testing.T) {
 	// the link's queue, not in the kernel.
 	small := func(_, _ string, c syscall.RawConn) error {
 		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-			if serr == nil {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
-			}
-		})
+		err := c.Control(func(fd uintptr) { serr = smallSocketBuffers(fd, 4096) })
 		if err != nil {
 			return err
 		}
