@@ -38,7 +38,21 @@ type ConnectConfig struct {
 	// TokenCacheDir is where client tokens are kept per access token, and where a
 	// running Connect holds its lock on that token. "" means neither.
 	TokenCacheDir string
-	Logger        *slog.Logger
+	// EndpointFrom names the variable Tunnel's Endpoint or Region came from
+	// (AWSIOT_TUNNEL_ENDPOINT or AWSIOT_TUNNEL_REGION), "" when from the
+	// flags: the messages that say what to check name it, as a value left
+	// from another session is mended by unsetting it, not by a flag.
+	EndpointFrom string
+	Logger       *slog.Logger
+}
+
+// endpointSource is what the messages tell the operator to check for the
+// endpoint: the variable it came from, or the flags.
+func (cc *ConnectConfig) endpointSource() string {
+	if cc.EndpointFrom != "" {
+		return cc.EndpointFrom
+	}
+	return "--region or --endpoint"
 }
 
 // ErrUsage marks errors in how porthole was called or configured (exit code 1):
@@ -145,7 +159,7 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		if connected || stopped != nil {
 			return
 		}
-		if stopped = stopBeforeJoining(err); stopped != nil {
+		if stopped = stopBeforeJoining(err, cc.endpointSource()); stopped != nil {
 			cancel()
 			return
 		}
@@ -157,7 +171,7 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		// But say once that this is what happens, and how to stop.
 		toldRetrying = true
 		cc.Logger.Warn("not connected to the tunneling service yet: porthole connect keeps trying until it connects " +
-			"(check the network, --region or --endpoint, and --https-proxy); stop it with Ctrl-C")
+			"(check the network, " + cc.endpointSource() + ", and --https-proxy); stop it with Ctrl-C")
 	}
 	src := &tunnel.Source{Config: cfg, Listen: cc.Listen, PeerVersion: cc.PeerVersion}
 	var err error
@@ -187,7 +201,7 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	var he *tunnel.HandshakeError
 	switch {
 	case errors.As(err, &he) && !he.Temporary():
-		return Usagef("%w; %s", err, refusalHint(he, cc.ClientTokenFrom))
+		return Usagef("%w; %s", err, refusalHint(he, cc.ClientTokenFrom, cc.endpointSource()))
 	case errors.Is(err, tunnel.ErrClosedByService):
 		// CloseTunnel, the tunnel's lifetime, or a rotated source token (which
 		// revokes the one in use) all end the connection so.
@@ -204,8 +218,9 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 // CA, endpoint or clock), a host name that does not resolve (a wrong region or
 // endpoint) and an endpoint or proxy that does not answer in TLS are runtime
 // failures (exit 2), since a later run may succeed (a clock set by NTP, DNS
-// back, a captive portal gone). The proxy's own failures name the proxy.
-func stopBeforeJoining(err error) error {
+// back, a captive portal gone). The proxy's own failures name the proxy, the
+// others endpoint: ConnectConfig.endpointSource.
+func stopBeforeJoining(err error, endpoint string) error {
 	var de *net.DNSError
 	var rh tls.RecordHeaderError
 	var pe *tunnel.ProxyError
@@ -223,11 +238,11 @@ func stopBeforeJoining(err error) error {
 	case proxied && (cert || dns):
 		return fmt.Errorf("the HTTPS proxy cannot be reached (check --https-proxy or https_proxy: its host name, and its certificate for https://): %w", err)
 	case plain:
-		return fmt.Errorf("the endpoint does not answer in TLS (check --endpoint and its port; a lab's service without TLS is ws://host:port with --allow-insecure-websocket): %w", err)
+		return fmt.Errorf("the endpoint does not answer in TLS (check %s and the port; a lab's service without TLS is --endpoint ws://host:port with --allow-insecure-websocket): %w", endpoint, err)
 	case cert:
 		return fmt.Errorf("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", err)
 	case dns:
-		return fmt.Errorf("the tunneling service's host name does not resolve (check --region or --endpoint): %w", err)
+		return fmt.Errorf("the tunneling service's host name does not resolve (check %s): %w", endpoint, err)
 	}
 	return nil
 }
@@ -251,12 +266,12 @@ const rotateSource = "aws iotsecuretunneling rotate-tunnel-access-token --tunnel
 // own words (spec §2.6 and the developer guide's troubleshooting table, §4). The
 // service's body never holds a token, and neither does the hint. clientTokenFrom
 // is ConnectConfig.ClientTokenFrom: where a client token the service refuses
-// came from, to be named.
-func refusalHint(he *tunnel.HandshakeError, clientTokenFrom string) string {
+// came from, to be named; endpoint is ConnectConfig.endpointSource.
+func refusalHint(he *tunnel.HandshakeError, clientTokenFrom, endpoint string) string {
 	if he.StatusCode != 400 && he.StatusCode != 401 && he.StatusCode != 403 {
 		// The service refuses tokens with 400 (emulators with 401 or 403).
 		return fmt.Sprintf("the endpoint answered HTTP %d instead of a tunnel: it does not look like a Secure Tunneling data plane "+
-			"(check --endpoint or --region)", he.StatusCode)
+			"(check %s)", he.StatusCode, endpoint)
 	}
 	body := strings.ToLower(he.Body)
 	switch {
@@ -287,11 +302,11 @@ func refusalHint(he *tunnel.HandshakeError, clientTokenFrom string) string {
 		return "this looks like the tunnel's destination token: porthole connect needs its sourceAccessToken"
 	case strings.Contains(body, "access token"):
 		return "the token is not the source token of an open tunnel here: the tunnel may be closed or expired, " +
-			"the token rotated, or the tunnel in another region (--region, --endpoint); get a new token (" +
+			"the token rotated, or the tunnel in another region (" + endpoint + "); get a new token (" +
 			rotateSource + ") or open a new tunnel"
 	}
-	return "check that the token is the tunnel's sourceAccessToken, that the tunnel is open, and --region or " +
-		"--endpoint; a used token needs a new one: " + rotateSource
+	return "check that the token is the tunnel's sourceAccessToken, that the tunnel is open, and " + endpoint +
+		"; a used token needs a new one: " + rotateSource
 }
 
 // cachedClientToken returns the client token kept for access, or a new one

@@ -96,16 +96,27 @@ func TestRefusalHint(t *testing.T) {
 		{"Invalid access token: The access token is not valid.", "", "another region", ""},
 		{"", "", "--client-mode SOURCE (ID: from aws iotsecuretunneling list-tunnels)", ""},
 	} {
-		got := refusalHint(&tunnel.HandshakeError{StatusCode: 400, Body: tc.body}, tc.from)
+		got := refusalHint(&tunnel.HandshakeError{StatusCode: 400, Body: tc.body}, tc.from, "--region or --endpoint")
 		if !strings.Contains(got, tc.want) || tc.not != "" && strings.Contains(got, tc.not) {
 			t.Errorf("refusalHint(400 %q, %q) = %q, want it to say %q and not %q", tc.body, tc.from, got, tc.want, tc.not)
 		}
 	}
 	// Not a refused token: the endpoint is no tunneling service.
 	for _, code := range []int{200, 301, 404} {
-		if got := refusalHint(&tunnel.HandshakeError{StatusCode: code, Body: "Invalid access token"}, ""); !strings.Contains(got, fmt.Sprintf("answered HTTP %d instead of a tunnel", code)) ||
+		if got := refusalHint(&tunnel.HandshakeError{StatusCode: code, Body: "Invalid access token"}, "", "--region or --endpoint"); !strings.Contains(got, fmt.Sprintf("answered HTTP %d instead of a tunnel", code)) ||
 			strings.Contains(got, "rotate") {
 			t.Errorf("refusalHint(%d) = %q, want it to doubt the endpoint, not the token", code, got)
+		}
+	}
+	// An endpoint or region from the environment is named as the variable:
+	// one left from another session is mended by unsetting it.
+	const region = "AWSIOT_TUNNEL_REGION"
+	for _, tc := range []struct {
+		code int
+		body string
+	}{{404, ""}, {400, "Invalid access token: The access token is not valid."}, {400, ""}} {
+		if got := refusalHint(&tunnel.HandshakeError{StatusCode: tc.code, Body: tc.body}, "", region); !strings.Contains(got, region) || strings.Contains(got, "--region") {
+			t.Errorf("refusalHint(%d %q) with the region from %s = %q, want it to name the variable, not the flags", tc.code, tc.body, region, got)
 		}
 	}
 }

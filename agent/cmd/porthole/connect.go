@@ -168,8 +168,15 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
 	defer stop()
+	endpointFrom := ""
+	switch {
+	case fromEnv && *endpoint != "":
+		endpointFrom = endpointEnv
+	case fromEnv:
+		endpointFrom = regionEnv
+	}
 	return agent.Connect(ctx, agent.ConnectConfig{Tunnel: cfg, Listen: listen, Stdio: *stdio, Stdin: stdin, Stdout: stdout,
-		PeerVersion: pv, ClientTokenFrom: clientTokenFrom, TokenCacheDir: cache, Logger: log})
+		PeerVersion: pv, ClientTokenFrom: clientTokenFrom, TokenCacheDir: cache, EndpointFrom: endpointFrom, Logger: log})
 }
 
 // tokenEnv holds the access token when neither --token nor --token-file is given.

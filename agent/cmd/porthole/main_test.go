@@ -330,6 +330,16 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 		t.Fatal("porthole connect still retrying an endpoint that does not resolve after 20 s")
 	}
 
+	// The same endpoint from AWSIOT_TUNNEL_ENDPOINT is named as the
+	// variable: no flag was given, and a value left from another session is
+	// mended by unsetting it.
+	t.Setenv("AWSIOT_TUNNEL_ENDPOINT", "x-.invalid:443")
+	code, _, errs = runCmd(t, nil, "connect", "--token-file", tokenFile, "-L", "SSH=0")
+	if code != exitRuntime || !strings.Contains(errs, "does not resolve (check AWSIOT_TUNNEL_ENDPOINT)") {
+		t.Fatalf("unresolvable AWSIOT_TUNNEL_ENDPOINT: exit %d, stderr %q", code, errs)
+	}
+	t.Setenv("AWSIOT_TUNNEL_ENDPOINT", "")
+
 	// An endpoint that does not speak TLS (a plain HTTP server) ends it too.
 	plain := httptest.NewServer(http.NotFoundHandler())
 	defer plain.Close()
