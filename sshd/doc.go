@@ -238,7 +238,10 @@
 // 1024 when that cannot be read; one connection holds at most 16 such
 // listeners (they are the agent's own descriptors; a forward on localhost
 // holds two);
-// agent forwarding (ssh -A) is off unless AgentForwarding is set. X11 and
+// agent forwarding (ssh -A) is off unless AgentForwarding is set, and where
+// its socket cannot be made (TMPDIR missing, no descriptors left) only the
+// auth-agent-req fails, as with OpenSSH: the session runs without
+// SSH_AUTH_SOCK. X11 and
 // tun forwarding, and forwarding to or from Unix sockets (ssh -L or -R with a
 // socket path) are not supported: such a channel is refused as of an unknown
 // type and such a forwarding request fails, which ssh reports. IdleTimeout, MaxSessionTime (per

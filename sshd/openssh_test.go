@@ -166,6 +166,35 @@ func TestOpenSSHExec(t *testing.T) {
 	}
 }
 
+// TestOpenSSHAgentForwardingFailureKeepsSession: ssh -A runs its command
+// on a device whose temporary directory cannot take the agent socket, as
+// against OpenSSH's sshd (ssh sends auth-agent-req without want-reply); it
+// said "exec request failed on channel 0" and exited 255.
+func TestOpenSSHAgentForwardingFailureKeepsSession(t *testing.T) {
+	agentBin := needProgram(t, "ssh-agent")
+	o := newOpenSSHEnv(t, func(_ *testEnv, s *Server) { s.AgentForwarding = true })
+	sock := filepath.Join(o.dir, "agent.sock")
+	ag := exec.Command(agentBin, "-D", "-a", sock)
+	if err := ag.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ag.Process.Kill()
+		ag.Wait()
+	}()
+	waitFor(t, "ssh-agent's socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "no-such-dir")) // the server's: this process
+	// o.opts but IdentityAgent: ssh sends no auth-agent-req without an agent.
+	args := slices.Clone(o.opts())
+	args[slices.Index(args, "IdentityAgent=none")] = "IdentityAgent=" + sock
+	args = append(args, "-p", o.port, "-o", "ForwardAgent=yes", "root@127.0.0.1", "echo hello")
+	out, errOut, code := o.run(t, nil, needProgram(t, "ssh"), args...)
+	if code != 0 || out != "hello\n" {
+		t.Errorf("ssh -A with the device's temporary directory unusable: %q, %q, exit %d; want hello and exit 0, as from OpenSSH's sshd",
+			out, errOut, code)
+	}
+}
+
 func TestOpenSSHForcedTTY(t *testing.T) {
 	o := newOpenSSHEnv(t, nil)
 	out, errOut, code := o.ssh(t, nil, "-tt", "root@127.0.0.1", "tty; stty size; exit 2")

@@ -575,7 +575,11 @@ func permitListenMatch(list []string, host string, port uint32) bool {
 // startAgentForwarding makes a Unix socket for ssh -A in a fresh directory
 // owned by the login user, and forwards each connection to it over an
 // "auth-agent@openssh.com" channel. stop closes and removes it.
-func (sess *session) startAgentForwarding(a *account) (sock string, stop func(), err error) {
+func (sess *session) startAgentForwarding() (sock string, stop func(), err error) {
+	a, err := sess.srv.lookupUser(sess.sc.User())
+	if err != nil {
+		return "", nil, fmt.Errorf("agent forwarding: %w", err)
+	}
 	dir, err := os.MkdirTemp("", "porthole-agent-")
 	if err != nil {
 		return "", nil, fmt.Errorf("agent forwarding: %w", err)

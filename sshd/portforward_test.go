@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -470,6 +471,62 @@ func TestAgentForwarding(t *testing.T) {
 			if err := s.Wait(); err != nil {
 				t.Fatal(err)
 			}
+		})
+	}
+}
+
+// TestAgentForwardingFailureKeepsSession: ssh -A onto a device whose
+// temporary directory cannot take the agent socket (a small /tmp tmpfs out
+// of inodes, a read-only root without /tmp, no descriptors left) fails only
+// the auth-agent-req, as OpenSSH's session_auth_agent_req does: the command
+// runs without SSH_AUTH_SOCK, and the failure is logged. It refused the exec
+// itself, so the operator who logs in to clean up a full /tmp got no session.
+func TestAgentForwardingFailureKeepsSession(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.AgentForwarding = true })
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "no-such-dir"))
+	c := e.login("root")
+	if err := agent.ForwardToAgent(c, agent.NewKeyring()); err != nil {
+		t.Fatal(err)
+	}
+	s := openSession(t, c)
+	reqErr := agent.RequestAgentForwarding(s)
+	out, err := s.CombinedOutput(`echo "hello${SSH_AUTH_SOCK+ with SSH_AUTH_SOCK}"`)
+	if err != nil || string(out) != "hello\n" {
+		t.Fatalf("exec with the agent socket impossible: %q, %v; want the command run without SSH_AUTH_SOCK", out, err)
+	}
+	if reqErr == nil {
+		t.Error("auth-agent-req granted with no socket made")
+	}
+	if len(e.logs.logged("level=WARN", "agent forwarding refused", "no-such-dir")) != 1 {
+		t.Error("the failed auth-agent-req was not logged with its error")
+	}
+}
+
+// TestAgentSocketRemovedWithSession: the agent socket's directory goes with
+// its session, whether a command ran or none did (auth-agent-req, then the
+// channel closed).
+func TestAgentSocketRemovedWithSession(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.AgentForwarding = true })
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	c := e.login("root")
+	if err := agent.ForwardToAgent(c, agent.NewKeyring()); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"", `test -S "$SSH_AUTH_SOCK"`} {
+		s := openSession(t, c)
+		if err := agent.RequestAgentForwarding(s); err != nil {
+			t.Fatal(err)
+		}
+		if cmd != "" {
+			if err := s.Run(cmd); err != nil {
+				t.Fatalf("%s: %v", cmd, err)
+			}
+		}
+		s.Close()
+		waitFor(t, "the agent socket's directory removed", func() bool {
+			left, _ := os.ReadDir(tmp)
+			return len(left) == 0
 		})
 	}
 }

@@ -59,12 +59,15 @@ type session struct {
 	envBytes int // the length of env's names and values
 	ptyReq   *ptyRequest
 	held     *heldPTY // the pty allocated by pty-req, until the program takes it
-	agent    bool
 	started  bool
 	kind     string
 	command  string
 	asked    string // the command line of an exec request, as the client sent it
 	startAt  time.Time
+	// agentSock is the ssh -A socket auth-agent-req made, "" for none;
+	// stopAgent removes it when the session ends.
+	agentSock string
+	stopAgent func()
 
 	in, out atomic.Int64
 	ended   sync.Once     // finish or leave
@@ -114,6 +117,9 @@ func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gos
 	// The channel is closed: by us after the program ended, or by the client
 	// or a dead connection while it runs.
 	sess.stop()
+	if sess.stopAgent != nil {
+		sess.stopAgent()
+	}
 }
 
 // serve handles the channel's requests in order until the client closes the
@@ -222,9 +228,26 @@ func (sess *session) handle(req *gossh.Request) {
 		sess.envBytes += len(kv.Name) + len(kv.Value)
 		sess.reply(req, true)
 	case "auth-agent-req@openssh.com":
-		ok := sess.srv.AgentForwarding && !sess.restr.noAgent && !sess.started
-		sess.agent = ok
-		sess.reply(req, ok)
+		// A second one is refused, as OpenSSH's session_auth_agent_req
+		// refuses it.
+		if !sess.srv.AgentForwarding || sess.restr.noAgent || sess.started || sess.agentSock != "" {
+			sess.reply(req, false)
+			return
+		}
+		// The socket is made now, as OpenSSH's session_auth_agent_req does,
+		// so that a device where it cannot be (TMPDIR missing, a /tmp tmpfs
+		// out of inodes, no descriptors left) fails only this request: ssh
+		// sends it without want-reply, and the shell runs without
+		// SSH_AUTH_SOCK. Made at the shell or exec request, its failure
+		// refused the whole session.
+		sock, stop, err := sess.startAgentForwarding()
+		if err != nil {
+			sess.srv.log().Warn("agent forwarding refused", "remote", sess.st.remote, "user", sess.sc.User(), "error", err)
+			sess.reply(req, false)
+			return
+		}
+		sess.agentSock, sess.stopAgent = sock, stop
+		sess.reply(req, true)
 	case "eow@openssh.com":
 		// OpenSSH's PROTOCOL, section 2.1: the client's output failed (as in
 		// "ssh host yes | head -1") and it will read no more of this channel's
@@ -608,14 +631,8 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 	if login {
 		args = []string{"-" + path.Base(shell)}
 	}
-	var stopAgent func()
-	if sess.agent {
-		sock, stop, err := sess.startAgentForwarding(a)
-		if err != nil {
-			return err
-		}
-		stopAgent = stop
-		extraEnv = append(extraEnv, "SSH_AUTH_SOCK="+sock)
+	if sess.agentSock != "" {
+		extraEnv = append(extraEnv, "SSH_AUTH_SOCK="+sess.agentSock)
 	}
 	cred := s.credential(a)
 	startIn := func(dir string) error {
@@ -654,16 +671,6 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		sess.childStderr(shell + ": " + strerror(pe.Err) + "\n")
 		sess.endUnstarted(1)
 		err = nil
-	}
-	if stopAgent != nil {
-		if err != nil {
-			stopAgent()
-		} else {
-			go func() {
-				<-sess.done
-				stopAgent()
-			}()
-		}
 	}
 	return err
 }
