@@ -78,8 +78,8 @@
 //
 // The binary stops on SIGINT or SIGTERM (saving the state) and, on SIGHUP, loads
 // --tls-cert and --tls-key again (Options.Reload), keeping the pair it serves if
-// the new files do not load, so certificate renewal hooks need no restart. Its
-// exit codes are porthole's: 0 after a stop by signal, 1 on a usage or
+// the new files do not load, so certificate renewal hooks need no restart. A
+// log reader that goes away does not stop it (SIGPIPE is caught). Its exit codes are porthole's: 0 after a stop by signal, 1 on a usage or
 // configuration error (IsConfigError: do not restart), 2 on a runtime failure.
 //
 // In-process use (tests, the lab):

@@ -3,8 +3,16 @@
 package testenv
 
 import (
+	"bufio"
+	"cmp"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -20,4 +28,61 @@ func NeedProgram(tb testing.TB, name string) string {
 		tb.Skipf("%s not installed; `make test` installs it", name)
 	}
 	return p
+}
+
+// StartWithoutLogReader builds the command at import path pkg and starts it
+// with args, its stderr a pipe whose reader goes away once the command has
+// printed its first line to stdout, as when the reader of `cmd 2>&1 | logger`
+// is restarted or killed. It returns that line, trimmed, and alive, which is
+// nil while the command runs and otherwise says how it ended. The command
+// gets SIGTERM at the test's end.
+func StartWithoutLogReader(tb testing.TB, pkg string, args ...string) (line string, alive func() error) {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), path.Base(pkg))
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer outR.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = outW, errW
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		errR.Close()
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(done)
+	}()
+	tb.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-done
+	})
+	line, err = bufio.NewReader(outR).ReadString('\n')
+	// Whatever was logged so far stays in the pipe; the next write fails
+	// with EPIPE.
+	errR.Close()
+	if err != nil {
+		tb.Fatalf("%s printed no line: %v", pkg, err)
+	}
+	return strings.TrimSpace(line), func() error {
+		select {
+		case <-done:
+			return fmt.Errorf("%s ended: %v", path.Base(pkg), cmp.Or(waitErr, errors.New("exit status 0")))
+		default:
+			return nil
+		}
+	}
 }

@@ -28,6 +28,12 @@ import (
 )
 
 func main() {
+	// A log reader that goes away (porthole-console 2>&1 | logger, or | tee
+	// ended by Ctrl-C) must not end the console and its terminals: Go kills a
+	// program whose write to fd 1 or 2 gets EPIPE unless SIGPIPE is handled.
+	// Caught (as by the agent and the lab), the write fails instead, and slog
+	// drops the line.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

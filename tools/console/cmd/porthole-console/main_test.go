@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 	"golang.org/x/crypto/ssh"
 )
@@ -283,5 +284,31 @@ func TestKeyFlagCheckedAtStart(t *testing.T) {
 		case strings.Contains(errs.String(), "SECRET-LOOKING") || strings.Contains(errs.String(), "BEGIN"):
 			t.Errorf("--key %s: stderr quotes the file: %q", tc.key, errs.String())
 		}
+	}
+}
+
+// A console whose log reader goes away (porthole-console 2>&1 | logger, or
+// | tee ended by Ctrl-C) keeps serving: Go kills a program whose write to
+// fd 2 fails with EPIPE unless it handles SIGPIPE, and the next log line
+// ended the console and every terminal in it.
+func TestConsoleSurvivesLogReaderGone(t *testing.T) {
+	dir := t.TempDir()
+	line, alive := testenv.StartWithoutLogReader(t, "github.com/porthole-iot/porthole/tools/console/cmd/porthole-console",
+		"--listen", "127.0.0.1:0", "--host-keys", filepath.Join(dir, "hk.json"), "--vendor-dir", standInVendor(t, dir), "--debug")
+	url, ok := strings.CutPrefix(line, "porthole console: open ")
+	if !ok {
+		t.Fatalf("first line %q, want the console's address", line)
+	}
+	for i := range 3 { // --debug logs each
+		resp, err := http.Get(url)
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			t.Fatalf("request %d: %v (%v)", i, err, alive())
+		}
+		resp.Body.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := alive(); err != nil {
+		t.Fatalf("once its log's reader had gone: %v", err)
 	}
 }

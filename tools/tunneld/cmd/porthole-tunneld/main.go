@@ -4,7 +4,8 @@
 // --help for the flags; package tools/tunneld documents the service.
 //
 // SIGINT and SIGTERM stop it (state saved); SIGHUP loads --tls-cert and --tls-key
-// again, keeping the previous pair if they do not load.
+// again, keeping the previous pair if they do not load. SIGPIPE is caught: a log
+// reader that goes away does not end it.
 //
 // Exit codes, as porthole's: 0 after SIGINT or SIGTERM (or --help), 1 on a usage or
 // configuration error (do not restart: fix the command line or the files it names),
@@ -24,6 +25,12 @@ import (
 )
 
 func main() {
+	// A log reader that goes away (porthole-tunneld 2>&1 | logger, a log
+	// service restarted) must not end tunneld and every tunnel with it: Go
+	// kills a program whose write to fd 1 or 2 gets EPIPE unless SIGPIPE is
+	// handled. Caught (as by the agent and the lab), the write fails
+	// instead, and slog drops the line.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	opts, err := tunneld.ParseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
