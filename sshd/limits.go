@@ -164,7 +164,9 @@ func (s *Server) maxStartups() int {
 // are unauthenticated already.
 func (s *Server) addStartupLocked(c *conn) bool {
 	limit := s.maxStartups()
-	if limit > 0 && len(s.unauth) >= startupsFull*limit {
+	// Divided, not multiplied: startupsFull*limit overflows int for a limit
+	// meant as none (math.MaxInt32 on a 32-bit device), refusing everyone.
+	if limit > 0 && len(s.unauth)/startupsFull >= limit {
 		return false
 	}
 	if s.unauth == nil {

@@ -3,6 +3,7 @@ package sshd
 import (
 	"errors"
 	"io"
+	"math"
 	"net"
 	"runtime"
 	"sync"
@@ -241,6 +242,17 @@ func TestMaxStartups(t *testing.T) {
 	waitFor(t, "unauthenticated connections to end", func() bool { n, _, _ := e.srv.startupCounts(); return n == 0 })
 	waitFor(t, "goroutines back", func() bool { return runtime.NumGoroutine() <= g0+2 })
 	e.login("root").Close()
+}
+
+// TestHugeMaxStartups: a MaxStartups meant as no limit (math.MaxInt32, as
+// a 32-bit device's math.MaxInt) lets a client in: startupsFull times it
+// overflowed int to a negative bound, and every connection was closed
+// before its banner.
+func TestHugeMaxStartups(t *testing.T) {
+	for _, n := range []int{math.MaxInt32, math.MaxInt} {
+		e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxStartups = n })
+		e.login("root").Close()
+	}
 }
 
 // TestConcurrentLoginsWait: 50 logins at once through one tunnel (one
