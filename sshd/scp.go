@@ -667,23 +667,32 @@ func (c *scp) sendTimes(f *os.File, fi os.FileInfo) (bool, error) {
 }
 
 // fileTimes returns the modification and access times of the open file f
-// (fi, from fstat(2)), in seconds, from statx(2), as OpenSSH's libc takes
-// them where stat's cannot hold them: on 32-bit arm, mips and 386, Go's
-// stat64 times are 32-bit signed (a file of 2040 read as 1904, sent as 0); on
-// mips64 the kernel's struct stat has unsigned 32-bit times (a file of 1969
-// read as 2106). Without statx (Linux before 4.11, a seccomp filter), stat's
-// times.
+// (fi, from fstat(2)), in seconds: statxTimes', else stat's.
 func fileTimes(f *os.File, fi os.FileInfo) (mtime, atime int64) {
-	const want = unix.STATX_ATIME | unix.STATX_MTIME
-	var stx unix.Statx_t
-	if unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, want, &stx) == nil && stx.Mask&want == want {
-		return stx.Mtime.Sec, stx.Atime.Sec
+	if mtime, atime, ok := statxTimes(int(f.Fd()), "", unix.AT_EMPTY_PATH); ok {
+		return mtime, atime
 	}
 	mtime, atime = fi.ModTime().Unix(), fi.ModTime().Unix()
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		atime = int64(st.Atim.Sec)
 	}
 	return mtime, atime
+}
+
+// statxTimes returns the modification and access times of name in dirfd
+// (flags as statx(2)'s), in seconds, from statx(2), as OpenSSH's libc takes
+// them where stat's cannot hold them: on 32-bit arm, mips and 386, Go's
+// stat64 times are 32-bit signed (a file of 2040 read as 1904); on mips64 the
+// kernel's struct stat has unsigned 32-bit times (a file of 1969 read as
+// 2106). ok is false without statx (Linux before 4.11, a seccomp filter):
+// stat's times are all there is then.
+func statxTimes(dirfd int, name string, flags int) (mtime, atime int64, ok bool) {
+	const want = unix.STATX_ATIME | unix.STATX_MTIME
+	var stx unix.Statx_t
+	if unix.Statx(dirfd, name, flags, want, &stx) != nil || stx.Mask&want != want {
+		return 0, 0, false
+	}
+	return stx.Mtime.Sec, stx.Atime.Sec, true
 }
 
 // send sends the file or, with -r, the directory p. What is sent is what

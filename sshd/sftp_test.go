@@ -263,9 +263,46 @@ func TestLongName(t *testing.T) {
 		{syscall.S_IFIFO | 0o600, now, "prw-------    1 4242     4343            7 Nov 30 12:00 name"},
 	} {
 		st := unix.Stat_t{Mode: tc.mode, Nlink: 1, Uid: 4242, Gid: 4343, Size: 7}
-		st.Mtim = unix.NsecToTimespec(tc.mtime.UnixNano())
-		if got := longName("name", &st, "4242", "4343", now); got != tc.want {
+		if got := longName("name", &st, tc.mtime.Unix(), "4242", "4343", now); got != tc.want {
 			t.Errorf("longName(mode %o, mtime %v) =\n%q, want\n%q", tc.mode, tc.mtime, got, tc.want)
+		}
+	}
+}
+
+// TestSFTPReadDirLongNameAfter2038: the "ls -l" line of a file dated after
+// January 2038 names its year, as sftp-server's does with a 64-bit time_t
+// (OpenSSH's sftp before 9.1 prints the server's line). On 32-bit arm and
+// mips stat64's times are 32-bit signed: it said 1904 (qemu-user runs this).
+func TestSFTPReadDirLongNameAfter2038(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	writeFile(t, p, "x")
+	sec := time.Date(2040, 7, 1, 12, 0, 0, 0, time.UTC).Unix()
+	if err := setTimes(p, sec, sec); err != nil {
+		t.Fatal(err)
+	}
+	s := newSFTPFront(bytes.NewReader(nil), io.Discard, dir, nil, nil)
+	defer s.closeDirs()
+	var h struct{ H string }
+	if r := s.opendir(1, dir); r[4] != sftpHandle || gossh.Unmarshal(r[9:], &h) != nil {
+		t.Fatalf("OPENDIR: %q", r)
+	}
+	r := s.readdir(2, h.H)
+	if r[4] != sftpName {
+		t.Fatalf("READDIR: %q", r)
+	}
+	b := r[13:]
+	for range binary.BigEndian.Uint32(r[9:]) {
+		var e struct {
+			Name, Long string
+			Attrs      []byte `ssh:"rest"`
+		}
+		if err := gossh.Unmarshal(b, &e); err != nil {
+			t.Fatal(err)
+		}
+		b = e.Attrs[4+8+4+4+4+4+4:] // flags, size, uid, gid, permissions, atime, mtime
+		if e.Name == "f" && !strings.Contains(e.Long, " 2040 ") {
+			t.Errorf("long name of a file of July 2040: %q, want the year 2040", e.Long)
 		}
 	}
 }

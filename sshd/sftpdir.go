@@ -98,8 +98,12 @@ func (s *sftpFront) readdir(id uint32, h string) []byte {
 				continue
 			}
 			n++
+			mtime, _, ok := statxTimes(fd, name, unix.AT_SYMLINK_NOFOLLOW)
+			if !ok {
+				mtime = int64(st.Mtim.Sec)
+			}
 			data = append(data, gossh.Marshal(struct{ Name, LongName string }{
-				name, longName(name, &st, ids.user(st.Uid), ids.group(st.Gid), now)})...)
+				name, longName(name, &st, mtime, ids.user(st.Uid), ids.group(st.Gid), now)})...)
 			data = append(data, gossh.Marshal(fileAttrs(&st))...)
 		}
 		if n > 0 {
@@ -199,9 +203,10 @@ func (m *idNames) lookupGroup(gid uint32) (string, bool) {
 
 // longName is the "ls -l" line of an entry as sftp-server's ls_file
 // (sftp-common.c) makes it: the time of day ("%b %e %H:%M") for an mtime in
-// the last six months, else the year ("%b %e  %Y").
-func longName(name string, st *unix.Stat_t, owner, group string, now time.Time) string {
-	mtime := time.Unix(int64(st.Mtim.Sec), 0).In(localZone()) // localtime(3)'s zone, with a POSIX TZ too
+// the last six months, else the year ("%b %e  %Y"). mtime is in seconds, from
+// statxTimes where it can be: st's cannot hold every time on 32-bit devices.
+func longName(name string, st *unix.Stat_t, mtimeSec int64, owner, group string, now time.Time) string {
+	mtime := time.Unix(mtimeSec, 0).In(localZone()) // localtime(3)'s zone, with a POSIX TZ too
 	layout := "Jan _2  2006"
 	if age := now.Unix() - mtime.Unix(); age >= 0 && age < 365*24*60*60/2 {
 		layout = "Jan _2 15:04"
