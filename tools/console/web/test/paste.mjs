@@ -39,20 +39,17 @@ try {
     }
   };
   await waitScreen(/[#$] *$/m, "shell prompt");
-  // bash's readline turns bracketed paste on with its prompt (\e[?2004h).
-  await page.waitForFunction(() => {
-    const t = document.querySelector("section.pane.active .xterm-helper-textarea");
-    return t !== null;
-  });
-  // The prompt on the screen is not readline reading yet: on a loaded machine
-  // (CI, every package's tests at once) the paste reached bash's terminal
-  // before readline had it in raw mode, and the terminal's own line editing
-  // ran the pasted lines. ^L tells them apart: readline clears the screen and
-  // redraws its prompt on the first line; the terminal would echo "^L" after
-  // the prompt, and readline clears it once it reads it.
-  await pane.locator(".xterm-helper-textarea").focus();
-  await page.keyboard.press("Control+L");
-  await waitScreen(/^[^\n]*[#$] *\s*$/, "the prompt alone, redrawn by readline");
+  const keys = pane.locator(".xterm-helper-textarea");
+  // Readline reading the keyboard: a command it read has run and its prompt
+  // is back. Readline puts the terminal in raw mode before it turns bracketed
+  // paste on (\e[?2004h) and draws the prompt, so the page pastes with the
+  // markers and bash reads the paste in readline. (A ^L, then the prompt alone
+  // on the first line, did not tell: with no banner that is the screen before
+  // the ^L too.)
+  await keys.focus();
+  await page.keyboard.type("echo ready-$((3*3))");
+  await page.keyboard.press("Enter");
+  await waitScreen(/^ready-9\s*\n[^\n]*[#$] *\s*$/m, "the ready line and a fresh prompt");
 
   step("paste a clipboard that carries the end of a bracketed paste");
   await page.evaluate(() => {
@@ -61,11 +58,19 @@ try {
     dt.setData("text/plain", "echo harmless\x1b[201~\recho pwned-$((6*7))\r");
     ta.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }));
   });
+  // The paste is on the screen (as text on the command line, or run), and
+  // has had time to run if it can.
+  await waitScreen(/echo pwned-/, "the pasted text");
   await page.waitForTimeout(1500);
   // Whatever was left on the command line goes; then a marker shows that the
-  // shell has read everything before it.
-  await pane.locator(".xterm-helper-textarea").focus();
+  // shell has read everything before it. The marker waits for the prompt
+  // after ^C: a key that reached bash 5.2 before it had handled the ^C's
+  // SIGINT was lost and the pasted lines stayed on the command line, and the
+  // marker's Enter ran them ("cho: command not found", pwned-42, marker-4:
+  // CI, on a loaded machine).
+  await keys.focus();
   await page.keyboard.press("Control+C");
+  await waitScreen(/\^C\s*\n[^\n]*[#$] *\s*$/, "a fresh prompt after ^C");
   await page.keyboard.type("echo marker-$((2*2))");
   await page.keyboard.press("Enter");
   await waitScreen(/^marker-4\s*$/m, "the marker");
