@@ -5,6 +5,6 @@ package tunnel
 import "syscall"
 
 // acceptRetryErrnos are the accept(2) failures that go away by themselves
-// (temporaryAcceptError): the process or system out of descriptors or memory
+// (TemporaryAcceptError): the process or system out of descriptors or memory
 // for the moment, or a connection aborted while it waited in the backlog.
 var acceptRetryErrnos = []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED}

@@ -3,7 +3,7 @@ package tunnel
 import "golang.org/x/sys/windows"
 
 // acceptRetryErrnos are the failures of Winsock's accept (WSASocket, AcceptEx)
-// that go away by themselves (temporaryAcceptError). They are Winsock's own
+// that go away by themselves (TemporaryAcceptError). They are Winsock's own
 // numbers: syscall.EMFILE, ENOBUFS and ECONNABORTED are values the Go runtime
 // invents on Windows, which no socket call returns.
 var acceptRetryErrnos = []error{windows.WSAEMFILE, windows.WSAENOBUFS, windows.WSAECONNABORTED}

@@ -19,12 +19,12 @@ func TestTemporaryAcceptErrorWinsock(t *testing.T) {
 			&net.OpError{Op: "accept", Net: "tcp", Err: e},
 			&net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("acceptex", e)},
 		} {
-			if !temporaryAcceptError(err) {
+			if !TemporaryAcceptError(err) {
 				t.Errorf("%v (errno %d) is not retried", err, uintptr(e))
 			}
 		}
 	}
-	if temporaryAcceptError(&net.OpError{Op: "accept", Net: "tcp", Err: net.ErrClosed}) {
+	if TemporaryAcceptError(&net.OpError{Op: "accept", Net: "tcp", Err: net.ErrClosed}) {
 		t.Error("a closed listener is retried")
 	}
 }

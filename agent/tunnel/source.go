@@ -375,7 +375,7 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if !temporaryAcceptError(err) {
+			if !TemporaryAcceptError(err) {
 				return
 			}
 			// Out of descriptors for a moment: wait, as net/http's Serve does,
@@ -606,11 +606,13 @@ func (src *Source) DialService(ctx context.Context, service string) (net.Conn, e
 	return theirs, nil
 }
 
-// temporaryAcceptError reports whether an Accept error may go away by itself:
+// TemporaryAcceptError reports whether an Accept error may go away by itself:
 // a timeout, or a process or system out of descriptors or memory for the
 // moment (EMFILE, ENFILE, ENOBUFS, ENOMEM; acceptRetryErrnos, per system),
-// which net/http's Serve also waits out.
-func temporaryAcceptError(err error) bool {
+// which an accept loop should wait out rather than stop accepting. net/http's
+// Serve waits out only some of them (it returns on ENOBUFS and ENOMEM); the
+// host tools' servers wrap their listeners for that (tools/internal/acceptretry).
+func TemporaryAcceptError(err error) bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return true

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/porthole-iot/porthole/tools/internal/acceptretry"
 	"github.com/porthole-iot/porthole/tools/internal/rebind"
 )
 
@@ -196,8 +197,11 @@ func (s *Server) URL(addr net.Addr) string {
 }
 
 // Serve serves the console on l until Shutdown or Close, over TLS when
-// Config.TLS is set.
+// Config.TLS is set. Accept errors that pass by themselves (out of descriptors
+// or memory) are waited out, the first of a run logged at Warn: net/http's
+// Serve returns on ENOBUFS and ENOMEM, and logs EMFILE only at Debug.
 func (s *Server) Serve(l net.Listener) error {
+	l = acceptretry.Wrap(l, s.log)
 	if s.cfg.TLS != nil {
 		return s.http.ServeTLS(l, "", "")
 	}

@@ -280,11 +280,20 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 		info.Tunneld = "https://" + ln.Addr().String()
-		go td.Serve(ln)
+		// Serve waits out accept errors that pass; any other ends the lab's
+		// tunnels, and says so rather than leave the device's tunnels hanging.
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := td.Serve(ln); !errors.Is(err, tunneld.ErrServerClosed) {
+				log.Error("tunneld stopped serving: the lab's tunnels are cut; restart the lab", "err", err)
+			}
+		}()
 		stops = append(stops, func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
 			td.Shutdown(sctx)
+			<-served
 			notifier.Close(sctx)
 		})
 		return nil

@@ -41,15 +41,22 @@ type testServer struct {
 // it down when the test ends.
 func startServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveOn(t, cfg, l)
+}
+
+// serveOn is startServer on the listener l.
+func serveOn(t *testing.T, cfg Config, l net.Listener) *testServer {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
 	s, err := New(cfg)
 	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+		l.Close()
 		t.Fatal(err)
 	}
 	ts := &testServer{Server: s, addr: l.Addr().String(), done: make(chan error, 1)}

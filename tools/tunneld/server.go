@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
+	"github.com/porthole-iot/porthole/tools/internal/acceptretry"
 )
 
 // Defaults of Config.
@@ -301,8 +302,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Serve accepts connections on l (HTTPS if Config.TLS is set) until Shutdown or
-// Close, and then returns ErrServerClosed.
+// Close, and then returns ErrServerClosed. Accept errors that pass by
+// themselves (out of descriptors or memory) are waited out, the first of a run
+// logged at Warn: net/http's Serve returns on ENOBUFS and ENOMEM, which would
+// end the command and every tunnel, and logs EMFILE only at Debug.
 func (s *Server) Serve(l net.Listener) error {
+	l = acceptretry.Wrap(l, s.log)
 	if s.cfg.TLS != nil {
 		return s.hs.ServeTLS(dataplane.BatchingListener(l), "", "")
 	}

@@ -1,0 +1,100 @@
+package acceptretry
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// failingListener fails every Accept with EMFILE until closed, and tells
+// failed of each failure.
+type failingListener struct {
+	net.Listener
+	failed chan struct{}
+	mu     sync.Mutex
+	closed bool
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, net.ErrClosed
+	}
+	l.failed <- struct{}{}
+	return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+}
+
+func (l *failingListener) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	return l.Listener.Close()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// TestCloseEndsWait: a listener out of descriptors is retried, logged once for
+// the run, and Close ends the wait between attempts at once (Shutdown of the
+// server over it must not wait up to a second), with net.ErrClosed.
+func TestCloseEndsWait(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &failingListener{Listener: inner, failed: make(chan struct{}, 16)}
+	var log syncBuffer
+	l := Wrap(fl, slog.New(slog.NewTextHandler(&log, nil)))
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := l.Accept()
+		accepted <- err
+	}()
+	for range 8 { // 5+10+...+320 ms of waits; the wrapper now waits 640 ms
+		<-fl.failed
+	}
+	start := time.Now()
+	l.Close()
+	select {
+	case err := <-accepted:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close = %v, want net.ErrClosed", err)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Errorf("Accept returned %v after Close, in the middle of a 640 ms wait", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept did not return after Close")
+	}
+	if n := strings.Count(log.String(), "too many open files"); n != 1 {
+		t.Errorf("8 failures in a row logged %d times, want once:\n%s", n, log.String())
+	}
+}
