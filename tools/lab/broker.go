@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest/noquota"
+	"github.com/porthole-iot/porthole/tools/internal/acceptretry"
 )
 
 // startBroker runs an MQTT v5 broker with mutual TLS on addr: only certificates of
@@ -41,9 +43,17 @@ func startBroker(addr, caFile, certFile, keyFile, publisher, device string, subs
 	if err := srv.AddHook(new(noquota.Hook), nil); err != nil {
 		return nil, "", err
 	}
-	ln := listeners.NewTCP(listeners.Config{Type: "tcp", ID: "mtls", Address: addr,
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}})
+	// Our own listener, not listeners.NewTCP's: mochi's accept loop (v2.7.9)
+	// returns at the first Accept error, EMFILE included, and leaves the port
+	// open with nobody accepting; acceptretry waits such errors out.
+	tcp, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("MQTT broker on %s: %w", addr, err)
+	}
+	ln := listeners.NewNet("mtls", tls.NewListener(acceptretry.Wrap(tcp, log),
+		&tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}))
 	if err := srv.AddListener(ln); err != nil {
+		tcp.Close()
 		return nil, "", fmt.Errorf("MQTT broker on %s: %w", addr, err)
 	}
 	if err := srv.Serve(); err != nil {

@@ -28,8 +28,12 @@ type testBroker struct {
 	stop      func()
 }
 
-func startTestBroker(t *testing.T) *testBroker {
+// startTestBroker starts the lab's broker logging to log (nil: discarded).
+func startTestBroker(t *testing.T, log *slog.Logger) *testBroker {
 	t.Helper()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	dir := t.TempDir()
 	p, err := loadOrCreatePKI(dir)
 	if err != nil {
@@ -39,7 +43,7 @@ func startTestBroker(t *testing.T) *testBroker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, addr, err := startBroker("127.0.0.1:0", p.caFile(), cert, key, "tunneld-publisher", Thing, nil, slog.New(slog.DiscardHandler))
+	srv, addr, err := startBroker("127.0.0.1:0", p.caFile(), cert, key, "tunneld-publisher", Thing, nil, log)
 	if err != nil {
 		t.Fatalf("lab broker: %v", err)
 	}
@@ -106,7 +110,7 @@ func (b *testBroker) devicePublisher(t *testing.T, topic string, received func(p
 // few instructions wide: without noquota.Hook, 5 of 6 runs stopped with -race,
 // 2 of 6 without.
 func TestBrokerQoS1DeliveryDoesNotDeadlock(t *testing.T) {
-	b := startTestBroker(t)
+	b := startTestBroker(t, nil)
 	topic := "$aws/things/" + Thing + "/tunnels/notify"
 	// At most window notifications are in flight (until the broker has the
 	// device's PUBACK), fewer than the device's receive maximum: delivery does
@@ -224,7 +228,7 @@ func TestBrokerQoS1DeliveryDoesNotDeadlock(t *testing.T) {
 // sent on a later packet from the device without returning its quota, and the
 // last 36 were never sent.
 func TestBrokerDeliversWhenTheDeviceIsBehind(t *testing.T) {
-	b := startTestBroker(t)
+	b := startTestBroker(t, nil)
 	topic := "$aws/things/" + Thing + "/tunnels/notify"
 	const total = 100
 	hold := make(chan struct{})
