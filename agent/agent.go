@@ -115,6 +115,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		CertFile:       cfg.MQTT.CertFile,
 		KeyFile:        cfg.MQTT.KeyFile,
 		KeepAlive:      time.Duration(cfg.MQTT.KeepAlive),
+		SessionExpiry:  time.Duration(cfg.MQTT.SessionExpiry),
 		Logger:         log.With("component", "mqtt"),
 		OnNotification: a.notified,
 		OnRejected:     a.rejected,
@@ -226,6 +227,8 @@ func notifyKey(field string) string {
 		return "mqtt.key_file"
 	case "KeepAlive":
 		return "mqtt.keepalive"
+	case "SessionExpiry":
+		return "mqtt.session_expiry"
 	}
 	return "mqtt"
 }

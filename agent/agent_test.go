@@ -774,3 +774,43 @@ func TestReloadKeepsOpenConnections(t *testing.T) {
 		t.Errorf("new connection after its service was removed: %q, want it reset", got)
 	}
 }
+
+// sessionExpirySeen allows every client and records the Session Expiry
+// Interval of each CONNECT.
+type sessionExpirySeen struct {
+	auth.AllowHook
+	seen chan uint32
+}
+
+func (h *sessionExpirySeen) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnConnect
+}
+
+func (h *sessionExpirySeen) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	select {
+	case h.seen <- pk.Properties.SessionExpiryInterval:
+	default:
+	}
+	return nil
+}
+
+// TestAgentAsksSessionExpiry: a tunnel lives up to 12 h and its notification
+// is published once, when it opens; the agent asked every broker to keep its
+// session 1 h (notify's default), with no key to change it, so a device
+// offline longer never joined a tunnel still open, even on a broker that
+// would keep the session longer (Mosquitto, an AWS account with a raised
+// limit). mqtt.session_expiry is the Session Expiry Interval of its CONNECT.
+func TestAgentAsksSessionExpiry(t *testing.T) {
+	h := &sessionExpirySeen{seen: make(chan uint32, 4)}
+	e := newAgentEnvACL(t, h)
+	e.cfg.MQTT.SessionExpiry = SetDuration(12 * time.Hour)
+	e.start(t)
+	select {
+	case got := <-h.seen:
+		if got != 12*3600 {
+			t.Errorf("CONNECT Session Expiry Interval %d s, want %d (mqtt.session_expiry = \"12h\")", got, 12*3600)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent did not connect")
+	}
+}

@@ -73,6 +73,13 @@ type MQTTConfig struct {
 	// KeepAlive between the client and the broker, whole seconds (setDefaults
 	// rounds a fraction up). Default 60s.
 	KeepAlive SetDuration `toml:"keepalive"`
+	// SessionExpiry is how long the broker keeps the session (the notify
+	// subscription and the notifications queued for it) while the device is
+	// offline, whole seconds up to 4294967294s. Default 1h (notify's). A
+	// tunnel lives up to 12 h and its notification is published once: a
+	// device offline longer than this misses it. AWS IoT Core keeps a session
+	// no longer than the account's persistent-session limit (1 h unless raised).
+	SessionExpiry SetDuration `toml:"session_expiry"`
 	// EventTopic, if set, receives JSON events at QoS 1 (QoS 0 to a broker
 	// that takes no more): tunnel and stream lifecycle, SSH audit records,
 	// rejected notifications.
@@ -291,8 +298,14 @@ func (c *Config) setDefaults() {
 	}
 	c.adjusted = c.MQTT.KeepAlive.zeroed("mqtt.keepalive", nil)
 	c.adjusted = c.Tunnel.PingInterval.zeroed("tunnel.ping_interval", c.adjusted)
+	// "0s" would ask the broker to keep no session: the notifications of
+	// tunnels opened while the device is offline would be lost.
+	c.adjusted = c.MQTT.SessionExpiry.zeroed("mqtt.session_expiry", c.adjusted)
 	if c.MQTT.KeepAlive == 0 {
 		c.MQTT.KeepAlive = SetDuration(60 * time.Second)
+	}
+	if c.MQTT.SessionExpiry == 0 {
+		c.MQTT.SessionExpiry = SetDuration(notify.DefaultSessionExpiry)
 	}
 	// Older builds ran with a keep alive that is not whole seconds (1500ms
 	// was sent as 1 s) and with any ping interval: such a value takes the
@@ -360,6 +373,11 @@ func (c *Config) Validate() error {
 	// would be cut off without a word (setDefaults rounds one up below 65535 s).
 	if k := time.Duration(c.MQTT.KeepAlive); k%time.Second != 0 || k < time.Second || k > 65535*time.Second {
 		bad("mqtt.keepalive", "%v: want whole seconds from 1s to 65535s", k)
+	}
+	// A new key, refused outside what MQTT's Session Expiry Interval can say
+	// (whole seconds; 4294967295 is "never", which notify does not ask for).
+	if s := time.Duration(c.MQTT.SessionExpiry); s%time.Second != 0 || s < time.Second || s > 4294967294*time.Second {
+		bad("mqtt.session_expiry", "%v: want whole seconds from 1s to 4294967294s", s)
 	}
 	if err := notify.CheckTopicName(c.MQTT.EventTopic); c.MQTT.EventTopic != "" && err != nil {
 		// MQTT refuses NUL in a topic name: every event would be refused; a

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/porthole-iot/porthole/agent/notify"
 )
 
 const minimalConfig = `
@@ -123,6 +125,35 @@ func TestZeroDurationsWarned(t *testing.T) {
 	c, _ = ParseConfig([]byte(minimalConfig))
 	if w := strings.Join(Warnings(c), "\n"); strings.Contains(w, "0s") {
 		t.Errorf("a warning for keys left out: %q", w)
+	}
+}
+
+// TestSessionExpiry: mqtt.session_expiry sets how long the broker keeps the
+// session (a tunnel lives 12 h; its notification is published once); left
+// out it is notify's 1 h, and "0s", which MQTT reads as "no session", is the
+// default with a warning, as for the keep alive.
+func TestSessionExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		line    string
+		want    time.Duration
+		warning string
+	}{
+		{"", notify.DefaultSessionExpiry, ""},
+		{"session_expiry = \"12h\"", 12 * time.Hour, ""},
+		{"session_expiry = \"4294967294s\"", 4294967294 * time.Second, ""},
+		{"session_expiry = \"0s\"", notify.DefaultSessionExpiry, `mqtt.session_expiry "0s" does not turn it off`},
+	} {
+		c, err := ParseConfig([]byte(strings.Replace(minimalConfig, "[mqtt]\n", "[mqtt]\n"+tc.line+"\n", 1)))
+		if err != nil {
+			t.Errorf("%q: %v", tc.line, err)
+			continue
+		}
+		if got := time.Duration(c.MQTT.SessionExpiry); got != tc.want {
+			t.Errorf("%q: session_expiry %v, want %v", tc.line, got, tc.want)
+		}
+		if w := strings.Join(Warnings(c), "\n"); tc.warning != "" && !strings.Contains(w, tc.warning) || tc.warning == "" && strings.Contains(w, "session_expiry") {
+			t.Errorf("%q: warnings %q, want %q", tc.line, w, tc.warning)
+		}
 	}
 }
 
@@ -243,6 +274,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"keepalive too long", "[mqtt]\nkeepalive = \"65536s\"", "mqtt.keepalive"},
 		{"keepalive too long, not whole seconds", "[mqtt]\nkeepalive = \"65535500ms\"", "mqtt.keepalive: 18h12m15.5s: want whole seconds from 1s to 65535s"},
 		{"keepalive negative, not whole seconds", "[mqtt]\nkeepalive = \"-1500ms\"", "mqtt.keepalive: negative duration"},
+		{"session_expiry not whole seconds", "[mqtt]\nsession_expiry = \"1500ms\"", "mqtt.session_expiry: 1.5s: want whole seconds from 1s to 4294967294s"},
+		{"session_expiry never expiring", "[mqtt]\nsession_expiry = \"4294967295s\"", "mqtt.session_expiry"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := minimalConfig
