@@ -79,6 +79,8 @@ type Config struct {
 	// device is offline. Clean start is always false, so a notification
 	// published while the device was away is delivered when it comes back.
 	// Zero means 1 h. AWS IoT Core caps it per account (1 h by default).
+	// A broker that keeps it for less (its CONNACK's Session Expiry
+	// Interval), or that lost it by a reconnect, is logged at WARN.
 	SessionExpiry time.Duration
 
 	// ConnectRetryMin and ConnectRetryMax bound the jittered exponential

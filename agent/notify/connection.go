@@ -151,12 +151,40 @@ func (l *Listener) connectionUp(runCtx context.Context, cli *paho.Client, ca *pa
 	if ca.Properties != nil && ca.Properties.MaximumQoS != nil && *ca.Properties.MaximumQoS == 0 {
 		l.qos = 0
 	}
-	warnQoS0 := l.qos == 0 && !l.qos0Warned
-	l.qos0Warned = l.qos0Warned || warnQoS0
+	// warns are the WARN lines of this connection, logged with one call (each
+	// call site costs code that sits before the tunnel's start-up code:
+	// docs/size.md).
+	var warns [2]string
+	if l.qos == 0 && !l.qos0Warned {
+		l.qos0Warned = true
+		warns[0] = "mqtt: the broker takes QoS 0 only (Maximum QoS 0 in its CONNACK): events are published at QoS 0, without acknowledgement, " +
+			"and those sent as the connection fails are lost"
+	}
+	// The broker may keep the session for less than asked (MQTT 5.0
+	// §3.2.2.3.2; AWS IoT Core: the account's persistent-session limit, 1 h
+	// unless raised), or have lost the one an earlier connection of this Run
+	// left it: a notification published while the device is away is then
+	// lost, and the agent relies on getting it (doc.go).
+	kept, short := true, false // the broker keeps a session after this connection; for less than asked
+	if p := ca.Properties; p != nil && p.SessionExpiryInterval != nil {
+		kept = *p.SessionExpiryInterval > 0
+		short = time.Duration(*p.SessionExpiryInterval)*time.Second < l.cfg.SessionExpiry
+	}
+	switch {
+	case l.hadSession && !ca.SessionPresent:
+		warns[1] = "mqtt: the broker no longer had the session on this reconnect (Session Present 0): a notification published since the last connection may be lost; " +
+			"rotate the destination token of a tunnel opened meanwhile (aws iotsecuretunneling rotate-tunnel-access-token --client-mode DESTINATION) to send it again"
+	case short && !l.expWarned:
+		l.expWarned = true
+		warns[1] = "mqtt: the broker keeps the session for less than asked (Session Expiry Interval in its CONNACK): " +
+			"notifications published while the device is offline for longer are lost (AWS IoT Core keeps a session no longer than the account's persistent-session limit, 1 h unless raised)"
+	}
+	l.hadSession = kept
 	l.mu.Unlock()
-	if warnQoS0 {
-		l.log.Warn("mqtt: the broker takes QoS 0 only (Maximum QoS 0 in its CONNACK): events are published at QoS 0, without acknowledgement, "+
-			"and those sent as the connection fails are lost", "broker", l.addr.hostPort())
+	for _, w := range warns {
+		if w != "" {
+			l.log.Warn(w, "broker", l.addr.hostPort())
+		}
 	}
 	l.log.Info("mqtt connected", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,
 		"session_present", ca.SessionPresent)

@@ -62,6 +62,8 @@ type Listener struct {
 	maxPacket  uint32             // the broker's Maximum Packet Size on this connection; 0: none stated
 	qos        byte               // the QoS Publish sends at on this connection: 1, or 0 if the broker takes no more
 	qos0Warned bool               // the WARN that events go at QoS 0 was logged
+	expWarned  bool               // the WARN that the broker keeps the session for less than asked was logged
+	hadSession bool               // a connection of this Run left the broker a session to keep
 	flaps      int                // connections in a row that ended before stableConnection
 
 	// sess is the session state of the current Run (nil: not running): what
@@ -128,6 +130,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	}
 	l.running = true
 	l.flaps = 0
+	l.hadSession = false
 	l.mu.Unlock()
 
 	l.log.Info("mqtt connecting", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,

@@ -1,0 +1,94 @@
+package notify
+
+import (
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// standInV5 is a stand-in MQTT v5 broker: serve runs each connection, its
+// CONNECT read, with the connection's index from 0.
+func standInV5(t *testing.T, p *testPKI, serve func(i int, c net.Conn)) string {
+	t.Helper()
+	var conns atomic.Int32
+	return standInBroker(t, p.MutualTLS(t, time.Time{}), func(c net.Conn) {
+		defer c.Close()
+		if cp, err := packets.ReadPacket(c); err != nil || cp.Type != packets.CONNECT {
+			return
+		}
+		serve(int(conns.Add(1))-1, c)
+	})
+}
+
+func writeConnack(c net.Conn, present bool, props *packets.Properties) {
+	if props == nil {
+		props = &packets.Properties{}
+	}
+	(&packets.Connack{SessionPresent: present, Properties: props}).WriteTo(c)
+}
+
+// ackSubscribes grants every SUBSCRIBE at QoS 1 and answers PINGREQ until the
+// connection ends.
+func ackSubscribes(c net.Conn) {
+	for {
+		cp, err := packets.ReadPacket(c)
+		if err != nil {
+			return
+		}
+		switch cp.Type {
+		case packets.SUBSCRIBE:
+			s := cp.Content.(*packets.Subscribe)
+			(&packets.Suback{PacketID: s.PacketID, Reasons: []byte{1}, Properties: &packets.Properties{}}).WriteTo(c)
+		case packets.PINGREQ:
+			packets.NewControlPacket(packets.PINGRESP).WriteTo(c)
+		}
+	}
+}
+
+// TestSessionNotKeptWarned: the agent relies on its persistent session to get
+// a notification published while it is offline (doc.go). A broker that keeps
+// the session for less than asked (a CONNACK Session Expiry Interval lower
+// than the CONNECT's, 0 included: MQTT 5.0 §3.2.2.3.2; AWS IoT Core's account
+// limit), or that lost the session by a reconnect (Session Present 0 after a
+// connection that had it), loses such notifications: that was logged at INFO
+// only, where a subscription granted at QoS 0, which loses the same, is a WARN.
+func TestSessionNotKeptWarned(t *testing.T) {
+	u32 := func(v uint32) *uint32 { return &v }
+	for _, tc := range []struct {
+		name     string
+		props    *packets.Properties // of every CONNACK
+		present  []bool              // Session Present of connections 0, 1, 2
+		want     string              // in each WARN
+		warnings int
+	}{
+		{"expiry 0", &packets.Properties{SessionExpiryInterval: u32(0)}, []bool{false, false, false}, "offline for longer", 1},
+		{"expiry lower", &packets.Properties{SessionExpiryInterval: u32(60)}, []bool{false, true, true}, "offline for longer", 1},
+		{"expiry as asked", &packets.Properties{SessionExpiryInterval: u32(600)}, []bool{false, true, true}, "offline", 0},
+		{"session lost", nil, []bool{false, false, true}, "may be lost", 1},
+		{"session lost twice", nil, []bool{true, false, false}, "may be lost", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPKI(t)
+			addr := standInV5(t, p, func(i int, c net.Conn) {
+				writeConnack(c, i < len(tc.present) && tc.present[i], tc.props)
+				if i < 2 {
+					time.Sleep(100 * time.Millisecond)
+					return // the connection is lost
+				}
+				ackSubscribes(c)
+			})
+			log, rec := newLogRecorder(t)
+			runListener(t, newListener(t, testConfig(t, p, addr, "thing-a", log)))
+			rec.waitFor("notify subscription granted")
+			if n := rec.count("level=WARN", tc.want); n != tc.warnings {
+				t.Errorf("%d WARN lines with %q, want %d", n, tc.want, tc.warnings)
+			}
+			if n := rec.count("level=WARN", "session"); n != tc.warnings {
+				t.Errorf("%d WARN lines about the session, want %d", n, tc.warnings)
+			}
+		})
+	}
+}
