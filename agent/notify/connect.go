@@ -22,6 +22,7 @@ type connackError struct {
 	_      [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	code   byte
 	reason string // the CONNACK's reason string, often empty
+	ref    string // the CONNACK's Server Reference: the server to use instead (0x9C, 0x9D)
 	err    error  // paho's error
 }
 
@@ -141,6 +142,7 @@ func (l *Listener) connect(ctx context.Context, sess session.SessionManager) (*l
 			ce := &connackError{code: ca.ReasonCode, err: err}
 			if ca.Properties != nil {
 				ce.reason = ca.Properties.ReasonString
+				ce.ref = ca.Properties.ServerReference
 			}
 			return nil, nil, ce
 		}
@@ -301,7 +303,7 @@ func (l *Listener) connectError(err error) {
 	var ce *connackError
 	switch {
 	case errors.As(err, &ce):
-		attrs = append(attrs, "reason", reasonText(ce.code))
+		attrs = append(attrs, "reason", reasonReferring(ce.code, ce.ref))
 		if ce.reason != "" {
 			attrs = append(attrs, "reason_string", ce.reason)
 		}

@@ -259,9 +259,13 @@ func (l *Listener) dropPoison() bool {
 const flapsHint = 3
 
 // serverDisconnect logs a DISCONNECT from the broker with the hint that
-// fits its reason code.
+// fits its reason code, and the server it names instead, if any.
 func (l *Listener) serverDisconnect(d *paho.Disconnect) {
-	attrs := []any{"reason", reasonText(d.ReasonCode)}
+	ref := ""
+	if d.Properties != nil {
+		ref = d.Properties.ServerReference
+	}
+	attrs := []any{"reason", reasonReferring(d.ReasonCode, ref)}
 	if d.Properties != nil && d.Properties.ReasonString != "" {
 		attrs = append(attrs, "reason_string", d.Properties.ReasonString)
 	}

@@ -2,6 +2,7 @@ package notify
 
 import (
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -88,6 +89,40 @@ func TestSessionNotKeptWarned(t *testing.T) {
 			}
 			if n := rec.count("level=WARN", "session"); n != tc.warnings {
 				t.Errorf("%d WARN lines about the session, want %d", n, tc.warnings)
+			}
+		})
+	}
+}
+
+// TestServerReferenceLogged: a broker that sends the agent to another server
+// (reason 0x9C use another server, 0x9D server moved) names it in a Server
+// Reference (MQTT 5.0 §3.2.2.3.17, §3.14.2.2.5), in a CONNACK or a DISCONNECT:
+// the log line did not say where to. Its reason says, clipped: the broker
+// chooses the length.
+func TestServerReferenceLogged(t *testing.T) {
+	long := "mqtt-2.example.net:8883" + strings.Repeat("x", 1000)
+	for _, tc := range []struct {
+		name string
+		line string // the log line of the refusal
+		send func(c net.Conn, ref string)
+	}{
+		{"CONNACK 0x9D", "mqtt connect failed", func(c net.Conn, ref string) {
+			(&packets.Connack{ReasonCode: 0x9D, Properties: &packets.Properties{ServerReference: ref}}).WriteTo(c)
+		}},
+		{"DISCONNECT 0x9C", "mqtt broker closed the connection", func(c net.Conn, ref string) {
+			writeConnack(c, false, nil)
+			time.Sleep(100 * time.Millisecond)
+			(&packets.Disconnect{ReasonCode: 0x9C, Properties: &packets.Properties{ServerReference: ref}}).WriteTo(c)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPKI(t)
+			addr := standInV5(t, p, func(i int, c net.Conn) { tc.send(c, long) })
+			log, rec := newLogRecorder(t)
+			runListener(t, newListener(t, testConfig(t, p, addr, "thing-a", log)))
+			line := rec.waitFor(tc.line)
+			if !strings.Contains(line, "server reference mqtt-2.example.net:8883") || len(line) > 800 {
+				t.Errorf("a %s with a Server Reference of %d bytes is logged as:\n%s\nwant it, clipped", tc.name, len(long), line)
 			}
 		})
 	}

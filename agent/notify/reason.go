@@ -78,3 +78,20 @@ func connectPolicyHint(clientID string) string {
 func publishPolicyHint(topic string) string {
 	return "the device's IoT policy must allow iot:Publish on arn:aws:iot:REGION:ACCOUNT:topic/" + topic
 }
+
+// maxReference is how much of a Server Reference is logged: a host name and
+// a port fit; the broker chooses its length.
+const maxReference = 256
+
+// reasonReferring is reasonText with the other server a CONNACK or
+// DISCONNECT names, if any (its Server Reference, MQTT 5.0 §3.2.2.3.17,
+// §3.14.2.2.5: with 0x9C use another server or 0x9D server moved), clipped.
+// In the reason rather than an attribute of its own: an optional attribute is
+// an append, 300 bytes of code on mipsle before the tunnel's start-up code
+// (docs/size.md).
+func reasonReferring(code byte, ref string) string {
+	if ref == "" {
+		return reasonText(code)
+	}
+	return reasonText(code) + ", server reference " + ref[:min(len(ref), maxReference)]
+}
