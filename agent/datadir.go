@@ -191,6 +191,8 @@ func safeDir(p string, fi fs.FileInfo, euid int, stickyOK bool) error {
 // may have run, and an agent that finds it missing exits 2, which its init
 // system restarts until it is there. An existing, read-only data directory that
 // holds the host key still serves: tunnels are then not kept across restarts.
+// An existing, writable one is warned about when it is in RAM, or when its file
+// system does not keep file modes (lostMode).
 func dataDirWarning(dir string) string {
 	toMake, err := walkDataDir(dir)
 	var missing *missingAboveError
@@ -215,6 +217,11 @@ func dataDirWarning(dir string) string {
 	case why == "" && statErr == nil && (uint32(st.Type) == tmpfsMagic || uint32(st.Type) == ramfsMagic): // int32 on 32-bit Linux
 		// OpenWrt's /var is /tmp: the example's /var/lib/porthole is in RAM there.
 		return fmt.Sprintf("data_dir: %s is in RAM (tmpfs): the SSH host key made there changes at every boot (operators' ssh then warns of a changed host key) and live tunnels do not survive a reboot; put data_dir on flash, e.g. /etc/porthole/state", dir)
+	case why == "" && made:
+		if m := lostMode(dir); m != 0 {
+			return modesWarning(dir, m)
+		}
+		return ""
 	case why == "":
 		return ""
 	case !made:
@@ -224,6 +231,34 @@ func dataDirWarning(dir string) string {
 		return fmt.Sprintf("data_dir: %s holds no SSH host key and one cannot be made there (%s): the agent will exit (2) at start", dir, why)
 	}
 	return fmt.Sprintf("data_dir: %s is not writable (%s): live tunnels cannot be saved, so a restart ends them", dir, why)
+}
+
+// lostMode makes a file mode 0600 in dir and returns the mode it has if group
+// or others have bits on it, else 0; the file is removed. vfat and exfat
+// mounted with the defaults take a chmod they cannot represent and change
+// nothing: every file is 0755. Only a warning (modesWarning): an agent without
+// SSH ran on such a data_dir before, and must not be refused now.
+func lostMode(dir string) fs.FileMode {
+	f, err := os.CreateTemp(dir, ".mode-probe-*")
+	if err != nil {
+		return 0
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if f.Chmod(0o600) != nil {
+		return 0
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return 0
+	}
+	return fi.Mode().Perm()
+}
+
+// modesWarning is dataDirWarning's for a data_dir on which a file made 0600
+// has mode m.
+func modesWarning(dir string, m fs.FileMode) string {
+	return fmt.Sprintf("data_dir: %s is on a file system that does not keep file modes (a file made 0600 is %#o: vfat?): the live tunnels' tokens saved there are readable by other local users, and the SSH host key cannot be made there; mount it with fmask=0077,dmask=0077, or put data_dir elsewhere", dir, m)
 }
 
 // Magic numbers of statfs(2) for the kernel's /proc and /sys, and for file

@@ -218,3 +218,25 @@ func TestDataDirLinkToMissingDirectory(t *testing.T) {
 		t.Errorf("checkDataDir of a link below a missing directory: %v, want it missing with the advice to make %s", err, sd)
 	}
 }
+
+// A data_dir on vfat mounted with the defaults keeps no file modes: the
+// tunnels' tokens saved there 0600 come out 0755, readable by every local user.
+// The agent warns (without SSH it ran there before, so it must not refuse). The
+// kernel here has no vfat and the FUSE stand-in is in sshd's tests
+// (TestHostKeyOnFileSystemWithoutModes), so the probe is checked where modes
+// are kept (it finds nothing and leaves nothing), and the warning on its own.
+func TestDataDirWithoutFileModesWarned(t *testing.T) {
+	dir := t.TempDir()
+	if m := lostMode(dir); m != 0 {
+		t.Errorf("lostMode(%s) = %#o, want 0: the file system keeps modes", dir, m)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("left in data_dir by the probe: %v, want nothing", entries)
+	}
+	w := modesWarning(dir, 0o755)
+	for _, want := range []string{"does not keep file modes", "is 0755", "readable by other local users", "fmask=0077"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("modesWarning(%s, 0755) = %q, want %q in it", dir, w, want)
+		}
+	}
+}

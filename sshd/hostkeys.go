@@ -31,7 +31,8 @@ const HostKeyFile = "ssh_host_ed25519_key"
 // a restart every few seconds would not bring one either. Errors that may
 // pass by themselves do not wrap it: I/O errors while reading, and every
 // failure to create the key in DataDir (a read-only file system, a full
-// disk).
+// disk), except a file system that does not keep file modes (vfat mounted
+// with the defaults), on which a private key would be readable by everyone.
 var ErrHostKey = errors.New("sshd: unusable host key")
 
 // maxHostKeyFile bounds what is read of a host key file. An OpenSSH private
@@ -257,7 +258,9 @@ func needsOperator(err error) bool {
 // file or the new one: a temporary file in the same directory, fsync, rename,
 // fsync of the directory. With replace false the file is linked into place
 // instead, and an error wrapping fs.ErrExist leaves a path that is there
-// already as it is (on a file system without hard links it is renamed).
+// already as it is (on a file system without hard links it is renamed). A
+// private perm (no group or other bits) that the file system does not keep is
+// an error wrapping ErrHostKey, and nothing is written.
 func writeFileAtomic(path string, data []byte, perm os.FileMode, replace bool) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
@@ -273,6 +276,14 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode, replace bool) (
 	}()
 	if err = f.Chmod(perm); err != nil {
 		return err
+	}
+	// vfat and exfat take a chmod they cannot represent and change nothing:
+	// mounted with the defaults, every file is 0755. A private key kept there
+	// would be readable by every local user, and readHostKey would refuse it at
+	// the next start, after it was served and printed.
+	if fi, serr := f.Stat(); serr == nil && perm&0o077 == 0 && fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%w: the file system of %s does not keep file modes (a file made %#o is %#o: vfat?): mount it with fmask=0077,dmask=0077, or keep the host key on another file system",
+			ErrHostKey, dir, perm, fi.Mode().Perm())
 	}
 	if _, err = f.Write(data); err != nil {
 		return err

@@ -384,3 +384,23 @@ func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
 		}
 	}
 }
+
+// A data directory on vfat mounted with the defaults (an SD card's FAT
+// partition, a Raspberry Pi's /boot) cannot hold mode 0600: chmod succeeds and
+// changes nothing, and every file is 0755. A key made there was served at the
+// first start and refused as too open at the next (ErrHostKey, for good, and
+// chmod 600 cannot mend it), world-readable meanwhile. It is refused at once,
+// saying what to do, and nothing is left behind.
+func TestHostKeyOnFileSystemWithoutModes(t *testing.T) {
+	dir := filepath.Join(mountFakeFAT(t), "porthole")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := hostSigners(dir, nil)
+	if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), "does not keep file modes") || !strings.Contains(err.Error(), "fmask=0077") {
+		t.Errorf("hostSigners on vfat = %v, want ErrHostKey saying the file system does not keep file modes and to mount it with fmask=0077", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("left in the data directory: %v, want nothing", entries)
+	}
+}
