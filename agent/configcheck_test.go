@@ -265,13 +265,52 @@ func TestDataDirWarning(t *testing.T) {
 		{filepath.Join(t.TempDir(), "data"), onDisk},
 	}
 	if syscall.Statfs("/dev/shm", &st) == nil && st.Type == 0x01021994 {
-		cases = append(cases, struct{ dir, want string }{"/dev/shm/porthole-data", "data_dir: /dev/shm/porthole-data is in RAM (tmpfs): the SSH host key made there changes at every boot"})
+		cases = append(cases, struct{ dir, want string }{"/dev/shm/porthole-data", "data_dir: /dev/shm/porthole-data is in RAM (tmpfs, or an overlay on tmpfs): the SSH host key made there changes at every boot"})
 	} else {
 		t.Log("no tmpfs at /dev/shm: the RAM case is not checked")
 	}
 	for _, tc := range cases {
 		if got := dataDirWarning(tc.dir); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
 			t.Errorf("dataDirWarning(%s) = %q, want %q", tc.dir, got, tc.want)
+		}
+	}
+}
+
+// A root file system that is an overlay whose writable layer is tmpfs
+// (Raspberry Pi OS's overlay file system, Ubuntu's overlayroot=tmpfs, OpenWrt's
+// "using tmpfs overlay" fallback when rootfs_data is unusable) keeps nothing
+// written across a reboot, as a plain tmpfs: the host key made in data_dir
+// changes at every boot, and is warned about the same way.
+func TestDataDirOnTmpfsOverlayWarned(t *testing.T) {
+	needRoot(t, "mounting a tmpfs and an overlay")
+	root := filepath.Join(t.TempDir(), "a b") // /proc/self/mountinfo writes the space \040
+	lower, ram, merged := filepath.Join(root, "rom"), filepath.Join(root, "ram"), filepath.Join(root, "merged")
+	for _, d := range []string{root, lower, ram, merged} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Mount("tmpfs", ram, "tmpfs", 0, "size=1m,mode=0755"); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(ram, syscall.MNT_DETACH) })
+	for _, d := range []string{"upper", "work"} {
+		if err := os.Mkdir(filepath.Join(ram, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := "lowerdir=" + lower + ",upperdir=" + filepath.Join(ram, "upper") + ",workdir=" + filepath.Join(ram, "work")
+	if err := syscall.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+		t.Skipf("cannot mount an overlay here: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(merged, syscall.MNT_DETACH) })
+	lib := filepath.Join(merged, "var", "lib")
+	if err := os.MkdirAll(lib, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{filepath.Join(lib, "porthole") /* to be made */, lib /* exists */} {
+		if w := dataDirWarning(dir); !strings.Contains(w, "is in RAM") {
+			t.Errorf("dataDirWarning(%s) = %q, want the in-RAM warning", dir, w)
 		}
 	}
 }

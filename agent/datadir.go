@@ -191,8 +191,9 @@ func safeDir(p string, fi fs.FileInfo, euid int, stickyOK bool) error {
 // may have run, and an agent that finds it missing exits 2, which its init
 // system restarts until it is there. An existing, read-only data directory that
 // holds the host key still serves: tunnels are then not kept across restarts.
-// An existing, writable one is warned about when it is in RAM, or when its file
-// system does not keep file modes (lostMode).
+// One in RAM is warned about too (tmpfs, or an overlay whose writable layer is
+// tmpfs: overlayInRAM), and an existing, writable one on a file system that
+// does not keep file modes (lostMode).
 func dataDirWarning(dir string) string {
 	toMake, err := walkDataDir(dir)
 	var missing *missingAboveError
@@ -214,9 +215,9 @@ func dataDirWarning(dir string) string {
 		why = "it is not writable: " + err.Error()
 	}
 	switch {
-	case why == "" && statErr == nil && (uint32(st.Type) == tmpfsMagic || uint32(st.Type) == ramfsMagic): // int32 on 32-bit Linux
+	case why == "" && statErr == nil && (inRAM(&st) || uint32(st.Type) == overlayMagic && overlayInRAM(target)):
 		// OpenWrt's /var is /tmp: the example's /var/lib/porthole is in RAM there.
-		return fmt.Sprintf("data_dir: %s is in RAM (tmpfs): the SSH host key made there changes at every boot (operators' ssh then warns of a changed host key) and live tunnels do not survive a reboot; put data_dir on flash, e.g. /etc/porthole/state", dir)
+		return fmt.Sprintf("data_dir: %s is in RAM (tmpfs, or an overlay on tmpfs): the SSH host key made there changes at every boot (operators' ssh then warns of a changed host key) and live tunnels do not survive a reboot; put data_dir on flash, e.g. /etc/porthole/state", dir)
 	case why == "" && made:
 		if m := lostMode(dir); m != 0 {
 			return modesWarning(dir, m)
@@ -232,6 +233,68 @@ func dataDirWarning(dir string) string {
 	}
 	return fmt.Sprintf("data_dir: %s is not writable (%s): live tunnels cannot be saved, so a restart ends them", dir, why)
 }
+
+// inRAM reports whether st is of a file system in RAM.
+func inRAM(st *syscall.Statfs_t) bool {
+	t := uint32(st.Type) // int32 on 32-bit Linux
+	return t == tmpfsMagic || t == ramfsMagic
+}
+
+// overlayInRAM reports whether directory p is on an overlay whose writable
+// layer is in RAM (Raspberry Pi OS's overlay file system, Ubuntu's
+// overlayroot=tmpfs, OpenWrt's tmpfs overlay when rootfs_data is unusable): a
+// reboot loses what is written there, as on tmpfs. The mount holding p is the
+// last one with the longest mount point above it in /proc/self/mountinfo; its
+// upperdir is looked up here, so one mounted before a pivot_root may name
+// nothing now, and then nothing is said.
+func overlayInRAM(p string) bool {
+	p, err := filepath.EvalSymlinks(p)
+	if err == nil {
+		p, err = filepath.Abs(p)
+	}
+	b, rerr := os.ReadFile("/proc/self/mountinfo")
+	if err != nil || rerr != nil {
+		return false
+	}
+	best, upper := "", ""
+	for _, line := range strings.Split(string(b), "\n") {
+		// 36 35 98:0 / /mnt rw,relatime shared:1 - overlay overlay rw,lowerdir=…,upperdir=…,workdir=…
+		pre, post, _ := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(f) < 5 || len(g) < 3 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if len(mp) < len(best) || mp != p && mp != "/" && !strings.HasPrefix(p, mp+"/") {
+			continue
+		}
+		best, upper = mp, ""
+		for _, o := range strings.Split(g[2], ",") { // a comma in a path is \054
+			if v, ok := strings.CutPrefix(o, "upperdir="); ok && g[0] == "overlay" {
+				upper = unescapeMountinfo(v)
+			}
+		}
+	}
+	var st syscall.Statfs_t
+	return upper != "" && syscall.Statfs(upper, &st) == nil && inRAM(&st)
+}
+
+// unescapeMountinfo undoes the octal escapes of /proc/self/mountinfo: \040 for
+// a space, \011 a tab, \012 a newline, \134 a backslash, \054 a comma.
+func unescapeMountinfo(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			b = append(b, (s[i+1]-'0')<<6|(s[i+2]-'0')<<3|(s[i+3]-'0'))
+			i += 3
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+func isOctal(c byte) bool { return '0' <= c && c <= '7' }
 
 // lostMode makes a file mode 0600 in dir and returns the mode it has if group
 // or others have bits on it, else 0; the file is removed. vfat and exfat
@@ -261,13 +324,14 @@ func modesWarning(dir string, m fs.FileMode) string {
 	return fmt.Sprintf("data_dir: %s is on a file system that does not keep file modes (a file made 0600 is %#o: vfat?): the live tunnels' tokens saved there are readable by other local users, and the SSH host key cannot be made there; mount it with fmask=0077,dmask=0077, or put data_dir elsewhere", dir, m)
 }
 
-// Magic numbers of statfs(2) for the kernel's /proc and /sys, and for file
-// systems in RAM.
+// Magic numbers of statfs(2) for the kernel's /proc and /sys, for file
+// systems in RAM, and for overlayfs.
 const (
-	procMagic  = 0x9fa0
-	sysfsMagic = 0x62656572
-	tmpfsMagic = 0x01021994
-	ramfsMagic = 0x858458f6
+	procMagic    = 0x9fa0
+	sysfsMagic   = 0x62656572
+	tmpfsMagic   = 0x01021994
+	ramfsMagic   = 0x858458f6
+	overlayMagic = 0x794c7630
 )
 
 // lockWait is how long a starting agent waits for another to leave the data
