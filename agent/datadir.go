@@ -218,7 +218,7 @@ func dataDirWarning(dir string) string {
 	case why == "" && statErr == nil && (inRAM(&st) || uint32(st.Type) == overlayMagic && overlayInRAM(target)):
 		// OpenWrt's /var is /tmp: the example's /var/lib/porthole is in RAM there.
 		return fmt.Sprintf("data_dir: %s is in RAM (tmpfs, or an overlay on tmpfs): the SSH host key made there changes at every boot (operators' ssh then warns of a changed host key) and live tunnels do not survive a reboot; put data_dir on flash, e.g. /etc/porthole/state", dir)
-	case why == "" && made:
+	case why == "" && made && statErr == nil && mayLoseModes(&st):
 		if m := lostMode(dir); m != 0 {
 			return modesWarning(dir, m)
 		}
@@ -296,6 +296,14 @@ func unescapeMountinfo(s string) string {
 
 func isOctal(c byte) bool { return '0' <= c && c <= '7' }
 
+// mayLoseModes reports whether st is of a file system that may not keep file
+// modes: FAT, exFAT, and FUSE (exfat-fuse, ntfs-3g, fusefat). lostMode probes
+// only these: elsewhere a start, or check-config, writes nothing to flash.
+func mayLoseModes(st *syscall.Statfs_t) bool {
+	t := uint32(st.Type) // int32 on 32-bit Linux
+	return t == msdosMagic || t == exfatMagic || t == fuseMagic
+}
+
 // lostMode makes a file mode 0600 in dir and returns the mode it has if group
 // or others have bits on it, else 0; the file is removed. vfat and exfat
 // mounted with the defaults take a chmod they cannot represent and change
@@ -325,13 +333,16 @@ func modesWarning(dir string, m fs.FileMode) string {
 }
 
 // Magic numbers of statfs(2) for the kernel's /proc and /sys, for file
-// systems in RAM, and for overlayfs.
+// systems in RAM, for overlayfs, and for those that may not keep file modes.
 const (
 	procMagic    = 0x9fa0
 	sysfsMagic   = 0x62656572
 	tmpfsMagic   = 0x01021994
 	ramfsMagic   = 0x858458f6
 	overlayMagic = 0x794c7630
+	msdosMagic   = 0x4d44
+	exfatMagic   = 0x2011bab0
+	fuseMagic    = 0x65735546
 )
 
 // lockWait is how long a starting agent waits for another to leave the data
