@@ -243,34 +243,31 @@ func inRAM(st *syscall.Statfs_t) bool {
 // overlayInRAM reports whether directory p is on an overlay whose writable
 // layer is in RAM (Raspberry Pi OS's overlay file system, Ubuntu's
 // overlayroot=tmpfs, OpenWrt's tmpfs overlay when rootfs_data is unusable): a
-// reboot loses what is written there, as on tmpfs. The mount holding p is the
-// last one with the longest mount point above it in /proc/self/mountinfo; its
-// upperdir is looked up here, so one mounted before a pivot_root may name
+// reboot loses what is written there, as on tmpfs. The mount is found in
+// /proc/self/mountinfo by p's device number (an overlay's own for a
+// directory), which needs no path resolution (links, bind mounts; and no code
+// of filepath's laid out before agent/tunnel's start-up code: docs/size.md).
+// Its upperdir is looked up here, so one mounted before a pivot_root may name
 // nothing now, and then nothing is said.
 func overlayInRAM(p string) bool {
-	p, err := filepath.EvalSymlinks(p)
-	if err == nil {
-		p, err = filepath.Abs(p)
-	}
-	b, rerr := os.ReadFile("/proc/self/mountinfo")
-	if err != nil || rerr != nil {
+	var ps syscall.Stat_t
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil || syscall.Stat(p, &ps) != nil {
 		return false
 	}
-	best, upper := "", ""
+	// Linux's encoding of dev_t: major bits 8-19 and 32-43, minor 0-7 and 20-31.
+	dev := uint64(ps.Dev)
+	id := fmt.Sprintf("%d:%d", dev>>8&0xfff|dev>>32&^0xfff, dev&0xff|dev>>12&^0xff)
+	upper := ""
 	for _, line := range strings.Split(string(b), "\n") {
-		// 36 35 98:0 / /mnt rw,relatime shared:1 - overlay overlay rw,lowerdir=…,upperdir=…,workdir=…
+		// 36 35 0:98 / /mnt rw,relatime shared:1 - overlay overlay rw,lowerdir=…,upperdir=…,workdir=…
 		pre, post, _ := strings.Cut(line, " - ")
 		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(g) < 3 {
+		if len(f) < 5 || len(g) < 3 || f[2] != id || g[0] != "overlay" {
 			continue
 		}
-		mp := unescapeMountinfo(f[4])
-		if len(mp) < len(best) || mp != p && mp != "/" && !strings.HasPrefix(p, mp+"/") {
-			continue
-		}
-		best, upper = mp, ""
 		for _, o := range strings.Split(g[2], ",") { // a comma in a path is \054
-			if v, ok := strings.CutPrefix(o, "upperdir="); ok && g[0] == "overlay" {
+			if v, ok := strings.CutPrefix(o, "upperdir="); ok {
 				upper = unescapeMountinfo(v)
 			}
 		}
