@@ -1,3 +1,7 @@
+// The waits between retries. (Named retry.go, not backoff.go: files are laid
+// out in name order, and none of this runs while the agent is idle, so it sorts
+// after check.go's start-up code: docs/size.md, "Thirty-first round".)
+
 package tunnel
 
 import (
