@@ -12,12 +12,12 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 func TestHelpExplainsEveryFlag(t *testing.T) {
@@ -275,23 +275,8 @@ func TestRunConfigErrors(t *testing.T) {
 	}
 }
 
-// syncBuffer is a strings.Builder safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a logger's output for the test to read.
+type syncBuffer = testenv.SyncBuffer
 
 func TestLoopbackOnly(t *testing.T) {
 	for listen, want := range map[string]bool{

@@ -1,7 +1,6 @@
 package acceptretry
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 	"go.uber.org/goleak"
 )
 
@@ -45,22 +45,8 @@ func (l *failingListener) Close() error {
 	return l.Listener.Close()
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
+// syncBuffer collects a logger's output for the test to read.
+type syncBuffer = testenv.SyncBuffer
 
 // TestCloseEndsWait: a listener out of descriptors is retried, logged once for
 // the run, and Close ends the wait between attempts at once (Shutdown of the

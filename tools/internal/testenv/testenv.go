@@ -7,13 +7,16 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // NeedProgram finds name on PATH; it skips the test when missing, or fails it
@@ -85,4 +88,42 @@ func StartWithoutLogReader(tb testing.TB, pkg string, args ...string) (line stri
 			return nil
 		}
 	}
+}
+
+// GetWhileAlive GETs url three times (each request logged by the command
+// StartWithoutLogReader started: a write to its gone reader) and fails tb if a
+// request fails or the command has ended (alive, from StartWithoutLogReader).
+func GetWhileAlive(tb testing.TB, url string, alive func() error) {
+	tb.Helper()
+	for i := range 3 {
+		resp, err := http.Get(url)
+		if err != nil {
+			time.Sleep(100 * time.Millisecond) // its end, if that is why
+			tb.Fatalf("request %d: %v (%v)", i, err, alive())
+		}
+		resp.Body.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := alive(); err != nil {
+		tb.Fatalf("once its log's reader had gone: %v", err)
+	}
+}
+
+// SyncBuffer is a strings.Builder safe for a writer and a reader at once (a
+// logger's output read by the test).
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -299,16 +299,5 @@ func TestConsoleSurvivesLogReaderGone(t *testing.T) {
 	if !ok {
 		t.Fatalf("first line %q, want the console's address", line)
 	}
-	for i := range 3 { // --debug logs each
-		resp, err := http.Get(url)
-		if err != nil {
-			time.Sleep(100 * time.Millisecond)
-			t.Fatalf("request %d: %v (%v)", i, err, alive())
-		}
-		resp.Body.Close()
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err := alive(); err != nil {
-		t.Fatalf("once its log's reader had gone: %v", err)
-	}
+	testenv.GetWhileAlive(t, url, alive) // each request is logged
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"net/http"
 	"testing"
-	"time"
 
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
@@ -16,16 +14,5 @@ import (
 func TestTunneldSurvivesLogReaderGone(t *testing.T) {
 	addr, alive := testenv.StartWithoutLogReader(t, "github.com/porthole-iot/porthole/tools/tunneld/cmd/porthole-tunneld",
 		"--listen", "127.0.0.1:0", "--print-addr", "--allow-unsigned", "--data-dir", t.TempDir())
-	for i := range 3 { // each logs "request refused"
-		resp, err := http.Get("http://" + addr + "/")
-		if err != nil {
-			time.Sleep(100 * time.Millisecond)
-			t.Fatalf("request %d: %v (%v)", i, err, alive())
-		}
-		resp.Body.Close()
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err := alive(); err != nil {
-		t.Fatalf("once its log's reader had gone: %v", err)
-	}
+	testenv.GetWhileAlive(t, "http://"+addr+"/", alive) // each request is logged
 }
