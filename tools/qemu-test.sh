@@ -66,9 +66,9 @@ for arch in $archs; do
   fi
   echo "== qemu-user $arch ($qemu${env:+, $env}${experiment:+, GOEXPERIMENT=$experiment})"
   start=$(date +%s)
-  # shellcheck disable=SC2086 # env is one VAR=value word or empty
   # PORTHOLE_QEMU_USER tells the tests that need the host kernel to speak their
   # arch's byte order (sshd's fake vfat over FUSE) that they are emulated.
+  # shellcheck disable=SC2086 # env is one VAR=value word or empty
   if env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" GOEXPERIMENT="$experiment" PORTHOLE_QEMU_USER="$arch" $env \
       go test -exec "$qemu" "${gcflags[@]}" -short -count=1 -timeout "$timeout" ${skip:+-skip "$skip"} "${pkgs[@]}"; then
     echo "== qemu-user $arch: ok in $(( $(date +%s) - start ))s"
