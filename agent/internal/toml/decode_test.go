@@ -34,6 +34,7 @@ type mqtt struct {
 	KeyFile    string `toml:"key_file"`
 	ClientID   string `toml:"client_id"`
 	KeepAlive  dur    `toml:"keepalive"`
+	Session    dur    `toml:"session_expiry"`
 	EventTopic string `toml:"event_topic"`
 }
 
