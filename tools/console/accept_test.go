@@ -5,25 +5,11 @@ package console
 import (
 	"net"
 	"net/http"
-	"os"
 	"syscall"
 	"testing"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
-
-// enobufsListener fails its first Accept with ENOBUFS, as accept(2) does when
-// the kernel is out of socket buffers for a moment.
-type enobufsListener struct {
-	net.Listener
-	failed bool
-}
-
-func (l *enobufsListener) Accept() (net.Conn, error) {
-	if !l.failed {
-		l.failed = true
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.ENOBUFS)}
-	}
-	return l.Listener.Accept()
-}
 
 // TestServeWaitsOutENOBUFS: one ENOBUFS from accept(2) does not end Serve, as
 // net/http's Serve alone would (it waits out only EMFILE and ENFILE).
@@ -34,7 +20,7 @@ func TestServeWaitsOutENOBUFS(t *testing.T) {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- s.Serve(&enobufsListener{Listener: l}) }()
+	go func() { served <- s.Serve(testenv.ErrnoListener(l, syscall.ENOBUFS, 1)) }()
 	resp, err := http.Get("http://" + l.Addr().String() + "/")
 	if err != nil {
 		t.Fatalf("after ENOBUFS: %v", err)

@@ -6,28 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
-
-// errnoListener fails its first n Accepts with errno, as accept(2) does when
-// the process is out of descriptors (EMFILE) or the kernel out of socket
-// buffers (ENOBUFS, ENOMEM).
-type errnoListener struct {
-	net.Listener
-	errno syscall.Errno
-	n     atomic.Int32
-}
-
-func (l *errnoListener) Accept() (net.Conn, error) {
-	if l.n.Add(-1) >= 0 {
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", l.errno)}
-	}
-	return l.Listener.Accept()
-}
 
 // TestServeWaitsOutAcceptErrors: accept(2) failing for a moment, out of
 // descriptors (ulimit -n 1024 on a small VPS, two WebSockets a tunnel) or of
@@ -43,9 +27,7 @@ func TestServeWaitsOutAcceptErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			el := &errnoListener{Listener: l, errno: errno}
-			el.n.Store(3)
-			ts := serveOn(t, Config{Logger: slog.New(slog.NewTextHandler(&w, nil))}, el)
+			ts := serveOn(t, Config{Logger: slog.New(slog.NewTextHandler(&w, nil))}, testenv.ErrnoListener(l, errno, 3))
 			resp, err := http.Get("http://" + ts.addr + "/")
 			if err != nil {
 				t.Fatalf("after 3 Accepts failed with %v: %v", errno, err)

@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -126,4 +128,26 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// ErrnoListener is l whose first n Accepts fail with errno, as accept(2) does
+// when the process is out of descriptors (EMFILE) or the kernel out of socket
+// buffers (ENOBUFS, ENOMEM).
+func ErrnoListener(l net.Listener, errno syscall.Errno, n int) net.Listener {
+	el := &errnoListener{Listener: l, errno: errno}
+	el.n.Store(int32(n))
+	return el
+}
+
+type errnoListener struct {
+	net.Listener
+	errno syscall.Errno
+	n     atomic.Int32
+}
+
+func (l *errnoListener) Accept() (net.Conn, error) {
+	if l.n.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", l.errno)}
+	}
+	return l.Listener.Accept()
 }
