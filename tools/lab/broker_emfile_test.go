@@ -4,7 +4,6 @@ package lab
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"log/slog"
 	"net"
 	"os"
@@ -49,20 +48,7 @@ func TestBrokerSurvivesEMFILE(t *testing.T) {
 	emfile := make(chan struct{})
 	b := startTestBroker(t, slog.New(slog.NewTextHandler(&emfileWriter{emfile}, nil)))
 	defer b.stop()
-	caPEM, err := os.ReadFile(b.p.caFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	certFile, keyFile, err := b.p.leaf(b.dir, Thing, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tlsConfig := b.tlsConfig(t, Thing) // before the descriptors run out
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 64, Max: 64}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +78,7 @@ func TestBrokerSurvivesEMFILE(t *testing.T) {
 	c1.Close()
 	// The TLS handshake needs the broker to accept: its deadline covers the
 	// retry's backoff (at most 1 s).
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", b.addr,
-		&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", b.addr, tlsConfig)
 	if err != nil {
 		t.Fatalf("TLS to the broker once descriptors are free again: %v (nobody accepts on its listener any more)", err)
 	}

@@ -50,9 +50,9 @@ func startTestBroker(t *testing.T, log *slog.Logger) *testBroker {
 	return &testBroker{dir: dir, addr: addr, p: p, srv: srv, stop: func() { closeBroker(srv) }}
 }
 
-// connect opens an MQTT v5 connection with identity name's certificate, as the
-// agent does: clean start false, a session expiry and a receive maximum of 32.
-func (b *testBroker) connect(t *testing.T, name string, received func(paho.PublishReceived) (bool, error)) *paho.Client {
+// tlsConfig is a client's TLS configuration for the broker with identity
+// name's certificate.
+func (b *testBroker) tlsConfig(t *testing.T, name string) *tls.Config {
 	t.Helper()
 	certFile, keyFile, err := b.p.leaf(b.dir, name, false)
 	if err != nil {
@@ -68,7 +68,14 @@ func (b *testBroker) connect(t *testing.T, name string, received func(paho.Publi
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	conn, err := tls.Dial("tcp", b.addr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+}
+
+// connect opens an MQTT v5 connection with identity name's certificate, as the
+// agent does: clean start false, a session expiry and a receive maximum of 32.
+func (b *testBroker) connect(t *testing.T, name string, received func(paho.PublishReceived) (bool, error)) *paho.Client {
+	t.Helper()
+	conn, err := tls.Dial("tcp", b.addr, b.tlsConfig(t, name))
 	if err != nil {
 		t.Fatalf("TLS to the broker as %s: %v", name, err)
 	}
