@@ -178,3 +178,52 @@ func TestRemoteForwardSurvivesEMFILE(t *testing.T) {
 		t.Fatal("connection to the ssh -R port not forwarded after one EMFILE from accept")
 	}
 }
+
+// alternatingListener fails every other Accept with EMFILE: a server at its
+// descriptor limit while connections come and go.
+type alternatingListener struct {
+	net.Listener
+	calls atomic.Int32
+}
+
+func (l *alternatingListener) Accept() (net.Conn, error) {
+	if l.calls.Add(1)%2 == 1 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestShortEMFILERunsRateLimited: each connection accepted after one EMFILE
+// is a run of its own; the runs are logged as a refusal is, not once a
+// connection, which on a router's small log would be a line per login.
+func TestShortEMFILERunsRateLimited(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		at := time.Unix(1_700_000_000, 0)
+		s.now = func() time.Time { return at }
+	})
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(&alternatingListener{Listener: inner}) }()
+	t.Cleanup(func() {
+		e.srv.Close()
+		<-served
+	})
+	for range 5 {
+		c, err := net.DialTimeout("tcp", inner.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		banner, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if !strings.HasPrefix(banner, "SSH-2.0-") {
+			t.Fatalf("banner %q, %v; want the server to accept after one EMFILE", banner, err)
+		}
+	}
+	if lines := e.logs.logged("too many open files"); len(lines) != 1 {
+		t.Errorf("5 runs of one EMFILE each logged %d times, want once: %q", len(lines), lines)
+	}
+}

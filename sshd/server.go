@@ -203,6 +203,7 @@ type Server struct {
 	fullLog    logLimit      // "too many unauthenticated connections" refusals
 	sessionLog logLimit      // sessions refused past MaxSessions
 	forwardLog logLimit      // forwarded connections refused past MaxForwards
+	acceptLog  logLimit      // accept errors: the first of a run
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -274,14 +275,16 @@ func (s *Server) Serve(l net.Listener) error {
 // for an error that may pass (temporaryAcceptError) it waits, 5 ms doubling
 // to 1 s (*delay holds the last wait, 0 after a success), and reports true;
 // the first of a run of them is logged, so that a device out of descriptors
-// says so instead of falling silent. On any other error, or once ctx has
-// ended, it reports false.
+// says so instead of falling silent, rate-limited: out of descriptors for long
+// while connections come and go, each that ends lets one Accept through and
+// every run is one failure long. On any other error, or once ctx has ended, it
+// reports false.
 func (s *Server) acceptRetry(ctx context.Context, err error, delay *time.Duration, msg string, args ...any) bool {
 	if !temporaryAcceptError(err) {
 		return false
 	}
 	if *delay == 0 {
-		s.log().Warn(msg, append(args, "error", err)...)
+		s.full(&s.acceptLog, msg, append(args, "error", err)...)
 	}
 	*delay = min(max(2**delay, 5*time.Millisecond), time.Second)
 	t := time.NewTimer(*delay)
