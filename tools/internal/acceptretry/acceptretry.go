@@ -1,6 +1,7 @@
 // Package acceptretry wraps a net.Listener so that Accept waits out the errors
 // that pass by themselves (tunnel.TemporaryAcceptError: out of descriptors or
-// memory for a moment) instead of returning them, and says so once at Warn.
+// memory for a moment) instead of returning them, and says so at Warn, at
+// most once a minute.
 // The host tools' servers need it because the loops they hand their listeners
 // to do not: net/http's Serve returns on ENOBUFS and ENOMEM (and tunneld then
 // exits, cutting every tunnel) and logs EMFILE only to its ErrorLog, and
@@ -28,9 +29,16 @@ const (
 	maxDelay   = time.Second
 )
 
+// warnEvery is the least time between two Warn lines. Out of descriptors for
+// long while connections come and go, each connection that ends lets one
+// Accept through and the next fails again: every run is short, and a line a
+// run would be a line a connection.
+var warnEvery = time.Minute
+
 // Wrap returns l whose Accept retries temporary errors, waiting 5 ms doubling
-// to 1 s between attempts, and logs the first of each run of them to log at
-// Warn (nil means discard). Closing it ends a wait at once.
+// to 1 s between attempts, and logs the first of a run of them to log at Warn
+// (nil means discard), at most once per warnEvery. Closing it ends a wait at
+// once.
 func Wrap(l net.Listener, log *slog.Logger) net.Listener {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -43,6 +51,10 @@ type listener struct {
 	log       *slog.Logger
 	closed    chan struct{} // closed by Close: ends a wait between attempts
 	closeOnce sync.Once
+
+	mu       sync.Mutex
+	warned   time.Time // when the last Warn line was written
+	unlogged int       // runs of failures since then not logged
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -55,7 +67,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		// One line a run, not one an attempt: out of descriptors, every
 		// attempt fails until a connection ends.
 		if delay == 0 {
-			l.log.Warn("accepting connections failed; retrying", "listener", l.Addr().String(), "error", err)
+			l.warn(err)
 		}
 		delay = min(max(2*delay, firstDelay), maxDelay)
 		t := time.NewTimer(delay)
@@ -66,6 +78,26 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
 		}
 	}
+}
+
+// warn logs err, the first failure of a run, unless a line was written less
+// than warnEvery ago; the next line says how many runs went unlogged.
+func (l *listener) warn(err error) {
+	now := time.Now()
+	l.mu.Lock()
+	if !l.warned.IsZero() && now.Sub(l.warned) < warnEvery {
+		l.unlogged++
+		l.mu.Unlock()
+		return
+	}
+	n := l.unlogged
+	l.warned, l.unlogged = now, 0
+	l.mu.Unlock()
+	args := []any{"listener", l.Addr().String(), "error", err}
+	if n > 0 {
+		args = append(args, "runs_not_logged", n)
+	}
+	l.log.Warn("accepting connections failed; retrying", args...)
 }
 
 func (l *listener) Close() error {

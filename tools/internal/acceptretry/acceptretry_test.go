@@ -84,3 +84,57 @@ func TestCloseEndsWait(t *testing.T) {
 		t.Errorf("8 failures in a row logged %d times, want once:\n%s", n, log.String())
 	}
 }
+
+// alternatingListener fails every other Accept with EMFILE and gives one end
+// of a pipe on the others: a server at its descriptor limit while connections
+// come and go.
+type alternatingListener struct {
+	net.Listener
+	calls int
+}
+
+func (l *alternatingListener) Accept() (net.Conn, error) {
+	l.calls++
+	if l.calls%2 == 1 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	c, peer := net.Pipe()
+	peer.Close()
+	return c, nil
+}
+
+// TestShortRunsLoggedOncePerWindow: out of descriptors while connections come
+// and go, every run of failures is one failure long; they are logged once per
+// warnEvery, not once a connection, and the next line counts those not logged.
+func TestShortRunsLoggedOncePerWindow(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log syncBuffer
+	l := Wrap(&alternatingListener{Listener: inner}, slog.New(slog.NewTextHandler(&log, nil)))
+	defer l.Close()
+	accept := func() {
+		t.Helper()
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatalf("Accept: %v", err)
+		}
+		c.Close()
+	}
+	for range 5 {
+		accept()
+	}
+	if n := strings.Count(log.String(), "too many open files"); n != 1 {
+		t.Errorf("5 runs of one failure within a minute logged %d times, want once:\n%s", n, log.String())
+	}
+	defer func(d time.Duration) { warnEvery = d }(warnEvery)
+	warnEvery = 0
+	accept()
+	if n := strings.Count(log.String(), "too many open files"); n != 2 {
+		t.Errorf("a run after the window logged %d lines in all, want 2:\n%s", n, log.String())
+	}
+	if !strings.Contains(log.String(), "runs_not_logged=4") {
+		t.Errorf("the line after the window does not count the 4 runs not logged:\n%s", log.String())
+	}
+}
