@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -426,6 +428,12 @@ func TestTotalRAM(t *testing.T) {
 	var kB uint64
 	if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kB); err != nil {
 		t.Fatalf("/proc/meminfo: %v", err)
+	}
+	// A 32-bit kernel scales sysinfo's counts by mem_unit past 4 GiB; qemu-user
+	// (tools/qemu-test.sh) copies the host's 64-bit counts into 32 bits without
+	// it, so there the emulator, not totalRAM, is wrong.
+	if arch := os.Getenv("PORTHOLE_QEMU_USER"); arch != "" && strconv.IntSize == 32 && kB<<10 > math.MaxUint32 {
+		t.Skipf("qemu-user (%s) truncates sysinfo on a host with more than 4 GiB", arch)
 	}
 	if got := totalRAM(); got != kB<<10 {
 		t.Fatalf("totalRAM() = %d, want MemTotal %d kB = %d", got, kB, kB<<10)
