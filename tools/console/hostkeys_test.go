@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -88,6 +90,31 @@ func TestHostKeysCorruptFile(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != "{not json" {
 		t.Fatalf("the corrupt store was overwritten: %q", b)
+	}
+}
+
+// TestHostKeysStoredByHand: a store seeded from the device's .pub file holds
+// the key with its comment, or with spaces; the same key presented is no
+// change, and the file is left as it was.
+func TestHostKeysStoredByHand(t *testing.T) {
+	key := newHostKey(t)
+	bare := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))
+	for _, stored := range []string{bare + " root@router", bare + "\n", " " + bare} {
+		path := filepath.Join(t.TempDir(), "hostkeys.json")
+		b, err := json.Marshal(map[string]string{"dev1": stored})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		h := &HostKeys{Path: path}
+		if first, err := h.Check(context.Background(), "dev1", key, ""); err != nil || first {
+			t.Errorf("stored %q, the same key presented: first use %v, %v", stored, first, err)
+		}
+		if after, _ := os.ReadFile(path); string(after) != string(b) {
+			t.Errorf("stored %q: the file was rewritten: %s", stored, after)
+		}
 	}
 }
 
