@@ -49,7 +49,7 @@ var minOneMembers = map[string][][]string{
 	"ListTunnels":             {{"thingName"}, {"maxResults"}, {"nextToken"}},
 }
 
-// checkGivenEmpty refuses a member of minOneMembers given as "" or 0. body has
+// checkGivenEmpty refuses a member of minOneMembers given as "", 0 or -0. body has
 // decoded into the operation's request already (decodeRequest), so it is one JSON
 // object.
 func checkGivenEmpty(op string, body []byte) error {
@@ -73,8 +73,8 @@ func checkGivenEmpty(op string, body []byte) error {
 		switch string(raw) {
 		case `""`:
 			return invalid("%s must not be empty: leave it out instead", strings.Join(path, "."))
-		case "0":
-			return invalid("%s must be at least 1, got 0: leave it out for the default", strings.Join(path, "."))
+		case "0", "-0": // -0 decodes to the integer 0 too; 0.0 and 0e0 do not decode
+			return invalid("%s must be at least 1, got %s: leave it out for the default", strings.Join(path, "."), raw)
 		}
 	}
 	return nil

@@ -224,6 +224,8 @@ func TestValidation(t *testing.T) {
 		{"RotateTunnelAccessToken", `{"tunnelId":"` + open.TunnelID + `","clientMode":"DESTINATION","destinationConfig":{"thingName":"","services":["SSH"]}}`, ErrTypeInvalidRequest, "destinationConfig.thingName must not be empty"},
 		{"ListTunnels", `{"thingName":""}`, ErrTypeInvalidRequest, "thingName must not be empty"},
 		{"ListTunnels", `{"maxResults":0}`, ErrTypeInvalidRequest, "maxResults must be at least 1"},
+		{"ListTunnels", `{"maxResults":-0}`, ErrTypeInvalidRequest, "maxResults must be at least 1, got -0"},
+		{"OpenTunnel", `{"timeoutConfig":{"maxLifetimeTimeoutMinutes":-0}}`, ErrTypeInvalidRequest, "maxLifetimeTimeoutMinutes must be at least 1"},
 		{"ListTunnels", `{"nextToken":""}`, ErrTypeInvalidRequest, "nextToken must not be empty"},
 		{"OpenTunnel", `{"tags":[]}`, ErrTypeInvalidRequest, "tags"},
 		{"OpenTunnel", `{"tags":[{"key":"","value":"x"}]}`, ErrTypeInvalidRequest, "tags[0].key"},

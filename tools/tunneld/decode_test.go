@@ -33,6 +33,8 @@ func FuzzDecodeRequest(f *testing.F) {
 	for i, s := range seeds {
 		f.Add(uint8(i), []byte(s))
 	}
+	f.Add(uint8(slices.Index(ops, "ListTunnels")), []byte(`{"maxResults":-0}`))
+	f.Add(uint8(slices.Index(ops, "OpenTunnel")), []byte(`{"timeoutConfig":{"maxLifetimeTimeoutMinutes":-0}}`))
 	f.Fuzz(func(t *testing.T, opIndex uint8, body []byte) {
 		op := ops[int(opIndex)%len(ops)]
 		in, err := decodeRequest(op, body)
@@ -43,7 +45,20 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		_ = checkGivenEmpty(op, body)
+		if checkGivenEmpty(op, body) == nil {
+			// A minimum-1 number that passed was not given as a zero: its
+			// zero means "not given" from here on.
+			switch v := in.(type) {
+			case *ListTunnelsInput:
+				if v.MaxResults == 0 && memberGiven(body, "maxResults") {
+					t.Fatalf("ListTunnels %q: maxResults given, decoded as 0, not refused", body)
+				}
+			case *OpenTunnelInput:
+				if v.TimeoutConfig != nil && v.TimeoutConfig.MaxLifetimeTimeoutMinutes == 0 && memberGiven(body, "timeoutConfig", "maxLifetimeTimeoutMinutes") {
+					t.Fatalf("OpenTunnel %q: maxLifetimeTimeoutMinutes given, decoded as 0, not refused", body)
+				}
+			}
+		}
 		switch v := in.(type) {
 		case *OpenTunnelInput:
 			_ = v.validate()
@@ -68,6 +83,20 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("round trip of %q: %#v, then %#v", body, in, again)
 		}
 	})
+}
+
+// memberGiven reports whether the JSON object body has the member at path,
+// other than null.
+func memberGiven(body []byte, path ...string) bool {
+	raw := json.RawMessage(body)
+	for _, name := range path {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return false
+		}
+		raw = obj[name]
+	}
+	return raw != nil && string(raw) != "null"
 }
 
 // normalize makes empty and nil slices equal, which JSON does not distinguish.
