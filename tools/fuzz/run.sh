@@ -22,8 +22,14 @@ cd "$(dirname "$0")/../.."
 list=$LOGDIR/targets
 : >"$list"
 : >"$LOGDIR/summary"
+# A package whose tests do not build is a failure, not a package without targets.
 for pkg in $($GO list ./...); do
-	for f in $($GO test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+	if ! $GO test -list '^Fuzz' "$pkg" >"$LOGDIR/listing" 2>&1; then
+		cat "$LOGDIR/listing" >&2
+		echo "FAIL ${pkg#github.com/porthole-iot/porthole/}: its fuzz targets cannot be listed (the tests do not build?)" | tee -a "$LOGDIR/summary"
+		continue
+	fi
+	grep '^Fuzz' "$LOGDIR/listing" | while read -r f; do
 		echo "$pkg $f" >>"$list"
 	done
 done
