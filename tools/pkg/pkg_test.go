@@ -840,9 +840,11 @@ func TestThirdPartyNotices(t *testing.T) {
 	}
 	cmd := exec.Command("tools/pkg/notices.sh")
 	cmd.Dir = "../.."
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	want, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("notices.sh: %v", err)
+		t.Fatalf("notices.sh: %v\n%s", err, stderr.String())
 	}
 	if string(committed) != string(want) {
 		t.Errorf("THIRD_PARTY_NOTICES is not notices.sh's output (%d bytes, want %d): run tools/pkg/notices.sh >tools/pkg/THIRD_PARTY_NOTICES", len(committed), len(want))
