@@ -302,7 +302,8 @@ func (a *Agent) clock() time.Time {
 const eventFlushTimeout = 2 * time.Second
 
 // Run serves until ctx ends: the MQTT listener, the saved tunnels, the optional SSH
-// listener. On the way out it ends every session and SSH connection first, so that
+// listener (an ssh.listen address it cannot bind is logged and tried again in
+// the background, not fatal). On the way out it ends every session and SSH connection first, so that
 // their last events (stream-end, ssh-session-end) are queued, then flushes the
 // events for at most eventFlushTimeout, and only then disconnects from the broker
 // the events go through. The SSH connections get sshEndWait (500 ms) to end by
@@ -343,11 +344,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	// A bind that fails is not fatal (serveSSHListen): it is said once the
+	// start is logged, and tried again in the background.
 	var ln net.Listener
+	var bindErr error
 	if a.cfg.SSH.Listen != "" {
-		if ln, err = net.Listen("tcp", a.cfg.SSH.Listen); err != nil {
-			return fmt.Errorf("ssh.listen: %w", err)
-		}
+		ln, bindErr = net.Listen("tcp", a.cfg.SSH.Listen)
 	}
 	a.log.Info("porthole agent started", "version", Version, "thing", a.cfg.ThingName)
 	for _, w := range Warnings(a.cfg) {
@@ -365,14 +367,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		close(evdone)
 	}
-	if ln != nil {
+	if a.cfg.SSH.Listen != "" {
 		bg.Add(1)
-		go func() {
-			defer bg.Done()
-			if err := a.ssh.Serve(ln); !errors.Is(err, sshd.ErrServerClosed) {
-				a.log.Error("ssh.listen: no longer accepting SSH connections", "listen", a.cfg.SSH.Listen, "error", err)
-			}
-		}()
+		go func() { defer bg.Done(); a.serveSSHListen(ctx, ln, bindErr) }()
 	}
 	saved, expired, errs := a.store.load(a.clock())
 	for _, err := range errs {

@@ -814,3 +814,57 @@ func TestAgentAsksSessionExpiry(t *testing.T) {
 		t.Fatal("the agent did not connect")
 	}
 }
+
+// An ssh.listen address that another daemon holds (the router's dropbear on
+// :22) stopped the agent at start (exit 2, before it connected to the broker),
+// and the init system's restarts with it: a reload to such an address, which
+// says only "needs a restart", took the device off the network for good. The
+// agent now connects and serves tunnels, says what it cannot listen on, and
+// serves SSH there once the port is free.
+func TestSSHListenTakenAtStart(t *testing.T) {
+	first, most := sshListenRetryFirst, sshListenRetryMax
+	sshListenRetryFirst, sshListenRetryMax = 10*time.Millisecond, 50*time.Millisecond
+	t.Cleanup(func() { sshListenRetryFirst, sshListenRetryMax = first, most })
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	e := newAgentEnv(t)
+	e.cfg.SSH.Listen = addr
+	var logs testlog.Lines
+	e.startLogging(t, io.MultiWriter(&logs, testWriter{t})) // connected to the broker
+	if logs.Count("level=ERROR") == 0 || !strings.Contains(logs.String(), "ssh.listen") || !strings.Contains(logs.String(), addr) {
+		t.Errorf("the log does not say at ERROR that ssh.listen %s cannot listen:\n%s", addr, logs.String())
+	}
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	if out := e.sshThrough(t, tun, "echo ok", nil); out != "ok\n" {
+		t.Errorf("ssh through the tunnel while ssh.listen is taken: %q, want \"ok\\n\"", out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); logs.Count("still cannot listen") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no retry of ssh.listen while the port is taken:\n%s", logs.String())
+		}
+	}
+	taken.Close()
+	cfg := &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := gossh.Dial("tcp", addr, cfg)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ssh to ssh.listen %s after its port was freed: %v\n%s", addr, err, logs.String())
+		}
+	}
+	if logs.Count("ssh.listen: listening now") != 1 {
+		t.Errorf("the log does not say once that ssh.listen listens now:\n%s", logs.String())
+	}
+}

@@ -516,9 +516,9 @@ func (r *sysvRig) wantStatus(code int, text string) {
 }
 
 // TestSysVStartFailsWhenTheAgentExits: an agent that exits right after it
-// started (check-config passed, but its ssh.listen port is taken, say) makes
-// start fail, pointing at the log and quoting its last line, rather than say
-// OK.
+// started (check-config passed with a warning, but the storage above data_dir
+// is not mounted yet, say) makes start fail, pointing at the log and quoting
+// its last line, rather than say OK.
 func TestSysVStartFailsWhenTheAgentExits(t *testing.T) {
 	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
 	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,5 +250,46 @@ func TestAgentSurvivesLogPipeClosed(t *testing.T) {
 	case st := <-exited:
 		t.Fatalf("the agent exited when its log output went away: %v", st)
 	case <-time.After(2 * time.Second):
+	}
+}
+
+// A SIGHUP with a new ssh.listen whose port another daemon holds (the
+// router's dropbear on :22) is taken with "needs a restart", and check-config
+// -start, which init scripts run before that restart, says ok. The restarted
+// agent exited 2 before it connected to the broker, and again at each respawn
+// for as long as the port stayed taken: no tunnel reached the device to mend
+// its config. It now runs, and says at ERROR what it cannot listen on.
+func TestRestartWithSSHListenTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	path, _ := deviceConfig(t)
+	p := startAgent(t, path)
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, append(b, "[ssh]\nlisten = \""+addr+"\"\n"...), 0o600)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	p.waitLog(t, "need a restart")
+	if code, _, errs := runCmd(t, nil, "check-config", "-start", "-c", path); code != 0 {
+		t.Fatalf("check-config -start with ssh.listen taken: exit %d (%s), want 0", code, errs)
+	}
+	// The restart the reload asked for.
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	code := <-p.code
+	p.code <- code // for startAgent's cleanup
+	p = startAgent(t, path)
+	p.waitLog(t, "ssh.listen: cannot listen")
+	for _, line := range strings.Split(p.logged(), "\n") {
+		if strings.Contains(line, "ssh.listen: cannot listen") && (!strings.Contains(line, "level=ERROR") || !strings.Contains(line, addr)) {
+			t.Errorf("the log line does not say at ERROR which address cannot be listened on: %s", line)
+		}
+	}
+	select {
+	case code := <-p.code:
+		p.code <- code
+		t.Errorf("the restarted agent exited %d with ssh.listen %s taken:\n%s", code, addr, p.logged())
+	default:
 	}
 }
