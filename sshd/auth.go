@@ -173,13 +173,17 @@ func (s *Server) checkPassword(user, password string) error {
 	if s.compareHash != nil {
 		compare = s.compareHash
 	}
+	var dummy []byte
+	if d := s.dummy.Load(); d != nil {
+		dummy = d.hash
+	}
 	hash, ok := s.logins().PasswordHashes[user]
 	if !ok {
-		compare(s.dummyHash, []byte(password))
+		compare(dummy, []byte(password))
 		return errors.New("no password set for this user")
 	}
 	if _, err := s.lookupUser(user); err != nil {
-		compare(s.dummyHash, []byte(password))
+		compare(dummy, []byte(password))
 		return err
 	}
 	if err := compare([]byte(hash), []byte(password)); err != nil {
@@ -932,10 +936,54 @@ func OctalMode(m fs.FileMode) string {
 	return fmt.Sprintf("%04o", o)
 }
 
-// hashesCost checks that every hash is bcrypt's and returns the cost of one
-// (bcrypt.DefaultCost for none), for the dummy hash.
+// dummyHash is a bcrypt hash of no one's password, compared against for a
+// user without a password hash (or unknown), so that refusing them takes as
+// long as refusing a wrong password.
+type dummyHash struct {
+	hash []byte
+	cost int
+}
+
+// updateDummy makes the dummy hash for the password hashes in effect, unless
+// the one made last has their cost already: bcrypt at cost 12 takes seconds
+// on a router's CPU, and a reload (SIGHUP) that leaves the cost alone must not
+// pay it. It reads the hashes under dummyMu, so that of two SetLogins at once
+// the hashes stored last decide the cost; logins go on with the old dummy
+// while a new one is made. Without hashes it keeps the last one: no user has
+// a password for the timing to give away.
+func (s *Server) updateDummy() error {
+	s.dummyMu.Lock()
+	defer s.dummyMu.Unlock()
+	hashes := s.logins().PasswordHashes
+	old := s.dummy.Load()
+	if len(hashes) == 0 && old != nil {
+		return nil
+	}
+	cost, err := hashesCost(hashes)
+	if err != nil {
+		return err
+	}
+	if old != nil && old.cost == cost {
+		return nil
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte("porthole: no such user"), cost)
+	if err != nil {
+		return fmt.Errorf("sshd: making the dummy password hash: %w", err)
+	}
+	s.dummy.Store(&dummyHash{hash: h, cost: cost})
+	return nil
+}
+
+// hashesCost checks that every hash is bcrypt's and returns the highest cost
+// among them (bcrypt.DefaultCost for none), for the dummy hash. The highest:
+// the cost of whichever hash the map yielded first changed from one start to
+// the next with mixed costs, and a dummy cheaper than a user's hash makes an
+// unknown user's refusal quicker than that user's; with the highest, no
+// refusal of an unknown user is quicker than a known one's. (With mixed costs
+// the users of the lower ones are still told apart by being quicker: give
+// every user the same cost.)
 func hashesCost(hashes map[string]string) (int, error) {
-	cost := bcrypt.DefaultCost
+	cost := 0
 	for user, h := range hashes {
 		c, err := bcrypt.Cost([]byte(h))
 		if err != nil {
@@ -945,7 +993,10 @@ func hashesCost(hashes map[string]string) (int, error) {
 			// bcrypt.Cost takes 59 characters; no password matches them.
 			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %d characters, want 60", user, len(h))
 		}
-		cost = c
+		cost = max(cost, c)
+	}
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
 	}
 	return cost, nil
 }
@@ -970,11 +1021,22 @@ var ErrPasswordLoginOff = errors.New("sshd: password login was off at start: the
 // changes. Password login is offered or not from the start: taking every hash
 // away refuses every password, offered until a restart. The caller must not
 // change the slices and map afterwards.
+//
+// Hashes of another bcrypt cost than before make a new dummy hash (for users
+// without a password) before SetLogins returns: seconds on a router's CPU at
+// cost 12, while the new logins already apply.
 func (s *Server) SetLogins(l Logins) error {
 	if _, err := hashesCost(l.PasswordHashes); err != nil {
 		return err
 	}
 	s.set.Store(&l)
+	if s.setUp.Load() && s.passwordOn.Load() {
+		// The logins first: a key or password taken away stops at once, while
+		// the dummy for the new cost is being made.
+		if err := s.updateDummy(); err != nil {
+			s.log().Error("password login: keeping the previous dummy hash", "error", err)
+		}
+	}
 	if len(l.PasswordHashes) > 0 && s.setUp.Load() && !s.passwordOn.Load() {
 		return ErrPasswordLoginOff
 	}

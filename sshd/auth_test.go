@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,6 +185,67 @@ func TestSetLogins(t *testing.T) {
 	e2 := newEnv(t, nil)
 	if err := e2.srv.SetLogins(Logins{PasswordHashes: map[string]string{"root": string(hash)}}); !errors.Is(err, ErrPasswordLoginOff) {
 		t.Errorf("SetLogins of passwords on a server started without: %v, want ErrPasswordLoginOff", err)
+	}
+}
+
+// TestDummyHashCostFollowsHashes: a wrong password for a user without a hash
+// (or unknown) is compared against a dummy hash of the highest cost among the
+// password hashes, at start and after each SetLogins (the agent's SIGHUP), so
+// that its refusal takes as long as a known user's; the dummy was made once,
+// at the cost of whichever hash the map yielded first, and a reload to hashes
+// of another cost told by the time of a failed login which users have a
+// password. A reload that keeps the cost does not make it again (seconds on a
+// router).
+func TestDummyHashCostFollowsHashes(t *testing.T) {
+	low, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	mid, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost+1)
+	high, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost+3)
+	var mu sync.Mutex
+	costs := map[string]int{} // the cost of the hash each user's wrong password was compared against
+	var user string
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PasswordHashes = map[string]string{"root": string(low), "alice": string(mid)}
+		s.MaxAuthFailures = 1000
+		s.compareHash = func(hash, pw []byte) error {
+			c, _ := bcrypt.Cost(hash)
+			mu.Lock()
+			costs[user] = c
+			mu.Unlock()
+			return bcrypt.CompareHashAndPassword(hash, pw)
+		}
+	})
+	check := func(when string, want map[string]int) {
+		t.Helper()
+		for u := range want {
+			mu.Lock()
+			user = u
+			mu.Unlock()
+			if c, err := e.dial(u, gossh.Password("wrong")); err == nil {
+				c.Close()
+				t.Fatalf("%s: %s logged in with a wrong password", when, u)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for u, c := range want {
+			if costs[u] != c {
+				t.Errorf("%s: a wrong password for %s is checked at bcrypt cost %d, want %d", when, u, costs[u], c)
+			}
+		}
+	}
+	// carol has no hash; nosuchuser has no account.
+	check("at start", map[string]int{"root": bcrypt.MinCost, "alice": bcrypt.MinCost + 1, "carol": bcrypt.MinCost + 1, "nosuchuser": bcrypt.MinCost + 1})
+	if err := e.srv.SetLogins(Logins{PasswordHashes: map[string]string{"root": string(high)}}); err != nil {
+		t.Fatal(err)
+	}
+	check("after SetLogins of another cost", map[string]int{"root": bcrypt.MinCost + 3, "nosuchuser": bcrypt.MinCost + 3})
+	made := e.srv.dummy.Load()
+	again, _ := bcrypt.GenerateFromPassword([]byte("other"), bcrypt.MinCost+3)
+	if err := e.srv.SetLogins(Logins{PasswordHashes: map[string]string{"root": string(again), "alice": string(low)}}); err != nil {
+		t.Fatal(err)
+	}
+	if e.srv.dummy.Load() != made {
+		t.Error("SetLogins of hashes of the same highest cost made the dummy hash again")
 	}
 }
 

@@ -74,8 +74,12 @@
 //     cert-authority line without it is refused, touched or not: x/crypto
 //     would honour the certificate's word alone.
 //   - Passwords only when PasswordHashes (bcrypt) is not empty; otherwise the
-//     method is not even offered. Keyboard-interactive, GSSAPI and host-based
-//     authentication are not supported.
+//     method is not even offered. A password for a user without a hash is
+//     checked against a dummy hash of the highest cost among the hashes (made
+//     again by SetLogins when that changes), so that its refusal takes no less
+//     time than a known user's; give every hash the same cost, or the users of
+//     the lower costs are told apart by quicker refusals. Keyboard-interactive,
+//     GSSAPI and host-based authentication are not supported.
 //
 // When no method can work (no PasswordHashes, no key in the trusted CA
 // files, and no AuthorizedKeysFiles path exists for any user who may log

@@ -191,10 +191,11 @@ type Server struct {
 	initErr    error
 	gs         *gliderssh.Server
 	limiter    *failureLimiter
-	dummyHash  []byte                 // compared against for unknown users, to even out timing
-	set        atomic.Pointer[Logins] // SetLogins' logins; nil: the fields'
-	passwordOn atomic.Bool            // password login offered (set up with hashes)
-	setUp      atomic.Bool            // setup has run
+	dummy      atomic.Pointer[dummyHash] // compared against for unknown users, to even out timing; nil: none made
+	dummyMu    sync.Mutex                // held while a dummy hash is made (setup, SetLogins); logins never wait for it
+	set        atomic.Pointer[Logins]    // SetLogins' logins; nil: the fields'
+	passwordOn atomic.Bool               // password login offered (set up with hashes)
+	setUp      atomic.Bool               // setup has run
 
 	connSeq    atomic.Uint64 // numbers connections without an IP address (remoteLabel)
 	pwSlots    chan struct{} // one token per password check running

@@ -23,7 +23,6 @@ import (
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
-	"golang.org/x/crypto/bcrypt"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -62,15 +61,8 @@ func (s *Server) setup() error {
 		return err
 	}
 	passwords := s.logins().PasswordHashes
-	cost, err := hashesCost(passwords)
-	if err != nil {
+	if _, err := hashesCost(passwords); err != nil {
 		return err
-	}
-	if len(passwords) > 0 {
-		s.dummyHash, err = bcrypt.GenerateFromPassword([]byte("porthole: no such user"), cost)
-		if err != nil {
-			return fmt.Errorf("sshd: making the dummy password hash: %w", err)
-		}
 	}
 	maxFail, window := s.MaxAuthFailures, s.AuthFailureWindow
 	if maxFail == 0 {
@@ -104,6 +96,13 @@ func (s *Server) setup() error {
 		s.passwordOn.Store(true)
 	}
 	s.setUp.Store(true)
+	if len(passwords) > 0 {
+		// After setUp: a SetLogins that has not seen it set has stored its
+		// hashes before, and the dummy is made for them here.
+		if err := s.updateDummy(); err != nil {
+			return err
+		}
+	}
 	for _, k := range signers {
 		gs.HostSigners = append(gs.HostSigners, k)
 	}
