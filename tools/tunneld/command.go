@@ -82,7 +82,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\nLogs go to stderr; access tokens are logged only as fingerprints.\nSIGHUP loads --tls-cert and --tls-key again (for certificate renewal hooks); if they\ndo not load, the previous pair is kept and an error is logged.\nExit codes: 0 after SIGINT or SIGTERM (or --help), 1 on a usage or configuration\nerror (do not restart), 2 on a runtime failure.\n")
+		fmt.Fprint(fs.Output(), "\nLogs go to stderr; access tokens are logged only as fingerprints.\nSIGHUP loads --tls-cert and --tls-key again (for certificate renewal hooks); if they\ndo not load, or the new certificate is out of its dates while the served one is\nnot, the previous pair is kept and an error is logged.\nExit codes: 0 after SIGINT or SIGTERM (or --help), 1 on a usage or configuration\nerror (do not restart), 2 on a runtime failure.\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -163,6 +163,12 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 		if certs, err = loadCertFiles(o.TLSCert, o.TLSKey); err != nil {
 			return configError{err}
 		}
+		if leaf := certs.cur.Load().Leaf; certs.outOfDate(leaf) != "" {
+			// Served all the same, as before: the clock may be what is wrong,
+			// and a renewal hook's SIGHUP can bring a valid pair.
+			log.Warn("the TLS certificate "+certs.outOfDate(leaf)+": clients will refuse it", "cert", o.TLSCert,
+				"not_before", leaf.NotBefore.UTC(), "not_after", leaf.NotAfter.UTC())
+		}
 		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}
 		scheme = "https"
 	}
@@ -218,10 +224,13 @@ serve:
 				log.Info("reload asked: no --tls-cert to reload")
 				continue
 			}
-			if notAfter, err := certs.reload(); err != nil {
+			if leaf, err := certs.reload(); err != nil {
 				log.Error("TLS certificate not reloaded: still serving the previous one", "err", err)
+			} else if why := certs.outOfDate(leaf); why != "" {
+				log.Warn("TLS certificate reloaded, though it "+why+" (so had the previous one): clients will refuse it", "cert", o.TLSCert,
+					"not_before", leaf.NotBefore.UTC(), "not_after", leaf.NotAfter.UTC())
 			} else {
-				log.Info("TLS certificate reloaded", "cert", o.TLSCert, "not_after", notAfter.UTC())
+				log.Info("TLS certificate reloaded", "cert", o.TLSCert, "not_after", leaf.NotAfter.UTC())
 			}
 		case <-ctx.Done():
 			break serve

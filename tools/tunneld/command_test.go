@@ -4,13 +4,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -246,6 +254,72 @@ func TestRunReloadsTLSCertificate(t *testing.T) {
 	waitLog("still serving the previous one")
 	if got := served(); got != second {
 		t.Errorf("after a failed reload the server serves %s, want the previous %s", got, second)
+	}
+}
+
+// writeCertPair writes a self-signed certificate for localhost, with CN name
+// and the given dates, and its key to dir/cert.pem and dir/key.pem.
+func writeCertPair(t *testing.T, dir, name string, notBefore, notAfter time.Time) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: notBefore, NotAfter: notAfter, DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile
+}
+
+// A reload of a pair whose certificate is outside its dates (an old copy put
+// back by a renewal hook, the wrong file of certbot's archive/) replaced the
+// valid one being served, and every new client (the AWS CLI, each agent's and
+// porthole connect's WebSocket) then failed its TLS check. It is refused,
+// naming its dates, while the one being served is valid; over one out of date
+// itself it is taken (it may be the renewal, with the clock wrong).
+func TestReloadKeepsValidCertificateOverOutOfDate(t *testing.T) {
+	now := time.Now()
+	valid := [2]time.Time{now.Add(-time.Hour), now.Add(90 * 24 * time.Hour)}
+	expired := [2]time.Time{now.Add(-100 * 24 * time.Hour), now.Add(-10 * 24 * time.Hour)}
+	notYet := [2]time.Time{now.Add(10 * 24 * time.Hour), now.Add(100 * 24 * time.Hour)}
+	for _, tc := range []struct {
+		name         string
+		served, next [2]time.Time
+		want         string // the CN served after the reload
+		wantErrDates bool
+	}{
+		{"expired over valid", valid, expired, "served", true},
+		{"not yet valid over valid", valid, notYet, "served", true},
+		{"valid over valid", valid, valid, "next", false},
+		{"valid over expired", expired, valid, "next", false},
+		{"expired over expired", expired, expired, "next", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			certFile, keyFile := writeCertPair(t, dir, "served", tc.served[0], tc.served[1])
+			c, err := loadCertFiles(certFile, keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeCertPair(t, dir, "next", tc.next[0], tc.next[1])
+			_, err = c.reload()
+			cur, _ := c.get(nil)
+			if got := cur.Leaf.Subject.CommonName; got != tc.want {
+				t.Errorf("after the reload (error %v) the server presents %q, want %q", err, got, tc.want)
+			}
+			dates := err != nil && strings.Contains(err.Error(), tc.next[0].UTC().Format(time.RFC3339)) &&
+				strings.Contains(err.Error(), tc.next[1].UTC().Format(time.RFC3339))
+			if dates != tc.wantErrDates {
+				t.Errorf("reload error %v; want one naming the new certificate's dates: %v", err, tc.wantErrDates)
+			}
+		})
 	}
 }
 

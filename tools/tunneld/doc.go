@@ -78,7 +78,10 @@
 //
 // The binary stops on SIGINT or SIGTERM (saving the state) and, on SIGHUP, loads
 // --tls-cert and --tls-key again (Options.Reload), keeping the pair it serves if
-// the new files do not load, so certificate renewal hooks need no restart. A
+// the new files do not load, or if their certificate is not valid now (expired
+// or not yet valid: an error names its dates) while the one it serves is, so
+// certificate renewal hooks need no restart. A certificate out of date is
+// served with a warning at start, and on SIGHUP over one out of date too. A
 // log reader that goes away does not stop it (SIGPIPE is caught). Its exit codes are porthole's: 0 after a stop by signal, 1 on a usage or
 // configuration error (IsConfigError: do not restart), 2 on a runtime failure.
 //
