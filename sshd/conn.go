@@ -178,6 +178,10 @@ type connState struct {
 	src    string     // rate limiting key
 	ip     netip.Addr // client IP, invalid for non-IP connections
 	conn   *conn
+	// ctx is gliderlabs' context of the connection, set by connCallback: it
+	// holds the *gossh.ServerConn once the client has logged in, whose Wait
+	// says why the connection ended (logEnd).
+	ctx gliderssh.Context
 
 	authed atomic.Bool
 	// triedAuth: the client asked to authenticate (any method, "none"
@@ -214,6 +218,7 @@ type stateKey struct{}
 func (s *Server) connCallback(ctx gliderssh.Context, c net.Conn) net.Conn {
 	wc := c.(*conn)
 	ctx.SetValue(stateKey{}, wc.st)
+	wc.st.ctx = ctx
 	return c
 }
 

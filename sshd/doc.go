@@ -263,6 +263,10 @@
 // The remote label is the client's address, or for a connection without an IP
 // address (a tunnel stream) its address with the connection's number after
 // a #: tunnel:4f6fd38f/SSH#3. Logs go to Logger, with the same label. Neither ever contains a password or private key.
+// A connection that ends after its login because of an error (a protocol
+// error x/crypto/ssh drops it for, a reset, the client's disconnect for a
+// reason other than its normal end) has one line, "connection ended by an
+// error", with the remote, the user and the error.
 //
 // sshd does not import the tunnel or the agent; it is Linux-only (ptys,
 // process credentials).

@@ -3,10 +3,12 @@ package sshd
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -386,11 +388,59 @@ func (s *Server) serve(c *conn) {
 	c.startTimers()
 	if s.awaitStartup(c) {
 		s.gs.HandleConn(c)
+		s.logEnd(c.st)
 	}
 	c.Close()
 	s.reportKeyRefusals(c.st)
 	c.st.shutdown()
 	s.endStartup(c)
+}
+
+// logEnd logs, once per connection that logged in, why it ended when that
+// was an error: a message out of place, a packet that did not decrypt, a
+// reset, or the client's disconnect for any reason but its normal end
+// (SSH_DISCONNECT_BY_APPLICATION, RFC 4253 section 11.1). Without it a
+// connection x/crypto dropped for a protocol error (asyncssh 2.10.1's data
+// during its rekey, RFC 4253 section 7.1) showed only as its sessions'
+// SIGHUP. A client's EOF, and a close by the server (a limit, which says so,
+// or Close), are no errors.
+func (s *Server) logEnd(st *connState) {
+	if st.ctx == nil || !st.authed.Load() {
+		return
+	}
+	sc, ok := st.ctx.Value(gliderssh.ContextKeyConn).(*gossh.ServerConn)
+	if !ok {
+		return
+	}
+	err := sc.Wait()
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || disconnectReason(err) == disconnectByApplication {
+		return
+	}
+	st.mu.Lock()
+	user := st.user
+	st.mu.Unlock()
+	// The error may quote the client's disconnect message: clipped.
+	s.log().Info("connection ended by an error", "remote", st.remote, "user", user, "error", clipClient(err.Error()))
+}
+
+// disconnectByApplication is SSH_DISCONNECT_BY_APPLICATION, the reason
+// clients give for a normal end (OpenSSH: "disconnected by user").
+const disconnectByApplication = 11
+
+// disconnectReason is the reason code of the client's SSH_MSG_DISCONNECT that
+// err reports, or -1 if err is no such message. x/crypto's type for it is
+// unexported; its text is "ssh: disconnect, reason N: ...".
+func disconnectReason(err error) int {
+	rest, ok := strings.CutPrefix(err.Error(), "ssh: disconnect, reason ")
+	if !ok {
+		return -1
+	}
+	code, _, _ := strings.Cut(rest, ":")
+	n, err := strconv.Atoi(code)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 func (s *Server) trackListener(l net.Listener, add bool) bool {

@@ -1,0 +1,63 @@
+package sshd
+
+import (
+	"bytes"
+	"net"
+	"testing"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// TestConnectionEndLogged: a connection that ends after its login because of
+// an error of the protocol (here bytes that are no packet, written under the
+// client's encryption; asyncssh 2.10.1 sends data during its rekey, which
+// x/crypto refuses) has one line saying so, with the remote and the user; one
+// the client closes has none.
+func TestConnectionEndLogged(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		garbage bool
+	}{
+		{"protocol error", true},
+		{"client closes", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			nc, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			cc, chans, reqs, err := gossh.NewClientConn(nc, e.addr, e.clientConfig("root", gossh.PublicKeys(e.key)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := gossh.NewClient(cc, chans, reqs)
+			defer c.Close()
+			if out, _, _ := run(t, c, "echo hi", ""); out != "hi\n" {
+				t.Fatalf("echo hi: %q", out)
+			}
+			local := nc.LocalAddr().String()
+			if tc.garbage {
+				// More than a packet may hold, so that the server reads
+				// enough whatever length it decrypts; it may close before
+				// it has read all.
+				nc.Write(bytes.Repeat([]byte{0xff}, 300<<10))
+			} else {
+				c.Close()
+			}
+			waitFor(t, "the connection to end", func() bool {
+				e.srv.mu.Lock()
+				defer e.srv.mu.Unlock()
+				return len(e.srv.conns) == 0
+			})
+			lines := e.logs.logged("connection ended by an error", "remote="+local, "user=root", "error=")
+			if tc.garbage && len(lines) != 1 {
+				t.Errorf("lines about the end of a connection dropped for a protocol error: %q, want 1 with remote=%s user=root and the error", e.logs.logged("connection ended"), local)
+			}
+			if !tc.garbage && len(e.logs.logged("connection ended")) != 0 {
+				t.Errorf("a connection the client closed logged %q, want nothing", e.logs.logged("connection ended"))
+			}
+		})
+	}
+}
