@@ -235,7 +235,9 @@
 // Connection refused").
 // Remote forwarding (ssh -R) is off unless PermitRemoteForward is set; a bind
 // address of "localhost" (ssh's default) listens on 127.0.0.1 and, where the
-// host has IPv6, on ::1 at the same port, as OpenSSH's sshd does. It
+// host has IPv6, on ::1 at the same port, as OpenSSH's sshd does; so does
+// one asked for on every interface ("", "*", "0.0.0.0", "::") when the policy
+// allows "localhost" and not that, as sshd with GatewayPorts no. It
 // listens on a privileged port only for a root login (the server, not the
 // user, opens the listener, so the kernel's check would not apply): one
 // below net.ipv4.ip_unprivileged_port_start, read at each request, or below

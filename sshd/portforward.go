@@ -368,6 +368,10 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 	}
 	r := restrictionsOf(sc.Permissions)
 	low := s.unprivilegedPortStart()
+	listenOn, permitted := f.BindAddr, false
+	if s.PermitRemoteForward != nil {
+		listenOn, permitted = s.remoteBind(sc.User(), f.BindAddr, f.BindPort)
+	}
 	switch {
 	case s.PermitRemoteForward == nil:
 		return refuse("remote forwarding is off")
@@ -377,7 +381,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return refuse("bind address not in the key's permitlisten list")
 	case f.BindPort != 0 && f.BindPort < low && !s.mayBindPrivileged(sc.User()):
 		return refuse(fmt.Sprintf("port %d is privileged (below %d) and only root may listen on it", f.BindPort, low))
-	case !s.PermitRemoteForward(sc.User(), f.BindAddr, f.BindPort):
+	case !permitted:
 		return refuse("not allowed by policy")
 	case st.listeners() >= maxRemoteForwards:
 		return refuse(fmt.Sprintf("%d remote forward listeners are open on this connection already", maxRemoteForwards))
@@ -385,7 +389,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 	if !st.enter() {
 		return false, nil
 	}
-	rf, err := s.listenForward(f.BindAddr, f.BindPort)
+	rf, err := s.listenForward(listenOn, f.BindPort)
 	if err != nil {
 		st.leave()
 		// Allowed, and failed: the cause (a port in use, an address the
@@ -443,6 +447,28 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return true, gossh.Marshal(struct{ Port uint32 }{port})
 	}
 	return true, nil
+}
+
+// remoteBind decides where a remote forward asked for on bind:port listens:
+// on bind if PermitRemoteForward allows it; for an address of every interface
+// ("", "*", "0.0.0.0", "::") that it does not allow, on loopback as for
+// "localhost", if it allows that. OpenSSH's sshd with its default GatewayPorts
+// no listens on loopback whatever the address asked for, and clients ask for
+// these: paramiko's request_port_forward("", port), asyncssh's
+// forward_remote_port("", ...), ssh -R 0.0.0.0:.... A policy that allows
+// loopback only (the agent's) would refuse them. permitted is false if
+// neither is allowed.
+func (s *Server) remoteBind(user, bind string, port uint32) (listenOn string, permitted bool) {
+	if s.PermitRemoteForward(user, bind, port) {
+		return bind, true
+	}
+	switch bind {
+	case "", "*", "0.0.0.0", "::":
+		if s.PermitRemoteForward(user, "localhost", port) {
+			return "localhost", true
+		}
+	}
+	return bind, false
 }
 
 // remoteForward is the listeners of one ssh -R: one, or two for "localhost".

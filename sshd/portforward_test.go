@@ -7,12 +7,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1394,4 +1396,142 @@ func TestRemoteForwardListenFailureSaysWhy(t *testing.T) {
 			t.Errorf("forward event reason %q, want the listen error", ev.Reason)
 		}
 	}
+}
+
+// TestRemoteForwardWildcardOnLoopback: under a policy that allows loopback
+// only (the agent's), a remote forward asked for on every interface ("", "*",
+// "0.0.0.0", "::": paramiko's request_port_forward("", port), asyncssh's
+// forward_remote_port("", ...), ssh -R 0.0.0.0:...) listens on loopback, as
+// OpenSSH's sshd with GatewayPorts no does, instead of being refused; the
+// reply names the port, connections are forwarded with the address asked
+// for, and a cancel with that address closes it. Another address is still
+// refused.
+func TestRemoteForwardWildcardOnLoopback(t *testing.T) {
+	loopbackOnly := func(_ *testEnv, s *Server) {
+		s.PermitRemoteForward = func(_, bind string, _ uint32) bool { // as agent.newSSHServer
+			ip := net.ParseIP(bind)
+			return bind == "localhost" || ip != nil && ip.IsLoopback()
+		}
+	}
+	for _, bind := range []string{"", "*", "0.0.0.0", "::"} {
+		t.Run(fmt.Sprintf("%q", bind), func(t *testing.T) {
+			var mu sync.Mutex
+			var listened []string
+			e := newEnv(t, func(e *testEnv, s *Server) {
+				loopbackOnly(e, s)
+				s.listen = func(network, addr string) (net.Listener, error) {
+					mu.Lock()
+					listened = append(listened, addr)
+					mu.Unlock()
+					host, _, err := net.SplitHostPort(addr)
+					if err != nil || host != "127.0.0.1" {
+						// ::1 (of "localhost") is TestRemoteForwardLocalhost's.
+						return nil, syscall.EADDRNOTAVAIL
+					}
+					return net.Listen(network, addr)
+				}
+			})
+			nc, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn, chans, reqs, err := gossh.NewClientConn(nc, e.addr, e.clientConfig("root", gossh.PublicKeys(e.key)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			go gossh.DiscardRequests(reqs)
+			opened := make(chan directTCPIP, 1)
+			go func() {
+				for nch := range chans {
+					var p directTCPIP
+					gossh.Unmarshal(nch.ExtraData(), &p)
+					opened <- p
+					ch, chReqs, err := nch.Accept()
+					if err != nil {
+						continue
+					}
+					go gossh.DiscardRequests(chReqs)
+					go func() {
+						defer ch.Close()
+						io.Copy(ch, ch)
+					}()
+				}
+			}()
+			ok, reply, err := conn.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: bind}))
+			if err != nil || !ok {
+				t.Fatalf("tcpip-forward %q port 0: granted=%v, %v; OpenSSH's sshd (GatewayPorts no) grants it on loopback", bind, ok, err)
+			}
+			var port struct{ Port uint32 }
+			if err := gossh.Unmarshal(reply, &port); err != nil || port.Port == 0 {
+				t.Fatalf("tcpip-forward reply %x: %v", reply, err)
+			}
+			mu.Lock()
+			got := append([]string(nil), listened...)
+			mu.Unlock()
+			want := []string{"127.0.0.1:0", net.JoinHostPort("::1", strconv.Itoa(int(port.Port)))}
+			if !slices.Equal(got, want) {
+				t.Fatalf("listened on %q, want %q (loopback, as for localhost)", got, want)
+			}
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port.Port)))
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			echoThrough(t, c)
+			if p := <-opened; p.DestHost != bind || p.DestPort != port.Port {
+				t.Errorf("forwarded-tcpip for %q:%d, want %q:%d", p.DestHost, p.DestPort, bind, port.Port)
+			}
+			ok, _, err = conn.SendRequest("cancel-tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: bind}))
+			if err != nil || !ok {
+				t.Fatalf("cancel-tcpip-forward %q port 0 = %v, %v", bind, ok, err)
+			}
+			waitFor(t, "the listener closed by the cancel", func() bool {
+				c, err := net.Dial("tcp", addr)
+				if err == nil {
+					c.Close()
+				}
+				return err != nil
+			})
+		})
+	}
+	t.Run("x/crypto Listen 0.0.0.0:0", func(t *testing.T) {
+		e := newEnv(t, loopbackOnly)
+		c := e.login("root")
+		l, err := c.Listen("tcp", "0.0.0.0:0")
+		if err != nil {
+			t.Fatalf("Listen 0.0.0.0:0: %v", err)
+		}
+		defer l.Close()
+		go func() {
+			fc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer fc.Close()
+			io.Copy(fc, fc)
+		}()
+		nc, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Addr().(*net.TCPAddr).Port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoThrough(t, nc)
+	})
+	t.Run("another address refused", func(t *testing.T) {
+		e := newEnv(t, func(e *testEnv, s *Server) {
+			loopbackOnly(e, s)
+			s.listen = func(network, addr string) (net.Listener, error) {
+				t.Errorf("listen %s %s", network, addr)
+				return nil, syscall.EADDRNOTAVAIL
+			}
+		})
+		c := e.login("root")
+		if l, err := c.Listen("tcp", "192.0.2.1:0"); err == nil {
+			l.Close()
+			t.Fatal("Listen 192.0.2.1:0 allowed by a loopback-only policy")
+		}
+		if l := e.logs.logged("remote forward refused", "not allowed by policy"); len(l) != 1 {
+			t.Errorf("refusal lines %q, want 1", l)
+		}
+	})
 }

@@ -149,7 +149,9 @@ type Server struct {
 
 	// PermitRemoteForward decides whether remote port forwarding (ssh -R,
 	// tcpip-forward) may listen on bindAddr:port on this device. nil means
-	// remote forwarding is off.
+	// remote forwarding is off. A forward asked for on every interface ("",
+	// "*", "0.0.0.0", "::") that it refuses listens on loopback instead, as
+	// for "localhost", if it allows "localhost" (OpenSSH's GatewayPorts no).
 	PermitRemoteForward func(user, bindAddr string, port uint32) bool
 
 	// AgentForwarding allows ssh -A: a session gets SSH_AUTH_SOCK, a Unix
