@@ -52,14 +52,18 @@ func keyInfo(key gossh.PublicKey) authInfo {
 // client signs). The final Permissions come from verifiedKey.
 //
 // A refused key counts against MaxAuthTries, as in OpenSSH: once that many
-// have been refused, every key is, the right one too. x/crypto lets the first
-// MaxAuthTries refused queries go uncounted, so without this a client could
-// offer twice as many keys, and learn of each whether it may log in.
+// have been refused, every key is, the right one too, and the connection is
+// ended (tooManyKeys). x/crypto lets the first MaxAuthTries refused queries go
+// uncounted, so without this a client could offer twice as many keys, and
+// learn of each whether it may log in.
 func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	st := stateFrom(ctx)
 	err := errTooManyKeys
 	var perms *gossh.Permissions
-	if !st.keysExhausted(s.maxAuthTries()) {
+	exhausted := st.keysExhausted(s.maxAuthTries())
+	if exhausted {
+		defer s.tooManyKeys(st)
+	} else {
 		perms, err = s.authorizeKey(st, ctx.User(), key)
 	}
 	waiveTouch(ctx.Permissions().Permissions, perms)
@@ -92,6 +96,33 @@ func waiveTouch(shared, perms *gossh.Permissions) {
 
 // errTooManyKeys refuses a key offered after MaxAuthTries refused ones.
 var errTooManyKeys = errors.New("too many public keys refused on this connection (MaxAuthTries)")
+
+// tooManyKeys ends a connection that offers a public key after MaxAuthTries
+// were refused. OpenSSH's sshd has disconnected it by then, with
+// SSH_MSG_DISCONNECT "Too many authentication failures", which clients show;
+// without it PuTTY went on to a password prompt, and ssh said "Permission
+// denied" of a key that is authorized, offered too late. x/crypto sends that
+// disconnect only past its own count, in which refused key queries (ssh,
+// PuTTY and x/crypto's client ask before they sign) count only after
+// MaxAuthTries of them, and it gives the server no way to send one; so the
+// message goes as a banner, which RFC 4252 section 5.4 allows at any time
+// before the login and clients show, and the connection is closed once the
+// refusal of this key is sent: PuTTY shows a banner only when the next
+// message comes.
+func (s *Server) tooManyKeys(st *connState) {
+	if st.preAuth == nil || st.preAuth.SendAuthBanner(tooManyKeysBanner) != nil {
+		st.conn.closeUnauthed(errTooManyTries.Error())
+		return
+	}
+	st.conn.closeAfterWrite.Store(true)
+}
+
+// errTooManyTries is why tooManyKeys closes a connection.
+var errTooManyTries = errors.New("too many authentication failures (MaxAuthTries)")
+
+// tooManyKeysBanner is OpenSSH's disconnect message, with the line end a
+// banner needs (PuTTY shows it in its terminal).
+const tooManyKeysBanner = "Too many authentication failures\r\n"
 
 // maxAuthTries is MaxAuthTries in effect: 6 for 0, as x/crypto has it, and -1
 // for no limit.

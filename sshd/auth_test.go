@@ -867,6 +867,43 @@ func TestMaxAuthTriesCountsOfferedKeys(t *testing.T) {
 	c.Close()
 }
 
+// TestMaxAuthTriesTellsTheClient: a key offered after MaxAuthTries refused
+// ones (6, the default) is refused with "Too many authentication failures"
+// as OpenSSH's sshd disconnects with; x/crypto cannot send that disconnect
+// here, so it comes as a banner, which ssh, dbclient and PuTTY show, and the
+// connection is closed. Without it the client was refused quietly and went
+// on to its next method (PuTTY to a password prompt).
+func TestMaxAuthTriesTellsTheClient(t *testing.T) {
+	e := newEnv(t, nil)
+	var signers []gossh.Signer
+	for range 6 {
+		signers = append(signers, newSigner(t))
+	}
+	signers = append(signers, e.key) // authorized, offered 7th
+	var mu sync.Mutex
+	var banners string
+	cfg := e.clientConfig("root", gossh.PublicKeys(signers...))
+	cfg.BannerCallback = func(msg string) error {
+		mu.Lock()
+		banners += msg
+		mu.Unlock()
+		return nil
+	}
+	c, err := gossh.Dial("tcp", e.addr, cfg)
+	if err == nil {
+		c.Close()
+		t.Fatal("login succeeded with a key offered after MaxAuthTries refused ones")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(strings.ToLower(banners), "too many authentication failures") {
+		t.Errorf("the client was told %q (error %v), want \"Too many authentication failures\"", banners, err)
+	}
+	waitFor(t, "the connection closed", func() bool {
+		return len(e.logs.logged("too many authentication failures (MaxAuthTries)", "remote=")) == 1
+	})
+}
+
 // TestCertAuthorityNoTouchRequired: for a certificate trusted by a
 // cert-authority line, OpenSSH (sshauthopt_merge) drops the user-presence
 // check only when both the line (no-touch-required) and the certificate

@@ -45,6 +45,10 @@ type conn struct {
 	closed bool
 
 	preAuthRead int // bytes read before the login; only x/crypto's reader reads
+	// closeAfterWrite closes the connection after its next write: the
+	// USERAUTH_FAILURE that follows tooManyKeys' banner, which PuTTY shows
+	// only once another message has come.
+	closeAfterWrite atomic.Bool
 }
 
 // maxPreAuthRead bounds what a client may send before it has logged in.
@@ -145,6 +149,9 @@ func (c *conn) Write(b []byte) (int, error) {
 	if n > 0 {
 		c.touch()
 	}
+	if c.closeAfterWrite.Load() {
+		c.closeUnauthed(errTooManyTries.Error())
+	}
 	return n, err
 }
 
@@ -182,6 +189,9 @@ type connState struct {
 	// holds the *gossh.ServerConn once the client has logged in, whose Wait
 	// says why the connection ended (logEnd).
 	ctx gliderssh.Context
+	// preAuth sends banners before the login (tooManyKeys); set by x/crypto
+	// as authentication starts, used by the same goroutine.
+	preAuth gossh.ServerPreAuthConn
 
 	authed atomic.Bool
 	// triedAuth: the client asked to authenticate (any method, "none"

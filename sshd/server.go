@@ -89,7 +89,9 @@ type Server struct {
 	AcceptEnv []string
 
 	// MaxAuthTries is the number of failed authentication attempts allowed
-	// per connection: 0 means 6, negative means no limit.
+	// per connection: 0 means 6, negative means no limit. Refused public keys
+	// count, as in OpenSSH; a key offered after that many were refused ends
+	// the connection, with a banner "Too many authentication failures".
 	MaxAuthTries int
 
 	// LoginGraceTime is how long a connection may take to authenticate:
@@ -226,6 +228,9 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 	return &gossh.ServerConfig{
 		Config:       gossh.Config{Ciphers: s.ciphers()},
 		MaxAuthTries: s.MaxAuthTries,
+		PreAuthConnCallback: func(pc gossh.ServerPreAuthConn) {
+			st.preAuth = pc
+		},
 		// Without ssh-rsa (SHA-1), as OpenSSH 8.8+'s PubkeyAcceptedAlgorithms.
 		PublicKeyAuthAlgorithms: gossh.SupportedAlgorithms().PublicKeyAuths,
 		AuthLogCallback: func(cm gossh.ConnMetadata, method string, err error) {
