@@ -15,11 +15,12 @@ package tunnel
 // over dialer.go, endpoint.go, proxy.go, syntax.go and conn.go they cost the
 // idle agent 64 KiB of resident code on the mipsel board (8,196-8,208 against
 // 8,140-8,144 kB). Code that the agent runs at every start belongs here,
-// before what runs only with some settings: the proxy's parsing
-// (ParseProxyURL, bypassProxy) is last. On mipsle a 64 KiB boundary falls
-// 792 B after PlainEndpoint; with the proxy's parsing before isName and
-// PlainEndpoint, a window was mapped for those two alone (8,156 against
-// 8,084 kB).
+// before what runs only with some settings: ValidateTarget (services with a
+// host:port or unix: target) and CAFiles come after PlainEndpoint, and the
+// proxy's parsing (ParseProxyURL, bypassProxy) is last. On mipsle a 64 KiB
+// boundary falls about 1 KB after PlainEndpoint (make idle-layout gives the
+// margin); with the proxy's parsing before isName and PlainEndpoint, a window
+// was mapped for those two alone (8,156 against 8,084 kB).
 
 import (
 	"errors"
@@ -47,27 +48,6 @@ const (
 func ValidateServiceID(s string) error {
 	if !isName(s, 1, 128, ":_-") {
 		return fmt.Errorf("tunnel: service id %q: want 1-128 characters of [a-zA-Z0-9:_-]", s)
-	}
-	return nil
-}
-
-// ValidateTarget checks a target: "host:port" with a numeric port, or "unix:/abs/path".
-func ValidateTarget(addr string) error {
-	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if !strings.HasPrefix(path, "/") {
-			return fmt.Errorf("tunnel: target %q: unix socket path must be absolute", addr)
-		}
-		return nil
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("tunnel: target %q: want host:port or unix:/path", addr)
-	}
-	if host == "" {
-		return fmt.Errorf("tunnel: target %q: empty host", addr)
-	}
-	if n, err := net.LookupPort("tcp", port); err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
-		return fmt.Errorf("tunnel: target %q: bad port %q", addr, port)
 	}
 	return nil
 }
@@ -244,6 +224,27 @@ func isName(s string, min, max int, extra string) bool {
 func PlainEndpoint(endpoint string) bool {
 	u, err := url.Parse(endpoint)
 	return err == nil && (u.Scheme == "ws" || u.Scheme == "http")
+}
+
+// ValidateTarget checks a target: "host:port" with a numeric port, or "unix:/abs/path".
+func ValidateTarget(addr string) error {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if !strings.HasPrefix(path, "/") {
+			return fmt.Errorf("tunnel: target %q: unix socket path must be absolute", addr)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("tunnel: target %q: want host:port or unix:/path", addr)
+	}
+	if host == "" {
+		return fmt.Errorf("tunnel: target %q: empty host", addr)
+	}
+	if n, err := net.LookupPort("tcp", port); err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
+		return fmt.Errorf("tunnel: target %q: bad port %q", addr, port)
+	}
+	return nil
 }
 
 // CAFiles lists the files of a CA setting: the file itself, or the entries of a
