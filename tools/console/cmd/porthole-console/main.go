@@ -2,7 +2,9 @@
 // terminals in the browser through AWS IoT Secure Tunneling (paste a source access
 // token and the region) or a tools/tunneld; with --control-plane the page also opens
 // and closes tunnels. It prints the URL to open, with its access token. See package
-// console. Exit codes: 0 after Ctrl-C, 1 bad usage, 2 the server failed.
+// console. It stops on Ctrl-C, SIGTERM and SIGHUP (a closed terminal), closing the
+// tunnels it opened. Exit codes: 0 after a stop by signal, 1 bad usage, 2 the server
+// failed.
 package main
 
 import (
@@ -166,7 +168,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "porthole-console: %v\n", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A hangup stops it as Ctrl-C does, closing the tunnels it opened: it is
+	// how the console ends when the terminal it runs in is closed (or the ssh
+	// login to a jump host ends), and Go's default for SIGHUP killed it, the
+	// tunnels left open, their devices connected, for their whole lifetime.
+	// Unless it is ignored (nohup): Notify would stop ignoring it. As porthole
+	// connect and porthole-lab.
+	stopOn := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		stopOn = append(stopOn, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -9,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"math/big"
@@ -16,6 +19,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -300,4 +305,126 @@ func TestConsoleSurvivesLogReaderGone(t *testing.T) {
 		t.Fatalf("first line %q, want the console's address", line)
 	}
 	testenv.GetWhileAlive(t, url, alive) // each request is logged
+}
+
+// consoleWithTunnel starts a TLS tunneld in this process and porthole-console
+// as a process of its own with --control-plane pointing at it, opens one tunnel
+// through the console's API, and returns the console, the tunnel's id, the
+// console's base URL and tunneld. The console is killed at the test's end.
+func consoleWithTunnel(t *testing.T) (*exec.Cmd, string, string, *tunneld.Server) {
+	t.Helper()
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	td, err := tunneld.New(tunneld.Config{AllowUnsigned: true,
+		TLS: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go td.Serve(tln)
+	t.Cleanup(func() { td.Close() })
+
+	bin := filepath.Join(dir, "porthole-console")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--host-keys", filepath.Join(dir, "hk.json"),
+		"--vendor-dir", standInVendor(t, dir), "--control-plane", "https://"+tln.Addr().String(),
+		"--endpoint", tln.Addr().String(), "--ca-file", caFile)
+	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = tlogWriter{t}
+	// Started with SIGHUP caught here, so that the console gets it at its
+	// default even when go test runs with it ignored (nohup): exec resets a
+	// caught signal, not an ignored one.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	err = cmd.Start()
+	signal.Stop(hup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	consoleURL := strings.Fields(strings.SplitN(line, "open ", 2)[1])[0]
+	base, tok, _ := strings.Cut(consoleURL, "/#token=")
+	req, _ := http.NewRequest("POST", base+"/api/tunnels",
+		strings.NewReader(`{"mode":"open","thing":"dev","services":["SSH"],"lifetimeMinutes":60}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Origin", base)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opened struct {
+		TunnelID string `json:"tunnelId"`
+	}
+	json.NewDecoder(resp.Body).Decode(&opened)
+	resp.Body.Close()
+	if opened.TunnelID == "" {
+		t.Fatalf("no tunnel opened: %s", resp.Status)
+	}
+	return cmd, opened.TunnelID, base, td
+}
+
+// stopConsole sends sig to the console and checks that it exits 0 having
+// closed the tunnel id it opened.
+func stopConsole(t *testing.T, cmd *exec.Cmd, sig syscall.Signal, td *tunneld.Server, id string) {
+	t.Helper()
+	cmd.Process.Signal(sig)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("console still running 20 s after %v", sig)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("after %v: %v, want exit 0", sig, cmd.ProcessState)
+	}
+	out, err := td.DescribeTunnel(context.Background(), &tunneld.DescribeTunnelInput{TunnelID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Tunnel.Status != tunneld.StatusClosed {
+		t.Errorf("after %v the console ended (%v) and left the tunnel it opened %s; "+
+			"the tunnels it opened are to be closed when it stops", sig, cmd.ProcessState, out.Tunnel.Status)
+	}
+}
+
+// The terminal the console runs in is closed (SIGHUP, on which porthole
+// connect and the lab stop too): Go's default for SIGHUP killed the console
+// outright, and the tunnels it opened stayed open, their devices connected,
+// for their whole lifetime.
+func TestConsoleHangupClosesItsTunnels(t *testing.T) {
+	cmd, id, _, td := consoleWithTunnel(t)
+	stopConsole(t, cmd, syscall.SIGHUP, td, id)
+}
+
+// tlogWriter sends a child's stderr to t.Log.
+type tlogWriter struct{ t *testing.T }
+
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
