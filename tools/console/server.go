@@ -210,10 +210,26 @@ func (s *Server) Serve(l net.Listener) error {
 
 // Shutdown stops the server: no new requests, every terminal and tunnel ended. The
 // tunnels it opened through the control plane, and has not closed, are closed at
-// the service, within ctx and 5 s.
+// the service meanwhile, within 5 s of their own: not what is left of ctx once
+// requests in flight have ended. Requests still in flight when ctx ends are cut
+// (as by Close), and Shutdown returns ctx's error once the tunnels are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
+	// The tunnels are closed while the requests end, not after: one request
+	// whose body never comes (any local client can send one: the token is
+	// checked after net/http has read the headers, and the rest of a body is
+	// read after the handler refused it) held http.Shutdown till ctx's end,
+	// and CloseTunnel then failed at once on the expired ctx, the tunnels
+	// left open, their devices connected, for their whole lifetime.
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		s.endAll(context.WithoutCancel(ctx))
+	}()
 	err := s.http.Shutdown(ctx)
-	s.endAll(ctx)
+	if err != nil {
+		s.http.Close()
+	}
+	<-ended
 	return err
 }
 

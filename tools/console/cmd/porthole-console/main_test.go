@@ -13,6 +13,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -419,6 +420,29 @@ func stopConsole(t *testing.T, cmd *exec.Cmd, sig syscall.Signal, td *tunneld.Se
 func TestConsoleHangupClosesItsTunnels(t *testing.T) {
 	cmd, id, _, td := consoleWithTunnel(t)
 	stopConsole(t, cmd, syscall.SIGHUP, td, id)
+}
+
+// One request in flight whose body has not all come (any local client: no
+// access token is needed, as net/http reads the rest of a body after the
+// handler refused it) made http.Server.Shutdown use the whole 5 s of the
+// console's stop; closing the tunnels then got the expired context,
+// CloseTunnel failed at once, and the tunnels the console opened stayed open.
+func TestConsoleStopWithStalledRequestClosesItsTunnels(t *testing.T) {
+	cmd, id, base, td := consoleWithTunnel(t)
+	host := strings.TrimPrefix(base, "http://")
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("POST /api/tunnels HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"))
+	// The request is in flight once the console has answered nothing to it
+	// yet; a read that times out says so without a sleep's guess.
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 1)); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the stalled request was answered: %d, %v", n, err)
+	}
+	stopConsole(t, cmd, syscall.SIGTERM, td, id)
 }
 
 // tlogWriter sends a child's stderr to t.Log.
