@@ -152,6 +152,13 @@ func newStdioConn(in io.Reader, out io.Writer) *stdioConn {
 		defer close(c.flushed)
 		_, err := io.Copy(out, or)
 		or.CloseWithError(err) // a Write after out failed fails too
+		if err != nil {
+			// out takes no more (its reader, ssh, is gone: EPIPE, SIGPIPE
+			// being caught): nothing the device sends can reach anyone, so
+			// the connection ends, as at in's end, rather than wait for an
+			// in that may stay open.
+			pr.Close()
+		}
 	}()
 	return c
 }

@@ -43,6 +43,17 @@ func (l listenFlags) Set(s string) error {
 }
 
 func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	// A log reader that goes away (porthole connect ... 2>&1 | logger, or |
+	// tee ended by Ctrl-C) must not end the connections: Go kills a program
+	// whose write to fd 1 or 2 gets EPIPE unless SIGPIPE is handled, and the
+	// next log line did (exit 141, the -L ports and their logins gone, the
+	// device never told). Handled, as by the agent: the write fails instead,
+	// and the line is dropped. With --stdio a stdout that ssh no longer reads
+	// fails its writes the same way, and the connection ends as when its
+	// target closes (stdin ends with ssh).
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	fs := flag.NewFlagSet("porthole connect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := listenFlags{}

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bufio"
+	"io"
 	"net"
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
 // TestConnectHangup: a hangup is how `porthole connect` usually ends when it
@@ -63,5 +69,137 @@ func TestConnectHangup(t *testing.T) {
 	}
 	if all := strings.Join(logged, "\n"); !strings.Contains(all, "reset the open streams") {
 		t.Errorf("the device was not told the streams are gone:\n%s", all)
+	}
+}
+
+// TestConnectSurvivesLogReaderGone: `porthole connect ... 2>&1 | logger` (or
+// | tee, a log service restarted): once the log's reader is gone, the next log
+// line is a write to a broken pipe on fd 2. The agent, tunneld, the console
+// and the lab catch SIGPIPE for that; porthole connect did not, and Go killed
+// it (exit 141) at the next line, its -L ports and every login through them
+// gone, the device not told. It must serve on, reconnect, and end on Ctrl-C
+// with exit 0.
+func TestConnectSurvivesLogReaderGone(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	cmd, stderr := startChild(t, "connect", "--endpoint", srv.URL, "--allow-insecure-websocket",
+		"-L", "SSH=127.0.0.1:0", "--token-file", writeToken(t, tun.SourceToken))
+	listening := regexp.MustCompile(`msg=listening .*addr=(\S+)`)
+	sc := bufio.NewScanner(stderr)
+	addr, up := "", false
+	for !up && sc.Scan() {
+		if m := listening.FindStringSubmatch(sc.Text()); m != nil {
+			addr = m[1]
+		}
+		up = strings.Contains(sc.Text(), `msg="tunnel services"`)
+	}
+	if !up || addr == "" {
+		t.Fatalf("no listening line or tunnel services: %v", sc.Err())
+	}
+	stderr.Close() // the log's reader goes away
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	echo := func(what string) net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, 4)
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != "ping" {
+			select {
+			case err := <-done:
+				t.Fatalf("%s: porthole connect ended once its log's reader had gone: %v", what, err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			t.Fatalf("%s: echo %q, %v", what, b, err)
+		}
+		return c
+	}
+	echo("before the tunnel is lost").Close()
+	tun.Drop(tunneltest.Source) // logged: "tunnel connection lost, reconnecting"
+	var c net.Conn
+	for deadline := time.Now().Add(10 * time.Second); c == nil; {
+		select {
+		case err := <-done:
+			t.Fatalf("porthole connect ended once its log's reader had gone: %v", err)
+		default:
+		}
+		// Until it has reconnected, a connection is closed at once.
+		if d, err := net.Dial("tcp", addr); err == nil {
+			d.SetDeadline(time.Now().Add(time.Second))
+			b := make([]byte, 4)
+			if _, err := d.Write([]byte("ping")); err == nil {
+				if _, err := io.ReadFull(d, b); err == nil && string(b) == "ping" {
+					c = d
+					d.SetDeadline(time.Time{})
+					break
+				}
+			}
+			d.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no echo through the tunnel 10 s after it was lost")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	defer c.Close()
+	cmd.Process.Signal(syscall.SIGINT) // with a connection open: logged, its stream reset
+	select {
+	case <-done:
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("after SIGINT: %v, want exit 0", cmd.ProcessState)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit 10 s after SIGINT")
+	}
+}
+
+// TestConnectStdioEndsWithStdout: with SIGPIPE caught, a write to a stdout
+// nobody reads any more (ssh, whose ProxyCommand it is, gone; the end of a
+// pipeline) fails with EPIPE instead of killing porthole connect --stdio: it
+// must still end, even while its stdin stays open, not go on carrying a
+// connection whose output goes nowhere.
+func TestConnectStdioEndsWithStdout(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "connect", "--endpoint", srv.URL, "--allow-insecure-websocket",
+		"--stdio", "SSH", "--token-file", writeToken(t, tun.SourceToken))
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdin, cmd.Stdout = inR, outW
+	err = cmd.Start()
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inW.Close()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	inW.Write([]byte("ping"))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(outR, b); err != nil || string(b) != "ping" {
+		t.Fatalf("echo %q, %v", b, err)
+	}
+	outR.Close()
+	inW.Write([]byte("pong")) // echoed to a stdout nobody reads; stdin stays open
+	select {
+	case <-done:
+		if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
+			t.Errorf("porthole connect --stdio killed by %v", ws.Signal())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("porthole connect --stdio still running 10 s after its stdout's reader went away")
 	}
 }
