@@ -10,12 +10,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -110,6 +112,81 @@ func TestParseFlagsErrors(t *testing.T) {
 type pipeWriter struct{ w *io.PipeWriter }
 
 func (p pipeWriter) Write(b []byte) (int, error) { return p.w.Write(b) }
+
+// A stop asked for (SIGTERM) while a control-plane request is in flight whose
+// body never comes (a stalled client; no credentials are needed, the body is
+// read before the signature is checked): Shutdown's wait ran out, Run returned
+// "context deadline exceeded", and main exited 2, the code for a runtime
+// failure that a supervisor respawns. The connection is cut, the state saved,
+// and the stop is clean, with a warning.
+func TestRunStopWithStalledRequestIsClean(t *testing.T) {
+	dir := t.TempDir()
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--print-addr", "--data-dir", dir, "--allow-unsigned"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.shutdownTimeout = 300 * time.Millisecond
+	logs := &syncBuffer{}
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, o, pipeWriter{pw}, io.MultiWriter(logs, tlogWriter{t}))
+		pw.Close()
+	}()
+	line, _ := bufio.NewReader(pr).ReadString('\n')
+	go io.Copy(io.Discard, pr)
+	addr := strings.TrimSpace(line)
+	req, _ := http.NewRequest("POST", "http://"+addr+"/", strings.NewReader(`{"destinationConfig":{"thingName":"dev","services":["SSH"]}}`))
+	req.Header.Set("X-Amz-Target", "IoTSecuredTunneling.OpenTunnel")
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opened struct {
+		TunnelID string `json:"tunnelId"`
+	}
+	json.NewDecoder(resp.Body).Decode(&opened)
+	resp.Body.Close()
+	if opened.TunnelID == "" {
+		t.Fatalf("OpenTunnel: %s", resp.Status)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("POST / HTTP/1.1\r\nHost: " + addr + "\r\nContent-Type: application/x-amz-json-1.1\r\n" +
+		"X-Amz-Target: IoTSecuredTunneling.ListTunnels\r\nContent-Length: 100\r\n\r\n{"))
+	// In flight once the server has read the headers: nothing comes back.
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 1)); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the stalled request was answered: %d, %v", n, err)
+	}
+	cancel() // SIGTERM
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after SIGTERM with a stalled request = %v; main exits %d with it, want nil (exit 0)",
+				err, map[bool]int{true: 1, false: 2}[IsConfigError(err)])
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still running 30 s after SIGTERM")
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "connections cut") {
+		t.Errorf("no warning that connections were cut:\n%s", logs)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Errorf("the stalled connection after the stop: %v, want it closed", err)
+	}
+	state, err := os.ReadFile(filepath.Join(dir, "tunnels.json"))
+	if err != nil || !strings.Contains(string(state), opened.TunnelID) {
+		t.Errorf("state after the stop: %v, %.200q; want the tunnel %s saved", err, state, opened.TunnelID)
+	}
+}
 
 func TestRunPrintsAddrAndServesTLS(t *testing.T) {
 	pki := mqtttest.NewPKI(t)

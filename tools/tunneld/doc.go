@@ -76,7 +76,9 @@
 // limits. Where callers are not trusted, require --credentials and lower
 // --max-closed-tunnels.
 //
-// The binary stops on SIGINT or SIGTERM (saving the state) and, on SIGHUP, loads
+// The binary stops on SIGINT or SIGTERM (saving the state; control-plane requests
+// still in flight after 10 s are cut, with a warning, and the stop is still clean)
+// and, on SIGHUP, loads
 // --tls-cert and --tls-key again (Options.Reload), keeping the pair it serves if
 // the new files do not load, or if their certificate is not valid now (expired
 // or not yet valid: an error names its dates) while the one it serves is, so
