@@ -63,6 +63,14 @@ func TestSystemdReloadChecksConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Type=exec let a reload right after the start reach the agent during Go's
+	// start-up, where a SIGHUP kills it (and systemd does not restart a
+	// service a SIGHUP ended): with Type=notify systemd holds the reload back
+	// until the agent's READY=1, sent once it takes SIGHUP as a reload
+	// (agent/cmd/porthole TestAgentNotifiesReadyAfterSignalHandlers).
+	if !strings.Contains(string(b), "\nType=notify\n") {
+		t.Errorf("porthole.service: want Type=notify, so that no reload reaches the agent before it has said READY=1")
+	}
 	check := strings.Index(string(b), "\nExecReload=/usr/bin/porthole check-config -start -c /etc/porthole/porthole.toml\n")
 	hup := strings.Index(string(b), "\nExecReload=/bin/kill -HUP $MAINPID\n")
 	if check < 0 || hup < 0 || check > hup {

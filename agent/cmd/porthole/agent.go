@@ -109,11 +109,18 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	// its own. Until Notify, Go's default for SIGHUP is to exit, and an init
 	// system's reload right after a start (reload_config after the first uci
 	// commit) killed the agent while it read its config; systemd takes a
-	// SIGHUP as a clean end and does not restart it. A SIGHUP that comes then
-	// is a reload once the agent runs. On one channel with SIGTERM, a burst of
-	// SIGHUPs, each a reload of some milliseconds, filled it, and package
-	// signal drops what does not fit: the SIGTERM was lost. SIGHUPs that come
-	// during a reload are one more reload, which reads the file as it is then.
+	// SIGHUP as a clean end and does not restart it. From Notify on, a SIGHUP
+	// is a reload once the agent runs. A window remains that no code here can
+	// close: the Go runtime's start and package initialisation before main
+	// (tens of ms on amd64, more on a MIPS router), where a SIGHUP still
+	// kills. The packaging closes it: the systemd unit is Type=notify, and
+	// systemd holds a reload back until notifyReady, below, has said READY=1;
+	// OpenWrt's procd script and the SysV script run check-config before
+	// their reload sends the signal, a whole start of this binary, longer
+	// than that window. On one channel with SIGTERM, a burst of SIGHUPs, each
+	// a reload of some milliseconds, filled it, and package signal drops what
+	// does not fit: the SIGTERM was lost. SIGHUPs that come during a reload
+	// are one more reload, which reads the file as it is then.
 	stop := make(chan os.Signal, 1)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
@@ -128,6 +135,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	defer signal.Stop(stop)
 	defer signal.Stop(hup)
 	defer signal.Stop(pipe)
+	notifyErr := notifyReady()
 	cfg, path, err := configFlag("agent", args, stdout, stderr, nil)
 	if err != nil {
 		return err
@@ -141,6 +149,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	out.onDropped(func(n int) {
 		log.Warn("log lines dropped: the log output did not take them in time", "dropped", n)
 	})
+	if notifyErr != nil {
+		log.Warn("cannot tell systemd the agent has started: a Type=notify unit will time out its start", "error", notifyErr)
+	}
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		return agent.Usagef("%w", err)

@@ -293,3 +293,86 @@ func TestRestartWithSSHListenTaken(t *testing.T) {
 	default:
 	}
 }
+
+// A reload right after the start (systemctl reload after systemctl start, a
+// provisioning job) could reach the agent during Go's start-up, before main
+// installs the SIGHUP handler, where Go's default for SIGHUP still kills it:
+// systemd takes that as a clean end and does not restart it. No code in main
+// can close that window, so the unit is Type=notify: systemd holds reloads
+// back until the agent says READY=1 on $NOTIFY_SOCKET, which it does once it
+// takes SIGHUP as a reload. The test plays systemd: it waits for READY=1,
+// then reloads at once.
+func TestAgentNotifiesReadyAfterSignalHandlers(t *testing.T) {
+	path, _ := deviceConfig(t)
+	sock := filepath.Join(t.TempDir(), "notify")
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	cmd, lines := childPorthole(t, "agent", "-c", path)
+	l.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 256)
+	n, err := l.Read(b)
+	if err != nil || string(b[:n]) != "READY=1" {
+		t.Fatalf("on NOTIFY_SOCKET: %q, %v; want READY=1", b[:n], err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP) // systemctl reload, as soon as systemd lets it
+	var logged []string
+	for timeout := time.After(10 * time.Second); !strings.Contains(strings.Join(logged, "\n"), "reloaded"); {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the agent ended after READY=1 and a SIGHUP (%v):\n%s", cmd.Wait(), strings.Join(logged, "\n"))
+			}
+			logged = append(logged, l)
+		case <-timeout:
+			t.Fatalf("no reload in 10 s after READY=1 and a SIGHUP:\n%s", strings.Join(logged, "\n"))
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	for l := range lines {
+		logged = append(logged, l)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("after SIGTERM: %v, want exit 0:\n%s", err, strings.Join(logged, "\n"))
+	}
+}
+
+// notifyReady speaks to an abstract socket ('@'), unsets NOTIFY_SOCKET so that
+// what the agent starts does not inherit it, and does nothing without it.
+func TestNotifyReady(t *testing.T) {
+	name := "@porthole-test-" + strconv.Itoa(os.Getpid())
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t.Setenv("NOTIFY_SOCKET", name)
+	if err := notifyReady(); err != nil {
+		t.Fatalf("notifyReady on %s: %v", name, err)
+	}
+	l.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 256)
+	if n, err := l.Read(b); err != nil || string(b[:n]) != "READY=1" {
+		t.Errorf("on %s: %q, %v; want READY=1", name, b[:n], err)
+	}
+	if v, ok := os.LookupEnv("NOTIFY_SOCKET"); ok {
+		t.Errorf("NOTIFY_SOCKET=%q after notifyReady, want it unset", v)
+	}
+	if err := notifyReady(); err != nil {
+		t.Errorf("notifyReady without NOTIFY_SOCKET: %v, want nil", err)
+	}
+}
+
+// A NOTIFY_SOCKET that does not answer (not under systemd, a stale variable)
+// never stops the agent: it says so once and runs.
+func TestAgentRunsWithBrokenNotifySocket(t *testing.T) {
+	path, _ := deviceConfig(t)
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "missing"))
+	p := startAgent(t, path)
+	if got := p.logged(); strings.Count(got, "cannot tell systemd") != 1 {
+		t.Errorf("the agent's log:\n%s\nwant one warning that it cannot tell systemd it has started", got)
+	}
+}
