@@ -6,12 +6,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 )
 
 // TestSourceListenerRecoversFromEMFILE runs a source in a child process whose
@@ -98,5 +102,59 @@ func sourceEMFILEChild(t *testing.T) {
 	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(c2); err != nil {
 		t.Fatalf("once descriptors are free again: the connection was not served (closed after ReadyWait): %v", err)
+	}
+}
+
+// alternatingListener fails every other Accept with EMFILE and hands out one
+// end of a pipe on the others, max calls in all; then it waits for done and
+// is closed.
+type alternatingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	calls int
+	max   int
+	done  chan struct{}
+}
+
+func (l *alternatingListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	l.calls++
+	n := l.calls
+	l.mu.Unlock()
+	if n > l.max {
+		<-l.done
+		return nil, net.ErrClosed
+	}
+	if n%2 == 1 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	c, peer := net.Pipe()
+	peer.Close()
+	return c, nil
+}
+
+// TestSourceShortEMFILERunsRateLimited: out of descriptors while local
+// connections come and go, every run of accept errors is one failure long;
+// porthole connect logs them once per acceptWarnEvery, not once a connection.
+func TestSourceShortEMFILERunsRateLimited(t *testing.T) {
+	var log testlog.Lines
+	src := &Source{Config: Config{Logger: slog.New(slog.NewTextHandler(&log, nil))}, ReadyWait: 10 * time.Millisecond}
+	l := &alternatingListener{max: 10, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		src.acceptLoop(ctx, l, serviceRoute{name: "SSH", wire: "SSH"})
+	}()
+	for deadline := time.Now().Add(5 * time.Second); log.Count("tunnel not connected") < 5; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the 5 connections were not handled:\n%s", log.String())
+		}
+	}
+	cancel()
+	close(l.done)
+	<-finished
+	if n := log.Count("too many open files"); n != 1 {
+		t.Errorf("5 runs of one EMFILE each logged %d lines, want 1:\n%s", n, log.String())
 	}
 }

@@ -360,6 +360,9 @@ func ParseListen(s string) (service, addr string, err error) {
 // defaultReadyWait is ReadyWait's default.
 const defaultReadyWait = 10 * time.Second
 
+// acceptWarnEvery is the least time between two lines about accept errors.
+const acceptWarnEvery = 10 * time.Second
+
 // maxWaiting bounds the local connections of one listener that wait for the
 // tunnel at once; more are closed at once.
 const maxWaiting = 64
@@ -372,6 +375,8 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 	defer waits.Wait()
 	slots := make(chan struct{}, maxWaiting)
 	var delay time.Duration
+	var warned time.Time // the last accept error logged
+	unlogged := 0        // runs of them since, not logged
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -379,9 +384,19 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 				return
 			}
 			// Out of descriptors for a moment: wait, as net/http's Serve does,
-			// rather than leave the listener open with nobody accepting.
-			if delay == 0 {
-				src.options().log.Warn("accepting local connections failed; retrying", "service", r.name, "error", err)
+			// rather than leave the listener open with nobody accepting. The
+			// first error of a run is logged, once per acceptWarnEvery: out of
+			// descriptors while connections come and go, each that ends lets
+			// one Accept through, and every run is one failure long.
+			if now := time.Now(); delay == 0 && now.Sub(warned) >= acceptWarnEvery {
+				args := []any{"service", r.name, "error", err}
+				if unlogged > 0 {
+					args = append(args, "runs_not_logged", unlogged)
+				}
+				src.options().log.Warn("accepting local connections failed; retrying", args...)
+				warned, unlogged = now, 0
+			} else if delay == 0 {
+				unlogged++
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			if !sleepCtx(ctx, delay) {
