@@ -334,36 +334,8 @@ func TestRemoteForwardLocalhost(t *testing.T) {
 					return l, err
 				}
 			})
-			nc, err := net.Dial("tcp", e.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			conn, chans, reqs, err := gossh.NewClientConn(nc, e.addr, e.clientConfig("root", gossh.PublicKeys(e.key)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			go gossh.DiscardRequests(reqs)
 			opened := make(chan directTCPIP, 4)
-			go func() {
-				for nch := range chans {
-					var p directTCPIP
-					if nch.ChannelType() != "forwarded-tcpip" || gossh.Unmarshal(nch.ExtraData(), &p) != nil {
-						nch.Reject(gossh.Prohibited, "unexpected")
-						continue
-					}
-					opened <- p
-					ch, chReqs, err := nch.Accept()
-					if err != nil {
-						continue
-					}
-					go gossh.DiscardRequests(chReqs)
-					go func() {
-						defer ch.Close()
-						io.Copy(ch, ch)
-					}()
-				}
-			}()
+			conn := echoForwardClient(t, e, opened)
 
 			ok, reply, err := conn.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: tc.bind}))
 			if err != nil || !ok {
@@ -1431,33 +1403,8 @@ func TestRemoteForwardWildcardOnLoopback(t *testing.T) {
 					return net.Listen(network, addr)
 				}
 			})
-			nc, err := net.Dial("tcp", e.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			conn, chans, reqs, err := gossh.NewClientConn(nc, e.addr, e.clientConfig("root", gossh.PublicKeys(e.key)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			go gossh.DiscardRequests(reqs)
 			opened := make(chan directTCPIP, 1)
-			go func() {
-				for nch := range chans {
-					var p directTCPIP
-					gossh.Unmarshal(nch.ExtraData(), &p)
-					opened <- p
-					ch, chReqs, err := nch.Accept()
-					if err != nil {
-						continue
-					}
-					go gossh.DiscardRequests(chReqs)
-					go func() {
-						defer ch.Close()
-						io.Copy(ch, ch)
-					}()
-				}
-			}()
+			conn := echoForwardClient(t, e, opened)
 			ok, reply, err := conn.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: bind}))
 			if err != nil || !ok {
 				t.Fatalf("tcpip-forward %q port 0: granted=%v, %v; OpenSSH's sshd (GatewayPorts no) grants it on loopback", bind, ok, err)
@@ -1534,4 +1481,41 @@ func TestRemoteForwardWildcardOnLoopback(t *testing.T) {
 			t.Errorf("refusal lines %q, want 1", l)
 		}
 	})
+}
+
+// echoForwardClient logs in as root on a client connection of its own, to
+// send tcpip-forward requests itself: each forwarded-tcpip channel the server
+// opens echoes what comes, and its address goes to opened.
+func echoForwardClient(t *testing.T, e *testEnv, opened chan<- directTCPIP) gossh.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, chans, reqs, err := gossh.NewClientConn(nc, e.addr, e.clientConfig("root", gossh.PublicKeys(e.key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go gossh.DiscardRequests(reqs)
+	go func() {
+		for nch := range chans {
+			var p directTCPIP
+			if nch.ChannelType() != "forwarded-tcpip" || gossh.Unmarshal(nch.ExtraData(), &p) != nil {
+				nch.Reject(gossh.Prohibited, "unexpected")
+				continue
+			}
+			opened <- p
+			ch, chReqs, err := nch.Accept()
+			if err != nil {
+				continue
+			}
+			go gossh.DiscardRequests(chReqs)
+			go func() {
+				defer ch.Close()
+				io.Copy(ch, ch)
+			}()
+		}
+	}()
+	return conn
 }
