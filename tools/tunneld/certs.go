@@ -17,7 +17,6 @@ import (
 // would fail its TLS check.
 type certFiles struct {
 	certFile, keyFile string
-	now               func() time.Time // nil: time.Now
 	cur               atomic.Pointer[tls.Certificate]
 }
 
@@ -59,9 +58,6 @@ func (c *certFiles) reload() (*x509.Certificate, error) {
 // yet"), or "" if it is.
 func (c *certFiles) outOfDate(leaf *x509.Certificate) string {
 	now := time.Now()
-	if c.now != nil {
-		now = c.now()
-	}
 	switch {
 	case now.After(leaf.NotAfter):
 		return "has expired"
