@@ -303,11 +303,11 @@ const eventFlushTimeout = 2 * time.Second
 
 // Run serves until ctx ends: the MQTT listener, the saved tunnels, the optional SSH
 // listener (an ssh.listen address it cannot bind is logged and tried again in
-// the background, not fatal). On the way out it ends every session and SSH connection first, so that
-// their last events (stream-end, ssh-session-end) are queued, then flushes the
-// events for at most eventFlushTimeout, and only then disconnects from the broker
-// the events go through. The SSH connections get sshEndWait (500 ms) to end by
-// themselves.
+// the background, not fatal). On the way out it ends every session and SSH
+// connection first, so that their last events (stream-end, ssh-session-end) are
+// queued, then flushes the events for at most eventFlushTimeout, and only then
+// disconnects from the broker the events go through. The SSH connections get
+// sshEndWait (500 ms) to end by themselves.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
