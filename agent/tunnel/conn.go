@@ -380,6 +380,17 @@ func (c *Conn) received() { c.lastRx.Store(int64(time.Since(c.born))) }
 // idleFor is how long no frame or pong has come.
 func (c *Conn) idleFor() time.Duration { return time.Since(c.born) - time.Duration(c.lastRx.Load()) }
 
+// pingDue reports whether a ping is due at the tick at now, the last having
+// gone at lastPing: once interval has passed, less half a tick. A tick comes
+// every tick, read a little apart from lastPing's clock, so that the tick one
+// interval on may find a few nanoseconds less than interval gone; with
+// exactly interval wanted, that ping waited a whole tick more, and every
+// second or third gap was twice ping_interval (40 s at the default), past a
+// 30 s NAT or proxy idle timeout.
+func pingDue(now, lastPing time.Time, interval, tick time.Duration) bool {
+	return now.Sub(lastPing) >= interval-tick/2
+}
+
 // keepalive pings every interval without expecting a pong (the service may not answer
 // before the other side connects, spec §3.7), and enforces the idle timeout.
 func (c *Conn) keepalive(ctx context.Context, interval, idle time.Duration) {
@@ -414,7 +425,7 @@ func (c *Conn) keepalive(ctx context.Context, interval, idle time.Duration) {
 				c.abort(ErrIdle)
 				return
 			}
-			if interval > 0 && now.Sub(lastPing) >= interval {
+			if interval > 0 && pingDue(now, lastPing, interval, tick) {
 				select {
 				case pinging <- struct{}{}:
 					lastPing = now

@@ -353,3 +353,27 @@ func TestIdleTimeoutClosesLinkToFrozenPeer(t *testing.T) {
 	}
 	<-writing
 }
+
+// TestPingDueAtEveryTick: the ticker's time and lastPing's are read apart, so
+// the tick one interval on may find a few nanoseconds less gone: that ping is
+// due all the same (it was put off a whole tick, and every second or third gap
+// was twice ping_interval). With a tick shorter than the interval (an idle
+// timeout set), a ping waits for the interval.
+func TestPingDueAtEveryTick(t *testing.T) {
+	last := time.Unix(1_700_000_000, 0)
+	for _, c := range []struct {
+		since, interval, tick time.Duration
+		want                  bool
+	}{
+		{20*time.Second - time.Nanosecond, 20 * time.Second, 20 * time.Second, true},
+		{20 * time.Second, 20 * time.Second, 20 * time.Second, true},
+		{20*time.Second + time.Millisecond, 20 * time.Second, 20 * time.Second, true},
+		{15*time.Second - time.Nanosecond, 20 * time.Second, 5 * time.Second, false},
+		{20*time.Second - time.Nanosecond, 20 * time.Second, 5 * time.Second, true},
+		{5 * time.Second, 20 * time.Second, 5 * time.Second, false},
+	} {
+		if got := pingDue(last.Add(c.since), last, c.interval, c.tick); got != c.want {
+			t.Errorf("ping_interval %v, tick %v, %v since the last ping: due %v, want %v", c.interval, c.tick, c.since, got, c.want)
+		}
+	}
+}
