@@ -196,6 +196,18 @@ func Warnings(cfg *Config) []string {
 	}
 	out = append(out, TLSOffWarnings(cfg.Tunnel.Endpoint, cfg.Tunnel.InsecureSkipVerify, cfg.Tunnel.AllowInsecureWebSocket,
 		cfg.Tunnel.HTTPSProxy != "", "tunnel.insecure_skip_verify", "tunnel.endpoint")...)
+	// A unit slip ("2ms" for "2m") passed every check, and a device reachable
+	// through tunnels only then refused or cut every login: one through a
+	// tunnel takes a few round trips and a password check, seconds on a slow
+	// link. Not refused: an older build started with it.
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"login_grace_time", cfg.SSH.LoginGraceTime}, {"idle_timeout", cfg.SSH.IdleTimeout}, {"max_session_time", cfg.SSH.MaxSessionTime}} {
+		if v := time.Duration(d.v); v > 0 && v < 10*time.Second {
+			out = append(out, fmt.Sprintf("ssh.%s %v is under 10s: SSH logins and sessions are cut that soon (\"m\" is minutes, \"ms\" milliseconds)", d.key, v))
+		}
+	}
 	return append(out, startWarnings(cfg)...)
 }
 

@@ -621,3 +621,26 @@ func TestRelativeFilePathsWarned(t *testing.T) {
 		}
 	}
 }
+
+// TestShortSSHTimeoutsWarned: an SSH timeout of milliseconds (a unit slip,
+// "2ms" for "2m") cuts every login through a tunnel; check-config and the
+// start warn of it, and of nothing at the defaults or at 10s.
+func TestShortSSHTimeoutsWarned(t *testing.T) {
+	for _, key := range []string{"login_grace_time", "idle_timeout", "max_session_time"} {
+		c, err := ParseConfig([]byte(minimalConfig + "[ssh]\n" + key + " = \"2ms\"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := strings.Join(Warnings(c), "\n"); !strings.Contains(w, "ssh."+key+" 2ms is under 10s") {
+			t.Errorf("%s = \"2ms\": no warning in %q", key, w)
+		}
+		c, _ = ParseConfig([]byte(minimalConfig + "[ssh]\n" + key + " = \"10s\"\n"))
+		if w := strings.Join(Warnings(c), "\n"); strings.Contains(w, "ssh."+key) {
+			t.Errorf("%s = \"10s\": warned %q", key, w)
+		}
+	}
+	c, _ := ParseConfig([]byte(minimalConfig))
+	if w := strings.Join(Warnings(c), "\n"); strings.Contains(w, "under 10s") {
+		t.Errorf("a warning at the defaults: %q", w)
+	}
+}
