@@ -695,10 +695,10 @@ func (s *Server) checkLineOptions(st *connState, o keyOptions, now time.Time) er
 	return nil
 }
 
-// authorizeCert accepts a user certificate signed by a CA from
-// TrustedUserCAKeysFiles (principal: the login name) or from a
+// authorizeCert accepts a user certificate signed by a CA from a
 // cert-authority line of the user's authorized_keys (principal: the login
-// name, or one of the line's principals= list).
+// name, or one of the line's principals= list), with that line's options,
+// or else from TrustedUserCAKeysFiles (principal: the login name).
 func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificate) (*gossh.Permissions, error) {
 	if cert.CertType != gossh.UserCert {
 		return nil, errors.New("not a user certificate")
@@ -716,19 +716,10 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 		Clock:                    s.clock,
 	}
 	var why error = errors.New("certificate not signed by a trusted CA")
-	for _, ca := range s.trustedCAs() {
-		if !keysEqual(ca, cert.SignatureKey) {
-			continue
-		}
-		if err := checker.CheckCert(a.Name, cert); err != nil {
-			why = err
-			continue
-		}
-		if err := checkSourceAddress(st, cert); err != nil {
-			return nil, err
-		}
-		return certPerms(cert, keyOptions{}, false)
-	}
+	// The user's cert-authority lines first, as OpenSSH's sshd: a CA trusted
+	// server-wide as well must not lift what a line of its own restricts
+	// (command=, restrict, permitopen=); a line that refuses the login leaves
+	// the server-wide trust to decide.
 	keys, _ := s.authorizedKeys(a)
 	for _, k := range keys {
 		if !k.Options.CertAuthority || !keysEqual(k.Key, cert.SignatureKey) {
@@ -757,6 +748,19 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 			return nil, err
 		}
 		return certPerms(cert, k.Options, true)
+	}
+	for _, ca := range s.trustedCAs() {
+		if !keysEqual(ca, cert.SignatureKey) {
+			continue
+		}
+		if err := checker.CheckCert(a.Name, cert); err != nil {
+			why = err
+			continue
+		}
+		if err := checkSourceAddress(st, cert); err != nil {
+			return nil, err
+		}
+		return certPerms(cert, keyOptions{}, false)
 	}
 	return nil, why
 }

@@ -139,6 +139,56 @@ func TestNotRootOnlyOwnUser(t *testing.T) {
 	}
 }
 
+// TestCertAuthorityLineOverTrustedCA: a CA trusted server-wide that also has
+// a cert-authority line in the user's authorized_keys logs in with that line's
+// options, as OpenSSH's sshd (which reads authorized_keys first): command=,
+// restrict and permitopen= applied; the trusted CA was checked first, and a
+// line meant to hold the CA's certificates to one command gave a shell. A line
+// that refuses the login (from=) leaves the trusted CA to decide.
+func TestCertAuthorityLineOverTrustedCA(t *testing.T) {
+	ca := newSigner(t)
+	cert := newCert(t, ca, newSigner(t), nil)
+	env := func(t *testing.T, line string) *testEnv {
+		e := newEnv(t, func(e *testEnv, s *Server) {
+			caFile := filepath.Join(e.dir, "user_ca.pub")
+			writeFile(t, caFile, authorizedLine("", ca.PublicKey()))
+			s.TrustedUserCAKeysFiles = []string{caFile}
+		})
+		e.writeAuthorizedKeys("root", authorizedLine(line, ca.PublicKey()))
+		return e
+	}
+	t.Run("command=", func(t *testing.T) {
+		c, err := env(t, `cert-authority,command="echo only-this"`).dial("root", gossh.PublicKeys(cert))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if out, _, _ := run(t, c, "echo hello", ""); strings.TrimSpace(out) != "only-this" {
+			t.Errorf("exec \"echo hello\" printed %q, want the line's command: only-this", out)
+		}
+	})
+	t.Run("restrict", func(t *testing.T) {
+		c, err := env(t, "cert-authority,restrict").dial("root", gossh.PublicKeys(cert))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := openSession(t, c).RequestPty("xterm", 24, 80, nil); err == nil {
+			t.Error("pty granted under the line's restrict")
+		}
+	})
+	t.Run("from= refuses, the trusted CA admits", func(t *testing.T) {
+		c, err := env(t, `cert-authority,from="192.0.2.1",command="echo only-this"`).dial("root", gossh.PublicKeys(cert))
+		if err != nil {
+			t.Fatalf("the trusted CA did not admit the certificate: %v", err)
+		}
+		defer c.Close()
+		if out, _, _ := run(t, c, "echo hello", ""); strings.TrimSpace(out) != "hello" {
+			t.Errorf("exec printed %q, want hello (the line did not apply)", out)
+		}
+	})
+}
+
 // TestSetLogins: SetLogins changes who may log in for every login after it,
 // as OpenSSH's SIGHUP does; a hash that is not bcrypt's changes nothing.
 func TestSetLogins(t *testing.T) {

@@ -62,7 +62,10 @@
 //     (rsa-sha2-256 or -512; ssh-rsa, SHA-1, is refused), and so must the CA
 //     of a certificate.
 //   - User certificates signed by a CA in TrustedUserCAKeysFiles (the login
-//     name must be a principal) or by a cert-authority line. Validity,
+//     name must be a principal) or by a cert-authority line. As in OpenSSH,
+//     the user's cert-authority lines are tried first, so that a line's
+//     options (command=, restrict, permitopen=) hold for its CA's certificates
+//     even when that CA is trusted server-wide too. Validity,
 //     principals, the force-command and source-address critical options and
 //     the permit-pty, permit-port-forwarding and permit-agent-forwarding
 //     extensions are honoured; other critical options refuse the
