@@ -342,8 +342,15 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 			}
 			hasPrincipals = true
 			// Never nil: principals="" allows no principal, where no
-			// principals= at all allows the login name.
-			o.Principals = append([]string{}, splitList(val)...)
+			// principals= at all allows the login name. As in sshd
+			// (match_list), an entry is matched as written: " root"
+			// is not root, and an empty entry matches no principal.
+			o.Principals = []string{}
+			for _, p := range splitList(val) {
+				if p != "" {
+					o.Principals = append(o.Principals, p)
+				}
+			}
 		case "permitopen":
 			v, err := permitEntry(val, false)
 			if err != nil {
@@ -405,9 +412,6 @@ var errFromHostBits = errors.New("option from: a CIDR block has bits set past it
 // CIDR block with host bits set. The error does not quote the entry (see
 // lineError).
 func checkFromList(patterns []string) error {
-	if len(patterns) == 0 {
-		return errors.New("option from: empty pattern list")
-	}
 	for _, p := range patterns {
 		p = strings.TrimPrefix(p, "!")
 		if p == "" {
@@ -443,14 +447,14 @@ func parseCIDR(p string) (netip.Prefix, bool, error) {
 	return netip.PrefixFrom(addr, n), true, nil
 }
 
+// splitList splits a from=, principals= or source-address list at its
+// commas, as sshd does (strsep in addr_match_list and
+// addr_match_cidr_list, match_list): nothing is trimmed, so an entry with a
+// space matches nothing ("10.0.0.1, 127.0.0.1" does not allow 127.0.0.1),
+// and empty entries are kept (an empty from= or source-address entry makes
+// the whole list invalid).
 func splitList(v string) []string {
-	var out []string
-	for _, p := range strings.Split(v, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
+	return strings.Split(v, ",")
 }
 
 // errBadExpiry does not quote the value: see lineError.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -457,6 +458,76 @@ func TestFromInvalidMaskLengthRefused(t *testing.T) {
 			t.Errorf("login from 127.0.0.1 with %s succeeded; sshd refuses this line (or the client's address)", opts)
 		}
 	}
+}
+
+// TestFromAndPrincipalsListsAsOpenSSH: sshd splits from=, principals= and
+// a certificate's source-address at commas and trims nothing (addrmatch.c,
+// match_list): an entry with a space matches nothing, and an empty from= or
+// source-address entry makes the list invalid. These lines, trimmed, let a
+// client from 127.0.0.1 (or a certificate for root) in here; sshd 9.2
+// refuses each (checked with the OpenSSH differential harness).
+func TestFromAndPrincipalsListsAsOpenSSH(t *testing.T) {
+	ca := newSigner(t)
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		p := filepath.Join(e.dir, "user_ca.pub")
+		writeFile(t, p, authorizedLine("", ca.PublicKey()))
+		s.TrustedUserCAKeysFiles = []string{p}
+		s.MaxAuthFailures = 100 // every login here but the last two is refused
+	})
+	for _, opts := range []string{
+		`from="10.0.0.1, 127.0.0.1"`,
+		`from=" 127.0.0.1"`,
+		`from="127.0.0.1/32 "`,
+		"from=\"127.0.0.1\t\"",
+		`from="127.0.0.1,"`,
+		`from=",127.0.0.1"`,
+	} {
+		e.writeAuthorizedKeys("root", authorizedLine(opts, e.key.PublicKey()))
+		if c, err := e.dial("root", gossh.PublicKeys(e.key)); err == nil {
+			c.Close()
+			t.Errorf("login from 127.0.0.1 with %s succeeded; sshd refuses it", opts)
+		}
+	}
+	lineCA := newSigner(t)
+	cert := newCert(t, lineCA, newSigner(t), nil) // principal root
+	for _, opts := range []string{
+		`cert-authority,principals=" root"`,
+		`cert-authority,principals="other, root"`,
+		`cert-authority,principals="root "`,
+	} {
+		e.writeAuthorizedKeys("root", authorizedLine(opts, lineCA.PublicKey()))
+		if c, err := e.dial("root", gossh.PublicKeys(cert)); err == nil {
+			c.Close()
+			t.Errorf("certificate for root accepted by %s; sshd refuses it", opts)
+		}
+	}
+	// sshd's addr_match_cidr_list refuses a source-address with a space
+	// or an empty entry: the certificate is invalid.
+	for _, sa := range []string{"10.0.0.1, 127.0.0.1", "127.0.0.1 ", "127.0.0.1,"} {
+		c := newCert(t, ca, newSigner(t), func(c *gossh.Certificate) {
+			c.CriticalOptions = map[string]string{"source-address": sa}
+		})
+		if cl, err := e.dial("root", gossh.PublicKeys(c)); err == nil {
+			cl.Close()
+			t.Errorf("certificate with source-address %q accepted; sshd refuses it", sa)
+		}
+	}
+
+	// The other way round: an entry with a space does not match, so a
+	// negated one does not refuse either, and "*" lets 127.0.0.1 in, as in
+	// sshd. The same list without the space refuses it.
+	e.writeAuthorizedKeys("root", authorizedLine(`from="!127.0.0.1 ,*"`, e.key.PublicKey()))
+	c, err := e.dial("root", gossh.PublicKeys(e.key))
+	if err != nil {
+		t.Fatalf(`from="!127.0.0.1 ,*": login refused (%v); sshd accepts it`, err)
+	}
+	c.Close()
+	e.writeAuthorizedKeys("root", authorizedLine(`cert-authority,principals="other,root"`, lineCA.PublicKey()))
+	c, err = e.dial("root", gossh.PublicKeys(cert))
+	if err != nil {
+		t.Fatalf(`principals="other,root": certificate for root refused (%v)`, err)
+	}
+	c.Close()
 }
 
 // zonedConn is a TCP connection as the kernel hands one over from a

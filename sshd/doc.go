@@ -53,7 +53,10 @@
 //     or principals= options, principals= on a line without cert-authority,
 //     and a from= CIDR block with bits set past its prefix length or a
 //     prefix length its address family cannot have (the length is read as
-//     sshd's strtoul reads it: /08 is 8); of several expiry-time= the
+//     sshd's strtoul reads it: /08 is 8) or an empty entry; from=,
+//     principals= and a certificate's source-address are split at commas
+//     and, as in sshd, not trimmed ("10.0.0.1, 127.0.0.1" does not allow
+//     127.0.0.1: its second entry has a space); of several expiry-time= the
 //     earliest holds (one without Z is in the local zone as libc reads TZ,
 //     a POSIX rule such as CET-1CEST,M3.5.0,M10.5.0/3 included, which Go's
 //     time.Local takes as UTC; sftp's ls -l times are in it too), and
