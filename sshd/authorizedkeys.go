@@ -21,7 +21,8 @@ import (
 // keyOptions are the options of one authorized_keys line (sshd(8),
 // "AUTHORIZED_KEYS FILE FORMAT"). Options porthole has no use for
 // (no-X11-forwarding, no-user-rc, environment=, tunnel=, …) are parsed and
-// ignored: the features they restrict do not exist here.
+// ignored: the features they restrict do not exist here. A value sshd
+// refuses (tunnel="x") makes the line unusable all the same.
 type keyOptions struct {
 	CertAuthority  bool
 	Command        string // command=: forced command; HasCommand tells "" from absent
@@ -379,7 +380,11 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 			o.NoPTY = true
 		case "no-agent-forwarding":
 			o.NoAgentForward = true
-		case "environment", "tunnel", "no-x11-forwarding", "no-user-rc", "x11-forwarding", "user-rc":
+		case "tunnel":
+			if !validTunnel(val) {
+				return o, errors.New("option tunnel: invalid tun device") // sshd's words
+			}
+		case "environment", "no-x11-forwarding", "no-user-rc", "x11-forwarding", "user-rc":
 			// Parsed and ignored: what they set or restrict does not
 			// exist here (see keyOptions).
 		case "restrict":
@@ -400,6 +405,19 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 	o.NoPortForward = o.NoPortForward || restrictFwd
 	o.NoAgentForward = o.NoAgentForward || restrictAgent
 	return o, nil
+}
+
+// validTunnel reports whether v is a tun device as sshd's a2tun reads it:
+// "any" in any case, or a number from 0 to 2147483645 as strtonum reads it
+// (leading white space and a sign allowed, nothing after it). sshd refuses
+// the line for another value; porthole has no tun forwarding and ignores a
+// valid one.
+func validTunnel(v string) bool {
+	if strings.EqualFold(v, "any") {
+		return true
+	}
+	n, err := strconv.ParseInt(strings.TrimLeft(v, " \t\n\v\f\r"), 10, 64)
+	return err == nil && n >= 0 && n <= 0x7ffffffd
 }
 
 // errFromHostBits refuses a from= (or source-address) CIDR block with bits

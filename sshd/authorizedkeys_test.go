@@ -47,6 +47,18 @@ var authorizedKeyTests = []struct {
 	{line: `permitopen="nohostport" ` + testKey, wantErr: true},
 	{line: `expiry-time="2030" ` + testKey, wantErr: true},
 	{line: `no-pty,,no-agent-forwarding ` + testKey, wantErr: true},
+	// tunnel= as sshd's a2tun reads it (checked against sshd 9.2): "any"
+	// or a number 0-2147483645, white space and a sign before it allowed.
+	{line: `tunnel="0" ` + testKey},
+	{line: `tunnel="ANY" ` + testKey},
+	{line: `tunnel=" +05" ` + testKey},
+	{line: `tunnel="2147483645" ` + testKey},
+	{line: `tunnel="x" ` + testKey, wantErr: true},
+	{line: `tunnel="" ` + testKey, wantErr: true},
+	{line: `tunnel="-1" ` + testKey, wantErr: true},
+	{line: `tunnel="5 " ` + testKey, wantErr: true},
+	{line: `tunnel="0x5" ` + testKey, wantErr: true},
+	{line: `tunnel="2147483646" ` + testKey, wantErr: true},
 	{line: "ssh-ed25519", wantErr: true},
 	{line: "ssh-ed25519 !!!notbase64", wantErr: true},
 	{line: "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", wantErr: true},
@@ -303,6 +315,8 @@ func TestAuthorizedKeysOptionsAsOpenSSH(t *testing.T) {
 		{name: "from CIDR with host bits", opts: `from="127.0.0.9/8"`},
 		// sshd: an empty pattern list matches no address.
 		{name: "empty from", opts: `from=""`},
+		// sshd: "invalid tun device", the line is refused.
+		{name: "tunnel not a tun device", opts: `tunnel="x"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.writeAuthorizedKeys("root", authorizedLine(tc.opts, k))

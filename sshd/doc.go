@@ -48,8 +48,10 @@
 //     are compared as written, and permitlisten= hosts are patterns that
 //     the requested host, in lower case, must match.
 //     no-X11-forwarding, no-user-rc, environment= and tunnel= are accepted
-//     and ignored (no such features here); verify-required and unknown
-//     options make the line unusable, as do, like sshd, two command=, from=
+//     and ignored (no such features here; a tunnel= that is not "any" or a
+//     tun device number makes the line unusable, as in sshd);
+//     verify-required and unknown options make the line unusable, as do,
+//     like sshd, two command=, from=
 //     or principals= options, principals= on a line without cert-authority,
 //     and a from= CIDR block with bits set past its prefix length or a
 //     prefix length its address family cannot have (the length is read as
