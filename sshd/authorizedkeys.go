@@ -299,11 +299,10 @@ const keyOptionNames = "agent-forwarding, cert-authority, command, environment, 
 // be dropped silently. Errors name an option only once it is known to be one.
 func parseKeyOptions(raw []string) (keyOptions, error) {
 	var o keyOptions
-	// What restrict takes away, and pty, port-forwarding and
-	// agent-forwarding give back: in the order written, as sshd applies
-	// them, so "pty,restrict" has no pty. An explicit no-pty (and the like)
-	// holds whatever comes after it.
-	var restrictPTY, restrictFwd, restrictAgent bool
+	// restrict and no-pty (and the like) take away, pty, port-forwarding
+	// and agent-forwarding give back, in the order written, as sshd
+	// applies them: the last one wins, so "pty,restrict" has no pty and
+	// "no-pty,pty" (or "restrict,no-pty,pty") has one.
 	var hasFrom, hasPrincipals, hasExpiry bool
 	for _, opt := range raw {
 		name, val, hasVal, err := optionValue(opt)
@@ -374,12 +373,12 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 				o.ExpiryTime = t
 			}
 			hasExpiry = true
-		case "no-port-forwarding":
-			o.NoPortForward = true
-		case "no-pty":
-			o.NoPTY = true
-		case "no-agent-forwarding":
-			o.NoAgentForward = true
+		case "no-port-forwarding", "port-forwarding":
+			o.NoPortForward = name == "no-port-forwarding"
+		case "no-pty", "pty":
+			o.NoPTY = name == "no-pty"
+		case "no-agent-forwarding", "agent-forwarding":
+			o.NoAgentForward = name == "no-agent-forwarding"
 		case "tunnel":
 			if !validTunnel(val) {
 				return o, errors.New("option tunnel: invalid tun device") // sshd's words
@@ -388,22 +387,13 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 			// Parsed and ignored: what they set or restrict does not
 			// exist here (see keyOptions).
 		case "restrict":
-			restrictPTY, restrictFwd, restrictAgent = true, true, true
-		case "pty":
-			restrictPTY = false
-		case "port-forwarding":
-			restrictFwd = false
-		case "agent-forwarding":
-			restrictAgent = false
+			o.NoPTY, o.NoPortForward, o.NoAgentForward = true, true, true
 		case "no-touch-required":
 			o.NoTouch = true
 		case "verify-required":
 			o.VerifyRequired = true
 		}
 	}
-	o.NoPTY = o.NoPTY || restrictPTY
-	o.NoPortForward = o.NoPortForward || restrictFwd
-	o.NoAgentForward = o.NoAgentForward || restrictAgent
 	return o, nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,6 +40,11 @@ var authorizedKeyTests = []struct {
 	{line: `expiry-time="20300102Z" ` + testKey, want: keyOptions{ExpiryTime: time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)}},
 	{line: `no-x11-forwarding,no-user-rc,environment="A=B",no-agent-forwarding ` + testKey, want: keyOptions{NoAgentForward: true}},
 	{line: `NO-PTY ` + testKey, want: keyOptions{NoPTY: true}},
+	// As in sshd, the last of restrict, no-X and X holds.
+	{line: `no-pty,pty,no-port-forwarding,port-forwarding,no-agent-forwarding,agent-forwarding ` + testKey},
+	{line: `restrict,no-pty,pty ` + testKey, want: keyOptions{NoPortForward: true, NoAgentForward: true}},
+	{line: `pty,no-pty ` + testKey, want: keyOptions{NoPTY: true}},
+	{line: `no-pty,restrict,pty ` + testKey, want: keyOptions{NoPortForward: true, NoAgentForward: true}},
 	{line: `bogus-option ` + testKey, wantErr: true},
 	{line: `command=unquoted ` + testKey, wantErr: true},
 	{line: `command="unterminated ` + testKey, wantErr: true},
@@ -345,6 +351,49 @@ func TestAuthorizedKeysOptionsAsOpenSSH(t *testing.T) {
 	s := openSession(t, c)
 	if err := s.RequestPty("xterm", 24, 80, nil); err == nil {
 		t.Error("pty,restrict: pty-req granted; OpenSSH's restrict, coming after pty, refuses it")
+	}
+}
+
+// TestLastFlagOptionWins: in sshd a later pty, port-forwarding or
+// agent-forwarding undoes an earlier no-pty, no-port-forwarding or
+// no-agent-forwarding (the last one wins), as it undoes restrict.
+func TestLastFlagOptionWins(t *testing.T) {
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		s.PermitLocalForward = func(string, netip.AddrPort) bool { return true }
+		s.AgentForwarding = true
+	})
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	for _, tc := range []struct{ opts, check string }{
+		{`no-pty,pty`, "pty"},
+		{`restrict,no-pty,pty`, "pty"},
+		{`no-port-forwarding,port-forwarding`, "L"},
+		{`no-agent-forwarding,agent-forwarding`, "A"},
+	} {
+		t.Run(tc.opts, func(t *testing.T) {
+			e.writeAuthorizedKeys("root", authorizedLine(tc.opts, e.key.PublicKey()))
+			c := e.login("root")
+			defer c.Close()
+			switch tc.check {
+			case "pty":
+				if err := openSession(t, c).RequestPty("xterm", 24, 80, nil); err != nil {
+					t.Errorf("pty-req refused: %v; sshd grants it", err)
+				}
+			case "L":
+				cc, err := c.Dial("tcp", target.Addr().String())
+				if err != nil {
+					t.Fatalf("-L refused: %v; sshd allows it", err)
+				}
+				cc.Close()
+			case "A":
+				if err := agent.RequestAgentForwarding(openSession(t, c)); err != nil {
+					t.Errorf("agent forwarding refused: %v; sshd allows it", err)
+				}
+			}
+		})
 	}
 }
 

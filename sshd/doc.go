@@ -62,7 +62,9 @@
 //     earliest holds (one without Z is in the local zone as libc reads TZ,
 //     a POSIX rule such as CET-1CEST,M3.5.0,M10.5.0/3 included, which Go's
 //     time.Local takes as UTC; sftp's ls -l times are in it too), and
-//     restrict takes away what a pty (and the like) before it gave. A missing file is logged at debug at each login.
+//     of restrict, no-pty (and the like) and pty (and the like) the last
+//     one holds, as in sshd: "pty,restrict" has no pty, "no-pty,pty" has one.
+//     A missing file is logged at debug at each login.
 //   - As OpenSSH since 8.8 and 8.2: an RSA key must sign with SHA-2
 //     (rsa-sha2-256 or -512; ssh-rsa, SHA-1, is refused), and so must the CA
 //     of a certificate.
