@@ -223,7 +223,9 @@ func parseAuthorizedKeyLine(line string) (authorizedKey, error) {
 
 // splitOptions splits the leading options of a line into their raw texts and
 // returns the rest of the line. Commas and spaces inside double quotes belong
-// to the value; \" is a quote inside a value.
+// to the value; \" is a quote inside a value. An empty option (",,", or a
+// comma before the space ending the options: "no-pty, ssh-ed25519 …") is
+// skipped, as sshd's sshauthopt_parse skips it.
 func splitOptions(line string) (opts []string, rest string, err error) {
 	var cur strings.Builder
 	inQuote := false
@@ -237,16 +239,14 @@ func splitOptions(line string) (opts []string, rest string, err error) {
 			inQuote = !inQuote
 			cur.WriteByte(c)
 		case !inQuote && c == ',':
-			if cur.Len() == 0 {
-				return nil, "", fmt.Errorf("empty option at offset %d", i)
+			if cur.Len() > 0 {
+				opts = append(opts, cur.String())
 			}
-			opts = append(opts, cur.String())
 			cur.Reset()
 		case !inQuote && (c == ' ' || c == '\t'):
-			if cur.Len() == 0 {
-				return nil, "", fmt.Errorf("empty option at offset %d", i)
+			if cur.Len() > 0 {
+				opts = append(opts, cur.String())
 			}
-			opts = append(opts, cur.String())
 			return opts, line[i:], nil
 		default:
 			cur.WriteByte(c)

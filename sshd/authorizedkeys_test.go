@@ -52,7 +52,12 @@ var authorizedKeyTests = []struct {
 	{line: `from ` + testKey, wantErr: true},
 	{line: `permitopen="nohostport" ` + testKey, wantErr: true},
 	{line: `expiry-time="2030" ` + testKey, wantErr: true},
-	{line: `no-pty,,no-agent-forwarding ` + testKey, wantErr: true},
+	// sshd skips an empty option (checked against sshd 9.2).
+	{line: `no-pty,,no-agent-forwarding ` + testKey, want: keyOptions{NoPTY: true, NoAgentForward: true}},
+	{line: `no-pty, ` + testKey + " c", want: keyOptions{NoPTY: true}, comment: "c"},
+	{line: "no-pty,\t" + testKey, want: keyOptions{NoPTY: true}},
+	{line: `,no-pty ` + testKey, want: keyOptions{NoPTY: true}},
+	{line: `no-pty ,pty ` + testKey, wantErr: true},
 	// tunnel= as sshd's a2tun reads it (checked against sshd 9.2): "any"
 	// or a number 0-2147483645, white space and a sign before it allowed.
 	{line: `tunnel="0" ` + testKey},
@@ -356,7 +361,8 @@ func TestAuthorizedKeysOptionsAsOpenSSH(t *testing.T) {
 
 // TestLastFlagOptionWins: in sshd a later pty, port-forwarding or
 // agent-forwarding undoes an earlier no-pty, no-port-forwarding or
-// no-agent-forwarding (the last one wins), as it undoes restrict.
+// no-agent-forwarding (the last one wins), as it undoes restrict; and a
+// comma before the key ("no-pty, ssh-ed25519 …") leaves the line usable.
 func TestLastFlagOptionWins(t *testing.T) {
 	e := newEnv(t, func(e *testEnv, s *Server) {
 		s.PermitLocalForward = func(string, netip.AddrPort) bool { return true }
@@ -368,6 +374,7 @@ func TestLastFlagOptionWins(t *testing.T) {
 	}
 	defer target.Close()
 	for _, tc := range []struct{ opts, check string }{
+		{`no-pty,`, "login"}, // sshd skips the empty option before the key
 		{`no-pty,pty`, "pty"},
 		{`restrict,no-pty,pty`, "pty"},
 		{`no-port-forwarding,port-forwarding`, "L"},
