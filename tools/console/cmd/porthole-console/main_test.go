@@ -24,7 +24,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -89,16 +88,7 @@ func TestStrayArgument(t *testing.T) {
 func TestPlainControlPlaneRefused(t *testing.T) {
 	dir := t.TempDir()
 	vendor := standInVendor(t, dir)
-	td, err := tunneld.New(tunneld.Config{AllowUnsigned: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go td.Serve(tln)
-	defer td.Close()
+	_, tln := startTunneld(t, tunneld.Config{AllowUnsigned: true})
 
 	out, errs := &lockedBuffer{}, &lockedBuffer{}
 	done := make(chan int, 1)
@@ -146,21 +136,23 @@ func TestPlainControlPlaneRefused(t *testing.T) {
 		"the tunnel it opened (open at the service) cannot connect: %s", call("GET", "/api/state", ""))
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type lockedBuffer = testenv.SyncBuffer
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+// startTunneld serves a tunneld of cfg on a loopback port of its own until the
+// test ends.
+func startTunneld(t *testing.T, cfg tunneld.Config) (*tunneld.Server, net.Listener) {
+	t.Helper()
+	td, err := tunneld.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go td.Serve(tln)
+	t.Cleanup(func() { td.Close() })
+	return td, tln
 }
 
 // With --tls-cert for the console's DNS name (what a CA issues) and no
@@ -326,17 +318,8 @@ func consoleWithTunnel(t *testing.T) (*exec.Cmd, string, string, *tunneld.Server
 	}
 	caFile := filepath.Join(dir, "ca.pem")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	td, err := tunneld.New(tunneld.Config{AllowUnsigned: true,
+	td, tln := startTunneld(t, tunneld.Config{AllowUnsigned: true,
 		TLS: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go td.Serve(tln)
-	t.Cleanup(func() { td.Close() })
 
 	bin := filepath.Join(dir, "porthole-console")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
