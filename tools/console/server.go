@@ -211,8 +211,9 @@ func (s *Server) Serve(l net.Listener) error {
 // Shutdown stops the server: no new requests, every terminal and tunnel ended. The
 // tunnels it opened through the control plane, and has not closed, are closed at
 // the service meanwhile, within 5 s of their own: not what is left of ctx once
-// requests in flight have ended. Requests still in flight when ctx ends are cut
-// (as by Close), and Shutdown returns ctx's error once the tunnels are closed.
+// requests in flight have ended. Requests still in flight when ctx ends are
+// left to finish (an open that the service answers later closes its tunnel
+// itself), and Shutdown returns ctx's error once the tunnels are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	// The tunnels are closed while the requests end, not after: one request
 	// whose body never comes (any local client can send one: the token is
@@ -226,9 +227,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.endAll(context.WithoutCancel(ctx))
 	}()
 	err := s.http.Shutdown(ctx)
-	if err != nil {
-		s.http.Close()
-	}
 	<-ended
 	return err
 }
