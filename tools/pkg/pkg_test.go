@@ -486,6 +486,19 @@ func TestNoticesWantALicense(t *testing.T) {
 	if out, err := run(); err != nil || !strings.Contains(out, "\nexample.com/b v0.0.0\n") || !strings.Contains(out, "the license of b") {
 		t.Errorf("notices.sh with a module with a COPYING file: %v\n%s", err, out)
 	}
+	// Notice files whose names fill a pipe after the license: a check that
+	// stopped reading at the license (grep -q under pipefail) failed when its
+	// writer got SIGPIPE, about 1 run in 400 with a module's usual few files.
+	long := strings.Repeat("n", 200)
+	for i := range 400 {
+		write(fmt.Sprintf("b/NOTICE-%s-%03d", long, i), "a notice\n")
+	}
+	if out, err := run(); err != nil || !strings.Contains(out, "-399 ---") {
+		t.Errorf("notices.sh with a module with 400 notice files: %v\n…%s", err, out[max(0, len(out)-500):])
+	}
+	for i := range 400 {
+		os.Remove(filepath.Join(dir, fmt.Sprintf("b/NOTICE-%s-%03d", long, i)))
+	}
 	// A tree with a vendor/ folder (buildroot/README.md has one made for an
 	// offline build) gets the same, from the module cache (here the
 	// replacement folder): go list in vendor mode knows no module's folder.
