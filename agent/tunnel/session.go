@@ -101,6 +101,10 @@ type stream struct {
 	target   string // the service the Dialer is asked for (destination)
 	links    map[uint32]*link
 	answered bool // DATA has come from the peer on this stream; under session.mu
+	// v2 (source): the peer's DATA on it had no connection id, so the destination
+	// speaks V1/V2 format (spec §2.3) and would answer a CONNECTION_START with
+	// STREAM_RESET (spec §3.3); warned: open has said so. Under session.mu.
+	v2, warned bool
 }
 
 func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
@@ -381,8 +385,11 @@ func (s *session) relayed(m *Message) {
 func (s *session) data(m *Message) {
 	s.mu.Lock()
 	st, l := s.lookupLocked(m)
-	if l != nil && len(m.Payload) > 0 {
-		st.answered, l.answered = true, true
+	if l != nil {
+		st.v2 = st.v2 || m.ConnectionID == 0
+		if len(m.Payload) > 0 {
+			st.answered, l.answered = true, true
+		}
 	}
 	s.mu.Unlock()
 	if l == nil {

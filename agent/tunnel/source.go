@@ -523,7 +523,21 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 	var old []*link
 	m := Message{ServiceID: r.wire}
 	st := s.streams[r.wire]
-	if s.version == V3 && st != nil {
+	// A stream whose destination answers in V2 format takes no CONNECTION_START:
+	// with no connection open, a new stream starts instead.
+	if s.version == V3 && st != nil && (!st.v2 || len(st.links) > 0) {
+		if st.v2 {
+			warn := !st.warned
+			st.warned = true
+			s.mu.Unlock()
+			if warn {
+				s.opt.log.Warn("refusing a second local connection: the device answers in V2 format, one connection per service at a time, "+
+					"and would end both; the open one goes on. With --destination-client-type V2 a new connection replaces the open one instead",
+					"service", r.name)
+			}
+			conn.Close()
+			return nil
+		}
 		if len(st.links) >= s.opt.maxConns {
 			s.mu.Unlock()
 			s.opt.log.Warn("too many connections, refusing", "service", r.name, "max", s.opt.maxConns)
@@ -616,7 +630,7 @@ func (src *Source) DialService(ctx context.Context, service string) (net.Conn, e
 	ours, theirs := net.Pipe()
 	if src.open(s, r, ours) == nil {
 		theirs.Close()
-		return nil, errors.New("tunnel: the connection was refused (tunnel not ready or too many connections)")
+		return nil, errors.New("tunnel: the connection was refused (tunnel not ready, too many connections, or a second one to a V2-format device: see the log)")
 	}
 	return theirs, nil
 }

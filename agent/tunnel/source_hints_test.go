@@ -247,3 +247,102 @@ func downSource(t *testing.T, wait time.Duration) (string, *testlog.Lines) {
 	waitLogged(t, logged, "msg=listening")
 	return addr, logged
 }
+
+// v2Destination joins tun as a destination in V2 format, as localproxy 2.x,
+// AWS IoT Device Client and Greengrass do (spec §3.3): it answers a
+// STREAM_START with a greeting without a connection id, echoes the DATA of the
+// service's active stream, and answers a CONNECTION_START, which it does not
+// know, with STREAM_RESET. It reports each CONNECTION_START on starts.
+func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel) (starts <-chan struct{}) {
+	ctx := ctxTimeout(t, 60*time.Second)
+	dst, err := tunnel.Dial(ctx, &tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: tunnel.V2,
+		AccessToken: mustToken(t, tun.DestinationToken)}, tunnel.ModeDestination)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{}, 64)
+	done := make(chan struct{})
+	t.Cleanup(func() { dst.Close(); <-done })
+	go func() {
+		defer close(done)
+		var m tunnel.Message
+		active := map[string]int32{}
+		for dst.ReadMessage(&m) == nil {
+			switch m.Type {
+			case tunnel.TypeStreamStart:
+				active[m.ServiceID] = m.StreamID
+				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: []byte("HELLO\n")})
+			case tunnel.TypeData:
+				if active[m.ServiceID] == m.StreamID {
+					dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: append([]byte(nil), m.Payload...)})
+				}
+			case tunnel.TypeConnectionStart:
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
+				delete(active, m.ServiceID)
+			}
+		}
+	}()
+	if err := tun.WaitConnects(ctx, tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// A second ssh through porthole connect's default V3 to a destination that
+// answers in V2 format (Device Client, Greengrass, localproxy 2.x): sent as
+// CONNECTION_START, which such a destination answers with STREAM_RESET, it
+// ended both sessions, with only "stream reset by peer" in the log. The source
+// has seen the destination's format (DATA without a connection id), so it
+// refuses the second connection, says why and what to do, and keeps the first.
+func TestSourceV3RefusesSecondConnectionToV2Destination(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	starts := v2Destination(t, srv, tun)
+	var logged testlog.Lines
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		Logger: slog.New(slog.NewTextHandler(&logged, nil))}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
+	addr := runSource(t, src, "SSH")
+	first, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	first.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(first, make([]byte, 6)); err != nil {
+		t.Fatalf("first connection: no greeting: %v", err)
+	}
+	for i := range 3 { // an ssh retrying: one line
+		second, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitClosed(t, second, 5*time.Second)
+		second.Close()
+		if i == 0 {
+			waitLogged(t, &logged, "--destination-client-type V2")
+		}
+	}
+	select {
+	case <-starts:
+		t.Fatal("the second connection was sent as CONNECTION_START to a V2-format destination")
+	default:
+	}
+	first.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := first.Write([]byte("ping\n")); err != nil {
+		t.Fatalf("first connection after the second was refused: write: %v", err)
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(first, got); err != nil || string(got) != "ping\n" {
+		t.Fatalf("first connection after the second was refused: read %q, %v; want the echo", got, err)
+	}
+	if n := logged.Count("the device answers in V2 format"); n != 1 {
+		t.Errorf("%d lines about the V2-format device for 3 refused connections, want 1:\n%s", n, logged.String())
+	}
+	if !strings.Contains(logged.String(), "service=SSH") {
+		t.Errorf("the line does not name the service:\n%s", logged.String())
+	}
+}
