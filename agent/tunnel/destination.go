@@ -133,7 +133,7 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 	l.first = true
 	s.mu.Unlock()
 	for _, o := range old {
-		o.end()
+		o.supersede()
 	}
 	if len(old) > 0 {
 		s.plog.log(s.opt.log, slog.LevelInfo, "stream superseded", "service", loggedName(m.ServiceID), "stream", m.StreamID, "closed", len(old))

@@ -192,3 +192,103 @@ func endlessTarget(t *testing.T) string {
 		}
 	})
 }
+
+// TestSupersededDownloadIsReset: towards a V1/V2 destination a second local
+// connection of a service replaces the first (spec §3.3). A download on the
+// first is cut short there: its client is reset, not left to read a clean EOF
+// as if the download were complete.
+func TestSupersededDownloadIsReset(t *testing.T) {
+	target := endlessTarget(t)
+	for _, v := range []tunnel.Version{tunnel.V2, tunnel.V1} {
+		t.Run(v.String(), func(t *testing.T) {
+			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}, protocol: v, peer: v,
+				dstTweak: func(d *tunnel.Destination) { d.DefaultService = "SSH" }})
+			first, err := net.Dial("tcp", h.addr("SSH"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer first.Close()
+			first.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.CopyN(io.Discard, first, 256<<10); err != nil {
+				t.Fatalf("before the second connection: %v", err)
+			}
+			second, err := net.Dial("tcp", h.addr("SSH"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer second.Close()
+			n, err := io.Copy(io.Discard, first) // nil at io.EOF
+			if err == nil {
+				t.Fatalf("the replaced connection read %d more bytes and a clean EOF: the truncated download looks complete; want ECONNRESET", n)
+			}
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("read error %v, want ECONNRESET", err)
+			}
+		})
+	}
+}
+
+// TestSupersededUploadIsResetAtTarget: the same at the destination, where a
+// new STREAM_START supersedes a V1/V2 stream: the device's service, in the
+// middle of an upload (a firmware image), is reset, not handed a clean EOF
+// as if the client had sent everything.
+func TestSupersededUploadIsResetAtTarget(t *testing.T) {
+	for _, v := range []tunnel.Version{tunnel.V2, tunnel.V1} {
+		t.Run(v.String(), func(t *testing.T) {
+			started := make(chan struct{}, 2)
+			results := make(chan error, 2)
+			target := tunneltest.ServeTCP(t, func(c net.Conn) {
+				defer c.Close()
+				if _, err := c.Read(make([]byte, 1)); err != nil {
+					results <- err
+					return
+				}
+				started <- struct{}{}
+				_, err := io.Copy(io.Discard, c)
+				results <- err
+			})
+			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}, protocol: v, peer: v,
+				dstTweak: func(d *tunnel.Destination) { d.DefaultService = "SSH" }})
+			first, err := net.Dial("tcp", h.addr("SSH"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer first.Close()
+			wrote := make(chan struct{})
+			go func() {
+				defer close(wrote)
+				buf := make([]byte, 32<<10)
+				first.SetWriteDeadline(time.Now().Add(20 * time.Second))
+				for {
+					if _, err := first.Write(buf); err != nil {
+						return // reset, once replaced
+					}
+				}
+			}()
+			defer func() { first.Close(); <-wrote }()
+			select {
+			case <-started: // the upload has reached the target
+			case err := <-results:
+				t.Fatalf("the target got nothing of the upload: %v", err)
+			case <-time.After(20 * time.Second):
+				t.Fatal("the upload did not reach the target")
+			}
+			second, err := net.Dial("tcp", h.addr("SSH"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer second.Close()
+			select {
+			case err := <-results:
+				if err == nil {
+					t.Fatal("the replaced upload ended at the target with a clean EOF: the truncated upload looks complete; want ECONNRESET")
+				}
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Fatalf("the target's read error %v, want ECONNRESET", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the replaced upload's target connection did not end")
+			}
+		})
+	}
+}

@@ -991,3 +991,11 @@ func (l *link) close() {
 	}
 	l.mu.Unlock()
 }
+
+// supersede ends a link whose stream a new STREAM_START replaces (V1/V2 carry one
+// connection per service): with a TCP reset, as a stream cut short (see
+// link.reset), so that a truncated transfer does not look complete at its end.
+func (l *link) supersede() {
+	l.reset.Store(true)
+	l.end()
+}

@@ -571,7 +571,7 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 			"service", r.name)
 	}
 	for _, o := range old {
-		o.end()
+		o.supersede()
 	}
 	if err := s.send(&m); err != nil {
 		l.end() // start then closes conn
