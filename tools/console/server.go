@@ -169,9 +169,12 @@ func New(cfg Config) (*Server, error) {
 			return nil, errors.New("console: TLS without a certificate")
 		}
 		// HTTP/1.1 only: the terminal is a WebSocket, which browsers open over
-		// HTTP/1.1 unless the server offers WebSockets over HTTP/2.
+		// HTTP/1.1 unless the server offers WebSockets over HTTP/2. A non-nil
+		// TLSNextProto keeps net/http from adding h2 to NextProtos, where a
+		// client offering only h2 would get it, as tunneld's does.
 		s.http.TLSConfig = cfg.TLS.Clone()
 		s.http.TLSConfig.NextProtos = []string{"http/1.1"}
+		s.http.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 		s.http.TLSConfig.MinVersion = max(s.http.TLSConfig.MinVersion, tls.VersionTLS12)
 	}
 	return s, nil

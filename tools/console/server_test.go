@@ -380,6 +380,16 @@ func TestServeTLS(t *testing.T) {
 			t.Errorf("plain HTTP to the TLS console: %s, want 400", resp.Status)
 		}
 	}
+	// A client that offers only h2 gets no HTTP/2: net/http adds h2 to a TLS
+	// server's protocols unless told not to, and its HTTP/2 server (with
+	// Go 1.26.8's GO-2026-6617, a crash) was open to anyone, before the token.
+	h2 := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, Protocols: new(http.Protocols)}
+	h2.Protocols.SetHTTP2(true)
+	defer h2.CloseIdleConnections()
+	if resp, err = (&http.Client{Transport: h2}).Get(base + "/"); err == nil {
+		resp.Body.Close()
+		t.Errorf("GET / from an HTTP/2-only client: %s %s, want no HTTP/2", resp.Proto, resp.Status)
+	}
 }
 
 // TestReverseProxyOverTheWire: the console behind a TLS reverse proxy
