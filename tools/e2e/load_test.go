@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
@@ -236,5 +237,60 @@ func TestLoadBusyConnectionsMemoryBounded(t *testing.T) {
 	if bound := rssBound(before); peak.RSS > bound {
 		t.Errorf("%d busy connections of one tunnel that the operator does not read: agent RSS peaked at %s (%s before), want at most %s",
 			n, stack.MiB(peak.RSS), stack.MiB(before.RSS), stack.MiB(bound))
+	}
+}
+
+// TestSessionsDuringLargeTransfer: a second and a third SSH session through one
+// tunnel while a large scp runs, for each --destination-client-type (localproxy
+// #170: its destination disconnected on a second session). The destination must not
+// disconnect; with V3 the transfer completes intact; with V1/V2 (one
+// connection per service, protocol limit) the transfer may be cut, but must
+// then fail, never succeed with a bad file, and the tunnel stays usable.
+func TestSessionsDuringLargeTransfer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds porthole and runs Mosquitto and ssh")
+	}
+	for _, v := range []string{"V3", "V2", "V1"} {
+		t.Run(v, func(t *testing.T) {
+			s := stack.Start(t, stack.Options{})
+			open := s.OpenTunnel("SSH")
+			ports, _, stop := s.ConnectServicesArgs(open, []string{"--destination-client-type", v}, "SSH")
+			defer stop()
+			port := ports["SSH"]
+			s.MustSSH(port, "true")
+			dp := s.TD().Dataplane(open.TunnelID)
+			connects := dp.Connects(dataplane.Destination)
+
+			dir := t.TempDir()
+			src, want := randomFile(t, dir, 48<<20)
+			dp.SetBandwidth(8 << 20)
+			dst := filepath.Join(dir, "down.bin")
+			done := make(chan error, 1)
+			go func() { done <- scp(s, port, "root@127.0.0.1:"+src, dst) }()
+			time.Sleep(1500 * time.Millisecond)
+			out2, err2 := s.SSH(port, "echo two")
+			out3, err3 := s.SSH(port, "echo three")
+			err := <-done
+			dp.SetBandwidth(0)
+			t.Logf("%s: session 2: %q %v; session 3: %q %v; scp: %v", v, out2, err2, out3, err3, err)
+			if err2 != nil || out2 != "two\n" || err3 != nil || out3 != "three\n" {
+				t.Errorf("%s: second/third session failed: %q %v / %q %v", v, out2, err2, out3, err3)
+			}
+			if err == nil {
+				if hashFile(t, dst) != want {
+					t.Errorf("%s: scp reported success for a file that differs (%s)", v, fileDiff(t, src, dst))
+				}
+			} else if v == "V3" {
+				t.Errorf("V3: the large scp failed when other sessions opened: %v", err)
+			}
+			if n := dp.Connects(dataplane.Destination); n != connects {
+				t.Errorf("%s: the destination reconnected (%d connects, was %d)", v, n, connects)
+			}
+			// The tunnel still carries a new transfer.
+			os.Remove(dst)
+			if err := scp(s, port, "root@127.0.0.1:"+src, dst); err != nil || hashFile(t, dst) != want {
+				t.Errorf("%s: transfer after the sessions: %v", v, err)
+			}
+		})
 	}
 }

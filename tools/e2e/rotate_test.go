@@ -8,6 +8,8 @@ package e2e
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
@@ -84,4 +86,60 @@ func TestRotationWithAgentAndConnect(t *testing.T) {
 	}
 	s.AddSecret(rot.SourceAccessToken)
 	clog.Wait(t, regexp.MustCompile(`porthole connect: .*access token was rotated`), 0, 30*time.Second)
+}
+
+// TestRotationDuringTransfer: the destination token rotated during a transfer: tunneld cuts the
+// destination's WebSocket; the transfer must end (fail, not hang, not succeed
+// with a bad file), the agent must join with the new token from the
+// notification, and the operator's running porthole connect must carry new
+// sessions without a restart.
+func TestRotationDuringTransfer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds porthole and runs Mosquitto and ssh")
+	}
+	s := stack.Start(t, stack.Options{})
+	open := s.OpenTunnel("SSH")
+	port, _, stop := s.Connect(open)
+	defer stop()
+	s.MustSSH(port, "true")
+	dp := s.TD().Dataplane(open.TunnelID)
+	dir := t.TempDir()
+	src, want := randomFile(t, dir, 48<<20)
+	dp.SetBandwidth(8 << 20)
+	dst := filepath.Join(dir, "up.bin")
+	done := make(chan error, 1)
+	go func() { done <- scp(s, port, src, "root@127.0.0.1:"+dst) }()
+	time.Sleep(1500 * time.Millisecond)
+	rot, err := s.TD().RotateTunnelAccessToken(context.Background(), &tunneld.RotateTunnelAccessTokenInput{TunnelID: open.TunnelID, ClientMode: tunneld.ClientModeDestination})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddSecret(rot.DestinationAccessToken)
+	start := time.Now()
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the transfer hangs 60 s after the destination token was rotated")
+	}
+	dp.SetBandwidth(0)
+	t.Logf("scp after rotation: %v (ended %v after the rotation)", err, time.Since(start).Round(time.Millisecond))
+	if err == nil && hashFile(t, dst) != want {
+		t.Fatalf("scp reported success for a file that differs (%s)", fileDiff(t, src, dst))
+	}
+	s.WaitDestination(open.TunnelID, 30*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := s.SSH(port, "echo ok")
+		if err == nil && out == "ok\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ssh through the same porthole connect after the rotation: %v %q", err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	os.Remove(dst)
+	if err := scp(s, port, src, "root@127.0.0.1:"+dst); err != nil || hashFile(t, dst) != want {
+		t.Fatalf("transfer after rotation: %v", err)
+	}
 }

@@ -484,6 +484,12 @@ func (s *Stack) Connect(out *tunneld.OpenTunnelOutput) (port string, log *Log, s
 // ConnectServices runs `porthole connect` with `-L SVC=0` for each service and
 // returns the local port of each.
 func (s *Stack) ConnectServices(out *tunneld.OpenTunnelOutput, services ...string) (ports map[string]string, log *Log, stop func()) {
+	return s.ConnectServicesArgs(out, nil, services...)
+}
+
+// ConnectServicesArgs is ConnectServices with more arguments for porthole connect,
+// such as --destination-client-type.
+func (s *Stack) ConnectServicesArgs(out *tunneld.OpenTunnelOutput, extra []string, services ...string) (ports map[string]string, log *Log, stop func()) {
 	tb := s.TB
 	tok := filepath.Join(s.Dir, out.TunnelID+".token")
 	s.write(tok, []byte(out.SourceAccessToken+"\n"))
@@ -498,6 +504,7 @@ func (s *Stack) ConnectServices(out *tunneld.OpenTunnelOutput, services ...strin
 	for _, svc := range services {
 		args = append(args, "-L", svc+"=0")
 	}
+	args = append(args, extra...)
 	cmd := exec.Command(s.Bin, args...)
 	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+filepath.Join(s.Dir, "cache"))
 	cmd.SysProcAttr = orphanKill()
