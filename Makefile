@@ -203,6 +203,45 @@ bench: ## Go benchmarks, then the whole path against direct SSH (tools/bench/run
 	tools/deps.sh bench
 	tools/bench/run.sh
 
+# make vulncheck: govulncheck at a pinned version, against the Go vulnerability
+# database as the golang.org/x/vulndb module has it at a pinned version (its OSV
+# files made into govulncheck's layout by tools/vulndb): both come from the Go
+# module proxy, so the check needs no other network and gives the same answer
+# until the pins move. Both are kept in VULN_CACHE. govulncheck runs the go
+# command on PATH, so `GOTOOLCHAIN=go1.26.10 make vulncheck` checks that Go's
+# standard library. It scans source, not dist/: govulncheck -mode binary cannot
+# read the Go version of a binary built with a GOEXPERIMENT (golang/go#53740).
+GOVULNCHECK_VERSION := v1.9.0
+VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
+VULN_CACHE ?= $(or $(PORTHOLE_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/porthole)/vuln
+VULNCHECK_TARGETS := $(filter linux-mipsle:% linux-armv7:%,$(CROSS_TARGETS))
+
+.PHONY: vulncheck
+vulncheck: ## known vulnerabilities (pinned govulncheck and database, from the Go module proxy) in the device binary's code for mipsle and armv7 and in ./... for this host; fails on any; not in make test: with Go 1.26.8 it finds standard-library ones only a newer Go fixes (docs/firmware.md)
+	@gvc=$(VULN_CACHE)/govulncheck-$(GOVULNCHECK_VERSION)/govulncheck; \
+	if [ ! -x $$gvc ]; then \
+		echo "building govulncheck@$(GOVULNCHECK_VERSION) into $${gvc%/*}"; \
+		GOOS= GOARCH= GOBIN=$${gvc%/*} $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION); \
+	fi
+	@db=$(VULN_CACHE)/vulndb-$(VULNDB_VERSION); \
+	if [ ! -f $$db/index/modules.json ]; then \
+		$(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | $(GO) run ./tools/vulndb -out $$db; \
+	fi
+	@gvc=$(VULN_CACHE)/govulncheck-$(GOVULNCHECK_VERSION)/govulncheck; \
+	db=file://$(VULN_CACHE)/vulndb-$(VULNDB_VERSION); \
+	exp='$(DEVICE_GOEXPERIMENT)'; found=; \
+	for t in $(VULNCHECK_TARGETS); do \
+		name=$${t%%:*}; rest=$${t#*:}; arch=$${rest%%:*}; env=$${rest#*:}; \
+		echo; echo "== the device binary (./agent/cmd/porthole) for $$name: -tags netgo,osusergo, GOEXPERIMENT=$$exp"; \
+		rc=0; env CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOEXPERIMENT=$$exp $$env $$gvc -db $$db -tags netgo,osusergo ./agent/cmd/porthole || rc=$$?; \
+		case $$rc in 0) ;; 3) found="$$found $$name" ;; *) exit $$rc ;; esac; \
+	done; \
+	echo; echo "== ./... for this host ($$($(GO) env GOOS)-$$($(GO) env GOARCH)): tunneld, the lab, the console, porthole connect"; \
+	rc=0; $$gvc -db $$db ./... || rc=$$?; \
+	case $$rc in 0) ;; 3) found="$$found host" ;; *) exit $$rc ;; esac; \
+	echo; if [ -n "$$found" ]; then echo "make vulncheck: known vulnerabilities in:$$found (above)"; exit 3; fi; \
+	echo "make vulncheck: no known vulnerabilities"
+
 .PHONY: deps
 deps: ## install missing Debian packages the tests need (root + apt), else say what is missing
 	tools/deps.sh test
