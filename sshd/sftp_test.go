@@ -340,24 +340,66 @@ func TestSFTPReadDir(t *testing.T) {
 	}
 }
 
-// A client that opens directories and never closes them is held to
-// maxOpenDirs of them, so it cannot take all the agent's file descriptors.
-func TestSFTPOpenDirsBounded(t *testing.T) {
+// TestSFTPOpenHandlesAsAdvertised: a client gets as many handles as
+// limits@openssh.com advertises (open-handles), directories as well as files:
+// asyncssh's rmtree lists up to 128 directories at once, and at 64 directories
+// it failed with "too many open files" and left the tree half removed. Past
+// the number, files and directories together, an OPENDIR and an OPEN get
+// SSH_FX_FAILURE "too many open files", as from sftp-server at its descriptor
+// limit, so a client that never closes its handles holds at most that many
+// of the agent's descriptors; a CLOSE gives one back.
+func TestSFTPOpenHandlesAsAdvertised(t *testing.T) {
 	dir := t.TempDir()
-	s := newSFTPFront(bytes.NewReader(nil), io.Discard, dir, nil, nil)
-	defer s.closeDirs()
-	for i := range maxOpenDirs + 1 {
-		reply := s.opendir(uint32(i), dir)
-		switch {
-		case i < maxOpenDirs && reply[4] != sftpHandle:
-			t.Fatalf("OPENDIR %d: reply type %d, want a handle", i, reply[4])
-		case i == maxOpenDirs && (reply[4] != sftpStatus || !bytes.Contains(reply, []byte("too many open files"))):
-			t.Fatalf("OPENDIR past the limit: reply %q, want a failure status", reply)
+	writeFile(t, filepath.Join(dir, "f"), "x")
+	l := newSFTPLive(t, dir)
+	l.send(t, sftpPacket(sftpExt, uint32(1), limitsExt))
+	var limits struct {
+		ID                           uint32
+		Packet, Read, Write, Handles uint64
+	}
+	if r := l.recv(t); r[0] != sftpExtReply || gossh.Unmarshal(r[1:], &limits) != nil {
+		t.Fatalf("limits@openssh.com: reply %x", r)
+	}
+	if limits.Handles == 0 || limits.Handles > 1024 {
+		t.Fatalf("limits@openssh.com advertises %d open handles", limits.Handles)
+	}
+	tooMany := func(what string, r []byte) {
+		t.Helper()
+		var st struct {
+			ID, Code  uint32
+			Msg, Lang string
+		}
+		if r[0] != sftpStatus || gossh.Unmarshal(r[1:], &st) != nil || st.Code != sftpFailure || st.Msg != "too many open files" {
+			t.Errorf("%s with %d handles open: reply %q, want SSH_FX_FAILURE \"too many open files\"", what, limits.Handles, r)
 		}
 	}
+	var handles []string
+	for i := range limits.Handles {
+		l.send(t, sftpPacket(sftpOpendir, uint32(10+i), "."))
+		r := l.recv(t)
+		if r[0] != sftpHandle {
+			t.Fatalf("OPENDIR with %d directories open, %d handles advertised: reply %q", i, limits.Handles, r)
+		}
+		handles = append(handles, string(r[9:]))
+	}
+	l.send(t, sftpPacket(sftpOpendir, uint32(2), "."))
+	tooMany("OPENDIR", l.recv(t))
+	l.send(t, sftpPacket(sftpOpen, uint32(3), "f", uint32(sftpFlagRead), uint32(0)))
+	tooMany("OPEN", l.recv(t))
+	// A CLOSE of a directory makes room for a file, which counts as well.
+	l.send(t, sftpPacket(sftpClose, uint32(4), handles[0]))
+	if r := l.recv(t); r[0] != sftpStatus || binary.BigEndian.Uint32(r[5:]) != sftpOK {
+		t.Fatalf("CLOSE of a directory: reply %q", r)
+	}
+	l.send(t, sftpPacket(sftpOpen, uint32(5), "f", uint32(sftpFlagRead), uint32(0)))
+	if r := l.recv(t); r[0] != sftpHandle {
+		t.Fatalf("OPEN after a CLOSE: reply %q, want a handle", r)
+	}
+	l.send(t, sftpPacket(sftpOpendir, uint32(6), "."))
+	tooMany("OPENDIR", l.recv(t))
 }
 
-// A client that opens files and never closes them is held to maxOpenFiles of
+// A client that opens files and never closes them is held to maxOpenHandles of
 // them; an OPEN that fails and a CLOSE give the count back, and the files
 // still open keep working.
 func TestSFTPOpenFilesBounded(t *testing.T) {
@@ -367,7 +409,7 @@ func TestSFTPOpenFilesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var files []*sftp.File
-	for i := range maxOpenFiles {
+	for i := range maxOpenHandles {
 		if _, err := cl.Open("many/missing"); err == nil {
 			t.Fatal("opened a missing file")
 		}
@@ -512,7 +554,7 @@ func TestSFTPOpenFilesBoundedPadded(t *testing.T) {
 		return recv()
 	}
 	var first string
-	for i := range maxOpenFiles {
+	for i := range maxOpenHandles {
 		typ, b := open(uint32(10 + i))
 		if typ != sftpHandle {
 			t.Fatalf("OPEN %d: reply type %d %q", i, typ, b)

@@ -48,13 +48,10 @@ func fileAttrs(st *unix.Stat_t) sftpFileAttrs {
 		Atime: uint32(st.Atim.Sec), Mtime: uint32(st.Mtim.Sec)}
 }
 
-// maxOpenDirs bounds the directories one SFTP session holds open here (sftp's
-// ls and get -r hold one at a time); maxOpenFiles bounds its files.
-const maxOpenDirs = 64
-
-// opendir opens the directory p and replies with a handle for it.
+// opendir opens the directory p and replies with a handle for it, unless the
+// session holds maxOpenHandles open.
 func (s *sftpFront) opendir(id uint32, p string) []byte {
-	if len(s.dirs) >= maxOpenDirs {
+	if s.filesOpen()+len(s.dirs) >= maxOpenHandles {
 		return sftpStatusPacket(id, syscall.EMFILE)
 	}
 	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_DIRECTORY, 0)

@@ -377,7 +377,7 @@ const maxSFTPRead = 32 << 10
 // that sets a time this platform's time_t cannot hold (see beyondTimeT), an FSTAT
 // of a directory handle or of a file whose name still leads to it (pkg/sftp
 // sends the modification time as the access time, see stat), an OPEN
-// while maxOpenFiles files are open, refused, and an OPEN, SETSTAT or
+// while maxOpenHandles files and directories are open, refused, and an OPEN, SETSTAT or
 // READLINK of an empty path, which pkg/sftp takes as its working directory
 // (see local). A CLOSE of a file that it
 // hands on to pkg/sftp is no longer counted open.
@@ -414,7 +414,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		return false
 	case typ == sftpOpen:
 		switch {
-		case s.filesOpen() >= maxOpenFiles:
+		case s.filesOpen()+len(s.dirs) >= maxOpenHandles:
 			s.openRefused = syscall.EMFILE
 			return true
 		case known && isTerminal(s.local(req.Arg)):
@@ -484,17 +484,25 @@ func writes(typ byte, arg string, rest []byte) bool {
 // longer one ends the session there.
 const maxSFTPPacket = 256 << 10
 
-// maxOpenFiles bounds the files one SFTP session holds open (sftp, scp and
-// rsync hold one or two at a time, sshfs one per file open on the client),
-// so that a client that never closes them cannot take all the agent's file
-// descriptors, which its tunnels and logins need too: with maxOpenDirs and
-// MaxSessions (10 unless set), at most 10 × 192 for SFTP. An OPEN past it gets
-// "too many open files", as from sftp-server at its process's limit.
-const maxOpenFiles = 128
+// maxOpenHandles bounds the handles one SFTP session holds open, files and
+// directories together, and is the open-handles limits@openssh.com
+// advertises, so that a client that keeps to it is never refused: asyncssh's
+// rmtree lists up to 128 directories at once; sftp, scp and rsync hold one or
+// two handles, sshfs one per file open on the client. An OPEN or OPENDIR past
+// it gets "too many open files" (SSH_FX_FAILURE), as from sftp-server at its
+// process's descriptor limit, which it advertises less 5.
+//
+// One bound for both kinds, not one each, so that a client that never closes
+// its handles cannot take all the agent's file descriptors, which its tunnels
+// and logins need too: the agent has its hard RLIMIT_NOFILE (the Go runtime
+// raises the soft limit to it), on a router often Linux's default 4096 (procd,
+// busybox init), and with MaxSessions (10 unless set) SFTP holds at most
+// 10 × 128 of them; 128 of each kind would allow 10 × 256.
+const maxOpenHandles = 128
 
 // filesOpen waits until pkg/sftp has answered every request before the one
 // being read, so that every handle it gave out is counted, and returns how
-// many files it holds open.
+// many files it holds open (the directories are in s.dirs).
 func (s *sftpFront) filesOpen() int {
 	s.mu.Lock()
 	for s.answered < s.passed && !s.closed {
@@ -599,7 +607,7 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 		case limitsExt:
 			reply = sftpReply(sftpExtReply, req.ID, gossh.Marshal(struct {
 				Packet, Read, Write, Handles uint64
-			}{maxSFTPPacket, maxSFTPRead, maxSFTPWrite, maxOpenFiles}))
+			}{maxSFTPPacket, maxSFTPRead, maxSFTPWrite, maxOpenHandles}))
 		case usersGroupsExt:
 			reply = s.usersGroups(req.ID, req.Rest)
 		case fsyncExt:

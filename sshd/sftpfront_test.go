@@ -274,7 +274,7 @@ func TestSFTPLimits(t *testing.T) {
 		if r := replies[1+i]; r[0] != sftpExtReply || gossh.Unmarshal(r[1:], &got) != nil {
 			t.Fatalf("reply to %d: %x, want EXTENDED_REPLY", id, r)
 		}
-		if want := (limits{id, 256 << 10, 32 << 10, 255 << 10, maxOpenFiles}); got != want {
+		if want := (limits{id, 256 << 10, 32 << 10, 255 << 10, maxOpenHandles}); got != want {
 			t.Errorf("limits = %+v, want %+v", got, want)
 		}
 	}
