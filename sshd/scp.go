@@ -705,10 +705,7 @@ func (c *scp) send(p string) error {
 	if err != nil {
 		return c.warn("%s: %s", p, strerror(err))
 	}
-	name := filepath.Base(p)
-	if strings.ContainsAny(name, "\n") {
-		return c.warn("%s: file name contains a newline", p)
-	}
+	name := visNewline(filepath.Base(p))
 	if fi.IsDir() {
 		if !c.opts.Recursive {
 			return c.warn("%s: not a regular file", p)
@@ -794,6 +791,43 @@ func (c *scp) sendDir(p, name string) error {
 	}
 	_, err = c.answer()
 	return err
+}
+
+// visNewline returns a name that contains a newline as OpenSSH's scp sends
+// it (source(): strnvis(3) with VIS_NL): the newline, the other control
+// characters and every byte past ASCII as \^J, \M-x, \M^x or \240, and a
+// backslash doubled, so that the file is copied under that name rather than
+// left out (PuTTY's pscp stops the whole download at a left-out one). Other
+// names are returned as they are.
+func visNewline(name string) string {
+	if !strings.Contains(name, "\n") {
+		return name
+	}
+	var b strings.Builder
+	for _, c := range []byte(name) {
+		switch {
+		case c == '\\':
+			b.WriteString(`\\`)
+		case c >= ' ' && c < 0x7f || c == '\t':
+			b.WriteByte(c)
+		case c == 0x80|' ':
+			b.WriteString(`\240`)
+		default:
+			b.WriteByte('\\')
+			if c >= 0x80 {
+				b.WriteByte('M')
+				c &= 0x7f
+			}
+			if c < ' ' || c == 0x7f {
+				b.WriteByte('^')
+				b.WriteByte((c + '@') & 0x7f) // DEL is \^?
+			} else {
+				b.WriteByte('-')
+				b.WriteByte(c)
+			}
+		}
+	}
+	return b.String()
 }
 
 type zeroReader struct{}

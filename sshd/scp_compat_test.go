@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -633,6 +634,76 @@ func TestSCPSourceShrunkFileMessage(t *testing.T) {
 	}
 	if sh, _ := shellSCP(t, t.TempDir(), "scp -f "+p, strings.Repeat("\x00", 5)); !strings.HasSuffix(sh, want) {
 		t.Errorf("OpenSSH: scp -f %s ended %q; the test says %q", p, sh[max(0, len(sh)-80):], want)
+	}
+}
+
+// TestSCPSourceNewlineName: scp -f sends a name that contains a newline
+// encoded as OpenSSH's scp sends it (strnvis with VIS_NL: "new\^Jline"), and
+// other names as they are; the file is copied and the status is 0. The name
+// was left out with a warning (status 1), and PuTTY's pscp stops the whole
+// download at that. A directory so named is sent under the encoded name too
+// (OpenSSH's scp opens the encoded name, and fails), with what is in it.
+func TestSCPSourceNewlineName(t *testing.T) {
+	cases := []struct{ name, sent string }{
+		{"new\nline", `new\^Jline`},
+		{"x\\y\t z\x7f\xc3\xa9\xa0\x85\x01\nn", `x\\y` + "\t" + ` z\^?\M-C\M-)\240\M^E\^A\^Jn`},
+		{"back\\slash \x01 caf\xc3\xa9", "back\\slash \x01 caf\xc3\xa9"}, // no newline: as it is
+	}
+	zeros := strings.Repeat("\x00", 20)
+	for _, tc := range cases {
+		root := t.TempDir()
+		tree := filepath.Join(root, "tree")
+		os.Mkdir(tree, 0o755)
+		os.Chmod(tree, 0o755)
+		f := filepath.Join(tree, tc.name)
+		writeFile(t, f, "x")
+		os.Chmod(f, 0o644)
+		want := "D0755 0 tree\nC0644 1 " + tc.sent + "\nx\x00E\n"
+		if got, status := scpInProcess(t, root, "scp -r -f tree", zeros); got != want || status != 0 {
+			t.Errorf("scp -r -f of %q sent %q, status %d; want %q, 0", tc.name, got, status, want)
+		}
+		if _, err := exec.LookPath("scp"); err == nil {
+			if got, status := shellSCP(t, root, "scp -r -f tree", zeros); got != want || status != 0 {
+				t.Errorf("OpenSSH: scp -r -f of %q sent %q, status %d; the test says %q, 0", tc.name, got, status, want)
+			}
+		}
+	}
+	root := t.TempDir()
+	sub := filepath.Join(root, "tree", "d\nir")
+	os.MkdirAll(sub, 0o755)
+	os.Chmod(filepath.Join(root, "tree"), 0o755)
+	os.Chmod(sub, 0o755)
+	writeFile(t, filepath.Join(sub, "f"), "x")
+	os.Chmod(filepath.Join(sub, "f"), 0o644)
+	want := "D0755 0 tree\nD0755 0 d\\^Jir\nC0644 1 f\nx\x00E\nE\n"
+	if got, status := scpInProcess(t, root, "scp -r -f tree", zeros); got != want || status != 0 {
+		t.Errorf("scp -r -f of a directory d\\nir sent %q, status %d; want %q, 0", got, status, want)
+	}
+}
+
+// TestOpenSSHSCPRecursiveNewlineName: "scp -O -r host:tree" of a tree that
+// holds a file whose name has a newline copies every file, that one as
+// "new\^Jline", and exits 0, as from OpenSSH's sshd.
+func TestOpenSSHSCPRecursiveNewlineName(t *testing.T) {
+	scp := needProgram(t, "scp")
+	o := newOpenSSHEnv(t, nil)
+	src := filepath.Join(o.home("root"), "tree")
+	os.Mkdir(src, 0o755)
+	for _, name := range []string{"a", "new\nline", "z"} {
+		writeFile(t, filepath.Join(src, name), name)
+	}
+	dst := t.TempDir()
+	_, errOut, code := o.run(t, nil, scp, append(o.opts(), "-O", "-r", "-P", o.port, "root@127.0.0.1:tree", dst)...)
+	entries, _ := os.ReadDir(filepath.Join(dst, "tree"))
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"a", `new\^Jline`, "z"}; code != 0 || !slices.Equal(names, want) {
+		t.Errorf("scp -O -r host:tree: exit %d, %q, copied %q; want 0 and %q", code, errOut, names, want)
+	}
+	if data, _ := os.ReadFile(filepath.Join(dst, "tree", `new\^Jline`)); string(data) != "new\nline" {
+		t.Errorf("new\\^Jline holds %q, want new\\nline's text", data)
 	}
 }
 
