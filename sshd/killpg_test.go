@@ -75,7 +75,7 @@ func TestKillpgAs(t *testing.T) {
 func TestKillpgAsLeavesMainThread(t *testing.T) {
 	needRoot(t)
 	bin := filepath.Join(t.TempDir(), "killpgcheck")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "./internal/killpgcheck")
+	build := exec.Command("go", "build", "-o", bin, "./internal/killpgcheck")
 	build.Env = append(build.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v: %s", err, out)
