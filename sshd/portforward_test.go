@@ -964,7 +964,6 @@ func pump(t *testing.T, a, b net.Conn) {
 
 // TestForwardIntegrity: 16 MiB each way at once through -L and -R, hashed.
 func TestForwardIntegrity(t *testing.T) {
-	const size = 16 << 20
 	e := newEnv(t, allowRemoteForward)
 	c := e.login("root")
 	t.Run("local", func(t *testing.T) {

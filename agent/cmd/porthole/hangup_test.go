@@ -121,6 +121,24 @@ func TestConnectSurvivesLogReaderGone(t *testing.T) {
 	}
 	echo("before the tunnel is lost").Close()
 	tun.Drop(tunneltest.Source) // logged: "tunnel connection lost, reconnecting"
+	// echoed returns a connection that echoed, or nil: until porthole
+	// connect has reconnected, a connection is closed at once.
+	echoed := func() net.Conn {
+		d, err := net.Dial("tcp", addr)
+		if err != nil {
+			return nil
+		}
+		d.SetDeadline(time.Now().Add(time.Second))
+		b := make([]byte, 4)
+		if _, err := d.Write([]byte("ping")); err == nil {
+			if _, err := io.ReadFull(d, b); err == nil && string(b) == "ping" {
+				d.SetDeadline(time.Time{})
+				return d
+			}
+		}
+		d.Close()
+		return nil
+	}
 	var c net.Conn
 	for deadline := time.Now().Add(10 * time.Second); c == nil; {
 		select {
@@ -128,23 +146,12 @@ func TestConnectSurvivesLogReaderGone(t *testing.T) {
 			t.Fatalf("porthole connect ended once its log's reader had gone: %v", err)
 		default:
 		}
-		// Until it has reconnected, a connection is closed at once.
-		if d, err := net.Dial("tcp", addr); err == nil {
-			d.SetDeadline(time.Now().Add(time.Second))
-			b := make([]byte, 4)
-			if _, err := d.Write([]byte("ping")); err == nil {
-				if _, err := io.ReadFull(d, b); err == nil && string(b) == "ping" {
-					c = d
-					d.SetDeadline(time.Time{})
-					break
-				}
-			}
-			d.Close()
-		}
 		if time.Now().After(deadline) {
 			t.Fatal("no echo through the tunnel 10 s after it was lost")
 		}
-		time.Sleep(100 * time.Millisecond)
+		if c = echoed(); c == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 	defer c.Close()
 	cmd.Process.Signal(syscall.SIGINT) // with a connection open: logged, its stream reset

@@ -259,16 +259,6 @@ func receivedType(tun *Tunnel, side Side, typ tunnel.Type) bool {
 	return false
 }
 
-// waitReceived waits until n frames from side were recorded.
-func waitReceived(t *testing.T, tun *Tunnel, side Side, n int) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); len(tun.Received(side)) < n; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d frames received from %v, want %d", len(tun.Received(side)), side, n)
-		}
-	}
-}
-
 func TestDrop(t *testing.T) {
 	_, tun, src, dst := pair(t, "SSH")
 	tun.Drop(Destination)
