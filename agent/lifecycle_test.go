@@ -307,6 +307,7 @@ func stressNotifications(t *testing.T, stressEarlyStop bool) {
 	a.mu.Unlock()
 	wg.Wait()
 	a.mu.Lock()
+	//lint:ignore SA2001 a barrier: whoever held a.mu has let it go
 	a.mu.Unlock()
 	a.wg.Wait()
 	evs := a.events.takeForTest()

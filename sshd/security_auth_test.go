@@ -369,7 +369,8 @@ func TestPasswordChecksBounded(t *testing.T) {
 func TestFailureLimiterReservesChecks(t *testing.T) {
 	l := newFailureLimiter(2, time.Minute)
 	t0 := time.Unix(1000, 0)
-	if !l.begin("a", t0) || !l.begin("a", t0) {
+	first := l.begin("a", t0)
+	if second := l.begin("a", t0); !first || !second {
 		t.Fatal("first two checks refused")
 	}
 	if l.begin("a", t0) {
