@@ -88,7 +88,39 @@ type Config struct {
 	// closeTimeout bounds closing, at shutdown, the tunnels the console opened; 0
 	// means 5 s. (Tests shorten it.)
 	closeTimeout time.Duration
+	// readTimeout bounds reading one request, headers and body, from its first
+	// byte; 0 means requestReadTimeout. writeTimeout bounds a request from the
+	// end of its headers to the end of its answer; 0 means requestWriteTimeout.
+	// idleTimeout bounds a keep-alive connection's wait for its next request; 0
+	// means keepAliveTimeout. Terminal WebSockets are bound by none of them. (Tests
+	// shorten them.)
+	readTimeout, writeTimeout, idleTimeout time.Duration
 }
+
+// Without these an unauthenticated client (the page is public, and the token is
+// checked once net/http has read the headers) held a connection, its goroutine
+// and its descriptor for as long as it liked: idle after a GET /, or stopped
+// in the body of a POST that was refused before it was read, or pipelining
+// requests and never reading the answers; enough of them and the console served
+// nobody.
+const (
+	// requestReadTimeout: a request's body is a JSON object of at most 64 KiB
+	// (readJSON).
+	requestReadTimeout = 30 * time.Second
+	// requestWriteTimeout runs from the end of a request's headers: its body (at
+	// most requestReadTimeout), the call (POST /api/tunnels: OpenTunnel, 30 s of
+	// its own, and CloseTunnel, Config.closeTimeout, when the console is shutting
+	// down meanwhile; DELETE: CloseTunnel, 30 s, then up to 5 s for the service to
+	// close the source side and the source side's end), and the answer (xterm.js,
+	// a few hundred KiB, the largest). 2 min leaves room for a slow link.
+	requestWriteTimeout = 2 * time.Minute
+	// keepAliveTimeout is above the idle timeouts of reverse proxies' upstream
+	// connections (nginx's keepalive_timeout 60 s, Traefik's 90 s, Caddy's 2 min):
+	// the proxy, not the console, closes an idle connection, so that the proxy
+	// never sends a request on one the console is closing. The page asks for
+	// /api/state every 1.5 s: its connection is never idle that long.
+	keepAliveTimeout = 3 * time.Minute
+)
 
 // Server is the console's web server. Create it with New, then Serve.
 type Server struct {
@@ -122,6 +154,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.closeTimeout == 0 {
 		cfg.closeTimeout = 5 * time.Second
+	}
+	if cfg.readTimeout == 0 {
+		cfg.readTimeout = requestReadTimeout
+	}
+	if cfg.writeTimeout == 0 {
+		cfg.writeTimeout = requestWriteTimeout
+	}
+	if cfg.idleTimeout == 0 {
+		cfg.idleTimeout = keepAliveTimeout
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
@@ -162,8 +203,20 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.tunnels = newTunnels(&s.cfg, s.log)
 	s.routes()
-	s.http = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	// The timeouts do not cut the terminal WebSockets: net/http clears a
+	// connection's deadlines when it is hijacked (conn.hijackLocked), as
+	// websocket.Accept does (TestTerminalOutlivesTimeouts).
+	s.http = &http.Server{Handler: s,
+		// The page's requests carry a bearer token and no cookie of the
+		// console's; a browser may add other servers' cookies for the same host
+		// (the reverse proxy's domain), a few KiB. Not net/http's 1 MiB, which
+		// a stalled request kept in memory.
+		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: min(10*time.Second, cfg.readTimeout),
+		ReadTimeout:       cfg.readTimeout,
+		WriteTimeout:      cfg.writeTimeout,
+		IdleTimeout:       cfg.idleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	if cfg.TLS != nil {
 		if len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
 			return nil, errors.New("console: TLS without a certificate")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -758,4 +759,54 @@ func TestSessionEndedWithoutExitStatus(t *testing.T) {
 		strings.Contains(m.Text, "remote command") {
 		t.Errorf("end = %+v, want the session's end explained", m)
 	}
+}
+
+// TestTerminalOutlivesTimeouts guards the request timeouts' known hazard: the
+// terminal WebSocket is a hijacked request that lives for hours, and must not
+// be cut by a timeout meant for one request. It passes without the timeouts
+// too; it fails if they are ever enforced in a way the hijack does not undo (a
+// listener that times its connections, say), or if net/http stops clearing
+// deadlines in http.Hijacker (conn.hijackLocked).
+func TestTerminalOutlivesTimeouts(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	l := newTestLab(t, Config{readTimeout: timeout, writeTimeout: timeout, idleTimeout: timeout}, "dev-long")
+
+	t.Run("session", func(t *testing.T) {
+		tv := l.openTunnel(l.client(), "dev-long")
+		w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
+		w.ready()
+		time.Sleep(3 * timeout) // the page and the shell both quiet
+		w.input("echo still-$((2+3))\r")
+		w.output("still-5")
+	})
+
+	// An upgrade with a body (Content-Length: 1) that the handler does not read:
+	// net/http then has no background read to abort at the hijack (which also
+	// clears the read deadline), so only the clearing of deadlines in
+	// http.Hijacker stands between the WebSocket and the read timeout. (net/http
+	// reads the body before it writes the 101: one that never came would be
+	// cut by the read timeout, the upgrade with it.)
+	t.Run("no background read", func(t *testing.T) {
+		addr := strings.TrimPrefix(l.base, "http://")
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET /api/terminal HTTP/1.1\r\nHost: "+addr+"\r\nOrigin: "+l.base+"\r\n"+
+			"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 1\r\n\r\n."); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		// Within the auth timeout (5 s), the console says nothing after its 101.
+		c.SetReadDeadline(start.Add(4 * timeout))
+		b, err := io.ReadAll(c)
+		if !bytes.HasPrefix(b, []byte("HTTP/1.1 101 ")) {
+			t.Fatalf("handshake answered %q, %v", b, err)
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("WebSocket cut after %v (%v), want it open past the request timeouts of %v", time.Since(start), err, timeout)
+		}
+	})
 }
