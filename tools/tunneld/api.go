@@ -16,7 +16,11 @@ import (
 // targetPrefix is the X-Amz-Target prefix of the service (AWS JSON 1.1).
 const targetPrefix = "IoTSecuredTunneling."
 
-// maxRequestBody bounds a control-plane request body.
+// maxRequestBody bounds a control-plane request body. The largest valid one,
+// OpenTunnel with 200 tags of 128 and 256 characters and a description of 2048,
+// every character outside the BMP and escaped (\uXXXX\uXXXX, 12 bytes), is
+// about 950 KB. With Config.Credentials it is read only for a request that
+// names a known access key (checkAuthHeader).
 const maxRequestBody = 1 << 20
 
 // contentType is the media type of AWS JSON 1.1 requests and responses.
@@ -142,6 +146,16 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 	if !strings.HasPrefix(r.Header.Get("X-Amz-Target"), targetPrefix) {
 		return nil, &APIError{Type: ErrTypeUnknownOperation, Message: "missing or foreign X-Amz-Target; want " + targetPrefix + "<Operation>"}
 	}
+	// What needs no body is checked before it is read: a client without a
+	// signature, or with an access key this server does not know, got up to
+	// maxRequestBody of it read and held until the read timeout.
+	if err := s.checkHost(r); err != nil {
+		return nil, err
+	}
+	auth, err := s.checkAuthHeader(r)
+	if err != nil {
+		return nil, err
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
 	if err != nil {
 		return nil, &APIError{Type: ErrTypeSerialization, Message: "reading the request body: " + err.Error()}
@@ -149,11 +163,10 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 	if len(body) > maxRequestBody {
 		return nil, &APIError{Type: ErrTypeSerialization, Message: fmt.Sprintf("request body over %d bytes", maxRequestBody)}
 	}
-	if err := s.checkHost(r); err != nil {
-		return nil, err
-	}
-	if err := s.checkAuth(r, body); err != nil {
-		return nil, err
+	if auth != nil {
+		if err := s.verifySigV4(r, auth, body); err != nil {
+			return nil, err
+		}
 	}
 	if c, ok := r.Context().Value(callerKey{}).(*caller); ok {
 		c.verified = len(s.cfg.Credentials) > 0
@@ -183,24 +196,39 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 // Config.AllowUnsigned. With Config.Credentials the signature is verified; without,
 // any dummy AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY works.
 func (s *Server) checkAuth(r *http.Request, body []byte) error {
+	a, err := s.checkAuthHeader(r)
+	if err != nil || a == nil {
+		return err
+	}
+	return s.verifySigV4(r, a, body)
+}
+
+// checkAuthHeader is what checkAuth checks without the body, with the same
+// answers: the Authorization header's presence and shape, and, with
+// Config.Credentials, its access key. It returns the signature left to verify
+// over the body, nil for none.
+func (s *Server) checkAuthHeader(r *http.Request) (*sigV4Auth, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		if s.cfg.AllowUnsigned && len(s.cfg.Credentials) == 0 {
-			return nil
+			return nil, nil
 		}
-		return &APIError{Type: ErrTypeMissingAuthToken, Message: "Missing Authentication Token", Status: http.StatusForbidden}
+		return nil, &APIError{Type: ErrTypeMissingAuthToken, Message: "Missing Authentication Token", Status: http.StatusForbidden}
 	}
 	a, err := parseSigV4(h)
 	if err != nil {
 		if s.cfg.AllowUnsigned && len(s.cfg.Credentials) == 0 {
-			return nil
+			return nil, nil
 		}
-		return err
+		return nil, err
 	}
 	if len(s.cfg.Credentials) == 0 {
-		return nil
+		return nil, nil
 	}
-	return s.verifySigV4(r, a, body)
+	if _, ok := s.cfg.Credentials[a.accessKey]; !ok {
+		return nil, errUnrecognizedClient()
+	}
+	return a, nil
 }
 
 // checkHost refuses, when signatures are not verified, a request whose Host

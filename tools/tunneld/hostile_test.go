@@ -340,3 +340,44 @@ func TestUnknownMembersLogIsBounded(t *testing.T) {
 		t.Errorf("one ListTunnels call with 10 unknown members wrote a log line of %d bytes: member names reach the log uncut", longest)
 	}
 }
+
+// TestUnsignedBodyNotRead: with Credentials, a request without a signature, or
+// with an access key the server does not know, is refused before its body is
+// read, as checkAuth would refuse it after: anyone who reaches the server got
+// up to maxRequestBody of body read and held until the read timeout (30 s), a
+// MiB a connection. Here the client declares a body and never sends it; the
+// answer must come all the same.
+func TestUnsignedBodyNotRead(t *testing.T) {
+	ts := startServer(t, Config{Credentials: map[string]string{"AKID": "secret"}})
+	for _, tc := range []struct {
+		name, auth, want string
+	}{
+		{"no signature", "", ErrTypeMissingAuthToken},
+		{"not SigV4", "Basic dXNlcjpwdw==", ErrTypeIncompleteSigature},
+		{"unknown access key", "AWS4-HMAC-SHA256 Credential=AKIDOTHER/20261130/us-east-1/IoTSecuredTunneling/aws4_request, " +
+			"SignedHeaders=host;x-amz-date, Signature=abc", ErrTypeUnrecognizedClient},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", ts.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			auth := ""
+			if tc.auth != "" {
+				auth = "Authorization: " + tc.auth + "\r\n"
+			}
+			fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: %s\r\nContent-Type: "+contentType+"\r\nX-Amz-Target: "+targetPrefix+
+				"ListTunnels\r\n%sContent-Length: %d\r\n\r\n", ts.addr, auth, maxRequestBody)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the read timeout is 30 s
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("no answer before the body: %v", err)
+			}
+			resp.Body.Close()
+			if typ := resp.Header.Get("X-Amzn-ErrorType"); resp.StatusCode != http.StatusForbidden || typ != tc.want {
+				t.Errorf("answer %s %s, want 403 %s", resp.Status, typ, tc.want)
+			}
+		})
+	}
+}

@@ -65,11 +65,16 @@ func parseSigV4(h string) (*sigV4Auth, error) {
 	return a, nil
 }
 
+// errUnrecognizedClient is AWS's answer to an access key it does not know.
+func errUnrecognizedClient() *APIError {
+	return &APIError{Type: ErrTypeUnrecognizedClient, Message: "The security token included in the request is invalid.", Status: http.StatusForbidden}
+}
+
 // verifySigV4 checks the request's signature over body with the configured secret.
 func (s *Server) verifySigV4(r *http.Request, a *sigV4Auth, body []byte) error {
 	secret, ok := s.cfg.Credentials[a.accessKey]
 	if !ok {
-		return &APIError{Type: ErrTypeUnrecognizedClient, Message: "The security token included in the request is invalid.", Status: http.StatusForbidden}
+		return errUnrecognizedClient()
 	}
 	amzDate := r.Header.Get("X-Amz-Date")
 	t, err := time.Parse("20060102T150405Z", amzDate)
