@@ -342,7 +342,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 
 	var statusAddr string
 	if err := st.do("device status page (HTTP)", func() error {
-		addr, stop, err := serveStatusPage()
+		addr, stop, err := serveStatusPage(statusPageTimeout)
 		if err != nil {
 			return err
 		}
