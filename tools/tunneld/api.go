@@ -192,21 +192,11 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 	return s.call(r.Context(), in)
 }
 
-// checkAuth requires an Authorization header shaped like SigV4, unless
-// Config.AllowUnsigned. With Config.Credentials the signature is verified; without,
-// any dummy AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY works.
-func (s *Server) checkAuth(r *http.Request, body []byte) error {
-	a, err := s.checkAuthHeader(r)
-	if err != nil || a == nil {
-		return err
-	}
-	return s.verifySigV4(r, a, body)
-}
-
-// checkAuthHeader is what checkAuth checks without the body, with the same
-// answers: the Authorization header's presence and shape, and, with
-// Config.Credentials, its access key. It returns the signature left to verify
-// over the body, nil for none.
+// checkAuthHeader checks what of a request's authentication needs no body: an
+// Authorization header shaped like SigV4, unless Config.AllowUnsigned, and with
+// Config.Credentials its access key. It returns the signature left to verify
+// over the body (verifySigV4), nil for none: without Config.Credentials, any
+// dummy AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY works.
 func (s *Server) checkAuthHeader(r *http.Request) (*sigV4Auth, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {

@@ -278,3 +278,13 @@ func TestSigV4RefusalsWithValidSignature(t *testing.T) {
 		})
 	}
 }
+
+// checkAuth is handleAPI's check of a request's authentication with its body
+// read: checkAuthHeader, then the signature.
+func (s *Server) checkAuth(r *http.Request, body []byte) error {
+	a, err := s.checkAuthHeader(r)
+	if err != nil || a == nil {
+		return err
+	}
+	return s.verifySigV4(r, a, body)
+}
