@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"runtime/debug"
@@ -787,6 +788,42 @@ func runRawDestination(t *testing.T, dialer tunnel.Dialer, stall time.Duration) 
 		t.Helper()
 		if err := h.tun.Send(tunneltest.Destination, &m); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestConnIDWrapSkipsOpenConnection: once a V3 stream's connection ids wrap
+// (2^32 connections while one stays open), a new connection does not take
+// the id of one still open: the destination ended both as a duplicate, and
+// the old local connection hung, its data dropped.
+func TestConnIDWrapSkipsOpenConnection(t *testing.T) {
+	addr := echoServer(t, 0x41)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, h.tun.SourceToken), Logger: testLogger(t)},
+		DialOnly: true}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	c1, err := src.DialService(ctxTimeout(t, 10*time.Second), "SSH")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	if err := roundTripConn(c1, 0x41, 1000); err != nil {
+		t.Fatal(err)
+	}
+	tunnel.SetLastConnID(src, "SSH", math.MaxUint32) // c1 is connection 1
+	c2, err := src.DialService(ctxTimeout(t, 10*time.Second), "SSH")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	for i, c := range []net.Conn{c2, c1} {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := roundTripConn(c, 0x41, 1000); err != nil {
+			t.Errorf("connection %d after the ids wrapped: %v", 2-i, err)
 		}
 	}
 }

@@ -559,7 +559,12 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 		m.Type, m.StreamID = TypeStreamStart, st.id
 	}
 	if s.version == V3 {
+		// Past 2^32 connections the ids wrap: skip one still open, which the
+		// destination would take as a duplicate and end (maxConns bounds them).
 		m.ConnectionID = src.nextConnID(r.wire)
+		for st.links[m.ConnectionID] != nil {
+			m.ConnectionID = src.nextConnID(r.wire)
+		}
 	}
 	l := s.newLinkLocked(st, r.wire, m.ConnectionID)
 	s.mu.Unlock()
