@@ -41,6 +41,13 @@ const sessionBuffered = 1 << 20
 // session is the state of one WebSocket connection: its streams and the local
 // connections they carry. When the WebSocket ends, every local connection of the
 // session is closed (spec §3.8): with a TCP reset, unless the caller stopped it.
+//
+// Lock order: s.opening, then s.mu, then the Source's mu (open takes stream and
+// connection ids under s.mu); s.opening, then the WebSocket's wmu (open
+// writes the start frame under s.opening, which keeps start frames in order:
+// the only network write under a lock). A link's mu is never held with s.mu:
+// end runs close before it takes s.mu. resetsMu, peerLog's mu and the
+// WebSocket's wmu take no other lock.
 type session struct {
 	conn   *Conn
 	parent context.Context // the caller's: ended for a deliberate stop
