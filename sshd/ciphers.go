@@ -45,3 +45,19 @@ func CheckCiphers(list []string) error {
 	}
 	return nil
 }
+
+// kexAlgos are the key exchanges the server offers: x/crypto's defaults
+// (defaultKexAlgos in golang.org/x/crypto/ssh/common.go, v0.59.0), in their
+// order, without diffie-hellman-group14-sha1, which x/crypto lists as insecure
+// (InsecureAlgorithms) and OpenSSH's sshd no longer offers (9.2, sshd -T).
+// A literal: SupportedAlgorithms().KeyExchanges would add
+// diffie-hellman-group16-sha512 and -group-exchange-sha256, which the defaults
+// leave out. x/crypto adds curve25519-sha256@libssh.org after curve25519-sha256.
+// The MACs offered are SupportedAlgorithms().MACs (serverConfig): the defaults
+// without hmac-sha1-96, insecure too and not in OpenSSH's server defaults since
+// 6.7; hmac-sha1 stays, as in OpenSSH 9.2's.
+var kexAlgos = []string{
+	gossh.KeyExchangeMLKEM768X25519, gossh.KeyExchangeCurve25519,
+	gossh.KeyExchangeECDHP256, gossh.KeyExchangeECDHP384, gossh.KeyExchangeECDHP521,
+	gossh.KeyExchangeDH14SHA256,
+}

@@ -18,6 +18,12 @@
 // client sends some of its extensions (eow@openssh.com among them) only to a
 // server whose version starts with "OpenSSH".
 //
+// Key exchanges and MACs are x/crypto's defaults without the two it lists
+// as insecure, diffie-hellman-group14-sha1 and hmac-sha1-96, which OpenSSH
+// 9.2's sshd does not offer either (hmac-sha1 stays, as in OpenSSH 9.2).
+// The ciphers are Ciphers, or x/crypto's defaults (on amd64 with AES-NI
+// without ChaCha20, so that clients pick AES: see aesHardware).
+//
 // The host key is ed25519, made on first start in DataDir (HostKeyFile),
 // written atomically with mode 0600 and reused from then on; a corrupt,
 // too-open or not regular key file, or one the server may not read, is an

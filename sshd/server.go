@@ -225,14 +225,15 @@ type Server struct {
 // serverConfig is called by gliderlabs for every connection.
 func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 	st := stateFrom(ctx)
+	algs := gossh.SupportedAlgorithms()
 	return &gossh.ServerConfig{
-		Config:       gossh.Config{Ciphers: s.ciphers()},
+		Config:       gossh.Config{Ciphers: s.ciphers(), KeyExchanges: kexAlgos, MACs: algs.MACs},
 		MaxAuthTries: s.MaxAuthTries,
 		PreAuthConnCallback: func(pc gossh.ServerPreAuthConn) {
 			st.preAuth = pc
 		},
 		// Without ssh-rsa (SHA-1), as OpenSSH 8.8+'s PubkeyAcceptedAlgorithms.
-		PublicKeyAuthAlgorithms: gossh.SupportedAlgorithms().PublicKeyAuths,
+		PublicKeyAuthAlgorithms: algs.PublicKeyAuths,
 		AuthLogCallback: func(cm gossh.ConnMetadata, method string, err error) {
 			s.authLog(st, cm, method, err)
 		},
