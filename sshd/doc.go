@@ -73,7 +73,8 @@
 //     A missing file is logged at debug at each login.
 //   - As OpenSSH since 8.8 and 8.2: an RSA key must sign with SHA-2
 //     (rsa-sha2-256 or -512; ssh-rsa, SHA-1, is refused), and so must the CA
-//     of a certificate.
+//     of a certificate. An RSA host key (HostKeyFiles) signs with SHA-2
+//     only too: rsa-sha2-512 and rsa-sha2-256 are offered, ssh-rsa is not.
 //   - User certificates signed by a CA in TrustedUserCAKeysFiles (the login
 //     name must be a principal) or by a cert-authority line. As in OpenSSH,
 //     the user's cert-authority lines are tried first, so that a line's

@@ -6,6 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"net"
@@ -402,5 +404,52 @@ func TestHostKeyOnFileSystemWithoutModes(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("left in the data directory: %v, want nothing", entries)
+	}
+}
+
+// writeRSAKey is writePrivateKey with an RSA key of bits bits, in PKCS#1 PEM
+// (as openssl genrsa -traditional writes it).
+func writeRSAKey(t *testing.T, path string, bits int) gossh.PublicKey {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, bits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := gossh.NewPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// TestRSAHostKeySignsWithSHA2Only: an RSA key in HostKeyFiles (the
+// documented way to keep a device's existing identity) signs the key exchange
+// with rsa-sha2-512 or rsa-sha2-256, as OpenSSH 8.8+ does, never with ssh-rsa
+// (SHA-1), which x/crypto offered for it too.
+func TestRSAHostKeySignsWithSHA2Only(t *testing.T) {
+	var pub gossh.PublicKey
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		p := filepath.Join(e.dir, "rsa_key")
+		pub = writeRSAKey(t, p, 2048)
+		s.HostKeyFiles = []string{p}
+	})
+	for _, algo := range []string{gossh.KeyAlgoRSA, gossh.KeyAlgoRSASHA256, gossh.KeyAlgoRSASHA512} {
+		var presented gossh.PublicKey
+		err := dialAlgorithms(e, func(c *gossh.ClientConfig) {
+			c.HostKeyAlgorithms = []string{algo}
+			c.HostKeyCallback = func(_ string, _ net.Addr, k gossh.PublicKey) error { presented = k; return nil }
+		})
+		if algo == gossh.KeyAlgoRSA {
+			if err == nil || !strings.Contains(err.Error(), "no common algorithm") {
+				t.Errorf("client asking for ssh-rsa host signatures: %v, want no common algorithm", err)
+			}
+			continue
+		}
+		if err != nil || presented == nil || !keysEqual(presented, pub) {
+			t.Errorf("client asking for %s: %v; want the RSA host key", algo, err)
+		}
 	}
 }
