@@ -164,13 +164,20 @@ func CheckStart(cfg *Config) error {
 
 // checkHostKeys checks the SSH host keys as the server reads them at start,
 // naming the config key of a problem: ssh.host_keys for the extra files,
-// data_dir for the server's own key.
+// data_dir for the server's own key. The extra files the server would leave
+// out (an RSA key under 1024 bits) are warnings (cfg.notServed), not errors:
+// an older agent started with them, and data_dir's key serves.
 func checkHostKeys(cfg *Config) error {
-	if err := sshd.CheckHostKeys(cfg.DataDir, nil); err != nil {
+	if _, err := sshd.CheckHostKeys(cfg.DataDir, nil); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
-	if err := sshd.CheckHostKeys("", cfg.SSH.HostKeys); err != nil {
+	notServed, err := sshd.CheckHostKeys("", cfg.SSH.HostKeys)
+	if err != nil {
 		return fmt.Errorf("config: ssh.host_keys: %w", err)
+	}
+	cfg.notServed = nil
+	for _, w := range notServed {
+		cfg.notServed = append(cfg.notServed, "ssh.host_keys "+w)
 	}
 	return nil
 }
@@ -188,6 +195,7 @@ func Warnings(cfg *Config) []string {
 		out = append(out, fmt.Sprintf("%s has mode %04o: other local users can read the password hashes or the proxy's password in it (chmod 600)", r.path, r.mode))
 	}
 	out = append(out, cfg.adjusted...)
+	out = append(out, cfg.notServed...)
 	if w := eventTopicWarning(cfg.MQTT.EventTopic, cfg.MQTT.Endpoint); w != "" {
 		out = append(out, w)
 	}

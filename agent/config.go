@@ -52,6 +52,9 @@ type Config struct {
 	// value: "0s" as the default (SetDuration), a value MQTT or the tunnel
 	// cannot use as the nearest it can (setDefaults).
 	adjusted []string
+	// notServed names, for Warnings, the ssh.host_keys the server leaves out
+	// (checkHostKeys, so check-config; the agent's start logs them through sshd).
+	notServed []string
 	// readable is the file LoadConfig read, and its mode, when group or
 	// others may read it (Warnings).
 	readable struct {

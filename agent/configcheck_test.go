@@ -342,3 +342,25 @@ func TestLegacyEndpointWarned(t *testing.T) {
 		}
 	}
 }
+
+// An RSA host key under 1024 bits in ssh.host_keys, which the server leaves out
+// (it cannot sign), is a warning of check-config naming the file, not an error:
+// an older agent started with it, and data_dir's ed25519 key serves.
+func TestSmallRSAHostKeyWarned(t *testing.T) {
+	cfg := checkConfig(t, "")
+	b, err := os.ReadFile("../sshd/testdata/rsa768_host_key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := filepath.Join(t.TempDir(), "rsa768")
+	if err := os.WriteFile(small, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.SSH.HostKeys = []string{small}
+	if err := Check(cfg); err != nil {
+		t.Fatalf("Check = %v, want the agent to start", err)
+	}
+	if w := strings.Join(Warnings(cfg), "\n"); !strings.Contains(w, "ssh.host_keys "+small+": not served: an RSA key under 1024 bits") {
+		t.Errorf("Warnings = %q, want the small RSA key named", w)
+	}
+}

@@ -29,7 +29,10 @@
 // too-open or not regular key file, or one the server may not read, is an
 // error wrapping ErrHostKey (a restart cannot cure it; I/O errors and
 // failures to create the key do not wrap it), never replaced. HostKeyFiles
-// adds more keys. Without a host key the server does not start.
+// adds more keys; an RSA key under 1024 bits among them cannot sign (Go's
+// crypto/rsa refuses it, as OpenSSH 9.1+ does) and is left out with a
+// warning, unless it is the only key. Without a host key the server does not
+// start.
 //
 // Every file read at start or login (host keys, authorized_keys, trusted CA
 // keys, passwd, group) must be a regular file: it is opened without

@@ -42,39 +42,46 @@ const maxHostKeyFile = 64 << 10
 // hostSigners loads the server's host keys: the ed25519 key in dataDir
 // (created on first use) and then each extra file, one of each type
 // (onePerType: an extra ed25519 key is presented instead of dataDir's).
-func hostSigners(dataDir string, extra []string) ([]gossh.Signer, error) {
-	var out []gossh.Signer
+// The extra files that cannot sign are left out and named in notServed
+// (leaveOut, in start.go: this file's code runs at every start).
+func hostSigners(dataDir string, extra []string) (out []gossh.Signer, notServed []string, err error) {
 	if dataDir != "" {
 		s, err := loadOrCreateHostKey(dataDir)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out = append(out, s)
 	}
 	more, err := readExtraKeys(extra)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	more, notServed = leaveOut(more, extra, len(out) > 0)
 	out = onePerType(append(out, more...))
 	if len(out) == 0 {
-		return nil, errors.New("sshd: no host key: set DataDir or HostKeyFiles")
+		return nil, nil, errors.New("sshd: no host key: set DataDir or HostKeyFiles")
 	}
-	return out, nil
+	return out, notServed, nil
 }
 
 // CheckHostKeys checks, without making or changing anything, the host keys the
 // server would load: the ed25519 key in dataDir when it exists (a missing one is
 // made at start), and every extra file, which must exist. It is what a
 // configuration check runs before the server starts; its errors are the ones
-// the server would give.
-func CheckHostKeys(dataDir string, extra []string) error {
+// the server would give. notServed says which extra files the server leaves
+// out, and why (RSA keys under 1024 bits, which cannot sign).
+func CheckHostKeys(dataDir string, extra []string) (notServed []string, err error) {
 	if dataDir != "" {
 		if _, err := readDataDirKey(filepath.Join(dataDir, HostKeyFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
+			return nil, err
 		}
 	}
-	_, err := readExtraKeys(extra)
-	return err
+	keys, err := readExtraKeys(extra)
+	_, notServed = leaveOut(keys, extra, true)
+	for i := range notServed {
+		notServed[i] += ": " + smallRSANote
+	}
+	return notServed, err
 }
 
 // readExtraKeys reads the HostKeyFiles, which must exist.

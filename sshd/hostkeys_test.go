@@ -23,7 +23,7 @@ import (
 
 func TestHostKeyCreatedOnceAndReused(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	s1, err := hostSigners(dir, nil)
+	s1, _, err := hostSigners(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestHostKeyCreatedOnceAndReused(t *testing.T) {
 		t.Errorf(".pub = %q, want %q", pub, want)
 	}
 	before, _ := os.ReadFile(path)
-	s2, err := hostSigners(dir, nil)
+	s2, _, err := hostSigners(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestHostKeyMadeOnceByRacingProcesses(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range n {
 			wg.Go(func() {
-				s, err := hostSigners(dir, nil)
+				s, _, err := hostSigners(dir, nil)
 				if err != nil {
 					t.Error(err)
 					return
@@ -126,7 +126,7 @@ func TestHostKeyErrorsKeepTheFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			os.Chmod(path, tc.mode)
-			_, err := hostSigners(dir, nil)
+			_, _, err := hostSigners(dir, nil)
 			if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("hostSigners = %v, want ErrHostKey mentioning %q", err, tc.want)
 			}
@@ -140,7 +140,7 @@ func TestHostKeyErrorsKeepTheFile(t *testing.T) {
 func TestHostKeyWrongTypeInDataDir(t *testing.T) {
 	dir := t.TempDir()
 	writePrivateKey(t, filepath.Join(dir, HostKeyFile))
-	if _, err := hostSigners(dir, nil); !errors.Is(err, ErrHostKey) {
+	if _, _, err := hostSigners(dir, nil); !errors.Is(err, ErrHostKey) {
 		t.Fatalf("ecdsa key as the ed25519 host key: %v, want ErrHostKey", err)
 	}
 }
@@ -188,21 +188,21 @@ func TestExtraHostKeys(t *testing.T) {
 	dir := t.TempDir()
 	extra := filepath.Join(dir, "ecdsa_key")
 	want := writePrivateKey(t, extra)
-	signers, err := hostSigners(filepath.Join(dir, "data"), []string{extra})
+	signers, _, err := hostSigners(filepath.Join(dir, "data"), []string{extra})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(signers) != 2 || !keysEqual(signers[1].PublicKey(), want) {
 		t.Fatalf("signers = %d, want ed25519 + the extra ecdsa key", len(signers))
 	}
-	only, err := hostSigners("", []string{extra})
+	only, _, err := hostSigners("", []string{extra})
 	if err != nil || len(only) != 1 {
 		t.Fatalf("extra key only: %v, %d", err, len(only))
 	}
-	if _, err := hostSigners("", []string{filepath.Join(dir, "missing")}); err == nil {
+	if _, _, err := hostSigners("", []string{filepath.Join(dir, "missing")}); err == nil {
 		t.Error("missing extra key file accepted")
 	}
-	if _, err := hostSigners("", nil); err == nil {
+	if _, _, err := hostSigners("", nil); err == nil {
 		t.Error("no host key at all accepted")
 	}
 	// One key of each type, the last, as x/crypto presents them: PublicKeys
@@ -335,13 +335,13 @@ func TestHostKeyErrorClassification(t *testing.T) {
 // promises next to the key is missing for good.
 func TestHostKeyPubMadeAfterCrash(t *testing.T) {
 	dir := t.TempDir()
-	s, err := hostSigners(dir, nil)
+	s, _, err := hostSigners(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, HostKeyFile)
 	os.Remove(path + ".pub") // the crash: the key linked, its .pub not yet written
-	if _, err := hostSigners(dir, nil); err != nil {
+	if _, _, err := hostSigners(dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	pub, err := os.ReadFile(path + ".pub")
@@ -360,7 +360,7 @@ func TestHostKeyPubMadeAfterCrash(t *testing.T) {
 // saved time until NTP answers).
 func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := hostSigners(dir, nil); err != nil {
+	if _, _, err := hostSigners(dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, HostKeyFile)
@@ -376,7 +376,7 @@ func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
 	}
 	later := time.Now().AddDate(1, 0, 0) // written under a clock a year ahead of this start's
 	os.Chtimes(ahead, later, later)
-	if _, err := hostSigners(dir, nil); err != nil {
+	if _, _, err := hostSigners(dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	entries, _ := os.ReadDir(dir)
@@ -398,7 +398,7 @@ func TestHostKeyOnFileSystemWithoutModes(t *testing.T) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_, err := hostSigners(dir, nil)
+	_, _, err := hostSigners(dir, nil)
 	if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), "does not keep file modes") || !strings.Contains(err.Error(), "fmask=0077") {
 		t.Errorf("hostSigners on vfat = %v, want ErrHostKey saying the file system does not keep file modes and to mount it with fmask=0077", err)
 	}
@@ -451,5 +451,51 @@ func TestRSAHostKeySignsWithSHA2Only(t *testing.T) {
 		if err != nil || presented == nil || !keysEqual(presented, pub) {
 			t.Errorf("client asking for %s: %v; want the RSA host key", algo, err)
 		}
+	}
+}
+
+// TestSmallRSAHostKeyNotServed: an RSA host key under 1024 bits
+// (testdata/rsa768_host_key, openssl genrsa -traditional 768) passed the
+// checks and was served, but crypto/rsa refuses to sign with it, so every
+// client that picked it failed with "handshake failed: EOF", the cause only
+// at debug. It is now left out with a warning naming the file, and the server
+// starts with its other keys; CheckHostKeys names it and passes. With no other
+// key (no DataDir) it is served as before rather than refused.
+func TestSmallRSAHostKeyNotServed(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "rsa768_host_key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := filepath.Join(t.TempDir(), "rsa768_host_key")
+	if err := os.WriteFile(small, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.HostKeyFiles = []string{small} })
+	if keys, err := e.srv.PublicKeys(); err != nil || len(keys) != 1 || keys[0].Type() != gossh.KeyAlgoED25519 {
+		t.Errorf("PublicKeys = %d keys, %v; want data_dir's ed25519 key alone", len(keys), err)
+	}
+	if len(e.logs.logged("level=WARN", "host key not served", "1024 bits", "file="+small)) == 0 {
+		t.Error("no warning naming the file that is not served")
+	}
+	err = dialAlgorithms(e, func(c *gossh.ClientConfig) { c.HostKeyAlgorithms = []string{gossh.KeyAlgoRSASHA256} })
+	if err == nil || !strings.Contains(err.Error(), "no common algorithm") {
+		t.Errorf("client asking for an RSA host key: %v, want no common algorithm (the key is not offered)", err)
+	}
+	if err := dialAlgorithms(e, func(*gossh.ClientConfig) {}); err != nil {
+		t.Errorf("client with the defaults: %v", err)
+	}
+	notServed, err := CheckHostKeys("", []string{small})
+	if err != nil || len(notServed) != 1 || !strings.Contains(notServed[0], small+": not served") {
+		t.Errorf("CheckHostKeys = %q, %v; want it named, no error", notServed, err)
+	}
+	for _, bits := range []int{1024, 2048} { // smallRSA's bound is crypto/rsa's
+		k, _ := rsa.GenerateKey(rand.Reader, bits)
+		if s, _ := gossh.NewSignerFromKey(k); smallRSA(s) {
+			t.Errorf("a %d-bit RSA key taken as under 1024 bits", bits)
+		}
+	}
+	alone, notServed, err := hostSigners("", []string{small})
+	if err != nil || len(alone) != 1 || notServed != nil {
+		t.Errorf("the small key alone: %d keys, %q, %v; want it served as before", len(alone), notServed, err)
 	}
 }

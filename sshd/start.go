@@ -18,6 +18,7 @@ package sshd
 // here or in those first files.
 
 import (
+	"encoding/binary"
 	"fmt"
 	"syscall"
 	"time"
@@ -56,9 +57,12 @@ func (s *Server) setup() error {
 			return fmt.Errorf("sshd: %w", err)
 		}
 	}
-	signers, err := hostSigners(s.DataDir, s.HostKeyFiles)
+	signers, notServed, err := hostSigners(s.DataDir, s.HostKeyFiles)
 	if err != nil {
 		return err
+	}
+	for _, p := range notServed {
+		s.log().Warn("host key "+smallRSANote, "file", p)
 	}
 	passwords := s.logins().PasswordHashes
 	if _, err := hashesCost(passwords); err != nil {
@@ -128,4 +132,53 @@ type rsaSHA2 struct{ gossh.AlgorithmSigner }
 // Algorithms makes rsaSHA2 a gossh.MultiAlgorithmSigner.
 func (rsaSHA2) Algorithms() []string {
 	return []string{gossh.KeyAlgoRSASHA512, gossh.KeyAlgoRSASHA256}
+}
+
+// smallRSANote says why leaveOut leaves a host key out.
+const smallRSANote = "not served: an RSA key under 1024 bits cannot sign (Go's crypto/rsa refuses it; OpenSSH 9.1+ refuses such keys too)"
+
+// leaveOut returns keys, read from paths, without the RSA keys under 1024 bits
+// (smallRSA), and the paths of those. Without others (no key in DataDir) and
+// no other key in keys, keys are all kept, as before: the server starts rather
+// than refuse a configuration it took, though no client can use such a key.
+// In the agent data_dir's ed25519 key is always there, and serves.
+func leaveOut(keys []gossh.Signer, paths []string, others bool) (out []gossh.Signer, left []string) {
+	for i, k := range keys {
+		if smallRSA(k) {
+			left = append(left, paths[i])
+		} else {
+			out = append(out, k)
+		}
+	}
+	if !others && len(out) == 0 {
+		return keys, nil
+	}
+	return out, left
+}
+
+// smallRSA reports whether k is an RSA key under 1024 bits: crypto/rsa refuses
+// to sign with it, so every handshake that picked it failed ("handshake
+// failed: EOF" at the client). Read from the key's wire form (string
+// "ssh-rsa", mpint e, mpint n): gossh.CryptoPublicKey would link more of
+// x/crypto ahead of the start's code.
+func smallRSA(k gossh.Signer) bool {
+	pub := k.PublicKey()
+	if pub.Type() != gossh.KeyAlgoRSA {
+		return false
+	}
+	b := pub.Marshal()
+	for range 2 { // the type and e
+		if len(b) < 4 || uint64(len(b)-4) < uint64(binary.BigEndian.Uint32(b)) {
+			return false
+		}
+		b = b[4+binary.BigEndian.Uint32(b):]
+	}
+	if len(b) < 4 {
+		return false
+	}
+	n := b[4:]
+	for len(n) > 0 && n[0] == 0 {
+		n = n[1:]
+	}
+	return len(n) < 128 || len(n) == 128 && n[0] < 0x80
 }
