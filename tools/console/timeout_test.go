@@ -1,20 +1,19 @@
 package console
 
 import (
-	"bufio"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 // serveTest serves s on a loopback port until the test ends and returns its
@@ -45,19 +44,6 @@ func serveTest(t *testing.T, s *Server) string {
 	return ln.Addr().String()
 }
 
-// mustBeCut reads c until the server hangs up, which it must do within
-// timeout and a generous margin.
-func mustBeCut(t *testing.T, c net.Conn, timeout time.Duration) {
-	t.Helper()
-	start := time.Now()
-	c.SetReadDeadline(start.Add(timeout + 5*time.Second))
-	b, err := io.ReadAll(c) // whatever the server answers, it must then hang up
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("connection still open after %v (read %q), want it cut after %v", time.Since(start), b, timeout)
-	}
-	t.Logf("cut after %v: %q, %v", time.Since(start), b, err)
-}
-
 // TestHeldConnectionsAreCut: anyone who reaches the console can open a
 // connection without the access token (the page is public, the token is checked
 // once the headers are read). The console must not hold one for as long as its
@@ -69,24 +55,9 @@ func TestHeldConnectionsAreCut(t *testing.T) {
 	stalledPost := "POST /api/tunnels HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"
 
 	t.Run("idle after GET /", func(t *testing.T) {
-		addr := serveTest(t, newTestServer(t, cfg))
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := testenv.IdleAfterGet(t, serveTest(t, newTestServer(t, cfg)))
 		defer c.Close()
-		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || resp.Close {
-			t.Fatalf("GET / = %s (close %v), want 200 on a keep-alive connection", resp.Status, resp.Close)
-		}
-		mustBeCut(t, c, timeout)
+		testenv.MustBeCut(t, c, timeout)
 	})
 
 	// The token is refused before the body is read; net/http then reads what
@@ -99,7 +70,7 @@ func TestHeldConnectionsAreCut(t *testing.T) {
 		}
 		defer c.Close()
 		fmt.Fprintf(c, stalledPost, addr)
-		mustBeCut(t, c, timeout)
+		testenv.MustBeCut(t, c, timeout)
 	})
 
 	t.Run("body never sent over TLS", func(t *testing.T) {
@@ -115,7 +86,7 @@ func TestHeldConnectionsAreCut(t *testing.T) {
 		}
 		defer c.Close()
 		fmt.Fprintf(c, stalledPost, addr)
-		mustBeCut(t, c, timeout)
+		testenv.MustBeCut(t, c, timeout)
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -150,4 +151,41 @@ func (l *errnoListener) Accept() (net.Conn, error) {
 		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", l.errno)}
 	}
 	return l.Listener.Accept()
+}
+
+// IdleAfterGet sends GET / on a new keep-alive connection to addr, reads the
+// answer, which must be 200 and keep the connection open, and returns the
+// connection, left idle (the caller closes it).
+func IdleAfterGet(tb testing.TB, addr string) net.Conn {
+	tb.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		c.Close()
+		tb.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		c.Close()
+		tb.Fatalf("GET / = %s (close %v), want 200 on a keep-alive connection", resp.Status, resp.Close)
+	}
+	return c
+}
+
+// MustBeCut fails the test unless the server hangs up c, whatever it answers
+// first, within 5 s past timeout, the server's.
+func MustBeCut(tb testing.TB, c net.Conn, timeout time.Duration) {
+	tb.Helper()
+	start := time.Now()
+	c.SetReadDeadline(start.Add(timeout + 5*time.Second))
+	b, err := io.ReadAll(c)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		tb.Fatalf("connection still open after %v (read %q), want it cut after %v", time.Since(start), b, timeout)
+	}
+	tb.Logf("cut after %v: %q, %v", time.Since(start), b, err)
 }
