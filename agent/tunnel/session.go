@@ -68,6 +68,11 @@ type session struct {
 	streams      map[string]*stream // by wire service id ("" in V1)
 	closed       bool
 	hinted       bool // the source has said once that the device does not answer
+	// peerV2 (source): the destination's DATA had no connection id, so it
+	// speaks V1/V2 format (spec §2.3) and would answer a CONNECTION_START with
+	// STREAM_RESET (spec §3.3); a session's, since one destination answers all
+	// its streams. v2Warned: open has said so.
+	peerV2, v2Warned bool
 	// live holds the links whose pumps have not all returned: open ones, and
 	// closing ones that s.streams no longer holds but that may still send a frame
 	// or be blocked writing their last data to a target that does not read.
@@ -108,10 +113,6 @@ type stream struct {
 	target   string // the service the Dialer is asked for (destination)
 	links    map[uint32]*link
 	answered bool // DATA has come from the peer on this stream; under session.mu
-	// v2 (source): the peer's DATA on it had no connection id, so the destination
-	// speaks V1/V2 format (spec §2.3) and would answer a CONNECTION_START with
-	// STREAM_RESET (spec §3.3); warned: open has said so. Under session.mu.
-	v2, warned bool
 }
 
 func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
@@ -393,7 +394,7 @@ func (s *session) data(m *Message) {
 	s.mu.Lock()
 	st, l := s.lookupLocked(m)
 	if l != nil {
-		st.v2 = st.v2 || m.ConnectionID == 0
+		s.peerV2 = s.peerV2 || m.ConnectionID == 0
 		if len(m.Payload) > 0 {
 			st.answered, l.answered = true, true
 		}

@@ -523,12 +523,12 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 	var old []*link
 	m := Message{ServiceID: r.wire}
 	st := s.streams[r.wire]
-	// A stream whose destination answers in V2 format takes no CONNECTION_START:
-	// with no connection open, a new stream starts instead.
-	if s.version == V3 && st != nil && (!st.v2 || len(st.links) > 0) {
-		if st.v2 {
-			warn := !st.warned
-			st.warned = true
+	// A destination that answers in V2 format takes no CONNECTION_START: with no
+	// connection of the service open, a new stream starts instead.
+	if s.version == V3 && st != nil && (!s.peerV2 || len(st.links) > 0) {
+		if s.peerV2 {
+			warn := !s.v2Warned
+			s.v2Warned = true
 			s.mu.Unlock()
 			if warn {
 				s.opt.log.Warn("refusing a second local connection: the device answers in V2 format, one connection per service at a time, "+

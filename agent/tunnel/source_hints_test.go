@@ -346,3 +346,97 @@ func TestSourceV3RefusesSecondConnectionToV2Destination(t *testing.T) {
 		t.Errorf("the line does not name the service:\n%s", logged.String())
 	}
 }
+
+// v2QuietDestination is v2Destination (source_hints_test.go) for a service whose
+// client speaks first (HTTP): no greeting, it only echoes the active stream's
+// DATA (without a connection id) and answers CONNECTION_START with STREAM_RESET.
+func v2QuietDestination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel) <-chan struct{} {
+	ctx := ctxTimeout(t, 60*time.Second)
+	dst, err := tunnel.Dial(ctx, &tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: tunnel.V2,
+		AccessToken: mustToken(t, tun.DestinationToken)}, tunnel.ModeDestination)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{}, 64)
+	done := make(chan struct{})
+	t.Cleanup(func() { dst.Close(); <-done })
+	go func() {
+		defer close(done)
+		var m tunnel.Message
+		active := map[string]int32{}
+		for dst.ReadMessage(&m) == nil {
+			switch m.Type {
+			case tunnel.TypeStreamStart:
+				active[m.ServiceID] = m.StreamID
+			case tunnel.TypeData:
+				if active[m.ServiceID] == m.StreamID {
+					dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: append([]byte(nil), m.Payload...)})
+				}
+			case tunnel.TypeConnectionStart:
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
+				delete(active, m.ServiceID)
+			}
+		}
+	}()
+	if err := tun.WaitConnects(ctx, tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// TestSourceV3RemembersV2Destination: a V3 source that has seen the destination
+// answer in V2 format refuses a second connection on a later stream too, before
+// the destination has answered that stream: it knew the format per stream, and
+// a stream ends with its last connection, so two connections opened together
+// after the first had closed (a browser, two ssh) were sent as STREAM_START and
+// CONNECTION_START, and the destination's STREAM_RESET ended both.
+func TestSourceV3RemembersV2Destination(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	starts := v2QuietDestination(t, srv, tun)
+	var logged testlog.Lines
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
+	addr := runSource(t, src, "SSH")
+
+	// A first connection, answered by the destination in V2 format, then closed.
+	c1, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1.SetDeadline(time.Now().Add(10 * time.Second))
+	c1.Write([]byte("one\n"))
+	if _, err := io.ReadFull(c1, make([]byte, 4)); err != nil {
+		t.Fatalf("first connection: no echo: %v", err)
+	}
+	c1.Close()
+	waitLogged(t, &logged, "connection closed locally")
+	time.Sleep(300 * time.Millisecond)
+
+	// Later: two connections at once (a browser, two ssh started together).
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	time.Sleep(300 * time.Millisecond) // c2's STREAM_START is out
+	c3, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	select {
+	case <-starts:
+		t.Errorf("after the destination had answered in V2 format, a second connection was sent as CONNECTION_START (the destination resets the stream)")
+	case <-time.After(2 * time.Second):
+	}
+	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	c2.Write([]byte("two\n"))
+	if _, err := io.ReadFull(c2, make([]byte, 4)); err != nil {
+		t.Errorf("the open connection was ended by the second one: %v", err)
+	}
+}
