@@ -212,9 +212,9 @@ bench: ## Go benchmarks, then the whole path against direct SSH (tools/bench/run
 # database as the golang.org/x/vulndb module has it at a pinned version (its OSV
 # files made into govulncheck's layout by tools/vulndb): both come from the Go
 # module proxy, so the check needs no other network and gives the same answer
-# until the pins move. Both are kept in VULN_CACHE. govulncheck runs the go
-# command on PATH, so `GOTOOLCHAIN=go1.26.10 make vulncheck` checks that Go's
-# standard library. It scans source, not dist/: govulncheck -mode binary cannot
+# until the pins move. Both are kept in VULN_CACHE. govulncheck is built with,
+# and loads the standard library of, the Go that runs: `GOTOOLCHAIN=go1.27.3
+# make vulncheck` checks that Go's (one built by an older Go cannot read it). It scans source, not dist/: govulncheck -mode binary cannot
 # read the Go version of a binary built with a GOEXPERIMENT (golang/go#53740).
 GOVULNCHECK_VERSION := v1.9.0
 VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
@@ -223,7 +223,7 @@ VULNCHECK_TARGETS := $(filter linux-mipsle:% linux-armv7:%,$(CROSS_TARGETS))
 
 .PHONY: vulncheck
 vulncheck: ## known vulnerabilities (pinned govulncheck and database, from the Go module proxy) in the device binary's code for mipsle and armv7 and in ./... for this host; fails on any; not in make test: with Go 1.26.8 it finds standard-library ones only a newer Go fixes (docs/firmware.md)
-	@gvc=$(VULN_CACHE)/govulncheck-$(GOVULNCHECK_VERSION)/govulncheck; \
+	@gvc=$(VULN_CACHE)/govulncheck-$(GOVULNCHECK_VERSION)-$$($(GO) env GOVERSION)/govulncheck; \
 	if [ ! -x $$gvc ]; then \
 		echo "building govulncheck@$(GOVULNCHECK_VERSION) into $${gvc%/*}"; \
 		GOOS= GOARCH= GOBIN=$${gvc%/*} $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION); \
@@ -232,7 +232,7 @@ vulncheck: ## known vulnerabilities (pinned govulncheck and database, from the G
 	if [ ! -f $$db/index/modules.json ]; then \
 		$(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | $(GO) run ./tools/vulndb -out $$db; \
 	fi
-	@gvc=$(VULN_CACHE)/govulncheck-$(GOVULNCHECK_VERSION)/govulncheck; \
+	@gvc=$(VULN_CACHE)/govulncheck-$(GOVULNCHECK_VERSION)-$$($(GO) env GOVERSION)/govulncheck; \
 	db=file://$(VULN_CACHE)/vulndb-$(VULNDB_VERSION); \
 	exp='$(DEVICE_GOEXPERIMENT)'; found=; \
 	for t in $(VULNCHECK_TARGETS); do \
