@@ -250,10 +250,11 @@ func downSource(t *testing.T, wait time.Duration) (string, *testlog.Lines) {
 
 // v2Destination joins tun as a destination in V2 format, as localproxy 2.x,
 // AWS IoT Device Client and Greengrass do (spec §3.3): it answers a
-// STREAM_START with a greeting without a connection id, echoes the DATA of the
-// service's active stream, and answers a CONNECTION_START, which it does not
-// know, with STREAM_RESET. It reports each CONNECTION_START on starts.
-func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel) (starts <-chan struct{}) {
+// STREAM_START with a greeting without a connection id (unless quiet: a
+// service whose client speaks first, HTTP), echoes the DATA of the service's
+// active stream, and answers a CONNECTION_START, which it does not know, with
+// STREAM_RESET. It reports each CONNECTION_START on starts.
+func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel, quiet bool) (starts <-chan struct{}) {
 	ctx := ctxTimeout(t, 60*time.Second)
 	dst, err := tunnel.Dial(ctx, &tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: tunnel.V2,
 		AccessToken: mustToken(t, tun.DestinationToken)}, tunnel.ModeDestination)
@@ -271,7 +272,9 @@ func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel)
 			switch m.Type {
 			case tunnel.TypeStreamStart:
 				active[m.ServiceID] = m.StreamID
-				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: []byte("HELLO\n")})
+				if !quiet {
+					dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: []byte("HELLO\n")})
+				}
 			case tunnel.TypeData:
 				if active[m.ServiceID] == m.StreamID {
 					dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: append([]byte(nil), m.Payload...)})
@@ -301,7 +304,7 @@ func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel)
 func TestSourceV3RefusesSecondConnectionToV2Destination(t *testing.T) {
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
-	starts := v2Destination(t, srv, tun)
+	starts := v2Destination(t, srv, tun, false)
 	var logged testlog.Lines
 	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
 		Logger: slog.New(slog.NewTextHandler(&logged, nil))}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
@@ -347,47 +350,6 @@ func TestSourceV3RefusesSecondConnectionToV2Destination(t *testing.T) {
 	}
 }
 
-// v2QuietDestination is v2Destination (source_hints_test.go) for a service whose
-// client speaks first (HTTP): no greeting, it only echoes the active stream's
-// DATA (without a connection id) and answers CONNECTION_START with STREAM_RESET.
-func v2QuietDestination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel) <-chan struct{} {
-	ctx := ctxTimeout(t, 60*time.Second)
-	dst, err := tunnel.Dial(ctx, &tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: tunnel.V2,
-		AccessToken: mustToken(t, tun.DestinationToken)}, tunnel.ModeDestination)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan struct{}, 64)
-	done := make(chan struct{})
-	t.Cleanup(func() { dst.Close(); <-done })
-	go func() {
-		defer close(done)
-		var m tunnel.Message
-		active := map[string]int32{}
-		for dst.ReadMessage(&m) == nil {
-			switch m.Type {
-			case tunnel.TypeStreamStart:
-				active[m.ServiceID] = m.StreamID
-			case tunnel.TypeData:
-				if active[m.ServiceID] == m.StreamID {
-					dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: append([]byte(nil), m.Payload...)})
-				}
-			case tunnel.TypeConnectionStart:
-				select {
-				case ch <- struct{}{}:
-				default:
-				}
-				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
-				delete(active, m.ServiceID)
-			}
-		}
-	}()
-	if err := tun.WaitConnects(ctx, tunneltest.Destination, 1); err != nil {
-		t.Fatal(err)
-	}
-	return ch
-}
-
 // TestSourceV3RemembersV2Destination: a V3 source that has seen the destination
 // answer in V2 format refuses a second connection on a later stream too, before
 // the destination has answered that stream: it knew the format per stream, and
@@ -397,7 +359,7 @@ func v2QuietDestination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tu
 func TestSourceV3RemembersV2Destination(t *testing.T) {
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
-	starts := v2QuietDestination(t, srv, tun)
+	starts := v2Destination(t, srv, tun, true)
 	var logged testlog.Lines
 	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
 		Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
