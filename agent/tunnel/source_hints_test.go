@@ -295,6 +295,19 @@ func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel,
 	return ch
 }
 
+// sourceToV2Destination runs a V3 source (porthole connect's default) for the
+// service SSH of a tunnel whose destination is v2Destination(quiet), logging
+// at debug into logged, and returns the source's local address.
+func sourceToV2Destination(t *testing.T, quiet bool) (addr string, starts <-chan struct{}, logged *testlog.Lines) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	starts = v2Destination(t, srv, tun, quiet)
+	logged = new(testlog.Lines)
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		Logger: slog.New(slog.NewTextHandler(logged, &slog.HandlerOptions{Level: slog.LevelDebug}))}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
+	return runSource(t, src, "SSH"), starts, logged
+}
+
 // A second ssh through porthole connect's default V3 to a destination that
 // answers in V2 format (Device Client, Greengrass, localproxy 2.x): sent as
 // CONNECTION_START, which such a destination answers with STREAM_RESET, it
@@ -302,13 +315,7 @@ func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel,
 // has seen the destination's format (DATA without a connection id), so it
 // refuses the second connection, says why and what to do, and keeps the first.
 func TestSourceV3RefusesSecondConnectionToV2Destination(t *testing.T) {
-	srv := tunneltest.NewServer(t)
-	tun := srv.OpenTunnel("SSH")
-	starts := v2Destination(t, srv, tun, false)
-	var logged testlog.Lines
-	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
-		Logger: slog.New(slog.NewTextHandler(&logged, nil))}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
-	addr := runSource(t, src, "SSH")
+	addr, starts, logged := sourceToV2Destination(t, false)
 	first, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +333,7 @@ func TestSourceV3RefusesSecondConnectionToV2Destination(t *testing.T) {
 		waitClosed(t, second, 5*time.Second)
 		second.Close()
 		if i == 0 {
-			waitLogged(t, &logged, "--destination-client-type V2")
+			waitLogged(t, logged, "--destination-client-type V2")
 		}
 	}
 	select {
@@ -357,13 +364,7 @@ func TestSourceV3RefusesSecondConnectionToV2Destination(t *testing.T) {
 // after the first had closed (a browser, two ssh) were sent as STREAM_START and
 // CONNECTION_START, and the destination's STREAM_RESET ended both.
 func TestSourceV3RemembersV2Destination(t *testing.T) {
-	srv := tunneltest.NewServer(t)
-	tun := srv.OpenTunnel("SSH")
-	starts := v2Destination(t, srv, tun, true)
-	var logged testlog.Lines
-	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
-		Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
-	addr := runSource(t, src, "SSH")
+	addr, starts, logged := sourceToV2Destination(t, true)
 
 	// A first connection, answered by the destination in V2 format, then closed.
 	c1, err := net.Dial("tcp", addr)
@@ -376,7 +377,7 @@ func TestSourceV3RemembersV2Destination(t *testing.T) {
 		t.Fatalf("first connection: no echo: %v", err)
 	}
 	c1.Close()
-	waitLogged(t, &logged, "connection closed locally")
+	waitLogged(t, logged, "connection closed locally")
 	time.Sleep(300 * time.Millisecond)
 
 	// Later: two connections at once (a browser, two ssh started together).
