@@ -8,6 +8,37 @@ import (
 	"time"
 )
 
+// passwordSlots is how many password checks may run at once: half the CPUs
+// (at least one), so that a flood of logins, even from many sources, leaves
+// the device CPU time for routing and for the sessions already open. bcrypt
+// uses one CPU per check.
+func (s *Server) passwordSlots() int {
+	if s.passwordChecks > 0 {
+		return s.passwordChecks
+	}
+	return max(1, runtime.GOMAXPROCS(0)/2)
+}
+
+// acquirePasswordCheck waits for a password check slot; false if c was closed
+// first (at the latest by the login grace timer).
+func (s *Server) acquirePasswordCheck(c *conn) bool {
+	select {
+	case s.pwSlots <- struct{}{}:
+		return true
+	default:
+	}
+	s.pwWaiting.Add(1) // what the tests watch
+	defer s.pwWaiting.Add(-1)
+	select {
+	case s.pwSlots <- struct{}{}:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+func (s *Server) releasePasswordCheck() { <-s.pwSlots }
+
 // errTooManyFailures refuses a connection, or an attempt on one, from a
 // source over MaxAuthFailures.
 var errTooManyFailures = errors.New("too many failed logins from this source")
@@ -281,37 +312,6 @@ func (s *Server) closeUnauthenticated(src string) {
 		c.Close()
 	}
 }
-
-// passwordSlots is how many password checks may run at once: half the CPUs
-// (at least one), so that a flood of logins, even from many sources, leaves
-// the device CPU time for routing and for the sessions already open. bcrypt
-// uses one CPU per check.
-func (s *Server) passwordSlots() int {
-	if s.passwordChecks > 0 {
-		return s.passwordChecks
-	}
-	return max(1, runtime.GOMAXPROCS(0)/2)
-}
-
-// acquirePasswordCheck waits for a password check slot; false if c was closed
-// first (at the latest by the login grace timer).
-func (s *Server) acquirePasswordCheck(c *conn) bool {
-	select {
-	case s.pwSlots <- struct{}{}:
-		return true
-	default:
-	}
-	s.pwWaiting.Add(1) // what the tests watch
-	defer s.pwWaiting.Add(-1)
-	select {
-	case s.pwSlots <- struct{}{}:
-		return true
-	case <-c.done:
-		return false
-	}
-}
-
-func (s *Server) releasePasswordCheck() { <-s.pwSlots }
 
 // refusalLogInterval is the least time between two log lines about
 // connections refused for one reason: a flood would otherwise log a line per

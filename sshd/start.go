@@ -8,14 +8,16 @@ package sshd
 // package's files in name order, the linker keeps that order, and the kernel
 // maps a binary's code in 64 KiB windows around each page a process runs
 // (docs/size.md, "Idle layout"). An idle agent runs this file and the first
-// files of the package (accounts.go to authorizedkeys.go, hostkeys.go, the
-// helpers of limits.go and openfile.go) but none of the session, SFTP, scp or
-// forwarding code. So this file sorts near the package's end, next to code
-// that runs anyway, and portforward.go sorts after openfile.go: the windows in
-// between stay unmapped. With the setup in server.go and the forwarding in
-// forward.go (before hostkeys.go), the mipsel board's idle agent mapped 64 KiB
-// more (8,212-8,232 against 8,156 kB). Code that runs at every start belongs
-// here or in those first files.
+// files of the package (accounts.go to authorizedkeys.go, files.go,
+// hostkeys.go, and the password-check sizing and newFailureLimiter at the top
+// of limits.go) but none of the session, SFTP, scp or forwarding code. So this
+// file sorts near the package's end, next to code that runs anyway, and
+// portforward.go sorts after limits.go: the windows in between stay unmapped.
+// With the setup in server.go and the forwarding in forward.go (before
+// hostkeys.go), the mipsel board's idle agent mapped 64 KiB more (8,212-8,232
+// against 8,156 kB); with openfile.go after the rest of limits.go, Go 1.26.10's
+// layout mapped 64 KiB more than Go 1.26.8's. Code that runs at every start
+// belongs here or in those first files.
 
 import (
 	"encoding/binary"
