@@ -22,6 +22,7 @@ import (
 
 	"github.com/porthole-iot/porthole/tools/internal/acceptretry"
 	"github.com/porthole-iot/porthole/tools/internal/rebind"
+	"github.com/porthole-iot/porthole/tools/internal/servertls"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -73,7 +74,9 @@ type Config struct {
 	Vendor fs.FS
 	// TLS, with a certificate (Certificates or GetCertificate), makes Serve
 	// serve https, and URL print it; nil means plain HTTP, for loopback or a
-	// reverse proxy that does TLS.
+	// reverse proxy that does TLS. Its minimum version is raised to TLS 1.2,
+	// and nil CipherSuites mean the host tools' AEAD suites
+	// (tools/internal/servertls), without Go's CBC ones.
 	TLS *tls.Config
 	// Logger receives the server's records; nil means discard. Tokens, passwords
 	// and keys are never logged.
@@ -229,6 +232,7 @@ func New(cfg Config) (*Server, error) {
 		s.http.TLSConfig.NextProtos = []string{"http/1.1"}
 		s.http.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 		s.http.TLSConfig.MinVersion = max(s.http.TLSConfig.MinVersion, tls.VersionTLS12)
+		servertls.Restrict(s.http.TLSConfig)
 	}
 	return s, nil
 }

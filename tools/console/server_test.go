@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 func testServer(t *testing.T) *Server {
@@ -390,6 +392,34 @@ func TestServeTLS(t *testing.T) {
 		resp.Body.Close()
 		t.Errorf("GET / from an HTTP/2-only client: %s %s, want no HTTP/2", resp.Proto, resp.Status)
 	}
+}
+
+// Over TLS 1.2 the console takes ECDHE with AES-GCM or ChaCha20-Poly1305
+// only: with Go's defaults it also took AES-CBC with HMAC-SHA1 (testssl.sh:
+// LUCKY13). Config.TLS as porthole-console makes it, without a minimum version.
+func TestTLS12AEADOnly(t *testing.T) {
+	ln, pool := serveTLS(t, Config{})
+	testenv.TLS12AEADOnly(t, ln.Addr().String(), pool)
+}
+
+// serveTLS serves a console with cfg and Config.TLS as porthole-console makes
+// it (a certificate, for 127.0.0.1, ::1 and example.com, and nothing else) on
+// 127.0.0.1, and returns its listener and the pool that trusts the certificate.
+func serveTLS(t *testing.T, cfg Config) (net.Listener, *x509.CertPool) {
+	t.Helper()
+	cert := httptest.NewUnstartedServer(nil) // for its certificate
+	cert.StartTLS()
+	cert.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Certificate())
+	cfg.TLS = &tls.Config{Certificates: cert.TLS.Certificates}
+	s := newTestServer(t, cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	return ln, pool
 }
 
 // TestReverseProxyOverTheWire: the console behind a TLS reverse proxy

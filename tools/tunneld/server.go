@@ -16,6 +16,7 @@ import (
 
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 	"github.com/porthole-iot/porthole/tools/internal/acceptretry"
+	"github.com/porthole-iot/porthole/tools/internal/servertls"
 )
 
 // Defaults of Config.
@@ -44,7 +45,11 @@ type Config struct {
 	// the directory from New to Shutdown or Close: New fails with ErrDataDirInUse
 	// while another server holds it.
 	DataDir string
-	// TLS, if not nil, makes Serve speak HTTPS and WSS; nil means plain HTTP and WS.
+	// TLS, if not nil, makes Serve speak HTTPS and WSS, both planes on one
+	// port with this one config; nil means plain HTTP and WS. Nil CipherSuites
+	// mean the host tools' TLS 1.2 suites, ECDHE with AES-GCM or
+	// ChaCha20-Poly1305 (tools/internal/servertls), not Go's defaults, which
+	// also take AES-CBC with HMAC-SHA1.
 	TLS *tls.Config
 	// Notifier publishes destination tokens (OpenTunnel with a thingName, rotation
 	// with DESTINATION or ALL); nil means none are published (and that is logged).
@@ -205,6 +210,7 @@ func New(cfg Config) (*Server, error) {
 		if len(cfg.TLS.NextProtos) == 0 {
 			cfg.TLS.NextProtos = []string{"http/1.1"}
 		}
+		servertls.Restrict(cfg.TLS)
 	}
 	log := cfg.Logger
 	if log == nil {

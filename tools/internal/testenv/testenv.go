@@ -5,6 +5,8 @@ package testenv
 import (
 	"bufio"
 	"cmp"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -188,4 +191,47 @@ func MustBeCut(tb testing.TB, c net.Conn, timeout time.Duration) {
 		tb.Fatalf("connection still open after %v (read %q), want it cut after %v", time.Since(start), b, timeout)
 	}
 	tb.Logf("cut after %v: %q, %v", time.Since(start), b, err)
+}
+
+// TLS12AEADOnly checks the TLS server at addr, whose certificate roots trust:
+// a TLS 1.2 client offering only ECDHE with AES-CBC and HMAC-SHA1 (Go's
+// defaults had them; testssl.sh reports LUCKY13 for them) fails its handshake,
+// and one offering only ECDHE with AES-GCM, or only with ChaCha20-Poly1305, is
+// served over TLS 1.2 with it. Each list names the suite for ECDSA and for RSA
+// certificates.
+func TLS12AEADOnly(tb testing.TB, addr string, roots *x509.CertPool) {
+	tb.Helper()
+	handshake := func(suites ...uint16) (tls.ConnectionState, error) {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1",
+			MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CipherSuites: suites})
+		err = tc.Handshake()
+		return tc.ConnectionState(), err
+	}
+	if st, err := handshake(tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA); err == nil {
+		tb.Errorf("a TLS 1.2 client offering only AES-CBC suites was served with %s, want a failed handshake",
+			tls.CipherSuiteName(st.CipherSuite))
+	} else {
+		tb.Logf("a TLS 1.2 client offering only AES-CBC suites: %v", err)
+	}
+	for _, suites := range [][]uint16{
+		{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256},
+		{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384},
+		{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256},
+	} {
+		st, err := handshake(suites...)
+		if err != nil {
+			tb.Errorf("a TLS 1.2 client offering only %s or %s: %v, want a handshake",
+				tls.CipherSuiteName(suites[0]), tls.CipherSuiteName(suites[1]), err)
+		} else if st.Version != tls.VersionTLS12 || !slices.Contains(suites, st.CipherSuite) {
+			tb.Errorf("a TLS 1.2 client offering only %s or %s got %s with %s", tls.CipherSuiteName(suites[0]),
+				tls.CipherSuiteName(suites[1]), tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+		}
+	}
 }
