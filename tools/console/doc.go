@@ -22,7 +22,9 @@
 // terminal WebSocket. There is no cookie: a browser would send it to every port of
 // 127.0.0.1. WebSockets and state-changing calls must come from the console's own
 // origin (scheme, host and port: https over TLS, or the PublicURL's), pages carry a
-// CSP that allows scripts from this server only (no inline scripts), and tokens,
+// CSP that allows scripts from this server only (no inline scripts), answers it
+// serves over TLS itself by a host name (not localhost) carry
+// Strict-Transport-Security for a year, and tokens,
 // passwords and private keys are held in memory only and never logged.
 //
 // The browser files are web/static (ours) and web/vendor (xterm.js, copied from

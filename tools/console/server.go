@@ -331,7 +331,7 @@ func (s *Server) routes() {
 	s.mux = m
 }
 
-// securityHeaders are on every answer. Scripts come from this server only; xterm.js
+// securityHeaders are on every answer (and, over TLS, hsts). Scripts come from this server only; xterm.js
 // writes its theme into <style> elements, hence 'unsafe-inline' for styles alone.
 var securityHeaders = map[string]string{
 	"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
@@ -340,6 +340,33 @@ var securityHeaders = map[string]string{
 	"X-Frame-Options":        "DENY",
 	"Referrer-Policy":        "no-referrer",
 	"Cache-Control":          "no-store",
+}
+
+// hsts is the Strict-Transport-Security of answers the console serves over TLS
+// itself: a year, as Mozilla's guidelines. Without includeSubDomains, which
+// would hold every other server under the console's name to https for that
+// year (a device's page forwarded by name, another team's plain-http tool):
+// the console knows nothing of them. Not over plain HTTP, where browsers
+// ignore it (RFC 6797 §8.1) and, behind a TLS reverse proxy, it is the proxy's
+// to send.
+const hsts = "max-age=31536000"
+
+// hstsHost reports whether the console sends hsts to a request for host, a
+// Host header that passed hostOK. Not for an IP address, for which browsers
+// ignore it (RFC 6797 §8.1), nor for localhost or a name under .localhost:
+// browsers keep HSTS per host name whatever the port, so a console served at
+// https://localhost:8443 would have the browser turn every http://localhost:PORT
+// to https for a year, among them what porthole connect forwards from a
+// device's web page, and a dev server's.
+func hstsHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return false
+	}
+	return host != "localhost" && !strings.HasSuffix(host, ".localhost")
 }
 
 // ServeHTTP checks the Host header, the access token and the origin of
@@ -364,6 +391,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("request for another host refused", "method", r.Method, "path", r.URL.Path, "host", r.Host)
 		refuse(w, r, http.StatusMisdirectedRequest, "misdirected request: open the console by the address it printed, or give it the address it is opened by (--public-url, as for a certificate issued for a name)")
 		return
+	}
+	if r.TLS != nil && hstsHost(r.Host) {
+		w.Header().Set("Strict-Transport-Security", hsts)
 	}
 	switch p := r.URL.Path; {
 	case p == "/" && r.URL.Query().Has("token"):

@@ -402,6 +402,68 @@ func TestTLS12AEADOnly(t *testing.T) {
 	testenv.TLS12AEADOnly(t, ln.Addr().String(), pool)
 }
 
+// Answers the console serves over TLS, by a name, carry Strict-Transport-Security
+// (a year, without includeSubDomains); over plain HTTP, by an address (which
+// browsers ignore) or by localhost (which would hold every other local port to
+// https) they do not.
+func TestHSTS(t *testing.T) {
+	ln, pool := serveTLS(t, Config{PublicURL: "https://example.com"})
+	byName := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
+		}}}
+	defer byName.CloseIdleConnections()
+	byAddr := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer byAddr.CloseIdleConnections()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	get := func(c *http.Client, url, host string) http.Header {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Host = host
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s (Host %s): %s, want 200", url, host, resp.Status)
+		}
+		return resp.Header
+	}
+	for _, path := range []string{"/", "/api/state"} { // the page, and a refused API call
+		req, _ := http.NewRequest(http.MethodGet, "https://example.com"+path, nil)
+		resp, err := byName.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Strict-Transport-Security"); got != "max-age=31536000" {
+			t.Errorf("GET https://example.com%s (%s): Strict-Transport-Security %q, want max-age=31536000", path, resp.Status, got)
+		}
+	}
+	for _, host := range []string{ln.Addr().String(), "localhost:" + port, "[::1]:" + port} {
+		if got := get(byAddr, "https://"+ln.Addr().String()+"/", host).Get("Strict-Transport-Security"); got != "" {
+			t.Errorf("GET / over TLS by %s: Strict-Transport-Security %q, want none", host, got)
+		}
+	}
+
+	// Plain HTTP behind a TLS reverse proxy, opened by the same name: the
+	// proxy's to send.
+	plain := newTestServer(t, Config{PublicURL: "https://example.com"})
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go plain.Serve(pl)
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	for _, host := range []string{"example.com", pl.Addr().String()} {
+		if got := get(client, "http://"+pl.Addr().String()+"/", host).Get("Strict-Transport-Security"); got != "" {
+			t.Errorf("GET / over plain HTTP by %s: Strict-Transport-Security %q, want none", host, got)
+		}
+	}
+}
+
 // serveTLS serves a console with cfg and Config.TLS as porthole-console makes
 // it (a certificate, for 127.0.0.1, ::1 and example.com, and nothing else) on
 // 127.0.0.1, and returns its listener and the pool that trusts the certificate.
