@@ -18,6 +18,7 @@ import (
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest/noquota"
 	"github.com/porthole-iot/porthole/tools/internal/acceptretry"
+	"github.com/porthole-iot/porthole/tools/internal/servertls"
 )
 
 // startBroker runs an MQTT v5 broker with mutual TLS on addr: only certificates of
@@ -51,7 +52,7 @@ func startBroker(addr, caFile, certFile, keyFile, publisher, device string, subs
 		return nil, "", fmt.Errorf("MQTT broker on %s: %w", addr, err)
 	}
 	ln := listeners.NewNet("mtls", tls.NewListener(acceptretry.Wrap(tcp, log),
-		&tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}))
+		&tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: servertls.CipherSuites(), Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}))
 	if err := srv.AddListener(ln); err != nil {
 		tcp.Close()
 		return nil, "", fmt.Errorf("MQTT broker on %s: %w", addr, err)

@@ -18,6 +18,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 // testBroker is the lab's broker with its PKI, in a test's temporary directory.
@@ -281,4 +283,14 @@ func (h *pubackHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if pk.FixedHeader.Type == packets.Puback && identity(cl) == Thing {
 		h.done()
 	}
+}
+
+// TestBrokerTLS12AEADOnly: over TLS 1.2 the lab's broker takes the suites
+// porthole-tunneld and porthole-console take (tools/internal/servertls), not
+// Go's AES-CBC ones.
+func TestBrokerTLS12AEADOnly(t *testing.T) {
+	b := startTestBroker(t, nil)
+	defer b.stop()
+	c := b.tlsConfig(t, Thing)
+	testenv.TLS12AEADOnly(t, b.addr, c.RootCAs, c.Certificates...)
 }

@@ -1,8 +1,8 @@
 // Package servertls holds the TLS settings the host tools' servers share
-// (porthole-tunneld, both its planes on one port, and porthole-console): the
-// cipher suites they accept over TLS 1.2. It is not a TLS configuration of its
-// own: certificates, protocols (ALPN) and minimum versions stay with each
-// server. The device binary's TLS clients (agent/tunnel, agent/notify) keep
+// (porthole-tunneld, both its planes on one port, porthole-console, and the
+// lab's MQTT broker): the cipher suites they accept over TLS 1.2. It is not a
+// TLS configuration of its own: certificates, protocols (ALPN) and minimum
+// versions stay with each server. The device binary's TLS clients (agent/tunnel, agent/notify) keep
 // Go's defaults and do not import it.
 package servertls
 

@@ -198,8 +198,9 @@ func MustBeCut(tb testing.TB, c net.Conn, timeout time.Duration) {
 // defaults had them; testssl.sh reports LUCKY13 for them) fails its handshake,
 // and one offering only ECDHE with AES-GCM, or only with ChaCha20-Poly1305, is
 // served over TLS 1.2 with it. Each list names the suite for ECDSA and for RSA
-// certificates.
-func TLS12AEADOnly(tb testing.TB, addr string, roots *x509.CertPool) {
+// certificates. certs are the client's certificates, for a server that asks
+// for one.
+func TLS12AEADOnly(tb testing.TB, addr string, roots *x509.CertPool, certs ...tls.Certificate) {
 	tb.Helper()
 	handshake := func(suites ...uint16) (tls.ConnectionState, error) {
 		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
@@ -208,7 +209,7 @@ func TLS12AEADOnly(tb testing.TB, addr string, roots *x509.CertPool) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1",
+		tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", Certificates: certs,
 			MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CipherSuites: suites})
 		err = tc.Handshake()
 		return tc.ConnectionState(), err
