@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
@@ -15,13 +14,6 @@ import (
 
 // targetPrefix is the X-Amz-Target prefix of the service (AWS JSON 1.1).
 const targetPrefix = "IoTSecuredTunneling."
-
-// maxRequestBody bounds a control-plane request body. The largest valid one,
-// OpenTunnel with 200 tags of 128 and 256 characters and a description of 2048,
-// every character outside the BMP and escaped (\uXXXX\uXXXX, 12 bytes), is
-// about 950 KB. With Config.Credentials it is read only for a request that
-// names a known access key (checkAuthHeader).
-const maxRequestBody = 1 << 20
 
 // contentType is the media type of AWS JSON 1.1 requests and responses.
 const contentType = "application/x-amz-json-1.1"
@@ -124,8 +116,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.refused(log, "request refused", append([]any{"type", ae.Type, "message", clip(ae.Message, 2*clipped)}, callerAttrs(r.Context())...)...)
 		w.Header().Set("Content-Type", contentType)
 		w.Header().Set("X-Amzn-ErrorType", ae.Type)
+		b, _ := json.Marshal(map[string]string{"__type": ae.Type, "message": ae.Message})
+		b = append(b, '\n')
+		if ae.abandon && r.ContentLength != 0 && s.hangUp(w, ae.status(), b) {
+			return
+		}
 		w.WriteHeader(ae.status())
-		json.NewEncoder(w).Encode(map[string]string{"__type": ae.Type, "message": ae.Message})
+		w.Write(b)
 		return
 	}
 	b, err := json.Marshal(resp)
@@ -140,29 +137,20 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
-	if r.Method != http.MethodPost || r.URL.Path != "/" {
-		return nil, &APIError{Type: ErrTypeUnknownOperation, Message: fmt.Sprintf("%s %s: the API takes POST /", r.Method, r.URL.Path), Status: http.StatusNotFound}
-	}
-	if !strings.HasPrefix(r.Header.Get("X-Amz-Target"), targetPrefix) {
-		return nil, &APIError{Type: ErrTypeUnknownOperation, Message: "missing or foreign X-Amz-Target; want " + targetPrefix + "<Operation>"}
-	}
-	// What needs no body is checked before it is read: a client without a
-	// signature, or with an access key this server does not know, got up to
-	// maxRequestBody of it read and held until the read timeout.
-	if err := s.checkHost(r); err != nil {
+	auth, err := s.checkBeforeBody(r)
+	if err != nil {
+		// Unread: net/http would read up to 256 KiB of the body before
+		// answering, to use the connection again.
+		if ae, ok := err.(*APIError); ok {
+			ae.abandon = true
+		}
 		return nil, err
 	}
-	auth, err := s.checkAuthHeader(r)
+	body, release, err := s.readBody(r, op)
 	if err != nil {
 		return nil, err
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
-	if err != nil {
-		return nil, &APIError{Type: ErrTypeSerialization, Message: "reading the request body: " + err.Error()}
-	}
-	if len(body) > maxRequestBody {
-		return nil, &APIError{Type: ErrTypeSerialization, Message: fmt.Sprintf("request body over %d bytes", maxRequestBody)}
-	}
+	defer release()
 	if auth != nil {
 		if err := s.verifySigV4(r, auth, body); err != nil {
 			return nil, err
@@ -190,6 +178,25 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 		return nil, err
 	}
 	return s.call(r.Context(), in)
+}
+
+// checkBeforeBody checks what of a request needs no body: its method, path and
+// X-Amz-Target, its Host (checkHost) and its Authorization header
+// (checkAuthHeader), whose signature it returns.
+func (s *Server) checkBeforeBody(r *http.Request) (*sigV4Auth, error) {
+	if r.Method != http.MethodPost || r.URL.Path != "/" {
+		return nil, &APIError{Type: ErrTypeUnknownOperation, Message: fmt.Sprintf("%s %s: the API takes POST /", r.Method, r.URL.Path), Status: http.StatusNotFound}
+	}
+	if !strings.HasPrefix(r.Header.Get("X-Amz-Target"), targetPrefix) {
+		return nil, &APIError{Type: ErrTypeUnknownOperation, Message: "missing or foreign X-Amz-Target; want " + targetPrefix + "<Operation>"}
+	}
+	// What needs no body is checked before it is read: a client without a
+	// signature, or with an access key this server does not know, got up to
+	// its limit (bodyLimit) of it read and held until the read timeout.
+	if err := s.checkHost(r); err != nil {
+		return nil, err
+	}
+	return s.checkAuthHeader(r)
 }
 
 // checkAuthHeader checks what of a request's authentication needs no body: an

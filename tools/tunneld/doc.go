@@ -27,6 +27,18 @@
 //     Server.FailHandshakes. DescribeTunnel reports each side CONNECTED or
 //     DISCONNECTED with the time it last changed.
 //
+// Control-plane bodies have a limit per operation, above its largest valid
+// request as the AWS CLI sends it (every character outside ASCII escaped): 1 MiB
+// for OpenTunnel and TagResource (200 tags of 128 and 256 letters outside the
+// BMP, and OpenTunnel's description of 2048, are 0.95 MB), 512 KiB for
+// UntagResource, 16 KiB for the others. A body over it is refused with
+// SerializationException (400), unread if its Content-Length says so, and the
+// connection is closed without reading the rest. A signature covers the body,
+// so the body is read before the signature is verified, also for a client that
+// only knows an access key ID: bodies over 64 KiB (only many tags make one)
+// share 4 MiB among all requests, and one that finds it spent is refused at once
+// with ThrottlingException (429), which the AWS CLI and SDKs retry.
+//
 // Tunnel ARNs are arn:PARTITION:iot:REGION:ACCOUNT:tunnel/ID, with Config.Region
 // (--region), its partition (aws-cn in cn-*, aws-us-gov in us-gov-*, aws-iso in
 // us-iso-*, aws-iso-b in us-isob-*, ...; aws elsewhere) and Config.AccountID. The

@@ -17,6 +17,7 @@ const (
 	ErrTypeIncompleteSigature = "IncompleteSignatureException"
 	ErrTypeInternalFailure    = "InternalFailure"
 	ErrTypeAccessDenied       = "AccessDeniedException"
+	ErrTypeThrottling         = "ThrottlingException"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -32,6 +33,10 @@ type APIError struct {
 	Type    string
 	Message string
 	Status  int // HTTP status; 0 means 400
+
+	// abandon: the request's body was left unread; the connection is closed
+	// after the answer without reading it (abandonBody).
+	abandon bool
 }
 
 func (e *APIError) Error() string { return "tunneld: " + e.Type + ": " + e.Message }

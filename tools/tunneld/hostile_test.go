@@ -344,9 +344,10 @@ func TestUnknownMembersLogIsBounded(t *testing.T) {
 // TestUnsignedBodyNotRead: with Credentials, a request without a signature, or
 // with an access key the server does not know, is refused before its body is
 // read, as checkAuth would refuse it after: anyone who reaches the server got
-// up to maxRequestBody of body read and held until the read timeout (30 s), a
-// MiB a connection. Here the client declares a body and never sends it; the
-// answer must come all the same.
+// up to 1 MiB of body read and held until the read timeout (30 s), a MiB a
+// connection. Here the client declares a body under the limit (bodyLimit) and
+// never sends it; the answer must come all the same, and net/http must not
+// wait for the body to use the connection again (hangUp).
 func TestUnsignedBodyNotRead(t *testing.T) {
 	ts := startServer(t, Config{Credentials: map[string]string{"AKID": "secret"}})
 	for _, tc := range []struct {
@@ -368,7 +369,7 @@ func TestUnsignedBodyNotRead(t *testing.T) {
 				auth = "Authorization: " + tc.auth + "\r\n"
 			}
 			fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: %s\r\nContent-Type: "+contentType+"\r\nX-Amz-Target: "+targetPrefix+
-				"ListTunnels\r\n%sContent-Length: %d\r\n\r\n", ts.addr, auth, maxRequestBody)
+				"ListTunnels\r\n%sContent-Length: %d\r\n\r\n", ts.addr, auth, bodyLimit("ListTunnels"))
 			c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the read timeout is 30 s
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {

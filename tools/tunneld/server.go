@@ -95,7 +95,7 @@ type Config struct {
 }
 
 // requestReadTimeout is how long a client has to send a whole request: a control
-// plane body is at most a few KiB, and a stalled one would hold its connection and
+// plane body is at most a few KiB (1 MiB with many tags: body.go), and a stalled one would hold its connection and
 // goroutine for as long as the client likes.
 const requestReadTimeout = 30 * time.Second
 
@@ -118,6 +118,11 @@ type Server struct {
 	lock      *os.File   // holds the flock on Config.DataDir until stop; nil without one
 
 	refusals refusalLog // the lines of refused requests and handshakes
+	bodies   bodyBudget // of control-plane bodies over freeBody (body.go)
+
+	lingerMu    sync.Mutex
+	lingerEnded bool           // under lingerMu: stopping; hangUp lingers no more
+	lingering   sync.WaitGroup // hangUp calls (body.go)
 
 	mu      sync.Mutex
 	tunnels map[string]*record
@@ -222,6 +227,7 @@ func New(cfg Config) (*Server, error) {
 		tunnels: make(map[string]*record),
 		dirty:   make(chan struct{}, 1),
 		wake:    make(chan struct{}, 1),
+		bodies:  bodyBudget{max: largeBodyBudget},
 	}
 	s.dp = &dataplane.Server{
 		Logger:   log.With("plane", "data"),
@@ -341,6 +347,7 @@ func (s *Server) stop() {
 		s.dp.Close()
 		s.cancel()
 		s.wg.Wait()
+		s.endLingering()
 		if err := s.save(); err != nil {
 			s.log.Error("saving state on shutdown", "err", err)
 		}
