@@ -24,7 +24,7 @@ import (
 //     spent the request is refused at once with ThrottlingException, which the
 //     AWS SDKs and CLI retry.
 //
-// So the connections held × freeBody, plus largeBodyBudget, is
+// So connections (Config.MaxConnections) × freeBody, plus largeBodyBudget, is
 // the most that bodies hold at once, where every connection could hold the
 // largest body (1 MiB) before.
 //

@@ -31,6 +31,7 @@ type Options struct {
 	Bandwidth  int
 	MaxTunnels int
 	MaxClosed  int
+	MaxConns   int
 	Unsigned   bool
 	CredFile   string
 	Verbose    bool
@@ -81,6 +82,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.IntVar(&o.Bandwidth, "bandwidth", 0, "limit each tunnel to this many `bytes` per second, both directions and WebSocket pings and pongs together; 0 is unlimited (AWS documents 800 KB/s)")
 	fs.IntVar(&o.MaxTunnels, "max-open-tunnels", DefaultMaxOpenTunnels, "OpenTunnel fails with LimitExceededException while this `number` of tunnels are open; at least 1")
 	fs.IntVar(&o.MaxClosed, "max-closed-tunnels", DefaultMaxClosedTunnels, "keep at most this `number` of closed tunnels describable (for 3 hours each); past it the ones closed first are forgotten; at least 1")
+	fs.IntVar(&o.MaxConns, "max-connections", DefaultMaxConnections, "serve at most this `number` of connections at once, API clients' and tunnel WebSockets' together; those beyond it wait in the listen backlog until one ends, so that a flood of connections cannot use up the process's descriptors; keep it under the open-files limit (ulimit -n, LimitNOFILE=); at least 1")
 	fs.BoolVar(&o.Unsigned, "allow-unsigned", false, "accept control-plane requests without an Authorization header (ignored with --credentials)")
 	fs.StringVar(&o.CredFile, "credentials", "", "`file` of \"ACCESS_KEY_ID SECRET_ACCESS_KEY\" lines (# comments): verify every control-plane request's SigV4 signature against them, and its scope (--region, service IoTSecuredTunneling); without it, signatures are not checked and any credentials work")
 	fs.BoolVar(&o.Verbose, "v", false, "log at debug level")
@@ -104,7 +106,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 		name string
 		v    int
 		min  int
-	}{{"bandwidth", o.Bandwidth, 0}, {"max-open-tunnels", o.MaxTunnels, 1}, {"max-closed-tunnels", o.MaxClosed, 1}} {
+	}{{"bandwidth", o.Bandwidth, 0}, {"max-open-tunnels", o.MaxTunnels, 1}, {"max-closed-tunnels", o.MaxClosed, 1}, {"max-connections", o.MaxConns, 1}} {
 		if f.v < f.min {
 			want := "must not be negative"
 			if f.min > 0 {
@@ -148,7 +150,11 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg := Config{
 		Region: o.Region, DataDir: o.DataDir, Bandwidth: o.Bandwidth,
-		MaxOpenTunnels: o.MaxTunnels, MaxClosedTunnels: o.MaxClosed, AllowUnsigned: o.Unsigned, Logger: log,
+		MaxOpenTunnels: o.MaxTunnels, MaxClosedTunnels: o.MaxClosed, MaxConnections: o.MaxConns, AllowUnsigned: o.Unsigned, Logger: log,
+	}
+	if n, ok := openFileLimit(); ok && uint64(o.MaxConns)+reservedFiles > n {
+		log.Warn("--max-connections is over what the open-files limit leaves: the process may run out of descriptors before the cap, and then refuse tunnels' first connections (their use cannot be saved); raise the limit (ulimit -n, LimitNOFILE=) or lower --max-connections",
+			"max_connections", o.MaxConns, "open_files_limit", n, "reserved", reservedFiles)
 	}
 	if o.CredFile != "" {
 		creds, err := readCredentials(o.CredFile)
@@ -260,6 +266,11 @@ serve:
 	}
 	return err
 }
+
+// reservedFiles is what --max-connections should leave of the open-files
+// limit for the rest: the listener, the state file and its directory, the
+// MQTT connection, the logs, and some to spare.
+const reservedFiles = 64
 
 // loopbackOnly reports whether listen (host:port) binds loopback addresses only;
 // an empty host, 0.0.0.0 and [::] bind every interface.

@@ -37,13 +37,13 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 	}
 	help := buf.String()
 	for _, f := range []string{"listen", "tls-cert", "tls-key", "data-dir", "region", "mqtt-broker", "mqtt-ca", "mqtt-cert",
-		"mqtt-key", "mqtt-client-id", "print-addr", "bandwidth", "max-open-tunnels", "max-closed-tunnels", "allow-unsigned", "credentials", "v"} {
+		"mqtt-key", "mqtt-client-id", "print-addr", "bandwidth", "max-open-tunnels", "max-closed-tunnels", "max-connections", "allow-unsigned", "credentials", "v"} {
 		if !strings.Contains(help, "  -"+f+" ") && !strings.Contains(help, "  -"+f+"\n") && !strings.Contains(help, "  -"+f+"\t") {
 			t.Errorf("--help does not explain -%s", f)
 		}
 	}
 	for _, s := range []string{"Exit codes", "--endpoint-url", "$aws/things/<thing>/tunnels/notify",
-		fmt.Sprintf("at least 1 (default %d)", DefaultMaxOpenTunnels)} {
+		fmt.Sprintf("at least 1 (default %d)", DefaultMaxOpenTunnels), fmt.Sprintf("at least 1 (default %d)", DefaultMaxConnections)} {
 		if !strings.Contains(help, s) {
 			t.Errorf("--help does not mention %q", s)
 		}
@@ -69,6 +69,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--max-open-tunnels", "0"}, "-max-open-tunnels"}, // not a silent 100
 		{[]string{"--bandwidth", "-5"}, "-bandwidth"},
 		{[]string{"--max-closed-tunnels", "0"}, "-max-closed-tunnels"},
+		{[]string{"--max-connections", "0"}, "-max-connections"},
 		// A --listen no restart mends is a usage error (exit 1), not a runtime
 		// failure (exit 2) that Restart=on-failure retries forever.
 		{[]string{"--listen", "127.0.0.1"}, "-listen"},

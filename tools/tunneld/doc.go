@@ -39,6 +39,19 @@
 // share 4 MiB among all requests, and one that finds it spent is refused at once
 // with ThrottlingException (429), which the AWS CLI and SDKs retry.
 //
+// The server holds at most Config.MaxConnections connections at once
+// (--max-connections, 1024 by default), control-plane clients' and data-plane
+// WebSockets' together, since they share the listener: a WebSocket holds its
+// place until it ends. Connections past the cap are not accepted and closed;
+// they wait in the kernel's listen backlog and are served in turn as places
+// free, so that a flood of connections cannot use up the process's
+// descriptors (which would also keep the state file from being written, and
+// a tunnel's first connection is refused when its use cannot be saved), and an
+// agent that comes meanwhile is served late rather than refused. Reaching the
+// cap is logged at Warn, at most once a minute. At start tunneld warns when the
+// open-files limit (RLIMIT_NOFILE) leaves less than 64 descriptors beside the
+// cap.
+//
 // Tunnel ARNs are arn:PARTITION:iot:REGION:ACCOUNT:tunnel/ID, with Config.Region
 // (--region), its partition (aws-cn in cn-*, aws-us-gov in us-gov-*, aws-iso in
 // us-iso-*, aws-iso-b in us-isob-*, ...; aws elsewhere) and Config.AccountID. The

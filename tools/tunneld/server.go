@@ -65,6 +65,11 @@ type Config struct {
 	// past it the ones closed first are forgotten before their ClosedRetention
 	// ends. 0 means 1000; New refuses a negative one.
 	MaxClosedTunnels int
+	// MaxConnections caps the connections served at once, on all the
+	// listeners Serve is given: control-plane requests and data-plane
+	// WebSockets alike (connlimit.go); those beyond it wait in the listen
+	// backlog. 0 means DefaultMaxConnections (1024); New refuses a negative one.
+	MaxConnections int
 	// Bandwidth limits every tunnel to this many bytes per second, frames both ways
 	// and WebSocket pings and pongs together; 0 means unlimited.
 	Bandwidth int
@@ -117,8 +122,9 @@ type Server struct {
 	saveEnded bool       // under saveMu: stop saved for the last time (errStopped)
 	lock      *os.File   // holds the flock on Config.DataDir until stop; nil without one
 
-	refusals refusalLog // the lines of refused requests and handshakes
-	bodies   bodyBudget // of control-plane bodies over freeBody (body.go)
+	refusals refusalLog    // the lines of refused requests and handshakes
+	bodies   bodyBudget    // of control-plane bodies over freeBody (body.go)
+	conns    chan struct{} // a token per connection held, Config.MaxConnections (connlimit.go)
 
 	lingerMu    sync.Mutex
 	lingerEnded bool           // under lingerMu: stopping; hangUp lingers no more
@@ -181,9 +187,12 @@ const CloseReasonExpired = "tunnel expired"
 // the server's workers (state saver, expiry, notifications); Shutdown or Close ends
 // them.
 func New(cfg Config) (*Server, error) {
-	if cfg.MaxOpenTunnels < 0 || cfg.Bandwidth < 0 || cfg.MaxClosedTunnels < 0 {
-		return nil, fmt.Errorf("tunneld: Config.MaxOpenTunnels %d, Config.MaxClosedTunnels %d and Config.Bandwidth %d must not be negative",
-			cfg.MaxOpenTunnels, cfg.MaxClosedTunnels, cfg.Bandwidth)
+	if cfg.MaxOpenTunnels < 0 || cfg.Bandwidth < 0 || cfg.MaxClosedTunnels < 0 || cfg.MaxConnections < 0 {
+		return nil, fmt.Errorf("tunneld: Config.MaxOpenTunnels %d, Config.MaxClosedTunnels %d, Config.MaxConnections %d and Config.Bandwidth %d must not be negative",
+			cfg.MaxOpenTunnels, cfg.MaxClosedTunnels, cfg.MaxConnections, cfg.Bandwidth)
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
 	}
 	if cfg.MaxClosedTunnels == 0 {
 		cfg.MaxClosedTunnels = DefaultMaxClosedTunnels
@@ -228,6 +237,7 @@ func New(cfg Config) (*Server, error) {
 		dirty:   make(chan struct{}, 1),
 		wake:    make(chan struct{}, 1),
 		bodies:  bodyBudget{max: largeBodyBudget},
+		conns:   make(chan struct{}, cfg.MaxConnections),
 	}
 	s.dp = &dataplane.Server{
 		Logger:   log.With("plane", "data"),
@@ -314,12 +324,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Serve accepts connections on l (HTTPS if Config.TLS is set) until Shutdown or
-// Close, and then returns ErrServerClosed. Accept errors that pass by
+// Close, and then returns ErrServerClosed. It holds at most Config.MaxConnections
+// at once, with those of the other listeners it serves: past that, new ones
+// wait in l's backlog until one ends. Accept errors that pass by
 // themselves (out of descriptors or memory) are waited out, the first of a run
 // logged at Warn: net/http's Serve returns on ENOBUFS and ENOMEM, which would
 // end the command and every tunnel, and logs EMFILE only at Debug.
 func (s *Server) Serve(l net.Listener) error {
-	l = acceptretry.Wrap(l, s.log)
+	l = acceptretry.Wrap(newLimitListener(l, s.conns, s.log), s.log)
 	if s.cfg.TLS != nil {
 		return s.hs.ServeTLS(dataplane.BatchingListener(l), "", "")
 	}

@@ -1,0 +1,140 @@
+package tunneld
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// countingListener counts the connections accepted and not yet closed, and
+// the most at once.
+type countingListener struct {
+	net.Listener
+	mu        sync.Mutex
+	open, max int
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.open++
+	l.max = max(l.max, l.open)
+	l.mu.Unlock()
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+func (l *countingListener) most() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.max
+}
+
+type countedConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.open--
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// TestConnectionCap: with MaxConnections 2, a tunnel's two WebSockets
+// (hijacked connections) hold both places: a third connection, an API
+// request, is not accepted while they are open (it waits in the backlog), and
+// is served once one of them ends and gives its place back. No more than 2
+// connections are ever accepted at once; without the cap, the third is served
+// at once, beside the two.
+func TestConnectionCap(t *testing.T) {
+	const maxConns = 2
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &countingListener{Listener: inner}
+	ts := serveOn(t, Config{MaxConnections: maxConns}, l)
+	out := ts.open(t, "dev1", "SSH")
+	src, status, body := dialWS(t, ts.addr, "source", out.SourceAccessToken, "")
+	if status != http.StatusSwitchingProtocols {
+		t.Fatalf("source: %d %s", status, body)
+	}
+	if _, status, body := dialWS(t, ts.addr, "destination", out.DestinationAccessToken, ""); status != http.StatusSwitchingProtocols {
+		t.Fatalf("destination: %d %s", status, body)
+	}
+
+	c, err := net.Dial("tcp", ts.addr) // finished by the kernel, in the backlog
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nX-Amz-Target: %sListTunnels\r\n"+
+		"Authorization: AWS4-HMAC-SHA256 Credential=x/20261130/us-east-1/IoTSecuredTunneling/aws4_request, SignedHeaders=host, Signature=00\r\n"+
+		"Content-Length: 2\r\n\r\n{}", ts.addr, contentType, targetPrefix)
+	br := bufio.NewReader(c)
+	// Not served while both places are taken. (A wait that can only let the
+	// test pass wrongly, on a machine too slow to serve the request within
+	// it, never fail it wrongly; the count below does not wait.)
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	if resp, err := http.ReadResponse(br, nil); !errors.Is(err, os.ErrDeadlineExceeded) {
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("%s", resp.Status)
+		}
+		t.Fatalf("a third connection with 2 WebSockets open and MaxConnections 2: answered (%v), want it to wait", err)
+	}
+
+	src.CloseNow() // its place is given back when the server closes its end
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the waiting request after a WebSocket ended: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the waiting request after a WebSocket ended: %s", resp.Status)
+	}
+	if n := l.most(); n > maxConns {
+		t.Errorf("%d connections were served at once, over MaxConnections %d", n, maxConns)
+	}
+}
+
+// TestLimitListenerCloseEndsWait: Close ends an Accept waiting for a place,
+// as Shutdown needs.
+func TestLimitListenerCloseEndsWait(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sem := make(chan struct{}, 1)
+	sem <- struct{}{} // the one place is taken
+	l := newLimitListener(inner, sem, slog.New(slog.DiscardHandler))
+	done := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if c != nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	l.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Close = %v, want net.ErrClosed", err)
+	}
+}
