@@ -8,12 +8,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -259,6 +261,211 @@ func TestBackgroundHolderDoesNotHang(t *testing.T) {
 	if err := e.srv.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown with a background output holder: %v", err)
 	}
+}
+
+// TestBackgroundStdinHolderEndsSession: the command exits, leaving a
+// background job that holds its stdin and reads none of it, after the client
+// sent more than a pipe (or a raw terminal's queue) holds. As OpenSSH's sshd
+// (session_exit_message: chan_write_failed), the program's stdin is closed
+// when it exits: once the client has gone, none of the connection's
+// goroutines may be left blocked writing to the job's stdin, holding the
+// channel and its unread data for as long as the job runs.
+func TestBackgroundStdinHolderEndsSession(t *testing.T) {
+	for _, withPTY := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pipes", true: "pty"}[withPTY], func(t *testing.T) {
+			e := newEnv(t, nil)
+			idle := goleak.IgnoreCurrent()
+			c := e.login("root")
+			h := stdinHolder{t: t, dir: e.dir, pty: withPTY}
+			if err := h.run(c, true, 1<<20); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				err := goleak.Find(idle) // retries for a second or two itself
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("goroutines left after the connection ended: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestBackgroundStdinHolderMemory: five connections whose command exits,
+// leaving a background job that holds its stdin and reads none of it, after
+// the client sent 2 MiB (a window) each. Once they have ended, the server's
+// heap must come back to what five whose job does not hold stdin leave: the
+// client's unread data stayed as long as the jobs ran.
+func TestBackgroundStdinHolderMemory(t *testing.T) {
+	e := newEnv(t, nil)
+	h := stdinHolder{t: t, dir: e.dir}
+	connections := func(holdStdin bool) {
+		for range 5 {
+			// Not login: its cleanup would keep the client's side until
+			// the test ends.
+			c, err := e.dial("root", gossh.PublicKeys(e.key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = h.run(c, holdStdin, 2<<20)
+			c.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, "the connections to end", func() bool {
+			e.srv.mu.Lock()
+			defer e.srv.mu.Unlock()
+			return len(e.srv.conns) == 0 && e.srv.sessions == 0
+		})
+	}
+	heap := func() int64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapInuse)
+	}
+	connections(false) // warms up pools and buffers
+	connections(false)
+	base := heap()
+	connections(true)
+	// The connections' goroutines end soon after them: polled, for 10 s at
+	// most. Held, the five hold about 10 MiB.
+	const slack = 4 << 20
+	deadline := time.Now().Add(10 * time.Second)
+	held := heap()
+	for ; held-base > slack; held = heap() {
+		if time.Now().After(deadline) {
+			t.Fatalf("5 ended connections whose background jobs hold their stdin still hold %d KiB more heap than 5 whose jobs do not (%d KiB, want at most %d KiB more)", (held-base)>>10, held>>10, slack>>10)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("heap: %d KiB after 5 connections whose jobs held their stdin, %d KiB after 5 whose jobs did not", held>>10, base>>10)
+}
+
+// TestInputDroppedAfterExit: the command exits while a background job holds
+// its stdin, unread, and its output, which keeps the session open as long as
+// the job runs. What the client still sends is read and dropped, as OpenSSH's
+// sshd drops it once the program has exited (channel_input_data on a channel
+// whose output has failed): left unread, a window of it (2 MiB) stayed in
+// memory and the client could send no more. The exit status still comes once
+// the output ends.
+func TestInputDroppedAfterExit(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s := openSession(t, c)
+	w, err := s.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(e.dir, "pid")
+	if err := s.Start(`exec 3<&0; sleep 600 <&3 & echo $! >` + pidFile + `; echo started; exit 4`); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "started\n" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	b, _ := os.ReadFile(pidFile)
+	job, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pid file: %q", b)
+	}
+	t.Cleanup(func() { syscall.Kill(job, syscall.SIGKILL) })
+	sent := make(chan error, 1)
+	go func() {
+		_, err := w.Write(make([]byte, 8<<20)) // four windows
+		sent <- err
+	}()
+	select {
+	case err := <-sent:
+		if err != nil {
+			t.Fatalf("sending input: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("8 MiB of input not taken in 10 s while the exited command's job holds its stdin and output")
+	}
+	syscall.Kill(job, syscall.SIGKILL) // the output ends
+	var ee *gossh.ExitError
+	if err := s.Wait(); !errors.As(err, &ee) || ee.ExitStatus() != 4 {
+		t.Fatalf("Wait = %v, want exit status 4", err)
+	}
+}
+
+// stdinHolder runs sessions whose command starts a background job (sleep)
+// that ignores SIGHUP and holds the command's stdin without reading it, or
+// does not hold it, and exits with status 3 once the client has sent its
+// input. The jobs are killed, by pid, when the test ends.
+type stdinHolder struct {
+	t   *testing.T
+	dir string
+	pty bool // the session has a pty, in raw mode
+	n   int  // sessions run
+}
+
+// run runs one session on c that sends size bytes of input.
+func (h *stdinHolder) run(c *gossh.Client, holdStdin bool, size int) error {
+	h.n++
+	pid, sent := filepath.Join(h.dir, fmt.Sprint("pid", h.n)), filepath.Join(h.dir, fmt.Sprint("sent", h.n))
+	s, err := c.NewSession()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	cmd := ""
+	if h.pty {
+		if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+			return err
+		}
+		// A raw terminal's input fills and then blocks its writer; a
+		// canonical one drops what does not fit a line.
+		cmd = "stty raw -echo; "
+	}
+	in := "</dev/null"
+	if holdStdin {
+		in = "<&3"
+	}
+	cmd += `trap "" HUP; exec 3<&0; sleep 600 ` + in + ` >/dev/null 2>&1 & echo $! >` + pid +
+		`; until [ -e ` + sent + ` ]; do sleep 0.01; done; exit 3`
+	w, err := s.StdinPipe()
+	if err != nil {
+		return err
+	}
+	if err := s.Start(cmd); err != nil {
+		return err
+	}
+	defer os.WriteFile(sent, nil, 0o644) // the command ends on a failure too
+	h.t.Cleanup(func() {
+		if b, err := os.ReadFile(pid); err == nil {
+			if job, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(job, syscall.SIGKILL)
+			}
+		}
+	})
+	// All of it fits the channel's window: Write returns once it is sent.
+	if _, err := w.Write(make([]byte, size)); err != nil {
+		return fmt.Errorf("sending input: %w", err)
+	}
+	if err := os.WriteFile(sent, nil, 0o644); err != nil {
+		return err
+	}
+	var ee *gossh.ExitError
+	if err := s.Wait(); !errors.As(err, &ee) || ee.ExitStatus() != 3 {
+		return fmt.Errorf("Wait = %v, want exit status 3", err)
+	}
+	if b, _ := os.ReadFile(pid); strings.TrimSpace(string(b)) == "" {
+		return errors.New("the background job did not start")
+	}
+	return nil
 }
 
 // TestHangupIgnoredIsLeftRunning: a command that ignores SIGHUP (nohup, a job

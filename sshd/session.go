@@ -809,6 +809,14 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 		defer stdin.Done()
 		copyStream(inW, sess.reader())
 		inW.Close()
+		// Nothing reads the program's stdin any more: it exited (closed
+		// below) or closed it, and so did all it started. What the client
+		// still sends is read and dropped, as OpenSSH's sshd drops data on
+		// a channel whose output has failed (channels.c,
+		// channel_input_data): left unread, up to a window of it (2 MiB)
+		// stayed in memory as long as a background job held the output
+		// open and the session with it.
+		copyStream(io.Discard, sess.ch)
 	}()
 	outDone := make(chan struct{}) // closed when stdout is copied
 	errDone := make(chan struct{}) // and stderr
@@ -823,6 +831,15 @@ func (sess *session) startPipes(cmd *exec.Cmd, a *account, cred *syscall.Credent
 		// Its process group id may be reused from now on: hangup and
 		// signal must not signal it any more.
 		exited.Store(true)
+		// Its stdin is closed now, as OpenSSH's session_exit_message does
+		// (chan_write_failed): what it has not read it never will. A job it
+		// started in the background may hold the pipe without reading it;
+		// once the client had filled the pipe, the copy above blocked in
+		// its write for as long as that job lived, holding the channel,
+		// its unread data and the ended connection (finish closes only
+		// the outputs, and stop does nothing for a finished session). What
+		// is in the pipe already stays readable for the job.
+		inW.Close()
 		sess.mu.Lock()
 		sess.proc = nil
 		sess.mu.Unlock()
