@@ -493,11 +493,24 @@ func umasked(mode uint32, created os.FileMode) os.FileMode {
 	return fileMode(mode&0o777) & created.Perm()
 }
 
+// scpSinkBuf is the size of the buffers scp -t writes a file in: OpenSSH's
+// COPY_BUFLEN, which its scp -t uses where st_blksize is at most that (ext4,
+// tmpfs, UBIFS, JFFS2).
+const scpSinkBuf = 16 * 1024
+
 // sinkFile receives a file as OpenSSH's scp -t does: it is made with the
 // source's permissions plus u+w (so that it can be written) under the
 // umask, and a new one then loses the u+w again if the source had none;
 // an existing file keeps its mode. With -p the file gets exactly the
 // source's mode, set-id bits included.
+//
+// As OpenSSH's scp -t, an existing file is opened without O_TRUNC, written
+// over in whole buffers of scpSinkBuf bytes, and cut to the size sent only
+// once the whole file has arrived: an upload cut short (a dropped tunnel,
+// ^C) leaves the old content past the whole buffers written, so that a
+// failed upload of authorized_keys does not leave it empty. After a failed
+// write nothing is cut either (OpenSSH's wrerr): the file holds the bytes
+// written so far over the old content.
 func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 	_, err := os.Stat(np)
 	exists := err == nil
@@ -506,7 +519,7 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 	// connection after the client has gone; it fails instead (ENXIO). For
 	// a regular file the flag changes nothing. O_NOCTTY: a terminal as the
 	// target must not become the server's controlling terminal.
-	f, err := os.OpenFile(np, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NONBLOCK|syscall.O_NOCTTY, fileMode(m.Mode&0o777)|0o200)
+	f, err := os.OpenFile(np, os.O_WRONLY|os.O_CREATE|syscall.O_NONBLOCK|syscall.O_NOCTTY, fileMode(m.Mode&0o777)|0o200)
 	if err != nil {
 		// The source skips the data after an error answer.
 		return c.warn("%s: %s", np, strerror(err))
@@ -516,20 +529,30 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 		return err
 	}
 	// Keep reading the whole file even after a write error, to stay in step.
+	// A buffer is written only once full (or at the end of the file): a
+	// source gone midway leaves the last part unwritten, as OpenSSH does.
 	var werr error
-	buf := make([]byte, 32*1024)
+	buf := make([]byte, scpSinkBuf)
 	for left := m.Size; left > 0; {
-		n, err := c.r.Read(buf[:min(int64(len(buf)), left)])
-		if n > 0 && werr == nil {
-			_, werr = f.Write(buf[:n])
-		}
-		left -= int64(n)
+		n, err := io.ReadFull(c.r, buf[:min(int64(len(buf)), left)])
 		if err != nil {
 			f.Close()
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			return err
+		}
+		if werr == nil {
+			_, werr = f.Write(buf[:n])
+		}
+		left -= int64(n)
+	}
+	if werr == nil {
+		// Cut what is left of a longer old file; not a FIFO or a device,
+		// which cannot be (OpenSSH's S_ISREG check).
+		var fi os.FileInfo
+		if fi, werr = f.Stat(); werr == nil && fi.Mode().IsRegular() {
+			werr = f.Truncate(m.Size)
 		}
 	}
 	if werr == nil {

@@ -717,6 +717,75 @@ func TestSCPSinkTruncatedStream(t *testing.T) {
 	}
 }
 
+// TestSCPSinkCutShortKeepsTarget: an upload onto an existing file that ends
+// midway (a dropped tunnel, ^C) leaves the file as OpenSSH's scp -t does:
+// opened without O_TRUNC, written over in whole 16 KiB buffers, and cut to
+// the new size only once the whole file has arrived. It was truncated at
+// open, before any data came. The same streams go through OpenSSH's scp -t
+// where it is installed.
+func TestSCPSinkCutShortKeepsTarget(t *testing.T) {
+	old := strings.Repeat("old\n", 5000) // 20,000 bytes
+	n := strings.Repeat("N", 20000)
+	cases := []struct{ name, stream, want string }{
+		{"nothing of the data", "C0644 40000 conf\n", old},
+		{"less than a buffer", "C0644 40000 conf\nNEW", old},
+		{"a buffer and a part", "C0644 40000 conf\n" + n, n[:16384] + old[16384:]},
+		{"a whole shorter file", "C0644 3 conf\nnew\x00", "new"},
+	}
+	run := func(t *testing.T, sink func(dir, stream string)) {
+		for _, tc := range cases {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "conf")
+			writeFile(t, p, old)
+			sink(p, tc.stream)
+			if got, _ := os.ReadFile(p); string(got) != tc.want {
+				t.Errorf("%s: the target holds %d bytes (%.8q...), want %d (%.8q...)", tc.name, len(got), got, len(tc.want), tc.want)
+			}
+		}
+	}
+	run(t, func(p, stream string) { scpInProcess(t, filepath.Dir(p), "scp -t "+p, stream) })
+	t.Run("OpenSSH", func(t *testing.T) {
+		bin := needProgram(t, "scp")
+		run(t, func(p, stream string) {
+			cmd := exec.Command(bin, "-t", p)
+			cmd.Stdin = strings.NewReader(stream)
+			outputAndStatus(t, cmd)
+		})
+	})
+}
+
+// TestSCPDroppedUploadKeepsAuthorizedKeys: replacing authorized_keys with
+// legacy scp (scp -O, Dropbear, WinSCP) over a connection that drops after
+// the C line left it empty, and every later key login was refused.
+func TestSCPDroppedUploadKeepsAuthorizedKeys(t *testing.T) {
+	e := newEnv(t, nil)
+	c, err := e.dial("root", gossh.PublicKeys(e.key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openRaw(t, c)
+	target := filepath.Join(e.home("root"), ".ssh", "authorized_keys")
+	if ok, err := s.ch.SendRequest("exec", true, gossh.Marshal(struct{ Cmd string }{"scp -t " + target})); !ok || err != nil {
+		t.Fatalf("exec scp -t = %v, %v", ok, err)
+	}
+	r := bufio.NewReader(s.ch)
+	if b, err := r.ReadByte(); b != 0 || err != nil {
+		t.Fatalf("start answer %d, %v", b, err)
+	}
+	io.WriteString(s.ch, "C0600 4096 authorized_keys\n")
+	// The answer comes once the target is open.
+	if b, err := r.ReadByte(); b != 0 || err != nil {
+		t.Fatalf("answer to the C line %d, %v", b, err)
+	}
+	c.Close() // the connection drops before any data arrives
+	c2, err := e.dial("root", gossh.PublicKeys(e.key))
+	if err != nil {
+		fi, _ := os.Stat(target)
+		t.Fatalf("after an scp upload cut short, authorized_keys holds %d bytes and the next login fails: %v", fi.Size(), err)
+	}
+	c2.Close()
+}
+
 // TestSCPSourceTimesBeyondStat: scp -p -f sends a file's times as they are,
 // also where the device's stat(2) cannot hold them: on 32-bit arm, mips and
 // 386, stat64's times are 32-bit signed (a file of 2040 wraps to 1904, sent
