@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -89,7 +90,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\nLogs go to stderr; access tokens are logged only as fingerprints.\nSIGHUP loads --tls-cert and --tls-key again (for certificate renewal hooks); if they\ndo not load, or the new certificate is out of its dates while the served one is\nnot, the previous pair is kept and an error is logged.\nExit codes: 0 after SIGINT or SIGTERM (or --help), 1 on a usage or configuration\nerror (do not restart), 2 on a runtime failure.\n")
+		fmt.Fprint(fs.Output(), "\nLogs go to stderr; access tokens are logged only as fingerprints.\nSIGHUP loads --tls-cert and --tls-key again (for certificate renewal hooks); if they\ndo not load, or the new certificate is out of its dates while the served one is\nnot, the previous pair is kept and an error is logged.\nExit codes: 0 after SIGINT or SIGTERM (or --help), 1 on a usage or configuration\nerror (do not restart), 2 on a runtime failure (among them a data directory\nthat cannot be written for a full disk or a read-only file system).\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -205,11 +206,11 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 			"listen", o.Listen)
 	}
 	srv, err := New(cfg)
-	if errors.Is(err, ErrDataDirInUse) {
-		return err // the other server may stop: a restart may succeed
+	if errors.Is(err, ErrDataDirInUse) || mayPass(err) {
+		return err // the other server may stop, space be freed: a restart may succeed
 	}
 	if err != nil {
-		return configError{err} // a state file that does not read, a directory not writable
+		return configError{err} // a state file that does not parse, a directory not ours or not writable
 	}
 	l, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -306,6 +307,26 @@ type configError struct{ err error }
 
 func (e configError) Error() string { return e.err.Error() }
 func (e configError) Unwrap() error { return e.err }
+
+// mayPass reports whether err, from New, is one of the file system's that
+// mend without a change to the configuration: a full disk or quota (freeing
+// space), a file over RLIMIT_FSIZE, a read-only or failing file system
+// (remounting, a new medium), the system out of files or memory. The agent
+// takes the same as runtime failures (sshd.ErrHostKey). Every other error of
+// New is a configuration error: a state file that does not parse or is of
+// another version, a data directory that others may change or that tunneld's
+// user may not write (EACCES), a path that is not a directory.
+func mayPass(err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	switch errno {
+	case syscall.ENOSPC, syscall.EDQUOT, syscall.EFBIG, syscall.EROFS, syscall.EIO, syscall.ENFILE, syscall.ENOMEM:
+		return true
+	}
+	return false
+}
 
 // IsConfigError reports whether Run failed on its configuration (exit code 1: do
 // not restart) rather than at run time (exit code 2).

@@ -416,12 +416,21 @@ func TestRunConfigErrors(t *testing.T) {
 			t.Errorf("Run(%q) = %v, want a configuration error", args, err)
 		}
 	}
+	// A state file that does not parse stays so over restarts.
+	garbled := t.TempDir()
+	if err := os.WriteFile(filepath.Join(garbled, stateFile), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", garbled}, io.Discard)
+	if err := Run(context.Background(), o, io.Discard, io.Discard); err == nil || !IsConfigError(err) {
+		t.Errorf("Run with a garbled state file = %v, want a configuration error", err)
+	}
 	lock, err := LockDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lock.Close()
-	o, _ := ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard)
+	o, _ = ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard)
 	if err := Run(context.Background(), o, io.Discard, io.Discard); !errors.Is(err, ErrDataDirInUse) || IsConfigError(err) {
 		t.Errorf("Run with a data directory in use = %v, want ErrDataDirInUse, a runtime error", err)
 	}

@@ -111,6 +111,11 @@
 // served with a warning at start, and on SIGHUP over one out of date too. A
 // log reader that goes away does not stop it (SIGPIPE is caught). Its exit codes are porthole's: 0 after a stop by signal, 1 on a usage or
 // configuration error (IsConfigError: do not restart), 2 on a runtime failure.
+// A data directory that others may change, that tunneld's user may not write,
+// or whose state file does not parse is a configuration error; one that cannot
+// be written for a reason that passes (a full disk or quota, a file over
+// RLIMIT_FSIZE, a read-only or failing file system: ENOSPC, EDQUOT, EFBIG,
+// EROFS, EIO) is a runtime failure, as another server holding it is.
 //
 // In-process use (tests, the lab):
 //
