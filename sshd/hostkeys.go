@@ -1,12 +1,14 @@
 package sshd
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,10 +45,11 @@ const maxHostKeyFile = 64 << 10
 // (created on first use) and then each extra file, one of each type
 // (onePerType: an extra ed25519 key is presented instead of dataDir's).
 // The extra files that cannot sign are left out and named in notServed
-// (leaveOut, in start.go: this file's code runs at every start).
-func hostSigners(dataDir string, extra []string) (out []gossh.Signer, notServed []string, err error) {
+// (leaveOut, in start.go: this file's code runs at every start). log (nil:
+// none) gets mendAfterCrash's warning.
+func hostSigners(dataDir string, extra []string, log *slog.Logger) (out []gossh.Signer, notServed []string, err error) {
 	if dataDir != "" {
-		s, err := loadOrCreateHostKey(dataDir)
+		s, err := loadOrCreateHostKey(dataDir, log)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -139,11 +142,11 @@ func readDataDirKey(path string) (gossh.Signer, error) {
 var errParse = errors.New("not a private key")
 
 // loadOrCreateHostKey reads dir/HostKeyFile, or makes it if it does not exist.
-func loadOrCreateHostKey(dir string) (gossh.Signer, error) {
+func loadOrCreateHostKey(dir string, log *slog.Logger) (gossh.Signer, error) {
 	path := filepath.Join(dir, HostKeyFile)
 	s, err := readDataDirKey(path)
 	if err == nil {
-		mendAfterCrash(path, s)
+		mendAfterCrash(path, s, log)
 		return s, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -188,11 +191,30 @@ func loadOrCreateHostKey(dir string) (gossh.Signer, error) {
 const tmpMaxAge = time.Minute
 
 // mendAfterCrash finishes what a crash (a power cut) while the key at path was
-// made may have left undone: the .pub not written yet, temporary files (private
-// keys) not removed. Best effort: on a read-only data directory nothing changes.
-func mendAfterCrash(path string, s gossh.Signer) {
-	if _, err := os.Lstat(path + ".pub"); errors.Is(err, fs.ErrNotExist) {
-		writeFileAtomic(path+".pub", gossh.MarshalAuthorizedKey(s.PublicKey()), 0o644, true)
+// made may have left undone: the .pub not written yet, or still the one of a
+// key removed before (a regular file naming another key: rewritten, with a
+// warning), temporary files (private keys) not removed. Best effort: on a
+// read-only data directory nothing changes.
+func mendAfterCrash(path string, s gossh.Signer, log *slog.Logger) {
+	pub := gossh.MarshalAuthorizedKey(s.PublicKey())
+	fi, err := os.Lstat(path + ".pub")
+	write := errors.Is(err, fs.ErrNotExist)
+	if err == nil && fi.Mode().IsRegular() {
+		var got []byte
+		f, _, err := openRegular(path + ".pub")
+		if err == nil {
+			got, err = readAllLimit(f, maxHostKeyFile)
+			f.Close()
+		}
+		// "ssh-ed25519 BASE64", then a comment or the end.
+		k := pub[:len(pub)-1]
+		write = err == nil && !(bytes.HasPrefix(got, k) && (len(got) == len(k) || got[len(k)] <= ' '))
+		if write && log != nil {
+			log.Warn("the host key's .pub names another key than the one served: rewritten", "file", path+".pub")
+		}
+	}
+	if write {
+		writeFileAtomic(path+".pub", pub, 0o644, true)
 	}
 	dir, base := filepath.Dir(path), filepath.Base(path)
 	entries, err := os.ReadDir(dir)

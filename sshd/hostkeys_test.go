@@ -23,7 +23,7 @@ import (
 
 func TestHostKeyCreatedOnceAndReused(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	s1, _, err := hostSigners(dir, nil)
+	s1, _, err := hostSigners(dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestHostKeyCreatedOnceAndReused(t *testing.T) {
 		t.Errorf(".pub = %q, want %q", pub, want)
 	}
 	before, _ := os.ReadFile(path)
-	s2, _, err := hostSigners(dir, nil)
+	s2, _, err := hostSigners(dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestHostKeyMadeOnceByRacingProcesses(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range n {
 			wg.Go(func() {
-				s, _, err := hostSigners(dir, nil)
+				s, _, err := hostSigners(dir, nil, nil)
 				if err != nil {
 					t.Error(err)
 					return
@@ -126,7 +126,7 @@ func TestHostKeyErrorsKeepTheFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			os.Chmod(path, tc.mode)
-			_, _, err := hostSigners(dir, nil)
+			_, _, err := hostSigners(dir, nil, nil)
 			if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("hostSigners = %v, want ErrHostKey mentioning %q", err, tc.want)
 			}
@@ -140,7 +140,7 @@ func TestHostKeyErrorsKeepTheFile(t *testing.T) {
 func TestHostKeyWrongTypeInDataDir(t *testing.T) {
 	dir := t.TempDir()
 	writePrivateKey(t, filepath.Join(dir, HostKeyFile))
-	if _, _, err := hostSigners(dir, nil); !errors.Is(err, ErrHostKey) {
+	if _, _, err := hostSigners(dir, nil, nil); !errors.Is(err, ErrHostKey) {
 		t.Fatalf("ecdsa key as the ed25519 host key: %v, want ErrHostKey", err)
 	}
 }
@@ -188,21 +188,21 @@ func TestExtraHostKeys(t *testing.T) {
 	dir := t.TempDir()
 	extra := filepath.Join(dir, "ecdsa_key")
 	want := writePrivateKey(t, extra)
-	signers, _, err := hostSigners(filepath.Join(dir, "data"), []string{extra})
+	signers, _, err := hostSigners(filepath.Join(dir, "data"), []string{extra}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(signers) != 2 || !keysEqual(signers[1].PublicKey(), want) {
 		t.Fatalf("signers = %d, want ed25519 + the extra ecdsa key", len(signers))
 	}
-	only, _, err := hostSigners("", []string{extra})
+	only, _, err := hostSigners("", []string{extra}, nil)
 	if err != nil || len(only) != 1 {
 		t.Fatalf("extra key only: %v, %d", err, len(only))
 	}
-	if _, _, err := hostSigners("", []string{filepath.Join(dir, "missing")}); err == nil {
+	if _, _, err := hostSigners("", []string{filepath.Join(dir, "missing")}, nil); err == nil {
 		t.Error("missing extra key file accepted")
 	}
-	if _, _, err := hostSigners("", nil); err == nil {
+	if _, _, err := hostSigners("", nil, nil); err == nil {
 		t.Error("no host key at all accepted")
 	}
 	// One key of each type, the last, as x/crypto presents them: PublicKeys
@@ -335,13 +335,13 @@ func TestHostKeyErrorClassification(t *testing.T) {
 // promises next to the key is missing for good.
 func TestHostKeyPubMadeAfterCrash(t *testing.T) {
 	dir := t.TempDir()
-	s, _, err := hostSigners(dir, nil)
+	s, _, err := hostSigners(dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, HostKeyFile)
 	os.Remove(path + ".pub") // the crash: the key linked, its .pub not yet written
-	if _, _, err := hostSigners(dir, nil); err != nil {
+	if _, _, err := hostSigners(dir, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	pub, err := os.ReadFile(path + ".pub")
@@ -353,6 +353,57 @@ func TestHostKeyPubMadeAfterCrash(t *testing.T) {
 	}
 }
 
+// The error for an unusable key says "remove it to make a new key". An
+// operator removes the private key, its .pub (of the old key) stays, and the
+// start that makes the new key is cut (power, SIGKILL, a full disk) after the
+// key is linked and before the .pub is replaced: the .pub named the old key
+// for good, as only a missing .pub was mended, while the server presented
+// the new one. It is rewritten with a warning naming it (not the keys); a
+// .pub of the served key with a comment (ssh-keygen -y's) is left as it is.
+func TestHostKeyStalePubRewritten(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, HostKeyFile)
+	if _, _, err := hostSigners(dir, nil, nil); err != nil { // key A and A.pub
+		t.Fatal(err)
+	}
+	oldPub, _ := os.ReadFile(path + ".pub")
+	// Key B, made in another directory, beside A's .pub: what the cut leaves.
+	other := t.TempDir()
+	if _, _, err := hostSigners(other, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(other, HostKeyFile))
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log, lw := newTestLogger(t)
+	s, _, err := hostSigners(dir, nil, log) // the next start
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := gossh.MarshalAuthorizedKey(s[0].PublicKey())
+	if pub, _ := os.ReadFile(path + ".pub"); string(pub) != string(want) {
+		t.Errorf("after the restart .pub = %q (the old key: %v), want the served key %q", pub, string(pub) == string(oldPub), want)
+	}
+	if len(lw.logged("level=WARN", path+".pub")) != 1 {
+		t.Errorf("no warning naming %s.pub", path)
+	}
+	for _, k := range [][]byte{oldPub, want} {
+		if f := strings.Fields(string(k)); len(lw.logged(f[1])) != 0 {
+			t.Errorf("a host public key is in the log")
+		}
+	}
+	// The served key's .pub with a comment stays.
+	commented := strings.TrimSuffix(string(want), "\n") + " root@router\n"
+	writeFile(t, path+".pub", commented)
+	if _, _, err := hostSigners(dir, nil, log); err != nil {
+		t.Fatal(err)
+	}
+	if pub, _ := os.ReadFile(path + ".pub"); string(pub) != commented || len(lw.logged("level=WARN")) != 1 {
+		t.Errorf("a .pub of the served key with a comment: now %q, %d warnings; want it kept, no new warning", pub, len(lw.logged("level=WARN"))-1)
+	}
+}
+
 // A power cut while the host key is made leaves its temporary file: a private
 // key (the one linked into place, or one never used). Nothing removed it, at
 // that start or any later one; nor one dated in the future, as a crash's file
@@ -360,7 +411,7 @@ func TestHostKeyPubMadeAfterCrash(t *testing.T) {
 // saved time until NTP answers).
 func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := hostSigners(dir, nil); err != nil {
+	if _, _, err := hostSigners(dir, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, HostKeyFile)
@@ -376,7 +427,7 @@ func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
 	}
 	later := time.Now().AddDate(1, 0, 0) // written under a clock a year ahead of this start's
 	os.Chtimes(ahead, later, later)
-	if _, _, err := hostSigners(dir, nil); err != nil {
+	if _, _, err := hostSigners(dir, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	entries, _ := os.ReadDir(dir)
@@ -398,7 +449,7 @@ func TestHostKeyOnFileSystemWithoutModes(t *testing.T) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := hostSigners(dir, nil)
+	_, _, err := hostSigners(dir, nil, nil)
 	if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), "does not keep file modes") || !strings.Contains(err.Error(), "fmask=0077") {
 		t.Errorf("hostSigners on vfat = %v, want ErrHostKey saying the file system does not keep file modes and to mount it with fmask=0077", err)
 	}
@@ -494,7 +545,7 @@ func TestSmallRSAHostKeyNotServed(t *testing.T) {
 			t.Errorf("a %d-bit RSA key taken as under 1024 bits", bits)
 		}
 	}
-	alone, notServed, err := hostSigners("", []string{small})
+	alone, notServed, err := hostSigners("", []string{small}, nil)
 	if err != nil || len(alone) != 1 || notServed != nil {
 		t.Errorf("the small key alone: %d keys, %q, %v; want it served as before", len(alone), notServed, err)
 	}

@@ -59,7 +59,7 @@ func (s *Server) setup() error {
 			return fmt.Errorf("sshd: %w", err)
 		}
 	}
-	signers, notServed, err := hostSigners(s.DataDir, s.HostKeyFiles)
+	signers, notServed, err := hostSigners(s.DataDir, s.HostKeyFiles, s.log())
 	if err != nil {
 		return err
 	}
