@@ -96,8 +96,9 @@ type TunnelConfig struct {
 	Endpoint string `toml:"endpoint"`
 	// CAFile is an extra CA (file or directory) for the data plane's TLS.
 	CAFile string `toml:"ca_file"`
-	// InsecureSkipVerify turns TLS verification of the data plane off. Never in
-	// production.
+	// InsecureSkipVerify turns TLS verification of the tunneling service (the
+	// data plane) off. Never in production. An https:// proxy's certificate is
+	// verified all the same.
 	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
 	// AllowInsecureWebSocket permits a ws:// Endpoint (labs and tests only).
 	AllowInsecureWebSocket bool `toml:"allow_insecure_websocket"`

@@ -487,7 +487,7 @@ func TLSOffWarnings(endpoint string, skipVerify, allowPlain, proxied bool, skipN
 	}
 	var out []string
 	if skipVerify {
-		out = append(out, skipName+" is on: the tunneling service's certificate is not checked, so anyone in the network path can take the access tokens and reach the tunnel's services")
+		out = append(out, skipName+" is on: the tunneling service's certificate is not checked, so anyone in the network path can take the access tokens and reach the tunnel's services (an https:// proxy's certificate is still checked)")
 	}
 	if allowPlain && tunnel.PlainEndpoint(endpoint) {
 		out = append(out, endpointName+" is ws:// (no TLS): the access tokens and the tunnels cross the network unencrypted (labs only)")

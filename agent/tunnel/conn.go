@@ -65,7 +65,9 @@ type Config struct {
 	// CAFile is an extra trust anchor: a PEM file or a directory of PEM files, added to
 	// the system roots. Empty: system roots only.
 	CAFile string
-	// InsecureSkipVerify turns TLS verification off. Only for tests and labs.
+	// InsecureSkipVerify turns the verification of the service's TLS
+	// certificate off. Only for tests and labs. An https:// proxy's
+	// certificate is verified all the same (system roots plus CAFile).
 	InsecureSkipVerify bool
 	// AllowInsecureWebSocket permits a ws:// Endpoint (no TLS at all).
 	AllowInsecureWebSocket bool
@@ -196,17 +198,26 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 		return nil, errors.New("tunnel: no access token")
 	}
 	req := &handshakeRequest{url: u, subprotocol: cfg.protocol().Subprotocol()}
-	if u.Scheme == "wss" {
-		if req.tls, err = cfg.tlsConfig(); err != nil {
-			return nil, err
-		}
-	}
 	proxy := cfg.Proxy
 	if proxy == nil {
 		proxy = ProxyFromEnvironment
 	}
 	if req.proxy, err = proxy(u); err != nil {
 		return nil, err
+	}
+	if u.Scheme == "wss" || req.proxy != nil && req.proxy.Scheme == "https" {
+		if req.tls, err = cfg.tlsConfig(); err != nil {
+			return nil, err
+		}
+		// The proxy's certificate is checked whatever InsecureSkipVerify
+		// says: that is the service's alone, and the proxy gets the
+		// proxy's credentials (Proxy-Authorization) once its TLS is up.
+		req.proxyTLS = req.tls
+		if u.Scheme != "wss" {
+			req.tls = nil
+		} else if cfg.InsecureSkipVerify {
+			req.tls = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}
+		}
 	}
 	req.header = append(req.header, [2]string{"access-token", cfg.AccessToken.Reveal()})
 	if !cfg.ClientToken.IsZero() {
@@ -261,18 +272,17 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 	return c, nil
 }
 
-// tlsConfig is TLS 1.2+ with the system roots plus CAFile; SNI comes from the host.
+// tlsConfig is TLS 1.2+ with the system roots plus CAFile, verified whatever
+// InsecureSkipVerify says (Dial applies it to the service's connection only);
+// SNI comes from the host.
 func (cfg *Config) tlsConfig() (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CAFile == "" {
 		return tc, nil
 	}
 	pool, err := loadCA(cfg.CAFile)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.InsecureSkipVerify {
-		return tc, nil
 	}
 	// The CA file is trusted on top of the system roots, as before; but the chain
 	// is checked against the CA file first and against the system roots only when

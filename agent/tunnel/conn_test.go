@@ -238,6 +238,46 @@ func TestDialThroughProxy(t *testing.T) {
 	}
 }
 
+// InsecureSkipVerify is the service's: an https:// proxy's certificate is
+// verified all the same (against the CA file and the system roots), or the
+// proxy's credentials would go to whoever answers at its address.
+func TestDialInsecureSkipVerifyStillVerifiesHTTPSProxy(t *testing.T) {
+	srv := tlsService(t, func(r *http.Request) int { return 0 })
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("user:p@ss"))
+	tok, _ := NewAccessToken("t")
+	for _, tc := range []struct {
+		name   string
+		caFile string
+		ok     bool
+	}{
+		{"trusted by the CA file", writeCA(t, srv), true},
+		{"untrusted", "", false}, // httptest's certificate, from no CA the system trusts
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var used atomic.Int32
+			serveConnect(t, tls.NewListener(ln, &tls.Config{Certificates: srv.TLS.Certificates}), auth, &used)
+			proxy := &url.URL{Scheme: "https", Host: ln.Addr().String(), User: url.UserPassword("user", "p@ss")}
+			cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: tc.caFile, InsecureSkipVerify: true,
+				Proxy: ProxyURL(proxy), HandshakeTimeout: 5 * time.Second}
+			c, err := Dial(context.Background(), cfg, ModeSource)
+			if c != nil {
+				c.Close()
+			}
+			var pe *ProxyError
+			switch {
+			case tc.ok && (err != nil || used.Load() != 1):
+				t.Fatalf("Dial through an https proxy the CA file trusts = %v (%d connections carried), want it through", err, used.Load())
+			case !tc.ok && (!errors.As(err, &pe) || !IsCertificateError(err) || used.Load() != 0):
+				t.Fatalf("Dial through an https proxy with an untrusted certificate under InsecureSkipVerify = %v (%d connections carried), want a ProxyError for its certificate", err, used.Load())
+			}
+		})
+	}
+}
+
 // A proxy's 407 says what is wrong: no credentials, or a scheme porthole does
 // not speak.
 func TestProxyAuthHint(t *testing.T) {

@@ -63,6 +63,7 @@ type handshakeRequest struct {
 	subprotocol string
 	tls         *tls.Config // nil for ws://
 	proxy       *url.URL    // nil: direct
+	proxyTLS    *tls.Config // for an https:// proxy: always verifies
 }
 
 // handshakeResponse is what the service answered.
@@ -111,7 +112,7 @@ func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handsh
 	var conn net.Conn
 	var err error
 	if req.proxy != nil {
-		conn, err = dialViaProxy(ctx, &d, req.proxy, host, req.tls)
+		conn, err = dialViaProxy(ctx, &d, req.proxy, host, req.proxyTLS)
 	} else {
 		conn, err = d.DialContext(ctx, "tcp", host)
 	}
@@ -226,7 +227,9 @@ func (e *ProxyError) Error() string { return e.Err.Error() }
 func (e *ProxyError) Unwrap() error { return e.Err }
 
 // dialViaProxy opens a tunnel to target through an HTTP(S) proxy with CONNECT
-// (spec §2.7), sending Basic credentials from the proxy URL.
+// (spec §2.7), sending Basic credentials from the proxy URL. An https:// proxy
+// is reached with tlsConf (nil: TLS 1.2+ and the system roots), which must
+// verify it: InsecureSkipVerify, the service's, is no part of it.
 func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target string, tlsConf *tls.Config) (net.Conn, error) {
 	conn, err := d.DialContext(ctx, "tcp", proxy.Host)
 	if err != nil {
@@ -237,7 +240,7 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 	if proxy.Scheme == "https" {
 		pc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if tlsConf != nil {
-			pc.RootCAs, pc.InsecureSkipVerify, pc.VerifyConnection = tlsConf.RootCAs, tlsConf.InsecureSkipVerify, tlsConf.VerifyConnection
+			pc = tlsConf.Clone()
 		}
 		pinServerName(pc, proxy.Hostname())
 		t := tls.Client(conn, pc)

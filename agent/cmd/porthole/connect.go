@@ -65,7 +65,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	stdio := fs.String("stdio", "", "carry one connection of SERVICE over stdin/stdout (for ssh ProxyCommand), instead of -L; - for the only service")
 	peer := fs.String("destination-client-type", "V3", "the destination's protocol: V3, or V2/V1 for older agents (Device Client, Greengrass), which carry one connection per service at a time")
 	caFile := fs.String("ca-file", "", "extra CA file or directory for the service's TLS certificate")
-	insecure := fs.Bool("insecure-skip-verify", false, "do not verify the service's TLS certificate (labs only)")
+	insecure := fs.Bool("insecure-skip-verify", false, "do not verify the tunneling service's TLS certificate (labs only); an https:// proxy's is still verified")
 	allowWS := fs.Bool("allow-insecure-websocket", false, "allow a ws:// endpoint without TLS (labs and tests only)")
 	proxy := fs.String("https-proxy", "", "HTTPS proxy URL (default: https_proxy/HTTPS_PROXY, honouring NO_PROXY)")
 	verbose := fs.Bool("v", false, "debug logging")
