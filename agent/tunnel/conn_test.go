@@ -278,6 +278,53 @@ func TestDialInsecureSkipVerifyStillVerifiesHTTPSProxy(t *testing.T) {
 	}
 }
 
+// A proxy whose answer echoes the request's Proxy-Authorization, or the user
+// name and password in it, gets them quoted in no error (logged, published in
+// events): neither whole nor cut where the quote is truncated.
+func TestProxyAnswerQuotesNoCredentials(t *testing.T) {
+	srv := tlsService(t, func(r *http.Request) int { return 0 })
+	const user, pass = "proxyuser", "Zq9wX:S3cret-long-enough-to-be-cut-at-64-bytes"
+	basic := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+	tok, _ := NewAccessToken("t")
+	for _, tc := range []struct {
+		name, answer, want string
+	}{
+		{"status line", "ERR Basic " + basic + "\r\n\r\n", "malformed status line"},
+		{"decoded status line", "ERR " + user + ":" + pass + "\r\n\r\n", "malformed status line"},
+		{"header line", "HTTP/1.1 200 OK\r\n" + basic + "\r\n\r\n", "malformed header line"},
+		{"407 scheme", "HTTP/1.1 407 No\r\nProxy-Authenticate: " + basic + "\r\n\r\n", "407"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					io.WriteString(c, tc.answer)
+				}
+			}()
+			proxy := &url.URL{Scheme: "http", Host: ln.Addr().String(), User: url.UserPassword(user, pass)}
+			cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv), Proxy: ProxyURL(proxy), HandshakeTimeout: 5 * time.Second}
+			_, err = Dial(context.Background(), cfg, ModeSource)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Dial = %v, want an error with %q", err, tc.want)
+			}
+			for _, s := range []string{basic[:12], pass[:9], user} {
+				if strings.Contains(err.Error(), s) {
+					t.Errorf("the error shows the proxy's credentials (%q): %v", s, err)
+				}
+			}
+		})
+	}
+}
+
 // A proxy's 407 says what is wrong: no credentials, or a scheme porthole does
 // not speak.
 func TestProxyAuthHint(t *testing.T) {

@@ -251,9 +251,14 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 		conn = t
 	}
 	req := fmt.Sprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\n", target, target)
+	// What the answer's quoted parts must not show (the error is logged and
+	// published): the credentials as sent, and decoded, should the peer echo them.
+	var secrets []string
 	if u := proxy.User; u != nil {
 		pass, _ := u.Password()
-		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+pass)) + "\r\n"
+		basic := base64.StdEncoding.EncodeToString([]byte(u.Username() + ":" + pass))
+		req += "Proxy-Authorization: Basic " + basic + "\r\n"
+		secrets = []string{basic, pass, u.Username()}
 	}
 	req += "\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
@@ -261,7 +266,7 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 		return nil, fmt.Errorf("proxy %s: %w", proxy.Host, err)
 	}
 	br := bufio.NewReader(conn)
-	resp, err := readResponse(br)
+	resp, err := readResponse(br, secrets...)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("proxy %s: %w", proxy.Host, err)
@@ -270,7 +275,11 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 		conn.Close()
 		err := fmt.Errorf("proxy %s refused CONNECT: %d", proxy.Host, resp.status)
 		if resp.status == 407 {
-			err = fmt.Errorf("%w Proxy Authentication Required: %s", err, proxyAuthHint(proxy.User != nil, resp.header["proxy-authenticate"]))
+			offered := resp.header["proxy-authenticate"]
+			for i := range offered {
+				offered[i] = redact(offered[i], secrets)
+			}
+			err = fmt.Errorf("%w Proxy Authentication Required: %s", err, proxyAuthHint(proxy.User != nil, offered))
 		}
 		return nil, &ProxyError{Err: err, Status: resp.status}
 	}
@@ -305,8 +314,9 @@ func proxyAuthHint(sent bool, offered []string) string {
 // maxResponseHeader bounds an upgrade or CONNECT response's head.
 const maxResponseHeader = 16 << 10
 
-// readResponse parses an HTTP/1.x status line and headers (no body).
-func readResponse(br *bufio.Reader) (*handshakeResponse, error) {
+// readResponse parses an HTTP/1.x status line and headers (no body). A malformed
+// line is quoted in the error, truncated, with secrets taken out first.
+func readResponse(br *bufio.Reader, secrets ...string) (*handshakeResponse, error) {
 	total := 0
 	line := func() (string, error) {
 		var s []byte
@@ -331,12 +341,12 @@ func readResponse(br *bufio.Reader) (*handshakeResponse, error) {
 	}
 	proto, rest, ok := strings.Cut(status, " ")
 	if !ok || !strings.HasPrefix(proto, "HTTP/1.") {
-		return nil, fmt.Errorf("malformed status line %q", truncate(status, 64))
+		return nil, fmt.Errorf("malformed status line %q", truncate(redact(status, secrets), 64))
 	}
 	codeStr, _, _ := strings.Cut(rest, " ")
 	code, err := strconv.Atoi(codeStr)
 	if err != nil || len(codeStr) != 3 || code < 100 {
-		return nil, fmt.Errorf("malformed status line %q", truncate(status, 64))
+		return nil, fmt.Errorf("malformed status line %q", truncate(redact(status, secrets), 64))
 	}
 	r := &handshakeResponse{status: code, header: map[string][]string{}}
 	for {
@@ -349,7 +359,7 @@ func readResponse(br *bufio.Reader) (*handshakeResponse, error) {
 		}
 		k, v, ok := strings.Cut(l, ":")
 		if !ok || k == "" || strings.ContainsAny(k, " \t") {
-			return nil, fmt.Errorf("malformed header line %q", truncate(l, 64))
+			return nil, fmt.Errorf("malformed header line %q", truncate(redact(l, secrets), 64))
 		}
 		k = strings.ToLower(k)
 		r.header[k] = append(r.header[k], strings.TrimSpace(v))
@@ -416,6 +426,17 @@ func printable(s string) string {
 	}
 	q := strconv.QuoteToGraphic(s)
 	return q[1 : len(q)-1]
+}
+
+// redact replaces each of secrets in s, in order (the longer ones first). It
+// comes before truncate: a secret cut at the end would not match.
+func redact(s string, secrets []string) string {
+	for _, x := range secrets {
+		if x != "" {
+			s = strings.ReplaceAll(s, x, "[redacted]")
+		}
+	}
+	return s
 }
 
 func truncate(s string, n int) string {
