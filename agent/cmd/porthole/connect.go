@@ -67,7 +67,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	caFile := fs.String("ca-file", "", "extra CA file or directory for the service's TLS certificate")
 	insecure := fs.Bool("insecure-skip-verify", false, "do not verify the tunneling service's TLS certificate (labs only); an https:// proxy's is still verified")
 	allowWS := fs.Bool("allow-insecure-websocket", false, "allow a ws:// endpoint without TLS (labs and tests only)")
-	proxy := fs.String("https-proxy", "", "HTTPS proxy URL (default: https_proxy/HTTPS_PROXY, honouring NO_PROXY)")
+	proxy := fs.String("https-proxy", "", "HTTPS proxy URL http[s]://[user:password@]host[:port] (default: https_proxy/HTTPS_PROXY, honouring NO_PROXY); a password here is visible to other users in the process list: prefer the https_proxy variable")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -152,6 +152,10 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 			return agent.Usagef("--https-proxy: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
 		}
 		cfg.Proxy = tunnel.ProxyURL(u)
+		if _, ok := u.User.Password(); ok {
+			// As --token: argv is anyone's to read; the environment is not.
+			log.Warn("--https-proxy holds a password, visible to every user of this machine in the process list; prefer the https_proxy environment variable")
+		}
 	} else if _, err := tunnel.EnvironmentProxy(*endpoint, *region, *allowWS); err != nil {
 		// Every dial would fail the same way: say so now, naming the variable.
 		return agent.Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))

@@ -203,6 +203,17 @@ func TestConnectUsage(t *testing.T) {
 	if !strings.Contains(errs, "process list") {
 		t.Errorf("--token gave no warning: %q", errs)
 	}
+	// So does a password in --https-proxy, without showing it; a user name
+	// alone does not.
+	for _, tc := range []struct{ proxy, warn string }{
+		{"http://user:S3cretPw@proxy.example.com:3128", "process list"},
+		{"http://user@proxy.example.com:3128", ""},
+	} {
+		_, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", "us-east-1", "--https-proxy", tc.proxy)
+		if strings.Contains(errs, "process list") != (tc.warn != "") || strings.Contains(errs, "S3cretPw") {
+			t.Errorf("--https-proxy %s: stderr %q, want a warning %q without the password", tc.proxy, errs, tc.warn)
+		}
+	}
 	// A token file other users can read works, with a warning.
 	shared := writeToken(t, "AQGAAXtoken")
 	os.Chmod(shared, 0o644)
