@@ -284,7 +284,7 @@ func ParseProxyURL(raw string) (*url.URL, error) {
 			// told from an address without a port.
 			return nil, errors.New("tunnel: proxy URL: an IPv6 address needs brackets, with the port after them: http://[2001:db8::1]:3128")
 		}
-		return nil, errProxyURLSyntax // url.Parse's errors quote the URL or a part of it
+		return nil, proxyURLSyntax(raw) // url.Parse's errors quote the URL or a part of it
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		// In "user:pa://ss@host" url.Parse takes the user name for the scheme.
@@ -309,6 +309,23 @@ func ParseProxyURL(raw string) (*url.URL, error) {
 
 // errProxyURLSyntax is ParseProxyURL's error for a URL it cannot take apart.
 var errProxyURLSyntax = errors.New("tunnel: proxy URL does not parse (percent-encode special characters in the user name and password)")
+
+// proxyURLSyntax is errProxyURLSyntax, or a precise hint for the mistakes
+// that are not in the user name or password: white space around the URL, and
+// an IPv6 zone whose % is not written %25. Like it, it quotes none of raw.
+func proxyURLSyntax(raw string) error {
+	_, host, _ := strings.Cut(raw, "://") // raw has a scheme, "http://" when it had none
+	if strings.TrimSpace(raw) != raw || strings.TrimSpace(host) != host {
+		return errors.New("tunnel: proxy URL does not parse: remove the white space before or after it")
+	}
+	if i := strings.LastIndexByte(host, '@'); i >= 0 {
+		host = host[i+1:]
+	}
+	if h, _, ok := strings.Cut(host, "]"); ok && strings.HasPrefix(h, "[") && strings.Contains(h, "%") && !strings.Contains(h, "%25") {
+		return errors.New("tunnel: proxy URL does not parse: write an IPv6 address's zone with %25, not %, as in http://[fe80::1%25eth0]:3128")
+	}
+	return errProxyURLSyntax
+}
 
 // bypassProxy applies a NO_PROXY list: "*", host names (a leading dot, "*." or
 // neither: the name and its subdomains), IP addresses, CIDR ranges, each

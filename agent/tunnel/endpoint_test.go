@@ -132,6 +132,29 @@ func TestProxyErrorHidesPassword(t *testing.T) {
 	}
 }
 
+// A proxy URL with white space around it or an IPv6 zone's % not written %25
+// is refused with a hint at that, not at the user name and password it does
+// not have; what was accepted before still is.
+func TestProxyURLSyntaxHints(t *testing.T) {
+	for _, tc := range []struct{ raw, want string }{
+		{"http://proxy.corp:3128 ", "white space"},
+		{" http://proxy.corp:3128", "white space"},
+		{" proxy.corp:3128", "white space"},
+		{"http://proxy.corp:3128\n", "white space"},
+		{"http://[fe80::1%eth0]:3128", "%25"},
+		{"http://user:pw@[fe80::1%eth0]:3128", "%25"},
+		{"http://us%er:pw@proxy.corp:3128", "percent-encode special characters in the user name and password"},
+		{"http://[fe80::1%25eth0]:3128", ""},
+		{"http://[fe80::1%25eth0]", ""},
+		{"http://u%40x:p%3Aw@[fd00::1]:3128", ""},
+	} {
+		_, err := ParseProxyURL(tc.raw)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("ParseProxyURL(%q) = %v, want %q", tc.raw, err, tc.want)
+		}
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	b := backoff{base: time.Second, max: 120 * time.Second}
 	for i := range 40 {
