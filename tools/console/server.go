@@ -53,6 +53,9 @@ type Config struct {
 	// AllowInsecureWebSocket permits ws:// endpoints, here and pasted in the page.
 	// Only for tests: porthole-console has no flag for it.
 	AllowInsecureWebSocket bool
+	// Proxy picks the data plane's HTTPS proxy, as tunnel.Config.Proxy; nil
+	// means https_proxy and HTTPS_PROXY, honouring NO_PROXY.
+	Proxy func(target *url.URL) (*url.URL, error)
 	// Thing and User pre-fill the page's forms; "" means empty and "root".
 	Thing, User string
 	// Keys are offered for key logins, the first pre-selected. nil means none

@@ -219,7 +219,7 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 	log := ts.log.With("tunnel", t.id, "thing", spec.Thing) // Source adds the token's fingerprint
 	src := &tunnel.Source{
 		Config: tunnel.Config{Endpoint: spec.Endpoint, Region: spec.Region, AccessToken: spec.Token,
-			CAFile: ts.cfg.CAFile, AllowInsecureWebSocket: ts.cfg.AllowInsecureWebSocket, Logger: log,
+			CAFile: ts.cfg.CAFile, AllowInsecureWebSocket: ts.cfg.AllowInsecureWebSocket, Proxy: ts.cfg.Proxy, Logger: log,
 			OnState: func(connected bool, err error) {
 				t.mu.Lock()
 				defer t.mu.Unlock()

@@ -18,13 +18,7 @@ import (
 // the lab's tunneld and its operator key. It returns the URL to open, which holds
 // the console's access token.
 func startConsole(addr string, td *tunneld.Server, info Info, keys *console.HostKeys, tdHost string, log *slog.Logger) (string, func(), error) {
-	srv, err := console.New(console.Config{
-		ControlPlane: console.TunneldServer(td), Endpoint: tdHost, Region: info.Region, CAFile: info.CAFile,
-		Thing: Thing, User: info.User,
-		Keys:     []console.Key{{Name: "lab operator key (" + filepath.Base(info.SSHKey) + ")", Path: info.SSHKey}},
-		HostKeys: keys,
-		Logger:   log,
-	})
+	srv, err := console.New(consoleConfig(td, info, keys, tdHost, log))
 	if err != nil {
 		return "", nil, err
 	}
@@ -43,6 +37,18 @@ func startConsole(addr string, td *tunneld.Server, info Info, keys *console.Host
 		srv.Shutdown(ctx)
 		<-done
 	}, nil
+}
+
+// consoleConfig is the lab's console's: the lab's tunneld at tdHost, never
+// through the operator's https_proxy (noProxy).
+func consoleConfig(td *tunneld.Server, info Info, keys *console.HostKeys, tdHost string, log *slog.Logger) console.Config {
+	return console.Config{
+		ControlPlane: console.TunneldServer(td), Endpoint: tdHost, Region: info.Region, CAFile: info.CAFile,
+		Proxy: noProxy, Thing: Thing, User: info.User,
+		Keys:     []console.Key{{Name: "lab operator key (" + filepath.Base(info.SSHKey) + ")", Path: info.SSHKey}},
+		HostKeys: keys,
+		Logger:   log,
+	}
 }
 
 // pinConsoleHostKey stores this run's device host key in the console's store, as

@@ -11,5 +11,10 @@
 // data) lives in a directory (.lab by default), made once and reused. lab.json in it
 // names every endpoint, port and file for scripts.
 //
+// Everything is on loopback, so nothing goes through the operator's https_proxy:
+// the agent runs without https_proxy/HTTPS_PROXY in its environment, the source
+// side and the console dial direct, and the command lines the lab prints start
+// with no_proxy=127.0.0.1 when the environment would send them to a proxy.
+//
 // It is host-side only and never linked into the device binary.
 package lab

@@ -325,8 +325,11 @@ func Run(ctx context.Context, opt Options) (err error) {
 	// The command lines, printed and in lab.json, name files by absolute paths
 	// (dir is absolute): the lab holds its terminal, so they are pasted into
 	// another one, which starts elsewhere (the home directory), or run by scripts.
-	info.AWSCommand = fmt.Sprintf("AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
-		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", Thing, info.Tunneld, info.Region, shellArg(info.CAFile))
+	info.AWSCommand = fmt.Sprintf("%sAWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
+		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", noProxyPrefix(tdHost), Thing, info.Tunneld, info.Region, shellArg(info.CAFile))
+	if noProxyPrefix(tdHost) != "" {
+		consoleLine = "  (no_proxy: https_proxy is set here, and a proxy cannot reach this machine's loopback, where the lab is)\n" + consoleLine
+	}
 
 	if opt.NoAgent {
 		info.ConnectUsage = connectCommand(opt.Porthole, tdHost, info.CAFile, opt.SSHPort)
@@ -398,7 +401,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		if err != nil {
 			return err
 		}
-		cmd := exec.Command(opt.Porthole, "agent", "-c", info.AgentConfig)
+		cmd := agentCommand(opt.Porthole, info.AgentConfig)
 		cmd.Stdout, cmd.Stderr = f, f
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
@@ -484,7 +487,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		got := map[string]string{}
 		ready := make(chan struct{})
 		src := &tunnel.Source{
-			Config: tunnel.Config{Endpoint: tdHost, AccessToken: tok, CAFile: info.CAFile, Logger: log.With("component", "source")},
+			Config: sourceConfig(tdHost, tok, info.CAFile, log.With("component", "source")),
 			Listen: map[string]string{"SSH": strconv.Itoa(opt.SSHPort), "HTTP": strconv.Itoa(opt.HTTPPort)},
 			OnListen: func(service string, a net.Addr) {
 				mu.Lock()
@@ -695,7 +698,43 @@ func connectCommand(porthole, tdHost, caFile string, sshPort int) string {
 	if porthole != "" {
 		prog = shellArg(porthole)
 	}
-	return fmt.Sprintf("%s connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=%d", prog, tdHost, shellArg(caFile), sshPort)
+	return fmt.Sprintf("%s%s connect --endpoint %s --ca-file %s --token-file TOKEN -L SSH=%d", noProxyPrefix(tdHost), prog, tdHost, shellArg(caFile), sshPort)
+}
+
+// noProxyPrefix is "no_proxy=HOST " for the command lines the lab prints when
+// this environment would send a connection to tdHost (host:port) through a
+// proxy (https_proxy or HTTPS_PROXY, NO_PROXY not covering it): the lab is on
+// loopback, which an operator's proxy cannot reach. porthole connect and the
+// AWS CLI honour no_proxy; "" otherwise.
+func noProxyPrefix(tdHost string) string {
+	if u, err := tunnel.EnvironmentProxy(tdHost, "", false); u == nil && err == nil {
+		return ""
+	}
+	host, _, _ := net.SplitHostPort(tdHost)
+	return "no_proxy=" + shellArg(host) + " "
+}
+
+// noProxy is the Proxy of the tunnel clients the lab runs in process (its
+// source side, its console): never the operator's https_proxy.
+var noProxy = tunnel.ProxyURL(nil)
+
+// sourceConfig is the Config of the lab's source side, for the tunnel at tdHost.
+func sourceConfig(tdHost string, tok tunnel.Token, caFile string, log *slog.Logger) tunnel.Config {
+	return tunnel.Config{Endpoint: tdHost, AccessToken: tok, CAFile: caFile, Proxy: noProxy, Logger: log}
+}
+
+// agentCommand runs the lab's agent with config: in this process's
+// environment without the proxy variables porthole reads (https_proxy,
+// HTTPS_PROXY): every connection of the lab is on loopback, which an
+// operator's proxy cannot reach. (The agent's SSH sessions never get its
+// environment.)
+func agentCommand(porthole, config string) *exec.Cmd {
+	cmd := exec.Command(porthole, "agent", "-c", config)
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		return k == "https_proxy" || k == "HTTPS_PROXY"
+	})
+	return cmd
 }
 
 // shellArg is s as one word of a POSIX shell command line: as it is when it holds
