@@ -464,3 +464,52 @@ func TestPingDueAtEveryTick(t *testing.T) {
 		}
 	}
 }
+
+// What an error quotes of the service's malformed answer to the upgrade
+// request never shows the access or client token, even if the answer echoes
+// them.
+func TestServiceAnswerQuotesNoTokens(t *testing.T) {
+	const access, client = "AQGAAXiy-access-token-echoed-back", "client-token-echoed-back-by-the-service"
+	tok, err := NewAccessToken(access)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctok, err := NewClientToken(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, answer, want string }{
+		{"status line", "ERR " + access + "\r\n\r\n", "malformed status line"},
+		{"client token in status line", "ERR " + client + "\r\n\r\n", "malformed status line"},
+		{"header line", "HTTP/1.1 101 Switching Protocols\r\naccess-token " + access + "\r\n\r\n", "malformed header line"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					io.WriteString(c, tc.answer)
+				}
+			}()
+			cfg := &Config{Endpoint: "ws://" + ln.Addr().String(), AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: ctok,
+				Proxy: ProxyURL(nil), HandshakeTimeout: 5 * time.Second}
+			_, err = Dial(context.Background(), cfg, ModeSource)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Dial = %v, want an error with %q", err, tc.want)
+			}
+			for _, s := range []string{access[:16], client[:16]} {
+				if strings.Contains(err.Error(), s) {
+					t.Errorf("the error shows a token (%q): %v", s, err)
+				}
+			}
+		})
+	}
+}

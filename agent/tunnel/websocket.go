@@ -159,7 +159,15 @@ func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handsh
 		return fail(fmt.Errorf("sending upgrade request: %w", err))
 	}
 	br := bufio.NewReaderSize(conn, 16<<10)
-	resp, err := readResponse(br)
+	// What the error quotes of a malformed answer must not show the tokens,
+	// should the service (or what answers in its place) echo the request.
+	var secrets []string
+	for _, h := range req.header {
+		if h[0] == "access-token" || h[0] == "client-token" {
+			secrets = append(secrets, h[1])
+		}
+	}
+	resp, err := readResponse(br, secrets...)
 	if err != nil {
 		return fail(fmt.Errorf("reading upgrade response: %w", err))
 	}
