@@ -19,7 +19,7 @@ const (
 	DefaultSessionExpiry    = time.Hour
 	DefaultConnectRetryMin  = time.Second
 	DefaultConnectRetryMax  = 2 * time.Minute
-	DefaultConnectTimeout   = 15 * time.Second
+	DefaultConnectTimeout   = 45 * time.Second // see Config.ConnectTimeout
 	DefaultOperationTimeout = 15 * time.Second
 	AWSALPN                 = "x-amzn-mqtt-ca" // MQTT over TLS on port 443 at AWS IoT Core
 	maxKeepAlive            = 65535 * time.Second
@@ -91,8 +91,14 @@ type Config struct {
 	ConnectRetryMin time.Duration
 	ConnectRetryMax time.Duration
 
-	// ConnectTimeout bounds one connection attempt (TCP, TLS and CONNACK).
-	// Zero means 15 s.
+	// ConnectTimeout bounds one connection attempt (the broker's name looked
+	// up, TCP, TLS and CONNACK). Zero means 45 s: Go's resolver asks each of
+	// up to three nameservers twice, 5 s each, for a lookup that gets no
+	// answer, and it waits for the AAAA query as for the A query. Behind a
+	// DNS that drops one of them (an LTE modem's, an old CPE's) with
+	// OpenWrt's two nameservers (127.0.0.1 and ::1, both dnsmasq) a name
+	// takes 20 s to resolve, and every attempt of 15 s failed with "lookup
+	// …: i/o timeout" for as long as that lasted.
 	ConnectTimeout time.Duration
 
 	// OperationTimeout bounds the wait for a SUBACK or PUBACK. Zero means

@@ -308,3 +308,17 @@ func TestBrokerPasswordNotInError(t *testing.T) {
 		}
 	}
 }
+
+// A connection attempt outlasts the slowest lookup Go's resolver makes of a
+// name that does resolve: behind a DNS that drops the AAAA query (or the A
+// query), each of up to three nameservers (resolv.conf's limit, and Go's) is
+// asked twice, 5 s each, before the A answer is used. With OpenWrt's two
+// nameservers that took 20 s, and every attempt of 15 s failed for good
+// (bootnet review), with room left for TCP, TLS and CONNACK.
+func TestConnectTimeoutOutlastsSlowLookup(t *testing.T) {
+	const slowestLookup = 3 * 2 * 5 * time.Second
+	if DefaultConnectTimeout < slowestLookup+10*time.Second {
+		t.Errorf("DefaultConnectTimeout = %v, want at least %v: the resolver's slowest lookup and a handshake",
+			DefaultConnectTimeout, slowestLookup+10*time.Second)
+	}
+}

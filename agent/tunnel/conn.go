@@ -81,7 +81,8 @@ type Config struct {
 	// this long, and reconnects. Zero disables it: the service may not answer pings
 	// before the other side is connected (spec §3.7).
 	IdleTimeout time.Duration
-	// HandshakeTimeout bounds TCP, proxy, TLS and the WebSocket upgrade. Zero: 30 s.
+	// HandshakeTimeout bounds the endpoint's name looked up, TCP, proxy, TLS
+	// and the WebSocket upgrade. Zero: DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
 	// RetryMin and RetryMax bound the reconnect backoff (full jitter, doubling).
 	// It starts over once a connection has lasted 30 s: a service that ends
@@ -229,7 +230,7 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 	}
 	req.header = append(req.header, [2]string{"User-Agent", ua})
 
-	htimeout := durationOr(cfg.HandshakeTimeout, 30*time.Second)
+	htimeout := durationOr(cfg.HandshakeTimeout, DefaultHandshakeTimeout)
 	hctx, cancel := context.WithTimeout(ctx, htimeout)
 	defer cancel()
 	ws, resp, err := dialWebSocket(hctx, req)
@@ -271,6 +272,12 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 		"token", cfg.AccessToken, "client_token", cfg.ClientToken)
 	return c, nil
 }
+
+// DefaultHandshakeTimeout is Config.HandshakeTimeout's default. It leaves the
+// name's lookup the worst case of Go's resolver, 30 s (up to three
+// nameservers, asked twice, 5 s each, for a query a DNS drops: AAAA behind some
+// LTE modems), and the handshake its time after it.
+const DefaultHandshakeTimeout = 45 * time.Second
 
 // tlsConfig is TLS 1.2+ with the system roots plus CAFile, verified whatever
 // InsecureSkipVerify says (Dial applies it to the service's connection only);

@@ -513,3 +513,13 @@ func TestServiceAnswerQuotesNoTokens(t *testing.T) {
 		})
 	}
 }
+
+// The handshake's default outlasts the slowest lookup Go's resolver makes of a
+// name that does resolve (up to three nameservers, asked twice, 5 s each, for
+// a query a DNS drops), with room left for TCP, TLS and the upgrade.
+func TestHandshakeTimeoutOutlastsSlowLookup(t *testing.T) {
+	const slowestLookup = 3 * 2 * 5 * time.Second
+	if DefaultHandshakeTimeout < slowestLookup+10*time.Second {
+		t.Errorf("DefaultHandshakeTimeout = %v, want at least %v", DefaultHandshakeTimeout, slowestLookup+10*time.Second)
+	}
+}
