@@ -365,11 +365,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	// A bind that fails is not fatal (serveSSHListen): it is said once the
-	// start is logged, and tried again in the background.
+	// start is logged, and tried again in the background. A host name in it
+	// is looked up within sshListenLookup: a DNS that does not answer at boot
+	// held the start, MQTT and every saved tunnel for 40 s with OpenWrt's
+	// resolv.conf.
 	var ln net.Listener
 	var bindErr error
 	if a.cfg.SSH.Listen != "" {
-		ln, bindErr = net.Listen("tcp", a.cfg.SSH.Listen)
+		lctx, cancel := context.WithTimeout(ctx, sshListenLookup)
+		ln, bindErr = new(net.ListenConfig).Listen(lctx, "tcp", a.cfg.SSH.Listen)
+		cancel()
 	}
 	a.log.Info("porthole agent started", "version", Version, "thing", a.cfg.ThingName)
 	for _, w := range Warnings(a.cfg) {

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -868,3 +869,67 @@ func TestSSHListenTakenAtStart(t *testing.T) {
 		t.Errorf("the log does not say once that ssh.listen listens now:\n%s", logs.String())
 	}
 }
+
+// An ssh.listen with a host name whose lookup never ends (no DNS at boot, a
+// nameserver that drops queries) held the start, and with it MQTT and every
+// saved tunnel, until the resolver gave up (40 s with OpenWrt's resolv.conf),
+// and the agent's stop while a retry's lookup ran. The bind at start now gives
+// the lookup sshListenLookup, and the retries end with the agent.
+func TestSSHListenLookupHangs(t *testing.T) {
+	first, most, lookup := sshListenRetryFirst, sshListenRetryMax, sshListenLookup
+	sshListenRetryFirst, sshListenRetryMax, sshListenLookup = 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond
+	resolver := net.DefaultResolver
+	var lookups atomic.Int64 // queries sent
+	net.DefaultResolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		lookups.Add(1)
+		return &silentDNS{ctx: ctx}, nil
+	}}
+	t.Cleanup(func() {
+		sshListenRetryFirst, sshListenRetryMax, sshListenLookup = first, most, lookup
+		net.DefaultResolver = resolver
+	})
+	e := newAgentEnv(t)
+	e.cfg.SSH.Listen = "sshhost.example:2222"
+	var logs testlog.Lines
+	_, stop := e.startLogging(t, io.MultiWriter(&logs, testWriter{t})) // connected to the broker
+	for deadline := time.Now().Add(10 * time.Second); logs.Count("ssh.listen: cannot listen") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log does not say that ssh.listen cannot listen:\n%s", logs.String())
+		}
+	}
+	// A retry's lookup is under way once more queries are sent.
+	for n, deadline := lookups.Load(), time.Now().Add(10*time.Second); lookups.Load() == n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("ssh.listen is not tried again")
+		}
+	}
+	// The lookup is the resolver's: a nameserver that never answers holds it
+	// for attempts × servers × 5 s, which the agent's stop no longer waits
+	// for.
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); stop() }()
+	select {
+	case <-stopped:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the agent does not stop while a retry of ssh.listen waits for its lookup")
+	}
+}
+
+// silentDNS is a nameserver connection that never answers, whatever deadline
+// the resolver sets, until the lookup's context ends.
+type silentDNS struct {
+	net.Conn
+	ctx context.Context
+}
+
+func (c *silentDNS) Read([]byte) (int, error) {
+	<-c.ctx.Done()
+	return 0, c.ctx.Err()
+}
+func (c *silentDNS) Write(b []byte) (int, error)      { return len(b), nil }
+func (c *silentDNS) Close() error                     { return nil }
+func (c *silentDNS) SetDeadline(time.Time) error      { return nil }
+func (c *silentDNS) SetReadDeadline(time.Time) error  { return nil }
+func (c *silentDNS) SetWriteDeadline(time.Time) error { return nil }
+func (c *silentDNS) LocalAddr() net.Addr              { return &net.UDPAddr{} }
+func (c *silentDNS) RemoteAddr() net.Addr             { return &net.UDPAddr{} }

@@ -18,6 +18,7 @@ import (
 var (
 	sshListenRetryFirst = time.Second
 	sshListenRetryMax   = time.Minute
+	sshListenLookup     = 5 * time.Second // the bind at start: a host name's lookup
 )
 
 // serveSSHListen serves SSH on ln, the ssh.listen address bound at start, until
@@ -55,7 +56,9 @@ func (a *Agent) bindSSHListen(ctx context.Context) net.Listener {
 			return nil
 		case <-t.C:
 		}
-		ln, err := net.Listen("tcp", addr)
+		// ctx ends a lookup of a host name that hangs (no DNS at boot):
+		// the agent's stop waits for this loop.
+		ln, err := new(net.ListenConfig).Listen(ctx, "tcp", addr)
 		if err == nil {
 			a.log.Info("ssh.listen: listening now", "listen", addr, "attempts", attempt)
 			return ln
