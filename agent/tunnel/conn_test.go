@@ -295,24 +295,9 @@ func TestProxyAnswerQuotesNoCredentials(t *testing.T) {
 		{"407 scheme", "HTTP/1.1 407 No\r\nProxy-Authenticate: " + basic + "\r\n\r\n", "407"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-					io.WriteString(c, tc.answer)
-				}
-			}()
-			proxy := &url.URL{Scheme: "http", Host: ln.Addr().String(), User: url.UserPassword(user, pass)}
+			proxy := &url.URL{Scheme: "http", Host: answerOnce(t, tc.answer), User: url.UserPassword(user, pass)}
 			cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv), Proxy: ProxyURL(proxy), HandshakeTimeout: 5 * time.Second}
-			_, err = Dial(context.Background(), cfg, ModeSource)
+			_, err := Dial(context.Background(), cfg, ModeSource)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Dial = %v, want an error with %q", err, tc.want)
 			}
@@ -484,24 +469,9 @@ func TestServiceAnswerQuotesNoTokens(t *testing.T) {
 		{"header line", "HTTP/1.1 101 Switching Protocols\r\naccess-token " + access + "\r\n\r\n", "malformed header line"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-					io.WriteString(c, tc.answer)
-				}
-			}()
-			cfg := &Config{Endpoint: "ws://" + ln.Addr().String(), AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: ctok,
+			cfg := &Config{Endpoint: "ws://" + answerOnce(t, tc.answer), AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: ctok,
 				Proxy: ProxyURL(nil), HandshakeTimeout: 5 * time.Second}
-			_, err = Dial(context.Background(), cfg, ModeSource)
+			_, err := Dial(context.Background(), cfg, ModeSource)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Dial = %v, want an error with %q", err, tc.want)
 			}
@@ -522,4 +492,26 @@ func TestHandshakeTimeoutOutlastsSlowLookup(t *testing.T) {
 	if DefaultHandshakeTimeout < slowestLookup+10*time.Second {
 		t.Errorf("DefaultHandshakeTimeout = %v, want at least %v", DefaultHandshakeTimeout, slowestLookup+10*time.Second)
 	}
+}
+
+// answerOnce serves one connection on a loopback address it returns: it reads
+// an HTTP request and writes answer, whatever that is, then closes.
+func answerOnce(t *testing.T, answer string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			io.WriteString(c, answer)
+		}
+	}()
+	return ln.Addr().String()
 }
