@@ -16,19 +16,23 @@ import (
 // WebSocket's alike (a hijacked connection is the one accepted, and its close
 // releases its place).
 //
-// Past the cap, Accept waits for a place: the connections beyond it stay in
-// the kernel's backlog, finished there, and are served in turn when one ends.
-// Accepting and closing them at once would spend a descriptor and a goroutine
-// on each, keep the accept loop busy for a flood, and make every agent that
-// comes at the wrong moment fail and back off, where one in the backlog is
-// served as soon as a place is free (clients' connect timeouts, and the
-// backlog's size, bound the wait).
+// Past the cap, Accept holds the connection it has just accepted until a
+// place is free, and accepts no other: the connections beyond it stay in the
+// kernel's backlog, finished there, and are served in turn when one ends. So
+// the server holds at most the cap plus one connection per listener. Accepting
+// and closing them at once would spend a descriptor and a goroutine on each,
+// keep the accept loop busy for a flood, and make every agent that comes at
+// the wrong moment fail and back off, where one in the backlog is served as
+// soon as a place is free (clients' connect timeouts, and the backlog's size,
+// bound the wait). A place is taken once a connection is accepted, not before:
+// a listener waiting in accept holds none, so a quiet one does not keep a
+// place from the others.
 
 // DefaultMaxConnections is Config.MaxConnections's default.
 const DefaultMaxConnections = 1024
 
-// limitListener is a net.Listener whose Accept waits while places (a token
-// in sem each) are all taken.
+// limitListener is a net.Listener whose Accept, once it has a connection,
+// waits while places (a token in sem each) are all taken.
 type limitListener struct {
 	net.Listener
 	sem       chan struct{} // a token per connection held; shared by the server's listeners
@@ -45,6 +49,10 @@ func newLimitListener(l net.Listener, sem chan struct{}, log *slog.Logger) *limi
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case l.sem <- struct{}{}:
 	default:
@@ -52,13 +60,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		select {
 		case l.sem <- struct{}{}:
 		case <-l.closed:
+			c.Close()
 			return nil, &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
 		}
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
 	}
 	return &limitConn{Conn: c, sem: l.sem}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,10 +58,11 @@ func (c *countedConn) Close() error {
 
 // TestConnectionCap: with MaxConnections 2, a tunnel's two WebSockets
 // (hijacked connections) hold both places: a third connection, an API
-// request, is not accepted while they are open (it waits in the backlog), and
-// is served once one of them ends and gives its place back. No more than 2
-// connections are ever accepted at once; without the cap, the third is served
-// at once, beside the two.
+// request, is not served while they are open (accepted, it waits for a place,
+// and no other is accepted), and is served once one of them ends and gives its
+// place back. No more than 2 connections are ever served at once, and 3 (the
+// cap and the one waiting) accepted; without the cap, the third is served at
+// once, beside the two.
 func TestConnectionCap(t *testing.T) {
 	const maxConns = 2
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
@@ -110,8 +112,54 @@ func TestConnectionCap(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("the waiting request after a WebSocket ended: %s", resp.Status)
 	}
-	if n := l.most(); n > maxConns {
-		t.Errorf("%d connections were served at once, over MaxConnections %d", n, maxConns)
+	if n := l.most(); n > maxConns+1 {
+		t.Errorf("%d connections were accepted at once, over MaxConnections %d and the one waiting for a place", n, maxConns)
+	}
+}
+
+// TestConnectionCapListenersShareNoIdlePlace: the places are shared by all the
+// listeners Serve is given, and a listener with no connection holds none: with
+// MaxConnections 1 and two listeners, a request on the second is served while
+// nobody connects to the first. (A place taken before the wait in accept left
+// each quiet listener holding one for good.)
+func TestConnectionCapListenersShareNoIdlePlace(t *testing.T) {
+	s, err := New(Config{MaxConnections: 1, AllowUnsigned: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ls [2]*countingListener
+	for i := range ls {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls[i] = &countingListener{Listener: inner}
+	}
+	go s.Serve(ls[0])
+	// After a request, the first listener waits in accept again; the second
+	// starts serving only then.
+	for i, l := range []*countingListener{ls[0], ls[1], ls[0]} {
+		if i == 1 {
+			go s.Serve(ls[1])
+		}
+		req, err := http.NewRequest("POST", "http://"+l.Addr().String()+"/", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Amz-Target", targetPrefix+"ListTunnels")
+		req.Header.Set("Content-Type", contentType)
+		req.Close = true // gives its place back as it ends
+		c := &http.Client{Timeout: 10 * time.Second}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("a request on %s with MaxConnections 1 and no other connection open: %v", l.Addr(), err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("a request on %s: %s", l.Addr(), resp.Status)
+		}
 	}
 }
 
@@ -124,7 +172,13 @@ func TestLimitListenerCloseEndsWait(t *testing.T) {
 	}
 	sem := make(chan struct{}, 1)
 	sem <- struct{}{} // the one place is taken
-	l := newLimitListener(inner, sem, slog.New(slog.DiscardHandler))
+	var logs syncBuffer
+	l := newLimitListener(inner, sem, slog.New(slog.NewTextHandler(&logs, nil)))
+	c, err := net.Dial("tcp", inner.Addr().String()) // accepted, then waits for a place
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	done := make(chan error, 1)
 	go func() {
 		c, err := l.Accept()
@@ -133,8 +187,17 @@ func TestLimitListenerCloseEndsWait(t *testing.T) {
 		}
 		done <- err
 	}()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "connection cap reached"); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Accept does not wait for a place")
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	l.Close()
 	if err := <-done; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Accept after Close = %v, want net.ErrClosed", err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the connection accepted while no place was free, after Close: read %v, want EOF", err)
 	}
 }

@@ -42,9 +42,9 @@
 // The server holds at most Config.MaxConnections connections at once
 // (--max-connections, 1024 by default), control-plane clients' and data-plane
 // WebSockets' together, since they share the listener: a WebSocket holds its
-// place until it ends. Connections past the cap are not accepted and closed;
-// they wait in the kernel's listen backlog and are served in turn as places
-// free, so that a flood of connections cannot use up the process's
+// place until it ends. Connections past the cap are not accepted and closed:
+// one per listener is accepted and waits for a place, the others wait in the
+// kernel's listen backlog, and they are served in turn as places free, so that a flood of connections cannot use up the process's
 // descriptors (which would also keep the state file from being written, and
 // a tunnel's first connection is refused when its use cannot be saved), and an
 // agent that comes meanwhile is served late rather than refused. Reaching the

@@ -67,8 +67,9 @@ type Config struct {
 	MaxClosedTunnels int
 	// MaxConnections caps the connections served at once, on all the
 	// listeners Serve is given: control-plane requests and data-plane
-	// WebSockets alike (connlimit.go); those beyond it wait in the listen
-	// backlog. 0 means DefaultMaxConnections (1024); New refuses a negative one.
+	// WebSockets alike (connlimit.go); beyond it, one per listener is
+	// accepted and waits for a place, the others in the listen backlog. 0
+	// means DefaultMaxConnections (1024); New refuses a negative one.
 	MaxConnections int
 	// Bandwidth limits every tunnel to this many bytes per second, frames both ways
 	// and WebSocket pings and pongs together; 0 means unlimited.
@@ -325,8 +326,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Serve accepts connections on l (HTTPS if Config.TLS is set) until Shutdown or
 // Close, and then returns ErrServerClosed. It holds at most Config.MaxConnections
-// at once, with those of the other listeners it serves: past that, new ones
-// wait in l's backlog until one ends. Accept errors that pass by
+// at once, with those of the other listeners it serves: past that, one more is
+// accepted and waits for a place, and new ones wait in l's backlog. Accept errors that pass by
 // themselves (out of descriptors or memory) are waited out, the first of a run
 // logged at Warn: net/http's Serve returns on ENOBUFS and ENOMEM, which would
 // end the command and every tunnel, and logs EMFILE only at Debug.
