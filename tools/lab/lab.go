@@ -325,9 +325,10 @@ func Run(ctx context.Context, opt Options) (err error) {
 	// The command lines, printed and in lab.json, name files by absolute paths
 	// (dir is absolute): the lab holds its terminal, so they are pasted into
 	// another one, which starts elsewhere (the home directory), or run by scripts.
+	np := noProxyPrefix(tdHost)
 	info.AWSCommand = fmt.Sprintf("%sAWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
-		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", noProxyPrefix(tdHost), Thing, info.Tunneld, info.Region, shellArg(info.CAFile))
-	if noProxyPrefix(tdHost) != "" {
+		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", np, Thing, info.Tunneld, info.Region, shellArg(info.CAFile))
+	if np != "" {
 		consoleLine = "  (no_proxy: https_proxy is set here, and a proxy cannot reach this machine's loopback, where the lab is)\n" + consoleLine
 	}
 

@@ -35,7 +35,7 @@ type APIError struct {
 	Status  int // HTTP status; 0 means 400
 
 	// abandon: the request's body was left unread; the connection is closed
-	// after the answer without reading it (abandonBody).
+	// after the answer without reading it (hangUp).
 	abandon bool
 }
 
