@@ -207,22 +207,28 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 		return nil, err
 	}
 	if u.Scheme == "wss" || req.proxy != nil && req.proxy.Scheme == "https" {
-		if req.tls, err = cfg.tlsConfig(); err != nil {
-			return nil, err
-		}
 		// The proxy's certificate is checked whatever InsecureSkipVerify
 		// says: that is the service's alone, and the proxy gets the
 		// proxy's credentials (Proxy-Authorization) once its TLS is up.
-		req.proxyTLS = req.tls
-		if u.Scheme != "wss" {
-			req.tls = nil
-		} else if cfg.InsecureSkipVerify {
-			req.tls = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}
+		verified, err := cfg.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		req.proxyTLS = verified
+		if u.Scheme == "wss" {
+			req.tls = verified
+			if cfg.InsecureSkipVerify {
+				req.tls = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}
+			}
 		}
 	}
-	req.header = append(req.header, [2]string{"access-token", cfg.AccessToken.Reveal()})
+	access := cfg.AccessToken.Reveal()
+	req.header = append(req.header, [2]string{"access-token", access})
+	req.secrets = []string{access}
 	if !cfg.ClientToken.IsZero() {
-		req.header = append(req.header, [2]string{"client-token", cfg.ClientToken.Reveal()})
+		client := cfg.ClientToken.Reveal()
+		req.header = append(req.header, [2]string{"client-token", client})
+		req.secrets = append(req.secrets, client)
 	}
 	ua := cfg.UserAgent
 	if ua == "" {

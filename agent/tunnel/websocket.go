@@ -64,6 +64,7 @@ type handshakeRequest struct {
 	tls         *tls.Config // nil for ws://
 	proxy       *url.URL    // nil: direct
 	proxyTLS    *tls.Config // for an https:// proxy: always verifies
+	secrets     []string    // the tokens in header: never quoted in an error
 }
 
 // handshakeResponse is what the service answered.
@@ -161,13 +162,7 @@ func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handsh
 	br := bufio.NewReaderSize(conn, 16<<10)
 	// What the error quotes of a malformed answer must not show the tokens,
 	// should the service (or what answers in its place) echo the request.
-	var secrets []string
-	for _, h := range req.header {
-		if h[0] == "access-token" || h[0] == "client-token" {
-			secrets = append(secrets, h[1])
-		}
-	}
-	resp, err := readResponse(br, secrets...)
+	resp, err := readResponse(br, req.secrets...)
 	if err != nil {
 		return fail(fmt.Errorf("reading upgrade response: %w", err))
 	}
