@@ -1,37 +1,22 @@
 package tunnel
 
 // What the agent's config check runs when it starts (agent.Check, Warnings and
-// New): the syntax of service ids, targets and names, the data-plane endpoint,
-// the proxy from the environment and the tunnel's CA files. The dial uses the
-// same functions later.
-//
-// They are in this one file because of where the linker puts them: go build
-// compiles a package's files in name order, the linker lays out their code in
-// that order, and on a device the kernel maps the binary's code in 64 KiB
-// windows around each page the agent runs (docs/size.md, "Memory on the QEMU
-// boards"). The rest of this package runs only with a tunnel open; with the
-// start-time checks first in the package, next to agent/notify's code that
-// runs anyway, an idle agent touches none of its windows in between. Spread
-// over dialer.go, endpoint.go, proxy.go, syntax.go and conn.go they cost the
-// idle agent 64 KiB of resident code on the mipsel board (8,196-8,208 against
-// 8,140-8,144 kB). Code that the agent runs at every start belongs here,
-// before what runs only with some settings: ValidateTarget (services with a
-// host:port or unix: target) and CAFiles come after PlainEndpoint, and the
-// proxy's parsing (ParseProxyURL, bypassProxy) is last. On mipsle a 64 KiB
-// boundary falls about 1 KB after PlainEndpoint (make idle-layout gives the
-// margin); with the proxy's parsing before isName and PlainEndpoint, a window
-// was mapped for those two alone (8,156 against 8,084 kB).
+// New) is in package check, laid out before this one, so that an idle agent
+// runs no code of this package (agent/tunnel/internal/check says why). These
+// are its exports, under this package's names; the dial uses the same
+// functions later. They are variables, not functions that call check's: the
+// compiler does not inline such a function into its callers when check's is
+// inlined into it, and the agent would run it here. Each is set in the
+// binary's data, as is every other package-level variable of this package
+// in the device build (errors.New is inlined there, device.gcflags): the
+// package has no init function to run at start either. A variable set by
+// code (one that calls a function not inlined) would bring one back, and
+// with it a 64 KiB window of the idle agent; make idle-layout shows it.
 
 import (
-	"errors"
-	"fmt"
-	"net"
-	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/internal/check"
 )
 
 // Mode is the side of the tunnel a client plays.
@@ -45,126 +30,26 @@ const (
 
 // ValidateServiceID checks a service name against the API's rule: 1–128 characters
 // of [a-zA-Z0-9:_-] (spec §3.4).
-func ValidateServiceID(s string) error {
-	if !isName(s, 1, 128, ":_-") {
-		return fmt.Errorf("tunnel: service id %q: want 1-128 characters of [a-zA-Z0-9:_-]", s)
-	}
-	return nil
-}
+var ValidateServiceID = check.ServiceID
 
 // RegionEndpoint is the data-plane host of region (spec §2.4); China regions use
 // amazonaws.com.cn.
-func RegionEndpoint(region string) string {
-	host := "data.tunneling.iot." + region + ".amazonaws.com"
-	if strings.HasPrefix(region, "cn-") {
-		host += ".cn"
-	}
-	return host
-}
+var RegionEndpoint = check.RegionEndpoint
 
 // ErrPlainWebSocket is in the error for a ws:// (http://) endpoint given without
 // allowInsecure, so that a command can say which of its options allows one.
-var ErrPlainWebSocket = errors.New("plain ws:// needs the explicit insecure option")
+var ErrPlainWebSocket error = check.PlainWebSocketError{}
 
 // ValidateEndpoint checks where a client would connect, as it would: an explicit
 // data-plane endpoint (host[:port], or a wss:// URL; ws:// only with
 // allowInsecure), or else a region name.
-func ValidateEndpoint(endpoint, region string, allowInsecure bool) error {
-	_, err := tunnelURL(endpoint, region, ModeDestination, allowInsecure)
-	return err
-}
+var ValidateEndpoint = check.Endpoint
 
 // tunnelURL builds the WebSocket URL for a mode from an explicit endpoint or a region.
 // endpoint is host[:port], or a wss:// (https://) URL; ws:// (http://) only when
 // allowInsecure is set.
 func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL, error) {
-	if mode != ModeSource && mode != ModeDestination {
-		return nil, fmt.Errorf("tunnel: mode %q, want source or destination", mode)
-	}
-	u := &url.URL{Scheme: "wss", Path: "/tunnel", RawQuery: "local-proxy-mode=" + string(mode)}
-	switch {
-	case endpoint != "" && region != "":
-		// An explicit endpoint wins; the region then only documents where the tunnel is.
-		fallthrough
-	case endpoint != "":
-		if strings.Contains(endpoint, "@") {
-			// Not quoted: what comes before the @ is a password, as often as
-			// not (a proxy's URL given as the endpoint).
-			return nil, errors.New("tunnel: endpoint must not carry a user name or password (an @); a proxy is given apart from it, as https_proxy")
-		}
-		host := endpoint
-		if i := strings.Index(endpoint, "://"); i >= 0 {
-			p, err := url.Parse(endpoint)
-			if err != nil {
-				return nil, fmt.Errorf("tunnel: endpoint %q: %w", endpoint, err)
-			}
-			switch p.Scheme {
-			case "wss", "https":
-			case "ws", "http":
-				if !allowInsecure {
-					return nil, fmt.Errorf("tunnel: endpoint %q is not TLS; %w", endpoint, ErrPlainWebSocket)
-				}
-				u.Scheme = "ws"
-			default:
-				return nil, fmt.Errorf("tunnel: endpoint %q: scheme %q, want wss", endpoint, p.Scheme)
-			}
-			if p.Path != "" && p.Path != "/" || p.RawQuery != "" {
-				return nil, fmt.Errorf("tunnel: endpoint %q must not carry a path or query", endpoint)
-			}
-			host = p.Host
-		}
-		zone := ""
-		if i, j := strings.IndexByte(host, '%'), strings.IndexByte(host, ']'); strings.HasPrefix(host, "[") && 0 < i && i < j {
-			// A link-local address's zone ("[fe80::1%br-lan]:443", as
-			// mqtt.endpoint takes it) says which link to dial: kept as
-			// written, an interface's name or number.
-			if _, err := netip.ParseAddr(host[1:j]); err == nil && isName(host[i+1:j], 1, 15, "._-") {
-				host, zone = host[:i]+host[j:], host[i:j]
-			}
-		}
-		if len(host) > 253 || !isName(host, 1, 253, ".:[]-") {
-			return nil, fmt.Errorf("tunnel: endpoint host %q is not a valid host[:port]", host)
-		}
-		if _, _, err := net.SplitHostPort(host); err != nil && strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
-			// "::1:8443" cannot be told from an address without a port, and
-			// was dialled as [::1:8443]:443.
-			return nil, fmt.Errorf("tunnel: endpoint %q: an IPv6 address needs brackets, with the port after them: [2001:db8::1]:443", endpoint)
-		}
-		u.Host = strings.ToLower(host)
-		if zone != "" {
-			i := strings.IndexByte(u.Host, ']')
-			u.Host = u.Host[:i] + zone + u.Host[i:]
-		}
-	case region != "":
-		if !isName(region, 1, 64, "-") || strings.ToLower(region) != region {
-			return nil, fmt.Errorf("tunnel: region %q is not a valid region name", region)
-		}
-		u.Host = RegionEndpoint(region)
-	default:
-		return nil, fmt.Errorf("tunnel: neither endpoint nor region given")
-	}
-	if _, port, err := net.SplitHostPort(u.Host); err == nil {
-		// A port that cannot be dialled fails every attempt the same way.
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("tunnel: endpoint %q: port %q is not a number from 1 to 65535", endpoint, port)
-		}
-	} else {
-		if u.Scheme == "ws" {
-			u.Host = net.JoinHostPort(strings.Trim(u.Host, "[]"), "80")
-		} else {
-			u.Host = net.JoinHostPort(strings.Trim(u.Host, "[]"), "443")
-		}
-	}
-	// The dial splits the host off again: brackets must enclose an IPv6
-	// address and nothing else ("a]b", "x[y]:1", "[]" and "[0]:1" got this
-	// far; "[0]" was dialled as 0.0.0.0, this machine, in a URL that does not
-	// parse).
-	h, _, err := net.SplitHostPort(u.Host)
-	if _, aerr := netip.ParseAddr(h); err != nil || h == "" || strings.ContainsAny(h, "[]") ||
-		strings.Contains(h, ":") && aerr != nil || strings.HasPrefix(u.Host, "[") && !strings.Contains(h, ":") {
-		return nil, fmt.Errorf("tunnel: endpoint %q is not a valid host[:port]", endpoint)
-	}
-	return u, nil
+	return check.URL(endpoint, region, string(mode), allowInsecure)
 }
 
 // EnvironmentProxy is the proxy ProxyFromEnvironment gives the tunnel at
@@ -172,202 +57,23 @@ func tunnelURL(endpoint, region string, mode Mode, allowInsecure bool) (*url.URL
 // error naming the variable when it does not parse, so that a caller can refuse
 // it at start instead of failing every dial. An endpoint that does not validate
 // gives nil, nil (ValidateEndpoint's to report).
-func EnvironmentProxy(endpoint, region string, allowInsecure bool) (*url.URL, error) {
-	u, err := tunnelURL(endpoint, region, ModeSource, allowInsecure)
-	if err != nil {
-		return nil, nil
-	}
-	return proxyFor(u, os.Getenv)
-}
-
-func proxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
-	name, raw := "https_proxy", getenv("https_proxy")
-	if raw == "" {
-		name, raw = "HTTPS_PROXY", getenv("HTTPS_PROXY")
-	}
-	if raw == "" {
-		return nil, nil
-	}
-	noProxy := getenv("no_proxy")
-	if noProxy == "" {
-		noProxy = getenv("NO_PROXY")
-	}
-	if bypassProxy(target.Hostname(), target.Port(), noProxy) {
-		return nil, nil
-	}
-	u, err := ParseProxyURL(raw)
-	if err != nil {
-		// Named, as the variable holds it: the error is the same at every dial.
-		return nil, fmt.Errorf("tunnel: %s: %s", name, strings.TrimPrefix(err.Error(), "tunnel: "))
-	}
-	return u, nil
-}
-
-// isName reports whether s is min to max characters long, each an ASCII letter, a
-// digit or one of extra. It replaces patterns like ^[a-zA-Z0-9:_-]{1,128}$: the
-// regexp package costs about 260 KB in the device binary (docs/size.md).
-func isName(s string, min, max int, extra string) bool {
-	if len(s) < min || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(extra, c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
+var EnvironmentProxy = check.EnvironmentProxy
 
 // PlainEndpoint reports whether a data-plane endpoint is reached without TLS
 // (ws:// or http://, in any case), as the dial decides.
-func PlainEndpoint(endpoint string) bool {
-	u, err := url.Parse(endpoint)
-	return err == nil && (u.Scheme == "ws" || u.Scheme == "http")
-}
+var PlainEndpoint = check.PlainEndpoint
 
 // ValidateTarget checks a target: "host:port" with a numeric port, or "unix:/abs/path".
-func ValidateTarget(addr string) error {
-	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if !strings.HasPrefix(path, "/") {
-			return fmt.Errorf("tunnel: target %q: unix socket path must be absolute", addr)
-		}
-		return nil
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("tunnel: target %q: want host:port or unix:/path", addr)
-	}
-	if host == "" {
-		return fmt.Errorf("tunnel: target %q: empty host", addr)
-	}
-	if n, err := net.LookupPort("tcp", port); err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
-		return fmt.Errorf("tunnel: target %q: bad port %q", addr, port)
-	}
-	return nil
-}
+var ValidateTarget = check.Target
 
 // CAFiles lists the files of a CA setting: the file itself, or the entries of a
 // directory that are regular files, links followed. As OpenSSL's CA path
 // (localproxy's --capath), a directory's other entries are passed over: a
 // dangling link (a certificate removed without update-ca-certificates), a
 // link to a subdirectory. The agent's check-config reads the same.
-func CAFiles(path string) ([]string, error) {
-	fi, err := os.Stat(path)
-	if err != nil || !fi.IsDir() {
-		return []string{path}, err
-	}
-	entries, err := os.ReadDir(path)
-	var files []string
-	for _, e := range entries {
-		p := filepath.Join(path, e.Name())
-		if fi, serr := os.Stat(p); serr == nil && fi.Mode().IsRegular() {
-			files = append(files, p)
-		}
-	}
-	return files, err
-}
+var CAFiles = check.CAFiles
 
 // ParseProxyURL parses an HTTPS proxy setting: http[s]://[user:pass@]host[:port];
 // a missing scheme means http and a missing port 3128 (as localproxy). Errors
-// never quote the URL, which may hold a password: a # / or ? in a password
-// that is not percent-encoded ends the user info early, and what url.Parse
-// then takes for a port or a scheme is part of the password or user name.
-func ParseProxyURL(raw string) (*url.URL, error) {
-	if !strings.Contains(raw, "://") {
-		raw = "http://" + raw
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		if _, rest, _ := strings.Cut(raw, "://"); !strings.ContainsAny(raw, "@[") && strings.Count(rest, ":") >= 2 {
-			// No user info, so nothing secret: "fd00::1:3128" cannot be
-			// told from an address without a port.
-			return nil, errors.New("tunnel: proxy URL: an IPv6 address needs brackets, with the port after them: http://[2001:db8::1]:3128")
-		}
-		return nil, proxyURLSyntax(raw) // url.Parse's errors quote the URL or a part of it
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		// In "user:pa://ss@host" url.Parse takes the user name for the scheme.
-		if before, _, _ := strings.Cut(raw, "://"); !strings.EqualFold(before, u.Scheme) {
-			return nil, errProxyURLSyntax
-		}
-		return nil, fmt.Errorf("tunnel: proxy URL scheme %q, want http or https", u.Scheme)
-	}
-	if u.Hostname() == "" {
-		return nil, fmt.Errorf("tunnel: proxy URL has no host")
-	}
-	if u.Port() == "" {
-		u.Host = net.JoinHostPort(u.Hostname(), "3128")
-	} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
-		return nil, errors.New("tunnel: proxy URL port: want 1-65535") // the "port" may be a password
-	}
-	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("tunnel: proxy URL must be only http[s]://[user:password@]host[:port]")
-	}
-	return u, nil
-}
-
-// errProxyURLSyntax is ParseProxyURL's error for a URL it cannot take apart.
-var errProxyURLSyntax = errors.New("tunnel: proxy URL does not parse (percent-encode special characters in the user name and password)")
-
-// proxyURLSyntax is errProxyURLSyntax, or a precise hint for the mistakes
-// that are not in the user name or password: white space around the URL, and
-// an IPv6 zone whose % is not written %25. Like it, it quotes none of raw.
-func proxyURLSyntax(raw string) error {
-	_, host, _ := strings.Cut(raw, "://") // raw has a scheme, "http://" when it had none
-	if strings.TrimSpace(raw) != raw || strings.TrimSpace(host) != host {
-		return errors.New("tunnel: proxy URL does not parse: remove the white space before or after it")
-	}
-	if i := strings.LastIndexByte(host, '@'); i >= 0 {
-		host = host[i+1:]
-	}
-	if h, _, ok := strings.Cut(host, "]"); ok && strings.HasPrefix(h, "[") && strings.Contains(h, "%") && !strings.Contains(h, "%25") {
-		return errors.New("tunnel: proxy URL does not parse: write an IPv6 address's zone with %25, not %, as in http://[fe80::1%25eth0]:3128")
-	}
-	return errProxyURLSyntax
-}
-
-// bypassProxy applies a NO_PROXY list: "*", host names (a leading dot, "*." or
-// neither: the name and its subdomains), IP addresses, CIDR ranges, each
-// optionally with :port.
-func bypassProxy(host, port, noProxy string) bool {
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	ip := net.ParseIP(host)
-	for _, entry := range strings.Split(noProxy, ",") {
-		entry = strings.ToLower(strings.TrimSpace(entry))
-		if entry == "" {
-			continue
-		}
-		if entry == "*" {
-			return true
-		}
-		if _, cidr, err := net.ParseCIDR(entry); err == nil {
-			if ip != nil && cidr.Contains(ip) {
-				return true
-			}
-			continue
-		}
-		if h, p, err := net.SplitHostPort(entry); err == nil {
-			if p != port {
-				continue
-			}
-			entry = h
-		}
-		entry = strings.Trim(entry, "[]")
-		if eip := net.ParseIP(entry); eip != nil {
-			if ip != nil && eip.Equal(ip) {
-				return true
-			}
-			continue
-		}
-		// "*.example.com" is ".example.com", as in Go's net/http (httpproxy).
-		if strings.HasPrefix(entry, "*.") {
-			entry = entry[1:]
-		}
-		entry = strings.TrimPrefix(strings.TrimSuffix(entry, "."), ".")
-		if host == entry || strings.HasSuffix(host, "."+entry) {
-			return true
-		}
-	}
-	return false
-}
+// never quote the URL, which may hold a password.
+var ParseProxyURL = check.ProxyURL

@@ -3,6 +3,8 @@ package tunnel
 import (
 	"net/url"
 	"os"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/internal/check"
 )
 
 // ProxyFromEnvironment returns the HTTPS proxy for the data-plane connection from
@@ -12,7 +14,7 @@ import (
 // schemes other than http and https. The proxy is reached with CONNECT; credentials
 // in the URL are sent as Basic auth.
 func ProxyFromEnvironment(target *url.URL) (*url.URL, error) {
-	return proxyFor(target, os.Getenv)
+	return check.ProxyFor(target, os.Getenv)
 }
 
 // ProxyURL returns a Config.Proxy that always uses u.

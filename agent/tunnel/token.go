@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/internal/check"
 )
 
 // Token is a secret: an access token (CAT) or a client token. It never prints
@@ -38,7 +40,7 @@ func NewAccessToken(s string) (Token, error) {
 // NewClientToken checks s as a client token: 32–128 characters of [a-zA-Z0-9-]
 // (spec §1.3).
 func NewClientToken(s string) (Token, error) {
-	if !isName(s, 32, 128, "-") {
+	if !check.Name(s, 32, 128, "-") {
 		return Token{}, fmt.Errorf("tunnel: client token must be 32-128 characters of [a-zA-Z0-9-], got %d characters", len(s))
 	}
 	return Token{s}, nil

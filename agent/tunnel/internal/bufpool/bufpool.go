@@ -14,10 +14,19 @@ type Pool struct {
 }
 
 // New returns a pool of size-octet buffers for copies of at least min octets.
-func New(size, min int) *Pool {
-	p := &Pool{size: size, min: min}
-	p.p.New = func() any { b := make([]byte, size); return &b }
-	return p
+// It allocates nothing, so that a package-level pool needs no code run at
+// start: the compiler lays the Pool out in the binary's data (agent/tunnel
+// has no init function to run; agent/tunnel/internal/check says why that
+// matters).
+func New(size, min int) *Pool { return &Pool{size: size, min: min} }
+
+// get is a pooled buffer, or a new one when the pool has none.
+func (p *Pool) get() *[]byte {
+	if b, ok := p.p.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, p.size)
+	return &b
 }
 
 // Copy returns a copy of b that does not alias it.
@@ -33,12 +42,12 @@ func (p *Pool) Make(n int) []byte {
 	if n < p.min || n > p.size {
 		return make([]byte, n)
 	}
-	return (*p.p.Get().(*[]byte))[:n]
+	return (*p.get())[:n]
 }
 
 // Get returns an empty pooled buffer of capacity Size, to be appended to and
 // released like a copy.
-func (p *Pool) Get() []byte { return (*p.p.Get().(*[]byte))[:0] }
+func (p *Pool) Get() []byte { return (*p.get())[:0] }
 
 // Release returns a copy made by Copy once it has been used; b must not be used
 // afterwards. Copies that were not pooled are ignored: only pooled buffers have

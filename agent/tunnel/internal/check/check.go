@@ -1,0 +1,366 @@
+// Package check holds what the agent's config check runs at every start
+// (agent.Check, Warnings and New): the syntax of service ids, targets and
+// names, the data-plane endpoint, the proxy from the environment and the
+// tunnel's CA files. Package tunnel exports them under its own names
+// (ValidateServiceID, ValidateEndpoint, ...), and its dial uses them too.
+//
+// They are a package of their own because of where the linker puts them: it
+// lays out a package's code after the code of the packages it imports, and
+// on a device the kernel maps the binary's code in 64 KiB windows around
+// each page the agent runs (docs/size.md, "Memory on the QEMU boards"). Of
+// package tunnel an idle agent ran only these checks and its init; the rest
+// runs with a tunnel open. In tunnel's first file they ended 1.2 KB before a
+// window boundary (336 B built with Go 1.26.10), so that a little more code
+// in agent/notify or in any package laid out before tunnel would have cost the
+// idle agent a window, 64 KiB. Laid out before tunnel's other imports, and
+// with tunnel's init gone (tunnel/check.go), the last code an idle agent runs
+// there is protobuf's init, 7.7 KB before the boundary (make idle-layout
+// gives the margin). Within this file, the code that runs at every start
+// comes first, before what runs only with some settings.
+package check
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// ServiceID checks a service name against the API's rule: 1–128 characters
+// of [a-zA-Z0-9:_-] (spec §3.4).
+func ServiceID(s string) error {
+	if !Name(s, 1, 128, ":_-") {
+		return fmt.Errorf("tunnel: service id %q: want 1-128 characters of [a-zA-Z0-9:_-]", s)
+	}
+	return nil
+}
+
+// RegionEndpoint is the data-plane host of region (spec §2.4); China regions use
+// amazonaws.com.cn.
+func RegionEndpoint(region string) string {
+	host := "data.tunneling.iot." + region + ".amazonaws.com"
+	if strings.HasPrefix(region, "cn-") {
+		host += ".cn"
+	}
+	return host
+}
+
+// PlainWebSocketError is in the error for a ws:// (http://) endpoint given
+// without allowInsecure, so that a command can say which of its options
+// allows one (errors.Is with tunnel.ErrPlainWebSocket, which is one). A type
+// of no size, not a variable: tunnel's copy of a variable would be set by code
+// run at start, and this one is set in the binary's data.
+type PlainWebSocketError struct{}
+
+func (PlainWebSocketError) Error() string { return "plain ws:// needs the explicit insecure option" }
+
+// Endpoint checks where a client would connect, as it would: an explicit
+// data-plane endpoint (host[:port], or a wss:// URL; ws:// only with
+// allowInsecure), or else a region name.
+func Endpoint(endpoint, region string, allowInsecure bool) error {
+	_, err := URL(endpoint, region, "destination", allowInsecure)
+	return err
+}
+
+// URL builds the WebSocket URL for a mode from an explicit endpoint or a region.
+// endpoint is host[:port], or a wss:// (https://) URL; ws:// (http://) only when
+// allowInsecure is set.
+func URL(endpoint, region, mode string, allowInsecure bool) (*url.URL, error) {
+	if mode != "source" && mode != "destination" {
+		return nil, fmt.Errorf("tunnel: mode %q, want source or destination", mode)
+	}
+	u := &url.URL{Scheme: "wss", Path: "/tunnel", RawQuery: "local-proxy-mode=" + mode}
+	switch {
+	case endpoint != "" && region != "":
+		// An explicit endpoint wins; the region then only documents where the tunnel is.
+		fallthrough
+	case endpoint != "":
+		if strings.Contains(endpoint, "@") {
+			// Not quoted: what comes before the @ is a password, as often as
+			// not (a proxy's URL given as the endpoint).
+			return nil, errors.New("tunnel: endpoint must not carry a user name or password (an @); a proxy is given apart from it, as https_proxy")
+		}
+		host := endpoint
+		if i := strings.Index(endpoint, "://"); i >= 0 {
+			p, err := url.Parse(endpoint)
+			if err != nil {
+				return nil, fmt.Errorf("tunnel: endpoint %q: %w", endpoint, err)
+			}
+			switch p.Scheme {
+			case "wss", "https":
+			case "ws", "http":
+				if !allowInsecure {
+					return nil, fmt.Errorf("tunnel: endpoint %q is not TLS; %w", endpoint, PlainWebSocketError{})
+				}
+				u.Scheme = "ws"
+			default:
+				return nil, fmt.Errorf("tunnel: endpoint %q: scheme %q, want wss", endpoint, p.Scheme)
+			}
+			if p.Path != "" && p.Path != "/" || p.RawQuery != "" {
+				return nil, fmt.Errorf("tunnel: endpoint %q must not carry a path or query", endpoint)
+			}
+			host = p.Host
+		}
+		zone := ""
+		if i, j := strings.IndexByte(host, '%'), strings.IndexByte(host, ']'); strings.HasPrefix(host, "[") && 0 < i && i < j {
+			// A link-local address's zone ("[fe80::1%br-lan]:443", as
+			// mqtt.endpoint takes it) says which link to dial: kept as
+			// written, an interface's name or number.
+			if _, err := netip.ParseAddr(host[1:j]); err == nil && Name(host[i+1:j], 1, 15, "._-") {
+				host, zone = host[:i]+host[j:], host[i:j]
+			}
+		}
+		if len(host) > 253 || !Name(host, 1, 253, ".:[]-") {
+			return nil, fmt.Errorf("tunnel: endpoint host %q is not a valid host[:port]", host)
+		}
+		if _, _, err := net.SplitHostPort(host); err != nil && strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
+			// "::1:8443" cannot be told from an address without a port, and
+			// was dialled as [::1:8443]:443.
+			return nil, fmt.Errorf("tunnel: endpoint %q: an IPv6 address needs brackets, with the port after them: [2001:db8::1]:443", endpoint)
+		}
+		u.Host = strings.ToLower(host)
+		if zone != "" {
+			i := strings.IndexByte(u.Host, ']')
+			u.Host = u.Host[:i] + zone + u.Host[i:]
+		}
+	case region != "":
+		if !Name(region, 1, 64, "-") || strings.ToLower(region) != region {
+			return nil, fmt.Errorf("tunnel: region %q is not a valid region name", region)
+		}
+		u.Host = RegionEndpoint(region)
+	default:
+		return nil, fmt.Errorf("tunnel: neither endpoint nor region given")
+	}
+	if _, port, err := net.SplitHostPort(u.Host); err == nil {
+		// A port that cannot be dialled fails every attempt the same way.
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("tunnel: endpoint %q: port %q is not a number from 1 to 65535", endpoint, port)
+		}
+	} else {
+		if u.Scheme == "ws" {
+			u.Host = net.JoinHostPort(strings.Trim(u.Host, "[]"), "80")
+		} else {
+			u.Host = net.JoinHostPort(strings.Trim(u.Host, "[]"), "443")
+		}
+	}
+	// The dial splits the host off again: brackets must enclose an IPv6
+	// address and nothing else ("a]b", "x[y]:1", "[]" and "[0]:1" got this
+	// far; "[0]" was dialled as 0.0.0.0, this machine, in a URL that does not
+	// parse).
+	h, _, err := net.SplitHostPort(u.Host)
+	if _, aerr := netip.ParseAddr(h); err != nil || h == "" || strings.ContainsAny(h, "[]") ||
+		strings.Contains(h, ":") && aerr != nil || strings.HasPrefix(u.Host, "[") && !strings.Contains(h, ":") {
+		return nil, fmt.Errorf("tunnel: endpoint %q is not a valid host[:port]", endpoint)
+	}
+	return u, nil
+}
+
+// EnvironmentProxy is the proxy the tunnel's ProxyFromEnvironment gives at
+// endpoint or region: nil when there is none or NO_PROXY bypasses it, and an
+// error naming the variable when it does not parse, so that a caller can refuse
+// it at start instead of failing every dial. An endpoint that does not validate
+// gives nil, nil (Endpoint's to report).
+func EnvironmentProxy(endpoint, region string, allowInsecure bool) (*url.URL, error) {
+	u, err := URL(endpoint, region, "source", allowInsecure)
+	if err != nil {
+		return nil, nil
+	}
+	return ProxyFor(u, os.Getenv)
+}
+
+func ProxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
+	name, raw := "https_proxy", getenv("https_proxy")
+	if raw == "" {
+		name, raw = "HTTPS_PROXY", getenv("HTTPS_PROXY")
+	}
+	if raw == "" {
+		return nil, nil
+	}
+	noProxy := getenv("no_proxy")
+	if noProxy == "" {
+		noProxy = getenv("NO_PROXY")
+	}
+	if BypassProxy(target.Hostname(), target.Port(), noProxy) {
+		return nil, nil
+	}
+	u, err := ProxyURL(raw)
+	if err != nil {
+		// Named, as the variable holds it: the error is the same at every dial.
+		return nil, fmt.Errorf("tunnel: %s: %s", name, strings.TrimPrefix(err.Error(), "tunnel: "))
+	}
+	return u, nil
+}
+
+// Name reports whether s is min to max characters long, each an ASCII letter, a
+// digit or one of extra. It replaces patterns like ^[a-zA-Z0-9:_-]{1,128}$: the
+// regexp package costs about 260 KB in the device binary (docs/size.md).
+func Name(s string, min, max int, extra string) bool {
+	if len(s) < min || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(extra, c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// PlainEndpoint reports whether a data-plane endpoint is reached without TLS
+// (ws:// or http://, in any case), as the dial decides.
+func PlainEndpoint(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	return err == nil && (u.Scheme == "ws" || u.Scheme == "http")
+}
+
+// Target checks a target: "host:port" with a numeric port, or "unix:/abs/path".
+func Target(addr string) error {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if !strings.HasPrefix(path, "/") {
+			return fmt.Errorf("tunnel: target %q: unix socket path must be absolute", addr)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("tunnel: target %q: want host:port or unix:/path", addr)
+	}
+	if host == "" {
+		return fmt.Errorf("tunnel: target %q: empty host", addr)
+	}
+	if n, err := net.LookupPort("tcp", port); err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
+		return fmt.Errorf("tunnel: target %q: bad port %q", addr, port)
+	}
+	return nil
+}
+
+// CAFiles lists the files of a CA setting: the file itself, or the entries of a
+// directory that are regular files, links followed. As OpenSSL's CA path
+// (localproxy's --capath), a directory's other entries are passed over: a
+// dangling link (a certificate removed without update-ca-certificates), a
+// link to a subdirectory. The agent's check-config reads the same.
+func CAFiles(path string) ([]string, error) {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.IsDir() {
+		return []string{path}, err
+	}
+	entries, err := os.ReadDir(path)
+	var files []string
+	for _, e := range entries {
+		p := filepath.Join(path, e.Name())
+		if fi, serr := os.Stat(p); serr == nil && fi.Mode().IsRegular() {
+			files = append(files, p)
+		}
+	}
+	return files, err
+}
+
+// ProxyURL parses an HTTPS proxy setting: http[s]://[user:pass@]host[:port];
+// a missing scheme means http and a missing port 3128 (as localproxy). Errors
+// never quote the URL, which may hold a password: a # / or ? in a password
+// that is not percent-encoded ends the user info early, and what url.Parse
+// then takes for a port or a scheme is part of the password or user name.
+func ProxyURL(raw string) (*url.URL, error) {
+	if !strings.Contains(raw, "://") {
+		raw = "http://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		if _, rest, _ := strings.Cut(raw, "://"); !strings.ContainsAny(raw, "@[") && strings.Count(rest, ":") >= 2 {
+			// No user info, so nothing secret: "fd00::1:3128" cannot be
+			// told from an address without a port.
+			return nil, errors.New("tunnel: proxy URL: an IPv6 address needs brackets, with the port after them: http://[2001:db8::1]:3128")
+		}
+		return nil, proxyURLSyntax(raw) // url.Parse's errors quote the URL or a part of it
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		// In "user:pa://ss@host" url.Parse takes the user name for the scheme.
+		if before, _, _ := strings.Cut(raw, "://"); !strings.EqualFold(before, u.Scheme) {
+			return nil, errProxyURLSyntax
+		}
+		return nil, fmt.Errorf("tunnel: proxy URL scheme %q, want http or https", u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("tunnel: proxy URL has no host")
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), "3128")
+	} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+		return nil, errors.New("tunnel: proxy URL port: want 1-65535") // the "port" may be a password
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("tunnel: proxy URL must be only http[s]://[user:password@]host[:port]")
+	}
+	return u, nil
+}
+
+// errProxyURLSyntax is ProxyURL's error for a URL it cannot take apart.
+var errProxyURLSyntax = errors.New("tunnel: proxy URL does not parse (percent-encode special characters in the user name and password)")
+
+// proxyURLSyntax is errProxyURLSyntax, or a precise hint for the mistakes
+// that are not in the user name or password: white space around the URL, and
+// an IPv6 zone whose % is not written %25. Like it, it quotes none of raw.
+func proxyURLSyntax(raw string) error {
+	_, host, _ := strings.Cut(raw, "://") // raw has a scheme, "http://" when it had none
+	if strings.TrimSpace(raw) != raw || strings.TrimSpace(host) != host {
+		return errors.New("tunnel: proxy URL does not parse: remove the white space before or after it")
+	}
+	if i := strings.LastIndexByte(host, '@'); i >= 0 {
+		host = host[i+1:]
+	}
+	if h, _, ok := strings.Cut(host, "]"); ok && strings.HasPrefix(h, "[") && strings.Contains(h, "%") && !strings.Contains(h, "%25") {
+		return errors.New("tunnel: proxy URL does not parse: write an IPv6 address's zone with %25, not %, as in http://[fe80::1%25eth0]:3128")
+	}
+	return errProxyURLSyntax
+}
+
+// BypassProxy applies a NO_PROXY list: "*", host names (a leading dot, "*." or
+// neither: the name and its subdomains), IP addresses, CIDR ranges, each
+// optionally with :port.
+func BypassProxy(host, port, noProxy string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	ip := net.ParseIP(host)
+	for _, entry := range strings.Split(noProxy, ",") {
+		entry = strings.ToLower(strings.TrimSpace(entry))
+		if entry == "" {
+			continue
+		}
+		if entry == "*" {
+			return true
+		}
+		if _, cidr, err := net.ParseCIDR(entry); err == nil {
+			if ip != nil && cidr.Contains(ip) {
+				return true
+			}
+			continue
+		}
+		if h, p, err := net.SplitHostPort(entry); err == nil {
+			if p != port {
+				continue
+			}
+			entry = h
+		}
+		entry = strings.Trim(entry, "[]")
+		if eip := net.ParseIP(entry); eip != nil {
+			if ip != nil && eip.Equal(ip) {
+				return true
+			}
+			continue
+		}
+		// "*.example.com" is ".example.com", as in Go's net/http (httpproxy).
+		if strings.HasPrefix(entry, "*.") {
+			entry = entry[1:]
+		}
+		entry = strings.TrimPrefix(strings.TrimSuffix(entry, "."), ".")
+		if host == entry || strings.HasSuffix(host, "."+entry) {
+			return true
+		}
+	}
+	return false
+}
