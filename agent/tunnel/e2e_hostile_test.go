@@ -330,8 +330,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // pipeTargets dials a Pipe per connection whose far end is never read (an SSH
 // connection waiting for a login slot), except connection number echo
-// (counting from 1; 0: none), which echoes. The far ends are closed when the
-// test ends.
+// (counting from 1; 0: none) and those after it, which echo. The far ends are
+// closed when the test ends.
 func pipeTargets(t *testing.T, echo int) tunnel.Dialer {
 	var mu sync.Mutex
 	var theirs []net.Conn
@@ -348,7 +348,7 @@ func pipeTargets(t *testing.T, echo int) tunnel.Dialer {
 		theirs = append(theirs, far)
 		k := len(theirs)
 		mu.Unlock()
-		if k == echo {
+		if echo > 0 && k >= echo {
 			go io.Copy(far, far)
 		}
 		return ours, nil
@@ -487,6 +487,66 @@ func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("no echo from connection 5 within 3 s")
+}
+
+// When connections whose targets stopped reading hold the session's budget,
+// and no more DATA comes for them, they are reset, not the connections of
+// targets that read: each of those once held up every stream for the stall
+// timeout and was then reset in their place, for as long as the stuck ones'
+// clients kept them open (four browser uploads to a busy web UI, then the
+// operator's SSH session).
+func TestStuckConnectionsGiveUpTheBudget(t *testing.T) {
+	const stall = time.Second
+	tun, send := runRawDestination(t, pipeTargets(t, 5), stall)
+	send(tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	for i := uint32(2); i <= 4; i++ {
+		send(tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: i})
+	}
+	probe(t, tun, 800)
+	full := make([]byte, tunnel.MaxPayload)
+	for i := uint32(1); i <= 4; i++ {
+		// One being written (8 KiB taken by the unread Pipe), four queued;
+		// the fourth connection's second payload takes the session past its
+		// budget (3 × 5 + 2 payloads of 63 KiB > 1 MiB).
+		n := 5
+		if i == 4 {
+			n = 2
+		}
+		for range n {
+			send(tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: i, Payload: full})
+		}
+	}
+	probe(t, tun, 801) // all handled at once: each queue had room
+	reset := map[uint32]bool{}
+	for c := uint32(5); c <= 6; c++ {
+		send(tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: c})
+		send(tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: c, Payload: []byte("hello")})
+		start := time.Now()
+	wait:
+		for {
+			if time.Since(start) > stall+5*time.Second {
+				t.Fatalf("no echo from connection %d (target reads) within %v", c, stall+5*time.Second)
+			}
+			for _, f := range tun.Received(tunneltest.Destination) {
+				m := f.Message
+				if m.Type == tunnel.TypeConnectionReset {
+					reset[m.ConnectionID] = true
+				}
+				if m.ConnectionID == c && m.Type == tunnel.TypeData {
+					break wait
+				}
+			}
+			if reset[c] {
+				t.Fatalf("connection %d, whose target reads, was reset while connections of targets that do not read held the session's budget", c)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for i := uint32(1); i <= 4; i++ {
+		if !reset[i] {
+			t.Errorf("connection %d, whose target does not read, holding the budget, was not reset", i)
+		}
+	}
 }
 
 // Spec §3.2: receivers filter DATA and STREAM_RESET by (service → active stream

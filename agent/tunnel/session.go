@@ -34,8 +34,12 @@ const linkQueue = 4
 // queued or being written: the capacity of its payload buffers. linkQueue alone bounds one
 // connection, not a peer that opens many whose targets do not read (SSH
 // connections waiting for a login slot): 128 of them held 46 MiB. Past it the
-// WebSocket reader waits, as for a full queue, and a connection it waits on for
-// the stall timeout is reset. One bulk transfer needs linkQueue+1 payloads.
+// WebSocket reader waits, as for a full queue. The connections that hold
+// payloads and have written none for the stall timeout are then reset, at
+// once or when they have been stuck that long: they hold the budget, not the
+// connection the reader waits to queue for. With none stuck, the one it waits
+// on for the stall timeout is reset. One bulk transfer needs linkQueue+1
+// payloads.
 const sessionBuffered = 1 << 20
 
 // session is the state of one WebSocket connection: its streams and the local
@@ -88,6 +92,7 @@ type session struct {
 	// written is signalled (buffer 1) when a link has written a payload to its
 	// local connection: room in sessionBuffered, for push.
 	written chan struct{}
+	born    time.Time // when the session began (now)
 
 	plog peerLog // the lines the peer's frames cause
 
@@ -117,7 +122,7 @@ type stream struct {
 
 func newSession(ctx context.Context, conn *Conn, opt engineOptions) *session {
 	s := &session{conn: conn, opt: opt, streams: map[string]*stream{}, live: map[*link]struct{}{}, linkDone: make(chan struct{}, 1), written: make(chan struct{}, 1),
-		resetsQueued: make(chan struct{}, 1)}
+		resetsQueued: make(chan struct{}, 1), born: time.Now()}
 	s.parent = ctx
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	s.wg.Add(1)
@@ -534,7 +539,11 @@ type link struct {
 	// (sessionBuffered): the capacity of each, pooled or not. Counted per
 	// link, so that what a link that ended left in its queue stops counting
 	// with it.
-	held  atomic.Int64
+	held atomic.Int64
+	// moved is when the link last wrote a payload to its local connection,
+	// or when it was given one with none held (session.now): a link that
+	// holds payloads and has not moved for the stall timeout is stuck.
+	moved atomic.Int64
 	done  chan struct{}
 	idle  chan struct{} // closed when the pumps have returned: the link sends nothing more
 	once  sync.Once
@@ -675,6 +684,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 			_, err = conn.Write(b)
 		}
 		l.held.Add(-int64(cap(b)))
+		l.moved.Store(l.s.now())
 		payloads.Release(b)
 		wake(l.s.written)
 		if err != nil {
@@ -811,7 +821,7 @@ func (l *link) push(b []byte) {
 	if !l.s.overBuffered() {
 		select {
 		case l.in <- b:
-			l.held.Add(int64(cap(b)))
+			l.hold(b)
 			return
 		case <-l.done:
 			return
@@ -821,6 +831,9 @@ func (l *link) push(b []byte) {
 	t := time.NewTimer(l.s.opt.stall)
 	defer t.Stop()
 	for l.s.overBuffered() {
+		if l.s.shedStuck(l) {
+			continue // their pumps end, and what they held stops counting (written)
+		}
 		select {
 		case <-l.s.written:
 		case <-l.done:
@@ -828,18 +841,57 @@ func (l *link) push(b []byte) {
 		case <-l.s.ctx.Done():
 			return
 		case <-t.C:
+			if l.s.shedStuck(l) {
+				t.Reset(l.s.opt.stall)
+				continue
+			}
 			l.stalled()
 			return
 		}
 	}
 	select {
 	case l.in <- b:
-		l.held.Add(int64(cap(b)))
+		l.hold(b)
 	case <-l.done:
 	case <-l.s.ctx.Done():
 	case <-t.C:
 		l.stalled()
 	}
+}
+
+// hold counts b, queued for the local connection, in what the link holds.
+func (l *link) hold(b []byte) {
+	if l.held.Add(int64(cap(b))) == int64(cap(b)) {
+		l.moved.Store(l.s.now()) // it held none: it is not stuck until it has held b for the stall timeout
+	}
+}
+
+// now is the time since the session began, for link.moved.
+func (s *session) now() int64 { return int64(time.Since(s.born)) }
+
+// shedStuck resets the session's connections other than l that hold payloads
+// and have written none for the stall timeout: when the session's budget is
+// spent, they hold it (local targets that stopped reading), and a connection
+// of another target that does read must not be reset, nor hold up the
+// session's other streams, in their place. It reports whether it reset any.
+func (s *session) shedStuck(l *link) bool {
+	now, stall := s.now(), int64(s.opt.stall)
+	var stuck []*link
+	s.mu.Lock()
+	for o := range s.live {
+		if o != l && o.held.Load() > 0 && now-o.moved.Load() >= stall {
+			select {
+			case <-o.done: // reset or ended already: its pumps are on their way out
+			default:
+				stuck = append(stuck, o)
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, o := range stuck {
+		o.stalled()
+	}
+	return len(stuck) > 0
 }
 
 func (l *link) stalled() {
