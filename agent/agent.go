@@ -24,6 +24,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/porthole-iot/porthole/agent/internal/quiet"
 	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/sshd"
@@ -809,6 +810,7 @@ func (a *Agent) onState(s *session, log *slog.Logger) func(bool, error) {
 		since   time.Time     // when they began; zero: no failure yet
 		next    time.Time     // when the next summary may be published
 		backoff time.Duration // the interval after that summary
+		clock   quiet.Repeats // the WARN that the clock is behind, once per quiet.Every
 	)
 	return func(connected bool, err error) {
 		now := a.clock()
@@ -816,13 +818,18 @@ func (a *Agent) onState(s *session, log *slog.Logger) func(bool, error) {
 		if connected {
 			a.emit(Event{Type: "tunnel-connected", Tunnel: s.fp, Attempts: failed})
 			up, failed, since = true, 0, time.Time{}
+			clock.Reset()
 			a.admit(s)
 			return
 		}
 		if errors.Is(err, context.Canceled) {
 			return
 		}
-		reason := a.failureReason(err, log)
+		reason := a.failureReason(err)
+		if reason == clockBehind {
+			level, attrs := clock.Level(slog.LevelWarn, clockBehind, now, []any{"clock", now.UTC(), "build", BuildTime()})
+			log.Log(context.Background(), level, "the clock is before this binary was built; TLS will keep failing until it is set (NTP)", attrs...)
+		}
 		wasUp := up
 		up = false
 		if endsTunnel(err) {
@@ -851,9 +858,13 @@ func (a *Agent) onState(s *session, log *slog.Logger) func(bool, error) {
 	}
 }
 
+// clockBehind is failureReason's reason for a certificate that has expired by
+// a clock that is before the binary was built: the clock is wrong.
+const clockBehind = "TLS certificate check failed because the system clock is behind"
+
 // failureReason says in a few words why a connection attempt failed or a
 // connection was lost.
-func (a *Agent) failureReason(err error, log *slog.Logger) string {
+func (a *Agent) failureReason(err error) string {
 	var he *tunnel.HandshakeError
 	var ce x509.CertificateInvalidError
 	var pe *tunnel.ProxyError
@@ -864,8 +875,7 @@ func (a *Agent) failureReason(err error, log *slog.Logger) string {
 	case errors.Is(err, tunnel.ErrClosedByService):
 		return "closed by the service"
 	case errors.As(err, &ce) && ce.Reason == x509.Expired && a.clock().Before(BuildTime()):
-		log.Warn("the clock is before this binary was built; TLS will keep failing until it is set (NTP)", "clock", a.clock().UTC(), "build", BuildTime())
-		return "TLS certificate check failed because the system clock is behind"
+		return clockBehind
 	case viaProxy && pe.Status == 407: // Proxy Authentication Required
 		return "the HTTPS proxy refused the credentials of tunnel.https_proxy (407)"
 	case viaProxy && pe.Status != 0:

@@ -81,7 +81,7 @@ func TestClockIn1970Tunnel(t *testing.T) {
 	t.Cleanup(hs.Close)
 
 	var logged testlog.Lines
-	log := slog.New(slog.NewTextHandler(&logged, nil))
+	log := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var clockSet atomic.Bool
 	a := &Agent{cfg: &Config{}, log: log, now: func() time.Time {
 		if clockSet.Load() {
@@ -151,6 +151,13 @@ func TestClockIn1970Tunnel(t *testing.T) {
 	}
 	if c := logged.Count(hint); c < 1 || !strings.Contains(logged.String(), "clock=1970-01-01") {
 		t.Errorf("with the clock in 1970 the log says:\n%s", logged.String())
+	}
+	// Said once, as is the failure (the others at debug level, quiet.Every):
+	// its error names the time, which differs at each attempt.
+	for _, line := range []string{`level=WARN msg="` + hint, `level=WARN msg="cannot connect to the tunnel, retrying"`} {
+		if c := logged.Count(line); c != 1 {
+			t.Errorf("%d lines %s... for %d attempts, want 1:\n%s", c, line, certFailures.Load(), logged.String())
+		}
 	}
 	if n := tun.Connects(tunneltest.Destination); n != 0 {
 		t.Fatalf("%d connects with a certificate that is not yet valid", n)

@@ -96,7 +96,7 @@ func TestConnectFailureOutOfDescriptors(t *testing.T) {
 	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE} {
 		err := fmt.Errorf("tunnel: connecting to example.com: %w",
 			&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", errno)})
-		if got := a.failureReason(err, a.log); got == "network" || !strings.Contains(got, "file descriptors") {
+		if got := a.failureReason(err); got == "network" || !strings.Contains(got, "file descriptors") {
 			t.Errorf("failureReason(%v) = %q, want it to say the agent is out of file descriptors", err, got)
 		}
 	}
@@ -131,7 +131,7 @@ func TestConnectFailureCertificateAndProxy(t *testing.T) {
 		{&tunnel.ProxyError{Err: errors.New("proxy 10.0.0.1:3128 refused CONNECT: 407 Proxy Authentication Required"), Status: 407}, "credentials of tunnel.https_proxy (407)"},
 		{&tunnel.ProxyError{Err: errors.New("proxy 10.0.0.1:3128 refused CONNECT: 403 Forbidden"), Status: 403}, "HTTPS proxy refused to connect to the service (403)"},
 	} {
-		if got := a.failureReason(tc.err, a.log); !strings.Contains(got, tc.want) {
+		if got := a.failureReason(tc.err); !strings.Contains(got, tc.want) {
 			t.Errorf("failureReason(%v) = %q, want it to say %q", tc.err, got, tc.want)
 		}
 	}

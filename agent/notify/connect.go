@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"syscall"
@@ -14,6 +15,8 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
+
+	"github.com/porthole-iot/porthole/agent/internal/quiet"
 )
 
 // connackError is a connection the broker refused in its CONNACK (reason
@@ -299,7 +302,7 @@ func (l *Listener) ownCertOutOfDate() string {
 
 // connectError logs a failed connection attempt with the hint that fits.
 func (l *Listener) connectError(err error) {
-	attrs := []any{"broker", l.addr.hostPort(), "error", err}
+	msg, attrs := "mqtt connect failed; retrying", []any{"broker", l.addr.hostPort(), "error", err}
 	var ce *connackError
 	switch {
 	case errors.As(err, &ce):
@@ -315,10 +318,9 @@ func (l *Listener) connectError(err error) {
 		}
 	case clockLooksWrong(err, l.clock(), buildTime()):
 		// Not a certificate problem: a router without an RTC before NTP.
-		l.log.Warn("mqtt connect failed; retrying: the system clock looks wrong, TLS cannot verify "+
-			"certificates until it is set (NTP, RTC)", append(attrs, "clock", l.clock().UTC().Format(time.RFC3339),
-			"built", buildTime().UTC().Format(time.RFC3339))...)
-		return
+		msg = "mqtt connect failed; retrying: the system clock looks wrong, TLS cannot verify " +
+			"certificates until it is set (NTP, RTC)"
+		attrs = append(attrs, "clock", l.clock().UTC().Format(time.RFC3339), "built", buildTime().UTC().Format(time.RFC3339))
 	case l.ownCertOutOfDate() != "":
 		// The broker refuses it, by an alert or by closing the connection:
 		// that is why, whatever the error reads.
@@ -333,5 +335,9 @@ func (l *Listener) connectError(err error) {
 				connectPolicyHint(l.cfg.ClientID))
 		}
 	}
-	l.log.Warn("mqtt connect failed; retrying", attrs...)
+	// The same failure again is logged at debug level only, until
+	// quiet.Every has passed: a device without its WAN retries every two
+	// minutes for as long as it lasts.
+	level, attrs := l.repeats.Level(slog.LevelWarn, msg+"\n"+quiet.Cause(err), l.clock(), attrs)
+	l.log.Log(context.Background(), level, msg, attrs...)
 }

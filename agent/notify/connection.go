@@ -132,6 +132,7 @@ func (l *Listener) reconnectDelay(attempt int) time.Duration {
 // runs in a goroutine bound to this connection: the SUBACK comes in on
 // paho's receive loop, which must keep running meanwhile.
 func (l *Listener) connectionUp(runCtx context.Context, cli *paho.Client, ca *paho.Connack) {
+	l.repeats.Reset() // the next failure is news
 	connCtx, cancel := context.WithCancel(runCtx)
 	l.mu.Lock()
 	l.cli = cli

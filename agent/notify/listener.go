@@ -13,6 +13,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
+
+	"github.com/porthole-iot/porthole/agent/internal/quiet"
 )
 
 var (
@@ -45,6 +47,7 @@ type Listener struct {
 	log     *slog.Logger
 	backoff backoff
 	dedupe  dedupe
+	repeats quiet.Repeats    // the causes of failed connection attempts logged (maintain's)
 	now     func() time.Time // nil means time.Now; a test seam
 	// dial opens the TCP connection to the broker; nil means a net.Dialer.
 	// A test seam (a connection the test can cut).

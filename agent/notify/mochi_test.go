@@ -20,6 +20,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/porthole-iot/porthole/agent/internal/quiet"
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
@@ -145,6 +146,55 @@ func TestConnectRefusedIsReportedAndRetried(t *testing.T) {
 	if n := rec.count("mqtt connected"); n != 0 {
 		t.Errorf("%d connections logged, want none", n)
 	}
+}
+
+// gate refuses connections in the CONNACK while shut, and lets the others in.
+type gate struct {
+	mqtt.HookBase
+	shut atomic.Bool
+}
+
+func (h *gate) ID() string { return "gate" }
+
+func (h *gate) Provides(b byte) bool { return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck }
+
+func (h *gate) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return !h.shut.Load() }
+
+func (h *gate) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// The same failed attempt, again and again (a device without its WAN retries
+// every two minutes for as long as that lasts), is a WARN once, then once per
+// quiet.Every with how many were quieted; the others are at debug level. It
+// was a WARN each, ~720 lines a day, over the lines that said why in a
+// router's 64 KiB log ring. After a connection, the next failure is news.
+func TestRepeatedConnectFailureLoggedOnce(t *testing.T) {
+	p := newPKI(t)
+	g := &gate{}
+	g.shut.Store(true)
+	srv, addr := startMochi(t, p, g)
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
+	var ahead atomic.Int64
+	l.now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	runListener(t, l)
+	rec.waitCount(4, "mqtt connect failed; retrying")
+	if n := rec.count("level=WARN", "mqtt connect failed; retrying"); n != 1 {
+		t.Errorf("%d WARN lines for the same failure 4 times in a row, want 1 (the others at debug level)", n)
+	}
+	ahead.Store(int64(quiet.Every))
+	line := rec.waitFor("level=WARN", "mqtt connect failed; retrying", "repeated=")
+	t.Logf("after quiet.Every: %s", line)
+
+	g.shut.Store(false)
+	awaitConnection(t, l)
+	g.shut.Store(true)
+	before := rec.count("level=WARN", "mqtt connect failed; retrying")
+	cl, ok := srv.Clients.Get("thing-a")
+	if !ok {
+		t.Fatal("the broker has no client thing-a")
+	}
+	_ = srv.DisconnectClient(cl, packets.Code{Code: 0x8B, Reason: "going down"})
+	rec.waitCount(before+1, "level=WARN", "mqtt connect failed; retrying")
 }
 
 // serials records the serial of the client certificate of each connection.

@@ -173,7 +173,7 @@ func TestRetryIsOneLinePerAttempt(t *testing.T) {
 	addr := refusedAddr(t) // nothing answers there
 	var logged testlog.Lines
 	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: "ws://" + addr, AllowInsecureWebSocket: true, AccessToken: mustToken(t, "t"),
-		RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond, Logger: slogTo(&logged, t)}, Dialer: tunnel.Targets{}}
+		RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond, Logger: slogDebugTo(&logged, t)}, Dialer: tunnel.Targets{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
@@ -184,8 +184,13 @@ func TestRetryIsOneLinePerAttempt(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if n := logged.Count("msg=connecting"); n != 1 {
+	if n := logged.Count("level=INFO msg=connecting"); n != 1 {
 		t.Errorf("%d info lines say connecting for %d attempts, want 1 (the first):\n%s", n, logged.Count("retrying"), logged.String())
+	}
+	// The same failure again is at debug level (quiet.Every): a device
+	// without its WAN retries for as long as that lasts.
+	if n := logged.Count("level=WARN msg=\"cannot connect to the tunnel, retrying\""); n != 1 {
+		t.Errorf("%d WARN lines for %d attempts failing alike, want 1 (the others at debug level):\n%s", n, logged.Count("retrying"), logged.String())
 	}
 }
 

@@ -321,6 +321,11 @@ func slogTo(l *testlog.Lines, t ...*testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, nil))
 }
 
+// slogDebugTo is slogTo at debug level.
+func slogDebugTo(l *testlog.Lines, t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.MultiWriter(l, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {

@@ -23,7 +23,7 @@ func TestRetryLogSaysLostOnce(t *testing.T) {
 	tok, _ := tunnel.NewAccessToken(tun.DestinationToken)
 	var logged testlog.Lines
 	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: tok,
-		RetryMin: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond, Logger: slogTo(&logged, t)}, Dialer: tunnel.Targets{}}
+		RetryMin: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond, Logger: slogDebugTo(&logged, t)}, Dialer: tunnel.Targets{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
@@ -55,6 +55,9 @@ func TestRetryLogSaysLostOnce(t *testing.T) {
 	}
 	if n := logged.Count("cannot reconnect to the tunnel, retrying"); n < 3 {
 		t.Errorf("%d lines say a reconnect failed, want one per failed attempt (at least 3)", n)
+	}
+	if n := logged.Count("level=WARN msg=\"cannot reconnect to the tunnel, retrying\""); n != 1 {
+		t.Errorf("%d of them are WARN lines, want 1: the same failure again is at debug level (quiet.Every)", n)
 	}
 }
 

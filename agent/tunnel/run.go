@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/internal/quiet"
 )
 
 // ErrConfig wraps errors that no reconnect can mend: the tunnel's services do not
@@ -43,6 +45,7 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 	b := backoff{base: durationOr(cfg.RetryMin, time.Second), max: durationOr(cfg.RetryMax, 120*time.Second)}
 	connected := false // ever, in this run
 	attempt := 0
+	var repeats quiet.Repeats // the causes of failed attempts logged since the last connection
 	for {
 		endpoint := cfg.Endpoint
 		if endpoint == "" {
@@ -64,6 +67,7 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 		lost := err == nil // this attempt connected, and its connection ended
 		if err == nil {
 			connected = true
+			repeats.Reset()
 			cfg.state(true, nil)
 			up := time.Now()
 			err = serve(ctx, conn)
@@ -92,15 +96,26 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 			return err
 		}
 		d := b.next()
+		attrs := []any{"error", err, "delay", d.Round(time.Millisecond)}
 		switch {
 		case lost:
-			log.Warn("tunnel connection lost, reconnecting", "error", err, "delay", d.Round(time.Millisecond))
-		case connected:
-			// Said once per attempt, but not as a lost connection each time:
-			// the service is down or unreachable since the connection was lost.
-			log.Warn("cannot reconnect to the tunnel, retrying", "error", err, "delay", d.Round(time.Millisecond))
+			log.Warn("tunnel connection lost, reconnecting", attrs...)
 		default:
-			log.Warn("cannot connect to the tunnel, retrying", "error", err, "delay", d.Round(time.Millisecond))
+			// Not as a lost connection each time: the service is down or
+			// unreachable (since the connection was lost). On a device the
+			// same failure again is logged at debug level only until
+			// quiet.Every has passed: the agent retries a tunnel every two
+			// minutes for as long as the device is without its WAN. An
+			// operator's porthole connect says each attempt.
+			msg := "cannot connect to the tunnel, retrying"
+			if connected {
+				msg = "cannot reconnect to the tunnel, retrying"
+			}
+			level := slog.LevelWarn
+			if mode == ModeDestination {
+				level, attrs = repeats.Level(level, msg+"\n"+quiet.Cause(err), time.Now(), attrs)
+			}
+			log.Log(ctx, level, msg, attrs...)
 		}
 		if !sleepCtx(ctx, d) {
 			return nil

@@ -1,0 +1,110 @@
+// Package quiet keeps the line a retry loop logs at each failed attempt from
+// filling a device's log. A router whose WAN is down retries its MQTT broker,
+// and each tunnel it was given, every two minutes: one WARN each was about 720
+// lines a day per connection, and OpenWrt's log ring holds 64 KiB, so within
+// hours the lines from before the outage, the ones that say why, were gone.
+//
+// The first failure with a cause is logged; the same cause again is logged at
+// debug level only, until Every has passed since it was last logged at its
+// level: that line says how many were quieted in between. A new cause is
+// logged at once, and a success (Reset) makes the next failure news again.
+package quiet
+
+import (
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Every is how long the same cause stays quiet after it was logged.
+const Every = 15 * time.Minute
+
+// recent is how many causes a Repeats tells apart: two that alternate (an
+// attempt over IPv6, then IPv4) stay quiet as well.
+const recent = 4
+
+// Repeats remembers the causes a retry loop logged last. The zero value is
+// ready; it is not safe for concurrent use (each loop has its own).
+type Repeats struct {
+	_      [0]func() // not comparable: no equality function in the binary (docs/size.md)
+	causes [recent]cause
+	next   int // the slot the next new cause takes
+}
+
+type cause struct {
+	_       [0]func()
+	key     string
+	at      time.Time // when it was last logged at its level
+	quieted int       // times since then at debug level only
+}
+
+// Next says whether a failure with cause key, at now, is logged at its level
+// (true) or at debug level only, and with how many failures were quieted
+// since the cause was last logged (0 for the first). The key is what stays
+// the same while the cause does: a message and its error (see Cause).
+func (r *Repeats) Next(key string, now time.Time) (loud bool, quieted int) {
+	for i := range r.causes {
+		c := &r.causes[i]
+		if c.key != key || c.at.IsZero() {
+			continue
+		}
+		if d := now.Sub(c.at); d >= 0 && d < Every {
+			c.quieted++
+			return false, 0
+		}
+		quieted, c.at, c.quieted = c.quieted, now, 0
+		return true, quieted
+	}
+	r.causes[r.next] = cause{key: key, at: now}
+	r.next = (r.next + 1) % recent
+	return true, 0
+}
+
+// Level is the level to log a failure with cause key at, at now: level when
+// Next says it is logged, slog.LevelDebug when it is quieted. When failures
+// were quieted since the cause was last logged, attrs gets "repeated" with
+// their number.
+func (r *Repeats) Level(level slog.Level, key string, now time.Time, attrs []any) (slog.Level, []any) {
+	loud, quieted := r.Next(key, now)
+	if !loud {
+		return slog.LevelDebug, attrs
+	}
+	if quieted > 0 {
+		attrs = append(attrs, "repeated", quieted)
+	}
+	return level, attrs
+}
+
+// Reset forgets the causes: the loop succeeded, and its next failure is news.
+func (r *Repeats) Reset() { *r = Repeats{} }
+
+// Cause is err's text as a key for Next, without what differs at each attempt
+// while the cause does not: the local port of a connection ("read tcp
+// 192.0.2.7:41234->198.51.100.1:8883: ..."), and the time in an error about a
+// certificate's dates ("x509: ...: current time 2026-12-04T02:00:38Z is
+// before ...", each attempt of a device whose clock is in 1970).
+func Cause(err error) string {
+	s := err.Error()
+	for i := 0; ; {
+		j := strings.Index(s[i:], "->")
+		if j < 0 {
+			break
+		}
+		j += i
+		k := j
+		for k > 0 && '0' <= s[k-1] && s[k-1] <= '9' {
+			k--
+		}
+		if k < j && k > 0 && s[k-1] == ':' {
+			s, j = s[:k]+s[j:], k
+		}
+		i = j + 2
+	}
+	const now = "current time "
+	if i := strings.Index(s, now) + len(now); i >= len(now) {
+		if j := strings.IndexByte(s[i:], ' '); j >= 0 {
+			s = s[:i] + s[i+j:]
+		}
+	}
+	return s
+}
