@@ -153,13 +153,14 @@ func parseGroups(r io.Reader, name string) ([]uint32, userFileSkips, error) {
 	return out, sk, err
 }
 
-// logSkips logs, once per read of path, what was left out of it: the
-// number of over-long lines and of the first, never their content.
-func (s *Server) logSkips(path string, sk userFileSkips) {
+// logSkips logs what a read of path, the file fi, left out: the number of
+// over-long lines and of the first, never their content. It warns once per
+// version of the file (skipLog).
+func (s *Server) logSkips(path string, fi os.FileInfo, sk userFileSkips) {
 	if sk.long == 0 && !sk.truncated {
 		return
 	}
-	s.log().Warn("user file partly ignored", "file", path,
+	s.skipLog(path, fi)("user file partly ignored", "file", path,
 		"long_lines", sk.long, "first_long_line", sk.firstLong, "max_line_bytes", maxUserLine,
 		"truncated", sk.truncated, "max_file_bytes", maxUserFile)
 }
@@ -197,13 +198,13 @@ func (s *Server) euid() int {
 
 // readPasswd reads the passwd file.
 func (s *Server) readPasswd() ([]passwdEntry, error) {
-	f, _, err := openRegular(s.passwdPath())
+	f, fi, err := openRegular(s.passwdPath())
 	if err != nil {
 		return nil, fmt.Errorf("reading users: %w", err)
 	}
 	defer f.Close()
 	entries, sk, err := parsePasswd(f)
-	s.logSkips(s.passwdPath(), sk)
+	s.logSkips(s.passwdPath(), fi, sk)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", s.passwdPath(), err)
 	}
@@ -231,10 +232,10 @@ func (s *Server) lookupUser(name string) (*account, error) {
 		return nil, err
 	}
 	a := &account{Name: e.Name, UID: e.UID, GID: e.GID, Home: e.Home, Shell: e.Shell, Groups: []uint32{e.GID}}
-	if g, _, err := openRegular(s.groupPath()); err == nil {
+	if g, fi, err := openRegular(s.groupPath()); err == nil {
 		extra, sk, err := parseGroups(g, name)
 		g.Close()
-		s.logSkips(s.groupPath(), sk)
+		s.logSkips(s.groupPath(), fi, sk)
 		if err == nil {
 			for _, id := range extra {
 				if id != e.GID {
@@ -348,7 +349,7 @@ func parseShadow(r io.Reader, want func(name string) bool) (map[string]shadowEnt
 // logged and ignored.
 func (s *Server) readShadow(want func(name string) bool) map[string]shadowEntry {
 	path := s.shadowPath()
-	f, _, err := openRegular(path)
+	f, fi, err := openRegular(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission):
 		return nil
@@ -358,7 +359,7 @@ func (s *Server) readShadow(want func(name string) bool) map[string]shadowEntry 
 	}
 	defer f.Close()
 	entries, sk, err := parseShadow(f, want)
-	s.logSkips(path, sk)
+	s.logSkips(path, fi, sk)
 	if err != nil {
 		s.log().Warn("reading shadow file", "path", path, "error", err)
 	}
@@ -395,7 +396,7 @@ func (s *Server) checkAccount(e *passwdEntry, shadow map[string]shadowEntry) err
 
 // groupID returns the id of the group called name in the group file.
 func (s *Server) groupID(name string) (uint32, bool) {
-	f, _, err := openRegular(s.groupPath())
+	f, fi, err := openRegular(s.groupPath())
 	if err != nil {
 		return 0, false
 	}
@@ -409,7 +410,7 @@ func (s *Server) groupID(name string) (uint32, bool) {
 			gid, found = id, true
 		}
 	})
-	s.logSkips(s.groupPath(), sk)
+	s.logSkips(s.groupPath(), fi, sk)
 	return gid, found
 }
 

@@ -84,7 +84,7 @@ func TestLookupUser(t *testing.T) {
 }
 
 // TestUserFilesLongLines: an over-long line in passwd or group is skipped,
-// with one log line per read that does not quote it, and the lines after it
+// with one warning that does not quote it, and the lines after it
 // still count; a line bufio.Scanner refused (over 64 KiB) is no longer a
 // problem; a file is read up to maxUserFile.
 func TestUserFilesLongLines(t *testing.T) {

@@ -403,14 +403,14 @@ func (e *ignoredError) Unwrap() error { return e.err }
 // safePath; a nil a reads a trusted user CA keys file, which must pass
 // safeCAPath. err is set when the file was not read: it wraps fs.ErrNotExist for
 // a missing file, and is an *ignoredError for one that is there but not used.
-// lineErrs are the lines skipped (parseAuthorizedKeys).
-func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []error, err error) {
+// lineErrs are the lines skipped (parseAuthorizedKeys); fi is the file read.
+func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []error, fi os.FileInfo, err error) {
 	f, fi, err := openRegular(path)
 	if errors.Is(err, errNotRegular) {
-		return nil, nil, &ignoredError{err}
+		return nil, nil, nil, &ignoredError{err}
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer f.Close()
 	if a != nil {
@@ -419,7 +419,7 @@ func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []err
 		err = safeCAPath(fi, path)
 	}
 	if err != nil {
-		return nil, nil, &ignoredError{err}
+		return nil, nil, nil, &ignoredError{err}
 	}
 	keys, lineErrs = parseAuthorizedKeys(f)
 	if a == nil {
@@ -436,7 +436,7 @@ func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []err
 		}
 		keys = kept
 	}
-	return keys, lineErrs, nil
+	return keys, lineErrs, fi, nil
 }
 
 // errCAKeyOptions skips a line of a trusted user CA keys file with options.
@@ -444,11 +444,12 @@ var errCAKeyOptions = errors.New("options are for authorized_keys (cert-authorit
 	"a trusted user CA keys file takes bare public keys, so the line is ignored")
 
 // readKeysFile is loadKeysFile that logs what it skips; what names the kind
-// of file in the log lines. Over-long lines are logged once per read of the
-// file (with the first one's number and how many there were), never with
-// their content.
+// of file in the log lines. The skipped lines are warned about at the first
+// read of each version of the file and logged at debug at later reads
+// (skipLog). Over-long lines make one line a read (with the first one's
+// number and how many there were), never with their content.
 func (s *Server) readKeysFile(what, path string, a *account) ([]authorizedKey, error) {
-	keys, errs, err := loadKeysFile(path, a)
+	keys, errs, fi, err := loadKeysFile(path, a)
 	var ignored *ignoredError
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && a != nil:
@@ -461,6 +462,10 @@ func (s *Server) readKeysFile(what, path string, a *account) ([]authorizedKey, e
 		s.log().Warn("reading "+what, "path", path, "error", err)
 		return nil, err
 	}
+	if len(errs) == 0 {
+		return keys, nil
+	}
+	logSkip := s.skipLog(path, fi)
 	firstLong, long := 0, 0
 	for _, err := range errs {
 		var le *lineError
@@ -471,13 +476,13 @@ func (s *Server) readKeysFile(what, path string, a *account) ([]authorizedKey, e
 			}
 			long++
 		case errors.Is(err, errFileTooLarge) && errors.As(err, &le):
-			s.log().Warn(what+" file too large", "path", path, "line", le.Line, "max_bytes", maxKeysFile, "error", err)
+			logSkip(what+" file too large", "path", path, "line", le.Line, "max_bytes", maxKeysFile, "error", err)
 		default:
-			s.log().Warn(what+" line skipped", "path", path, "error", err)
+			logSkip(what+" line skipped", "path", path, "error", err)
 		}
 	}
 	if long > 0 {
-		s.log().Warn(what+" over-long lines skipped", "path", path, "line", firstLong, "count", long, "max_bytes", maxKeysLine)
+		logSkip(what+" over-long lines skipped", "path", path, "line", firstLong, "count", long, "max_bytes", maxKeysLine)
 	}
 	return keys, nil
 }
@@ -570,7 +575,7 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 	}
 
 	for _, path := range l.TrustedUserCAKeysFiles {
-		keys, lineErrs, err := loadKeysFile(path, nil)
+		keys, lineErrs, _, err := loadKeysFile(path, nil)
 		if err == nil && len(keys) == 0 {
 			err = noKey(lineErrs)
 		}
@@ -588,7 +593,7 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 	var missing []string
 	for _, a := range users {
 		for _, path := range s.authorizedKeysPaths(a) {
-			keys, lineErrs, err := loadKeysFile(path, a)
+			keys, lineErrs, _, err := loadKeysFile(path, a)
 			if err == nil && len(keys) == 0 {
 				err = noKey(lineErrs)
 			}

@@ -758,20 +758,21 @@ func TestAuthorizedKeysOverlongLine(t *testing.T) {
 	// must still log in.
 	e.writeAuthorizedKeys("root", garbage+"\n# comment\n"+garbage+"\n"+authorizedLine("", e.key.PublicKey()))
 	e.login("root").Close()
-	warns := e.logs.logged("level=WARN", "over-long lines skipped")
-	if len(warns) == 0 {
-		t.Fatal("no warning about the over-long lines")
+	if warns := e.logs.logged("level=WARN", "over-long lines skipped"); len(warns) != 1 {
+		t.Fatalf("%d warnings about the over-long lines, want 1: %.300q", len(warns), warns)
 	}
 	// One line per read of the file (a login reads it for the key query
-	// and again for the signature), with the first line's number.
+	// and again for the signature), with the first line's number: a
+	// warning, then the same at debug.
 	path := filepath.Join(e.home("root"), ".ssh", "authorized_keys")
-	for _, w := range warns {
-		if !strings.Contains(w, "path="+path) || !strings.Contains(w, "line=1 count=2") {
-			t.Errorf("warning = %q, want path=%s line=1 count=2", w, path)
+	lines := e.logs.logged("over-long lines skipped")
+	for _, l := range lines {
+		if !strings.Contains(l, "path="+path) || !strings.Contains(l, "line=1 count=2") {
+			t.Errorf("log line = %q, want path=%s line=1 count=2", l, path)
 		}
 	}
-	if n := len(e.logs.logged("authorized keys")); n != len(warns) {
-		t.Errorf("%d log lines about authorized keys, want only the %d over-long warnings", n, len(warns))
+	if n := len(e.logs.logged("authorized keys")); n != len(lines) {
+		t.Errorf("%d log lines about authorized keys, want only the %d about the over-long lines", n, len(lines))
 	}
 	if l := e.logs.logged("ZZZZZZZZ"); len(l) != 0 {
 		t.Errorf("the over-long line's content was logged: %.100q", l[0])

@@ -39,7 +39,11 @@
 // blocking and anything else (a FIFO, a device, a directory) is refused with
 // a log line before a byte is read. authorized_keys, CA key, passwd and group
 // files are read up to 4 MiB, and a line over 1 MiB is skipped (logged with
-// its number, not its content) without losing the lines after it.
+// its number, not its content) without losing the lines after it. The lines
+// these files skip (over-long or unusable) are warned about at the first read
+// of each version of the file (its inode, size and times) and logged at debug
+// at later reads, which come at every login and, for authorized_keys, for
+// every key a client offers.
 //
 // # Authentication (deny by default)
 //

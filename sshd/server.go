@@ -212,6 +212,9 @@ type Server struct {
 	forwardLog logLimit      // forwarded connections refused past MaxForwards
 	acceptLog  logLimit      // accept errors: the first of a run
 
+	warnedMu sync.Mutex
+	warned   map[string]fileStamp // per file read at login, the version last warned about (skipLog); nil: none
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
