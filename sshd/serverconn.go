@@ -1,5 +1,12 @@
 package sshd
 
+// The file's name sorts after limits.go on purpose: go build compiles a
+// package's files in name order and the linker lays their code out in that
+// order, and the server's start-time code (accounts.go to limits.go) ends a
+// few KB before a 64 KiB window that an idle agent does not touch (make
+// idle-layout). Code that runs only with a connection, as the connections here,
+// belongs after it (docs/size.md, "Thirty-fifth round").
+
 import (
 	"encoding/hex"
 	"errors"
