@@ -367,6 +367,7 @@ func tlsHint(err error, now, built time.Time, c Config) string {
 		unknown  x509.UnknownAuthorityError
 		hostname x509.HostnameError
 		op       *net.OpError
+		dns      *net.DNSError
 	)
 	switch {
 	case clockLooksWrong(err, now, built):
@@ -383,6 +384,12 @@ func tlsHint(err error, now, built time.Time, c Config) string {
 	case errors.As(err, &hostname):
 		return fmt.Sprintf("the broker's certificate is not valid for %q, the host name of the broker endpoint: "+
 			"use a name the certificate holds (for AWS IoT Core, the account's endpoint: aws iot describe-endpoint --endpoint-type iot:Data-ATS)", c.ServerName)
+	case errors.As(err, &dns) && strings.HasSuffix(dns.Err, "connection refused"):
+		// No resolver listens where resolv.conf points, or there is no
+		// resolv.conf (Go then asks 127.0.0.1 and ::1): each lookup fails
+		// at once, as if the broker's name did not resolve.
+		return "no DNS server answers at " + dns.Server + ": check that /etc/resolv.conf names one " +
+			"(Go asks 127.0.0.1 and ::1 when it names none or is missing) and that it runs (OpenWrt: dnsmasq)"
 	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert from the broker
 		return "the broker refused the TLS handshake: check that it trusts the issuer of the device certificate " + c.CertFile +
 			" and that the certificate is active and not expired"

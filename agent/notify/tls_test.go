@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -420,4 +421,32 @@ func standInBroker(t *testing.T, cfg *tls.Config, serve func(net.Conn)) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// Without a DNS server where /etc/resolv.conf points (dnsmasq stopped on an
+// OpenWrt router), or without resolv.conf (Go then asks 127.0.0.1 and ::1),
+// each attempt failed with "lookup ...: read: connection refused" and no word
+// of DNS being the cause.
+func TestNoDNSServerHint(t *testing.T) {
+	p := newPKI(t)
+	closed, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nowhere := closed.LocalAddr().String()
+	closed.Close() // nothing listens there: the query is refused
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, "broker.example.com:8883", "thing-a", log))
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", nowhere)
+	}}
+	l.dial = (&net.Dialer{Resolver: r}).DialContext
+	stop := runListener(t, l)
+	defer stop()
+	line := rec.waitFor("mqtt connect failed; retrying")
+	if !strings.Contains(line, "connection refused") || !strings.Contains(line, "no DNS server answers at") ||
+		!strings.Contains(line, "/etc/resolv.conf") {
+		t.Errorf("the line says nothing of DNS: %s", line)
+	}
 }
