@@ -10,7 +10,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -195,6 +197,27 @@ func TestRepeatedConnectFailureLoggedOnce(t *testing.T) {
 	}
 	_ = srv.DisconnectClient(cl, packets.Code{Code: 0x8B, Reason: "going down"})
 	rec.waitCount(before+1, "level=WARN", "mqtt connect failed; retrying")
+}
+
+// A broker name with several addresses handed out in rotating order (DNS
+// round robin) fails each attempt naming the address tried first: one cause
+// all the same, where each address was a new one and each attempt a WARN.
+func TestRotatingAddressesFailAlike(t *testing.T) {
+	p := newPKI(t)
+	port := freePort(t) // nothing listens on it, on any 127.x address
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, hostPort(port), "thing-a", log))
+	var n atomic.Int64
+	var d net.Dialer
+	l.dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		ip := "127.0.0." + strconv.Itoa(2+int(n.Add(1)%8)) // eight addresses, as a resolver rotates them
+		return d.DialContext(ctx, network, net.JoinHostPort(ip, strconv.Itoa(port)))
+	}
+	runListener(t, l)
+	rec.waitCount(12, "mqtt connect failed; retrying")
+	if w := rec.count("level=WARN", "mqtt connect failed; retrying"); w != 1 {
+		t.Errorf("%d WARN lines for 12 attempts refused alike at eight addresses, want 1 (the others at debug level)", w)
+	}
 }
 
 // serials records the serial of the client certificate of each connection.

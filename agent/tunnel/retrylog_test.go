@@ -2,8 +2,12 @@ package tunnel_test
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,5 +92,35 @@ func TestHandshakeTimeoutSaysSo(t *testing.T) {
 	_, err = tunnel.Dial(context.Background(), &cfg, tunnel.ModeSource)
 	if err == nil || !strings.Contains(err.Error(), "no answer within 200ms") {
 		t.Fatalf("Dial = %v, want the endpoint named as not answering within 200ms", err)
+	}
+}
+
+// A service that refuses each attempt alike for a while (503 in an outage,
+// 429 when throttled) gives each refusal a channel-id of its own, as AWS does
+// on many error responses: one cause all the same, where each channel-id was
+// a new one and each attempt a WARN, for as long as the tunnel is retried.
+func TestTemporaryRefusalsFailAlike(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("channel-id", fmt.Sprintf("0a1b2c3d-0000-0000-0000-%012d", n.Add(1)))
+		http.Error(w, "Service Unavailable", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	var logged testlog.Lines
+	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: "ws://" + srv.Listener.Addr().String(), AllowInsecureWebSocket: true,
+		AccessToken: mustToken(t, "t"), RetryMin: 5 * time.Millisecond, RetryMax: 10 * time.Millisecond, Logger: slogDebugTo(&logged, t)},
+		Dialer: tunnel.Targets{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); logged.Count("cannot connect to the tunnel, retrying") < 8; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d attempts in 10 s", logged.Count("retrying"))
+		}
+	}
+	cancel()
+	<-done
+	if w := logged.Count(`level=WARN msg="cannot connect to the tunnel, retrying"`); w != 1 {
+		t.Errorf("%d WARN lines for %d attempts refused alike (503), want 1 (the others at debug level)", w, logged.Count("retrying"))
 	}
 }

@@ -12,7 +12,6 @@ package quiet
 
 import (
 	"log/slog"
-	"strings"
 	"time"
 )
 
@@ -78,33 +77,37 @@ func (r *Repeats) Level(level slog.Level, key string, now time.Time, attrs []any
 // Reset forgets the causes: the loop succeeded, and its next failure is news.
 func (r *Repeats) Reset() { *r = Repeats{} }
 
-// Cause is err's text as a key for Next, without what differs at each attempt
-// while the cause does not: the local port of a connection ("read tcp
-// 192.0.2.7:41234->198.51.100.1:8883: ..."), and the time in an error about a
-// certificate's dates ("x509: ...: current time 2026-12-04T02:00:38Z is
-// before ...", each attempt of a device whose clock is in 1970).
+// Cause is err's text as a key for Next, with what differs from one attempt
+// to the next while the cause does not: each run of hexadecimal digits, dots
+// and colons that holds a decimal digit becomes "#". That is an address and
+// port ("dial tcp 192.0.2.7:8883", the first of a name's addresses, which DNS
+// round robin changes at each attempt; the local port in "read tcp
+// 192.0.2.7:41234->..."), a time ("current time 2026-12-04T02:00:38Z", each
+// attempt of a device whose clock is in 1970) and an id ("channel-id
+// 0a1b2c3d-...", which the service gives each refused attempt).
 func Cause(err error) string {
-	s := err.Error()
-	for i := 0; ; {
-		j := strings.Index(s[i:], "->")
-		if j < 0 {
-			break
+	s := []byte(err.Error())
+	out := s[:0] // written behind i: the result is never longer
+	for i := 0; i < len(s); {
+		j, digits := i, false
+		for ; j < len(s) && numeric(s[j]); j++ {
+			digits = digits || '0' <= s[j] && s[j] <= '9'
 		}
-		j += i
-		k := j
-		for k > 0 && '0' <= s[k-1] && s[k-1] <= '9' {
-			k--
+		switch {
+		case digits:
+			out = append(out, '#')
+		case j == i:
+			j++
+			fallthrough
+		default:
+			out = append(out, s[i:j]...)
 		}
-		if k < j && k > 0 && s[k-1] == ':' {
-			s, j = s[:k]+s[j:], k
-		}
-		i = j + 2
+		i = j
 	}
-	const now = "current time "
-	if i := strings.Index(s, now) + len(now); i >= len(now) {
-		if j := strings.IndexByte(s[i:], ' '); j >= 0 {
-			s = s[:i] + s[i+j:]
-		}
-	}
-	return s
+	return string(out)
+}
+
+// numeric reports whether c may be part of a number, an address or an id.
+func numeric(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' || c == '.' || c == ':'
 }
