@@ -346,7 +346,7 @@ func parseShadow(r io.Reader, want func(name string) bool) (map[string]shadowEnt
 // readShadow returns the shadow entries of the users want accepts, read in
 // one pass. A shadow file that does not exist or cannot be read (many
 // devices have none) means no entries; one that is not a regular file is
-// logged and ignored.
+// ignored, with a warning once while it stays so (warnLog).
 func (s *Server) readShadow(want func(name string) bool) map[string]shadowEntry {
 	path := s.shadowPath()
 	f, fi, err := openRegular(path)
@@ -354,14 +354,15 @@ func (s *Server) readShadow(want func(name string) bool) map[string]shadowEntry 
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission):
 		return nil
 	case err != nil:
-		s.log().Warn("shadow file ignored", "path", path, "error", err)
+		s.warnLog(path, fi, err)("shadow file ignored", "path", path, "error", err)
 		return nil
 	}
 	defer f.Close()
 	entries, sk, err := parseShadow(f, want)
-	s.logSkips(path, fi, sk)
 	if err != nil {
-		s.log().Warn("reading shadow file", "path", path, "error", err)
+		s.warnLog(path, fi, err)("reading shadow file", "path", path, "error", err)
+	} else {
+		s.logSkips(path, fi, sk)
 	}
 	return entries
 }

@@ -403,11 +403,12 @@ func (e *ignoredError) Unwrap() error { return e.err }
 // safePath; a nil a reads a trusted user CA keys file, which must pass
 // safeCAPath. err is set when the file was not read: it wraps fs.ErrNotExist for
 // a missing file, and is an *ignoredError for one that is there but not used.
-// lineErrs are the lines skipped (parseAuthorizedKeys); fi is the file read.
+// lineErrs are the lines skipped (parseAuthorizedKeys); fi is the file read, or
+// the one ignored.
 func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []error, fi os.FileInfo, err error) {
 	f, fi, err := openRegular(path)
 	if errors.Is(err, errNotRegular) {
-		return nil, nil, nil, &ignoredError{err}
+		return nil, nil, fi, &ignoredError{err}
 	}
 	if err != nil {
 		return nil, nil, nil, err
@@ -419,7 +420,7 @@ func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []err
 		err = safeCAPath(fi, path)
 	}
 	if err != nil {
-		return nil, nil, nil, &ignoredError{err}
+		return nil, nil, fi, &ignoredError{err}
 	}
 	keys, lineErrs = parseAuthorizedKeys(f)
 	if a == nil {
@@ -443,29 +444,36 @@ func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []err
 var errCAKeyOptions = errors.New("options are for authorized_keys (cert-authority lines); " +
 	"a trusted user CA keys file takes bare public keys, so the line is ignored")
 
-// readKeysFile is loadKeysFile that logs what it skips; what names the kind
-// of file in the log lines. The skipped lines are warned about at the first
-// read of each version of the file and logged at debug at later reads
-// (skipLog). Over-long lines make one line a read (with the first one's
-// number and how many there were), never with their content.
+// readKeysFile is loadKeysFile that logs why it did not read the file and
+// what it skipped; what names the kind of file in the log lines. Each is
+// warned about at the first read that finds it in this version of the file
+// and logged at debug at later reads (warnLog). Over-long lines make one line
+// a read (with the first one's number and how many there were), never with
+// their content.
 func (s *Server) readKeysFile(what, path string, a *account) ([]authorizedKey, error) {
 	keys, errs, fi, err := loadKeysFile(path, a)
+	key := path // for warnLog
+	if a != nil {
+		key += "\x00" + a.Name // safePath depends on the user
+	}
 	var ignored *ignoredError
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && a != nil:
+		s.readClean(key)
 		s.log().Debug(what+" file not found", "path", path, "user", a.Name)
 		return nil, err
 	case errors.As(err, &ignored):
-		s.log().Warn(what+" file ignored", "path", path, "error", err)
+		s.warnLog(key, fi, err)(what+" file ignored", "path", path, "error", err)
 		return nil, err
 	case err != nil:
-		s.log().Warn("reading "+what, "path", path, "error", err)
+		s.warnLog(key, nil, err)("reading "+what, "path", path, "error", err)
 		return nil, err
 	}
 	if len(errs) == 0 {
+		s.readClean(key)
 		return keys, nil
 	}
-	logSkip := s.skipLog(path, fi)
+	logSkip := s.skipLog(key, fi)
 	firstLong, long := 0, 0
 	for _, err := range errs {
 		var le *lineError

@@ -40,10 +40,14 @@
 // a log line before a byte is read. authorized_keys, CA key, passwd and group
 // files are read up to 4 MiB, and a line over 1 MiB is skipped (logged with
 // its number, not its content) without losing the lines after it. The lines
-// these files skip (over-long or unusable) are warned about at the first read
-// of each version of the file (its inode, size and times) and logged at debug
-// at later reads, which come at every login and, for authorized_keys, for
-// every key a client offers.
+// these files skip (over-long or unusable), and why one of them or the shadow
+// file is ignored or cannot be read (not a regular file, an unsafe mode or
+// owner, a CA keys file missing), are warned about at the first read that
+// finds them in this version of the file (its inode, size and times) and
+// logged at debug at later reads, which come at every login and, for
+// authorized_keys, for every key a client offers; another error (another
+// directory or mode) is warned about again, as is one that comes back after
+// an authorized_keys or CA keys file was read without one.
 //
 // # Authentication (deny by default)
 //

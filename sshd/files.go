@@ -16,7 +16,7 @@ var errNotRegular = errors.New("not a regular file")
 // openRegular opens a file the server reads at start or at login (host keys,
 // authorized_keys, trusted CA keys, passwd, group) and returns it only if it
 // is a regular file; anything else is an error wrapping errNotRegular, before
-// a byte is read.
+// a byte is read (returned with the file's FileInfo).
 //
 // A FIFO would block open(2) until some writer appears, possibly forever,
 // taking a thread with it at every login; a device could be read without end
@@ -34,7 +34,7 @@ func openRegular(path string) (*os.File, os.FileInfo, error) {
 		return nil, nil, err
 	}
 	if err := checkRegular(path, fi); err != nil {
-		return nil, nil, err
+		return nil, fi, err
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
 	if err != nil {
@@ -45,7 +45,7 @@ func openRegular(path string) (*os.File, os.FileInfo, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, fi, err
 	}
 	return f, fi, nil
 }
@@ -91,48 +91,4 @@ func readAllLimit(f *os.File, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
 	}
 	return data, nil
-}
-
-// fileStamp tells versions of a file apart: its device and inode, size, and
-// modification and status change times (nanoseconds), as fstat(2) saw them.
-// The inode and ctime catch what size and mtime miss: an editor that writes a
-// new file and renames it, cp -p or rsync -t keeping the old mtime.
-type fileStamp struct {
-	dev, ino     uint64
-	size         int64
-	mtime, ctime int64
-}
-
-func stampOf(fi os.FileInfo) fileStamp {
-	st := fileStamp{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-		st.dev, st.ino, st.ctime = uint64(sys.Dev), uint64(sys.Ino), sys.Ctim.Nano()
-	}
-	return st
-}
-
-// maxWarnedFiles bounds Server.warned. The files it holds are few (passwd,
-// group, shadow, the trusted CA keys files, the users' authorized_keys), so
-// it is reached only with many users' files broken; it is then emptied, and
-// those files are warned about once more.
-const maxWarnedFiles = 64
-
-// skipLog returns the function that logs what a read of path skipped (bad
-// lines, over-long ones), fi being the file read: Warn at the first read of
-// this version of the file, Debug at later reads. The files are read at
-// every login attempt, the authorized_keys files once per key a client
-// offers, so one bad line would otherwise be warned about several times a
-// login and for every client that tries one, filling a router's small log.
-func (s *Server) skipLog(path string, fi os.FileInfo) func(msg string, args ...any) {
-	st := stampOf(fi)
-	s.warnedMu.Lock()
-	defer s.warnedMu.Unlock()
-	if old, ok := s.warned[path]; ok && old == st {
-		return s.log().Debug
-	}
-	if s.warned == nil || len(s.warned) >= maxWarnedFiles {
-		s.warned = make(map[string]fileStamp)
-	}
-	s.warned[path] = st
-	return s.log().Warn
 }

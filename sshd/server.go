@@ -213,7 +213,7 @@ type Server struct {
 	acceptLog  logLimit      // accept errors: the first of a run
 
 	warnedMu sync.Mutex
-	warned   map[string]fileStamp // per file read at login, the version last warned about (skipLog); nil: none
+	warned   map[string]warnedRead // per file read at login, what was last warned about (warnLog); nil: none
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}

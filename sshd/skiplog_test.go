@@ -114,3 +114,140 @@ func appendFile(t testing.TB, path, data string) {
 		t.Fatal(err)
 	}
 }
+
+// warnings counts the WARN lines with msg in e's log.
+func (e *testEnv) warnings(msg string) int { return len(e.logs.logged("level=WARN", msg)) }
+
+// tryKeys makes 3 connections as user, each offering keys one by one, and
+// fails the test if one logs in.
+func (e *testEnv) tryKeys(user string, keys ...gossh.Signer) {
+	e.t.Helper()
+	for range 3 {
+		if c, err := e.dial(user, gossh.PublicKeys(keys...)); err == nil {
+			c.Close()
+			e.t.Fatal("logged in")
+		}
+	}
+}
+
+// TestIgnoredKeysFileWarnedOnce: an authorized_keys file ignored because the
+// home directory above it is group-writable is read, and found so, at every
+// key a client offers. It is warned about once while it stays so; a change
+// (another mode) is warned about again, as is the same mode once it has been
+// fixed in between.
+func TestIgnoredKeysFileWarnedOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	home := e.home("root")
+	var keys []gossh.Signer
+	for range 6 {
+		keys = append(keys, newSigner(t))
+	}
+	keys = append(keys, e.key)
+	chmod := func(mode os.FileMode) {
+		t.Helper()
+		if err := os.Chmod(home, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(n int) {
+		t.Helper()
+		if got := e.warnings("authorized keys file ignored"); got != n {
+			t.Fatalf("%d warnings that authorized_keys is ignored, want %d: %q", got, n, e.logs.logged("file ignored"))
+		}
+	}
+	chmod(0o775)
+	e.tryKeys("root", keys...)
+	want(1)
+	if d := e.logs.logged("level=DEBUG", "authorized keys file ignored"); len(d) == 0 {
+		t.Error("the later reads were not logged at debug")
+	}
+	chmod(0o757)
+	e.tryKeys("root", keys...)
+	want(2)
+	chmod(0o755)
+	e.login("root")
+	chmod(0o757)
+	e.tryKeys("root", keys...)
+	want(3)
+}
+
+// TestCAKeysFileErrorWarnedOnce: a trusted user CA keys file that cannot be
+// read is found so at every certificate a client offers. It is warned about
+// once while the error stays the same, again when it comes back after a read
+// that worked, and again when it changes.
+func TestCAKeysFileErrorWarnedOnce(t *testing.T) {
+	ca := newSigner(t)
+	var caFile string
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		caFile = filepath.Join(e.dir, "ca", "user_ca.pub")
+		s.TrustedUserCAKeysFiles = []string{caFile}
+	})
+	var certs []gossh.Signer
+	for range 4 {
+		certs = append(certs, newCert(t, newSigner(t), newSigner(t), nil))
+	}
+	want := func(n int) {
+		t.Helper()
+		if got := e.warnings("reading trusted user CA keys"); got != n {
+			t.Fatalf("%d warnings about reading the CA keys file, want %d: %q", got, n, e.logs.logged("trusted user CA keys"))
+		}
+	}
+	e.tryKeys("root", certs...) // no such file
+	want(1)
+
+	if err := os.Mkdir(filepath.Join(e.dir, "ca"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, caFile, authorizedLine("", ca.PublicKey()))
+	c, err := e.dial("root", gossh.PublicKeys(newCert(t, ca, newSigner(t), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	os.Remove(caFile) // no such file, again
+	e.tryKeys("root", certs...)
+	want(2)
+
+	os.Remove(filepath.Join(e.dir, "ca"))
+	writeFile(t, filepath.Join(e.dir, "ca"), "") // not a directory
+	e.tryKeys("root", certs...)
+	want(3)
+}
+
+// TestShadowFileIgnoredWarnedOnce: a shadow file that is not a regular file
+// is found so at every login and every key offered. It is warned about once
+// while it stays the same file, and again when it is another.
+func TestShadowFileIgnoredWarnedOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	shadow := e.srv.shadowPath()
+	want := func(n int) {
+		t.Helper()
+		if got := e.warnings("shadow file ignored"); got != n {
+			t.Fatalf("%d warnings that the shadow file is ignored, want %d: %q", got, n, e.logs.logged("shadow"))
+		}
+	}
+	mkfifo(t, shadow)
+	for range 3 {
+		e.login("root").Close()
+	}
+	e.tryKeys("root", newSigner(t), newSigner(t), newSigner(t))
+	want(1)
+
+	writeFile(t, shadow+".new", "root:*:19000:0:99999:7:::\n")
+	if err := os.Rename(shadow+".new", shadow); err != nil {
+		t.Fatal(err)
+	}
+	e.login("root").Close()
+	mkfifo(t, shadow) // a FIFO again: another file, the same error
+	e.login("root").Close()
+	e.login("root").Close()
+	want(2)
+
+	os.Remove(shadow)
+	if err := os.Mkdir(shadow, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.login("root").Close()
+	e.login("root").Close()
+	want(3)
+}
