@@ -124,3 +124,39 @@ func TestTemporaryRefusalsFailAlike(t *testing.T) {
 		t.Errorf("%d WARN lines for %d attempts refused alike (503), want 1 (the others at debug level)", w, logged.Count("retrying"))
 	}
 }
+
+// Another status is another cause, said at once: the service's 503 (an
+// outage) turning into 429 (this device throttled) was taken for the same
+// failure, and the 429 went to debug level for up to 15 minutes.
+func TestAnotherRefusalIsNews(t *testing.T) {
+	var status atomic.Int64
+	status.Store(http.StatusServiceUnavailable)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer srv.Close()
+	var logged testlog.Lines
+	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: "ws://" + srv.Listener.Addr().String(), AllowInsecureWebSocket: true,
+		AccessToken: mustToken(t, "t"), RetryMin: 5 * time.Millisecond, RetryMax: 10 * time.Millisecond, Logger: slogDebugTo(&logged, t)},
+		Dialer: tunnel.Targets{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	wait := func(s string, n int) {
+		for deadline := time.Now().Add(10 * time.Second); logged.Count(s) < n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("fewer than %d lines with %q", n, s)
+			}
+		}
+	}
+	wait("HTTP 503", 3)
+	status.Store(http.StatusTooManyRequests)
+	wait("HTTP 429", 3)
+	cancel()
+	<-done
+	for _, s := range []string{"HTTP 503", "HTTP 429"} {
+		if n := logged.Count(`level=WARN msg="cannot connect to the tunnel, retrying" mode=destination error="tunnel: handshake refused: ` + s); n != 1 {
+			t.Errorf("%d WARN lines for the refusals with %s, want 1 each:\n%s", n, s, logged.String())
+		}
+	}
+}

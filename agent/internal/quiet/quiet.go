@@ -77,24 +77,27 @@ func (r *Repeats) Level(level slog.Level, key string, now time.Time, attrs []any
 // Reset forgets the causes: the loop succeeded, and its next failure is news.
 func (r *Repeats) Reset() { *r = Repeats{} }
 
-// Cause is err's text as a key for Next, with what differs from one attempt
-// to the next while the cause does not: each run of hexadecimal digits, dots
-// and colons that holds a decimal digit becomes "#". That is an address and
-// port ("dial tcp 192.0.2.7:8883", the first of a name's addresses, which DNS
-// round robin changes at each attempt; the local port in "read tcp
-// 192.0.2.7:41234->..."), a time ("current time 2026-12-04T02:00:38Z", each
-// attempt of a device whose clock is in 1970) and an id ("channel-id
-// 0a1b2c3d-...", which the service gives each refused attempt).
+// Cause is err's text as a key for Next, without what differs from one
+// attempt to the next while the cause does not: each run of hexadecimal
+// digits, dots and colons that holds a decimal digit and a dot or a colon, or
+// is 4 or more long, becomes "#". That is an address and port ("dial tcp
+// 192.0.2.7:8883", the first of a name's addresses, which DNS round robin
+// changes at each attempt; the local port in "read tcp 192.0.2.7:41234->..."),
+// a time ("current time 2026-12-04T02:00:38Z", each attempt of a device whose
+// clock is in 1970) and an id ("channel-id 0a1b2c3d-...", which the service
+// gives each refused attempt). A status ("HTTP 503", "refused CONNECT: 403")
+// is kept: another one is another cause.
 func Cause(err error) string {
 	s := []byte(err.Error())
 	out := s[:0] // written behind i: the result is never longer
 	for i := 0; i < len(s); {
-		j, digits := i, false
-		for ; j < len(s) && numeric(s[j]); j++ {
+		j, digits, sep := i, false, false
+		for ; j < len(s) && numeric(s[j]) && !endsClause(s, j); j++ {
 			digits = digits || '0' <= s[j] && s[j] <= '9'
+			sep = sep || s[j] == '.' || s[j] == ':'
 		}
 		switch {
-		case digits:
+		case digits && (sep || j-i >= 4):
 			out = append(out, '#')
 		case j == i:
 			j++
@@ -105,6 +108,12 @@ func Cause(err error) string {
 		i = j
 	}
 	return string(out)
+}
+
+// endsClause reports whether s[j] is a colon that ends a clause ("HTTP 503:
+// Service Unavailable"), not one within an address or a time.
+func endsClause(s []byte, j int) bool {
+	return s[j] == ':' && (j+1 == len(s) || s[j+1] == ' ')
 }
 
 // numeric reports whether c may be part of a number, an address or an id.

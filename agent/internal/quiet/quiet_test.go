@@ -69,21 +69,27 @@ func TestLevel(t *testing.T) {
 
 func TestCause(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{"dial tcp 192.0.2.1:8883: connect: connection refused", "dial tcp # connect: connection refused"},
+		{"dial tcp 192.0.2.1:8883: connect: connection refused", "dial tcp #: connect: connection refused"},
 		{"TLS handshake with b:8883: read tcp 192.0.2.7:41234->198.51.100.1:8883: read: connection reset by peer",
-			"TLS handshake with # read tcp #-># read: connection reset by peer"},
+			"TLS handshake with #: read tcp #->#: read: connection reset by peer"},
 		{"lookup b on 192.168.1.1:53: read udp [fd00::2]:5->[fd00::1]:53: i/o timeout",
-			"lookup b on # read udp [#]#->[#]# i/o timeout"},
+			"lookup b on #: read udp [#]#->[#]#: i/o timeout"},
 		{"tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time 2026-12-04T02:00:38Z is before 2026-12-05T02:00:38Z",
-			"tls: failed to verify certificate: x# certificate has expired or is not yet valid: current time #-#-#T#Z is before #-#-#T#Z"},
+			"tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time #-12-04T#Z is before #-12-05T#Z"},
 		{"tunnel: handshake refused: HTTP 503: Service Unavailable (channel-id 0a1b2c3d-0000-0000-0000-000000000001)",
-			"tunnel: handshake refused: HTTP # Service Unavailable (channel-id #-#-#-#-#)"},
+			"tunnel: handshake refused: HTTP 503: Service Unavailable (channel-id #-#-#-#-#)"},
+		{"tunnel: connecting to h:443: proxy p:3128 refused CONNECT: 403", "tunnel: connecting to h#: proxy p# refused CONNECT: 403"},
+		{"broker refused the connection, reason 0x86 (bad user name or password)", "broker refused the connection, reason 0x86 (bad user name or password)"},
 		{"deadline exceeded", "deadline exceeded"},
 		{"", ""},
 	} {
 		if got := Cause(errors.New(tc.in)); got != tc.want {
 			t.Errorf("Cause(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+	// Another status is another cause.
+	if a, b := Cause(errors.New("tunnel: handshake refused: HTTP 503")), Cause(errors.New("tunnel: handshake refused: HTTP 429")); a == b {
+		t.Errorf("503 and 429 give one key, %q", a)
 	}
 	// What the attempts of one cause differ by gives one key.
 	a := Cause(errors.New("dial tcp 3.1.2.3:8883: i/o timeout"))
