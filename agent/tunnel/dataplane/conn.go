@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -45,8 +46,11 @@ type conn struct {
 	format    int8 // source: 1 streams with service ids, 2 without; guarded by s.mu
 	ctx       context.Context
 	cancel    context.CancelFunc
-	wake      chan struct{} // buffered 1: the queue grew or a close was requested
+	wake      chan struct{} // buffered 1: the queue grew, a ping came or a close was requested
 	done      chan struct{} // closed when the writer returns
+	wire      *wire         // under the library's write buffer; set by frameWriter.Hijack
+	frameMu   sync.Mutex    // held by SendText's write and by a pong's: SendText's frame may take several wire writes
+	pinged    atomic.Bool   // ping holds a ping not answered yet
 
 	mu          sync.Mutex
 	space       sync.Cond // signalled when the queue shrinks or the conn ends
@@ -56,6 +60,27 @@ type conn struct {
 	closeReason string      // with closeCode != 0: write the queue, then close gracefully
 	dead        bool        // cut: nothing more is written
 	closeTimer  *time.Timer // with closeCode != 0: cuts a close that takes too long
+	ping        [maxControlPayload]byte
+	pingLen     int
+}
+
+// maxControlPayload is the largest payload of a ping (RFC 6455 §5.5).
+const maxControlPayload = 125
+
+// wire is what the library's write buffer writes the WebSocket's frames to: the
+// hijacked connection, or tlsbatch's writer over it. The writer goroutine writes
+// its pongs to it too (answerPing), between messages; the lock keeps them out of
+// a frame of the library's own (the Close frame the reader answers a client's
+// with), which it writes whole, its buffer holding the largest frame.
+type wire struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (w *wire) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }
 
 // remote is the client's address, for the log; the channel ID ties the
@@ -262,6 +287,11 @@ func (c *conn) writeLoop() {
 		if dead {
 			return
 		}
+		if err := c.answerPing(); err != nil {
+			releaseFrames(batch)
+			c.cut()
+			return
+		}
 		if len(batch) == 0 {
 			if code != 0 {
 				err := c.ws.Close(code, reason)
@@ -282,6 +312,9 @@ func (c *conn) writeLoop() {
 				if err = c.ws.Write(c.ctx, websocket.MessageBinary, b); err != nil {
 					break
 				}
+				if err = c.answerPing(); err != nil {
+					break
+				}
 			}
 		}
 		for _, b := range batch {
@@ -292,6 +325,55 @@ func (c *conn) writeLoop() {
 			return
 		}
 	}
+}
+
+// onPing is the WebSocket's OnPingReceived. Left to the library, the pong is
+// written by the reader, which gives it 5 s to take the library's write lock and
+// write the frame and, past that, ends the read with an error or closes the
+// connection itself: the writer holds that lock for as long as a frame takes to
+// reach the client, over 5 s for a 64 KiB frame below 13 KB/s, so a client on a
+// slow link that pinged during a bulk transfer was cut, though it read
+// everything (spec §3.7 lets the service not answer a ping, not cut). So the
+// writer answers, between messages (answerPing), and the library writes no pong.
+// The ping counts toward the bandwidth here, as a frame does in the reader; its
+// pong in the writer.
+func (c *conn) onPing(ctx context.Context, p []byte) bool {
+	if c.wire == nil { // not over frameWriter: Accept needs the Hijacker it wraps
+		c.t.limit.wait(ctx, 2*(2+len(p)))
+		return c.t.pong.Load()
+	}
+	c.t.limit.wait(c.ctx, 2+len(p))
+	if !c.t.pong.Load() {
+		return false
+	}
+	c.mu.Lock()
+	// Only the latest ping gets a pong (RFC 6455 §5.5.3): a client that pings
+	// and does not read holds one.
+	c.pingLen = copy(c.ping[:], p)
+	c.pinged.Store(true)
+	c.mu.Unlock()
+	c.signal()
+	return false
+}
+
+// answerPing writes the pong to the latest ping not answered yet, if any, with no
+// deadline: it is late if the client reads slowly, never the end of the
+// connection. The writer calls it between messages.
+func (c *conn) answerPing() error {
+	if !c.pinged.Load() {
+		return nil
+	}
+	var b [2 + maxControlPayload]byte
+	c.mu.Lock()
+	n := copy(b[2:], c.ping[:c.pingLen])
+	c.pinged.Store(false)
+	c.mu.Unlock()
+	b[0], b[1] = 0x8a, byte(n) // FIN and pong; a server's frames are not masked (RFC 6455 §5.2)
+	c.t.limit.wait(c.ctx, 2+n)
+	c.frameMu.Lock()
+	defer c.frameMu.Unlock()
+	_, err := c.wire.Write(b[:2+n])
+	return err
 }
 
 // frames recycles the buffers that carry relayed frames from one side's reader
@@ -314,6 +396,9 @@ func (c *conn) writeRechunked(batch [][]byte) error {
 	for len(b) > 0 {
 		n := min(c.t.chunkSize(c.side), len(b))
 		if err := c.ws.Write(c.ctx, websocket.MessageBinary, b[:n]); err != nil {
+			return err
+		}
+		if err := c.answerPing(); err != nil {
 			return err
 		}
 		b = b[n:]

@@ -34,7 +34,10 @@
 // Writes to a side are done by one goroutine per WebSocket, in the order the frames
 // were queued: SERVICE_IDS first, then frames relayed from the other side, frames from
 // Send and SessionReset, and the service's STREAM_RESETs, as they come. Without
-// Rechunk each frame is one WebSocket message.
+// Rechunk each frame is one WebSocket message. The same goroutine answers pings,
+// between messages: a pong waits for the message in flight to reach a client
+// that reads slowly, and for the bandwidth limit, but a late pong never ends the
+// connection; a client that pings again before its pong gets one for the latest.
 //
 // It is not the control plane (no OpenTunnel API, no persistence, no lifetime timers,
 // no MQTT): tools/tunneld adds those. It does not terminate TLS; the http.Server does.

@@ -59,7 +59,7 @@ func oneWritePerFrame(t *testing.T, withTLS bool) {
 	srv.Listener = counter
 	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer close(done)
-		ws, err := websocket.Accept(withFrameWriter(&recorder{ResponseWriter: w}), r, nil)
+		ws, err := websocket.Accept(withFrameWriter(&recorder{ResponseWriter: w}, &conn{}), r, nil)
 		if err != nil {
 			t.Error(err)
 			return
@@ -107,7 +107,7 @@ func oneWritePerFrame(t *testing.T, withTLS bool) {
 // is, so that websocket.Accept refuses before writing a 101.
 func TestFrameWriterNeedsAHijacker(t *testing.T) {
 	rec := &recorder{ResponseWriter: httptest.NewRecorder()}
-	if w := withFrameWriter(rec); w != http.ResponseWriter(rec) {
+	if w := withFrameWriter(rec, &conn{}); w != http.ResponseWriter(rec) {
 		t.Fatalf("withFrameWriter over a writer that cannot be hijacked = %T, want the recorder", w)
 	}
 }

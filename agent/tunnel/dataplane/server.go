@@ -342,6 +342,7 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 type frameWriter struct {
 	*recorder
 	hj http.Hijacker
+	c  *conn // gets the wire the buffer writes to
 }
 
 // frameWriteBuffer holds the largest message this server relays, one tunnel
@@ -362,7 +363,8 @@ func (w frameWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if t, ok := c.(*tls.Conn); ok { // over BatchingListener: the frame's records in one write too
 		out = tlsbatch.Writer(t)
 	}
-	return c, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(out, frameWriteBuffer)), nil
+	w.c.wire = &wire{w: out}
+	return c, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.c.wire, frameWriteBuffer)), nil
 }
 
 // BatchingListener wraps l for a TLS server on top of it (http.Server.ServeTLS):
@@ -371,12 +373,12 @@ func (w frameWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func BatchingListener(l net.Listener) net.Listener { return tlsbatch.Listener(l) }
 
 // withFrameWriter gives rec a frame-sized write buffer when the writer under it
-// can be hijacked.
-func withFrameWriter(rec *recorder) http.ResponseWriter {
+// can be hijacked, and c the wire under it.
+func withFrameWriter(rec *recorder, c *conn) http.ResponseWriter {
 	for w := rec.ResponseWriter; ; {
 		switch t := w.(type) {
 		case http.Hijacker:
-			return frameWriter{rec, t}
+			return frameWriter{rec, t, c}
 		case interface{ Unwrap() http.ResponseWriter }:
 			w = t.Unwrap()
 		default:
@@ -557,14 +559,11 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 		// and frames relayed to it meanwhile wait in its queue.
 		attached = t.attach(c)
 	}}
-	ws, err := websocket.Accept(withFrameWriter(rec), r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(withFrameWriter(rec, c), r, &websocket.AcceptOptions{
 		Subprotocols:       []string{proto},
 		InsecureSkipVerify: true, // the service does not check Origin
-		OnPingReceived: func(ctx context.Context, p []byte) bool {
-			// A ping and its pong count toward the bandwidth (spec §3.7).
-			t.limit.wait(ctx, 2*(2+len(p)))
-			return t.pong.Load()
-		},
+		// A ping and its pong count toward the bandwidth (spec §3.7).
+		OnPingReceived: c.onPing,
 		OnPongReceived: func(ctx context.Context, p []byte) {
 			t.limit.wait(ctx, 2+len(p))
 		},

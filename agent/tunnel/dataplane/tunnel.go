@@ -277,6 +277,8 @@ func (t *Tunnel) SendText(side Side, b []byte) error {
 	if ws == nil {
 		return fmt.Errorf("sending text to %v: %w", side, ErrNotConnected)
 	}
+	c.frameMu.Lock() // no pong inside the frame (answerPing)
+	defer c.frameMu.Unlock()
 	return ws.Write(c.ctx, websocket.MessageText, b)
 }
 
