@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -262,6 +263,17 @@ func (c *conn) cut() {
 	c.mu.Unlock()
 	switch {
 	case c.raw != nil:
+		if t, ok := c.raw.(*tls.Conn); ok {
+			// The TCP connection first, so that the TLS one's Close does
+			// not wait: it sends close_notify, and with a client that has
+			// stopped reading, that write waits out its 5 s deadline
+			// behind the writer's (blocked in tlsbatch's socket write, or
+			// in the TLS connection's). Server.Close cut stalled clients
+			// one after the other, 5 s each, and a reconnect's 101 waited
+			// for the cut of the connection it replaced. A cut is abrupt:
+			// no Close frame, no close_notify.
+			t.NetConn().Close()
+		}
 		c.raw.Close()
 	case ws != nil:
 		ws.CloseNow()

@@ -101,12 +101,12 @@ func (t *Tunnel) Rotate(side Side) string {
 
 // Revoke rotates side's token as Rotate does and, in the same step, detaches the
 // WebSocket connected with the revoked token, which it then cuts (a TCP close,
-// as Drop) without waiting: closing a TLS connection sends close_notify, which
-// waits up to 5 s for a peer that has stopped reading, and the caller (tunneld's
-// rotation) holds its lock. Done in two steps, a client handed the new token at
-// once could connect between them and have its new connection cut instead. It
-// returns the new token ("" if the tunnel is closed) and whether a connection was
-// cut.
+// as Drop) without waiting: without ConnContext, a cut closes a TLS connection
+// through the library, whose close_notify waits up to 5 s for a peer that has
+// stopped reading, and the caller (tunneld's rotation) holds its lock. Done in
+// two steps, a client handed the new token at once could connect between them
+// and have its new connection cut instead. It returns the new token ("" if the
+// tunnel is closed) and whether a connection was cut.
 func (t *Tunnel) Revoke(side Side) (token string, cut bool) {
 	t.s.mu.Lock()
 	token = t.rotateLocked(side)
