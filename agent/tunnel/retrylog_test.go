@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -101,25 +102,12 @@ func TestHandshakeTimeoutSaysSo(t *testing.T) {
 // a new one and each attempt a WARN, for as long as the tunnel is retried.
 func TestTemporaryRefusalsFailAlike(t *testing.T) {
 	var n atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	logged, stop := retryAgainst(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("channel-id", fmt.Sprintf("0a1b2c3d-0000-0000-0000-%012d", n.Add(1)))
 		http.Error(w, "Service Unavailable", http.StatusServiceUnavailable)
 	}))
-	defer srv.Close()
-	var logged testlog.Lines
-	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: "ws://" + srv.Listener.Addr().String(), AllowInsecureWebSocket: true,
-		AccessToken: mustToken(t, "t"), RetryMin: 5 * time.Millisecond, RetryMax: 10 * time.Millisecond, Logger: slogDebugTo(&logged, t)},
-		Dialer: tunnel.Targets{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	for deadline := time.Now().Add(10 * time.Second); logged.Count("cannot connect to the tunnel, retrying") < 8; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d attempts in 10 s", logged.Count("retrying"))
-		}
-	}
-	cancel()
-	<-done
+	waitLines(t, logged, "cannot connect to the tunnel, retrying", 8)
+	stop()
 	if w := logged.Count(`level=WARN msg="cannot connect to the tunnel, retrying"`); w != 1 {
 		t.Errorf("%d WARN lines for %d attempts refused alike (503), want 1 (the others at debug level)", w, logged.Count("retrying"))
 	}
@@ -131,32 +119,45 @@ func TestTemporaryRefusalsFailAlike(t *testing.T) {
 func TestAnotherRefusalIsNews(t *testing.T) {
 	var status atomic.Int64
 	status.Store(http.StatusServiceUnavailable)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	logged, stop := retryAgainst(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(int(status.Load()))
 	}))
-	defer srv.Close()
-	var logged testlog.Lines
+	waitLines(t, logged, "HTTP 503", 3)
+	status.Store(http.StatusTooManyRequests)
+	waitLines(t, logged, "HTTP 429", 3)
+	stop()
+	for _, s := range []string{"HTTP 503", "HTTP 429"} {
+		if n := logged.Count(`level=WARN msg="cannot connect to the tunnel, retrying" mode=destination error="tunnel: handshake refused: ` + s); n != 1 {
+			t.Errorf("%d WARN lines for the refusals with %s, want 1 each:\n%s", n, s, logged.String())
+		}
+	}
+}
+
+// retryAgainst runs a destination, retrying every few milliseconds and logging
+// at debug level, against a service that answers each handshake with h, until
+// stop is called.
+func retryAgainst(t *testing.T, h http.Handler) (logged *testlog.Lines, stop func()) {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	logged = new(testlog.Lines)
 	d := &tunnel.Destination{Config: tunnel.Config{Endpoint: "ws://" + srv.Listener.Addr().String(), AllowInsecureWebSocket: true,
-		AccessToken: mustToken(t, "t"), RetryMin: 5 * time.Millisecond, RetryMax: 10 * time.Millisecond, Logger: slogDebugTo(&logged, t)},
+		AccessToken: mustToken(t, "t"), RetryMin: 5 * time.Millisecond, RetryMax: 10 * time.Millisecond, Logger: slogDebugTo(logged, t)},
 		Dialer: tunnel.Targets{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	wait := func(s string, n int) {
-		for deadline := time.Now().Add(10 * time.Second); logged.Count(s) < n; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("fewer than %d lines with %q", n, s)
-			}
-		}
-	}
-	wait("HTTP 503", 3)
-	status.Store(http.StatusTooManyRequests)
-	wait("HTTP 429", 3)
-	cancel()
-	<-done
-	for _, s := range []string{"HTTP 503", "HTTP 429"} {
-		if n := logged.Count(`level=WARN msg="cannot connect to the tunnel, retrying" mode=destination error="tunnel: handshake refused: ` + s); n != 1 {
-			t.Errorf("%d WARN lines for the refusals with %s, want 1 each:\n%s", n, s, logged.String())
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return logged, stop
+}
+
+// waitLines waits up to 10 s for n lines of logged that hold s.
+func waitLines(t *testing.T, logged *testlog.Lines, s string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); logged.Count(s) < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d lines with %q in 10 s, want %d", logged.Count(s), s, n)
 		}
 	}
 }

@@ -21,38 +21,8 @@ import (
 func TestRotationCutsAStalledReaderAtOnce(t *testing.T) {
 	pki := mqtttest.NewPKI(t)
 	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})
-	out := ts.open(t, "", "SSH")
-	h := http.Header{}
-	h.Set("access-token", out.DestinationAccessToken)
+	out, dp := stalledDestination(t, ts, pki)
 	ctx := context.Background()
-	ws, _, err := websocket.Dial(ctx, "wss://"+ts.addr+"/tunnel?local-proxy-mode=destination", &websocket.DialOptions{
-		HTTPClient:   &http.Client{Transport: &http.Transport{TLSClientConfig: pki.ClientTLS(t)}},
-		HTTPHeader:   h,
-		Subprotocols: []string{"aws.iot.securetunneling-3.0"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow() // never read: its socket buffers fill up
-	dp := ts.Dataplane(out.TunnelID)
-	if err := dp.WaitConnects(ctx, dataplane.Destination, 1); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		payload := make([]byte, 60000)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if dp.Send(dataplane.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload}) != nil {
-				return
-			}
-		}
-	}()
 	time.Sleep(2 * time.Second) // the buffers fill and the data plane's writer blocks
 
 	start := time.Now()
@@ -121,4 +91,51 @@ func TestRotateDoesNotWaitForAStalledPeer(t *testing.T) {
 	if !answered {
 		<-done
 	}
+}
+
+// stalledDestination opens a tunnel on ts (served over TLS with pki's
+// certificate) and connects its destination, which never reads, while DATA is
+// sent to it until the data plane refuses: its socket buffers fill and the
+// data plane's writer blocks in a socket write. The client is closed and the
+// sending has ended when the test ends.
+func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenTunnelOutput, *dataplane.Tunnel) {
+	t.Helper()
+	out := ts.open(t, "", "SSH")
+	h := http.Header{}
+	h.Set("access-token", out.DestinationAccessToken)
+	ctx := context.Background()
+	ws, _, err := websocket.Dial(ctx, "wss://"+ts.addr+"/tunnel?local-proxy-mode=destination", &websocket.DialOptions{
+		HTTPClient:   &http.Client{Transport: &http.Transport{TLSClientConfig: pki.ClientTLS(t)}},
+		HTTPHeader:   h,
+		Subprotocols: []string{"aws.iot.securetunneling-3.0"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp := ts.Dataplane(out.TunnelID)
+	if err := dp.WaitConnects(ctx, dataplane.Destination, 1); err != nil {
+		ws.CloseNow()
+		t.Fatal(err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		payload := make([]byte, 60000)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if dp.Send(dataplane.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload}) != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		ws.CloseNow()
+		<-done
+	})
+	return out, dp
 }
