@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 var scpControlTests = []struct {
@@ -903,7 +904,23 @@ func TestSCPSinkBlockedWriteEndsWithTheClient(t *testing.T) {
 		}
 	}
 	go io.Copy(s.ch, strings.NewReader(strings.Repeat("x", size)))
-	time.Sleep(300 * time.Millisecond)
-	c.Close() // the client gives up
+	// Until the pipe is full, and the server's write blocks: a fixed 300 ms
+	// was too short under qemu-user, where the client gave up before, and the
+	// session ended on the channel's EOF instead.
+	capacity, err := unix.FcntlInt(stuck.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		// TIOCINQ is FIONREAD: the bytes waiting in the pipe.
+		if n, err := unix.IoctlGetInt(int(stuck.Fd()), unix.TIOCINQ); err != nil || n >= capacity {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the FIFO's pipe is not full after 30 s")
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the next write is in write(2)
+	c.Close()                          // the client gives up
 	waitAbandoned(t, e, "scp session, its write", "scp: a read or write still blocks")
 }
