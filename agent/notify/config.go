@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/internal/syntax"
 )
 
 // Defaults for the zero values of [Config].
@@ -169,7 +171,7 @@ func (c *Config) setDefaults() (brokerAddr, error) {
 	if c.ThingName == "" {
 		return brokerAddr{}, configErr("ThingName", "is empty (the device's AWS IoT thing name)")
 	}
-	if !isName(c.ThingName, 1, 128, ":_-") {
+	if !syntax.Name(c.ThingName, 1, 128, ":_-") {
 		return brokerAddr{}, configErr("ThingName", "%s is not a thing name (%s)", quoteShort(c.ThingName), thingNameSyntax)
 	}
 	if c.ClientID == "" {

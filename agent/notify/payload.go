@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/porthole-iot/porthole/agent/internal/jsonlite"
+	"github.com/porthole-iot/porthole/agent/internal/syntax"
 )
 
 // Limits on a notification payload (spec/secure-tunneling.md §4).
@@ -163,7 +164,7 @@ func ParseNotification(payload []byte) (Notification, error) {
 	if n.Region, err = stringField(region, "region"); err != nil {
 		return Notification{}, err
 	}
-	if !isName(n.Region, 1, 64, "._-") {
+	if !syntax.Name(n.Region, 1, 64, "._-") {
 		return Notification{}, invalid("region %s is not a region name ([a-zA-Z0-9._-]{1,64})", quoteShort(n.Region))
 	}
 	if n.Services, err = servicesField(services); err != nil {
@@ -226,7 +227,7 @@ func servicesField(v jsonlite.Value) ([]string, error) {
 		return nil, invalid("services has %d entries, want 1 to %d", len(svcs), MaxServices)
 	}
 	for i, s := range svcs {
-		if !isName(s, 1, 128, ":_-") {
+		if !syntax.Name(s, 1, 128, ":_-") {
 			return nil, invalid("services[%d] %s is not a service identifier ([a-zA-Z0-9:_-]{1,128})", i, quoteShort(s))
 		}
 		for _, prev := range svcs[:i] {

@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/porthole-iot/porthole/agent/internal/syntax"
 )
 
 // FuzzParseNotificationMatchesJSON is the differential test of the payload
@@ -113,7 +115,7 @@ func parseWithEncodingJSON(payload []byte) (Notification, error) {
 	if n.Region, err = refStringField(fields, "region"); err != nil {
 		return Notification{}, err
 	}
-	if !isName(n.Region, 1, 64, "._-") {
+	if !syntax.Name(n.Region, 1, 64, "._-") {
 		return Notification{}, invalid("region %s is not a region name ([a-zA-Z0-9._-]{1,64})", quoteShort(n.Region))
 	}
 	raw, ok := fields["services"]
@@ -128,7 +130,7 @@ func parseWithEncodingJSON(payload []byte) (Notification, error) {
 		return Notification{}, invalid("services has %d entries, want 1 to %d", len(svcs), MaxServices)
 	}
 	for i, s := range svcs {
-		if !isName(s, 1, 128, ":_-") {
+		if !syntax.Name(s, 1, 128, ":_-") {
 			return Notification{}, invalid("services[%d] %s is not a service identifier ([a-zA-Z0-9:_-]{1,128})", i, quoteShort(s))
 		}
 		for _, prev := range svcs[:i] {

@@ -311,5 +311,5 @@ func isPrintableASCII(s string) bool {
 	return true
 }
 
-// serviceRE is the reference for the service id syntax that isName implements.
+// serviceRE is the reference for the service id syntax that syntax.Name implements.
 var serviceRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)

@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/porthole-iot/porthole/agent/tunnel/internal/check"
+	"github.com/porthole-iot/porthole/agent/internal/syntax"
 )
 
 // Token is a secret: an access token (CAT) or a client token. It never prints
@@ -40,7 +40,7 @@ func NewAccessToken(s string) (Token, error) {
 // NewClientToken checks s as a client token: 32–128 characters of [a-zA-Z0-9-]
 // (spec §1.3).
 func NewClientToken(s string) (Token, error) {
-	if !check.Name(s, 32, 128, "-") {
+	if !syntax.Name(s, 32, 128, "-") {
 		return Token{}, fmt.Errorf("tunnel: client token must be 32-128 characters of [a-zA-Z0-9-], got %d characters", len(s))
 	}
 	return Token{s}, nil

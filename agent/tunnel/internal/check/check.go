@@ -29,12 +29,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/porthole-iot/porthole/agent/internal/syntax"
 )
 
 // ServiceID checks a service name against the API's rule: 1–128 characters
 // of [a-zA-Z0-9:_-] (spec §3.4).
 func ServiceID(s string) error {
-	if !Name(s, 1, 128, ":_-") {
+	if !syntax.Name(s, 1, 128, ":_-") {
 		return fmt.Errorf("tunnel: service id %q: want 1-128 characters of [a-zA-Z0-9:_-]", s)
 	}
 	return nil
@@ -111,11 +113,11 @@ func URL(endpoint, region, mode string, allowInsecure bool) (*url.URL, error) {
 			// A link-local address's zone ("[fe80::1%br-lan]:443", as
 			// mqtt.endpoint takes it) says which link to dial: kept as
 			// written, an interface's name or number.
-			if _, err := netip.ParseAddr(host[1:j]); err == nil && Name(host[i+1:j], 1, 15, "._-") {
+			if _, err := netip.ParseAddr(host[1:j]); err == nil && syntax.Name(host[i+1:j], 1, 15, "._-") {
 				host, zone = host[:i]+host[j:], host[i:j]
 			}
 		}
-		if len(host) > 253 || !Name(host, 1, 253, ".:[]-") {
+		if len(host) > 253 || !syntax.Name(host, 1, 253, ".:[]-") {
 			return nil, fmt.Errorf("tunnel: endpoint host %q is not a valid host[:port]", host)
 		}
 		if _, _, err := net.SplitHostPort(host); err != nil && strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
@@ -129,7 +131,7 @@ func URL(endpoint, region, mode string, allowInsecure bool) (*url.URL, error) {
 			u.Host = u.Host[:i] + zone + u.Host[i:]
 		}
 	case region != "":
-		if !Name(region, 1, 64, "-") || strings.ToLower(region) != region {
+		if !syntax.Name(region, 1, 64, "-") || strings.ToLower(region) != region {
 			return nil, fmt.Errorf("tunnel: region %q is not a valid region name", region)
 		}
 		u.Host = RegionEndpoint(region)
@@ -194,22 +196,6 @@ func ProxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
 		return nil, fmt.Errorf("tunnel: %s: %s", name, strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	return u, nil
-}
-
-// Name reports whether s is min to max characters long, each an ASCII letter, a
-// digit or one of extra. It replaces patterns like ^[a-zA-Z0-9:_-]{1,128}$: the
-// regexp package costs about 260 KB in the device binary (docs/size.md).
-func Name(s string, min, max int, extra string) bool {
-	if len(s) < min || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(extra, c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 // PlainEndpoint reports whether a data-plane endpoint is reached without TLS
