@@ -155,12 +155,12 @@ func parseGroups(r io.Reader, name string) ([]uint32, userFileSkips, error) {
 
 // logSkips logs what a read of path, the file fi, left out: the number of
 // over-long lines and of the first, never their content. It warns once per
-// version of the file (skipLog).
+// version of the file (warnLog).
 func (s *Server) logSkips(path string, fi os.FileInfo, sk userFileSkips) {
 	if sk.long == 0 && !sk.truncated {
 		return
 	}
-	s.skipLog(path, fi)("user file partly ignored", "file", path,
+	s.warnLog(path, fi, nil)("user file partly ignored", "file", path,
 		"long_lines", sk.long, "first_long_line", sk.firstLong, "max_line_bytes", maxUserLine,
 		"truncated", sk.truncated, "max_file_bytes", maxUserFile)
 }

@@ -473,7 +473,7 @@ func (s *Server) readKeysFile(what, path string, a *account) ([]authorizedKey, e
 		s.readClean(key)
 		return keys, nil
 	}
-	logSkip := s.skipLog(key, fi)
+	logSkip := s.warnLog(key, fi, nil)
 	firstLong, long := 0, 0
 	for _, err := range errs {
 		var le *lineError

@@ -45,12 +45,6 @@ type warnedRead struct {
 // those files are warned about once more.
 const maxWarnedFiles = 64
 
-// skipLog returns the function that logs what a read of a file, fi, skipped
-// (bad lines, over-long ones): warnLog without an error.
-func (s *Server) skipLog(key string, fi os.FileInfo) func(msg string, args ...any) {
-	return s.warnLog(key, fi, nil)
-}
-
 // warnLog returns the function that logs what a read of a file at login found
 // wrong: lines skipped from the file fi (err nil), or err, why the file was
 // not read (fi is then the file that was not used, or nil). It is Warn at the
