@@ -575,6 +575,11 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 			" destination (--destination-client-type) carries one connection per service at a time",
 			"service", r.name)
 	}
+	// No STREAM_RESET for the old stream goes first: the destination takes
+	// that as its connection closed normally, and a transfer cut short would
+	// look complete there. The new STREAM_START alone ends it as cut short
+	// (spec §3.2). localproxy 1.x/2.x ends the old stream on it but drops the
+	// new one (spec §5.3): the operator connects again (README).
 	for _, o := range old {
 		o.supersede()
 	}
