@@ -429,3 +429,48 @@ func TestFormatKeptAcrossPeerReconnect(t *testing.T) {
 		t.Errorf("close reason %q", reason)
 	}
 }
+
+// A source that takes another's place may start its streams without service
+// ids (an operator switching to a V1-format tool mid-download). What the
+// destination sent for the old stream before it read the service's
+// STREAM_RESET is stale, not a message of the V1 stream carrying a service id
+// (spec §1.5): it is relayed for the source to drop, and the destination,
+// which did nothing wrong, stays connected. Closing it would end the tunnel
+// for a device that takes any Close frame as final.
+func TestDestinationInFlightFramesAcrossAFormatSwitch(t *testing.T) {
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	sct := strings.Repeat("c", 32)
+	dst := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken, ClientToken: strings.Repeat("d", 32)})
+	dst.WantServiceIDs("SSH")
+	src := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: sct})
+	src.WantServiceIDs("SSH")
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+	dst.MustNext()
+	src2 := dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken, ClientToken: sct})
+	src2.WantServiceIDs("SSH")
+	if m := dst.MustNext(); m.Type != tunnel.TypeStreamReset || m.StreamID != 1 {
+		t.Fatalf("destination got %v, want the service's STREAM_RESET for stream 1", m)
+	}
+	src2.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 5})
+	if m := dst.MustNext(); m.Type != tunnel.TypeStreamStart || m.StreamID != 5 {
+		t.Fatalf("destination got %v, want the V1 STREAM_START", m)
+	}
+	// Sent before the destination read the two frames above.
+	dst.Send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("late")})
+	dst.Send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 5, Payload: []byte("v1")})
+	for {
+		m := src2.MustNext()
+		if m.StreamID == 5 {
+			break
+		}
+		if m.StreamID != 1 {
+			t.Fatalf("source got %v", m)
+		}
+	}
+	// A service id on the V1 stream itself still breaks the rule.
+	dst.Send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 5, ServiceID: "SSH", Payload: []byte("x")})
+	if reason := dst.WantClose(websocket.StatusPolicyViolation); !strings.Contains(reason, "started without one") {
+		t.Errorf("close reason %q", reason)
+	}
+}

@@ -552,7 +552,11 @@ func (t *Tunnel) checkLocked(c *conn, m *tunnel.Message) string {
 	case tunnel.TypeSessionReset, tunnel.TypeServiceIDs:
 		return fmt.Sprintf("clients may not send %v (spec §1.5)", m.Type)
 	}
-	if _, v1 := t.active[""]; v1 && m.ServiceID != "" {
+	// The destination's frames of another stream are stale, sent before it
+	// read the service's STREAM_RESET of a source another took the place of
+	// (one switching to V1 format): relayed, for the source to drop, where a
+	// Close would end the tunnel for a destination that did nothing wrong.
+	if id, v1 := t.active[""]; v1 && m.ServiceID != "" && (side == Source || m.StreamID == id) {
 		return fmt.Sprintf("service id %q while a stream started without one is active (spec §1.5)", m.ServiceID)
 	}
 	switch m.Type {
