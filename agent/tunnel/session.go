@@ -28,6 +28,11 @@ type engineOptions struct {
 
 // linkQueue is how many DATA payloads may wait for one local connection before the
 // WebSocket reader blocks: the bound that turns a slow target into back-pressure.
+// The protocol has no flow control of its own, so while it blocks, every stream
+// of the session waits: for a target that stopped reading, up to the stall
+// timeout; for one still being dialled (a LAN host that is off), while more
+// than linkQueue payloads came for it, up to the dial timeout. Queueing more
+// during a dial would hold more memory per connection (docs/benchmarks.md).
 const linkQueue = 4
 
 // sessionBuffered bounds the DATA one session holds for its local connections,
