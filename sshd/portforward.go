@@ -79,7 +79,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	if err != nil {
 		// As sshd: the resolver's words, a connection failure, not a refusal.
 		ev.Reason = "cannot resolve destination: " + err.Error()
-		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "error", err)
+		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "error", clipClient(err.Error())) // it quotes the name
 		s.audit(ev)
 		nc.Reject(gossh.ConnectionFailed, "Name or service not known")
 		return
@@ -118,7 +118,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	}
 	if err != nil {
 		ev.Reason = "connect failed: " + err.Error()
-		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "error", err)
+		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "error", clipClient(err.Error())) // it quotes the name
 		s.audit(ev)
 		nc.Reject(gossh.ConnectionFailed, connectFailure(err))
 		return

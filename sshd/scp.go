@@ -236,7 +236,8 @@ func (sess *session) runSCP(a *account, opts scpOptions, perr error) int {
 	return sess.abandonable("scp: a read or write", nil, func() int {
 		status, err := c.run(workDir(a))
 		if err != nil {
-			sess.srv.log().Info("scp", "remote", sess.st.remote, "error", err)
+			// It may quote what the peer sent (its own errors, a bad line).
+			sess.srv.log().Info("scp", "remote", sess.st.remote, "error", clipClient(err.Error()))
 		}
 		return status
 	})
@@ -371,7 +372,10 @@ func (c *scp) sink(target string) error {
 		if err == nil {
 			err = syscall.ENOTDIR
 		}
-		return c.fatal("%s: %s", target, strerror(err))
+		c.fatal("%s: %s", target, strerror(err))
+		// The log is not told the target: an argument of the command line,
+		// which is never logged (commandName).
+		return fmt.Errorf("%w: the target: %s", errSCPFatal, strerror(err))
 	}
 	if err := c.ok(); err != nil {
 		return err

@@ -247,7 +247,8 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 }
 
 func (s *Server) connectionFailed(c net.Conn, err error) {
-	s.log().Debug("connection failed before authentication", "remote", remoteLabel(c), "error", err)
+	// x/crypto's error may quote what the client sent (a KEXINIT's lists).
+	s.log().Debug("connection failed before authentication", "remote", remoteLabel(c), "error", clipClient(err.Error()))
 }
 
 // Serve accepts connections on l and serves each in its own goroutine. It
