@@ -172,7 +172,7 @@ func (s *Server) handleAPI(r *http.Request, op string) (any, error) {
 			unknown[i] = clip(n, clipped)
 		}
 		s.log.Info("request members ignored: not in the API (names are case-sensitive)", "plane", "control", "op", op,
-			"members", unknown, "remote", r.RemoteAddr)
+			"members", quotedList(unknown), "remote", r.RemoteAddr)
 	}
 	if err := checkGivenEmpty(op, body); err != nil {
 		return nil, err

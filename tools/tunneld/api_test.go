@@ -528,8 +528,8 @@ func TestAuditLog(t *testing.T) {
 	caller := ` remote=127\.0\.0\.1:\d+ access_key=x signature_verified=false`
 	for _, re := range []string{
 		`level=INFO msg="tunnel opened" tunnel=` + id + `.*` + caller,
-		`level=INFO msg="tunnel tagged" tunnel=` + id + ` keys=\[k\]` + caller,
-		`level=INFO msg="tunnel untagged" tunnel=` + id + ` keys=\[k\]` + caller,
+		`level=INFO msg="tunnel tagged" tunnel=` + id + ` keys="\[\\"k\\"\]"` + caller,
+		`level=INFO msg="tunnel untagged" tunnel=` + id + ` keys="\[\\"k\\"\]"` + caller,
 		`level=INFO msg="tokens rotated" tunnel=` + id + `.*` + caller,
 		`level=INFO msg="tunnel closed" tunnel=` + id + `.*` + caller,
 		`level=INFO msg="request refused" .*type=ResourceNotFoundException.*` + caller,

@@ -2,6 +2,7 @@ package tunneld
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -36,7 +37,7 @@ func (s *Server) TagResource(ctx context.Context, in *TagResourceInput) error {
 	}
 	r.Tags = tags
 	s.mu.Unlock()
-	s.log.Info("tunnel tagged", append([]any{"tunnel", r.ID, "keys", tagKeys(in.Tags)}, callerAttrs(ctx)...)...)
+	s.log.Info("tunnel tagged", append([]any{"tunnel", r.ID, "keys", quotedList(tagKeys(in.Tags))}, callerAttrs(ctx)...)...)
 	return s.commit(false)
 }
 
@@ -54,7 +55,7 @@ func (s *Server) UntagResource(ctx context.Context, in *UntagResourceInput) erro
 	}
 	r.Tags = slices.DeleteFunc(r.Tags, func(t Tag) bool { return slices.Contains(in.TagKeys, t.Key) })
 	s.mu.Unlock()
-	s.log.Info("tunnel untagged", append([]any{"tunnel", r.ID, "keys", in.TagKeys}, callerAttrs(ctx)...)...)
+	s.log.Info("tunnel untagged", append([]any{"tunnel", r.ID, "keys", quotedList(in.TagKeys)}, callerAttrs(ctx)...)...)
 	return s.commit(false)
 }
 
@@ -93,6 +94,11 @@ func (s *Server) byArnLocked(arn string) *record {
 	}
 	return nil
 }
+
+// quotedList is names as a log value: each quoted, for keys may hold spaces
+// (the text form of a []string, "[Owner Team]", reads the same for one key
+// and for two).
+func quotedList(names []string) string { return fmt.Sprintf("%q", names) }
 
 func tagKeys(tags []Tag) []string {
 	keys := make([]string, len(tags))
