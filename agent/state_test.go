@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +99,37 @@ func TestStateLoadRemovesCrashTemporaries(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(said, "\n"), filepath.Base(tmp)) {
 		t.Errorf("load errors = %q, want one naming %s", said, filepath.Base(tmp))
+	}
+}
+
+// load returns the saved tunnels oldest first and, among those received at the
+// same time, in the state directory's order (its file names'): the order of a
+// stable sort of the directory by time, whichever sort load uses.
+func TestStateLoadOrder(t *testing.T) {
+	s := stateStore{dir: filepath.Join(t.TempDir(), "tunnels")}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var tuns []savedTunnel
+	for i, ago := range []int{3, 1, 5, 1, 3, 2, 1, 4} {
+		tun := savedTunnel{AccessToken: fmt.Sprintf("token%d", i), ClientToken: "c", Region: "r", Received: now.Add(-time.Duration(ago) * time.Minute)}
+		if err := s.save(tun); err != nil {
+			t.Fatal(err)
+		}
+		tuns = append(tuns, tun)
+	}
+	slices.SortStableFunc(tuns, func(a, b savedTunnel) int { return strings.Compare(tokenKey(a.AccessToken), tokenKey(b.AccessToken)) })
+	slices.SortStableFunc(tuns, func(a, b savedTunnel) int { return a.Received.Compare(b.Received) })
+	got, expired, errs := s.load(now)
+	if len(expired) != 0 || len(errs) != 0 {
+		t.Fatalf("load: expired %v, errors %v; want none", expired, errs)
+	}
+	var gotTokens, wantTokens []string
+	for _, tun := range got {
+		gotTokens = append(gotTokens, tun.AccessToken)
+	}
+	for _, tun := range tuns {
+		wantTokens = append(wantTokens, tun.AccessToken)
+	}
+	if !slices.Equal(gotTokens, wantTokens) {
+		t.Errorf("load order = %v, want %v", gotTokens, wantTokens)
 	}
 }
