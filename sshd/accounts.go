@@ -23,13 +23,13 @@ import (
 
 // ErrUnknownUser is returned for a login name that may not log in: not in
 // the passwd file, or (when the server is not root) not the server's own user.
-var ErrUnknownUser = errors.New("sshd: unknown user")
+var ErrUnknownUser error = &errorString{"sshd: unknown user"}
 
 // ErrUserNotAllowed is returned for a user of the passwd file whose account
 // is disabled: locked or expired in the shadow file, or with a login shell
 // that does not exist or is not executable. As with OpenSSH built without
 // PAM (auth.c, allowed_user), every authentication method is refused.
-var ErrUserNotAllowed = errors.New("sshd: user not allowed")
+var ErrUserNotAllowed error = &errorString{"sshd: user not allowed"}
 
 // account is a login user as read from the passwd and group files.
 type account struct {

@@ -95,7 +95,7 @@ func waiveTouch(shared, perms *gossh.Permissions) {
 }
 
 // errTooManyKeys refuses a key offered after MaxAuthTries refused ones.
-var errTooManyKeys = errors.New("too many public keys refused on this connection (MaxAuthTries)")
+var errTooManyKeys error = &errorString{"too many public keys refused on this connection (MaxAuthTries)"}
 
 // tooManyKeys ends a connection that offers a public key after MaxAuthTries
 // were refused. OpenSSH's sshd has disconnected it by then, with
@@ -118,7 +118,7 @@ func (s *Server) tooManyKeys(st *connState) {
 }
 
 // errTooManyTries is why tooManyKeys closes a connection.
-var errTooManyTries = errors.New("too many authentication failures (MaxAuthTries)")
+var errTooManyTries error = &errorString{"too many authentication failures (MaxAuthTries)"}
 
 // tooManyKeysBanner is OpenSSH's disconnect message, with the line end a
 // banner needs (PuTTY shows it in its terminal).
@@ -441,8 +441,8 @@ func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []err
 }
 
 // errCAKeyOptions skips a line of a trusted user CA keys file with options.
-var errCAKeyOptions = errors.New("options are for authorized_keys (cert-authority lines); " +
-	"a trusted user CA keys file takes bare public keys, so the line is ignored")
+var errCAKeyOptions error = &errorString{"options are for authorized_keys (cert-authority lines); " +
+	"a trusted user CA keys file takes bare public keys, so the line is ignored"}
 
 // readKeysFile is loadKeysFile that logs why it did not read the file and
 // what it skipped; what names the kind of file in the log lines. Each is
@@ -1060,7 +1060,7 @@ type Logins struct {
 // ErrPasswordLoginOff is SetLogins' answer to password hashes given to a
 // server that started without any: password login is offered or not from the
 // start, so they are used only after a restart.
-var ErrPasswordLoginOff = errors.New("sshd: password login was off at start: the password hashes are used after a restart")
+var ErrPasswordLoginOff error = &errorString{"sshd: password login was off at start: the password hashes are used after a restart"}
 
 // SetLogins replaces the Logins for every login from now on, as OpenSSH's
 // sshd reads its configuration again on SIGHUP: a key, certificate authority

@@ -66,9 +66,11 @@ const (
 
 // errLineTooLong and errFileTooLarge are wrapped by parseAuthorizedKeys'
 // errors for a line over maxKeysLine and for data beyond maxKeysFile.
+// Their texts spell the limits out (TestSentinelTexts checks them against the
+// constants): fmt.Errorf, like errors.New, would be code run at start.
 var (
-	errLineTooLong  = fmt.Errorf("line longer than %d bytes", maxKeysLine)
-	errFileTooLarge = fmt.Errorf("more than %d bytes; the rest is ignored", maxKeysFile)
+	errLineTooLong  error = &errorString{"line longer than 1048576 bytes"}
+	errFileTooLarge error = &errorString{"more than 4194304 bytes; the rest is ignored"}
 )
 
 // lineError is an error about one line of an authorized_keys file. Neither
@@ -287,7 +289,7 @@ func keyOption(name string) (takesValue, known bool) {
 
 // errUnknownOption lists the options there are rather than naming the one
 // found, which is text of the file (see lineError).
-var errUnknownOption = errors.New("unknown option (options are " + keyOptionNames + ")")
+var errUnknownOption error = &errorString{"unknown option (options are " + keyOptionNames + ")"}
 
 // keyOptionNames are the names keyOption knows, for errUnknownOption.
 const keyOptionNames = "agent-forwarding, cert-authority, command, environment, expiry-time, from, " +
@@ -414,7 +416,7 @@ func validTunnel(v string) bool {
 // set past its prefix length, "10.1.2.3/8": sshd takes it for an error
 // (addrmatch.c, "inconsistent mask length") and refuses the key, where
 // masking it would allow a whole network the writer may not have meant.
-var errFromHostBits = errors.New("option from: a CIDR block has bits set past its prefix length")
+var errFromHostBits error = &errorString{"option from: a CIDR block has bits set past its prefix length"}
 
 // checkFromList refuses what sshd's from= refuses: an empty entry and a
 // CIDR block with host bits set. The error does not quote the entry (see
@@ -466,7 +468,7 @@ func splitList(v string) []string {
 }
 
 // errBadExpiry does not quote the value: see lineError.
-var errBadExpiry = errors.New("option expiry-time: want YYYYMMDD[HHMM[SS]][Z]")
+var errBadExpiry error = &errorString{"option expiry-time: want YYYYMMDD[HHMM[SS]][Z]"}
 
 // parseExpiry parses expiry-time's YYYYMMDD[HHMM[SS]], in UTC when suffixed
 // with Z and otherwise in the server's local time zone, like sshd.
@@ -532,7 +534,7 @@ func zoneFromTZ(tz string, local *time.Location) *time.Location {
 
 // errPermitPort refuses a permitopen= or permitlisten= port that is not one,
 // as sshd does ("invalid permission port"): the key is not usable.
-var errPermitPort = errors.New("port must be *, 1-65535 or a service name")
+var errPermitPort error = &errorString{"port must be *, 1-65535 or a service name"}
 
 // permitEntry checks a permitopen= (or, with bare, permitlisten=) value and
 // returns it with its port as a decimal number: sshd reads the port with

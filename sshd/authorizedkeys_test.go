@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -683,6 +684,23 @@ func TestZoneFromTZ(t *testing.T) {
 		name, offset := tc.at.In(zoneFromTZ(tc.tz, tc.local)).Zone()
 		if name != tc.name || offset != tc.offset {
 			t.Errorf("TZ=%s, Go's Local %v: %v is in %s%+d, want %s%+d", tc.tz, tc.local, tc.at, name, offset, tc.name, tc.offset)
+		}
+	}
+}
+
+// TestSentinelTexts checks the limits spelled out in the texts of
+// errLineTooLong and errFileTooLarge (data, not code run at start) against
+// the constants they name, as fmt.Errorf wrote them before.
+func TestSentinelTexts(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{errLineTooLong, fmt.Sprintf("line longer than %d bytes", maxKeysLine)},
+		{errFileTooLarge, fmt.Sprintf("more than %d bytes; the rest is ignored", maxKeysFile)},
+	} {
+		if got := tc.err.Error(); got != tc.want {
+			t.Errorf("Error() = %q, want %q", got, tc.want)
 		}
 	}
 }

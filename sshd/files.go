@@ -1,7 +1,6 @@
 package sshd
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,7 +10,7 @@ import (
 
 // errNotRegular is wrapped by openRegular's error for a path that is not a
 // regular file.
-var errNotRegular = errors.New("not a regular file")
+var errNotRegular error = &errorString{"not a regular file"}
 
 // openRegular opens a file the server reads at start or at login (host keys,
 // authorized_keys, trusted CA keys, passwd, group) and returns it only if it
@@ -78,7 +77,7 @@ func fileKind(m os.FileMode) string {
 
 // errTooLarge is wrapped by readAllLimit's error for a file larger than its
 // limit.
-var errTooLarge = errors.New("file too large")
+var errTooLarge error = &errorString{"file too large"}
 
 // readAllLimit reads f to its end, or fails with an error wrapping
 // errTooLarge once more than limit bytes come.

@@ -35,7 +35,7 @@ const HostKeyFile = "ssh_host_ed25519_key"
 // failure to create the key in DataDir (a read-only file system, a full
 // disk), except a file system that does not keep file modes (vfat mounted
 // with the defaults), on which a private key would be readable by everyone.
-var ErrHostKey = errors.New("sshd: unusable host key")
+var ErrHostKey error = &errorString{"sshd: unusable host key"}
 
 // maxHostKeyFile bounds what is read of a host key file. An OpenSSH private
 // key of the largest RSA size OpenSSH makes (16384 bits) is about 12 KiB.
@@ -139,7 +139,7 @@ func readDataDirKey(path string) (gossh.Signer, error) {
 }
 
 // errParse marks a host key file that is not a private key x/crypto/ssh reads.
-var errParse = errors.New("not a private key")
+var errParse error = &errorString{"not a private key"}
 
 // loadOrCreateHostKey reads dir/HostKeyFile, or makes it if it does not exist.
 func loadOrCreateHostKey(dir string, log *slog.Logger) (gossh.Signer, error) {

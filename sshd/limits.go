@@ -1,7 +1,6 @@
 package sshd
 
 import (
-	"errors"
 	"runtime"
 	"slices"
 	"sync"
@@ -41,7 +40,7 @@ func (s *Server) releasePasswordCheck() { <-s.pwSlots }
 
 // errTooManyFailures refuses a connection, or an attempt on one, from a
 // source over MaxAuthFailures.
-var errTooManyFailures = errors.New("too many failed logins from this source")
+var errTooManyFailures error = &errorString{"too many failed logins from this source"}
 
 // failureLimiter counts failed logins per source in a sliding window: each
 // refused password as it happens, and each connection that ended without

@@ -218,7 +218,7 @@ type scp struct {
 	errs int // non-fatal errors: the exit status is 1 if any
 }
 
-var errSCPFatal = errors.New("scp: fatal error")
+var errSCPFatal error = &errorString{"scp: fatal error"}
 
 // runSCP serves "scp -t" or "scp -f" and returns the exit status. A command
 // line parseSCPCommand refused (perr) gets its error as a fatal one, which

@@ -19,7 +19,7 @@ import (
 )
 
 // ErrServerClosed is returned by Serve and ServeConn after Shutdown or Close.
-var ErrServerClosed = errors.New("sshd: server closed")
+var ErrServerClosed error = &errorString{"sshd: server closed"}
 
 // serverVersion is the software version in the server's identification
 // string, "SSH-2.0-OpenSSH_porthole" (RFC 4253 section 4.2). OpenSSH's client

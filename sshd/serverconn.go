@@ -9,7 +9,6 @@ package sshd
 
 import (
 	"encoding/hex"
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -67,7 +66,7 @@ type conn struct {
 // process reads only as it goes, so TCP holds a client back.)
 const maxPreAuthRead = 512 << 10
 
-var errPreAuthRead = errors.New("more than 512 KiB sent before the login")
+var errPreAuthRead error = &errorString{"more than 512 KiB sent before the login"}
 
 func newConn(s *Server, c net.Conn, label, src string) *conn {
 	wc := &conn{Conn: c, srv: s, done: make(chan struct{})}

@@ -1,14 +1,13 @@
 package sshd
 
 import (
-	"errors"
 	"io"
 	"sync/atomic"
 )
 
 // errOutputClosed is what writes to a session's channel return once the
 // client has sent "eow@openssh.com".
-var errOutputClosed = errors.New("sshd: the client reads no more output")
+var errOutputClosed error = &errorString{"sshd: the client reads no more output"}
 
 // endOfWrite handles "eow@openssh.com", which OpenSSH's client sends when its
 // stdout fails (ssh host cmd | head). Output the server has read but not yet

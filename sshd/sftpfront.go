@@ -62,7 +62,7 @@ const (
 
 // errSFTPClosed is returned to pkg/sftp's reader when the SFTP session was
 // closed while a request served here waited for the requests before it.
-var errSFTPClosed = errors.New("sshd: sftp session closed")
+var errSFTPClosed error = &errorString{"sshd: sftp session closed"}
 
 // sftpFront sits between the session channel and pkg/sftp and serves
 // some requests itself: directory listings (see sftpdir.go), REMOVE, RMDIR
