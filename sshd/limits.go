@@ -2,7 +2,6 @@ package sshd
 
 import (
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 )
@@ -215,7 +214,7 @@ func (s *Server) admitLocked() {
 	limit := s.maxStartups()
 	for len(s.queue) > 0 && (limit < 0 || len(s.unauth)-len(s.queue) < limit) {
 		su := s.queue[0]
-		s.queue = slices.Delete(s.queue, 0, 1)
+		s.unqueueLocked(0)
 		su.admitted = true
 		close(su.ready)
 	}
@@ -234,9 +233,24 @@ func (s *Server) removeStartup(c *conn) *startup {
 	if su.admitted {
 		s.admitLocked()
 	} else {
-		s.queue = slices.DeleteFunc(s.queue, func(q *startup) bool { return q == su })
+		for i := 0; i < len(s.queue); {
+			if s.queue[i] == su {
+				s.unqueueLocked(i)
+			} else {
+				i++
+			}
+		}
 	}
 	return su
+}
+
+// unqueueLocked removes s.queue[i] as slices.Delete does, the freed element
+// cleared, without an instantiation of slices.Delete and slices.DeleteFunc
+// for *startup (1.2 KB of code on linux/mipsle).
+func (s *Server) unqueueLocked(i int) {
+	n := copy(s.queue[i:], s.queue[i+1:])
+	s.queue[i+n] = nil
+	s.queue = s.queue[:i+n]
 }
 
 // awaitStartup waits, before a byte is exchanged, until c holds a
