@@ -228,7 +228,7 @@ func FuzzUserFiles(f *testing.F) {
 		if found && !strings.Contains(data, name+":") {
 			t.Fatalf("parseShadow(%q, %q) found %+v without a line for the user", data, name, e)
 		}
-		if !found && e != (shadowEntry{}) || e.ExpireDay < -1 {
+		if !found && (e.Locked || e.ExpireDay != 0) || e.ExpireDay < -1 {
 			t.Fatalf("parseShadow(%q, %q) = %+v, %v", data, name, e, found)
 		}
 	})

@@ -289,8 +289,8 @@ func TestParseTerminalModes(t *testing.T) {
 		want []terminalMode
 	}{
 		{nil, nil},
-		{[]byte{53, 0, 0, 0, 1, 3, 0, 0, 0, 127, 0}, []terminalMode{{53, 1}, {3, 127}}},
-		{[]byte{53, 0, 0, 0, 1, 160, 1, 2}, []terminalMode{{53, 1}}}, // 160+: stop
+		{[]byte{53, 0, 0, 0, 1, 3, 0, 0, 0, 127, 0}, []terminalMode{{Op: 53, Arg: 1}, {Op: 3, Arg: 127}}},
+		{[]byte{53, 0, 0, 0, 1, 160, 1, 2}, []terminalMode{{Op: 53, Arg: 1}}}, // 160+: stop
 		{[]byte{53, 0, 0}, nil},          // truncated
 		{[]byte{0, 53, 0, 0, 0, 1}, nil}, // TTY_OP_END first
 	} {
@@ -300,7 +300,7 @@ func TestParseTerminalModes(t *testing.T) {
 			continue
 		}
 		for i := range got {
-			if got[i] != tc.want[i] {
+			if got[i].Op != tc.want[i].Op || got[i].Arg != tc.want[i].Arg {
 				t.Errorf("parseTerminalModes(%v) = %v, want %v", tc.in, got, tc.want)
 			}
 		}

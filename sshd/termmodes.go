@@ -48,6 +48,7 @@ const (
 
 // terminalMode is one decoded opcode and argument.
 type terminalMode struct {
+	_   [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	Op  byte
 	Arg uint32
 }
