@@ -233,7 +233,7 @@ func (c *headConn) follow(p []byte) error {
 	return nil
 }
 
-var errPacketTooBig = errors.New("the broker sent a packet over the 64 KiB the agent's CONNECT allows (MQTT 5.0 §3.1.2.11.4)")
+var errPacketTooBig error = &errorString{"the broker sent a packet over the 64 KiB the agent's CONNECT allows (MQTT 5.0 §3.1.2.11.4)"}
 
 // connack311 reports whether the broker's first packet was an MQTT 3.1.1
 // CONNACK (type 2, remaining length 2; MQTT 5's has properties, at least 3),

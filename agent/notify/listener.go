@@ -17,12 +17,20 @@ import (
 	"github.com/porthole-iot/porthole/agent/internal/quiet"
 )
 
+// errorString is the error of the package's sentinels, as errors.New's:
+// `var ErrX error = &errorString{"..."}` is laid out in the binary's data by
+// the compiler, where `errors.New("...")`, not inlined in a package built
+// with -l (agent/cmd/porthole/device.gcflags), is code run at start.
+type errorString struct{ s string }
+
+func (e *errorString) Error() string { return e.s }
+
 var (
 	// ErrNotConnected is returned by Publish while the listener has no
 	// connection to the broker (not running, or between reconnects).
-	ErrNotConnected = errors.New("notify: not connected to the broker")
+	ErrNotConnected error = &errorString{"notify: not connected to the broker"}
 	// ErrRunning is returned by Run when the listener is already running.
-	ErrRunning = errors.New("notify: listener is already running")
+	ErrRunning error = &errorString{"notify: listener is already running"}
 )
 
 // stableConnection is how long a connection must last to count as healthy:
@@ -188,7 +196,7 @@ func (l *Listener) AwaitConnection(ctx context.Context) error {
 // (PUBACK 0x80 or above, e.g. 0x87 not authorized): sending the same message
 // again gets the same answer. A throttled publish (0x97 quota exceeded) is not
 // refused: the same message is taken a moment later.
-var ErrRefused = errors.New("refused by the broker")
+var ErrRefused error = &errorString{"refused by the broker"}
 
 // ErrQueuedInSession marks a Publish that gave up waiting for the PUBACK (its
 // context ended, or Config.OperationTimeout passed) after its message was
@@ -198,7 +206,7 @@ var ErrRefused = errors.New("refused by the broker")
 // context's error too. The message is lost, with a WARN, if the session is:
 // the broker no longer has it when the listener reconnects, the broker closes
 // every connection it is sent on (see dropPoison), or Run returns first.
-var ErrQueuedInSession = errors.New("notify: left in the MQTT session, to be sent again on the next connection")
+var ErrQueuedInSession error = &errorString{"notify: left in the MQTT session, to be sent again on the next connection"}
 
 // Publish sends payload to topic at QoS 1 on the listener's connection and
 // waits for the PUBACK, for the agent's status and audit events; at QoS 0,

@@ -29,7 +29,7 @@ const (
 )
 
 // ErrInvalidNotification is wrapped by every error of [ParseNotification].
-var ErrInvalidNotification = errors.New("notify: invalid notification")
+var ErrInvalidNotification error = &errorString{"notify: invalid notification"}
 
 // Notification is one tunnel notification for this device: the destination
 // client access token of a newly opened (or rotated) tunnel, its region and
