@@ -575,16 +575,19 @@ func (sess *session) environment(a *account, shell string, extra []string) []str
 // shellExpand expands for splitShellWords as the user's shell would expand
 // a command: the variables of the environment it gets (and PWD, which the
 // shell sets), ~ and ~user as tildeHome has them. The environment is built
-// only when a command has a $ to expand.
+// only when a command has a $ to expand, at the first, and kept for the
+// others (the function is called from one goroutine, parseSCPCommand's: no
+// sync.OnceValue, whose instantiation for []string was 0.9 KB of code).
 func (sess *session) shellExpand(a *account, extra []string) func(string) (string, bool) {
-	env := sync.OnceValue(func() []string {
-		return append(sess.environment(a, shellOf(a.Shell), extra), "PWD="+workDir(a))
-	})
+	var env []string // nil until built: it has HOME and the others then
 	return func(name string) (string, bool) {
 		if user, ok := strings.CutPrefix(name, "~"); ok {
 			return sess.tildeHome(a, user)
 		}
-		return lookupEnv(env(), name)
+		if env == nil {
+			env = append(sess.environment(a, shellOf(a.Shell), extra), "PWD="+workDir(a))
+		}
+		return lookupEnv(env, name)
 	}
 }
 
