@@ -270,7 +270,7 @@ func keyPlace(err error) string {
 	name := full[strings.LastIndex(full, ".")+1:]
 	var tables []string
 	top := false
-	ct := reflect.TypeFor[Config]()
+	ct := reflect.TypeOf((*Config)(nil)).Elem() // not TypeFor: an instantiation for Config alone
 	for i := range ct.NumField() {
 		f := ct.Field(i)
 		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")

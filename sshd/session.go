@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -695,12 +694,18 @@ func mayExec(path string, a *account) bool {
 		return true // the start's own error says what is wrong
 	}
 	mode := uint32(st.Mode)
+	// A loop, not slices.Contains: its instantiation for []uint32 would be
+	// this function's alone.
+	member := st.Gid == a.GID
+	for _, g := range a.Groups {
+		member = member || g == st.Gid
+	}
 	switch {
 	case a.UID == 0:
 		return mode&0o111 != 0
 	case st.Uid == a.UID:
 		return mode&0o100 != 0
-	case st.Gid == a.GID || slices.Contains(a.Groups, st.Gid):
+	case member:
 		return mode&0o010 != 0
 	}
 	return mode&0o001 != 0

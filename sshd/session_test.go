@@ -713,3 +713,33 @@ func TestSessionEnvironmentOverTunnelStream(t *testing.T) {
 		t.Errorf("SSH_CONNECTION=%q: want four fields with numeric ports", lines[1])
 	}
 }
+
+// mayExec goes by the group bits for a user whose primary or supplementary
+// groups hold the file's group, and by the others' bits otherwise.
+func TestMayExecGroups(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "prog")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o010); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	other := st.Gid + 1
+	for _, tc := range []struct {
+		name string
+		a    account
+		want bool
+	}{
+		{"primary group", account{UID: st.Uid + 1, GID: st.Gid}, true},
+		{"supplementary group", account{UID: st.Uid + 1, GID: other, Groups: []uint32{other, st.Gid}}, true},
+		{"no group of the file's", account{UID: st.Uid + 1, GID: other, Groups: []uint32{other}}, false},
+	} {
+		if got := mayExec(path, &tc.a); got != tc.want {
+			t.Errorf("%s: mayExec = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
