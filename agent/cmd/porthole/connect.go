@@ -130,7 +130,15 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	case err != nil:
 		return agent.Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
-	pv := map[string]tunnel.Version{"V1": tunnel.V1, "V2": tunnel.V2, "V3": tunnel.V3}[*peer]
+	var pv tunnel.Version // a switch, not a map literal built at every run: less code
+	switch *peer {
+	case "V1":
+		pv = tunnel.V1
+	case "V2":
+		pv = tunnel.V2
+	case "V3":
+		pv = tunnel.V3
+	}
 	if pv == 0 {
 		return agent.Usagef("--destination-client-type %q: want V1, V2 or V3", *peer)
 	}
