@@ -344,14 +344,15 @@ type logLimit struct {
 // the last one.
 func (l *logLimit) allow(now time.Time) (bool, int) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if now.Before(l.next) {
 		l.suppressed++
+		l.mu.Unlock()
 		return false, 0
 	}
 	n := l.suppressed
 	l.suppressed = 0
 	l.next = now.Add(refusalLogInterval)
+	l.mu.Unlock()
 	return true, n
 }
 

@@ -341,8 +341,9 @@ func (st *connState) listenersLocked() int {
 // listeners is listenersLocked under st.mu.
 func (st *connState) listeners() int {
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.listenersLocked()
+	n := st.listenersLocked()
+	st.mu.Unlock()
+	return n
 }
 
 // handleTCPIPForward serves ssh -R when PermitRemoteForward allows it. Ports

@@ -122,10 +122,10 @@ func (c *conn) startTimers() {
 
 func (c *conn) after(d time.Duration, f func()) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if !c.closed {
 		c.timers = append(c.timers, time.AfterFunc(d, f))
 	}
+	c.mu.Unlock()
 }
 
 // touch records activity now.
@@ -246,22 +246,22 @@ func stateFrom(ctx gliderssh.Context) *connState {
 // connection is ending and the goroutine must not start its work.
 func (st *connState) enter() bool {
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.done {
-		return false
+	ok := !st.done
+	if ok {
+		st.active++
 	}
-	st.active++
-	return true
+	st.mu.Unlock()
+	return ok
 }
 
 func (st *connState) leave() {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	st.active--
 	if st.done && st.active == 0 && st.idle != nil {
 		close(st.idle)
 		st.idle = nil
 	}
+	st.mu.Unlock()
 }
 
 // shutdown closes the remote forward listeners and waits for every
@@ -310,8 +310,9 @@ func (c *conn) closeUnauthed(reason string) {
 // logged in, for reason.
 func (st *connState) unauthEvent(reason string) Event {
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	return Event{Type: EventLoginFailure, Remote: st.remote, SessionID: st.sessionID, User: st.user, Reason: reason}
+	e := Event{Type: EventLoginFailure, Remote: st.remote, SessionID: st.sessionID, User: st.user, Reason: reason}
+	st.mu.Unlock()
+	return e
 }
 
 func (st *connState) setKey(k authInfo, reason string) {
@@ -330,6 +331,7 @@ func (st *connState) refuseKey() {
 
 func (st *connState) keysExhausted(limit int) bool {
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	return limit >= 0 && st.refusedKeys >= limit
+	n := st.refusedKeys
+	st.mu.Unlock()
+	return limit >= 0 && n >= limit
 }

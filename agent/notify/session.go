@@ -59,21 +59,20 @@ type storedKey struct{}
 // connection, or was answered meanwhile, rather than discarded unacknowledged.
 func (s *sessionState) abandon(r *stored) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r.discards != s.discards {
-		return false
-	}
-	if _, ok := s.unacked[r.id]; ok {
+	kept := r.discards == s.discards
+	if _, ok := s.unacked[r.id]; kept && ok {
 		s.unacked[r.id] = true
 	}
-	return true
+	s.mu.Unlock()
+	return kept
 }
 
 // unackedCount is how many messages the session holds unacknowledged.
 func (s *sessionState) unackedCount() int {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.unacked)
+	n := len(s.unacked)
+	s.mu.Unlock()
+	return n
 }
 
 // discardLocked forgets the unacknowledged messages, which st has just

@@ -442,8 +442,9 @@ func (src *Source) readyNow() *session {
 		return nil
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gotIDs && !s.closed {
+	ready := s.gotIDs && !s.closed
+	s.mu.Unlock()
+	if ready {
 		return s
 	}
 	return nil
