@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -265,5 +266,60 @@ func TestBlockedSourceLogRateLimited(t *testing.T) {
 	}
 	if n := len(e.logs.logged("connection refused: too many failed logins")); n < 1 || n > 2 {
 		t.Errorf("%d log lines for connections refused from a blocked source, want 1 (rate-limited)", n)
+	}
+}
+
+// TestClientExtendedDataIsDiscarded: extended data a client sends (its
+// "stderr") is read and dropped, on sessions and forwarded connections alike,
+// so its window comes back: x/crypto/ssh keeps each packet nobody reads, and
+// 2 MiB of window sent as 1-byte packets held ~110 MiB. Past the window, a
+// write that nobody reads blocks for good; here 64 KiB more go through.
+func TestClientExtendedDataIsDiscarded(t *testing.T) {
+	target := echoServer(t)
+	e := newEnv(t, nil)
+	c := e.login("root")
+	open := map[string]func() gossh.Channel{
+		"session": func() gossh.Channel {
+			rs := openRaw(t, c)
+			if ok, err := rs.ch.SendRequest("exec", true, gossh.Marshal(struct{ Command string }{"cat >/dev/null"})); !ok || err != nil {
+				t.Fatalf("exec: %v %v", ok, err)
+			}
+			return rs.ch
+		},
+		"direct-tcpip": func() gossh.Channel {
+			host, port, _ := net.SplitHostPort(target)
+			p, _ := strconv.Atoi(port)
+			ch, reqs, err := c.OpenChannel("direct-tcpip", gossh.Marshal(directTCPIP{DestHost: host, DestPort: uint32(p), OrigHost: "127.0.0.1", OrigPort: 1}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			go gossh.DiscardRequests(reqs)
+			t.Cleanup(func() { ch.Close() })
+			return ch
+		},
+	}
+	for name, f := range open {
+		t.Run(name, func(t *testing.T) {
+			ch := f()
+			done := make(chan error, 1)
+			go func() {
+				chunk := make([]byte, 32<<10)
+				for sent := 0; sent < 2<<20+64<<10; sent += len(chunk) {
+					if _, err := ch.Stderr().Write(chunk); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(60 * time.Second): // it blocks for good, or goes through
+				t.Fatal("the client's extended data past the 2 MiB window is not taken: nobody reads it, and the server holds every packet of it")
+			}
+		})
 	}
 }

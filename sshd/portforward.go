@@ -259,6 +259,7 @@ func (s *Server) serveForward(ctx context.Context, st *connState, l net.Listener
 // written out and the connection closed: a quiet target must not hold it,
 // its descriptor and a MaxForwards slot until the SSH connection ends.
 func proxy(ctx context.Context, ch gossh.Channel, reqs <-chan *gossh.Request, c net.Conn) {
+	discardExtended(ch)
 	done := make(chan struct{})
 	defer close(done)
 	peerClosed := make(chan struct{})

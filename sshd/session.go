@@ -106,6 +106,7 @@ func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gos
 	if err != nil {
 		return
 	}
+	discardExtended(ch)
 	sess := &session{srv: s, st: st, ctx: ctx, sc: sc, ch: ch, restr: restrictionsOf(sc.Permissions),
 		barrier: make(chan struct{}), caughtUp: make(chan struct{}), served: make(chan struct{}),
 		outputGone: make(chan struct{})}

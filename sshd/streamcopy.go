@@ -10,6 +10,8 @@ package sshd
 import (
 	"io"
 	"sync"
+
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // Sizes of a copy's read buffer: quietRead while the source is quiet, busyRead
@@ -85,4 +87,23 @@ func copyStream(dst io.Writer, src io.Reader) (written int64, err error) {
 		}
 		rb.adapt(n)
 	}
+}
+
+// discardExtended reads and drops, until the channel ends, the extended data
+// (stderr) the client sends on ch: no program of the server's reads it, and
+// x/crypto/ssh keeps every packet it has not read as an allocation of its own.
+// A client that sent its 2 MiB window as 1-byte packets of it to a program
+// reading only its stdin made the agent hold ~110 MiB; read, the window goes
+// back to the client as for data a program reads. (Data to a program that
+// does not read its stdin is held the same way, and nothing here can bound
+// it: docs/benchmarks.md, Memory.)
+func discardExtended(ch gossh.Channel) {
+	go func() {
+		var b [512]byte
+		for {
+			if _, err := ch.Stderr().Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
 }
