@@ -709,7 +709,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 				case b := <-l.in:
 					write(b)
 				default:
-					l.end()
+					l.finish(conn, failed)
 					return
 				}
 			}
@@ -960,15 +960,29 @@ func (l *link) armDrain(f func()) {
 	}
 }
 
+// finish ends the link once the data the peer sent before its reset is
+// written. A connection that can half-close (TCP, Unix) gets its end of
+// input after the data, and the link ends when the target's output ends
+// (pumpUp reads it on and drops it) or at the drain timer: closed at once
+// with output unread (progress, acknowledgements of an upload), the kernel
+// resets it and drops what it had still to send, the end of the transfer.
+func (l *link) finish(conn io.Writer, failed bool) {
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok && !failed && cw.CloseWrite() == nil {
+		return
+	}
+	l.end()
+}
+
 // drainExpired closes a link whose local connection did not take the data the
-// peer sent before its reset within the stall timeout.
+// peer sent before its reset, or did not end after it, within the stall
+// timeout.
 func (l *link) drainExpired() {
 	select {
 	case <-l.done:
 		return
 	default:
 	}
-	l.s.opt.log.Warn("local connection did not take the last data before the peer's reset, resetting it",
+	l.s.opt.log.Warn("local connection did not take the last data before the peer's reset, or did not end after it, resetting it",
 		append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
 	l.reset.Store(true)
 	l.end()

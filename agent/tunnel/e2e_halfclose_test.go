@@ -1,0 +1,109 @@
+package tunnel_test
+
+import (
+	"crypto/rand"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+// The protocol has no half-close: one side's end of input is a reset, after
+// which the other side writes what it still holds and ends its local
+// connection. These tests end that connection's input while its program is
+// still writing (progress, acknowledgements) and has not read everything:
+// closed at once, with that output unread, the kernel reset the connection
+// and dropped what it had still to send, ~120 KiB of 1 MiB arrived.
+
+// TestHalfClosedUploadArrivesWhole: a client sends a file and half-closes
+// (nc -N, socat), to a service that prints progress and starts reading late.
+func TestHalfClosedUploadArrivesWhole(t *testing.T) {
+	const size = 1 << 20
+	got := make(chan int64, 1)
+	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				if _, err := c.Write([]byte("progress\n")); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(500 * time.Millisecond) // busy: the upload waits in the buffers
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		if err != nil {
+			t.Errorf("the service's input ended with %v after %d bytes", err, n)
+		}
+		got <- n
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
+	c, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go io.Copy(io.Discard, c)
+	data := make([]byte, size)
+	rand.Read(data)
+	c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if n := <-got; n != size {
+		t.Fatalf("the service read %d of %d bytes, then its input ended", n, size)
+	}
+}
+
+// TestHalfClosedDownloadArrivesWhole is the same the other way: the service
+// sends a file and half-closes, the client acknowledges as it reads.
+func TestHalfClosedDownloadArrivesWhole(t *testing.T) {
+	const size = 1 << 20
+	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		data := make([]byte, size)
+		rand.Read(data)
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write(data); err != nil {
+			return
+		}
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c)
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}})
+	c, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if _, err := c.Write([]byte("ack\n")); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond) // busy: the download waits in the buffers
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if n, err := io.Copy(io.Discard, c); n != size || err != nil {
+		t.Fatalf("the client read %d of %d bytes, then %v; want all of them, then EOF", n, size, err)
+	}
+}
