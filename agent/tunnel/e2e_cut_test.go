@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -225,6 +226,60 @@ func TestSupersededDownloadIsReset(t *testing.T) {
 				t.Fatalf("read error %v, want ECONNRESET", err)
 			}
 		})
+	}
+}
+
+// TestSupersededWhileDialingIsResetAtTarget: a stream superseded while the
+// destination still dials its target: the connection that then opens is
+// reset, where a clean close handed the target an empty upload that looked
+// complete.
+func TestSupersededWhileDialingIsResetAtTarget(t *testing.T) {
+	results := make(chan error, 2)
+	target := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		results <- err
+	})
+	release := make(chan struct{})
+	var dials atomic.Int32
+	dialer := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+		var d net.Dialer
+		if dials.Add(1) == 1 {
+			// The first dial answers once the second stream has started: a
+			// connection made just as its stream ended.
+			<-release
+			return d.Dial("tcp", target)
+		}
+		return d.DialContext(ctx, "tcp", target)
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, protocol: tunnel.V2, peer: tunnel.V2,
+		dstTweak: func(d *tunnel.Destination) { d.Dialer = dialer }})
+	first, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	first.Write([]byte("the first upload"))
+	for dials.Load() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	second, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	for dials.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	select {
+	case err := <-results:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("the superseded stream's connection ended at the target with %v, want ECONNRESET", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the superseded stream's connection did not end at the target")
 	}
 }
 

@@ -659,7 +659,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 	select {
 	case <-l.done:
 		l.mu.Unlock()
-		conn.Close()
+		l.closeConn(conn) // a reset, if superseded: an empty upload is not a complete one
 		return
 	default:
 	}
@@ -1063,12 +1063,18 @@ func (l *link) close() {
 		l.drain.Stop()
 	}
 	if l.conn != nil {
-		if tc, ok := l.conn.(*net.TCPConn); ok && l.reset.Load() {
-			tc.SetLinger(0) // close sends an RST
-		}
-		l.conn.Close()
+		l.closeConn(l.conn)
 	}
 	l.mu.Unlock()
+}
+
+// closeConn closes the link's local connection, with a TCP reset if the link
+// was cut short (see link.reset).
+func (l *link) closeConn(conn io.Closer) {
+	if tc, ok := conn.(*net.TCPConn); ok && l.reset.Load() {
+		tc.SetLinger(0) // close sends an RST
+	}
+	conn.Close()
 }
 
 // supersede ends a link whose stream a new STREAM_START replaces (V1/V2 carry one
