@@ -2,8 +2,10 @@ package tunnel_test
 
 import (
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -105,5 +107,42 @@ func TestHalfClosedDownloadArrivesWhole(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	if n, err := io.Copy(io.Discard, c); n != size || err != nil {
 		t.Fatalf("the client read %d of %d bytes, then %v; want all of them, then EOF", n, size, err)
+	}
+}
+
+// TestStreamingTargetClosedOnceItHasTheData: a target that never stops
+// writing (a camera's stream) and never reads to its end is closed once it has
+// the last data, not read on and dropped until the stall timeout.
+func TestStreamingTargetClosedOnceItHasTheData(t *testing.T) {
+	ended := make(chan error, 1)
+	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		frame := make([]byte, 16<<10)
+		c.SetWriteDeadline(time.Now().Add(time.Minute))
+		for {
+			if _, err := c.Write(frame); err != nil {
+				ended <- err
+				return
+			}
+		}
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr},
+		dstTweak: func(d *tunnel.Destination) { d.StallTimeout = time.Hour }})
+	c, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(io.Discard, c, 1<<20); err != nil { // the stream flows
+		t.Fatal(err)
+	}
+	c.Write([]byte("bye"))
+	c.Close()
+	select {
+	case err := <-ended:
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("the target's connection was not closed")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the target's connection was not closed")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel/internal/bufpool"
@@ -961,17 +962,36 @@ func (l *link) armDrain(f func()) {
 }
 
 // finish ends the link once the data the peer sent before its reset is
-// written. A connection that can half-close (TCP, Unix) gets its end of
-// input after the data, and the link ends when the target's output ends
-// (pumpUp reads it on and drops it) or at the drain timer: closed at once
-// with output unread (progress, acknowledgements of an upload), the kernel
-// resets it and drops what it had still to send, the end of the transfer.
+// written. Closed at once with output unread (progress, acknowledgements of
+// an upload), a socket is reset by its kernel, which drops what it had still
+// to send, the end of the transfer. So a TCP or Unix connection gets its end
+// of input after the data, and the link ends once the target has all of it
+// (acknowledged), its output ends (pumpUp reads it on and drops it), or the
+// drain timer fires; not later, so that a target that never stops writing
+// (a stream) is not read for nothing.
 func (l *link) finish(conn io.Writer, failed bool) {
-	if cw, ok := conn.(interface{ CloseWrite() error }); ok && !failed && cw.CloseWrite() == nil {
+	cw, ok := conn.(interface {
+		CloseWrite() error
+		syscall.Conn
+	})
+	if !ok || failed || cw.CloseWrite() != nil {
+		l.end()
 		return
+	}
+	t := time.NewTicker(lingerPoll)
+	defer t.Stop()
+	for unsent(cw) != 0 { // -1, cannot tell: until the output ends or the drain timer
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+		}
 	}
 	l.end()
 }
+
+// lingerPoll is how often finish looks whether the target has taken the data.
+const lingerPoll = 20 * time.Millisecond
 
 // drainExpired closes a link whose local connection did not take the data the
 // peer sent before its reset, or did not end after it, within the stall
