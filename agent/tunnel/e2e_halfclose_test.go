@@ -27,20 +27,7 @@ func TestHalfClosedUploadArrivesWhole(t *testing.T) {
 	got := make(chan int64, 1)
 	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
 		defer c.Close()
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
-				if _, err := c.Write([]byte("progress\n")); err != nil {
-					return
-				}
-			}
-		}()
+		defer chatter(c, "progress\n")()
 		time.Sleep(500 * time.Millisecond) // busy: the upload waits in the buffers
 		c.SetReadDeadline(time.Now().Add(20 * time.Second))
 		n, err := io.Copy(io.Discard, c)
@@ -89,20 +76,7 @@ func TestHalfClosedDownloadArrivesWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			if _, err := c.Write([]byte("ack\n")); err != nil {
-				return
-			}
-		}
-	}()
+	defer chatter(c, "ack\n")()
 	time.Sleep(500 * time.Millisecond) // busy: the download waits in the buffers
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	if n, err := io.Copy(io.Discard, c); n != size || err != nil {
@@ -145,4 +119,23 @@ func TestStreamingTargetClosedOnceItHasTheData(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the target's connection was not closed")
 	}
+}
+
+// chatter writes line to c every 5 ms, as a program that reports progress or
+// acknowledges as it reads, until the returned function is called.
+func chatter(c net.Conn, line string) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if _, err := c.Write([]byte(line)); err != nil {
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }
