@@ -518,6 +518,10 @@ func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 	if reason == "" && !ignorable {
 		reason = t.checkLocked(c, m)
 	}
+	if reason == staleFrame {
+		s.mu.Unlock()
+		return true // dropped
+	}
 	if reason != "" {
 		t.detachLocked(c)
 		s.mu.Unlock()
@@ -540,6 +544,9 @@ func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 	return true
 }
 
+// staleFrame is checkLocked's verdict on a frame the service drops.
+const staleFrame = "\x00stale"
+
 // checkLocked applies the tunnel-level rules of spec §1.5 to a decoded message from
 // side and, if it passes, updates the stream state. It returns why m breaks a rule.
 func (t *Tunnel) checkLocked(c *conn, m *tunnel.Message) string {
@@ -552,11 +559,17 @@ func (t *Tunnel) checkLocked(c *conn, m *tunnel.Message) string {
 	case tunnel.TypeSessionReset, tunnel.TypeServiceIDs:
 		return fmt.Sprintf("clients may not send %v (spec §1.5)", m.Type)
 	}
-	// The destination's frames of another stream are stale, sent before it
-	// read the service's STREAM_RESET of a source another took the place of
-	// (one switching to V1 format): relayed, for the source to drop, where a
-	// Close would end the tunnel for a destination that did nothing wrong.
-	if id, v1 := t.active[""]; v1 && m.ServiceID != "" && (side == Source || m.StreamID == id) {
+	if _, v1 := t.active[""]; v1 && m.ServiceID != "" {
+		if side == Destination {
+			// Sent before the destination read the service's STREAM_RESET
+			// of a source that one switching to V1 format replaced; the
+			// stream id cannot tell (localproxy's start at 1 in each
+			// process). A Close would end the tunnel for a destination
+			// that did nothing wrong, and relayed, a V1 source that takes
+			// an unknown service id for its first (localproxy) would take
+			// it for its stream's data.
+			return staleFrame
+		}
 		return fmt.Sprintf("service id %q while a stream started without one is active (spec §1.5)", m.ServiceID)
 	}
 	switch m.Type {
