@@ -83,6 +83,10 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// NetConn is the connection counted: agent/tunnel half-closes and resets
+// it (its CloseWrite, its TCP linger).
+func (c *countingConn) NetConn() net.Conn { return c.Conn }
+
 func (c *countingConn) LocalAddr() net.Addr                { return c.Conn.LocalAddr() }
 func (c *countingConn) RemoteAddr() net.Addr               { return c.Conn.RemoteAddr() }
 func (c *countingConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(t) }

@@ -139,3 +139,101 @@ func chatter(c net.Conn, line string) (stop func()) {
 	}()
 	return func() { close(done) }
 }
+
+// TestSlowReaderUploadArrivesWhole: a half-closed upload to a target that
+// reads steadily but slowly (a device writing it to flash) and prints
+// nothing: what the kernel buffers hold after the last write takes it longer
+// than the stall timeout (1 s here), and the drain timer, which bounds the
+// writes, must not reset it meanwhile.
+func TestSlowReaderUploadArrivesWhole(t *testing.T) {
+	const size = 2 << 20
+	got := make(chan int64, 1)
+	errs := make(chan error, 1)
+	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		buf := make([]byte, 8<<10)
+		var n int64
+		for {
+			k, err := c.Read(buf)
+			n += int64(k)
+			if err != nil {
+				if err != io.EOF {
+					errs <- err
+				}
+				break
+			}
+			time.Sleep(20 * time.Millisecond) // ~400 KiB/s: reading, but slowly
+		}
+		got <- n
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr},
+		dstTweak: func(d *tunnel.Destination) { d.StallTimeout = time.Second }})
+	c, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := make([]byte, size)
+	rand.Read(data)
+	c.SetWriteDeadline(time.Now().Add(60 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	select {
+	case n := <-got:
+		var e error
+		select {
+		case e = <-errs:
+		default:
+		}
+		if n != size {
+			t.Fatalf("the slow target read %d of %d bytes, then %v", n, size, e)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the target's input did not end")
+	}
+}
+
+// TestSlowClientDownloadArrivesWhole is the same on porthole connect's side: a
+// device's service sends a file and closes, the operator's client reads it
+// slowly (pv -L, a slow disk).
+func TestSlowClientDownloadArrivesWhole(t *testing.T) {
+	const size = 2 << 20
+	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		data := make([]byte, size)
+		rand.Read(data)
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		c.Write(data)
+	})
+	srv := tunneltest.NewServer(t)
+	srv.Logf = t.Logf
+	tun := srv.OpenTunnel("SSH")
+	p := tunneltest.StartPair(t, tunneltest.PairConfig{
+		Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true},
+		SourceToken: tun.SourceToken, DestinationToken: tun.DestinationToken,
+		Tunnel: tun.Dataplane(), Services: []string{"SSH"}, Targets: tunnel.Targets{"SSH": addr},
+		Source: func(s *tunnel.Source) { s.StallTimeout = time.Second },
+	})
+	c, err := net.Dial("tcp", p.Addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	buf := make([]byte, 8<<10)
+	var n int64
+	for {
+		k, err := c.Read(buf)
+		n += int64(k)
+		if err != nil {
+			if n != size || err != io.EOF {
+				t.Fatalf("the slow client read %d of %d bytes, then %v; want all, then EOF", n, size, err)
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // ~400 KiB/s
+	}
+}

@@ -966,11 +966,13 @@ func (l *link) armDrain(f func()) {
 // an upload), a socket is reset by its kernel, which drops what it had still
 // to send, the end of the transfer. So a TCP or Unix connection gets its end
 // of input after the data, and the link ends once the target has all of it
-// (acknowledged), its output ends (pumpUp reads it on and drops it), or the
-// drain timer fires; not later, so that a target that never stops writing
-// (a stream) is not read for nothing.
+// (acknowledged), or its output ends (pumpUp reads it on and drops it): not
+// later, so that a target that never stops writing (a stream) is not read
+// for nothing. The drain timer, which bounded the writes, no longer applies:
+// a slow reader takes the rest at its pace, and one that takes nothing for
+// the stall timeout is closed, as before the linger.
 func (l *link) finish(conn io.Writer, failed bool) {
-	cw, ok := conn.(interface {
+	cw, ok := netConn(conn).(interface {
 		CloseWrite() error
 		syscall.Conn
 	})
@@ -978,9 +980,21 @@ func (l *link) finish(conn io.Writer, failed bool) {
 		l.end()
 		return
 	}
+	l.mu.Lock()
+	if l.drain != nil {
+		l.drain.Stop()
+	}
+	l.mu.Unlock()
 	t := time.NewTicker(lingerPoll)
 	defer t.Stop()
-	for unsent(cw) != 0 { // -1, cannot tell: until the output ends or the drain timer
+	last, moved := -2, time.Now()
+	for n := unsent(cw); n != 0; n = unsent(cw) {
+		if n != last {
+			last, moved = n, time.Now()
+		}
+		if d := time.Since(moved); d >= l.s.opt.stall || n < 0 && d >= lingerBlind {
+			break
+		}
 		select {
 		case <-l.done:
 			return
@@ -990,19 +1004,34 @@ func (l *link) finish(conn io.Writer, failed bool) {
 	l.end()
 }
 
+// netConn is the connection under c's wrappers that name it (NetConn, as
+// tls.Conn's; the agent counts each stream's bytes in one), or c.
+func netConn(c any) any {
+	for {
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return c
+		}
+		c = w.NetConn()
+	}
+}
+
 // lingerPoll is how often finish looks whether the target has taken the data.
 const lingerPoll = 20 * time.Millisecond
 
+// lingerBlind is how long finish waits for the target's output to end where
+// the kernel cannot say what the target has taken (unsent -1: not Linux).
+const lingerBlind = 2 * time.Second
+
 // drainExpired closes a link whose local connection did not take the data the
-// peer sent before its reset, or did not end after it, within the stall
-// timeout.
+// peer sent before its reset within the stall timeout.
 func (l *link) drainExpired() {
 	select {
 	case <-l.done:
 		return
 	default:
 	}
-	l.s.opt.log.Warn("local connection did not take the last data before the peer's reset, or did not end after it, resetting it",
+	l.s.opt.log.Warn("local connection did not take the last data before the peer's reset, resetting it",
 		append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
 	l.reset.Store(true)
 	l.end()
@@ -1091,7 +1120,7 @@ func (l *link) close() {
 // closeConn closes the link's local connection, with a TCP reset if the link
 // was cut short (see link.reset).
 func (l *link) closeConn(conn io.Closer) {
-	if tc, ok := conn.(*net.TCPConn); ok && l.reset.Load() {
+	if tc, ok := netConn(conn).(*net.TCPConn); ok && l.reset.Load() {
 		tc.SetLinger(0) // close sends an RST
 	}
 	conn.Close()
