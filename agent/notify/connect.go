@@ -119,7 +119,7 @@ func (l *Listener) connect(ctx context.Context, sess session.SessionManager) (*l
 		OnClientError: func(err error) {
 			lk.end(func() {
 				if ctx.Err() == nil {
-					l.log.Log(context.Background(), l.flapLevel(slog.LevelWarn), "mqtt connection lost", "error", err)
+					l.log.Warn("mqtt connection lost", "error", err)
 				}
 			})
 		},

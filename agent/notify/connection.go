@@ -3,7 +3,6 @@ package notify
 import (
 	"context"
 	"crypto/tls"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -188,7 +187,7 @@ func (l *Listener) connectionUp(runCtx context.Context, cli *paho.Client, ca *pa
 			l.log.Warn(w, "broker", l.addr.hostPort())
 		}
 	}
-	l.log.Log(context.Background(), l.flapLevel(slog.LevelInfo), "mqtt connected", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,
+	l.log.Info("mqtt connected", "broker", l.addr.hostPort(), "client_id", l.cfg.ClientID,
 		"session_present", ca.SessionPresent)
 	l.subWG.Add(1)
 	go func() {
@@ -210,51 +209,28 @@ func (l *Listener) connectionDown() {
 		l.ready = make(chan struct{})
 		l.isReady = false
 	}
-	now := l.clock()
-	lasted := now.Sub(l.upAt)
+	lasted := l.clock().Sub(l.upAt)
 	switch {
 	case lasted >= stableConnection:
 		l.flaps, l.poisoned = 0, 0
-		l.flapLog.Reset()
 	case l.unackedLocked() > 0:
 		l.flaps, l.poisoned = min(l.flaps+1, 16), l.poisoned+1
 	default:
 		l.flaps, l.poisoned = min(l.flaps+1, 16), 0
 	}
 	flaps := l.flaps
+	l.mu.Unlock()
 	attrs := []any{"connection_lasted", lasted.Round(time.Millisecond), "short_connections", flaps}
-	level, key := slog.LevelInfo, "short"
 	if flaps >= flapsHint {
 		// Mosquitto closes the older of two connections with one client id
 		// without a DISCONNECT, so the loss reads as EOF; say what it may be.
 		attrs = append(attrs, "hint", "connections keep ending within "+stableConnection.String()+
 			": another client may be connecting with client id "+quoteShort(l.cfg.ClientID)+
 			" (the broker drops the older one), or the broker refuses an operation (check its log and the IoT policy)")
-		level, key = slog.LevelWarn, "hint"
+		l.log.Warn("mqtt reconnecting", attrs...)
+		return
 	}
-	// Short connections in a row (two devices with one client id take the
-	// session from each other for as long as both run) are quieted as failed
-	// attempts are: each reconnect logged its four lines, ~2,900 a day at the
-	// two-minute backoff. The line with the hint comes once, then every
-	// quiet.Every with repeated=, and with it the next connection's lines.
-	if flaps > 0 {
-		level, attrs = l.flapLog.Level(level, key, now, attrs)
-	}
-	l.flapQuiet = level == slog.LevelDebug
-	l.mu.Unlock()
-	l.log.Log(context.Background(), level, "mqtt reconnecting", attrs...)
-}
-
-// flapLevel is level, or debug while the connection is one of a run of short
-// ones whose reconnect lines are quieted (connectionDown).
-func (l *Listener) flapLevel(level slog.Level) slog.Level {
-	l.mu.Lock()
-	q := l.flapQuiet && l.clock().Sub(l.upAt) < stableConnection
-	l.mu.Unlock()
-	if q {
-		return slog.LevelDebug
-	}
-	return level
+	l.log.Info("mqtt reconnecting", attrs...)
 }
 
 // poisonedConnections is how many short connections in a row, each ended with
@@ -302,5 +278,5 @@ func (l *Listener) serverDisconnect(d *paho.Disconnect) {
 		attrs = append(attrs, "hint", "an operation was not authorized; "+subscribePolicyHint(l.cfg.ThingName, l.cfg.ClientID, l.topic)+
 			"; publishing events needs iot:Publish on topic/<event topic>")
 	}
-	l.log.Log(context.Background(), l.flapLevel(slog.LevelWarn), "mqtt broker closed the connection", attrs...)
+	l.log.Warn("mqtt broker closed the connection", attrs...)
 }

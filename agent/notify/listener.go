@@ -76,8 +76,6 @@ type Listener struct {
 	expWarned  bool               // the WARN that the broker keeps the session for less than asked was logged
 	hadSession bool               // a connection of this Run left the broker a session to keep
 	flaps      int                // connections in a row that ended before stableConnection
-	flapLog    quiet.Repeats      // the reconnect lines of short connections logged (connectionDown)
-	flapQuiet  bool               // the last reconnect line was quieted: so are the next short connection's
 
 	// sess is the session state of the current Run (nil: not running): what
 	// it holds unacknowledged is dropped when the broker answers it by closing

@@ -398,35 +398,6 @@ func TestMosquittoDuplicateClientID(t *testing.T) {
 	}
 }
 
-// TestDuplicateClientIDQuieted: the same two devices for as long as both run
-// (each reconnect logged its four lines, ~2,900 a day at the two-minute
-// backoff): the line with the hint comes once, and the short connections
-// after it are logged at debug level, until quiet.Every has passed.
-func TestDuplicateClientIDQuieted(t *testing.T) {
-	m := startMosquitto(t)
-	var recs []*logRecorder
-	for range 2 {
-		log, rec := newLogRecorder(t)
-		cfg := testConfig(t, m.pki, m.addr, "thing-a", log)
-		cfg.ClientID = "cloned-2"
-		runListener(t, newListener(t, cfg))
-		recs = append(recs, rec)
-	}
-	rec := recs[0]
-	rec.waitFor("mqtt reconnecting", "short_connections=10")
-	if n := rec.count("level=WARN", "mqtt reconnecting", "hint="); n != 1 {
-		t.Errorf("%d reconnect lines with the hint at WARN in 10 short connections, want 1", n)
-	}
-	loud := 0
-	for _, msg := range []string{"mqtt connected", "notify subscription granted", "mqtt connection lost", "mqtt reconnecting"} {
-		loud += rec.count("level=INFO", msg) + rec.count("level=WARN", msg)
-	}
-	// The first connection's, the first short one's and the hint's cycles.
-	if loud > 12 {
-		t.Errorf("%d lines above debug level in 10 short connections, want the first few only", loud)
-	}
-}
-
 // A device certificate the broker does not accept (from another CA; at AWS IoT
 // Core also one not registered or not active). Under TLS 1.3 the broker checks it
 // only after the client's handshake is done, so the refusal reaches the listener

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -109,7 +108,7 @@ func (l *Listener) subscribed(ctx context.Context, qos byte, attempt int) {
 		l.isReady = true
 	}
 	l.mu.Unlock()
-	l.log.Log(context.Background(), l.flapLevel(slog.LevelInfo), "notify subscription granted", "topic", l.topic, "qos", qos, "attempts", attempt+1)
+	l.log.Info("notify subscription granted", "topic", l.topic, "qos", qos, "attempts", attempt+1)
 	if qos == 0 {
 		l.log.Warn("broker granted QoS 0 only: notifications sent while the device is offline will be lost", "topic", l.topic)
 	}
