@@ -49,23 +49,7 @@ func TestHalfClosedUploadThroughTheAgentArrivesWhole(t *testing.T) {
 		}
 		got <- n
 	})
-	e := newAgentEnv(t)
-	e.cfg.Services = map[string]string{"SSH": BuiltinSSH, "WEB": addr}
-	e.start(t)
-	tun := e.fake.OpenTunnel("WEB")
-	e.broker.notify(t, "dev-1", tun.DestinationToken, "WEB")
-	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-		t.Fatal(err)
-	}
-	tok, _ := tunnel.NewAccessToken(tun.SourceToken)
-	ready := make(chan string, 1)
-	src := &tunnel.Source{Config: tunnel.Config{Endpoint: e.fake.URL, AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: e.srcClient},
-		Listen: map[string]string{"WEB": "127.0.0.1:0"}, OnListen: func(_ string, a net.Addr) { ready <- a.String() }}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); src.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	c, err := net.Dial("tcp", <-ready)
+	c, err := net.Dial("tcp", newAgentEnv(t).webSource(t, addr, tunnel.V3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,24 +85,7 @@ func TestSupersededUploadThroughTheAgentIsReset(t *testing.T) {
 		_, err := io.Copy(io.Discard, c)
 		results <- err
 	})
-	e := newAgentEnv(t)
-	e.cfg.Services = map[string]string{"SSH": BuiltinSSH, "WEB": target}
-	e.start(t)
-	tun := e.fake.OpenTunnel("WEB")
-	e.broker.notify(t, "dev-1", tun.DestinationToken, "WEB")
-	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-		t.Fatal(err)
-	}
-	tok, _ := tunnel.NewAccessToken(tun.SourceToken)
-	ready := make(chan string, 1)
-	src := &tunnel.Source{Config: tunnel.Config{Endpoint: e.fake.URL, AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: e.srcClient, Protocol: tunnel.V2},
-		PeerVersion: tunnel.V2,
-		Listen:      map[string]string{"WEB": "127.0.0.1:0"}, OnListen: func(_ string, a net.Addr) { ready <- a.String() }}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); src.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	addr := <-ready
+	addr := newAgentEnv(t).webSource(t, target, tunnel.V2)
 	first, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -158,4 +125,30 @@ func TestSupersededUploadThroughTheAgentIsReset(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the replaced upload's target connection did not end")
 	}
+}
+
+// webSource starts the agent with service WEB at target, opens a tunnel to it
+// and returns the address of a Source's listener for WEB, in format v (V2:
+// towards a V2 destination). Both stop at the test's end.
+func (e *agentEnv) webSource(t *testing.T, target string, v tunnel.Version) string {
+	t.Helper()
+	e.cfg.Services = map[string]string{"SSH": BuiltinSSH, "WEB": target}
+	e.start(t)
+	tun := e.fake.OpenTunnel("WEB")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "WEB")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := tunnel.NewAccessToken(tun.SourceToken)
+	ready := make(chan string, 1)
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: e.fake.URL, AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: e.srcClient},
+		Listen: map[string]string{"WEB": "127.0.0.1:0"}, OnListen: func(_ string, a net.Addr) { ready <- a.String() }}
+	if v != tunnel.V3 {
+		src.Config.Protocol, src.PeerVersion = v, v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return <-ready
 }
