@@ -151,19 +151,9 @@ func TestSlowReaderUploadArrivesWhole(t *testing.T) {
 	errs := make(chan error, 1)
 	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
 		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(60 * time.Second))
-		buf := make([]byte, 8<<10)
-		var n int64
-		for {
-			k, err := c.Read(buf)
-			n += int64(k)
-			if err != nil {
-				if err != io.EOF {
-					errs <- err
-				}
-				break
-			}
-			time.Sleep(20 * time.Millisecond) // ~400 KiB/s: reading, but slowly
+		n, err := slowRead(c)
+		if err != nil {
+			errs <- err
 		}
 		got <- n
 	})
@@ -222,18 +212,26 @@ func TestSlowClientDownloadArrivesWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if n, err := slowRead(c); n != size || err != nil {
+		t.Fatalf("the slow client read %d of %d bytes, then %v; want all, then EOF", n, size, err)
+	}
+}
+
+// slowRead reads c to its end at ~400 KiB/s (reading, but slowly): how many
+// bytes, and the error that ended it (nil at EOF).
+func slowRead(c net.Conn) (int64, error) {
 	c.SetReadDeadline(time.Now().Add(60 * time.Second))
 	buf := make([]byte, 8<<10)
 	var n int64
 	for {
 		k, err := c.Read(buf)
 		n += int64(k)
-		if err != nil {
-			if n != size || err != io.EOF {
-				t.Fatalf("the slow client read %d of %d bytes, then %v; want all, then EOF", n, size, err)
-			}
-			return
+		if err == io.EOF {
+			return n, nil
 		}
-		time.Sleep(20 * time.Millisecond) // ~400 KiB/s
+		if err != nil {
+			return n, err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
