@@ -73,7 +73,10 @@ mkdir -p "$data"/usr/bin "$data"/etc/init.d "$data"/etc/config "$data"/etc/porth
 	"$data"/usr/share/licenses/porthole "$ctrl"
 install -m 0755 "$bin" "$data/usr/bin/porthole"
 install -m 0755 "$here/openwrt/porthole.init" "$data/etc/init.d/porthole"
-install -m 0644 "$here/openwrt/porthole.config" "$data/etc/config/porthole"
+# 0600, as OpenWrt's INSTALL_CONF installs /etc/config files: option
+# https_proxy may hold a password. opkg keeps an edited conffile as it is, so
+# one from an older package stays 0644: the init script warns of it.
+install -m 0600 "$here/openwrt/porthole.config" "$data/etc/config/porthole"
 install -m 0644 "$here/openwrt/keep.d" "$data/lib/upgrade/keep.d/porthole"
 install -m 0644 "$here/../../LICENSE" "$here/THIRD_PARTY_NOTICES" "$data/usr/share/licenses/porthole/"
 chmod 0755 "$data/etc/porthole"

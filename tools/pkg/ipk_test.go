@@ -153,7 +153,7 @@ func checkIPK(t *testing.T, arch string, raw []byte, bin string) {
 	checkModes(t, "data.tar.gz", data, map[string]os.FileMode{
 		"./usr/bin/porthole":            0o755,
 		"./etc/init.d/porthole":         0o755,
-		"./etc/config/porthole":         0o644,
+		"./etc/config/porthole":         0o600, // option https_proxy may hold a password
 		"./lib/upgrade/keep.d/porthole": 0o644,
 		"./etc/porthole/":               0o755,
 	})
@@ -322,7 +322,12 @@ func TestIPKUmask(t *testing.T) {
 				if f.dir && f.mode != 0o755 {
 					t.Errorf("umask %s: %s: directory %s mode %o, want 755 (opkg sets the device's directory to it)", umask, part, name, f.mode)
 				}
-				if !f.dir && (f.mode&0o644 != 0o644 || f.mode&0o022 != 0) {
+				switch {
+				case name == "./etc/config/porthole":
+					if f.mode != 0o600 {
+						t.Errorf("umask %s: %s: %s mode %o, want 600 (option https_proxy may hold a password)", umask, part, name, f.mode)
+					}
+				case !f.dir && (f.mode&0o644 != 0o644 || f.mode&0o022 != 0):
 					t.Errorf("umask %s: %s: %s mode %o, want readable by all, writable by root only", umask, part, name, f.mode)
 				}
 			}

@@ -292,6 +292,96 @@ start_service
 	}
 }
 
+// TestUCIOwnConfigWarningsLogged: check-config's warnings on a config_file it
+// passes go to the system log. The agent runs on a 0600 copy, so the one
+// about config_file's own mode, readable by others while it holds a proxy
+// password (porthole.example.toml promises the warning), was said by no one.
+func TestUCIOwnConfigWarningsLogged(t *testing.T) {
+	dir := t.TempDir()
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.Client(t, "router-7")
+	own := filepath.Join(dir, "own.toml")
+	os.WriteFile(own, []byte(fmt.Sprintf(`thing_name = "router-7"
+data_dir = %q
+[mqtt]
+endpoint = "127.0.0.1:8883"
+ca_file = %q
+cert_file = %q
+key_file = %q
+[tunnel]
+https_proxy = "http://op:S3cret@127.0.0.1:3128"
+`, filepath.Join(dir, "state"), pki.CAFile, cert, key)), 0o600)
+	os.Chmod(own, 0o644)
+	script := uciStubs + `
+procd_open_instance() { echo open; }
+procd_set_param() { :; }
+procd_close_instance() { :; }
+logger() { echo "logger $*"; }
+. ./openwrt/porthole.init
+` + uciMain(buildPorthole(t), dir, "enabled=1", "config_file="+own) + `
+start_service
+`
+	out, err := exec.Command("sh", "-c", script).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "open") {
+		t.Fatalf("start_service with a config_file check-config passes: %v\n%s", err, out)
+	}
+	if want := "logger -t porthole -p daemon.warn " + own + ": warning: " + own + " has mode 0644"; !strings.Contains(string(out), want) {
+		t.Errorf("start_service with config_file 0644 holding a proxy password: output lacks %q:\n%s", want, out)
+	}
+	if strings.Contains(string(out), "S3cret") {
+		t.Errorf("the proxy's password is in the output:\n%s", out)
+	}
+}
+
+// TestUCIReadableProxyPassword: a password in option https_proxy is in
+// /etc/config/porthole; one others may read (0644, as packages before the
+// 0600 one installed it, and opkg keeps) is warned about, and the agent
+// starts all the same. Only the mode is said, never the password.
+func TestUCIReadableProxyPassword(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		mode  os.FileMode
+		proxy string
+		warn  bool
+	}{
+		{"0644 with a password", 0o644, "http://op:S3cret@127.0.0.1:3128", true},
+		{"0640 with a password", 0o640, "http://op:S3cret@127.0.0.1:3128", true},
+		{"0600 with a password", 0o600, "http://op:S3cret@127.0.0.1:3128", false},
+		{"0644 without a password", 0o644, "http://127.0.0.1:3128", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			openwrtShells(t, func(t *testing.T, shell []string) {
+				uci := filepath.Join(t.TempDir(), "porthole")
+				os.WriteFile(uci, []byte("config porthole 'main'\n"), 0o600)
+				os.Chmod(uci, tc.mode)
+				_, out, err := renderUCI(t, shell, "UCI_CONF="+uci+"\nstart_service", map[string]string{
+					"SECTIONS": "main ssh", "ssh_TYPE": "service", "ssh_id": "SSH", "ssh_target": "builtin", "main_https_proxy": tc.proxy,
+				})
+				if err != nil || !strings.Contains(out, "open") {
+					t.Fatalf("start_service: %v\n%s", err, out)
+				}
+				want := "logger -t porthole -p daemon.warn " + uci + " is readable by other local users, and option https_proxy holds a password (chmod 600 " + uci + ")"
+				if got := strings.Contains(out, want); got != tc.warn {
+					t.Errorf("start_service with %s %04o, https_proxy %q: warned %v, want %v:\n%s", uci, tc.mode, tc.proxy, got, tc.warn, out)
+				}
+				if strings.Contains(out, "S3cret") {
+					t.Errorf("the proxy's password is in the output:\n%s", out)
+				}
+			})
+		})
+	}
+	// restart checks the config before it stops the agent, and its start
+	// checks it again (rc.common's stop and start, stubbed): one warning.
+	uci := filepath.Join(t.TempDir(), "porthole")
+	os.WriteFile(uci, []byte("config porthole 'main'\n"), 0o644)
+	_, out, err := renderUCI(t, []string{"sh"}, "UCI_CONF="+uci+"\nstop() { :; }\nstart() { start_service; }\nrestart", map[string]string{
+		"SECTIONS": "main ssh", "ssh_TYPE": "service", "ssh_id": "SSH", "ssh_target": "builtin", "main_https_proxy": "http://op:S3cret@127.0.0.1:3128",
+	})
+	if n := strings.Count(out, "daemon.warn "+uci+" is readable"); err != nil || n != 1 {
+		t.Errorf("restart: %v, the warning logged %d times, want once:\n%s", err, n, out)
+	}
+}
+
 // TestUCIStartServiceConfigError: a configuration that check-config rejects is
 // logged (logread) and on stderr, and nothing is started. check-config's stderr
 // goes to a pipe or to a file of the script's own under $TMPDIR (mktemp), never
