@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -169,14 +170,18 @@ func CheckStart(cfg *Config) error {
 // out (an RSA key under 1024 bits) are warnings (cfg.notServed), not errors:
 // an older agent started with them, and data_dir's key serves.
 func checkHostKeys(cfg *Config) error {
-	if _, err := sshd.CheckHostKeys(cfg.DataDir, nil); err != nil {
+	cfg.notServed = nil
+	if _, err := sshd.CheckHostKeys(cfg.DataDir, nil); errors.Is(err, fs.ErrNotExist) && !errors.Is(err, sshd.ErrHostKey) {
+		// The key's link leads to storage not there yet: a warning, as a
+		// data_dir on it is (missingAboveError), and exit 2 at start.
+		cfg.notServed = append(cfg.notServed, "data_dir: "+err.Error()+": the agent will exit (2) at start until then")
+	} else if err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
 	notServed, err := sshd.CheckHostKeys("", cfg.SSH.HostKeys)
 	if err != nil {
 		return fmt.Errorf("config: ssh.host_keys: %w", err)
 	}
-	cfg.notServed = nil
 	for _, w := range notServed {
 		cfg.notServed = append(cfg.notServed, "ssh.host_keys "+w)
 	}

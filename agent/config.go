@@ -53,7 +53,8 @@ type Config struct {
 	// cannot use as the nearest it can (setDefaults).
 	adjusted []string
 	// notServed names, for Warnings, the ssh.host_keys the server leaves out
-	// (checkHostKeys, so check-config; the agent's start logs them through sshd).
+	// (checkHostKeys, so check-config; the agent's start logs them through sshd),
+	// and a host key in data_dir that cannot be made yet.
 	notServed []string
 	// readable is the file LoadConfig read, and its mode, when group or
 	// others may read it (Warnings).

@@ -69,13 +69,18 @@ func hostSigners(dataDir string, extra []string, log *slog.Logger) (out []gossh.
 
 // CheckHostKeys checks, without making or changing anything, the host keys the
 // server would load: the ed25519 key in dataDir when it exists (a missing one is
-// made at start), and every extra file, which must exist. It is what a
-// configuration check runs before the server starts; its errors are the ones
-// the server would give. notServed says which extra files the server leaves
-// out, and why (RSA keys under 1024 bits, which cannot sign).
+// made at start, where keyToMake says), and every extra file, which must exist.
+// It is what a configuration check runs before the server starts; its errors
+// are the ones the server would give. notServed says which extra files the
+// server leaves out, and why (RSA keys under 1024 bits, which cannot sign).
 func CheckHostKeys(dataDir string, extra []string) (notServed []string, err error) {
 	if dataDir != "" {
-		if _, err := readDataDirKey(filepath.Join(dataDir, HostKeyFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		p := filepath.Join(dataDir, HostKeyFile)
+		_, err := readDataDirKey(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			_, err = keyToMake(p)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -155,6 +160,9 @@ func loadOrCreateHostKey(dir string, log *slog.Logger) (gossh.Signer, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating host key directory %s: %w", dir, err)
 	}
+	if path, err = keyToMake(path); err != nil {
+		return nil, err
+	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating host key: %w", err)
@@ -181,6 +189,55 @@ func loadOrCreateHostKey(dir string, log *slog.Logger) (gossh.Signer, error) {
 		return nil, fmt.Errorf("writing host key %s.pub: %w", path, err)
 	}
 	return signer, nil
+}
+
+// keyToMake returns where the missing key at path is made: path itself, or,
+// when path is a symbolic link to nothing, the link's target. A firmware with a
+// read-only root file system links the key to writable storage
+// (ssh_host_ed25519_key -> /data/keys/host) and expects the first boot to make
+// it there, as ssh-keygen -f path would (open(2) with O_CREAT follows the
+// link); link(2), which puts the key in place once (writeFileAtomic), does
+// not, and failed with "file exists" at every start. The target is made only
+// in a directory that it and every directory above it belong to root or to
+// the server's user and that group and others cannot write (safeWalk; above
+// it, a sticky directory such as /tmp may be, as above data_dir): whoever
+// could write there would choose the device's host key. Such a target, a link
+// to a link to nothing, and a relative target with ".." (which the kernel
+// resolves from the link's real directory, not from path's text) are errors
+// wrapping ErrHostKey. A target whose directory does not exist yet (storage
+// mounted later in boot) is one that may pass, wrapping fs.ErrNotExist.
+func keyToMake(path string) (string, error) {
+	target, err := os.Readlink(path)
+	if err != nil {
+		return path, nil // not a link (or missing): made at path
+	}
+	at := target
+	if !filepath.IsAbs(at) {
+		at = filepath.Join(filepath.Dir(path), at)
+	}
+	dir := filepath.Dir(at)
+	fi, err := os.Stat(dir)
+	lfi, lerr := os.Lstat(at)
+	switch {
+	case at != target && strings.Contains("/"+target+"/", "/../"):
+		err = errors.New("give the link an absolute target")
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("host key %s is a symbolic link to %s, which is made once its directory is there (storage mounted later?): %w", path, target, err)
+	case err != nil:
+	case lerr == nil && lfi.Mode()&fs.ModeSymlink != 0:
+		// Not one made since by another process (keygen at the first
+		// start), which the link in writeFileAtomic finds.
+		err = errors.New("it is a link to nothing")
+	case fi.Mode().Perm()&0o022 != 0:
+		// Even sticky (/tmp): another user could make the key's name first.
+		err = errors.New("bad modes of " + dir + ": " + OctalMode(fi.Mode()) + " is group or world writable")
+	default:
+		err = safeWalk(fi, dir, uint32(os.Geteuid()), "/", true)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w %s: a symbolic link to %s, which does not exist and is not made there: %v", ErrHostKey, path, target, err)
+	}
+	return at, nil
 }
 
 // tmpMaxAge is how old a temporary file of writeFileAtomic must be before

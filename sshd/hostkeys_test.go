@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -103,6 +104,119 @@ func TestHostKeyMadeOnceByRacingProcesses(t *testing.T) {
 		entries, _ := os.ReadDir(dir)
 		if len(entries) != 2 {
 			t.Fatalf("round %d: data directory holds %d files, want the key and its .pub", round, len(entries))
+		}
+	}
+}
+
+// TestHostKeyThroughDanglingLink: a firmware with a read-only root file
+// system links the host key to writable storage, and the first start makes it
+// there. It passed the check, and then failed every start ("file exists",
+// then "no such file or directory"): link(2) does not follow the link. A
+// target in a directory others could write, one with ".." (which the kernel
+// takes from the link's real directory) or a link to a link is refused by the
+// check and the start alike (ErrHostKey); one whose directory is not there yet
+// (storage mounted later) may pass: not ErrHostKey, and nothing is made.
+func TestHostKeyThroughDanglingLink(t *testing.T) {
+	const (
+		made    = "made"
+		refused = "refused"
+		later   = "later"
+	)
+	for _, tc := range []struct {
+		name   string
+		target string // the link's; STORE is a directory of the test's, 0700
+		setup  func(dir, store string)
+		want   string // made, refused or later
+		why    string // what a refusal says
+	}{
+		{name: "absolute", target: "STORE/host", want: made},
+		{name: "relative", target: "keys/host", want: made,
+			setup: func(dir, _ string) { os.Mkdir(filepath.Join(dir, "keys"), 0o700) }},
+		{name: "relative with ..", target: "../keys/host", want: refused, why: "give the link an absolute target"},
+		{name: "directory others may write", target: "STORE/host", want: refused, why: "bad modes of ",
+			setup: func(_, store string) { os.Chmod(store, 0o1777) }},
+		{name: "a link to a link to nothing", target: "STORE/host", want: refused, why: "a link to nothing",
+			setup: func(_, store string) { os.Symlink(filepath.Join(store, "elsewhere"), filepath.Join(store, "host")) }},
+		{name: "directory not there yet", target: "STORE/later/host", want: later},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, store := t.TempDir(), t.TempDir()
+			if tc.setup != nil {
+				tc.setup(dir, store)
+			}
+			target := strings.Replace(tc.target, "STORE", store, 1)
+			link := filepath.Join(dir, HostKeyFile)
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			_, checkErr := CheckHostKeys(dir, nil)
+			signers, _, startErr := hostSigners(dir, nil, nil)
+			for _, err := range []error{checkErr, startErr} {
+				switch tc.want {
+				case refused:
+					if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), link+": a symbolic link to "+target) || !strings.Contains(err.Error(), tc.why) {
+						t.Errorf("CheckHostKeys, hostSigners = %v, %v; want ErrHostKey naming the link, its target and %q", checkErr, startErr, tc.why)
+					}
+				case later:
+					if errors.Is(err, ErrHostKey) || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), link+" is a symbolic link to "+target) {
+						t.Errorf("CheckHostKeys, hostSigners = %v, %v; want an error that may pass (fs.ErrNotExist, not ErrHostKey) naming the link and its target", checkErr, startErr)
+					}
+				default:
+					if err != nil {
+						t.Errorf("CheckHostKeys, hostSigners = %v, %v; want the key made at the link's target", checkErr, startErr)
+					}
+				}
+			}
+			if fi, err := os.Lstat(link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+				t.Errorf("the link %s was replaced (%v)", link, err)
+			}
+			if tc.want != made {
+				if _, err := os.Stat(link); err == nil {
+					t.Errorf("a refused start made a key at %s", target)
+				}
+				return
+			}
+			if startErr != nil {
+				return
+			}
+			key, err := readDataDirKey(link)
+			if err != nil || !keysEqual(key.PublicKey(), signers[0].PublicKey()) {
+				t.Fatalf("the key read through the link (%v) is not the one served", err)
+			}
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(dir, target)
+			}
+			if pub, err := os.ReadFile(target + ".pub"); err != nil || string(pub) != string(gossh.MarshalAuthorizedKey(key.PublicKey())) {
+				t.Errorf("%s.pub: %q %v, want the key's public half next to it", target, pub, err)
+			}
+			again, _, err := hostSigners(dir, nil, nil)
+			if err != nil || !keysEqual(again[0].PublicKey(), key.PublicKey()) {
+				t.Errorf("the next start: %v, or another key than the one made", err)
+			}
+		})
+	}
+	// Made once through the link by processes racing at the first start
+	// (TestHostKeyMadeOnceByRacingProcesses): one that finds the target
+	// made since its read takes it, and refuses nothing.
+	for round := range 10 {
+		dir, store := t.TempDir(), t.TempDir()
+		os.Symlink(filepath.Join(store, "host"), filepath.Join(dir, HostKeyFile))
+		got := make([]gossh.PublicKey, 8)
+		var wg sync.WaitGroup
+		for i := range got {
+			wg.Go(func() {
+				if s, _, err := hostSigners(dir, nil, nil); err != nil {
+					t.Errorf("round %d: %v", round, err)
+				} else {
+					got[i] = s[0].PublicKey()
+				}
+			})
+		}
+		wg.Wait()
+		for i, k := range got {
+			if k == nil || !keysEqual(k, got[0]) {
+				t.Fatalf("round %d: process %d serves another host key than process 0", round, i)
+			}
 		}
 	}
 }

@@ -117,6 +117,46 @@ func TestCheckConfigHostKeys(t *testing.T) {
 	}
 }
 
+// TestHostKeyLinkedToStorage: a host key in data_dir that is a link to
+// storage (a read-only root file system) is made there. check-config said ok
+// and the agent then exited 2 at every start ("file exists"). The storage not
+// mounted yet is a warning and exit 2, as for data_dir; a directory others
+// may write is refused by both (exit 1).
+func TestHostKeyLinkedToStorage(t *testing.T) {
+	path, data := deviceConfig(t)
+	store := filepath.Join(t.TempDir(), "keys")
+	os.Mkdir(data, 0o700)
+	link := filepath.Join(data, "ssh_host_ed25519_key")
+	os.Symlink(filepath.Join(store, "host"), link)
+
+	code, _, errs := runCmd(t, nil, "check-config", "-start", "-c", path)
+	if want := "warning: data_dir: host key " + link + " is a symbolic link to " + filepath.Join(store, "host"); code != exitOK || !strings.Contains(errs, want) || !strings.Contains(errs, "exit (2)") {
+		t.Errorf("check-config -start, %s not there yet: exit %d, stderr %q; want %d and a warning %q... exit (2)", store, code, errs, exitOK, want)
+	}
+	if code, _, errs := runCmd(t, nil, "agent", "-c", path); code != exitRuntime || !strings.Contains(errs, link+" is a symbolic link to ") {
+		t.Errorf("agent, %s not there yet: exit %d, stderr %q; want %d naming the link", store, code, errs, exitRuntime)
+	}
+
+	os.Mkdir(store, 0o777)
+	os.Chmod(store, 0o777)
+	for _, cmd := range []string{"check-config", "agent"} {
+		if code, _, errs := runCmd(t, nil, cmd, "-c", path); code != exitUsage || !strings.Contains(errs, link+": a symbolic link to ") || !strings.Contains(errs, "bad modes of "+store) {
+			t.Errorf("%s, %s mode 0777: exit %d, stderr %q; want %d naming the link and the directory", cmd, store, code, errs, exitUsage)
+		}
+	}
+
+	os.Chmod(store, 0o700)
+	if code, out, errs := runCmd(t, nil, "keygen", "-c", path); code != exitOK || !strings.HasPrefix(out, "ssh-ed25519 ") {
+		t.Fatalf("keygen -c: exit %d, %q %q; want the key made through the link", code, out, errs)
+	}
+	if fi, err := os.Lstat(filepath.Join(store, "host")); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s/host: %v %v, want the key, mode 0600", store, fi, err)
+	}
+	if code, out, errs := runCmd(t, nil, "check-config", "-c", path); code != exitOK || strings.Contains(errs, "warning: data_dir") {
+		t.Errorf("check-config with the key made: exit %d, %q %q; want ok", code, out, errs)
+	}
+}
+
 // TestKeygenPrintsThePresentedEd25519Key: the server presents one key of each
 // type, the last; an extra ed25519 key is presented instead of the data_dir
 // key, which keygen printed, so operators pinned a key never shown. keygen
