@@ -122,7 +122,20 @@ func walkDataDir(dir string) (missing string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("data_dir: %w", err)
 	}
-	return "", safeDir(cur, fi, euid, false) // where the resolution ends is the data directory
+	// Where the resolution ends is the data directory.
+	if err := safeDir(cur, fi, euid, false); err != nil {
+		return "", err
+	}
+	// One the agent's user may not open (root's, 0700, made by an installer
+	// run as root) failed at the lock, a runtime error (exit 2) that init
+	// systems restart for ever, and check-config named the host key in it.
+	// access(2) takes the real uid, which is the agent's: it is not setuid.
+	if syscall.Access(cur, 5 /* R_OK|X_OK */) == syscall.EACCES {
+		uid, _ := foreignOwner(fi, euid)
+		return "", fmt.Errorf("data_dir: %s belongs to uid %d (mode %s) and the agent runs as uid %d, which may not open it: chown -R %[4]d %[1]s, or run the agent as uid %[2]d",
+			cur, uid, sshd.OctalMode(fi.Mode()), euid)
+	}
+	return "", nil
 }
 
 // missingAboveError is a data directory below a directory that does not exist:

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -212,5 +214,78 @@ func TestCheckConfigWarnsReadableSecrets(t *testing.T) {
 	}
 	if !strings.Contains(errs, "0644") {
 		t.Errorf("check-config on a config readable by all, with a proxy password in it: stderr %q, want a warning about its mode", errs)
+	}
+}
+
+// nobody is the uid (and gid) the tests of an agent run as its own user run it as.
+const nobody = 65534
+
+// nobodyDevice is writeDevice for an agent run as uid nobody, as a non-root
+// install has it: the config and the MQTT files are that user's, the test's
+// directories are open to it, and data_dir is not made. It returns them and a
+// copy of this test binary that nobody may run (go test's directory is root's
+// alone), for nobodyCommand. It needs root: CI runs as root.
+func nobodyDevice(t *testing.T) (dev deviceFiles, bin string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the agent runs as uid 65534 here, which needs root; CI runs as root")
+		}
+		t.Skip("the agent runs as uid 65534 here, which needs root; run as root (CI does)")
+	}
+	dir := t.TempDir()
+	dev = writeDevice(t, dir)
+	for _, p := range []string{filepath.Dir(dir), dir, filepath.Dir(dev.ca)} {
+		os.Chmod(p, 0o755)
+	}
+	pki, _ := os.ReadDir(filepath.Dir(dev.ca))
+	for _, e := range pki {
+		if err := os.Chown(filepath.Join(filepath.Dir(dev.ca), e.Name()), nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(dev.path, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, "porthole")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dev, bin
+}
+
+// nobodyCommand is porthole args, run by bin (nobodyDevice's) as uid nobody.
+func nobodyCommand(bin string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	return cmd
+}
+
+// TestDataDirTheAgentMayNotOpen: an agent run as its own user on a data_dir
+// of root's, mode 0700 (made by an installer run as root), is a configuration
+// error: exit 1, saying whose the directory is and whose the agent. The agent
+// exited 2 ("data_dir: open …: permission denied" at its lock), which systemd
+// restarts for ever, while check-config refused it (exit 1) naming the host
+// key in it.
+func TestDataDirTheAgentMayNotOpen(t *testing.T) {
+	dev, bin := nobodyDevice(t)
+	if err := os.Mkdir(dev.data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	want := "data_dir: " + dev.data + " belongs to uid 0 (mode 0700) and the agent runs as uid 65534, which may not open it: chown -R 65534 " + dev.data + ", or run the agent as uid 0"
+	for _, args := range [][]string{{"check-config", "-start"}, {"agent"}} {
+		var stderr bytes.Buffer
+		cmd := nobodyCommand(bin, append(args, "-c", dev.path)...)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); code != exitUsage || !strings.Contains(stderr.String(), want) {
+			t.Errorf("%s as uid %d on a data_dir of root's, 0700: %v, exit %d, stderr %q; want %d and %q", args, nobody, err, code, &stderr, exitUsage, want)
+		}
 	}
 }
