@@ -59,6 +59,12 @@ func walkDataDir(dir string) (missing string, err error) {
 	euid := os.Geteuid()
 	tunnels := filepath.Join(dir, "tunnels")
 	if fi, err := os.Lstat(tunnels); err == nil {
+		// A link is refused, not followed: its target's path would need the
+		// walk below too, and the state moves elsewhere with one link
+		// already, data_dir itself, checked all the way.
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return "", fmt.Errorf("data_dir: %s is a symbolic link; it must be a directory (to keep the state elsewhere, make data_dir itself the link)", tunnels)
+		}
 		if err := safeDir(tunnels, fi, euid, false); err != nil {
 			return "", err
 		}

@@ -72,6 +72,9 @@ func TestCheckDataDir(t *testing.T) {
 		t.Errorf("checkDataDir with a 0700 tunnels directory: %v", err)
 	}
 	os.Chmod(filepath.Join(openTunnels, "tunnels"), 0o777)
+	// A link, even to a safe directory, was "not a directory".
+	linkedTunnels := mk("tunnels-link", 0o700)
+	os.Symlink(mk("tunnels-elsewhere", 0o700), filepath.Join(linkedTunnels, "tunnels"))
 	file := filepath.Join(base, "file")
 	os.WriteFile(file, nil, 0o600)
 	for _, tc := range []struct{ path, want string }{
@@ -82,6 +85,7 @@ func TestCheckDataDir(t *testing.T) {
 		{filepath.Join(ok, "missing", "deeper"), "missing does not exist"},
 		{file, "is not a directory"},
 		{openTunnels, "tunnels is writable by group or others"},
+		{linkedTunnels, "tunnels is a symbolic link; it must be a directory (to keep the state elsewhere, make data_dir itself the link)"},
 	} {
 		if err := checkDataDir(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("checkDataDir(%s) = %v, want %q", tc.path, err, tc.want)
