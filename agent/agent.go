@@ -202,6 +202,9 @@ func Warnings(cfg *Config) []string {
 	}
 	out = append(out, cfg.adjusted...)
 	out = append(out, cfg.notServed...)
+	if h := lowPortHint(cfg.SSH.Listen); h != "" {
+		out = append(out, "ssh.listen "+cfg.SSH.Listen+": "+h+": the agent cannot listen there")
+	}
 	if w := eventTopicWarning(cfg.MQTT.EventTopic, cfg.MQTT.Endpoint); w != "" {
 		out = append(out, w)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -867,6 +868,44 @@ func TestSSHListenTakenAtStart(t *testing.T) {
 	}
 	if logs.Count("ssh.listen: listening now") != 1 {
 		t.Errorf("the log does not say once that ssh.listen listens now:\n%s", logs.String())
+	}
+}
+
+// TestPortHint: an agent that may not bind ssh.listen's port (below
+// net.ipv4.ip_unprivileged_port_start, without root or CAP_NET_BIND_SERVICE)
+// is told why, once; any other port, or one it may bind, says nothing.
+func TestPortHint(t *testing.T) {
+	for _, tc := range []struct {
+		addr    string
+		start   int
+		mayBind bool
+		want    string
+	}{
+		{"127.0.0.1:22", 1024, false, "ports below 1024 need root or CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start), which the agent (uid "},
+		{"[::1]:1023", 1024, false, "ports below 1024 "},
+		{":80", 443, false, "ports below 443 "},
+		{"127.0.0.1:22", 1024, true, ""},
+		{"127.0.0.1:1024", 1024, false, ""},
+		{"127.0.0.1:22", 0, false, ""}, // sysctl net.ipv4.ip_unprivileged_port_start=0 (Docker's)
+		{"127.0.0.1:0", 1024, false, ""},
+		{"127.0.0.1:ssh", 1024, false, ""},
+		{"", 1024, false, ""},
+	} {
+		got := portHint(tc.addr, tc.start, tc.mayBind)
+		if tc.want == "" && got != "" || !strings.HasPrefix(got, tc.want) {
+			t.Errorf("portHint(%q, %d, %v) = %q, want %q...", tc.addr, tc.start, tc.mayBind, got, tc.want)
+		}
+	}
+	// mayBindLow says what the kernel does: a port below 1024 (where
+	// ip_unprivileged_port_start is 1024, not Docker's 0) binds or not.
+	if b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); strings.TrimSpace(string(b)) == "1024" {
+		ln, err := net.Listen("tcp", "127.0.0.1:1023")
+		if err == nil {
+			ln.Close()
+		}
+		if denied := errors.Is(err, os.ErrPermission); (err == nil || denied) && mayBindLow() == denied {
+			t.Errorf("mayBindLow() = %v, but binding 127.0.0.1:1023: %v", !denied, err)
+		}
 	}
 }
 

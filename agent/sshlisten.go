@@ -5,7 +5,12 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/porthole-iot/porthole/sshd"
@@ -32,8 +37,11 @@ var (
 func (a *Agent) serveSSHListen(ctx context.Context, ln net.Listener, bindErr error) {
 	addr := a.cfg.SSH.Listen
 	if ln == nil {
-		a.log.Error("ssh.listen: cannot listen; serving tunnels meanwhile, and trying again in the background",
-			"listen", addr, "error", bindErr)
+		args := []any{"listen", addr, "error", bindErr}
+		if h := lowPortHint(addr); h != "" && errors.Is(bindErr, fs.ErrPermission) {
+			args = append(args, "hint", h) // once: the retries say nothing new
+		}
+		a.log.Error("ssh.listen: cannot listen; serving tunnels meanwhile, and trying again in the background", args...)
 		if ln = a.bindSSHListen(ctx); ln == nil {
 			return // stopped
 		}
@@ -67,4 +75,47 @@ func (a *Agent) bindSSHListen(ctx context.Context) net.Listener {
 		a.log.Debug("ssh.listen: still cannot listen", "listen", addr, "error", err, "retry_in", delay)
 		t.Reset(delay)
 	}
+}
+
+// lowPortHint says why ssh.listen cannot be bound by this process when its
+// port is below net.ipv4.ip_unprivileged_port_start (1024 unless set), which
+// only root or a process with CAP_NET_BIND_SERVICE may bind; "" otherwise
+// (a port given as a service name too). An agent run as its own user got
+// "bind: permission denied", retried for ever, and no word of why.
+func lowPortHint(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	start := 1024
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			start = n
+		}
+	}
+	return portHint(addr, start, mayBindLow())
+}
+
+// portHint is lowPortHint's text for ports below start, for a process that
+// may bind them or not.
+func portHint(addr string, start int, mayBind bool) string {
+	_, p, _ := net.SplitHostPort(addr)
+	port, err := strconv.Atoi(p)
+	if err != nil || port == 0 || port >= start || mayBind {
+		return ""
+	}
+	return fmt.Sprintf("ports below %d need root or CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start), which the agent (uid %d) does not have", start, os.Geteuid())
+}
+
+// mayBindLow reports whether this process has CAP_NET_BIND_SERVICE (bit 10)
+// in its effective set: root has it, unless a container took it away, and a
+// user's service may have it (systemd's AmbientCapabilities=).
+func mayBindLow() bool {
+	b, _ := os.ReadFile("/proc/self/status")
+	_, v, ok := strings.Cut(string(b), "\nCapEff:")
+	if !ok {
+		return os.Geteuid() == 0
+	}
+	v, _, _ = strings.Cut(strings.TrimSpace(v), "\n")
+	caps, err := strconv.ParseUint(v, 16, 64)
+	return err == nil && caps&(1<<10) != 0
 }

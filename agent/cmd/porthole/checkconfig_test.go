@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -288,4 +289,51 @@ func TestDataDirTheAgentMayNotOpen(t *testing.T) {
 			t.Errorf("%s as uid %d on a data_dir of root's, 0700: %v, exit %d, stderr %q; want %d and %q", args, nobody, err, code, &stderr, exitUsage, want)
 		}
 	}
+}
+
+// TestSSHListenLowPortAsUser: an agent run as its own user with ssh.listen on
+// a port below 1024 got "bind: permission denied" and tried again for ever,
+// never saying why. check-config warns, and the agent's error line says it
+// (the retries, at debug, do not).
+func TestSSHListenLowPortAsUser(t *testing.T) {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); err != nil || strings.TrimSpace(string(b)) != "1024" {
+		t.Skipf("net.ipv4.ip_unprivileged_port_start is %q (%v) here, not 1024: every user may bind port 1023", b, err)
+	}
+	dev, bin := nobodyDevice(t)
+	os.Mkdir(dev.data, 0o700)
+	os.Chown(dev.data, nobody, nobody)
+	f, err := os.OpenFile(dev.path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("[ssh]\nlisten = \"127.0.0.1:1023\"\n")
+	f.Close()
+	const hint = "ports below 1024 need root or CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start), which the agent (uid 65534) does not have"
+
+	var stderr bytes.Buffer
+	check := nobodyCommand(bin, "check-config", "-start", "-c", dev.path)
+	check.Stderr = &stderr
+	if err := check.Run(); err != nil || !strings.Contains(stderr.String(), "warning: ssh.listen 127.0.0.1:1023: "+hint) {
+		t.Errorf("check-config -start as uid %d: %v, stderr %q; want a warning %q", nobody, err, &stderr, hint)
+	}
+
+	agent := nobodyCommand(bin, "agent", "-c", dev.path)
+	out, err := agent.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if line := sc.Text(); strings.Contains(line, "ssh.listen: cannot listen") {
+			if !strings.Contains(line, "permission denied") || !strings.Contains(line, "hint=\""+hint+"\"") {
+				t.Errorf("the agent as uid %d logged %q, want the error and the hint %q", nobody, line, hint)
+			}
+			return
+		}
+	}
+	t.Errorf("the agent as uid %d ended without saying it cannot listen on 127.0.0.1:1023: %v", nobody, sc.Err())
 }
