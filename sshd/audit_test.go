@@ -1,6 +1,8 @@
 package sshd
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -269,6 +271,83 @@ func checkLogLinesClipped(t *testing.T, e *testEnv) {
 	for _, l := range e.logs.lines {
 		if len(l) > 2*maxClientString+512 {
 			t.Errorf("a log line of %d bytes: %.200s…", len(l), l)
+		}
+	}
+}
+
+// Each login-failure event names the key and reason of its own attempt.
+// x/crypto refuses some attempts before the server's checks see them (an RSA
+// key signing with ssh-rsa, SHA-1; a password while password login is off), and
+// their events named the key and reason of the attempt before: the RSA key's
+// refusal carried the fingerprint of the unauthorized key offered first. Such
+// an event has x/crypto's reason and no key (the library gives its log callback
+// none); a key that was queried and then signed with is named, refused or not.
+func TestRefusalNamesItsOwnAttempt(t *testing.T) {
+	t.Run("ssh-rsa signature after a refused key", func(t *testing.T) {
+		e := newEnv(t, nil)
+		other := newSigner(t)
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := gossh.NewSignerFromKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sha1Only, err := gossh.NewSignerWithAlgorithms(rs.(gossh.AlgorithmSigner), []string{gossh.KeyAlgoRSA})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.writeAuthorizedKeys("root", authorizedLine("", rs.PublicKey()))
+		if c, err := e.dial("root", gossh.PublicKeys(other, sha1Only)); err == nil {
+			c.Close()
+			t.Fatal("an RSA key signing with ssh-rsa logged in")
+		}
+		waitFor(t, "two login failure events", func() bool { return len(e.eventsOf(EventLoginFailure)) >= 2 })
+		want := []Event{
+			{Type: EventLoginFailure, Method: "publickey", KeyFingerprint: gossh.FingerprintSHA256(other.PublicKey()), Reason: "key not in authorized_keys"},
+			{Type: EventLoginFailure, Method: "publickey", Reason: `ssh: algorithm "ssh-rsa" not accepted`},
+		}
+		checkRefusals(t, e.eventsOf(EventLoginFailure), want)
+	})
+	t.Run("password while password login is off", func(t *testing.T) {
+		e := newEnv(t, nil)
+		st := &connState{remote: "192.0.2.1:1", src: "192.0.2.1"}
+		st.setKey(keyInfo(newSigner(t).PublicKey()), "key not in authorized_keys")
+		e.srv.authLog(st, fakeConnMetadata{"root"}, "publickey", errors.New("permission denied"))
+		e.srv.authLog(st, fakeConnMetadata{"root"}, "password", errors.New("ssh: password auth not configured"))
+		// The key's refusal waits for the connection's end (reportKeyRefusals).
+		checkRefusals(t, e.eventsOf(EventLoginFailure), []Event{
+			{Type: EventLoginFailure, Method: "password", Reason: "ssh: password auth not configured"},
+		})
+	})
+	t.Run("key queried, then signed with", func(t *testing.T) {
+		e := newEnv(t, nil)
+		other := newSigner(t)
+		c, err := e.dial("root", gossh.PublicKeys(other, e.key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		waitFor(t, "the login event", func() bool { return len(e.eventsOf(EventLoginSuccess)) == 1 })
+		if ev := e.eventsOf(EventLoginSuccess)[0]; ev.KeyFingerprint != gossh.FingerprintSHA256(e.key.PublicKey()) {
+			t.Errorf("login with the second key offered names key %s, want %s", ev.KeyFingerprint, gossh.FingerprintSHA256(e.key.PublicKey()))
+		}
+	})
+}
+
+// checkRefusals compares the type, method, key and reason of login failure
+// events.
+func checkRefusals(t *testing.T, got, want []Event) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d login failure events, want %d: %+v", len(got), len(want), got)
+	}
+	for i, g := range got {
+		w := want[i]
+		if g.Type != w.Type || g.Method != w.Method || g.KeyFingerprint != w.KeyFingerprint || g.Reason != w.Reason {
+			t.Errorf("event %d: %s method=%q key=%q reason=%q; want %s method=%q key=%q reason=%q",
+				i, g.Type, g.Method, g.KeyFingerprint, g.Reason, w.Type, w.Method, w.KeyFingerprint, w.Reason)
 		}
 	}
 }

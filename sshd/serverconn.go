@@ -204,9 +204,12 @@ type connState struct {
 	// included). A connection that ends before is no failed login.
 	triedAuth atomic.Bool
 
-	mu         sync.Mutex
-	lastKey    authInfo // the key last offered or verified, for the audit log
-	lastReason string   // why the last attempt was refused
+	mu sync.Mutex
+	// lastKey and lastReason are the key the server's checks last saw (offered
+	// or verified) and why they refused it, until authLog takes them for the
+	// attempt's event; zero: none since.
+	lastKey    authInfo
+	lastReason string
 	// sessionID and user are the connection's SSH session identifier (hex)
 	// and the login name last asked for (clipped), once it has tried to
 	// authenticate: for the events of a connection closed before it logged
@@ -319,6 +322,25 @@ func (st *connState) setKey(k authInfo, reason string) {
 	st.mu.Lock()
 	st.lastKey, st.lastReason = k, reason
 	st.mu.Unlock()
+}
+
+// takeKey returns the key and reason setKey recorded for the attempt authLog
+// reports, and forgets them: x/crypto refuses some attempts before the
+// server's checks see them (a signature algorithm it does not accept, as
+// ssh-rsa's SHA-1; a method that is off), and their events named the key and
+// reason of the attempt before. For such an attempt (refused, with no reason
+// of the server's) it returns no key: the one last seen may be another's, and
+// x/crypto gives authLog none. An accepted query has no authLog call: its key
+// is left for its signature's.
+func (st *connState) takeKey(refused bool) (k authInfo, reason string) {
+	st.mu.Lock()
+	k, reason = st.lastKey, st.lastReason
+	st.lastKey, st.lastReason = authInfo{}, ""
+	st.mu.Unlock()
+	if refused && reason == "" {
+		k = authInfo{}
+	}
+	return k, reason
 }
 
 // refuseKey counts a refused public key; keysExhausted reports whether limit
