@@ -270,14 +270,16 @@ func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, er
 		st.mu.Unlock()
 		return
 	}
-	s.loginRefused(e)
+	s.loginRefused(st, e)
 }
 
 // maxKeyRefusals bounds the public key refusals a connection keeps until it
 // ends (MaxAuthTries may be unlimited); the others are only counted.
 const maxKeyRefusals = 16
 
-func (s *Server) loginRefused(e Event) {
+// loginRefused logs and audits e, a login failure of st.
+func (s *Server) loginRefused(st *connState, e Event) {
+	st.loggedFailure.Store(true)
 	s.log().Info("login refused", append(loginAttrs(e), "reason", e.Reason)...)
 	s.audit(e)
 }
@@ -306,7 +308,7 @@ func (s *Server) reportKeyRefusals(st *connState) {
 		return
 	}
 	for _, e := range refusals {
-		s.loginRefused(e)
+		s.loginRefused(st, e)
 	}
 	if more > 0 {
 		s.log().Info("login refused: more public keys", "remote", st.remote, "count", more)

@@ -290,6 +290,11 @@
 // Public keys refused on a connection that then logs in (clients offer every
 // key they hold, in turn) are no failed login: they are logged at debug only,
 // and reported as refused attempts when a connection ends without logging in.
+// A connection that asked to log in and ended without doing so and without
+// such an event (it asked for "none" only, as an OpenSSH client that gives up
+// at its password prompt, or x/crypto/ssh ended it over a signature that did
+// not verify) has one login-failure event at its end, with x/crypto/ssh's
+// error as reason: each failed login that MaxAuthFailures counts has a record.
 // The remote label is the client's address, or for a connection without an IP
 // address (a tunnel stream) its address with the connection's number after
 // a #: tunnel:4f6fd38f/SSH#3. Logs go to Logger, with the same label. Neither ever contains a password or private key.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -488,5 +489,63 @@ func TestPreAuthReadBounded(t *testing.T) {
 	})
 	if len(e.logs.logged(`msg="more than 512 KiB sent before the login" remote=`)) != 1 {
 		t.Error("no log line for the connection closed")
+	}
+}
+
+// failures is the number of failed logins l holds for src.
+func (l *failureLimiter) failures(src string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.hits[src])
+}
+
+// TestCountedFailuresHaveEvents: every failed login the failure limiter counts
+// has one login-failure event and log line. A connection that asked for "none"
+// only (what an OpenSSH client sends that gives up at its password prompt, or
+// in BatchMode with no key) and one whose security key's signature lacked the
+// touch (x/crypto ends the connection over it without calling the server's
+// login callbacks) had none: ten of them locked the source out with no record.
+// They have x/crypto's reason, the second the key too; a connection that had
+// an event already (a refused password, refused keys) gets no second one.
+func TestCountedFailuresHaveEvents(t *testing.T) {
+	sk := newSKSigner(t)
+	sk.touched = false
+	bad := newSigner(t)
+	for _, tc := range []struct {
+		name   string
+		auth   []gossh.AuthMethod
+		method string
+		key    gossh.PublicKey
+		reason string
+	}{
+		{name: "none only", reason: "the client closed the connection before logging in"},
+		{name: "security key not touched", auth: []gossh.AuthMethod{gossh.PublicKeys(sk)}, method: "publickey", key: sk.PublicKey(), reason: "ssh: signature missing required user presence flag"},
+		{name: "wrong password", auth: []gossh.AuthMethod{gossh.Password("guess")}, method: "password", reason: "wrong password"},
+		{name: "unauthorized key", auth: []gossh.AuthMethod{gossh.PublicKeys(bad)}, method: "publickey", key: bad.PublicKey(), reason: "key not in authorized_keys"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(_ *testEnv, s *Server) {
+				s.PasswordHashes = map[string]string{"root": passwordHash(t, "s3cret")}
+			})
+			e.writeAuthorizedKeys("root", authorizedLine("", sk.PublicKey()))
+			if c, err := e.dial("root", tc.auth...); err == nil {
+				c.Close()
+				t.Fatal("logged in")
+			}
+			// Counted when the connection's goroutine ends, after its events.
+			waitFor(t, "the failure counted", func() bool { return e.srv.limiter.failures("127.0.0.1") == 1 })
+			want := Event{Type: EventLoginFailure, Method: tc.method, Reason: tc.reason}
+			if tc.key != nil {
+				want.KeyFingerprint = gossh.FingerprintSHA256(tc.key)
+			}
+			evs := e.eventsOf(EventLoginFailure)
+			checkRefusals(t, evs, []Event{want})
+			if len(evs) == 1 && (evs[0].User != "root" || evs[0].SessionID == "") {
+				t.Errorf("login failure event with user %q, session_id %q; want root's, and the connection's", evs[0].User, evs[0].SessionID)
+			}
+			if n := len(e.logs.logged("level=INFO", "login refused", "reason="+strconv.Quote(tc.reason))); n != 1 {
+				t.Errorf("%d INFO lines of the refused login with its reason, want 1", n)
+			}
+		})
 	}
 }

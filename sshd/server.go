@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -246,9 +247,79 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 	}
 }
 
+// connectionFailed is called by gliderlabs, on the connection's goroutine,
+// when its key exchange or login failed, with x/crypto's error: kept for
+// reportLoginEnd.
 func (s *Server) connectionFailed(c net.Conn, err error) {
+	remote := remoteLabel(c)
+	if wc := gliderConn(c); wc != nil {
+		wc.st.failErr = err
+		remote = wc.st.remote
+	}
 	// x/crypto's error may quote what the client sent (a KEXINIT's lists).
-	s.log().Debug("connection failed before authentication", "remote", remoteLabel(c), "error", clipClient(err.Error()))
+	s.log().Debug("connection failed before authentication", "remote", remote, "error", clipClient(err.Error()))
+}
+
+// gliderConn returns the conn in c, which gliderlabs hands its
+// ConnectionFailedCallback: not the conn HandleConn was given but its own
+// wrapper of it (serverConn), whose first field, the embedded net.Conn, is
+// ours. nil if c is not such a wrapper (another gliderlabs version: the
+// connection's failure event then says less, and
+// TestCountedFailuresHaveEvents fails).
+func gliderConn(c net.Conn) *conn {
+	v := reflect.ValueOf(c)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct || v.Elem().NumField() == 0 {
+		return nil
+	}
+	f := v.Elem().Field(0)
+	if !f.CanInterface() {
+		return nil
+	}
+	wc, _ := f.Interface().(*conn)
+	return wc
+}
+
+// reportLoginEnd reports a connection that asked to log in and ended without
+// logging in and without a login-failure event, as the failure limiter counts
+// it (endStartup): ten of them locked a source out with no record of why.
+// Such a connection asked for "none" only (every client does first; an
+// OpenSSH client that gives up at its password prompt, or in BatchMode with no
+// key, does no more), had a key accepted whose signature never came or did not
+// verify (x/crypto ends the connection over a security key's signature without
+// a touch, and calls no authLog), or broke the protocol. Its reason is
+// x/crypto's error, or the server's for the key accepted last, which it names.
+func (s *Server) reportLoginEnd(st *connState) {
+	if !st.triedAuth.Load() || st.authed.Load() || st.loggedFailure.Load() {
+		return
+	}
+	e := st.unauthEvent(loginEndReason(st.failErr))
+	if k, reason := st.takeKey(false); k.Fingerprint != "" {
+		e.Method = "publickey"
+		e.KeyFingerprint, e.CertID, e.CertSerial = k.Fingerprint, clipClient(k.CertID), k.CertSerial
+		if reason != "" {
+			e.Reason = reason
+		}
+	}
+	s.loginRefused(st, e)
+}
+
+// loginEndReason says why a connection ended before it logged in, given
+// x/crypto's error (nil: not known).
+func loginEndReason(err error) string {
+	var ae *gossh.ServerAuthError
+	switch {
+	case err == nil:
+		return "connection closed before logging in"
+	case errors.As(err, &ae):
+		// The end of x/crypto's login loop: the client closed the
+		// connection, or x/crypto disconnected it after too many attempts,
+		// its disconnect message last.
+		if n := len(ae.Errors); n > 0 && disconnectReason(ae.Errors[n-1]) >= 0 {
+			return ae.Errors[n-1].Error()
+		}
+		return "the client closed the connection before logging in"
+	}
+	return clipClient(err.Error()) // it may quote the client
 }
 
 // Serve accepts connections on l and serves each in its own goroutine. It
@@ -404,6 +475,7 @@ func (s *Server) serve(c *conn) {
 	}
 	c.Close()
 	s.reportKeyRefusals(c.st)
+	s.reportLoginEnd(c.st)
 	c.st.shutdown()
 	s.endStartup(c)
 }

@@ -203,6 +203,14 @@ type connState struct {
 	// triedAuth: the client asked to authenticate (any method, "none"
 	// included). A connection that ends before is no failed login.
 	triedAuth atomic.Bool
+	// loggedFailure: a login-failure event was sent for the connection
+	// (loginRefused, unauthEvent); if none was when it ends without logging
+	// in, reportLoginEnd sends one.
+	loggedFailure atomic.Bool
+	// failErr is x/crypto's error for a connection whose key exchange or
+	// login failed, set by connectionFailed and read by reportLoginEnd, both
+	// on the connection's goroutine; nil: none, or not known.
+	failErr error
 
 	mu sync.Mutex
 	// lastKey and lastReason are the key the server's checks last saw (offered
@@ -310,8 +318,9 @@ func (c *conn) closeUnauthed(reason string) {
 }
 
 // unauthEvent is the login-failure event of a connection closed before it
-// logged in, for reason.
+// logged in, for reason. The caller sends it.
 func (st *connState) unauthEvent(reason string) Event {
+	st.loggedFailure.Store(true)
 	st.mu.Lock()
 	e := Event{Type: EventLoginFailure, Remote: st.remote, SessionID: st.sessionID, User: st.user, Reason: reason}
 	st.mu.Unlock()
