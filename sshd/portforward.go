@@ -124,12 +124,17 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 		return
 	}
 	ch, reqs, err := nc.Accept()
-	if err != nil {
-		tc.Close()
-		return
-	}
 	ev.Allowed = true
 	ev.Dest = dest + " (" + target.String() + ")"
+	if err != nil {
+		// The destination has had a connection: recorded, though the
+		// client is gone.
+		tc.Close()
+		ev.Reason = "the client went away while the destination was dialled"
+		s.log().Info("forward closed: "+ev.Reason, "remote", st.remote, "user", sc.User(), "dest", ev.Dest)
+		s.audit(ev)
+		return
+	}
 	s.log().Info("forward opened", "remote", st.remote, "user", sc.User(), "dest", ev.Dest)
 	s.audit(ev)
 	proxy(ctx, ch, reqs, tc)

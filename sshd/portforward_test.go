@@ -595,6 +595,51 @@ func TestLocalForwardDialFailure(t *testing.T) {
 	}
 }
 
+// TestLocalForwardClientGoneWhileDialling: a client that goes away while the
+// server dials its local forward's destination leaves a forward event, allowed,
+// with the reason: the destination had a connection from the device, which had
+// no record. The server closes that connection.
+func TestLocalForwardClientGoneWhileDialling(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			<-ctx.Done() // the SSH connection has ended: the dial answers only now
+			var d net.Dialer
+			return d.DialContext(context.Background(), network, addr)
+		}
+	})
+	c := e.login("root")
+	go func() {
+		if fc, err := c.Dial("tcp", l.Addr().String()); err == nil {
+			fc.Close()
+		}
+	}()
+	waitFor(t, "the forward asked for", func() bool {
+		e.srv.mu.Lock()
+		defer e.srv.mu.Unlock()
+		return e.srv.forwards == 1
+	})
+	c.Close()
+	tc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second)) // a hang guard
+	if n, err := tc.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the destination's connection read %d bytes, %v; want EOF", n, err)
+	}
+	waitFor(t, "the forward event", func() bool { return len(e.eventsOf(EventForward)) == 1 })
+	ev := e.eventsOf(EventForward)[0]
+	if !ev.Allowed || ev.Reason != "the client went away while the destination was dialled" || !strings.Contains(ev.Dest, l.Addr().String()) {
+		t.Errorf("forward event: allowed %v, dest %q, reason %q; want allowed, to %s, the client gone", ev.Allowed, ev.Dest, ev.Reason, l.Addr())
+	}
+}
+
 // needRefusedErrno skips a test of the words for a refused connection where a
 // dial to the closed port addr does not fail with ECONNREFUSED: qemu-user
 // passes the host's errno through getsockopt(SO_ERROR) untranslated, so a MIPS
