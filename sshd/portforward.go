@@ -22,6 +22,59 @@ import (
 // dialTimeout bounds resolving and dialling a local forward's destination.
 const dialTimeout = 10 * time.Second
 
+// forwardEvent is the forward event of st, logged in on sc, to (or from) dest.
+func forwardEvent(st *connState, sc *gossh.ServerConn, direction, dest string) Event {
+	return Event{Type: EventForward, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(), Direction: direction, Dest: dest}
+}
+
+// forwardRefused logs and audits ev, a forward refused for reason.
+func (s *Server) forwardRefused(ev Event, reason string) {
+	ev.Reason = reason
+	s.log().Info("forward refused", "remote", ev.Remote, "user", ev.User, "direction", ev.Direction, "dest", clipClient(ev.Dest), "reason", reason)
+	s.audit(ev)
+}
+
+// handleChannel serves the channel types other than "session" (gliderlabs'
+// "default" handler: one entry in setup's map, not one per type, as setup runs
+// at every start): direct-tcpip, and direct-streamlocal@openssh.com (ssh -L to
+// a Unix socket), which it refuses with a forward event, as unknown. Any other
+// type is refused as unknown, as gliderlabs refuses it.
+func (s *Server) handleChannel(srv *gliderssh.Server, sc *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
+	switch nc.ChannelType() {
+	case "direct-tcpip":
+		s.handleDirectTCPIP(srv, sc, nc, ctx)
+		return
+	case "direct-streamlocal@openssh.com":
+		// OpenSSH's PROTOCOL, section 2.4: the socket path, then reserved
+		// fields.
+		var d struct {
+			SocketPath, Reserved string
+			ReservedPort         uint32
+		}
+		gossh.Unmarshal(nc.ExtraData(), &d)
+		s.forwardRefused(forwardEvent(stateFrom(ctx), sc, "local", d.SocketPath), "forwarding to Unix sockets is not supported")
+	}
+	nc.Reject(gossh.UnknownChannelType, "unsupported channel type")
+}
+
+// handleRequest answers the global requests other than tcpip-forward
+// (gliderlabs' "default" handler, as handleChannel is): cancel-tcpip-forward,
+// and streamlocal-forward@openssh.com (ssh -R from a Unix socket), refused with
+// a forward event. Any other is refused, as gliderlabs refuses it.
+func (s *Server) handleRequest(ctx gliderssh.Context, srv *gliderssh.Server, req *gossh.Request) (bool, []byte) {
+	switch req.Type {
+	case "cancel-tcpip-forward":
+		return s.handleCancelTCPIPForward(ctx, srv, req)
+	case "streamlocal-forward@openssh.com":
+		if sc, ok := ctx.Value(gliderssh.ContextKeyConn).(*gossh.ServerConn); ok {
+			var f struct{ SocketPath string } // PROTOCOL, section 2.4
+			gossh.Unmarshal(req.Payload, &f)
+			s.forwardRefused(forwardEvent(stateFrom(ctx), sc, "remote", f.SocketPath), "forwarding from Unix sockets is not supported")
+		}
+	}
+	return false, nil
+}
+
 // directTCPIP is the payload of a "direct-tcpip" channel open (RFC 4254
 // section 7.2).
 type directTCPIP struct {
@@ -49,7 +102,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 		return
 	}
 	dest := net.JoinHostPort(d.DestHost, strconv.FormatUint(uint64(d.DestPort), 10))
-	ev := Event{Type: EventForward, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(), Direction: "local", Dest: dest}
+	ev := forwardEvent(st, sc, "local", dest)
 	refuse := func(reason string) {
 		ev.Reason = reason
 		s.log().Info("forward refused", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "reason", reason)
@@ -366,7 +419,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return false, nil
 	}
 	bind := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(f.BindPort), 10))
-	ev := Event{Type: EventForward, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(), Direction: "remote", Dest: bind}
+	ev := forwardEvent(st, sc, "remote", bind)
 	refuse := func(reason string) (bool, []byte) {
 		ev.Reason = reason
 		s.log().Info("remote forward refused", "remote", st.remote, "user", sc.User(), "bind", clipClient(bind), "reason", reason)
@@ -636,7 +689,9 @@ func (sess *session) startAgentForwarding() (sock string, stop func(), err error
 		os.RemoveAll(dir)
 		return "", nil, errors.New("connection closing")
 	}
-	sess.srv.audit(Event{Type: EventForward, Remote: st.remote, SessionID: hex.EncodeToString(sess.sc.SessionID()), User: sess.sc.User(), Direction: "agent", Dest: sock, Allowed: true})
+	ev := forwardEvent(st, sess.sc, "agent", sock)
+	ev.Allowed = true
+	sess.srv.audit(ev)
 	go sess.srv.serveForward(sess.ctx, st, l, func(net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
 		return sess.sc.OpenChannel("auth-agent@openssh.com", nil)
 	})

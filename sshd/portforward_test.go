@@ -476,6 +476,79 @@ func TestAgentForwardingFailureKeepsSession(t *testing.T) {
 	}
 }
 
+// TestRefusedForwardsAudited: a forward refused is audited, as doc.go says
+// ("forward (opened or refused)"), with its reason: ssh -A while agent
+// forwarding is off, for a key with no-agent-forwarding, asked for twice, and
+// ssh -L to and ssh -R from a Unix socket, which gliderlabs refused as an
+// unknown channel type and request before the server saw them. The client's
+// answers are as before.
+func TestRefusedForwardsAudited(t *testing.T) {
+	agentReq := func(t *testing.T, c *gossh.Client) error {
+		s := openSession(t, c)
+		return agent.RequestAgentForwarding(s)
+	}
+	for _, tc := range []struct {
+		name      string
+		on        bool   // AgentForwarding
+		opts      string // of the key's authorized_keys line
+		forward   func(t *testing.T, c *gossh.Client) error
+		direction string
+		dest      string
+		reason    string
+	}{
+		{name: "agent, off", forward: agentReq, direction: "agent", reason: "agent forwarding is off"},
+		{name: "agent, not for this key", on: true, opts: "no-agent-forwarding", forward: agentReq, direction: "agent", reason: "agent forwarding not allowed for this key"},
+		{name: "agent, twice", on: true, forward: func(t *testing.T, c *gossh.Client) error {
+			s := openSession(t, c)
+			if err := agent.RequestAgentForwarding(s); err != nil {
+				t.Fatalf("first auth-agent-req: %v", err)
+			}
+			return agent.RequestAgentForwarding(s)
+		}, direction: "agent", reason: "agent forwarding asked for again, or after the session started"},
+		{name: "local to a Unix socket", forward: func(_ *testing.T, c *gossh.Client) error {
+			fc, err := c.Dial("unix", "/run/docker.sock")
+			var oe *gossh.OpenChannelError
+			if err == nil {
+				fc.Close()
+			} else if !errors.As(err, &oe) || oe.Reason != gossh.UnknownChannelType {
+				t.Errorf("ssh -L to a socket: %v, want an unknown channel type", err)
+			}
+			return err
+		}, direction: "local", dest: "/run/docker.sock", reason: "forwarding to Unix sockets is not supported"},
+		{name: "remote from a Unix socket", forward: func(_ *testing.T, c *gossh.Client) error {
+			l, err := c.ListenUnix("/tmp/porthole-test.sock")
+			if err == nil {
+				l.Close()
+			}
+			return err
+		}, direction: "remote", dest: "/tmp/porthole-test.sock", reason: "forwarding from Unix sockets is not supported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(_ *testEnv, s *Server) {
+				s.AgentForwarding = tc.on
+				allowRemoteForward(nil, s)
+			})
+			e.writeAuthorizedKeys("root", authorizedLine(tc.opts, e.key.PublicKey()))
+			c := e.login("root")
+			if err := tc.forward(t, c); err == nil {
+				t.Fatal("forward granted")
+			}
+			var refused []Event
+			for _, ev := range e.eventsOf(EventForward) {
+				if !ev.Allowed {
+					refused = append(refused, ev)
+				}
+			}
+			if len(refused) != 1 || refused[0].Direction != tc.direction || refused[0].Dest != tc.dest || refused[0].Reason != tc.reason || refused[0].SessionID == "" {
+				t.Fatalf("refused forward events %+v; want one, %s to %q, reason %q, with the session_id", refused, tc.direction, tc.dest, tc.reason)
+			}
+			if n := len(e.logs.logged("level=INFO", "forward refused", "direction="+tc.direction)); n != 1 {
+				t.Errorf("%d INFO lines of the refused forward, want 1", n)
+			}
+		})
+	}
+}
+
 // TestAgentSocketRemovedWithSession: the agent socket's directory goes with
 // its session, whether a command ran or none did (auth-agent-req, then the
 // channel closed).

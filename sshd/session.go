@@ -230,7 +230,17 @@ func (sess *session) handle(req *gossh.Request) {
 	case "auth-agent-req@openssh.com":
 		// A second one is refused, as OpenSSH's session_auth_agent_req
 		// refuses it.
-		if !sess.srv.AgentForwarding || sess.restr.noAgent || sess.started || sess.agentSock != "" {
+		refused := ""
+		switch {
+		case !sess.srv.AgentForwarding:
+			refused = "agent forwarding is off"
+		case sess.restr.noAgent:
+			refused = "agent forwarding not allowed for this key"
+		case sess.started || sess.agentSock != "":
+			refused = "agent forwarding asked for again, or after the session started"
+		}
+		if refused != "" {
+			sess.srv.forwardRefused(forwardEvent(sess.st, sess.sc, "agent", ""), refused)
 			sess.reply(req, false)
 			return
 		}
@@ -243,6 +253,9 @@ func (sess *session) handle(req *gossh.Request) {
 		sock, stop, err := sess.startAgentForwarding()
 		if err != nil {
 			sess.srv.log().Warn("agent forwarding refused", "remote", sess.st.remote, "user", sess.sc.User(), "error", err)
+			ev := forwardEvent(sess.st, sess.sc, "agent", "")
+			ev.Reason = err.Error()
+			sess.srv.audit(ev)
 			sess.reply(req, false)
 			return
 		}

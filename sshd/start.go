@@ -87,13 +87,16 @@ func (s *Server) setup() error {
 		ConnCallback:             s.connCallback,
 		ServerConfigCallback:     s.serverConfig,
 		ConnectionFailedCallback: s.connectionFailed,
+		// The other types go to one "default" handler each, which audits
+		// the forwards it refuses: an entry per type would grow this code,
+		// which runs at every start.
 		ChannelHandlers: map[string]gliderssh.ChannelHandler{
-			"session":      s.handleSession,
-			"direct-tcpip": s.handleDirectTCPIP,
+			"session": s.handleSession,
+			"default": s.handleChannel,
 		},
 		RequestHandlers: map[string]gliderssh.RequestHandler{
-			"tcpip-forward":        s.handleTCPIPForward,
-			"cancel-tcpip-forward": s.handleCancelTCPIPForward,
+			"tcpip-forward": s.handleTCPIPForward,
+			"default":       s.handleRequest,
 		},
 		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
 	}
