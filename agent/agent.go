@@ -39,7 +39,7 @@ type Agent struct {
 	ssh    *sshd.Server
 	mqtt   *notify.Listener
 	events *eventQueue
-	// refusals bounds the audit events of refused logins and forwards,
+	// refusals bounds the audit events of refused logins, sessions and forwards,
 	// rejections the events of rejected notifications.
 	refusals   refusalLimit
 	rejections refusalLimit

@@ -12,9 +12,10 @@ import (
 	"github.com/porthole-iot/porthole/sshd"
 )
 
-// Refused SSH logins and forwards are published one by one only up to
+// Refused SSH logins, sessions and forwards are published one by one only up to
 // refusalBurst per refusalWindow. A client that guesses passwords, or asks for a
-// forbidden forward in a loop, would otherwise fill the event queue
+// forbidden forward or a session past max_sessions in a loop, would otherwise
+// fill the event queue
 // (eventQueueSize, oldest dropped) and push out what an operator needs, such as
 // the tunnel events. The rest of a window's refusals are counted and reported in
 // one "ssh-refusals-suppressed" event when the window ends (or the agent stops).
@@ -33,8 +34,8 @@ const (
 	rejectionWindow = 10 * time.Minute
 )
 
-// refusalLimit is a window of events published one by one (refused logins and
-// forwards, rejected notifications). The zero value lets refusalBurst through
+// refusalLimit is a window of events published one by one (refused logins,
+// sessions and forwards, rejected notifications). The zero value lets refusalBurst through
 // per refusalWindow; report publishes the count of suppressed ones.
 type refusalLimit struct {
 	burst  int           // zero: refusalBurst
@@ -50,7 +51,7 @@ type refusalLimit struct {
 
 // refusal says whether e is a refusal the limit applies to.
 func refusal(e sshd.Event) bool {
-	return e.Type == sshd.EventLoginFailure || e.Type == sshd.EventForward && !e.Allowed
+	return e.Type == sshd.EventLoginFailure || e.Type == sshd.EventSessionRefused || e.Type == sshd.EventForward && !e.Allowed
 }
 
 // allow says whether one more refusal, at now, is published.
@@ -101,7 +102,7 @@ func (l *refusalLimit) flush() {
 // reportSuppressed is the Agent's refusalLimit.report.
 func (a *Agent) reportSuppressed(n int, since time.Time) {
 	a.log.Warn("ssh refusals not reported one by one", "count", n, "since", since.UTC().Format(time.RFC3339))
-	a.emit(Event{Type: "ssh-refusals-suppressed", Reason: fmt.Sprintf("%d more refused logins or forwards since %s (at most %d per %s are published one by one)",
+	a.emit(Event{Type: "ssh-refusals-suppressed", Reason: fmt.Sprintf("%d more refused logins, sessions or forwards since %s (at most %d per %s are published one by one)",
 		n, since.UTC().Format(time.RFC3339), refusalBurst, refusalWindow)})
 }
 

@@ -57,6 +57,26 @@ func TestRefusalEventsLimited(t *testing.T) {
 	}
 }
 
+// Refused sessions are limited as refused logins and forwards are: a client
+// that has logged in can ask for sessions past max_sessions in a loop.
+func TestRefusalKinds(t *testing.T) {
+	for _, tc := range []struct {
+		e    sshd.Event
+		want bool
+	}{
+		{sshd.Event{Type: sshd.EventLoginFailure}, true},
+		{sshd.Event{Type: sshd.EventSessionRefused, Reason: "too many sessions"}, true},
+		{sshd.Event{Type: sshd.EventForward}, true},
+		{sshd.Event{Type: sshd.EventForward, Allowed: true}, false},
+		{sshd.Event{Type: sshd.EventLoginSuccess}, false},
+		{sshd.Event{Type: sshd.EventSessionEnd, Reason: "idle timeout"}, false},
+	} {
+		if got := refusal(tc.e); got != tc.want {
+			t.Errorf("refusal(%s, allowed %v) = %v, want %v", tc.e.Type, tc.e.Allowed, got, tc.want)
+		}
+	}
+}
+
 // The window ends by itself: the summary comes without any further refusal.
 func TestRefusalLimitTimer(t *testing.T) {
 	reported := make(chan int, 1)

@@ -17,7 +17,10 @@ const (
 	EventLoginFailure EventType = "login-failure" // an authentication attempt or a connection was refused
 	EventSessionStart EventType = "session-start" // a shell, command or subsystem started
 	EventSessionEnd   EventType = "session-end"   // it ended; see Bytes*, ExitStatus, ExitSignal
-	EventForward      EventType = "forward"       // a port forwarding channel or listener was opened or refused
+	// A session channel (past MaxSessions), or its shell, exec or subsystem
+	// request, was refused; see Reason. It has no session-start or -end.
+	EventSessionRefused EventType = "session-refused"
+	EventForward        EventType = "forward" // a port forwarding channel or listener was opened or refused
 )
 
 // Event is one audit record. Fields that do not apply to a Type are zero.

@@ -97,8 +97,11 @@ func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gos
 	}
 	defer st.leave()
 	if !s.acquireSession() {
-		s.full(&s.sessionLog, "session refused: too many sessions", "remote", st.remote, "user", sc.User())
-		nc.Reject(gossh.ResourceShortage, "too many sessions")
+		const reason = "too many sessions"
+		s.full(&s.sessionLog, "session refused: "+reason, "remote", st.remote, "user", sc.User())
+		s.audit(Event{Type: EventSessionRefused, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(),
+			Method: sc.Permissions.Extensions[extMethod], Reason: reason})
+		nc.Reject(gossh.ResourceShortage, reason)
 		return
 	}
 	defer s.releaseSession()
@@ -296,7 +299,10 @@ func (sess *session) handle(req *gossh.Request) {
 		}
 		sess.started = true
 		if err := sess.start(req.Type, arg); err != nil {
-			sess.srv.log().Info("session refused", "remote", sess.st.remote, "user", sess.sc.User(), "request", req.Type, "error", err)
+			if sess.kind == "" { // refused before start decided what would run
+				sess.kind, sess.command = req.Type, arg
+			}
+			sess.audit(EventSessionRefused, func(e *Event) { e.Reason = clipClient(err.Error()) }) // it may quote the request
 			sess.reply(req, false)
 			sess.ch.Close()
 			return
@@ -1128,9 +1134,9 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 		if e.ExitSignal != "" {
 			attrs = append(attrs, "signal", e.ExitSignal)
 		}
-		if e.Reason != "" {
-			attrs = append(attrs, "reason", e.Reason)
-		}
+	}
+	if e.Reason != "" { // an end's, or a refusal's
+		attrs = append(attrs, "reason", e.Reason)
 	}
 	sess.srv.log().Info(string(t), attrs...)
 	sess.srv.audit(e)

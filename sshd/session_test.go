@@ -131,6 +131,65 @@ func TestSessionAudit(t *testing.T) {
 	}
 }
 
+// TestRefusedSessionsAudited: a session refused has one session-refused event
+// with the reason (Event.Reason: "why a login, session or forward was
+// refused"), and no session-start or -end: past MaxSessions, and a shell, exec
+// or subsystem request refused (an unknown subsystem, internal-sftp -R for
+// another user, a start that failed). They had no event.
+func TestRefusedSessionsAudited(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		maxSessions           int
+		other                 bool // alice's session: needs root
+		opts                  string
+		refuse                func(t *testing.T, e *testEnv, c *gossh.Client) error
+		kind, command, reason string
+	}{
+		{name: "too many sessions", maxSessions: 1, refuse: func(t *testing.T, _ *testEnv, c *gossh.Client) error {
+			openRaw(t, c)
+			ch, _, err := c.OpenChannel("session", nil)
+			if err == nil {
+				ch.Close()
+			}
+			return err
+		}, reason: "too many sessions"},
+		{name: "unknown subsystem", refuse: func(t *testing.T, _ *testEnv, c *gossh.Client) error {
+			return openSession(t, c).RequestSubsystem("netconf")
+		}, kind: "subsystem", command: "netconf", reason: `unknown subsystem "netconf"`},
+		{name: "internal-sftp -R for another user", other: true, opts: `command="internal-sftp -R"`, refuse: func(t *testing.T, _ *testEnv, c *gossh.Client) error {
+			return openSession(t, c).RequestSubsystem("sftp")
+		}, kind: "subsystem", command: "sftp", reason: "internal-sftp -R serves only uid 0, not alice (uid 1000)"},
+		{name: "start failed", refuse: func(t *testing.T, e *testEnv, c *gossh.Client) error {
+			writeFile(t, e.srv.PasswdFile, "") // the user is gone since the login
+			return openSession(t, c).Run("true")
+		}, kind: "exec", command: "true", reason: `sshd: unknown user "root"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			user := "root"
+			if tc.other {
+				needRoot(t)
+				user = "alice"
+			}
+			e := newEnv(t, func(_ *testEnv, s *Server) { s.MaxSessions = tc.maxSessions })
+			e.writeAuthorizedKeys(user, authorizedLine(tc.opts, e.key.PublicKey()))
+			if err := tc.refuse(t, e, e.login(user)); err == nil {
+				t.Fatal("session granted")
+			}
+			evs := e.eventsOf(EventSessionRefused)
+			if len(evs) != 1 {
+				t.Fatalf("%d session-refused events, want 1", len(evs))
+			}
+			ev := evs[0]
+			if ev.User != user || ev.SessionID == "" || ev.Method != "publickey" || ev.Kind != tc.kind || ev.Command != tc.command || ev.Reason != tc.reason {
+				t.Errorf("session-refused event %+v; want %s's, kind %q, command %q, reason %q", ev, user, tc.kind, tc.command, tc.reason)
+			}
+			if n := len(e.eventsOf(EventSessionStart)) + len(e.eventsOf(EventSessionEnd)); n != 0 {
+				t.Errorf("%d session-start and -end events for a session refused, want none", n)
+			}
+		})
+	}
+}
+
 // TestAuditCommandLines: by default no event or log line has a command's
 // arguments; with AuditCommandLines the session events and their log lines
 // have the whole line the client sent (for a forced command, the one it asked
