@@ -476,7 +476,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 			return sess.startProcess(a, bin, false, extraEnv)
 		}
 		sess.audit(EventSessionStart, nil)
-		go func() { sess.finish(sess.runSFTP(a, sftpOpt), "", false) }()
+		go func() { sess.endSFTP(sess.runSFTP(a, sftpOpt)) }()
 		return nil
 	case "exec":
 		if cmdline == "internal-sftp" {
@@ -499,7 +499,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 			return fmt.Errorf("internal-sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
 		}
 		sess.audit(EventSessionStart, nil)
-		go func() { sess.finish(sess.runSFTP(a, sftpOptions{}), "", false) }()
+		go func() { sess.endSFTP(sess.runSFTP(a, sftpOptions{})) }()
 		return nil
 	}
 	return sess.startProcess(a, cmdline, kind == "shell", extraEnv)
