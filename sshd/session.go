@@ -400,6 +400,11 @@ func (sess *session) start(reqType, arg string) (err error) {
 		}
 	}()
 	s := sess.srv
+	if reqType == "exec" {
+		// The command line as the client sent it (for a forced command,
+		// the one it asked for), for the events of a refused one too.
+		sess.asked = arg
+	}
 	a, err := s.lookupUser(sess.sc.User())
 	if err != nil {
 		return err
@@ -452,9 +457,6 @@ func (sess *session) start(reqType, arg string) (err error) {
 		}
 	}
 	sess.kind, sess.command = kind, cmdline
-	if reqType == "exec" {
-		sess.asked = original
-	}
 	switch kind {
 	case "subsystem": // sftp: any other was refused above
 		if sftpOpt.readOnly {
@@ -536,10 +538,11 @@ func (sess *session) refuseNologin(text string) error {
 // childStderr writes text where OpenSSH's do_child writes before the program
 // runs, its stderr: the channel's, or on a pty the terminal, whose lines end
 // in "\r\n". So it comes before the program's output, which it raced after.
+// It counts in the session's bytes out, as the program's output does.
 func (sess *session) childStderr(text string) {
-	var w io.Writer = sess.ch.Stderr()
+	w := sess.stderr()
 	if sess.ptyReq != nil {
-		w, text = sess.ch, strings.ReplaceAll(text, "\n", "\r\n")
+		w, text = sess.writer(sess.ch), strings.ReplaceAll(text, "\n", "\r\n")
 	}
 	io.WriteString(w, text)
 }
@@ -559,7 +562,7 @@ func (sess *session) refuseNonSFTP() error {
 	if sess.ptyReq != nil {
 		nl = "\r\n"
 	}
-	io.WriteString(sess.ch, "This service allows sftp connections only."+nl)
+	io.WriteString(sess.writer(sess.ch), "This service allows sftp connections only."+nl) // counted, as childStderr's
 	sess.endUnstarted(1)
 	return nil
 }

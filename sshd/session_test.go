@@ -237,6 +237,60 @@ func TestAuditCommandLines(t *testing.T) {
 	}
 }
 
+// TestServerWrittenSessionsAudited: a session the server ends with text of its
+// own has, with AuditCommandLines, the command line asked for, and that text in
+// its bytes out: an exec refused under a forced internal-sftp ("This service
+// allows sftp connections only.") or by /etc/nologin (its text) lost its command
+// line, and those and the "Could not chdir" line before a program were not
+// counted.
+func TestServerWrittenSessionsAudited(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		user   string
+		opts   string                         // of the user's authorized_keys line
+		before func(t *testing.T, e *testEnv) // after the login
+		status int
+	}{
+		{name: "forced internal-sftp", user: "root", opts: `command="internal-sftp"`, status: 1},
+		{name: "nologin", user: "alice", before: func(t *testing.T, e *testEnv) {
+			writeFile(t, e.srv.nologinFile, "maintenance\n")
+		}, status: 254},
+		{name: "home gone", user: "root", before: func(t *testing.T, e *testEnv) {
+			if err := os.RemoveAll(e.home("root")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.user != "root" {
+				needRoot(t)
+			}
+			e := newEnv(t, func(e *testEnv, s *Server) {
+				s.AuditCommandLines = true
+				s.nologinFile = filepath.Join(e.dir, "nologin")
+			})
+			e.writeAuthorizedKeys(tc.user, authorizedLine(tc.opts, e.key.PublicKey()))
+			c := e.login(tc.user)
+			if tc.before != nil {
+				tc.before(t, e)
+			}
+			const line = "echo ran"
+			out, errOut, code := run(t, c, line, "")
+			if code != tc.status || out+errOut == "" {
+				t.Fatalf("%s: out %q, stderr %q, exit %d; want the server's text, exit %d", line, out, errOut, code, tc.status)
+			}
+			waitFor(t, "the session end", func() bool { return len(e.eventsOf(EventSessionEnd)) == 1 })
+			start, end := e.eventsOf(EventSessionStart)[0], e.eventsOf(EventSessionEnd)[0]
+			if start.CommandLine != line || end.CommandLine != line {
+				t.Errorf("command line %q at start, %q at end; want %q", start.CommandLine, end.CommandLine, line)
+			}
+			if want := int64(len(out) + len(errOut)); end.BytesOut != want {
+				t.Errorf("bytes out %d, want the %d sent (%q, %q)", end.BytesOut, want, out, errOut)
+			}
+		})
+	}
+}
+
 // TestShellWithoutPTY is "ssh host < script": a login shell reading
 // commands from stdin, no terminal.
 func TestShellWithoutPTY(t *testing.T) {
