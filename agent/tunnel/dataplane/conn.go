@@ -394,6 +394,16 @@ func (c *conn) answerPing() error {
 // hands on; frames under 4 KiB are made to size.
 var frames = bufpool.New(2+tunnel.MaxMessageSize, 4<<10)
 
+// maxHeld bounds the pooled buffers, by capacity, that the frames of the
+// message being read hold while they wait for its end, which a client need
+// never send. Each frame from 4 KiB up takes a 64 KiB buffer: a message of 4
+// KiB frames held 31, 2 MiB per connection, for as long as the client liked.
+// Past the bound, frames are made to size, so that a message holds at most
+// maxHeld and its own bytes. Four full-size buffers fit: the frames of a
+// message of one, as the agent sends them, or of a few, as a client that
+// batches does (BenchmarkRelay: four of 16 KiB), are pooled all the same.
+const maxHeld = 2 * maxWebSocketMessage
+
 func releaseFrames(bs [][]byte) {
 	for i, b := range bs {
 		frames.Release(b)
@@ -430,6 +440,7 @@ var errStopped = errors.New("stopped by the tunnel")
 func (c *conn) readLoop() error {
 	d := newDecoder()
 	var held [][]byte // frames that end in the message being read
+	heldCap := 0      // the capacity of held's buffers
 	defer func() { releaseFrames(held) }()
 	ms := &wsstream.Stream{Ctx: c.ctx, WS: c.ws, Limit: maxWebSocketMessage,
 		EndMessage: func() error {
@@ -441,7 +452,7 @@ func (c *conn) readLoop() error {
 					return errStopped
 				}
 			}
-			held = held[:0]
+			held, heldCap = held[:0], 0
 			return nil
 		}}
 	var prefix [2]byte
@@ -449,14 +460,22 @@ func (c *conn) readLoop() error {
 		if _, err := io.ReadFull(ms, prefix[:]); err != nil {
 			return c.readError(err)
 		}
-		raw := frames.Make(2 + (int(prefix[0])<<8 | int(prefix[1])))
+		n := 2 + (int(prefix[0])<<8 | int(prefix[1]))
+		var raw []byte
+		if heldCap+2+tunnel.MaxMessageSize > maxHeld { // a pooled buffer would pass it
+			raw = make([]byte, n)
+		} else {
+			raw = frames.Make(n)
+		}
 		copy(raw, prefix[:])
 		if _, err := io.ReadFull(ms, raw[2:]); err != nil {
 			frames.Release(raw)
 			return c.readError(err)
 		}
 		c.t.limit.wait(c.ctx, len(raw))
-		held = append(held, raw)
+		// Counted once read: a frame that straddles two messages is held
+		// with the second, whose count starts at the first's end.
+		held, heldCap = append(held, raw), heldCap+cap(raw)
 	}
 }
 

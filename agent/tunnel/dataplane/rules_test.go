@@ -1,10 +1,12 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -245,6 +247,61 @@ func TestMessagesWithinTheLimit(t *testing.T) {
 	if m := dst.MustNext(); m.Type != tunnel.TypeData || len(m.Payload) != 40000-15 {
 		t.Fatalf("got %v, want DATA with a payload of %d bytes", m, 40000-15)
 	}
+}
+
+// TestUnfinishedMessageHoldsLittle: the frames of a message wait for its end,
+// which a client need never send; what they hold per connection stays a few
+// times the message limit, whatever their size. Each frame from 4 KiB up was
+// read into a 64 KiB buffer: a message of 4 KiB frames, within the limit, held
+// 2 MiB.
+func TestUnfinishedMessageHoldsLittle(t *testing.T) {
+	s := newTestServer(t)
+	frame, err := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: make([]byte, 4<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := bytes.Repeat(frame, maxWebSocketMessage/len(frame))
+	const conns = 16
+	srcs := make([]*client, conns)
+	for i := range srcs {
+		tun := s.OpenTunnel("SSH")
+		srcs[i] = dial(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
+		srcs[i].WantServiceIDs("SSH")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	base := heapInUse()
+	for _, src := range srcs {
+		w, err := src.WS.Writer(ctx, websocket.MessageBinary)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(msg); err != nil { // not closed: the message goes on
+			t.Fatal(err)
+		}
+		// The ping follows the message's frames: its pong says the server
+		// has read them all.
+		src.WS.CloseRead(ctx)
+		if err := src.WS.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	per := (heapInUse() - base) / conns
+	t.Logf("%d connections, each in a message of %d frames of %d bytes: the heap grew by %d KiB per connection", conns, len(msg)/len(frame), len(frame), per>>10)
+	if per > 1<<20 {
+		t.Errorf("an unfinished message of %d frames of %d bytes grew the heap by %d KiB per connection; want at most 1 MiB (maxHeld is %d KiB)",
+			len(msg)/len(frame), len(frame), per>>10, maxHeld>>10)
+	}
+}
+
+// heapInUse is the heap in use after collections that also empty sync.Pools:
+// what is held.
+func heapInUse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
 }
 
 // dataFrames returns DATA frames of stream 1 of service SSH that add up to exactly
