@@ -93,6 +93,9 @@ type wsConn struct {
 	out   io.Writer // conn, or under TLS one write per frame (tlsbatch)
 	rng   *mrand.ChaCha8
 	close sync.Once
+	// closeSent is set by the first Close frame sent: an endpoint sends one
+	// (RFC 6455 §5.5.1), and the service's answer to closeSoon's gets none.
+	closeSent atomic.Bool
 	// peerClose is the service's Close frame, once received: a write that
 	// fails after it (the reader closed the socket) fails with it, not with
 	// "use of closed network connection", which would read as a lost link.
@@ -643,11 +646,26 @@ func (c *wsConn) control(op byte, payload []byte) error {
 		ce.Code = int(binary.BigEndian.Uint16(payload))
 		ce.Reason = printable(string(payload[2:]))
 	}
-	// Echo the close (RFC 6455 §5.5.1), then drop the connection.
+	// Answer the close (RFC 6455 §5.5.1), then drop the connection: an empty
+	// Close to an empty one, the code echoed if it may be sent, else 1002,
+	// for a one-octet body or a code not for the wire (§7.4).
+	answer := payload[:min(len(payload), 2)]
+	if len(payload) == 1 || len(payload) >= 2 && !sendableCloseCode(ce.Code) {
+		answer = binary.BigEndian.AppendUint16(nil, 1002)
+	}
 	c.peerClose.Store(ce)
-	c.writeFrame(opClose, payload[:min(len(payload), 2)])
+	c.writeClose(answer)
 	c.conn.Close()
 	return ce
+}
+
+// sendableCloseCode reports whether a Close frame may carry code: one of RFC 6455
+// §7.4.1's or the IANA registry's up to 1014, but for 1004 (reserved) and 1005
+// and 1006 (which say there was no Close frame or no code), or one of §7.4.2's
+// ranges for libraries and applications.
+func sendableCloseCode(code int) bool {
+	return code >= 1000 && code <= 1014 && code != 1004 && code != 1005 && code != 1006 ||
+		code >= 3000 && code <= 4999
 }
 
 // fail closes the connection with code after a protocol violation by the server.
@@ -687,11 +705,20 @@ func (c *wsConn) closeSoon(code int, reason string, wait time.Duration) {
 	c.conn.SetReadDeadline(time.Now().Add(wait))
 }
 
-// sendClose writes a Close frame with code and reason, giving it a second.
+// sendClose writes a Close frame with code and reason, unless one was sent.
 func (c *wsConn) sendClose(code int, reason string) error {
-	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	p := binary.BigEndian.AppendUint16(nil, uint16(code))
-	return c.writeFrame(opClose, append(p, reason...))
+	return c.writeClose(append(p, reason...))
+}
+
+// writeClose writes a Close frame with payload, giving it a second, unless one
+// was sent (closeSent).
+func (c *wsConn) writeClose(payload []byte) error {
+	if c.closeSent.Swap(true) {
+		return nil
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	return c.writeFrame(opClose, payload)
 }
 
 // closeNow drops the connection without a close handshake.

@@ -354,6 +354,66 @@ func TestWriteAfterPeerCloseIsTheClose(t *testing.T) {
 	}
 }
 
+// TestCloseAnswer: the answer to the service's Close frame is a Close that
+// RFC 6455 lets a client send: the code echoed if it may be sent (§7.4), an
+// empty Close to an empty one, and 1002 to a body of one octet (§5.5.1) or a
+// code not for the wire (1005 and 1006 say there was none). Each was echoed
+// as it came. The read ends as closed by the service all the same.
+func TestCloseAnswer(t *testing.T) {
+	code := func(c uint16) []byte { return binary.BigEndian.AppendUint16(nil, c) }
+	for _, tc := range []struct {
+		name string
+		in   []byte // the service's Close body
+		got  int    // the CloseError's code
+		want []byte // the answer's body
+	}{
+		{"empty", nil, 1005, []byte{}},
+		{"1000 and a reason", append(code(1000), "bye"...), 1000, code(1000)},
+		{"1011", code(1011), 1011, code(1011)},
+		{"1014", code(1014), 1014, code(1014)},
+		{"3000", code(3000), 3000, code(3000)},
+		{"4999", code(4999), 4999, code(4999)},
+		{"one octet", []byte{0x03}, 1005, code(1002)},
+		{"0", code(0), 0, code(1002)},
+		{"999", code(999), 999, code(1002)},
+		{"1004", code(1004), 1004, code(1002)},
+		{"1005", code(1005), 1005, code(1002)},
+		{"1006", code(1006), 1006, code(1002)},
+		{"1015", code(1015), 1015, code(1002)},
+		{"2999", code(2999), 2999, code(1002)},
+		{"5000", code(5000), 5000, code(1002)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, out := wsFromBytes(serverFrame(true, opClose, tc.in))
+			_, err := io.ReadAll(c)
+			var ce *CloseError
+			if !errors.As(err, &ce) || ce.Code != tc.got {
+				t.Errorf("read ended with %v, want CloseError %d", err, tc.got)
+			}
+			op, p, rest := unmask(t, out.Bytes())
+			if op != opClose || !bytes.Equal(p, tc.want) || len(rest) != 0 {
+				t.Errorf("answer to Close %x: op %d payload %x and %d bytes more, want one Close %x", tc.in, op, p, len(rest), tc.want)
+			}
+		})
+	}
+}
+
+// TestOneCloseFrame: the service's answer to the agent's Close (closeSoon,
+// the reader still running) gets no Close back, nor does a Close sent after
+// the service's: an endpoint sends one (RFC 6455 §5.5.1).
+func TestOneCloseFrame(t *testing.T) {
+	c, out := wsFromBytes(serverFrame(true, opClose, binary.BigEndian.AppendUint16(nil, 1000)))
+	c.closeSoon(1001, "going away", time.Second)
+	if _, err := io.ReadAll(c); !errors.As(err, new(*CloseError)) {
+		t.Fatalf("read ended with %v, want the service's Close", err)
+	}
+	c.closeWith(1000, "", 0)
+	op, p, rest := unmask(t, out.Bytes())
+	if op != opClose || binary.BigEndian.Uint16(p) != 1001 || len(rest) != 0 {
+		t.Fatalf("sent op %d payload %x and %d bytes more, want one Close 1001", op, p, len(rest))
+	}
+}
+
 type failAfter struct{ err error }
 
 func (f failAfter) Write([]byte) (int, error) { return 0, f.err }
