@@ -375,8 +375,12 @@ func readResponse(br *bufio.Reader, secrets ...string) (*handshakeResponse, erro
 // readBody reads up to 1 KiB of a refusal's body (chunked, Content-Length or
 // until close). A chunked body is decoded, and read only to its last chunk: the
 // server may keep the connection open after it, and reading on would wait for
-// the handshake timeout.
+// the handshake timeout. So would reading a 1xx, 204 or 304 answer's, which
+// has none, whatever its headers say (RFC 9112 §6.3).
 func readBody(br *bufio.Reader, r *handshakeResponse) string {
+	if r.status < 200 || r.status == 204 || r.status == 304 {
+		return ""
+	}
 	if headerHasToken(strings.Join(r.header["transfer-encoding"], ","), "chunked") {
 		return printable(strings.TrimSpace(string(readChunked(br, 1024))))
 	}

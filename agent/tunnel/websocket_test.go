@@ -208,6 +208,34 @@ func TestReadResponse(t *testing.T) {
 	}
 }
 
+// TestReadBody: a refusal's body is read as far as its framing says, and a
+// 1xx, 204 or 304 answer has none whatever its headers say (RFC 9112 §6.3):
+// the bytes after its head are not read. Read until close, such an answer on
+// a connection the server kept open made Dial wait for its handshake timeout.
+func TestReadBody(t *testing.T) {
+	const next = "next answer"
+	for _, tc := range []struct {
+		head, want string
+	}{
+		{"HTTP/1.1 400 Bad Request\r\nContent-Length: 4\r\n\r\n", "next"},
+		{"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n", "body"},
+		{"HTTP/1.0 403 Forbidden\r\n\r\n", next}, // until close
+		{"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n", ""},
+		{"HTTP/1.1 304 Not Modified\r\n\r\n", ""},
+		{"HTTP/1.1 304 Not Modified\r\nContent-Length: 4\r\n\r\n", ""},
+		{"HTTP/1.1 100 Continue\r\n\r\n", ""},
+	} {
+		br := bufio.NewReader(strings.NewReader(tc.head + next))
+		r, err := readResponse(br)
+		if err != nil {
+			t.Fatalf("readResponse(%q): %v", tc.head, err)
+		}
+		if got := readBody(br, r); got != tc.want {
+			t.Errorf("readBody after %q = %q, want %q", tc.head, got, tc.want)
+		}
+	}
+}
+
 // FuzzWebSocketRead feeds arbitrary server bytes to the client's frame reader: it
 // must return data or an error, never panic, and never deliver more than the
 // stream holds.
