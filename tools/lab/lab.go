@@ -52,8 +52,9 @@ type Options struct {
 	Board string
 	// BoardDir is the board/ folder; "" finds it from the working directory up.
 	BoardDir string
-	// Console is the operator web console's listen address (tools/console);
-	// "" means no console.
+	// Console is the operator web console's listen address (tools/console):
+	// loopback, as it serves plain HTTP and logs in with the lab's key
+	// (porthole-lab refuses others, console.CheckLoopback); "" means no console.
 	Console string
 	// Out receives the progress lines and the commands to use.
 	Out io.Writer

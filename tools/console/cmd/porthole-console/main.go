@@ -156,10 +156,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.TLS == nil && !*plainHTTP {
 		// Checked before listening: plain HTTP beyond loopback shows the
 		// run's access token and every terminal to the network.
-		if a, err := net.ResolveTCPAddr("tcp", *listen); err == nil && !a.IP.IsLoopback() {
-			fmt.Fprintf(stderr, "porthole-console: --listen %s is not loopback, and the console would serve plain HTTP there: "+
-				"anyone on the network could read its access token and terminals; give --tls-cert and --tls-key, "+
-				"or --plain-http behind a TLS reverse proxy on a network you trust\n", *listen)
+		if err := console.CheckLoopback(*listen); err != nil {
+			fmt.Fprintf(stderr, "porthole-console: --listen %v; give --tls-cert and --tls-key, "+
+				"or --plain-http behind a TLS reverse proxy on a network you trust\n", err)
 			return 1
 		}
 	}

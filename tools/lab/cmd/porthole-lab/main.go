@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/porthole-iot/porthole/tools/console"
 	"github.com/porthole-iot/porthole/tools/lab"
 )
 
@@ -47,7 +48,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	state := fs.String("state", ".lab", "state directory (made once, reused)")
 	sshPort := fs.Int("ssh-port", 2222, "local port for SSH through the tunnel (0: any free port)")
 	httpPort := fs.Int("http-port", 8080, "local port for the device's status page through the tunnel (0: any free port)")
-	consoleAddr := fs.String("console", "127.0.0.1:8088", "listen address of the web console (SSH in the browser; port 0: any free port; \"\": none)")
+	consoleAddr := fs.String("console", "127.0.0.1:8088", "listen address of the web console (SSH in the browser), on loopback (port 0: any free port; \"\": none)")
 	noAgent := fs.Bool("no-agent", false, "run only the broker, tunneld and the web console (on 127.0.0.1), for an agent started by hand on this machine or in a QEMU guest")
 	boardName := fs.String("board", "", "run the agent inside QEMU board `NAME` (a folder under board/, e.g. qemu-armv7-virt) instead of on the host:\n"+
 		"cross-build porthole, build the initramfs, boot it; needs the source tree, Go and the packages of tools/deps.sh board")
@@ -64,6 +65,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// would be ignored without a word.
 		fmt.Fprintf(stderr, "porthole-lab: unexpected argument %q (flags only; see -h)\n", fs.Arg(0))
 		return 1
+	}
+	// The console serves plain HTTP, and the lab's logs in with the lab's key:
+	// beyond loopback, anyone on the network could open a terminal to the
+	// lab's device (root on this machine when the lab runs as root).
+	if *consoleAddr != "" {
+		if err := console.CheckLoopback(*consoleAddr); err != nil {
+			fmt.Fprintf(stderr, "porthole-lab: --console %v, and log in to the lab's device with its key; "+
+				"give a loopback address (127.0.0.1:PORT)\n", err)
+			return 1
+		}
 	}
 	ports := []struct {
 		name string

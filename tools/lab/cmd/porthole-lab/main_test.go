@@ -127,6 +127,29 @@ func TestBadPorts(t *testing.T) {
 	}
 }
 
+// TestConsoleBeyondLoopbackRefused: the lab's console serves plain HTTP and
+// logs in with the lab's key, so a --console address beyond loopback is bad
+// usage, refused before anything starts, as porthole-console refuses its
+// --listen without TLS. It listened on every interface and printed a
+// 127.0.0.1 URL.
+func TestConsoleBeyondLoopbackRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:8088"} {
+		// Should the lab start, it stops here, and run's 0 fails the test.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var stdout, stderr strings.Builder
+		state := filepath.Join(dir, "state")
+		code := run(ctx, []string{"--state", state, "--no-agent", "--ssh-port", "0", "--console", addr}, &stdout, &stderr)
+		cancel()
+		if code != 1 || !strings.Contains(stderr.String(), "--console "+addr+" is not loopback") || stdout.Len() > 0 {
+			t.Errorf("run --console %s = %d, stdout %q, stderr %q; want 1, nothing started, the address refused", addr, code, stdout.String(), stderr.String())
+		}
+		if _, err := os.Stat(state); err == nil {
+			t.Errorf("run --console %s made the state directory: the lab started", addr)
+		}
+	}
+}
+
 // TestCtrlCWithOutputReaderGone: `make lab | tee lab.txt`, then Ctrl-C. The
 // terminal's SIGINT ends tee at once, so the lab's last line goes to a pipe with
 // no reader. The lab must still stop as after any Ctrl-C (exit 0, lab.json
