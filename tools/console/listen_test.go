@@ -2,6 +2,7 @@ package console
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -25,6 +26,14 @@ func TestCheckLoopback(t *testing.T) {
 		var nl *NotLoopbackError
 		if tc.ok && err != nil || !tc.ok && !errors.As(err, &nl) {
 			t.Errorf("CheckLoopback(%q) = %v; want loopback %v", tc.addr, err, tc.ok)
+		}
+	}
+	// What net.Listen would refuse is refused here, first, naming the address.
+	for _, addr := range []string{"nonsense", "127.0.0.1:99999", "127.0.0.1:-1", "127.0.0.1:no-such-service", "[::1]"} {
+		err := CheckLoopback(addr)
+		var nl *NotLoopbackError
+		if err == nil || errors.As(err, &nl) || !strings.HasPrefix(err.Error(), addr+": ") {
+			t.Errorf("CheckLoopback(%q) = %v; want an error naming the address", addr, err)
 		}
 	}
 }

@@ -156,9 +156,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.TLS == nil && !*plainHTTP {
 		// Checked before listening: plain HTTP beyond loopback shows the
 		// run's access token and every terminal to the network.
-		if err := console.CheckLoopback(*listen); err != nil {
+		var nl *console.NotLoopbackError
+		switch err := console.CheckLoopback(*listen); {
+		case errors.As(err, &nl):
 			fmt.Fprintf(stderr, "porthole-console: --listen %v; give --tls-cert and --tls-key, "+
 				"or --plain-http behind a TLS reverse proxy on a network you trust\n", err)
+			return 1
+		case err != nil:
+			fmt.Fprintf(stderr, "porthole-console: --listen %v\n", err)
 			return 1
 		}
 	}

@@ -68,11 +68,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// The console serves plain HTTP, and the lab's logs in with the lab's key:
 	// beyond loopback, anyone on the network could open a terminal to the
-	// lab's device (root on this machine when the lab runs as root).
+	// lab's device (root on this machine when the lab runs as root). Checked
+	// whether or not this build has the console: the address is as wrong.
 	if *consoleAddr != "" {
-		if err := console.CheckLoopback(*consoleAddr); err != nil {
+		var nl *console.NotLoopbackError
+		switch err := console.CheckLoopback(*consoleAddr); {
+		case errors.As(err, &nl):
 			fmt.Fprintf(stderr, "porthole-lab: --console %v, and log in to the lab's device with its key; "+
 				"give a loopback address (127.0.0.1:PORT)\n", err)
+			return 1
+		case err != nil:
+			fmt.Fprintf(stderr, "porthole-lab: --console %v: want a loopback host:port, such as 127.0.0.1:8088\n", err)
 			return 1
 		}
 	}

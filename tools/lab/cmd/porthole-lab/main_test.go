@@ -150,6 +150,27 @@ func TestConsoleBeyondLoopbackRefused(t *testing.T) {
 	}
 }
 
+// TestMalformedConsoleAddress: a --console address net.Listen cannot take is
+// bad usage, refused before anything starts. It failed (exit 2) after the
+// broker and tunneld had started, and was not looked at by a build without
+// xterm.js, which ran without its console.
+func TestMalformedConsoleAddress(t *testing.T) {
+	dir := t.TempDir()
+	for _, addr := range []string{"nonsense", "127.0.0.1:99999", "127.0.0.1:-1", "127.0.0.1:no-such-service", "[::1]"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var stdout, stderr strings.Builder
+		state := filepath.Join(dir, "state")
+		code := run(ctx, []string{"--state", state, "--no-agent", "--ssh-port", "0", "--console", addr}, &stdout, &stderr)
+		cancel()
+		if code != 1 || !strings.Contains(stderr.String(), "--console "+addr+":") || stdout.Len() > 0 {
+			t.Errorf("run --console %s = %d, stdout %q, stderr %q; want 1, nothing started, the address named", addr, code, stdout.String(), stderr.String())
+		}
+		if _, err := os.Stat(state); err == nil {
+			t.Errorf("run --console %s made the state directory: the lab started", addr)
+		}
+	}
+}
+
 // TestCtrlCWithOutputReaderGone: `make lab | tee lab.txt`, then Ctrl-C. The
 // terminal's SIGINT ends tee at once, so the lab's last line goes to a pipe with
 // no reader. The lab must still stop as after any Ctrl-C (exit 0, lab.json
