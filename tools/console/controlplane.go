@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -90,7 +91,8 @@ func (c Credentials) GoString() string { return c.String() }
 type ControlPlaneAPI struct {
 	// URL of the control plane.
 	URL string
-	// Region of the credential scope; "" means us-east-1.
+	// Region of the credential scope; "" means the region of an AWS URL's
+	// host (AWSRegion), else us-east-1.
 	Region string
 	// Credentials sign requests; zero means unsigned.
 	Credentials Credentials
@@ -142,10 +144,7 @@ func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) erro
 	if err != nil {
 		return err
 	}
-	region := a.Region
-	if region == "" {
-		region = tunneld.DefaultRegion
-	}
+	region := cmp.Or(a.Region, AWSRegion(req.URL.Hostname()), tunneld.DefaultRegion)
 	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
 	req.Header.Set("X-Amz-Target", "IoTSecuredTunneling."+op)
 	now := time.Now
@@ -181,6 +180,25 @@ func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) erro
 		return nil
 	}
 	return json.Unmarshal(b, out)
+}
+
+// AWSRegion is the region in the host of AWS IoT Secure Tunneling's control
+// plane, api.tunneling.iot.REGION.amazonaws.com (amazonaws.com.cn in China),
+// and "" for any other host (a tunneld's). AWS answers there only requests
+// signed for that region, and the region's data plane has its tunnels.
+func AWSRegion(host string) string {
+	rest, ok := strings.CutPrefix(strings.ToLower(strings.TrimSuffix(host, ".")), "api.tunneling.iot.")
+	if !ok {
+		return ""
+	}
+	region, ok := strings.CutSuffix(rest, ".amazonaws.com")
+	if !ok {
+		region, ok = strings.CutSuffix(rest, ".amazonaws.com.cn")
+	}
+	if !ok || region == "" || strings.Contains(region, ".") {
+		return ""
+	}
+	return region
 }
 
 // OpenTunnel implements ControlPlane.

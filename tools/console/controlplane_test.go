@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -154,5 +155,39 @@ func TestControlPlaneAPIConnections(t *testing.T) {
 	mu.Unlock()
 	if n > 1 {
 		t.Fatalf("after 21 control-plane calls, %d connections are open to the control plane, want at most 1", n)
+	}
+}
+
+// signingRegion is a RoundTripper that keeps the region of a request's SigV4
+// credential scope and answers nothing.
+type signingRegion struct{ region string }
+
+func (s *signingRegion) RoundTrip(r *http.Request) (*http.Response, error) {
+	// Credential=AKID/DATE/REGION/SERVICE/aws4_request
+	_, cred, _ := strings.Cut(r.Header.Get("Authorization"), "Credential=")
+	if f := strings.Split(cred, "/"); len(f) > 2 {
+		s.region = f[2]
+	}
+	return nil, errors.New("not sent")
+}
+
+// TestControlPlaneAPIRegion: AWS's control plane answers only requests signed
+// for the region in its host, which is what an unset Region means there.
+func TestControlPlaneAPIRegion(t *testing.T) {
+	for _, tc := range []struct{ url, region, want string }{
+		{"https://api.tunneling.iot.eu-west-1.amazonaws.com", "", "eu-west-1"},
+		{"https://api.tunneling.iot.cn-north-1.amazonaws.com.cn/", "", "cn-north-1"},
+		{"https://API.Tunneling.IoT.ap-south-1.amazonaws.com.:443", "", "ap-south-1"},
+		{"https://api.tunneling.iot.eu-west-1.amazonaws.com", "eu-west-2", "eu-west-2"},
+		{"https://127.0.0.1:8443", "", "us-east-1"},
+		{"https://api.tunneling.iot.example.com", "", "us-east-1"},
+		{"https://api.tunneling.iot.a.b.amazonaws.com", "", "us-east-1"},
+	} {
+		rt := &signingRegion{}
+		api := &ControlPlaneAPI{URL: tc.url, Region: tc.region, Client: &http.Client{Transport: rt}}
+		api.CloseTunnel(context.Background(), "t")
+		if rt.region != tc.want {
+			t.Errorf("ControlPlaneAPI{URL: %s, Region: %q} signed for %q, want %q", tc.url, tc.region, rt.region, tc.want)
+		}
 	}
 }

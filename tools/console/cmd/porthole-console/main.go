@@ -61,7 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
 	publicURL := fs.String("public-url", "", "the console's address in the browser when a reverse proxy serves it, e.g. "+
 		"https://console.example.com: its pages and terminals may then come from that origin, and it is the URL printed")
-	region := fs.String("region", "us-east-1", "AWS region of the tunnels (the data-plane endpoint follows from it)")
+	region := fs.String("region", "us-east-1", "AWS region of the tunnels (the data-plane endpoint follows from it); "+
+		"with AWS's --control-plane, the region in its host")
 	endpoint := fs.String("endpoint", "", "data-plane endpoint host[:port] or wss:// URL, instead of the region's")
 	caFile := fs.String("ca-file", "", "extra PEM trust anchor for the data plane and --control-plane")
 	cp := fs.String("control-plane", "", "control plane URL, so that the page can open and close tunnels: a porthole-tunneld "+
@@ -111,10 +112,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "porthole-console: --control-plane %q: want https://host[:port] (a tunneld serves https with --tls-cert; give its CA with --ca-file)\n", *cp)
 			return 1
 		}
-		// A tunneld serves both planes on one port; AWS's data plane follows the region.
-		if *endpoint == "" && !strings.HasPrefix(u.Hostname(), "api.tunneling.iot.") {
+		// A tunneld serves both planes on one port; AWS's data plane follows
+		// the region, which AWS's control plane has in its host: it refuses
+		// requests signed for another, and its tunnels are in that region's
+		// data plane.
+		switch r := console.AWSRegion(u.Hostname()); {
+		case r == "" && *endpoint == "":
 			cfg.Endpoint = u.Host
+		case r != "" && flagsGiven(fs)["region"] && *region != r:
+			fmt.Fprintf(stderr, "porthole-console: --region %s, but --control-plane %s is AWS's in %s, "+
+				"which refuses requests signed for another region: leave out --region, or give the control plane of %s\n", *region, *cp, r, *region)
+			return 1
+		case r != "":
+			*region = r
 		}
+		cfg.Region = *region
 		cfg.ControlPlane = &console.ControlPlaneAPI{URL: *cp, Region: *region, CAFile: *caFile,
 			Credentials: console.Credentials{AccessKeyID: os.Getenv("AWS_ACCESS_KEY_ID"),
 				SecretAccessKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), SessionToken: os.Getenv("AWS_SESSION_TOKEN")}}
@@ -197,6 +209,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	srv.Shutdown(sctx)
 	return 0
+}
+
+// flagsGiven names the flags of fs that the command line set.
+func flagsGiven(fs *flag.FlagSet) map[string]bool {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	return given
 }
 
 // checkKey reports whether k's file holds a private key ssh can use without a

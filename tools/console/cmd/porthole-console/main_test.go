@@ -435,3 +435,103 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// startConsole runs the console with args (and a host key store and stand-in
+// vendor files in dir), and returns its base URL, its access token and the
+// function that stops it as Ctrl-C does (SIGINT, which reaches every console
+// running in this process: one at a time).
+func startConsole(t *testing.T, dir string, args ...string) (base, token string, stop func()) {
+	t.Helper()
+	out, errs := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(append([]string{"--listen", "127.0.0.1:0", "--host-keys", filepath.Join(dir, "hk.json"),
+			"--vendor-dir", standInVendor(t, dir)}, args...), out, errs)
+	}()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), "#token="); time.Sleep(20 * time.Millisecond) {
+		select {
+		case code := <-done:
+			t.Fatalf("run %q = %d, %q; want the console started", args, code, errs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %q: not started: %q", args, errs.String())
+		}
+	}
+	u := strings.Fields(strings.SplitN(out.String(), "open ", 2)[1])[0]
+	base, token, _ = strings.Cut(u, "/#token=")
+	return base, token, func() { syscall.Kill(os.Getpid(), syscall.SIGINT); <-done }
+}
+
+// runRefused runs the console with args (and a host key store and stand-in
+// vendor files in dir) and returns its exit code and stderr when it refuses to
+// start; when it starts instead, it stops it and returns -1.
+func runRefused(t *testing.T, dir string, args ...string) (int, string) {
+	t.Helper()
+	out, errs := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(append([]string{"--listen", "127.0.0.1:0", "--host-keys", filepath.Join(dir, "hk.json"),
+			"--vendor-dir", standInVendor(t, dir)}, args...), out, errs)
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		select {
+		case code := <-done:
+			if out.String() != "" {
+				t.Errorf("run %q printed %q on stdout", args, out.String())
+			}
+			return code, errs.String()
+		default:
+		}
+		if strings.Contains(out.String(), "#token=") || time.Now().After(deadline) {
+			syscall.Kill(os.Getpid(), syscall.SIGINT)
+			<-done
+			return -1, errs.String()
+		}
+	}
+}
+
+// getState is the console's GET /api/state.
+func getState(t *testing.T, base, token string) (state struct{ Endpoint, Region string }) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/api/state", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&state); err != nil {
+		t.Fatal(err)
+	}
+	return state
+}
+
+// AWS's control plane has its region in its host, and answers only requests
+// signed for that region: without --region the console takes it from there
+// (it signed for us-east-1, the flag's default, and dialled that region's data
+// plane), and a --region that says otherwise is refused at start.
+func TestControlPlaneRegion(t *testing.T) {
+	const euWest1 = "https://api.tunneling.iot.eu-west-1.amazonaws.com"
+	for _, tc := range []struct {
+		args []string
+		want string // the region the console uses
+	}{
+		{[]string{"--control-plane", euWest1}, "eu-west-1"},
+		{[]string{"--control-plane", euWest1, "--region", "eu-west-1"}, "eu-west-1"},
+		{[]string{"--control-plane", "https://api.tunneling.iot.cn-north-1.amazonaws.com.cn"}, "cn-north-1"},
+		{[]string{"--control-plane", "https://tunneld.example.com:8443", "--region", "eu-west-2"}, "eu-west-2"},
+		{[]string{"--control-plane", "https://tunneld.example.com:8443"}, "us-east-1"},
+	} {
+		base, token, stop := startConsole(t, t.TempDir(), tc.args...)
+		st := getState(t, base, token)
+		stop()
+		if st.Region != tc.want {
+			t.Errorf("run %q: region %q, want %q", tc.args, st.Region, tc.want)
+		}
+	}
+	code, errs := runRefused(t, t.TempDir(), "--control-plane", euWest1, "--region", "us-east-1")
+	if code != 1 || !strings.Contains(errs, "--region us-east-1, but --control-plane "+euWest1) {
+		t.Errorf("run --control-plane %s --region us-east-1 = %d, %q; want 1, the regions named", euWest1, code, errs)
+	}
+}
