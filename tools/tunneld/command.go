@@ -73,7 +73,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate `file` (chain) to serve HTTPS and WSS; needs --tls-key; without both, plain HTTP and WS")
 	fs.StringVar(&o.TLSKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&o.DataDir, "data-dir", "", "`directory` for the state file tunnels.json (tunnels and their tokens survive a restart); empty keeps state in memory")
-	fs.StringVar(&o.Region, "region", DefaultRegion, "AWS `region` reported in notifications and tunnel ARNs; with --credentials, requests must be signed for it")
+	fs.StringVar(&o.Region, "region", DefaultRegion, "AWS `region` reported in notifications and tunnel ARNs, 1-64 characters of [a-zA-Z0-9._-] (what the agent takes); with --credentials, requests must be signed for it")
 	fs.StringVar(&o.MQTTBroker, "mqtt-broker", "", "MQTT broker for tunnel notifications: host:port (TLS) or a tls:// or mqtt:// URL; empty disables notifications")
 	fs.StringVar(&o.MQTTCA, "mqtt-ca", "", "PEM CA `file` that signed the broker's certificate")
 	fs.StringVar(&o.MQTTCert, "mqtt-cert", "", "PEM client certificate `file` for mutual TLS with the broker (its identity must be allowed to publish on $aws/things/+/tunnels/notify)")
@@ -118,6 +118,14 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 			fs.Usage()
 			return o, err
 		}
+	}
+	// Every notification carries the region, and the agent refuses them all
+	// for one it does not take; "" would be logged while us-east-1 is used.
+	if err := checkRegion(o.Region); err != nil {
+		err = fmt.Errorf("invalid value %q for flag -region: %w", o.Region, err)
+		fmt.Fprintln(stderr, err)
+		fs.Usage()
+		return o, err
 	}
 	// A --listen net.Listen cannot parse fails the same at every restart, so it is
 	// a usage error (exit 1) here rather than a runtime failure (exit 2) that
@@ -219,7 +227,7 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	}
 	addr := l.Addr().String()
 	log.Info("listening", "addr", addr, "api", scheme+"://"+addr+"/", "data_plane", strings.Replace(scheme, "http", "ws", 1)+"://"+addr+"/tunnel",
-		"region", cfg.Region, "data_dir", o.DataDir)
+		"region", srv.cfg.Region, "data_dir", o.DataDir)
 	if o.PrintAddr {
 		fmt.Fprintln(stdout, addr)
 	}

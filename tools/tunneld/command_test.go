@@ -77,6 +77,12 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--listen", "127.0.0.1:abc"}, "-listen"},
 		{[]string{"--listen", ":-1"}, "-listen"},
 		{[]string{"--listen", "127.0.0.1:no-such-service"}, "-listen"},
+		// Every notification carries it: the agent refused each one
+		// (region "bad region" is not a region name), and "" was logged
+		// while us-east-1 was used.
+		{[]string{"--region", "bad region"}, "-region"},
+		{[]string{"--region", ""}, "-region"},
+		{[]string{"--region", strings.Repeat("r", 65)}, "-region"},
 	} {
 		var stderr strings.Builder
 		_, err := ParseFlags(tc.args, &stderr)
@@ -94,7 +100,7 @@ func TestParseFlagsErrors(t *testing.T) {
 			t.Errorf("ParseFlags(--listen %s) = %v; net.Listen takes that address", listen, err)
 		}
 	}
-	for _, cfg := range []Config{{MaxOpenTunnels: -1}, {Bandwidth: -5}} {
+	for _, cfg := range []Config{{MaxOpenTunnels: -1}, {Bandwidth: -5}, {Region: "bad region"}} {
 		if s, err := New(cfg); err == nil {
 			s.Close()
 			t.Errorf("New(%+v) succeeded, want an error", cfg)

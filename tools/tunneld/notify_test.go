@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify"
 )
 
 // fakeNotifier records notifications; while down, Notify waits for ctx as a
@@ -78,6 +80,25 @@ func TestNotificationPayload(t *testing.T) {
 	if len(m) != 4 || m["clientAccessToken"] != want["clientAccessToken"] || m["clientMode"] != want["clientMode"] ||
 		m["region"] != want["region"] || !slices.Equal(m["services"].([]any), want["services"].([]any)) {
 		t.Errorf("Payload() = %s, want exactly %v", n.Payload(), want)
+	}
+}
+
+// TestRegionRuleIsTheAgents: every notification carries the server's region,
+// and the agent refuses all of them for a region it does not take, so New and
+// --region take exactly what the agent's parser does (regionPattern is a copy:
+// tunneld may not import agent/notify). Every byte is tried in a region, and
+// the lengths at the bounds.
+func TestRegionRuleIsTheAgents(t *testing.T) {
+	regions := []string{"", "a", strings.Repeat("a", 64), strings.Repeat("a", 65), "us-east-1", "bad region", "US_EAST.1", "é"}
+	for b := 0; b < 256; b++ {
+		regions = append(regions, "eu"+string(rune(b))+"1", "eu"+string([]byte{byte(b)})+"1")
+	}
+	for _, r := range regions {
+		p := Notification{ThingName: "dev1", ClientAccessToken: "AQGAAXiUfaketoken1234567890", Region: r, Services: []string{"SSH"}}.Payload()
+		_, agentErr := notify.ParseNotification(p)
+		if ours := checkRegion(r); (ours == nil) != (agentErr == nil) {
+			t.Errorf("region %q: checkRegion = %v, the agent's parser = %v; want both to take it or both to refuse it", r, ours, agentErr)
+		}
 	}
 }
 

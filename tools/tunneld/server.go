@@ -36,7 +36,9 @@ const (
 type Config struct {
 	// Region is reported in notifications and ARNs (whose partition follows it:
 	// aws-cn for cn-*, aws-us-gov for us-gov-*, ...), and is the region of the
-	// SigV4 credential scope with Credentials; "" means us-east-1.
+	// SigV4 credential scope with Credentials; "" means us-east-1. New refuses
+	// one the agent does not take in a notification (1-64 characters of
+	// [a-zA-Z0-9._-]).
 	Region string
 	// AccountID appears in tunnel ARNs; "" means 123456789012.
 	AccountID string
@@ -200,6 +202,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Region == "" {
 		cfg.Region = DefaultRegion
+	}
+	if err := checkRegion(cfg.Region); err != nil {
+		return nil, fmt.Errorf("tunneld: Config.Region %q: %w", cfg.Region, err)
 	}
 	if cfg.AccountID == "" {
 		cfg.AccountID = DefaultAccountID

@@ -1,6 +1,7 @@
 package tunneld
 
 import (
+	"errors"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,6 +16,12 @@ var (
 	tunnelIDPattern  = regexp.MustCompile(`^[a-zA-Z0-9_\-+=:]{1,128}$`)
 	nextTokenPattern = regexp.MustCompile(`^[a-zA-Z0-9_=-]+$`) // and at most 4096 bytes
 	tagPattern       = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`)
+	// regionPattern is the agent's rule for a notification's region
+	// (agent/notify.ParseNotification), which tunneld cannot import: every
+	// notification carries Config.Region, and an agent refuses all of them
+	// for a region it does not take. TestRegionRuleIsTheAgents holds the two
+	// together.
+	regionPattern = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,64}$`)
 )
 
 const (
@@ -36,6 +43,14 @@ const (
 	maxTagValue    = 256
 	reservedTagKey = "aws:"
 )
+
+// checkRegion reports whether an agent takes region in a notification.
+func checkRegion(region string) error {
+	if !regionPattern.MatchString(region) {
+		return errors.New("want 1-64 characters of [a-zA-Z0-9._-], which the agent takes in a notification (e.g. eu-west-1)")
+	}
+	return nil
+}
 
 func checkTunnelID(id string) error {
 	if id == "" {
