@@ -96,7 +96,8 @@ type ControlPlaneAPI struct {
 	Region string
 	// Credentials sign requests; zero means unsigned.
 	Credentials Credentials
-	// CAFile is an extra PEM trust anchor for https; "" means the system roots.
+	// CAFile is an extra PEM trust anchor for https, a file or a directory of
+	// them (as the data plane's, tunnel.CAFiles); "" means the system roots.
 	CAFile string
 	// Client is the HTTP client; nil means one built from CAFile.
 	Client *http.Client
@@ -110,7 +111,7 @@ func (a *ControlPlaneAPI) client() (*http.Client, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if a.CAFile != "" {
-		pem, err := os.ReadFile(a.CAFile)
+		files, err := tunnel.CAFiles(a.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading CA file: %w", err)
 		}
@@ -118,7 +119,15 @@ func (a *ControlPlaneAPI) client() (*http.Client, error) {
 		if pool == nil {
 			pool = x509.NewCertPool()
 		}
-		if !pool.AppendCertsFromPEM(pem) {
+		added := false
+		for _, f := range files {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("reading CA file: %w", err)
+			}
+			added = pool.AppendCertsFromPEM(pem) || added
+		}
+		if !added {
 			return nil, fmt.Errorf("no certificates in CA file %s", a.CAFile)
 		}
 		cfg.RootCAs = pool

@@ -100,6 +100,28 @@ func TestControlPlaneThroughProxy(t *testing.T) {
 	}
 }
 
+// TestControlPlaneCADirectory: --ca-file may name a directory of certificates,
+// as porthole connect's and the data plane's do; the control plane read it as
+// one file and failed every call.
+func TestControlPlaneCADirectory(t *testing.T) {
+	cp := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		io.WriteString(w, `{"tunnel":{"status":"OPEN","destinationConnectionState":{"status":"CONNECTED"}}}`)
+	}))
+	defer cp.Close()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cp.Certificate().Raw}), 0o600)
+	os.WriteFile(filepath.Join(dir, "README"), []byte("not a certificate\n"), 0o600)
+	os.Mkdir(filepath.Join(dir, "old"), 0o700)
+
+	api := &ControlPlaneAPI{URL: cp.URL, CAFile: dir}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if joined, err := api.DestinationConnected(ctx, "t1"); err != nil || !joined {
+		t.Fatalf("DestinationConnected with CAFile a directory = %v, %v; want true", joined, err)
+	}
+}
+
 // TestShutdownClosesTunnelsDespiteASilentPage: porthole-console stops with
 // Shutdown(5 s). A terminal's page that no longer answers (a laptop that went
 // to sleep, a network that dropped, with no FIN) holds the terminal's teardown

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/tools/console"
 )
 
@@ -64,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	region := fs.String("region", "us-east-1", "AWS region of the tunnels (the data-plane endpoint follows from it); "+
 		"with AWS's --control-plane, the region in its host")
 	endpoint := fs.String("endpoint", "", "data-plane endpoint host[:port] or wss:// URL, instead of the region's")
-	caFile := fs.String("ca-file", "", "extra PEM trust anchor for the data plane and --control-plane")
+	caFile := fs.String("ca-file", "", "extra PEM trust anchor for the data plane and --control-plane: a file, or a directory of them; read at start")
 	cp := fs.String("control-plane", "", "control plane URL, so that the page can open and close tunnels: a porthole-tunneld "+
 		"(https://host:port) or AWS (https://api.tunneling.iot.REGION.amazonaws.com); requests are signed with "+
 		"AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN when set")
@@ -150,6 +151,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, k := range keys {
 		if err := checkKey(k); err != nil {
 			fmt.Fprintf(stderr, "porthole-console: %v\n", err)
+			return 1
+		}
+	}
+	// Read again at each tunnel open, but checked here as porthole connect
+	// checks its own: a file that is missing or holds no certificate failed
+	// every tunnel the page opened after a start that looked fine.
+	if *caFile != "" {
+		if err := tunnel.CheckCAFile(*caFile); err != nil {
+			fmt.Fprintf(stderr, "porthole-console: --ca-file: %s\n", strings.TrimPrefix(err.Error(), "tunnel: CA file: "))
 			return 1
 		}
 	}

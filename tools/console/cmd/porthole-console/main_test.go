@@ -18,6 +18,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -533,5 +534,37 @@ func TestControlPlaneRegion(t *testing.T) {
 	code, errs := runRefused(t, t.TempDir(), "--control-plane", euWest1, "--region", "us-east-1")
 	if code != 1 || !strings.Contains(errs, "--region us-east-1, but --control-plane "+euWest1) {
 		t.Errorf("run --control-plane %s --region us-east-1 = %d, %q; want 1, the regions named", euWest1, code, errs)
+	}
+}
+
+// --ca-file is checked at start, as porthole connect checks its own: a file
+// that is missing or holds no certificate started fine and failed every tunnel
+// the page opened. A directory of certificates is taken, as connect takes it.
+func TestCAFileCheckedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	srv.Close()
+	caDir, emptyDir := filepath.Join(dir, "certs"), filepath.Join(dir, "empty")
+	os.Mkdir(caDir, 0o700)
+	os.Mkdir(emptyDir, 0o700)
+	caFile, garbage := filepath.Join(caDir, "ca.pem"), filepath.Join(dir, "garbage.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+	os.WriteFile(garbage, []byte("not a certificate\n"), 0o600)
+	for _, tc := range []struct {
+		ca, want string // want in stderr; "" means the console starts
+	}{
+		{caFile, ""},
+		{caDir, ""},
+		{filepath.Join(dir, "missing.pem"), "no such file"},
+		{emptyDir, "no PEM certificate"},
+		{garbage, "no PEM certificate"},
+	} {
+		code, errs := runRefused(t, t.TempDir(), "--ca-file", tc.ca)
+		switch {
+		case tc.want == "" && code != -1:
+			t.Errorf("--ca-file %s: run = %d, %q; want the console started", tc.ca, code, errs)
+		case tc.want != "" && (code != 1 || !strings.Contains(errs, "--ca-file") || !strings.Contains(errs, tc.want)):
+			t.Errorf("--ca-file %s: run = %d (-1: started), %q; want 1 naming --ca-file and %q", tc.ca, code, errs, tc.want)
+		}
 	}
 }
