@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/usage"
 )
 
 // Options are the command line of porthole-tunneld.
@@ -63,9 +65,9 @@ Example:
 Flags:
 `
 
-// ParseFlags parses the command line. With --help it prints the usage to stderr and
-// returns flag.ErrHelp; on a usage error it prints the error and the usage.
-func ParseFlags(args []string, stderr io.Writer) (Options, error) {
+// ParseFlags parses the command line. With --help it prints the usage to stdout and
+// returns flag.ErrHelp; on a usage error it prints the error and the usage to stderr.
+func ParseFlags(args []string, stdout, stderr io.Writer) (Options, error) {
 	var o Options
 	fs := flag.NewFlagSet("porthole-tunneld", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -92,7 +94,7 @@ func ParseFlags(args []string, stderr io.Writer) (Options, error) {
 		fs.PrintDefaults()
 		fmt.Fprint(fs.Output(), "\nLogs go to stderr; access tokens are logged only as fingerprints.\nSIGHUP loads --tls-cert and --tls-key again (for certificate renewal hooks); if they\ndo not load, or the new certificate is out of its dates while the served one is\nnot, the previous pair is kept and an error is logged.\nExit codes: 0 after SIGINT or SIGTERM (or --help), 1 on a usage or configuration\nerror (do not restart), 2 on a runtime failure (among them a data directory\nthat cannot be written for a full disk or a read-only file system).\n")
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := usage.Parse(fs, args, stdout); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {

@@ -15,7 +15,7 @@ import (
 // documented exit codes never starts tunneld again. Not parallel: the limit
 // is the process's.
 func TestRunFullDataDirIsRuntimeError(t *testing.T) {
-	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, io.Discard)
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,10 +30,17 @@ import (
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
+// TestHelpExplainsEveryFlag: --help (and -h) is on stdout, where
+// `porthole-tunneld --help | less` reads it, as porthole's own, with nothing on
+// stderr; main exits 0 on flag.ErrHelp.
 func TestHelpExplainsEveryFlag(t *testing.T) {
-	var buf bytes.Buffer
-	if _, err := ParseFlags([]string{"--help"}, &buf); !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("ParseFlags(--help) = %v, want flag.ErrHelp", err)
+	var buf, stderr bytes.Buffer
+	if _, err := ParseFlags([]string{"--help"}, &buf, &stderr); !errors.Is(err, flag.ErrHelp) || stderr.Len() > 0 {
+		t.Fatalf("ParseFlags(--help) = %v, stderr %q; want flag.ErrHelp, the help on stdout", err, stderr.String())
+	}
+	var h bytes.Buffer
+	if _, err := ParseFlags([]string{"-h"}, &h, &stderr); !errors.Is(err, flag.ErrHelp) || h.String() != buf.String() || stderr.Len() > 0 {
+		t.Errorf("ParseFlags(-h) = %v, stdout %d bytes, stderr %q; want flag.ErrHelp, --help's on stdout", err, h.Len(), stderr.String())
 	}
 	help := buf.String()
 	for _, f := range []string{"listen", "tls-cert", "tls-key", "data-dir", "region", "mqtt-broker", "mqtt-ca", "mqtt-cert",
@@ -57,7 +64,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"extra"},
 		{"--no-such-flag"},
 	} {
-		if _, err := ParseFlags(args, io.Discard); err == nil {
+		if _, err := ParseFlags(args, io.Discard, io.Discard); err == nil {
 			t.Errorf("ParseFlags(%q) succeeded, want a usage error", args)
 		}
 	}
@@ -85,7 +92,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--region", strings.Repeat("r", 65)}, "-region"},
 	} {
 		var stderr strings.Builder
-		_, err := ParseFlags(tc.args, &stderr)
+		_, err := ParseFlags(tc.args, io.Discard, &stderr)
 		if err == nil || !strings.Contains(err.Error(), tc.flag) {
 			t.Errorf("ParseFlags(%q) = %v, want a usage error naming %s", tc.args, err, tc.flag)
 		}
@@ -96,7 +103,7 @@ func TestParseFlagsErrors(t *testing.T) {
 	// What net.Listen takes stays taken: a unit file may name a service (https)
 	// or leave the port empty (0).
 	for _, listen := range []string{"127.0.0.1:https", "127.0.0.1:", "[::1]:0"} {
-		if _, err := ParseFlags([]string{"--listen", listen}, io.Discard); err != nil {
+		if _, err := ParseFlags([]string{"--listen", listen}, io.Discard, io.Discard); err != nil {
 			t.Errorf("ParseFlags(--listen %s) = %v; net.Listen takes that address", listen, err)
 		}
 	}
@@ -106,11 +113,11 @@ func TestParseFlagsErrors(t *testing.T) {
 			t.Errorf("New(%+v) succeeded, want an error", cfg)
 		}
 	}
-	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--region", "eu-west-1", "--bandwidth", "1000", "--max-open-tunnels", "1"}, io.Discard)
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--region", "eu-west-1", "--bandwidth", "1000", "--max-open-tunnels", "1"}, io.Discard, io.Discard)
 	if err != nil || o.Listen != "127.0.0.1:0" || o.Region != "eu-west-1" || o.Bandwidth != 1000 || o.MaxTunnels != 1 {
 		t.Errorf("ParseFlags = %+v, %v", o, err)
 	}
-	if o, err := ParseFlags(nil, io.Discard); err != nil || o.MaxTunnels != DefaultMaxOpenTunnels {
+	if o, err := ParseFlags(nil, io.Discard, io.Discard); err != nil || o.MaxTunnels != DefaultMaxOpenTunnels {
 		t.Errorf("ParseFlags() = %+v, %v; want --max-open-tunnels %d", o, err, DefaultMaxOpenTunnels)
 	}
 }
@@ -128,7 +135,7 @@ func (p pipeWriter) Write(b []byte) (int, error) { return p.w.Write(b) }
 // and the stop is clean, with a warning.
 func TestRunStopWithStalledRequestIsClean(t *testing.T) {
 	dir := t.TempDir()
-	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--print-addr", "--data-dir", dir, "--allow-unsigned"}, io.Discard)
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--print-addr", "--data-dir", dir, "--allow-unsigned"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +206,7 @@ func TestRunPrintsAddrAndServesTLS(t *testing.T) {
 	pki := mqtttest.NewPKI(t)
 	cert, key := pki.Server(t, "tunneld")
 	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--print-addr", "--tls-cert", cert, "--tls-key", key,
-		"--data-dir", t.TempDir(), "--allow-unsigned"}, io.Discard)
+		"--data-dir", t.TempDir(), "--allow-unsigned"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +290,7 @@ func TestRunReloadsTLSCertificate(t *testing.T) {
 		}
 	}
 	install("first")
-	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--print-addr", "--tls-cert", certPath, "--tls-key", keyPath, "--allow-unsigned"}, io.Discard)
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--print-addr", "--tls-cert", certPath, "--tls-key", keyPath, "--allow-unsigned"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +421,7 @@ func TestRunConfigErrors(t *testing.T) {
 		{"--tls-cert", dir + "/none.pem", "--tls-key", dir + "/none.key"},
 		{"--credentials", dir + "/none"},
 	} {
-		o, err := ParseFlags(append([]string{"--listen", "127.0.0.1:0"}, args...), io.Discard)
+		o, err := ParseFlags(append([]string{"--listen", "127.0.0.1:0"}, args...), io.Discard, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -427,7 +434,7 @@ func TestRunConfigErrors(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(garbled, stateFile), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	o, _ := ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", garbled}, io.Discard)
+	o, _ := ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", garbled}, io.Discard, io.Discard)
 	if err := Run(context.Background(), o, io.Discard, io.Discard); err == nil || !IsConfigError(err) {
 		t.Errorf("Run with a garbled state file = %v, want a configuration error", err)
 	}
@@ -436,7 +443,7 @@ func TestRunConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lock.Close()
-	o, _ = ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard)
+	o, _ = ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard, io.Discard)
 	if err := Run(context.Background(), o, io.Discard, io.Discard); !errors.Is(err, ErrDataDirInUse) || IsConfigError(err) {
 		t.Errorf("Run with a data directory in use = %v, want ErrDataDirInUse, a runtime error", err)
 	}
@@ -471,7 +478,7 @@ func TestRunWarnsAboutExposure(t *testing.T) {
 	// returns what it logged.
 	runLogs := func(args ...string) string {
 		t.Helper()
-		o, err := ParseFlags(append([]string{"--listen", "127.0.0.1:0"}, args...), io.Discard)
+		o, err := ParseFlags(append([]string{"--listen", "127.0.0.1:0"}, args...), io.Discard, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -396,7 +396,7 @@ func TestDataDirIsExclusive(t *testing.T) {
 		t.Fatalf("second New on %s = %v, want ErrDataDirInUse", dir, err)
 	}
 	// Through the command too: Run fails at start, naming the directory.
-	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard)
+	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

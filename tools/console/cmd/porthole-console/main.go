@@ -28,6 +28,7 @@ import (
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/tools/console"
+	"github.com/porthole-iot/porthole/tools/internal/usage"
 )
 
 func main() {
@@ -77,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var keys keyFlags
 	fs.Var(&keys, "key", "private key offered for logins, [NAME=]PATH, without a passphrase (repeatable; the first is pre-selected; "+
 		"a key with a passphrase can be pasted in the page with it instead)")
-	if err := fs.Parse(args); err != nil {
+	if err := usage.Parse(fs, args, stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}

@@ -71,6 +71,22 @@ func TestPlainHTTPBeyondLoopbackRefused(t *testing.T) {
 	}
 }
 
+// TestHelpOnStdout: -h asks for the help, which is then the console's output,
+// on stdout as porthole's (`porthole-console -h | less` showed nothing), with
+// exit 0; a mistake's usage stays on stderr.
+func TestHelpOnStdout(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		var out, errs bytes.Buffer
+		if code := run([]string{arg}, &out, &errs); code != 0 || !strings.Contains(out.String(), "-control-plane") || errs.Len() > 0 {
+			t.Errorf("run %s = %d, stdout %q, stderr %q; want 0, the help on stdout", arg, code, out.String(), errs.String())
+		}
+	}
+	var out, errs bytes.Buffer
+	if code := run([]string{"--no-such-flag"}, &out, &errs); code != 1 || !strings.Contains(errs.String(), "-control-plane") || out.Len() > 0 {
+		t.Errorf("run --no-such-flag = %d, stdout %q, stderr %q; want 1, the usage on stderr", code, out.String(), errs.String())
+	}
+}
+
 // A word before the flags is refused: flag stops parsing at it, and the flags
 // after it would be ignored.
 func TestStrayArgument(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/porthole-iot/porthole/tools/console"
+	"github.com/porthole-iot/porthole/tools/internal/usage"
 	"github.com/porthole-iot/porthole/tools/lab"
 )
 
@@ -54,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"cross-build porthole, build the initramfs, boot it; needs the source tree, Go and the packages of tools/deps.sh board")
 	self, _ := os.Executable()
 	porthole := fs.String("porthole", filepath.Join(filepath.Dir(self), "porthole"), "the porthole binary the agent runs from")
-	if err := fs.Parse(args); err != nil {
+	if err := usage.Parse(fs, args, stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}

@@ -171,6 +171,24 @@ func TestMalformedConsoleAddress(t *testing.T) {
 	}
 }
 
+// TestHelpOnStdout: -h asks for the help, which is then the lab's output, on
+// stdout as porthole's (`porthole-lab -h | less` showed nothing), with exit 0;
+// a mistake's usage stays on stderr.
+func TestHelpOnStdout(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		var stdout, stderr strings.Builder
+		code := run(context.Background(), []string{arg}, &stdout, &stderr)
+		if code != 0 || !strings.Contains(stdout.String(), "-console") || stderr.Len() > 0 {
+			t.Errorf("run %s = %d, stdout %q, stderr %q; want 0, the help on stdout", arg, code, stdout.String(), stderr.String())
+		}
+	}
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), []string{"--no-such-flag"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "-console") || stdout.Len() > 0 {
+		t.Errorf("run --no-such-flag = %d, stdout %q, stderr %q; want 1, the usage on stderr", code, stdout.String(), stderr.String())
+	}
+}
+
 // TestCtrlCWithOutputReaderGone: `make lab | tee lab.txt`, then Ctrl-C. The
 // terminal's SIGINT ends tee at once, so the lab's last line goes to a pipe with
 // no reader. The lab must still stop as after any Ctrl-C (exit 0, lab.json

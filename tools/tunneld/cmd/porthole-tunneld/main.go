@@ -31,7 +31,7 @@ func main() {
 	// handled. Caught (as by the agent and the lab), the write fails
 	// instead, and slog drops the line.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	opts, err := tunneld.ParseFlags(os.Args[1:], os.Stderr)
+	opts, err := tunneld.ParseFlags(os.Args[1:], os.Stdout, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
