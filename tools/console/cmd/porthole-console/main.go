@@ -49,6 +49,11 @@ func (k *keyFlags) Set(v string) error {
 	if !ok {
 		name, path = filepath.Base(v), v
 	}
+	if path == "" {
+		// Not left to checkKey, whose "open : no such file or directory"
+		// names no file.
+		return errors.New("PATH empty (want [NAME=]PATH)")
+	}
 	*k = append(*k, console.Key{Name: name, Path: path})
 	return nil
 }
@@ -192,7 +197,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "porthole-console: %v\n", err)
+		// As the lab's --console: the error names the address, not the flag.
+		fmt.Fprintf(stderr, "porthole-console: %v: choose another address with --listen\n", err)
 		return 1
 	}
 	// A hangup stops it as Ctrl-C does, closing the tunnels it opened: it is

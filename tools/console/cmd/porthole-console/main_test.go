@@ -87,6 +87,35 @@ func TestHelpOnStdout(t *testing.T) {
 	}
 }
 
+// TestFlagErrorsNameTheFlag: an empty --key path and a --listen address that
+// does not listen are refused naming the flag. They said "open : no such file
+// or directory" and net.Listen's error alone.
+func TestFlagErrorsNameTheFlag(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tc := range []struct {
+		args []string
+		want []string // in stderr
+	}{
+		{[]string{"--key", "x="}, []string{"-key", "empty"}},
+		{[]string{"--key", ""}, []string{"-key", "empty"}},
+		{[]string{"--listen", busy.Addr().String()}, []string{"--listen", "in use"}},
+		{[]string{"--plain-http", "--listen", "nonsense"}, []string{"--listen", "nonsense"}},
+	} {
+		code, errs := runRefused(t, t.TempDir(), tc.args...)
+		ok := code == 1 && !strings.Contains(errs, "open : ")
+		for _, w := range tc.want {
+			ok = ok && strings.Contains(errs, w)
+		}
+		if !ok {
+			t.Errorf("run %q = %d (-1: started), %q; want 1 naming %q", tc.args, code, errs, tc.want)
+		}
+	}
+}
+
 // A word before the flags is refused: flag stops parsing at it, and the flags
 // after it would be ignored.
 func TestStrayArgument(t *testing.T) {
