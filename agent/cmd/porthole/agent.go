@@ -100,6 +100,9 @@ func configFlag(name string, args []string, stdout, stderr io.Writer, more func(
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return nil, "", err
 	}
+	if *path == "" { // not "open : no such file or directory"
+		return nil, "", agent.Usagef("-c: empty")
+	}
 	cfg, err := loadConfig(*path)
 	return cfg, *path, err
 }
@@ -239,6 +242,8 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case given["c"] && given["data-dir"]:
 		return agent.Usagef("give -c or -data-dir, not both")
+	case *path == "":
+		return agent.Usagef("-c: empty")
 	case given["data-dir"]:
 		if dataDir == "" {
 			return agent.Usagef("-data-dir: empty")

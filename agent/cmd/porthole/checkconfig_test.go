@@ -101,6 +101,25 @@ func TestKeygenRelativeDataDir(t *testing.T) {
 	}
 }
 
+// TestEmptyPaths: an empty path is refused as keygen's -data-dir is, naming
+// the flag; it said "open : no such file or directory".
+func TestEmptyPaths(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check-config", "-c", ""}, "-c: empty"},
+		{[]string{"agent", "-c", ""}, "-c: empty"},
+		{[]string{"keygen", "-c", ""}, "-c: empty"},
+		{[]string{"connect", "--token-file", "", "--region", "us-east-1", "-L", "1"}, "--token-file: empty"},
+	} {
+		code, out, errs := runCmd(t, nil, tc.args...)
+		if code != exitUsage || out != "" || !strings.Contains(errs, tc.want) || strings.Contains(errs, "open :") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want %d and %q", tc.args, code, out, errs, exitUsage, tc.want)
+		}
+	}
+}
+
 func TestVersionHelp(t *testing.T) {
 	for _, arg := range []string{"-h", "--help"} {
 		code, out, errs := runCmd(t, nil, "version", arg)

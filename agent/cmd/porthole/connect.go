@@ -223,6 +223,8 @@ func accessToken(tokenSet bool, token string, fileSet bool, file string, getenv 
 	switch {
 	case tokenSet && fileSet:
 		return t, "", agent.Usagef("give one of --token and --token-file, not both (--token-file keeps the token out of the process list)")
+	case fileSet && file == "":
+		return t, "", agent.Usagef("--token-file: empty")
 	case fileSet:
 		t, err = agent.ReadTokenFile(file)
 		return t, "--token-file", err
