@@ -1122,3 +1122,35 @@ start_service
 		}
 	}
 }
+
+// TestSystemdUnitUpdateOutsideSandbox: with ProtectSystem= on, what a session
+// starts (nohup, setsid) stays in the unit's sandbox, /usr read-only, so an
+// update that replaces /usr/bin/porthole cannot run so. The unit's comments
+// and docs/firmware.md said to run one with setsid (EROFS); both name the
+// same systemd-run command, which systemd runs as a unit of its own.
+func TestSystemdUnitUpdateOutsideSandbox(t *testing.T) {
+	unit, err := os.ReadFile("systemd/porthole.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/firmware.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^ProtectSystem=(\S+)$`).FindSubmatch(unit)
+	if m == nil || string(m[1]) == "no" || string(m[1]) == "false" {
+		t.Skipf("porthole.service has no ProtectSystem= that makes /usr read-only (%q)", m)
+	}
+	const run = "systemd-run --unit=porthole-update --collect /bin/sh /root/update.sh"
+	if !bytes.Contains(unit, []byte("\n#   "+run+"\n")) {
+		t.Errorf("porthole.service with ProtectSystem=%s: its comments lack the update command %q", m[1], run)
+	}
+	if !bytes.Contains(bytes.ReplaceAll(doc, []byte("\n"), []byte(" ")), []byte("`"+run+"`")) {
+		t.Errorf("docs/firmware.md lacks the update command %q the unit's ProtectSystem=%s asks for", run, m[1])
+	}
+	for _, l := range strings.Split(string(unit), "\n") {
+		if strings.HasPrefix(l, "#") && strings.Contains(l, "setsid") && strings.Contains(l, "replaces it") {
+			t.Errorf("porthole.service: %q: a script under setsid cannot replace /usr/bin/porthole with ProtectSystem=%s", l, m[1])
+		}
+	}
+}
