@@ -37,7 +37,7 @@ func TestHostGoBuildMipsle(t *testing.T) {
 		t.Fatal("go env GOCACHE:", err)
 	}
 	p := newPkg(t, append(hostGo(gobin, "BR2_mipsel=y", "BR2_MIPS_CPU_MIPS32R2=y", "BR2_MIPS_SOFT_FLOAT=y"),
-		`BR2_PACKAGE_PORTHOLE_THING_NAME="brcheck-thing"`, "BR2_INIT_BUSYBOX=y")...)
+		`BR2_PACKAGE_PORTHOLE_THING_NAME="brcheck-thing"`, "BR2_INIT_BUSYBOX=y", "BR2_PACKAGE_PORTHOLE_SYSV_INIT=y")...)
 	p.args = []string{"PORTHOLE_GOCACHE=" + strings.TrimSpace(string(gocache))}
 	p.env = []string{"GOPROXY=off"}
 	if err := rsync("../..", p.dir, p.rsyncExclusions()); err != nil {

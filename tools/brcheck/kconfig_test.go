@@ -175,3 +175,41 @@ func TestKconfigHostGo(t *testing.T) {
 		})
 	}
 }
+
+// TestKconfigSysVInit: S50porthole is installed by default wherever Buildroot
+// installs SysV scripts (BusyBox init, the defconfig's, sysvinit, OpenRC),
+// and BR2_PACKAGE_PORTHOLE_SYSV_INIT leaves it out for an agent that
+// /etc/inittab starts (docs/firmware.md): with both, the inittab agent
+// waited for the script's agent's lock, exited 1 and was respawned, for ever.
+// Under systemd the option is not offered.
+func TestKconfigSysVInit(t *testing.T) {
+	const on = "BR2_PACKAGE_PORTHOLE=y"
+	arch := []string{"BR2_aarch64=y", on}
+	for _, tc := range []struct {
+		name   string
+		config []string
+		want   string // "": not set
+	}{
+		{"BusyBox init, the default", arch, "y"},
+		{"sysvinit", append(arch, "BR2_INIT_SYSV=y"), "y"},
+		{"OpenRC", append(arch, "BR2_INIT_OPENRC=y"), "y"},
+		{"BusyBox init, inittab starts the agent", append(arch, "# BR2_PACKAGE_PORTHOLE_SYSV_INIT is not set"), ""},
+		{"systemd", append(arch, "BR2_INIT_SYSTEMD=y", "BR2_PACKAGE_PORTHOLE_SYSV_INIT=y"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			config := kconfig(t, "--olddefconfig", strings.Join(tc.config, "\n")+"\n")
+			if got := config["BR2_PACKAGE_PORTHOLE_SYSV_INIT"]; got != tc.want {
+				t.Errorf("BR2_PACKAGE_PORTHOLE_SYSV_INIT = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	for _, def := range files(t, "configs/*_defconfig") {
+		abs, err := filepath.Abs(def)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := kconfig(t, "--defconfig="+abs, "")["BR2_PACKAGE_PORTHOLE_SYSV_INIT"]; got != "y" {
+			t.Errorf("%s: BR2_PACKAGE_PORTHOLE_SYSV_INIT = %q, want y (the board starts the agent with S50porthole)", filepath.Base(def), got)
+		}
+	}
+}

@@ -47,6 +47,7 @@ $(D)/.stamp_target_installed:
 	+$(PORTHOLE_INSTALL_TARGET_CMDS)
 	$(if $(BR2_INIT_SYSTEMD),$(PORTHOLE_INSTALL_INIT_SYSTEMD))
 	$(if $(BR2_INIT_SYSV)$(BR2_INIT_BUSYBOX),$(PORTHOLE_INSTALL_INIT_SYSV))
+	$(if $(BR2_INIT_OPENRC),$(or $(PORTHOLE_INSTALL_INIT_OPENRC),$(PORTHOLE_INSTALL_INIT_SYSV)))
 	$(foreach hook,$(PORTHOLE_POST_INSTALL_TARGET_HOOKS),$(call $(hook))$(sep))
 
 # make show VARS="A B": each variable's origin and unexpanded value, a line

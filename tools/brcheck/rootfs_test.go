@@ -147,3 +147,48 @@ func TestInstallConfigEmptyOptions(t *testing.T) {
 		t.Errorf("install with empty options over a porthole.toml already in the target rewrote it:\n%s\nwant it kept:\n%s", b, own)
 	}
 }
+
+// TestInstallInitSysV: the target install puts tools/pkg's SysV script in
+// /etc/init.d/S50porthole (0755) with BR2_PACKAGE_PORTHOLE_SYSV_INIT, under
+// each init system Buildroot installs SysV scripts for, and none without it:
+// an agent that /etc/inittab starts too looped on the script's agent's lock.
+func TestInstallInitSysV(t *testing.T) {
+	gobin, _ := fakeGo(t, "go1.26.0")
+	for _, tc := range []struct {
+		name   string
+		config []string
+		want   bool
+	}{
+		{"BusyBox init", []string{"BR2_INIT_BUSYBOX=y", "BR2_PACKAGE_PORTHOLE_SYSV_INIT=y"}, true},
+		{"OpenRC", []string{"BR2_INIT_OPENRC=y", "BR2_PACKAGE_PORTHOLE_SYSV_INIT=y"}, true},
+		{"BusyBox init, inittab starts the agent", []string{"BR2_INIT_BUSYBOX=y", "# BR2_PACKAGE_PORTHOLE_SYSV_INIT is not set"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPkg(t, append(hostGo(gobin, "BR2_mipsel=y", "BR2_MIPS_CPU_MIPS32R2=y", "BR2_MIPS_SOFT_FLOAT=y"), tc.config...)...)
+			p.copyGoMod()
+			if out, err := p.make("built", "target_installed"); err != nil {
+				t.Fatalf("make: %v\n%s", err, out)
+			}
+			if _, err := os.Stat(filepath.Join(p.target, "usr/bin/porthole")); err != nil {
+				t.Error(err)
+			}
+			script := filepath.Join(p.target, "etc/init.d/S50porthole")
+			st, err := os.Stat(script)
+			if !tc.want {
+				if err == nil {
+					t.Errorf("%s installed without BR2_PACKAGE_PORTHOLE_SYSV_INIT", script)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != 0o755 {
+				t.Errorf("%s: mode %o, want 755", script, st.Mode().Perm())
+			}
+			if read(t, script) != read(t, "../pkg/sysv/porthole") {
+				t.Errorf("%s is not tools/pkg/sysv/porthole", script)
+			}
+		})
+	}
+}

@@ -233,9 +233,14 @@ endef
 # BR2_EXTERNAL lives in, as the sources and device.gcflags are.
 PORTHOLE_INIT_FILES = $(BR2_EXTERNAL_PORTHOLE_PATH)/../tools/pkg
 
+# Off for an agent that /etc/inittab starts (and respawns): with the script
+# too, a second agent would wait for the first's lock, exit 1, and inittab
+# would start it again, for ever.
+ifeq ($(BR2_PACKAGE_PORTHOLE_SYSV_INIT),y)
 define PORTHOLE_INSTALL_INIT_SYSV
 	$(INSTALL) -D -m 0755 $(PORTHOLE_INIT_FILES)/sysv/porthole $(TARGET_DIR)/etc/init.d/S50porthole
 endef
+endif
 
 define PORTHOLE_INSTALL_INIT_SYSTEMD
 	$(INSTALL) -D -m 0644 $(PORTHOLE_INIT_FILES)/systemd/porthole.service \
