@@ -122,7 +122,12 @@ func ParseFlags(args []string, stdout, stderr io.Writer) (Options, error) {
 		}
 	}
 	// Every notification carries the region, and the agent refuses them all
-	// for one it does not take; "" would be logged while us-east-1 is used.
+	// for one it does not take. "" is the default, as it always was (a unit's
+	// --region "$REGION" with the variable unset ran): named here so that the
+	// start line logs the region in use.
+	if o.Region == "" {
+		o.Region = DefaultRegion
+	}
 	if err := checkRegion(o.Region); err != nil {
 		err = fmt.Errorf("invalid value %q for flag -region: %w", o.Region, err)
 		fmt.Fprintln(stderr, err)

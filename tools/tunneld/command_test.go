@@ -85,10 +85,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--listen", ":-1"}, "-listen"},
 		{[]string{"--listen", "127.0.0.1:no-such-service"}, "-listen"},
 		// Every notification carries it: the agent refused each one
-		// (region "bad region" is not a region name), and "" was logged
-		// while us-east-1 was used.
+		// (region "bad region" is not a region name).
 		{[]string{"--region", "bad region"}, "-region"},
-		{[]string{"--region", ""}, "-region"},
 		{[]string{"--region", strings.Repeat("r", 65)}, "-region"},
 	} {
 		var stderr strings.Builder
@@ -116,6 +114,12 @@ func TestParseFlagsErrors(t *testing.T) {
 	o, err := ParseFlags([]string{"--listen", "127.0.0.1:0", "--region", "eu-west-1", "--bandwidth", "1000", "--max-open-tunnels", "1"}, io.Discard, io.Discard)
 	if err != nil || o.Listen != "127.0.0.1:0" || o.Region != "eu-west-1" || o.Bandwidth != 1000 || o.MaxTunnels != 1 {
 		t.Errorf("ParseFlags = %+v, %v", o, err)
+	}
+	// An empty --region is the default, as it always was (a unit's --region
+	// "$REGION" with the variable unset), named so that the start line logs
+	// the region in use.
+	if o, err := ParseFlags([]string{"--region", ""}, io.Discard, io.Discard); err != nil || o.Region != DefaultRegion {
+		t.Errorf("ParseFlags(--region '') = %+v, %v; want region %s", o, err, DefaultRegion)
 	}
 	if o, err := ParseFlags(nil, io.Discard, io.Discard); err != nil || o.MaxTunnels != DefaultMaxOpenTunnels {
 		t.Errorf("ParseFlags() = %+v, %v; want --max-open-tunnels %d", o, err, DefaultMaxOpenTunnels)
