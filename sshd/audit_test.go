@@ -321,6 +321,19 @@ func TestRefusalNamesItsOwnAttempt(t *testing.T) {
 			{Type: EventLoginFailure, Method: "password", Reason: "ssh: password auth not configured"},
 		})
 	})
+	t.Run("the same key offered twice", func(t *testing.T) {
+		// x/crypto answers the second offer from its cache, without asking
+		// the server's checks again: the event still names the key.
+		e := newEnv(t, nil)
+		other := newSigner(t)
+		if c, err := e.dial("root", gossh.PublicKeysCallback(func() ([]gossh.Signer, error) { return []gossh.Signer{other, other}, nil })); err == nil {
+			c.Close()
+			t.Fatal("an unauthorized key logged in")
+		}
+		waitFor(t, "two login failure events", func() bool { return len(e.eventsOf(EventLoginFailure)) >= 2 })
+		refused := Event{Type: EventLoginFailure, Method: "publickey", KeyFingerprint: gossh.FingerprintSHA256(other.PublicKey()), Reason: "key not in authorized_keys"}
+		checkRefusals(t, e.eventsOf(EventLoginFailure), []Event{refused, refused})
+	})
 	t.Run("key queried, then signed with", func(t *testing.T) {
 		e := newEnv(t, nil)
 		other := newSigner(t)

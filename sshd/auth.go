@@ -227,7 +227,13 @@ func (s *Server) checkPassword(user, password string) error {
 func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, err error) {
 	st.triedAuth.Store(true)
 	st.noteAuth(cm)
-	k, reason := st.takeKey(err != nil)
+	var k authInfo
+	var reason string
+	if err != nil && method == "publickey" {
+		k, reason = st.takeRefusal(err)
+	} else {
+		k, reason = st.takeKey(err != nil)
+	}
 	// The user name, the method name and a certificate's key ID are the
 	// client's, before it has logged in: clipped here for the log lines, as
 	// audit clips them in events.

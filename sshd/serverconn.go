@@ -9,6 +9,7 @@ package sshd
 
 import (
 	"encoding/hex"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -225,6 +226,14 @@ type connState struct {
 	// attempt's event; zero: none since.
 	lastKey    authInfo
 	lastReason string
+	// takenErr, takenKey and takenReason are the refusal authLog last took a
+	// key for: x/crypto answers a key offered again from its cache, with
+	// the error value the server's callback gave and without calling it (a
+	// client holding one key twice, in its agent and as a file), so the same
+	// error is the same key's attempt.
+	takenErr    error
+	takenKey    authInfo
+	takenReason string
 	// sessionID and user are the connection's SSH session identifier (hex)
 	// and the login name last asked for (clipped), once it has tried to
 	// authenticate: for the events of a connection closed before it logged
@@ -356,6 +365,23 @@ func (st *connState) takeKey(refused bool) (k authInfo, reason string) {
 	if refused && reason == "" {
 		k = authInfo{}
 	}
+	return k, reason
+}
+
+// takeRefusal is takeKey for authLog's refused publickey attempt, whose error
+// is err: a key x/crypto answered from its cache (err is the value the
+// server's callback gave for it, which takeKey has already taken) keeps the
+// key and reason of that first answer.
+func (st *connState) takeRefusal(err error) (k authInfo, reason string) {
+	k, reason = st.takeKey(true)
+	st.mu.Lock()
+	switch {
+	case reason != "":
+		st.takenErr, st.takenKey, st.takenReason = err, k, reason
+	case errors.Is(err, st.takenErr): // not ==: an error's type may not be comparable
+		k, reason = st.takenKey, st.takenReason
+	}
+	st.mu.Unlock()
 	return k, reason
 }
 
