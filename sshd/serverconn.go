@@ -52,10 +52,6 @@ type conn struct {
 	closed bool
 
 	preAuthRead int // bytes read before the login; only x/crypto's reader reads
-	// readEnded is set when a Read fails: the connection was lost, or closed.
-	// Set before x/crypto ends the input of its channels, so an in-process
-	// service that reads their end can tell it from the client's EOF (cut).
-	readEnded atomic.Bool
 	// closeAfterWrite closes the connection after its next write: the
 	// USERAUTH_FAILURE that follows tooManyKeys' banner, which PuTTY shows
 	// only once another message has come.
@@ -151,9 +147,6 @@ func (c *conn) Read(b []byte) (int, error) {
 		if !c.st.authed.Load() {
 			c.preAuthRead += n
 		}
-	}
-	if err != nil {
-		c.readEnded.Store(true)
 	}
 	return n, err
 }

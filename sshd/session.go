@@ -478,7 +478,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 			return sess.startProcess(a, bin, false, extraEnv)
 		}
 		sess.audit(EventSessionStart, nil)
-		go func() { sess.endSFTP(sess.runSFTP(a, sftpOpt)) }()
+		go func() { sess.finish(sess.runSFTP(a, sftpOpt), "", false) }()
 		return nil
 	case "exec":
 		if cmdline == "internal-sftp" {
@@ -501,7 +501,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 			return fmt.Errorf("internal-sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
 		}
 		sess.audit(EventSessionStart, nil)
-		go func() { sess.endSFTP(sess.runSFTP(a, sftpOptions{})) }()
+		go func() { sess.finish(sess.runSFTP(a, sftpOptions{}), "", false) }()
 		return nil
 	}
 	return sess.startProcess(a, cmdline, kind == "shell", extraEnv)

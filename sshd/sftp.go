@@ -62,38 +62,6 @@ func (sess *session) runSFTP(a *account, opt sftpOptions) int {
 	})
 }
 
-// endSFTP ends an in-process SFTP session whose server returned status
-// (runSFTP). pkg/sftp's Serve returns nil at the end of its input, which is
-// the client's EOF, its orderly end (it then waits for the exit status), but
-// also the end of a channel the client closed or of a connection that was lost
-// or closed: a cut upload was recorded as exit status 0. A session cut so is
-// recorded as an exec session is, by the hangup its program gets (exit_signal
-// HUP), whatever the server returned.
-func (sess *session) endSFTP(status int) {
-	if sess.cut() {
-		sess.finish(-1, "HUP", false)
-		return
-	}
-	sess.finish(status, "", false)
-}
-
-// cut reports whether the client's side of the session ended other than by its
-// EOF: the connection's reading side ended, which conn.Read records before
-// x/crypto ends the channels' input, or the client closed the channel, as far
-// as its requests are seen to have ended by now (x/crypto ends a channel's
-// input just before them).
-func (sess *session) cut() bool {
-	if sess.st.conn.readEnded.Load() {
-		return true
-	}
-	select {
-	case <-sess.served:
-		return true
-	default:
-		return false
-	}
-}
-
 // abandonable runs serve, an in-process server (SFTP, scp) that reads and
 // writes files for the client, and returns its exit status. A call can block
 // for good: an open or a write of a FIFO no program reads, a read of a

@@ -88,56 +88,6 @@ func TestSFTPRoundTrip(t *testing.T) {
 	}
 }
 
-// TestSFTPCutRecordedAsCut: an SFTP session whose connection is lost
-// mid-upload is recorded as an exec session cut off is, with exit_signal HUP:
-// pkg/sftp's Serve returns nil at the end of its input, and the cut upload was
-// recorded as a clean end, exit status 0. A session the client ends with its
-// EOF has exit status 0.
-func TestSFTPCutRecordedAsCut(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cut  bool
-	}{
-		{name: "the client's end"},
-		{name: "connection lost mid-upload", cut: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, nil)
-			c := e.login("root")
-			rs := openRaw(t, c)
-			if ok, err := rs.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
-				t.Fatalf("subsystem sftp = %v, %v", ok, err)
-			}
-			cl, err := sftp.NewClientPipe(rs.ch, halfCloser{rs.ch})
-			if err != nil {
-				t.Fatal(err)
-			}
-			f, err := cl.Create("up.bin")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.Write(make([]byte, 50_000)); err != nil {
-				t.Fatal(err)
-			}
-			want, wantSig := 0, ""
-			if tc.cut {
-				c.Close()
-				want, wantSig = -1, "HUP"
-			} else {
-				f.Close()
-				cl.Close()
-				if st := rs.wait(t); st != "exit-status 0" {
-					t.Errorf("the client's end of an sftp session: %s, want exit-status 0", st)
-				}
-			}
-			waitFor(t, "session end", func() bool { return len(e.eventsOf(EventSessionEnd)) == 1 })
-			if ev := e.eventsOf(EventSessionEnd)[0]; ev.ExitStatus != want || ev.ExitSignal != wantSig {
-				t.Errorf("session-end: exit status %d, signal %q; want %d, %q", ev.ExitStatus, ev.ExitSignal, want, wantSig)
-			}
-		})
-	}
-}
-
 // TestSFTPForOtherUser: in-process SFTP would act as root, so another
 // user gets the system's sftp-server running as that user, or nothing.
 func TestSFTPForOtherUser(t *testing.T) {
