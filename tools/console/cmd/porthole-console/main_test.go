@@ -482,18 +482,26 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// startConsole runs the console with args (and a host key store and stand-in
-// vendor files in dir), and returns its base URL, its access token and the
-// function that stops it as Ctrl-C does (SIGINT, which reaches every console
-// running in this process: one at a time).
-func startConsole(t *testing.T, dir string, args ...string) (base, token string, stop func()) {
+// launch runs the console with args (and a host key store and stand-in
+// vendor files in dir) in a goroutine: its stdout, its stderr, and its exit
+// code once it ends.
+func launch(t *testing.T, dir string, args []string) (out, errs *lockedBuffer, done chan int) {
 	t.Helper()
-	out, errs := &lockedBuffer{}, &lockedBuffer{}
-	done := make(chan int, 1)
+	out, errs, done = &lockedBuffer{}, &lockedBuffer{}, make(chan int, 1)
+	vendor := standInVendor(t, dir)
 	go func() {
 		done <- run(append([]string{"--listen", "127.0.0.1:0", "--host-keys", filepath.Join(dir, "hk.json"),
-			"--vendor-dir", standInVendor(t, dir)}, args...), out, errs)
+			"--vendor-dir", vendor}, args...), out, errs)
 	}()
+	return out, errs, done
+}
+
+// startConsole runs the console as launch does, and returns its base URL, its
+// access token and the function that stops it as Ctrl-C does (SIGINT, which
+// reaches every console running in this process: one at a time).
+func startConsole(t *testing.T, dir string, args ...string) (base, token string, stop func()) {
+	t.Helper()
+	out, errs, done := launch(t, dir, args)
 	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), "#token="); time.Sleep(20 * time.Millisecond) {
 		select {
 		case code := <-done:
@@ -509,17 +517,12 @@ func startConsole(t *testing.T, dir string, args ...string) (base, token string,
 	return base, token, func() { syscall.Kill(os.Getpid(), syscall.SIGINT); <-done }
 }
 
-// runRefused runs the console with args (and a host key store and stand-in
-// vendor files in dir) and returns its exit code and stderr when it refuses to
-// start; when it starts instead, it stops it and returns -1.
+// runRefused runs the console as launch does and returns its exit code and
+// stderr when it refuses to start; when it starts instead, it stops it and
+// returns -1.
 func runRefused(t *testing.T, dir string, args ...string) (int, string) {
 	t.Helper()
-	out, errs := &lockedBuffer{}, &lockedBuffer{}
-	done := make(chan int, 1)
-	go func() {
-		done <- run(append([]string{"--listen", "127.0.0.1:0", "--host-keys", filepath.Join(dir, "hk.json"),
-			"--vendor-dir", standInVendor(t, dir)}, args...), out, errs)
-	}()
+	out, errs, done := launch(t, dir, args)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		select {
 		case code := <-done:
