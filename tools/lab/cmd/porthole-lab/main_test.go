@@ -133,20 +133,26 @@ func TestBadPorts(t *testing.T) {
 // --listen without TLS. It listened on every interface and printed a
 // 127.0.0.1 URL.
 func TestConsoleBeyondLoopbackRefused(t *testing.T) {
-	dir := t.TempDir()
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:8088"} {
-		// Should the lab start, it stops here, and run's 0 fails the test.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		var stdout, stderr strings.Builder
-		state := filepath.Join(dir, "state")
-		code := run(ctx, []string{"--state", state, "--no-agent", "--ssh-port", "0", "--console", addr}, &stdout, &stderr)
-		cancel()
-		if code != 1 || !strings.Contains(stderr.String(), "--console "+addr+" is not loopback") || stdout.Len() > 0 {
-			t.Errorf("run --console %s = %d, stdout %q, stderr %q; want 1, nothing started, the address refused", addr, code, stdout.String(), stderr.String())
-		}
-		if _, err := os.Stat(state); err == nil {
-			t.Errorf("run --console %s made the state directory: the lab started", addr)
-		}
+		consoleRefused(t, addr, "--console "+addr+" is not loopback")
+	}
+}
+
+// consoleRefused runs the lab with --console addr and checks that it is
+// refused with exit 1 and a message holding want, before anything starts.
+func consoleRefused(t *testing.T, addr, want string) {
+	t.Helper()
+	// Should the lab start, it stops here, and run's 0 fails the test.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stdout, stderr strings.Builder
+	state := filepath.Join(t.TempDir(), "state")
+	code := run(ctx, []string{"--state", state, "--no-agent", "--ssh-port", "0", "--console", addr}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), want) || stdout.Len() > 0 {
+		t.Errorf("run --console %s = %d, stdout %q, stderr %q; want 1, nothing started, %q", addr, code, stdout.String(), stderr.String(), want)
+	}
+	if _, err := os.Stat(state); err == nil {
+		t.Errorf("run --console %s made the state directory: the lab started", addr)
 	}
 }
 
@@ -155,19 +161,8 @@ func TestConsoleBeyondLoopbackRefused(t *testing.T) {
 // broker and tunneld had started, and was not looked at by a build without
 // xterm.js, which ran without its console.
 func TestMalformedConsoleAddress(t *testing.T) {
-	dir := t.TempDir()
 	for _, addr := range []string{"nonsense", "127.0.0.1:99999", "127.0.0.1:-1", "127.0.0.1:no-such-service", "[::1]"} {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		var stdout, stderr strings.Builder
-		state := filepath.Join(dir, "state")
-		code := run(ctx, []string{"--state", state, "--no-agent", "--ssh-port", "0", "--console", addr}, &stdout, &stderr)
-		cancel()
-		if code != 1 || !strings.Contains(stderr.String(), "--console "+addr+":") || stdout.Len() > 0 {
-			t.Errorf("run --console %s = %d, stdout %q, stderr %q; want 1, nothing started, the address named", addr, code, stdout.String(), stderr.String())
-		}
-		if _, err := os.Stat(state); err == nil {
-			t.Errorf("run --console %s made the state directory: the lab started", addr)
-		}
+		consoleRefused(t, addr, "--console "+addr+":")
 	}
 }
 
