@@ -104,9 +104,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	dest := net.JoinHostPort(d.DestHost, strconv.FormatUint(uint64(d.DestPort), 10))
 	ev := forwardEvent(st, sc, "local", dest)
 	refuse := func(reason string) {
-		ev.Reason = reason
-		s.log().Info("forward refused", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "reason", reason)
-		s.audit(ev)
+		s.forwardRefused(ev, reason)
 		nc.Reject(gossh.Prohibited, reason)
 	}
 	r := restrictionsOf(sc.Permissions)
