@@ -86,13 +86,7 @@ func lowPortHint(addr string) string {
 	if addr == "" {
 		return ""
 	}
-	start := 1024
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			start = n
-		}
-	}
-	return portHint(addr, start, mayBindLow())
+	return portHint(addr, sshd.UnprivilegedPortStart(), mayBindLow())
 }
 
 // portHint is lowPortHint's text for ports below start, for a process that

@@ -587,7 +587,18 @@ func (s *Server) listenForward(bind string, port uint32) (*remoteForward, error)
 // many containers), read at each request since an administrator may change
 // it, or 1024 (IPPORT_RESERVED) when it cannot be read.
 func (s *Server) unprivilegedPortStart() uint32 {
-	p := s.portStartFile
+	return portStart(s.portStartFile)
+}
+
+// UnprivilegedPortStart is the first port any process may bind, as
+// unprivilegedPortStart reads it (the agent's ssh.listen hint).
+func UnprivilegedPortStart() int {
+	return int(portStart(""))
+}
+
+// portStart reads net.ipv4.ip_unprivileged_port_start from the file p ("":
+// the kernel's), or gives 1024.
+func portStart(p string) uint32 {
 	if p == "" {
 		p = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 	}
