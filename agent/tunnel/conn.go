@@ -322,24 +322,33 @@ func CheckCAFile(path string) error {
 // loadCA reads the PEM certificates of a file, or of the files of a directory.
 func loadCA(path string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
+	if err := AppendCAFile(pool, path); err != nil {
+		return nil, err
+	}
+	return pool, nil
+}
+
+// AppendCAFile adds to pool the PEM certificates of a file, or of the files of
+// a directory. The error wraps ErrCAFile; none found is one.
+func AppendCAFile(pool *x509.CertPool, path string) error {
 	files, err := CAFiles(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
+		return fmt.Errorf("%w: %w", ErrCAFile, err)
 	}
 	added := 0
 	for _, f := range files {
 		pem, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
+			return fmt.Errorf("%w: %w", ErrCAFile, err)
 		}
 		if pool.AppendCertsFromPEM(pem) {
 			added++
 		}
 	}
 	if added == 0 {
-		return nil, fmt.Errorf("%w: no PEM certificate found in %s", ErrCAFile, path)
+		return fmt.Errorf("%w: no PEM certificate found in %s", ErrCAFile, path)
 	}
-	return pool, nil
+	return nil
 }
 
 // IsCertificateError reports whether err is a failure to verify the service's TLS

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -111,24 +110,12 @@ func (a *ControlPlaneAPI) client() (*http.Client, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if a.CAFile != "" {
-		files, err := tunnel.CAFiles(a.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading CA file: %w", err)
-		}
 		pool, _ := x509.SystemCertPool()
 		if pool == nil {
 			pool = x509.NewCertPool()
 		}
-		added := false
-		for _, f := range files {
-			pem, err := os.ReadFile(f)
-			if err != nil {
-				return nil, fmt.Errorf("reading CA file: %w", err)
-			}
-			added = pool.AppendCertsFromPEM(pem) || added
-		}
-		if !added {
-			return nil, fmt.Errorf("no certificates in CA file %s", a.CAFile)
+		if err := tunnel.AppendCAFile(pool, a.CAFile); err != nil {
+			return nil, err
 		}
 		cfg.RootCAs = pool
 	}
