@@ -37,8 +37,9 @@ func (s *Server) forwardRefused(ev Event, reason string) {
 // handleChannel serves the channel types other than "session" (gliderlabs'
 // "default" handler: one entry in setup's map, not one per type, as setup runs
 // at every start): direct-tcpip, and direct-streamlocal@openssh.com (ssh -L to
-// a Unix socket), which it refuses with a forward event, as unknown. Any other
-// type is refused as unknown, as gliderlabs refuses it.
+// a Unix socket) and tun@openssh.com (ssh -w), which it refuses with a forward
+// event, as unknown. Any other type is refused as unknown, as gliderlabs
+// refuses it.
 func (s *Server) handleChannel(srv *gliderssh.Server, sc *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
 	switch nc.ChannelType() {
 	case "direct-tcpip":
@@ -53,6 +54,10 @@ func (s *Server) handleChannel(srv *gliderssh.Server, sc *gossh.ServerConn, nc g
 		}
 		gossh.Unmarshal(nc.ExtraData(), &d)
 		s.forwardRefused(forwardEvent(stateFrom(ctx), sc, "local", d.SocketPath), "forwarding to Unix sockets is not supported")
+	case "tun@openssh.com":
+		// ssh -w (PROTOCOL, section 2.3). The event has no Dest: no device
+		// is made, so the unit asked for names none.
+		s.forwardRefused(forwardEvent(stateFrom(ctx), sc, "tun", ""), "tun forwarding is not supported")
 	}
 	nc.Reject(gossh.UnknownChannelType, "unsupported channel type")
 }

@@ -480,8 +480,9 @@ func TestAgentForwardingFailureKeepsSession(t *testing.T) {
 // ("forward (opened or refused)"), with its reason: ssh -A while agent
 // forwarding is off, for a key with no-agent-forwarding, asked for twice, and
 // ssh -L to and ssh -R from a Unix socket, which gliderlabs refused as an
-// unknown channel type and request before the server saw them. The client's
-// answers are as before.
+// unknown channel type and request before the server saw them, and ssh -w,
+// which the server refused without an event. The client's answers are as
+// before.
 func TestRefusedForwardsAudited(t *testing.T) {
 	agentReq := func(t *testing.T, c *gossh.Client) error {
 		s := openSession(t, c)
@@ -522,6 +523,17 @@ func TestRefusedForwardsAudited(t *testing.T) {
 			}
 			return err
 		}, direction: "remote", dest: "/tmp/porthole-test.sock", reason: "forwarding from Unix sockets is not supported"},
+		{name: "tun", forward: func(t *testing.T, c *gossh.Client) error {
+			// ssh -w any: point-to-point mode, any unit (PROTOCOL, section 2.3).
+			ch, _, err := c.OpenChannel("tun@openssh.com", gossh.Marshal(struct{ Mode, Unit uint32 }{1, 0x7fffffff}))
+			var oe *gossh.OpenChannelError
+			if err == nil {
+				ch.Close()
+			} else if !errors.As(err, &oe) || oe.Reason != gossh.UnknownChannelType {
+				t.Errorf("ssh -w: %v, want an unknown channel type", err)
+			}
+			return err
+		}, direction: "tun", reason: "tun forwarding is not supported"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(_ *testEnv, s *Server) {
