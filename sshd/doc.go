@@ -287,9 +287,11 @@
 // Audit receives an Event for every successful login and every refused
 // authentication attempt or connection (user, method, key fingerprint or
 // certificate id, remote label, reason), session start and end (command,
-// bytes in and out, exit status or signal), session refused (past MaxSessions,
-// or its shell, exec or subsystem request: the reason; such a session has no
-// start or end) and forward (opened or refused).
+// bytes in and out, exit status or signal; the reason when the server ended
+// it or wrote the client text of its own: /etc/nologin, a key limited to
+// sftp, a home it could not enter, a program that did not start), session
+// refused (past MaxSessions, or its shell, exec or subsystem request: the
+// reason; such a session has no start or end) and forward (opened or refused).
 // Public keys refused on a connection that then logs in (clients offer every
 // key they hold, in turn) are no failed login: they are logged at debug only,
 // and reported as refused attempts when a connection ends without logging in.

@@ -63,6 +63,10 @@ type session struct {
 	command  string
 	asked    string // the command line of an exec request, as the client sent it
 	startAt  time.Time
+	// reason is the session-end event's Reason when the server wrote the
+	// client text of its own in the program's place or before it: "" for
+	// none.
+	reason string
 	// agentSock is the ssh -A socket auth-agent-req made, "" for none;
 	// stopAgent removes it when the session ends.
 	agentSock string
@@ -530,6 +534,7 @@ func (s *Server) nologin() (text string, ok bool) {
 // on the program's stderr (on a pty, as terminal output), exit status 254.
 func (sess *session) refuseNologin(text string) error {
 	sess.srv.log().Info("session refused: /etc/nologin exists", "remote", sess.st.remote, "user", sess.sc.User())
+	sess.reason = "nologin"
 	sess.childStderr(text)
 	sess.endUnstarted(254)
 	return nil
@@ -563,6 +568,7 @@ func (sess *session) refuseNonSFTP() error {
 		nl = "\r\n"
 	}
 	io.WriteString(sess.writer(sess.ch), "This service allows sftp connections only."+nl) // counted, as childStderr's
+	sess.reason = "only sftp is allowed for this key"
 	sess.endUnstarted(1)
 	return nil
 }
@@ -693,6 +699,7 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		// only "exec request failed", and the reason was in the device's
 		// log alone. The client gets it here too, and exit status 1.
 		s.log().Warn("session's program did not start", "remote", sess.st.remote, "user", sess.sc.User(), "error", err)
+		sess.reason = err.Error() // the program's name, not its arguments: see startError
 		sess.childStderr(shell + ": " + strerror(pe.Err) + "\n")
 		sess.endUnstarted(1)
 		err = nil
@@ -706,7 +713,9 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 // and a client may order it apart from the data, as x/crypto's
 // CombinedOutput did, the message after "/").
 func (sess *session) chdirFailed(home string, err error) {
-	sess.childStderr("Could not chdir to home directory " + home + ": " + strerror(err) + "\n")
+	text := "could not chdir to home directory " + home + ": " + strerror(err)
+	sess.reason = text + "; the session ran in /"
+	sess.childStderr("C" + text[1:] + "\n") // OpenSSH's words, capitalised
 }
 
 // mayExec reports whether a's ids may execute the file at path by its mode bits
@@ -1124,6 +1133,9 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 		sess.st.mu.Lock()
 		e.Reason = sess.st.endReason // the server ended it: a limit
 		sess.st.mu.Unlock()
+		if e.Reason == "" {
+			e.Reason = sess.reason
+		}
 	}
 	attrs := []any{"remote", e.Remote, "user", e.User, "kind", e.Kind}
 	if e.Command != "" {

@@ -238,11 +238,12 @@ func TestAuditCommandLines(t *testing.T) {
 }
 
 // TestServerWrittenSessionsAudited: a session the server ends with text of its
-// own has, with AuditCommandLines, the command line asked for, and that text in
-// its bytes out: an exec refused under a forced internal-sftp ("This service
-// allows sftp connections only.") or by /etc/nologin (its text) lost its command
-// line, and those and the "Could not chdir" line before a program were not
-// counted.
+// own has, with AuditCommandLines, the command line asked for, that text in
+// its bytes out, and at its end the reason: an exec refused under a forced
+// internal-sftp ("This service allows sftp connections only.") or by
+// /etc/nologin (its text) lost its command line, and those and the "Could not
+// chdir" line before a program were not counted. Their session-end events had
+// no reason.
 func TestServerWrittenSessionsAudited(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -250,16 +251,17 @@ func TestServerWrittenSessionsAudited(t *testing.T) {
 		opts   string                         // of the user's authorized_keys line
 		before func(t *testing.T, e *testEnv) // after the login
 		status int
+		reason string // of the session-end event; the home's replaces HOME
 	}{
-		{name: "forced internal-sftp", user: "root", opts: `command="internal-sftp"`, status: 1},
+		{name: "forced internal-sftp", user: "root", opts: `command="internal-sftp"`, status: 1, reason: "only sftp is allowed for this key"},
 		{name: "nologin", user: "alice", before: func(t *testing.T, e *testEnv) {
 			writeFile(t, e.srv.nologinFile, "maintenance\n")
-		}, status: 254},
+		}, status: 254, reason: "nologin"},
 		{name: "home gone", user: "root", before: func(t *testing.T, e *testEnv) {
 			if err := os.RemoveAll(e.home("root")); err != nil {
 				t.Fatal(err)
 			}
-		}},
+		}, reason: "could not chdir to home directory HOME: No such file or directory; the session ran in /"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.user != "root" {
@@ -286,6 +288,9 @@ func TestServerWrittenSessionsAudited(t *testing.T) {
 			}
 			if want := int64(len(out) + len(errOut)); end.BytesOut != want {
 				t.Errorf("bytes out %d, want the %d sent (%q, %q)", end.BytesOut, want, out, errOut)
+			}
+			if want := strings.Replace(tc.reason, "HOME", e.home(tc.user), 1); end.Reason != want || start.Reason != "" {
+				t.Errorf("reason %q at start, %q at end; want none, %q", start.Reason, end.Reason, want)
 			}
 		})
 	}
@@ -357,9 +362,9 @@ func TestEndOfWrite(t *testing.T) {
 }
 
 // TestFailedStartLogsNoArguments: a command that cannot start is logged by
-// its program's name only, as the audit events have it: its arguments can
-// hold secrets. An argument over Linux's MAX_ARG_STRLEN (128 KiB) makes
-// execve fail.
+// its program's name only, as the audit events have it, and so is the reason
+// of its session-end event: its arguments can hold secrets. An argument over
+// Linux's MAX_ARG_STRLEN (128 KiB) makes execve fail.
 func TestFailedStartLogsNoArguments(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
@@ -370,6 +375,10 @@ func TestFailedStartLogsNoArguments(t *testing.T) {
 	}
 	if len(e.logs.logged("did not start", "starting mysql: ")) == 0 {
 		t.Error(`no "did not start" log line names the program, mysql`)
+	}
+	waitFor(t, "the session end", func() bool { return len(e.eventsOf(EventSessionEnd)) == 1 })
+	if r := e.eventsOf(EventSessionEnd)[0].Reason; !strings.HasPrefix(r, "starting mysql: fork/exec ") || strings.Contains(r, "Hunter2") {
+		t.Errorf("session-end reason %q, want the start's error, naming mysql only", r)
 	}
 	if l := e.logs.logged("Hunter2"); len(l) != 0 {
 		t.Errorf("the command's arguments were logged: %.200q", l[0])
