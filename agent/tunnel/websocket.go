@@ -652,10 +652,15 @@ func (c *wsConn) control(op byte, payload []byte) error {
 	}
 	// Answer the close (RFC 6455 §5.5.1), then drop the connection: an empty
 	// Close to an empty one, the code echoed if it may be sent, else 1002,
-	// for a one-octet body or a code not for the wire (§7.4).
+	// for a one-octet body or a code not for the wire (§7.4), and 1007 for a
+	// reason that is not UTF-8 (§5.5.1, §8.1). The read ends as closed by
+	// the service all the same.
 	answer := payload[:min(len(payload), 2)]
-	if len(payload) == 1 || len(payload) >= 2 && !sendableCloseCode(ce.Code) {
+	switch {
+	case len(payload) == 1 || len(payload) >= 2 && !sendableCloseCode(ce.Code):
 		answer = binary.BigEndian.AppendUint16(nil, 1002)
+	case len(payload) > 2 && !utf8.Valid(payload[2:]):
+		answer = binary.BigEndian.AppendUint16(nil, 1007)
 	}
 	c.peerClose.Store(ce)
 	c.writeClose(answer)

@@ -385,8 +385,8 @@ func TestWriteAfterPeerCloseIsTheClose(t *testing.T) {
 // TestCloseAnswer: the answer to the service's Close frame is a Close that
 // RFC 6455 lets a client send: the code echoed if it may be sent (§7.4), an
 // empty Close to an empty one, and 1002 to a body of one octet (§5.5.1) or a
-// code not for the wire (1005 and 1006 say there was none). Each was echoed
-// as it came. The read ends as closed by the service all the same.
+// code not for the wire (1005 and 1006 say there was none), and 1007 to a
+// reason that is not UTF-8 (§8.1). Each was echoed as it came. The read ends as closed by the service all the same.
 func TestCloseAnswer(t *testing.T) {
 	code := func(c uint16) []byte { return binary.BigEndian.AppendUint16(nil, c) }
 	for _, tc := range []struct {
@@ -410,6 +410,10 @@ func TestCloseAnswer(t *testing.T) {
 		{"1015", code(1015), 1015, code(1002)},
 		{"2999", code(2999), 2999, code(1002)},
 		{"5000", code(5000), 5000, code(1002)},
+		{"1000 and a reason not UTF-8", append(code(1000), "bye\xff"...), 1000, code(1007)},
+		{"1011 and a cut UTF-8 reason", append(code(1011), "caf\xc3"...), 1011, code(1007)},
+		{"1000 and a UTF-8 reason", append(code(1000), "café"...), 1000, code(1000)},
+		{"999 and a reason not UTF-8", append(code(999), "\xff"...), 999, code(1002)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, out := wsFromBytes(serverFrame(true, opClose, tc.in))
