@@ -66,7 +66,7 @@ type Event struct {
 	Duration    time.Duration `json:"-"`
 
 	// Forwards.
-	Direction string `json:"direction,omitempty"` // "local" (ssh -L, direct-tcpip), "remote" (ssh -R, tcpip-forward), "agent", "tun" (ssh -w, always refused, no Dest)
+	Direction string `json:"direction,omitempty"` // "local" (ssh -L, direct-tcpip), "remote" (ssh -R, tcpip-forward), "agent", "tun" (ssh -w), "x11" (ssh -X, -Y); tun and x11 are always refused, with no Dest
 	Dest      string `json:"dest,omitempty"`      // host:port asked for
 	Allowed   bool   `json:"-"`
 }

@@ -278,8 +278,9 @@
 // SSH_AUTH_SOCK. X11 and
 // tun forwarding, and forwarding to or from Unix sockets (ssh -L or -R with a
 // socket path) are not supported: such a channel is refused as of an unknown
-// type and such a forwarding request fails, which ssh reports (a socket's and
-// a tun device's with a forward event, as every forward refused). IdleTimeout, MaxSessionTime (per
+// type and such a forwarding request fails, which ssh reports (each with a
+// forward event, as every forward refused: direction "x11" for ssh -X or -Y,
+// whose session still runs, without DISPLAY). IdleTimeout, MaxSessionTime (per
 // connection) and MaxSessions (server-wide) bound resources.
 //
 // # Audit and logs

@@ -480,10 +480,11 @@ func TestAgentForwardingFailureKeepsSession(t *testing.T) {
 // ("forward (opened or refused)"), with its reason: ssh -A while agent
 // forwarding is off, for a key with no-agent-forwarding, asked for twice, and
 // ssh -L to and ssh -R from a Unix socket, which gliderlabs refused as an
-// unknown channel type and request before the server saw them, and ssh -w,
-// which the server refused without an event. The client's answers are as
-// before.
+// unknown channel type and request before the server saw them, and ssh -w
+// and ssh -X, which the server refused without an event. The client's
+// answers are as before, and ssh -X still gets its shell.
 func TestRefusedForwardsAudited(t *testing.T) {
+	const x11Cookie = "0123456789abcdef0123456789abcdef" // a secret: never in the log
 	agentReq := func(t *testing.T, c *gossh.Client) error {
 		s := openSession(t, c)
 		return agent.RequestAgentForwarding(s)
@@ -534,6 +535,33 @@ func TestRefusedForwardsAudited(t *testing.T) {
 			}
 			return err
 		}, direction: "tun", reason: "tun forwarding is not supported"},
+		{name: "x11", forward: func(t *testing.T, c *gossh.Client) error {
+			// ssh -X: the request OpenSSH's client sends before the shell
+			// (RFC 4254, section 6.3.1), with want-reply; the shell must
+			// still run when it is refused.
+			s := openSession(t, c)
+			ok, err := s.SendRequest("x11-req", true, gossh.Marshal(struct {
+				Single               bool
+				AuthProtocol, Cookie string
+				Screen               uint32
+			}{false, "MIT-MAGIC-COOKIE-1", x11Cookie, 0}))
+			if err != nil {
+				t.Fatalf("x11-req: %v", err)
+			}
+			var out strings.Builder
+			s.Stdin, s.Stdout = strings.NewReader("echo shell ran\n"), &out
+			if err := s.Shell(); err != nil {
+				t.Fatalf("shell after the x11-req: %v", err)
+			}
+			s.Wait()
+			if out.String() != "shell ran\n" {
+				t.Errorf("shell after the x11-req wrote %q, want \"shell ran\\n\"", out.String())
+			}
+			if ok {
+				return nil
+			}
+			return errors.New("x11-req refused")
+		}, direction: "x11", reason: "X11 forwarding is not supported"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(_ *testEnv, s *Server) {
@@ -556,6 +584,9 @@ func TestRefusedForwardsAudited(t *testing.T) {
 			}
 			if n := len(e.logs.logged("level=INFO", "forward refused", "direction="+tc.direction)); n != 1 {
 				t.Errorf("%d INFO lines of the refused forward, want 1", n)
+			}
+			if got := e.logs.logged(x11Cookie); len(got) != 0 {
+				t.Errorf("the X authentication cookie was logged: %q", got)
 			}
 		})
 	}

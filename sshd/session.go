@@ -268,6 +268,15 @@ func (sess *session) handle(req *gossh.Request) {
 		}
 		sess.agentSock, sess.stopAgent = sock, stop
 		sess.reply(req, true)
+	case "x11-req":
+		// ssh -X and -Y (RFC 4254, section 6.3.1). Refused, as any request
+		// the server does not know was, but with a forward event like the
+		// other forwards refused: the client goes on with its shell
+		// ("X11 forwarding request failed on channel 0"). The event names
+		// no display, as none is made, and leaves out the client's X
+		// authentication cookie, which is a secret.
+		sess.srv.forwardRefused(forwardEvent(sess.st, sess.sc, "x11", ""), "X11 forwarding is not supported")
+		sess.reply(req, false)
 	case "eow@openssh.com":
 		// OpenSSH's PROTOCOL, section 2.1: the client's output failed (as in
 		// "ssh host yes | head -1") and it will read no more of this channel's
