@@ -293,6 +293,13 @@
 // sftp, a home it could not enter, a program that did not start), session
 // refused (past MaxSessions, or its shell, exec or subsystem request: the
 // reason; such a session has no start or end) and forward (opened or refused).
+// A forward whose destination could not be resolved or dialled, or whose
+// listener could not be opened, has its event, refused with the error as
+// reason, each time; its log line, which a client can repeat at will (a
+// channel after another to a closed port), comes at most once every 10 s for
+// all of them, with how many were not logged since (not_logged_since_last),
+// as the lines of sessions and forwards refused past MaxSessions and
+// MaxForwards.
 // Public keys refused on a connection that then logs in (clients offer every
 // key they hold, in turn) are no failed login: they are logged at debug only,
 // and reported as refused attempts when a connection ends without logging in.

@@ -1,6 +1,8 @@
 package sshd
 
 import (
+	"context"
+	"log/slog"
 	"runtime"
 	"sync"
 	"time"
@@ -359,7 +361,7 @@ func (l *logLimit) allow(now time.Time) (bool, int) {
 // refused audits a connection closed before its key exchange and logs it,
 // rate-limited by rl; the audit event is not rate-limited.
 func (s *Server) refused(rl *logLimit, msg, remote, reason string) {
-	s.full(rl, msg, "remote", remote)
+	s.logLimited(rl, slog.LevelWarn, msg, "remote", remote)
 	s.audit(Event{Type: EventLoginFailure, Remote: remote, Reason: reason})
 }
 
@@ -404,13 +406,15 @@ func (s *Server) releaseSlot(n *int) {
 	s.mu.Unlock()
 }
 
-// full logs, at most once per refusalLogInterval (rl), a connection or
-// channel refused for want of a slot, with how many were not logged since.
-func (s *Server) full(rl *logLimit, msg string, attrs ...any) {
+// logLimited logs msg at level at most once per refusalLogInterval (rl),
+// with how many lines rl held back since: a connection or channel refused for
+// want of a slot, an accept error, a forward whose dial or listen failed;
+// whatever a client, or a flood, can repeat at will.
+func (s *Server) logLimited(rl *logLimit, level slog.Level, msg string, attrs ...any) {
 	if ok, held := rl.allow(s.clock()); ok {
 		if held > 0 {
 			attrs = append(attrs, "not_logged_since_last", held)
 		}
-		s.log().Warn(msg, attrs...)
+		s.log().Log(context.Background(), level, msg, attrs...)
 	}
 }

@@ -598,3 +598,59 @@ func hangupStopped(t *testing.T, withPTY bool) {
 		t.Errorf("session-end record %q: the program did not ignore the hangup, it was stopped", ends[0].Reason)
 	}
 }
+
+// TestForwardFailedLogRateLimited: a client that opens channel after channel
+// to a closed port, or asks again and again for a remote forward whose listen
+// fails, gets one "forward failed" line per refusalLogInterval (local and
+// remote together), not one per channel: it would fill a router's small log.
+// The next line says how many were held back, and every failure keeps its
+// event.
+func TestForwardFailedLogRateLimited(t *testing.T) {
+	clock := newTestClock()
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	inUse := &net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		allowRemoteForward(e, s)
+		s.now = clock.now
+		s.dial = func(context.Context, string, string) (net.Conn, error) { return nil, refused }
+		s.listen = func(string, string) (net.Listener, error) { return nil, inUse }
+	})
+	c := e.login("root")
+	dialClosed := func() {
+		t.Helper()
+		if fc, err := c.Dial("tcp", "127.0.0.1:9"); err == nil {
+			fc.Close()
+			t.Fatal("forward to a closed port opened")
+		}
+	}
+	const burst = 50
+	for range burst {
+		dialClosed()
+	}
+	for range burst {
+		if l, err := c.Listen("tcp", "127.0.0.1:8080"); err == nil {
+			l.Close()
+			t.Fatal("remote forward whose listen fails granted")
+		}
+	}
+	lines := func() []string { return e.logs.logged("forward failed") }
+	if got := lines(); len(got) != 1 || !strings.Contains(got[0], `msg="forward failed"`) || strings.Contains(got[0], "not_logged_since_last") {
+		t.Fatalf("after %d failed local and %d failed remote forwards, %d log lines, the first %q; want the first local one only", burst, burst, len(got), got[:min(len(got), 2)])
+	}
+	clock.advance(refusalLogInterval)
+	dialClosed()
+	want := fmt.Sprintf("not_logged_since_last=%d", 2*burst-1)
+	if got := lines(); len(got) != 2 || !strings.Contains(got[1], `msg="forward failed"`) || !strings.Contains(got[1], want) {
+		t.Errorf("a failed forward once %s passed: log lines %q; want a second line with %s", refusalLogInterval, got, want)
+	}
+	evs := e.eventsOf(EventForward)
+	n := 0
+	for _, ev := range evs {
+		if !ev.Allowed && (strings.HasPrefix(ev.Reason, "connect failed: ") || strings.HasPrefix(ev.Reason, "listen failed: ")) {
+			n++
+		}
+	}
+	if n != 2*burst+1 || len(evs) != n {
+		t.Errorf("%d forward events, %d of them failures; want one per failed forward, %d", len(evs), n, 2*burst+1)
+	}
+}

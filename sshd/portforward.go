@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -31,6 +32,22 @@ func forwardEvent(st *connState, sc *gossh.ServerConn, direction, dest string) E
 func (s *Server) forwardRefused(ev Event, reason string) {
 	ev.Reason = reason
 	s.log().Info("forward refused", "remote", ev.Remote, "user", ev.User, "direction", ev.Direction, "dest", clipClient(ev.Dest), "reason", reason)
+	s.audit(ev)
+}
+
+// forwardFailed logs and audits ev, a forward allowed whose name lookup, dial
+// (ssh -L) or listen (ssh -R) failed with err. The log line is rate-limited
+// (failedLog, shared by both directions): a client may open channel after
+// channel to a closed port, and each would log a line, filling a router's
+// small log. Each failure keeps its event; the agent limits the refusals it
+// publishes (agent/refusals.go).
+func (s *Server) forwardFailed(ev Event, err error) {
+	msg, key := "forward failed", "dest"
+	if ev.Direction == "remote" {
+		msg, key = "remote forward failed", "bind"
+	}
+	// The error quotes the name or address the client asked for.
+	s.logLimited(&s.failedLog, slog.LevelInfo, msg, "remote", ev.Remote, "user", ev.User, key, clipClient(ev.Dest), "error", clipClient(err.Error()))
 	s.audit(ev)
 }
 
@@ -123,7 +140,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	}
 	if !s.acquireForward() {
 		ev.Reason = "too many forwarded connections"
-		s.full(&s.forwardLog, "forward refused: too many forwarded connections", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest))
+		s.logLimited(&s.forwardLog, slog.LevelWarn, "forward refused: too many forwarded connections", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest))
 		s.audit(ev)
 		nc.Reject(gossh.ResourceShortage, ev.Reason)
 		return
@@ -135,8 +152,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	if err != nil {
 		// As sshd: the resolver's words, a connection failure, not a refusal.
 		ev.Reason = "cannot resolve destination: " + err.Error()
-		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "error", clipClient(err.Error())) // it quotes the name
-		s.audit(ev)
+		s.forwardFailed(ev, err)
 		nc.Reject(gossh.ConnectionFailed, "Name or service not known")
 		return
 	}
@@ -174,8 +190,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	}
 	if err != nil {
 		ev.Reason = "connect failed: " + err.Error()
-		s.log().Info("forward failed", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest), "error", clipClient(err.Error())) // it quotes the name
-		s.audit(ev)
+		s.forwardFailed(ev, err)
 		nc.Reject(gossh.ConnectionFailed, connectFailure(err))
 		return
 	}
@@ -294,7 +309,7 @@ func (s *Server) serveForward(ctx context.Context, st *connState, l net.Listener
 			return
 		}
 		if !s.acquireForward() {
-			s.full(&s.forwardLog, "forwarded connection refused: too many forwarded connections", "remote", st.remote, "listener", l.Addr().String())
+			s.logLimited(&s.forwardLog, slog.LevelWarn, "forwarded connection refused: too many forwarded connections", "remote", st.remote, "listener", l.Addr().String())
 			c.Close()
 			st.leave()
 			continue
@@ -458,8 +473,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		// Allowed, and failed: the cause (a port in use, an address the
 		// device does not have), as sshd logs it.
 		ev.Reason = "listen failed: " + err.Error()
-		s.log().Info("remote forward failed", "remote", st.remote, "user", sc.User(), "bind", clipClient(bind), "error", err)
-		s.audit(ev)
+		s.forwardFailed(ev, err)
 		return false, nil
 	}
 	port := uint32(rf.ls[0].Addr().(*net.TCPAddr).Port)

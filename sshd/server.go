@@ -211,6 +211,7 @@ type Server struct {
 	fullLog    logLimit      // "too many unauthenticated connections" refusals
 	sessionLog logLimit      // sessions refused past MaxSessions
 	forwardLog logLimit      // forwarded connections refused past MaxForwards
+	failedLog  logLimit      // forwards whose name lookup, dial or listen failed
 	acceptLog  logLimit      // accept errors: the first of a run
 
 	warnedMu sync.Mutex
@@ -370,7 +371,7 @@ func (s *Server) acceptRetry(ctx context.Context, err error, delay *time.Duratio
 		return false
 	}
 	if *delay == 0 {
-		s.full(&s.acceptLog, msg, append(args, "error", err)...)
+		s.logLimited(&s.acceptLog, slog.LevelWarn, msg, append(args, "error", err)...)
 	}
 	*delay = min(max(2**delay, 5*time.Millisecond), time.Second)
 	t := time.NewTimer(*delay)

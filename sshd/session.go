@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -102,7 +103,7 @@ func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gos
 	defer st.leave()
 	if !s.acquireSession() {
 		const reason = "too many sessions"
-		s.full(&s.sessionLog, "session refused: "+reason, "remote", st.remote, "user", sc.User())
+		s.logLimited(&s.sessionLog, slog.LevelWarn, "session refused: "+reason, "remote", st.remote, "user", sc.User())
 		s.audit(Event{Type: EventSessionRefused, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(),
 			Method: sc.Permissions.Extensions[extMethod], Reason: reason})
 		nc.Reject(gossh.ResourceShortage, reason)
