@@ -74,6 +74,12 @@ type session struct {
 	lastUsed atomic.Int64 // monoNow of the last stream start or end
 	cancel   context.CancelFunc
 	ended    string // why the agent ended it (endLocked), for its tunnel-ended event; guarded by a.mu
+	// unsaved is set when its tunnel's state could not be saved as it started
+	// (data_dir full): saveStepped tries again at each clock check and at the
+	// stop, where an existing file only is rewritten. Without it a device whose
+	// flash filled up never resumed the tunnel an operator freed space through.
+	// Guarded by a.mu.
+	unsaved bool
 }
 
 // New builds an agent from a validated config; log may be nil.
@@ -582,13 +588,14 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		candidate = true
 		a.log.Info("max tunnels reached: the new tunnel will take the oldest idle session's place once it connects", "tunnel", fp)
 	}
+	var saveErr error
 	if fresh {
-		if err := a.store.save(t); err != nil {
-			a.log.Warn("cannot save tunnel state; a restart will not resume this tunnel", "tunnel", fp, "error", err)
+		if saveErr = a.store.save(t); saveErr != nil {
+			a.log.Warn("cannot save tunnel state; a restart will not resume this tunnel until it is saved (tried again every minute and at stop)", "tunnel", fp, "error", saveErr)
 		}
 	}
 	now := a.clock()
-	s := &session{fp: fp, token: t.AccessToken, started: now}
+	s := &session{fp: fp, token: t.AccessToken, started: now, unsaved: saveErr != nil}
 	// A tunnel saved later than the clock says now was saved with the clock
 	// right and is read with it behind (a router rebooted without an RTC, before
 	// NTP): its age is not known, and the stop leaves its time as saved. The
@@ -658,6 +665,7 @@ func (a *Agent) admit(s *session) {
 // connect-failed) events, and its trail must not stop without an end.
 func (a *Agent) endLocked(s *session, reason string) {
 	s.ended = reason
+	s.unsaved = false // given up: not to be saved later
 	s.cancel()
 	delete(a.sessions, s.fp)
 	if a.candidate == s {
@@ -766,32 +774,56 @@ var errLifetimeOver = errors.New("older than a tunnel lives (12 h): given up")
 // since (NTP's first answer on a router that booted with a stale clock): the
 // next start ages saved tunnels by the wall clock, and would otherwise drop an
 // open tunnel as older than a tunnel can live, or keep a dead one for too long.
+// A tunnel whose state could not be saved yet (s.unsaved) is saved now.
+//
+// Under a.mu, as the clock checks save: an idle session that yields as the
+// agent stops (admit) has its state removed and is not saved again.
 func (a *Agent) restamp(s *session, t savedTunnel, log *slog.Logger) {
 	a.mu.Lock()
-	stopping := a.ctx.Err() != nil
-	a.mu.Unlock()
-	if !stopping || s.received.IsZero() {
-		return // the session yielded (its state is gone), or its age is not known
+	defer a.mu.Unlock()
+	if a.ctx.Err() == nil {
+		return // the session yielded: its state is gone
 	}
-	a.saveStepped(s, &t, log)
+	if err := a.saveStepped(s, &t, log); s.unsaved {
+		log.Warn("cannot save tunnel state; a restart will not resume this tunnel", "error", err)
+	}
 }
 
 // saveStepped saves t again with the time it was received as session s's
 // monotonic clock has it, if the wall clock has been stepped by a minute or
 // more since t was saved and t's state file is still there. t keeps the new
-// time, saved or not: one try per step.
-func (a *Agent) saveStepped(s *session, t *savedTunnel, log *slog.Logger) {
-	received := a.clock().Add(-time.Since(s.received)).UTC()
-	if d := received.Sub(t.Received); d > -time.Minute && d < time.Minute {
-		return // no step worth a write to flash
+// time, saved or not: one try per step. A tunnel whose state could not be
+// saved (s.unsaved) is saved whether stepped or not, until a save succeeds;
+// the error is that of such a save that failed. Called with a.mu held.
+func (a *Agent) saveStepped(s *session, t *savedTunnel, log *slog.Logger) error {
+	stepped := false
+	if !s.received.IsZero() {
+		received := a.clock().Add(-time.Since(s.received)).UTC()
+		if d := received.Sub(t.Received); d <= -time.Minute || d >= time.Minute {
+			if !s.unsaved {
+				if _, err := os.Stat(a.store.path(tokenKey(t.AccessToken))); err != nil {
+					return nil // removed: the tunnel is over
+				}
+			}
+			stepped = true
+			t.Received = received
+		}
 	}
-	if _, err := os.Stat(a.store.path(tokenKey(t.AccessToken))); err != nil {
-		return
+	if !stepped && !s.unsaved {
+		return nil // no step worth a write to flash
 	}
-	t.Received = received
-	if err := a.store.save(*t); err != nil {
+	err := a.store.save(*t)
+	switch {
+	case err == nil && s.unsaved:
+		s.unsaved = false
+		log.Info("tunnel state saved; a restart will resume this tunnel")
+	case err != nil && s.unsaved:
+		// Said at start and again at stop (restamp), not once a minute.
+		return err
+	case err != nil:
 		log.Warn("cannot save tunnel state after a step of the clock; a restart may not resume this tunnel", "error", err)
 	}
+	return nil
 }
 
 // Connection failures are published as changes of the tunnel's state, not once
@@ -1026,7 +1058,8 @@ func fingerprint(token string) string {
 }
 
 // clockCheckInterval is how often a session checks whether the wall clock has
-// been stepped since its tunnel was saved (a var for tests).
+// been stepped since its tunnel was saved, and tries again to save a tunnel
+// that could not be (a var for tests).
 var clockCheckInterval = time.Minute
 
 // watchClock restamps the saved state of session s while it runs, each time
@@ -1034,10 +1067,16 @@ var clockCheckInterval = time.Minute
 // does when the agent stops: an agent that dies without a stop (a power cut,
 // the watchdog, the OOM killer) must not leave an open tunnel saved as
 // received long ago, for the next start to drop, or in the future, for it to
-// keep past its end. It updates t.Received; stop waits for it to be done.
+// keep past its end. It also saves a tunnel whose state could not be saved as
+// it started (data_dir full) once there is space again: an operator may free
+// it through this very tunnel, then reboot. The same ticker, no goroutine
+// more. It updates t.Received; stop waits for it to be done.
 func (a *Agent) watchClock(ctx context.Context, s *session, t *savedTunnel, log *slog.Logger) (stop func()) {
-	if s.received.IsZero() {
-		return func() {} // its age is not known
+	a.mu.Lock()
+	unsaved := s.unsaved
+	a.mu.Unlock()
+	if s.received.IsZero() && !unsaved {
+		return func() {} // its age is not known, and it is saved
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
