@@ -1079,48 +1079,50 @@ func TestSystemdUnitSessionNofile(t *testing.T) {
 // at every respawn. A relative config_file is the one under /, as at boot,
 // whatever the caller's directory.
 func TestUCICheckConfigRunsInRoot(t *testing.T) {
-	dir := t.TempDir()
-	seen := filepath.Join(dir, "seen")
-	fake := filepath.Join(dir, "porthole")
-	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && echo \"$PWD $4\" >"+seen+"\nexit 0\n"), 0o755)
-	own := filepath.Join(dir, "own.toml")
-	os.WriteFile(own, []byte("thing_name = \"checked\"\n"), 0o600)
-	// The caller's directory holds a file by the same relative name.
-	caller := t.TempDir()
-	os.MkdirAll(filepath.Join(caller, dir), 0o755)
-	os.WriteFile(filepath.Join(caller, own), []byte("thing_name = \"not checked\"\n"), 0o600)
-	initScript, err := filepath.Abs("openwrt/porthole.init")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, option := range []string{"thing_name=router-7", "config_file=" + strings.TrimPrefix(own, "/")} {
-		script := uciStubs + `
-procd_open_instance() { :; }
-procd_set_param() { :; }
-procd_close_instance() { :; }
-logger() { :; }
-. ` + initScript + `
-` + uciMain(fake, dir, "enabled=1", option) + `
-start_service
-`
-		cmd := exec.Command("sh", "-c", script)
-		cmd.Dir = caller
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("start_service with %s: %v\n%s", option, err, out)
+	openwrtShells(t, func(t *testing.T, shell []string) {
+		dir := t.TempDir()
+		seen := filepath.Join(dir, "seen")
+		fake := filepath.Join(dir, "porthole")
+		os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && echo \"$PWD $4\" >"+seen+"\nexit 0\n"), 0o755)
+		own := filepath.Join(dir, "own.toml")
+		os.WriteFile(own, []byte("thing_name = \"checked\"\n"), 0o600)
+		// The caller's directory holds a file by the same relative name.
+		caller := t.TempDir()
+		os.MkdirAll(filepath.Join(caller, dir), 0o755)
+		os.WriteFile(filepath.Join(caller, own), []byte("thing_name = \"not checked\"\n"), 0o600)
+		initScript, err := filepath.Abs("openwrt/porthole.init")
+		if err != nil {
+			t.Fatal(err)
 		}
-		b, _ := os.ReadFile(seen)
-		if cwd, _, _ := strings.Cut(string(b), " "); cwd != "/" {
-			t.Errorf("start_service with %s run from %s: check-config ran in %q, want / (procd runs the agent there)", option, caller, cwd)
-		}
-		if strings.HasPrefix(option, "config_file=") {
-			if checked := strings.TrimSpace(string(b)); !strings.HasSuffix(checked, " "+own) {
-				t.Errorf("start_service with %s run from %s: check-config ran %q, want on %s", option, caller, checked, own)
+		for _, option := range []string{"thing_name=router-7", "config_file=" + strings.TrimPrefix(own, "/")} {
+			script := uciStubs + `
+	procd_open_instance() { :; }
+	procd_set_param() { :; }
+	procd_close_instance() { :; }
+	logger() { :; }
+	. ` + initScript + `
+	` + uciMain(fake, dir, "enabled=1", option) + `
+	start_service
+	`
+			cmd := exec.Command(shell[0], append(shell[1:], "-c", script)...)
+			cmd.Dir = caller
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("start_service with %s: %v\n%s", option, err, out)
 			}
-			if b, _ := os.ReadFile(filepath.Join(dir, "porthole.toml")); string(b) != "thing_name = \"checked\"\n" {
-				t.Errorf("start_service with %s run from %s: the agent runs on %q, want a copy of %s", option, caller, b, own)
+			b, _ := os.ReadFile(seen)
+			if cwd, _, _ := strings.Cut(string(b), " "); cwd != "/" {
+				t.Errorf("start_service with %s run from %s: check-config ran in %q, want / (procd runs the agent there)", option, caller, cwd)
+			}
+			if strings.HasPrefix(option, "config_file=") {
+				if checked := strings.TrimSpace(string(b)); !strings.HasSuffix(checked, " "+own) {
+					t.Errorf("start_service with %s run from %s: check-config ran %q, want on %s", option, caller, checked, own)
+				}
+				if b, _ := os.ReadFile(filepath.Join(dir, "porthole.toml")); string(b) != "thing_name = \"checked\"\n" {
+					t.Errorf("start_service with %s run from %s: the agent runs on %q, want a copy of %s", option, caller, b, own)
+				}
 			}
 		}
-	}
+	})
 }
 
 // TestSystemdUnitUpdateOutsideSandbox: with ProtectSystem= on, what a session

@@ -273,50 +273,52 @@ stop() { procd_kill porthole; }
 // postinst's after every upgrade) stopped the agent, declared none, and
 // said nothing failed; start while the agent ran stopped it too.
 func TestUCIBadCPUsKeepsRunningAgent(t *testing.T) {
-	for _, cpus := range []string{"all", "01", "-1"} {
-		for _, action := range []string{"restart", "start", "reload_service"} {
-			t.Run(cpus+"/"+action, func(t *testing.T) {
-				dir := t.TempDir()
-				fake := filepath.Join(dir, "porthole")
-				os.WriteFile(fake, []byte("#!/bin/sh\nexit 0\n"), 0o755)
-				state := filepath.Join(dir, "state-procd")
-				os.WriteFile(state, []byte("running\n"), 0o644)
-				conf := filepath.Join(dir, "porthole.toml")
-				good := "# the config the agent runs on\n"
-				os.WriteFile(conf, []byte(good), 0o600)
-				script := uciStubs + procdModel(state) + uciMain(fake, dir, "enabled=1", "thing_name=router-7", "cpus="+shq(cpus)) + action + "\n"
-				out, err := exec.Command("sh", "-c", script).CombinedOutput()
-				if b, _ := os.ReadFile(state); string(b) != "running\n" {
-					t.Errorf("%s with cpus %q: %v, the agent is %s, want it left running:\n%s", action, cpus, err, b, out)
-				}
-				if want := "cpus '" + cpus + "' is not a number"; !strings.Contains(string(out), "logger -t porthole -p daemon.err") || !strings.Contains(string(out), want) {
-					t.Errorf("%s with cpus %q: output lacks %q in the system log:\n%s", action, cpus, want, out)
-				}
-				if b, _ := os.ReadFile(conf); string(b) != good {
-					t.Errorf("%s with cpus %q: %s now holds %q, want the config that passed", action, cpus, conf, b)
-				}
-				switch action {
-				case "restart", "reload_service":
-					if err == nil || strings.Contains(string(out), "signal") {
-						t.Errorf("%s with cpus %q: %v, want a failure and no SIGHUP:\n%s", action, cpus, err, out)
+	openwrtShells(t, func(t *testing.T, shell []string) {
+		for _, cpus := range []string{"all", "01", "-1"} {
+			for _, action := range []string{"restart", "start", "reload_service"} {
+				t.Run(cpus+"/"+action, func(t *testing.T) {
+					dir := t.TempDir()
+					fake := filepath.Join(dir, "porthole")
+					os.WriteFile(fake, []byte("#!/bin/sh\nexit 0\n"), 0o755)
+					state := filepath.Join(dir, "state-procd")
+					os.WriteFile(state, []byte("running\n"), 0o644)
+					conf := filepath.Join(dir, "porthole.toml")
+					good := "# the config the agent runs on\n"
+					os.WriteFile(conf, []byte(good), 0o600)
+					script := uciStubs + procdModel(state) + uciMain(fake, dir, "enabled=1", "thing_name=router-7", "cpus="+shq(cpus)) + action + "\n"
+					out, err := exec.Command(shell[0], append(shell[1:], "-c", script)...).CombinedOutput()
+					if b, _ := os.ReadFile(state); string(b) != "running\n" {
+						t.Errorf("%s with cpus %q: %v, the agent is %s, want it left running:\n%s", action, cpus, err, b, out)
 					}
-				case "start":
-					if !strings.Contains(string(out), "param env GOMAXPROCS=1\n") {
-						t.Errorf("start with cpus %q: want the running agent declared again with GOMAXPROCS=1:\n%s", cpus, out)
+					if want := "cpus '" + cpus + "' is not a number"; !strings.Contains(string(out), "logger -t porthole -p daemon.err") || !strings.Contains(string(out), want) {
+						t.Errorf("%s with cpus %q: output lacks %q in the system log:\n%s", action, cpus, want, out)
 					}
-				}
-			})
+					if b, _ := os.ReadFile(conf); string(b) != good {
+						t.Errorf("%s with cpus %q: %s now holds %q, want the config that passed", action, cpus, conf, b)
+					}
+					switch action {
+					case "restart", "reload_service":
+						if err == nil || strings.Contains(string(out), "signal") {
+							t.Errorf("%s with cpus %q: %v, want a failure and no SIGHUP:\n%s", action, cpus, err, out)
+						}
+					case "start":
+						if !strings.Contains(string(out), "param env GOMAXPROCS=1\n") {
+							t.Errorf("start with cpus %q: want the running agent declared again with GOMAXPROCS=1:\n%s", cpus, out)
+						}
+					}
+				})
+			}
 		}
-	}
-	// A start with no agent running starts none, and fails.
-	dir := t.TempDir()
-	fake := filepath.Join(dir, "porthole")
-	os.WriteFile(fake, []byte("#!/bin/sh\nexit 0\n"), 0o755)
-	state := filepath.Join(dir, "state-procd")
-	os.WriteFile(state, []byte("stopped\n"), 0o644)
-	script := uciStubs + procdModel(state) + uciMain(fake, dir, "enabled=1", "thing_name=router-7", "cpus=all") + "start\n"
-	out, err := exec.Command("sh", "-c", script).CombinedOutput()
-	if b, _ := os.ReadFile(state); err == nil || string(b) != "stopped\n" {
-		t.Errorf("start with cpus all and no agent running: %v, the agent is %s, want a failure and none started:\n%s", err, b, out)
-	}
+		// A start with no agent running starts none, and fails.
+		dir := t.TempDir()
+		fake := filepath.Join(dir, "porthole")
+		os.WriteFile(fake, []byte("#!/bin/sh\nexit 0\n"), 0o755)
+		state := filepath.Join(dir, "state-procd")
+		os.WriteFile(state, []byte("stopped\n"), 0o644)
+		script := uciStubs + procdModel(state) + uciMain(fake, dir, "enabled=1", "thing_name=router-7", "cpus=all") + "start\n"
+		out, err := exec.Command(shell[0], append(shell[1:], "-c", script)...).CombinedOutput()
+		if b, _ := os.ReadFile(state); err == nil || string(b) != "stopped\n" {
+			t.Errorf("start with cpus all and no agent running: %v, the agent is %s, want a failure and none started:\n%s", err, b, out)
+		}
+	})
 }
