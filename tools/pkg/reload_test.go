@@ -169,10 +169,10 @@ start() { start_service "$@"; }
 				t.Errorf("restart: %v\n%s\nwant it refused before the stop", err, out)
 			}
 		case "start_service":
-			// procd ends a running instance start does not declare: it is
-			// declared again with the config that passed.
-			if err != nil || !strings.Contains(string(out), "param command "+prog+" agent -c "+conf+"\n") || !strings.Contains(string(out), "not started") {
-				t.Errorf("start_service while the agent runs: %v\n%s\nwant the running agent declared again", err, out)
+			// Nothing is declared, and procd is told nothing: its
+			// instance stays as it was (TestUCIRefusedStartLeavesInstance).
+			if err == nil || strings.Contains(string(out), "param ") || !strings.Contains(string(out), "not started") {
+				t.Errorf("start_service while the agent runs: %v\n%s\nwant it refused, no instance declared", err, out)
 			}
 		}
 	}
@@ -206,41 +206,38 @@ func TestSysVRestartKeepsAgentOnConfigError(t *testing.T) {
 // procd_close_service, and procd ends every running instance the set does not
 // declare: with config_file refused, start_service declared none, so a start
 // typed while the agent ran stopped it, and a typo in the TOML cut the device
-// off. It is declared again on the last copy that passed.
+// off. procd's instance is left as it was, on the last copy that passed.
 func TestUCIStartOwnConfigKeepsRunningAgent(t *testing.T) {
-	dir := t.TempDir()
-	fake := filepath.Join(dir, "porthole")
-	own := filepath.Join(dir, "own.toml")
-	// check-config refuses the file once it says "typo", as it would a typo.
-	os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && grep -q typo \"$4\" && { echo 'config: line 2: unknown key typo' >&2; exit 1; }\nexit 0\n"), 0o755)
-	os.WriteFile(own, []byte("thing_name = \"router-7\"\n"), 0o600)
-	start := func() string {
-		script := uciStubs + `
-procd_open_instance() { echo open_instance; }
-procd_set_param() { echo "param $*"; }
-procd_close_instance() { :; }
-procd_running() { true; }
-logger() { :; }
-. ./openwrt/porthole.init
-` + uciMain(fake, dir, "enabled=1", "config_file="+own) + `
-# rc.common's start under procd: rc_procd start_service, which always closes the service.
-start() { echo open_service; start_service "$@"; r=$?; echo "close_service set"; return $r; }
-start
-`
-		out, _ := exec.Command("sh", "-c", script).CombinedOutput()
-		return string(out)
-	}
-	if out := start(); !strings.Contains(out, "open_instance") {
-		t.Fatalf("start with a good config_file declared no instance:\n%s", out)
-	}
-	os.WriteFile(own, []byte("thing_name = \"router-7\"\ntypo = 1\n"), 0o600)
-	out := start()
-	if !strings.Contains(out, "open_instance") || !strings.Contains(out, "agent -c "+filepath.Join(dir, "porthole.toml")) {
-		t.Errorf("start with config_file refused while the agent runs did not declare it again on the last copy that passed, so procd's set stops it:\n%s", out)
-	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "porthole.toml")); strings.Contains(string(b), "typo") {
-		t.Errorf("the refused config_file was copied where the agent runs from: %q", b)
-	}
+	openwrtShells(t, func(t *testing.T, shell []string) {
+		dir := t.TempDir()
+		fake := filepath.Join(dir, "porthole")
+		own := filepath.Join(dir, "own.toml")
+		state := filepath.Join(dir, "state-procd")
+		os.WriteFile(state, []byte("stopped\n"), 0o644)
+		// check-config refuses the file once it says "typo", as it would a typo.
+		os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && grep -q typo \"$4\" && { echo 'config: line 2: unknown key typo' >&2; exit 1; }\nexit 0\n"), 0o755)
+		os.WriteFile(own, []byte("thing_name = \"router-7\"\n"), 0o600)
+		start := func() (string, error) {
+			script := uciStubs + procdModel(state) + uciMain(fake, dir, "enabled=1", "config_file="+own) + "start\n"
+			out, err := exec.Command(shell[0], append(shell[1:], "-c", script)...).CombinedOutput()
+			return string(out), err
+		}
+		if out, err := start(); err != nil || !strings.Contains(out, "param command "+fake+" agent -c "+filepath.Join(dir, "porthole.toml")+"\n") {
+			t.Fatalf("start with a good config_file: %v, want the agent declared on the copy:\n%s", err, out)
+		}
+		declared, _ := os.ReadFile(state + ".declared")
+		os.WriteFile(own, []byte("thing_name = \"router-7\"\ntypo = 1\n"), 0o600)
+		out, err := start()
+		if b, _ := os.ReadFile(state); err == nil || string(b) != "running\n" || !strings.Contains(out, "not started: ") {
+			t.Errorf("start with config_file refused while the agent runs: %v, the agent is %s, want a failure and the agent left running:\n%s", err, b, out)
+		}
+		if now, _ := os.ReadFile(state + ".declared"); string(now) != string(declared) {
+			t.Errorf("start with config_file refused: procd's instance is now\n%s\nwant it as it was\n%s", now, declared)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "porthole.toml")); strings.Contains(string(b), "typo") {
+			t.Errorf("the refused config_file was copied where the agent runs from: %q", b)
+		}
+	})
 }
 
 // procdModel stands in for rc.common and procd.sh around the init script,
@@ -248,16 +245,41 @@ start
 // start_service between procd_open_service and procd_close_service, and procd
 // then runs the instances it declared and ends the others (none declared stops
 // a running agent); stop is stop_service and procd_kill; restart is
-// rc.common's. postinst's restart after an upgrade is this restart.
+// rc.common's. postinst's restart after an upgrade is this restart. As procd
+// does, it keeps the instance declared (its parameters, and the checksums of
+// the files of procd_set_param file) in state.declared, and starts the agent
+// again, a line in state.starts, when a declaration differs from the one it
+// runs.
 func procdModel(state string) string {
 	return `
 restart() { trap '' TERM; stop "$@"; trap - TERM; start "$@"; }
-procd_open_service() { INST=0; }
+procd_open_service() { INST=0; DECL=; }
 procd_open_instance() { INST=1; }
-procd_set_param() { echo "param $*"; }
+procd_set_param() {
+	echo "param $*"
+	DECL="$DECL$*
+"
+	if [ "$1" = file ]; then
+		shift
+		for f; do DECL="$DECL$(md5sum "$f" 2>&1)
+"; done
+	fi
+}
 procd_close_instance() { :; }
-procd_close_service() { if [ "$INST" = 1 ]; then echo running >` + state + `; else echo stopped >` + state + `; fi; }
-procd_kill() { echo stopped >` + state + `; }
+procd_close_service() {
+	if [ "$INST" != 1 ]; then
+		echo stopped >` + state + `
+		rm -f ` + state + `.declared
+		return
+	fi
+	DECL=$(printf '%s' "$DECL")
+	if [ "$(cat ` + state + `)" != running ] || [ "$DECL" != "$(cat ` + state + `.declared 2>/dev/null)" ]; then
+		echo start >>` + state + `.starts
+	fi
+	printf '%s\n' "$DECL" >` + state + `.declared
+	echo running >` + state + `
+}
+procd_kill() { echo stopped >` + state + `; rm -f ` + state + `.declared; }
 procd_running() { [ "$(cat ` + state + `)" = running ]; }
 procd_send_signal() { echo "signal $*"; }
 logger() { echo "logger $*"; }
@@ -302,8 +324,9 @@ func TestUCIBadCPUsKeepsRunningAgent(t *testing.T) {
 							t.Errorf("%s with cpus %q: %v, want a failure and no SIGHUP:\n%s", action, cpus, err, out)
 						}
 					case "start":
-						if !strings.Contains(string(out), "param env GOMAXPROCS=1\n") {
-							t.Errorf("start with cpus %q: want the running agent declared again with GOMAXPROCS=1:\n%s", cpus, out)
+						// procd is told nothing (TestUCIRefusedStartLeavesInstance).
+						if err == nil || strings.Contains(string(out), "param ") {
+							t.Errorf("start with cpus %q: %v, want a failure and no instance declared:\n%s", cpus, err, out)
 						}
 					}
 				})
@@ -319,6 +342,66 @@ func TestUCIBadCPUsKeepsRunningAgent(t *testing.T) {
 		out, err := exec.Command(shell[0], append(shell[1:], "-c", script)...).CombinedOutput()
 		if b, _ := os.ReadFile(state); err == nil || string(b) != "stopped\n" {
 			t.Errorf("start with cpus all and no agent running: %v, the agent is %s, want a failure and none started:\n%s", err, b, out)
+		}
+	})
+}
+
+// TestUCIRefusedStartLeavesInstance: a start refused while the agent runs
+// leaves procd's instance exactly as it was, so procd does not restart the
+// agent. It declared the agent again, and procd restarts an instance whose
+// declaration changed: with GOMAXPROCS=1 for a cpus refused (the agent ran
+// with 2), with a valid cpus changed next to a refused config, or with the
+// new checksums of a UCI file edited or of CONF rewritten by a reload.
+func TestUCIRefusedStartLeavesInstance(t *testing.T) {
+	openwrtShells(t, func(t *testing.T, shell []string) {
+		for _, tc := range []struct {
+			name   string
+			before string // run, and must succeed, before the refused start
+			change string // what the refused start sees, as shell assignments
+		}{
+			{"cpus refused", "", "CONFIG_main_cpus=all"},
+			{"cpus changed, config refused", "", "CONFIG_main_cpus=3; touch $DIR/refuse"},
+			{"UCI file edited, config refused", "", "echo '# edited' >>$UCI_CONF; touch $DIR/refuse"},
+			{"reloaded, then config refused", "CONFIG_main_log_level=debug; reload_service", "CONFIG_main_log_level=debug; touch $DIR/refuse"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				fake := filepath.Join(dir, "porthole")
+				// check-config refuses every config once the file refuse exists.
+				os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] && [ -e "+dir+"/refuse ] && { echo 'config: refused (fake)' >&2; exit 1; }\nexit 0\n"), 0o755)
+				uci := filepath.Join(dir, "uci-porthole")
+				os.WriteFile(uci, []byte("config porthole 'main'\n"), 0o600)
+				state := filepath.Join(dir, "state-procd")
+				os.WriteFile(state, []byte("stopped\n"), 0o644)
+				run := func(action string) (string, error) {
+					script := uciStubs + procdModel(state) + uciMain(fake, dir, "enabled=1", "thing_name=router-7", "cpus=2") +
+						"UCI_CONF=" + uci + "\nDIR=" + dir + "\n" + action + "\n"
+					out, err := exec.Command(shell[0], append(shell[1:], "-c", script)...).CombinedOutput()
+					return string(out), err
+				}
+				if out, err := run("start"); err != nil || !strings.Contains(out, "param env GOMAXPROCS=2\n") {
+					t.Fatalf("start with cpus 2: %v\n%s", err, out)
+				}
+				if tc.before != "" {
+					if out, err := run(tc.before); err != nil {
+						t.Fatalf("%s: %v\n%s", tc.before, err, out)
+					}
+				}
+				declared, _ := os.ReadFile(state + ".declared")
+				out, err := run(tc.change + "\nstart")
+				if err == nil || !strings.Contains(out, "logger -t porthole -p daemon.err not started: ") || !strings.Contains(out, "the running agent keeps its last config") {
+					t.Errorf("start (%s): %v, want it refused, logged, the agent kept:\n%s", tc.change, err, out)
+				}
+				if b, _ := os.ReadFile(state); string(b) != "running\n" {
+					t.Errorf("start (%s): the agent is %s, want it running", tc.change, b)
+				}
+				if now, _ := os.ReadFile(state + ".declared"); string(now) != string(declared) {
+					t.Errorf("start (%s): procd's instance is now\n%s\nwant it as it was\n%s", tc.change, now, declared)
+				}
+				if b, _ := os.ReadFile(state + ".starts"); string(b) != "start\n" {
+					t.Errorf("start (%s): procd started the agent %d times, want once, at the first start:\n%s", tc.change, strings.Count(string(b), "start"), out)
+				}
+			})
 		}
 	})
 }
