@@ -293,15 +293,21 @@ start_service
 }
 
 // TestUCIOwnConfigWarningsLogged: check-config's warnings on a config_file it
-// passes go to the system log. The agent runs on a 0600 copy, so the one
-// about config_file's own mode, readable by others while it holds a proxy
-// password (porthole.example.toml promises the warning), was said by no one.
+// passes are in the system log once each, and all on the init script's
+// stderr. The agent runs on a 0600 copy, so the one about config_file's own
+// mode, readable by others while it holds a proxy password
+// (porthole.example.toml promises the warning), is the init script's to log.
+// The others the agent logs itself at start, and the init script logged them
+// too: logread had each twice.
 func TestUCIOwnConfigWarningsLogged(t *testing.T) {
-	dir := t.TempDir()
-	pki := mqtttest.NewPKI(t)
-	cert, key := pki.Client(t, "router-7")
-	own := filepath.Join(dir, "own.toml")
-	os.WriteFile(own, []byte(fmt.Sprintf(`thing_name = "router-7"
+	prog := buildPorthole(t)
+	openwrtShells(t, func(t *testing.T, shell []string) {
+		dir := t.TempDir()
+		pki := mqtttest.NewPKI(t)
+		cert, key := pki.Client(t, "router-7")
+		os.Chmod(key, 0o644) // warned about by check-config and by the agent
+		own := filepath.Join(dir, "own.toml")
+		os.WriteFile(own, []byte(fmt.Sprintf(`thing_name = "router-7"
 data_dir = %q
 [mqtt]
 endpoint = "127.0.0.1:8883"
@@ -311,26 +317,84 @@ key_file = %q
 [tunnel]
 https_proxy = "http://op:S3cret@127.0.0.1:3128"
 `, filepath.Join(dir, "state"), pki.CAFile, cert, key)), 0o600)
-	os.Chmod(own, 0o644)
-	script := uciStubs + `
+		os.Chmod(own, 0o644)
+		script := uciStubs + `
 procd_open_instance() { echo open; }
 procd_set_param() { :; }
 procd_close_instance() { :; }
 logger() { echo "logger $*"; }
 . ./openwrt/porthole.init
-` + uciMain(buildPorthole(t), dir, "enabled=1", "config_file="+own) + `
+` + uciMain(prog, dir, "enabled=1", "config_file="+own) + `
 start_service
 `
-	out, err := exec.Command("sh", "-c", script).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "open") {
-		t.Fatalf("start_service with a config_file check-config passes: %v\n%s", err, out)
+		var stdout, stderr bytes.Buffer
+		cmd := exec.Command(shell[0], append(shell[1:], "-c", script)...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil || !strings.Contains(stdout.String(), "open") {
+			t.Fatalf("start_service with a config_file check-config passes: %v\n%s%s", err, &stdout, &stderr)
+		}
+		modeWarning := own + " has mode 0644: other local users can read the password hashes or the proxy's password in it"
+		keyWarning := "mqtt.key_file " + key + " has mode 0644"
+		if want := "logger -t porthole -p daemon.warn " + own + ": warning: " + modeWarning; !strings.Contains(stdout.String(), want) {
+			t.Errorf("start_service with config_file 0644 holding a proxy password: output lacks %q:\n%s", want, &stdout)
+		}
+		// The system log: what the init script logged, and the agent's
+		// output at start on the copy (procd_set_param stderr 1).
+		syslog := stdout.String() + agentStartLog(t, prog, filepath.Join(dir, "porthole.toml"), keyWarning)
+		var warnings []string
+		for _, l := range strings.Split(stderr.String(), "\n") {
+			if w, ok := strings.CutPrefix(l, own+": warning: "); ok {
+				warnings = append(warnings, w)
+			}
+		}
+		for _, w := range []string{modeWarning, keyWarning} {
+			if !slices.ContainsFunc(warnings, func(s string) bool { return strings.HasPrefix(s, w) }) {
+				t.Errorf("start_service's stderr lacks %q:\n%s", w, &stderr)
+			}
+		}
+		for _, w := range warnings {
+			if n := strings.Count(syslog, w); n != 1 {
+				t.Errorf("the system log has %q %d times, want once:\n%s", w, n, syslog)
+			}
+		}
+		if strings.Contains(syslog+stderr.String(), "S3cret") {
+			t.Errorf("the proxy's password is in the output:\n%s%s", syslog, &stderr)
+		}
+	})
+}
+
+// agentStartLog runs porthole agent on conf as procd does (in /, with PATH
+// only) until its output holds until, or 20 s have passed, and returns that
+// output.
+func agentStartLog(t *testing.T, prog, conf, until string) string {
+	t.Helper()
+	logFile := filepath.Join(t.TempDir(), "agent.log")
+	f, err := os.Create(logFile)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if want := "logger -t porthole -p daemon.warn " + own + ": warning: " + own + " has mode 0644"; !strings.Contains(string(out), want) {
-		t.Errorf("start_service with config_file 0644 holding a proxy password: output lacks %q:\n%s", want, out)
+	defer f.Close()
+	cmd := exec.Command(prog, "agent", "-c", conf)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if strings.Contains(string(out), "S3cret") {
-		t.Errorf("the proxy's password is in the output:\n%s", out)
+	var out []byte
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if out, _ = os.ReadFile(logFile); bytes.Contains(out, []byte(until)) {
+			break
+		}
 	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	out, _ = os.ReadFile(logFile)
+	if !bytes.Contains(out, []byte("porthole agent started")) {
+		t.Errorf("porthole agent -c %s did not start:\n%s", conf, out)
+	}
+	t.Logf("porthole agent -c %s:\n%s", conf, out)
+	return string(out)
 }
 
 // TestUCIReadableProxyPassword: a password in option https_proxy is in
