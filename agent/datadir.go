@@ -138,6 +138,12 @@ func walkDataDir(dir string) (missing string, err error) {
 	// access(2) takes the real uid, which is the agent's: it is not setuid.
 	if syscall.Access(cur, 5 /* R_OK|X_OK */) == syscall.EACCES {
 		uid, _ := foreignOwner(fi, euid)
+		if int(uid) == euid {
+			// Its own, with the owner's r or x taken away (chmod 0, a
+			// restore that lost the modes): chown would change nothing.
+			return "", fmt.Errorf("data_dir: %s has mode %s, which does not let its owner, the agent's user (uid %d), open it: chmod 700 %[1]s",
+				cur, sshd.OctalMode(fi.Mode()), euid)
+		}
 		return "", fmt.Errorf("data_dir: %s belongs to uid %d (mode %s) and the agent runs as uid %d, which may not open it: chown -R %[4]d %[1]s, or run the agent as uid %[2]d",
 			cur, uid, sshd.OctalMode(fi.Mode()), euid)
 	}

@@ -288,25 +288,45 @@ func nobodyCommand(bin string, args ...string) *exec.Cmd {
 }
 
 // TestDataDirTheAgentMayNotOpen: an agent run as its own user on a data_dir
-// of root's, mode 0700 (made by an installer run as root), is a configuration
-// error: exit 1, saying whose the directory is and whose the agent. The agent
-// exited 2 ("data_dir: open …: permission denied" at its lock), which systemd
-// restarts for ever, while check-config refused it (exit 1) naming the host
-// key in it.
+// it may not open is a configuration error: exit 1, with the fix for the
+// cause. On one of root's, mode 0700 (made by an installer run as root), that
+// says whose the directory is and whose the agent. The agent exited 2
+// ("data_dir: open …: permission denied" at its lock), which systemd restarts
+// for ever, while check-config refused it (exit 1) naming the host key in it.
+// On its own, mode 0000, the mode is the cause: chown, which the message
+// said, would change nothing.
 func TestDataDirTheAgentMayNotOpen(t *testing.T) {
-	dev, bin := nobodyDevice(t)
-	if err := os.Mkdir(dev.data, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	want := "data_dir: " + dev.data + " belongs to uid 0 (mode 0700) and the agent runs as uid 65534, which may not open it: chown -R 65534 " + dev.data + ", or run the agent as uid 0"
-	for _, args := range [][]string{{"check-config", "-start"}, {"agent"}} {
-		var stderr bytes.Buffer
-		cmd := nobodyCommand(bin, append(args, "-c", dev.path)...)
-		cmd.Stderr = &stderr
-		err := cmd.Run()
-		if code := cmd.ProcessState.ExitCode(); code != exitUsage || !strings.Contains(stderr.String(), want) {
-			t.Errorf("%s as uid %d on a data_dir of root's, 0700: %v, exit %d, stderr %q; want %d and %q", args, nobody, err, code, &stderr, exitUsage, want)
-		}
+	for _, tc := range []struct {
+		name  string
+		owner int
+		mode  os.FileMode
+		want  string
+	}{
+		{"root's, 0700", 0, 0o700, " belongs to uid 0 (mode 0700) and the agent runs as uid 65534, which may not open it: chown -R 65534 DIR, or run the agent as uid 0"},
+		{"its own, 0000", nobody, 0, " has mode 0000, which does not let its owner, the agent's user (uid 65534), open it: chmod 700 DIR"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dev, bin := nobodyDevice(t)
+			if err := os.Mkdir(dev.data, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(dev.data, tc.owner, tc.owner); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dev.data, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			want := "data_dir: " + dev.data + strings.ReplaceAll(tc.want, "DIR", dev.data)
+			for _, args := range [][]string{{"check-config", "-start"}, {"agent"}} {
+				var stderr bytes.Buffer
+				cmd := nobodyCommand(bin, append(args, "-c", dev.path)...)
+				cmd.Stderr = &stderr
+				err := cmd.Run()
+				if code := cmd.ProcessState.ExitCode(); code != exitUsage || !strings.Contains(stderr.String(), want) {
+					t.Errorf("%s as uid %d on a data_dir %s: %v, exit %d, stderr %q; want %d and %q", args, nobody, tc.name, err, code, &stderr, exitUsage, want)
+				}
+			}
+		})
 	}
 }
 
