@@ -206,6 +206,8 @@ func loadOrCreateHostKey(dir string, log *slog.Logger) (gossh.Signer, error) {
 // resolves from the link's real directory, not from path's text) are errors
 // wrapping ErrHostKey. A target whose directory does not exist yet (storage
 // mounted later in boot) is one that may pass, wrapping fs.ErrNotExist.
+// mendAfterCrash asks it too, for a key that is there: what it would not make
+// there, it does not mend there either.
 func keyToMake(path string) (string, error) {
 	target, err := os.Readlink(path)
 	if err != nil {
@@ -250,7 +252,8 @@ const tmpMaxAge = time.Minute
 // mendAfterCrash finishes what a crash (a power cut) while the key at path was
 // made may have left undone: the .pub not written yet, or still the one of a
 // key removed before (a regular file naming another key: rewritten, with a
-// warning), temporary files (private keys) not removed. Best effort: on a
+// warning), temporary files (private keys) not removed, in data_dir and, for
+// a key made at a link's target, in the target's directory. Best effort: on a
 // read-only data directory nothing changes.
 func mendAfterCrash(path string, s gossh.Signer, log *slog.Logger) {
 	pub := gossh.MarshalAuthorizedKey(s.PublicKey())
@@ -273,6 +276,20 @@ func mendAfterCrash(path string, s gossh.Signer, log *slog.Logger) {
 	if write {
 		writeFileAtomic(path+".pub", pub, 0o644, true)
 	}
+	removeCrashTemporaries(path)
+	// A key made at a link's target was written in the target's directory,
+	// and so were its temporary files. Only where keyToMake would make it (a
+	// directory no one else may write, no link to a link): elsewhere the
+	// files are no one's the server may judge.
+	if at, err := keyToMake(path); err == nil && at != path {
+		removeCrashTemporaries(at)
+	}
+}
+
+// removeCrashTemporaries removes the temporary files writeFileAtomic left
+// beside path and path.pub, those old enough (tmpMaxAge) to be a crash's.
+// Only regular files: a link with such a name is not followed nor removed.
+func removeCrashTemporaries(path string) {
 	dir, base := filepath.Dir(path), filepath.Base(path)
 	entries, err := os.ReadDir(dir)
 	if err != nil {

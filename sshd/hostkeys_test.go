@@ -522,33 +522,71 @@ func TestHostKeyStalePubRewritten(t *testing.T) {
 // key (the one linked into place, or one never used). Nothing removed it, at
 // that start or any later one; nor one dated in the future, as a crash's file
 // is at each start of a router without an RTC (its clock at 1970 or the last
-// saved time until NTP answers).
+// saved time until NTP answers). A key made at a link's target
+// (TestHostKeyThroughDanglingLink) leaves them in the target's directory,
+// where only data_dir's were removed: they stayed for ever. They are removed
+// there too, under keyToMake's rules: not in a directory others may write,
+// nor through a link to a link. In either directory a file being written now
+// (young), a link with a temporary file's name and others' files stay.
 func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
-	dir := t.TempDir()
-	if _, _, err := hostSigners(dir, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, HostKeyFile)
-	left := filepath.Join(dir, "."+HostKeyFile+".tmp-123456")
-	if err := os.Link(path, left); err != nil { // crash after the link, before the unlink
-		t.Fatal(err)
-	}
-	old := time.Now().Add(-time.Hour)
-	os.Chtimes(left, old, old)
-	ahead := filepath.Join(dir, "."+HostKeyFile+".pub.tmp-654321")
-	if err := os.WriteFile(ahead, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	later := time.Now().AddDate(1, 0, 0) // written under a clock a year ahead of this start's
-	os.Chtimes(ahead, later, later)
-	if _, _, err := hostSigners(dir, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if strings.Contains(e.Name(), ".tmp-") {
-			t.Errorf("temporary file of a crashed key write left behind: %s", e.Name())
-		}
+	for _, tc := range []struct {
+		name   string
+		linked bool        // the key is a link to STORE/host
+		store  os.FileMode // STORE's mode after the first start
+		kept   bool        // the crash's files stay
+	}{
+		{name: "in data_dir"},
+		{name: "at the link's target", linked: true, store: 0o700},
+		{name: "at a target others may write", linked: true, store: 0o777, kept: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, store := t.TempDir(), t.TempDir()
+			path, keyDir, base := filepath.Join(dir, HostKeyFile), dir, HostKeyFile
+			if tc.linked {
+				keyDir, base = store, "host"
+				if err := os.Symlink(filepath.Join(store, "host"), path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, _, err := hostSigners(dir, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			if tc.store != 0 {
+				os.Chmod(store, tc.store)
+			}
+			leftover := func(name string) string { return filepath.Join(keyDir, "."+base+name) }
+			left := leftover(".tmp-123456")
+			if err := os.Link(filepath.Join(keyDir, base), left); err != nil { // crash after the link, before the unlink
+				t.Fatal(err)
+			}
+			old := time.Now().Add(-time.Hour)
+			os.Chtimes(left, old, old)
+			ahead := leftover(".pub.tmp-654321")
+			writeFile(t, ahead, "x")
+			later := time.Now().AddDate(1, 0, 0) // written under a clock a year ahead of this start's
+			os.Chtimes(ahead, later, later)
+			stay := []string{leftover(".tmp-000001"), filepath.Join(keyDir, ".other.tmp-123456")}
+			writeFile(t, stay[0], "x") // a process writing the key now
+			writeFile(t, stay[1], "x")
+			os.Chtimes(stay[1], old, old)
+			stay = append(stay, leftover(".tmp-000002"))
+			if err := os.Symlink(filepath.Join(t.TempDir(), "elsewhere"), stay[2]); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := hostSigners(dir, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{left, ahead} {
+				if _, err := os.Lstat(p); (err == nil) != tc.kept {
+					t.Errorf("temporary file of a crashed key write %s: there %v, want %v", p, err == nil, tc.kept)
+				}
+			}
+			for _, p := range stay {
+				if _, err := os.Lstat(p); err != nil {
+					t.Errorf("%s was removed: %v", p, err)
+				}
+			}
+		})
 	}
 }
 
