@@ -28,11 +28,15 @@
 // written atomically with mode 0600 and reused from then on; a corrupt,
 // too-open or not regular key file, or one the server may not read, is an
 // error wrapping ErrHostKey (a restart cannot cure it; I/O errors and
-// failures to create the key do not wrap it), never replaced. HostKeyFiles
-// adds more keys; an RSA key under 1024 bits among them cannot sign (Go's
-// crypto/rsa refuses it, as OpenSSH 9.1+ does) and is left out with a
-// warning, unless it is the only key. Without a host key the server does not
-// start.
+// failures to create the key do not wrap it), never replaced. A HostKeyFile
+// that is a symbolic link to nothing (a read-only root file system linking it
+// to storage) is made at the link's target, in a directory only root or the
+// server's user may write, and its .pub next to it there; later starts mend
+// that .pub and a crash's temporary files there, and write nothing at the
+// link's name (see mendAfterCrash for why). HostKeyFiles adds more keys; an
+// RSA key under 1024 bits among them cannot sign (Go's crypto/rsa refuses it,
+// as OpenSSH 9.1+ does) and is left out with a warning, unless it is the only
+// key. Without a host key the server does not start.
 //
 // Every file read at start or login (host keys, authorized_keys, trusted CA
 // keys, passwd, group) must be a regular file: it is opened without

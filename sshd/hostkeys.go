@@ -19,7 +19,9 @@ import (
 )
 
 // HostKeyFile is the name of the ed25519 host key inside Server.DataDir. The
-// public half is written next to it with a ".pub" suffix.
+// public half is written next to it with a ".pub" suffix: next to the file
+// that holds the key, so at a symbolic link's target (keyToMake) rather than
+// at the link's name.
 const HostKeyFile = "ssh_host_ed25519_key"
 
 // ErrHostKey is wrapped by every error about a host key file that exists but
@@ -252,16 +254,30 @@ const tmpMaxAge = time.Minute
 // mendAfterCrash finishes what a crash (a power cut) while the key at path was
 // made may have left undone: the .pub not written yet, or still the one of a
 // key removed before (a regular file naming another key: rewritten, with a
-// warning), temporary files (private keys) not removed, in data_dir and, for
-// a key made at a link's target, in the target's directory. Best effort: on a
-// read-only data directory nothing changes.
+// warning), temporary files (private keys) not removed. A key that is a link
+// (keyToMake) is mended at its target, where it was made: the .pub there, and
+// the temporary files there as well as in data_dir; nothing is written at the
+// link's name, where a regular .pub would be one more file to keep in step
+// with the key (an operator may link it to the target's .pub, as the key).
+// Best effort: on a read-only data directory nothing changes.
 func mendAfterCrash(path string, s gossh.Signer, log *slog.Logger) {
+	removeCrashTemporaries(path)
+	// Only where keyToMake would make the key (a directory no one else may
+	// write, no link to a link): elsewhere the files are no one's the server
+	// may judge.
+	at, err := keyToMake(path)
+	if err != nil {
+		return
+	}
+	if at != path {
+		removeCrashTemporaries(at)
+	}
 	pub := gossh.MarshalAuthorizedKey(s.PublicKey())
-	fi, err := os.Lstat(path + ".pub")
+	fi, err := os.Lstat(at + ".pub")
 	write := errors.Is(err, fs.ErrNotExist)
 	if err == nil && fi.Mode().IsRegular() {
 		var got []byte
-		f, _, err := openRegular(path + ".pub")
+		f, _, err := openRegular(at + ".pub")
 		if err == nil {
 			got, err = readAllLimit(f, maxHostKeyFile)
 			f.Close()
@@ -270,19 +286,11 @@ func mendAfterCrash(path string, s gossh.Signer, log *slog.Logger) {
 		k := pub[:len(pub)-1]
 		write = err == nil && !(bytes.HasPrefix(got, k) && (len(got) == len(k) || got[len(k)] <= ' '))
 		if write && log != nil {
-			log.Warn("the host key's .pub names another key than the one served: rewritten", "file", path+".pub")
+			log.Warn("the host key's .pub names another key than the one served: rewritten", "file", at+".pub")
 		}
 	}
 	if write {
-		writeFileAtomic(path+".pub", pub, 0o644, true)
-	}
-	removeCrashTemporaries(path)
-	// A key made at a link's target was written in the target's directory,
-	// and so were its temporary files. Only where keyToMake would make it (a
-	// directory no one else may write, no link to a link): elsewhere the
-	// files are no one's the server may judge.
-	if at, err := keyToMake(path); err == nil && at != path {
-		removeCrashTemporaries(at)
+		writeFileAtomic(at+".pub", pub, 0o644, true)
 	}
 }
 

@@ -518,6 +518,77 @@ func TestHostKeyStalePubRewritten(t *testing.T) {
 	}
 }
 
+// TestHostKeyPubNextToLinkedKey: a key made at a link's target has its .pub
+// next to it, at the target, where the first start wrote it. The next start
+// mended the .pub at the link's name instead: data_dir got a second .pub, a
+// regular file that nothing kept in step with the key (it stayed when the
+// key at the target was replaced), and the target's own .pub, missing after a
+// crash or naming a key removed before, was never mended. The .pub is mended
+// at the target, under keyToMake's rules (not in a directory others may
+// write); nothing is written at the link's name, which an operator may link
+// to the target's .pub as well.
+func TestHostKeyPubNextToLinkedKey(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		pubLink bool        // data_dir's .pub is a link to STORE/host.pub
+		store   os.FileMode // STORE's mode after the first start
+	}{
+		{name: "the key linked", store: 0o700},
+		{name: "the key and its .pub linked", pubLink: true, store: 0o700},
+		{name: "a target others may write", store: 0o777},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, store := t.TempDir(), t.TempDir()
+			link, target := filepath.Join(dir, HostKeyFile), filepath.Join(store, "host")
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			if tc.pubLink {
+				if err := os.Symlink(target+".pub", link+".pub"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, _, err := hostSigners(dir, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(store, tc.store)
+			want := string(gossh.MarshalAuthorizedKey(s[0].PublicKey()))
+			other := string(gossh.MarshalAuthorizedKey(newSigner(t).PublicKey()))
+			log, lw := newTestLogger(t)
+			for _, crash := range []struct {
+				name string
+				pub  func() // what the crash left of the target's .pub
+			}{
+				{"none", func() {}},
+				{".pub not written", func() { os.Remove(target + ".pub") }},
+				{".pub of a key removed before", func() { writeFile(t, target+".pub", other) }},
+			} {
+				crash.pub()
+				if _, _, err := hostSigners(dir, nil, log); err != nil {
+					t.Fatalf("%s: the next start: %v", crash.name, err)
+				}
+				// The first start wrote it; a start mends it only where
+				// keyToMake would make the key.
+				wantMended := crash.name == "none" || tc.store == 0o700
+				if pub, err := os.ReadFile(target + ".pub"); (string(pub) == want) != wantMended {
+					t.Errorf("%s: %s.pub = %q %v; want the served key's: %v", crash.name, target, pub, err, wantMended)
+				}
+				got := "nothing"
+				if fi, err := os.Lstat(link + ".pub"); err == nil {
+					got = fi.Mode().String()
+				}
+				if wantGot := map[bool]string{false: "nothing", true: "Lrwxrwxrwx"}[tc.pubLink]; got != wantGot {
+					t.Errorf("%s: at the link's name %s.pub: %s, want %s", crash.name, link, got, wantGot)
+				}
+			}
+			if warned := len(lw.logged("level=WARN", target+".pub")); warned != 1 && tc.store == 0o700 {
+				t.Errorf("%d warnings naming %s.pub, want 1", warned, target)
+			}
+		})
+	}
+}
+
 // A power cut while the host key is made leaves its temporary file: a private
 // key (the one linked into place, or one never used). Nothing removed it, at
 // that start or any later one; nor one dated in the future, as a crash's file

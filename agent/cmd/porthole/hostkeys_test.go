@@ -155,6 +155,18 @@ func TestHostKeyLinkedToStorage(t *testing.T) {
 	if code, out, errs := runCmd(t, nil, "check-config", "-c", path); code != exitOK || strings.Contains(errs, "warning: data_dir") {
 		t.Errorf("check-config with the key made: exit %d, %q %q; want ok", code, out, errs)
 	}
+	// The .pub is next to the key, at the target, at this start and the
+	// next: none is written at the link's name in data_dir (sshd
+	// TestHostKeyPubNextToLinkedKey).
+	if code, out, errs := runCmd(t, nil, "keygen", "-c", path); code != exitOK {
+		t.Fatalf("keygen -c again: exit %d, %q %q", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(store, "host.pub")); err != nil {
+		t.Errorf("the key's .pub at the target: %v", err)
+	}
+	if fi, err := os.Lstat(link + ".pub"); err == nil {
+		t.Errorf("%s.pub: %v, want none at the link's name", link, fi.Mode())
+	}
 }
 
 // TestKeygenPrintsThePresentedEd25519Key: the server presents one key of each
