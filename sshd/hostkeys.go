@@ -186,9 +186,13 @@ func loadOrCreateHostKey(dir string, log *slog.Logger) (gossh.Signer, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("writing host key %s: %w", path, err)
 	}
+	// The key is in place and served from now on: a .pub that cannot be
+	// written (a full disk) fails no start, as the next start would read the
+	// key and go on anyway; it is said, and the next start writes it
+	// (mendAfterCrash).
 	pub := gossh.MarshalAuthorizedKey(signer.PublicKey())
-	if err := writeFileAtomic(path+".pub", pub, 0o644, true); err != nil {
-		return nil, fmt.Errorf("writing host key %s.pub: %w", path, err)
+	if err := writeFileAtomic(path+".pub", pub, 0o644, true); err != nil && log != nil {
+		log.Warn("cannot write the host key's .pub; the key is served, and the next start tries again", "file", path+".pub", "error", err)
 	}
 	return signer, nil
 }
@@ -259,7 +263,8 @@ const tmpMaxAge = time.Minute
 // the temporary files there as well as in data_dir; nothing is written at the
 // link's name, where a regular .pub would be one more file to keep in step
 // with the key (an operator may link it to the target's .pub, as the key).
-// Best effort: on a read-only data directory nothing changes.
+// Best effort: on a read-only data directory nothing changes, and a .pub that
+// cannot be written otherwise (a full disk) is a warning, the start goes on.
 func mendAfterCrash(path string, s gossh.Signer, log *slog.Logger) {
 	removeCrashTemporaries(path)
 	// Only where keyToMake would make the key (a directory no one else may
@@ -274,7 +279,6 @@ func mendAfterCrash(path string, s gossh.Signer, log *slog.Logger) {
 	}
 	pub := gossh.MarshalAuthorizedKey(s.PublicKey())
 	fi, err := os.Lstat(at + ".pub")
-	write := errors.Is(err, fs.ErrNotExist)
 	if err == nil && fi.Mode().IsRegular() {
 		var got []byte
 		f, _, err := openRegular(at + ".pub")
@@ -284,13 +288,25 @@ func mendAfterCrash(path string, s gossh.Signer, log *slog.Logger) {
 		}
 		// "ssh-ed25519 BASE64", then a comment or the end.
 		k := pub[:len(pub)-1]
-		write = err == nil && !(bytes.HasPrefix(got, k) && (len(got) == len(k) || got[len(k)] <= ' '))
-		if write && log != nil {
-			log.Warn("the host key's .pub names another key than the one served: rewritten", "file", at+".pub")
+		stale := err == nil && !(bytes.HasPrefix(got, k) && (len(got) == len(k) || got[len(k)] <= ' '))
+		if stale {
+			err = writeFileAtomic(at+".pub", pub, 0o644, true)
+			if log != nil && err == nil {
+				log.Warn("the host key's .pub names another key than the one served: rewritten", "file", at+".pub")
+			} else if log != nil {
+				// An operator who takes the key from the .pub pins the wrong one.
+				log.Warn("the host key's .pub names another key than the one served, and cannot be rewritten: do not take the key from it", "file", at+".pub", "error", err)
+			}
 		}
+		return
 	}
-	if write {
-		writeFileAtomic(at+".pub", pub, 0o644, true)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return // a link (an operator's, kept), or not a file the server may judge
+	}
+	// Missing: written, and said if it cannot be (a full disk), but for a
+	// read-only data directory, which may hold a key and no .pub by design.
+	if err = writeFileAtomic(at+".pub", pub, 0o644, true); err != nil && !errors.Is(err, syscall.EROFS) && log != nil {
+		log.Warn("the host key's .pub is missing and cannot be written", "file", at+".pub", "error", err)
 	}
 }
 

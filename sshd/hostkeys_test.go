@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -771,5 +772,67 @@ func TestSmallRSAHostKeyNotServed(t *testing.T) {
 	alone, notServed, err := hostSigners("", []string{small}, nil)
 	if err != nil || len(alone) != 1 || notServed != nil {
 		t.Errorf("the small key alone: %d keys, %q, %v; want it served as before", len(alone), notServed, err)
+	}
+}
+
+// A full disk while the host key's .pub is written: the first start, which
+// has the key in place, goes on with a warning (it failed, while the next
+// start read the key and went on with no .pub and not a word); a start that
+// finds a .pub naming another key says it could not rewrite it (it said
+// "rewritten"), and one that finds none says it could not write it.
+func TestHostKeyPubOnFullDisk(t *testing.T) {
+	dir := smallDisk(t)
+	path := filepath.Join(dir, HostKeyFile)
+	// fill leaves room for the key (one page) and none for its .pub.
+	fill := func(leave int) {
+		t.Helper()
+		os.Remove(filepath.Join(dir, "filler"))
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		free := int(st.Bavail)*int(st.Bsize) - leave*int(st.Bsize)
+		if err := os.WriteFile(filepath.Join(dir, "filler"), make([]byte, free), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(1)
+	log, lw := newTestLogger(t)
+	s, _, err := hostSigners(dir, nil, log)
+	if err != nil {
+		t.Fatalf("first start with room for the key only: %v", err)
+	}
+	if _, err := os.Stat(path + ".pub"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("%s.pub: %v, want none on the full disk", path, err)
+	}
+	if got := lw.logged("cannot write the host key's .pub", "no space left"); len(got) != 1 {
+		t.Errorf("first start logged %q, want the .pub not written and why", got)
+	}
+	if _, _, err := hostSigners(dir, nil, log); err != nil {
+		t.Fatal(err)
+	}
+	if got := lw.logged("the host key's .pub is missing and cannot be written", "no space left"); len(got) != 1 {
+		t.Errorf("next start logged %q, want the missing .pub said", got)
+	}
+
+	// A .pub of another key, then the disk full again.
+	os.Remove(filepath.Join(dir, "filler"))
+	if err := os.WriteFile(path+".pub", []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKeyOtherKey0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fill(0)
+	if _, _, err := hostSigners(dir, nil, log); err != nil {
+		t.Fatal(err)
+	}
+	if got := lw.logged("rewritten"); len(got) != 1 || !strings.Contains(got[0], "cannot be rewritten") {
+		t.Errorf("stale .pub on a full disk logged %q, want it said not rewritten", got)
+	}
+	// Space again: the .pub is the served key's.
+	os.Remove(filepath.Join(dir, "filler"))
+	if _, _, err := hostSigners(dir, nil, log); err != nil {
+		t.Fatal(err)
+	}
+	if pub, _ := os.ReadFile(path + ".pub"); string(pub) != string(gossh.MarshalAuthorizedKey(s[0].PublicKey())) {
+		t.Errorf(".pub with space again = %q, want the served key's", pub)
 	}
 }
