@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -284,4 +285,49 @@ func FuzzInternalSFTP(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestForcedInternalSFTPWithoutShell: a key limited to internal-sftp, for a
+// user not the server's, runs the device's sftp-server as that user without
+// the user's shell, as OpenSSH's internal-sftp runs none. Through the shell,
+// bash read the user's ~/.bashrc (as it does for ssh's commands), which the
+// key could upload over SFTP and so run commands; and an account whose shell
+// is nologin had no SFTP at all.
+func TestForcedInternalSFTPWithoutShell(t *testing.T) {
+	needRoot(t)
+	for _, nologin := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nologin=%v", nologin), func(t *testing.T) {
+			var marker, bin string
+			e := newEnv(t, func(e *testEnv, s *Server) {
+				// alice's shell leaves a mark, then does what a shell or
+				// nologin would.
+				marker = filepath.Join(e.dir, "home", "alice", "shell-ran") // alice may write there
+				shell := filepath.Join(e.dir, "marking-sh")
+				script := "#!/bin/sh\necho ran >>" + marker + "\nexec /bin/sh \"$@\"\n"
+				if nologin {
+					script = "#!/bin/sh\necho ran >>" + marker + "\necho 'This account is currently not available.'\nexit 1\n"
+				}
+				writeFile(t, shell, script)
+				os.Chmod(shell, 0o755)
+				passwd, _ := os.ReadFile(s.PasswdFile)
+				writeFile(t, s.PasswdFile, strings.Replace(string(passwd), "alice:/bin/sh", "alice:"+shell, 1))
+				bin = filepath.Join(e.dir, "sftp-server")
+				writeFile(t, bin, "#!/bin/sh\nprintf 'sftp-server as %s' \"$(id -u)\"\n")
+				os.Chmod(bin, 0o755)
+				s.sftpServerPaths = []string{bin}
+			})
+			e.writeAuthorizedKeys("alice", authorizedLine(`command="internal-sftp"`, e.key.PublicKey()))
+			s := openRaw(t, e.login("alice"))
+			if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
+				t.Fatalf("subsystem sftp = %v, %v", ok, err)
+			}
+			out, _ := io.ReadAll(s.ch)
+			if want := "sftp-server as 1000"; string(out) != want {
+				t.Errorf("subsystem sftp wrote %q, want %q", out, want)
+			}
+			if b, err := os.ReadFile(marker); err == nil {
+				t.Errorf("alice's shell ran for internal-sftp (%q)", b)
+			}
+		})
+	}
 }

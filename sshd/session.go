@@ -488,8 +488,12 @@ func (sess *session) start(reqType, arg string) (err error) {
 			if bin == "" {
 				return fmt.Errorf("in-process sftp serves only uid %d, not %s (uid %d), and there is no sftp-server", s.euid(), a.Name, a.UID)
 			}
+			// Run as internal-sftp is, without the user's shell: a key
+			// limited to internal-sftp ran the user's ~/.bashrc (bash reads
+			// it for ssh's commands), which an SFTP upload could write, and
+			// an account whose shell is nologin had no SFTP.
 			sess.kind, sess.command = "subsystem", "sftp ("+bin+")"
-			return sess.startProcess(a, bin, false, extraEnv)
+			return sess.startProgram(a, bin, []string{path.Base(bin)}, extraEnv)
 		}
 		sess.audit(EventSessionStart, nil)
 		go func() { sess.finish(sess.runSFTP(a, sftpOpt), "", false) }()
@@ -666,18 +670,25 @@ func splitAddr(a net.Addr) (host, port string) {
 // startProcess runs the user's shell: a login shell for "shell", or
 // "shell -c cmdline" for a command, on a pty if one was requested.
 func (sess *session) startProcess(a *account, cmdline string, login bool, extraEnv []string) error {
-	s := sess.srv
 	shell := shellOf(a.Shell)
 	args := []string{path.Base(shell), "-c", cmdline}
 	if login {
 		args = []string{"-" + path.Base(shell)}
 	}
+	return sess.startProgram(a, shell, args, extraEnv)
+}
+
+// startProgram runs prog with args as a, in a's home, on a pty if one was
+// requested: the user's shell (startProcess), or a program run without it.
+func (sess *session) startProgram(a *account, prog string, args, extraEnv []string) error {
+	s := sess.srv
+	shell := shellOf(a.Shell) // $SHELL, whatever runs
 	if sess.agentSock != "" {
 		extraEnv = append(extraEnv, "SSH_AUTH_SOCK="+sess.agentSock)
 	}
 	cred := s.credential(a)
 	startIn := func(dir string) error {
-		cmd := &exec.Cmd{Path: shell, Args: args, Dir: dir}
+		cmd := &exec.Cmd{Path: prog, Args: args, Dir: dir}
 		if sess.ptyReq != nil {
 			return sess.startPTY(cmd, a, cred, shell, extraEnv)
 		}
@@ -690,7 +701,7 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		sess.chdirFailed(a.Home, homeError(a.Home))
 	}
 	err := startIn(dir)
-	if err != nil && dir != "/" && errors.Is(err, syscall.EACCES) && mayExec(shell, a) {
+	if err != nil && dir != "/" && errors.Is(err, syscall.EACCES) && mayExec(prog, a) {
 		// The home exists but the user may not enter it (the child
 		// changes directory after taking the user's ids). The child's
 		// error does not say whether it was that or the shell: a shell the
@@ -710,7 +721,7 @@ func (sess *session) startProcess(a *account, cmdline string, login bool, extraE
 		// log alone. The client gets it here too, and exit status 1.
 		s.log().Warn("session's program did not start", "remote", sess.st.remote, "user", sess.sc.User(), "error", err)
 		sess.reason = err.Error() // the program's name, not its arguments: see startError
-		sess.childStderr(shell + ": " + strerror(pe.Err) + "\n")
+		sess.childStderr(prog + ": " + strerror(pe.Err) + "\n")
 		sess.endUnstarted(1)
 		err = nil
 	}
