@@ -1,0 +1,147 @@
+package pkg
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fullTmpfs mounts a tmpfs with opts on dir, made if need be, for the test and
+// fills it: files of 1 MiB until one cannot be written or made. It returns
+// them, to free it. It needs root; elsewhere the test is skipped, except under
+// CI=true (CI runs as root, which may mount).
+func fullTmpfs(t *testing.T, dir, opts string) (fillers []string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mounting a tmpfs (%s): %v", opts, err)
+		}
+		t.Skipf("cannot mount a tmpfs here (%v): a full file system is not tested", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	mib := make([]byte, 1<<20)
+	for i := 0; ; i++ {
+		name := filepath.Join(dir, "filler"+strconv.Itoa(i))
+		f, err := os.Create(name)
+		if err != nil {
+			return fillers
+		}
+		fillers = append(fillers, name)
+		_, err = f.Write(mib)
+		f.Close()
+		if err != nil {
+			return fillers
+		}
+	}
+}
+
+// TestSysVStartPidFileNotWritable: with /var/run full, start-stop-daemon -m
+// ran the agent and left its pid file empty (Debian's said "unable to close
+// pidfile", BusyBox's nothing). start then said the agent had exited, status
+// and stop that it was not running, and stop left it running; once there was
+// room again, start started a second agent beside the one out of reach (the
+// real one waits for data_dir's lock and exits 1), and no restart after an
+// update replaced it. start must say why and start nothing, also when the
+// file system fills between its check and the start; once there is room it
+// starts one agent, which stop stops.
+func TestSysVStartPidFileNotWritable(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		for _, tc := range []struct {
+			name string
+			// lateFill: the file system is full only after start's check,
+			// once start has removed the pid file it wrote there.
+			lateFill bool
+			want     []string
+		}{
+			{"full", false, []string{"FAIL (cannot write the pid file ", ": No space left on device; nothing was started)"}},
+			{"filled after the check", true, []string{"FAIL (the agent did not start; ", "cannot write the pid file "}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if tc.lateFill {
+					// BusyBox's sh runs its own rm, never lateFill's:
+					// dash runs the script, with BusyBox's
+					// start-stop-daemon all the same.
+					shell = "sh"
+				}
+				r := newSysVRig(t, fake, shell, binDir)
+				run := filepath.Dir(r.pidfile)
+				var fillers []string
+				if tc.lateFill {
+					fillers = lateFill(t, r, binDir, run)
+				} else {
+					fillers = fullTmpfs(t, run, "size=4k")
+				}
+				out, err := r.run("start")
+				if err == nil || !strings.Contains(out, r.pidfile) {
+					t.Errorf("start with %s full: %v %q; want a failure naming the pid file", run, err, out)
+				}
+				for _, want := range tc.want {
+					if !strings.Contains(out, want) {
+						t.Errorf("start with %s full: %q; want %q", run, out, want)
+					}
+				}
+				if started := r.eventPidsWait("started", 1, time.Second); len(started) != 0 {
+					t.Errorf("start with %s full: agents started %v, out of the script's reach (pid file %d); want none", run, started, r.pidFile())
+				}
+				r.wantStatus(3, "not running")
+
+				for _, f := range fillers {
+					os.Remove(f)
+				}
+				if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+					t.Errorf("start once there is room: %v %q, want OK", err, out)
+				}
+				started := r.eventPids("started", 1)
+				if len(started) != 1 || r.pidFile() != started[0] {
+					t.Errorf("start once there is room: agents started %v, pid file %d; want one, named", started, r.pidFile())
+				}
+				if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
+					t.Errorf("stop: %v %q, want OK", err, out)
+				}
+				for _, pid := range r.eventPids("started", 0) {
+					if procAlive(pid) {
+						t.Errorf("after stop: agent %d still running", pid)
+					}
+				}
+			})
+		}
+	})
+}
+
+// lateFill mounts a small tmpfs on run and puts an rm first on the script's
+// PATH that, once start has removed the pid file it wrote there, fills it:
+// the file system fills between start's check and the agent's start. It
+// returns the file the rm fills it with.
+func lateFill(t *testing.T, r *sysvRig, binDir, run string) []string {
+	for _, f := range fullTmpfs(t, run, "size=4k") {
+		os.Remove(f)
+	}
+	realRM := filepath.Join(binDir, "rm") // BusyBox's
+	if binDir == "" {
+		var err error
+		if realRM, err = exec.LookPath("rm"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := t.TempDir()
+	filler, done := filepath.Join(run, "filler"), filepath.Join(bin, "filled")
+	script := "#!/bin/sh\n" + shq(realRM) + " \"$@\" || exit\n" +
+		"case \"$*\" in *" + shq(r.pidfile) + ") [ -e " + shq(done) + " ] || { : >" + shq(done) +
+		"; head -c 1048576 /dev/zero >" + shq(filler) + " 2>/dev/null; } ;; esac\n"
+	if err := os.WriteFile(filepath.Join(bin, "rm"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The last PATH is the one the script gets.
+	r.env = append(r.env, "PATH="+bin+string(os.PathListSeparator)+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return []string{filler}
+}
