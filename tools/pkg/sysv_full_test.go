@@ -145,3 +145,31 @@ func lateFill(t *testing.T, r *sysvRig, binDir, run string) []string {
 	r.env = append(r.env, "PATH="+bin+string(os.PathListSeparator)+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 	return []string{filler}
 }
+
+// TestSysVStartLogNotWritable: with no free inode in /var/log, the shell that
+// was to run the agent could not make the log its stderr goes to and exited,
+// and start said "the agent exited; /var/log/porthole.log says why", a log
+// that was not there. start must name the log and the cause, and start
+// nothing; once there is room it starts the agent.
+func TestSysVStartLogNotWritable(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newSysVRig(t, fake, shell, binDir)
+		fillers := fullTmpfs(t, filepath.Dir(r.log), "size=64k,nr_inodes=2")
+		out, err := r.run("start")
+		want := "FAIL (cannot open the log " + r.log + ": No space left on device; nothing was started)"
+		if err == nil || !strings.Contains(out, want) {
+			t.Errorf("start with no free inode for the log: %v %q; want exit 1 and %q", err, out, want)
+		}
+		if started := r.eventPidsWait("started", 1, time.Second); len(started) != 0 {
+			t.Errorf("start with no free inode for the log: agents started %v; want none", started)
+		}
+		for _, f := range fillers {
+			os.Remove(f)
+		}
+		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+			t.Errorf("start once there is room: %v %q, want OK", err, out)
+		}
+		r.run("stop")
+	})
+}
