@@ -673,32 +673,37 @@ const certWarnWindow = 30 * 24 * time.Hour
 // warn when it expires within certWarnWindow or is not valid yet. With now
 // before built, the binary's build time, nothing is said: the device's clock
 // has not been set yet (no RTC, no NTP reply so far), and every certificate
-// would look expired or not yet valid.
+// would look expired or not yet valid. A clock years ahead (an RTC with
+// garbage, a typo in date -s) has no such floor to be told by; but then every
+// CA of mqtt.ca_file has expired too, where a device certificate that really
+// expired has its CA still valid (AWS IoT's run to 2049, Amazon Root CA 1 to
+// 2038): that is a warning about the clock, not an error, as NTP may yet set
+// it.
 //
 //lint:ignore ST1008 two findings, each with its own use: expired stops, warn is logged
-func certValidity(certFile string, now, built time.Time) (expired error, warn string) {
+func certValidity(certFile, caFile string, now, built time.Time) (expired error, warn string) {
 	if now.Before(built) {
 		return nil, ""
 	}
-	b, _, err := notify.ReadRegularFile(certFile, maxCAFile)
-	if err != nil {
+	certs := readCerts(certFile)
+	if len(certs) == 0 {
 		return nil, "" // New has read it already; the error is its
 	}
-	var cert *x509.Certificate
-	for rest := b; cert == nil; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			return nil, ""
-		}
-		if block.Type == "CERTIFICATE" {
-			if cert, err = x509.ParseCertificate(block.Bytes); err != nil {
-				return nil, ""
-			}
-		}
-	}
+	cert := certs[0]
 	date := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 	switch {
 	case !now.Before(cert.NotAfter):
+		var last time.Time // when the last CA of caFile expires
+		for _, ca := range readCerts(caFile) {
+			if ca.NotAfter.After(last) {
+				last = ca.NotAfter
+			}
+		}
+		if !last.IsZero() && !now.Before(last) {
+			return nil, fmt.Sprintf("the clock says %s, after mqtt.cert_file %s expired (%s) and after every CA certificate in mqtt.ca_file %s "+
+				"expired (the last on %s): the clock looks wrong (ahead); set it (NTP, RTC), or, if it is right, renew both",
+				date(now), certFile, date(cert.NotAfter), caFile, date(last))
+		}
 		return fmt.Errorf("%s expired on %s (the clock says %s): the broker refuses it; renew the device certificate",
 			certFile, date(cert.NotAfter), date(now)), ""
 	case now.Before(cert.NotBefore):
@@ -711,13 +716,36 @@ func certValidity(certFile string, now, built time.Time) (expired error, warn st
 	return nil, ""
 }
 
+// readCerts parses the certificates of the PEM file path, up to the first
+// that does not parse.
+func readCerts(path string) []*x509.Certificate {
+	b, _, err := notify.ReadRegularFile(path, maxCAFile)
+	if err != nil {
+		return nil
+	}
+	var certs []*x509.Certificate
+	for rest := b; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return certs
+		}
+		if block.Type == "CERTIFICATE" {
+			cert, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return certs
+			}
+			certs = append(certs, cert)
+		}
+	}
+}
+
 // checkCertificate is Check's test of the device certificate's dates. It is an
 // error there, where the agent only warns (startWarnings): at start the agent
 // keeps running, since a provisioning process may renew the file on disk (read
 // again before the next connection to the broker); check-config is asked whether
 // the device can work as it is, and it cannot.
 func checkCertificate(cfg *Config) error {
-	if expired, _ := certValidity(cfg.MQTT.CertFile, time.Now(), BuildTime()); expired != nil {
+	if expired, _ := certValidity(cfg.MQTT.CertFile, cfg.MQTT.CAFile, time.Now(), BuildTime()); expired != nil {
 		return fmt.Errorf("config: mqtt.cert_file: %w", expired)
 	}
 	return nil
@@ -753,7 +781,7 @@ func relativeWarnings(cfg *Config) []string {
 // SSH login files that cannot serve.
 func startWarnings(cfg *Config) []string {
 	out := relativeWarnings(cfg)
-	expired, warn := certValidity(cfg.MQTT.CertFile, time.Now(), BuildTime())
+	expired, warn := certValidity(cfg.MQTT.CertFile, cfg.MQTT.CAFile, time.Now(), BuildTime())
 	if expired != nil {
 		// check-config refuses it (checkCertificate); the agent runs on and says so.
 		warn = "mqtt.cert_file " + expired.Error() + "; renew it in place: the agent reads it again before its next connection to the broker"

@@ -129,6 +129,9 @@ func TestCertValidity(t *testing.T) {
 	dir := t.TempDir()
 	built := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	// The CA file: a CA valid until 2038 (as Amazon Root CA 1).
+	ca, _ := writeCert(t, t.TempDir(), time.Date(2015, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2038, 1, 17, 0, 0, 0, 0, time.UTC))
+	ahead := time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		name               string
 		notBefore, notAfer time.Time
@@ -142,9 +145,13 @@ func TestCertValidity(t *testing.T) {
 		// A router without an RTC before NTP: the clock, not the certificate.
 		{"clock in 1970", now.AddDate(-1, 0, 0), now.AddDate(1, 0, 0), time.Unix(0, 0), "", ""},
 		{"clock in 1970, expired", time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2020, 2, 1, 0, 0, 0, 0, time.UTC), time.Unix(0, 0), "", ""},
+		// A clock years ahead: the CA has expired too. The clock, said as a
+		// warning, not the certificate.
+		{"clock ahead", now.AddDate(-1, 0, 0), now.AddDate(1, 0, 0), ahead, "",
+			"the clock says 2040-01-01T00:00:00Z, after mqtt.cert_file " + filepath.Join(dir, "dev.crt") + " expired (2027-06-01T00:00:00Z) and after every CA certificate in mqtt.ca_file " + ca + " expired (the last on 2038-01-17T00:00:00Z): the clock looks wrong (ahead)"},
 	} {
 		cert, _ := writeCert(t, dir, tc.notBefore, tc.notAfer)
-		expired, warn := certValidity(cert, tc.now, built)
+		expired, warn := certValidity(cert, ca, tc.now, built)
 		if tc.expired == "" && expired != nil || tc.expired != "" && (expired == nil || !strings.Contains(expired.Error(), tc.expired)) {
 			t.Errorf("%s: expired = %v, want %q", tc.name, expired, tc.expired)
 		}

@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -321,12 +322,20 @@ func (l *Listener) connectError(err error) {
 		msg = "mqtt connect failed; retrying: the system clock looks wrong, TLS cannot verify " +
 			"certificates until it is set (NTP, RTC)"
 		attrs = append(attrs, "clock", l.clock().UTC().Format(time.RFC3339), "built", buildTime().UTC().Format(time.RFC3339))
-	case l.ownCertOutOfDate() != "":
+	case l.ownCertOutOfDate() != "" && !errors.As(err, new(*tls.CertificateVerificationError)):
 		// The broker refuses it, by an alert or by closing the connection:
-		// that is why, whatever the error reads.
+		// that is why, whatever the error reads. Not when the agent's own
+		// check of the broker's certificate failed (crypto/tls wraps each
+		// such failure in a CertificateVerificationError): the handshake
+		// stopped before the broker saw the device's, and a clock years
+		// ahead puts both out of their dates.
 		attrs = append(attrs, "hint", l.ownCertOutOfDate())
 	default:
 		if hint := tlsHint(err, l.clock(), buildTime(), l.cfg); hint != "" {
+			var inv x509.CertificateInvalidError
+			if errors.As(err, &inv) && inv.Reason == x509.Expired && l.ownCertOutOfDate() != "" {
+				hint += "; so is the device certificate " + l.cfg.CertFile + " by this clock: the clock may be wrong (set it: NTP, RTC)"
+			}
 			attrs = append(attrs, "hint", hint)
 		} else if errors.As(err, new(*closedAtConnectError)) {
 			attrs = append(attrs, "hint", "the broker closed the connection instead of answering the MQTT CONNECT: "+

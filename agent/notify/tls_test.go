@@ -368,6 +368,27 @@ func TestExpiredClientCertificateSaid(t *testing.T) {
 	}
 }
 
+// TestClockAheadBlamesBrokerCert: a clock years ahead (an RTC with garbage, a
+// typo in date -s) fails the agent's own check of the broker's certificate,
+// before the broker sees the device's. The hint is about the broker's
+// certificate and the clock, not a renewal of the device certificate, which
+// looks expired by the same clock.
+func TestClockAheadBlamesBrokerCert(t *testing.T) {
+	p := newPKI(t)
+	addr := standInBroker(t, p.ServerTLS(t, "broker"), func(c net.Conn) { c.(*tls.Conn).Handshake(); c.Close() })
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
+	ahead := time.Now().AddDate(10, 0, 0)
+	l.now = func() time.Time { return ahead }      // the agent's clock
+	l.tls.Time = func() time.Time { return ahead } // crypto/tls reads the same system clock
+	runListener(t, l)
+	line := rec.waitFor("mqtt connect failed")
+	if !strings.Contains(line, "the broker's certificate has expired or is not yet valid") ||
+		!strings.Contains(line, "the clock may be wrong") || strings.Contains(line, "renew it") {
+		t.Errorf("with the clock ten years ahead, the broker's certificate fails the agent's check; the log says:\n%s\nwant the broker's certificate and the clock named, no renewal of the device's", line)
+	}
+}
+
 // readConnect reads the agent's CONNECT for a stand-in broker: its fixed
 // header, then as many bytes as its remaining length (one byte of it: the
 // agent's is short).
