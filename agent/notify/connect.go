@@ -322,13 +322,14 @@ func (l *Listener) connectError(err error) {
 		msg = "mqtt connect failed; retrying: the system clock looks wrong, TLS cannot verify " +
 			"certificates until it is set (NTP, RTC)"
 		attrs = append(attrs, "clock", l.clock().UTC().Format(time.RFC3339), "built", buildTime().UTC().Format(time.RFC3339))
-	case l.ownCertOutOfDate() != "" && !errors.As(err, new(*tls.CertificateVerificationError)):
+	case l.ownCertOutOfDate() != "" && !errors.As(err, new(*tls.CertificateVerificationError)) && !alpnRefused(err):
 		// The broker refuses it, by an alert or by closing the connection:
 		// that is why, whatever the error reads. Not when the agent's own
 		// check of the broker's certificate failed (crypto/tls wraps each
 		// such failure in a CertificateVerificationError): the handshake
 		// stopped before the broker saw the device's, and a clock years
-		// ahead puts both out of their dates.
+		// ahead puts both out of their dates. Nor when the server took none
+		// of the ALPN protocols: that is said before certificates are.
 		attrs = append(attrs, "hint", l.ownCertOutOfDate())
 	default:
 		if hint := tlsHint(err, l.clock(), buildTime(), l.cfg); hint != "" {

@@ -390,11 +390,27 @@ func tlsHint(err error, now, built time.Time, c Config) string {
 		// at once, as if the broker's name did not resolve.
 		return "no DNS server answers at " + dns.Server + ": check that /etc/resolv.conf names one " +
 			"(Go asks 127.0.0.1 and ::1 when it names none or is missing) and that it runs (OpenWrt: dnsmasq)"
+	case alpnRefused(err) && strings.Join(c.ALPN, ",") == AWSALPN:
+		// A front end at 443 (a load balancer, an HTTPS server, another
+		// broker's WebSocket port) that does not speak AWS IoT's protocol;
+		// the device certificate was never looked at.
+		return "the server at port 443 does not accept " + AWSALPN + ", the ALPN protocol of AWS IoT Core's MQTT at port 443, " +
+			"which the agent offers there: a broker that is not AWS IoT Core is to be reached at port 8883"
+	case alpnRefused(err):
+		return "the server does not accept the ALPN protocols offered: " + strings.Join(c.ALPN, ", ")
 	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert from the broker
 		return "the broker refused the TLS handshake: check that it trusts the issuer of the device certificate " + c.CertFile +
 			" and that the certificate is active and not expired"
 	}
 	return ""
+}
+
+// alpnRefused reports whether err is the server's no_application_protocol
+// alert (RFC 7301 §3.2): it takes none of the ALPN protocols offered.
+// crypto/tls reads an alert into a type of its own, known by its text only.
+func alpnRefused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error" && op.Err.Error() == "tls: no application protocol"
 }
 
 // legacyAWSEndpoint reports whether host is an AWS IoT Core data endpoint of

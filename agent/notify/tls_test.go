@@ -389,6 +389,26 @@ func TestClockAheadBlamesBrokerCert(t *testing.T) {
 	}
 }
 
+// TestALPNRefusedExplained: at port 443 the agent offers AWS IoT Core's ALPN
+// protocol, x-amzn-mqtt-ca; a server there that does not take it (a load
+// balancer, another broker's WebSocket port) answers no_application_protocol,
+// an alert, before any certificate is looked at. The hint says so and not
+// that the broker refused the device certificate.
+func TestALPNRefusedExplained(t *testing.T) {
+	p := newPKI(t)
+	srv := p.ServerTLS(t, "front-end")
+	srv.NextProtos = []string{"h2", "http/1.1"}
+	addr := standInBroker(t, srv, func(c net.Conn) { c.(*tls.Conn).Handshake(); c.Close() })
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, p, addr, "thing-a", log)
+	cfg.ALPN = []string{AWSALPN} // as at port 443
+	runListener(t, newListener(t, cfg))
+	line := rec.waitFor("mqtt connect failed")
+	if !strings.Contains(line, "does not accept x-amzn-mqtt-ca") || !strings.Contains(line, "at port 8883") || strings.Contains(line, "device certificate") {
+		t.Errorf("a server that refuses the ALPN protocol x-amzn-mqtt-ca is reported as:\n%s\nwant: it does not accept x-amzn-mqtt-ca, a broker that is not AWS IoT Core at port 8883", line)
+	}
+}
+
 // readConnect reads the agent's CONNECT for a stand-in broker: its fixed
 // header, then as many bytes as its remaining length (one byte of it: the
 // agent's is short).
