@@ -293,8 +293,8 @@ func closedByPeer(err error) bool {
 // the usual case: a broker refusing it reads as its alert or as a closed
 // connection.
 func (l *Listener) ownCertOutOfDate() string {
-	leaf, now := certLeaf(l.tls), l.clock()
-	if leaf == nil || now.Before(buildTime()) || !now.After(leaf.NotAfter) && !now.Before(leaf.NotBefore) {
+	leaf := certLeaf(l.tls)
+	if l.outOfDate(leaf) == "" {
 		return ""
 	}
 	return "the device certificate " + l.cfg.CertFile + " is valid from " + leaf.NotBefore.UTC().Format(time.RFC3339) +

@@ -51,6 +51,7 @@ type Listener struct {
 	addr    brokerAddr
 	tls     *tls.Config // replaced by reloadTLS when the files change
 	tlsSeen filesStamp  // the files' stamp when tls was made, or last failed to load
+	tlsNext *tls.Config // read from the files but not used yet (reloadTLS); nil: none
 	topic   string
 	log     *slog.Logger
 	backoff backoff

@@ -266,30 +266,60 @@ func stampFiles(paths ...string) (st filesStamp) {
 // connection on, without a restart. A connection that is up keeps the
 // certificate it was made with. Files that fail to load (a key not written yet
 // beside its new certificate, a typo) are reported once per change, and the
-// listener keeps the configuration it has.
+// listener keeps the configuration it has. So it does, as tunneld on SIGHUP,
+// while the new certificate is out of its dates and the one in use is not (a
+// stale backup put back, an expired copy): the broker would refuse it. It is
+// used once either changes: the one in use out of its dates too, or the new
+// one valid (a fresh certificate that a clock some minutes behind sees as not
+// valid yet).
 func (l *Listener) reloadTLS() {
-	stamp := stampFiles(l.cfg.CAFile, l.cfg.CertFile, l.cfg.KeyFile)
-	if stamp == l.tlsSeen {
-		return
-	}
-	l.tlsSeen = stamp
-	tc, err := newTLSConfig(l.cfg)
-	if err != nil {
-		// The error names the file; the Config field it also names means
-		// nothing in a log an administrator reads (the agent's keys differ).
-		var ce *ConfigError
-		if errors.As(err, &ce) {
-			err = ce.Err
+	if stamp := stampFiles(l.cfg.CAFile, l.cfg.CertFile, l.cfg.KeyFile); stamp != l.tlsSeen {
+		l.tlsSeen, l.tlsNext = stamp, nil
+		tc, err := newTLSConfig(l.cfg)
+		if err != nil {
+			// The error names the file; the Config field it also names means
+			// nothing in a log an administrator reads (the agent's keys differ).
+			var ce *ConfigError
+			if errors.As(err, &ce) {
+				err = ce.Err
+			}
+			l.log.Warn("mqtt certificate files changed but do not load; connecting with the ones read before", "error", err)
+			return
 		}
-		l.log.Warn("mqtt certificate files changed but do not load; connecting with the ones read before", "error", err)
+		l.tlsNext = tc
+		if why := l.outOfDate(certLeaf(tc)); why != "" && l.outOfDate(certLeaf(l.tls)) == "" {
+			leaf, cur := certLeaf(tc), certLeaf(l.tls)
+			l.log.Warn("mqtt certificate file changed to a certificate that "+why+"; connecting with the one read before until either changes",
+				"cert_file", l.cfg.CertFile, "not_before", leaf.NotBefore.UTC().Format(time.RFC3339), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
+				"clock", l.clock().UTC().Format(time.RFC3339), "in_use_not_after", cur.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	tc := l.tlsNext
+	if tc == nil || l.outOfDate(certLeaf(tc)) != "" && l.outOfDate(certLeaf(l.tls)) == "" {
 		return
 	}
-	l.tls = tc
+	l.tls, l.tlsNext = tc, nil
 	attrs := []any{"cert_file", l.cfg.CertFile}
 	if leaf := certLeaf(tc); leaf != nil {
 		attrs = append(attrs, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	l.log.Info("mqtt certificate files changed: read again", attrs...)
+}
+
+// outOfDate says why leaf is not valid by the clock ("has expired", "is not
+// valid yet"), or "" if it is, if leaf is nil, or if the clock is before this
+// binary was built: a clock not set yet tells nothing about dates.
+func (l *Listener) outOfDate(leaf *x509.Certificate) string {
+	now := l.clock()
+	switch {
+	case leaf == nil || now.Before(buildTime()):
+		return ""
+	case now.After(leaf.NotAfter):
+		return "has expired"
+	case now.Before(leaf.NotBefore):
+		return "is not valid yet"
+	}
+	return ""
 }
 
 // maxPEMFile bounds each certificate or key file: a CA bundle of every public

@@ -409,6 +409,88 @@ func TestALPNRefusedExplained(t *testing.T) {
 	}
 }
 
+// A certificate put on disk that is out of its dates (a stale backup restored,
+// an expired copy) does not replace a valid one, as tunneld's SIGHUP reload
+// does not: the broker would refuse it. One WARN names the file and its dates;
+// the certificate is used once the one in use is out of date too. A fresh one
+// that a clock some minutes behind sees as not valid yet is used once it is,
+// and at once while the clock is before the build (not set: dates tell
+// nothing).
+func TestOutOfDateCertificateKept(t *testing.T) {
+	defer func(old string) { BuildTime = old }(BuildTime)
+	BuildTime = ""
+	p := newPKI(t)
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, p, "127.0.0.1:1", "thing-a", log)
+	l := newListener(t, cfg)
+	now := time.Now()
+	l.now = func() time.Time { return now }
+	inUse := func() string { return certLeaf(l.tls).SerialNumber.String() }
+	// put writes a certificate valid for 25 hours from notBefore over the
+	// listener's files, as a renewal job would, and returns its serial.
+	put := func(notBefore time.Time) string {
+		t.Helper()
+		cert, key := p.ClientAt(t, "thing-a", notBefore)
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mv := range [][2]string{{cert, cfg.CertFile}, {key, cfg.KeyFile}} {
+			if err := os.Rename(mv[0], mv[1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return pair.Leaf.SerialNumber.String()
+	}
+
+	first := inUse()
+	expiredAt := now.Add(-48 * time.Hour)
+	expired := put(expiredAt)
+	for range 2 {
+		l.reloadTLS()
+		if got := inUse(); got != first {
+			t.Fatalf("an expired certificate put over a valid one: in use %s, want the valid %s", got, first)
+		}
+	}
+	want := []string{"mqtt certificate file changed to a certificate that has expired", "cert_file=" + cfg.CertFile,
+		"not_after=" + expiredAt.Add(25*time.Hour).UTC().Format(time.RFC3339)}
+	if n := rec.count(want...); n != 1 {
+		t.Errorf("%d warnings %q, want 1", n, want)
+	}
+	now = now.Add(48 * time.Hour) // the one in use has expired too
+	l.reloadTLS()
+	if got := inUse(); got != expired {
+		t.Errorf("both expired: in use %s, want the one on disk %s", got, expired)
+	}
+
+	now = time.Now()
+	valid := put(now.Add(-time.Hour))
+	l.reloadTLS()
+	if got := inUse(); got != valid {
+		t.Fatalf("a valid certificate put over an expired one: in use %s, want %s", got, valid)
+	}
+	fresh := put(now.Add(10 * time.Minute)) // issued now, by a clock 10 minutes behind
+	l.reloadTLS()
+	if got := inUse(); got != valid {
+		t.Errorf("a certificate not valid yet put over a valid one: in use %s, want the valid %s", got, valid)
+	}
+	if n := rec.count("is not valid yet", "cert_file="+cfg.CertFile); n != 1 {
+		t.Errorf("%d warnings that the certificate is not valid yet, want 1", n)
+	}
+	now = now.Add(11 * time.Minute)
+	l.reloadTLS()
+	if got := inUse(); got != fresh {
+		t.Errorf("once valid: in use %s, want %s", got, fresh)
+	}
+
+	BuildTime = now.Add(24 * time.Hour).UTC().Format(time.RFC3339) // the clock is before the build
+	next := put(now.Add(time.Hour))
+	l.reloadTLS()
+	if got := inUse(); got != next {
+		t.Errorf("with a clock not set yet: in use %s, want the one on disk %s", got, next)
+	}
+}
+
 // readConnect reads the agent's CONNECT for a stand-in broker: its fixed
 // header, then as many bytes as its remaining length (one byte of it: the
 // agent's is short).
