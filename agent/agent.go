@@ -716,6 +716,7 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 			AccessToken:            access,
 			ClientToken:            client,
 			CAFile:                 a.cfg.Tunnel.CAFile,
+			CAFileName:             "tunnel.ca_file",
 			InsecureSkipVerify:     a.cfg.Tunnel.InsecureSkipVerify,
 			AllowInsecureWebSocket: a.cfg.Tunnel.AllowInsecureWebSocket,
 			PingInterval:           time.Duration(a.cfg.Tunnel.PingInterval),

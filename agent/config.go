@@ -777,8 +777,9 @@ func relativeWarnings(cfg *Config) []string {
 }
 
 // startWarnings are the Warnings about files and the system: the device
-// certificate's dates, a data directory that cannot be made or written, and
-// SSH login files that cannot serve.
+// certificate's dates, a data directory that cannot be made or written, no CA
+// to check the tunneling service's certificate with, and SSH login files that
+// cannot serve.
 func startWarnings(cfg *Config) []string {
 	out := relativeWarnings(cfg)
 	expired, warn := certValidity(cfg.MQTT.CertFile, cfg.MQTT.CAFile, time.Now(), BuildTime())
@@ -791,6 +792,13 @@ func startWarnings(cfg *Config) []string {
 	}
 	if w := dataDirWarning(cfg.DataDir); w != "" {
 		out = append(out, w)
+	}
+	if cfg.Tunnel.CAFile == "" && !cfg.Tunnel.InsecureSkipVerify && !(cfg.Tunnel.AllowInsecureWebSocket && tunnel.PlainEndpoint(cfg.Tunnel.Endpoint)) &&
+		!systemRoots() {
+		out = append(out, "tunnel.ca_file is not set and the system has no CA certificates where Go looks for them (SSL_CERT_FILE, "+
+			"/etc/ssl/certs/ca-certificates.crt and its other usual places, SSL_CERT_DIR or /etc/ssl/certs): every tunnel will fail "+
+			"its check of the service's certificate (signed by unknown authority); set tunnel.ca_file (AWS IoT Secure Tunneling: "+
+			"Amazon Root CA 1, as mqtt.ca_file) or install the CA certificates (OpenWrt: ca-bundle)")
 	}
 	return append(out, loginWarnings(cfg)...)
 }

@@ -125,6 +125,42 @@ func TestTunnelCAChecked(t *testing.T) {
 	}
 }
 
+// A device with no CA bundle and no tunnel.ca_file fails every tunnel's check
+// of the service's certificate: check-config and the start say so, from where
+// crypto/x509 looks (SSL_CERT_FILE and SSL_CERT_DIR here, to leave this
+// machine's out).
+func TestNoSystemRootsWarned(t *testing.T) {
+	dir := t.TempDir()
+	pki := mqtttest.NewPKI(t)
+	empty := filepath.Join(dir, "empty.crt")
+	os.WriteFile(empty, nil, 0o600)
+	emptyDir, caDir := filepath.Join(dir, "none"), filepath.Join(dir, "certs")
+	os.Mkdir(emptyDir, 0o700)
+	os.Mkdir(caDir, 0o700)
+	os.WriteFile(filepath.Join(caDir, "README"), []byte("not a certificate\n"), 0o600)
+	b, _ := os.ReadFile(pki.CAFile)
+	os.WriteFile(filepath.Join(caDir, "ca.pem"), b, 0o600)
+	for _, tc := range []struct {
+		name, file, dirs, tunnel string
+		warn                     bool
+	}{
+		{"none", empty, emptyDir, "", true},
+		{"no file, no directory", filepath.Join(dir, "nope.crt"), filepath.Join(dir, "nope"), "", true},
+		{"bundle", pki.CAFile, emptyDir, "", false},
+		{"directory", empty, emptyDir + ":" + caDir, "", false},
+		{"tunnel.ca_file", empty, emptyDir, fmt.Sprintf("ca_file = %q", pki.CAFile), false},
+		{"insecure_skip_verify", empty, emptyDir, "insecure_skip_verify = true", false},
+	} {
+		t.Setenv("SSL_CERT_FILE", tc.file)
+		t.Setenv("SSL_CERT_DIR", tc.dirs)
+		cfg := checkConfig(t, "[tunnel]\n"+tc.tunnel+"\n")
+		w := strings.Join(Warnings(cfg), "\n")
+		if got := strings.Contains(w, "tunnel.ca_file is not set and the system has no CA certificates"); got != tc.warn {
+			t.Errorf("%s: warned %v, want %v; warnings:\n%s", tc.name, got, tc.warn, w)
+		}
+	}
+}
+
 func TestCertValidity(t *testing.T) {
 	dir := t.TempDir()
 	built := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

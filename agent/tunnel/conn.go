@@ -65,6 +65,10 @@ type Config struct {
 	// CAFile is an extra trust anchor: a PEM file or a directory of PEM files, added to
 	// the system roots. Empty: system roots only.
 	CAFile string
+	// CAFileName is what the caller's user sets CAFile by (the agent's
+	// tunnel.ca_file), for the hint logged when a certificate does not
+	// verify. Empty: "the CA file".
+	CAFileName string
 	// InsecureSkipVerify turns the verification of the service's TLS
 	// certificate off. Only for tests and labs. An https:// proxy's
 	// certificate is verified all the same (system roots plus CAFile).
@@ -360,6 +364,33 @@ func IsCertificateError(err error) bool {
 	var ci x509.CertificateInvalidError
 	var hn x509.HostnameError
 	return errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &hn)
+}
+
+// certHint says what to look at when err is a certificate of the service, or of
+// an https:// proxy, signed by no CA trusted, or returns "": CAFile, by the name
+// the caller's user knows it by, and the system's roots (a device may have
+// none: no CA bundle installed).
+func (c *Config) certHint(err error) string {
+	var ua x509.UnknownAuthorityError
+	whose := "the service's certificate"
+	if errors.As(err, new(*ProxyError)) {
+		whose = "the HTTPS proxy's certificate"
+	}
+	name := c.CAFileName
+	if name == "" {
+		name = "the CA file"
+	}
+	switch {
+	case errors.As(err, &ua) && c.CAFile == "":
+		return whose + " is signed by no CA of the system's roots, and " + name + " is not set: set it to the CA that signs it " +
+			"(AWS IoT Secure Tunneling: Amazon Root CA 1), or install the system's CA certificates " +
+			"(/etc/ssl/certs/ca-certificates.crt; OpenWrt: ca-bundle)"
+	case errors.As(err, &ua):
+		return whose + " is signed by no CA in " + name + " " + c.CAFile + " nor of the system's roots"
+	}
+	// The other failures say enough themselves: crypto/x509's text names
+	// the clock and the dates, or the name the certificate does not hold.
+	return ""
 }
 
 // pinServerName sets the name the server's certificate must hold. verifyPeer,

@@ -97,6 +97,9 @@ func run(ctx context.Context, cfg Config, mode Mode, serve func(context.Context,
 		}
 		d := b.next()
 		attrs := []any{"error", err, "delay", d.Round(time.Millisecond)}
+		if h := cfg.certHint(err); h != "" {
+			attrs = append(attrs, "hint", h)
+		}
 		switch {
 		case lost:
 			log.Warn("tunnel connection lost, reconnecting", attrs...)

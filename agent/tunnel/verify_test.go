@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -23,6 +24,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 )
 
 // testCA makes a self-signed CA named cn and writes its certificate to a PEM
@@ -103,6 +106,40 @@ func TestIsCertificateError(t *testing.T) {
 		if got := IsCertificateError(tc.err); got != tc.want {
 			t.Errorf("IsCertificateError(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestCertificateHintLogged: a service's certificate that does not verify is
+// logged with what to look at, the CA file by its name in the caller's
+// config and the system's roots: a device without a CA bundle said only
+// "certificate signed by unknown authority".
+func TestCertificateHintLogged(t *testing.T) {
+	srv := tlsService(t, func(r *http.Request) int { return 0 })
+	addr := strings.TrimPrefix(srv.URL, "https://")
+	tok, _ := NewAccessToken("the-access-token")
+	other := otherCA(t)
+	for _, tc := range []struct {
+		name, ca, want string
+	}{
+		{"no CA file", "", "the service's certificate is signed by no CA of the system's roots, and tunnel.ca_file is not set"},
+		{"another CA", other, "the service's certificate is signed by no CA in tunnel.ca_file " + other + " nor of the system's roots"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logged testlog.Lines
+			d := &Destination{Config: Config{Endpoint: addr, AccessToken: tok, CAFile: tc.ca, CAFileName: "tunnel.ca_file",
+				RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logged, nil))}, Dialer: Targets{}}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			for deadline := time.Now().Add(10 * time.Second); logged.Count("cannot connect to the tunnel") == 0 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+			<-done
+			if line := logged.String(); !strings.Contains(line, "unknown authority") || !strings.Contains(line, tc.want) {
+				t.Errorf("logged:\n%s\nwant the hint %q", line, tc.want)
+			}
+		})
 	}
 }
 
