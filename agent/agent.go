@@ -158,8 +158,18 @@ func Check(cfg *Config) error {
 // that gates the start on CheckStart (`porthole check-config -start`) lets a
 // renewal on disk, or a clock set right later, bring the device back without a
 // restart by hand.
+//
+// MQTT identity files that are not there yet or not a pair yet
+// (notify.ErrNotReady) are a warning, as a data_dir on storage not mounted
+// yet is: the agent exits 2 at start until they are, and the init system
+// starts it again.
 func CheckStart(cfg *Config) error {
-	if _, err := New(cfg, nil); err != nil {
+	cfg.identity = ""
+	if _, err := New(cfg, nil); errors.Is(err, notify.ErrNotReady) {
+		// The MQTT listener is the last thing New builds: all it checks
+		// before has passed.
+		cfg.identity = err.Error()
+	} else if err != nil {
 		return err
 	}
 	// A directory above data_dir that is missing is a warning (Warnings): the
@@ -208,6 +218,9 @@ func Warnings(cfg *Config) []string {
 	}
 	out = append(out, cfg.adjusted...)
 	out = append(out, cfg.notServed...)
+	if cfg.identity != "" {
+		out = append(out, cfg.identity)
+	}
 	if h := lowPortHint(cfg.SSH.Listen); h != "" {
 		out = append(out, "ssh.listen "+cfg.SSH.Listen+": "+h+": the agent cannot listen there")
 	}
@@ -275,8 +288,35 @@ func configKey(err error) error {
 	if !errors.As(err, &ce) {
 		return err
 	}
-	return fmt.Errorf("config: %s: %w", notifyKey(ce.Field), ce.Err)
+	return &keyError{key: notifyKey(ce.Field), ce: ce}
 }
+
+// keyError is a *notify.ConfigError named by its config key. errors.Is finds
+// notify.ErrNotReady through it: an MQTT identity file not there yet or not
+// whole, or a key that is not its certificate's. That one is, as a data_dir
+// on storage not mounted yet (missingAboveError), a runtime failure (exit 2,
+// which init systems restart) and a warning of check-config: the files live
+// on storage mounted later in boot (/persist, /mnt/data, beside a read-only
+// root), or a reboot came between a renewal's new certificate and its key,
+// and a later start finds them right. Refused as a configuration error (exit
+// 1, not restarted), the device stayed off the network until someone
+// restarted the agent by hand.
+type keyError struct {
+	_   [0]func() // not comparable: no equality function in the binary (docs/size.md)
+	key string
+	ce  *notify.ConfigError
+}
+
+func (e *keyError) Error() string {
+	if errors.Is(e.ce, notify.ErrNotReady) {
+		return e.key + ": " + e.ce.Err.Error() + ": if the files are on storage mounted later in boot, or a renewal is " +
+			"still writing them, the agent will exit (2) at start until they load, for its init system to start it again; " +
+			"otherwise put the right files there"
+	}
+	return "config: " + e.key + ": " + e.ce.Err.Error()
+}
+
+func (e *keyError) Unwrap() error { return e.ce }
 
 // newSSHServer maps the [ssh] settings onto the embedded server.
 func newSSHServer(cfg *Config, log *slog.Logger, audit func(sshd.Event)) (*sshd.Server, error) {

@@ -56,6 +56,9 @@ type Config struct {
 	// (checkHostKeys, so check-config; the agent's start logs them through sshd),
 	// and a host key in data_dir that cannot be made yet.
 	notServed []string
+	// identity says, for Warnings, why the MQTT identity files do not load
+	// yet (notify.ErrNotReady), as CheckStart found; "" if they do.
+	identity string
 	// readable is the file LoadConfig read, and its mode, when group or
 	// others may read it (Warnings).
 	readable struct {

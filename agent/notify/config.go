@@ -149,15 +149,33 @@ type brokerAddr struct {
 func (b brokerAddr) hostPort() string { return net.JoinHostPort(b.host, strconv.Itoa(b.port)) }
 
 // ConfigError is a configuration problem found by [New]; Field names the
-// Config field.
+// Config field. One that may mend itself without a change to the config is
+// also [ErrNotReady] (errors.Is).
 type ConfigError struct {
 	_     [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	Field string
 	Err   error
+	// notReady: the file of Field is not there yet, or not whole, or the key
+	// is not the certificate's (ErrNotReady).
+	notReady bool
 }
 
 func (e *ConfigError) Error() string { return "notify: config " + e.Field + ": " + e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Is makes a ConfigError that may mend itself [ErrNotReady].
+func (e *ConfigError) Is(target error) bool { return e.notReady && target == ErrNotReady }
+
+// ErrNotReady is what New's error is (errors.Is) when the CA, certificate or
+// key file, given by an absolute path, does not exist, is empty or ends
+// before its -----END line, or when the key and the certificate each read
+// well but are not a pair: what storage mounted later in boot (/persist,
+// /mnt/data) and a renewal written halfway (a reboot between the new
+// certificate and its key) look like. A later try may find the files right
+// without a change to the config. Every other file problem (a directory,
+// DER, an encrypted key, a CA certificate as the device's) says what was put
+// there, and needs someone to mend it.
+var ErrNotReady error = &errorString{"notify: certificate files not ready"}
 
 func configErr(field, format string, args ...any) error {
 	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}

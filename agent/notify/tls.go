@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -38,14 +39,12 @@ func buildTime() time.Time {
 
 // newTLSConfig reads the CA, certificate and key files of c (which has
 // its defaults applied) into a mutual-TLS client configuration. Errors name
-// the Config field and the path, never the file contents.
+// the Config field and the path, never the file contents; those that may
+// mend themselves are ErrNotReady.
 func newTLSConfig(c Config) (*tls.Config, error) {
-	caPEM, _, err := ReadRegularFile(c.CAFile, maxPEMFile)
+	caPEM, err := readPEM("CAFile", c.CAFile)
 	if err != nil {
-		return nil, &ConfigError{Field: "CAFile", Err: err}
-	}
-	if err := bomError(c.CAFile, caPEM); err != nil {
-		return nil, &ConfigError{Field: "CAFile", Err: err}
+		return nil, err
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
@@ -54,24 +53,18 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 		}
 		return nil, configErr("CAFile", "%s holds no PEM certificate", c.CAFile)
 	}
-	certPEM, _, err := ReadRegularFile(c.CertFile, maxPEMFile)
+	certPEM, err := readPEM("CertFile", c.CertFile)
 	if err != nil {
-		return nil, &ConfigError{Field: "CertFile", Err: err}
-	}
-	if err := bomError(c.CertFile, certPEM); err != nil {
-		return nil, &ConfigError{Field: "CertFile", Err: err}
+		return nil, err
 	}
 	if err := notPEM(c.CertFile, certPEM, "openssl x509"); err != nil {
 		return nil, &ConfigError{Field: "CertFile", Err: err}
 	}
-	keyPEM, _, err := ReadRegularFile(c.KeyFile, maxPEMFile)
+	keyPEM, err := readPEM("KeyFile", c.KeyFile)
 	if err != nil {
-		return nil, &ConfigError{Field: "KeyFile", Err: err}
+		return nil, err
 	}
 	defer clear(keyPEM)
-	if err := bomError(c.KeyFile, keyPEM); err != nil {
-		return nil, &ConfigError{Field: "KeyFile", Err: err}
-	}
 	if err := keyFileProblem(c.KeyFile, keyPEM); err != nil {
 		return nil, &ConfigError{Field: "KeyFile", Err: err}
 	}
@@ -81,13 +74,19 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 			return nil, configErr("CertFile", "the first certificate in %s is not the one of the key %s, a later one is: "+
 				"put the device certificate first, then the intermediate certificates", c.CertFile, c.KeyFile)
 		}
-		if ca := firstCert(certPEM); ca != nil && ca.IsCA {
+		first := firstCert(certPEM)
+		if first != nil && first.IsCA {
 			// AmazonRootCA1.pem where the device certificate belongs: Go says
 			// only that the key does not match, which points at the key.
 			return nil, configErr("CertFile", "%s holds a CA certificate (%s), not the device certificate: put the device's own "+
-				"certificate there (from AWS IoT, the file ending in -certificate.pem.crt), and the CA in the CA file", c.CertFile, ca.Subject)
+				"certificate there (from AWS IoT, the file ending in -certificate.pem.crt), and the CA in the CA file", c.CertFile, first.Subject)
 		}
-		return nil, configErr("CertFile", "loading the key pair %s and %s: %w", c.CertFile, c.KeyFile, err)
+		// Both read well, and are not a pair: a renewal that has written
+		// one file and not yet the other, as a reboot between the two
+		// leaves it, looks the same as the files of two devices.
+		notReady := first != nil && first.PublicKey != nil && keyReads(keyPEM)
+		return nil, &ConfigError{Field: "CertFile", notReady: notReady,
+			Err: fmt.Errorf("loading the key pair %s and %s: %w", c.CertFile, c.KeyFile, err)}
 	}
 	if cert.Leaf != nil && onlyCert(caPEM, cert.Leaf.Raw) {
 		return nil, configErr("CAFile", "%s holds the device certificate, not the CA that signs the broker's "+
@@ -100,6 +99,54 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 		ServerName:   c.ServerName,
 		NextProtos:   c.ALPN,
 	}, nil
+}
+
+// readPEM reads path, the PEM file of field. A file that is not there (by an
+// absolute path: a relative one is most likely read from another working
+// directory than meant, which no mount mends), is empty, or has a -----BEGIN
+// line and no block ends, is an error that is ErrNotReady: one that a mount
+// or a write still to come makes right. Such a file is refused all the same,
+// as it was before: no PEM block in it means none of the three loads.
+func readPEM(field, path string) ([]byte, error) {
+	b, _, err := ReadRegularFile(path, maxPEMFile)
+	if err != nil {
+		return nil, &ConfigError{Field: field, Err: err, notReady: errors.Is(err, fs.ErrNotExist) && filepath.IsAbs(path)}
+	}
+	if err := bomError(path, b); err != nil {
+		clear(b)
+		return nil, &ConfigError{Field: field, Err: err}
+	}
+	if block, _ := pem.Decode(b); block == nil {
+		why := ""
+		switch {
+		case len(bytes.TrimSpace(b)) == 0:
+			why = "is empty"
+		case bytes.Contains(b, []byte("-----BEGIN ")) && !bytes.Contains(b, []byte("-----END ")):
+			why = "ends before its -----END line"
+		}
+		if why != "" {
+			clear(b)
+			return nil, &ConfigError{Field: field, notReady: true, Err: fmt.Errorf("%s %s (not written whole yet?)", path, why)}
+		}
+	}
+	return b, nil
+}
+
+// keyReads reports whether the first private key in keyPEM parses, as
+// tls.X509KeyPair parses it (PKCS#1, PKCS#8, SEC 1).
+func keyReads(keyPEM []byte) bool {
+	for rest := keyPEM; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return false
+		}
+		if block.Type == "PRIVATE KEY" || strings.HasSuffix(block.Type, " PRIVATE KEY") {
+			_, err1 := x509.ParsePKCS1PrivateKey(block.Bytes)
+			_, err8 := x509.ParsePKCS8PrivateKey(block.Bytes)
+			_, errEC := x509.ParseECPrivateKey(block.Bytes)
+			return err1 == nil || err8 == nil || errEC == nil
+		}
+	}
 }
 
 // utf8BOM is the byte order mark a Windows editor may put at the start of a

@@ -312,7 +312,7 @@ func TestProvisioningFileMistakes(t *testing.T) {
 		{"public key as the key", func(c *Config) { c.KeyFile = pubKey }, "KeyFile",
 			[]string{pubKey, "holds no private key, only PUBLIC KEY"}},
 		{"empty key", func(c *Config) { c.KeyFile = empty }, "KeyFile",
-			[]string{empty, "holds no PEM private key"}},
+			[]string{empty, "is empty"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := good
@@ -571,5 +571,66 @@ func TestNoDNSServerHint(t *testing.T) {
 	if !strings.Contains(line, "connection refused") || !strings.Contains(line, "no DNS server answers at") ||
 		!strings.Contains(line, "/etc/resolv.conf") {
 		t.Errorf("the line says nothing of DNS: %s", line)
+	}
+}
+
+// What storage mounted later in boot and a renewal written halfway leave
+// (a file not there, empty or cut short; a certificate and a key that each
+// read well but are not a pair) is ErrNotReady: the agent exits 2 for those,
+// which init systems restart, where it exited 1 and the device stayed off.
+// What says that something else was put there is not: it needs someone.
+func TestFilesNotReady(t *testing.T) {
+	p := newPKI(t)
+	cert, key := p.Client(t, "thing-a")
+	otherCert, otherKey := p.Client(t, "thing-b")
+	good := Config{ThingName: "thing-a", Broker: "127.0.0.1:8883", CAFile: p.CAFile, CertFile: cert, KeyFile: key}
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	certPEM, _ := os.ReadFile(cert)
+	keyPEM, _ := os.ReadFile(key)
+	missing := filepath.Join(dir, "persist", "device.pem")
+	empty := write("empty.pem", []byte("\n"))
+	cutCert := write("cut.crt", certPEM[:len(certPEM)/2])
+	cutKey := write("cut.key", keyPEM[:len(keyPEM)/2])
+	encrypted := write("encrypted.key", pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("x")}))
+	text := write("text.pem", []byte("hello\n"))
+	badKey := write("bad.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("not a key")}))
+	for _, tc := range []struct {
+		name     string
+		modify   func(*Config)
+		field    string
+		notReady bool
+	}{
+		{"CA missing", func(c *Config) { c.CAFile = missing }, "CAFile", true},
+		{"certificate missing", func(c *Config) { c.CertFile = missing }, "CertFile", true},
+		{"key missing", func(c *Config) { c.KeyFile = missing }, "KeyFile", true},
+		{"CA empty", func(c *Config) { c.CAFile = empty }, "CAFile", true},
+		{"key empty", func(c *Config) { c.KeyFile = empty }, "KeyFile", true},
+		{"certificate cut short", func(c *Config) { c.CertFile = cutCert }, "CertFile", true},
+		{"key cut short", func(c *Config) { c.KeyFile = cutKey }, "KeyFile", true},
+		{"new certificate, old key", func(c *Config) { c.CertFile = otherCert }, "CertFile", true},
+		{"old certificate, new key", func(c *Config) { c.KeyFile = otherKey }, "CertFile", true},
+
+		{"missing by a relative path", func(c *Config) { c.KeyFile = "device.pem.key" }, "KeyFile", false},
+		{"key is a directory", func(c *Config) { c.KeyFile = dir }, "KeyFile", false},
+		{"encrypted key", func(c *Config) { c.KeyFile = encrypted }, "KeyFile", false},
+		{"CA certificate as the device's", func(c *Config) { c.CertFile = p.CAFile }, "CertFile", false},
+		{"CA holds no PEM", func(c *Config) { c.CAFile = text }, "CAFile", false},
+		{"key does not parse", func(c *Config) { c.KeyFile = badKey }, "CertFile", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good
+			tc.modify(&cfg)
+			wantConfigError(t, cfg, tc.field)
+			if _, err := New(cfg); errors.Is(err, ErrNotReady) != tc.notReady {
+				t.Errorf("New = %v: errors.Is(ErrNotReady) = %v, want %v", err, !tc.notReady, tc.notReady)
+			}
+		})
 	}
 }

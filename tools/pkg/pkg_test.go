@@ -500,6 +500,36 @@ start_service
 	}
 }
 
+// TestUCIStartsWithCertificatesNotThereYet: MQTT certificate files on storage
+// mounted later in boot pass the init script's check-config -start (a
+// warning), and procd runs the agent, which exits 2, saying why in the system
+// log, and is respawned 15 s later until they are there. check-config refused
+// them (exit 1): the script started no agent, and nothing started one later.
+func TestUCIStartsWithCertificatesNotThereYet(t *testing.T) {
+	dir := t.TempDir()
+	persist := filepath.Join(dir, "persist") // not mounted
+	script := uciStubs + `
+procd_open_instance() { echo open; }
+procd_set_param() { echo "param $*"; }
+procd_close_instance() { echo close; }
+logger() { echo "logger $*"; }
+. ./openwrt/porthole.init
+` + uciMain(buildPorthole(t), dir, "enabled=1", "thing_name=router-7", "mqtt_endpoint=example-ats.iot.eu-west-1.amazonaws.com:8883",
+		"ca_file="+filepath.Join(persist, "AmazonRootCA1.pem"), "cert_file="+filepath.Join(persist, "device.pem.crt"),
+		"key_file="+filepath.Join(persist, "device.pem.key")) + `
+CONFIG_SECTIONS='main ssh'
+CONFIG_ssh_TYPE=service CONFIG_ssh_id=SSH CONFIG_ssh_target=builtin
+start_service
+`
+	out, err := exec.Command("sh", "-c", script).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "open\n") || !strings.Contains(string(out), "param respawn 3600 15 0\n") {
+		t.Errorf("start_service with the certificate files on storage not mounted yet: %v\n%s\nwant the agent started, and respawned", err, out)
+	}
+	if strings.Contains(string(out), "not started") {
+		t.Errorf("start_service logged a refusal:\n%s", out)
+	}
+}
+
 // TestSystemdUnit: the agent checks its configuration itself (exit 1, not
 // restarted), not an ExecStartPre (which Restart= would retry forever),
 // systemctl stop and restart signal the agent only (KillMode=process), and

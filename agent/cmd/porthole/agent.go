@@ -21,6 +21,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/porthole-iot/porthole/agent"
+	"github.com/porthole-iot/porthole/agent/notify"
 )
 
 // usageNote ends `porthole -h`: the Linux build has every command.
@@ -157,6 +158,12 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	a, err := agent.New(cfg, log)
 	if err != nil {
+		if errors.Is(err, notify.ErrNotReady) {
+			// The MQTT identity files are on storage not mounted yet,
+			// or half renewed: a runtime failure (exit 2), which the
+			// init system restarts until they load.
+			return err
+		}
 		return agent.Usagef("%w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -192,6 +193,81 @@ func TestDataDirBelowMissingDirectory(t *testing.T) {
 	}
 	if _, err := os.Stat(storage); !os.IsNotExist(err) {
 		t.Errorf("%s was made (stat: %v); the agent makes data_dir only, not what it is on", storage, err)
+	}
+}
+
+// MQTT identity files on storage mounted later in boot (/persist, /mnt/data,
+// beside a read-only root), or half renewed when the device rebooted (the new
+// certificate, the old key), are what a data_dir on storage not there yet is:
+// the agent exits 2, which init systems restart until the files load, and
+// check-config, with -start (which the init scripts gate the start on) or
+// without, warns and says ok. They were configuration errors (exit 1), which
+// systemd's unit (RestartPreventExitStatus=1) does not restart and OpenWrt's
+// init does not start: the device stayed off the network until someone
+// restarted the agent by hand, though a renewal on disk was to bring it back.
+// Files that say something else was put there still stop both (exit 1).
+func TestIdentityFilesNotThereYet(t *testing.T) {
+	dir := t.TempDir()
+	dev := writeDevice(t, dir)
+	_, otherKey := mqtttest.NewPKI(t).Client(t, "other")
+	storage := filepath.Join(dir, "persist") // not mounted
+	empty := filepath.Join(dir, "empty.key")
+	os.WriteFile(empty, nil, 0o600)
+	encrypted := filepath.Join(dir, "encrypted.key")
+	os.WriteFile(encrypted, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("x")}), 0o600)
+	b, err := os.ReadFile(dev.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, from, to string
+		code           int
+		want           []string
+	}{
+		{"CA not mounted yet", dev.ca, filepath.Join(storage, "ca.pem"), exitRuntime,
+			[]string{"mqtt.ca_file: open " + filepath.Join(storage, "ca.pem") + ": no such file or directory"}},
+		{"certificate not mounted yet", dev.cert, filepath.Join(storage, "device.pem.crt"), exitRuntime,
+			[]string{"mqtt.cert_file: open " + filepath.Join(storage, "device.pem.crt") + ": no such file or directory"}},
+		{"key not mounted yet", dev.key, filepath.Join(storage, "device.pem.key"), exitRuntime,
+			[]string{"mqtt.key_file: open " + filepath.Join(storage, "device.pem.key") + ": no such file or directory"}},
+		{"key not written yet", dev.key, empty, exitRuntime, []string{"mqtt.key_file: " + empty + " is empty"}},
+		{"new certificate, old key", dev.key, otherKey, exitRuntime,
+			[]string{"mqtt.cert_file: loading the key pair " + dev.cert + " and " + otherKey, "private key does not match public key"}},
+
+		{"key is a directory", dev.key, dir, exitUsage, []string{"config: mqtt.key_file: " + dir + " is not a regular file"}},
+		{"CA certificate as the device's", dev.cert, dev.ca, exitUsage, []string{"config: mqtt.cert_file: " + dev.ca + " holds a CA certificate"}},
+		{"encrypted key", dev.key, encrypted, exitUsage, []string{"config: mqtt.key_file: " + encrypted + " is encrypted"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.WriteFile(dev.path, bytes.Replace(b, []byte(`"`+tc.from+`"`), []byte(`"`+tc.to+`"`), 1), 0o600)
+			for _, args := range [][]string{{"check-config", "-start"}, {"check-config"}} {
+				code, out, errs := runCmd(t, nil, append(args, "-c", dev.path)...)
+				switch {
+				case tc.code == exitUsage && code != exitUsage:
+					t.Errorf("%s: exit %d, stdout %q, stderr %q; want %d", args, code, out, errs, exitUsage)
+				case tc.code == exitRuntime && (code != exitOK || !strings.Contains(out, "ok") ||
+					!strings.Contains(errs, dev.path+": warning: "+tc.want[0]) || !strings.Contains(errs, "the agent will exit (2) at start")):
+					t.Errorf("%s: exit %d, stdout %q, stderr %q; want ok and a warning %q that the agent will exit (2)", args, code, out, errs, tc.want[0])
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(errs, w) {
+						t.Errorf("%s: stderr %q, want %q", args, errs, w)
+					}
+				}
+			}
+			code, _, errs := runCmd(t, nil, "agent", "-c", dev.path)
+			if code != tc.code {
+				t.Errorf("agent: exit %d, stderr %q; want %d", code, errs, tc.code)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(errs, w) {
+					t.Errorf("agent: stderr %q, want %q", errs, w)
+				}
+			}
+		})
+	}
+	if _, err := os.Stat(storage); !os.IsNotExist(err) {
+		t.Errorf("%s was made (stat: %v)", storage, err)
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 )
 
 // deviceFiles is a config whose MQTT files exist, as writeDevice made it.
-type deviceFiles struct{ path, data, ca, key string }
+type deviceFiles struct{ path, data, ca, cert, key string }
 
 // writeDevice writes porthole.toml in dir, with its data directory (not made)
 // in dir/data and the MQTT files of a new PKI.
@@ -25,7 +25,7 @@ func writeDevice(t *testing.T, dir string) deviceFiles {
 	t.Helper()
 	pki := mqtttest.NewPKI(t)
 	cert, key := pki.Client(t, "dev")
-	f := deviceFiles{path: filepath.Join(dir, "porthole.toml"), data: filepath.Join(dir, "data"), ca: pki.CAFile, key: key}
+	f := deviceFiles{path: filepath.Join(dir, "porthole.toml"), data: filepath.Join(dir, "data"), ca: pki.CAFile, cert: cert, key: key}
 	os.WriteFile(f.path, []byte(`thing_name = "dev"
 data_dir = "`+f.data+`"
 
