@@ -164,12 +164,45 @@ func Check(cfg *Config) error {
 // yet is: the agent exits 2 at start until they are, and the init system
 // starts it again.
 func CheckStart(cfg *Config) error {
+	return checkStart(cfg, false)
+}
+
+// CheckReload is CheckStart for cfg, read again for a reload (SIGHUP) of the
+// running agent a. A reload applies nothing of [mqtt] (Reload says it needs a
+// restart), and the running listener reads its files again before each
+// connection, keeping the pair it has while they do not load. So while cfg
+// names the MQTT identity files a runs with, any problem of theirs is logged
+// as a warning, not a reason to refuse the reload: refused, a rotation caught
+// halfway, or a file mistyped on disk, kept an ssh.password_hashes entry
+// taken away, or a service map, from being applied. Files cfg names anew are
+// checked as at start.
+func (a *Agent) CheckReload(cfg *Config) error {
+	m := a.cfg.MQTT
+	same := cfg.MQTT.CAFile == m.CAFile && cfg.MQTT.CertFile == m.CertFile && cfg.MQTT.KeyFile == m.KeyFile
+	if err := checkStart(cfg, same); err != nil {
+		return err
+	}
+	if cfg.identity != "" {
+		a.log.Warn("mqtt certificate files do not load: the running agent goes on with those it read before (a reload does not read them), but would not start with these",
+			"error", cfg.identity)
+	}
+	return nil
+}
+
+// checkStart is CheckStart. With running, cfg names the MQTT identity files
+// the agent runs with, and any problem of theirs is a warning
+// (cfg.identity), not only notify.ErrNotReady.
+func checkStart(cfg *Config, running bool) error {
 	cfg.identity = ""
-	if _, err := New(cfg, nil); errors.Is(err, notify.ErrNotReady) {
+	_, err := New(cfg, nil)
+	var ce *notify.ConfigError
+	switch {
+	case errors.Is(err, notify.ErrNotReady),
+		running && errors.As(err, &ce) && (ce.Field == "CAFile" || ce.Field == "CertFile" || ce.Field == "KeyFile"):
 		// The MQTT listener is the last thing New builds: all it checks
 		// before has passed.
 		cfg.identity = err.Error()
-	} else if err != nil {
+	case err != nil:
 		return err
 	}
 	// A directory above data_dir that is missing is a warning (Warnings): the

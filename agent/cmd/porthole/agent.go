@@ -178,9 +178,11 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			// What the agent would refuse at its next start is refused
 			// now, while the running config still serves: taken, its
 			// "needs a restart" would lead to a restart that fails (exit 1).
+			// The MQTT files it runs with are the exception: a reload does
+			// not read them (CheckReload warns).
 			ncfg, err := agent.LoadConfig(path)
 			if err == nil {
-				err = agent.CheckStart(ncfg)
+				err = a.CheckReload(ncfg)
 			}
 			if err != nil {
 				log.Error("reload refused: config invalid, keeping the running one", "error", err)

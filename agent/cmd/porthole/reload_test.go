@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
 // agentProcess runs `porthole agent -c path` in this process, with the log
@@ -99,6 +102,64 @@ func TestReloadRefusesConfigTheAgentWouldNotStartWith(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if got := p.logged(); !strings.Contains(got, "reload refused") || !strings.Contains(got, "tunnel.ca_file") {
 		t.Errorf("after SIGHUP with a config the agent cannot start with, the log says:\n%s\nwant the reload refused, naming tunnel.ca_file", got)
+	}
+}
+
+// A reload (SIGHUP) while the MQTT certificate files on disk do not load (a
+// rotation caught halfway, a key put in place encrypted) applies what a
+// reload applies ([services], log.level, who may log in) and says at WARN
+// that the files do not load: a reload does not read them, and the running
+// listener keeps the pair it has. It was refused ("reload refused: config
+// invalid"): an ssh.password_hashes entry taken away was not applied. A
+// config that names other files, which would stop the next start, is still
+// refused.
+func TestReloadWithIdentityFilesNotLoading(t *testing.T) {
+	dir := t.TempDir()
+	dev := writeDevice(t, dir)
+	p := startAgent(t, dev.path)
+	_, otherKey := mqtttest.NewPKI(t).Client(t, "other")
+	other, err := os.ReadFile(otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encrypted := pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("x")})
+	const warned = "mqtt certificate files do not load:"
+	for i, tc := range []struct {
+		name string
+		key  []byte
+		want string
+	}{
+		{"the new key beside the old certificate", other, "private key does not match public key"},
+		{"a key encrypted", encrypted, "is encrypted with a passphrase"},
+	} {
+		if err := os.WriteFile(dev.key, tc.key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+		reloads := func(log string) int {
+			return strings.Count(log, "reloaded the service map") + strings.Count(log, "reload refused")
+		}
+		for deadline := time.Now().Add(10 * time.Second); reloads(p.logged()) <= i && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		got := p.logged()
+		if strings.Contains(got, "reload refused") || strings.Count(got, "reloaded the service map") != i+1 {
+			t.Fatalf("%s: after SIGHUP the log says:\n%s\nwant the reload applied", tc.name, got)
+		}
+		if strings.Count(got, warned) != i+1 || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: after SIGHUP the log says:\n%s\nwant a warning %q... %q", tc.name, got, warned, tc.want)
+		}
+	}
+	// Another key file, encrypted: the restart the reload would ask for
+	// would fail (exit 1).
+	bad := filepath.Join(dir, "other.key")
+	os.WriteFile(bad, encrypted, 0o600)
+	b, _ := os.ReadFile(dev.path)
+	os.WriteFile(dev.path, bytes.Replace(b, []byte(`"`+dev.key+`"`), []byte(`"`+bad+`"`), 1), 0o600)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	p.waitLog(t, "reload refused")
+	if got := p.logged(); !strings.Contains(got, "config: mqtt.key_file: "+bad+" is encrypted") {
+		t.Errorf("after SIGHUP with mqtt.key_file naming an encrypted key, the log says:\n%s\nwant the reload refused, naming it", got)
 	}
 }
 
