@@ -266,7 +266,10 @@
 // Local forwarding (ssh -L, direct-tcpip) resolves the destination and
 // dials only addresses PermitLocalForward allows (nil: loopback only); a
 // failed dial is reported to the client as sshd does ("connect failed:
-// Connection refused").
+// Connection refused"). The connection of a user who is not the server's is
+// the user's (its socket's owner), as with OpenSSH, whose sshd connects from
+// the user's process: rules on a socket's owner (iptables -m owner, nftables
+// meta skuid) hold for the user's forwards as for the user's programs.
 // Remote forwarding (ssh -R) is off unless PermitRemoteForward is set; a bind
 // address of "localhost" (ssh's default) listens on 127.0.0.1 and, where the
 // host has IPv6, on ::1 at the same port, as OpenSSH's sshd does; so does
@@ -277,7 +280,8 @@
 // below net.ipv4.ip_unprivileged_port_start, read at each request, or below
 // 1024 when that cannot be read; one connection holds at most 16 such
 // listeners (they are the agent's own descriptors; a forward on localhost
-// holds two);
+// holds two). These listeners, and the connections they accept, are the
+// server's (root's), unlike OpenSSH's (see listenForward);
 // agent forwarding (ssh -A) is off unless AgentForwarding is set, and where
 // its socket cannot be made (TMPDIR missing, no descriptors left) only the
 // auth-agent-req fails, as with OpenSSH: the session runs without

@@ -167,10 +167,12 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 		refuse("destination not allowed by policy")
 		return
 	}
-	dial := s.dial
-	if dial == nil {
-		var dl net.Dialer
-		dial = dl.DialContext
+	dial, err := s.forwardDial(sc.User())
+	if err != nil {
+		ev.Reason = "cannot dial as the user: " + err.Error()
+		s.forwardFailed(ev, err)
+		nc.Reject(gossh.ConnectionFailed, "Cannot connect")
+		return
 	}
 	// Each allowed address in turn, as sshd (and net.Dial for a name) does:
 	// "localhost" may resolve to ::1 first for a service on 127.0.0.1 only.
@@ -209,6 +211,29 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	s.log().Info("forward opened", "remote", st.remote, "user", sc.User(), "dest", ev.Dest)
 	s.audit(ev)
 	proxy(ctx, ch, reqs, tc)
+}
+
+// forwardDial returns what dials the local forwards of user: dialAs with
+// user's ids when the server is root and user is not, so that the connection
+// is the user's, as OpenSSH's (see dialAs).
+func (s *Server) forwardDial(user string) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
+	if s.dial != nil {
+		return s.dial, nil
+	}
+	var d net.Dialer
+	if s.euid() != 0 {
+		return d.DialContext, nil
+	}
+	a, err := s.lookupUser(user)
+	if err != nil {
+		return nil, err
+	}
+	if s.sameUser(a) {
+		return d.DialContext, nil
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialAs(ctx, network, addr, a.UID, a.GID)
+	}, nil
 }
 
 // dialShare is the time one of n remaining addresses gets to answer: an equal
@@ -573,6 +598,13 @@ func (rf *remoteForward) String() string {
 // program on the device that connects to localhost may try ::1 first): 127.0.0.1,
 // then ::1 on the same port where the host has IPv6. Only the first must
 // succeed, as in sshd, which keeps the sockets it could bind.
+//
+// The listeners are the server's, not the user's as a local forward's
+// connection is (dialAs), and so are the connections they carry: the kernel
+// gives an accepted connection the ids of the thread that calls accept(2),
+// not the listener's, and Go's Accept waits in the poller and accepts on
+// whichever thread then runs it. A listener of the user's alone would show
+// the user in ss and change no rule on a connection's owner.
 func (s *Server) listenForward(bind string, port uint32) (*remoteForward, error) {
 	listen := s.listen
 	if listen == nil {

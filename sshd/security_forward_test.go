@@ -1,10 +1,15 @@
 package sshd
 
 import (
+	"fmt"
+	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -120,4 +125,114 @@ func TestRemoteForwardUnprivilegedPortStart(t *testing.T) {
 			t.Errorf("ip_unprivileged_port_start %q: %s's remote forward on port %d: %v, want ok=%v", tc.start, tc.user, tc.port, err, tc.ok)
 		}
 	}
+}
+
+// TestLocalForwardIsTheUsers: alice's local forward (ssh -L) connects with a
+// socket of hers (uid 1000), as OpenSSH's, whose sshd connects from the
+// user's process, so that rules on a socket's owner (iptables -m owner,
+// nftables meta skuid) hold for her forwards as for her programs: the server,
+// which runs as root, made it root's, past them all. root's forward stays
+// root's. After many of alice's forwards at once, every thread of the server
+// has root's filesystem ids again, and a root login's SFTP makes root's files.
+func TestLocalForwardIsTheUsers(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.dial = nil // the real dial; the destinations are 127.0.0.1's
+		s.MaxForwards = -1
+	})
+	addr, conns := acceptor(t)
+	for _, tc := range []struct {
+		user string
+		uid  int
+	}{{"alice", 1000}, {"root", 0}} {
+		ch := openDirect(t, e.login(tc.user), addr)
+		c := recvConn(t, conns)
+		// The server's end is the accepted connection's peer.
+		if uid := tcpSocketUID(t, c.RemoteAddr(), c.LocalAddr()); uid != tc.uid {
+			t.Errorf("%s's forward connects with a socket of uid %d, want %d", tc.user, uid, tc.uid)
+		}
+		ch.Close()
+	}
+
+	echo := echoServer(t)
+	alice := e.login("alice")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 25 {
+				fc, err := alice.Dial("tcp", echo)
+				if err != nil {
+					t.Errorf("alice's forward: %v", err)
+					return
+				}
+				b := []byte("x")
+				if _, err = fc.Write(b); err == nil {
+					_, err = io.ReadFull(fc, b)
+				}
+				fc.Close()
+				if err != nil {
+					t.Errorf("through alice's forward: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	alice.Close()
+	waitForwardsReleased(t, e)
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "status"))
+		if err != nil {
+			continue // the thread has ended
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			// Real, effective, saved and filesystem ids.
+			if f := strings.Fields(l); len(f) == 5 && (f[0] == "Uid:" || f[0] == "Gid:") && f[4] != "0" {
+				t.Errorf("after alice's forwards, thread %s has %q, want filesystem id 0", task.Name(), l)
+			}
+		}
+	}
+	_, cl := sftpClient(t, e)
+	f, err := cl.Create("after-forwards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(e.home("root"), "after-forwards"), &st); err != nil {
+		t.Fatal(err)
+	} else if st.Uid != 0 || st.Gid != 0 {
+		t.Errorf("root's SFTP made a file of %d:%d after alice's forwards, want 0:0", st.Uid, st.Gid)
+	}
+}
+
+// tcpSocketUID is the owner of the IPv4 TCP socket from local to remote, as
+// /proc/net/tcp shows it (ss -e too). The ports alone find it: the addresses
+// are printed in the kernel's byte order, which under qemu-user is not the
+// test's.
+func tcpSocketUID(t *testing.T, local, remote net.Addr) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp := fmt.Sprintf(":%04X", local.(*net.TCPAddr).Port)
+	rp := fmt.Sprintf(":%04X", remote.(*net.TCPAddr).Port)
+	// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid ...
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 7 && strings.HasSuffix(f[1], lp) && strings.HasSuffix(f[2], rp) {
+			uid, err := strconv.Atoi(f[7])
+			if err != nil {
+				t.Fatalf("/proc/net/tcp: uid %q", f[7])
+			}
+			return uid
+		}
+	}
+	t.Fatalf("no socket from %v to %v in /proc/net/tcp", local, remote)
+	return -1
 }
