@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -58,13 +59,18 @@ func keyInfo(key gossh.PublicKey) authInfo {
 // learn of each whether it may log in.
 func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	st := stateFrom(ctx)
+	user, same := st.requestUser(ctx)
+	if !same {
+		s.changedUser(st, user)
+		return false
+	}
 	err := errTooManyKeys
 	var perms *gossh.Permissions
 	exhausted := st.keysExhausted(s.maxAuthTries())
 	if exhausted {
 		defer s.tooManyKeys(st)
 	} else {
-		perms, err = s.authorizeKey(st, ctx.User(), key)
+		perms, err = s.authorizeKey(st, user, key)
 	}
 	waiveTouch(ctx.Permissions().Permissions, perms)
 	reason := ""
@@ -142,6 +148,10 @@ func (s *Server) maxAuthTries() int {
 // session: the PublicKeyCallback misuse of CVE-2024-45337.
 func (s *Server) verifiedKey(st *connState, cm gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
 	st.noteAuth(cm)
+	if !st.sameLoginUser(cm.User()) {
+		s.changedUser(st, cm.User())
+		return nil, errChangedUser
+	}
 	perms, err := s.authorizeKey(st, cm.User(), key)
 	reason := ""
 	if err != nil {
@@ -151,10 +161,33 @@ func (s *Server) verifiedKey(st *connState, cm gossh.ConnMetadata, key gossh.Pub
 	return perms, err
 }
 
+// errChangedUser refuses an authentication request that names another user
+// than the connection's first (sameLoginUser).
+var errChangedUser error = &errorString{"sshd: the client changed its user name during authentication"}
+
+// changedUser ends a connection whose authentication request named user, not
+// the user its first request named, as OpenSSH does ("Change of username or
+// service not allowed"): refused, whatever the request held, with a line and
+// a login-failure event.
+func (s *Server) changedUser(st *connState, user string) {
+	if st.loggedFailure.Load() {
+		return // said and closed already
+	}
+	st.mu.Lock()
+	first := st.loginUser
+	st.mu.Unlock()
+	st.conn.closeUnauthed("login refused: the client changed its user name from " + strconv.Quote(clipClient(first)) + " to " + strconv.Quote(clipClient(user)))
+}
+
 // passwordHandler checks a password against PasswordHashes.
 func (s *Server) passwordHandler(ctx gliderssh.Context, password string) bool {
 	st := stateFrom(ctx)
-	err := s.limitedCheckPassword(st, ctx.User(), password)
+	user, same := st.requestUser(ctx)
+	if !same {
+		s.changedUser(st, user)
+		return false
+	}
+	err := s.limitedCheckPassword(st, user, password)
 	if err != nil {
 		st.setKey(authInfo{}, err.Error())
 		return false
@@ -227,6 +260,14 @@ func (s *Server) checkPassword(user, password string) error {
 func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, err error) {
 	st.triedAuth.Store(true)
 	st.noteAuth(cm)
+	if !st.sameLoginUser(cm.User()) {
+		// A "none" request, which no handler sees, or an attempt refused
+		// already (changedUser closed the connection once).
+		if err != errChangedUser {
+			s.changedUser(st, cm.User())
+		}
+		return
+	}
 	var k authInfo
 	var reason string
 	if err != nil && method == "publickey" {

@@ -233,6 +233,10 @@ type connState struct {
 	// in (login grace time, too many failures), which carry them as the
 	// others of the connection do.
 	sessionID, user string
+	// loginUser is the user name of the connection's first authentication
+	// request, unclipped; loginUserSet says there was one (see sameLoginUser).
+	loginUser    string
+	loginUserSet bool
 	// endReason says why the server closed the connection (a limit), for
 	// the session-end events of its sessions.
 	endReason   string
@@ -308,6 +312,32 @@ func (st *connState) setEndReason(r string) {
 	st.mu.Lock()
 	st.endReason = r
 	st.mu.Unlock()
+}
+
+// sameLoginUser reports whether user, the user name of an authentication
+// request, is the one the connection's first request named, which it records.
+// SSH lets each request name another user, and x/crypto takes the last one as
+// the connection's, while gliderlabs' context keeps the first: a password
+// checked as the first user's would log the client in as another, root say.
+// OpenSSH refuses a change of user, and so does the server (changedUser).
+func (st *connState) sameLoginUser(user string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.loginUserSet {
+		st.loginUser, st.loginUserSet = user, true
+	}
+	return user == st.loginUser
+}
+
+// requestUser is the user name of the authentication request being answered
+// (x/crypto's, for gliderlabs' handlers whose context has the first one), and
+// whether it is the connection's first (sameLoginUser).
+func (st *connState) requestUser(ctx gliderssh.Context) (string, bool) {
+	user := ctx.User()
+	if st.preAuth != nil {
+		user = st.preAuth.User()
+	}
+	return user, st.sameLoginUser(user)
 }
 
 // noteAuth records cm's session identifier and user name (see sessionID).
