@@ -665,7 +665,7 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 				err = fmt.Errorf("%s is ignored at login (user %s): %w", path, a.Name, err)
 			case errors.As(err, &ignored):
 				err = fmt.Errorf("%s is ignored at login (user %s): %w; the file and every directory above it "+
-					"must belong to root or the user and not be writable by group or others", path, a.Name, err)
+					"(and where its symbolic links lead) must belong to root or the user and not be writable by group or others", path, a.Name, err)
 			default:
 				err = fmt.Errorf("%s (user %s): %w", path, a.Name, err)
 			}
@@ -959,37 +959,42 @@ func restrictionsOf(p *gossh.Permissions) restrictions {
 // safePath refuses an authorized_keys file that someone other than root or
 // the user could have written, like sshd's StrictModes: the file and every
 // directory up to the user's home (or up to / for files outside it) must
-// be owned by root or the user and not be writable by group or others. fi
-// is the opened file's (openRegular's, so it is a regular file).
+// be owned by root or the user and not be writable by group or others, and
+// so must those a symbolic link leads to (safeWalk). fi is the opened file's
+// (openRegular's, so it is a regular file).
 func safePath(fi os.FileInfo, path string, a *account) error {
-	stop := "/"
-	home := filepath.Clean(a.Home)
-	if home != "/" && strings.HasPrefix(path, home+"/") {
-		stop = home
-	}
-	return safeWalk(fi, path, a.UID, stop, false)
+	return safeWalk(fi, path, a.UID, filepath.Clean(a.Home), false)
 }
 
 // safeCAPath refuses a trusted user CA keys file that someone other than root
 // or the server's user could have written: it trusts certificates for every
 // user, root too. The file and every directory up to / must be owned by root
 // or that user and not be writable by group or others, but for a sticky
-// directory (/tmp), whose entries only their owners may replace. (OpenSSH
-// does not check this file; its authorized_keys are checked as above.)
+// directory (/tmp), whose entries only their owners may replace; the same
+// holds where a symbolic link leads (safeWalk). (OpenSSH does not check this
+// file; its authorized_keys are checked as above.)
 func safeCAPath(fi os.FileInfo, path string) error {
 	return safeWalk(fi, path, uint32(os.Geteuid()), "/", true)
 }
 
 // safeWalk checks the file of fi at path and each directory above it up to
-// stop: owned by root or uid, not writable by group or others (a sticky
-// directory may be, if stickyOK).
-func safeWalk(fi os.FileInfo, path string, uid uint32, stop string, stickyOK bool) error {
+// home (for a path in it; else up to /): owned by root or uid, not writable
+// by group or others (a sticky directory may be, if stickyOK).
+//
+// The file is opened through symbolic links, so the directories of the path
+// as written are not enough: a link in a safe directory to a file in one
+// that others may write let them replace the file (a CA keys file linked
+// into such a directory logged in as root). As in sshd's auth_secure_path,
+// which checks only the real path (realpath(3); here sftp's realPath), the
+// directories of the real path are checked too, up to home's real path; and
+// so is each directory holding a link followed on the way, and the link's
+// owner (one in a sticky directory is its owner's to replace): whoever may
+// write there could point the link elsewhere. Last, the file at the real
+// path must be the one opened (fi), so that what is read is what was
+// checked, even if a link changed in between.
+func safeWalk(fi os.FileInfo, path string, uid uint32, home string, stickyOK bool) error {
 	check := func(name string, fi os.FileInfo) error {
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok {
-			return nil
-		}
-		if st.Uid != 0 && st.Uid != uid {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && st.Uid != uid {
 			return fmt.Errorf("bad ownership of %s: uid %d", name, st.Uid)
 		}
 		if fi.Mode().Perm()&0o022 != 0 && !(stickyOK && fi.IsDir() && fi.Mode()&fs.ModeSticky != 0) {
@@ -997,21 +1002,64 @@ func safeWalk(fi os.FileInfo, path string, uid uint32, stop string, stickyOK boo
 		}
 		return nil
 	}
+	// walk checks dir and the directories above it, up to home for the
+	// entry name in it (or up to /).
+	walk := func(dir, name, home string) error {
+		stop := "/"
+		if home != "/" && strings.HasPrefix(name, home+"/") {
+			stop = home
+		}
+		for ; ; dir = filepath.Dir(dir) {
+			fi, err := os.Stat(dir)
+			if err != nil {
+				return err
+			}
+			if err := check(dir, fi); err != nil {
+				return err
+			}
+			if dir == stop || dir == "/" || dir == "." {
+				return nil
+			}
+		}
+	}
 	if err := check(path, fi); err != nil {
 		return err
 	}
-	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
-		fi, err := os.Stat(dir)
-		if err != nil {
-			return err
+	if err := walk(filepath.Dir(path), path, home); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	realHome := "/" // for a home that is not there: checked up to /, as none
+	if h, err := realPath("/", home, nil); err == nil {
+		realHome = h
+	}
+	real, err := realPath("/", abs, func(link string, st *syscall.Stat_t) error {
+		if st.Uid != 0 && st.Uid != uid {
+			return fmt.Errorf("bad ownership of symbolic link %s: uid %d", link, st.Uid)
 		}
-		if err := check(dir, fi); err != nil {
-			return err
+		if err := walk(filepath.Dir(link), link, realHome); err != nil {
+			return fmt.Errorf("linked through %s: %w", link, err)
 		}
-		if dir == stop || dir == "/" || dir == "." {
-			return nil
+		return nil
+	})
+	if errno, ok := err.(syscall.Errno); ok { // realPath's own, without the path
+		return &fs.PathError{Op: "realpath", Path: path, Err: errno}
+	}
+	if err != nil {
+		return err
+	}
+	if real != abs {
+		if err := walk(filepath.Dir(real), real, realHome); err != nil {
+			return fmt.Errorf("linked to %s: %w", real, err)
 		}
 	}
+	if rfi, err := os.Stat(real); err != nil || !os.SameFile(fi, rfi) {
+		return fmt.Errorf("%s changed while it was checked", path)
+	}
+	return nil
 }
 
 // OctalMode is m's permission bits in octal as chmod takes them, with the

@@ -786,7 +786,9 @@ func TestAuthorizedKeysOverlongLine(t *testing.T) {
 func TestAuthorizedKeysLinkToRootOnlyFile(t *testing.T) {
 	needRoot(t)
 	e := newEnv(t, nil)
-	secret := filepath.Join(e.dir, "root-only")
+	// In alice's home: one in e.dir, below the sticky /tmp, is refused
+	// before it is read (safeWalk checks where the link leads).
+	secret := filepath.Join(e.home("alice"), "root-only")
 	if err := os.WriteFile(secret, []byte("Hunter2-token for the backup server\npermitopen=\"Hunter2\" x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,12 @@
 //     and %u), read at every login and ignored, like sshd's StrictModes,
 //     when they or a directory above them (up to the home directory) are
 //     writable by group or others or owned by someone other than root or
-//     the user. Honoured options: command=, from=
+//     the user; through a symbolic link, so is the file it leads to, with
+//     the directories above it, as sshd checks the real path, and the
+//     directory of every link followed on the way (the same holds for
+//     TrustedUserCAKeysFiles, up to /, where a sticky directory may be
+//     writable and a link in it must be root's or the server's user's).
+//     Honoured options: command=, from=
 //     (addresses, wildcards and CIDR blocks; no DNS), no-pty,
 //     no-port-forwarding, no-agent-forwarding, restrict (with pty,
 //     port-forwarding, agent-forwarding), permitopen=, permitlisten=,

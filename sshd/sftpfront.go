@@ -720,7 +720,7 @@ func renameNoReplace(from, to string) error {
 // the result is its realPath: a last name that does not exist is named
 // (scp's "host:~user/newfile" is a file to make), not refused.
 func (s *sftpFront) expand(id uint32, p string) []byte {
-	cwd, err := realPath("/", s.workDir)
+	cwd, err := realPath("/", s.workDir, nil)
 	if err != nil {
 		return sftpStatusPacket(id, err)
 	}
@@ -741,7 +741,7 @@ func (s *sftpFront) expand(id uint32, p string) []byte {
 	if !path.IsAbs(p) {
 		p = cwd + "/" + p
 	}
-	p, err = realPath("/", p)
+	p, err = realPath("/", p, nil)
 	return sftpNamePacket(id, p, err)
 }
 
@@ -754,7 +754,7 @@ func (s *sftpFront) realpath(id uint32, p string) []byte {
 	if p == "" {
 		p = "."
 	}
-	p, err := realPath(s.workDir, p)
+	p, err := realPath(s.workDir, p, nil)
 	return sftpNamePacket(id, p, err)
 }
 
@@ -770,12 +770,14 @@ const sftpPathMax = 4096
 // is (sftp's put -r and scp -r then make it). A trailing "/" makes the name
 // before it not the last, which must then exist, but may be a file. As there,
 // at most 33 links are followed, and a path of PATH_MAX bytes or more, sent
-// or resolved, is ENAMETOOLONG.
-func realPath(cwd, p string) (string, error) {
+// or resolved, is ENAMETOOLONG. link, unless nil, is called with each
+// symbolic link before it is followed (its real path and lstat(2)), and an
+// error it returns is realPath's: safeWalk checks who could change the link.
+func realPath(cwd, p string, link func(name string, st *syscall.Stat_t) error) (string, error) {
 	resolved, left := cwd, p
 	if rest, ok := strings.CutPrefix(p, "/"); ok {
 		resolved, left = "/", rest
-	} else if r, err := realPath("/", cwd); err != nil {
+	} else if r, err := realPath("/", cwd, nil); err != nil {
 		return "", err
 	} else {
 		resolved = r
@@ -814,6 +816,11 @@ func realPath(cwd, p string) (string, error) {
 		}
 		if links++; links > 33 { // SYMLOOP_MAX (32) + 1
 			return "", syscall.ELOOP
+		}
+		if link != nil {
+			if err := link(resolved, &st); err != nil {
+				return "", err
+			}
 		}
 		target, err := os.Readlink(resolved)
 		if err != nil {
