@@ -776,17 +776,29 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 		Clock:                    s.clock,
 	}
 	var why error = errors.New("certificate not signed by a trusted CA")
+	// why is the refusal of the line or CA that came closest: one that
+	// trusted the certificate for this user, refused only by its options or
+	// the certificate's (matched), is kept over a later line's or CA's that
+	// did not (principals, validity, from=).
+	matched := false
+	refused := func(err error, match bool) {
+		if match || !matched {
+			why, matched = err, match
+		}
+	}
 	// The user's cert-authority lines first, as OpenSSH's sshd: a CA trusted
 	// server-wide as well must not lift what a line of its own restricts
 	// (command=, restrict, permitopen=); a line that refuses the login leaves
-	// the server-wide trust to decide.
+	// the next line, then the server-wide trust, to decide, as a line whose
+	// options sshd cannot merge with the certificate's (sshauthopt_merge) or
+	// whose source-address refuses the client fails only that line.
 	keys, _ := s.authorizedKeys(a)
 	for _, k := range keys {
 		if !k.Options.CertAuthority || !keysEqual(k.Key, cert.SignatureKey) {
 			continue
 		}
 		if err := s.checkLineOptions(st, k.Options, now); err != nil {
-			why = err
+			refused(err, false)
 			continue
 		}
 		principals := k.Options.Principals
@@ -801,24 +813,30 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 			}
 		}
 		if err != nil {
-			why = err
+			refused(err, false)
 			continue
 		}
-		if err := checkSourceAddress(st, cert); err != nil {
-			return nil, err
+		p, err := certPerms(cert, k.Options, true)
+		if err == nil {
+			err = checkSourceAddress(st, cert)
 		}
-		return certPerms(cert, k.Options, true)
+		if err != nil {
+			refused(err, true)
+			continue
+		}
+		return p, nil
 	}
 	for _, ca := range s.trustedCAs() {
 		if !keysEqual(ca, cert.SignatureKey) {
 			continue
 		}
 		if err := checker.CheckCert(a.Name, cert); err != nil {
-			why = err
+			refused(err, false)
 			continue
 		}
 		if err := checkSourceAddress(st, cert); err != nil {
-			return nil, err
+			refused(err, true)
+			continue
 		}
 		return certPerms(cert, keyOptions{}, false)
 	}

@@ -99,7 +99,12 @@
 //     name must be a principal) or by a cert-authority line. As in OpenSSH,
 //     the user's cert-authority lines are tried first, so that a line's
 //     options (command=, restrict, permitopen=) hold for its CA's certificates
-//     even when that CA is trusted server-wide too. Validity,
+//     even when that CA is trusted server-wide too; a line that refuses the
+//     certificate (its from=, principals= or expiry-time=, a command= other
+//     than the certificate's force-command, which sshd cannot merge) leaves
+//     the next line, then TrustedUserCAKeysFiles, to decide, and the refusal
+//     names the reason of the line or CA that trusted the certificate for
+//     the user, if one did. Validity,
 //     principals, the force-command and source-address critical options and
 //     the permit-pty, permit-port-forwarding and permit-agent-forwarding
 //     extensions are honoured; other critical options refuse the

@@ -1,0 +1,91 @@
+package sshd
+
+import (
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// TestCertLineRefusalFallsThrough: a cert-authority line whose options
+// cannot be merged with the certificate's (command= and the certificate's
+// force-command differ) refuses only that line, as sshd's sshauthopt_merge
+// failure does: the next line, or the trusted CA, decides. It refused the
+// login outright. The refusal says why the line that came closest refused.
+func TestCertLineRefusalFallsThrough(t *testing.T) {
+	ca := newSigner(t)
+	userKey := newSigner(t)
+	forced := newCert(t, ca, userKey, func(c *gossh.Certificate) {
+		c.CriticalOptions = map[string]string{"force-command": "echo cert"}
+	})
+	const differ = "certificate force-command and authorized_keys command= differ"
+	for _, tc := range []struct {
+		name      string
+		lines     string
+		trustedCA bool
+		cert      gossh.Signer
+		want      string // the command's output, or with refused the refusal
+		refused   bool
+	}{
+		{name: "second line admits",
+			lines: authorizedLine(`cert-authority,command="echo line1"`, ca.PublicKey()) +
+				authorizedLine(`cert-authority,command="echo cert",no-pty`, ca.PublicKey()),
+			cert: forced, want: "cert"},
+		{name: "trusted CA admits",
+			lines:     authorizedLine(`cert-authority,command="echo line"`, ca.PublicKey()),
+			trustedCA: true, cert: forced, want: "cert"},
+		{name: "no other line",
+			lines: authorizedLine(`cert-authority,command="echo line"`, ca.PublicKey()),
+			cert:  forced, refused: true, want: differ},
+		{name: "the closest refusal is kept",
+			lines: authorizedLine(`cert-authority,principals="ops",command="echo line"`, ca.PublicKey()) +
+				authorizedLine(`cert-authority,principals="nobody"`, ca.PublicKey()),
+			trustedCA: true, // which wants the principal root
+			cert: newCert(t, ca, userKey, func(c *gossh.Certificate) {
+				c.ValidPrincipals = []string{"ops"}
+				c.CriticalOptions = map[string]string{"force-command": "echo cert"}
+			}),
+			refused: true, want: differ},
+		{name: "source-address",
+			lines:     authorizedLine(`cert-authority,principals="ops"`, ca.PublicKey()),
+			trustedCA: true,
+			cert: newCert(t, ca, userKey, func(c *gossh.Certificate) {
+				c.ValidPrincipals = []string{"ops"}
+				c.CriticalOptions = map[string]string{"source-address": "192.0.2.0/24"}
+			}),
+			refused: true, want: "not allowed by the certificate's source-address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(e *testEnv, s *Server) {
+				if tc.trustedCA {
+					caFile := filepath.Join(e.dir, "user_ca.pub")
+					writeFile(t, caFile, authorizedLine("", ca.PublicKey()))
+					s.TrustedUserCAKeysFiles = []string{caFile}
+				}
+			})
+			e.writeAuthorizedKeys("root", tc.lines)
+			c, err := e.dial("root", gossh.PublicKeys(tc.cert))
+			if (err != nil) != tc.refused {
+				t.Fatalf("login: %v, want refused=%v", err, tc.refused)
+			}
+			if err == nil {
+				defer c.Close()
+				if out, _, _ := run(t, c, "echo hello", ""); strings.TrimSpace(out) != tc.want {
+					t.Errorf("exec printed %q, want %q", out, tc.want)
+				}
+				return
+			}
+			a, err := e.srv.lookupUser("root")
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &connState{remote: "127.0.0.1:2222", ip: netip.MustParseAddr("127.0.0.1")}
+			cert := tc.cert.PublicKey().(*gossh.Certificate)
+			if _, err := e.srv.authorizeCert(st, a, cert); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("authorizeCert = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
