@@ -16,7 +16,23 @@ import (
 
 	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/sshd"
 )
+
+// TestSSHEventJSON: an ssh-* event carries sshd's audit record as sshd
+// writes it, the certificate's CA (ca_fingerprint) included.
+func TestSSHEventJSON(t *testing.T) {
+	e := Event{Type: "ssh-login-success", Thing: "t", SSH: &sshd.Event{Type: sshd.EventLoginSuccess, User: "root", Method: "publickey",
+		KeyFingerprint: "SHA256:key", CertID: "op", CertSerial: 7, CAFingerprint: "SHA256:ca"}}
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"ssh":{"type":"login-success","user":"root","method":"publickey","key_fingerprint":"SHA256:key","cert_id":"op","cert_serial":7,"ca_fingerprint":"SHA256:ca"}`
+	if !strings.Contains(string(b), want) {
+		t.Errorf("json.Marshal = %s, want it to hold %s", b, want)
+	}
+}
 
 // TestEventQueueDropsRefusedEvents: an event the broker refuses (not authorized
 // for the topic, say) is dropped with a warning, instead of being retried forever

@@ -45,7 +45,8 @@ type Event struct {
 	KeyFingerprint string `json:"key_fingerprint,omitempty"` // SHA256 fingerprint of the public key (for a certificate: of the certified key)
 	CertID         string `json:"cert_id,omitempty"`         // key ID of a user certificate
 	CertSerial     uint64 `json:"cert_serial,omitempty"`
-	Reason         string `json:"reason,omitempty"` // why a login, session or forward was refused or ended early; on a session-end also a home the session could not run in
+	CAFingerprint  string `json:"ca_fingerprint,omitempty"` // SHA256 fingerprint of the CA that signed a user certificate, as KeyFingerprint
+	Reason         string `json:"reason,omitempty"`         // why a login, session or forward was refused or ended early; on a session-end also a home the session could not run in
 
 	// Sessions.
 	Kind string `json:"kind,omitempty"` // "shell", "exec", "subsystem", "scp"

@@ -36,8 +36,8 @@ func TestEventJSON(t *testing.T) {
 			`{"type":"session-start","kind":"shell"}`},
 		{"refused forward", Event{Type: EventForward, Direction: "local", Dest: "10.0.0.1:22"},
 			`{"type":"forward","direction":"local","dest":"10.0.0.1:22","allowed":false}`},
-		{"certificate", Event{Type: EventLoginSuccess, CertID: "op@example", CertSerial: 42},
-			`{"type":"login-success","cert_id":"op@example","cert_serial":42}`},
+		{"certificate", Event{Type: EventLoginSuccess, CertID: "op@example", CertSerial: 42, CAFingerprint: "SHA256:ca"},
+			`{"type":"login-success","cert_id":"op@example","cert_serial":42,"ca_fingerprint":"SHA256:ca"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := json.Marshal(tc.e)

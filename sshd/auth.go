@@ -36,17 +36,25 @@ const (
 
 // authInfo identifies the key of a public key login for the audit log.
 type authInfo struct {
-	_           [0]func() // not comparable: no equality function in the binary (docs/size.md)
-	Fingerprint string
-	CertID      string
-	CertSerial  uint64
+	_             [0]func() // not comparable: no equality function in the binary (docs/size.md)
+	Fingerprint   string
+	CertID        string
+	CertSerial    uint64
+	CAFingerprint string // of the CA that signed the certificate; "" for a plain key
 }
 
 func keyInfo(key gossh.PublicKey) authInfo {
 	if c, ok := key.(*gossh.Certificate); ok {
-		return authInfo{Fingerprint: gossh.FingerprintSHA256(c.Key), CertID: c.KeyId, CertSerial: c.Serial}
+		return authInfo{Fingerprint: gossh.FingerprintSHA256(c.Key), CertID: c.KeyId, CertSerial: c.Serial,
+			CAFingerprint: gossh.FingerprintSHA256(c.SignatureKey)}
 	}
 	return authInfo{Fingerprint: gossh.FingerprintSHA256(key)}
+}
+
+// setKey records k, the key of a public key login, in e.
+func (e *Event) setKey(k authInfo) {
+	// A certificate's key ID is the client's: clipped, as audit clips it.
+	e.KeyFingerprint, e.CertID, e.CertSerial, e.CAFingerprint = k.Fingerprint, clipClient(k.CertID), k.CertSerial, k.CAFingerprint
 }
 
 // publicKeyHandler answers "may this key log in?" (the query before the
@@ -280,7 +288,7 @@ func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, er
 	// audit clips them in events.
 	e := Event{Remote: st.remote, SessionID: hex.EncodeToString(cm.SessionID()), User: clipClient(cm.User()), Method: clipClient(method)}
 	if method == "publickey" {
-		e.KeyFingerprint, e.CertID, e.CertSerial = k.Fingerprint, clipClient(k.CertID), k.CertSerial
+		e.setKey(k)
 	}
 	if err == nil {
 		st.authed.Store(true)
@@ -332,14 +340,15 @@ func (s *Server) loginRefused(st *connState, e Event) {
 }
 
 // loginAttrs are the attributes of e's log line: the key and the certificate
-// only where one was used.
+// (with its CA, as sshd logs "ID ... serial ... CA ...") only where one was
+// used.
 func loginAttrs(e Event) []any {
 	args := []any{"remote", e.Remote, "user", e.User, "method", e.Method}
 	if e.KeyFingerprint != "" {
 		args = append(args, "key", e.KeyFingerprint)
 	}
-	if e.CertID != "" || e.CertSerial != 0 { // a certificate's
-		args = append(args, "cert", e.CertID, "serial", e.CertSerial)
+	if e.CAFingerprint != "" { // a certificate's
+		args = append(args, "cert", e.CertID, "serial", e.CertSerial, "ca", e.CAFingerprint)
 	}
 	return args
 }

@@ -89,3 +89,53 @@ func TestCertLineRefusalFallsThrough(t *testing.T) {
 		})
 	}
 }
+
+// TestCertLoginNamesCA: the login events and log lines of a certificate name
+// the CA that signed it (ca_fingerprint), as sshd logs "CA ED25519 SHA256:…",
+// for a login and for a refusal, where which CA it was tells a forgotten CA
+// from a foreign one.
+func TestCertLoginNamesCA(t *testing.T) {
+	ca, otherCA := newSigner(t), newSigner(t)
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		caFile := filepath.Join(e.dir, "user_ca.pub")
+		writeFile(t, caFile, authorizedLine("", ca.PublicKey()))
+		s.TrustedUserCAKeysFiles = []string{caFile}
+	})
+	userKey := newSigner(t)
+	for _, tc := range []struct {
+		name string
+		ca   gossh.Signer
+		typ  EventType
+		line string // the log line's message
+	}{
+		{"login", ca, EventLoginSuccess, "msg=login "},
+		{"refused", otherCA, EventLoginFailure, `msg="login refused"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := e.dial("root", gossh.PublicKeys(newCert(t, tc.ca, userKey, nil)))
+			if err == nil {
+				c.Close()
+			}
+			want := gossh.FingerprintSHA256(tc.ca.PublicKey())
+			waitFor(t, "the "+string(tc.typ)+" event", func() bool {
+				for _, ev := range e.eventsOf(tc.typ) {
+					if ev.CAFingerprint == want {
+						return true
+					}
+				}
+				return false
+			})
+			for _, ev := range e.eventsOf(tc.typ) {
+				if ev.CAFingerprint == want && (ev.CertID != "test-cert" || ev.CertSerial != 42 || ev.KeyFingerprint != gossh.FingerprintSHA256(userKey.PublicKey())) {
+					t.Errorf("%s event %+v, want the certificate's id, serial and key", tc.typ, ev)
+				}
+			}
+			if len(e.logs.logged(tc.line, "cert=test-cert serial=42 ca="+want)) == 0 {
+				t.Errorf("no %s log line names the CA %s", tc.line, want)
+			}
+		})
+	}
+	if ev := e.eventsOf(EventLoginSuccess); len(ev) != 1 || ev[0].CAFingerprint == gossh.FingerprintSHA256(otherCA.PublicKey()) {
+		t.Errorf("login-success events %+v, want one, of the trusted CA", ev)
+	}
+}

@@ -306,8 +306,9 @@
 // # Audit and logs
 //
 // Audit receives an Event for every successful login and every refused
-// authentication attempt or connection (user, method, key fingerprint or
-// certificate id, remote label, reason), session start and end (command,
+// authentication attempt or connection (user, method, key fingerprint, for
+// a certificate its id, serial and the fingerprint of the CA that signed it,
+// remote label, reason), session start and end (command,
 // bytes in and out, exit status or signal; the reason when the server ended
 // it or wrote the client text of its own: /etc/nologin, a key limited to
 // sftp, a home it could not enter, a program that did not start), session

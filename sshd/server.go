@@ -296,7 +296,7 @@ func (s *Server) reportLoginEnd(st *connState) {
 	e := st.unauthEvent(loginEndReason(st.failErr))
 	if k, reason := st.takeKey(false); k.Fingerprint != "" {
 		e.Method = "publickey"
-		e.KeyFingerprint, e.CertID, e.CertSerial = k.Fingerprint, clipClient(k.CertID), k.CertSerial
+		e.setKey(k)
 		if reason != "" {
 			e.Reason = reason
 		}
