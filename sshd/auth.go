@@ -827,7 +827,7 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 		}
 		p, err := certPerms(cert, k.Options, true)
 		if err == nil {
-			err = checkSourceAddress(st, cert)
+			err = checkSourceAddress(st, cert, p)
 		}
 		if err != nil {
 			refused(err, true)
@@ -843,34 +843,56 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 			refused(err, false)
 			continue
 		}
-		if err := checkSourceAddress(st, cert); err != nil {
+		p, err := certPerms(cert, keyOptions{}, false)
+		if err == nil {
+			err = checkSourceAddress(st, cert, p)
+		}
+		if err != nil {
 			refused(err, true)
 			continue
 		}
-		return certPerms(cert, keyOptions{}, false)
+		return p, nil
 	}
 	return nil, why
 }
 
-// checkSourceAddress applies a certificate's source-address critical option.
-func checkSourceAddress(st *connState, cert *gossh.Certificate) error {
+// checkSourceAddress applies a certificate's source-address critical option
+// as sshd's addr_match_cidr_list does: each entry is an address or a CIDR
+// block, read as from= reads one (parseCIDR, parseAddr: 127.1/32 and
+// 127.000.000.001 are 127.0.0.1), of at most 49 bytes (INET6_ADDRSTRLEN+3)
+// and only hex digits, '.', ':' and '/' (no wildcard, no zone, no 0x); with
+// another, the certificate is invalid. x/crypto checks the option again once
+// the login is decided, against the TCP address, with net.ParseIP and
+// net.ParseCIDR, which refuse 127.1 and 127.000.000.001: so p, the login's
+// Permissions, takes the list with each entry as Go writes it.
+func checkSourceAddress(st *connState, cert *gossh.Certificate, p *gossh.Permissions) error {
 	v, ok := cert.CriticalOptions["source-address"]
 	if !ok {
 		return nil
 	}
-	for _, p := range splitList(v) {
-		if pfx, err := netip.ParsePrefix(p); err == nil && pfx != pfx.Masked() {
-			return fmt.Errorf("certificate source-address %q has a CIDR block with bits set past its prefix length", v)
+	entries := splitList(v)
+	canon := make([]string, len(entries))
+	for i, e := range entries {
+		pfx, isCIDR, err := parseCIDR(e)
+		var a netip.Addr
+		if err == nil && !isCIDR {
+			a, err = parseAddr(e)
 		}
-		if _, err := netip.ParsePrefix(p); err != nil {
-			if _, err := netip.ParseAddr(p); err != nil {
-				return fmt.Errorf("certificate source-address %q is not an address list", v)
-			}
+		switch {
+		case e == "" || len(e) > 49 || strings.Trim(e, "0123456789abcdefABCDEF.:/") != "" || err != nil:
+			return fmt.Errorf("certificate source-address %q is not an address list", v)
+		case isCIDR && pfx != pfx.Masked():
+			return fmt.Errorf("certificate source-address %q has a CIDR block with bits set past its prefix length", v)
+		case isCIDR:
+			canon[i] = pfx.String()
+		default:
+			canon[i] = a.String()
 		}
 	}
-	if !matchFrom(st.ip, splitList(v)) {
+	if !matchFrom(st.ip, entries) {
 		return fmt.Errorf("client address %s not allowed by the certificate's source-address", st.remote)
 	}
+	p.CriticalOptions = map[string]string{"source-address": strings.Join(canon, ",")}
 	return nil
 }
 
@@ -906,12 +928,7 @@ func certPerms(cert *gossh.Certificate, o keyOptions, fromLine bool) (*gossh.Per
 	} else {
 		o.NoTouch = certNoTouch
 	}
-	p := permsFor("publickey", keyInfo(cert), o)
-	if v, ok := cert.CriticalOptions["source-address"]; ok {
-		// x/crypto checks this too, against the TCP address.
-		p.CriticalOptions = map[string]string{"source-address": v}
-	}
-	return p, nil
+	return permsFor("publickey", keyInfo(cert), o), nil
 }
 
 // isSecurityKey reports whether k is a FIDO security key (sk-*), whose

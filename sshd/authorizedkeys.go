@@ -438,12 +438,13 @@ func checkFromList(patterns []string) error {
 	return nil
 }
 
-// parseCIDR reads "addr/bits" as sshd's addr_pton_cidr does (bits by strtoul,
-// so "/08" is 8): ok is false for an entry that is not one (a wildcard
-// pattern), err set for a length the address family cannot have.
+// parseCIDR reads "addr/bits" as sshd's addr_pton_cidr does (the address by
+// parseAddr, bits by strtoul, so "/08" is 8): ok is false for an entry that
+// is not one (a wildcard pattern), err set for a length the address family
+// cannot have.
 func parseCIDR(p string) (netip.Prefix, bool, error) {
 	a, b, _ := strings.Cut(p, "/")
-	addr, err := netip.ParseAddr(a)
+	addr, err := parseAddr(a)
 	if err != nil || b == "" || b[0] < '0' || b[0] > '9' { // sshd's test before strtoul
 		return netip.Prefix{}, false, nil
 	}
@@ -455,6 +456,77 @@ func parseCIDR(p string) (netip.Prefix, bool, error) {
 		return netip.Prefix{}, false, errors.New("option from: a CIDR block has a mask length its address family cannot have")
 	}
 	return netip.PrefixFrom(addr, n), true, nil
+}
+
+// errNotAddr is parseAddr's error. It does not quote the entry: see lineError.
+var errNotAddr error = &errorString{"not an IP address"}
+
+// parseAddr reads an address of from= or source-address as sshd's addr_pton
+// does, with getaddrinfo(3) and AI_NUMERICHOST: an IPv6 address as
+// inet_pton(3) reads it (netip), an IPv4 address as inet_aton(3): one to four
+// numbers, each decimal, octal with a leading 0 or hexadecimal with 0x, the
+// last filling the bytes left. So 127.1, 127.000.000.001, 0177.0.0.1 and
+// 2130706433 are 127.0.0.1, as for OpenSSH 9.2's sshd (and ssh-keygen, which
+// puts them in certificates as written), and 0127.0.0.1 is 87.0.0.1. Read as
+// netip reads them, they were wildcard patterns that matched nothing: "127.1"
+// allowed no one, and "!127.1,*" let 127.0.0.1 in.
+func parseAddr(s string) (netip.Addr, error) {
+	if strings.IndexByte(s, ':') >= 0 {
+		return netip.ParseAddr(s)
+	}
+	var parts [4]uint64
+	n := 0
+	for {
+		if n == len(parts) || s == "" || s[0] < '0' || s[0] > '9' {
+			return netip.Addr{}, errNotAddr
+		}
+		base, digits := uint64(10), s
+		if len(s) > 1 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') {
+			base, digits = 16, s[2:]
+		} else if s[0] == '0' {
+			base = 8
+		}
+		var v uint64
+		i := 0
+		for ; i < len(digits); i++ {
+			d := uint64(36) // no digit
+			switch c := digits[i] | 0x20; {
+			case '0' <= digits[i] && digits[i] <= '9':
+				d = uint64(digits[i] - '0')
+			case 'a' <= c && c <= 'f':
+				d = uint64(c-'a') + 10
+			}
+			if d >= base {
+				break
+			}
+			if v = v*base + d; v > 0xffffffff {
+				return netip.Addr{}, errNotAddr
+			}
+		}
+		if i == 0 { // "0x" alone: strtoul reads the 0, and the x is left over
+			return netip.Addr{}, errNotAddr
+		}
+		parts[n], n, s = v, n+1, digits[i:]
+		if s == "" {
+			break
+		}
+		if s[0] != '.' {
+			return netip.Addr{}, errNotAddr
+		}
+		s = s[1:]
+	}
+	// Every number but the last is a byte; the last fills the bytes left.
+	last := parts[n-1]
+	if last > 0xffffffff>>(8*(n-1)) {
+		return netip.Addr{}, errNotAddr
+	}
+	for i := range n - 1 {
+		if parts[i] > 0xff {
+			return netip.Addr{}, errNotAddr
+		}
+		last |= parts[i] << (24 - 8*i)
+	}
+	return netip.AddrFrom4([4]byte{byte(last >> 24), byte(last >> 16), byte(last >> 8), byte(last)}), nil
 }
 
 // splitList splits a from=, principals= or source-address list at its
@@ -651,7 +723,7 @@ func matchFrom(remote netip.Addr, patterns []string) bool {
 				return false // invalid, as in sshd: see errFromHostBits
 			}
 			m = pfx.Contains(bare)
-		} else if a, err := netip.ParseAddr(p); err == nil {
+		} else if a, err := parseAddr(p); err == nil {
 			m = a == remote || a == bare
 		} else {
 			m = matchPattern(ip, strings.ToLower(p))

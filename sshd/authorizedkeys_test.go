@@ -191,6 +191,19 @@ func TestMatchFrom(t *testing.T) {
 		{"fe80::1%eth0", []string{"fe80::1%eth0"}, true},
 		{"fe80::1%eth0", []string{"fe80::1%eth1"}, false},
 		{"", []string{"*"}, false}, // not an IP connection
+		// Addresses as sshd reads them, with inet_aton(3) (parseAddr); OpenSSH
+		// 9.2's sshd lets 127.0.0.1 in with each but 0127.0.0.1 (87.0.0.1),
+		// and refuses it with the negated ones, which let it in as patterns.
+		{"127.0.0.1", []string{"127.1"}, true},
+		{"127.0.0.1", []string{"127.000.000.001"}, true},
+		{"127.0.0.1", []string{"0177.0.0.1"}, true},
+		{"127.0.0.1", []string{"0x7f.1"}, true},
+		{"127.0.0.1", []string{"2130706433"}, true},
+		{"127.0.0.1", []string{"127.1/32"}, true},
+		{"127.0.0.1", []string{"0127.0.0.1"}, false},
+		{"127.0.0.1", []string{"!127.1", "*"}, false},
+		{"127.0.0.1", []string{"!0x7f.0.0.1", "*"}, false},
+		{"127.0.0.1", []string{"!127.1/8", "*"}, false}, // bits past the prefix: invalid
 	} {
 		var ip netip.Addr
 		if tc.ip != "" {
@@ -200,6 +213,76 @@ func TestMatchFrom(t *testing.T) {
 			t.Errorf("matchFrom(%s, %q) = %v, want %v", tc.ip, tc.patterns, got, tc.want)
 		}
 	}
+}
+
+// TestParseAddr: IPv4 addresses as inet_aton(3) reads them (glibc's, as
+// sshd's getaddrinfo with AI_NUMERICHOST does), IPv6 ones as netip does.
+func TestParseAddr(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string // want "": not an address
+	}{
+		{"127.0.0.1", "127.0.0.1"},
+		{"127.1", "127.0.0.1"},
+		{"127.0.1", "127.0.0.1"},
+		{"127.000.000.001", "127.0.0.1"},
+		{"0177.0.0.01", "127.0.0.1"},
+		{"0x7F.0X0.0x00.0x1", "127.0.0.1"},
+		{"2130706433", "127.0.0.1"},
+		{"0xffffffff", "255.255.255.255"},
+		{"4294967295", "255.255.255.255"},
+		{"10.65535", "10.0.255.255"},
+		{"10.16777215", "10.255.255.255"},
+		{"10.1.65535", "10.1.255.255"},
+		{"0", "0.0.0.0"},
+		{"0127.0.0.1", "87.0.0.1"},
+		{"::1", "::1"},
+		{"2001:DB8::1", "2001:db8::1"},
+		{"fe80::1%eth0", "fe80::1%eth0"},
+		{"", ""},
+		{"4294967296", ""},
+		{"10.16777216", ""},
+		{"10.1.65536", ""},
+		{"1.2.3.256", ""},
+		{"256.1", ""},
+		{"08", ""},
+		{"0x", ""},
+		{"0x.1", ""},
+		{"0xg", ""},
+		{"1..2", ""},
+		{"1.2.3.4.", ""},
+		{".1.2.3", ""},
+		{"1.2.3.4.5", ""},
+		{" 1.2.3.4", ""},
+		{"1.2.3.4 ", ""},
+		{"+1.2.3.4", ""},
+		{"1.-2.3.4", ""},
+		{"99999999999999999999999", ""},
+		{"localhost", ""},
+		{"1.2.3.*", ""},
+	} {
+		got, err := parseAddr(tc.in)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("parseAddr(%q) = %v, want an error", tc.in, got)
+			}
+		} else if err != nil || got.String() != tc.want {
+			t.Errorf("parseAddr(%q) = %v, %v, want %s", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// FuzzParseAddr: parseAddr reads every address netip reads (dotted quads
+// without leading zeros, IPv6) as netip does, and never panics.
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"127.0.0.1", "127.1", "0x7f.1", "0177.0.0.1", "2130706433", "::1", "1.2.3.4.5", "0x", "08"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := parseAddr(s)
+		if want, werr := netip.ParseAddr(s); werr == nil && (err != nil || got != want) {
+			t.Errorf("parseAddr(%q) = %v, %v, want %v as netip.ParseAddr", s, got, err, want)
+		}
+	})
 }
 
 func TestMatchPattern(t *testing.T) {

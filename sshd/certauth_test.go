@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -137,5 +138,92 @@ func TestCertLoginNamesCA(t *testing.T) {
 	}
 	if ev := e.eventsOf(EventLoginSuccess); len(ev) != 1 || ev[0].CAFingerprint == gossh.FingerprintSHA256(otherCA.PublicKey()) {
 		t.Errorf("login-success events %+v, want one, of the trusted CA", ev)
+	}
+}
+
+// TestCertSourceAddressForms: a certificate's source-address is read as
+// sshd's addr_match_cidr_list reads it, addresses by inet_aton(3) (parseAddr),
+// the mask length by strtoul: forms that ssh-keygen issues and OpenSSH 9.2's
+// sshd accepts from 127.0.0.1 (checked with it: 127.1/32, 127.0.0.1/032,
+// 127.000.000.001, 0177.0.0.1, 2130706433) were refused as not an address
+// list; what sshd refuses still is. x/crypto's own check of the option, with
+// net.ParseIP, must not refuse them either.
+func TestCertSourceAddressForms(t *testing.T) {
+	ca := newSigner(t)
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		caFile := filepath.Join(e.dir, "user_ca.pub")
+		writeFile(t, caFile, authorizedLine("", ca.PublicKey()))
+		s.TrustedUserCAKeysFiles = []string{caFile}
+		s.MaxAuthFailures = 100 // most of these logins are refused
+	})
+	const (
+		invalid  = "is not an address list"
+		hostBits = "has a CIDR block with bits set past its prefix length"
+		other    = "not allowed by the certificate's source-address"
+	)
+	for _, tc := range []struct {
+		sa   string
+		want string // in the refusal; "": the login works from 127.0.0.1
+	}{
+		{"127.0.0.1", ""},
+		{"127.1/32", ""},
+		{"127.0.0.1/032", ""},
+		{"127.000.000.001", ""},
+		{"127.0.0.01", ""},
+		{"127.1", ""},
+		{"127.0.1", ""},
+		{"0177.0.0.1", ""}, // octal
+		{"2130706433", ""},
+		{"10.0.0.0/8,127.1", ""},
+		{"::1,127.0.0.0/8", ""},
+		{"0127.0.0.1", other}, // octal: 87.0.0.1
+		{"127.0.65535", other},
+		{"::ffff:127.0.0.1", other}, // sshd compares an IPv4 client as IPv4
+		{"127.0.0.2", other},
+		{"0x7f.0.0.1", invalid}, // sshd allows no x (inet_aton would)
+		{"127.0.0.*", invalid},
+		{"127.0.0.1/", invalid},
+		{"127.0.0.1/33", invalid},
+		{"08.0.0.1", invalid},
+		{"127.0.0.256", invalid},
+		{"127.0.0.1.", invalid},
+		{"1.2.3.4.5", invalid},
+		{"127.0.0.1,", invalid},
+		{"127.0.0.1 ", invalid},
+		{"fe80::1%lo", invalid},
+		{"0000000000000000000000000000000000000000000127.0.0.1", invalid}, // over 49 bytes
+		{"127.1/8", hostBits},
+	} {
+		t.Run(tc.sa, func(t *testing.T) {
+			cert := newCert(t, ca, newSigner(t), func(c *gossh.Certificate) {
+				c.CriticalOptions = map[string]string{"source-address": tc.sa}
+			})
+			c, err := e.dial("root", gossh.PublicKeys(cert))
+			if err == nil {
+				c.Close()
+			}
+			if (err == nil) != (tc.want == "") {
+				t.Fatalf("login from 127.0.0.1: %v, want ok=%v", err, tc.want == "")
+			}
+			a, err := e.srv.lookupUser("root")
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &connState{remote: "127.0.0.1:2222", ip: netip.MustParseAddr("127.0.0.1")}
+			p, err := e.srv.authorizeCert(st, a, cert.PublicKey().(*gossh.Certificate))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("authorizeCert = %v", err)
+				}
+				// As x/crypto reads it: every entry a net.ParseIP or ParseCIDR form.
+				for _, s := range strings.Split(p.CriticalOptions["source-address"], ",") {
+					if _, _, err := net.ParseCIDR(s); err != nil && net.ParseIP(s) == nil {
+						t.Errorf("source-address for x/crypto %q: %q is neither an IP nor a CIDR block", p.CriticalOptions["source-address"], s)
+					}
+				}
+			} else if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("authorizeCert = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

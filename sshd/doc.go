@@ -84,7 +84,12 @@
 //     sshd's strtoul reads it: /08 is 8) or an empty entry; from=,
 //     principals= and a certificate's source-address are split at commas
 //     and, as in sshd, not trimmed ("10.0.0.1, 127.0.0.1" does not allow
-//     127.0.0.1: its second entry has a space); of several expiry-time= the
+//     127.0.0.1: its second entry has a space), and their IPv4 addresses
+//     are read as sshd's getaddrinfo reads them, by inet_aton(3): 127.1,
+//     127.000.000.001, 0177.0.0.1 (octal) and 2130706433 are 127.0.0.1
+//     (a source-address entry is an address or CIDR block of hex digits,
+//     dots, colons and a slash only, as in sshd, so no 0x7f.0.0.1 there,
+//     nor a wildcard); of several expiry-time= the
 //     earliest holds (one without Z is in the local zone as libc reads TZ,
 //     a POSIX rule such as CET-1CEST,M3.5.0,M10.5.0/3 included, which Go's
 //     time.Local takes as UTC; sftp's ls -l times are in it too), and
