@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -90,4 +91,98 @@ func readAllLimit(f *os.File, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
 	}
 	return data, nil
+}
+
+// realPath is OpenSSH's sftp_realpath: p, absolute or relative to the
+// directory cwd (taken as getcwd(3) has it: its real path), with every
+// symbolic link resolved and "." and ".." taken against the real path before
+// them, as the kernel takes them, not lexically. Each name but
+// the last must exist, and the kernel's lstat(2) of the names after it finds
+// a directory there (ENOTDIR); a last one that does not exist is named as it
+// is (sftp's put -r and scp -r then make it). A trailing "/" makes the name
+// before it not the last, which must then exist, but may be a file. As there,
+// at most 33 links are followed, and a path of PATH_MAX bytes or more, sent
+// or resolved, is ENAMETOOLONG. link, unless nil, is called with each
+// symbolic link before it is followed (its real path and lstat(2)), and an
+// error it returns is realPath's: safeWalk checks who could change the link.
+// It is here, not with the SFTP code, because safeWalk runs it at every start
+// (CheckLogins), and the start's code sorts first (start.go).
+func realPath(cwd, p string, link func(name string, st *syscall.Stat_t) error) (string, error) {
+	resolved, left := cwd, p
+	if rest, ok := strings.CutPrefix(p, "/"); ok {
+		resolved, left = "/", rest
+	} else if r, err := realPath("/", cwd, nil); err != nil {
+		return "", err
+	} else {
+		resolved = r
+	}
+	if len(left) >= sftpPathMax || len(resolved) >= sftpPathMax {
+		return "", syscall.ENAMETOOLONG
+	}
+	links := 0
+	for left != "" {
+		name, rest, more := strings.Cut(left, "/")
+		left = rest
+		if !strings.HasSuffix(resolved, "/") {
+			if resolved += "/"; len(resolved) >= sftpPathMax {
+				return "", syscall.ENAMETOOLONG
+			}
+		}
+		switch name {
+		case "", ".":
+			continue
+		case "..":
+			resolved = parentDir(resolved)
+			continue
+		}
+		if resolved += name; len(resolved) >= sftpPathMax {
+			return "", syscall.ENAMETOOLONG
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(resolved, &st); err != nil {
+			if err == syscall.ENOENT && !more {
+				return resolved, nil
+			}
+			return "", err
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+			continue
+		}
+		if links++; links > 33 { // SYMLOOP_MAX (32) + 1
+			return "", syscall.ELOOP
+		}
+		if link != nil {
+			if err := link(resolved, &st); err != nil {
+				return "", err
+			}
+		}
+		target, err := os.Readlink(resolved)
+		if err != nil {
+			return "", err
+		}
+		if strings.HasPrefix(target, "/") {
+			resolved = "/"
+		} else {
+			resolved = parentDir(resolved)
+		}
+		if more {
+			if target = strings.TrimSuffix(target, "/") + "/" + left; len(target) >= sftpPathMax {
+				return "", syscall.ENAMETOOLONG
+			}
+		}
+		left = target
+	}
+	if len(resolved) > 1 {
+		resolved = strings.TrimSuffix(resolved, "/")
+	}
+	return resolved, nil
+}
+
+// parentDir drops the last name of the real path p, "/" excepted: "/a/b"
+// and "/a/b/" are "/a/".
+func parentDir(p string) string {
+	if len(p) <= 1 {
+		return p
+	}
+	return p[:strings.LastIndexByte(p[:len(p)-1], '/')+1]
 }
