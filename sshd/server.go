@@ -189,6 +189,7 @@ type Server struct {
 
 	compareHash    func(hash, password []byte) error // nil: bcrypt.CompareHashAndPassword
 	passwordChecks int                               // password checks at once; 0: passwordSlots' default
+	refusalDelay   func(user string) time.Duration   // least time of a refused login attempt; nil: userDelay
 
 	sftpServerPaths []string // nil: the usual places of OpenSSH's sftp-server
 	portStartFile   string   // "": /proc/sys/net/ipv4/ip_unprivileged_port_start
