@@ -275,9 +275,11 @@
 // In-process file access has the server's privileges, so it is used only
 // for login users with the server's uid (on a device both are usually
 // root). For other users, SFTP runs the system's OpenSSH sftp-server as the
-// user if one is installed (and is refused otherwise), without the user's
-// shell, as OpenSSH's internal-sftp: a key limited to internal-sftp runs no
-// ~/.bashrc, and an account whose shell is nologin has SFTP. scp commands run
+// user if one is installed (and is refused otherwise), through the user's
+// shell as sshd runs an external sftp-server (a nologin or git-shell account
+// has no SFTP), but for a key limited to internal-sftp, which runs it without
+// the shell, as sshd's internal-sftp (no ~/.bashrc, which that key could
+// upload, is read; a nologin account has SFTP). scp commands run
 // through the user's shell like any command (needing an scp binary). The
 // exit status is always sent before the channel closes, as OpenSSH's sftp
 // and scp require.

@@ -292,11 +292,14 @@ func FuzzInternalSFTP(f *testing.F) {
 // the user's shell, as OpenSSH's internal-sftp runs none. Through the shell,
 // bash read the user's ~/.bashrc (as it does for ssh's commands), which the
 // key could upload over SFTP and so run commands; and an account whose shell
-// is nologin had no SFTP at all.
+// is nologin had no SFTP at all. A plain key's SFTP still goes through the
+// shell, as sshd runs an external sftp-server: a shell that limits the
+// account (nologin, git-shell) decides.
 func TestForcedInternalSFTPWithoutShell(t *testing.T) {
 	needRoot(t)
-	for _, nologin := range []bool{false, true} {
-		t.Run(fmt.Sprintf("nologin=%v", nologin), func(t *testing.T) {
+	for _, tc := range []struct{ nologin, forced bool }{{false, true}, {true, true}, {false, false}, {true, false}} {
+		nologin := tc.nologin
+		t.Run(fmt.Sprintf("nologin=%v,forced=%v", tc.nologin, tc.forced), func(t *testing.T) {
 			var marker, bin string
 			e := newEnv(t, func(e *testEnv, s *Server) {
 				// alice's shell leaves a mark, then does what a shell or
@@ -316,17 +319,24 @@ func TestForcedInternalSFTPWithoutShell(t *testing.T) {
 				os.Chmod(bin, 0o755)
 				s.sftpServerPaths = []string{bin}
 			})
-			e.writeAuthorizedKeys("alice", authorizedLine(`command="internal-sftp"`, e.key.PublicKey()))
+			if tc.forced {
+				e.writeAuthorizedKeys("alice", authorizedLine(`command="internal-sftp"`, e.key.PublicKey()))
+			}
 			s := openRaw(t, e.login("alice"))
 			if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
 				t.Fatalf("subsystem sftp = %v, %v", ok, err)
 			}
 			out, _ := io.ReadAll(s.ch)
-			if want := "sftp-server as 1000"; string(out) != want {
-				t.Errorf("subsystem sftp wrote %q, want %q", out, want)
-			}
-			if b, err := os.ReadFile(marker); err == nil {
-				t.Errorf("alice's shell ran for internal-sftp (%q)", b)
+			_, shellRan := os.ReadFile(marker)
+			switch {
+			case tc.forced && (string(out) != "sftp-server as 1000" || shellRan == nil):
+				t.Errorf("internal-sftp: wrote %q, shell ran %v; want sftp-server's output and no shell", out, shellRan == nil)
+			case !tc.forced && shellRan != nil:
+				// A plain key: the shell decides, as under sshd (a
+				// nologin or git-shell account gets no SFTP).
+				t.Errorf("subsystem sftp of a plain key: alice's shell did not run (wrote %q)", out)
+			case !tc.forced && nologin && string(out) == "sftp-server as 1000":
+				t.Errorf("a nologin account got SFTP with a plain key")
 			}
 		})
 	}

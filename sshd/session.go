@@ -440,6 +440,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 	cmdline, kind := arg, reqType
 	var extraEnv []string
 	var sftpOpt sftpOptions
+	forcedSFTP := false // a key limited to internal-sftp
 	if sess.restr.hasForce {
 		cmdline, kind = sess.restr.forceCommand, "exec"
 		if reqType == "subsystem" {
@@ -467,7 +468,7 @@ func (sess *session) start(reqType, arg string) (err error) {
 			if err != nil {
 				return err
 			}
-			kind, cmdline, sftpOpt = "subsystem", "sftp", opt
+			kind, cmdline, sftpOpt, forcedSFTP = "subsystem", "sftp", opt, true
 		}
 	}
 	sess.kind, sess.command = kind, cmdline
@@ -488,11 +489,19 @@ func (sess *session) start(reqType, arg string) (err error) {
 			if bin == "" {
 				return fmt.Errorf("in-process sftp serves only uid %d, not %s (uid %d), and there is no sftp-server", s.euid(), a.Name, a.UID)
 			}
-			// Run as internal-sftp is, without the user's shell: a key
-			// limited to internal-sftp ran the user's ~/.bashrc (bash reads
-			// it for ssh's commands), which an SFTP upload could write, and
-			// an account whose shell is nologin had no SFTP.
 			sess.kind, sess.command = "subsystem", "sftp ("+bin+")"
+			if !forcedSFTP {
+				// Through the user's shell, as sshd runs an external
+				// sftp-server: a shell that limits the account (nologin,
+				// git-shell, a vendor's CLI) decides, as it does for
+				// commands.
+				return sess.startProcess(a, bin, false, extraEnv)
+			}
+			// A key limited to internal-sftp runs it without the shell, as
+			// sshd's internal-sftp: through it, bash read the user's
+			// ~/.bashrc (as it does for ssh's commands), which that key
+			// could upload and so run any command; and an account whose
+			// shell is nologin had no SFTP.
 			return sess.startProgram(a, bin, []string{path.Base(bin)}, extraEnv)
 		}
 		sess.audit(EventSessionStart, nil)
