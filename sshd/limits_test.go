@@ -654,3 +654,37 @@ func TestForwardFailedLogRateLimited(t *testing.T) {
 		t.Errorf("%d forward events, %d of them failures; want one per failed forward, %d", len(evs), n, 2*burst+1)
 	}
 }
+
+// TestForwardRefusedLogRateLimited: the "forward refused" line comes at most
+// once every refusalLogInterval, as forwardFailed's: a client opening tun
+// channel after channel (ssh -w) or asking for X11 again and again logged a
+// line each. Every refusal keeps its event.
+func TestForwardRefusedLogRateLimited(t *testing.T) {
+	clock := newTestClock()
+	e := newEnv(t, func(e *testEnv, s *Server) { s.now = clock.now })
+	c := e.login("root")
+	const burst = 50
+	tun := func() {
+		t.Helper()
+		if ch, _, err := c.OpenChannel("tun@openssh.com", gossh.Marshal(struct{ Mode, Unit uint32 }{1, 0x7fffffff})); err == nil {
+			ch.Close()
+			t.Fatal("tun channel opened")
+		}
+	}
+	for range burst {
+		tun()
+	}
+	lines := func() []string { return e.logs.logged("forward refused") }
+	if got := lines(); len(got) != 1 || strings.Contains(got[0], "not_logged_since_last") {
+		t.Fatalf("after %d tun channels refused, %d log lines, the first %q; want one", burst, len(got), got[:min(len(got), 2)])
+	}
+	clock.advance(refusalLogInterval)
+	tun()
+	want := fmt.Sprintf("not_logged_since_last=%d", burst-1)
+	if got := lines(); len(got) != 2 || !strings.Contains(got[1], want) {
+		t.Errorf("a refusal once %s passed: log lines %q; want a second line with %s", refusalLogInterval, got, want)
+	}
+	if evs := e.eventsOf(EventForward); len(evs) != burst+1 {
+		t.Errorf("%d forward events, want one per refused tun channel, %d", len(evs), burst+1)
+	}
+}

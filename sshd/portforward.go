@@ -28,10 +28,13 @@ func forwardEvent(st *connState, sc *gossh.ServerConn, direction, dest string) E
 	return Event{Type: EventForward, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(), Direction: direction, Dest: dest}
 }
 
-// forwardRefused logs and audits ev, a forward refused for reason.
+// forwardRefused logs and audits ev, a forward refused for reason. The log
+// line is rate-limited (refusedLog), as forwardFailed's: a client may ask
+// again and again (a tun channel, an X11 request, a destination the policy
+// refuses); each keeps its event.
 func (s *Server) forwardRefused(ev Event, reason string) {
 	ev.Reason = reason
-	s.log().Info("forward refused", "remote", ev.Remote, "user", ev.User, "direction", ev.Direction, "dest", clipClient(ev.Dest), "reason", reason)
+	s.logLimited(&s.refusedLog, slog.LevelInfo, "forward refused", "remote", ev.Remote, "user", ev.User, "direction", ev.Direction, "dest", clipClient(ev.Dest), "reason", reason)
 	s.audit(ev)
 }
 
