@@ -363,6 +363,48 @@ start_service
 	})
 }
 
+// TestUCIReloadOwnConfigWarningsLogged: a reload (reload_config, LuCI's
+// apply) with option config_file logs every check-config warning, as the
+// agent logs only its login warnings on SIGHUP: logging only those about the
+// file itself (for a start, where the agent logs the others) left a key
+// file's mode and a certificate about to expire out of the system log.
+func TestUCIReloadOwnConfigWarningsLogged(t *testing.T) {
+	prog := buildPorthole(t)
+	openwrtShells(t, func(t *testing.T, shell []string) {
+		dir := t.TempDir()
+		pki := mqtttest.NewPKI(t)
+		cert, key := pki.Client(t, "router-7")
+		os.Chmod(key, 0o644)
+		own := filepath.Join(dir, "own.toml")
+		os.WriteFile(own, []byte(fmt.Sprintf(`thing_name = "router-7"
+data_dir = %q
+[mqtt]
+endpoint = "127.0.0.1:8883"
+ca_file = %q
+cert_file = %q
+key_file = %q
+`, filepath.Join(dir, "state"), pki.CAFile, cert, key)), 0o600)
+		script := uciStubs + `
+procd_running() { return 0; }
+procd_send_signal() { echo "signal $*"; }
+logger() { echo "logger $*"; }
+. ./openwrt/porthole.init
+` + uciMain(prog, dir, "enabled=1", "config_file="+own) + `
+reload_service
+`
+		var stdout, stderr bytes.Buffer
+		cmd := exec.Command(shell[0], append(shell[1:], "-c", script)...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil || !strings.Contains(stdout.String(), "signal porthole") {
+			t.Fatalf("reload_service: %v\n%s%s", err, &stdout, &stderr)
+		}
+		want := "logger -t porthole -p daemon.warn " + own + ": warning: mqtt.key_file " + key + " has mode 0644"
+		if n := strings.Count(stdout.String(), want); n != 1 {
+			t.Errorf("the system log has the key file's warning %d times at a reload, want once:\n%s", n, &stdout)
+		}
+	})
+}
+
 // agentStartLog runs porthole agent on conf as procd does (in /, with PATH
 // only) until its output holds until, or 20 s have passed, and returns that
 // output.
