@@ -369,28 +369,29 @@ func IsCertificateError(err error) bool {
 // certHint says what to look at when err is a certificate of the service, or of
 // an https:// proxy, signed by no CA trusted, or returns "": CAFile, by the name
 // the caller's user knows it by, and the system's roots (a device may have
-// none: no CA bundle installed).
+// none: no CA bundle installed). The service's CA is named (AWS IoT Secure
+// Tunneling's is Amazon Root CA 1); a proxy's is the proxy's own.
 func (c *Config) certHint(err error) string {
 	var ua x509.UnknownAuthorityError
-	whose := "the service's certificate"
+	if !errors.As(err, &ua) {
+		// The other failures say enough themselves: crypto/x509's text
+		// names the clock and the dates, or the name the certificate does
+		// not hold.
+		return ""
+	}
+	whose, ca := "the service's certificate", "the CA that signs it (AWS IoT Secure Tunneling: Amazon Root CA 1)"
 	if errors.As(err, new(*ProxyError)) {
-		whose = "the HTTPS proxy's certificate"
+		whose, ca = "the HTTPS proxy's certificate", "the CA that signs the proxy's certificate"
 	}
 	name := c.CAFileName
 	if name == "" {
 		name = "the CA file"
 	}
-	switch {
-	case errors.As(err, &ua) && c.CAFile == "":
-		return whose + " is signed by no CA of the system's roots, and " + name + " is not set: set it to the CA that signs it " +
-			"(AWS IoT Secure Tunneling: Amazon Root CA 1), or install the system's CA certificates " +
-			"(/etc/ssl/certs/ca-certificates.crt; OpenWrt: ca-bundle)"
-	case errors.As(err, &ua):
-		return whose + " is signed by no CA in " + name + " " + c.CAFile + " nor of the system's roots"
+	if c.CAFile == "" {
+		return whose + " is signed by no CA of the system's roots, and " + name + " is not set: set it to " + ca +
+			", or install the system's CA certificates"
 	}
-	// The other failures say enough themselves: crypto/x509's text names
-	// the clock and the dates, or the name the certificate does not hold.
-	return ""
+	return whose + " is signed by no CA in " + name + " " + c.CAFile + " nor of the system's roots"
 }
 
 // pinServerName sets the name the server's certificate must hold. verifyPeer,

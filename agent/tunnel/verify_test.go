@@ -143,6 +143,23 @@ func TestCertificateHintLogged(t *testing.T) {
 	}
 }
 
+// TestCertHintForProxy: a proxy's certificate signed by no CA trusted is
+// named as the proxy's, with its own CA to set, not the service's (Amazon
+// Root CA 1 signs no proxy's), and by the caller's setting's name.
+func TestCertHintForProxy(t *testing.T) {
+	c := &Config{CAFileName: "--ca-file"}
+	got := c.certHint(&ProxyError{Err: x509.UnknownAuthorityError{}})
+	if !strings.Contains(got, "the HTTPS proxy's certificate") || !strings.Contains(got, "--ca-file is not set") || strings.Contains(got, "Amazon") {
+		t.Errorf("hint for a proxy's certificate: %q", got)
+	}
+	if got := c.certHint(x509.UnknownAuthorityError{}); !strings.Contains(got, "the service's certificate") || !strings.Contains(got, "Amazon Root CA 1") {
+		t.Errorf("hint for the service's certificate: %q", got)
+	}
+	if got := c.certHint(x509.HostnameError{}); got != "" {
+		t.Errorf("hint for a name the certificate does not hold: %q, want none", got)
+	}
+}
+
 // impostor serves on 127.0.0.1 with a certificate for evil.example only, from a
 // CA of its own, and counts the requests (WebSocket or CONNECT) that reach it.
 func impostor(t *testing.T) (addr, caFile string, reached *atomic.Int32) {

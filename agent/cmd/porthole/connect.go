@@ -142,7 +142,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	if pv == 0 {
 		return agent.Usagef("--destination-client-type %q: want V1, V2 or V3", *peer)
 	}
-	cfg := tunnel.Config{Region: *region, Endpoint: *endpoint, AccessToken: tok, CAFile: *caFile,
+	cfg := tunnel.Config{Region: *region, Endpoint: *endpoint, AccessToken: tok, CAFile: *caFile, CAFileName: "--ca-file",
 		InsecureSkipVerify: *insecure, AllowInsecureWebSocket: *allowWS, UserAgent: "porthole/" + agent.Version}
 	clientTokenFrom := ""
 	if v := strings.TrimSpace(os.Getenv(clientTokenEnv)); v != "" {
