@@ -231,20 +231,28 @@ func (s *Server) lookupUser(name string) (*account, error) {
 	if err := s.checkAccount(e, s.readShadow(func(n string) bool { return n == name })); err != nil {
 		return nil, err
 	}
-	a := &account{Name: e.Name, UID: e.UID, GID: e.GID, Home: e.Home, Shell: e.Shell, Groups: []uint32{e.GID}}
+	a := &account{Name: e.Name, UID: e.UID, GID: e.GID, Home: e.Home, Shell: e.Shell}
+	s.fillGroups(a)
+	return a, nil
+}
+
+// fillGroups sets a.Groups: a.GID, then the groups the group file lists a.Name
+// in (none if it cannot be read). (Set in a, not returned: a slice grown
+// here and returned would cost a runtime.moveSliceNoScan in the binary.)
+func (s *Server) fillGroups(a *account) {
+	a.Groups = []uint32{a.GID}
 	if g, fi, err := openRegular(s.groupPath()); err == nil {
-		extra, sk, err := parseGroups(g, name)
+		extra, sk, err := parseGroups(g, a.Name)
 		g.Close()
 		s.logSkips(s.groupPath(), fi, sk)
 		if err == nil {
 			for _, id := range extra {
-				if id != e.GID {
+				if id != a.GID {
 					a.Groups = append(a.Groups, id)
 				}
 			}
 		}
 	}
-	return a, nil
 }
 
 // homeOf returns the home directory of user in the passwd file, whether or

@@ -122,8 +122,23 @@ func (e *ignoredError) Unwrap() error { return e.err }
 // a missing file, and is an *ignoredError for one that is there but not used.
 // lineErrs are the lines skipped (parseAuthorizedKeys); fi is the file read, or
 // the one ignored.
-func loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []error, fi os.FileInfo, err error) {
-	f, fi, err := openRegular(path)
+//
+// sshd opens all of a user's authorized_keys files as the user
+// (temporarily_use_uid). Read as root, a user's ~/.ssh/authorized_keys linked
+// to a file only root may read told the user, by a login, whether a key was
+// in it, and at each key offered root read where the link led (/proc/kmsg's
+// reads consume the kernel's messages). So a file the user could make lead
+// elsewhere (userSteers) is opened with the user's permissions (openAsUser)
+// when the server is not the user's. One only root chooses
+// (/etc/porthole/authorized_keys, 0600, for every user) is still read as
+// root, where sshd would not read it at all: no user can point it elsewhere.
+func (s *Server) loadKeysFile(path string, a *account) (keys []authorizedKey, lineErrs []error, fi os.FileInfo, err error) {
+	var f *os.File
+	if a != nil && !s.sameUser(a) && userSteers(path, a.UID) {
+		f, fi, err = s.openAsUser(path, a)
+	} else {
+		f, fi, err = openRegular(path)
+	}
 	if errors.Is(err, errNotRegular) {
 		return nil, nil, fi, &ignoredError{err}
 	}
@@ -168,7 +183,7 @@ var errCAKeyOptions error = &errorString{"options are for authorized_keys (cert-
 // a read (with the first one's number and how many there were), never with
 // their content.
 func (s *Server) readKeysFile(what, path string, a *account) ([]authorizedKey, error) {
-	keys, errs, fi, err := loadKeysFile(path, a)
+	keys, errs, fi, err := s.loadKeysFile(path, a)
 	key := path // for warnLog
 	if a != nil {
 		key += "\x00" + a.Name // safePath depends on the user
@@ -300,7 +315,7 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 	}
 
 	for _, path := range l.TrustedUserCAKeysFiles {
-		keys, lineErrs, _, err := loadKeysFile(path, nil)
+		keys, lineErrs, _, err := s.loadKeysFile(path, nil)
 		if err == nil && len(keys) == 0 {
 			err = noKey(lineErrs)
 		}
@@ -318,7 +333,7 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 	var missing []string
 	for _, a := range users {
 		for _, path := range s.authorizedKeysPaths(a) {
-			keys, lineErrs, _, err := loadKeysFile(path, a)
+			keys, lineErrs, _, err := s.loadKeysFile(path, a)
 			if err == nil && len(keys) == 0 {
 				err = noKey(lineErrs)
 			}
@@ -366,7 +381,8 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 // that did not parse; the server's log names each, by number (readKeysFile).
 // Neither quotes the file: it may be a link, made by the user whose file it
 // is, to a file only root may read (OpenSSH reads these files as the user;
-// the agent, and check-config, read them as root). See lineError.
+// the agent, and check-config, read one as the user only when the user could
+// have made it lead elsewhere: loadKeysFile). See lineError.
 func noKey(lineErrs []error) error {
 	if len(lineErrs) > 0 {
 		return fmt.Errorf("holds no usable key (%d lines are not keys)", len(lineErrs))
@@ -744,6 +760,9 @@ func safeWalk(fi os.FileInfo, path string, uid uint32, home string, stickyOK boo
 		realHome = h
 	}
 	real, err := realPath("/", abs, func(link string, st *syscall.Stat_t) error {
+		if st == nil { // a directory ".." leaves: nothing to check
+			return nil
+		}
 		if st.Uid != 0 && st.Uid != uid {
 			return fmt.Errorf("bad ownership of symbolic link %s: uid %d", link, st.Uid)
 		}

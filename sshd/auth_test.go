@@ -779,36 +779,162 @@ func TestAuthorizedKeysOverlongLine(t *testing.T) {
 	}
 }
 
-// TestAuthorizedKeysLinkToRootOnlyFile: a user who links their
-// authorized_keys to a file only root may read learns nothing of it from the
-// log. The server reads the file as root (OpenSSH reads it as the user), and
-// logs the lines it skips by number and problem, never their words.
-func TestAuthorizedKeysLinkToRootOnlyFile(t *testing.T) {
+// TestAuthorizedKeysReadAsUser: a user's authorized_keys is read with the
+// user's permissions, as sshd reads it (temporarily_use_uid), when the user
+// could make it lead elsewhere. alice linked hers to a file only root may
+// read, holding her key: the server, reading it as root, let her log in, and
+// so told her whether a key was in a file she cannot read (and would have
+// read /proc/kmsg for her, consuming the kernel's messages). Now what the
+// kernel would refuse alice is not read: a root-only file, one in a
+// directory only root may search, one reached by a ".." out of such a
+// directory; one she may read through a supplementary group is read. The
+// log and CheckLogins say why, without the file's words. A keys file that
+// alice cannot make lead elsewhere is read as root, as before
+// (/etc/porthole/authorized_keys, 0600, for every user). Afterwards every
+// thread of the server has root's filesystem ids and groups again.
+func TestAuthorizedKeysReadAsUser(t *testing.T) {
 	needRoot(t)
 	e := newEnv(t, nil)
-	// In alice's home: one in e.dir, below the sticky /tmp, is refused
-	// before it is read (safeWalk checks where the link leads).
-	secret := filepath.Join(e.home("alice"), "root-only")
-	if err := os.WriteFile(secret, []byte("Hunter2-token for the backup server\npermitopen=\"Hunter2\" x\n"), 0o600); err != nil {
-		t.Fatal(err)
+	key := string(gossh.MarshalAuthorizedKey(e.key.PublicKey()))
+	// In alice's home, which is hers: a file linked to from e.dir, below
+	// the sticky /tmp, is refused before it is read (safeWalk checks where
+	// the link leads). She may rename these directories, but not enter them.
+	home := e.home("alice")
+	mk := func(rel string, mode os.FileMode, gid int, data string) string {
+		t.Helper()
+		p := filepath.Join(home, rel)
+		var err error
+		if data == "" {
+			err = os.Mkdir(p, mode)
+		} else {
+			err = os.WriteFile(p, []byte(data), mode)
+		}
+		if err == nil {
+			err = os.Chmod(p, mode)
+		}
+		if err == nil {
+			err = os.Chown(p, 0, gid)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	ak := filepath.Join(e.home("alice"), ".ssh", "authorized_keys")
-	os.Remove(ak)
-	if err := os.Symlink(secret, ak); err != nil {
-		t.Fatal(err)
+	mk("vault", 0o700, 0, "")
+	rootOnly := mk("vault/root_keys", 0o600, 0, "Hunter2-token for the backup server\n"+key)
+	mk("vault/open", 0o755, 0, "")
+	mk("pub", 0o755, 0, "")
+	mk("pub/keys", 0o644, 0, key)
+	mk("wheel", 0o750, 10, "") // alice is in wheel (gid 10), not as her primary group
+	mk("wheel/keys", 0o640, 10, key)
+	mk("shut", 0o755, 0, "")
+	mk("shut/root_keys", 0o600, 0, key)
+	ak := filepath.Join(home, ".ssh", "authorized_keys")
+
+	for _, tc := range []struct {
+		name, target string
+		ok           bool
+	}{
+		{"root-only file in a directory only root may search", rootOnly, false},
+		{"readable file in a directory only root may search", mk("vault/readable", 0o644, 0, key), false},
+		{"out of a directory only root may search by ..", home + "/vault/open/../../pub/keys", false}, // not filepath.Join, which takes the ".." away
+		{"relative, out of such a directory by ..", "../vault/open/../../pub/keys", false},
+		{"root-only file in a directory alice may search", filepath.Join(home, "shut", "root_keys"), false},
+		{"file alice may read", filepath.Join(home, "pub", "keys"), true},
+		{"file alice may read through a supplementary group", filepath.Join(home, "wheel", "keys"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(ak)
+			if err := os.Symlink(tc.target, ak); err != nil {
+				t.Fatal(err)
+			}
+			said := len(e.logs.logged("reading authorized keys", "path="+ak, "read as user alice, as sshd reads it", "permission denied"))
+			c, err := e.dial("alice", gossh.PublicKeys(e.key))
+			if err == nil {
+				c.Close()
+			}
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("alice's login with her key in %s: %v", tc.target, err)
+			case !tc.ok && err == nil:
+				t.Fatalf("alice logged in with a key in %s, which she may not read", tc.target)
+			case !tc.ok:
+				if len(e.logs.logged("reading authorized keys", "path="+ak, "read as user alice, as sshd reads it", "permission denied")) == said {
+					t.Errorf("no log line says alice may not read %s", ak)
+				}
+			}
+		})
 	}
-	if c, err := e.dial("alice", gossh.PublicKeys(newSigner(t))); err == nil {
-		c.Close()
-		t.Fatal("alice logged in with a key that is in no file")
-	}
-	for _, line := range []string{"line 1: unknown option", "line 2: option permitopen: not host:port"} {
-		if len(e.logs.logged("authorized keys line skipped", "path="+ak, line)) == 0 {
-			t.Errorf("no log line says %q of %s", line, ak)
+
+	t.Run("CheckLogins", func(t *testing.T) {
+		os.Remove(ak)
+		if err := os.Symlink(rootOnly, ak); err != nil {
+			t.Fatal(err)
+		}
+		problems, _ := e.srv.CheckLogins()
+		found := false
+		for _, p := range problems {
+			if strings.Contains(p.Error(), ak+" (user alice): read as user alice, as sshd reads it: stat ") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("CheckLogins() = %v, want a problem saying alice may not read %s", problems, ak)
+		}
+	})
+
+	// The admin's file, for every user: alice can change nothing on its
+	// way (the sticky /tmp above it has no entry of hers), so it is read as
+	// root, though only root may read it.
+	t.Run("the admin's root-only file", func(t *testing.T) {
+		admin := filepath.Join(e.dir, "etc-porthole")
+		if err := os.Mkdir(admin, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(admin, "authorized_keys")
+		if err := os.WriteFile(p, []byte(key), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		alice, err := e.srv.lookupUser("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// safeWalk then refuses it for a world-writable /tmp above it, which
+		// a device's /etc/porthole does not have: but only once it is open.
+		keys, _, _, err := e.srv.loadKeysFile(p, alice)
+		if !(err == nil && len(keys) == 1 || err != nil && strings.Contains(err.Error(), "bad modes of ")) {
+			t.Errorf("loadKeysFile(%s, alice) = %d keys, %v; want it read as root", p, len(keys), err)
+		}
+	})
+
+	for _, l := range e.logs.logged() {
+		if strings.Contains(strings.ToLower(l), "hunter2") {
+			t.Errorf("the root-only file's content was logged: %q", l)
 		}
 	}
-	for _, l := range e.logs.logged() {
-		if strings.Contains(strings.ToLower(l), "hunter2") { // option names are lower-cased
-			t.Errorf("the root-only file's content was logged: %q", l)
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := func(task string) (ids, groups string) {
+		b, err := os.ReadFile(filepath.Join("/proc/self/task", task, "status"))
+		if err != nil {
+			return "", "" // the thread has ended
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			switch f := strings.Fields(l); {
+			case len(f) == 5 && (f[0] == "Uid:" || f[0] == "Gid:"):
+				ids += l + "\n"
+			case len(f) > 0 && f[0] == "Groups:":
+				groups = l
+			}
+		}
+		return ids, groups
+	}
+	wantIDs, wantGroups := groups(fmt.Sprint(os.Getpid()))
+	for _, task := range tasks {
+		if ids, g := groups(task.Name()); ids != "" && (ids != wantIDs || g != wantGroups) {
+			t.Errorf("thread %s has\n%s%s\nwant the main thread's\n%s%s", task.Name(), ids, g, wantIDs, wantGroups)
 		}
 	}
 }

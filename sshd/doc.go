@@ -64,6 +64,9 @@
 //     directory of every link followed on the way (the same holds for
 //     TrustedUserCAKeysFiles, up to /, where a sticky directory may be
 //     writable and a link in it must be root's or the server's user's).
+//     A file its user could make lead elsewhere is read with the user's
+//     permissions (uid, groups), as sshd reads it: with root's, a user's
+//     link to a file only root may read told them whether a key was in it.
 //     Honoured options: command=, from=
 //     (addresses, wildcards and CIDR blocks; no DNS), no-pty,
 //     no-port-forwarding, no-agent-forwarding, restrict (with pty,

@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 )
@@ -103,8 +104,10 @@ func readAllLimit(f *os.File, limit int64) ([]byte, error) {
 // before it not the last, which must then exist, but may be a file. As there,
 // at most 33 links are followed, and a path of PATH_MAX bytes or more, sent
 // or resolved, is ENAMETOOLONG. link, unless nil, is called with each
-// symbolic link before it is followed (its real path and lstat(2)), and an
-// error it returns is realPath's: safeWalk checks who could change the link.
+// symbolic link before it is followed (its real path and lstat(2)), and with
+// each directory a ".." leaves (its real path, with a "/" after it, and a nil
+// st); an error it returns is realPath's: safeWalk checks who could change
+// the link, userSteers who could change where the path leads.
 // It is here, not with the SFTP code, because safeWalk runs it at every start
 // (CheckLogins), and the start's code sorts first (start.go).
 func realPath(cwd, p string, link func(name string, st *syscall.Stat_t) error) (string, error) {
@@ -132,6 +135,11 @@ func realPath(cwd, p string, link func(name string, st *syscall.Stat_t) error) (
 		case "", ".":
 			continue
 		case "..":
+			if link != nil {
+				if err := link(resolved, nil); err != nil {
+					return "", err
+				}
+			}
 			resolved = parentDir(resolved)
 			continue
 		}
@@ -185,4 +193,62 @@ func parentDir(p string) string {
 		return p
 	}
 	return p[:strings.LastIndexByte(p[:len(p)-1], '/')+1]
+}
+
+// userSteers reports whether the user uid could change which file path
+// leads to: whether, as realPath resolves it, a name is looked up in a
+// directory the user owns, or in one that group or others may write (the
+// user's group or not) unless it is sticky (/tmp) and the entry there is not
+// the user's. It looks at the directories above the real path, above each
+// symbolic link followed and above each directory a ".." leaves, up to /:
+// each directory a name is looked up in is one of them. A path it cannot
+// resolve, or a directory it cannot stat, counts as the user's, and a last
+// name that is not there as the user's entry.
+//
+// The user cannot race the answer: the way to the first directory the user
+// could change is not the user's to change, so a path that leads through one
+// does whatever the user does, and one that leads through none stays so.
+func userSteers(path string, uid uint32) bool {
+	cwd := "/" // not filepath.Abs, which takes a ".." away with the name before it
+	if !strings.HasPrefix(path, "/") {
+		var err error
+		if cwd, err = os.Getwd(); err != nil {
+			return true
+		}
+	}
+	steers := false
+	// up looks at the directories above name, whose lstat(2) is st.
+	up := func(name string, st *syscall.Stat_t) {
+		for name != "/" && !steers {
+			dir := filepath.Dir(name)
+			var dst syscall.Stat_t
+			if syscall.Stat(dir, &dst) != nil {
+				steers = true
+				return
+			}
+			steers = dst.Uid == uid || dst.Mode&0o022 != 0 && (dst.Mode&syscall.S_ISVTX == 0 || st.Uid == uid)
+			name, st = dir, &dst
+		}
+	}
+	real, err := realPath(cwd, path, func(name string, st *syscall.Stat_t) error {
+		if st == nil { // a directory ".." leaves
+			name = filepath.Clean(name)
+			st = new(syscall.Stat_t)
+			if syscall.Stat(name, st) != nil {
+				steers = true
+				return nil
+			}
+		}
+		up(name, st)
+		return nil
+	})
+	if err != nil {
+		return true
+	}
+	var st syscall.Stat_t
+	if syscall.Lstat(real, &st) != nil {
+		st.Uid = uid
+	}
+	up(real, &st)
+	return steers
 }

@@ -1,8 +1,11 @@
 package sshd
 
 // What a login runs: the handlers x/crypto and gliderlabs call as a client
-// authenticates (public key, password), its log line and audit event, and the
-// limits on its attempts. None of it runs while the agent waits idle, so it
+// authenticates (public key, password), its log line and audit event, the
+// limits on its attempts, and the opening of an authorized_keys file with its
+// user's permissions (openAsUser; at start too, but only for a user other than
+// the server's whose file that user could make lead elsewhere: the boards
+// have root alone). None of it runs while the agent waits idle, so it
 // sorts after limits.go, with the rest of the connection code: the checks
 // that run at every start (auth.go, authorizedkeys.go, files.go, hostkeys.go)
 // stay together, before a window of code the idle agent leaves unmapped
@@ -14,6 +17,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -416,4 +421,33 @@ func userDelay(user string) time.Duration {
 	delaySecret.once.Do(func() { rand.Read(delaySecret.key[:]) }) // never fails (Go 1.24)
 	h := sha256.Sum256(append(delaySecret.key[:], user...))
 	return minFailDelay + time.Duration(binary.BigEndian.Uint32(h[:]))/1000
+}
+
+// openAsUser is openRegular with the permissions of a over files (its uid,
+// primary and supplementary groups), as sshd opens a user's authorized_keys
+// (temporarily_use_uid), on a thread of its own for the time of the open
+// (becomeLocked): the kernel checks every directory the path goes through,
+// those its symbolic links and ".." lead through, and the file, as for the
+// user's own programs, ACLs included. The file is then read through what was
+// opened, with the server's ids back. A nil a.Groups (an account CheckLogins
+// made) is filled from the group file first.
+func (s *Server) openAsUser(path string, a *account) (f *os.File, fi os.FileInfo, err error) {
+	if a.Groups == nil {
+		s.fillGroups(a)
+	}
+	done := make(chan struct{})
+	go func() {
+		if back, e := becomeLocked(a.UID, a.GID, a.Groups); e != nil {
+			err = e
+		} else {
+			f, fi, err = openRegular(path)
+			back() // if the server's ids did not come back, the thread ends with this goroutine
+		}
+		close(done)
+	}()
+	<-done
+	if err != nil {
+		err = fmt.Errorf("read as user %s, as sshd reads it: %w", a.Name, err)
+	}
+	return f, fi, err
 }

@@ -273,6 +273,9 @@ func newEnv(t testing.TB, configure func(e *testEnv, s *Server)) *testEnv {
 		if err := os.MkdirAll(filepath.Join(home, ".ssh"), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		// Whatever the umask (TestSessionUmask): the server reads a
+		// user's authorized_keys as the user.
+		chmodWalkUp(t, filepath.Join(home, ".ssh"))
 		os.Chown(home, u.uid, u.uid)
 		if u.writeKey {
 			e.writeAuthorizedKeys(u.name, string(gossh.MarshalAuthorizedKey(e.key.PublicKey())))
@@ -345,7 +348,9 @@ func writeFile(t testing.TB, path, data string) {
 func (e *testEnv) home(user string) string { return filepath.Join(e.dir, "home", user) }
 
 func (e *testEnv) writeAuthorizedKeys(user, data string) {
-	writeFile(e.t, filepath.Join(e.home(user), ".ssh", "authorized_keys"), data)
+	p := filepath.Join(e.home(user), ".ssh", "authorized_keys")
+	writeFile(e.t, p, data)
+	os.Chmod(p, 0o644) // whatever the umask: the user reads it
 }
 
 // clientConfig checks the host key against the server's.

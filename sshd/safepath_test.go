@@ -163,3 +163,87 @@ func TestSafeWalkSameFile(t *testing.T) {
 		t.Errorf("safeCAPath(a's, b) = %v, want changed while it was checked", err)
 	}
 }
+
+// TestUserSteers: userSteers, which decides whether an authorized_keys file
+// is opened as its user (loadKeysFile), finds each directory in which the
+// path's resolution looks up a name that the user could change: one the
+// user owns, one anyone may write, a sticky one (/tmp) where the entry is
+// the user's or not there, also above a link followed or a directory a ".."
+// leaves. uid 4242 owns nothing here unless a case gives it something.
+func TestUserSteers(t *testing.T) {
+	const uid = 4242
+	dir := t.TempDir()
+	mkdir := func(rel string, mode os.FileMode) {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	symlink := func(target, rel string) {
+		t.Helper()
+		if err := os.Symlink(target, filepath.Join(dir, rel)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkdir("a", 0o755)
+	mkdir("open", 0o777)
+	mkdir("open/sub", 0o755)
+	mkdir("sticky", 0o777|os.ModeSticky)
+	mkdir("group", 0o775)
+	for _, f := range []string{"a/keys", "open/keys", "sticky/keys", "group/keys"} {
+		writeFile(t, filepath.Join(dir, f), "")
+	}
+	symlink(filepath.Join(dir, "a/keys"), "a/link")
+	symlink(filepath.Join(dir, "a/keys"), "open/link")
+	symlink(filepath.Join(dir, "open/link"), "a/via-open")
+	symlink("../open/sub/../../a/keys", "a/rel-via-open")
+	symlink("loop", "a/loop")
+
+	for _, tc := range []struct {
+		name, path string
+		root       bool // needs root (chown)
+		want       bool
+	}{
+		{name: "file in a directory of others", path: "a/keys"},
+		{name: "missing file in a directory of others", path: "a/none"},
+		{name: "link in a directory of others", path: "a/link"},
+		{name: "file in a directory anyone may write", path: "open/keys", want: true},
+		{name: "file in a directory a group may write", path: "group/keys", want: true},
+		{name: "others' file in a sticky directory", path: "sticky/keys"},
+		{name: "missing file in a sticky directory", path: "sticky/none", want: true},
+		{name: "through a link in a directory anyone may write", path: "a/via-open", want: true},
+		{name: "through a directory anyone may write, out by ..", path: "open/sub/../../a/keys", want: true},
+		{name: "link through such a directory, out by ..", path: "a/rel-via-open", want: true},
+		{name: "a loop", path: "a/loop", want: true},
+		{name: "file in a directory of the user's", path: "mine/keys", root: true, want: true},
+		{name: "the user's file in a sticky directory", path: "sticky/users", root: true, want: true},
+		{name: "the user's link in a sticky directory", path: "sticky/users-link", root: true, want: true},
+		{name: "the user's file in a directory of others", path: "a/users", root: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.root {
+				needRoot(t)
+				if _, err := os.Lstat(filepath.Join(dir, "mine")); err != nil {
+					mkdir("mine", 0o755)
+					writeFile(t, filepath.Join(dir, "mine/keys"), "")
+					writeFile(t, filepath.Join(dir, "sticky/users"), "")
+					writeFile(t, filepath.Join(dir, "a/users"), "")
+					symlink(filepath.Join(dir, "a/keys"), "sticky/users-link")
+					for _, p := range []string{"mine", "sticky/users", "a/users", "sticky/users-link"} {
+						if err := os.Lchown(filepath.Join(dir, p), uid, uid); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+			}
+			// Not filepath.Join, which takes a ".." away.
+			if got := userSteers(dir+"/"+tc.path, uid); got != tc.want {
+				t.Errorf("userSteers(%s) = %v, want %v", tc.path, got, tc.want)
+			}
+		})
+	}
+}

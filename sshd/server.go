@@ -56,7 +56,12 @@ type Server struct {
 	// AuthorizedKeysFile: %h is the user's home, %u the user name, %% a
 	// percent sign; relative paths are relative to the home directory.
 	// They are read at every login, so edits apply at once; a missing one
-	// is logged at debug. nil means no authorized_keys files: no plain
+	// is logged at debug. When the server runs as root, one that the user
+	// logging in could make lead elsewhere (a directory on its way, as
+	// ~/.ssh, is the user's) is read with that user's permissions, as sshd
+	// reads them all: if the user may not read it, it is not read. One
+	// only root chooses (/etc/porthole/authorized_keys) is read as root,
+	// even if the user may not read it. nil means no authorized_keys files: no plain
 	// public key logs in. At start, if neither these files (looked for
 	// under every user who may log in) nor TrustedUserCAKeysFiles nor
 	// PasswordHashes offer a way in, one warning is logged, unless

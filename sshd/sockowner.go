@@ -7,10 +7,12 @@ import (
 	"net"
 	"runtime"
 	"syscall"
+	"unsafe"
 )
 
 // errIDsStuck is the error of a dial after which the thread that made the
-// socket kept the user's filesystem ids; it ends with its goroutine.
+// socket kept the user's filesystem ids (becomeLocked); it ends with its
+// goroutine.
 var errIDsStuck error = &errorString{"the server's filesystem ids did not come back"}
 
 // dialAs dials addr, an IP address and port (never a name), over network (a
@@ -23,17 +25,14 @@ var errIDsStuck error = &errorString{"the server's filesystem ids did not come b
 //
 // The kernel gives a socket the filesystem ids of the thread that makes it
 // (its sk_uid, which /proc/net/tcp and ss show, and its file's credentials,
-// which the owner matches check). Credentials are per thread to the kernel,
-// so those ids are changed on one locked thread only, by the raw system calls
-// (as in killpgAs), from just before socket(2) to just after: the dialer's
-// Control, which net calls on the same goroutine once the socket is made,
-// puts the server's back before the connect, so the wait for the peer holds
-// no thread. The dial stays on this goroutine up to there: addr needs no name
-// lookup, and FallbackDelay < 0 starts no parallel dial of another family.
-// While the thread is locked, the runtime makes a new thread from its
-// template thread, not by cloning this one (runtime.newm), so none is born
-// with the user's ids. The user's supplementary groups are not taken: a rule
-// on them (iptables' --suppl-groups) does not see the user's forwards.
+// which the owner matches check). Those ids are changed on one locked thread
+// only (becomeLocked, as in killpgAs), from just before socket(2) to just
+// after: the dialer's Control, which net calls on the same goroutine once the
+// socket is made, puts the server's back before the connect, so the wait for
+// the peer holds no thread. The dial stays on this goroutine up to there: addr
+// needs no name lookup, and FallbackDelay < 0 starts no parallel dial of
+// another family. The user's supplementary groups are not taken: a rule on
+// them (iptables' --suppl-groups) does not see the user's forwards.
 //
 // A second socket of one dial (net makes one when a connection meets itself,
 // or the kernel finds no free local port) would be made after the server's
@@ -55,30 +54,11 @@ func dialAs(ctx context.Context, network, addr string, uid, gid uint32) (net.Con
 // dialLocked is dialAs on the calling goroutine, which it leaves locked to
 // its thread if that thread kept the user's ids.
 func dialLocked(ctx context.Context, network, addr string, uid, gid uint32) (net.Conn, error) {
-	runtime.LockOSThread()
-	oldGID := setfsid(sysSetfsgid, gid)
-	oldUID := setfsid(sysSetfsuid, uid)
+	back, err := becomeLocked(uid, gid, nil)
+	if err != nil {
+		return nil, fmt.Errorf("making the socket as uid %d gid %d: %w", uid, gid, err)
+	}
 	switched := true
-	// back puts the server's ids back and lets the thread go; false: they
-	// did not come back, and the thread stays locked.
-	back := func() bool {
-		switched = false
-		setfsid(sysSetfsuid, oldUID)
-		setfsid(sysSetfsgid, oldGID)
-		if fsid(sysSetfsuid) != oldUID || fsid(sysSetfsgid) != oldGID {
-			return false
-		}
-		runtime.UnlockOSThread()
-		return true
-	}
-	// setfsuid says nothing when it cannot change the id (a server without
-	// CAP_SETUID): the socket would be the server's.
-	if u, g := fsid(sysSetfsuid), fsid(sysSetfsgid); u != uid || g != gid {
-		if !back() {
-			return nil, errIDsStuck
-		}
-		return nil, fmt.Errorf("making the socket as uid %d gid %d: the thread's filesystem ids stayed %d and %d", uid, gid, u, g)
-	}
 	d := net.Dialer{FallbackDelay: -1}
 	// With MPTCP (GODEBUG=multipathtcp) a failed dial is retried with a
 	// TCP socket, a second one.
@@ -87,6 +67,7 @@ func dialLocked(ctx context.Context, network, addr string, uid, gid uint32) (net
 		if !switched {
 			return errors.New("a second socket of the dial would be the server's, not the user's")
 		}
+		switched = false
 		if !back() {
 			return errIDsStuck
 		}
@@ -98,6 +79,86 @@ func dialLocked(ctx context.Context, network, addr string, uid, gid uint32) (net
 		back()
 	}
 	return c, err
+}
+
+// becomeLocked locks the calling goroutine to its thread and gives the
+// thread the filesystem ids uid and gid and, unless groups is nil, the
+// supplementary groups groups: the kernel checks the thread's access to files
+// with them and gives the sockets it makes their ids. Credentials are per
+// thread to the kernel, so only this thread's are changed, by the raw system
+// calls (syscall.Setgroups would change every thread's), and while it is
+// locked the runtime makes new threads from its template thread, not by
+// cloning this one (runtime.newm), so none is born with the user's ids. The
+// thread keeps its capabilities but those over files (setfsuid drops them).
+// (As in killpgAs, the change clears the process's dumpable flag: for a root
+// process, that only stops core dumps.)
+//
+// back puts the server's ids back and lets the thread go; false: they did not
+// come back, and the thread stays locked for the runtime to end it with its
+// goroutine (so the caller's goroutine should be one of its own). An error
+// (a server without CAP_SETUID or CAP_SETGID, which setfsuid does not report)
+// comes with the server's ids back, or is errIDsStuck.
+func becomeLocked(uid, gid uint32, groups []uint32) (back func() bool, err error) {
+	runtime.LockOSThread()
+	var oldGroups []uint32
+	if groups != nil {
+		if oldGroups, err = threadGroups(); err == nil {
+			err = setThreadGroups(groups)
+		}
+		if err != nil {
+			runtime.UnlockOSThread() // the groups are the server's still
+			return nil, fmt.Errorf("taking the user's groups: %w", err)
+		}
+	}
+	oldGID := setfsid(sysSetfsgid, gid)
+	oldUID := setfsid(sysSetfsuid, uid)
+	back = func() bool {
+		setfsid(sysSetfsuid, oldUID)
+		setfsid(sysSetfsgid, oldGID)
+		// setgroups, unlike setfsuid, says when it did not set them.
+		if fsid(sysSetfsuid) != oldUID || fsid(sysSetfsgid) != oldGID || groups != nil && setThreadGroups(oldGroups) != nil {
+			return false
+		}
+		runtime.UnlockOSThread()
+		return true
+	}
+	if u, g := fsid(sysSetfsuid), fsid(sysSetfsgid); u != uid || g != gid {
+		if !back() {
+			return nil, errIDsStuck
+		}
+		return nil, fmt.Errorf("the thread's filesystem ids stayed %d and %d", u, g)
+	}
+	return back, nil
+}
+
+// threadGroups is the calling thread's supplementary groups (getgroups(2)).
+func threadGroups() ([]uint32, error) {
+	n, _, errno := syscall.RawSyscall(sysGetgroups, 0, 0, 0)
+	if errno != 0 {
+		return nil, errno
+	}
+	groups := make([]uint32, n)
+	if n == 0 {
+		return groups, nil
+	}
+	m, _, errno := syscall.RawSyscall(sysGetgroups, n, uintptr(unsafe.Pointer(&groups[0])), 0)
+	if errno != 0 {
+		return nil, errno
+	}
+	return groups[:m], nil
+}
+
+// setThreadGroups sets the calling thread's supplementary groups
+// (setgroups(2)), and no other thread's.
+func setThreadGroups(groups []uint32) error {
+	var p unsafe.Pointer
+	if len(groups) > 0 {
+		p = unsafe.Pointer(&groups[0])
+	}
+	if _, _, errno := syscall.RawSyscall(sysSetgroups, uintptr(len(groups)), uintptr(p), 0); errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // setfsid calls setfsuid or setfsgid (nr) with id on the calling thread and
