@@ -270,6 +270,10 @@
 // in the agent's process, which leads its session when an init system runs
 // it, so a serial line would become the agent's controlling terminal and a
 // ^C on it would stop the agent (sftp-server runs in a session of its own).
+// These rules hold for paths up to PATH_MAX: the front sees such a path
+// whole, and answers a request whose path, handle or extension name is too
+// long for it to see as sftp-server does (a path: "file name too long",
+// BAD_MESSAGE).
 // On a 32-bit device (arm, mips, 386), a time after January 2038 (sftp put
 // -p, scp -p, scp -O -p) is set with utimensat_time64 (Linux 5.1): pkg/sftp's
 // os.Chtimes passes a 32-bit time_t, so the front serves such a SETSTAT or

@@ -37,7 +37,7 @@ func (sess *session) runSFTP(a *account, opt sftpOptions) int {
 	front := newSFTPFront(sess.reader(), sess.writer(sess.ch), dir, func(user string) (string, bool) {
 		return sess.tildeHome(a, user)
 	}, sess.srv)
-	front.readOnly = opt.readOnly
+	front.readOnly, front.remote = opt.readOnly, sess.st.remote
 	rw := &sftpChannel{front: front, close: func() error {
 		front.close()
 		return sess.ch.Close()

@@ -48,7 +48,7 @@ func (m sftpFailureMsg) Error() string { return string(m) }
 const errFileMoved = sftpFailureMsg("the file was renamed, removed or replaced since it was opened")
 
 // errNameUnknown refuses a request on a file whose path or kind is not
-// known: a path too long to note, or not a regular file.
+// known: not a regular file, or gone before its OPEN was answered.
 const errNameUnknown = sftpFailureMsg("the file's name is not known, or it is not a regular file")
 
 // errTerminal refuses an OPEN of a terminal. pkg/sftp opens files without

@@ -92,13 +92,14 @@ var errSFTPClosed error = &errorString{"sshd: sftp session closed"}
 // a clean prefix. (pkg/sftp's worker count is a constant.) The writes go to the
 // page cache, far faster than the SSH cipher delivers them.
 type sftpFront struct {
-	r       *bufio.Reader // the channel's data
+	r       *bufio.Reader // the channel's data, sftpPeekSize at a time
 	w       io.Writer     // the channel
 	workDir string
 	// homeOf is the home directory of a user, for expand-path@openssh.com's
 	// ~user.
 	homeOf func(user string) (string, bool)
-	srv    *Server // for the names of owners and groups in listings; nil: numbers
+	srv    *Server // for the names of owners and groups in listings, and the log; nil: numbers, no log
+	remote string  // the client, for log lines
 	// versioned: pkg/sftp's SSH_FXP_VERSION has gone out, with
 	// expand-path@openssh.com added to its extensions.
 	versioned bool
@@ -117,6 +118,13 @@ type sftpFront struct {
 	// Only pkg/sftp's reading goroutine touches these until it has ended.
 	dirs    map[string]*sftpDir // open directories by handle
 	lastDir int                 // number in the last directory handle
+	// refused is why serve refuses the request serves kept last, nil if it
+	// is served: an OPEN with too many files open or of a terminal, or a
+	// request too long to inspect (see sftpPeekSize).
+	refused error
+	// tooLongLogged: the line that says a request too long to inspect was
+	// refused has been logged (once a session).
+	tooLongLogged bool
 
 	// wmu is held while a reply goes to the channel; once isShut, none does.
 	wmu    sync.Mutex
@@ -139,13 +147,24 @@ type sftpFront struct {
 	// request before it is answered (see filesOpen), so at most one waits.
 	opening   openFile
 	openingID uint32
-	// openRefused is why serve refuses the OPEN serves kept (with a path):
-	// too many files open, or a terminal.
-	openRefused error
 }
 
+// sftpPeekSize is the buffer through which the front reads the client's
+// requests, and so the most of one it sees before it decides whether to
+// serve it, pass it on (serves) or rewrite it (kernelPath): the length, type
+// and request id, a path of sftpPathMax bytes, and the 32 bytes after it
+// (an OPEN's flags, a SETSTAT's attributes but the extended ones, which
+// nothing here reads). A request whose part to inspect does not fit (a path
+// longer than the kernel takes, a handle or extension name longer than any)
+// is refused, never passed on unseen: with bufio's 4096 bytes, an OPEN by a
+// path of 4080 bytes or more went to pkg/sftp without its path and flags
+// noted, so a file opened to append was written at the client's offset
+// (curl --append overwrote the file's start) and a terminal was opened.
+// 45 bytes more per session than bufio's default.
+const sftpPeekSize = 4 + 1 + 4 + 4 + sftpPathMax + 32
+
 func newSFTPFront(r io.Reader, w io.Writer, workDir string, homeOf func(string) (string, bool), srv *Server) *sftpFront {
-	s := &sftpFront{r: bufio.NewReader(r), w: w, workDir: workDir, homeOf: homeOf, srv: srv, dirs: map[string]*sftpDir{}, files: map[string]openFile{}}
+	s := &sftpFront{r: bufio.NewReaderSize(r, sftpPeekSize), w: w, workDir: workDir, homeOf: homeOf, srv: srv, dirs: map[string]*sftpDir{}, files: map[string]openFile{}}
 	s.cond.L = &s.mu
 	return s
 }
@@ -274,7 +293,8 @@ func (s *sftpFront) kernelPath(typ byte, size uint32) error {
 		if err != nil {
 			return nil
 		}
-		// A path longer than the buffer: read the request whole below.
+		// A path longer than the buffer (serves keeps such a request, see
+		// tooLong): read the request whole below all the same.
 	} else if !s.unclean(string(b[13:13+n])) && !noAccess(b) {
 		return nil
 	}
@@ -385,7 +405,12 @@ const maxSFTPRead = 32 << 10
 // The bound and the count hold for a request of any size pkg/sftp takes, not
 // only those served here: a client can pad an OPEN or a CLOSE with bytes that
 // pkg/sftp ignores.
+//
+// A request whose handle, name or path (with an OPEN's flags, a SETSTAT's
+// attributes) does not fit in the buffer is kept, and refused (see
+// sftpPeekSize and tooLong).
 func (s *sftpFront) serves(typ byte, size uint32) bool {
+	s.refused = nil
 	if size < 5 || size > maxSFTPPacket {
 		return false // pkg/sftp ends the session
 	}
@@ -396,10 +421,15 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	}
 	known := false
 	if typ == sftpClose || typ == sftpExt || typ == sftpOpen || typ == sftpWrite || typ == sftpFsetstat || typ == sftpFstat || typ == sftpSetstat || typ == sftpReadlink {
-		// The handle, the name or the path is at the start: a buffer's
-		// worth holds it (an OPEN's path may not fit: not known then).
+		// The handle, the name or the path is at the start, with the 32
+		// bytes that follow a path: a buffer's worth holds them, or the
+		// request is refused.
 		b, err := s.r.Peek(min(int(4+size), s.r.Size()))
 		known = err == nil && gossh.Unmarshal(b[5:], &req) == nil
+		if cut := err == nil && len(b) < int(4+size); cut && (!known || len(req.Rest) < 32 && (typ == sftpOpen || typ == sftpSetstat)) {
+			s.tooLong(typ, size)
+			return true
+		}
 		if !known && typ != sftpOpen && !s.readOnly {
 			return false
 		}
@@ -415,10 +445,10 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	case typ == sftpOpen:
 		switch {
 		case s.filesOpen()+len(s.dirs) >= maxOpenHandles:
-			s.openRefused = syscall.EMFILE
+			s.refused = syscall.EMFILE
 			return true
 		case known && isTerminal(s.local(req.Arg)):
-			s.openRefused = errTerminal
+			s.refused = errTerminal
 			return true
 		}
 		s.mu.Lock()
@@ -459,6 +489,34 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	}
 	return false
 }
+
+// tooLong has serve refuse a request of type typ and size bytes that
+// does not fit in the buffer where its part to inspect should be (see
+// sftpPeekSize): a path is too long, as the kernel would say of it
+// (ENAMETOOLONG, as sftp-server answers it); a handle is none given out
+// (SSH_FX_FAILURE, as pkg/sftp answers an unknown handle, and sftp-server
+// but to a CLOSE), and an extension name none known. A SETSTAT is served, as
+// sftp-server serves it: each attribute it sets fails with ENAMETOOLONG, and
+// one that sets none succeeds.
+func (s *sftpFront) tooLong(typ byte, size uint32) {
+	switch typ {
+	case sftpSetstat:
+	case sftpOpen, sftpReadlink:
+		s.refused = syscall.ENAMETOOLONG
+	case sftpExt:
+		s.refused = syscall.ENOSYS
+	default:
+		s.refused = errNoSuchHandle
+	}
+	if !s.tooLongLogged && s.srv != nil {
+		s.tooLongLogged = true // a client may send any number
+		s.srv.log().Debug("sftp request too long to inspect refused (logged once a session)",
+			"remote", s.remote, "type", typ, "length", size)
+	}
+}
+
+// errNoSuchHandle is pkg/sftp's answer to a handle it did not give out.
+const errNoSuchHandle = sftpFailureMsg("bad file descriptor")
 
 // readOnlyExts are the extensions served under internal-sftp -R: those that
 // change nothing.
@@ -539,6 +597,7 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 	}
 	var cp copyDataRequest
 	var mkdirMode uint32
+	var attrs setAttrs // SETSTAT's
 	var appended struct {
 		Offset uint64 // ignored: the data goes at the end
 		Data   []byte
@@ -555,6 +614,8 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 		err = gossh.Unmarshal(req.Rest, &cp)
 	case pkt[4] == sftpMkdir:
 		mkdirMode, err = attrsPerm(req.Rest, 0o777)
+	case pkt[4] == sftpSetstat:
+		attrs, err = parseSetAttrs(req.Rest)
 	case pkt[4] == sftpWrite:
 		err = gossh.Unmarshal(req.Rest, &appended)
 	}
@@ -570,10 +631,13 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 	if closed {
 		return nil, errSFTPClosed
 	}
-	if s.readOnly && (writes(pkt[4], req.Arg, req.Rest) || pkt[4] == sftpOpen && len(pkt) > s.r.Size()) {
-		// Refused as sftp-server -R refuses it: "permission denied"; an
-		// OPEN whose flags serves could not see too.
+	if s.readOnly && writes(pkt[4], req.Arg, req.Rest) {
+		// Refused as sftp-server -R refuses it: "permission denied".
 		_, err = s.write(sftpStatusPacket(req.ID, syscall.EACCES))
+		return nil, err
+	}
+	if s.refused != nil { // see serves
+		_, err = s.write(sftpStatusPacket(req.ID, s.refused))
 		return nil, err
 	}
 	var reply []byte
@@ -623,15 +687,10 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 		default:
 			reply = s.expand(req.ID, second.Str)
 		}
-	case sftpOpen, sftpReadlink:
-		if req.Arg == "" { // see serves
-			reply = sftpStatusPacket(req.ID, syscall.ENOENT)
-		} else { // an OPEN serves kept: see openRefused
-			reply = sftpStatusPacket(req.ID, s.openRefused)
-		}
-	case sftpSetstat: // a time this device's time_t cannot hold, or the path "" (see serves)
-		a, _ := parseSetAttrs(req.Rest)
-		reply = sftpStatusPacket(req.ID, a.apply(s.local(req.Arg)))
+	case sftpOpen, sftpReadlink: // the path "": see serves
+		reply = sftpStatusPacket(req.ID, syscall.ENOENT)
+	case sftpSetstat: // a time this device's time_t cannot hold, the path "", or one too long to inspect (see serves)
+		reply = sftpStatusPacket(req.ID, attrs.apply(s.local(req.Arg)))
 	case sftpFstat:
 		var st unix.Stat_t
 		if d := s.dirs[req.Arg]; d != nil {
