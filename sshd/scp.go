@@ -660,6 +660,12 @@ func (c *scp) source(srcs []scpSource) error {
 			}
 		}
 		for _, m := range matches {
+			// OpenSSH's scp -f strips a path's trailing slashes before it
+			// opens it (source() in scp.c): "file/" sends the file, where
+			// stat(2) says ENOTDIR, and messages name "dir", not "dir/".
+			for len(m) > 1 && m[len(m)-1] == '/' {
+				m = m[:len(m)-1]
+			}
 			if err := c.send(m); err != nil {
 				return err
 			}

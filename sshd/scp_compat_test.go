@@ -825,3 +825,62 @@ func TestSCPSinkFarFutureTimes(t *testing.T) {
 		}
 	}
 }
+
+// TestSCPSourceTrailingSlash: scp -f strips a path's trailing slashes before
+// it opens it, as OpenSSH's scp -f does: "f/" and "f//" send the file f,
+// where stat(2) of "f/" says ENOTDIR, and a message names "d", not "d/". A
+// pattern with a slash still matches directories only.
+func TestSCPSourceTrailingSlash(t *testing.T) {
+	withUmask(t, 0o022)
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "f"), "F")
+	os.Mkdir(filepath.Join(root, "d"), 0o755)
+	writeFile(t, filepath.Join(root, "d", "y"), "Y")
+	os.Symlink("f", filepath.Join(root, "lf"))
+	for _, tc := range []struct {
+		cmd    string
+		want   string
+		status int
+	}{
+		{"scp -f f/", "C0644 1 f\nF\x00", 0},
+		{"scp -f f//", "C0644 1 f\nF\x00", 0},
+		{"scp -f ~/f/", "C0644 1 f\nF\x00", 0},
+		{"scp -f lf/", "C0644 1 lf\nF\x00", 0},
+		{"scp -r -f d/ f/", "D0755 0 d\nC0644 1 y\nY\x00E\nC0644 1 f\nF\x00", 0},
+		{"scp -f d/", "\x01scp: d: not a regular file\n", 1},
+		{"scp -f nosuch/", "\x01scp: nosuch: No such file or directory\n", 1},
+		{"scp -f f/.", "\x01scp: f/.: Not a directory\n", 1},
+		{"scp -f [f]/", "\x01scp: [f]: No such file or directory\n", 1},
+		{"scp -f [d]/", "\x01scp: d: not a regular file\n", 1},
+	} {
+		got, status := scpInProcess(t, root, tc.cmd, strings.Repeat("\x00", 20))
+		if got = strings.ReplaceAll(got, "ROOT/", ""); got != tc.want || status != tc.status {
+			t.Errorf("%s sent %q, status %d; want %q, %d", tc.cmd, got, status, tc.want, tc.status)
+		}
+		sh, status := shellSCP(t, root, tc.cmd, strings.Repeat("\x00", 20))
+		if sh = strings.ReplaceAll(sh, "ROOT/", ""); sh != tc.want || status != tc.status {
+			t.Errorf("OpenSSH: %s sent %q, status %d; the test says %q, %d", tc.cmd, sh, status, tc.want, tc.status)
+		}
+	}
+}
+
+// TestOpenSSHSCPSourceTrailingSlash: OpenSSH's client gets a file named with
+// a trailing slash ("scp -O -T host:f/ ."), as from OpenSSH's sshd. Without
+// -T the client itself refuses the name f for the request f/ ("filename does
+// not match request"), from OpenSSH's sshd too: the server sent the file.
+func TestOpenSSHSCPSourceTrailingSlash(t *testing.T) {
+	o := newOpenSSHEnv(t, nil)
+	scp := needProgram(t, "scp")
+	writeFile(t, filepath.Join(o.home("root"), "f"), "F")
+	for _, remote := range []string{"f/", "f//"} {
+		down := t.TempDir()
+		_, errOut, code := o.run(t, nil, scp, append(o.opts(), "-P", o.port, "-O", "-T", "root@127.0.0.1:"+remote, down)...)
+		if data, _ := os.ReadFile(filepath.Join(down, "f")); code != 0 || string(data) != "F" {
+			t.Errorf("scp -O -T host:%s: exit %d, %q, fetched %q; want f's F", remote, code, errOut, data)
+		}
+	}
+	_, errOut, code := o.run(t, nil, scp, append(o.opts(), "-P", o.port, "-O", "root@127.0.0.1:f/", t.TempDir())...)
+	if want := "filename does not match request"; code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("scp -O host:f/: exit %d, %q; want 1 and the client's %q", code, errOut, want)
+	}
+}
