@@ -38,12 +38,13 @@ type scpOptions struct {
 	Preserve  bool // -p
 	TargetDir bool // -d: the sink's target must be a directory
 	Paths     []string
-	// Patterns has one entry per path: the filepath.Match pattern of a
-	// path with an unquoted *, ? or [ (its quoted and escaped
+	// Patterns has one entry per path: the pattern of a path with an
+	// unquoted *, ? or [ (shellWord.Pattern: its quoted and escaped
 	// metacharacters escaped with \), or "" for a path that is not a
 	// pattern. They are expanded (shellGlob) as the remote shell would
 	// expand them for OpenSSH's scp: the source's paths and the sink's
-	// target.
+	// target. A bracket expression the shells differ on is refused
+	// (checkGlob).
 	Patterns []string
 }
 
@@ -107,6 +108,11 @@ func parseSCPCommand(cmdline string, expand func(string) (string, bool)) (o scpO
 		return o, true, fmt.Errorf("scp -t: want one target, got %d", len(o.Paths))
 	case o.Source && len(o.Paths) == 0:
 		return o, true, errors.New("scp -f: no paths")
+	}
+	for _, pat := range o.Patterns {
+		if err := checkGlob(pat); err != nil {
+			return o, true, fmt.Errorf("scp: %w", err)
+		}
 	}
 	return o, true, nil
 }

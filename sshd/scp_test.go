@@ -292,7 +292,7 @@ func FuzzSplitShellWords(f *testing.F) {
 // target) is only names in the directory it names, and a hidden name only for a
 // pattern that starts with a "." itself, as the shell expands it.
 func FuzzShellGlob(f *testing.F) {
-	for _, p := range []string{"", "*", "?", "[!a]", "[]a]", "[a-]", ".*", "[.]x", "\\*", "[!", "a*[", "**/*"} {
+	for _, p := range []string{"", "*", "?", "[!a]", "[]a]", "[a-]", ".*", "[.]x", "\\*", "[!", "a*[", "**/*", "[[:alpha:]]", "[![:punct:]-]*", "[[:foo:]]", "[[=a=]]"} {
 		f.Add(p)
 	}
 	dir := f.TempDir()

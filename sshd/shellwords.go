@@ -4,15 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // shellWord is one word of a command line: its text after quote removal
-// and, for the source's glob expansion, the same word as a filepath.Match
-// pattern in which the characters that were quoted or escaped are escaped
-// with \. Glob is set when the word has an unquoted *, ? or [.
+// and, for the source's glob expansion, the same word as a pattern
+// (matchGlob's) in which the characters that were quoted or escaped are
+// escaped with \. Glob is set when the word has an unquoted *, ? or [.
 type shellWord struct {
 	_       [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	Text    string
@@ -230,7 +230,7 @@ func nameLen(s string) int {
 // globMeta are the characters escapeGlob and splitShellWords escape.
 const globMeta = `*?[]\`
 
-// escapeGlob quotes the filepath.Match metacharacters in s.
+// escapeGlob quotes the pattern metacharacters in s (matchGlob).
 func escapeGlob(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -242,16 +242,15 @@ func escapeGlob(s string) string {
 	return b.String()
 }
 
-// shellGlob expands pattern (a filepath.Match pattern whose quoted
-// metacharacters are escaped with \, as shellWord.Pattern) as the shell's
-// pathname expansion does (XCU 2.13): unlike filepath.Glob, a name's leading
-// "." (a hidden file) is matched only by a "." at the start of the
-// pattern's component, not by *, ? or [...], [!...] is a negated bracket
-// expression (filepath.Match has [^...] only), and a match keeps the
+// shellGlob expands pattern (a shellWord.Pattern: its quoted
+// metacharacters are escaped with \) as the shell's pathname expansion does
+// (XCU 2.13), each component matched by matchGlob: unlike filepath.Glob, a
+// name's leading "." (a hidden file) is matched only by a "." at the start of
+// the pattern's component, not by *, ? or [...], and a match keeps the
 // pattern's text where it has no metacharacters: "deep/../*" gives
 // "deep/../a", which the kernel resolves through the link deep, where
 // filepath.Glob's cleaned "a" named another file. The matches are sorted. It
-// returns nil for no match or a pattern filepath.Match refuses.
+// returns nil for no match.
 func shellGlob(pattern string) []string {
 	paths := []string{""}
 	for i, comp := range strings.Split(pattern, "/") {
@@ -266,7 +265,6 @@ func shellGlob(pattern string) []string {
 				next = append(next, p+sep+name)
 			}
 		} else {
-			comp = negateBrackets(comp)
 			for _, p := range paths {
 				dir := p
 				switch {
@@ -278,11 +276,7 @@ func shellGlob(pattern string) []string {
 				ents, _ := os.ReadDir(dir)
 				for _, e := range ents {
 					name := e.Name()
-					ok, err := filepath.Match(comp, name)
-					if err != nil {
-						return nil
-					}
-					if ok && (!strings.HasPrefix(name, ".") || strings.HasPrefix(comp, ".")) {
+					if matchGlob(comp, name) && (!strings.HasPrefix(name, ".") || strings.HasPrefix(comp, ".")) {
 						next = append(next, p+sep+name)
 					}
 				}
@@ -334,34 +328,251 @@ func hasGlobMeta(pattern string) bool {
 	return false
 }
 
-// negateBrackets rewrites the shell's bracket expressions for
-// filepath.Match: [!...] is its [^...], and a ] first in the brackets or a -
-// first or last in them is a member, which filepath.Match wants escaped.
-func negateBrackets(pattern string) string {
-	var b strings.Builder
-	inClass, first := false, false
-	for i := 0; i < len(pattern); i++ {
-		c := pattern[i]
-		switch {
-		case c == '\\' && i+1 < len(pattern):
-			b.WriteByte(c)
-			i++
-			c = pattern[i]
-		case !inClass && c == '[':
-			inClass, first = true, true
-			b.WriteByte(c)
-			if i+1 < len(pattern) && pattern[i+1] == '!' {
-				b.WriteByte('^')
-				i++
-			}
+// matchGlob tells whether name matches pattern, a component of a
+// shellWord.Pattern, as the shell's pattern matching does (XCU 2.13.1): * is
+// any string, ? any character, [...] a bracket expression (bracket), a [ that
+// starts none is itself, and \ makes the character after it plain. ? and a
+// bracket expression take a UTF-8 sequence (an invalid byte is one) for one
+// character, and * may end within one, as filepath.Match did. A name's leading
+// "." is shellGlob's to check.
+func matchGlob(pattern, name string) bool {
+	p, n := 0, 0
+	star, starN := -1, 0 // what follows the last *, and where its match ends in name
+	for {
+		if p < len(pattern) && pattern[p] == '*' {
+			p++
+			star, starN = p, n
 			continue
-		case inClass && c == ']' && !first:
-			inClass = false
-		case inClass && (c == ']' || c == '-' && (first || i+1 < len(pattern) && pattern[i+1] == ']')):
-			b.WriteByte('\\')
 		}
-		first = false
-		b.WriteByte(c)
+		if p == len(pattern) && n == len(name) {
+			return true
+		}
+		if p < len(pattern) && n < len(name) {
+			if pl, nl := matchOne(pattern[p:], name[n:]); nl > 0 {
+				p, n = p+pl, n+nl
+				continue
+			}
+		}
+		// The last * takes one more byte, if there is one.
+		if star < 0 || starN == len(name) {
+			return false
+		}
+		starN++
+		p, n = star, starN
 	}
-	return b.String()
+}
+
+// matchOne matches the start of pattern, which is not a *, against the start
+// of name, which is not empty: it returns the length of the pattern's element
+// and of what it matched in name (0 for no match).
+func matchOne(pattern, name string) (pl, nl int) {
+	switch pattern[0] {
+	case '?':
+		_, nl = utf8.DecodeRuneInString(name)
+		return 1, nl
+	case '[':
+		r, w := utf8.DecodeRuneInString(name)
+		if pl, in, _ := bracket(pattern, r); pl > 0 {
+			if !in {
+				w = 0
+			}
+			return pl, w
+		}
+	case '\\':
+		if len(pattern) > 1 {
+			pattern, pl = pattern[1:], 1
+		}
+	}
+	if pattern[0] == name[0] {
+		return pl + 1, 1
+	}
+	return pl + 1, 0
+}
+
+// bracket parses the bracket expression at the start of pattern (XCU
+// 2.13.1, XBD 9.3.5) and tells whether r is in it; n is its length, or 0
+// when pattern starts none (no ] closes it), its [ then being an ordinary
+// character. A ! or ^ after the [ negates it (dash takes ^ as a member, bash
+// and busybox ash negate), a ] first is a member, a - between two members
+// makes a range, \ makes the character after it plain, and [:name:] is a
+// character class of the C locale (inClass), as dash, bash and busybox ash
+// have them.
+//
+// bad is set where those shells do not agree, for checkGlob to refuse the
+// pattern: an equivalence class [=a=] or collating symbol [.a.] (dash takes
+// each character as a member, bash and glibc's fnmatch the character itself,
+// musl's fnmatch under OpenWrt's busybox nothing), a class name none of them
+// has ([:foo:]), a [: [= or [. with no end in an expression that ends
+// ("[:a]"), and one after a - ("-[."). n is then 0.
+func bracket(pattern string, r rune) (n int, in bool, bad string) {
+	i := 1
+	neg := i < len(pattern) && (pattern[i] == '!' || pattern[i] == '^')
+	if neg {
+		i++
+	}
+	open := -1 // where the first [: [= or [. with no end is
+	for first := i; i < len(pattern); {
+		if pattern[i] == ']' && i > first {
+			if open >= 0 {
+				return 0, false, pattern[open : i+1]
+			}
+			return i + 1, in != neg, ""
+		}
+		if d := unitDelim(pattern[i:]); d != 0 {
+			end := unitEnd(pattern[i:], d)
+			if end < 0 {
+				if open < 0 {
+					open = i
+				}
+			} else {
+				unit := pattern[i : i+end]
+				m, known := inClass(unit[2:len(unit)-2], r)
+				if d != ':' || !known {
+					return 0, false, unit
+				}
+				in = in || m
+				i += end
+				continue
+			}
+		}
+		lo, w := member(pattern[i:])
+		i += w
+		hi := lo
+		if i+1 < len(pattern) && pattern[i] == '-' && pattern[i+1] != ']' {
+			if unitDelim(pattern[i+1:]) != 0 {
+				return 0, false, pattern[i : i+3]
+			}
+			hi, w = member(pattern[i+1:])
+			i += 1 + w
+		}
+		in = in || lo <= r && r <= hi
+	}
+	return 0, false, ""
+}
+
+// unitDelim is the : = or . of a [: [= or [. at the start of s, else 0.
+func unitDelim(s string) byte {
+	if len(s) > 1 && s[0] == '[' && (s[1] == ':' || s[1] == '=' || s[1] == '.') {
+		return s[1]
+	}
+	return 0
+}
+
+// unitEnd is the length of the [:name:] (d ':'), [=a=] or [.a.] at the
+// start of s, or -1 when no :] (=] .]) ends it.
+func unitEnd(s string, d byte) int {
+	for j := 2; j+1 < len(s); j++ {
+		if s[j] == d && s[j+1] == ']' {
+			return j + 2
+		}
+	}
+	return -1
+}
+
+// member is the character at the start of s, which is not empty, with a \
+// before it making it plain, and its length in s.
+func member(s string) (rune, int) {
+	if s[0] == '\\' && len(s) > 1 {
+		r, w := utf8.DecodeRuneInString(s[1:])
+		return r, 1 + w
+	}
+	return utf8.DecodeRuneInString(s)
+}
+
+// classNames are the character classes of the C locale (XBD 7.3.1
+// LC_CTYPE), each between colons, in classKinds' order.
+const classNames = ":alnum:alpha:blank:cntrl:digit:graph:lower:print:punct:space:upper:xdigit:"
+
+// The kinds of ASCII characters the classes are made of (charKind).
+const (
+	kindLowerHex = 1 << iota // a-f
+	kindLower                // g-z
+	kindUpperHex             // A-F
+	kindUpper                // G-Z
+	kindDigit
+	kindPunct  // the other graphic characters
+	kindSpace  // ' '
+	kindTab    // '\t'
+	kindVSpace // '\n', '\v', '\f', '\r'
+	kindCntrl  // the other control characters, DEL
+
+	kindAlpha = kindLowerHex | kindLower | kindUpperHex | kindUpper
+	kindGraph = kindAlpha | kindDigit | kindPunct
+)
+
+// classKinds are the kinds of characters in each class of classNames: an
+// array laid out in data, where a switch on the names was 1.7 KB of code on
+// mipsle (docs/size.md).
+var classKinds = [...]uint16{
+	kindAlpha | kindDigit,                   // alnum
+	kindAlpha,                               // alpha
+	kindSpace | kindTab,                     // blank
+	kindTab | kindVSpace | kindCntrl,        // cntrl
+	kindDigit,                               // digit
+	kindGraph,                               // graph
+	kindLowerHex | kindLower,                // lower
+	kindGraph | kindSpace,                   // print
+	kindPunct,                               // punct
+	kindSpace | kindTab | kindVSpace,        // space
+	kindUpperHex | kindUpper,                // upper
+	kindDigit | kindLowerHex | kindUpperHex, // xdigit
+}
+
+// charKind is the kind of r, 0 past ASCII (in no class, as in the C locale).
+func charKind(r rune) uint16 {
+	switch {
+	case 'a' <= r && r <= 'f':
+		return kindLowerHex
+	case 'g' <= r && r <= 'z':
+		return kindLower
+	case 'A' <= r && r <= 'F':
+		return kindUpperHex
+	case 'G' <= r && r <= 'Z':
+		return kindUpper
+	case '0' <= r && r <= '9':
+		return kindDigit
+	case '!' <= r && r <= '~':
+		return kindPunct
+	case r == ' ':
+		return kindSpace
+	case r == '\t':
+		return kindTab
+	case '\n' <= r && r <= '\r':
+		return kindVSpace
+	case 0 <= r && r <= 0x7f:
+		return kindCntrl
+	}
+	return 0
+}
+
+// inClass tells whether r is in the character class name of the C locale;
+// known is false for a name that is not one.
+func inClass(name string, r rune) (in, known bool) {
+	i := strings.Index(classNames, ":"+name+":")
+	if i < 0 || strings.IndexByte(name, ':') >= 0 {
+		return false, false
+	}
+	return classKinds[strings.Count(classNames[:i], ":")]&charKind(r) != 0, true
+}
+
+// checkGlob refuses a pattern (a shellWord.Pattern) with a bracket
+// expression that the shells take in different ways (bracket's bad), so
+// that scp neither names nor writes another file than the user's shell
+// would have.
+func checkGlob(pattern string) error {
+	for _, comp := range strings.Split(pattern, "/") {
+		for i := 0; i < len(comp); i++ {
+			switch comp[i] {
+			case '\\':
+				i++
+			case '[':
+				n, _, bad := bracket(comp[i:], 0)
+				if bad != "" {
+					return fmt.Errorf("%q in a bracket expression is not supported (only [:alpha:], [:digit:] and the other POSIX classes are; quote the [ to match it)", bad)
+				}
+				i += max(n-1, 0)
+			}
+		}
+	}
+	return nil
 }
