@@ -182,3 +182,50 @@ func TestOpenSSHSCPCharClass(t *testing.T) {
 		t.Errorf("cls/a] after scp -O new.txt host:cls/[[=a=]]: %q, want it untouched", got)
 	}
 }
+
+// TestShellGlobQuotedInBrackets: a quoted !, ^, -, : or = in a bracket
+// expression is a character, as in dash and bash: ['!'a] is ! or a, not
+// "not a", [a'-'c] is a, - or c, [[\:alpha:]] is the set "[:alph" and a "]".
+// (busybox ash with glibc takes a quoted ^ first and a quoted : after a [ as
+// if unquoted.)
+func TestShellGlobQuotedInBrackets(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"a", "b", "c", "!", "-", "^", "=", ":]", "a]", "b]"} {
+		writeFile(t, filepath.Join(dir, n), "")
+	}
+	for _, tc := range []struct {
+		word   string
+		shells [][]string
+	}{
+		{`['!'a]`, shellGlobShells},
+		{`[\!a]`, shellGlobShells},
+		{`[a'-'c]`, shellGlobShells},
+		{`[a\-c]`, shellGlobShells},
+		{`["-"b]`, shellGlobShells},
+		{`['^'a]`, shellGlobShells[:2]},
+		{`[\^b]`, shellGlobShells},
+		{`[[\:alpha:]]`, shellGlobShells[:2]},
+		{`[[':'alpha:]]`, shellGlobShells[:2]},
+		{`[['=']a=]`, shellGlobShells},
+	} {
+		words, err := splitShellWords(tc.word, nil)
+		if err != nil || len(words) != 1 || !words[0].Glob {
+			t.Fatalf("splitShellWords(%q) = %+v, %v; want one glob word", tc.word, words, err)
+		}
+		if err := checkGlob(words[0].Pattern); err != nil {
+			t.Errorf("%s: checkGlob(%q) = %v, want nil", tc.word, words[0].Pattern, err)
+		}
+		var ours []string
+		for _, m := range shellGlob(escapeGlob(dir) + "/" + words[0].Pattern) {
+			ours = append(ours, strings.TrimPrefix(m, dir+"/"))
+		}
+		if len(ours) == 0 {
+			ours = []string{words[0].Text}
+		}
+		for _, sh := range tc.shells {
+			if diff := cmp.Diff(shellExpansion(t, sh, dir, tc.word), ours); diff != "" {
+				t.Errorf("%s (-%s +shellGlob):\n%s", tc.word, sh, diff)
+			}
+		}
+	}
+}

@@ -66,7 +66,7 @@ func splitShellWords(s string, expand func(name string) (string, bool)) ([]shell
 	}
 	quoted := func(c byte) {
 		text.WriteByte(c)
-		if strings.IndexByte(globMeta, c) >= 0 {
+		if strings.IndexByte(quotedMeta, c) >= 0 {
 			pat.WriteByte('\\')
 		}
 		pat.WriteByte(c)
@@ -227,8 +227,14 @@ func nameLen(s string) int {
 	return n
 }
 
-// globMeta are the characters escapeGlob and splitShellWords escape.
+// globMeta are the characters escapeGlob escapes.
 const globMeta = `*?[]\`
+
+// quotedMeta are the characters splitShellWords escapes where they were
+// quoted: globMeta's, and those that mean something in a bracket expression
+// only unquoted, in dash and bash (a ! or ^ first, a - between two
+// characters, a : or = after a [).
+const quotedMeta = globMeta + "!^-:="
 
 // escapeGlob quotes the pattern metacharacters in s (matchGlob).
 func escapeGlob(s string) string {
