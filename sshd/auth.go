@@ -502,10 +502,7 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 			refused(err, false)
 			continue
 		}
-		p, err := certPerms(cert, k.Options, true)
-		if err == nil {
-			err = checkSourceAddress(st, cert, p)
-		}
+		p, err := certLogin(st, cert, k.Options, true)
 		if err != nil {
 			refused(err, true)
 			continue
@@ -520,10 +517,7 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 			refused(err, false)
 			continue
 		}
-		p, err := certPerms(cert, keyOptions{}, false)
-		if err == nil {
-			err = checkSourceAddress(st, cert, p)
-		}
+		p, err := certLogin(st, cert, keyOptions{}, false)
 		if err != nil {
 			refused(err, true)
 			continue
@@ -573,6 +567,18 @@ func checkSourceAddress(st *connState, cert *gossh.Certificate, p *gossh.Permiss
 	}
 	p.CriticalOptions = map[string]string{"source-address": strings.Join(canon, ",")}
 	return nil
+}
+
+// certLogin is the Permissions of a login by cert, trusted by a line with
+// options o (fromLine) or by TrustedUserCAKeysFiles, from st's address: the
+// certificate's and the line's, merged (certPerms), if its source-address
+// allows the address (checkSourceAddress).
+func certLogin(st *connState, cert *gossh.Certificate, o keyOptions, fromLine bool) (*gossh.Permissions, error) {
+	p, err := certPerms(cert, o, fromLine)
+	if err == nil {
+		err = checkSourceAddress(st, cert, p)
+	}
+	return p, err
 }
 
 // certPerms combines a certificate's options and extensions with those of

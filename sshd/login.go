@@ -61,10 +61,8 @@ func (e *Event) setKey(k authInfo) {
 // learn of each whether it may log in.
 func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	start := time.Now()
-	st := stateFrom(ctx)
-	user, same := st.requestUser(ctx)
-	if !same {
-		s.changedUser(st, user)
+	st, user, ok := s.loginRequest(ctx)
+	if !ok {
 		return false
 	}
 	err := errTooManyKeys
@@ -185,13 +183,23 @@ func (s *Server) changedUser(st *connState, user string) {
 	st.conn.closeUnauthed("login refused: the client changed its user name from " + strconv.Quote(clipClient(first)) + " to " + strconv.Quote(clipClient(user)))
 }
 
+// loginRequest is the state of ctx's connection and the user name of the
+// request a gliderlabs handler answers; not ok, and the connection ended, if
+// that name is not the first request's (changedUser).
+func (s *Server) loginRequest(ctx gliderssh.Context) (st *connState, user string, ok bool) {
+	st = stateFrom(ctx)
+	user, ok = st.requestUser(ctx)
+	if !ok {
+		s.changedUser(st, user)
+	}
+	return st, user, ok
+}
+
 // passwordHandler checks a password against PasswordHashes.
 func (s *Server) passwordHandler(ctx gliderssh.Context, password string) bool {
 	start := time.Now()
-	st := stateFrom(ctx)
-	user, same := st.requestUser(ctx)
-	if !same {
-		s.changedUser(st, user)
+	st, user, ok := s.loginRequest(ctx)
+	if !ok {
 		return false
 	}
 	err := s.limitedCheckPassword(st, user, password)

@@ -303,20 +303,9 @@ func TestUCIOwnConfigWarningsLogged(t *testing.T) {
 	prog := buildPorthole(t)
 	openwrtShells(t, func(t *testing.T, shell []string) {
 		dir := t.TempDir()
-		pki := mqtttest.NewPKI(t)
-		cert, key := pki.Client(t, "router-7")
-		os.Chmod(key, 0o644) // warned about by check-config and by the agent
-		own := filepath.Join(dir, "own.toml")
-		os.WriteFile(own, []byte(fmt.Sprintf(`thing_name = "router-7"
-data_dir = %q
-[mqtt]
-endpoint = "127.0.0.1:8883"
-ca_file = %q
-cert_file = %q
-key_file = %q
-[tunnel]
+		own, key := ownConfigOpenKey(t, dir, `[tunnel]
 https_proxy = "http://op:S3cret@127.0.0.1:3128"
-`, filepath.Join(dir, "state"), pki.CAFile, cert, key)), 0o600)
+`)
 		os.Chmod(own, 0o644)
 		script := uciStubs + `
 procd_open_instance() { echo open; }
@@ -372,18 +361,7 @@ func TestUCIReloadOwnConfigWarningsLogged(t *testing.T) {
 	prog := buildPorthole(t)
 	openwrtShells(t, func(t *testing.T, shell []string) {
 		dir := t.TempDir()
-		pki := mqtttest.NewPKI(t)
-		cert, key := pki.Client(t, "router-7")
-		os.Chmod(key, 0o644)
-		own := filepath.Join(dir, "own.toml")
-		os.WriteFile(own, []byte(fmt.Sprintf(`thing_name = "router-7"
-data_dir = %q
-[mqtt]
-endpoint = "127.0.0.1:8883"
-ca_file = %q
-cert_file = %q
-key_file = %q
-`, filepath.Join(dir, "state"), pki.CAFile, cert, key)), 0o600)
+		own, key := ownConfigOpenKey(t, dir, "")
 		script := uciStubs + `
 procd_running() { return 0; }
 procd_send_signal() { echo "signal $*"; }
@@ -403,6 +381,25 @@ reload_service
 			t.Errorf("the system log has the key file's warning %d times at a reload, want once:\n%s", n, &stdout)
 		}
 	})
+}
+
+// ownConfigOpenKey writes dir/own.toml (0600), a config for option config_file
+// whose MQTT key file has mode 0644, which check-config and the agent warn
+// about, with more TOML after; it returns the config's and the key's paths.
+func ownConfigOpenKey(t *testing.T, dir, more string) (own, key string) {
+	pki := mqtttest.NewPKI(t)
+	cert, key := pki.Client(t, "router-7")
+	os.Chmod(key, 0o644)
+	own = filepath.Join(dir, "own.toml")
+	os.WriteFile(own, []byte(fmt.Sprintf(`thing_name = "router-7"
+data_dir = %q
+[mqtt]
+endpoint = "127.0.0.1:8883"
+ca_file = %q
+cert_file = %q
+key_file = %q
+`, filepath.Join(dir, "state"), pki.CAFile, cert, key)+more), 0o600)
+	return own, key
 }
 
 // agentStartLog runs porthole agent on conf as procd does (in /, with PATH
