@@ -100,6 +100,26 @@ func TestChangedUserRefused(t *testing.T) {
 			t.Error("the connection that changed its user is still open")
 		}
 	})
+	t.Run("after a refused password", func(t *testing.T) {
+		// A refused password records a login failure; the change of user
+		// after it is still said and ends the connection.
+		st, req, ctx, _ := start("alice")
+		if e.srv.passwordHandler(ctx, "wrong") || closed(st) {
+			t.Fatal("a wrong password was accepted, or the connection closed")
+		}
+		e.srv.authLog(st, req, "password", gossh.ErrNoAuth) // as x/crypto logs the attempt
+		req.user = "root"
+		before := len(e.logs.logged("changed its user name"))
+		if e.srv.passwordHandler(ctx, "alices") {
+			t.Fatal("alice's password in a request naming root was accepted")
+		}
+		if !closed(st) {
+			t.Error("the connection that changed its user after a refused password is still open")
+		}
+		if got := e.logs.logged("changed its user name"); len(got) != before+1 {
+			t.Errorf("logged %q, want one more line", got)
+		}
+	})
 	t.Run("same user", func(t *testing.T) {
 		st, _, ctx, _ := start("alice")
 		if e.srv.publicKeyHandler(ctx, newSigner(t).PublicKey()) {

@@ -174,8 +174,8 @@ var errChangedUser error = &errorString{"sshd: the client changed its user name 
 // service not allowed"): refused, whatever the request held, with a line and
 // a login-failure event.
 func (s *Server) changedUser(st *connState, user string) {
-	if st.loggedFailure.Load() {
-		return // said and closed already
+	if st.changedUser.Swap(true) {
+		return // said and closed already (not loggedFailure: a refused password sets it)
 	}
 	st.mu.Lock()
 	first := st.loginUser
@@ -202,7 +202,7 @@ func (s *Server) passwordHandler(ctx gliderssh.Context, password string) bool {
 	if !ok {
 		return false
 	}
-	err := s.limitedCheckPassword(st, user, password)
+	err := s.limitedCheckPassword(st, user, password, &start)
 	if err != nil {
 		st.setKey(authInfo{}, err.Error())
 		s.padRefusal(st, user, start) // the password check slot is free again
@@ -226,13 +226,18 @@ func (s *Server) passwordHandler(ctx gliderssh.Context, password string) bool {
 // too, so parallel connections of one source get no more than
 // MaxAuthFailures refused checks per window between them. Once the source
 // is over the limit, its other unauthenticated connections are closed.
-func (s *Server) limitedCheckPassword(st *connState, user, password string) error {
+func (s *Server) limitedCheckPassword(st *connState, user, password string, start *time.Time) error {
 	if s.limiter.blocked(st.src, s.clock()) {
 		return errTooManyFailures
 	}
 	if !s.acquirePasswordCheck(st.conn) {
 		return errors.New("connection closed while waiting to check the password")
 	}
+	// The refusal's pad (padRefusal) counts from here: the wait for a slot
+	// says nothing of the user, and counted, it doubled the pad past it (a
+	// wrong password that queued behind a flood's checks, answered as late
+	// again, its MaxStartups slot held as long).
+	*start = time.Now()
 	defer s.releasePasswordCheck()
 	if !s.limiter.begin(st.src, s.clock()) {
 		return errTooManyFailures

@@ -186,3 +186,37 @@ func TestRefusalDelayHoldsNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalPadAfterSlotWait: a refused password's pad counts from when its
+// check got a slot, not from the request: counted from the request, the wait
+// for a slot (another connection's check) doubled the pad past it, and the
+// refusal came up to that wait later again. The other check holds the slot
+// 1.344 s (5 ms × 2⁸ × 1.05): padded from the request, the refusal comes at
+// 5 ms × 2⁹ = 2.56 s; from the slot, 5 ms after it.
+func TestRefusalPadAfterSlotWait(t *testing.T) {
+	const hold = 1344 * time.Millisecond
+	var n atomic.Int32
+	re := newRefusalEnv(t, func(s *Server) {
+		s.passwordChecks = 1
+		s.refusalDelay = func(string) time.Duration { return 5 * time.Millisecond }
+		s.compareHash = func(hash, pw []byte) error {
+			if n.Add(1) == 1 {
+				time.Sleep(hold) // another connection's check holds the slot
+			}
+			return bcrypt.CompareHashAndPassword(hash, pw)
+		}
+	})
+	_, _, first := re.request(t, "alice")
+	firstDone := make(chan struct{})
+	go func() { re.srv.passwordHandler(first, "wrong"); close(firstDone) }()
+	defer func() { <-firstDone }()
+	waitFor(t, "the first check", func() bool { return n.Load() == 1 })
+	_, _, second := re.request(t, "mallory")
+	start := time.Now()
+	if re.srv.passwordHandler(second, "wrong") {
+		t.Fatal("a wrong password was accepted")
+	}
+	if took := time.Since(start); took >= 2*time.Second {
+		t.Errorf("refused after %v, behind a check that held the slot %v: the pad counted the wait", took, hold)
+	}
+}

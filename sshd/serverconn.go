@@ -208,6 +208,9 @@ type connState struct {
 	// (loginRefused, unauthEvent); if none was when it ends without logging
 	// in, reportLoginEnd sends one.
 	loggedFailure atomic.Bool
+	// changedUser: the client changed its user name and changedUser closed
+	// the connection; said once.
+	changedUser atomic.Bool
 	// failErr is x/crypto's error for a connection whose key exchange or
 	// login failed, set by connectionFailed and read by reportLoginEnd, both
 	// on the connection's goroutine; nil: none, or not known.
