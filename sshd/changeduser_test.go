@@ -120,6 +120,19 @@ func TestChangedUserRefused(t *testing.T) {
 			t.Errorf("logged %q, want one more line", got)
 		}
 	})
+	t.Run("none", func(t *testing.T) {
+		// "none" requests reach no handler, only x/crypto's log callback.
+		st, req, _, _ := start("alice")
+		e.srv.authLog(st, req, "none", gossh.ErrNoAuth)
+		if closed(st) {
+			t.Fatal("the connection closed after alice's none")
+		}
+		req.user = "root"
+		e.srv.authLog(st, req, "none", gossh.ErrNoAuth)
+		if !closed(st) {
+			t.Error("the connection whose none named another user is still open")
+		}
+	})
 	t.Run("same user", func(t *testing.T) {
 		st, _, ctx, _ := start("alice")
 		if e.srv.publicKeyHandler(ctx, newSigner(t).PublicKey()) {
