@@ -788,10 +788,28 @@ func safeWalk(fi os.FileInfo, path string, uid uint32, home string, stickyOK boo
 			return fmt.Errorf("linked to %s: %w", real, err)
 		}
 	}
-	if rfi, err := os.Stat(real); err != nil || !os.SameFile(fi, rfi) {
+	if !checkedFile(fi, path, real) {
 		return fmt.Errorf("%s changed while it was checked", path)
 	}
 	return nil
+}
+
+// checkedFile reports whether fi, the file openRegular opened (fstat), is the one
+// at real, where path leads. On overlayfs before Linux 4.19 (OpenWrt 18.06 and
+// 19.07: 4.9, 4.14) an opened file is its layer's own, whose device and inode
+// number stat through the overlay does not give (4.12-4.18 give the overlay's
+// device and the original lower inode): there the file path leads to, which
+// is the one at real, must have fi's size, mode and modification time.
+func checkedFile(fi os.FileInfo, path, real string) bool {
+	rfi, err := os.Stat(real)
+	if err != nil {
+		return false
+	}
+	if os.SameFile(fi, rfi) {
+		return true
+	}
+	pfi, err := os.Stat(path)
+	return err == nil && os.SameFile(pfi, rfi) && pfi.Size() == fi.Size() && pfi.Mode() == fi.Mode() && pfi.ModTime().Equal(fi.ModTime())
 }
 
 // OctalMode is m's permission bits in octal as chmod takes them, with the
