@@ -337,11 +337,12 @@
 // A forward whose destination could not be resolved or dialled, or whose
 // listener could not be opened, has its event, refused with the error as
 // reason, each time; its log line, which a client can repeat at will (a
-// channel after another to a closed port), comes at most once every 10 s for
-// all of them, with how many were not logged since (not_logged_since_last),
+// channel after another to a closed port), comes at most once every 10 s on
+// a connection, with how many were not logged since (not_logged_since_last),
 // as the lines of sessions and forwards refused past MaxSessions and
 // MaxForwards. So does the line of a forward refused (by the policy, or of a
-// kind not supported: tun, X11, agent, Unix sockets), each with its event.
+// kind not supported: tun, X11, agent, Unix sockets), each with its event; a
+// connection's first is always logged.
 // Public keys refused on a connection that then logs in (clients offer every
 // key they hold, in turn) are no failed login: they are logged at debug only,
 // and reported as refused attempts when a connection ends without logging in.

@@ -656,7 +656,7 @@ func TestForwardFailedLogRateLimited(t *testing.T) {
 }
 
 // TestForwardRefusedLogRateLimited: the "forward refused" line comes at most
-// once every refusalLogInterval, as forwardFailed's: a client opening tun
+// once every refusalLogInterval on a connection, as forwardFailed's: a client opening tun
 // channel after channel (ssh -w) or asking for X11 again and again logged a
 // line each. Every refusal keeps its event.
 func TestForwardRefusedLogRateLimited(t *testing.T) {
@@ -686,5 +686,12 @@ func TestForwardRefusedLogRateLimited(t *testing.T) {
 	}
 	if evs := e.eventsOf(EventForward); len(evs) != burst+1 {
 		t.Errorf("%d forward events, want one per refused tun channel, %d", len(evs), burst+1)
+	}
+	// Another connection's first refusal is logged at once: an operator
+	// whose ssh -L the policy refuses sees why, whatever others did.
+	c = e.login("root")
+	tun()
+	if got := lines(); len(got) != 3 {
+		t.Errorf("another connection's first refusal: log lines %q; want a third", got)
 	}
 }

@@ -28,29 +28,30 @@ func forwardEvent(st *connState, sc *gossh.ServerConn, direction, dest string) E
 	return Event{Type: EventForward, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(), Direction: direction, Dest: dest}
 }
 
-// forwardRefused logs and audits ev, a forward refused for reason. The log
-// line is rate-limited (refusedLog), as forwardFailed's: a client may ask
-// again and again (a tun channel, an X11 request, a destination the policy
-// refuses); each keeps its event.
-func (s *Server) forwardRefused(ev Event, reason string) {
+// forwardRefused logs and audits ev, a forward of st's refused for reason.
+// The log line is rate-limited per connection (st.fwdLog), as forwardFailed's:
+// a client may ask again and again (a tun channel, an X11 request, a
+// destination the policy refuses), and each keeps its event; a connection's
+// first is always logged, so that an operator sees why a forward failed.
+func (s *Server) forwardRefused(st *connState, ev Event, reason string) {
 	ev.Reason = reason
-	s.logLimited(&s.refusedLog, slog.LevelInfo, "forward refused", "remote", ev.Remote, "user", ev.User, "direction", ev.Direction, "dest", clipClient(ev.Dest), "reason", reason)
+	s.logLimited(&st.fwdLog, slog.LevelInfo, "forward refused", "remote", ev.Remote, "user", ev.User, "direction", ev.Direction, "dest", clipClient(ev.Dest), "reason", reason)
 	s.audit(ev)
 }
 
-// forwardFailed logs and audits ev, a forward allowed whose name lookup, dial
-// (ssh -L) or listen (ssh -R) failed with err. The log line is rate-limited
-// (failedLog, shared by both directions): a client may open channel after
-// channel to a closed port, and each would log a line, filling a router's
-// small log. Each failure keeps its event; the agent limits the refusals it
-// publishes (agent/refusals.go).
-func (s *Server) forwardFailed(ev Event, err error) {
+// forwardFailed logs and audits ev, a forward of st's allowed whose name
+// lookup, dial (ssh -L) or listen (ssh -R) failed with err. The log line is
+// rate-limited per connection (st.fwdLog, shared with forwardRefused): a
+// client may open channel after channel to a closed port, and each would log
+// a line, filling a router's small log. Each failure keeps its event; the
+// agent limits the refusals it publishes (agent/refusals.go).
+func (s *Server) forwardFailed(st *connState, ev Event, err error) {
 	msg, key := "forward failed", "dest"
 	if ev.Direction == "remote" {
 		msg, key = "remote forward failed", "bind"
 	}
 	// The error quotes the name or address the client asked for.
-	s.logLimited(&s.failedLog, slog.LevelInfo, msg, "remote", ev.Remote, "user", ev.User, key, clipClient(ev.Dest), "error", clipClient(err.Error()))
+	s.logLimited(&st.fwdLog, slog.LevelInfo, msg, "remote", ev.Remote, "user", ev.User, key, clipClient(ev.Dest), "error", clipClient(err.Error()))
 	s.audit(ev)
 }
 
@@ -73,11 +74,11 @@ func (s *Server) handleChannel(srv *gliderssh.Server, sc *gossh.ServerConn, nc g
 			ReservedPort         uint32
 		}
 		gossh.Unmarshal(nc.ExtraData(), &d)
-		s.forwardRefused(forwardEvent(stateFrom(ctx), sc, "local", d.SocketPath), "forwarding to Unix sockets is not supported")
+		s.forwardRefused(stateFrom(ctx), forwardEvent(stateFrom(ctx), sc, "local", d.SocketPath), "forwarding to Unix sockets is not supported")
 	case "tun@openssh.com":
 		// ssh -w (PROTOCOL, section 2.3). The event has no Dest: no device
 		// is made, so the unit asked for names none.
-		s.forwardRefused(forwardEvent(stateFrom(ctx), sc, "tun", ""), "tun forwarding is not supported")
+		s.forwardRefused(stateFrom(ctx), forwardEvent(stateFrom(ctx), sc, "tun", ""), "tun forwarding is not supported")
 	}
 	nc.Reject(gossh.UnknownChannelType, "unsupported channel type")
 }
@@ -94,7 +95,7 @@ func (s *Server) handleRequest(ctx gliderssh.Context, srv *gliderssh.Server, req
 		if sc, ok := ctx.Value(gliderssh.ContextKeyConn).(*gossh.ServerConn); ok {
 			var f struct{ SocketPath string } // PROTOCOL, section 2.4
 			gossh.Unmarshal(req.Payload, &f)
-			s.forwardRefused(forwardEvent(stateFrom(ctx), sc, "remote", f.SocketPath), "forwarding from Unix sockets is not supported")
+			s.forwardRefused(stateFrom(ctx), forwardEvent(stateFrom(ctx), sc, "remote", f.SocketPath), "forwarding from Unix sockets is not supported")
 		}
 	}
 	return false, nil
@@ -129,7 +130,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	dest := net.JoinHostPort(d.DestHost, strconv.FormatUint(uint64(d.DestPort), 10))
 	ev := forwardEvent(st, sc, "local", dest)
 	refuse := func(reason string) {
-		s.forwardRefused(ev, reason)
+		s.forwardRefused(st, ev, reason)
 		nc.Reject(gossh.Prohibited, reason)
 	}
 	r := restrictionsOf(sc.Permissions)
@@ -155,7 +156,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	if err != nil {
 		// As sshd: the resolver's words, a connection failure, not a refusal.
 		ev.Reason = "cannot resolve destination: " + err.Error()
-		s.forwardFailed(ev, err)
+		s.forwardFailed(st, ev, err)
 		nc.Reject(gossh.ConnectionFailed, "Name or service not known")
 		return
 	}
@@ -173,7 +174,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	dial, err := s.forwardDial(sc.User())
 	if err != nil {
 		ev.Reason = "cannot dial as the user: " + err.Error()
-		s.forwardFailed(ev, err)
+		s.forwardFailed(st, ev, err)
 		nc.Reject(gossh.ConnectionFailed, "Cannot connect")
 		return
 	}
@@ -195,7 +196,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	}
 	if err != nil {
 		ev.Reason = "connect failed: " + err.Error()
-		s.forwardFailed(ev, err)
+		s.forwardFailed(st, ev, err)
 		nc.Reject(gossh.ConnectionFailed, connectFailure(err))
 		return
 	}
@@ -501,7 +502,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		// Allowed, and failed: the cause (a port in use, an address the
 		// device does not have), as sshd logs it.
 		ev.Reason = "listen failed: " + err.Error()
-		s.forwardFailed(ev, err)
+		s.forwardFailed(st, ev, err)
 		return false, nil
 	}
 	port := uint32(rf.ls[0].Addr().(*net.TCPAddr).Port)

@@ -217,8 +217,6 @@ type Server struct {
 	fullLog    logLimit      // "too many unauthenticated connections" refusals
 	sessionLog logLimit      // sessions refused past MaxSessions
 	forwardLog logLimit      // forwarded connections refused past MaxForwards
-	failedLog  logLimit      // forwards whose name lookup, dial or listen failed
-	refusedLog logLimit      // forwards refused (forwardRefused)
 	acceptLog  logLimit      // accept errors: the first of a run
 
 	warnedMu sync.Mutex

@@ -208,6 +208,8 @@ type connState struct {
 	// (loginRefused, unauthEvent); if none was when it ends without logging
 	// in, reportLoginEnd sends one.
 	loggedFailure atomic.Bool
+	// fwdLog limits the lines of its forwards refused or failed.
+	fwdLog logLimit
 	// changedUser: the client changed its user name and changedUser closed
 	// the connection; said once.
 	changedUser atomic.Bool

@@ -248,7 +248,7 @@ func (sess *session) handle(req *gossh.Request) {
 			refused = "agent forwarding asked for again, or after the session started"
 		}
 		if refused != "" {
-			sess.srv.forwardRefused(forwardEvent(sess.st, sess.sc, "agent", ""), refused)
+			sess.srv.forwardRefused(sess.st, forwardEvent(sess.st, sess.sc, "agent", ""), refused)
 			sess.reply(req, false)
 			return
 		}
@@ -276,7 +276,7 @@ func (sess *session) handle(req *gossh.Request) {
 		// ("X11 forwarding request failed on channel 0"). The event names
 		// no display, as none is made, and leaves out the client's X
 		// authentication cookie, which is a secret.
-		sess.srv.forwardRefused(forwardEvent(sess.st, sess.sc, "x11", ""), "X11 forwarding is not supported")
+		sess.srv.forwardRefused(sess.st, forwardEvent(sess.st, sess.sc, "x11", ""), "X11 forwarding is not supported")
 		sess.reply(req, false)
 	case "eow@openssh.com":
 		// OpenSSH's PROTOCOL, section 2.1: the client's output failed (as in
