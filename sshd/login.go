@@ -282,11 +282,9 @@ func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, er
 	st.triedAuth.Store(true)
 	st.noteAuth(cm)
 	if !st.sameLoginUser(cm.User()) {
-		// A "none" request, which no handler sees, or an attempt refused
-		// already (changedUser closed the connection once).
-		if err != errChangedUser {
-			s.changedUser(st, cm.User())
-		}
+		// A "none" request, which no handler sees, or an attempt a handler
+		// refused already (changedUser says it once).
+		s.changedUser(st, cm.User())
 		return
 	}
 	var k authInfo
