@@ -1,6 +1,7 @@
 package tunnel_test
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -185,6 +186,74 @@ func TestSlowReaderUploadArrivesWhole(t *testing.T) {
 		t.Fatal("the target's input did not end")
 	}
 }
+
+// TestSlowWritesAfterResetArriveWhole: what is queued for a target at the
+// peer's reset (linkQueue payloads and the one being written) takes a slow
+// one longer than the stall timeout to take, however small the kernel's
+// buffers: the drain timer bounds a stall, not the whole of it, and a target
+// that is still taking the data must get all of it. (Once in CI the upload
+// above was reset 1 s after the reset, 446 KB of 2 MiB in.) Here the writes
+// themselves are slow, 4 KiB each 20 ms: a payload takes 0.3 s, the queue
+// 1.6 s, against a stall timeout of 1 s.
+func TestSlowWritesAfterResetArriveWhole(t *testing.T) {
+	const size = 1 << 20
+	got := make(chan int64, 1)
+	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	})
+	slow := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+		c, err := tunnel.Targets{"SSH": addr}.DialService(ctx, service)
+		if err != nil {
+			return nil, err
+		}
+		return slowWriter{c}, nil
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: slow,
+		dstTweak: func(d *tunnel.Destination) { d.StallTimeout = time.Second }})
+	c, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := make([]byte, size)
+	rand.Read(data)
+	c.SetWriteDeadline(time.Now().Add(60 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	select {
+	case n := <-got:
+		if n != size {
+			t.Fatalf("the target got %d of %d bytes", n, size)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the target's input did not end")
+	}
+}
+
+// slowWriter writes to its connection 4 KiB each 20 ms. It names the
+// connection (NetConn), as the agent's wrappers do, for its half-close.
+type slowWriter struct{ net.Conn }
+
+func (w slowWriter) Write(b []byte) (int, error) {
+	var n int
+	for len(b) > 0 {
+		time.Sleep(20 * time.Millisecond)
+		k, err := w.Conn.Write(b[:min(len(b), 4<<10)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		b = b[k:]
+	}
+	return n, nil
+}
+
+func (w slowWriter) NetConn() net.Conn { return w.Conn }
 
 // TestSlowClientDownloadArrivesWhole is the same on porthole connect's side: a
 // device's service sends a file and closes, the operator's client reads it

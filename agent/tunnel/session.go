@@ -563,6 +563,8 @@ type link struct {
 	mu    sync.Mutex
 	conn  io.ReadWriteCloser
 	drain *time.Timer // after the peer's reset: how long the last data may take
+	// lingering: finish has stopped the drain timer, and ends the link itself
+	lingering bool
 	// stopDial ends the dial of the local connection, while one runs: a link
 	// that ends (superseded, reset) must not hold a goroutine and a socket
 	// for the dial timeout, or a peer that starts and ends connections to a
@@ -704,7 +706,8 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 			write(b)
 		case <-l.peerGone:
 			// Nothing more is queued after the peer's reset: what was is
-			// written, within the drain timer peerEnded armed, in order.
+			// written, in order, while it moves (the drain timer peerEnded
+			// armed).
 			for {
 				select {
 				case b := <-l.in:
@@ -981,6 +984,7 @@ func (l *link) finish(conn io.Writer, failed bool) {
 		return
 	}
 	l.mu.Lock()
+	l.lingering = true
 	if l.drain != nil {
 		l.drain.Stop()
 	}
@@ -1023,14 +1027,29 @@ const lingerPoll = 20 * time.Millisecond
 // the kernel cannot say what the target has taken (unsent -1: not Linux).
 const lingerBlind = 2 * time.Second
 
-// drainExpired closes a link whose local connection did not take the data the
-// peer sent before its reset within the stall timeout.
+// drainExpired closes a link whose local connection has taken none of the
+// data the peer sent before its reset for the stall timeout. One that is
+// still taking it, slowly (a device writing an upload to flash), gets on:
+// what is queued (linkQueue payloads) can take a slow reader longer than the
+// stall timeout, and cutting it then would lose the end of a transfer that
+// was moving.
 func (l *link) drainExpired() {
 	select {
 	case <-l.done:
 		return
 	default:
 	}
+	l.mu.Lock()
+	if l.lingering { // finish took over as the timer fired
+		l.mu.Unlock()
+		return
+	}
+	if idle := time.Duration(l.s.now() - l.moved.Load()); idle < l.s.opt.stall {
+		l.drain.Reset(l.s.opt.stall - idle)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
 	l.s.opt.log.Warn("local connection did not take the last data before the peer's reset, resetting it",
 		append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
 	l.reset.Store(true)
