@@ -90,8 +90,12 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := checkTunnelCA(cfg.Tunnel.CAFile); err != nil {
-		return nil, err
+	// tunnel.ca_file not there yet is said once every other setting has
+	// passed, as the MQTT files not there yet are: what stops the agent for
+	// good comes first.
+	caErr := checkTunnelCA(cfg.Tunnel.CAFile)
+	if caErr != nil && !errors.Is(caErr, notify.ErrNotReady) {
+		return nil, caErr
 	}
 	a := &Agent{cfg: cfg, log: log, store: stateStore{dir: filepath.Join(cfg.DataDir, "tunnels")}, sessions: map[string]*session{}}
 	a.refusals.report = a.reportSuppressed
@@ -134,6 +138,9 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, configKey(err)
 	}
+	if caErr != nil {
+		return nil, caErr
+	}
 	if cfg.MQTT.EventTopic != "" {
 		topic := cfg.MQTT.EventTopic
 		a.events = newEventQueue(func(ctx context.Context, b []byte) error { return a.mqtt.Publish(ctx, topic, b) }, log.With("component", "events"))
@@ -161,8 +168,10 @@ func Check(cfg *Config) error {
 //
 // MQTT identity files that are not there yet or not a pair yet
 // (notify.ErrNotReady) are a warning, as a data_dir on storage not mounted
-// yet is: the agent exits 2 at start until they are, and the init system
-// starts it again.
+// yet is, and so are a tunnel.ca_file and an ssh.host_keys file not there
+// yet: the agent exits 2 at start until they are, and the init system
+// starts it again. (Only the first of the MQTT files and tunnel.ca_file not
+// there yet is said: New stops at it.)
 func CheckStart(cfg *Config) error {
 	return checkStart(cfg, false)
 }
@@ -175,7 +184,11 @@ func CheckStart(cfg *Config) error {
 // as a warning, not a reason to refuse the reload: refused, a rotation caught
 // halfway, or a file mistyped on disk, kept an ssh.password_hashes entry
 // taken away, or a service map, from being applied. Files cfg names anew are
-// checked as at start.
+// checked as at start. A tunnel.ca_file or host key not there yet is a
+// warning too (cfg.identity, cfg.notServed), as at start: a reload applies
+// neither (the tunnel dialer and the SSH server go on with the running
+// config), and the next start exits 2 until they are there, which its init
+// system retries.
 func (a *Agent) CheckReload(cfg *Config) error {
 	m := a.cfg.MQTT
 	same := cfg.MQTT.CAFile == m.CAFile && cfg.MQTT.CertFile == m.CertFile && cfg.MQTT.KeyFile == m.KeyFile
@@ -183,8 +196,11 @@ func (a *Agent) CheckReload(cfg *Config) error {
 		return err
 	}
 	if cfg.identity != "" {
-		a.log.Warn("mqtt certificate files do not load: the running agent goes on with those it read before (a reload does not read them), but would not start with these",
+		a.log.Warn("certificate files do not load: the running agent goes on with those it read before (a reload does not read them), but would not start with these",
 			"error", cfg.identity)
+	}
+	for _, w := range cfg.notServed {
+		a.log.Warn(w)
 	}
 	return nil
 }
@@ -200,7 +216,8 @@ func checkStart(cfg *Config, running bool) error {
 	case errors.Is(err, notify.ErrNotReady),
 		running && errors.As(err, &ce) && (ce.Field == "CAFile" || ce.Field == "CertFile" || ce.Field == "KeyFile"):
 		// The MQTT listener is the last thing New builds: all it checks
-		// before has passed.
+		// before has passed (tunnel.ca_file not there yet is said after
+		// it).
 		cfg.identity = err.Error()
 	case err != nil:
 		return err
@@ -217,7 +234,8 @@ func checkStart(cfg *Config, running bool) error {
 // naming the config key of a problem: ssh.host_keys for the extra files,
 // data_dir for the server's own key. The extra files the server would leave
 // out (an RSA key under 1024 bits) are warnings (cfg.notServed), not errors:
-// an older agent started with them, and data_dir's key serves.
+// an older agent started with them, and data_dir's key serves. So are keys
+// on storage not there yet, first in cfg.notServed (Run says the first).
 func checkHostKeys(cfg *Config) error {
 	cfg.notServed = nil
 	if _, err := sshd.CheckHostKeys(cfg.DataDir, nil); errors.Is(err, fs.ErrNotExist) && !errors.Is(err, sshd.ErrHostKey) {
@@ -228,7 +246,10 @@ func checkHostKeys(cfg *Config) error {
 		return fmt.Errorf("data_dir: %w", err)
 	}
 	notServed, err := sshd.CheckHostKeys("", cfg.SSH.HostKeys)
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) && !errors.Is(err, sshd.ErrHostKey) {
+		// A file by an absolute path, on storage not there yet: the same.
+		cfg.notServed = append(cfg.notServed, "ssh.host_keys: "+err.Error()+" (storage mounted later?): the agent will exit (2) at start until then")
+	} else if err != nil {
 		return fmt.Errorf("config: ssh.host_keys: %w", err)
 	}
 	for _, w := range notServed {
@@ -443,12 +464,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The host key is made (or checked) now, so a bad key fails at start; one
 	// that exists but cannot be used needs an operator, not a restart.
 	if _, err := a.ssh.PublicKeys(); err != nil {
+		// Said as check-config says it, naming the key.
+		kerr := checkHostKeys(a.cfg)
 		if errors.Is(err, sshd.ErrHostKey) {
-			// Said as check-config says it, naming the key.
-			if kerr := checkHostKeys(a.cfg); kerr != nil {
+			if kerr != nil {
 				err = kerr
 			}
 			return Usagef("%w", err)
+		}
+		if errors.Is(err, fs.ErrNotExist) && kerr == nil && len(a.cfg.notServed) > 0 {
+			// A key on storage not there yet: a restart may find it.
+			return errors.New(a.cfg.notServed[0])
 		}
 		return err
 	}

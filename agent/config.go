@@ -54,10 +54,12 @@ type Config struct {
 	adjusted []string
 	// notServed names, for Warnings, the ssh.host_keys the server leaves out
 	// (checkHostKeys, so check-config; the agent's start logs them through sshd),
-	// and a host key in data_dir that cannot be made yet.
+	// and, before them, host keys not there yet: a host key in data_dir that
+	// cannot be made yet, an ssh.host_keys file.
 	notServed []string
-	// identity says, for Warnings, why the MQTT identity files do not load
-	// yet (notify.ErrNotReady), as CheckStart found; "" if they do.
+	// identity says, for Warnings, why the MQTT identity files, or else
+	// tunnel.ca_file, do not load yet (notify.ErrNotReady), as CheckStart
+	// found; "" if they do.
 	identity string
 	// readable is the file LoadConfig read, and its mode, when group or
 	// others may read it (Warnings).
@@ -629,23 +631,36 @@ const maxCAFile = 1 << 20
 // connection (agent/tunnel, Config.tlsConfig): a PEM file or a directory of
 // them, holding at least one certificate. Without this a wrong path is found
 // only when a tunnel opens, and then every tunnel fails and is retried for
-// good; at start it is a configuration error (exit 1), like a missing
-// mqtt.ca_file. Files are read within maxCAFile and must be regular, so that
-// a FIFO in a directory cannot hang the check.
+// good; at start it is a configuration error (exit 1), like a wrong
+// mqtt.ca_file. As for that one, a file or directory not there yet (by an
+// absolute path), or no certificate but in a file empty or cut before its
+// -----END line (notify.FileError), is notify.ErrNotReady: exit 2, which init
+// systems restart, until the storage it is on is mounted or the file written.
+// Files are read within maxCAFile and must be regular, so that a FIFO in a
+// directory cannot hang the check.
 func checkTunnelCA(path string) error {
 	if path == "" {
 		return nil
 	}
 	fail := func(err error) error { return fmt.Errorf("config: tunnel.ca_file: %w", err) }
+	// notReady is the first file not there or not written whole: said when
+	// no other file holds a certificate.
+	var notReady *notify.ConfigError
 	files, err := tunnel.CAFiles(path)
 	if err != nil {
-		return fail(err)
+		if notReady = notify.FileError("", path, nil, err); !errors.Is(notReady, notify.ErrNotReady) {
+			return fail(err)
+		}
+		files = nil
 	}
 	found := false
 	for _, f := range files {
 		b, _, err := notify.ReadRegularFile(f, maxCAFile)
 		if err != nil {
 			return fail(err)
+		}
+		if notReady == nil {
+			notReady = notify.FileError("", f, b, nil)
 		}
 		// One certificate is what the dialer needs; parsing every root of a
 		// system bundle would cost megabytes of heap for nothing.
@@ -660,10 +675,13 @@ func checkTunnelCA(path string) error {
 			}
 		}
 	}
-	if !found {
-		return fail(fmt.Errorf("no PEM certificate in %s", path))
+	switch {
+	case found:
+		return nil
+	case notReady != nil:
+		return &keyError{key: "tunnel.ca_file", ce: notReady}
 	}
-	return nil
+	return fail(fmt.Errorf("no PEM certificate in %s", path))
 }
 
 // certWarnWindow is how long before mqtt.cert_file expires check-config and

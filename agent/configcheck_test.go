@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
@@ -99,29 +102,96 @@ func TestPlaceholdersRefused(t *testing.T) {
 }
 
 // A tunnel.ca_file that cannot serve is a configuration error at start, not a
-// failure of every tunnel later.
+// failure of every tunnel later. One not there yet (storage mounted later in
+// boot, a file not written whole) is what mqtt.ca_file's is: New's error is
+// notify.ErrNotReady (exit 2, which init systems restart) and check-config
+// warns and passes. It was a configuration error (exit 1), which no init
+// system restarts: the device stayed off the network until someone restarted
+// the agent by hand.
 func TestTunnelCAChecked(t *testing.T) {
 	dir := t.TempDir()
 	pki := mqtttest.NewPKI(t)
-	notPEM := filepath.Join(dir, "notpem")
-	os.WriteFile(notPEM, []byte("hello\n"), 0o600)
-	caDir := filepath.Join(dir, "cas")
-	os.Mkdir(caDir, 0o700)
 	b, _ := os.ReadFile(pki.CAFile)
-	os.WriteFile(filepath.Join(caDir, "a.txt"), []byte("not a cert\n"), 0o600)
-	os.WriteFile(filepath.Join(caDir, "ca.pem"), b, 0o600)
-	for _, tc := range []struct{ name, path, want string }{
-		{"missing", filepath.Join(dir, "nope.pem"), "config: tunnel.ca_file: stat " + filepath.Join(dir, "nope.pem") + ": no such file"},
-		{"not PEM", notPEM, "config: tunnel.ca_file: no PEM certificate in " + notPEM},
-		{"file", pki.CAFile, ""},
-		{"directory", caDir, ""},
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o700)
+		os.WriteFile(p, b, 0o600)
+		return p
+	}
+	cut := b[:bytes.Index(b, []byte("-----END "))]
+	notPEM := write("notpem", []byte("hello\n"))
+	empty := write("empty.pem", nil)
+	half := write("half.pem", cut)
+	caDir := filepath.Dir(write("cas/ca.pem", b))
+	write("cas/a.txt", []byte("not a cert\n"))
+	write("cas/half.pem", cut)
+	halfDir := filepath.Dir(write("halves/half.pem", cut))
+	write("halves/a.txt", []byte("not a cert\n"))
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const notReady = "the agent will exit (2) at start until they load"
+	for _, tc := range []struct {
+		name, path string
+		ready      bool // false: notify.ErrNotReady, a warning of Check
+		want       string
+	}{
+		{"not there yet", filepath.Join(dir, "nope.pem"), false, "tunnel.ca_file: stat " + filepath.Join(dir, "nope.pem") + ": no such file"},
+		{"storage not mounted", filepath.Join(dir, "persist/ca.pem"), false, "tunnel.ca_file: stat " + filepath.Join(dir, "persist/ca.pem") + ": no such file"},
+		{"directory not mounted", filepath.Join(dir, "persist/certs"), false, "tunnel.ca_file: stat " + filepath.Join(dir, "persist/certs") + ": no such file"},
+		{"empty", empty, false, "tunnel.ca_file: " + empty + " is empty (not written whole yet?)"},
+		{"cut before its END line", half, false, "tunnel.ca_file: " + half + " ends before its -----END line"},
+		{"directory of a cut file", halfDir, false, "tunnel.ca_file: " + filepath.Join(halfDir, "half.pem") + " ends before its -----END line"},
+
+		{"missing by a relative path", "nope.pem", true, "config: tunnel.ca_file: stat nope.pem: no such file"},
+		{"not PEM", notPEM, true, "config: tunnel.ca_file: no PEM certificate in " + notPEM},
+		{"FIFO", fifo, true, "config: tunnel.ca_file: " + fifo + " is not a regular file"},
+		{"file", pki.CAFile, true, ""},
+		{"directory", caDir, true, ""},
 	} {
 		cfg := checkConfig(t, fmt.Sprintf("[tunnel]\nca_file = %q\n", tc.path))
-		for name, err := range map[string]error{"Check": Check(cfg), "New": func() error { _, err := New(cfg, nil); return err }()} {
-			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+		_, err := New(cfg, nil)
+		switch {
+		case tc.want == "" && err != nil, tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: New = %v, want %q", tc.name, err, tc.want)
+		case errors.Is(err, notify.ErrNotReady) == tc.ready:
+			t.Errorf("%s: New = %v; notify.ErrNotReady: %v, want %v", tc.name, err, tc.ready, !tc.ready)
+		case !tc.ready && !strings.Contains(err.Error(), notReady):
+			t.Errorf("%s: New = %v, want it to say %q", tc.name, err, notReady)
+		}
+		for name, check := range map[string]func(*Config) error{"Check": Check, "CheckStart": CheckStart} {
+			err := check(cfg)
+			w := strings.Join(Warnings(cfg), "\n")
+			switch {
+			case tc.ready && tc.want == "" && err != nil:
+				t.Errorf("%s: %s = %v, want nil", tc.name, name, err)
+			case tc.ready && tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Errorf("%s: %s = %v, want %q", tc.name, name, err, tc.want)
+			case !tc.ready && (err != nil || !strings.Contains(w, tc.want) || !strings.Contains(w, notReady)):
+				t.Errorf("%s: %s = %v, warnings %q; want nil and a warning %q... %q", tc.name, name, err, w, tc.want, notReady)
 			}
 		}
+	}
+}
+
+// A tunnel.ca_file not there yet is said after every other setting: what
+// stops the agent for good (exit 1) comes first, and MQTT files not there yet
+// are a warning as without it.
+func TestTunnelCANotReadyLast(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "persist", "ca.pem")
+	cfg := checkConfig(t, fmt.Sprintf("[tunnel]\nca_file = %q\n", missing))
+	cfg.MQTT.KeyFile = filepath.Join(filepath.Dir(missing), "device.key")
+	if err := CheckStart(cfg); err != nil {
+		t.Fatalf("CheckStart = %v, want nil", err)
+	}
+	if w, want := strings.Join(Warnings(cfg), "\n"), "mqtt.key_file: open "+cfg.MQTT.KeyFile; !strings.Contains(w, want) {
+		t.Errorf("warnings %q, want %q", w, want)
+	}
+	cfg.MQTT.KeyFile = filepath.Join(t.TempDir(), "encrypted.key")
+	os.WriteFile(cfg.MQTT.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("x")}), 0o600)
+	if _, err := New(cfg, nil); err == nil || errors.Is(err, notify.ErrNotReady) || !strings.Contains(err.Error(), "config: mqtt.key_file") {
+		t.Errorf("New with an encrypted mqtt.key_file = %v, want that configuration error", err)
 	}
 }
 

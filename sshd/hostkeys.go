@@ -31,9 +31,12 @@ const HostKeyFile = "ssh_host_ed25519_key"
 // new key would make every client that knows the old one refuse the device),
 // so starting again cannot help: the key file needs an operator, and a
 // caller should stop rather than be restarted. A missing HostKeyFiles entry
-// wraps it too (and fs.ErrNotExist): the server never makes those files, so
-// a restart every few seconds would not bring one either. Errors that may
-// pass by themselves do not wrap it: I/O errors while reading, and every
+// given by a relative path wraps it too (and fs.ErrNotExist): the server
+// never makes those files, and such a path is most likely read from another
+// working directory than meant, which no restart mends. Errors that may
+// pass by themselves do not wrap it: a HostKeyFiles entry by an absolute
+// path that is not there (yet: on storage mounted later in boot, such as
+// /persist), checked after the others, I/O errors while reading, and every
 // failure to create the key in DataDir (a read-only file system, a full
 // disk), except a file system that does not keep file modes (vfat mounted
 // with the defaults), on which a private key would be readable by everyone.
@@ -94,18 +97,29 @@ func CheckHostKeys(dataDir string, extra []string) (notServed []string, err erro
 	return notServed, err
 }
 
-// readExtraKeys reads the HostKeyFiles, which must exist.
+// readExtraKeys reads the HostKeyFiles, which must exist. One by an absolute
+// path that does not is said once the others have been read: their errors
+// need an operator, it may only need a mount (see ErrHostKey).
 func readExtraKeys(extra []string) ([]gossh.Signer, error) {
 	var out []gossh.Signer
+	var missing error
 	for _, p := range extra {
 		s, err := readHostKey(p)
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && filepath.IsAbs(p):
+			if missing == nil {
+				missing = err
+			}
+			continue
+		case errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("%w: %w (an extra host key file is never made: copy it in place)", ErrHostKey, err)
-		}
-		if err != nil {
+		case err != nil:
 			return nil, err
 		}
 		out = append(out, s)
+	}
+	if missing != nil {
+		return nil, missing
 	}
 	return out, nil
 }

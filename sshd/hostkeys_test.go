@@ -421,9 +421,21 @@ func TestHostKeyErrorClassification(t *testing.T) {
 		{"I/O error reading HostKeyFiles", func(t *testing.T, s *Server, dir string) {
 			s.HostKeyFiles = []string{"/proc/self/mem"}
 		}, false},
-		// The server never makes these files: a restart cannot bring one.
-		{"HostKeyFiles entry missing", func(t *testing.T, s *Server, dir string) {
+		// The server never makes these files, but one by an absolute path
+		// may be on storage mounted later in boot (/persist): a restart may
+		// find it. By a relative path it is read from another working
+		// directory than meant, which no restart mends; and the others are
+		// read all the same, so a file that needs an operator is said first.
+		{"HostKeyFiles entry not there yet", func(t *testing.T, s *Server, dir string) {
 			s.HostKeyFiles = []string{filepath.Join(dir, "missing")}
+		}, false},
+		{"HostKeyFiles entry missing by a relative path", func(t *testing.T, s *Server, dir string) {
+			s.HostKeyFiles = []string{"porthole-test-missing-key"}
+		}, true},
+		{"HostKeyFiles entry not there yet, then garbage", func(t *testing.T, s *Server, dir string) {
+			p := filepath.Join(dir, "extra")
+			os.WriteFile(p, []byte("garbage"), 0o600)
+			s.HostKeyFiles = []string{filepath.Join(dir, "missing"), p}
 		}, true},
 		{"DataDir cannot be made", func(t *testing.T, s *Server, dir string) {
 			s.DataDir = "/proc/self/porthole-test"

@@ -172,9 +172,10 @@ func (e *ConfigError) Is(target error) bool { return e.notReady && target == Err
 // well but are not a pair: what storage mounted later in boot (/persist,
 // /mnt/data) and a renewal written halfway (a reboot between the new
 // certificate and its key) look like. A later try may find the files right
-// without a change to the config. Every other file problem (a directory,
-// DER, an encrypted key, a CA certificate as the device's) says what was put
-// there, and needs someone to mend it.
+// without a change to the config. FileError applies the same rule to other
+// PEM files (the agent's tunnel.ca_file). Every other file problem (a
+// directory, DER, an encrypted key, a CA certificate as the device's) says
+// what was put there, and needs someone to mend it.
 var ErrNotReady error = &errorString{"notify: certificate files not ready"}
 
 func configErr(field, format string, args ...any) error {

@@ -101,35 +101,46 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 	}, nil
 }
 
-// readPEM reads path, the PEM file of field. A file that is not there (by an
-// absolute path: a relative one is most likely read from another working
-// directory than meant, which no mount mends), is empty, or has a -----BEGIN
-// line and no block ends, is an error that is ErrNotReady: one that a mount
-// or a write still to come makes right. Such a file is refused all the same,
-// as it was before: no PEM block in it means none of the three loads.
+// readPEM reads path, the PEM file of field (see FileError).
 func readPEM(field, path string) ([]byte, error) {
 	b, _, err := ReadRegularFile(path, maxPEMFile)
 	if err != nil {
-		return nil, &ConfigError{Field: field, Err: err, notReady: errors.Is(err, fs.ErrNotExist) && filepath.IsAbs(path)}
+		return nil, FileError(field, path, nil, err)
 	}
 	if err := bomError(path, b); err != nil {
 		clear(b)
 		return nil, &ConfigError{Field: field, Err: err}
 	}
-	if block, _ := pem.Decode(b); block == nil {
-		why := ""
-		switch {
-		case len(bytes.TrimSpace(b)) == 0:
-			why = "is empty"
-		case bytes.Contains(b, []byte("-----BEGIN ")) && !bytes.Contains(b, []byte("-----END ")):
-			why = "ends before its -----END line"
-		}
-		if why != "" {
-			clear(b)
-			return nil, &ConfigError{Field: field, notReady: true, Err: fmt.Errorf("%s %s (not written whole yet?)", path, why)}
-		}
+	if err := FileError(field, path, b, nil); err != nil {
+		clear(b)
+		return nil, err
 	}
 	return b, nil
+}
+
+// FileError returns New's error for the PEM file path of field, read by
+// ReadRegularFile as b or as err: err in a *ConfigError, or for a file that
+// is empty or has a -----BEGIN line and no block ends, one that says so; nil
+// for any other b. A file not there (by an absolute path: a relative one is
+// most likely read from another working directory than meant, which no mount
+// mends), empty, or cut is ErrNotReady: a mount or a write still to come
+// makes it right. Such a file is refused all the same, as it was before: no
+// PEM block in it means none of the three loads. The agent's tunnel.ca_file
+// is told apart by the same rule.
+func FileError(field, path string, b []byte, err error) *ConfigError {
+	if err != nil {
+		return &ConfigError{Field: field, Err: err, notReady: errors.Is(err, fs.ErrNotExist) && filepath.IsAbs(path)}
+	}
+	why := ""
+	switch {
+	case len(bytes.TrimSpace(b)) == 0:
+		why = "is empty"
+	case bytes.Contains(b, []byte("-----BEGIN ")) && !bytes.Contains(b, []byte("-----END ")):
+		why = "ends before its -----END line"
+	default:
+		return nil
+	}
+	return &ConfigError{Field: field, notReady: true, Err: fmt.Errorf("%s %s (not written whole yet?)", path, why)}
 }
 
 // keyReads reports whether the first private key in keyPEM parses, as

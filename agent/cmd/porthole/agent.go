@@ -159,9 +159,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		if errors.Is(err, notify.ErrNotReady) {
-			// The MQTT identity files are on storage not mounted yet,
-			// or half renewed: a runtime failure (exit 2), which the
-			// init system restarts until they load.
+			// The MQTT identity files or tunnel.ca_file are on
+			// storage not mounted yet, or half written: a runtime
+			// failure (exit 2), which the init system restarts until
+			// they load. (ssh.host_keys: Run says so the same way.)
 			return err
 		}
 		return agent.Usagef("%w", err)

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,14 +37,17 @@ func TestStartRefusals(t *testing.T) {
 		want                  []string
 		agentToo              bool
 	}{
-		{name: "tunnel CA missing", extra: "[tunnel]\nca_file = \"/nonexistent/ca.pem\"\n",
-			want: []string{"config: tunnel.ca_file: stat /nonexistent/ca.pem"}, agentToo: true},
+		// By an absolute path either may be on storage not mounted yet
+		// (TestFilesOnStorageNotThereYet); a relative one is read from
+		// another working directory than meant.
+		{name: "tunnel CA missing", extra: "[tunnel]\nca_file = \"nonexistent-ca.pem\"\n",
+			want: []string{"config: tunnel.ca_file: stat nonexistent-ca.pem"}, agentToo: true},
 		{name: "placeholders", from: `thing_name = "dev"`, to: `thing_name = "CHANGE-ME"`,
 			want: []string{`thing_name: "CHANGE-ME" is still the example's placeholder`}, agentToo: true},
 		{name: "example endpoint", from: `endpoint = "b:8883"`, to: `endpoint = "xxxxxxxxxxxxxx-ats.iot.eu-west-1.amazonaws.com:8883"`,
 			want: []string{`mqtt.endpoint: "xxxxxxxxxxxxxx-ats.iot.eu-west-1.amazonaws.com:8883" is still the example's placeholder`}, agentToo: true},
-		{name: "extra host key missing", extra: "[ssh]\nhost_keys = [\"/nonexistent/hk\"]\n",
-			want: []string{"config: ssh.host_keys: ", "/nonexistent/hk", "unusable host key"}, agentToo: true},
+		{name: "extra host key missing", extra: "[ssh]\nhost_keys = [\"nonexistent-hk\"]\n",
+			want: []string{"config: ssh.host_keys: ", "nonexistent-hk", "unusable host key"}, agentToo: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path, _ := withConfig(t, tc.from, tc.to, tc.extra)
@@ -263,6 +267,79 @@ func TestIdentityFilesNotThereYet(t *testing.T) {
 				if !strings.Contains(errs, w) {
 					t.Errorf("agent: stderr %q, want %q", errs, w)
 				}
+			}
+		})
+	}
+	if _, err := os.Stat(storage); !os.IsNotExist(err) {
+		t.Errorf("%s was made (stat: %v)", storage, err)
+	}
+}
+
+// A tunnel.ca_file or an ssh.host_keys file on storage mounted later in boot
+// (/persist, /mnt/data), or a CA file not written whole yet, is what MQTT
+// files not there yet are (TestIdentityFilesNotThereYet): the agent exits 2,
+// which init systems restart until it is there, and check-config warns and
+// says ok. Both were configuration errors (exit 1), which no init system
+// restarts: the device stayed off the network until someone restarted the
+// agent by hand. What says something else was put there stops both (exit 1).
+func TestFilesOnStorageNotThereYet(t *testing.T) {
+	dir := t.TempDir()
+	dev := writeDevice(t, dir)
+	storage := filepath.Join(dir, "persist") // not mounted
+	ca, err := os.ReadFile(dev.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, b, mode)
+		os.Chmod(p, mode)
+		return p
+	}
+	empty := write("empty.pem", nil, 0o600)
+	cut := write("cut.pem", ca[:bytes.Index(ca, []byte("-----END "))], 0o600)
+	garbage := write("garbage", []byte("not a certificate nor a key\n"), 0o600)
+	openKey := filepath.Join(dir, "open_key")
+	writeHostKey(t, openKey, 0o644)
+	missingCA, missingKey := filepath.Join(storage, "ca.pem"), filepath.Join(storage, "ssh_host_ecdsa_key")
+	b, err := os.ReadFile(dev.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, extra string
+		code        int
+		want        string
+	}{
+		{"tunnel CA not mounted yet", "[tunnel]\nca_file = " + strconv.Quote(missingCA), exitRuntime,
+			"tunnel.ca_file: stat " + missingCA + ": no such file or directory"},
+		{"tunnel CA not written yet", "[tunnel]\nca_file = " + strconv.Quote(empty), exitRuntime, "tunnel.ca_file: " + empty + " is empty"},
+		{"tunnel CA written halfway", "[tunnel]\nca_file = " + strconv.Quote(cut), exitRuntime, "tunnel.ca_file: " + cut + " ends before its -----END line"},
+		{"host key not mounted yet", "[ssh]\nhost_keys = [" + strconv.Quote(missingKey) + "]", exitRuntime,
+			"ssh.host_keys: reading host key " + missingKey + ": stat " + missingKey + ": no such file or directory"},
+
+		{"tunnel CA garbage", "[tunnel]\nca_file = " + strconv.Quote(garbage), exitUsage, "config: tunnel.ca_file: no PEM certificate in " + garbage},
+		{"host key garbage", "[ssh]\nhost_keys = [" + strconv.Quote(garbage) + "]", exitUsage, garbage},
+		{"host key too open", "[ssh]\nhost_keys = [" + strconv.Quote(openKey) + "]", exitUsage, "permissions 0644 are too open"},
+		{"host key missing by a relative path", "[ssh]\nhost_keys = [\"ssh_host_missing_key\"]", exitUsage, "ssh_host_missing_key"},
+		{"host key not mounted yet, and one garbage", "[ssh]\nhost_keys = [" + strconv.Quote(missingKey) + ", " + strconv.Quote(garbage) + "]",
+			exitUsage, garbage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.WriteFile(dev.path, append(append(b[:len(b):len(b)], tc.extra...), '\n'), 0o600)
+			for _, args := range [][]string{{"check-config", "-start"}, {"check-config"}} {
+				code, out, errs := runCmd(t, nil, append(args, "-c", dev.path)...)
+				switch {
+				case tc.code == exitUsage && (code != exitUsage || !strings.Contains(errs, tc.want)):
+					t.Errorf("%s: exit %d, stderr %q; want %d and %q", args, code, errs, exitUsage, tc.want)
+				case tc.code == exitRuntime && (code != exitOK || !strings.Contains(out, "ok") ||
+					!strings.Contains(errs, dev.path+": warning: "+tc.want) || !strings.Contains(errs, "the agent will exit (2) at start")):
+					t.Errorf("%s: exit %d, stdout %q, stderr %q; want ok and a warning %q that the agent will exit (2)", args, code, out, errs, tc.want)
+				}
+			}
+			code, _, errs := runCmd(t, nil, "agent", "-c", dev.path)
+			if code != tc.code || !strings.Contains(errs, tc.want) {
+				t.Errorf("agent: exit %d, stderr %q; want %d and %q", code, errs, tc.code, tc.want)
 			}
 		})
 	}

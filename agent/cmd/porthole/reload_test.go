@@ -93,7 +93,9 @@ func TestReloadRefusesConfigTheAgentWouldNotStartWith(t *testing.T) {
 	path, _ := deviceConfig(t)
 	p := startAgent(t, path)
 	b, _ := os.ReadFile(path)
-	os.WriteFile(path, append(b, "[tunnel]\nca_file = \"/nonexistent/ca.pem\"\n"...), 0o600)
+	// A directory without a certificate: one not there yet is a warning
+	// (TestReloadWithFilesNotThereYet).
+	os.WriteFile(path, append(b, "[tunnel]\nca_file = \""+t.TempDir()+"\"\n"...), 0o600)
 	if code, _, errs := runCmd(t, nil, "check-config", "-start", "-c", path); code != exitUsage {
 		t.Fatalf("check-config -start on the new config: exit %d (%s), want %d", code, errs, exitUsage)
 	}
@@ -123,7 +125,7 @@ func TestReloadWithIdentityFilesNotLoading(t *testing.T) {
 		t.Fatal(err)
 	}
 	encrypted := pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("x")})
-	const warned = "mqtt certificate files do not load:"
+	const warned = "certificate files do not load:"
 	for i, tc := range []struct {
 		name string
 		key  []byte
@@ -160,6 +162,34 @@ func TestReloadWithIdentityFilesNotLoading(t *testing.T) {
 	p.waitLog(t, "reload refused")
 	if got := p.logged(); !strings.Contains(got, "config: mqtt.key_file: "+bad+" is encrypted") {
 		t.Errorf("after SIGHUP with mqtt.key_file naming an encrypted key, the log says:\n%s\nwant the reload refused, naming it", got)
+	}
+}
+
+// A reload (SIGHUP) with a tunnel.ca_file or an ssh.host_keys file not there
+// yet (storage mounted later) is applied, as check-config -start passes it:
+// a reload reads neither, and the next start exits 2 until they are there,
+// which init systems restart. It says so at WARN, naming each.
+func TestReloadWithFilesNotThereYet(t *testing.T) {
+	path, _ := deviceConfig(t)
+	p := startAgent(t, path)
+	storage := filepath.Join(t.TempDir(), "persist")
+	ca, key := filepath.Join(storage, "ca.pem"), filepath.Join(storage, "ssh_host_ecdsa_key")
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, append(b, "[tunnel]\nca_file = \""+ca+"\"\n[ssh]\nhost_keys = [\""+key+"\"]\n"...), 0o600)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	p.waitLog(t, "reload")
+	time.Sleep(100 * time.Millisecond)
+	got := p.logged()
+	if strings.Contains(got, "reload refused") || !strings.Contains(got, "reloaded the service map") {
+		t.Fatalf("after SIGHUP the log says:\n%s\nwant the reload applied", got)
+	}
+	for _, want := range []string{"tunnel.ca_file: stat " + ca, "ssh.host_keys: reading host key " + key} {
+		if !strings.Contains(got, want) {
+			t.Errorf("after SIGHUP the log says:\n%s\nwant a warning %q", got, want)
+		}
+	}
+	if n := strings.Count(got, "exit (2) at start"); n != 2 {
+		t.Errorf("after SIGHUP the log says:\n%s\nwant 2 warnings that the agent will exit (2) at start, got %d", got, n)
 	}
 }
 
