@@ -1,7 +1,9 @@
 package tunnel_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
@@ -346,4 +349,140 @@ func TestSupersededUploadIsResetAtTarget(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStopMidTransferResetsLocalConnections: stopping porthole connect, or
+// the agent, cuts the transfers under way short: the local connection of
+// each is reset, not closed with a FIN after which a download (at the
+// operator's client) or an upload (at the device's target) looked whole.
+func TestStopMidTransferResetsLocalConnections(t *testing.T) {
+	t.Run("source stops, download", func(t *testing.T) {
+		src, _ := startSides(t, endlessTarget(t))
+		c := dialRead(t, src.addr, 1<<20)
+		src.stop()
+		n, err := io.Copy(io.Discard, c)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("after porthole connect stopped mid-download the client read %d more bytes, then %v; want ECONNRESET", n, err)
+		}
+	})
+	t.Run("destination stops, upload", func(t *testing.T) {
+		ended := make(chan error, 1)
+		target := tunneltest.ServeTCP(t, func(c net.Conn) {
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, err := io.Copy(io.Discard, c)
+			ended <- err
+		})
+		src, dst := startSides(t, target)
+		c, err := net.Dial("tcp", src.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			buf := make([]byte, 32<<10)
+			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(300 * time.Millisecond) // the upload is under way
+		dst.stop()
+		if err := <-ended; !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("after the agent stopped mid-upload the target's input ended with %v; want ECONNRESET", err)
+		}
+	})
+}
+
+// TestTunnelLossAfterWholeDownload: a device's service sent a file and closed;
+// all of it is with the kernel, on its way to a client that reads it later.
+// The tunnel lost then does not cut it: the client gets all of it and a
+// clean EOF. (It was reset, and what the kernel held was lost.)
+func TestTunnelLossAfterWholeDownload(t *testing.T) {
+	const size = 256 << 10
+	data := make([]byte, size)
+	rand.Read(data)
+	target := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		c.Write(data)
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}})
+	c, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(time.Second) // the source writes it all to the kernel, more than the client's buffer holds
+	h.tun.Drop(tunneltest.Source)
+	time.Sleep(300 * time.Millisecond) // the source's session ends
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the client read %d of %d bytes, then %v; want all of them and a clean EOF", len(got), size, err)
+	}
+}
+
+// side is one running end of a tunnel that a test stops on its own.
+type side struct {
+	addr string // the source's listening address
+	stop func()
+}
+
+// startSides runs a destination serving target as SSH and a source, each
+// stopped by its own function (both are at the test's end).
+func startSides(t *testing.T, target string) (src, dst side) {
+	t.Helper()
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	base := tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: tunneltest.Logger(t),
+		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+	d := &tunnel.Destination{Config: base, Dialer: tunnel.Targets{"SSH": target}}
+	s := &tunnel.Source{Config: base, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
+	var err error
+	if d.AccessToken, err = tunnel.NewAccessToken(tun.DestinationToken); err != nil {
+		t.Fatal(err)
+	}
+	if s.AccessToken, err = tunnel.NewAccessToken(tun.SourceToken); err != nil {
+		t.Fatal(err)
+	}
+	listening := make(chan string, 1)
+	s.OnListen = func(_ string, a net.Addr) { listening <- a.String() }
+	run := func(r func(context.Context) error) func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { r(ctx); close(done) }()
+		stop := func() { cancel(); <-done }
+		t.Cleanup(stop)
+		return stop
+	}
+	dst.stop = run(d.Run)
+	src.stop = run(s.Run)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tun.Dataplane().WaitConnects(ctx, dataplane.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case src.addr = <-listening:
+	case <-ctx.Done():
+		t.Fatal("the source did not listen")
+	}
+	return src, dst
+}
+
+// dialRead connects to addr and reads n bytes from it.
+func dialRead(t *testing.T, addr string, n int64) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.CopyN(io.Discard, c, n); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -50,7 +50,8 @@ const sessionBuffered = 1 << 20
 
 // session is the state of one WebSocket connection: its streams and the local
 // connections they carry. When the WebSocket ends, every local connection of the
-// session is closed (spec §3.8): with a TCP reset, unless the caller stopped it.
+// session is closed (spec §3.8): with a TCP reset, unless all it was sent is
+// with the kernel (link.cut).
 //
 // Lock order: s.opening, then s.mu, then the Source's mu (open takes stream and
 // connection ids under s.mu); s.opening, then the WebSocket's wmu (open
@@ -318,11 +319,8 @@ func (s *session) teardown() {
 	}
 	s.streams = map[string]*stream{}
 	s.mu.Unlock()
-	lost := s.parent.Err() == nil // the WebSocket failed: the streams are cut short
 	for _, l := range all {
-		if lost {
-			l.reset.Store(true)
-		}
+		l.reset.Store(l.cut())
 		l.end()
 	}
 	s.wg.Wait()
@@ -1134,6 +1132,22 @@ func (l *link) close() {
 		l.closeConn(l.conn)
 	}
 	l.mu.Unlock()
+}
+
+// cut reports whether the session's end, the WebSocket lost or the caller
+// stopping it, cuts l's data short: unless the peer ended l and what it sent
+// before is all with the kernel (l lingers in finish), which a FIN still
+// delivers. Closed with a FIN, a transfer stopped midway (the agent or
+// porthole connect stopped) looked whole at its end; closed with a reset,
+// a download whose last data was on its way to a slow client was lost with
+// the tunnel after it.
+func (l *link) cut() bool {
+	select {
+	case <-l.peerGone:
+		return l.held.Load() > 0
+	default:
+		return true
+	}
 }
 
 // closeConn closes the link's local connection, with a TCP reset if the link
