@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
@@ -51,8 +52,9 @@ func TestSourceStalledClientIsReset(t *testing.T) {
 	target := endlessTarget(t)
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
+	logged := new(testlog.Lines)
 	p := tunneltest.StartPair(t, tunneltest.PairConfig{
-		Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true},
+		Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: slogDebugTo(logged, t)},
 		SourceToken: tun.SourceToken, DestinationToken: tun.DestinationToken, Tunnel: tun.Dataplane(),
 		Services: []string{"SSH"}, Targets: tunnel.Targets{"SSH": target},
 		Source: func(s *tunnel.Source) { s.StallTimeout = 300 * time.Millisecond },
@@ -63,7 +65,15 @@ func TestSourceStalledClientIsReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	time.Sleep(2 * time.Second) // a slow client (a paused pipeline): the source stalls and ends it
+	// A slow client (a paused pipeline): the source stalls and ends it, once
+	// the kernel's buffers and its queue are full (megabytes on loopback:
+	// seconds under the race detector on a loaded machine, more than the 2 s
+	// this slept in CI).
+	for deadline := time.Now().Add(60 * time.Second); logged.Count(`stalled, resetting it" mode=source`) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the source did not reset the stalled client within 60 s")
+		}
+	}
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	n, err := io.Copy(io.Discard, c)
 	if err == nil {

@@ -112,7 +112,7 @@ func TestEndToEndV3(t *testing.T) {
 		// Under the race detector, and under qemu-user (tools/qemu-test.sh runs
 		// -short): the same connections with less data. make test also runs the
 		// full size natively.
-		size = 512 << 10
+		size = 256 << 10
 	}
 	t.Logf("%d services × %d connections × %d bytes each way", len(threeServices), perService, size)
 	tunneltest.Transfer(t, h.Pair, keys, perService, size)

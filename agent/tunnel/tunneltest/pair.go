@@ -135,7 +135,9 @@ func RoundTripConn(c net.Conn, key byte, size int) error {
 		errc <- err
 	}()
 	got := make([]byte, size)
-	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	// Long: the race detector on a loaded 2-core machine moves ~0.65 MiB/s
+	// each way, and a connection may wait its turn for 45 s.
+	c.SetReadDeadline(time.Now().Add(180 * time.Second))
 	if _, err := io.ReadFull(c, got); err != nil {
 		c.Close() // unblock the writer
 		<-errc
