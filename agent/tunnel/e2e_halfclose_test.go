@@ -160,18 +160,7 @@ func TestSlowReaderUploadArrivesWhole(t *testing.T) {
 	})
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr},
 		dstTweak: func(d *tunnel.Destination) { d.StallTimeout = time.Second }})
-	c, err := net.Dial("tcp", h.addr("SSH"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	data := make([]byte, size)
-	rand.Read(data)
-	c.SetWriteDeadline(time.Now().Add(60 * time.Second))
-	if _, err := c.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	c.(*net.TCPConn).CloseWrite()
+	uploadHalfClosed(t, h.addr("SSH"), size)
 	select {
 	case n := <-got:
 		var e error
@@ -213,18 +202,7 @@ func TestSlowWritesAfterResetArriveWhole(t *testing.T) {
 	})
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: slow,
 		dstTweak: func(d *tunnel.Destination) { d.StallTimeout = time.Second }})
-	c, err := net.Dial("tcp", h.addr("SSH"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	data := make([]byte, size)
-	rand.Read(data)
-	c.SetWriteDeadline(time.Now().Add(60 * time.Second))
-	if _, err := c.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	c.(*net.TCPConn).CloseWrite()
+	uploadHalfClosed(t, h.addr("SSH"), size)
 	select {
 	case n := <-got:
 		if n != size {
@@ -267,16 +245,7 @@ func TestSlowClientDownloadArrivesWhole(t *testing.T) {
 		c.SetDeadline(time.Now().Add(60 * time.Second))
 		c.Write(data)
 	})
-	srv := tunneltest.NewServer(t)
-	srv.Logf = t.Logf
-	tun := srv.OpenTunnel("SSH")
-	p := tunneltest.StartPair(t, tunneltest.PairConfig{
-		Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true},
-		SourceToken: tun.SourceToken, DestinationToken: tun.DestinationToken,
-		Tunnel: tun.Dataplane(), Services: []string{"SSH"}, Targets: tunnel.Targets{"SSH": addr},
-		Source: func(s *tunnel.Source) { s.StallTimeout = time.Second },
-	})
-	c, err := net.Dial("tcp", p.Addr("SSH"))
+	c, err := net.Dial("tcp", stallingSource(t, addr).Addr("SSH"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,6 +253,39 @@ func TestSlowClientDownloadArrivesWhole(t *testing.T) {
 	if n, err := slowRead(c); n != size || err != nil {
 		t.Fatalf("the slow client read %d of %d bytes, then %v; want all, then EOF", n, size, err)
 	}
+}
+
+// uploadHalfClosed sends size random bytes to addr and half-closes the
+// connection, which ends with the test.
+func uploadHalfClosed(t *testing.T, addr string, size int) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	data := make([]byte, size)
+	rand.Read(data)
+	c.SetWriteDeadline(time.Now().Add(60 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+}
+
+// stallingSource runs a tunnel to addr as SSH whose source has a stall
+// timeout of 1 s.
+func stallingSource(t *testing.T, addr string) *tunneltest.Pair {
+	t.Helper()
+	srv := tunneltest.NewServer(t)
+	srv.Logf = t.Logf
+	tun := srv.OpenTunnel("SSH")
+	return tunneltest.StartPair(t, tunneltest.PairConfig{
+		Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true},
+		SourceToken: tun.SourceToken, DestinationToken: tun.DestinationToken,
+		Tunnel: tun.Dataplane(), Services: []string{"SSH"}, Targets: tunnel.Targets{"SSH": addr},
+		Source: func(s *tunnel.Source) { s.StallTimeout = time.Second },
+	})
 }
 
 // slowRead reads c to its end at ~400 KiB/s (reading, but slowly): how many

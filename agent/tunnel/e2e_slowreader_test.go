@@ -90,15 +90,7 @@ func TestSteadySlowClientIsNotStalled(t *testing.T) {
 		c.SetDeadline(time.Now().Add(60 * time.Second))
 		c.Write(data)
 	})
-	srv := tunneltest.NewServer(t)
-	srv.Logf = t.Logf
-	tun := srv.OpenTunnel("SSH")
-	p := tunneltest.StartPair(t, tunneltest.PairConfig{
-		Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true},
-		SourceToken: tun.SourceToken, DestinationToken: tun.DestinationToken,
-		Tunnel: tun.Dataplane(), Services: []string{"SSH"}, Targets: tunnel.Targets{"SSH": addr},
-		Source: func(s *tunnel.Source) { s.StallTimeout = time.Second },
-	})
+	p := stallingSource(t, addr)
 	c, err := net.Dial("tcp", p.Addr("SSH"))
 	if err != nil {
 		t.Fatal(err)
