@@ -842,32 +842,40 @@ func (l *link) push(b []byte) {
 	}
 	t := time.NewTimer(l.s.opt.stall)
 	defer t.Stop()
-	for {
-		// Over the session's budget, b waits for room (a nil channel is
-		// never ready), and the connections stuck holding it are reset.
-		in := l.in
-		if l.s.overBuffered() {
-			if l.s.shedStuck(l) {
-				continue // their pumps end, and what they held stops counting (written)
-			}
-			in = nil
+	for l.s.overBuffered() {
+		if l.s.shedStuck(l) {
+			continue // their pumps end, and what they held stops counting (written)
 		}
 		select {
-		case in <- b:
-			l.hold(b)
-			return
 		case <-l.s.written:
 		case <-l.done:
 			return
 		case <-l.s.ctx.Done():
 			return
 		case <-t.C:
-			if in == nil && l.s.shedStuck(l) || l.sent() {
+			if l.s.shedStuck(l) || l.sent() {
 				t.Reset(l.s.opt.stall)
 				continue
 			}
 			l.stalled()
 			return
+		}
+	}
+	for {
+		select {
+		case l.in <- b:
+			l.hold(b)
+			return
+		case <-l.done:
+			return
+		case <-l.s.ctx.Done():
+			return
+		case <-t.C:
+			if !l.sent() {
+				l.stalled()
+				return
+			}
+			t.Reset(l.s.opt.stall)
 		}
 	}
 }
@@ -886,9 +894,8 @@ func (l *link) push(b []byte) {
 // count, as before.
 func (l *link) sent() bool {
 	l.mu.Lock()
-	moved := l.sentLocked()
-	l.mu.Unlock()
-	return moved
+	defer l.mu.Unlock()
+	return l.sentLocked()
 }
 
 func (l *link) sentLocked() bool {
