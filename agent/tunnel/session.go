@@ -545,9 +545,8 @@ type link struct {
 	// with it.
 	held atomic.Int64
 	// moved is when the link last wrote a payload to its local connection,
-	// when it was given one with none held, or when a look found that the
-	// kernel had taken some of what it wrote (sent) (session.now): a link
-	// that holds payloads and has not moved for the stall timeout is stuck.
+	// or when it was given one with none held (session.now): a link that
+	// holds payloads and has not moved for the stall timeout is stuck.
 	moved atomic.Int64
 	done  chan struct{}
 	idle  chan struct{} // closed when the pumps have returned: the link sends nothing more
@@ -562,10 +561,6 @@ type link struct {
 	mu    sync.Mutex
 	conn  io.ReadWriteCloser
 	drain *time.Timer // after the peer's reset: how long the last data may take
-	// queued is what the local connection's kernel held unsent at the last
-	// look (sent), 0 before the first; seen is moved as of that look.
-	queued int
-	seen   int64
 	// lingering: finish has stopped the drain timer, and ends the link itself
 	lingering bool
 	// stopDial ends the dial of the local connection, while one runs: a link
@@ -853,7 +848,7 @@ func (l *link) push(b []byte) {
 		case <-l.s.ctx.Done():
 			return
 		case <-t.C:
-			if l.s.shedStuck(l) || l.sent() {
+			if l.s.shedStuck(l) {
 				t.Reset(l.s.opt.stall)
 				continue
 			}
@@ -861,62 +856,14 @@ func (l *link) push(b []byte) {
 			return
 		}
 	}
-	for {
-		select {
-		case l.in <- b:
-			l.hold(b)
-			return
-		case <-l.done:
-			return
-		case <-l.s.ctx.Done():
-			return
-		case <-t.C:
-			if !l.sent() {
-				l.stalled()
-				return
-			}
-			t.Reset(l.s.opt.stall)
-		}
+	select {
+	case l.in <- b:
+		l.hold(b)
+	case <-l.done:
+	case <-l.s.ctx.Done():
+	case <-t.C:
+		l.stalled()
 	}
-}
-
-// sent reports whether the kernel has taken some of what was written to the
-// local connection since the last look (its unsent count changed), and
-// counts that as the link's progress. On Linux a write blocked on a full
-// socket buffer (autotuned up to 4 MiB) returns only once much of it has
-// drained: 3.8 s for a reader at 400 KiB/s, 18 s at 80 KiB/s, so a reader
-// slower than ~47 KiB/s (curl --limit-rate, a serial bridge) was reset as
-// stalled under the default 30 s while it read. It is called only when a
-// stall is about to be declared: a syscall per stall timeout, not per write.
-// So a target that stops reading is reset a stall timeout after the look
-// that last saw it move: up to twice that after its last read. Where the
-// kernel cannot say (unsent -1: not Linux, not a socket), only whole writes
-// count, as before.
-func (l *link) sent() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.sentLocked()
-}
-
-func (l *link) sentLocked() bool {
-	c, ok := netConn(l.conn).(syscall.Conn)
-	if !ok {
-		return false
-	}
-	n := unsent(c)
-	if n < 0 {
-		return false
-	}
-	// The kernel wakes a blocked write once a third of the buffer is free,
-	// and its writes fill it to the same count again: a link that wrote
-	// since the last look has moved whatever the count.
-	moved := n != l.queued || l.moved.Load() != l.seen
-	l.queued = n
-	if moved {
-		l.moved.Store(l.s.now())
-	}
-	l.seen = l.moved.Load()
-	return moved
 }
 
 // hold counts b, queued for the local connection, in what the link holds.
@@ -948,14 +895,10 @@ func (s *session) shedStuck(l *link) bool {
 		}
 	}
 	s.mu.Unlock()
-	shed := false
 	for _, o := range stuck {
-		if !o.sent() { // o.mu is not taken under s.mu
-			o.stalled()
-			shed = true
-		}
+		o.stalled()
 	}
-	return shed
+	return len(stuck) > 0
 }
 
 func (l *link) stalled() {
@@ -1099,11 +1042,7 @@ func (l *link) drainExpired() {
 		l.mu.Unlock()
 		return
 	}
-	idle := time.Duration(l.s.now() - l.moved.Load())
-	if idle >= l.s.opt.stall && l.sentLocked() {
-		idle = 0
-	}
-	if idle < l.s.opt.stall {
+	if idle := time.Duration(l.s.now() - l.moved.Load()); idle < l.s.opt.stall {
 		l.drain.Reset(l.s.opt.stall - idle)
 		l.mu.Unlock()
 		return
