@@ -837,32 +837,33 @@ func (l *link) push(b []byte) {
 	}
 	t := time.NewTimer(l.s.opt.stall)
 	defer t.Stop()
-	for l.s.overBuffered() {
-		if l.s.shedStuck(l) {
-			continue // their pumps end, and what they held stops counting (written)
+	for {
+		// Over the session's budget, b waits for room (a nil channel is
+		// never ready), and the connections stuck holding it are reset.
+		in := l.in
+		if l.s.overBuffered() {
+			if l.s.shedStuck(l) {
+				continue // their pumps end, and what they held stops counting (written)
+			}
+			in = nil
 		}
 		select {
+		case in <- b:
+			l.hold(b)
+			return
 		case <-l.s.written:
 		case <-l.done:
 			return
 		case <-l.s.ctx.Done():
 			return
 		case <-t.C:
-			if l.s.shedStuck(l) {
+			if in == nil && l.s.shedStuck(l) {
 				t.Reset(l.s.opt.stall)
 				continue
 			}
 			l.stalled()
 			return
 		}
-	}
-	select {
-	case l.in <- b:
-		l.hold(b)
-	case <-l.done:
-	case <-l.s.ctx.Done():
-	case <-t.C:
-		l.stalled()
 	}
 }
 
