@@ -65,13 +65,7 @@ func TestSFTPAppendLongPath(t *testing.T) {
 // path longer than the kernel takes, which the front does not read whole
 // before deciding, is refused as too long, with no path in the reply.
 func TestSFTPOpenTerminalLongPath(t *testing.T) {
-	master, tty, err := openPTY()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
-	name := tty.Name()
-	tty.Close()
+	_, name := unusedTerminal(t)
 	padded := func(n int) string { // name, n bytes long
 		dir, base := filepath.Split(name)
 		return dir + strings.Repeat("./", (n-len(name))/2) + strings.Repeat("/", (n-len(name))%2) + base

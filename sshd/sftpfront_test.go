@@ -1011,13 +1011,7 @@ func TestSFTPOpenTerminalRefused(t *testing.T) {
 		}
 	}
 	noCtty("nothing")
-	master, tty, err := openPTY()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
-	name := tty.Name()
-	tty.Close()
+	master, name := unusedTerminal(t)
 	go io.Copy(io.Discard, master)
 	dir := t.TempDir()
 	if answer, status := scpInProcess(t, dir, "scp -t "+name, "C0644 2 x\nhi\x00"); status != 0 {
@@ -1046,4 +1040,18 @@ func TestSFTPOpenTerminalRefused(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 	noCtty("an SFTP OPEN of " + name)
+}
+
+// unusedTerminal opens a pseudo-terminal whose terminal side no process has
+// open: its master, closed with the test, and the terminal's name.
+func unusedTerminal(t *testing.T) (master *os.File, name string) {
+	t.Helper()
+	master, tty, err := openPTY()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { master.Close() })
+	name = tty.Name()
+	tty.Close()
+	return master, name
 }
