@@ -320,7 +320,9 @@ func (s *session) teardown() {
 	s.streams = map[string]*stream{}
 	s.mu.Unlock()
 	for _, l := range all {
-		l.reset.Store(l.cut())
+		if l.cut() {
+			l.reset.Store(true) // never cleared: a link reset before stays so
+		}
 		l.end()
 	}
 	s.wg.Wait()
