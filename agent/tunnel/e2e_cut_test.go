@@ -411,7 +411,10 @@ func TestStopMidTransferResetsLocalConnections(t *testing.T) {
 // The tunnel lost then does not cut it: the client gets all of it and a
 // clean EOF. (It was reset, and what the kernel held was lost.)
 func TestTunnelLossAfterWholeDownload(t *testing.T) {
-	const size = 256 << 10
+	// More than the client's small receive buffer holds, so that some is
+	// still to be sent when the tunnel is lost; less than that and what the
+	// source's kernel keeps unsent (16 KiB, and the write under way).
+	const size = 16 << 10
 	data := make([]byte, size)
 	rand.Read(data)
 	target := tunneltest.ServeTCP(t, func(c net.Conn) {
@@ -419,12 +422,19 @@ func TestTunnelLossAfterWholeDownload(t *testing.T) {
 		c.Write(data)
 	})
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}})
-	c, err := net.Dial("tcp", h.addr("SSH"))
+	small := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = smallSocketBuffers(fd, 4096) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := small.Dial("tcp", h.addr("SSH"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	time.Sleep(time.Second) // the source writes it all to the kernel, more than the client's buffer holds
+	time.Sleep(time.Second) // the source writes it all to the kernel
 	h.tun.Drop(tunneltest.Source)
 	time.Sleep(300 * time.Millisecond) // the source's session ends
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))

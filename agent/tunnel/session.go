@@ -668,6 +668,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 	}
 	l.conn = conn
 	l.mu.Unlock()
+	boundUnsent(conn)
 	l.s.opt.log.Debug("connection open", l.attrs()...)
 
 	l.s.wg.Add(1)

@@ -21,3 +21,36 @@ func unsent(c syscall.Conn) int {
 	})
 	return n
 }
+
+// unsentBound is the most data a local connection's kernel holds not yet sent
+// (TCP_NOTSENT_LOWAT). A writer blocked on a full socket is woken only once a
+// third of its send buffer has drained, and loopback grows that buffer to
+// megabytes: a reader taking less than ~47 KiB/s saw no payload written
+// within the 30 s stall timeout, and was reset as stalled while it read
+// (curl --limit-rate, a serial bridge, a service writing to flash). Bounded,
+// a write returns as the reader takes about as much as it writes: over
+// loopback one reading 6 KiB/s gets on, and one reading 4 KiB/s is reset
+// (its kernel opens its window only once its 128 KiB buffer is near empty).
+// What is in flight is not bounded, so a distant client's throughput is not
+// either, and a device keeps less in its kernel for a target that reads
+// slowly.
+const unsentBound = 16 << 10
+
+// boundUnsent applies unsentBound to c, a local connection, if it is TCP.
+func boundUnsent(c any) {
+	sc, ok := netConn(c).(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		// Not TCP (a Unix socket, whose buffer does not grow), or a kernel
+		// before 3.12: the connection is written as before.
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotsentLowat, unsentBound)
+	})
+}
+
+const tcpNotsentLowat = 0x19 // TCP_NOTSENT_LOWAT, the same on every Linux architecture

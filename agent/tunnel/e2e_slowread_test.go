@@ -1,0 +1,91 @@
+//go:build linux
+
+package tunnel_test
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+)
+
+// TestSlowReaderIsNotStalled: a local connection that reads, slowly (curl
+// --limit-rate, a serial bridge, a device writing to flash), is not reset as
+// stalled. Its kernel took megabytes before the writer blocked, and woke it
+// only once a third of them had drained: ~3 s at 200 KiB/s, longer than the
+// stall timeout here. Each side bounds what its kernel holds unsent (Linux
+// only: elsewhere the kernel holds what its buffer takes).
+func TestSlowReaderIsNotStalled(t *testing.T) {
+	const stall = 3 * time.Second
+	pair := func(t *testing.T, target string) *tunneltest.Pair {
+		srv := tunneltest.NewServer(t)
+		tun := srv.OpenTunnel("SSH")
+		return tunneltest.StartPair(t, tunneltest.PairConfig{
+			Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: tunneltest.Logger(t)},
+			SourceToken: tun.SourceToken, DestinationToken: tun.DestinationToken,
+			Tunnel: tun.Dataplane(), Services: []string{"SSH"}, Targets: tunnel.Targets{"SSH": target},
+			Source:      func(s *tunnel.Source) { s.StallTimeout = stall },
+			Destination: func(d *tunnel.Destination) { d.StallTimeout = stall },
+		})
+	}
+	t.Run("download, slow client", func(t *testing.T) {
+		t.Parallel()
+		c, err := net.Dial("tcp", pair(t, endlessTarget(t)).Addr("SSH"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if n, err := readSlowly(c, 3*stall); err != nil {
+			t.Fatalf("the client, reading ~200 KiB/s, read %d bytes, then %v; want to read on", n, err)
+		}
+	})
+	t.Run("upload, slow target", func(t *testing.T) {
+		t.Parallel()
+		read := make(chan error, 1)
+		target := tunneltest.ServeTCP(t, func(c net.Conn) {
+			defer c.Close()
+			n, err := readSlowly(c, 3*stall)
+			if err != nil {
+				t.Errorf("the target, reading ~200 KiB/s, read %d bytes, then %v; want to read on", n, err)
+			}
+			read <- err
+		})
+		c, err := net.Dial("tcp", pair(t, target).Addr("SSH"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+		<-read
+	})
+}
+
+// readSlowly reads c at ~200 KiB/s for d: how many bytes, and the error that
+// ended it sooner (nil: none).
+func readSlowly(c net.Conn, d time.Duration) (int64, error) {
+	buf := make([]byte, 8<<10)
+	var n int64
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		k, err := c.Read(buf)
+		n += int64(k)
+		if err == io.EOF {
+			return n, io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return n, err
+		}
+		time.Sleep(40 * time.Millisecond)
+	}
+	return n, nil
+}
