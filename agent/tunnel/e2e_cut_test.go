@@ -409,12 +409,10 @@ func TestStopMidTransferResetsLocalConnections(t *testing.T) {
 // TestTunnelLossAfterWholeDownload: a device's service sent a file and closed;
 // all of it is with the kernel, on its way to a client that reads it later.
 // The tunnel lost then does not cut it: the client gets all of it and a
-// clean EOF. (It was reset, and what the kernel held was lost.)
+// clean EOF. (It was reset, and what the kernel held was lost; then, with
+// what the kernel holds unsent bounded, it was reset with the rest queued.)
 func TestTunnelLossAfterWholeDownload(t *testing.T) {
-	// More than the client's small receive buffer holds, so that some is
-	// still to be sent when the tunnel is lost; less than that and what the
-	// source's kernel keeps unsent (16 KiB, and the write under way).
-	const size = 16 << 10
+	const size = 256 << 10
 	data := make([]byte, size)
 	rand.Read(data)
 	target := tunneltest.ServeTCP(t, func(c net.Conn) {
@@ -422,25 +420,53 @@ func TestTunnelLossAfterWholeDownload(t *testing.T) {
 		c.Write(data)
 	})
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}})
-	small := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) { serr = smallSocketBuffers(fd, 4096) }); err != nil {
-			return err
-		}
-		return serr
-	}}
-	c, err := small.Dial("tcp", h.addr("SSH"))
+	c, err := net.Dial("tcp", h.addr("SSH"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	time.Sleep(time.Second) // the source writes it all to the kernel
+	time.Sleep(time.Second) // the source writes it all to the kernel, more than the client's buffer holds
 	h.tun.Drop(tunneltest.Source)
 	time.Sleep(300 * time.Millisecond) // the source's session ends
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("the client read %d of %d bytes, then %v; want all of them and a clean EOF", len(got), size, err)
+	}
+}
+
+// TestTunnelLossAfterWholeUpload is the same on the device's side: the
+// operator's client sent a file and closed; the device's service reads it a
+// little later (it was writing to flash), after the agent's tunnel is lost.
+func TestTunnelLossAfterWholeUpload(t *testing.T) {
+	const size = 256 << 10
+	data := make([]byte, size)
+	rand.Read(data)
+	got := make(chan []byte, 1)
+	read := make(chan error, 1)
+	target := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		time.Sleep(1500 * time.Millisecond) // busy: the upload waits in the kernel
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		b, err := io.ReadAll(c)
+		got <- b
+		read <- err
+	})
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}})
+	c, err := net.Dial("tcp", h.addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // before the end, so that the data goes first
+	c.Close()
+	time.Sleep(800 * time.Millisecond) // the destination has it all, and the end
+	h.tun.Drop(tunneltest.Destination)
+	if b, err := <-got, <-read; err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("the service read %d of %d bytes, then %v; want all of them and a clean EOF", len(b), size, err)
 	}
 }
 

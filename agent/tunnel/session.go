@@ -667,8 +667,12 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 	default:
 	}
 	l.conn = conn
+	select {
+	case <-l.peerGone: // nothing more comes: its kernel may hold all of it
+	default:
+		boundUnsent(conn, true)
+	}
 	l.mu.Unlock()
-	boundUnsent(conn)
 	l.s.opt.log.Debug("connection open", l.attrs()...)
 
 	l.s.wg.Add(1)
@@ -949,6 +953,15 @@ func (l *link) peerEnded() {
 		return
 	}
 	close(l.peerGone) // once: each reset took the link out of its stream first
+	// Nothing more is pushed, so the bound on what the kernel holds no
+	// longer keeps the tunnel's other streams moving: lifted, the kernel
+	// takes what is queued, and a slow reader still gets all of it if the
+	// session ends before it has read it (cut).
+	l.mu.Lock()
+	if l.conn != nil {
+		boundUnsent(l.conn, false)
+	}
+	l.mu.Unlock()
 	l.armDrain(l.drainExpired)
 }
 

@@ -32,12 +32,14 @@ func unsent(c syscall.Conn) int {
 // loopback one reading 6 KiB/s gets on, and one reading 4 KiB/s is reset
 // (its kernel opens its window only once its 128 KiB buffer is near empty).
 // What is in flight is not bounded, so a distant client's throughput is not
-// either, and a device keeps less in its kernel for a target that reads
-// slowly.
+// either. Once the peer has ended the stream nothing more is pushed, and the
+// bound is lifted (peerEnded): the kernel takes the rest, and the reader
+// gets it even if the tunnel is lost before it has read it.
 const unsentBound = 16 << 10
 
-// boundUnsent applies unsentBound to c, a local connection, if it is TCP.
-func boundUnsent(c any) {
+// boundUnsent sets unsentBound on c, a local connection, if it is TCP, or
+// lifts it (the system's default: none).
+func boundUnsent(c any, bounded bool) {
 	sc, ok := netConn(c).(syscall.Conn)
 	if !ok {
 		return
@@ -46,10 +48,15 @@ func boundUnsent(c any) {
 	if err != nil {
 		return
 	}
+	n := 0
+	if bounded {
+		n = unsentBound
+	}
 	rc.Control(func(fd uintptr) {
 		// Not TCP (a Unix socket, whose buffer does not grow), or a kernel
-		// before 3.12: the connection is written as before.
-		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotsentLowat, unsentBound)
+		// before 3.12: the connection is written as before. A change wakes
+		// a writer blocked on the bound.
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotsentLowat, n)
 	})
 }
 

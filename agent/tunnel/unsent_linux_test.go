@@ -26,7 +26,7 @@ func TestBoundUnsentReachesWrappedConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	boundUnsent(wrapped{c})
+	boundUnsent(wrapped{c}, true)
 	rc, err := c.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)

@@ -11,4 +11,4 @@ func unsent(syscall.Conn) int { return -1 }
 // boundUnsent does nothing here: a local connection's kernel holds what its
 // send buffer takes, and a reader slower than that buffer drains within the
 // stall timeout is reset as stalled (see unsent_linux.go).
-func boundUnsent(any) {}
+func boundUnsent(any, bool) {}
