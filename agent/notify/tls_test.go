@@ -145,13 +145,7 @@ func TestKeyAndCertFileMistakesSayWhatToDo(t *testing.T) {
 	cert, key := p.Client(t, "thing-a")
 	good := Config{ThingName: "thing-a", Broker: "127.0.0.1:8883", CAFile: p.CAFile, CertFile: cert, KeyFile: key}
 	dir := t.TempDir()
-	write := func(name string, b []byte) string {
-		f := filepath.Join(dir, name)
-		if err := os.WriteFile(f, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
+	write := func(name string, b []byte) string { return writeIn(t, dir, name, b) }
 	read := func(f string) []byte {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -585,13 +579,7 @@ func TestFilesNotReady(t *testing.T) {
 	otherCert, otherKey := p.Client(t, "thing-b")
 	good := Config{ThingName: "thing-a", Broker: "127.0.0.1:8883", CAFile: p.CAFile, CertFile: cert, KeyFile: key}
 	dir := t.TempDir()
-	write := func(name string, b []byte) string {
-		f := filepath.Join(dir, name)
-		if err := os.WriteFile(f, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
+	write := func(name string, b []byte) string { return writeIn(t, dir, name, b) }
 	certPEM, _ := os.ReadFile(cert)
 	keyPEM, _ := os.ReadFile(key)
 	missing := filepath.Join(dir, "persist", "device.pem")
@@ -633,4 +621,14 @@ func TestFilesNotReady(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeIn writes b to the file name in dir, mode 0600, and returns its path.
+func writeIn(t *testing.T, dir, name string, b []byte) string {
+	t.Helper()
+	f := filepath.Join(dir, name)
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
