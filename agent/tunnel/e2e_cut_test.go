@@ -470,6 +470,62 @@ func TestTunnelLossAfterWholeUpload(t *testing.T) {
 	}
 }
 
+// TestTunnelLossAfterUploadEndedWhileDialing: the client's upload and its end
+// reach the agent while it still dials the service. The connection, open
+// after the peer's end, takes the rest into its kernel at once, so the
+// tunnel lost then does not cut it.
+func TestTunnelLossAfterUploadEndedWhileDialing(t *testing.T) {
+	for _, v := range []tunnel.Version{tunnel.V3, tunnel.V2} {
+		t.Run(v.String(), func(t *testing.T) {
+			const size = 190 << 10 // what waits for a connection being dialled: less than linkQueue payloads
+			data := make([]byte, size)
+			rand.Read(data)
+			type result struct {
+				b   []byte
+				err error
+			}
+			got := make(chan result, 1)
+			target := tunneltest.ServeTCP(t, func(c net.Conn) {
+				defer c.Close()
+				time.Sleep(1500 * time.Millisecond) // busy: the upload waits in the kernel
+				c.SetReadDeadline(time.Now().Add(20 * time.Second))
+				b, err := io.ReadAll(c)
+				got <- result{b, err}
+			})
+			release := make(chan struct{})
+			dialer := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+				<-release
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", target)
+			})
+			h := newHarness(t, setup{services: []string{"SSH"}, protocol: v, peer: v,
+				dstTweak: func(d *tunnel.Destination) { d.Dialer = dialer }})
+			c, err := net.Dial("tcp", h.addr("SSH"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			if _, err := c.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond) // before the end, so that the data goes first
+			c.Close()
+			time.Sleep(500 * time.Millisecond) // the end is at the agent, the dial runs
+			close(release)
+			time.Sleep(500 * time.Millisecond) // the connection is open and written
+			h.tun.Drop(tunneltest.Destination)
+			select {
+			case r := <-got:
+				if r.err != nil || !bytes.Equal(r.b, data) {
+					t.Fatalf("the service read %d of %d bytes, then %v; want all of them and a clean EOF", len(r.b), size, r.err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the service was not dialled, or its input did not end")
+			}
+		})
+	}
+}
+
 // side is one running end of a tunnel that a test stops on its own.
 type side struct {
 	addr string // the source's listening address

@@ -38,7 +38,8 @@ func unsent(c syscall.Conn) int {
 const unsentBound = 16 << 10
 
 // boundUnsent sets unsentBound on c, a local connection, if it is TCP, or
-// lifts it (the system's default: none).
+// lifts it to the system's setting (net.ipv4.tcp_notsent_lowat: none unless
+// lowered there).
 func boundUnsent(c any, bounded bool) {
 	sc, ok := netConn(c).(syscall.Conn)
 	if !ok {
