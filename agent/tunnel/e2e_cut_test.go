@@ -439,35 +439,14 @@ func TestTunnelLossAfterWholeDownload(t *testing.T) {
 // operator's client sent a file and closed; the device's service reads it a
 // little later (it was writing to flash), after the agent's tunnel is lost.
 func TestTunnelLossAfterWholeUpload(t *testing.T) {
-	const size = 256 << 10
-	data := make([]byte, size)
+	data := make([]byte, 256<<10)
 	rand.Read(data)
-	got := make(chan []byte, 1)
-	read := make(chan error, 1)
-	target := tunneltest.ServeTCP(t, func(c net.Conn) {
-		defer c.Close()
-		time.Sleep(1500 * time.Millisecond) // busy: the upload waits in the kernel
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		b, err := io.ReadAll(c)
-		got <- b
-		read <- err
-	})
+	target, read := lateService(t)
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}})
-	c, err := net.Dial("tcp", h.addr("SSH"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetWriteDeadline(time.Now().Add(20 * time.Second))
-	if _, err := c.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(200 * time.Millisecond) // before the end, so that the data goes first
-	c.Close()
+	uploadAndEnd(t, h.addr("SSH"), data)
 	time.Sleep(800 * time.Millisecond) // the destination has it all, and the end
 	h.tun.Drop(tunneltest.Destination)
-	if b, err := <-got, <-read; err != nil || !bytes.Equal(b, data) {
-		t.Fatalf("the service read %d of %d bytes, then %v; want all of them and a clean EOF", len(b), size, err)
-	}
+	wantWhole(t, read, data)
 }
 
 // TestTunnelLossAfterUploadEndedWhileDialing: the client's upload and its end
@@ -477,21 +456,9 @@ func TestTunnelLossAfterWholeUpload(t *testing.T) {
 func TestTunnelLossAfterUploadEndedWhileDialing(t *testing.T) {
 	for _, v := range []tunnel.Version{tunnel.V3, tunnel.V2} {
 		t.Run(v.String(), func(t *testing.T) {
-			const size = 190 << 10 // what waits for a connection being dialled: less than linkQueue payloads
-			data := make([]byte, size)
+			data := make([]byte, 190<<10) // what waits for a connection being dialled: less than linkQueue payloads
 			rand.Read(data)
-			type result struct {
-				b   []byte
-				err error
-			}
-			got := make(chan result, 1)
-			target := tunneltest.ServeTCP(t, func(c net.Conn) {
-				defer c.Close()
-				time.Sleep(1500 * time.Millisecond) // busy: the upload waits in the kernel
-				c.SetReadDeadline(time.Now().Add(20 * time.Second))
-				b, err := io.ReadAll(c)
-				got <- result{b, err}
-			})
+			target, read := lateService(t)
 			release := make(chan struct{})
 			dialer := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
 				<-release
@@ -500,29 +467,62 @@ func TestTunnelLossAfterUploadEndedWhileDialing(t *testing.T) {
 			})
 			h := newHarness(t, setup{services: []string{"SSH"}, protocol: v, peer: v,
 				dstTweak: func(d *tunnel.Destination) { d.Dialer = dialer }})
-			c, err := net.Dial("tcp", h.addr("SSH"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.SetWriteDeadline(time.Now().Add(20 * time.Second))
-			if _, err := c.Write(data); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(300 * time.Millisecond) // before the end, so that the data goes first
-			c.Close()
+			uploadAndEnd(t, h.addr("SSH"), data)
 			time.Sleep(500 * time.Millisecond) // the end is at the agent, the dial runs
 			close(release)
 			time.Sleep(500 * time.Millisecond) // the connection is open and written
 			h.tun.Drop(tunneltest.Destination)
-			select {
-			case r := <-got:
-				if r.err != nil || !bytes.Equal(r.b, data) {
-					t.Fatalf("the service read %d of %d bytes, then %v; want all of them and a clean EOF", len(r.b), size, r.err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("the service was not dialled, or its input did not end")
-			}
+			wantWhole(t, read, data)
 		})
+	}
+}
+
+// readResult is what a service read, and how its input ended.
+type readResult struct {
+	b   []byte
+	err error
+}
+
+// lateService serves a device's service that reads its input 1.5 s after
+// it is connected (busy: the upload waits in the kernel meanwhile).
+func lateService(t *testing.T) (addr string, read <-chan readResult) {
+	got := make(chan readResult, 1)
+	addr = tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		time.Sleep(1500 * time.Millisecond)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		b, err := io.ReadAll(c)
+		got <- readResult{b, err}
+	})
+	return addr, got
+}
+
+// uploadAndEnd sends data to addr, then closes the connection: after a
+// pause, so that the data goes first.
+func uploadAndEnd(t *testing.T, addr string, data []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	c.Close()
+}
+
+// wantWhole fails t unless the service read all of data and a clean EOF.
+func wantWhole(t *testing.T, read <-chan readResult, data []byte) {
+	t.Helper()
+	select {
+	case r := <-read:
+		if r.err != nil || !bytes.Equal(r.b, data) {
+			t.Fatalf("the service read %d of %d bytes, then %v; want all of them and a clean EOF", len(r.b), len(data), r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the service was not dialled, or its input did not end")
 	}
 }
 
