@@ -152,8 +152,8 @@ func TestSlowReaderUploadArrivesWhole(t *testing.T) {
 	errs := make(chan error, 1)
 	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
 		defer c.Close()
-		n, err := slowRead(c)
-		if err != nil {
+		n, err := readPaced(c, 20*time.Millisecond, time.Minute) // ~400 KiB/s
+		if err != io.EOF {
 			errs <- err
 		}
 		got <- n
@@ -250,7 +250,7 @@ func TestSlowClientDownloadArrivesWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if n, err := slowRead(c); n != size || err != nil {
+	if n, err := readPaced(c, 20*time.Millisecond, time.Minute); n != size || err != io.EOF {
 		t.Fatalf("the slow client read %d of %d bytes, then %v; want all, then EOF", n, size, err)
 	}
 }
@@ -288,21 +288,20 @@ func stallingSource(t *testing.T, addr string) *tunneltest.Pair {
 	})
 }
 
-// slowRead reads c to its end at ~400 KiB/s (reading, but slowly): how many
-// bytes, and the error that ended it (nil at EOF).
-func slowRead(c net.Conn) (int64, error) {
-	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+// readPaced reads c 8 KiB at a time, pause between reads, until its end or
+// for d: how many bytes, and what ended it (io.EOF at its end; nil once d
+// has passed).
+func readPaced(c net.Conn, pause, d time.Duration) (int64, error) {
+	c.SetReadDeadline(time.Now().Add(d + 10*time.Second))
 	buf := make([]byte, 8<<10)
 	var n int64
-	for {
+	for end := time.Now().Add(d); time.Now().Before(end); {
 		k, err := c.Read(buf)
 		n += int64(k)
-		if err == io.EOF {
-			return n, nil
-		}
 		if err != nil {
 			return n, err
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pause)
 	}
+	return n, nil
 }

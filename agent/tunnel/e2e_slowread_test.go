@@ -3,7 +3,6 @@
 package tunnel_test
 
 import (
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -38,7 +37,7 @@ func TestSlowReaderIsNotStalled(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if n, err := readSlowly(c, 3*stall); err != nil {
+		if n, err := readPaced(c, 40*time.Millisecond, 3*stall); err != nil {
 			t.Fatalf("the client, reading ~200 KiB/s, read %d bytes, then %v; want to read on", n, err)
 		}
 	})
@@ -47,7 +46,7 @@ func TestSlowReaderIsNotStalled(t *testing.T) {
 		read := make(chan error, 1)
 		target := tunneltest.ServeTCP(t, func(c net.Conn) {
 			defer c.Close()
-			n, err := readSlowly(c, 3*stall)
+			n, err := readPaced(c, 40*time.Millisecond, 3*stall)
 			if err != nil {
 				t.Errorf("the target, reading ~200 KiB/s, read %d bytes, then %v; want to read on", n, err)
 			}
@@ -68,24 +67,4 @@ func TestSlowReaderIsNotStalled(t *testing.T) {
 		}()
 		<-read
 	})
-}
-
-// readSlowly reads c at ~200 KiB/s for d: how many bytes, and the error that
-// ended it sooner (nil: none).
-func readSlowly(c net.Conn, d time.Duration) (int64, error) {
-	buf := make([]byte, 8<<10)
-	var n int64
-	for end := time.Now().Add(d); time.Now().Before(end); {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		k, err := c.Read(buf)
-		n += int64(k)
-		if err == io.EOF {
-			return n, io.ErrUnexpectedEOF
-		}
-		if err != nil {
-			return n, err
-		}
-		time.Sleep(40 * time.Millisecond)
-	}
-	return n, nil
 }
