@@ -154,6 +154,27 @@ func TestTags(t *testing.T) {
 	if status, m := ts.call(t, "ListTagsForResource", map[string]any{"resourceArn": out.TunnelArn + "x"}); status != 400 || m["__type"] != ErrTypeResourceNotFound {
 		t.Errorf("unknown ARN: %d %v", status, m)
 	}
+	// A tag's value is required, though it may be empty: one left out (or null)
+	// is refused, as AWS's model has it, and changes nothing.
+	for _, body := range []string{
+		`{"resourceArn":"` + out.TunnelArn + `","tags":[{"key":"c","value":"4"},{"key":"d"}]}`,
+		`{"resourceArn":"` + out.TunnelArn + `","tags":[{"key":"d","value":null}]}`,
+	} {
+		if status, m := ts.call(t, "TagResource", body); status != 400 || m["__type"] != ErrTypeInvalidRequest || m["message"] != "tags[1].value is required" && m["message"] != "tags[0].value is required" {
+			t.Errorf("TagResource %s: %d %v, want tags[…].value is required", body, status, m)
+		}
+	}
+	if status, m := ts.call(t, "OpenTunnel", `{"tags":[{"key":"d"}]}`); status != 400 || m["__type"] != ErrTypeInvalidRequest {
+		t.Errorf("OpenTunnel with a tag without its value: %d %v", status, m)
+	}
+	if m := ts.mustCall(t, "ListTunnels", map[string]any{}); len(m["tunnelSummaries"].([]any)) != 1 {
+		t.Errorf("a refused OpenTunnel opened a tunnel: %v", m)
+	}
+	m = ts.mustCall(t, "ListTagsForResource", map[string]any{"resourceArn": out.TunnelArn})
+	if fmt.Sprint(m["tags"]) != "[map[key:a value:3]]" {
+		t.Errorf("after refused TagResource calls, tags = %v, want a=3", m["tags"])
+	}
+	ts.mustCall(t, "TagResource", `{"resourceArn":"`+out.TunnelArn+`","tags":[{"key":"e","value":""}]}`)
 }
 
 // TestTagLimitPerTunnel: a tunnel holds at most 200 tags, however they came; a

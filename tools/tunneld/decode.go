@@ -20,7 +20,8 @@ import (
 // decodeRequest decodes the body of operation op. An empty body is an empty request;
 // unknown members (a known name in another case is unknown) are ignored; a member of
 // the wrong JSON type, trailing data or a body that is not one JSON object is a
-// SerializationException.
+// SerializationException; a required member that may be empty (a tag's value), left
+// out or null, an InvalidRequestException.
 func decodeRequest(op string, body []byte) (any, error) {
 	in, _, err := decodeRequestMembers(op, body)
 	return in, err
@@ -81,6 +82,18 @@ func decodeMembers(raw json.RawMessage, v reflect.Value, prefix string, unknown 
 		}
 		if err := decodeValue(val, v.Field(i), path, unknown); err != nil {
 			return err
+		}
+	}
+	// A required member that may be empty (a tag's value) cannot be told
+	// missing from its zero value once decoded; the others are checked as
+	// values (validate.go).
+	for _, f := range reflect.VisibleFields(t) {
+		name := jsonName(f)
+		if val, ok := obj[name]; f.Tag.Get("aws") == "required" && (!ok || string(bytes.TrimSpace(val)) == "null") {
+			if prefix != "" {
+				name = prefix + "." + name
+			}
+			return invalid("%s is required", name)
 		}
 	}
 	return nil

@@ -28,7 +28,7 @@ type TimeoutConfig struct {
 // Tag is a resource tag.
 type Tag struct {
 	Key   string `json:"key"`
-	Value string `json:"value"`
+	Value string `json:"value" aws:"required"` // may be "", not left out
 }
 
 // OpenTunnelInput is the OpenTunnel request.
