@@ -430,13 +430,23 @@ func (a *Agent) clock() time.Time {
 // seconds).
 const eventFlushTimeout = 2 * time.Second
 
+// stopBudget bounds the stop, from "agent stopping" to the end of the last
+// flush of the events, which gets what the sessions' ends leave of it (their
+// goodbyes on a stalled tunnel, a program ignoring the hangup: 3.5 s and more).
+// porthole agent exits 5 s after SIGTERM whether Run has returned or not (and
+// procd kills 5 s after it by default; the packages' init scripts wait 10): the
+// second left is for the MQTT DISCONNECT and the lines saying what the stop
+// lost, which a flush of its whole eventFlushTimeout pushed past that exit.
+const stopBudget = 4 * time.Second
+
 // Run serves until ctx ends: the MQTT listener, the saved tunnels, the optional SSH
 // listener (an ssh.listen address it cannot bind is logged and tried again in
 // the background, not fatal). On the way out it ends every session and SSH
 // connection first, so that their last events (stream-end, ssh-session-end) are
-// queued, then flushes the events for at most eventFlushTimeout, and only then
-// disconnects from the broker the events go through. The SSH connections get
-// sshEndWait (500 ms) to end by themselves.
+// queued, then flushes the events for at most eventFlushTimeout and not past
+// stopBudget from the stop's start, and only then disconnects from the broker
+// the events go through. The SSH connections get sshEndWait (500 ms) to end by
+// themselves.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -543,6 +553,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopping := ctx.Err() != nil
 	a.log.Info("agent stopping")
+	a.events.flushWithin(stopBudget)
 	a.mu.Lock()
 	cancel() // under mu: start adds no session after this
 	a.mu.Unlock()
@@ -551,7 +562,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.refusals.flush()
 	a.rejections.flush()
 	evcancel()
-	<-evdone // the last events, for at most eventFlushTimeout
+	<-evdone // the last events, for at most eventFlushTimeout, within stopBudget
 	mcancel()
 	<-mqttDone // a clean MQTT DISCONNECT, last
 	bg.Wait()

@@ -95,6 +95,15 @@ func (b *broker) notify(t *testing.T, thing, token string, services ...string) {
 	}
 }
 
+// down takes the broker away: its listener closed, its clients cut.
+func (b *broker) down() {
+	b.srv.Listeners.Close("tls", func(id string) {
+		for _, cl := range b.srv.Clients.GetByListener(id) {
+			cl.Stop(errors.New("broker down"))
+		}
+	})
+}
+
 // waitEvent waits for an event of typ matching ok.
 func (b *broker) waitEvent(t *testing.T, typ string, ok func(Event) bool) Event {
 	t.Helper()

@@ -50,6 +50,7 @@ type eventQueue struct {
 	inFlight uint64 // seq of the head while drain publishes it; 0 when none
 	dropped  int
 	wake     chan struct{}
+	flushEnd int64 // monoNow by which the last flush ends (flushWithin); 0: run's flush alone bounds it
 
 	// Used by the publishing goroutine only.
 	refusedCount  int       // refused events not yet reported
@@ -117,13 +118,32 @@ func (q *eventQueue) victimLocked() int {
 	return first
 }
 
-// run publishes until ctx ends, then tries to flush what is left for up to flush.
+// flushWithin makes the last flush end within d from now, if run's flush
+// would end later: the agent's stop has a budget (stopBudget), which the
+// sessions' ends may use up. That time past, the events left are counted at
+// once.
+func (q *eventQueue) flushWithin(d time.Duration) {
+	if q == nil {
+		return
+	}
+	q.mu.Lock()
+	q.flushEnd = monoNow() + int64(d)
+	q.mu.Unlock()
+}
+
+// run publishes until ctx ends, then tries to flush what is left for up to
+// flush, and not past the time set by flushWithin.
 func (q *eventQueue) run(ctx context.Context, flush time.Duration) {
 	for {
 		q.drain(ctx)
 		select {
 		case <-q.wake:
 		case <-ctx.Done():
+			q.mu.Lock()
+			if q.flushEnd != 0 {
+				flush = min(flush, time.Duration(q.flushEnd-monoNow()))
+			}
+			q.mu.Unlock()
 			fctx, cancel := context.WithTimeout(context.Background(), flush)
 			q.drain(fctx)
 			cancel()

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -159,16 +160,83 @@ func TestAgentStopPublishesSessionEnds(t *testing.T) {
 // given up after eventFlushTimeout.
 func TestAgentStopsWithBrokerDown(t *testing.T) {
 	e, stop := agentWithSession(t, "sleep 100")
-	srv := e.broker.srv // down: its listener closed, its clients cut
-	srv.Listeners.Close("tls", func(id string) {
-		for _, cl := range srv.Clients.GetByListener(id) {
-			cl.Stop(errors.New("broker down"))
-		}
-	})
+	e.broker.down()
 	start := time.Now()
 	stop()
 	if d := time.Since(start); d > 6*time.Second {
 		t.Errorf("with the broker away the agent took %v to stop, want a few seconds", d)
+	}
+}
+
+// Stopping with the tunnel stalled, the broker away and a session on
+// ssh.listen whose program ignores the hangup: the tunnel's goodbye waits
+// goodbyeTimeout (1 s) for the service's close, the session ends sshd's
+// leaveDelay (2 s) after the hangup, and the last flush of the events took its
+// whole eventFlushTimeout (2 s) after that: 5.5 s. porthole agent, which
+// exits 5 s after SIGTERM, gave up first: it logged that the sessions had not
+// ended (they had), and exited before the warning of the events left unsent.
+// The flush gets what is left of stopBudget.
+func TestAgentStopsBeforePortholeAgentGivesUp(t *testing.T) {
+	e := newAgentEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	e.cfg.SSH.Listen = addr
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	// The program ignoring the hangup is left running, as OpenSSH leaves it:
+	// not this test's business. Registered before the agent's stop, so run
+	// after it, when the session's end has logged its process group.
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, l := range strings.Split(logs.String(), "process group ")[1:] {
+			var pgid int
+			if _, err := fmt.Sscanf(l, "%d", &pgid); err == nil && pgid > 1 {
+				syscall.Kill(-pgid, syscall.SIGKILL)
+			}
+		}
+	})
+	_, stop := e.startLogging(t, io.MultiWriter(testWriter{t}, lockedWriter{&mu, &logs}))
+
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatalf("agent did not open the tunnel: %v", err)
+	}
+	tclient, stopSource := e.sshClient(t, tun) // a stream for the goodbye to reset
+	t.Cleanup(stopSource)
+	t.Cleanup(func() { tclient.Close() })
+
+	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	sess, err := client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Start("trap '' HUP; sleep 100"); err != nil {
+		t.Fatal(err)
+	}
+	e.broker.waitEvent(t, "ssh-session-start", nil)
+
+	tun.Dataplane().SetBandwidth(1) // stalled: the service reads nothing more
+	e.broker.down()
+	start := time.Now()
+	stop()
+	if d := time.Since(start); d >= 5*time.Second {
+		t.Errorf("the agent took %v to stop; porthole agent exits after 5 s", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "events not sent before stopping") {
+		t.Error("no warning of the events left unsent when the agent stopped")
 	}
 }
 
@@ -273,6 +341,31 @@ func TestEventQueueReportsEventsLeftAtStop(t *testing.T) {
 	defer mu.Unlock()
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "unsent=3") {
 		t.Errorf("3 events left unsent at stop, log says:\n%s", logs.String())
+	}
+}
+
+// The stop's budget used up by the sessions' ends, the last flush gets
+// nothing: the events left are counted at once, not after the flush's time.
+func TestEventQueueFlushWithinUsedUp(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	q := newEventQueue(func(context.Context, []byte) error { return errors.New("not connected") },
+		slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	for range 2 {
+		q.add(Event{Type: "ssh-session-end"})
+	}
+	q.flushWithin(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	q.run(ctx, time.Minute)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("run took %v to stop with no time left to flush, want at once", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "unsent=2") {
+		t.Errorf("2 events left unsent at stop, log says:\n%s", logs.String())
 	}
 }
 

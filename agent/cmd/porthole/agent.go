@@ -201,7 +201,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			select {
 			case err := <-done:
 				return err
-			case <-time.After(5 * time.Second):
+			case <-time.After(5 * time.Second): // Run's own stop ends within 4 s (agent's stopBudget)
 				log.Warn("sessions did not end within 5s; exiting anyway")
 				return nil
 			}
