@@ -173,3 +173,44 @@ func TestSysVStartLogNotWritable(t *testing.T) {
 		r.run("stop")
 	})
 }
+
+// TestSysVLockNotWritable: with no free inode where the pid file goes, the
+// lock could not be made, and every action took that for another run holding
+// it: it waited STOP_TIMEOUT + 20 s (30 s) and then blamed a run with no pid.
+// It must fail at once, saying why, and do nothing.
+func TestSysVLockNotWritable(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newSysVRig(t, fake, shell, binDir)
+		run := filepath.Dir(r.pidfile)
+		fillers := fullTmpfs(t, run, "size=64k,nr_inodes=16")
+		for i := 0; ; i++ { // and every inode
+			name := filepath.Join(run, "inode"+strconv.Itoa(i))
+			f, err := os.Create(name)
+			if err != nil {
+				break
+			}
+			f.Close()
+			fillers = append(fillers, name)
+		}
+		for _, action := range []string{"start", "stop", "restart"} {
+			began := time.Now()
+			out, err := r.run(action)
+			if err == nil || !strings.Contains(out, "FAIL (cannot make the lock "+r.pidfile+".lock: No space left on device") || strings.Contains(out, "another run") {
+				t.Errorf("%s with %s full: %v %q after %v; want a failure naming the lock and the cause", action, run, err, out, time.Since(began).Round(time.Second))
+			}
+		}
+		if started := r.eventPidsWait("started", 1, time.Second); len(started) != 0 {
+			t.Errorf("agents started %v with the lock not made; want none", started)
+		}
+		for _, f := range fillers {
+			os.Remove(f)
+		}
+		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+			t.Errorf("start once there is room: %v %q, want OK", err, out)
+		}
+		if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
+			t.Errorf("stop: %v %q, want OK", err, out)
+		}
+	})
+}
