@@ -211,20 +211,7 @@ func TestAgentStopsBeforePortholeAgentGivesUp(t *testing.T) {
 	t.Cleanup(stopSource)
 	t.Cleanup(func() { tclient.Close() })
 
-	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
-		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	sess, err := client.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sess.Start("trap '' HUP; sleep 100"); err != nil {
-		t.Fatal(err)
-	}
-	e.broker.waitEvent(t, "ssh-session-start", nil)
+	e.listenSession(t, addr, "trap '' HUP; sleep 100")
 
 	tun.Dataplane().SetBandwidth(1) // stalled: the service reads nothing more
 	e.broker.down()
@@ -385,20 +372,7 @@ func TestStopWaitsForListenSessionIgnoringHangup(t *testing.T) {
 	ln.Close()
 	e.cfg.SSH.Listen = addr
 	_, stop := e.start(t)
-	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
-		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	sess, err := client.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sess.Start("trap '' HUP; sleep 8"); err != nil {
-		t.Fatal(err)
-	}
-	e.broker.waitEvent(t, "ssh-session-start", nil)
+	e.listenSession(t, addr, "trap '' HUP; sleep 8")
 	start := time.Now()
 	stop()
 	if d := time.Since(start); d > 5*time.Second {
@@ -426,4 +400,25 @@ func TestStopWaitsForListenSessionIgnoringHangup(t *testing.T) {
 			syscall.Kill(-pgid, syscall.SIGKILL)
 		}
 	}
+}
+
+// listenSession logs in as root on the agent's ssh.listen at addr and runs cmd,
+// and returns once its ssh-session-start is published; the connection closes
+// with the test.
+func (e *agentEnv) listenSession(t *testing.T, addr, cmd string) {
+	t.Helper()
+	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	sess, err := client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	e.broker.waitEvent(t, "ssh-session-start", nil)
 }
