@@ -432,7 +432,8 @@ const eventFlushTimeout = 2 * time.Second
 
 // stopBudget bounds the stop, from "agent stopping" to the end of the last
 // flush of the events, which gets what the sessions' ends leave of it (their
-// goodbyes on a stalled tunnel, a program ignoring the hangup: 3.5 s and more).
+// goodbyes on a stalled tunnel, a program ignoring the hangup: 3.5 s and more),
+// and at least minLastFlush: the SSH connections are waited for only until then.
 // porthole agent exits 5 s after SIGTERM whether Run has returned or not (and
 // procd kills 5 s after it by default; the packages' init scripts wait 10): the
 // second left is for the MQTT DISCONNECT and the lines saying what the stop
@@ -553,12 +554,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopping := ctx.Err() != nil
 	a.log.Info("agent stopping")
+	stopBy := monoNow() + int64(stopBudget)
 	a.events.flushWithin(stopBudget)
 	a.mu.Lock()
 	cancel() // under mu: start adds no session after this
 	a.mu.Unlock()
-	a.wg.Wait()     // destination sessions; their streams close: stream-end
-	a.shutdownSSH() // SSH connections: ssh-session-end
+	a.wg.Wait()                                 // destination sessions; their streams close: stream-end
+	a.shutdownSSH(stopBy - int64(minLastFlush)) // SSH connections: ssh-session-end
 	a.refusals.flush()
 	a.rejections.flush()
 	evcancel()
@@ -584,20 +586,33 @@ const sshCloseWait = 3 * time.Second
 // 4 s of porthole agent's 5 (a slow broker then lost the session-end events).
 const sshEndWait = 500 * time.Millisecond
 
-func (a *Agent) shutdownSSH() {
-	sctx, cancel := context.WithTimeout(context.Background(), sshEndWait)
+// shutdownSSH ends the SSH connections, and waits for them until by (monoNow's
+// clock): a request that blocks for good (an SFTP OPEN of a FIFO no program
+// opens) holds its connection sshd's abandonDelay (5 s), past porthole
+// agent's exit; the stop goes on without it, and says so.
+func (a *Agent) shutdownSSH(by int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(by-monoNow()))
 	defer cancel()
-	if err := a.ssh.Shutdown(sctx); err != nil {
+	sctx, scancel := context.WithTimeout(ctx, sshEndWait)
+	err := a.ssh.Shutdown(sctx)
+	scancel()
+	if err != nil {
 		a.ssh.Close()
 		// Give the closed connections time to end, and send their events: a
 		// session whose program ignores the hangup ends sshd's leaveDelay (2 s)
 		// after it, and the connections of ssh.listen, unlike the tunnel's
 		// (sshConns), are waited for only here.
-		cctx, ccancel := context.WithTimeout(context.Background(), sshCloseWait)
+		cctx, ccancel := context.WithTimeout(ctx, sshCloseWait)
 		a.ssh.Shutdown(cctx)
 		ccancel()
 	}
-	a.sshConns.Wait()
+	ended := make(chan struct{})
+	go func() { a.sshConns.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		a.log.Warn("SSH connections still ending when the stop ran out of time: their end events are not sent")
+	}
 }
 
 // notified handles one validated notification from the listener; it must not block.

@@ -118,10 +118,14 @@ func (q *eventQueue) victimLocked() int {
 	return first
 }
 
-// flushWithin makes the last flush end within d from now, if run's flush
-// would end later: the agent's stop has a budget (stopBudget), which the
-// sessions' ends may use up. That time past, the events left are counted at
-// once.
+// minLastFlush is the least the last flush gets, whatever is left of the
+// stop's budget: a broker that is there takes the last events in
+// milliseconds, and the warning that one did not take them must be true.
+const minLastFlush = 500 * time.Millisecond
+
+// flushWithin makes the last flush end within d from now (but take at least
+// minLastFlush), if run's flush would end later: the agent's stop has a
+// budget (stopBudget), which the sessions' ends may use up.
 func (q *eventQueue) flushWithin(d time.Duration) {
 	if q == nil {
 		return
@@ -141,7 +145,7 @@ func (q *eventQueue) run(ctx context.Context, flush time.Duration) {
 		case <-ctx.Done():
 			q.mu.Lock()
 			if q.flushEnd != 0 {
-				flush = min(flush, time.Duration(q.flushEnd-monoNow()))
+				flush = min(flush, max(time.Duration(q.flushEnd-monoNow()), minLastFlush))
 			}
 			q.mu.Unlock()
 			fctx, cancel := context.WithTimeout(context.Background(), flush)

@@ -11,12 +11,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 	gossh "golang.org/x/crypto/ssh"
@@ -331,28 +334,92 @@ func TestEventQueueReportsEventsLeftAtStop(t *testing.T) {
 	}
 }
 
-// The stop's budget used up by the sessions' ends, the last flush gets
-// nothing: the events left are counted at once, not after the flush's time.
-func TestEventQueueFlushWithinUsedUp(t *testing.T) {
-	var logs bytes.Buffer
+// An SFTP request that blocks for good (an OPEN of a FIFO no program opens)
+// holds its connection sshd's abandonDelay (5 s) after the stop closes it: the
+// stop waited for it, took 5 s, and porthole agent gave up first; with the
+// stop's budget spent, the last events, the broker there all along, were
+// then counted unsent without being sent. The stop goes on without that
+// connection, within its budget, and the broker gets what is queued.
+func TestAgentStopDoesNotWaitForBlockedSFTP(t *testing.T) {
+	e := newAgentEnv(t)
 	var mu sync.Mutex
-	q := newEventQueue(func(context.Context, []byte) error { return errors.New("not connected") },
-		slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
-	for range 2 {
-		q.add(Event{Type: "ssh-session-end"})
+	var logs bytes.Buffer
+	_, stop := e.startLogging(t, io.MultiWriter(testWriter{t}, lockedWriter{&mu, &logs}))
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
 	}
-	q.flushWithin(0)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
+	client, stopSource := e.sshClient(t, tun)
+	t.Cleanup(stopSource)
+	t.Cleanup(func() { client.Close() })
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // the OPEN returns, and its connection ends
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	sc, err := sftp.NewClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go sc.Open(fifo) // blocks: no program opens it for writing
+	e.broker.waitEvent(t, "ssh-session-start", nil)
+	time.Sleep(300 * time.Millisecond) // the OPEN under way
+
 	start := time.Now()
-	q.run(ctx, time.Minute)
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("run took %v to stop with no time left to flush, want at once", d)
+	stop()
+	if d := time.Since(start); d >= 5*time.Second {
+		t.Errorf("the agent took %v to stop; porthole agent exits after 5 s", d)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if !strings.Contains(logs.String(), "unsent=2") {
-		t.Errorf("2 events left unsent at stop, log says:\n%s", logs.String())
+	if !strings.Contains(logs.String(), "SSH connections still ending when the stop ran out of time") {
+		t.Errorf("the stop did not say it left an SSH connection ending; log:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "events not sent") {
+		t.Errorf("events counted unsent with the broker there; log:\n%s", logs.String())
+	}
+}
+
+// The stop's budget used up by the sessions' ends, the last flush gets
+// minLastFlush, not its own time (a minute here): a broker that is away is
+// given up on then, and one that is there still takes the events (with
+// nothing left it was not even asked, and the warning blamed it).
+func TestEventQueueFlushWithinUsedUp(t *testing.T) {
+	for _, up := range []bool{false, true} {
+		var logs bytes.Buffer
+		var mu sync.Mutex
+		var sent int
+		q := newEventQueue(func(context.Context, []byte) error {
+			if !up {
+				return errors.New("not connected")
+			}
+			sent++
+			return nil
+		}, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+		for range 2 {
+			q.add(Event{Type: "ssh-session-end"})
+		}
+		q.flushWithin(0)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		start := time.Now()
+		q.run(ctx, time.Minute)
+		if d := time.Since(start); d > minLastFlush+time.Second {
+			t.Errorf("broker up %v: run took %v to stop with no time left to flush, want about %v", up, d, minLastFlush)
+		}
+		mu.Lock()
+		if !up && !strings.Contains(logs.String(), "unsent=2") {
+			t.Errorf("broker away: 2 events left unsent at stop, log says:\n%s", logs.String())
+		}
+		if up && (sent != 2 || strings.Contains(logs.String(), "not sent")) {
+			t.Errorf("broker up: %d of 2 events published, log says:\n%s", sent, logs.String())
+		}
+		mu.Unlock()
 	}
 }
 
