@@ -123,7 +123,17 @@ func startFuzzRig(f *testing.F) *fuzzRig {
 	if err := r.serves(); err != nil {
 		f.Fatal(err)
 	}
+	// The baseline is taken once the round trips' connections have closed:
+	// taken while they close, it was 5 above the idle count, and so many
+	// leaked goroutines went unseen.
+	for deadline := time.Now().Add(20 * time.Second); r.open.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	r.base = runtime.NumGoroutine()
+	for range 20 {
+		time.Sleep(25 * time.Millisecond)
+		r.base = min(r.base, runtime.NumGoroutine())
+	}
 	return r
 }
 
