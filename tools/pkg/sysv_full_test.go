@@ -214,3 +214,89 @@ func TestSysVLockNotWritable(t *testing.T) {
 		}
 	})
 }
+
+// TestSysVStaleLockNotWritable: a lock left by a script that was killed
+// (SIGKILL), on a file system then full or read-only. The takeover could not
+// make its $LOCK.reap, took that for another run taking the lock over, waited
+// STOP_TIMEOUT + 20 s (30 to 51 s) and then blamed the run that was gone. It
+// must fail at once, saying why, and do nothing; once the file system takes
+// writes again, the lock is taken over.
+func TestSysVStaleLockNotWritable(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		for _, tc := range []struct {
+			name     string
+			readOnly bool // remounted read-only; else no inode is free
+			// The reap link of a run killed taking the lock over is left
+			// too. (On a full file system, removing it frees an inode.)
+			reapLeft bool
+			cause    string
+		}{
+			{"full", false, false, "No space left on device"},
+			{"read-only", true, false, "Read-only file system"},
+			{"read-only, reap link left", true, true, "Read-only file system"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := newSysVRig(t, fake, shell, binDir)
+				run := filepath.Dir(r.pidfile)
+				lock := r.pidfile + ".lock"
+				fillers := fullTmpfs(t, run, "size=64k,nr_inodes=16")
+				if err := os.Symlink("999999999 1", lock); err != nil {
+					t.Fatal(err)
+				}
+				if tc.reapLeft {
+					if err := os.Symlink("999999998 1", lock+".reap"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if tc.readOnly {
+					if err := syscall.Mount("tmpfs", run, "tmpfs", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					for i := 0; ; i++ { // and every inode
+						name := filepath.Join(run, "inode"+strconv.Itoa(i))
+						f, err := os.Create(name)
+						if err != nil {
+							break
+						}
+						f.Close()
+						fillers = append(fillers, name)
+					}
+				}
+				want := "FAIL (cannot take over the lock " + lock + " of pid 999999999, which is gone: " + tc.cause + "; nothing was done)"
+				for _, action := range []string{"start", "stop"} {
+					began := time.Now()
+					out, err := r.run(action)
+					took := time.Since(began)
+					if err == nil || !strings.Contains(out, want) || strings.Contains(out, "another run") || took > 5*time.Second {
+						t.Errorf("%s with a gone run's lock, %s: %v %q after %v; want a failure at once and %q", action, tc.name, err, out, took.Round(time.Millisecond), want)
+					}
+				}
+				if started := r.eventPidsWait("started", 1, time.Second); len(started) != 0 {
+					t.Errorf("agents started %v with the lock not taken; want none", started)
+				}
+
+				if tc.readOnly {
+					if err := syscall.Mount("tmpfs", run, "tmpfs", syscall.MS_REMOUNT, ""); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, f := range fillers {
+					os.Remove(f)
+				}
+				if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+					t.Errorf("start once the file system takes writes: %v %q, want OK", err, out)
+				}
+				if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
+					t.Errorf("stop: %v %q, want OK", err, out)
+				}
+				for _, name := range []string{lock, lock + ".reap"} {
+					if _, err := os.Lstat(name); err == nil {
+						t.Errorf("after stop: %s is left", name)
+					}
+				}
+			})
+		}
+	})
+}

@@ -1114,3 +1114,45 @@ echo "$1 out" >>`+log+`
 		t.Errorf("not every run took the lock in turn:\n%s", out)
 	}
 }
+
+// TestSysVLockWaitWallTime: the wait for a lock another run holds counted its
+// naps of 0.1 s and left out the time between them (readlink, cat, their
+// forks): under load the 20 s of STOP_TIMEOUT=0 took 30 to 51. It must take
+// 20 s of wall time however slow those are; here readlink takes 0.2 s, and a
+// count of naps would wait 60 s. The lock's functions run as the script has
+// them, under dash (sh on Debian), whose readlink is the program on PATH.
+func TestSysVLockWaitWallTime(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	funcs, err := exec.Command("sed", "-n", `/^nap() {/,/^}/p; /^started_at() {/,/^}/p; /^lock() {/,/^}/p; /^gone() {/,/^}/p; /^reap() {/,/^}/p; /^unlock() {/,/^}/p`, "sysv/porthole").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "funcs.sh"), funcs, 0o644)
+	bin := filepath.Join(dir, "bin")
+	os.Mkdir(bin, 0o755)
+	readlink, err := exec.LookPath("readlink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(bin, "readlink"), []byte("#!/bin/sh\nsleep 0.2\nexec "+readlink+" \"$@\"\n"), 0o755)
+	// The lock's holder is a sleep that outlives the wait.
+	os.WriteFile(filepath.Join(dir, "run.sh"), []byte(`PIDFILE=`+filepath.Join(dir, "porthole.pid")+` STOP_TIMEOUT=0
+. `+filepath.Join(dir, "funcs.sh")+`
+sleep 120 >/dev/null 2>&1 &
+holder=$!
+ln -s "$holder $(started_at $holder)" "$PIDFILE.lock"
+lock
+rc=$?
+kill $holder
+exit $rc
+`), 0o644)
+	c := exec.Command("sh", filepath.Join(dir, "run.sh"))
+	c.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	began := time.Now()
+	out, err := c.CombinedOutput()
+	took := time.Since(began)
+	if err == nil || !strings.Contains(string(out), "FAIL (another run of this script, pid ") || took < 19*time.Second || took > 26*time.Second {
+		t.Errorf("lock held by a live run, STOP_TIMEOUT=0: %v %q after %v; want a failure naming it after 20 s", err, out, took.Round(100*time.Millisecond))
+	}
+}
