@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -15,13 +16,16 @@ import (
 // name Go types, so requests are decoded member by member here: a member is known
 // only by its exact name in the API, anything else is unknown and ignored, as AWS
 // does, and a member of the wrong JSON type is a SerializationException naming the
-// member as the API spells it.
+// member as the API spells it. A required member left out is reported only once
+// the whole body has decoded: AWS reports a body it cannot read before one that
+// fails validation, and members are decoded in the order of their names, so a
+// request always gets the same error.
 
 // decodeRequest decodes the body of operation op. An empty body is an empty request;
 // unknown members (a known name in another case is unknown) are ignored; a member of
 // the wrong JSON type, trailing data or a body that is not one JSON object is a
 // SerializationException; a required member that may be empty (a tag's value), left
-// out or null, an InvalidRequestException.
+// out or null, an InvalidRequestException, once the rest has decoded.
 func decodeRequest(op string, body []byte) (any, error) {
 	in, _, err := decodeRequestMembers(op, body)
 	return in, err
@@ -50,12 +54,21 @@ func decodeRequestMembers(op string, body []byte) (any, []string, error) {
 	if trimmed[0] != '{' {
 		return nil, nil, serialization("it must be a JSON object, got %s", jsonKind(trimmed))
 	}
-	var unknown []string
-	if err := decodeMembers(raw, reflect.ValueOf(in).Elem(), "", &unknown); err != nil {
+	var m members
+	if err := decodeMembers(raw, reflect.ValueOf(in).Elem(), "", &m); err != nil {
 		return nil, nil, err
 	}
-	slices.Sort(unknown)
-	return in, unknown, nil
+	if len(m.missing) > 0 {
+		return nil, nil, invalid("%s is required", m.missing[0])
+	}
+	slices.Sort(m.unknown)
+	return in, m.unknown, nil
+}
+
+// members collects the paths of the members a body's decoding ignored and of
+// the required ones it lacked, in the order it met them.
+type members struct {
+	unknown, missing []string
 }
 
 func serialization(format string, args ...any) error {
@@ -64,23 +77,27 @@ func serialization(format string, args ...any) error {
 
 // decodeMembers decodes the JSON object raw into struct v, matching members to
 // the fields' json names exactly. prefix is the path of v ("" at the top).
-func decodeMembers(raw json.RawMessage, v reflect.Value, prefix string, unknown *[]string) error {
+func decodeMembers(raw json.RawMessage, v reflect.Value, prefix string, m *members) error {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return typeError(prefix, v, raw)
 	}
 	t := v.Type()
-	for name, val := range obj {
+	// In the order of their names, not the map's, which changes from one
+	// call to the next: of two members of the wrong type, the same one is
+	// named each time.
+	for _, name := range slices.Sorted(maps.Keys(obj)) {
+		val := obj[name]
 		path := name
 		if prefix != "" {
 			path = prefix + "." + name
 		}
 		i := slices.IndexFunc(reflect.VisibleFields(t), func(f reflect.StructField) bool { return jsonName(f) == name })
 		if i < 0 {
-			*unknown = append(*unknown, path)
+			m.unknown = append(m.unknown, path)
 			continue
 		}
-		if err := decodeValue(val, v.Field(i), path, unknown); err != nil {
+		if err := decodeValue(val, v.Field(i), path, m); err != nil {
 			return err
 		}
 	}
@@ -93,14 +110,14 @@ func decodeMembers(raw json.RawMessage, v reflect.Value, prefix string, unknown 
 			if prefix != "" {
 				name = prefix + "." + name
 			}
-			return invalid("%s is required", name)
+			m.missing = append(m.missing, name)
 		}
 	}
 	return nil
 }
 
 // decodeValue decodes raw into v, the field at path. null leaves v zero.
-func decodeValue(raw json.RawMessage, v reflect.Value, path string, unknown *[]string) error {
+func decodeValue(raw json.RawMessage, v reflect.Value, path string, m *members) error {
 	raw = bytes.TrimSpace(raw)
 	if string(raw) == "null" {
 		return nil
@@ -108,7 +125,7 @@ func decodeValue(raw json.RawMessage, v reflect.Value, path string, unknown *[]s
 	switch v.Kind() {
 	case reflect.Pointer:
 		p := reflect.New(v.Type().Elem())
-		if err := decodeValue(raw, p.Elem(), path, unknown); err != nil {
+		if err := decodeValue(raw, p.Elem(), path, m); err != nil {
 			return err
 		}
 		v.Set(p)
@@ -117,7 +134,7 @@ func decodeValue(raw json.RawMessage, v reflect.Value, path string, unknown *[]s
 		if raw[0] != '{' {
 			return typeError(path, v, raw)
 		}
-		return decodeMembers(raw, v, path, unknown)
+		return decodeMembers(raw, v, path, m)
 	case reflect.Slice:
 		var elems []json.RawMessage
 		if raw[0] != '[' || json.Unmarshal(raw, &elems) != nil {
@@ -125,7 +142,7 @@ func decodeValue(raw json.RawMessage, v reflect.Value, path string, unknown *[]s
 		}
 		s := reflect.MakeSlice(v.Type(), len(elems), len(elems))
 		for i, e := range elems {
-			if err := decodeValue(e, s.Index(i), fmt.Sprintf("%s[%d]", path, i), unknown); err != nil {
+			if err := decodeValue(e, s.Index(i), fmt.Sprintf("%s[%d]", path, i), m); err != nil {
 				return err
 			}
 		}

@@ -1,17 +1,20 @@
 package tunneld
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
 
 // FuzzDecodeRequest checks that the control-plane request decoder never panics, that
 // it fails only with SerializationException (or UnknownOperationException, or
-// InvalidRequestException for a required member left out), and that
+// InvalidRequestException for a required member left out, and then only when the
+// rest decodes: the body with every such member given decodes), and that
 // what it accepts survives a round trip through JSON. Validation (tags and tag
 // keys included) must not panic either.
 func FuzzDecodeRequest(f *testing.F) {
@@ -38,6 +41,8 @@ func FuzzDecodeRequest(f *testing.F) {
 	}
 	f.Add(uint8(slices.Index(ops, "ListTunnels")), []byte(`{"maxResults":-0}`))
 	f.Add(uint8(slices.Index(ops, "OpenTunnel")), []byte(`{"timeoutConfig":{"maxLifetimeTimeoutMinutes":-0}}`))
+	f.Add(uint8(slices.Index(ops, "OpenTunnel")), []byte(`{"tags":[{"key":"d"}],"description":5}`))
+	f.Add(uint8(slices.Index(ops, "TagResource")), []byte(`{"tags":[{"key":"c"},{"key":"d","value":null}],"resourceArn":"x"}`))
 	f.Fuzz(func(t *testing.T, opIndex uint8, body []byte) {
 		op := ops[int(opIndex)%len(ops)]
 		in, err := decodeRequest(op, body)
@@ -45,6 +50,26 @@ func FuzzDecodeRequest(f *testing.F) {
 			var ae *APIError
 			if !errors.As(err, &ae) || ae.Type != ErrTypeSerialization && (ae.Type != ErrTypeInvalidRequest || !strings.HasSuffix(ae.Message, " is required")) {
 				t.Fatalf("decodeRequest(%s, %q) = %v, want a SerializationException or a missing member", op, body, err)
+			}
+			if ae.Type == ErrTypeInvalidRequest {
+				// Given the members it lacks, one at a time, the body
+				// decodes: a member of the wrong type is named first.
+				given := body
+				for range 1000 {
+					path := strings.TrimSuffix(ae.Message, " is required")
+					if given = giveMember(t, given, path); given == nil {
+						t.Fatalf("decodeRequest(%s, %q) = %v, a member not in the body", op, body, err)
+					}
+					if _, err = decodeRequest(op, given); err == nil {
+						break
+					}
+					if !errors.As(err, &ae) || ae.Type != ErrTypeInvalidRequest || !strings.HasSuffix(ae.Message, " is required") {
+						t.Fatalf("decodeRequest(%s, %q) = a missing member, but with it given, %q: %v", op, body, given, err)
+					}
+				}
+				if err != nil {
+					t.Fatalf("decodeRequest(%s, %q): still %v with every missing member given", op, body, err)
+				}
 			}
 			return
 		}
@@ -88,6 +113,49 @@ func FuzzDecodeRequest(f *testing.F) {
 	})
 }
 
+// giveMember returns the JSON object body with the string member at path
+// (tags[1].value) set to "", or nil if path's parent is not in it.
+func giveMember(t *testing.T, body []byte, path string) []byte {
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.UseNumber() // 1e400 stays as it is
+	var doc any
+	if err := d.Decode(&doc); err != nil {
+		t.Fatalf("%q decoded as a JSON object, not now: %v", body, err)
+	}
+	// tags[1].value: tags, [1], value.
+	steps := strings.Split(strings.ReplaceAll(path, "[", ".["), ".")
+	parent := doc
+	for _, step := range steps[:len(steps)-1] {
+		if index, ok := strings.CutPrefix(step, "["); ok {
+			i, err := strconv.Atoi(strings.TrimSuffix(index, "]"))
+			if err != nil {
+				t.Fatalf("path %q: %v", path, err)
+			}
+			list, ok := parent.([]any)
+			if !ok || i >= len(list) {
+				return nil
+			}
+			parent = list[i]
+			continue
+		}
+		obj, ok := parent.(map[string]any)
+		if !ok {
+			return nil
+		}
+		parent = obj[step]
+	}
+	obj, ok := parent.(map[string]any)
+	if !ok {
+		return nil
+	}
+	obj[steps[len(steps)-1]] = ""
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // memberGiven reports whether the JSON object body has the member at path,
 // other than null.
 func memberGiven(body []byte, path ...string) bool {
@@ -106,6 +174,37 @@ func memberGiven(body []byte, path ...string) bool {
 func normalize(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestDecodeRequestErrorOrder: members were decoded in the random order of a
+// map, and a tag without its value was refused as soon as it was met, so a body
+// with one and a member of the wrong type got InvalidRequestException or
+// SerializationException at random; AWS reports the body it cannot read first.
+// Of two members of the wrong type, the same one is named each time.
+func TestDecodeRequestErrorOrder(t *testing.T) {
+	for _, tc := range []struct {
+		op, body, want string
+	}{
+		{"OpenTunnel", `{"tags":[{"key":"d"}],"description":5}`,
+			"SerializationException: cannot decode the request body: description must be a string, got the number 5"},
+		{"TagResource", `{"tags":[{"key":"d"}],"resourceArn":5}`,
+			"SerializationException: cannot decode the request body: resourceArn must be a string, got the number 5"},
+		{"TagResource", `{"tags":[{"key":"c","value":"1"},{"key":"d"}],"resourceArn":5}`,
+			"SerializationException: cannot decode the request body: resourceArn must be a string, got the number 5"},
+		{"OpenTunnel", `{"tags":7,"timeoutConfig":[],"description":5,"destinationConfig":"x"}`,
+			"SerializationException: cannot decode the request body: description must be a string, got the number 5"},
+		{"TagResource", `{"tags":[{"key":"c"},{"key":"d","value":null}],"resourceArn":"arn:aws:iot:us-east-1:123456789012:tunnel/abc"}`,
+			"InvalidRequestException: tags[0].value is required"},
+	} {
+		for range 50 {
+			_, err := decodeRequest(tc.op, []byte(tc.body))
+			var ae *APIError
+			if !errors.As(err, &ae) || ae.Type+": "+ae.Message != tc.want {
+				t.Errorf("decodeRequest(%s, %s) = %v, want %s", tc.op, tc.body, err, tc.want)
+				break
+			}
+		}
+	}
 }
 
 func TestDecodeRequestUnknownOperation(t *testing.T) {
