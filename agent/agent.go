@@ -440,6 +440,17 @@ const eventFlushTimeout = 2 * time.Second
 // lost, which a flush of its whole eventFlushTimeout pushed past that exit.
 const stopBudget = 4 * time.Second
 
+// minLastFlush is the least the last flush gets, whatever is left of the
+// stop's budget: a broker that is there takes the last events in
+// milliseconds, and the warning that one did not take them must be true.
+const minLastFlush = 500 * time.Millisecond
+
+// lastFlush is how long the last flush of the events gets when the stop must
+// end by stopBy (monoNow's clock).
+func lastFlush(stopBy int64) time.Duration {
+	return min(eventFlushTimeout, max(time.Duration(stopBy-monoNow()), minLastFlush))
+}
+
 // Run serves until ctx ends: the MQTT listener, the saved tunnels, the optional SSH
 // listener (an ssh.listen address it cannot bind is logged and tried again in
 // the background, not fatal). On the way out it ends every session and SSH
@@ -513,7 +524,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer evcancel()
 	evdone := make(chan struct{})
 	if a.events != nil {
-		go func() { defer close(evdone); a.events.run(evctx, eventFlushTimeout) }()
+		go func() { defer close(evdone); a.events.run(evctx) }()
 	} else {
 		close(evdone)
 	}
@@ -555,7 +566,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopping := ctx.Err() != nil
 	a.log.Info("agent stopping")
 	stopBy := monoNow() + int64(stopBudget)
-	a.events.flushWithin(stopBudget)
 	a.mu.Lock()
 	cancel() // under mu: start adds no session after this
 	a.mu.Unlock()
@@ -564,7 +574,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.refusals.flush()
 	a.rejections.flush()
 	evcancel()
-	<-evdone // the last events, for at most eventFlushTimeout, within stopBudget
+	<-evdone
+	a.events.finish(lastFlush(stopBy)) // the last events
 	mcancel()
 	<-mqttDone // a clean MQTT DISCONNECT, last
 	bg.Wait()

@@ -50,7 +50,6 @@ type eventQueue struct {
 	inFlight uint64 // seq of the head while drain publishes it; 0 when none
 	dropped  int
 	wake     chan struct{}
-	flushEnd int64 // monoNow by which the last flush ends (flushWithin); 0: run's flush alone bounds it
 
 	// Used by the publishing goroutine only.
 	refusedCount  int       // refused events not yet reported
@@ -118,51 +117,36 @@ func (q *eventQueue) victimLocked() int {
 	return first
 }
 
-// minLastFlush is the least the last flush gets, whatever is left of the
-// stop's budget: a broker that is there takes the last events in
-// milliseconds, and the warning that one did not take them must be true.
-const minLastFlush = 500 * time.Millisecond
-
-// flushWithin makes the last flush end within d from now (but take at least
-// minLastFlush), if run's flush would end later: the agent's stop has a
-// budget (stopBudget), which the sessions' ends may use up.
-func (q *eventQueue) flushWithin(d time.Duration) {
-	if q == nil {
-		return
-	}
-	q.mu.Lock()
-	q.flushEnd = monoNow() + int64(d)
-	q.mu.Unlock()
-}
-
-// run publishes until ctx ends, then tries to flush what is left for up to
-// flush, and not past the time set by flushWithin.
-func (q *eventQueue) run(ctx context.Context, flush time.Duration) {
+// run publishes until ctx ends.
+func (q *eventQueue) run(ctx context.Context) {
 	for {
 		q.drain(ctx)
 		select {
 		case <-q.wake:
 		case <-ctx.Done():
-			q.mu.Lock()
-			if q.flushEnd != 0 {
-				flush = min(flush, max(time.Duration(q.flushEnd-monoNow()), minLastFlush))
-			}
-			q.mu.Unlock()
-			fctx, cancel := context.WithTimeout(context.Background(), flush)
-			q.drain(fctx)
-			cancel()
-			q.mu.Lock()
-			unsent, dropped := len(q.queue), q.dropped+q.droppedCount
-			q.mu.Unlock()
-			if unsent+dropped > 0 {
-				q.log.Warn("events not sent before stopping: the broker did not take them in time", "unsent", unsent, "dropped", dropped)
-			}
-			if q.refusedCount > 0 { // refused since the last report, which comes at most once a minute
-				q.log.Warn("events refused by the broker before stopping, dropped", "refused", q.refusedCount)
-				q.refusedCount = 0
-			}
 			return
 		}
+	}
+}
+
+// finish tries for up to flush to publish what run left, then says what was
+// not. It runs once run has returned. A nil queue has nothing to finish.
+func (q *eventQueue) finish(flush time.Duration) {
+	if q == nil {
+		return
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), flush)
+	q.drain(fctx)
+	cancel()
+	q.mu.Lock()
+	unsent, dropped := len(q.queue), q.dropped+q.droppedCount
+	q.mu.Unlock()
+	if unsent+dropped > 0 {
+		q.log.Warn("events not sent before stopping: the broker did not take them in time", "unsent", unsent, "dropped", dropped)
+	}
+	if q.refusedCount > 0 { // refused since the last report, which comes at most once a minute
+		q.log.Warn("events refused by the broker before stopping, dropped", "refused", q.refusedCount)
+		q.refusedCount = 0
 	}
 }
 

@@ -181,13 +181,7 @@ func TestAgentStopsWithBrokerDown(t *testing.T) {
 // The flush gets what is left of stopBudget.
 func TestAgentStopsBeforePortholeAgentGivesUp(t *testing.T) {
 	e := newAgentEnv(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	e.cfg.SSH.Listen = addr
+	addr := e.sshListenFree(t)
 	var mu sync.Mutex
 	var logs bytes.Buffer
 	// The program ignoring the hangup is left running, as OpenSSH leaves it:
@@ -254,12 +248,7 @@ func agentWithSession(t *testing.T, cmd string) (e *agentEnv, stop func()) {
 func TestHugeSSHUserNameDoesNotWedgeMQTT(t *testing.T) {
 	e := newAgentEnv(t)
 	e.broker.srv.Options.Capabilities.MaximumPacketSize = 128 << 10
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.cfg.SSH.Listen = ln.Addr().String()
-	ln.Close()
+	e.sshListenFree(t)
 	var mu sync.Mutex
 	var logs bytes.Buffer
 	e.startLogging(t, lockedWriter{&mu, &logs})
@@ -326,7 +315,8 @@ func TestEventQueueReportsEventsLeftAtStop(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	q.run(ctx, 50*time.Millisecond)
+	q.run(ctx)
+	q.finish(50 * time.Millisecond)
 	mu.Lock()
 	defer mu.Unlock()
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "unsent=3") {
@@ -386,10 +376,10 @@ func TestAgentStopDoesNotWaitForBlockedSFTP(t *testing.T) {
 }
 
 // The stop's budget used up by the sessions' ends, the last flush gets
-// minLastFlush, not its own time (a minute here): a broker that is away is
+// minLastFlush, not eventFlushTimeout: a broker that is away is
 // given up on then, and one that is there still takes the events (with
 // nothing left it was not even asked, and the warning blamed it).
-func TestEventQueueFlushWithinUsedUp(t *testing.T) {
+func TestLastFlushWithTheBudgetUsedUp(t *testing.T) {
 	for _, up := range []bool{false, true} {
 		var logs bytes.Buffer
 		var mu sync.Mutex
@@ -404,13 +394,13 @@ func TestEventQueueFlushWithinUsedUp(t *testing.T) {
 		for range 2 {
 			q.add(Event{Type: "ssh-session-end"})
 		}
-		q.flushWithin(0)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
+		q.run(ctx)
 		start := time.Now()
-		q.run(ctx, time.Minute)
+		q.finish(lastFlush(monoNow())) // nothing left of the stop's budget
 		if d := time.Since(start); d > minLastFlush+time.Second {
-			t.Errorf("broker up %v: run took %v to stop with no time left to flush, want about %v", up, d, minLastFlush)
+			t.Errorf("broker up %v: the last flush took %v with no time left, want about %v", up, d, minLastFlush)
 		}
 		mu.Lock()
 		if !up && !strings.Contains(logs.String(), "unsent=2") {
@@ -431,13 +421,7 @@ func TestEventQueueFlushWithinUsedUp(t *testing.T) {
 // came after the last flush of the queue, never published.
 func TestStopWaitsForListenSessionIgnoringHangup(t *testing.T) {
 	e := newAgentEnv(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	e.cfg.SSH.Listen = addr
+	addr := e.sshListenFree(t)
 	_, stop := e.start(t)
 	e.listenSession(t, addr, "trap '' HUP; sleep 8")
 	start := time.Now()
@@ -488,4 +472,17 @@ func (e *agentEnv) listenSession(t *testing.T, addr, cmd string) {
 		t.Fatal(err)
 	}
 	e.broker.waitEvent(t, "ssh-session-start", nil)
+}
+
+// sshListenFree sets the agent's ssh.listen to a loopback address free now,
+// and returns it.
+func (e *agentEnv) sshListenFree(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.SSH.Listen = ln.Addr().String()
+	ln.Close()
+	return e.cfg.SSH.Listen
 }

@@ -118,7 +118,7 @@ func TestEventNotMultipliedByHalfOpenLink(t *testing.T) {
 		slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	qctx, qcancel := context.WithCancel(context.Background())
 	qdone := make(chan struct{})
-	go func() { defer close(qdone); q.run(qctx, 100*time.Millisecond) }()
+	go func() { defer close(qdone); q.run(qctx); q.finish(100 * time.Millisecond) }()
 	defer func() { qcancel(); <-qdone }()
 
 	proxy.stall()

@@ -65,7 +65,7 @@ func TestEventQueueDropsRefusedEvents(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { q.run(ctx, time.Second); close(done) }()
+	go func() { q.run(ctx); q.finish(time.Second); close(done) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		mu.Lock()
@@ -200,7 +200,7 @@ func TestEventQueueReportsRefusedEventsAtStop(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { q.run(ctx, time.Second); close(done) }()
+	go func() { q.run(ctx); q.finish(time.Second); close(done) }()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		q.mu.Lock()
 		n := len(q.queue)
@@ -344,6 +344,6 @@ func runFastQueue(q *eventQueue) (stop func()) {
 	q.retry = time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { q.run(ctx, time.Second); close(done) }()
+	go func() { q.run(ctx); q.finish(time.Second); close(done) }()
 	return func() { cancel(); <-done }
 }
