@@ -116,11 +116,7 @@ func TestDestinationSurvivesHostileService(t *testing.T) {
 	// server's handler) stays. 300 streams left open would hold 900 more. (The
 	// wait is for a loaded machine under emulation, where CI once saw 22 over the
 	// baseline after 10 s; here it takes milliseconds.)
-	deadline := time.Now().Add(30 * time.Second)
-	g := runtime.NumGoroutine()
-	for ; g > base+5 && time.Now().Before(deadline); g = runtime.NumGoroutine() {
-		time.Sleep(20 * time.Millisecond)
-	}
+	g := goroutinesDownTo(base+5, 30*time.Second)
 	if g > base+5 {
 		t.Fatalf("%d goroutines after the flood, %d before", g, base)
 	}

@@ -87,10 +87,7 @@ func TestDropMidTransferLeavesNoGoroutine(t *testing.T) {
 			}
 		}
 	}
-	g := runtime.NumGoroutine()
-	for deadline := time.Now().Add(10 * time.Second); g > base+2 && time.Now().Before(deadline); g = runtime.NumGoroutine() {
-		time.Sleep(20 * time.Millisecond)
-	}
+	g := goroutinesDownTo(base+2, 10*time.Second)
 	t.Logf("goroutines: %d before the drops, %d after", base, g)
 	if g > base+2 {
 		t.Errorf("%d goroutines after 5 drops mid-transfer, %d before", g, base)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -90,6 +91,16 @@ func acceptor(t *testing.T, n int) (addr string, accepted <-chan net.Conn) {
 		}
 	}()
 	return ln.Addr().String(), ch
+}
+
+// goroutinesDownTo waits up to d for the process to run at most limit
+// goroutines (connections closing end theirs), and returns how many it runs.
+func goroutinesDownTo(limit int, d time.Duration) int {
+	g := runtime.NumGoroutine()
+	for deadline := time.Now().Add(d); g > limit && time.Now().Before(deadline); g = runtime.NumGoroutine() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return g
 }
 
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {

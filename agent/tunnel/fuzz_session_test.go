@@ -31,6 +31,7 @@ import (
 // never the destination, and nothing may be left open.
 //
 // go test -run '^$' -fuzz FuzzSessionMessages -parallel 1 ./agent/tunnel
+// (FZLOG=1: the pair's log on stderr; the fuzz target's own t logs nothing.)
 func FuzzSessionMessages(f *testing.F) {
 	for _, seed := range [][]byte{
 		{0x02, 0x01, 0x00, 0x01, 0x01, 0x10, 0x03, 0x01, 0x00},                   // start, data, reset
@@ -52,9 +53,6 @@ func FuzzSessionMessages(f *testing.F) {
 		r.echo.Store(false)
 		for _, m := range serviceFrames(data) {
 			if err := r.tun.Send(tunneltest.Destination, m); err != nil {
-				if os.Getenv("FZLOG") != "" {
-					t.Logf("send %v: %v", m, err)
-				}
 				break // the session ended (or is between connections): the rest would not arrive
 			}
 		}
@@ -107,13 +105,13 @@ func startFuzzRig(f *testing.F) *fuzzRig {
 		}()
 		return ours, nil
 	})
-	quiet := slog.New(slog.DiscardHandler)
+	logger := slog.New(slog.DiscardHandler)
 	if os.Getenv("FZLOG") != "" {
-		quiet = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	r.echo.Store(true)
 	r.pair = tunneltest.StartPair(f, tunneltest.PairConfig{
-		Config:           tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: quiet},
+		Config:           tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: logger},
 		SourceToken:      tun.SourceToken,
 		DestinationToken: tun.DestinationToken,
 		Tunnel:           tun.Dataplane(),
@@ -126,9 +124,7 @@ func startFuzzRig(f *testing.F) *fuzzRig {
 	// The baseline is taken once the round trips' connections have closed:
 	// taken while they close, it was 5 above the idle count, and so many
 	// leaked goroutines went unseen.
-	for deadline := time.Now().Add(20 * time.Second); r.open.Load() > 0 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	r.targetsClosed()
 	r.base = runtime.NumGoroutine()
 	for range 20 {
 		time.Sleep(25 * time.Millisecond)
@@ -138,7 +134,8 @@ func startFuzzRig(f *testing.F) *fuzzRig {
 }
 
 // fuzzStreams are the stream ids of the sequences: 0, which the protocol
-// does not use, and three far above the source's, which count up from 1.
+// does not use, and three the source is unlikely to use (it starts at a
+// random one below 2^31 and counts up).
 var fuzzStreams = []int32{0, 1<<30 + 1, 1<<30 + 2, 1<<30 + 3}
 
 // serviceFrames decodes data, three bytes a frame, into at most 48 frames:
@@ -229,20 +226,22 @@ func (r *fuzzRig) check(t *testing.T) {
 	// (which is then through the service: sent during the next sequence, it
 	// would arrive while one of that sequence's V1-format streams is active,
 	// and the service would close the source for it).
-	for deadline := time.Now().Add(20 * time.Second); r.open.Load() > 0 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := r.open.Load(); n > 0 {
+	if n := r.targetsClosed(); n > 0 {
 		t.Fatalf("%d target connections left open", n)
 	}
 	// Leeway: this function's own goroutine, and two for a ping being written.
-	g := runtime.NumGoroutine()
-	for deadline := time.Now().Add(20 * time.Second); g > r.base+3 && time.Now().Before(deadline); g = runtime.NumGoroutine() {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if g > r.base+3 {
+	if g := goroutinesDownTo(r.base+3, 20*time.Second); g > r.base+3 {
 		t.Fatalf("%d goroutines, %d before: connections left open", g, r.base)
 	}
+}
+
+// targetsClosed waits up to 20 s for every target connection to be closed,
+// and returns how many are still open.
+func (r *fuzzRig) targetsClosed() int32 {
+	for deadline := time.Now().Add(20 * time.Second); r.open.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return r.open.Load()
 }
 
 // serves makes a round trip of 4 KiB through each echo service, which also
