@@ -184,15 +184,7 @@ func TestSysVLockNotWritable(t *testing.T) {
 		r := newSysVRig(t, fake, shell, binDir)
 		run := filepath.Dir(r.pidfile)
 		fillers := fullTmpfs(t, run, "size=64k,nr_inodes=16")
-		for i := 0; ; i++ { // and every inode
-			name := filepath.Join(run, "inode"+strconv.Itoa(i))
-			f, err := os.Create(name)
-			if err != nil {
-				break
-			}
-			f.Close()
-			fillers = append(fillers, name)
-		}
+		fillers = append(fillers, fillInodes(run)...)
 		for _, action := range []string{"start", "stop", "restart"} {
 			began := time.Now()
 			out, err := r.run(action)
@@ -206,12 +198,7 @@ func TestSysVLockNotWritable(t *testing.T) {
 		for _, f := range fillers {
 			os.Remove(f)
 		}
-		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
-			t.Errorf("start once there is room: %v %q, want OK", err, out)
-		}
-		if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
-			t.Errorf("stop: %v %q, want OK", err, out)
-		}
+		r.wantStartStop("once there is room")
 	})
 }
 
@@ -254,15 +241,7 @@ func TestSysVStaleLockNotWritable(t *testing.T) {
 						t.Fatal(err)
 					}
 				} else {
-					for i := 0; ; i++ { // and every inode
-						name := filepath.Join(run, "inode"+strconv.Itoa(i))
-						f, err := os.Create(name)
-						if err != nil {
-							break
-						}
-						f.Close()
-						fillers = append(fillers, name)
-					}
+					fillers = append(fillers, fillInodes(run)...)
 				}
 				want := "FAIL (cannot take over the lock " + lock + " of pid 999999999, which is gone: " + tc.cause + "; nothing was done)"
 				for _, action := range []string{"start", "stop"} {
@@ -285,12 +264,7 @@ func TestSysVStaleLockNotWritable(t *testing.T) {
 				for _, f := range fillers {
 					os.Remove(f)
 				}
-				if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
-					t.Errorf("start once the file system takes writes: %v %q, want OK", err, out)
-				}
-				if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
-					t.Errorf("stop: %v %q, want OK", err, out)
-				}
+				r.wantStartStop("once the file system takes writes")
 				for _, name := range []string{lock, lock + ".reap"} {
 					if _, err := os.Lstat(name); err == nil {
 						t.Errorf("after stop: %s is left", name)
@@ -299,4 +273,29 @@ func TestSysVStaleLockNotWritable(t *testing.T) {
 			})
 		}
 	})
+}
+
+// fillInodes makes empty files in dir until no more can be made (its file
+// system has no inode free), and returns them.
+func fillInodes(dir string) (files []string) {
+	for i := 0; ; i++ {
+		name := filepath.Join(dir, "inode"+strconv.Itoa(i))
+		f, err := os.Create(name)
+		if err != nil {
+			return files
+		}
+		f.Close()
+		files = append(files, name)
+	}
+}
+
+// wantStartStop wants start, then stop, to say OK; when says in what state.
+func (r *sysvRig) wantStartStop(when string) {
+	r.t.Helper()
+	if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+		r.t.Errorf("start %s: %v %q, want OK", when, err, out)
+	}
+	if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
+		r.t.Errorf("stop %s: %v %q, want OK", when, err, out)
+	}
 }

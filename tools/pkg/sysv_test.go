@@ -1047,6 +1047,19 @@ func TestSysVStaleLock(t *testing.T) {
 	})
 }
 
+// lockFunctions writes the script's lock and the functions it calls, as the
+// script has them, to dir/funcs.sh, for a test's own script to source.
+func lockFunctions(t *testing.T, dir string) {
+	t.Helper()
+	funcs, err := exec.Command("sed", "-n", `/^nap() {/,/^}/p; /^started_at() {/,/^}/p; /^lock() {/,/^}/p; /^gone() {/,/^}/p; /^reap() {/,/^}/p; /^link() {/,/^}/p; /^unlock() {/,/^}/p`, "sysv/porthole").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "funcs.sh"), funcs, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestSysVLockTakeoverRace: three runs and a lock left by a killed one. The
 // takeover renamed the lock aside and put back one that was not the dead
 // holder's with mv -f: a run slow in it (1 s per mv and rm, as on a loaded
@@ -1056,11 +1069,7 @@ func TestSysVStaleLock(t *testing.T) {
 // and rm are the programs on PATH.
 func TestSysVLockTakeoverRace(t *testing.T) {
 	dir := t.TempDir()
-	funcs, err := exec.Command("sed", "-n", `/^nap() {/,/^}/p; /^started_at() {/,/^}/p; /^lock() {/,/^}/p; /^gone() {/,/^}/p; /^reap() {/,/^}/p; /^unlock() {/,/^}/p`, "sysv/porthole").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "funcs.sh"), funcs, 0o644)
+	lockFunctions(t, dir)
 	bin := filepath.Join(dir, "bin")
 	os.Mkdir(bin, 0o755)
 	for _, tool := range []string{"mv", "rm"} {
@@ -1124,11 +1133,7 @@ echo "$1 out" >>`+log+`
 func TestSysVLockWaitWallTime(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	funcs, err := exec.Command("sed", "-n", `/^nap() {/,/^}/p; /^started_at() {/,/^}/p; /^lock() {/,/^}/p; /^gone() {/,/^}/p; /^reap() {/,/^}/p; /^unlock() {/,/^}/p`, "sysv/porthole").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "funcs.sh"), funcs, 0o644)
+	lockFunctions(t, dir)
 	bin := filepath.Join(dir, "bin")
 	os.Mkdir(bin, 0o755)
 	readlink, err := exec.LookPath("readlink")
