@@ -53,6 +53,11 @@ func (sess *session) runSFTP(a *account, opt sftpOptions) int {
 	}
 	return sess.abandonable("sftp: a request", front.shut, func() int {
 		err := srv.Serve()
+		// Serve returns before pkg/sftp's reply writer has written the
+		// last replies: shut waits for the one being written, and keeps
+		// any later one from racing the session's EOF and close (a
+		// client gone with a request in flight, which then returned).
+		front.shut()
 		front.closeDirs() // pkg/sftp's reading goroutine has ended
 		if err != nil {
 			sess.srv.log().Info("sftp ended", "remote", sess.st.remote, "error", err)

@@ -620,3 +620,31 @@ func waitAbandoned(t *testing.T, e *testEnv, what, logged string) {
 		t.Errorf("log lines %q: %q, want one", logged, l)
 	}
 }
+
+// TestSFTPBlockedOpenReturnsAfterTheClient: the client has gone while an OPEN
+// of a FIFO blocks, and the OPEN returns before abandonDelay: pkg/sftp's Serve
+// then returns, and the session reported its end (EOF, close) while
+// pkg/sftp's reply writer still wrote the OPEN's reply to the channel, a data
+// race in x/crypto's channel (run with -race). The front is shut first.
+func TestSFTPBlockedOpenReturnsAfterTheClient(t *testing.T) {
+	e := newEnv(t, nil)
+	s, cl := sftpClient(t, e)
+	fifo := filepath.Join(e.home("root"), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	go cl.OpenFile("fifo", os.O_WRONLY)
+	time.Sleep(300 * time.Millisecond)
+	s.ch.Close() // the client gives up
+	time.Sleep(100 * time.Millisecond)
+	f, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0) // the OPEN returns
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for deadline := time.Now().Add(10 * time.Second); len(e.eventsOf(EventSessionEnd)) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not end once its OPEN returned")
+		}
+	}
+}
