@@ -20,6 +20,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/porthole-iot/porthole/agent/internal/quiet"
@@ -120,6 +121,44 @@ func TestSubscriptionRefusedIsReportedAndRetried(t *testing.T) {
 		t.Fatalf("got %v, want the notification after the subscription was granted", n)
 	}
 	rec.assertNoSecret(testToken[:20])
+}
+
+// TestSubscriptionIDClashIsNotAFailure: a notification queued in the session
+// while the device was off reaches mochi's new connection before the
+// SUBSCRIBE, and mochi answers the SUBSCRIBE, whose packet id its own
+// message holds, with 0x91. The retry is no failure: no ERROR line and no
+// notify-subscription-failed event.
+func TestSubscriptionIDClashIsNotAFailure(t *testing.T) {
+	p := newPKI(t)
+	srv, addr := startMochi(t, p, new(auth.AllowHook))
+	log, rec := newLogRecorder(t)
+	sink := newSink(t)
+	var reported atomic.Int32
+	cfg := testConfig(t, p, addr, "thing-a", log)
+	cfg.OnNotification = sink.callback
+	cfg.OnSubscribeError = func(error) { reported.Add(1) }
+	stop := runListener(t, newListener(t, cfg))
+	rec.waitFor("notify subscription granted")
+	stop()
+	if err := srv.Publish(Topic("thing-a"), notifyPayload(testToken+"offline"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	runListener(t, newListener(t, cfg))
+	if n := sink.next(); n.ClientAccessToken != testToken+"offline" {
+		t.Fatalf("got %v, want the notification queued while offline", n)
+	}
+	line := rec.waitFor("notify subscription to be sent again")
+	if !strings.Contains(line, "level=INFO") || !strings.Contains(line, "0x91") {
+		t.Errorf("clash line: %s", line)
+	}
+	rec.waitFor("notify subscription granted", "attempts=2")
+	if n := rec.count("notify subscription failed"); n != 0 {
+		t.Errorf("%d subscription failure lines for a packet id clash", n)
+	}
+	if n := reported.Load(); n != 0 {
+		t.Errorf("OnSubscribeError called %d times for a packet id clash", n)
+	}
 }
 
 // refuseConnect refuses every connection in the CONNACK.

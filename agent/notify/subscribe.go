@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -61,9 +62,19 @@ func (l *Listener) subscribe(ctx context.Context, cli *paho.Client) {
 			l.log.Warn("mqtt connection closed while subscribing; if this repeats, the subscription may be forbidden",
 				"topic", l.topic, "error", err, "hint", subscribePolicyHint(l.cfg.ThingName, l.cfg.ClientID, l.topic))
 		} else {
-			l.log.Error("notify subscription failed; no notification can arrive until it succeeds",
-				"topic", l.topic, "error", err, "attempt", attempt+1, "retry_in", wait)
-			if l.cfg.OnSubscribeError != nil && !reported {
+			// 0x91, packet identifier in use: each side numbers its own
+			// packets (MQTT 5 §2.2.1), but a broker that checks a SUBSCRIBE's
+			// id against its own messages in flight (mochi-mqtt, the lab's
+			// broker, with notifications queued while the device was off)
+			// refuses it until they are acknowledged: a clash, not a refusal.
+			se, _ := err.(*SubscribeError)
+			clash := se != nil && se.Reason == 0x91 && attempt < 3
+			level, msg := slog.LevelError, "notify subscription failed; no notification can arrive until it succeeds"
+			if clash {
+				level, msg = slog.LevelInfo, "notify subscription to be sent again: the broker had its packet identifier in use"
+			}
+			l.log.Log(ctx, level, msg, "topic", l.topic, "error", err, "attempt", attempt+1, "retry_in", wait)
+			if l.cfg.OnSubscribeError != nil && !reported && !clash {
 				reported = true
 				l.cfg.OnSubscribeError(err)
 			}
