@@ -657,8 +657,9 @@ func TestForwardFailedLogRateLimited(t *testing.T) {
 
 // TestForwardRefusedLogRateLimited: the "forward refused" line comes at most
 // once every refusalLogInterval on a connection, as forwardFailed's: a client opening tun
-// channel after channel (ssh -w) or asking for X11 again and again logged a
-// line each. Every refusal keeps its event.
+// channel after channel (ssh -w), asking for X11 or a remote forward (ssh -R,
+// off here) again and again logged a line each. Every refusal keeps its
+// event, a port beyond 65535 too.
 func TestForwardRefusedLogRateLimited(t *testing.T) {
 	clock := newTestClock()
 	e := newEnv(t, func(e *testEnv, s *Server) { s.now = clock.now })
@@ -671,21 +672,33 @@ func TestForwardRefusedLogRateLimited(t *testing.T) {
 			t.Fatal("tun channel opened")
 		}
 	}
-	for range burst {
-		tun()
+	remote := func(port uint32) {
+		t.Helper()
+		if ok, _, err := c.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{"localhost", port})); ok || err != nil {
+			t.Fatalf("tcpip-forward to port %d: %v, %v; want it refused", port, ok, err)
+		}
 	}
+	for i := range burst {
+		tun()
+		remote(20000 + uint32(i))
+	}
+	remote(1 << 16)
 	lines := func() []string { return e.logs.logged("forward refused") }
 	if got := lines(); len(got) != 1 || strings.Contains(got[0], "not_logged_since_last") {
-		t.Fatalf("after %d tun channels refused, %d log lines, the first %q; want one", burst, len(got), got[:min(len(got), 2)])
+		t.Fatalf("after %d tun channels and %d remote forwards refused, %d log lines, the first %q; want one", burst, burst+1, len(got), got[:min(len(got), 2)])
 	}
 	clock.advance(refusalLogInterval)
 	tun()
-	want := fmt.Sprintf("not_logged_since_last=%d", burst-1)
+	want := fmt.Sprintf("not_logged_since_last=%d", 2*burst)
 	if got := lines(); len(got) != 2 || !strings.Contains(got[1], want) {
 		t.Errorf("a refusal once %s passed: log lines %q; want a second line with %s", refusalLogInterval, got, want)
 	}
-	if evs := e.eventsOf(EventForward); len(evs) != burst+1 {
-		t.Errorf("%d forward events, want one per refused tun channel, %d", len(evs), burst+1)
+	evs := e.eventsOf(EventForward)
+	if len(evs) != 2*burst+2 {
+		t.Errorf("%d forward events, want one per refused tun channel and remote forward, %d", len(evs), 2*burst+2)
+	}
+	if ev := evs[len(evs)-2]; ev.Direction != "remote" || ev.Dest != "localhost:65536" || ev.Reason != "no such port" {
+		t.Errorf("event of a remote forward to port 65536: %+v", ev)
 	}
 	// Another connection's first refusal is logged at once: an operator
 	// whose ssh -L the policy refuses sees why, whatever others did.

@@ -462,14 +462,15 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return false, nil
 	}
 	var f tcpipForward
-	if err := gossh.Unmarshal(req.Payload, &f); err != nil || f.BindPort > 0xffff {
+	if err := gossh.Unmarshal(req.Payload, &f); err != nil {
 		return false, nil
 	}
 	bind := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(f.BindPort), 10))
 	ev := forwardEvent(st, sc, "remote", bind)
 	refuse := func(reason string) (bool, []byte) {
 		ev.Reason = reason
-		s.log().Info("remote forward refused", "remote", st.remote, "user", sc.User(), "bind", clipClient(bind), "reason", reason)
+		// Rate-limited as forwardRefused's lines: a client may ask again and again.
+		s.logLimited(&st.fwdLog, slog.LevelInfo, "remote forward refused", "remote", st.remote, "user", sc.User(), "bind", clipClient(bind), "reason", reason)
 		s.audit(ev)
 		return false, nil
 	}
@@ -480,6 +481,8 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		listenOn, permitted = s.remoteBind(sc.User(), f.BindAddr, f.BindPort)
 	}
 	switch {
+	case f.BindPort > 0xffff:
+		return refuse("no such port")
 	case s.PermitRemoteForward == nil:
 		return refuse("remote forwarding is off")
 	case r.noForward:
