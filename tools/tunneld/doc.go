@@ -82,8 +82,8 @@
 // expired while tunneld was down. Closed tunnels stay describable for three hours
 // from their close, at most Config.MaxClosedTunnels of them (--max-closed-tunnels,
 // 1000 by default; past it the ones closed first are forgotten). With
-// Config.DataDir, the state (tunnels, tokens, client tokens, pending
-// notifications) is written atomically to DataDir/tunnels.json, mode 0600, after
+// Config.DataDir, the state (tunnels, tokens, client tokens, the hashes of
+// rotated tokens, pending notifications) is written atomically to DataDir/tunnels.json, mode 0600, after
 // every API change and at every first use of a token on the data plane, before
 // its 101 (a single-use token must stay used across a restart; a handshake whose
 // use cannot be written is refused with 503; reconnects and disconnects are not

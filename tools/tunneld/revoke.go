@@ -2,6 +2,8 @@ package tunneld
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net/http"
 	"slices"
 
@@ -32,36 +34,63 @@ const BodyTokenRotated = "Invalid access token: The access token was rotated (Ro
 // for the clients of the last few rotations; older ones get the generic answer.
 const maxRevokedPerTunnel = 8
 
-// tokenKey identifies a revoked token without keeping the token itself.
+// tokenKey identifies a revoked token without keeping the token itself. It is
+// saved with its tunnel, in hex, so that the refusal is the same after a
+// restart; a revoked token is worth nothing, but its key needs no more care
+// than the live tokens beside it.
 type tokenKey [sha256.Size]byte
 
 func keyOfToken(token string) tokenKey { return sha256.Sum256([]byte(token)) }
 
+func (k tokenKey) MarshalText() ([]byte, error) { return hex.AppendEncode(nil, k[:]), nil }
+
+func (k *tokenKey) UnmarshalText(b []byte) error {
+	if n, err := hex.Decode(k[:], b); err != nil || n != len(k) || len(b) != hex.EncodedLen(len(k)) {
+		return fmt.Errorf("revoked token key %.80q: want %d hex digits", b, hex.EncodedLen(len(k)))
+	}
+	return nil
+}
+
 // revokeLocked remembers token as revoked by a rotation of r.
 func (s *Server) revokeLocked(r *record, token string) {
-	if token == "" {
-		return
+	if token != "" {
+		s.rememberRevokedLocked(r, keyOfToken(token))
 	}
-	k := keyOfToken(token)
+}
+
+// restoreRevokedLocked registers the revoked tokens r was saved with, keeping
+// the newest maxRevokedPerTunnel of them, as revokeLocked does.
+func (s *Server) restoreRevokedLocked(r *record) {
+	keys := r.Revoked
+	r.Revoked = nil
+	for _, k := range keys {
+		s.rememberRevokedLocked(r, k)
+	}
+}
+
+func (s *Server) rememberRevokedLocked(r *record, k tokenKey) {
+	if _, ok := s.revoked[k]; ok {
+		return // a repeat in a hand-edited file; trimming it would drop the other
+	}
 	if s.revoked == nil {
 		s.revoked = make(map[tokenKey]string)
 	}
 	s.revoked[k] = r.ID
-	r.revoked = append(r.revoked, k)
-	if n := len(r.revoked) - maxRevokedPerTunnel; n > 0 {
-		for _, old := range r.revoked[:n] {
+	r.Revoked = append(r.Revoked, k)
+	if n := len(r.Revoked) - maxRevokedPerTunnel; n > 0 {
+		for _, old := range r.Revoked[:n] {
 			delete(s.revoked, old)
 		}
-		r.revoked = slices.Delete(r.revoked, 0, n)
+		r.Revoked = slices.Delete(r.Revoked, 0, n)
 	}
 }
 
 // forgetRevokedLocked drops r's revoked tokens, when r is forgotten.
 func (s *Server) forgetRevokedLocked(r *record) {
-	for _, k := range r.revoked {
+	for _, k := range r.Revoked {
 		delete(s.revoked, k)
 	}
-	r.revoked = nil
+	r.Revoked = nil
 }
 
 // refuseRevoked answers a data-plane handshake that carries exactly one access

@@ -163,9 +163,11 @@ type record struct {
 	SideUpdated  [2]time.Time `json:"sideUpdated"`
 	// NotifyPending is set until the current destination token was published.
 	NotifyPending bool `json:"notifyPending,omitempty"`
+	// Revoked are the keys of the tokens rotated away, oldest first, as in
+	// Server.revoked; a file saved before they were kept has none.
+	Revoked []tokenKey `json:"revoked,omitempty"`
 
-	dp      *dataplane.Tunnel
-	revoked []tokenKey // keys in Server.revoked, oldest first; not saved
+	dp *dataplane.Tunnel
 	// saved is the token state of each side as last written (or restored): a
 	// data-plane change that leaves it alone needs no write.
 	saved [2]durableSide

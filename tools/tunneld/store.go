@@ -86,6 +86,7 @@ func (s *Server) load() error {
 			r.Status = StatusClosed
 			r.dp.CloseReason("tunnel closed")
 		}
+		s.restoreRevokedLocked(r)
 		r.saved, r.savedPending = durableOf(r.dp), r.NotifyPending
 		s.tunnels[r.ID] = r
 	}
@@ -116,7 +117,7 @@ func (s *Server) save() error {
 		s.syncLocked(r)
 		written[r] = durable{durableOf(r.dp), r.NotifyPending}
 		c := *r
-		c.Tags, c.Dest = slices.Clone(r.Tags), cloneDest(r.Dest)
+		c.Tags, c.Dest, c.Revoked = slices.Clone(r.Tags), cloneDest(r.Dest), slices.Clone(r.Revoked)
 		st.Tunnels = append(st.Tunnels, &c)
 	}
 	s.mu.Unlock()

@@ -487,6 +487,52 @@ func TestReconnectDoesNotRewriteState(t *testing.T) {
 	}
 }
 
+// A token rotated away is still refused as rotated after a restart, even one
+// from a crash just after the rotation's answer (the file as it was then), and
+// the file keeps no more of it than its hash. Older ones beyond
+// maxRevokedPerTunnel get the generic answer, as before the restart.
+func TestRotatedTokenRefusedAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ts := startServer(t, Config{DataDir: dir})
+	out := ts.open(t, "dev1", "SSH")
+	var old []string // source tokens rotated away, oldest first
+	tok := out.SourceAccessToken
+	for range maxRevokedPerTunnel + 1 {
+		old = append(old, tok)
+		r, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeSource})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok = r.SourceAccessToken
+	}
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range old {
+		if bytes.Contains(b, []byte(o)) {
+			t.Fatalf("the state file holds a rotated token in clear:\n%s", b)
+		}
+	}
+	crashed := t.TempDir()
+	if err := os.WriteFile(filepath.Join(crashed, stateFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts = startServer(t, Config{DataDir: crashed})
+	if _, status, body := dialWS(t, ts.addr, "source", old[0], ""); status != 400 || body == BodyTokenRotated {
+		t.Errorf("token rotated %d rotations ago, after a restart: %d %q, want 400 and the generic body", len(old), status, body)
+	}
+	for i, o := range old[1:] {
+		if _, status, body := dialWS(t, ts.addr, "source", o, ""); status != 400 || body != BodyTokenRotated {
+			t.Errorf("token rotated %d rotations ago, after a restart: %d %q, want 400 %q", len(old)-1-i, status, body, BodyTokenRotated)
+		}
+	}
+	if _, status, body := dialWS(t, ts.addr, "source", tok, ""); status != 101 {
+		t.Errorf("the current token after a restart: %d %q", status, body)
+	}
+}
+
 // A delivered notification is saved: after a crash (the file as it was, no
 // clean stop) the destination token is not published again.
 func TestDeliveredNotificationSaved(t *testing.T) {
