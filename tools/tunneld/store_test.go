@@ -533,6 +533,44 @@ func TestRotatedTokenRefusedAfterRestart(t *testing.T) {
 	}
 }
 
+// What a crash (kill -9) leaves while a side is connected is the file of its
+// token's first use: the side is restored DISCONNECTED, since no earlier than
+// DescribeTunnel said it was CONNECTED.
+func TestConnectTimeSurvivesCrash(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Config{DataDir: dir})
+	out := ts.open(t, "dev1", "SSH")
+	time.Sleep(20 * time.Millisecond) // the connect is well after the open
+	if _, status, body := dialWS(t, ts.addr, "source", out.SourceAccessToken, ""); status != 101 {
+		t.Fatalf("source: %d %s", status, body)
+	}
+	side := func(ts *testServer) *ConnectionState {
+		t.Helper()
+		d, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Tunnel.SourceConnectionState
+	}
+	connected := side(ts)
+	if connected.Status != StatusConnected {
+		t.Fatalf("source after its 101: %s", connected.Status)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed := t.TempDir()
+	if err := os.WriteFile(filepath.Join(crashed, stateFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	restored := side(startServer(t, Config{DataDir: crashed}))
+	if restored.Status != StatusDisconnected || restored.LastUpdatedAt.Time.Before(connected.LastUpdatedAt.Time) {
+		t.Errorf("source after a crash: %s since %v, want DISCONNECTED since no earlier than %v (CONNECTED since then before the crash)",
+			restored.Status, restored.LastUpdatedAt.Time, connected.LastUpdatedAt.Time)
+	}
+}
+
 // A delivered notification is saved: after a crash (the file as it was, no
 // clean stop) the destination token is not published again.
 func TestDeliveredNotificationSaved(t *testing.T) {

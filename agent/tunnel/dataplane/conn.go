@@ -40,6 +40,7 @@ type conn struct {
 	t         *Tunnel
 	side      Side
 	token     string          // the access token admitted; attach refuses a revoked one
+	admitted  time.Time       // when the handshake was admitted: the side's connect time
 	ws        *websocket.Conn // set once, before run; read under mu by cut
 	raw       net.Conn        // the hijacked TCP connection; closing it cuts without a Close frame
 	proto     string

@@ -126,6 +126,42 @@ func TestRevoke(t *testing.T) {
 	}
 }
 
+// OnFirstUse sees the side dated at its connect, the time it is then reported
+// connected since: tunneld saves the first use, and a crash after the 101 must
+// leave no earlier time on disk. A first use that fails gives the time back.
+func TestFirstUseCarriesConnectTime(t *testing.T) {
+	var ticks atomic.Int64
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s := newTestServer(t)
+	s.now = func() time.Time { return base.Add(time.Duration(ticks.Add(1)) * time.Second) } // every reading later
+	tun := s.OpenTunnel("SSH")
+	opened := tun.Side(Source).LastUpdated
+	seen := make(chan time.Time, 2) // the side's time at each OnFirstUse
+	var calls atomic.Int32
+	s.OnFirstUse = func(t *Tunnel) error {
+		seen <- t.Side(Source).LastUpdated
+		if calls.Add(1) == 1 {
+			return errors.New("disk full") // its time must not stay
+		}
+		return nil
+	}
+	if _, resp, err := dialRaw(t, s, dialOpts{Mode: "source", Token: tun.SourceToken}); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("handshake whose use is not recorded: %v, want 503", err)
+	}
+	<-seen
+	if got := tun.Side(Source).LastUpdated; !got.Equal(opened) {
+		t.Errorf("after a first use that failed, the side is dated %v, want %v (its open)", got, opened)
+	}
+	ws, _, err := dialRaw(t, s, dialOpts{Mode: "source", Token: tun.SourceToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if saved, got := <-seen, tun.Side(Source); !got.Connected || !got.LastUpdated.Equal(saved) {
+		t.Errorf("Side(Source) = %+v, want connected since %v, the time OnFirstUse saw", got, saved)
+	}
+}
+
 func TestSideStateAndOnChange(t *testing.T) {
 	var changes atomic.Int32
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

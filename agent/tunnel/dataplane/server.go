@@ -531,7 +531,11 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 		s.refuse(w, h, status, body)
 		return nil
 	}
-	t, side, undo, status, body := s.admit(token, clientToken, mode)
+	// A connect dates from its admission: a first use is saved (OnFirstUse)
+	// with this time before the 101, so that a crash after it leaves on disk
+	// no time earlier than the one the side was reported connected since.
+	at := s.clock()
+	t, side, undo, status, body := s.admit(token, clientToken, mode, at)
 	if status != 0 {
 		s.refuse(w, h, status, body)
 		return nil
@@ -551,7 +555,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 	s.mu.Unlock()
 	w.Header().Set("channel-id", h.ChannelID)
 	c := newConn(s, t, side, raw, proto, h.ChannelID)
-	c.token = token
+	c.token, c.admitted = token, at
 	attached := false
 	rec := &recorder{ResponseWriter: w, switching: func() {
 		// Accept is past its checks and the 101 is not on the wire until it
@@ -598,9 +602,10 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 }
 
 // admit checks and consumes the access token (spec §3.8). On refusal status is
-// non-zero. When admit consumed the token, undo gives it back if the upgrade fails
-// later; a reconnect with the client token consumes nothing, and undo is nil.
-func (s *Server) admit(token, clientToken string, mode Side) (t *Tunnel, side Side, undo func(), status int, body string) {
+// non-zero. When admit consumed the token, it dates the side's state at, the
+// connect's time, and undo gives both back if the upgrade fails later; a
+// reconnect with the client token consumes nothing, and undo is nil.
+func (s *Server) admit(token, clientToken string, mode Side, at time.Time) (t *Tunnel, side Side, undo func(), status int, body string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ref, ok := s.tokens[token]
@@ -631,6 +636,8 @@ func (s *Server) admit(token, clientToken string, mode Side) (t *Tunnel, side Si
 		s.clientTokens[clientToken] = token
 	}
 	st.used, st.clientToken = true, clientToken
+	before := st.lastUpdated
+	st.lastUpdated = at
 	undo = func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -641,6 +648,9 @@ func (s *Server) admit(token, clientToken string, mode Side) (t *Tunnel, side Si
 		}
 		if st.token == token {
 			st.used, st.clientToken = false, ""
+		}
+		if st.lastUpdated.Equal(at) {
+			st.lastUpdated = before // nothing changed since
 		}
 		if clientToken != "" && s.clientTokens[clientToken] == token {
 			delete(s.clientTokens, clientToken)

@@ -414,7 +414,11 @@ func (t *Tunnel) attach(c *conn) bool {
 	old := st.conn
 	st.conn = c
 	st.connects++
-	st.lastUpdated = s.clock()
+	// The time admit gave a first use, which may be saved; a change since
+	// (the connection this one replaces dropped) keeps its later time.
+	if c.admitted.After(st.lastUpdated) {
+		st.lastUpdated = c.admitted
+	}
 	var resets []*tunnel.Message
 	if len(t.active) > 0 {
 		for svc, id := range t.active {
