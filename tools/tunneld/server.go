@@ -658,11 +658,13 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	return out, nil
 }
 
-// registerLocked registers r with the data plane, with its saved tokens if any.
+// registerLocked registers r with the data plane, with its saved tokens if any,
+// closed unless r is open.
 func (s *Server) registerLocked(r *record) error {
 	t, err := s.dp.OpenTunnel(dataplane.TunnelConfig{
 		ID: r.ID, Services: servicesOf(r), Tokens: r.Tokens, Used: r.Used,
 		ClientTokens: r.ClientTokens, LastUpdated: r.SideUpdated,
+		Closed: r.Status != StatusOpen,
 	})
 	if err != nil {
 		return err

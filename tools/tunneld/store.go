@@ -63,35 +63,31 @@ func (s *Server) load() error {
 	if st.Version != stateVersion {
 		return fmt.Errorf("reading state %s: version %d, want %d", path, st.Version, stateVersion)
 	}
-	// Closed tunnels first: closing one releases its client tokens, which a
-	// tunnel opened after it may have used again (they are unique across open
-	// tunnels only, spec §2.1).
-	open := func(r *record) int {
-		if r != nil && r.Status == StatusOpen {
-			return 1
-		}
-		return 0
-	}
-	slices.SortStableFunc(st.Tunnels, func(a, b *record) int { return open(a) - open(b) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	open := 0
 	for _, r := range st.Tunnels {
 		if r == nil || checkTunnelID(r.ID) != nil || s.tunnels[r.ID] != nil {
 			return fmt.Errorf("reading state %s: a tunnel with a missing, bad or repeated id", path)
 		}
-		if err := s.registerLocked(r); err != nil {
-			return fmt.Errorf("restoring tunnel %s: %w", r.ID, err)
-		}
+		// A closed tunnel is registered closed, not closed again: its
+		// client tokens, which a later tunnel may have used again (they are
+		// unique across open tunnels only, spec §2.1), are free, and the
+		// data plane does not log a close that happened before the restart.
 		if r.Status != StatusOpen {
 			r.Status = StatusClosed
-			r.dp.CloseReason("tunnel closed")
+		} else {
+			open++
+		}
+		if err := s.registerLocked(r); err != nil {
+			return fmt.Errorf("restoring tunnel %s: %w", r.ID, err)
 		}
 		s.restoreRevokedLocked(r)
 		r.saved, r.savedPending = durableOf(r.dp), r.NotifyPending
 		s.tunnels[r.ID] = r
 	}
 	s.trimClosedLocked() // the limit may have been lowered
-	s.log.Info("state restored", "path", path, "tunnels", len(s.tunnels))
+	s.log.Info("state restored", "path", path, "tunnels", len(s.tunnels), "open", open)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -724,6 +725,34 @@ func TestRestoreClientTokenReusedAfterClose(t *testing.T) {
 	ts = startServer(t, Config{DataDir: dir})
 	if _, status, body := dialWS(t, ts.addr, "destination", b.DestinationAccessToken, ct); status != 101 {
 		t.Errorf("reconnect with the client token after restart: %d %s", status, body)
+	}
+}
+
+// A restart restores closed tunnels without logging them closed, as if they
+// had just been (a line each, up to MaxClosedTunnels at every start); a close
+// after the restart is logged as ever.
+func TestRestoreLogsNoClose(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ts := startServer(t, Config{DataDir: dir})
+	for range 2 {
+		if err := ts.CloseTunnel(ctx, &CloseTunnelInput{TunnelID: ts.open(t, "dev1", "SSH").TunnelID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := ts.open(t, "dev1", "SSH")
+	ts.shutdown(t)
+
+	logs := &syncBuffer{}
+	ts = startServer(t, Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, tlogWriter{t}), nil))})
+	if l := logs.String(); strings.Contains(l, "msg=closed") || !strings.Contains(l, "tunnels=3 open=1") {
+		t.Errorf("restoring 2 closed tunnels and 1 open logged:\n%s\nwant no close, and state restored with tunnels=3 open=1", l)
+	}
+	if err := ts.CloseTunnel(ctx, &CloseTunnelInput{TunnelID: a.TunnelID}); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "msg=closed plane=data tunnel="+a.TunnelID); n != 1 {
+		t.Errorf("closing the open tunnel after the restart logged %d close lines, want 1", n)
 	}
 }
 

@@ -126,6 +126,36 @@ func TestRevoke(t *testing.T) {
 	}
 }
 
+// A tunnel registered closed (restored after a restart) refuses its tokens as
+// a closed tunnel's and leaves its client token free, without logging a close
+// or calling OnChange: nobody has just closed it.
+func TestOpenTunnelClosed(t *testing.T) {
+	const ct = "ffffffff-ffff-ffff-ffff-ffffffffffff"
+	s := newTestServer(t)
+	var logs testlog.Lines
+	s.Server.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tlogWriter{t}), nil))
+	var changes atomic.Int32
+	s.OnChange = func(*Tunnel) { changes.Add(1) }
+	tun, err := s.Server.OpenTunnel(TunnelConfig{ID: "t1", Tokens: [2]string{"src-token", "dst-token"},
+		Used: [2]bool{false, true}, ClientTokens: [2]string{"", ct}, Closed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tun.Closed() {
+		t.Error("a tunnel registered closed is not Closed")
+	}
+	_, resp, _ := dialRaw(t, s, dialOpts{Mode: "source", Token: "src-token"})
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "closed") {
+		t.Errorf("token of a tunnel registered closed: %d %q, want 400, the tunnel is closed", resp.StatusCode, b)
+	}
+	if _, err := s.Server.OpenTunnel(TunnelConfig{ClientTokens: [2]string{"", ct}}); err != nil {
+		t.Errorf("the client token of a tunnel registered closed is not free: %v", err)
+	}
+	if n := logs.Count("msg=closed"); n != 0 || changes.Load() != 0 {
+		t.Errorf("registering a tunnel closed logged %d close lines and called OnChange %d times, want none", n, changes.Load())
+	}
+}
+
 // OnFirstUse sees the side dated at its connect, the time it is then reported
 // connected since: tunneld saves the first use, and a crash after the 101 must
 // leave no earlier time on disk. A first use that fails gives the time back.

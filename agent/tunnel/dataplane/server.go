@@ -182,6 +182,10 @@ type TunnelConfig struct {
 	ClientTokens [2]string
 	// LastUpdated are the sides' last connection-state changes; zero means now.
 	LastUpdated [2]time.Time
+	// Closed registers the tunnel closed, as it was saved (state restored after
+	// a restart): its tokens are refused as a closed tunnel's, its client tokens
+	// are free, and nothing is logged, since nobody has just closed it.
+	Closed bool
 }
 
 // OpenTunnel registers a tunnel. It fails with ErrDuplicate if the ID, a token or a
@@ -217,7 +221,7 @@ func (s *Server) OpenTunnel(cfg TunnelConfig) (*Tunnel, error) {
 			return nil, fmt.Errorf("opening tunnel %s: %v token: %w", cfg.ID, Side(i), ErrDuplicate)
 		}
 		st.used, st.clientToken = cfg.Used[i], cfg.ClientTokens[i]
-		if st.clientToken != "" {
+		if st.clientToken != "" && !cfg.Closed {
 			if _, ok := s.clientTokens[st.clientToken]; ok {
 				return nil, fmt.Errorf("opening tunnel %s: %v client token: %w", cfg.ID, Side(i), ErrDuplicate)
 			}
@@ -230,11 +234,12 @@ func (s *Server) OpenTunnel(cfg TunnelConfig) (*Tunnel, error) {
 	if t.sides[0].token == t.sides[1].token {
 		return nil, fmt.Errorf("opening tunnel %s: same token for both sides: %w", cfg.ID, ErrDuplicate)
 	}
+	t.closed = cfg.Closed
 	s.tunnels[t.id] = t
 	for i := range t.sides {
 		st := &t.sides[i]
 		s.tokens[st.token] = tokenRef{t, Side(i)}
-		if st.clientToken != "" {
+		if st.clientToken != "" && !t.closed {
 			s.clientTokens[st.clientToken] = st.token
 		}
 	}
