@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -146,6 +148,40 @@ func TestPTYLargeOutputNotLost(t *testing.T) {
 	}
 	if !strings.HasSuffix(string(out), "line2999\r\n") || strings.Count(string(out), "\n") != 3000 {
 		t.Errorf("got %d lines ending %q, want 3000 ending line2999", strings.Count(string(out), "\n"), string(out[max(0, len(out)-20):]))
+	}
+}
+
+// TestPTYBackgroundWriterDoesNotHoldTheSession: a program left behind that
+// ignores the hangup and writes a line every 50 ms held the session open, and
+// its exit status back, for as long as it ran: every line pushed the drain's
+// deadline on. OpenSSH's session ends at once; here after a few lines.
+func TestPTYBackgroundWriterDoesNotHoldTheSession(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	s := openSession(t, c)
+	if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(t.TempDir(), "writer.pid")
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(`trap '' HUP; (while :; do echo tick; sleep 0.05; done) & echo $! > ` + pidFile + `; exit 7`)
+	}()
+	select {
+	case err := <-done:
+		var ee *gossh.ExitError
+		if !asExit(err, &ee) || ee.ExitStatus() != 7 {
+			t.Fatalf("Run = %v, want exit 7", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the session did not end while a program it left behind wrote to the terminal")
 	}
 }
 

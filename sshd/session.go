@@ -37,8 +37,16 @@ const (
 )
 
 // ptyDrain is how long output is still read from a pty after its shell has
-// exited, once the terminal goes quiet.
-const ptyDrain = 200 * time.Millisecond
+// exited, once the terminal goes quiet. Large reads (what the shell left in
+// the terminal's buffers, up to ~68 KiB, read while the client is slow to
+// take it) go on, but after ptyDrainReads small ones the drain ends: a
+// program left behind that ignores the hangup may write a line now and then
+// for good, and the session, its exit status held back, would not end
+// (OpenSSH's ends at once).
+const (
+	ptyDrain      = 200 * time.Millisecond
+	ptyDrainReads = 8
+)
 
 // session serves one "session" channel: its requests are handled in order
 // by one goroutine, so a window-change that arrives before the shell starts
@@ -1016,6 +1024,7 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 		w := sess.writer(sess.ch)
 		rb := newReadBuffer()
 		defer rb.release()
+		short := 0 // reads since the exit of less than quietRead
 		for {
 			n, err := ptmx.Read(rb.buf())
 			if n > 0 {
@@ -1023,7 +1032,12 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 					return
 				}
 				if exited.Load() {
-					ptmx.SetReadDeadline(time.Now().Add(ptyDrain))
+					if n < quietRead {
+						short++
+					}
+					if short <= ptyDrainReads {
+						ptmx.SetReadDeadline(time.Now().Add(ptyDrain))
+					}
 				}
 			}
 			if err != nil {
