@@ -488,14 +488,14 @@ func (sess *session) start(reqType, arg string) (err error) {
 		if !s.sameUser(a) && sftpOpt.readOnly {
 			// The device's sftp-server would take -R, but it may not be
 			// OpenSSH's: nothing is served that might write.
-			return fmt.Errorf("internal-sftp -R serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
+			return s.servesOnly("internal-sftp -R", a, "")
 		}
 		if !s.sameUser(a) {
 			// In-process SFTP would act with the server's privileges: use
 			// the device's own sftp-server, run as the user, if it has one.
 			bin := s.externalSFTPServer()
 			if bin == "" {
-				return fmt.Errorf("in-process sftp serves only uid %d, not %s (uid %d), and there is no sftp-server", s.euid(), a.Name, a.UID)
+				return s.servesOnly("in-process sftp", a, ", and there is no sftp-server")
 			}
 			sess.kind, sess.command = "subsystem", "sftp ("+bin+")"
 			if !forcedSFTP {
@@ -512,12 +512,13 @@ func (sess *session) start(reqType, arg string) (err error) {
 			// shell is nologin had no SFTP.
 			return sess.startProgram(a, bin, []string{path.Base(bin)}, extraEnv)
 		}
-		sess.audit(EventSessionStart, nil)
-		go func() { sess.finish(sess.runSFTP(a, sftpOpt), "", false) }()
-		return nil
+		return sess.serveSFTP(a, sftpOpt)
 	case "exec":
 		if cmdline == "internal-sftp" {
-			break
+			if !s.sameUser(a) {
+				return s.servesOnly("internal-sftp", a, "")
+			}
+			return sess.serveSFTP(a, sftpOptions{})
 		}
 		if opts, ok, err := parseSCPCommand(cmdline, sess.shellExpand(a, extraEnv)); ok {
 			if !s.sameUser(a) {
@@ -531,15 +532,21 @@ func (sess *session) start(reqType, arg string) (err error) {
 			return nil
 		}
 	}
-	if kind == "exec" && cmdline == "internal-sftp" {
-		if !s.sameUser(a) {
-			return fmt.Errorf("internal-sftp serves only uid %d, not %s (uid %d)", s.euid(), a.Name, a.UID)
-		}
-		sess.audit(EventSessionStart, nil)
-		go func() { sess.finish(sess.runSFTP(a, sftpOptions{}), "", false) }()
-		return nil
-	}
 	return sess.startProcess(a, cmdline, kind == "shell", extraEnv)
+}
+
+// servesOnly is the refusal of what, served in-process, to a, who is not the
+// server's user; tail says more.
+func (s *Server) servesOnly(what string, a *account, tail string) error {
+	return fmt.Errorf("%s serves only uid %d, not %s (uid %d)%s", what, s.euid(), a.Name, a.UID, tail)
+}
+
+// serveSFTP serves the session in-process, with the server's privileges (a is
+// its user).
+func (sess *session) serveSFTP(a *account, opt sftpOptions) error {
+	sess.audit(EventSessionStart, nil)
+	go func() { sess.finish(sess.runSFTP(a, opt), "", false) }()
+	return nil
 }
 
 // nologin reports whether /etc/nologin exists, and what it says (its first
