@@ -132,7 +132,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		OnNotification: a.notified,
 		OnRejected:     a.rejected,
 		OnSubscribeError: func(err error) {
-			a.emit(Event{Type: "notify-subscription-failed", Reason: err.Error()})
+			a.emit(&Event{Type: "notify-subscription-failed", Reason: err.Error()})
 		},
 	})
 	if err != nil {
@@ -538,7 +538,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	for _, fp := range expired {
 		// Its trail (tunnel-connected before the stop) ends here.
-		a.emit(Event{Type: "tunnel-ended", Tunnel: fp, Reason: "older than a tunnel lives (12 h) when the agent started"})
+		a.emit(&Event{Type: "tunnel-ended", Tunnel: fp, Reason: "older than a tunnel lives (12 h) when the agent started"})
 	}
 	for _, t := range saved {
 		fp := fingerprint(t.AccessToken)
@@ -547,7 +547,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			// serve nothing, and past max_tunnels take a working tunnel's place.
 			a.log.Warn("tunnel saved before restart has no service this device serves now: not resuming it", "tunnel", fp, "services", t.Services)
 			a.store.remove(t.AccessToken)
-			a.emit(Event{Type: "tunnel-ended", Tunnel: fp, Services: t.Services, Reason: "no service of the tunnel has a target in [services] any more"})
+			a.emit(&Event{Type: "tunnel-ended", Tunnel: fp, Services: t.Services, Reason: "no service of the tunnel has a target in [services] any more"})
 			continue
 		}
 		a.log.Info("resuming tunnel saved before restart", "tunnel", fp, "services", t.Services)
@@ -646,7 +646,7 @@ func (a *Agent) notified(n notify.Notification) {
 	}
 	if len(unmapped) > 0 {
 		a.log.Warn("tunnel has services this device does not serve; their streams will be reset", "services", unmapped)
-		a.emit(Event{Type: "service-unmapped", Tunnel: fingerprint(n.ClientAccessToken), Services: unmapped,
+		a.emit(&Event{Type: "service-unmapped", Tunnel: fingerprint(n.ClientAccessToken), Services: unmapped,
 			Reason: "no target configured in [services]"})
 	}
 	t := savedTunnel{
@@ -874,23 +874,23 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	switch {
 	case err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
 		err = errLifetimeOver
-		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: err.Error()})
+		a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: err.Error()})
 	case err == nil:
 		log.Info("tunnel session stopped")
 		a.mu.Lock()
 		ended := s.ended
 		a.mu.Unlock()
 		if ended != "" {
-			a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: "ended by the agent: " + ended})
+			a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: "ended by the agent: " + ended})
 		}
 		a.restamp(s, t, log)
 		return // the agent stops (keep the state for a restart) or the session yielded (start removed it)
 	case errors.Is(err, tunnel.ErrClosedByService):
-		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: "closed by the service"})
+		a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: "closed by the service"})
 	case errors.As(err, &he):
-		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: fmt.Sprintf("handshake refused: %d %s", he.StatusCode, he.Body)})
+		a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: fmt.Sprintf("handshake refused: %d %s", he.StatusCode, he.Body)})
 	default:
-		a.emit(Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: err.Error()})
+		a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: err.Error()})
 	}
 	if errors.Is(err, tunnel.ErrClosedByService) {
 		log.Info("tunnel over", "reason", err)
@@ -993,7 +993,7 @@ func (a *Agent) onState(s *session, log *slog.Logger) func(bool, error) {
 		now := a.clock()
 		s.up.Store(connected)
 		if connected {
-			a.emit(Event{Type: "tunnel-connected", Tunnel: s.fp, Attempts: failed})
+			a.emit(&Event{Type: "tunnel-connected", Tunnel: s.fp, Attempts: failed})
 			up, failed, since = true, 0, time.Time{}
 			clock.Reset()
 			a.admit(s)
@@ -1013,7 +1013,7 @@ func (a *Agent) onState(s *session, log *slog.Logger) func(bool, error) {
 			return // runSession publishes tunnel-ended with the reason
 		}
 		if wasUp {
-			a.emit(Event{Type: "tunnel-disconnected", Tunnel: s.fp, Reason: reason})
+			a.emit(&Event{Type: "tunnel-disconnected", Tunnel: s.fp, Reason: reason})
 			since, next, backoff = now, now.Add(failureEventFirst), failureEventFirst
 			return
 		}
@@ -1031,7 +1031,7 @@ func (a *Agent) onState(s *session, log *slog.Logger) func(bool, error) {
 		if d := now.Sub(since); d > 0 {
 			e.Duration = d.Round(time.Second).String()
 		}
-		a.emit(e)
+		a.emit(&e)
 	}
 }
 
@@ -1095,17 +1095,17 @@ func (a *Agent) countStreams(s *session, d tunnel.Dialer, log *slog.Logger) tunn
 			// the session ending): a peer that starts and resets streams would
 			// turn each into an event.
 			if ctx.Err() == nil {
-				a.emit(Event{Type: "stream-refused", Tunnel: s.fp, Service: service, Reason: err.Error()})
+				a.emit(&Event{Type: "stream-refused", Tunnel: s.fp, Service: service, Reason: err.Error()})
 			}
 			return nil, err
 		}
 		s.streams.Add(1)
 		s.lastUsed.Store(monoNow())
-		a.emit(Event{Type: "stream-start", Tunnel: s.fp, Service: service})
+		a.emit(&Event{Type: "stream-start", Tunnel: s.fp, Service: service})
 		return &countingConn{Conn: c, start: a.clock(), onClose: func(in, out int64, dur time.Duration) {
 			s.streams.Add(-1)
 			s.lastUsed.Store(monoNow())
-			a.emit(Event{Type: "stream-end", Tunnel: s.fp, Service: service, BytesIn: in, BytesOut: out, Duration: dur.Round(time.Millisecond).String()})
+			a.emit(&Event{Type: "stream-end", Tunnel: s.fp, Service: service, BytesIn: in, BytesOut: out, Duration: dur.Round(time.Millisecond).String()})
 		}}, nil
 	})
 }
@@ -1128,15 +1128,18 @@ func (a *Agent) audit(e sshd.Event) {
 	if refusal(e) && !a.refusals.allow(time.Now()) { // real time, as the window's timer runs on it
 		return
 	}
-	a.emit(Event{Type: "ssh-" + string(e.Type), SSH: &e})
+	a.emit(&Event{Type: "ssh-" + string(e.Type), SSH: &e})
 }
 
-func (a *Agent) emit(e Event) {
+// emit queues e for publishing, with the thing's name set in it. It takes a
+// pointer: a copy of the struct at each of its calls was 0.45 KB more
+// code on mipsle.
+func (a *Agent) emit(e *Event) {
 	if a.events == nil {
 		return
 	}
 	e.Thing = a.cfg.ThingName
-	a.events.add(e)
+	a.events.add(*e)
 }
 
 // Reload applies a new configuration's service map and who may log in over SSH

@@ -164,8 +164,8 @@ func TestStreamRefusedOnlyWhenTheTargetRefuses(t *testing.T) {
 // away they must not push the logins and tunnel events out of a full queue.
 func TestEventQueueKeepsAuditEventsOverStreamRefusals(t *testing.T) {
 	a := &Agent{cfg: &Config{ThingName: "dev-1"}, events: newEventQueue(func(context.Context, []byte) error { return nil }, slog.New(slog.DiscardHandler))}
-	a.emit(Event{Type: "tunnel-connected"})
-	a.emit(Event{Type: "ssh-login-success"})
+	a.emit(&Event{Type: "tunnel-connected"})
+	a.emit(&Event{Type: "ssh-login-success"})
 	d := a.countStreams(&session{fp: "fp"}, tunnel.DialerFunc(func(context.Context, string) (net.Conn, error) {
 		return nil, errors.New("connection refused")
 	}), slog.New(slog.DiscardHandler))

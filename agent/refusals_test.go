@@ -14,7 +14,7 @@ import (
 func TestRefusalEventsLimited(t *testing.T) {
 	a := &Agent{cfg: &Config{ThingName: "dev"}, log: slog.New(slog.DiscardHandler), events: newEventQueue(nil, slog.New(slog.DiscardHandler))}
 	a.refusals.report = a.reportSuppressed
-	a.emit(Event{Type: "tunnel-connected"})
+	a.emit(&Event{Type: "tunnel-connected"})
 	for i := range 1000 {
 		a.audit(sshd.Event{Type: sshd.EventLoginFailure, User: "root", Reason: "bad password"})
 		if i == 500 {
