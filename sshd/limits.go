@@ -323,7 +323,8 @@ func (s *Server) closeUnauthenticated(src string) {
 	}
 	s.log().Warn("closing unauthenticated connections: too many failed logins", "source", src, "connections", len(victims))
 	for _, c := range victims {
-		s.audit(c.st.unauthEvent(errTooManyFailures.Error()))
+		ev := c.st.unauthEvent(errTooManyFailures.Error())
+		s.audit(&ev)
 		c.Close()
 	}
 }
@@ -362,7 +363,7 @@ func (l *logLimit) allow(now time.Time) (bool, int) {
 // rate-limited by rl; the audit event is not rate-limited.
 func (s *Server) refused(rl *logLimit, msg, remote, reason string) {
 	s.logLimited(rl, slog.LevelWarn, msg, "remote", remote)
-	s.audit(Event{Type: EventLoginFailure, Remote: remote, Reason: reason})
+	s.audit(&Event{Type: EventLoginFailure, Remote: remote, Reason: reason})
 }
 
 // Defaults of MaxSessions and MaxForwards.

@@ -309,7 +309,7 @@ func (s *Server) authLog(st *connState, cm gossh.ConnMetadata, method string, er
 		s.removeStartup(st.conn) // its MaxStartups slot goes to the next in line
 		e.Type = EventLoginSuccess
 		s.log().Info("login", loginAttrs(e)...)
-		s.audit(e)
+		s.audit(&e)
 		return
 	}
 	if method == "none" {
@@ -347,7 +347,7 @@ const maxKeyRefusals = 16
 func (s *Server) loginRefused(st *connState, e Event) {
 	st.loggedFailure.Store(true)
 	s.log().Info("login refused", append(loginAttrs(e), "reason", e.Reason)...)
-	s.audit(e)
+	s.audit(&e)
 }
 
 // loginAttrs are the attributes of e's log line: the key and the certificate

@@ -33,10 +33,17 @@ func forwardEvent(st *connState, sc *gossh.ServerConn, direction, dest string) E
 // a client may ask again and again (a tun channel, an X11 request, a
 // destination the policy refuses), and each keeps its event; a connection's
 // first is always logged, so that an operator sees why a forward failed.
-func (s *Server) forwardRefused(st *connState, ev Event, reason string) {
+func (s *Server) forwardRefused(st *connState, ev *Event, reason string) {
 	ev.Reason = reason
 	s.logLimited(&st.fwdLog, slog.LevelInfo, "forward refused", "remote", ev.Remote, "user", ev.User, "direction", ev.Direction, "dest", clipClient(ev.Dest), "reason", reason)
 	s.audit(ev)
+}
+
+// refuseForward is forwardRefused of the forward event of st's, logged in on
+// sc, to (or from) dest.
+func (s *Server) refuseForward(st *connState, sc *gossh.ServerConn, direction, dest, reason string) {
+	ev := forwardEvent(st, sc, direction, dest)
+	s.forwardRefused(st, &ev, reason)
 }
 
 // forwardFailed logs and audits ev, a forward of st's allowed whose name
@@ -45,7 +52,7 @@ func (s *Server) forwardRefused(st *connState, ev Event, reason string) {
 // client may open channel after channel to a closed port, and each would log
 // a line, filling a router's small log. Each failure keeps its event; the
 // agent limits the refusals it publishes (agent/refusals.go).
-func (s *Server) forwardFailed(st *connState, ev Event, err error) {
+func (s *Server) forwardFailed(st *connState, ev *Event, err error) {
 	msg, key := "forward failed", "dest"
 	if ev.Direction == "remote" {
 		msg, key = "remote forward failed", "bind"
@@ -74,11 +81,11 @@ func (s *Server) handleChannel(srv *gliderssh.Server, sc *gossh.ServerConn, nc g
 			ReservedPort         uint32
 		}
 		gossh.Unmarshal(nc.ExtraData(), &d)
-		s.forwardRefused(stateFrom(ctx), forwardEvent(stateFrom(ctx), sc, "local", d.SocketPath), "forwarding to Unix sockets is not supported")
+		s.refuseForward(stateFrom(ctx), sc, "local", d.SocketPath, "forwarding to Unix sockets is not supported")
 	case "tun@openssh.com":
 		// ssh -w (PROTOCOL, section 2.3). The event has no Dest: no device
 		// is made, so the unit asked for names none.
-		s.forwardRefused(stateFrom(ctx), forwardEvent(stateFrom(ctx), sc, "tun", ""), "tun forwarding is not supported")
+		s.refuseForward(stateFrom(ctx), sc, "tun", "", "tun forwarding is not supported")
 	}
 	nc.Reject(gossh.UnknownChannelType, "unsupported channel type")
 }
@@ -95,7 +102,7 @@ func (s *Server) handleRequest(ctx gliderssh.Context, srv *gliderssh.Server, req
 		if sc, ok := ctx.Value(gliderssh.ContextKeyConn).(*gossh.ServerConn); ok {
 			var f struct{ SocketPath string } // PROTOCOL, section 2.4
 			gossh.Unmarshal(req.Payload, &f)
-			s.forwardRefused(stateFrom(ctx), forwardEvent(stateFrom(ctx), sc, "remote", f.SocketPath), "forwarding from Unix sockets is not supported")
+			s.refuseForward(stateFrom(ctx), sc, "remote", f.SocketPath, "forwarding from Unix sockets is not supported")
 		}
 	}
 	return false, nil
@@ -130,7 +137,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	dest := net.JoinHostPort(d.DestHost, strconv.FormatUint(uint64(d.DestPort), 10))
 	ev := forwardEvent(st, sc, "local", dest)
 	refuse := func(reason string) {
-		s.forwardRefused(st, ev, reason)
+		s.forwardRefused(st, &ev, reason)
 		nc.Reject(gossh.Prohibited, reason)
 	}
 	r := restrictionsOf(sc.Permissions)
@@ -145,7 +152,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	if !s.acquireForward() {
 		ev.Reason = "too many forwarded connections"
 		s.logLimited(&s.forwardLog, slog.LevelWarn, "forward refused: too many forwarded connections", "remote", st.remote, "user", sc.User(), "dest", clipClient(dest))
-		s.audit(ev)
+		s.audit(&ev)
 		nc.Reject(gossh.ResourceShortage, ev.Reason)
 		return
 	}
@@ -156,7 +163,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	if err != nil {
 		// As sshd: the resolver's words, a connection failure, not a refusal.
 		ev.Reason = "cannot resolve destination: " + err.Error()
-		s.forwardFailed(st, ev, err)
+		s.forwardFailed(st, &ev, err)
 		nc.Reject(gossh.ConnectionFailed, "Name or service not known")
 		return
 	}
@@ -174,7 +181,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	dial, err := s.forwardDial(sc.User())
 	if err != nil {
 		ev.Reason = "cannot dial as the user: " + err.Error()
-		s.forwardFailed(st, ev, err)
+		s.forwardFailed(st, &ev, err)
 		nc.Reject(gossh.ConnectionFailed, "Cannot connect")
 		return
 	}
@@ -196,7 +203,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	}
 	if err != nil {
 		ev.Reason = "connect failed: " + err.Error()
-		s.forwardFailed(st, ev, err)
+		s.forwardFailed(st, &ev, err)
 		nc.Reject(gossh.ConnectionFailed, connectFailure(err))
 		return
 	}
@@ -209,11 +216,11 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 		tc.Close()
 		ev.Reason = "the client went away while the destination was dialled"
 		s.log().Info("forward closed: "+ev.Reason, "remote", st.remote, "user", sc.User(), "dest", ev.Dest)
-		s.audit(ev)
+		s.audit(&ev)
 		return
 	}
 	s.log().Info("forward opened", "remote", st.remote, "user", sc.User(), "dest", ev.Dest)
-	s.audit(ev)
+	s.audit(&ev)
 	proxy(ctx, ch, reqs, tc)
 }
 
@@ -471,7 +478,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		ev.Reason = reason
 		// Rate-limited as forwardRefused's lines: a client may ask again and again.
 		s.logLimited(&st.fwdLog, slog.LevelInfo, "remote forward refused", "remote", st.remote, "user", sc.User(), "bind", clipClient(bind), "reason", reason)
-		s.audit(ev)
+		s.audit(&ev)
 		return false, nil
 	}
 	r := restrictionsOf(sc.Permissions)
@@ -505,7 +512,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		// Allowed, and failed: the cause (a port in use, an address the
 		// device does not have), as sshd logs it.
 		ev.Reason = "listen failed: " + err.Error()
-		s.forwardFailed(st, ev, err)
+		s.forwardFailed(st, &ev, err)
 		return false, nil
 	}
 	port := uint32(rf.ls[0].Addr().(*net.TCPAddr).Port)
@@ -543,7 +550,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 	ev.Allowed = true
 	ev.Dest = key
 	s.log().Info("remote forward listening", "remote", st.remote, "user", sc.User(), "bind", rf.String())
-	s.audit(ev)
+	s.audit(&ev)
 	for _, l := range rf.ls {
 		go s.serveForward(ctx, st, l, func(c net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
 			oh, op := splitAddr(c.RemoteAddr())
@@ -758,7 +765,7 @@ func (sess *session) startAgentForwarding() (sock string, stop func(), err error
 	}
 	ev := forwardEvent(st, sess.sc, "agent", sock)
 	ev.Allowed = true
-	sess.srv.audit(ev)
+	sess.srv.audit(&ev)
 	go sess.srv.serveForward(sess.ctx, st, l, func(net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
 		return sess.sc.OpenChannel("auth-agent@openssh.com", nil)
 	})

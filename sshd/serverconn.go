@@ -357,7 +357,8 @@ func (st *connState) noteAuth(cm gossh.ConnMetadata) {
 // a line and a login-failure event.
 func (c *conn) closeUnauthed(reason string) {
 	c.srv.log().Info(reason, "remote", c.st.remote)
-	c.srv.audit(c.st.unauthEvent(reason))
+	ev := c.st.unauthEvent(reason)
+	c.srv.audit(&ev)
 	c.Close()
 }
 

@@ -112,7 +112,7 @@ func (s *Server) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gos
 	if !s.acquireSession() {
 		const reason = "too many sessions"
 		s.logLimited(&s.sessionLog, slog.LevelWarn, "session refused: "+reason, "remote", st.remote, "user", sc.User())
-		s.audit(Event{Type: EventSessionRefused, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(),
+		s.audit(&Event{Type: EventSessionRefused, Remote: st.remote, SessionID: hex.EncodeToString(sc.SessionID()), User: sc.User(),
 			Method: sc.Permissions.Extensions[extMethod], Reason: reason})
 		nc.Reject(gossh.ResourceShortage, reason)
 		return
@@ -256,7 +256,7 @@ func (sess *session) handle(req *gossh.Request) {
 			refused = "agent forwarding asked for again, or after the session started"
 		}
 		if refused != "" {
-			sess.srv.forwardRefused(sess.st, forwardEvent(sess.st, sess.sc, "agent", ""), refused)
+			sess.srv.refuseForward(sess.st, sess.sc, "agent", "", refused)
 			sess.reply(req, false)
 			return
 		}
@@ -271,7 +271,7 @@ func (sess *session) handle(req *gossh.Request) {
 			sess.srv.log().Warn("agent forwarding refused", "remote", sess.st.remote, "user", sess.sc.User(), "error", err)
 			ev := forwardEvent(sess.st, sess.sc, "agent", "")
 			ev.Reason = err.Error()
-			sess.srv.audit(ev)
+			sess.srv.audit(&ev)
 			sess.reply(req, false)
 			return
 		}
@@ -284,7 +284,7 @@ func (sess *session) handle(req *gossh.Request) {
 		// ("X11 forwarding request failed on channel 0"). The event names
 		// no display, as none is made, and leaves out the client's X
 		// authentication cookie, which is a secret.
-		sess.srv.forwardRefused(sess.st, forwardEvent(sess.st, sess.sc, "x11", ""), "X11 forwarding is not supported")
+		sess.srv.refuseForward(sess.st, sess.sc, "x11", "", "X11 forwarding is not supported")
 		sess.reply(req, false)
 	case "eow@openssh.com":
 		// OpenSSH's PROTOCOL, section 2.1: the client's output failed (as in
@@ -1205,7 +1205,7 @@ func (sess *session) audit(t EventType, fill func(*Event)) {
 		attrs = append(attrs, "reason", e.Reason)
 	}
 	sess.srv.log().Info(string(t), attrs...)
-	sess.srv.audit(e)
+	sess.srv.audit(&e)
 }
 
 // resolvePath makes a client-supplied path absolute against dir, and no
