@@ -127,6 +127,42 @@ func reopen(f openFile, mode int) (*os.File, error) {
 	return os.NewFile(uintptr(fd), f.path), nil
 }
 
+// heldForWriting is what copy-data and appending WRITEs write through where
+// the file f cannot be opened again for writing as the agent's user (err
+// EACCES or EPERM from reopen): one read-only for that user, created so by
+// the handle's OPEN (sftp's cp creates the copy of a read-only file so) or
+// made so since, is still written through the handle, as sftp-server writes
+// through the descriptor it opened. It returns a dup(2) of a descriptor this
+// process holds on f open for writing (pkg/sftp's), from those
+// /proc/self/fd lists, or err if there is none. Any will do: in-process SFTP
+// serves only the agent's own user, and the handle was opened for writing.
+// The dup is checked, not the number: another session may close that
+// descriptor, and its number be given to another file, meanwhile. The dup
+// shares its offset and flags with that descriptor, which are not to be
+// changed: it is written with pwrite(2) only (WriteAt), and one open to
+// append, which pwrite(2) would append to, is not taken.
+func heldForWriting(f *openFile, err error) (*os.File, error) {
+	if e, _ := err.(syscall.Errno); e != syscall.EACCES && e != syscall.EPERM {
+		return nil, err
+	}
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range fds {
+		n, _ := strconv.Atoi(e.Name())
+		fd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(n), syscall.F_DUPFD_CLOEXEC, 0)
+		if errno != 0 {
+			continue
+		}
+		fl, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
+		var st syscall.Stat_t
+		if errno == 0 && fl&syscall.O_ACCMODE != syscall.O_RDONLY && fl&syscall.O_APPEND == 0 &&
+			syscall.Fstat(int(fd), &st) == nil && uint64(st.Dev) == f.dev && uint64(st.Ino) == f.ino {
+			return os.NewFile(fd, f.path), nil
+		}
+		syscall.Close(int(fd))
+	}
+	return nil, err
+}
+
 // The seams through which fsync flushes, for tests.
 var (
 	fsyncFile = (*os.File).Sync
@@ -170,8 +206,11 @@ type copyDataRequest struct {
 // does. From must have been opened to read and To to write; they must be two
 // files. Both are opened again (see reopen); a handle whose file was renamed
 // or replaced since is refused, since copying whatever now has its name would
-// read or overwrite the wrong file. A copy that fails midway (a full disk)
-// leaves what it wrote, and says why.
+// read or overwrite the wrong file. One the agent's user may not open for
+// writing (the copy of a read-only file, which sftp's cp creates with its
+// mode 0444) is written through the handle's own descriptor (see
+// heldForWriting). A copy that fails midway (a full disk) leaves what it
+// wrote, and says why.
 func (s *sftpFront) copyData(r copyDataRequest) error {
 	if s.dirs[r.From] != nil || s.dirs[r.To] != nil {
 		return syscall.EISDIR
@@ -197,29 +236,67 @@ func (s *sftpFront) copyData(r copyDataRequest) error {
 	}
 	defer src.Close()
 	dst, err := reopen(to, syscall.O_WRONLY)
+	held := err != nil
+	if held {
+		dst, err = heldForWriting(&to, err)
+	}
 	if err != nil {
 		return err
 	}
 	defer dst.Close()
 	// lseek(2) on the descriptors: io.Copy moves on from there (with
-	// copy_file_range(2) where the kernel has it).
+	// copy_file_range(2) where the kernel has it). One held (see
+	// heldForWriting) is written at the offset with pwrite(2) instead.
 	if _, err := syscall.Seek(int(src.Fd()), int64(r.FromOff), io.SeekStart); err != nil {
-		return err
-	}
-	if to.flags&sftpFlagAppend != 0 {
-		_, err = syscall.Seek(int(dst.Fd()), 0, io.SeekEnd)
-	} else {
-		_, err = syscall.Seek(int(dst.Fd()), int64(r.ToOff), io.SeekStart)
-	}
-	if err != nil {
 		return err
 	}
 	var in io.Reader = src
 	if r.Length > 0 && r.Length <= math.MaxInt64 {
 		in = io.LimitReader(src, int64(r.Length))
 	}
-	_, err = io.Copy(dst, in)
+	off := int64(r.ToOff)
+	if to.flags&sftpFlagAppend != 0 {
+		off = -1
+	}
+	var out io.Writer = dst
+	if held {
+		out = &pwriter{f: dst, off: off}
+	} else if off < 0 {
+		_, err = syscall.Seek(int(dst.Fd()), 0, io.SeekEnd)
+	} else {
+		_, err = syscall.Seek(int(dst.Fd()), off, io.SeekStart)
+	}
+	if err == nil {
+		_, err = io.Copy(out, in)
+	}
 	return err
+}
+
+// pwriter writes to f, a descriptor held (see heldForWriting), with
+// pwrite(2) from offset off on, or at the end of the file as fstat(2) tells
+// it before each write if off is -1: neither moves f's offset nor changes
+// its flags. Unlike O_APPEND, a write at the end is not atomic against
+// another process's appends to the file.
+type pwriter struct {
+	_   [0]func() // not comparable: no equality function in the binary (docs/size.md)
+	f   *os.File
+	off int64
+}
+
+func (w *pwriter) Write(p []byte) (int, error) {
+	off := w.off
+	if off < 0 {
+		st, err := w.f.Stat()
+		if err != nil {
+			return 0, err
+		}
+		off = st.Size()
+	}
+	n, err := w.f.WriteAt(p, off)
+	if w.off >= 0 {
+		w.off += int64(n)
+	}
+	return n, err
 }
 
 // appendTo answers a WRITE to the file of handle h, opened with
@@ -227,17 +304,23 @@ func (s *sftpFront) copyData(r copyDataRequest) error {
 // offset, as sftp-server opens such a file O_APPEND; curl --append (libssh2)
 // writes from offset 0 and counts on it. pkg/sftp ignores the flag (it writes
 // with pwrite(2)), so the file, opened again (see reopen), is appended to
-// here.
+// here. Where it cannot be opened again for writing, the data goes at the
+// size fstat(2) tells, with pwrite(2) on the descriptor held (see
+// heldForWriting): unlike O_APPEND, that is not atomic against another
+// process's appends.
 func (s *sftpFront) appendTo(h string, data []byte) error {
 	of, _ := s.file(h)
 	if of.flags&sftpFlagWrite == 0 {
 		return syscall.EBADF // as write(2) would say
 	}
 	f, err := reopen(of, syscall.O_WRONLY|syscall.O_APPEND)
-	if err != nil {
+	if err == nil {
+		_, err = f.Write(data)
+	} else if f, err = heldForWriting(&of, err); err != nil {
 		return err
+	} else {
+		_, err = (&pwriter{f: f, off: -1}).Write(data)
 	}
-	_, err = f.Write(data)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -1,0 +1,163 @@
+package sshd
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// asNonRoot runs the rest of test t as uid and gid 65534 (nobody), in a child
+// of the test binary when the tests run as root (as in CI): a file's mode
+// binds only a user that is not root. The child's temporary directories are
+// under one the parent makes writable for all. It reports whether to go on
+// (false in the parent, once the child passed).
+func asNonRoot(t *testing.T) bool {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return true
+	}
+	if !inChild() {
+		dir := t.TempDir()
+		chmodWalkUp(t, dir)
+		if err := os.Chmod(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("TMPDIR", dir)
+		runChild(t, nil, nil)
+		return false
+	}
+	// The binary, in go test's 0700 directory, is run as root and drops it:
+	// Go sets the ids of every thread.
+	if err := syscall.Setgroups(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setgid(65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setuid(65534); err != nil {
+		t.Fatal(err)
+	}
+	return true
+}
+
+// A file read-only for the agent's user, in a handle opened for writing, is
+// written through it, as sftp-server writes through the descriptor it opened:
+// the copy sftp's cp makes of a read-only file (created with its mode 0444,
+// then filled with copy-data), a file created 0444 to append to, and one made
+// 0444 by FSETSTAT after it was opened. Opened again by its path for writing,
+// such a file was refused (EACCES): cp left an empty copy and said
+// "Permission denied", and the WRITEs to append failed.
+func TestSFTPWriteReadOnlyForTheUser(t *testing.T) {
+	if !asNonRoot(t) {
+		return
+	}
+	const read, write, appnd, creat, trunc = 0x01, 0x02, 0x04, 0x08, 0x10
+	const perms = 0x04 // SSH_FILEXFER_ATTR_PERMISSIONS
+	dir := t.TempDir()
+	for name, data := range map[string]string{"cert.pem": "0123456789", "f1": "f1:"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(filepath.Join(dir, "cert.pem"), 0o444)
+	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+	l := newSFTPLive(t, dir)
+	var id uint32
+	do := func(typ byte, body ...any) []byte {
+		t.Helper()
+		id++
+		l.send(t, sftpPacket(typ, append([]any{id}, body...)...))
+		return l.recv(t)
+	}
+	open := func(name string, pflags uint32, attrs ...any) string {
+		t.Helper()
+		if len(attrs) == 0 {
+			attrs = []any{uint32(0)}
+		}
+		r := do(sftpOpen, append([]any{name, pflags}, attrs...)...)
+		if r[0] != sftpHandle {
+			t.Fatalf("OPEN %s: %x", name, r)
+		}
+		return string(r[9:])
+	}
+	ok := func(what string, r []byte) {
+		t.Helper()
+		if r[0] != sftpStatus || binary.BigEndian.Uint32(r[5:]) != sftpOK {
+			t.Errorf("%s: %q, want OK", what, r)
+		}
+	}
+	src := open("cert.pem", read)
+	dst := open("cert.bak", write|creat|trunc, uint32(perms), uint32(0o444))
+	ok("copy-data to a copy created 0444", do(sftpExt, copyDataExt, src, u64(0), u64(0), dst, u64(0)))
+	ok("copy-data at an offset", do(sftpExt, copyDataExt, src, u64(8), u64(0), dst, u64(12)))
+	log := open("log", write|creat|appnd, uint32(perms), uint32(0o444))
+	ok("WRITE to append to a file created 0444", do(sftpWrite, log, u64(0), "a,"))
+	ok("copy-data to append", do(sftpExt, copyDataExt, src, u64(0), u64(3), log, u64(0)))
+	ok("WRITE to append again", do(sftpWrite, log, u64(0), "b"))
+	f1 := open("f1", write|appnd)
+	ok("FSETSTAT 0444", do(10, f1, uint32(perms), uint32(0o444)))
+	ok("WRITE to append after FSETSTAT 0444", do(sftpWrite, f1, u64(0), "tail"))
+	for name, want := range map[string]string{"cert.bak": "0123456789\x00\x0089", "log": "a,012b", "f1": "f1:tail"} {
+		p := filepath.Join(dir, name)
+		got, err := os.ReadFile(p)
+		if st, _ := os.Stat(p); string(got) != want || st == nil || st.Mode().Perm() != 0o444 {
+			t.Errorf("%s = %q (%v), want %q, mode 0444", name, got, err, want)
+		}
+	}
+}
+
+// Writing through a descriptor held on a read-only file (see heldForWriting)
+// leaves that descriptor's offset and flags as they were: another handle, or
+// another part of the agent, may use them.
+func TestSFTPHeldDescriptorUnchanged(t *testing.T) {
+	if !asNonRoot(t) {
+		return
+	}
+	dir := t.TempDir()
+	front := newSFTPFront(bytes.NewReader(nil), io.Discard, dir, nil, nil)
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	os.WriteFile(src, []byte("source"), 0o644)
+	// Before the one to write through, one not open for writing and one
+	// open to append, which would write elsewhere than asked.
+	var fds []*os.File
+	for _, flag := range []int{os.O_RDONLY | os.O_CREATE, os.O_WRONLY | os.O_APPEND, os.O_RDWR} { // the last as pkg/sftp opens it
+		f, err := os.OpenFile(dst, flag, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fds = append(fds, f)
+	}
+	held := fds[2]
+	held.WriteString("012345")
+	os.Chmod(dst, 0o444)
+	for h, f := range map[string]openFile{"1": {path: src, flags: sftpFlagRead}, "2": {path: dst, flags: sftpFlagWrite}, "3": {path: dst, flags: sftpFlagWrite | sftpFlagAppend}} {
+		front.openingID, front.opening = 1, f
+		front.opened(1, h)
+	}
+	if _, err := held.Seek(2, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if err := front.copyData(copyDataRequest{From: "1", To: "2", ToOff: 4}); err != nil {
+		t.Errorf("copy-data: %v", err)
+	}
+	if err := front.appendTo("3", []byte("+")); err != nil {
+		t.Errorf("append: %v", err)
+	}
+	if err := front.copyData(copyDataRequest{From: "1", To: "3", Length: 2}); err != nil {
+		t.Errorf("copy-data to append: %v", err)
+	}
+	if got, _ := os.ReadFile(dst); string(got) != "0123source+so" {
+		t.Errorf("the file is %q, want %q", got, "0123source+so")
+	}
+	if off, _ := held.Seek(0, io.SeekCurrent); off != 2 {
+		t.Errorf("the held descriptor's offset moved from 2 to %d", off)
+	}
+	if fl, _, _ := syscall.Syscall(syscall.SYS_FCNTL, held.Fd(), syscall.F_GETFL, 0); fl&syscall.O_APPEND != 0 {
+		t.Errorf("the held descriptor's flags %#x now append", fl)
+	}
+}
