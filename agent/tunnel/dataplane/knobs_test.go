@@ -192,6 +192,30 @@ func TestFirstUseCarriesConnectTime(t *testing.T) {
 	}
 }
 
+// TestReconnectAfterClockSetBack: a side restored with a time ahead of the
+// clock (saved before it was set back) that reconnects with its client token
+// is dated by that connect, not by the restored time in the future.
+func TestReconnectAfterClockSetBack(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s := newTestServer(t)
+	s.now = func() time.Time { return now }
+	const ct = "11111111-1111-1111-1111-111111111111"
+	later := now.Add(time.Hour)
+	tun, err := s.Server.OpenTunnel(TunnelConfig{ID: "t1", Services: []string{"SSH"}, Tokens: [2]string{"src-token", "dst-token"},
+		Used: [2]bool{true, false}, ClientTokens: [2]string{ct, ""}, LastUpdated: [2]time.Time{later, later}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, _, err := dialRaw(t, s, dialOpts{Mode: "source", Token: "src-token", ClientToken: ct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if got := tun.Side(Source); !got.Connected || !got.LastUpdated.Equal(now) {
+		t.Errorf("Side(Source) = %+v, want connected since %v, its connect", got, now)
+	}
+}
+
 func TestSideStateAndOnChange(t *testing.T) {
 	var changes atomic.Int32
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

@@ -415,8 +415,10 @@ func (t *Tunnel) attach(c *conn) bool {
 	st.conn = c
 	st.connects++
 	// The time admit gave a first use, which may be saved; a change since
-	// (the connection this one replaces dropped) keeps its later time.
-	if c.admitted.After(st.lastUpdated) {
+	// (the connection this one replaces dropped) keeps its later time, but
+	// not a time still ahead of the clock (restored after the clock was set
+	// back), which is no change since.
+	if c.admitted.After(st.lastUpdated) || st.lastUpdated.After(s.clock()) {
 		st.lastUpdated = c.admitted
 	}
 	var resets []*tunnel.Message
