@@ -145,6 +145,14 @@ func heldForWriting(f *openFile, err error) (*os.File, error) {
 	if e, _ := err.(syscall.Errno); e != syscall.EACCES && e != syscall.EPERM {
 		return nil, err
 	}
+	// As reopen: a file replaced since under the handle's name (by one the
+	// user may not write, which is why the open was refused) is refused.
+	var st syscall.Stat_t
+	if syscall.Stat(f.path, &st) != nil {
+		return nil, err
+	} else if uint64(st.Dev) != f.dev || uint64(st.Ino) != f.ino {
+		return nil, errFileMoved
+	}
 	fds, _ := os.ReadDir("/proc/self/fd")
 	for _, e := range fds {
 		n, _ := strconv.Atoi(e.Name())
@@ -153,7 +161,6 @@ func heldForWriting(f *openFile, err error) (*os.File, error) {
 			continue
 		}
 		fl, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
-		var st syscall.Stat_t
 		if errno == 0 && fl&syscall.O_ACCMODE != syscall.O_RDONLY && fl&syscall.O_APPEND == 0 &&
 			syscall.Fstat(int(fd), &st) == nil && uint64(st.Dev) == f.dev && uint64(st.Ino) == f.ino {
 			return os.NewFile(fd, f.path), nil

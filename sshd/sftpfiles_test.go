@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -101,11 +102,34 @@ func TestSFTPWriteReadOnlyForTheUser(t *testing.T) {
 	f1 := open("f1", write|appnd)
 	ok("FSETSTAT 0444", do(10, f1, uint32(perms), uint32(0o444)))
 	ok("WRITE to append after FSETSTAT 0444", do(sftpWrite, f1, u64(0), "tail"))
-	for name, want := range map[string]string{"cert.bak": "0123456789\x00\x0089", "log": "a,012b", "f1": "f1:tail"} {
+	// A handle whose file was replaced under its name since, by one the user
+	// may not write, is refused as any replaced file is: through the held
+	// descriptor the data would go to the renamed file.
+	refused := func(what string, r []byte) {
+		t.Helper()
+		if r[0] != sftpStatus || binary.BigEndian.Uint32(r[5:]) == sftpOK {
+			t.Errorf("%s: %q, want it refused", what, r)
+		}
+	}
+	moved := open("moved", write|creat)
+	movedLog := open("moved.log", write|creat|appnd)
+	for _, name := range []string{"moved", "moved.log"} {
+		p := filepath.Join(dir, name)
+		if err := os.Rename(p, p+".old"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("new"), 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused("copy-data to a file replaced by a read-only one", do(sftpExt, copyDataExt, src, u64(0), u64(0), moved, u64(0)))
+	refused("WRITE to append to a file replaced by a read-only one", do(sftpWrite, movedLog, u64(0), "x"))
+	for name, want := range map[string]string{"cert.bak": "0123456789\x00\x0089", "log": "a,012b", "f1": "f1:tail",
+		"moved.old": "", "moved": "new", "moved.log.old": "", "moved.log": "new"} {
 		p := filepath.Join(dir, name)
 		got, err := os.ReadFile(p)
-		if st, _ := os.Stat(p); string(got) != want || st == nil || st.Mode().Perm() != 0o444 {
-			t.Errorf("%s = %q (%v), want %q, mode 0444", name, got, err, want)
+		if st, _ := os.Stat(p); string(got) != want || st == nil || st.Mode().Perm()&0o222 != 0 && !strings.HasSuffix(name, ".old") {
+			t.Errorf("%s = %q (%v), want %q, read-only", name, got, err, want)
 		}
 	}
 }
