@@ -39,10 +39,11 @@ const (
 // ptyDrain is how long output is still read from a pty after its shell has
 // exited, once the terminal goes quiet. Large reads (what the shell left in
 // the terminal's buffers, up to ~68 KiB, read while the client is slow to
-// take it) go on, but after ptyDrainReads small ones the drain ends: a
-// program left behind that ignores the hangup may write a line now and then
-// for good, and the session, its exit status held back, would not end
-// (OpenSSH's ends at once).
+// take it) push that on; small ones, ptyDrainReads of them, too, and then
+// nothing does: a program left behind that ignores the hangup may write a
+// line now and then for good, and the session, its exit status held back,
+// would not end (OpenSSH's ends at once). The backlog comes first, in large
+// reads, so only output written after the exit is cut.
 const (
 	ptyDrain      = 200 * time.Millisecond
 	ptyDrainReads = 8
