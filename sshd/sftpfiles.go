@@ -38,6 +38,11 @@ type openFile struct {
 	dev, ino uint64
 }
 
+// is reports whether st is of f's file.
+func (f *openFile) is(st *syscall.Stat_t) bool {
+	return uint64(st.Dev) == f.dev && uint64(st.Ino) == f.ino
+}
+
 // sftpFailureMsg is an error answered as SSH_FX_FAILURE with its text.
 type sftpFailureMsg string
 
@@ -120,7 +125,7 @@ func reopen(f openFile, mode int) (*os.File, error) {
 		return nil, err
 	}
 	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err != nil || uint64(st.Dev) != f.dev || uint64(st.Ino) != f.ino {
+	if err := syscall.Fstat(fd, &st); err != nil || !f.is(&st) {
 		syscall.Close(fd)
 		return nil, errFileMoved
 	}
@@ -150,7 +155,7 @@ func heldForWriting(f *openFile, err error) (*os.File, error) {
 	var st syscall.Stat_t
 	if syscall.Stat(f.path, &st) != nil {
 		return nil, err
-	} else if uint64(st.Dev) != f.dev || uint64(st.Ino) != f.ino {
+	} else if !f.is(&st) {
 		return nil, errFileMoved
 	}
 	fds, _ := os.ReadDir("/proc/self/fd")
@@ -162,7 +167,7 @@ func heldForWriting(f *openFile, err error) (*os.File, error) {
 		}
 		fl, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
 		if errno == 0 && fl&syscall.O_ACCMODE != syscall.O_RDONLY && fl&syscall.O_APPEND == 0 &&
-			syscall.Fstat(int(fd), &st) == nil && uint64(st.Dev) == f.dev && uint64(st.Ino) == f.ino {
+			syscall.Fstat(int(fd), &st) == nil && f.is(&st) {
 			return os.NewFile(fd, f.path), nil
 		}
 		syscall.Close(int(fd))

@@ -711,7 +711,7 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 		f, _ := s.file(req.Arg)
 		var st syscall.Stat_t
 		err := syscall.Stat(f.path, &st)
-		if err == nil && (uint64(st.Dev) != f.dev || uint64(st.Ino) != f.ino) || err == syscall.ENOENT || err == syscall.ENOTDIR {
+		if err == nil && !f.is(&st) || err == syscall.ENOENT || err == syscall.ENOTDIR {
 			reply = sftpStatusPacket(req.ID, errFileMoved)
 			break
 		}
