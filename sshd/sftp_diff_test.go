@@ -126,7 +126,10 @@ func sftpServerSide(t *testing.T, root string) *diffSide {
 	s := &diffSide{name: "sftp-server", root: root, handles: map[int]string{}}
 	s.send = func(b []byte) { in.Write(b) }
 	s.recv = func() []byte { return readSFTPPacket(t, out) }
-	s.stop = func() { in.Close(); cmd.Wait() }
+	// Closing the reading end too lets a server blocked on replies nobody
+	// read (a run that ended early) fail its write and exit, where closing
+	// its input alone would leave Wait waiting for it.
+	s.stop = func() { in.Close(); outp.Close(); cmd.Wait() }
 	s.send(sftpPacket(1, uint32(3)))
 	s.recv()
 	return s
@@ -649,6 +652,43 @@ func diffShrink(t *testing.T, seed int64, prog [][]diffReq) [][]diffReq {
 		}
 	}
 	return prog
+}
+
+// TestSFTPDiffSidesStopWithRepliesUnread: both sides of the differential
+// test stop when a run ends with replies unread (a reply id that did not
+// match ends diffRun early), instead of hanging the test binary until its
+// timeout.
+func TestSFTPDiffSidesStopWithRepliesUnread(t *testing.T) {
+	sides := map[string]func(*testing.T, string) *diffSide{"porthole": ourSide}
+	if (&Server{}).externalSFTPServer() != "" {
+		sides["sftp-server"] = sftpServerSide
+	} else if os.Getenv("CI") == "true" {
+		t.Fatal("no sftp-server to compare with (install Debian's openssh-sftp-server; tools/deps.sh test does)")
+	}
+	for name, mk := range sides {
+		// In a goroutine, so that a side that hangs fails the test here
+		// (ourSide stops in its cleanup, which t.Run waits for).
+		ran := make(chan bool, 1)
+		go func() {
+			ran <- t.Run(name, func(t *testing.T) {
+				s := mk(t, t.TempDir())
+				// 3000 STATs take 42 KB, less than a pipe holds; their
+				// replies take 123 KB, more than one holds.
+				var all []byte
+				for id := range uint32(3000) {
+					all = append(all, sftpPacket(sftpStat, 100+id, ".")...)
+				}
+				s.send(all)
+				s.recv()
+				s.stop()
+			})
+		}()
+		select {
+		case <-ran:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s did not stop with replies unread", name)
+		}
+	}
 }
 
 func TestSFTPDifferential(t *testing.T) {

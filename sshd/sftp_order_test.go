@@ -117,11 +117,13 @@ func newSFTPLive(t *testing.T, dir string) *sftpLive {
 		}
 	}()
 	t.Cleanup(func() {
+		// Drain first: a test that left replies unread has the server
+		// blocked writing one, and so not reading what is still sent.
+		drained := make(chan struct{})
+		go func() { io.Copy(io.Discard, outR); close(drained) }()
 		close(l.in)
 		<-sent
 		inW.Close()
-		drained := make(chan struct{})
-		go func() { io.Copy(io.Discard, outR); close(drained) }()
 		<-done
 		outW.Close()
 		<-drained
