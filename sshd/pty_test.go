@@ -154,34 +154,48 @@ func TestPTYLargeOutputNotLost(t *testing.T) {
 // TestPTYBackgroundWriterDoesNotHoldTheSession: a program left behind that
 // ignores the hangup and writes a line every 50 ms held the session open, and
 // its exit status back, for as long as it ran: every line pushed the drain's
-// deadline on. OpenSSH's session ends at once; here after a few lines.
+// deadline on. OpenSSH's session ends at once; here after a few lines. So
+// too with one that writes without pause (yes, cat /dev/zero), also when the
+// client is slow to take its output and most reads from the terminal are
+// large: a pty still hands over many small ones, which end the drain.
 func TestPTYBackgroundWriterDoesNotHoldTheSession(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login("root")
-	s := openSession(t, c)
-	if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
-		t.Fatal(err)
-	}
-	pidFile := filepath.Join(t.TempDir(), "writer.pid")
-	t.Cleanup(func() {
-		if b, err := os.ReadFile(pidFile); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-				syscall.Kill(pid, syscall.SIGKILL)
+	for name, writer := range map[string]string{
+		"a line at a time":                "while :; do echo tick; sleep 0.05; done",
+		"without pause":                   "exec yes",
+		"without pause, to a slow client": "exec cat /dev/zero",
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := openSession(t, c)
+			if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+				t.Fatal(err)
 			}
-		}
-	})
-	done := make(chan error, 1)
-	go func() {
-		done <- s.Run(`trap '' HUP; (while :; do echo tick; sleep 0.05; done) & echo $! > ` + pidFile + `; exit 7`)
-	}()
-	select {
-	case err := <-done:
-		var ee *gossh.ExitError
-		if !asExit(err, &ee) || ee.ExitStatus() != 7 {
-			t.Fatalf("Run = %v, want exit 7", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the session did not end while a program it left behind wrote to the terminal")
+			pidFile := filepath.Join(t.TempDir(), "writer.pid")
+			t.Cleanup(func() {
+				if b, err := os.ReadFile(pidFile); err == nil {
+					if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+						syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			})
+			if strings.Contains(name, "slow") {
+				s.Stdout = writerFunc(func(b []byte) (int, error) { time.Sleep(2 * time.Millisecond); return len(b), nil })
+			}
+			done := make(chan error, 1)
+			go func() {
+				done <- s.Run(`trap '' HUP; (` + writer + `) & echo $! > ` + pidFile + `; exit 7`)
+			}()
+			select {
+			case err := <-done:
+				var ee *gossh.ExitError
+				if !asExit(err, &ee) || ee.ExitStatus() != 7 {
+					t.Fatalf("Run = %v, want exit 7", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the session did not end while a program it left behind wrote to the terminal")
+			}
+		})
 	}
 }
 
@@ -381,3 +395,7 @@ func FuzzPTYRequest(f *testing.F) {
 		}
 	})
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
