@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pkg/sftp"
 )
@@ -93,8 +95,9 @@ func BenchmarkSFTPUpload(b *testing.B) {
 // sftpLive is an SFTP session as runSFTP wires it (the front before
 // pkg/sftp) in dir, driven packet by packet.
 type sftpLive struct {
-	in  chan []byte // to the writing goroutine: requests are sent without waiting for replies
-	out *io.PipeReader
+	in    chan []byte // to the writing goroutine: requests are sent without waiting for replies
+	out   *io.PipeReader
+	front *sftpFront
 }
 
 func newSFTPLive(t *testing.T, dir string) *sftpLive {
@@ -108,7 +111,7 @@ func newSFTPLive(t *testing.T, dir string) *sftpLive {
 	}
 	done := make(chan struct{})
 	go func() { srv.Serve(); front.closeDirs(); close(done) }()
-	l := &sftpLive{in: make(chan []byte, 64), out: outR}
+	l := &sftpLive{in: make(chan []byte, 64), out: outR, front: front}
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
@@ -167,6 +170,69 @@ func (l *sftpLive) open(t *testing.T, name string, pflags uint32) string {
 		t.Fatalf("OPEN: %x", r)
 	}
 	return string(r[9:])
+}
+
+// TestSFTPRequestCountsWrap: a session goes on serving, in order, after its
+// request counts pass the largest int, as they do after 2^31 requests on a
+// 32-bit device (an sshfs mount left for days). Compared by their order, a
+// READ after the wrap waited for good, and with it the whole session.
+func TestSFTPRequestCountsWrap(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("0123456789abcdefghijklmnopqrstuvwxyz"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := newSFTPLive(t, dir)
+	s := l.front
+	s.mu.Lock()
+	for s.answered != s.passed { // INIT's reply is counted once written
+		s.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		s.mu.Lock()
+	}
+	s.passed, s.answered, s.lastOther = math.MaxInt-2, math.MaxInt-2, math.MaxInt-2
+	s.mu.Unlock()
+	replies := make(chan []byte)
+	go func() {
+		for {
+			var n [4]byte
+			if _, err := io.ReadFull(l.out, n[:]); err != nil {
+				return
+			}
+			b := make([]byte, binary.BigEndian.Uint32(n[:]))
+			if _, err := io.ReadFull(l.out, b); err != nil {
+				return
+			}
+			replies <- b
+		}
+	}()
+	recv := func(what string) []byte {
+		select {
+		case b := <-replies:
+			return b
+		case <-time.After(10 * time.Second):
+			s.close() // lets the session, and the test's cleanup, end
+			t.Fatalf("%s after the request counts wrapped: no reply", what)
+			return nil
+		}
+	}
+	l.send(t, sftpPacket(3, uint32(1), "f", uint32(1), uint32(0)))
+	r := recv("OPEN")
+	if r[0] != sftpHandle {
+		t.Fatalf("OPEN: %x", r)
+	}
+	h := string(r[9:])
+	for i := range 4 {
+		id := uint32(2 + i)
+		l.send(t, sftpPacket(sftpRead, id, h, binary.BigEndian.AppendUint64(nil, uint64(i*10)), uint32(10)))
+		r := recv(fmt.Sprintf("READ %d", i)) // SSH_FXP_DATA (103) wanted
+		if want := append([]byte{103}, binary.BigEndian.AppendUint32(nil, id)...); !bytes.HasPrefix(r, want) {
+			t.Fatalf("READ %d: %x", i, r)
+		}
+	}
+	l.send(t, sftpPacket(sftpStat, uint32(9), "f"))
+	if r := recv("STAT"); r[0] != sftpAttrs {
+		t.Fatalf("STAT: %x", r)
+	}
 }
 
 // A WRITE and then an FSETSTAT that truncates the same file, both in flight

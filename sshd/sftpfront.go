@@ -130,8 +130,11 @@ type sftpFront struct {
 	wmu    sync.Mutex
 	isShut bool
 
-	mu        sync.Mutex
-	cond      sync.Cond
+	mu   sync.Mutex
+	cond sync.Cond
+	// The counts wrap after 2^31 requests where int has 32 bits (days of
+	// one sshfs mount on a device), so they are compared by difference,
+	// never by their order: answered-passed < 0, not answered < passed.
 	passed    int  // requests handed to pkg/sftp
 	answered  int  // replies pkg/sftp has written whole
 	lastOther int  // passed when the last request other than a READ was handed on
@@ -203,7 +206,7 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 			if typ != sftpRead {
 				after = s.passed
 			}
-			held := func() bool { return s.answered < after || s.passed-s.answered >= maxSFTPInFlight }
+			held := func() bool { return s.answered-after < 0 || s.passed-s.answered >= maxSFTPInFlight }
 			waited := held()
 			for held() && !s.closed {
 				s.cond.Wait()
@@ -563,7 +566,7 @@ const maxOpenHandles = 128
 // many files it holds open (the directories are in s.dirs).
 func (s *sftpFront) filesOpen() int {
 	s.mu.Lock()
-	for s.answered < s.passed && !s.closed {
+	for s.answered-s.passed < 0 && !s.closed {
 		s.cond.Wait()
 	}
 	n := len(s.files)
@@ -623,7 +626,7 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 		return nil, fmt.Errorf("malformed SFTP request type %d: %w", pkt[4], err)
 	}
 	s.mu.Lock()
-	for s.answered < s.passed && !s.closed {
+	for s.answered-s.passed < 0 && !s.closed {
 		s.cond.Wait()
 	}
 	closed := s.closed
