@@ -924,7 +924,8 @@ func (s *session) overBuffered() bool {
 	const perLink = (linkQueue + 1) * MaxPayload
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.live)*perLink < sessionBuffered {
+	// Divided, not multiplied: thousands of links overflow a 32-bit int.
+	if len(s.live) <= (sessionBuffered-1)/perLink {
 		return false
 	}
 	var held int64
