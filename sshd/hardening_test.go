@@ -93,6 +93,52 @@ func TestFailureLimiterBoundedSources(t *testing.T) {
 	}
 }
 
+// TestFailureLimiterFullKeepsBlocked: a host over the limit stays blocked
+// when maxTrackedSources other sources fail while it is (one failed
+// connection from each of 4096 addresses, which a host with an IPv6 /64 has
+// to spare). The limiter forgot every source once that many had failures in
+// the window, unblocking the host.
+func TestFailureLimiterFullKeepsBlocked(t *testing.T) {
+	l := newFailureLimiter(10, time.Minute)
+	now := time.Unix(1000, 0)
+	for range 10 {
+		l.fail("192.0.2.1", now)
+	}
+	for i := range maxTrackedSources {
+		l.fail(fmt.Sprintf("other:%d", i), now)
+	}
+	if !l.blocked("192.0.2.1", now) {
+		t.Fatal("a blocked source is unblocked after maxTrackedSources others failed")
+	}
+	// Every source tracked blocked: a new one is not tracked, the blocked
+	// ones are kept.
+	for i := range maxTrackedSources {
+		for range 10 {
+			l.fail(fmt.Sprintf("blocked:%d", i), now)
+		}
+	}
+	if n := len(l.hits); n > maxTrackedSources {
+		t.Fatalf("limiter tracks %d sources, want at most %d", n, maxTrackedSources)
+	}
+	if !l.blocked("192.0.2.1", now) {
+		t.Error("a blocked source is unblocked once every source tracked is blocked")
+	}
+	if !l.blocked("blocked:0", now) {
+		t.Error("a blocked source is forgotten for a new one once every source tracked is blocked")
+	}
+	if l.fail("new", now); l.failures("new") != 0 {
+		t.Error("a new source is tracked while every source tracked is blocked")
+	}
+	// Once the window has passed, new sources are counted again.
+	now = now.Add(time.Minute)
+	for range 10 {
+		l.fail("new", now)
+	}
+	if !l.blocked("new", now) {
+		t.Error("a new source is not blocked after 10 failures once the blocked ones expired")
+	}
+}
+
 // TestThousandChannels: a logged-in client that opens 1000 session channels at
 // once gets MaxSessions (default 10) of them; 1000 channels of an unknown type
 // are all refused; after it disconnects the server is back to its goroutines.

@@ -59,8 +59,8 @@ type failureLimiter struct {
 }
 
 // maxTrackedSources bounds the limiter's memory on a small device; when it is
-// reached, sources whose failures have all expired are dropped first and,
-// if that is not enough, everything is forgotten.
+// reached, the sources that are not blocked are dropped, and if every one is
+// blocked, a new source is not tracked (failLocked says why).
 const maxTrackedSources = 4096
 
 func newFailureLimiter(max int, window time.Duration) *failureLimiter {
@@ -120,10 +120,20 @@ func (l *failureLimiter) failLocked(src string, now time.Time) bool {
 	}
 	if _, ok := l.hits[src]; !ok && len(l.hits) >= maxTrackedSources {
 		for k := range l.hits {
-			l.prunedLocked(k, now)
+			if len(l.prunedLocked(k, now)) < l.max {
+				delete(l.hits, k)
+			}
 		}
 		if len(l.hits) >= maxTrackedSources {
-			clear(l.hits)
+			// Every source tracked is blocked. Forgetting any would unblock
+			// it, and a blocked host could then free itself with a burst of
+			// short connections from other addresses; refusing the new
+			// source would let one host lock everyone out. Not counting it
+			// lasts until the first blocked source's failures expire (within
+			// the window: blocked sources are refused before they can fail
+			// again), costs an attacker maxTrackedSources blocked sources
+			// each window, and password checks stay bounded by their slots.
+			return false
 		}
 	}
 	h := append(l.prunedLocked(src, now), now)
