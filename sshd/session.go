@@ -327,7 +327,11 @@ func (sess *session) handle(req *gossh.Request) {
 			}
 			sess.audit(EventSessionRefused, func(e *Event) { e.Reason = clipClient(err.Error()) }) // it may quote the request
 			sess.reply(req, false)
-			sess.ch.Close()
+			// The channel stays open, as OpenSSH's: the client may ask
+			// again. PuTTY's pscp falls back from the sftp subsystem to
+			// "scp -f" on it, WinSCP to a shell.
+			sess.started = false
+			sess.kind, sess.command, sess.asked = "", "", ""
 			return
 		}
 		sess.reply(req, true)

@@ -190,6 +190,42 @@ func TestRefusedSessionsAudited(t *testing.T) {
 	}
 }
 
+// TestRequestAfterRefusedStart: a start request refused leaves the channel
+// open for another, as OpenSSH's sshd does: PuTTY's pscp asks for the sftp
+// subsystem and, refused, for "scp -f" on the same channel (WinSCP for a
+// shell). The channel was closed, so pscp failed for a user the in-process
+// SFTP does not serve on a device without sftp-server.
+func TestRequestAfterRefusedStart(t *testing.T) {
+	for _, tc := range []struct {
+		name, user, subsystem string
+	}{
+		{"unknown subsystem", "root", "netconf"},
+		{"sftp for another user, no sftp-server", "alice", "sftp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.user != "root" {
+				needRoot(t)
+			}
+			e := newEnv(t, func(_ *testEnv, s *Server) { s.sftpServerPaths = []string{} })
+			e.writeAuthorizedKeys(tc.user, authorizedLine("", e.key.PublicKey()))
+			s := openSession(t, e.login(tc.user))
+			if err := s.RequestSubsystem(tc.subsystem); err == nil {
+				t.Fatalf("subsystem %s granted", tc.subsystem)
+			}
+			out, err := s.Output("echo fallback")
+			if err != nil || string(out) != "fallback\n" {
+				t.Errorf("exec on the channel after the refusal: %q, %v; want \"fallback\\n\"", out, err)
+			}
+			if n, m := len(e.eventsOf(EventSessionRefused)), len(e.eventsOf(EventSessionStart)); n != 1 || m != 1 {
+				t.Errorf("%d session-refused and %d session-start events, want 1 each", n, m)
+			}
+			if evs := e.eventsOf(EventSessionStart); len(evs) == 1 && (evs[0].Kind != "exec" || evs[0].Command != "echo") {
+				t.Errorf("session-start event of kind %q, command %q; want the exec's", evs[0].Kind, evs[0].Command)
+			}
+		})
+	}
+}
+
 // TestAuditCommandLines: by default no event or log line has a command's
 // arguments; with AuditCommandLines the session events and their log lines
 // have the whole line the client sent (for a forced command, the one it asked
