@@ -61,6 +61,8 @@ func TestTunnelURL(t *testing.T) {
 func TestProxyFor(t *testing.T) {
 	target, _ := url.Parse("wss://data.tunneling.iot.eu-west-1.amazonaws.com:443/tunnel")
 	local, _ := url.Parse("wss://10.1.2.3:443/tunnel")
+	// A link-local endpoint, tunnel.endpoint = "[fe80::1%br-lan]:443".
+	zoned, _ := url.Parse("wss://[fe80::1%25br-lan]:443/tunnel")
 	for _, tc := range []struct {
 		name   string
 		env    map[string]string
@@ -84,6 +86,11 @@ func TestProxyFor(t *testing.T) {
 		{"no_proxy ip", map[string]string{"https_proxy": "p:1", "no_proxy": "10.1.2.3"}, local, ""},
 		{"no_proxy port match", map[string]string{"https_proxy": "p:1", "no_proxy": "10.1.2.3:443"}, local, ""},
 		{"no_proxy port mismatch", map[string]string{"https_proxy": "p:1", "no_proxy": "10.1.2.3:8443"}, local, "http://p:1"},
+		{"no_proxy cidr, zoned endpoint", map[string]string{"https_proxy": "p:1", "no_proxy": "fe80::/10"}, zoned, ""},
+		{"no_proxy ip, zoned endpoint", map[string]string{"https_proxy": "p:1", "no_proxy": "fe80::1"}, zoned, ""},
+		{"no_proxy ip with the zone", map[string]string{"https_proxy": "p:1", "no_proxy": "fe80::1%br-lan"}, zoned, ""},
+		{"no_proxy ip with another zone", map[string]string{"https_proxy": "p:1", "no_proxy": "fe80::1%eth0"}, zoned, "http://p:1"},
+		{"no_proxy other cidr, zoned endpoint", map[string]string{"https_proxy": "p:1", "no_proxy": "fd00::/8"}, zoned, "http://p:1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := proxyFor(tc.target, func(k string) string { return tc.env[k] })

@@ -311,7 +311,12 @@ func proxyURLSyntax(raw string) error {
 // optionally with :port.
 func BypassProxy(host, port, noProxy string) bool {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	ip := net.ParseIP(host)
+	// A link-local endpoint has a zone ("fe80::1%br-lan"), which ParseIP
+	// refuses: its addresses and ranges match it on any link, as sshd's
+	// permit_local_forward does; an entry with the zone still matches as
+	// a name.
+	addr, _, _ := strings.Cut(host, "%")
+	ip := net.ParseIP(addr)
 	for _, entry := range strings.Split(noProxy, ",") {
 		entry = strings.ToLower(strings.TrimSpace(entry))
 		if entry == "" {
