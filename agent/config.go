@@ -441,7 +441,7 @@ func (c *Config) Validate() error {
 			continue
 		}
 		if err := tunnel.ValidateTarget(target); err != nil {
-			bad("services."+name, "%q: want \"builtin\", \"host:port\" or \"unix:/path\"%s", target, ipv6Hint(target, "[fd00::1]:22"))
+			bad("services."+name, "%q: want \"builtin\", \"host:port\" or \"unix:/path\"%s", target, tunnel.IPv6Hint(target, "[fd00::1]:22"))
 		}
 	}
 	if c.SSH.Listen != "" {
@@ -452,7 +452,7 @@ func (c *Config) Validate() error {
 		// restart) where check-config said ok.
 		_, port, err := net.SplitHostPort(c.SSH.Listen)
 		if n, perr := net.LookupPort("tcp", port); err != nil || perr != nil || n == 0 {
-			bad("ssh.listen", "%q: want host:port with a port of 1-65535 or a service name%s", c.SSH.Listen, ipv6Hint(c.SSH.Listen, "[::1]:2222"))
+			bad("ssh.listen", "%q: want host:port with a port of 1-65535 or a service name%s", c.SSH.Listen, tunnel.IPv6Hint(c.SSH.Listen, "[::1]:2222"))
 		}
 	}
 	// The SSH library takes a negative limit as none at all.
@@ -591,16 +591,6 @@ func localForwardPolicy(entries []string) (func(user string, dest netip.AddrPort
 		}
 		return false
 	}, nil
-}
-
-// ipv6Hint is what to add to the refusal of a host:port that is an IPv6
-// address without brackets ("fd00::1:22", which cannot be told from an
-// address without a port), or "".
-func ipv6Hint(hostport, example string) string {
-	if strings.HasPrefix(hostport, "unix:") || strings.Contains(hostport, "[") || strings.Count(hostport, ":") < 2 {
-		return ""
-	}
-	return "; an IPv6 address needs brackets, with the port after them: " + example
 }
 
 // placeholder reports whether s is the "CHANGE-ME" of a shipped config

@@ -66,6 +66,11 @@ var PlainEndpoint = check.PlainEndpoint
 // ValidateTarget checks a target: "host:port" with a numeric port, or "unix:/abs/path".
 var ValidateTarget = check.Target
 
+// IPv6Hint is what to add to the refusal of a host:port that is an IPv6
+// address without brackets ("fd00::1:22"), or "": "; an IPv6 address needs
+// brackets, with the port after them: " and example.
+var IPv6Hint = check.IPv6Hint
+
 // CAFiles lists the files of a CA setting: the file itself, or the entries of a
 // directory that are regular files, links followed. As OpenSSL's CA path
 // (localproxy's --capath), a directory's other entries are passed over: a

@@ -233,7 +233,10 @@ func TestParseListen(t *testing.T) {
 		{"SSH=", "", "", "listen address"},
 		{"bad name=1", "", "", "service id"},
 		{"SSH=70000", "", "", "out of range (0-65535)"},
-		{"SSH=h:x", "", "", "bad port"},
+		{"SSH=h:x", "", "", "a port of 0-65535"},
+		{"HTTP=::1:0", "", "", "an IPv6 address needs brackets, with the port after them: [::1]:8080"},
+		{"HTTP=fe80::1%eth0:0", "", "", "an IPv6 address needs brackets"},
+		{"HTTP=[::1]:0", "HTTP", "[::1]:0", ""},
 	} {
 		svc, addr, err := ParseListen(tc.in)
 		if tc.err != "" {

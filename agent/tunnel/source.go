@@ -329,12 +329,10 @@ func listenAddr(s string) (string, error) {
 	} else if _, err := strconv.ParseUint(s, 10, 64); err == nil {
 		return "", fmt.Errorf("tunnel: listen port %s is out of range (0-65535)", s)
 	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return "", fmt.Errorf("tunnel: listen address %q: want [host:]port", s)
-	}
+	// One error for both: a port that SplitHostPort did not find is "".
+	host, port, _ := net.SplitHostPort(s)
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return "", fmt.Errorf("tunnel: listen address %q: bad port (want 0-65535)", s)
+		return "", fmt.Errorf("tunnel: listen address %q: want [host:]port, a port of 0-65535%s", s, IPv6Hint(s, "[::1]:8080"))
 	}
 	if host == "" {
 		host = "127.0.0.1"

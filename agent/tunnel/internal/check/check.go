@@ -355,3 +355,14 @@ func BypassProxy(host, port, noProxy string) bool {
 	}
 	return false
 }
+
+// IPv6Hint is what to add to the refusal of a host:port that is an IPv6
+// address without brackets ("fd00::1:22", which cannot be told from an
+// address without a port), or "". The agent's config check and porthole
+// connect's listen addresses say it alike.
+func IPv6Hint(hostport, example string) string {
+	if strings.HasPrefix(hostport, "unix:") || strings.Contains(hostport, "[") || strings.Count(hostport, ":") < 2 {
+		return ""
+	}
+	return "; an IPv6 address needs brackets, with the port after them: " + example
+}
