@@ -441,7 +441,9 @@ func (c *Config) Validate() error {
 			continue
 		}
 		if err := tunnel.ValidateTarget(target); err != nil {
-			bad("services."+name, "%q: want \"builtin\", \"host:port\" or \"unix:/path\"%s", target, tunnel.IPv6Hint(target, "[fd00::1]:22"))
+			// The check says what is wrong: the syntax, the host, the port
+			// or the socket path.
+			bad("services."+name, "%s%s", err.Error()[len("tunnel: target "):], tunnel.IPv6Hint(target, "[fd00::1]:22"))
 		}
 	}
 	if c.SSH.Listen != "" {
@@ -562,7 +564,7 @@ func localForwardPolicy(entries []string) (func(user string, dest netip.AddrPort
 				}
 				prefixes = append(prefixes, netip.PrefixFrom(a, a.BitLen()))
 			} else {
-				return nil, fmt.Errorf("entry %q: want loopback, any, an address, a CIDR prefix or address:port", e)
+				return nil, fmt.Errorf("entry %q: want loopback, any, an address, a CIDR prefix or address:port (an IPv6 address:port in brackets: [fe80::1%%eth0]:22)", e)
 			}
 		}
 	}

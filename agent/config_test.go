@@ -335,6 +335,22 @@ func TestLocalForwardPolicy(t *testing.T) {
 	}
 }
 
+// TestLocalForwardIPv6WithoutBrackets: an entry refused shows the bracketed
+// form of an IPv6 address:port. "fd00::1:80" and "fe80::1%eth0:80", which
+// older builds took as an address (the second with a zone no interface has),
+// are still accepted.
+func TestLocalForwardIPv6WithoutBrackets(t *testing.T) {
+	_, err := ParseConfig([]byte(minimalConfig + "[ssh]\npermit_local_forward = [\"fd00::1]:80\"]\n"))
+	if err == nil || !strings.Contains(err.Error(), "ssh.permit_local_forward") || !strings.Contains(err.Error(), "in brackets: [fe80::1%eth0]:22") {
+		t.Errorf("fd00::1]:80: %v, want an error showing the brackets", err)
+	}
+	for _, e := range []string{"fe80::1%eth0", "fe80::1%2", "[fe80::1%eth0]:80", "fd00::1:80", "fe80::1%eth0:80", "fd00::/8"} {
+		if _, err := ParseConfig([]byte(minimalConfig + "[ssh]\npermit_local_forward = [" + strconv.Quote(e) + "]\n")); err != nil {
+			t.Errorf("%s refused: %v", e, err)
+		}
+	}
+}
+
 // TestLoadConfigRefusesOddFiles: a config path that is not a small regular file
 // gets an error at once, without reading it all or waiting on it.
 func TestLoadConfigRefusesOddFiles(t *testing.T) {
@@ -536,6 +552,29 @@ func TestServiceAndListenIPv6WithoutBrackets(t *testing.T) {
 	for _, in := range []string{"[services]\nweb = \"[fd00::5]:80\"\n", "[ssh]\nlisten = \"[::1]:2222\"\n"} {
 		if _, err := ParseConfig([]byte(base + in)); err != nil {
 			t.Errorf("%q: %v", in, err)
+		}
+	}
+}
+
+// TestServiceTargetHostAndPort: a target with a bad port was refused without
+// saying the port was what was wrong. A host no dial reaches (a space, a
+// slash, an empty zone) is taken, as older builds took it: refused, it would
+// cut a device off.
+func TestServiceTargetHostAndPort(t *testing.T) {
+	for in, want := range map[string]string{
+		":22":           "has no usable host name",
+		"localhost:ssh": `port "ssh" is not a number from 1 to 65535`,
+		"localhost:0":   `port "0" is not a number from 1 to 65535`,
+		"localhost":     `want "builtin", "host:port" or "unix:/path"`,
+	} {
+		_, err := ParseConfig([]byte(minimalConfig + "[services]\nweb = " + strconv.Quote(in) + "\n"))
+		if err == nil || !strings.Contains(err.Error(), "services.web: ") || !strings.Contains(err.Error(), want) {
+			t.Errorf("target %q: %v, want %q", in, err, want)
+		}
+	}
+	for _, in := range []string{"localhost:22", "my_host.lan:22", "10.0.0.1:80", "[fe80::1%eth0]:22", "[fd00::1]:22", "unix:/run/x.sock", "bad host:22", "[::1%]:22"} {
+		if _, err := ParseConfig([]byte(minimalConfig + "[services]\nweb = " + strconv.Quote(in) + "\n")); err != nil {
+			t.Errorf("target %q refused: %v", in, err)
 		}
 	}
 }
