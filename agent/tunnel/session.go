@@ -1171,10 +1171,26 @@ func (l *link) cut() bool {
 // closeConn closes the link's local connection, with a TCP reset if the link
 // was cut short (see link.reset).
 func (l *link) closeConn(conn io.Closer) {
-	if tc, ok := netConn(conn).(*net.TCPConn); ok && l.reset.Load() {
-		tc.SetLinger(0) // close sends an RST
+	if l.reset.Load() {
+		abortConn(conn)
+		return
 	}
 	conn.Close()
+}
+
+// abortConn closes conn with a TCP reset if it is a TCP connection: for one
+// cut short, and for one the source turns away before it carried anything
+// (the tunnel not ready, too many connections), which a plain end would show
+// a raw download (nc, curl of a file) as a whole, empty one. It takes any:
+// converting the callers' interfaces to io.Closer took 0.4 KB of the device
+// binary's code.
+func abortConn(conn any) {
+	if tc, ok := netConn(conn).(*net.TCPConn); ok {
+		tc.SetLinger(0) // close sends an RST
+	}
+	if c, ok := conn.(io.Closer); ok {
+		c.Close()
+	}
 }
 
 // supersede ends a link whose stream a new STREAM_START replaces (V1/V2 carry one

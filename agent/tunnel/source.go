@@ -411,7 +411,7 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 		case slots <- struct{}{}:
 		default:
 			src.options().log.Warn("too many local connections waiting for the tunnel, closing this one", "service", r.name, "max", maxWaiting)
-			c.Close()
+			abortConn(c)
 			continue
 		}
 		waits.Add(1)
@@ -423,7 +423,7 @@ func (src *Source) acceptLoop(ctx context.Context, ln net.Listener, r serviceRou
 				if ctx.Err() == nil { // not at the source's own end
 					src.options().log.Warn("tunnel not connected, closing local connection", "service", r.name)
 				}
-				c.Close()
+				abortConn(c)
 				return
 			}
 			src.open(s, r, c)
@@ -516,7 +516,7 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 	if s.closed || !s.gotIDs {
 		s.mu.Unlock()
 		s.opt.log.Warn("tunnel not ready, closing local connection", "service", r.name)
-		conn.Close()
+		abortConn(conn)
 		return nil
 	}
 	var old []*link
@@ -534,13 +534,13 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 					"and would end both; the open one goes on. With --destination-client-type V2 a new connection replaces the open one instead",
 					"service", r.name)
 			}
-			conn.Close()
+			abortConn(conn)
 			return nil
 		}
 		if len(st.links) >= s.opt.maxConns {
 			s.mu.Unlock()
 			s.opt.log.Warn("too many connections, refusing", "service", r.name, "max", s.opt.maxConns)
-			conn.Close()
+			abortConn(conn)
 			return nil
 		}
 		m.Type, m.StreamID = TypeConnectionStart, st.id
