@@ -331,7 +331,7 @@ func (sess *session) handle(req *gossh.Request) {
 			// again. PuTTY's pscp falls back from the sftp subsystem to
 			// "scp -f" on it, WinSCP to a shell.
 			sess.started = false
-			sess.kind, sess.command, sess.asked = "", "", ""
+			sess.kind, sess.command, sess.asked, sess.reason = "", "", "", ""
 			return
 		}
 		sess.reply(req, true)

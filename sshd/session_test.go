@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/bcrypt"
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
@@ -223,6 +224,57 @@ func TestRequestAfterRefusedStart(t *testing.T) {
 				t.Errorf("session-start event of kind %q, command %q; want the exec's", evs[0].Kind, evs[0].Command)
 			}
 		})
+	}
+}
+
+// TestRefusedStartLeavesNoReason: a start refused after it had noted why the
+// session would run in / (its home gone, then no descriptor for the pipes)
+// left that reason to the start served next on the channel, whose end event
+// then said so of an SFTP session that never hit it.
+func TestRefusedStartLeavesNoReason(t *testing.T) {
+	if !inChild() {
+		runChild(t, nil, nil) // for its own RLIMIT_NOFILE
+		return
+	}
+	e := newEnv(t, nil)
+	rs := openRaw(t, e.login("root"))
+	if err := os.RemoveAll(e.home("root")); err != nil {
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := old
+	lim.Cur = uint64(len(fds) + 1) // not enough for the program's pipes
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := rs.ch.SendRequest("exec", true, gossh.Marshal(struct{ V string }{"echo hi"}))
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+	if err != nil || ok {
+		t.Fatalf("exec with no descriptors to spare: %v, %v; want it refused", ok, err)
+	}
+	if ok, err := rs.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ V string }{"sftp"})); err != nil || !ok {
+		t.Fatalf("sftp after the refused exec: %v, %v", ok, err)
+	}
+	cl, err := sftp.NewClientPipe(rs.ch, halfCloser{rs.ch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Getwd(); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	rs.wait(t)
+	waitFor(t, "the session's end event", func() bool { return len(e.eventsOf(EventSessionEnd)) == 1 })
+	evs := e.eventsOf(EventSessionEnd)
+	if evs[0].Kind != "subsystem" || evs[0].Reason != "" {
+		t.Errorf("the SFTP session's end: kind %q, reason %q; want the subsystem's, no reason", evs[0].Kind, evs[0].Reason)
 	}
 }
 
