@@ -39,14 +39,18 @@ const (
 // ptyDrain is how long output is still read from a pty after its shell has
 // exited, once the terminal goes quiet. Large reads (what the shell left in
 // the terminal's buffers, up to ~68 KiB, read while the client is slow to
-// take it) push that on; small ones, ptyDrainReads of them, too, and then
-// nothing does: a program left behind that ignores the hangup may write a
-// line now and then for good, and the session, its exit status held back,
-// would not end (OpenSSH's ends at once). The backlog comes first, in large
-// reads, so only output written after the exit is cut.
+// take it) push that on, up to ptyDrainBytes in all; small ones,
+// ptyDrainReads of them, too, and then nothing does: a program left behind
+// that ignores the hangup may write a line now and then, or without pause,
+// for good, and the session, its exit status held back, would not end
+// (OpenSSH's ends at once). Without pause, on a slow CPU (a router, or
+// qemu-user) every read is large. The backlog comes first, and the kernel
+// holds less of it than ptyDrainBytes, so only output written after the exit
+// is cut.
 const (
 	ptyDrain      = 200 * time.Millisecond
 	ptyDrainReads = 8
+	ptyDrainBytes = 1 << 20
 )
 
 // session serves one "session" channel: its requests are handled in order
@@ -1036,7 +1040,7 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 		w := sess.writer(sess.ch)
 		rb := newReadBuffer()
 		defer rb.release()
-		short := 0 // reads since the exit of less than quietRead
+		short, drained := 0, 0 // since the exit: reads of less than quietRead, bytes
 		for {
 			n, err := ptmx.Read(rb.buf())
 			if n > 0 {
@@ -1044,10 +1048,11 @@ func (sess *session) startPTY(cmd *exec.Cmd, a *account, cred *syscall.Credentia
 					return
 				}
 				if exited.Load() {
+					drained += n
 					if n < quietRead {
 						short++
 					}
-					if short <= ptyDrainReads {
+					if short <= ptyDrainReads && drained <= ptyDrainBytes {
 						ptmx.SetReadDeadline(time.Now().Add(ptyDrain))
 					}
 				}
