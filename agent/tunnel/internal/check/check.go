@@ -206,8 +206,8 @@ func PlainEndpoint(endpoint string) bool {
 }
 
 // Target checks a target: "host:port" with a numeric port, or "unix:/abs/path".
-// Its errors, past the "tunnel: target " they start with, are the agent's
-// config errors too, whose "builtin" its caller has taken.
+// Its errors all start with "tunnel: target ": the agent's config check
+// shows what follows (it has taken "builtin" before it calls Target).
 func Target(addr string) error {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		if !strings.HasPrefix(path, "/") {
