@@ -133,6 +133,7 @@ type agentEnv struct {
 	signer    gossh.Signer
 	dataDir   string
 	srcClient tunnel.Token
+	passwd    string // root's line, with a home of the test's own (newAgent)
 }
 
 func newAgentEnv(t *testing.T) *agentEnv {
@@ -175,7 +176,43 @@ authorized_keys = [%q]
 		t.Fatal(err)
 	}
 	e.cfg = cfg
+	e.passwd = ownHomePasswd(t)
 	return e
+}
+
+// ownHomePasswd writes a passwd file whose one user, root, has an empty home
+// of the test's own and bash (else sh) for a shell. The agent's sessions log
+// in root with its login shell, and bash runs ~/.bashrc even for a command
+// over SSH: with /etc/passwd's home, the tests would run the machine's
+// dotfiles (a CI machine's pyenv waits 60 s on a lock file a hung-up session
+// left behind, and prints to the command's output).
+func ownHomePasswd(t *testing.T) string {
+	t.Helper()
+	dir := safeTempDir(t)
+	home := filepath.Join(dir, "home")
+	shell := "/bin/bash"
+	if _, err := os.Stat(shell); err != nil {
+		shell = "/bin/sh"
+	}
+	passwd := filepath.Join(dir, "passwd")
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(passwd, []byte("root:x:0:0:root:"+home+":"+shell+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return passwd
+}
+
+// newAgent is New for e's config, its SSH server reading e's passwd file.
+func (e *agentEnv) newAgent(t *testing.T, log *slog.Logger) *Agent {
+	t.Helper()
+	a, err := New(e.cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.ssh.PasswdFile = e.passwd
+	return a
 }
 
 // needRoot skips a test that needs root, saying why, or fails it under CI=true,
@@ -200,10 +237,7 @@ func (e *agentEnv) start(t *testing.T) (*Agent, func()) {
 func (e *agentEnv) startLogging(t *testing.T, w io.Writer) (*Agent, func()) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := New(e.cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := e.newAgent(t, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -336,8 +370,10 @@ func TestAgentNotificationToSSHLogin(t *testing.T) {
 	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 2); err != nil {
 		t.Fatalf("restarted agent did not resume the tunnel: %v", err)
 	}
-	if out := e.sshThrough(t, tun, "echo again", nil); out != "again\n" {
-		t.Fatalf("after restart: %q", out)
+	// The login's home is the test's own, with nothing in it (newAgent).
+	home := filepath.Join(filepath.Dir(e.passwd), "home")
+	if out := e.sshThrough(t, tun, `echo again in "$HOME"; ls -A`, nil); out != "again in "+home+"\n" {
+		t.Fatalf("after restart: %q, want again in %s and nothing there", out, home)
 	}
 
 	// Closing the tunnel ends the session and forgets its state.

@@ -264,10 +264,7 @@ func TestClockStepForwardThenCrash(t *testing.T) {
 // test ends) and returns Run's error.
 func runBehind(t *testing.T, e *agentEnv) (a *Agent, ntp func(), stop func() error) {
 	t.Helper()
-	a, err := New(e.cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a = e.newAgent(t, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	var behind atomic.Int64
 	behind.Store(int64(48 * time.Hour))
 	a.now = func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(stack.Tests(m)) }
@@ -106,6 +107,16 @@ func TestAgentEndToEnd(t *testing.T) {
 
 	if got := s.MustSSH(port, "echo logged in as $(id -un)"); got != "logged in as root\n" {
 		t.Fatalf("ssh: %q", got)
+	}
+	// Root logs in to a home of the tests' own (stack.Tests), without the
+	// machine's dotfiles: a CI machine's ~/.bashrc ran pyenv, whose lock, left
+	// by a session hung up in there, made every later login wait 60 s.
+	if home := testenv.OwnHome(); home != "" {
+		if got := s.MustSSH(port, `echo "$HOME"; ls -A`); got != home+"\n" {
+			t.Fatalf("root's home and what is in it: %q, want %q and nothing", got, home)
+		}
+	} else if os.Getenv("CI") == "true" && os.Geteuid() == 0 {
+		t.Fatal("the tests log in to root's own home, with its dotfiles: stack.Tests could not give them a mount namespace (see its message above)")
 	}
 
 	// 16 MiB both ways, with sftp, scp (SFTP protocol) and legacy scp -O.
