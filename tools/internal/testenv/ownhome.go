@@ -44,7 +44,7 @@ func InOwnHome() (code int, ran bool) {
 	}
 	defer os.RemoveAll(dir)
 	home := filepath.Join(dir, "home")
-	passwd, err := passwdWithHome(dir, home)
+	passwd, err := passwdWithHome("/etc/passwd", dir, home)
 	if err == nil {
 		err = probeBindMount(passwd)
 	}
@@ -80,10 +80,10 @@ func InOwnHome() (code int, ran bool) {
 	}
 }
 
-// passwdWithHome writes dir/passwd, the system's passwd file with root's home
-// (uid 0's) made home, which it makes an empty directory only root may enter.
-func passwdWithHome(dir, home string) (string, error) {
-	b, err := os.ReadFile("/etc/passwd")
+// passwdWithHome writes dir/passwd, the passwd file src with root's home (uid
+// 0's) made home, which it makes an empty directory only root may enter.
+func passwdWithHome(src, dir, home string) (string, error) {
+	b, err := os.ReadFile(src)
 	if err != nil {
 		return "", err
 	}
@@ -100,7 +100,7 @@ func passwdWithHome(dir, home string) (string, error) {
 		}
 	}
 	if !found {
-		return "", errors.New("/etc/passwd has no uid 0")
+		return "", fmt.Errorf("%s has no uid 0", src)
 	}
 	passwd := filepath.Join(dir, "passwd")
 	return passwd, os.WriteFile(passwd, []byte(strings.Join(lines, "\n")), 0o644)
