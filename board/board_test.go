@@ -414,10 +414,11 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 // stepped back too). ARM guests do not stall, so the bound costs them nothing.
 const guestStall = 90 * time.Second
 
-// commonOpts are the OpenSSH client's options for the boards. ConnectTimeout
-// also bounds the banner exchange (guestStall).
+// commonOpts are the OpenSSH client's options for the boards, without the
+// machine's ssh_config or ssh-agent. ConnectTimeout also bounds the banner
+// exchange (guestStall).
 func commonOpts(h *host) []string {
-	return []string{"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+	return []string{"-F", "/dev/null", "-o", "IdentityAgent=none", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
 		"-o", "LogLevel=ERROR", "-o", fmt.Sprintf("ConnectTimeout=%d", int(guestStall.Seconds())), "-i", h.sshKey, "-o", "IdentitiesOnly=yes"}
 }
 

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
+	testenv.ClearProxies()
 	goleak.VerifyTestMain(m)
 }
 

@@ -131,11 +131,13 @@ var buildOnce struct {
 // it: goleak.VerifyTestMain(stack.Tests(m)). Run as root, the tests run in
 // a mount namespace where root's home is an empty directory of their own
 // (testenv.InOwnHome): the agents they start log in root with no dotfiles.
+// They run without the machine's proxy settings (testenv.ClearProxies).
 func Tests(m interface{ Run() int }) interface{ Run() int } { return tests{m} }
 
 type tests struct{ m interface{ Run() int } }
 
 func (t tests) Run() int {
+	testenv.ClearProxies()
 	if code, ran := testenv.InOwnHome(); ran {
 		return code
 	}
@@ -719,7 +721,9 @@ func (s *Stack) watchTokens(dirs ...string) {
 // SSHOpts are the OpenSSH options for non-interactive logins with the operator key
 // (only that key: a developer's ssh-agent keys would count against MaxAuthTries).
 func (s *Stack) SSHOpts() []string {
-	return []string{"-i", s.Key, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+	// No ssh_config (the machine's: Debian's sends LANG and LC_*, which the
+	// agent accepts and a login's bash may warn of) and no ssh-agent.
+	return []string{"-F", "/dev/null", "-o", "IdentityAgent=none", "-i", s.Key, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
 		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20"}
 }
 

@@ -12,6 +12,16 @@ import (
 	"syscall"
 )
 
+// ClearProxies unsets the machine's proxy variables in this test process and
+// so in what it starts: they would send the tests' loopback connections to the
+// machine's proxy (porthole's own dialer proxies loopback too, as curl does),
+// and a lowercase no_proxy would beat a test's NO_PROXY.
+func ClearProxies() {
+	for _, k := range []string{"https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"} {
+		os.Unsetenv(k)
+	}
+}
+
 // ownHomeEnv marks a test process that InOwnHome started: it holds root's
 // home there.
 const ownHomeEnv = "PORTHOLE_TEST_OWN_HOME"
