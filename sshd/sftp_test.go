@@ -245,7 +245,7 @@ func TestSFTPSymlinks(t *testing.T) {
 // ls_file makes it: the time of day only for the last six months, the year
 // for older times and for any time in the future.
 func TestLongName(t *testing.T) {
-	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.Local)
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, localZone()) // the zone longName writes in (TZ, which may be a POSIX rule)
 	for _, tc := range []struct {
 		mode  uint32
 		mtime time.Time
