@@ -133,7 +133,8 @@ type agentEnv struct {
 	signer    gossh.Signer
 	dataDir   string
 	srcClient tunnel.Token
-	passwd    string // root's line, with a home of the test's own (newAgent)
+	passwd    string // a passwd file: root, with home, for the agent's logins (newAgent)
+	home      string // an empty directory
 }
 
 func newAgentEnv(t *testing.T) *agentEnv {
@@ -176,7 +177,7 @@ authorized_keys = [%q]
 		t.Fatal(err)
 	}
 	e.cfg = cfg
-	e.passwd = ownHomePasswd(t)
+	e.passwd, e.home = ownHomePasswd(t)
 	return e
 }
 
@@ -186,22 +187,22 @@ authorized_keys = [%q]
 // over SSH: with /etc/passwd's home, the tests would run the machine's
 // dotfiles (a CI machine's pyenv waits 60 s on a lock file a hung-up session
 // left behind, and prints to the command's output).
-func ownHomePasswd(t *testing.T) string {
+func ownHomePasswd(t *testing.T) (passwd, home string) {
 	t.Helper()
 	dir := safeTempDir(t)
-	home := filepath.Join(dir, "home")
+	home = filepath.Join(dir, "home")
 	shell := "/bin/bash"
 	if _, err := os.Stat(shell); err != nil {
 		shell = "/bin/sh"
 	}
-	passwd := filepath.Join(dir, "passwd")
+	passwd = filepath.Join(dir, "passwd")
 	if err := os.Mkdir(home, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(passwd, []byte("root:x:0:0:root:"+home+":"+shell+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return passwd
+	return passwd, home
 }
 
 // newAgent is New for e's config, its SSH server reading e's passwd file.
@@ -371,9 +372,8 @@ func TestAgentNotificationToSSHLogin(t *testing.T) {
 		t.Fatalf("restarted agent did not resume the tunnel: %v", err)
 	}
 	// The login's home is the test's own, with nothing in it (newAgent).
-	home := filepath.Join(filepath.Dir(e.passwd), "home")
-	if out := e.sshThrough(t, tun, `echo again in "$HOME"; ls -A`, nil); out != "again in "+home+"\n" {
-		t.Fatalf("after restart: %q, want again in %s and nothing there", out, home)
+	if out := e.sshThrough(t, tun, `echo again in "$HOME"; ls -A`, nil); out != "again in "+e.home+"\n" {
+		t.Fatalf("after restart: %q, want again in %s and nothing there", out, e.home)
 	}
 
 	// Closing the tunnel ends the session and forgets its state.

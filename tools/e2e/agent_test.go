@@ -113,7 +113,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	// by a session hung up in there, made every later login wait 60 s.
 	if home := testenv.OwnHome(); home != "" {
 		if got := s.MustSSH(port, `echo "$HOME"; ls -A`); got != home+"\n" {
-			t.Fatalf("root's home and what is in it: %q, want %q and nothing", got, home)
+			t.Fatalf("root's home and what is in it: %q, want %q", got, home+"\n")
 		}
 	} else if os.Getenv("CI") == "true" && os.Geteuid() == 0 {
 		t.Fatal("the tests log in to root's own home, with its dotfiles: stack.Tests could not give them a mount namespace (see its message above)")

@@ -31,10 +31,10 @@ func OwnHome() string { return os.Getenv(ownHomeEnv) }
 
 // InOwnHome runs this test binary again, with its arguments, in a mount
 // namespace of its own where /etc/passwd gives root a fresh, empty home
-// directory, and returns the run's exit code; ran is false, and nothing is
-// done, in that run itself, when the tests do not run as root on Linux, or
+// directory, and returns the run's exit code. ran is false, and nothing is
+// done, in that run itself, when the tests do not run as root on Linux, and
 // when the namespace cannot be made (a container without CAP_SYS_ADMIN, no
-// unshare or mount program), which it says on stderr.
+// unshare or mount program), which it then says on stderr.
 //
 // The device agents these tests start log in root with its own login shell,
 // as OpenSSH would, and bash runs root's ~/.bashrc even for `ssh host cmd`.
@@ -50,7 +50,7 @@ func InOwnHome() (code int, ran bool) {
 	}
 	dir, err := os.MkdirTemp("", "porthole-test-home-")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "testenv: logins keep root's home: %v\n", err)
+		fmt.Fprintf(os.Stderr, "testenv: logins keep root's home and its dotfiles: %v\n", err)
 		return 0, false
 	}
 	defer os.RemoveAll(dir)
@@ -72,15 +72,17 @@ func InOwnHome() (code int, ran bool) {
 	cmd.Env = append(os.Environ(), ownHomeEnv+"="+home)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// go test kills this process when its -timeout passes by far: the run
-	// goes with it. Its SIGQUIT first (for the goroutines' stacks) and a
-	// SIGTERM go to the run, whose stacks are the ones that tell.
+	// goes with it. go test's SIGQUIT before that (for the goroutines'
+	// stacks: the run's are the ones that tell) goes on to the run, as do a
+	// SIGTERM (timeout(1)), SIGINT (Ctrl-C) and SIGHUP, which end it and then
+	// this process, which removes the home.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
 		return 1, true
 	}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGQUIT, syscall.SIGTERM)
+	signal.Notify(sigs, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		for {
