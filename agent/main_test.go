@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
 )
 
 func TestMain(m *testing.M) {
@@ -15,10 +17,6 @@ func TestMain(m *testing.M) {
 	// their hangup and goleak finds their Wait. porthole agent handles SIGHUP
 	// (reload), so its programs start with the default; handled here too.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
-	// The machine's proxy settings would send the tests' loopback connections
-	// to its proxy (porthole's own dialer proxies loopback too, and curl).
-	for _, k := range []string{"https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"} {
-		os.Unsetenv(k)
-	}
+	proxyenv.Clear()
 	goleak.VerifyTestMain(m)
 }

@@ -13,13 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
@@ -219,7 +219,7 @@ func runBoard(t *testing.T, h *host, c Conf) {
 	port := freePort(t)
 	connect := exec.CommandContext(ctx, h.porthole, "connect", "--endpoint", h.dataURL,
 		"--allow-insecure-websocket", "--token-file", tokenFile, "-L", fmt.Sprintf("SSH=127.0.0.1:%d", port))
-	connect.Env = append(withoutProxies(os.Environ()), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	connect.Env = append(proxyenv.Without(os.Environ()), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
 	connect.Stdout = testWriter{t, c.Name + " connect"}
 	connect.Stderr = connect.Stdout
 	connect.WaitDelay = 5 * time.Second
@@ -414,20 +414,6 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 // once for 34.7 s and then 51.7 s, when a login gave up at 60 s; its clock
 // stepped back too). ARM guests do not stall, so the bound costs them nothing.
 const guestStall = 90 * time.Second
-
-// withoutProxies is env without the machine's proxy variables, for porthole
-// connect: its dialer proxies loopback too, where tunneld is. The rest of the
-// tests keep them (fetch.sh's apt downloads may need them).
-func withoutProxies(env []string) []string {
-	return slices.DeleteFunc(env, func(kv string) bool {
-		k, _, _ := strings.Cut(kv, "=")
-		switch strings.ToLower(k) {
-		case "https_proxy", "http_proxy", "all_proxy", "no_proxy":
-			return true
-		}
-		return false
-	})
-}
 
 // commonOpts are the OpenSSH client's options for the boards, without the
 // machine's ssh_config or ssh-agent. ConnectTimeout also bounds the banner

@@ -33,11 +33,6 @@ func TestMain(m *testing.M) {
 	// that serves sessions handles SIGHUP (reload), so its programs start
 	// with the default; handled here too, as there.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
-	// The machine's proxy settings would send the tests' loopback connections
-	// to its proxy (porthole's own dialer proxies loopback too, and curl).
-	for _, k := range []string{"https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"} {
-		os.Unsetenv(k)
-	}
 	if os.Getenv("PORTHOLE_SSHD_TEST_PROBE") != "" {
 		os.Exit(0) // TestSignalSentWithUsersPrivileges asks whether the binary runs natively
 	}

@@ -1020,7 +1020,8 @@ func TestCurlSFTPAppend(t *testing.T) {
 	writeFile(t, remote, "line1\n")
 	local := filepath.Join(o.dir, "more")
 	writeFile(t, local, "line2\n")
-	out, errOut, code := o.run(t, nil, curl, "-sS", "-k", "--key", o.keyFile, "-u", "root:", "--append", "-T", local,
+	// --noproxy: not through the machine's all_proxy to loopback.
+	out, errOut, code := o.run(t, nil, curl, "--noproxy", "*", "-sS", "-k", "--key", o.keyFile, "-u", "root:", "--append", "-T", local,
 		"sftp://127.0.0.1:"+o.port+remote)
 	if code != 0 {
 		t.Fatalf("curl: exit %d %s %s", code, out, errOut)

@@ -5,10 +5,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/porthole-iot/porthole/tools/internal/testenv"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
 )
 
 func TestMain(m *testing.M) {
-	testenv.ClearProxies()
+	proxyenv.Clear()
 	goleak.VerifyTestMain(m)
 }

@@ -14,11 +14,11 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/porthole-iot/porthole/tools/internal/testenv"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
 )
 
 func TestMain(m *testing.M) {
-	testenv.ClearProxies()
+	proxyenv.Clear()
 	goleak.VerifyTestMain(m)
 }
 

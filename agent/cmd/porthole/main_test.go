@@ -24,14 +24,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
 )
 
 func TestMain(m *testing.M) {
-	// The machine's proxy settings would send the tests' loopback connections
-	// to its proxy (porthole's own dialer proxies loopback too, and curl).
-	for _, k := range []string{"https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"} {
-		os.Unsetenv(k)
-	}
+	proxyenv.Clear()
 	// A test that needs porthole as a process of its own (signals) runs this
 	// binary again with the command line after "--".
 	if os.Getenv(childEnv) != "" {

@@ -12,16 +12,6 @@ import (
 	"syscall"
 )
 
-// ClearProxies unsets the machine's proxy variables in this test process and
-// so in what it starts: they would send the tests' loopback connections to the
-// machine's proxy (porthole's own dialer proxies loopback too, as curl does),
-// and a lowercase no_proxy would beat a test's NO_PROXY.
-func ClearProxies() {
-	for _, k := range []string{"https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"} {
-		os.Unsetenv(k)
-	}
-}
-
 // ownHomeEnv marks a test process that InOwnHome started: it holds root's
 // home there.
 const ownHomeEnv = "PORTHOLE_TEST_OWN_HOME"
@@ -59,9 +49,9 @@ func InOwnHome() (code int, ran bool) {
 	if err == nil {
 		err = probeBindMount(passwd)
 	}
-	self, serr := os.Executable()
+	var self string
 	if err == nil {
-		err = serr
+		self, err = os.Executable()
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: logins keep root's home and its dotfiles: %v\n", err)
