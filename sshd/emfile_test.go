@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // emfileListener fails its first n Accepts as accept(2) does when the process
@@ -225,5 +228,95 @@ func TestShortEMFILERunsRateLimited(t *testing.T) {
 	}
 	if lines := e.logs.logged("too many open files"); len(lines) != 1 {
 		t.Errorf("5 runs of one EMFILE each logged %d times, want once: %q", len(lines), lines)
+	}
+}
+
+// Logins refused only because the server is out of descriptors (it cannot
+// open /etc/passwd or authorized_keys) are the server's failure, not guesses
+// of the client's: counted, ten of them locked the source out for the window
+// after, once descriptors were free again, and a tunnel's streams share one
+// source, so every operator of the tunnel. Each login here comes over a
+// connection made beforehand, as a tunnel's stream needs no descriptor.
+func TestLoginsRefusedForLackOfDescriptorsAreNotCounted(t *testing.T) {
+	for _, method := range []string{"publickey", "password"} {
+		t.Run(method, func(t *testing.T) {
+			if inChild() {
+				refusedForLackOfChild(t, method == "password")
+				return
+			}
+			runChild(t, nil, nil)
+		})
+	}
+}
+
+func refusedForLackOfChild(t *testing.T, password bool) {
+	const limit = 3
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.MaxAuthFailures = limit
+		s.PasswordHashes = map[string]string{"root": string(hash)}
+	})
+	auth := gossh.PublicKeys(e.key)
+	if password {
+		auth = gossh.Password("s3cret")
+	}
+	type pair struct{ client, server net.Conn }
+	var pairs []pair
+	for range 2*limit + 1 {
+		c, s := tcpPair(t)
+		pairs = append(pairs, pair{c, s})
+	}
+	login := func() error {
+		p := pairs[0]
+		pairs = pairs[1:]
+		go e.srv.ServeConn(tunnelConn{p.server})
+		c, chans, reqs, err := gossh.NewClientConn(p.client, "tunnel", e.clientConfig("root", auth))
+		if err != nil {
+			p.client.Close()
+			return err
+		}
+		gossh.NewClient(c, chans, reqs).Close()
+		return nil
+	}
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 64, Max: old.Max}); err != nil {
+		t.Fatal(err)
+	}
+	var fill []*os.File
+	failed := 0
+	for range 2 * limit {
+		// Take what the last login freed once its end is done, and any
+		// the runtime let go.
+		time.Sleep(100 * time.Millisecond)
+		for {
+			f, err := os.Open(os.DevNull)
+			if err != nil {
+				break
+			}
+			fill = append(fill, f)
+		}
+		if login() != nil {
+			failed++
+		}
+	}
+	for _, f := range fill {
+		f.Close()
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if emfile := len(e.logs.logged("too many open files")); failed <= limit || emfile < failed {
+		t.Fatalf("%d of %d logins refused with no descriptor free, %d logged with EMFILE; want over %d (MaxAuthFailures), each for EMFILE",
+			failed, 2*limit, emfile, limit)
+	}
+	if err := login(); err != nil {
+		t.Errorf("once descriptors are free again, login: %v (the refusals were counted as failed logins: %q)",
+			err, e.logs.logged("too many failed logins"))
 	}
 }

@@ -305,8 +305,9 @@ func (s *Server) endStartup(c *conn) {
 	}
 }
 
-// passwordFailed marks c as having a failed login counted already.
-func (s *Server) passwordFailed(c *conn) {
+// failureCounted marks c as having its failed login counted already, or as
+// one not to count (refusedForLackOf).
+func (s *Server) failureCounted(c *conn) {
 	s.mu.Lock()
 	if su := s.unauth[c]; su != nil {
 		su.counted = true

@@ -21,6 +21,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
@@ -77,6 +78,9 @@ func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey
 	reason := ""
 	if err != nil {
 		st.refuseKey()
+		if refusedForLackOf(err) {
+			s.failureCounted(st.conn)
+		}
 		reason = err.Error()
 		s.log().Debug("public key refused", "remote", st.remote, "user", clipClient(ctx.User()), "key", keyInfo(key).Fingerprint, "reason", clipClient(reason))
 		s.padRefusal(st, user, start)
@@ -243,9 +247,9 @@ func (s *Server) limitedCheckPassword(st *connState, user, password string, star
 		return errTooManyFailures
 	}
 	err := s.checkPassword(user, password)
-	blocked := s.limiter.end(st.src, err != nil, s.clock())
+	blocked := s.limiter.end(st.src, err != nil && !refusedForLackOf(err), s.clock())
 	if err != nil {
-		s.passwordFailed(st.conn)
+		s.failureCounted(st.conn)
 	}
 	if blocked {
 		s.closeUnauthenticated(st.src)
@@ -461,4 +465,14 @@ func (s *Server) openAsUser(path string, a *account) (f *os.File, fi os.FileInfo
 		err = fmt.Errorf("read as user %s, as sshd reads it: %w", a.Name, err)
 	}
 	return f, fi, err
+}
+
+// refusedForLackOf reports whether a login was refused for the server's own
+// lack of file descriptors or memory (reading /etc/passwd or authorized_keys),
+// no guess of the client's having been judged. Counted as failed logins, a
+// busy moment of a router with a low `ulimit -n` locked the source out for the
+// window after, once descriptors were free again: for a tunnel, every
+// operator of it.
+func refusedForLackOf(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM)
 }
