@@ -258,7 +258,7 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 		// error page) may quote the request's headers: the tokens would be
 		// in the error, which is logged, published and printed.
 		return nil, &HandshakeError{StatusCode: resp.status, Body: redactTokens(resp.body, cfg.AccessToken, cfg.ClientToken),
-			ChannelID: redactTokens(printable(resp.get("channel-id")), cfg.AccessToken, cfg.ClientToken)}
+			ChannelID: redactTokens(Printable(resp.get("channel-id")), cfg.AccessToken, cfg.ClientToken)}
 	}
 	c := &Conn{ws: ws, log: cfg.logger(), done: make(chan struct{}), channelID: resp.get("channel-id")}
 	v, ok := versionOf(ws.subprotocol)

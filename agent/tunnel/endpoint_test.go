@@ -278,9 +278,9 @@ func FuzzOperatorInput(f *testing.F) {
 				t.Fatalf("ParseProxyURL(%q) = %v", s, u)
 			}
 		}
-		p := printable(s)
+		p := Printable(s)
 		if !utf8.ValidString(p) || strings.ContainsFunc(p, func(r rune) bool { return !unicode.IsGraphic(r) }) {
-			t.Fatalf("printable(%q) = %q", s, p)
+			t.Fatalf("Printable(%q) = %q", s, p)
 		}
 	})
 }

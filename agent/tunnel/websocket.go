@@ -306,7 +306,7 @@ func proxyAuthHint(sent bool, offered []string) string {
 			schemes = nil
 			break
 		}
-		schemes = append(schemes, printable(truncate(scheme, 32)))
+		schemes = append(schemes, Printable(truncate(scheme, 32)))
 	}
 	switch {
 	case len(schemes) > 0:
@@ -382,7 +382,7 @@ func readBody(br *bufio.Reader, r *handshakeResponse) string {
 		return ""
 	}
 	if headerHasToken(strings.Join(r.header["transfer-encoding"], ","), "chunked") {
-		return printable(strings.TrimSpace(string(readChunked(br, 1024))))
+		return Printable(strings.TrimSpace(string(readChunked(br, 1024))))
 	}
 	n := int64(1024)
 	if cl, err := strconv.ParseInt(r.get("Content-Length"), 10, 64); err == nil && cl < n {
@@ -392,7 +392,7 @@ func readBody(br *bufio.Reader, r *handshakeResponse) string {
 		return ""
 	}
 	b, _ := io.ReadAll(io.LimitReader(br, n))
-	return printable(strings.TrimSpace(string(b)))
+	return Printable(strings.TrimSpace(string(b)))
 }
 
 // readChunked decodes up to limit bytes of a chunked body (RFC 9112 §7.1),
@@ -425,12 +425,12 @@ func readChunked(br *bufio.Reader, limit int) []byte {
 	return b
 }
 
-// printable is text from the service (a refusal's body, a Close reason, a
-// header) made safe for a terminal: control characters, invalid UTF-8 and
+// Printable is text from the service (a refusal's body, a Close reason, a
+// header, an error naming what its certificate holds) made safe for a terminal: control characters, invalid UTF-8 and
 // other non-printable runes become \x.. or \u.... escapes, so that a hostile
 // endpoint (or anyone in its path under --insecure-skip-verify) cannot send
 // escape sequences to the operator's terminal through an error message.
-func printable(s string) string {
+func Printable(s string) string {
 	if !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) }) && utf8.ValidString(s) {
 		return s
 	}
@@ -648,7 +648,7 @@ func (c *wsConn) control(op byte, payload []byte) error {
 	ce := &CloseError{Code: 1005}
 	if len(payload) >= 2 {
 		ce.Code = int(binary.BigEndian.Uint16(payload))
-		ce.Reason = printable(string(payload[2:]))
+		ce.Reason = Printable(string(payload[2:]))
 	}
 	// Answer the close (RFC 6455 §5.5.1), then drop the connection: an empty
 	// Close to an empty one, the code echoed if it may be sent, else 1002,

@@ -3,8 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"io/fs"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -465,5 +472,48 @@ func TestConnectEndpointFromEnvironmentNamed(t *testing.T) {
 	t.Setenv(endpointEnv, "ws://192.0.2.1:8080")
 	if _, _, errs := runCmd(t, nil, "connect", "--token-file", tok, "--allow-insecure-websocket"); !strings.Contains(errs, endpointEnv+" is ws://") {
 		t.Errorf("%s=ws://192.0.2.1:8080 with --allow-insecure-websocket: stderr %q, want a warning naming it", endpointEnv, errs)
+	}
+}
+
+// The names an endpoint's certificate holds may be any ASCII bytes, and Go
+// checks them before the chain, so any endpoint, proxy or spoofer, trusted or
+// not, chooses what a refusal quotes. On the operator's terminal (ssh's own,
+// for a ProxyCommand) they must not arrive as escape sequences or lines.
+func TestConnectCertificateNamesReachTheTerminalEscaped(t *testing.T) {
+	echoTunnel(t) // for the environment
+	names := []string{"a\x1b]52;c;ZWNobyBwd25lZA==\x07", "b\x1b[2J\x1b[H", "c\nporthole connect: connected\n"}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: names}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	t.Setenv(tokenEnv, strings.Repeat("t", 40))
+	var errb bytes.Buffer // stdout is written to after run returns when it ends before joining
+	code := run([]string{"connect", "--endpoint", "wss://localhost:" + port, "--stdio", "SSH"}, strings.NewReader(""), io.Discard, &errb)
+	errs := errb.String()
+	if code == exitOK || !strings.Contains(errs, `valid for a\x1b]52;c;ZWNobyBwd25lZA==\a, b\x1b[2J\x1b[H, c\nporthole connect: connected\n, not localhost`) {
+		t.Fatalf("exit %d, stderr %q; want the certificate's names escaped", code, errs)
+	}
+	if strings.ContainsAny(errs, "\x1b\a") || strings.Contains(errs, "\nporthole connect: connected") {
+		t.Errorf("stderr %q: the certificate's control characters reached it raw", errs)
 	}
 }

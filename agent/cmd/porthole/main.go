@@ -14,6 +14,7 @@ import (
 	"os"
 
 	"github.com/porthole-iot/porthole/agent"
+	"github.com/porthole-iot/porthole/agent/tunnel"
 )
 
 func main() {
@@ -76,6 +77,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "porthole: unknown command %q\n\n%s%s", cmd, usage, usageNote)
 		return exitUsage
 	}
+	say := func(err error) {
+		msg := err.Error()
+		if cmd == "connect" {
+			// It may quote the endpoint's or proxy's certificate
+			// (x509.HostnameError: the names it holds, any bytes) on the
+			// operator's terminal, ssh's own when run as its ProxyCommand.
+			msg = tunnel.Printable(msg)
+		}
+		fmt.Fprintf(stderr, "porthole %s: %s\n", cmd, msg)
+	}
 	switch {
 	case err == nil:
 		return exitOK
@@ -83,7 +94,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitOK
 	case errors.Is(err, agent.ErrUsage):
 		if !errors.As(err, new(flagError)) { // package flag printed it already
-			fmt.Fprintf(stderr, "porthole %s: %v\n", cmd, err)
+			say(err)
 		} else if implied && cmd == "agent" {
 			fmt.Fprint(stderr, "\nWith no command, porthole runs the device agent (porthole agent -c FILE).\n"+
 				"The operator's proxy is a command of its own: porthole connect --region R --token-file F -L SSH=2222\n"+
@@ -93,7 +104,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.Is(err, context.Canceled):
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "porthole %s: %v\n", cmd, err)
+		say(err)
 		return exitRuntime
 	}
 }
