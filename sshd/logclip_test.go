@@ -47,6 +47,46 @@ func TestForwardLookupErrorClippedInLog(t *testing.T) {
 	t.Logf("longest forward log line: %d bytes", longest)
 }
 
+// TestForwardOpenedClippedInLog: a forward that is allowed logs its
+// destination clipped too. An IPv6 zone may be any length (netip takes it, and
+// the dial, finding no such interface, uses none), so "::1%" and 200 KiB is
+// loopback: it was logged whole, twice over, at each channel open.
+func TestForwardOpenedClippedInLog(t *testing.T) {
+	l, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	e := newEnv(t, nil)
+	c := e.login("root")
+	payload := gossh.Marshal(&struct {
+		DestHost string
+		DestPort uint32
+		OrigHost string
+		OrigPort uint32
+	}{"::1%" + strings.Repeat("Z", 200<<10), uint32(l.Addr().(*net.TCPAddr).Port), "127.0.0.1", 5555})
+	ch, _, err := c.OpenChannel("direct-tcpip", payload)
+	if err != nil {
+		t.Fatalf("forward to ::1 with a long zone: %v", err)
+	}
+	ch.Close()
+	waitFor(t, "the forward logged", func() bool { return len(e.logs.logged("forward opened")) > 0 })
+	for _, l := range e.logs.logged("forward") {
+		if len(l) > 4096 {
+			t.Errorf("log line of %d bytes (starts %q)", len(l), l[:200])
+		}
+	}
+}
+
 // TestSCPTargetNotLogged: a command line's arguments are never logged
 // (commandName), nor the target of scp -d -t whose directory is missing,
 // which the client is told.

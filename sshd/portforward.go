@@ -215,11 +215,11 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 		// client is gone.
 		tc.Close()
 		ev.Reason = "the client went away while the destination was dialled"
-		s.log().Info("forward closed: "+ev.Reason, "remote", st.remote, "user", sc.User(), "dest", ev.Dest)
+		s.log().Info("forward closed: "+ev.Reason, "remote", st.remote, "user", sc.User(), "dest", clipClient(ev.Dest))
 		s.audit(&ev)
 		return
 	}
-	s.log().Info("forward opened", "remote", st.remote, "user", sc.User(), "dest", ev.Dest)
+	s.log().Info("forward opened", "remote", st.remote, "user", sc.User(), "dest", clipClient(ev.Dest))
 	s.audit(&ev)
 	proxy(ctx, ch, reqs, tc)
 }
