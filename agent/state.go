@@ -57,7 +57,8 @@ func (s stateStore) remove(accessToken string) error {
 // load returns the saved tunnels that may still be open, oldest first (the
 // order they came in: past max_tunnels the newest wins, as it would have before
 // the restart), and deletes the rest: expired, whose fingerprints it returns,
-// or unreadable (a corrupt file cannot be used and is reported).
+// or corrupt (a file that cannot be used; reported). One it cannot read is
+// reported and left.
 func (s stateStore) load(now time.Time) (saved []savedTunnel, expired []string, errs []error) {
 	entries, err := os.ReadDir(s.dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -81,10 +82,15 @@ func (s stateStore) load(now time.Time) (saved []savedTunnel, expired []string, 
 			continue
 		}
 		b, err := os.ReadFile(p)
-		var t savedTunnel
-		if err == nil {
-			err = t.decode(b)
+		if err != nil {
+			// The file's content is not known to be at fault (out of
+			// descriptors, an I/O error of the flash): kept for a later start,
+			// where it may resume its tunnel.
+			errs = append(errs, fmt.Errorf("reading tunnel state %s (kept): %v", name, err))
+			continue
 		}
+		var t savedTunnel
+		err = t.decode(b)
 		if err == nil && (t.AccessToken == "" || t.ClientToken == "" || tokenKey(t.AccessToken)+".json" != name) {
 			err = errors.New("incomplete or misnamed record")
 		}

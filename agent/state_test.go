@@ -102,6 +102,25 @@ func TestStateLoadRemovesCrashTemporaries(t *testing.T) {
 	}
 }
 
+// A record load cannot read is not known to be corrupt (out of descriptors,
+// an I/O error of the flash): it is reported and kept for a later start, where
+// it may resume its tunnel; corrupt ones are removed (TestStateStore). A
+// directory stands in for it here: reading it fails as reading a file can.
+func TestStateLoadKeepsWhatItCannotRead(t *testing.T) {
+	s := stateStore{dir: filepath.Join(t.TempDir(), "tunnels")}
+	unread := s.path(tokenKey("unread"))
+	if err := os.MkdirAll(unread, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	got, _, errs := s.load(time.Now())
+	if len(got) != 0 || len(errs) != 1 || !strings.Contains(errs[0].Error(), "reading tunnel state "+filepath.Base(unread)+" (kept)") {
+		t.Errorf("load = %v, %q; want nothing, and one error saying %s is kept", got, errs, filepath.Base(unread))
+	}
+	if _, err := os.Stat(unread); err != nil {
+		t.Errorf("what load could not read is gone: %v", err)
+	}
+}
+
 // load returns the saved tunnels oldest first and, among those received at the
 // same time, in the state directory's order (its file names'): the order of a
 // stable sort of the directory by time, whichever sort load uses.
