@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
 
 func TestMain(m *testing.M) {
@@ -17,6 +17,6 @@ func TestMain(m *testing.M) {
 	// their hangup and goleak finds their Wait. porthole agent handles SIGHUP
 	// (reload), so its programs start with the default; handled here too.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
-	proxyenv.Clear()
+	hostenv.Clear()
 	goleak.VerifyTestMain(m)
 }

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
@@ -219,7 +219,7 @@ func runBoard(t *testing.T, h *host, c Conf) {
 	port := freePort(t)
 	connect := exec.CommandContext(ctx, h.porthole, "connect", "--endpoint", h.dataURL,
 		"--allow-insecure-websocket", "--token-file", tokenFile, "-L", fmt.Sprintf("SSH=127.0.0.1:%d", port))
-	connect.Env = append(proxyenv.Without(os.Environ()), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	connect.Env = append(hostenv.WithoutProxies(os.Environ()), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
 	connect.Stdout = testWriter{t, c.Name + " connect"}
 	connect.Stderr = connect.Stdout
 	connect.WaitDelay = 5 * time.Second

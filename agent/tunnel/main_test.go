@@ -5,12 +5,12 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
 
 // TestMain fails the package if any test leaves a goroutine behind; the
-// tests run without the machine's proxy settings.
+// tests run without the machine's proxy settings and umask (hostenv).
 func TestMain(m *testing.M) {
-	proxyenv.Clear()
+	hostenv.Clear()
 	goleak.VerifyTestMain(m)
 }

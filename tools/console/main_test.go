@@ -5,10 +5,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
 
 func TestMain(m *testing.M) {
-	proxyenv.Clear()
+	hostenv.Clear()
 	goleak.VerifyTestMain(m)
 }

@@ -14,11 +14,11 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
 
 func TestMain(m *testing.M) {
-	proxyenv.Clear()
+	hostenv.Clear()
 	goleak.VerifyTestMain(m)
 }
 

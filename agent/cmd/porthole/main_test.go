@@ -24,11 +24,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
-	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
 
 func TestMain(m *testing.M) {
-	proxyenv.Clear()
+	hostenv.Clear()
 	// A test that needs porthole as a process of its own (signals) runs this
 	// binary again with the command line after "--".
 	if os.Getenv(childEnv) != "" {

@@ -38,7 +38,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
-	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/proxyenv"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
@@ -131,13 +131,13 @@ var buildOnce struct {
 // it: goleak.VerifyTestMain(stack.Tests(m)). Run as root, the tests run in
 // a mount namespace where root's home is an empty directory of their own
 // (testenv.InOwnHome): the agents they start log in root with no dotfiles.
-// They run without the machine's proxy settings (proxyenv.Clear).
+// They run without the machine's proxy settings and umask (hostenv.Clear).
 func Tests(m interface{ Run() int }) interface{ Run() int } { return tests{m} }
 
 type tests struct{ m interface{ Run() int } }
 
 func (t tests) Run() int {
-	proxyenv.Clear()
+	hostenv.Clear()
 	if code, ran := testenv.InOwnHome(); ran {
 		return code
 	}
