@@ -82,21 +82,23 @@ func (s stateStore) load(now time.Time) (saved []savedTunnel, expired []string, 
 			continue
 		}
 		b, err := os.ReadFile(p)
-		if err != nil {
-			// The file's content is not known to be at fault (out of
-			// descriptors, an I/O error of the flash): kept for a later start,
-			// where it may resume its tunnel.
-			errs = append(errs, fmt.Errorf("reading tunnel state %s (kept): %v", name, err))
-			continue
-		}
+		// Unread, the file is not known to be at fault (out of descriptors,
+		// an I/O error of the flash): kept for a later start, where it may
+		// resume its tunnel.
+		what, read := "keeping unread tunnel state", err == nil
 		var t savedTunnel
-		err = t.decode(b)
+		if read {
+			what = "discarding tunnel state"
+			err = t.decode(b)
+		}
 		if err == nil && (t.AccessToken == "" || t.ClientToken == "" || tokenKey(t.AccessToken)+".json" != name) {
 			err = errors.New("incomplete or misnamed record")
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("discarding tunnel state %s: %v", name, err))
-			os.Remove(p)
+			errs = append(errs, fmt.Errorf("%s %s: %v", what, name, err))
+			if read {
+				os.Remove(p)
+			}
 			continue
 		}
 		if age := now.Sub(t.Received); age > maxTunnelLifetime {

@@ -113,7 +113,7 @@ func TestStateLoadKeepsWhatItCannotRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _, errs := s.load(time.Now())
-	if len(got) != 0 || len(errs) != 1 || !strings.Contains(errs[0].Error(), "reading tunnel state "+filepath.Base(unread)+" (kept)") {
+	if len(got) != 0 || len(errs) != 1 || !strings.Contains(errs[0].Error(), "keeping unread tunnel state "+filepath.Base(unread)+": ") {
 		t.Errorf("load = %v, %q; want nothing, and one error saying %s is kept", got, errs, filepath.Base(unread))
 	}
 	if _, err := os.Stat(unread); err != nil {

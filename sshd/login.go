@@ -474,5 +474,6 @@ func (s *Server) openAsUser(path string, a *account) (f *os.File, fi os.FileInfo
 // window after, once descriptors were free again: for a tunnel, every
 // operator of it.
 func refusedForLackOf(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM)
+	var en syscall.Errno
+	return errors.As(err, &en) && (en == syscall.EMFILE || en == syscall.ENFILE || en == syscall.ENOMEM)
 }

@@ -77,36 +77,32 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "porthole: unknown command %q\n\n%s%s", cmd, usage, usageNote)
 		return exitUsage
 	}
-	say := func(err error) {
-		msg := err.Error()
-		if cmd == "connect" {
-			// It may quote the endpoint's or proxy's certificate
-			// (x509.HostnameError: the names it holds, any bytes) on the
-			// operator's terminal, ssh's own when run as its ProxyCommand.
-			msg = tunnel.Printable(msg)
-		}
-		fmt.Fprintf(stderr, "porthole %s: %s\n", cmd, msg)
-	}
+	code := exitRuntime
 	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, errHelp):
+	case err == nil, errors.Is(err, errHelp):
 		return exitOK
 	case errors.Is(err, agent.ErrUsage):
-		if !errors.As(err, new(flagError)) { // package flag printed it already
-			say(err)
-		} else if implied && cmd == "agent" {
-			fmt.Fprint(stderr, "\nWith no command, porthole runs the device agent (porthole agent -c FILE).\n"+
-				"The operator's proxy is a command of its own: porthole connect --region R --token-file F -L SSH=2222\n"+
-				"(porthole -h lists the commands)\n")
+		if errors.As(err, new(flagError)) { // package flag printed it already
+			if implied && cmd == "agent" {
+				fmt.Fprint(stderr, "\nWith no command, porthole runs the device agent (porthole agent -c FILE).\n"+
+					"The operator's proxy is a command of its own: porthole connect --region R --token-file F -L SSH=2222\n"+
+					"(porthole -h lists the commands)\n")
+			}
+			return exitUsage
 		}
-		return exitUsage
+		code = exitUsage
 	case errors.Is(err, context.Canceled):
 		return exitOK
-	default:
-		say(err)
-		return exitRuntime
 	}
+	msg := err.Error()
+	if cmd == "connect" {
+		// It may quote the endpoint's or proxy's certificate
+		// (x509.HostnameError: the names it holds, any bytes) on the
+		// operator's terminal, ssh's own when run as its ProxyCommand.
+		msg = tunnel.Printable(msg)
+	}
+	fmt.Fprintf(stderr, "porthole %s: %s\n", cmd, msg)
+	return code
 }
 
 var errHelp = errors.New("help shown")
