@@ -22,10 +22,10 @@ var ErrRefused = errors.New("tunnel: the device ended the connection before it a
 // RunStdio carries one connection of service over in and out instead of a listener,
 // so that `ssh -o ProxyCommand='porthole connect --stdio …'` needs no local port. An
 // empty service means the tunnel's only service. It returns nil when the connection
-// ends normally, ErrRefused when the peer ends it before sending anything, and an
-// error when the tunnel is lost while it is open (a reconnect cannot resume the
-// connection). Listen is ignored. The goroutine that reads in ends
-// when in reports EOF or an error.
+// ends normally, ctx's error when ctx ends first, ErrRefused when the peer ends it
+// before sending anything, and an error when the tunnel is lost while it is open (a
+// reconnect cannot resume the connection). Listen is ignored. The goroutine that
+// reads in ends when in reports EOF or an error.
 func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, out io.Writer) error {
 	opt := src.options()
 	cfg := src.Config
@@ -94,6 +94,9 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 	var stop *stopError
 	if errors.As(err, &stop) {
 		return stop.err
+	}
+	if err == nil { // ctx ended first
+		return ctx.Err()
 	}
 	return err
 }

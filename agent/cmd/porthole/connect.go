@@ -185,12 +185,14 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	// gone: it is how it usually ends when not stopped by hand (the terminal
 	// of a `porthole connect ... &` closed, ssh ending its ProxyCommand).
 	// Unless it is ignored (nohup): Notify would stop ignoring it.
-	stopOn := []os.Signal{os.Interrupt, syscall.SIGTERM}
-	if !signal.Ignored(syscall.SIGHUP) {
-		stopOn = append(stopOn, syscall.SIGHUP)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
+	stopped, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctx := stopped
+	if !signal.Ignored(syscall.SIGHUP) {
+		var hangup context.CancelFunc
+		ctx, hangup = signal.NotifyContext(stopped, syscall.SIGHUP)
+		defer hangup()
+	}
 	endpointFrom := ""
 	switch {
 	case fromEnv && *endpoint != "":
@@ -198,8 +200,15 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	case fromEnv:
 		endpointFrom = regionEnv
 	}
-	return agent.Connect(ctx, agent.ConnectConfig{Tunnel: cfg, Listen: listen, Stdio: *stdio, Stdin: stdin, Stdout: stdout,
+	err = agent.Connect(ctx, agent.ConnectConfig{Tunnel: cfg, Listen: listen, Stdio: *stdio, Stdin: stdin, Stdout: stdout,
 		PeerVersion: pv, ClientTokenFrom: clientTokenFrom, TokenCacheDir: cache, EndpointFrom: endpointFrom, Logger: log})
+	if *stdio != "" && errors.Is(err, context.Canceled) && stopped.Err() != nil {
+		// Stopped by hand: what the connection carried may be cut short,
+		// and a script that runs it must not read success. A hangup is how
+		// ssh ends its ProxyCommand: exit 0.
+		return errors.New("stopped before the connection ended: what it carried may be cut short")
+	}
+	return err
 }
 
 // tokenEnv holds the access token when neither --token nor --token-file is given.

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -171,10 +173,61 @@ func TestConnectSurvivesLogReaderGone(t *testing.T) {
 // must still end, even while its stdin stays open, not go on carrying a
 // connection whose output goes nowhere.
 func TestConnectStdioEndsWithStdout(t *testing.T) {
+	c := startStdioChild(t)
+	c.outR.Close()
+	c.inW.Write([]byte("pong")) // echoed to a stdout nobody reads; stdin stays open
+	select {
+	case <-c.done:
+		if ws := c.cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
+			t.Errorf("porthole connect --stdio killed by %v", ws.Signal())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("porthole connect --stdio still running 10 s after its stdout's reader went away")
+	}
+}
+
+// TestConnectStdioStoppedMidConnection: a hangup is how ssh ends its
+// ProxyCommand, exit 0; but stopped by SIGTERM or Ctrl-C while its connection
+// is open, porthole connect --stdio has cut what it carried short, and a script
+// that runs it (porthole connect --stdio SVC <in >out) must not read success.
+func TestConnectStdioStoppedMidConnection(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			c := startStdioChild(t)
+			c.cmd.Process.Signal(sig)
+			select {
+			case <-c.done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("porthole connect --stdio still running 10 s after %v", sig)
+			}
+			code, stderr := c.cmd.ProcessState.ExitCode(), c.stderr.String()
+			switch {
+			case sig == syscall.SIGHUP && code != exitOK:
+				t.Errorf("after a hangup: exit %d, want 0; stderr:\n%s", code, stderr)
+			case sig != syscall.SIGHUP && (code != exitRuntime || !strings.Contains(stderr, "porthole connect: stopped before the connection ended")):
+				t.Errorf("after %v: exit %d, want %d and a line that says it was stopped before the connection ended; stderr:\n%s", sig, code, exitRuntime, stderr)
+			}
+		})
+	}
+}
+
+// stdioChild is `porthole connect --stdio SSH` run as a process of its own on
+// an echo tunnel, with a round trip done.
+type stdioChild struct {
+	cmd    *exec.Cmd
+	inW    *os.File
+	outR   *os.File
+	stderr *lockedBuffer // read once done is closed
+	done   chan struct{}
+}
+
+func startStdioChild(t *testing.T) *stdioChild {
+	t.Helper()
 	srv, tun := echoTunnel(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "connect", "--endpoint", srv.URL, "--allow-insecure-websocket",
+	c := &stdioChild{stderr: new(lockedBuffer), done: make(chan struct{})}
+	c.cmd = exec.Command(os.Args[0], "-test.run=^$", "--", "connect", "--endpoint", srv.URL, "--allow-insecure-websocket",
 		"--stdio", "SSH", "--token-file", writeToken(t, tun.SourceToken))
-	cmd.Env = append(os.Environ(), childEnv+"=1")
+	c.cmd.Env = append(os.Environ(), childEnv+"=1")
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -183,30 +236,39 @@ func TestConnectStdioEndsWithStdout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdin, cmd.Stdout = inR, outW
-	err = cmd.Start()
+	c.inW, c.outR = inW, outR
+	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = inR, outW, c.stderr
+	err = c.cmd.Start()
 	inR.Close()
 	outW.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer inW.Close()
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	t.Cleanup(func() { inW.Close(); outR.Close() })
+	go func() { c.cmd.Wait(); close(c.done) }()
+	t.Cleanup(func() { c.cmd.Process.Kill(); <-c.done })
 	inW.Write([]byte("ping"))
 	b := make([]byte, 4)
 	if _, err := io.ReadFull(outR, b); err != nil || string(b) != "ping" {
 		t.Fatalf("echo %q, %v", b, err)
 	}
-	outR.Close()
-	inW.Write([]byte("pong")) // echoed to a stdout nobody reads; stdin stays open
-	select {
-	case <-done:
-		if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
-			t.Errorf("porthole connect --stdio killed by %v", ws.Signal())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("porthole connect --stdio still running 10 s after its stdout's reader went away")
-	}
+	return c
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
