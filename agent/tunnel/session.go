@@ -753,6 +753,11 @@ func (s *session) endStream(service string, id int32, byReader bool) {
 }
 
 // sendStreamReset sends STREAM_RESET for stream id of service (see sendReset).
+//
+// Not inlined (agent/tunnel keeps inlining, device.gcflags): each of its three
+// callers would carry its own copy of the closure.
+//
+//go:noinline
 func (s *session) sendStreamReset(service string, id int32) {
 	s.sendReset(func() { _ = s.send(&Message{Type: TypeStreamReset, StreamID: id, ServiceID: service}) })
 }

@@ -690,6 +690,11 @@ func (c *wsConn) fail(code int, reason string) error {
 // yet (a STREAM_RESET written just before); waiting for its end also lets it
 // read them before a reconnect replaces this connection. Draining needs the
 // single reader to have stopped.
+//
+// Not inlined (agent/tunnel keeps inlining, device.gcflags): each caller would
+// carry its own copy of the closure, ~600 B of code on linux/mipsle.
+//
+//go:noinline
 func (c *wsConn) closeWith(code int, reason string, drain time.Duration) {
 	c.close.Do(func() {
 		if c.sendClose(code, reason) == nil && drain > 0 {
