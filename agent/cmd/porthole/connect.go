@@ -124,11 +124,11 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	case errors.Is(err, tunnel.ErrPlainWebSocket):
 		return agent.Usagef("--endpoint %s is not TLS: add --allow-insecure-websocket (labs and tests only)", *endpoint)
 	case err != nil && fromEnv && *endpoint == "":
-		return agent.Usagef("%s: %s", regionEnv, strings.TrimPrefix(err.Error(), "tunnel: "))
+		return tunnelUsage(regionEnv, err)
 	case err != nil && fromEnv:
-		return agent.Usagef("%s: %s", endpointEnv, strings.TrimPrefix(err.Error(), "tunnel: "))
+		return tunnelUsage(endpointEnv, err)
 	case err != nil:
-		return agent.Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
+		return tunnelUsage("", err)
 	}
 	var pv tunnel.Version // a switch, not a map literal built at every run: less code
 	switch *peer {
@@ -150,14 +150,14 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		// accepted again only with that client token.
 		ct, err := tunnel.NewClientToken(v)
 		if err != nil {
-			return agent.Usagef("%s: %s", clientTokenEnv, strings.TrimPrefix(err.Error(), "tunnel: "))
+			return tunnelUsage(clientTokenEnv, err)
 		}
 		cfg.ClientToken, clientTokenFrom = ct, clientTokenEnv
 	}
 	if *proxy != "" {
 		u, err := tunnel.ParseProxyURL(*proxy)
 		if err != nil {
-			return agent.Usagef("--https-proxy: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
+			return tunnelUsage("--https-proxy", err)
 		}
 		cfg.Proxy = tunnel.ProxyURL(u)
 		if _, ok := u.User.Password(); ok {
@@ -166,7 +166,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		}
 	} else if _, err := tunnel.EnvironmentProxy(*endpoint, *region, *allowWS); err != nil {
 		// Every dial would fail the same way: say so now, naming the variable.
-		return agent.Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
+		return tunnelUsage("", err)
 	}
 	cache := ""
 	if dir, err := os.UserCacheDir(); err == nil {
@@ -209,6 +209,16 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		return errors.New("stopped before the connection ended: what it carried may be cut short")
 	}
 	return err
+}
+
+// tunnelUsage is err, from the tunnel package, as a usage error: its "tunnel: "
+// prefix replaced by what, the flag or variable at fault ("" for none).
+func tunnelUsage(what string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "tunnel: ")
+	if what != "" {
+		msg = what + ": " + msg
+	}
+	return agent.Usagef("%s", msg)
 }
 
 // tokenEnv holds the access token when neither --token nor --token-file is given.
