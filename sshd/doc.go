@@ -248,8 +248,13 @@
 // power cut after a plain put can lose what the page cache held: the file is
 // flushed with fsync(2) if it is still at the path it was opened by, else
 // every file system with sync(2)), and copy-data (sftp's cp, OpenSSH 9.0+:
-// the copy stays on the device). pkg/sftp keeps its descriptors to itself, so
-// these two open the file again by the name it was opened by, and only if it
+// the copy stays on the device); not lsetstat@openssh.com (sftp's chown -h on a
+// symbolic link says the server does not support it; sshfs, rclone, WinSCP
+// and FileZilla do not use it), fstatvfs or home-directory. At most 128 files
+// are open per session (limits@openssh.com says so; the 129th OPEN fails with
+// "too many open files"), where sftp-server takes as many as its descriptor
+// limit. pkg/sftp keeps its descriptors to itself, so fsync and copy-data
+// open the file again by the name it was opened by, and only if it
 // is still the same file: copy-data refuses a file renamed or replaced since.
 // Opened again, a file is checked against its mode: an agent that is not root
 // cannot cp a read-only file (the copy is made with the original's mode, and
