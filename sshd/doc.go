@@ -168,7 +168,9 @@
 // is checked, and each connection that ends without logging in and without a
 // refused password; once a source is over it, its new connections and its
 // connections not yet logged in are closed. Keys that are not authorized are
-// not counted one by one. MaxStartups (default 10) connections may be in key
+// not counted one by one, nor refusals for the server's own lack of file
+// descriptors or memory (reading /etc/passwd or authorized_keys), which judge
+// no guess: a connection with only such refusals is not counted. MaxStartups (default 10) connections may be in key
 // exchange or authentication at once; more wait their turn, up to ten times
 // that many, and beyond that are closed at once, with one log line every 10 s.
 // At most half the CPUs (at least one) check passwords at once; other checks

@@ -235,13 +235,14 @@ func TestShortEMFILERunsRateLimited(t *testing.T) {
 // open /etc/passwd or authorized_keys) are the server's failure, not guesses
 // of the client's: counted, ten of them locked the source out for the window
 // after, once descriptors were free again, and a tunnel's streams share one
-// source, so every operator of the tunnel. Each login here comes over a
+// source, so every operator of the tunnel. A connection that also had a key
+// refused on its merits still counts. Each login here comes over a
 // connection made beforehand, as a tunnel's stream needs no descriptor.
 func TestLoginsRefusedForLackOfDescriptorsAreNotCounted(t *testing.T) {
-	for _, method := range []string{"publickey", "password"} {
+	for _, method := range []string{"publickey", "password", "password then a wrong key"} {
 		t.Run(method, func(t *testing.T) {
 			if inChild() {
-				refusedForLackOfChild(t, method == "password")
+				refusedForLackOfChild(t, method)
 				return
 			}
 			runChild(t, nil, nil)
@@ -249,7 +250,7 @@ func TestLoginsRefusedForLackOfDescriptorsAreNotCounted(t *testing.T) {
 	}
 }
 
-func refusedForLackOfChild(t *testing.T, password bool) {
+func refusedForLackOfChild(t *testing.T, method string) {
 	const limit = 3
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	if err != nil {
@@ -259,9 +260,25 @@ func refusedForLackOfChild(t *testing.T, password bool) {
 		s.MaxAuthFailures = limit
 		s.PasswordHashes = map[string]string{"root": string(hash)}
 	})
-	auth := gossh.PublicKeys(e.key)
-	if password {
-		auth = gossh.Password("s3cret")
+	var fill []*os.File
+	free := func() {
+		for _, f := range fill {
+			f.Close()
+		}
+		fill = nil
+	}
+	auth := []gossh.AuthMethod{gossh.PublicKeys(e.key)}
+	switch method {
+	case "password":
+		auth = []gossh.AuthMethod{gossh.Password("s3cret")}
+	case "password then a wrong key":
+		// The password refused for lack of descriptors, then, with them
+		// free, a key that is not authorized.
+		wrong := newSigner(t)
+		auth = []gossh.AuthMethod{gossh.Password("s3cret"), gossh.PublicKeysCallback(func() ([]gossh.Signer, error) {
+			free()
+			return []gossh.Signer{wrong}, nil
+		})}
 	}
 	type pair struct{ client, server net.Conn }
 	var pairs []pair
@@ -269,11 +286,11 @@ func refusedForLackOfChild(t *testing.T, password bool) {
 		c, s := tcpPair(t)
 		pairs = append(pairs, pair{c, s})
 	}
-	login := func() error {
+	login := func(auth ...gossh.AuthMethod) error {
 		p := pairs[0]
 		pairs = pairs[1:]
 		go e.srv.ServeConn(tunnelConn{p.server})
-		c, chans, reqs, err := gossh.NewClientConn(p.client, "tunnel", e.clientConfig("root", auth))
+		c, chans, reqs, err := gossh.NewClientConn(p.client, "tunnel", e.clientConfig("root", auth...))
 		if err != nil {
 			p.client.Close()
 			return err
@@ -288,7 +305,6 @@ func refusedForLackOfChild(t *testing.T, password bool) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 64, Max: old.Max}); err != nil {
 		t.Fatal(err)
 	}
-	var fill []*os.File
 	failed := 0
 	for range 2 * limit {
 		// Take what the last login freed once its end is done, and any
@@ -301,21 +317,27 @@ func refusedForLackOfChild(t *testing.T, password bool) {
 			}
 			fill = append(fill, f)
 		}
-		if login() != nil {
+		if login(auth...) != nil {
 			failed++
 		}
 	}
-	for _, f := range fill {
-		f.Close()
-	}
+	free()
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
 		t.Fatal(err)
+	}
+	err = login(gossh.PublicKeys(e.key))
+	if method == "password then a wrong key" {
+		if err == nil || len(e.logs.logged("too many failed logins")) == 0 {
+			t.Errorf("%d logins refused, each a wrong key's, then with descriptors free a login: %v; want the source blocked (MaxAuthFailures %d)",
+				failed, err, limit)
+		}
+		return
 	}
 	if emfile := len(e.logs.logged("too many open files")); failed <= limit || emfile < failed {
 		t.Fatalf("%d of %d logins refused with no descriptor free, %d logged with EMFILE; want over %d (MaxAuthFailures), each for EMFILE",
 			failed, 2*limit, emfile, limit)
 	}
-	if err := login(); err != nil {
+	if err != nil {
 		t.Errorf("once descriptors are free again, login: %v (the refusals were counted as failed logins: %q)",
 			err, e.logs.logged("too many failed logins"))
 	}

@@ -297,7 +297,7 @@ func (s *Server) awaitStartup(c *conn) bool {
 // one source: every operator of the tunnel.
 func (s *Server) endStartup(c *conn) {
 	su := s.removeStartup(c)
-	if su == nil || !su.admitted || su.counted || !c.st.triedAuth.Load() { // an authenticated c is untracked already
+	if su == nil || !su.admitted || su.counted || !c.st.triedAuth.Load() || c.st.onlyLacked() { // an authenticated c is untracked already
 		return
 	}
 	if s.limiter.fail(c.st.src, s.clock()) {
@@ -305,8 +305,7 @@ func (s *Server) endStartup(c *conn) {
 	}
 }
 
-// failureCounted marks c as having its failed login counted already, or as
-// one not to count (refusedForLackOf).
+// failureCounted marks c as having its failed login counted already.
 func (s *Server) failureCounted(c *conn) {
 	s.mu.Lock()
 	if su := s.unauth[c]; su != nil {

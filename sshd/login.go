@@ -77,10 +77,7 @@ func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey
 	waiveTouch(ctx.Permissions().Permissions, perms)
 	reason := ""
 	if err != nil {
-		st.refuseKey()
-		if refusedForLackOf(err) {
-			s.failureCounted(st.conn)
-		}
+		st.refuseKey(refusedForLackOf(err))
 		reason = err.Error()
 		s.log().Debug("public key refused", "remote", st.remote, "user", clipClient(ctx.User()), "key", keyInfo(key).Fingerprint, "reason", clipClient(reason))
 		s.padRefusal(st, user, start)
@@ -247,9 +244,12 @@ func (s *Server) limitedCheckPassword(st *connState, user, password string, star
 		return errTooManyFailures
 	}
 	err := s.checkPassword(user, password)
-	blocked := s.limiter.end(st.src, err != nil && !refusedForLackOf(err), s.clock())
-	if err != nil {
+	failed := err != nil && !refusedForLackOf(err)
+	blocked := s.limiter.end(st.src, failed, s.clock())
+	if failed {
 		s.failureCounted(st.conn)
+	} else if err != nil {
+		st.refusedForLack()
 	}
 	if blocked {
 		s.closeUnauthenticated(st.src)

@@ -114,7 +114,9 @@ type Server struct {
 	// password (one that ends during the key exchange guessed nothing). Public keys that are
 	// not authorized are not counted one by one: clients offer every key
 	// they hold (MaxAuthTries bounds them per connection), and a key cannot
-	// be guessed. The source is the remote IP address, or the whole remote
+	// be guessed. Refusals for the server's own lack of file descriptors or
+	// memory judge no guess and are not counted, nor a connection with only
+	// such refusals. The source is the remote IP address, or the whole remote
 	// address label for non-IP connections such as tunnel streams (the
 	// agent labels them per tunnel and service). 0 means 10 failures and 1
 	// minute; a negative MaxAuthFailures turns the limit off.

@@ -246,6 +246,9 @@ type connState struct {
 	// the session-end events of its sessions.
 	endReason   string
 	refusedKeys int // public keys refused so far (MaxAuthTries, as OpenSSH counts)
+	// lacked says a login was refused for the server's own lack
+	// (refusedForLackOf), judged that a key was refused on its merits.
+	lacked, judged bool
 	// keyRefusals are the login-failure events of refused public keys, held
 	// until the connection ends (reportKeyRefusals); moreKeyRefusals counts
 	// those past maxKeyRefusals.
@@ -414,12 +417,31 @@ func (st *connState) takeRefusal(err error) (k authInfo, reason string) {
 	return k, reason
 }
 
-// refuseKey counts a refused public key; keysExhausted reports whether limit
-// of them have been refused already (limit < 0: no limit).
-func (st *connState) refuseKey() {
+// refuseKey counts a refused public key, and notes whether for the server's
+// own lack; keysExhausted reports whether limit of them have been refused
+// already (limit < 0: no limit).
+func (st *connState) refuseKey(lacked bool) {
 	st.mu.Lock()
 	st.refusedKeys++
+	st.lacked = st.lacked || lacked
+	st.judged = st.judged || !lacked
 	st.mu.Unlock()
+}
+
+// refusedForLack notes a password refused for the server's own lack (one
+// refused on its merits is counted at once: limitedCheckPassword).
+func (st *connState) refusedForLack() {
+	st.mu.Lock()
+	st.lacked = true
+	st.mu.Unlock()
+}
+
+// onlyLacked reports whether the connection's refusals were all for the
+// server's own lack, no guess judged: it is not a failed login (endStartup).
+func (st *connState) onlyLacked() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.lacked && !st.judged
 }
 
 func (st *connState) keysExhausted(limit int) bool {
