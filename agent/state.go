@@ -58,7 +58,8 @@ func (s stateStore) remove(accessToken string) error {
 // order they came in: past max_tunnels the newest wins, as it would have before
 // the restart), and deletes the rest: expired, whose fingerprints it returns,
 // or corrupt (a file that cannot be used; reported). One it cannot read is
-// reported and left.
+// reported and left, at every start until it can be read (or is removed by
+// hand: it may hold tokens).
 func (s stateStore) load(now time.Time) (saved []savedTunnel, expired []string, errs []error) {
 	entries, err := os.ReadDir(s.dir)
 	if errors.Is(err, fs.ErrNotExist) {

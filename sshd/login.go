@@ -77,7 +77,7 @@ func (s *Server) publicKeyHandler(ctx gliderssh.Context, key gliderssh.PublicKey
 	waiveTouch(ctx.Permissions().Permissions, perms)
 	reason := ""
 	if err != nil {
-		st.refuseKey(refusedForLackOf(err))
+		st.refused(true, refusedForLackOf(err))
 		reason = err.Error()
 		s.log().Debug("public key refused", "remote", st.remote, "user", clipClient(ctx.User()), "key", keyInfo(key).Fingerprint, "reason", clipClient(reason))
 		s.padRefusal(st, user, start)
@@ -249,7 +249,7 @@ func (s *Server) limitedCheckPassword(st *connState, user, password string, star
 	if failed {
 		s.failureCounted(st.conn)
 	} else if err != nil {
-		st.refusedForLack()
+		st.refused(false, true)
 	}
 	if blocked {
 		s.closeUnauthenticated(st.src)

@@ -417,22 +417,18 @@ func (st *connState) takeRefusal(err error) (k authInfo, reason string) {
 	return k, reason
 }
 
-// refuseKey counts a refused public key, and notes whether for the server's
-// own lack; keysExhausted reports whether limit of them have been refused
-// already (limit < 0: no limit).
-func (st *connState) refuseKey(lacked bool) {
+// refused notes a refused login: whether it was a public key's (counted
+// against MaxAuthTries: keysExhausted reports whether limit of them have been
+// refused already, limit < 0: no limit), and whether it was refused for the
+// server's own lack (refusedForLackOf) rather than on its merits. A password
+// refused on its merits is counted at once (limitedCheckPassword).
+func (st *connState) refused(key, lacked bool) {
 	st.mu.Lock()
-	st.refusedKeys++
+	if key {
+		st.refusedKeys++
+		st.judged = st.judged || !lacked
+	}
 	st.lacked = st.lacked || lacked
-	st.judged = st.judged || !lacked
-	st.mu.Unlock()
-}
-
-// refusedForLack notes a password refused for the server's own lack (one
-// refused on its merits is counted at once: limitedCheckPassword).
-func (st *connState) refusedForLack() {
-	st.mu.Lock()
-	st.lacked = true
 	st.mu.Unlock()
 }
 
@@ -440,8 +436,9 @@ func (st *connState) refusedForLack() {
 // server's own lack, no guess judged: it is not a failed login (endStartup).
 func (st *connState) onlyLacked() bool {
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.lacked && !st.judged
+	only := st.lacked && !st.judged
+	st.mu.Unlock()
+	return only
 }
 
 func (st *connState) keysExhausted(limit int) bool {

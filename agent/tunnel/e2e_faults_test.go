@@ -429,6 +429,58 @@ func TestStdio(t *testing.T) {
 	}
 }
 
+// TestStdioStopped: RunStdio says how ctx's end found its connection. Ended
+// with it open, what it carried may be cut short (ErrStoppedOpen: porthole
+// connect --stdio stopped by hand exits 2); ended after the connection did
+// (here as the run notes it is down, OnState), it is the connection's own end,
+// nil: a stop racing the end must not turn a whole transfer into a cut one.
+func TestStdioStopped(t *testing.T) {
+	addr := echoServer(t, 0)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
+	run := func(cfg tunnel.Config, ctx context.Context) (*io.PipeWriter, *io.PipeReader, chan error) {
+		src := &tunnel.Source{Config: cfg}
+		inR, inW := io.Pipe()
+		outR, outW := io.Pipe()
+		errc := make(chan error, 1)
+		go func() {
+			errc <- src.RunStdio(ctx, "SSH", inR, outW)
+			outW.Close()
+		}()
+		go inW.Write([]byte("x"))
+		if _, err := io.ReadFull(outR, make([]byte, 1)); err != nil {
+			t.Fatalf("stdio connection: %v (RunStdio = %v)", err, <-errc)
+		}
+		go io.Copy(io.Discard, outR)
+		return inW, outR, errc
+	}
+
+	cfg := h.Src.Config
+	cfg.ClientToken = tunnel.GenerateClientToken() // both runs, as a cached one
+	ctx, cancel := context.WithCancel(ctxTimeout(t, 30*time.Second))
+	inW, _, errc := run(cfg, ctx)
+	defer inW.Close()
+	cancel()
+	if err := <-errc; !errors.Is(err, tunnel.ErrStoppedOpen) || !errors.Is(err, context.Canceled) {
+		t.Errorf("RunStdio stopped with its connection open = %v, want ErrStoppedOpen and context.Canceled", err)
+	}
+
+	ctx, cancel = context.WithCancel(ctxTimeout(t, 30*time.Second))
+	defer cancel()
+	up := false
+	cfg.OnState = func(connected bool, _ error) {
+		if connected {
+			up = true
+		} else if up {
+			cancel()
+		}
+	}
+	inW, _, errc = run(cfg, ctx)
+	inW.Close() // the connection's own end
+	if err := <-errc; err != nil {
+		t.Errorf("RunStdio stopped after its connection ended = %v, want nil", err)
+	}
+}
+
 // TestStdioLostBeforeAnswer: a stdio connection the device's service accepted
 // but has not answered ends RunStdio with what happened: the tunnel closed by the
 // service or the source's own link lost are a lost tunnel; the device's link

@@ -22,9 +22,10 @@ var ErrRefused = errors.New("tunnel: the device ended the connection before it a
 // RunStdio carries one connection of service over in and out instead of a listener,
 // so that `ssh -o ProxyCommand='porthole connect --stdio …'` needs no local port. An
 // empty service means the tunnel's only service. It returns nil when the connection
-// ends normally, ctx's error when ctx ends first, ErrRefused when the peer ends it
-// before sending anything, and an error when the tunnel is lost while it is open (a
-// reconnect cannot resume the connection). Listen is ignored. The goroutine that
+// ends normally, ctx's error when ctx ends first (with ErrStoppedOpen if the
+// connection was open), ErrRefused when the peer ends it before sending anything,
+// and an error when the tunnel is lost while it is open (a reconnect cannot resume
+// the connection). Listen is ignored. The goroutine that
 // reads in ends when in reports EOF or an error.
 func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, out io.Writer) error {
 	opt := src.options()
@@ -41,6 +42,8 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 		case <-ctx.Done():
 		}
 	}()
+	var ended *stopError // how the connection ended, once it has
+	opened := false
 	err := run(ctx, cfg, ModeSource, func(ctx context.Context, c *Conn) error {
 		var l *link
 		err := src.serve(ctx, c, opt, func(ids []string) error {
@@ -84,22 +87,31 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 		case l == nil:
 			return err
 		case errors.Is(err, errStdioDone):
-			return &stopError{}
+			ended = &stopError{}
 		case errors.Is(err, ErrRefused):
-			return &stopError{err: ErrRefused}
+			ended = &stopError{err: ErrRefused}
+		case ctx.Err() != nil: // stopped with it open: run returns nil
+			opened = true
+			return err
 		default:
-			return &stopError{err: &lostError{err: err}}
+			ended = &stopError{err: &lostError{err: err}}
 		}
+		return ended
 	})
-	var stop *stopError
-	if errors.As(err, &stop) {
-		return stop.err
-	}
-	if err == nil { // ctx ended first
+	switch {
+	case ended != nil: // though ctx may have ended since
+		return ended.err
+	case err == nil && opened:
+		return fmt.Errorf("%w: %w", ErrStoppedOpen, ctx.Err())
+	case err == nil:
 		return ctx.Err()
 	}
 	return err
 }
+
+// ErrStoppedOpen comes with ctx's error from RunStdio when ctx ended while its
+// connection was open: what the connection carried may be cut short.
+var ErrStoppedOpen = errors.New("tunnel: stopped with the connection open")
 
 // lostError is a tunnel lost while the stdio connection was open.
 type lostError struct{ err error }

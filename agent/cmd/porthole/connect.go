@@ -203,10 +203,12 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	err = agent.Connect(ctx, agent.ConnectConfig{Tunnel: cfg, Listen: listen, Stdio: *stdio, Stdin: stdin, Stdout: stdout,
 		PeerVersion: pv, ClientTokenFrom: clientTokenFrom, TokenCacheDir: cache, EndpointFrom: endpointFrom, Logger: log})
 	if *stdio != "" && errors.Is(err, context.Canceled) && stopped.Err() != nil {
-		// Stopped by hand: what the connection carried may be cut short,
-		// and a script that runs it must not read success. A hangup is how
-		// ssh ends its ProxyCommand: exit 0.
-		return errors.New("stopped before the connection ended: what it carried may be cut short")
+		// Stopped by hand: a script that runs it must not read success
+		// (exit 2). A hangup is how ssh ends its ProxyCommand: exit 0.
+		if errors.Is(err, tunnel.ErrStoppedOpen) {
+			return errors.New("stopped with the connection open: what it carried may be cut short")
+		}
+		return errors.New("stopped before the connection opened: nothing was carried")
 	}
 	return err
 }

@@ -480,7 +480,9 @@ func TestConnectEndpointFromEnvironmentNamed(t *testing.T) {
 // not, chooses what a refusal quotes. On the operator's terminal (ssh's own,
 // for a ProxyCommand) they must not arrive as escape sequences or lines.
 func TestConnectCertificateNamesReachTheTerminalEscaped(t *testing.T) {
-	echoTunnel(t) // for the environment
+	// Only the environment echoTunnel sets: a cache and home of the
+	// test's own, none of the AWSIOT_TUNNEL_ variables.
+	echoTunnel(t)
 	names := []string{"a\x1b]52;c;ZWNobyBwd25lZA==\x07", "b\x1b[2J\x1b[H", "c\nporthole connect: connected\n"}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -204,10 +204,39 @@ func TestConnectStdioStoppedMidConnection(t *testing.T) {
 			switch {
 			case sig == syscall.SIGHUP && code != exitOK:
 				t.Errorf("after a hangup: exit %d, want 0; stderr:\n%s", code, stderr)
-			case sig != syscall.SIGHUP && (code != exitRuntime || !strings.Contains(stderr, "porthole connect: stopped before the connection ended")):
-				t.Errorf("after %v: exit %d, want %d and a line that says it was stopped before the connection ended; stderr:\n%s", sig, code, exitRuntime, stderr)
+			case sig != syscall.SIGHUP && (code != exitRuntime || !strings.Contains(stderr, "porthole connect: stopped with the connection open")):
+				t.Errorf("after %v: exit %d, want %d and a line that says it was stopped with the connection open; stderr:\n%s", sig, code, exitRuntime, stderr)
 			}
 		})
+	}
+}
+
+// TestConnectStdioStoppedBeforeConnecting: stopped by hand while it has not
+// connected (a wrong endpoint, a device not there yet), porthole connect
+// --stdio carried nothing: exit 2 as well, saying so, not that anything was
+// cut.
+func TestConnectStdioStoppedBeforeConnecting(t *testing.T) {
+	// Only the environment echoTunnel sets: a cache and home of the
+	// test's own, none of the AWSIOT_TUNNEL_ variables.
+	echoTunnel(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers the handshake
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cmd, lines := childPorthole(t, "connect", "--endpoint", "ws://"+l.Addr().String(), "--allow-insecure-websocket",
+		"--stdio", "SSH", "--token-file", writeToken(t, strings.Repeat("t", 40)), "-v")
+	var logged []string
+	for l := range lines {
+		logged = append(logged, l)
+		if strings.Contains(l, "msg=connecting") {
+			cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	cmd.Wait()
+	if code, all := cmd.ProcessState.ExitCode(), strings.Join(logged, "\n"); code != exitRuntime ||
+		!strings.Contains(all, "porthole connect: stopped before the connection opened: nothing was carried") {
+		t.Errorf("exit %d, want %d and a line that says nothing was carried:\n%s", code, exitRuntime, all)
 	}
 }
 
