@@ -68,7 +68,10 @@
 //     permissions (uid, groups), as sshd reads it: with root's, a user's
 //     link to a file only root may read told them whether a key was in it.
 //     Honoured options: command=, from=
-//     (addresses, wildcards and CIDR blocks; no DNS), no-pty,
+//     (addresses, wildcards and CIDR blocks; no DNS; a login through a
+//     tunnel stream has no address, so from= and a certificate's
+//     source-address never match it: such a key logs in only over a
+//     listener), no-pty,
 //     no-port-forwarding, no-agent-forwarding, restrict (with pty,
 //     port-forwarding, agent-forwarding), permitopen=, permitlisten=,
 //     expiry-time=, cert-authority with principals=, no-touch-required.
