@@ -404,6 +404,101 @@ func TestStopMidTransferResetsLocalConnections(t *testing.T) {
 			t.Fatalf("after the agent stopped mid-upload the target's input ended with %v; want ECONNRESET", err)
 		}
 	})
+	// The other side's stop reaches this one as its STREAM_RESET, which a V3
+	// peer sends for no connection's end (it ends one with CONNECTION_RESET):
+	// the local end is reset as well, not ended, after which a raw download
+	// (nc, HTTP/1.0) or upload looked whole.
+	t.Run("destination stops, download", func(t *testing.T) {
+		src, dst := startSides(t, endlessTarget(t))
+		c := dialRead(t, src.addr, 1<<20)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		got := make(chan error, 1)
+		go func() { _, err := io.Copy(io.Discard, c); got <- err }() // the client reads on
+		dst.stop()
+		if err := <-got; !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("after the agent stopped mid-download the client's read ended with %v; want ECONNRESET", err)
+		}
+	})
+	t.Run("source stops, upload", func(t *testing.T) {
+		ended := make(chan error, 1)
+		target := tunneltest.ServeTCP(t, func(c net.Conn) {
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, err := io.Copy(io.Discard, c)
+			ended <- err
+		})
+		src, _ := startSides(t, target)
+		c, err := net.Dial("tcp", src.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			buf := make([]byte, 32<<10)
+			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(300 * time.Millisecond) // the upload is under way
+		src.stop()
+		if err := <-ended; !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("after porthole connect stopped mid-upload the target's input ended with %v; want ECONNRESET", err)
+		}
+	})
+}
+
+// TestConnectionEndIsNotACut: a whole upload reaches the device's target
+// with a clean EOF, from a V3 source (it ends a connection with
+// CONNECTION_RESET) and from a V1/V2-format one, which ends it with
+// STREAM_RESET, so from it that is an end, not a cut
+// (TestStopMidTransferResetsLocalConnections).
+func TestConnectionEndIsNotACut(t *testing.T) {
+	const size = 1 << 20
+	for _, peer := range []tunnel.Version{tunnel.V3, tunnel.V2} {
+		t.Run(peer.String(), func(t *testing.T) {
+			type result struct {
+				n   int64
+				err error
+			}
+			got := make(chan result, 1)
+			target := tunneltest.ServeTCP(t, func(c net.Conn) {
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(20 * time.Second))
+				n, err := io.Copy(io.Discard, c)
+				got <- result{n, err}
+			})
+			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}, peer: peer})
+			c, err := net.Dial("tcp", h.addr("SSH"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write(make([]byte, size)); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			if r := <-got; r.n != size || r.err != nil {
+				t.Fatalf("the target read %d of %d bytes, then %v; want all, then a clean EOF", r.n, size, r.err)
+			}
+		})
+	}
+}
+
+// TestSessionResetCutsTransfers: the service's SESSION_RESET (tunneld's, when
+// the other side's token is rotated) is never a connection's end: a download
+// under way is reset, not ended.
+func TestSessionResetCutsTransfers(t *testing.T) {
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": endlessTarget(t)}})
+	c := dialRead(t, h.addr("SSH"), 1<<20)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, c); got <- err }()
+	h.tun.SessionReset(tunneltest.Source)
+	if err := <-got; !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after SESSION_RESET mid-download the client's read ended with %v; want ECONNRESET", err)
+	}
 }
 
 // TestTunnelLossAfterWholeDownload: a device's service sent a file and closed;

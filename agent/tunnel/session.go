@@ -481,6 +481,12 @@ func (s *session) streamReset(m *Message) {
 	}
 	delete(s.streams, m.ServiceID)
 	answered := st.answered
+	// A V3 peer ends a connection with CONNECTION_RESET: a STREAM_RESET of
+	// a stream with connections open is a cut (the peer stopped, or the
+	// service replaced it), not an end: what came before is written, then
+	// the connection reset, so that a transfer does not look whole. A V2
+	// peer ends with STREAM_RESET: no telling.
+	cut := s.version == V3 && !s.peerV2
 	s.mu.Unlock()
 	if s.source && !answered {
 		// The service drops frames for a side that is not connected and resets the
@@ -491,6 +497,9 @@ func (s *session) streamReset(m *Message) {
 		s.plog.log(s.opt.log, slog.LevelInfo, "stream reset by peer", "service", loggedName(m.ServiceID), "stream", m.StreamID)
 	}
 	for _, l := range st.links {
+		if cut {
+			l.reset.Store(true)
+		}
 		l.peerEnded()
 	}
 }
@@ -519,6 +528,7 @@ func (s *session) sessionReset() {
 	s.opt.log.Warn("session reset by the service", "streams", len(old))
 	for _, st := range old {
 		for _, l := range st.links {
+			l.reset.Store(true) // never a connection's end: a cut (a token rotated)
 			l.peerEnded()
 		}
 	}
@@ -1000,7 +1010,9 @@ func (l *link) finish(conn io.Writer, failed bool) {
 		CloseWrite() error
 		syscall.Conn
 	})
-	if !ok || failed || cw.CloseWrite() != nil {
+	// A link cut short (l.reset: its peer's STREAM_RESET in V3, a
+	// SESSION_RESET) gets no FIN, after which its data looked whole.
+	if !ok || failed || l.reset.Load() || cw.CloseWrite() != nil {
 		l.end()
 		return
 	}
