@@ -591,10 +591,10 @@ func TestFaultLogOutputStalls(t *testing.T) {
 			return
 		}
 		step()
-		// Logins log a few lines each (about 1.3 KB at debug, with the
-		// tunnel's frame lines rate-limited): enough to fill the agent's
-		// 64 KiB queue (about 32 did in CI).
-		for i := range 60 {
+		// Logins log a few lines each (about 1 KB at debug, with the
+		// tunnel's frame lines rate-limited): 100 fill the agent's 64 KiB
+		// queue and the pipe with room to spare (60 once did not).
+		for i := range 100 {
 			out, err := s.SSH(port, "echo login")
 			if err == nil && out != "login\n" {
 				err = fmt.Errorf("login %d printed %q", i, out)
