@@ -289,8 +289,9 @@ func (s *Server) awaitStartup(c *conn) bool {
 }
 
 // endStartup stops tracking c, which has ended. If it never authenticated,
-// it counts as a failed login, unless one was counted for it already, it
-// never got a MaxStartups slot, or it ended before it asked to authenticate:
+// it counts as a failed login, unless one was counted for it already, its
+// refusals were all for the server's own lack (onlyLacked), it never got a
+// MaxStartups slot, or it ended before it asked to authenticate:
 // a key exchange that fails (no common algorithm), a client that drops a host
 // key it does not know, ssh-keyscan, a health check guess nothing. Counted,
 // ten of them locked a source out for a minute, and a tunnel's streams share

@@ -25,8 +25,8 @@ var ErrRefused = errors.New("tunnel: the device ended the connection before it a
 // ends normally, ctx's error when ctx ends first (with ErrStoppedOpen if the
 // connection was open), ErrRefused when the peer ends it before sending anything,
 // and an error when the tunnel is lost while it is open (a reconnect cannot resume
-// the connection). Listen is ignored. The goroutine that
-// reads in ends when in reports EOF or an error.
+// the connection). Listen is ignored. The goroutine that reads in ends when in
+// reports EOF or an error.
 func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, out io.Writer) error {
 	opt := src.options()
 	cfg := src.Config
