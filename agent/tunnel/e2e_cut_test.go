@@ -364,90 +364,63 @@ func TestSupersededUploadIsResetAtTarget(t *testing.T) {
 // TestStopMidTransferResetsLocalConnections: stopping porthole connect, or
 // the agent, cuts the transfers under way short: the local connection of
 // each is reset, not closed with a FIN after which a download (at the
-// operator's client) or an upload (at the device's target) looked whole.
+// operator's client) or an upload (at the device's target) looked whole. The
+// side stopped resets its own; the other side hears of it as the stopped
+// side's STREAM_RESET, which a V3 peer sends for no connection's end (it ends
+// one with CONNECTION_RESET), and resets its own as well.
 func TestStopMidTransferResetsLocalConnections(t *testing.T) {
-	t.Run("source stops, download", func(t *testing.T) {
-		src, _ := startSides(t, endlessTarget(t))
-		c := dialRead(t, src.addr, 1<<20)
-		src.stop()
-		n, err := io.Copy(io.Discard, c)
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("after porthole connect stopped mid-download the client read %d more bytes, then %v; want ECONNRESET", n, err)
-		}
-	})
-	t.Run("destination stops, upload", func(t *testing.T) {
-		ended := make(chan error, 1)
-		target := tunneltest.ServeTCP(t, func(c net.Conn) {
-			defer c.Close()
-			c.SetReadDeadline(time.Now().Add(30 * time.Second))
-			_, err := io.Copy(io.Discard, c)
-			ended <- err
-		})
-		src, dst := startSides(t, target)
-		c, err := net.Dial("tcp", src.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		go func() {
-			buf := make([]byte, 32<<10)
-			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			for {
-				if _, err := c.Write(buf); err != nil {
-					return
-				}
+	stopSrc := func(src, _ side) { src.stop() }
+	stopDst := func(_, dst side) { dst.stop() }
+	for _, c := range []struct {
+		name string
+		stop func(src, dst side)
+	}{{"source stops, download", stopSrc}, {"destination stops, download", stopDst}} {
+		t.Run(c.name, func(t *testing.T) {
+			src, dst := startSides(t, endlessTarget(t))
+			conn := dialRead(t, src.addr, 1<<20)
+			conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			got := make(chan error, 1)
+			go func() { _, err := io.Copy(io.Discard, conn); got <- err }() // the client reads on
+			c.stop(src, dst)
+			if err := <-got; !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("the client's read ended with %v; want ECONNRESET", err)
 			}
-		}()
-		time.Sleep(300 * time.Millisecond) // the upload is under way
-		dst.stop()
-		if err := <-ended; !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("after the agent stopped mid-upload the target's input ended with %v; want ECONNRESET", err)
-		}
-	})
-	// The other side's stop reaches this one as its STREAM_RESET, which a V3
-	// peer sends for no connection's end (it ends one with CONNECTION_RESET):
-	// the local end is reset as well, not ended, after which a raw download
-	// (nc, HTTP/1.0) or upload looked whole.
-	t.Run("destination stops, download", func(t *testing.T) {
-		src, dst := startSides(t, endlessTarget(t))
-		c := dialRead(t, src.addr, 1<<20)
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		got := make(chan error, 1)
-		go func() { _, err := io.Copy(io.Discard, c); got <- err }() // the client reads on
-		dst.stop()
-		if err := <-got; !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("after the agent stopped mid-download the client's read ended with %v; want ECONNRESET", err)
-		}
-	})
-	t.Run("source stops, upload", func(t *testing.T) {
-		ended := make(chan error, 1)
-		target := tunneltest.ServeTCP(t, func(c net.Conn) {
-			defer c.Close()
-			c.SetReadDeadline(time.Now().Add(30 * time.Second))
-			_, err := io.Copy(io.Discard, c)
-			ended <- err
 		})
-		src, _ := startSides(t, target)
-		c, err := net.Dial("tcp", src.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		go func() {
-			buf := make([]byte, 32<<10)
-			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			for {
-				if _, err := c.Write(buf); err != nil {
-					return
-				}
+	}
+	for _, c := range []struct {
+		name string
+		stop func(src, dst side)
+	}{{"destination stops, upload", stopDst}, {"source stops, upload", stopSrc}} {
+		t.Run(c.name, func(t *testing.T) {
+			ended := make(chan error, 1)
+			target := tunneltest.ServeTCP(t, func(c net.Conn) {
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				_, err := io.Copy(io.Discard, c)
+				ended <- err
+			})
+			src, dst := startSides(t, target)
+			conn, err := net.Dial("tcp", src.addr)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}()
-		time.Sleep(300 * time.Millisecond) // the upload is under way
-		src.stop()
-		if err := <-ended; !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("after porthole connect stopped mid-upload the target's input ended with %v; want ECONNRESET", err)
-		}
-	})
+			defer conn.Close()
+			go func() {
+				buf := make([]byte, 32<<10)
+				conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+				for {
+					if _, err := conn.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			time.Sleep(300 * time.Millisecond) // the upload is under way
+			c.stop(src, dst)
+			if err := <-ended; !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("the target's input ended with %v; want ECONNRESET", err)
+			}
+		})
+	}
 }
 
 // TestConnectionEndIsNotACut: a whole upload reaches the device's target
