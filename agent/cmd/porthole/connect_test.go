@@ -493,21 +493,12 @@ func TestConnectCertificateNamesReachTheTerminalEscaped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
-		}
-	}()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
+	cert := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
+		tls.Server(c, cert).Handshake()
+		c.Close()
+	})
+	_, port, _ := net.SplitHostPort(addr)
 	t.Setenv(tokenEnv, strings.Repeat("t", 40))
 	var errb bytes.Buffer // stdout is written to after run returns when it ends before joining
 	code := run([]string{"connect", "--endpoint", "wss://localhost:" + port, "--stdio", "SSH"}, strings.NewReader(""), io.Discard, &errb)

@@ -2,18 +2,17 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
@@ -246,14 +245,14 @@ type stdioChild struct {
 	cmd    *exec.Cmd
 	inW    *os.File
 	outR   *os.File
-	stderr *lockedBuffer // read once done is closed
+	stderr *testlog.Lines // read once done is closed
 	done   chan struct{}
 }
 
 func startStdioChild(t *testing.T) *stdioChild {
 	t.Helper()
 	srv, tun := echoTunnel(t)
-	c := &stdioChild{stderr: new(lockedBuffer), done: make(chan struct{})}
+	c := &stdioChild{stderr: new(testlog.Lines), done: make(chan struct{})}
 	c.cmd = exec.Command(os.Args[0], "-test.run=^$", "--", "connect", "--endpoint", srv.URL, "--allow-insecure-websocket",
 		"--stdio", "SSH", "--token-file", writeToken(t, tun.SourceToken))
 	c.cmd.Env = append(os.Environ(), childEnv+"=1")
@@ -282,22 +281,4 @@ func startStdioChild(t *testing.T) *stdioChild {
 		t.Fatalf("echo %q, %v", b, err)
 	}
 	return c
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
