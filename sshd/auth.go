@@ -418,7 +418,7 @@ func (s *Server) authorizeKey(st *connState, user string, key gossh.PublicKey) (
 			why = errors.New("principals= on a line without cert-authority")
 			continue
 		}
-		if err := s.checkLineOptions(st, k.Options, now); err != nil {
+		if err := s.checkLineOptions(st, k.Options, key, now); err != nil {
 			why = err
 			continue
 		}
@@ -428,14 +428,17 @@ func (s *Server) authorizeKey(st *connState, user string, key gossh.PublicKey) (
 }
 
 // checkLineOptions applies the conditions of an authorized_keys line.
-func (s *Server) checkLineOptions(st *connState, o keyOptions, now time.Time) error {
+// key is the key that signs the login (a certificate's own key).
+func (s *Server) checkLineOptions(st *connState, o keyOptions, key gossh.PublicKey, now time.Time) error {
 	if !o.ExpiryTime.IsZero() && !now.Before(o.ExpiryTime) {
 		return errors.New("key expired (expiry-time)")
 	}
 	if o.From != nil && !matchFrom(st.ip, o.From) {
 		return fmt.Errorf("client address %s not allowed by from=", st.remote)
 	}
-	if o.VerifyRequired {
+	// sshd applies verify-required to a security key's signature only,
+	// and x/crypto does not show the signature's user-verified flag.
+	if o.VerifyRequired && isSecurityKey(key) {
 		return errors.New("verify-required is not supported")
 	}
 	return nil
@@ -483,7 +486,7 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 		if !k.Options.CertAuthority || !keysEqual(k.Key, cert.SignatureKey) {
 			continue
 		}
-		if err := s.checkLineOptions(st, k.Options, now); err != nil {
+		if err := s.checkLineOptions(st, k.Options, cert.Key, now); err != nil {
 			refused(err, false)
 			continue
 		}

@@ -383,7 +383,9 @@ func TestAuthorizedKeysOptions(t *testing.T) {
 		{name: "expired", opts: `expiry-time="20200101"`, loginOK: false},
 		{name: "not yet expired", opts: `expiry-time="29990101"`, cmd: "echo ok", loginOK: true, want: "ok"},
 		{name: "unknown option", opts: `frobnicate`, loginOK: false},
-		{name: "verify-required", opts: `verify-required`, loginOK: false},
+		// sshd applies verify-required to security keys only
+		// (TestSecurityKeyTouch).
+		{name: "verify-required", opts: `verify-required`, cmd: "echo ok", loginOK: true, want: "ok"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.writeAuthorizedKeys("root", authorizedLine(tc.opts, k))
@@ -1181,6 +1183,12 @@ func TestSecurityKeyTouch(t *testing.T) {
 		{name: "certificate untouched, certificate only", opts: "cert-authority", cert: true, certExt: true, wantOK: false},
 		{name: "certificate touched, certificate only", opts: "cert-authority", cert: true, certExt: true, touched: true, wantOK: false},
 		{name: "certificate untouched, both", opts: "cert-authority,no-touch-required", cert: true, certExt: true, wantOK: true},
+		{name: "key untouched, touch-required last", opts: "no-touch-required,touch-required", wantOK: false},
+		{name: "key touched, touch-required", opts: "touch-required", touched: true, wantOK: true},
+		// The user-verified flag cannot be checked: refused.
+		{name: "key touched, verify-required", opts: "verify-required", touched: true, wantOK: false},
+		{name: "key touched, no-verify-required last", opts: "verify-required,no-verify-required", touched: true, wantOK: true},
+		{name: "certificate touched, verify-required", opts: "cert-authority,verify-required", cert: true, touched: true, wantOK: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, nil)

@@ -36,7 +36,7 @@ type keyOptions struct {
 	NoPTY          bool
 	NoAgentForward bool
 	NoTouch        bool // no-touch-required, passed to x/crypto for sk keys
-	VerifyRequired bool // verify-required: not supported, so the key is refused
+	VerifyRequired bool // verify-required: not supported, so a security key is refused
 }
 
 // authorizedKey is one parsed line.
@@ -281,7 +281,7 @@ func keyOption(name string) (takesValue, known bool) {
 		return true, true
 	case "cert-authority", "restrict", "pty", "no-pty", "port-forwarding", "no-port-forwarding",
 		"agent-forwarding", "no-agent-forwarding", "x11-forwarding", "no-x11-forwarding",
-		"user-rc", "no-user-rc", "no-touch-required", "verify-required":
+		"user-rc", "no-user-rc", "touch-required", "no-touch-required", "verify-required", "no-verify-required":
 		return false, true
 	}
 	return false, false
@@ -293,8 +293,8 @@ var errUnknownOption error = &errorString{"unknown option (options are " + keyOp
 
 // keyOptionNames are the names keyOption knows, for errUnknownOption.
 const keyOptionNames = "agent-forwarding, cert-authority, command, environment, expiry-time, from, " +
-	"no-agent-forwarding, no-port-forwarding, no-pty, no-touch-required, no-user-rc, no-x11-forwarding, " +
-	"permitlisten, permitopen, port-forwarding, principals, pty, restrict, tunnel, user-rc, verify-required, x11-forwarding"
+	"no-agent-forwarding, no-port-forwarding, no-pty, no-touch-required, no-user-rc, no-verify-required, no-x11-forwarding, " +
+	"permitlisten, permitopen, port-forwarding, principals, pty, restrict, touch-required, tunnel, user-rc, verify-required, x11-forwarding"
 
 // parseKeyOptions interprets raw options. Unknown options make the line
 // invalid, as in sshd: a restriction the server does not understand must not
@@ -390,10 +390,10 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 			// exist here (see keyOptions).
 		case "restrict":
 			o.NoPTY, o.NoPortForward, o.NoAgentForward = true, true, true
-		case "no-touch-required":
-			o.NoTouch = true
-		case "verify-required":
-			o.VerifyRequired = true
+		case "no-touch-required", "touch-required":
+			o.NoTouch = name == "no-touch-required"
+		case "no-verify-required", "verify-required":
+			o.VerifyRequired = name == "verify-required"
 		}
 	}
 	return o, nil
@@ -540,15 +540,19 @@ func splitList(v string) []string {
 }
 
 // errBadExpiry does not quote the value: see lineError.
-var errBadExpiry error = &errorString{"option expiry-time: want YYYYMMDD[HHMM[SS]][Z]"}
+var errBadExpiry error = &errorString{"option expiry-time: want YYYYMMDD[HHMM[SS]][Z|UTC]"}
 
 // parseExpiry parses expiry-time's YYYYMMDD[HHMM[SS]], in UTC when suffixed
-// with Z and otherwise in the server's local time zone, like sshd.
+// with Z or UTC (in any case) and otherwise in the server's local time zone,
+// like sshd's parse_absolute_time.
 func parseExpiry(v string) (time.Time, error) {
 	loc := localZone()
-	if strings.HasSuffix(v, "Z") || strings.HasSuffix(v, "z") {
-		loc = time.UTC
-		v = v[:len(v)-1]
+	for _, utc := range [...]string{"Z", "UTC"} {
+		if n := len(v) - len(utc); n > 0 && strings.EqualFold(v[n:], utc) {
+			loc = time.UTC
+			v = v[:n]
+			break
+		}
 	}
 	var layout string
 	switch len(v) {
@@ -652,11 +656,17 @@ func permitPort(p string) (string, error) {
 }
 
 // splitHostPortPattern splits a permitopen value "host:port", "[v6]:port" or
-// with port "*".
+// with port "*"; sshd's hpdelim2 also takes a "/" for the colon ("host/port",
+// "[v6]/port").
 func splitHostPortPattern(v string) (host, port string, err error) {
 	// The host may be empty (":8080"), as sshd's hpdelim2 takes it: a
 	// permitlisten= entry for the "" an ssh -R "*:port" or ":port" asks for.
-	i := strings.LastIndexByte(v, ':')
+	// An unbracketed IPv6 address ("fd00::1:80"), which sshd refuses, is
+	// split at its last colon, as the lines of earlier builds were.
+	i := strings.IndexByte(v, '/')
+	if i < 0 {
+		i = strings.LastIndexByte(v, ':')
+	}
 	if i < 0 || i == len(v)-1 {
 		return "", "", errors.New("not host:port") // without v: see lineError
 	}

@@ -39,6 +39,21 @@ var authorizedKeyTests = []struct {
 	{line: `cert-authority,principals="a,b" ` + testKey, want: keyOptions{CertAuthority: true, Principals: []string{"a", "b"}}},
 	{line: `permitopen="localhost:80",permitopen="[::1]:*" ` + testKey, want: keyOptions{PermitOpen: []string{"localhost:80", "[::1]:*"}}},
 	{line: `expiry-time="20300102Z" ` + testKey, want: keyOptions{ExpiryTime: time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)}},
+	// sshd's hpdelim2 takes "/" for the colon, and parse_absolute_time a
+	// UTC suffix in any case as well as Z.
+	{line: `permitopen="localhost/80",permitopen="[::1]/*",permitlisten="[::1]/8080" ` + testKey,
+		want: keyOptions{PermitOpen: []string{"localhost:80", "[::1]:*"}, PermitListen: []string{"[::1]:8080"}}},
+	{line: `expiry-time="203001021230UTC" ` + testKey, want: keyOptions{ExpiryTime: time.Date(2030, 1, 2, 12, 30, 0, 0, time.UTC)}},
+	{line: `expiry-time="20300102utc" ` + testKey, want: keyOptions{ExpiryTime: time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)}},
+	{line: `expiry-time="20300102z" ` + testKey, want: keyOptions{ExpiryTime: time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)}},
+	{line: `expiry-time="UTC" ` + testKey, wantErr: true},
+	{line: `expiry-time="20300102ZUTC" ` + testKey, wantErr: true},
+	// touch-required and verify-required, with or without "no-": the last
+	// one holds (sshd's opt_flag).
+	{line: `no-touch-required,touch-required ` + testKey},
+	{line: `touch-required,no-touch-required ` + testKey, want: keyOptions{NoTouch: true}},
+	{line: `verify-required,no-verify-required ` + testKey},
+	{line: `no-verify-required,verify-required ` + testKey, want: keyOptions{VerifyRequired: true}},
 	{line: `no-x11-forwarding,no-user-rc,environment="A=B",no-agent-forwarding ` + testKey, want: keyOptions{NoAgentForward: true}},
 	{line: `NO-PTY ` + testKey, want: keyOptions{NoPTY: true}},
 	// As in sshd, the last of restrict, no-X and X holds.
@@ -52,6 +67,8 @@ var authorizedKeyTests = []struct {
 	{line: `no-pty="x" ` + testKey, wantErr: true},
 	{line: `from ` + testKey, wantErr: true},
 	{line: `permitopen="nohostport" ` + testKey, wantErr: true},
+	{line: `permitopen="[::1]" ` + testKey, wantErr: true},
+	{line: `permitopen="host/" ` + testKey, wantErr: true},
 	{line: `expiry-time="2030" ` + testKey, wantErr: true},
 	// sshd skips an empty option (checked against sshd 9.2).
 	{line: `no-pty,,no-agent-forwarding ` + testKey, want: keyOptions{NoPTY: true, NoAgentForward: true}},

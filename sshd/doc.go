@@ -74,15 +74,20 @@
 //     listener), no-pty,
 //     no-port-forwarding, no-agent-forwarding, restrict (with pty,
 //     port-forwarding, agent-forwarding), permitopen=, permitlisten=,
-//     expiry-time=, cert-authority with principals=, no-touch-required.
-//     As in sshd, a permitopen= or permitlisten= port is a number or a
+//     expiry-time= (local time, or UTC with a Z or UTC suffix),
+//     cert-authority with principals=, no-touch-required and
+//     touch-required. As in sshd, permitopen= and permitlisten= take
+//     host:port or host/port, their port is a number or a
 //     service name (a line with another is unusable), permitopen= hosts
 //     are compared as written, and permitlisten= hosts are patterns that
 //     the requested host, in lower case, must match.
 //     no-X11-forwarding, no-user-rc, environment= and tunnel= are accepted
 //     and ignored (no such features here; a tunnel= that is not "any" or a
 //     tun device number makes the line unusable, as in sshd);
-//     verify-required and unknown options make the line unusable, as do,
+//     verify-required makes the line unusable for a security key (the
+//     user-verified flag cannot be checked) and, as in sshd, is ignored
+//     for other keys, as is no-verify-required;
+//     unknown options make the line unusable, as do,
 //     like sshd, two command=, from=
 //     or principals= options, principals= on a line without cert-authority,
 //     and a from= CIDR block with bits set past its prefix length or a
