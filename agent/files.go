@@ -18,6 +18,10 @@ import (
 // than this is stale.
 const maxTunnelLifetime = 12 * time.Hour
 
+// sessionLifetime is maxTunnelLifetime for a session's deadline; tests shorten
+// it.
+var sessionLifetime = maxTunnelLifetime
+
 // tokenKey names what is kept for an access token (a state file, a cached
 // client token) by a hash of it: never the token itself.
 func tokenKey(accessToken string) string {

@@ -174,22 +174,7 @@ func TestRestartKeepsTheNewerTunnelPastMaxTunnels(t *testing.T) {
 // dialling a dead tunnel every 2 minutes, publishing its failures and holding
 // a max_tunnels place and its state file until the agent restarts.
 func TestSessionGivesUpPastTunnelLifetime(t *testing.T) {
-	dir := t.TempDir()
-	cfg := &Config{ThingName: "dev-1", DataDir: dir, Services: map[string]string{"SSH": BuiltinSSH},
-		Tunnel: TunnelConfig{MaxTunnels: 4, Endpoint: "ws://127.0.0.1:1", AllowInsecureWebSocket: true}}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	a := &Agent{cfg: cfg, log: log, store: stateStore{dir: filepath.Join(dir, "tunnels")}, sessions: map[string]*session{},
-		events: newEventQueue(nil, log)}
-	svc := cfg.Services
-	a.svc.Store(&svc)
-	ctx, cancel := context.WithCancel(context.Background())
-	a.ctx = ctx
-	defer func() {
-		a.mu.Lock()
-		cancel()
-		a.mu.Unlock()
-		a.wg.Wait()
-	}()
+	a := dialOnlyAgent(t, nil)
 	st := savedTunnel{AccessToken: "AQGAAXold-tunnel-token", ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
 		Services: []string{"SSH"}, Received: time.Now().Add(-maxTunnelLifetime + 2*time.Second).UTC()}
 	if err := a.store.save(st); err != nil {
@@ -209,6 +194,35 @@ func TestSessionGivesUpPastTunnelLifetime(t *testing.T) {
 				running, err == nil, eventTypes(a.events.takeForTest()))
 		}
 	}
+	wantLifetimeOver(t, a)
+}
+
+// dialOnlyAgent is an agent with no MQTT whose tunnels' endpoint refuses
+// every dial, and whose clock is now (nil: time.Now); its sessions are
+// stopped at the test's end.
+func dialOnlyAgent(t *testing.T, now func() time.Time) *Agent {
+	dir := t.TempDir()
+	cfg := &Config{ThingName: "dev-1", DataDir: dir, Services: map[string]string{"SSH": BuiltinSSH},
+		Tunnel: TunnelConfig{MaxTunnels: 4, Endpoint: "ws://127.0.0.1:1", AllowInsecureWebSocket: true}}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	a := &Agent{cfg: cfg, log: log, store: stateStore{dir: filepath.Join(dir, "tunnels")}, sessions: map[string]*session{},
+		events: newEventQueue(nil, log), now: now}
+	svc := cfg.Services
+	a.svc.Store(&svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	a.ctx = ctx
+	t.Cleanup(func() {
+		a.mu.Lock()
+		cancel()
+		a.mu.Unlock()
+		a.wg.Wait()
+	})
+	return a
+}
+
+// wantLifetimeOver checks that a's one tunnel ended with errLifetimeOver.
+func wantLifetimeOver(t *testing.T, a *Agent) {
+	t.Helper()
 	var ended []Event
 	for _, ev := range a.events.takeForTest() {
 		if ev.Type == "tunnel-ended" {
@@ -218,6 +232,35 @@ func TestSessionGivesUpPastTunnelLifetime(t *testing.T) {
 	if len(ended) != 1 || ended[0].Reason != errLifetimeOver.Error() {
 		t.Errorf("tunnel-ended events %+v, want one: %s", ended, errLifetimeOver)
 	}
+}
+
+// A saved tunnel resumed while the clock is behind (a router without an RTC,
+// before NTP) has an age that is not known; it was received before now, so it
+// still gives up once a tunnel's lifetime has passed since its start, instead
+// of being dialled for as long as the agent runs.
+func TestSessionOfUnknownAgeGivesUp(t *testing.T) {
+	defer func(d time.Duration) { sessionLifetime = d }(sessionLifetime)
+	sessionLifetime = 2 * time.Second
+	a := dialOnlyAgent(t, func() time.Time { return time.Now().Add(-48 * time.Hour) })
+	st := savedTunnel{AccessToken: "AQGAAXunknown-age-token", ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
+		Services: []string{"SSH"}, Received: time.Now().Add(-time.Minute).UTC()} // a day ahead of the clock
+	if err := a.store.save(st); err != nil {
+		t.Fatal(err)
+	}
+	a.start(st, false)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		a.mu.Lock()
+		running := len(a.sessions)
+		a.mu.Unlock()
+		if running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("15 s after a start with a lifetime of %v: the session of a tunnel of unknown age still dials it; events %s",
+				sessionLifetime, eventTypes(a.events.takeForTest()))
+		}
+	}
+	wantLifetimeOver(t, a)
 }
 
 // A saved tunnel that a start finds older than a tunnel lives is over as much
