@@ -64,3 +64,35 @@ func TestListPagesAfterClockStepBack(t *testing.T) {
 		t.Errorf("pages of one listed %v, want each of %s (created first) and %s once", listed, a, b)
 	}
 }
+
+// TestExpiryFollowsTheWallClock: the host's wall clock is stepped 2 h forward
+// while 30 s pass on its monotonic clock (NTP's first answer on a board that
+// booted with a stale clock; a laptop resumed from sleep). A tunnel with a
+// 60 min lifetime is then past the expiresAt DescribeTunnel gives it, and a
+// restarted server closes it; the running one compared its expiry by the
+// monotonic clock and kept it open, its tokens usable, for up to an hour more.
+func TestExpiryFollowsTheWallClock(t *testing.T) {
+	base := time.Now()
+	clock := &fakeClock{t: base}
+	ts := startServer(t, Config{DataDir: t.TempDir(), now: clock.now, tick: 10 * time.Millisecond})
+	out, err := ts.OpenTunnel(context.Background(), &OpenTunnelInput{
+		DestinationConfig: &DestinationConfig{Services: []string{"SSH"}},
+		TimeoutConfig:     &TimeoutConfig{MaxLifetimeTimeoutMinutes: 60},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.mu.Lock()
+	clock.t = steppedNow(t, base.Add(2*time.Hour), base.Add(30*time.Second))
+	clock.mu.Unlock()
+	d, err := ts.DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: out.TunnelID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Tunnel.Status != StatusClosed {
+		t.Errorf("the wall clock 2 h past its opening: a 60 min tunnel is %s", d.Tunnel.Status)
+	}
+	if _, status, _ := dialWS(t, ts.addr, "source", out.SourceAccessToken, ""); status == 101 {
+		t.Errorf("the wall clock 2 h past its opening: a 60 min tunnel's source token was taken")
+	}
+}

@@ -822,7 +822,12 @@ func (s *Server) janitor() {
 // when it says, not at the janitor's next round: a token is refused, and the
 // tunnel described CLOSED, from its expiry on.
 func (s *Server) sweep() {
-	now := s.now()
+	// By the wall clock, as a record restored from the state file has only
+	// that (and as AWS, and DescribeTunnel's expiresAt, go): after a step of
+	// the host's clock (NTP's first answer, a laptop resumed from sleep,
+	// whose monotonic clock does not count the sleep) a running server
+	// closes a tunnel when a restarted one would.
+	now := s.now().Round(0)
 	changed := false
 	s.mu.Lock()
 	if !s.sweepAt.IsZero() && now.Before(s.sweepAt) {
