@@ -316,7 +316,15 @@ func TestInsecureTunnelWarnings(t *testing.T) {
 // warnings of check-config and of the agent's start, naming the config key.
 func TestLoginWarnings(t *testing.T) {
 	needRoot(t, "the login users of a server that is not root depend on the passwd file")
-	tmp := filepath.Join(t.TempDir(), "authorized_keys")
+	// A file right below /tmp, not below os.TempDir(): a TMPDIR may be
+	// private (pam_tmpdir's 0700 /tmp/user/0).
+	f, err := os.CreateTemp("/tmp", "porthole-test-authorized_keys-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	tmp := f.Name()
+	t.Cleanup(func() { os.Remove(tmp) })
 	safe := filepath.Join(safeTempDir(t), "authorized_keys")
 	for _, p := range []string{tmp, safe} {
 		os.WriteFile(p, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKhQb9QyJ0r1y0y5mR2hJ3fKpqkz6bq9Dq0Zt8ka5u1Y op\n"), 0o600)
@@ -329,7 +337,7 @@ func TestLoginWarnings(t *testing.T) {
 		want      []string
 	}{
 		{"below /tmp", fmt.Sprintf("[ssh]\nauthorized_keys = [%q]", tmp), []string{
-			"ssh.authorized_keys: " + tmp + " is ignored at login (user root): bad modes of " + os.TempDir() + ": 1777 is group or world writable",
+			"ssh.authorized_keys: " + tmp + " is ignored at login (user root): bad modes of /tmp: 1777 is group or world writable",
 			"ssh: no login method can work"}},
 		{"group-writable", fmt.Sprintf("[ssh]\nauthorized_keys = [%q]", group), []string{
 			"ssh.authorized_keys: " + group + " is ignored at login (user root): bad modes of " + group + ": 0664", "ssh: no login method can work"}},

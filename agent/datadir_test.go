@@ -97,7 +97,8 @@ func TestCheckDataDir(t *testing.T) {
 		path       string
 		want, dont string
 	}{
-		{os.TempDir(), "(mode 1777: a shared directory, as /tmp is); the host key and tunnel tokens need a directory of their own", "chmod"},
+		// /tmp itself, not os.TempDir(): a TMPDIR may be private (pam_tmpdir).
+		{"/tmp", "(mode 1777: a shared directory, as /tmp is); the host key and tunnel tokens need a directory of their own", "chmod"},
 		{mk("ww-sticky2", 0o777|os.ModeSticky), "mode 1777", "chmod"},
 		{groupWritable, "(mode 0770); the host key and tunnel tokens need a directory only root or the agent's user can change (chmod go-w " + groupWritable + ")", ""},
 	} {

@@ -42,7 +42,41 @@ func TestMain(m *testing.M) {
 	if os.Getuid() != os.Geteuid() {
 		os.Exit(2) // a setuid copy (TestSignalSentWithUsersPrivileges) does nothing else
 	}
-	goleak.VerifyTestMain(m)
+	removeTemp := sharedTempDir()
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeTemp()
+		os.Exit(code)
+	}))
+}
+
+// sharedTempDir points TMPDIR at a new directory below /tmp that every user
+// may enter, when the TMPDIR given is one only its owner may enter
+// (pam_tmpdir's /tmp/user/0, mode 0700): the homes, keys and sockets the tests
+// make below t.TempDir() for other users would be out of their reach. It
+// returns what removes that directory.
+func sharedTempDir() (remove func()) {
+	for d := os.TempDir(); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return func() {}
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			break
+		}
+		if d == filepath.Dir(d) {
+			return func() {} // every user may enter it
+		}
+	}
+	d, err := os.MkdirTemp("/tmp", "ph") // short: sockets are made below it (108 bytes)
+	if err != nil {
+		return func() {}
+	}
+	if err := os.Chmod(d, 0o755); err != nil {
+		os.Remove(d)
+		return func() {}
+	}
+	os.Setenv("TMPDIR", d)
+	return func() { os.RemoveAll(d) }
 }
 
 // becomeAndReportSignal is the helper of TestSignalSentWithUsersPrivileges, run
