@@ -19,7 +19,11 @@
 // Every API call and terminal needs the random access token the server prints in
 // its URL's fragment (http://127.0.0.1:PORT/#token=T): the page keeps it in
 // sessionStorage and sends it as a bearer token, and as the first message of each
-// terminal WebSocket. There is no cookie: a browser would send it to every port of
+// terminal WebSocket. The port is a free one, another each run, unless the
+// operator chooses one: a browser takes every server that ever listened on
+// 127.0.0.1:PORT for one origin, so a page served there before (a device's web
+// page forwarded to that port) could have left a service worker or cached
+// scripts that would run as the console and read the token. There is no cookie: a browser would send it to every port of
 // 127.0.0.1. WebSockets and state-changing calls must come from the console's own
 // origin (scheme, host and port: https over TLS, or the PublicURL's), pages carry a
 // CSP that allows scripts from this server only (no inline scripts), answers it

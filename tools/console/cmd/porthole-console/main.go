@@ -61,7 +61,8 @@ func (k *keyFlags) Set(v string) error {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("porthole-console", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:8088", "address to serve the console on: loopback, unless --tls-cert or --plain-http")
+	listen := fs.String("listen", "127.0.0.1:0", "address to serve the console on: loopback, unless --tls-cert or --plain-http "+
+		"(default: a free port, another each run; a fixed port shares its browser origin with whatever served on it before)")
 	plainHTTP := fs.Bool("plain-http", false, "serve plain HTTP on a --listen address that is not loopback, "+
 		"for a TLS reverse proxy on a network you trust")
 	tlsCert := fs.String("tls-cert", "", "serve https with this PEM certificate (chain) file, read at start; with --tls-key")

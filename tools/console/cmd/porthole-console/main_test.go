@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -344,6 +345,29 @@ func TestConsoleSurvivesLogReaderGone(t *testing.T) {
 		t.Fatalf("first line %q, want the console's address", line)
 	}
 	testenv.GetWhileAlive(t, url, alive) // each request is logged
+}
+
+// Without --listen, each console serves on a port of its own, free and another
+// each run: a browser takes every server that ever listened on one port of
+// 127.0.0.1 for one origin, so a fixed default (8088) let a page a device had
+// served there before (the lab's --http-port, porthole connect) leave a
+// service worker or cached script that would read the next console's token.
+func TestDefaultListenIsAFreshPort(t *testing.T) {
+	dir := t.TempDir()
+	var ports []string
+	for i := range 2 {
+		line, _ := testenv.StartWithoutLogReader(t, "github.com/porthole-iot/porthole/tools/console/cmd/porthole-console",
+			"--host-keys", filepath.Join(dir, fmt.Sprintf("hk%d.json", i)), "--vendor-dir", standInVendor(t, dir))
+		url, ok := strings.CutPrefix(line, "porthole console: open http://127.0.0.1:")
+		if !ok {
+			t.Fatalf("console %d: first line %q, want its address on 127.0.0.1", i+1, line)
+		}
+		port, _, _ := strings.Cut(url, "/")
+		ports = append(ports, port)
+	}
+	if ports[0] == ports[1] {
+		t.Errorf("two consoles started without --listen both on port %s", ports[0])
+	}
 }
 
 // consoleWithTunnel starts a TLS tunneld in this process and porthole-console

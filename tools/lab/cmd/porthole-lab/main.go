@@ -49,7 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	state := fs.String("state", ".lab", "state directory (made once, reused)")
 	sshPort := fs.Int("ssh-port", 2222, "local port for SSH through the tunnel (0: any free port)")
 	httpPort := fs.Int("http-port", 8080, "local port for the device's status page through the tunnel (0: any free port)")
-	consoleAddr := fs.String("console", "127.0.0.1:8088", "listen address of the web console (SSH in the browser), on loopback (port 0: any free port; \"\": none)")
+	consoleAddr := fs.String("console", "127.0.0.1:0", "listen address of the web console (SSH in the browser), on loopback "+
+		"(port 0, the default: a free port, another each run; a fixed port shares its browser origin with whatever served on it before, such as a device's page through --http-port; \"\": none)")
 	noAgent := fs.Bool("no-agent", false, "run only the broker, tunneld and the web console (on 127.0.0.1), for an agent started by hand on this machine or in a QEMU guest")
 	boardName := fs.String("board", "", "run the agent inside QEMU board `NAME` (a folder under board/, e.g. qemu-armv7-virt) instead of on the host:\n"+
 		"cross-build porthole, build the initramfs, boot it; needs the source tree, Go and the packages of tools/deps.sh board")
@@ -98,8 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	// The console's port equal to one of the source side's would be found only
-	// after the whole start-up, by a listener that fails naming neither flag
-	// (8088, the console's default, is a natural --http-port).
+	// after the whole start-up, by a listener that fails naming neither flag.
 	if _, cp, err := net.SplitHostPort(*consoleAddr); err == nil {
 		if n, err := net.LookupPort("tcp", cp); err == nil && n != 0 {
 			for _, p := range ports {
