@@ -333,7 +333,7 @@ func saveClientToken(dir string, access, t tunnel.Token) error {
 		return err
 	}
 	pruneClientTokens(dir, time.Now().Add(-clientTokenMaxAge))
-	return writeFileAtomic(filepath.Join(dir, tokenKey(access.Reveal())), []byte(t.Reveal()+"\n"), 0o600)
+	return writeFileAtomic(filepath.Join(dir, tokenKey(access.Reveal())), []byte(t.Reveal()+"\n"))
 }
 
 // pruneClientTokens removes the files in dir last written before cutoff: client

@@ -29,20 +29,22 @@ func tokenKey(accessToken string) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-// writeFileAtomic replaces path with data so that a crash leaves the old or the new
-// content, never a mix.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+// writeFileAtomic replaces path with data, mode 0600 (CreateTemp's, which no
+// umask widens), so that a crash leaves the old or the new content, never a mix.
+// It writes no more to flash than that: no chmod, and no removal of a renamed
+// temporary file.
+func writeFileAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
+	defer func() {
+		if tmp != "" {
+			os.Remove(tmp)
+		}
+	}()
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
@@ -57,6 +59,7 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
+	tmp = ""
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()

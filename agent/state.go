@@ -43,7 +43,7 @@ func (s stateStore) save(t savedTunnel) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.path(tokenKey(t.AccessToken)), b, 0o600)
+	return writeFileAtomic(s.path(tokenKey(t.AccessToken)), b)
 }
 
 func (s stateStore) remove(accessToken string) error {

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -150,5 +151,40 @@ func TestStateLoadOrder(t *testing.T) {
 	}
 	if !slices.Equal(gotTokens, wantTokens) {
 		t.Errorf("load order = %v, want %v", gotTokens, wantTokens)
+	}
+}
+
+// A save writes what it must to the flash and no more (a jffs2 or UBIFS data
+// directory wears with each change): the temporary file, its data, the rename.
+// It chmodded a file CreateTemp had made 0600 already, one more inode change
+// per save. The file is 0600 whatever the umask.
+func TestSaveWritesNoMoreThanItMust(t *testing.T) {
+	dir := t.TempDir()
+	fd, err := syscall.InotifyInit1(syscall.IN_NONBLOCK | syscall.IN_CLOEXEC)
+	if err != nil {
+		t.Skip("no inotify:", err)
+	}
+	defer syscall.Close(fd)
+	if _, err := syscall.InotifyAddWatch(fd, dir, syscall.IN_ATTRIB); err != nil {
+		t.Fatal(err)
+	}
+	old := syscall.Umask(0)
+	err = writeFileAtomic(filepath.Join(dir, "state.json"), []byte("{}\n"))
+	syscall.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := syscall.Read(fd, make([]byte, 4096)); n > 0 {
+		t.Errorf("a save changed a file's attributes (%d bytes of inotify IN_ATTRIB events)", n)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("saved with mode %v under umask 0, want 0600", fi.Mode().Perm())
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 1 {
+		t.Errorf("the directory holds %d entries after one save, want 1", len(left))
 	}
 }
