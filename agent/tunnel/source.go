@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -122,6 +124,7 @@ func (src *Source) Run(ctx context.Context) error {
 	// They are kept by service name ("" for an unnamed mapping): two services
 	// may both ask for port 0 of one address.
 	bound := map[string]net.Listener{}
+	six := map[string]net.Listener{} // listenMapping's [::1] listeners
 	defer func() {
 		for _, ln := range bound {
 			ln.Close()
@@ -129,14 +132,16 @@ func (src *Source) Run(ctx context.Context) error {
 		for _, ln := range lns {
 			ln.Close()
 		}
+		for _, ln := range six {
+			ln.Close()
+		}
 		wg.Wait()
 	}()
 	if !src.DialOnly {
 		for k, addr := range src.Listen {
-			a, _ := listenAddr(addr)
-			ln, err := net.Listen("tcp", a)
+			ln, err := listenMapping(opt.log, six, k, addr)
 			if err != nil {
-				return fmt.Errorf("%w for service %q on %s: %v", ErrListen, k, a, err)
+				return err
 			}
 			bound[k] = ln
 		}
@@ -157,6 +162,13 @@ func (src *Source) Run(ctx context.Context) error {
 			defer wg.Done()
 			src.acceptLoop(actx, ln, r)
 		}()
+		if l6 := six[ln.Addr().String()]; l6 != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				src.acceptLoop(actx, l6, r)
+			}()
+		}
 	}
 	// Named services are served at once: a connection made before the tunnel
 	// is up waits for it (ReadyWait), then is closed with a line, instead of
@@ -178,8 +190,8 @@ func (src *Source) Run(ctx context.Context) error {
 				delete(bound, "")
 				if !ok {
 					var err error
-					if ln, err = net.Listen("tcp", addrs[i]); err != nil {
-						return fmt.Errorf("%w for service %q on %s: %v", ErrListen, r.name, addrs[i], err)
+					if ln, err = listenMapping(opt.log, six, r.name, addrs[i]); err != nil {
+						return err
 					}
 				}
 				accept(ln, r)
@@ -300,8 +312,7 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 		if len(ids) == 1 {
 			name = ids[0]
 		}
-		a, _ := listenAddr(addr)
-		return []serviceRoute{{wire: src.wire(name), name: name}}, []string{a}, nil
+		return []serviceRoute{{wire: src.wire(name), name: name}}, []string{addr}, nil
 	}
 	if len(ids) == 0 {
 		return nil, nil, fmt.Errorf("%w: the tunnel has no services; give one unnamed mapping", ErrConfig)
@@ -312,14 +323,39 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 		}
 	}
 	for _, name := range ids {
-		a := "127.0.0.1:0"
+		a := "0" // a port of its own, on loopback
 		if addr, ok := src.Listen[name]; ok {
-			a, _ = listenAddr(addr)
+			a = addr
 		}
 		routes = append(routes, serviceRoute{wire: src.wire(name), name: name})
 		addrs = append(addrs, a)
 	}
 	return routes, addrs, nil
+}
+
+// listenMapping listens on a mapping's address given, "[host:]port". With no
+// host, that is 127.0.0.1, and [::1] with the same port is taken too when it
+// can be, into six by the 127.0.0.1 address: clients that try localhost by ::1
+// first (curl, browsers) would otherwise reach whichever local user had taken
+// it.
+func listenMapping(log *slog.Logger, six map[string]net.Listener, service, given string) (net.Listener, error) {
+	a, _ := listenAddr(given)
+	ln, err := net.Listen("tcp", a)
+	if err != nil {
+		return nil, fmt.Errorf("%w for service %q on %s: %v", ErrListen, service, a, err)
+	}
+	if strings.LastIndexByte(given, ':') > 0 {
+		return ln, nil // a host was given
+	}
+	a = ln.Addr().String()
+	l6, err := net.Listen("tcp", "[::1]"+a[len("127.0.0.1"):])
+	if err == nil {
+		six[a] = l6
+	} else if errors.Is(err, syscall.EADDRINUSE) {
+		log.Warn("[::1] with this port is another program's: clients that try localhost by ::1 first reach it; connect to 127.0.0.1",
+			"service", service, "addr", a)
+	}
+	return ln, nil
 }
 
 // listenAddr turns "[host:]port" into host:port.
