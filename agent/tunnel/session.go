@@ -356,7 +356,10 @@ const (
 )
 
 // loggedName is a service id as log lines show it: the peer chooses it, up to
-// 64 KiB, so it is cut to maxLoggedName bytes.
+// 64 KiB, so it is cut to maxLoggedName bytes. Not inlined (agent/tunnel keeps
+// inlining, device.gcflags): its nine callers would each carry a copy.
+//
+//go:noinline
 func loggedName(id string) string {
 	if len(id) > maxLoggedName {
 		id = strings.ToValidUTF8(id[:maxLoggedName], "") + "…"
@@ -595,6 +598,11 @@ func (s *session) newLinkLocked(st *stream, service string, id uint32) *link {
 	return l
 }
 
+// attrs are the link's attributes for a log line. Not inlined (agent/tunnel
+// keeps inlining, device.gcflags): its seven callers would each carry a copy
+// of the slice's making, ~100 B on linux/mipsle.
+//
+//go:noinline
 func (l *link) attrs() []any {
 	return []any{"service", l.service, "stream", l.stream, "conn", l.id}
 }
