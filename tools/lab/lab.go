@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -62,32 +63,38 @@ type Options struct {
 
 // Info is what lab.json holds: every endpoint, port and file of a running lab.
 type Info struct {
-	StateDir     string `json:"state_dir"`
-	PID          int    `json:"pid"` // the lab's own
-	Thing        string `json:"thing"`
-	Broker       string `json:"broker"`
-	Tunneld      string `json:"tunneld"`
-	Region       string `json:"region"`
-	CAFile       string `json:"ca_file"`
-	DeviceCert   string `json:"device_cert"`
-	DeviceKey    string `json:"device_key"`
-	SSHKey       string `json:"ssh_key"`
-	KnownHosts   string `json:"known_hosts,omitempty"`
-	User         string `json:"user"`
-	AgentConfig  string `json:"agent_config,omitempty"`
-	AgentLog     string `json:"agent_log,omitempty"`
-	AgentPID     int    `json:"agent_pid,omitempty"`
-	Board        string `json:"board,omitempty"`
-	BoardLog     string `json:"board_log,omitempty"`
-	TunnelID     string `json:"tunnel_id,omitempty"`
-	SourceToken  string `json:"source_token_file,omitempty"`
-	SSH          string `json:"ssh,omitempty"`
-	HTTP         string `json:"http,omitempty"`
-	StatusPage   string `json:"status_page,omitempty"`
-	SSHCommand   string `json:"ssh_command,omitempty"`
-	SFTPCommand  string `json:"sftp_command,omitempty"`
-	AWSCommand   string `json:"aws_command"`
-	ConnectUsage string `json:"connect_command,omitempty"`
+	StateDir    string `json:"state_dir"`
+	PID         int    `json:"pid"` // the lab's own
+	Thing       string `json:"thing"`
+	Broker      string `json:"broker"`
+	Tunneld     string `json:"tunneld"`
+	Region      string `json:"region"`
+	CAFile      string `json:"ca_file"`
+	DeviceCert  string `json:"device_cert"`
+	DeviceKey   string `json:"device_key"`
+	SSHKey      string `json:"ssh_key"`
+	KnownHosts  string `json:"known_hosts,omitempty"`
+	User        string `json:"user"`
+	AgentConfig string `json:"agent_config,omitempty"`
+	AgentLog    string `json:"agent_log,omitempty"`
+	AgentPID    int    `json:"agent_pid,omitempty"`
+	Board       string `json:"board,omitempty"`
+	BoardLog    string `json:"board_log,omitempty"`
+	TunnelID    string `json:"tunnel_id,omitempty"`
+	SourceToken string `json:"source_token_file,omitempty"`
+	SSH         string `json:"ssh,omitempty"`
+	HTTP        string `json:"http,omitempty"`
+	StatusPage  string `json:"status_page,omitempty"`
+	SSHCommand  string `json:"ssh_command,omitempty"`
+	SFTPCommand string `json:"sftp_command,omitempty"`
+	AWSCommand  string `json:"aws_command"`
+	// AWSAccessKeyID and AWSSecretAccessKey sign the lab tunneld's control
+	// plane (SigV4), as AWSCommand does: without them, any user of this
+	// machine could open tunnels to the lab's device and take their tokens.
+	// The secret is new each run.
+	AWSAccessKeyID     string `json:"aws_access_key_id"`
+	AWSSecretAccessKey string `json:"aws_secret_access_key"`
+	ConnectUsage       string `json:"connect_command,omitempty"`
 	// Console is the web console's URL; it holds the console's access token.
 	Console string `json:"console_url,omitempty"`
 }
@@ -267,8 +274,10 @@ func Run(ctx context.Context, opt Options) (err error) {
 		if err != nil {
 			return err
 		}
+		info.AWSAccessKeyID, info.AWSSecretAccessKey = "lab", rand.Text()
 		td, err = tunneld.New(tunneld.Config{Region: info.Region, DataDir: filepath.Join(dir, "tunneld"),
-			TLS: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, Notifier: notifier,
+			Credentials: map[string]string{info.AWSAccessKeyID: info.AWSSecretAccessKey},
+			TLS:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, Notifier: notifier,
 			Logger: log.With("component", "tunneld")})
 		if err != nil {
 			notifier.Close(context.Background())
@@ -327,8 +336,9 @@ func Run(ctx context.Context, opt Options) (err error) {
 	// (dir is absolute): the lab holds its terminal, so they are pasted into
 	// another one, which starts elsewhere (the home directory), or run by scripts.
 	np := noProxyPrefix(tdHost)
-	info.AWSCommand = fmt.Sprintf("%sAWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab aws iotsecuretunneling open-tunnel "+
-		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s", np, Thing, info.Tunneld, info.Region, shellArg(info.CAFile))
+	info.AWSCommand = fmt.Sprintf("%sAWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s aws iotsecuretunneling open-tunnel "+
+		"--destination-config thingName=%s,services=SSH --endpoint-url %s --region %s --ca-bundle %s",
+		np, info.AWSAccessKeyID, info.AWSSecretAccessKey, Thing, info.Tunneld, info.Region, shellArg(info.CAFile))
 	if np != "" {
 		consoleLine = "  (no_proxy: https_proxy is set here, and a proxy cannot reach this machine's loopback, where the lab is)\n" + consoleLine
 	}

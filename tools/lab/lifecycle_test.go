@@ -24,6 +24,7 @@ import (
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
+	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
 var labPkgs = []string{"agent/cmd/porthole", "tools/lab/cmd/porthole-lab"}
@@ -86,6 +87,14 @@ func TestLabOutlivesItsTunnel(t *testing.T) {
 	l := startLab(t, labPkgs, 60*time.Second, nil, "--ssh-port", "0", "--http-port", "0", "--console", "")
 	defer l.cmd.Process.Kill()
 
+	// Only the lab's own secret signs: another user of this machine, who can
+	// reach its loopback port, opened tunnels to the device and took their
+	// tokens, or closed the lab's, with any signature (it had no credentials).
+	for _, secret := range []string{"lab", "not-the-secret"} {
+		if code, b := signedCall(t, l.info, "CloseTunnel", `{"tunnelId":"`+l.info.TunnelID+`"}`, secret); code != http.StatusForbidden {
+			t.Errorf("CloseTunnel signed with secret %q: %d %s, want 403", secret, code, b)
+		}
+	}
 	callTunneld(t, l.info, "CloseTunnel", `{"tunnelId":"`+l.info.TunnelID+`"}`)
 	line := l.waitLine(t, "is gone", 10*time.Second)
 	for _, want := range []string{l.info.TunnelID, "tunneld closed it", l.info.SSH, l.info.HTTP, "no longer work", "keep running"} {
@@ -157,6 +166,17 @@ func (l *runningLab) waitLine(t *testing.T, s string, within time.Duration) stri
 // does, and returns the answer's body.
 func callTunneld(t *testing.T, info Info, op, body string) string {
 	t.Helper()
+	code, b := signedCall(t, info, op, body, info.AWSSecretAccessKey)
+	if code != http.StatusOK {
+		t.Fatalf("%s: %d %s", op, code, b)
+	}
+	return b
+}
+
+// signedCall makes one control-plane call to the lab's tunneld signed with
+// secret, and returns the answer's status and body.
+func signedCall(t *testing.T, info Info, op, body, secret string) (int, string) {
+	t.Helper()
 	pem, err := os.ReadFile(info.CAFile)
 	if err != nil {
 		t.Fatal(err)
@@ -168,17 +188,14 @@ func callTunneld(t *testing.T, info Info, op, body string) string {
 	req, _ := http.NewRequest(http.MethodPost, info.Tunneld+"/", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
 	req.Header.Set("X-Amz-Target", "IoTSecuredTunneling."+op)
-	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=lab/20261130/us-east-1/IoTSecuredTunneling/aws4_request, SignedHeaders=host, Signature=00")
+	tunneld.SignV4(req, []byte(body), info.AWSAccessKeyID, secret, "", info.Region, "IoTSecuredTunneling", time.Now())
 	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: %s %s", op, resp.Status, b)
-	}
-	return string(b)
+	return resp.StatusCode, string(b)
 }
 
 // TestKilledLabsTunnelClosedOnRestart: a lab killed with -9 (the OOM killer, a

@@ -216,8 +216,13 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	} else {
 		log.Warn("no --mqtt-broker: tunnels are not notified to devices")
 	}
-	if o.CredFile == "" && !loopbackOnly(o.Listen) {
+	switch {
+	case o.CredFile != "":
+	case !loopbackOnly(o.Listen):
 		log.Warn("listening beyond loopback without --credentials: anyone who reaches this address can open, rotate and close tunnels and receive their access tokens",
+			"listen", o.Listen)
+	default:
+		log.Warn("without --credentials: every user of this machine can open, rotate and close tunnels and receive their access tokens",
 			"listen", o.Listen)
 	}
 	srv, err := New(cfg)

@@ -140,8 +140,9 @@
 // cut to 128 bytes.
 // Request members that are not in the API (names are case-sensitive, as in AWS
 // JSON 1.1) are ignored, as AWS does, and logged by name. At start, tunneld warns
-// when it listens beyond loopback without --credentials, and when the credentials
-// file is readable by group or others.
+// when it runs without --credentials (on loopback too: every user of the machine
+// reaches it there), and when the credentials file is readable by group or
+// others.
 //
 // Access tokens never reach a log line: records carry their fingerprints
 // (tunnel.Token.Fingerprint). The state file holds them in clear, readable only by
