@@ -23,7 +23,10 @@
 // operator chooses one: a browser takes every server that ever listened on
 // 127.0.0.1:PORT for one origin, so a page served there before (a device's web
 // page forwarded to that port) could have left a service worker or cached
-// scripts that would run as the console and read the token. There is no cookie: a browser would send it to every port of
+// scripts that would run as the console and read the token. The page takes the
+// token out of the address bar, but the browser's history keeps the URL it
+// visited, token and all (and syncs it where the profile does): the token is
+// good until the console stops, so stop it when done. There is no cookie: a browser would send it to every port of
 // 127.0.0.1. WebSockets and state-changing calls must come from the console's own
 // origin (scheme, host and port: https over TLS, or the PublicURL's), pages carry a
 // CSP that allows scripts from this server only (no inline scripts), answers it
