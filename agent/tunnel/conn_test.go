@@ -515,3 +515,44 @@ func answerOnce(t *testing.T, answer string) string {
 	}()
 	return ln.Addr().String()
 }
+
+// TestHandshakeTimeoutAfterTLS: an endpoint, or an https:// proxy, that
+// completes TLS and then never answers is given up at the handshake timeout.
+// The timeout's callback read the variable that the TLS connection had since
+// replaced: a data race (go test -race) on every such attempt.
+func TestHandshakeTimeoutAfterTLS(t *testing.T) {
+	srv := tlsService(t, func(*http.Request) int { return 0 })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); ln.Close() })
+	silent := tls.NewListener(ln, &tls.Config{Certificates: srv.TLS.Certificates})
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				bufio.NewReader(c).ReadString('\n') // completes TLS, reads the request's first line
+				<-done
+			}()
+		}
+	}()
+	tok, _ := NewAccessToken("t")
+	for name, cfg := range map[string]*Config{
+		"endpoint": {Endpoint: "wss://" + ln.Addr().String(), Proxy: ProxyURL(nil)},
+		"proxy":    {Endpoint: srv.URL, Proxy: ProxyURL(&url.URL{Scheme: "https", Host: ln.Addr().String()})},
+	} {
+		cfg.AccessToken, cfg.CAFile, cfg.HandshakeTimeout = tok, writeCA(t, srv), 300*time.Millisecond
+		start := time.Now()
+		if _, err := Dial(context.Background(), cfg, ModeSource); err == nil {
+			t.Errorf("%s silent after TLS: Dial succeeded", name)
+		} else if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%s silent after TLS: Dial returned after %v (%v), want about the 300ms timeout", name, d, err)
+		}
+	}
+}

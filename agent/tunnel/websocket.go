@@ -126,7 +126,8 @@ func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handsh
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	raw := conn // for the timeout: conn is replaced by its TLS connection
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	fail := func(err error) (*wsConn, *handshakeResponse, error) {
 		conn.Close()
@@ -241,7 +242,8 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 	if err != nil {
 		return nil, &ProxyError{Err: fmt.Errorf("connecting to proxy %s: %w", proxy.Host, err)}
 	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	raw := conn // for the timeout: conn is replaced by its TLS connection
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if proxy.Scheme == "https" {
 		pc := &tls.Config{MinVersion: tls.VersionTLS12}
