@@ -245,13 +245,20 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 	defer cancel()
 	ws, resp, err := dialWebSocket(hctx, req)
 	if err != nil {
+		// Named, as the proxy may be the environment's: a proxy that
+		// answers CONNECT with 200 and then drops the connection (as some
+		// do for a site they block) ended in a bare EOF.
+		to := u.Host
+		if req.proxy != nil {
+			to += " via proxy " + req.proxy.Host
+		}
 		// The connection's own deadline is the handshake's: it may fire first.
 		if dl, _ := hctx.Deadline(); ctx.Err() == nil && !time.Now().Before(dl) {
 			// Not a bare "context deadline exceeded": the endpoint (or the
 			// proxy) took the connection, or not even that, and said nothing.
-			return nil, fmt.Errorf("tunnel: connecting to %s: no answer within %v (TCP, proxy, TLS and WebSocket handshake): %w", u.Host, htimeout, err)
+			return nil, fmt.Errorf("tunnel: connecting to %s: no answer within %v (TCP, proxy, TLS and WebSocket handshake): %w", to, htimeout, err)
 		}
-		return nil, fmt.Errorf("tunnel: connecting to %s: %w", u.Host, err)
+		return nil, fmt.Errorf("tunnel: connecting to %s: %w", to, err)
 	}
 	if ws == nil {
 		// An endpoint that is not the service (a wrong endpoint's debug

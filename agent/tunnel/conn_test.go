@@ -556,3 +556,18 @@ func TestHandshakeTimeoutAfterTLS(t *testing.T) {
 		}
 	}
 }
+
+// A proxy that answers CONNECT with 200 and then drops the connection, as some
+// do for a site they block, is named in the error: it said only "EOF", and
+// with the proxy taken from the environment nothing else said one was used.
+func TestProxyThatDropsAfter200IsNamed(t *testing.T) {
+	srv := tlsService(t, func(*http.Request) int { return 0 })
+	tok, _ := NewAccessToken("t")
+	host := answerOnce(t, "HTTP/1.1 200 Connection established\r\n\r\n")
+	cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv),
+		Proxy: ProxyURL(&url.URL{Scheme: "http", Host: host}), HandshakeTimeout: 5 * time.Second}
+	_, err := Dial(context.Background(), cfg, ModeSource)
+	if err == nil || !strings.Contains(err.Error(), "via proxy "+host) {
+		t.Fatalf("Dial = %v, want an error that names the proxy %s", err, host)
+	}
+}
