@@ -1054,7 +1054,7 @@ func (a *Agent) failureReason(err error) string {
 	case errors.As(err, &ce) && ce.Reason == x509.Expired && a.clock().Before(BuildTime()):
 		return clockBehind
 	case viaProxy && pe.Status == 407: // Proxy Authentication Required
-		return "the HTTPS proxy refused the credentials of tunnel.https_proxy (407)"
+		return "the HTTPS proxy wants credentials it was not given or refused (407): tunnel.https_proxy, or https_proxy where that is empty"
 	case viaProxy && pe.Status != 0:
 		return fmt.Sprintf("the HTTPS proxy refused to connect to the service (%d)", pe.Status)
 	case viaProxy && tunnel.IsCertificateError(err):
