@@ -53,7 +53,8 @@ func TestMain(m *testing.M) {
 // may enter, when the TMPDIR given is one only its owner may enter
 // (pam_tmpdir's /tmp/user/0, mode 0700): the homes, keys and sockets the tests
 // make below t.TempDir() for other users would be out of their reach. It
-// returns what removes that directory.
+// returns what removes that directory. (A copy of hostenv.SharedTempDir, which
+// sshd's tests may not import: sshd and agent/tunnel import neither the other.)
 func sharedTempDir() (remove func()) {
 	for d := os.TempDir(); ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)

@@ -79,7 +79,14 @@ func TestCheckConfigLoginWarnings(t *testing.T) {
 		}
 		t.Skip("who may log in depends on the passwd file unless the agent runs as root; run as root (CI does)")
 	}
-	ak := filepath.Join(t.TempDir(), "authorized_keys")
+	// Right below /tmp, not os.TempDir(), which may be private (pam_tmpdir).
+	f, err := os.CreateTemp("/tmp", "porthole-test-authorized_keys-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	ak := f.Name()
+	t.Cleanup(func() { os.Remove(ak) })
 	os.WriteFile(ak, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKhQb9QyJ0r1y0y5mR2hJ3fKpqkz6bq9Dq0Zt8ka5u1Y op\n"), 0o600)
 	path, _ := withConfig(t, "", "", fmt.Sprintf("[ssh]\nauthorized_keys = [%q]\n", ak))
 	code, out, errs := runCmd(t, nil, "check-config", "-c", path)
@@ -87,7 +94,7 @@ func TestCheckConfigLoginWarnings(t *testing.T) {
 		t.Fatalf("check-config: exit %d, stdout %q, stderr %q; want ok", code, out, errs)
 	}
 	for _, w := range []string{
-		path + ": warning: ssh.authorized_keys: " + ak + " is ignored at login (user root): bad modes of " + os.TempDir() + ": 1777",
+		path + ": warning: ssh.authorized_keys: " + ak + " is ignored at login (user root): bad modes of /tmp: 1777",
 		path + ": warning: ssh: no login method can work",
 	} {
 		if !strings.Contains(errs, w) {

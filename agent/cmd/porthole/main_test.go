@@ -39,7 +39,11 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(99)
 	}
-	goleak.VerifyTestMain(m)
+	removeTemp := hostenv.SharedTempDir()
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeTemp()
+		os.Exit(code)
+	}))
 }
 
 // childEnv makes TestMain run porthole instead of the tests.

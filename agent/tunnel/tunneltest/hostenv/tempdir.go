@@ -1,0 +1,38 @@
+package hostenv
+
+import (
+	"os"
+	"path/filepath"
+)
+
+// SharedTempDir points TMPDIR at a new directory below /tmp that every user
+// may enter, when the TMPDIR given is one only its owner may enter
+// (pam_tmpdir's /tmp/user/0, mode 0700): a test that runs the agent as
+// another user (uid 65534) from a binary or data_dir below t.TempDir() would
+// fail for the machine's TMPDIR, not for the agent. It returns what removes
+// that directory. (sshd's tests, which may not import this package, have a
+// copy of it.)
+func SharedTempDir() (remove func()) {
+	for d := os.TempDir(); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return func() {}
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			break
+		}
+		if d == filepath.Dir(d) {
+			return func() {} // every user may enter it
+		}
+	}
+	d, err := os.MkdirTemp("/tmp", "ph") // short: sockets are made below it (108 bytes)
+	if err != nil {
+		return func() {}
+	}
+	if err := os.Chmod(d, 0o755); err != nil {
+		os.Remove(d)
+		return func() {}
+	}
+	os.Setenv("TMPDIR", d)
+	return func() { os.RemoveAll(d) }
+}
