@@ -54,11 +54,20 @@ func boundUnsent(c any, bounded bool) {
 		n = unsentBound
 	}
 	rc.Control(func(fd uintptr) {
-		// Not TCP (a Unix socket, whose buffer does not grow), or a kernel
-		// before 3.12: the connection is written as before. A change wakes
-		// a writer blocked on the bound.
-		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotsentLowat, n)
+		// Not TCP (a Unix socket, whose buffer does not grow): written as
+		// before. A change wakes a writer blocked on the bound.
+		if syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotsentLowat, n) == syscall.ENOPROTOOPT {
+			// A kernel before 3.12 (vendors' 3.10): the send buffer is
+			// bounded instead, which ends its growth for good; lifted, it
+			// is set as large as net.core.wmem_max lets it.
+			if n == 0 {
+				n = 1 << 20
+			}
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, n)
+		}
 	})
 }
 
-const tcpNotsentLowat = 0x19 // TCP_NOTSENT_LOWAT, the same on every Linux architecture
+// tcpNotsentLowat is TCP_NOTSENT_LOWAT, the same on every Linux architecture;
+// a variable for the tests, which stand in a kernel without it.
+var tcpNotsentLowat = 0x19
