@@ -513,6 +513,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		cancel()
 	}
 	a.log.Info("porthole agent started", "version", Version, "thing", a.cfg.ThingName)
+	// The fleet learns of a restart: a crash's sessions got no end events.
+	a.emit(&Event{Type: "agent-started", Version: Version})
 	for _, w := range Warnings(a.cfg) {
 		a.log.Warn(w)
 	}

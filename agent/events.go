@@ -19,7 +19,7 @@ import (
 type Event struct {
 	Time   time.Time `json:"time"`
 	Thing  string    `json:"thing"`
-	Type   string    `json:"type"`             // tunnel-connected, tunnel-connect-failed, tunnel-disconnected, tunnel-ended, stream-*, notification-rejected, notify-subscription-failed, ssh-*, *-suppressed
+	Type   string    `json:"type"`             // agent-started, tunnel-connected, tunnel-connect-failed, tunnel-disconnected, tunnel-ended, stream-*, service-unmapped, notification-rejected, notify-subscription-failed, ssh-*, *-suppressed
 	Tunnel string    `json:"tunnel,omitempty"` // fingerprint of the access token, never the token
 	Reason string    `json:"reason,omitempty"`
 
@@ -31,8 +31,15 @@ type Event struct {
 	// (tunnel-connect-failed), as time.Duration prints it ("1m30s").
 	Duration string `json:"duration,omitempty"`
 	// Attempts counts failed connection attempts: so far (tunnel-connect-failed),
-	// or before the connection (tunnel-connected).
+	// or before the connection (tunnel-connected); or what *-suppressed events
+	// did not publish one by one.
 	Attempts int `json:"attempts,omitempty"`
+	// Version is the agent's (agent-started).
+	Version string `json:"version,omitempty"`
+	// Dropped counts the events lost just before this one: dropped by a full
+	// queue (the broker slow or away) or refused by the broker. A consumer
+	// sees the gap.
+	Dropped int `json:"dropped,omitempty"`
 
 	SSH *sshd.Event `json:"ssh,omitempty"` // the sshd audit record, for ssh-* events
 }
@@ -49,6 +56,7 @@ type eventQueue struct {
 	seq      uint64
 	inFlight uint64 // seq of the head while drain publishes it; 0 when none
 	dropped  int
+	lost     int // events dropped or refused that no published event has counted yet (Event.Dropped)
 	wake     chan struct{}
 
 	// Used by the publishing goroutine only.
@@ -87,6 +95,7 @@ func (q *eventQueue) add(e Event) {
 		q.queue[i+n] = queuedEvent{}
 		q.queue = q.queue[:i+n]
 		q.dropped++
+		q.lost++
 	}
 	q.seq++
 	q.queue = append(q.queue, queuedEvent{q.seq, e})
@@ -99,8 +108,10 @@ func (q *eventQueue) add(e Event) {
 
 // victimLocked is the event a full queue drops: the oldest stream-start,
 // stream-end or stream-refused, which come one or two per stream (anyone
-// holding the source token can open thousands), so that they cannot push out the logins, refusals and
-// tunnel events of the audit trail; only without one the oldest event.
+// holding the source token can open thousands), or allowed ssh-forward, one
+// per connection an `ssh -L` carries (a web UI's), so that they cannot push out
+// the logins, refusals and tunnel events of the audit trail; only without one
+// the oldest event.
 // Never the event being published: it stays at the head until the broker
 // answers, and dropped, it was counted lost though delivered (or, refused,
 // counted twice).
@@ -110,7 +121,8 @@ func (q *eventQueue) victimLocked() int {
 		first = 1
 	}
 	for i := first; i < len(q.queue); i++ {
-		if t := q.queue[i].e.Type; t == "stream-start" || t == "stream-end" || t == "stream-refused" {
+		e := &q.queue[i].e
+		if t := e.Type; t == "stream-start" || t == "stream-end" || t == "stream-refused" || t == "ssh-forward" && e.SSH != nil && e.SSH.Allowed {
 			return i
 		}
 	}
@@ -163,6 +175,7 @@ func (q *eventQueue) drain(ctx context.Context) {
 		head := q.queue[0]
 		q.inFlight = head.seq
 		e := head.e
+		e.Dropped = q.lost
 		q.mu.Unlock()
 		q.reportDropped(false)
 		b, _ := json.Marshal(e)
@@ -175,13 +188,13 @@ func (q *eventQueue) drain(ctx context.Context) {
 			// link made one SSH login several in the audit trail). If the session
 			// loses it, the listener logs that.
 			q.log.Debug("event left to the MQTT session, which sends it when the link is back", "type", e.Type, "error", err)
-			q.pop(head.seq)
+			q.pop(head.seq, e.Dropped)
 			continue
 		}
 		if errors.Is(err, notify.ErrRefused) {
 			// Retrying gets the same answer and would hold up every event behind it.
 			q.refused(e, err)
-			q.pop(head.seq)
+			q.pop(head.seq, -1) // one more lost, for the next to count
 			continue
 		}
 		if err != nil {
@@ -199,15 +212,17 @@ func (q *eventQueue) drain(ctx context.Context) {
 			}
 			continue
 		}
-		q.pop(head.seq)
+		q.pop(head.seq, e.Dropped)
 	}
 }
 
 // pop removes the published event seq from the queue's head, in the same
-// critical section that ends its protection from victimLocked.
-func (q *eventQueue) pop(seq uint64) {
+// critical section that ends its protection from victimLocked; counted is how
+// many lost events it counted (-1: it was lost itself).
+func (q *eventQueue) pop(seq uint64, counted int) {
 	q.mu.Lock()
 	q.inFlight = 0
+	q.lost -= counted
 	if len(q.queue) > 0 && q.queue[0].seq == seq {
 		q.queue = q.queue[1:]
 	}

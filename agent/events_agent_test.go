@@ -62,7 +62,9 @@ func TestAgentPublishesRejectedNotifications(t *testing.T) {
 	publish(`{"pad":"`+strings.Repeat("x", 20<<10)+`"}`, 0)
 	time.Sleep(300 * time.Millisecond)
 	stop() // the window's count is published on the way out
-	e.broker.waitEvent(t, "notification-rejections-suppressed", func(ev Event) bool { return strings.HasPrefix(ev.Reason, "51 more notifications rejected") })
+	e.broker.waitEvent(t, "notification-rejections-suppressed", func(ev Event) bool {
+		return strings.HasPrefix(ev.Reason, "51 more notifications rejected") && ev.Attempts == 51
+	})
 
 	e.broker.mu.Lock()
 	defer e.broker.mu.Unlock()
@@ -157,6 +159,14 @@ func TestAgentStopPublishesSessionEnds(t *testing.T) {
 		t.Errorf("ssh-session-end carries %+v, want the exec of sleep", end.SSH)
 	}
 	e.broker.waitEvent(t, "stream-end", func(ev Event) bool { return ev.Service == "SSH" })
+}
+
+// A start is an event, with the version: the fleet learns of a restart, after
+// which the sessions a crash cut short get no end events.
+func TestAgentPublishesItsStart(t *testing.T) {
+	e := newAgentEnv(t)
+	e.start(t)
+	e.broker.waitEvent(t, "agent-started", func(ev Event) bool { return ev.Version == Version && ev.Thing == "dev-1" })
 }
 
 // A broker that is away when the agent stops does not hold it up: the events are

@@ -135,6 +135,85 @@ func TestEventQueueKeepsAuditEventsOverStreamEvents(t *testing.T) {
 	}
 }
 
+// Allowed forwards go before the audit trail too: an `ssh -L` to a web UI
+// opens one per HTTP connection, and a flood of them pushed the login out.
+func TestEventQueueKeepsAuditEventsOverAllowedForwards(t *testing.T) {
+	q := newEventQueue(func(context.Context, []byte) error { return nil }, slog.New(slog.DiscardHandler))
+	q.add(Event{Type: "ssh-login-success"})
+	q.add(Event{Type: "ssh-forward", SSH: &sshd.Event{Type: sshd.EventForward, Allowed: false}})
+	for range 2 * eventQueueSize {
+		q.add(Event{Type: "ssh-forward", SSH: &sshd.Event{Type: sshd.EventForward, Allowed: true}})
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if got := q.queue[0].e.Type + "," + q.queue[1].e.Type; got != "ssh-login-success,ssh-forward" || q.queue[1].e.SSH.Allowed {
+		t.Errorf("the queue starts %s (allowed %v); want the login and the refused forward kept", got, q.queue[1].e.SSH.Allowed)
+	}
+}
+
+// The first event published after a gap counts the events lost in it, dropped
+// by a full queue or refused by the broker: they went to the log only, and a
+// consumer saw a stream-end without its start and could not tell.
+func TestEventQueueCountsLostEventsOnTheNext(t *testing.T) {
+	var mu sync.Mutex
+	var got []Event
+	away := true
+	publish := func(_ context.Context, b []byte) error {
+		var e Event
+		json.Unmarshal(b, &e)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case away:
+			return errors.New("not connected")
+		case e.Type == "refused":
+			return fmt.Errorf("notify: publishing to t: %w", notify.ErrRefused)
+		}
+		got = append(got, e)
+		return nil
+	}
+	q := newEventQueue(publish, slog.New(slog.DiscardHandler))
+	q.retry = 5 * time.Millisecond
+	for range eventQueueSize + 10 {
+		q.add(Event{Type: "stream-start"})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { q.run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(50 * time.Millisecond) // a few failed attempts
+	mu.Lock()
+	away = false
+	mu.Unlock()
+	waitN := func(n int) []Event {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			mu.Lock()
+			g := append([]Event(nil), got...)
+			mu.Unlock()
+			if len(g) >= n || time.Now().After(deadline) {
+				return g
+			}
+		}
+	}
+	g := waitN(eventQueueSize)
+	var counts []int
+	for _, e := range g {
+		if e.Dropped != 0 {
+			counts = append(counts, e.Dropped)
+		}
+	}
+	if len(g) != eventQueueSize || len(counts) != 1 || g[0].Dropped != 10 {
+		t.Fatalf("after an outage that dropped 10: %d published, lost counts %v, the first's %d; want %d, one count of 10 on the first",
+			len(g), counts, g[0].Dropped, eventQueueSize)
+	}
+	q.add(Event{Type: "refused"})
+	q.add(Event{Type: "after"})
+	if g := waitN(eventQueueSize + 1); len(g) != eventQueueSize+1 || g[eventQueueSize].Type != "after" || g[eventQueueSize].Dropped != 1 {
+		t.Fatalf("the event after a refused one: %+v, want it to count 1 lost", g[len(g)-1])
+	}
+}
+
 // A dial the tunnel gave up (the peer reset or superseded its stream, or the
 // session ended) is not a refusal: a peer that starts and resets streams to a
 // slow target would otherwise turn each into a published event. A target that

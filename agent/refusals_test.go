@@ -47,8 +47,8 @@ func TestRefusalEventsLimited(t *testing.T) {
 	a.events.mu.Lock()
 	last := a.events.queue[len(a.events.queue)-1].e
 	a.events.mu.Unlock()
-	if !strings.HasPrefix(last.Reason, "1980 more refused") {
-		t.Errorf("summary reason %q, want the count 1980", last.Reason)
+	if !strings.HasPrefix(last.Reason, "1980 more refused") || last.Attempts != 1980 {
+		t.Errorf("summary reason %q, attempts %d; want the count 1980 in both", last.Reason, last.Attempts)
 	}
 	// The next window publishes refusals again.
 	a.audit(sshd.Event{Type: sshd.EventLoginFailure})

@@ -30,7 +30,9 @@ const (
 // Its JSON form (the "ssh" object of the agent's events) has snake_case keys,
 // leaves out zero fields, except exit_status on session-end and allowed on
 // forward, where zero is the answer, and writes Duration as the agent's events
-// do ("1.234s").
+// do ("1.234s"). It is written, not read: Event has no UnmarshalJSON, so a
+// consumer decodes it into a struct of its own (with Event, exit_status,
+// duration and allowed are lost).
 type Event struct {
 	_ [0]func() // not comparable: no equality functions for Event and eventFields in the binary (docs/size.md)
 
@@ -68,7 +70,7 @@ type Event struct {
 
 	// Forwards.
 	Direction string `json:"direction,omitempty"` // "local" (ssh -L, direct-tcpip), "remote" (ssh -R, tcpip-forward), "agent", "tun" (ssh -w), "x11" (ssh -X, -Y); tun and x11 are always refused, with no Dest
-	Dest      string `json:"dest,omitempty"`      // host:port asked for
+	Dest      string `json:"dest,omitempty"`      // host:port asked for; for an allowed local forward followed by the address dialled in parentheses: "localhost:80 (127.0.0.1:80)"
 	Allowed   bool   `json:"-"`
 }
 
