@@ -74,7 +74,13 @@ func (t Token) Fingerprint() string {
 	return hex.EncodeToString(sum[:4])
 }
 
-func (t Token) String() string                { return "token:" + t.Fingerprint() }
+// String is the token's fingerprint, "token:" and 8 hex digits. Not inlined
+// (agent/tunnel keeps inlining, device.gcflags): its callers would each carry
+// a copy.
+//
+//go:noinline
+func (t Token) String() string { return "token:" + t.Fingerprint() }
+
 func (t Token) GoString() string              { return "tunnel.Token{" + t.Fingerprint() + "}" }
 func (t Token) LogValue() slog.Value          { return slog.StringValue(t.String()) }
 func (t Token) MarshalText() ([]byte, error)  { return []byte(t.String()), nil }

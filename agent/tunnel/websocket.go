@@ -74,6 +74,8 @@ type handshakeResponse struct {
 	body   string              // up to 1 KiB, for refusals
 }
 
+//
+//go:noinline
 func (r *handshakeResponse) get(k string) string {
 	if v := r.header[strings.ToLower(k)]; len(v) > 0 {
 		return v[0]
