@@ -86,9 +86,11 @@ $(CONSOLE_WEB)/vendor/xterm.js: $(CONSOLE_WEB)/package-lock.json $(CONSOLE_WEB)/
 	@touch $@
 
 .PHONY: cross
-cross: ## static device binaries for every target into dist/, with SHA256SUMS
+cross: ## static device binaries for every target into dist/, with their licenses (porthole-LICENSE, porthole-linux.THIRD_PARTY_NOTICES: every target links the same modules) and SHA256SUMS
 	@mkdir -p dist
 	@exp='$(DEVICE_GOEXPERIMENT)'; $(call device-build,$(CROSS_TARGETS),dist,$$exp)
+	cp LICENSE dist/porthole-LICENSE
+	tools/pkg/notices.sh >dist/porthole-linux.THIRD_PARTY_NOTICES
 	tools/pkg/sums.sh dist
 
 # porthole connect for operators' machines (the device agent is Linux only).
@@ -103,6 +105,7 @@ operator: ## porthole connect for macOS, Windows and FreeBSD into dist/ (the age
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/porthole-$$t$$ext ./agent/cmd/porthole && \
 		NOTICES_GOOS=$$os NOTICES_GOARCH=$$arch tools/pkg/notices.sh >dist/porthole-$$t.THIRD_PARTY_NOTICES || exit 1; \
 	done
+	cp LICENSE dist/porthole-LICENSE
 	tools/pkg/sums.sh dist
 
 # $(call device-build,TARGETS,DIR,GOEXPERIMENT[,ENV]): shell code that builds the

@@ -31,7 +31,8 @@ section() {
 
 # Dual-licensed modules whose LICENSE names a second license kept in another file.
 declare -A extra=(
-  # EPL-2.0 or EDL-1.0 (a BSD-3-Clause license, in edl-v10).
+  # EPL-2.0 or EDL-1.0 (a BSD-3-Clause license, in edl-v10): porthole takes the
+  # EDL-1.0, which needs no source offer.
   [github.com/eclipse/paho.golang]=edl-v10
 )
 
@@ -39,6 +40,13 @@ goroot=$("$go" env GOROOT)
 echo "Third-party software in porthole, with its license texts."
 echo
 section "Go standard library and runtime (https://go.dev)" "$goroot/LICENSE" "$goroot/PATENTS"
+# Parts of Go's runtime come from Inferno (runtime/vlrt.go on 32-bit ARM, MIPS
+# and x86; its memmove and vlop assembly on ARM and x86), under a license that
+# wants its notice in every copy, binaries included.
+printf '%s\n%s\n%s\n\n' "================================================================================" \
+  "Go runtime: code from Inferno's libkern (runtime/vlrt.go, memmove_*.s, vlop_*.s)" "--- runtime/vlrt.go ---"
+sed -n '1,/^\/\/ THE SOFTWARE\.$/p' "$goroot/src/runtime/vlrt.go" | sed 's|^// \{0,1\}||'
+printf '\n'
 
 # -mod=readonly: from the module cache even where the tree has a vendor/ (made
 # for an offline build, buildroot/README.md), in which go list knows no module's
@@ -67,8 +75,17 @@ while IFS='|' read -r path version dir; do
     echo "notices.sh: module $path $version has no LICENSE, LICENCE or COPYING file in $dir" >&2
     exit 1
   fi
+  title="$path${version:+ $version}"
   if [ -n "${extra[$path]:-}" ]; then
     files+=("$dir/${extra[$path]}")
+    title+=" (dual-licensed; porthole distributes it under the license in ${extra[$path]})"
   fi
-  section "$path${version:+ $version}" "${files[@]}"
+  section "$title" "${files[@]}"
+  # Its sources' own copyright lines, which a license text's template does not
+  # hold (paho.golang's "Contributors to the Eclipse Foundation").
+  if [ -n "${extra[$path]:-}" ]; then
+    printf '%s\n\n' "--- copyright lines of its source files ---"
+    grep -rhoE --include='*.go' 'Copyright \(c\) [0-9][^*]*[^* ]' "$dir" | sort -u
+    printf '\n'
+  fi
 done <<<"$mods"

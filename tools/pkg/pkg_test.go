@@ -1059,7 +1059,7 @@ func uciMain(prog, dir string, options ...string) string {
 // the Go section left out.
 func noticeSections(notices string) []string {
 	var mods []string
-	for _, m := range regexp.MustCompile(`(?m)^=+\n(\S+) (\S+)\n`).FindAllStringSubmatch(notices, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^=+\n(\S+) (v\S+)(?: \(.*\))?\n`).FindAllStringSubmatch(notices, -1) {
 		mods = append(mods, m[1]+" "+m[2])
 	}
 	return mods

@@ -16,10 +16,22 @@ const files = {
   "xterm.css": ["node_modules/@xterm/xterm/css/xterm.css", "node_modules/@xterm/xterm/LICENSE"],
   "addon-fit.js": ["node_modules/@xterm/addon-fit/lib/addon-fit.js", "node_modules/@xterm/addon-fit/LICENSE"],
 };
+// The copyright lines of others' code that a package bundles into its file, which
+// its LICENSE does not name (its sources do): under the same MIT terms.
+const bundled = {
+  "xterm.js": [
+    "Copyright (c) 2011 Fabrice Bellard (xterm.js began as a fork of his vt100 for jslinux, with his permission)",
+    "Copyright (c) Microsoft Corporation (src/vs: parts of Visual Studio Code, MIT License)",
+  ],
+};
 const out = process.argv[2] ? resolve(process.argv[2]) : join(here, "vendor");
 mkdirSync(out, { recursive: true });
 for (const [name, [from, license]] of Object.entries(files)) {
-  const text = readFileSync(join(here, license), "utf8").replaceAll("*/", "* /").trimEnd();
+  let text = readFileSync(join(here, license), "utf8").trimEnd();
+  if (bundled[name]) {
+    text = text.replace(/\n\n/, "\n" + bundled[name].join("\n") + "\n\n");
+  }
+  text = text.replaceAll("*/", "* /");
   const banner = "/*! @license MIT: " + license.replace(/^node_modules\//, "").replace(/\/LICENSE$/, "") + "\n\n" + text + "\n*/\n";
   writeFileSync(join(out, name), Buffer.concat([Buffer.from(banner), readFileSync(join(here, from))]));
 }
