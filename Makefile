@@ -24,19 +24,21 @@ DEVICE_GOEXPERIMENT = $(shell known=; \
 	else echo "warning: $$($(GO) env GOVERSION) does not know GOEXPERIMENT=$$e (agent/cmd/porthole/device.goexperiment): the device binary is built without it, larger or with more idle memory" >&2; fi; \
 	done; echo "$$known")
 
-# Device targets: GOOS/GOARCH[/variant] -> dist/porthole-<name>.
+# Device targets: GOOS/GOARCH[/variant] -> dist/porthole-<name>. Each names its CPU
+# level, so that none comes from the builder's environment or go env -w
+# (GOAMD64=v3 there made an amd64 binary that x86 routers without AVX2 cannot run).
 CROSS_TARGETS := \
 	linux-armv5:arm:GOARM=5 \
 	linux-armv6:arm:GOARM=6 \
 	linux-armv7:arm:GOARM=7 \
-	linux-arm64:arm64: \
+	linux-arm64:arm64:GOARM64=v8.0 \
 	linux-mips:mips:GOMIPS=softfloat \
 	linux-mipsle:mipsle:GOMIPS=softfloat \
 	linux-mips64:mips64:GOMIPS64=softfloat \
 	linux-mips64le:mips64le:GOMIPS64=softfloat \
-	linux-riscv64:riscv64: \
+	linux-riscv64:riscv64:GORISCV64=rva20u64 \
 	linux-386:386:GO386=softfloat \
-	linux-amd64:amd64:
+	linux-amd64:amd64:GOAMD64=v1
 
 ##@ Everyday
 

@@ -106,7 +106,7 @@ install -m 0755 "$here/openwrt/preinst" "$ctrl/preinst"
 
 # Reproducible: fixed owner, order and time (the last commit's, or SOURCE_DATE_EPOCH).
 epoch=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct 2>/dev/null || echo 0)}
-tarit() { tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" -C "$1" -cf - . | gzip -n9 >"$2"; }
+tarit() { tar --format=gnu --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" -C "$1" -cf - . | gzip -n9 >"$2"; }
 tarit "$data" "$work/data.tar.gz"
 tarit "$ctrl" "$work/control.tar.gz"
 echo "2.0" >"$work/debian-binary"

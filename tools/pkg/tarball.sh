@@ -55,9 +55,10 @@ Keep across updates (OTA): /etc/porthole/ (config, device certificate and key,
 authorized_keys) and data_dir (default /var/lib/porthole: the SSH host key and the
 client tokens of live tunnels). Replace /usr/bin/porthole and the init file you
 installed from init/ together, a rollback too: each release's init file uses flags of
-its own release. See docs/firmware.md.
+its own release (with systemd, run systemctl daemon-reload after replacing the
+unit). See docs/firmware.md.
 INSTALL
-  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" -C "$work" -cf - "$name" | gzip -n9 >"$dist/$name.tar.gz"
+  tar --format=gnu --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" -C "$work" -cf - "$name" | gzip -n9 >"$dist/$name.tar.gz"
   rm -rf "$work"
   n=$((n + 1))
 done
