@@ -661,11 +661,13 @@ func permitPort(p string) (string, error) {
 func splitHostPortPattern(v string) (host, port string, err error) {
 	// The host may be empty (":8080"), as sshd's hpdelim2 takes it: a
 	// permitlisten= entry for the "" an ssh -R "*:port" or ":port" asks for.
-	// An unbracketed IPv6 address ("fd00::1:80"), which sshd refuses, is
-	// split at its last colon, as the lines of earlier builds were.
-	i := strings.IndexByte(v, '/')
-	if i < 0 {
-		i = strings.LastIndexByte(v, ':')
+	// A value with a colon outside brackets is split at its last colon, as
+	// earlier builds split every value: an unbracketed IPv6 address
+	// ("fd00::1:80"), which sshd refuses, and "10.0.0.0/8:80", which matches
+	// no request, keep the meaning they had; "/" splits the others.
+	i := strings.LastIndexByte(v, ':')
+	if j := strings.IndexByte(v, '/'); j >= 0 && (i < 0 || v[0] == '[' && i < strings.IndexByte(v, ']')) {
+		i = j
 	}
 	if i < 0 || i == len(v)-1 {
 		return "", "", errors.New("not host:port") // without v: see lineError

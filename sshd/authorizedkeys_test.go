@@ -68,6 +68,10 @@ var authorizedKeyTests = []struct {
 	{line: `from ` + testKey, wantErr: true},
 	{line: `permitopen="nohostport" ` + testKey, wantErr: true},
 	{line: `permitopen="[::1]" ` + testKey, wantErr: true},
+	// A colon outside brackets splits as before the "/" was taken: a CIDR
+	// written by mistake keeps its key usable (its entry matches nothing).
+	{line: `permitopen="10.0.0.0/8:80" ` + testKey, want: keyOptions{PermitOpen: []string{"10.0.0.0/8:80"}}},
+	{line: `permitopen="fd00::1/80" ` + testKey, wantErr: true},
 	{line: `permitopen="host/" ` + testKey, wantErr: true},
 	{line: `expiry-time="2030" ` + testKey, wantErr: true},
 	// sshd skips an empty option (checked against sshd 9.2).

@@ -76,8 +76,8 @@
 //     port-forwarding, agent-forwarding), permitopen=, permitlisten=,
 //     expiry-time= (local time, or UTC with a Z or UTC suffix),
 //     cert-authority with principals=, no-touch-required and
-//     touch-required. As in sshd, permitopen= and permitlisten= take
-//     host:port or host/port, their port is a number or a
+//     touch-required. As in sshd, permitopen= takes host:port or host/port,
+//     and permitlisten= [host:]port or [v6]/port; their port is a number or a
 //     service name (a line with another is unusable), permitopen= hosts
 //     are compared as written, and permitlisten= hosts are patterns that
 //     the requested host, in lower case, must match.

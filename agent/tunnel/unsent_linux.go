@@ -32,7 +32,7 @@ func unsent(c syscall.Conn) int {
 // loopback one reading 6 KiB/s gets on, and one reading 4 KiB/s is reset
 // (its kernel opens its window only once its 128 KiB buffer is near empty).
 // What is in flight is not bounded, so a distant client's throughput is not
-// either. Once the peer has ended the stream nothing more is pushed, and the
+// either (before Linux 3.12, see boundUnsent, it is). Once the peer has ended the stream nothing more is pushed, and the
 // bound is lifted (peerEnded): the kernel takes the rest, and the reader
 // gets it even if the tunnel is lost before it has read it.
 const unsentBound = 16 << 10
@@ -58,8 +58,12 @@ func boundUnsent(c any, bounded bool) {
 		// before. A change wakes a writer blocked on the bound.
 		if syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotsentLowat, n) == syscall.ENOPROTOOPT {
 			// A kernel before 3.12 (vendors' 3.10): the send buffer is
-			// bounded instead, which ends its growth for good; lifted, it
-			// is set as large as net.core.wmem_max lets it.
+			// bounded instead (the kernel doubles it: 128 KiB, what is in
+			// flight included, ~25 MB/s at a 5 ms round trip; a writer is
+			// woken once a third has drained, ~10 s for a 4 KiB/s reader),
+			// which ends its growth for good; lifted, it is set as large as
+			// net.core.wmem_max lets it.
+			n = 4 * n
 			if n == 0 {
 				n = 1 << 20
 			}

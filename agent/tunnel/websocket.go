@@ -74,6 +74,8 @@ type handshakeResponse struct {
 	body   string              // up to 1 KiB, for refusals
 }
 
+// get is the answer's header k, "" if it has none. Not inlined (agent/tunnel
+// keeps inlining, device.gcflags): its eight callers would each carry a copy.
 //
 //go:noinline
 func (r *handshakeResponse) get(k string) string {
