@@ -740,9 +740,10 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	// negative age, taken as its age, had the stop after NTP save it received in
 	// the future (56 years ahead from 1970): the next starts kept a dead tunnel
 	// that long.
-	// No tunnel lives longer (spec §7): a session still dialling one past
-	// that (an endpoint or proxy that never answers) gives it up. One of an
-	// age not known was received before now, so it has that long at most.
+	//
+	// A session still dialling a tunnel past the 12 h no tunnel outlives
+	// (spec §7; an endpoint or proxy that never answers) gives it up. One of
+	// an age not known was received before now, so it has 12 h at most.
 	deadline := time.Now().Add(sessionLifetime)
 	if age := now.Sub(t.Received); age >= 0 {
 		s.received = time.Now().Add(-age)

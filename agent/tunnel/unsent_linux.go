@@ -32,9 +32,10 @@ func unsent(c syscall.Conn) int {
 // loopback one reading 6 KiB/s gets on, and one reading 4 KiB/s is reset
 // (its kernel opens its window only once its 128 KiB buffer is near empty).
 // What is in flight is not bounded, so a distant client's throughput is not
-// either (before Linux 3.12, see boundUnsent, it is). Once the peer has ended the stream nothing more is pushed, and the
-// bound is lifted (peerEnded): the kernel takes the rest, and the reader
-// gets it even if the tunnel is lost before it has read it.
+// either (before Linux 3.12 it is: see boundUnsent). Once the peer has ended
+// the stream nothing more is pushed, and the bound is lifted (peerEnded): the
+// kernel takes the rest, and the reader gets it even if the tunnel is lost
+// before it has read it.
 const unsentBound = 16 << 10
 
 // boundUnsent sets unsentBound on c, a local connection, if it is TCP, or
