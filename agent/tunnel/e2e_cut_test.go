@@ -242,18 +242,31 @@ func TestSupersededDownloadIsReset(t *testing.T) {
 	}
 }
 
+// drained is what one connection to a drainTarget read: how many bytes, and
+// how its input ended (nil: a clean end; ECONNRESET: a reset).
+type drained struct {
+	n   int64
+	err error
+}
+
+// drainTarget is a target that reads each connection to its end, for at most
+// d, and sends what it read on the channel returned (which holds two).
+func drainTarget(t *testing.T, d time.Duration) (string, <-chan drained) {
+	got := make(chan drained, 2)
+	return tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(d))
+		n, err := io.Copy(io.Discard, c)
+		got <- drained{n, err}
+	}), got
+}
+
 // TestSupersededWhileDialingIsResetAtTarget: a stream superseded while the
 // destination still dials its target: the connection that then opens is
 // reset, where a clean close handed the target an empty upload that looked
 // complete.
 func TestSupersededWhileDialingIsResetAtTarget(t *testing.T) {
-	results := make(chan error, 2)
-	target := tunneltest.ServeTCP(t, func(c net.Conn) {
-		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		_, err := io.Copy(io.Discard, c)
-		results <- err
-	})
+	target, results := drainTarget(t, 20*time.Second)
 	release := make(chan struct{})
 	var dials atomic.Int32
 	dialer := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
@@ -287,9 +300,9 @@ func TestSupersededWhileDialingIsResetAtTarget(t *testing.T) {
 	}
 	close(release)
 	select {
-	case err := <-results:
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("the superseded stream's connection ended at the target with %v, want ECONNRESET", err)
+	case r := <-results:
+		if !errors.Is(r.err, syscall.ECONNRESET) {
+			t.Fatalf("the superseded stream's connection ended at the target with %v, want ECONNRESET", r.err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the superseded stream's connection did not end at the target")
@@ -392,13 +405,7 @@ func TestStopMidTransferResetsLocalConnections(t *testing.T) {
 		stop func(src, dst side)
 	}{{"destination stops, upload", stopDst}, {"source stops, upload", stopSrc}} {
 		t.Run(c.name, func(t *testing.T) {
-			ended := make(chan error, 1)
-			target := tunneltest.ServeTCP(t, func(c net.Conn) {
-				defer c.Close()
-				c.SetReadDeadline(time.Now().Add(30 * time.Second))
-				_, err := io.Copy(io.Discard, c)
-				ended <- err
-			})
+			target, ended := drainTarget(t, 30*time.Second)
 			src, dst := startSides(t, target)
 			conn, err := net.Dial("tcp", src.addr)
 			if err != nil {
@@ -416,8 +423,8 @@ func TestStopMidTransferResetsLocalConnections(t *testing.T) {
 			}()
 			time.Sleep(300 * time.Millisecond) // the upload is under way
 			c.stop(src, dst)
-			if err := <-ended; !errors.Is(err, syscall.ECONNRESET) {
-				t.Fatalf("the target's input ended with %v; want ECONNRESET", err)
+			if r := <-ended; !errors.Is(r.err, syscall.ECONNRESET) {
+				t.Fatalf("the target's input ended with %v; want ECONNRESET", r.err)
 			}
 		})
 	}
@@ -432,17 +439,7 @@ func TestConnectionEndIsNotACut(t *testing.T) {
 	const size = 1 << 20
 	for _, peer := range []tunnel.Version{tunnel.V3, tunnel.V2} {
 		t.Run(peer.String(), func(t *testing.T) {
-			type result struct {
-				n   int64
-				err error
-			}
-			got := make(chan result, 1)
-			target := tunneltest.ServeTCP(t, func(c net.Conn) {
-				defer c.Close()
-				c.SetReadDeadline(time.Now().Add(20 * time.Second))
-				n, err := io.Copy(io.Discard, c)
-				got <- result{n, err}
-			})
+			target, got := drainTarget(t, 20*time.Second)
 			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}, peer: peer})
 			c, err := net.Dial("tcp", h.addr("SSH"))
 			if err != nil {

@@ -186,13 +186,7 @@ func TestSlowReaderUploadArrivesWhole(t *testing.T) {
 // 1.6 s, against a stall timeout of 1 s.
 func TestSlowWritesAfterResetArriveWhole(t *testing.T) {
 	const size = 1 << 20
-	got := make(chan int64, 1)
-	addr := tunneltest.ServeTCP(t, func(c net.Conn) {
-		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(60 * time.Second))
-		n, _ := io.Copy(io.Discard, c)
-		got <- n
-	})
+	addr, got := drainTarget(t, 60*time.Second)
 	slow := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
 		c, err := tunnel.Targets{"SSH": addr}.DialService(ctx, service)
 		if err != nil {
@@ -204,9 +198,9 @@ func TestSlowWritesAfterResetArriveWhole(t *testing.T) {
 		dstTweak: func(d *tunnel.Destination) { d.StallTimeout = time.Second }})
 	uploadHalfClosed(t, h.addr("SSH"), size)
 	select {
-	case n := <-got:
-		if n != size {
-			t.Fatalf("the target got %d of %d bytes", n, size)
+	case r := <-got:
+		if r.n != size {
+			t.Fatalf("the target got %d of %d bytes", r.n, size)
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("the target's input did not end")
