@@ -20,6 +20,7 @@ import (
 
 	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
 
 // writeCert writes a self-signed certificate valid from notBefore to notAfter,
@@ -316,15 +317,7 @@ func TestInsecureTunnelWarnings(t *testing.T) {
 // warnings of check-config and of the agent's start, naming the config key.
 func TestLoginWarnings(t *testing.T) {
 	needRoot(t, "the login users of a server that is not root depend on the passwd file")
-	// A file right below /tmp, not below os.TempDir(): a TMPDIR may be
-	// private (pam_tmpdir's 0700 /tmp/user/0).
-	f, err := os.CreateTemp("/tmp", "porthole-test-authorized_keys-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	tmp := f.Name()
-	t.Cleanup(func() { os.Remove(tmp) })
+	tmp := hostenv.FileInTmp(t, "porthole-test-authorized_keys-")
 	safe := filepath.Join(safeTempDir(t), "authorized_keys")
 	for _, p := range []string{tmp, safe} {
 		os.WriteFile(p, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKhQb9QyJ0r1y0y5mR2hJ3fKpqkz6bq9Dq0Zt8ka5u1Y op\n"), 0o600)

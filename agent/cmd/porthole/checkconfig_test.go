@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
 
 // withConfig writes the device config of writeDevice with from replaced by to
@@ -79,14 +80,7 @@ func TestCheckConfigLoginWarnings(t *testing.T) {
 		}
 		t.Skip("who may log in depends on the passwd file unless the agent runs as root; run as root (CI does)")
 	}
-	// Right below /tmp, not os.TempDir(), which may be private (pam_tmpdir).
-	f, err := os.CreateTemp("/tmp", "porthole-test-authorized_keys-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	ak := f.Name()
-	t.Cleanup(func() { os.Remove(ak) })
+	ak := hostenv.FileInTmp(t, "porthole-test-authorized_keys-")
 	os.WriteFile(ak, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKhQb9QyJ0r1y0y5mR2hJ3fKpqkz6bq9Dq0Zt8ka5u1Y op\n"), 0o600)
 	path, _ := withConfig(t, "", "", fmt.Sprintf("[ssh]\nauthorized_keys = [%q]\n", ak))
 	code, out, errs := runCmd(t, nil, "check-config", "-c", path)

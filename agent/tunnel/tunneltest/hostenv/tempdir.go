@@ -3,6 +3,7 @@ package hostenv
 import (
 	"os"
 	"path/filepath"
+	"testing"
 )
 
 // SharedTempDir points TMPDIR at a new directory below /tmp that every user
@@ -35,4 +36,18 @@ func SharedTempDir() (remove func()) {
 	}
 	os.Setenv("TMPDIR", d)
 	return func() { os.RemoveAll(d) }
+}
+
+// FileInTmp makes an empty file right below /tmp, not below os.TempDir(),
+// which may be private (pam_tmpdir's 0700 /tmp/user/0): for a test of what
+// a file in a shared, sticky directory means. It is removed when tb ends.
+func FileInTmp(tb testing.TB, pattern string) string {
+	tb.Helper()
+	f, err := os.CreateTemp("/tmp", pattern)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.Close()
+	tb.Cleanup(func() { os.Remove(f.Name()) })
+	return f.Name()
 }
