@@ -127,9 +127,9 @@ func TestConnectFailureCertificateAndProxy(t *testing.T) {
 		{fmt.Errorf("tunnel: connecting to data.tunneling.iot.eu-west-1.amazonaws.com:443: %w", tlsErr), "certificate check of the service"},
 		{fmt.Errorf("tunnel: connecting to data.tunneling.iot.eu-west-1.amazonaws.com:443: %w", expired),
 			"the service's TLS certificate has expired or is not yet valid (the clock says " + now.UTC().Format(time.RFC3339) + ")"},
-		{&tunnel.ProxyError{Err: fmt.Errorf("TLS to proxy 10.0.0.1:3128: %w", tlsErr)}, "certificate check of the HTTPS proxy"},
-		{&tunnel.ProxyError{Err: errors.New("proxy 10.0.0.1:3128 refused CONNECT: 407 Proxy Authentication Required"), Status: 407}, "credentials it was not given or refused (407): tunnel.https_proxy, or https_proxy"},
-		{&tunnel.ProxyError{Err: errors.New("proxy 10.0.0.1:3128 refused CONNECT: 403 Forbidden"), Status: 403}, "HTTPS proxy refused to connect to the service (403)"},
+		{&tunnel.ProxyError{Err: fmt.Errorf("TLS to the proxy: %w", tlsErr)}, "certificate check of the HTTPS proxy"},
+		{&tunnel.ProxyError{Err: errors.New("proxy refused CONNECT: 407 Proxy Authentication Required"), Status: 407}, "credentials it was not given or refused (407): tunnel.https_proxy, or https_proxy"},
+		{&tunnel.ProxyError{Err: errors.New("proxy refused CONNECT: 403 Forbidden"), Status: 403}, "HTTPS proxy refused to connect to the service (403)"},
 	} {
 		if got := a.failureReason(tc.err); !strings.Contains(got, tc.want) {
 			t.Errorf("failureReason(%v) = %q, want it to say %q", tc.err, got, tc.want)

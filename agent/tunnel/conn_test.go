@@ -560,14 +560,17 @@ func TestHandshakeTimeoutAfterTLS(t *testing.T) {
 // A proxy that answers CONNECT with 200 and then drops the connection, as some
 // do for a site they block, is named in the error: it said only "EOF", and
 // with the proxy taken from the environment nothing else said one was used.
+// A proxy that refuses is named once ("via proxy P: proxy P refused").
 func TestProxyThatDropsAfter200IsNamed(t *testing.T) {
 	srv := tlsService(t, func(*http.Request) int { return 0 })
 	tok, _ := NewAccessToken("t")
-	host := answerOnce(t, "HTTP/1.1 200 Connection established\r\n\r\n")
-	cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv),
-		Proxy: ProxyURL(&url.URL{Scheme: "http", Host: host}), HandshakeTimeout: 5 * time.Second}
-	_, err := Dial(context.Background(), cfg, ModeSource)
-	if err == nil || !strings.Contains(err.Error(), "via proxy "+host) {
-		t.Fatalf("Dial = %v, want an error that names the proxy %s", err, host)
+	for _, answer := range []string{"HTTP/1.1 200 Connection established\r\n\r\n", "HTTP/1.1 403 Forbidden\r\n\r\n"} {
+		host := answerOnce(t, answer)
+		cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv),
+			Proxy: ProxyURL(&url.URL{Scheme: "http", Host: host}), HandshakeTimeout: 5 * time.Second}
+		_, err := Dial(context.Background(), cfg, ModeSource)
+		if err == nil || !strings.Contains(err.Error(), "via proxy "+host) || strings.Count(err.Error(), host) != 1 {
+			t.Fatalf("Dial through a proxy answering %q = %v, want an error that names the proxy %s once", answer, err, host)
+		}
 	}
 }

@@ -244,7 +244,7 @@ func (e *ProxyError) Unwrap() error { return e.Err }
 func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target string, tlsConf *tls.Config) (net.Conn, error) {
 	conn, err := d.DialContext(ctx, "tcp", proxy.Host)
 	if err != nil {
-		return nil, &ProxyError{Err: fmt.Errorf("connecting to proxy %s: %w", proxy.Host, err)}
+		return nil, &ProxyError{Err: fmt.Errorf("connecting to the proxy: %w", err)}
 	}
 	raw := conn // for the timeout: conn is replaced by its TLS connection
 	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
@@ -258,7 +258,7 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 		t := tls.Client(conn, pc)
 		if err := t.HandshakeContext(ctx); err != nil {
 			conn.Close()
-			return nil, &ProxyError{Err: fmt.Errorf("TLS to proxy %s: %w", proxy.Host, err)}
+			return nil, &ProxyError{Err: fmt.Errorf("TLS to the proxy: %w", err)}
 		}
 		conn = t
 	}
@@ -275,17 +275,17 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 	req += "\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("proxy %s: %w", proxy.Host, err)
+		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	br := bufio.NewReader(conn)
 	resp, err := readResponse(br, secrets...)
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("proxy %s: %w", proxy.Host, err)
+		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	if resp.status < 200 || resp.status > 299 {
 		conn.Close()
-		err := fmt.Errorf("proxy %s refused CONNECT: %d", proxy.Host, resp.status)
+		err := fmt.Errorf("proxy refused CONNECT: %d", resp.status)
 		if resp.status == 407 {
 			offered := resp.header["proxy-authenticate"]
 			for i := range offered {
@@ -297,7 +297,7 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 	}
 	if br.Buffered() > 0 {
 		conn.Close()
-		return nil, fmt.Errorf("proxy %s sent data before the tunnel was up", proxy.Host)
+		return nil, errors.New("proxy sent data before the tunnel was up")
 	}
 	return conn, nil
 }

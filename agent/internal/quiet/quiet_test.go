@@ -78,7 +78,7 @@ func TestCause(t *testing.T) {
 			"tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time #-12-04T#Z is before #-12-05T#Z"},
 		{"tunnel: handshake refused: HTTP 503: Service Unavailable (channel-id 0a1b2c3d-0000-0000-0000-000000000001)",
 			"tunnel: handshake refused: HTTP 503: Service Unavailable (channel-id #-#-#-#-#)"},
-		{"tunnel: connecting to h:443: proxy p:3128 refused CONNECT: 403", "tunnel: connecting to h#: proxy p# refused CONNECT: 403"},
+		{"tunnel: connecting to h:443 via proxy p:3128: proxy refused CONNECT: 403", "tunnel: connecting to h# via proxy p#: proxy refused CONNECT: 403"},
 		{"broker refused the connection, reason 0x86 (bad user name or password)", "broker refused the connection, reason 0x86 (bad user name or password)"},
 		{"deadline exceeded", "deadline exceeded"},
 		{"", ""},
