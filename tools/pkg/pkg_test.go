@@ -598,6 +598,8 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("porthole.service has %q: Restart= applies to it and RestartPreventExitStatus= does not, so a configuration error is retried forever", l)
 		case l == "ProtectKernelLogs=yes":
 			t.Errorf("porthole.service has %q: dmesg fails in every session", l)
+		case strings.HasPrefix(l, "Wants=") && strings.Contains(l, "time-sync.target"):
+			t.Errorf("porthole.service has %q: only clock-sync services pull time-sync.target in (systemd.special(7)); the unit orders itself after it", l)
 		}
 		for _, p := range []string{"NoNewPrivileges=", "Protect", "Restrict", "Private", "LockPersonality=", "SystemCall", "Memory", "KillMode="} {
 			if strings.HasPrefix(l, p) && (i == 0 || !strings.HasPrefix(lines[i-1], "#")) {
