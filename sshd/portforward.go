@@ -732,6 +732,15 @@ func permitListenMatch(list []string, host string, port uint32) bool {
 	return false
 }
 
+// handTo gives the user the socket, then its directory. Not the other way
+// round: once the directory is the user's, the user may rename a link to any
+// file (/etc/shadow) over the socket, which a chown by name would follow and
+// hand over (AT_SYMLINK_NOFOLLOW: lchown).
+func handTo(dir, sock string, uid, gid int) error {
+	const atFDCWD, atSymlinkNofollow = -100, 0x100 // the same on every Linux; not in package syscall
+	return errors.Join(syscall.Fchownat(atFDCWD, sock, uid, gid, atSymlinkNofollow), os.Chown(dir, uid, gid))
+}
+
 // startAgentForwarding makes a Unix socket for ssh -A in a fresh directory
 // owned by the login user, and forwards each connection to it over an
 // "auth-agent@openssh.com" channel. stop closes and removes it.
@@ -751,7 +760,7 @@ func (sess *session) startAgentForwarding() (sock string, stop func(), err error
 		return "", nil, fmt.Errorf("agent forwarding: %w", err)
 	}
 	if sess.srv.credential(a) != nil {
-		if err := errors.Join(os.Chown(dir, int(a.UID), int(a.GID)), os.Chown(sock, int(a.UID), int(a.GID))); err != nil {
+		if err := handTo(dir, sock, int(a.UID), int(a.GID)); err != nil {
 			l.Close()
 			os.RemoveAll(dir)
 			return "", nil, fmt.Errorf("agent forwarding: %w", err)

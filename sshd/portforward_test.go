@@ -449,6 +449,36 @@ func TestAgentForwarding(t *testing.T) {
 	}
 }
 
+// TestAgentSocketHandedOverWithoutFollowingLinks: the agent socket is the
+// login user's, in a directory that becomes the user's. A link the user put
+// in the socket's place (renamed over it between the two chowns, when the
+// directory went first) made root give the user the file it names.
+func TestAgentSocketHandedOverWithoutFollowingLinks(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("root's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	if err := os.Symlink(secret, sock); err != nil {
+		t.Fatal(err)
+	}
+	if err := handTo(dir, sock, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(secret, &st); err != nil || st.Uid != 0 {
+		t.Fatalf("the file a link in the socket's place names is owned by uid %d (%v), want 0 (root's)", st.Uid, err)
+	}
+	if err := syscall.Lstat(sock, &st); err != nil || st.Uid != 1000 {
+		t.Fatalf("socket owned by uid %d (%v), want 1000", st.Uid, err)
+	}
+	if err := syscall.Stat(dir, &st); err != nil || st.Uid != 1000 {
+		t.Fatalf("directory owned by uid %d (%v), want 1000", st.Uid, err)
+	}
+}
+
 // TestAgentForwardingFailureKeepsSession: ssh -A onto a device whose
 // temporary directory cannot take the agent socket (a small /tmp tmpfs out
 // of inodes, a read-only root without /tmp, no descriptors left) fails only
