@@ -229,3 +229,23 @@ func TestShellGlobQuotedInBrackets(t *testing.T) {
 		}
 	}
 }
+
+// TestShellGlobBounded: each "*/.." multiplies the paths a pattern holds by
+// a directory's size, and shellGlob runs in the agent: scp -f
+// 'd/*/../*/../*/../*' over 40 directories held 2.5 million paths (2 GiB
+// allocated), and a router's /proc would run it out of memory. Past
+// maxGlobPaths it is no match (scp then names the pattern as written).
+func TestShellGlobBounded(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 41 { // 41³ = 68,921 paths for three stars, more than maxGlobPaths
+		if err := os.Mkdir(filepath.Join(dir, "d"+strings.Repeat("x", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(shellGlob(dir + "/*/../*")); got != 41*41 {
+		t.Fatalf("two stars: %d matches, want %d", got, 41*41)
+	}
+	if got := shellGlob(dir + "/*/../*/../*"); got != nil {
+		t.Fatalf("three stars: %d matches, want none (more than %d paths)", len(got), maxGlobPaths)
+	}
+}

@@ -248,6 +248,11 @@ func escapeGlob(s string) string {
 	return b.String()
 }
 
+// maxGlobPaths bounds the paths shellGlob holds: it runs in the agent's
+// memory (a shell's expansion runs in the shell), and each "*/.." in a pattern
+// multiplies them by a directory's size ("/proc/*/../*/../*": a million).
+const maxGlobPaths = 1 << 16
+
 // shellGlob expands pattern (a shellWord.Pattern: its quoted
 // metacharacters are escaped with \) as the shell's pathname expansion does
 // (XCU 2.13), each component matched by matchGlob: unlike filepath.Glob, a
@@ -256,7 +261,8 @@ func escapeGlob(s string) string {
 // pattern's text where it has no metacharacters: "deep/../*" gives
 // "deep/../a", which the kernel resolves through the link deep, where
 // filepath.Glob's cleaned "a" named another file. The matches are sorted. It
-// returns nil for no match.
+// returns nil for no match, and for a pattern that would hold more than
+// maxGlobPaths paths at once.
 func shellGlob(pattern string) []string {
 	paths := []string{""}
 	for i, comp := range strings.Split(pattern, "/") {
@@ -283,6 +289,9 @@ func shellGlob(pattern string) []string {
 				for _, e := range ents {
 					name := e.Name()
 					if matchGlob(comp, name) && (!strings.HasPrefix(name, ".") || strings.HasPrefix(comp, ".")) {
+						if len(next) == maxGlobPaths {
+							return nil
+						}
 						next = append(next, p+sep+name)
 					}
 				}
