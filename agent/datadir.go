@@ -47,11 +47,20 @@ func makeDataDir(dir string) error {
 	if err != nil || missing == "" {
 		return err
 	}
-	if err := os.Mkdir(missing, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := mkdir(missing, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("data_dir: %w", err)
 	}
-	return nil
+	// Walked again: in a sticky directory (/tmp) another user may have made
+	// the directory, or a link, since the walk (mkdir's EEXIST), or removed it
+	// again. Once this walk passes, only root or the agent's user can change
+	// what the path names.
+	if missing, err = walkDataDir(dir); err == nil && missing != "" {
+		err = fmt.Errorf("data_dir: %s was removed as it was made", missing)
+	}
+	return err
 }
+
+var mkdir = os.Mkdir // for tests: another user's mkdir in between
 
 // walkDataDir is checkDataDir. When the data directory does not exist yet, it
 // returns the path it is to be made at, the resolution's end.

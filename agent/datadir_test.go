@@ -39,6 +39,50 @@ func TestLockDataDir(t *testing.T) {
 	second.Close()
 }
 
+// TestDataDirMadeByAnotherUserInBetween: a data_dir in a sticky directory
+// (/tmp/porthole) that another user makes, or links elsewhere, between the
+// agent's walk and its mkdir (EEXIST) was taken: the host key and the tunnels'
+// tokens went into that user's directory. A directory removed again is no
+// success either.
+func TestDataDirMadeByAnotherUserInBetween(t *testing.T) {
+	needRoot(t, "chown to another user needs root")
+	sticky := filepath.Join(t.TempDir(), "tmp")
+	if err := os.Mkdir(sticky, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(sticky, 0o777|os.ModeSticky)
+	safe := t.TempDir() // root's, 0700
+	for name, other := range map[string]func(p string) error{
+		"directory": func(p string) error {
+			os.Mkdir(p, 0o700)
+			return os.Chown(p, 1000, 1000)
+		},
+		"link to root's directory": func(p string) error {
+			os.Symlink(safe, p)
+			return os.Lchown(p, 1000, 1000)
+		},
+		"removed again": func(p string) error { return nil },
+	} {
+		dir := filepath.Join(sticky, "porthole-"+strings.Fields(name)[0])
+		t.Cleanup(func() { mkdir = os.Mkdir })
+		mkdir = func(p string, _ os.FileMode) error {
+			if err := other(p); err != nil {
+				t.Fatal(err)
+			}
+			return &os.PathError{Op: "mkdir", Path: p, Err: os.ErrExist}
+		}
+		f, err := lockDataDir(context.Background(), dir, 0)
+		if err == nil {
+			f.Close()
+			t.Errorf("%s made by another user between the walk and mkdir: the agent locked it", name)
+		}
+		if err := makeDataDir(dir); err == nil {
+			t.Errorf("%s made by another user between the walk and mkdir: keygen's makeDataDir took it", name)
+		}
+		os.Remove(dir)
+	}
+}
+
 func TestCheckDataDir(t *testing.T) {
 	base := t.TempDir()
 	mk := func(name string, mode os.FileMode) string {
