@@ -52,12 +52,9 @@ type Agent struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by access-token fingerprint
-	// candidate is the session started past max_tunnels that takes an idle one's
-	// place once the service has accepted its token (admit); nil if none.
-	candidate *session
-	ctx       context.Context // set by Run
-	wg        sync.WaitGroup
-	sshConns  sync.WaitGroup
+	ctx      context.Context     // set by Run
+	wg       sync.WaitGroup
+	sshConns sync.WaitGroup
 }
 
 // session is one destination session of the agent.
@@ -80,6 +77,10 @@ type session struct {
 	// flash filled up never resumed the tunnel an operator freed space through.
 	// Guarded by a.mu.
 	unsaved bool
+	// candidate is set on a session started past max_tunnels: it takes an
+	// idle one's place once the service has accepted its token (admit).
+	// Guarded by a.mu.
+	candidate bool
 }
 
 // New builds an agent from a validated config; log may be nil.
@@ -694,8 +695,11 @@ func (a *Agent) keepForNextStart(t savedTunnel) {
 // Past MaxTunnels the new session is a candidate: it ends the oldest session
 // without open streams only once the service has accepted its token (connected),
 // so a stale, closed or forged notification cannot cut a device off a working
-// tunnel. One candidate at a time: a newer notification replaces a candidate that
-// has not connected yet. When every session is busy, the new one is refused.
+// tunnel. There are as many candidates as idle sessions to make room (one when
+// none is idle: every session may be busy with a tunnel whose token was just
+// rotated, its streams still ending); a newer notification replaces the oldest
+// candidate that has not connected yet. Notifications queued while the device
+// was offline come together: one candidate at a time kept only the last.
 func (a *Agent) start(t savedTunnel, fresh bool) {
 	fp := fingerprint(t.AccessToken)
 	a.mu.Lock()
@@ -713,17 +717,25 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		a.log.Debug("session for this token already running", "tunnel", fp)
 		return
 	}
-	candidate := false
-	if len(a.sessions) >= a.cfg.Tunnel.MaxTunnels {
-		if old := a.candidate; old != nil {
-			a.log.Info("max tunnels reached: a newer tunnel replaces the one still connecting", "ended", old.fp, "for", fp)
-			a.endLocked(old, fmt.Sprintf("replaced by a newer tunnel before it connected (max_tunnels %d)", a.cfg.Tunnel.MaxTunnels))
-		} else if a.oldestIdleLocked() == nil {
-			a.log.Warn("too many tunnels, all busy: refusing the new one", "tunnel", fp, "max_tunnels", a.cfg.Tunnel.MaxTunnels)
-			a.rejectNotificationLocked(Event{Tunnel: fp, Reason: fmt.Sprintf("max_tunnels (%d) sessions busy", a.cfg.Tunnel.MaxTunnels)})
-			return
+	candidate := len(a.sessions) >= a.cfg.Tunnel.MaxTunnels
+	if candidate {
+		var old *session
+		idle, candidates := 0, 0
+		for _, s := range a.sessions {
+			switch {
+			case s.candidate:
+				candidates++
+				if old == nil || s.started.Before(old.started) {
+					old = s
+				}
+			case s.streams.Load() == 0:
+				idle++
+			}
 		}
-		candidate = true
+		if old != nil && candidates >= idle {
+			a.log.Info("max tunnels reached: a newer tunnel replaces one still connecting", "ended", old.fp, "for", fp)
+			a.endLocked(old, fmt.Sprintf("replaced by a newer tunnel before it connected (max_tunnels %d)", a.cfg.Tunnel.MaxTunnels))
+		}
 		a.log.Info("max tunnels reached: the new tunnel will take the oldest idle session's place once it connects", "tunnel", fp)
 	}
 	var saveErr error
@@ -733,7 +745,7 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		}
 	}
 	now := a.clock()
-	s := &session{fp: fp, token: t.AccessToken, started: now, unsaved: saveErr != nil}
+	s := &session{fp: fp, token: t.AccessToken, started: now, unsaved: saveErr != nil, candidate: candidate}
 	// A tunnel saved later than the clock says now was saved with the clock
 	// right and is read with it behind (a router rebooted without an RTC, before
 	// NTP): its age is not known, and the stop leaves its time as saved. The
@@ -753,9 +765,6 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	s.cancel = cancel
 	s.lastUsed.Store(monoNow())
 	a.sessions[fp] = s
-	if candidate {
-		a.candidate = s
-	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -763,9 +772,6 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		a.mu.Lock()
 		if a.sessions[fp] == s {
 			delete(a.sessions, fp)
-		}
-		if a.candidate == s {
-			a.candidate = nil
 		}
 		a.mu.Unlock()
 	}()
@@ -777,12 +783,18 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 func (a *Agent) admit(s *session) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.candidate != s {
+	if !s.candidate {
 		return
 	}
-	victim := a.oldestIdleLocked() // s is not one: it is still the candidate
-	a.candidate = nil
-	if len(a.sessions) <= a.cfg.Tunnel.MaxTunnels {
+	victim := a.oldestIdleLocked() // s is not one: it is still a candidate
+	s.candidate = false
+	n := 0 // the sessions that are no candidates, s now one of them
+	for _, o := range a.sessions {
+		if !o.candidate {
+			n++
+		}
+	}
+	if n <= a.cfg.Tunnel.MaxTunnels {
 		return // another session ended meanwhile
 	}
 	if victim == nil {
@@ -807,22 +819,19 @@ func (a *Agent) endLocked(s *session, reason string) {
 	s.unsaved = false // given up: not to be saved later
 	s.cancel()
 	delete(a.sessions, s.fp)
-	if a.candidate == s {
-		a.candidate = nil
-	}
 	if err := a.store.remove(s.token); err != nil {
 		a.log.Warn("removing tunnel state", "tunnel", s.fp, "error", err)
 	}
 }
 
 // oldestIdleLocked returns the least recently used session without open streams,
-// other than the candidate; one whose connection is down comes first (a tunnel
+// other than candidates; one whose connection is down comes first (a tunnel
 // whose destination token was rotated: the service has cut it, and its
 // reconnects with the revoked token will be refused).
 func (a *Agent) oldestIdleLocked() *session {
 	var best *session
 	for _, s := range a.sessions {
-		if s == a.candidate || s.streams.Load() > 0 {
+		if s.candidate || s.streams.Load() > 0 {
 			continue
 		}
 		if best == nil || best.up.Load() && !s.up.Load() ||

@@ -471,9 +471,9 @@ func TestAgentMaxTunnelsKeepsSessionForRefusedToken(t *testing.T) {
 }
 
 // At max_tunnels with every session busy (an operator logged in), a new
-// tunnel is refused with an event, and the agent goes on: it once deadlocked
-// there, refusing under the lock its refusal took again, and hung every later
-// notification and its own stop.
+// tunnel is refused with an event once it has connected, and the agent goes
+// on: it once deadlocked there, refusing under the lock its refusal took
+// again, and hung every later notification and its own stop.
 func TestAgentMaxTunnelsAllBusyRefusesTheNew(t *testing.T) {
 	e, first := oneTunnelAgent(t)
 	if err := first.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1}); err != nil {
@@ -489,9 +489,64 @@ func TestAgentMaxTunnelsAllBusyRefusesTheNew(t *testing.T) {
 	other := e.fake.OpenTunnel("VNC")
 	e.broker.notify(t, "dev-1", other.DestinationToken, "VNC")
 	e.broker.waitEvent(t, "notification-rejected", func(ev Event) bool { return ev.Tunnel == fingerprint(other.DestinationToken) })
-	if second.Connects(tunneltest.Destination) != 0 || !first.Connected(tunneltest.Destination) {
-		t.Fatalf("second tunnel joined %d times, first connected %v; want 0 and true",
-			second.Connects(tunneltest.Destination), first.Connected(tunneltest.Destination))
+	waitDisconnected(t, second)
+	if !first.Connected(tunneltest.Destination) || first.Connects(tunneltest.Destination) != 1 {
+		t.Fatalf("the busy first session: connected %v, %d connects; want it kept", first.Connected(tunneltest.Destination), first.Connects(tunneltest.Destination))
+	}
+	if saved, _ := filepath.Glob(filepath.Join(e.cfg.DataDir, "tunnels", "*.json")); len(saved) != 1 {
+		t.Fatalf("saved tunnel state: %v, want only the busy tunnel's", saved)
+	}
+}
+
+// waitDisconnected waits until the agent has left tun's destination side.
+func waitDisconnected(t *testing.T, tun *tunneltest.Tunnel) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for tun.Connected(tunneltest.Destination) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent did not leave the tunnel")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// At max_tunnels, notifications that come together (queued in the broker's
+// session while the device was offline, a script opening several tunnels)
+// each take an idle session's place: with one candidate at a time, each
+// replaced the one before it, and only the last tunnel was joined.
+func TestAgentMaxTunnelsTakesAsManyAsAreIdle(t *testing.T) {
+	e := newAgentEnv(t)
+	e.cfg.Tunnel.MaxTunnels = 2
+	e.start(t)
+	var tuns []*tunneltest.Tunnel
+	for range 4 {
+		tuns = append(tuns, e.fake.OpenTunnel("SSH"))
+	}
+	for _, tun := range tuns[:2] {
+		e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+		if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Neither new one connects before both are in.
+	e.fake.FailHandshakes(1000, 503, "busy")
+	for _, tun := range tuns[2:] {
+		e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+		fp := fingerprint(tun.DestinationToken)
+		e.broker.waitEvent(t, "tunnel-connect-failed", func(ev Event) bool { return ev.Tunnel == fp })
+	}
+	e.fake.FailHandshakes(0, 0, "")
+	for _, tun := range tuns[2:] {
+		if err := tun.WaitConnects(ctxWithTimeout(t, 20*time.Second), tunneltest.Destination, 1); err != nil {
+			e.broker.mu.Lock()
+			defer e.broker.mu.Unlock()
+			t.Fatalf("a new tunnel did not connect: %v; events %s", err, eventTypes(e.broker.events))
+		}
+	}
+	waitDisconnected(t, tuns[0])
+	waitDisconnected(t, tuns[1])
+	if !tuns[2].Connected(tunneltest.Destination) || !tuns[3].Connected(tunneltest.Destination) {
+		t.Fatalf("the two new tunnels: connected %v and %v, want both", tuns[2].Connected(tunneltest.Destination), tuns[3].Connected(tunneltest.Destination))
 	}
 }
 

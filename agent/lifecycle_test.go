@@ -121,13 +121,48 @@ func TestYieldingPrefersASessionThatIsDown(t *testing.T) {
 	a.onState(rotated, a.log)(true, nil)
 	a.onState(rotated, a.log)(false, errors.New("tunnel: connection lost: EOF"))
 	candidate := mk("new")
-	a.candidate = candidate
+	candidate.candidate = true
 	a.onState(candidate, a.log)(true, nil) // admit
 	if _, ok := a.sessions["working"]; !ok {
 		t.Errorf("the connected session yielded to the new one; the one whose connection is down is still there: %v", a.sessions)
 	}
 	if _, ok := a.sessions["rotated"]; ok {
 		t.Errorf("the session whose connection is down did not yield")
+	}
+}
+
+// At max_tunnels, a notification that comes while every session is busy is
+// not refused at once: the busy session may be the tunnel whose destination
+// token was just rotated, cut by the service, its streams still ending. The
+// new tunnel joins in its place once it has connected, if that session is
+// idle by then (it was refused, and the device was in no tunnel).
+func TestNotificationWhileAllBusyTakesThePlaceFreedMeanwhile(t *testing.T) {
+	a := dialOnlyAgent(t, nil)
+	a.cfg.Tunnel.MaxTunnels = 1
+	_, bcancel := context.WithCancel(a.ctx)
+	busy := &session{fp: "busy", token: "busy", cancel: bcancel}
+	busy.streams.Store(1)
+	busy.up.Store(true)
+	a.sessions[busy.fp] = busy
+	st := savedTunnel{AccessToken: "AQGAAXrotated-token", ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
+		Services: []string{"SSH"}, Received: time.Now().UTC()}
+	a.start(st, true)
+	fp := fingerprint(st.AccessToken)
+	a.mu.Lock()
+	s := a.sessions[fp]
+	a.mu.Unlock()
+	if s == nil {
+		t.Fatalf("the notification was refused while the session was busy; events %s", eventTypes(a.events.takeForTest()))
+	}
+	busy.streams.Store(0) // the cut session's streams have ended
+	busy.up.Store(false)
+	a.onState(s, a.log)(true, nil) // connected: admit
+	a.mu.Lock()
+	_, kept := a.sessions[busy.fp]
+	_, joined := a.sessions[fp]
+	a.mu.Unlock()
+	if kept || !joined {
+		t.Errorf("after the new tunnel connected: the cut session kept %v, the new one running %v; want false, true", kept, joined)
 	}
 }
 
@@ -372,8 +407,8 @@ func stressNotifications(t *testing.T, stressEarlyStop bool) {
 		}
 	}
 	a.mu.Lock()
-	if len(a.sessions) != 0 || a.candidate != nil {
-		t.Errorf("after the stop: %d sessions, candidate %v", len(a.sessions), a.candidate != nil)
+	if len(a.sessions) != 0 {
+		t.Errorf("after the stop: %d sessions", len(a.sessions))
 	}
 	a.mu.Unlock()
 }
