@@ -179,7 +179,8 @@
 // not counted one by one, nor refusals for the server's own lack of file
 // descriptors or memory (reading /etc/passwd or authorized_keys), which judge
 // no guess: a connection with only such refusals is not counted. MaxStartups (default 10) connections may be in key
-// exchange or authentication at once; more wait their turn, up to ten times
+// exchange or authentication at once, at most half of them (at least one) from
+// one source (an address, or a tunnel's service); more wait their turn, up to ten times
 // that many, and beyond that are closed at once, with one log line every 10 s.
 // At most half the CPUs (at least one) check passwords at once; other checks
 // wait, at most for the login grace time. A connection that sends more than

@@ -190,6 +190,7 @@ type startup struct {
 	admitted bool          // it holds one (or there is no limit)
 	counted  bool          // a failure was counted for it already, or it was closed for its source's failures
 	closing  bool          // closeUnauthenticated closed it
+	src      string        // its source, as the failed-login limit counts them
 }
 
 func (s *Server) maxStartups() int {
@@ -213,7 +214,7 @@ func (s *Server) addStartupLocked(c *conn) bool {
 	if s.unauth == nil {
 		s.unauth = make(map[*conn]*startup)
 	}
-	su := &startup{ready: make(chan struct{})}
+	su := &startup{ready: make(chan struct{}), src: c.st.src}
 	s.unauth[c] = su
 	s.queue = append(s.queue, su)
 	s.admitLocked()
@@ -221,14 +222,34 @@ func (s *Server) addStartupLocked(c *conn) bool {
 }
 
 // admitLocked gives free MaxStartups slots to the connections waiting
-// longest.
+// longest, each source at most half of them (at least one): connections
+// from one source that never log in (a stuck script or a scanner with one
+// tunnel's source token, its connections one source; an address on the LAN)
+// left every other tunnel and address waiting until the login grace time
+// closed them. OpenSSH's PerSourceMaxStartups, which is off by default there,
+// where no tunnel makes many clients one source.
 func (s *Server) admitLocked() {
 	limit := s.maxStartups()
-	for len(s.queue) > 0 && (limit < 0 || len(s.unauth)-len(s.queue) < limit) {
-		su := s.queue[0]
-		s.unqueueLocked(0)
-		su.admitted = true
-		close(su.ready)
+	for _, su := range s.queue {
+		if su.admitted {
+			continue
+		}
+		all, mine := 0, 0
+		for _, o := range s.queue {
+			if o.admitted {
+				all++
+				if o.src == su.src {
+					mine++
+				}
+			}
+		}
+		if limit >= 0 && all >= limit {
+			return
+		}
+		if limit < 0 || mine < max(1, limit/2) {
+			su.admitted = true
+			close(su.ready)
+		}
 	}
 }
 
@@ -242,27 +263,20 @@ func (s *Server) removeStartup(c *conn) *startup {
 		return nil
 	}
 	delete(s.unauth, c)
-	if su.admitted {
-		s.admitLocked()
-	} else {
-		for i := 0; i < len(s.queue); {
-			if s.queue[i] == su {
-				s.unqueueLocked(i)
-			} else {
-				i++
-			}
+	for i, o := range s.queue {
+		if o == su {
+			// As slices.Delete, the freed element cleared, without its
+			// instantiation for *startup (1.2 KB of code on linux/mipsle).
+			n := copy(s.queue[i:], s.queue[i+1:])
+			s.queue[i+n] = nil
+			s.queue = s.queue[:i+n]
+			break
 		}
 	}
+	if su.admitted {
+		s.admitLocked()
+	}
 	return su
-}
-
-// unqueueLocked removes s.queue[i] as slices.Delete does, the freed element
-// cleared, without an instantiation of slices.Delete and slices.DeleteFunc
-// for *startup (1.2 KB of code on linux/mipsle).
-func (s *Server) unqueueLocked(i int) {
-	n := copy(s.queue[i:], s.queue[i+1:])
-	s.queue[i+n] = nil
-	s.queue = s.queue[:i+n]
 }
 
 // awaitStartup waits, before a byte is exchanged, until c holds a

@@ -179,14 +179,21 @@ func readBanner(t *testing.T, c net.Conn) string {
 func (s *Server) startupCounts() (unauth, admitted, waiting int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.unauth), len(s.unauth) - len(s.queue), len(s.queue)
+	for _, su := range s.queue {
+		if su.admitted {
+			admitted++
+		}
+	}
+	return len(s.unauth), admitted, len(s.queue) - admitted
 }
 
 // TestMaxStartups: of the connections that have not authenticated, only
-// MaxStartups exchange keys at once; the others wait, without a byte from
-// the server, and start in arrival order as slots free up; beyond
-// 10×MaxStartups new ones are closed at once, with one log line for the lot
-// and an audit event each.
+// MaxStartups exchange keys at once, one source at most half of them; the
+// others wait, without a byte from the server, and start in arrival order
+// as slots free up; beyond 10×MaxStartups new ones are closed at once, with
+// one log line for the lot and an audit event each. One source's idle
+// connections held every slot: another tunnel's or address's login waited
+// for the login grace time.
 func TestMaxStartups(t *testing.T) {
 	e := newEnv(t, func(_ *testEnv, s *Server) {
 		s.MaxStartups = 2
@@ -199,27 +206,34 @@ func TestMaxStartups(t *testing.T) {
 			c.Close()
 		}
 	}()
-	for i := range 20 {
-		c, err := net.Dial("tcp", e.addr)
+	dial := func(from string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := d.Dial("tcp", e.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		conns = append(conns, c)
+		return c
+	}
+	for i := range 19 { // one source: one slot, 18 waiting
+		conns = append(conns, dial("127.0.0.1"))
 		waitFor(t, "the connection to be tracked", func() bool { n, _, _ := e.srv.startupCounts(); return n == i+1 })
 	}
-	if _, admitted, waiting := e.srv.startupCounts(); admitted != 2 || waiting != 18 {
-		t.Fatalf("%d connections started and %d waiting, want 2 and 18", admitted, waiting)
+	if _, admitted, waiting := e.srv.startupCounts(); admitted != 1 || waiting != 18 {
+		t.Fatalf("one source: %d connections started and %d waiting, want 1 and 18", admitted, waiting)
 	}
-	for _, c := range conns[:2] {
+	other := dial("127.0.0.2") // another source: the other slot
+	conns = append(conns, other)
+	waitFor(t, "the other source's connection to be tracked", func() bool { n, _, _ := e.srv.startupCounts(); return n == 20 })
+	if _, admitted, waiting := e.srv.startupCounts(); admitted != 2 || waiting != 18 {
+		t.Fatalf("two sources: %d connections started and %d waiting, want 2 and 18", admitted, waiting)
+	}
+	for _, c := range []net.Conn{conns[0], other} {
 		if got := readBanner(t, c); got != "SSH-2.0-"+serverVersion {
 			t.Fatalf("banner %q", got)
 		}
 	}
 	for range 5 {
-		c, err := net.Dial("tcp", e.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dial("127.0.0.3")
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
 			t.Errorf("connection over the limit: read %q, %v; want EOF at once", b, err)
@@ -232,9 +246,9 @@ func TestMaxStartups(t *testing.T) {
 	if n := e.eventsWithReason(EventLoginFailure, "too many unauthenticated connections"); n != 5 {
 		t.Errorf("%d audit events for refused connections, want 5", n)
 	}
-	// The first one leaves: the third starts.
+	// The first one leaves: the next of its source starts.
 	conns[0].Close()
-	if got := readBanner(t, conns[2]); got != "SSH-2.0-"+serverVersion {
+	if got := readBanner(t, conns[1]); got != "SSH-2.0-"+serverVersion {
 		t.Fatalf("banner %q", got)
 	}
 	for _, c := range conns {
@@ -309,11 +323,13 @@ func TestPasswordChecksBounded(t *testing.T) {
 			var running, most, calls atomic.Int32
 			gate := make(chan struct{})
 			open := sync.OnceFunc(func() { close(gate) })
+			const n = 6
 			e := newEnv(t, func(_ *testEnv, s *Server) {
 				s.PasswordHashes = map[string]string{"root": passwordHash(t, "s3cret")}
 				s.MaxAuthFailures = -1
 				s.LoginGraceTime = tc.grace
 				s.passwordChecks = 2
+				s.MaxStartups = 2 * n // the n connections, one source, start at once
 				s.compareHash = func(hash, pw []byte) error {
 					calls.Add(1)
 					r := running.Add(1)
@@ -326,7 +342,6 @@ func TestPasswordChecksBounded(t *testing.T) {
 			})
 			// If the test fails early: let the checks go, wait for the
 			// clients, then shut the server down (cleanups run last first).
-			const n = 6
 			var wg sync.WaitGroup
 			t.Cleanup(wg.Wait)
 			t.Cleanup(open)

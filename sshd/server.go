@@ -125,7 +125,9 @@ type Server struct {
 
 	// MaxStartups is the number of connections that may be in the key
 	// exchange or authentication at once, across the server, like
-	// sshd_config's MaxStartups. More connections wait, before the server
+	// sshd_config's MaxStartups; one source (an address, a tunnel's
+	// service) at most half of them, at least one (PerSourceMaxStartups
+	// MaxStartups/2). More connections wait, before the server
 	// sends a byte, until one of those authenticates or ends, for at most
 	// LoginGraceTime; beyond 10 times MaxStartups unauthenticated
 	// connections (waiting or not), new ones are closed at once. 0 means 10
@@ -228,7 +230,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	unauth    map[*conn]*startup // connections that have not authenticated
-	queue     []*startup         // the others, in arrival order
+	queue     []*startup         // the same, in arrival order
 	sessions  int
 	forwards  int
 	closed    bool
