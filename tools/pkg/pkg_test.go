@@ -665,6 +665,52 @@ func TestTarball(t *testing.T) {
 			t.Errorf("INSTALL lacks %q:\n%s", want, install)
 		}
 	}
+	installsFiles(t, install, files[p+"porthole.toml.example"].data)
+}
+
+// installsFiles fails unless INSTALL's steps put each file the example config
+// names into place before check-config, the keys 0600, and say that
+// check-config's warnings (exit 0) about them mean the agent cannot connect
+// yet. They said to edit the config and run check-config only: it passed, and
+// the agent started without a certificate.
+func installsFiles(t *testing.T, install string, example []byte) {
+	t.Helper()
+	var cfg struct {
+		MQTT struct {
+			CAFile   string `toml:"ca_file"`
+			CertFile string `toml:"cert_file"`
+			KeyFile  string `toml:"key_file"`
+		} `toml:"mqtt"`
+		SSH struct {
+			AuthorizedKeys []string `toml:"authorized_keys"`
+		} `toml:"ssh"`
+	}
+	if _, err := toml.Decode(string(example), &cfg); err != nil {
+		t.Fatalf("porthole.toml.example: %v", err)
+	}
+	if cfg.MQTT.CAFile == "" || cfg.MQTT.CertFile == "" || cfg.MQTT.KeyFile == "" || len(cfg.SSH.AuthorizedKeys) != 1 {
+		t.Fatalf("porthole.toml.example names other files than this test expects: %+v", cfg)
+	}
+	check := strings.Index(install, "porthole check-config")
+	if check < 0 {
+		t.Fatalf("INSTALL has no check-config step:\n%s", install)
+	}
+	for _, f := range []struct {
+		path, mode string
+	}{{cfg.MQTT.CertFile, ""}, {cfg.MQTT.KeyFile, "0600"}, {cfg.MQTT.CAFile, ""}, {cfg.SSH.AuthorizedKeys[0], "0600"}} {
+		i := strings.Index(install, " "+f.path+" ")
+		if i < 0 || i > check {
+			t.Errorf("INSTALL puts no %s in place before check-config:\n%s", f.path, install)
+			continue
+		}
+		line := install[strings.LastIndex(install[:i], "\n")+1 : i]
+		if f.mode != "" && !strings.Contains(line, "install -m "+f.mode+" ") {
+			t.Errorf("INSTALL: %q: want %s installed with mode %s", line, f.path, f.mode)
+		}
+	}
+	if flat := strings.ReplaceAll(install, "\n", " "); !strings.Contains(flat, "check-config exits 0 with warnings") || !strings.Contains(flat, "cannot connect") {
+		t.Errorf("INSTALL does not say that check-config's warnings (exit 0) about those files mean the agent cannot connect yet:\n%s", install)
+	}
 }
 
 // TestLicense: LICENSE is the Apache License 2.0 as Debian ships it.

@@ -39,7 +39,16 @@ porthole $version for $target
   install -m 0755 porthole /usr/bin/porthole
   install -d -m 0755 /etc/porthole
   install -m 0600 porthole.toml.example /etc/porthole/porthole.toml   # then edit it
+  # the files it names (the example's paths):
+  install -m 0644 YOUR-CERT.pem.crt /etc/porthole/device.pem.crt      # the thing's certificate
+  install -m 0600 YOUR-KEY.pem.key /etc/porthole/device.pem.key       # its private key
+  install -m 0644 AmazonRootCA1.pem /etc/porthole/AmazonRootCA1.pem   # Amazon Root CA 1
+  install -m 0600 YOUR-KEYS /etc/porthole/authorized_keys             # operators' SSH public keys
   porthole check-config -c /etc/porthole/porthole.toml                # exit 0 ok, 1 config error
+
+check-config exits 0 with warnings too: while a certificate, key or CA file is
+missing the agent cannot connect (it exits 2 at start until the file loads), and
+without authorized_keys (or another login method) every SSH login is refused.
 
 systemd:      install -m 0644 init/porthole.service /etc/systemd/system/ && systemctl enable --now porthole
 SysV/BusyBox: install -m 0755 init/porthole.sysv /etc/init.d/porthole && /etc/init.d/porthole start
