@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -291,4 +292,27 @@ func TestUCIRenderLeavesDataDirParentsToTheMount(t *testing.T) {
 			t.Errorf("start_service made %s, the mount point's directory above data_dir: the agent will make a new host key there on the root file system, under the storage mounted later", mnt)
 		}
 	})
+}
+
+// TestUCIConfigNamesFilesThatExist: the TOML files the UCI config's comments
+// point at exist, as repository paths (agent/porthole.example.toml) or as the
+// device's own (/var/etc/porthole.toml). They pointed at porthole.toml.example,
+// a file of the tarball, which the .ipk does not ship.
+func TestUCIConfigNamesFilesThatExist(t *testing.T) {
+	b, err := os.ReadFile("openwrt/porthole.config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(`[\w./-]*\.toml[\w.]*`).FindAllString(string(b), -1)
+	if !slices.Contains(names, "agent/porthole.example.toml") {
+		t.Errorf("porthole.config names no agent/porthole.example.toml; it names %q", names)
+	}
+	for _, name := range names {
+		if strings.HasPrefix(name, "/var/etc/") || strings.HasPrefix(name, "/etc/porthole/") {
+			continue // on the device
+		}
+		if _, err := os.Stat(filepath.Join("../..", name)); err != nil {
+			t.Errorf("porthole.config names %s, which is not a path in porthole's repository (%v)", name, err)
+		}
+	}
 }
