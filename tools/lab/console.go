@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -16,9 +17,12 @@ import (
 
 // startConsole serves the operator web console (tools/console) on addr, wired to
 // the lab's tunneld and its operator key. It returns the URL to open, which holds
-// the console's access token.
-func startConsole(addr string, td *tunneld.Server, info Info, keys *console.HostKeys, tdHost string, log *slog.Logger) (string, func(), error) {
-	srv, err := console.New(consoleConfig(td, info, keys, tdHost, log))
+// the console's access token. vendor is console.Config.Vendor (nil: the
+// xterm.js files built in).
+func startConsole(addr string, td *tunneld.Server, info Info, keys *console.HostKeys, tdHost string, vendor fs.FS, log *slog.Logger) (string, func(), error) {
+	cfg := consoleConfig(td, info, keys, tdHost, log)
+	cfg.Vendor = vendor
+	srv, err := console.New(cfg)
 	if err != nil {
 		return "", nil, err
 	}

@@ -1,0 +1,50 @@
+package lab
+
+import (
+	"context"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/stack"
+)
+
+// TestConsoleStepWithoutXterm: in a build without xterm.js the web console's
+// progress line says skipped, not ok, and with it ok. It said ok either way,
+// over the output's word that the console is not in this build.
+func TestConsoleStepWithoutXterm(t *testing.T) {
+	full := fstest.MapFS{}
+	for _, f := range []string{"xterm.js", "xterm.css", "addon-fit.js"} { // tools/console's vendorFiles
+		full[f] = &fstest.MapFile{Data: []byte("/* " + f + " */")}
+	}
+	for _, tc := range []struct {
+		name   string
+		vendor fstest.MapFS
+		want   string
+	}{
+		{"without", fstest.MapFS{"README.md": {Data: []byte("make console-assets")}}, `(?m)^  web console \.\.\. +skipped \(xterm\.js is not in this build\)$`},
+		{"with", full, `(?m)^  web console \.\.\. +ok \(`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			state := filepath.Join(stack.SafeDir(t), "state")
+			ctx, cancel := context.WithCancel(context.Background())
+			out := stack.NewLog()
+			done := make(chan error, 1)
+			go func() {
+				done <- Run(ctx, Options{StateDir: state, NoAgent: true, Console: "127.0.0.1:0", vendor: tc.vendor, Out: out})
+			}()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			}()
+			out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second)
+			if !regexp.MustCompile(tc.want).MatchString(out.String()) {
+				t.Errorf("the progress lines lack %s:\n%s", tc.want, out.String())
+			}
+		})
+	}
+}
