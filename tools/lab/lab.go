@@ -42,7 +42,9 @@ type Options struct {
 	SSHPort, HTTPPort int
 	// NoAgent runs only the broker and tunneld (and the console), on 127.0.0.1: for an agent started
 	// by hand on this machine or in a QEMU guest (the certificates name loopback and
-	// 10.0.2.2 only).
+	// 10.0.2.2 only). The lab writes the config of its own agent for it, without
+	// the HTTP service (there is no status page), and prints the command that
+	// runs an agent on it on this machine.
 	NoAgent bool
 	// Porthole is the porthole binary the agent runs from (required unless NoAgent
 	// or Board).
@@ -80,6 +82,8 @@ type Info struct {
 	KnownHosts  string `json:"known_hosts,omitempty"`
 	User        string `json:"user"`
 	AgentConfig string `json:"agent_config,omitempty"`
+	// AgentUsage runs an agent on AgentConfig on this machine (--no-agent).
+	AgentUsage  string `json:"agent_command,omitempty"`
 	AgentLog    string `json:"agent_log,omitempty"`
 	AgentPID    int    `json:"agent_pid,omitempty"`
 	Board       string `json:"board,omitempty"`
@@ -358,12 +362,18 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 
 	if opt.NoAgent {
+		if info.AgentConfig, err = writeAgentConfig(dir, info, tdHost, ""); err != nil {
+			return err
+		}
+		info.AgentUsage = agentUsage(opt.Porthole, tdHost, info.AgentConfig)
 		info.ConnectUsage = connectCommand(opt.Porthole, tdHost, info.CAFile, opt.SSHPort)
 		if err := writeInfo(dir, info); err != nil {
 			return err
 		}
-		fmt.Fprintf(opt.Out, "\nBroker  mqtts://%s (device certificates from %s)\nTunneld %s\n\nOpen a tunnel:\n  %s\nConnect:\n  %s\n%s\nDetails: %s. Ctrl-C stops the lab.\n",
-			info.Broker, rel(info.CAFile), info.Tunneld, info.AWSCommand, info.ConnectUsage,
+		fmt.Fprintf(opt.Out, "\nBroker  mqtts://%s (device certificates from %s)\nTunneld %s\n\n"+
+			"Run the agent (its config names this run's ports; the lab writes it again at every start):\n  %s\n"+
+			"Open a tunnel:\n  %s\nConnect:\n  %s\n%s\nDetails: %s. Ctrl-C stops the lab.\n",
+			info.Broker, rel(info.CAFile), info.Tunneld, info.AgentUsage, info.AWSCommand, info.ConnectUsage,
 			consoleLine, rel(filepath.Join(dir, "lab.json")))
 		<-ctx.Done()
 		return nil
@@ -417,12 +427,11 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 	} else if err := st.do("agent (porthole agent, child process)", func() error {
-		info.AgentConfig = filepath.Join(dir, "device", "porthole.toml")
-		info.AgentLog = logPath
-		cfg := agentConfig(dir, info, tdHost, statusAddr)
-		if err := atomicfile.Write(info.AgentConfig, []byte(cfg), 0o600); err != nil {
+		var err error
+		if info.AgentConfig, err = writeAgentConfig(dir, info, tdHost, statusAddr); err != nil {
 			return err
 		}
+		info.AgentLog = logPath
 		f, err := os.OpenFile(info.AgentLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 		if err != nil {
 			return err
@@ -796,7 +805,33 @@ func sshConfigWord(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
+// agentUsage is the command line that runs an agent on the config file config
+// (an absolute path), with the porthole binary at path porthole ("": the one
+// in $PATH), as agentCommand runs the lab's own: never through the operator's
+// proxy (noProxyPrefix).
+func agentUsage(porthole, tdHost, config string) string {
+	prog := "porthole"
+	if porthole != "" {
+		prog = shellArg(porthole)
+	}
+	return fmt.Sprintf("%s%s agent -c %s", noProxyPrefix(tdHost), prog, shellArg(config))
+}
+
+// writeAgentConfig writes the config of the lab's agent (agentConfig) to
+// device/porthole.toml in the state directory dir and returns its path.
+func writeAgentConfig(dir string, info Info, tdHost, statusAddr string) (string, error) {
+	path := filepath.Join(dir, "device", "porthole.toml")
+	return path, atomicfile.Write(path, []byte(agentConfig(dir, info, tdHost, statusAddr)), 0o600)
+}
+
+// agentConfig is the config of the lab's agent, the device: this run's broker
+// and tunneld, the device's files in dir, its SSH service and the HTTP
+// service to the device status page at statusAddr ("": none, left out).
 func agentConfig(dir string, info Info, tdHost, statusAddr string) string {
+	http := ""
+	if statusAddr != "" {
+		http = fmt.Sprintf("HTTP = %q\n", statusAddr)
+	}
 	return fmt.Sprintf(`# Written by porthole-lab on every start.
 thing_name = %q
 data_dir = %q
@@ -814,15 +849,14 @@ ca_file = %q
 
 [services]
 SSH = "builtin"
-HTTP = %q
-
+%s
 [ssh]
 authorized_keys = [%q]
 
 [log]
 level = "info"
 `, Thing, filepath.Join(dir, "device", "data"), info.Broker, info.CAFile, info.DeviceCert, info.DeviceKey, Thing,
-		tdHost, info.CAFile, statusAddr, filepath.Join(dir, "device", "authorized_keys"))
+		tdHost, info.CAFile, http, filepath.Join(dir, "device", "authorized_keys"))
 }
 
 // waitDestination waits until tunneld reports the destination connected; if the

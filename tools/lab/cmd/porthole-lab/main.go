@@ -51,7 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	httpPort := fs.Int("http-port", 8080, "local port for the device's status page through the tunnel (0: any free port)")
 	consoleAddr := fs.String("console", "127.0.0.1:0", "listen address of the web console (SSH in the browser), on loopback "+
 		"(port 0, the default: a free port, another each run; a fixed port shares its browser origin with whatever served on it before, such as a device's page through --http-port; \"\": none)")
-	noAgent := fs.Bool("no-agent", false, "run only the broker, tunneld and the web console (on 127.0.0.1), for an agent started by hand on this machine or in a QEMU guest")
+	noAgent := fs.Bool("no-agent", false, "run only the broker, tunneld and the web console (on 127.0.0.1), for an agent started by hand on this machine or in a QEMU guest;\n"+
+		"the lab writes its agent's config to device/porthole.toml in the state directory and prints the porthole agent line that runs it here")
 	boardName := fs.String("board", "", "run the agent inside QEMU board `NAME` (a folder under board/, e.g. qemu-armv7-virt) instead of on the host:\n"+
 		"cross-build porthole, build the initramfs, boot it; needs the source tree, Go and the packages of tools/deps.sh board")
 	self, _ := os.Executable()

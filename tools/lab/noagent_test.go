@@ -1,0 +1,85 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/stack"
+)
+
+// TestNoAgentWritesAgentConfig runs the lab with --no-agent ("for an agent you
+// start yourself"): it writes its agent's config in the state directory, names
+// it in lab.json, and prints the command that runs an agent on it; porthole
+// check-config passes it without a warning, and an agent started with the
+// printed command subscribes to its notify topic on the lab's broker. The lab
+// made the device's certificate and key, and listed them, but wrote no config
+// and printed no command.
+func TestNoAgentWritesAgentConfig(t *testing.T) {
+	porthole := stack.Build(t)
+	state := filepath.Join(stack.SafeDir(t), "state")
+	ctx, cancel := context.WithCancel(context.Background())
+	out := stack.NewLog()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Options{StateDir: state, NoAgent: true, Porthole: porthole, Out: out}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second)
+	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(state, "device", "porthole.toml"); info.AgentConfig != want {
+		t.Fatalf("lab.json agent_config = %q, want %s", info.AgentConfig, want)
+	}
+	if fi, err := os.Stat(info.AgentConfig); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the agent config: %v (%v), want a 0600 file", fi, err)
+	}
+	if want := porthole + " agent -c " + info.AgentConfig; !strings.HasSuffix(info.AgentUsage, want) {
+		t.Errorf("lab.json agent_command = %q, want it to end in %q", info.AgentUsage, want)
+	}
+	if !strings.Contains(out.String(), "\n  "+info.AgentUsage+"\n") {
+		t.Errorf("the printed output lacks the agent command %q:\n%s", info.AgentUsage, out)
+	}
+
+	var stdout, stderr bytes.Buffer
+	check := exec.Command(porthole, "check-config", "-c", info.AgentConfig)
+	check.Stdout, check.Stderr = &stdout, &stderr
+	if err := check.Run(); err != nil || stderr.Len() > 0 {
+		t.Fatalf("porthole check-config on the lab's agent config: %v\n%s%s", err, &stdout, &stderr)
+	}
+
+	// The printed command, in a shell as an operator pastes it, run from
+	// another directory.
+	log := stack.NewLog()
+	agent := exec.Command("sh", "-c", "exec "+info.AgentUsage)
+	agent.Dir = "/"
+	agent.Stdout, agent.Stderr = log, log
+	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		agent.Process.Signal(syscall.SIGTERM)
+		if err := agent.Wait(); err != nil {
+			t.Errorf("the agent after SIGTERM: %v\n%s", err, log)
+		}
+	}()
+	log.Wait(t, stack.SubscribedRE(), 0, 30*time.Second)
+}
