@@ -8,10 +8,10 @@
 // what developers use to reproduce bugs.
 //
 // State (the dev CA, certificates, the operator's SSH key, the agent's config and
-// data) lives in a directory (.lab by default), made once and reused. lab.json in it
-// names every endpoint, port and file for scripts. With --no-agent the lab writes
-// its agent's config all the same (device/porthole.toml) and prints the command
-// that runs an agent on it.
+// data) lives in a directory (.lab in the working directory by default), made
+// once and reused. lab.json in it names every endpoint, port and file for
+// scripts. With --no-agent the lab writes its agent's config all the same
+// (device/porthole.toml) and prints the command that runs an agent on it.
 //
 // Everything is on loopback, so nothing goes through the operator's https_proxy:
 // the agent runs without https_proxy/HTTPS_PROXY in its environment, the source

@@ -36,7 +36,8 @@ const Thing = "lab-device"
 
 // Options configure Run.
 type Options struct {
-	// StateDir keeps the lab's files between runs; "" means ".lab".
+	// StateDir keeps the lab's files between runs; "" means ".lab". A
+	// relative path is in the working directory.
 	StateDir string
 	// SSHPort and HTTPPort are the source side's local ports; 0 picks free ones.
 	SSHPort, HTTPPort int

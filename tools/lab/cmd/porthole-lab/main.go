@@ -46,7 +46,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("porthole-lab", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	state := fs.String("state", ".lab", "state directory (made once, reused)")
+	state := fs.String("state", ".lab", "state directory (made once, reused); a relative path is in the current directory")
 	sshPort := fs.Int("ssh-port", 2222, "local port for SSH through the tunnel (0: any free port)")
 	httpPort := fs.Int("http-port", 8080, "local port for the device's status page through the tunnel (0: any free port)")
 	consoleAddr := fs.String("console", "127.0.0.1:0", "listen address of the web console (SSH in the browser), on loopback "+

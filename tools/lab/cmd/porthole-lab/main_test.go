@@ -184,6 +184,26 @@ func TestHelpOnStdout(t *testing.T) {
 	}
 }
 
+// TestStateDefaultDocumented: the default state directory is .lab in the
+// current directory (the clone's only under make lab), and -h and the README
+// say so. The README said "in the clone".
+func TestStateDefaultDocumented(t *testing.T) {
+	var stdout, stderr strings.Builder
+	run(context.Background(), []string{"-h"}, &stdout, &stderr)
+	_, help, _ := strings.Cut(stdout.String(), "  -state string\n")
+	help, _, _ = strings.Cut(help, "\n  -")
+	if !strings.Contains(help, "current directory") || !strings.Contains(help, `(default ".lab")`) {
+		t.Errorf("-h on --state: %q, want the default .lab and a relative path in the current directory", help)
+	}
+	readme, err := os.ReadFile("../../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text := strings.Join(strings.Fields(string(readme)), " "); !strings.Contains(text, "`--state DIR` (default `.lab` in the current directory") {
+		t.Errorf("README.md does not say that --state's default is .lab in the current directory")
+	}
+}
+
 // TestCtrlCWithOutputReaderGone: `make lab | tee lab.txt`, then Ctrl-C. The
 // terminal's SIGINT ends tee at once, so the lab's last line goes to a pipe with
 // no reader. The lab must still stop as after any Ctrl-C (exit 0, lab.json
