@@ -92,8 +92,10 @@
 // data directory (an exclusive flock, held until Shutdown or Close); a second one
 // fails at start with ErrDataDirInUse. A data directory that another local
 // user could change (writable by group or others, or belonging to someone other
-// than root or tunneld's user, it or a directory above it that is not sticky)
-// is refused at start, before anything is read or made. The state file is
+// than root or tunneld's user, it or a directory above it that is not sticky,
+// or reached through such a user's link) is refused at start, before anything
+// is read, and checked again on what was made and locked (another user could
+// make it in between in a sticky directory such as /tmp). The state file is
 // rewritten whole at each change: its size is the tunnels' (100 open and 1000
 // closed by default), mostly their tags and descriptions, which AWS's limits
 // allow to be large (200 tags of up to 128 and 256 letters, 2048 for a

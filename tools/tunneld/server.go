@@ -100,6 +100,9 @@ type Config struct {
 	// signingName is the service a SigV4 credential scope must name; "" means
 	// SigningName (tests use the AWS test suite's "service").
 	signingName string
+	// beforeLock runs between checking DataDir and making and locking it;
+	// nil means nothing. Tests make another user's directory there.
+	beforeLock func()
 }
 
 // requestReadTimeout is how long a client has to send a whole request: a control
@@ -283,8 +286,16 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		s.cfg.DataDir = dir // links resolved, as checked
+		if cfg.beforeLock != nil {
+			cfg.beforeLock()
+		}
 		lock, err := LockDir(dir)
 		if err != nil {
+			return nil, err
+		}
+		// The path to what was made and locked, not only what was there before.
+		if err := checkLocked(lock, dir); err != nil {
+			lock.Close()
 			return nil, err
 		}
 		s.lock = lock

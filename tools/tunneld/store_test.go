@@ -363,6 +363,16 @@ func TestUnsafeDataDirRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		refused[filepath.Join(other, "tunneld")] = other + " belongs to uid 4242"
+		// Another user's link in a sticky directory, to a directory that
+		// passes: its owner chooses where the tokens go.
+		link := filepath.Join(sticky, "link-other")
+		if err := os.Symlink(mk("sticky/own2", 0o700), link); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(link, 4242, 4242); err != nil {
+			t.Fatal(err)
+		}
+		refused[link] = "the link " + link + " belongs to uid 4242"
 	}
 	for dir, want := range refused {
 		s, err := New(Config{DataDir: dir, Logger: testLogger(t)})
