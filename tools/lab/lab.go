@@ -439,7 +439,11 @@ func Run(ctx context.Context, opt Options) (err error) {
 		}
 		cmd := agentCommand(opt.Porthole, info.AgentConfig)
 		cmd.Stdout, cmd.Stderr = f, f
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		// Its own process group, which the stop signals: a --porthole wrapper
+		// (a shell script that runs the agent without exec) took the signal
+		// alone and left the agent running. A Ctrl-C in the terminal reaches
+		// the lab only, which stops the agent.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			f.Close()
 			return err
@@ -451,11 +455,11 @@ func Run(ctx context.Context, opt Options) (err error) {
 		agentStatus = func() string { return cmd.ProcessState.String() }
 		go func() { cmd.Wait(); close(waited) }()
 		stops = append(stops, func() {
-			cmd.Process.Signal(syscall.SIGTERM)
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 			select {
 			case <-waited:
 			case <-time.After(6 * time.Second):
-				cmd.Process.Kill()
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 				<-waited
 			}
 		})

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -82,4 +83,56 @@ func TestNoAgentWritesAgentConfig(t *testing.T) {
 		}
 	}()
 	log.Wait(t, stack.SubscribedRE(), 0, 30*time.Second)
+}
+
+// TestLabStopEndsTheAgentBehindAWrapper: with --porthole naming a shell script
+// that runs the agent without exec (a wrapper that sets its environment),
+// stopping the lab signalled the script alone, and the agent was left
+// running under init.
+func TestLabStopEndsTheAgentBehindAWrapper(t *testing.T) {
+	porthole := stack.Build(t)
+	dir := stack.SafeDir(t)
+	wrapper := filepath.Join(dir, "porthole-wrapper")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\n"+shellArg(porthole)+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	config := filepath.Join(state, "device", "porthole.toml")
+	agents := func() []int { // the agents running on this lab's config
+		var pids []int
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			b, _ := os.ReadFile(p)
+			args := strings.Split(string(b), "\x00")
+			if len(args) > 3 && args[0] == porthole && args[1] == "agent" && args[3] == config {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	t.Cleanup(func() {
+		for _, pid := range agents() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	out := stack.NewLog()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{StateDir: state, Porthole: wrapper, Console: "", Out: out})
+	}()
+	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
+	if len(agents()) != 1 {
+		t.Fatalf("agents running on the lab's config: %v, want one", agents())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(agents()) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the lab stopped, the agent it started through a wrapper still runs (pids %v)", agents())
+		}
+	}
 }
