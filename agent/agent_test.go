@@ -31,6 +31,7 @@ import (
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest/noquota"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -146,7 +147,7 @@ func newAgentEnv(t *testing.T) *agentEnv {
 // connect, publish and subscribe.
 func newAgentEnvACL(t *testing.T, acl mqtt.Hook) *agentEnv {
 	t.Helper()
-	needRoot(t, "the agent's SSH sessions need root to run as the login user")
+	hostenv.NeedRoot(t, "the agent's SSH sessions need root to run as the login user")
 	e := &agentEnv{pki: mqtttest.NewPKI(t), fake: tunneltest.NewServer(t), dataDir: t.TempDir(), srcClient: tunnel.GenerateClientToken()}
 	e.fake.Logf = t.Logf
 	e.broker = startBroker(t, e.pki, "porthole/events/dev-1", acl)
@@ -214,18 +215,6 @@ func (e *agentEnv) newAgent(t *testing.T, log *slog.Logger) *Agent {
 	}
 	a.ssh.PasswdFile = e.passwd
 	return a
-}
-
-// needRoot skips a test that needs root, saying why, or fails it under CI=true,
-// which runs as root.
-func needRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s; CI runs as root", why)
-		}
-		t.Skipf("%s; run as root (CI does)", why)
-	}
 }
 
 // start runs an agent until the returned stop is called.

@@ -316,7 +316,7 @@ func TestInsecureTunnelWarnings(t *testing.T) {
 // SSH login files that a login would ignore, or no login method at all, are
 // warnings of check-config and of the agent's start, naming the config key.
 func TestLoginWarnings(t *testing.T) {
-	needRoot(t, "the login users of a server that is not root depend on the passwd file")
+	hostenv.NeedRoot(t, "the login users of a server that is not root depend on the passwd file")
 	tmp := hostenv.FileInTmp(t, "porthole-test-authorized_keys-")
 	safe := filepath.Join(safeTempDir(t), "authorized_keys")
 	for _, p := range []string{tmp, safe} {
@@ -396,7 +396,7 @@ func TestDataDirWarning(t *testing.T) {
 // written across a reboot, as a plain tmpfs: the host key made in data_dir
 // changes at every boot, and is warned about the same way.
 func TestDataDirOnTmpfsOverlayWarned(t *testing.T) {
-	needRoot(t, "mounting a tmpfs and an overlay")
+	hostenv.NeedRoot(t, "mounting a tmpfs and an overlay")
 	root := filepath.Join(t.TempDir(), "a b") // /proc/self/mountinfo writes the space \040
 	lower, ram, merged := filepath.Join(root, "rom"), filepath.Join(root, "ram"), filepath.Join(root, "merged")
 	for _, d := range []string{root, lower, ram, merged} {

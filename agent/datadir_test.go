@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
 
 func TestLockDataDir(t *testing.T) {
@@ -45,7 +47,7 @@ func TestLockDataDir(t *testing.T) {
 // tokens went into that user's directory. A directory removed again is no
 // success either.
 func TestDataDirMadeByAnotherUserInBetween(t *testing.T) {
-	needRoot(t, "chown to another user needs root")
+	hostenv.NeedRoot(t, "chown to another user needs root")
 	sticky := filepath.Join(t.TempDir(), "tmp")
 	if err := os.Mkdir(sticky, 0o777); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/porthole-iot/porthole/agent/notify"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
 
 // A stop (SIGTERM) while the agent waits for another one to leave its data
@@ -80,7 +81,7 @@ func TestResumeAfterClockStepForward(t *testing.T) {
 // its owner can change it (chmod is theirs), and it decides who logs in to an
 // agent that runs as root. data_dir refuses such an owner; the config did not.
 func TestConfigOwnedByAnotherUserRefused(t *testing.T) {
-	needRoot(t, "the test gives the config to another user (chown)")
+	hostenv.NeedRoot(t, "the test gives the config to another user (chown)")
 	p := filepath.Join(t.TempDir(), "porthole.toml")
 	if err := os.WriteFile(p, []byte(minimalConfig), 0o600); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
 
 // A data directory in a sticky directory (--data-dir /tmp/tunneld) that
@@ -48,7 +50,7 @@ func TestDataDirMadeBeforeLockRefused(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if c.root {
-				needRoot(t, "the test gives a directory to another user (chown)")
+				hostenv.NeedRoot(t, "the test gives a directory to another user (chown)")
 			}
 			sticky := filepath.Join(t.TempDir(), "tmp")
 			mkdirAs(t, sticky, 0o777|os.ModeSticky, -1)
@@ -89,7 +91,7 @@ func TestLockDirRefusesUnsafe(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if c.uid >= 0 {
-				needRoot(t, "the test gives a directory to another user (chown)")
+				hostenv.NeedRoot(t, "the test gives a directory to another user (chown)")
 			}
 			dir := mkdirAs(t, filepath.Join(t.TempDir(), "d"), c.mode, c.uid)
 			f, err := LockDir(dir)
@@ -125,16 +127,4 @@ func mkdirAs(t *testing.T, dir string, mode os.FileMode, uid int) string {
 		}
 	}
 	return dir
-}
-
-// needRoot skips a test that needs root, saying why, or fails it under CI=true,
-// which runs as root.
-func needRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s; CI runs as root", why)
-		}
-		t.Skipf("%s; run as root (CI does)", why)
-	}
 }

@@ -51,3 +51,15 @@ func FileInTmp(tb testing.TB, pattern string) string {
 	tb.Cleanup(func() { os.Remove(f.Name()) })
 	return f.Name()
 }
+
+// NeedRoot skips a test that needs root, saying why, or fails it under
+// CI=true, which runs as root.
+func NeedRoot(tb testing.TB, why string) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("%s; CI runs as root", why)
+		}
+		tb.Skipf("%s; run as root (CI does)", why)
+	}
+}
