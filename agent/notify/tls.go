@@ -471,7 +471,8 @@ func tlsHint(err error, now, built time.Time, c Config) string {
 			" (for AWS IoT Core: Amazon Root CA 1)"
 	case errors.As(err, &hostname):
 		return fmt.Sprintf("the broker's certificate is not valid for %q, the host name of the broker endpoint: "+
-			"use a name the certificate holds (for AWS IoT Core, the account's endpoint: aws iot describe-endpoint --endpoint-type iot:Data-ATS)", c.ServerName)
+			"use a name the certificate holds in its subjectAltName (for AWS IoT Core, the account's endpoint: aws iot describe-endpoint --endpoint-type iot:Data-ATS); "+
+			"a certificate that names its host only in the Common Name must be reissued with subjectAltName=DNS:NAME (Go no longer reads the Common Name)", c.ServerName)
 	case errors.As(err, &dns) && strings.HasSuffix(dns.Err, "connection refused"):
 		// No resolver listens where resolv.conf points, or there is no
 		// resolv.conf (Go then asks 127.0.0.1 and ::1): each lookup fails
