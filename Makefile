@@ -7,14 +7,22 @@ SHELL := /bin/bash
 
 GO       ?= go
 PKG      := github.com/porthole-iot/porthole
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The commit, -dirty when a tracked file is changed or an untracked one would be
+# built in (git describe --dirty sees only the first); dev outside a git checkout.
+VERSION  ?= $(shell v=$$(git describe --tags --always --dirty 2>/dev/null) || v=dev; \
+	case $$v in (dev|*-dirty) ;; (*) [ -z "$$(git ls-files --others --exclude-standard 2>/dev/null | head -1)" ] || v=$$v-dirty;; esac; echo $$v)
 # The build time is the last commit's (UTC, RFC 3339): reproducible, and a floor the
-# agent uses to tell an unset clock (notify.BuildTime).
-BUILD_TIME ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null)
+# agent uses to tell an unset clock (notify.BuildTime). Outside a git checkout,
+# SOURCE_DATE_EPOCH's, if set.
+BUILD_TIME ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null || \
+	{ [ -z "$${SOURCE_DATE_EPOCH:-}" ] || date -u -d @$$SOURCE_DATE_EPOCH +%Y-%m-%dT%H:%M:%SZ; })
 LDFLAGS  := -s -w -X $(PKG)/agent.Version=$(VERSION) $(if $(BUILD_TIME),-X $(PKG)/agent/notify.BuildTime=$(BUILD_TIME))
 # Inlining is kept only where it pays (agent/cmd/porthole/device.gcflags says why).
 DEVICE_GCFLAGS := $(addprefix -gcflags=,$(shell grep -v '^\#' agent/cmd/porthole/device.gcflags))
-GOFLAGS_DEVICE := -trimpath -tags netgo,osusergo $(DEVICE_GCFLAGS) -ldflags '$(LDFLAGS)'
+# Reproducible whatever the builder's go env says: no VCS stamp (which names the
+# commit of any git repository the tree sits in, a firmware's), and the modules
+# go.sum checks (never a vendor/ directory left in the tree).
+GOFLAGS_DEVICE := -trimpath -buildvcs=false -mod=readonly -tags netgo,osusergo $(DEVICE_GCFLAGS) -ldflags '$(LDFLAGS)'
 # The device's GOEXPERIMENT (agent/cmd/porthole/device.goexperiment says why): its
 # experiments this Go knows, joined by commas; each one it does not know is left
 # out with a warning. Expanded where a device build uses it, not for every make.
@@ -90,10 +98,18 @@ $(CONSOLE_WEB)/vendor/xterm.js: $(CONSOLE_WEB)/package-lock.json $(CONSOLE_WEB)/
 .PHONY: cross
 cross: ## static device binaries for every target into dist/, with their licenses (porthole-LICENSE, porthole-linux.THIRD_PARTY_NOTICES: every target links the same modules) and SHA256SUMS
 	@mkdir -p dist
+	@# an earlier build's binaries would go into make dist's and make ipk's packages
+	rm -f dist/porthole-linux-*
+	@[ "$(VERSION)" != dev ] || echo "make cross: warning: not a git checkout: the binaries say version dev (make cross VERSION=...)" >&2
+	@[ -z "$(RELEASE_GO)" ] || [ "$$($(GO) env GOVERSION)" = "$(RELEASE_GO)" ] || echo "make cross: warning: built with $$($(GO) env GOVERSION), not $(RELEASE_GO), the Go to build releases with (docs/firmware.md): GOTOOLCHAIN=$(RELEASE_GO) make cross" >&2
 	@exp='$(DEVICE_GOEXPERIMENT)'; $(call device-build,$(CROSS_TARGETS),dist,$$exp)
 	cp LICENSE dist/porthole-LICENSE
 	tools/pkg/notices.sh >dist/porthole-linux.THIRD_PARTY_NOTICES
 	tools/pkg/sums.sh dist
+
+# The Go to build releases with: its standard library has the fixes docs/firmware.md
+# lists. make cross warns when built with another (RELEASE_GO= turns that off).
+RELEASE_GO ?= go1.26.10
 
 # porthole connect for operators' machines (the device agent is Linux only).
 OPERATOR_TARGETS := darwin-arm64 darwin-amd64 windows-amd64 windows-arm64 freebsd-amd64
@@ -104,7 +120,7 @@ operator: ## porthole connect for macOS, Windows and FreeBSD into dist/ (the age
 	@for t in $(OPERATOR_TARGETS); do \
 		os=$${t%%-*}; arch=$${t#*-}; ext=; [ $$os = windows ] && ext=.exe; \
 		echo "  $$t"; \
-		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/porthole-$$t$$ext ./agent/cmd/porthole && \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOAMD64=v1 GOARM64=v8.0 $(GO) build -trimpath -buildvcs=false -mod=readonly -ldflags '$(LDFLAGS)' -o dist/porthole-$$t$$ext ./agent/cmd/porthole && \
 		NOTICES_GOOS=$$os NOTICES_GOARCH=$$arch tools/pkg/notices.sh >dist/porthole-$$t.THIRD_PARTY_NOTICES || exit 1; \
 	done
 	cp LICENSE dist/porthole-LICENSE

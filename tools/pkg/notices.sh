@@ -52,7 +52,7 @@ printf '\n'
 # for an offline build, buildroot/README.md), in which go list knows no module's
 # folder, and go mod vendor keeps only some of a module's license files.
 # NOTICES_GOOS/NOTICES_GOARCH: another build's (make operator's porthole connect).
-mods=$(CGO_ENABLED=0 GOOS=${NOTICES_GOOS:-linux} GOARCH=${NOTICES_GOARCH:-mipsle} GOMIPS=softfloat GOFLAGS=-mod=readonly "$go" list -tags netgo,osusergo -deps \
+mods=$(CGO_ENABLED=0 GOOS=${NOTICES_GOOS:-linux} GOARCH=${NOTICES_GOARCH:-mipsle} GOMIPS=softfloat GOFLAGS="-mod=readonly -buildvcs=false" "$go" list -tags netgo,osusergo -deps \
   -f '{{with .Module}}{{if not .Main}}{{.Path}}|{{.Version}}|{{.Dir}}{{end}}{{end}}' "$pkg" | sort -u)
 while IFS='|' read -r path version dir; do
   [ -n "$path" ] || continue

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/porthole-iot/porthole/agent"
 	"github.com/porthole-iot/porthole/agent/tunnel"
@@ -151,6 +152,8 @@ func runVersion(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "porthole %s\n", agent.Version)
+	// The Go release too: it decides which standard-library fixes the
+	// binary has (docs/firmware.md), and an audit asks.
+	io.WriteString(stdout, "porthole "+agent.Version+" ("+runtime.Version()+")\n")
 	return nil
 }

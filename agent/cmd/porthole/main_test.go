@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -60,8 +61,9 @@ func runCmd(t *testing.T, stdin io.Reader, args ...string) (code int, stdout, st
 }
 
 func TestExitCodes(t *testing.T) {
-	if code, out, _ := runCmd(t, nil, "version"); code != 0 || !strings.HasPrefix(out, "porthole ") {
-		t.Fatalf("version: %d %q", code, out)
+	// The version names the Go release, which decides the standard library's fixes.
+	if code, out, _ := runCmd(t, nil, "version"); code != 0 || !strings.HasPrefix(out, "porthole ") || !strings.HasSuffix(out, " ("+runtime.Version()+")\n") {
+		t.Fatalf("version: %d %q, want porthole VERSION (%s)", code, out, runtime.Version())
 	}
 	if code, _, errs := runCmd(t, nil, "frobnicate"); code != exitUsage || !strings.Contains(errs, "unknown command") {
 		t.Fatalf("unknown command: %d %q", code, errs)
