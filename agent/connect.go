@@ -110,6 +110,9 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	if cfg.RetryMax == 0 {
 		cfg.RetryMax = connectRetryMax
 	}
+	if cfg.PongTimeout == 0 {
+		cfg.PongTimeout = connectPongTimeout
+	}
 	// The client token is kept only once the service has accepted the access
 	// token with it: a token it refuses leaves nothing behind.
 	save := func() {}
@@ -246,6 +249,13 @@ func stopBeforeJoining(err error, endpoint string) error {
 	}
 	return nil
 }
+
+// connectPongTimeout is Connect's tunnel.Config.PongTimeout: a laptop that
+// slept or moved to another network holds a dead connection, and the ssh
+// session and -L ports hung without a word. Longer than a local reader may
+// hold the WebSocket up (the stall timeout, 30 s): four pings at the default
+// interval. A variable for tests.
+var connectPongTimeout = 90 * time.Second
 
 // connectRetryMax caps Connect's reconnect backoff (the engine's default is 120 s).
 const connectRetryMax = 30 * time.Second

@@ -324,3 +324,37 @@ func FuzzAccessToken(f *testing.F) {
 		}
 	})
 }
+
+// TestConnectLeavesAPathThatDied: porthole connect closes a connection whose
+// service answered pings and then fell silent (the laptop slept, or moved to
+// another network), saying why; --stdio ends with it. It waited for the
+// kernel to give up on the pings, some 15 minutes, without a word.
+func TestConnectLeavesAPathThatDied(t *testing.T) {
+	defer func(d time.Duration) { connectPongTimeout = d }(connectPongTimeout)
+	connectPongTimeout = 400 * time.Millisecond
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- Connect(context.Background(), ConnectConfig{
+			Tunnel: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, tun.SourceToken),
+				PingInterval: 50 * time.Millisecond},
+			Stdio: "SSH", Stdin: inR, Stdout: io.Discard, Logger: slog.New(slog.NewTextHandler(tbLog{t}, nil)),
+		})
+	}()
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Source, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // pongs come
+	tun.SetPong(false)
+	select {
+	case err := <-done:
+		if !errors.Is(err, tunnel.ErrSilent) {
+			t.Fatalf("Connect = %v, want it to end for the silent service (tunnel.ErrSilent)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Connect kept a connection 10 s after its service stopped answering pings")
+	}
+}

@@ -85,6 +85,14 @@ type Config struct {
 	// this long, and reconnects. Zero disables it: the service may not answer pings
 	// before the other side is connected (spec §3.7).
 	IdleTimeout time.Duration
+	// PongTimeout, once the service has answered a ping on a connection,
+	// takes IdleTimeout's place there: a path that died without a word (a
+	// laptop that slept or changed networks) otherwise lasts until the kernel
+	// gives up on the pings, some 15 minutes. It never fires before the first
+	// pong, which the service may not send before the other side is
+	// connected (spec §3.7), and is checked at each ping (PingInterval). Zero:
+	// none.
+	PongTimeout time.Duration
 	// HandshakeTimeout bounds the endpoint's name looked up, TCP, proxy, TLS
 	// and the WebSocket upgrade. Zero: DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
@@ -165,6 +173,9 @@ var ErrClosedByService = errors.New("tunnel: closed by the service")
 // ErrIdle is the cause of a connection closed by Config.IdleTimeout.
 var ErrIdle = errors.New("tunnel: no traffic within the idle timeout")
 
+// ErrSilent is the cause of a connection closed by Config.PongTimeout.
+var ErrSilent = errors.New("tunnel: the service stopped answering pings (did this machine sleep, or change networks?)")
+
 // Conn is one WebSocket connection to the tunneling service, carrying tunnel frames.
 // ReadMessage must be called from one goroutine; WriteMessage may be called
 // concurrently (one frame per WebSocket message, spec §1.2).
@@ -180,6 +191,7 @@ type Conn struct {
 	// router that booted in 1970) must not close a live link for idleness, nor
 	// keep a silent one open.
 	lastRx  atomic.Int64
+	ponged  atomic.Bool // a pong has come (Config.PongTimeout)
 	born    time.Time
 	life    context.Context
 	cancel  context.CancelCauseFunc
@@ -279,12 +291,12 @@ func Dial(ctx context.Context, cfg *Config, mode Mode) (*Conn, error) {
 	}
 	c.version = v
 	c.born = time.Now()
-	ws.onPong = c.received
+	ws.onPong = c.pong
 
 	// The connection's lifetime context is not the dial context (STYLE.md).
 	c.life, c.cancel = context.WithCancelCause(context.Background())
 	c.fr = NewFrameReader(ws)
-	go c.keepalive(c.life, durationOr(cfg.PingInterval, 20*time.Second), cfg.IdleTimeout)
+	go c.keepalive(c.life, durationOr(cfg.PingInterval, 20*time.Second), cfg.IdleTimeout, cfg.PongTimeout)
 	c.log.Info("tunnel connected", "host", u.Host, "protocol", v, "channel_id", c.channelID,
 		"token", cfg.AccessToken, "client_token", cfg.ClientToken)
 	return c, nil
@@ -448,6 +460,12 @@ func verifyPeer(cs tls.ConnectionState, roots *x509.CertPool) error {
 // received notes a frame or a pong, for the idle timeout.
 func (c *Conn) received() { c.lastRx.Store(int64(time.Since(c.born))) }
 
+// pong notes a pong: the service answers pings on this connection.
+func (c *Conn) pong() {
+	c.ponged.Store(true)
+	c.received()
+}
+
 // idleFor is how long no frame or pong has come.
 func (c *Conn) idleFor() time.Duration { return time.Since(c.born) - time.Duration(c.lastRx.Load()) }
 
@@ -464,7 +482,7 @@ func pingDue(now, lastPing time.Time, interval, tick time.Duration) bool {
 
 // keepalive pings every interval without expecting a pong (the service may not answer
 // before the other side connects, spec §3.7), and enforces the idle timeout.
-func (c *Conn) keepalive(ctx context.Context, interval, idle time.Duration) {
+func (c *Conn) keepalive(ctx context.Context, interval, idle, pong time.Duration) {
 	defer close(c.done)
 	if interval < 0 && idle <= 0 {
 		<-ctx.Done()
@@ -491,9 +509,13 @@ func (c *Conn) keepalive(ctx context.Context, interval, idle time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if idle > 0 && c.idleFor() > idle {
-				c.log.Warn("tunnel idle, closing", "idle_timeout", idle)
-				c.abort(ErrIdle)
+			limit, cause := idle, ErrIdle
+			if pong > 0 && c.ponged.Load() {
+				limit, cause = pong, ErrSilent
+			}
+			if limit > 0 && c.idleFor() > limit {
+				c.log.Warn("tunnel idle, closing", "idle_timeout", limit)
+				c.abort(cause)
 				return
 			}
 			if interval > 0 && pingDue(now, lastPing, interval, tick) {
