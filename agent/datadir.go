@@ -171,9 +171,9 @@ type missingAboveError struct {
 }
 
 func (e *missingAboveError) Error() string {
-	return fmt.Sprintf("data_dir: %s does not exist: the agent makes only data_dir (%s), not the directories above it; "+
-		"if they are on storage mounted later in boot, the agent will exit (2) at start until they are there, for its init system to start it again; "+
-		"otherwise make them (mkdir -p -m 700 %s)", e.missing, e.dir, e.above)
+	return "data_dir: " + e.missing + " does not exist: the agent makes only data_dir (" + e.dir + "), not the directories above it; " +
+		"if they are on storage mounted later in boot, the agent will exit (2) at start until they are there, for its init system to start it again; " +
+		"otherwise make them (mkdir -p -m 700 " + e.above + ")"
 }
 
 // components splits a path into its names, without empty ones and ".".
@@ -251,7 +251,7 @@ func dataDirWarning(dir string) string {
 	switch {
 	case why == "" && statErr == nil && (inRAM(&st) || uint32(st.Type) == overlayMagic && overlayInRAM(target)):
 		// OpenWrt's /var is /tmp: the example's /var/lib/porthole is in RAM there.
-		return fmt.Sprintf("data_dir: %s is in RAM (tmpfs, or an overlay on tmpfs): the SSH host key made there changes at every boot (operators' ssh then warns of a changed host key) and live tunnels do not survive a reboot; put data_dir on flash, e.g. /etc/porthole/state", dir)
+		return "data_dir: " + dir + " is in RAM (tmpfs, or an overlay on tmpfs): the SSH host key made there changes at every boot (operators' ssh then warns of a changed host key) and live tunnels do not survive a reboot; put data_dir on flash, e.g. /etc/porthole/state"
 	case why == "" && made && statErr == nil && mayLoseModes(&st):
 		if m := lostMode(dir); m != 0 {
 			return modesWarning(dir, m)
@@ -260,12 +260,12 @@ func dataDirWarning(dir string) string {
 	case why == "":
 		return ""
 	case !made:
-		return fmt.Sprintf("data_dir: %s does not exist and cannot be made in %s (%s): the agent will exit (2) at start until it can be, e.g. once that storage is mounted", dir, target, why)
+		return "data_dir: " + dir + " does not exist and cannot be made in " + target + " (" + why + "): the agent will exit (2) at start until it can be, e.g. once that storage is mounted"
 	}
 	if _, err := os.Stat(filepath.Join(dir, sshd.HostKeyFile)); err != nil {
-		return fmt.Sprintf("data_dir: %s holds no SSH host key and one cannot be made there (%s): the agent will exit (2) at start", dir, why)
+		return "data_dir: " + dir + " holds no SSH host key and one cannot be made there (" + why + "): the agent will exit (2) at start"
 	}
-	return fmt.Sprintf("data_dir: %s is not writable (%s): live tunnels cannot be saved, so a restart ends them", dir, why)
+	return "data_dir: " + dir + " is not writable (" + why + "): live tunnels cannot be saved, so a restart ends them"
 }
 
 // inRAM reports whether st is of a file system in RAM.

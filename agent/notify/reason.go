@@ -65,7 +65,7 @@ func subscribePolicyHint(thing, clientID, topic string) string {
 		// AWS IoT, thing policy variables: with a client id other than the
 		// thing name the variable does not resolve, and the policy matches
 		// nothing.
-		hint += fmt.Sprintf("; ${iot:Connection.Thing.ThingName} resolves only when the MQTT client id is the thing name, and the client id is %s", quoteShort(clientID))
+		hint += "; ${iot:Connection.Thing.ThingName} resolves only when the MQTT client id is the thing name, and the client id is " + quoteShort(clientID)
 	}
 	return hint
 }

@@ -25,7 +25,7 @@ type SubscribeError struct {
 }
 
 func (e *SubscribeError) Error() string {
-	msg := fmt.Sprintf("notify: subscription to %s refused by the broker, reason %s", e.Topic, reasonText(e.Reason))
+	msg := "notify: subscription to " + e.Topic + " refused by the broker, reason " + reasonText(e.Reason)
 	if e.ReasonString != "" {
 		msg += ": " + e.ReasonString
 	}

@@ -248,7 +248,7 @@ func keyFileProblem(path string, b []byte) error {
 			if len(types) == 0 {
 				return fmt.Errorf("%s holds no PEM private key (-----BEGIN PRIVATE KEY-----)", path)
 			}
-			msg := fmt.Sprintf("%s holds no private key, only %s", path, strings.Join(types, ", "))
+			msg := path + " holds no private key, only " + strings.Join(types, ", ")
 			for _, t := range types {
 				if t == "CERTIFICATE" {
 					msg += ": the certificate and key files may be swapped"

@@ -157,14 +157,12 @@ func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handsh
 	var keyBytes [16]byte
 	rand.Read(keyBytes[:])
 	key := base64.StdEncoding.EncodeToString(keyBytes[:])
-	var b strings.Builder
-	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", req.url.RequestURI(), hostHeader(req.url))
-	fmt.Fprintf(&b, "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n", key, req.subprotocol)
+	head := "GET " + req.url.RequestURI() + " HTTP/1.1\r\nHost: " + hostHeader(req.url) + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: " + req.subprotocol + "\r\n"
 	for _, h := range req.header {
-		fmt.Fprintf(&b, "%s: %s\r\n", h[0], h[1])
+		head += h[0] + ": " + h[1] + "\r\n"
 	}
-	b.WriteString("\r\n")
-	if _, err := io.WriteString(conn, b.String()); err != nil {
+	if _, err := io.WriteString(conn, head+"\r\n"); err != nil {
 		return fail(fmt.Errorf("sending upgrade request: %w", err))
 	}
 	br := bufio.NewReaderSize(conn, 16<<10)
@@ -262,7 +260,7 @@ func dialViaProxy(ctx context.Context, d *net.Dialer, proxy *url.URL, target str
 		}
 		conn = t
 	}
-	req := fmt.Sprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\n", target, target)
+	req := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
 	// What the answer's quoted parts must not show (the error is logged and
 	// published): the credentials as sent, and decoded, should the peer echo them.
 	var secrets []string
@@ -316,7 +314,7 @@ func proxyAuthHint(sent bool, offered []string) string {
 	}
 	switch {
 	case len(schemes) > 0:
-		return fmt.Sprintf("it asks for %s authentication, and porthole sends Basic only", strings.Join(schemes, " or "))
+		return "it asks for " + strings.Join(schemes, " or ") + " authentication, and porthole sends Basic only"
 	case sent:
 		return "it refused the user name and password of the proxy URL"
 	}
