@@ -673,7 +673,7 @@ func checkTunnelCA(path string) error {
 	case notReady != nil:
 		return &keyError{key: "tunnel.ca_file", ce: notReady}
 	}
-	return fail(fmt.Errorf("no PEM certificate in %s", path))
+	return fail(errors.New("no PEM certificate in " + path))
 }
 
 // certWarnWindow is how long before mqtt.cert_file expires check-config and

@@ -436,7 +436,7 @@ func flockPath(path string, create bool) (*os.File, error) {
 			return nil, err2
 		}
 	}
-	return nil, fmt.Errorf("locking %s: it keeps being replaced", path)
+	return nil, errors.New("locking " + path + ": it keeps being replaced")
 }
 
 // tokenLockHolder returns the pid written in the lock file at path, or 0.

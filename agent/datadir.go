@@ -55,7 +55,7 @@ func makeDataDir(dir string) error {
 	// again. Once this walk passes, only root or the agent's user can change
 	// what the path names.
 	if missing, err = walkDataDir(dir); err == nil && missing != "" {
-		err = fmt.Errorf("data_dir: %s was removed as it was made", missing)
+		err = errors.New("data_dir: " + missing + " was removed as it was made")
 	}
 	return err
 }
@@ -72,7 +72,7 @@ func walkDataDir(dir string) (missing string, err error) {
 		// walk below too, and the state moves elsewhere with one link
 		// already, data_dir itself, checked all the way.
 		if fi.Mode()&fs.ModeSymlink != 0 {
-			return "", fmt.Errorf("data_dir: %s is a symbolic link; it must be a directory (to keep the state elsewhere, make data_dir itself the link)", tunnels)
+			return "", errors.New("data_dir: " + tunnels + " is a symbolic link; it must be a directory (to keep the state elsewhere, make data_dir itself the link)")
 		}
 		if err := safeDir(tunnels, fi, euid, false); err != nil {
 			return "", err
@@ -113,7 +113,7 @@ func walkDataDir(dir string) (missing string, err error) {
 			return "", fmt.Errorf("data_dir: %w", nerr)
 		case nfi.Mode()&fs.ModeSymlink != 0:
 			if links++; links > 40 {
-				return "", fmt.Errorf("data_dir: %s: too many levels of symbolic links", dir)
+				return "", errors.New("data_dir: " + dir + ": too many levels of symbolic links")
 			}
 			if uid, foreign := foreignOwner(nfi, euid); foreign {
 				return "", fmt.Errorf("data_dir: the link %s belongs to uid %d, not to root or the agent's user (uid %d)", next, uid, euid)
@@ -201,7 +201,7 @@ func foreignOwner(fi fs.FileInfo, euid int) (uint32, bool) {
 // directory that others can write (one above the data directory).
 func safeDir(p string, fi fs.FileInfo, euid int, stickyOK bool) error {
 	if !fi.IsDir() {
-		return fmt.Errorf("data_dir: %s is not a directory", p)
+		return errors.New("data_dir: " + p + " is not a directory")
 	}
 	if uid, foreign := foreignOwner(fi, euid); foreign {
 		return fmt.Errorf("data_dir: %s belongs to uid %d, not to root or the agent's user (uid %d)", p, uid, euid)

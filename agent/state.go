@@ -75,7 +75,7 @@ func (s stateStore) load(now time.Time) (saved []savedTunnel, expired []string, 
 			// writeFileAtomic's temporary file, left by a crash or power cut
 			// during a save (none is being written: load runs before any
 			// save, under the data directory's lock). It holds tokens.
-			errs = append(errs, fmt.Errorf("removing %s, left by a save that did not finish (a crash or power cut)", name))
+			errs = append(errs, errors.New("removing "+name+", left by a save that did not finish (a crash or power cut)"))
 			os.Remove(p)
 			continue
 		}

@@ -309,11 +309,11 @@ func checkShell(shell string) error {
 	fi, err := os.Stat(shell)
 	switch {
 	case err != nil:
-		return fmt.Errorf("shell %s does not exist", shell)
+		return errors.New("shell " + shell + " does not exist")
 	case !fi.Mode().IsRegular():
-		return fmt.Errorf("shell %s is not a regular file", shell)
+		return errors.New("shell " + shell + " is not a regular file")
 	case fi.Mode()&0o111 == 0:
-		return fmt.Errorf("shell %s is not executable", shell)
+		return errors.New("shell " + shell + " is not executable")
 	}
 	return nil
 }

@@ -91,7 +91,7 @@ func (s *Server) authorizedKeys(a *account) (keys []authorizedKey, noFile error)
 	case noFile != nil:
 		return keys, noFile
 	case len(missing) > 0:
-		return keys, fmt.Errorf("no authorized_keys file (%s not found)", strings.Join(missing, ", "))
+		return keys, errors.New("no authorized_keys file (" + strings.Join(missing, ", ") + " not found)")
 	}
 	return keys, nil
 }
@@ -371,7 +371,7 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 	}
 	if !ok {
 		for _, path := range missing {
-			add("AuthorizedKeysFiles", fmt.Errorf("%s does not exist (user %s)", path, own.Name))
+			add("AuthorizedKeysFiles", errors.New(path+" does not exist (user "+own.Name+")"))
 		}
 	}
 	return problems, ok
@@ -434,7 +434,7 @@ func (s *Server) checkLineOptions(st *connState, o keyOptions, key gossh.PublicK
 		return errors.New("key expired (expiry-time)")
 	}
 	if o.From != nil && !matchFrom(st.ip, o.From) {
-		return fmt.Errorf("client address %s not allowed by from=", st.remote)
+		return errors.New("client address " + st.remote + " not allowed by from=")
 	}
 	// sshd applies verify-required to a security key's signature only,
 	// and x/crypto does not show the signature's user-verified flag.
@@ -566,7 +566,7 @@ func checkSourceAddress(st *connState, cert *gossh.Certificate, p *gossh.Permiss
 		}
 	}
 	if !matchFrom(st.ip, entries) {
-		return fmt.Errorf("client address %s not allowed by the certificate's source-address", st.remote)
+		return errors.New("client address " + st.remote + " not allowed by the certificate's source-address")
 	}
 	p.CriticalOptions = map[string]string{"source-address": strings.Join(canon, ",")}
 	return nil
@@ -792,7 +792,7 @@ func safeWalk(fi os.FileInfo, path string, uid uint32, home string, stickyOK boo
 		}
 	}
 	if !checkedFile(fi, path, real) {
-		return fmt.Errorf("%s changed while it was checked", path)
+		return errors.New(path + " changed while it was checked")
 	}
 	return nil
 }

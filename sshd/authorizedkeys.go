@@ -268,7 +268,7 @@ func optionValue(opt string) (name, value string, hasValue bool, err error) {
 		return name, "", false, nil
 	}
 	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
-		return name, "", true, fmt.Errorf("option %s: value must be double-quoted", name)
+		return name, "", true, errors.New("option " + name + ": value must be double-quoted")
 	}
 	return name, strings.ReplaceAll(v[1:len(v)-1], `\"`, `"`), true, nil
 }
@@ -315,9 +315,9 @@ func parseKeyOptions(raw []string) (keyOptions, error) {
 		case err != nil:
 			return o, err
 		case hasVal && !takesVal:
-			return o, fmt.Errorf("option %s takes no value", name)
+			return o, errors.New("option " + name + " takes no value")
 		case !hasVal && takesVal:
-			return o, fmt.Errorf("option %s needs a value", name)
+			return o, errors.New("option " + name + " needs a value")
 		}
 		switch name {
 		case "cert-authority":

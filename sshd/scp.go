@@ -101,7 +101,7 @@ func parseSCPCommand(cmdline string, expand func(string) (string, bool)) (o scpO
 	case serr != nil:
 		return o, true, fmt.Errorf("scp: %w", serr)
 	case unknown != "":
-		return o, true, fmt.Errorf("scp: unsupported option -%s", unknown)
+		return o, true, errors.New("scp: unsupported option -" + unknown)
 	case o.Sink && o.Source:
 		return o, true, errors.New("scp: -t and -f together")
 	case o.Sink && len(o.Paths) != 1:
@@ -365,7 +365,7 @@ func (c *scp) readAck() error {
 			return fmt.Errorf("%w: peer: %s", errSCPFatal, msg)
 		}
 		c.errs++
-		return fmt.Errorf("peer: %s", msg)
+		return errors.New("peer: " + msg)
 	}
 	return fmt.Errorf("%w: unexpected answer byte %#x", errSCPFatal, b)
 }

@@ -163,7 +163,7 @@ func splitShellWords(s string, expand func(name string) (string, bool)) ([]shell
 		case '~':
 			n := strings.IndexAny(s[i:]+"/", "/ \t\n")
 			if !inWord && n > 1 && (s[i+1] == '+' || s[i+1] == '-') {
-				return words, fmt.Errorf("%s is not supported: scp runs without the login's shell", s[i:i+n])
+				return words, errors.New(s[i:i+n] + " is not supported: scp runs without the login's shell")
 			}
 			if !inWord && !strings.ContainsAny(s[i:i+n], "'\"\\$`") {
 				if home, ok := expand(s[i : i+n]); ok {
@@ -212,7 +212,7 @@ func param(s string, expand func(string) (string, bool)) (string, int, error) {
 	if !ok {
 		// The login's shell may set it ($PPID, bash's $UID) or its profile may:
 		// as "" it would name another file.
-		return "", 0, fmt.Errorf("$%s is not set here: scp runs without the login's shell, with its environment only", name)
+		return "", 0, errors.New("$" + name + " is not set here: scp runs without the login's shell, with its environment only")
 	}
 	return v, n, nil
 }

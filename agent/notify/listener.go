@@ -269,7 +269,7 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 			// Quota exceeded, message rate too high: the broker throttles this
 			// client (AWS IoT Core's publish limits), and takes the same message
 			// a moment later. Not ErrRefused, which has it dropped.
-			return fmt.Errorf("notify: publishing to %s: throttled by the broker, reason %s", topic, detail)
+			return errors.New("notify: publishing to " + topic + ": throttled by the broker, reason " + detail)
 		}
 		return fmt.Errorf("notify: publishing to %s: %w, reason %s", topic, ErrRefused, detail)
 	case err != nil:

@@ -140,7 +140,7 @@ func FileError(field, path string, b []byte, err error) *ConfigError {
 	default:
 		return nil
 	}
-	return &ConfigError{Field: field, notReady: true, Err: fmt.Errorf("%s %s (not written whole yet?)", path, why)}
+	return &ConfigError{Field: field, notReady: true, Err: errors.New(path + " " + why + " (not written whole yet?)")}
 }
 
 // keyReads reports whether the first private key in keyPEM parses, as
@@ -246,7 +246,7 @@ func keyFileProblem(path string, b []byte) error {
 		var block *pem.Block
 		if block, rest = pem.Decode(rest); block == nil {
 			if len(types) == 0 {
-				return fmt.Errorf("%s holds no PEM private key (-----BEGIN PRIVATE KEY-----)", path)
+				return errors.New(path + " holds no PEM private key (-----BEGIN PRIVATE KEY-----)")
 			}
 			msg := path + " holds no private key, only " + strings.Join(types, ", ")
 			for _, t := range types {
@@ -401,7 +401,7 @@ func ReadRegularFile(path string, limit int64) ([]byte, fs.FileInfo, error) {
 		return nil, nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s is not a regular file but a %s", path, fileKind(fi.Mode()))
+		return nil, nil, errors.New(path + " is not a regular file but a " + fileKind(fi.Mode()))
 	}
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {

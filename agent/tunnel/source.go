@@ -363,7 +363,7 @@ func listenAddr(s string) (string, error) {
 	if _, err := strconv.ParseUint(s, 10, 16); err == nil {
 		return net.JoinHostPort("127.0.0.1", s), nil
 	} else if _, err := strconv.ParseUint(s, 10, 64); err == nil {
-		return "", fmt.Errorf("tunnel: listen port %s is out of range (0-65535)", s)
+		return "", errors.New("tunnel: listen port " + s + " is out of range (0-65535)")
 	}
 	// One error for both: a port that SplitHostPort did not find is "".
 	host, port, _ := net.SplitHostPort(s)
