@@ -22,8 +22,10 @@ cd "$(dirname "$0")/../.."
 list=$LOGDIR/targets
 : >"$list"
 : >"$LOGDIR/summary"
-# A package whose tests do not build is a failure, not a package without targets.
-for pkg in $($GO list ./...); do
+# A package whose tests do not build is a failure, not a package without targets;
+# a module whose packages cannot be listed is one too (the loop would see none).
+pkgs=$($GO list ./...)
+for pkg in $pkgs; do
 	if ! $GO test -list '^Fuzz' "$pkg" >"$LOGDIR/listing" 2>&1; then
 		cat "$LOGDIR/listing" >&2
 		echo "FAIL ${pkg#github.com/porthole-iot/porthole/}: its fuzz targets cannot be listed (the tests do not build?)" | tee -a "$LOGDIR/summary"
@@ -33,6 +35,10 @@ for pkg in $($GO list ./...); do
 		echo "$pkg $f" >>"$list"
 	done
 done
+if [ ! -s "$list" ]; then
+	echo "fuzz: no fuzz target found" >&2
+	exit 1
+fi
 echo "fuzz: $(wc -l <"$list") targets, $FUZZTIME each, $JOBS at a time with $PAR workers each, logs in $LOGDIR"
 
 # Each job takes every JOBS-th line, so the queues are fixed and need no lock.
