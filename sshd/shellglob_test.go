@@ -1,9 +1,11 @@
 package sshd
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -230,22 +232,38 @@ func TestShellGlobQuotedInBrackets(t *testing.T) {
 	}
 }
 
-// TestShellGlobBounded: each "*/.." multiplies the paths a pattern holds by
-// a directory's size, and shellGlob runs in the agent: scp -f
-// 'd/*/../*/../*/../*' over 40 directories held 2.5 million paths (2 GiB
-// allocated), and a router's /proc would run it out of memory. Past
-// maxGlobPaths it is no match (scp then names the pattern as written).
+// TestShellGlobBounded: shellGlob runs in the agent, in its memory and time,
+// and goes on after the client has gone. Each "*/.." multiplied the paths it
+// held by a directory's size (scp -f 'd/*/../*/../*/../*' over 40
+// directories: 2.5 million paths, 2 GiB allocated), a long name after such a
+// pattern their length (62,500 paths of 2 KB: 298 MiB), and "*/../d[0]"
+// repeated read every directory again each time (62,500 reads per 8 bytes of
+// pattern: hours on a router). Past maxGlobWork it is no match (scp then
+// names the pattern as written).
 func TestShellGlobBounded(t *testing.T) {
 	dir := t.TempDir()
-	for i := range 41 { // 41³ = 68,921 paths for three stars, more than maxGlobPaths
-		if err := os.Mkdir(filepath.Join(dir, "d"+strings.Repeat("x", i)), 0o755); err != nil {
+	for i := range 250 {
+		if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("d%03d", i)), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := len(shellGlob(dir + "/*/../*")); got != 41*41 {
-		t.Fatalf("two stars: %d matches, want %d", got, 41*41)
+	if got := len(shellGlob(dir + "/d00*/../d01*")); got != 100 {
+		t.Fatalf("a small pattern: %d matches, want 100", got)
 	}
-	if got := shellGlob(dir + "/*/../*/../*"); got != nil {
-		t.Fatalf("three stars: %d matches, want none (more than %d paths)", len(got), maxGlobPaths)
+	for name, pattern := range map[string]string{
+		"paths":            dir + "/*/../*/../*",
+		"a long name":      dir + "/*/../*/" + strings.Repeat("x", 2000),
+		"directories read": dir + "/*/../*/../d[0]*/../d[0]*/../d[0]*",
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		got := shellGlob(pattern)
+		runtime.ReadMemStats(&after)
+		if got != nil {
+			t.Errorf("%s: %d matches, want none (past maxGlobWork)", name, len(got))
+		}
+		if mib := (after.TotalAlloc - before.TotalAlloc) >> 20; mib > 64 {
+			t.Errorf("%s: %d MiB allocated, want the work bounded", name, mib)
+		}
 	}
 }

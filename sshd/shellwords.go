@@ -248,10 +248,13 @@ func escapeGlob(s string) string {
 	return b.String()
 }
 
-// maxGlobPaths bounds the paths shellGlob holds: it runs in the agent's
-// memory (a shell's expansion runs in the shell), and each "*/.." in a pattern
-// multiplies them by a directory's size ("/proc/*/../*/../*": a million).
-const maxGlobPaths = 1 << 16
+// maxGlobWork bounds what shellGlob does, in bytes: the paths it makes (each
+// "*/.." in a pattern multiplies them by a directory's size,
+// "/proc/*/../*/../*": a million; a long name after it, their length) and
+// 4 KiB for each directory it reads ("*/../d[0]" repeated reads them all
+// again, each time). It runs in the agent's memory and time, after the
+// client has gone too; a shell's expansion runs in the shell.
+const maxGlobWork = 8 << 20
 
 // shellGlob expands pattern (a shellWord.Pattern: its quoted
 // metacharacters are escaped with \) as the shell's pathname expansion does
@@ -261,10 +264,10 @@ const maxGlobPaths = 1 << 16
 // pattern's text where it has no metacharacters: "deep/../*" gives
 // "deep/../a", which the kernel resolves through the link deep, where
 // filepath.Glob's cleaned "a" named another file. The matches are sorted. It
-// returns nil for no match, and for a pattern that would hold more than
-// maxGlobPaths paths at once.
+// returns nil for no match, and for a pattern past maxGlobWork.
 func shellGlob(pattern string) []string {
 	paths := []string{""}
+	work := 0
 	for i, comp := range strings.Split(pattern, "/") {
 		sep := "/"
 		if i == 0 {
@@ -274,7 +277,11 @@ func shellGlob(pattern string) []string {
 		if !hasGlobMeta(comp) {
 			name := unescapeGlob(comp)
 			for _, p := range paths {
-				next = append(next, p+sep+name)
+				q := p + sep + name
+				if work += len(q); work > maxGlobWork {
+					return nil
+				}
+				next = append(next, q)
 			}
 		} else {
 			for _, p := range paths {
@@ -285,14 +292,18 @@ func shellGlob(pattern string) []string {
 				case dir == "":
 					dir = "/"
 				}
+				if work += 4 << 10; work > maxGlobWork {
+					return nil
+				}
 				ents, _ := os.ReadDir(dir)
 				for _, e := range ents {
 					name := e.Name()
 					if matchGlob(comp, name) && (!strings.HasPrefix(name, ".") || strings.HasPrefix(comp, ".")) {
-						if len(next) == maxGlobPaths {
+						q := p + sep + name
+						if work += len(q); work > maxGlobWork {
 							return nil
 						}
-						next = append(next, p+sep+name)
+						next = append(next, q)
 					}
 				}
 			}
