@@ -514,7 +514,7 @@ func (c *Conn) keepalive(ctx context.Context, interval, idle, pong time.Duration
 				limit, cause = pong, ErrSilent
 			}
 			if limit > 0 && c.idleFor() > limit {
-				c.log.Warn("tunnel idle, closing", "idle_timeout", limit)
+				c.log.Warn("tunnel closing: nothing came for "+limit.String(), "error", cause)
 				c.abort(cause)
 				return
 			}
