@@ -481,7 +481,8 @@ func pingDue(now, lastPing time.Time, interval, tick time.Duration) bool {
 }
 
 // keepalive pings every interval without expecting a pong (the service may not answer
-// before the other side connects, spec §3.7), and enforces the idle timeout.
+// before the other side connects, spec §3.7), and enforces the idle timeout, or
+// the pong timeout once a pong has come.
 func (c *Conn) keepalive(ctx context.Context, interval, idle, pong time.Duration) {
 	defer close(c.done)
 	if interval < 0 && idle <= 0 {
