@@ -158,11 +158,15 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 	}
+	// Before the state directory is made: a refused one is left as it was.
 	if opt.Board == "" && !opt.NoAgent {
-		// Before the state directory is made: a refused one is left as it was.
 		if _, err := os.Stat(opt.Porthole); err != nil {
 			return prereqError{fmt.Errorf("the porthole binary %q is missing: build it with `make build`", opt.Porthole)}
 		}
+	}
+	if opt.Board == "" {
+		// With --no-agent too: the agent config it writes names the
+		// authorized_keys in the state directory.
 		if err := checkSafeDir(dir); err != nil {
 			return prereqError{err}
 		}

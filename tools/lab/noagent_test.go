@@ -136,3 +136,25 @@ func TestLabStopEndsTheAgentBehindAWrapper(t *testing.T) {
 		}
 	}
 }
+
+// TestNoAgentRefusesAnUnsafeState: the config --no-agent writes names the
+// authorized_keys in the state directory, which the agent's SSH server ignores
+// below a directory others can write (as OpenSSH does). The lab refuses such a
+// --state before making anything, as it does when it runs the agent itself.
+func TestNoAgentRefusesAnUnsafeState(t *testing.T) {
+	open := filepath.Join(stack.SafeDir(t), "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(open, "state")
+	err := Run(context.Background(), Options{StateDir: state, NoAgent: true, Out: stack.NewLog()})
+	if err == nil || !strings.Contains(err.Error(), "which others can write") {
+		t.Fatalf("Run --no-agent with --state %s: %v, want a refusal naming %s", state, err, open)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Errorf("the refused state directory: %v, want it not made", err)
+	}
+}
