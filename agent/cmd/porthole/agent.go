@@ -227,7 +227,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) error {
 	for _, w := range agent.Warnings(cfg) {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
 	}
-	fmt.Fprintf(stdout, "%s: ok (thing %s, %d services, data in %s)\n", path, cfg.ThingName, len(cfg.Services), cfg.DataDir)
+	fmt.Fprintf(stdout, "%s: ok (thing %s; services: %d; data in %s)\n", path, cfg.ThingName, len(cfg.Services), cfg.DataDir)
 	return nil
 }
 
@@ -269,7 +269,9 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 		}
 		cfg, err := loadConfig(*path)
 		if err != nil {
-			return err
+			// Before the config is complete (a first boot, an image being
+			// built), the key is still there to print: say how.
+			return agent.Usagef("%w (the key needs only the data directory: -data-dir)", err)
 		}
 		dataDir, extra = cfg.DataDir, cfg.SSH.HostKeys
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -275,5 +276,36 @@ func TestKeygenWithoutConfig(t *testing.T) {
 	code, out, errs := runCmd(t, nil, "keygen")
 	if code != exitUsage || out != "" || !strings.Contains(errs, "no config at "+defaultConfig) || !strings.Contains(errs, "-data-dir") {
 		t.Fatalf("keygen without a config: %d %q %q", code, out, errs)
+	}
+}
+
+// TestKeygenBeforeTheConfigIsComplete: on a first boot or in an image being
+// built, the config may still hold the example's placeholders. keygen refuses it
+// as check-config does, and says that -data-dir prints the key all the same; with
+// it, keygen prints the key the completed config's agent will present.
+func TestKeygenBeforeTheConfigIsComplete(t *testing.T) {
+	path, data := deviceConfig(t)
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, bytes.Replace(b, []byte(`endpoint = "b:8883"`), []byte(`endpoint = "CHANGE-ME:8883"`), 1), 0o600)
+	code, out, errs := runCmd(t, nil, "keygen", "-c", path)
+	if code != exitUsage || out != "" || !strings.Contains(errs, "mqtt.endpoint") || !strings.Contains(errs, "-data-dir") {
+		t.Fatalf("keygen -c with a placeholder endpoint: %d %q %q; want %d, the field and -data-dir", code, out, errs, exitUsage)
+	}
+	code, out, errs = runCmd(t, nil, "keygen", "-data-dir", data)
+	if code != 0 || !strings.HasPrefix(out, "ssh-ed25519 SHA256:") {
+		t.Fatalf("keygen -data-dir: %d %q %q", code, out, errs)
+	}
+	os.WriteFile(path, b, 0o600)
+	if code, again, errs := runCmd(t, nil, "keygen", "-c", path); code != 0 || again != out {
+		t.Fatalf("keygen -c with the config completed: %d %q %q; want %q", code, again, errs, out)
+	}
+}
+
+// TestCheckConfigOKLine: the line check-config prints for a good config.
+func TestCheckConfigOKLine(t *testing.T) {
+	path, data := deviceConfig(t)
+	code, out, errs := runCmd(t, nil, "check-config", "-c", path)
+	if want := path + ": ok (thing dev; services: 1; data in " + data + ")\n"; code != 0 || out != want {
+		t.Fatalf("check-config: %d %q %q; want %q", code, out, errs, want)
 	}
 }
