@@ -312,7 +312,7 @@ func refusalHint(he *tunnel.HandshakeError, clientTokenFrom, endpoint string) st
 		return "this looks like the tunnel's destination token: porthole connect needs its sourceAccessToken"
 	case strings.Contains(body, "access token"):
 		return "the token is not the source token of an open tunnel here: the tunnel may be closed or expired, " +
-			"the token rotated, or the tunnel in another region (" + endpoint + "); get a new token (" +
+			"the token rotated (use the one the rotation gave), or the tunnel in another region (" + endpoint + "); get a new token (" +
 			rotateSource + ") or open a new tunnel"
 	}
 	return "check that the token is the tunnel's sourceAccessToken, that the tunnel is open, and " + endpoint +

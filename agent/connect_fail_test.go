@@ -94,6 +94,8 @@ func TestRefusalHint(t *testing.T) {
 		{"Invalid access token: The tunnel is closed.", "", "open a new one", ""},
 		{"Invalid local-proxy-mode: the access token is for destination mode", "", "sourceAccessToken", ""},
 		{"Invalid access token: The access token is not valid.", "", "another region", ""},
+		// A rotation while the laptop slept: the new token is the remedy.
+		{"Invalid access token: The access token is not valid.", "", "the token rotated (use the one the rotation gave)", ""},
 		{"", "", "--client-mode SOURCE (ID: from aws iotsecuretunneling list-tunnels)", ""},
 	} {
 		got := refusalHint(&tunnel.HandshakeError{StatusCode: 400, Body: tc.body}, tc.from, "--region or --endpoint")
