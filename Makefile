@@ -8,14 +8,20 @@ SHELL := /bin/bash
 GO       ?= go
 PKG      := github.com/porthole-iot/porthole
 # The commit, -dirty when a tracked file is changed or an untracked one would be
-# built in (git describe --dirty sees only the first); dev outside a git checkout.
-VERSION  ?= $(shell v=$$(git describe --tags --always --dirty 2>/dev/null) || v=dev; \
-	case $$v in (dev|*-dirty) ;; (*) [ -z "$$(git ls-files --others --exclude-standard 2>/dev/null | head -1)" ] || v=$$v-dirty;; esac; echo $$v)
+# built in (git describe --dirty sees only the first). Only from this tree's own
+# repository: a copy of it inside another (a firmware's) would describe that one.
+# Outside it, .version's, which git archive fills in (.gitattributes), else dev.
+# Given on the command line (make cross VERSION=1.2.0), never from the environment.
+OWN_GIT  := $(shell p=$$(git rev-parse --show-prefix 2>/dev/null) && [ -z "$$p" ] && echo yes)
+VERSION  := $(shell if [ -n "$(OWN_GIT)" ]; then v=$$(git describe --tags --always --dirty 2>/dev/null) || v=dev; \
+	case $$v in (dev|*-dirty) ;; (*) [ -z "$$(git ls-files --others --exclude-standard 2>/dev/null | head -1)" ] || v=$$v-dirty;; esac; \
+	else v=$$(sed -n '1{/^\$$Format/d;p;}' .version 2>/dev/null); [ -n "$$v" ] || v=$$(sed -n '2{/^\$$Format/d;p;}' .version 2>/dev/null); fi; \
+	echo $${v:-dev})
 # The build time is the last commit's (UTC, RFC 3339): reproducible, and a floor the
-# agent uses to tell an unset clock (notify.BuildTime). Outside a git checkout,
-# SOURCE_DATE_EPOCH's, if set.
-BUILD_TIME ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null || \
-	{ [ -z "$${SOURCE_DATE_EPOCH:-}" ] || date -u -d @$$SOURCE_DATE_EPOCH +%Y-%m-%dT%H:%M:%SZ; })
+# agent uses to tell an unset clock (notify.BuildTime). Outside the repository,
+# SOURCE_DATE_EPOCH's if set, else that of the commit git archive exported.
+BUILD_TIME := $(if $(OWN_GIT),$(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null),$(shell \
+	e=$${SOURCE_DATE_EPOCH:-$$(sed -n '3{/^\$$Format/d;p;}' .version 2>/dev/null)}; [ -z "$$e" ] || date -u -d @$$e +%Y-%m-%dT%H:%M:%SZ))
 LDFLAGS  := -s -w -X $(PKG)/agent.Version=$(VERSION) $(if $(BUILD_TIME),-X $(PKG)/agent/notify.BuildTime=$(BUILD_TIME))
 # Inlining is kept only where it pays (agent/cmd/porthole/device.gcflags says why).
 DEVICE_GCFLAGS := $(addprefix -gcflags=,$(shell grep -v '^\#' agent/cmd/porthole/device.gcflags))
@@ -53,6 +59,10 @@ CROSS_TARGETS := \
 .PHONY: help
 help: ## list the targets (default)
 	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-z][a-zA-Z0-9_-]*:.*##/ {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: version
+version: ## print the version and build time that builds would carry
+	@echo "$(VERSION) $(BUILD_TIME)"
 
 .PHONY: lab
 lab: build ## run the whole path on this machine (broker, tunneld, agent, source proxy); Ctrl-C stops it
@@ -100,7 +110,7 @@ cross: ## static device binaries for every target into dist/, with their license
 	@mkdir -p dist
 	@# an earlier build's binaries would go into make dist's and make ipk's packages
 	rm -f dist/porthole-linux-*
-	@[ "$(VERSION)" != dev ] || echo "make cross: warning: not a git checkout: the binaries say version dev (make cross VERSION=...)" >&2
+	@[ "$(VERSION)" != dev ] || echo "make cross: warning: neither porthole's git checkout nor a git archive export of it: the binaries say version dev (make cross VERSION=...)" >&2
 	@[ -z "$(RELEASE_GO)" ] || [ "$$($(GO) env GOVERSION)" = "$(RELEASE_GO)" ] || echo "make cross: warning: built with $$($(GO) env GOVERSION), not $(RELEASE_GO), the Go to build releases with (docs/firmware.md): GOTOOLCHAIN=$(RELEASE_GO) make cross" >&2
 	@exp='$(DEVICE_GOEXPERIMENT)'; $(call device-build,$(CROSS_TARGETS),dist,$$exp)
 	cp LICENSE dist/porthole-LICENSE
