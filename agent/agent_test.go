@@ -283,7 +283,11 @@ func (e *agentEnv) sshLogin(t *testing.T, tun *tunneltest.Tunnel, signer gossh.S
 	ready := make(chan string, 1)
 	// One client token per test: the source token may then be used again.
 	src := &tunnel.Source{Config: tunnel.Config{Endpoint: e.fake.URL, AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: e.srcClient},
-		Listen: map[string]string{"SSH": "127.0.0.1:0"}, OnListen: func(_ string, a net.Addr) { ready <- a.String() }}
+		Listen: map[string]string{"SSH": "127.0.0.1:0"}, OnListen: func(service string, a net.Addr) {
+			if service == "SSH" { // a tunnel's other services get ports too
+				ready <- a.String()
+			}
+		}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); src.Run(ctx) }()
@@ -1061,3 +1065,21 @@ func (c *silentDNS) SetReadDeadline(time.Time) error  { return nil }
 func (c *silentDNS) SetWriteDeadline(time.Time) error { return nil }
 func (c *silentDNS) LocalAddr() net.Addr              { return &net.UDPAddr{} }
 func (c *silentDNS) RemoteAddr() net.Addr             { return &net.UDPAddr{} }
+
+// TestAgentJoinsATunnelWithMoreThanThreeServices: AWS's quota of 3 services per
+// tunnel can be raised (spec §3.4). The agent joins such a tunnel (it refused
+// every notification naming more than 3) and serves the services it has.
+func TestAgentJoinsATunnelWithMoreThanThreeServices(t *testing.T) {
+	e := newAgentEnv(t)
+	e.start(t)
+	services := []string{"SSH", "WEB", "VNC", "RDP", "MODBUS"}
+	tun := e.fake.OpenTunnel(services...)
+	e.broker.notify(t, "dev-1", tun.DestinationToken, services...)
+	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatalf("agent did not open the 5-service tunnel: %v", err)
+	}
+	if out := e.sshThrough(t, tun, "echo five", nil); out != "five\n" {
+		t.Fatalf("ssh output %q", out)
+	}
+	e.broker.waitEvent(t, "service-unmapped", func(ev Event) bool { return len(ev.Services) == 4 })
+}

@@ -30,7 +30,7 @@ func TestRejectedNotificationsAreReported(t *testing.T) {
 		{strings.Replace(string(notifyPayload(secret)), `"destination"`, `"source"`, 1), "clientMode"},
 		{string(notifyPayload("")), "clientAccessToken is empty"},
 		{strings.Replace(string(notifyPayload(secret)), `"us-east-1"`, `"../../evil"`, 1), "region"},
-		{string(notifyPayload(secret, "A", "B", "C", "D")), "services has 4 entries"},
+		{string(notifyPayload(secret, "A", "B", "A")), `services[2] "A" is a duplicate`},
 		{`{"clientAccessToken":"` + secret + `","pad":"` + strings.Repeat("x", MaxPayloadSize) + `"}`, "over the"},
 	} {
 		// QoS 0: mochi v2.7.9 can deadlock when its periodic sweep of expired

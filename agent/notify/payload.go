@@ -21,9 +21,12 @@ const (
 	MaxPayloadSize = 16 << 10
 	// MaxTokenSize is the longest client access token accepted.
 	MaxTokenSize = 4096
-	// MaxServices is the most services one tunnel may name
-	// (destinationConfig.services has 1 to 3 entries).
-	MaxServices = 3
+	// MaxServices is the most services one tunnel may name. AWS's quota is
+	// 3 per tunnel, but an account may have it raised (spec §3.4, §7): a
+	// device that refused more would never join such a tunnel, whose source
+	// (porthole connect) takes up to as many. The services it does not serve
+	// get their streams reset.
+	MaxServices = 64
 	// ModeDestination is the only client mode a device accepts.
 	ModeDestination = "destination"
 )
@@ -43,7 +46,7 @@ type Notification struct {
 	ClientAccessToken string   // the destination CAT; never logged
 	ClientMode        string   // always "destination" after ParseNotification
 	Region            string   // the tunnel's region, used to build the endpoint
-	Services          []string // 1 to 3 service identifiers, e.g. "SSH"
+	Services          []string // 1 to MaxServices service identifiers, e.g. "SSH"
 }
 
 // TokenFingerprint returns "sha256:" and the first 8 bytes of the SHA-256
@@ -114,7 +117,7 @@ func (n Notification) MarshalJSON() ([]byte, error) {
 // Keys are matched exactly; unknown keys are ignored. clientMode must be
 // "destination"; the token must be non-empty, at most [MaxTokenSize] bytes,
 // ASCII and free of control characters; the region non-empty; services must hold
-// 1 to 3 distinct identifiers matching [a-zA-Z0-9:_-]{1,128}. Payloads over
+// 1 to [MaxServices] distinct identifiers matching [a-zA-Z0-9:_-]{1,128}. Payloads over
 // [MaxPayloadSize] are rejected before parsing. Errors wrap
 // [ErrInvalidNotification], name the field and never contain the token.
 func ParseNotification(payload []byte) (Notification, error) {

@@ -36,6 +36,12 @@ var parseCases = []parseCase{
 		want:    Notification{ClientAccessToken: testToken, ClientMode: "destination", Region: "eu-west-1", Services: []string{"SSH", "VNC", "http:8080"}},
 	},
 	{
+		// AWS's quota of 3 services per tunnel may be raised (spec §3.4).
+		name:    "four services, a raised quota",
+		payload: `{"clientAccessToken":"` + testToken + `","clientMode":"destination","region":"eu-west-1","services":["SSH","VNC","WEB","RDP"]}`,
+		want:    Notification{ClientAccessToken: testToken, ClientMode: "destination", Region: "eu-west-1", Services: []string{"SSH", "VNC", "WEB", "RDP"}},
+	},
+	{
 		name:    "whitespace around",
 		payload: " \n{ \"clientAccessToken\" : \"" + testToken + "\", \"clientMode\": \"destination\", \"region\": \"local\", \"services\": [ \"SSH\" ] }\n",
 		want:    Notification{ClientAccessToken: testToken, ClientMode: "destination", Region: "local", Services: []string{"SSH"}},
@@ -139,12 +145,12 @@ var parseCases = []parseCase{
 	{
 		name:    "services empty",
 		payload: `{"clientAccessToken":"` + testToken + `","clientMode":"destination","region":"us-east-1","services":[]}`,
-		wantErr: "services has 0 entries, want 1 to 3",
+		wantErr: "services has 0 entries, want 1 to 64",
 	},
 	{
-		name:    "four services",
-		payload: `{"clientAccessToken":"` + testToken + `","clientMode":"destination","region":"us-east-1","services":["A","B","C","D"]}`,
-		wantErr: "services has 4 entries, want 1 to 3",
+		name:    "65 services",
+		payload: `{"clientAccessToken":"` + testToken + `","clientMode":"destination","region":"us-east-1","services":["S` + strings.Repeat(`","S`, 64) + `"]}`,
+		wantErr: "services has 65 entries, want 1 to 64",
 	},
 	{
 		name:    "services a string",
