@@ -8,3 +8,6 @@ import "syscall"
 // (TemporaryAcceptError): the process or system out of descriptors or memory
 // for the moment, or a connection aborted while it waited in the backlog.
 var acceptRetryErrnos = []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED}
+
+// errAddrInUse is bind's error for an address another socket holds.
+var errAddrInUse error = syscall.EADDRINUSE

@@ -7,3 +7,7 @@ import "golang.org/x/sys/windows"
 // numbers: syscall.EMFILE, ENOBUFS and ECONNABORTED are values the Go runtime
 // invents on Windows, which no socket call returns.
 var acceptRetryErrnos = []error{windows.WSAEMFILE, windows.WSAENOBUFS, windows.WSAECONNABORTED}
+
+// errAddrInUse is bind's error for an address another socket holds:
+// Winsock's WSAEADDRINUSE (syscall.EADDRINUSE is a value Go invents here).
+var errAddrInUse error = windows.WSAEADDRINUSE

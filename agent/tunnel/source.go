@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -342,7 +341,7 @@ func listenMapping(log *slog.Logger, six map[string]net.Listener, service, given
 	a, _ := listenAddr(given)
 	ln, err := net.Listen("tcp", a)
 	if err != nil {
-		return nil, fmt.Errorf("%w for service %q on %s: %v", ErrListen, service, a, err)
+		return nil, fmt.Errorf("%w for service %q on %s: %w", ErrListen, service, a, err)
 	}
 	if strings.LastIndexByte(given, ':') > 0 {
 		return ln, nil // a host was given
@@ -351,7 +350,7 @@ func listenMapping(log *slog.Logger, six map[string]net.Listener, service, given
 	l6, err := net.Listen("tcp", "[::1]"+a[len("127.0.0.1"):])
 	if err == nil {
 		six[a] = l6
-	} else if errors.Is(err, syscall.EADDRINUSE) {
+	} else if errors.Is(err, errAddrInUse) {
 		log.Warn("[::1] with this port is another program's: clients that try localhost by ::1 first reach it; connect to 127.0.0.1",
 			"service", service, "addr", a)
 	}

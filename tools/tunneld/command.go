@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -177,7 +178,9 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 		if err != nil {
 			return configError{err}
 		}
-		if fi, err := os.Stat(o.CredFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		// Not on Windows: who may read a file is its ACL there, and Go reports
+		// mode 0666 for every writable file (the warning would come every run).
+		if fi, err := os.Stat(o.CredFile); err == nil && runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
 			log.Warn("the --credentials file is readable by others than its owner: it holds secret keys (chmod 600)",
 				"path", o.CredFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 		}

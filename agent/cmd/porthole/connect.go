@@ -93,7 +93,10 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		// is refused below, as there). The messages below then name the
 		// variable, as the access token's do: no flag was given, and a
 		// variable left from a lab session is mended by unsetting it.
-		*region, *endpoint = os.Getenv(regionEnv), os.Getenv(endpointEnv)
+		// Trimmed, as the token variables are: cmd.exe's
+		// `set AWSIOT_TUNNEL_REGION=eu-west-1 && porthole connect …` keeps the
+		// space before &&.
+		*region, *endpoint = strings.TrimSpace(os.Getenv(regionEnv)), strings.TrimSpace(os.Getenv(endpointEnv))
 		endpointName, fromEnv = endpointEnv, true
 	}
 	tok, from, err := accessToken(set["token"], *tokenArg, set["token-file"], *tokenFile, os.Getenv)

@@ -427,7 +427,8 @@ func TestConnectClientTokenFromEnvironment(t *testing.T) {
 func TestConnectEndpointFromEnvironment(t *testing.T) {
 	srv, tun := echoTunnel(t)
 	t.Setenv(tokenEnv, tun.SourceToken)
-	t.Setenv(endpointEnv, srv.URL)
+	// With the space cmd.exe's `set VAR=value && porthole …` keeps.
+	t.Setenv(endpointEnv, srv.URL+" ")
 	c := startConnect("connect", "--allow-insecure-websocket", "--stdio", "SSH")
 	c.echo(t, "ping")
 	if code, errs := c.stop(t); code != 0 {

@@ -100,7 +100,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		// It may quote the endpoint's or proxy's certificate
 		// (x509.HostnameError: the names it holds, any bytes) on the
 		// operator's terminal, ssh's own when run as its ProxyCommand.
-		msg = tunnel.Printable(msg)
+		msg = tunnel.Printable(msg) + listenHint(err)
 	}
 	fmt.Fprintf(stderr, "porthole %s: %s\n", cmd, msg)
 	return code
