@@ -919,19 +919,22 @@ var ErrPasswordLoginOff error = &errorString{"sshd: password login was off at st
 // change the slices and map afterwards.
 //
 // Hashes of another bcrypt cost than before make a new dummy hash (for users
-// without a password) before SetLogins returns: seconds on a router's CPU at
-// cost 12, while the new logins already apply.
+// without a password) after SetLogins returns: seconds on a router's CPU at
+// cost 12, tens of seconds at 14, which the agent's reload, run where it
+// waits for SIGTERM, must not wait for (the init system kills an agent that
+// does not stop). The new logins apply at once; until the dummy is made, users
+// without a password are checked against the old one.
 func (s *Server) SetLogins(l Logins) error {
 	if _, err := hashesCost(l.PasswordHashes); err != nil {
 		return err
 	}
 	s.set.Store(&l)
 	if s.setUp.Load() && s.passwordOn.Load() {
-		// The logins first: a key or password taken away stops at once, while
-		// the dummy for the new cost is being made.
-		if err := s.updateDummy(); err != nil {
-			s.log().Error("password login: keeping the previous dummy hash", "error", err)
-		}
+		go func() {
+			if err := s.updateDummy(); err != nil {
+				s.log().Error("password login: keeping the previous dummy hash", "error", err)
+			}
+		}()
 	}
 	if len(l.PasswordHashes) > 0 && s.setUp.Load() && !s.passwordOn.Load() {
 		return ErrPasswordLoginOff

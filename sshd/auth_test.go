@@ -288,14 +288,56 @@ func TestDummyHashCostFollowsHashes(t *testing.T) {
 	if err := e.srv.SetLogins(Logins{PasswordHashes: map[string]string{"root": string(high)}}); err != nil {
 		t.Fatal(err)
 	}
+	// The dummy is made after SetLogins returns (seconds on a router).
+	for deadline := time.Now().Add(10 * time.Second); e.srv.dummy.Load().cost != bcrypt.MinCost+3; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dummy hash still has cost %d, want %d", e.srv.dummy.Load().cost, bcrypt.MinCost+3)
+		}
+	}
 	check("after SetLogins of another cost", map[string]int{"root": bcrypt.MinCost + 3, "nosuchuser": bcrypt.MinCost + 3})
 	made := e.srv.dummy.Load()
 	again, _ := bcrypt.GenerateFromPassword([]byte("other"), bcrypt.MinCost+3)
 	if err := e.srv.SetLogins(Logins{PasswordHashes: map[string]string{"root": string(again), "alice": string(low)}}); err != nil {
 		t.Fatal(err)
 	}
+	e.srv.updateDummy() // as SetLogins' own, which may not have run yet
 	if e.srv.dummy.Load() != made {
 		t.Error("SetLogins of hashes of the same highest cost made the dummy hash again")
+	}
+}
+
+// TestSetLoginsDoesNotWaitForTheDummyHash: SetLogins (the agent's SIGHUP) of
+// hashes of another cost returns before the new dummy hash is made: tens of
+// seconds of bcrypt on a router at cost 14, during which the agent's reload
+// held off a SIGTERM until the init system killed it. Here the dummy is held
+// up by holding its lock, as a slow CPU would.
+func TestSetLoginsDoesNotWaitForTheDummyHash(t *testing.T) {
+	low, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	high, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost+1)
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.PasswordHashes = map[string]string{"root": string(low)} })
+	e.srv.dummyMu.Lock()
+	returned := make(chan error, 1)
+	go func() { returned <- e.srv.SetLogins(Logins{PasswordHashes: map[string]string{"root": string(high)}}) }()
+	select {
+	case err := <-returned:
+		if err != nil {
+			t.Errorf("SetLogins: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		e.srv.dummyMu.Unlock()
+		<-returned
+		t.Fatal("SetLogins waited for the dummy hash to be made")
+	}
+	e.srv.dummyMu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); e.srv.dummy.Load().cost != bcrypt.MinCost+1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dummy hash still has cost %d after SetLogins, want %d", e.srv.dummy.Load().cost, bcrypt.MinCost+1)
+		}
+	}
+	if c, err := e.dial("root", gossh.Password("s3cret")); err != nil {
+		t.Errorf("the new hash's password: %v", err)
+	} else {
+		c.Close()
 	}
 }
 

@@ -134,7 +134,7 @@
 //   - Passwords only when PasswordHashes (bcrypt) is not empty; otherwise the
 //     method is not even offered. A password for a user without a hash is
 //     checked against a dummy hash of the highest cost among the hashes (made
-//     again by SetLogins when that changes), so that its refusal takes no less
+//     again after SetLogins when that changes, without holding it up), so that its refusal takes no less
 //     time than a known user's; give every hash the same cost, or the users of
 //     the lower costs are told apart by quicker refusals. Keyboard-interactive,
 //     GSSAPI and host-based authentication are not supported.

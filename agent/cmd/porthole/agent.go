@@ -202,7 +202,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			case err := <-done:
 				return err
 			case <-time.After(5 * time.Second): // Run's own stop ends within 4 s (agent's stopBudget)
-				log.Warn("sessions did not end within 5s; exiting anyway")
+				log.Warn("the agent did not stop within 5s; exiting anyway")
 				return nil
 			}
 		}
