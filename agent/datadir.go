@@ -378,8 +378,11 @@ const (
 
 // lockWait is how long a starting agent waits for another to leave the data
 // directory: a restart can start the new agent while the old one is still
-// ending its sessions (it exits within 5 s).
-const lockWait = 10 * time.Second
+// ending its sessions (it exits within 5 s). Longer than the init systems'
+// wait before they kill an agent that does not stop (procd's term_timeout and
+// the systemd unit's TimeoutStopSec, 10 s), so that one that stops slowly
+// (flash I/O) is outwaited.
+const lockWait = 15 * time.Second
 
 // lockDataDir takes the agent's lock on dir, which it makes if missing (mode
 // 0700). Two agents on one data directory take the MQTT session from each other
@@ -407,7 +410,11 @@ func lockDataDir(ctx context.Context, dir string, wait time.Duration) (*os.File,
 		return nil, ctx.Err()
 	case errors.Is(err, errLockHeld):
 		f.Close()
-		return nil, Usagef("data_dir %s is in use by another porthole agent (still after %v); one agent per data directory", dir, wait)
+		// A runtime failure (exit 2, respawned), not a configuration
+		// error: it is most often the agent an update or restart replaces,
+		// slow to stop, and an updater that reads exit 1 as "the new
+		// binary refuses the config" would roll a good update back.
+		return nil, errors.New("data_dir " + dir + " is in use by another porthole agent (still after " + wait.String() + "); one agent per data directory")
 	default:
 		f.Close()
 		return nil, fmt.Errorf("data_dir: lock %s: %w", dir, err)
