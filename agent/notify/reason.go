@@ -70,9 +70,11 @@ func subscribePolicyHint(thing, clientID, topic string) string {
 	return hint
 }
 
+// connectPolicyHint: the agent keeps a persistent session (clean start off),
+// which a policy's iot:ConnectAttributes condition must allow.
 func connectPolicyHint(clientID string) string {
-	return fmt.Sprintf("the device's IoT policy must allow iot:Connect on "+
-		"arn:aws:iot:REGION:ACCOUNT:client/%s, and the certificate must be active and attached to the thing", clientID)
+	return "the device's IoT policy must allow iot:Connect on arn:aws:iot:REGION:ACCOUNT:client/" + clientID +
+		" (with PersistentConnect, if it has an iot:ConnectAttributes condition), and the certificate must be active and attached to the thing"
 }
 
 func publishPolicyHint(topic string) string {
