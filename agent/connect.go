@@ -254,7 +254,10 @@ func stopBeforeJoining(err error, endpoint string) error {
 // slept or moved to another network holds a dead connection, and the ssh
 // session and -L ports hung without a word. Longer than a local reader may
 // hold the WebSocket up (the stall timeout, 30 s): four pings at the default
-// interval. A variable for tests.
+// interval. Whether AWS answers pings while the other side is away, after it
+// was there, is unknown (spec §3.7, §8): if not, a device that reboots makes
+// connect reconnect every 90 s until it is back, with the "did this machine
+// sleep" message (its streams are gone either way). A variable for tests.
 var connectPongTimeout = 90 * time.Second
 
 // connectRetryMax caps Connect's reconnect backoff (the engine's default is 120 s).
