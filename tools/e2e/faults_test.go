@@ -434,8 +434,14 @@ func TestFaultAgentKilled(t *testing.T) {
 	if err := uploadHash(s, port, data); err != nil {
 		t.Fatal(err)
 	}
-	if m, _ := filepath.Glob(filepath.Join(s.DataDir, ".*tmp*")); len(m) > 0 {
-		t.Errorf("temporary files left in the data directory: %v", m)
+	// The tunnel's state is written in tunnels/, the host key at the top.
+	for _, dir := range []string{s.DataDir, filepath.Join(s.DataDir, "tunnels")} {
+		if m, _ := filepath.Glob(filepath.Join(dir, ".*tmp*")); len(m) > 0 {
+			t.Errorf("temporary files left in %s: %v", dir, m)
+		}
+	}
+	if m, _ := filepath.Glob(filepath.Join(s.DataDir, "tunnels", "*.json")); len(m) != 1 {
+		t.Errorf("saved tunnels after the restart: %v, want the one resumed", m)
 	}
 }
 
