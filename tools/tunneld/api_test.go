@@ -3,6 +3,8 @@ package tunneld
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -546,7 +548,8 @@ func TestAuditLog(t *testing.T) {
 	ts.call(t, "DescribeTunnel", map[string]string{"tunnelId": "no-such-tunnel"})
 
 	out := logs.String()
-	caller := ` remote=127\.0\.0\.1:\d+ access_key=x signature_verified=false`
+	// Without Credentials no ID is known: "x" is logged as its fingerprint.
+	caller := ` remote=127\.0\.0\.1:\d+ access_key=unknown:2d711642 signature_verified=false`
 	for _, re := range []string{
 		`level=INFO msg="tunnel opened" tunnel=` + id + `.*` + caller,
 		`level=INFO msg="tunnel tagged" tunnel=` + id + ` keys="\[\\"k\\"\]"` + caller,
@@ -565,6 +568,49 @@ func TestAuditLog(t *testing.T) {
 		if strings.Contains(out, s) {
 			t.Errorf("the log shows an access token")
 		}
+	}
+}
+
+// TestUnknownAccessKeyNotLogged: an operator who swapped AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY sends the secret key in the ID's place; the refusal's log
+// line names that ID by fingerprint, never as sent. A configured ID is logged as
+// it is.
+func TestUnknownAccessKeyNotLogged(t *testing.T) {
+	const id, secret = "AKIDEXAMPLE", "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY" // no '/': the Credential parses
+	logs := &syncBuffer{}
+	ts := startServer(t, Config{Credentials: map[string]string{id: secret},
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, tlogWriter{t}), nil))})
+	post := func(key, secret string) int {
+		body := []byte(`{"tunnelId":"no-such-tunnel"}`)
+		req, _ := http.NewRequest("POST", "http://"+ts.addr+"/", bytes.NewReader(body))
+		req.Header.Set("Content-Type", contentType)
+		req.Header.Set("X-Amz-Target", targetPrefix+"DescribeTunnel")
+		SignV4(req, body, key, secret, "", DefaultRegion, SigningName, time.Now())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if status := post(secret, id); status != http.StatusForbidden {
+		t.Errorf("keys swapped: %d, want 403", status)
+	}
+	if status := post(id, secret); status != http.StatusBadRequest {
+		t.Errorf("signed by the configured key: %d, want 400", status)
+	}
+	out := logs.String()
+	sum := sha256.Sum256([]byte(secret))
+	for _, re := range []string{
+		`level=INFO msg="request refused" .*type=UnrecognizedClientException.* access_key=unknown:` + hex.EncodeToString(sum[:4]) + ` signature_verified=false`,
+		`level=INFO msg="request refused" .*type=ResourceNotFoundException.* access_key=` + id + ` signature_verified=true`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("no log line matching %s", re)
+		}
+	}
+	if strings.Contains(out, secret) {
+		t.Errorf("the secret access key is in the log")
 	}
 }
 

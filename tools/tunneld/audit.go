@@ -2,6 +2,8 @@ package tunneld
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -12,12 +14,15 @@ import (
 // with bad tokens": every state-changing control-plane call is logged at INFO with
 // the caller (access key ID from the SigV4 header, verified with --credentials, and
 // remote address), and every data-plane handshake with its remote address. Secrets
-// never appear: tokens as fingerprints, signatures and secret keys not at all.
+// never appear: tokens as fingerprints, signatures and secret keys not at all. An
+// access key ID that is not one of Config.Credentials' is logged as a fingerprint
+// too: an operator who swapped AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or
+// pasted the secret in the ID's place, sends the secret key where the ID goes.
 
 // caller is who made a control-plane request.
 type caller struct {
 	remote    string // host:port
-	accessKey string // "" if the request was not signed
+	accessKey string // "" if the request was not signed; see keyLabel
 	verified  bool   // the signature was checked against Config.Credentials and held
 }
 
@@ -41,14 +46,26 @@ func callerAttrs(ctx context.Context) []any {
 func (s *Server) callerOf(r *http.Request) *caller {
 	c := &caller{remote: r.RemoteAddr}
 	if a, err := parseSigV4(r.Header.Get("Authorization")); err == nil {
-		c.accessKey = clip(a.accessKey, clipped) // verified by handleAPI, if it is
+		c.accessKey = s.keyLabel(a.accessKey) // verified by handleAPI, if it is
 	}
 	return c
 }
 
-// clipped is how much of a value a client chose (an operation's name, an
-// access key ID, a mode, a message quoting them) a log line shows: anyone who
-// reaches the server may send megabytes of header.
+// keyLabel is how a log line names the access key ID id: as given when it is one
+// of Config.Credentials' IDs, otherwise (any ID without --credentials) as
+// "unknown:" and the first 8 hex digits of its SHA-256, which names the same
+// caller the same way and never shows a secret key sent in the ID's place.
+func (s *Server) keyLabel(id string) string {
+	if _, ok := s.cfg.Credentials[id]; ok {
+		return clip(id, clipped)
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "unknown:" + hex.EncodeToString(sum[:4])
+}
+
+// clipped is how much of a value a client chose (an operation's name, a mode,
+// a message quoting them) a log line shows: anyone who reaches the server may
+// send megabytes of header.
 const clipped = 128
 
 // clip cuts s to n bytes, saying so.

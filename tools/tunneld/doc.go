@@ -133,13 +133,15 @@
 // Every state-changing control-plane call (tunnel opened, tokens rotated, tunnel
 // closed, tagged, untagged) and every refused request is logged at INFO with the
 // caller: remote address and, for a signed request, its access key ID and whether
-// the signature was verified (--credentials). Every data-plane handshake is
-// logged with its status, mode, token fingerprint, channel id and remote address,
-// and a refused one with the reason answered. Refusals, which anyone who reaches
-// the server can cause, are logged 20 at once and then 5 a second: the next
-// refusal logged says how many were left out (suppressed_before), and
-// values the client chose (operation, access key ID, mode, member names) are
-// cut to 128 bytes.
+// the signature was verified (--credentials); an ID that is not one of
+// --credentials' (any ID without them) as "unknown:" and 8 hex digits of its
+// SHA-256, since a secret key sent in the ID's place must not reach the log.
+// Every data-plane handshake is logged with its status, mode, token fingerprint,
+// channel id and remote address, and a refused one with the reason answered.
+// Refusals, which anyone who reaches the server can cause, are logged 20 at once
+// and then 5 a second: the next refusal logged says how many were left out
+// (suppressed_before), and values the client chose (operation, mode, member
+// names) are cut to 128 bytes.
 // Request members that are not in the API (names are case-sensitive, as in AWS
 // JSON 1.1) are ignored, as AWS does, and logged by name. At start, tunneld warns
 // when it runs without --credentials (on loopback too: every user of the machine
