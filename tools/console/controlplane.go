@@ -82,6 +82,27 @@ func (c Credentials) String() string { return "credentials " + c.AccessKeyID }
 // GoString is String, so that %#v does not print the secret either.
 func (c Credentials) GoString() string { return c.String() }
 
+// maxErrorText is how much of a refusal's message an error quotes.
+const maxErrorText = 512
+
+// redact is s, a refusal's type and message, as an error quotes it: with c's
+// secret key and session token replaced by "[redacted]" and cut to
+// maxErrorText bytes. Who answers in the control plane's place (a proxy's or
+// load balancer's error page) may echo the request's headers, and so
+// X-Amz-Security-Token; the error is logged and shown on the page. Secrets
+// shorter than 8 bytes (tests) are left: they would match ordinary text.
+func (c Credentials) redact(s string) string {
+	for _, secret := range []string{c.SessionToken, c.SecretAccessKey} {
+		if len(secret) >= 8 {
+			s = strings.ReplaceAll(s, secret, "[redacted]")
+		}
+	}
+	if len(s) > maxErrorText {
+		s = strings.ToValidUTF8(s[:maxErrorText], "") + "…(cut)"
+	}
+	return s
+}
+
 // ControlPlaneAPI is a ControlPlane that speaks the AWS JSON 1.1 API over HTTPS:
 // AWS IoT Secure Tunneling (https://api.tunneling.iot.REGION.amazonaws.com) or a
 // tools/tunneld (https://host:port). With Credentials requests are signed (SigV4);
@@ -170,7 +191,7 @@ func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) erro
 		if e.Message == "" {
 			e.Message = strings.TrimSpace(string(b))
 		}
-		return fmt.Errorf("%s: %s %s: %s", op, resp.Status, e.Type, e.Message)
+		return fmt.Errorf("%s: %s %s", op, resp.Status, a.Credentials.redact(e.Type+": "+e.Message))
 	}
 	if out == nil {
 		return nil

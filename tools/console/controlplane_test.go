@@ -1,11 +1,14 @@
 package console
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -101,6 +104,59 @@ func TestCredentialsNotPrinted(t *testing.T) {
 	if s := fmt.Sprintf("%v %+v %#v", Credentials{AccessKeyID: "A", SecretAccessKey: "S3CR3T"}, ControlPlaneAPI{Credentials: Credentials{SecretAccessKey: "S3CR3T"}},
 		Credentials{SecretAccessKey: "S3CR3T"}); strings.Contains(s, "S3CR3T") {
 		t.Fatalf("a secret key printed: %s", s)
+	}
+}
+
+// TestControlPlaneErrorRedacted: what answers in the control plane's place (a
+// proxy's or load balancer's error page) may echo the request, its
+// X-Amz-Security-Token among the headers; the error, which the console logs
+// and shows on the page, quotes neither the session token nor the secret key,
+// and at most 512 bytes of the answer.
+func TestControlPlaneErrorRedacted(t *testing.T) {
+	creds := Credentials{AccessKeyID: "AKIDPORTHOLE", SecretAccessKey: "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY",
+		SessionToken: "FwoGZXIvYXdzEJr//////////wEaDOtoken+session/0123456789=="}
+	for _, tc := range []struct {
+		name   string
+		status int
+		answer func(w http.ResponseWriter, r *http.Request)
+	}{
+		{"a page echoing the headers", http.StatusBadGateway, func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "X-Amz-Security-Token: %s\nsecret %s\n", r.Header.Get("X-Amz-Security-Token"), creds.SecretAccessKey)
+			for k, v := range r.Header {
+				fmt.Fprintf(w, "%s: %s\n", k, strings.Join(v, ","))
+			}
+			w.Write(bytes.Repeat([]byte("padding "), 1<<13))
+		}},
+		{"a JSON message quoting the token", http.StatusForbidden, func(w http.ResponseWriter, r *http.Request) {
+			json.NewEncoder(w).Encode(map[string]string{"__type": "UnrecognizedClientException",
+				"message": "token " + r.Header.Get("X-Amz-Security-Token") + " invalid" + strings.Repeat(".", 1<<12)})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("X-Amz-Security-Token") != creds.SessionToken {
+					t.Errorf("X-Amz-Security-Token %q, want the session token", r.Header.Get("X-Amz-Security-Token"))
+				}
+				w.WriteHeader(tc.status)
+				tc.answer(w, r)
+			}))
+			defer srv.Close()
+			api := &ControlPlaneAPI{URL: srv.URL, Client: srv.Client(), Credentials: creds}
+			_, _, err := api.OpenTunnel(context.Background(), "dev1", []string{"SSH"}, 0)
+			if err == nil {
+				t.Fatal("OpenTunnel succeeded")
+			}
+			msg := err.Error()
+			if strings.Contains(msg, creds.SessionToken) || strings.Contains(msg, creds.SecretAccessKey) {
+				t.Errorf("the error quotes a secret: %s", msg)
+			}
+			if !strings.Contains(msg, "[redacted]") || !strings.Contains(msg, http.StatusText(tc.status)) {
+				t.Errorf("the error = %s, want the status and [redacted]", msg)
+			}
+			if len(msg) > 600 {
+				t.Errorf("the error is %d bytes, want the answer cut to 512", len(msg))
+			}
+		})
 	}
 }
 
