@@ -219,14 +219,8 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	} else {
 		log.Warn("no --mqtt-broker: tunnels are not notified to devices")
 	}
-	switch {
-	case o.CredFile != "":
-	case !loopbackOnly(o.Listen):
-		log.Warn("listening beyond loopback without --credentials: anyone who reaches this address can open, rotate and close tunnels and receive their access tokens",
-			"listen", o.Listen)
-	default:
-		log.Warn("without --credentials: every user of this machine can open, rotate and close tunnels and receive their access tokens",
-			"listen", o.Listen)
+	if w := exposure(o); w != "" {
+		log.Warn(w, "listen", o.Listen)
 	}
 	srv, err := New(cfg)
 	if errors.Is(err, ErrDataDirInUse) || mayPass(err) {
@@ -295,6 +289,23 @@ serve:
 // limit for the rest: the listener, the state file and its directory, the
 // MQTT connection, the logs, and some to spare.
 const reservedFiles = 64
+
+// exposure is the warning Run logs at start about who can reach o's control
+// plane and read what crosses it, or "".
+func exposure(o Options) string {
+	switch {
+	case o.CredFile != "" && o.TLSCert == "" && !loopbackOnly(o.Listen):
+		// The signatures hold, but the answers carry the access tokens, and the
+		// data plane's handshakes too.
+		return "listening beyond loopback without --tls-cert: access tokens cross the network in clear text; give --tls-cert and --tls-key, or put a TLS proxy in front"
+	case o.CredFile != "":
+		return ""
+	case !loopbackOnly(o.Listen):
+		return "listening beyond loopback without --credentials: anyone who reaches this address can open, rotate and close tunnels and receive their access tokens"
+	default:
+		return "without --credentials: every user of this machine can open, rotate and close tunnels and receive their access tokens"
+	}
+}
 
 // loopbackOnly reports whether listen (host:port) binds loopback addresses only;
 // an empty host, 0.0.0.0 and [::] bind every interface.

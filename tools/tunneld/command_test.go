@@ -467,6 +467,31 @@ func TestLoopbackOnly(t *testing.T) {
 	}
 }
 
+// TestExposure: the warning at start names what an address beyond loopback
+// exposes: without --credentials, the tunnels to anyone; with them but without
+// --tls-cert, the access tokens in clear text, which answers and handshakes
+// carry.
+func TestExposure(t *testing.T) {
+	for _, tc := range []struct {
+		o    Options
+		want string // "" for no warning
+	}{
+		{Options{Listen: "127.0.0.1:8443"}, "every user of this machine"},
+		{Options{Listen: ":8443"}, "anyone who reaches this address"},
+		{Options{Listen: ":8443", TLSCert: "c.pem", TLSKey: "k.pem"}, "anyone who reaches this address"},
+		{Options{Listen: "127.0.0.1:8443", CredFile: "creds"}, ""},
+		{Options{Listen: "[::1]:8443", CredFile: "creds"}, ""},
+		{Options{Listen: ":8443", CredFile: "creds"}, "access tokens cross the network in clear text"},
+		{Options{Listen: "192.168.1.2:8443", CredFile: "creds"}, "access tokens cross the network in clear text"},
+		{Options{Listen: ":8443", CredFile: "creds", TLSCert: "c.pem", TLSKey: "k.pem"}, ""},
+	} {
+		got := exposure(tc.o)
+		if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("listen %s, credentials %q, TLS cert %q: warning %q, want %q", tc.o.Listen, tc.o.CredFile, tc.o.TLSCert, got, tc.want)
+		}
+	}
+}
+
 // Run warns about a credentials file others can read, and about a control plane
 // open to all beyond loopback (checked through loopbackOnly: tests listen on
 // loopback only).
