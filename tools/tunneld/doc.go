@@ -146,8 +146,9 @@
 // JSON 1.1) are ignored, as AWS does, and logged by name. At start, tunneld warns
 // when it runs without --credentials (on loopback too: every user of the machine
 // reaches it there), with them beyond loopback without --tls-cert (the access
-// tokens cross the network in clear text), and when the credentials file is
-// readable by group or others.
+// tokens cross the network in clear text), when --mqtt-broker is an mqtt://
+// URL beyond loopback (the destination tokens are published in clear text), and
+// when the credentials file is readable by group or others.
 //
 // Access tokens never reach a log line: records carry their fingerprints
 // (tunnel.Token.Fingerprint). The state file holds them in clear, readable only by

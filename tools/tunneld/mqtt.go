@@ -72,6 +72,10 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 		// tokens published in clear text.
 		return nil, fmt.Errorf("mqtt broker %q is not TLS, but a CA, certificate or key file is given: use mqtts:// (or tls://), or give no files", cfg.Broker)
 	}
+	if u.Scheme == "mqtt" && !loopbackHost(u.Hostname()) {
+		log.Warn("mqtt broker not TLS and beyond loopback: every destination access token is published in clear text; use mqtts:// with --mqtt-ca, --mqtt-cert and --mqtt-key",
+			"broker", u.Host)
+	}
 	id := cfg.ClientID
 	if id == "" {
 		id = "porthole-tunneld-" + dataplane.NewUUID()[:8]
@@ -185,6 +189,16 @@ func brokerURL(s string) (*url.URL, error) {
 		return nil, fmt.Errorf("mqtt broker %q: port %s, want 1 to 65535", s, u.Port())
 	}
 	return u, nil
+}
+
+// loopbackHost reports whether host, a URL's, is localhost or a loopback
+// address (with a zone, as a broker's may be, too).
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // clientTLS reads the CA and the client key pair for mutual TLS with the broker

@@ -46,6 +46,45 @@ func TestPlainBrokerWithTLSFilesIsRefused(t *testing.T) {
 	}
 }
 
+// A broker URL that is not TLS (mqtt://) beyond loopback publishes every
+// destination token in clear text: tunneld warns, once, at start; on loopback
+// it does not.
+func TestPlainBrokerBeyondLoopbackWarned(t *testing.T) {
+	const warning = "mqtt broker not TLS and beyond loopback"
+	for _, tc := range []struct {
+		broker string
+		warned bool
+	}{
+		{"mqtt://0.0.0.0:1", true}, // not loopback, and dialed on this machine
+		{"tcp://0.0.0.0:1", true},
+		{"mqtt://127.0.0.1:1", false},
+		{"mqtt://[::1]:1", false},
+		{"mqtt://[::ffff:127.0.0.1]:1", false},
+	} {
+		var logs syncBuffer
+		n, err := NewMQTTNotifier(MQTTConfig{Broker: tc.broker, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatalf("NewMQTTNotifier(%s): %v", tc.broker, err)
+		}
+		// Nothing listens on port 1: connects fail and are retried, and the
+		// warning is not repeated with them.
+		deadline := time.Now().Add(5 * time.Second)
+		for strings.Count(logs.String(), "mqtt connect failed") < 2 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		n.Close(ctx)
+		cancel()
+		want := 0
+		if tc.warned {
+			want = 1
+		}
+		if got := strings.Count(logs.String(), warning); got != want {
+			t.Errorf("broker %s: warned %d times, want %d:\n%s", tc.broker, got, want, logs.String())
+		}
+	}
+}
+
 // A broker port no dial can reach is refused at start (exit 1), not retried
 // in the background for as long as tunneld runs.
 func TestBrokerPortOutOfRangeIsRefused(t *testing.T) {
