@@ -904,7 +904,8 @@ func newOpkgRig(t *testing.T, shell, binDir string) *opkgRig {
 	recorder := "#!/bin/sh\n" +
 		"read -r _ _ _ _ _ sid _ </proc/$$/stat\n" +
 		"if [ -e " + filepath.Join(dir, "opkg-done") + " ]; then done=yes; else done=no; fi\n" +
-		"echo \"${0##*/} $* opkg-done=$done sid=$sid\" >>" + r.calls + "\n"
+		"echo \"${0##*/} $* opkg-done=$done sid=$sid\" >>" + r.calls + "\n" +
+		"f=" + filepath.Join(dir, "on") + ".$1; if [ -f \"$f\" ]; then . \"$f\"; fi\n"
 	os.WriteFile(r.initScript, []byte(recorder), 0o755)
 	os.WriteFile(filepath.Join(dir, "bin", "ubus"), []byte(recorder), 0o755)
 	path := filepath.Join(dir, "bin") + string(os.PathListSeparator) + os.Getenv("PATH")
@@ -913,6 +914,12 @@ func newOpkgRig(t *testing.T, shell, binDir string) *opkgRig {
 	}
 	r.env = append(os.Environ(), "PATH="+path)
 	return r
+}
+
+// on makes the fake init script run sh (shell code: exit 1, say) when called
+// with action; it exits 0 otherwise.
+func (r *opkgRig) on(action, sh string) {
+	os.WriteFile(filepath.Join(r.dir, "on."+action), []byte(sh+"\n"), 0o644)
 }
 
 // opkg runs the maintainer script name with args as opkg would, after which
@@ -928,6 +935,16 @@ func (r *opkgRig) opkg(name string, args, then string) int {
 
 // opkgScript is opkg with the script's text given: that of an older package.
 func (r *opkgRig) opkgScript(name, src string, args, then string) int {
+	pid, out, err := r.opkgRun(name, src, args, then)
+	if err != nil {
+		r.t.Fatalf("%s %s failed: %v\n%s", name, args, err, out)
+	}
+	return pid
+}
+
+// opkgRun is opkgScript that returns the script's failure (opkg's exit
+// status) and opkg's output.
+func (r *opkgRig) opkgRun(name, src string, args, then string) (int, []byte, error) {
 	var err error
 	text := strings.NewReplacer("/etc/init.d/porthole", r.initScript, "/etc/porthole/state", filepath.Join(r.dir, "state"),
 		"/var/run/", filepath.Join(r.dir, "run")+"/", "/usr/lib/opkg/info/", filepath.Join(r.dir, "info")+"/").Replace(src)
@@ -951,10 +968,7 @@ func (r *opkgRig) opkgScript(name, src string, args, then string) int {
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.t.Logf("opkg running %s %s: %v %s", name, args, err, out)
-	if err != nil {
-		r.t.Fatalf("%s %s failed: %v\n%s", name, args, err, out)
-	}
-	return cmd.Process.Pid
+	return cmd.Process.Pid, out, err
 }
 
 // waitCalls waits up to wait for a call starting with prefix, and returns the calls.
@@ -994,7 +1008,7 @@ func TestOpkgScriptsWaitForOpkg(t *testing.T) {
 		r = newOpkgRig(t, shell, binDir)
 		r.env = append(r.env, "PKG_UPGRADE=1")
 		r.opkg("postinst", "configure", "")
-		if calls := r.waitCalls("porthole restart", 5*time.Second); strings.Contains(calls, "enable") || !strings.Contains(calls, "porthole restart") {
+		if calls := r.waitCalls("porthole restart", 5*time.Second); strings.Contains(calls, "porthole enable ") || !strings.Contains(calls, "porthole restart") {
 			t.Errorf("postinst on an upgrade: calls %q, want a restart and no enable", calls)
 		}
 
@@ -1016,6 +1030,39 @@ func TestOpkgScriptsWaitForOpkg(t *testing.T) {
 		r.opkg("prerm", "upgrade 1.2.3", "")
 		if calls := r.waitCalls("ubus", 1500*time.Millisecond); calls != "" {
 			t.Errorf("prerm upgrade: calls %q, want none (postinst restarts the agent)", calls)
+		}
+	})
+}
+
+// TestOpkgUpgradeKeepsStoppedAgentStopped: an upgrade restarts the agent
+// only if the service is enabled or running. One the administrator disabled
+// and stopped (LuCI's Startup page) stays stopped: the restart started it.
+// A first install restarts (starts) it as before, whatever it finds.
+func TestOpkgUpgradeKeepsStoppedAgentStopped(t *testing.T) {
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		for _, c := range []struct {
+			upgrade, enabled, running, restart bool
+		}{
+			{upgrade: true, enabled: false, running: false, restart: false},
+			{upgrade: true, enabled: true, running: false, restart: true},
+			{upgrade: true, enabled: false, running: true, restart: true},
+			{upgrade: false, enabled: false, running: false, restart: true},
+		} {
+			r := newOpkgRig(t, shell, binDir)
+			if c.upgrade {
+				r.env = append(r.env, "PKG_UPGRADE=1")
+			}
+			if !c.enabled {
+				r.on("enabled", "exit 1")
+			}
+			if !c.running {
+				r.on("running", "exit 1")
+			}
+			r.opkg("postinst", "configure", "")
+			calls := r.waitCalls("porthole restart", 2500*time.Millisecond)
+			if got := strings.Contains(calls, "porthole restart"); got != c.restart {
+				t.Errorf("postinst (upgrade %v, enabled %v, running %v): calls %q, want a restart: %v", c.upgrade, c.enabled, c.running, calls, c.restart)
+			}
 		}
 	})
 }
@@ -1216,7 +1263,7 @@ func TestOpkgUpgradeFromFirstPackages(t *testing.T) {
 		r.opkg("prerm", "upgrade 1.2.3", "")
 		r.opkg("preinst", "upgrade 1.2.2", "")
 		r.opkg("postinst", "configure", "")
-		if calls := r.waitCalls("porthole restart", 5*time.Second); strings.Contains(calls, "enable") {
+		if calls := r.waitCalls("porthole restart", 5*time.Second); strings.Contains(calls, "porthole enable ") {
 			t.Errorf("upgrade from a current package: calls %q, want no enable", calls)
 		}
 	})
