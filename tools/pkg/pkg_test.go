@@ -1067,6 +1067,83 @@ func TestOpkgUpgradeKeepsStoppedAgentStopped(t *testing.T) {
 	})
 }
 
+// TestOpkgUpgradeConfigRefused: a new release that refuses the config fails
+// postinst, and so opkg, with the refusal on its output, while opkg runs, and
+// nothing is restarted: the old agent keeps running. The restart, after opkg
+// had exited, said so in the system log only, opkg reported success, and the
+// agent did not start at the next boot.
+func TestOpkgUpgradeConfigRefused(t *testing.T) {
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newOpkgRig(t, shell, binDir)
+		r.env = append(r.env, "PKG_UPGRADE=1")
+		refusal := "porthole: /usr/bin/porthole refuses the config: config: unknown key ssh.foo"
+		r.on("check", "echo '"+refusal+"' >&2; exit 1")
+		src, _ := os.ReadFile(filepath.Join("openwrt", "postinst"))
+		_, out, err := r.opkgRun("postinst", string(src), "configure", "")
+		if err == nil || !strings.Contains(string(out), refusal) || !strings.Contains(string(out), "not restarted") {
+			t.Errorf("postinst with a config the new binary refuses: %v %q, want a failure with the refusal and not restarted", err, out)
+		}
+		calls := r.waitCalls("porthole restart", 2500*time.Millisecond)
+		if !strings.Contains(calls, "porthole check opkg-done=no ") || strings.Contains(calls, "restart") {
+			t.Errorf("postinst with a config refused: calls %q, want check while opkg runs and no restart", calls)
+		}
+	})
+}
+
+// TestUCICheck: the init script's check (postinst's, before the restart)
+// runs check-config -start with the installed binary on the rendered config
+// and fails with its error; a service not enabled in UCI (the package's own
+// config, not filled in yet, on a first install) passes without a check.
+func TestUCICheck(t *testing.T) {
+	dir := t.TempDir()
+	ran := filepath.Join(dir, "ran")
+	refuse := filepath.Join(dir, "refuse")
+	fake := filepath.Join(dir, "porthole")
+	os.WriteFile(fake, []byte(`#!/bin/sh
+[ "$1" = check-config ] || exit 0
+echo "$*" >>`+ran+`
+echo 'config: unknown key ssh.foo' >&2
+[ ! -e `+refuse+` ]
+`), 0o755)
+	check := func(enabled string, refused bool) (string, error) {
+		os.Remove(refuse)
+		if refused {
+			os.WriteFile(refuse, nil, 0o644)
+		}
+		script := uciStubs + `
+logger() { echo "logger $*"; }
+. ./openwrt/porthole.init
+` + uciMain(fake, dir, "enabled="+enabled, "thing_name=router-7") + `
+check
+`
+		out, err := exec.Command("sh", "-c", script).CombinedOutput()
+		return string(out), err
+	}
+	out, err := check("0", true)
+	if b, _ := os.ReadFile(ran); err != nil || len(b) != 0 {
+		t.Errorf("check with enabled=0: %v %q, check-config ran %q: want success, no check", err, out, b)
+	}
+	out, err = check("1", true)
+	if err == nil || !strings.Contains(out, "logger -t porthole -p daemon.err "+fake+" refuses the config: config: unknown key ssh.foo") {
+		t.Errorf("check with a refused config: %v %q, want a failure with check-config's error, logged", err, out)
+	}
+	if b, _ := os.ReadFile(ran); !strings.Contains(string(b), "check-config -start -c ") {
+		t.Errorf("check ran check-config %q, want -start -c", b)
+	}
+	out, err = check("1", false)
+	if err != nil || strings.Contains(out, "logger") {
+		t.Errorf("check with a config that passes: %v %q, want success, nothing logged", err, out)
+	}
+	conf, _ := os.ReadFile(filepath.Join(dir, "porthole.toml"))
+	if !strings.Contains(string(conf), `thing_name = "router-7"`) {
+		t.Errorf("check: CONF %q, want the config that passed", conf)
+	}
+	// The package's config is not enabled: a first install does not fail on it.
+	if shipped, _ := os.ReadFile("openwrt/porthole.config"); !strings.Contains(string(shipped), "\n\toption enabled '0'\n") {
+		t.Error("openwrt/porthole.config: want option enabled '0' (a first install's check passes on it)")
+	}
+}
+
 // TestTarballUmask: the tarball's directories are 0755, and its bytes the
 // same, whatever the umask of whoever runs make dist.
 func TestTarballUmask(t *testing.T) {
