@@ -1461,3 +1461,20 @@ func TestSystemdUnitUpdateOutsideSandbox(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsUpgradeNotes: the Buildroot config's data_dir warns that an image
+// update replacing the rootfs (A/B) changes the host key unless data_dir is
+// persistent, and docs/firmware.md gives an OpenWrt downgrade as the one
+// opkg install --force-downgrade: a remove first, from a login through the
+// tunnel, stops the agent and ends the login before the install.
+func TestDocsUpgradeNotes(t *testing.T) {
+	br, _ := os.ReadFile("../../buildroot/package/porthole/porthole.toml")
+	head, _, _ := strings.Cut(string(br), "\ndata_dir = ")
+	if !strings.Contains(head, "A/B") || !strings.Contains(head, "host key") || !strings.Contains(head, "docs/firmware.md") {
+		t.Errorf("buildroot/package/porthole/porthole.toml: the comment before data_dir %q, want the A/B host key note pointing to docs/firmware.md", head)
+	}
+	fw, _ := os.ReadFile("../../docs/firmware.md")
+	if !strings.Contains(string(fw), "`opkg install --force-downgrade porthole_") {
+		t.Error("docs/firmware.md: want a downgrade as opkg install --force-downgrade")
+	}
+}
