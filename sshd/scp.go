@@ -140,25 +140,30 @@ func parseSCPControl(line string) (scpMsg, error) {
 	}
 	m.Type = line[0]
 	rest := line[1:]
+	// One error return for every bad line below (strconv.Quote is %q): an
+	// fmt.Errorf at each return was code of its own.
+	bad, quoted := "unknown control line ", line
+parse:
 	switch m.Type {
 	case 1, 2:
 		m.Text = rest
 		return m, nil
 	case 'E':
-		if rest != "" {
-			return m, fmt.Errorf("scp: bad E line %q", line)
+		if rest == "" {
+			return m, nil
 		}
-		return m, nil
+		bad = "bad E line "
 	case 'T':
+		bad = "bad T line "
 		f := strings.Split(rest, " ")
 		if len(f) != 4 {
-			return m, fmt.Errorf("scp: bad T line %q", line)
+			break
 		}
 		var nums [4]int64
 		for i, s := range f {
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 || (i%2 == 1 && n > 999999) {
-				return m, fmt.Errorf("scp: bad T line %q", line)
+				break parse
 			}
 			nums[i] = n
 		}
@@ -167,24 +172,28 @@ func parseSCPControl(line string) (scpMsg, error) {
 	case 'C', 'D':
 		f := strings.SplitN(rest, " ", 3)
 		if len(f) != 3 || len(f[0]) != 4 {
-			return m, fmt.Errorf("scp: bad %c line %q", m.Type, line)
+			bad = "bad " + line[:1] + " line "
+			break
 		}
 		mode, err := strconv.ParseUint(f[0], 8, 32)
 		if err != nil || mode > 0o7777 {
-			return m, fmt.Errorf("scp: bad mode in %q", line)
+			bad = "bad mode in "
+			break
 		}
 		size, err := strconv.ParseInt(f[1], 10, 64)
 		if err != nil || size < 0 || (len(f[1]) > 1 && f[1][0] == '+') {
-			return m, fmt.Errorf("scp: bad size in %q", line)
+			bad = "bad size in "
+			break
 		}
 		name := f[2]
 		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-			return m, fmt.Errorf("scp: unexpected file name %q", name)
+			bad, quoted = "unexpected file name ", name
+			break
 		}
 		m.Mode, m.Size, m.Name = uint32(mode), size, name
 		return m, nil
 	}
-	return m, fmt.Errorf("scp: unknown control line %q", line)
+	return m, errors.New("scp: " + bad + strconv.Quote(quoted))
 }
 
 // fileMode converts Unix permission bits to an os.FileMode.
