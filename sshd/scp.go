@@ -243,7 +243,7 @@ func (sess *session) runSCP(a *account, opts scpOptions, perr error) int {
 	if perr != nil {
 		// The client is told why; the log is not, as the error quotes the
 		// command line, whose arguments are never logged (commandName).
-		c.fatal("%s", strings.TrimPrefix(perr.Error(), "scp: "))
+		c.fatal(strings.TrimPrefix(perr.Error(), "scp: "))
 		sess.srv.log().Info("scp command line refused", "remote", sess.st.remote)
 		return 1
 	}
@@ -318,18 +318,19 @@ func (c *scp) ok() error {
 	return err
 }
 
-// warn sends a non-fatal error to the peer.
-func (c *scp) warn(format string, args ...any) error {
+// warn sends a non-fatal error to the peer: "name: reason". Strings, not a
+// format and its arguments: each caller's fmt arguments were code of its own.
+func (c *scp) warn(name, reason string) error {
 	c.errs++
-	msg := strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", " ")
-	_, err := fmt.Fprintf(c.w, "\x01scp: %s\n", msg)
+	msg := strings.ReplaceAll(name+": "+reason, "\n", " ")
+	_, err := io.WriteString(c.w, "\x01scp: "+msg+"\n")
 	return err
 }
 
 // fatal sends a fatal error to the peer and returns errSCPFatal.
-func (c *scp) fatal(format string, args ...any) error {
-	msg := strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", " ")
-	fmt.Fprintf(c.w, "\x02scp: %s\n", msg)
+func (c *scp) fatal(msg string) error {
+	msg = strings.ReplaceAll(msg, "\n", " ")
+	io.WriteString(c.w, "\x02scp: "+msg+"\n")
 	return fmt.Errorf("%w: %s", errSCPFatal, msg)
 }
 
@@ -387,7 +388,7 @@ func (c *scp) sink(target string) error {
 		if err == nil {
 			err = syscall.ENOTDIR
 		}
-		c.fatal("%s: %s", target, strerror(err))
+		c.fatal(target + ": " + strerror(err))
 		// The log is not told the target: an argument of the command line,
 		// which is never logged (commandName).
 		return fmt.Errorf("%w: the target: %s", errSCPFatal, strerror(err))
@@ -413,7 +414,7 @@ func (c *scp) sinkLoop(targ string, targIsDir bool, depth int) error {
 		}
 		m, err := parseSCPControl(line)
 		if err != nil {
-			return c.fatal("%v", strings.TrimPrefix(err.Error(), "scp: "))
+			return c.fatal(strings.TrimPrefix(err.Error(), "scp: "))
 		}
 		switch m.Type {
 		case 1:
@@ -464,19 +465,19 @@ func (c *scp) sinkDir(np string, m scpMsg, t *scpMsg, depth int) error {
 	setMode := c.opts.Preserve
 	if fi, err := os.Stat(np); err == nil {
 		if !fi.IsDir() {
-			return c.warn("%s: %s", np, strerror(syscall.ENOTDIR))
+			return c.warn(np, strerror(syscall.ENOTDIR))
 		}
 		if c.opts.Preserve {
 			os.Chmod(np, mode)
 		}
 	} else {
 		if err := os.Mkdir(np, fileMode(m.Mode&0o777)|0o700); err != nil {
-			return c.warn("%s: %s", np, strerror(err))
+			return c.warn(np, strerror(err))
 		}
 		if !c.opts.Preserve {
 			fi, err := os.Stat(np)
 			if err != nil {
-				return c.warn("%s: %s", np, strerror(err))
+				return c.warn(np, strerror(err))
 			}
 			mode = umasked(m.Mode, fi.Mode())
 		}
@@ -541,7 +542,7 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 	f, err := os.OpenFile(np, os.O_WRONLY|os.O_CREATE|syscall.O_NONBLOCK|syscall.O_NOCTTY, fileMode(m.Mode&0o777)|0o200)
 	if err != nil {
 		// The source skips the data after an error answer.
-		return c.warn("%s: %s", np, strerror(err))
+		return c.warn(np, strerror(err))
 	}
 	if err := c.ok(); err != nil {
 		f.Close()
@@ -599,7 +600,7 @@ func (c *scp) sinkFile(np string, m scpMsg, t *scpMsg) error {
 		return err
 	}
 	if werr != nil {
-		return c.warn("%s: %s", np, strerror(werr))
+		return c.warn(np, strerror(werr))
 	}
 	return c.ok()
 }
@@ -751,20 +752,20 @@ func statxTimes(dirfd int, name string, flags int) (mtime, atime int64, ok bool)
 func (c *scp) send(p string) error {
 	fi, err := os.Stat(p)
 	if err != nil {
-		return c.warn("%s: %s", p, strerror(err))
+		return c.warn(p, strerror(err))
 	}
 	name := visNewline(filepath.Base(p))
 	if fi.IsDir() {
 		if !c.opts.Recursive {
-			return c.warn("%s: not a regular file", p)
+			return c.warn(p, "not a regular file")
 		}
 		return c.sendDir(p, name)
 	}
 	f, fi, err := openRegular(p)
 	if errors.Is(err, errNotRegular) {
-		return c.warn("%s: not a regular file", p)
+		return c.warn(p, "not a regular file")
 	} else if err != nil {
-		return c.warn("%s: %s", p, strerror(err))
+		return c.warn(p, strerror(err))
 	}
 	defer f.Close()
 	if skip, err := c.sendTimes(f, fi); skip || err != nil {
@@ -789,7 +790,7 @@ func (c *scp) send(p string) error {
 			// size (atomicio's EPIPE), rather than a bare "EOF".
 			rerr = syscall.EPIPE
 		}
-		if err := c.warn("%s: %s", p, strerror(rerr)); err != nil {
+		if err := c.warn(p, strerror(rerr)); err != nil {
 			return err
 		}
 	} else if err := c.ok(); err != nil {
@@ -806,7 +807,7 @@ func (c *scp) send(p string) error {
 func (c *scp) sendDir(p, name string) error {
 	d, err := os.OpenFile(p, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return c.warn("%s: %s", p, strerror(err))
+		return c.warn(p, strerror(err))
 	}
 	fi, err := d.Stat()
 	var entries []os.DirEntry
@@ -815,7 +816,7 @@ func (c *scp) sendDir(p, name string) error {
 	}
 	if err != nil {
 		d.Close()
-		return c.warn("%s: %s", p, strerror(err))
+		return c.warn(p, strerror(err))
 	}
 	skip, err := c.sendTimes(d, fi)
 	d.Close()
