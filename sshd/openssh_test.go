@@ -496,12 +496,21 @@ func TestKexAndMACsWithoutSHA1Insecure(t *testing.T) {
 			t.Errorf("client offering only %s%s: %v, want no common algorithm", tc.kex, tc.mac, err)
 		}
 	}
+	// The operator of such a client learns why from the log at info (as
+	// OpenSSH's "Unable to negotiate"): the first refusal; the next within
+	// refusalLogInterval is held (scanners).
+	if l := e.logs.logged("level=INFO", `msg="no algorithm in common with the client"`, `what="key exchange"`, "client_offered="+gossh.InsecureKeyExchangeDH14SHA1); len(l) != 1 {
+		t.Errorf("log lines about the client offering only %s: %q, want one at info", gossh.InsecureKeyExchangeDH14SHA1, l)
+	}
+	if l := e.logs.logged("no algorithm in common"); len(l) != 1 {
+		t.Errorf("log lines about algorithms: %q, want one within %v", l, refusalLogInterval)
+	}
 }
 
 // TestOpenSSHDefaultKexAndMACs: OpenSSH's client connects with its defaults,
 // and one that asks for diffie-hellman-group14-sha1 alone does not (its
-// "no matching key exchange method" is below LogLevel=ERROR; the server's debug
-// log has "no common algorithm").
+// "no matching key exchange method" is below LogLevel=ERROR; the server logs
+// "no algorithm in common with the client" at info).
 func TestOpenSSHDefaultKexAndMACs(t *testing.T) {
 	o := newOpenSSHEnv(t, nil)
 	if out, errOut, code := o.ssh(t, nil, "root@127.0.0.1", "echo ok"); code != 0 || out != "ok\n" {

@@ -222,6 +222,7 @@ type Server struct {
 	sessionLog logLimit      // sessions refused past MaxSessions
 	forwardLog logLimit      // forwarded connections refused past MaxForwards
 	acceptLog  logLimit      // accept errors: the first of a run
+	algLog     logLimit      // clients with no algorithm in common
 
 	warnedMu sync.Mutex
 	warned   map[string]warnedRead // per file read at login, what was last warned about (warnLog); nil: none
@@ -265,6 +266,17 @@ func (s *Server) connectionFailed(c net.Conn, err error) {
 	if wc := gliderConn(c); wc != nil {
 		wc.st.failErr = err
 		remote = wc.st.remote
+	}
+	// A client with no algorithm in common (too old, or configured to
+	// offer only what the server lacks) cannot log in whatever its
+	// operator does, and only this line says why: at info, as OpenSSH's
+	// "Unable to negotiate", with what the client offered (its list, not
+	// ours, within the clip). At most one a refusalLogInterval: scanners.
+	var ne *gossh.AlgorithmNegotiationError
+	if errors.As(err, &ne) {
+		s.logLimited(&s.algLog, slog.LevelInfo, "no algorithm in common with the client", "remote", remote,
+			"what", ne.What, "client_offered", clipClient(strings.Join(ne.RequestedAlgorithms, ",")))
+		return
 	}
 	// x/crypto's error may quote what the client sent (a KEXINIT's lists).
 	s.log().Debug("connection failed before authentication", "remote", remote, "error", clipClient(err.Error()))
