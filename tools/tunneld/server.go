@@ -124,9 +124,11 @@ type Server struct {
 	wake   chan struct{} // buffered 1: a notification is pending
 	once   sync.Once
 
-	saveMu    sync.Mutex // serializes state file writes
-	saveEnded bool       // under saveMu: stop saved for the last time (errStopped)
-	lock      *os.File   // holds the flock on Config.DataDir until stop; nil without one
+	saveMu       sync.Mutex // serializes state file writes
+	saveEnded    bool       // under saveMu: stop saved for the last time (errStopped)
+	saveTickets  uint64     // under mu: saves asked for
+	savedThrough uint64     // under saveMu: tickets covered by the last successful save
+	lock         *os.File   // holds the flock on Config.DataDir until stop; nil without one
 
 	refusals refusalLog    // the lines of refused requests and handshakes
 	bodies   bodyBudget    // of control-plane bodies over freeBody (body.go)

@@ -92,17 +92,32 @@ func (s *Server) load() error {
 }
 
 // save writes the state file atomically: a temporary file in the same directory,
-// fsync, rename, fsync of the directory.
+// fsync, rename, fsync of the directory. Each change rewrites the whole file
+// (2 MB and ~70 ms at 2,000 tunnels), one at a time: callers that queued behind
+// a save return once a later save, whose snapshot has their change, succeeded
+// (group commit), so that concurrent changes (first uses of tokens: each
+// handshake's 101 waits for its save) share writes instead of waiting for one
+// each.
 func (s *Server) save() error {
 	if s.cfg.DataDir == "" {
 		return nil
 	}
+	// Group commit: a ticket taken after the caller's change; a save whose
+	// snapshot came after it (through >= ticket) covers the caller too.
+	s.mu.Lock()
+	s.saveTickets++
+	ticket := s.saveTickets
+	s.mu.Unlock()
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
 	if s.saveEnded {
 		return errStopped
 	}
+	if s.savedThrough >= ticket {
+		return nil
+	}
 	s.mu.Lock()
+	through := s.saveTickets
 	st := state{Version: stateVersion}
 	type durable struct {
 		sides   [2]durableSide
@@ -123,7 +138,7 @@ func (s *Server) save() error {
 		return fmt.Errorf("encoding state: %w", err)
 	}
 	path := filepath.Join(s.cfg.DataDir, stateFile)
-	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
+	if err := writeState(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	s.mu.Lock()
@@ -131,5 +146,9 @@ func (s *Server) save() error {
 		r.saved, r.savedPending = d.sides, d.pending
 	}
 	s.mu.Unlock()
+	s.savedThrough = through
 	return nil
 }
+
+// writeState writes the state file: a variable for tests, which count writes.
+var writeState = atomicfile.Write
