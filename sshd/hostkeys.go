@@ -369,8 +369,10 @@ func readHostKey(path string) (gossh.Signer, error) {
 	}
 	s, err := gossh.ParsePrivateKey(data)
 	if err != nil {
-		// The parse error text never contains key material.
-		return nil, fmt.Errorf("%w %s: %w: %v", ErrHostKey, path, errParse, err)
+		// The parse error text never contains key material. x/crypto says
+		// only "no key found" for a Dropbear key (a firmware moving from
+		// Dropbear that keeps its host key).
+		return nil, fmt.Errorf("%w %s: %w: %v (OpenSSH or PEM keys are read; convert a Dropbear key with dropbearconvert dropbear openssh IN OUT)", ErrHostKey, path, errParse, err)
 	}
 	return s, nil
 }

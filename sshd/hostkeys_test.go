@@ -848,3 +848,19 @@ func TestHostKeyPubOnFullDisk(t *testing.T) {
 		t.Errorf(".pub with space again = %q, want the served key's", pub)
 	}
 }
+
+// TestDropbearHostKeyNamesTheConversion: a firmware moving from Dropbear that
+// keeps its host key (ssh.host_keys = /etc/dropbear/dropbear_ed25519_host_key)
+// got x/crypto's "ssh: no key found" alone; the error names dropbearconvert.
+// The file is shaped as Dropbear's: binary, the key type length-prefixed.
+func TestDropbearHostKeyNamesTheConversion(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dropbear_ed25519_host_key")
+	key := append([]byte("\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x40"), make([]byte, 64)...)
+	if err := os.WriteFile(path, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := hostSigners("", []string{path}, nil)
+	if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), "dropbearconvert dropbear openssh") {
+		t.Fatalf("a Dropbear host key: %v, want ErrHostKey naming dropbearconvert", err)
+	}
+}
