@@ -8,7 +8,7 @@ profile=${1:-test}
 case "$profile" in
   test)     want=(gcc libc6-dev openssh-client openssh-sftp-server curl busybox-static mosquitto awscli
                   qemu-user-static qemu-system-arm qemu-system-mips cpio binutils
-                  nodejs npm chromium kconfig-frontends-nox systemd) ;;
+                  nodejs npm chromium kconfig-frontends-nox systemd iptables) ;;
   # make console-assets: npm ci for the web console's xterm.js
   console)  want=(nodejs npm) ;;
   generate) want=(protobuf-compiler) ;;

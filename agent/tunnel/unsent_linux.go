@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -76,3 +77,26 @@ func boundUnsent(c any, bounded bool) {
 // tcpNotsentLowat is TCP_NOTSENT_LOWAT, the same on every Linux architecture;
 // a variable for the tests, which stand in a kernel without it.
 var tcpNotsentLowat = 0x19
+
+// deadPathTimeout bounds how long what is sent on the connection to the
+// service may go unacknowledged (TCP_USER_TIMEOUT) before the connection is
+// taken for lost, and dialed again. A path that dies without a word (an uplink
+// that fails over to LTE, a new DHCP address, a NAT that forgets the mapping)
+// kept a device's tunnel for some 15 minutes, until the kernel gave up on its
+// unacknowledged pings (net.ipv4.tcp_retries2), and no operator could reach
+// the device in between. The pings, every 20 s, are acknowledged by the
+// service's TCP whether or not it answers them (spec §3.7), so an idle tunnel
+// is kept. A variable for tests.
+var deadPathTimeout = 90 * time.Second
+
+// tcpUserTimeout is TCP_USER_TIMEOUT, the same on every Linux architecture.
+const tcpUserTimeout = 0x12
+
+// dialControl sets deadPathTimeout on a connection to the service (or its
+// proxy) before it connects. A kernel before 2.6.37, without the option, keeps
+// its own timeout.
+func dialControl(_, _ string, c syscall.RawConn) error {
+	return c.Control(func(fd uintptr) {
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpUserTimeout, int(deadPathTimeout/time.Millisecond))
+	})
+}

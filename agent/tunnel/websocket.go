@@ -116,7 +116,7 @@ type wsConn struct {
 // refusal as *handshakeResponse with a non-101 status and a nil conn.
 func dialWebSocket(ctx context.Context, req *handshakeRequest) (*wsConn, *handshakeResponse, error) {
 	host := req.url.Host
-	var d net.Dialer
+	d := net.Dialer{Control: dialControl}
 	var conn net.Conn
 	var err error
 	if req.proxy != nil {
