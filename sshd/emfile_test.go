@@ -17,17 +17,58 @@ import (
 )
 
 // emfileListener fails its first n Accepts as accept(2) does when the process
-// is out of descriptors.
+// is out of descriptors, or with errno if set.
 type emfileListener struct {
 	net.Listener
-	n atomic.Int32
+	n     atomic.Int32
+	errno syscall.Errno
 }
 
 func (l *emfileListener) Accept() (net.Conn, error) {
 	if l.n.Add(-1) >= 0 {
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+		errno := l.errno
+		if errno == 0 {
+			errno = syscall.EMFILE
+		}
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", errno)}
 	}
 	return l.Listener.Accept()
+}
+
+// TestServeSurvivesAConnectionsAcceptError: accept(2) passes a new
+// connection's pending network error as its own (EPROTO, ENETDOWN,
+// EHOSTUNREACH…: man 2 accept says to retry them as EAGAIN), and an LSM may
+// refuse one connection with EPERM. Serve ended on them: ssh.listen logged "no
+// longer accepting SSH connections" and refused every login until the agent
+// restarted (strace -e inject=accept4:error=EPROTO:when=1).
+func TestServeSurvivesAConnectionsAcceptError(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EPROTO, syscall.EPERM, syscall.ENETUNREACH} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			e := newEnv(t, nil)
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := &emfileListener{Listener: inner, errno: errno}
+			l.n.Store(1)
+			served := make(chan error, 1)
+			go func() { served <- e.srv.Serve(l) }()
+			t.Cleanup(func() {
+				e.srv.Close()
+				<-served
+			})
+			c, err := net.DialTimeout("tcp", inner.Addr().String(), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			banner, err := bufio.NewReader(c).ReadString('\n')
+			if !strings.HasPrefix(banner, "SSH-2.0-") {
+				t.Fatalf("after accept's %v: banner %q, %v; want the server to accept again", errno, banner, err)
+			}
+		})
+	}
 }
 
 // A process that runs out of descriptors for a moment (a burst of logins, a

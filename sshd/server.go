@@ -406,21 +406,17 @@ func (s *Server) acceptRetry(ctx context.Context, err error, delay *time.Duratio
 }
 
 // temporaryAcceptError reports whether an Accept error may go away by itself:
-// a timeout, or a process or system out of descriptors or memory for the
-// moment (EMFILE, ENFILE, ENOBUFS, ENOMEM), which net/http's Serve also waits
-// out. Returning on them would leave the listener closed for good after one
-// busy moment on a router with a low ulimit -n.
+// a timeout, or any errno of accept(2): the moment's (a process or system out
+// of descriptors or memory: EMFILE, ENFILE, ENOBUFS, ENOMEM, which net/http's
+// Serve waits out too) or one connection's (ECONNABORTED; EPROTO, ENETDOWN,
+// EHOSTUNREACH and the like, which the man page says to retry as EAGAIN; an
+// LSM's EPERM). Returning on them left the listener closed for good after one
+// busy moment on a router with a low ulimit -n, or one connection's error. A
+// closed listener is net.ErrClosed, no errno.
 func temporaryAcceptError(err error) bool {
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
+	var errno syscall.Errno
+	return errors.As(err, &ne) && ne.Timeout() || errors.As(err, &errno)
 }
 
 // ServeConn serves the single connection c, typically one stream handed over

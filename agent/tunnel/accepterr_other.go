@@ -2,12 +2,22 @@
 
 package tunnel
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
-// acceptRetryErrnos are the accept(2) failures that go away by themselves
-// (TemporaryAcceptError): the process or system out of descriptors or memory
-// for the moment, or a connection aborted while it waited in the backlog.
-var acceptRetryErrnos = []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED}
+// acceptRetryable reports whether err, from Accept, goes away by itself
+// (TemporaryAcceptError): every errno of accept(2) does, the moment's (the
+// process or system out of descriptors or memory: EMFILE, ENFILE, ENOBUFS,
+// ENOMEM) or one connection's (ECONNABORTED; EPROTO, ENETDOWN, EHOSTUNREACH
+// and the like, which the man page says to retry as EAGAIN; an LSM's EPERM).
+// One of those ended the accept loop for good, the port left listening with
+// nobody accepting. A closed listener is net.ErrClosed, no errno.
+func acceptRetryable(err error) bool {
+	var errno syscall.Errno
+	return errors.As(err, &errno)
+}
 
 // errAddrInUse is bind's error for an address another socket holds.
 var errAddrInUse error = syscall.EADDRINUSE

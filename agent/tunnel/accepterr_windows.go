@@ -1,6 +1,10 @@
 package tunnel
 
-import "golang.org/x/sys/windows"
+import (
+	"errors"
+
+	"golang.org/x/sys/windows"
+)
 
 // acceptRetryErrnos are the failures of Winsock's accept (WSASocket, AcceptEx)
 // that go away by themselves (TemporaryAcceptError). They are Winsock's own
@@ -11,3 +15,13 @@ var acceptRetryErrnos = []error{windows.WSAEMFILE, windows.WSAENOBUFS, windows.W
 // errAddrInUse is bind's error for an address another socket holds:
 // Winsock's WSAEADDRINUSE (syscall.EADDRINUSE is a value Go invents here).
 var errAddrInUse error = windows.WSAEADDRINUSE
+
+// acceptRetryable reports whether err, from Accept, is one of acceptRetryErrnos.
+func acceptRetryable(err error) bool {
+	for _, e := range acceptRetryErrnos {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}

@@ -680,20 +680,13 @@ func (src *Source) DialService(ctx context.Context, service string) (net.Conn, e
 }
 
 // TemporaryAcceptError reports whether an Accept error may go away by itself:
-// a timeout, or a process or system out of descriptors or memory for the
-// moment (EMFILE, ENFILE, ENOBUFS, ENOMEM; acceptRetryErrnos, per system),
-// which an accept loop should wait out rather than stop accepting. net/http's
-// Serve waits out only some of them (it returns on ENOBUFS and ENOMEM); the
-// host tools' servers wrap their listeners for that (tools/internal/acceptretry).
+// a timeout, or what acceptRetryable (per system) takes: a process or system
+// out of descriptors or memory for the moment (EMFILE, ENFILE, ENOBUFS,
+// ENOMEM), one connection's failure, which an accept loop should wait out
+// rather than stop accepting. net/http's Serve waits out only some of them (it
+// returns on ENOBUFS and ENOMEM); the host tools' servers wrap their listeners
+// for that (tools/internal/acceptretry).
 func TemporaryAcceptError(err error) bool {
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	for _, e := range acceptRetryErrnos {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
+	return errors.As(err, &ne) && ne.Timeout() || acceptRetryable(err)
 }
