@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/creack/pty"
@@ -74,7 +75,20 @@ func openPTY() (master, tty *os.File, err error) {
 		t.Close()
 		return nil, nil, fmt.Errorf("setting pty master non-blocking: %w", err)
 	}
-	return os.NewFile(fd, "/dev/ptmx"), t, nil
+	return blockingUnlessPolled(os.NewFile(fd, "/dev/ptmx")), t, nil
+}
+
+// blockingUnlessPolled makes f, opened non-blocking, blocking again if Go's
+// poller did not take it (epoll_ctl failed: ENOMEM, or ENOSPC past
+// fs.epoll.max_user_watches): os.NewFile leaves such a file non-blocking, and
+// its first Read to find nothing there fails with EAGAIN, which ended the
+// session's output (and input) at once, the client told nothing, exit 0.
+// Blocking, it reads as creack/pty's master does.
+func blockingUnlessPolled(f *os.File) *os.File {
+	if f.SetReadDeadline(time.Time{}) != nil {
+		syscall.SetNonblock(int(f.Fd()), false)
+	}
+	return f
 }
 
 // ownTTY gives the terminal of a session to its login user, as OpenSSH's

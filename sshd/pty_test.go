@@ -401,3 +401,35 @@ func FuzzPTYRequest(f *testing.F) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestBlockingUnlessPolled: a PTY master Go's poller does not take (epoll_ctl
+// fails with ENOMEM, or ENOSPC past fs.epoll.max_user_watches: strace -e
+// inject=epoll_ctl:error=ENOSPC) was left non-blocking, and the session's
+// output ended at its first EAGAIN: an empty result with exit 0. A regular
+// file stands in, which epoll refuses too.
+func TestBlockingUnlessPolled(t *testing.T) {
+	fd, err := syscall.Open(filepath.Join(t.TempDir(), "f"), syscall.O_RDWR|syscall.O_CREAT|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := blockingUnlessPolled(os.NewFile(uintptr(fd), "f"))
+	defer f.Close()
+	flags, err := unix.FcntlInt(uintptr(fd), syscall.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags&syscall.O_NONBLOCK != 0 {
+		t.Fatal("a file the poller does not take is left non-blocking")
+	}
+	// A polled one (a pipe, as a PTY master normally is) stays non-blocking,
+	// for its deadlines.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if err := blockingUnlessPolled(r).SetReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
+		t.Fatalf("a polled file lost its deadlines: %v", err)
+	}
+}
