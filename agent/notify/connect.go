@@ -182,7 +182,20 @@ type headConn struct {
 	length int // the remaining length read so far
 }
 
-func (c *headConn) Write(p []byte) (int, error)        { return c.conn.Write(p) }
+// Write closes the connection when a write fails: tls.Conn keeps the error
+// and fails every later write without a byte on the wire, while reads go on,
+// and paho ignores a PUBLISH's write error, so the link stayed half dead
+// (events and acknowledgements unsent, nothing logged) until the next
+// PINGREQ, up to a keepalive later. Closed, paho's reader fails and the link
+// is dialed again at once.
+func (c *headConn) Write(p []byte) (int, error) {
+	n, err := c.conn.Write(p)
+	if err != nil {
+		c.conn.Close()
+	}
+	return n, err
+}
+
 func (c *headConn) Close() error                       { return c.conn.Close() }
 func (c *headConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
 func (c *headConn) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"errors"
 	"io"
 	"net"
 	"runtime"
@@ -168,4 +169,23 @@ func FuzzFollowPackets(f *testing.F) {
 			t.Fatalf("whole packets within the maximum refused: %v", werr)
 		}
 	})
+}
+
+// TestHeadConnClosedByAFailedWrite: a write that fails closes the connection,
+// so that paho's reader fails and the link is dialed again: tls.Conn fails
+// every write after one failed (strace -e inject=write:error=EPIPE:when=1 on
+// the broker's socket), paho ignores a PUBLISH's write error, and the link
+// stayed half dead until the next PINGREQ, a keepalive later.
+func TestHeadConnClosedByAFailedWrite(t *testing.T) {
+	local, remote := net.Pipe()
+	remote.Close() // the write fails
+	c := &headConn{conn: local}
+	if _, err := c.Write([]byte{0xc0, 0}); err == nil {
+		t.Fatal("a write to a closed pipe succeeded")
+	}
+	// Closed here: net.Pipe's Read says io.ErrClosedPipe (io.EOF: only the
+	// other end closed).
+	if _, err := local.Read(make([]byte, 1)); !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("after a failed write, Read = %v; want the connection closed (io.ErrClosedPipe)", err)
+	}
 }
