@@ -130,7 +130,10 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		}
 	}
 	if cfg.ClientToken.IsZero() && cc.TokenCacheDir != "" {
-		ct, cached := cachedClientToken(cc.TokenCacheDir, cfg.AccessToken)
+		ct, cached, err := cachedClientToken(cc.TokenCacheDir, cfg.AccessToken)
+		if err != nil && cc.Logger != nil {
+			cc.Logger.Warn("client token cache unreadable: a new client token is used, which the service refuses if this token was used here before", "error", err)
+		}
 		cfg.ClientToken = ct
 		if !cached {
 			save = func() {
@@ -307,8 +310,9 @@ func refusalHint(he *tunnel.HandshakeError, clientTokenFrom, endpoint string) st
 			"without it (unset it: the client token that run kept is used then) or with another value, or by another source " +
 			"(another machine, user or tool); run as the first did, or get a new token: " + rotateSource
 	case strings.Contains(body, "client token"):
-		return "another source (another machine, user or tool, or a porthole connect with AWSIOT_TUNNEL_CLIENT_TOKEN set) " +
-			"holds this token with its own client token; stop it (or set the variable as it did), or get a new token: " + rotateSource
+		return "another source (another machine, user or tool, a porthole connect with AWSIOT_TUNNEL_CLIENT_TOKEN set, or one " +
+			"here whose client token could not be kept, as it warned) holds this token with its own client token; stop it " +
+			"(or set the variable as it did), or get a new token: " + rotateSource
 	case strings.Contains(body, "closed"):
 		return "the tunnel is closed (CloseTunnel, or its lifetime ended): open a new one"
 	case strings.Contains(body, "local-proxy-mode"):
@@ -324,14 +328,19 @@ func refusalHint(he *tunnel.HandshakeError, clientTokenFrom, endpoint string) st
 
 // cachedClientToken returns the client token kept for access, or a new one
 // (cached false) for saveClientToken once the service has accepted it.
-func cachedClientToken(dir string, access tunnel.Token) (t tunnel.Token, cached bool) {
+// A file that is there but cannot be read (out of descriptors, EIO) is the
+// error: the new token then differs from the one the service holds.
+func cachedClientToken(dir string, access tunnel.Token) (t tunnel.Token, cached bool, err error) {
 	p := filepath.Join(dir, tokenKey(access.Reveal()))
-	if b, err := os.ReadFile(p); err == nil {
+	b, err := os.ReadFile(p)
+	if err == nil {
 		if t, err := tunnel.NewClientToken(strings.TrimSpace(string(b))); err == nil {
-			return t, true
+			return t, true, nil
 		}
+	} else if errors.Is(err, os.ErrNotExist) {
+		err = nil
 	}
-	return tunnel.GenerateClientToken(), false
+	return tunnel.GenerateClientToken(), false, err
 }
 
 // clientTokenMaxAge is how long a cached client token, and any other file in the

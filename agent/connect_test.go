@@ -153,8 +153,21 @@ func TestClientTokenCachePrune(t *testing.T) {
 			t.Errorf("%s: mode %v, want 0600", name, fi.Mode().Perm())
 		}
 	}
-	if ct, cached := cachedClientToken(dir, access); !cached || ct.IsZero() {
-		t.Fatalf("cachedClientToken after save = %v, %v", ct, cached)
+	if ct, cached, err := cachedClientToken(dir, access); !cached || ct.IsZero() || err != nil {
+		t.Fatalf("cachedClientToken after save = %v, %v, %v", ct, cached, err)
+	}
+	// Not cached yet: a new one, no error. There but unreadable (out of
+	// descriptors, EIO; a directory stands in): the error, which connect
+	// warns of, since the new token differs from the one the service holds.
+	other := mustAccessToken(t, "another-source-token")
+	if ct, cached, err := cachedClientToken(dir, other); cached || ct.IsZero() || err != nil {
+		t.Fatalf("cachedClientToken of a token not kept = %v, %v, %v; want a new one", ct, cached, err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, tokenKey(other.Reveal())), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if ct, cached, err := cachedClientToken(dir, other); cached || ct.IsZero() || err == nil {
+		t.Fatalf("cachedClientToken of an unreadable entry = %v, %v, %v; want a new one and the error", ct, cached, err)
 	}
 }
 
