@@ -110,9 +110,9 @@ func TestSCPTargetNotLogged(t *testing.T) {
 
 // TestPreAuthErrorClippedInLog: before authentication anyone who reaches
 // the port can make x/crypto's handshake fail with an error quoting what it
-// sent (here a KEXINIT whose algorithm list is 200 KiB); "connection failed
-// before authentication" clips it as every other line clips what a client
-// chose (maxClientString, 256 bytes).
+// sent (here a KEXINIT whose algorithm list is 200 KiB); the line about it ("no
+// algorithm in common with the client") clips it as every other line clips
+// what a client chose (maxClientString, 256 bytes).
 func TestPreAuthErrorClippedInLog(t *testing.T) {
 	e := newEnv(t, nil)
 	c, err := net.Dial("tcp", e.addr)
@@ -149,8 +149,9 @@ func TestPreAuthErrorClippedInLog(t *testing.T) {
 	if _, err := c.Write(pkt); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the failure logged", func() bool { return len(e.logs.logged("connection failed before authentication")) > 0 })
-	for _, l := range e.logs.logged("connection failed before authentication") {
+	// No algorithm in common: at info, with what the client offered, clipped.
+	waitFor(t, "the failure logged", func() bool { return len(e.logs.logged("no algorithm in common with the client")) > 0 })
+	for _, l := range e.logs.logged("no algorithm in common with the client") {
 		if len(l) > 4096 {
 			t.Errorf("log line of %d bytes: %q…", len(l), l[:300])
 		}
