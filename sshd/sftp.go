@@ -63,6 +63,14 @@ func (sess *session) runSFTP(a *account, opt sftpOptions) int {
 			sess.srv.log().Info("sftp ended", "remote", sess.st.remote, "error", err)
 			return 1
 		}
+		if n := front.openForWriting(); n > 0 {
+			// The client went with files open for writing: a transfer
+			// cut (the link dropped, the tunnel ended). Serve ends on
+			// EOF alike, and the session's end read as a finished
+			// upload; OpenSSH's sftp-server logs a forced close of each.
+			sess.srv.log().Info("sftp ended with files open for writing: a transfer cut short", "remote", sess.st.remote, "files", n)
+			return 1
+		}
 		return 0
 	})
 }

@@ -101,6 +101,18 @@ func (s *sftpFront) opened(id uint32, h string) {
 	s.mu.Unlock()
 }
 
+// openForWriting counts the regular files pkg/sftp holds open for writing.
+func (s *sftpFront) openForWriting() (n int) {
+	s.mu.Lock()
+	for _, f := range s.files {
+		if f.flags&sftpFlagWrite != 0 {
+			n++
+		}
+	}
+	s.mu.Unlock()
+	return n
+}
+
 // file returns what is known of the file of handle h, if it is one pkg/sftp
 // holds open.
 func (s *sftpFront) file(h string) (openFile, bool) {
