@@ -898,7 +898,9 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 		a.restamp(s, t, log)
 		return // the agent stops (keep the state for a restart) or the session yielded (start removed it)
 	case errors.Is(err, tunnel.ErrClosedByService):
-		a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: "closed by the service"})
+		// With the Close frame's status and reason: a lifetime that ended
+		// and a CloseTunnel read alike without them.
+		a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: strings.TrimPrefix(err.Error(), "tunnel: ")})
 	case errors.As(err, &he):
 		a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: fmt.Sprintf("handshake refused: %d %s", he.StatusCode, he.Body)})
 	default:

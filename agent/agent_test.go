@@ -371,7 +371,7 @@ func TestAgentNotificationToSSHLogin(t *testing.T) {
 
 	// Closing the tunnel ends the session and forgets its state.
 	tun.Close()
-	e.broker.waitEvent(t, "tunnel-ended", func(ev Event) bool { return ev.Reason == "closed by the service" })
+	e.broker.waitEvent(t, "tunnel-ended", func(ev Event) bool { return strings.HasPrefix(ev.Reason, "closed by the service (status 1000 ") })
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		files, _ = filepath.Glob(filepath.Join(e.dataDir, "tunnels", "*.json"))
