@@ -15,7 +15,7 @@ PKG      := github.com/porthole-iot/porthole
 OWN_GIT  := $(shell p=$$(git rev-parse --show-prefix 2>/dev/null) && [ -z "$$p" ] && echo yes)
 VERSION  := $(shell if [ -n "$(OWN_GIT)" ]; then v=$$(git describe --tags --always --dirty 2>/dev/null) || v=dev; \
 	case $$v in (dev|*-dirty) ;; (*) [ -z "$$(git ls-files --others --exclude-standard 2>/dev/null | head -1)" ] || v=$$v-dirty;; esac; \
-	else v=$$(sed -n '1{/^\$$Format/d;p;}' .version 2>/dev/null); [ -n "$$v" ] || v=$$(sed -n '2{/^\$$Format/d;p;}' .version 2>/dev/null); fi; \
+	else v=$$(sed -n '1{/^\$$Format/d;/^%/d;p;}' .version 2>/dev/null); [ -n "$$v" ] || v=$$(sed -n '2{/^\$$Format/d;p;}' .version 2>/dev/null); fi; \
 	echo $${v:-dev})
 # The build time is the last commit's (UTC, RFC 3339): reproducible, and a floor the
 # agent uses to tell an unset clock (notify.BuildTime). Outside the repository,

@@ -1,7 +1,6 @@
 package brcheck
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -321,17 +320,19 @@ func TestHostGoEnv(t *testing.T) {
 // ldflags is the -ldflags value porthole.mk should pass: the Makefile's
 // (make cross) less -s -w, which Buildroot's own strip replaces.
 func ldflags() string {
-	// PORTHOLE_VERSION and PORTHOLE_BUILD_TIME are $(shell git ...): run
-	// the same commands here.
-	version := "dev"
-	if out, err := exec.Command("git", "-C", tree, "describe", "--tags", "--always", "--dirty").Output(); err == nil {
-		version = strings.TrimSpace(string(out))
+	// PORTHOLE_VERSION and PORTHOLE_BUILD_TIME are make version's: run it here.
+	version, buildTime := "dev", ""
+	if out, err := exec.Command("make", "-s", "--no-print-directory", "-C", filepath.Join(tree, ".."), "version").Output(); err == nil {
+		if f := strings.Fields(string(out)); len(f) > 0 {
+			version = f[0]
+			if len(f) > 1 {
+				buildTime = f[1]
+			}
+		}
 	}
 	s := "-X github.com/porthole-iot/porthole/agent.Version=" + version
-	cmd := exec.Command("git", "-C", tree, "log", "-1", "--date=format-local:%Y-%m-%dT%H:%M:%SZ", "--format=%cd")
-	cmd.Env = append(os.Environ(), "TZ=UTC")
-	if out, err := cmd.Output(); err == nil && len(bytes.TrimSpace(out)) > 0 {
-		s += " -X github.com/porthole-iot/porthole/agent/notify.BuildTime=" + strings.TrimSpace(string(out))
+	if buildTime != "" {
+		s += " -X github.com/porthole-iot/porthole/agent/notify.BuildTime=" + buildTime
 	}
 	return s
 }

@@ -101,6 +101,11 @@ func TestMakefileVersion(t *testing.T) {
 	if got := version(export, nil); got != "dev" {
 		t.Errorf("a copied checkout in another repository: %q, want dev", got)
 	}
+	// git before 2.32 leaves %(describe…) as it is: the commit then.
+	os.WriteFile(filepath.Join(export, ".version"), []byte("%(describe:tags)\nabc1234\n86400\n"), 0o644)
+	if got := version(export, nil); got != "abc1234 1970-01-02T00:00:00Z" {
+		t.Errorf("an export by a git without %%(describe): %q, want the commit", got)
+	}
 	git(repo, "tag", "-d", "v9.8.7")
 	commit := git(repo, "rev-parse", "--short", "HEAD")
 	os.RemoveAll(export)

@@ -13,7 +13,11 @@
 # Both vendor the modules before the build, check the Go version first, and
 # build with make cross's tags, compiler and linker flags (less -s -w:
 # Buildroot strips the binary itself).
-PORTHOLE_VERSION = $(shell git -C $(BR2_EXTERNAL_PORTHOLE_PATH) describe --tags --always --dirty 2>/dev/null || echo dev)
+# The version and build time make cross gives (make version): git describe in
+# porthole's own repository, .version in a git archive export, else dev; never
+# the tags of a firmware repository the tree sits in.
+PORTHOLE_MAKE_VERSION := $(shell env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(MAKE) -s --no-print-directory -C $(BR2_EXTERNAL_PORTHOLE_PATH)/.. version 2>/dev/null)
+PORTHOLE_VERSION = $(or $(word 1,$(PORTHOLE_MAKE_VERSION)),dev)
 PORTHOLE_SITE = $(BR2_EXTERNAL_PORTHOLE_PATH)/..
 PORTHOLE_SITE_METHOD = local
 # What the tree's .gitignore keeps out of git is no source either (bin/porthole
@@ -32,7 +36,7 @@ PORTHOLE_LICENSE_FILES = LICENSE tools/pkg/THIRD_PARTY_NOTICES
 PORTHOLE_GOMOD = github.com/porthole-iot/porthole
 PORTHOLE_BUILD_TARGETS = agent/cmd/porthole
 PORTHOLE_TAGS = netgo osusergo
-PORTHOLE_BUILD_TIME = $(shell TZ=UTC git -C $(BR2_EXTERNAL_PORTHOLE_PATH) log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null)
+PORTHOLE_BUILD_TIME = $(word 2,$(PORTHOLE_MAKE_VERSION))
 PORTHOLE_LDFLAGS = \
 	-X $(PORTHOLE_GOMOD)/agent.Version=$(PORTHOLE_VERSION) \
 	$(if $(PORTHOLE_BUILD_TIME),-X $(PORTHOLE_GOMOD)/agent/notify.BuildTime=$(PORTHOLE_BUILD_TIME))

@@ -1,7 +1,7 @@
 // Package acceptretry wraps a net.Listener so that Accept waits out the errors
 // that pass by themselves (tunnel.TemporaryAcceptError: out of descriptors or
-// memory for a moment) instead of returning them, and says so at Warn, at
-// most once a minute.
+// memory for a moment, or one connection's failure) instead of returning
+// them, and says so at Warn, at most once a minute.
 // The host tools' servers need it because the loops they hand their listeners
 // to do not: net/http's Serve returns on ENOBUFS and ENOMEM (and tunneld then
 // exits, cutting every tunnel) and logs EMFILE only to its ErrorLog, and
@@ -10,7 +10,7 @@
 // accept loops (sshd, porthole connect) retry by themselves and do not use it.
 //
 // It is not a rate limiter: a listener that fails for good (closed, or any
-// error TemporaryAcceptError does not name) returns the error at once.
+// error TemporaryAcceptError does not take) returns the error at once.
 package acceptretry
 
 import (
