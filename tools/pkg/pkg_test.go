@@ -1087,6 +1087,19 @@ func TestOpkgUpgradeConfigRefused(t *testing.T) {
 		if !strings.Contains(calls, "porthole check opkg-done=no ") || strings.Contains(calls, "restart") {
 			t.Errorf("postinst with a config refused: calls %q, want check while opkg runs and no restart", calls)
 		}
+		// The package stays unpacked; the administrator disables and stops
+		// the service, and the next opkg run configures it again, without
+		// PKG_UPGRADE: still the upgrade, so the service stays disabled.
+		os.Remove(r.calls)
+		r.on("check", "exit 0")
+		r.on("enabled", "exit 1")
+		r.on("running", "exit 1")
+		r.env = slices.DeleteFunc(r.env, func(kv string) bool { return kv == "PKG_UPGRADE=1" })
+		r.opkgScript("postinst", string(src), "configure", "")
+		calls = r.waitCalls("porthole restart", 2500*time.Millisecond)
+		if strings.Contains(calls, "porthole enable ") || strings.Contains(calls, "restart") {
+			t.Errorf("postinst configuring again after a refused upgrade, the service disabled: calls %q, want no enable and no restart", calls)
+		}
 	})
 }
 
