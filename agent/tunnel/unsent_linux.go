@@ -86,7 +86,10 @@ var tcpNotsentLowat = 0x19
 // unacknowledged pings (net.ipv4.tcp_retries2), and no operator could reach
 // the device in between. The pings, every 20 s, are acknowledged by the
 // service's TCP whether or not it answers them (spec §3.7), so an idle tunnel
-// is kept. A variable for tests.
+// is kept. A service that stops reading for that long (its window closed:
+// only if it stopped forwarding to a source that stopped reading, and every
+// buffer on the way filled) ends the connection too, from Linux 5.11 on: its
+// streams are reset and it is dialed again. A variable for tests.
 var deadPathTimeout = 90 * time.Second
 
 // tcpUserTimeout is TCP_USER_TIMEOUT, the same on every Linux architecture.
