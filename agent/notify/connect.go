@@ -171,7 +171,8 @@ type headConn struct {
 	conn net.Conn
 	mu   sync.Mutex // paho's reader may still run when Connect gives up
 	head [4]byte
-	n    int // bytes of head filled
+	n    int   // bytes of head filled
+	werr error // a failed write's error, which closed conn
 
 	// Where paho's reader is in the broker's packets: a packet over
 	// maximumPacket is refused from its length, before paho, which grows its
@@ -191,6 +192,9 @@ type headConn struct {
 func (c *headConn) Write(p []byte) (int, error) {
 	n, err := c.conn.Write(p)
 	if err != nil {
+		c.mu.Lock()
+		c.werr = err // the reader's error, once closed: the cause, not "use of closed network connection"
+		c.mu.Unlock()
 		c.conn.Close()
 	}
 	return n, err
@@ -208,6 +212,9 @@ func (c *headConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	if c.n < len(c.head) {
 		c.n += copy(c.head[c.n:], p[:n])
+	}
+	if err != nil && c.werr != nil {
+		err = c.werr
 	}
 	c.mu.Unlock()
 	if ferr := c.follow(p[:n]); ferr != nil {

@@ -180,12 +180,18 @@ func TestHeadConnClosedByAFailedWrite(t *testing.T) {
 	local, remote := net.Pipe()
 	remote.Close() // the write fails
 	c := &headConn{conn: local}
-	if _, err := c.Write([]byte{0xc0, 0}); err == nil {
+	_, werr := c.Write([]byte{0xc0, 0})
+	if werr == nil {
 		t.Fatal("a write to a closed pipe succeeded")
 	}
 	// Closed here: net.Pipe's Read says io.ErrClosedPipe (io.EOF: only the
 	// other end closed).
 	if _, err := local.Read(make([]byte, 1)); !errors.Is(err, io.ErrClosedPipe) {
 		t.Fatalf("after a failed write, Read = %v; want the connection closed (io.ErrClosedPipe)", err)
+	}
+	// paho's reader, which logs the connection's loss, gets the write's
+	// error, the cause.
+	if _, err := c.Read(make([]byte, 1)); err != werr {
+		t.Errorf("headConn's Read after the failed write = %v, want the write's error %v", err, werr)
 	}
 }
