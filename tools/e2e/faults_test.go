@@ -365,8 +365,13 @@ func TestFaultTargetRefusesOrHangs(t *testing.T) {
 	}()
 	s := stack.Start(t, stack.Options{Services: []string{fmt.Sprintf("REFUSE = %q", refusedAddr), fmt.Sprintf("HANG = %q", hang.Addr())}})
 	open := s.OpenTunnel("SSH", "REFUSE", "HANG")
-	ports, _, stop := s.ConnectServices(open, "SSH", "REFUSE", "HANG")
+	ports, clog, stop := s.ConnectServices(open, "SSH", "REFUSE", "HANG")
 	defer stop()
+	defer func() {
+		if t.Failed() { // a reset dial to HANG was seen once in CI (not reproduced)
+			t.Logf("porthole connect's log:\n%s", clog)
+		}
+	}()
 	s.MustSSH(ports["SSH"], "true")
 	before := steadyProc(s)
 

@@ -146,7 +146,7 @@ func consoleRefused(t *testing.T, addr, want string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var stdout, stderr strings.Builder
-	state := filepath.Join(t.TempDir(), "state")
+	state := filepath.Join(stack.SafeDir(t), "state")
 	code := run(ctx, []string{"--state", state, "--no-agent", "--ssh-port", "0", "--console", addr}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), want) || stdout.Len() > 0 {
 		t.Errorf("run --console %s = %d, stdout %q, stderr %q; want 1, nothing started, %q", addr, code, stdout.String(), stderr.String(), want)
@@ -211,7 +211,7 @@ func TestStateDefaultDocumented(t *testing.T) {
 // name a lab that is gone. The lab is this test binary (see TestMain) with
 // --no-agent, up in a moment.
 func TestCtrlCWithOutputReaderGone(t *testing.T) {
-	state := filepath.Join(t.TempDir(), "state")
+	state := filepath.Join(stack.SafeDir(t), "state") // not below /tmp: the lab refuses it
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
