@@ -57,16 +57,7 @@ func TestServeSurvivesAConnectionsAcceptError(t *testing.T) {
 				e.srv.Close()
 				<-served
 			})
-			c, err := net.DialTimeout("tcp", inner.Addr().String(), 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			banner, err := bufio.NewReader(c).ReadString('\n')
-			if !strings.HasPrefix(banner, "SSH-2.0-") {
-				t.Fatalf("after accept's %v: banner %q, %v; want the server to accept again", errno, banner, err)
-			}
+			wantBanner(t, inner.Addr().String(), "after accept's "+errno.Error())
 		})
 	}
 }
@@ -94,9 +85,14 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 		t.Fatalf("Serve returned %v after a transient EMFILE; the listener is gone for good", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	cfg := e.clientConfig("root")
-	cfg.Timeout = 5 * time.Second
-	c, err := net.DialTimeout("tcp", inner.Addr().String(), 5*time.Second)
+	wantBanner(t, inner.Addr().String(), "after EMFILE")
+}
+
+// wantBanner connects to addr and fails the test unless an SSH server's
+// version line comes: the listener accepts again, when.
+func wantBanner(t *testing.T, addr, when string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +100,7 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	banner, err := bufio.NewReader(c).ReadString('\n')
 	if !strings.HasPrefix(banner, "SSH-2.0-") {
-		t.Fatalf("after EMFILE: banner %q, %v; want the server to accept again", banner, err)
+		t.Fatalf("%s: banner %q, %v; want the server to accept again", when, banner, err)
 	}
 }
 

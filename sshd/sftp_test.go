@@ -108,15 +108,7 @@ func TestSFTPForOtherUser(t *testing.T) {
 			}
 			t.Skip("no sftp-server; install openssh-sftp-server to run this test")
 		}
-		c := e.login("alice")
-		s := openRaw(t, c)
-		if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
-			t.Fatalf("subsystem sftp = %v, %v", ok, err)
-		}
-		cl, err := sftp.NewClientPipe(s.ch, halfCloser{s.ch})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, cl := sftpOn(t, e.login("alice"))
 		f, err := cl.Create("mine.txt")
 		if err != nil {
 			t.Fatal(err)
@@ -158,7 +150,13 @@ type halfCloser struct{ ch gossh.Channel }
 // sftpClient logs in as root and starts the sftp subsystem on session s.
 func sftpClient(t testing.TB, e *testEnv, opts ...sftp.ClientOption) (s *rawSession, cl *sftp.Client) {
 	t.Helper()
-	s = openRaw(t, e.login("root"))
+	return sftpOn(t, e.login("root"), opts...)
+}
+
+// sftpOn is sftpClient over the connection c.
+func sftpOn(t testing.TB, c *gossh.Client, opts ...sftp.ClientOption) (s *rawSession, cl *sftp.Client) {
+	t.Helper()
+	s = openRaw(t, c)
 	if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
 		t.Fatalf("subsystem sftp = %v, %v", ok, err)
 	}

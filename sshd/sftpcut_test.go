@@ -3,9 +3,6 @@ package sshd
 import (
 	"crypto/rand"
 	"testing"
-
-	"github.com/pkg/sftp"
-	gossh "golang.org/x/crypto/ssh"
 )
 
 // TestSFTPCutUploadAudited: the connection lost in the middle of an upload
@@ -22,14 +19,7 @@ func TestSFTPCutUploadAudited(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, nil)
 			c := e.login("root")
-			s := openRaw(t, c)
-			if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
-				t.Fatalf("subsystem sftp = %v, %v", ok, err)
-			}
-			cl, err := sftp.NewClientPipe(s.ch, halfCloser{s.ch})
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, cl := sftpOn(t, c)
 			f, err := cl.Create("upload.bin")
 			if err != nil {
 				t.Fatal(err)

@@ -47,16 +47,7 @@ func TestDeadPathRedialed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	ended := make(chan error, 1)
-	go func() {
-		var m tunnel.Message
-		for {
-			if err := c.ReadMessage(&m); err != nil {
-				ended <- err
-				return
-			}
-		}
-	}()
+	ended := readToEnd(c)
 	select {
 	case err := <-ended:
 		t.Fatalf("the connection ended (%v) while its path worked", err)

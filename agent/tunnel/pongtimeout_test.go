@@ -25,6 +25,12 @@ func dialPinging(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel) <
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	return readToEnd(c)
+}
+
+// readToEnd reads c's frames until the connection ends, which the returned
+// channel reports.
+func readToEnd(c *tunnel.Conn) <-chan error {
 	ended := make(chan error, 1)
 	go func() {
 		var m tunnel.Message
