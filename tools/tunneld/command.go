@@ -311,14 +311,7 @@ func exposure(o Options) string {
 // an empty host, 0.0.0.0 and [::] bind every interface.
 func loopbackOnly(listen string) bool {
 	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return err == nil && loopbackHost(host)
 }
 
 // checkListen reports whether listen is host:port with a port net.Listen takes:
