@@ -99,7 +99,13 @@ func parseAuthorizedKeys(r io.Reader) ([]authorizedKey, []error) {
 			errs = append(errs, &lineError{Line: n, Err: errLineTooLong})
 			return
 		}
-		text := strings.TrimSpace(string(line))
+		text := string(line)
+		if n == 1 {
+			// A Windows editor's UTF-8 byte order mark: the first key,
+			// often the administrator's, would be refused for it.
+			text = strings.TrimPrefix(text, "\uFEFF")
+		}
+		text = strings.TrimSpace(text)
 		if text == "" || text[0] == '#' {
 			return
 		}

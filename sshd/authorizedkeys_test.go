@@ -593,6 +593,9 @@ func FuzzParseAuthorizedKeys(f *testing.F) {
 		lines := strings.Split(data, "\n")
 		i := 0
 		for n, line := range lines {
+			if n == 0 {
+				line = strings.TrimPrefix(line, "\uFEFF") // a Windows editor's byte order mark
+			}
 			text := strings.TrimSpace(line)
 			if text == "" || text[0] == '#' {
 				continue
@@ -806,5 +809,20 @@ func TestSentinelTexts(t *testing.T) {
 		if got := tc.err.Error(); got != tc.want {
 			t.Errorf("Error() = %q, want %q", got, tc.want)
 		}
+	}
+}
+
+// TestAuthorizedKeysSavedOnWindows: a UTF-8 byte order mark before the first
+// key (Notepad) does not cost that key, often the administrator's: it was
+// refused as an unknown option, and check-config said nothing of it when
+// another key followed.
+func TestAuthorizedKeysSavedOnWindows(t *testing.T) {
+	keys, errs := parseAuthorizedKeys(strings.NewReader("\ufeff" + testKey + " admin\r\n" + testKey + " other\r\n"))
+	if len(keys) != 2 || len(errs) != 0 || keys[0].Comment != "admin" {
+		t.Fatalf("with a byte order mark: %d keys, errors %v; want both keys", len(keys), errs)
+	}
+	// A mark after the first line is not one: that line is refused.
+	if keys, errs := parseAuthorizedKeys(strings.NewReader(testKey + " a\n\ufeff" + testKey + " b\n")); len(keys) != 1 || len(errs) != 1 {
+		t.Fatalf("a mark on line 2: %d keys, errors %v; want 1 key and 1 error", len(keys), errs)
 	}
 }

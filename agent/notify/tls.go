@@ -107,10 +107,6 @@ func readPEM(field, path string) ([]byte, error) {
 	if err != nil {
 		return nil, FileError(field, path, nil, err)
 	}
-	if err := bomError(path, b); err != nil {
-		clear(b)
-		return nil, &ConfigError{Field: field, Err: err}
-	}
 	if err := FileError(field, path, b, nil); err != nil {
 		clear(b)
 		return nil, err
@@ -120,8 +116,8 @@ func readPEM(field, path string) ([]byte, error) {
 
 // FileError returns New's error for the PEM file path of field, read by
 // ReadRegularFile as b or as err: err in a *ConfigError, or for a file that
-// is empty or has a -----BEGIN line and no block ends, one that says so; nil
-// for any other b. A file not there (by an absolute path: a relative one is
+// is empty or has a -----BEGIN line and no block ends, or that starts with a
+// byte order mark (bomError), one that says so; nil for any other b. A file not there (by an absolute path: a relative one is
 // most likely read from another working directory than meant, which no mount
 // mends), empty, or cut is ErrNotReady: a mount or a write still to come
 // makes it right. Such a file is refused all the same, as it was before: no
@@ -138,6 +134,9 @@ func FileError(field, path string, b []byte, err error) *ConfigError {
 	case bytes.Contains(b, []byte("-----BEGIN ")) && !bytes.Contains(b, []byte("-----END ")):
 		why = "ends before its -----END line"
 	default:
+		if err := bomError(path, b); err != nil {
+			return &ConfigError{Field: field, Err: err}
+		}
 		return nil
 	}
 	return &ConfigError{Field: field, notReady: true, Err: errors.New(path + " " + why + " (not written whole yet?)")}
@@ -165,8 +164,15 @@ func keyReads(keyPEM []byte) bool {
 // (as OpenSSL's) finds no block there.
 const utf8BOM = "\xef\xbb\xbf"
 
-// bomError says that the PEM file path starts with a UTF-8 byte order mark.
+// bomError says that the PEM file path starts with a byte order mark: a
+// Windows editor's UTF-8 one, or UTF-16's (the file is saved as UTF-16).
 func bomError(path string, b []byte) error {
+	for _, bom := range utf16BOMs {
+		if bytes.HasPrefix(b, []byte(bom)) {
+			return fmt.Errorf("%s is saved as UTF-16 (as Windows Notepad's \"Unicode\"), not as plain text: save it as UTF-8 "+
+				"or convert it (iconv -f UTF-16 -t UTF-8 %s > NEW_FILE)", path, path)
+		}
+	}
 	if !bytes.HasPrefix(b, []byte(utf8BOM)) {
 		return nil
 	}
@@ -181,17 +187,12 @@ var utf16BOMs = [...]string{"\xff\xfe", "\xfe\xff"}
 
 // notPEM says why b, read from path, holds no PEM block when it can tell: a
 // file in DER, the binary form (openssl's -outform DER, a .der or .cer file),
-// which convert (openssl x509 or openssl pkey) turns into PEM, or a file saved
-// as UTF-16. nil when b holds a PEM block or neither is the case.
+// which convert (openssl x509 or openssl pkey) turns into PEM (a file saved as
+// UTF-16 is refused as read: FileError). nil when b holds a PEM block or is
+// not in DER.
 func notPEM(path string, b []byte, convert string) error {
 	if block, _ := pem.Decode(b); block != nil {
 		return nil
-	}
-	for _, bom := range utf16BOMs {
-		if bytes.HasPrefix(b, []byte(bom)) {
-			return fmt.Errorf("%s is saved as UTF-16 (as Windows Notepad's \"Unicode\"), not as plain text: save it as UTF-8 "+
-				"or convert it (iconv -f UTF-16 -t UTF-8 %s > NEW_FILE)", path, path)
-		}
 	}
 	if len(b) > 0 && b[0] == 0x30 { // an ASN.1 SEQUENCE, as every certificate and key in DER
 		return fmt.Errorf("%s is in DER (binary) form; the agent reads PEM (text between -----BEGIN and -----END lines): "+

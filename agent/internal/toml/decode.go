@@ -56,10 +56,14 @@ func Unmarshal(data []byte, v any) error {
 	if err := checkStruct(rv.Elem().Type()); err != nil {
 		return err
 	}
+	if len(data) > 1 && (data[0] == 0xff && data[1] == 0xfe || data[0] == 0xfe && data[1] == 0xff || data[1] == 0) {
+		// A byte order mark of UTF-16, or ASCII text in UTF-16LE without one.
+		return errorAt(1, "the file is saved as UTF-16 (as Windows PowerShell's > and Notepad's \"Unicode\" save one), not UTF-8: save it as UTF-8")
+	}
 	for i := 0; i < len(data); {
 		r, n := utf8.DecodeRune(data[i:])
 		if r == utf8.RuneError && n == 1 {
-			return errorAt(1+bytes.Count(data[:i], []byte("\n")), "invalid UTF-8")
+			return errorAt(1+bytes.Count(data[:i], []byte("\n")), "invalid UTF-8 (save the file as UTF-8)")
 		}
 		i += n
 	}
