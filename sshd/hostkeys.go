@@ -371,8 +371,13 @@ func readHostKey(path string) (gossh.Signer, error) {
 	if err != nil {
 		// The parse error text never contains key material. x/crypto says
 		// only "no key found" for a Dropbear key (a firmware moving from
-		// Dropbear that keeps its host key).
-		return nil, fmt.Errorf("%w %s: %w: %v (OpenSSH or PEM keys are read; convert a Dropbear key with dropbearconvert dropbear openssh IN OUT)", ErrHostKey, path, errParse, err)
+		// Dropbear that keeps its host key); another error (a passphrase)
+		// is not about the format.
+		hint := ""
+		if err.Error() == "ssh: no key found" {
+			hint = " (OpenSSH or PEM keys are read; convert a Dropbear key with dropbearconvert dropbear openssh IN OUT)"
+		}
+		return nil, fmt.Errorf("%w %s: %w: %v%s", ErrHostKey, path, errParse, err, hint)
 	}
 	return s, nil
 }

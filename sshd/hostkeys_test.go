@@ -864,3 +864,21 @@ func TestDropbearHostKeyNamesTheConversion(t *testing.T) {
 		t.Fatalf("a Dropbear host key: %v, want ErrHostKey naming dropbearconvert", err)
 	}
 }
+
+// TestEncryptedHostKeyNotDropbear: the refusal of a host key with a
+// passphrase says so, and does not send its reader to dropbearconvert.
+func TestEncryptedHostKeyNotDropbear(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(rand.Reader)
+	block, err := gossh.MarshalPrivateKeyWithPassphrase(k, "", []byte("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := filepath.Join(t.TempDir(), "encrypted")
+	if err := os.WriteFile(enc, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = hostSigners("", []string{enc}, nil)
+	if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), "passphrase") || strings.Contains(err.Error(), "dropbearconvert") {
+		t.Fatalf("encrypted host key: %v, want ErrHostKey saying passphrase, not naming dropbearconvert", err)
+	}
+}
