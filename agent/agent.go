@@ -484,6 +484,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer lock.Close()
+	if c, _ := sshd.HashesCost(a.cfg.SSH.PasswordHashes); c > slowHashCost {
+		// Said now: the start waits for it (the warning says why, later).
+		a.log.Info("making a password hash of the highest cost among ssh.password_hashes before the start", "bcrypt_cost", c)
+	}
 	// The host key is made (or checked) now, so a bad key fails at start; one
 	// that exists but cannot be used needs an operator, not a restart.
 	if _, err := a.ssh.PublicKeys(); err != nil {

@@ -1083,3 +1083,19 @@ func TestAgentJoinsATunnelWithMoreThanThreeServices(t *testing.T) {
 	}
 	e.broker.waitEvent(t, "service-unmapped", func(ev Event) bool { return len(ev.Services) == 4 })
 }
+
+// An agent whose password hashes cost much says so before it makes its own of
+// that cost, which the start waits for (a minute at cost 14 on a slow router):
+// its log was silent meanwhile.
+func TestSlowPasswordHashSaidBeforeTheStart(t *testing.T) {
+	e := newAgentEnv(t)
+	e.cfg.SSH.PasswordHashes = map[string]string{"root": "$2a$13$abcdefghijklmnopqrstuuJ4zbq3eTo8Vq3I2tgu0UI2t7PvIVuLm"}
+	var logs testlog.Lines
+	_, stop := e.startLogging(t, io.MultiWriter(&logs, testWriter{t}))
+	stop()
+	out := logs.String()
+	said, started := strings.Index(out, "making a password hash of the highest cost"), strings.Index(out, "porthole agent started")
+	if said < 0 || started < 0 || said > started || !strings.Contains(out, "bcrypt_cost=13") {
+		t.Errorf("the cost-13 hash is not said before the start:\n%s", out)
+	}
+}

@@ -489,8 +489,10 @@ func (c *Config) Validate() error {
 		// wanted. bcrypt.Cost takes a hash one character short, which then
 		// matches no password.
 		h := c.SSH.PasswordHashes[user]
-		if _, err := bcrypt.Cost([]byte(h)); err != nil || len(h) < 60 {
+		if cost, err := bcrypt.Cost([]byte(h)); err != nil || len(h) < 60 {
 			bad("ssh.password_hashes."+user, "not a bcrypt hash ($2a$, $2b$ or $2y$, a cost of 4-31, 60 characters)")
+		} else if cost > maxHashCost {
+			bad("ssh.password_hashes."+user, "bcrypt cost %d: at most %d (%s)", cost, maxHashCost, costNote)
 		}
 	}
 	if _, err := c.Log.level(); err != nil {
@@ -501,6 +503,22 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// maxHashCost is the highest bcrypt cost ssh.password_hashes takes. The
+// agent makes a hash of the highest cost among them before it starts (so that
+// a login as a user without one takes as long), and each password login checks
+// one: at cost 21 that is minutes on the fastest CPU, past any login's grace
+// time, and days at 31, which bcrypt allows. A build that took such a cost
+// never started: it waited for that hash, and no signal ended the wait.
+const maxHashCost = 20
+
+// slowHashCost is the bcrypt cost above which the agent says that its start and
+// each password login wait for the hash: seconds at 12 on a router's CPU,
+// doubling with each step.
+const slowHashCost = 12
+
+// costNote says what a hash's cost costs.
+const costNote = "the agent makes a hash of that cost before it starts, and each password login checks one: on a router's CPU cost 10 takes about a second, and each step doubles it"
 
 func (l LogConfig) level() (slog.Level, error) {
 	switch strings.ToLower(l.Level) {
@@ -767,14 +785,29 @@ func checkCertificate(cfg *Config) error {
 // relativeWarnings names the files given by relative paths. They are read from
 // the agent's working directory, as builds before 8a87b9f (which refused them)
 // read them and a fielded device may run on them; but check-config, run from
-// wherever an operator or init script is, reads other files then.
+// wherever an operator or init script is, reads other files then. It also
+// names a path that starts or ends with a space, as one pasted from a web
+// page or a document may (a no-break space, U+00A0, as well): the agent uses
+// that name, space and all, and a data_dir so made a new host key in a new
+// directory.
 func relativeWarnings(cfg *Config) []string {
 	var out []string
 	wd, _ := os.Getwd()
 	add := func(key, p string) {
-		if p != "" && !filepath.IsAbs(p) {
-			out = append(out, key+" "+strconv.Quote(p)+" is a relative path: it is read from the working directory ("+wd+"), which check-config may not share; write it absolute")
+		why := ""
+		switch {
+		case strings.TrimSpace(p) != p:
+			why = " starts or ends with a space (pasted with it?): that name, space and all, is the one used"
+		case p != "" && !filepath.IsAbs(p) && key != "ssh.authorized_keys":
+			why = " is a relative path: it is read from the working directory (" + wd + "), which check-config may not share; write it absolute"
+		default:
+			return
 		}
+		out = append(out, key+" "+strconv.Quote(p)+why)
+	}
+	add("data_dir", cfg.DataDir)
+	for _, p := range cfg.SSH.AuthorizedKeys {
+		add("ssh.authorized_keys", p) // relative to each user's home, as sshd's
 	}
 	add("mqtt.ca_file", cfg.MQTT.CAFile)
 	add("mqtt.cert_file", cfg.MQTT.CertFile)

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -121,6 +122,12 @@ func TestTunnelCAChecked(t *testing.T) {
 	}
 	cut := b[:bytes.Index(b, []byte("-----END "))]
 	notPEM := write("notpem", []byte("hello\n"))
+	bom := write("bom.pem", append([]byte("\ufeff"), b...))
+	utf16 := []byte{0xff, 0xfe}
+	for _, c := range b {
+		utf16 = append(utf16, c, 0)
+	}
+	u16 := write("utf16.pem", utf16)
 	empty := write("empty.pem", nil)
 	half := write("half.pem", cut)
 	caDir := filepath.Dir(write("cas/ca.pem", b))
@@ -148,6 +155,8 @@ func TestTunnelCAChecked(t *testing.T) {
 		{"missing by a relative path", "nope.pem", true, "config: tunnel.ca_file: stat nope.pem: no such file"},
 		{"not PEM", notPEM, true, "config: tunnel.ca_file: no PEM certificate in " + notPEM},
 		{"FIFO", fifo, true, "config: tunnel.ca_file: " + fifo + " is not a regular file"},
+		{"a byte order mark", bom, true, "tunnel.ca_file: " + bom + " starts with a UTF-8 byte order mark"},
+		{"saved as UTF-16", u16, true, "tunnel.ca_file: " + u16 + " is saved as UTF-16"},
 		{"file", pki.CAFile, true, ""},
 		{"directory", caDir, true, ""},
 	} {
@@ -483,5 +492,31 @@ func TestSmallRSAHostKeyWarned(t *testing.T) {
 	}
 	if w := strings.Join(Warnings(cfg), "\n"); !strings.Contains(w, "ssh.host_keys "+small+": not served: an RSA key under 1024 bits") {
 		t.Errorf("Warnings = %q, want the small RSA key named", w)
+	}
+}
+
+// TestPathWithASpaceWarned: a path pasted with a space at its end (a no-break
+// space from a web page too) is named: the agent uses that name, and a
+// data_dir so written made a new host key in a new directory. A relative
+// authorized_keys path is a home directory's, not warned of.
+func TestPathWithASpaceWarned(t *testing.T) {
+	cfg := checkConfig(t, "[ssh]\nauthorized_keys = [\".ssh/authorized_keys\", \"/etc/porthole/authorized_keys \"]\n")
+	cfg.DataDir += "\u00a0"
+	cfg.Tunnel.CAFile = " /etc/porthole/ca.pem"
+	w := strings.Join(Warnings(cfg), "\n")
+	for _, want := range []string{
+		"data_dir " + strconv.Quote(cfg.DataDir) + " starts or ends with a space (pasted with it?): that name, space and all, is the one used",
+		`ssh.authorized_keys "/etc/porthole/authorized_keys " starts or ends with a space`,
+		`tunnel.ca_file " /etc/porthole/ca.pem" starts or ends with a space`,
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings %q, want %q", w, want)
+		}
+	}
+	if strings.Contains(w, ".ssh/authorized_keys\" is a relative path") {
+		t.Errorf("warnings %q name a home directory's authorized_keys", w)
+	}
+	if w := strings.Join(Warnings(checkConfig(t, "")), "\n"); strings.Contains(w, "space") {
+		t.Errorf("warnings of a config without spaces: %q", w)
 	}
 }

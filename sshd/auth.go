@@ -855,7 +855,7 @@ func (s *Server) updateDummy() error {
 	if len(hashes) == 0 && old != nil {
 		return nil
 	}
-	cost, err := hashesCost(hashes)
+	cost, err := HashesCost(hashes)
 	if err != nil {
 		return err
 	}
@@ -870,7 +870,7 @@ func (s *Server) updateDummy() error {
 	return nil
 }
 
-// hashesCost checks that every hash is bcrypt's and returns the highest cost
+// HashesCost checks that every hash is bcrypt's and returns the highest cost
 // among them (bcrypt.DefaultCost for none), for the dummy hash. The highest:
 // the cost of whichever hash the map yielded first changed from one start to
 // the next with mixed costs, and a dummy cheaper than a user's hash makes an
@@ -878,7 +878,7 @@ func (s *Server) updateDummy() error {
 // refusal of an unknown user is quicker than a known one's. (With mixed costs
 // the users of the lower ones are still told apart by being quicker: give
 // every user the same cost.)
-func hashesCost(hashes map[string]string) (int, error) {
+func HashesCost(hashes map[string]string) (int, error) {
 	cost := 0
 	for user, h := range hashes {
 		c, err := bcrypt.Cost([]byte(h))
@@ -925,7 +925,7 @@ var ErrPasswordLoginOff error = &errorString{"sshd: password login was off at st
 // does not stop). The new logins apply at once; until the dummy is made, users
 // without a password are checked against the old one.
 func (s *Server) SetLogins(l Logins) error {
-	if _, err := hashesCost(l.PasswordHashes); err != nil {
+	if _, err := HashesCost(l.PasswordHashes); err != nil {
 		return err
 	}
 	s.set.Store(&l)

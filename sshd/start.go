@@ -72,7 +72,7 @@ func (s *Server) setup() error {
 		s.log().Warn("host key "+smallRSANote, "file", p)
 	}
 	passwords := s.logins().PasswordHashes
-	if _, err := hashesCost(passwords); err != nil {
+	if _, err := HashesCost(passwords); err != nil {
 		return err
 	}
 	maxFail, window := s.MaxAuthFailures, s.AuthFailureWindow
