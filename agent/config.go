@@ -508,8 +508,9 @@ func (c *Config) Validate() error {
 // agent makes a hash of the highest cost among them before it starts (so that
 // a login as a user without one takes as long), and each password login checks
 // one: at cost 21 that is minutes on the fastest CPU, past any login's grace
-// time, and days at 31, which bcrypt allows. A build that took such a cost
-// never started: it waited for that hash, and no signal ended the wait.
+// time (no password login could succeed), and days at 31, which bcrypt
+// allows. A build that took such a cost started that late: it waited for
+// that hash, and no signal ended the wait.
 const maxHashCost = 20
 
 // slowHashCost is the bcrypt cost above which the agent says that its start and
