@@ -333,17 +333,18 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 }
 
 // listenMapping listens on a mapping's address given, "[host:]port". With no
-// host, that is 127.0.0.1, and [::1] with the same port is taken too when it
-// can be, into six by the 127.0.0.1 address: clients that try localhost by ::1
-// first (curl, browsers) would otherwise reach whichever local user had taken
-// it.
+// host, or localhost, that is 127.0.0.1, and [::1] with the same port is taken
+// too when it can be, into six by the 127.0.0.1 address: clients that try
+// localhost by ::1 first (curl, browsers) would otherwise reach whichever
+// local user had taken it. (net.Listen takes one address of a name:
+// "localhost:2222" listened on 127.0.0.1 alone.)
 func listenMapping(log *slog.Logger, six map[string]net.Listener, service, given string) (net.Listener, error) {
 	a, _ := listenAddr(given)
 	ln, err := net.Listen("tcp", a)
 	if err != nil {
 		return nil, fmt.Errorf("%w for service %q on %s: %w", ErrListen, service, a, err)
 	}
-	if strings.LastIndexByte(given, ':') > 0 {
+	if i := strings.LastIndexByte(given, ':'); i > 0 && given[:i] != "localhost" {
 		return ln, nil // a host was given
 	}
 	a = ln.Addr().String()
@@ -369,7 +370,7 @@ func listenAddr(s string) (string, error) {
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return "", fmt.Errorf("tunnel: listen address %q: want [host:]port, a port of 0-65535%s", s, IPv6Hint(s, "[::1]:8080"))
 	}
-	if host == "" {
+	if host == "" || host == "localhost" {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port), nil

@@ -10,8 +10,8 @@ import (
 	"github.com/porthole-iot/porthole/agent/tunnel"
 )
 
-// A mapping with no host ("SSH=2222", "2222", ":2222") listens on 127.0.0.1 and
-// on [::1] with the same port: clients that try localhost by ::1 first (curl,
+// A mapping with no host ("SSH=2222", "2222", ":2222") or localhost listens on
+// 127.0.0.1 and on [::1] with the same port: clients that try localhost by ::1 first (curl,
 // browsers, ssh where /etc/hosts names ::1 localhost) went to whichever local
 // user had taken [::1] with that port. A mapping that names its host gets that
 // host only, and a [::1] port another program holds is said once.
@@ -29,7 +29,7 @@ func TestHostlessMappingTakesIPv6LoopbackToo(t *testing.T) {
 			Logger: slog.New(slog.NewTextHandler(logged, nil))}, Listen: map[string]string{"SSH": listen}}
 		return runSource(t, src, "SSH"), logged
 	}
-	for _, listen := range []string{"0", ":0"} {
+	for _, listen := range []string{"0", ":0", "localhost:0"} {
 		local, _ := start(listen)
 		_, port, _ := net.SplitHostPort(local)
 		openEcho(t, net.JoinHostPort("::1", port), 0x51) // served through the tunnel
