@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/porthole-iot/porthole/agent"
 	"github.com/porthole-iot/porthole/agent/tunnel"
@@ -102,7 +103,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		// operator's terminal, ssh's own when run as its ProxyCommand.
 		msg = tunnel.Printable(msg) + listenHint(err)
 	}
-	fmt.Fprintf(stderr, "porthole %s: %s\n", cmd, msg)
+	// Bounded: a stderr that takes nothing (a console paused with Ctrl-S, a
+	// pipe nobody drains) must not keep a failed agent from exiting, and its
+	// init system from starting it again.
+	done := make(chan struct{})
+	go func() { fmt.Fprintf(stderr, "porthole %s: %s\n", cmd, msg); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
 	return code
 }
 
