@@ -190,6 +190,9 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 	}
+	// Every port in use is named at once, with the way to choose another
+	// through make (make lab takes no flags of its own).
+	var inUse, choose []string
 	for _, p := range []struct {
 		name string
 		port int
@@ -199,12 +202,22 @@ func Run(ctx context.Context, opt Options) (err error) {
 		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)))
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("port %d is in use: choose another with %s", p.port, p.name)
+			inUse = append(inUse, strconv.Itoa(p.port))
+			choose = append(choose, p.name+" "+strconv.Itoa(p.port+1))
+			continue
 		}
 		if err != nil {
 			return fmt.Errorf("%s %d: %w", p.name, p.port, err)
 		}
 		ln.Close()
+	}
+	if len(inUse) > 0 {
+		what := "port " + inUse[0] + " is"
+		if len(inUse) > 1 {
+			what = "ports " + strings.Join(inUse, " and ") + " are"
+		}
+		return fmt.Errorf("%s in use: choose others, e.g. %s (with make: make lab LABFLAGS=\"%[2]s\"; 0 takes any free port)",
+			what, strings.Join(choose, " "))
 	}
 	st := stepper{opt.Out}
 	info := Info{StateDir: dir, PID: os.Getpid(), Thing: Thing, Region: "us-east-1", SSHKey: filepath.Join(dir, "id_ed25519")}

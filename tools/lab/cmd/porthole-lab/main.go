@@ -37,7 +37,12 @@ func main() {
 	// output. Not signal.Ignore: the agent and its shells would inherit that.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
+	ctx, cancel := context.WithCancel(ctx)
+	if !signal.Ignored(syscall.SIGHUP) {
+		watchHangup(ctx, cancel)
+	}
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	cancel()
 	stop()
 	os.Exit(code)
 }

@@ -1,0 +1,32 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"testing"
+
+	"github.com/porthole-iot/porthole/tools/internal/stack"
+)
+
+// TestPortsInUseNamedAtOnce: both ports the lab wants, taken, are named in one
+// refusal with the way to choose others through make, before anything starts.
+func TestPortsInUseNamedAtOnce(t *testing.T) {
+	var ports []int
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	err := Run(context.Background(), Options{StateDir: filepath.Join(stack.SafeDir(t), "state"), SSHPort: ports[0], HTTPPort: ports[1], Porthole: "/bin/true", Out: io.Discard})
+	want := fmt.Sprintf("ports %d and %d are in use: choose others, e.g. --ssh-port %d --http-port %d (with make: make lab LABFLAGS=\"--ssh-port %[3]d --http-port %[4]d\"; 0 takes any free port)",
+		ports[0], ports[1], ports[0]+1, ports[1]+1)
+	if err == nil || err.Error() != want {
+		t.Fatalf("Run with both ports taken = %v, want %q", err, want)
+	}
+}
