@@ -106,12 +106,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// Bounded: a stderr that takes nothing (a console paused with Ctrl-S, a
 	// pipe nobody drains) must not keep a failed agent from exiting, and its
 	// init system from starting it again.
-	done := make(chan struct{})
-	go func() { fmt.Fprintf(stderr, "porthole %s: %s\n", cmd, msg); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-	}
+	out := newLogWriter(stderr)
+	fmt.Fprintf(out, "porthole %s: %s\n", cmd, msg)
+	out.flush(2 * time.Second)
 	return code
 }
 
