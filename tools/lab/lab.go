@@ -645,6 +645,12 @@ Ctrl-C stops the lab%s.
 			}
 			fmt.Fprintf(opt.Out, "\n%s exited (%s): the device is gone and ssh through the lab will hang; its log: %s. Ctrl-C stops the lab.\n",
 				upper(who), agentStatus(), rel(logPath))
+			// lab.json no longer names a pid that is not the agent's (and
+			// may be another program's soon).
+			info.AgentPID = 0
+			if err := writeInfo(dir, info); err != nil {
+				fmt.Fprintf(opt.Out, "updating %s: %v\n", rel(labJSON), err)
+			}
 		}
 	}
 }

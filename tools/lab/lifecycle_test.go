@@ -138,6 +138,16 @@ func TestLabSaysWhenTheAgentDies(t *testing.T) {
 			t.Errorf("the lab said %q; want it to say %q", line, want)
 		}
 	}
+	// lab.json no longer names the dead agent's pid.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(filepath.Join(l.info.StateDir, "lab.json"))
+		if bytes.Contains(b, []byte(`"thing"`)) && !bytes.Contains(b, []byte(`"agent_pid"`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lab.json after the agent died:\n%s\nwant it without agent_pid", b)
+		}
+	}
 	l.stop(t)
 }
 
