@@ -189,8 +189,7 @@ func isKeyType(s string) bool {
 }
 
 // parseAuthorizedKeyLine parses "[options] type base64 [comment]".
-func parseAuthorizedKeyLine(line string) (authorizedKey, error) {
-	var k authorizedKey
+func parseAuthorizedKeyLine(line string) (k authorizedKey, err error) {
 	line = strings.TrimSpace(line)
 	first, _, _ := strings.Cut(line, " ")
 	first, _, _ = strings.Cut(first, "\t")
@@ -305,8 +304,7 @@ const keyOptionNames = "agent-forwarding, cert-authority, command, environment, 
 // parseKeyOptions interprets raw options. Unknown options make the line
 // invalid, as in sshd: a restriction the server does not understand must not
 // be dropped silently. Errors name an option only once it is known to be one.
-func parseKeyOptions(raw []string) (keyOptions, error) {
-	var o keyOptions
+func parseKeyOptions(raw []string) (o keyOptions, err error) {
 	// restrict and no-pty (and the like) take away, pty, port-forwarding
 	// and agent-forwarding give back, in the order written, as sshd
 	// applies them: the last one wins, so "pty,restrict" has no pty and
