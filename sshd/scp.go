@@ -133,8 +133,7 @@ type scpMsg struct {
 const maxSCPLine = 8192
 
 // parseSCPControl parses one control line without its trailing newline.
-func parseSCPControl(line string) (scpMsg, error) {
-	var m scpMsg
+func parseSCPControl(line string) (m scpMsg, err error) {
 	if line == "" {
 		return m, errors.New("scp: empty control line")
 	}
