@@ -402,9 +402,6 @@ func parseKeyOptions(raw []string) (o keyOptions, err error) {
 			if !validTunnel(val) {
 				return o, errors.New("option tunnel: invalid tun device") // sshd's words
 			}
-		case "environment", "no-x11-forwarding", "no-user-rc", "x11-forwarding", "user-rc":
-			// Parsed and ignored: what they set or restrict does not
-			// exist here (see keyOptions).
 		case "restrict":
 			o.NoPTY, o.NoPortForward, o.NoAgentForward = true, true, true
 		case "no-touch-required", "touch-required":
@@ -412,6 +409,9 @@ func parseKeyOptions(raw []string) (o keyOptions, err error) {
 		case "no-verify-required", "verify-required":
 			o.VerifyRequired = name == "verify-required"
 		}
+		// environment=, (no-)x11-forwarding and (no-)user-rc are parsed and
+		// ignored: what they set or restrict does not exist here (see
+		// keyOptions). They have no case: one of five names was 268 B of code.
 	}
 	return o, nil
 }
