@@ -336,6 +336,7 @@ func parseKeyOptions(raw []string) (o keyOptions, err error) {
 		case !hasVal && takesVal:
 			return o, errors.New("option " + name + " needs a value")
 		}
+		no := strings.HasPrefix(name, "no-") // no-pty and the like
 		switch name {
 		case "cert-authority":
 			o.CertAuthority = true
@@ -393,11 +394,11 @@ func parseKeyOptions(raw []string) (o keyOptions, err error) {
 			}
 			hasExpiry = true
 		case "no-port-forwarding", "port-forwarding":
-			o.NoPortForward = name == "no-port-forwarding"
+			o.NoPortForward = no
 		case "no-pty", "pty":
-			o.NoPTY = name == "no-pty"
+			o.NoPTY = no
 		case "no-agent-forwarding", "agent-forwarding":
-			o.NoAgentForward = name == "no-agent-forwarding"
+			o.NoAgentForward = no
 		case "tunnel":
 			if !validTunnel(val) {
 				return o, errors.New("option tunnel: invalid tun device") // sshd's words
@@ -405,9 +406,9 @@ func parseKeyOptions(raw []string) (o keyOptions, err error) {
 		case "restrict":
 			o.NoPTY, o.NoPortForward, o.NoAgentForward = true, true, true
 		case "no-touch-required", "touch-required":
-			o.NoTouch = name == "no-touch-required"
+			o.NoTouch = no
 		case "no-verify-required", "verify-required":
-			o.VerifyRequired = name == "verify-required"
+			o.VerifyRequired = !no
 		}
 		// environment=, (no-)x11-forwarding and (no-)user-rc are parsed and
 		// ignored: what they set or restrict does not exist here (see
