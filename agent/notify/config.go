@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -261,6 +262,10 @@ func (c *Config) setDefaults() (brokerAddr, error) {
 	return addr, nil
 }
 
+// tlsSchemes are the URL schemes parseBroker takes, all of them TLS (a list,
+// not a switch of five names, which was 292 B more code).
+var tlsSchemes = []string{"mqtts", "tls", "ssl", "tcps", "mqtt+ssl"}
+
 // parseBroker accepts "host", "host:port" and "mqtts://host[:port]".
 func parseBroker(s string) (brokerAddr, error) {
 	if s == "" {
@@ -276,9 +281,7 @@ func parseBroker(s string) (brokerAddr, error) {
 		if err != nil {
 			return brokerAddr{}, fmt.Errorf("%q is not a URL: %w", s, err)
 		}
-		switch strings.ToLower(u.Scheme) {
-		case "mqtts", "tls", "ssl", "tcps", "mqtt+ssl":
-		default:
+		if !slices.Contains(tlsSchemes, strings.ToLower(u.Scheme)) {
 			return brokerAddr{}, fmt.Errorf("%q: scheme %q is not supported (want mqtts://; the connection is always TLS)", s, u.Scheme)
 		}
 		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
