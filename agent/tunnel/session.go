@@ -661,7 +661,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 			}
 			l.s.plog.log(l.s.opt.log, slog.LevelWarn, "dialing service failed", append(l.attrs(), "target", l.target, "error", err)...)
 			if !l.first {
-				l.endAndNotify(false)
+				l.endAndNotify(false, false)
 				return
 			}
 			// A STREAM_START whose dial failed is answered with STREAM_RESET,
@@ -720,7 +720,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 		wake(l.s.written)
 		if err != nil {
 			failed = true
-			l.armDrain(func() { l.endAndNotify(false) })
+			l.armDrain(func() { l.endAndNotify(false, false) })
 		}
 	}
 	for {
@@ -806,7 +806,12 @@ func (l *link) pumpUp(conn io.Reader) {
 			}
 		}
 		if err != nil {
-			l.endAndNotify(false)
+			// A local connection reset (a service killed mid-answer, a
+			// client that aborted) is passed on as a reset where the
+			// protocol can say one, not as its end: a transfer with no
+			// length of its own (nc, HTTP ended by the close) would look
+			// complete at the other side.
+			l.endAndNotify(false, errors.Is(err, syscall.ECONNRESET))
 			return
 		}
 		switch {
@@ -935,7 +940,7 @@ func (s *session) shedStuck(l *link) bool {
 func (l *link) stalled() {
 	l.s.plog.log(l.s.opt.log, slog.LevelWarn, "local connection stalled, resetting it", append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
 	l.reset.Store(true)
-	l.endAndNotify(true)
+	l.endAndNotify(true, false)
 }
 
 // overBuffered reports whether the session's local connections hold
@@ -1101,22 +1106,32 @@ func (l *link) drainExpired() {
 // peer ended it first: at once, or, for the WebSocket reader (byReader), after
 // the resets it has queued (see sendReset). A pump's reset is written before
 // it returns: a stdio session ends once its pumps have.
-func (l *link) endAndNotify(byReader bool) {
+//
+// aborted says the local connection was reset. V3's CONNECTION_RESET is a
+// connection's end, which the peer passes on as one (a FIN); its STREAM_RESET
+// is a cut (see streamReset), passed on as a reset. So a V3 link reset here that
+// is its stream's only one ends the stream with STREAM_RESET; one that shares
+// its stream (a browser's connections to one web UI) can only end, as the
+// protocol has no reset of one connection. In V1 and V2 every end is a
+// STREAM_RESET, which their peers take as an end.
+func (l *link) endAndNotify(byReader, aborted bool) {
 	first := false
 	l.once.Do(func() { first = true; l.close() })
 	if !first || l.quiet.Load() {
 		return
 	}
 	l.s.mu.Lock()
+	cut := false
 	if st := l.s.streams[l.service]; st != nil && st.id == l.stream && st.links[l.id] == l {
 		delete(st.links, l.id)
-		if !l.v3 {
-			delete(l.s.streams, l.service) // V1/V2: the stream ends with its connection
+		cut = aborted && l.v3 && len(st.links) == 0
+		if !l.v3 || cut {
+			delete(l.s.streams, l.service) // the stream ends with its connection
 		}
 	}
 	l.s.mu.Unlock()
 	m := &Message{Type: TypeStreamReset, StreamID: l.stream, ServiceID: l.service}
-	if l.v3 {
+	if l.v3 && !cut {
 		m.Type, m.ConnectionID = TypeConnectionReset, l.id
 	}
 	l.s.opt.log.Debug("connection closed locally", l.attrs()...)
