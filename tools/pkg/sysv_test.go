@@ -778,9 +778,10 @@ func TestSysVRestartFromALogin(t *testing.T) {
 					t.Errorf("agents stopped %v, want [%d]", got, started[0])
 				}
 				// Wait for restart to end (start waits a second after the agent
-				// started): in the login's session, or in its own, which writes
-				// to the log.
-				deadline := time.Now().Add(10 * time.Second)
+				// started, in naps whose forks a loaded machine slows: a CI
+				// run with a 10 s wait once saw no OK yet): in the login's
+				// session, or in its own, which writes to the log.
+				deadline := time.Now().Add(30 * time.Second)
 				for time.Now().Before(deadline) {
 					log, _ := os.ReadFile(r.log)
 					if tc.inPlace && !sessionAlive(logins[0]) ||
