@@ -645,7 +645,7 @@ func (a *Agent) notified(n notify.Notification) {
 	if len(unmapped) > 0 && len(unmapped) == len(n.Services) {
 		// Joining would serve nothing, and past max_tunnels it would take an idle
 		// session's place.
-		a.log.Warn("tunnel has no service this device serves: not joining it (add a target to [services], then rotate the destination token)",
+		a.log.Warn("tunnel has no service this device serves: not joining it (add a target to [services], names as the tunnel gives them, letter case too; then rotate the destination token)",
 			"tunnel", fingerprint(n.ClientAccessToken), "services", unmapped)
 		a.rejectNotification(Event{Tunnel: fingerprint(n.ClientAccessToken), Services: unmapped,
 			Reason: "no service of the tunnel has a target in [services]"})

@@ -1099,3 +1099,19 @@ func TestSlowPasswordHashSaidBeforeTheStart(t *testing.T) {
 		t.Errorf("the cost-13 hash is not said before the start:\n%s", out)
 	}
 }
+
+// A tunnel whose services [services] names in another letter case ("ssh" for
+// the console's "SSH") is not joined, and the warning says that the names
+// match with their case.
+func TestServiceNamesMatchWithTheirCase(t *testing.T) {
+	e := newAgentEnv(t)
+	e.cfg.Services = map[string]string{"ssh": BuiltinSSH}
+	var logs testlog.Lines
+	e.startLogging(t, io.MultiWriter(&logs, testWriter{t}))
+	tun := e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
+	e.broker.waitEvent(t, "notification-rejected", func(ev Event) bool { return ev.Tunnel == fingerprint(tun.DestinationToken) })
+	if logs.Count("letter case too") != 1 {
+		t.Errorf("the warning does not say that service names match with their case:\n%s", logs.String())
+	}
+}
