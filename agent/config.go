@@ -882,10 +882,16 @@ func loginWarnings(cfg *Config) []string {
 	if err != nil {
 		return nil // Validate has refused it
 	}
-	problems, ok := srv.CheckLogins()
+	return loginLines(srv.CheckLogins())
+}
+
+// loginLines are the warnings of CheckLogins' problems and ok.
+func loginLines(problems []*sshd.LoginProblem, ok bool) []string {
 	var out []string
 	for _, p := range problems {
 		out = append(out, sshKey(p.Field)+": "+p.Err.Error())
+		// No account may log in: the keys and hashes are not what is missing.
+		ok = ok || p.Field == "PasswdFile"
 	}
 	if !ok {
 		out = append(out, "ssh: no login method can work: no usable authorized_keys file (ssh.authorized_keys), trusted user CA key "+

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/notify"
+	"github.com/porthole-iot/porthole/sshd"
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 )
@@ -518,5 +519,17 @@ func TestPathWithASpaceWarned(t *testing.T) {
 	}
 	if w := strings.Join(Warnings(checkConfig(t, "")), "\n"); strings.Contains(w, "space") {
 		t.Errorf("warnings of a config without spaces: %q", w)
+	}
+}
+
+// When no account may log in, that is what is said: not also that no key,
+// CA or password hash can work, which sent readers to files that were fine.
+func TestNoAccountIsTheLoginProblem(t *testing.T) {
+	lines := strings.Join(loginLines([]*sshd.LoginProblem{{Field: "PasswdFile", Err: errors.New(`/etc/passwd has no account that may log in (sshd: user not allowed "root": shell /bin/sh does not exist)`)}}, false), "\n")
+	if !strings.Contains(lines, "ssh: /etc/passwd has no account that may log in") || strings.Contains(lines, "no login method can work") {
+		t.Errorf("warnings %q; want the passwd file's problem alone", lines)
+	}
+	if lines := strings.Join(loginLines(nil, false), "\n"); !strings.Contains(lines, "no login method can work") {
+		t.Errorf("warnings without a usable key %q; want them to say no login method can work", lines)
 	}
 }

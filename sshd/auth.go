@@ -277,9 +277,16 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 	shadow := s.readShadow(func(string) bool { return true })
 	var users []*account
 	var own *account // the server's own user: root, usually
+	var why error    // why the first account of the server's uid may not log in
 	for i := range entries {
 		e := &entries[i]
-		if euid != 0 && int(e.UID) != euid || s.checkAccount(e, shadow) != nil {
+		if euid != 0 && int(e.UID) != euid {
+			continue
+		}
+		if err := s.checkAccount(e, shadow); err != nil {
+			if why == nil && int(e.UID) == euid {
+				why = err
+			}
 			continue
 		}
 		a := &account{Name: e.Name, UID: e.UID, GID: e.GID, Home: e.Home, Shell: e.Shell}
@@ -289,11 +296,14 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 		users = append(users, a)
 	}
 	if len(users) == 0 {
+		err := fmt.Errorf("%s has no account that may log in", s.passwdPath())
 		if euid != 0 {
-			add("PasswdFile", fmt.Errorf("%s has no enabled account with uid %d, the server's, and only that user may log in", s.passwdPath(), euid))
-		} else {
-			add("PasswdFile", fmt.Errorf("%s has no account that may log in", s.passwdPath()))
+			err = fmt.Errorf("%s has no enabled account with uid %d, the server's, and only that user may log in", s.passwdPath(), euid)
 		}
+		if why != nil {
+			err = fmt.Errorf("%w (%v)", err, why)
+		}
+		add("PasswdFile", err)
 		return problems, false
 	}
 	if own == nil {

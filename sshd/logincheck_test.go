@@ -114,6 +114,10 @@ func TestCheckLogins(t *testing.T) {
 			authKeys: []string{"%h/.ssh/authorized_keys"}, problems: []string{"DIR/alice/.ssh/authorized_keys does not exist (user alice)"}},
 		{name: "server's uid not in passwd", euid: 4242, files: map[string]string{"root/ak": "KEY"}, authKeys: []string{"DIR/root/ak"},
 			problems: []string{"PasswdFile: DIR/passwd has no enabled account with uid 4242"}},
+		// Why root may not is said: the keys are not what is missing.
+		{name: "no account may log in", files: map[string]string{"root/ak": "KEY"}, authKeys: []string{"DIR/root/ak"},
+			shadow:   "root:!:19000::::::\nalice:!:19000::::::\n",
+			problems: []string{`PasswdFile: DIR/passwd has no account that may log in (sshd: user not allowed "root": `}},
 		{name: "password of an unknown user", passwords: map[string]string{"nosuch": "HASH"}, authKeys: []string{},
 			problems: []string{`PasswordHashes: nosuch cannot log in: sshd: unknown user "nosuch"`}},
 		{name: "CA file missing", caFiles: []string{"DIR/ca.pub"}, authKeys: []string{}, problems: []string{"TrustedUserCAKeysFiles: DIR/ca.pub: stat DIR/ca.pub: no such file"}},
