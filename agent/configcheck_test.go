@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/notify"
-	"github.com/porthole-iot/porthole/sshd"
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
+	"github.com/porthole-iot/porthole/sshd"
 )
 
 // writeCert writes a self-signed certificate valid from notBefore to notAfter,
