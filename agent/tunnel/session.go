@@ -806,11 +806,10 @@ func (l *link) pumpUp(conn io.Reader) {
 			}
 		}
 		if err != nil {
-			// A local connection reset (a service killed mid-answer, a
-			// client that aborted) is passed on as a reset where the
-			// protocol can say one, not as its end: a transfer with no
-			// length of its own (nc, HTTP ended by the close) would look
-			// complete at the other side.
+			// A local connection reset (a client that aborted) is passed
+			// on as a reset where the protocol can say one, not as its
+			// end: an upload with no length of its own (nc, HTTP ended by
+			// the close) would look complete at the other side.
 			l.endAndNotify(false, errors.Is(err, syscall.ECONNRESET))
 			return
 		}
@@ -1109,11 +1108,15 @@ func (l *link) drainExpired() {
 //
 // aborted says the local connection was reset. V3's CONNECTION_RESET is a
 // connection's end, which the peer passes on as one (a FIN); its STREAM_RESET
-// is a cut (see streamReset), passed on as a reset. So a V3 link reset here that
-// is its stream's only one ends the stream with STREAM_RESET; one that shares
-// its stream (a browser's connections to one web UI) can only end, as the
-// protocol has no reset of one connection. In V1 and V2 every end is a
-// STREAM_RESET, which their peers take as an end.
+// is a cut (see streamReset), passed on as a reset. So on the source, a V3
+// link reset here (a client that aborted an upload) that is its stream's only
+// one ends the stream with STREAM_RESET, and the destination resets its
+// connection to the service. One that shares its stream (a browser's
+// connections to one web UI) can only end, as the protocol has no reset of one
+// connection. A destination does not do it: the source starts connections on
+// the stream, and one whose CONNECTION_START was on its way would be cut too
+// (a browser's next request, reset by another's failure). In V1 and V2 every
+// end is a STREAM_RESET, which their peers take as an end.
 func (l *link) endAndNotify(byReader, aborted bool) {
 	first := false
 	l.once.Do(func() { first = true; l.close() })
@@ -1124,7 +1127,7 @@ func (l *link) endAndNotify(byReader, aborted bool) {
 	cut := false
 	if st := l.s.streams[l.service]; st != nil && st.id == l.stream && st.links[l.id] == l {
 		delete(st.links, l.id)
-		cut = aborted && l.v3 && len(st.links) == 0
+		cut = aborted && l.v3 && l.s.source && len(st.links) == 0
 		if !l.v3 || cut {
 			delete(l.s.streams, l.service) // the stream ends with its connection
 		}
