@@ -21,3 +21,6 @@ func acceptRetryable(err error) bool {
 
 // errAddrInUse is bind's error for an address another socket holds.
 var errAddrInUse error = syscall.EADDRINUSE
+
+// errConnReset is a read's error on a connection its peer reset.
+var errConnReset error = syscall.ECONNRESET

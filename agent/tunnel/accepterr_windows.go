@@ -25,3 +25,7 @@ func acceptRetryable(err error) bool {
 	}
 	return false
 }
+
+// errConnReset is a read's error on a connection its peer reset: Winsock's
+// WSAECONNRESET (syscall.ECONNRESET is a value Go invents here).
+var errConnReset error = windows.WSAECONNRESET

@@ -810,7 +810,7 @@ func (l *link) pumpUp(conn io.Reader) {
 			// on as a reset where the protocol can say one, not as its
 			// end: an upload with no length of its own (nc, HTTP ended by
 			// the close) would look complete at the other side.
-			l.endAndNotify(false, errors.Is(err, syscall.ECONNRESET))
+			l.endAndNotify(false, errors.Is(err, errConnReset))
 			return
 		}
 		switch {
