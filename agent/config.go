@@ -334,6 +334,15 @@ func (c *Config) setDefaults() {
 	if c.Tunnel.MaxTunnels == 0 {
 		c.Tunnel.MaxTunnels = 4
 	}
+	for user, h := range c.SSH.PasswordHashes {
+		// Not refused: an older build started with it, late (it waited for a
+		// hash of that cost), and served key logins.
+		if cost, err := bcrypt.Cost([]byte(h)); err == nil && cost > maxHashCost {
+			delete(c.SSH.PasswordHashes, user)
+			c.adjusted = append(c.adjusted, "ssh.password_hashes."+user+": bcrypt cost "+strconv.Itoa(cost)+" is not used (at most "+
+				strconv.Itoa(maxHashCost)+": "+costNote+"); "+user+" cannot log in by password")
+		}
+	}
 	if c.Services == nil {
 		c.Services = map[string]string{"SSH": BuiltinSSH}
 	}
@@ -489,10 +498,8 @@ func (c *Config) Validate() error {
 		// wanted. bcrypt.Cost takes a hash one character short, which then
 		// matches no password.
 		h := c.SSH.PasswordHashes[user]
-		if cost, err := bcrypt.Cost([]byte(h)); err != nil || len(h) < 60 {
+		if _, err := bcrypt.Cost([]byte(h)); err != nil || len(h) < 60 {
 			bad("ssh.password_hashes."+user, "not a bcrypt hash ($2a$, $2b$ or $2y$, a cost of 4-31, 60 characters)")
-		} else if cost > maxHashCost {
-			bad("ssh.password_hashes."+user, "bcrypt cost %d: at most %d (%s)", cost, maxHashCost, costNote)
 		}
 	}
 	if _, err := c.Log.level(); err != nil {
@@ -504,13 +511,14 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// maxHashCost is the highest bcrypt cost ssh.password_hashes takes. The
-// agent makes a hash of the highest cost among them before it starts (so that
-// a login as a user without one takes as long), and each password login checks
-// one: at cost 21 that is minutes on the fastest CPU, past any login's grace
-// time (no password login could succeed), and days at 31, which bcrypt
-// allows. A build that took such a cost started that late: it waited for
-// that hash, and no signal ended the wait.
+// maxHashCost is the highest bcrypt cost of ssh.password_hashes that is used
+// (setDefaults leaves out the others, with a warning). The agent makes a hash
+// of the highest cost among them before it starts (so that a login as a user
+// without one takes as long), and each password login checks one: at cost 21
+// that is minutes on the fastest CPU, past any login's grace time (no password
+// login could succeed, and each try held the one password check for that
+// long), and days at 31, which bcrypt allows. A build that took such a cost
+// started that late: it waited for that hash, and no signal ended the wait.
 const maxHashCost = 20
 
 // slowHashCost is the bcrypt cost above which the agent says that its start and

@@ -533,3 +533,22 @@ func TestNoAccountIsTheLoginProblem(t *testing.T) {
 		t.Errorf("warnings without a usable key %q; want them to say no login method can work", lines)
 	}
 }
+
+// A password hash of a bcrypt cost above 20 is left out with a warning, not
+// refused: an older build started with it (late: it waited for a hash of that
+// cost, days at 31) and served key logins. The other users' hashes stay.
+func TestPasswordHashCostAbove20NotUsed(t *testing.T) {
+	const rest = "$abcdefghijklmnopqrstuuJ4zbq3eTo8Vq3I2tgu0UI2t7PvIVuLm"
+	cfg := checkConfig(t, "[ssh]\npassword_hashes = { root = \"$2a$21"+rest+"\", alice = \"$2a$20"+rest+"\" }\n")
+	if _, ok := cfg.SSH.PasswordHashes["root"]; ok || len(cfg.SSH.PasswordHashes) != 1 {
+		t.Errorf("password hashes %v; want alice's alone", cfg.SSH.PasswordHashes)
+	}
+	if err := Check(cfg); err != nil {
+		t.Errorf("Check = %v, want nil", err)
+	}
+	w := strings.Join(Warnings(cfg), "\n")
+	if !strings.Contains(w, "ssh.password_hashes.root: bcrypt cost 21 is not used (at most 20: the agent makes a hash of that cost before it starts") ||
+		!strings.Contains(w, "root cannot log in by password") || strings.Contains(w, "password_hashes.alice") {
+		t.Errorf("warnings %q; want root's hash, and it alone, said not used", w)
+	}
+}
