@@ -13,16 +13,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
-	"golang.org/x/sys/unix"
 
 	"github.com/porthole-iot/porthole/agent"
 	"github.com/porthole-iot/porthole/agent/notify"
+	"github.com/porthole-iot/porthole/sshd"
 )
 
 // usageNote ends `porthole -h`: the Linux build has every command.
@@ -145,7 +144,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	closeInheritedOnExec()
+	sshd.CloseInheritedOnExec()
 	setMemoryLimit(os.Getenv, totalRAM())
 	var level slog.LevelVar
 	out := newLogWriter(os.Stderr)
@@ -284,32 +283,4 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s %s\n", k.Type(), gossh.FingerprintSHA256(k))
 	}
 	return nil
-}
-
-// procSelfFD lists this process's descriptors; a test names a missing one.
-var procSelfFD = "/proc/self/fd"
-
-// closeInheritedOnExec marks every descriptor above 2 that the agent inherited
-// (from an init script, a shell, a supervisor) close-on-exec, so that the
-// commands its SSH server starts get only their stdin, stdout and stderr, as
-// OpenSSH's sshd gives them (closefrom before exec). Go opens its own
-// descriptors close-on-exec but leaves inherited ones as they are; a login
-// would otherwise hold, say, the supervisor's pipe open, or read a file its user
-// may not open.
-// close_range(2) (Linux 5.11) does it without /proc, which a minimal root
-// file system (early boot, a chroot) may not have mounted: the descriptors
-// then went to every login. Older kernels list them in /proc.
-func closeInheritedOnExec() {
-	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
-		return
-	}
-	fds, err := os.ReadDir(procSelfFD)
-	if err != nil {
-		return // no /proc either: nothing to go by
-	}
-	for _, e := range fds {
-		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
-			syscall.CloseOnExec(fd)
-		}
-	}
 }

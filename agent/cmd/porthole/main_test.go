@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
@@ -458,43 +457,6 @@ func TestTotalRAM(t *testing.T) {
 	}
 	if got := totalRAM(); got != kB<<10 {
 		t.Fatalf("totalRAM() = %d, want MemTotal %d kB = %d", got, kB, kB<<10)
-	}
-}
-
-// A descriptor the agent inherited without close-on-exec (from a shell, an init
-// script) is not passed on to the commands its SSH server starts, with /proc
-// mounted or not (close_range(2) needs none; the /proc listing is for kernels
-// before 5.11).
-func TestCloseInheritedOnExec(t *testing.T) {
-	old := procSelfFD
-	defer func() { procSelfFD = old }()
-	t.Run("with /proc", closesInherited)
-	procSelfFD = "/nonexistent/fd"
-	t.Run("without /proc", func(t *testing.T) {
-		// A range with no descriptor in it: only whether the kernel knows
-		// the call and its flag.
-		if err := unix.CloseRange(1<<30, 1<<30, unix.CLOSE_RANGE_CLOEXEC); err != nil {
-			t.Skipf("close_range(2) with CLOSE_RANGE_CLOEXEC: %v (a kernel before 5.11)", err)
-		}
-		closesInherited(t)
-	})
-}
-
-func closesInherited(t *testing.T) {
-	fd, err := syscall.Open("/dev/null", syscall.O_RDONLY, 0) // as a parent process leaves one: no O_CLOEXEC
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	seen := func() bool {
-		return exec.Command("/bin/sh", "-c", fmt.Sprintf("test -e /proc/self/fd/%d", fd)).Run() == nil
-	}
-	if !seen() {
-		t.Fatalf("a child does not see inherited fd %d even before: the test proves nothing", fd)
-	}
-	closeInheritedOnExec()
-	if seen() {
-		t.Errorf("a child still gets inherited fd %d", fd)
 	}
 }
 
