@@ -117,12 +117,12 @@ func readPEM(field, path string) ([]byte, error) {
 // FileError returns New's error for the PEM file path of field, read by
 // ReadRegularFile as b or as err: err in a *ConfigError, or for a file that
 // is empty or has a -----BEGIN line and no block ends, or that starts with a
-// byte order mark (bomError), one that says so; nil for any other b. A file not there (by an absolute path: a relative one is
-// most likely read from another working directory than meant, which no mount
-// mends), empty, or cut is ErrNotReady: a mount or a write still to come
-// makes it right. Such a file is refused all the same, as it was before: no
-// PEM block in it means none of the three loads. The agent's tunnel.ca_file
-// is told apart by the same rule.
+// byte order mark (bomError), one that says so; nil for any other b. A file
+// not there (by an absolute path: a relative one is most likely read from
+// another working directory than meant, which no mount mends), empty, or cut
+// is ErrNotReady: a mount or a write still to come makes it right. Such a file
+// is refused all the same, as it was before: no PEM block in it means none of
+// the three loads. The agent's tunnel.ca_file is told apart by the same rule.
 func FileError(field, path string, b []byte, err error) *ConfigError {
 	if err != nil {
 		return &ConfigError{Field: field, Err: err, notReady: errors.Is(err, fs.ErrNotExist) && filepath.IsAbs(path)}
