@@ -485,7 +485,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer lock.Close()
 	if c, _ := sshd.HashesCost(a.cfg.SSH.PasswordHashes); c > slowHashCost {
-		// Said now: the start waits for it (the warning says why, later).
+		// Said now: the start waits for a hash of that cost (seconds to a
+		// minute on a router), silent otherwise.
 		a.log.Info("making a password hash of the highest cost among ssh.password_hashes before the start", "bcrypt_cost", c)
 	}
 	// The host key is made (or checked) now, so a bad key fails at start; one
