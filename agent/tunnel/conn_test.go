@@ -511,6 +511,13 @@ func answerOnce(t *testing.T, answer string) string {
 		defer c.Close()
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
 			io.WriteString(c, answer)
+			// Ended with a FIN, and what the client sends meanwhile (its TLS
+			// hello after a 200) read: closed with it unread, the kernel
+			// sends a reset instead, which a slow client (qemu-user) could
+			// meet first.
+			c.(*net.TCPConn).CloseWrite()
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			io.Copy(io.Discard, c)
 		}
 	}()
 	return ln.Addr().String()
