@@ -1,9 +1,6 @@
 package sshd
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"io"
 	"os"
@@ -23,15 +20,10 @@ import (
 func TestQueriedKeyOptionsDoNotLeak(t *testing.T) {
 	o := newOpenSSHEnv(t, nil)
 	mk := func(name string) (string, gossh.PublicKey) {
-		_, priv, _ := ed25519.GenerateKey(rand.Reader)
-		block, _ := gossh.MarshalPrivateKey(priv, "")
 		p := filepath.Join(o.dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		s, _ := gossh.NewSignerFromKey(priv)
-		os.WriteFile(p+".pub", gossh.MarshalAuthorizedKey(s.PublicKey()), 0o644)
-		return p, s.PublicKey()
+		pub := writeEd25519Key(t, p)
+		writeFile(t, p+".pub", string(gossh.MarshalAuthorizedKey(pub)))
+		return p, pub
 	}
 	aFile, aKey := mk("id_a")
 	bFile, bKey := mk("id_b")
@@ -46,6 +38,8 @@ func TestQueriedKeyOptionsDoNotLeak(t *testing.T) {
 				ids = []string{"-i", aFile, "-i", bFile + ".pub"}
 			}
 			ssh := needProgram(t, "ssh")
+			// o.opts() but its identity and LogLevel: these keys alone, and
+			// -v for the line that shows the query accepted.
 			args := []string{"-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
 				"-o", "UserKnownHostsFile=" + o.knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
 				"-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-v"}
