@@ -2,6 +2,7 @@ package tunnel_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -63,7 +64,7 @@ func TestResetOfOneConnectionLeavesItsStreamsOthers(t *testing.T) {
 		}
 		b := make([]byte, len(s))
 		if _, err := io.ReadFull(c, b); err != nil || string(b) != s {
-			return errors.New("echo " + string(b) + ": " + errString(err))
+			return fmt.Errorf("echo %q: %v", b, err)
 		}
 		return nil
 	}
@@ -87,13 +88,6 @@ func TestResetOfOneConnectionLeavesItsStreamsOthers(t *testing.T) {
 	if err := echo(kept, "still here"); err != nil {
 		t.Fatalf("after another connection of its stream was reset: %v", err)
 	}
-}
-
-func errString(err error) string {
-	if err == nil {
-		return "<nil>"
-	}
-	return err.Error()
 }
 
 // A device's service that resets its stream's only connection while the
