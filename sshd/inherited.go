@@ -8,8 +8,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// procSelfFD lists this process's descriptors; a test names a missing one.
-var procSelfFD = "/proc/self/fd"
+// The seams of CloseInheritedOnExec, for tests: close_range(2), and the
+// directory that lists this process's descriptors.
+var (
+	closeRange = unix.CloseRange
+	procSelfFD = "/proc/self/fd"
+)
 
 // CloseInheritedOnExec marks every descriptor above 2 that the process
 // inherited (from an init script, a shell, a supervisor) close-on-exec, so
@@ -23,7 +27,7 @@ var procSelfFD = "/proc/self/fd"
 // (Here, not in the porthole command: a package that imports x/sys/unix
 // already, so that the device binary's code keeps its order; docs/size.md.)
 func CloseInheritedOnExec() {
-	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
+	if closeRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
 		return
 	}
 	fds, err := os.ReadDir(procSelfFD)

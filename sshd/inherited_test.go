@@ -14,16 +14,20 @@ import (
 // mounted or not (close_range(2) needs none; the /proc listing is for kernels
 // before 5.11).
 func TestCloseInheritedOnExec(t *testing.T) {
-	old := procSelfFD
-	defer func() { procSelfFD = old }()
-	t.Run("with /proc", closesInherited)
-	procSelfFD = "/nonexistent/fd"
-	t.Run("without /proc", func(t *testing.T) {
+	oldRange, oldProc := closeRange, procSelfFD
+	defer func() { closeRange, procSelfFD = oldRange, oldProc }()
+	t.Run("close_range without /proc", func(t *testing.T) {
 		// A range with no descriptor in it: only whether the kernel knows
 		// the call and its flag.
 		if err := unix.CloseRange(1<<30, 1<<30, unix.CLOSE_RANGE_CLOEXEC); err != nil {
 			t.Skipf("close_range(2) with CLOSE_RANGE_CLOEXEC: %v (a kernel before 5.11)", err)
 		}
+		procSelfFD = "/nonexistent/fd"
+		closesInherited(t)
+	})
+	procSelfFD = oldProc
+	t.Run("/proc without close_range", func(t *testing.T) {
+		closeRange = func(uint, uint, uint) error { return syscall.ENOSYS } // a kernel before 5.9
 		closesInherited(t)
 	})
 }
