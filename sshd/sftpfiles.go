@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"math"
@@ -36,6 +37,8 @@ type openFile struct {
 	path     string
 	flags    uint32
 	dev, ino uint64
+	// failed: a WRITE to it failed, so its CLOSE fails too (see writeStatus).
+	failed bool
 }
 
 // is reports whether st is of f's file.
@@ -97,7 +100,7 @@ func (s *sftpFront) opened(id uint32, h string) {
 		f = openFile{}
 	}
 	s.mu.Lock()
-	s.files[h] = f
+	s.files[h] = &f
 	s.mu.Unlock()
 }
 
@@ -115,9 +118,11 @@ func (s *sftpFront) openForWriting() (n int) {
 
 // file returns what is known of the file of handle h, if it is one pkg/sftp
 // holds open.
-func (s *sftpFront) file(h string) (openFile, bool) {
+func (s *sftpFront) file(h string) (f openFile, ok bool) {
 	s.mu.Lock()
-	f, ok := s.files[h]
+	if p := s.files[h]; p != nil {
+		f, ok = *p, true
+	}
 	s.mu.Unlock()
 	return f, ok
 }
@@ -349,4 +354,39 @@ func (s *sftpFront) appendTo(h string, data []byte) error {
 		err = cerr
 	}
 	return err
+}
+
+// errWriteFailed answers the CLOSE of a file a WRITE to which failed, were
+// the close itself to succeed.
+const errWriteFailed = sftpFailureMsg("a write to this file failed: it may be incomplete")
+
+// writeFailed notes that a WRITE to the file of handle h failed. OpenSSH's
+// sftp client (and scp's SFTP mode) counts an upload failed only if its last
+// WRITE or its CLOSE fails: one failed WRITE among others that succeed (a
+// disk full for a moment, a flash page's error) left a hole in the file, and
+// the client said nothing and exited 0. Its CLOSE answered with a failure, it
+// says "Couldn't close file" and exits 1, as do other clients that check it.
+func (s *sftpFront) writeFailed(h string) {
+	s.mu.Lock()
+	if f := s.files[h]; f != nil {
+		f.failed = true
+	}
+	s.mu.Unlock()
+}
+
+// writeStatus returns the STATUS reply b of pkg/sftp's, noting the failure of
+// the WRITE handed on last (see writeFailed) and answering a CLOSE of a file
+// with a failed WRITE with errWriteFailed where the close succeeded.
+func (s *sftpFront) writeStatus(b []byte) []byte {
+	id, ok := binary.BigEndian.Uint32(b[5:]), binary.BigEndian.Uint32(b[9:]) == sftpOK
+	s.mu.Lock()
+	if f := s.files[s.writeH]; f != nil && id == s.writeID && !ok {
+		f.failed = true
+	}
+	fail := ok && s.failClose && id == s.failCloseID
+	s.mu.Unlock()
+	if fail {
+		b = sftpStatusPacket(id, errWriteFailed)
+	}
+	return b
 }

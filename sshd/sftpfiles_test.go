@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // asNonRoot runs the rest of test t as uid and gid 65534 (nobody), in a child
@@ -183,5 +185,68 @@ func TestSFTPHeldDescriptorUnchanged(t *testing.T) {
 	}
 	if fl, _, _ := syscall.Syscall(syscall.SYS_FCNTL, held.Fd(), syscall.F_GETFL, 0); fl&syscall.O_APPEND != 0 {
 		t.Errorf("the held descriptor's flags %#x now append", fl)
+	}
+}
+
+// TestSFTPFailedWriteFailsItsClose: one WRITE of an upload that fails among
+// others that succeed makes the file's CLOSE fail, so that a client that, as
+// OpenSSH's sftp does, looks only at its last WRITE and its CLOSE reports the
+// upload failed instead of exiting 0 with a hole in the file. The failing
+// WRITE (an offset past any file's size) is sent with the CLOSE behind it, as
+// a pipelining client sends them, before its reply is read; a file whose
+// writes all succeeded closes as before; so does one written by appends
+// served by the front (its failed append is an EBADF: opened without WRITE).
+func TestSFTPFailedWriteFailsItsClose(t *testing.T) {
+	dir := t.TempDir()
+	l := newSFTPLive(t, dir)
+	status := func(what string, id uint32) (uint32, string) {
+		t.Helper()
+		r := l.recv(t)
+		if r[0] != sftpStatus || binary.BigEndian.Uint32(r[1:]) != id {
+			t.Fatalf("%s: not the STATUS of request %d: %x", what, id, r)
+		}
+		var st struct {
+			Code uint32
+			Msg  string
+			Rest []byte `ssh:"rest"`
+		}
+		if err := gossh.Unmarshal(r[5:], &st); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return st.Code, st.Msg
+	}
+	write := func(id uint32, h string, off uint64, data string) []byte {
+		return sftpPacket(sftpWrite, id, h, binary.BigEndian.AppendUint64(nil, off), data)
+	}
+	const writeCreat = sftpFlagWrite | sftpFlagCreat
+
+	h := l.open(t, "holed", writeCreat)
+	l.send(t, write(2, h, 0, "first"), write(3, h, 1<<63, "lost"), write(4, h, 9, "last"), sftpPacket(sftpClose, uint32(5), h))
+	for id := uint32(2); id <= 4; id++ {
+		code, _ := status("WRITE", id)
+		if (code == sftpOK) != (id != 3) {
+			t.Fatalf("WRITE %d: code %d", id, code)
+		}
+	}
+	if code, msg := status("CLOSE", 5); code != sftpFailure || msg != string(errWriteFailed) {
+		t.Errorf("CLOSE of a file with a failed WRITE: code %d %q, want %d %q", code, msg, sftpFailure, errWriteFailed)
+	}
+
+	h = l.open(t, "whole", writeCreat)
+	l.send(t, write(6, h, 0, "all of it"), sftpPacket(sftpClose, uint32(7), h))
+	if code, _ := status("WRITE", 6); code != sftpOK {
+		t.Fatalf("WRITE: code %d", code)
+	}
+	if code, msg := status("CLOSE", 7); code != sftpOK {
+		t.Errorf("CLOSE of a file written whole: code %d %q", code, msg)
+	}
+
+	h = l.open(t, "appended", sftpFlagRead|sftpFlagAppend|sftpFlagCreat)
+	l.send(t, write(8, h, 0, "x"), sftpPacket(sftpClose, uint32(9), h))
+	if code, _ := status("append", 8); code == sftpOK {
+		t.Fatal("an append to a file opened without WRITE succeeded")
+	}
+	if code, msg := status("CLOSE", 9); code != sftpFailure || msg != string(errWriteFailed) {
+		t.Errorf("CLOSE of a file with a failed append: code %d %q", code, msg)
 	}
 }

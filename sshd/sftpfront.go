@@ -144,12 +144,25 @@ type sftpFront struct {
 	// SSH_FXP_HANDLE reply goes out (only OPEN gets one from it), removed
 	// when a CLOSE of one is handed on (pkg/sftp forgets the handle even
 	// if close(2) fails).
-	files map[string]openFile
+	files map[string]*openFile
 	// opening is the path and flags of the OPEN handed on last, request
 	// openingID, until its HANDLE reply: an OPEN is handed on only once every
 	// request before it is answered (see filesOpen), so at most one waits.
 	opening   openFile
 	openingID uint32
+	// writeID and writeH are the request id and handle of the WRITE handed
+	// on last, whose reply is the next (see Read); failCloseID is the CLOSE
+	// handed on last, of a file with a failed WRITE if failClose (see
+	// writeStatus).
+	writeID     uint32
+	writeH      string
+	failCloseID uint32
+	failClose   bool
+
+	// peekID and peekH are the id and handle of the WRITE or CLOSE serves
+	// saw last, for Read; only pkg/sftp's reading goroutine touches them.
+	peekID uint32
+	peekH  string
 }
 
 // sftpPeekSize is the buffer through which the front reads the client's
@@ -167,7 +180,7 @@ type sftpFront struct {
 const sftpPeekSize = 4 + 1 + 4 + 4 + sftpPathMax + 32
 
 func newSFTPFront(r io.Reader, w io.Writer, workDir string, homeOf func(string) (string, bool), srv *Server) *sftpFront {
-	s := &sftpFront{r: bufio.NewReaderSize(r, sftpPeekSize), w: w, workDir: workDir, homeOf: homeOf, srv: srv, dirs: map[string]*sftpDir{}, files: map[string]openFile{}}
+	s := &sftpFront{r: bufio.NewReaderSize(r, sftpPeekSize), w: w, workDir: workDir, homeOf: homeOf, srv: srv, dirs: map[string]*sftpDir{}, files: map[string]*openFile{}}
 	s.cond.L = &s.mu
 	return s
 }
@@ -215,6 +228,14 @@ func (s *sftpFront) Read(p []byte) (int, error) {
 			s.passed++
 			if typ != sftpRead {
 				s.lastOther = s.passed
+			}
+			switch typ {
+			case sftpWrite:
+				s.writeID, s.writeH = s.peekID, s.peekH
+			case sftpClose:
+				f := s.files[s.peekH]
+				s.failCloseID, s.failClose = s.peekID, f != nil && f.failed
+				delete(s.files, s.peekH)
 			}
 			s.mu.Unlock()
 			if closed && (typ == sftpWrite || waited) {
@@ -413,7 +434,7 @@ const maxSFTPRead = 32 << 10
 // attributes) does not fit in the buffer is kept, and refused (see
 // sftpPeekSize and tooLong).
 func (s *sftpFront) serves(typ byte, size uint32) bool {
-	s.refused = nil
+	s.refused, s.peekH = nil, ""
 	if size < 5 || size > maxSFTPPacket {
 		return false // pkg/sftp ends the session
 	}
@@ -429,6 +450,7 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 		// request is refused.
 		b, err := s.r.Peek(min(int(4+size), s.r.Size()))
 		known = err == nil && gossh.Unmarshal(b[5:], &req) == nil
+		s.peekID, s.peekH = req.ID, req.Arg
 		if cut := err == nil && len(b) < int(4+size); cut && (!known || len(req.Rest) < 32 && (typ == sftpOpen || typ == sftpSetstat)) {
 			s.tooLong(typ, size)
 			return true
@@ -476,13 +498,8 @@ func (s *sftpFront) serves(typ byte, size uint32) bool {
 	case typ == sftpSetstat:
 		a, err := parseSetAttrs(req.Rest)
 		return err == nil && (a.beyondTimeT() || req.Arg == "")
-	case typ == sftpClose && s.dirs[req.Arg] == nil:
-		s.mu.Lock()
-		delete(s.files, req.Arg)
-		s.mu.Unlock()
-		return false
 	case typ == sftpClose:
-		return true
+		return s.dirs[req.Arg] != nil
 	case typ == sftpExt:
 		return slices.Contains(sftpExtensions, req.Arg) || req.Arg == statvfsExt || req.Arg == posixRenameExt || req.Arg == hardlinkExt
 	}
@@ -648,7 +665,11 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 	case sftpMkdir:
 		reply = sftpStatusPacket(req.ID, syscall.Mkdir(s.local(req.Arg), mkdirMode))
 	case sftpWrite:
-		reply = sftpStatusPacket(req.ID, s.appendTo(req.Arg, appended.Data))
+		err := s.appendTo(req.Arg, appended.Data)
+		if err != nil {
+			s.writeFailed(req.Arg)
+		}
+		reply = sftpStatusPacket(req.ID, err)
 	case sftpSymlink:
 		reply = sftpStatusPacket(req.ID, os.Symlink(req.Arg, s.local(second.Str)))
 	case sftpOpendir:
@@ -1030,6 +1051,9 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 	}
 	if s.outLeft == 0 && s.sizeHave == 0 {
 		out = statusCode(out)
+		if len(out) >= 13 && out[4] == sftpStatus {
+			out = s.writeStatus(out)
+		}
 	}
 	if s.outLeft == 0 && s.sizeHave == 0 && len(b) > 9 && b[4] == sftpHandle {
 		var h struct{ H string }
