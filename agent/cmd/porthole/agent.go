@@ -139,6 +139,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	defer signal.Stop(stop)
 	defer signal.Stop(hup)
 	defer signal.Stop(pipe)
+	if os.Getpid() == 1 {
+		asInit(stderr)
+	}
 	notifyErr := notifyReady()
 	cfg, path, err := configFlag("agent", args, stdout, stderr, nil)
 	if err != nil {

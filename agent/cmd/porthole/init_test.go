@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// The agent as process 1 of its PID namespace (a container's entrypoint
+// without --init, an initramfs's init), started by unshare(1): the jobs its
+// sessions leave in the background, orphans that the kernel gives to process
+// 1, are waited for and leave no zombies (each kept its pid until the
+// container's pids limit refused every fork); the sessions' own exit statuses
+// still reach the client; SIGHUP to process 1 reloads the agent, SIGTERM stops
+// it, and process 1 exits as the agent did.
+func TestAgentAsProcess1ReapsOrphans(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err == nil && os.Geteuid() != 0 {
+		err = fmt.Errorf("a PID namespace needs root here")
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("unshare(1) as root is needed (CI runs as root): %v", err)
+		}
+		t.Skipf("unshare(1) as root is needed: %v", err)
+	}
+	dir := t.TempDir()
+	f := writeDevice(t, dir)
+	// A password, not a key: authorized_keys below /tmp (1777) is refused.
+	hash, err := bcrypt.GenerateFromPassword([]byte("process-1"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	b, _ := os.ReadFile(f.path)
+	os.WriteFile(f.path, append(b, fmt.Sprintf("[ssh]\nlisten = %q\npassword_hashes = { root = %q }\n", addr, hash)...), 0o600)
+
+	cmd := exec.Command(unshare, "--pid", "--fork", "--kill-child", "--mount-proc", os.Args[0], "-test.run=^$", "--", "agent", "-c", f.path)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 1000)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() }) // unshare's namespace ends with it
+	var logged []string
+	waitLog := func(want string) {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					t.Fatalf("the agent ended before it logged %q:\n%s", want, strings.Join(logged, "\n"))
+				}
+				logged = append(logged, line)
+				if strings.Contains(line, want) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("the agent never logged %q:\n%s", want, strings.Join(logged, "\n"))
+			}
+		}
+	}
+	waitLog("porthole agent started")
+
+	var client *gossh.Client
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		client, err = gossh.Dial("tcp", addr, &gossh.ClientConfig{
+			User:            "root",
+			Auth:            []gossh.AuthMethod{gossh.Password("process-1")},
+			HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+			Timeout:         5 * time.Second,
+		})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		for line := range lines {
+			logged = append(logged, line)
+		}
+		t.Fatalf("ssh to the agent as process 1: %v\n%s", err, strings.Join(logged, "\n"))
+	}
+	defer client.Close()
+	run := func(command string) (string, int) {
+		t.Helper()
+		s, err := client.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		out, err := s.Output(command)
+		if exit, ok := err.(*gossh.ExitError); ok {
+			return string(out), exit.ExitStatus()
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", command, err)
+		}
+		return string(out), 0
+	}
+	if out, _ := run("echo $$"); strings.TrimSpace(out) == "1" {
+		t.Fatal("the session's shell is process 1")
+	}
+	// Three jobs left running by shells that exit: orphans, given to process 1.
+	run(`for i in 1 2 3; do sh -c 'sleep 0.2 </dev/null >/dev/null 2>&1 &'; done`)
+	// Each process of the namespace: "pid (comm) state ppid".
+	list := `for f in /proc/[0-9]*/stat; do read -r l < $f && echo "$l"; done 2>/dev/null`
+	var sleeps []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, _ := run(list)
+		sleeps = sleeps[:0]
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "(sleep)") {
+				sleeps = append(sleeps, line)
+			}
+		}
+		if len(sleeps) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(sleeps) > 0 {
+		t.Errorf("the background jobs are still there 10 s after they ended (Z: zombies no one waits for):\n%s", strings.Join(sleeps, "\n"))
+	}
+	for i := range 5 {
+		if _, code := run("sleep 0.05; exit " + strconv.Itoa(7+i)); code != 7+i {
+			t.Errorf("exit %d came back as %d", 7+i, code)
+		}
+	}
+
+	// Process 1 in the namespace is unshare's child.
+	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+	init, err2 := strconv.Atoi(strings.TrimSpace(string(children)))
+	if err != nil || err2 != nil {
+		t.Fatalf("process 1 of the namespace: %q %v %v", children, err, err2)
+	}
+	syscall.Kill(init, syscall.SIGHUP)
+	waitLog("reloaded")
+	syscall.Kill(init, syscall.SIGTERM)
+	waitLog("agent stopped")
+	for range lines {
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("process 1 after the agent's clean stop: %v, want exit 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("process 1 did not exit after the agent stopped")
+	}
+}
