@@ -115,7 +115,7 @@ func FuzzSFTPFront(f *testing.F) {
 // FuzzSFTPWritesInChunks uploads data to a file in WRITEs of the sizes sizes
 // gives, sent all at once (as OpenSSH's sftp and scp pipeline them) and read by
 // the session in pieces of the sizes cuts gives, as a channel's data arrives:
-// the WRITEs are answered OK and the file is the data. The front peeks at
+// the WRITEs and the CLOSE are answered OK and the file is the data. The front peeks at
 // each request in its read buffer, which the pieces leave anywhere in it (see
 // TestSFTPWriteHeaderAfterBufferSlides).
 func FuzzSFTPWritesInChunks(f *testing.F) {
@@ -133,6 +133,10 @@ func FuzzSFTPWritesInChunks(f *testing.F) {
 			want = append(want, [2]uint32{uint32(2 + i), sftpOK})
 			off += n
 		}
+		// The CLOSE of a file whose WRITEs all succeeded succeeds (see
+		// writeFailed).
+		in = append(in, sftpPacket(4, uint32(2+len(want)), "1")...)
+		want = append(want, [2]uint32{uint32(2 + len(want)), sftpOK})
 		dir := t.TempDir()
 		replies := sftpReplies(t, runSFTPReader(t, dir, &piecesReader{b: in, cuts: cuts}))
 		if len(replies) < 2 || replies[1][0] != sftpHandle || string(replies[1][9:]) != "1" {
