@@ -34,10 +34,18 @@ func tokenKey(accessToken string) string {
 // It writes no more to flash than that: no chmod, and no removal of a renamed
 // temporary file.
 func writeFileAtomic(path string, data []byte) error {
+	if err := replaceFile(path, data); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// replaceFile is writeFileAtomic without the path in its errors.
+func replaceFile(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+		return err
 	}
 	tmp := f.Name()
 	defer func() {
@@ -47,17 +55,17 @@ func writeFileAtomic(path string, data []byte) error {
 	}()
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
+		return err
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+		return err
 	}
 	tmp = ""
 	if d, err := os.Open(dir); err == nil {
