@@ -351,12 +351,12 @@ func readResponse(br *bufio.Reader, secrets ...string) (*handshakeResponse, erro
 	}
 	proto, rest, ok := strings.Cut(status, " ")
 	if !ok || !strings.HasPrefix(proto, "HTTP/1.") {
-		return nil, fmt.Errorf("malformed status line %q", truncate(redact(status, secrets), 64))
+		return nil, malformedLine("status", status, secrets)
 	}
 	codeStr, _, _ := strings.Cut(rest, " ")
 	code, err := strconv.Atoi(codeStr)
 	if err != nil || len(codeStr) != 3 || code < 100 {
-		return nil, fmt.Errorf("malformed status line %q", truncate(redact(status, secrets), 64))
+		return nil, malformedLine("status", status, secrets)
 	}
 	r := &handshakeResponse{status: code, header: map[string][]string{}}
 	for {
@@ -369,7 +369,7 @@ func readResponse(br *bufio.Reader, secrets ...string) (*handshakeResponse, erro
 		}
 		k, v, ok := strings.Cut(l, ":")
 		if !ok || k == "" || strings.ContainsAny(k, " \t") {
-			return nil, fmt.Errorf("malformed header line %q", truncate(redact(l, secrets), 64))
+			return nil, malformedLine("header", l, secrets)
 		}
 		k = strings.ToLower(k)
 		r.header[k] = append(r.header[k], strings.TrimSpace(v))
@@ -440,6 +440,12 @@ func Printable(s string) string {
 	}
 	q := strconv.QuoteToGraphic(s)
 	return q[1 : len(q)-1]
+}
+
+// malformedLine is readResponse's error for a status or header line (what)
+// that does not parse: the line quoted, cut short, without secrets.
+func malformedLine(what, line string, secrets []string) error {
+	return fmt.Errorf("malformed %s line %q", what, truncate(redact(line, secrets), 64))
 }
 
 // redact replaces each of secrets in s, in order (the longer ones first). It
