@@ -110,7 +110,8 @@ func walkDataDir(dir string) (missing string, err error) {
 			above := filepath.Join(append([]string{next}, todo[:len(todo)-1]...)...)
 			return "", &missingAboveError{dir: dir, missing: next, above: above}
 		case nerr != nil:
-			return "", fmt.Errorf("data_dir: %w", nerr)
+			err = nerr // said below
+			continue
 		case nfi.Mode()&fs.ModeSymlink != 0:
 			if links++; links > 40 {
 				return "", errors.New("data_dir: " + dir + ": too many levels of symbolic links")
@@ -118,16 +119,13 @@ func walkDataDir(dir string) (missing string, err error) {
 			if uid, foreign := foreignOwner(nfi, euid); foreign {
 				return "", fmt.Errorf("data_dir: the link %s belongs to uid %d, not to root or the agent's user (uid %d)", next, uid, euid)
 			}
-			target, err := os.Readlink(next)
-			if err != nil {
-				return "", fmt.Errorf("data_dir: %w", err)
+			var target string
+			if target, err = os.Readlink(next); err != nil {
+				continue // said below
 			}
 			if filepath.IsAbs(target) {
 				cur = "/"
-				fi, err = os.Lstat(cur)
-				if err != nil {
-					return "", fmt.Errorf("data_dir: %w", err)
-				}
+				fi, err = os.Lstat(cur) // an error is said below
 			}
 			todo = append(components(target), todo...)
 			continue
