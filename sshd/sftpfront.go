@@ -660,28 +660,29 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 		_, err = s.write(sftpStatusPacket(req.ID, s.refused))
 		return nil, err
 	}
-	var reply []byte
+	var reply []byte // nil: the status of status
+	var status error
 	switch pkt[4] {
 	case sftpMkdir:
-		reply = sftpStatusPacket(req.ID, syscall.Mkdir(s.local(req.Arg), mkdirMode))
+		status = syscall.Mkdir(s.local(req.Arg), mkdirMode)
 	case sftpWrite:
 		err := s.appendTo(req.Arg, appended.Data)
 		if err != nil {
 			s.writeFailed(req.Arg)
 		}
-		reply = sftpStatusPacket(req.ID, err)
+		status = err
 	case sftpSymlink:
-		reply = sftpStatusPacket(req.ID, os.Symlink(req.Arg, s.local(second.Str)))
+		status = os.Symlink(req.Arg, s.local(second.Str))
 	case sftpOpendir:
 		reply = s.opendir(req.ID, s.local(req.Arg))
 	case sftpReaddir:
 		reply = s.readdir(req.ID, req.Arg)
 	case sftpRemove:
-		reply = sftpStatusPacket(req.ID, syscall.Unlink(s.local(req.Arg)))
+		status = syscall.Unlink(s.local(req.Arg))
 	case sftpRmdir:
-		reply = sftpStatusPacket(req.ID, syscall.Rmdir(s.local(req.Arg)))
+		status = syscall.Rmdir(s.local(req.Arg))
 	case sftpRename:
-		reply = sftpStatusPacket(req.ID, renameNoReplace(s.local(req.Arg), s.local(second.Str)))
+		status = renameNoReplace(s.local(req.Arg), s.local(second.Str))
 	case sftpRealpath:
 		reply = s.realpath(req.ID, req.Arg)
 	case sftpStat, sftpLstat:
@@ -689,7 +690,7 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 	case sftpClose:
 		d := s.dirs[req.Arg]
 		delete(s.dirs, req.Arg)
-		reply = sftpStatusPacket(req.ID, d.f.Close())
+		status = d.f.Close()
 	case sftpExt:
 		switch req.Arg {
 		case limitsExt:
@@ -699,27 +700,27 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 		case usersGroupsExt:
 			reply = s.usersGroups(req.ID, req.Rest)
 		case fsyncExt:
-			reply = sftpStatusPacket(req.ID, s.fsync(second.Str))
+			status = s.fsync(second.Str)
 		case copyDataExt:
-			reply = sftpStatusPacket(req.ID, s.copyData(cp))
+			status = s.copyData(cp)
 		case statvfsExt:
 			reply = s.statvfs(req.ID, second.Str)
 		case posixRenameExt:
-			reply = sftpStatusPacket(req.ID, syscall.Rename(s.local(second.Str), s.local(third.Str)))
+			status = syscall.Rename(s.local(second.Str), s.local(third.Str))
 		case hardlinkExt:
-			reply = sftpStatusPacket(req.ID, syscall.Link(s.local(second.Str), s.local(third.Str)))
+			status = syscall.Link(s.local(second.Str), s.local(third.Str))
 		default:
 			reply = s.expand(req.ID, second.Str)
 		}
 	case sftpOpen, sftpReadlink: // the path "": see serves
-		reply = sftpStatusPacket(req.ID, syscall.ENOENT)
+		status = syscall.ENOENT
 	case sftpSetstat: // a time this device's time_t cannot hold, the path "", or one too long to inspect (see serves)
-		reply = sftpStatusPacket(req.ID, attrs.apply(s.local(req.Arg)))
+		status = attrs.apply(s.local(req.Arg))
 	case sftpFstat:
 		var st unix.Stat_t
 		if d := s.dirs[req.Arg]; d != nil {
 			if err := unix.Fstat(int(d.f.Fd()), &st); err != nil {
-				reply = sftpStatusPacket(req.ID, err)
+				status = err
 			} else {
 				reply = sftpReply(sftpAttrs, req.ID, gossh.Marshal(fileAttrs(&st)))
 			}
@@ -736,14 +737,17 @@ func (s *sftpFront) serve(size int) ([]byte, error) {
 		var st syscall.Stat_t
 		err := syscall.Stat(f.path, &st)
 		if err == nil && !f.is(&st) || err == syscall.ENOENT || err == syscall.ENOTDIR {
-			reply = sftpStatusPacket(req.ID, errFileMoved)
+			status = errFileMoved
 			break
 		}
 		if a, perr := parseSetAttrs(req.Rest); err == nil && perr == nil && a.beyondTimeT() {
-			reply = sftpStatusPacket(req.ID, a.apply(f.path)) // still the file opened
+			status = a.apply(f.path) // still the file opened
 			break
 		}
 		return pkt, nil // pkg/sftp sets them, or reports another error
+	}
+	if reply == nil {
+		reply = sftpStatusPacket(req.ID, status)
 	}
 	_, err = s.write(reply)
 	return nil, err
