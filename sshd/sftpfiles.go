@@ -365,7 +365,9 @@ const errWriteFailed = sftpFailureMsg("a write to this file failed: it may be in
 // WRITE or its CLOSE fails: one failed WRITE among others that succeed (a
 // disk full for a moment, a flash page's error) left a hole in the file, and
 // the client said nothing and exited 0. Its CLOSE answered with a failure, it
-// says "Couldn't close file" and exits 1, as do other clients that check it.
+// says "close remote: Failure" and exits 1, as do other clients that check it.
+// A client that wrote the part again after the failure gets the failure too:
+// the front does not follow what was written where.
 func (s *sftpFront) writeFailed(h string) {
 	s.mu.Lock()
 	if f := s.files[h]; f != nil {
@@ -380,10 +382,18 @@ func (s *sftpFront) writeFailed(h string) {
 func (s *sftpFront) writeStatus(b []byte) []byte {
 	id, ok := binary.BigEndian.Uint32(b[5:]), binary.BigEndian.Uint32(b[9:]) == sftpOK
 	s.mu.Lock()
-	if f := s.files[s.writeH]; f != nil && id == s.writeID && !ok {
-		f.failed = true
+	// Each is for its request's reply alone: a client may use an id again
+	// (phpseclib sends most requests as id 1).
+	if id == s.writeID {
+		if f := s.files[s.writeH]; f != nil && !ok {
+			f.failed = true
+		}
+		s.writeH = ""
 	}
 	fail := ok && s.failClose && id == s.failCloseID
+	if id == s.failCloseID {
+		s.failClose = false
+	}
 	s.mu.Unlock()
 	if fail {
 		b = sftpStatusPacket(id, errWriteFailed)

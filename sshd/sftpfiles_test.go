@@ -197,31 +197,11 @@ func TestSFTPHeldDescriptorUnchanged(t *testing.T) {
 // writes all succeeded closes as before; so does one written by appends
 // served by the front (its failed append is an EBADF: opened without WRITE).
 func TestSFTPFailedWriteFailsItsClose(t *testing.T) {
-	dir := t.TempDir()
-	l := newSFTPLive(t, dir)
-	status := func(what string, id uint32) (uint32, string) {
-		t.Helper()
-		r := l.recv(t)
-		if r[0] != sftpStatus || binary.BigEndian.Uint32(r[1:]) != id {
-			t.Fatalf("%s: not the STATUS of request %d: %x", what, id, r)
-		}
-		var st struct {
-			Code uint32
-			Msg  string
-			Rest []byte `ssh:"rest"`
-		}
-		if err := gossh.Unmarshal(r[5:], &st); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		return st.Code, st.Msg
-	}
-	write := func(id uint32, h string, off uint64, data string) []byte {
-		return sftpPacket(sftpWrite, id, h, binary.BigEndian.AppendUint64(nil, off), data)
-	}
-	const writeCreat = sftpFlagWrite | sftpFlagCreat
+	l := newSFTPLive(t, t.TempDir())
+	status := func(what string, id uint32) (uint32, string) { t.Helper(); return l.status(t, what, id) }
 
 	h := l.open(t, "holed", writeCreat)
-	l.send(t, write(2, h, 0, "first"), write(3, h, 1<<63, "lost"), write(4, h, 9, "last"), sftpPacket(sftpClose, uint32(5), h))
+	l.send(t, sftpWritePacket(2, h, 0, "first"), sftpWritePacket(3, h, 1<<63, "lost"), sftpWritePacket(4, h, 9, "last"), sftpPacket(sftpClose, uint32(5), h))
 	for id := uint32(2); id <= 4; id++ {
 		code, _ := status("WRITE", id)
 		if (code == sftpOK) != (id != 3) {
@@ -233,7 +213,7 @@ func TestSFTPFailedWriteFailsItsClose(t *testing.T) {
 	}
 
 	h = l.open(t, "whole", writeCreat)
-	l.send(t, write(6, h, 0, "all of it"), sftpPacket(sftpClose, uint32(7), h))
+	l.send(t, sftpWritePacket(6, h, 0, "all of it"), sftpPacket(sftpClose, uint32(7), h))
 	if code, _ := status("WRITE", 6); code != sftpOK {
 		t.Fatalf("WRITE: code %d", code)
 	}
@@ -242,11 +222,68 @@ func TestSFTPFailedWriteFailsItsClose(t *testing.T) {
 	}
 
 	h = l.open(t, "appended", sftpFlagRead|sftpFlagAppend|sftpFlagCreat)
-	l.send(t, write(8, h, 0, "x"), sftpPacket(sftpClose, uint32(9), h))
+	l.send(t, sftpWritePacket(8, h, 0, "x"), sftpPacket(sftpClose, uint32(9), h))
 	if code, _ := status("append", 8); code == sftpOK {
 		t.Fatal("an append to a file opened without WRITE succeeded")
 	}
 	if code, msg := status("CLOSE", 9); code != sftpFailure || msg != string(errWriteFailed) {
 		t.Errorf("CLOSE of a file with a failed append: code %d %q", code, msg)
+	}
+}
+
+// status reads the next reply, which must be the STATUS of request id, and
+// returns its code and message.
+func (l *sftpLive) status(t *testing.T, what string, id uint32) (uint32, string) {
+	t.Helper()
+	r := l.recv(t)
+	if r[0] != sftpStatus || binary.BigEndian.Uint32(r[1:]) != id {
+		t.Fatalf("%s: not the STATUS of request %d: %x", what, id, r)
+	}
+	var st struct {
+		Code uint32
+		Msg  string
+		Rest []byte `ssh:"rest"`
+	}
+	if err := gossh.Unmarshal(r[5:], &st); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return st.Code, st.Msg
+}
+
+// sftpWritePacket is a WRITE of data at off to the file of handle h.
+func sftpWritePacket(id uint32, h string, off uint64, data string) []byte {
+	return sftpPacket(sftpWrite, id, h, binary.BigEndian.AppendUint64(nil, off), data)
+}
+
+const writeCreat = sftpFlagWrite | sftpFlagCreat
+
+// A client that uses its request ids again (phpseclib sends most requests as
+// id 1, its WRITEs as 0, 1, 2…): once a file's failed WRITE has failed its
+// CLOSE, a later request with that id is answered as pkg/sftp answers it, and
+// a READ at the end of a file, with the id of its last successful WRITE, does
+// not fail the file's CLOSE.
+func TestSFTPFailedWriteIDsReused(t *testing.T) {
+	l := newSFTPLive(t, t.TempDir())
+	h := l.open(t, "holed", writeCreat)
+	l.send(t, sftpWritePacket(0, h, 0, "x"), sftpWritePacket(1, h, 1<<63, "y"), sftpPacket(sftpClose, uint32(1), h))
+	l.status(t, "WRITE", 0)
+	l.status(t, "WRITE", 1)
+	if code, _ := l.status(t, "CLOSE", 1); code == sftpOK {
+		t.Fatal("the CLOSE of a file with a failed WRITE succeeded")
+	}
+	h = l.open(t, "whole", writeCreat|sftpFlagRead)
+	l.send(t, sftpWritePacket(0, h, 0, "ab"), sftpWritePacket(1, h, 2, "cd"))
+	for id := range uint32(2) {
+		if code, msg := l.status(t, "WRITE", id); code != sftpOK {
+			t.Errorf("WRITE %d after the failed upload: %d %q", id, code, msg)
+		}
+	}
+	l.send(t, sftpPacket(sftpRead, uint32(1), h, binary.BigEndian.AppendUint64(nil, 100), uint32(10)))
+	if code, _ := l.status(t, "READ at the end", 1); code != sftpEOF {
+		t.Fatalf("READ past the end: code %d, want EOF", code)
+	}
+	l.send(t, sftpPacket(sftpClose, uint32(1), h))
+	if code, msg := l.status(t, "CLOSE", 1); code != sftpOK {
+		t.Errorf("CLOSE of a file whose WRITEs all succeeded: %d %q", code, msg)
 	}
 }
