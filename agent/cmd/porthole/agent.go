@@ -140,7 +140,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	defer signal.Stop(hup)
 	defer signal.Stop(pipe)
 	if os.Getpid() == 1 {
-		asInit(stderr)
+		asInit(stop, hup, stderr)
 	}
 	notifyErr := notifyReady()
 	cfg, path, err := configFlag("agent", args, stdout, stderr, nil)

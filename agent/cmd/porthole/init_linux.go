@@ -18,22 +18,32 @@ import (
 //
 // So, as tini does, process 1 starts this program again, with the same
 // arguments, as its only child, which runs the agent; passes SIGTERM, SIGINT
-// and SIGHUP (stop, reload) on to it; waits for every child it is given; and
-// exits as the agent did. It returns only if that child cannot be started:
-// the agent then runs in this process, as before, and stderr says what is
-// lost.
-func asInit(stderr io.Writer) {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGCHLD)
+// and SIGHUP (stop, reload), caught on stop and hup from the start, on to it;
+// waits for every child it is given; and exits as the agent did. It says
+// READY=1 to NOTIFY_SOCKET itself, and the child does not: systemd-nspawn hears
+// only its container's process 1. It returns only if that child cannot be
+// started: the agent then runs in this process, as before, and stderr says
+// what is lost.
+func asInit(stop, hup <-chan os.Signal, stderr io.Writer) {
+	chld := make(chan os.Signal, 1) // one is enough: each waits for all there are
+	signal.Notify(chld, syscall.SIGCHLD)
+	if err := notifyReady(); err != nil {
+		io.WriteString(stderr, "porthole: "+err.Error()+"\n")
+	}
+	os.Unsetenv("NOTIFY_SOCKET")
 	agent, _, err := syscall.StartProcess("/proc/self/exe", os.Args, &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{0, 1, 2}})
 	if err != nil {
-		signal.Stop(sigs)
+		signal.Stop(chld)
 		io.WriteString(stderr, "porthole: process 1 cannot start the agent as its child: "+err.Error()+": orphaned processes will not be waited for\n")
 		return
 	}
-	for sig := range sigs {
-		if sig != syscall.SIGCHLD {
+	for {
+		select {
+		case sig := <-stop:
 			syscall.Kill(agent, sig.(syscall.Signal))
+		case sig := <-hup:
+			syscall.Kill(agent, sig.(syscall.Signal))
+		case <-chld:
 		}
 		for {
 			var ws syscall.WaitStatus

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,8 +51,17 @@ func TestAgentAsProcess1ReapsOrphans(t *testing.T) {
 	b, _ := os.ReadFile(f.path)
 	os.WriteFile(f.path, append(b, fmt.Sprintf("[ssh]\nlisten = %q\npassword_hashes = { root = %q }\n", addr, hash)...), 0o600)
 
+	// systemd-nspawn takes READY=1 from its container's process 1 alone.
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	if raw, err := notify.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_PASSCRED, 1) })
+	}
 	cmd := exec.Command(unshare, "--pid", "--fork", "--kill-child", "--mount-proc", os.Args[0], "-test.run=^$", "--", "agent", "-c", f.path)
-	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.Env = append(os.Environ(), childEnv+"=1", "NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -127,9 +137,6 @@ func TestAgentAsProcess1ReapsOrphans(t *testing.T) {
 		}
 		return string(out), 0
 	}
-	if out, _ := run("echo $$"); strings.TrimSpace(out) == "1" {
-		t.Fatal("the session's shell is process 1")
-	}
 	// Three jobs left running by shells that exit: orphans, given to process 1.
 	run(`for i in 1 2 3; do sh -c 'sleep 0.2 </dev/null >/dev/null 2>&1 &'; done`)
 	// Each process of the namespace: "pid (comm) state ppid".
@@ -162,6 +169,21 @@ func TestAgentAsProcess1ReapsOrphans(t *testing.T) {
 	if err != nil || err2 != nil {
 		t.Fatalf("process 1 of the namespace: %q %v %v", children, err, err2)
 	}
+	notify.SetReadDeadline(time.Now().Add(5 * time.Second))
+	msg, oob := make([]byte, 64), make([]byte, 64)
+	n, oobn, _, _, err := notify.ReadMsgUnix(msg, oob)
+	if err != nil {
+		t.Fatalf("no READY=1 on NOTIFY_SOCKET: %v", err)
+	}
+	if cmsgs, err := syscall.ParseSocketControlMessage(oob[:oobn]); err != nil || len(cmsgs) == 0 {
+		t.Errorf("READY=1 came without credentials: %v", err)
+	} else if cred, err := syscall.ParseUnixCredentials(&cmsgs[0]); err != nil || int(cred.Pid) != init || string(msg[:n]) != "READY=1" {
+		t.Errorf("%q came from pid %v (%v), not from process 1 (pid %d here)", msg[:n], cred, err, init)
+	}
+	notify.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, _, _, err := notify.ReadMsgUnix(msg, oob); err == nil {
+		t.Errorf("a second %q on NOTIFY_SOCKET: the agent's own", msg[:n])
+	}
 	syscall.Kill(init, syscall.SIGHUP)
 	waitLog("reloaded")
 	syscall.Kill(init, syscall.SIGTERM)
@@ -175,5 +197,26 @@ func TestAgentAsProcess1ReapsOrphans(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("process 1 did not exit after the agent stopped")
+	}
+}
+
+// Process 1 exits as the agent did: 1 for a config it cannot use.
+func TestAgentAsProcess1ExitsAsTheAgent(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("unshare(1) as root is needed (CI runs as root): %v", err)
+		}
+		t.Skipf("unshare(1) as root is needed (%v)", err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.toml")
+	if code, _, _ := runCmd(t, nil, "agent", "-c", missing); code != exitUsage {
+		t.Fatalf("the agent with a missing config: exit %d, want %d", code, exitUsage)
+	}
+	cmd := exec.Command(unshare, "--pid", "--fork", "--kill-child", "--mount-proc", os.Args[0], "-test.run=^$", "--", "agent", "-c", missing)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != exitUsage {
+		t.Errorf("process 1 with a missing config: exit %d (%v), want %d:\n%s", code, err, exitUsage, out)
 	}
 }
