@@ -30,8 +30,13 @@ func asInit(stop, hup <-chan os.Signal, stderr io.Writer) {
 	if err := notifyReady(); err != nil {
 		io.WriteString(stderr, "porthole: "+err.Error()+"\n")
 	}
-	os.Unsetenv("NOTIFY_SOCKET")
-	agent, _, err := syscall.StartProcess("/proc/self/exe", os.Args, &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{0, 1, 2}})
+	env := os.Environ()
+	for i, e := range env {
+		if len(e) > 14 && e[:14] == "NOTIFY_SOCKET=" {
+			env[i] = "NOTIFY_SOCKET=" // empty: not for the child (os.Unsetenv linked 1.1 KB)
+		}
+	}
+	agent, _, err := syscall.StartProcess("/proc/self/exe", os.Args, &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2}})
 	if err != nil {
 		signal.Stop(chld)
 		io.WriteString(stderr, "porthole: process 1 cannot start the agent as its child: "+err.Error()+": orphaned processes will not be waited for\n")
