@@ -25,16 +25,7 @@ import (
 // still reach the client; SIGHUP to process 1 reloads the agent, SIGTERM stops
 // it, and process 1 exits as the agent did.
 func TestAgentAsProcess1ReapsOrphans(t *testing.T) {
-	unshare, err := exec.LookPath("unshare")
-	if err == nil && os.Geteuid() != 0 {
-		err = fmt.Errorf("a PID namespace needs root here")
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("unshare(1) as root is needed (CI runs as root): %v", err)
-		}
-		t.Skipf("unshare(1) as root is needed: %v", err)
-	}
+	unshare := needUnshare(t)
 	dir := t.TempDir()
 	f := writeDevice(t, dir)
 	// A password, not a key: authorized_keys below /tmp (1777) is refused.
@@ -202,13 +193,7 @@ func TestAgentAsProcess1ReapsOrphans(t *testing.T) {
 
 // Process 1 exits as the agent did: 1 for a config it cannot use.
 func TestAgentAsProcess1ExitsAsTheAgent(t *testing.T) {
-	unshare, err := exec.LookPath("unshare")
-	if err != nil || os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("unshare(1) as root is needed (CI runs as root): %v", err)
-		}
-		t.Skipf("unshare(1) as root is needed (%v)", err)
-	}
+	unshare := needUnshare(t)
 	missing := filepath.Join(t.TempDir(), "missing.toml")
 	if code, _, _ := runCmd(t, nil, "agent", "-c", missing); code != exitUsage {
 		t.Fatalf("the agent with a missing config: exit %d, want %d", code, exitUsage)
@@ -219,4 +204,21 @@ func TestAgentAsProcess1ExitsAsTheAgent(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != exitUsage {
 		t.Errorf("process 1 with a missing config: exit %d (%v), want %d:\n%s", code, err, exitUsage, out)
 	}
+}
+
+// needUnshare returns unshare(1)'s path, for a PID namespace: it needs root
+// (CI runs as root).
+func needUnshare(t *testing.T) string {
+	t.Helper()
+	unshare, err := exec.LookPath("unshare")
+	if err == nil && os.Geteuid() != 0 {
+		err = fmt.Errorf("a PID namespace needs root here")
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("unshare(1) as root is needed (CI runs as root): %v", err)
+		}
+		t.Skipf("unshare(1) as root is needed: %v", err)
+	}
+	return unshare
 }
