@@ -13,22 +13,24 @@ import (
 // is a named field and the methods are on the pointer: with embedded
 // interfaces and a value receiver, the binary carries a wrapper for each
 // method twice over (docs/size.md).
-type sftpChannel struct {
-	front *sftpFront
-	close func() error
-}
+//
+// Close leaves the channel open: pkg/sftp closes its connection when a request
+// cannot be parsed (a type it does not know, a body cut short) and then returns
+// from Serve, and the session, not pkg/sftp, sends the exit status (1) and then
+// closes the channel. Closed there, the channel went without an exit status,
+// which OpenSSH's sftp and scp report as a failure of their own kind.
+type sftpChannel struct{ front *sftpFront }
 
 func (c *sftpChannel) Read(p []byte) (int, error)  { return c.front.Read(p) }
 func (c *sftpChannel) Write(p []byte) (int, error) { return c.front.Write(p) }
-func (c *sftpChannel) Close() error                { return c.close() }
+func (c *sftpChannel) Close() error                { c.front.close(); return nil }
 
 // runSFTP serves the SFTP subsystem in-process, as the server's own user,
 // starting in a's home directory. It returns once the client has sent EOF;
-// the caller then sends the exit status before closing the channel. The
-// sftp.Server is deliberately not closed first: that would close the
-// channel and clients would report "exit status -1". An sftpFront in front
-// of pkg/sftp serves directory listings and SYMLINK requests and keeps
-// writes in order.
+// the caller then sends the exit status before closing the channel (which
+// sftpChannel.Close leaves open: clients report "exit status -1" for a channel
+// closed without one). An sftpFront in front of pkg/sftp serves directory
+// listings and SYMLINK requests and keeps writes in order.
 //
 // A request that blocks for good (an OPEN of a FIFO no program opens from
 // the other side) is abandoned once the client has gone: see abandonable.
@@ -38,10 +40,7 @@ func (sess *session) runSFTP(a *account, opt sftpOptions) int {
 		return sess.tildeHome(a, user)
 	}, sess.srv)
 	front.readOnly, front.remote = opt.readOnly, sess.st.remote
-	rw := &sftpChannel{front: front, close: func() error {
-		front.close()
-		return sess.ch.Close()
-	}}
+	rw := &sftpChannel{front: front}
 	sopts := []sftp.ServerOption{sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead)}
 	if opt.readOnly {
 		sopts = append(sopts, sftp.ReadOnly()) // the front refuses writes first

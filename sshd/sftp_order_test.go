@@ -104,7 +104,7 @@ func newSFTPLive(t *testing.T, dir string) *sftpLive {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	front := newSFTPFront(inR, outW, dir, func(user string) (string, bool) { return dir, user == "" }, nil)
-	rw := &sftpChannel{front: front, close: func() error { front.close(); return nil }}
+	rw := &sftpChannel{front: front}
 	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -646,5 +647,48 @@ func TestSFTPBlockedOpenReturnsAfterTheClient(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the session did not end once its OPEN returned")
 		}
+	}
+}
+
+// TestSFTPMalformedRequestEndsWithExitStatus: a request pkg/sftp cannot parse
+// (a type it does not know, a body cut short) ends the session, as one the
+// front cannot parse does, with exit status 1 after the replies to the
+// requests before it. pkg/sftp closes its connection there, and that closed
+// the channel before the exit status, which OpenSSH's sftp and scp need.
+func TestSFTPMalformedRequestEndsWithExitStatus(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+	}{
+		{"unknown type", sftpPacket(99, uint32(7))},
+		{"a reply's type", sftpPacket(101, uint32(7), uint32(0))},
+		{"no request id", sftpPacket(sftpClose)},
+		{"OPEN without flags", sftpPacket(sftpOpen, uint32(7), "x")},
+		{"READ cut short", sftpPacket(sftpRead, uint32(7), "h")},
+		{"STAT without a path", sftpPacket(sftpStat, uint32(7))}, // the front's
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openRaw(t, c)
+			if ok, err := s.ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"sftp"})); !ok || err != nil {
+				t.Fatalf("subsystem sftp = %v, %v", ok, err)
+			}
+			in := slices.Concat(sftpPacket(1, uint32(3)), sftpPacket(sftpLstat, uint32(5), "/"), tc.pkt)
+			if _, err := s.ch.Write(in); err != nil {
+				t.Fatal(err)
+			}
+			out, err := io.ReadAll(s.ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			replies := sftpReplies(t, out)
+			if len(replies) != 2 || replies[1][0] != sftpAttrs {
+				t.Errorf("replies %q, want VERSION and the LSTAT's ATTRS", replies)
+			}
+			if got := s.wait(t); got != "exit-status 1" {
+				t.Errorf("the session ended with %q, want exit-status 1", got)
+			}
+		})
 	}
 }

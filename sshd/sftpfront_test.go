@@ -228,7 +228,7 @@ func runSFTPReader(t *testing.T, dir string, in io.Reader) []byte {
 		return dir, user == ""
 	}, nil)
 	defer front.closeDirs()
-	rw := &sftpChannel{front: front, close: func() error { front.close(); return nil }}
+	rw := &sftpChannel{front: front}
 	srv, err := sftp.NewServer(rw, sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead))
 	if err != nil {
 		t.Fatal(err)
