@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -204,6 +205,106 @@ func TestAgentAsProcess1ExitsAsTheAgent(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != exitUsage {
 		t.Errorf("process 1 with a missing config: exit %d (%v), want %d:\n%s", code, err, exitUsage, out)
 	}
+}
+
+// A reload right after process 1's READY=1 reloads the agent. systemd holds a
+// reload back until READY=1 and then sends it: process 1 said READY=1 before it
+// had started the agent, and passed the SIGHUP on to a child still starting,
+// before its signal.Notify, which Go's default for SIGHUP ended (exit 129, and
+// the container with it).
+func TestAgentAsProcess1ReloadRightAfterReady(t *testing.T) { testProcess1Reload(t, false) }
+
+// A SIGHUP to process 1 as it has just started the agent (from an init system
+// that does not wait for READY=1) is held until the agent catches it, and
+// reloads it.
+func TestAgentAsProcess1ReloadWhileTheAgentStarts(t *testing.T) { testProcess1Reload(t, true) }
+
+func testProcess1Reload(t *testing.T, early bool) {
+	unshare := needUnshare(t)
+	dir := t.TempDir()
+	f := writeDevice(t, dir)
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	cmd := exec.Command(unshare, "--pid", "--fork", "--kill-child", "--mount-proc", os.Args[0], "-test.run=^$", "--", "agent", "-c", f.path)
+	cmd.Env = append(os.Environ(), childEnv+"=1", "NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
+	stderr := new(lockedBuffer)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { cmd.Process.Kill(); <-exited }()
+	children := func(pid int) (c []string) { // of every thread: a Go program forks from any
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+		for _, task := range tasks {
+			b, _ := os.ReadFile(task)
+			c = append(c, strings.Fields(string(b))...)
+		}
+		return c
+	}
+	var init int
+	if early {
+		// The agent started, but likely still in the Go runtime's start:
+		// process 1 holds the SIGHUP until the agent is ready for it.
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Millisecond) {
+			if c := children(cmd.Process.Pid); len(c) == 1 {
+				init, _ = strconv.Atoi(c[0])
+				if len(children(init)) == 1 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("process 1 did not start the agent")
+			}
+		}
+		syscall.Kill(init, syscall.SIGHUP)
+	}
+	notify.SetReadDeadline(time.Now().Add(20 * time.Second))
+	msg := make([]byte, 64)
+	if n, err := notify.Read(msg); err != nil || string(msg[:n]) != "READY=1" {
+		t.Fatalf("READY=1: %q %v\n%s", msg[:n], err, stderr.String())
+	}
+	if !early {
+		c := children(cmd.Process.Pid)
+		if len(c) != 1 {
+			t.Fatalf("process 1 of the namespace: %q", c)
+		}
+		init, _ = strconv.Atoi(c[0])
+		syscall.Kill(init, syscall.SIGHUP)
+	}
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stderr.String(), "reloaded"); time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("a reload right after READY=1 ended the agent as process 1 (%v), want a reload:\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged 20 s after the SIGHUP:\n%s", stderr.String())
+		}
+	}
+}
+
+// lockedBuffer is a child's stderr, read while the child writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // needUnshare returns unshare(1)'s path, for a PID namespace: it needs root
