@@ -317,8 +317,8 @@ func (l *Listener) ownCertOutOfDate() string {
 	if l.outOfDate(leaf) == "" {
 		return ""
 	}
-	return "the device certificate " + l.cfg.CertFile + " is valid from " + leaf.NotBefore.UTC().Format(time.RFC3339) +
-		" to " + leaf.NotAfter.UTC().Format(time.RFC3339) + ", not now: renew it (the agent reads the files again before its next connection)"
+	return "the device certificate " + l.cfg.CertFile + " is valid from " + utc(leaf.NotBefore) +
+		" to " + utc(leaf.NotAfter) + ", not now: renew it (the agent reads the files again before its next connection)"
 }
 
 // connectError logs a failed connection attempt with the hint that fits.
@@ -341,7 +341,7 @@ func (l *Listener) connectError(err error) {
 		// Not a certificate problem: a router without an RTC before NTP.
 		msg = "mqtt connect failed; retrying: the system clock looks wrong, TLS cannot verify " +
 			"certificates until it is set (NTP, RTC)"
-		attrs = append(attrs, "clock", l.clock().UTC().Format(time.RFC3339), "built", buildTime().UTC().Format(time.RFC3339))
+		attrs = append(attrs, "clock", utc(l.clock()), "built", utc(buildTime()))
 	case l.ownCertOutOfDate() != "" && !errors.As(err, new(*tls.CertificateVerificationError)) && !alpnRefused(err):
 		// The broker refuses it, by an alert or by closing the connection:
 		// that is why, whatever the error reads. Not when the agent's own

@@ -111,7 +111,7 @@ func New(cfg Config) (*Listener, error) {
 	}
 	if leaf := certLeaf(tc); leaf != nil {
 		l.log.Debug("client certificate", "file", c.CertFile, "subject", leaf.Subject.String(),
-			"not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+			"not_after", utc(leaf.NotAfter))
 	}
 	return l, nil
 }
