@@ -426,6 +426,10 @@ func (a *Agent) clock() time.Time {
 	return time.Now()
 }
 
+// utc formats t in UTC as RFC 3339, as logs and messages show times: one
+// call at each, not t.UTC().Format(time.RFC3339) repeated (docs/size.md).
+func utc(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
 // eventFlushTimeout bounds the last flush of the event queue when the agent stops:
 // a broker that is away must not hold up a SIGTERM (init systems kill after a few
 // seconds).
@@ -1082,7 +1086,7 @@ func (a *Agent) failureReason(err error) string {
 		// The clock is after the build but outside the certificate's dates
 		// (days off, or a certificate really expired): tunnel.ca_file has
 		// nothing to do with it. As notify's tlsHint says it for the broker.
-		return "the service's TLS certificate has expired or is not yet valid (the clock says " + a.clock().UTC().Format(time.RFC3339) + ")"
+		return "the service's TLS certificate has expired or is not yet valid (the clock says " + utc(a.clock()) + ")"
 	case tunnel.IsCertificateError(err):
 		return "TLS certificate check of the service failed (tunnel.ca_file)"
 	case errors.Is(err, syscall.EMFILE):

@@ -730,7 +730,6 @@ func certValidity(certFile, caFile string, now, built time.Time) (expired error,
 		return nil, "" // New has read it already; the error is its
 	}
 	cert := certs[0]
-	date := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 	switch {
 	case !now.Before(cert.NotAfter):
 		var last time.Time // when the last CA of caFile expires
@@ -742,16 +741,16 @@ func certValidity(certFile, caFile string, now, built time.Time) (expired error,
 		if !last.IsZero() && !now.Before(last) {
 			return nil, fmt.Sprintf("the clock says %s, after mqtt.cert_file %s expired (%s) and after every CA certificate in mqtt.ca_file %s "+
 				"expired (the last on %s): the clock looks wrong (ahead); set it (NTP, RTC), or, if it is right, renew both",
-				date(now), certFile, date(cert.NotAfter), caFile, date(last))
+				utc(now), certFile, utc(cert.NotAfter), caFile, utc(last))
 		}
 		return fmt.Errorf("%s expired on %s (the clock says %s): the broker refuses it; renew the device certificate",
-			certFile, date(cert.NotAfter), date(now)), ""
+			certFile, utc(cert.NotAfter), utc(now)), ""
 	case now.Before(cert.NotBefore):
 		return nil, fmt.Sprintf("mqtt.cert_file %s is not valid before %s (the clock says %s): the broker refuses it until then",
-			certFile, date(cert.NotBefore), date(now))
+			certFile, utc(cert.NotBefore), utc(now))
 	case cert.NotAfter.Sub(now) < certWarnWindow:
 		return nil, fmt.Sprintf("mqtt.cert_file %s expires on %s, less than %d days from now: renew it (in place: the agent uses the new file from its next connection to the broker)",
-			certFile, date(cert.NotAfter), certWarnWindow/(24*time.Hour))
+			certFile, utc(cert.NotAfter), certWarnWindow/(24*time.Hour))
 	}
 	return nil, ""
 }

@@ -101,9 +101,9 @@ func (l *refusalLimit) flush() {
 
 // reportSuppressed is the Agent's refusalLimit.report.
 func (a *Agent) reportSuppressed(n int, since time.Time) {
-	a.log.Warn("ssh refusals not reported one by one", "count", n, "since", since.UTC().Format(time.RFC3339))
+	a.log.Warn("ssh refusals not reported one by one", "count", n, "since", utc(since))
 	a.emit(&Event{Type: "ssh-refusals-suppressed", Attempts: n, Reason: fmt.Sprintf("%d more refused logins, sessions or forwards since %s (at most %d per %s are published one by one)",
-		n, since.UTC().Format(time.RFC3339), refusalBurst, refusalWindow)})
+		n, utc(since), refusalBurst, refusalWindow)})
 }
 
 // rejected is the notify listener's OnRejected: a notification that is not valid
@@ -138,7 +138,7 @@ func (a *Agent) rejectNotificationLocked(e Event) {
 
 // reportRejections is the Agent's rejections.report.
 func (a *Agent) reportRejections(n int, since time.Time) {
-	a.log.Warn("rejected notifications not reported one by one", "count", n, "since", since.UTC().Format(time.RFC3339))
+	a.log.Warn("rejected notifications not reported one by one", "count", n, "since", utc(since))
 	a.emit(&Event{Type: "notification-rejections-suppressed", Attempts: n, Reason: fmt.Sprintf("%d more notifications rejected since %s (at most %d per %s are published one by one)",
-		n, since.UTC().Format(time.RFC3339), rejectionBurst, rejectionWindow)})
+		n, utc(since), rejectionBurst, rejectionWindow)})
 }

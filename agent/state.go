@@ -106,7 +106,7 @@ func (s stateStore) load(now time.Time) (saved []savedTunnel, expired []string, 
 			// Said, not silent: a clock stepped far forward since (a router that
 			// booted with a stale one) also ends up here.
 			errs = append(errs, fmt.Errorf("removing the saved tunnel %s: received %s ago (%s; the clock says %s), longer than a tunnel lives (%v)",
-				fingerprint(t.AccessToken), age.Round(time.Minute), t.Received.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), maxTunnelLifetime))
+				fingerprint(t.AccessToken), age.Round(time.Minute), utc(t.Received), utc(now), maxTunnelLifetime))
 			os.Remove(p)
 			expired = append(expired, fingerprint(t.AccessToken))
 			continue
