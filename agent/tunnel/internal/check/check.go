@@ -37,7 +37,7 @@ import (
 // of [a-zA-Z0-9:_-] (spec §3.4).
 func ServiceID(s string) error {
 	if !syntax.Name(s, 1, 128, ":_-") {
-		return fmt.Errorf("tunnel: service id %q: want 1-128 characters of [a-zA-Z0-9:_-]", s)
+		return invalid("service id ", s, ": want 1-128 characters of [a-zA-Z0-9:_-]")
 	}
 	return nil
 }
@@ -74,7 +74,7 @@ func Endpoint(endpoint, region string, allowInsecure bool) error {
 // allowInsecure is set.
 func URL(endpoint, region, mode string, allowInsecure bool) (*url.URL, error) {
 	if mode != "source" && mode != "destination" {
-		return nil, fmt.Errorf("tunnel: mode %q, want source or destination", mode)
+		return nil, invalid("mode ", mode, ", want source or destination")
 	}
 	u := &url.URL{Scheme: "wss", Path: "/tunnel", RawQuery: "local-proxy-mode=" + mode}
 	switch {
@@ -104,7 +104,7 @@ func URL(endpoint, region, mode string, allowInsecure bool) (*url.URL, error) {
 				return nil, fmt.Errorf("tunnel: endpoint %q: scheme %q, want wss", endpoint, p.Scheme)
 			}
 			if p.Path != "" && p.Path != "/" || p.RawQuery != "" {
-				return nil, fmt.Errorf("tunnel: endpoint %q must not carry a path or query", endpoint)
+				return nil, invalid("endpoint ", endpoint, " must not carry a path or query")
 			}
 			host = p.Host
 		}
@@ -118,12 +118,12 @@ func URL(endpoint, region, mode string, allowInsecure bool) (*url.URL, error) {
 			}
 		}
 		if len(host) > 253 || !syntax.Name(host, 1, 253, ".:[]-") {
-			return nil, fmt.Errorf("tunnel: endpoint host %q is not a valid host[:port]", host)
+			return nil, invalid("endpoint host ", host, " is not a valid host[:port]")
 		}
 		if _, _, err := net.SplitHostPort(host); err != nil && strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
 			// "::1:8443" cannot be told from an address without a port, and
 			// was dialled as [::1:8443]:443.
-			return nil, fmt.Errorf("tunnel: endpoint %q: an IPv6 address needs brackets, with the port after them: [2001:db8::1]:443", endpoint)
+			return nil, invalid("endpoint ", endpoint, ": an IPv6 address needs brackets, with the port after them: [2001:db8::1]:443")
 		}
 		u.Host = strings.ToLower(host)
 		if zone != "" {
@@ -132,11 +132,11 @@ func URL(endpoint, region, mode string, allowInsecure bool) (*url.URL, error) {
 		}
 	case region != "":
 		if !syntax.Name(region, 1, 64, "-") || strings.ToLower(region) != region {
-			return nil, fmt.Errorf("tunnel: region %q is not a valid region name", region)
+			return nil, invalid("region ", region, " is not a valid region name")
 		}
 		u.Host = RegionEndpoint(region)
 	default:
-		return nil, fmt.Errorf("tunnel: neither endpoint nor region given")
+		return nil, errors.New("tunnel: neither endpoint nor region given")
 	}
 	if _, port, err := net.SplitHostPort(u.Host); err == nil {
 		// A port that cannot be dialled fails every attempt the same way.
@@ -157,7 +157,7 @@ func URL(endpoint, region, mode string, allowInsecure bool) (*url.URL, error) {
 	h, _, err := net.SplitHostPort(u.Host)
 	if _, aerr := netip.ParseAddr(h); err != nil || h == "" || strings.ContainsAny(h, "[]") ||
 		strings.Contains(h, ":") && aerr != nil || strings.HasPrefix(u.Host, "[") && !strings.Contains(h, ":") {
-		return nil, fmt.Errorf("tunnel: endpoint %q is not a valid host[:port]", endpoint)
+		return nil, invalid("endpoint ", endpoint, " is not a valid host[:port]")
 	}
 	return u, nil
 }
@@ -211,19 +211,19 @@ func PlainEndpoint(endpoint string) bool {
 func Target(addr string) error {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		if !strings.HasPrefix(path, "/") {
-			return fmt.Errorf("tunnel: target %q: unix socket path must be absolute", addr)
+			return invalid("target ", addr, ": unix socket path must be absolute")
 		}
 		return nil
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("tunnel: target %q: want \"builtin\", \"host:port\" or \"unix:/path\"", addr)
+		return invalid("target ", addr, `: want "builtin", "host:port" or "unix:/path"`)
 	}
 	if host == "" {
 		// Only this: a host with a space or a slash, which no dial reaches
 		// either, was taken by older builds, and refusing it would cut a
 		// device off, its other services too.
-		return fmt.Errorf("tunnel: target %q has no usable host name", addr)
+		return invalid("target ", addr, " has no usable host name")
 	}
 	if n, err := net.LookupPort("tcp", port); err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
 		return fmt.Errorf("tunnel: target %q: port %q is not a number from 1 to 65535", addr, port)
@@ -275,10 +275,10 @@ func ProxyURL(raw string) (*url.URL, error) {
 		if before, _, _ := strings.Cut(raw, "://"); !strings.EqualFold(before, u.Scheme) {
 			return nil, errProxyURLSyntax
 		}
-		return nil, fmt.Errorf("tunnel: proxy URL scheme %q, want http or https", u.Scheme)
+		return nil, invalid("proxy URL scheme ", u.Scheme, ", want http or https")
 	}
 	if u.Hostname() == "" {
-		return nil, fmt.Errorf("tunnel: proxy URL has no host")
+		return nil, errors.New("tunnel: proxy URL has no host")
 	}
 	if u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), "3128")
@@ -286,7 +286,7 @@ func ProxyURL(raw string) (*url.URL, error) {
 		return nil, errors.New("tunnel: proxy URL port: want 1-65535") // the "port" may be a password
 	}
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("tunnel: proxy URL must be only http[s]://[user:password@]host[:port]")
+		return nil, errors.New("tunnel: proxy URL must be only http[s]://[user:password@]host[:port]")
 	}
 	return u, nil
 }
@@ -370,4 +370,14 @@ func IPv6Hint(hostport, example string) string {
 		return ""
 	}
 	return "; an IPv6 address needs brackets, with the port after them: " + example
+}
+
+// invalid is the error "tunnel: " + what + v quoted (%q) + rest. One
+// function, not inlined (this package is compiled with inlining), builds them
+// all: a fmt.Errorf at each place took more code, laid out before the idle
+// agent's (docs/size.md).
+//
+//go:noinline
+func invalid(what, v, rest string) error {
+	return fmt.Errorf("tunnel: %s%q%s", what, v, rest)
 }
