@@ -104,7 +104,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 	if p := cfg.Tunnel.HTTPSProxy; p != "" {
 		u, err := tunnel.ParseProxyURL(p) // Validate has accepted it
 		if err != nil {
-			return nil, fmt.Errorf("config: tunnel.https_proxy: %w", err)
+			return nil, wrapErr("config: tunnel.https_proxy", err)
 		}
 		a.proxy = tunnel.ProxyURL(u)
 	} else if _, err := tunnel.EnvironmentProxy(cfg.Tunnel.Endpoint, "us-east-1", cfg.Tunnel.AllowInsecureWebSocket); err != nil {
@@ -244,14 +244,14 @@ func checkHostKeys(cfg *Config) error {
 		// data_dir on it is (missingAboveError), and exit 2 at start.
 		cfg.notServed = append(cfg.notServed, "data_dir: "+err.Error()+": the agent will exit (2) at start until then")
 	} else if err != nil {
-		return fmt.Errorf("data_dir: %w", err)
+		return wrapErr("data_dir", err)
 	}
 	notServed, err := sshd.CheckHostKeys("", cfg.SSH.HostKeys)
 	if errors.Is(err, fs.ErrNotExist) && !errors.Is(err, sshd.ErrHostKey) {
 		// A file by an absolute path, on storage not there yet: the same.
 		cfg.notServed = append(cfg.notServed, "ssh.host_keys: "+err.Error()+" (storage mounted later?): the agent will exit (2) at start until then")
 	} else if err != nil {
-		return fmt.Errorf("config: ssh.host_keys: %w", err)
+		return wrapErr("config: ssh.host_keys", err)
 	}
 	for _, w := range notServed {
 		cfg.notServed = append(cfg.notServed, "ssh.host_keys "+w)
@@ -377,7 +377,7 @@ func (e *keyError) Unwrap() error { return e.ce }
 func newSSHServer(cfg *Config, log *slog.Logger, audit func(sshd.Event)) (*sshd.Server, error) {
 	permit, err := localForwardPolicy(cfg.SSH.PermitLocalForward)
 	if err != nil {
-		return nil, fmt.Errorf("config: ssh.permit_local_forward: %w", err)
+		return nil, wrapErr("config: ssh.permit_local_forward", err)
 	}
 	s := &sshd.Server{
 		DataDir:                cfg.DataDir,

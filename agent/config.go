@@ -230,7 +230,7 @@ const maxConfigSize = 1 << 20
 func LoadConfig(path string) (*Config, error) {
 	b, fi, err := notify.ReadRegularFile(path, maxConfigSize)
 	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		return nil, wrapErr("reading config", err)
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
 		return nil, fmt.Errorf("config: %s is writable by group or others (mode %04o): whoever can change it decides who logs in (chmod go-w)", path, fi.Mode().Perm())
@@ -661,7 +661,7 @@ func checkTunnelCA(path string) error {
 	if path == "" {
 		return nil
 	}
-	fail := func(err error) error { return fmt.Errorf("config: tunnel.ca_file: %w", err) }
+	fail := func(err error) error { return wrapErr("config: tunnel.ca_file", err) }
 	// notReady is the first file not there or not written whole: said when
 	// no other file holds a certificate.
 	var notReady *notify.ConfigError
@@ -785,7 +785,7 @@ func readCerts(path string) []*x509.Certificate {
 // the device can work as it is, and it cannot.
 func checkCertificate(cfg *Config) error {
 	if expired, _ := certValidity(cfg.MQTT.CertFile, cfg.MQTT.CAFile, time.Now(), BuildTime()); expired != nil {
-		return fmt.Errorf("config: mqtt.cert_file: %w", expired)
+		return wrapErr("config: mqtt.cert_file", expired)
 	}
 	return nil
 }

@@ -240,13 +240,13 @@ func stopBeforeJoining(err error, endpoint string) error {
 	case proxied && pe.Status == 407:
 		return Usagef("%w (check --https-proxy or https_proxy)", err)
 	case proxied && plain:
-		return fmt.Errorf("the HTTPS proxy does not answer in TLS: a plain proxy is http://, not https:// (check --https-proxy or https_proxy): %w", err)
+		return wrapErr("the HTTPS proxy does not answer in TLS: a plain proxy is http://, not https:// (check --https-proxy or https_proxy)", err)
 	case proxied && (cert || dns):
-		return fmt.Errorf("the HTTPS proxy cannot be reached (check --https-proxy or https_proxy: its host name, and its certificate for https://): %w", err)
+		return wrapErr("the HTTPS proxy cannot be reached (check --https-proxy or https_proxy: its host name, and its certificate for https://)", err)
 	case plain:
 		return fmt.Errorf("the endpoint does not answer in TLS (check %s and the port; a lab's service without TLS is --endpoint ws://host:port with --allow-insecure-websocket): %w", endpoint, err)
 	case cert:
-		return fmt.Errorf("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock): %w", err)
+		return wrapErr("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock)", err)
 	case dns:
 		return fmt.Errorf("the tunneling service's host name does not resolve (check %s): %w", endpoint, err)
 	}
@@ -397,7 +397,7 @@ const tokenLockWait = time.Second
 // (a killed holder's is pruned later).
 func lockToken(ctx context.Context, dir string, access tunnel.Token, wait time.Duration) (unlock func(), err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("client token cache: %w", err)
+		return nil, wrapErr("client token cache", err)
 	}
 	p := filepath.Join(dir, tokenKey(access.Reveal())+tokenLockSuffix)
 	f, err := retryFlock(ctx, wait, func() (*os.File, error) { return flockPath(p, true) })
@@ -411,7 +411,7 @@ func lockToken(ctx context.Context, dir string, access tunnel.Token, wait time.D
 		return nil, Usagef("%s is using this token; a tunnel carries one source connection at a time, so stop that one first (one porthole connect can carry several -L mappings)", who)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("client token cache: %w", err)
+		return nil, wrapErr("client token cache", err)
 	}
 	if err := f.Truncate(0); err == nil {
 		f.WriteString(strconv.Itoa(os.Getpid()) + "\n")

@@ -48,7 +48,7 @@ func makeDataDir(dir string) error {
 		return err
 	}
 	if err := mkdir(missing, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("data_dir: %w", err)
+		return wrapErr("data_dir", err)
 	}
 	// Walked again: in a sticky directory (/tmp) another user may have made
 	// the directory, or a link, since the walk (mkdir's EEXIST), or removed it
@@ -82,7 +82,7 @@ func walkDataDir(dir string) (missing string, err error) {
 	if !filepath.IsAbs(dir) {
 		wd, err := os.Getwd()
 		if err != nil {
-			return "", fmt.Errorf("data_dir: %w", err)
+			return "", wrapErr("data_dir", err)
 		}
 		abs = wd + "/" + dir // not filepath.Join, which would clean "..": see above
 	}
@@ -133,7 +133,7 @@ func walkDataDir(dir string) (missing string, err error) {
 		cur, fi = next, nfi
 	}
 	if err != nil {
-		return "", fmt.Errorf("data_dir: %w", err)
+		return "", wrapErr("data_dir", err)
 	}
 	// Where the resolution ends is the data directory.
 	if err := safeDir(cur, fi, euid, false); err != nil {
@@ -395,7 +395,7 @@ func lockDataDir(ctx context.Context, dir string, wait time.Duration) (*os.File,
 	}
 	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
+		return nil, wrapErr("data_dir", err)
 	}
 	_, err = retryFlock(ctx, wait, func() (*os.File, error) {
 		return f, lockNoWait(f)

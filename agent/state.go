@@ -37,7 +37,7 @@ func (s stateStore) path(key string) string { return filepath.Join(s.dir, key+".
 // save writes t atomically: temp file, fsync, rename, fsync of the directory.
 func (s stateStore) save(t savedTunnel) error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
-		return fmt.Errorf("creating state directory: %w", err)
+		return wrapErr("creating state directory", err)
 	}
 	b, err := json.Marshal(t)
 	if err != nil {
@@ -66,7 +66,7 @@ func (s stateStore) load(now time.Time) (saved []savedTunnel, expired []string, 
 		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, []error{fmt.Errorf("reading state directory: %w", err)}
+		return nil, nil, []error{wrapErr("reading state directory", err)}
 	}
 	for _, e := range entries {
 		name := e.Name()

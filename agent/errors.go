@@ -1,0 +1,8 @@
+package agent
+
+import "fmt"
+
+// wrapErr is fmt.Errorf(what+": %w", err). One call at each place that wraps
+// an error with a fixed prefix is less code than a fmt.Errorf at each, and
+// that code is laid out before the idle agent's (docs/size.md).
+func wrapErr(what string, err error) error { return fmt.Errorf("%s: %w", what, err) }
