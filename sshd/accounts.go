@@ -200,7 +200,7 @@ func (s *Server) euid() int {
 func (s *Server) readPasswd() ([]passwdEntry, error) {
 	f, fi, err := openRegular(s.passwdPath())
 	if err != nil {
-		return nil, fmt.Errorf("reading users: %w", err)
+		return nil, wrapErr("reading users", err)
 	}
 	defer f.Close()
 	entries, sk, err := parsePasswd(f)

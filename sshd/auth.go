@@ -874,7 +874,7 @@ func (s *Server) updateDummy() error {
 	}
 	h, err := bcrypt.GenerateFromPassword([]byte("porthole: no such user"), cost)
 	if err != nil {
-		return fmt.Errorf("sshd: making the dummy password hash: %w", err)
+		return wrapErr("sshd: making the dummy password hash", err)
 	}
 	s.dummy.Store(&dummyHash{hash: h, cost: cost})
 	return nil

@@ -210,7 +210,7 @@ func parseAuthorizedKeyLine(line string) (k authorizedKey, err error) {
 	}
 	blob, err := base64.StdEncoding.DecodeString(fields[1])
 	if err != nil {
-		return k, fmt.Errorf("key data: %w", err) // names an offset only
+		return k, wrapErr("key data", err) // names an offset only
 	}
 	key, err := gossh.ParsePublicKey(blob)
 	if err != nil {
@@ -374,13 +374,13 @@ func parseKeyOptions(raw []string) (o keyOptions, err error) {
 		case "permitopen":
 			v, err := permitEntry(val, false)
 			if err != nil {
-				return o, fmt.Errorf("option permitopen: %w", err)
+				return o, wrapErr("option permitopen", err)
 			}
 			o.PermitOpen = append(o.PermitOpen, v)
 		case "permitlisten":
 			v, err := permitEntry(val, true)
 			if err != nil {
-				return o, fmt.Errorf("option permitlisten: %w", err)
+				return o, wrapErr("option permitlisten", err)
 			}
 			o.PermitListen = append(o.PermitListen, v)
 		case "expiry-time":

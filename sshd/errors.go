@@ -1,5 +1,7 @@
 package sshd
 
+import "fmt"
+
 // errorString is the error of the package's sentinels, as errors.New's:
 // `var errX error = &errorString{"..."}` is laid out in the binary's data by
 // the compiler, where `errors.New("...")`, not inlined in a package built
@@ -12,3 +14,8 @@ package sshd
 type errorString struct{ s string }
 
 func (e *errorString) Error() string { return e.s }
+
+// wrapErr is fmt.Errorf(what+": %w", err). One call at each place that wraps
+// an error with a fixed prefix is less code than a fmt.Errorf at each
+// (docs/size.md).
+func wrapErr(what string, err error) error { return fmt.Errorf("%s: %w", what, err) }

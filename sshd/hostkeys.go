@@ -181,15 +181,15 @@ func loadOrCreateHostKey(dir string, log *slog.Logger) (gossh.Signer, error) {
 	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("generating host key: %w", err)
+		return nil, wrapErr("generating host key", err)
 	}
 	block, err := gossh.MarshalPrivateKey(priv, "porthole host key")
 	if err != nil {
-		return nil, fmt.Errorf("encoding host key: %w", err)
+		return nil, wrapErr("encoding host key", err)
 	}
 	signer, err := gossh.NewSignerFromKey(priv)
 	if err != nil {
-		return nil, fmt.Errorf("encoding host key: %w", err)
+		return nil, wrapErr("encoding host key", err)
 	}
 	// Made once: another process (porthole keygen during the agent's first
 	// start) may be making one at the same time. The first key in place wins

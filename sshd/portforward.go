@@ -747,23 +747,23 @@ func handTo(dir, sock string, uid, gid int) error {
 func (sess *session) startAgentForwarding() (sock string, stop func(), err error) {
 	a, err := sess.srv.lookupUser(sess.sc.User())
 	if err != nil {
-		return "", nil, fmt.Errorf("agent forwarding: %w", err)
+		return "", nil, wrapErr("agent forwarding", err)
 	}
 	dir, err := os.MkdirTemp("", "porthole-agent-")
 	if err != nil {
-		return "", nil, fmt.Errorf("agent forwarding: %w", err)
+		return "", nil, wrapErr("agent forwarding", err)
 	}
 	sock = filepath.Join(dir, "agent.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("agent forwarding: %w", err)
+		return "", nil, wrapErr("agent forwarding", err)
 	}
 	if sess.srv.credential(a) != nil {
 		if err := handTo(dir, sock, int(a.UID), int(a.GID)); err != nil {
 			l.Close()
 			os.RemoveAll(dir)
-			return "", nil, fmt.Errorf("agent forwarding: %w", err)
+			return "", nil, wrapErr("agent forwarding", err)
 		}
 	}
 	st := sess.st

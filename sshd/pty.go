@@ -34,7 +34,7 @@ type windowChange struct {
 func parsePTYRequest(b []byte) (ptyRequest, error) {
 	var r ptyRequest
 	if err := gossh.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("parsing pty-req: %w", err)
+		return r, wrapErr("parsing pty-req", err)
 	}
 	return r, nil
 }
@@ -42,7 +42,7 @@ func parsePTYRequest(b []byte) (ptyRequest, error) {
 func parseWindowChange(b []byte) (windowChange, error) {
 	var w windowChange
 	if err := gossh.Unmarshal(b, &w); err != nil {
-		return w, fmt.Errorf("parsing window-change: %w", err)
+		return w, wrapErr("parsing window-change", err)
 	}
 	return w, nil
 }
@@ -62,18 +62,18 @@ func clamp16(v uint32) uint16 {
 func openPTY() (master, tty *os.File, err error) {
 	p, t, err := pty.Open()
 	if err != nil {
-		return nil, nil, fmt.Errorf("allocating pty: %w", err)
+		return nil, nil, wrapErr("allocating pty", err)
 	}
 	defer p.Close()
 	fd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, p.Fd(), syscall.F_DUPFD_CLOEXEC, 0)
 	if errno != 0 {
 		t.Close()
-		return nil, nil, fmt.Errorf("duplicating pty master: %w", errno)
+		return nil, nil, wrapErr("duplicating pty master", errno)
 	}
 	if err := syscall.SetNonblock(int(fd), true); err != nil {
 		syscall.Close(int(fd))
 		t.Close()
-		return nil, nil, fmt.Errorf("setting pty master non-blocking: %w", err)
+		return nil, nil, wrapErr("setting pty master non-blocking", err)
 	}
 	return blockingUnlessPolled(os.NewFile(fd, "/dev/ptmx")), t, nil
 }

@@ -99,7 +99,7 @@ func parseSCPCommand(cmdline string, expand func(string) (string, bool)) (o scpO
 	}
 	switch {
 	case serr != nil:
-		return o, true, fmt.Errorf("scp: %w", serr)
+		return o, true, wrapErr("scp", serr)
 	case unknown != "":
 		return o, true, errors.New("scp: unsupported option -" + unknown)
 	case o.Sink && o.Source:
@@ -111,7 +111,7 @@ func parseSCPCommand(cmdline string, expand func(string) (string, bool)) (o scpO
 	}
 	for _, pat := range o.Patterns {
 		if err := checkGlob(pat); err != nil {
-			return o, true, fmt.Errorf("scp: %w", err)
+			return o, true, wrapErr("scp", err)
 		}
 	}
 	return o, true, nil

@@ -324,7 +324,7 @@ func (s *sftpFront) kernelPath(typ byte, size uint32) error {
 	}
 	pkt := make([]byte, 4+size)
 	if _, err := io.ReadFull(s.r, pkt); err != nil {
-		return fmt.Errorf("reading SFTP request: %w", err)
+		return wrapErr("reading SFTP request", err)
 	}
 	if noAccess(pkt) {
 		pkt[16+n] |= sftpFlagRead
@@ -599,7 +599,7 @@ func (s *sftpFront) filesOpen() int {
 func (s *sftpFront) serve(size int) ([]byte, error) {
 	pkt := make([]byte, 4+size)
 	if _, err := io.ReadFull(s.r, pkt); err != nil {
-		return nil, fmt.Errorf("reading SFTP request: %w", err)
+		return nil, wrapErr("reading SFTP request", err)
 	}
 	var req struct {
 		ID   uint32

@@ -107,7 +107,7 @@ func becomeLocked(uid, gid uint32, groups []uint32) (back func() bool, err error
 		}
 		if err != nil {
 			runtime.UnlockOSThread() // the groups are the server's still
-			return nil, fmt.Errorf("taking the user's groups: %w", err)
+			return nil, wrapErr("taking the user's groups", err)
 		}
 	}
 	oldGID := setfsid(sysSetfsgid, gid)

@@ -26,7 +26,6 @@ package sshd
 
 import (
 	"encoding/binary"
-	"fmt"
 	"syscall"
 	"time"
 
@@ -61,7 +60,7 @@ func (s *Server) setup() error {
 	syscall.Umask(syscall.Umask(0o077) | 0o022)
 	if s.Ciphers != nil {
 		if err := CheckCiphers(s.Ciphers); err != nil {
-			return fmt.Errorf("sshd: %w", err)
+			return wrapErr("sshd", err)
 		}
 	}
 	signers, notServed, err := hostSigners(s.DataDir, s.HostKeyFiles, s.log())
