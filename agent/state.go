@@ -111,17 +111,19 @@ func (s stateStore) load(now time.Time) (saved []savedTunnel, expired []string, 
 			expired = append(expired, fingerprint(t.AccessToken))
 			continue
 		}
-		saved = append(saved, t)
-	}
-	// File names are hashes of the tokens: no order of their own. Oldest
-	// first, in directory order among equal times: an insertion sort, stable
-	// and smaller than sort.Slice over the indices with a copy (slices'
-	// stable sort would link one of savedTunnel's own, 4.4 KB of code on
-	// linux/mipsle); there are at most a few dozen.
-	for i := 1; i < len(saved); i++ {
-		for j := i; j > 0 && saved[j].Received.Before(saved[j-1].Received); j-- {
-			saved[j], saved[j-1] = saved[j-1], saved[j]
+		// File names are hashes of the tokens: no order of their own. Oldest
+		// first, in directory order among equal times: each is inserted
+		// after those not newer, a stable insertion sort, smaller than
+		// sort.Slice over the indices with a copy (slices' stable sort would
+		// link one of savedTunnel's own, 4.4 KB of code on linux/mipsle);
+		// there are at most a few dozen.
+		j := len(saved)
+		for j > 0 && t.Received.Before(saved[j-1].Received) {
+			j--
 		}
+		saved = append(saved, t)
+		copy(saved[j+1:], saved[j:])
+		saved[j] = t
 	}
 	return saved, expired, errs
 }
