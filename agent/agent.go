@@ -111,7 +111,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		// The environment's https_proxy (HTTPS_PROXY) serves every tunnel; one
 		// that does not parse would fail each of them the same way. (Without
 		// tunnel.endpoint a notification names the region: one stands in.)
-		return nil, fmt.Errorf("config: the environment's proxy: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
+		return nil, fmt.Errorf("config: the environment's proxy: %s", untunneled(err))
 	}
 	svc := cfg.Services
 	a.svc.Store(&svc)
@@ -909,7 +909,7 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	case errors.Is(err, tunnel.ErrClosedByService):
 		// With the Close frame's status and reason: a lifetime that ended
 		// and a CloseTunnel read alike without them.
-		a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: strings.TrimPrefix(err.Error(), "tunnel: ")})
+		a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: untunneled(err)})
 	case errors.As(err, &he):
 		a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: fmt.Sprintf("handshake refused: %d %s", he.StatusCode, he.Body)})
 	default:

@@ -414,12 +414,12 @@ func (c *Config) Validate() error {
 		if strings.HasPrefix(c.Tunnel.Endpoint, "ws://") && !c.Tunnel.AllowInsecureWebSocket {
 			bad("tunnel.endpoint", "ws:// needs tunnel.allow_insecure_websocket = true")
 		} else if err := tunnel.ValidateEndpoint(c.Tunnel.Endpoint, "", c.Tunnel.AllowInsecureWebSocket); err != nil {
-			bad("tunnel.endpoint", "%v", strings.TrimPrefix(err.Error(), "tunnel: "))
+			bad("tunnel.endpoint", "%v", untunneled(err))
 		}
 	}
 	if c.Tunnel.HTTPSProxy != "" {
 		if _, err := tunnel.ParseProxyURL(c.Tunnel.HTTPSProxy); err != nil {
-			bad("tunnel.https_proxy", "%v", strings.TrimPrefix(err.Error(), "tunnel: "))
+			bad("tunnel.https_proxy", "%v", untunneled(err))
 		}
 	}
 	// setDefaults takes the nearest of these; a Config built in code may not.

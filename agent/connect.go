@@ -94,7 +94,7 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	}
 	if cfg.Endpoint == "" {
 		if err := tunnel.ValidateEndpoint("", cfg.Region, false); err != nil {
-			return Usagef("%s", strings.TrimPrefix(err.Error(), "tunnel: "))
+			return Usagef("%s", untunneled(err))
 		}
 	}
 	// A CA file that cannot be read or holds no certificate fails every dial the
@@ -492,7 +492,7 @@ func AccessToken(s string) (tunnel.Token, error) {
 	}
 	t, err := tunnel.NewAccessToken(s)
 	if err != nil {
-		return t, errors.New(strings.TrimPrefix(err.Error(), "tunnel: "))
+		return t, errors.New(untunneled(err))
 	}
 	return t, nil
 }
