@@ -930,9 +930,6 @@ func TestSSHListenTakenAtStart(t *testing.T) {
 	e.cfg.SSH.Listen = addr
 	var logs testlog.Lines
 	e.startLogging(t, io.MultiWriter(&logs, testWriter{t})) // connected to the broker
-	if logs.Count("level=ERROR") == 0 || !strings.Contains(logs.String(), "ssh.listen") || !strings.Contains(logs.String(), addr) {
-		t.Errorf("the log does not say at ERROR that ssh.listen %s cannot listen:\n%s", addr, logs.String())
-	}
 	tun := e.fake.OpenTunnel("SSH")
 	e.broker.notify(t, "dev-1", tun.DestinationToken, "SSH")
 	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
@@ -945,6 +942,11 @@ func TestSSHListenTakenAtStart(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no retry of ssh.listen while the port is taken:\n%s", logs.String())
 		}
+	}
+	// Said first, by the goroutine that then retries (it may come after
+	// the notify subscription, which startLogging waits for).
+	if logs.Count("level=ERROR") == 0 || !strings.Contains(logs.String(), "ssh.listen") || !strings.Contains(logs.String(), addr) {
+		t.Errorf("the log does not say at ERROR that ssh.listen %s cannot listen:\n%s", addr, logs.String())
 	}
 	taken.Close()
 	cfg := &gossh.ClientConfig{User: "root", Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
