@@ -311,3 +311,20 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+// TestFrameReaderCutInsideFrame: a stream that ends inside a frame's body, or
+// inside its length prefix, is io.ErrUnexpectedEOF, never the io.EOF of a
+// clean end between frames (Next's contract).
+func TestFrameReaderCutInsideFrame(t *testing.T) {
+	frame, err := AppendFrame(nil, &Message{Type: TypeData, StreamID: 1, Payload: []byte("hello")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 2, 3, len(frame) - 1} {
+		var m Message
+		err := NewFrameReader(bytes.NewReader(frame[:n])).Next(&m)
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("stream cut after %d of %d bytes: Next = %v, want io.ErrUnexpectedEOF", n, len(frame), err)
+		}
+	}
+}
