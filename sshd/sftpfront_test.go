@@ -1059,3 +1059,36 @@ func unusedTerminal(t *testing.T) (master *os.File, name string) {
 	tty.Close()
 	return master, name
 }
+
+// TestSFTPReadOnlyOpenWithoutFlags: under internal-sftp -R an OPEN that ends
+// after its path, without the pflags, is refused as one that may write
+// (permission denied), and the session goes on to answer the next request:
+// the front reads no flags it was not sent.
+func TestSFTPReadOnlyOpenWithoutFlags(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "f"), "data")
+	in := bytes.Join([][]byte{sftpPacket(1, uint32(3)), sftpPacket(3, uint32(2), "f"), sftpPacket(17, uint32(3), "f")}, nil)
+	out := &lockedBuffer{}
+	front := newSFTPFront(bytes.NewReader(in), out, dir, func(string) (string, bool) { return dir, true }, nil)
+	front.readOnly = true
+	defer front.closeDirs()
+	srv, err := sftp.NewServer(&sftpChannel{front: front}, sftp.WithServerWorkingDirectory(dir), sftp.WithMaxTxPacket(maxSFTPRead), sftp.ReadOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve()
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session did not end with the client's stream")
+	}
+	replies := sftpReplies(t, []byte(out.String()))
+	if len(replies) != 3 || replies[0][0] != sftpVersion || replies[2][0] != sftpAttrs {
+		t.Fatalf("replies %x, want VERSION, a status, then the STAT's ATTRS", replies)
+	}
+	sftpStatuses(t, replies[1:2], [2]uint32{2, sftpPermissionDenied})
+}
