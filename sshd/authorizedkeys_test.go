@@ -710,6 +710,32 @@ func TestFromAndPrincipalsListsAsOpenSSH(t *testing.T) {
 	c.Close()
 }
 
+// TestPrincipalsListEndsAtEmptyEntry: sshd matches principals= with
+// match_list, which reads the list only up to its first empty entry (its
+// loop stops at "p && *p != '\0'"): principals=",root" and "other,,root"
+// allow no certificate for root, only what comes before the empty entry.
+func TestPrincipalsListEndsAtEmptyEntry(t *testing.T) {
+	e := newEnv(t, func(e *testEnv, s *Server) { s.MaxAuthFailures = 100 })
+	lineCA := newSigner(t)
+	cert := newCert(t, lineCA, newSigner(t), nil) // principal root
+	for _, opts := range []string{
+		`cert-authority,principals=",root"`,
+		`cert-authority,principals="other,,root"`,
+	} {
+		e.writeAuthorizedKeys("root", authorizedLine(opts, lineCA.PublicKey()))
+		if c, err := e.dial("root", gossh.PublicKeys(cert)); err == nil {
+			c.Close()
+			t.Errorf("certificate for root accepted by %s; sshd refuses it", opts)
+		}
+	}
+	e.writeAuthorizedKeys("root", authorizedLine(`cert-authority,principals="root,,other"`, lineCA.PublicKey()))
+	c, err := e.dial("root", gossh.PublicKeys(cert))
+	if err != nil {
+		t.Fatalf(`principals="root,,other": certificate for root refused (%v)`, err)
+	}
+	c.Close()
+}
+
 // zonedConn is a TCP connection as the kernel hands one over from a
 // link-local client: the remote address carries its zone.
 // zonedConn is a connection from a link-local client, as the kernel reports
