@@ -47,6 +47,10 @@ var scpControlTests = []struct {
 	{line: "Ex", wantErr: true},
 	{line: "T1 0 2", wantErr: true},
 	{line: "T1 5000000 2 0", wantErr: true},
+	// OpenSSH's scp -t: "mtime.usec not delimited" past 999999, at either field.
+	{line: "T1 999999 2 999999", want: scpMsg{Type: 'T', Mtime: 1, Atime: 2}},
+	{line: "T1 1000000 2 0", wantErr: true},
+	{line: "T1 0 2 1000000", wantErr: true},
 	{line: "X", wantErr: true},
 }
 
