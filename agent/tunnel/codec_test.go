@@ -328,3 +328,22 @@ func TestFrameReaderCutInsideFrame(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendFrameSizeBoundary: a message of MaxMessageSize bytes is framed
+// with the largest length the prefix holds; one byte more is refused, not
+// framed with a length that wraps to 0 and corrupts the stream.
+func TestAppendFrameSizeBoundary(t *testing.T) {
+	ids := func(n int) *Message { // tag, 3-byte length, n bytes
+		return &Message{Type: TypeServiceIDs, AvailableServiceIDs: []string{strings.Repeat("a", n)}}
+	}
+	b, err := AppendFrame(nil, ids(MaxMessageSize-4-2)) // type field: 2 bytes
+	if err != nil {
+		t.Fatalf("message of %d bytes: %v", MaxMessageSize, err)
+	}
+	if len(b) != 2+MaxMessageSize || b[0] != 0xff || b[1] != 0xff {
+		t.Fatalf("message of %d bytes framed as %d bytes with prefix %x", MaxMessageSize, len(b), b[:2])
+	}
+	if b, err := AppendFrame(nil, ids(MaxMessageSize-4-2+1)); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("message of %d bytes: framed (%d bytes, prefix %x), error %v; want ErrProtocol", MaxMessageSize+1, len(b), b[:min(2, len(b))], err)
+	}
+}
