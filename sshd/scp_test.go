@@ -722,6 +722,19 @@ func TestSCPSinkTruncatedStream(t *testing.T) {
 	}
 }
 
+// TestSCPSinkStreamEndsInsideDirectory: a recursive upload whose stream
+// ends before the E line of a directory, at any depth, exits non-zero, as one
+// that ends inside a file does: the upload is incomplete. (OpenSSH's scp -t
+// exits 0 there; the difference is porthole's.)
+func TestSCPSinkStreamEndsInsideDirectory(t *testing.T) {
+	for _, stream := range []string{"D0755 0 d\n", "D0755 0 d\nC0644 1 f\nx\x00", "D0755 0 d\nD0755 0 e\n"} {
+		dir := t.TempDir()
+		if _, status := scpInProcess(t, dir, "scp -r -t "+dir, stream); status == 0 {
+			t.Errorf("scp -r -t of %q: exit 0, want non-zero", stream)
+		}
+	}
+}
+
 // TestSCPSinkCutShortKeepsTarget: an upload onto an existing file that ends
 // midway (a dropped tunnel, ^C) leaves the file as OpenSSH's scp -t does:
 // opened without O_TRUNC, written over in whole 16 KiB buffers, and cut to
