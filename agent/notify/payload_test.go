@@ -98,6 +98,11 @@ var parseCases = []parseCase{
 		wantErr: "clientAccessToken has a non-ASCII character at byte 3",
 	},
 	{
+		name:    "token with a Latin-1 letter",
+		payload: `{"clientAccessToken":"abc\u00e9def","clientMode":"destination","region":"us-east-1","services":["SSH"]}`,
+		wantErr: "clientAccessToken has a non-ASCII character at byte 3",
+	},
+	{
 		name:    "token too long",
 		payload: `{"clientAccessToken":"` + strings.Repeat(testToken, 50) + `","clientMode":"destination","region":"us-east-1","services":["SSH"]}`,
 		wantErr: "clientAccessToken is 4450 bytes, over the 4096-byte limit",
