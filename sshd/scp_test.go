@@ -735,6 +735,28 @@ func TestSCPSinkStreamEndsInsideDirectory(t *testing.T) {
 	}
 }
 
+// TestSCPSinkControlLineLimit: a control line of up to maxSCPLine bytes is
+// read; one byte more ends the upload (non-zero exit, nothing written), so a
+// peer cannot make the sink hold an unbounded line. The lines are T lines
+// whose first number is padded with zeros to the length.
+func TestSCPSinkControlLineLimit(t *testing.T) {
+	tLine := func(n int) string {
+		const rest = "1 0 1 0"
+		return "T" + strings.Repeat("0", n-len("T")-len(rest)) + rest + "\n"
+	}
+	for _, tc := range []struct {
+		n    int
+		want bool // the file arrives
+	}{{maxSCPLine, true}, {maxSCPLine + 1, false}} {
+		dir := t.TempDir()
+		_, status := scpInProcess(t, dir, "scp -t "+dir, tLine(tc.n)+"C0644 1 f\nx\x00")
+		_, err := os.Stat(filepath.Join(dir, "f"))
+		if got := status == 0 && err == nil; got != tc.want {
+			t.Errorf("control line of %d bytes: exit %d, file written: %v; want the file written %v", tc.n, status, err == nil, tc.want)
+		}
+	}
+}
+
 // TestSCPSinkCutShortKeepsTarget: an upload onto an existing file that ends
 // midway (a dropped tunnel, ^C) leaves the file as OpenSSH's scp -t does:
 // opened without O_TRUNC, written over in whole 16 KiB buffers, and cut to
