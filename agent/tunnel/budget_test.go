@@ -26,3 +26,20 @@ func TestOverBufferedManyLinks(t *testing.T) {
 		t.Errorf("3 links, each holding all it may, are over the session's %d bytes", sessionBuffered)
 	}
 }
+
+// TestCrowdedAtTheLimit: a session is crowded once it holds MaxConnections
+// local connections for each service and as many again closing, not one set
+// later: with 2 services and MaxConnections 3, at 9 live links.
+func TestCrowdedAtTheLimit(t *testing.T) {
+	s := &session{opt: engineOptions{maxConns: 3}, services: []string{"SSH", "HTTP"}, live: map[*link]struct{}{}}
+	for range 8 {
+		s.live[&link{}] = struct{}{}
+	}
+	if s.crowdedLocked() {
+		t.Fatalf("crowded at %d live links, limit (2+1)×3", len(s.live))
+	}
+	s.live[&link{}] = struct{}{}
+	if !s.crowdedLocked() {
+		t.Fatalf("not crowded at %d live links, limit (2+1)×3", len(s.live))
+	}
+}
