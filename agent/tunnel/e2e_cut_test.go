@@ -653,3 +653,47 @@ func dialRead(t *testing.T, addr string, n int64) net.Conn {
 	}
 	return c
 }
+
+// TestSourceV3V2DestinationResetIsAnEnd: a V2-format destination ends a
+// connection with STREAM_RESET (it has no CONNECTION_RESET), so a V3 source
+// that has seen its DATA without connection ids closes the local connection
+// with a FIN after the data, not with a TCP reset: the client's download is
+// whole (spec §3.3).
+func TestSourceV3V2DestinationResetIsAnEnd(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	ctx := ctxTimeout(t, 30*time.Second)
+	dst, err := tunnel.Dial(ctx, &tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: tunnel.V2,
+		AccessToken: mustToken(t, tun.DestinationToken)}, tunnel.ModeDestination)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	go func() {
+		var m tunnel.Message
+		for dst.ReadMessage(&m) == nil {
+			if m.Type == tunnel.TypeStreamStart {
+				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: []byte("whole file")})
+				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
+			}
+		}
+	}()
+	addr := make(chan string, 1)
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		Logger: testLogger(t)}, Listen: map[string]string{"SSH": "0"}}
+	src.OnListen = func(_ string, a net.Addr) { addr <- a.String() }
+	done := make(chan error, 1)
+	sctx, stop := context.WithCancel(ctx)
+	go func() { done <- src.Run(sctx) }()
+	defer func() { stop(); <-done }()
+	c, err := net.Dial("tcp", <-addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != "whole file" {
+		t.Fatalf("local connection read %q, %v; want %q and a clean end", b, err, "whole file")
+	}
+}
