@@ -1111,3 +1111,29 @@ func TestMutualStallKeepsTheTunnel(t *testing.T) {
 		t.Fatal("a new connection got no answer within 60 s of one that stalled both ways: the tunnel froze")
 	}
 }
+
+// TestSourceMaxConnectionsPerService: a V3 source carries at most its own
+// MaxConnections local connections of a service at a time (the destination
+// allows more here): the next one is closed, the open ones go on.
+func TestSourceMaxConnectionsPerService(t *testing.T) {
+	addr := echoServer(t, 9)
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH")
+	p := tunneltest.StartPair(t, tunneltest.PairConfig{
+		Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true},
+		SourceToken: tun.SourceToken, DestinationToken: tun.DestinationToken, Tunnel: tun.Dataplane(),
+		Services: []string{"SSH"}, Targets: tunnel.Targets{"SSH": addr},
+		Source: func(s *tunnel.Source) { s.MaxConnections = 2 },
+	})
+	a := openEcho(t, p.Addr("SSH"), 9)
+	openEcho(t, p.Addr("SSH"), 9)
+	c, err := net.Dial("tcp", p.Addr("SSH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitClosed(t, c, 5*time.Second)
+	if err := roundTripConn(a, 9, 1000); err != nil {
+		t.Fatalf("an open connection after the refusal: %v", err)
+	}
+}
