@@ -827,3 +827,39 @@ func TestConnIDWrapSkipsOpenConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestConnIDWrapSkipsEveryOpenConnection: past 2^32 connections the ids wrap
+// and skip every id still open, not only the first: with connections 1 and 2
+// open, the next is 3 (a duplicate id would end both on the destination).
+func TestConnIDWrapSkipsEveryOpenConnection(t *testing.T) {
+	addr := echoServer(t, 0x41)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, h.tun.SourceToken), Logger: testLogger(t)},
+		DialOnly: true}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	var conns []net.Conn
+	for i := range 3 {
+		if i == 2 {
+			tunnel.SetLastConnID(src, "SSH", math.MaxUint32) // connections 1 and 2 are open
+		}
+		c, err := src.DialService(ctxTimeout(t, 10*time.Second), "SSH")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := roundTripConn(c, 0x41, 1000); err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		conns = append(conns, c)
+	}
+	for i, c := range conns {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := roundTripConn(c, 0x41, 1000); err != nil {
+			t.Errorf("connection %d after the ids wrapped: %v", i+1, err)
+		}
+	}
+}
