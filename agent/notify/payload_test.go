@@ -324,3 +324,32 @@ func isPrintableASCII(s string) bool {
 
 // serviceRE is the reference for the service id syntax that syntax.Name implements.
 var serviceRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
+
+// TestParseNotificationSizeLimits: a payload of MaxPayloadSize bytes and a
+// token of MaxTokenSize bytes are read; one byte more of either is refused.
+func TestParseNotificationSizeLimits(t *testing.T) {
+	payload := func(tok string, size int) []byte {
+		b := []byte(`{"clientAccessToken":"` + tok + `","clientMode":"destination","region":"us-east-1","services":["SSH"]}`)
+		if pad := size - len(b); pad > 0 {
+			b = append(b[:len(b)-1], []byte(`,"pad":"`+strings.Repeat("x", max(pad-len(`,"pad":""`), 0))+`"}`)...)
+		}
+		return b
+	}
+	tok := strings.Repeat("a", MaxTokenSize)
+	if _, err := ParseNotification(payload(tok, 0)); err != nil {
+		t.Errorf("token of %d bytes: %v", MaxTokenSize, err)
+	}
+	if _, err := ParseNotification(payload(tok+"a", 0)); err == nil || !strings.Contains(err.Error(), "over the 4096-byte limit") {
+		t.Errorf("token of %d bytes: %v, want refused", MaxTokenSize+1, err)
+	}
+	if b := payload("t", MaxPayloadSize); len(b) != MaxPayloadSize {
+		t.Fatalf("test payload of %d bytes, want %d", len(b), MaxPayloadSize)
+	} else if _, err := ParseNotification(b); err != nil {
+		t.Errorf("payload of %d bytes: %v", len(b), err)
+	}
+	if b := payload("t", MaxPayloadSize+1); len(b) != MaxPayloadSize+1 {
+		t.Fatalf("test payload of %d bytes, want %d", len(b), MaxPayloadSize+1)
+	} else if _, err := ParseNotification(b); err == nil || !strings.Contains(err.Error(), "over the") {
+		t.Errorf("payload of %d bytes: %v, want refused", len(b), err)
+	}
+}
