@@ -188,3 +188,25 @@ func TestSaveWritesNoMoreThanItMust(t *testing.T) {
 		t.Errorf("the directory holds %d entries after one save, want 1", len(left))
 	}
 }
+
+// TestStateLoadDiscardsMisnamedRecord: a state file whose name is not its
+// token's key (copied or renamed by hand) is discarded with an error, not
+// resumed: the store finds a tunnel's file by that name, so it could never
+// be removed or replaced when the tunnel ends.
+func TestStateLoadDiscardsMisnamedRecord(t *testing.T) {
+	s := stateStore{dir: filepath.Join(t.TempDir(), "tunnels")}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	if err := s.save(savedTunnel{AccessToken: "a", ClientToken: "c", Region: "us-east-1", Services: []string{"SSH"}, Received: now.Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(s.path(tokenKey("a")), s.path(tokenKey("b"))); err != nil {
+		t.Fatal(err)
+	}
+	got, _, errs := s.load(now)
+	if len(got) != 0 || len(errs) != 1 || !strings.Contains(errs[0].Error(), "misnamed") {
+		t.Fatalf("load = %+v, errors %v; want nothing and one error for the misnamed file", got, errs)
+	}
+	if _, err := os.Stat(s.path(tokenKey("b"))); !os.IsNotExist(err) {
+		t.Errorf("misnamed file kept: %v", err)
+	}
+}
