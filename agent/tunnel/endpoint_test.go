@@ -372,3 +372,21 @@ func TestEndpointZonedAddress(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestBackoffGrows: the waits grow with the attempts (spec §3.8): past the
+// tenth, each is drawn from [0, 120s], so twenty of them add up to far more
+// than twenty times the first wait's 1 s bound (the chance that they do not
+// is below 10^-30).
+func TestBackoffGrows(t *testing.T) {
+	b := backoff{base: time.Second, max: 120 * time.Second}
+	for range 10 {
+		b.next()
+	}
+	var sum time.Duration
+	for range 20 {
+		sum += b.next()
+	}
+	if sum <= 20*time.Second {
+		t.Fatalf("20 waits after 10 attempts add up to %v: the backoff does not grow", sum)
+	}
+}
