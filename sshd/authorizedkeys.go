@@ -363,13 +363,16 @@ func parseKeyOptions(raw []string) (o keyOptions, err error) {
 			hasPrincipals = true
 			// Never nil: principals="" allows no principal, where no
 			// principals= at all allows the login name. As in sshd
-			// (match_list), an entry is matched as written: " root"
-			// is not root, and an empty entry matches no principal.
+			// (match_list), an entry is matched as written (" root"
+			// is not root), and the list ends at its first empty entry
+			// and after 40 entries: sshd refuses root for
+			// principals="other,,root", which this took.
 			o.Principals = []string{}
 			for _, p := range splitList(val) {
-				if p != "" {
-					o.Principals = append(o.Principals, p)
+				if p == "" || len(o.Principals) == 40 {
+					break
 				}
+				o.Principals = append(o.Principals, p)
 			}
 		case "permitopen":
 			v, err := permitEntry(val, false)

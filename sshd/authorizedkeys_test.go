@@ -712,15 +712,18 @@ func TestFromAndPrincipalsListsAsOpenSSH(t *testing.T) {
 
 // TestPrincipalsListEndsAtEmptyEntry: sshd matches principals= with
 // match_list, which reads the list only up to its first empty entry (its
-// loop stops at "p && *p != '\0'"): principals=",root" and "other,,root"
-// allow no certificate for root, only what comes before the empty entry.
+// loop stops at "p && *p != '\0'") and 40 entries at most: principals=",root"
+// and "other,,root" allow no certificate for root, only what comes before the
+// empty entry, and neither does root as the 41st entry.
 func TestPrincipalsListEndsAtEmptyEntry(t *testing.T) {
 	e := newEnv(t, func(e *testEnv, s *Server) { s.MaxAuthFailures = 100 })
 	lineCA := newSigner(t)
 	cert := newCert(t, lineCA, newSigner(t), nil) // principal root
+	forty := strings.Repeat("other,", 40)
 	for _, opts := range []string{
 		`cert-authority,principals=",root"`,
 		`cert-authority,principals="other,,root"`,
+		`cert-authority,principals="` + forty + `root"`, // sshd reads 40 entries
 	} {
 		e.writeAuthorizedKeys("root", authorizedLine(opts, lineCA.PublicKey()))
 		if c, err := e.dial("root", gossh.PublicKeys(cert)); err == nil {
@@ -728,12 +731,17 @@ func TestPrincipalsListEndsAtEmptyEntry(t *testing.T) {
 			t.Errorf("certificate for root accepted by %s; sshd refuses it", opts)
 		}
 	}
-	e.writeAuthorizedKeys("root", authorizedLine(`cert-authority,principals="root,,other"`, lineCA.PublicKey()))
-	c, err := e.dial("root", gossh.PublicKeys(cert))
-	if err != nil {
-		t.Fatalf(`principals="root,,other": certificate for root refused (%v)`, err)
+	for _, opts := range []string{
+		`cert-authority,principals="root,,other"`,
+		`cert-authority,principals="` + forty[len("other,"):] + `root"`,
+	} {
+		e.writeAuthorizedKeys("root", authorizedLine(opts, lineCA.PublicKey()))
+		c, err := e.dial("root", gossh.PublicKeys(cert))
+		if err != nil {
+			t.Fatalf("%s: certificate for root refused (%v)", opts, err)
+		}
+		c.Close()
 	}
-	c.Close()
 }
 
 // zonedConn is a TCP connection as the kernel hands one over from a
