@@ -132,6 +132,33 @@ func TestYieldingPrefersASessionThatIsDown(t *testing.T) {
 	}
 }
 
+// A candidate that connects after another session has ended meanwhile is
+// admitted with no session yielding: the agent is at max_tunnels, not past it.
+func TestAdmitAfterASessionEndedEndsNone(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := &Agent{cfg: &Config{Tunnel: TunnelConfig{MaxTunnels: 2}}, log: slog.New(slog.DiscardHandler), sessions: map[string]*session{},
+		store: stateStore{dir: t.TempDir()}, ctx: ctx}
+	mk := func(fp string) *session {
+		_, scancel := context.WithCancel(ctx)
+		s := &session{fp: fp, token: fp, cancel: scancel}
+		s.lastUsed.Store(monoNow())
+		a.sessions[fp] = s
+		a.onState(s, a.log)(true, nil)
+		return s
+	}
+	mk("ended")
+	mk("idle")
+	candidate := &session{fp: "new", token: "new", cancel: func() {}, candidate: true}
+	candidate.lastUsed.Store(monoNow())
+	a.sessions["new"] = candidate
+	delete(a.sessions, "ended")            // its tunnel closed while the new one connected
+	a.onState(candidate, a.log)(true, nil) // admit
+	if _, ok := a.sessions["idle"]; !ok || candidate.candidate {
+		t.Errorf("at max_tunnels (2) with the new tunnel: the idle session kept %v, the new one admitted %v; want both", ok, !candidate.candidate)
+	}
+}
+
 // At max_tunnels, a notification that comes while every session is busy is
 // not refused at once: the busy session may be the tunnel whose destination
 // token was just rotated, cut by the service, its streams still ending. The
