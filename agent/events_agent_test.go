@@ -30,7 +30,7 @@ import (
 // event instead of one each.
 func TestAgentPublishesRejectedNotifications(t *testing.T) {
 	e := newAgentEnv(t)
-	_, stop := e.start(t)
+	a, stop := e.start(t)
 	secret := "AQGAAXsecret-token-" + strings.Repeat("z", 40)
 	good := fmt.Sprintf(`{"clientAccessToken":%q,"clientMode":"destination","region":"us-east-1","services":["SSH"]}`, secret)
 	bad := []struct{ payload, reason string }{
@@ -60,7 +60,21 @@ func TestAgentPublishesRejectedNotifications(t *testing.T) {
 	// Over the payload limit (16 KiB) and under the largest packet the agent
 	// takes (64 KiB): a larger one the broker does not send it at all.
 	publish(`{"pad":"`+strings.Repeat("x", 20<<10)+`"}`, 0)
-	time.Sleep(300 * time.Millisecond)
+	// The broker's Publish returns once the message is queued for the agent,
+	// which rejects it later, on its MQTT client's goroutine: all 51 counted
+	// before the stop. (A fixed 300 ms was too short on a loaded machine and
+	// under -race: 28 to 50 had been counted.)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		a.rejections.mu.Lock()
+		n := a.rejections.suppressed
+		a.rejections.mu.Unlock()
+		if n >= 51 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the 51 notifications after the burst rejected 10 s after they were published", n)
+		}
+	}
 	stop() // the window's count is published on the way out
 	e.broker.waitEvent(t, "notification-rejections-suppressed", func(ev Event) bool {
 		return strings.HasPrefix(ev.Reason, "51 more notifications rejected") && ev.Attempts == 51
