@@ -261,6 +261,30 @@ func drainTarget(t *testing.T, d time.Duration) (string, <-chan drained) {
 	}), got
 }
 
+// startedDrainTarget is drainTarget with started, closed once the target
+// has read its first bytes.
+func startedDrainTarget(t *testing.T, d time.Duration) (string, <-chan struct{}, <-chan drained) {
+	started := make(chan struct{})
+	got := make(chan drained, 2)
+	var first atomic.Bool
+	return tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(d))
+		buf := make([]byte, 32<<10)
+		k, err := c.Read(buf)
+		if k > 0 && first.CompareAndSwap(false, true) {
+			close(started)
+		}
+		n := int64(k)
+		if err == nil {
+			var m int64
+			m, err = io.Copy(io.Discard, c)
+			n += m
+		}
+		got <- drained{n, err}
+	}), started, got
+}
+
 // TestSupersededWhileDialingIsResetAtTarget: a stream superseded while the
 // destination still dials its target: the connection that then opens is
 // reset, where a clean close handed the target an empty upload that looked
@@ -405,7 +429,7 @@ func TestStopMidTransferResetsLocalConnections(t *testing.T) {
 		stop func(src, dst side)
 	}{{"destination stops, upload", stopDst}, {"source stops, upload", stopSrc}} {
 		t.Run(c.name, func(t *testing.T) {
-			target, ended := drainTarget(t, 30*time.Second)
+			target, started, ended := startedDrainTarget(t, 30*time.Second)
 			src, dst := startSides(t, target)
 			conn, err := net.Dial("tcp", src.addr)
 			if err != nil {
@@ -421,7 +445,15 @@ func TestStopMidTransferResetsLocalConnections(t *testing.T) {
 					}
 				}
 			}()
-			time.Sleep(300 * time.Millisecond) // the upload is under way
+			// The upload is under way once the target has its first bytes. A
+			// fixed 300 ms was too short under -race on a loaded machine: the
+			// destination stopped before it had dialled the target, which
+			// then never had a connection, and the wait below never ended.
+			select {
+			case <-started:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the upload did not reach the target within 30 s")
+			}
 			c.stop(src, dst)
 			if r := <-ended; !errors.Is(r.err, syscall.ECONNRESET) {
 				t.Fatalf("the target's input ended with %v; want ECONNRESET", r.err)
