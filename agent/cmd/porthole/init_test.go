@@ -289,6 +289,53 @@ func testProcess1Reload(t *testing.T, early bool) {
 	}
 }
 
+// Process 1 takes READY=1 from the agent's pid alone: anyone in its network
+// namespace (a container sharing the host's) may send to its abstract socket,
+// and a stranger's datagram was taken as the agent's, which released the signals
+// held for a child still starting.
+func TestAwaitReadyHearsTheAgentAlone(t *testing.T) {
+	send := func(name, msg string) {
+		t.Helper()
+		c, err := net.Dial("unixgram", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agent is another process here: this one is the stranger.
+	fd, name := readySocket()
+	if !strings.HasPrefix(name, "@") {
+		t.Fatalf("readySocket: %d %q", fd, name)
+	}
+	ready := make(chan struct{})
+	go awaitReady(fd, os.Getppid(), ready)
+	send(name, "READY=1")
+	select {
+	case <-ready:
+		t.Fatal("a stranger's READY=1 was taken as the agent's")
+	case <-time.After(300 * time.Millisecond):
+	}
+	syscall.Shutdown(fd, syscall.SHUT_RD) // no datagram, no credentials: it gives up
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("awaitReady did not return once its socket was shut down")
+	}
+	// This process as the agent.
+	fd, name = readySocket()
+	ready = make(chan struct{})
+	go awaitReady(fd, os.Getpid(), ready)
+	send(name, "READY=1")
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent's READY=1 was not heard")
+	}
+}
+
 // lockedBuffer is a child's stderr, read while the child writes it.
 type lockedBuffer struct {
 	mu sync.Mutex
