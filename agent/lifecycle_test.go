@@ -97,6 +97,22 @@ func TestConfigOwnedByAnotherUserRefused(t *testing.T) {
 	}
 }
 
+// sessionsAgent is an agent with max_tunnels maxTunnels and no session running,
+// and mk, which adds an idle session named fp that runs nothing.
+func sessionsAgent(t *testing.T, maxTunnels int) (a *Agent, mk func(fp string) *session) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	a = &Agent{cfg: &Config{Tunnel: TunnelConfig{MaxTunnels: maxTunnels}}, log: slog.New(slog.DiscardHandler), sessions: map[string]*session{},
+		store: stateStore{dir: t.TempDir()}, ctx: ctx}
+	return a, func(fp string) *session {
+		_, scancel := context.WithCancel(ctx)
+		s := &session{fp: fp, token: fp, cancel: scancel}
+		s.lastUsed.Store(monoNow())
+		a.sessions[fp] = s
+		return s
+	}
+}
+
 // Past max_tunnels, the session that yields to a new tunnel that has connected
 // is one whose own connection is down before one that is connected: a rotated
 // destination token's notification starts the new session while the service
@@ -104,17 +120,7 @@ func TestConfigOwnedByAnotherUserRefused(t *testing.T) {
 // little later), and the older of the idle sessions was chosen, ending another
 // tunnel that worked, while the doomed one ended anyway.
 func TestYieldingPrefersASessionThatIsDown(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a := &Agent{cfg: &Config{Tunnel: TunnelConfig{MaxTunnels: 2}}, log: slog.New(slog.DiscardHandler), sessions: map[string]*session{},
-		store: stateStore{dir: t.TempDir()}, ctx: ctx}
-	mk := func(fp string) *session {
-		_, scancel := context.WithCancel(ctx)
-		s := &session{fp: fp, token: fp, cancel: scancel}
-		s.lastUsed.Store(monoNow())
-		a.sessions[fp] = s
-		return s
-	}
+	a, mk := sessionsAgent(t, 2)
 	working := mk("working") // the older, connected and idle
 	time.Sleep(time.Millisecond)
 	rotated := mk("rotated") // cut by the service: its token was rotated
@@ -135,23 +141,11 @@ func TestYieldingPrefersASessionThatIsDown(t *testing.T) {
 // A candidate that connects after another session has ended meanwhile is
 // admitted with no session yielding: the agent is at max_tunnels, not past it.
 func TestAdmitAfterASessionEndedEndsNone(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a := &Agent{cfg: &Config{Tunnel: TunnelConfig{MaxTunnels: 2}}, log: slog.New(slog.DiscardHandler), sessions: map[string]*session{},
-		store: stateStore{dir: t.TempDir()}, ctx: ctx}
-	mk := func(fp string) *session {
-		_, scancel := context.WithCancel(ctx)
-		s := &session{fp: fp, token: fp, cancel: scancel}
-		s.lastUsed.Store(monoNow())
-		a.sessions[fp] = s
-		a.onState(s, a.log)(true, nil)
-		return s
-	}
-	mk("ended")
-	mk("idle")
-	candidate := &session{fp: "new", token: "new", cancel: func() {}, candidate: true}
-	candidate.lastUsed.Store(monoNow())
-	a.sessions["new"] = candidate
+	a, mk := sessionsAgent(t, 2)
+	a.onState(mk("ended"), a.log)(true, nil)
+	a.onState(mk("idle"), a.log)(true, nil)
+	candidate := mk("new")
+	candidate.candidate = true
 	delete(a.sessions, "ended")            // its tunnel closed while the new one connected
 	a.onState(candidate, a.log)(true, nil) // admit
 	if _, ok := a.sessions["idle"]; !ok || candidate.candidate {

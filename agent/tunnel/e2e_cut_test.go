@@ -252,13 +252,8 @@ type drained struct {
 // drainTarget is a target that reads each connection to its end, for at most
 // d, and sends what it read on the channel returned (which holds two).
 func drainTarget(t *testing.T, d time.Duration) (string, <-chan drained) {
-	got := make(chan drained, 2)
-	return tunneltest.ServeTCP(t, func(c net.Conn) {
-		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(d))
-		n, err := io.Copy(io.Discard, c)
-		got <- drained{n, err}
-	}), got
+	addr, _, got := startedDrainTarget(t, d)
+	return addr, got
 }
 
 // startedDrainTarget is drainTarget with started, closed once the target
@@ -276,10 +271,13 @@ func startedDrainTarget(t *testing.T, d time.Duration) (string, <-chan struct{},
 			close(started)
 		}
 		n := int64(k)
-		if err == nil {
+		switch err {
+		case nil:
 			var m int64
 			m, err = io.Copy(io.Discard, c)
 			n += m
+		case io.EOF:
+			err = nil // a clean end, as io.Copy reports it
 		}
 		got <- drained{n, err}
 	}), started, got

@@ -792,6 +792,17 @@ func runRawDestination(t *testing.T, dialer tunnel.Dialer, stall time.Duration) 
 	}
 }
 
+// runDialOnlySource runs a DialOnly source on h's tunnel until the test ends.
+func runDialOnlySource(t *testing.T, h *harness) *tunnel.Source {
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, h.tun.SourceToken), Logger: testLogger(t)},
+		DialOnly: true}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return src
+}
+
 // TestConnIDWrapSkipsOpenConnection: once a V3 stream's connection ids wrap
 // (2^32 connections while one stays open), a new connection does not take
 // the id of one still open: the destination ended both as a duplicate, and
@@ -799,12 +810,7 @@ func runRawDestination(t *testing.T, dialer tunnel.Dialer, stall time.Duration) 
 func TestConnIDWrapSkipsOpenConnection(t *testing.T) {
 	addr := echoServer(t, 0x41)
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
-	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, h.tun.SourceToken), Logger: testLogger(t)},
-		DialOnly: true}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); src.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	src := runDialOnlySource(t, h)
 
 	c1, err := src.DialService(ctxTimeout(t, 10*time.Second), "SSH")
 	if err != nil {
@@ -834,12 +840,7 @@ func TestConnIDWrapSkipsOpenConnection(t *testing.T) {
 func TestConnIDWrapSkipsEveryOpenConnection(t *testing.T) {
 	addr := echoServer(t, 0x41)
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
-	src := &tunnel.Source{Config: tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, h.tun.SourceToken), Logger: testLogger(t)},
-		DialOnly: true}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); src.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	src := runDialOnlySource(t, h)
 
 	var conns []net.Conn
 	for i := range 3 {

@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"golang.org/x/crypto/bcrypt"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -230,7 +230,7 @@ func testProcess1Reload(t *testing.T, early bool) {
 	defer notify.Close()
 	cmd := exec.Command(unshare, "--pid", "--fork", "--kill-child", "--mount-proc", os.Args[0], "-test.run=^$", "--", "agent", "-c", f.path)
 	cmd.Env = append(os.Environ(), childEnv+"=1", "NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
-	stderr := new(lockedBuffer)
+	stderr := new(testlog.Lines)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -334,24 +334,6 @@ func TestAwaitReadyHearsTheAgentAlone(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the agent's READY=1 was not heard")
 	}
-}
-
-// lockedBuffer is a child's stderr, read while the child writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // needUnshare returns unshare(1)'s path, for a PID namespace: it needs root
