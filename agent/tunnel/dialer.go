@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"syscall"
 )
 
 // Dialer opens the local connection for a stream of a service. The destination
@@ -32,6 +33,21 @@ type Targets map[string]string
 
 // DialService dials the target of service.
 func (t Targets) DialService(ctx context.Context, service string) (net.Conn, error) {
+	return t.dialService(ctx, service, nil)
+}
+
+// dialService is DialService. connecting, when not nil, runs just before a
+// TCP connect (tests: a stop that comes while the dial runs).
+//
+// A TCP dial whose context ends after the handshake (the agent stops, the
+// stream is reset or superseded, the dial timeout) is closed by net's
+// dialer, on loopback and a fast LAN after the target has accepted it: with
+// a FIN, an accepted connection that ends cleanly with no byte in it, which
+// a target that reads to the end (nc > file, an upload ended by the close)
+// took for a complete, empty upload. So the socket is made with SO_LINGER 0,
+// which turns that close into a reset (as link.cut wants for a connection
+// that opened), and gets the default back once the dial has returned it.
+func (t Targets) dialService(ctx context.Context, service string, connecting func(context.Context)) (net.Conn, error) {
 	addr, ok := t[service]
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownService, service)
@@ -40,7 +56,23 @@ func (t Targets) DialService(ctx context.Context, service string) (net.Conn, err
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		return d.DialContext(ctx, "unix", path)
 	}
-	return d.DialContext(ctx, "tcp", addr)
+	d.ControlContext = func(ctx context.Context, _, _ string, rc syscall.RawConn) error {
+		if err := rc.Control(lingerZero); err != nil {
+			return err
+		}
+		if connecting != nil {
+			connecting(ctx)
+		}
+		return nil
+	}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(-1) // the default: link.closeConn chooses FIN or reset
+	}
+	return c, nil
 }
 
 // Validate checks every service name and target.

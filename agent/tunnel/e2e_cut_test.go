@@ -631,11 +631,17 @@ type side struct {
 // stopped by its own function (both are at the test's end).
 func startSides(t *testing.T, target string) (src, dst side) {
 	t.Helper()
+	return startSidesDialing(t, tunnel.Targets{"SSH": target})
+}
+
+// startSidesDialing is startSides with the destination's Dialer.
+func startSidesDialing(t *testing.T, dialer tunnel.Dialer) (src, dst side) {
+	t.Helper()
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
 	base := tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: tunneltest.Logger(t),
 		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
-	d := &tunnel.Destination{Config: base, Dialer: tunnel.Targets{"SSH": target}}
+	d := &tunnel.Destination{Config: base, Dialer: dialer}
 	s := &tunnel.Source{Config: base, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
 	var err error
 	if d.AccessToken, err = tunnel.NewAccessToken(tun.DestinationToken); err != nil {
