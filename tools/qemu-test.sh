@@ -24,7 +24,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 pkgs=(./agent/tunnel/ ./agent/notify/ ./sshd/)
-timeout=${QEMU_TEST_TIMEOUT:-240s}
+timeout=${QEMU_TEST_TIMEOUT:-360s} # sshd took 240 s under qemu-mips on a loaded CI machine
 skip=${QEMU_TEST_SKIP-}
 [ -n "$skip" ] && echo "qemu-test: skipping tests matching $skip under emulation (see the comment in $0)"
 archs=${*:-${QEMU_ARCHS:-arm arm64 mips mipsle mips64}}

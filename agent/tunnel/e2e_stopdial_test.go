@@ -71,3 +71,25 @@ func TestStopWhileDialingResetsTarget(t *testing.T) {
 		})
 	}
 }
+
+// TestTargetsConnectionClosesCleanly: a connection Targets has dialled ends
+// with a FIN when it is closed, not with the reset its dial is made to end
+// with (SO_LINGER 0 until the dial returns): a target that reads to the end
+// sees a whole upload.
+func TestTargetsConnectionClosesCleanly(t *testing.T) {
+	target, ended := drainTarget(t, 30*time.Second)
+	c, err := tunnel.Targets{"SSH": target}.DialService(context.Background(), "SSH")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("hello"))
+	c.Close()
+	select {
+	case r := <-ended:
+		if r.err != nil || r.n != 5 {
+			t.Fatalf("the target read %d bytes and then %v; want 5 and a clean end", r.n, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the target's input did not end")
+	}
+}

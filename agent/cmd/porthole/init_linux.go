@@ -122,7 +122,7 @@ func awaitReady(fd, pid int, ready chan<- struct{}) {
 	for fd >= 0 {
 		msg.SetControllen(int(unsafe.Sizeof(m)))
 		m.hdr = syscall.Cmsghdr{}
-		_, _, errno := syscall.Syscall(syscall.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), 0)
+		_, _, errno := syscall.Syscall(sysRecvmsg, uintptr(fd), uintptr(unsafe.Pointer(&msg)), 0)
 		// Failed, or shut down (no datagram, no credentials), or the agent's.
 		if errno != syscall.EINTR && (errno != 0 || m.hdr.Level != syscall.SOL_SOCKET || m.hdr.Type != syscall.SCM_CREDENTIALS || int(m.cred.Pid) == pid) {
 			syscall.Close(fd)
