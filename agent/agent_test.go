@@ -1093,8 +1093,22 @@ func TestSlowPasswordHashSaidBeforeTheStart(t *testing.T) {
 	e := newAgentEnv(t)
 	e.cfg.SSH.PasswordHashes = map[string]string{"root": "$2a$13$abcdefghijklmnopqrstuuJ4zbq3eTo8Vq3I2tgu0UI2t7PvIVuLm"}
 	var logs testlog.Lines
-	_, stop := e.startLogging(t, io.MultiWriter(&logs, testWriter{t}))
-	stop()
+	a := e.newAgent(t, slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug})))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	// Not startLogging's 10 s: a hash of cost 13 under -race on a loaded
+	// machine took longer (CI, once).
+	for deadline := time.Now().Add(2 * time.Minute); logs.Count("porthole agent started") == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Error("the agent did not start within 2 minutes")
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("agent Run: %v", err)
+	}
 	out := logs.String()
 	said, started := strings.Index(out, "making a password hash of the highest cost"), strings.Index(out, "porthole agent started")
 	if said < 0 || started < 0 || said > started || !strings.Contains(out, "bcrypt_cost=13") {
