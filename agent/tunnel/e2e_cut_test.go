@@ -92,34 +92,11 @@ func TestSourceStalledClientIsReset(t *testing.T) {
 // not only the first: with ids counted on, the destination's answers to the
 // second were dropped as stale and the operator's second ssh hung.
 func TestSourceV3DefaultWithV2Destination(t *testing.T) {
-	srv := tunneltest.NewServer(t)
-	tun := srv.OpenTunnel("SSH")
-	ctx := ctxTimeout(t, 30*time.Second)
 	// A V2-format destination: it answers each STREAM_START with a greeting,
 	// without a connection id, and ignores everything else.
-	dst, err := tunnel.Dial(ctx, &tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: tunnel.V2,
-		AccessToken: mustToken(t, tun.DestinationToken)}, tunnel.ModeDestination)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	go func() {
-		var m tunnel.Message
-		for dst.ReadMessage(&m) == nil {
-			if m.Type == tunnel.TypeStreamStart {
-				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: []byte("SSH-2.0-x\r\n")})
-			}
-		}
-	}()
-	addr := make(chan string, 1)
-	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
-		Logger: testLogger(t)}, Listen: map[string]string{"SSH": "0"}}
-	src.OnListen = func(_ string, a net.Addr) { addr <- a.String() }
-	done := make(chan error, 1)
-	sctx, stop := context.WithCancel(ctx)
-	go func() { done <- src.Run(sctx) }()
-	defer func() { stop(); <-done }()
-	a := <-addr
+	a := v2DestinationSource(t, func(answer func(*tunnel.Message)) {
+		answer(&tunnel.Message{Type: tunnel.TypeData, Payload: []byte("SSH-2.0-x\r\n")})
+	})
 	for i := range 2 {
 		c, err := net.Dial("tcp", a)
 		if err != nil {
@@ -690,12 +667,11 @@ func dialRead(t *testing.T, addr string, n int64) net.Conn {
 	return c
 }
 
-// TestSourceV3V2DestinationResetIsAnEnd: a V2-format destination ends a
-// connection with STREAM_RESET (it has no CONNECTION_RESET), so a V3 source
-// that has seen its DATA without connection ids closes the local connection
-// with a FIN after the data, not with a TCP reset: the client's download is
-// whole (spec §3.3).
-func TestSourceV3V2DestinationResetIsAnEnd(t *testing.T) {
+// v2DestinationSource runs, on a tunnel of a fake service, a V2-format
+// destination that answers each STREAM_START with what onStart gives answer
+// (the stream's and service's ids filled in, no connection id), and a source
+// that listens for SSH, whose address it returns; both end with the test.
+func v2DestinationSource(t *testing.T, onStart func(answer func(*tunnel.Message))) string {
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
 	ctx := ctxTimeout(t, 30*time.Second)
@@ -704,13 +680,15 @@ func TestSourceV3V2DestinationResetIsAnEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dst.Close()
+	t.Cleanup(func() { dst.Close() })
 	go func() {
 		var m tunnel.Message
 		for dst.ReadMessage(&m) == nil {
 			if m.Type == tunnel.TypeStreamStart {
-				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: []byte("whole file")})
-				dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
+				onStart(func(a *tunnel.Message) {
+					a.StreamID, a.ServiceID = m.StreamID, m.ServiceID
+					dst.WriteMessage(ctx, a)
+				})
 			}
 		}
 	}()
@@ -721,8 +699,21 @@ func TestSourceV3V2DestinationResetIsAnEnd(t *testing.T) {
 	done := make(chan error, 1)
 	sctx, stop := context.WithCancel(ctx)
 	go func() { done <- src.Run(sctx) }()
-	defer func() { stop(); <-done }()
-	c, err := net.Dial("tcp", <-addr)
+	t.Cleanup(func() { stop(); <-done })
+	return <-addr
+}
+
+// TestSourceV3V2DestinationResetIsAnEnd: a V2-format destination ends a
+// connection with STREAM_RESET (it has no CONNECTION_RESET), so a V3 source
+// that has seen its DATA without connection ids closes the local connection
+// with a FIN after the data, not with a TCP reset: the client's download is
+// whole (spec §3.3).
+func TestSourceV3V2DestinationResetIsAnEnd(t *testing.T) {
+	a := v2DestinationSource(t, func(answer func(*tunnel.Message)) {
+		answer(&tunnel.Message{Type: tunnel.TypeData, Payload: []byte("whole file")})
+		answer(&tunnel.Message{Type: tunnel.TypeStreamReset})
+	})
+	c, err := net.Dial("tcp", a)
 	if err != nil {
 		t.Fatal(err)
 	}
