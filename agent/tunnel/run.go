@@ -133,5 +133,5 @@ func (c *Config) state(connected bool, err error) {
 }
 
 // stableConnection is how long a connection must have lasted for the next
-// reconnect to start the backoff again.
-const stableConnection = 30 * time.Second
+// reconnect to start the backoff again (a variable for the tests).
+var stableConnection = 30 * time.Second
