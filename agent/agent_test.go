@@ -543,6 +543,39 @@ func TestAgentMaxTunnelsTakesAsManyAsAreIdle(t *testing.T) {
 	}
 }
 
+// At max_tunnels with as many candidates still connecting as idle sessions
+// (one each, here), a newer notification replaces the oldest candidate:
+// the newer one takes the idle session's place once it connects, and the
+// replaced one is ended, its reason said, not left connecting to take a
+// place that is no longer there.
+func TestAgentNewerCandidateReplacesOneAtTheBoundary(t *testing.T) {
+	e := newAgentEnv(t)
+	e.cfg.Tunnel.MaxTunnels = 1
+	e.start(t)
+	idle, first, newer := e.fake.OpenTunnel("SSH"), e.fake.OpenTunnel("SSH"), e.fake.OpenTunnel("SSH")
+	e.broker.notify(t, "dev-1", idle.DestinationToken, "SSH")
+	if err := idle.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	e.fake.FailHandshakes(1000, 503, "busy") // neither candidate connects yet
+	e.broker.notify(t, "dev-1", first.DestinationToken, "SSH")
+	fp := fingerprint(first.DestinationToken)
+	e.broker.waitEvent(t, "tunnel-connect-failed", func(ev Event) bool { return ev.Tunnel == fp })
+	e.broker.notify(t, "dev-1", newer.DestinationToken, "SSH")
+	ev := e.broker.waitEvent(t, "tunnel-ended", func(ev Event) bool { return ev.Tunnel == fp })
+	if !strings.Contains(ev.Reason, "replaced by a newer tunnel before it connected") {
+		t.Errorf("the first candidate ended with %q, want it replaced by the newer one", ev.Reason)
+	}
+	e.fake.FailHandshakes(0, 0, "")
+	if err := newer.WaitConnects(ctxWithTimeout(t, 20*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitDisconnected(t, idle)
+	if n := first.Connects(tunneltest.Destination); n != 0 {
+		t.Errorf("the replaced candidate connected %d times", n)
+	}
+}
+
 // A tunnel none of whose services this device serves is not joined.
 func TestAgentIgnoresTunnelWithoutServedService(t *testing.T) {
 	e := newAgentEnv(t)
