@@ -28,8 +28,8 @@ func TestOverBufferedManyLinks(t *testing.T) {
 }
 
 // TestCrowdedAtTheLimit: a session is crowded once it holds MaxConnections
-// local connections for each service and as many again closing, not one set
-// later: with 2 services and MaxConnections 3, at 9 live links.
+// local connections for each service and MaxConnections more closing, not one
+// link later: with 2 services and MaxConnections 3, at 9 live links.
 func TestCrowdedAtTheLimit(t *testing.T) {
 	s := &session{opt: engineOptions{maxConns: 3}, services: []string{"SSH", "HTTP"}, live: map[*link]struct{}{}}
 	for range 8 {

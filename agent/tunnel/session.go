@@ -183,8 +183,9 @@ func (s *session) goodbye() bool {
 }
 
 // crowdedLocked reports whether the session holds as many local connections
-// as it may, open or still closing: MaxConnections for each service, and as
-// many again closing. A connection the peer has reset stays until its last
+// as it may, open or still closing: MaxConnections times one more than the
+// tunnel's services (room for MaxConnections open on each service, and
+// MaxConnections more closing). A connection the peer has reset stays until its last
 // data is written, within the stall timeout, and one whose target is slow to
 // answer until its dial returns, within the dial timeout; a peer that starts
 // and resets connections faster than that made them grow with its rate, a
@@ -204,7 +205,7 @@ func (s *session) openLocked() int {
 	return n
 }
 
-// connKey is the connection id a message refers to: V3 reads an absent id as 1
+// connKeyLocked is the connection id a message refers to: V3 reads an absent id as 1
 // (spec §1.5); V1/V2 have one connection per stream, keyed 0.
 func (s *session) connKeyLocked(id uint32) uint32 {
 	if s.version == V3 {

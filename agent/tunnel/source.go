@@ -502,7 +502,7 @@ func (src *Source) readySession(ctx context.Context) *session {
 	}
 }
 
-// next returns the next stream id of a service: one after the last, wrapping
+// nextStreamID returns the next stream id of a service: one after the last, wrapping
 // to 1 (spec §3.2). The first is random, not 1 as the reference source's: ids
 // must be "temporally unique", and `porthole connect --stdio` runs as a new
 // process for each ssh connection. Each starting at 1, the device's reset of
