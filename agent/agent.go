@@ -461,9 +461,9 @@ func lastFlush(stopBy int64) time.Duration {
 // the background, not fatal). On the way out it ends every session and SSH
 // connection first, so that their last events (stream-end, ssh-session-end) are
 // queued, then flushes the events for at most eventFlushTimeout and not past
-// stopBudget from the stop's start, and only then disconnects from the broker
-// the events go through. The SSH connections get sshEndWait (500 ms) to end by
-// themselves.
+// stopBudget from the stop's start (but for at least minLastFlush), and only
+// then disconnects from the broker the events go through. The SSH connections
+// get sshEndWait (500 ms) to end by themselves.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -905,7 +905,7 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 			a.emit(&Event{Type: "tunnel-ended", Tunnel: s.fp, Reason: "ended by the agent: " + ended})
 		}
 		a.restamp(s, t, log)
-		return // the agent stops (keep the state for a restart) or the session yielded (start removed it)
+		return // the agent stops (keep the state for a restart) or the session yielded (endLocked removed it)
 	case errors.Is(err, tunnel.ErrClosedByService):
 		// With the Close frame's status and reason: a lifetime that ended
 		// and a CloseTunnel read alike without them.

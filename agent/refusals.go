@@ -123,7 +123,7 @@ func (a *Agent) rejectNotification(e Event) {
 }
 
 // rejectNotificationLocked is rejectNotification for a caller that holds a.mu
-// (start and admit, refusing a tunnel past max_tunnels).
+// (admit, refusing a tunnel past max_tunnels).
 //
 // Once the agent stops, rejections are only logged: the count was flushed on
 // the way out, and a new window would arm a timer that outlives Run.
