@@ -194,9 +194,12 @@ func (l *Listener) AwaitConnection(ctx context.Context) error {
 }
 
 // ErrRefused marks a publish the broker answered with a failure reason code
-// (PUBACK 0x80 or above, e.g. 0x87 not authorized): sending the same message
-// again gets the same answer. A throttled publish (0x97 quota exceeded) is not
-// refused: the same message is taken a moment later.
+// (PUBACK 0x80 or above, e.g. 0x87 not authorized), one over the broker's
+// Maximum Packet Size (not sent), and one dropped after the broker closed
+// every connection it was sent on (dropPoison): sending the same message
+// again gets the same answer. A throttled publish (0x96 message rate too
+// high, 0x97 quota exceeded) is not refused: the same message is taken a
+// moment later.
 var ErrRefused error = &errorString{"refused by the broker"}
 
 // ErrQueuedInSession marks a Publish that gave up waiting for the PUBACK (its
