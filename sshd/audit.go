@@ -70,7 +70,7 @@ type Event struct {
 
 	// Forwards.
 	Direction string `json:"direction,omitempty"` // "local" (ssh -L, direct-tcpip), "remote" (ssh -R, tcpip-forward), "agent", "tun" (ssh -w), "x11" (ssh -X, -Y); tun and x11 are always refused, with no Dest
-	Dest      string `json:"dest,omitempty"`      // host:port asked for; for an allowed local forward followed by the address dialled in parentheses: "localhost:80 (127.0.0.1:80)"
+	Dest      string `json:"dest,omitempty"`      // host:port asked for (a Unix socket forward's path; ssh -A's socket); for an allowed local forward followed by the address dialled in parentheses: "localhost:80 (127.0.0.1:80)"
 	Allowed   bool   `json:"-"`
 }
 

@@ -12,7 +12,8 @@
 // stream (ServeConn); it never opens a listener itself. ServeConn works on
 // any net.Conn: timeouts are timers, not deadlines. Shutdown stops
 // accepting and waits for the connections to end; Close ends them at once.
-// Both make Serve and ServeConn return ErrServerClosed.
+// After either, Serve returns ErrServerClosed, and so does a ServeConn called
+// then (one already serving its connection returns nil when it ends).
 //
 // The server identifies itself as "SSH-2.0-OpenSSH_porthole": OpenSSH's
 // client sends some of its extensions (eow@openssh.com among them) only to a

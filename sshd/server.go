@@ -421,8 +421,9 @@ func temporaryAcceptError(err error) bool {
 
 // ServeConn serves the single connection c, typically one stream handed over
 // by a tunnel, and returns when it has ended. Any net.Conn works; deadlines
-// are not used. It returns ErrServerClosed (and closes c) after Shutdown or
-// Close, or the setup error.
+// are not used. Called after Shutdown or Close it returns ErrServerClosed
+// (and closes c); otherwise nil once c has ended or was refused (and closed),
+// or the setup error.
 func (s *Server) ServeConn(c net.Conn) error {
 	if err := s.init(); err != nil {
 		c.Close()

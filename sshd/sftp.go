@@ -29,8 +29,9 @@ func (c *sftpChannel) Close() error                { c.front.close(); return nil
 // starting in a's home directory. It returns once the client has sent EOF;
 // the caller then sends the exit status before closing the channel (which
 // sftpChannel.Close leaves open: clients report "exit status -1" for a channel
-// closed without one). An sftpFront in front of pkg/sftp serves directory
-// listings and SYMLINK requests and keeps writes in order.
+// closed without one). An sftpFront in front of pkg/sftp serves some requests
+// itself (directory listings, SYMLINK, REALPATH, REMOVE, RENAME and more: see
+// sftpFront.serves) and keeps requests in order.
 //
 // A request that blocks for good (an OPEN of a FIFO no program opens from
 // the other side) is abandoned once the client has gone: see abandonable.

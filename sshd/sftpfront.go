@@ -101,7 +101,7 @@ type sftpFront struct {
 	srv    *Server // for the names of owners and groups in listings, and the log; nil: numbers, no log
 	remote string  // the client, for log lines
 	// versioned: pkg/sftp's SSH_FXP_VERSION has gone out, with
-	// expand-path@openssh.com added to its extensions.
+	// sftpExtensions added to its extensions.
 	versioned bool
 
 	// Only pkg/sftp's reading goroutine touches left and pending.
