@@ -49,7 +49,8 @@ type Notifier interface {
 // notifyTimeout bounds one Notify call; the notifier then retries.
 const notifyTimeout = 30 * time.Second
 
-// maxRetry caps the pause between failed attempts.
+// maxRetry caps the back-off between failed attempts; the pause itself, jittered
+// around it (notifier), is at most one and a half times that.
 const maxRetry = 10 * time.Second
 
 // notifier delivers pending notifications, oldest tunnel first, until the server
@@ -61,9 +62,11 @@ func (s *Server) notifier() {
 	for {
 		woken := false
 		if retry > 0 {
-			// Full jitter, capped. A new notification (a tunnel opened, a token
-			// rotated) does not wait for the back-off of one that keeps failing,
-			// e.g. for a thing whose topic the broker refuses.
+			// Jittered between half and one and a half times the back-off,
+			// which doubles up to maxRetry. A new notification (a tunnel
+			// opened, a token rotated) does not wait for the back-off of one
+			// that keeps failing, e.g. for a thing whose topic the broker
+			// refuses.
 			d := time.Duration(rand.Int64N(int64(retry))) + retry/2
 			select {
 			case <-s.ctx.Done():
