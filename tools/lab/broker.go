@@ -23,8 +23,9 @@ import (
 
 // startBroker runs an MQTT v5 broker with mutual TLS on addr: only certificates of
 // the lab CA connect, and each may use only its own thing's topics
-// ($aws/things/<CN>/...), as an AWS IoT policy would; the publisher identity
-// (tunneld) may publish to every thing's notify topic.
+// ($aws/things/<CN>/..., and its event topic porthole/events/<CN>), as an AWS
+// IoT policy would; the publisher identity (tunneld) may publish to every
+// thing's notify topic, and nothing else.
 // subscribed is closed when the device identity device subscribes to its notify topic.
 func startBroker(addr, caFile, certFile, keyFile, publisher, device string, subscribed chan struct{}, log *slog.Logger) (*mqtt.Server, string, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
