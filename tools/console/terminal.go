@@ -39,7 +39,7 @@ import (
 // Authorization header, and the other place, a Sec-WebSocket-Protocol value, is a
 // request header that the server has to echo and that browser tools and proxies
 // record as a protocol name, not as a credential. The first message is the same
-// JSON path as the login, is read with a short deadline (Config.authTimeout) and a
+// JSON path as the login, is read within a short time (Config.authTimeout, a timer) and a
 // small size limit before the socket is tracked or anything else is read, and a
 // socket that does not authenticate is closed with StatusPolicyViolation. Only
 // same-origin pages get as far as the upgrade (the Origin check in ServeHTTP).
