@@ -75,8 +75,11 @@ var (
 
 // lineError is an error about one line of an authorized_keys file. Neither
 // it nor the error it wraps quotes the line, since the server logs these
-// errors and reads the file as root: a user's file may be a link to a file
-// only root may read. They name the line's number and the kind of problem.
+// errors, and a file the user cannot make lead elsewhere
+// (/etc/porthole/authorized_keys, 0600) is read with the server's
+// permissions, root's, which the log's readers may lack (loadKeysFile; a
+// user's ~/.ssh/authorized_keys, which could be a link, is read as the
+// user). They name the line's number and the kind of problem.
 type lineError struct {
 	_    [0]func() // not comparable: no equality function in the binary (docs/size.md)
 	Line int

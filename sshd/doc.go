@@ -147,10 +147,11 @@
 //     whose refusal reads no files, and a certificate of a CA that is not
 //     trusted are not told from the others by a quicker answer.
 //
-// When no method can work (no PasswordHashes, no key in the trusted CA
-// files, and no AuthorizedKeysFiles path exists for any user who may log
-// in), the server logs one warning as it starts (PublicKeys, Serve or
-// ServeConn, whichever comes first).
+// When no method can work (no password hash of a user who may log in, no
+// key in the trusted CA files, and no authorized_keys file that a login would
+// read and that holds a key, for any user who may log in: CheckLogins), the
+// server logs one warning as it starts (PublicKeys, Serve or ServeConn,
+// whichever comes first), unless CallerChecksLogins is set.
 //
 // Login users come from the passwd file (PasswdFile), parsed directly so
 // that static osusergo builds and BusyBox systems work. Running as root, a

@@ -69,7 +69,8 @@ func (s *sftpFront) opendir(id uint32, p string) []byte {
 const errNotDirHandle = sftpFailureMsg("not the handle of an open directory")
 
 // readdir replies with the next entries of the directory with handle h, up
-// to 100 as sftp-server sends, or with SSH_FX_EOF at its end. An entry that
+// to 100 read from it (the first reply adds "." and "..", so up to 102;
+// sftp-server counts those in its 100), or with SSH_FX_EOF at its end. An entry that
 // cannot be lstat'ed (removed meanwhile) is left out. Entries are stat'ed
 // in the open directory (fstatat), not by a path that could since lead
 // elsewhere.
