@@ -36,9 +36,9 @@ import (
 const (
 	// freeBody is what any request may have read without a share of
 	// largeBodyBudget: the largest valid request of every operation but
-	// OpenTunnel, TagResource and UntagResource fits in a quarter of it, and so
-	// do OpenTunnel and TagResource with 50 tags (AWS's tags-per-resource quota)
-	// of ASCII.
+	// OpenTunnel, TagResource and UntagResource fits in a quarter of it
+	// (smallBodyLimit), and OpenTunnel and TagResource with 50 tags (AWS's
+	// tags-per-resource quota) of ASCII, some 23 KB, fit in it.
 	freeBody = 64 << 10
 	// largeBodyBudget is the most that bodies over freeBody hold at once: four
 	// of the largest.

@@ -189,7 +189,7 @@ func canonicalRequest(r *http.Request, signed []string, body []byte) string {
 	if r.Header.Get("X-Amz-Content-Sha256") == "UNSIGNED-PAYLOAD" {
 		b.WriteString("UNSIGNED-PAYLOAD")
 	} else {
-		b.WriteString(hexSHA256(body)) // a differing X-Amz-Content-Sha256 fails the signature
+		b.WriteString(hexSHA256(body)) // the body's own hash: verifySigV4 refused a differing X-Amz-Content-Sha256 already
 	}
 	return b.String()
 }

@@ -33,9 +33,9 @@ func (s *Server) load() error {
 	if s.cfg.DataDir == "" {
 		return nil
 	}
-	// A save that did not finish (killed between writeFileAtomic's
-	// temporary file and its rename) left that file, with every tunnel's
-	// tokens in it; no later save would remove it.
+	// A save that did not finish (killed between writeState's temporary
+	// file, "."+stateFile+".*" (atomicfile.Write), and its rename) left that
+	// file, with every tunnel's tokens in it; no later save would remove it.
 	// Names, not a pattern: the directory's own name may hold * or [.
 	entries, _ := os.ReadDir(s.cfg.DataDir)
 	for _, e := range entries {
