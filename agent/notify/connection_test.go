@@ -1,8 +1,11 @@
 package notify
 
 import (
+	"context"
+	"io"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,5 +128,62 @@ func TestServerReferenceLogged(t *testing.T) {
 				t.Errorf("a %s with a Server Reference of %d bytes is logged as:\n%s\nwant it, clipped", tc.name, len(long), line)
 			}
 		})
+	}
+}
+
+// closeCounter is a dialled connection that counts, in closes, the first Close
+// of each.
+type closeCounter struct {
+	net.Conn
+	once   sync.Once
+	closes *atomic.Int32
+}
+
+func (c *closeCounter) Close() error {
+	c.once.Do(func() { c.closes.Add(1) })
+	return c.Conn.Close()
+}
+
+// A TLS handshake that fails (a broker's port that answers in plain text, a
+// middlebox, a certificate refused) leaves the TCP connection to dialTLS to
+// close: crypto/tls does not. Left open, each attempt kept a descriptor, and a
+// device retrying for days against such an endpoint ran out of them.
+func TestFailedHandshakeClosesTheConnection(t *testing.T) {
+	p := newPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+				io.Copy(io.Discard, c) // until the agent closes it
+			}()
+		}
+	}()
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, ln.Addr().String(), "thing-a", log))
+	var dials, closes atomic.Int32
+	var d net.Dialer
+	l.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		dials.Add(1)
+		return &closeCounter{Conn: c, closes: &closes}, nil
+	}
+	runListener(t, l)
+	// dialTLS closes the connection before connectError logs the failure.
+	rec.waitCount(3, "mqtt connect failed; retrying", "TLS handshake")
+	if c := closes.Load(); c < 3 {
+		t.Errorf("%d of %d connections closed after 3 failed TLS handshakes, want at least 3", c, dials.Load())
 	}
 }
