@@ -47,3 +47,48 @@ func TestSessionCountsStoredMessagesOnly(t *testing.T) {
 		t.Errorf("%d messages unacknowledged after the PUBACK, want 0", n)
 	}
 }
+
+// A Publish that gave up waiting asks abandon whether its message is still in
+// the session, to go again on the next connection (ErrQueuedInSession: its
+// caller does not send it again), or was discarded meanwhile: the broker had
+// lost the session when the agent reconnected. Told "kept" for a discarded
+// message, the caller dropped an event no one would send.
+func TestAbandonAfterDiscardIsNotKept(t *testing.T) {
+	s := newSessionState(slog.New(slog.DiscardHandler))
+	expiry := uint32(60)
+	cp := &packets.Connect{Properties: &packets.Properties{SessionExpiryInterval: &expiry}}
+	connack := func(present bool) {
+		t.Helper()
+		if err := s.ConAckReceived(io.Discard, cp, &packets.Connack{SessionPresent: present, Properties: &packets.Properties{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := func() *stored {
+		t.Helper()
+		r := new(stored)
+		ctx := context.WithValue(context.Background(), storedKey{}, r)
+		if err := s.AddToSession(ctx, &packets.Publish{QoS: 1, Topic: "porthole/events/thing-a"}, make(chan packets.ControlPacket, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if !r.ok {
+			t.Fatal("AddToSession did not say it stored the message")
+		}
+		return r
+	}
+	connack(true)
+	kept := store()
+	if !s.abandon(kept) {
+		t.Errorf("abandon of a message the session holds = false, want true (kept)")
+	}
+	lost := store()
+	if err := s.ConnectionLost(nil); err != nil { // expiry 60 s: the session stays
+		t.Fatal(err)
+	}
+	connack(false) // the broker no longer had it: the session discards both
+	if s.abandon(lost) {
+		t.Errorf("abandon of a message discarded with the session = true, want false")
+	}
+	if n := s.unackedCount(); n != 0 {
+		t.Errorf("%d messages unacknowledged after the session was discarded, want 0", n)
+	}
+}
