@@ -187,3 +187,44 @@ func TestFailedHandshakeClosesTheConnection(t *testing.T) {
 		t.Errorf("%d of %d connections closed after 3 failed TLS handshakes, want at least 3", c, dials.Load())
 	}
 }
+
+// A connection that ends before its SUBACK (a broker that drops a client for a
+// subscription it may not make, as AWS IoT Core does under MQTT 3.1.1) ends the
+// subscription's goroutine with it: connectionDown cancels the connection's
+// context. Left running, it retried on the dead client for as long as Run went
+// on, one more goroutine and one more stream of warnings per such connection.
+func TestSubscriptionEndsWithItsConnection(t *testing.T) {
+	p := newPKI(t)
+	addr := standInV5(t, p, func(i int, c net.Conn) {
+		writeConnack(c, i > 0, nil)
+		if i > 0 {
+			ackSubscribes(c)
+			return
+		}
+		for { // the first connection is closed at its SUBSCRIBE, unanswered
+			cp, err := packets.ReadPacket(c)
+			if err != nil || cp.Type == packets.SUBSCRIBE {
+				return
+			}
+		}
+	})
+	log, rec := newLogRecorder(t)
+	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
+	runListener(t, l)
+	rec.waitFor("notify subscription granted")
+	if n := rec.count("mqtt connected"); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
+	}
+	// The second connection's subscription is granted and its goroutine done:
+	// none should be left.
+	done := make(chan struct{})
+	go func() {
+		l.subWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Fatalf("a subscription goroutine still runs %v after the second connection's subscription was granted: the first connection's, on its dead client", waitTimeout)
+	}
+}
