@@ -228,3 +228,36 @@ func TestSubscriptionEndsWithItsConnection(t *testing.T) {
 		t.Fatalf("a subscription goroutine still runs %v after the second connection's subscription was granted: the first connection's, on its dead client", waitTimeout)
 	}
 }
+
+// The reconnect after a lasting connection waits a random time from 0 to
+// ConnectRetryMin (full jitter below the floor; TestFleetReconnectIsJittered),
+// and maintain is where that attempt is counted: with the rand seam at 0 it
+// comes at once, where a count one too high waited the whole floor, here an
+// hour.
+func TestReconnectAfterALastingConnectionIsJitteredFromZero(t *testing.T) {
+	p := newPKI(t)
+	cut := make(chan struct{})
+	addr := standInV5(t, p, func(i int, c net.Conn) {
+		writeConnack(c, i > 0, nil)
+		if i == 0 {
+			go func() {
+				<-cut
+				c.Close()
+			}()
+		}
+		ackSubscribes(c)
+	})
+	log, rec := newLogRecorder(t)
+	cfg := testConfig(t, p, addr, "thing-a", log)
+	cfg.ConnectRetryMin, cfg.ConnectRetryMax = time.Hour, 2*time.Hour
+	l := newListener(t, cfg)
+	l.backoff.rand = func(int64) int64 { return 0 }
+	var ahead atomic.Int64 // how far the listener's clock is ahead of the real one
+	l.now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	runListener(t, l)
+	rec.waitFor("notify subscription granted")
+	ahead.Store(int64(stableConnection)) // the connection has lasted
+	close(cut)
+	rec.waitFor("mqtt reconnecting", "short_connections=0")
+	rec.waitCount(2, "mqtt connected")
+}
