@@ -683,3 +683,36 @@ func TestShortSSHTimeoutsWarned(t *testing.T) {
 		t.Errorf("a warning at the defaults: %q", w)
 	}
 }
+
+// A config that group or others may write is refused, whichever of the two may:
+// whoever can change it decides who logs in. Read permission is only a warning
+// (Warnings), so those modes load.
+func TestLoadConfigRefusesWritableModes(t *testing.T) {
+	for _, tc := range []struct {
+		mode    os.FileMode
+		refused bool
+	}{
+		{0o600, false},
+		{0o640, false},
+		{0o644, false},
+		{0o620, true},
+		{0o660, true},
+		{0o602, true},
+		{0o666, true},
+	} {
+		p := filepath.Join(t.TempDir(), "porthole.toml")
+		if err := os.WriteFile(p, []byte(minimalConfig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, tc.mode); err != nil { // not WriteFile's mode: the umask would clear bits
+			t.Fatal(err)
+		}
+		_, err := LoadConfig(p)
+		switch {
+		case tc.refused && (err == nil || !strings.Contains(err.Error(), "writable by group or others")):
+			t.Errorf("LoadConfig of a config with mode %04o = %v, want it refused as writable by group or others", tc.mode, err)
+		case !tc.refused && err != nil:
+			t.Errorf("LoadConfig of a config with mode %04o = %v, want it loaded", tc.mode, err)
+		}
+	}
+}
