@@ -237,6 +237,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"relative unix", "[services]\nWEB = \"unix:run/x\"", "services.WEB"},
 		{"ws without flag", "[tunnel]\nendpoint = \"ws://h:1\"", "tunnel.endpoint"},
 		{"too many tunnels", "[tunnel]\nmax_tunnels = 1000", "tunnel.max_tunnels"},
+		{"one tunnel over the limit", "[tunnel]\nmax_tunnels = 65", "tunnel.max_tunnels: 65: want 1-64"},
+		{"log format", "[log]\nformat = \"JSON\"", `log.format: "JSON": want text or json`},
 		{"forward policy", "[ssh]\npermit_local_forward = [\"everywhere\"]", "ssh.permit_local_forward"},
 		{"unknown cipher", "[ssh]\nciphers = [\"aes128-cbc\"]", "ssh.ciphers"},
 		{"empty cipher list", "[ssh]\nciphers = []", "ssh.ciphers"},
