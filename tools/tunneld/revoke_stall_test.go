@@ -139,3 +139,46 @@ func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenT
 	})
 	return out, dp
 }
+
+// The server's map of revoked tokens stays bounded: a tunnel keeps the newest
+// maxRevokedPerTunnel of its revoked tokens, and a forgotten tunnel (past
+// MaxClosedTunnels) takes them with it. Either leak kept entries for as long as
+// the server ran, a few more for each rotation.
+func TestRevokedTokensBounded(t *testing.T) {
+	ts := startServer(t, Config{MaxClosedTunnels: 1})
+	ctx := context.Background()
+	rotate := func(id string, n int) {
+		t.Helper()
+		for range n {
+			if _, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: id, ClientMode: ClientModeAll}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 4 {
+		out := ts.open(t, "dev1", "SSH")
+		rotate(out.TunnelID, 2)
+		if err := ts.CloseTunnel(ctx, &CloseTunnelInput{TunnelID: out.TunnelID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := ts.open(t, "dev1", "SSH")
+	rotate(open.TunnelID, maxRevokedPerTunnel) // two tokens revoked each time
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if len(ts.tunnels) != 2 {
+		t.Fatalf("%d tunnels kept, want 2: the open one and 1 closed (MaxClosedTunnels)", len(ts.tunnels))
+	}
+	per := map[string]int{}
+	for _, id := range ts.revoked {
+		per[id]++
+	}
+	for id, n := range per {
+		switch {
+		case ts.tunnels[id] == nil:
+			t.Errorf("%d revoked tokens kept of tunnel %s, forgotten", n, id)
+		case n > maxRevokedPerTunnel:
+			t.Errorf("%d revoked tokens kept of tunnel %s, want at most %d", n, id, maxRevokedPerTunnel)
+		}
+	}
+}
