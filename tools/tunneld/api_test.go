@@ -362,6 +362,19 @@ func TestAuthAndRouting(t *testing.T) {
 	if status, _ := post("IoTSecuredTunneling.ListTunnels", ""); status != 200 {
 		t.Errorf("AllowUnsigned: %d, want 200", status)
 	}
+
+	// With Credentials, AllowUnsigned is ignored (--allow-unsigned's help): a
+	// request without a signature, or with one not shaped like SigV4, is refused
+	// as without AllowUnsigned, not let through unverified.
+	ts = startServer(t, Config{AllowUnsigned: true, Credentials: map[string]string{"AKID": "secret"}})
+	for _, tc := range []struct{ auth, errType string }{
+		{"", ErrTypeMissingAuthToken},
+		{"Basic dXNlcjpwdw==", ErrTypeIncompleteSigature},
+	} {
+		if status, typ := post("IoTSecuredTunneling.ListTunnels", tc.auth); status != 403 || typ != tc.errType {
+			t.Errorf("AllowUnsigned with Credentials, Authorization %q: %d %s, want 403 %s", tc.auth, status, typ, tc.errType)
+		}
+	}
 }
 
 // TestForeignHostRefusedWithoutCredentials: without Credentials, a control-plane
