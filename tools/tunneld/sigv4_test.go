@@ -30,6 +30,7 @@ func TestSigV4Vanilla(t *testing.T) {
 		{"host not signed", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=x-amz-date, Signature=" + sig, ErrTypeInvalidSignature, time.Time{}},
 		{"expired", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=" + sig, ErrTypeInvalidSignature, time.Date(2015, 8, 30, 12, 52, 0, 0, time.UTC)},
 		{"no credential", "AWS4-HMAC-SHA256 SignedHeaders=host;x-amz-date, Signature=" + sig, ErrTypeIncompleteSigature, time.Time{}},
+		{"credential not ending in aws4_request", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws5_request, SignedHeaders=host;x-amz-date, Signature=" + sig, ErrTypeIncompleteSigature, time.Time{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !tc.now.IsZero() {
