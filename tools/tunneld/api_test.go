@@ -291,6 +291,7 @@ func TestValidation(t *testing.T) {
 		{"ListTunnels", `{"thingName":"a b"}`, ErrTypeInvalidRequest, "thingName"},
 		{"TagResource", `{"resourceArn":"` + open.TunnelArn + `"}`, ErrTypeInvalidRequest, "tags"},
 		{"TagResource", `{"resourceArn":"","tags":[{"key":"a","value":"b"}]}`, ErrTypeInvalidRequest, "resourceArn"},
+		{"TagResource", `{"resourceArn":"` + strings.Repeat("a", 1012) + `","tags":[{"key":"a","value":"b"}]}`, ErrTypeInvalidRequest, "resourceArn must be 1-1011"},
 		{"UntagResource", `{"resourceArn":"arn:aws:iot:us-east-1:1:tunnel/x","tagKeys":[]}`, ErrTypeResourceNotFound, ""},
 		{"DeleteTunnel", `{}`, ErrTypeUnknownOperation, "DeleteTunnel"},
 	}
