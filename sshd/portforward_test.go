@@ -1709,3 +1709,39 @@ func echoForwardClient(t *testing.T, e *testEnv, opened chan<- directTCPIP) goss
 	}()
 	return conn
 }
+
+// TestLocalForwardPortOutOfRange: a direct-tcpip destination port is a
+// uint32 on the wire; one past 65535 is no port and must be refused, not cut
+// to 16 bits (65536+p would dial p, and the event would name another port
+// than the one the policy was asked about).
+func TestLocalForwardPortOutOfRange(t *testing.T) {
+	echo := echoServer(t)
+	ap := netip.MustParseAddrPort(echo)
+	var mu sync.Mutex
+	var asked []netip.AddrPort
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.PermitLocalForward = func(_ string, dest netip.AddrPort) bool {
+			mu.Lock()
+			asked = append(asked, dest)
+			mu.Unlock()
+			return dest.Addr().IsLoopback()
+		}
+	})
+	c := e.login("root")
+	payload := gossh.Marshal(directTCPIP{DestHost: ap.Addr().String(), DestPort: 1<<16 + uint32(ap.Port()), OrigHost: "127.0.0.1", OrigPort: 1})
+	ch, reqs, err := c.OpenChannel("direct-tcpip", payload)
+	if err == nil {
+		go gossh.DiscardRequests(reqs)
+		ch.Close()
+		t.Fatalf("direct-tcpip to port %d opened (dialled %s)", 1<<16+int(ap.Port()), echo)
+	}
+	var oe *gossh.OpenChannelError
+	if !errors.As(err, &oe) || oe.Reason != gossh.Prohibited {
+		t.Errorf("direct-tcpip to port %d: %v, want a refusal", 1<<16+int(ap.Port()), err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) != 0 {
+		t.Errorf("the policy was asked about %v for port %d", asked, 1<<16+int(ap.Port()))
+	}
+}
