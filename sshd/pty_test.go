@@ -433,3 +433,30 @@ func TestBlockingUnlessPolled(t *testing.T) {
 		t.Fatalf("a polled file lost its deadlines: %v", err)
 	}
 }
+
+// TestSecondPTYRequestRefused: a session has one terminal. A second pty-req
+// is refused, as OpenSSH's session_pty_req refuses it; granted, it would
+// replace the terminal already allocated, whose descriptors nothing closed.
+func TestSecondPTYRequestRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	before := openFiles(t)
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RequestPty("xterm", 50, 132, nil); err == nil {
+		t.Error("a second pty-req was granted")
+	}
+	s.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for openFiles(t) > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := openFiles(t); n > before {
+		t.Errorf("%d descriptors open after the session ended, %d before", n, before)
+	}
+}
