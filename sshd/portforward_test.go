@@ -1745,3 +1745,37 @@ func TestLocalForwardPortOutOfRange(t *testing.T) {
 		t.Errorf("the policy was asked about %v for port %d", asked, 1<<16+int(ap.Port()))
 	}
 }
+
+// TestCancelUnknownForwardRefused: cancel-tcpip-forward succeeds once for a
+// forward the connection holds and fails for any other, as OpenSSH's
+// channel_cancel_rport_listener does: a client (ssh -O cancel) must not be
+// told a forward was cancelled that was never there or is gone already.
+func TestCancelUnknownForwardRefused(t *testing.T) {
+	e := newEnv(t, allowRemoteForward)
+	c := e.login("root")
+	ok, reply, err := c.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: "127.0.0.1"}))
+	if !ok || err != nil {
+		t.Fatalf("tcpip-forward 127.0.0.1:0 = %v, %v", ok, err)
+	}
+	var p struct{ Port uint32 }
+	if err := gossh.Unmarshal(reply, &p); err != nil {
+		t.Fatal(err)
+	}
+	cancel := func(port uint32) bool {
+		t.Helper()
+		ok, _, err := c.SendRequest("cancel-tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: "127.0.0.1", BindPort: port}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !cancel(p.Port) {
+		t.Errorf("cancel-tcpip-forward 127.0.0.1:%d refused", p.Port)
+	}
+	if cancel(p.Port) {
+		t.Errorf("cancel-tcpip-forward 127.0.0.1:%d succeeded twice", p.Port)
+	}
+	if cancel(p.Port + 1) {
+		t.Errorf("cancel-tcpip-forward 127.0.0.1:%d succeeded for a port never forwarded", p.Port+1)
+	}
+}
