@@ -138,6 +138,7 @@ func TestLocalForwardCustomPolicy(t *testing.T) {
 
 func TestLocalForwardKeyOptions(t *testing.T) {
 	echo := echoServer(t)
+	_, echoPort, _ := net.SplitHostPort(echo)
 	e := newEnv(t, nil)
 	for _, tc := range []struct {
 		opts string
@@ -148,6 +149,11 @@ func TestLocalForwardKeyOptions(t *testing.T) {
 		{"restrict,port-forwarding", true},
 		{`permitopen="` + echo + `"`, true},
 		{`permitopen="127.0.0.1:1"`, false},
+		// The host is compared as written, as in sshd: another host on
+		// the right port, or another name of the same one, is refused.
+		{`permitopen="127.0.0.2:` + echoPort + `"`, false},
+		{`permitopen="localhost:` + echoPort + `"`, false},
+		{`permitopen="*:` + echoPort + `"`, true},
 	} {
 		t.Run(tc.opts, func(t *testing.T) {
 			e.writeAuthorizedKeys("root", authorizedLine(tc.opts, e.key.PublicKey()))
