@@ -259,6 +259,38 @@ func TestMaxStartups(t *testing.T) {
 	e.login("root").Close()
 }
 
+// TestMaxStartupsAcrossSources: MaxStartups bounds the connections that
+// exchange keys at once whatever their sources: with each source under its
+// half, the one past the limit waits, and starts when a slot frees.
+func TestMaxStartupsAcrossSources(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) {
+		s.MaxStartups = 2
+		s.MaxAuthFailures = -1 // the raw connections below end without logging in
+	})
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i, from := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := d.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		waitFor(t, "the connection to be tracked", func() bool { n, _, _ := e.srv.startupCounts(); return n == i+1 })
+	}
+	if _, admitted, waiting := e.srv.startupCounts(); admitted != 2 || waiting != 1 {
+		t.Fatalf("three sources, MaxStartups 2: %d connections started and %d waiting, want 2 and 1", admitted, waiting)
+	}
+	conns[0].Close()
+	if got := readBanner(t, conns[2]); got != "SSH-2.0-"+serverVersion {
+		t.Fatalf("banner %q after a slot freed", got)
+	}
+}
+
 // TestHugeMaxStartups: a MaxStartups meant as no limit (math.MaxInt32, as
 // a 32-bit device's math.MaxInt) lets a client in: startupsFull times it
 // overflowed int to a negative bound, and every connection was closed
