@@ -953,3 +953,37 @@ func TestMayExecGroups(t *testing.T) {
 		}
 	}
 }
+
+// TestStderrAfterEndOfWrite: after "eow@openssh.com" the client reads no more
+// of the channel's data, but its stderr still comes: a program's error
+// messages after "ssh host cmd | head" must not be lost.
+func TestStderrAfterEndOfWrite(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.login("root")
+	rs := openRaw(t, c)
+	if ok, err := rs.ch.SendRequest("exec", true, gossh.Marshal(struct{ Value string }{"read x; echo note >&2; exit 3"})); !ok || err != nil {
+		t.Fatalf("exec = %v, %v", ok, err)
+	}
+	if ok, err := rs.ch.SendRequest("eow@openssh.com", true, nil); !ok || err != nil {
+		t.Fatalf("eow@openssh.com = %v, %v", ok, err)
+	}
+	stderr := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(rs.ch.Stderr())
+		stderr <- string(b)
+	}()
+	if _, err := io.WriteString(rs.ch, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rs.wait(t); got != "exit-status 3" {
+		t.Errorf("session ended with %s, want exit-status 3", got)
+	}
+	select {
+	case got := <-stderr:
+		if got != "note\n" {
+			t.Errorf("stderr after eow@openssh.com = %q, want %q", got, "note\n")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stderr not closed after the session ended")
+	}
+}
