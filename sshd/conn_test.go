@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"testing"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -59,5 +60,48 @@ func TestConnectionEndLogged(t *testing.T) {
 				t.Errorf("a connection the client closed logged %q, want nothing", e.logs.logged("connection ended"))
 			}
 		})
+	}
+}
+
+// TestGraceTimeSparesALoggedInConnection: the login grace timer closes a
+// connection only if it has not logged in by then; the timer is not stopped at
+// the login, so without that check every session ended LoginGraceTime (2
+// minutes by default) after it connected. Here the maximum session time ends
+// the connection, long after the grace time has passed.
+func TestGraceTimeSparesALoggedInConnection(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := newConn(&Server{LoginGraceTime: time.Millisecond, MaxSessionTime: 200 * time.Millisecond}, a, "test", "127.0.0.1")
+	c.st.authed.Store(true)
+	c.startTimers()
+	<-c.done
+	if c.st.loggedFailure.Load() {
+		t.Error("a logged-in connection was closed as a login failure at the login grace time")
+	}
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	if c.st.endReason != "maximum session time reached" {
+		t.Errorf("the connection ended for %q, want the maximum session time", c.st.endReason)
+	}
+}
+
+// TestCloseStopsTheTimers: a closed connection's timers are stopped, not left
+// to fire: each held the connection in memory until it did, and the grace
+// timer's would send a login failure for a connection already gone.
+func TestCloseStopsTheTimers(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := newConn(&Server{MaxSessionTime: time.Hour, IdleTimeout: time.Hour}, a, "test", "127.0.0.1")
+	c.startTimers()
+	c.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.timers) != 3 {
+		t.Fatalf("%d timers armed, want 3 (grace, lifetime, idle)", len(c.timers))
+	}
+	for i, tm := range c.timers {
+		if tm.Stop() {
+			t.Errorf("timer %d still armed after Close", i)
+		}
 	}
 }
