@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -382,7 +383,7 @@ func TestAgentStopDoesNotWaitForBlockedSFTP(t *testing.T) {
 	}
 	go sc.Open(fifo) // blocks: no program opens it for writing
 	e.broker.waitEvent(t, "ssh-session-start", nil)
-	time.Sleep(300 * time.Millisecond) // the OPEN under way
+	waitOpenBlocks(t)
 
 	start := time.Now()
 	stop()
@@ -509,4 +510,28 @@ func (e *agentEnv) sshListenFree(t *testing.T) string {
 	e.cfg.SSH.Listen = ln.Addr().String()
 	ln.Close()
 	return e.cfg.SSH.Listen
+}
+
+// waitOpenBlocks waits up to 10 s for the agent's SFTP server to be in
+// open(2) for an OPEN (of a FIFO no one opens the other end of): a goroutine
+// of this process in a system call with os.OpenFile and pkg/sftp on its
+// stack. A fixed wait could end before the OPEN was served on a slow machine.
+func waitOpenBlocks(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := runtime.Stack(buf, true)
+		if n == len(buf) { // cut short: every goroutine's, or none
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, " [syscall") && strings.Contains(g, "os.OpenFile(") && strings.Contains(g, "github.com/pkg/sftp.") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no SFTP OPEN in open(2) 10 s after it was sent")
+		}
+	}
 }

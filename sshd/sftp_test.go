@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -600,9 +601,34 @@ func TestSFTPBlockedOpenEndsWithTheClient(t *testing.T) {
 		}
 	}()
 	go cl.OpenFile("fifo", os.O_WRONLY)
-	time.Sleep(300 * time.Millisecond)
+	waitOpenBlocks(t)
 	s.ch.Close() // the client gives up
 	waitAbandoned(t, e, "sftp session, its OPEN", "sftp: a request still blocks")
+}
+
+// waitOpenBlocks waits up to 10 s for pkg/sftp to be in open(2) for an OPEN
+// (of a FIFO that no one opens the other end of): a goroutine of this process
+// in a system call with os.OpenFile and pkg/sftp on its stack. A fixed wait
+// was too short where the machine is slow (qemu-user, a loaded CI runner),
+// and the client then left before its OPEN was served.
+func waitOpenBlocks(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := runtime.Stack(buf, true)
+		if n == len(buf) { // cut short: every goroutine's, or none
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, " [syscall") && strings.Contains(g, "os.OpenFile(") && strings.Contains(g, "github.com/pkg/sftp.") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no SFTP OPEN in open(2) 10 s after it was sent")
+		}
+	}
 }
 
 // waitAbandoned waits up to 10 s for the end of the session (what) whose
@@ -635,7 +661,7 @@ func TestSFTPBlockedOpenReturnsAfterTheClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	go cl.OpenFile("fifo", os.O_WRONLY)
-	time.Sleep(300 * time.Millisecond)
+	waitOpenBlocks(t)
 	s.ch.Close() // the client gives up
 	time.Sleep(100 * time.Millisecond)
 	f, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0) // the OPEN returns
