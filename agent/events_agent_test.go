@@ -454,21 +454,10 @@ func TestStopWaitsForListenSessionIgnoringHangup(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the agent took %v to stop; porthole agent exits after 5 s", d)
 	}
-	// Anything published came before the stop: MQTT disconnects last.
-	time.Sleep(200 * time.Millisecond)
-	e.broker.mu.Lock()
-	var got []string
-	var end *Event
-	for _, ev := range e.broker.events {
-		got = append(got, ev.Type)
-		if ev.Type == "ssh-session-end" {
-			end = &ev
-		}
-	}
-	e.broker.mu.Unlock()
-	if end == nil {
-		t.Fatalf("no ssh-session-end published before the agent stopped; events %v", got)
-	}
+	// Anything published came before the stop: MQTT disconnects last, once
+	// the broker has acknowledged the events (its test subscription may
+	// record one a moment later, so it is waited for).
+	end := e.broker.waitEvent(t, "ssh-session-end", nil)
 	// The program is left running, as OpenSSH leaves it: not this test's business.
 	if i := strings.Index(end.SSH.Reason, "process group "); i >= 0 {
 		var pgid int

@@ -449,7 +449,18 @@ func TestAcknowledgedOrphanIsNotPoison(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the message was not sent again after the reconnect")
 	}
-	time.Sleep(200 * time.Millisecond) // its PUBACK is in: nothing is outstanding
+	// Its PUBACK is in: nothing is outstanding.
+	for deadline := time.Now().Add(waitTimeout); ; time.Sleep(5 * time.Millisecond) {
+		l.mu.Lock()
+		n := l.unackedLocked()
+		l.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages still unacknowledged %v after the broker took the message", n, waitTimeout)
+		}
+	}
 
 	// A second short connection, with nothing unacknowledged.
 	d.cut()()
