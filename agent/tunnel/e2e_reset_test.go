@@ -52,9 +52,11 @@ func TestClientResetReachesTheTarget(t *testing.T) {
 // connections to one web UI) ends alone: the protocol has no reset of one
 // connection, and a STREAM_RESET would cut the others.
 func TestResetOfOneConnectionLeavesItsStreamsOthers(t *testing.T) {
+	ended := make(chan struct{}, 2) // a target connection's end
 	target := tunneltest.ServeTCP(t, func(c net.Conn) {
 		io.Copy(c, c)
 		c.Close()
+		ended <- struct{}{}
 	})
 	h := newHarness(t, setup{services: []string{"WEB"}, targets: tunnel.Targets{"WEB": target}})
 	echo := func(c net.Conn, s string) error {
@@ -84,7 +86,14 @@ func TestResetOfOneConnectionLeavesItsStreamsOthers(t *testing.T) {
 	}
 	reset.(*net.TCPConn).SetLinger(0)
 	reset.Close()
-	time.Sleep(200 * time.Millisecond) // the reset has crossed
+	// Until the reset has crossed: the device ended a target connection. (A
+	// fixed 200 ms was too short on a slow machine, and kept's echo then
+	// passed before any reset had reached the destination.)
+	select {
+	case <-ended:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no target connection ended 20 s after a client's connection was reset")
+	}
 	if err := echo(kept, "still here"); err != nil {
 		t.Fatalf("after another connection of its stream was reset: %v", err)
 	}
