@@ -959,7 +959,11 @@ func TestSCPSinkBlockedWriteEndsWithTheClient(t *testing.T) {
 			t.Fatal("the FIFO's pipe is not full after 30 s")
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // the next write is in write(2)
-	c.Close()                          // the client gives up
+	// The next write blocks: the FIFO, opened O_NONBLOCK, is in Go's poller,
+	// so scp's goroutine waits there ([IO wait]), not in write(2). A fixed
+	// 100 ms was too short on a slow machine: scp, still reading the
+	// channel, saw the client's close first, and nothing was abandoned.
+	waitBlocked(t, "scp's write to the full FIFO", " [IO wait", "os.(*File).Write(", "sshd.(*scp).sinkFile(")
+	c.Close() // the client gives up
 	waitAbandoned(t, e, "scp session, its write", "scp: a read or write still blocks")
 }

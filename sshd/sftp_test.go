@@ -613,22 +613,43 @@ func TestSFTPBlockedOpenEndsWithTheClient(t *testing.T) {
 // and the client then left before its OPEN was served.
 func waitOpenBlocks(t *testing.T) {
 	t.Helper()
-	buf := make([]byte, 1<<20)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		n := runtime.Stack(buf, true)
-		if n == len(buf) { // cut short: every goroutine's, or none
-			buf = make([]byte, 2*len(buf))
-			continue
-		}
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, " [syscall") && strings.Contains(g, "os.OpenFile(") && strings.Contains(g, "github.com/pkg/sftp.") {
-				return
-			}
-		}
+	waitBlocked(t, "an SFTP OPEN in open(2)", " [syscall", "os.OpenFile(", "github.com/pkg/sftp.")
+}
+
+// waitBlocked waits up to 10 s for a goroutine of this process in state
+// (" [syscall", " [IO wait") with every one of frames on its stack, and
+// fails the test, naming what, if none comes.
+func waitBlocked(t *testing.T, what, state string, frames ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !blockedIn(state, frames...); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("no SFTP OPEN in open(2) 10 s after it was sent")
+			t.Fatalf("no goroutine in %s 10 s on", what)
 		}
 	}
+}
+
+// blockedIn reports whether a goroutine of this process is in state with
+// every one of frames on its stack (see waitBlocked).
+func blockedIn(state string, frames ...string) bool {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	for n == len(buf) { // cut short: every goroutine's, or none
+		buf = make([]byte, 2*len(buf))
+		n = runtime.Stack(buf, true)
+	}
+next:
+	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+		if !strings.Contains(g, state) {
+			continue
+		}
+		for _, f := range frames {
+			if !strings.Contains(g, f) {
+				continue next
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // waitAbandoned waits up to 10 s for the end of the session (what) whose
