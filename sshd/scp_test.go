@@ -626,7 +626,25 @@ func TestSCPSinkFIFOWithoutReader(t *testing.T) {
 		t.Fatalf("start answer %d, %v", b, err)
 	}
 	io.WriteString(s.ch, "C0644 3 fifo\n")
-	time.Sleep(200 * time.Millisecond)
+	// Until scp has taken the C line: it answers it (open(2) failed), or it
+	// is in open(2) of the FIFO. A fixed 200 ms could be too short on a slow
+	// machine: scp then read the client's close instead, and the test passed
+	// whether or not the open blocks.
+	answered := make(chan struct{})
+	go func() { r.ReadByte(); close(answered) }()
+	taken := func() bool {
+		select {
+		case <-answered:
+			return true
+		default:
+			return blockedIn(" [syscall", "os.OpenFile(", "sshd.(*scp).sinkFile(")
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); !taken(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("scp -t neither answered the C line nor opened the FIFO 10 s on")
+		}
+	}
 	c.Close() // the client gives up
 	deadline := time.Now().Add(5 * time.Second)
 	for len(e.eventsOf(EventSessionEnd)) == 0 {
