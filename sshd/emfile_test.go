@@ -147,7 +147,14 @@ func emfileChild(t *testing.T) {
 		// The server may have given up its listener before the dial completed.
 		t.Logf("dial with one descriptor left: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond) // the server's accept(2) fails with EMFILE meanwhile
+	if c1 != nil {
+		// The server's accept(2) fails with EMFILE (logged, or Serve returns,
+		// checked below): a fixed 300 ms could end before it did on a slow
+		// machine, and the test then proved nothing.
+		waitFor(t, "the server's accept(2) to fail with EMFILE", func() bool {
+			return len(served) > 0 || len(e.logs.logged("accepting SSH connections failed", "too many open files")) > 0
+		})
+	}
 	for _, f := range fill {
 		f.Close()
 	}
