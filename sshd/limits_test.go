@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -245,15 +246,22 @@ func TestBackgroundHolderDoesNotHang(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _ := s.StdoutPipe()
-	if err := s.Start("sleep 3 & echo started"); err != nil {
+	if err := s.Start("sleep 3 & echo $$"); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 8)
-	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "started\n" {
-		t.Fatalf("read %q, %v", buf, err)
+	line, err := bufio.NewReader(out).ReadString('\n')
+	pid, perr := strconv.Atoi(strings.TrimSuffix(line, "\n"))
+	if err != nil || perr != nil {
+		t.Fatalf("read %q, %v", line, err)
 	}
-	// Let the shell exit: only sleep still holds the output.
-	time.Sleep(300 * time.Millisecond)
+	// Until the shell has exited (a zombie, or reaped): only sleep still
+	// holds the output. A fixed 300 ms could end before on a slow machine,
+	// and the client then closed a session whose command still ran.
+	waitFor(t, "the shell's exit", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		i := strings.LastIndexByte(string(b), ')')
+		return err != nil || i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
+	})
 	s.Close()
 	c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
