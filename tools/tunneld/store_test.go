@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -318,6 +319,39 @@ func eventuallyTrue(t *testing.T, f func() bool) {
 	}
 }
 
+// waitSaverIdle waits up to 10 s until no save of the state is under way
+// or due: the saver waits in its select with nothing signalled, no save
+// holds saveMu, and nothing durable changed since the last save.
+func waitSaverIdle(t *testing.T, s *Server) {
+	t.Helper()
+	saverWaits := func() bool {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		for n == len(buf) { // cut short: every goroutine's, or none
+			buf = make([]byte, 2*len(buf))
+			n = runtime.Stack(buf, true)
+		}
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, " [select") && strings.Contains(g, "tunneld.(*Server).saver(") {
+				return true
+			}
+		}
+		return false
+	}
+	idle := func() bool {
+		if len(s.dirty) > 0 || !saverWaits() || len(s.dirty) > 0 || !s.saveMu.TryLock() {
+			return false
+		}
+		s.saveMu.Unlock()
+		return !s.durableChanged()
+	}
+	for deadline := time.Now().Add(10 * time.Second); !idle(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a save of the state still under way or due 10 s on")
+		}
+	}
+}
+
 func TestUnwritableDataDir(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
@@ -479,7 +513,9 @@ func TestReconnectDoesNotRewriteState(t *testing.T) {
 		b, _ := os.ReadFile(path)
 		return strings.Contains(string(b), ct)
 	})
-	time.Sleep(100 * time.Millisecond) // a save in flight lands
+	// A save in flight lands first: a fixed 100 ms could end before it did
+	// on a slow machine, and the file then changed under the check below.
+	waitSaverIdle(t, ts.Server)
 	before, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
