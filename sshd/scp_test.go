@@ -660,6 +660,11 @@ func TestSCPSinkFIFOWithoutReader(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Ended by the client's leaving, not abandoned after abandonDelay (5 s)
+	// blocked in open(2), which ends the session too.
+	if l := e.logs.logged("scp: a read or write still blocks"); len(l) != 0 {
+		t.Errorf("scp -t blocked on the FIFO and was abandoned: %q", l)
+	}
 }
 
 // FuzzParseSCPCommand parses a client's exec line as the session does
