@@ -343,7 +343,9 @@ func TestParseTerminalModes(t *testing.T) {
 		{nil, nil},
 		{[]byte{53, 0, 0, 0, 1, 3, 0, 0, 0, 127, 0}, []terminalMode{{Op: 53, Arg: 1}, {Op: 3, Arg: 127}}},
 		{[]byte{53, 0, 0, 0, 1, 160, 1, 2}, []terminalMode{{Op: 53, Arg: 1}}}, // 160+: stop
-		{[]byte{53, 0, 0}, nil},          // truncated
+		{[]byte{53, 0, 0}, nil},    // truncated
+		{[]byte{53, 0, 0, 0}, nil}, // truncated by one byte: no read past it
+		{[]byte{53, 0, 0, 0, 1, 160, 0, 0, 0, 1, 53, 0, 0, 0, 0}, []terminalMode{{Op: 53, Arg: 1}}}, // 160: stop, whatever follows
 		{[]byte{0, 53, 0, 0, 0, 1}, nil}, // TTY_OP_END first
 	} {
 		got := parseTerminalModes(tc.in)
