@@ -37,6 +37,13 @@ func TestHostKeyCreatedOnceAndReused(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("host key mode = %v, want 0600", fi.Mode().Perm())
 	}
+	// The directory the server made for it is private too: the agent's
+	// tunnel tokens go there.
+	if fi, err := os.Stat(dir); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o700 {
+		t.Errorf("data directory made with mode %v, want 0700", fi.Mode().Perm())
+	}
 	if s1[0].PublicKey().Type() != gossh.KeyAlgoED25519 {
 		t.Errorf("host key type = %s, want ed25519", s1[0].PublicKey().Type())
 	}
