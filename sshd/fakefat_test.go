@@ -29,6 +29,7 @@ type fakeFAT struct {
 	mu    sync.Mutex
 	nodes map[uint64]*fatNode
 	next  uint64
+	perm  uint32 // of every file: 0o777 less the mount's fmask
 }
 
 const (
@@ -63,6 +64,13 @@ const (
 // mountFakeFAT mounts a fakeFAT on a new directory and returns it.
 func mountFakeFAT(t *testing.T) string {
 	t.Helper()
+	return mountFakeFATPerm(t, 0o755)
+}
+
+// mountFakeFATPerm is mountFakeFAT with every file of mode perm, as vfat
+// mounted with fmask=0777&^perm makes them.
+func mountFakeFATPerm(t *testing.T, perm uint32) string {
+	t.Helper()
 	// Not a real program that CI must install: a kernel feature some
 	// containers lack, so this skips even under CI=true.
 	if os.Geteuid() != 0 {
@@ -84,7 +92,7 @@ func mountFakeFAT(t *testing.T) string {
 		syscall.Close(fd)
 		t.Skipf("cannot mount FUSE here: %v", err)
 	}
-	fs := &fakeFAT{nodes: map[uint64]*fatNode{1: {dir: true, kids: map[string]uint64{}}}, next: 2}
+	fs := &fakeFAT{nodes: map[uint64]*fatNode{1: {dir: true, kids: map[string]uint64{}}}, next: 2, perm: perm}
 	done := make(chan struct{})
 	go func() { defer close(done); fs.serve(fd) }()
 	t.Cleanup(func() {
@@ -167,14 +175,15 @@ func cstr(b []byte) (string, []byte) {
 	return string(b), nil
 }
 
-// attr is a fuse_attr: every file 0755, every directory 0755, as vfat's defaults.
+// attr is a fuse_attr: every file fs.perm, every directory 0755, as vfat's
+// defaults (perm 0755).
 func (fs *fakeFAT) attr(ino uint64) []byte {
 	n := fs.nodes[ino]
 	a := make([]byte, 88)
 	le.PutUint64(a[0:], ino)
 	le.PutUint64(a[8:], uint64(len(n.data)))
 	le.PutUint64(a[16:], uint64(len(n.data)+511)/512)
-	mode, nlink := uint32(syscall.S_IFREG|0o755), uint32(1)
+	mode, nlink := uint32(syscall.S_IFREG)|fs.perm, uint32(1)
 	if n.dir {
 		mode, nlink = syscall.S_IFDIR|0o755, 2
 	}

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -686,18 +687,23 @@ func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
 // changes nothing, and every file is 0755. A key made there was served at the
 // first start and refused as too open at the next (ErrHostKey, for good, and
 // chmod 600 cannot mend it), world-readable meanwhile. It is refused at once,
-// saying what to do, and nothing is left behind.
+// saying what to do, and nothing is left behind. So is one mounted with a
+// mask that still lets the group read (fmask=0027: every file 0750).
 func TestHostKeyOnFileSystemWithoutModes(t *testing.T) {
-	dir := filepath.Join(mountFakeFAT(t), "porthole")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	_, _, err := hostSigners(dir, nil, nil)
-	if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), "does not keep file modes") || !strings.Contains(err.Error(), "fmask=0077") {
-		t.Errorf("hostSigners on vfat = %v, want ErrHostKey saying the file system does not keep file modes and to mount it with fmask=0077", err)
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Errorf("left in the data directory: %v, want nothing", entries)
+	for _, perm := range []uint32{0o755, 0o750} {
+		t.Run(fmt.Sprintf("%#o", perm), func(t *testing.T) {
+			dir := filepath.Join(mountFakeFATPerm(t, perm), "porthole")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := hostSigners(dir, nil, nil)
+			if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), "does not keep file modes") || !strings.Contains(err.Error(), "fmask=0077") {
+				t.Errorf("hostSigners on vfat = %v, want ErrHostKey saying the file system does not keep file modes and to mount it with fmask=0077", err)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("left in the data directory: %v, want nothing", entries)
+			}
+		})
 	}
 }
 
