@@ -1,11 +1,13 @@
 package sshd
 
 import (
+	"crypto/rand"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -223,6 +225,61 @@ func TestCertSourceAddressForms(t *testing.T) {
 				}
 			} else if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("authorizeCert = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestCertAuthorityLineChecksTheCertificate: a certificate trusted by a
+// cert-authority line of authorized_keys is checked as one trusted by
+// TrustedUserCAKeysFiles is (TestCertificateAuth): its dates, its critical
+// options and the CA's signature over it. A certificate that names the
+// line's CA as its signer but was signed by another key, or one that has
+// expired, would otherwise let in whoever holds any key.
+func TestCertAuthorityLineChecksTheCertificate(t *testing.T) {
+	ca, otherCA, userKey := newSigner(t), newSigner(t), newSigner(t)
+	e := newEnv(t, nil)
+	e.writeAuthorizedKeys("root", authorizedLine(`cert-authority,principals="ops"`, ca.PublicKey()))
+	ops := func(c *gossh.Certificate) { c.ValidPrincipals = []string{"ops"} }
+	forged := &gossh.Certificate{Key: userKey.PublicKey(), CertType: gossh.UserCert, KeyId: "forged",
+		ValidPrincipals: []string{"ops"}, ValidBefore: gossh.CertTimeInfinity,
+		Permissions: gossh.Permissions{Extensions: map[string]string{"permit-pty": ""}}}
+	if err := forged.SignCert(rand.Reader, otherCA); err != nil {
+		t.Fatal(err)
+	}
+	forged.SignatureKey = ca.PublicKey() // claims the line's CA; the signature is otherCA's
+	forgedSigner, err := gossh.NewCertSigner(forged, userKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		signer gossh.Signer
+		ok     bool
+	}{
+		{"valid", newCert(t, ca, userKey, ops), true},
+		{"expired", newCert(t, ca, userKey, func(c *gossh.Certificate) {
+			ops(c)
+			c.ValidAfter, c.ValidBefore = uint64(time.Now().Add(-2*time.Hour).Unix()), uint64(time.Now().Add(-time.Hour).Unix())
+		}), false},
+		{"not yet valid", newCert(t, ca, userKey, func(c *gossh.Certificate) {
+			ops(c)
+			c.ValidAfter = uint64(time.Now().Add(time.Hour).Unix())
+			c.ValidBefore = uint64(time.Now().Add(2 * time.Hour).Unix())
+		}), false},
+		{"unknown critical option", newCert(t, ca, userKey, func(c *gossh.Certificate) {
+			ops(c)
+			c.CriticalOptions = map[string]string{"verify-required": ""}
+		}), false},
+		{"signature not the CA's", forgedSigner, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := e.dial("root", gossh.PublicKeys(tc.signer))
+			if err == nil {
+				c.Close()
+			}
+			if ok := err == nil; ok != tc.ok {
+				t.Errorf("login by a certificate trusted by a cert-authority line: %v, want ok %v", err, tc.ok)
 			}
 		})
 	}
