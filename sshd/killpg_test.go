@@ -2,9 +2,12 @@ package sshd
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -88,5 +91,45 @@ func TestKillpgAsLeavesMainThread(t *testing.T) {
 	}
 	if want := "Uid:\t0\t0\t0\t0\nowner 0\n"; string(out) != want {
 		t.Errorf("after killpgAs with uid 1003's credentials, the process's main thread shows\n%s\nwant\n%s(ps lists the agent as uid 1003, /proc/PID belongs to it)", out, want)
+	}
+}
+
+// TestKillpgAsReachesTheGroup: a user's signal goes to the session's whole
+// process group, as sshd's killpg does, not to its leader alone: a shell's
+// background job (here a sleep its shell started) is ended too.
+func TestKillpgAsReachesTheGroup(t *testing.T) {
+	needRoot(t)
+	sh := exec.Command("sh", "-c", "sleep 30 & echo $!; wait")
+	sh.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: &syscall.Credential{Uid: 1003, Gid: 1003}}
+	out, err := sh.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Process.Kill()
+	var pid int
+	if _, err := fmt.Fscan(out, &pid); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	if err := killpgAs(sh.Process.Pid, syscall.SIGTERM, &syscall.Credential{Uid: 1003}); err != nil {
+		t.Fatalf("TERM as uid 1003 to its own group: %v", err)
+	}
+	sh.Wait()
+	// Gone, or a zombie nobody has reaped yet (the sleep's parent is gone).
+	ended := func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return true
+		}
+		_, rest, _ := strings.Cut(string(b), ") ")
+		return strings.HasPrefix(rest, "Z")
+	}
+	for deadline := time.Now().Add(10 * time.Second); !ended(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the group's other process (the shell's background sleep) still runs 10 s after the signal")
+		}
 	}
 }
