@@ -691,6 +691,33 @@ func TestSourceRefusesImplausibleServiceIDs(t *testing.T) {
 	}
 }
 
+// TestSourceRefusesBadListen: Run refuses a Listen that ParseListen would,
+// before it joins the tunnel, as it does for a port in use: a service id the
+// API cannot carry, or a bare [addr:]port beside SERVICE=[addr:]port (whose
+// named listener would be bound and then never served). Callers other than
+// porthole connect (the console, the lab) fill Listen themselves.
+func TestSourceRefusesBadListen(t *testing.T) {
+	for _, tc := range []struct {
+		listen map[string]string
+		want   string
+	}{
+		{map[string]string{"bad name": "127.0.0.1:0"}, "service id"},
+		{map[string]string{"": "127.0.0.1:0", "SSH": "127.0.0.1:0"}, "cannot be mixed"},
+	} {
+		srv := tunneltest.NewServer(t)
+		tun := srv.OpenTunnel("SSH")
+		src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+			Logger: testLogger(t)}, Listen: tc.listen}
+		err := src.Run(ctxTimeout(t, 10*time.Second))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Run with Listen %q = %v, want an error saying %q", tc.listen, err, tc.want)
+		}
+		if n := tun.Connects(tunneltest.Source); n != 0 {
+			t.Errorf("Run with Listen %q joined the tunnel %d times, want none", tc.listen, n)
+		}
+	}
+}
+
 // TestNoDataAfterPeerReset: once the peer has reset a stream, the destination
 // sends no DATA for it. A source that starts its stream ids at 1 again (the
 // reference localproxy, each time it starts) would take the old local
