@@ -81,6 +81,9 @@ func TestProxyFor(t *testing.T) {
 		{"no_proxy other", map[string]string{"https_proxy": "p:1", "no_proxy": "example.com,foo"}, target, "http://p:1"},
 		{"no_proxy star-dot domain", map[string]string{"https_proxy": "p:1", "no_proxy": "*.amazonaws.com"}, target, ""},
 		{"no_proxy star-dot other", map[string]string{"https_proxy": "p:1", "no_proxy": "*.example.com"}, target, "http://p:1"},
+		// A name matches itself and its subdomains, not every name it ends:
+		// "zonaws.com" is not amazonaws.com's.
+		{"no_proxy partial name", map[string]string{"https_proxy": "p:1", "no_proxy": "zonaws.com,*.zonaws.com,.zonaws.com"}, target, "http://p:1"},
 		{"no_proxy star", map[string]string{"https_proxy": "p:1", "no_proxy": "*"}, target, ""},
 		{"no_proxy cidr", map[string]string{"https_proxy": "p:1", "no_proxy": "10.0.0.0/8"}, local, ""},
 		{"no_proxy ip", map[string]string{"https_proxy": "p:1", "no_proxy": "10.1.2.3"}, local, ""},
