@@ -245,6 +245,45 @@ func TestSourceDialService(t *testing.T) {
 	}
 }
 
+// TestSourceDialServiceOlderFormats: DialService carries a connection to an
+// older destination as a listener's would: no service id towards a V1 one
+// (which serves one service), and the service's id towards a V2 one, where
+// the id picks the target.
+func TestSourceDialServiceOlderFormats(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		services []string
+		dial     string
+		st       func(targets tunnel.Targets) setup
+	}{
+		{"V1", []string{"SSH"}, "SSH", func(tg tunnel.Targets) setup {
+			return setup{services: []string{"SSH"}, targets: tg, protocol: tunnel.V1, peer: tunnel.V1,
+				dstTweak: func(d *tunnel.Destination) { d.DefaultService = "SSH" }}
+		}},
+		{"V2", []string{"SSH", "WEB"}, "WEB", func(tg tunnel.Targets) setup {
+			return setup{services: []string{"SSH", "WEB"}, targets: tg, protocol: tunnel.V2, peer: tunnel.V2}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Each target answers with a byte of its own: the wrong one fails the round trip.
+			tg := tunnel.Targets{}
+			for i, svc := range tc.services {
+				tg[svc] = echoServer(t, byte(0x60+i))
+			}
+			h := newHarness(t, tc.st(tg))
+			h.addr(tc.dial) // the source is up and has the tunnel's services
+			c, err := h.Src.DialService(ctxTimeout(t, 10*time.Second), tc.dial)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := roundTripConn(c, byte(0x60+len(tc.services)-1), 64<<10); err != nil {
+				t.Fatalf("DialService(%s) to a %s destination: %v", tc.dial, tc.name, err)
+			}
+		})
+	}
+}
+
 // startSource runs a Source with the given peer format and subprotocol against h's
 // tunnel until the returned stop is called; it returns the listen address of SSH.
 // Every source of a test shares clientToken, as one operator's successive tools
