@@ -730,6 +730,26 @@ func TestSourceRefusesImplausibleServiceIDs(t *testing.T) {
 	}
 }
 
+// TestSourceV1RefusesTwoServices: a V1 destination gets no service id, so a
+// V1 source on a tunnel of two services would carry the connections of both
+// to the one service the device serves: WEB's port would reach SSH. Run
+// refuses it and listens on neither.
+func TestSourceV1RefusesTwoServices(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH", "WEB")
+	listened := 0
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		Logger: testLogger(t)}, Listen: map[string]string{"SSH": "127.0.0.1:0"}, PeerVersion: tunnel.V1,
+		OnListen: func(string, net.Addr) { listened++ }}
+	err := src.Run(ctxTimeout(t, 10*time.Second))
+	if !errors.Is(err, tunnel.ErrConfig) || !strings.Contains(err.Error(), "a V1 destination serves one service") {
+		t.Errorf("Run = %v, want ErrConfig saying a V1 destination serves one service", err)
+	}
+	if listened != 0 {
+		t.Errorf("%d listeners reported for a two-service tunnel towards V1", listened)
+	}
+}
+
 // TestSourceRefusesBadListen: Run refuses a Listen that ParseListen would,
 // before it joins the tunnel, as it does for a port in use: a service id the
 // API cannot carry, or a bare [addr:]port beside SERVICE=[addr:]port (whose
