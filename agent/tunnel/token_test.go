@@ -75,9 +75,14 @@ func TestClientToken(t *testing.T) {
 		}
 		seen[s] = true
 	}
-	for _, bad := range []string{"short", strings.Repeat("a", 129), strings.Repeat("a", 31) + "_", strings.Repeat("é", 20)} {
+	for _, bad := range []string{"short", strings.Repeat("a", 31), strings.Repeat("a", 129), strings.Repeat("a", 31) + "_", strings.Repeat("é", 20)} {
 		if _, err := NewClientToken(bad); err == nil {
 			t.Errorf("NewClientToken(%q) accepted", bad)
+		}
+	}
+	for _, good := range []string{strings.Repeat("a", 32), strings.Repeat("A-9", 42) + "zz"} {
+		if _, err := NewClientToken(good); err != nil {
+			t.Errorf("NewClientToken(%q) = %v, want it accepted (32-128 characters)", good, err)
 		}
 	}
 }
