@@ -23,6 +23,7 @@ func TestTokenNeverPrints(t *testing.T) {
 		fmt.Sprint(tok), fmt.Sprintf("%v %+v %#v %s %q %x", tok, tok, tok, tok, tok, tok),
 		fmt.Sprintf("%+v", Config{AccessToken: tok}), fmt.Sprintf("%#v", Config{AccessToken: tok}),
 		logged.String(), string(j),
+		tok.GoString(), tok.String(), // called directly, not only through fmt (whose Format wins)
 	}
 	for _, out := range outs {
 		if strings.Contains(out, secret) || strings.Contains(out, "secret-access") {
