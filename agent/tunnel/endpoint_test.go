@@ -224,7 +224,7 @@ func TestTargets(t *testing.T) {
 	if _, err := tg.DialService(context.Background(), "SSH"); err == nil {
 		t.Fatal("DialService(SSH) with no target succeeded")
 	}
-	for _, bad := range []Targets{{"WEB": "nohost"}, {"WEB": ":80"}, {"WEB": "h:port"}, {"WEB": "unix:rel"}, {"bad name": "h:1"}, {"": "h:1"}} {
+	for _, bad := range []Targets{{"WEB": "nohost"}, {"WEB": ":80"}, {"WEB": "h:port"}, {"WEB": "h:ssh"}, {"WEB": "h:0"}, {"WEB": "unix:rel"}, {"bad name": "h:1"}, {"": "h:1"}} {
 		if err := bad.Validate(); err == nil {
 			t.Errorf("Validate(%v) accepted", bad)
 		}
