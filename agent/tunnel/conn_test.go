@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -578,6 +579,25 @@ func TestProxyThatDropsAfter200IsNamed(t *testing.T) {
 		_, err := Dial(context.Background(), cfg, ModeSource)
 		if err == nil || !strings.Contains(err.Error(), "via proxy "+host) || strings.Count(err.Error(), host) != 1 {
 			t.Fatalf("Dial through a proxy answering %q = %v, want an error that names the proxy %s once", answer, err, host)
+		}
+	}
+}
+
+// TestProxyRefusalIsAnyAnswerBut2xx: only a 2xx answer to CONNECT opens the
+// tunnel (RFC 9110 §9.3.6). A redirect (a captive portal's login page) or an
+// interim answer is the proxy's refusal, with its status: taken for a tunnel,
+// the upgrade and its tokens went to whatever answered.
+func TestProxyRefusalIsAnyAnswerBut2xx(t *testing.T) {
+	srv := tlsService(t, func(*http.Request) int { return 0 })
+	tok, _ := NewAccessToken("t")
+	for _, status := range []int{302, 307, 100, 101} {
+		host := answerOnce(t, "HTTP/1.1 "+strconv.Itoa(status)+" Whatever\r\nLocation: http://portal.example/\r\n\r\n")
+		cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv),
+			Proxy: ProxyURL(&url.URL{Scheme: "http", Host: host}), HandshakeTimeout: 5 * time.Second}
+		_, err := Dial(context.Background(), cfg, ModeSource)
+		var pe *ProxyError
+		if !errors.As(err, &pe) || pe.Status != status {
+			t.Errorf("Dial through a proxy answering %d = %v, want a *ProxyError with that status", status, err)
 		}
 	}
 }
