@@ -601,3 +601,34 @@ func TestProxyRefusalIsAnyAnswerBut2xx(t *testing.T) {
 		}
 	}
 }
+
+// TestConnOutlivesTheHandshakeTimeout: the handshake's deadline is taken off
+// the connection once it is up. Left on, every tunnel connection ended with
+// an i/o timeout HandshakeTimeout after it was made, and reconnected.
+func TestConnOutlivesTheHandshakeTimeout(t *testing.T) {
+	srv := tlsService(t, func(*http.Request) int { return 0 })
+	tok, _ := NewAccessToken("t")
+	const timeout = 2 * time.Second // room for TLS on a slow (emulated) machine
+	cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv), HandshakeTimeout: timeout, PingInterval: -1}
+	start := time.Now()
+	c, err := Dial(context.Background(), cfg, ModeSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var m Message
+	if err := c.ReadMessage(&m); err != nil || m.Type != TypeServiceIDs {
+		t.Fatalf("first message = %v, %v; want SERVICE_IDS", m.Type, err)
+	}
+	// Not an assertion on time: the exchange below must come after the
+	// handshake's deadline would have passed.
+	time.Sleep(time.Until(start.Add(timeout + 100*time.Millisecond)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.WriteMessage(ctx, &Message{Type: TypeStreamReset, StreamID: 7, ServiceID: "SSH"}); err != nil {
+		t.Fatalf("WriteMessage after the handshake timeout: %v", err)
+	}
+	if err := c.ReadMessage(&m); err != nil || m.Type != TypeStreamReset || m.StreamID != 7 {
+		t.Fatalf("ReadMessage after the handshake timeout = %v %d, %v; want the echoed STREAM_RESET 7", m.Type, m.StreamID, err)
+	}
+}
