@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bufio"
 	"context"
+	"crypto/sha1"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/pem"
@@ -630,5 +631,41 @@ func TestConnOutlivesTheHandshakeTimeout(t *testing.T) {
 	}
 	if err := c.ReadMessage(&m); err != nil || m.Type != TypeStreamReset || m.StreamID != 7 {
 		t.Fatalf("ReadMessage after the handshake timeout = %v %d, %v; want the echoed STREAM_RESET 7", m.Type, m.StreamID, err)
+	}
+}
+
+// TestServiceChoosesTheVersion: the version is the subprotocol the service
+// answered with, not the one offered: a service that answers -2.0 to an
+// offer of -3.0 (spec §2.2) gets V2 frames, without connection ids.
+func TestServiceChoosesTheVersion(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + wsGUID))
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Accept: "+base64.StdEncoding.EncodeToString(sum[:])+"\r\nSec-WebSocket-Protocol: "+V2.Subprotocol()+"\r\n\r\n")
+		io.Copy(io.Discard, c) // until the client closes
+	}()
+	tok, _ := NewAccessToken("t")
+	cfg := &Config{Endpoint: "ws://" + ln.Addr().String(), AllowInsecureWebSocket: true, AccessToken: tok, PingInterval: -1, Protocol: V3}
+	c, err := Dial(context.Background(), cfg, ModeSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Version() != V2 {
+		t.Errorf("Version() = %v after the service chose %s, want V2", c.Version(), V2.Subprotocol())
 	}
 }
