@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -223,6 +224,15 @@ func TestTargets(t *testing.T) {
 	}
 	if _, err := tg.DialService(context.Background(), "SSH"); err == nil {
 		t.Fatal("DialService(SSH) with no target succeeded")
+	}
+	// A service id may hold a colon ("localhost:22" is one): it names a
+	// service, never an address to dial.
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if c, err := tg.DialService(context.Background(), "localhost:"+port); !errors.Is(err, ErrUnknownService) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("DialService(localhost:%s) with no such service = %v, want ErrUnknownService", port, err)
 	}
 	for _, bad := range []Targets{{"WEB": "nohost"}, {"WEB": ":80"}, {"WEB": "h:port"}, {"WEB": "h:ssh"}, {"WEB": "h:0"}, {"WEB": "unix:rel"}, {"bad name": "h:1"}, {"": "h:1"}} {
 		if err := bad.Validate(); err == nil {
