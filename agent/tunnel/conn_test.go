@@ -609,7 +609,7 @@ func TestProxyRefusalIsAnyAnswerBut2xx(t *testing.T) {
 func TestConnOutlivesTheHandshakeTimeout(t *testing.T) {
 	srv := tlsService(t, func(*http.Request) int { return 0 })
 	tok, _ := NewAccessToken("t")
-	const timeout = 2 * time.Second // room for TLS on a slow (emulated) machine
+	const timeout = 5 * time.Second // room for TLS on a slow (emulated) machine
 	cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv), HandshakeTimeout: timeout, PingInterval: -1}
 	start := time.Now()
 	c, err := Dial(context.Background(), cfg, ModeSource)
