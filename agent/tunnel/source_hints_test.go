@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,18 @@ func runSource(t *testing.T, src *tunnel.Source, service string) string {
 	case <-time.After(10 * time.Second):
 		t.Fatal("source did not listen")
 		return ""
+	}
+}
+
+// waitUntil waits up to 30 s for cond, polling: a wait on what the test needs
+// to have happened, not a guess at how long it takes on a slow machine (-race,
+// qemu-user). It fails saying what did not happen.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: %s has not happened", what)
+		}
 	}
 }
 
@@ -273,8 +286,9 @@ func downSource(t *testing.T, wait time.Duration) (string, *testlog.Lines) {
 // STREAM_START with a greeting without a connection id (unless quiet: a
 // service whose client speaks first, HTTP), echoes the DATA of the service's
 // active stream, and answers a CONNECTION_START, which it does not know, with
-// STREAM_RESET. It reports each CONNECTION_START on starts.
-func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel, quiet bool) (starts <-chan struct{}) {
+// STREAM_RESET. It reports each CONNECTION_START on starts, and counts the
+// STREAM_STARTs and STREAM_RESETs it has read.
+func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel, quiet bool) *v2Dest {
 	ctx := ctxTimeout(t, 60*time.Second)
 	dst, err := tunnel.Dial(ctx, &tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Protocol: tunnel.V2,
 		AccessToken: mustToken(t, tun.DestinationToken)}, tunnel.ModeDestination)
@@ -282,6 +296,7 @@ func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel,
 		t.Fatal(err)
 	}
 	ch := make(chan struct{}, 64)
+	d := &v2Dest{starts: ch}
 	done := make(chan struct{})
 	t.Cleanup(func() { dst.Close(); <-done })
 	go func() {
@@ -290,7 +305,10 @@ func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel,
 		active := map[string]int32{}
 		for dst.ReadMessage(&m) == nil {
 			switch m.Type {
+			case tunnel.TypeStreamReset:
+				d.streamResets.Add(1)
 			case tunnel.TypeStreamStart:
+				d.streamStarts.Add(1)
 				active[m.ServiceID] = m.StreamID
 				if !quiet {
 					dst.WriteMessage(ctx, &tunnel.Message{Type: tunnel.TypeData, StreamID: m.StreamID, ServiceID: m.ServiceID, Payload: []byte("HELLO\n")})
@@ -312,20 +330,26 @@ func v2Destination(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel,
 	if err := tun.WaitConnects(ctx, tunneltest.Destination, 1); err != nil {
 		t.Fatal(err)
 	}
-	return ch
+	return d
+}
+
+type v2Dest struct {
+	starts       <-chan struct{}
+	streamStarts atomic.Int32
+	streamResets atomic.Int32
 }
 
 // sourceToV2Destination runs a V3 source (porthole connect's default) for the
 // service SSH of a tunnel whose destination is v2Destination(quiet), logging
 // at debug into logged, and returns the source's local address.
-func sourceToV2Destination(t *testing.T, quiet bool) (addr string, starts <-chan struct{}, logged *testlog.Lines) {
+func sourceToV2Destination(t *testing.T, quiet bool) (addr string, dst *v2Dest, logged *testlog.Lines) {
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
-	starts = v2Destination(t, srv, tun, quiet)
+	dst = v2Destination(t, srv, tun, quiet)
 	logged = new(testlog.Lines)
 	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
 		Logger: slog.New(slog.NewTextHandler(logged, &slog.HandlerOptions{Level: slog.LevelDebug}))}, Listen: map[string]string{"SSH": "127.0.0.1:0"}}
-	return runSource(t, src, "SSH"), starts, logged
+	return runSource(t, src, "SSH"), dst, logged
 }
 
 // A second ssh through porthole connect's default V3 to a destination that
@@ -335,7 +359,7 @@ func sourceToV2Destination(t *testing.T, quiet bool) (addr string, starts <-chan
 // has seen the destination's format (DATA without a connection id), so it
 // refuses the second connection, says why and what to do, and keeps the first.
 func TestSourceV3RefusesSecondConnectionToV2Destination(t *testing.T) {
-	addr, starts, logged := sourceToV2Destination(t, false)
+	addr, dst, logged := sourceToV2Destination(t, false)
 	first, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -358,7 +382,7 @@ func TestSourceV3RefusesSecondConnectionToV2Destination(t *testing.T) {
 		}
 	}
 	select {
-	case <-starts:
+	case <-dst.starts:
 		t.Fatal("the second connection was sent as CONNECTION_START to a V2-format destination")
 	default:
 	}
@@ -385,7 +409,7 @@ func TestSourceV3RefusesSecondConnectionToV2Destination(t *testing.T) {
 // after the first had closed (a browser, two ssh) were sent as STREAM_START and
 // CONNECTION_START, and the destination's STREAM_RESET ended both.
 func TestSourceV3RemembersV2Destination(t *testing.T) {
-	addr, starts, logged := sourceToV2Destination(t, true)
+	addr, dst, logged := sourceToV2Destination(t, true)
 
 	// A first connection, answered by the destination in V2 format, then closed.
 	c1, err := net.Dial("tcp", addr)
@@ -399,7 +423,8 @@ func TestSourceV3RemembersV2Destination(t *testing.T) {
 	}
 	c1.Close()
 	waitLogged(t, logged, "connection closed locally")
-	time.Sleep(300 * time.Millisecond)
+	// Its stream ends with it: else c2 would be a second connection on it.
+	waitUntil(t, "the first stream's STREAM_RESET at the destination", func() bool { return dst.streamResets.Load() >= 1 })
 
 	// Later: two connections at once (a browser, two ssh started together).
 	c2, err := net.Dial("tcp", addr)
@@ -407,7 +432,8 @@ func TestSourceV3RemembersV2Destination(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	time.Sleep(300 * time.Millisecond) // c2's STREAM_START is out
+	// c2 has the stream: else c3 could be accepted first, and c2 refused.
+	waitUntil(t, "c2's STREAM_START at the destination", func() bool { return dst.streamStarts.Load() >= 2 })
 	// Refused with a reset, which may come before the dial returns.
 	if c3, err := net.Dial("tcp", addr); err == nil {
 		defer c3.Close()
@@ -415,7 +441,7 @@ func TestSourceV3RemembersV2Destination(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-starts:
+	case <-dst.starts:
 		t.Errorf("after the destination had answered in V2 format, a second connection was sent as CONNECTION_START (the destination resets the stream)")
 	case <-time.After(2 * time.Second):
 	}
