@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -94,7 +95,7 @@ func TestSourceStalledClientIsReset(t *testing.T) {
 func TestSourceV3DefaultWithV2Destination(t *testing.T) {
 	// A V2-format destination: it answers each STREAM_START with a greeting,
 	// without a connection id, and ignores everything else.
-	a := v2DestinationSource(t, func(answer func(*tunnel.Message)) {
+	a, streamResets := v2DestinationSource(t, func(answer func(*tunnel.Message)) {
 		answer(&tunnel.Message{Type: tunnel.TypeData, Payload: []byte("SSH-2.0-x\r\n")})
 	})
 	for i := range 2 {
@@ -108,7 +109,10 @@ func TestSourceV3DefaultWithV2Destination(t *testing.T) {
 			t.Fatalf("local connection %d: no greeting from the V2 destination: %v", i+1, err)
 		}
 		c.Close()
-		time.Sleep(200 * time.Millisecond) // its resets reach the service
+		// Its stream has ended, at the service too: else the next connection
+		// would be a second one on it, which the source refuses.
+		waitUntil(t, fmt.Sprintf("local connection %d's STREAM_RESET at the destination", i+1),
+			func() bool { return streamResets.Load() >= int32(i+1) })
 	}
 }
 
@@ -671,7 +675,7 @@ func dialRead(t *testing.T, addr string, n int64) net.Conn {
 // destination that answers each STREAM_START with what onStart gives answer
 // (the stream's and service's ids filled in, no connection id), and a source
 // that listens for SSH, whose address it returns; both end with the test.
-func v2DestinationSource(t *testing.T, onStart func(answer func(*tunnel.Message))) string {
+func v2DestinationSource(t *testing.T, onStart func(answer func(*tunnel.Message))) (addr string, streamResets *atomic.Int32) {
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
 	ctx := ctxTimeout(t, 30*time.Second)
@@ -681,9 +685,13 @@ func v2DestinationSource(t *testing.T, onStart func(answer func(*tunnel.Message)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dst.Close() })
+	streamResets = new(atomic.Int32)
 	go func() {
 		var m tunnel.Message
 		for dst.ReadMessage(&m) == nil {
+			if m.Type == tunnel.TypeStreamReset {
+				streamResets.Add(1)
+			}
 			if m.Type == tunnel.TypeStreamStart {
 				onStart(func(a *tunnel.Message) {
 					a.StreamID, a.ServiceID = m.StreamID, m.ServiceID
@@ -692,15 +700,15 @@ func v2DestinationSource(t *testing.T, onStart func(answer func(*tunnel.Message)
 			}
 		}
 	}()
-	addr := make(chan string, 1)
+	addrs := make(chan string, 1)
 	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
 		Logger: testLogger(t)}, Listen: map[string]string{"SSH": "0"}}
-	src.OnListen = func(_ string, a net.Addr) { addr <- a.String() }
+	src.OnListen = func(_ string, a net.Addr) { addrs <- a.String() }
 	done := make(chan error, 1)
 	sctx, stop := context.WithCancel(ctx)
 	go func() { done <- src.Run(sctx) }()
 	t.Cleanup(func() { stop(); <-done })
-	return <-addr
+	return <-addrs, streamResets
 }
 
 // TestSourceV3V2DestinationResetIsAnEnd: a V2-format destination ends a
@@ -709,7 +717,7 @@ func v2DestinationSource(t *testing.T, onStart func(answer func(*tunnel.Message)
 // with a FIN after the data, not with a TCP reset: the client's download is
 // whole (spec §3.3).
 func TestSourceV3V2DestinationResetIsAnEnd(t *testing.T) {
-	a := v2DestinationSource(t, func(answer func(*tunnel.Message)) {
+	a, _ := v2DestinationSource(t, func(answer func(*tunnel.Message)) {
 		answer(&tunnel.Message{Type: tunnel.TypeData, Payload: []byte("whole file")})
 		answer(&tunnel.Message{Type: tunnel.TypeStreamReset})
 	})
