@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -495,15 +496,27 @@ func TestTunnelLossAfterWholeDownload(t *testing.T) {
 		defer c.Close()
 		c.Write(data)
 	})
-	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}})
+	logged := new(testlog.Lines)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}, logged: logged})
 	c, err := net.Dial("tcp", h.addr("SSH"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	time.Sleep(time.Second) // the source writes it all to the kernel, more than the client's buffer holds
+	// The source has written all of it to the kernel, after its end: its link
+	// lingers (finish) or, all of it taken by the client's kernel, has ended.
+	// Dropped sooner, what the source still held is cut, as it must be.
+	waitUntil(t, "the end of the download at the source", func() bool {
+		return logged.Count(`msg="frame in" mode=source frame="CONNECTION_RESET`) > 0
+	})
+	waitUntil(t, "all of the download with the source's kernel", func() bool {
+		st := goroutines()
+		return strings.Contains(st, "tunnel.(*link).finish(") || !strings.Contains(st, "tunnel.(*link).pumpUp(")
+	})
 	h.tun.Drop(tunneltest.Source)
-	time.Sleep(300 * time.Millisecond) // the source's session ends
+	waitUntil(t, "the end of the source's session", func() bool {
+		return logged.Count(`msg="tunnel connection lost, reconnecting" mode=source`) > 0
+	})
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil || !bytes.Equal(got, data) {

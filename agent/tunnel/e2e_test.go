@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
@@ -45,6 +46,7 @@ type setup struct {
 	dstTweak  func(*tunnel.Destination)
 	noSource  bool
 	beforeRun func(*harness)
+	logged    *testlog.Lines // if set, both sides log to it too, at debug
 }
 
 func newHarness(t *testing.T, st setup) *harness {
@@ -55,8 +57,12 @@ func newHarness(t *testing.T, st setup) *harness {
 	if st.beforeRun != nil {
 		st.beforeRun(h)
 	}
+	var log *slog.Logger
+	if st.logged != nil {
+		log = slogDebugTo(st.logged, t)
+	}
 	h.Pair = tunneltest.StartPair(t, tunneltest.PairConfig{
-		Config:           tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, Protocol: st.protocol},
+		Config:           tunnel.Config{Endpoint: h.srv.URL, AllowInsecureWebSocket: true, Protocol: st.protocol, Logger: log},
 		SourceToken:      h.tun.SourceToken,
 		DestinationToken: h.tun.DestinationToken,
 		Tunnel:           h.tun.Dataplane(),
