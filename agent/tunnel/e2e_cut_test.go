@@ -503,16 +503,8 @@ func TestTunnelLossAfterWholeDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// The source has written all of it to the kernel, after its end: its link
-	// lingers (finish) or, all of it taken by the client's kernel, has ended.
 	// Dropped sooner, what the source still held is cut, as it must be.
-	waitUntil(t, "the end of the download at the source", func() bool {
-		return logged.Count(`msg="frame in" mode=source frame="CONNECTION_RESET`) > 0
-	})
-	waitUntil(t, "all of the download with the source's kernel", func() bool {
-		st := goroutines()
-		return strings.Contains(st, "tunnel.(*link).finish(") || !strings.Contains(st, "tunnel.(*link).pumpUp(")
-	})
+	waitWhole(t, logged, "source")
 	h.tun.Drop(tunneltest.Source)
 	waitUntil(t, "the end of the source's session", func() bool {
 		return logged.Count(`msg="tunnel connection lost, reconnecting" mode=source`) > 0
@@ -524,6 +516,24 @@ func TestTunnelLossAfterWholeDownload(t *testing.T) {
 	}
 }
 
+// waitWhole waits until the side mode (source, destination) has read its
+// peer's end of the one connection (logged at debug) and written all of the
+// data before it to its kernel: its link's writer (pumpDown, which dials,
+// writes, then lingers in finish) is in finish or, all of it taken by the
+// other end's kernel, has ended. The other side's link must be ending.
+func waitWhole(t *testing.T, logged *testlog.Lines, mode string) {
+	t.Helper()
+	waitUntil(t, "the peer's end at the "+mode, func() bool {
+		return logged.Count(`msg="frame in" mode=`+mode+` frame="CONNECTION_RESET`)+
+			logged.Count(`msg="frame in" mode=`+mode+` frame="STREAM_RESET`) > 0
+	})
+	waitUntil(t, "all of the data with the "+mode+"'s kernel", func() bool {
+		st := goroutines()
+		return strings.Contains(st, "tunnel.(*link).finish(") ||
+			!strings.Contains(st, "tunnel.(*link).pumpDown(") && !strings.Contains(st, "tunnel.(*link).start.func")
+	})
+}
+
 // TestTunnelLossAfterWholeUpload is the same on the device's side: the
 // operator's client sent a file and closed; the device's service reads it a
 // little later (it was writing to flash), after the agent's tunnel is lost.
@@ -531,9 +541,10 @@ func TestTunnelLossAfterWholeUpload(t *testing.T) {
 	data := make([]byte, 256<<10)
 	rand.Read(data)
 	target, read := lateService(t)
-	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}})
+	logged := new(testlog.Lines)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}, logged: logged})
 	uploadAndEnd(t, h.addr("SSH"), data)
-	time.Sleep(800 * time.Millisecond) // the destination has it all, and the end
+	waitWhole(t, logged, "destination") // the destination has it all, and the end
 	h.tun.Drop(tunneltest.Destination)
 	wantWhole(t, read, data)
 }
@@ -549,17 +560,25 @@ func TestTunnelLossAfterUploadEndedWhileDialing(t *testing.T) {
 			rand.Read(data)
 			target, read := lateService(t)
 			release := make(chan struct{})
+			var dials atomic.Int32
 			dialer := tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+				dials.Add(1)
 				<-release
 				var d net.Dialer
 				return d.DialContext(ctx, "tcp", target)
 			})
-			h := newHarness(t, setup{services: []string{"SSH"}, protocol: v, peer: v,
+			logged := new(testlog.Lines)
+			h := newHarness(t, setup{services: []string{"SSH"}, protocol: v, peer: v, logged: logged,
 				dstTweak: func(d *tunnel.Destination) { d.Dialer = dialer }})
 			uploadAndEnd(t, h.addr("SSH"), data)
-			time.Sleep(500 * time.Millisecond) // the end is at the agent, the dial runs
+			// The end is at the agent, the dial runs.
+			waitUntil(t, "the dial", func() bool { return dials.Load() > 0 })
+			waitUntil(t, "the upload's end at the destination", func() bool {
+				return logged.Count(`msg="frame in" mode=destination frame="CONNECTION_RESET`)+
+					logged.Count(`msg="frame in" mode=destination frame="STREAM_RESET`) > 0
+			})
 			close(release)
-			time.Sleep(500 * time.Millisecond) // the connection is open and written
+			waitWhole(t, logged, "destination") // the connection is open and written
 			h.tun.Drop(tunneltest.Destination)
 			wantWhole(t, read, data)
 		})
