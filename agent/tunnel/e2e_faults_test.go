@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/internal/testlog"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
@@ -712,8 +713,9 @@ func TestResetStreamWithStuckTarget(t *testing.T) {
 			})
 			srv := tunneltest.NewServer(t)
 			tun := srv.OpenTunnel("SSH")
+			logged := new(testlog.Lines)
 			dst := &tunnel.Destination{
-				Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: tunneltest.Logger(t),
+				Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, Logger: slogDebugTo(logged, t),
 					AccessToken: mustToken(t, tun.DestinationToken), RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond},
 				Dialer:       dialer,
 				StallTimeout: tc.stall,
@@ -740,21 +742,21 @@ func TestResetStreamWithStuckTarget(t *testing.T) {
 				t.Fatal("the destination did not dial its target")
 			}
 			// net.Pipe has no buffer: the write of "hello" blocks until read.
-			time.Sleep(100 * time.Millisecond)
+			writing := func() bool { return strings.Contains(goroutines(), "net.(*pipe).Write(") }
+			waitUntil(t, "the link's write to its target, blocked", writing)
 			if err := tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "SSH"}); err != nil {
 				t.Fatal(err)
 			}
+			waitUntil(t, "the destination's handling of the reset", func() bool { return logged.Count("stream reset by peer") > 0 })
 			if tc.stall < time.Minute {
 				// The link gives up on its last write after the stall timeout, and
 				// closes the target: read later, it has nothing but the end.
-				time.Sleep(tc.stall + 700*time.Millisecond)
+				waitUntil(t, "the end of the link's blocked write", func() bool { return !writing() })
 				target.SetReadDeadline(time.Now().Add(10 * time.Second))
 				got, err := io.ReadAll(target)
 				if err != nil || len(got) > 0 {
 					t.Fatalf("the target of a reset stream that did not read gave %q, %v; want it closed without the data", got, err)
 				}
-			} else {
-				time.Sleep(200 * time.Millisecond) // the reset is handled
 			}
 			cancel()
 			select {
