@@ -1079,8 +1079,10 @@ func TestMutualStallKeepsTheTunnel(t *testing.T) {
 	srv := tunneltest.NewServer(t)
 	srv.Logf = t.Logf
 	tun := srv.OpenTunnel("FLOOD", "WEB")
+	logged := new(testlog.Lines) // at info: debug logs each frame of the flood
 	p := tunneltest.StartPair(t, tunneltest.PairConfig{
-		Config:      tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true},
+		Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true,
+			Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logged, testWriter{t}), nil))},
 		SourceToken: tun.SourceToken, DestinationToken: tun.DestinationToken,
 		Tunnel: tun.Dataplane(), Services: []string{"FLOOD", "WEB"},
 		Targets:     tunnel.Targets{"FLOOD": floodAddr, "WEB": echoServer(t, 7)},
@@ -1097,7 +1099,8 @@ func TestMutualStallKeepsTheTunnel(t *testing.T) {
 	defer c.Close()
 	c.(*net.TCPConn).SetReadBuffer(4096)
 	go flood(c) // never reads
-	time.Sleep(2 * time.Second)
+	// The flood has filled the buffers, and a side has reset it.
+	waitUntil(t, "a reset of the stalled flood", func() bool { return logged.Count("local connection stalled, resetting it") > 0 })
 	done := make(chan error, 1)
 	go func() { done <- roundTrip(p.Addr("WEB"), 7, 1000) }()
 	select {
