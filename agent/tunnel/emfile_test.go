@@ -50,8 +50,10 @@ func sourceEMFILEChild(t *testing.T) {
 	}
 	addr := probe.Addr().String()
 	probe.Close()
+	logged := new(testlog.Lines)
 	src := &Source{
-		Config:    Config{Endpoint: "ws://127.0.0.1:1", AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: GenerateClientToken()},
+		Config: Config{Endpoint: "ws://127.0.0.1:1", AllowInsecureWebSocket: true, AccessToken: tok, ClientToken: GenerateClientToken(),
+			Logger: slog.New(slog.NewTextHandler(logged, nil))},
 		Listen:    map[string]string{"SSH": addr},
 		ReadyWait: 100 * time.Millisecond,
 	}
@@ -86,7 +88,18 @@ func sourceEMFILEChild(t *testing.T) {
 	if err != nil {
 		t.Logf("dial with one descriptor left: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond) // the source's accept(2) fails with EMFILE meanwhile
+	// The source's accept(2) fails with EMFILE meanwhile.
+	for deadline := time.Now().Add(30 * time.Second); logged.Count("accepting local connections failed") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			for _, f := range fill {
+				f.Close()
+			}
+			t.Fatalf("after 30 s out of descriptors, the source logged no failed accept(2):\n%s", logged.String())
+		}
+	}
+	if n := logged.Count("too many open files"); n == 0 {
+		t.Logf("the failed accept(2) was not EMFILE:\n%s", logged.String())
+	}
 	for _, f := range fill {
 		f.Close()
 	}
