@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -438,7 +439,12 @@ func TestHostileFloodLogBounded(t *testing.T) {
 // 17 × 63 KiB, over the budget, and the next connection, whose target reads,
 // waited the stall timeout and was reset.
 func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
-	dialer := pipeTargets(t, 5)
+	pipes := pipeTargets(t, 5)
+	var dials atomic.Int32
+	dialer := tunnel.DialerFunc(func(ctx context.Context, svc string) (net.Conn, error) {
+		defer dials.Add(1)
+		return pipes.DialService(ctx, svc)
+	})
 	h := newHarness(t, setup{services: []string{"SSH"}, noSource: true,
 		dstTweak: func(d *tunnel.Destination) {
 			d.Dialer = dialer
@@ -453,11 +459,12 @@ func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// One at a time, so that connection 5 gets the fifth target, which reads.
 	send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, "connection 1's dial", func() bool { return dials.Load() >= 1 })
 	for i := 2; i <= 5; i++ {
 		send(&tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "SSH", ConnectionID: uint32(i)})
-		time.Sleep(100 * time.Millisecond)
+		waitUntil(t, fmt.Sprintf("connection %d's dial", i), func() bool { return dials.Load() >= int32(i) })
 	}
 	kib := make([]byte, 1024)
 	for i := 1; i <= 4; i++ {
@@ -472,11 +479,17 @@ func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
 			send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: uint32(i), Payload: []byte("x")})
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The queues are taken: each of the four writes blocked on its full Pipe.
+	waitUntil(t, "four writes blocked on unread Pipes", func() bool {
+		return strings.Count(goroutines(), "tunnel.(*pipeEnd).Write(") >= 4
+	})
 	h.tun.Record(true)
 	start := time.Now()
 	send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 5, Payload: []byte("hello")})
-	for time.Since(start) < 3*time.Second {
+	// Over the budget, it is reset after the stall timeout (1 s): time
+	// enough for an echo on a slow machine (-race, qemu-user) before that
+	// is no check of it.
+	for time.Since(start) < 20*time.Second {
 		for _, f := range h.tun.Received(tunneltest.Destination) {
 			if f.Message.ConnectionID != 5 {
 				continue
@@ -489,7 +502,7 @@ func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatal("no echo from connection 5 within 3 s")
+	t.Fatal("no echo from connection 5 within 20 s")
 }
 
 // When connections whose targets stopped reading hold the session's budget,
