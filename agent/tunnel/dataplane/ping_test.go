@@ -107,7 +107,18 @@ func TestPingUnderBandwidthLimitAnsweredLate(t *testing.T) {
 	if err := src.WS.Write(ctx, websocket.MessageBinary, b); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the source's reader has taken it: the bucket is in debt
+	// The source's reader has taken it: the bucket is in debt.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		tun.limit.mu.Lock()
+		debt := tun.limit.tokens < 0
+		tun.limit.mu.Unlock()
+		if debt {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("after 30 s the tunnel's bucket is not in debt for the full frame")
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := dst.WS.Ping(pctx); err != nil {
