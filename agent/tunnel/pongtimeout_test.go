@@ -13,7 +13,7 @@ import (
 // dialPinging dials tun's source side with pings every 50 ms and a pong
 // timeout of 400 ms, and reads its frames until the connection ends, which
 // the returned channel reports.
-func dialPinging(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel) <-chan error {
+func dialPinging(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel) (*tunnel.Conn, <-chan error) {
 	t.Helper()
 	tok, err := tunnel.NewAccessToken(tun.SourceToken)
 	if err != nil {
@@ -25,7 +25,7 @@ func dialPinging(t *testing.T, srv *tunneltest.Server, tun *tunneltest.Tunnel) <
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return readToEnd(c)
+	return c, readToEnd(c)
 }
 
 // readToEnd reads c's frames until the connection ends, which the returned
@@ -52,8 +52,13 @@ func readToEnd(c *tunnel.Conn) <-chan error {
 func TestPongTimeoutClosesAPathThatDied(t *testing.T) {
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
-	ended := dialPinging(t, srv, tun)
-	time.Sleep(300 * time.Millisecond) // pongs come
+	c, ended := dialPinging(t, srv, tun)
+	// A pong has come: before it, silence is the service's right (spec §3.7).
+	for deadline := time.Now().Add(30 * time.Second); !tunnel.Ponged(c); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no pong within 30 s of pings every 50 ms")
+		}
+	}
 	tun.SetPong(false)
 	select {
 	case err := <-ended:
@@ -71,7 +76,7 @@ func TestPongTimeoutWaitsForTheFirstPong(t *testing.T) {
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
 	tun.SetPong(false)
-	ended := dialPinging(t, srv, tun)
+	_, ended := dialPinging(t, srv, tun)
 	select {
 	case err := <-ended:
 		t.Fatalf("the connection ended (%v) though the service had never answered a ping", err)
