@@ -61,15 +61,10 @@ const (
 	fuseRename2     = 45
 )
 
-// mountFakeFAT mounts a fakeFAT on a new directory and returns it.
-func mountFakeFAT(t *testing.T) string {
-	t.Helper()
-	return mountFakeFATPerm(t, 0o755)
-}
-
-// mountFakeFATPerm is mountFakeFAT with every file of mode perm, as vfat
-// mounted with fmask=0777&^perm makes them.
-func mountFakeFATPerm(t *testing.T, perm uint32) string {
+// mountFakeFAT mounts a fakeFAT on a new directory and returns it: every
+// file of mode perm, as vfat mounted with fmask=0777&^perm makes them (its
+// default: 0755).
+func mountFakeFAT(t *testing.T, perm uint32) string {
 	t.Helper()
 	// Not a real program that CI must install: a kernel feature some
 	// containers lack, so this skips even under CI=true.

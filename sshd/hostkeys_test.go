@@ -692,7 +692,7 @@ func TestHostKeyCrashTemporariesRemoved(t *testing.T) {
 func TestHostKeyOnFileSystemWithoutModes(t *testing.T) {
 	for _, perm := range []uint32{0o755, 0o750} {
 		t.Run(fmt.Sprintf("%#o", perm), func(t *testing.T) {
-			dir := filepath.Join(mountFakeFATPerm(t, perm), "porthole")
+			dir := filepath.Join(mountFakeFAT(t, perm), "porthole")
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				t.Fatal(err)
 			}
