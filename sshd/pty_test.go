@@ -253,12 +253,19 @@ func TestPTYOfUnstartedSessionClosed(t *testing.T) {
 		}
 		s.Close()
 	}
+	wantFilesClosed(t, before, "the sessions ended")
+}
+
+// wantFilesClosed waits up to 5 s for this process to hold no more
+// descriptors than before, and fails the test if it still does after what.
+func wantFilesClosed(t *testing.T, before int, after string) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for openFiles(t) > before && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if n := openFiles(t); n > before {
-		t.Errorf("%d descriptors open after the sessions ended, %d before", n, before)
+		t.Errorf("%d descriptors open after %s, %d before", n, after, before)
 	}
 }
 
@@ -454,11 +461,5 @@ func TestSecondPTYRequestRefused(t *testing.T) {
 		t.Error("a second pty-req was granted")
 	}
 	s.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for openFiles(t) > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := openFiles(t); n > before {
-		t.Errorf("%d descriptors open after the session ended, %d before", n, before)
-	}
+	wantFilesClosed(t, before, "the session ended")
 }

@@ -150,26 +150,13 @@ func (c *closeCounter) Close() error {
 // device retrying for days against such an endpoint ran out of them.
 func TestFailedHandshakeClosesTheConnection(t *testing.T) {
 	p := newPKI(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
-				io.Copy(io.Discard, c) // until the agent closes it
-			}()
-		}
-	}()
+	addr := standInBroker(t, nil, func(c net.Conn) {
+		defer c.Close()
+		c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+		io.Copy(io.Discard, c) // until the agent closes it
+	})
 	log, rec := newLogRecorder(t)
-	l := newListener(t, testConfig(t, p, ln.Addr().String(), "thing-a", log))
+	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
 	var dials, closes atomic.Int32
 	var d net.Dialer
 	l.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -500,6 +500,12 @@ func TestHandshakeTimeoutOutlastsSlowLookup(t *testing.T) {
 // an HTTP request and writes answer, whatever that is, then closes.
 func answerOnce(t *testing.T, answer string) string {
 	t.Helper()
+	return answerRequest(t, func(*http.Request) string { return answer })
+}
+
+// answerRequest is answerOnce with the answer made from the request.
+func answerRequest(t *testing.T, answer func(*http.Request) string) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -511,8 +517,8 @@ func answerOnce(t *testing.T, answer string) string {
 			return
 		}
 		defer c.Close()
-		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-			io.WriteString(c, answer)
+		if r, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			io.WriteString(c, answer(r))
 			// Ended with a FIN, and what the client sends meanwhile (its TLS
 			// hello after a 200) read: closed with it unread, the kernel
 			// sends a reset instead, which a slow client (qemu-user) could
@@ -638,28 +644,13 @@ func TestConnOutlivesTheHandshakeTimeout(t *testing.T) {
 // answered with, not the one offered: a service that answers -2.0 to an
 // offer of -3.0 (spec §2.2) gets V2 frames, without connection ids.
 func TestServiceChoosesTheVersion(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		r, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
+	addr := answerRequest(t, func(r *http.Request) string {
 		sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + wsGUID))
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Accept: "+base64.StdEncoding.EncodeToString(sum[:])+"\r\nSec-WebSocket-Protocol: "+V2.Subprotocol()+"\r\n\r\n")
-		io.Copy(io.Discard, c) // until the client closes
-	}()
+		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Accept: " + base64.StdEncoding.EncodeToString(sum[:]) + "\r\nSec-WebSocket-Protocol: " + V2.Subprotocol() + "\r\n\r\n"
+	})
 	tok, _ := NewAccessToken("t")
-	cfg := &Config{Endpoint: "ws://" + ln.Addr().String(), AllowInsecureWebSocket: true, AccessToken: tok, PingInterval: -1, Protocol: V3}
+	cfg := &Config{Endpoint: "ws://" + addr, AllowInsecureWebSocket: true, AccessToken: tok, PingInterval: -1, Protocol: V3}
 	c, err := Dial(context.Background(), cfg, ModeSource)
 	if err != nil {
 		t.Fatal(err)
