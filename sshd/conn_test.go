@@ -74,7 +74,11 @@ func TestGraceTimeSparesALoggedInConnection(t *testing.T) {
 	c := newConn(&Server{LoginGraceTime: time.Millisecond, MaxSessionTime: 200 * time.Millisecond}, a, "test", "127.0.0.1")
 	c.st.authed.Store(true)
 	c.startTimers()
-	<-c.done
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection was not closed 10 s after its maximum session time (200 ms)")
+	}
 	if c.st.loggedFailure.Load() {
 		t.Error("a logged-in connection was closed as a login failure at the login grace time")
 	}

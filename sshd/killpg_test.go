@@ -113,7 +113,11 @@ func TestKillpgAsReachesTheGroup(t *testing.T) {
 	if _, err := fmt.Fscan(out, &pid); err != nil {
 		t.Fatal(err)
 	}
-	defer syscall.Kill(pid, syscall.SIGKILL)
+	defer func() { // the sleep, left running by a failure (once ended, its pid may be another's)
+		if t.Failed() {
+			syscall.Kill(-sh.Process.Pid, syscall.SIGKILL)
+		}
+	}()
 	if err := killpgAs(sh.Process.Pid, syscall.SIGTERM, &syscall.Credential{Uid: 1003}); err != nil {
 		t.Fatalf("TERM as uid 1003 to its own group: %v", err)
 	}

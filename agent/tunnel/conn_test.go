@@ -617,11 +617,11 @@ func TestConnOutlivesTheHandshakeTimeout(t *testing.T) {
 	tok, _ := NewAccessToken("t")
 	const timeout = 5 * time.Second // room for TLS on a slow (emulated) machine
 	cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv), HandshakeTimeout: timeout, PingInterval: -1}
-	start := time.Now()
 	c, err := Dial(context.Background(), cfg, ModeSource)
 	if err != nil {
 		t.Fatal(err)
 	}
+	up := time.Now() // the handshake's deadline was set before this
 	defer c.Close()
 	var m Message
 	if err := c.ReadMessage(&m); err != nil || m.Type != TypeServiceIDs {
@@ -629,7 +629,7 @@ func TestConnOutlivesTheHandshakeTimeout(t *testing.T) {
 	}
 	// Not an assertion on time: the exchange below must come after the
 	// handshake's deadline would have passed.
-	time.Sleep(time.Until(start.Add(timeout + 100*time.Millisecond)))
+	time.Sleep(time.Until(up.Add(timeout + 100*time.Millisecond)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.WriteMessage(ctx, &Message{Type: TypeStreamReset, StreamID: 7, ServiceID: "SSH"}); err != nil {

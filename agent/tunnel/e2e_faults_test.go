@@ -1067,7 +1067,9 @@ func refusedAddr(t *testing.T) string {
 // after the stall timeout; it once wrote that reset itself, on a WebSocket the
 // service no longer read (its reader of each side waited for room to relay to
 // the other), and the whole tunnel froze for good. Other connections must go
-// on.
+// on. (The fifty-second round found the reader's own reset, put back, no
+// longer failing this test: docs/benchmarks.md; it still checks that the
+// tunnel goes on.)
 func TestMutualStallKeepsTheTunnel(t *testing.T) {
 	hold := make(chan struct{})
 	defer close(hold)

@@ -437,7 +437,10 @@ func TestHostileFloodLogBounded(t *testing.T) {
 // The session budget counts what payloads hold, not a full payload each: 17
 // octets queued for connections whose targets do not read once counted as
 // 17 × 63 KiB, over the budget, and the next connection, whose target reads,
-// waited the stall timeout and was reset.
+// waited the stall timeout and was reset. (Since shedStuck clears the stuck
+// connections, that count put back makes the echo only ~1 s late, within
+// this test's wait: it no longer fails on it; docs/benchmarks.md, fifty-second
+// round.)
 func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
 	pipes := pipeTargets(t, 5)
 	var dials atomic.Int32

@@ -527,7 +527,8 @@ func TestReconnectDoesNotRewriteState(t *testing.T) {
 			t.Fatalf("reconnect %d: %d %s", i, status, body)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // a save the reconnects would cause is due by now
+	waitSaverIdle(t, ts.Server)        // and has landed
 	after, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
