@@ -268,6 +268,25 @@ func TestConnectBadProxyEnvironment(t *testing.T) {
 	}
 }
 
+// A client token from AWSIOT_TUNNEL_CLIENT_TOKEN (localproxy's -i) that is no
+// client token stops connect at once, naming the variable and not its value:
+// ignored, the run went on with a token of its own, and the service refused
+// the source token that had been used with the one meant.
+func TestConnectBadClientTokenEnvironment(t *testing.T) {
+	for _, v := range []string{"Short-Secret-Value", strings.Repeat("x", 31) + "!", strings.Repeat("y", 129)} {
+		t.Setenv("AWSIOT_TUNNEL_CLIENT_TOKEN", v)
+		// No -L: were the variable not refused, connect would stop at
+		// "nothing to do", not connect (nothing leaves this machine).
+		code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", "us-east-1")
+		if code != exitUsage || !strings.Contains(errs, "AWSIOT_TUNNEL_CLIENT_TOKEN") {
+			t.Errorf("AWSIOT_TUNNEL_CLIENT_TOKEN of %d characters: exit %d, stderr %q; want %d naming the variable", len(v), code, errs, exitUsage)
+		}
+		if strings.Contains(errs, v) {
+			t.Errorf("the client token's value in the message: %q", errs)
+		}
+	}
+}
+
 // porthole connect --stdio through the fake service to an echo target, twice with
 // the same source token: the cached client token makes the second run acceptable.
 func TestConnectStdioReusesToken(t *testing.T) {
