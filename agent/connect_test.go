@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -350,13 +347,12 @@ func TestConnectLeavesAPathThatDied(t *testing.T) {
 	connectPongTimeout = 400 * time.Millisecond
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel("SSH")
-	endpoint, pongs := pongCounter(t, srv.URL)
 	inR, inW := io.Pipe()
 	defer inW.Close()
 	done := make(chan error, 1)
 	go func() {
 		done <- Connect(context.Background(), ConnectConfig{
-			Tunnel: tunnel.Config{Endpoint: endpoint, AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, tun.SourceToken),
+			Tunnel: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, tun.SourceToken),
 				PingInterval: 50 * time.Millisecond},
 			Stdio: "SSH", Stdin: inR, Stdout: io.Discard, Logger: slog.New(slog.NewTextHandler(tbLog{t}, nil)),
 		})
@@ -365,7 +361,7 @@ func TestConnectLeavesAPathThatDied(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A pong has come: before it, silence is the service's right (spec §3.7).
-	for deadline := time.Now().Add(30 * time.Second); pongs.Load() == 0; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); tun.Pongs() == 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no pong within 30 s of pings every 50 ms")
 		}
@@ -379,88 +375,4 @@ func TestConnectLeavesAPathThatDied(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Connect kept a connection 10 s after its service stopped answering pings")
 	}
-}
-
-// pongCounter relays the WebSocket connections to the service at endpoint
-// (ws://) through a loopback listener, whose ws:// address it returns, and
-// counts the pongs (RFC 6455 §5.5.3) the service sends on them.
-func pongCounter(t *testing.T, endpoint string) (string, *atomic.Int32) {
-	t.Helper()
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	service := u.Host
-	pongs := new(atomic.Int32)
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", service)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, s)
-			mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(io.TeeReader(s, c))
-				for { // the upgrade's response, then the service's frames (unmasked)
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				var h [8]byte
-				for {
-					if _, err := io.ReadFull(r, h[:2]); err != nil {
-						return
-					}
-					op, n := h[0]&0x0f, uint64(h[1]&0x7f)
-					switch n {
-					case 126:
-						if _, err := io.ReadFull(r, h[:2]); err != nil {
-							return
-						}
-						n = uint64(binary.BigEndian.Uint16(h[:2]))
-					case 127:
-						if _, err := io.ReadFull(r, h[:8]); err != nil {
-							return
-						}
-						n = binary.BigEndian.Uint64(h[:8])
-					}
-					if op == 0xa {
-						pongs.Add(1)
-					}
-					if _, err := io.CopyN(io.Discard, r, int64(n)); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	u.Host = ln.Addr().String()
-	return u.String(), pongs
 }

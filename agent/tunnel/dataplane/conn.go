@@ -386,6 +386,9 @@ func (c *conn) answerPing() error {
 	c.frameMu.Lock()
 	defer c.frameMu.Unlock()
 	_, err := c.wire.Write(b[:2+n])
+	if err == nil {
+		c.t.pongs.Add(1)
+	}
 	return err
 }
 

@@ -22,6 +22,7 @@ type Tunnel struct {
 	s        *Server
 	services []string
 	pong     atomic.Bool
+	pongs    atomic.Int64 // sent, on both sides
 	limit    limiter
 
 	// Guarded by s.mu.
@@ -382,6 +383,9 @@ func (t *Tunnel) Received(side Side) []Frame {
 func (t *Tunnel) SetPong(on bool) {
 	t.pong.Store(on)
 }
+
+// Pongs returns how many pongs the tunnel's connections have been sent.
+func (t *Tunnel) Pongs() int64 { return t.pongs.Load() }
 
 func (t *Tunnel) notifyLocked() {
 	close(t.changed)

@@ -79,3 +79,6 @@ func (t *Tunnel) Received(side Side) []Frame { return t.dp.Received(side) }
 
 // SetPong turns the answering of WebSocket pings on (the default) or off.
 func (t *Tunnel) SetPong(on bool) { t.dp.SetPong(on) }
+
+// Pongs returns how many pongs the tunnel's connections have been sent.
+func (t *Tunnel) Pongs() int64 { return t.dp.Pongs() }
