@@ -66,8 +66,10 @@ for arch in $archs; do
   fi
   echo "== qemu-user $arch ($qemu${env:+, $env}${experiment:+, GOEXPERIMENT=$experiment})"
   start=$(date +%s)
-  # PORTHOLE_QEMU_USER tells the tests that need the host kernel to speak their
-  # arch's byte order (sshd's fake vfat over FUSE) that they are emulated.
+  # PORTHOLE_QEMU_USER tells the tests that meet qemu-user's own behaviour that
+  # they are emulated: the host kernel speaking another byte order (sshd's fake
+  # vfat over FUSE), sysinfo cut to 32 bits, connect's SO_ERROR passed through
+  # as the host's errno.
   # shellcheck disable=SC2086 # env is one VAR=value word or empty
   if env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" GOEXPERIMENT="$experiment" PORTHOLE_QEMU_USER="$arch" $env \
       go test -exec "$qemu" "${gcflags[@]}" -short -count=1 -timeout "$timeout" ${skip:+-skip "$skip"} "${pkgs[@]}"; then
