@@ -437,10 +437,9 @@ func TestHostileFloodLogBounded(t *testing.T) {
 // The session budget counts what payloads hold, not a full payload each: 17
 // octets queued for connections whose targets do not read once counted as
 // 17 × 63 KiB, over the budget, and the next connection, whose target reads,
-// waited the stall timeout and was reset. (Since shedStuck clears the stuck
-// connections, that count put back makes the echo only ~1 s late, within
-// this test's wait: it no longer fails on it; docs/benchmarks.md, fifty-second
-// round.)
+// waited the stall timeout and was reset. Since shedStuck clears stuck
+// connections, that count would now have connections 1-4 reset to make room
+// (and the echo ~1 s late): none of them may be reset.
 func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
 	pipes := pipeTargets(t, 5)
 	var dials atomic.Int32
@@ -499,6 +498,7 @@ func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
 			}
 			if f.Message.Type == tunnel.TypeData {
 				t.Logf("echo after %v", time.Since(start))
+				noneReset(t, h.tun)
 				return
 			}
 			t.Fatalf("connection 5 (target reads) got %v after %v, with 17 octets queued in the session", f.Message.Type, time.Since(start))
@@ -506,6 +506,29 @@ func TestSmallPayloadsCountAsTheyAre(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("no echo from connection 5 within 20 s")
+}
+
+// noneReset fails if the destination has reset any connection, once the
+// resets its WebSocket reader queued before now are out: the reader's answer
+// to DATA for an unknown stream is queued after them (sendReset's order).
+func noneReset(t *testing.T, tun *tunneltest.Tunnel) {
+	t.Helper()
+	if err := tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 999, ServiceID: "SSH", Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the STREAM_RESET of stream 999", func() bool {
+		for _, f := range tun.Received(tunneltest.Destination) {
+			if f.Message.Type == tunnel.TypeStreamReset && f.Message.StreamID == 999 {
+				return true
+			}
+		}
+		return false
+	})
+	for _, f := range tun.Received(tunneltest.Destination) {
+		if f.Message.StreamID != 999 && (f.Message.Type == tunnel.TypeConnectionReset || f.Message.Type == tunnel.TypeStreamReset) {
+			t.Errorf("connection %d of stream %d was reset (%v): 17 octets queued in the session were counted as over its budget", f.Message.ConnectionID, f.Message.StreamID, f.Message.Type)
+		}
+	}
 }
 
 // When connections whose targets stopped reading hold the session's budget,
