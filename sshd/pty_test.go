@@ -342,6 +342,121 @@ func TestTerminalModes(t *testing.T) {
 	}
 }
 
+// TestTerminalModesEachEntry sends one mode at a time, each the opposite of
+// the pty's default, and reads the termios the session's terminal got (stty
+// -g: the four flag words and c_cc in hex): that mode's flag or control
+// character, and nothing else, must differ from a terminal without modes. The
+// expected bits are written here from RFC 4254 section 8 and x/sys/unix, not
+// taken from modeTable, so that an opcode mapped to the wrong bit or word
+// (ICRNL to INLCR, ISIG to ICANON, OPOST to ONLCR) fails.
+func TestTerminalModesEachEntry(t *testing.T) {
+	const (
+		iflag = iota // the words in stty -g's order
+		oflag
+		cflag
+		lflag
+	)
+	chars := []struct {
+		op  uint8
+		idx int
+	}{
+		{gossh.VINTR, unix.VINTR}, {gossh.VQUIT, unix.VQUIT}, {gossh.VERASE, unix.VERASE},
+		{gossh.VKILL, unix.VKILL}, {gossh.VEOF, unix.VEOF}, {gossh.VEOL, unix.VEOL},
+		{gossh.VEOL2, unix.VEOL2}, {gossh.VSTART, unix.VSTART}, {gossh.VSTOP, unix.VSTOP},
+		{gossh.VSUSP, unix.VSUSP}, {gossh.VREPRINT, unix.VREPRINT}, {gossh.VWERASE, unix.VWERASE},
+		{gossh.VLNEXT, unix.VLNEXT}, {gossh.VDISCARD, unix.VDISCARD},
+	}
+	flags := []struct {
+		op   uint8
+		word int
+		bits uint32
+	}{
+		{gossh.IGNPAR, iflag, unix.IGNPAR}, {gossh.PARMRK, iflag, unix.PARMRK}, {gossh.INPCK, iflag, unix.INPCK},
+		{gossh.ISTRIP, iflag, unix.ISTRIP}, {gossh.INLCR, iflag, unix.INLCR}, {gossh.IGNCR, iflag, unix.IGNCR},
+		{gossh.ICRNL, iflag, unix.ICRNL}, {gossh.IUCLC, iflag, unix.IUCLC}, {gossh.IXON, iflag, unix.IXON},
+		{gossh.IXANY, iflag, unix.IXANY}, {gossh.IXOFF, iflag, unix.IXOFF}, {gossh.IMAXBEL, iflag, unix.IMAXBEL},
+		{gossh.IUTF8, iflag, unix.IUTF8},
+		{gossh.ISIG, lflag, unix.ISIG}, {gossh.ICANON, lflag, unix.ICANON}, {gossh.XCASE, lflag, unix.XCASE},
+		{gossh.ECHO, lflag, unix.ECHO}, {gossh.ECHOE, lflag, unix.ECHOE}, {gossh.ECHOK, lflag, unix.ECHOK},
+		{gossh.ECHONL, lflag, unix.ECHONL}, {gossh.NOFLSH, lflag, unix.NOFLSH}, {gossh.TOSTOP, lflag, unix.TOSTOP},
+		{gossh.IEXTEN, lflag, unix.IEXTEN}, {gossh.ECHOCTL, lflag, unix.ECHOCTL}, {gossh.ECHOKE, lflag, unix.ECHOKE},
+		{gossh.PENDIN, lflag, unix.PENDIN},
+		{gossh.OPOST, oflag, unix.OPOST}, {gossh.OLCUC, oflag, unix.OLCUC}, {gossh.ONLCR, oflag, unix.ONLCR},
+		{gossh.OCRNL, oflag, unix.OCRNL}, {gossh.ONOCR, oflag, unix.ONOCR}, {gossh.ONLRET, oflag, unix.ONLRET},
+		// Not CS7, CS8 or PARENB: Linux's pty sets CS8 and clears PARENB
+		// whatever it is told (drivers/tty/pty.c, pty_set_termios).
+		{gossh.PARODD, cflag, unix.PARODD},
+	}
+	e := newEnv(t, nil)
+	c := e.login("root")
+	base := sttyState(t, c, nil)
+	for _, f := range flags {
+		t.Run(fmt.Sprintf("flag %d", f.op), func(t *testing.T) {
+			want := base
+			arg := uint32(1)
+			if base.words[f.word]&f.bits == f.bits {
+				arg = 0
+				want.words[f.word] &^= f.bits
+			} else {
+				want.words[f.word] |= f.bits
+			}
+			if got := sttyState(t, c, gossh.TerminalModes{f.op: arg}); got != want {
+				t.Errorf("opcode %d = %d: termios %+v, want %+v (without modes: %+v)", f.op, arg, got, want, base)
+			}
+		})
+	}
+	for _, ch := range chars {
+		t.Run(fmt.Sprintf("char %d", ch.op), func(t *testing.T) {
+			// A value no control character has by default, and its own per
+			// opcode: one set in another's place shows.
+			v := 0x60 + ch.op
+			want := base
+			want.cc[ch.idx] = v
+			if got := sttyState(t, c, gossh.TerminalModes{ch.op: uint32(v)}); got != want {
+				t.Errorf("opcode %d = %#x: termios %+v, want %+v (without modes: %+v)", ch.op, v, got, want, base)
+			}
+		})
+	}
+}
+
+// termiosState is a terminal's settings as stty -g prints them: c_iflag,
+// c_oflag, c_cflag and c_lflag, then the control characters that Linux's
+// termios has.
+type termiosState struct {
+	words [4]uint32
+	cc    [len(unix.Termios{}.Cc)]uint8
+}
+
+// sttyState runs stty -g on a terminal made with modes in a new session on c.
+func sttyState(t *testing.T, c *gossh.Client, modes gossh.TerminalModes) termiosState {
+	t.Helper()
+	s := openSession(t, c)
+	if err := s.RequestPty("xterm", 24, 80, modes); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Output("stty -g")
+	if err != nil {
+		t.Fatalf("stty -g: %v (%q)", err, out)
+	}
+	fields := strings.Split(strings.TrimSpace(string(out)), ":")
+	var st termiosState
+	if len(fields) < len(st.words)+len(st.cc) {
+		t.Fatalf("stty -g = %q, want %d fields or more", out, len(st.words)+len(st.cc))
+	}
+	for i, f := range fields[:len(st.words)+len(st.cc)] {
+		v, err := strconv.ParseUint(f, 16, 32)
+		if err != nil {
+			t.Fatalf("stty -g = %q: field %d: %v", out, i, err)
+		}
+		if i < len(st.words) {
+			st.words[i] = uint32(v)
+		} else {
+			st.cc[i-len(st.words)] = uint8(v)
+		}
+	}
+	return st
+}
+
 func TestParseTerminalModes(t *testing.T) {
 	for _, tc := range []struct {
 		in   []byte
