@@ -201,3 +201,40 @@ func TestLimitListenerCloseEndsWait(t *testing.T) {
 		t.Errorf("the connection accepted while no place was free, after Close: read %v, want EOF", err)
 	}
 }
+
+// TestLimitListenerWarnsOnceAMinute: reaching the cap is logged at Warn at
+// most once a minute (doc.go), so that a flood that keeps the cap reached does
+// not fill the log, and again once a minute has passed. warn reads time.Now,
+// with no clock to inject, so the minute passes by moving the time of the last
+// line back.
+func TestLimitListenerWarnsOnceAMinute(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	var logs syncBuffer
+	l := newLimitListener(inner, make(chan struct{}, 1), slog.New(slog.NewTextHandler(&logs, nil)))
+	back := func(d time.Duration) {
+		l.mu.Lock()
+		l.warned = l.warned.Add(-d)
+		l.mu.Unlock()
+	}
+	for _, step := range []struct {
+		ago  time.Duration // how far the last line is moved back first
+		want int           // Warn lines so far
+	}{
+		{0, 1}, {0, 1}, {0, 1},
+		{50 * time.Second, 1},
+		{15 * time.Second, 2}, // 65 s after the first line
+		{0, 2},
+		{30 * time.Second, 2},
+		{time.Minute, 3},
+	} {
+		back(step.ago)
+		l.warn()
+		if n := strings.Count(logs.String(), "connection cap reached"); n != step.want {
+			t.Fatalf("after the cap was reached again with the last line moved %v back: %d Warn lines, want %d:\n%s", step.ago, n, step.want, logs.String())
+		}
+	}
+}
