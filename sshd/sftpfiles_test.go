@@ -287,3 +287,50 @@ func TestSFTPFailedWriteIDsReused(t *testing.T) {
 		t.Errorf("CLOSE of a file whose WRITEs all succeeded: %d %q", code, msg)
 	}
 }
+
+// Two OPENs in flight at once, sent before either is answered (as a
+// pipelining client sends them): each handle is noted with its own file's
+// path and flags, the second OPEN's being noted only once the first is
+// answered (see opened). Noted with the other's, or none, copy-data from the
+// file opened to read to the one opened to append was refused (no READ
+// flag, or a name not known), or read or wrote the wrong file, and the WRITE
+// to append went at the client's offset.
+func TestSFTPTwoOpensInFlight(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "src"), "source")
+	writeFile(t, filepath.Join(dir, "log"), "log:")
+	l := newSFTPLive(t, dir)
+	l.send(t,
+		sftpPacket(sftpOpen, uint32(2), "src", uint32(sftpFlagRead), uint32(0)),
+		sftpPacket(sftpOpen, uint32(3), "log", uint32(sftpFlagWrite|sftpFlagAppend), uint32(0)),
+	)
+	handle := func(id uint32) string {
+		t.Helper()
+		r := l.recv(t)
+		var h struct {
+			ID uint32
+			H  string
+		}
+		if r[0] != sftpHandle || gossh.Unmarshal(r[1:], &h) != nil || h.ID != id {
+			t.Fatalf("reply %x, want the HANDLE of OPEN %d", r, id)
+		}
+		return h.H
+	}
+	src, log := handle(2), handle(3)
+	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+	l.send(t,
+		sftpPacket(sftpExt, uint32(4), copyDataExt, src, u64(0), u64(0), log, u64(0)),
+		sftpWritePacket(5, log, 0, "!"),
+		sftpPacket(sftpExt, uint32(6), copyDataExt, log, u64(0), u64(0), src, u64(0)),
+	)
+	for _, want := range [][2]uint32{{4, sftpOK}, {5, sftpOK}, {6, sftpNoSuchFile}} {
+		if code, msg := l.status(t, "reply", want[0]); code != want[1] {
+			t.Errorf("request %d: code %d %q, want %d", want[0], code, msg, want[1])
+		}
+	}
+	for name, want := range map[string]string{"src": "source", "log": "log:source!"} {
+		if got, err := os.ReadFile(filepath.Join(dir, name)); string(got) != want {
+			t.Errorf("%s = %q (%v), want %q", name, got, err, want)
+		}
+	}
+}
