@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"io"
 	"os"
@@ -332,5 +333,43 @@ func TestSFTPTwoOpensInFlight(t *testing.T) {
 		if got, err := os.ReadFile(filepath.Join(dir, name)); string(got) != want {
 			t.Errorf("%s = %q (%v), want %q", name, got, err, want)
 		}
+	}
+}
+
+// copy-data to a file read-only for the agent's user, written through the
+// descriptor held on it (see heldForWriting and pwriter), puts a copy longer
+// than one of io.Copy's 32 KiB writes at the offset asked, each write after
+// the one before: a copy to offset 0 of a file with data in it overwrites
+// that data, and is whole.
+func TestSFTPCopyDataHeldAtOffset(t *testing.T) {
+	if !asNonRoot(t) {
+		return
+	}
+	const perms = 0x04 // SSH_FILEXFER_ATTR_PERMISSIONS
+	dir := t.TempDir()
+	data := make([]byte, 100<<10)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "src"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+	l := newSFTPLive(t, dir)
+	src := l.open(t, "src", sftpFlagRead)
+	l.send(t, sftpPacket(sftpOpen, uint32(2), "copy", uint32(sftpFlagWrite|sftpFlagCreat|sftpFlagTrunc), uint32(perms), uint32(0o444)))
+	r := l.recv(t)
+	if r[0] != sftpHandle {
+		t.Fatalf("OPEN copy: %x", r)
+	}
+	dst := string(r[9:])
+	l.send(t, sftpWritePacket(3, dst, 0, "old data"),
+		sftpPacket(sftpExt, uint32(4), copyDataExt, src, u64(0), u64(0), dst, u64(0)))
+	for id := uint32(3); id <= 4; id++ {
+		if code, msg := l.status(t, "reply", id); code != sftpOK {
+			t.Fatalf("request %d: code %d %q", id, code, msg)
+		}
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "copy"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Errorf("the copy: %d bytes starting %q (%v), want the source's %d bytes", len(got), got[:min(len(got), 8)], err, len(data))
 	}
 }
