@@ -373,3 +373,24 @@ func TestSFTPCopyDataHeldAtOffset(t *testing.T) {
 		t.Errorf("the copy: %d bytes starting %q (%v), want the source's %d bytes", len(got), got[:min(len(got), 8)], err, len(data))
 	}
 }
+
+// A handle of a file that is not a regular one (/dev/null here) is noted with
+// no name and no flags: copy-data from it is refused, as reopen would open
+// whatever the device is again (/dev/zero would be copied until the disk is
+// full), and it is not counted among the files open for writing, which a
+// session that ends with some says is a transfer cut short.
+func TestSFTPNonRegularFileNotNoted(t *testing.T) {
+	dir := t.TempDir()
+	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+	l := newSFTPLive(t, dir)
+	null := l.open(t, "/dev/null", sftpFlagRead|sftpFlagWrite)
+	f := l.open(t, "f", sftpFlagWrite|sftpFlagCreat)
+	l.open(t, "f", sftpFlagRead)
+	l.send(t, sftpPacket(sftpExt, uint32(2), copyDataExt, null, u64(0), u64(0), f, u64(0)))
+	if code, msg := l.status(t, "copy-data from /dev/null", 2); code != sftpFailure || msg != string(errNameUnknown) {
+		t.Errorf("copy-data from /dev/null: code %d %q, want %d %q", code, msg, sftpFailure, errNameUnknown)
+	}
+	if n := l.front.openForWriting(); n != 1 {
+		t.Errorf("%d files open for writing, want 1 (f opened to write; not /dev/null, nor f opened to read)", n)
+	}
+}
