@@ -394,3 +394,24 @@ func TestSFTPNonRegularFileNotNoted(t *testing.T) {
 		t.Errorf("%d files open for writing, want 1 (f opened to write; not /dev/null, nor f opened to read)", n)
 	}
 }
+
+// copy-data between two handles of one file (opened twice, once to read and
+// once to write) is refused as copy-data within one handle is: from a range
+// into one after it, a copy to the end of the file could read what it had
+// just written, and go on until the disk is full. The copy here is bounded,
+// so that a server that serves it writes only 4 bytes.
+func TestSFTPCopyDataWithinOneFileByTwoHandles(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "f"), "0123")
+	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+	l := newSFTPLive(t, dir)
+	r := l.open(t, "f", sftpFlagRead)
+	w := l.open(t, "f", sftpFlagWrite)
+	l.send(t, sftpPacket(sftpExt, uint32(2), copyDataExt, r, u64(0), u64(4), w, u64(4)))
+	if code, msg := l.status(t, "copy-data", 2); code != sftpFailure {
+		t.Errorf("copy-data from one handle of f to another: code %d %q, want %d", code, msg, sftpFailure)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "f")); string(got) != "0123" {
+		t.Errorf("f = %q, want it unchanged", got)
+	}
+}
