@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -413,5 +414,24 @@ func TestSFTPCopyDataWithinOneFileByTwoHandles(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "f")); string(got) != "0123" {
 		t.Errorf("f = %q, want it unchanged", got)
+	}
+}
+
+// copy-data with a length past the largest int64 (a client's "to the end",
+// as UINT64_MAX) copies to the end of the file, as with length 0: taken as
+// an int64, it was negative, and the copy wrote nothing and said it succeeded.
+func TestSFTPCopyDataHugeLength(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "src"), "source")
+	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+	l := newSFTPLive(t, dir)
+	src := l.open(t, "src", sftpFlagRead)
+	dst := l.open(t, "dst", sftpFlagWrite|sftpFlagCreat)
+	l.send(t, sftpPacket(sftpExt, uint32(2), copyDataExt, src, u64(2), u64(math.MaxUint64), dst, u64(0)))
+	if code, msg := l.status(t, "copy-data", 2); code != sftpOK {
+		t.Fatalf("copy-data of length 2^64-1: code %d %q", code, msg)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "dst")); string(got) != "urce" {
+		t.Errorf("dst = %q (%v), want \"urce\"", got, err)
 	}
 }
