@@ -267,6 +267,15 @@ func TestLongName(t *testing.T) {
 			t.Errorf("longName(mode %o, mtime %v) =\n%q, want\n%q", tc.mode, tc.mtime, got, tc.want)
 		}
 	}
+	// Six months are half of 365 days to the second, as in ls_file: an mtime
+	// that old is shown with its year, one a second younger with its time.
+	edge := now.Add(-365 * 24 * time.Hour / 2)
+	for mtime, layout := range map[time.Time]string{edge: "Jan _2  2006", edge.Add(time.Second): "Jan _2 15:04"} {
+		st := unix.Stat_t{Mode: syscall.S_IFREG | 0o644, Nlink: 1, Size: 7}
+		if got, want := longName("name", &st, mtime.Unix(), "0", "0", now), mtime.In(localZone()).Format(layout)+" name"; !strings.HasSuffix(got, " "+want) {
+			t.Errorf("longName(mtime %v) = %q, want it to end %q", mtime, got, want)
+		}
+	}
 }
 
 // TestSFTPReadDirLongNameAfter2038: the "ls -l" line of a file dated after
