@@ -69,7 +69,6 @@ func TestSFTPWriteReadOnlyForTheUser(t *testing.T) {
 		}
 	}
 	os.Chmod(filepath.Join(dir, "cert.pem"), 0o444)
-	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 	l := newSFTPLive(t, dir)
 	var id uint32
 	do := func(typ byte, body ...any) []byte {
@@ -97,15 +96,15 @@ func TestSFTPWriteReadOnlyForTheUser(t *testing.T) {
 	}
 	src := open("cert.pem", read)
 	dst := open("cert.bak", write|creat|trunc, uint32(perms), uint32(0o444))
-	ok("copy-data to a copy created 0444", do(sftpExt, copyDataExt, src, u64(0), u64(0), dst, u64(0)))
-	ok("copy-data at an offset", do(sftpExt, copyDataExt, src, u64(8), u64(0), dst, u64(12)))
+	ok("copy-data to a copy created 0444", do(sftpExt, copyDataExt, src, uint64(0), uint64(0), dst, uint64(0)))
+	ok("copy-data at an offset", do(sftpExt, copyDataExt, src, uint64(8), uint64(0), dst, uint64(12)))
 	log := open("log", write|creat|appnd, uint32(perms), uint32(0o444))
-	ok("WRITE to append to a file created 0444", do(sftpWrite, log, u64(0), "a,"))
-	ok("copy-data to append", do(sftpExt, copyDataExt, src, u64(0), u64(3), log, u64(0)))
-	ok("WRITE to append again", do(sftpWrite, log, u64(0), "b"))
+	ok("WRITE to append to a file created 0444", do(sftpWrite, log, uint64(0), "a,"))
+	ok("copy-data to append", do(sftpExt, copyDataExt, src, uint64(0), uint64(3), log, uint64(0)))
+	ok("WRITE to append again", do(sftpWrite, log, uint64(0), "b"))
 	f1 := open("f1", write|appnd)
 	ok("FSETSTAT 0444", do(10, f1, uint32(perms), uint32(0o444)))
-	ok("WRITE to append after FSETSTAT 0444", do(sftpWrite, f1, u64(0), "tail"))
+	ok("WRITE to append after FSETSTAT 0444", do(sftpWrite, f1, uint64(0), "tail"))
 	// A handle whose file was replaced under its name since, by one the user
 	// may not write, is refused as any replaced file is: through the held
 	// descriptor the data would go to the renamed file.
@@ -126,8 +125,8 @@ func TestSFTPWriteReadOnlyForTheUser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	refused("copy-data to a file replaced by a read-only one", do(sftpExt, copyDataExt, src, u64(0), u64(0), moved, u64(0)))
-	refused("WRITE to append to a file replaced by a read-only one", do(sftpWrite, movedLog, u64(0), "x"))
+	refused("copy-data to a file replaced by a read-only one", do(sftpExt, copyDataExt, src, uint64(0), uint64(0), moved, uint64(0)))
+	refused("WRITE to append to a file replaced by a read-only one", do(sftpWrite, movedLog, uint64(0), "x"))
 	for name, want := range map[string]string{"cert.bak": "0123456789\x00\x0089", "log": "a,012b", "f1": "f1:tail",
 		"moved.old": "", "moved": "new", "moved.log.old": "", "moved.log": "new"} {
 		p := filepath.Join(dir, name)
@@ -319,11 +318,10 @@ func TestSFTPTwoOpensInFlight(t *testing.T) {
 		return h.H
 	}
 	src, log := handle(2), handle(3)
-	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 	l.send(t,
-		sftpPacket(sftpExt, uint32(4), copyDataExt, src, u64(0), u64(0), log, u64(0)),
+		sftpPacket(sftpExt, uint32(4), copyDataExt, src, uint64(0), uint64(0), log, uint64(0)),
 		sftpWritePacket(5, log, 0, "!"),
-		sftpPacket(sftpExt, uint32(6), copyDataExt, log, u64(0), u64(0), src, u64(0)),
+		sftpPacket(sftpExt, uint32(6), copyDataExt, log, uint64(0), uint64(0), src, uint64(0)),
 	)
 	for _, want := range [][2]uint32{{4, sftpOK}, {5, sftpOK}, {6, sftpNoSuchFile}} {
 		if code, msg := l.status(t, "reply", want[0]); code != want[1] {
@@ -353,7 +351,6 @@ func TestSFTPCopyDataHeldAtOffset(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "src"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 	l := newSFTPLive(t, dir)
 	src := l.open(t, "src", sftpFlagRead)
 	l.send(t, sftpPacket(sftpOpen, uint32(2), "copy", uint32(sftpFlagWrite|sftpFlagCreat|sftpFlagTrunc), uint32(perms), uint32(0o444)))
@@ -363,7 +360,7 @@ func TestSFTPCopyDataHeldAtOffset(t *testing.T) {
 	}
 	dst := string(r[9:])
 	l.send(t, sftpWritePacket(3, dst, 0, "old data"),
-		sftpPacket(sftpExt, uint32(4), copyDataExt, src, u64(0), u64(0), dst, u64(0)))
+		sftpPacket(sftpExt, uint32(4), copyDataExt, src, uint64(0), uint64(0), dst, uint64(0)))
 	for id := uint32(3); id <= 4; id++ {
 		if code, msg := l.status(t, "reply", id); code != sftpOK {
 			t.Fatalf("request %d: code %d %q", id, code, msg)
@@ -382,12 +379,11 @@ func TestSFTPCopyDataHeldAtOffset(t *testing.T) {
 // session that ends with some says is a transfer cut short.
 func TestSFTPNonRegularFileNotNoted(t *testing.T) {
 	dir := t.TempDir()
-	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 	l := newSFTPLive(t, dir)
 	null := l.open(t, "/dev/null", sftpFlagRead|sftpFlagWrite)
 	f := l.open(t, "f", sftpFlagWrite|sftpFlagCreat)
 	l.open(t, "f", sftpFlagRead)
-	l.send(t, sftpPacket(sftpExt, uint32(2), copyDataExt, null, u64(0), u64(0), f, u64(0)))
+	l.send(t, sftpPacket(sftpExt, uint32(2), copyDataExt, null, uint64(0), uint64(0), f, uint64(0)))
 	if code, msg := l.status(t, "copy-data from /dev/null", 2); code != sftpFailure || msg != string(errNameUnknown) {
 		t.Errorf("copy-data from /dev/null: code %d %q, want %d %q", code, msg, sftpFailure, errNameUnknown)
 	}
@@ -404,11 +400,10 @@ func TestSFTPNonRegularFileNotNoted(t *testing.T) {
 func TestSFTPCopyDataWithinOneFileByTwoHandles(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "f"), "0123")
-	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 	l := newSFTPLive(t, dir)
 	r := l.open(t, "f", sftpFlagRead)
 	w := l.open(t, "f", sftpFlagWrite)
-	l.send(t, sftpPacket(sftpExt, uint32(2), copyDataExt, r, u64(0), u64(4), w, u64(4)))
+	l.send(t, sftpPacket(sftpExt, uint32(2), copyDataExt, r, uint64(0), uint64(4), w, uint64(4)))
 	if code, msg := l.status(t, "copy-data", 2); code != sftpFailure {
 		t.Errorf("copy-data from one handle of f to another: code %d %q, want %d", code, msg, sftpFailure)
 	}
@@ -423,11 +418,10 @@ func TestSFTPCopyDataWithinOneFileByTwoHandles(t *testing.T) {
 func TestSFTPCopyDataHugeLength(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "src"), "source")
-	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 	l := newSFTPLive(t, dir)
 	src := l.open(t, "src", sftpFlagRead)
 	dst := l.open(t, "dst", sftpFlagWrite|sftpFlagCreat)
-	l.send(t, sftpPacket(sftpExt, uint32(2), copyDataExt, src, u64(2), u64(math.MaxUint64), dst, u64(0)))
+	l.send(t, sftpPacket(sftpExt, uint32(2), copyDataExt, src, uint64(2), uint64(math.MaxUint64), dst, uint64(0)))
 	if code, msg := l.status(t, "copy-data", 2); code != sftpOK {
 		t.Fatalf("copy-data of length 2^64-1: code %d %q", code, msg)
 	}

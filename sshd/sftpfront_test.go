@@ -32,8 +32,12 @@ func sftpPacket(typ byte, body ...any) []byte {
 		case string:
 			b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
 			b = append(b, v...)
+		case uint64:
+			b = binary.BigEndian.AppendUint64(b, v)
 		case []byte:
 			b = append(b, v...)
+		default:
+			panic(fmt.Sprintf("sftpPacket: a field of type %T", f))
 		}
 	}
 	return append(binary.BigEndian.AppendUint32(nil, uint32(1+len(b))), append([]byte{typ}, b...)...)
