@@ -511,3 +511,46 @@ func TestConnectCertificateNamesReachTheTerminalEscaped(t *testing.T) {
 		t.Errorf("stderr %q: the certificate's control characters reached it raw", errs)
 	}
 }
+
+// TestConnectLogsTokenSource: porthole connect says where the access token
+// came from (an AWSIOT_TUNNEL_ACCESS_TOKEN left from another session wins over
+// nothing but the flags) by its fingerprint, never the token itself: the log
+// is pasted into tickets. No -L: nothing is dialled. -v adds the debug lines.
+func TestConnectLogsTokenSource(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	const secret = "AQGAAXlogged-token-must-not-appear-0123456789"
+	tok, err := tunnel.NewAccessToken(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"connect", "--endpoint", "ws://127.0.0.1:1", "--allow-insecure-websocket"}
+	for _, tc := range []struct {
+		name, env string
+		args      []string
+		from      string
+	}{
+		{"file", "", []string{"--token-file", writeToken(t, secret+"\n")}, "--token-file"},
+		{"flag", "", []string{"--token", secret}, "--token"},
+		{"environment", secret, nil, tokenEnv},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(tokenEnv, tc.env)
+			_, _, errs := runCmd(t, nil, append(base, tc.args...)...)
+			want := `msg="access token" from=` + tc.from + " token=" + tok.String()
+			if !strings.Contains(errs, want) || strings.Contains(errs, secret) {
+				t.Errorf("stderr %q; want %q and not the token", errs, want)
+			}
+			if strings.Contains(errs, "level=DEBUG") {
+				t.Errorf("debug lines without -v: %q", errs)
+			}
+		})
+	}
+	// -v: the debug lines, --stdio's quiet notwithstanding.
+	t.Setenv(tokenEnv, tun.SourceToken)
+	c := startStdio(srv, "-v")
+	c.echo(t, "ping")
+	code, errs := c.stop(t)
+	if code != 0 || !strings.Contains(errs, `level=DEBUG msg="frame in"`) || strings.Contains(errs, tun.SourceToken) {
+		t.Errorf("-v --stdio: exit %d, stderr %q; want 0 and the debug lines, without the token", code, errs)
+	}
+}
