@@ -8,10 +8,13 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"io/fs"
+	"log"
 	"math/big"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -552,5 +555,49 @@ func TestConnectLogsTokenSource(t *testing.T) {
 	code, errs := c.stop(t)
 	if code != 0 || !strings.Contains(errs, `level=DEBUG msg="frame in"`) || strings.Contains(errs, tun.SourceToken) {
 		t.Errorf("-v --stdio: exit %d, stderr %q; want 0 and the debug lines, without the token", code, errs)
+	}
+}
+
+// TestConnectTLSOptions: an endpoint whose certificate no system CA signed (a
+// lab's, a test service's) is refused, and is reached with --ca-file holding
+// its CA, or with --insecure-skip-verify; the handshake names porthole in its
+// User-Agent. The endpoint is on 127.0.0.1.
+func TestConnectTLSOptions(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	ts := httptest.NewUnstartedServer(srv.Handler())
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
+	ts.StartTLS()
+	defer ts.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	endpoint := "wss://" + ts.Listener.Addr().String()
+	tok := writeToken(t, tun.SourceToken)
+
+	var errb bytes.Buffer
+	if code := run([]string{"connect", "--endpoint", endpoint, "--token-file", tok, "--stdio", "SSH"}, strings.NewReader(""), io.Discard, &errb); code == exitOK ||
+		!strings.Contains(errb.String(), "certificate") {
+		t.Fatalf("an untrusted certificate: exit %d, stderr %q; want a refusal", code, errb.String())
+	}
+	for _, args := range [][]string{{"--ca-file", ca}, {"--insecure-skip-verify"}} {
+		c := startConnect(append([]string{"connect", "--endpoint", endpoint, "--token-file", tok, "--stdio", "SSH"}, args...)...)
+		c.echo(t, "ping with "+args[0])
+		if code, errs := c.stop(t); code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, errs)
+		}
+	}
+	n := 0
+	for _, hs := range srv.Handshakes() {
+		if hs.Mode != "source" {
+			continue
+		}
+		n++
+		if ua := hs.Header.Get("User-Agent"); !strings.HasPrefix(ua, "porthole/") {
+			t.Errorf("source handshake with User-Agent %q, want porthole/VERSION", ua)
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d source handshakes, want 2", n)
 	}
 }
