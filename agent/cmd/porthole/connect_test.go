@@ -601,3 +601,41 @@ func TestConnectTLSOptions(t *testing.T) {
 		t.Errorf("%d source handshakes, want 2", n)
 	}
 }
+
+// TestConnectDestinationClientType: --destination-client-type picks the
+// frames an older destination understands (spec §2.3): V1 names no service,
+// V2 names it, and only V3 numbers the connections of a stream.
+func TestConnectDestinationClientType(t *testing.T) {
+	srv, tun := echoTunnel(t)
+	tok := writeToken(t, tun.SourceToken)
+	for _, tc := range []struct {
+		peer    string
+		service string
+		connID  bool
+	}{
+		{"V1", "", false}, {"V2", "SSH", false}, {"V3", "SSH", true},
+	} {
+		t.Run(tc.peer, func(t *testing.T) {
+			tun.Record(true)
+			before := len(tun.Received(tunneltest.Source))
+			c := startStdio(srv, "--token-file", tok, "--destination-client-type", tc.peer)
+			c.echo(t, "ping")
+			if code, errs := c.stop(t); code != 0 {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			starts := 0
+			for _, f := range tun.Received(tunneltest.Source)[before:] {
+				if f.Message.Type != tunnel.TypeStreamStart {
+					continue
+				}
+				starts++
+				if f.Message.ServiceID != tc.service || (f.Message.ConnectionID != 0) != tc.connID {
+					t.Errorf("STREAM_START with service %q, connection id %d; want %q, an id %v", f.Message.ServiceID, f.Message.ConnectionID, tc.service, tc.connID)
+				}
+			}
+			if starts != 1 {
+				t.Errorf("%d STREAM_START frames, want 1", starts)
+			}
+		})
+	}
+}
