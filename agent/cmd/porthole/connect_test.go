@@ -639,3 +639,15 @@ func TestConnectDestinationClientType(t *testing.T) {
 		})
 	}
 }
+
+// TestConnectRegionFromEnvironmentTrimmed: AWSIOT_TUNNEL_REGION is trimmed as
+// AWSIOT_TUNNEL_ENDPOINT is (cmd.exe's `set VAR=value && porthole …` keeps
+// the space). No -L: the run stops at "nothing to do", nothing is dialled.
+func TestConnectRegionFromEnvironmentTrimmed(t *testing.T) {
+	echoTunnel(t)
+	t.Setenv(regionEnv, "us-east-1 ")
+	code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"))
+	if code != exitUsage || !strings.Contains(errs, "nothing to do") || strings.Contains(errs, regionEnv) {
+		t.Errorf("%s=%q: exit %d, stderr %q; want %d and nothing to do", regionEnv, "us-east-1 ", code, errs, exitUsage)
+	}
+}
