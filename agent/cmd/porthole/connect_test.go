@@ -248,7 +248,7 @@ func TestFlagErrorPrintedOnce(t *testing.T) {
 		want string
 	}{
 		{[]string{"connect", "-x"}, "flag provided but not defined: -x"},
-		{[]string{"connect", "-L", "SSH=x"}, `invalid value "SSH=x" for flag -L`},
+		{[]string{"connect", "-L", "SSH=x"}, `invalid value "SSH=x" for flag -L: listen address "x"`}, // no "tunnel: " between
 		{[]string{"connect", "--region"}, "flag needs an argument: -region"},
 		{[]string{"agent", "-x"}, "flag provided but not defined: -x"},
 		{[]string{"check-config", "-x"}, "flag provided but not defined: -x"},
