@@ -401,7 +401,7 @@ func TestConnectClientTokenFromEnvironment(t *testing.T) {
 	c.Close()
 
 	t.Setenv(tokenEnv, tun.SourceToken)
-	t.Setenv(clientTokenEnv, ct)
+	t.Setenv(clientTokenEnv, ct+" ") // trimmed, as cmd.exe's `set VAR=value && …` keeps the space
 	s := startStdio(srv)
 	go s.in.Write([]byte("ping"))
 	got := make([]byte, 4)
