@@ -256,7 +256,9 @@ func TestConnectUsage(t *testing.T) {
 func TestConnectBadProxyEnvironment(t *testing.T) {
 	t.Setenv("https_proxy", "")
 	t.Setenv("HTTPS_PROXY", "ftp://proxy.example.com")
-	code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", "us-east-1", "-L", "1")
+	// No -L: were the variable not refused, connect would stop at "nothing
+	// to do", not dial the region's endpoint.
+	code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", "us-east-1")
 	if code != exitUsage || !strings.Contains(errs, `HTTPS_PROXY: proxy URL scheme "ftp"`) {
 		t.Errorf("exit %d, stderr %q; want %d naming HTTPS_PROXY", code, errs, exitUsage)
 	}
