@@ -170,33 +170,36 @@ func TestKeygen(t *testing.T) {
 }
 
 func TestConnectUsage(t *testing.T) {
+	// Each refusal is given where, were its check gone, connect would dial
+	// nothing beyond this machine: no -L where the check comes before
+	// "nothing to do", and an endpoint on 127.0.0.1 where it needs -L.
 	t.Setenv("AWSIOT_TUNNEL_ACCESS_TOKEN", "")
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"connect", "--region", "us-east-1", "-L", "SSH=2222"}, "no access token"},
-		{[]string{"connect", "--token", "t", "-L", "SSH=2222"}, "exactly one of --region and --endpoint"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--endpoint", "h", "-L", "2222"}, "exactly one"},
+		{[]string{"connect", "--region", "us-east-1"}, "no access token"},
+		{[]string{"connect", "--token", "t"}, "exactly one of --region and --endpoint"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--endpoint", "h"}, "exactly one"},
 		{[]string{"connect", "--token", "t", "--region", "us-east-1"}, "nothing to do"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--stdio", "SSH", "-L", "SSH=1"}, "give either -L or --stdio, not both"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=x"}, "listen address"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=1", "--destination-client-type", "V4"}, "V1, V2 or V3"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=1", "--destination-client-type", "v3"}, "V1, V2 or V3"},
+		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "--stdio", "SSH", "-L", "SSH=1"}, "give either -L or --stdio, not both"},
+		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "-L", "SSH=x"}, "listen address"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--destination-client-type", "V4"}, "V1, V2 or V3"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--destination-client-type", "v3"}, "V1, V2 or V3"},
 		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--destination-client-type", "V1"}, "nothing to do"},
 		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--destination-client-type", "V2"}, "nothing to do"},
 		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--destination-client-type", "V3"}, "nothing to do"},
-		{[]string{"connect", "--token-file", "/nonexistent", "--region", "us-east-1", "-L", "1"}, "token file"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "1", "--https-proxy", "socks5://x"}, "--https-proxy"},
+		{[]string{"connect", "--token-file", "/nonexistent", "--region", "us-east-1"}, "token file"},
+		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--https-proxy", "socks5://x"}, "--https-proxy"},
 		{[]string{"connect", "--token", "t", "--endpoint", "ws://127.0.0.1:1", "-L", "1"}, "--allow-insecure-websocket"},
-		{[]string{"connect", "--token", "t", "--endpoint", "a b", "-L", "1"}, "not a valid host"},
-		{[]string{"connect", "--token", "t", "--region", "US_EAST", "-L", "1"}, "not a valid region"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "1", "-L", "2"}, "a bare [addr:]port can be given once"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "2222", "-L", "SSH=2223"}, "cannot be mixed with SERVICE=[addr:]port"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=2222", "-L", "2223"}, "cannot be mixed with SERVICE=[addr:]port"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "-L", "SSH=99999"}, "listen port 99999 is out of range (0-65535)"},
-		{[]string{"connect", "--token-file", "/dev/zero", "--region", "us-east-1", "-L", "1"}, "larger than 16 KiB, not an access token"},
-		{[]string{"connect", "--token-file", writeToken(t, `{"tunnelId":"x","sourceAccessToken":"AQGAAXsecret"}`), "--region", "us-east-1", "-L", "1"},
+		{[]string{"connect", "--token", "t", "--endpoint", "a b"}, "not a valid host"},
+		{[]string{"connect", "--token", "t", "--region", "US_EAST"}, "not a valid region"},
+		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "-L", "1", "-L", "2"}, "a bare [addr:]port can be given once"},
+		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "-L", "2222", "-L", "SSH=2223"}, "cannot be mixed with SERVICE=[addr:]port"},
+		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "-L", "SSH=2222", "-L", "2223"}, "cannot be mixed with SERVICE=[addr:]port"},
+		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "-L", "SSH=99999"}, "listen port 99999 is out of range (0-65535)"},
+		{[]string{"connect", "--token-file", "/dev/zero", "--region", "us-east-1"}, "larger than 16 KiB, not an access token"},
+		{[]string{"connect", "--token-file", writeToken(t, `{"tunnelId":"x","sourceAccessToken":"AQGAAXsecret"}`), "--region", "us-east-1"},
 			"holds JSON (open-tunnel's answer?): write only the source token to it, e.g. with jq -r .sourceAccessToken"},
 	} {
 		code, _, errs := runCmd(t, nil, tc.args...)
