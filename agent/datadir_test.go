@@ -120,6 +120,11 @@ func TestCheckDataDir(t *testing.T) {
 		t.Errorf("checkDataDir with a 0700 tunnels directory: %v", err)
 	}
 	os.Chmod(filepath.Join(openTunnels, "tunnels"), 0o777)
+	// The sticky bit stops others renaming what is in tunnels, not their
+	// adding a state file there, which the agent dials at start.
+	stickyTunnels := mk("tunnels-sticky", 0o700)
+	os.Mkdir(filepath.Join(stickyTunnels, "tunnels"), 0o700)
+	os.Chmod(filepath.Join(stickyTunnels, "tunnels"), 0o777|os.ModeSticky)
 	// A link, even to a safe directory, was "not a directory".
 	linkedTunnels := mk("tunnels-link", 0o700)
 	os.Symlink(mk("tunnels-elsewhere", 0o700), filepath.Join(linkedTunnels, "tunnels"))
@@ -133,6 +138,7 @@ func TestCheckDataDir(t *testing.T) {
 		{filepath.Join(ok, "missing", "deeper"), "missing does not exist"},
 		{file, "is not a directory"},
 		{openTunnels, "tunnels is writable by group or others"},
+		{stickyTunnels, "tunnels is writable by group or others"},
 		{linkedTunnels, "tunnels is a symbolic link; it must be a directory (to keep the state elsewhere, make data_dir itself the link)"},
 	} {
 		if err := checkDataDir(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
