@@ -210,3 +210,19 @@ func TestStateLoadDiscardsMisnamedRecord(t *testing.T) {
 		t.Errorf("misnamed file kept: %v", err)
 	}
 }
+
+// A save that fails at its rename (here: the name is a directory's) says so,
+// and leaves no temporary file, which holds the tunnel's tokens, behind.
+func TestSaveFailureLeavesNoTemporary(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	if err := os.MkdirAll(filepath.Join(path, "in-the-way"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(path, []byte("{}\n")); err == nil {
+		t.Errorf("writeFileAtomic onto a directory = nil, want its error")
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 1 {
+		t.Errorf("the directory holds %d entries after a failed save, want 1 (the directory in the way)", len(left))
+	}
+}
