@@ -236,3 +236,25 @@ func tcpSocketUID(t *testing.T, local, remote net.Addr) int {
 	t.Fatalf("no socket from %v to %v in /proc/net/tcp", local, remote)
 	return -1
 }
+
+// TestLocalForwardIsTheUsersUID: the socket of a local forward is the user's
+// uid, not the user's primary gid taken for one: alice's primary group here
+// is not numbered as her uid.
+func TestLocalForwardIsTheUsersUID(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		s.dial = nil // the real dial; the destination is 127.0.0.1's
+		b, err := os.ReadFile(s.PasswdFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, s.PasswdFile, strings.Replace(string(b), "alice:x:1000:1000:", "alice:x:1000:1004:", 1))
+	})
+	addr, conns := acceptor(t)
+	ch := openDirect(t, e.login("alice"), addr)
+	c := recvConn(t, conns)
+	if uid := tcpSocketUID(t, c.RemoteAddr(), c.LocalAddr()); uid != 1000 {
+		t.Errorf("alice's forward connects with a socket of uid %d, want 1000 (gid 1004)", uid)
+	}
+	ch.Close()
+}
