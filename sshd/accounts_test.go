@@ -11,6 +11,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
+// TestParsePasswd: lines that are not passwd(5) entries are skipped, not read
+// as some other account: a commented-out one, one with a field too many, ids
+// that do not fit 32 bits (4294967296 is not uid 0) or are not numbers.
 func TestParsePasswd(t *testing.T) {
 	data := `# BusyBox style
 root:x:0:0:root:/root:/bin/ash
@@ -18,6 +21,11 @@ root:x:0:0:root:/root:/bin/ash
 daemon:*:1:1:daemon:/usr/sbin:/bin/false
 broken:x:notanumber:0::/:/bin/sh
 short:x:5:5
+#old:x:0:0:commented out:/root:/bin/sh
+long:x:6:6::/:/bin/sh:extra
+wrap:x:4294967296:0::/:/bin/sh
+badgid:x:7:root::/:/bin/sh
+biggid:x:8:4294967296::/:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
 `
 	got, _, err := parsePasswd(strings.NewReader(data))
