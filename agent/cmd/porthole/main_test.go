@@ -395,12 +395,16 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 	}
 
 	// A proxy that fails is named, not the service: an https:// proxy that
-	// answers in plain HTTP, and one whose name does not resolve.
+	// answers in plain HTTP, and one whose name does not resolve. The
+	// endpoint is one Go's resolver refuses without asking DNS (a label
+	// ending in -): were the proxy not used, nothing would leave this
+	// machine.
+	const unresolvable = "x-.invalid"
 	for _, tc := range []struct{ proxy, want string }{
 		{"https://" + plain.Listener.Addr().String(), "a plain proxy is http://, not https://"},
 		{"http://x-.invalid:3128", "the HTTPS proxy cannot be reached"},
 	} {
-		code, _, errs = runCmd(t, nil, "connect", "--region", "us-east-1", "--https-proxy", tc.proxy, "--token-file", tokenFile, "-L", "SSH=0")
+		code, _, errs = runCmd(t, nil, "connect", "--endpoint", unresolvable, "--https-proxy", tc.proxy, "--token-file", tokenFile, "-L", "SSH=0")
 		if code != exitRuntime || !strings.Contains(errs, tc.want) {
 			t.Fatalf("--https-proxy %s: exit %d, stderr %q; want %d and %q", tc.proxy, code, errs, exitRuntime, tc.want)
 		}
@@ -417,7 +421,7 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 		{auth.URL, "it wants a user name and password: put them in the proxy URL"},
 		{"http://u:secret-pass@" + auth.Listener.Addr().String(), "it refused the user name and password"},
 	} {
-		code, _, errs = runCmd(t, nil, "connect", "--region", "us-east-1", "--https-proxy", tc.proxy, "--token-file", tokenFile, "-L", "SSH=0")
+		code, _, errs = runCmd(t, nil, "connect", "--endpoint", unresolvable, "--https-proxy", tc.proxy, "--token-file", tokenFile, "-L", "SSH=0")
 		if code != exitUsage || !strings.Contains(errs, tc.want) || strings.Contains(errs, "secret-pass") {
 			t.Fatalf("--https-proxy %s answering 407: exit %d, stderr %q; want %d and %q, no password", tc.proxy, code, errs, exitUsage, tc.want)
 		}
