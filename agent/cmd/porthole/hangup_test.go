@@ -266,7 +266,7 @@ func startStdioChild(t *testing.T) *stdioChild {
 	}
 	c.inW, c.outR = inW, outR
 	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = inR, outW, c.stderr
-	err = c.cmd.Start()
+	err = startHangupDefault(c.cmd)
 	inR.Close()
 	outW.Close()
 	if err != nil {
