@@ -458,6 +458,10 @@ func TestDataDirTheAgentMayNotOpen(t *testing.T) {
 	}{
 		{"root's, 0700", 0, 0o700, " belongs to uid 0 (mode 0700) and the agent runs as uid 65534, which may not open it: chown -R 65534 DIR, or run the agent as uid 0"},
 		{"its own, 0000", nobody, 0, " has mode 0000, which does not let its owner, the agent's user (uid 65534), open it: chmod 700 DIR"},
+		// access(2) is asked for both: without x (0600) no file in it can be
+		// reached, without r (0300) the lock cannot open it.
+		{"its own, 0600", nobody, 0o600, " has mode 0600, which does not let its owner, the agent's user (uid 65534), open it: chmod 700 DIR"},
+		{"its own, 0300", nobody, 0o300, " has mode 0300, which does not let its owner, the agent's user (uid 65534), open it: chmod 700 DIR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dev, bin := nobodyDevice(t)
