@@ -158,6 +158,22 @@ func TestStateSaveTemporaryIsOneLoadRemoves(t *testing.T) {
 	}
 }
 
+// tokenKey names the saved tunnels' files and porthole connect's cached
+// client tokens: one that changed with a new version would discard the live
+// tunnels' state at the first start after an update (misnamed records), and
+// connect would no longer find the client tokens it cached. Its values are
+// pinned: sha256's first 12 bytes, in hex.
+func TestTokenKeyStable(t *testing.T) {
+	for _, tc := range []struct{ token, want string }{
+		{"live", "247610f4dedd4ab7247d07db"},
+		{"a-destination-token", "6acc74366f7d5c437a97f6f0"},
+	} {
+		if got := tokenKey(tc.token); got != tc.want {
+			t.Errorf("tokenKey(%q) = %s, want %s", tc.token, got, tc.want)
+		}
+	}
+}
+
 // A record load cannot read is not known to be corrupt (out of descriptors,
 // an I/O error of the flash): it is reported and kept for a later start, where
 // it may resume its tunnel; corrupt ones are removed (TestStateStore). A
