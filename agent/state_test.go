@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -295,5 +297,37 @@ func TestSaveFailureLeavesNoTemporary(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 1 {
 		t.Errorf("the directory holds %d entries after a failed save, want 1 (the directory in the way)", len(left))
+	}
+}
+
+// A save that runs out of space (full flash) fails, and leaves the old file as
+// it was and no temporary file: with the write's error ignored, a truncated
+// file would replace the good one. A tmpfs of 16 KiB is the full disk.
+func TestSaveOnFullDiskKeepsTheOldFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=16k,mode=0700"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mounting a tmpfs of 16 KiB on %s: %v; CI runs as root", dir, err)
+		}
+		t.Skipf("mounting a tmpfs of 16 KiB on %s: %v; run as root (CI does)", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+	})
+	path := filepath.Join(dir, "state.json")
+	old := []byte(`{"access_token":"old"}` + "\n")
+	if err := writeFileAtomic(path, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(path, bytes.Repeat([]byte("x"), 64<<10)); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("writeFileAtomic of 64 KiB on a 16 KiB tmpfs = %v, want ENOSPC", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, old) {
+		t.Errorf("after the failed save the file holds %d bytes (%v), want the old %d", len(b), err, len(old))
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 1 {
+		t.Errorf("the directory holds %v after a failed save, want the old file alone", left)
 	}
 }
