@@ -137,6 +137,10 @@ func TestCheckDataDir(t *testing.T) {
 		{under, "open is writable by group or others"},
 		{filepath.Join(ok, "missing", "deeper"), "missing does not exist"},
 		{file, "is not a directory"},
+		// lstat's errors other than a missing name (ENAMETOOLONG: a name past
+		// NAME_MAX, 255 bytes) fail the check: the walk did not get through.
+		{filepath.Join(ok, strings.Repeat("x", 300)), "data_dir: lstat " + filepath.Join(ok, strings.Repeat("x", 300)) + ": file name too long"},
+		{filepath.Join(ok, strings.Repeat("x", 300), "data"), "file name too long"},
 		{openTunnels, "tunnels is writable by group or others"},
 		{stickyTunnels, "tunnels is writable by group or others"},
 		{linkedTunnels, "tunnels is a symbolic link; it must be a directory (to keep the state elsewhere, make data_dir itself the link)"},
