@@ -91,6 +91,28 @@ func TestLookupUser(t *testing.T) {
 	}
 }
 
+// TestFirstPasswdEntry: of two passwd lines for one name the first decides,
+// as getpwnam(3) answers (glibc's files backend stops at the first match): a
+// line appended later, with uid 0 say, gives the name neither its ids nor its
+// home.
+func TestFirstPasswdEntry(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "passwd"), "op:x:1000:1000::/home/op:/bin/sh\nop:x:0:0::/root:/bin/sh\n")
+	writeFile(t, filepath.Join(dir, "group"), "")
+	s := &Server{PasswdFile: filepath.Join(dir, "passwd"), GroupFile: filepath.Join(dir, "group"), geteuid: func() int { return 0 }}
+	a, err := s.lookupUser("op")
+	if err != nil {
+		t.Fatalf("lookupUser(op): %v", err)
+	}
+	want := account{Name: "op", UID: 1000, GID: 1000, Groups: []uint32{1000}, Home: "/home/op", Shell: "/bin/sh"}
+	if diff := cmp.Diff(want, *a); diff != "" {
+		t.Errorf("lookupUser(op) (-want +got):\n%s", diff)
+	}
+	if home, ok := s.homeOf("op"); home != "/home/op" || !ok {
+		t.Errorf("homeOf(op) = %q, %v, want /home/op, true", home, ok)
+	}
+}
+
 // TestUserFilesLongLines: an over-long line in passwd or group is skipped,
 // with one warning that does not quote it, and the lines after it
 // still count; a line bufio.Scanner refused (over 64 KiB) is no longer a
