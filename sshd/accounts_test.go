@@ -3,8 +3,10 @@ package sshd
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -110,6 +112,51 @@ func TestFirstPasswdEntry(t *testing.T) {
 	}
 	if home, ok := s.homeOf("op"); home != "/home/op" || !ok {
 		t.Errorf("homeOf(op) = %q, %v, want /home/op, true", home, ok)
+	}
+}
+
+// TestUserFilesClosed: the passwd, shadow and group files are closed after
+// each lookup, or a server would run out of descriptors after enough logins.
+// The kernel's names for the process's descriptors (/proc/self/fd) must not
+// include them. Garbage collection is off meanwhile: an *os.File's finalizer
+// would close a leaked descriptor at the next collection and hide the leak.
+func TestUserFilesClosed(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	dir, err := filepath.EvalSymlinks(t.TempDir()) // as /proc/self/fd names it
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"passwd": "op:x:1000:1000::/home/op:/bin/sh\n",
+		"shadow": "op:*:19000:0:99999:7:::\n",
+		"group":  "adm:x:4:op\ntty:x:5:\n",
+	}
+	for name, data := range files {
+		writeFile(t, filepath.Join(dir, name), data)
+	}
+	s := &Server{PasswdFile: filepath.Join(dir, "passwd"), GroupFile: filepath.Join(dir, "group"), geteuid: func() int { return 0 }}
+	a, err := s.lookupUser("op") // passwd, shadow, group
+	if err != nil {
+		t.Fatalf("lookupUser(op): %v", err)
+	}
+	if diff := cmp.Diff([]uint32{1000, 4}, a.Groups); diff != "" {
+		t.Errorf("groups of op (-want +got):\n%s", diff)
+	}
+	if gid, ok := s.groupID("tty"); gid != 5 || !ok {
+		t.Errorf("groupID(tty) = %d, %v, want 5, true", gid, ok)
+	}
+	if home, ok := s.homeOf("op"); home != "/home/op" || !ok {
+		t.Errorf("homeOf(op) = %q, %v, want /home/op, true", home, ok)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		p, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if _, ours := files[filepath.Base(p)]; err == nil && ours && filepath.Dir(p) == dir {
+			t.Errorf("descriptor %s is still open on %s", fd.Name(), p)
+		}
 	}
 }
 
