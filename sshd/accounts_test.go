@@ -44,13 +44,17 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
 	}
 }
 
+// TestParseGroups: the groups that list a user as a member. White space
+// before a member is skipped (staff, audio), as glibc's parser does (nss
+// files-parse.c, parse_list), so initgroups(3), and with it OpenSSH, count
+// such a member too.
 func TestParseGroups(t *testing.T) {
-	data := "wheel:x:10:alice,bob\nusers:x:100:bob\nbad:x:zz:alice\nempty:x:5:\n"
+	data := "wheel:x:10:alice,bob\nusers:x:100:bob\nbad:x:zz:alice\nempty:x:5:\nstaff:x:50: alice\naudio:x:29:bob,\talice\n"
 	got, _, err := parseGroups(strings.NewReader(data), "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]uint32{10}, got); diff != "" {
+	if diff := cmp.Diff([]uint32{10, 50, 29}, got); diff != "" {
 		t.Errorf("parseGroups (-want +got):\n%s", diff)
 	}
 }
