@@ -15,7 +15,9 @@ import (
 
 // TestParsePasswd: lines that are not passwd(5) entries are skipped, not read
 // as some other account: a commented-out one, one with a field too many, ids
-// that do not fit 32 bits (4294967296 is not uid 0) or are not numbers.
+// that do not fit 32 bits (4294967296 is not uid 0) or are not numbers, one
+// without a name (an SSH client may send an empty user name; glibc's
+// getpwnam("") would answer with that line).
 func TestParsePasswd(t *testing.T) {
 	data := `# BusyBox style
 root:x:0:0:root:/root:/bin/ash
@@ -28,6 +30,7 @@ long:x:6:6::/:/bin/sh:extra
 wrap:x:4294967296:0::/:/bin/sh
 badgid:x:7:root::/:/bin/sh
 biggid:x:8:4294967296::/:/bin/sh
+:x:0:0:no name:/root:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
 `
 	got, _, err := parsePasswd(strings.NewReader(data))
