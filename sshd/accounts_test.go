@@ -50,9 +50,11 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
 // TestParseGroups: the groups that list a user as a member. White space
 // before a member is skipped (staff, audio), as glibc's parser does (nss
 // files-parse.c, parse_list), so initgroups(3), and with it OpenSSH, count
-// such a member too.
+// such a member too. A line with a field too many is skipped: glibc reads
+// its member list as "alice:more", which is not alice.
 func TestParseGroups(t *testing.T) {
-	data := "wheel:x:10:alice,bob\nusers:x:100:bob\nbad:x:zz:alice\nempty:x:5:\nstaff:x:50: alice\naudio:x:29:bob,\talice\n"
+	data := "wheel:x:10:alice,bob\nusers:x:100:bob\nbad:x:zz:alice\nempty:x:5:\nstaff:x:50: alice\naudio:x:29:bob,\talice\n" +
+		"five:x:20:alice:more\n"
 	got, _, err := parseGroups(strings.NewReader(data), "alice")
 	if err != nil {
 		t.Fatal(err)
