@@ -23,6 +23,8 @@ func shadowClock() time.Time { return time.Unix(shadowToday*24*60*60+12*60*60, 0
 // is past, or its login shell is not an executable file; "*" and empty
 // password fields are not locks (key logins of root:* must work), an empty
 // shell field means /bin/sh, and without a shadow file only the shell counts.
+// shadow(5) gives a line 9 fields, the last reserved; a line without it keeps
+// its expiry date, as glibc's parser (getspnam, hence OpenSSH) reads it.
 func TestDisabledAccounts(t *testing.T) {
 	dir := t.TempDir()
 	notExec := filepath.Join(dir, "notexec")
@@ -41,6 +43,7 @@ func TestDisabledAccounts(t *testing.T) {
 		{name: "short", shadow: "!", why: "account is locked"},
 		{name: "expired", shadow: fmt.Sprintf("*:19000:0:99999:7::%d:", shadowToday-1), why: "account has expired"},
 		{name: "epoch", shadow: "*:19000:0:99999:7::0:", why: "account has expired"},
+		{name: "noreserved", shadow: fmt.Sprintf("*:19000:0:99999:7::%d", shadowToday-1), why: "account has expired"},
 		{name: "lastday", shadow: fmt.Sprintf("*:19000:0:99999:7::%d:", shadowToday)},
 		{name: "later", shadow: fmt.Sprintf("*:19000:0:99999:7::%d:", shadowToday+1)},
 		{name: "noexpiry", shadow: "*:19000:0:99999:7:::"},
