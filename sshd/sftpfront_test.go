@@ -405,6 +405,39 @@ func TestSFTPFsync(t *testing.T) {
 	}
 }
 
+// TestSFTPFsyncWriteBackError: a failed fsync(2) (a write-back error, EIO)
+// is the reply to fsync@openssh.com, as from sftp-server, so that sftp's put
+// -f says the upload is not safe on disk; and the descriptor the file was
+// opened again with is closed, not left open for each fsync of a session.
+func TestSFTPFsyncWriteBackError(t *testing.T) {
+	old := fsyncFile
+	t.Cleanup(func() { fsyncFile = old })
+	var flushed []*os.File // the seam runs in the front's goroutine, before the reply
+	fsyncFile = func(f *os.File) error {
+		flushed = append(flushed, f)
+		return syscall.EIO
+	}
+	const create = 0x02 | 0x08 | 0x10 // WRITE, CREAT, TRUNC
+	replies := sftpReplies(t, runSFTPStream(t, bytes.Join([][]byte{
+		sftpPacket(1, uint32(3)),
+		sftpPacket(sftpOpen, uint32(2), "f.bin", uint32(create), uint32(0)),
+		sftpPacket(sftpExt, uint32(3), fsyncExt, "1"),
+	}, nil)))
+	if len(replies) != 3 {
+		t.Fatalf("%d replies, want VERSION and two", len(replies))
+	}
+	sftpStatuses(t, replies[2:], [2]uint32{3, sftpFailure})
+	if !bytes.Contains(replies[2], []byte(syscall.EIO.Error())) {
+		t.Errorf("reply to fsync %q, want it to say %q", replies[2], syscall.EIO.Error())
+	}
+	if len(flushed) != 1 {
+		t.Fatalf("fsync(2) ran %d times, want once", len(flushed))
+	}
+	if err := flushed[0].Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("the descriptor fsync(2) was given is still open after the reply (Close: %v)", err)
+	}
+}
+
 // TestSFTPReaddirNotADirectory: READDIR with a file's handle, or one never
 // opened, is "failure", as sftp-server answers it.
 func TestSFTPReaddirNotADirectory(t *testing.T) {
