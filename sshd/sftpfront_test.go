@@ -765,6 +765,58 @@ func TestSFTPAppendWritesAtTheEnd(t *testing.T) {
 	}
 }
 
+// descriptorsOn counts this process's descriptors open on path, as
+// /proc/self/fd names their files.
+func descriptorsOn(t *testing.T, path string) (n int) {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range fds {
+		if p, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && p == path {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSFTPSessionKeepsNoDescriptors: a session leaves no descriptor open on
+// the files it appended to and the directories it listed, closed or not
+// (the client may go with a directory still open): on a router with Linux's
+// default 4096 descriptors, each WRITE to append or each listing would keep
+// one of the agent's, which its tunnels and logins need, until the garbage
+// collector happened to close it.
+func TestSFTPSessionKeepsNoDescriptors(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "left-open"), 0o755)
+	os.Mkdir(filepath.Join(dir, "closed"), 0o755)
+	const appendFlags = 0x02 | 0x04 | 0x08 // WRITE, APPEND, CREAT
+	replies := sftpReplies(t, runSFTPStreamIn(t, dir, bytes.Join([][]byte{
+		sftpPacket(1, uint32(3)),
+		sftpPacket(sftpOpen, uint32(2), "log", uint32(appendFlags), uint32(0)),
+		sftpPacket(sftpExt, uint32(3), limitsExt), // the OPEN is answered before the WRITEs
+		sftpPacket(sftpWrite, uint32(4), "1", uint64(0), "line1\n"),
+		sftpPacket(sftpWrite, uint32(5), "1", uint64(0), "line2\n"),
+		sftpPacket(sftpClose, uint32(6), "1"),
+		sftpPacket(sftpOpendir, uint32(7), "left-open"),
+		sftpPacket(sftpOpendir, uint32(8), "closed"),
+		sftpPacket(sftpClose, uint32(9), "d2"),
+	}, nil)))
+	if len(replies) != 9 {
+		t.Fatalf("%d replies, want VERSION and eight", len(replies))
+	}
+	sftpStatuses(t, replies[3:6], [2]uint32{4, sftpOK}, [2]uint32{5, sftpOK}, [2]uint32{6, sftpOK})
+	if b, _ := os.ReadFile(filepath.Join(dir, "log")); string(b) != "line1\nline2\n" {
+		t.Errorf("appended: %q", b)
+	}
+	for _, name := range []string{"log", "left-open", "closed"} {
+		if n := descriptorsOn(t, filepath.Join(dir, name)); n != 0 {
+			t.Errorf("%d descriptors still open on %s after the session", n, name)
+		}
+	}
+}
+
 // TestSFTPStatAccessTime: STAT and LSTAT report the file's access time, as
 // sftp-server does (and as READDIR and scp -p here do). pkg/sftp reports the
 // modification time in its place, so every client that preserves times on a
