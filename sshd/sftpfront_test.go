@@ -325,6 +325,65 @@ func TestSFTPUsersGroupsByID(t *testing.T) {
 	}
 }
 
+// TestSFTPUsersGroupsByIDNamed: with a Server, users-groups-by-id names
+// uids from its passwd file and gids from its group file, the first name of
+// an id winning (as in listings and as getpwuid(3) answers), "" for an id a
+// file does not name; and the group file is not left open.
+func TestSFTPUsersGroupsByIDNamed(t *testing.T) {
+	dir := t.TempDir()
+	passwd, group := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
+	writeFile(t, passwd, "zz-first:x:4242:4343::/:/bin/sh\nzz-second:x:4242:4343::/:/bin/sh\n")
+	writeFile(t, group, "zz-group:x:4343:\nzz-glater:x:4343:\nzz-g4242:x:4242:\n")
+	s := newSFTPFront(bytes.NewReader(nil), io.Discard, dir, nil, &Server{PasswdFile: passwd, GroupFile: group})
+	ids := func(n ...uint32) string {
+		var b []byte
+		for _, v := range n {
+			b = binary.BigEndian.AppendUint32(b, v)
+		}
+		return string(b)
+	}
+	names := func(n ...string) string {
+		var b []byte
+		for _, v := range n {
+			b = append(b, gossh.Marshal(struct{ S string }{v})...)
+		}
+		return string(b)
+	}
+	reply := s.usersGroups(5, gossh.Marshal(struct{ UIDs, GIDs string }{ids(4242, 7), ids(4343, 4242, 7)}))
+	var got struct {
+		ID            uint32
+		Users, Groups string
+	}
+	if reply[4] != sftpExtReply || gossh.Unmarshal(reply[5:], &got) != nil {
+		t.Fatalf("reply to users-groups-by-id: %q", reply)
+	}
+	if want := names("zz-first", ""); got.Users != want {
+		t.Errorf("users %q, want %q", got.Users, want)
+	}
+	if want := names("zz-group", "zz-g4242", ""); got.Groups != want {
+		t.Errorf("groups %q, want %q", got.Groups, want)
+	}
+	// Ids not whole uint32s, in either list, are refused.
+	sftpStatuses(t, [][]byte{s.usersGroups(6, gossh.Marshal(struct{ UIDs, GIDs string }{ids(4242), "abc"}))[4:]},
+		[2]uint32{6, sftpFailure})
+	// A listing names the owner from passwd and the group from group (told
+	// apart where the test may give a file another owner and group).
+	if os.Geteuid() == 0 {
+		writeFile(t, filepath.Join(dir, "f"), "x")
+		if err := os.Lchown(filepath.Join(dir, "f"), 4242, 4343); err != nil {
+			t.Fatal(err)
+		}
+		reply = s.readdir(8, string(s.opendir(7, dir)[13:]))
+		s.closeDirs()
+		if want := " zz-first zz-group "; !bytes.Contains(reply, []byte(want)) {
+			t.Errorf("listing %q: no long name with %q", reply, want)
+		}
+	}
+	if n := descriptorsOn(t, group); n != 0 {
+		t.Errorf("%d descriptors left open on the group file", n)
+	}
+}
+
 // fsyncCalls replaces the seams through which fsync@openssh.com flushes and
 // records the calls: the path and size of each file fsync(2) was given
 // (from the descriptor) and the number of sync(2) calls.
