@@ -936,16 +936,18 @@ func TestSFTPPosixRenameAsRename(t *testing.T) {
 		sftpPacket(200, uint32(5), "posix-rename@openssh.com", "g", "nodir/"),
 		sftpPacket(200, uint32(6), "hardlink@openssh.com", "dir/x", "deep/../y"),
 		sftpPacket(200, uint32(7), "hardlink@openssh.com", "g", "nodir2/"),
+		// link(2) of a directory: EPERM, "permission denied" as from sftp-server.
+		sftpPacket(200, uint32(8), "hardlink@openssh.com", "same", "samelink"),
 	)
 	var replies [][]byte
-	for range 6 {
+	for range 7 {
 		replies = append(replies, l.recv(t))
 	}
 	sftpStatuses(t, replies, [2]uint32{2, sftpOK}, [2]uint32{3, sftpOK}, [2]uint32{4, sftpOK}, [2]uint32{5, sftpNoSuchFile},
-		[2]uint32{6, sftpOK}, [2]uint32{7, sftpNoSuchFile})
+		[2]uint32{6, sftpOK}, [2]uint32{7, sftpNoSuchFile}, [2]uint32{8, sftpPermissionDenied})
 	for name, exists := range map[string]bool{
 		"empty/inner": true, "src": false, "same": true, "dir/x": true, "x": false, "g": true, "nodir": false,
-		"dir/y": true, "y": false, "nodir2": false,
+		"dir/y": true, "y": false, "nodir2": false, "samelink": false,
 	} {
 		if _, err := os.Lstat(filepath.Join(dir, name)); (err == nil) != exists {
 			t.Errorf("%s: Lstat = %v; want it to exist: %v", name, err, exists)
