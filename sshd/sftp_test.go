@@ -261,6 +261,13 @@ func TestLongName(t *testing.T) {
 		{syscall.S_IFREG | syscall.S_ISUID | syscall.S_ISGID | 0o644, now, "-rwSr-Sr--    1 4242     4343            7 Nov 30 12:00 name"},
 		{syscall.S_IFLNK | 0o777, now, "lrwxrwxrwx    1 4242     4343            7 Nov 30 12:00 name"},
 		{syscall.S_IFIFO | 0o600, now, "prw-------    1 4242     4343            7 Nov 30 12:00 name"},
+		// The kinds of file /dev holds, and set-id bits over execute bits.
+		{syscall.S_IFCHR | 0o620, now, "crw--w----    1 4242     4343            7 Nov 30 12:00 name"},
+		{syscall.S_IFBLK | 0o660, now, "brw-rw----    1 4242     4343            7 Nov 30 12:00 name"},
+		{syscall.S_IFSOCK | 0o755, now, "srwxr-xr-x    1 4242     4343            7 Nov 30 12:00 name"},
+		{syscall.S_IFREG | syscall.S_ISUID | 0o4755, now, "-rwsr-xr-x    1 4242     4343            7 Nov 30 12:00 name"},
+		{syscall.S_IFDIR | syscall.S_ISGID | 0o2750, now, "drwxr-s---    1 4242     4343            7 Nov 30 12:00 name"},
+		{syscall.S_IFREG | syscall.S_ISGID | 0o2705, now, "-rwx--Sr-x    1 4242     4343            7 Nov 30 12:00 name"},
 	} {
 		st := unix.Stat_t{Mode: tc.mode, Nlink: 1, Uid: 4242, Gid: 4343, Size: 7}
 		if got := longName("name", &st, tc.mtime.Unix(), "4242", "4343", now); got != tc.want {
