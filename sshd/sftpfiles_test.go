@@ -429,3 +429,29 @@ func TestSFTPCopyDataHugeLength(t *testing.T) {
 		t.Errorf("dst = %q (%v), want \"urce\"", got, err)
 	}
 }
+
+// fsync@openssh.com of a file read-only for the agent's user (put -p gives
+// the copy the original's mode 0444 before put -f's fsync) flushes it with
+// fsync(2), which reports a failed write-back, not only with sync(2): the
+// file is opened again to read, which its mode allows.
+func TestSFTPFsyncReadOnlyForTheUser(t *testing.T) {
+	if !asNonRoot(t) {
+		return
+	}
+	calls := recordFsyncs(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ro.bin"), []byte("data"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	l := newSFTPLive(t, dir)
+	h := l.open(t, "ro.bin", sftpFlagRead)
+	l.send(t, sftpPacket(sftpExt, uint32(2), fsyncExt, h))
+	if code, msg := l.status(t, "fsync", 2); code != sftpOK {
+		t.Errorf("fsync of a read-only file: code %d %q, want OK", code, msg)
+	}
+	calls.mu.Lock()
+	defer calls.mu.Unlock()
+	if len(calls.files) != 1 || !strings.HasSuffix(calls.files[0], "/ro.bin 4") || calls.syncs != 0 {
+		t.Errorf("flushed: fsync %q, sync %d; want fsync of ro.bin and no sync", calls.files, calls.syncs)
+	}
+}
