@@ -432,62 +432,6 @@ func TestStdio(t *testing.T) {
 	}
 }
 
-// TestStdioOlderFormats: RunStdio (porthole connect --stdio) carries its
-// connection to an older destination as a listener's and DialService's would
-// (TestSourceDialServiceOlderFormats): no service id towards a V1 one (which
-// serves one service), and the service's id towards a V2 one, where the id
-// picks the target.
-func TestStdioOlderFormats(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		services []string
-		dial     string
-		st       func(targets tunnel.Targets) setup
-	}{
-		{"V1", []string{"SSH"}, "SSH", func(tg tunnel.Targets) setup {
-			return setup{services: []string{"SSH"}, targets: tg, protocol: tunnel.V1, peer: tunnel.V1, noSource: true,
-				dstTweak: func(d *tunnel.Destination) { d.DefaultService = "SSH" }}
-		}},
-		{"V2", []string{"SSH", "WEB"}, "WEB", func(tg tunnel.Targets) setup {
-			return setup{services: []string{"SSH", "WEB"}, targets: tg, protocol: tunnel.V2, peer: tunnel.V2, noSource: true}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			// Each target answers with a byte of its own: the wrong one fails the round trip.
-			tg := tunnel.Targets{}
-			for i, svc := range tc.services {
-				tg[svc] = echoServer(t, byte(0x60+i))
-			}
-			h := newHarness(t, tc.st(tg))
-			src := &tunnel.Source{Config: h.Src.Config, PeerVersion: h.Src.PeerVersion}
-			inR, inW := io.Pipe()
-			defer inW.Close()
-			outR, outW := io.Pipe()
-			errc := make(chan error, 1)
-			go func() {
-				errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), tc.dial, inR, outW)
-				outW.Close()
-			}()
-			msg := []byte(strings.Repeat("stdio to an older destination ", 2000))
-			go inW.Write(msg)
-			got := make([]byte, len(msg))
-			if _, err := io.ReadFull(outR, got); err != nil {
-				t.Fatalf("RunStdio(%s) to a %s destination: reading: %v (RunStdio = %v)", tc.dial, tc.name, err, <-errc)
-			}
-			key := byte(0x60 + len(tc.services) - 1)
-			for i := range got {
-				if got[i] != msg[i]^key {
-					t.Fatalf("RunStdio(%s) to a %s destination: byte %d = %#x, want %#x", tc.dial, tc.name, i, got[i], msg[i]^key)
-				}
-			}
-			inW.Close() // EOF on stdin ends the connection and RunStdio
-			if err := <-errc; err != nil {
-				t.Fatalf("RunStdio(%s) to a %s destination = %v", tc.dial, tc.name, err)
-			}
-		})
-	}
-}
-
 // TestStdioStopped: RunStdio says how ctx's end found its connection. Ended
 // with it open, what it carried may be cut short (ErrStoppedOpen: porthole
 // connect --stdio stopped by hand exits 2); ended after the connection did

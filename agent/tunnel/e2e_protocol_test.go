@@ -245,10 +245,11 @@ func TestSourceDialService(t *testing.T) {
 	}
 }
 
-// TestSourceDialServiceOlderFormats: DialService carries a connection to an
-// older destination as a listener's would: no service id towards a V1 one
-// (which serves one service), and the service's id towards a V2 one, where
-// the id picks the target.
+// TestSourceDialServiceOlderFormats: DialService, and RunStdio (porthole
+// connect --stdio), carry a connection to an older destination as a
+// listener's would: no service id towards a V1 one (which serves one
+// service), and the service's id towards a V2 one, where the id picks the
+// target.
 func TestSourceDialServiceOlderFormats(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -264,21 +265,54 @@ func TestSourceDialServiceOlderFormats(t *testing.T) {
 			return setup{services: []string{"SSH", "WEB"}, targets: tg, protocol: tunnel.V2, peer: tunnel.V2}
 		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			// Each target answers with a byte of its own: the wrong one fails the round trip.
+		// Each target answers with a byte of its own: the wrong one fails the round trip.
+		key := byte(0x60 + len(tc.services) - 1)
+		harness := func(t *testing.T, noSource bool) *harness {
 			tg := tunnel.Targets{}
 			for i, svc := range tc.services {
 				tg[svc] = echoServer(t, byte(0x60+i))
 			}
-			h := newHarness(t, tc.st(tg))
+			st := tc.st(tg)
+			st.noSource = noSource
+			return newHarness(t, st)
+		}
+		t.Run(tc.name+"/DialService", func(t *testing.T) {
+			h := harness(t, false)
 			h.addr(tc.dial) // the source is up and has the tunnel's services
 			c, err := h.Src.DialService(ctxTimeout(t, 10*time.Second), tc.dial)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			if err := roundTripConn(c, byte(0x60+len(tc.services)-1), 64<<10); err != nil {
+			if err := roundTripConn(c, key, 64<<10); err != nil {
 				t.Fatalf("DialService(%s) to a %s destination: %v", tc.dial, tc.name, err)
+			}
+		})
+		t.Run(tc.name+"/stdio", func(t *testing.T) {
+			h := harness(t, true) // the stdio source is the tunnel's only one
+			src := &tunnel.Source{Config: h.Src.Config, PeerVersion: h.Src.PeerVersion}
+			inR, inW := io.Pipe()
+			defer inW.Close()
+			outR, outW := io.Pipe()
+			errc := make(chan error, 1)
+			go func() {
+				errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), tc.dial, inR, outW)
+				outW.Close()
+			}()
+			msg := []byte(strings.Repeat("stdio to an older destination ", 2000))
+			go inW.Write(msg)
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(outR, got); err != nil {
+				t.Fatalf("RunStdio(%s) to a %s destination: reading: %v (RunStdio = %v)", tc.dial, tc.name, err, <-errc)
+			}
+			for i := range got {
+				if got[i] != msg[i]^key {
+					t.Fatalf("RunStdio(%s) to a %s destination: byte %d = %#x, want %#x", tc.dial, tc.name, i, got[i], msg[i]^key)
+				}
+			}
+			inW.Close() // EOF on stdin ends the connection and RunStdio
+			if err := <-errc; err != nil {
+				t.Fatalf("RunStdio(%s) to a %s destination = %v", tc.dial, tc.name, err)
 			}
 		})
 	}
