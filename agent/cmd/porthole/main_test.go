@@ -173,24 +173,29 @@ func TestConnectUsage(t *testing.T) {
 	// Each refusal is given where, were its check gone, connect would dial
 	// nothing beyond this machine: no -L where the check comes before
 	// "nothing to do", and an endpoint on 127.0.0.1 where it needs -L.
+	// "nothing to do" is checked here too, and every run below stops at it:
+	// were it gone, each would go on to dial. So the regions and host names
+	// are ones Go's resolver refuses without asking DNS (a label ending in
+	// -): data.tunneling.iot.x-.amazonaws.com, x-.invalid.
+	const noRegion, noHost = "x-", "x-.invalid"
 	t.Setenv("AWSIOT_TUNNEL_ACCESS_TOKEN", "")
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"connect", "--region", "us-east-1"}, "no access token"},
+		{[]string{"connect", "--region", noRegion}, "no access token"},
 		{[]string{"connect", "--token", "t"}, "exactly one of --region and --endpoint"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--endpoint", "h"}, "exactly one"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1"}, "nothing to do"},
+		{[]string{"connect", "--token", "t", "--region", noRegion, "--endpoint", "h"}, "exactly one"},
+		{[]string{"connect", "--token", "t", "--region", noRegion}, "nothing to do"},
 		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "--stdio", "SSH", "-L", "SSH=1"}, "give either -L or --stdio, not both"},
 		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "-L", "SSH=x"}, "listen address"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--destination-client-type", "V4"}, "V1, V2 or V3"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--destination-client-type", "v3"}, "V1, V2 or V3"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--destination-client-type", "V1"}, "nothing to do"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--destination-client-type", "V2"}, "nothing to do"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--destination-client-type", "V3"}, "nothing to do"},
-		{[]string{"connect", "--token-file", "/nonexistent", "--region", "us-east-1"}, "token file"},
-		{[]string{"connect", "--token", "t", "--region", "us-east-1", "--https-proxy", "socks5://x"}, "--https-proxy"},
+		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "V4"}, "V1, V2 or V3"},
+		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "v3"}, "V1, V2 or V3"},
+		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "V1"}, "nothing to do"},
+		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "V2"}, "nothing to do"},
+		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "V3"}, "nothing to do"},
+		{[]string{"connect", "--token-file", "/nonexistent", "--region", noRegion}, "token file"},
+		{[]string{"connect", "--token", "t", "--region", noRegion, "--https-proxy", "socks5://x"}, "--https-proxy"},
 		{[]string{"connect", "--token", "t", "--endpoint", "ws://127.0.0.1:1", "-L", "1"}, "--allow-insecure-websocket"},
 		{[]string{"connect", "--token", "t", "--endpoint", "a b"}, "porthole connect: endpoint host \"a b\" is not a valid host"},
 		{[]string{"connect", "--token", "t", "--region", "US_EAST"}, "porthole connect: region \"US_EAST\" is not a valid region"},
@@ -198,8 +203,8 @@ func TestConnectUsage(t *testing.T) {
 		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "-L", "2222", "-L", "SSH=2223"}, "cannot be mixed with SERVICE=[addr:]port"},
 		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "-L", "SSH=2222", "-L", "2223"}, "cannot be mixed with SERVICE=[addr:]port"},
 		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "-L", "SSH=99999"}, "listen port 99999 is out of range (0-65535)"},
-		{[]string{"connect", "--token-file", "/dev/zero", "--region", "us-east-1"}, "larger than 16 KiB, not an access token"},
-		{[]string{"connect", "--token-file", writeToken(t, `{"tunnelId":"x","sourceAccessToken":"AQGAAXsecret"}`), "--region", "us-east-1"},
+		{[]string{"connect", "--token-file", "/dev/zero", "--region", noRegion}, "larger than 16 KiB, not an access token"},
+		{[]string{"connect", "--token-file", writeToken(t, `{"tunnelId":"x","sourceAccessToken":"AQGAAXsecret"}`), "--region", noRegion},
 			"holds JSON (open-tunnel's answer?): write only the source token to it, e.g. with jq -r .sourceAccessToken"},
 	} {
 		code, _, errs := runCmd(t, nil, tc.args...)
@@ -211,17 +216,17 @@ func TestConnectUsage(t *testing.T) {
 		}
 	}
 	// --token works but warns that argv is visible.
-	_, _, errs := runCmd(t, nil, "connect", "--token", "t", "--region", "us-east-1")
+	_, _, errs := runCmd(t, nil, "connect", "--token", "t", "--region", noRegion)
 	if !strings.Contains(errs, "process list") {
 		t.Errorf("--token gave no warning: %q", errs)
 	}
 	// So does a password in --https-proxy, without showing it; a user name
 	// alone does not.
 	for _, tc := range []struct{ proxy, warn string }{
-		{"http://user:S3cretPw@proxy.example.com:3128", "process list"},
-		{"http://user@proxy.example.com:3128", ""},
+		{"http://user:S3cretPw@" + noHost + ":3128", "process list"},
+		{"http://user@" + noHost + ":3128", ""},
 	} {
-		_, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", "us-east-1", "--https-proxy", tc.proxy)
+		_, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", noRegion, "--https-proxy", tc.proxy)
 		if strings.Contains(errs, "process list") != (tc.warn != "") || strings.Contains(errs, "S3cretPw") {
 			t.Errorf("--https-proxy %s: stderr %q, want a warning %q without the password", tc.proxy, errs, tc.warn)
 		}
@@ -229,7 +234,7 @@ func TestConnectUsage(t *testing.T) {
 	// A token file other users can read works, with a warning.
 	shared := writeToken(t, "AQGAAXtoken")
 	os.Chmod(shared, 0o644)
-	if _, _, errs := runCmd(t, nil, "connect", "--token-file", shared, "--region", "us-east-1"); !strings.Contains(errs, "readable by other users") {
+	if _, _, errs := runCmd(t, nil, "connect", "--token-file", shared, "--region", noRegion); !strings.Contains(errs, "readable by other users") {
 		t.Errorf("a 0644 token file gave no warning: %q", errs)
 	}
 	// Turning verification off warns, unless the endpoint is this machine.
@@ -237,11 +242,11 @@ func TestConnectUsage(t *testing.T) {
 		args []string
 		warn string
 	}{
-		{[]string{"--endpoint", "tunnel.example.com", "--insecure-skip-verify"}, "certificate is not checked"},
-		{[]string{"--endpoint", "ws://tunnel.example.com:80", "--allow-insecure-websocket"}, "cross the network unencrypted"},
-		{[]string{"--endpoint", "WS://tunnel.example.com:80", "--allow-insecure-websocket"}, "cross the network unencrypted"},
-		{[]string{"--endpoint", "http://tunnel.example.com:80", "--allow-insecure-websocket"}, "cross the network unencrypted"},
-		{[]string{"--endpoint", "127.0.0.1:8443", "--insecure-skip-verify", "--https-proxy", "http://proxy.example.com:3128"}, "certificate is not checked"},
+		{[]string{"--endpoint", noHost, "--insecure-skip-verify"}, "certificate is not checked"},
+		{[]string{"--endpoint", "ws://" + noHost + ":80", "--allow-insecure-websocket"}, "cross the network unencrypted"},
+		{[]string{"--endpoint", "WS://" + noHost + ":80", "--allow-insecure-websocket"}, "cross the network unencrypted"},
+		{[]string{"--endpoint", "http://" + noHost + ":80", "--allow-insecure-websocket"}, "cross the network unencrypted"},
+		{[]string{"--endpoint", "127.0.0.1:8443", "--insecure-skip-verify", "--https-proxy", "http://" + noHost + ":3128"}, "certificate is not checked"},
 		{[]string{"--endpoint", "127.0.0.1:8443", "--insecure-skip-verify"}, ""},
 		{[]string{"--endpoint", "ws://localhost:8080", "--allow-insecure-websocket"}, ""},
 		{[]string{"--endpoint", "LocalHost:8443", "--insecure-skip-verify"}, ""},
