@@ -90,7 +90,7 @@ func startBroker(t *testing.T, pki *mqtttest.PKI, eventTopic string, acl mqtt.Ho
 
 func (b *broker) notify(t *testing.T, thing, token string, services ...string) {
 	t.Helper()
-	p, _ := json.Marshal(map[string]any{"clientAccessToken": token, "clientMode": "destination", "region": "us-east-1", "services": services})
+	p, _ := json.Marshal(map[string]any{"clientAccessToken": token, "clientMode": "destination", "region": testRegion, "services": services})
 	if err := b.srv.Publish("$aws/things/"+thing+"/tunnels/notify", p, false, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +396,7 @@ func TestAgentRejectsBadNotification(t *testing.T) {
 	e := newAgentEnv(t)
 	e.start(t)
 	tun := e.fake.OpenTunnel("SSH")
-	p := []byte(`{"clientAccessToken":"` + tun.DestinationToken + `","clientMode":"source","region":"us-east-1","services":["SSH"]}`)
+	p := []byte(`{"clientAccessToken":"` + tun.DestinationToken + `","clientMode":"source","region":"` + testRegion + `","services":["SSH"]}`)
 	if err := e.broker.srv.Publish("$aws/things/dev-1/tunnels/notify", p, false, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -703,7 +703,7 @@ func TestReloadAppliesLogins(t *testing.T) {
 // which joins its tunnel; one whose tunnel is saved already keeps its file.
 func TestNotificationWhileStoppingKept(t *testing.T) {
 	a := stoppedAgent(t)
-	n := notify.Notification{ClientAccessToken: "AQGAAXnew-token", ClientMode: "destination", Region: "us-east-1", Services: []string{"SSH"}}
+	n := notify.Notification{ClientAccessToken: "AQGAAXnew-token", ClientMode: "destination", Region: testRegion, Services: []string{"SSH"}}
 	a.notified(n)
 	saved, _, errs := a.store.load(time.Now())
 	if len(errs) != 0 || len(saved) != 1 || saved[0].AccessToken != n.ClientAccessToken || saved[0].ClientToken == "" {
@@ -731,7 +731,7 @@ func TestNotificationAtStopNeverDropped(t *testing.T) {
 		a.svc.Store(&svc)
 		ctx, cancel := context.WithCancel(context.Background())
 		a.ctx = ctx
-		n := notify.Notification{ClientAccessToken: fmt.Sprintf("AQGAA-token-%d", i), ClientMode: "destination", Region: "us-east-1", Services: []string{"SSH"}}
+		n := notify.Notification{ClientAccessToken: fmt.Sprintf("AQGAA-token-%d", i), ClientMode: "destination", Region: testRegion, Services: []string{"SSH"}}
 		done := make(chan struct{})
 		go func() { defer close(done); a.notified(n) }()
 		runtime.Gosched()

@@ -194,7 +194,7 @@ func testResumeWithClockBehind(t *testing.T, ntp bool) {
 	received := time.Now().Add(-time.Hour).UTC()
 	store := stateStore{dir: e.dataDir + "/tunnels"}
 	if err := store.save(savedTunnel{AccessToken: tun.DestinationToken, ClientToken: tunnel.GenerateClientToken().Reveal(),
-		Region: "us-east-1", Services: []string{"SSH"}, Received: received}); err != nil {
+		Region: testRegion, Services: []string{"SSH"}, Received: received}); err != nil {
 		t.Fatal(err)
 	}
 	a, ntpNow, stop := runBehind(t, e)

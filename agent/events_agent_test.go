@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,13 +34,13 @@ func TestAgentPublishesRejectedNotifications(t *testing.T) {
 	e := newAgentEnv(t)
 	a, stop := e.start(t)
 	secret := "AQGAAXsecret-token-" + strings.Repeat("z", 40)
-	good := fmt.Sprintf(`{"clientAccessToken":%q,"clientMode":"destination","region":"us-east-1","services":["SSH"]}`, secret)
+	good := fmt.Sprintf(`{"clientAccessToken":%q,"clientMode":"destination","region":%q,"services":["SSH"]}`, secret, testRegion)
 	bad := []struct{ payload, reason string }{
 		{`{"clientAccessToken":"` + secret, "payload is not valid JSON"},
 		{strings.Replace(good, `"destination"`, `"Destination"`, 1), `clientMode is "Destination", want "destination"`},
 		{strings.Replace(good, secret, "", 1), "clientAccessToken is empty"},
 		{strings.Replace(good, `["SSH"]`, `[]`, 1), "services has 0 entries, want 1 to 64"},
-		{strings.Replace(good, `"us-east-1"`, `"../../evil"`, 1), `region "../../evil" is not a region name`},
+		{strings.Replace(good, strconv.Quote(testRegion), `"../../evil"`, 1), `region "../../evil" is not a region name`},
 	}
 	// The flood goes at QoS 0: mochi v2.7.9 can deadlock (a read lock taken
 	// twice on a client's inflight map while Publish waits to write it) when
@@ -56,7 +57,7 @@ func TestAgentPublishesRejectedNotifications(t *testing.T) {
 	}
 	// A flood: each payload differs, so none is a duplicate.
 	for i := range 50 {
-		publish(fmt.Sprintf(`{"clientAccessToken":%q,"clientMode":"source","region":"us-east-1","services":["SSH"]}`, fmt.Sprint(secret, i)), 0)
+		publish(fmt.Sprintf(`{"clientAccessToken":%q,"clientMode":"source","region":%q,"services":["SSH"]}`, fmt.Sprint(secret, i), testRegion), 0)
 	}
 	// Over the payload limit (16 KiB) and under the largest packet the agent
 	// takes (64 KiB): a larger one the broker does not send it at all.

@@ -166,7 +166,7 @@ func TestNotificationWhileAllBusyTakesThePlaceFreedMeanwhile(t *testing.T) {
 	busy.streams.Store(1)
 	busy.up.Store(true)
 	a.sessions[busy.fp] = busy
-	st := savedTunnel{AccessToken: "AQGAAXrotated-token", ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
+	st := savedTunnel{AccessToken: "AQGAAXrotated-token", ClientToken: tunnel.GenerateClientToken().Reveal(), Region: testRegion,
 		Services: []string{"SSH"}, Received: time.Now().UTC()}
 	a.start(st, true)
 	fp := fingerprint(st.AccessToken)
@@ -232,7 +232,7 @@ func TestRestartKeepsTheNewerTunnelPastMaxTunnels(t *testing.T) {
 // a max_tunnels place and its state file until the agent restarts.
 func TestSessionGivesUpPastTunnelLifetime(t *testing.T) {
 	a := dialOnlyAgent(t, nil)
-	st := savedTunnel{AccessToken: "AQGAAXold-tunnel-token", ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
+	st := savedTunnel{AccessToken: "AQGAAXold-tunnel-token", ClientToken: tunnel.GenerateClientToken().Reveal(), Region: testRegion,
 		Services: []string{"SSH"}, Received: time.Now().Add(-maxTunnelLifetime + 2*time.Second).UTC()}
 	if err := a.store.save(st); err != nil {
 		t.Fatal(err)
@@ -299,7 +299,7 @@ func TestSessionOfUnknownAgeGivesUp(t *testing.T) {
 	defer func(d time.Duration) { sessionLifetime = d }(sessionLifetime)
 	sessionLifetime = 2 * time.Second
 	a := dialOnlyAgent(t, func() time.Time { return time.Now().Add(-48 * time.Hour) })
-	st := savedTunnel{AccessToken: "AQGAAXunknown-age-token", ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
+	st := savedTunnel{AccessToken: "AQGAAXunknown-age-token", ClientToken: tunnel.GenerateClientToken().Reveal(), Region: testRegion,
 		Services: []string{"SSH"}, Received: time.Now().Add(-time.Minute).UTC()} // a day ahead of the clock
 	if err := a.store.save(st); err != nil {
 		t.Fatal(err)
@@ -328,7 +328,7 @@ func TestExpiredSavedTunnelPublishesTunnelEnded(t *testing.T) {
 	e := newAgentEnv(t)
 	store := stateStore{dir: filepath.Join(e.dataDir, "tunnels")}
 	tok := "AQGAAXexpired-tunnel-token"
-	if err := store.save(savedTunnel{AccessToken: tok, ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
+	if err := store.save(savedTunnel{AccessToken: tok, ClientToken: tunnel.GenerateClientToken().Reveal(), Region: testRegion,
 		Services: []string{"SSH"}, Received: time.Now().Add(-13 * time.Hour).UTC()}); err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func TestRestoredTunnelWithoutServedServiceNotJoined(t *testing.T) {
 	e := newAgentEnv(t) // [services] SSH only
 	tun := e.fake.OpenTunnel("VNC")
 	store := stateStore{dir: filepath.Join(e.dataDir, "tunnels")}
-	if err := store.save(savedTunnel{AccessToken: tun.DestinationToken, ClientToken: tunnel.GenerateClientToken().Reveal(), Region: "us-east-1",
+	if err := store.save(savedTunnel{AccessToken: tun.DestinationToken, ClientToken: tunnel.GenerateClientToken().Reveal(), Region: testRegion,
 		Services: []string{"VNC"}, Received: time.Now().Add(-time.Hour).UTC()}); err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +393,7 @@ func stressNotifications(t *testing.T, stressEarlyStop bool) {
 		go func() {
 			defer wg.Done()
 			time.Sleep(time.Duration(i%4) * 30 * time.Millisecond)
-			a.notified(notify.Notification{ClientAccessToken: tok, ClientMode: "destination", Region: "us-east-1", Services: []string{"SSH"}})
+			a.notified(notify.Notification{ClientAccessToken: tok, ClientMode: "destination", Region: testRegion, Services: []string{"SSH"}})
 		}()
 	}
 	if stressEarlyStop {
