@@ -74,7 +74,7 @@ func TestRotationWithAgentAndConnect(t *testing.T) {
 	defer pub.Close(ctx)
 	nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := pub.Notify(nctx, tunneld.Notification{ThingName: stack.Thing, ClientAccessToken: fresh, Region: tunneld.DefaultRegion, Services: []string{"SSH"}}); err != nil {
+	if err := pub.Notify(nctx, tunneld.Notification{ThingName: stack.Thing, ClientAccessToken: fresh, Region: stack.Region, Services: []string{"SSH"}}); err != nil {
 		t.Fatal(err)
 	}
 	waitAgentOn(fresh)
