@@ -70,7 +70,11 @@ func newHost(t *testing.T) *host {
 	h.mqttPort = atoi(port)
 
 	tlog := slog.New(slog.NewTextHandler(testWriter{t, "tunneld"}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	h.tunnels, err = tunneld.New(tunneld.Config{Notifier: brokerNotifier{h.broker}, AllowUnsigned: true, Logger: tlog})
+	// Region x-: its endpoint, data.tunneling.iot.x-.amazonaws.com, is one
+	// Go's resolver refuses without asking DNS (a label ending in -). QEMU's
+	// user network reaches beyond this machine: a guest's agent that lost
+	// tunnel.endpoint (10.0.2.2, this tunneld) must find nothing to dial.
+	h.tunnels, err = tunneld.New(tunneld.Config{Region: "x-", Notifier: brokerNotifier{h.broker}, AllowUnsigned: true, Logger: tlog})
 	if err != nil {
 		t.Fatal(err)
 	}
