@@ -1,3 +1,10 @@
+// Go's own resolver for these tests, whatever the host's nsswitch says:
+// the names they give that must never reach DNS (a label ending in -:
+// region x-, x-.invalid) it refuses before any query; getaddrinfo would
+// send them.
+//
+//go:debug netdns=go
+
 package agent
 
 import (
