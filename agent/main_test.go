@@ -28,9 +28,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testRegion is the region of the tunnels these tests' agents join. Its
-// endpoint, data.tunneling.iot.x-.amazonaws.com, is one Go's resolver refuses
-// without asking DNS (a label ending in -): an agent that lost
-// tunnel.endpoint, which points it at the test's service on 127.0.0.1, dials
-// nothing beyond this machine.
+// testRegion is the region of the tunnels these tests' agents join: an agent
+// that lost tunnel.endpoint (the test's service on 127.0.0.1) would dial
+// data.tunneling.iot.x-.amazonaws.com, which Go's resolver refuses (above).
 const testRegion = "x-"

@@ -117,7 +117,7 @@ func TestEmptyPaths(t *testing.T) {
 		{[]string{"check-config", "-c", ""}, "-c: empty"},
 		{[]string{"agent", "-c", ""}, "-c: empty"},
 		{[]string{"keygen", "-c", ""}, "-c: empty"},
-		{[]string{"connect", "--token-file", "", "--region", "us-east-1"}, "--token-file: empty"}, // no -L: nothing dialled were it taken
+		{[]string{"connect", "--token-file", "", "--region", noRegion}, "--token-file: empty"},
 	} {
 		code, out, errs := runCmd(t, nil, tc.args...)
 		if code != exitUsage || out != "" || !strings.Contains(errs, tc.want) || strings.Contains(errs, "open :") {

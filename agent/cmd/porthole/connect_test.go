@@ -438,7 +438,7 @@ func TestConnectEndpointFromEnvironment(t *testing.T) {
 		t.Fatalf("with %s set and no --endpoint: exit %d, stderr %q", endpointEnv, code, errs)
 	}
 	// Both, as in localproxy, are a mistake; a flag given wins over both.
-	t.Setenv(regionEnv, "x-")
+	t.Setenv(regionEnv, noRegion)
 	if code, _, errs := runCmd(t, nil, "connect", "--allow-insecure-websocket", "--stdio", "SSH"); code != 1 || !strings.Contains(errs, regionEnv) {
 		t.Errorf("with %s and %s set: exit %d, stderr %q; want a usage error naming them", endpointEnv, regionEnv, code, errs)
 	}
@@ -461,9 +461,7 @@ func TestConnectEndpointFromEnvironmentNamed(t *testing.T) {
 	for _, tc := range []struct{ env, value, want string }{
 		{endpointEnv, "ws://127.0.0.1:8080", endpointEnv + "=ws://127.0.0.1:8080 is not TLS (left from a lab?): unset it"},
 		{endpointEnv, "localhost:8080/tunnel", endpointEnv + `: endpoint host "localhost:8080/tunnel"`},
-		// Its last label ends in -: were it taken, Go's resolver would
-		// refuse data.tunneling.iot.EU-WEST-1-.amazonaws.com without asking
-		// DNS, and -L has connect dial it.
+		// Ends in -, as noRegion: were it taken, -L has connect dial it.
 		{regionEnv, "EU-WEST-1-", regionEnv + `: region "EU-WEST-1-"`},
 	} {
 		t.Setenv(endpointEnv, "")
@@ -475,12 +473,12 @@ func TestConnectEndpointFromEnvironmentNamed(t *testing.T) {
 		}
 	}
 	// Allowed, the warning that the tokens cross the network in the clear
-	// names it too. No -L, and a host Go's resolver refuses without asking
-	// DNS: nothing is dialled were "nothing to do" gone.
+	// names it too. No -L, and noHost: nothing is dialled were "nothing to
+	// do" gone.
 	t.Setenv(regionEnv, "")
-	t.Setenv(endpointEnv, "ws://x-.invalid:8080")
+	t.Setenv(endpointEnv, "ws://"+noHost+":8080")
 	if _, _, errs := runCmd(t, nil, "connect", "--token-file", tok, "--allow-insecure-websocket"); !strings.Contains(errs, endpointEnv+" is ws://") {
-		t.Errorf("%s=ws://x-.invalid:8080 with --allow-insecure-websocket: stderr %q, want a warning naming it", endpointEnv, errs)
+		t.Errorf("%s=ws://%s:8080 with --allow-insecure-websocket: stderr %q, want a warning naming it", endpointEnv, noHost, errs)
 	}
 }
 
@@ -647,14 +645,12 @@ func TestConnectDestinationClientType(t *testing.T) {
 
 // TestConnectRegionFromEnvironmentTrimmed: AWSIOT_TUNNEL_REGION is trimmed as
 // AWSIOT_TUNNEL_ENDPOINT is (cmd.exe's `set VAR=value && porthole …` keeps
-// the space). No -L: the run stops at "nothing to do", nothing is dialled;
-// were that check gone, region x-'s endpoint is one Go's resolver refuses
-// without asking DNS.
+// the space). No -L: the run stops at "nothing to do", nothing is dialled.
 func TestConnectRegionFromEnvironmentTrimmed(t *testing.T) {
 	echoTunnel(t)
-	t.Setenv(regionEnv, "x- ")
+	t.Setenv(regionEnv, noRegion+" ")
 	code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"))
 	if code != exitUsage || !strings.Contains(errs, "nothing to do") || strings.Contains(errs, regionEnv) {
-		t.Errorf("%s=%q: exit %d, stderr %q; want %d and nothing to do", regionEnv, "x- ", code, errs, exitUsage)
+		t.Errorf("%s=%q: exit %d, stderr %q; want %d and nothing to do", regionEnv, noRegion+" ", code, errs, exitUsage)
 	}
 }

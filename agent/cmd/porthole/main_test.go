@@ -57,6 +57,13 @@ func TestMain(m *testing.M) {
 // childEnv makes TestMain run porthole instead of the tests.
 const childEnv = "PORTHOLE_TEST_RUN_MAIN"
 
+// noRegion and noHost stand for a region and a host where a test expects
+// connect to stop before it dials: were the check gone, connect would go on
+// to dial data.tunneling.iot.x-.amazonaws.com or x-.invalid, which Go's
+// resolver refuses before any query (a label ending in -): nothing leaves
+// this machine.
+const noRegion, noHost = "x-", "x-.invalid"
+
 func runCmd(t *testing.T, stdin io.Reader, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
@@ -179,12 +186,8 @@ func TestKeygen(t *testing.T) {
 func TestConnectUsage(t *testing.T) {
 	// Each refusal is given where, were its check gone, connect would dial
 	// nothing beyond this machine: no -L where the check comes before
-	// "nothing to do", and an endpoint on 127.0.0.1 where it needs -L.
-	// "nothing to do" is checked here too, and every run below stops at it:
-	// were it gone, each would go on to dial. So the regions and host names
-	// are ones Go's resolver refuses without asking DNS (a label ending in
-	// -): data.tunneling.iot.x-.amazonaws.com, x-.invalid.
-	const noRegion, noHost = "x-", "x-.invalid"
+	// "nothing to do", an endpoint on 127.0.0.1 where it needs -L, and
+	// noRegion or noHost where "nothing to do" alone stops the run.
 	t.Setenv("AWSIOT_TUNNEL_ACCESS_TOKEN", "")
 	for _, tc := range []struct {
 		args []string
@@ -273,15 +276,13 @@ func TestConnectBadProxyEnvironment(t *testing.T) {
 	t.Setenv("HTTPS_PROXY", "ftp://proxy.example.com")
 	// No -L: were the variable not refused, connect would stop at "nothing
 	// to do", not dial the region's endpoint.
-	code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", "x-")
+	code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", noRegion)
 	if code != exitUsage || !strings.Contains(errs, `HTTPS_PROXY: proxy URL scheme "ftp"`) {
 		t.Errorf("exit %d, stderr %q; want %d naming HTTPS_PROXY", code, errs, exitUsage)
 	}
 	// One that NO_PROXY bypasses for the endpoint is never used: no refusal.
-	// (Region x- and host x-.invalid, as in TestConnectUsage: names Go's
-	// resolver refuses without asking DNS, were "nothing to do" gone.)
-	t.Setenv("NO_PROXY", "x-.invalid")
-	_, _, errs = runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--endpoint", "x-.invalid")
+	t.Setenv("NO_PROXY", noHost)
+	_, _, errs = runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--endpoint", noHost)
 	if strings.Contains(errs, "HTTPS_PROXY") || !strings.Contains(errs, "nothing to do") {
 		t.Errorf("stderr %q; want the proxy variable ignored (NO_PROXY) and the run to go on", errs)
 	}
@@ -296,7 +297,7 @@ func TestConnectBadClientTokenEnvironment(t *testing.T) {
 		t.Setenv("AWSIOT_TUNNEL_CLIENT_TOKEN", v)
 		// No -L: were the variable not refused, connect would stop at
 		// "nothing to do", not connect (nothing leaves this machine).
-		code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", "us-east-1")
+		code, _, errs := runCmd(t, nil, "connect", "--token-file", writeToken(t, "AQGAAXtoken"), "--region", noRegion)
 		if code != exitUsage || !strings.Contains(errs, "AWSIOT_TUNNEL_CLIENT_TOKEN") {
 			t.Errorf("AWSIOT_TUNNEL_CLIENT_TOKEN of %d characters: exit %d, stderr %q; want %d naming the variable", len(v), code, errs, exitUsage)
 		}
@@ -378,7 +379,7 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 	}
 	resolved := make(chan result, 1)
 	go func() {
-		code, _, errs := runCmd(t, nil, "connect", "--endpoint", "x-.invalid:443", "--token-file", tokenFile, "-L", "SSH=0")
+		code, _, errs := runCmd(t, nil, "connect", "--endpoint", noHost+":443", "--token-file", tokenFile, "-L", "SSH=0")
 		resolved <- result{code, errs}
 	}()
 	select {
@@ -393,7 +394,7 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 	// The same endpoint from AWSIOT_TUNNEL_ENDPOINT is named as the
 	// variable: no flag was given, and a value left from another session is
 	// mended by unsetting it.
-	t.Setenv("AWSIOT_TUNNEL_ENDPOINT", "x-.invalid:443")
+	t.Setenv("AWSIOT_TUNNEL_ENDPOINT", noHost+":443")
 	code, _, errs = runCmd(t, nil, "connect", "--token-file", tokenFile, "-L", "SSH=0")
 	if code != exitRuntime || !strings.Contains(errs, "does not resolve (check AWSIOT_TUNNEL_ENDPOINT)") {
 		t.Fatalf("unresolvable AWSIOT_TUNNEL_ENDPOINT: exit %d, stderr %q", code, errs)
@@ -410,15 +411,13 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 
 	// A proxy that fails is named, not the service: an https:// proxy that
 	// answers in plain HTTP, and one whose name does not resolve. The
-	// endpoint is one Go's resolver refuses without asking DNS (a label
-	// ending in -): were the proxy not used, nothing would leave this
+	// endpoint is noHost: were the proxy not used, nothing would leave this
 	// machine.
-	const unresolvable = "x-.invalid"
 	for _, tc := range []struct{ proxy, want string }{
 		{"https://" + plain.Listener.Addr().String(), "a plain proxy is http://, not https://"},
-		{"http://x-.invalid:3128", "the HTTPS proxy cannot be reached"},
+		{"http://" + noHost + ":3128", "the HTTPS proxy cannot be reached"},
 	} {
-		code, _, errs = runCmd(t, nil, "connect", "--endpoint", unresolvable, "--https-proxy", tc.proxy, "--token-file", tokenFile, "-L", "SSH=0")
+		code, _, errs = runCmd(t, nil, "connect", "--endpoint", noHost, "--https-proxy", tc.proxy, "--token-file", tokenFile, "-L", "SSH=0")
 		if code != exitRuntime || !strings.Contains(errs, tc.want) {
 			t.Fatalf("--https-proxy %s: exit %d, stderr %q; want %d and %q", tc.proxy, code, errs, exitRuntime, tc.want)
 		}
@@ -435,7 +434,7 @@ func TestConnectFailsBeforeJoining(t *testing.T) {
 		{auth.URL, "it wants a user name and password: put them in the proxy URL"},
 		{"http://u:secret-pass@" + auth.Listener.Addr().String(), "it refused the user name and password"},
 	} {
-		code, _, errs = runCmd(t, nil, "connect", "--endpoint", unresolvable, "--https-proxy", tc.proxy, "--token-file", tokenFile, "-L", "SSH=0")
+		code, _, errs = runCmd(t, nil, "connect", "--endpoint", noHost, "--https-proxy", tc.proxy, "--token-file", tokenFile, "-L", "SSH=0")
 		if code != exitUsage || !strings.Contains(errs, tc.want) || strings.Contains(errs, "secret-pass") {
 			t.Fatalf("--https-proxy %s answering 407: exit %d, stderr %q; want %d and %q, no password", tc.proxy, code, errs, exitUsage, tc.want)
 		}
