@@ -384,39 +384,49 @@ func TestStuckReaderIsReset(t *testing.T) {
 	}
 }
 
+// stdioEcho carries 75 KB over src.RunStdio to service, whose target answers
+// each byte XORed with key, checks the answer, and ends the connection with
+// EOF on stdin: RunStdio must then return nil.
+func stdioEcho(t *testing.T, src *tunnel.Source, service string, key byte) {
+	t.Helper()
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	outR, outW := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), service, inR, outW)
+		outW.Close()
+	}()
+	msg := []byte(strings.Repeat("ssh over stdio ", 5000))
+	go inW.Write(msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(outR, got); err != nil {
+		t.Fatalf("RunStdio(%s): reading: %v (RunStdio = %v)", service, err, <-errc)
+	}
+	for i := range got {
+		if got[i] != msg[i]^key {
+			t.Fatalf("RunStdio(%s): byte %d = %#x, want %#x", service, i, got[i], msg[i]^key)
+		}
+	}
+	inW.Close() // EOF on stdin ends the connection and RunStdio
+	if err := <-errc; err != nil {
+		t.Fatalf("RunStdio(%s) = %v", service, err)
+	}
+}
+
 func TestStdio(t *testing.T) {
 	addr := echoServer(t, 12)
 	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, noSource: true})
 	src := &tunnel.Source{Config: h.Src.Config}
 	src.Config.ClientToken = tunnel.GenerateClientToken() // both runs, as a cached one
-	inR, inW := io.Pipe()
-	outR, outW := io.Pipe()
-	errc := make(chan error, 1)
-	go func(in io.Reader, out *io.PipeWriter) {
-		errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", in, out)
-		out.Close()
-	}(inR, outW)
-	msg := []byte(strings.Repeat("ssh over stdio ", 5000))
-	go func() { inW.Write(msg) }()
-	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(outR, got); err != nil {
-		t.Fatal(err)
-	}
-	for i := range got {
-		if got[i] != msg[i]^12 {
-			t.Fatalf("byte %d differs", i)
-		}
-	}
-	inW.Close() // EOF on stdin ends the connection and RunStdio
-	if err := <-errc; err != nil {
-		t.Fatalf("RunStdio = %v", err)
-	}
+	stdioEcho(t, src, "SSH", 12)
 
 	// The tunnel closed by the service while the connection is open ends
 	// RunStdio with ErrClosedByService, said once.
-	inR, inW = io.Pipe()
+	errc := make(chan error, 1)
+	inR, inW := io.Pipe()
 	defer inW.Close()
-	outR, outW = io.Pipe()
+	outR, outW := io.Pipe()
 	go func(in io.Reader, out *io.PipeWriter) {
 		errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), "SSH", in, out)
 		out.Close()

@@ -290,30 +290,7 @@ func TestSourceDialServiceOlderFormats(t *testing.T) {
 		})
 		t.Run(tc.name+"/stdio", func(t *testing.T) {
 			h := harness(t, true) // the stdio source is the tunnel's only one
-			src := &tunnel.Source{Config: h.Src.Config, PeerVersion: h.Src.PeerVersion}
-			inR, inW := io.Pipe()
-			defer inW.Close()
-			outR, outW := io.Pipe()
-			errc := make(chan error, 1)
-			go func() {
-				errc <- src.RunStdio(ctxTimeout(t, 30*time.Second), tc.dial, inR, outW)
-				outW.Close()
-			}()
-			msg := []byte(strings.Repeat("stdio to an older destination ", 2000))
-			go inW.Write(msg)
-			got := make([]byte, len(msg))
-			if _, err := io.ReadFull(outR, got); err != nil {
-				t.Fatalf("RunStdio(%s) to a %s destination: reading: %v (RunStdio = %v)", tc.dial, tc.name, err, <-errc)
-			}
-			for i := range got {
-				if got[i] != msg[i]^key {
-					t.Fatalf("RunStdio(%s) to a %s destination: byte %d = %#x, want %#x", tc.dial, tc.name, i, got[i], msg[i]^key)
-				}
-			}
-			inW.Close() // EOF on stdin ends the connection and RunStdio
-			if err := <-errc; err != nil {
-				t.Fatalf("RunStdio(%s) to a %s destination = %v", tc.dial, tc.name, err)
-			}
+			stdioEcho(t, &tunnel.Source{Config: h.Src.Config, PeerVersion: h.Src.PeerVersion}, tc.dial, key)
 		})
 	}
 }
