@@ -426,7 +426,7 @@ func (c *fsyncCalls) String() string {
 // closed) and for a directory's (no such file).
 func TestSFTPFsync(t *testing.T) {
 	calls := recordFsyncs(t)
-	const create = 0x02 | 0x08 | 0x10 // WRITE, CREAT, TRUNC
+	const create = sftpFlagWrite | sftpFlagCreat | sftpFlagTrunc
 	replies := sftpReplies(t, runSFTPStream(t, bytes.Join([][]byte{
 		sftpPacket(1, uint32(3)),
 		sftpPacket(sftpOpen, uint32(2), "f.bin", uint32(create), uint32(0)),
@@ -476,7 +476,7 @@ func TestSFTPFsyncWriteBackError(t *testing.T) {
 		flushed = append(flushed, f)
 		return syscall.EIO
 	}
-	const create = 0x02 | 0x08 | 0x10 // WRITE, CREAT, TRUNC
+	const create = sftpFlagWrite | sftpFlagCreat | sftpFlagTrunc
 	replies := sftpReplies(t, runSFTPStream(t, bytes.Join([][]byte{
 		sftpPacket(1, uint32(3)),
 		sftpPacket(sftpOpen, uint32(2), "f.bin", uint32(create), uint32(0)),
@@ -853,7 +853,7 @@ func TestSFTPSessionKeepsNoDescriptors(t *testing.T) {
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "left-open"), 0o755)
 	os.Mkdir(filepath.Join(dir, "closed"), 0o755)
-	const appendFlags = 0x02 | 0x04 | 0x08 // WRITE, APPEND, CREAT
+	const appendFlags = sftpFlagWrite | sftpFlagAppend | sftpFlagCreat
 	replies := sftpReplies(t, runSFTPStreamIn(t, dir, bytes.Join([][]byte{
 		sftpPacket(1, uint32(3)),
 		sftpPacket(sftpOpen, uint32(2), "log", uint32(appendFlags), uint32(0)),
