@@ -558,7 +558,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			// As a notification for it would be refused now: joining would
 			// serve nothing, and past max_tunnels take a working tunnel's place.
 			a.log.Warn("tunnel saved before restart has no service this device serves now: not resuming it", "tunnel", fp, "services", t.Services)
-			a.store.remove(t.AccessToken)
+			a.forget(t.AccessToken, fp)
 			a.emit(&Event{Type: "tunnel-ended", Tunnel: fp, Services: t.Services, Reason: "no service of the tunnel has a target in [services] any more"})
 			continue
 		}
@@ -828,8 +828,15 @@ func (a *Agent) endLocked(s *session, reason string) {
 	s.unsaved = false // given up: not to be saved later
 	s.cancel()
 	delete(a.sessions, s.fp)
-	if err := a.store.remove(s.token); err != nil {
-		a.log.Warn("removing tunnel state", "tunnel", s.fp, "error", err)
+	a.forget(s.token, s.fp)
+}
+
+// forget removes a tunnel's saved state. A failure is logged: the next start
+// would find the tunnel again (and say why it is not resumed) without a word
+// on why the file is still there.
+func (a *Agent) forget(token, fp string) {
+	if err := a.store.remove(token); err != nil {
+		a.log.Warn("removing tunnel state", "tunnel", fp, "error", err)
 	}
 }
 
@@ -858,7 +865,7 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	access, err := tunnel.NewAccessToken(t.AccessToken)
 	if err != nil {
 		log.Warn("unusable access token", "error", err)
-		a.store.remove(t.AccessToken)
+		a.forget(t.AccessToken, s.fp)
 		return
 	}
 	client, err := tunnel.NewClientToken(t.ClientToken)
@@ -920,9 +927,7 @@ func (a *Agent) runSession(ctx context.Context, s *session, t savedTunnel) {
 	} else {
 		log.Warn("tunnel over", "reason", err) // a refused token, a mismatched service map
 	}
-	if rerr := a.store.remove(t.AccessToken); rerr != nil {
-		log.Warn("removing tunnel state", "error", rerr)
-	}
+	a.forget(t.AccessToken, s.fp)
 }
 
 // errLifetimeOver ends a session still running when its tunnel can no longer

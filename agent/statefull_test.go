@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/internal/testlog"
+	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
@@ -125,5 +126,50 @@ func TestUnsavedTunnelSavedWhileRunning(t *testing.T) {
 	e.start(t)
 	if err := tun.WaitConnects(ctxWithTimeout(t, 10*time.Second), tunneltest.Destination, 2); err != nil {
 		t.Errorf("a start after the agent died did not resume the tunnel: %v", err)
+	}
+}
+
+// A saved tunnel the agent gives up at its start (no service it serves now, an
+// access token it cannot use) is forgotten; when its file cannot be removed
+// (data_dir read-only), the log says so and why, as a removal at a tunnel's end
+// does: else every start warns about the same tunnel again, with no word on why
+// its file is still there.
+func TestForgetFailureLogged(t *testing.T) {
+	e := newAgentEnv(t) // [services] SSH only
+	tunnels := filepath.Join(e.dataDir, "tunnels")
+	if err := os.MkdirAll(tunnels, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", tunnels, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mount tmpfs: %v", err)
+		}
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(tunnels, syscall.MNT_DETACH) })
+	store := stateStore{dir: tunnels}
+	vnc := e.fake.OpenTunnel("VNC")
+	unusable := "AQGAAX\x01unusable" // a control character
+	for tok, service := range map[string]string{vnc.DestinationToken: "VNC", unusable: "SSH"} {
+		if err := store.save(savedTunnel{AccessToken: tok, ClientToken: tunnel.GenerateClientToken().Reveal(), Region: testRegion,
+			Services: []string{service}, Received: time.Now().Add(-time.Hour).UTC()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Mount("tmpfs", tunnels, "tmpfs", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	var logs testlog.Lines
+	e.startLogging(t, io.MultiWriter(&logs, testWriter{t}))
+	for _, fp := range []string{fingerprint(vnc.DestinationToken), fingerprint(unusable)} {
+		want := "removing tunnel state\" tunnel=" + fp + " error=\"remove " // the cause follows
+		for deadline := time.Now().Add(10 * time.Second); logs.Count(want) == 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no line %q in 10 s", want)
+			}
+		}
+	}
+	if n := logs.Count("read-only file system"); n != 2 {
+		t.Errorf("%d lines give the cause (read-only file system), want 2", n)
 	}
 }
