@@ -549,9 +549,27 @@ func (l LogConfig) NewLogger(w io.Writer, level *slog.LevelVar) *slog.Logger {
 	l.SetLevel(level)
 	opts := &slog.HandlerOptions{Level: level}
 	if l.Format == "json" {
+		opts.ReplaceAttr = printableAttr
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// printableAttr escapes, for the JSON format, what clients put in a line that
+// encoding/json writes raw: C1 controls (U+009B starts an escape sequence on
+// some terminals), bidi overrides (U+202E reorders what a log viewer shows)
+// and other non-graphic runes, in a user name, a client's version, an error.
+// The text format quotes them already.
+func printableAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		a.Value = slog.StringValue(tunnel.Printable(a.Value.String()))
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok {
+			a.Value = slog.StringValue(tunnel.Printable(err.Error()))
+		}
+	}
+	return a
 }
 
 // SetLevel sets v to the configured level (Validate has checked it).

@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -401,6 +404,33 @@ func TestLogLevelReloads(t *testing.T) {
 	b, _ := os.ReadFile(f.Name())
 	if strings.Contains(string(b), "hidden") || !strings.Contains(string(b), "shown") {
 		t.Fatalf("log after the level changed to debug:\n%s", b)
+	}
+}
+
+// TestLogFormatsEscapeClientText: what a client chose (a user name, its
+// version, text an error quotes) reaches neither format's lines raw when it
+// holds a C1 control, a bidi override or an escape sequence; encoding/json
+// alone writes the first two as they are.
+func TestLogFormatsEscapeClientText(t *testing.T) {
+	const hostile = "root\u202egol.\u009b2J\x1b[31m"
+	for _, format := range []string{"text", "json"} {
+		var b bytes.Buffer
+		var level slog.LevelVar
+		log := LogConfig{Level: "info", Format: format}.NewLogger(&b, &level)
+		log.With("remote", hostile).Warn("refused "+hostile, "user", hostile, "error", fmt.Errorf("ssh: %s", hostile), "clean", "plain-value")
+		out := b.String()
+		if strings.ContainsAny(out, "\u202e\u009b\x1b") {
+			t.Errorf("%s: a raw control or bidi override in %q", format, out)
+		}
+		if n := strings.Count(out, "u202e"); n != 4 {
+			t.Errorf("%s: %d of 4 places (message, a With attribute, a string, an error) keep the override escaped: %q", format, n, out)
+		}
+		if !strings.Contains(out, "plain-value") {
+			t.Errorf("%s: a plain value changed: %q", format, out)
+		}
+		if format == "json" && !json.Valid(b.Bytes()) {
+			t.Errorf("not JSON: %q", out)
+		}
 	}
 }
 
