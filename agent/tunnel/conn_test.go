@@ -590,6 +590,21 @@ func TestProxyThatDropsAfter200IsNamed(t *testing.T) {
 	}
 }
 
+// A proxy that sends anything after its 200 before the client has spoken
+// (the client speaks first: TLS's hello, the upgrade request) is refused with
+// that said: the bytes would be lost, or taken for the service's. The answer
+// and its extra bytes go in one write, so they come in one read.
+func TestProxyEarlyDataRefused(t *testing.T) {
+	srv := tlsService(t, func(*http.Request) int { return 0 })
+	tok, _ := NewAccessToken("t")
+	host := answerOnce(t, "HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 101 early")
+	cfg := &Config{Endpoint: srv.URL, AccessToken: tok, CAFile: writeCA(t, srv),
+		Proxy: ProxyURL(&url.URL{Scheme: "http", Host: host}), HandshakeTimeout: 5 * time.Second}
+	if _, err := Dial(context.Background(), cfg, ModeSource); err == nil || !strings.Contains(err.Error(), "proxy sent data before the tunnel was up") {
+		t.Fatalf("Dial through a proxy that sent data after its 200 = %v, want it refused for that", err)
+	}
+}
+
 // TestProxyRefusalIsAnyAnswerBut2xx: only a 2xx answer to CONNECT opens the
 // tunnel (RFC 9110 §9.3.6). A redirect (a captive portal's login page) or an
 // interim answer is the proxy's refusal, with its status: taken for a tunnel,
