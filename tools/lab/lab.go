@@ -56,6 +56,13 @@ type Options struct {
 	Board string
 	// BoardDir is the board/ folder; "" finds it from the working directory up.
 	BoardDir string
+	// Region is tunneld's: the region in its notifications, tunnel ARNs and
+	// SigV4 credential scope, and the printed aws line's --region. The agent
+	// dials this run's tunneld by its tunnel.endpoint, not by the region (an
+	// agent without one would dial data.tunneling.iot.REGION.amazonaws.com).
+	// "" means us-east-1 (tunneld.DefaultRegion); Run refuses others that
+	// CheckRegion does.
+	Region string
 	// Console is the operator web console's listen address (tools/console):
 	// loopback, as it serves plain HTTP and logs in with the lab's key
 	// (porthole-lab refuses others, console.CheckLoopback); "" means no console.
@@ -108,6 +115,16 @@ type Info struct {
 	Console string `json:"console_url,omitempty"`
 }
 
+// CheckRegion refuses a region an agent would not make a data-plane endpoint
+// of (tunnel.ValidateEndpoint, as porthole connect --region), a narrower rule
+// than the one tunneld takes in its notifications.
+func CheckRegion(region string) error {
+	if tunnel.ValidateEndpoint("", region, false) != nil {
+		return fmt.Errorf("%q is not a region name: want 1-64 of a-z, 0-9 and -, such as eu-west-1", region)
+	}
+	return nil
+}
+
 // step prints one progress line with how long the step took.
 type stepper struct {
 	out io.Writer
@@ -146,6 +163,13 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 	if opt.Out == nil {
 		opt.Out = io.Discard
+	}
+	if opt.Region == "" {
+		opt.Region = tunneld.DefaultRegion
+	}
+	// Before the state directory is made, as the other refusals.
+	if err := CheckRegion(opt.Region); err != nil {
+		return fmt.Errorf("region %w", err)
 	}
 	dir, err := filepath.Abs(opt.StateDir)
 	if err != nil {
@@ -220,7 +244,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 			what, strings.Join(choose, " "))
 	}
 	st := stepper{opt.Out}
-	info := Info{StateDir: dir, PID: os.Getpid(), Thing: Thing, Region: "us-east-1", SSHKey: filepath.Join(dir, "id_ed25519")}
+	info := Info{StateDir: dir, PID: os.Getpid(), Thing: Thing, Region: opt.Region, SSHKey: filepath.Join(dir, "id_ed25519")}
 	info.User = "root"
 	if os.Geteuid() != 0 && opt.Board == "" {
 		u, err := user.Current()

@@ -60,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"the lab writes its agent's config to device/porthole.toml in the state directory and prints the porthole agent line that runs it here")
 	boardName := fs.String("board", "", "run the agent inside QEMU board `NAME` (a folder under board/, e.g. qemu-armv7-virt) instead of on the host:\n"+
 		"cross-build porthole, build the initramfs, boot it; needs the source tree, Go and the packages of tools/deps.sh board")
+	region := fs.String("region", "us-east-1", "the region of the lab's tunneld: in its notifications, tunnel ARNs and SigV4 credential scope, and the aws line's --region\n"+
+		"(the lab's agent dials tunneld by its tunnel.endpoint; one without it would dial data.tunneling.iot.REGION.amazonaws.com)")
 	self, _ := os.Executable()
 	porthole := fs.String("porthole", filepath.Join(filepath.Dir(self), "porthole"), "the porthole binary the agent runs from")
 	if err := usage.Parse(fs, args, stdout); err != nil {
@@ -116,12 +118,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	if *region != "" { // "": the default, as tunneld's --region
+		if err := lab.CheckRegion(*region); err != nil {
+			fmt.Fprintf(stderr, "porthole-lab: --region %v\n", err)
+			return 1
+		}
+	}
 	if *boardName != "" && *noAgent {
 		fmt.Fprintln(stderr, "porthole-lab: --board runs the agent in the board; leave out --no-agent")
 		return 1
 	}
 	fmt.Fprintln(stdout, "porthole lab: starting")
-	err := lab.Run(ctx, lab.Options{StateDir: *state, SSHPort: *sshPort, HTTPPort: *httpPort, NoAgent: *noAgent, Board: *boardName, Console: *consoleAddr, Porthole: *porthole, Out: stdout})
+	err := lab.Run(ctx, lab.Options{StateDir: *state, SSHPort: *sshPort, HTTPPort: *httpPort, NoAgent: *noAgent, Board: *boardName, Region: *region, Console: *consoleAddr, Porthole: *porthole, Out: stdout})
 	if errors.Is(err, lab.ErrInterrupted) {
 		fmt.Fprintf(stderr, "porthole-lab: %v\n", err)
 		return 0

@@ -4,9 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +20,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/porthole-iot/porthole/tools/internal/stack"
+	"github.com/porthole-iot/porthole/tools/lab"
+	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
 func TestMain(m *testing.M) {
@@ -243,4 +251,96 @@ func TestCtrlCWithOutputReaderGone(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(state, "lab.json")); err == nil {
 		t.Errorf("lab.json is left after the lab stopped")
 	}
+}
+
+// TestRegion: --region is tunneld's region, in lab.json, the printed aws line
+// and what tunneld answers with (a tunnel's ARN, the SigV4 credential scope
+// it checks), and a name an agent would not make an endpoint of is bad usage,
+// refused before anything starts. The lab ran with us-east-1 whatever it was
+// given. The lab here is stack.Region's, as in every other lab test; -h shows
+// the default, us-east-1, and no test starts a lab in it.
+func TestRegion(t *testing.T) {
+	var help, errs strings.Builder
+	run(context.Background(), []string{"-h"}, &help, &errs)
+	if !strings.Contains(help.String(), `(default "us-east-1")`+"\n  -ssh-port") {
+		t.Errorf("-h does not give --region's default, us-east-1:\n%s", help.String())
+	}
+
+	state := filepath.Join(stack.SafeDir(t), "state")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := stack.NewLog()
+	var stderr strings.Builder
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--state", state, "--no-agent", "--ssh-port", "0", "--console", "", "--region", stack.Region}, out, &stderr)
+	}()
+	if out.Await(regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second) == nil {
+		cancel()
+		t.Fatalf("the lab is not up (exit %d):\n%s%s", <-done, out, stderr.String())
+	}
+	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info lab.Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Region != stack.Region {
+		t.Errorf("lab.json region = %q, want %q", info.Region, stack.Region)
+	}
+	if want := " --region " + stack.Region + " "; !strings.Contains(info.AWSCommand, want) || !strings.Contains(out.String(), info.AWSCommand) {
+		t.Errorf("the aws line lacks %q, or is not printed: %s", want, info.AWSCommand)
+	}
+	arn := openTunnel(t, info)
+	if want := "arn:aws:iot:" + stack.Region + ":"; !strings.HasPrefix(arn, want) {
+		t.Errorf("tunneld opened tunnel %s, want an ARN in %s", arn, stack.Region)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("run = %d after Ctrl-C, stderr %q", code, stderr.String())
+	}
+
+	for _, region := range []string{"US-EAST-1", "us east 1", "eu.west-1", "x/", strings.Repeat("a", 65)} {
+		var stdout, stderr strings.Builder
+		state := filepath.Join(stack.SafeDir(t), "state")
+		code := run(context.Background(), []string{"--state", state, "--no-agent", "--ssh-port", "0", "--console", "", "--region", region}, &stdout, &stderr)
+		if want := "porthole-lab: --region \"" + region + "\" is not a region name"; code != 1 || !strings.HasPrefix(stderr.String(), want) || stdout.Len() > 0 {
+			t.Errorf("run --region %q = %d, stdout %q, stderr %q; want 1, nothing started, %q", region, code, stdout.String(), stderr.String(), want)
+		}
+		if _, err := os.Stat(state); err == nil {
+			t.Errorf("run --region %q made the state directory: the lab started", region)
+		}
+	}
+}
+
+// openTunnel opens a tunnel to the lab's device at the lab's tunneld, signed
+// as its aws line is (lab.json's key, for its region), and returns its ARN.
+func openTunnel(t *testing.T, info lab.Info) string {
+	t.Helper()
+	ca, err := os.ReadFile(info.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.CloseIdleConnections()
+	body := `{"destinationConfig":{"thingName":"` + info.Thing + `","services":["SSH"]}}`
+	req, _ := http.NewRequest(http.MethodPost, info.Tunneld+"/", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	req.Header.Set("X-Amz-Target", "IoTSecuredTunneling.OpenTunnel")
+	tunneld.SignV4(req, []byte(body), info.AWSAccessKeyID, info.AWSSecretAccessKey, "", info.Region, "IoTSecuredTunneling", time.Now())
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out struct{ TunnelArn string }
+	if err := json.Unmarshal(b, &out); resp.StatusCode != http.StatusOK || err != nil {
+		t.Fatalf("OpenTunnel signed for %s: %s %s", info.Region, resp.Status, b)
+	}
+	return out.TunnelArn
 }
