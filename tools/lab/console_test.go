@@ -33,7 +33,7 @@ func TestConsoleStepWithoutXterm(t *testing.T) {
 			out := stack.NewLog()
 			done := make(chan error, 1)
 			go func() {
-				done <- Run(ctx, Options{StateDir: state, NoAgent: true, Console: "127.0.0.1:0", vendor: tc.vendor, Out: out})
+				done <- Run(ctx, Options{Region: stack.Region, StateDir: state, NoAgent: true, Console: "127.0.0.1:0", vendor: tc.vendor, Out: out})
 			}()
 			defer func() {
 				cancel()

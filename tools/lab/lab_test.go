@@ -28,6 +28,11 @@ import (
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
+// Every lab these tests start (Run, or porthole-lab by startLab) has tunneld in
+// stack.Region, x-: an agent that lost its tunnel.endpoint would dial the
+// endpoint of the notification's region, which for x- Go's resolver refuses
+// without asking DNS, rather than send the tunnel's token towards AWS.
+// porthole-lab's TestRegion checks the default, us-east-1, without a lab.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(stack.Tests(m)) }
 
 // TestLabAsAUserRunsIt builds porthole and porthole-lab, starts the lab, logs in with
@@ -171,7 +176,7 @@ type runningLab struct {
 }
 
 // startLab builds pkgs (paths in this module), runs porthole-lab with a fresh state
-// directory and args, waits up to up for "Ctrl-C stops the lab" and reads lab.json,
+// directory, stack.Region and args, waits up to up for "Ctrl-C stops the lab" and reads lab.json,
 // checking that the printed output holds the ssh command. context, if set, adds to
 // the failure message (such as a board's console).
 func startLab(t *testing.T, pkgs []string, up time.Duration, context func(state string) string, args ...string) *runningLab {
@@ -193,7 +198,7 @@ func startLabIn(t *testing.T, state string, pkgs []string, up time.Duration, con
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	l := &runningLab{bin: bin, state: state, lines: make(chan string, 100)}
-	l.cmd = exec.Command(filepath.Join(bin, "porthole-lab"), append([]string{"--state", l.state}, args...)...)
+	l.cmd = exec.Command(filepath.Join(bin, "porthole-lab"), append([]string{"--state", l.state, "--region", stack.Region}, args...)...)
 	stdout, _ := l.cmd.StdoutPipe()
 	l.cmd.Stderr = l.cmd.Stdout
 	if err := l.cmd.Start(); err != nil {
@@ -343,7 +348,7 @@ func TestCheckSafeDirOwner(t *testing.T) {
 	if err := checkSafeDir(state); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") || !strings.Contains(err.Error(), "without sudo") {
 		t.Errorf("checkSafeDir below a directory of uid 65534, run as root: %v", err)
 	}
-	err := Run(context.Background(), Options{StateDir: state, Porthole: stack.Build(t), Out: stack.NewLog()})
+	err := Run(context.Background(), Options{Region: stack.Region, StateDir: state, Porthole: stack.Build(t), Out: stack.NewLog()})
 	if !errors.Is(err, ErrPrerequisite) {
 		t.Errorf("Run = %v, want a refused --state (ErrPrerequisite)", err)
 	}
@@ -371,7 +376,7 @@ func TestNoAgentConnectLine(t *testing.T) {
 	out := stack.NewLog()
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{StateDir: state, SSHPort: sshPort, NoAgent: true, Porthole: porthole, Out: out})
+		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, SSHPort: sshPort, NoAgent: true, Porthole: porthole, Out: out})
 	}()
 	defer func() {
 		cancel()
@@ -413,7 +418,7 @@ func TestUnsafeStateRefusedUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := filepath.Join(open, "state")
-	err := Run(context.Background(), Options{StateDir: state, Porthole: porthole, SSHPort: 0, HTTPPort: 0})
+	err := Run(context.Background(), Options{Region: stack.Region, StateDir: state, Porthole: porthole, SSHPort: 0, HTTPPort: 0})
 	if !errors.Is(err, ErrPrerequisite) || !strings.Contains(err.Error(), "is below "+open) {
 		t.Fatalf("Run = %v, want ErrPrerequisite naming %s", err, open)
 	}
@@ -506,7 +511,9 @@ func TestPrintedSSHLineFromAnotherTerminal(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := stack.NewLog()
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, Options{StateDir: ".lab", Porthole: porthole, Out: out}) }()
+	go func() {
+		done <- Run(ctx, Options{Region: stack.Region, StateDir: ".lab", Porthole: porthole, Out: out})
+	}()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

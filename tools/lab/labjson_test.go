@@ -24,7 +24,9 @@ func TestLabJSONCommandsRunAnywhere(t *testing.T) {
 	defer cancel()
 	out := stack.NewLog()
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, Options{StateDir: "state", NoAgent: true, SSHPort: 0, Out: out}) }()
+	go func() {
+		done <- Run(ctx, Options{Region: stack.Region, StateDir: "state", NoAgent: true, SSHPort: 0, Out: out})
+	}()
 	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second)
 	b, err := os.ReadFile(filepath.Join(dir, "state", "lab.json"))
 	if err != nil {

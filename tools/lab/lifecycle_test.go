@@ -51,7 +51,7 @@ func TestSecondLabOnSameState(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	second := exec.CommandContext(ctx, filepath.Join(l.bin, "porthole-lab"), "--state", l.state, "--ssh-port", "0", "--http-port", "0", "--console", "")
+	second := exec.CommandContext(ctx, filepath.Join(l.bin, "porthole-lab"), "--state", l.state, "--region", stack.Region, "--ssh-port", "0", "--http-port", "0", "--console", "")
 	out, err := second.CombinedOutput()
 	took := time.Since(start)
 	if ctx.Err() != nil {
@@ -368,7 +368,7 @@ func TestStaleLabJSON(t *testing.T) {
 	defer cancel()
 	out := stack.NewLog()
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, Options{StateDir: state, Porthole: porthole, Out: out}) }()
+	go func() { done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: porthole, Out: out}) }()
 	out.Wait(t, regexp.MustCompile(`agent subscribes`), 0, 20*time.Second)
 	if _, err := os.Stat(labJSON); err == nil {
 		t.Errorf("the last run's lab.json is there while the lab starts")
@@ -405,7 +405,7 @@ func TestNoAgentLeavesHTTPPortAlone(t *testing.T) {
 	out := stack.NewLog()
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{StateDir: filepath.Join(stack.SafeDir(t), "state"), NoAgent: true, HTTPPort: busy, Out: out})
+		done <- Run(ctx, Options{Region: stack.Region, StateDir: filepath.Join(stack.SafeDir(t), "state"), NoAgent: true, HTTPPort: busy, Out: out})
 	}()
 	select {
 	case err := <-done:

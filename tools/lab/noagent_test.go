@@ -30,7 +30,9 @@ func TestNoAgentWritesAgentConfig(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := stack.NewLog()
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, Options{StateDir: state, NoAgent: true, Porthole: porthole, Out: out}) }()
+	go func() {
+		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, NoAgent: true, Porthole: porthole, Out: out})
+	}()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -120,7 +122,7 @@ func TestLabStopEndsTheAgentBehindAWrapper(t *testing.T) {
 	out := stack.NewLog()
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{StateDir: state, Porthole: wrapper, Console: "", Out: out})
+		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: wrapper, Console: "", Out: out})
 	}()
 	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
 	if len(agents()) != 1 {
@@ -150,7 +152,7 @@ func TestNoAgentRefusesAnUnsafeState(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := filepath.Join(open, "state")
-	err := Run(context.Background(), Options{StateDir: state, NoAgent: true, Out: stack.NewLog()})
+	err := Run(context.Background(), Options{Region: stack.Region, StateDir: state, NoAgent: true, Out: stack.NewLog()})
 	if err == nil || !strings.Contains(err.Error(), "which others can write") {
 		t.Fatalf("Run --no-agent with --state %s: %v, want a refusal naming %s", state, err, open)
 	}

@@ -23,7 +23,7 @@ func TestPortsInUseNamedAtOnce(t *testing.T) {
 		defer ln.Close()
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	err := Run(context.Background(), Options{StateDir: filepath.Join(stack.SafeDir(t), "state"), SSHPort: ports[0], HTTPPort: ports[1], Porthole: "/bin/true", Out: io.Discard})
+	err := Run(context.Background(), Options{Region: stack.Region, StateDir: filepath.Join(stack.SafeDir(t), "state"), SSHPort: ports[0], HTTPPort: ports[1], Porthole: "/bin/true", Out: io.Discard})
 	want := fmt.Sprintf("ports %d and %d are in use: choose others, e.g. --ssh-port %d --http-port %d (with make: make lab LABFLAGS=\"--ssh-port %[3]d --http-port %[4]d\"; 0 takes any free port)",
 		ports[0], ports[1], ports[0]+1, ports[1]+1)
 	if err == nil || err.Error() != want {

@@ -30,7 +30,7 @@ func TestHangupWithMakeAsTheTerminalsProgram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mk := fmt.Sprintf("lab:\n\tPORTHOLE_LAB_TEST_MAIN=1 %s --no-agent --state %s --ssh-port 0 --http-port 0 --console ''\n", self, filepath.Join(dir, "state"))
+	mk := fmt.Sprintf("lab:\n\tPORTHOLE_LAB_TEST_MAIN=1 %s --no-agent --state %s --region %s --ssh-port 0 --http-port 0 --console ''\n", self, filepath.Join(dir, "state"), stack.Region)
 	if err := os.WriteFile(filepath.Join(dir, "Makefile"), []byte(mk), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func TestInterruptDuringStartUp(t *testing.T) {
 // would start with the defaults instead of the flags after it.
 func TestStrayArgument(t *testing.T) {
 	var stdout, stderr strings.Builder
-	code := run(context.Background(), []string{"start", "--state", filepath.Join(t.TempDir(), "s")}, &stdout, &stderr)
+	code := run(context.Background(), []string{"start", "--state", filepath.Join(t.TempDir(), "s"), "--region", stack.Region}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), `unexpected argument "start"`) || stdout.Len() > 0 {
 		t.Errorf("run start --state … = %d, stdout %q, stderr %q; want 1, nothing started, the word named", code, stdout.String(), stderr.String())
 	}
@@ -98,7 +98,7 @@ func TestCtrlCReachesTheAgentFirst(t *testing.T) {
 func runInterrupted(t *testing.T, ctx context.Context, dir, porthole string) string {
 	t.Helper()
 	var stdout, stderr strings.Builder
-	code := run(ctx, []string{"--state", filepath.Join(dir, "state"), "--porthole", porthole,
+	code := run(ctx, []string{"--state", filepath.Join(dir, "state"), "--porthole", porthole, "--region", stack.Region,
 		"--ssh-port", "0", "--http-port", "0", "--console", ""}, &stdout, &stderr)
 	t.Logf("stdout:\n%s", stdout.String())
 	if want := "porthole-lab: interrupted during start-up\n"; code != 0 || stderr.String() != want {
@@ -127,7 +127,7 @@ func TestBadPorts(t *testing.T) {
 		{[]string{"--http-port", "8088", "--console", "127.0.0.1:8088"}, "--console 127.0.0.1:8088 and --http-port"},
 	} {
 		var stdout, stderr strings.Builder
-		args := append([]string{"--state", filepath.Join(dir, "state"), "--porthole", porthole, "--console", ""}, tc.args...)
+		args := append([]string{"--state", filepath.Join(dir, "state"), "--porthole", porthole, "--region", stack.Region, "--console", ""}, tc.args...)
 		code := run(context.Background(), args, &stdout, &stderr)
 		if code != 1 || !strings.Contains(stderr.String(), tc.want) || strings.Contains(stderr.String(), "in use") || stdout.Len() > 0 {
 			t.Errorf("%v: run = %d, stdout %q, stderr %q; want 1, a usage error naming %q, nothing started", tc.args, code, stdout.String(), stderr.String(), tc.want)
@@ -155,7 +155,7 @@ func consoleRefused(t *testing.T, addr, want string) {
 	defer cancel()
 	var stdout, stderr strings.Builder
 	state := filepath.Join(stack.SafeDir(t), "state")
-	code := run(ctx, []string{"--state", state, "--no-agent", "--ssh-port", "0", "--console", addr}, &stdout, &stderr)
+	code := run(ctx, []string{"--state", state, "--region", stack.Region, "--no-agent", "--ssh-port", "0", "--console", addr}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), want) || stdout.Len() > 0 {
 		t.Errorf("run --console %s = %d, stdout %q, stderr %q; want 1, nothing started, %q", addr, code, stdout.String(), stderr.String(), want)
 	}
@@ -225,7 +225,7 @@ func TestCtrlCWithOutputReaderGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	cmd := exec.Command(os.Args[0], "--state", state, "--no-agent", "--ssh-port", "0", "--console", "")
+	cmd := exec.Command(os.Args[0], "--state", state, "--region", stack.Region, "--no-agent", "--ssh-port", "0", "--console", "")
 	cmd.Env = append(os.Environ(), "PORTHOLE_LAB_TEST_MAIN=1")
 	cmd.Stdout, cmd.Stderr = w, &stderr
 	if err := cmd.Start(); err != nil {
