@@ -408,33 +408,10 @@ func TestDataDirWarning(t *testing.T) {
 func TestDataDirOnTmpfsOverlayWarned(t *testing.T) {
 	hostenv.NeedRoot(t, "mounting a tmpfs and an overlay")
 	root := filepath.Join(t.TempDir(), "a b") // /proc/self/mountinfo writes the space \040
-	lower, ram, merged := filepath.Join(root, "rom"), filepath.Join(root, "ram"), filepath.Join(root, "merged")
-	for _, d := range []string{root, lower, ram, merged} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	cannot := func(what string, err error) {
-		t.Helper()
-		if os.Getenv("CI") == "true" { // CI mounts them (tools/e2e's faults too)
-			t.Fatalf("cannot mount %s: %v", what, err)
-		}
-		t.Skipf("cannot mount %s here: %v", what, err)
-	}
-	if err := syscall.Mount("tmpfs", ram, "tmpfs", 0, "size=1m,mode=0755"); err != nil {
-		cannot("a tmpfs", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(ram, syscall.MNT_DETACH) })
-	for _, d := range []string{"upper", "work"} {
-		if err := os.Mkdir(filepath.Join(ram, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	opts := "lowerdir=" + lower + ",upperdir=" + filepath.Join(ram, "upper") + ",workdir=" + filepath.Join(ram, "work")
-	if err := syscall.Mount("overlay", merged, "overlay", 0, opts); err != nil {
-		cannot("an overlay", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(merged, syscall.MNT_DETACH) })
+	merged := mountOverlay(t, root, true)
 	lib := filepath.Join(merged, "var", "lib")
 	if err := os.MkdirAll(lib, 0o755); err != nil {
 		t.Fatal(err)
@@ -444,6 +421,77 @@ func TestDataDirOnTmpfsOverlayWarned(t *testing.T) {
 			t.Errorf("dataDirWarning(%s) = %q, want the in-RAM warning", dir, w)
 		}
 	}
+}
+
+// An overlay whose writable layer is on flash (OpenWrt's /overlay on
+// rootfs_data, the usual case) keeps what is written: no RAM warning, even
+// with another overlay on tmpfs mounted after it. Each data_dir is on the
+// overlay its device number names, not on whichever /proc/self/mountinfo
+// lists last.
+func TestDataDirOnFlashOverlayNotWarned(t *testing.T) {
+	hostenv.NeedRoot(t, "mounting a tmpfs and overlays")
+	root := t.TempDir()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(root, &st); err != nil {
+		t.Fatal(err)
+	}
+	if inRAM(&st) {
+		t.Skipf("%s is in RAM (file system type %#x): no storage here for an overlay's writable layer on flash", root, st.Type)
+	}
+	flash, ram := filepath.Join(root, "flash"), filepath.Join(root, "ram")
+	for _, d := range []string{flash, ram} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onFlash := mountOverlay(t, flash, false)
+	inTmpfs := mountOverlay(t, ram, true) // listed after the one on flash
+	for _, tc := range []struct{ dir, want string }{
+		{filepath.Join(onFlash, "porthole"), ""},
+		{onFlash, ""},
+		{filepath.Join(inTmpfs, "porthole"), "is in RAM"},
+	} {
+		if got := dataDirWarning(tc.dir); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("dataDirWarning(%s) = %q, want %q", tc.dir, got, tc.want)
+		}
+	}
+}
+
+// mountForTest mounts as mount(2) does, and unmounts at the test's end. A
+// mount that fails skips the test, and fails it under CI=true: CI mounts them
+// (tools/e2e's faults too).
+func mountForTest(t *testing.T, source, target, fstype string, flags uintptr, data string) {
+	t.Helper()
+	if err := syscall.Mount(source, target, fstype, flags, data); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("cannot mount %s on %s: %v", fstype, target, err)
+		}
+		t.Skipf("cannot mount %s here: %v", fstype, err)
+	}
+	t.Cleanup(func() { syscall.Unmount(target, syscall.MNT_DETACH) })
+}
+
+// mountOverlay mounts an overlay in dir, with its writable layer on a tmpfs
+// of its own (inRAM) or in dir, and returns where it is mounted.
+func mountOverlay(t *testing.T, dir string, inRAM bool) (merged string) {
+	t.Helper()
+	lower, upperFS, merged := filepath.Join(dir, "rom"), filepath.Join(dir, "rw"), filepath.Join(dir, "merged")
+	for _, d := range []string{lower, upperFS, merged} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if inRAM {
+		mountForTest(t, "tmpfs", upperFS, "tmpfs", 0, "size=1m,mode=0755")
+	}
+	for _, d := range []string{"upper", "work"} {
+		if err := os.Mkdir(filepath.Join(upperFS, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := "lowerdir=" + lower + ",upperdir=" + filepath.Join(upperFS, "upper") + ",workdir=" + filepath.Join(upperFS, "work")
+	mountForTest(t, "overlay", merged, "overlay", 0, opts)
+	return merged
 }
 
 // AWS IoT's legacy endpoint, what aws iot describe-endpoint returns without
