@@ -600,3 +600,44 @@ func TestPasswordHashCostAbove20NotUsed(t *testing.T) {
 		t.Errorf("warnings %q; want root's hash, and it alone, said not used", w)
 	}
 }
+
+// The overlay is found by its device number as /proc/self/mountinfo writes
+// it, major:minor, and an overlay's minor passes 255 once that many file
+// systems without a device are mounted (containers, many tmpfs): those bits of
+// dev_t are apart from the low eight. Here enough small tmpfs are mounted first.
+func TestDataDirOnTmpfsOverlayPastMinor255Warned(t *testing.T) {
+	hostenv.NeedRoot(t, "mounting tmpfs and an overlay")
+	root := t.TempDir()
+	minor := func(p string) uint64 {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		dev := uint64(st.Dev)
+		return dev&0xff | dev>>12&^0xff
+	}
+	for i := 0; ; i++ {
+		filler := filepath.Join(root, "filler"+strconv.Itoa(i))
+		if err := os.Mkdir(filler, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mountForTest(t, "tmpfs", filler, "tmpfs", syscall.MS_RDONLY, "size=4k")
+		if minor(filler) >= 256 {
+			break
+		}
+		if i == 1000 {
+			t.Fatalf("no minor past 255 after %d tmpfs mounts", i)
+		}
+	}
+	overlay := filepath.Join(root, "overlay")
+	if err := os.Mkdir(overlay, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	merged := mountOverlay(t, overlay, true)
+	if m := minor(merged); m < 256 {
+		t.Skipf("the overlay got minor %d: another file system let one below 256 go meanwhile", m)
+	}
+	if w := dataDirWarning(filepath.Join(merged, "porthole")); !strings.Contains(w, "is in RAM") {
+		t.Errorf("dataDirWarning on an overlay of minor %d on tmpfs = %q, want the in-RAM warning", minor(merged), w)
+	}
+}
