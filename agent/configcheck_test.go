@@ -457,6 +457,22 @@ func TestDataDirOnFlashOverlayNotWarned(t *testing.T) {
 	}
 }
 
+// ramfs, which initramfs boards and some vendor firmware use for /var and
+// /tmp, is in RAM as tmpfs is.
+func TestDataDirOnRamfsWarned(t *testing.T) {
+	hostenv.NeedRoot(t, "mounting a ramfs")
+	ram := filepath.Join(t.TempDir(), "ram")
+	if err := os.Mkdir(ram, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mountForTest(t, "ramfs", ram, "ramfs", 0, "mode=0755")
+	for _, dir := range []string{filepath.Join(ram, "porthole") /* to be made */, ram /* exists */} {
+		if w := dataDirWarning(dir); !strings.HasPrefix(w, "data_dir: "+dir+" is in RAM") {
+			t.Errorf("dataDirWarning(%s) = %q, want the in-RAM warning", dir, w)
+		}
+	}
+}
+
 // mountForTest mounts as mount(2) does, and unmounts at the test's end. A
 // mount that fails skips the test, and fails it under CI=true: CI mounts them
 // (tools/e2e's faults too).
