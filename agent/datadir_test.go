@@ -303,3 +303,23 @@ func TestDataDirWithoutFileModesWarned(t *testing.T) {
 		}
 	}
 }
+
+// Two starts making the data directory at once (keygen run by an installer
+// while the agent starts; a second agent an update started): the other's mkdir
+// wins, this one's gets EEXIST, and the directory it finds is safe, its own
+// user's. That is a success, not a start that fails (exit 2) once.
+func TestDataDirMadeBySelfInBetween(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	t.Cleanup(func() { mkdir = os.Mkdir })
+	mkdir = func(p string, perm os.FileMode) error {
+		if err := os.Mkdir(p, perm); err != nil { // the other start's
+			t.Fatal(err)
+		}
+		return os.Mkdir(p, perm) // the kernel's EEXIST
+	}
+	f, err := lockDataDir(context.Background(), dir, 0)
+	if err != nil {
+		t.Fatalf("data_dir made by the agent's own user between the walk and mkdir: %v", err)
+	}
+	f.Close()
+}
