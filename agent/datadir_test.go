@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
+	"github.com/porthole-iot/porthole/sshd"
 )
 
 func TestLockDataDir(t *testing.T) {
@@ -320,6 +322,55 @@ func TestDataDirMadeBySelfInBetween(t *testing.T) {
 	f, err := lockDataDir(context.Background(), dir, 0)
 	if err != nil {
 		t.Fatalf("data_dir made by the agent's own user between the walk and mkdir: %v", err)
+	}
+	f.Close()
+}
+
+// A missing data_dir that cannot be made (its directory is on a file system
+// mounted read-only) fails the start with mkdir's cause, not with "was removed
+// as it was made", which sends the operator after another user. check-config
+// warns of it, and of an existing read-only data_dir: with no host key the
+// agent cannot start, with one it serves but cannot keep tunnels across a
+// restart. Such a data_dir still takes the lock.
+func TestReadOnlyDataDir(t *testing.T) {
+	hostenv.NeedRoot(t, "mounting a tmpfs")
+	ro := filepath.Join(t.TempDir(), "ro")
+	if err := os.Mkdir(ro, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mountForTest(t, "tmpfs", ro, "tmpfs", 0, "size=64k,mode=0700")
+	noKey, keyed := filepath.Join(ro, "nokey"), filepath.Join(ro, "keyed")
+	for _, d := range []string{noKey, keyed} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(keyed, sshd.HostKeyFile), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", ro, "tmpfs", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	missing := filepath.Join(ro, "data")
+	f, err := lockDataDir(context.Background(), missing, 0)
+	if want := "data_dir: mkdir " + missing + ": read-only file system"; err == nil || err.Error() != want {
+		if err == nil {
+			f.Close()
+		}
+		t.Errorf("lockDataDir(%s) = %v, want %q", missing, err, want)
+	}
+	for _, tc := range []struct{ dir, want string }{
+		{missing, "data_dir: " + missing + " does not exist and cannot be made in " + ro + " (it is not writable: read-only file system): the agent will exit (2)"},
+		{noKey, "data_dir: " + noKey + " holds no SSH host key and one cannot be made there (it is not writable: read-only file system): the agent will exit (2)"},
+		{keyed, "data_dir: " + keyed + " is not writable (it is not writable: read-only file system): live tunnels cannot be saved"},
+	} {
+		if got := dataDirWarning(tc.dir); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("dataDirWarning(%s) = %q, want %q", tc.dir, got, tc.want)
+		}
+	}
+	f, err = lockDataDir(context.Background(), keyed, 0)
+	if err != nil {
+		t.Fatalf("lockDataDir(%s), read-only with a host key: %v", keyed, err)
 	}
 	f.Close()
 }
