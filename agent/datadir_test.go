@@ -374,3 +374,19 @@ func TestReadOnlyDataDir(t *testing.T) {
 	}
 	f.Close()
 }
+
+// retryFlock waits out only a lock another process holds: any other error
+// (ENOLCK from a file system without locks, EBADF) is the answer at once, not
+// after the whole wait (15 s at an agent's start) of a lock that will never be
+// taken.
+func TestRetryFlockOtherErrors(t *testing.T) {
+	tries := 0
+	start := time.Now()
+	_, err := retryFlock(context.Background(), 5*time.Second, func() (*os.File, error) {
+		tries++
+		return nil, syscall.ENOLCK
+	})
+	if !errors.Is(err, syscall.ENOLCK) || tries != 1 {
+		t.Errorf("retryFlock = %v after %d tries in %v, want ENOLCK after one", err, tries, time.Since(start))
+	}
+}
