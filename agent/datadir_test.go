@@ -298,6 +298,17 @@ func TestDataDirWithoutFileModesWarned(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("left in data_dir by the probe: %v, want nothing", entries)
 	}
+	// Nor a descriptor open on the removed probe: each start's warnings
+	// would keep one, and on vfat its clusters, for the agent's lifetime.
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, _ := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); strings.HasPrefix(target, filepath.Join(dir, ".mode-probe-")) {
+			t.Errorf("descriptor %s is still open on the probe %s", fd.Name(), target)
+		}
+	}
 	w := modesWarning(dir, 0o755)
 	for _, want := range []string{"does not keep file modes", "is 0755", "readable by other local users", "fmask=0077"} {
 		if !strings.Contains(w, want) {
