@@ -401,3 +401,23 @@ func TestRetryFlockOtherErrors(t *testing.T) {
 		t.Errorf("retryFlock = %v after %d tries in %v, want ENOLCK after one", err, tries, time.Since(start))
 	}
 }
+
+// /proc/self/mountinfo writes a space, tab, newline, backslash or comma in a
+// path as an octal escape (\040); an overlay's upperdir is looked up by the
+// path unescaped, wherever in it the escape is, its end included.
+func TestUnescapeMountinfo(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`/overlay/upper`, "/overlay/upper"},
+		{`/mnt/a\040b/upper`, "/mnt/a b/upper"},
+		{`/mnt/upper\040`, "/mnt/upper "},
+		{`\134`, `\`},
+		{`/a\054b\011c\012`, "/a,b\tc\n"},
+		{`/mnt/upper\04`, `/mnt/upper\04`}, // cut short: kept as it is
+		{`/mnt/upper\`, `/mnt/upper\`},
+		{`/mnt/up\08per`, `/mnt/up\08per`}, // not octal
+	} {
+		if got := unescapeMountinfo(tc.in); got != tc.want {
+			t.Errorf("unescapeMountinfo(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
