@@ -58,14 +58,15 @@
 // tagging operations take a tunnel's ARN as it was returned; any other, of
 // another partition, region or account, is ResourceNotFoundException.
 //
-// RotateTunnelAccessToken revokes: a side connected with a rotated token is cut
-// (without a Close frame, so it reconnects) and its reconnect is refused with 400
-// BodyTokenRotated, a 4xx that ends porthole connect, the agent's old session and
-// localproxy; the other side, if it stays, gets SESSION_RESET. What AWS does here is
-// undocumented (spec §4); tunneld takes the safe reading, since rotation is how an
-// operator revokes a leaked token. porthole connect exits 1 (a token refused for
-// good), quoting the service's words; the agent joins with the new destination token
-// from the notification, whichever comes first.
+// RotateTunnelAccessToken revokes: a side connected with a rotated token gets a
+// Close frame, status 1008 with CloseReasonTokenRotated (and is cut if the close
+// takes more than 2 s), which ends porthole connect, the agent's old session and
+// localproxy without a retry of the token; a reconnect with it anyway is refused
+// with 400 BodyTokenRotated, also terminal. The other side, if it stays, gets
+// SESSION_RESET. What AWS does here is undocumented (spec §4); tunneld takes the
+// safe reading, since rotation is how an operator revokes a leaked token. porthole
+// connect exits 1 (a token ended for good), quoting the service's words; the agent
+// joins with the new destination token from the notification.
 //
 // A tunnel opened with destinationConfig.thingName, and a rotation with DESTINATION
 // or ALL, publish {"clientAccessToken","clientMode":"destination","region","services"}

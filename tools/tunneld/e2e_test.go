@@ -9,6 +9,7 @@ package tunneld
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -228,7 +229,7 @@ func TestRotatedDestinationReplacesOld(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A second destination with the new token takes over, as an agent does on a
-	// rotation notification; the old one, cut, cannot reconnect with its revoked token.
+	// rotation notification; the old one, closed, ends without a reconnect.
 	d2 := &tunnel.Destination{Config: p.Dst.Config, Dialer: tunnel.Targets{"SSH": addr}}
 	d2.AccessToken = mustToken(t, out.DestinationAccessToken)
 	d2.ClientToken = tunnel.Token{}
@@ -241,9 +242,8 @@ func TestRotatedDestinationReplacesOld(t *testing.T) {
 	}
 	select {
 	case err := <-p.DstErr:
-		var he *tunnel.HandshakeError
-		if !errors.As(err, &he) || he.StatusCode != 400 {
-			t.Errorf("old destination Run = %v, want a 400 handshake error", err)
+		if !errors.Is(err, tunnel.ErrClosedByService) {
+			t.Errorf("old destination Run = %v, want ErrClosedByService", err)
 		}
 		p.DstErr <- nil
 	case <-time.After(10 * time.Second):
@@ -252,13 +252,15 @@ func TestRotatedDestinationReplacesOld(t *testing.T) {
 	eventually(t, func() error { return roundTrip(p.Addr("SSH"), 9, 4096) })
 }
 
-// Rotation revokes: the side connected with the rotated token is cut, its
-// reconnect is refused with BodyTokenRotated (Run ends with that 400), and the
-// other side, which stays, gets SESSION_RESET. The new token connects.
-func TestRotateCutsTheRevokedSide(t *testing.T) {
+// Rotation revokes: the side connected with the rotated token gets a Close frame,
+// 1008 with CloseReasonTokenRotated, and its Run ends with it at once, on its
+// first connection (a cut would make it reconnect with the revoked token); a
+// reconnect with that token anyway is refused with BodyTokenRotated; the other
+// side, which stays, gets SESSION_RESET. The new token connects.
+func TestRotateClosesTheRevokedSide(t *testing.T) {
 	for _, tc := range []struct {
 		mode   string
-		cut    []dataplane.Side
+		closed []dataplane.Side
 		survor dataplane.Side // -1: none
 	}{
 		{ClientModeSource, []dataplane.Side{dataplane.Source}, dataplane.Destination},
@@ -277,16 +279,23 @@ func TestRotateCutsTheRevokedSide(t *testing.T) {
 				t.Fatal(err)
 			}
 			errs := map[dataplane.Side]chan error{dataplane.Source: p.SrcErr, dataplane.Destination: p.DstErr}
-			for _, side := range tc.cut {
+			old := map[dataplane.Side]string{dataplane.Source: p.out.SourceAccessToken, dataplane.Destination: p.out.DestinationAccessToken}
+			want := "status 1008 " + CloseReasonTokenRotated
+			for _, side := range tc.closed {
 				select {
 				case err := <-errs[side]:
-					var he *tunnel.HandshakeError
-					if !errors.As(err, &he) || he.StatusCode != 400 || he.Body != BodyTokenRotated {
-						t.Errorf("%v Run = %v, want a 400 handshake error with body %q", side, err, BodyTokenRotated)
+					if !errors.Is(err, tunnel.ErrClosedByService) || !strings.Contains(err.Error(), want) {
+						t.Errorf("%v Run = %v, want ErrClosedByService with %q", side, err, want)
 					}
 					errs[side] <- nil
 				case <-time.After(10 * time.Second):
 					t.Fatalf("%v still running after its token was rotated", side)
+				}
+				if n := p.dp.Connects(side); n != 1 {
+					t.Errorf("%v connected %d times, want once: it reconnected with its revoked token", side, n)
+				}
+				if _, status, body := dialWS(t, ts.addr, side.String(), old[side], ""); status != 400 || body != BodyTokenRotated {
+					t.Errorf("%v reconnect with the revoked token: %d %q, want 400 %q", side, status, body, BodyTokenRotated)
 				}
 			}
 			if tc.survor >= 0 {

@@ -10,21 +10,32 @@ import (
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 )
 
-// Rotation revokes a token for good: RotateTunnelAccessToken cuts the WebSocket
-// of each rotated side (it was made with the revoked token), and a client that
-// then reconnects with the revoked token is refused with BodyTokenRotated rather
-// than the data plane's generic "not valid", so that porthole connect, the lab and
-// the agent's events can say the token was rotated.
+// Rotation revokes a token for good: RotateTunnelAccessToken closes the WebSocket
+// of each rotated side (it was made with the revoked token) with a Close frame,
+// status 1008 and CloseReasonTokenRotated, and a client that reconnects with the
+// revoked token anyway is refused with BodyTokenRotated rather than the data
+// plane's generic "not valid", so that porthole connect, the lab and the agent's
+// events can say the token was rotated.
 //
 // Spec §4 leaves open what AWS does with a side connected when its token is
 // rotated. Operators rotate to revoke a leaked token, and a holder of the leaked
 // token that stays connected would make the rotation worthless, so tunneld takes
-// the safe reading: the side is cut. The data plane has no per-side Close frame,
-// so the cut is a TCP close, made by dataplane.Tunnel.Revoke in the same step as
-// the rotation (a client quick with the new token is never the one cut). Every
-// client reconnects after one, and the refusal of that reconnect is what ends it
-// (a 4xx is terminal, spec §2.6). The other side, if connected, gets
-// SESSION_RESET: its streams were relayed to the revoked side and are dead.
+// the safe reading: the side is shut out. A Close frame is the honest way to say
+// so: clients take it as the end of the token (spec §3.8: localproxy ends, and
+// porthole's agent and connect end the session, with the frame's reason, without
+// retrying), where a bare TCP close reads as a network failure, which every
+// client answers by reconnecting with the revoked token. dataplane.Tunnel.RevokeClose
+// does it in the same step as the rotation (a client quick with the new token is
+// never the one closed), drops what was queued for the side, and cuts the
+// connection if the close has not completed within a short grace (a client that
+// has stopped reading holds neither the rotation nor the connection). The other
+// side, if connected, gets SESSION_RESET: its streams were relayed to the revoked
+// side and are dead.
+
+// CloseReasonTokenRotated is the reason of the Close frame (status 1008, policy
+// violation) that a side connected with a token revoked by RotateTunnelAccessToken
+// gets.
+const CloseReasonTokenRotated = "The access token was rotated (RotateTunnelAccessToken) and is no longer valid."
 
 // BodyTokenRotated is the 400 body of a data-plane handshake with an access token
 // revoked by RotateTunnelAccessToken, while its tunnel is open.

@@ -602,11 +602,12 @@ func (s *Server) ListTunnels(ctx context.Context, in *ListTunnelsInput) (*ListTu
 
 // RotateTunnelAccessToken revokes the current access tokens of the given mode and
 // returns new ones, valid for the rest of the tunnel's lifetime. A side connected
-// with a revoked token is cut, and its reconnect refused with BodyTokenRotated; the
+// with a revoked token gets a Close frame (1008, CloseReasonTokenRotated) and is
+// dropped, and a reconnect with that token is refused with BodyTokenRotated; the
 // other side, if connected and not rotated, gets SESSION_RESET (revoke.go says why:
 // spec §4 leaves this open, and rotation is how a leaked token is revoked). With
 // DESTINATION or ALL and a thingName, the new destination token is published, after
-// the cut. A destinationConfig may change the thingName, not the services.
+// the close. A destinationConfig may change the thingName, not the services.
 func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAccessTokenInput) (*RotateTunnelAccessTokenOutput, error) {
 	if err := in.validate(); err != nil {
 		return nil, err
@@ -640,9 +641,10 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	var cut []dataplane.Side
 	for _, side := range rotated {
 		s.revokeLocked(r, r.dp.Side(side).Token)
-		// Revoke cuts the side connected with the old token in the same step
-		// as the rotation, so nobody's connection with the new token can be cut.
-		tok, wasUp := r.dp.Revoke(side)
+		// RevokeClose closes the side connected with the old token in the
+		// same step as the rotation, so nobody's connection with the new
+		// token can be closed; it does not wait for the close.
+		tok, wasUp := r.dp.RevokeClose(side, CloseReasonTokenRotated)
 		if wasUp {
 			cut = append(cut, side)
 		}
@@ -658,7 +660,7 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	dp := r.dp
 	s.mu.Unlock()
 	for _, side := range cut {
-		s.log.Info("side cut: its access token was rotated", "tunnel", r.ID, "side", side)
+		s.log.Info("side closed: its access token was rotated", "tunnel", r.ID, "side", side)
 		if len(rotated) == 1 && dp.Connected(1-side) {
 			dp.SessionReset(1 - side)
 		}

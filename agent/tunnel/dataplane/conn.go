@@ -53,6 +53,7 @@ type conn struct {
 	wire      *wire         // under the library's write buffer; set by frameWriter.Hijack
 	frameMu   sync.Mutex    // held by SendText's write and by a pong's: SendText's frame may take several wire writes
 	pinged    atomic.Bool   // ping holds a ping not answered yet
+	dropping  atomic.Bool   // closeDropping: write no more frames, only the Close frame
 
 	mu          sync.Mutex
 	space       sync.Cond // signalled when the queue shrinks or the conn ends
@@ -215,6 +216,11 @@ func (c *conn) signal() {
 
 // closeWith writes what is queued, then closes the WebSocket with a Close frame.
 func (c *conn) closeWith(code websocket.StatusCode, reason string) {
+	c.closeWithin(code, reason, c.s.closeGraceOrDefault(), false)
+}
+
+// closeWithin is closeWith, cut after grace, and with drop, closeDropping.
+func (c *conn) closeWithin(code websocket.StatusCode, reason string, grace time.Duration, drop bool) {
 	// A close frame's payload is at most 125 bytes: the code and a UTF-8 reason.
 	for len(reason) > 123 {
 		_, n := utf8.DecodeLastRuneInString(reason)
@@ -226,13 +232,27 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) {
 		return
 	}
 	c.closeCode, c.closeReason = code, reason
+	if drop {
+		c.dropping.Store(true)
+		c.queue, c.queued = nil, 0
+	}
 	c.space.Broadcast()
 	// A client that has stopped reading blocks the writer before it gets to
 	// the Close frame, and would keep the connection (and its goroutines and
 	// queue) for as long as it lives: after the grace, it is cut.
-	c.closeTimer = time.AfterFunc(c.s.closeGraceOrDefault(), c.cut)
+	c.closeTimer = time.AfterFunc(grace, c.cut)
 	c.mu.Unlock()
 	c.signal()
+}
+
+// closeDropping is closeWith for a client that must get nothing more (its
+// access token revoked): the frames queued for it are dropped, as on a cut, the
+// writer stops before the next frame of the batch it is writing, and the Close
+// frame gets grace (less than a graceful close's) to be written and answered;
+// then the connection is cut, so that a client that has stopped reading holds
+// nothing for long. The caller does not wait.
+func (c *conn) closeDropping(code websocket.StatusCode, reason string, grace time.Duration) {
+	c.closeWithin(code, reason, min(grace, c.s.closeGraceOrDefault()), true)
 }
 
 // closeGrace is how long a graceful close (closeWith) may take before the
@@ -322,6 +342,9 @@ func (c *conn) writeLoop() {
 			err = c.writeRechunked(batch)
 		} else {
 			for _, b := range batch {
+				if c.dropping.Load() {
+					break
+				}
 				if err = c.ws.Write(c.ctx, websocket.MessageBinary, b); err != nil {
 					break
 				}
@@ -419,7 +442,7 @@ func releaseFrames(bs [][]byte) {
 // tunnel's random source (Rechunk), ignoring frame boundaries.
 func (c *conn) writeRechunked(batch [][]byte) error {
 	b := bytes.Join(batch, nil)
-	for len(b) > 0 {
+	for len(b) > 0 && !c.dropping.Load() {
 		n := min(c.t.chunkSize(c.side), len(b))
 		if err := c.ws.Write(c.ctx, websocket.MessageBinary, b[:n]); err != nil {
 			return err

@@ -124,6 +124,40 @@ func (t *Tunnel) Revoke(side Side) (token string, cut bool) {
 	return token, c != nil
 }
 
+// RevokeClose is Revoke, but the WebSocket connected with the revoked token is
+// closed with a Close frame, status 1008 (policy violation: its credential is no
+// longer valid) and reason (at most 123 bytes are sent), instead of being cut:
+// a client takes a Close frame as the end of its token, a cut as a reason to
+// reconnect with it (spec §3.8). What AWS does with a connection whose token is
+// rotated is undocumented (spec §4). Unlike Close, the frames queued for the
+// side are dropped and nothing more is written to it, since its token's holder
+// is who the rotation shuts out; and the close gets revokeGrace, not the 15 s of
+// a graceful one, before the connection is cut: a client that has stopped
+// reading holds nothing for long. It does not wait, and reports whether a
+// connection was closed.
+func (t *Tunnel) RevokeClose(side Side, reason string) (token string, closed bool) {
+	t.s.mu.Lock()
+	token = t.rotateLocked(side)
+	var c *conn
+	if token != "" {
+		c = t.sides[side].conn
+		t.detachLocked(c)
+	}
+	t.s.mu.Unlock()
+	if c != nil {
+		t.s.log().Info("closing: its access token was revoked", "tunnel", t.id, "side", side, "channel", c.channelID, "reason", reason)
+		c.closeDropping(StatusRevoked, reason, revokeGrace)
+	}
+	return token, c != nil
+}
+
+// StatusRevoked is the status of RevokeClose's Close frame.
+const StatusRevoked = websocket.StatusPolicyViolation
+
+// revokeGrace bounds RevokeClose's close handshake: the Close frame is small
+// and nothing is written before it but the rest of a message in flight.
+const revokeGrace = 2 * time.Second
+
 func (t *Tunnel) rotateLocked(side Side) string {
 	s := t.s
 	if t.closed {
