@@ -368,7 +368,7 @@ func closeReason(err error, stopped bool) string {
 	var he *tunnel.HandshakeError
 	switch {
 	case errors.Is(err, tunnel.ErrClosedByService):
-		return "the tunnel was closed by the service (closed by an administrator, or its lifetime ended)"
+		return "the tunnel was closed by the service (closed by an administrator, its lifetime ended, or its access token was rotated)"
 	case errors.As(err, &he):
 		// The service answers alike for a mistyped token, one another client has
 		// used, and one of a closed tunnel.

@@ -707,6 +707,9 @@ func sourceEnded(err error) string {
 		if strings.Contains(err.Error(), tunneld.CloseReasonExpired) {
 			return fmt.Sprintf("it reached its lifetime of %d h and tunneld closed it; restart the lab (Ctrl-C, then start it again) for a new one", int(tunnelLifetime.Hours()))
 		}
+		if strings.Contains(err.Error(), tunneld.CloseReasonTokenRotated) {
+			return "its source token was rotated (RotateTunnelAccessToken) and tunneld closed the lab's source; connect with the new token"
+		}
 		return "tunneld closed it (CloseTunnel, or another source took over with a rotated token)"
 	}
 	var he *tunnel.HandshakeError
