@@ -1,16 +1,20 @@
 package e2e
 
 // Rotation through the real path: the built agent and porthole connect, Mosquitto
-// with mutual TLS, OpenSSH. tunneld cuts the side whose token it rotates; the
-// agent must move to the new destination token whether the notification arrives
-// after the cut (tunneld's order) or before it (a service may publish first), and
-// porthole connect must end saying the token was rotated.
+// with mutual TLS, OpenSSH. tunneld closes the side whose token it rotates with a
+// Close frame (1008, tunneld.CloseReasonTokenRotated); the agent must end the old
+// session with that reason, without taking it for a network failure and
+// retrying the revoked token, and move to the new destination token whether the
+// notification arrives after the close (tunneld's order) or before it (a service
+// may publish first); porthole connect must end saying the token was rotated.
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,11 +29,21 @@ func TestRotationWithAgentAndConnect(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds porthole and runs Mosquitto and ssh")
 	}
-	s := stack.Start(t, stack.Options{})
+	topic := "porthole/events/" + stack.Thing
+	s := stack.Start(t, stack.Options{MQTT: []string{fmt.Sprintf("event_topic = %q", topic)}})
+	ev := collectEvents(t, s, topic)
 	open := s.OpenTunnel("SSH")
 	port, clog, _ := s.Connect(open)
 	s.MustSSH(port, "true")
 	ctx := context.Background()
+	fp := func(token string) string {
+		t.Helper()
+		tok, err := tunnel.NewAccessToken(token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Fingerprint()
+	}
 
 	waitAgentOn := func(token string) {
 		t.Helper()
@@ -52,14 +66,28 @@ func TestRotationWithAgentAndConnect(t *testing.T) {
 		}
 	}
 
-	// Cut, then notified: the agent's old session is refused, the new one joins.
+	// Closed, then notified: the agent's old session ends with the Close
+	// frame's reason, the new one joins.
+	from := s.AgentLog.Len()
 	rot, err := s.TD().RotateTunnelAccessToken(ctx, &tunneld.RotateTunnelAccessTokenInput{TunnelID: open.TunnelID, ClientMode: tunneld.ClientModeDestination})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.AddSecret(rot.DestinationAccessToken)
 	waitAgentOn(rot.DestinationAccessToken)
-	s.AgentLog.Wait(t, regexp.MustCompile(`msg="tunnel over" .*rotated`), 0, 30*time.Second)
+	closed := regexp.QuoteMeta("status 1008 " + tunneld.CloseReasonTokenRotated)
+	s.AgentLog.Wait(t, regexp.MustCompile(`msg="tunnel over" tunnel=`+fp(open.DestinationAccessToken)+` .*`+closed), from, 30*time.Second)
+	ev.wait(t, "tunnel-ended", `"tunnel":"`+fp(open.DestinationAccessToken)+`","reason":"closed by the service (status 1008 `+tunneld.CloseReasonTokenRotated+`)"`, 10*time.Second)
+	if m := regexp.MustCompile(`.*tunnel connection lost, reconnecting.*|.*handshake refused.*`).FindString(s.AgentLog.String()[from:]); m != "" {
+		t.Errorf("the agent took the rotation for a lost connection and retried the revoked token:\n%s", m)
+	}
+	ev.mu.Lock()
+	for _, e := range ev.list {
+		if strings.Contains(e, `"tunnel-disconnected"`) {
+			t.Errorf("event at the rotation: %s, want only tunnel-ended", e)
+		}
+	}
+	ev.mu.Unlock()
 
 	// Notified, then cut: the new token reaches the agent while the old
 	// connection is up (rotated on the data plane only, published by hand); the
@@ -79,13 +107,18 @@ func TestRotationWithAgentAndConnect(t *testing.T) {
 	}
 	waitAgentOn(fresh)
 
-	// The source's token rotated: porthole connect ends and says why.
+	// The source's token rotated: porthole connect ends and says why, without
+	// taking it for a lost connection first.
+	cfrom := clog.Len()
 	rot, err = s.TD().RotateTunnelAccessToken(ctx, &tunneld.RotateTunnelAccessTokenInput{TunnelID: open.TunnelID, ClientMode: tunneld.ClientModeSource})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.AddSecret(rot.SourceAccessToken)
-	clog.Wait(t, regexp.MustCompile(`porthole connect: .*access token was rotated`), 0, 30*time.Second)
+	clog.Wait(t, regexp.MustCompile(`porthole connect: .*`+closed), cfrom, 30*time.Second)
+	if rest := clog.String()[cfrom:]; strings.Contains(rest, "unexpected EOF") || strings.Contains(rest, "reconnecting") {
+		t.Errorf("porthole connect took the rotation for a lost connection:\n%s", rest)
+	}
 }
 
 // TestRotationDuringTransfer: the destination token rotated during a transfer: tunneld cuts the

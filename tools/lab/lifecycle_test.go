@@ -123,6 +123,15 @@ func TestSourceEndedByExpiry(t *testing.T) {
 	}
 }
 
+// TestSourceEndedByRotation: the lab's source token rotated: tunneld closes the
+// source with a Close frame that says so, and the lab must say it too.
+func TestSourceEndedByRotation(t *testing.T) {
+	why := sourceEnded(fmt.Errorf("%w (status %d %s)", tunnel.ErrClosedByService, 1008, tunneld.CloseReasonTokenRotated))
+	if !strings.Contains(why, "source token was rotated") || strings.Contains(why, "CloseTunnel") {
+		t.Errorf("sourceEnded(the rotation's close) = %q; want it to say the source token was rotated", why)
+	}
+}
+
 // TestLabSaysWhenTheAgentDies kills the agent: the lab says so, with the exit
 // status and the log's path, instead of leaving ssh to hang in silence.
 func TestLabSaysWhenTheAgentDies(t *testing.T) {

@@ -21,7 +21,7 @@ import (
 func TestRotationCutsAStalledReaderAtOnce(t *testing.T) {
 	pki := mqtttest.NewPKI(t)
 	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})
-	out, dp := stalledDestination(t, ts, pki)
+	out, dp, _ := stalledDestination(t, ts, pki)
 	ctx := context.Background()
 	time.Sleep(2 * time.Second) // the buffers fill and the data plane's writer blocks
 
@@ -96,9 +96,10 @@ func TestRotateDoesNotWaitForAStalledPeer(t *testing.T) {
 // stalledDestination opens a tunnel on ts (served over TLS with pki's
 // certificate) and connects its destination, which never reads, while DATA is
 // sent to it until the data plane refuses: its socket buffers fill and the
-// data plane's writer blocks in a socket write. The client is closed and the
+// data plane's writer blocks in a socket write. It returns the client's
+// WebSocket too, for a test that reads again. The client is closed and the
 // sending has ended when the test ends.
-func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenTunnelOutput, *dataplane.Tunnel) {
+func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenTunnelOutput, *dataplane.Tunnel, *websocket.Conn) {
 	t.Helper()
 	out := ts.open(t, "", "SSH")
 	h := http.Header{}
@@ -137,7 +138,7 @@ func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenT
 		ws.CloseNow()
 		<-done
 	})
-	return out, dp
+	return out, dp, ws
 }
 
 // The server's map of revoked tokens stays bounded: a tunnel keeps the newest

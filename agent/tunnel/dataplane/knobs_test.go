@@ -126,6 +126,62 @@ func TestRevoke(t *testing.T) {
 	}
 }
 
+// RevokeClose rotates and closes the connection of the revoked token with a
+// Close frame, 1008 and the reason, which a client takes as the end of its
+// token (a cut makes it reconnect with it). What was queued for the side is
+// dropped, not written before the Close frame: its holder is who the rotation
+// shuts out. The new token connects.
+func TestRevokeClose(t *testing.T) {
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	old := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
+	old.WantServiceIDs("SSH")
+	// The client does not read: its socket buffers fill, then the queue, and
+	// the sender waits for room.
+	var sent atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		payload := make([]byte, 60000)
+		for tun.Send(Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload}) == nil {
+			sent.Add(1)
+		}
+	}()
+	time.Sleep(time.Second)
+	fresh, closed := tun.RevokeClose(Destination, "token revoked")
+	if fresh == "" || fresh == tun.DestinationToken || !closed {
+		t.Fatalf("RevokeClose = %q, %v; want a new token and the old connection closed", fresh, closed)
+	}
+	<-done
+	if tun.Connected(Destination) {
+		t.Error("the side is still connected after RevokeClose")
+	}
+	got := 0
+	for {
+		m, err := old.Next()
+		if err != nil {
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || ce.Reason != "token revoked" {
+				t.Errorf("after %d frames, connection ended with %v, want a Close frame 1008 %q", got, err, "token revoked")
+			}
+			break
+		}
+		if m.Type == tunnel.TypeData {
+			got++
+		}
+	}
+	if n := int(sent.Load()); got >= n {
+		t.Errorf("the revoked client got all %d frames queued for it, want those still queued dropped", n)
+	} else {
+		t.Logf("%d of %d frames reached the revoked client", got, n)
+	}
+	now := dial(t, s, dialOpts{Mode: "destination", Token: fresh})
+	now.WantServiceIDs("SSH")
+	if !tun.Connected(Destination) {
+		t.Error("the connection with the new token is not the side's")
+	}
+}
+
 // A tunnel registered closed (restored after a restart) refuses its tokens as
 // a closed tunnel's and leaves its client token free, without logging a close
 // or calling OnChange: nobody has just closed it.

@@ -1,0 +1,60 @@
+package tunneld
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+)
+
+// The side connected with a rotated token gets a Close frame, 1008 with
+// CloseReasonTokenRotated, on the wire: a bare TCP close read as a network
+// failure, and every client reconnected with the revoked token.
+func TestRotationSendsCloseFrame(t *testing.T) {
+	ts := startServer(t, Config{})
+	out := ts.open(t, "", "SSH")
+	ws, status, body := dialWS(t, ts.addr, "destination", out.DestinationAccessToken, "")
+	if status != 101 {
+		t.Fatalf("handshake: %d %q", status, body)
+	}
+	ctx := ctxTimeout(t, 10*time.Second)
+	if _, _, err := ws.Read(ctx); err != nil { // SERVICE_IDS
+		t.Fatal(err)
+	}
+	if _, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeDestination}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := ws.Read(ctx)
+	if ce := (websocket.CloseError{}); !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || ce.Reason != CloseReasonTokenRotated {
+		t.Errorf("read after the rotation: %v; want a Close frame 1008 %q", err, CloseReasonTokenRotated)
+	}
+}
+
+// A holder of a rotated token that had stopped reading, with its queue full
+// and the data plane's writer blocked, still gets the Close frame once it reads
+// again within the grace: what was queued for it is dropped, not written first.
+func TestRotationClosesAStalledReader(t *testing.T) {
+	pki := mqtttest.NewPKI(t)
+	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})
+	out, _, ws := stalledDestination(t, ts, pki)
+	time.Sleep(2 * time.Second) // the buffers fill and the data plane's writer blocks
+	ctx := context.Background()
+	if _, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeDestination}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ws.SetReadLimit(-1)
+	n := 0
+	var err error
+	for ; err == nil; n++ {
+		_, _, err = ws.Read(rctx)
+	}
+	if ce := (websocket.CloseError{}); !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || ce.Reason != CloseReasonTokenRotated {
+		t.Errorf("after %d messages, read: %v; want a Close frame 1008 %q", n-1, err, CloseReasonTokenRotated)
+	}
+}
