@@ -109,19 +109,7 @@ func (t *Tunnel) Rotate(side Side) string {
 // and have its new connection cut instead. It returns the new token ("" if the
 // tunnel is closed) and whether a connection was cut.
 func (t *Tunnel) Revoke(side Side) (token string, cut bool) {
-	t.s.mu.Lock()
-	token = t.rotateLocked(side)
-	var c *conn
-	if token != "" {
-		c = t.sides[side].conn
-		t.detachLocked(c)
-	}
-	t.s.mu.Unlock()
-	if c != nil {
-		t.s.log().Info("dropped: its access token was revoked", "tunnel", t.id, "side", side, "channel", c.channelID)
-		go c.cut()
-	}
-	return token, c != nil
+	return t.revoke(side, "")
 }
 
 // RevokeClose is Revoke, but the WebSocket connected with the revoked token is
@@ -136,6 +124,11 @@ func (t *Tunnel) Revoke(side Side) (token string, cut bool) {
 // reading holds nothing for long. It does not wait, and reports whether a
 // connection was closed.
 func (t *Tunnel) RevokeClose(side Side, reason string) (token string, closed bool) {
+	return t.revoke(side, reason)
+}
+
+// revoke is Revoke with reason "", else RevokeClose.
+func (t *Tunnel) revoke(side Side, reason string) (token string, up bool) {
 	t.s.mu.Lock()
 	token = t.rotateLocked(side)
 	var c *conn
@@ -144,7 +137,12 @@ func (t *Tunnel) RevokeClose(side Side, reason string) (token string, closed boo
 		t.detachLocked(c)
 	}
 	t.s.mu.Unlock()
-	if c != nil {
+	switch {
+	case c == nil:
+	case reason == "":
+		t.s.log().Info("dropped: its access token was revoked", "tunnel", t.id, "side", side, "channel", c.channelID)
+		go c.cut()
+	default:
 		t.s.log().Info("closing: its access token was revoked", "tunnel", t.id, "side", side, "channel", c.channelID, "reason", reason)
 		c.closeDropping(StatusRevoked, reason, revokeGrace)
 	}
