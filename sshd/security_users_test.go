@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,20 +24,30 @@ func shadowClock() time.Time { return time.Unix(shadowToday*24*60*60+12*60*60, 0
 // is past, or its login shell is not an executable file; "*" and empty
 // password fields are not locks (key logins of root:* must work), an empty
 // shell field means /bin/sh, and without a shadow file only the shell counts.
-// Any execute bit makes a shell executable, the group's or others' alone too,
-// as in OpenSSH's allowed_user (auth.c: S_IXOTH|S_IXUSR|S_IXGRP).
+// Any execute bit makes a shell executable, the owner's, the group's or
+// others' alone too, as in OpenSSH's allowed_user (auth.c:
+// S_IXOTH|S_IXUSR|S_IXGRP). A shell that stat(2) cannot reach (a path through
+// a file: ENOTDIR) does not exist, and one that is not a regular file (a
+// directory, a FIFO with execute bits) is refused.
 // shadow(5) gives a line 9 fields, the last reserved; a line without it keeps
 // its expiry date, as glibc's parser (getspnam, hence OpenSSH) reads it.
 func TestDisabledAccounts(t *testing.T) {
 	dir := t.TempDir()
 	notExec := filepath.Join(dir, "notexec")
 	writeFile(t, notExec, "#!/bin/sh\n")
-	groupExec, othersExec := filepath.Join(dir, "groupexec"), filepath.Join(dir, "othersexec")
-	for path, mode := range map[string]os.FileMode{groupExec: 0o010, othersExec: 0o001} {
+	ownerExec, groupExec, othersExec := filepath.Join(dir, "ownerexec"), filepath.Join(dir, "groupexec"), filepath.Join(dir, "othersexec")
+	for path, mode := range map[string]os.FileMode{ownerExec: 0o100, groupExec: 0o010, othersExec: 0o001} {
 		writeFile(t, path, "#!/bin/sh\n")
 		if err := os.Chmod(path, mode); err != nil {
 			t.Fatal(err)
 		}
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(fifo, 0o755); err != nil { // whatever the umask
+		t.Fatal(err)
 	}
 	users := []struct {
 		name, shell, shadow string
@@ -61,9 +72,12 @@ func TestDisabledAccounts(t *testing.T) {
 		{name: "emptyshell", shell: "-"},
 		{name: "noshell", shell: "/bin/does-not-exist", shadow: "*:19000::::::", why: "shell /bin/does-not-exist does not exist"},
 		{name: "notexec", shell: notExec, why: "shell " + notExec + " is not executable"},
+		{name: "ownerexec", shell: ownerExec},
 		{name: "groupexec", shell: groupExec},
 		{name: "othersexec", shell: othersExec},
 		{name: "dirshell", shell: dir, why: "shell " + dir + " is not a regular file"},
+		{name: "fifoshell", shell: fifo, why: "shell " + fifo + " is not a regular file"},
+		{name: "throughfile", shell: notExec + "/sh", why: "shell " + notExec + "/sh does not exist"},
 	}
 	var passwd, shadow strings.Builder
 	for i, u := range users {
