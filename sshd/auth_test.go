@@ -113,6 +113,33 @@ func TestSessionRunsAsLoginUser(t *testing.T) {
 	}
 }
 
+// TestPrimaryGroupNotUID: a user whose primary group is not numbered as its
+// uid, here root's group 0 (devices put operators in it), runs with its uid
+// and that gid, and is not the server's own user for having the server's uid
+// as gid: in-process SFTP, which acts with the server's privileges, is not
+// served to it.
+func TestPrimaryGroupNotUID(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		s.sftpServerPaths = []string{} // no sftp-server: only in-process SFTP could serve alice
+		passwd, err := os.ReadFile(s.PasswdFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, s.PasswdFile, strings.Replace(string(passwd), "alice:x:1000:1000:", "alice:x:1000:0:", 1))
+	})
+	c := e.login("alice")
+	if out, _, code := run(t, c, `echo $(id -u) $(id -g) $(id -G)`, ""); strings.TrimSpace(out) != "1000 0 0 10" || code != 0 {
+		t.Errorf("id as alice with gid 0 = %q (exit %d), want %q", out, code, "1000 0 0 10")
+	}
+	if err := openSession(t, c).RequestSubsystem("sftp"); err == nil {
+		t.Error("sftp granted to alice, with gid 0, on a root server without an sftp-server")
+	}
+	if err := openSession(t, c).Start("internal-sftp"); err == nil {
+		t.Error("internal-sftp started for alice, with gid 0, on a root server")
+	}
+}
+
 func TestNotRootOnlyOwnUser(t *testing.T) {
 	// As root, pretend to run as uid 1000 (alice); otherwise this is the
 	// real thing and the test user "root" has the tests' own uid.
