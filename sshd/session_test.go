@@ -852,6 +852,35 @@ func TestHomeMissing(t *testing.T) {
 	}
 }
 
+// TestHomeIsALink: a home directory that is a symbolic link to a directory
+// (a read-only root file system's /root linked to a writable partition) is
+// where the session starts, as chdir(2) follows the link: no "Could not chdir
+// to home directory" message, and not /.
+func TestHomeIsALink(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.PasswordHashes = map[string]string{"root": string(hash)} })
+	home := e.home("root")
+	target := filepath.Join(e.dir, "data-root")
+	if err := os.Rename(home, target); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, home); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.dial("root", gossh.Password("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := target + "\n"
+	if out, errOut, code := run(t, c, "pwd -P", ""); code != 0 || out != want || errOut != "" {
+		t.Errorf("pwd -P = %q, stderr %q, exit %d; want %q, no stderr", out, errOut, code, want)
+	}
+}
+
 // TestNologinRefusesNonRootSessions: while /etc/nologin exists, no session of
 // a user other than root starts, as with OpenSSH's sshd without PAM
 // (do_nologin): the file's text on stderr, exit status 254, the program not
