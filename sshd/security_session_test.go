@@ -143,21 +143,28 @@ func serveOnTerminal(t *testing.T) {
 // TestPTYOwnership: a session's terminal belongs to the login user with
 // group tty and mode 0620 when the group file has a tty group, else with
 // the user's own group and mode 0600; never group-writable by the user's
-// primary group (everyone in it could type into the session).
+// primary group (everyone in it could type into the session). The group is
+// the first line named exactly tty, as getgrnam(3) answers: not a later one,
+// nor a group whose name starts so. Without a group file, as without a tty
+// group.
 func TestPTYOwnership(t *testing.T) {
 	needRoot(t)
 	for _, tc := range []struct {
 		name  string
-		group string
+		group string // "": no group file
 		want  string
 	}{
 		{"tty group", "root:x:0:\ntty:x:5:\nalice:x:1000:\n", "1000 5 620"},
 		{"no tty group", "root:x:0:\nalice:x:1000:\n", "1000 1000 600"},
+		{"first tty group", "root:x:0:\nttyusb:x:20:\ntty:x:5:\ntty:x:0:\nalice:x:1000:\n", "1000 5 620"},
+		{"no group file", "", "1000 1000 600"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(e *testEnv, s *Server) {
 				s.GroupFile = filepath.Join(e.dir, "group-pty")
-				writeFile(t, s.GroupFile, tc.group)
+				if tc.group != "" {
+					writeFile(t, s.GroupFile, tc.group)
+				}
 			})
 			s, err := e.login("alice").NewSession()
 			if err != nil {
