@@ -506,6 +506,16 @@ func mountOverlay(t *testing.T, dir string, inRAM bool) (merged string) {
 		}
 	}
 	opts := "lowerdir=" + lower + ",upperdir=" + filepath.Join(upperFS, "upper") + ",workdir=" + filepath.Join(upperFS, "work")
+	if !inRAM {
+		// The writable layer on the host's storage, which may not take one
+		// (an overlay /tmp in a container): a fact of the host, skipped under
+		// CI too; an overlay on tmpfs (inRAM) is what CI must mount.
+		if err := syscall.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+			t.Skipf("cannot mount an overlay whose writable layer is in %s: %v", dir, err)
+		}
+		t.Cleanup(func() { syscall.Unmount(merged, syscall.MNT_DETACH) })
+		return merged
+	}
 	mountForTest(t, "overlay", merged, "overlay", 0, opts)
 	return merged
 }
