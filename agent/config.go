@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -555,21 +557,32 @@ func (l LogConfig) NewLogger(w io.Writer, level *slog.LevelVar) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// printableAttr escapes, for the JSON format, what clients put in a line that
-// encoding/json writes raw: C1 controls (U+009B starts an escape sequence on
-// some terminals), bidi overrides (U+202E reorders what a log viewer shows)
-// and other non-graphic runes, in a user name, a client's version, an error.
-// The text format quotes them already.
+// printableAttr quotes, for the JSON format, a string that encoding/json would
+// write with runes a terminal or log viewer acts on: C1 controls (U+009B
+// starts an escape sequence on some terminals), bidi overrides (U+202E
+// reorders what a viewer shows) and other non-graphic runes past ASCII, from
+// clients (a user name, a client's version, an error). It is quoted whole, as
+// strconv.QuoteToGraphic does and as the text format quotes, and so is a
+// string that starts with a quote: a value that starts with one is a quoted
+// one, and a newline sent by a client stays apart from a backslash and an n.
+// ASCII controls encoding/json escapes itself.
 func printableAttr(_ []string, a slog.Attr) slog.Attr {
 	switch a.Value.Kind() {
 	case slog.KindString:
-		a.Value = slog.StringValue(tunnel.Printable(a.Value.String()))
+		a.Value = slog.StringValue(jsonQuoted(a.Value.String()))
 	case slog.KindAny:
 		if err, ok := a.Value.Any().(error); ok {
-			a.Value = slog.StringValue(tunnel.Printable(err.Error()))
+			a.Value = slog.StringValue(jsonQuoted(err.Error()))
 		}
 	}
 	return a
+}
+
+func jsonQuoted(s string) string {
+	if strings.HasPrefix(s, `"`) || !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r >= utf8.RuneSelf && !unicode.IsGraphic(r) }) {
+		return strconv.QuoteToGraphic(s)
+	}
+	return s
 }
 
 // SetLevel sets v to the configured level (Validate has checked it).

@@ -434,6 +434,45 @@ func TestLogFormatsEscapeClientText(t *testing.T) {
 	}
 }
 
+// TestJSONLogValuesStayApart: in the JSON format a value is written as it is,
+// or, when it holds what a terminal or viewer acts on, Go-quoted whole; so a
+// client's newline (which encoding/json escapes itself) stays apart from a
+// backslash and an n, and a value that starts with a quote is a quoted one:
+// strconv.Unquote gives back what the client sent.
+func TestJSONLogValuesStayApart(t *testing.T) {
+	values := map[string]string{
+		"newline":   "echo hi\nrm -rf /",
+		"backslash": `echo hi\nrm -rf /`,
+		"bidi":      "a \"q\" \u202e",
+		"quoted":    `"x"`,
+		"invalid":   "a\xffb",
+	}
+	var b bytes.Buffer
+	var level slog.LevelVar
+	log := LogConfig{Level: "info", Format: "json"}.NewLogger(&b, &level)
+	var args []any
+	for k, v := range values {
+		args = append(args, k, v)
+	}
+	log.Info("m", args...)
+	var got map[string]string
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatalf("%q: %v", b.String(), err)
+	}
+	for k, v := range values {
+		logged := got[k]
+		if k == "newline" || k == "backslash" {
+			if logged != v {
+				t.Errorf("%s: logged %q, want %q as it is", k, logged, v)
+			}
+			continue
+		}
+		if back, err := strconv.Unquote(logged); err != nil || back != v {
+			t.Errorf("%s: logged %q, want %q Go-quoted", k, logged, v)
+		}
+	}
+}
+
 // TestAuditCommandLinesReachesSSHServer: [ssh] audit_command_lines is off by
 // default and, set, turns the embedded server's AuditCommandLines on.
 func TestAuditCommandLinesReachesSSHServer(t *testing.T) {
