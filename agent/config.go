@@ -18,8 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -560,12 +558,11 @@ func (l LogConfig) NewLogger(w io.Writer, level *slog.LevelVar) *slog.Logger {
 // printableAttr quotes, for the JSON format, a string that encoding/json would
 // write with runes a terminal or log viewer acts on: C1 controls (U+009B
 // starts an escape sequence on some terminals), bidi overrides (U+202E
-// reorders what a viewer shows) and other non-graphic runes past ASCII, from
-// clients (a user name, a client's version, an error). It is quoted whole, as
-// strconv.QuoteToGraphic does and as the text format quotes, and so is a
-// string that starts with a quote: a value that starts with one is a quoted
-// one, and a newline sent by a client stays apart from a backslash and an n.
-// ASCII controls encoding/json escapes itself.
+// reorders what a viewer shows) and other non-graphic runes, from clients (a
+// user name, a client's version, an error). It is Go-quoted whole, as the
+// text format quotes, and so is a string that starts with a quote: a value
+// that starts with one is a quoted one, and a newline sent by a client stays
+// apart from a backslash and an n.
 func printableAttr(_ []string, a slog.Attr) slog.Attr {
 	switch a.Value.Kind() {
 	case slog.KindString:
@@ -579,8 +576,11 @@ func printableAttr(_ []string, a slog.Attr) slog.Attr {
 }
 
 func jsonQuoted(s string) string {
-	if strings.HasPrefix(s, `"`) || !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r >= utf8.RuneSelf && !unicode.IsGraphic(r) }) {
-		return strconv.QuoteToGraphic(s)
+	if p := tunnel.Printable(s); p != s {
+		return `"` + p + `"` // strconv.QuoteToGraphic(s)
+	}
+	if strings.HasPrefix(s, `"`) {
+		return string(strconv.AppendQuote(nil, s))
 	}
 	return s
 }
