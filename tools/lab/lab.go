@@ -655,13 +655,28 @@ Ctrl-C stops the lab%s.
 			if ctx.Err() != nil { // Ctrl-C ends the source side too
 				return nil
 			}
-			why := sourceEnded(err)
+			why, rotated := sourceEnded(err)
 			if why == "" {
 				return fmt.Errorf("source side stopped: %v", err)
 			}
 			srcDone = nil
-			fmt.Fprintf(opt.Out, "\nThe lab's tunnel %s is gone: %s. SSH on %s and HTTP on %s no longer work; the broker, tunneld, the agent and the console keep running until Ctrl-C.\n",
-				open.TunnelID, why, info.SSH, info.HTTP)
+			running := "the broker, tunneld and the agent keep"
+			if info.Console != "" {
+				running = "the broker, tunneld, the agent and the console keep"
+			}
+			if rotated {
+				// The tunnel is open and the agent on it: a porthole connect
+				// with the new token on the lab's own ports makes the lines
+				// printed above, and lab.json's, work again.
+				_, sshPort, _ := net.SplitHostPort(info.SSH)
+				_, httpPort, _ := net.SplitHostPort(info.HTTP)
+				port, _ := strconv.Atoi(sshPort)
+				fmt.Fprintf(opt.Out, "\nThe lab's source side stopped: %s. Tunnel %s stays open, with the agent on it; SSH on %s and HTTP on %s, and the SSH and SFTP lines above, work again once a source side joins with the new token: put the sourceAccessToken the rotation returned in a file TOKEN (%s holds the revoked one) and run\n  %s -L HTTP=%s\n%s running until Ctrl-C.\n",
+					why, open.TunnelID, info.SSH, info.HTTP, rel(info.SourceToken), connectCommand(opt.Porthole, tdHost, info.CAFile, port), httpPort, upper(running))
+				continue
+			}
+			fmt.Fprintf(opt.Out, "\nThe lab's tunnel %s is gone: %s. SSH on %s and HTTP on %s no longer work; %s running until Ctrl-C.\n",
+				open.TunnelID, why, info.SSH, info.HTTP, running)
 		case <-agentDone:
 			agentDone = nil
 			if interruptedSoon(ctx) {
@@ -699,24 +714,24 @@ func interruptedSoon(ctx context.Context) bool {
 const tunnelLifetime = 12 * time.Hour
 
 // sourceEnded says why the source side ended when tunneld ended it (the tunnel
-// expired or was closed, or the source token was refused, as after a rotation),
-// and "" for any other end.
-func sourceEnded(err error) string {
+// expired or was closed, or the source token was refused), and "" for any
+// other end; rotated: the source token was rotated, and the tunnel stays open.
+func sourceEnded(err error) (why string, rotated bool) {
 	if errors.Is(err, tunnel.ErrClosedByService) {
 		// The Close frame's reason is in the error's text only.
 		if strings.Contains(err.Error(), tunneld.CloseReasonExpired) {
-			return fmt.Sprintf("it reached its lifetime of %d h and tunneld closed it; restart the lab (Ctrl-C, then start it again) for a new one", int(tunnelLifetime.Hours()))
+			return fmt.Sprintf("it reached its lifetime of %d h and tunneld closed it; restart the lab (Ctrl-C, then start it again) for a new one", int(tunnelLifetime.Hours())), false
 		}
 		if strings.Contains(err.Error(), tunneld.CloseReasonTokenRotated) {
-			return "its source token was rotated (RotateTunnelAccessToken) and tunneld closed the lab's source; connect with the new token"
+			return "its source token was rotated (RotateTunnelAccessToken)", true
 		}
-		return "tunneld closed it (CloseTunnel, or another source took over with a rotated token)"
+		return "tunneld closed it (CloseTunnel)", false
 	}
 	var he *tunnel.HandshakeError
 	if errors.As(err, &he) && !he.Temporary() {
-		return fmt.Sprintf("tunneld refused the lab's source token (HTTP %d: the tunnel was closed or the token rotated)", he.StatusCode)
+		return fmt.Sprintf("tunneld refused the lab's source token (HTTP %d: the tunnel was closed or the token rotated)", he.StatusCode), false
 	}
-	return ""
+	return "", false
 }
 
 // upper capitalises the first letter of s.

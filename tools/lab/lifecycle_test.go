@@ -117,19 +117,67 @@ func TestLabOutlivesItsTunnel(t *testing.T) {
 // CloseTunnel or a rotated token.
 func TestSourceEndedByExpiry(t *testing.T) {
 	// As agent/tunnel's conn.go wraps tunneld's Close frame at expiry.
-	why := sourceEnded(fmt.Errorf("%w (status %d %s)", tunnel.ErrClosedByService, 1000, "tunnel expired"))
-	if !strings.Contains(why, "lifetime") || !strings.Contains(why, "restart the lab") || strings.Contains(why, "CloseTunnel") {
-		t.Errorf("sourceEnded(the expiry's close) = %q; want it to say the tunnel reached its lifetime, and to restart the lab", why)
+	why, rotated := sourceEnded(fmt.Errorf("%w (status %d %s)", tunnel.ErrClosedByService, 1000, "tunnel expired"))
+	if !strings.Contains(why, "lifetime") || !strings.Contains(why, "restart the lab") || strings.Contains(why, "CloseTunnel") || rotated {
+		t.Errorf("sourceEnded(the expiry's close) = %q, %v; want it to say the tunnel reached its lifetime, and to restart the lab", why, rotated)
 	}
 }
 
-// TestSourceEndedByRotation: the lab's source token rotated: tunneld closes the
-// source with a Close frame that says so, and the lab must say it too.
-func TestSourceEndedByRotation(t *testing.T) {
-	why := sourceEnded(fmt.Errorf("%w (status %d %s)", tunnel.ErrClosedByService, 1008, tunneld.CloseReasonTokenRotated))
-	if !strings.Contains(why, "source token was rotated") || strings.Contains(why, "CloseTunnel") {
-		t.Errorf("sourceEnded(the rotation's close) = %q; want it to say the source token was rotated", why)
+// TestLabSourceTokenRotated rotates the lab's source token with the call the
+// printed AWS line makes: tunneld closes the lab's source side, saying why. The
+// tunnel is not gone (it stayed open, with the agent on it): the lab says so,
+// and the porthole connect line it prints, given the rotation's new token,
+// brings the lab's own SSH port back, so that the ssh line printed at the start
+// works again.
+func TestLabSourceTokenRotated(t *testing.T) {
+	stack.NeedProgram(t, "ssh")
+	l := startLab(t, labPkgs, 60*time.Second, nil, "--ssh-port", "0", "--http-port", "0", "--console", "")
+	defer l.cmd.Process.Kill()
+	var rotated struct{ SourceAccessToken string }
+	b := callTunneld(t, l.info, "RotateTunnelAccessToken", `{"tunnelId":"`+l.info.TunnelID+`","clientMode":"SOURCE"}`)
+	if err := json.Unmarshal([]byte(b), &rotated); err != nil || rotated.SourceAccessToken == "" {
+		t.Fatalf("RotateTunnelAccessToken: %s (%v)", b, err)
 	}
+	line := l.waitLine(t, "source side stopped", 10*time.Second)
+	for _, want := range []string{l.info.TunnelID, "source token was rotated", "stays open", l.info.SSH, l.info.HTTP, filepath.Base(l.info.SourceToken)} {
+		if !strings.Contains(line, want) {
+			t.Errorf("the lab said %q; want it to say %q", line, want)
+		}
+	}
+	connect := l.waitLine(t, " connect --endpoint ", 5*time.Second)
+	if running := l.waitLine(t, "keep running", 5*time.Second); strings.Contains(running, "console") {
+		t.Errorf("the lab said %q: no console runs", running)
+	}
+	_, sshPort, _ := net.SplitHostPort(l.info.SSH)
+	_, httpPort, _ := net.SplitHostPort(l.info.HTTP)
+	if !strings.Contains(connect, " -L SSH="+sshPort+" -L HTTP="+httpPort) {
+		t.Fatalf("the connect line %q does not take the lab's ports %s and %s", connect, sshPort, httpPort)
+	}
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte(rotated.SourceAccessToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", "exec "+strings.Replace(strings.TrimSpace(connect), "--token-file TOKEN", "--token-file "+token, 1))
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+	}()
+	ssh := strings.Replace(l.info.SSHCommand, "ssh ", "ssh -o BatchMode=yes -o ConnectionAttempts=1 ", 1) + " echo through-the-new-source"
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		got, err := exec.Command("sh", "-c", ssh).CombinedOutput()
+		if err == nil && string(got) == "through-the-new-source\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ssh line after connecting with the new token: %v, %q\nporthole connect:\n%s", err, got, out.String())
+		}
+	}
+	l.stop(t)
 }
 
 // TestLabSaysWhenTheAgentDies kills the agent: the lab says so, with the exit
