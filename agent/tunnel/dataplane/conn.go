@@ -141,8 +141,9 @@ func (c *conn) run() {
 		c.closeWith(websocket.StatusNormalClosure, reason)
 	}
 	c.mu.Lock()
-	graceful := c.closeCode != 0
+	sent := c.closeCode // of the Close frame this side sends, if any
 	c.mu.Unlock()
+	graceful := sent != 0
 	if !graceful {
 		c.cut()
 	}
@@ -159,6 +160,9 @@ func (c *conn) run() {
 	delete(c.s.conns, c)
 	c.s.mu.Unlock()
 	c.s.changed(c.t)
+	if graceful && websocket.CloseStatus(err) == sent {
+		err = nil // the client's answer to this side's Close frame: a clean end
+	}
 	c.s.log().Info("ended", "tunnel", c.t.id, "side", c.side, "channel", c.channelID, "error", err)
 }
 
