@@ -463,9 +463,6 @@ func TestDataDirOnFlashOverlayNotWarned(t *testing.T) {
 func TestDataDirOnRamfsWarned(t *testing.T) {
 	hostenv.NeedRoot(t, "mounting a ramfs")
 	ram := filepath.Join(t.TempDir(), "ram")
-	if err := os.Mkdir(ram, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	mountForTest(t, "ramfs", ram, "ramfs", 0, "mode=0755")
 	for _, dir := range []string{filepath.Join(ram, "porthole") /* to be made */, ram /* exists */} {
 		if w := dataDirWarning(dir); !strings.HasPrefix(w, "data_dir: "+dir+" is in RAM") {
@@ -474,11 +471,14 @@ func TestDataDirOnRamfsWarned(t *testing.T) {
 	}
 }
 
-// mountForTest mounts as mount(2) does, and unmounts at the test's end. A
-// mount that fails skips the test, and fails it under CI=true: CI mounts them
-// (tools/e2e's faults too).
+// mountForTest makes target, mounts there as mount(2) does, and unmounts at
+// the test's end. A mount that fails skips the test, and fails it under
+// CI=true: CI mounts them (tools/e2e's faults too).
 func mountForTest(t *testing.T, source, target, fstype string, flags uintptr, data string) {
 	t.Helper()
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := syscall.Mount(source, target, fstype, flags, data); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("cannot mount %s on %s: %v", fstype, target, err)
@@ -648,9 +648,6 @@ func TestDataDirOnTmpfsOverlayPastMinor255Warned(t *testing.T) {
 	}
 	for i := 0; ; i++ {
 		filler := filepath.Join(root, "filler"+strconv.Itoa(i))
-		if err := os.Mkdir(filler, 0o755); err != nil {
-			t.Fatal(err)
-		}
 		mountForTest(t, "tmpfs", filler, "tmpfs", syscall.MS_RDONLY, "size=4k")
 		if minor(filler) >= 256 {
 			break

@@ -346,9 +346,6 @@ func TestDataDirMadeBySelfInBetween(t *testing.T) {
 func TestReadOnlyDataDir(t *testing.T) {
 	hostenv.NeedRoot(t, "mounting a tmpfs")
 	ro := filepath.Join(t.TempDir(), "ro")
-	if err := os.Mkdir(ro, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	mountForTest(t, "tmpfs", ro, "tmpfs", 0, "size=64k,mode=0700")
 	noKey, keyed := filepath.Join(ro, "nokey"), filepath.Join(ro, "keyed")
 	for _, d := range []string{noKey, keyed} {

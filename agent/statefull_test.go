@@ -22,16 +22,7 @@ import (
 func fillTunnelsDir(t *testing.T, e *agentEnv) (free func()) {
 	t.Helper()
 	tunnels := filepath.Join(e.dataDir, "tunnels")
-	if err := os.MkdirAll(tunnels, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", tunnels, "tmpfs", 0, "size=4k,mode=0700"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount tmpfs: %v", err)
-		}
-		t.Skipf("cannot mount a tmpfs here: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(tunnels, syscall.MNT_DETACH) })
+	mountForTest(t, "tmpfs", tunnels, "tmpfs", 0, "size=4k,mode=0700")
 	filler := filepath.Join(tunnels, "filler")
 	f, err := os.Create(filler)
 	if err != nil {
@@ -137,16 +128,7 @@ func TestUnsavedTunnelSavedWhileRunning(t *testing.T) {
 func TestForgetFailureLogged(t *testing.T) {
 	e := newAgentEnv(t) // [services] SSH only
 	tunnels := filepath.Join(e.dataDir, "tunnels")
-	if err := os.MkdirAll(tunnels, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", tunnels, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount tmpfs: %v", err)
-		}
-		t.Skipf("cannot mount a tmpfs here: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(tunnels, syscall.MNT_DETACH) })
+	mountForTest(t, "tmpfs", tunnels, "tmpfs", 0, "size=64k,mode=0700")
 	store := stateStore{dir: tunnels}
 	vnc := e.fake.OpenTunnel("VNC")
 	unusable := "AQGAAX\x01unusable" // a control character
