@@ -290,6 +290,8 @@ func TestOriginCheck(t *testing.T) {
 		{name: "proxy: POST from a longer name", method: http.MethodPost, target: "/api/tunnels", origin: public + ".evil.example", public: public, want: http.StatusForbidden},
 		{name: "proxy: WebSocket from another site", method: http.MethodGet, target: "/api/terminal", origin: "https://evil.example", host: "console.example.com", public: public, want: http.StatusForbidden},
 		{name: "proxy: another Host", method: http.MethodGet, target: "/api/state", host: "other.example.com", public: public, want: http.StatusMisdirectedRequest},
+		{name: "proxy: its name on another port", method: http.MethodGet, target: "/api/state", host: "console.example.com:8443", public: public, want: http.StatusMisdirectedRequest},
+		{name: "proxy on another port: its name on the default one", method: http.MethodGet, target: "/api/state", host: "console.example.com", public: public + ":8443", want: http.StatusMisdirectedRequest},
 		{name: "no public URL: the proxy's Host", method: http.MethodGet, target: "/api/state", host: "console.example.com", want: http.StatusMisdirectedRequest},
 		{name: "no public URL: the proxy's origin", method: http.MethodPost, target: "/api/tunnels", origin: public, want: http.StatusForbidden},
 	} {
