@@ -466,6 +466,32 @@ func TestHSTS(t *testing.T) {
 	}
 }
 
+// TestHSTSNotForLocalhostNames: a console served over TLS by a name under
+// .localhost (its public URL) sends no Strict-Transport-Security, which would
+// hold every port of that name to https for a year; by another name it does.
+func TestHSTSNotForLocalhostNames(t *testing.T) {
+	for _, tc := range []struct {
+		public, host string
+		want         string
+	}{
+		{"https://console.localhost:8443", "console.localhost:8443", ""},
+		{"https://Console.Localhost.:8443", "Console.Localhost.:8443", ""},
+		{"https://localhost:8443", "localhost:8443", ""},
+		{"https://console.example.com:8443", "console.example.com:8443", hsts},
+	} {
+		s := newTestServer(t, Config{PublicURL: tc.public})
+		req := httptest.NewRequest(http.MethodGet, "https://"+tc.host+"/", nil)
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET / over TLS by %s (PublicURL %s) = %d %s, want 200", tc.host, tc.public, rec.Code, rec.Body)
+		}
+		if got := rec.Header().Get("Strict-Transport-Security"); got != tc.want {
+			t.Errorf("GET / over TLS by %s: Strict-Transport-Security %q, want %q", tc.host, got, tc.want)
+		}
+	}
+}
+
 // serveTLS serves a console with cfg and Config.TLS as porthole-console makes
 // it (a certificate, for 127.0.0.1, ::1 and example.com, and nothing else) on
 // 127.0.0.1, and returns its listener and the pool that trusts the certificate.
