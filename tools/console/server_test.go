@@ -334,6 +334,17 @@ func TestPublicURL(t *testing.T) {
 	}
 }
 
+// TestURLOfEveryInterface: a console listening on every interface prints a
+// loopback address, which its Host check takes, not the unspecified one.
+func TestURLOfEveryInterface(t *testing.T) {
+	s := newTestServer(t, Config{})
+	for _, ip := range []net.IP{net.IPv4zero, net.IPv6unspecified} {
+		if got, want := s.URL(&net.TCPAddr{IP: ip, Port: 8088}), "http://127.0.0.1:8088/#token=the-access-token"; got != want {
+			t.Errorf("URL of %v = %q, want %q", ip, got, want)
+		}
+	}
+}
+
 // With Config.TLS the console serves https (HTTP/1.1, for the terminal's
 // WebSocket), prints an https URL, and takes its page's https origin; a plain
 // HTTP request to it is refused.
