@@ -115,6 +115,41 @@ func TestShutdownCloseBounded(t *testing.T) {
 	}
 }
 
+// ctxControlPlane is a fakeControlPlane whose CloseTunnel fails, as an HTTP
+// call does, when its ctx has ended.
+type ctxControlPlane struct{ fakeControlPlane }
+
+func (c *ctxControlPlane) CloseTunnel(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.fakeControlPlane.CloseTunnel(ctx, id)
+}
+
+// TestShutdownClosesTunnelsAfterItsDeadline: the tunnels the console opened are
+// closed at the service within closeTimeout of their own, not what is left of
+// Shutdown's ctx, which a request in flight may have used up: they stayed open,
+// their devices connected, for their lifetime.
+func TestShutdownClosesTunnelsAfterItsDeadline(t *testing.T) {
+	logs := &syncBuffer{t: t}
+	cp := &ctxControlPlane{}
+	s, err := New(Config{AccessToken: "the-access-token", ControlPlane: cp, Endpoint: "wss://127.0.0.1:1",
+		Vendor: standInVendor(), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusOK {
+		t.Fatalf("open dev1 = %d %q", code, msg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // used up
+	s.Shutdown(ctx)
+	if !strings.Contains(logs.String(), `msg="tunnel closed at shutdown" thing=dev1`) {
+		t.Errorf("Shutdown with an ended ctx did not close the tunnel at the service; logs:\n%s", logs)
+	}
+}
+
 func TestCloseReason(t *testing.T) {
 	for _, tc := range []struct {
 		err     error
