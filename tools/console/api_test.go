@@ -137,6 +137,38 @@ func TestOpenLifetime(t *testing.T) {
 	})
 }
 
+// TestOpenRefusesIncomplete: a request without a thing or device name, with a
+// service the API does not take, or with a field the console does not know
+// (a misspelt one, which was ignored) is refused before the control plane is
+// asked or a tunnel is started: a pasted token's tunnel without a name kept
+// its device's host key under "", shared by every such tunnel.
+func TestOpenRefusesIncomplete(t *testing.T) {
+	for _, tc := range []struct{ name, body, want string }{
+		{"no thing", `{"mode":"open","thing":"  ","lifetimeMinutes":5}`, "thing name"},
+		{"a bad service", `{"mode":"open","thing":"dev1","services":["SSH","web ui"],"lifetimeMinutes":5}`, `service "web ui"`},
+		{"an unknown field", `{"mode":"open","thing":"dev1","lifetimeMinutes":5,"lifetime":5}`, "unknown field"},
+		{"no device name", `{"mode":"token","token":"AQGAAXh-pasted","label":" ","endpoint":"wss://127.0.0.1:1"}`, "device name"},
+		{"no mode", `{"thing":"dev1","lifetimeMinutes":5}`, "mode"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cp := &fakeControlPlane{}
+			s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1"})
+			rec := call(s, http.MethodPost, "/api/tunnels", []byte(tc.body))
+			var e struct{ Error string }
+			json.Unmarshal(rec.Body.Bytes(), &e)
+			if rec.Code != http.StatusBadRequest || !strings.Contains(e.Error, tc.want) {
+				t.Errorf("POST /api/tunnels %s = %d %q, want 400 with %q", tc.body, rec.Code, e.Error, tc.want)
+			}
+			if opened, _ := cp.calls(); len(opened) != 0 {
+				t.Errorf("the control plane was asked to open %q", opened)
+			}
+			if n := len(s.tunnels.views()); n != 0 {
+				t.Errorf("%d tunnels started, want 0", n)
+			}
+		})
+	}
+}
+
 // TestPastedEndpoint: an endpoint the source side cannot use, which it would retry
 // for ever, is refused at once: plain text (ws://) unless AllowInsecureWebSocket,
 // and malformed endpoints and regions.
