@@ -169,6 +169,19 @@ func TestOpenRefusesIncomplete(t *testing.T) {
 	}
 }
 
+// TestOpenBodyLimit: a request body over 64 KiB is refused, not read into
+// memory whole.
+func TestOpenBodyLimit(t *testing.T) {
+	s := newTestServer(t, Config{Endpoint: "wss://127.0.0.1:1"})
+	b, _ := json.Marshal(openRequest{Mode: "token", Token: "AQGAAXh-pasted", Label: strings.Repeat("d", 64<<10)})
+	if rec := call(s, http.MethodPost, "/api/tunnels", b); rec.Code != http.StatusBadRequest {
+		t.Errorf("POST /api/tunnels of %d bytes = %d %s, want 400", len(b), rec.Code, bytes.TrimSpace(rec.Body.Bytes()))
+	}
+	if n := len(s.tunnels.views()); n != 0 {
+		t.Errorf("%d tunnels started, want 0", n)
+	}
+}
+
 // TestPastedEndpoint: an endpoint the source side cannot use, which it would retry
 // for ever, is refused at once: plain text (ws://) unless AllowInsecureWebSocket,
 // and malformed endpoints and regions.
