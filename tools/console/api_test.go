@@ -169,6 +169,15 @@ func TestOpenRefusesIncomplete(t *testing.T) {
 	}
 }
 
+// TestOpenWithoutControlPlane: a console without a control plane refuses to
+// open a tunnel, and says to paste a token.
+func TestOpenWithoutControlPlane(t *testing.T) {
+	s := testServer(t)
+	if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusBadRequest || !strings.Contains(msg, "paste") {
+		t.Errorf("open without a control plane = %d %q, want 400 saying to paste a token", code, msg)
+	}
+}
+
 // TestOpenBodyLimit: a request body over 64 KiB is refused, not read into
 // memory whole.
 func TestOpenBodyLimit(t *testing.T) {
