@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -667,23 +668,28 @@ func TestSecretsNeverLogged(t *testing.T) {
 
 // TestWebSocketAuth: a terminal WebSocket must send the access token first; one
 // that sends nothing, a login first, a wrong token or only the old cookie is closed
-// with StatusPolicyViolation before anything else happens (no login, no host key).
+// with StatusPolicyViolation before anything else happens (no login, no host key);
+// one whose first message is over 4 KiB, with StatusMessageTooBig, however right
+// its token.
 func TestWebSocketAuth(t *testing.T) {
 	l := newTestLab(t, Config{authTimeout: 300 * time.Millisecond}, "dev-ws")
 	tv := l.openTunnel(l.client(), "dev-ws")
 	login, _ := json.Marshal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
 	wrong, _ := json.Marshal(authMessage{Type: "auth", Token: "guess"})
 	sum := sha256.Sum256([]byte(l.console.token))
+	padded := []byte(`{"type":"auth","token":"` + l.console.token + `"` + strings.Repeat(" ", 4<<10) + `}`)
 	for _, tc := range []struct {
 		name   string
 		cookie bool
 		send   [][]byte
+		want   websocket.StatusCode // 0 means StatusPolicyViolation
 	}{
-		{"nothing", false, nil},
-		{"a login first", false, [][]byte{login}},
-		{"a wrong token", false, [][]byte{wrong, login}},
-		{"the token as binary", false, [][]byte{nil}},
-		{"only the old cookie", true, [][]byte{login}},
+		{"nothing", false, nil, 0},
+		{"a login first", false, [][]byte{login}, 0},
+		{"a wrong token", false, [][]byte{wrong, login}, 0},
+		{"the token as binary", false, [][]byte{nil}, 0},
+		{"only the old cookie", true, [][]byte{login}, 0},
+		{"the token in over 4 KiB", false, [][]byte{padded, login}, websocket.StatusMessageTooBig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -709,8 +715,9 @@ func TestWebSocketAuth(t *testing.T) {
 			if err == nil {
 				t.Fatalf("the unauthenticated WebSocket got a message: %v %q", typ, b)
 			}
-			if st := websocket.CloseStatus(err); st != websocket.StatusPolicyViolation {
-				t.Fatalf("Read = %v (status %v), want closed with %v", err, st, websocket.StatusPolicyViolation)
+			want := cmp.Or(tc.want, websocket.StatusPolicyViolation)
+			if st := websocket.CloseStatus(err); st != want {
+				t.Fatalf("Read = %v (status %v), want closed with %v", err, st, want)
 			}
 			if d := time.Since(start); d > 3*time.Second {
 				t.Fatalf("closed after %v, want within the auth timeout", d)
