@@ -178,4 +178,11 @@ func TestPastedKeyWrongPassphrase(t *testing.T) {
 	if _, err := s.authMethod(&loginRequest{Auth: "pem", PEM: string(pem.EncodeToMemory(enc)), Passphrase: "right passphrase"}); err != nil {
 		t.Fatal(err)
 	}
+	// No passphrase: a key without one is taken; one with one is said to need it.
+	if _, err := s.authMethod(&loginRequest{Auth: "pem", PEM: string(pem.EncodeToMemory(plain))}); err != nil {
+		t.Errorf("a pasted key without a passphrase: %v", err)
+	}
+	if _, err := s.authMethod(&loginRequest{Auth: "pem", PEM: string(pem.EncodeToMemory(enc))}); err == nil || !strings.Contains(err.Error(), "enter its passphrase") {
+		t.Errorf("an encrypted pasted key without its passphrase: %v; want to be asked for it", err)
+	}
 }
