@@ -186,3 +186,13 @@ func TestPastedKeyWrongPassphrase(t *testing.T) {
 		t.Errorf("an encrypted pasted key without its passphrase: %v; want to be asked for it", err)
 	}
 }
+
+// TestClamp: a terminal's size from the page is taken from 1 to 1000 columns
+// or rows; anything else is the default.
+func TestClamp(t *testing.T) {
+	for _, tc := range []struct{ v, want int }{{1, 1}, {1000, 1000}, {1001, 80}, {0, 80}, {-1, 80}, {1 << 40, 80}} {
+		if got := clamp(tc.v, 80); got != tc.want {
+			t.Errorf("clamp(%d, 80) = %d, want %d", tc.v, got, tc.want)
+		}
+	}
+}
