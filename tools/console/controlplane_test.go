@@ -254,3 +254,33 @@ func TestControlPlaneAPIRegion(t *testing.T) {
 		}
 	}
 }
+
+// TestDestinationConnectedAnswers: the device is connected only while the
+// tunnel is OPEN and its destination CONNECTED; an answer without a tunnel (a
+// proxy's, a service's of another API) is an error, not a crash of the
+// console's device watch.
+func TestDestinationConnectedAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer string
+		want, err    bool
+	}{
+		{"open and connected", `{"tunnel":{"status":"OPEN","destinationConnectionState":{"status":"CONNECTED"}}}`, true, false},
+		{"open, not connected", `{"tunnel":{"status":"OPEN","destinationConnectionState":{"status":"DISCONNECTED"}}}`, false, false},
+		{"open, no destination state", `{"tunnel":{"status":"OPEN"}}`, false, false},
+		{"closed, still connected", `{"tunnel":{"status":"CLOSED","destinationConnectionState":{"status":"CONNECTED"}}}`, false, false},
+		{"no tunnel", `{}`, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+				w.Write([]byte(tc.answer))
+			}))
+			defer srv.Close()
+			api := &ControlPlaneAPI{URL: srv.URL, Client: srv.Client()}
+			joined, err := api.DestinationConnected(context.Background(), "t1")
+			if joined != tc.want || (err != nil) != tc.err {
+				t.Errorf("DestinationConnected with %s = %v, %v; want %v, error %v", tc.answer, joined, err, tc.want, tc.err)
+			}
+		})
+	}
+}
