@@ -284,3 +284,17 @@ func TestDestinationConnectedAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenTunnelWithoutSourceToken: an OpenTunnel answer without a source
+// token is an error, not a tunnel the console would join with no token.
+func TestOpenTunnelWithoutSourceToken(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.Write([]byte(`{"tunnelId":"t1","destinationAccessToken":"AQGAAXh-dest"}`))
+	}))
+	defer srv.Close()
+	api := &ControlPlaneAPI{URL: srv.URL, Client: srv.Client()}
+	if id, tok, err := api.OpenTunnel(context.Background(), "dev1", []string{"SSH"}, time.Hour); err == nil {
+		t.Errorf("OpenTunnel answered without a source token = %q, %v, nil; want an error", id, tok)
+	}
+}
