@@ -178,6 +178,21 @@ func TestOpenWithoutControlPlane(t *testing.T) {
 	}
 }
 
+// TestStateShowsNoToken: the page sees a tunnel's source token by its
+// fingerprint only, never the token.
+func TestStateShowsNoToken(t *testing.T) {
+	s := newTestServer(t, Config{Endpoint: "wss://127.0.0.1:1"})
+	const token = "AQGAAXh-pasted-source-token"
+	if code, msg := post(t, s, openRequest{Mode: "token", Token: token, Label: "dev1"}); code != http.StatusOK {
+		t.Fatalf("paste = %d %q", code, msg)
+	}
+	tok, _ := tunnel.NewAccessToken(token)
+	rec := call(s, http.MethodGet, "/api/state", nil)
+	if body := rec.Body.String(); rec.Code != http.StatusOK || strings.Contains(body, token) || !strings.Contains(body, tok.Fingerprint()) {
+		t.Errorf("GET /api/state = %d %s; want the token's fingerprint %s and not the token", rec.Code, body, tok.Fingerprint())
+	}
+}
+
 // TestOpenBodyLimit: a request body over 64 KiB is refused, not read into
 // memory whole.
 func TestOpenBodyLimit(t *testing.T) {
