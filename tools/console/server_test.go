@@ -323,7 +323,8 @@ func TestOriginCheck(t *testing.T) {
 // is the public one, with the access token.
 func TestPublicURL(t *testing.T) {
 	for _, bad := range []string{"console.example.com", "ftp://console.example.com", "https://", "https://console.example.com/console",
-		"https://console.example.com/?x=1", "https://user@console.example.com"} {
+		"https://console.example.com/?x=1", "https://user@console.example.com",
+		"https://console.example.com:0", "https://console.example.com:65536", "https://console.example.com?x=1", "https://console.example.com?"} {
 		if s, err := New(Config{PublicURL: bad}); err == nil {
 			s.Close()
 			t.Errorf("New with PublicURL %q succeeded", bad)
