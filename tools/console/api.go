@@ -88,6 +88,14 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 		id, tok, err := s.cfg.ControlPlane.OpenTunnel(ctx, thing, services, time.Duration(req.LifetimeMinutes)*time.Minute)
 		if err != nil {
 			s.log.Warn("opening a tunnel", "thing", thing, "err", err)
+			if id != "" {
+				// Open at the service with nothing here to use or close it:
+				// closed now, or it would keep its device for its lifetime.
+				cctx, ccancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.closeTimeout)
+				cerr := s.cfg.ControlPlane.CloseTunnel(cctx, id)
+				ccancel()
+				s.log.Info("closing the tunnel that could not be used", "thing", thing, "tunnel_id", id, "err", cerr)
+			}
 			writeError(w, http.StatusBadGateway, "opening the tunnel: "+err.Error())
 			return
 		}

@@ -24,6 +24,7 @@ import (
 // when hang is set.
 type fakeControlPlane struct {
 	refuseOpen bool
+	noToken    bool // OpenTunnel opens, and its answer has no usable token
 	closeErr   error
 	hang       bool
 
@@ -40,6 +41,9 @@ func (f *fakeControlPlane) OpenTunnel(ctx context.Context, thing string, service
 		return "", tunnel.Token{}, errors.New("fake: OpenTunnel refused")
 	}
 	id := "tunnel-" + thing
+	if f.noToken {
+		return id, tunnel.Token{}, errors.New("fake: no source token in the answer")
+	}
 	tok, err := tunnel.NewAccessToken("AQGAAXh-source-token-of-" + thing)
 	return id, tok, err
 }
@@ -166,6 +170,23 @@ func TestOpenRefusesIncomplete(t *testing.T) {
 				t.Errorf("%d tunnels started, want 0", n)
 			}
 		})
+	}
+}
+
+// TestOpenedButUnusableIsClosed: a tunnel the service opened whose answer the
+// console cannot use (no source token) is closed at the service, not left
+// open, its device connected, for its lifetime with nothing here to close it.
+func TestOpenedButUnusableIsClosed(t *testing.T) {
+	cp := &fakeControlPlane{noToken: true}
+	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1"})
+	if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusBadGateway {
+		t.Errorf("open with an unusable answer = %d %q, want 502", code, msg)
+	}
+	if _, closed := cp.calls(); len(closed) != 1 || closed[0] != "tunnel-dev1" {
+		t.Errorf("tunnels closed at the service: %q, want the one opened, tunnel-dev1", closed)
+	}
+	if n := len(s.tunnels.views()); n != 0 {
+		t.Errorf("%d tunnels started, want 0", n)
 	}
 }
 

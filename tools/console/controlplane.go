@@ -22,7 +22,9 @@ import (
 // ControlPlane opens and closes tunnels: the administrator's side of the workflow.
 type ControlPlane interface {
 	// OpenTunnel opens a tunnel to thing with services and returns its id and
-	// source access token. lifetime 0 means the service's default.
+	// source access token. lifetime 0 means the service's default. An error
+	// with an id: the tunnel was opened, but cannot be used (its answer's
+	// token); the caller closes it.
 	OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (id string, source tunnel.Token, err error)
 	// CloseTunnel closes the tunnel: both sides are disconnected.
 	CloseTunnel(ctx context.Context, id string) error
