@@ -660,9 +660,18 @@ Ctrl-C stops the lab%s.
 				return fmt.Errorf("source side stopped: %v", err)
 			}
 			srcDone = nil
-			running := "the broker, tunneld and the agent keep"
+			parts := []string{"the broker", "tunneld"}
+			if agentDone != nil { // nil: the agent has exited, and said so
+				parts = append(parts, "the agent")
+			}
 			if info.Console != "" {
-				running = "the broker, tunneld, the agent and the console keep"
+				parts = append(parts, "the console")
+			}
+			running := strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1] + " keep"
+			if rotated && agentDone == nil {
+				fmt.Fprintf(opt.Out, "\nThe lab's source side stopped: %s. Tunnel %s stays open, but the agent has exited: restart the lab (Ctrl-C, then start it again) for a device to reach. %s running until Ctrl-C.\n",
+					why, open.TunnelID, upper(running))
+				continue
 			}
 			if rotated {
 				// The tunnel is open and the agent on it: a porthole connect

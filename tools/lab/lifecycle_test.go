@@ -205,6 +205,13 @@ func TestLabSaysWhenTheAgentDies(t *testing.T) {
 			t.Fatalf("lab.json after the agent died:\n%s\nwant it without agent_pid", b)
 		}
 	}
+	// The source token rotated now: the tunnel stays open, but no agent is on
+	// it, and no connect line can bring the device back.
+	callTunneld(t, l.info, "RotateTunnelAccessToken", `{"tunnelId":"`+l.info.TunnelID+`","clientMode":"SOURCE"}`)
+	line = l.waitLine(t, "source side stopped", 10*time.Second)
+	if !strings.Contains(line, "the agent has exited") || strings.Contains(line, "with the agent on it") || strings.Contains(line, "the agent keep") || strings.Contains(line, "TOKEN") {
+		t.Errorf("the lab said %q after its agent exited; want it to say so, and no connect line", line)
+	}
 	l.stop(t)
 }
 
