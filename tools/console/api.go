@@ -94,7 +94,11 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 				cctx, ccancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.closeTimeout)
 				cerr := s.cfg.ControlPlane.CloseTunnel(cctx, id)
 				ccancel()
-				s.log.Info("closing the tunnel that could not be used", "thing", thing, "tunnel_id", id, "err", cerr)
+				if cerr != nil {
+					s.log.Warn("closing the tunnel that could not be used: it stays open at the service until its lifetime ends", "thing", thing, "tunnel_id", id, "err", cerr)
+				} else {
+					s.log.Info("closed the tunnel that could not be used", "thing", thing, "tunnel_id", id)
+				}
 			}
 			writeError(w, http.StatusBadGateway, "opening the tunnel: "+err.Error())
 			return
