@@ -53,7 +53,7 @@ type conn struct {
 	wire      *wire         // under the library's write buffer; set by frameWriter.Hijack
 	frameMu   sync.Mutex    // held by SendText's write and by a pong's: SendText's frame may take several wire writes
 	pinged    atomic.Bool   // ping holds a ping not answered yet
-	dropping  atomic.Bool   // closeDropping: write no more frames, only the Close frame
+	dropping  atomic.Bool   // closeWithin's drop: write no more frames, only the Close frame
 
 	mu          sync.Mutex
 	space       sync.Cond // signalled when the queue shrinks or the conn ends
@@ -223,7 +223,10 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) {
 	c.closeWithin(code, reason, c.s.closeGraceOrDefault(), false)
 }
 
-// closeWithin is closeWith, cut after grace, and with drop, closeDropping.
+// closeWithin is closeWith, the connection cut after grace. With drop, for a
+// client that must get nothing more (its access token revoked), the frames
+// queued for it are dropped, as on a cut, and the writer stops before the next
+// frame of the batch it is writing. The caller does not wait.
 func (c *conn) closeWithin(code websocket.StatusCode, reason string, grace time.Duration, drop bool) {
 	// A close frame's payload is at most 125 bytes: the code and a UTF-8 reason.
 	for len(reason) > 123 {
@@ -247,16 +250,6 @@ func (c *conn) closeWithin(code websocket.StatusCode, reason string, grace time.
 	c.closeTimer = time.AfterFunc(grace, c.cut)
 	c.mu.Unlock()
 	c.signal()
-}
-
-// closeDropping is closeWith for a client that must get nothing more (its
-// access token revoked): the frames queued for it are dropped, as on a cut, the
-// writer stops before the next frame of the batch it is writing, and the Close
-// frame gets grace (less than a graceful close's) to be written and answered;
-// then the connection is cut, so that a client that has stopped reading holds
-// nothing for long. The caller does not wait.
-func (c *conn) closeDropping(code websocket.StatusCode, reason string, grace time.Duration) {
-	c.closeWithin(code, reason, min(grace, c.s.closeGraceOrDefault()), true)
 }
 
 // closeGrace is how long a graceful close (closeWith) may take before the

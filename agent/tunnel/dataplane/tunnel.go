@@ -144,7 +144,7 @@ func (t *Tunnel) revoke(side Side, reason string) (token string, up bool) {
 		go c.cut()
 	default:
 		t.s.log().Info("closing: its access token was revoked", "tunnel", t.id, "side", side, "channel", c.channelID, "reason", reason)
-		c.closeDropping(StatusRevoked, reason, revokeGrace)
+		c.closeWithin(StatusRevoked, reason, min(revokeGrace, c.s.closeGraceOrDefault()), true)
 	}
 	return token, c != nil
 }
