@@ -49,7 +49,9 @@ func TestLockDataDir(t *testing.T) {
 // (/tmp/porthole) that another user makes, or links elsewhere, between the
 // agent's walk and its mkdir (EEXIST) was taken: the host key and the tunnels'
 // tokens went into that user's directory. A directory removed again is no
-// success either.
+// success either. One the agent's own user made meanwhile (keygen run by an
+// installer while the agent starts; a second agent an update started) is safe,
+// and taken: not a start that fails (exit 2) once.
 func TestDataDirMadeByAnotherUserInBetween(t *testing.T) {
 	hostenv.NeedRoot(t, "chown to another user needs root")
 	sticky := filepath.Join(t.TempDir(), "tmp")
@@ -58,34 +60,46 @@ func TestDataDirMadeByAnotherUserInBetween(t *testing.T) {
 	}
 	os.Chmod(sticky, 0o777|os.ModeSticky)
 	safe := t.TempDir() // root's, 0700
-	for name, other := range map[string]func(p string) error{
-		"directory": func(p string) error {
+	for _, tc := range []struct {
+		name  string
+		other func(p string) error
+		taken bool
+	}{
+		{"directory", func(p string) error {
 			os.Mkdir(p, 0o700)
 			return os.Chown(p, 1000, 1000)
-		},
-		"link to root's directory": func(p string) error {
+		}, false},
+		{"link to root's directory", func(p string) error {
 			os.Symlink(safe, p)
 			return os.Lchown(p, 1000, 1000)
-		},
-		"removed again": func(p string) error { return nil },
+		}, false},
+		{"removed again", func(p string) error { return nil }, false},
+		{"own directory", func(p string) error { return os.Mkdir(p, 0o700) }, true},
 	} {
-		dir := filepath.Join(sticky, "porthole-"+strings.Fields(name)[0])
+		dir := filepath.Join(sticky, "porthole-"+strings.Fields(tc.name)[0])
 		t.Cleanup(func() { mkdir = os.Mkdir })
 		mkdir = func(p string, _ os.FileMode) error {
-			if err := other(p); err != nil {
+			if err := tc.other(p); err != nil {
 				t.Fatal(err)
 			}
 			return &os.PathError{Op: "mkdir", Path: p, Err: os.ErrExist}
 		}
 		f, err := lockDataDir(context.Background(), dir, 0)
+		switch {
+		case tc.taken && err != nil:
+			t.Errorf("%s made between the walk and mkdir: %v", tc.name, err)
+		case !tc.taken && err == nil:
+			t.Errorf("%s made by another user between the walk and mkdir: the agent locked it", tc.name)
+		}
 		if err == nil {
 			f.Close()
-			t.Errorf("%s made by another user between the walk and mkdir: the agent locked it", name)
 		}
-		if err := makeDataDir(dir); err == nil {
-			t.Errorf("%s made by another user between the walk and mkdir: keygen's makeDataDir took it", name)
+		if !tc.taken {
+			if err := makeDataDir(dir); err == nil {
+				t.Errorf("%s made by another user between the walk and mkdir: keygen's makeDataDir took it", tc.name)
+			}
 		}
-		os.Remove(dir)
+		os.RemoveAll(dir)
 	}
 }
 
@@ -315,26 +329,6 @@ func TestDataDirWithoutFileModesWarned(t *testing.T) {
 			t.Errorf("modesWarning(%s, 0755) = %q, want %q in it", dir, w, want)
 		}
 	}
-}
-
-// Two starts making the data directory at once (keygen run by an installer
-// while the agent starts; a second agent an update started): the other's mkdir
-// wins, this one's gets EEXIST, and the directory it finds is safe, its own
-// user's. That is a success, not a start that fails (exit 2) once.
-func TestDataDirMadeBySelfInBetween(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "data")
-	t.Cleanup(func() { mkdir = os.Mkdir })
-	mkdir = func(p string, perm os.FileMode) error {
-		if err := os.Mkdir(p, perm); err != nil { // the other start's
-			t.Fatal(err)
-		}
-		return os.Mkdir(p, perm) // the kernel's EEXIST
-	}
-	f, err := lockDataDir(context.Background(), dir, 0)
-	if err != nil {
-		t.Fatalf("data_dir made by the agent's own user between the walk and mkdir: %v", err)
-	}
-	f.Close()
 }
 
 // A missing data_dir that cannot be made (its directory is on a file system
