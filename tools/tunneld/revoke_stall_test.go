@@ -3,6 +3,7 @@ package tunneld
 import (
 	"context"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ import (
 func TestRotationCutsAStalledReaderAtOnce(t *testing.T) {
 	pki := mqtttest.NewPKI(t)
 	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})
-	out, dp, _ := stalledDestination(t, ts, pki)
+	out, dp, _, _ := stalledDestination(t, ts, pki)
 	ctx := context.Background()
 	time.Sleep(2 * time.Second) // the buffers fill and the data plane's writer blocks
 
@@ -99,7 +100,7 @@ func TestRotateDoesNotWaitForAStalledPeer(t *testing.T) {
 // data plane's writer blocks in a socket write. It returns the client's
 // WebSocket too, for a test that reads again. The client is closed and the
 // sending has ended when the test ends.
-func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenTunnelOutput, *dataplane.Tunnel, *websocket.Conn) {
+func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenTunnelOutput, *dataplane.Tunnel, *websocket.Conn, *atomic.Int64) {
 	t.Helper()
 	out := ts.open(t, "", "SSH")
 	h := http.Header{}
@@ -119,6 +120,7 @@ func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenT
 		t.Fatal(err)
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
+	var sent atomic.Int64 // DATA frames the data plane took for the destination
 	go func() {
 		defer close(done)
 		payload := make([]byte, 60000)
@@ -131,6 +133,7 @@ func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenT
 			if dp.Send(dataplane.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload}) != nil {
 				return
 			}
+			sent.Add(1)
 		}
 	}()
 	t.Cleanup(func() {
@@ -138,7 +141,7 @@ func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenT
 		ws.CloseNow()
 		<-done
 	})
-	return out, dp, ws
+	return out, dp, ws, &sent
 }
 
 // The server's map of revoked tokens stays bounded: a tunnel keeps the newest

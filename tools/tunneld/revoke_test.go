@@ -40,7 +40,7 @@ func TestRotationSendsCloseFrame(t *testing.T) {
 func TestRotationClosesAStalledReader(t *testing.T) {
 	pki := mqtttest.NewPKI(t)
 	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})
-	out, _, ws := stalledDestination(t, ts, pki)
+	out, _, ws, sent := stalledDestination(t, ts, pki)
 	time.Sleep(2 * time.Second) // the buffers fill and the data plane's writer blocks
 	ctx := context.Background()
 	if _, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeDestination}); err != nil {
@@ -49,12 +49,20 @@ func TestRotationClosesAStalledReader(t *testing.T) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ws.SetReadLimit(-1)
-	n := 0
+	n, data := 0, 0
 	var err error
 	for ; err == nil; n++ {
-		_, _, err = ws.Read(rctx)
+		var b []byte
+		if _, b, err = ws.Read(rctx); len(b) > 60000 {
+			data++ // a DATA frame of stalledDestination's, not SERVICE_IDS
+		}
 	}
 	if ce := (websocket.CloseError{}); !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || ce.Reason != CloseReasonTokenRotated {
 		t.Errorf("after %d messages, read: %v; want a Close frame 1008 %q", n-1, err, CloseReasonTokenRotated)
+	}
+	if total := sent.Load(); int64(data) >= total {
+		t.Errorf("the revoked reader got all %d DATA frames queued for it, want those still queued dropped", total)
+	} else {
+		t.Logf("%d of %d DATA frames reached the revoked reader", data, total)
 	}
 }
