@@ -214,34 +214,8 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 	}
-	// Every port in use is named at once, with the way to choose another
-	// through make (make lab takes no flags of its own).
-	var inUse, choose []string
-	for _, p := range []struct {
-		name string
-		port int
-	}{{"--ssh-port", opt.SSHPort}, {"--http-port", opt.HTTPPort}} {
-		if p.port == 0 || (opt.NoAgent && p.name == "--http-port") {
-			continue // --no-agent: no source side, only the suggested connect line's SSH port
-		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)))
-		if errors.Is(err, syscall.EADDRINUSE) {
-			inUse = append(inUse, strconv.Itoa(p.port))
-			choose = append(choose, p.name+" "+strconv.Itoa(p.port+1))
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("%s %d: %w", p.name, p.port, err)
-		}
-		ln.Close()
-	}
-	if len(inUse) > 0 {
-		what := "port " + inUse[0] + " is"
-		if len(inUse) > 1 {
-			what = "ports " + strings.Join(inUse, " and ") + " are"
-		}
-		return fmt.Errorf("%s in use: choose others, e.g. %s (with make: make lab LABFLAGS=\"%[2]s\"; 0 takes any free port)",
-			what, strings.Join(choose, " "))
+	if err := checkPorts(opt); err != nil {
+		return err
 	}
 	st := stepper{opt.Out}
 	info := Info{StateDir: dir, PID: os.Getpid(), Thing: Thing, Region: opt.Region, SSHKey: filepath.Join(dir, "id_ed25519")}
@@ -559,6 +533,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 
 	srcErr := make(chan error, 1)
+	beforeSource()
 	if err := st.do("source side on local ports", func() error {
 		tok, err := tunnel.NewAccessToken(open.SourceAccessToken)
 		if err != nil {
@@ -588,6 +563,14 @@ func Run(ctx context.Context, opt Options) (err error) {
 		case err := <-srcErr:
 			if err == nil {
 				err = errors.New("source stopped")
+			}
+			// Free when the lab checked them at its start, the ports can be
+			// taken since (two labs started at once): named as that check
+			// names them, once the source has let go of the other one.
+			if errors.Is(err, syscall.EADDRINUSE) {
+				if e := checkPorts(opt); e != nil {
+					return fmt.Errorf("%w; it was free when the lab started (another lab or program took it meanwhile)", e)
+				}
 			}
 			return err
 		case <-time.After(30 * time.Second):
@@ -1082,4 +1065,42 @@ func realPath(p string) (string, error) {
 		rest = filepath.Join(filepath.Base(p), rest)
 		p = filepath.Dir(p)
 	}
+}
+
+// beforeSource is called before the source side takes its local ports: a test
+// takes one there, as a second lab started at once would.
+var beforeSource = func() {}
+
+// checkPorts refuses, before anything starts, the local ports the lab's source
+// side cannot take. Every port in use is named at once, with the way to choose
+// another through make (make lab takes no flags of its own).
+func checkPorts(opt Options) error {
+	var inUse, choose []string
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"--ssh-port", opt.SSHPort}, {"--http-port", opt.HTTPPort}} {
+		if p.port == 0 || (opt.NoAgent && p.name == "--http-port") {
+			continue // --no-agent: no source side, only the suggested connect line's SSH port
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)))
+		if errors.Is(err, syscall.EADDRINUSE) {
+			inUse = append(inUse, strconv.Itoa(p.port))
+			choose = append(choose, p.name+" "+strconv.Itoa(p.port+1))
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s %d: %w", p.name, p.port, err)
+		}
+		ln.Close()
+	}
+	if len(inUse) == 0 {
+		return nil
+	}
+	what := "port " + inUse[0] + " is"
+	if len(inUse) > 1 {
+		what = "ports " + strings.Join(inUse, " and ") + " are"
+	}
+	return fmt.Errorf("%s in use: choose others, e.g. %s (with make: make lab LABFLAGS=\"%[2]s\"; 0 takes any free port)",
+		what, strings.Join(choose, " "))
 }
