@@ -473,7 +473,16 @@ func Run(ctx context.Context, opt Options) (err error) {
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 			select {
 			case <-waited:
-			case <-time.After(6 * time.Second):
+				return
+			case <-time.After(agentStopQuiet):
+			}
+			// A stop that takes longer than the agent's own (a frozen or
+			// stopped agent) says what the lab waits for, not a silent hang.
+			fmt.Fprintf(opt.Out, "the agent (pid %d) has not stopped %v after SIGTERM; killing it in %v\n",
+				cmd.Process.Pid, agentStopQuiet, agentStopKill-agentStopQuiet)
+			select {
+			case <-waited:
+			case <-time.After(agentStopKill - agentStopQuiet):
 				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 				<-waited
 			}
@@ -700,6 +709,11 @@ func interruptedSoon(ctx context.Context) bool {
 		return false
 	}
 }
+
+// The lab's stop waits agentStopQuiet for the agent to end after SIGTERM
+// before it says so, and kills it at agentStopKill (the agent's own stop takes
+// at most 5 s).
+const agentStopQuiet, agentStopKill = 2 * time.Second, 6 * time.Second
 
 // tunnelLifetime is the lifetime of the tunnel each lab run opens (AWS's
 // maximum, 12 h); tunneld closes it then.

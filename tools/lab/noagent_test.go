@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,5 +160,44 @@ func TestNoAgentRefusesAnUnsafeState(t *testing.T) {
 	}
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Errorf("the refused state directory: %v, want it not made", err)
+	}
+}
+
+// TestFrozenAgentStopSaysSo: a lab whose agent does not end at SIGTERM (here
+// stopped with SIGSTOP, as a frozen one) says what its stop waits for, kills
+// the agent and ends, instead of a silent wait.
+func TestFrozenAgentStopSaysSo(t *testing.T) {
+	porthole := stack.Build(t)
+	state := filepath.Join(stack.SafeDir(t), "state")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := stack.NewLog()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: porthole, Out: out})
+	}()
+	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
+	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info Info
+	if err := json.Unmarshal(b, &info); err != nil || info.AgentPID == 0 {
+		t.Fatalf("lab.json: %v, agent pid %d", err, info.AgentPID)
+	}
+	if err := syscall.Kill(info.AgentPID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	from := out.Len()
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	want := fmt.Sprintf("the agent (pid %d) has not stopped %v after SIGTERM; killing it in %v\n", info.AgentPID, agentStopQuiet, agentStopKill-agentStopQuiet)
+	if got := out.String()[from:]; !strings.Contains(got, want) {
+		t.Errorf("the lab's stop with its agent frozen wrote\n%s\nwant it to say %q", got, want)
+	}
+	if err := syscall.Kill(info.AgentPID, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("the frozen agent after the lab's stop: %v, want it gone", err)
 	}
 }
