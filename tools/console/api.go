@@ -85,10 +85,19 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
-		id, tok, err := s.cfg.ControlPlane.OpenTunnel(ctx, thing, services, time.Duration(req.LifetimeMinutes)*time.Minute)
+		attempt, since := newAttempt(), time.Now()
+		id, tok, err := s.cfg.ControlPlane.OpenTunnel(ctx, thing, services, time.Duration(req.LifetimeMinutes)*time.Minute, attempt)
 		if err != nil {
-			s.log.Warn("opening a tunnel", "thing", thing, "err", err)
-			if id != "" {
+			s.log.Warn("opening a tunnel", "thing", thing, "attempt", attempt, "err", err)
+			msg := "opening the tunnel: " + err.Error()
+			switch {
+			case id == "" && !errors.Is(err, ErrRefused):
+				// The answer may have been lost after the service opened
+				// it: found by its tag and closed, or it would keep its
+				// device, and count against the service's limit, for its
+				// lifetime.
+				msg += ". " + s.closeAttempt(r.Context(), thing, attempt, since)
+			case id != "":
 				// Open at the service with nothing here to use or close it:
 				// closed now, or it would keep its device for its lifetime.
 				cctx, ccancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.closeTimeout)
@@ -100,7 +109,7 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 					s.log.Info("closed the tunnel that could not be used", "thing", thing, "tunnel_id", id)
 				}
 			}
-			writeError(w, http.StatusBadGateway, "opening the tunnel: "+err.Error())
+			writeError(w, http.StatusBadGateway, msg)
 			return
 		}
 		s.log.Info("tunnel opened", "thing", thing, "tunnel_id", id, "services", services, "token", tok)

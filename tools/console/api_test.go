@@ -33,12 +33,12 @@ type fakeControlPlane struct {
 	closed []string // CloseTunnel calls' ids
 }
 
-func (f *fakeControlPlane) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (string, tunnel.Token, error) {
+func (f *fakeControlPlane) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration, attempt string) (string, tunnel.Token, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.opened = append(f.opened, thing)
 	if f.refuseOpen {
-		return "", tunnel.Token{}, errors.New("fake: OpenTunnel refused")
+		return "", tunnel.Token{}, refusedError{errors.New("fake: OpenTunnel refused")}
 	}
 	id := "tunnel-" + thing
 	if f.noToken {
@@ -57,6 +57,10 @@ func (f *fakeControlPlane) CloseTunnel(ctx context.Context, id string) error {
 		return ctx.Err()
 	}
 	return f.closeErr
+}
+
+func (f *fakeControlPlane) FindAttempt(ctx context.Context, thing, attempt string, since time.Time) ([]string, error) {
+	return nil, nil
 }
 
 func (f *fakeControlPlane) DestinationConnected(ctx context.Context, id string) (bool, error) {
@@ -357,10 +361,10 @@ type blockingControlPlane struct {
 	entered, release chan struct{}
 }
 
-func (b *blockingControlPlane) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (string, tunnel.Token, error) {
+func (b *blockingControlPlane) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration, attempt string) (string, tunnel.Token, error) {
 	close(b.entered)
 	<-b.release
-	return b.fakeControlPlane.OpenTunnel(ctx, thing, services, lifetime)
+	return b.fakeControlPlane.OpenTunnel(ctx, thing, services, lifetime, attempt)
 }
 
 // TestShutdownDuringOpen: a tunnel the control plane opens after the

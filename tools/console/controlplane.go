@@ -22,10 +22,19 @@ import (
 // ControlPlane opens and closes tunnels: the administrator's side of the workflow.
 type ControlPlane interface {
 	// OpenTunnel opens a tunnel to thing with services and returns its id and
-	// source access token. lifetime 0 means the service's default. An error
-	// with an id: the tunnel was opened, but cannot be used (its answer's
-	// token); the caller closes it.
-	OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (id string, source tunnel.Token, err error)
+	// source access token. lifetime 0 means the service's default. The tunnel
+	// is tagged with attempt (attemptTagKey), a value unique to this call, so
+	// that FindAttempt finds it when the answer is lost. An error with an id:
+	// the tunnel was opened, but cannot be used (its answer's token); the
+	// caller closes it. An error that errors.Is ErrRefused: the service refused,
+	// nothing was opened; any other error without an id: the tunnel may have
+	// been opened all the same.
+	OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration, attempt string) (id string, source tunnel.Token, err error)
+	// FindAttempt returns the ids of thing's open tunnels that OpenTunnel
+	// tagged with attempt, among those the service says it opened since
+	// (give or take attemptClockSkew). An error with ids: those were found
+	// before it.
+	FindAttempt(ctx context.Context, thing, attempt string, since time.Time) ([]string, error)
 	// CloseTunnel closes the tunnel: both sides are disconnected.
 	CloseTunnel(ctx context.Context, id string) error
 	// DestinationConnected reports whether the tunnel's destination, the device's
@@ -38,10 +47,12 @@ func TunneldServer(s *tunneld.Server) ControlPlane { return tunneldServer{s} }
 
 type tunneldServer struct{ s *tunneld.Server }
 
-func (t tunneldServer) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (string, tunnel.Token, error) {
-	out, err := t.s.OpenTunnel(ctx, openInput(thing, services, lifetime))
+func (t tunneldServer) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration, attempt string) (string, tunnel.Token, error) {
+	out, err := t.s.OpenTunnel(ctx, openInput(thing, services, lifetime, attempt))
 	if err != nil {
-		return "", tunnel.Token{}, err
+		// In process, an error is the whole answer: the server opened
+		// nothing, or closed and forgot what it could not save.
+		return "", tunnel.Token{}, refusedError{err}
 	}
 	tok, err := tunnel.NewAccessToken(out.SourceAccessToken)
 	return out.TunnelID, tok, err
@@ -59,14 +70,25 @@ func (t tunneldServer) DestinationConnected(ctx context.Context, id string) (boo
 	return destinationConnected(out), nil
 }
 
+func (t tunneldServer) FindAttempt(ctx context.Context, thing, attempt string, since time.Time) ([]string, error) {
+	return findAttempt(ctx, thing, attempt, since, t.s.ListTunnels,
+		func(ctx context.Context, id string) (*tunneld.DescribeTunnelOutput, error) {
+			return t.s.DescribeTunnel(ctx, &tunneld.DescribeTunnelInput{TunnelID: id})
+		})
+}
+
 func destinationConnected(out *tunneld.DescribeTunnelOutput) bool {
 	st := out.Tunnel.DestinationConnectionState
 	return out.Tunnel.Status == tunneld.StatusOpen && st != nil && st.Status == tunneld.StatusConnected
 }
 
-func openInput(thing string, services []string, lifetime time.Duration) *tunneld.OpenTunnelInput {
-	in := &tunneld.OpenTunnelInput{Description: "porthole console",
-		DestinationConfig: &tunneld.DestinationConfig{ThingName: thing, Services: services}}
+// openDescription is the description of the tunnels the console opens.
+const openDescription = "porthole console"
+
+func openInput(thing string, services []string, lifetime time.Duration, attempt string) *tunneld.OpenTunnelInput {
+	in := &tunneld.OpenTunnelInput{Description: openDescription,
+		DestinationConfig: &tunneld.DestinationConfig{ThingName: thing, Services: services},
+		Tags:              []tunneld.Tag{{Key: attemptTagKey, Value: attempt}}}
 	if m := int(lifetime / time.Minute); m > 0 {
 		in.TimeoutConfig = &tunneld.TimeoutConfig{MaxLifetimeTimeoutMinutes: m}
 	}
@@ -193,7 +215,8 @@ func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) erro
 		if e.Message == "" {
 			e.Message = strings.TrimSpace(string(b))
 		}
-		return fmt.Errorf("%s: %s %s", op, resp.Status, a.Credentials.redact(e.Type+": "+e.Message))
+		return &APIError{Op: op, Status: resp.Status, StatusCode: resp.StatusCode, Type: e.Type,
+			text: a.Credentials.redact(e.Type + ": " + e.Message)}
 	}
 	if out == nil {
 		return nil
@@ -220,10 +243,38 @@ func AWSRegion(host string) string {
 	return region
 }
 
+// ErrRefused is what errors.Is finds in a control plane's clear refusal: the
+// service answered the request with an error, so it did nothing.
+var ErrRefused = errors.New("console: the control plane refused the request")
+
+// APIError is a control plane's answer other than 200 OK.
+type APIError struct {
+	Op         string // the operation, "OpenTunnel"
+	Status     string // "400 Bad Request"
+	StatusCode int
+	Type       string // the error body's __type; "" for none (a proxy's page)
+	text       string // type and message, redacted
+}
+
+func (e *APIError) Error() string { return fmt.Sprintf("%s: %s %s", e.Op, e.Status, e.text) }
+
+// Is reports ErrRefused for a 4xx answer with an AWS error body: the service's
+// own refusal. A 5xx (a proxy's, a load balancer's timeout, the service's
+// InternalFailure) or an answer without one does not say that nothing was done.
+func (e *APIError) Is(target error) bool {
+	return target == ErrRefused && e.StatusCode >= 400 && e.StatusCode < 500 && e.Type != ""
+}
+
+// refusedError is an error known to leave nothing done: it is ErrRefused too.
+type refusedError struct{ error }
+
+func (e refusedError) Unwrap() error        { return e.error }
+func (e refusedError) Is(target error) bool { return target == ErrRefused }
+
 // OpenTunnel implements ControlPlane.
-func (a *ControlPlaneAPI) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration) (string, tunnel.Token, error) {
+func (a *ControlPlaneAPI) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration, attempt string) (string, tunnel.Token, error) {
 	var out tunneld.OpenTunnelOutput
-	if err := a.call(ctx, "OpenTunnel", openInput(thing, services, lifetime), &out); err != nil {
+	if err := a.call(ctx, "OpenTunnel", openInput(thing, services, lifetime, attempt), &out); err != nil {
 		return "", tunnel.Token{}, err
 	}
 	tok, err := tunnel.NewAccessToken(out.SourceAccessToken)
@@ -245,4 +296,17 @@ func (a *ControlPlaneAPI) DestinationConnected(ctx context.Context, id string) (
 		return false, errors.New("DescribeTunnel: no tunnel in the answer")
 	}
 	return destinationConnected(&out), nil
+}
+
+// FindAttempt implements ControlPlane.
+func (a *ControlPlaneAPI) FindAttempt(ctx context.Context, thing, attempt string, since time.Time) ([]string, error) {
+	return findAttempt(ctx, thing, attempt, since,
+		func(ctx context.Context, in *tunneld.ListTunnelsInput) (*tunneld.ListTunnelsOutput, error) {
+			var out tunneld.ListTunnelsOutput
+			return &out, a.call(ctx, "ListTunnels", in, &out)
+		},
+		func(ctx context.Context, id string) (*tunneld.DescribeTunnelOutput, error) {
+			var out tunneld.DescribeTunnelOutput
+			return &out, a.call(ctx, "DescribeTunnel", &tunneld.DescribeTunnelInput{TunnelID: id}, &out)
+		})
 }

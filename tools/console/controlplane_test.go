@@ -58,7 +58,7 @@ func testControlPlaneAPI(t *testing.T, creds map[string]string, c Credentials, w
 
 	api := &ControlPlaneAPI{URL: "http://" + ln.Addr().String(), Credentials: c}
 	ctx := context.Background()
-	id, tok, err := api.OpenTunnel(ctx, "dev1", []string{"SSH", "HTTP"}, 30*time.Minute)
+	id, tok, err := api.OpenTunnel(ctx, "dev1", []string{"SSH", "HTTP"}, 30*time.Minute, newAttempt())
 	if wantErr != "" {
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Fatalf("OpenTunnel = %v, want %s", err, wantErr)
@@ -142,7 +142,7 @@ func TestControlPlaneErrorRedacted(t *testing.T) {
 			}))
 			defer srv.Close()
 			api := &ControlPlaneAPI{URL: srv.URL, Client: srv.Client(), Credentials: creds}
-			_, _, err := api.OpenTunnel(context.Background(), "dev1", []string{"SSH"}, 0)
+			_, _, err := api.OpenTunnel(context.Background(), "dev1", []string{"SSH"}, 0, newAttempt())
 			if err == nil {
 				t.Fatal("OpenTunnel succeeded")
 			}
@@ -196,7 +196,7 @@ func TestControlPlaneAPIConnections(t *testing.T) {
 
 	api := &ControlPlaneAPI{URL: "http://" + ln.Addr().String()}
 	ctx := context.Background()
-	id, _, err := api.OpenTunnel(ctx, "dev1", []string{"SSH"}, 30*time.Minute)
+	id, _, err := api.OpenTunnel(ctx, "dev1", []string{"SSH"}, 30*time.Minute, newAttempt())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestOpenTunnelWithoutSourceToken(t *testing.T) {
 	}))
 	defer srv.Close()
 	api := &ControlPlaneAPI{URL: srv.URL, Client: srv.Client()}
-	if id, tok, err := api.OpenTunnel(context.Background(), "dev1", []string{"SSH"}, time.Hour); err == nil {
+	if id, tok, err := api.OpenTunnel(context.Background(), "dev1", []string{"SSH"}, time.Hour, newAttempt()); err == nil {
 		t.Errorf("OpenTunnel answered without a source token = %q, %v, nil; want an error", id, tok)
 	}
 }

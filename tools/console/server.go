@@ -94,6 +94,10 @@ type Config struct {
 	// closeTimeout bounds closing, at shutdown, the tunnels the console opened; 0
 	// means 5 s. (Tests shorten it.)
 	closeTimeout time.Duration
+	// orphanTimeout bounds the search, after an OpenTunnel whose answer was
+	// lost, for the tunnel it may have opened (closeAttempt); 0 means 10 s.
+	// (Tests shorten it.)
+	orphanTimeout time.Duration
 	// readTimeout bounds reading one request, headers and body, from its first
 	// byte; 0 means requestReadTimeout. writeTimeout bounds a request from the
 	// end of its headers to the end of its answer; 0 means requestWriteTimeout.
@@ -116,7 +120,8 @@ const (
 	// requestWriteTimeout runs from the end of a request's headers: its body (at
 	// most requestReadTimeout), the call (POST /api/tunnels: OpenTunnel, 30 s of
 	// its own, and CloseTunnel, Config.closeTimeout, when the console is shutting
-	// down meanwhile; DELETE: CloseTunnel, 30 s, then up to 5 s for the service to
+	// down meanwhile or the open failed; after an answer lost, the search for
+	// the tunnel, Config.orphanTimeout, and its CloseTunnel, closeTimeout; DELETE: CloseTunnel, 30 s, then up to 5 s for the service to
 	// close the source side and the source side's end), and the answer (xterm.js,
 	// a few hundred KiB, the largest). 2 min leaves room for a slow link.
 	requestWriteTimeout = 2 * time.Minute
@@ -160,6 +165,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.closeTimeout == 0 {
 		cfg.closeTimeout = 5 * time.Second
+	}
+	if cfg.orphanTimeout == 0 {
+		cfg.orphanTimeout = 10 * time.Second
 	}
 	if cfg.readTimeout == 0 {
 		cfg.readTimeout = requestReadTimeout

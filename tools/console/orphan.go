@@ -1,0 +1,174 @@
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/porthole-iot/porthole/tools/tunneld"
+)
+
+// An OpenTunnel whose answer is lost after the service acted (the console's
+// timeout, a proxy's error page, a connection cut while the answer was on its
+// way) leaves a tunnel open that nobody here knows the id of: its device keeps
+// a connection to it for its lifetime, and it counts against the service's
+// limit of open tunnels. The console tags each OpenTunnel with a value of its
+// own (attemptTagKey) and, after such a failure, looks for the thing's open
+// tunnels that carry it (ListTunnels, DescribeTunnel: both AWS IoT Secure
+// Tunneling's and tools/tunneld's) and closes those, and only those: a tunnel
+// someone else opened for the thing meanwhile has no such tag.
+
+// attemptTagKey is the key of the tag whose value is unique to one OpenTunnel.
+const attemptTagKey = "porthole-console-attempt"
+
+// attemptClockSkew is how far the service's clock (createdAt) may be from the
+// console's when FindAttempt looks at the tunnels opened since an attempt.
+const attemptClockSkew = 5 * time.Minute
+
+// maxAttemptDescribes bounds the DescribeTunnel calls of one FindAttempt: one
+// per open tunnel of the thing opened by a console since the attempt.
+const maxAttemptDescribes = 50
+
+// maxAttemptPages bounds the ListTunnels pages of one FindAttempt.
+const maxAttemptPages = 10
+
+// newAttempt returns a value for attemptTagKey: 128 random bits.
+func newAttempt() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// findAttempt is FindAttempt over a control plane's ListTunnels and
+// DescribeTunnel. ListTunnels lists the newest first (as AWS documents it):
+// paging stops at the first page that reaches tunnels older than since.
+func findAttempt(ctx context.Context, thing, attempt string, since time.Time,
+	list func(context.Context, *tunneld.ListTunnelsInput) (*tunneld.ListTunnelsOutput, error),
+	describe func(context.Context, string) (*tunneld.DescribeTunnelOutput, error)) ([]string, error) {
+	oldest := since.Add(-attemptClockSkew)
+	var ids []string
+	described := 0
+	next := ""
+	for range maxAttemptPages {
+		out, err := list(ctx, &tunneld.ListTunnelsInput{ThingName: thing, NextToken: next})
+		if err != nil {
+			return ids, err
+		}
+		older := false
+		for _, ts := range out.TunnelSummaries {
+			if ts.CreatedAt.Before(oldest) {
+				older = true
+				continue
+			}
+			if ts.Status != tunneld.StatusOpen || ts.Description != openDescription {
+				continue
+			}
+			if described == maxAttemptDescribes {
+				return ids, fmt.Errorf("more than %d tunnels of %s opened by a console meanwhile: looked at the newest only", maxAttemptDescribes, thing)
+			}
+			described++
+			d, err := describe(ctx, ts.TunnelID)
+			if isNotFound(err) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return ids, err
+			}
+			if t := d.Tunnel; t != nil && t.TunnelID == ts.TunnelID && t.Status == tunneld.StatusOpen &&
+				t.DestinationConfig != nil && t.DestinationConfig.ThingName == thing && hasTag(t.Tags, attemptTagKey, attempt) {
+				ids = append(ids, t.TunnelID)
+			}
+		}
+		if older || out.NextToken == "" {
+			return ids, nil
+		}
+		next = out.NextToken
+	}
+	return ids, fmt.Errorf("more than %d pages of tunnels of %s: looked at the newest only", maxAttemptPages, thing)
+}
+
+func hasTag(tags []tunneld.Tag, key, value string) bool {
+	for _, t := range tags {
+		if t.Key == key && t.Value == value {
+			return true
+		}
+	}
+	return false
+}
+
+// isNotFound reports whether err is the control plane's ResourceNotFoundException.
+func isNotFound(err error) bool {
+	var ae *APIError
+	return tunneld.IsNotFound(err) || errors.As(err, &ae) && ae.Type == tunneld.ErrTypeResourceNotFound
+}
+
+// closeAttempt finds the tunnels that a failed OpenTunnel of attempt at since
+// may have opened for thing, and closes them (CloseTunnel, not deleted). It
+// looks again every orphanTimeout/5 while it finds none, for the service may
+// still be acting on a request whose answer the console gave up on, and stops
+// after Config.orphanTimeout in all. It returns a sentence for the operator.
+func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since time.Time) string {
+	log := s.log.With("thing", thing, "attempt", attempt)
+	log.Info("looking for a tunnel the failed open left open at the service")
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.orphanTimeout)
+	defer cancel()
+	var ids []string
+	var err error
+	for {
+		ids, err = s.cfg.ControlPlane.FindAttempt(ctx, thing, attempt, since)
+		if len(ids) > 0 || ctx.Err() != nil {
+			break
+		}
+		if errors.Is(err, ErrRefused) {
+			break // asking again would be refused again
+		}
+		if err != nil {
+			log.Warn("looking for a tunnel the failed open left open", "err", err)
+		}
+		timer := time.NewTimer(s.cfg.orphanTimeout / 5)
+		select {
+		case <-ctx.Done():
+		case <-timer.C:
+		}
+		timer.Stop()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(ids) == 0 {
+		if err != nil {
+			log.Warn("could not tell whether the failed open left a tunnel open", "err", err)
+			return fmt.Sprintf("Could not tell whether the service opened the tunnel all the same (%v): if it did, it stays open until its lifetime ends", err)
+		}
+		log.Info("no tunnel left open by the failed open found", "within", s.cfg.orphanTimeout)
+		return fmt.Sprintf("No tunnel of this attempt was found open at the service within %v: nothing was left to close", s.cfg.orphanTimeout)
+	}
+	var closed, failed []string
+	var cerr error
+	for _, id := range ids {
+		// Its own time: finding it may have used up ctx's.
+		cctx, ccancel := context.WithTimeout(context.Background(), s.cfg.closeTimeout)
+		err := s.cfg.ControlPlane.CloseTunnel(cctx, id)
+		ccancel()
+		if err != nil {
+			log.Warn("closing the tunnel the failed open left open: it stays open at the service until its lifetime ends", "tunnel_id", id, "err", err)
+			failed, cerr = append(failed, id), err
+			continue
+		}
+		log.Info("closed the tunnel the failed open left open", "tunnel_id", id)
+		closed = append(closed, id)
+	}
+	if len(failed) > 0 {
+		msg := fmt.Sprintf("The service had opened the tunnel all the same (%s), and closing it failed (%v): it stays open until its lifetime ends",
+			strings.Join(failed, ", "), cerr)
+		if len(closed) > 0 {
+			msg += fmt.Sprintf("; %s was closed", strings.Join(closed, ", "))
+		}
+		return msg
+	}
+	return fmt.Sprintf("The service had opened the tunnel all the same (%s): it was found by this attempt's tag and closed", strings.Join(closed, ", "))
+}
