@@ -91,7 +91,7 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("opening a tunnel", "thing", thing, "attempt", attempt, "err", err)
 			msg := "opening the tunnel: " + err.Error()
 			switch {
-			case id == "" && !errors.Is(err, ErrRefused):
+			case id == "" && !errors.Is(err, ErrRefused) && !errors.Is(err, ErrNotSent):
 				// The answer may have been lost after the service opened
 				// it: found by its tag and closed, or it would keep its
 				// device, and count against the service's limit, for its

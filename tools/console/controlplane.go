@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
@@ -26,9 +28,10 @@ type ControlPlane interface {
 	// is tagged with attempt (attemptTagKey), a value unique to this call, so
 	// that FindAttempt finds it when the answer is lost. An error with an id:
 	// the tunnel was opened, but cannot be used (its answer's token); the
-	// caller closes it. An error that errors.Is ErrRefused: the service refused,
-	// nothing was opened; any other error without an id: the tunnel may have
-	// been opened all the same.
+	// caller closes it. An error that errors.Is ErrRefused (the service
+	// refused) or ErrNotSent (the request did not reach it): nothing was
+	// opened; any other error without an id: the tunnel may have been opened
+	// all the same.
 	OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration, attempt string) (id string, source tunnel.Token, err error)
 	// FindAttempt returns the ids of thing's open tunnels that OpenTunnel
 	// tagged with attempt, among those the service says it opened since
@@ -197,9 +200,24 @@ func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) erro
 		creds = Credentials{AccessKeyID: "porthole-console", SecretAccessKey: "unsigned"}
 	}
 	tunneld.SignV4(req, body, creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken, region, "IoTSecuredTunneling", now())
+	// A request that was not written whole cannot have been acted on (no
+	// connection, a refused dial, a TLS handshake or proxy that failed): it
+	// is ErrNotSent, and a failed OpenTunnel then needs no search.
+	var sent atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(w httptrace.WroteRequestInfo) {
+			if w.Err == nil {
+				sent.Store(true)
+			}
+		},
+	}))
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		err = fmt.Errorf("%s: %w", op, err)
+		if !sent.Load() {
+			return notSentError{err}
+		}
+		return err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -264,6 +282,16 @@ func (e *APIError) Error() string { return fmt.Sprintf("%s: %s %s", e.Op, e.Stat
 func (e *APIError) Is(target error) bool {
 	return target == ErrRefused && e.StatusCode >= 400 && e.StatusCode < 500 && e.Type != ""
 }
+
+// ErrNotSent is what errors.Is finds in a failure to send a request whole:
+// the service cannot have acted on it. Unlike ErrRefused, the same request
+// may succeed a moment later.
+var ErrNotSent = errors.New("console: the request did not reach the control plane")
+
+type notSentError struct{ error }
+
+func (e notSentError) Unwrap() error        { return e.error }
+func (e notSentError) Is(target error) bool { return target == ErrNotSent }
 
 // refusedError is an error known to leave nothing done: it is ErrRefused too.
 type refusedError struct{ error }

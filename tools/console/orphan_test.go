@@ -348,3 +348,25 @@ func TestOpenRefusedDoesNotSearch(t *testing.T) {
 		checkOrphanClosed(t, l, code, msg, "opening the tunnel: OpenTunnel: 408 Request Timeout")
 	})
 }
+
+// TestOpenNotSentDoesNotSearch: an OpenTunnel that never reached the service
+// (its address refuses connections) opened nothing: the page has the error
+// alone, at once, and the console does not look for a tunnel.
+func TestOpenNotSentDoesNotSearch(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	logs := &syncBuffer{t: t}
+	console := newTestServer(t, Config{ControlPlane: &ControlPlaneAPI{URL: "http://" + addr, Client: &http.Client{Transport: &http.Transport{}}},
+		Endpoint: "wss://127.0.0.1:1", orphanTimeout: time.Second, closeTimeout: time.Second, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	code, msg := post(t, console, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 30})
+	if code != http.StatusBadGateway || !strings.HasPrefix(msg, "opening the tunnel: OpenTunnel: Post ") || !strings.HasSuffix(msg, "connection refused") {
+		t.Errorf("open = %d %q, want 502 with the refused connection and nothing more", code, msg)
+	}
+	if strings.Contains(logs.String(), "looking for a tunnel") {
+		t.Errorf("logs say the console looked for a tunnel:\n%s", logs)
+	}
+}

@@ -121,8 +121,9 @@ const (
 	// most requestReadTimeout), the call (POST /api/tunnels: OpenTunnel, 30 s of
 	// its own, and CloseTunnel, Config.closeTimeout, when the console is shutting
 	// down meanwhile or the open failed; after an answer lost, the search for
-	// the tunnel, Config.orphanTimeout, and its CloseTunnel, closeTimeout; DELETE: CloseTunnel, 30 s, then up to 5 s for the service to
-	// close the source side and the source side's end), and the answer (xterm.js,
+	// the tunnel, Config.orphanTimeout, and its CloseTunnel, closeTimeout;
+	// DELETE: CloseTunnel, 30 s, then up to 5 s for the service to close the
+	// source side and the source side's end), and the answer (xterm.js,
 	// a few hundred KiB, the largest). 2 min leaves room for a slow link.
 	requestWriteTimeout = 2 * time.Minute
 	// keepAliveTimeout is above the idle timeouts of reverse proxies' upstream
