@@ -238,8 +238,8 @@ endef
 PORTHOLE_INIT_FILES = $(BR2_EXTERNAL_PORTHOLE_PATH)/../tools/pkg
 
 # Off for an agent that /etc/inittab starts (and respawns): with the script
-# too, a second agent would wait for the first's lock, exit 1, and inittab
-# would start it again, for ever.
+# too, a second agent would wait 15 s for the first's lock, exit 2, and
+# inittab would start it again, for ever.
 ifeq ($(BR2_PACKAGE_PORTHOLE_SYSV_INIT),y)
 define PORTHOLE_INSTALL_INIT_SYSV
 	$(INSTALL) -D -m 0755 $(PORTHOLE_INIT_FILES)/sysv/porthole $(TARGET_DIR)/etc/init.d/S50porthole
