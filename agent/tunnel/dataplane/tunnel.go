@@ -474,6 +474,20 @@ func (t *Tunnel) attach(c *conn) bool {
 	log.Info("connected", "tunnel", t.id, "side", c.side, "channel", c.channelID, "protocol", c.proto, "connect", connects, "remote", c.remote())
 	if old != nil {
 		log.Info("replaced", "tunnel", t.id, "side", c.side, "channel", old.channelID, "by", c.channelID)
+		// Cut, not closed with a Close frame, though the revoke path
+		// sends one: what AWS sends a replaced connection is not
+		// documented (spec §3.8), and the safe choice is the cut. The
+		// later handshake is not always the connection the client
+		// uses: one it gave up on (a path that lost the 101, a proxy
+		// that delivered the request late) can reach the service after
+		// its next reconnect and replace its live connection. Clients
+		// take a Close frame as the end of the token (the agent ends
+		// the session, publishes tunnel-ended and forgets the saved
+		// tunnel; localproxy exits, spec §3.8), a cut as a reason to
+		// reconnect: a wrong cut costs a reconnect, a wrong Close the
+		// tunnel (TestReplacedByALateHandshakeKeepsTheSession in
+		// tools/e2e). A client's own reconnect never reads the Close
+		// frame anyway: it has closed the old connection first.
 		old.cut()
 	}
 	for _, m := range resets {
