@@ -63,6 +63,7 @@ type conn struct {
 	closeReason string      // with closeCode != 0: write the queue, then close gracefully
 	dead        bool        // cut: nothing more is written
 	closeTimer  *time.Timer // with closeCode != 0: cuts a close that takes too long
+	closeDone   bool        // the writer's close handshake ended well, before any cut
 	ping        [maxControlPayload]byte
 	pingLen     int
 }
@@ -152,6 +153,7 @@ func (c *conn) run() {
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()
 	}
+	closeDone := c.closeDone
 	c.mu.Unlock()
 	c.ws.CloseNow()
 	c.cancel()
@@ -160,10 +162,27 @@ func (c *conn) run() {
 	delete(c.s.conns, c)
 	c.s.mu.Unlock()
 	c.s.changed(c.t)
-	if graceful && websocket.CloseStatus(err) == sent {
-		err = nil // the client's answer to this side's Close frame: a clean end
+	if graceful && cleanEnd(err, sent, closeDone) {
+		err = nil
 	}
 	c.s.log().Info("ended", "tunnel", c.t.id, "side", c.side, "channel", c.channelID, "error", err)
+}
+
+// cleanEnd reports whether err, why the reader of a connection this side
+// closed with a Close frame of status sent ended, is part of a clean close:
+// the client's answer, read by the reader; or, with the close handshake
+// done by the writer (closeDone), what the reader finds after it: the tunnel
+// stopped it for the close (a frame that came as the tunnel closed), or the
+// connection closed on this side (net.ErrClosed; context.Canceled after the
+// cut at the end of the grace, which a reader waiting to relay to a peer
+// that does not read waits for). A Close frame of the client's own status (a
+// client that closed first) and a network failure remain errors: the
+// writer's close handshake fails with them too.
+func cleanEnd(err error, sent websocket.StatusCode, closeDone bool) bool {
+	if code := websocket.CloseStatus(err); code != -1 {
+		return code == sent
+	}
+	return closeDone && (errors.Is(err, errStopped) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled))
 }
 
 // enqueue queues frame b, which the conn now owns. It blocks while the queue is full
@@ -325,6 +344,12 @@ func (c *conn) writeLoop() {
 		if len(batch) == 0 {
 			if code != 0 {
 				err := c.ws.Close(code, reason)
+				c.mu.Lock()
+				// Close takes a connection closed on this side
+				// meanwhile for a success: a cut (the grace ran out)
+				// is not one.
+				c.closeDone = err == nil && !c.dead
+				c.mu.Unlock()
 				c.s.log().Info("closed", "tunnel", c.t.id, "side", c.side, "channel", c.channelID, "code", int(code), "reason", reason, "error", err)
 				return
 			}
