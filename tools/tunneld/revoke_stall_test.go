@@ -144,6 +144,23 @@ func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenT
 	return out, dp, ws, &sent
 }
 
+// waitStalled waits until sent has not grown for a while: the data plane
+// takes no more frames for the destination, its queue full and its writer
+// blocked on a client that does not read.
+func waitStalled(t *testing.T, sent *atomic.Int64) {
+	t.Helper()
+	const quiet = 300 * time.Millisecond
+	last, since := sent.Load(), time.Now()
+	for deadline := time.Now().Add(20 * time.Second); last == 0 || time.Since(since) < quiet; time.Sleep(10 * time.Millisecond) {
+		if n := sent.Load(); n != last {
+			last, since = n, time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sender did not stall (%d frames sent)", last)
+		}
+	}
+}
+
 // The server's map of revoked tokens stays bounded: a tunnel keeps the newest
 // maxRevokedPerTunnel of its revoked tokens, and a forgotten tunnel (past
 // MaxClosedTunnels) takes them with it. Either leak kept entries for as long as

@@ -41,7 +41,7 @@ func TestRotationClosesAStalledReader(t *testing.T) {
 	pki := mqtttest.NewPKI(t)
 	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})
 	out, _, ws, sent := stalledDestination(t, ts, pki)
-	time.Sleep(2 * time.Second) // the buffers fill and the data plane's writer blocks
+	waitStalled(t, sent) // the buffers fill and the data plane's writer blocks
 	ctx := context.Background()
 	if _, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeDestination}); err != nil {
 		t.Fatal(err)

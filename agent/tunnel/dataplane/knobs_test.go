@@ -174,7 +174,12 @@ func TestRevokeClose(t *testing.T) {
 			sent.Add(1)
 		}
 	}()
-	time.Sleep(time.Second)
+	// Until the queue is full: the sender waits for room.
+	for deadline := time.Now().Add(20 * time.Second); !tun.queueFull(Destination); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the queue did not fill (%d frames sent)", sent.Load())
+		}
+	}
 	fresh, closed := tun.RevokeClose(Destination, "token revoked")
 	if fresh == "" || fresh == tun.DestinationToken || !closed {
 		t.Fatalf("RevokeClose = %q, %v; want a new token and the old connection closed", fresh, closed)
