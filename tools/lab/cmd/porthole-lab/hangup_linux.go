@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,4 +30,24 @@ func watchHangup(ctx context.Context, cancel context.CancelFunc) {
 			}
 		}
 	}()
+}
+
+// stopWithMake has the kernel send the lab SIGTERM, which stops it as Ctrl-C
+// does, when make, its parent, dies: GNU make passes SIGTERM on to the lab but
+// waits for it at SIGINT, so a run button that sends SIGINT and then SIGKILL
+// to make alone left the lab running, holding its ports, its state and the
+// agent. Only under make: a lab started from a shell and left running
+// (nohup, &) outlives that shell, as before.
+func stopWithMake() {
+	ppid := os.Getppid()
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", ppid))
+	if err != nil || strings.TrimSpace(string(comm)) != "make" {
+		return
+	}
+	if unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0) != nil {
+		return
+	}
+	if os.Getppid() != ppid { // make died before the request took hold
+		unix.Kill(os.Getpid(), unix.SIGTERM)
+	}
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -68,5 +69,76 @@ func TestHangupWithMakeAsTheTerminalsProgram(t *testing.T) {
 	case <-done:
 	case <-time.After(15 * time.Second):
 		t.Fatal("15 s after its terminal hung up, make and the lab are still running (make got SIGHUP and waits for the lab, which never got it)")
+	}
+}
+
+// TestMakeKilledStopsTheLab: a run button that stops `make lab` with SIGINT and
+// then SIGKILL to make alone. make waits for the lab at SIGINT and passes no
+// signal on when killed, so the lab stops itself when make dies: it says so,
+// and lab.json is gone. The recipe is the Makefile's: exec, and flags with a
+// quote, for which make runs a shell.
+func TestMakeKilledStopsTheLab(t *testing.T) {
+	makeProg := testenv.NeedProgram(t, "make")
+	dir := stack.SafeDir(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	mk := fmt.Sprintf("lab:\n\texec env PORTHOLE_LAB_TEST_MAIN=1 %s --no-agent --state %s --region %s --ssh-port 0 --http-port 0 --console ''\n", self, state, stack.Region)
+	if err := os.WriteFile(filepath.Join(dir, "Makefile"), []byte(mk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A file, not a pipe: Wait would wait for the lab to close a pipe.
+	out, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	output := func() string { b, _ := os.ReadFile(out.Name()); return string(b) }
+	cmd := exec.Command(makeProg, "-s", "lab")
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // whatever is left: make's process group
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(output(), "Ctrl-C stops the lab"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lab did not come up:\n%s", output())
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(b, &info); err != nil || info.PID == 0 {
+		t.Fatalf("lab.json: %v, pid %d", err, info.PID)
+	}
+	syscall.Kill(cmd.Process.Pid, syscall.SIGINT) // make waits for the lab
+	time.Sleep(200 * time.Millisecond)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	running := func() bool { // a zombie left to whoever reaps orphans here has stopped
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", info.PID))
+		i := bytes.LastIndexByte(b, ')')
+		return err == nil && i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+	}
+	for deadline := time.Now().Add(15 * time.Second); running(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("15 s after make was killed, the lab (pid %d) still runs:\n%s", info.PID, output())
+		}
+	}
+	if !strings.Contains(output(), "lab stopped; everything it started is gone") {
+		t.Errorf("the lab's output after make was killed:\n%s\nwant it to say it stopped", output())
+	}
+	if _, err := os.Stat(filepath.Join(state, "lab.json")); !os.IsNotExist(err) {
+		t.Errorf("lab.json after the lab stopped: %v, want it gone", err)
 	}
 }

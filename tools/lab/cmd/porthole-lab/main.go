@@ -37,6 +37,7 @@ func main() {
 	// output. Not signal.Ignore: the agent and its shells would inherit that.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
+	stopWithMake()
 	ctx, cancel := context.WithCancel(ctx)
 	if !signal.Ignored(syscall.SIGHUP) {
 		watchHangup(ctx, cancel)
