@@ -734,6 +734,11 @@ func sourceEnded(err error) (why string, rotated bool) {
 		return "tunneld closed it (CloseTunnel)", false
 	}
 	var he *tunnel.HandshakeError
+	if errors.As(err, &he) && he.Body == tunneld.BodyTokenRotated {
+		// Rotated while the source side was between connections: its
+		// reconnect with the revoked token is refused so.
+		return "its source token was rotated (RotateTunnelAccessToken)", true
+	}
 	if errors.As(err, &he) && !he.Temporary() {
 		return fmt.Sprintf("tunneld refused the lab's source token (HTTP %d: the tunnel was closed or the token rotated)", he.StatusCode), false
 	}

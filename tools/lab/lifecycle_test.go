@@ -123,6 +123,20 @@ func TestSourceEndedByExpiry(t *testing.T) {
 	}
 }
 
+// TestSourceEndedByRotatedTokenRefusal: a source side between connections when
+// its token was rotated gets no Close frame, but its reconnect is refused with
+// tunneld's rotation body: that is the rotation too, not a tunnel gone.
+func TestSourceEndedByRotatedTokenRefusal(t *testing.T) {
+	why, rotated := sourceEnded(fmt.Errorf("joining: %w", &tunnel.HandshakeError{StatusCode: 400, Body: tunneld.BodyTokenRotated}))
+	if !rotated || !strings.Contains(why, "rotated") {
+		t.Errorf("sourceEnded(the rotated token's refusal) = %q, %v; want the rotation", why, rotated)
+	}
+	why, rotated = sourceEnded(&tunnel.HandshakeError{StatusCode: 400, Body: "Invalid access token"})
+	if rotated || !strings.Contains(why, "refused") {
+		t.Errorf("sourceEnded(another refusal) = %q, %v; want a refusal, not a rotation", why, rotated)
+	}
+}
+
 // TestLabSourceTokenRotated rotates the lab's source token with the call the
 // printed AWS line makes: tunneld closes the lab's source side, saying why. The
 // tunnel is not gone (it stayed open, with the agent on it): the lab says so,
