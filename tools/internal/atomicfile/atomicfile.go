@@ -3,6 +3,8 @@
 package atomicfile
 
 import (
+	"bufio"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -14,6 +16,16 @@ import (
 // link someone planted. On an error, path is as it was and the temporary file
 // is gone.
 func Write(path string, b []byte, mode os.FileMode) error {
+	return WriteFunc(path, mode, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// WriteFunc is Write of what write writes to w, a buffered writer to the
+// temporary file: a large file is streamed, never held whole in memory.
+// An error from write is returned as it is, and leaves path as it was.
+func WriteFunc(path string, mode os.FileMode, write func(w io.Writer) error) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -27,7 +39,13 @@ func Write(path string, b []byte, mode os.FileMode) error {
 		f.Close()
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
+	// A write of a whole buffer or more, Write's b, goes to f directly.
+	w := bufio.NewWriterSize(f, 64<<10)
+	if err := write(w); err != nil {
+		f.Close()
+		return err
+	}
+	if err := w.Flush(); err != nil {
 		f.Close()
 		return err
 	}

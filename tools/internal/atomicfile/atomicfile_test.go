@@ -1,6 +1,9 @@
 package atomicfile
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -56,5 +59,44 @@ func TestWriteIgnoresWhatIsBesideIt(t *testing.T) {
 	}
 	if want := []string{".key.tmp", "key", "key.tmp", "pub", "sub"}; len(names) != len(want) {
 		t.Errorf("the directory holds %q, want %q: a temporary file was left", names, want)
+	}
+}
+
+// A WriteFunc whose write fails, after writing more than its buffer, leaves
+// the file as it was and no temporary file; one that succeeds writes
+// everything it was given, past the buffer.
+func TestWriteFuncFailureLeavesFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state")
+	if err := Write(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 40<<10) // 640 KiB: ten buffers
+	failed := errors.New("encoding failed")
+	err := WriteFunc(path, 0o600, func(w io.Writer) error {
+		if _, err := w.Write(big); err != nil {
+			return err
+		}
+		return failed
+	})
+	if !errors.Is(err, failed) {
+		t.Errorf("WriteFunc = %v, want %v", err, failed)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "old" {
+		t.Errorf("after a failed WriteFunc, %s holds %d bytes, want %q", path, len(b), "old")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("after a failed WriteFunc, the directory holds %d files, want 1: a temporary file was left", len(entries))
+	}
+	err = WriteFunc(path, 0o600, func(w io.Writer) error {
+		for i := 0; i < len(big); i += 1000 {
+			if _, err := w.Write(big[i:min(i+1000, len(big))]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if b, _ := os.ReadFile(path); err != nil || !bytes.Equal(b, big) {
+		t.Errorf("WriteFunc = %v; %s holds %d bytes, want the %d written", err, path, len(b), len(big))
 	}
 }
