@@ -1,9 +1,11 @@
 package tunneld
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -92,7 +94,11 @@ func (s *Server) load() error {
 }
 
 // save writes the state file atomically: a temporary file in the same directory,
-// fsync, rename, fsync of the directory. Each change rewrites the whole file
+// fsync, rename, fsync of the directory. It encodes a snapshot of the tunnels,
+// taken under s.mu (the records, not what they point to: strings are shared),
+// after releasing it, and streams the encoding to the file, so that a save
+// costs the snapshot and one tunnel's encoding, not the file's size in memory
+// several times over. Each change rewrites the whole file
 // (2 MB and ~70 ms at 2,000 tunnels), one at a time: callers that queued behind
 // a save return once a later save, whose snapshot has their change, succeeded
 // (group commit), so that concurrent changes (first uses of tokens: each
@@ -133,12 +139,8 @@ func (s *Server) save() error {
 	}
 	s.mu.Unlock()
 	slices.SortFunc(st.Tunnels, func(a, b *record) int { return strings.Compare(a.ID, b.ID) })
-	b, err := json.MarshalIndent(&st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding state: %w", err)
-	}
 	path := filepath.Join(s.cfg.DataDir, stateFile)
-	if err := writeState(path, append(b, '\n'), 0o600); err != nil {
+	if err := writeState(path, 0o600, st.encode); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	s.mu.Lock()
@@ -151,4 +153,49 @@ func (s *Server) save() error {
 }
 
 // writeState writes the state file: a variable for tests, which count writes.
-var writeState = atomicfile.Write
+var writeState = atomicfile.WriteFunc
+
+// encode writes st to w as json.MarshalIndent(st, "", "  ") and a newline
+// would, byte for byte, but one tunnel at a time: the whole encoding of a
+// state file with the most tags (validate.go) on --max-open-tunnels and
+// --max-closed-tunnels tunnels, hundreds of MB, is never in memory at once
+// (docs/benchmarks.md, BenchmarkSaveMaxTags).
+func (st *state) encode(w io.Writer) error {
+	if _, err := fmt.Fprintf(w, "{\n  \"version\": %d,\n  \"tunnels\": ", st.Version); err != nil {
+		return err
+	}
+	if st.Tunnels == nil {
+		_, err := io.WriteString(w, "null\n}\n")
+		return err
+	}
+	if _, err := io.WriteString(w, "["); err != nil {
+		return err
+	}
+	// The buffers grow to the largest tunnel's encoding and serve every one.
+	var compact, indented bytes.Buffer
+	enc := json.NewEncoder(&compact) // escapes <, >, & as json.Marshal does
+	for i, r := range st.Tunnels {
+		compact.Reset()
+		if err := enc.Encode(r); err != nil {
+			return fmt.Errorf("encoding tunnel %s: %w", r.ID, err)
+		}
+		indented.Reset()
+		indented.WriteString("\n    ")
+		if err := json.Indent(&indented, bytes.TrimSuffix(compact.Bytes(), []byte("\n")), "    ", "  "); err != nil {
+			return fmt.Errorf("encoding tunnel %s: %w", r.ID, err)
+		}
+		if i < len(st.Tunnels)-1 {
+			indented.WriteByte(',')
+		}
+		if _, err := w.Write(indented.Bytes()); err != nil {
+			return err
+		}
+	}
+	if len(st.Tunnels) > 0 {
+		if _, err := io.WriteString(w, "\n  "); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(w, "]\n}\n")
+	return err
+}
