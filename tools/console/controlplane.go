@@ -233,6 +233,14 @@ func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) erro
 		if e.Message == "" {
 			e.Message = strings.TrimSpace(string(b))
 		}
+		// AWS may name the error in the X-Amzn-ErrorType header alone, and
+		// either as a shape id with its namespace ("ns#Name") and a ":url"
+		// suffix: the SDKs keep the bare name, and so does ErrRefused's and
+		// isNotFound's test of it.
+		if e.Type == "" {
+			e.Type = resp.Header.Get("X-Amzn-ErrorType")
+		}
+		e.Type = errorTypeName(e.Type)
 		return &APIError{Op: op, Status: resp.Status, StatusCode: resp.StatusCode, Type: e.Type,
 			text: a.Credentials.redact(e.Type + ": " + e.Message)}
 	}
@@ -259,6 +267,16 @@ func AWSRegion(host string) string {
 		return ""
 	}
 	return region
+}
+
+// errorTypeName is the bare name of an AWS error type: "ResourceNotFoundException"
+// for "com.amazonaws.example#ResourceNotFoundException:http://...".
+func errorTypeName(t string) string {
+	t, _, _ = strings.Cut(t, ":")
+	if _, name, ok := strings.Cut(t, "#"); ok {
+		t = name
+	}
+	return strings.TrimSpace(t)
 }
 
 // ErrRefused is what errors.Is finds in a control plane's clear refusal: the

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -296,5 +297,43 @@ func TestOpenTunnelWithoutSourceToken(t *testing.T) {
 	api := &ControlPlaneAPI{URL: srv.URL, Client: srv.Client()}
 	if id, tok, err := api.OpenTunnel(context.Background(), "dev1", []string{"SSH"}, time.Hour, newAttempt()); err == nil {
 		t.Errorf("OpenTunnel answered without a source token = %q, %v, nil; want an error", id, tok)
+	}
+}
+
+// TestControlPlaneErrorTypeAsAWSSendsIt: AWS may name its error in the
+// X-Amzn-ErrorType header only, or as a shape id with a namespace and a URL
+// suffix. The console still takes a refusal for one (no search for a tunnel
+// after it), and a ResourceNotFoundException for a tunnel gone.
+func TestControlPlaneErrorTypeAsAWSSendsIt(t *testing.T) {
+	for _, tc := range []struct {
+		name, header, body string
+		refused, notFound  bool
+	}{
+		{"header only", "LimitExceededException:http://internal.amazon.com/coral/com.amazonaws.iot.tunneling/", `{"message":"too many tunnels"}`, true, false},
+		{"namespaced __type", "", `{"__type":"com.amazonaws.iot.tunneling#ResourceNotFoundException","message":"no such tunnel"}`, true, true},
+		{"bare __type", "", `{"__type":"ResourceNotFoundException","message":"no such tunnel"}`, true, true},
+		{"a proxy's page", "", `<html>400 Bad Request</html>`, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.header != "" {
+					w.Header().Set("X-Amzn-ErrorType", tc.header)
+				}
+				w.WriteHeader(http.StatusBadRequest)
+				io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			api := &ControlPlaneAPI{URL: srv.URL, Client: srv.Client()}
+			_, _, err := api.OpenTunnel(context.Background(), "dev1", []string{"SSH"}, 0, newAttempt())
+			if err == nil {
+				t.Fatal("OpenTunnel succeeded")
+			}
+			if got := errors.Is(err, ErrRefused); got != tc.refused {
+				t.Errorf("errors.Is(%v, ErrRefused) = %v, want %v", err, got, tc.refused)
+			}
+			if got := isNotFound(err); got != tc.notFound {
+				t.Errorf("isNotFound(%v) = %v, want %v", err, got, tc.notFound)
+			}
+		})
 	}
 }
