@@ -64,12 +64,11 @@ help: ## list the targets (default)
 version: ## print the version and build time that builds would carry
 	@echo "$(VERSION) $(BUILD_TIME)"
 
-# exec: the lab is make's own child whatever LABFLAGS holds (with a quote in it
-# make runs a shell), so that it stops when make is killed (porthole-lab's
-# stopWithMake).
+# The lab is make's own child (bash -c execs a lone command), so that it stops
+# when make is killed (porthole-lab's stopWithMake).
 .PHONY: lab
 lab: build ## run the whole path on this machine (broker, tunneld, agent, source proxy); Ctrl-C stops it
-	exec bin/porthole-lab $(LABFLAGS)
+	bin/porthole-lab $(LABFLAGS)
 
 .PHONY: test
 test: deps console-assets ## install missing test prerequisites, then run every test tier

@@ -75,8 +75,9 @@ func TestHangupWithMakeAsTheTerminalsProgram(t *testing.T) {
 // TestMakeKilledStopsTheLab: a run button that stops `make lab` with SIGINT and
 // then SIGKILL to make alone. make waits for the lab at SIGINT and passes no
 // signal on when killed, so the lab stops itself when make dies: it says so,
-// and lab.json is gone. The recipe is the Makefile's: exec, and flags with a
-// quote, for which make runs a shell.
+// and lab.json is gone. The recipe has flags with a quote, for which make runs
+// a shell: the project's Makefile runs bash, which execs a lone command; this
+// one /bin/sh, which may not, hence its exec.
 func TestMakeKilledStopsTheLab(t *testing.T) {
 	makeProg := testenv.NeedProgram(t, "make")
 	dir := stack.SafeDir(t)
