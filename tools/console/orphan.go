@@ -91,6 +91,14 @@ func findAttempt(ctx context.Context, thing, attempt string, since time.Time,
 	return ids, fmt.Errorf("more than %d pages of tunnels of %s: looked at the newest only", maxAttemptPages, thing)
 }
 
+// throttled reports whether err is the service's refusal for the rate of
+// calls (ThrottlingException, LimitExceededException), after which the same
+// call may succeed.
+func throttled(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && (ae.Type == tunneld.ErrTypeThrottling || ae.Type == tunneld.ErrTypeLimitExceeded)
+}
+
 func hasTag(tags []tunneld.Tag, key, value string) bool {
 	for _, t := range tags {
 		if t.Key == key && t.Value == value {
@@ -123,7 +131,7 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 		if len(ids) > 0 || ctx.Err() != nil {
 			break
 		}
-		if errors.Is(err, ErrRefused) {
+		if errors.Is(err, ErrRefused) && !throttled(err) {
 			break // asking again would be refused again
 		}
 		if err != nil {
@@ -142,10 +150,12 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 	if len(ids) == 0 {
 		if err != nil {
 			log.Warn("could not tell whether the failed open left a tunnel open", "err", err)
-			return fmt.Sprintf("Could not tell whether the service opened the tunnel all the same (%v): if it did, it stays open until its lifetime ends", err)
+			return fmt.Sprintf("Could not tell whether the service opened the tunnel all the same (%v): if it did, it stays open "+
+				"until its lifetime ends (its tag: %s=%s)", err, attemptTagKey, attempt)
 		}
 		log.Info("no tunnel left open by the failed open found", "within", s.cfg.orphanTimeout)
-		return fmt.Sprintf("No tunnel of this attempt was found open at the service within %v: nothing was left to close", s.cfg.orphanTimeout)
+		return fmt.Sprintf("No tunnel of this attempt was found open at the service within %v; if the service opens it later, "+
+			"it stays open until its lifetime ends (its tag: %s=%s)", s.cfg.orphanTimeout, attemptTagKey, attempt)
 	}
 	var closed, failed []string
 	var cerr error

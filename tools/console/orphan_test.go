@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -51,16 +52,26 @@ type faultTransport struct {
 	lose      lostAnswer
 	meanwhile func()
 
-	mu   sync.Mutex
-	ops  []string // X-Amz-Target operations, in order
-	lost tunneld.OpenTunnelOutput
+	mu        sync.Mutex
+	ops       []string // X-Amz-Target operations, in order
+	lost      tunneld.OpenTunnelOutput
+	throttled int // the first throttled ListTunnels calls are refused with ThrottlingException
 }
 
 func (f *faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "IoTSecuredTunneling.")
 	f.mu.Lock()
 	f.ops = append(f.ops, op)
+	throttle := op == "ListTunnels" && f.throttled > 0
+	if throttle {
+		f.throttled--
+	}
 	f.mu.Unlock()
+	if throttle {
+		resp, _ := proxyAnswer(http.StatusBadRequest, `{"__type":"ThrottlingException","message":"Rate exceeded"}`)(r)
+		resp.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		return resp, nil
+	}
 	resp, err := f.rt.RoundTrip(r)
 	if err != nil || op != "OpenTunnel" || f.lose == nil || resp.StatusCode != http.StatusOK {
 		return resp, err
@@ -368,5 +379,37 @@ func TestOpenNotSentDoesNotSearch(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "looking for a tunnel") {
 		t.Errorf("logs say the console looked for a tunnel:\n%s", logs)
+	}
+}
+
+// TestOrphanSearchRetriesWhenThrottled: the search's ListTunnels refused for
+// its rate (ThrottlingException) is asked again, as is a search that found
+// nothing yet, and the tunnel is found and closed.
+func TestOrphanSearchRetriesWhenThrottled(t *testing.T) {
+	l := newOrphanLab(t, tunneld.Config{}, false, connectionCut)
+	l.ft.throttled = 2
+	code, msg := post(t, l.console, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 30})
+	checkOrphanClosed(t, l, code, msg, "opening the tunnel: OpenTunnel: Post ")
+	if ops, _ := l.ft.calls(); slices.Index(ops, "DescribeTunnel") < 0 || strings.Count(strings.Join(ops, " "), "ListTunnels") < 3 {
+		t.Errorf("control-plane calls %v, want ListTunnels asked again after two throttled ones", ops)
+	}
+}
+
+// TestOrphanNotFoundNamesTheTag: a search that finds nothing says that a
+// tunnel the service opens later stays open, and gives the attempt's tag to
+// find it by.
+func TestOrphanNotFoundNamesTheTag(t *testing.T) {
+	l := newOrphanLab(t, tunneld.Config{}, false, func(r *http.Request) (*http.Response, error) {
+		return nil, errors.New("read tcp: connection reset by peer")
+	})
+	l.setMeanwhile(func() {
+		id, _ := l.lost()
+		if err := l.td.CloseTunnel(context.Background(), &tunneld.CloseTunnelInput{TunnelID: id, Delete: true}); err != nil {
+			t.Error(err)
+		}
+	})
+	_, msg := post(t, l.console, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 30})
+	if !regexp.MustCompile(`No tunnel of this attempt was found open at the service within 1s; if the service opens it later, it stays open until its lifetime ends \(its tag: porthole-console-attempt=[0-9a-f]{32}\)$`).MatchString(msg) {
+		t.Errorf("open = %q, want it to say none was found, and the attempt's tag", msg)
 	}
 }
