@@ -711,9 +711,9 @@ func interruptedSoon(ctx context.Context) bool {
 }
 
 // The lab's stop waits agentStopQuiet for the agent to end after SIGTERM
-// before it says so, and kills it at agentStopKill (the agent's own stop takes
-// at most 5 s).
-const agentStopQuiet, agentStopKill = 2 * time.Second, 6 * time.Second
+// before it says so (the agent's own stop takes at most 5 s, sessions that
+// ignore their hangup included), and kills it at agentStopKill.
+const agentStopQuiet, agentStopKill = 5500 * time.Millisecond, 7 * time.Second
 
 // tunnelLifetime is the lifetime of the tunnel each lab run opens (AWS's
 // maximum, 12 h); tunneld closes it then.
