@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -276,6 +277,41 @@ func needRoot(t testing.TB) {
 		}
 		t.Skip("needs root: sessions of other users")
 	}
+}
+
+// systemKnowsAlice makes the test user alice (uid 1000) known to the system's
+// own /etc/passwd, for a test whose server runs one of OpenSSH's programs as
+// her: scp and sftp-server look their user up with getpwuid(3) and exit at
+// once when it is not there ("unknown user 1000"), since the test's passwd
+// file is the server's alone. Where the system has uid 1000 (often the
+// machine's first user) it does nothing and reports true. Elsewhere, as on a
+// fresh Debian, it runs the test again in a child with a mount namespace of
+// its own (runChild) and reports false, and the caller returns; in that child
+// it bind-mounts over /etc/passwd a copy that adds her, and reports true.
+func systemKnowsAlice(t *testing.T) bool {
+	t.Helper()
+	if _, err := user.LookupId("1000"); err == nil {
+		return true
+	}
+	if !inChild() {
+		runChild(t, &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}, nil)
+		return false
+	}
+	b, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
+	passwd := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(passwd, append(b, "alice:x:1000:1000:alice:/:/bin/sh\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(passwd, "/etc/passwd", "", syscall.MS_BIND, ""); err != nil {
+		t.Fatalf("adding alice to /etc/passwd in the child's mount namespace: %v", err)
+	}
+	return true
 }
 
 func newSigner(t testing.TB) gossh.Signer {

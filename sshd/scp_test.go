@@ -550,6 +550,9 @@ func TestSCPForOtherUser(t *testing.T) {
 		}
 		t.Skip("scp not found")
 	}
+	if !systemKnowsAlice(t) {
+		return
+	}
 	e := newEnv(t, nil)
 	c := e.login("alice")
 	s := openRaw(t, c)
