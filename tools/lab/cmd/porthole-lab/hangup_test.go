@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -39,6 +40,12 @@ func TestHangupWithMakeAsTheTerminalsProgram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// make starts with SIGHUP at its default, as a terminal's program does:
+	// a test binary run with it ignored (nohup, a CI job in the background)
+	// would pass that on to make and so to the lab, which then rightly stays
+	// (the test failed there). A signal handled here is reset at exec.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGHUP)
 	cmd := exec.Command(makeProg, "-s", "lab")
 	cmd.Dir = dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
@@ -47,10 +54,14 @@ func TestHangupWithMakeAsTheTerminalsProgram(t *testing.T) {
 		t.Fatal(err)
 	}
 	slave.Close()
+	// One Wait, which the end below and the cleanup both wait for (two
+	// were a data race when make outlived the test's 15 s).
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
 	defer func() {
 		// whatever is left: make and the lab share make's process group
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
+		<-exited
 	}()
 	var out bytes.Buffer
 	buf := make([]byte, 4096)
@@ -63,10 +74,8 @@ func TestHangupWithMakeAsTheTerminalsProgram(t *testing.T) {
 		out.Write(buf[:k])
 	}
 	master.Close() // the terminal window closes
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case <-done:
+	case <-exited:
 	case <-time.After(15 * time.Second):
 		t.Fatal("15 s after its terminal hung up, make and the lab are still running (make got SIGHUP and waits for the lab, which never got it)")
 	}
