@@ -308,6 +308,13 @@ func systemKnowsAlice(t *testing.T) bool {
 	if err := os.WriteFile(passwd, append(b, "alice:x:1000:1000:alice:/:/bin/sh\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Only in a mount namespace other than its parent's: a run with childEnv
+	// set by hand would otherwise leave the system's /etc/passwd covered.
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	parent, _ := os.Readlink("/proc/" + strconv.Itoa(os.Getppid()) + "/ns/mnt")
+	if self == "" || self == parent {
+		t.Fatalf("not in a mount namespace of its own (%q, the parent's %q): /etc/passwd left as it is", self, parent)
+	}
 	if err := syscall.Mount(passwd, "/etc/passwd", "", syscall.MS_BIND, ""); err != nil {
 		t.Fatalf("adding alice to /etc/passwd in the child's mount namespace: %v", err)
 	}
