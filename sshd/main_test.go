@@ -174,6 +174,9 @@ func runChild(t *testing.T, attr *syscall.SysProcAttr, stdin *os.File) string {
 		t.Skipf("the test binary cannot re-exec itself here (qemu-user without binfmt_misc): %v", err)
 	}
 	t.Logf("child:\n%s", out.String())
+	if errors.Is(err, syscall.EPERM) && attr != nil && attr.Unshareflags|attr.Cloneflags != 0 {
+		t.Fatalf("child: %v: making its namespaces needs CAP_SYS_ADMIN, which this root lacks (a container's default)", err)
+	}
 	if err != nil {
 		t.Fatalf("child: %v", err)
 	}

@@ -1086,7 +1086,7 @@ func TestStateFileFormat(t *testing.T) {
 // save streams the file one tunnel at a time. Encoding the whole file into
 // memory (json.MarshalIndent, then a copy to append the newline) held it there
 // whole, after peaks of three times its size: with the most tags on the
-// default 1,100 tunnels, a 95 MB file, 388 MB more heap at every save, which
+// default 1,100 tunnels, a 95 MiB file, 386 MiB more heap at every save, which
 // an API client can make happen at every change (docs/benchmarks.md). The
 // live heap is measured (after a GC) at each write to the file; allocations
 // are not counted, as the race detector makes sync.Pool, json's buffers'
