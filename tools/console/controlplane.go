@@ -227,20 +227,18 @@ func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) erro
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
 			Type    string `json:"__type"`
+			Code    string `json:"code"`
 			Message string `json:"message"`
 		}
 		json.Unmarshal(b, &e)
 		if e.Message == "" {
 			e.Message = strings.TrimSpace(string(b))
 		}
-		// AWS may name the error in the X-Amzn-ErrorType header alone, and
-		// either as a shape id with its namespace ("ns#Name") and a ":url"
-		// suffix: the SDKs keep the bare name, and so does ErrRefused's and
-		// isNotFound's test of it.
-		if e.Type == "" {
-			e.Type = resp.Header.Get("X-Amzn-ErrorType")
-		}
-		e.Type = errorTypeName(e.Type)
+		// As the AWS SDKs read it: the X-Amzn-ErrorType header, else the
+		// body's code, else its __type, each maybe a shape id with its
+		// namespace ("ns#Name") and a ":url" suffix, or a list (","): the
+		// bare first name is what ErrRefused's and isNotFound's tests see.
+		e.Type = errorTypeName(cmp.Or(resp.Header.Get("X-Amzn-ErrorType"), e.Code, e.Type))
 		return &APIError{Op: op, Status: resp.Status, StatusCode: resp.StatusCode, Type: e.Type,
 			text: a.Credentials.redact(e.Type + ": " + e.Message)}
 	}
@@ -272,6 +270,7 @@ func AWSRegion(host string) string {
 // errorTypeName is the bare name of an AWS error type: "ResourceNotFoundException"
 // for "com.amazonaws.example#ResourceNotFoundException:http://...".
 func errorTypeName(t string) string {
+	t, _, _ = strings.Cut(t, ",")
 	t, _, _ = strings.Cut(t, ":")
 	if _, name, ok := strings.Cut(t, "#"); ok {
 		t = name

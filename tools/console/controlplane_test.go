@@ -312,6 +312,8 @@ func TestControlPlaneErrorTypeAsAWSSendsIt(t *testing.T) {
 		{"header only", "LimitExceededException:http://internal.amazon.com/coral/com.amazonaws.iot.tunneling/", `{"message":"too many tunnels"}`, true, false},
 		{"namespaced __type", "", `{"__type":"com.amazonaws.iot.tunneling#ResourceNotFoundException","message":"no such tunnel"}`, true, true},
 		{"bare __type", "", `{"__type":"ResourceNotFoundException","message":"no such tunnel"}`, true, true},
+		{"code only", "", `{"code":"ResourceNotFoundException","message":"no such tunnel"}`, true, true},
+		{"a list in the header", "ResourceNotFoundException,LimitExceededException", `{}`, true, true},
 		{"a proxy's page", "", `<html>400 Bad Request</html>`, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
