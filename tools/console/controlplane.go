@@ -287,7 +287,7 @@ type APIError struct {
 	Op         string // the operation, "OpenTunnel"
 	Status     string // "400 Bad Request"
 	StatusCode int
-	Type       string // the error body's __type; "" for none (a proxy's page)
+	Type       string // the error's type, bare (errorTypeName); "" for none (a proxy's page)
 	text       string // type and message, redacted
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,8 +79,8 @@ func findAttempt(ctx context.Context, thing, attempt string, since time.Time,
 			if err != nil {
 				return ids, err
 			}
-			if t := d.Tunnel; t != nil && t.TunnelID == ts.TunnelID && t.Status == tunneld.StatusOpen &&
-				t.DestinationConfig != nil && t.DestinationConfig.ThingName == thing && hasTag(t.Tags, attemptTagKey, attempt) {
+			if t := d.Tunnel; t != nil && t.TunnelID == ts.TunnelID && t.Status == tunneld.StatusOpen && t.DestinationConfig != nil &&
+				t.DestinationConfig.ThingName == thing && slices.Contains(t.Tags, tunneld.Tag{Key: attemptTagKey, Value: attempt}) {
 				ids = append(ids, t.TunnelID)
 			}
 		}
@@ -97,15 +98,6 @@ func findAttempt(ctx context.Context, thing, attempt string, since time.Time,
 func throttled(err error) bool {
 	var ae *APIError
 	return errors.As(err, &ae) && (ae.Type == tunneld.ErrTypeThrottling || ae.Type == tunneld.ErrTypeLimitExceeded)
-}
-
-func hasTag(tags []tunneld.Tag, key, value string) bool {
-	for _, t := range tags {
-		if t.Key == key && t.Value == value {
-			return true
-		}
-	}
-	return false
 }
 
 // isNotFound reports whether err is the control plane's ResourceNotFoundException.
@@ -160,11 +152,7 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 	var closed, failed []string
 	var cerr error
 	for _, id := range ids {
-		// Its own time: finding it may have used up ctx's.
-		cctx, ccancel := context.WithTimeout(context.Background(), s.cfg.closeTimeout)
-		err := s.cfg.ControlPlane.CloseTunnel(cctx, id)
-		ccancel()
-		if err != nil {
+		if err := s.closeNow(ctx, id); err != nil { // its own time: finding it may have used up ctx's
 			log.Warn("closing the tunnel the failed open left open: it stays open at the service until its lifetime ends", "tunnel_id", id, "err", err)
 			failed, cerr = append(failed, id), err
 			continue
@@ -181,4 +169,12 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 		return msg
 	}
 	return fmt.Sprintf("The service had opened the tunnel all the same (%s): it was found by this attempt's tag and closed", strings.Join(closed, ", "))
+}
+
+// closeNow closes tunnel id at the service (CloseTunnel, not deleted) within
+// Config.closeTimeout of its own, whatever is left of ctx.
+func (s *Server) closeNow(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.closeTimeout)
+	defer cancel()
+	return s.cfg.ControlPlane.CloseTunnel(ctx, id)
 }
