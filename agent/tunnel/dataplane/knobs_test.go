@@ -131,9 +131,7 @@ func TestRevoke(t *testing.T) {
 // said "failed to get reader: received close frame" at every rotation and
 // CloseTunnel, which reads as a failure to whoever greps the log for errors.
 func TestClosedByServerEndsWithoutError(t *testing.T) {
-	s := newTestServer(t)
-	var logs testlog.Lines
-	s.Server.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tlogWriter{t}), nil))
+	s, logs := loggedServer(t)
 	tun := s.OpenTunnel("SSH")
 	old := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
 	old.WantServiceIDs("SSH")
@@ -141,15 +139,8 @@ func TestClosedByServerEndsWithoutError(t *testing.T) {
 	if _, err := old.Next(); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
 		t.Fatalf("after RevokeClose: %v, want the Close frame", err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); logs.Count("msg=ended") == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no \"ended\" line:\n%s", logs.String())
-		}
-	}
-	for _, line := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(line, "msg=ended ") && !strings.HasSuffix(line, " error=<nil>") {
-			t.Errorf("the end of a connection closed with a Close frame the client answered is logged with an error: %s", line)
-		}
+	if line := endedLine(t, logs, Destination, 10*time.Second); !strings.HasSuffix(line, " error=<nil>") {
+		t.Errorf("the end of a connection closed with a Close frame the client answered is logged with an error: %s", line)
 	}
 }
 
