@@ -236,13 +236,7 @@ wait:
 	}
 	l.out = out.String()
 	t.Logf("porthole-lab:\n%s", l.out)
-	b, err := os.ReadFile(filepath.Join(l.state, "lab.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &l.info); err != nil {
-		t.Fatal(err)
-	}
+	l.info = readLabJSON(t, l.state)
 	if !strings.Contains(l.out, l.info.SSHCommand) {
 		t.Fatalf("the printed output lacks the ssh command %q", l.info.SSHCommand)
 	}
@@ -250,6 +244,20 @@ wait:
 }
 
 // stop sends SIGINT and checks that the lab exits 0 within 15 s.
+// readLabJSON returns what the lab in state wrote to its lab.json.
+func readLabJSON(t *testing.T, state string) Info {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
 func (l *runningLab) stop(t *testing.T) {
 	t.Helper()
 	l.stopWith(t, syscall.SIGINT)
@@ -385,14 +393,7 @@ func TestNoAgentConnectLine(t *testing.T) {
 		}
 	}()
 	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second) // the lab is up
-	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info Info
-	if err := json.Unmarshal(b, &info); err != nil {
-		t.Fatal(err)
-	}
+	info := readLabJSON(t, state)
 	got := info.ConnectUsage
 	if !strings.HasPrefix(got, wantBin+" connect --endpoint ") || !strings.HasSuffix(got, " -L SSH="+strconv.Itoa(sshPort)) {
 		t.Errorf("connect line %q; want it to run %s with -L SSH=%d", got, wantBin, sshPort)

@@ -3,7 +3,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -42,14 +41,7 @@ func TestNoAgentWritesAgentConfig(t *testing.T) {
 		}
 	}()
 	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second)
-	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info Info
-	if err := json.Unmarshal(b, &info); err != nil {
-		t.Fatal(err)
-	}
+	info := readLabJSON(t, state)
 	if want := filepath.Join(state, "device", "porthole.toml"); info.AgentConfig != want {
 		t.Fatalf("lab.json agent_config = %q, want %s", info.AgentConfig, want)
 	}
@@ -177,13 +169,9 @@ func TestFrozenAgentStopSaysSo(t *testing.T) {
 		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: porthole, Out: out})
 	}()
 	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
-	b, err := os.ReadFile(filepath.Join(state, "lab.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info Info
-	if err := json.Unmarshal(b, &info); err != nil || info.AgentPID == 0 {
-		t.Fatalf("lab.json: %v, agent pid %d", err, info.AgentPID)
+	info := readLabJSON(t, state)
+	if info.AgentPID == 0 {
+		t.Fatal("lab.json names no agent pid")
 	}
 	if err := syscall.Kill(info.AgentPID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
