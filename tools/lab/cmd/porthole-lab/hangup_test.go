@@ -21,21 +21,33 @@ import (
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
+// labMakefile writes, in a directory of its own, a Makefile whose lab target
+// runs this test binary as porthole-lab (--no-agent, state in dir/state), and
+// returns make and the two paths. The recipe has flags with a quote, for which
+// make runs a shell: the project's Makefile runs bash, which execs a lone
+// command; this one /bin/sh, which may not, hence its exec, so that make is the
+// lab's parent as in `make lab`.
+func labMakefile(t *testing.T) (makeProg, dir, state string) {
+	makeProg = testenv.NeedProgram(t, "make")
+	dir = stack.SafeDir(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state = filepath.Join(dir, "state")
+	mk := fmt.Sprintf("lab:\n\texec env PORTHOLE_LAB_TEST_MAIN=1 %s --no-agent --state %s --region %s --ssh-port 0 --http-port 0 --console ''\n", self, state, stack.Region)
+	if err := os.WriteFile(filepath.Join(dir, "Makefile"), []byte(mk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return makeProg, dir, state
+}
+
 // TestHangupWithMakeAsTheTerminalsProgram: `xterm -e make lab`, `script -c "make lab"`
 // (a terminal that runs make itself, no shell): closing the terminal sends
 // SIGHUP to make alone, the session leader; GNU make does not pass it on and
 // waits for its child, so the lab must notice the hang-up itself.
 func TestHangupWithMakeAsTheTerminalsProgram(t *testing.T) {
-	makeProg := testenv.NeedProgram(t, "make")
-	dir := stack.SafeDir(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mk := fmt.Sprintf("lab:\n\tPORTHOLE_LAB_TEST_MAIN=1 %s --no-agent --state %s --region %s --ssh-port 0 --http-port 0 --console ''\n", self, filepath.Join(dir, "state"), stack.Region)
-	if err := os.WriteFile(filepath.Join(dir, "Makefile"), []byte(mk), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	makeProg, dir, _ := labMakefile(t)
 	master, slave, err := pty.Open() // the terminal
 	if err != nil {
 		t.Fatal(err)
@@ -84,21 +96,9 @@ func TestHangupWithMakeAsTheTerminalsProgram(t *testing.T) {
 // TestMakeKilledStopsTheLab: a run button that stops `make lab` with SIGINT and
 // then SIGKILL to make alone. make waits for the lab at SIGINT and passes no
 // signal on when killed, so the lab stops itself when make dies: it says so,
-// and lab.json is gone. The recipe has flags with a quote, for which make runs
-// a shell: the project's Makefile runs bash, which execs a lone command; this
-// one /bin/sh, which may not, hence its exec.
+// and lab.json is gone.
 func TestMakeKilledStopsTheLab(t *testing.T) {
-	makeProg := testenv.NeedProgram(t, "make")
-	dir := stack.SafeDir(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(dir, "state")
-	mk := fmt.Sprintf("lab:\n\texec env PORTHOLE_LAB_TEST_MAIN=1 %s --no-agent --state %s --region %s --ssh-port 0 --http-port 0 --console ''\n", self, state, stack.Region)
-	if err := os.WriteFile(filepath.Join(dir, "Makefile"), []byte(mk), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	makeProg, dir, state := labMakefile(t)
 	// A file, not a pipe: Wait would wait for the lab to close a pipe.
 	out, err := os.Create(filepath.Join(dir, "out"))
 	if err != nil {
