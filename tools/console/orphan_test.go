@@ -399,9 +399,7 @@ func TestOrphanSearchRetriesWhenThrottled(t *testing.T) {
 // tunnel the service opens later stays open, and gives the attempt's tag to
 // find it by.
 func TestOrphanNotFoundNamesTheTag(t *testing.T) {
-	l := newOrphanLab(t, tunneld.Config{}, false, func(r *http.Request) (*http.Response, error) {
-		return nil, errors.New("read tcp: connection reset by peer")
-	})
+	l := newOrphanLab(t, tunneld.Config{}, false, connectionCut)
 	l.setMeanwhile(func() {
 		id, _ := l.lost()
 		if err := l.td.CloseTunnel(context.Background(), &tunneld.CloseTunnelInput{TunnelID: id, Delete: true}); err != nil {
