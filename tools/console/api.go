@@ -100,8 +100,8 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 			case id != "":
 				// Open at the service with nothing here to use or close it:
 				// closed now, or it would keep its device for its lifetime.
-				if cerr := s.closeNow(r.Context(), id); cerr != nil {
-					s.log.Warn("closing the tunnel that could not be used: it stays open at the service until its lifetime ends", "thing", thing, "tunnel_id", id, "err", cerr)
+				if fate, cerr := s.closeStray(r.Context(), id, thing); cerr != nil {
+					s.log.Warn("closing the tunnel that could not be used: "+fate, "thing", thing, "tunnel_id", id, "err", cerr)
 				} else {
 					s.log.Info("closed the tunnel that could not be used", "thing", thing, "tunnel_id", id)
 				}

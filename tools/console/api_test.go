@@ -194,6 +194,21 @@ func TestOpenedButUnusableIsClosed(t *testing.T) {
 	}
 }
 
+// TestOpenedButUnusableCloseFailedIsClosedAtStop: a tunnel opened with an
+// answer the console cannot use, whose CloseTunnel fails, is closed again when
+// the console stops.
+func TestOpenedButUnusableCloseFailedIsClosedAtStop(t *testing.T) {
+	cp := &fakeControlPlane{noToken: true, closeErr: errors.New("fake: CloseTunnel failed")}
+	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1"})
+	if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusBadGateway {
+		t.Errorf("open with an unusable answer = %d %q, want 502", code, msg)
+	}
+	s.Close()
+	if _, closed := cp.calls(); !slices.Equal(closed, []string{"tunnel-dev1", "tunnel-dev1"}) {
+		t.Errorf("CloseTunnel calls %q, want tunnel-dev1 at the open and again at the stop", closed)
+	}
+}
+
 // TestOpenWithoutControlPlane: a console without a control plane refuses to
 // open a tunnel, and says to paste a token.
 func TestOpenWithoutControlPlane(t *testing.T) {

@@ -151,24 +151,41 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 	}
 	var closed, failed []string
 	var cerr error
+	var fate string
 	for _, id := range ids {
-		if err := s.closeNow(ctx, id); err != nil { // its own time: finding it may have used up ctx's
-			log.Warn("closing the tunnel the failed open left open: it stays open at the service until its lifetime ends", "tunnel_id", id, "err", err)
-			failed, cerr = append(failed, id), err
+		f, err := s.closeStray(ctx, id, thing) // its own time: finding it may have used up ctx's
+		if err != nil {
+			log.Warn("closing the tunnel the failed open left open: "+f, "tunnel_id", id, "err", err)
+			failed, cerr, fate = append(failed, id), err, f
 			continue
 		}
 		log.Info("closed the tunnel the failed open left open", "tunnel_id", id)
 		closed = append(closed, id)
 	}
 	if len(failed) > 0 {
-		msg := fmt.Sprintf("The service had opened the tunnel all the same (%s), and closing it failed (%v): it stays open until its lifetime ends",
-			strings.Join(failed, ", "), cerr)
+		msg := fmt.Sprintf("The service had opened the tunnel all the same (%s), and closing it failed (%v): %s",
+			strings.Join(failed, ", "), cerr, fate)
 		if len(closed) > 0 {
 			msg += fmt.Sprintf("; %s was closed", strings.Join(closed, ", "))
 		}
 		return msg
 	}
 	return fmt.Sprintf("The service had opened the tunnel all the same (%s): it was found by this attempt's tag and closed", strings.Join(closed, ", "))
+}
+
+// closeStray closes tunnel id, which this console opened at the service for
+// thing and has no source side for, now (closeNow) or, if that fails, when
+// the console stops (tunnels.closeLater). After a failure it returns what
+// becomes of the tunnel, for the operator and the log.
+func (s *Server) closeStray(ctx context.Context, id, thing string) (string, error) {
+	err := s.closeNow(ctx, id)
+	switch {
+	case err == nil:
+		return "", nil
+	case s.tunnels.closeLater(id, thing):
+		return "it stays open at the service until this console stops, which closes it, or its lifetime ends", err
+	}
+	return "it stays open at the service until its lifetime ends", err
 }
 
 // closeNow closes tunnel id at the service (CloseTunnel, not deleted) within

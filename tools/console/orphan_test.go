@@ -52,10 +52,11 @@ type faultTransport struct {
 	lose      lostAnswer
 	meanwhile func()
 
-	mu        sync.Mutex
-	ops       []string // X-Amz-Target operations, in order
-	lost      tunneld.OpenTunnelOutput
-	throttled int // the first throttled ListTunnels calls are refused with ThrottlingException
+	mu         sync.Mutex
+	ops        []string // X-Amz-Target operations, in order
+	lost       tunneld.OpenTunnelOutput
+	throttled  int // the first throttled ListTunnels calls are refused with ThrottlingException
+	closeFails int // the first closeFails CloseTunnel calls fail with the service's InternalServerException
 }
 
 func (f *faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -66,7 +67,16 @@ func (f *faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if throttle {
 		f.throttled--
 	}
+	failClose := op == "CloseTunnel" && f.closeFails > 0
+	if failClose {
+		f.closeFails--
+	}
 	f.mu.Unlock()
+	if failClose {
+		resp, _ := proxyAnswer(http.StatusInternalServerError, `{"__type":"InternalServerException","message":"Internal failure"}`)(r)
+		resp.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		return resp, nil
+	}
 	if throttle {
 		resp, _ := proxyAnswer(http.StatusBadRequest, `{"__type":"ThrottlingException","message":"Rate exceeded"}`)(r)
 		resp.Header.Set("Content-Type", "application/x-amz-json-1.1")
@@ -409,5 +419,31 @@ func TestOrphanNotFoundNamesTheTag(t *testing.T) {
 	_, msg := post(t, l.console, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 30})
 	if !regexp.MustCompile(`No tunnel of this attempt was found open at the service within 1s; if the service opens it later, it stays open until its lifetime ends \(its tag: porthole-console-attempt=[0-9a-f]{32}\)$`).MatchString(msg) {
 		t.Errorf("open = %q, want it to say none was found, and the attempt's tag", msg)
+	}
+}
+
+// TestOrphanCloseFailedIsClosedAtStop: a tunnel the failed open left open,
+// found by its tag, whose CloseTunnel fails stays among the tunnels the
+// console closes when it stops; the page and the log say so. Before, it was
+// left open for its lifetime.
+func TestOrphanCloseFailedIsClosedAtStop(t *testing.T) {
+	l := newOrphanLab(t, tunneld.Config{}, false, connectionCut)
+	l.ft.closeFails = 1
+	_, msg := post(t, l.console, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 30})
+	id, _ := l.lost()
+	want := "The service had opened the tunnel all the same (" + id + "), and closing it failed (CloseTunnel: 500 Internal Server Error InternalServerException: Internal failure): " +
+		"it stays open at the service until this console stops, which closes it, or its lifetime ends"
+	if !strings.HasSuffix(msg, want) {
+		t.Errorf("open = %q, want it to end %q", msg, want)
+	}
+	if st := l.status(t, id); st != tunneld.StatusOpen {
+		t.Fatalf("the tunnel whose close failed is %s, want OPEN", st)
+	}
+	l.console.Close()
+	if st := l.status(t, id); st != tunneld.StatusClosed {
+		t.Errorf("after the console's stop the tunnel is %s, want CLOSED", st)
+	}
+	if !strings.Contains(l.logs.String(), "tunnel closed at shutdown") {
+		t.Errorf("logs do not say the tunnel was closed at shutdown:\n%s", l.logs)
 	}
 }

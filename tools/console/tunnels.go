@@ -201,12 +201,17 @@ type tunnels struct {
 	// service sent its Close frame), by console id; close closes them. Forgetting a
 	// tunnel does not take it out: it may still be open.
 	open map[string]*liveTunnel
+	// stray are tunnels this console opened at the service and has no source
+	// side for (an OpenTunnel answer it could not use, or one lost and found by
+	// its tag) whose CloseTunnel failed, by tunnel id, with their thing: close
+	// tries them again.
+	stray map[string]string
 }
 
 func newTunnels(cfg *Config, log *slog.Logger) *tunnels {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &tunnels{cfg: cfg, log: log, ctx: ctx, cancel: cancel, byID: map[string]*liveTunnel{},
-		open: map[string]*liveTunnel{}}
+		open: map[string]*liveTunnel{}, stray: map[string]string{}}
 }
 
 // start runs the source side of spec until the tunnel closes or the console stops.
@@ -420,6 +425,19 @@ func (ts *tunnels) closedAtService(t *liveTunnel) {
 	delete(ts.open, t.id)
 }
 
+// closeLater adds tunnel id of thing, open at the service with no source side
+// here, to the tunnels close closes there. It reports false once close has
+// taken them: the caller's is then left open.
+func (ts *tunnels) closeLater(id, thing string) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.stray == nil {
+		return false
+	}
+	ts.stray[id] = thing
+	return true
+}
+
 // close stops every source side and waits for them; then it closes at the service
 // (CloseTunnel, not deleted) the tunnels this console opened and has not closed,
 // within ctx and Config.closeTimeout in all, so that they do not stay open, their
@@ -433,21 +451,24 @@ func (ts *tunnels) close(ctx context.Context) {
 	ts.wg.Wait()
 
 	ts.mu.Lock()
-	open := ts.open
-	ts.open = nil // one opened later closes itself (see start)
+	things := ts.stray // by tunnel id
+	for _, t := range ts.open {
+		things[t.spec.TunnelID] = t.spec.Thing
+	}
+	ts.open, ts.stray = nil, nil // one opened later closes itself (see start)
 	ts.mu.Unlock()
-	if len(open) == 0 || ts.cfg.ControlPlane == nil {
+	if len(things) == 0 || ts.cfg.ControlPlane == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, ts.cfg.closeTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, t := range open {
+	for id, thing := range things {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			log := ts.log.With("thing", t.spec.Thing, "tunnel_id", t.spec.TunnelID)
-			if err := ts.cfg.ControlPlane.CloseTunnel(ctx, t.spec.TunnelID); err != nil {
+			log := ts.log.With("thing", thing, "tunnel_id", id)
+			if err := ts.cfg.ControlPlane.CloseTunnel(ctx, id); err != nil {
 				log.Warn("closing a tunnel at shutdown", "err", err)
 				return
 			}
