@@ -447,3 +447,23 @@ func TestOrphanCloseFailedIsClosedAtStop(t *testing.T) {
 		t.Errorf("logs do not say the tunnel was closed at shutdown:\n%s", l.logs)
 	}
 }
+
+// TestFindAttemptPages: the tunnel of an attempt is found on ListTunnels'
+// second page (tunneld, as AWS, lists the newest first, 100 to a page), behind
+// newer tunnels of the same thing that someone else opened.
+func TestFindAttemptPages(t *testing.T) {
+	for _, inProcess := range []bool{false, true} {
+		t.Run(fmt.Sprintf("in process %v", inProcess), func(t *testing.T) {
+			l := newOrphanLab(t, tunneld.Config{MaxOpenTunnels: 200}, inProcess, nil)
+			since, attempt := time.Now(), newAttempt()
+			want := l.openOther(t, openDescription, tunneld.Tag{Key: attemptTagKey, Value: attempt})
+			for range 100 {
+				l.openOther(t, "an administrator's")
+			}
+			ids, err := l.console.cfg.ControlPlane.FindAttempt(context.Background(), "dev1", attempt, since)
+			if err != nil || !slices.Equal(ids, []string{want}) {
+				t.Errorf("FindAttempt = %q, %v; want [%s]", ids, err, want)
+			}
+		})
+	}
+}
