@@ -22,9 +22,9 @@ import (
 func TestRotationCutsAStalledReaderAtOnce(t *testing.T) {
 	pki := mqtttest.NewPKI(t)
 	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})
-	out, dp, _, _ := stalledDestination(t, ts, pki)
+	out, dp, _, sender := stalledDestination(t, ts, pki)
 	ctx := context.Background()
-	time.Sleep(2 * time.Second) // the buffers fill and the data plane's writer blocks
+	waitStalled(t, sender) // the buffers fill and the data plane's writer blocks
 
 	start := time.Now()
 	if _, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeDestination}); err != nil {
@@ -97,10 +97,10 @@ func TestRotateDoesNotWaitForAStalledPeer(t *testing.T) {
 // stalledDestination opens a tunnel on ts (served over TLS with pki's
 // certificate) and connects its destination, which never reads, while DATA is
 // sent to it until the data plane refuses: its socket buffers fill and the
-// data plane's writer blocks in a socket write. It returns the client's
-// WebSocket too, for a test that reads again. The client is closed and the
-// sending has ended when the test ends.
-func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenTunnelOutput, *dataplane.Tunnel, *websocket.Conn, *atomic.Int64) {
+// data plane's writer blocks in a socket write (waitStalled waits for that).
+// It returns the client's WebSocket too, for a test that reads again. The
+// client is closed and the sending has ended when the test ends.
+func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenTunnelOutput, *dataplane.Tunnel, *websocket.Conn, *sender) {
 	t.Helper()
 	out := ts.open(t, "", "SSH")
 	h := http.Header{}
@@ -120,7 +120,7 @@ func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenT
 		t.Fatal(err)
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
-	var sent atomic.Int64 // DATA frames the data plane took for the destination
+	s := &sender{}
 	go func() {
 		defer close(done)
 		payload := make([]byte, 60000)
@@ -130,10 +130,13 @@ func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenT
 				return
 			default:
 			}
-			if dp.Send(dataplane.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload}) != nil {
+			s.sending.Store(time.Now().UnixNano())
+			err := dp.Send(dataplane.Destination, &tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: payload})
+			s.sending.Store(0)
+			if err != nil {
 				return
 			}
-			sent.Add(1)
+			s.sent.Add(1)
 		}
 	}()
 	t.Cleanup(func() {
@@ -141,22 +144,28 @@ func stalledDestination(t *testing.T, ts *testServer, pki *mqtttest.PKI) (*OpenT
 		ws.CloseNow()
 		<-done
 	})
-	return out, dp, ws, &sent
+	return out, dp, ws, s
 }
 
-// waitStalled waits until sent has not grown for a while: the data plane
-// takes no more frames for the destination, its queue full and its writer
-// blocked on a client that does not read.
-func waitStalled(t *testing.T, sent *atomic.Int64) {
+// sender is what stalledDestination's sender has done.
+type sender struct {
+	sent    atomic.Int64 // DATA frames the data plane took for the destination
+	sending atomic.Int64 // when the Send in progress began (UnixNano), 0 between Sends
+}
+
+// waitStalled waits until a Send of s has been blocked for a while: the data
+// plane takes no more frames for the destination, its queue full and its
+// writer blocked on a client that does not read. (A count of frames that
+// stopped growing would also be a sender starved of CPU between two Sends.)
+func waitStalled(t *testing.T, s *sender) {
 	t.Helper()
-	const quiet = 300 * time.Millisecond
-	last, since := sent.Load(), time.Now()
-	for deadline := time.Now().Add(20 * time.Second); last == 0 || time.Since(since) < quiet; time.Sleep(10 * time.Millisecond) {
-		if n := sent.Load(); n != last {
-			last, since = n, time.Now()
+	const blocked = 300 * time.Millisecond
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if began := s.sending.Load(); began != 0 && time.Since(time.Unix(0, began)) >= blocked {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the sender did not stall (%d frames sent)", last)
+			t.Fatalf("the sender did not stall (%d frames sent)", s.sent.Load())
 		}
 	}
 }

@@ -40,8 +40,8 @@ func TestRotationSendsCloseFrame(t *testing.T) {
 func TestRotationClosesAStalledReader(t *testing.T) {
 	pki := mqtttest.NewPKI(t)
 	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})
-	out, _, ws, sent := stalledDestination(t, ts, pki)
-	waitStalled(t, sent) // the buffers fill and the data plane's writer blocks
+	out, _, ws, sender := stalledDestination(t, ts, pki)
+	waitStalled(t, sender) // the buffers fill and the data plane's writer blocks
 	ctx := context.Background()
 	if _, err := ts.RotateTunnelAccessToken(ctx, &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeDestination}); err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestRotationClosesAStalledReader(t *testing.T) {
 	if ce := (websocket.CloseError{}); !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || ce.Reason != CloseReasonTokenRotated {
 		t.Errorf("after %d messages, read: %v; want a Close frame 1008 %q", n-1, err, CloseReasonTokenRotated)
 	}
-	if total := sent.Load(); int64(data) >= total {
+	if total := sender.sent.Load(); int64(data) >= total {
 		t.Errorf("the revoked reader got all %d DATA frames queued for it, want those still queued dropped", total)
 	} else {
 		t.Logf("%d of %d DATA frames reached the revoked reader", data, total)

@@ -16,9 +16,9 @@ func TestShutdownNotHeldByStalledTLSClients(t *testing.T) {
 	pki := mqtttest.NewPKI(t)
 	ts := startServer(t, Config{TLS: pki.ServerTLS(t, "tunneld")})
 	for range 3 {
-		stalledDestination(t, ts, pki)
+		_, _, _, sender := stalledDestination(t, ts, pki)
+		waitStalled(t, sender) // buffers fill, writers block
 	}
-	time.Sleep(2 * time.Second) // buffers fill, writers block
 
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
