@@ -225,27 +225,33 @@ func (a *ControlPlaneAPI) call(ctx context.Context, op string, in, out any) erro
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Type    string `json:"__type"`
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		}
-		json.Unmarshal(b, &e)
-		if e.Message == "" {
-			e.Message = strings.TrimSpace(string(b))
-		}
-		// As the AWS SDKs read it: the X-Amzn-ErrorType header, else the
-		// body's code, else its __type, each maybe a shape id with its
-		// namespace ("ns#Name") and a ":url" suffix, or a list (","): the
-		// bare first name is what ErrRefused's and isNotFound's tests see.
-		e.Type = errorTypeName(cmp.Or(resp.Header.Get("X-Amzn-ErrorType"), e.Code, e.Type))
-		return &APIError{Op: op, Status: resp.Status, StatusCode: resp.StatusCode, Type: e.Type,
-			text: a.Credentials.redact(e.Type + ": " + e.Message)}
+		return answerError(op, resp, b, a.Credentials)
 	}
 	if out == nil {
 		return nil
 	}
 	return json.Unmarshal(b, out)
+}
+
+// answerError is the *APIError of op's answer resp other than 200 OK, whose
+// body is b, quoted with creds redacted.
+func answerError(op string, resp *http.Response, b []byte, creds Credentials) *APIError {
+	var e struct {
+		Type    string `json:"__type"`
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	json.Unmarshal(b, &e)
+	if e.Message == "" {
+		e.Message = strings.TrimSpace(string(b))
+	}
+	// As the AWS SDKs read it: the X-Amzn-ErrorType header, else the body's
+	// code, else its __type, each maybe a shape id with its namespace
+	// ("ns#Name") and a ":url" suffix, or a list (","): the bare first name is
+	// what ErrRefused's and isNotFound's tests see.
+	e.Type = errorTypeName(cmp.Or(resp.Header.Get("X-Amzn-ErrorType"), e.Code, e.Type))
+	return &APIError{Op: op, Status: resp.Status, StatusCode: resp.StatusCode, Type: e.Type,
+		text: creds.redact(e.Type + ": " + e.Message)}
 }
 
 // AWSRegion is the region in the host of AWS IoT Secure Tunneling's control

@@ -339,3 +339,54 @@ func TestControlPlaneErrorTypeAsAWSSendsIt(t *testing.T) {
 		})
 	}
 }
+
+// FuzzAnswerError: whatever answers in the control plane's place (the service,
+// a proxy, a load balancer) with any status, X-Amzn-ErrorType header and body,
+// the console's error quotes neither the secret key nor the session token,
+// stays short, names a bare error type, and is the service's refusal
+// (ErrRefused: nothing was done, no search) only for a 4xx with a type.
+func FuzzAnswerError(f *testing.F) {
+	creds := Credentials{AccessKeyID: "AKIDPORTHOLE", SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLE",
+		SessionToken: "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJGMEQCIA+sess"}
+	for _, seed := range []struct {
+		code         int
+		header, body string
+	}{
+		{400, "", `{"__type":"ResourceNotFoundException","message":"no tunnel"}`},
+		{400, "com.amazonaws.iotsecuretunneling#LimitExceededException:http://internal.amazon.com/", `{"message":"too many"}`},
+		{400, "", `{"code":"ns#ThrottlingException","__type":"Other","message":"Rate exceeded"}`},
+		{403, "", `{"__type":"UnrecognizedClientException","message":"token ` + creds.SessionToken + ` is invalid"}`},
+		{502, "", "<html>X-Amz-Security-Token: " + creds.SessionToken + "</html>"},
+		{504, "", "<html><body>504 Gateway Time-out</body></html>"},
+		{400, "A,B", `{"__type":"x","message":"` + strings.Repeat("é", 400) + creds.SecretAccessKey + `"}`},
+		{408, "", ""},
+		{500, "", `{"__type":"InternalServerException"}`},
+	} {
+		f.Add(seed.code, seed.header, []byte(seed.body))
+	}
+	f.Fuzz(func(t *testing.T, code int, header string, body []byte) {
+		if code < 100 || code > 999 {
+			return
+		}
+		resp := &http.Response{StatusCode: code, Status: fmt.Sprintf("%d %s", code, http.StatusText(code)), Header: http.Header{}}
+		if header != "" {
+			resp.Header.Set("X-Amzn-ErrorType", header)
+		}
+		e := answerError("OpenTunnel", resp, body, creds)
+		msg := e.Error()
+		for _, secret := range []string{creds.SecretAccessKey, creds.SessionToken} {
+			if strings.Contains(msg, secret) {
+				t.Fatalf("the error quotes a secret: %q", msg)
+			}
+		}
+		if max := len("OpenTunnel: ") + len(resp.Status) + 1 + maxErrorText + len("…(cut)"); len(msg) > max {
+			t.Errorf("the error is %d bytes, more than %d", len(msg), max)
+		}
+		if strings.ContainsAny(e.Type, ",:") || e.Type != strings.TrimSpace(e.Type) {
+			t.Errorf("error type %q is not a bare name", e.Type)
+		}
+		if refused := code >= 400 && code < 500 && e.Type != ""; errors.Is(e, ErrRefused) != refused {
+			t.Errorf("status %d, type %q: errors.Is(ErrRefused) = %v, want %v", code, e.Type, !refused, refused)
+		}
+	})
+}
