@@ -119,7 +119,7 @@ func (h *HostKeys) readLocked() (map[string]string, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return keys, nil
 	}
-	if err == nil {
+	if err == nil && len(bytes.TrimSpace(b)) > 0 { // empty (": > FILE"): no keys, as no file
 		err = json.Unmarshal(b, &keys)
 	}
 	if err != nil {

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -221,4 +222,83 @@ func TestHostKeysNullFile(t *testing.T) {
 		}
 	}()
 	h.Check(context.Background(), "dev1", newHostKey(t), "")
+}
+
+// FuzzHostKeysFile: whatever the host-key store holds (a file edited by hand,
+// cut short, another tool's), Check either refuses with an error and leaves
+// the file as it was, or passes the key, or stores it for its thing and keeps
+// every other thing's key as it was: nothing another console or the operator
+// stored is lost.
+func FuzzHostKeysFile(f *testing.F) {
+	key, err := ssh.NewPublicKey(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public())
+	if err != nil {
+		f.Fatal(err)
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))
+	other := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHu5eFKmJg7cDyl9jrB3Ef4G1H+1Qd8oJ1VsmgHD+M3j"
+	for _, seed := range []string{
+		"", "null", "{}", "[]", `{"dev1":1}`, `{"dev1":"` + line + `"}`, `{"dev1":"` + line + ` device comment"}`,
+		`{"dev1":"` + other + `","dev2":"` + line + `"}`, `{"dev2":"` + other + `"}`, `{"dev1":"not a key"}`,
+		`{"dev2":"x","dev2":"y"}`, `{"dev1":"` + line, "\ufeff{}",
+	} {
+		f.Add([]byte(seed), false)
+		f.Add([]byte(seed), true)
+	}
+	f.Fuzz(func(t *testing.T, file []byte, accept bool) {
+		path := filepath.Join(t.TempDir(), "hostkeys.json")
+		if err := os.WriteFile(path, file, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var before map[string]string
+		decodeErr := error(nil)
+		if len(bytes.TrimSpace(file)) > 0 { // an empty store, as a missing one
+			decodeErr = json.Unmarshal(file, &before)
+		}
+		fp := ""
+		if accept {
+			fp = ssh.FingerprintSHA256(key)
+		}
+		h := &HostKeys{Path: path}
+		h.Fingerprint("dev1")
+		first, err := h.Check(context.Background(), "dev1", key, fp)
+		after, rerr := os.ReadFile(path)
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		unchanged := string(after) == string(file)
+		stored, had := before["dev1"]
+		switch {
+		case decodeErr != nil && err == nil:
+			t.Fatalf("a store that is not a JSON object of strings passed: %q", file)
+		case err != nil && !unchanged:
+			t.Fatalf("Check failed (%v) and changed the file: %q → %q", err, file, after)
+		case err != nil && decodeErr != nil:
+			return
+		case err != nil && !had:
+			t.Fatalf("the first key of a thing was refused: %v", err)
+		case err != nil:
+			return
+		case first == had:
+			t.Errorf("Check = first use %v, with a key stored before %v", first, had)
+		case unchanged && stored != line && (!had || accept):
+			t.Errorf("the key was not stored: the file is as it was, %q", file)
+		case unchanged:
+			return
+		}
+		var now map[string]string
+		if err := json.Unmarshal(after, &now); err != nil {
+			t.Fatalf("the store written does not decode: %v\n%s", err, after)
+		}
+		if now["dev1"] != line {
+			t.Errorf("dev1's key = %q, want %q", now["dev1"], line)
+		}
+		for thing, k := range before {
+			if thing != "dev1" && now[thing] != k {
+				t.Errorf("%s's key %q became %q", thing, k, now[thing])
+			}
+		}
+		if want := len(before) + map[bool]int{false: 1}[had]; len(now) != want {
+			t.Errorf("the store has %d keys, want %d", len(now), want)
+		}
+	})
 }
