@@ -102,8 +102,10 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 				// closed now, or it would keep its device for its lifetime.
 				if fate, cerr := s.closeStray(r.Context(), id, thing); cerr != nil {
 					s.log.Warn("closing the tunnel that could not be used: "+fate, "thing", thing, "tunnel_id", id, "err", cerr)
+					msg += fmt.Sprintf(". The service opened it (%s), and closing it failed (%v): %s", id, cerr, fate)
 				} else {
 					s.log.Info("closed the tunnel that could not be used", "thing", thing, "tunnel_id", id)
+					msg += fmt.Sprintf(". The service opened it (%s): it was closed", id)
 				}
 			}
 			writeError(w, http.StatusBadGateway, msg)

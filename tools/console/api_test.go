@@ -183,8 +183,9 @@ func TestOpenRefusesIncomplete(t *testing.T) {
 func TestOpenedButUnusableIsClosed(t *testing.T) {
 	cp := &fakeControlPlane{noToken: true}
 	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1"})
-	if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusBadGateway {
-		t.Errorf("open with an unusable answer = %d %q, want 502", code, msg)
+	want := "opening the tunnel: fake: no source token in the answer. The service opened it (tunnel-dev1): it was closed"
+	if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusBadGateway || msg != want {
+		t.Errorf("open with an unusable answer = %d %q, want 502 %q", code, msg, want)
 	}
 	if _, closed := cp.calls(); len(closed) != 1 || closed[0] != "tunnel-dev1" {
 		t.Errorf("tunnels closed at the service: %q, want the one opened, tunnel-dev1", closed)
@@ -200,8 +201,10 @@ func TestOpenedButUnusableIsClosed(t *testing.T) {
 func TestOpenedButUnusableCloseFailedIsClosedAtStop(t *testing.T) {
 	cp := &fakeControlPlane{noToken: true, closeErr: errors.New("fake: CloseTunnel failed")}
 	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1"})
-	if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusBadGateway {
-		t.Errorf("open with an unusable answer = %d %q, want 502", code, msg)
+	want := "opening the tunnel: fake: no source token in the answer. The service opened it (tunnel-dev1), and closing it failed " +
+		"(fake: CloseTunnel failed): it stays open at the service until this console stops, which closes it, or its lifetime ends"
+	if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusBadGateway || msg != want {
+		t.Errorf("open with an unusable answer = %d %q, want 502 %q", code, msg, want)
 	}
 	s.Close()
 	if _, closed := cp.calls(); !slices.Equal(closed, []string{"tunnel-dev1", "tunnel-dev1"}) {
