@@ -157,12 +157,23 @@ type sender struct {
 // plane takes no more frames for the destination, its queue full and its
 // writer blocked on a client that does not read. (A count of frames that
 // stopped growing would also be a sender starved of CPU between two Sends.)
+// The same Send must be seen in progress at 30 looks 10 ms apart, not once
+// after 300 ms of the clock: a pause of the whole process (a loaded machine,
+// a stopped VM) made a Send still copying its frame look blocked, and the
+// stall tests passed on a writer that was not blocked.
 func waitStalled(t *testing.T, s *sender) {
 	t.Helper()
-	const blocked = 300 * time.Millisecond
+	const looks = 30
+	var began int64
+	seen := 0
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if began := s.sending.Load(); began != 0 && time.Since(time.Unix(0, began)) >= blocked {
-			return
+		switch b := s.sending.Load(); {
+		case b == 0 || b != began:
+			began, seen = b, 0
+		default:
+			if seen++; seen >= looks {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the sender did not stall (%d frames sent)", s.sent.Load())
@@ -210,5 +221,36 @@ func TestRevokedTokensBounded(t *testing.T) {
 		case n > maxRevokedPerTunnel:
 			t.Errorf("%d revoked tokens kept of tunnel %s, want at most %d", n, id, maxRevokedPerTunnel)
 		}
+	}
+}
+
+// TestWaitStalledNotFooledByAPause: a Send seen 400 ms old at the first look
+// (it began before a pause of the whole process) that then ends, followed by
+// Sends that do not block, is no stall: waitStalled waits for the Send that
+// stays blocked.
+func TestWaitStalledNotFooledByAPause(t *testing.T) {
+	s := &sender{}
+	s.sending.Store(time.Now().Add(-400 * time.Millisecond).UnixNano())
+	var blockedAt atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(50 * time.Millisecond) // the process runs again: that Send ends
+		for range 10 {
+			s.sending.Store(0)
+			s.sent.Add(1)
+			s.sending.Store(time.Now().UnixNano())
+			time.Sleep(5 * time.Millisecond)
+		}
+		blockedAt.Store(time.Now().UnixNano()) // the last Send stays blocked
+	}()
+	waitStalled(t, s)
+	returned := time.Now()
+	<-done
+	switch b := blockedAt.Load(); {
+	case b == 0:
+		t.Errorf("waitStalled returned before the Send that blocks began (%d Sends ended meanwhile)", s.sent.Load())
+	case returned.Sub(time.Unix(0, b)) < 250*time.Millisecond:
+		t.Errorf("waitStalled returned %v after the Send that blocks began, want 300 ms or more", returned.Sub(time.Unix(0, b)))
 	}
 }
