@@ -212,6 +212,35 @@ func TestOpenedButUnusableCloseFailedIsClosedAtStop(t *testing.T) {
 	}
 }
 
+// TestOpenedButUnusableCloseRefusedIsNotPromised: a tunnel opened with an
+// answer the console cannot use, whose CloseTunnel the service refuses (the
+// console's policy lacks iot:CloseTunnel), is not promised a close at the
+// stop, which would be refused again; one the service no longer has is not
+// said to stay open.
+func TestOpenedButUnusableCloseRefusedIsNotPromised(t *testing.T) {
+	for _, tc := range []struct {
+		typ, fate string
+	}{
+		{"AccessDeniedException", "it stays open at the service until its lifetime ends"},
+		{"ResourceNotFoundException", "the service no longer has it"},
+	} {
+		t.Run(tc.typ, func(t *testing.T) {
+			cerr := &APIError{Op: "CloseTunnel", Status: "400 Bad Request", StatusCode: 400, Type: tc.typ, text: tc.typ + ": no"}
+			cp := &fakeControlPlane{noToken: true, closeErr: cerr}
+			s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1"})
+			want := "opening the tunnel: fake: no source token in the answer. The service opened it (tunnel-dev1), and closing it failed (" +
+				cerr.Error() + "): " + tc.fate
+			if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusBadGateway || msg != want {
+				t.Errorf("open with an unusable answer = %d %q, want 502 %q", code, msg, want)
+			}
+			s.Close()
+			if _, closed := cp.calls(); !slices.Equal(closed, []string{"tunnel-dev1"}) {
+				t.Errorf("CloseTunnel calls %q, want tunnel-dev1 at the open only", closed)
+			}
+		})
+	}
+}
+
 // TestOpenWithoutControlPlane: a console without a control plane refuses to
 // open a tunnel, and says to paste a token.
 func TestOpenWithoutControlPlane(t *testing.T) {

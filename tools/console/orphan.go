@@ -182,6 +182,12 @@ func (s *Server) closeStray(ctx context.Context, id, thing string) (string, erro
 	switch {
 	case err == nil:
 		return "", nil
+	case isNotFound(err):
+		return "the service no longer has it", err
+	case errors.Is(err, ErrRefused) && !throttled(err):
+		// Refused (no iot:CloseTunnel, say): asked again at the stop, it
+		// would be refused again.
+		return "it stays open at the service until its lifetime ends", err
 	case s.tunnels.closeLater(id, thing):
 		return "it stays open at the service until this console stops, which closes it, or its lifetime ends", err
 	}
