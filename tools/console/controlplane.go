@@ -120,14 +120,24 @@ const maxErrorText = 512
 // shorter than 8 bytes (tests) are left: they would match ordinary text.
 func (c Credentials) redact(s string) string {
 	for _, secret := range []string{c.SessionToken, c.SecretAccessKey} {
-		if len(secret) >= 8 {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
+		if len(secret) < 8 {
+			continue
+		}
+		// As is, and as an echo may escape it: in JSON ("\/", which a
+		// body that is no AWS error quotes raw) or in a URL.
+		for _, form := range secretForms(secret) {
+			s = strings.ReplaceAll(s, form, "[redacted]")
 		}
 	}
 	if len(s) > maxErrorText {
 		s = strings.ToValidUTF8(s[:maxErrorText], "") + "…(cut)"
 	}
 	return s
+}
+
+// secretForms is secret as an error page may quote it.
+func secretForms(secret string) []string {
+	return []string{secret, strings.ReplaceAll(secret, "/", `\/`), url.QueryEscape(secret), url.PathEscape(secret)}
 }
 
 // ControlPlaneAPI is a ControlPlane that speaks the AWS JSON 1.1 API over HTTPS:

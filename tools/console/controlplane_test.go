@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -357,6 +358,8 @@ func FuzzAnswerError(f *testing.F) {
 		{400, "", `{"code":"ns#ThrottlingException","__type":"Other","message":"Rate exceeded"}`},
 		{403, "", `{"__type":"UnrecognizedClientException","message":"token ` + creds.SessionToken + ` is invalid"}`},
 		{502, "", "<html>X-Amz-Security-Token: " + creds.SessionToken + "</html>"},
+		{502, "", `{"error":"Bad Gateway","headers":{"X-Amz-Security-Token":"` + strings.ReplaceAll(creds.SessionToken, "/", `\/`) + `"}}`},
+		{502, "", "<a href=\"/retry?token=" + url.QueryEscape(creds.SessionToken) + "\">retry</a>"},
 		{504, "", "<html><body>504 Gateway Time-out</body></html>"},
 		{400, "A,B", `{"__type":"x","message":"` + strings.Repeat("é", 400) + creds.SecretAccessKey + `"}`},
 		{408, "", ""},
@@ -375,8 +378,10 @@ func FuzzAnswerError(f *testing.F) {
 		e := answerError("OpenTunnel", resp, body, creds)
 		msg := e.Error()
 		for _, secret := range []string{creds.SecretAccessKey, creds.SessionToken} {
-			if strings.Contains(msg, secret) {
-				t.Fatalf("the error quotes a secret: %q", msg)
+			for _, form := range []string{secret, strings.ReplaceAll(secret, "/", `\/`), url.QueryEscape(secret)} {
+				if strings.Contains(msg, form) {
+					t.Fatalf("the error quotes a secret: %q", msg)
+				}
 			}
 		}
 		if max := len("OpenTunnel: ") + len(resp.Status) + 1 + maxErrorText + len("…(cut)"); len(msg) > max {
