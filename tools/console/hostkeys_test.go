@@ -267,6 +267,19 @@ func FuzzHostKeysFile(f *testing.F) {
 		}
 		unchanged := string(after) == string(file)
 		stored, had := before["dev1"]
+		if decodeErr == nil && had { // what Check must say of the key stored for dev1
+			old, _, _, _, perr := ssh.ParseAuthorizedKey([]byte(stored))
+			same := perr == nil && bytes.Equal(old.Marshal(), key.Marshal())
+			var changed *HostKeyChangedError
+			switch {
+			case (same || accept) && err != nil:
+				t.Fatalf("stored %q, the same key presented or its change accepted: %v", stored, err)
+			case !same && !accept && err == nil:
+				t.Fatalf("stored %q, another key presented and not accepted: passed", stored)
+			case !same && !accept && perr == nil && !errors.As(err, &changed):
+				t.Fatalf("stored %q, another key presented: %v, want a *HostKeyChangedError", stored, err)
+			}
+		}
 		switch {
 		case decodeErr != nil && err == nil:
 			t.Fatalf("a store that is not a JSON object of strings passed: %q", file)
