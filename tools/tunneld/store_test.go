@@ -1088,9 +1088,8 @@ func TestStateFileFormat(t *testing.T) {
 // whole, after peaks of three times its size: with the most tags on the
 // default 1,100 tunnels, a 95 MiB file, 386 MiB more heap at every save, which
 // an API client can make happen at every change (docs/benchmarks.md). The
-// live heap is measured (after a GC) at each write to the file; allocations
-// are not counted, as the race detector makes sync.Pool, json's buffers'
-// pool, drop some of what is put back.
+// live heap is measured (after a GC) at each write to the file; what a save
+// allocates, on a second save of its own (below).
 func TestSaveMemoryDoesNotScaleWithFile(t *testing.T) {
 	var measuring atomic.Bool
 	var peak atomic.Uint64
