@@ -92,12 +92,13 @@ func findAttempt(ctx context.Context, thing, attempt string, since time.Time,
 	return ids, fmt.Errorf("more than %d pages of tunnels of %s: looked at the newest only", maxAttemptPages, thing)
 }
 
-// throttled reports whether err is the service's refusal for the rate of
-// calls (ThrottlingException, LimitExceededException), after which the same
-// call may succeed.
-func throttled(err error) bool {
+// refusedForGood reports whether err is the service's refusal that the same
+// call would meet again: not one for the rate of calls (ThrottlingException,
+// LimitExceededException), after which it may succeed.
+func refusedForGood(err error) bool {
 	var ae *APIError
-	return errors.As(err, &ae) && (ae.Type == tunneld.ErrTypeThrottling || ae.Type == tunneld.ErrTypeLimitExceeded)
+	throttled := errors.As(err, &ae) && (ae.Type == tunneld.ErrTypeThrottling || ae.Type == tunneld.ErrTypeLimitExceeded)
+	return errors.Is(err, ErrRefused) && !throttled
 }
 
 // isNotFound reports whether err is the control plane's ResourceNotFoundException.
@@ -123,7 +124,7 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 		if len(ids) > 0 || ctx.Err() != nil {
 			break
 		}
-		if errors.Is(err, ErrRefused) && !throttled(err) {
+		if refusedForGood(err) {
 			break // asking again would be refused again
 		}
 		if err != nil {
@@ -184,11 +185,9 @@ func (s *Server) closeStray(ctx context.Context, id, thing string) (string, erro
 		return "", nil
 	case isNotFound(err):
 		return "the service no longer has it", err
-	case errors.Is(err, ErrRefused) && !throttled(err):
-		// Refused (no iot:CloseTunnel, say): asked again at the stop, it
-		// would be refused again.
-		return "it stays open at the service until its lifetime ends", err
-	case s.tunnels.closeLater(id, thing):
+	// Refused for good (no iot:CloseTunnel, say), it would be refused again
+	// at the stop.
+	case !refusedForGood(err) && s.tunnels.closeLater(id, thing):
 		return "it stays open at the service until this console stops, which closes it, or its lifetime ends", err
 	}
 	return "it stays open at the service until its lifetime ends", err
