@@ -378,7 +378,7 @@ func FuzzAnswerError(f *testing.F) {
 		e := answerError("OpenTunnel", resp, body, creds)
 		msg := e.Error()
 		for _, secret := range []string{creds.SecretAccessKey, creds.SessionToken} {
-			for _, form := range []string{secret, strings.ReplaceAll(secret, "/", `\/`), url.QueryEscape(secret)} {
+			for _, form := range []string{secret, strings.ReplaceAll(secret, "/", `\/`), url.QueryEscape(secret), url.PathEscape(secret)} {
 				if strings.Contains(msg, form) {
 					t.Fatalf("the error quotes a secret: %q", msg)
 				}

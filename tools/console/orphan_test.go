@@ -72,15 +72,11 @@ func (f *faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		f.closeFails--
 	}
 	f.mu.Unlock()
-	if failClose {
-		resp, _ := proxyAnswer(http.StatusInternalServerError, `{"__type":"InternalServerException","message":"Internal failure"}`)(r)
-		resp.Header.Set("Content-Type", "application/x-amz-json-1.1")
-		return resp, nil
-	}
-	if throttle {
-		resp, _ := proxyAnswer(http.StatusBadRequest, `{"__type":"ThrottlingException","message":"Rate exceeded"}`)(r)
-		resp.Header.Set("Content-Type", "application/x-amz-json-1.1")
-		return resp, nil
+	switch {
+	case failClose:
+		return serviceError(r, http.StatusInternalServerError, `{"__type":"InternalServerException","message":"Internal failure"}`), nil
+	case throttle:
+		return serviceError(r, http.StatusBadRequest, `{"__type":"ThrottlingException","message":"Rate exceeded"}`), nil
 	}
 	resp, err := f.rt.RoundTrip(r)
 	if err != nil || op != "OpenTunnel" || f.lose == nil || resp.StatusCode != http.StatusOK {
@@ -102,6 +98,13 @@ func (f *faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		f.meanwhile()
 	}
 	return f.lose(r)
+}
+
+// serviceError is the service's error answer to r: code and an AWS JSON body.
+func serviceError(r *http.Request, code int, body string) *http.Response {
+	resp, _ := proxyAnswer(code, body)(r)
+	resp.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	return resp
 }
 
 func (f *faultTransport) calls() ([]string, tunneld.OpenTunnelOutput) {
