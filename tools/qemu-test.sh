@@ -46,13 +46,46 @@ declare -A how=(
 read -ra gcflags <<<"$(make -s --no-print-directory device-gcflags)"
 experiment=$(make -s --no-print-directory device-goexperiment)
 
-failed=()
+# Check every arch before the first runs.
 for arch in $archs; do
-  spec=${how[$arch]:-}
-  if [ -z "$spec" ]; then
+  if [ -z "${how[$arch]:-}" ]; then
     echo "qemu-test: unknown arch $arch (know: ${!how[*]})" >&2
     exit 2
   fi
+done
+
+# Each arch's test binaries take about a minute of compiling on a cold build cache
+# (a fresh machine; a provisioned one has them cached), and its emulated tests
+# leave some of a 2-CPU machine idle. So while one arch's tests run, the next
+# arch's test binaries are built, at low priority, into the build cache that its
+# go test then finds them in. The build's own output is dropped: a compile error
+# shows again, in full, when go test meets it.
+ahead_dir=$(mktemp -d)
+ahead_pid=
+# shellcheck disable=SC2317 # called by the trap
+stop_ahead() {
+  if [ -n "$ahead_pid" ]; then kill "$ahead_pid" 2>/dev/null || true; wait "$ahead_pid" 2>/dev/null || true; fi
+  rm -rf "$ahead_dir"
+}
+trap stop_ahead EXIT
+build_ahead() {
+  local arch=$1 spec=${how[$1]}
+  local env=${spec#*|}
+  # shellcheck disable=SC2086 # env is one VAR=value word or empty
+  nice -n 10 env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" GOEXPERIMENT="$experiment" $env \
+    go test -c -o "$ahead_dir/$arch/" "${gcflags[@]}" "${pkgs[@]}" >/dev/null 2>&1 &
+  ahead_pid=$!
+}
+
+read -ra order <<<"$archs"
+failed=()
+for i in "${!order[@]}"; do
+  arch=${order[$i]}
+  spec=${how[$arch]}
+  # This arch's binaries were built ahead, or are built by go test below.
+  if [ -n "$ahead_pid" ]; then wait "$ahead_pid" || true; ahead_pid=; rm -rf "${ahead_dir:?}"/*; fi
+  next=${order[$((i + 1))]:-}
+  if [ -n "$next" ]; then build_ahead "$next"; fi
   qemu=${spec%%|*}
   env=${spec#*|}
   if ! command -v "$qemu" >/dev/null; then
