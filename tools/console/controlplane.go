@@ -109,8 +109,10 @@ func (c Credentials) String() string { return "credentials " + c.AccessKeyID }
 // GoString is String, so that %#v does not print the secret either.
 func (c Credentials) GoString() string { return c.String() }
 
-// maxErrorText is how much of a refusal's message an error quotes.
-const maxErrorText = 512
+// maxErrorText is how much of a refusal's message an error quotes, and
+// maxStatusText how much of its status line ("400 Bad Request"): whoever
+// answers chooses its reason phrase, and Go's client reads up to a MiB of it.
+const maxErrorText, maxStatusText = 512, 64
 
 // redact is s, a refusal's type and message, as an error quotes it: with c's
 // secret key and session token replaced by "[redacted]" and cut to
@@ -129,8 +131,13 @@ func (c Credentials) redact(s string) string {
 			s = strings.ReplaceAll(s, form, "[redacted]")
 		}
 	}
-	if len(s) > maxErrorText {
-		s = strings.ToValidUTF8(s[:maxErrorText], "") + "…(cut)"
+	return cut(s, maxErrorText)
+}
+
+// cut is s cut to n bytes, if longer, and marked so.
+func cut(s string, n int) string {
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "…(cut)"
 	}
 	return s
 }
@@ -260,7 +267,7 @@ func answerError(op string, resp *http.Response, b []byte, creds Credentials) *A
 	// ("ns#Name") and a ":url" suffix, or a list (","): the bare first name is
 	// what ErrRefused's and isNotFound's tests see.
 	e.Type = errorTypeName(cmp.Or(resp.Header.Get("X-Amzn-ErrorType"), e.Code, e.Type))
-	return &APIError{Op: op, Status: resp.Status, StatusCode: resp.StatusCode, Type: e.Type,
+	return &APIError{Op: op, Status: cut(creds.redact(resp.Status), maxStatusText), StatusCode: resp.StatusCode, Type: e.Type,
 		text: creds.redact(e.Type + ": " + e.Message)}
 }
 
@@ -301,7 +308,7 @@ var ErrRefused = errors.New("console: the control plane refused the request")
 // APIError is a control plane's answer other than 200 OK.
 type APIError struct {
 	Op         string // the operation, "OpenTunnel"
-	Status     string // "400 Bad Request"
+	Status     string // "400 Bad Request", redacted and cut to maxStatusText
 	StatusCode int
 	Type       string // the error's type, bare (errorTypeName); "" for none (a proxy's page)
 	text       string // type and message, redacted

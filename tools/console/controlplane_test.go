@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -350,28 +351,31 @@ func FuzzAnswerError(f *testing.F) {
 	creds := Credentials{AccessKeyID: "AKIDPORTHOLE", SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLE",
 		SessionToken: "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJGMEQCIA+sess"}
 	for _, seed := range []struct {
-		code         int
-		header, body string
+		code                 int
+		header, body, reason string
 	}{
-		{400, "", `{"__type":"ResourceNotFoundException","message":"no tunnel"}`},
-		{400, "com.amazonaws.iotsecuretunneling#LimitExceededException:http://internal.amazon.com/", `{"message":"too many"}`},
-		{400, "", `{"code":"ns#ThrottlingException","__type":"Other","message":"Rate exceeded"}`},
-		{403, "", `{"__type":"UnrecognizedClientException","message":"token ` + creds.SessionToken + ` is invalid"}`},
-		{502, "", "<html>X-Amz-Security-Token: " + creds.SessionToken + "</html>"},
-		{502, "", `{"error":"Bad Gateway","headers":{"X-Amz-Security-Token":"` + strings.ReplaceAll(creds.SessionToken, "/", `\/`) + `"}}`},
-		{502, "", "<a href=\"/retry?token=" + url.QueryEscape(creds.SessionToken) + "\">retry</a>"},
-		{504, "", "<html><body>504 Gateway Time-out</body></html>"},
-		{400, "A,B", `{"__type":"x","message":"` + strings.Repeat("é", 400) + creds.SecretAccessKey + `"}`},
-		{408, "", ""},
-		{500, "", `{"__type":"InternalServerException"}`},
+		{400, "", `{"__type":"ResourceNotFoundException","message":"no tunnel"}`, ""},
+		{400, "com.amazonaws.iotsecuretunneling#LimitExceededException:http://internal.amazon.com/", `{"message":"too many"}`, ""},
+		{400, "", `{"code":"ns#ThrottlingException","__type":"Other","message":"Rate exceeded"}`, ""},
+		{403, "", `{"__type":"UnrecognizedClientException","message":"token ` + creds.SessionToken + ` is invalid"}`, ""},
+		{502, "", "<html>X-Amz-Security-Token: " + creds.SessionToken + "</html>", ""},
+		{502, "", `{"error":"Bad Gateway","headers":{"X-Amz-Security-Token":"` + strings.ReplaceAll(creds.SessionToken, "/", `\/`) + `"}}`, ""},
+		{502, "", "<a href=\"/retry?token=" + url.QueryEscape(creds.SessionToken) + "\">retry</a>", ""},
+		{504, "", "<html><body>504 Gateway Time-out</body></html>", ""},
+		{400, "A,B", `{"__type":"x","message":"` + strings.Repeat("é", 400) + creds.SecretAccessKey + `"}`, ""},
+		{408, "", "", ""},
+		{500, "", `{"__type":"InternalServerException"}`, ""},
+		{502, "", "", "Bad Gateway (X-Amz-Security-Token: " + creds.SessionToken + ")"},
+		{403, "", "", creds.SecretAccessKey},
+		{502, "", "", strings.Repeat("Bad Gateway ", 1000)},
 	} {
-		f.Add(seed.code, seed.header, []byte(seed.body))
+		f.Add(seed.code, seed.header, []byte(seed.body), cmp.Or(seed.reason, http.StatusText(seed.code)))
 	}
-	f.Fuzz(func(t *testing.T, code int, header string, body []byte) {
+	f.Fuzz(func(t *testing.T, code int, header string, body []byte, reason string) {
 		if code < 100 || code > 999 {
 			return
 		}
-		resp := &http.Response{StatusCode: code, Status: fmt.Sprintf("%d %s", code, http.StatusText(code)), Header: http.Header{}}
+		resp := &http.Response{StatusCode: code, Status: fmt.Sprintf("%d %s", code, reason), Header: http.Header{}}
 		if header != "" {
 			resp.Header.Set("X-Amzn-ErrorType", header)
 		}
@@ -384,8 +388,11 @@ func FuzzAnswerError(f *testing.F) {
 				}
 			}
 		}
-		if max := len("OpenTunnel: ") + len(resp.Status) + 1 + maxErrorText + len("…(cut)"); len(msg) > max {
+		if max := len("OpenTunnel: ") + 2*len("…(cut)") + maxStatusText + 1 + maxErrorText; len(msg) > max {
 			t.Errorf("the error is %d bytes, more than %d", len(msg), max)
+		}
+		if max := maxStatusText + len("…(cut)"); len(e.Status) > max {
+			t.Errorf("the error's status is %d bytes, more than %d", len(e.Status), max)
 		}
 		if strings.ContainsAny(e.Type, ",:") || e.Type != strings.TrimSpace(e.Type) {
 			t.Errorf("error type %q is not a bare name", e.Type)
