@@ -26,6 +26,7 @@ type fakeControlPlane struct {
 	refuseOpen bool
 	noToken    bool // OpenTunnel opens, and its answer has no usable token
 	closeErr   error
+	closeErrs  []error // CloseTunnel's answers in turn, closeErr's after them
 	hang       bool
 
 	mu     sync.Mutex
@@ -51,12 +52,16 @@ func (f *fakeControlPlane) OpenTunnel(ctx context.Context, thing string, service
 func (f *fakeControlPlane) CloseTunnel(ctx context.Context, id string) error {
 	f.mu.Lock()
 	f.closed = append(f.closed, id)
+	err := f.closeErr
+	if len(f.closeErrs) > 0 {
+		err, f.closeErrs = f.closeErrs[0], f.closeErrs[1:]
+	}
 	f.mu.Unlock()
 	if f.hang {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	return f.closeErr
+	return err
 }
 
 func (f *fakeControlPlane) FindAttempt(ctx context.Context, thing, attempt string, since time.Time) ([]string, error) {
@@ -208,7 +213,7 @@ func TestOpenedButUnusableCloseFailed(t *testing.T) {
 		closes []string // CloseTunnel calls, at the open and at the stop
 	}{
 		{"failed", errors.New("fake: CloseTunnel failed"),
-			"it stays open at the service until this console stops, which closes it, or its lifetime ends", []string{"tunnel-dev1", "tunnel-dev1"}},
+			"this console tries again to close it every minute and at its stop; till then it stays open at the service", []string{"tunnel-dev1", "tunnel-dev1"}},
 		{"refused", &APIError{Op: "CloseTunnel", Status: "400 Bad Request", StatusCode: 400, Type: "AccessDeniedException", text: "AccessDeniedException: no"},
 			"it stays open at the service until its lifetime ends", []string{"tunnel-dev1"}},
 		{"gone", &APIError{Op: "CloseTunnel", Status: "400 Bad Request", StatusCode: 400, Type: "ResourceNotFoundException", text: "ResourceNotFoundException: no"},
@@ -225,6 +230,74 @@ func TestOpenedButUnusableCloseFailed(t *testing.T) {
 			s.Close()
 			if _, closed := cp.calls(); !slices.Equal(closed, tc.closes) {
 				t.Errorf("CloseTunnel calls %q, want %q", closed, tc.closes)
+			}
+		})
+	}
+}
+
+// TestStrayIsClosedAgain: a tunnel the console opened, could not use and
+// could not close is closed again every Config.strayRetry while the console
+// runs, till it is closed, gone, or refused for good; then neither the retries
+// nor the console's stop ask again. A close that keeps failing is tried at
+// every retry and at the stop.
+func TestStrayIsClosedAgain(t *testing.T) {
+	failed := errors.New("fake: CloseTunnel failed")
+	refused := &APIError{Op: "CloseTunnel", Status: "400 Bad Request", StatusCode: 400, Type: "AccessDeniedException", text: "AccessDeniedException: no"}
+	gone := &APIError{Op: "CloseTunnel", Status: "400 Bad Request", StatusCode: 400, Type: "ResourceNotFoundException", text: "ResourceNotFoundException: no"}
+	for _, tc := range []struct {
+		name    string
+		answers []error // CloseTunnel's: at the open, then the retries'
+		log     string
+		calls   int // CloseTunnel calls till the retries end; 0: they do not
+	}{
+		{"closed", []error{failed, failed, nil}, "tunnel closed at the service after an earlier close failed", 3},
+		{"gone", []error{failed, gone}, "a tunnel whose close failed is no longer at the service", 2},
+		{"refused", []error{failed, refused}, "it stays open at the service until its lifetime ends", 2},
+		{"failing", []error{failed}, "closing a tunnel again failed; trying again later", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cp := &fakeControlPlane{noToken: true, closeErrs: tc.answers}
+			if tc.calls == 0 {
+				cp.closeErr = failed
+			}
+			logs := &syncBuffer{t: t}
+			const retry = 20 * time.Millisecond
+			s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1", strayRetry: retry,
+				Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			want := "this console tries again to close it every 20ms and at its stop"
+			if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusBadGateway || !strings.Contains(msg, want) {
+				t.Fatalf("open with an unusable answer = %d %q, want 502 saying %q", code, msg, want)
+			}
+			enough := tc.calls
+			if enough == 0 {
+				enough = 4
+			}
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(retry) {
+				if _, closed := cp.calls(); len(closed) >= enough {
+					break
+				}
+				if time.Now().After(deadline) {
+					_, closed := cp.calls()
+					t.Fatalf("CloseTunnel called %d times in 10 s, want %d", len(closed), enough)
+				}
+			}
+			if tc.calls > 0 {
+				time.Sleep(10 * retry) // retries that went on would call again
+			}
+			_, before := cp.calls()
+			s.Close()
+			_, closed := cp.calls()
+			if tc.calls > 0 && (len(before) != tc.calls || len(closed) != tc.calls) {
+				t.Errorf("CloseTunnel called %d times after the retries ended and %d after the stop, want %d", len(before), len(closed), tc.calls)
+			}
+			if atStop := strings.Contains(logs.String(), "closing a tunnel at shutdown"); atStop != (tc.calls == 0) {
+				t.Errorf("the stop tried to close the tunnel: %v, want %v", atStop, tc.calls == 0)
+			}
+			if !slices.Equal(slices.Compact(closed), []string{"tunnel-dev1"}) {
+				t.Errorf("CloseTunnel calls %q, want tunnel-dev1's only", closed)
+			}
+			if !strings.Contains(logs.String(), tc.log) {
+				t.Errorf("logs do not say %q:\n%s", tc.log, logs)
 			}
 		})
 	}

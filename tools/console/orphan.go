@@ -175,9 +175,9 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 }
 
 // closeStray closes tunnel id, which this console opened at the service for
-// thing and has no source side for, now (closeNow) or, if that fails, when
-// the console stops (tunnels.closeLater). After a failure it returns what
-// becomes of the tunnel, for the operator and the log.
+// thing and has no source side for, now (closeNow) or, if that fails, later
+// (tunnels.closeLater). After a failure it returns what becomes of the
+// tunnel, for the operator and the log.
 func (s *Server) closeStray(ctx context.Context, id, thing string) (string, error) {
 	err := s.closeNow(ctx, id)
 	switch {
@@ -186,11 +186,19 @@ func (s *Server) closeStray(ctx context.Context, id, thing string) (string, erro
 	case isNotFound(err):
 		return "the service no longer has it", err
 	// Refused for good (no iot:CloseTunnel, say), it would be refused again
-	// at the stop.
+	// later.
 	case !refusedForGood(err) && s.tunnels.closeLater(id, thing):
-		return "it stays open at the service until this console stops, which closes it, or its lifetime ends", err
+		return "this console tries again to close it " + every(s.cfg.strayRetry) + " and at its stop; till then it stays open at the service", err
 	}
 	return "it stays open at the service until its lifetime ends", err
+}
+
+// every says how often d is, for the operator: "every minute", "every 30s".
+func every(d time.Duration) string {
+	if d == time.Minute {
+		return "every minute"
+	}
+	return "every " + d.String()
 }
 
 // closeNow closes tunnel id at the service (CloseTunnel, not deleted) within

@@ -435,7 +435,7 @@ func TestOrphanCloseFailedIsClosedAtStop(t *testing.T) {
 	_, msg := post(t, l.console, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 30})
 	id, _ := l.lost()
 	want := "The service had opened the tunnel all the same (" + id + "), and closing it failed (CloseTunnel: 500 Internal Server Error InternalServerException: Internal failure): " +
-		"it stays open at the service until this console stops, which closes it, or its lifetime ends"
+		"this console tries again to close it every minute and at its stop; till then it stays open at the service"
 	if !strings.HasSuffix(msg, want) {
 		t.Errorf("open = %q, want it to end %q", msg, want)
 	}

@@ -98,6 +98,10 @@ type Config struct {
 	// lost, for the tunnel it may have opened (closeAttempt); 0 means 10 s.
 	// (Tests shorten it.)
 	orphanTimeout time.Duration
+	// strayRetry is how often the console tries again to close a tunnel it
+	// opened, has no source side for, and could not close (tunnels.closeLater);
+	// 0 means a minute. (Tests shorten it.)
+	strayRetry time.Duration
 	// readTimeout bounds reading one request, headers and body, from its first
 	// byte; 0 means requestReadTimeout. writeTimeout bounds a request from the
 	// end of its headers to the end of its answer; 0 means requestWriteTimeout.
@@ -169,6 +173,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.orphanTimeout == 0 {
 		cfg.orphanTimeout = 10 * time.Second
+	}
+	if cfg.strayRetry == 0 {
+		cfg.strayRetry = time.Minute
 	}
 	if cfg.readTimeout == 0 {
 		cfg.readTimeout = requestReadTimeout

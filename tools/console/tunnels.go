@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -203,9 +204,10 @@ type tunnels struct {
 	open map[string]*liveTunnel
 	// stray are tunnels this console opened at the service and has no source
 	// side for (an OpenTunnel answer it could not use, or one lost and found by
-	// its tag) whose CloseTunnel failed, by tunnel id, with their thing: close
-	// tries them again.
-	stray map[string]string
+	// its tag) whose CloseTunnel failed, by tunnel id, with their thing:
+	// retryStray tries them again while it runs (retrying), and close at the end.
+	stray    map[string]string
+	retrying bool
 }
 
 func newTunnels(cfg *Config, log *slog.Logger) *tunnels {
@@ -426,8 +428,9 @@ func (ts *tunnels) closedAtService(t *liveTunnel) {
 }
 
 // closeLater adds tunnel id of thing, open at the service with no source side
-// here, to the tunnels close closes there. It reports false once close has
-// taken them: the caller's is then left open.
+// here, to the tunnels retryStray tries again to close there, every
+// Config.strayRetry, and close closes at the end. It reports false once close
+// has taken them: the caller's is then left open.
 func (ts *tunnels) closeLater(id, thing string) bool {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
@@ -435,7 +438,59 @@ func (ts *tunnels) closeLater(id, thing string) bool {
 		return false
 	}
 	ts.stray[id] = thing
+	if !ts.retrying && !ts.closed && ts.cfg.ControlPlane != nil {
+		ts.retrying = true
+		ts.wg.Add(1)
+		go ts.retryStray()
+	}
 	return true
+}
+
+// retryStray tries again, every Config.strayRetry, to close the stray tunnels,
+// until none is left or the console stops. A tunnel leaves them when it is
+// closed, when the service no longer has it, or when the service refuses for
+// good (refusedForGood): asked again it would refuse again.
+func (ts *tunnels) retryStray() {
+	defer ts.wg.Done()
+	tick := time.NewTicker(ts.cfg.strayRetry)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ts.ctx.Done():
+			return // close tries them once more
+		case <-tick.C:
+		}
+		ts.mu.Lock()
+		things := maps.Clone(ts.stray)
+		ts.mu.Unlock()
+		for id, thing := range things {
+			ctx, cancel := context.WithTimeout(ts.ctx, ts.cfg.closeTimeout)
+			err := ts.cfg.ControlPlane.CloseTunnel(ctx, id)
+			cancel()
+			log := ts.log.With("thing", thing, "tunnel_id", id)
+			switch {
+			case err == nil:
+				log.Info("tunnel closed at the service after an earlier close failed")
+			case isNotFound(err):
+				log.Info("a tunnel whose close failed is no longer at the service")
+			case refusedForGood(err):
+				log.Warn("closing a tunnel again: refused; it stays open at the service until its lifetime ends", "err", err)
+			default:
+				log.Warn("closing a tunnel again failed; trying again later", "err", err)
+				continue
+			}
+			ts.mu.Lock()
+			delete(ts.stray, id) // a no-op once close took them
+			ts.mu.Unlock()
+		}
+		ts.mu.Lock()
+		if len(ts.stray) == 0 {
+			ts.retrying = false
+			ts.mu.Unlock()
+			return
+		}
+		ts.mu.Unlock()
+	}
 }
 
 // close stops every source side and waits for them; then it closes at the service
