@@ -85,8 +85,8 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
-		attempt, since := newAttempt(), time.Now()
-		id, tok, err := s.cfg.ControlPlane.OpenTunnel(ctx, thing, services, time.Duration(req.LifetimeMinutes)*time.Minute, attempt)
+		attempt, since, lifetime := newAttempt(), time.Now(), time.Duration(req.LifetimeMinutes)*time.Minute
+		id, tok, err := s.cfg.ControlPlane.OpenTunnel(ctx, thing, services, lifetime, attempt)
 		if err != nil {
 			s.log.Warn("opening a tunnel", "thing", thing, "attempt", attempt, "err", err)
 			msg := "opening the tunnel: " + err.Error()
@@ -96,11 +96,11 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 				// it: found by its tag and closed, or it would keep its
 				// device, and count against the service's limit, for its
 				// lifetime.
-				msg += ". " + s.closeAttempt(r.Context(), thing, attempt, since)
+				msg += ". " + s.closeAttempt(r.Context(), thing, attempt, since, lifetime)
 			case id != "":
 				// Open at the service with nothing here to use or close it:
 				// closed now, or it would keep its device for its lifetime.
-				if fate, cerr := s.closeStray(r.Context(), id, thing); cerr != nil {
+				if fate, cerr := s.closeStray(r.Context(), id, thing, lifetime); cerr != nil {
 					s.log.Warn("closing the tunnel that could not be used: "+fate, "thing", thing, "tunnel_id", id, "err", cerr)
 					msg += fmt.Sprintf(". The service opened it (%s), and closing it failed (%v): %s", id, cerr, fate)
 				} else {

@@ -303,6 +303,41 @@ func TestStrayIsClosedAgain(t *testing.T) {
 	}
 }
 
+// TestStrayOutlivesItsLifetime: the retries of a close that keeps failing end
+// with the tunnel's lifetime, and the console's stop does not try it either.
+func TestStrayOutlivesItsLifetime(t *testing.T) {
+	cp := &fakeControlPlane{closeErr: errors.New("fake: CloseTunnel failed")}
+	logs := &syncBuffer{t: t}
+	const retry = 20 * time.Millisecond
+	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1", strayRetry: retry,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if !s.tunnels.closeLater("tunnel-dev1", "dev1", 5*retry) {
+		t.Fatal("closeLater refused a tunnel before the stop")
+	}
+	const ended = "a tunnel whose close failed has come to the end of its lifetime: no more tries"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), ended); time.Sleep(retry) {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs do not say %q in 10 s:\n%s", ended, logs)
+		}
+	}
+	_, before := cp.calls()
+	time.Sleep(10 * retry) // retries that went on would call again
+	s.Close()
+	if _, closed := cp.calls(); len(closed) != len(before) || len(closed) == 0 {
+		t.Errorf("CloseTunnel called %d times when the lifetime ended and %d after the stop, want the same, not 0", len(before), len(closed))
+	}
+
+	// Ended before a retry came: the stop does not try it.
+	cp = &fakeControlPlane{closeErr: errors.New("fake: CloseTunnel failed")}
+	s = newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1", strayRetry: time.Hour})
+	s.tunnels.closeLater("tunnel-dev1", "dev1", time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
+	s.Close()
+	if _, closed := cp.calls(); len(closed) != 0 {
+		t.Errorf("the stop tried to close a tunnel whose lifetime had ended: CloseTunnel calls %q", closed)
+	}
+}
+
 // TestOpenWithoutControlPlane: a console without a control plane refuses to
 // open a tunnel, and says to paste a token.
 func TestOpenWithoutControlPlane(t *testing.T) {

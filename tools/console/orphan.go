@@ -107,12 +107,12 @@ func isNotFound(err error) bool {
 	return tunneld.IsNotFound(err) || errors.As(err, &ae) && ae.Type == tunneld.ErrTypeResourceNotFound
 }
 
-// closeAttempt finds the tunnels that a failed OpenTunnel of attempt at since
-// may have opened for thing, and closes them (CloseTunnel, not deleted). It
+// closeAttempt finds the tunnels that a failed OpenTunnel of attempt at since,
+// with lifetime, may have opened for thing, and closes them (CloseTunnel, not deleted). It
 // looks again every orphanTimeout/5 while it finds none, for the service may
 // still be acting on a request whose answer the console gave up on, and stops
 // after Config.orphanTimeout in all. It returns a sentence for the operator.
-func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since time.Time) string {
+func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since time.Time, lifetime time.Duration) string {
 	log := s.log.With("thing", thing, "attempt", attempt)
 	log.Info("looking for a tunnel the failed open left open at the service")
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.orphanTimeout)
@@ -154,7 +154,7 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 	var cerr error
 	var fate string
 	for _, id := range ids {
-		f, err := s.closeStray(ctx, id, thing) // its own time: finding it may have used up ctx's
+		f, err := s.closeStray(ctx, id, thing, lifetime) // its own time: finding it may have used up ctx's
 		if err != nil {
 			log.Warn("closing the tunnel the failed open left open: "+f, "tunnel_id", id, "err", err)
 			failed, cerr, fate = append(failed, id), err, f
@@ -175,10 +175,10 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 }
 
 // closeStray closes tunnel id, which this console opened at the service for
-// thing and has no source side for, now (closeNow) or, if that fails, later
-// (tunnels.closeLater). After a failure it returns what becomes of the
+// thing, with lifetime, and has no source side for, now (closeNow) or, if that
+// fails, later (tunnels.closeLater). After a failure it returns what becomes of the
 // tunnel, for the operator and the log.
-func (s *Server) closeStray(ctx context.Context, id, thing string) (string, error) {
+func (s *Server) closeStray(ctx context.Context, id, thing string, lifetime time.Duration) (string, error) {
 	err := s.closeNow(ctx, id)
 	switch {
 	case err == nil:
@@ -187,7 +187,7 @@ func (s *Server) closeStray(ctx context.Context, id, thing string) (string, erro
 		return "the service no longer has it", err
 	// Refused for good (no iot:CloseTunnel, say), it would be refused again
 	// later.
-	case !refusedForGood(err) && s.tunnels.closeLater(id, thing):
+	case !refusedForGood(err) && s.tunnels.closeLater(id, thing, lifetime):
 		return "this console tries again to close it " + every(s.cfg.strayRetry) + " and at its stop; till then it stays open at the service", err
 	}
 	return "it stays open at the service until its lifetime ends", err

@@ -204,16 +204,23 @@ type tunnels struct {
 	open map[string]*liveTunnel
 	// stray are tunnels this console opened at the service and has no source
 	// side for (an OpenTunnel answer it could not use, or one lost and found by
-	// its tag) whose CloseTunnel failed, by tunnel id, with their thing:
-	// retryStray tries them again while it runs (retrying), and close at the end.
-	stray    map[string]string
+	// its tag) whose CloseTunnel failed, by tunnel id: retryStray tries them
+	// again while it runs (retrying), and close at the end.
+	stray    map[string]strayTunnel
 	retrying bool
+}
+
+// strayTunnel is a stray tunnel's thing, and when its lifetime ends at the
+// latest: it is no use closing it after that.
+type strayTunnel struct {
+	thing string
+	until time.Time
 }
 
 func newTunnels(cfg *Config, log *slog.Logger) *tunnels {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &tunnels{cfg: cfg, log: log, ctx: ctx, cancel: cancel, byID: map[string]*liveTunnel{},
-		open: map[string]*liveTunnel{}, stray: map[string]string{}}
+		open: map[string]*liveTunnel{}, stray: map[string]strayTunnel{}}
 }
 
 // start runs the source side of spec until the tunnel closes or the console stops.
@@ -428,16 +435,16 @@ func (ts *tunnels) closedAtService(t *liveTunnel) {
 }
 
 // closeLater adds tunnel id of thing, open at the service with no source side
-// here, to the tunnels retryStray tries again to close there, every
-// Config.strayRetry, and close closes at the end. It reports false once close
-// has taken them: the caller's is then left open.
-func (ts *tunnels) closeLater(id, thing string) bool {
+// here and for at most lifetime from now, to the tunnels retryStray tries again
+// to close there, every Config.strayRetry, and close closes at the end. It
+// reports false once close has taken them: the caller's is then left open.
+func (ts *tunnels) closeLater(id, thing string, lifetime time.Duration) bool {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	if ts.stray == nil {
 		return false
 	}
-	ts.stray[id] = thing
+	ts.stray[id] = strayTunnel{thing: thing, until: time.Now().Add(lifetime)}
 	if !ts.retrying && !ts.closed && ts.cfg.ControlPlane != nil {
 		ts.retrying = true
 		ts.wg.Add(1)
@@ -448,8 +455,9 @@ func (ts *tunnels) closeLater(id, thing string) bool {
 
 // retryStray tries again, every Config.strayRetry, to close the stray tunnels,
 // until none is left or the console stops. A tunnel leaves them when it is
-// closed, when the service no longer has it, or when the service refuses for
-// good (refusedForGood): asked again it would refuse again.
+// closed, when the service no longer has it, when the service refuses for
+// good (refusedForGood: asked again it would refuse again), or when its
+// lifetime has ended.
 func (ts *tunnels) retryStray() {
 	defer ts.wg.Done()
 	tick := time.NewTicker(ts.cfg.strayRetry)
@@ -461,14 +469,20 @@ func (ts *tunnels) retryStray() {
 		case <-tick.C:
 		}
 		ts.mu.Lock()
-		things := maps.Clone(ts.stray)
+		strays := maps.Clone(ts.stray)
 		ts.mu.Unlock()
-		for id, thing := range things {
-			ctx, cancel := context.WithTimeout(ts.ctx, ts.cfg.closeTimeout)
-			err := ts.cfg.ControlPlane.CloseTunnel(ctx, id)
-			cancel()
-			log := ts.log.With("thing", thing, "tunnel_id", id)
+		for id, st := range strays {
+			log := ts.log.With("thing", st.thing, "tunnel_id", id)
+			var err error
+			expired := time.Now().After(st.until)
+			if !expired {
+				ctx, cancel := context.WithTimeout(ts.ctx, ts.cfg.closeTimeout)
+				err = ts.cfg.ControlPlane.CloseTunnel(ctx, id)
+				cancel()
+			}
 			switch {
+			case expired:
+				log.Info("a tunnel whose close failed has come to the end of its lifetime: no more tries")
 			case err == nil:
 				log.Info("tunnel closed at the service after an earlier close failed")
 			case isNotFound(err):
@@ -506,7 +520,12 @@ func (ts *tunnels) close(ctx context.Context) {
 	ts.wg.Wait()
 
 	ts.mu.Lock()
-	things := ts.stray // by tunnel id
+	things := map[string]string{} // by tunnel id
+	for id, st := range ts.stray {
+		if time.Now().Before(st.until) {
+			things[id] = st.thing
+		}
+	}
 	for _, t := range ts.open {
 		things[t.spec.TunnelID] = t.spec.Thing
 	}
