@@ -368,7 +368,7 @@ func TestFaultTargetRefusesOrHangs(t *testing.T) {
 	ports, clog, stop := s.ConnectServices(open, "SSH", "REFUSE", "HANG")
 	defer stop()
 	defer func() {
-		if t.Failed() { // a reset dial to HANG was seen once in CI (not reproduced)
+		if t.Failed() { // a reset dial to HANG was seen once in CI (not reproduced; the one to REFUSE is now expected)
 			t.Logf("porthole connect's log:\n%s", clog)
 		}
 	}()
@@ -376,13 +376,19 @@ func TestFaultTargetRefusesOrHangs(t *testing.T) {
 	before := steadyProc(s)
 
 	// The agent answers the failed dial with STREAM_RESET, and porthole connect
-	// closes the connection: at once, not after some timeout.
+	// closes the connection: at once, not after some timeout. So at once that,
+	// on a loaded machine, the reset can come before Dial looks at its
+	// connection (SO_ERROR) and is then Dial's error (seen in CI).
 	c, err := net.Dial("tcp", "127.0.0.1:"+ports["REFUSE"])
-	if err != nil {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		t.Logf("refused target: %v", err)
+	case err != nil:
 		t.Fatal(err)
+	default:
+		wantReset(t, "refused target", c, 5*time.Second)
+		c.Close()
 	}
-	wantReset(t, "refused target", c, 5*time.Second)
-	c.Close()
 
 	h, err := net.Dial("tcp", "127.0.0.1:"+ports["HANG"])
 	if err != nil {
