@@ -338,6 +338,31 @@ func TestStrayOutlivesItsLifetime(t *testing.T) {
 	}
 }
 
+// TestStrayRetryStoppedQuietly: a retry cut short by the console's stop is not
+// logged as a failure; the stop tries the tunnel once more.
+func TestStrayRetryStoppedQuietly(t *testing.T) {
+	cp := &fakeControlPlane{hang: true}
+	logs := &syncBuffer{t: t}
+	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1", strayRetry: 10 * time.Millisecond,
+		closeTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	s.tunnels.closeLater("tunnel-dev1", "dev1", time.Hour)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, closed := cp.calls(); len(closed) > 0 {
+			break // a retry's CloseTunnel hangs
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no retry in 10 s")
+		}
+	}
+	s.Close()
+	if _, closed := cp.calls(); len(closed) != 2 {
+		t.Errorf("CloseTunnel calls %q, want the retry's and the stop's", closed)
+	}
+	if l := logs.String(); strings.Contains(l, "trying again later") || !strings.Contains(l, "closing a tunnel at shutdown") {
+		t.Errorf("logs say the stopped retry failed, or not that the stop tried again:\n%s", l)
+	}
+}
+
 // TestOpenWithoutControlPlane: a console without a control plane refuses to
 // open a tunnel, and says to paste a token.
 func TestOpenWithoutControlPlane(t *testing.T) {

@@ -479,6 +479,9 @@ func (ts *tunnels) retryStray() {
 				ctx, cancel := context.WithTimeout(ts.ctx, ts.cfg.closeTimeout)
 				err = ts.cfg.ControlPlane.CloseTunnel(ctx, id)
 				cancel()
+				if ts.ctx.Err() != nil {
+					return // the console is stopping: close tries them once more
+				}
 			}
 			switch {
 			case expired:
@@ -494,7 +497,7 @@ func (ts *tunnels) retryStray() {
 				continue
 			}
 			ts.mu.Lock()
-			delete(ts.stray, id) // a no-op once close took them
+			delete(ts.stray, id)
 			ts.mu.Unlock()
 		}
 		ts.mu.Lock()
