@@ -576,3 +576,42 @@ func TestShutdownDuringOpen(t *testing.T) {
 		t.Errorf("tunnels opened %q and closed %q at the service during the shutdown; want one of each", opened, closed)
 	}
 }
+
+// closedAsStopped is a control plane whose first CloseTunnel closes the tunnel,
+// and whose answer comes as the console's stop begins.
+type closedAsStopped struct {
+	*fakeControlPlane
+	in chan struct{}
+}
+
+func (c closedAsStopped) CloseTunnel(ctx context.Context, id string) error {
+	c.fakeControlPlane.CloseTunnel(ctx, id)
+	if _, closed := c.calls(); len(closed) == 1 {
+		close(c.in)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// TestStrayClosedAsTheStopBegins: a retry's close that succeeded, its answer
+// coming as the console stops, takes the tunnel out: the stop does not close
+// it again, and the log says it was closed.
+func TestStrayClosedAsTheStopBegins(t *testing.T) {
+	cp := closedAsStopped{&fakeControlPlane{}, make(chan struct{})}
+	logs := &syncBuffer{t: t}
+	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1", strayRetry: 10 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	s.tunnels.closeLater("tunnel-dev1", "dev1", time.Hour)
+	select {
+	case <-cp.in:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no retry in 10 s")
+	}
+	s.Close()
+	if _, closed := cp.calls(); len(closed) != 1 {
+		t.Errorf("CloseTunnel calls %q, want the retry's only: it closed the tunnel", closed)
+	}
+	if l := logs.String(); !strings.Contains(l, "tunnel closed at the service after an earlier close failed") {
+		t.Errorf("logs do not say the retry closed the tunnel:\n%s", l)
+	}
+}

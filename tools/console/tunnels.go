@@ -479,7 +479,9 @@ func (ts *tunnels) retryStray() {
 				ctx, cancel := context.WithTimeout(ts.ctx, ts.cfg.closeTimeout)
 				err = ts.cfg.ControlPlane.CloseTunnel(ctx, id)
 				cancel()
-				if ts.ctx.Err() != nil {
+				// A close that succeeded as the stop began takes the tunnel out:
+				// the stop would close it again.
+				if err != nil && ts.ctx.Err() != nil {
 					return // the console is stopping: close tries them once more
 				}
 			}
