@@ -62,17 +62,22 @@ done
 # shows again, in full, when go test meets it.
 ahead_dir=$(mktemp -d)
 ahead_pid=
+# The build ahead runs in a process group of its own (setsid), so that stopping
+# it stops its compilers too, and keeps go's work files in ahead_dir (GOTMPDIR,
+# which is no part of the cache's keys), so that the rm takes them even when go
+# is killed.
 # shellcheck disable=SC2317 # called by the trap
 stop_ahead() {
-  if [ -n "$ahead_pid" ]; then kill "$ahead_pid" 2>/dev/null || true; wait "$ahead_pid" 2>/dev/null || true; fi
+  if [ -n "$ahead_pid" ]; then kill -- -"$ahead_pid" 2>/dev/null || true; wait "$ahead_pid" 2>/dev/null || true; fi
   rm -rf "$ahead_dir"
 }
 trap stop_ahead EXIT
 build_ahead() {
   local arch=$1 spec=${how[$1]}
   local env=${spec#*|}
+  mkdir -p "$ahead_dir/tmp"
   # shellcheck disable=SC2086 # env is one VAR=value word or empty
-  nice -n 10 env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" GOEXPERIMENT="$experiment" $env \
+  setsid nice -n 10 env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" GOEXPERIMENT="$experiment" GOTMPDIR="$ahead_dir/tmp" $env \
     go test -c -o "$ahead_dir/$arch/" "${gcflags[@]}" "${pkgs[@]}" >/dev/null 2>&1 &
   ahead_pid=$!
 }
@@ -85,7 +90,8 @@ for i in "${!order[@]}"; do
   # This arch's binaries were built ahead, or are built by go test below.
   if [ -n "$ahead_pid" ]; then wait "$ahead_pid" || true; ahead_pid=; rm -rf "${ahead_dir:?}"/*; fi
   next=${order[$((i + 1))]:-}
-  if [ -n "$next" ]; then build_ahead "$next"; fi
+  # Not for an arch whose qemu is missing: it is skipped, or the run fails.
+  if [ -n "$next" ] && command -v "${how[$next]%%|*}" >/dev/null; then build_ahead "$next"; fi
   qemu=${spec%%|*}
   env=${spec#*|}
   if ! command -v "$qemu" >/dev/null; then
