@@ -46,6 +46,15 @@ declare -A how=(
 read -ra gcflags <<<"$(make -s --no-print-directory device-gcflags)"
 experiment=$(make -s --no-print-directory device-goexperiment)
 
+# goenv ARCH sets goenv to the env command line ARCH's test binaries are built
+# with. The build ahead (below) and go test use it both: built otherwise, the
+# binaries built ahead would not be the ones go test looks for.
+goenv() {
+  local spec=${how[$1]}
+  goenv=(env CGO_ENABLED=0 GOOS=linux GOARCH="$1" GOEXPERIMENT="$experiment")
+  if [ -n "${spec#*|}" ]; then goenv+=("${spec#*|}"); fi
+}
+
 # Check every arch before the first runs.
 for arch in $archs; do
   if [ -z "${how[$arch]:-}" ]; then
@@ -73,12 +82,10 @@ stop_ahead() {
 }
 trap stop_ahead EXIT
 build_ahead() {
-  local arch=$1 spec=${how[$1]}
-  local env=${spec#*|}
+  goenv "$1"
   mkdir -p "$ahead_dir/tmp"
-  # shellcheck disable=SC2086 # env is one VAR=value word or empty
-  setsid nice -n 10 env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" GOEXPERIMENT="$experiment" GOTMPDIR="$ahead_dir/tmp" $env \
-    go test -c -o "$ahead_dir/$arch/" "${gcflags[@]}" "${pkgs[@]}" >/dev/null 2>&1 &
+  setsid nice -n 10 "${goenv[@]}" GOTMPDIR="$ahead_dir/tmp" \
+    go test -c -o "$ahead_dir/$1/" "${gcflags[@]}" "${pkgs[@]}" >/dev/null 2>&1 &
   ahead_pid=$!
 }
 
@@ -109,9 +116,8 @@ for i in "${!order[@]}"; do
   # they are emulated: the host kernel speaking another byte order (sshd's fake
   # vfat over FUSE), sysinfo cut to 32 bits, connect's SO_ERROR passed through
   # as the host's errno.
-  # shellcheck disable=SC2086 # env is one VAR=value word or empty
-  if env CGO_ENABLED=0 GOOS=linux GOARCH="$arch" GOEXPERIMENT="$experiment" PORTHOLE_QEMU_USER="$arch" $env \
-      go test -exec "$qemu" "${gcflags[@]}" -short -count=1 -timeout "$timeout" ${skip:+-skip "$skip"} "${pkgs[@]}"; then
+  goenv "$arch"
+  if "${goenv[@]}" PORTHOLE_QEMU_USER="$arch" go test -exec "$qemu" "${gcflags[@]}" -short -count=1 -timeout "$timeout" ${skip:+-skip "$skip"} "${pkgs[@]}"; then
     echo "== qemu-user $arch: ok in $(( $(date +%s) - start ))s"
   else
     echo "== qemu-user $arch: FAILED after $(( $(date +%s) - start ))s" >&2
