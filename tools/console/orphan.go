@@ -108,10 +108,11 @@ func isNotFound(err error) bool {
 }
 
 // closeAttempt finds the tunnels that a failed OpenTunnel of attempt at since,
-// with lifetime, may have opened for thing, and closes them (CloseTunnel, not deleted). It
-// looks again every orphanTimeout/5 while it finds none, for the service may
-// still be acting on a request whose answer the console gave up on, and stops
-// after Config.orphanTimeout in all. It returns a sentence for the operator.
+// with lifetime, may have opened for thing, and closes them (CloseTunnel, not
+// deleted). It looks again every orphanTimeout/5 while it finds none, for the
+// service may still be acting on a request whose answer the console gave up
+// on, and stops after Config.orphanTimeout in all. It returns a sentence for
+// the operator.
 func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since time.Time, lifetime time.Duration) string {
 	log := s.log.With("thing", thing, "attempt", attempt)
 	log.Info("looking for a tunnel the failed open left open at the service")
@@ -176,8 +177,8 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 
 // closeStray closes tunnel id, which this console opened at the service for
 // thing, with lifetime, and has no source side for, now (closeNow) or, if that
-// fails, later (tunnels.closeLater). After a failure it returns what becomes of the
-// tunnel, for the operator and the log.
+// fails, later (tunnels.closeLater). After a failure it returns what becomes of
+// the tunnel, for the operator and the log.
 func (s *Server) closeStray(ctx context.Context, id, thing string, lifetime time.Duration) (string, error) {
 	err := s.closeNow(ctx, id)
 	switch {

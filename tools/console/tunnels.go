@@ -473,21 +473,20 @@ func (ts *tunnels) retryStray() {
 		ts.mu.Unlock()
 		for id, st := range strays {
 			log := ts.log.With("thing", st.thing, "tunnel_id", id)
-			var err error
-			expired := time.Now().After(st.until)
-			if !expired {
-				ctx, cancel := context.WithTimeout(ts.ctx, ts.cfg.closeTimeout)
-				err = ts.cfg.ControlPlane.CloseTunnel(ctx, id)
-				cancel()
-				// A close that succeeded as the stop began takes the tunnel out:
-				// the stop would close it again.
-				if err != nil && ts.ctx.Err() != nil {
-					return // the console is stopping: close tries them once more
-				}
-			}
-			switch {
-			case expired:
+			if time.Now().After(st.until) {
 				log.Info("a tunnel whose close failed has come to the end of its lifetime: no more tries")
+				ts.forgetStray(id)
+				continue
+			}
+			ctx, cancel := context.WithTimeout(ts.ctx, ts.cfg.closeTimeout)
+			err := ts.cfg.ControlPlane.CloseTunnel(ctx, id)
+			cancel()
+			switch {
+			case err != nil && ts.ctx.Err() != nil:
+				// The console is stopping: close tries them once more. (A close
+				// that succeeded as the stop began takes the tunnel out below:
+				// the stop would close it again.)
+				return
 			case err == nil:
 				log.Info("tunnel closed at the service after an earlier close failed")
 			case isNotFound(err):
@@ -498,9 +497,7 @@ func (ts *tunnels) retryStray() {
 				log.Warn("closing a tunnel again failed; trying again later", "err", err)
 				continue
 			}
-			ts.mu.Lock()
-			delete(ts.stray, id)
-			ts.mu.Unlock()
+			ts.forgetStray(id)
 		}
 		ts.mu.Lock()
 		if len(ts.stray) == 0 {
@@ -510,6 +507,13 @@ func (ts *tunnels) retryStray() {
 		}
 		ts.mu.Unlock()
 	}
+}
+
+// forgetStray takes tunnel id out of the stray tunnels.
+func (ts *tunnels) forgetStray(id string) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	delete(ts.stray, id)
 }
 
 // close stops every source side and waits for them; then it closes at the service
