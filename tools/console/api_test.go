@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -200,8 +201,25 @@ func TestOpenedButUnusableIsClosed(t *testing.T) {
 	}
 }
 
+// closeRefused is the service's refusal of a CloseTunnel with error type typ.
+func closeRefused(typ string) *APIError {
+	return &APIError{Op: "CloseTunnel", Status: "400 Bad Request", StatusCode: 400, Type: typ, text: typ + ": no"}
+}
+
+// waitUntil waits up to 10 s for cond, looking every 5 ms; then it fails t,
+// saying what was awaited.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not in 10 s", what)
+		}
+	}
+}
+
 // TestOpenedButUnusableCloseFailed: a tunnel opened with an answer the console
-// cannot use, whose CloseTunnel fails, is closed again when the console stops;
+// cannot use, whose CloseTunnel fails, is closed again (at the latest) when the
+// console stops;
 // unless the service refused the close for good (the console's policy lacks
 // iot:CloseTunnel), which it would refuse again, or no longer has the tunnel,
 // which is not said to stay open. The page says which.
@@ -214,9 +232,9 @@ func TestOpenedButUnusableCloseFailed(t *testing.T) {
 	}{
 		{"failed", errors.New("fake: CloseTunnel failed"),
 			"this console tries again to close it every minute and at its stop; till then it stays open at the service", []string{"tunnel-dev1", "tunnel-dev1"}},
-		{"refused", &APIError{Op: "CloseTunnel", Status: "400 Bad Request", StatusCode: 400, Type: "AccessDeniedException", text: "AccessDeniedException: no"},
+		{"refused", closeRefused("AccessDeniedException"),
 			"it stays open at the service until its lifetime ends", []string{"tunnel-dev1"}},
-		{"gone", &APIError{Op: "CloseTunnel", Status: "400 Bad Request", StatusCode: 400, Type: "ResourceNotFoundException", text: "ResourceNotFoundException: no"},
+		{"gone", closeRefused("ResourceNotFoundException"),
 			"the service no longer has it", []string{"tunnel-dev1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -242,8 +260,7 @@ func TestOpenedButUnusableCloseFailed(t *testing.T) {
 // every retry and at the stop.
 func TestStrayIsClosedAgain(t *testing.T) {
 	failed := errors.New("fake: CloseTunnel failed")
-	refused := &APIError{Op: "CloseTunnel", Status: "400 Bad Request", StatusCode: 400, Type: "AccessDeniedException", text: "AccessDeniedException: no"}
-	gone := &APIError{Op: "CloseTunnel", Status: "400 Bad Request", StatusCode: 400, Type: "ResourceNotFoundException", text: "ResourceNotFoundException: no"}
+	refused, gone := closeRefused("AccessDeniedException"), closeRefused("ResourceNotFoundException")
 	for _, tc := range []struct {
 		name    string
 		answers []error // CloseTunnel's: at the open, then the retries'
@@ -272,15 +289,7 @@ func TestStrayIsClosedAgain(t *testing.T) {
 			if enough == 0 {
 				enough = 4
 			}
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(retry) {
-				if _, closed := cp.calls(); len(closed) >= enough {
-					break
-				}
-				if time.Now().After(deadline) {
-					_, closed := cp.calls()
-					t.Fatalf("CloseTunnel called %d times in 10 s, want %d", len(closed), enough)
-				}
-			}
+			waitUntil(t, fmt.Sprintf("%d CloseTunnel calls", enough), func() bool { _, closed := cp.calls(); return len(closed) >= enough })
 			if tc.calls > 0 {
 				time.Sleep(10 * retry) // retries that went on would call again
 			}
@@ -317,11 +326,7 @@ func TestStrayOutlivesItsLifetime(t *testing.T) {
 		t.Fatal("closeLater refused a tunnel before the stop")
 	}
 	const ended = "a tunnel whose close failed has come to the end of its lifetime: no more tries"
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), ended); time.Sleep(retry) {
-		if time.Now().After(deadline) {
-			t.Fatalf("logs do not say %q in 10 s:\n%s", ended, logs)
-		}
-	}
+	waitUntil(t, "the log line "+ended, func() bool { return strings.Contains(logs.String(), ended) })
 	_, before := cp.calls()
 	time.Sleep(10 * retry) // retries that went on would call again
 	s.Close()
@@ -348,14 +353,7 @@ func TestStrayRetryStoppedQuietly(t *testing.T) {
 	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1", strayRetry: 10 * time.Millisecond,
 		closeTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	s.tunnels.closeLater("tunnel-dev1", "dev1", time.Hour)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		if _, closed := cp.calls(); len(closed) > 0 {
-			break // a retry's CloseTunnel hangs
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no retry in 10 s")
-		}
-	}
+	waitUntil(t, "a retry", func() bool { _, closed := cp.calls(); return len(closed) > 0 }) // its CloseTunnel hangs
 	s.Close()
 	if _, closed := cp.calls(); len(closed) != 2 {
 		t.Errorf("CloseTunnel calls %q, want the retry's and the stop's", closed)
