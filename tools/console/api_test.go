@@ -333,6 +333,9 @@ func TestStrayOutlivesItsLifetime(t *testing.T) {
 	if _, closed := cp.calls(); len(closed) != len(before) || len(closed) == 0 {
 		t.Errorf("CloseTunnel called %d times when the lifetime ended and %d after the stop, want the same, not 0", len(before), len(closed))
 	}
+	if n := strings.Count(logs.String(), ended); n != 1 {
+		t.Errorf("the logs say %d times that the lifetime ended, want once: the tunnel leaves the retries", n)
+	}
 
 	// Ended before a retry came: the stop does not try it.
 	cp = &fakeControlPlane{closeErr: errors.New("fake: CloseTunnel failed")}
