@@ -451,12 +451,30 @@ func (e *testEnv) clientConfig(user string, auth ...gossh.AuthMethod) *gossh.Cli
 			}
 			return nil
 		},
-		Timeout: 10 * time.Second,
+		// The TCP connect only (x/crypto's Dial); to the test's own loopback
+		// listener it takes no time, but a 10 s one has run out under
+		// qemu-user on a loaded CI machine.
+		Timeout: 30 * time.Second,
 	}
 }
 
 func (e *testEnv) dial(user string, auth ...gossh.AuthMethod) (*gossh.Client, error) {
 	return gossh.Dial("tcp", e.addr, e.clientConfig(user, auth...))
+}
+
+// refuse dials as user with auth and fails the test unless the server
+// refuses the login. A login let in is closed; a dial that failed for another
+// cause (a time-out, a reset) is no refusal either, and says so.
+func (e *testEnv) refuse(user string, auth ...gossh.AuthMethod) {
+	e.t.Helper()
+	c, err := e.dial(user, auth...)
+	if err == nil {
+		c.Close()
+		e.t.Fatalf("login as %s let in, want it refused", user)
+	}
+	if !strings.Contains(err.Error(), "unable to authenticate") {
+		e.t.Fatalf("login as %s: %v, want it refused (unable to authenticate)", user, err)
+	}
 }
 
 // login dials as user with the test key and fails the test on error.

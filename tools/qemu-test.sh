@@ -75,12 +75,14 @@ ahead_pid=
 # it stops its compilers too, and keeps go's work files in ahead_dir (GOTMPDIR,
 # which is no part of the cache's keys), so that the rm takes them even when go
 # is killed.
+# At exit the trap stops the build ahead and the stall watcher (below).
 # shellcheck disable=SC2317 # called by the trap
-stop_ahead() {
+stop_helpers() {
+  if [ -n "${watch_pid:-}" ]; then kill "$watch_pid" 2>/dev/null || true; fi
   if [ -n "$ahead_pid" ]; then kill -- -"$ahead_pid" 2>/dev/null || true; wait "$ahead_pid" 2>/dev/null || true; fi
   rm -rf "$ahead_dir"
 }
-trap stop_ahead EXIT
+trap stop_helpers EXIT
 build_ahead() {
   goenv "$1"
   mkdir -p "$ahead_dir/tmp"
@@ -88,6 +90,25 @@ build_ahead() {
     go test -c -o "$ahead_dir/$1/" "${gcflags[@]}" "${pkgs[@]}" >/dev/null 2>&1 &
   ahead_pid=$!
 }
+
+# A test here that waits 10 s for what takes a tenth of that has failed, now
+# and then, only on CI machines, with no sign of a bug. Whether the machine
+# itself stood still then (a virtual machine not scheduled by its host) this
+# watcher tells: it wakes every half second and says when it was not run for
+# over 3 s.
+watch_stalls() {
+  local last now
+  last=${EPOCHREALTIME/./}
+  while sleep 0.5; do
+    now=${EPOCHREALTIME/./}
+    if ((now - last > 3000000)); then
+      echo "qemu-test: this machine ran nothing of this script for $(((now - last) / 1000)) ms, till $(date -u +%T.%3N) UTC; a test's time-out then may be that, not a bug" >&2
+    fi
+    last=$now
+  done
+}
+watch_stalls &
+watch_pid=$!
 
 read -ra order <<<"$archs"
 failed=()

@@ -246,6 +246,10 @@ func mustToken(tb testing.TB, s string) tunnel.Token {
 	return tok
 }
 
+// startWait bounds StartPair's waits for the source to listen and the
+// destination to connect.
+const startWait = 30 * time.Second
+
 // StartPair runs the pair until the test ends, and returns once the source listens
 // and the destination is connected.
 func StartPair(tb testing.TB, pc PairConfig) *Pair {
@@ -304,17 +308,20 @@ func StartPair(tb testing.TB, pc PairConfig) *Pair {
 			}
 		}
 	})
+	// Both take a tenth of a second or so, over loopback; the waits are long
+	// for a loaded 2-CPU machine running them under qemu-user, where a 10 s
+	// one has run out (the source logged it was connecting, then nothing).
 	if !pc.NoSource {
 		select {
 		case <-ready:
 		case err := <-p.SrcErr:
 			p.SrcErr <- err
 			tb.Fatalf("source ended before listening: %v", err)
-		case <-time.After(10 * time.Second):
-			tb.Fatal("source did not listen")
+		case <-time.After(startWait):
+			tb.Fatalf("source did not listen within %v", startWait)
 		}
 	}
-	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	wctx, wcancel := context.WithTimeout(context.Background(), startWait)
 	defer wcancel()
 	if err := pc.Tunnel.WaitConnects(wctx, dataplane.Destination, 1); err != nil {
 		tb.Fatalf("destination did not connect: %v", err)
