@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -270,7 +271,7 @@ func TestStrayIsClosedAgain(t *testing.T) {
 		{"closed", []error{failed, failed, nil}, "tunnel closed at the service after an earlier close failed", 3},
 		{"gone", []error{failed, gone}, "a tunnel whose close failed is no longer at the service", 2},
 		{"refused", []error{failed, refused}, "it stays open at the service until its lifetime ends", 2},
-		{"failing", []error{failed}, "closing a tunnel again failed; trying again later", 0},
+		{"failing", []error{failed}, "closing a tunnel again failed; trying again every 20ms", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cp := &fakeControlPlane{noToken: true, closeErrs: tc.answers}
@@ -361,8 +362,42 @@ func TestStrayRetryStoppedQuietly(t *testing.T) {
 	if _, closed := cp.calls(); len(closed) != 2 {
 		t.Errorf("CloseTunnel calls %q, want the retry's and the stop's", closed)
 	}
-	if l := logs.String(); strings.Contains(l, "trying again later") || !strings.Contains(l, "closing a tunnel at shutdown") {
+	if l := logs.String(); strings.Contains(l, "closing a tunnel again failed") || !strings.Contains(l, "closing a tunnel at shutdown") {
 		t.Errorf("logs say the stopped retry failed, or not that the stop tried again:\n%s", l)
+	}
+}
+
+// TestStrayFailuresLoggedSparingly: retries of a close that fail alike are
+// logged once, then again after strayRelog more, or when the error changes;
+// each line says how many went unlogged before it.
+func TestStrayFailuresLoggedSparingly(t *testing.T) {
+	a, b := errors.New("fake: CloseTunnel failed (a)"), errors.New("fake: CloseTunnel failed (b)")
+	answers := []error{a, a, a}
+	for range strayRelog + 2 {
+		answers = append(answers, b)
+	}
+	cp := &fakeControlPlane{closeErrs: answers} // then the close succeeds
+	logs := &syncBuffer{t: t}
+	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1", strayRetry: time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	s.tunnels.closeLater("tunnel-dev1", "dev1", time.Hour)
+	const closed = "tunnel closed at the service after an earlier close failed"
+	waitUntil(t, "the log line "+closed, func() bool { return strings.Contains(logs.String(), closed) })
+	s.Close()
+	var got []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "closing a tunnel again failed") {
+			got = append(got, l)
+		}
+	}
+	want := []string{"(a)\" unlogged_tries=0", "(b)\" unlogged_tries=2", "(b)\" unlogged_tries=" + strconv.Itoa(strayRelog)}
+	if len(got) != len(want) {
+		t.Fatalf("%d lines say a retry failed, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	for i, w := range want {
+		if !strings.Contains(got[i], w) {
+			t.Errorf("line %d: %s\nwant it to end in %s", i+1, got[i], w)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -211,11 +212,19 @@ type tunnels struct {
 }
 
 // strayTunnel is a stray tunnel's thing, and when its lifetime ends at the
-// latest: it is no use closing it after that.
+// latest: it is no use closing it after that. failed is the error of the last
+// retry's close that was logged, and unlogged how many failed alike since.
 type strayTunnel struct {
-	thing string
-	until time.Time
+	thing    string
+	until    time.Time
+	failed   string
+	unlogged int
 }
+
+// strayRelog is how many retries of a stray tunnel's close that fail alike
+// go unlogged between two of their lines: with the default Config.strayRetry,
+// an hour's.
+const strayRelog = 59
 
 func newTunnels(cfg *Config, log *slog.Logger) *tunnels {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -494,7 +503,10 @@ func (ts *tunnels) retryStray() {
 			case refusedForGood(err):
 				log.Warn("closing a tunnel again: refused; it stays open at the service until its lifetime ends", "err", err)
 			default:
-				log.Warn("closing a tunnel again failed; trying again later", "err", err)
+				if n, ok := ts.strayFailed(id, err); ok {
+					log.Warn("closing a tunnel again failed; trying again "+every(ts.cfg.strayRetry)+" (logged again when the error changes, or after "+strconv.Itoa(strayRelog)+" more tries alike)",
+						"err", err, "unlogged_tries", n)
+				}
 				continue
 			}
 			ts.forgetStray(id)
@@ -507,6 +519,28 @@ func (ts *tunnels) retryStray() {
 		}
 		ts.mu.Unlock()
 	}
+}
+
+// strayFailed notes that a retry to close stray tunnel id failed with err,
+// and says whether to log it: when its error differs from the last one
+// logged, or strayRelog retries failed alike since. n is how many failed
+// unlogged before it (a control plane that stays down is then a line an
+// hour, not a minute, per tunnel).
+func (ts *tunnels) strayFailed(id string, err error) (n int, log bool) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	st, ok := ts.stray[id]
+	if !ok {
+		return 0, false
+	}
+	if msg := err.Error(); msg != st.failed || st.unlogged >= strayRelog {
+		n = st.unlogged
+		st.failed, st.unlogged, log = msg, 0, true
+	} else {
+		st.unlogged++
+	}
+	ts.stray[id] = st
+	return n, log
 }
 
 // forgetStray takes tunnel id out of the stray tunnels.
