@@ -151,28 +151,31 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 		return fmt.Sprintf("No tunnel of this attempt was found open at the service within %v; if the service opens it later, "+
 			"it stays open until its lifetime ends (its tag: %s=%s)", s.cfg.orphanTimeout, attemptTagKey, attempt)
 	}
+	// Each tunnel found has its own outcome: with more than one (the service
+	// acted on a request the console had given up on, and on its retry), each
+	// is named with its own.
 	var closed, failed []string
-	var cerr error
-	var fate string
 	for _, id := range ids {
-		f, err := s.closeStray(ctx, id, thing, lifetime) // its own time: finding it may have used up ctx's
+		fate, err := s.closeStray(ctx, id, thing, lifetime) // its own time: finding it may have used up ctx's
 		if err != nil {
-			log.Warn("closing the tunnel the failed open left open: "+f, "tunnel_id", id, "err", err)
-			failed, cerr, fate = append(failed, id), err, f
+			log.Warn("closing the tunnel the failed open left open: "+fate, "tunnel_id", id, "err", err)
+			if len(ids) == 1 {
+				return fmt.Sprintf("The service had opened the tunnel all the same (%s), and closing it failed (%v): %s", id, err, fate)
+			}
+			failed = append(failed, fmt.Sprintf("closing %s failed (%v): %s", id, err, fate))
 			continue
 		}
 		log.Info("closed the tunnel the failed open left open", "tunnel_id", id)
 		closed = append(closed, id)
 	}
-	if len(failed) > 0 {
-		msg := fmt.Sprintf("The service had opened the tunnel all the same (%s), and closing it failed (%v): %s",
-			strings.Join(failed, ", "), cerr, fate)
-		if len(closed) > 0 {
-			msg += fmt.Sprintf("; %s was closed", strings.Join(closed, ", "))
-		}
-		return msg
+	if len(failed) == 0 {
+		return fmt.Sprintf("The service had opened the tunnel all the same (%s): it was found by this attempt's tag and closed", strings.Join(closed, ", "))
 	}
-	return fmt.Sprintf("The service had opened the tunnel all the same (%s): it was found by this attempt's tag and closed", strings.Join(closed, ", "))
+	msg := fmt.Sprintf("The service had opened the tunnel all the same, %d times (found by this attempt's tag): ", len(ids))
+	if len(closed) > 0 {
+		failed = append(failed, strings.Join(closed, ", ")+" was closed")
+	}
+	return msg + strings.Join(failed, "; ")
 }
 
 // closeStray closes tunnel id, which this console opened at the service for
