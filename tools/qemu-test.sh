@@ -110,6 +110,16 @@ watch_stalls() {
 watch_stalls &
 watch_pid=$!
 
+# A rule that drops loopback traffic to a port (agent/tunnel's TestDeadPathRedialed
+# makes one for a few seconds) left in place makes a connect to whatever test
+# listens on that port later time out. Say so up front if there is one.
+if [ "$(id -u)" = 0 ] && command -v iptables >/dev/null; then
+  if dropped=$(iptables -S OUTPUT 2>/dev/null | grep -e '-o lo' | grep -e '-j DROP'); then
+    echo "qemu-test: iptables drops loopback traffic (a test's connect to such a port times out):" >&2
+    echo "$dropped" >&2
+  fi
+fi
+
 read -ra order <<<"$archs"
 failed=()
 for i in "${!order[@]}"; do

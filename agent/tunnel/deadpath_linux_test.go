@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,15 +54,54 @@ func TestDeadPathRedialed(t *testing.T) {
 		t.Fatalf("the connection ended (%v) while its path worked", err)
 	case <-time.After(2 * time.Second): // twice the timeout, pinging
 	}
-	rule := []string{"OUTPUT", "-o", "lo", "-p", "tcp", "--dport", u.Port(), "-j", "DROP"}
+	// A rule left behind would drop, for good, the connections of whatever
+	// test later listens on this port, in any package: a connect that times
+	// out far from its cause. So it is marked, its removal is checked, and one
+	// left by a run that was killed is removed first.
+	removeStaleDropRules(t, iptables)
+	rule := []string{"OUTPUT", "-o", "lo", "-p", "tcp", "--dport", u.Port(), "-m", "comment", "--comment", dropRuleMark, "-j", "DROP"}
 	if out, err := exec.Command(iptables, append([]string{"-I"}, rule...)...).CombinedOutput(); err != nil {
 		t.Fatalf("iptables -I %v: %v\n%s", rule, err, out)
 	}
-	t.Cleanup(func() { exec.Command(iptables, append([]string{"-D"}, rule...)...).Run() })
+	t.Cleanup(func() { deleteRule(t, iptables, rule) })
 	select {
 	case err := <-ended:
 		t.Logf("the connection ended: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("the connection was kept 30 s after its path died")
+	}
+}
+
+// dropRuleMark is the comment on TestDeadPathRedialed's iptables rule.
+const dropRuleMark = "porthole-test-dead-path"
+
+// deleteRule deletes rule from iptables, trying again for a while if iptables
+// fails (nftables may refuse a change that meets another one), and fails t if
+// the rule stays.
+func deleteRule(t *testing.T, iptables string, rule []string) {
+	var out []byte
+	var err error
+	for range 20 {
+		if out, err = exec.Command(iptables, append([]string{"-D"}, rule...)...).CombinedOutput(); err == nil {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Errorf("iptables -D %v: %v\n%s\nthe rule is left: remove it by hand, or connections to its port on loopback are dropped", rule, err, out)
+}
+
+// removeStaleDropRules deletes the rules marked dropRuleMark that an earlier
+// run left (killed before its cleanup ran), saying so.
+func removeStaleDropRules(t *testing.T, iptables string) {
+	out, err := exec.Command(iptables, "-S", "OUTPUT").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables -S OUTPUT: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, dropRuleMark) {
+			continue
+		}
+		t.Logf("removing a rule an earlier run left: %s", line)
+		deleteRule(t, iptables, strings.Fields(strings.TrimPrefix(line, "-A ")))
 	}
 }
