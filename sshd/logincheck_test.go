@@ -40,10 +40,7 @@ func TestRefusalNamesIgnoredOrMissingFile(t *testing.T) {
 				t.Skipf("%s is not world-writable here", os.TempDir())
 			}
 			e := newEnv(t, func(e *testEnv, s *Server) { tc.setup(t, e, s) })
-			if c, err := e.dial("root", gossh.PublicKeys(e.key)); err == nil {
-				c.Close()
-				t.Fatal("login succeeded")
-			}
+			e.refuse("root", gossh.PublicKeys(e.key))
 			// A refused public key is reported when the connection ends.
 			waitFor(t, "the login-failure event", func() bool { return len(e.eventsOf(EventLoginFailure)) > 0 })
 			fails := e.eventsOf(EventLoginFailure)

@@ -463,18 +463,49 @@ func (e *testEnv) dial(user string, auth ...gossh.AuthMethod) (*gossh.Client, er
 }
 
 // refuse dials as user with auth and fails the test unless the server
-// refuses the login. A login let in is closed; a dial that failed for another
-// cause (a time-out, a reset) is no refusal either, and says so.
+// refuses the login (checkRefused).
 func (e *testEnv) refuse(user string, auth ...gossh.AuthMethod) {
 	e.t.Helper()
+	if err := e.checkRefused(user, auth...); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// checkRefused dials as user with auth and returns an error unless the server
+// refuses the login: x/crypto's client says "unable to authenticate" once the
+// server has refused every method it tried. A login let in is closed; a dial
+// that failed for another cause (a TCP connect time-out under qemu-user, a
+// reset) is no refusal either. It reports to no t, so that a subtest, a
+// goroutine or a check that goes on after a failure can use it.
+func (e *testEnv) checkRefused(user string, auth ...gossh.AuthMethod) error {
+	return e.checkLoginFails(user, auth, "refused (unable to authenticate)", func(err error) bool {
+		return strings.Contains(err.Error(), "unable to authenticate")
+	})
+}
+
+// checkClosed is checkRefused for a login the server cuts short by closing
+// the connection (a blocked source, the login grace time, a signature
+// x/crypto's server rejects): the client reads EOF, or a reset where the
+// server closed with the client's bytes unread.
+func (e *testEnv) checkClosed(user string, auth ...gossh.AuthMethod) error {
+	return e.checkLoginFails(user, auth, "closed by the server (EOF or a reset)", func(err error) bool {
+		return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+	})
+}
+
+// checkLoginFails dials as user with auth and returns an error unless the
+// dial fails as failedAsWanted says; want names that failure. The user is
+// clipped in the message: TestHugeUserNameClipped's is 200 KiB.
+func (e *testEnv) checkLoginFails(user string, auth []gossh.AuthMethod, want string, failedAsWanted func(error) bool) error {
 	c, err := e.dial(user, auth...)
 	if err == nil {
 		c.Close()
-		e.t.Fatalf("login as %s let in, want it refused", user)
+		return fmt.Errorf("login as %.64s let in, want it %s", user, want)
 	}
-	if !strings.Contains(err.Error(), "unable to authenticate") {
-		e.t.Fatalf("login as %s: %v, want it refused (unable to authenticate)", user, err)
+	if !failedAsWanted(err) {
+		return fmt.Errorf("login as %.64s: %v, want it %s", user, err, want)
 	}
+	return nil
 }
 
 // login dials as user with the test key and fails the test on error.

@@ -91,9 +91,9 @@ func TestParallelPasswordGuessing(t *testing.T) {
 	if heap1 > heap0+2<<20 {
 		t.Errorf("heap grew from %d to %d bytes over the flood", heap0, heap1)
 	}
-	if c, err := e.dial("root", gossh.Password("s3cret")); err == nil {
-		c.Close()
-		t.Fatal("the right password logged in from a blocked source")
+	// newConn closes a blocked source's connection as it comes.
+	if err := e.checkClosed("root", gossh.Password("s3cret")); err != nil {
+		t.Fatalf("the right password from a blocked source: %v", err)
 	}
 	clock.advance(time.Minute)
 	c, err := e.dial("root", gossh.Password("s3cret"))
@@ -132,8 +132,10 @@ func TestBlockedSourceClosesOpenConnections(t *testing.T) {
 		held <- err
 	}()
 	<-asked
-	if _, err := e.dial("root", gossh.RetryableAuthMethod(gossh.Password("wrong"), 3)); err == nil {
-		t.Fatal("wrong password logged in")
+	// The third wrong password blocks the source, and closes its
+	// unauthenticated connections, this one too, before its answer.
+	if err := e.checkClosed("root", gossh.RetryableAuthMethod(gossh.Password("wrong"), 3)); err != nil {
+		t.Fatalf("3 wrong passwords, MaxAuthFailures 3: %v", err)
 	}
 	waitFor(t, "the held connection to be closed", func() bool {
 		return e.eventsWithReason(EventLoginFailure, errTooManyFailures.Error()) > 0
@@ -381,6 +383,16 @@ func TestPasswordChecksBounded(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					if tc.grace == 0 {
+						if err := e.checkRefused("root", gossh.Password("wrong")); err != nil {
+							t.Errorf("a wrong password: %v", err)
+						}
+						return
+					}
+					// The grace timer closes the connection, but its event
+					// comes first: a check let run on it may still send
+					// its refusal. The grace events below say that each
+					// was cut.
 					if c, err := e.dial("root", gossh.Password("wrong")); err == nil {
 						c.Close()
 						t.Error("wrong password logged in")
@@ -482,10 +494,7 @@ func TestKeyExchangeFailuresNotCounted(t *testing.T) {
 	// A client that asked to authenticate and gave up still counts.
 	bad := newSigner(t)
 	for range 2 {
-		if c, err := e.dial("root", gossh.PublicKeys(bad)); err == nil {
-			c.Close()
-			t.Fatal("an unauthorized key logged in")
-		}
+		e.refuse("root", gossh.PublicKeys(bad))
 	}
 	waitFor(t, "failures counted", func() bool { return e.srv.limiter.blocked("127.0.0.1", time.Now()) })
 }
@@ -564,9 +573,11 @@ func TestCountedFailuresHaveEvents(t *testing.T) {
 		method string
 		key    gossh.PublicKey
 		reason string
+		closed bool // the server ends the connection instead of refusing the login
 	}{
 		{name: "none only", reason: "the client closed the connection before logging in"},
-		{name: "security key not touched", auth: []gossh.AuthMethod{gossh.PublicKeys(sk)}, method: "publickey", key: sk.PublicKey(), reason: "ssh: signature missing required user presence flag"},
+		// x/crypto's server ends the handshake on a signature it rejects.
+		{name: "security key not touched", auth: []gossh.AuthMethod{gossh.PublicKeys(sk)}, method: "publickey", key: sk.PublicKey(), reason: "ssh: signature missing required user presence flag", closed: true},
 		{name: "wrong password", auth: []gossh.AuthMethod{gossh.Password("guess")}, method: "password", reason: "wrong password"},
 		{name: "unauthorized key", auth: []gossh.AuthMethod{gossh.PublicKeys(bad)}, method: "publickey", key: bad.PublicKey(), reason: "key not in authorized_keys"},
 	} {
@@ -575,9 +586,12 @@ func TestCountedFailuresHaveEvents(t *testing.T) {
 				s.PasswordHashes = map[string]string{"root": passwordHash(t, "s3cret")}
 			})
 			e.writeAuthorizedKeys("root", authorizedLine("", sk.PublicKey()))
-			if c, err := e.dial("root", tc.auth...); err == nil {
-				c.Close()
-				t.Fatal("logged in")
+			check := e.checkRefused
+			if tc.closed {
+				check = e.checkClosed
+			}
+			if err := check("root", tc.auth...); err != nil {
+				t.Fatal(err)
 			}
 			// Counted when the connection's goroutine ends, after its events.
 			waitFor(t, "the failure counted", func() bool { return e.srv.limiter.failures("127.0.0.1") == 1 })

@@ -159,10 +159,13 @@ func TestCertForceCommandAndLineCommand(t *testing.T) {
 	differ := newCert(t, ca, userKey, func(c *gossh.Certificate) {
 		c.CriticalOptions = map[string]string{"force-command": "echo cert"}
 	})
+	// Not checkRefused: a login let in says which command it ran.
 	if c, err := e.dial("root", gossh.PublicKeys(differ)); err == nil {
 		out, _, _ := run(t, c, "echo asked", "")
 		c.Close()
 		t.Errorf("certificate force-command differing from command= logged in (ran %q)", strings.TrimSpace(out))
+	} else if !strings.Contains(err.Error(), "unable to authenticate") {
+		t.Errorf("certificate force-command differing from command=: %v, want the login refused (unable to authenticate)", err)
 	}
 	same := newCert(t, ca, userKey, func(c *gossh.Certificate) {
 		c.CriticalOptions = map[string]string{"force-command": "echo line"}
