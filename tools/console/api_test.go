@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -397,6 +398,44 @@ func TestStrayFailuresLoggedSparingly(t *testing.T) {
 	for i, w := range want {
 		if !strings.Contains(got[i], w) {
 			t.Errorf("line %d: %s\nwant it to end in %s", i+1, got[i], w)
+		}
+	}
+}
+
+// TestStrayFailuresAlike: failed retries are alike when only a network
+// error's addresses differ (a reset names a new local port at every try),
+// and not when its cause does.
+func TestStrayFailuresAlike(t *testing.T) {
+	const endpoint = "https://api.tunneling.iot.eu-west-1.amazonaws.com/"
+	service := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 443}
+	failed := func(local int, service *net.TCPAddr, cause error) error {
+		var src net.Addr
+		if local != 0 {
+			src = &net.TCPAddr{IP: net.IPv4(10, 0, 0, 5), Port: local}
+		}
+		op := "read"
+		if src == nil {
+			op = "dial"
+		}
+		return fmt.Errorf("CloseTunnel: %w", &neturl.Error{Op: "Post", URL: endpoint,
+			Err: &net.OpError{Op: op, Net: "tcp", Source: src, Addr: service, Err: cause}})
+	}
+	reset, timeout := errors.New("read: connection reset by peer"), errors.New("i/o timeout")
+	for _, tc := range []struct {
+		name  string
+		a, b  error
+		alike bool
+	}{
+		{"resets from two local ports", failed(41246, service, reset), failed(41250, service, reset), true},
+		{"time-outs at two of the service's addresses", failed(0, service, timeout),
+			failed(0, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 443}, timeout), true},
+		{"a reset and a time-out", failed(41246, service, reset), failed(0, service, timeout), false},
+		{"two refusals", closeRefused("ThrottlingException"), closeRefused("ThrottlingException"), true},
+		{"two kinds of refusal", closeRefused("ThrottlingException"), closeRefused("InternalFailure"), false},
+	} {
+		if alike := failedAlike(tc.a) == failedAlike(tc.b); alike != tc.alike {
+			t.Errorf("%s: failedAlike(%q) = %q, failedAlike(%q) = %q; alike %v, want %v",
+				tc.name, tc.a, failedAlike(tc.a), tc.b, failedAlike(tc.b), alike, tc.alike)
 		}
 	}
 }

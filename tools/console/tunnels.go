@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -213,7 +214,8 @@ type tunnels struct {
 
 // strayTunnel is a stray tunnel's thing, and when its lifetime ends at the
 // latest: it is no use closing it after that. failed is the error of the last
-// retry's close that was logged, and unlogged how many failed alike since.
+// retry's close that was logged (failedAlike), and unlogged how many failed
+// alike since.
 type strayTunnel struct {
 	thing    string
 	until    time.Time
@@ -533,7 +535,7 @@ func (ts *tunnels) strayFailed(id string, err error) (n int, log bool) {
 	if !ok {
 		return 0, false
 	}
-	if msg := err.Error(); msg != st.failed || st.unlogged >= strayRelog {
+	if msg := failedAlike(err); msg != st.failed || st.unlogged >= strayRelog {
 		n = st.unlogged
 		st.failed, st.unlogged, log = msg, 0, true
 	} else {
@@ -541,6 +543,20 @@ func (ts *tunnels) strayFailed(id string, err error) (n int, log bool) {
 	}
 	ts.stray[id] = st
 	return n, log
+}
+
+// failedAlike is the text by which two failed retries are told alike: err's,
+// with a network error's addresses taken out. A reset names the local port,
+// new at every try, and a time-out the one of the service's addresses that
+// was dialed: with them, a control plane down for one cause would fail
+// differently at every try, and every try would be logged.
+func failedAlike(err error) string {
+	msg := err.Error()
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		msg = strings.Replace(msg, op.Error(), op.Op+" "+op.Net+": "+op.Err.Error(), 1)
+	}
+	return msg
 }
 
 // forgetStray takes tunnel id out of the stray tunnels.
