@@ -95,11 +95,14 @@ build_ahead() {
 # and then, only on CI machines, with no sign of a bug. Whether the machine
 # itself stood still then (a virtual machine not scheduled by its host) this
 # watcher tells: it wakes every half second and says when it was not run for
-# over 3 s.
+# over 3 s. It ends with the script: by the trap, or, when the script is
+# killed outright (SIGKILL, the OOM killer) and runs no trap, by finding it gone
+# ($$ is the script's pid in this subshell too); else it would run for good,
+# holding the job's log open.
 watch_stalls() {
   local last now
   last=${EPOCHREALTIME/./}
-  while sleep 0.5; do
+  while sleep 0.5 && kill -0 "$$" 2>/dev/null; do
     now=${EPOCHREALTIME/./}
     if ((now - last > 3000000)); then
       echo "qemu-test: this machine ran nothing of this script for $(((now - last) / 1000)) ms, till $(date -u +%T.%3N) UTC; a test's time-out then may be that, not a bug" >&2
