@@ -5,7 +5,9 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,7 +61,8 @@ func TestDeadPathRedialed(t *testing.T) {
 	// out far from its cause. So it is marked, its removal is checked, and one
 	// left by a run that was killed is removed first.
 	removeStaleDropRules(t, iptables)
-	rule := []string{"OUTPUT", "-o", "lo", "-p", "tcp", "--dport", u.Port(), "-m", "comment", "--comment", dropRuleMark, "-j", "DROP"}
+	mark := dropRuleMark + strconv.Itoa(os.Getpid())
+	rule := []string{"OUTPUT", "-o", "lo", "-p", "tcp", "--dport", u.Port(), "-m", "comment", "--comment", mark, "-j", "DROP"}
 	if out, err := exec.Command(iptables, append([]string{"-I"}, rule...)...).CombinedOutput(); err != nil {
 		t.Fatalf("iptables -I %v: %v\n%s", rule, err, out)
 	}
@@ -72,8 +75,11 @@ func TestDeadPathRedialed(t *testing.T) {
 	}
 }
 
-// dropRuleMark is the comment on TestDeadPathRedialed's iptables rule.
-const dropRuleMark = "porthole-test-dead-path"
+// dropRuleMark, with the test process's pid after it, is the comment on
+// TestDeadPathRedialed's iptables rule: the pid tells a rule a killed run left
+// from one another run has in place now. (No spaces: iptables -S would quote
+// it, and removeStaleDropRules splits its lines at spaces.)
+const dropRuleMark = "porthole-test-dead-path-pid-"
 
 // deleteRule deletes rule from iptables, trying again for a while if iptables
 // fails (nftables may refuse a change that meets another one), and fails t if
@@ -98,16 +104,21 @@ func deleteRule(t *testing.T, iptables string, rule []string) {
 	t.Errorf("iptables -D %v: %v\n%s\nthe rule is left: remove it by hand, or connections to its port on loopback are dropped", rule, err, out)
 }
 
-// removeStaleDropRules deletes the rules marked dropRuleMark that an earlier
-// run left (killed before its cleanup ran), saying so.
+// removeStaleDropRules deletes the rules marked dropRuleMark whose process is
+// gone: an earlier run's, killed before its cleanup ran. It says so.
 func removeStaleDropRules(t *testing.T, iptables string) {
 	out, err := exec.Command(iptables, "-S", "OUTPUT").CombinedOutput()
 	if err != nil {
 		t.Fatalf("iptables -S OUTPUT: %v\n%s", err, out)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
-		if !strings.Contains(line, dropRuleMark) {
+		_, after, ok := strings.Cut(line, dropRuleMark)
+		if !ok {
 			continue
+		}
+		pid, err := strconv.Atoi(strings.SplitN(after, " ", 2)[0])
+		if err == nil && syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue // its run is still going (or the pid was taken again: its rule outlives this test)
 		}
 		t.Logf("removing a rule an earlier run left: %s", line)
 		deleteRule(t, iptables, strings.Fields(strings.TrimPrefix(line, "-A ")))
