@@ -451,9 +451,9 @@ func (e *testEnv) clientConfig(user string, auth ...gossh.AuthMethod) *gossh.Cli
 			}
 			return nil
 		},
-		// The TCP connect only (x/crypto's Dial); to the test's own loopback
-		// listener it takes no time, but a 10 s one has run out under
-		// qemu-user on a loaded CI machine.
+		// The TCP connect only (x/crypto's Dial). To the test's own loopback
+		// listener it takes no time; a 10 s one ran out twice in CI under
+		// qemu-user, cause not found (see tunneltest.StartPair's waits).
 		Timeout: 30 * time.Second,
 	}
 }

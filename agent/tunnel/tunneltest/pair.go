@@ -106,10 +106,10 @@ func ConnectedTunnel(tb testing.TB, service, target string) (*Server, *Tunnel) {
 	done := make(chan struct{})
 	go func() { defer close(done); d.Run(ctx) }()
 	tb.Cleanup(func() { cancel(); <-done })
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	wctx, wcancel := context.WithTimeout(ctx, startWait)
 	defer wcancel()
 	if err := tun.WaitConnects(wctx, Destination, 1); err != nil {
-		tb.Fatalf("destination did not connect: %v", err)
+		tb.Fatalf("destination did not connect within %v: %v", startWait, err)
 	}
 	return srv, tun
 }
@@ -308,9 +308,12 @@ func StartPair(tb testing.TB, pc PairConfig) *Pair {
 			}
 		}
 	})
-	// Both take a tenth of a second or so, over loopback; the waits are long
-	// for a loaded 2-CPU machine running them under qemu-user, where a 10 s
-	// one has run out (the source logged it was connecting, then nothing).
+	// Both take a tenth of a second or so, over loopback. A 10 s wait ran out
+	// once in CI under qemu-user (the source logged it was connecting, then
+	// nothing), with no cause found: a machine that stood still (qemu-test.sh
+	// now says when), or a SYN dropped (a DROP rule TestDeadPathRedialed left,
+	// now marked and checked; a SYN retransmitted comes 1, 3, 7, 15 s later).
+	// A longer wait costs nothing when it works.
 	if !pc.NoSource {
 		select {
 		case <-ready:
@@ -324,7 +327,7 @@ func StartPair(tb testing.TB, pc PairConfig) *Pair {
 	wctx, wcancel := context.WithTimeout(context.Background(), startWait)
 	defer wcancel()
 	if err := pc.Tunnel.WaitConnects(wctx, dataplane.Destination, 1); err != nil {
-		tb.Fatalf("destination did not connect: %v", err)
+		tb.Fatalf("destination did not connect within %v: %v", startWait, err)
 	}
 	return p
 }
