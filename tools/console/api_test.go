@@ -272,7 +272,7 @@ func TestStrayIsClosedAgain(t *testing.T) {
 		{"closed", []error{failed, failed, nil}, "tunnel closed at the service after an earlier close failed", 3},
 		{"gone", []error{failed, gone}, "a tunnel whose close failed is no longer at the service", 2},
 		{"refused", []error{failed, refused}, "it stays open at the service until its lifetime ends", 2},
-		{"failing", []error{failed}, "closing a tunnel again failed; trying again every 20ms", 0},
+		{"failing", []error{failed}, strayFailedLine, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cp := &fakeControlPlane{noToken: true, closeErrs: tc.answers}
@@ -391,7 +391,11 @@ func TestStrayFailuresLoggedSparingly(t *testing.T) {
 			got = append(got, l)
 		}
 	}
-	want := []string{"(a)\" unlogged_tries=0", "(b)\" unlogged_tries=2", "(b)\" unlogged_tries=" + strconv.Itoa(strayRelog)}
+	if !strings.Contains(strayFailedLine, "every "+strconv.Itoa(strayRelog+1)+"th try") {
+		t.Errorf("the line %q does not say it is repeated every %dth try", strayFailedLine, strayRelog+1)
+	}
+	want := []string{"(a)\" retry_every=1ms unlogged_since_last_line=0", "(b)\" retry_every=1ms unlogged_since_last_line=2",
+		"(b)\" retry_every=1ms unlogged_since_last_line=" + strconv.Itoa(strayRelog)}
 	if len(got) != len(want) {
 		t.Fatalf("%d lines say a retry failed, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
 	}

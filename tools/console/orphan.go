@@ -162,7 +162,11 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 			if len(ids) == 1 {
 				return fmt.Sprintf("The service had opened the tunnel all the same (%s), and closing it failed (%v): %s", id, err, fate)
 			}
-			failed = append(failed, fmt.Sprintf("closing %s failed (%v): %s", id, err, fate))
+			if isNotFound(err) {
+				failed = append(failed, id+": "+fate)
+			} else {
+				failed = append(failed, fmt.Sprintf("closing %s failed (%v): %s", id, err, fate))
+			}
 			continue
 		}
 		log.Info("closed the tunnel the failed open left open", "tunnel_id", id)
@@ -172,8 +176,12 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 		return fmt.Sprintf("The service had opened the tunnel all the same (%s): it was found by this attempt's tag and closed", strings.Join(closed, ", "))
 	}
 	msg := fmt.Sprintf("The service had opened the tunnel all the same, %d times (found by this attempt's tag): ", len(ids))
-	if len(closed) > 0 {
-		failed = append(failed, strings.Join(closed, ", ")+" was closed")
+	switch len(closed) {
+	case 0:
+	case 1:
+		failed = append(failed, closed[0]+" was closed")
+	default:
+		failed = append(failed, strings.Join(closed, ", ")+" were closed")
 	}
 	return msg + strings.Join(failed, "; ")
 }

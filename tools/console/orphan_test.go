@@ -471,35 +471,42 @@ func TestFindAttemptPages(t *testing.T) {
 	}
 }
 
-// twoFoundPlane's search for an attempt finds two tunnels (the service acted
+// foundPlane's search for an attempt finds the tunnels ids (the service acted
 // on the lost request and on a retry of it).
-type twoFoundPlane struct{ *fakeControlPlane }
-
-func (twoFoundPlane) FindAttempt(ctx context.Context, thing, attempt string, since time.Time) ([]string, error) {
-	return []string{"tunnel-a", "tunnel-b"}, nil
+type foundPlane struct {
+	*fakeControlPlane
+	ids []string
 }
 
-// TestOrphanSearchFindsTwo: when the search finds more than one tunnel, the
+func (p foundPlane) FindAttempt(ctx context.Context, thing, attempt string, since time.Time) ([]string, error) {
+	return p.ids, nil
+}
+
+// TestOrphanSearchFindsSeveral: when the search finds more than one tunnel, the
 // page gives each its own outcome, not the last one's for all.
-func TestOrphanSearchFindsTwo(t *testing.T) {
+func TestOrphanSearchFindsSeveral(t *testing.T) {
 	failed := errors.New("fake: CloseTunnel failed")
 	for _, tc := range []struct {
 		name    string
-		answers []error // CloseTunnel's, for tunnel-a then tunnel-b
+		answers []error // CloseTunnel's, for tunnel-a, tunnel-b, and tunnel-c if it is found
 		want    string
 	}{
 		{"both closed", []error{nil, nil}, "The service had opened the tunnel all the same (tunnel-a, tunnel-b): it was found by this attempt's tag and closed"},
 		{"gone and failing", []error{closeRefused("ResourceNotFoundException"), failed},
 			"The service had opened the tunnel all the same, 2 times (found by this attempt's tag): " +
-				"closing tunnel-a failed (CloseTunnel: 400 Bad Request ResourceNotFoundException: no): the service no longer has it; " +
+				"tunnel-a: the service no longer has it; " +
 				"closing tunnel-b failed (fake: CloseTunnel failed): this console tries again to close it every minute and at its stop; till then it stays open at the service"},
 		{"one closed", []error{failed, nil},
 			"The service had opened the tunnel all the same, 2 times (found by this attempt's tag): " +
 				"closing tunnel-a failed (fake: CloseTunnel failed): this console tries again to close it every minute and at its stop; till then it stays open at the service; " +
 				"tunnel-b was closed"},
+		{"two closed of three", []error{failed, nil, nil},
+			"The service had opened the tunnel all the same, 3 times (found by this attempt's tag): " +
+				"closing tunnel-a failed (fake: CloseTunnel failed): this console tries again to close it every minute and at its stop; till then it stays open at the service; " +
+				"tunnel-b, tunnel-c were closed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cp := twoFoundPlane{&fakeControlPlane{closeErrs: tc.answers}}
+			cp := foundPlane{&fakeControlPlane{closeErrs: tc.answers}, []string{"tunnel-a", "tunnel-b", "tunnel-c"}[:len(tc.answers)]}
 			s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1"})
 			if msg := s.closeAttempt(context.Background(), "dev1", "attempt-1", time.Now(), time.Hour); msg != tc.want {
 				t.Errorf("closeAttempt says\n%q\nwant\n%q", msg, tc.want)

@@ -10,7 +10,6 @@ import (
 	"maps"
 	"net"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -227,6 +226,9 @@ type strayTunnel struct {
 // go unlogged between two of their lines: with the default Config.strayRetry,
 // an hour's.
 const strayRelog = 59
+
+// strayFailedLine is the log line of a failed retry (strayFailed says which).
+const strayFailedLine = "closing a tunnel again failed; trying again (this line again when the error changes, or every 60th try)"
 
 func newTunnels(cfg *Config, log *slog.Logger) *tunnels {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -506,8 +508,7 @@ func (ts *tunnels) retryStray() {
 				log.Warn("closing a tunnel again: refused; it stays open at the service until its lifetime ends", "err", err)
 			default:
 				if n, ok := ts.strayFailed(id, err); ok {
-					log.Warn("closing a tunnel again failed; trying again "+every(ts.cfg.strayRetry)+" (logged again when the error changes, or after "+strconv.Itoa(strayRelog)+" more tries alike)",
-						"err", err, "unlogged_tries", n)
+					log.Warn(strayFailedLine, "err", err, "retry_every", ts.cfg.strayRetry, "unlogged_since_last_line", n)
 				}
 				continue
 			}
@@ -525,10 +526,11 @@ func (ts *tunnels) retryStray() {
 
 // strayFailed notes that a retry to close stray tunnel id failed with err,
 // and says whether to log it: when its error differs from the last one
-// logged, or strayRelog retries failed alike since. n is how many failed
-// unlogged before it (a control plane that stays down is then a line an
-// hour, not a minute, per tunnel).
-func (ts *tunnels) strayFailed(id string, err error) (n int, log bool) {
+// logged, or strayRelog retries failed alike since. n is how many retries
+// failed unlogged since the last line, with that line's error, which may not
+// be err's (a control plane that stays down is then a line an hour, not a
+// minute, per tunnel).
+func (ts *tunnels) strayFailed(id string, err error) (n int, logIt bool) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	st, ok := ts.stray[id]
@@ -537,12 +539,12 @@ func (ts *tunnels) strayFailed(id string, err error) (n int, log bool) {
 	}
 	if msg := failedAlike(err); msg != st.failed || st.unlogged >= strayRelog {
 		n = st.unlogged
-		st.failed, st.unlogged, log = msg, 0, true
+		st.failed, st.unlogged, logIt = msg, 0, true
 	} else {
 		st.unlogged++
 	}
 	ts.stray[id] = st
-	return n, log
+	return n, logIt
 }
 
 // failedAlike is the text by which two failed retries are told alike: err's,
