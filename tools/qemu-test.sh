@@ -101,9 +101,9 @@ build_ahead() {
 # holding the job's log open.
 watch_stalls() {
   local last now
-  last=${EPOCHREALTIME/./}
+  last=${EPOCHREALTIME/[.,]/}
   while sleep 0.5 && kill -0 "$$" 2>/dev/null; do
-    now=${EPOCHREALTIME/./}
+    now=${EPOCHREALTIME/[.,]/}
     if ((now - last > 3000000)); then
       echo "qemu-test: this machine ran nothing of this script for $(((now - last) / 1000)) ms, till $(date -u +%T.%3N) UTC; a test's time-out then may be that, not a bug" >&2
     fi
@@ -114,14 +114,19 @@ watch_stalls &
 watch_pid=$!
 
 # A rule that drops loopback traffic to a port (agent/tunnel's TestDeadPathRedialed
-# makes one for a few seconds) left in place makes a connect to whatever test
-# listens on that port later time out. Say so up front if there is one.
-if [ "$(id -u)" = 0 ] && command -v iptables >/dev/null; then
-  if dropped=$(iptables -S OUTPUT 2>/dev/null | grep -e '-o lo' | grep -e '-j DROP'); then
-    echo "qemu-test: iptables drops loopback traffic (a test's connect to such a port times out):" >&2
+# makes one for a few seconds; a test binary killed by its time-out runs no
+# cleanup) left in place makes a connect to whatever test listens on that port
+# later time out. report_drops names such rules of iptables' OUTPUT chain: up
+# front, and after an arch whose tests failed.
+report_drops() {
+  local dropped
+  if [ "$(id -u)" = 0 ] && command -v iptables >/dev/null &&
+    dropped=$(iptables -S OUTPUT 2>/dev/null | grep -e '-o lo' | grep -e '-j DROP'); then
+    echo "qemu-test: iptables drops loopback traffic $1 (a test's connect to such a port times out):" >&2
     echo "$dropped" >&2
   fi
-fi
+}
+report_drops "before the tests"
 
 read -ra order <<<"$archs"
 failed=()
@@ -155,6 +160,7 @@ for i in "${!order[@]}"; do
     echo "== qemu-user $arch: ok in $(( $(date +%s) - start ))s"
   else
     echo "== qemu-user $arch: FAILED after $(( $(date +%s) - start ))s" >&2
+    report_drops "after $arch's tests"
     failed+=("$arch")
   fi
 done
