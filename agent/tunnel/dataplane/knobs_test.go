@@ -501,3 +501,36 @@ func TestReconnectDoesNotWaitForAStalledPeer(t *testing.T) {
 	dst.WS.CloseNow()
 	<-fill
 }
+
+// A frame the revoked client sends as RevokeClose comes does not get its
+// connection cut: it still gets the Close frame. The conn was detached before
+// its Close was under way, and its reader, given a frame then, stopped and cut
+// it; the client, with no Close frame, reconnected with the revoked token
+// (tools/e2e's TestRotationWithAgentAndConnect, once in CI).
+func TestRevokeCloseWhileTheClientSends(t *testing.T) {
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	old := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
+	old.WantServiceIDs("SSH")
+	revokeStep = func() {
+		b, err := tunnel.AppendFrame(nil, &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "SSH"})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := old.WS.Write(ctx, websocket.MessageBinary, b); err != nil {
+			t.Errorf("writing a frame as the rotation comes: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond) // for the server's reader to take it
+	}
+	t.Cleanup(func() { revokeStep = nil })
+	tun.RevokeClose(Destination, "token revoked")
+	if reason := old.WantClose(websocket.StatusPolicyViolation); reason != "token revoked" {
+		t.Errorf("Close frame's reason %q, want %q", reason, "token revoked")
+	}
+	if tun.Connected(Destination) {
+		t.Error("the side is still connected after RevokeClose")
+	}
+}

@@ -128,13 +128,23 @@ func (t *Tunnel) RevokeClose(side Side, reason string) (token string, closed boo
 }
 
 // revoke is Revoke with reason "", else RevokeClose.
+//
+// With a reason, the Close is under way before the conn is detached: its
+// reader, given a frame by a detached conn, stops, and a conn that stops
+// reading with no Close under way is cut. Detached first, a frame the client
+// sent as the rotation came had it cut, and the client, with no Close frame,
+// reconnected with the revoked token. (What it sends till the detach is
+// relayed, as what it sent just before the rotation was; nothing more is
+// written to it.)
 func (t *Tunnel) revoke(side Side, reason string) (token string, up bool) {
 	t.s.mu.Lock()
 	token = t.rotateLocked(side)
 	var c *conn
 	if token != "" {
 		c = t.sides[side].conn
-		t.detachLocked(c)
+		if reason == "" {
+			t.detachLocked(c)
+		}
 	}
 	t.s.mu.Unlock()
 	switch {
@@ -145,9 +155,16 @@ func (t *Tunnel) revoke(side Side, reason string) (token string, up bool) {
 	default:
 		t.s.log().Info("closing: its access token was revoked", "tunnel", t.id, "side", side, "channel", c.channelID, "reason", reason)
 		c.closeWithin(StatusRevoked, reason, min(revokeGrace, c.s.closeGraceOrDefault()), true)
+		if revokeStep != nil {
+			revokeStep()
+		}
+		t.detach(c)
 	}
 	return token, c != nil
 }
+
+// revokeStep, when a test sets it, runs between revoke's Close and its detach.
+var revokeStep func()
 
 // StatusRevoked is the status of RevokeClose's Close frame.
 const StatusRevoked = websocket.StatusPolicyViolation
