@@ -478,10 +478,15 @@ func (e *testEnv) refuse(user string, auth ...gossh.AuthMethod) {
 // reset) is no refusal either. It reports to no t, so that a subtest, a
 // goroutine or a check that goes on after a failure can use it.
 func (e *testEnv) checkRefused(user string, auth ...gossh.AuthMethod) error {
-	return e.checkLoginFails(user, auth, "refused (unable to authenticate)", func(err error) bool {
-		return strings.Contains(err.Error(), "unable to authenticate")
-	})
+	return e.checkLoginFails(user, auth, "refused ("+refusedText+")", isRefusal)
 }
+
+// refusedText is in x/crypto's client error once the server has refused every
+// method the client tried.
+const refusedText = "unable to authenticate"
+
+// isRefusal reports whether a dial's err is the server refusing the login.
+func isRefusal(err error) bool { return strings.Contains(err.Error(), refusedText) }
 
 // checkClosed is checkRefused for a login the server cuts short by closing
 // the connection (a blocked source, the login grace time, a signature

@@ -164,8 +164,8 @@ func TestCertForceCommandAndLineCommand(t *testing.T) {
 		out, _, _ := run(t, c, "echo asked", "")
 		c.Close()
 		t.Errorf("certificate force-command differing from command= logged in (ran %q)", strings.TrimSpace(out))
-	} else if !strings.Contains(err.Error(), "unable to authenticate") {
-		t.Errorf("certificate force-command differing from command=: %v, want the login refused (unable to authenticate)", err)
+	} else if !isRefusal(err) {
+		t.Errorf("certificate force-command differing from command=: %v, want the login refused (%s)", err, refusedText)
 	}
 	same := newCert(t, ca, userKey, func(c *gossh.Certificate) {
 		c.CriticalOptions = map[string]string{"force-command": "echo line"}
