@@ -372,10 +372,12 @@ func TestStrayRetryStoppedQuietly(t *testing.T) {
 // logged once, then again after strayRelog more, or when the error changes;
 // each line says how many went unlogged before it.
 func TestStrayFailuresLoggedSparingly(t *testing.T) {
-	a, b := errors.New("fake: CloseTunnel failed (a)"), errors.New("fake: CloseTunnel failed (b)")
+	a := errors.New("fake: CloseTunnel failed (a)")
 	answers := []error{a, a, a}
-	for range strayRelog + 2 {
-		answers = append(answers, b)
+	// (b) is a reset, from a new local port at every try: alike all the same.
+	service := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 443}
+	for i := range strayRelog + 2 {
+		answers = append(answers, netFailure(40000+i, service, errors.New("connection reset by peer (b)")))
 	}
 	cp := &fakeControlPlane{closeErrs: answers} // then the close succeeds
 	logs := &syncBuffer{t: t}
@@ -406,24 +408,25 @@ func TestStrayFailuresLoggedSparingly(t *testing.T) {
 	}
 }
 
+// netFailure is a CloseTunnel's failure as Go's HTTP client gives it: a read
+// from local port local to service (a dial, with local 0) that failed with
+// cause.
+func netFailure(local int, service *net.TCPAddr, cause error) error {
+	var src net.Addr
+	op := "dial"
+	if local != 0 {
+		src, op = &net.TCPAddr{IP: net.IPv4(10, 0, 0, 5), Port: local}, "read"
+	}
+	return fmt.Errorf("CloseTunnel: %w", &neturl.Error{Op: "Post", URL: "https://api.tunneling.iot.eu-west-1.amazonaws.com/",
+		Err: &net.OpError{Op: op, Net: "tcp", Source: src, Addr: service, Err: cause}})
+}
+
 // TestStrayFailuresAlike: failed retries are alike when only a network
 // error's addresses differ (a reset names a new local port at every try),
 // and not when its cause does.
 func TestStrayFailuresAlike(t *testing.T) {
-	const endpoint = "https://api.tunneling.iot.eu-west-1.amazonaws.com/"
 	service := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 443}
-	failed := func(local int, service *net.TCPAddr, cause error) error {
-		var src net.Addr
-		if local != 0 {
-			src = &net.TCPAddr{IP: net.IPv4(10, 0, 0, 5), Port: local}
-		}
-		op := "read"
-		if src == nil {
-			op = "dial"
-		}
-		return fmt.Errorf("CloseTunnel: %w", &neturl.Error{Op: "Post", URL: endpoint,
-			Err: &net.OpError{Op: op, Net: "tcp", Source: src, Addr: service, Err: cause}})
-	}
+	failed := netFailure
 	reset, timeout := errors.New("read: connection reset by peer"), errors.New("i/o timeout")
 	for _, tc := range []struct {
 		name  string
