@@ -175,7 +175,7 @@ func (s *Server) closeAttempt(ctx context.Context, thing, attempt string, since 
 	if len(failed) == 0 {
 		return fmt.Sprintf("The service had opened the tunnel all the same (%s): it was found by this attempt's tag and closed", strings.Join(closed, ", "))
 	}
-	msg := fmt.Sprintf("The service had opened the tunnel all the same, %d times (found by this attempt's tag): ", len(ids))
+	msg := fmt.Sprintf("The service had opened %d tunnels all the same (found by this attempt's tag): ", len(ids))
 	switch len(closed) {
 	case 0:
 	case 1:

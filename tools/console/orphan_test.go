@@ -493,15 +493,15 @@ func TestOrphanSearchFindsSeveral(t *testing.T) {
 	}{
 		{"both closed", []error{nil, nil}, "The service had opened the tunnel all the same (tunnel-a, tunnel-b): it was found by this attempt's tag and closed"},
 		{"gone and failing", []error{closeRefused("ResourceNotFoundException"), failed},
-			"The service had opened the tunnel all the same, 2 times (found by this attempt's tag): " +
+			"The service had opened 2 tunnels all the same (found by this attempt's tag): " +
 				"tunnel-a: the service no longer has it; " +
 				"closing tunnel-b failed (fake: CloseTunnel failed): this console tries again to close it every minute and at its stop; till then it stays open at the service"},
 		{"one closed", []error{failed, nil},
-			"The service had opened the tunnel all the same, 2 times (found by this attempt's tag): " +
+			"The service had opened 2 tunnels all the same (found by this attempt's tag): " +
 				"closing tunnel-a failed (fake: CloseTunnel failed): this console tries again to close it every minute and at its stop; till then it stays open at the service; " +
 				"tunnel-b was closed"},
 		{"two closed of three", []error{failed, nil, nil},
-			"The service had opened the tunnel all the same, 3 times (found by this attempt's tag): " +
+			"The service had opened 3 tunnels all the same (found by this attempt's tag): " +
 				"closing tunnel-a failed (fake: CloseTunnel failed): this console tries again to close it every minute and at its stop; till then it stays open at the service; " +
 				"tunnel-b, tunnel-c were closed"},
 	} {
