@@ -450,8 +450,11 @@ func TestDestinationRefusesMixedFormats(t *testing.T) {
 				t.Errorf("the destination logged %d changes of format, want 0:\n%s", n, logged.String())
 			}
 			// The refusing connection ended with a Close frame that the service
-			// read after the reset, not with a drop that can lose the reset.
-			if service.Count("received close frame: status = StatusProtocolError") != 1 || service.Count("msg=replaced") != 0 {
+			// read after the reset, not with a drop that can lose the reset. (A
+			// drop ends it with another error. Its "ended" line comes when the
+			// service has finished with it, which under load can be after the
+			// reconnect replaced it: "replaced" then says nothing of the Close.)
+			if service.Count("received close frame: status = StatusProtocolError") != 1 {
 				t.Errorf("the first connection did not end with a Close frame before the reconnect:\n%s", service.String())
 			}
 		})
