@@ -408,6 +408,20 @@ func TestStrayFailuresLoggedSparingly(t *testing.T) {
 	}
 }
 
+// TestStrayFirstFailureLogged: a retry's first failure is logged whatever
+// its text, an empty one too (it once matched the empty "last logged").
+func TestStrayFirstFailureLogged(t *testing.T) {
+	for _, err := range []error{errors.New(""), errors.New("fake: CloseTunnel failed")} {
+		ts := &tunnels{stray: map[string]strayTunnel{"tunnel-1": {thing: "dev1"}}}
+		if n, logIt := ts.strayFailed("tunnel-1", err); !logIt || n != 0 {
+			t.Errorf("first failure %q: logged %v with %d unlogged before it, want logged with 0", err, logIt, n)
+		}
+		if _, logIt := ts.strayFailed("tunnel-1", err); logIt {
+			t.Errorf("second failure %q, alike: logged, want it counted only", err)
+		}
+	}
+}
+
 // netFailure is a CloseTunnel's failure as Go's HTTP client gives it: a read
 // from local port local to service (a dial, with local 0) that failed with
 // cause.

@@ -213,12 +213,13 @@ type tunnels struct {
 
 // strayTunnel is a stray tunnel's thing, and when its lifetime ends at the
 // latest: it is no use closing it after that. failed is the error of the last
-// retry's close that was logged (failedAlike), and unlogged how many failed
-// alike since.
+// retry's close that was logged (failedAlike), if logged says one was, and
+// unlogged how many failed alike since.
 type strayTunnel struct {
 	thing    string
 	until    time.Time
 	failed   string
+	logged   bool
 	unlogged int
 }
 
@@ -537,9 +538,9 @@ func (ts *tunnels) strayFailed(id string, err error) (n int, logIt bool) {
 	if !ok {
 		return 0, false
 	}
-	if msg := failedAlike(err); msg != st.failed || st.unlogged >= strayRelog {
+	if msg := failedAlike(err); !st.logged || msg != st.failed || st.unlogged >= strayRelog {
 		n = st.unlogged
-		st.failed, st.unlogged, logIt = msg, 0, true
+		st.failed, st.logged, st.unlogged, logIt = msg, true, 0, true
 	} else {
 		st.unlogged++
 	}
