@@ -212,13 +212,21 @@ func (s stalledSigner) Sign(r io.Reader, data []byte) (*gossh.Signature, error) 
 func TestGraceTimeEventCarriesSessionID(t *testing.T) {
 	e := newEnv(t, func(_ *testEnv, s *Server) { s.LoginGraceTime = 300 * time.Millisecond })
 	block := make(chan struct{})
+	dialed := make(chan error, 1)
 	go func() {
-		if c, err := e.dial("root", gossh.PublicKeys(stalledSigner{e.key, block})); err == nil {
+		c, err := e.dial("root", gossh.PublicKeys(stalledSigner{e.key, block}))
+		if err == nil {
 			c.Close()
 		}
+		dialed <- err
 	}()
 	waitFor(t, "the login failure event", func() bool { return len(e.eventsOf(EventLoginFailure)) > 0 })
 	close(block)
+	// The signer fails once let go: the dial's error is the client's own and
+	// says nothing of the server. It is waited for, not left running.
+	if err := <-dialed; err == nil {
+		t.Error("a login whose signer failed was let in")
+	}
 	for _, ev := range e.eventsOf(EventLoginFailure) {
 		if ev.SessionID == "" || ev.User == "" {
 			b, _ := json.Marshal(ev)

@@ -493,9 +493,13 @@ func isRefusal(err error) bool { return strings.Contains(err.Error(), refusedTex
 // x/crypto's server rejects): the client reads EOF, or a reset where the
 // server closed with the client's bytes unread.
 func (e *testEnv) checkClosed(user string, auth ...gossh.AuthMethod) error {
-	return e.checkLoginFails(user, auth, "closed by the server (EOF or a reset)", func(err error) bool {
-		return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
-	})
+	return e.checkLoginFails(user, auth, "closed by the server (EOF or a reset)", isClosedByServer)
+}
+
+// isClosedByServer reports whether a dial's err is the server closing the
+// connection: EOF, or a reset where it closed with the client's bytes unread.
+func isClosedByServer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // checkLoginFails dials as user with auth and returns an error unless the

@@ -393,9 +393,9 @@ func TestPasswordChecksBounded(t *testing.T) {
 					// comes first: a check let run on it may still send
 					// its refusal. The grace events below say that each
 					// was cut.
-					if c, err := e.dial("root", gossh.Password("wrong")); err == nil {
-						c.Close()
-						t.Error("wrong password logged in")
+					if err := e.checkLoginFails("root", []gossh.AuthMethod{gossh.Password("wrong")},
+						"refused or closed by the server", func(err error) bool { return isRefusal(err) || isClosedByServer(err) }); err != nil {
+						t.Errorf("a wrong password past the grace time: %v", err)
 					}
 				}()
 			}
