@@ -55,6 +55,12 @@ type conn struct {
 	pinged    atomic.Bool   // ping holds a ping not answered yet
 	dropping  atomic.Bool   // closeWithin's drop: write no more frames, only the Close frame
 
+	// relaying ends when frames read from the conn are no longer relayed:
+	// at its cut, or when its token is revoked (stopRelaying), though its
+	// close handshake goes on.
+	relaying     context.Context
+	stopRelaying context.CancelFunc
+
 	mu          sync.Mutex
 	space       sync.Cond // signalled when the queue shrinks or the conn ends
 	queue       [][]byte  // complete frames waiting to be written
@@ -105,6 +111,7 @@ func newConn(s *Server, t *Tunnel, side Side, raw net.Conn, proto, channelID str
 		done: make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.relaying, c.stopRelaying = context.WithCancel(c.ctx)
 	c.space.L = &c.mu
 	if proto != SubprotocolV1 {
 		// SERVICE_IDS goes first on every V2/V3 connect, even with no services
@@ -190,10 +197,11 @@ func cleanEnd(err error, sent websocket.StatusCode, closeDone bool) bool {
 func (c *conn) enqueue(b []byte) bool { return c.enqueueWait(b, true, nil) }
 
 // relay is enqueue for a frame read from the peer's connection from: it gives
-// up, and reports false, once from is cut (replaced by a reconnect, revoked,
-// dropped), whose frames are stale; otherwise the reader of a connection that
-// has ended would wait for as long as c's client does not read, and every
-// reconnect meanwhile would leave one more.
+// up, and reports false, once from is cut (replaced by a reconnect, dropped)
+// or revoked, whose frames are stale; otherwise the reader of a connection
+// that has ended would wait for as long as c's client does not read, and
+// every reconnect meanwhile would leave one more, and a revoked client's frame
+// that waited would reach c after the SESSION_RESET tunneld sends c.
 func (c *conn) relay(b []byte, from *conn) bool { return c.enqueueWait(b, true, from) }
 
 // enqueueControl is enqueue for the service's own small frames (STREAM_RESET on a
@@ -203,11 +211,11 @@ func (c *conn) relay(b []byte, from *conn) bool { return c.enqueueWait(b, true, 
 func (c *conn) enqueueControl(b []byte) bool { return c.enqueueWait(b, false, nil) }
 
 func (c *conn) enqueueWait(b []byte, wait bool, from *conn) bool {
-	ended := func() bool { return from != nil && from.ctx.Err() != nil }
+	ended := func() bool { return from != nil && from.relaying.Err() != nil }
 	c.mu.Lock()
 	if wait && from != nil && c.queued >= maxQueued && !c.dead && c.closeCode == 0 {
-		// from's cut cancels its context: wake the wait below.
-		stop := context.AfterFunc(from.ctx, func() {
+		// from's cut or revocation ends its relaying: wake the wait below.
+		stop := context.AfterFunc(from.relaying, func() {
 			c.mu.Lock()
 			c.space.Broadcast()
 			c.mu.Unlock()

@@ -534,3 +534,39 @@ func TestRevokeCloseWhileTheClientSends(t *testing.T) {
 		t.Error("the side is still connected after RevokeClose")
 	}
 }
+
+// A frame of the revoked side that waits to be relayed to a peer whose queue
+// is full when RevokeClose comes is dropped, not relayed once the peer reads:
+// tunneld follows the rotation with a SESSION_RESET to the peer, and a frame
+// of the revoked holder after it (a STREAM_START here) would start a stream
+// at the destination for the client the rotation shut out.
+func TestRevokeCloseDropsAFrameWaitingForThePeer(t *testing.T) {
+	s, logs := loggedServer(t)
+	tun := s.OpenTunnel("SSH")
+	src, dst := pairOn(t, s, tun)
+	_, n := fillDestination(t, tun, src, dst)
+	src.Send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH"})
+	waitReceived(t, tun, n+1) // its relay waits for room
+	tun.RevokeClose(Source, "token revoked")
+	tun.SessionReset(Destination) // as tunneld's rotation does
+	src.WantClose(StatusRevoked)
+	for {
+		m := dst.MustNext()
+		if m.Type == tunnel.TypeSessionReset {
+			break
+		}
+		if m.Type != tunnel.TypeData {
+			t.Fatalf("before SESSION_RESET, the destination got %v, want the source's DATA", m)
+		}
+	}
+	// Once the source's reader has ended, its frame has been relayed or
+	// dropped: a marker sent now comes after it, if it was relayed.
+	endedLine(t, logs, Source, 10*time.Second)
+	marker := &tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 99, ServiceID: "SSH"}
+	if err := tun.Send(Destination, marker); err != nil {
+		t.Fatal(err)
+	}
+	if m := dst.MustNext(); m.Type != marker.Type || m.StreamID != marker.StreamID {
+		t.Errorf("after SESSION_RESET, the destination got %v from the revoked source, want nothing before the marker", m)
+	}
+}

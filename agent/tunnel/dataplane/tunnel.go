@@ -133,9 +133,11 @@ func (t *Tunnel) RevokeClose(side Side, reason string) (token string, closed boo
 // reader, given a frame by a detached conn, stops, and a conn that stops
 // reading with no Close under way is cut. Detached first, a frame the client
 // sent as the rotation came had it cut, and the client, with no Close frame,
-// reconnected with the revoked token. (What it sends till the detach is
-// relayed, as what it sent just before the rotation was; nothing more is
-// written to it.)
+// reconnected with the revoked token. Nothing more is written to it, and
+// nothing more it sent is relayed, a frame waiting for room in the peer's
+// queue included: the caller tells the peer next (tunneld's SESSION_RESET),
+// and a frame of the revoked client must not reach the peer after that.
+// Revoke's cut would end the wait too, but later, in its own goroutine.
 func (t *Tunnel) revoke(side Side, reason string) (token string, up bool) {
 	t.s.mu.Lock()
 	token = t.rotateLocked(side)
@@ -147,6 +149,9 @@ func (t *Tunnel) revoke(side Side, reason string) (token string, up bool) {
 		}
 	}
 	t.s.mu.Unlock()
+	if c != nil {
+		c.stopRelaying()
+	}
 	switch {
 	case c == nil:
 	case reason == "":
