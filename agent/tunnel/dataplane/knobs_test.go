@@ -570,3 +570,54 @@ func TestRevokeCloseDropsAFrameWaitingForThePeer(t *testing.T) {
 		t.Errorf("after SESSION_RESET, the destination got %v from the revoked source, want nothing before the marker", m)
 	}
 }
+
+// A handshake whose token was checked before CloseTunnel and whose 101 goes
+// out after it gets the Close frame (1000 and the reason), as a connection
+// made just before the close does, not a cut: a client takes a cut as a
+// reason to reconnect, and learns only from the refusal of that reconnect
+// that the tunnel is closed.
+func TestCloseDuringHandshake(t *testing.T) {
+	s := &Server{Logger: testLogger(t)}
+	pw := &pausingWriter{admitted: make(chan struct{}), resume: make(chan struct{})}
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pw.ResponseWriter = w
+		s.ServeHTTP(pw, r)
+	}))
+	hs.Config.ConnContext = s.ConnContext
+	hs.Start()
+	defer func() { s.Close(); hs.Close() }()
+	tun, err := s.OpenTunnel(TunnelConfig{Services: []string{"SSH"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type dialed struct {
+		ws  *websocket.Conn
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		ws, _, err := dialRaw(t, &testServer{Server: s, URL: "ws://" + strings.TrimPrefix(hs.URL, "http://")},
+			dialOpts{Mode: "destination", Token: tun.Side(Destination).Token})
+		done <- dialed{ws, err}
+	}()
+	<-pw.admitted
+	tun.CloseReason("tunnel expired")
+	close(pw.resume)
+	d := <-done
+	if d.err != nil {
+		t.Fatalf("dial: %v", d.err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		_, _, err := d.ws.Read(ctx) // SERVICE_IDS, then the close
+		if err == nil {
+			continue
+		}
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.StatusNormalClosure || ce.Reason != "tunnel expired" {
+			t.Errorf("connection ended with %v, want a Close frame 1000 %q", err, "tunnel expired")
+		}
+		break
+	}
+}

@@ -598,7 +598,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 	ws.SetReadLimit(maxWebSocketMessage)
 	c.setWS(ws)
 	if !attached {
-		// The server or the tunnel closed during the handshake.
+		// The server closed, or the token was rotated, during the handshake.
 		c.cut()
 		ws.CloseNow()
 		return nil

@@ -457,17 +457,30 @@ func (s *Server) changed(t *Tunnel) {
 // other side a STREAM_RESET for each active stream: after a reconnect (spec §3.8),
 // and also on a first connect, since streams started before it were relayed to
 // nobody (frames to an absent side are dropped) and the source would otherwise keep
-// using a stream the destination never saw. It reports false if the tunnel or
-// server closed meanwhile, or if the token c was admitted with was rotated since
-// (a Revoke between admit and attach would otherwise let it in).
+// using a stream the destination never saw. It reports false if the server
+// closed meanwhile, or if the token c was admitted with was rotated since (a
+// Revoke between admit and attach would otherwise let it in): c is to be cut.
+//
+// If the tunnel closed meanwhile, c is not attached but closed as CloseReason
+// closes the connections it finds, and attach reports true: c is to be run,
+// for its writer to send the Close frame. Cut, the client would take it for a
+// network failure and reconnect, and learn only from the refusal of that
+// reconnect that the tunnel is closed.
 func (t *Tunnel) attach(c *conn) bool {
 	s := t.s
 	s.mu.Lock()
-	if s.closed || t.closed || t.sides[c.side].token != c.token {
+	if s.closed || t.sides[c.side].token != c.token {
 		s.mu.Unlock()
 		return false
 	}
 	s.conns[c] = struct{}{}
+	if t.closed {
+		reason := t.closeReason
+		s.mu.Unlock()
+		s.log().Info("closing: the tunnel closed during the handshake", "tunnel", t.id, "side", c.side, "channel", c.channelID)
+		c.closeWith(websocket.StatusNormalClosure, reason)
+		return true
+	}
 	st := &t.sides[c.side]
 	old := st.conn
 	st.conn = c
