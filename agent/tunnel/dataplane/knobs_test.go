@@ -621,3 +621,39 @@ func TestCloseDuringHandshake(t *testing.T) {
 		break
 	}
 }
+
+// failingHijack is a ResponseWriter whose Hijack fails, after the 101 was
+// written to it.
+type failingHijack struct{ http.ResponseWriter }
+
+func (w failingHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return nil, nil, errors.New("hijack failed (test)")
+}
+
+// An upgrade whose hijack fails after the 101 leaves nothing behind: the conn
+// attached at the 101 is detached, and forgotten by the server too (Close
+// would otherwise go on cutting a conn that never ran).
+func TestFailedHijackForgotten(t *testing.T) {
+	s := &Server{Logger: testLogger(t)}
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.ServeHTTP(failingHijack{w}, r)
+	}))
+	hs.Config.ConnContext = s.ConnContext
+	hs.Start()
+	defer func() { s.Close(); hs.Close() }()
+	tun, err := s.OpenTunnel(TunnelConfig{Services: []string{"SSH"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{Server: s, URL: "ws://" + strings.TrimPrefix(hs.URL, "http://")}
+	if ws, _, err := dialRaw(t, ts, dialOpts{Mode: "destination", Token: tun.Side(Destination).Token}); err == nil {
+		ws.CloseNow()
+		t.Error("dial succeeded through a failed hijack")
+	}
+	if tun.Connected(Destination) {
+		t.Error("the destination is connected after its hijack failed")
+	}
+	if n := s.connCount(); n != 0 {
+		t.Errorf("%d conns held by the server after the hijack failed, want 0", n)
+	}
+}

@@ -579,8 +579,12 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, h *Handshake) *
 	})
 	if err != nil {
 		if attached {
-			// The hijack failed after the 101: the client sees a broken connection.
+			// The hijack failed after the 101: the client sees a broken
+			// connection. c never runs, so nothing else forgets it.
 			t.detach(c)
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
 			c.cut()
 			s.log().Info("upgrade failed", "tunnel", t.id, "side", side, "error", err)
 			return nil
