@@ -147,6 +147,17 @@ func (t tests) Run() int {
 	if code, ran := testenv.InOwnHome(); ran {
 		return code
 	}
+	// What the tests start (porthole connect, the lab's) keeps its client
+	// tokens in the user's cache directory: a run's own one, not the home of
+	// whoever runs the tests. It is below the user's, whose parents others
+	// cannot write, for SafeDir.
+	cache, err := SafeCacheDir()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "stack: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(cache)
+	os.Setenv("XDG_CACHE_HOME", cache)
 	buildOnce.Lock()
 	buildOnce.main = true
 	buildOnce.Unlock()
@@ -193,20 +204,31 @@ func Build(tb testing.TB) string {
 // SafeDir is a temporary directory whose parents nobody else can write: sshd
 // refuses authorized_keys files anywhere else (like OpenSSH's StrictModes).
 func SafeDir(tb testing.TB) string {
-	base, err := os.UserCacheDir()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	base = filepath.Join(base, "porthole-test")
-	if err := os.MkdirAll(base, 0o700); err != nil {
-		tb.Fatal(err)
-	}
-	d, err := os.MkdirTemp(base, "stack")
+	d, err := safeTemp("stack")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(d) })
 	return d
+}
+
+// SafeCacheDir is a new directory, for a test process's XDG_CACHE_HOME, whose
+// parents nobody else can write (SafeDir's are below it then). The caller
+// removes it.
+func SafeCacheDir() (string, error) { return safeTemp("cache") }
+
+// safeTemp makes a new directory named from prefix below the user's cache
+// directory.
+func safeTemp(prefix string) (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	base = filepath.Join(base, "porthole-test")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", err
+	}
+	return os.MkdirTemp(base, prefix)
 }
 
 // Start runs the broker, tunneld and the agent, and waits for the agent's MQTT
