@@ -103,6 +103,9 @@ type Config struct {
 	// beforeLock runs between checking DataDir and making and locking it;
 	// nil means nothing. Tests make another user's directory there.
 	beforeLock func()
+	// beforeCommit runs in commit, between an API call's change and the save
+	// that makes it durable; nil means nothing. Tests hold a call there.
+	beforeCommit func()
 }
 
 // requestReadTimeout is how long a client has to send a whole request: a control
@@ -470,6 +473,12 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 	s.tunnels[id] = r
 	s.sweepAt = time.Time{}
 	src, dst := r.dp.Side(dataplane.Source).Token, r.dp.Side(dataplane.Destination).Token
+	// With the change: an error below forgets the tunnel, which is right
+	// only if no written snapshot holds it. A ticket taken later would not be
+	// covered by a snapshot taken meanwhile, whose write (another call's, or
+	// the last one at a stop) left the tunnel open in the file, to be
+	// notified and kept open by the next instance.
+	ticket := s.saveTicketLocked()
 	s.mu.Unlock()
 
 	var thing string
@@ -477,7 +486,7 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 	if dc := in.DestinationConfig; dc != nil {
 		thing, services = dc.ThingName, dc.Services
 	}
-	if err := s.commit(notify); err != nil {
+	if err := s.commitThrough(ticket, notify); err != nil {
 		// No one has its tokens: a tunnel left open would only count against
 		// the limit, and be notified to its thing.
 		s.mu.Lock()
@@ -717,7 +726,18 @@ func (s *Server) closeLocked(r *record, reason string, at time.Time) {
 // a restart (a closed tunnel open again, a revoked token valid again). The
 // change stays in memory, and the next save that works keeps it.
 func (s *Server) commit(notify bool) error {
-	if err := s.save(); err != nil {
+	s.mu.Lock()
+	ticket := s.saveTicketLocked()
+	s.mu.Unlock()
+	return s.commitThrough(ticket, notify)
+}
+
+// commitThrough is commit with a ticket taken already (saveTicketLocked).
+func (s *Server) commitThrough(ticket uint64, notify bool) error {
+	if s.cfg.beforeCommit != nil {
+		s.cfg.beforeCommit()
+	}
+	if err := s.saveThrough(ticket); err != nil {
 		s.log.Error("saving state", "err", err)
 		return &APIError{Type: ErrTypeInternalFailure, Status: http.StatusInternalServerError,
 			Message: "the tunneling service could not save its state (its log says why); the change may not survive a restart"}

@@ -105,22 +105,37 @@ func (s *Server) load() error {
 // handshake's 101 waits for its save) share writes instead of waiting for one
 // each.
 func (s *Server) save() error {
-	if s.cfg.DataDir == "" {
-		return nil
-	}
 	// Group commit: a ticket taken after the caller's change; a save whose
 	// snapshot came after it (through >= ticket) covers the caller too.
 	s.mu.Lock()
-	s.saveTickets++
-	ticket := s.saveTickets
+	ticket := s.saveTicketLocked()
 	s.mu.Unlock()
+	return s.saveThrough(ticket)
+}
+
+// saveTicketLocked takes a ticket for the state as it is: every snapshot
+// taken from now on covers it. A change that takes its ticket under s.mu
+// with the change is covered by exactly the snapshots that hold the change.
+func (s *Server) saveTicketLocked() uint64 {
+	s.saveTickets++
+	return s.saveTickets
+}
+
+// saveThrough is save with a ticket taken already: it returns once a
+// successful write covers the ticket.
+func (s *Server) saveThrough(ticket uint64) error {
+	if s.cfg.DataDir == "" {
+		return nil
+	}
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
-	if s.saveEnded {
-		return errStopped
-	}
+	// Covered first: the last save, at a stop, may have written the change
+	// already, and the next instance has it.
 	if s.savedThrough >= ticket {
 		return nil
+	}
+	if s.saveEnded {
+		return errStopped
 	}
 	s.mu.Lock()
 	through := s.saveTickets

@@ -1,0 +1,142 @@
+package tunneld
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+)
+
+// commitGate holds the next commit, once armed, at Config.beforeCommit: the
+// call it belongs to has made its change and not yet saved it.
+type commitGate struct {
+	armed  atomic.Bool
+	held   chan struct{} // closed when a commit is held
+	resume chan struct{} // closed by the test to let it go on
+}
+
+func newCommitGate() *commitGate {
+	return &commitGate{held: make(chan struct{}), resume: make(chan struct{})}
+}
+
+func (g *commitGate) beforeCommit() {
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.held)
+		<-g.resume
+	}
+}
+
+// savedTunnels reads the state file as a restart after a kill -9 would find
+// it: each tunnel's status by id.
+func savedTunnels(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	m := make(map[string]string)
+	for _, r := range st.Tunnels {
+		m[r.ID] = r.Status
+	}
+	return m
+}
+
+type openResult struct {
+	out *OpenTunnelOutput
+	err error
+}
+
+// checkOpenSaved fails unless the state file agrees with what OpenTunnel
+// answered: the tunnel open in it after a success, absent after an error
+// (OpenTunnel forgets a tunnel it could not save; one left in the file
+// would be open again after a restart, notified to its thing, with tokens
+// nobody was given). before are the tunnels there before the open.
+func checkOpenSaved(t *testing.T, res openResult, saved map[string]string, before ...string) {
+	t.Helper()
+	for _, id := range before {
+		delete(saved, id)
+	}
+	if res.err == nil {
+		if saved[res.out.TunnelID] != StatusOpen || len(saved) != 1 {
+			t.Errorf("OpenTunnel answered %s, but the state file holds %v besides the tunnels before", res.out.TunnelID, saved)
+		}
+		return
+	}
+	if len(saved) != 0 {
+		t.Errorf("OpenTunnel answered %v, but the state file holds %v besides the tunnels before: open again after a restart", res.err, saved)
+	}
+}
+
+// An OpenTunnel whose change the server's last save wrote, as the server
+// stops, is answered with its tokens: the next instance has the tunnel. It
+// was answered with an error (the save had ended) and forgotten, while the
+// file kept it open and its notification pending.
+func TestOpenDuringStopAgreesWithFile(t *testing.T) {
+	dir := t.TempDir()
+	gate := newCommitGate()
+	s, err := New(Config{DataDir: dir, Logger: testLogger(t), beforeCommit: gate.beforeCommit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate.armed.Store(true)
+	done := make(chan openResult, 1)
+	go func() {
+		out, err := s.OpenTunnel(context.Background(), &OpenTunnelInput{DestinationConfig: &DestinationConfig{ThingName: "dev1", Services: []string{"SSH"}}})
+		done <- openResult{out, err}
+	}()
+	<-gate.held
+	s.Close() // its last save finds the tunnel opened
+	close(gate.resume)
+	res := <-done
+	checkOpenSaved(t, res, savedTunnels(t, dir))
+}
+
+// An OpenTunnel whose change another call's save wrote is answered with its
+// tokens even if its own write then fails: it was answered with an error and
+// forgotten, while the file kept it open until some later save.
+func TestOpenSavedByAnotherWriteAgreesWithFile(t *testing.T) {
+	dir := t.TempDir()
+	gate := newCommitGate()
+	s, err := New(Config{DataDir: dir, Logger: testLogger(t), beforeCommit: gate.beforeCommit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	other, err := s.OpenTunnel(ctx, &OpenTunnelInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate.armed.Store(true)
+	done := make(chan openResult, 1)
+	go func() {
+		out, err := s.OpenTunnel(ctx, &OpenTunnelInput{})
+		done <- openResult{out, err}
+	}()
+	<-gate.held
+	// Written with the tunnel being opened in it.
+	if err := s.TagResource(ctx, &TagResourceInput{ResourceArn: other.TunnelArn, Tags: []Tag{{"k", "v"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Every write from now on fails (a full disk). Under saveMu, which
+	// every read of writeState is.
+	s.saveMu.Lock()
+	defer func(w func(string, os.FileMode, func(io.Writer) error) error) {
+		s.saveMu.Lock()
+		writeState = w
+		s.saveMu.Unlock()
+	}(writeState)
+	writeState = func(string, os.FileMode, func(io.Writer) error) error { return errors.New("no space left on device") }
+	s.saveMu.Unlock()
+	close(gate.resume)
+	res := <-done
+	checkOpenSaved(t, res, savedTunnels(t, dir), other.TunnelID)
+}
