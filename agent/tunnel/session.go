@@ -802,6 +802,13 @@ func (l *link) pumpUp(conn io.Reader) {
 		if n > 0 && !l.quiet.Load() {
 			m.Payload = buf[:n]
 			if l.s.send(&m) != nil { // sent, or failed, when it returns: buf is free
+				// The session is ending (a failed send ends it): the
+				// connection is closed as teardown closes it, with a reset
+				// if cut short. Closed with a FIN here first, an upload to
+				// a target that answered as it read looked whole to it.
+				if l.cut() {
+					l.reset.Store(true)
+				}
 				l.end()
 				return
 			}

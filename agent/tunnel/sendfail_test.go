@@ -1,0 +1,64 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestFailedSendResetsTheLocalConnection: a link whose DATA cannot be sent
+// (the WebSocket lost, or the agent stopping) has had its local connection
+// cut short, and closes it as teardown would, with a TCP reset. It closed it
+// with a FIN before teardown came: an upload to a target that answered as it
+// read (an echo, progress lines) ended with a clean EOF at the target, a
+// truncated upload that looked whole.
+func TestFailedSendResetsTheLocalConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	agentEnd, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	targetEnd, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer targetEnd.Close()
+
+	// A WebSocket whose writes fail, as a lost one's do.
+	life, cancel := context.WithCancelCause(context.Background())
+	ws := newWSConn(fakeConn{w: failAfter{syscall.EPIPE}}, nil, [32]byte{})
+	c := &Conn{ws: ws, life: life, cancel: cancel, log: slog.New(slog.DiscardHandler)}
+	s := newSession(context.Background(), c, engineOptions{chunk: MaxPayload, maxConns: 8, stall: time.Minute,
+		log: slog.New(slog.DiscardHandler)})
+	s.mu.Lock()
+	s.version = V3
+	st := &stream{id: 1, target: "SSH", links: map[uint32]*link{}}
+	s.streams["SSH"] = st
+	l := s.newLinkLocked(st, "SSH", 1)
+	s.mu.Unlock()
+	l.start(agentEnd, nil)
+
+	// The target answers; the link reads it and cannot send it on.
+	if _, err := targetEnd.Write([]byte("42% done\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the link did not end after its send failed")
+	}
+	targetEnd.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = targetEnd.Read(make([]byte, 64))
+	s.teardown()
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the target's read after the failed send: %v; want ECONNRESET (a FIN: a cut upload looks whole)", err)
+	}
+}
