@@ -62,3 +62,48 @@ func TestFailedSendResetsTheLocalConnection(t *testing.T) {
 		t.Fatalf("the target's read after the failed send: %v; want ECONNRESET (a FIN: a cut upload looks whole)", err)
 	}
 }
+
+// TestFailedStartResetsTheLocalConnection: a source whose STREAM_START cannot
+// be sent (the WebSocket lost as the client connected) turns the client away
+// with a TCP reset, as it does one that comes while the tunnel is not ready
+// (abortConn): closed with a FIN, a raw download (nc > file) was a whole,
+// empty one.
+func TestFailedStartResetsTheLocalConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	accepted, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	life, cancel := context.WithCancelCause(context.Background())
+	ws := newWSConn(fakeConn{w: failAfter{syscall.EPIPE}}, nil, [32]byte{})
+	c := &Conn{ws: ws, life: life, cancel: cancel, log: slog.New(slog.DiscardHandler)}
+	s := newSession(context.Background(), c, engineOptions{chunk: MaxPayload, maxConns: 8, stall: time.Minute,
+		log: slog.New(slog.DiscardHandler)})
+	s.version, s.source, s.gotIDs = V3, true, true
+	src := &Source{}
+	l := src.open(s, serviceRoute{wire: "SSH", name: "SSH"}, accepted)
+	if l == nil {
+		t.Fatal("open refused the connection before its STREAM_START")
+	}
+	select {
+	case <-l.idle:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the link did not end after its STREAM_START failed")
+	}
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = client.Read(make([]byte, 64))
+	s.teardown()
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the client's read after the failed STREAM_START: %v; want ECONNRESET (a FIN: an empty download looks whole)", err)
+	}
+}

@@ -619,6 +619,10 @@ func (src *Source) open(s *session, r serviceRoute, conn io.ReadWriteCloser) *li
 		o.supersede()
 	}
 	if err := s.send(&m); err != nil {
+		// Turned away with a reset, as abortConn turns away one that comes
+		// before the tunnel is ready: a FIN made a raw download a whole,
+		// empty one.
+		l.reset.Store(true)
 		l.end() // start then closes conn
 	} else {
 		s.opt.log.Debug("connection started", l.attrs()...)
