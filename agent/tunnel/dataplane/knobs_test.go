@@ -442,30 +442,21 @@ func (w *pausingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // not leave a connection made with the revoked token attached: Revoke is how a
 // leaked token is taken back (tunneld's RotateTunnelAccessToken).
 func TestRevokeDuringHandshake(t *testing.T) {
-	s := &Server{Logger: testLogger(t)}
 	pw := &pausingWriter{admitted: make(chan struct{}), resume: make(chan struct{})}
-	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts, tun := serveThrough(t, func(w http.ResponseWriter) http.ResponseWriter {
 		pw.ResponseWriter = w
-		s.ServeHTTP(pw, r)
-	}))
-	hs.Config.ConnContext = s.ConnContext
-	hs.Start()
-	defer func() { s.Close(); hs.Close() }()
-	tun, err := s.OpenTunnel(TunnelConfig{Services: []string{"SSH"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+		return pw
+	})
 	leaked := tun.Side(Destination).Token
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := dialRaw(t, &testServer{Server: s, URL: "ws://" + strings.TrimPrefix(hs.URL, "http://")},
-			dialOpts{Mode: "destination", Token: leaked})
+		_, _, err := dialRaw(t, ts, dialOpts{Mode: "destination", Token: leaked})
 		done <- err
 	}()
 	<-pw.admitted
 	fresh, _ := tun.Revoke(Destination)
 	close(pw.resume)
-	err = <-done
+	err := <-done
 	time.Sleep(100 * time.Millisecond)
 	if tun.Connected(Destination) {
 		t.Errorf("after Revoke, a WebSocket made with the revoked token is connected (dial err %v); the fresh token %.4s... is unused", err, fresh)
@@ -577,27 +568,18 @@ func TestRevokeCloseDropsAFrameWaitingForThePeer(t *testing.T) {
 // reason to reconnect, and learns only from the refusal of that reconnect
 // that the tunnel is closed.
 func TestCloseDuringHandshake(t *testing.T) {
-	s := &Server{Logger: testLogger(t)}
 	pw := &pausingWriter{admitted: make(chan struct{}), resume: make(chan struct{})}
-	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts, tun := serveThrough(t, func(w http.ResponseWriter) http.ResponseWriter {
 		pw.ResponseWriter = w
-		s.ServeHTTP(pw, r)
-	}))
-	hs.Config.ConnContext = s.ConnContext
-	hs.Start()
-	defer func() { s.Close(); hs.Close() }()
-	tun, err := s.OpenTunnel(TunnelConfig{Services: []string{"SSH"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+		return pw
+	})
 	type dialed struct {
 		ws  *websocket.Conn
 		err error
 	}
 	done := make(chan dialed, 1)
 	go func() {
-		ws, _, err := dialRaw(t, &testServer{Server: s, URL: "ws://" + strings.TrimPrefix(hs.URL, "http://")},
-			dialOpts{Mode: "destination", Token: tun.Side(Destination).Token})
+		ws, _, err := dialRaw(t, ts, dialOpts{Mode: "destination", Token: tun.Side(Destination).Token})
 		done <- dialed{ws, err}
 	}()
 	<-pw.admitted
@@ -634,18 +616,7 @@ func (w failingHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // attached at the 101 is detached, and forgotten by the server too (Close
 // would otherwise go on cutting a conn that never ran).
 func TestFailedHijackForgotten(t *testing.T) {
-	s := &Server{Logger: testLogger(t)}
-	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.ServeHTTP(failingHijack{w}, r)
-	}))
-	hs.Config.ConnContext = s.ConnContext
-	hs.Start()
-	defer func() { s.Close(); hs.Close() }()
-	tun, err := s.OpenTunnel(TunnelConfig{Services: []string{"SSH"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := &testServer{Server: s, URL: "ws://" + strings.TrimPrefix(hs.URL, "http://")}
+	ts, tun := serveThrough(t, func(w http.ResponseWriter) http.ResponseWriter { return failingHijack{w} })
 	if ws, _, err := dialRaw(t, ts, dialOpts{Mode: "destination", Token: tun.Side(Destination).Token}); err == nil {
 		ws.CloseNow()
 		t.Error("dial succeeded through a failed hijack")
@@ -653,7 +624,26 @@ func TestFailedHijackForgotten(t *testing.T) {
 	if tun.Connected(Destination) {
 		t.Error("the destination is connected after its hijack failed")
 	}
-	if n := s.connCount(); n != 0 {
+	if n := ts.connCount(); n != 0 {
 		t.Errorf("%d conns held by the server after the hijack failed, want 0", n)
 	}
+}
+
+// serveThrough serves a new data plane over HTTP, with each handshake's
+// ResponseWriter wrapped by wrap, and opens a tunnel with service SSH on it;
+// both are closed at the end of the test.
+func serveThrough(t *testing.T, wrap func(http.ResponseWriter) http.ResponseWriter) (*testServer, *Tunnel) {
+	t.Helper()
+	s := &Server{Logger: testLogger(t)}
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.ServeHTTP(wrap(w), r)
+	}))
+	hs.Config.ConnContext = s.ConnContext
+	hs.Start()
+	t.Cleanup(func() { s.Close(); hs.Close() })
+	tun, err := s.OpenTunnel(TunnelConfig{Services: []string{"SSH"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testServer{Server: s, URL: "ws://" + strings.TrimPrefix(hs.URL, "http://")}, tun
 }
