@@ -140,3 +140,56 @@ func TestOpenSavedByAnotherWriteAgreesWithFile(t *testing.T) {
 	res := <-done
 	checkOpenSaved(t, res, savedTunnels(t, dir), other.TunnelID)
 }
+
+// An OpenTunnel whose own write failed, but whose change a later write of
+// another call saved before OpenTunnel forgot the tunnel, is answered with its
+// tokens: it was answered with an error and forgotten, while the file kept the
+// tunnel open, its notification pending, until some later save.
+func TestOpenSavedAfterItsWriteFailedAgreesWithFile(t *testing.T) {
+	dir := t.TempDir()
+	var armed atomic.Bool
+	var s *Server
+	var other *OpenTunnelOutput
+	var otherErr error
+	afterFailedCommit := func() {
+		if armed.CompareAndSwap(true, false) {
+			// Written with the tunnel being opened in it.
+			otherErr = s.TagResource(context.Background(), &TagResourceInput{ResourceArn: other.TunnelArn, Tags: []Tag{{"k", "v"}}})
+		}
+	}
+	s, err := New(Config{DataDir: dir, Logger: testLogger(t), afterFailedCommit: afterFailedCommit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if other, err = s.OpenTunnel(ctx, &OpenTunnelInput{}); err != nil {
+		t.Fatal(err)
+	}
+	// The next write fails (a full disk for a moment), the later ones do
+	// not. Under saveMu, which every read of writeState is.
+	s.saveMu.Lock()
+	defer func(w func(string, os.FileMode, func(io.Writer) error) error) {
+		s.saveMu.Lock()
+		writeState = w
+		s.saveMu.Unlock()
+	}(writeState)
+	write, failed := writeState, false
+	writeState = func(path string, mode os.FileMode, f func(io.Writer) error) error {
+		if !failed {
+			failed = true
+			return errors.New("no space left on device")
+		}
+		return write(path, mode, f)
+	}
+	s.saveMu.Unlock()
+	armed.Store(true)
+	out, err := s.OpenTunnel(ctx, &OpenTunnelInput{})
+	if otherErr != nil {
+		t.Fatal(otherErr)
+	}
+	if !failed || armed.Load() {
+		t.Fatal("OpenTunnel's write did not fail, or no other write followed it")
+	}
+	checkOpenSaved(t, openResult{out, err}, savedTunnels(t, dir), other.TunnelID)
+}

@@ -106,6 +106,10 @@ type Config struct {
 	// beforeCommit runs in commit, between an API call's change and the save
 	// that makes it durable; nil means nothing. Tests hold a call there.
 	beforeCommit func()
+	// afterFailedCommit runs in commit after its save failed, before the
+	// caller answers the error; nil means nothing. Tests let another call's
+	// save run there.
+	afterFailedCommit func()
 }
 
 // requestReadTimeout is how long a client has to send a whole request: a control
@@ -488,12 +492,16 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 	}
 	if err := s.commitThrough(ticket, notify); err != nil {
 		// No one has its tokens: a tunnel left open would only count against
-		// the limit, and be notified to its thing.
-		s.mu.Lock()
-		s.closeLocked(r, "tunnel closed", s.now())
-		s.forgetLocked(r)
-		s.mu.Unlock()
-		return nil, err
+		// the limit, and be notified to its thing. Unless a write since
+		// (another call's, once this one's failed) has it open in the file:
+		// then it is answered as saved.
+		if s.forgetUnsaved(r, ticket) {
+			return nil, err
+		}
+		s.log.Info("the tunnel's save failed, but a later one wrote it", "tunnel", id)
+		if notify {
+			s.signal(s.wake)
+		}
 	}
 	s.log.Info("tunnel opened", append([]any{"tunnel", id, "thing", thing, "services", services, "lifetime_min", lifetime,
 		"source_token", fingerprint(src), "destination_token", fingerprint(dst)}, callerAttrs(ctx)...)...)
@@ -739,6 +747,9 @@ func (s *Server) commitThrough(ticket uint64, notify bool) error {
 	}
 	if err := s.saveThrough(ticket); err != nil {
 		s.log.Error("saving state", "err", err)
+		if s.cfg.afterFailedCommit != nil {
+			s.cfg.afterFailedCommit()
+		}
 		return &APIError{Type: ErrTypeInternalFailure, Status: http.StatusInternalServerError,
 			Message: "the tunneling service could not save its state (its log says why); the change may not survive a restart"}
 	}

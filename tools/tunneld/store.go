@@ -167,6 +167,26 @@ func (s *Server) saveThrough(ticket uint64) error {
 	return nil
 }
 
+// forgetUnsaved closes and forgets r, whose change took ticket and whose
+// save failed, and reports true, unless a successful write covers the ticket
+// after all: one that began after the failed one, with r in its snapshot. It
+// decides under saveMu, so that no snapshot is taken between the check and
+// the forget: one taken after the failure and before the forget wrote r open
+// to the file, where it stayed until some later save, while the caller was
+// told it failed.
+func (s *Server) forgetUnsaved(r *record, ticket uint64) bool {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	if s.savedThrough >= ticket {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked(r, "tunnel closed", s.now())
+	s.forgetLocked(r)
+	return true
+}
+
 // writeState writes the state file: a variable for tests, which count writes.
 var writeState = atomicfile.WriteFunc
 
