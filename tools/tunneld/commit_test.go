@@ -49,6 +49,23 @@ func savedTunnels(t *testing.T, dir string) map[string]string {
 	return m
 }
 
+// writeFunc is writeState's type.
+type writeFunc = func(string, os.FileMode, func(io.Writer) error) error
+
+// replaceWriteState makes writeState wrap(writeState) and returns what puts
+// it back; both under s's saveMu, which every read of writeState is.
+func replaceWriteState(s *Server, wrap func(write writeFunc) writeFunc) (restore func()) {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	old := writeState
+	writeState = wrap(old)
+	return func() {
+		s.saveMu.Lock()
+		defer s.saveMu.Unlock()
+		writeState = old
+	}
+}
+
 type openResult struct {
 	out *OpenTunnelOutput
 	err error
@@ -126,16 +143,10 @@ func TestOpenSavedByAnotherWriteAgreesWithFile(t *testing.T) {
 	if err := s.TagResource(ctx, &TagResourceInput{ResourceArn: other.TunnelArn, Tags: []Tag{{"k", "v"}}}); err != nil {
 		t.Fatal(err)
 	}
-	// Every write from now on fails (a full disk). Under saveMu, which
-	// every read of writeState is.
-	s.saveMu.Lock()
-	defer func(w func(string, os.FileMode, func(io.Writer) error) error) {
-		s.saveMu.Lock()
-		writeState = w
-		s.saveMu.Unlock()
-	}(writeState)
-	writeState = func(string, os.FileMode, func(io.Writer) error) error { return errors.New("no space left on device") }
-	s.saveMu.Unlock()
+	// Every write from now on fails (a full disk).
+	defer replaceWriteState(s, func(writeFunc) writeFunc {
+		return func(string, os.FileMode, func(io.Writer) error) error { return errors.New("no space left on device") }
+	})()
 	close(gate.resume)
 	res := <-done
 	checkOpenSaved(t, res, savedTunnels(t, dir), other.TunnelID)
@@ -167,22 +178,17 @@ func TestOpenSavedAfterItsWriteFailedAgreesWithFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The next write fails (a full disk for a moment), the later ones do
-	// not. Under saveMu, which every read of writeState is.
-	s.saveMu.Lock()
-	defer func(w func(string, os.FileMode, func(io.Writer) error) error) {
-		s.saveMu.Lock()
-		writeState = w
-		s.saveMu.Unlock()
-	}(writeState)
-	write, failed := writeState, false
-	writeState = func(path string, mode os.FileMode, f func(io.Writer) error) error {
-		if !failed {
-			failed = true
-			return errors.New("no space left on device")
+	// not.
+	failed := false
+	defer replaceWriteState(s, func(write writeFunc) writeFunc {
+		return func(path string, mode os.FileMode, f func(io.Writer) error) error {
+			if !failed {
+				failed = true
+				return errors.New("no space left on device")
+			}
+			return write(path, mode, f)
 		}
-		return write(path, mode, f)
-	}
-	s.saveMu.Unlock()
+	})()
 	armed.Store(true)
 	out, err := s.OpenTunnel(ctx, &OpenTunnelInput{})
 	if otherErr != nil {
