@@ -156,7 +156,7 @@ func (t tests) Run() int {
 	// took twice as long, its board test 86 s instead of 10) and the boards'
 	// Debian packages (board/fetch.sh takes PORTHOLE_CACHE first).
 	keepCaches()
-	cache, err := SafeCacheDir()
+	cache, err := safeTemp("cache")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "stack: %v\n", err)
 		return 1
@@ -232,13 +232,8 @@ func SafeDir(tb testing.TB) string {
 	return d
 }
 
-// SafeCacheDir is a new directory, for a test process's XDG_CACHE_HOME, whose
-// parents nobody else can write (SafeDir's are below it then). The caller
-// removes it.
-func SafeCacheDir() (string, error) { return safeTemp("cache") }
-
 // safeTemp makes a new directory named from prefix below the user's cache
-// directory.
+// directory, whose parents nobody else can write.
 func safeTemp(prefix string) (string, error) {
 	base, err := os.UserCacheDir()
 	if err != nil {
