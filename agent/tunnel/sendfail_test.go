@@ -31,17 +31,7 @@ func TestFailedSendResetsTheLocalConnection(t *testing.T) {
 	if _, err := targetEnd.Write([]byte("42% done\n")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-l.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the link did not end after its send failed")
-	}
-	targetEnd.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err := targetEnd.Read(make([]byte, 64))
-	s.teardown()
-	if !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("the target's read after the failed send: %v; want ECONNRESET (a FIN: a cut upload looks whole)", err)
-	}
+	checkReset(t, s, l.done, targetEnd, "the failed send (a FIN: a cut upload looks whole)")
 }
 
 // TestFailedStartResetsTheLocalConnection: a source whose STREAM_START cannot
@@ -58,16 +48,24 @@ func TestFailedStartResetsTheLocalConnection(t *testing.T) {
 	if l == nil {
 		t.Fatal("open refused the connection before its STREAM_START")
 	}
+	checkReset(t, s, l.idle, client, "the failed STREAM_START (a FIN: an empty download looks whole)")
+}
+
+// checkReset waits for a link of s to end (ended), then reads conn, its local
+// connection's other end, after the failure named: the read must fail with a
+// TCP reset. s is torn down after the read.
+func checkReset(t *testing.T, s *session, ended <-chan struct{}, conn net.Conn, after string) {
+	t.Helper()
 	select {
-	case <-l.idle:
+	case <-ended:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the link did not end after its STREAM_START failed")
+		t.Fatalf("the link did not end after %s", after)
 	}
-	client.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err := client.Read(make([]byte, 64))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := conn.Read(make([]byte, 64))
 	s.teardown()
 	if !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("the client's read after the failed STREAM_START: %v; want ECONNRESET (a FIN: an empty download looks whole)", err)
+		t.Fatalf("the read after %s: %v; want ECONNRESET", after, err)
 	}
 }
 
