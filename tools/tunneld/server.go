@@ -708,9 +708,11 @@ func (s *Server) registerLocked(r *record) error {
 }
 
 // syncLocked copies the data plane's token and connection state into r.
-func (s *Server) syncLocked(r *record) {
-	for i := range r.Tokens {
-		st := r.dp.Side(dataplane.Side(i))
+func (s *Server) syncLocked(r *record) { r.sync(s.dp.Sides([]*dataplane.Tunnel{r.dp})[0]) }
+
+// sync copies sides, a snapshot of r's data-plane tunnel, into r.
+func (r *record) sync(sides [2]dataplane.SideState) {
+	for i, st := range sides {
 		r.Tokens[i], r.Used[i], r.ClientTokens[i], r.SideUpdated[i] = st.Token, st.Used, st.ClientToken, st.LastUpdated
 	}
 }
@@ -774,17 +776,16 @@ func (s *Server) durableChanged() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.tunnels {
-		if r.saved != durableOf(r.dp) || r.savedPending != r.NotifyPending {
+		if r.saved != durableOf(s.dp.Sides([]*dataplane.Tunnel{r.dp})[0]) || r.savedPending != r.NotifyPending {
 			return true
 		}
 	}
 	return false
 }
 
-// durableOf is the token state of both sides of t, as saved.
-func durableOf(t *dataplane.Tunnel) (d [2]durableSide) {
-	for i := range d {
-		st := t.Side(dataplane.Side(i))
+// durableOf is the token state of a tunnel's sides, as saved.
+func durableOf(sides [2]dataplane.SideState) (d [2]durableSide) {
+	for i, st := range sides {
 		d[i] = durableSide{token: st.Token, clientToken: st.ClientToken, used: st.Used}
 	}
 	return d

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 	"github.com/porthole-iot/porthole/tools/internal/atomicfile"
 )
 
@@ -85,7 +86,7 @@ func (s *Server) load() error {
 			return fmt.Errorf("restoring tunnel %s: %w", r.ID, err)
 		}
 		s.restoreRevokedLocked(r)
-		r.saved, r.savedPending = durableOf(r.dp), r.NotifyPending
+		r.saved, r.savedPending = durableOf(s.dp.Sides([]*dataplane.Tunnel{r.dp})[0]), r.NotifyPending
 		s.tunnels[r.ID] = r
 	}
 	s.trimClosedLocked() // the limit may have been lowered
@@ -144,10 +145,19 @@ func (s *Server) saveThrough(ticket uint64) error {
 		sides   [2]durableSide
 		pending bool
 	}
-	written := make(map[*record]durable, len(s.tunnels))
+	// The data plane's state of every tunnel at one instant: its client
+	// tokens move between tunnels without s.mu (a failed upgrade gives one
+	// back, another tunnel's handshake takes it).
+	rs := make([]*record, 0, len(s.tunnels))
+	dps := make([]*dataplane.Tunnel, 0, len(s.tunnels))
 	for _, r := range s.tunnels {
-		s.syncLocked(r)
-		written[r] = durable{durableOf(r.dp), r.NotifyPending}
+		rs, dps = append(rs, r), append(dps, r.dp)
+	}
+	sides := s.dp.Sides(dps)
+	written := make(map[*record]durable, len(rs))
+	for i, r := range rs {
+		r.sync(sides[i])
+		written[r] = durable{durableOf(sides[i]), r.NotifyPending}
 		c := *r
 		c.Tags, c.Dest, c.Revoked = slices.Clone(r.Tags), cloneDest(r.Dest), slices.Clone(r.Revoked)
 		st.Tunnels = append(st.Tunnels, &c)

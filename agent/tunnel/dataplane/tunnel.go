@@ -76,11 +76,30 @@ func (t *Tunnel) Services() []string { return slices.Clone(t.services) }
 func (t *Tunnel) Side(side Side) SideState {
 	t.s.mu.Lock()
 	defer t.s.mu.Unlock()
+	return t.sideLocked(side)
+}
+
+func (t *Tunnel) sideLocked(side Side) SideState {
 	st := &t.sides[side]
 	return SideState{
 		Token: st.token, Used: st.used, ClientToken: st.clientToken,
 		Connected: st.conn != nil, Connects: st.connects, LastUpdated: st.lastUpdated,
 	}
+}
+
+// Sides returns a snapshot of both sides of each of ts, all taken at one
+// instant. Side by side, tunnel by tunnel, a client token that one side gave
+// back (a failed upgrade) and another side then took could be in both
+// snapshots; a service that saves them (tunneld) would write a state whose
+// load OpenTunnel refuses, the client token being registered already.
+func (s *Server) Sides(ts []*Tunnel) [][2]SideState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([][2]SideState, len(ts))
+	for i, t := range ts {
+		out[i] = [2]SideState{t.sideLocked(Source), t.sideLocked(Destination)}
+	}
+	return out
 }
 
 // Closed reports whether Close was called.
