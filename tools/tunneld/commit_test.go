@@ -5,10 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 )
 
 // commitGate holds the next commit, once armed, at Config.beforeCommit: the
@@ -198,4 +203,78 @@ func TestOpenSavedAfterItsWriteFailedAgreesWithFile(t *testing.T) {
 		t.Fatal("OpenTunnel's write did not fail, or no other write followed it")
 	}
 	checkOpenSaved(t, openResult{out, err}, savedTunnels(t, dir), other.TunnelID)
+}
+
+// savedRecord reads tunnel id's record from the state file.
+func savedRecord(t *testing.T, dir, id string) *record {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range st.Tunnels {
+		if r.ID == id {
+			return r
+		}
+	}
+	t.Fatalf("tunnel %s is not in the state file", id)
+	return nil
+}
+
+// A first connect whose use could not be saved gives its token back, and the
+// state file follows even when another call's save wrote the token used in
+// the meantime: it kept saying so, and after a kill -9 the token's real first
+// connect was refused as used.
+func TestGivenBackTokenSaved(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{DataDir: dir, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	out, err := s.OpenTunnel(ctx, &OpenTunnelInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first use's write fails (a full disk for a moment); before its
+	// handshake is refused, another call saves, with the token used.
+	var armed atomic.Bool
+	defer replaceWriteState(s, func(write writeFunc) writeFunc {
+		return func(path string, mode os.FileMode, f func(io.Writer) error) error {
+			if armed.CompareAndSwap(true, false) {
+				return errors.New("no space left on device")
+			}
+			return write(path, mode, f)
+		}
+	})()
+	firstUse := s.dp.OnFirstUse
+	s.dp.OnFirstUse = func(tun *dataplane.Tunnel) error {
+		err := firstUse(tun)
+		if err := s.TagResource(ctx, &TagResourceInput{ResourceArn: out.TunnelArn, Tags: []Tag{{"k", "v"}}}); err != nil {
+			t.Error(err)
+		}
+		return err
+	}
+	go s.Serve(l)
+	armed.Store(true)
+	if _, status, body := dialWS(t, l.Addr().String(), "destination", out.DestinationAccessToken, ""); status != http.StatusServiceUnavailable {
+		t.Fatalf("first connect, its use not saved: %d %s, want 503", status, body)
+	}
+	if !savedRecord(t, dir, out.TunnelID).Used[dataplane.Destination] {
+		t.Fatal("the other call's save did not write the token used: the test is not testing")
+	}
+	for deadline := time.Now().Add(10 * time.Second); savedRecord(t, dir, out.TunnelID).Used[dataplane.Destination]; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the state file still has the given-back token used")
+		}
+	}
 }

@@ -99,7 +99,8 @@ type Server struct {
 	// none, negative keeps all (tests).
 	KeepHandshakes int
 	// OnChange, if not nil, is called after a side of a tunnel connects (consuming
-	// its token) or disconnects, without locks held. It must not block.
+	// its token) or disconnects, or a failed upgrade gives its token back,
+	// without locks held. It must not block.
 	OnChange func(*Tunnel)
 	// OnFirstUse, if not nil, is called when a handshake consumes an access token
 	// (its first use, not a reconnect with the client token), before the 101 is
@@ -649,10 +650,10 @@ func (s *Server) admit(token, clientToken string, mode Side, at time.Time) (t *T
 	st.lastUpdated = at
 	undo = func() {
 		s.mu.Lock()
-		defer s.mu.Unlock()
 		// Not once a connection is up with the token: the same client's
 		// reconnect, admitted meanwhile (it consumed nothing), holds it.
 		if st.token == token && st.conn != nil {
+			s.mu.Unlock()
 			return
 		}
 		if st.token == token {
@@ -664,6 +665,12 @@ func (s *Server) admit(token, clientToken string, mode Side, at time.Time) (t *T
 		if clientToken != "" && s.clientTokens[clientToken] == token {
 			delete(s.clientTokens, clientToken)
 		}
+		s.mu.Unlock()
+		// A save since the admission may have written the token used
+		// (another's, while OnFirstUse's failed): without a word, the
+		// service's file would say so until its next change, and refuse the
+		// token after a restart.
+		s.changed(t)
 	}
 	return t, side, undo, 0, ""
 }

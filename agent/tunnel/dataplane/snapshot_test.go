@@ -1,10 +1,40 @@
 package dataplane
 
 import (
+	"errors"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// A first handshake whose use could not be recorded gives its token back and
+// says so through OnChange, with the side unused by then: a service that
+// saves the tokens' use (tunneld) may have written it used meanwhile (another
+// call's save, while this one's failed), and would keep the file saying so,
+// refusing the token after a restart, until something else changed.
+func TestGivenBackTokenCallsOnChange(t *testing.T) {
+	s := newTestServer(t)
+	tun := s.OpenTunnel("SSH")
+	s.OnFirstUse = func(*Tunnel) error { return errors.New("disk full") }
+	changed := make(chan SideState, 4)
+	s.OnChange = func(got *Tunnel) {
+		if got == tun.Tunnel {
+			changed <- got.Side(Destination)
+		}
+	}
+	if _, resp, err := dialRaw(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken}); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("handshake, its use not recorded: %v, want 503", err)
+	}
+	select {
+	case st := <-changed:
+		if st.Used {
+			t.Errorf("OnChange saw the side %+v, want its token given back", st)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the token was given back without OnChange")
+	}
+}
 
 // Sides takes every tunnel's state at one instant: a client token that one
 // tunnel gave back and another took is in at most one of the snapshots. Taken
