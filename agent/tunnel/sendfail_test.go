@@ -1,8 +1,11 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"syscall"
@@ -32,6 +35,80 @@ func TestFailedSendResetsTheLocalConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReset(t, s, l.done, targetEnd, "the failed send (a FIN: a cut upload looks whole)")
+}
+
+// TestFailedSendAfterPeersEndKeepsTheFIN: a link the peer has ended, all of
+// whose data is with the kernel, is not cut short when its last send fails
+// (the target answered as the peer's end came, and the WebSocket was lost):
+// its local connection is closed with a FIN, and the target reads the data,
+// then a clean EOF, as when the session's end finds it so (link.cut). Reset,
+// it lost what its kernel still held.
+func TestFailedSendAfterPeersEndKeepsTheFIN(t *testing.T) {
+	agentEnd, targetEnd := tcpPair(t)
+	ws := heldWrite{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	s := sessionWriting(ws)
+	s.mu.Lock()
+	s.version = V3
+	st := &stream{id: 1, target: "SSH", links: map[uint32]*link{}}
+	s.streams["SSH"] = st
+	l := s.newLinkLocked(st, "SSH", 1)
+	s.mu.Unlock()
+	l.start(agentEnd, nil)
+	defer s.teardown()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(ws.release)
+		}
+	}
+	defer release() // before teardown, which waits for the send
+
+	// The target answers; the link reads it and is sending it when the
+	// peer's last data and end come. The target reads none of it yet: more
+	// than its socket takes, so that the rest waits in the agent's kernel.
+	if _, err := targetEnd.Write([]byte("got it\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ws.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the link did not send what the target wrote")
+	}
+	data := make([]byte, linkQueue*MaxPayload)
+	rand.Read(data)
+	for b := data; len(b) > 0; b = b[MaxPayload:] {
+		l.push(payloads.Copy(b[:MaxPayload]))
+	}
+	s.connectionReset(&Message{Type: TypeConnectionReset, StreamID: 1, ServiceID: "SSH", ConnectionID: 1})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		l.mu.Lock()
+		lingering := l.lingering
+		l.mu.Unlock()
+		if lingering {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the link did not write the peer's last data to its kernel")
+		}
+	}
+	select {
+	case <-l.done:
+		t.Fatal("the target's kernel took all of the data before the send failed: the test needs some left in the agent's")
+	default:
+	}
+
+	release() // the send fails
+	select {
+	case <-l.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the link did not end after its send failed")
+	}
+	targetEnd.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(targetEnd)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the target read %d of %d bytes, then %v; want all of them and a clean EOF", len(got), len(data), err)
+	}
 }
 
 // TestFailedStartResetsTheLocalConnection: a source whose STREAM_START cannot
@@ -93,10 +170,27 @@ func tcpPair(t *testing.T) (a, b net.Conn) {
 
 // failingSession is a session over a WebSocket whose writes fail, as a lost
 // one's do.
-func failingSession() *session {
+func failingSession() *session { return sessionWriting(failAfter{syscall.EPIPE}) }
+
+// sessionWriting is a session over a WebSocket that writes to w.
+func sessionWriting(w io.Writer) *session {
 	life, cancel := context.WithCancelCause(context.Background())
-	ws := newWSConn(fakeConn{w: failAfter{syscall.EPIPE}}, nil, [32]byte{})
+	ws := newWSConn(fakeConn{w: w}, nil, [32]byte{})
 	c := &Conn{ws: ws, life: life, cancel: cancel, log: slog.New(slog.DiscardHandler)}
 	return newSession(context.Background(), c, engineOptions{chunk: MaxPayload, maxConns: 8, stall: time.Minute,
 		log: slog.New(slog.DiscardHandler)})
+}
+
+// heldWrite is a WebSocket's writer whose writes wait until release is
+// closed, then fail, as a lost connection's do. Each write's start is
+// signalled on entered (buffered), if there is room.
+type heldWrite struct{ entered, release chan struct{} }
+
+func (h heldWrite) Write([]byte) (int, error) {
+	select {
+	case h.entered <- struct{}{}:
+	default:
+	}
+	<-h.release
+	return 0, syscall.EPIPE
 }
