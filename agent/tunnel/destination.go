@@ -89,6 +89,13 @@ func (d *Destination) streamStart(s *session, m *Message) error {
 		// that followed the STREAM_START (an SSH client's banner) died with this
 		// WebSocket or was dropped while we were away, so a replayed stream would
 		// start with a hole in its bytes. The reset says so at once instead.
+		// It is written here, not through sendReset (whose writer ends with
+		// the session), so that it goes before the Close frame, and within
+		// goodbyeTimeout, as the conn is dropped next: without a bound, a
+		// service that read nothing held the reader, and with it the
+		// session's end and the reconnect, for as long as it read nothing
+		// (the agent's destination has no idle or pong timeout).
+		s.conn.ws.writesWithin(goodbyeTimeout)
 		_ = s.send(&Message{Type: TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID})
 		return err
 	}

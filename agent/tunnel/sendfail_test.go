@@ -173,9 +173,12 @@ func tcpPair(t *testing.T) (a, b net.Conn) {
 func failingSession() *session { return sessionWriting(failAfter{syscall.EPIPE}) }
 
 // sessionWriting is a session over a WebSocket that writes to w.
-func sessionWriting(w io.Writer) *session {
+func sessionWriting(w io.Writer) *session { return sessionOver(fakeConn{w: w}) }
+
+// sessionOver is a session over a WebSocket on conn.
+func sessionOver(conn net.Conn) *session {
 	life, cancel := context.WithCancelCause(context.Background())
-	ws := newWSConn(fakeConn{w: w}, nil, [32]byte{})
+	ws := newWSConn(conn, nil, [32]byte{})
 	c := &Conn{ws: ws, life: life, cancel: cancel, log: slog.New(slog.DiscardHandler)}
 	return newSession(context.Background(), c, engineOptions{chunk: MaxPayload, maxConns: 8, stall: time.Minute,
 		log: slog.New(slog.DiscardHandler)})

@@ -172,7 +172,7 @@ func (s *session) goodbye() bool {
 	if len(resets) == 0 {
 		return false
 	}
-	s.conn.ws.conn.SetWriteDeadline(time.Now().Add(goodbyeTimeout)) // the conn is dropped next
+	s.conn.ws.writesWithin(goodbyeTimeout) // the conn is dropped next
 	for _, m := range resets {
 		if err := s.conn.WriteMessage(context.Background(), m); err != nil {
 			return false
