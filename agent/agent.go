@@ -66,7 +66,7 @@ type session struct {
 	// clock: what its age is when the wall clock has been stepped since. Zero
 	// when not known (the tunnel was saved later than the clock said at start).
 	received time.Time
-	streams  atomic.Int32 // open streams
+	streams  atomic.Int32 // open streams, and those dialling their target
 	up       atomic.Bool  // its connection to the service is up
 	lastUsed atomic.Int64 // monoNow of the last stream start or end
 	cancel   context.CancelFunc
@@ -1117,8 +1117,13 @@ func endsTunnel(err error) bool {
 // stream's start and end.
 func (a *Agent) countStreams(s *session, d tunnel.Dialer, log *slog.Logger) tunnel.Dialer {
 	return tunnel.DialerFunc(func(ctx context.Context, service string) (net.Conn, error) {
+		// Counted from the dial on: the tunnel's dial of a slow target takes
+		// up to 10 s, and a session counted idle meanwhile yielded its place
+		// past max_tunnels (admit), cutting the connection on its way.
+		s.streams.Add(1)
 		c, err := d.DialService(ctx, service)
 		if err != nil {
+			s.streams.Add(-1)
 			// Not a dial the tunnel gave up (its connection reset, superseded, or
 			// the session ending): a peer that starts and resets streams would
 			// turn each into an event.
@@ -1127,7 +1132,6 @@ func (a *Agent) countStreams(s *session, d tunnel.Dialer, log *slog.Logger) tunn
 			}
 			return nil, err
 		}
-		s.streams.Add(1)
 		s.lastUsed.Store(monoNow())
 		a.emit(&Event{Type: "stream-start", Tunnel: s.fp, Service: service})
 		return &countingConn{Conn: c, start: a.clock(), onClose: func(in, out int64, dur time.Duration) {

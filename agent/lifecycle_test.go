@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,6 +136,44 @@ func TestYieldingPrefersASessionThatIsDown(t *testing.T) {
 	}
 	if _, ok := a.sessions["rotated"]; ok {
 		t.Errorf("the session whose connection is down did not yield")
+	}
+}
+
+// A session whose tunnel has started a stream that is still dialling its
+// target (a TCP target slow to answer: the tunnel's dial waits up to 10 s) is
+// busy: the operator's connection is on its way through it. Counted only once
+// the dial had returned, the session looked idle meanwhile, and a new tunnel
+// that connected then ended it, and the connection with it.
+func TestSessionDiallingAStreamIsBusy(t *testing.T) {
+	a, mk := sessionsAgent(t, 1)
+	dialling := mk("dialling")
+	a.onState(dialling, a.log)(true, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	target := tunnel.DialerFunc(func(context.Context, string) (net.Conn, error) {
+		close(entered)
+		<-release
+		return nil, errors.New("connection refused")
+	})
+	dialled := make(chan struct{})
+	go func() {
+		defer close(dialled)
+		a.countStreams(dialling, target, a.log).DialService(context.Background(), "SSH")
+	}()
+	<-entered
+	candidate := mk("new")
+	candidate.candidate = true
+	a.onState(candidate, a.log)(true, nil) // admit, while the stream dials
+	close(release)
+	<-dialled
+	a.mu.Lock()
+	_, kept := a.sessions["dialling"]
+	_, joined := a.sessions["new"]
+	a.mu.Unlock()
+	if !kept || joined {
+		t.Errorf("a new tunnel connected while a stream dialled its target: the dialling session kept %v, the new one running %v; want true, false", kept, joined)
+	}
+	if n := dialling.streams.Load(); n != 0 {
+		t.Errorf("after the dial failed the session counts %d open streams, want 0", n)
 	}
 }
 
