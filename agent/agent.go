@@ -1126,8 +1126,9 @@ func (a *Agent) countStreams(s *session, d tunnel.Dialer, log *slog.Logger) tunn
 			s.streams.Add(-1)
 			// Not a dial the tunnel gave up (its connection reset, superseded, or
 			// the session ending): a peer that starts and resets streams would
-			// turn each into an event.
-			if ctx.Err() == nil {
+			// turn each into an event. One past the dial's timeout is the
+			// target's failure (it did not answer), as the tunnel says too.
+			if ctx.Err() != context.Canceled {
 				a.emit(&Event{Type: "stream-refused", Tunnel: s.fp, Service: service, Reason: err.Error()})
 			}
 			return nil, err

@@ -237,6 +237,27 @@ func TestStreamRefusedOnlyWhenTheTargetRefuses(t *testing.T) {
 	}
 }
 
+// A target that does not answer within the tunnel's dial timeout (10 s: a
+// host that is off, a firewall that drops) refuses the stream as one that
+// resets it does: the tunnel resets the stream and logs the failure. Its
+// dial's context has ended by then, its deadline passed, and the event was
+// left out with the dials the tunnel gave up.
+func TestStreamRefusedWhenTheTargetDoesNotAnswer(t *testing.T) {
+	a := &Agent{cfg: &Config{ThingName: "dev-1"}, events: newEventQueue(func(context.Context, []byte) error { return nil }, slog.New(slog.DiscardHandler))}
+	d := a.countStreams(&session{fp: "fp"}, tunnel.DialerFunc(func(ctx context.Context, _ string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, errors.New("dial tcp 192.0.2.1:80: i/o timeout")
+	}), slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now()) // the dial timeout, passed
+	defer cancel()
+	d.DialService(ctx, "SSH")
+	a.events.mu.Lock()
+	defer a.events.mu.Unlock()
+	if len(a.events.queue) != 1 || a.events.queue[0].e.Type != "stream-refused" || !strings.Contains(a.events.queue[0].e.Reason, "i/o timeout") {
+		t.Errorf("queued events %+v, want one stream-refused for the target that did not answer", a.events.queue)
+	}
+}
+
 // A stream the target refuses is a stream event as stream-start and stream-end
 // are: anyone holding the source token can open thousands to a service whose
 // target is down (or not mapped), each a stream-refused. While the broker is
