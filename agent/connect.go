@@ -113,8 +113,9 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	if cfg.PongTimeout == 0 {
 		cfg.PongTimeout = connectPongTimeout
 	}
-	// The client token is kept only once the service has accepted the access
-	// token with it: a token it refuses leaves nothing behind.
+	// The client token is kept once the service has accepted the access
+	// token with it, or when a stop may have cut its answer short: a token
+	// it refuses leaves nothing behind.
 	save := func() {}
 	if cc.TokenCacheDir != "" {
 		// Held with a client token given (AWSIOT_TUNNEL_CLIENT_TOKEN) too: a
@@ -200,6 +201,12 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 	defer mu.Unlock()
 	if stopped != nil {
 		return stopped
+	}
+	if !connected && ctx.Err() != nil {
+		// Stopped (Ctrl-C) with a handshake perhaps under way: the service
+		// may have taken the client token with it, and the next run would
+		// be refused with a new one.
+		save()
 	}
 	// What follows ends the tunnel for this token for good: usage errors
 	// (exit 1), so that a supervisor that respawns on failure (systemd's

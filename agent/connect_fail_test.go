@@ -212,3 +212,68 @@ func TestConnectSaysItKeepsTrying(t *testing.T) {
 		t.Fatalf("Connect said %d times that it keeps trying, want once, with how to stop:\n%s", n, logged.String())
 	}
 }
+
+// TestConnectCtrlCDuringHandshakeKeepsClientToken: a run stopped while the
+// service was taking its handshake keeps its client token, so that the next
+// run, with the same one, gets in. The token was kept only once the run knew
+// it had connected, so the service held a client token nobody had, and every
+// later run was refused until the source token was rotated.
+func TestConnectCtrlCDuringHandshakeKeepsClientToken(t *testing.T) {
+	srv, tun := fakeService(t, "SSH")
+	admitted, release := make(chan struct{}), make(chan struct{})
+	srv.Handler().OnFirstUse = func(*dataplane.Tunnel) error {
+		close(admitted) // the first use only
+		<-release
+		return nil
+	}
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	cc := ConnectConfig{
+		Tunnel:        tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustAccessToken(t, tun.SourceToken)},
+		TokenCacheDir: filepath.Join(t.TempDir(), "client-tokens"),
+		Listen:        map[string]string{"SSH": "127.0.0.1:0"}, Logger: slog.New(slog.NewTextHandler(tbLog{t}, nil)),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Connect(first, cc) }()
+	select {
+	case <-admitted:
+	case err := <-done:
+		t.Fatalf("the first run ended before its handshake was taken: %v", err)
+	}
+	stop() // Ctrl-C, the 101 not yet sent
+	if err := <-done; err != nil {
+		t.Fatalf("the first run, stopped: %v, want nil", err)
+	}
+	close(release)
+
+	up := make(chan struct{})
+	cc.Tunnel.OnState = func(connected bool, _ error) {
+		if connected {
+			select {
+			case <-up:
+			default:
+				close(up)
+			}
+		}
+	}
+	second, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { done <- Connect(second, cc) }()
+	select {
+	case <-up:
+	case err := <-done:
+		t.Fatalf("the next run: %v, want it connected", err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("the next run, stopped: %v, want nil", err)
+	}
+}
