@@ -453,7 +453,9 @@ func TestDestinationRefusesMixedFormats(t *testing.T) {
 			// read after the reset, not with a drop that can lose the reset. (A
 			// drop ends it with another error. Its "ended" line comes when the
 			// service has finished with it, which under load can be after the
-			// reconnect replaced it: "replaced" then says nothing of the Close.)
+			// reconnect replaced it, and after WaitConnects returned: waited
+			// for. "replaced" says nothing of the Close.)
+			waitUntil(t, "the first connection's end", func() bool { return service.Count("msg=ended") > 0 })
 			if service.Count("received close frame: status = StatusProtocolError") != 1 {
 				t.Errorf("the first connection did not end with a Close frame before the reconnect:\n%s", service.String())
 			}
