@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -302,12 +303,30 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 	hctx, hcancel := context.WithDeadline(pctx, deadline)
 	defer hcancel()
 	var hostNote string
+	// x/crypto calls the callback at every key exchange: the login's, and
+	// then each rekey of the session (after a GiB or so, or as often as the
+	// device asks). A rekey's key is held to the one the login verified, as
+	// OpenSSH's client does, and not checked in the store again: by then
+	// hctx has expired, and a store whose lock another login held at that
+	// moment ended the session; the login's note and log line were made again.
+	var verifiedMu sync.Mutex
+	var verified ssh.PublicKey // the login's host key, once it passed
 	cfg := &ssh.ClientConfig{User: req.User, Auth: auth,
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			verifiedMu.Lock()
+			defer verifiedMu.Unlock()
+			if verified != nil {
+				if !bytes.Equal(verified.Marshal(), key.Marshal()) {
+					return fmt.Errorf("the host key of %s changed during the session: %s, then %s",
+						t.spec.Thing, ssh.FingerprintSHA256(verified), ssh.FingerprintSHA256(key))
+				}
+				return nil
+			}
 			first, err := s.cfg.HostKeys.Check(hctx, t.spec.Thing, key, req.AcceptHostKey)
 			if err != nil {
 				return err
 			}
+			verified = key
 			fp := ssh.FingerprintSHA256(key)
 			switch {
 			case first:

@@ -1,0 +1,123 @@
+//go:build unix
+
+package console
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// newRekeyingDevice is a device's SSH server that accepts any key and echoes
+// its shell's input, and starts a new key exchange every 256 bytes it writes
+// (x/crypto's least RekeyThreshold): a long session's rekeys, made frequent.
+func newRekeyingDevice(t *testing.T) (addr string, hostKey ssh.PublicKey) {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
+	cfg.RekeyThreshold = 256
+	cfg.AddHostKey(signer)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+				if err != nil {
+					return
+				}
+				go ssh.DiscardRequests(reqs)
+				for nch := range chans {
+					ch, reqs, err := nch.Accept()
+					if err != nil {
+						continue
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer ch.Close()
+						for r := range reqs {
+							r.Reply(true, nil)
+							if r.Type == "shell" {
+								go ssh.DiscardRequests(reqs)
+								io.Copy(ch, ch)
+								return
+							}
+						}
+					}()
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String(), signer.PublicKey()
+}
+
+// TestTerminalRekeyAfterLogin: a key exchange of a session (a long session's
+// rekey, here every 256 bytes) holds the device's host key to the one the login
+// verified, and does not check it in the store again: after the login's time
+// (its context expired), the store's lock held by another login at that moment
+// (here another console's) ended the session; and a login that accepted a
+// changed key logged it again at every rekey.
+func TestTerminalRekeyAfterLogin(t *testing.T) {
+	dev, _ := newRekeyingDevice(t) // before the lab: its cleanup runs after the console's
+	const loginTimeout = time.Second
+	l := newTestLab(t, Config{loginTimeout: loginTimeout})
+	w := l.keyTerminal("dev-rekey", dev)
+	w.ready()
+	w.input("before\n")
+	w.output("before")
+	time.Sleep(loginTimeout) // the login's deadline has passed
+	unlock, err := lockFileForTest(l.console.cfg.HostKeys.Path + ".lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unlock) // before the lab's cleanup, which waits for the terminal
+	// The echo passes the device's threshold several times.
+	w.input(strings.Repeat("x", 2000) + "\n")
+	w.input("after\n")
+	w.output("after")
+}
+
+// TestTerminalRekeyAcceptedKeyLoggedOnce: the operator's acceptance of a
+// changed host key is logged once, at the login, not again at every rekey.
+func TestTerminalRekeyAcceptedKeyLoggedOnce(t *testing.T) {
+	dev, key := newRekeyingDevice(t) // before the lab: its cleanup runs after the console's
+	l := newTestLab(t, Config{})
+	if _, err := l.console.cfg.HostKeys.Check(context.Background(), "dev-rekey", newHostKey(t), ""); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	l.devices["dev-rekey"] = &testDevice{addr: dev}
+	l.mu.Unlock()
+	tv := l.openTunnel(l.client(), "dev-rekey")
+	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key", AcceptHostKey: ssh.FingerprintSHA256(key)})
+	w.ready()
+	w.input(strings.Repeat("x", 2000) + "\n")
+	w.input("after\n")
+	w.output("after")
+	if n := strings.Count(l.logs.String(), "changed host key accepted by the operator"); n != 1 {
+		t.Errorf("the accepted key logged %d times, want once", n)
+	}
+}
