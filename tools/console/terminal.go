@@ -271,17 +271,31 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 		log.Info("terminal ended", "by", endedByPage, "duration", time.Since(begin).Round(time.Millisecond), "end", closedByPage.Text)
 		return closedByPage
 	}
+	// shutdown ends a login the console's shutdown has stopped: the error the
+	// login got then (a context cancelled, the tunnel the shutdown closed)
+	// would not say so.
+	shutdown := func() serverMessage {
+		end := endMsg("error", "the console is shutting down")
+		log.Info("terminal ended", "by", endedByShutdown, "duration", time.Since(begin).Round(time.Millisecond), "end", end.Text)
+		return end
+	}
 	auth, err := s.authMethod(&req)
 	if err != nil {
 		return endMsg("error", "%v", err)
 	}
 
-	send(ctx, c, serverMessage{Type: "info", Text: "waiting for the tunnel to " + t.spec.Thing + " …"})
+	// The page's messages are sent without ctx, each within send's time: the
+	// WebSocket library closes the socket when a Write's context ends during
+	// the write, and a shutdown then cut the end message saying so.
+	send(context.WithoutCancel(ctx), c, serverMessage{Type: "info", Text: "waiting for the tunnel to " + t.spec.Thing + " …"})
 	actx, cancel := context.WithTimeout(pctx, 60*time.Second)
 	service, _, err := t.addr(actx, req.Service)
 	cancel()
 	if pageGone(ctx, pctx) {
 		return abandoned()
+	}
+	if err != nil && ctx.Err() != nil {
+		return shutdown()
 	}
 	if err != nil {
 		var ce *tunnelClosedError
@@ -290,7 +304,7 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 		}
 		return endMsg("error", "%v", err)
 	}
-	send(ctx, c, serverMessage{Type: "info", Text: fmt.Sprintf("connecting to %s of %s as %s …", service, t.spec.Thing, req.User)})
+	send(context.WithoutCancel(ctx), c, serverMessage{Type: "info", Text: fmt.Sprintf("connecting to %s of %s as %s …", service, t.spec.Thing, req.User)})
 
 	// The device has s.cfg.loginTimeout to answer and finish the handshake. One
 	// whose agent has not joined the tunnel yet does not answer: the service drops
@@ -343,7 +357,7 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 	var noted sync.Once
 	quiet := func() {
 		noted.Do(func() {
-			send(ctx, c, serverMessage{Type: "info", Text: "no answer from " + t.spec.Thing + " yet (is its agent connected to the tunnel?) …"})
+			send(context.WithoutCancel(ctx), c, serverMessage{Type: "info", Text: "no answer from " + t.spec.Thing + " yet (is its agent connected to the tunnel?) …"})
 		})
 	}
 	client, err := dialSSH(pctx, t, service, cfg, deadline, quiet)
@@ -355,7 +369,7 @@ retry:
 			if pageGone(ctx, pctx) {
 				return abandoned()
 			}
-			return endMsg("error", "%v", ctx.Err())
+			return shutdown()
 		case <-t.done: // reported below
 			break retry
 		case <-time.After(time.Second):
@@ -370,7 +384,7 @@ retry:
 		switch {
 		case errors.As(err, &hk):
 			log.Warn("host key changed: login stopped", "stored", hk.Stored, "presented", hk.Presented)
-			send(ctx, c, serverMessage{Type: "hostkey-changed", Thing: hk.Thing, Stored: hk.Stored, Presented: hk.Presented})
+			send(context.WithoutCancel(ctx), c, serverMessage{Type: "hostkey-changed", Thing: hk.Thing, Stored: hk.Stored, Presented: hk.Presented})
 			return endMsg("hostkey", "WARNING: the host key of %s has changed (stored %s, presented %s). "+
 				"Someone may be impersonating the device, or it was reinstalled. Not logged in.", hk.Thing, hk.Stored, hk.Presented)
 		case strings.Contains(err.Error(), "unable to authenticate"): // x/crypto/ssh has no typed error for it
@@ -379,6 +393,8 @@ retry:
 				return endMsg("auth", "login refused: wrong password for %s (or the device does not accept passwords)", req.User)
 			}
 			return endMsg("auth", "login refused: the device does not accept this key for %s", req.User)
+		case ctx.Err() != nil:
+			return shutdown()
 		}
 		if reason, ok := t.closedReason(2 * time.Second); ok {
 			return endMsg("tunnel", "the tunnel is closed: %s", reason)

@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -365,6 +366,52 @@ func TestTerminalShutdownSaysSo(t *testing.T) {
 	}
 	w.c.Read(context.Background()) // answers the close, as a browser does
 	<-done
+}
+
+// TestTerminalShutdownDuringLoginSaysSo: a terminal whose login is under way
+// when the console shuts down (waiting for the tunnel's source side, or for
+// the device to answer) gets the end message saying so too: it got the
+// context's error, or the tunnel's close that the shutdown caused.
+func TestTerminalShutdownDuringLoginSaysSo(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		endpoint string // of the pasted token; "" means tunneld's
+		note     string // the info message of the step the login is in
+	}{
+		{"waiting for the tunnel", "ws://127.0.0.1:1", "waiting for the tunnel"},
+		{"waiting for the device", "", "connecting to"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newTestLab(t, Config{}) // no device: the login waits
+			out, err := l.td.OpenTunnel(context.Background(), &tunneld.OpenTunnelInput{
+				DestinationConfig: &tunneld.DestinationConfig{ThingName: "dev-w", Services: []string{"SSH"}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v tunnelView
+			l.api(l.client(), http.MethodPost, "/api/tunnels", openRequest{Mode: "token", Token: out.SourceAccessToken, Label: "dev-w",
+				Endpoint: cmp.Or(tc.endpoint, "ws://"+l.tdAddr)}, &v, http.StatusOK)
+			w := l.terminal(loginRequest{Tunnel: v.ID, Auth: "key", Key: "operator key"})
+			w.until("the note "+tc.note, func(m *serverMessage, _ string) bool {
+				return m != nil && m.Type == "info" && strings.HasPrefix(m.Text, tc.note)
+			})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				l.console.Shutdown(ctx)
+			}()
+			if m := w.end(); m.Kind != "error" || m.Text != "the console is shutting down" {
+				t.Errorf("end = %+v, want kind error saying the console is shutting down", m)
+			}
+			w.c.Read(context.Background()) // answers the close, as a browser does
+			<-done
+			if line, ok := l.loggedEnd(0); !ok || !strings.Contains(line, " by=shutdown ") {
+				t.Errorf("terminal ended with %q, want by=shutdown", line)
+			}
+		})
+	}
 }
 
 // TestTerminalMessageTooBig: a keystroke message over the read limit ends the
