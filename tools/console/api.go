@@ -83,8 +83,21 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("lifetime %d minutes: want 1 to 720", req.LifetimeMinutes))
 			return
 		}
+		// Counted till the answer is written (the handler's end): a small one,
+		// which net/http buffers, so a page that does not read it does not
+		// hold the console's stop.
+		done, ok := s.tunnels.beginOpen()
+		if !ok {
+			writeError(w, http.StatusServiceUnavailable, "the console is shutting down")
+			return
+		}
+		defer done()
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
+		// The console's stop cuts the call short: what it may have opened
+		// is then looked for by its tag and closed, as after any lost answer.
+		stop := context.AfterFunc(s.tunnels.ctx, cancel)
+		defer stop()
 		attempt, since, lifetime := newAttempt(), time.Now(), time.Duration(req.LifetimeMinutes)*time.Minute
 		id, tok, err := s.cfg.ControlPlane.OpenTunnel(ctx, thing, services, lifetime, attempt)
 		if err != nil {

@@ -635,8 +635,9 @@ func (b *blockingControlPlane) OpenTunnel(ctx context.Context, thing string, ser
 }
 
 // TestShutdownDuringOpen: a tunnel the control plane opens after the
-// shutdown's deadline (close had gone through the open ones) is closed at the
-// service too; it stayed open, its device connected, for its lifetime.
+// shutdown's deadline (its answer not cut short by the stop) is closed at the
+// service too, before Shutdown returns; it stayed open, its device connected,
+// for its lifetime.
 func TestShutdownDuringOpen(t *testing.T) {
 	cp := &blockingControlPlane{entered: make(chan struct{}), release: make(chan struct{})}
 	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1", closeTimeout: time.Second})
@@ -664,14 +665,76 @@ func TestShutdownDuringOpen(t *testing.T) {
 	}()
 	<-cp.entered
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	s.Shutdown(ctx) // its deadline passes while the POST waits
-	cancel()
-	close(cp.release) // the service opens the tunnel
+	defer cancel()
+	go func() {
+		<-ctx.Done()      // the shutdown's deadline passes while the POST waits
+		close(cp.release) // the service opens the tunnel
+	}()
+	s.Shutdown(ctx)
+	if opened, closed := cp.calls(); len(opened) != 1 || len(closed) != 1 {
+		t.Errorf("tunnels opened %q and closed %q at the service when Shutdown returned; want one of each", opened, closed)
+	}
 	t.Logf("POST answered %d", <-answered)
 	http.DefaultClient.CloseIdleConnections()
 	<-served
-	if opened, closed := cp.calls(); len(opened) != 1 || len(closed) != 1 {
-		t.Errorf("tunnels opened %q and closed %q at the service during the shutdown; want one of each", opened, closed)
+}
+
+// lostOpenPlane is a fakeControlPlane whose OpenTunnel opens the tunnel and
+// loses its answer when its ctx ends (a call cut short after the request
+// went), and whose search finds it.
+type lostOpenPlane struct {
+	*fakeControlPlane
+	entered chan struct{}
+}
+
+func (p lostOpenPlane) OpenTunnel(ctx context.Context, thing string, services []string, lifetime time.Duration, attempt string) (string, tunnel.Token, error) {
+	p.fakeControlPlane.OpenTunnel(ctx, thing, services, lifetime, attempt)
+	close(p.entered)
+	<-ctx.Done()
+	return "", tunnel.Token{}, fmt.Errorf("OpenTunnel: %w", ctx.Err())
+}
+
+func (p lostOpenPlane) FindAttempt(ctx context.Context, thing, attempt string, since time.Time) ([]string, error) {
+	return []string{"tunnel-" + thing}, nil
+}
+
+// TestShutdownWaitsForAnOpen: an open under way when the console shuts down
+// is cut short, and Shutdown returns once what it may have opened is closed
+// (here found by its tag): it returned at its ctx's end with the open still
+// waiting for its answer, and porthole-console then exited, the tunnel left
+// open, its device connected, for its lifetime.
+func TestShutdownWaitsForAnOpen(t *testing.T) {
+	cp := lostOpenPlane{&fakeControlPlane{}, make(chan struct{})}
+	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1", orphanTimeout: time.Second})
+	answered := make(chan int, 1)
+	go func() {
+		code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5})
+		t.Logf("POST answered %d %q", code, msg)
+		answered <- code
+	}()
+	<-cp.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	s.Shutdown(ctx)
+	if _, closed := cp.calls(); !slices.Equal(closed, []string{"tunnel-dev1"}) {
+		t.Errorf("when Shutdown returned, CloseTunnel calls %q, want the tunnel the open under way opened", closed)
+	}
+	<-answered
+}
+
+// TestOpenAfterShutdownRefused: an open that comes once the console's stop
+// has begun (a request in flight on a kept-alive connection) is refused, and
+// nothing is opened at the service: the stop waits only for the opens under
+// way when it began.
+func TestOpenAfterShutdownRefused(t *testing.T) {
+	cp := &fakeControlPlane{}
+	s := newTestServer(t, Config{ControlPlane: cp, Endpoint: "wss://127.0.0.1:1"})
+	s.Close()
+	if code, msg := post(t, s, openRequest{Mode: "open", Thing: "dev1", LifetimeMinutes: 5}); code != http.StatusServiceUnavailable {
+		t.Errorf("open after the stop = %d %q, want %d", code, msg, http.StatusServiceUnavailable)
+	}
+	if opened, _ := cp.calls(); len(opened) != 0 {
+		t.Errorf("OpenTunnel calls %q after the stop, want none", opened)
 	}
 }
 

@@ -123,9 +123,9 @@ const (
 	requestReadTimeout = 30 * time.Second
 	// requestWriteTimeout runs from the end of a request's headers: its body (at
 	// most requestReadTimeout), the call (POST /api/tunnels: OpenTunnel, 30 s of
-	// its own, and CloseTunnel, Config.closeTimeout, when the console is shutting
-	// down meanwhile or the open failed; after an answer lost, the search for
-	// the tunnel, Config.orphanTimeout, and its CloseTunnel, closeTimeout;
+	// its own, and CloseTunnel, Config.closeTimeout, when the open failed;
+	// after an answer lost, the search for the tunnel, Config.orphanTimeout,
+	// and its CloseTunnel, closeTimeout;
 	// DELETE: CloseTunnel, 30 s, then up to 5 s for the service to close the
 	// source side and the source side's end), and the answer (xterm.js,
 	// a few hundred KiB, the largest). 2 min leaves room for a slow link.
@@ -290,9 +290,12 @@ func (s *Server) Serve(l net.Listener) error {
 // Shutdown stops the server: no new requests, every terminal and tunnel ended. The
 // tunnels it opened through the control plane, and has not closed, are closed at
 // the service meanwhile, within 5 s of their own: not what is left of ctx once
-// requests in flight have ended. Requests still in flight when ctx ends are
-// left to finish (an open that the service answers later closes its tunnel
-// itself), and Shutdown returns ctx's error once the tunnels are closed.
+// requests in flight have ended. An open through the control plane under way
+// is cut short, and waited for while it closes what it may have opened (after
+// an answer lost, the search for it, Config.orphanTimeout, and its close):
+// the caller typically exits once Shutdown returns. Other requests still in
+// flight when ctx ends are left to finish, and Shutdown returns ctx's error
+// once the tunnels are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	// The tunnels are closed while the requests end, not after: one request
 	// whose body never comes (any local client can send one: the token is

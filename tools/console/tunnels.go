@@ -193,6 +193,9 @@ type tunnels struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// opening counts the opens through the control plane under way
+	// (beginOpen); close waits for them before it closes what is open.
+	opening sync.WaitGroup
 
 	mu     sync.Mutex
 	closed bool
@@ -282,9 +285,9 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 	t.stop = cancel
 	ts.mu.Lock()
 	// Opened at the service: close closes it there, even when it is closing
-	// now, unless it has gone through the open ones already (late).
-	late := spec.Opened && ts.open == nil && ts.cfg.ControlPlane != nil
-	if spec.Opened && !late {
+	// now; it waits for the opens under way (beginOpen) before it takes the
+	// open ones.
+	if spec.Opened {
 		ts.open[t.id] = t
 	}
 	if ts.closed {
@@ -292,19 +295,6 @@ func (ts *tunnels) start(spec tunnelSpec) *liveTunnel {
 		cancel()
 		t.setLocked(stateClosed, "the console is shutting down")
 		close(t.done)
-		if late {
-			// Opened at the service once close had gone through the open
-			// ones (its control plane answered after the shutdown's
-			// deadline): closed here, or it stayed open, its device
-			// connected, for the rest of its lifetime.
-			ctx, cancel := context.WithTimeout(context.Background(), ts.cfg.closeTimeout)
-			defer cancel()
-			if err := ts.cfg.ControlPlane.CloseTunnel(ctx, spec.TunnelID); err != nil {
-				log.Warn("closing a tunnel opened during shutdown", "tunnel_id", spec.TunnelID, "err", err)
-			} else {
-				log.Info("tunnel opened during shutdown closed", "tunnel_id", spec.TunnelID)
-			}
-		}
 		return t
 	}
 	ts.byID[t.id] = t
@@ -439,6 +429,24 @@ func (ts *tunnels) remove(t *liveTunnel) {
 			break
 		}
 	}
+}
+
+// beginOpen counts an open through the control plane under way, with its
+// closing of a tunnel it opened and cannot use, till done is called: close
+// waits for it. The caller's call to the control plane is to end with ts.ctx,
+// which close ends first. Without the wait, Shutdown returned while the call
+// waited for its answer, or while the search after a lost one went on, and
+// porthole-console exited: what the service had opened stayed open, its
+// device connected, for its lifetime. It reports false once close has begun:
+// no open is to be made.
+func (ts *tunnels) beginOpen() (done func(), ok bool) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.closed {
+		return nil, false
+	}
+	ts.opening.Add(1)
+	return ts.opening.Done, true
 }
 
 // closedAtService notes that t's tunnel is closed at the service: close leaves it.
@@ -580,6 +588,10 @@ func (ts *tunnels) close(ctx context.Context) {
 	ts.mu.Unlock()
 	ts.cancel()
 	ts.wg.Wait()
+	// The opens under way end (ts.ctx) and close what they opened and cannot
+	// use, or leave it to the stray ones below when that fails; one that
+	// succeeded is among the open ones below (start).
+	ts.opening.Wait()
 
 	ts.mu.Lock()
 	things := map[string]string{} // by tunnel id
@@ -591,7 +603,7 @@ func (ts *tunnels) close(ctx context.Context) {
 	for _, t := range ts.open {
 		things[t.spec.TunnelID] = t.spec.Thing
 	}
-	ts.open, ts.stray = nil, nil // one opened later closes itself (see start)
+	ts.open, ts.stray = nil, nil // no open is under way any more (beginOpen)
 	ts.mu.Unlock()
 	if len(things) == 0 || ts.cfg.ControlPlane == nil {
 		return
