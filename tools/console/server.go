@@ -314,7 +314,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close stops the server at once, but for closing at the service the tunnels it
-// opened, which takes up to 5 s.
+// opened, which takes up to 5 s, and, as in Shutdown, for an open under way to
+// close what it may have opened.
 func (s *Server) Close() error {
 	err := s.http.Close()
 	s.endAll(context.Background())
