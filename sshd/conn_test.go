@@ -109,3 +109,22 @@ func TestCloseStopsTheTimers(t *testing.T) {
 		}
 	}
 }
+
+// TestTimersNotArmedAfterClose: Close can come before the connection's
+// goroutine arms its timers (Server.Close between Serve's newConn and serve,
+// or ServeConn's). None is armed then: the idle timer was, and held the
+// closed connection until it fired, then logged an idle timeout for it.
+func TestTimersNotArmedAfterClose(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := newConn(&Server{MaxSessionTime: time.Hour, IdleTimeout: time.Hour}, a, "test", "127.0.0.1")
+	c.Close()
+	c.startTimers()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, tm := range c.timers {
+		if tm.Stop() {
+			t.Errorf("timer %d of %d armed by startTimers after Close", i+1, len(c.timers))
+		}
+	}
+}

@@ -115,8 +115,10 @@ func (c *conn) startTimers() {
 			c.mu.Unlock()
 		}
 		c.mu.Lock()
-		t = time.AfterFunc(idle, check)
-		c.timers = append(c.timers, t)
+		if !c.closed { // as after: Close may have come first
+			t = time.AfterFunc(idle, check)
+			c.timers = append(c.timers, t)
+		}
 		c.mu.Unlock()
 	}
 }
