@@ -551,6 +551,18 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 	ev.Dest = key
 	s.log().Info("remote forward listening", "remote", st.remote, "user", sc.User(), "bind", rf.String())
 	s.audit(&ev)
+	// Answered before the listeners accept, as OpenSSH's sshd answers before
+	// it polls them: a client that handles packets in order and registers a
+	// forward when its answer comes (libssh2) refuses a forwarded-tcpip
+	// channel that comes first, and a connection already waiting was closed
+	// unserved. gliderlabs answers after the return; WantReply false makes
+	// that answer send nothing.
+	var answer []byte
+	if f.BindPort == 0 {
+		answer = gossh.Marshal(struct{ Port uint32 }{port})
+	}
+	req.Reply(true, answer)
+	req.WantReply = false
 	for _, l := range rf.ls {
 		go s.serveForward(ctx, st, l, func(c net.Conn) (gossh.Channel, <-chan *gossh.Request, error) {
 			oh, op := splitAddr(c.RemoteAddr())
@@ -558,9 +570,6 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 			payload := gossh.Marshal(directTCPIP{DestHost: f.BindAddr, DestPort: port, OrigHost: oh, OrigPort: uint32(opn)})
 			return sc.OpenChannel("forwarded-tcpip", payload)
 		})
-	}
-	if f.BindPort == 0 {
-		return true, gossh.Marshal(struct{ Port uint32 }{port})
 	}
 	return true, nil
 }

@@ -1785,3 +1785,108 @@ func TestCancelUnknownForwardRefused(t *testing.T) {
 		t.Errorf("cancel-tcpip-forward 127.0.0.1:%d succeeded for a port never forwarded", p.Port+1)
 	}
 }
+
+// TestRemoteForwardAnsweredBeforeItsChannels: the server answers a
+// tcpip-forward request before it opens a forwarded-tcpip channel for the
+// forward, as OpenSSH's sshd does (it polls a listener only after the answer
+// is queued). A client that handles packets in order and registers a forward
+// when its answer comes (libssh2's packet_queue_listener) refuses a channel
+// that comes first: a connection already waiting as the listener opened (a
+// program on the device retrying its connect while the client sets the
+// forward up again) was closed unserved. The order is seen through x/crypto's
+// client: its loop hands channel opens over through a queue of 16, and with
+// that queue full it handles no later packet until one is taken, so an open
+// sent before the answer holds the answer back. The wrong order came in about
+// one run of this test in two (the listener's goroutine had to win a race
+// with the handler's return); -short runs it without the output that helps
+// the open pass, and it does not catch the order there.
+func TestRemoteForwardAnsweredBeforeItsChannels(t *testing.T) {
+	e := newEnv(t, func(e *testEnv, s *Server) {
+		allowRemoteForward(e, s)
+		s.listen = func(network, addr string) (net.Listener, error) {
+			l, err := net.Listen(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// A connection waits before the server's first Accept: the
+			// listener's goroutine asks for its channel at once.
+			if nc, err := net.Dial("tcp", l.Addr().String()); err == nil {
+				t.Cleanup(func() { nc.Close() })
+			}
+			return l, nil
+		}
+	})
+	tc, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, chans, reqs, err := gossh.NewClientConn(tc, e.addr, e.clientConfig("root", gossh.PublicKeys(e.key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gossh.DiscardRequests(reqs)
+	defer func() {
+		conn.Close()
+		for nc := range chans {
+			nc.Reject(gossh.Prohibited, "test over")
+		}
+	}()
+	forward := func() (port uint32, answered bool) {
+		answer := make(chan uint32, 1)
+		go func() {
+			ok, resp, err := conn.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{"127.0.0.1", 0}))
+			var p struct{ Port uint32 }
+			if err == nil && ok && gossh.Unmarshal(resp, &p) == nil {
+				answer <- p.Port
+			}
+		}()
+		select {
+		case port := <-answer:
+			return port, true
+		case <-time.After(5 * time.Second):
+			return 0, false
+		}
+	}
+	// Fill the client's queue: the first forward's waiting connection and 15
+	// more, whose channel opens nobody takes.
+	port, answered := forward()
+	if !answered {
+		t.Fatal("the first forward was not answered")
+	}
+	for range 15 {
+		nc, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+	}
+	waitFor(t, "16 channel opens queued", func() bool { return len(chans) == 16 })
+	forwards := 10
+	if !testing.Short() {
+		forwards = 100
+		// Output keeps the connection's writer busy: the answer then waits
+		// for it, and the open may pass it.
+		for range 2 {
+			ch, sreqs, err := conn.OpenChannel("session", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go gossh.DiscardRequests(sreqs)
+			go io.Copy(io.Discard, ch)
+			if ok, err := ch.SendRequest("exec", true, gossh.Marshal(struct{ Command string }{"exec cat /dev/zero"})); !ok || err != nil {
+				t.Fatalf("exec: %v, %v", ok, err)
+			}
+		}
+	}
+	for i := range forwards {
+		port, answered := forward()
+		if !answered {
+			t.Fatalf("forward %d: no answer in 5 s: the channel of its waiting connection was opened before it", i+2)
+		}
+		(<-chans).Reject(gossh.Prohibited, "queue full") // its waiting connection's open takes the place
+		waitFor(t, "the waiting connection's channel open", func() bool { return len(chans) == 16 })
+		if ok, _, err := conn.SendRequest("cancel-tcpip-forward", true, gossh.Marshal(tcpipForward{"127.0.0.1", port})); !ok || err != nil {
+			t.Fatalf("forward %d: cancel-tcpip-forward = %v, %v", i+2, ok, err)
+		}
+	}
+}
