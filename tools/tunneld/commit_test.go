@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -205,24 +206,23 @@ func TestOpenSavedAfterItsWriteFailedAgreesWithFile(t *testing.T) {
 	checkOpenSaved(t, openResult{out, err}, savedTunnels(t, dir), other.TunnelID)
 }
 
-// savedRecord reads tunnel id's record from the state file.
-func savedRecord(t *testing.T, dir, id string) *record {
-	t.Helper()
+// savedUsed reads from the state file whether tunnel id's side has its
+// token used.
+func savedUsed(dir, id string, side dataplane.Side) (bool, error) {
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if err != nil {
-		t.Fatal(err)
+		return false, err
 	}
 	var st state
 	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
+		return false, err
 	}
 	for _, r := range st.Tunnels {
 		if r.ID == id {
-			return r
+			return r.Used[side], nil
 		}
 	}
-	t.Fatalf("tunnel %s is not in the state file", id)
-	return nil
+	return false, fmt.Errorf("tunnel %s is not in the state file", id)
 }
 
 // A first connect whose use could not be saved gives its token back, and the
@@ -256,12 +256,20 @@ func TestGivenBackTokenSaved(t *testing.T) {
 			return write(path, mode, f)
 		}
 	})()
+	var written atomic.Bool // the other call's save wrote the token used
 	firstUse := s.dp.OnFirstUse
 	s.dp.OnFirstUse = func(tun *dataplane.Tunnel) error {
 		err := firstUse(tun)
 		if err := s.TagResource(ctx, &TagResourceInput{ResourceArn: out.TunnelArn, Tags: []Tag{{"k", "v"}}}); err != nil {
 			t.Error(err)
 		}
+		// Read before the token is given back: after, the saver may have
+		// written it unused already.
+		used, rerr := savedUsed(dir, out.TunnelID, dataplane.Destination)
+		if rerr != nil {
+			t.Error(rerr)
+		}
+		written.Store(used)
 		return err
 	}
 	go s.Serve(l)
@@ -269,10 +277,17 @@ func TestGivenBackTokenSaved(t *testing.T) {
 	if _, status, body := dialWS(t, l.Addr().String(), "destination", out.DestinationAccessToken, ""); status != http.StatusServiceUnavailable {
 		t.Fatalf("first connect, its use not saved: %d %s, want 503", status, body)
 	}
-	if !savedRecord(t, dir, out.TunnelID).Used[dataplane.Destination] {
+	if !written.Load() {
 		t.Fatal("the other call's save did not write the token used: the test is not testing")
 	}
-	for deadline := time.Now().Add(10 * time.Second); savedRecord(t, dir, out.TunnelID).Used[dataplane.Destination]; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		used, err := savedUsed(dir, out.TunnelID, dataplane.Destination)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !used {
+			break
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("the state file still has the given-back token used")
 		}
