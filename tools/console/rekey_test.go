@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -94,10 +95,15 @@ func TestTerminalRekeyAfterLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(unlock) // before the lab's cleanup, which waits for the terminal
-	// The echo passes the device's threshold several times.
-	w.input(strings.Repeat("x", 2000) + "\n")
-	w.input("after\n")
-	w.output("after")
+	// Each echo passes the device's threshold several times. The device
+	// asks for a key exchange at its first write past it, which may be the
+	// round's last line: that line goes before the exchange, and only a
+	// later round's waits for it. Rounds past the first see its outcome.
+	for i := range 3 {
+		w.input(strings.Repeat("x", 2000) + "\n")
+		w.input(fmt.Sprintf("after %d\n", i))
+		w.output(fmt.Sprintf("after %d", i))
+	}
 }
 
 // TestTerminalRekeyAcceptedKeyLoggedOnce: the operator's acceptance of a
