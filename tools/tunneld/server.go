@@ -763,7 +763,8 @@ func (s *Server) commitThrough(ticket uint64, notify bool) error {
 
 func (s *Server) markDirty() { s.signal(s.dirty) }
 
-// dataplaneChanged is the data plane's OnChange: a side connected or disconnected.
+// dataplaneChanged is the data plane's OnChange: a side connected or
+// disconnected, or a failed upgrade gave its token back.
 // It may run with s.mu held (CloseTunnel closes the data-plane tunnel under it), so
 // it only wakes the saver, which writes only if a token's use changed.
 func (s *Server) dataplaneChanged(*dataplane.Tunnel) { s.markDirty() }
