@@ -4,11 +4,8 @@ package console
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -22,57 +19,28 @@ import (
 // (x/crypto's least RekeyThreshold): a long session's rekeys, made frequent.
 func newRekeyingDevice(t *testing.T) (addr string, hostKey ssh.PublicKey) {
 	t.Helper()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer, _ := ssh.NewSignerFromKey(priv)
-	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
+	cfg := &ssh.ServerConfig{PublicKeyCallback: anyKey}
 	cfg.RekeyThreshold = 256
-	cfg.AddHostKey(signer)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer nc.Close()
-				_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
-				if err != nil {
+	return serveDevice(t, &wg, cfg, func(nch ssh.NewChannel) {
+		ch, reqs, err := nch.Accept()
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer ch.Close()
+			for r := range reqs {
+				r.Reply(true, nil)
+				if r.Type == "shell" {
+					go ssh.DiscardRequests(reqs)
+					io.Copy(ch, ch)
 					return
 				}
-				go ssh.DiscardRequests(reqs)
-				for nch := range chans {
-					ch, reqs, err := nch.Accept()
-					if err != nil {
-						continue
-					}
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						defer ch.Close()
-						for r := range reqs {
-							r.Reply(true, nil)
-							if r.Type == "shell" {
-								go ssh.DiscardRequests(reqs)
-								io.Copy(ch, ch)
-								return
-							}
-						}
-					}()
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String(), signer.PublicKey()
+			}
+		}()
+	}, func() {}, nil)
 }
 
 // TestTerminalRekeyAfterLogin: a key exchange of a session (a long session's

@@ -531,11 +531,11 @@ func newSlowDevice(t *testing.T) *slowDevice {
 	t.Helper()
 	d := &slowDevice{asked: make(chan struct{}), answer: make(chan struct{}), ended: make(chan struct{})}
 	var asked, ended sync.Once
-	d.addr = serveDevice(t, &d.wg, func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
+	d.addr, _ = serveDevice(t, &d.wg, &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
 		asked.Do(func() { close(d.asked) })
 		<-d.answer
 		return nil, nil
-	}, func(nch ssh.NewChannel) {
+	}}, func(nch ssh.NewChannel) {
 		d.note(nch.ChannelType())
 		ch, reqs, err := nch.Accept()
 		if err != nil {
@@ -554,16 +554,16 @@ func newSlowDevice(t *testing.T) *slowDevice {
 	return d
 }
 
-// serveDevice runs a device's SSH server on a loopback port and returns its
-// address: keys are checked by check, each connection's channels handed to
-// channel in turn, and ended runs once a connection is over. At the test's end
-// release runs (if set), the listener closes and wg is waited for.
-func serveDevice(t *testing.T, wg *sync.WaitGroup, check func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error),
-	channel func(ssh.NewChannel), ended func(), release func()) string {
+// serveDevice runs a device's SSH server with cfg (a host key of its own
+// added) on a loopback port and returns its address and host key: each
+// connection's channels are handed to channel in turn, and ended runs once a
+// connection is over. At the test's end release runs (if set), the listener
+// closes and wg is waited for.
+func serveDevice(t *testing.T, wg *sync.WaitGroup, cfg *ssh.ServerConfig,
+	channel func(ssh.NewChannel), ended func(), release func()) (addr string, hostKey ssh.PublicKey) {
 	t.Helper()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	signer, _ := ssh.NewSignerFromKey(priv)
-	cfg := &ssh.ServerConfig{PublicKeyCallback: check}
 	cfg.AddHostKey(signer)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -600,7 +600,7 @@ func serveDevice(t *testing.T, wg *sync.WaitGroup, check func(ssh.ConnMetadata, 
 		ln.Close()
 		wg.Wait()
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), signer.PublicKey()
 }
 
 func (d *slowDevice) note(what string) {
@@ -704,11 +704,14 @@ type stuckDevice struct {
 
 func newStuckDevice(t *testing.T) *stuckDevice { return newScriptedDevice(t, nil) }
 
+// anyKey is a device's check that lets every key in.
+func anyKey(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }
+
 func newScriptedDevice(t *testing.T, session func(ch ssh.Channel, reqs <-chan *ssh.Request)) *stuckDevice {
 	t.Helper()
 	d := &stuckDevice{stalled: make(chan struct{}), ended: make(chan struct{}), session: session}
 	var stalled, ended sync.Once
-	d.addr = serveDevice(t, &d.wg, func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil },
+	d.addr, _ = serveDevice(t, &d.wg, &ssh.ServerConfig{PublicKeyCallback: anyKey},
 		func(nch ssh.NewChannel) {
 			ch, reqs, err := nch.Accept()
 			if err != nil {
