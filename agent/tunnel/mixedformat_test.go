@@ -20,13 +20,7 @@ func TestRefusedMixedFormatDoesNotHoldTheReader(t *testing.T) {
 	defer service.Close()
 	s := sessionOver(ws)
 	defer s.teardown()
-	s.mu.Lock()
-	s.version = V3
-	st := &stream{id: 1, target: "SSH", links: map[uint32]*link{}}
-	s.streams["SSH"] = st
-	l := s.newLinkLocked(st, "SSH", 1)
-	s.mu.Unlock()
-	l.start(agentEnd, nil)
+	startLink(s, agentEnd)
 
 	// The service reads nothing: what the WebSocket takes is full.
 	if _, err := ws.Write(make([]byte, pipeUnread)); err != nil {

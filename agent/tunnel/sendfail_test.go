@@ -22,13 +22,7 @@ import (
 func TestFailedSendResetsTheLocalConnection(t *testing.T) {
 	agentEnd, targetEnd := tcpPair(t)
 	s := failingSession()
-	s.mu.Lock()
-	s.version = V3
-	st := &stream{id: 1, target: "SSH", links: map[uint32]*link{}}
-	s.streams["SSH"] = st
-	l := s.newLinkLocked(st, "SSH", 1)
-	s.mu.Unlock()
-	l.start(agentEnd, nil)
+	l := startLink(s, agentEnd)
 
 	// The target answers; the link reads it and cannot send it on.
 	if _, err := targetEnd.Write([]byte("42% done\n")); err != nil {
@@ -47,13 +41,7 @@ func TestFailedSendAfterPeersEndKeepsTheFIN(t *testing.T) {
 	agentEnd, targetEnd := tcpPair(t)
 	ws := heldWrite{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	s := sessionWriting(ws)
-	s.mu.Lock()
-	s.version = V3
-	st := &stream{id: 1, target: "SSH", links: map[uint32]*link{}}
-	s.streams["SSH"] = st
-	l := s.newLinkLocked(st, "SSH", 1)
-	s.mu.Unlock()
-	l.start(agentEnd, nil)
+	l := startLink(s, agentEnd)
 	defer s.teardown()
 	released := false
 	release := func() {
@@ -166,6 +154,19 @@ func tcpPair(t *testing.T) (a, b net.Conn) {
 	}
 	t.Cleanup(func() { b.Close() })
 	return a, b
+}
+
+// startLink opens, in V3 session s, stream 1 of service SSH with connection
+// 1 on conn, as a STREAM_START's dial would.
+func startLink(s *session, conn net.Conn) *link {
+	s.mu.Lock()
+	s.version = V3
+	st := &stream{id: 1, target: "SSH", links: map[uint32]*link{}}
+	s.streams["SSH"] = st
+	l := s.newLinkLocked(st, "SSH", 1)
+	s.mu.Unlock()
+	l.start(conn, nil)
+	return l
 }
 
 // failingSession is a session over a WebSocket whose writes fail, as a lost
