@@ -189,9 +189,7 @@ func (s *Server) handleTerminal(w http.ResponseWriter, r *http.Request) {
 	end := s.runTerminal(ctx, c, t)
 	// ctx is cancelled when the console shuts down: the end message saying so gets
 	// a short time of its own.
-	ectx, ecancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	send(ectx, c, end)
-	ecancel()
+	sendWithin(c, end, 2*time.Second)
 	c.Close(websocket.StatusNormalClosure, "")
 	c.CloseNow()
 	t.reader.Wait()
@@ -223,11 +221,18 @@ func (s *Server) authenticate(ctx context.Context, c *websocket.Conn) bool {
 	return false
 }
 
-func send(ctx context.Context, c *websocket.Conn, m serverMessage) error {
+// send writes m to the page within 10 s (sendWithin).
+func send(c *websocket.Conn, m serverMessage) error { return sendWithin(c, m, 10*time.Second) }
+
+// sendWithin writes m to the page, giving up after d. Not bound to a
+// terminal's context: the WebSocket library closes the socket when a
+// Write's context ends during the write, and the end message saying why
+// (the console shutting down, say) would not get through.
+func sendWithin(c *websocket.Conn, m serverMessage, d time.Duration) error {
 	b, _ := json.Marshal(m)
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	return c.Write(wctx, websocket.MessageText, b)
+	return c.Write(ctx, websocket.MessageText, b)
 }
 
 func endMsg(kind, format string, args ...any) serverMessage {
@@ -284,10 +289,7 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 		return endMsg("error", "%v", err)
 	}
 
-	// The page's messages are sent without ctx, each within send's time: the
-	// WebSocket library closes the socket when a Write's context ends during
-	// the write, and a shutdown then cut the end message saying so.
-	send(context.WithoutCancel(ctx), c, serverMessage{Type: "info", Text: "waiting for the tunnel to " + t.spec.Thing + " …"})
+	send(c, serverMessage{Type: "info", Text: "waiting for the tunnel to " + t.spec.Thing + " …"})
 	actx, cancel := context.WithTimeout(pctx, 60*time.Second)
 	service, _, err := t.addr(actx, req.Service)
 	cancel()
@@ -304,7 +306,7 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 		}
 		return endMsg("error", "%v", err)
 	}
-	send(context.WithoutCancel(ctx), c, serverMessage{Type: "info", Text: fmt.Sprintf("connecting to %s of %s as %s …", service, t.spec.Thing, req.User)})
+	send(c, serverMessage{Type: "info", Text: fmt.Sprintf("connecting to %s of %s as %s …", service, t.spec.Thing, req.User)})
 
 	// The device has s.cfg.loginTimeout to answer and finish the handshake. One
 	// whose agent has not joined the tunnel yet does not answer: the service drops
@@ -357,7 +359,7 @@ func (s *Server) runTerminal(ctx context.Context, c *websocket.Conn, term *termi
 	var noted sync.Once
 	quiet := func() {
 		noted.Do(func() {
-			send(context.WithoutCancel(ctx), c, serverMessage{Type: "info", Text: "no answer from " + t.spec.Thing + " yet (is its agent connected to the tunnel?) …"})
+			send(c, serverMessage{Type: "info", Text: "no answer from " + t.spec.Thing + " yet (is its agent connected to the tunnel?) …"})
 		})
 	}
 	client, err := dialSSH(pctx, t, service, cfg, deadline, quiet)
@@ -384,7 +386,7 @@ retry:
 		switch {
 		case errors.As(err, &hk):
 			log.Warn("host key changed: login stopped", "stored", hk.Stored, "presented", hk.Presented)
-			send(context.WithoutCancel(ctx), c, serverMessage{Type: "hostkey-changed", Thing: hk.Thing, Stored: hk.Stored, Presented: hk.Presented})
+			send(c, serverMessage{Type: "hostkey-changed", Thing: hk.Thing, Stored: hk.Stored, Presented: hk.Presented})
 			return endMsg("hostkey", "WARNING: the host key of %s has changed (stored %s, presented %s). "+
 				"Someone may be impersonating the device, or it was reinstalled. Not logged in.", hk.Thing, hk.Stored, hk.Presented)
 		case strings.Contains(err.Error(), "unable to authenticate"): // x/crypto/ssh has no typed error for it
@@ -589,10 +591,8 @@ func (s *Server) relay(ctx, pctx context.Context, c *websocket.Conn, term *termi
 	if !setup() || err != nil { // the page went, or the console is closing
 		return fail("starting the shell: %v", err)
 	}
-	// Not ctx: the WebSocket library closes the socket when a Write's context ends
-	// during the write, and the end message saying why would not get through.
-	send(context.WithoutCancel(ctx), c, serverMessage{Type: "info", Text: hostNote})
-	send(context.WithoutCancel(ctx), c, serverMessage{Type: "ready"})
+	send(c, serverMessage{Type: "info", Text: hostNote})
+	send(c, serverMessage{Type: "ready"})
 
 	rctx, cancel := context.WithCancel(pctx)
 	defer cancel()
@@ -634,9 +634,7 @@ func (s *Server) relay(ctx, pctx context.Context, c *websocket.Conn, term *termi
 				}
 				written += int64(len(m.b))
 				if written-reported >= deliveredStep {
-					// Not ctx: a cancelled Write closes the WebSocket, before
-					// the end message.
-					if send(context.WithoutCancel(ctx), c, serverMessage{Type: "delivered", Bytes: written}) == nil {
+					if send(c, serverMessage{Type: "delivered", Bytes: written}) == nil {
 						reported = written
 					}
 				}
