@@ -708,7 +708,7 @@ func (s *Server) registerLocked(r *record) error {
 }
 
 // syncLocked copies the data plane's token and connection state into r.
-func (s *Server) syncLocked(r *record) { r.sync(s.dp.Sides([]*dataplane.Tunnel{r.dp})[0]) }
+func (s *Server) syncLocked(r *record) { r.sync(r.dp.Sides()) }
 
 // sync copies sides, a snapshot of r's data-plane tunnel, into r.
 func (r *record) sync(sides [2]dataplane.SideState) {
@@ -735,12 +735,7 @@ func (s *Server) closeLocked(r *record, reason string, at time.Time) {
 // stopped) the answer is an error: a change reported done would be forgotten by
 // a restart (a closed tunnel open again, a revoked token valid again). The
 // change stays in memory, and the next save that works keeps it.
-func (s *Server) commit(notify bool) error {
-	s.mu.Lock()
-	ticket := s.saveTicketLocked()
-	s.mu.Unlock()
-	return s.commitThrough(ticket, notify)
-}
+func (s *Server) commit(notify bool) error { return s.commitThrough(s.saveTicket(), notify) }
 
 // commitThrough is commit with a ticket taken already (saveTicketLocked).
 func (s *Server) commitThrough(ticket uint64, notify bool) error {
@@ -777,7 +772,7 @@ func (s *Server) durableChanged() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.tunnels {
-		if r.saved != durableOf(s.dp.Sides([]*dataplane.Tunnel{r.dp})[0]) || r.savedPending != r.NotifyPending {
+		if r.saved != durableOf(r.dp.Sides()) || r.savedPending != r.NotifyPending {
 			return true
 		}
 	}

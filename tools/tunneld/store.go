@@ -86,7 +86,7 @@ func (s *Server) load() error {
 			return fmt.Errorf("restoring tunnel %s: %w", r.ID, err)
 		}
 		s.restoreRevokedLocked(r)
-		r.saved, r.savedPending = durableOf(s.dp.Sides([]*dataplane.Tunnel{r.dp})[0]), r.NotifyPending
+		r.saved, r.savedPending = durableOf(r.dp.Sides()), r.NotifyPending
 		s.tunnels[r.ID] = r
 	}
 	s.trimClosedLocked() // the limit may have been lowered
@@ -108,10 +108,14 @@ func (s *Server) load() error {
 func (s *Server) save() error {
 	// Group commit: a ticket taken after the caller's change; a save whose
 	// snapshot came after it (through >= ticket) covers the caller too.
+	return s.saveThrough(s.saveTicket())
+}
+
+// saveTicket is saveTicketLocked for a caller without s.mu.
+func (s *Server) saveTicket() uint64 {
 	s.mu.Lock()
-	ticket := s.saveTicketLocked()
-	s.mu.Unlock()
-	return s.saveThrough(ticket)
+	defer s.mu.Unlock()
+	return s.saveTicketLocked()
 }
 
 // saveTicketLocked takes a ticket for the state as it is: every snapshot

@@ -87,6 +87,9 @@ func (t *Tunnel) sideLocked(side Side) SideState {
 	}
 }
 
+// Sides returns a snapshot of both sides, taken at one instant.
+func (t *Tunnel) Sides() [2]SideState { return t.s.Sides([]*Tunnel{t})[0] }
+
 // Sides returns a snapshot of both sides of each of ts, all taken at one
 // instant. Side by side, tunnel by tunnel, a client token that one side gave
 // back (a failed upgrade) and another side then took could be in both
