@@ -354,6 +354,14 @@ func TestTerminalShutdownSaysSo(t *testing.T) {
 	tv := l.openTunnel(l.client(), "dev-s")
 	w := l.terminal(loginRequest{Tunnel: tv.ID, Auth: "key", Key: "operator key"})
 	w.ready()
+	if m := shutdownEnd(l, w); m.Kind != "error" || !strings.Contains(m.Text, "shutting down") {
+		t.Fatalf("end = %+v, want kind error saying the console is shutting down", m)
+	}
+}
+
+// shutdownEnd shuts the console down while w's terminal is open, and returns
+// the terminal's end message once the shutdown is over.
+func shutdownEnd(l *testLab, w *wsTerm) *serverMessage {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -361,11 +369,10 @@ func TestTerminalShutdownSaysSo(t *testing.T) {
 		defer cancel()
 		l.console.Shutdown(ctx)
 	}()
-	if m := w.end(); m.Kind != "error" || !strings.Contains(m.Text, "shutting down") {
-		t.Fatalf("end = %+v, want kind error saying the console is shutting down", m)
-	}
+	m := w.end()
 	w.c.Read(context.Background()) // answers the close, as a browser does
 	<-done
+	return m
 }
 
 // TestTerminalShutdownDuringLoginSaysSo: a terminal whose login is under way
@@ -395,18 +402,9 @@ func TestTerminalShutdownDuringLoginSaysSo(t *testing.T) {
 			w.until("the note "+tc.note, func(m *serverMessage, _ string) bool {
 				return m != nil && m.Type == "info" && strings.HasPrefix(m.Text, tc.note)
 			})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				l.console.Shutdown(ctx)
-			}()
-			if m := w.end(); m.Kind != "error" || m.Text != "the console is shutting down" {
+			if m := shutdownEnd(l, w); m.Kind != "error" || m.Text != "the console is shutting down" {
 				t.Errorf("end = %+v, want kind error saying the console is shutting down", m)
 			}
-			w.c.Read(context.Background()) // answers the close, as a browser does
-			<-done
 			if line, ok := l.loggedEnd(0); !ok || !strings.Contains(line, " by=shutdown ") {
 				t.Errorf("terminal ended with %q, want by=shutdown", line)
 			}
