@@ -223,6 +223,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "porthole-console: %v\n", err)
 		return 2
 	}
+	// The stop can take seconds (the terminals' ends, the closes at the
+	// service, up to about 15 s after an open's answer was lost), and a
+	// second Ctrl-C is caught, not obeyed: quitting then would leave the
+	// tunnels this console opened open, their devices connected, for their
+	// whole lifetime. Both are said, or the console seemed to hang.
+	log.Info("stopping: ending the terminals and closing at the service the tunnels this console opened")
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, stopOn...)
+	defer signal.Stop(again)
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		for {
+			select {
+			case <-again:
+				log.Warn("still stopping: the tunnels this console opened are closed at the service first (killed, it would leave them open until their lifetime ends)")
+			case <-stopped:
+				return
+			}
+		}
+	}()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)

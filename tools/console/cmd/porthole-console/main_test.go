@@ -373,8 +373,9 @@ func TestDefaultListenIsAFreshPort(t *testing.T) {
 // consoleWithTunnel starts a TLS tunneld in this process and porthole-console
 // as a process of its own with --control-plane pointing at it, opens one tunnel
 // through the console's API, and returns the console, the tunnel's id, the
-// console's base URL and tunneld. The console is killed at the test's end.
-func consoleWithTunnel(t *testing.T) (*exec.Cmd, string, string, *tunneld.Server) {
+// console's base URL, tunneld and what the console writes to stderr (also
+// logged). The console is killed at the test's end.
+func consoleWithTunnel(t *testing.T) (*exec.Cmd, string, string, *tunneld.Server, *lockedBuffer) {
 	t.Helper()
 	dir := t.TempDir()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -403,7 +404,8 @@ func consoleWithTunnel(t *testing.T) (*exec.Cmd, string, string, *tunneld.Server
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = tlogWriter{t}
+	errs := &lockedBuffer{}
+	cmd.Stderr = io.MultiWriter(tlogWriter{t}, errs)
 	// Started with SIGHUP caught here, so that the console gets it at its
 	// default even when go test runs with it ignored (nohup): exec resets a
 	// caught signal, not an ignored one.
@@ -438,7 +440,7 @@ func consoleWithTunnel(t *testing.T) (*exec.Cmd, string, string, *tunneld.Server
 	if opened.TunnelID == "" {
 		t.Fatalf("no tunnel opened: %s", resp.Status)
 	}
-	return cmd, opened.TunnelID, base, td
+	return cmd, opened.TunnelID, base, td, errs
 }
 
 // stopConsole sends sig to the console and checks that it exits 0 having
@@ -471,7 +473,7 @@ func stopConsole(t *testing.T, cmd *exec.Cmd, sig syscall.Signal, td *tunneld.Se
 // outright, and the tunnels it opened stayed open, their devices connected,
 // for their whole lifetime.
 func TestConsoleHangupClosesItsTunnels(t *testing.T) {
-	cmd, id, _, td := consoleWithTunnel(t)
+	cmd, id, _, td, _ := consoleWithTunnel(t)
 	stopConsole(t, cmd, syscall.SIGHUP, td, id)
 }
 
@@ -481,21 +483,54 @@ func TestConsoleHangupClosesItsTunnels(t *testing.T) {
 // console's stop; closing the tunnels then got the expired context,
 // CloseTunnel failed at once, and the tunnels the console opened stayed open.
 func TestConsoleStopWithStalledRequestClosesItsTunnels(t *testing.T) {
-	cmd, id, base, td := consoleWithTunnel(t)
+	cmd, id, base, td, _ := consoleWithTunnel(t)
+	defer stallRequest(t, base).Close()
+	stopConsole(t, cmd, syscall.SIGTERM, td, id)
+}
+
+// A stop takes seconds (here, a stalled request's 5 s), and a second Ctrl-C
+// meanwhile is caught so that the tunnels still get closed: the console said
+// neither, and seemed to hang and ignore the operator.
+func TestConsoleSaysItIsStopping(t *testing.T) {
+	cmd, id, base, td, errs := consoleWithTunnel(t)
+	defer stallRequest(t, base).Close()
+	cmd.Process.Signal(syscall.SIGINT)
+	waitFor(t, errs, "msg=\"stopping: ")
+	stopConsole(t, cmd, syscall.SIGINT, td, id)
+	if !strings.Contains(errs.String(), "msg=\"still stopping: ") {
+		t.Errorf("a second Ctrl-C during the stop was not answered; stderr:\n%s", errs)
+	}
+}
+
+// waitFor waits up to 10 s for b to hold s.
+func waitFor(t *testing.T, b *lockedBuffer, s string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(b.String(), s); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in 10 s; got:\n%s", s, b)
+		}
+	}
+}
+
+// stallRequest sends the console at base a request whose body does not all
+// come, and returns its connection once the console holds it: until it is
+// closed, the console's stop waits its 5 s for the request.
+func stallRequest(t *testing.T, base string) net.Conn {
+	t.Helper()
 	host := strings.TrimPrefix(base, "http://")
 	c, err := net.Dial("tcp", host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	c.Write([]byte("POST /api/tunnels HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"))
 	// The request is in flight once the console has answered nothing to it
 	// yet; a read that times out says so without a sleep's guess.
 	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, err := c.Read(make([]byte, 1)); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		c.Close()
 		t.Fatalf("the stalled request was answered: %d, %v", n, err)
 	}
-	stopConsole(t, cmd, syscall.SIGTERM, td, id)
+	return c
 }
 
 // tlogWriter sends a child's stderr to t.Log.
