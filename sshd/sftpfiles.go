@@ -91,7 +91,6 @@ func (s *sftpFront) opened(id uint32, h string) {
 	if s.openingID != id {
 		f.path = ""
 	}
-	s.opening.path = ""
 	s.mu.Unlock()
 	var st syscall.Stat_t
 	if f.path != "" && syscall.Stat(f.path, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
@@ -101,16 +100,22 @@ func (s *sftpFront) opened(id uint32, h string) {
 	}
 	s.mu.Lock()
 	s.files[h] = &f
+	s.opening.path = "" // at once: openForWriting counts the file as one or the other
 	s.mu.Unlock()
 }
 
-// openForWriting counts the regular files pkg/sftp holds open for writing.
+// openForWriting counts the regular files pkg/sftp holds open for writing,
+// and the OPEN for writing whose reply has not gone out: pkg/sftp has opened
+// (and perhaps truncated) its file, and writes the HANDLE after Serve returns.
 func (s *sftpFront) openForWriting() (n int) {
 	s.mu.Lock()
 	for _, f := range s.files {
 		if f.flags&sftpFlagWrite != 0 {
 			n++
 		}
+	}
+	if s.opening.path != "" && s.opening.flags&sftpFlagWrite != 0 {
+		n++
 	}
 	s.mu.Unlock()
 	return n
@@ -393,6 +398,9 @@ func (s *sftpFront) writeStatus(b []byte) []byte {
 	fail := ok && s.failClose && id == s.failCloseID
 	if id == s.failCloseID {
 		s.failClose = false
+	}
+	if id == s.openingID {
+		s.opening.path = "" // the OPEN failed: no file is open
 	}
 	s.mu.Unlock()
 	if fail {
