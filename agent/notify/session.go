@@ -36,6 +36,11 @@ type sessionState struct {
 	discards  uint64 // how many times st discarded its messages unacknowledged
 	connected bool   // between ConAckReceived and ConnectionLost
 	expiry    uint32 // the session expiry interval in force, as st keeps it
+	// sub is the packet identifier of the last SUBSCRIBE, while it waits for
+	// its SUBACK on this connection (0: none; the listener sends one at a
+	// time). st keeps it across connections, unlike the broker (it is not
+	// session state, MQTT 5.0 §4.1): ConnectionLost ends it.
+	sub uint16
 }
 
 func newSessionState(log *slog.Logger) *sessionState {
@@ -122,6 +127,12 @@ func (s *sessionState) ConnectionLost(dp *packets.Disconnect) error {
 	err := s.st.ConnectionLost(dp)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.sub != 0 {
+		// A SUBACK of packet type 0 is what st answers a request with when
+		// it drops it: the Subscribe still waiting returns ErrConnectionLost.
+		_ = s.st.PacketReceived(&packets.ControlPacket{Content: &packets.Suback{PacketID: s.sub}}, nil)
+		s.sub = 0
+	}
 	if !s.connected {
 		return err // called again for the same loss
 	}
@@ -139,14 +150,19 @@ func (s *sessionState) AddToSession(ctx context.Context, p session.Packet, resp 
 	if err := s.st.AddToSession(ctx, p, resp); err != nil {
 		return err
 	}
-	if pub, ok := p.(*packets.Publish); ok {
+	switch pk := p.(type) {
+	case *packets.Publish:
 		s.mu.Lock()
-		s.unacked[pub.PacketID] = false
+		s.unacked[pk.PacketID] = false
 		discards := s.discards
 		s.mu.Unlock()
 		if r, ok := ctx.Value(storedKey{}).(*stored); ok {
-			*r = stored{ok: true, id: pub.PacketID, discards: discards}
+			*r = stored{ok: true, id: pk.PacketID, discards: discards}
 		}
+	case *packets.Subscribe:
+		s.mu.Lock()
+		s.sub = pk.PacketID
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -155,11 +171,16 @@ func (s *sessionState) PacketReceived(cp *packets.ControlPacket, pubs chan<- *pa
 	// Publish sends QoS 1 only: a PUBACK, whatever its reason code, ends the
 	// message's life in the session. Taken out first, so that the count is
 	// right by the time the waiting Publish returns.
-	if ack, ok := cp.Content.(*packets.Puback); ok {
-		s.mu.Lock()
+	s.mu.Lock()
+	switch ack := cp.Content.(type) {
+	case *packets.Puback:
 		delete(s.unacked, ack.PacketID)
-		s.mu.Unlock()
+	case *packets.Suback:
+		if s.sub == ack.PacketID {
+			s.sub = 0
+		}
 	}
+	s.mu.Unlock()
 	return s.st.PacketReceived(cp, pubs)
 }
 

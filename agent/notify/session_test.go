@@ -92,3 +92,49 @@ func TestAbandonAfterDiscardIsNotKept(t *testing.T) {
 		t.Errorf("%d messages unacknowledged after the session was discarded, want 0", n)
 	}
 }
+
+// A SUBSCRIBE whose connection ends before its SUBACK (a broker that drops the
+// client at its SUBSCRIBE, a link lost at that moment) leaves the session. paho
+// keeps its packet identifier, and a channel, across connections where the
+// broker kept the session: one more at each such connection, until after 65535
+// of them (45 days of a broker dropping each connection at its SUBSCRIBE, two
+// minutes apart) no SUBSCRIBE or PUBLISH got an identifier any more, and the
+// device heard no notification until restarted.
+func TestLostSubscribeFreesItsPacketID(t *testing.T) {
+	s := newSessionState(slog.New(slog.DiscardHandler))
+	expiry := uint32(60)
+	cp := &packets.Connect{Properties: &packets.Properties{SessionExpiryInterval: &expiry}}
+	connack := func() {
+		t.Helper()
+		if err := s.ConAckReceived(io.Discard, cp, &packets.Connack{SessionPresent: true, Properties: &packets.Properties{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subscribe := func() (*packets.Subscribe, chan packets.ControlPacket, error) {
+		sp := &packets.Subscribe{Subscriptions: []packets.SubOptions{{Topic: Topic("thing-a"), QoS: 1}}}
+		resp := make(chan packets.ControlPacket, 1)
+		return sp, resp, s.AddToSession(context.Background(), sp, resp)
+	}
+	connack()
+	lost, resp, err := subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ConnectionLost(nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-resp: // the Subscribe waiting for it returns
+	default:
+		t.Errorf("the SUBSCRIBE lost with its connection was not answered")
+	}
+	connack() // the broker kept the session
+	for id := 1; id <= 65535; id++ {
+		if uint16(id) != lost.PacketID {
+			s.st.AllocateClientPacketIDForTest(uint16(id), packets.PUBLISH, make(chan packets.ControlPacket, 1))
+		}
+	}
+	if sp, _, err := subscribe(); err != nil || sp.PacketID != lost.PacketID {
+		t.Errorf("a SUBSCRIBE with every other identifier in use got identifier %d, %v; want %d, the one of the SUBSCRIBE lost with its connection", sp.PacketID, err, lost.PacketID)
+	}
+}
