@@ -122,6 +122,54 @@ func TestOpenDuringStopAgreesWithFile(t *testing.T) {
 	checkOpenSaved(t, res, savedTunnels(t, dir))
 }
 
+// A change the server's last save wrote, as the server stops, is answered as
+// done: the next instance has it. Each call takes its save's ticket with its
+// change; one taken after it, once the stop's save had ended, was answered
+// InternalFailure ("could not save its state") for a change that was saved.
+func TestChangesDuringStopAnsweredDone(t *testing.T) {
+	calls := map[string]func(*Server, *OpenTunnelOutput) error{
+		"CloseTunnel": func(s *Server, o *OpenTunnelOutput) error {
+			return s.CloseTunnel(context.Background(), &CloseTunnelInput{TunnelID: o.TunnelID})
+		},
+		"RotateTunnelAccessToken": func(s *Server, o *OpenTunnelOutput) error {
+			_, err := s.RotateTunnelAccessToken(context.Background(), &RotateTunnelAccessTokenInput{TunnelID: o.TunnelID, ClientMode: ClientModeAll})
+			return err
+		},
+		"TagResource": func(s *Server, o *OpenTunnelOutput) error {
+			return s.TagResource(context.Background(), &TagResourceInput{ResourceArn: o.TunnelArn, Tags: []Tag{{"k", "v"}}})
+		},
+		"UntagResource": func(s *Server, o *OpenTunnelOutput) error {
+			return s.UntagResource(context.Background(), &UntagResourceInput{ResourceArn: o.TunnelArn, TagKeys: []string{"k"}})
+		},
+	}
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			gate := newCommitGate()
+			s, err := New(Config{DataDir: dir, Logger: testLogger(t), beforeCommit: gate.beforeCommit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, err := s.OpenTunnel(context.Background(), &OpenTunnelInput{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			gate.armed.Store(true)
+			done := make(chan error, 1)
+			go func() { done <- call(s, o) }()
+			<-gate.held
+			s.Close() // its last save finds the change made
+			close(gate.resume)
+			if err := <-done; err != nil {
+				t.Errorf("%s during the stop: %v; the stop's last save wrote its change", name, err)
+			}
+			if name == "CloseTunnel" && savedTunnels(t, dir)[o.TunnelID] != StatusClosed {
+				t.Errorf("the stop's last save left the tunnel %s", savedTunnels(t, dir)[o.TunnelID])
+			}
+		})
+	}
+}
+
 // An OpenTunnel whose change another call's save wrote is answered with its
 // tokens even if its own write then fails: it was answered with an error and
 // forgotten, while the file kept it open until some later save.

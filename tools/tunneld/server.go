@@ -490,7 +490,7 @@ func (s *Server) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunn
 	if dc := in.DestinationConfig; dc != nil {
 		thing, services = dc.ThingName, dc.Services
 	}
-	if err := s.commitThrough(ticket, notify); err != nil {
+	if err := s.commit(ticket, notify); err != nil {
 		// No one has its tokens: a tunnel left open would only count against
 		// the limit, and be notified to its thing. Unless a write since
 		// (another call's, once this one's failed) has it open in the file:
@@ -527,9 +527,10 @@ func (s *Server) CloseTunnel(ctx context.Context, in *CloseTunnelInput) error {
 		s.forgetLocked(r)
 	}
 	s.trimClosedLocked()
+	ticket := s.saveTicketLocked()
 	s.mu.Unlock()
 	s.log.Info("tunnel closed", append([]any{"tunnel", r.ID, "deleted", in.Delete}, callerAttrs(ctx)...)...)
-	return s.commit(false)
+	return s.commit(ticket, false)
 }
 
 // DescribeTunnel describes a tunnel, open or closed.
@@ -675,6 +676,7 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	}
 	r.LastUpdatedAt = s.now()
 	dp := r.dp
+	ticket := s.saveTicketLocked()
 	s.mu.Unlock()
 	for _, side := range cut {
 		s.log.Info("side closed: its access token was rotated", "tunnel", r.ID, "side", side)
@@ -684,7 +686,7 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	}
 	s.log.Info("tokens rotated", append([]any{"tunnel", r.ID, "mode", in.ClientMode,
 		"source_token", fingerprint(out.SourceAccessToken), "destination_token", fingerprint(out.DestinationAccessToken)}, callerAttrs(ctx)...)...)
-	if err := s.commit(notify); err != nil {
+	if err := s.commit(ticket, notify); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -730,15 +732,15 @@ func (s *Server) closeLocked(r *record, reason string, at time.Time) {
 	s.syncLocked(r)
 }
 
-// commit saves the state now, so that an API answer is durable, and wakes the
-// notifier if asked. When the state cannot be saved (a full disk, or the server
+// commit returns once a save covers ticket, so that an API answer is durable,
+// and wakes the notifier if asked. ticket is taken under s.mu with the change
+// (saveTicketLocked): one taken after it would not be covered by a save whose
+// snapshot came between the two, so a change the stop's last save wrote was
+// answered as lost. When the state cannot be saved (a full disk, or the server
 // stopped) the answer is an error: a change reported done would be forgotten by
 // a restart (a closed tunnel open again, a revoked token valid again). The
 // change stays in memory, and the next save that works keeps it.
-func (s *Server) commit(notify bool) error { return s.commitThrough(s.saveTicket(), notify) }
-
-// commitThrough is commit with a ticket taken already (saveTicketLocked).
-func (s *Server) commitThrough(ticket uint64, notify bool) error {
+func (s *Server) commit(ticket uint64, notify bool) error {
 	if s.cfg.beforeCommit != nil {
 		s.cfg.beforeCommit()
 	}
@@ -907,9 +909,13 @@ func (s *Server) sweep() {
 		changed = true
 	}
 	s.sweepAt = next
+	var ticket uint64
+	if changed {
+		ticket = s.saveTicketLocked()
+	}
 	s.mu.Unlock()
 	if changed {
-		s.commit(false) // an error is logged; the next sweep or call saves again
+		s.commit(ticket, false) // an error is logged; the next sweep or call saves again
 	}
 }
 

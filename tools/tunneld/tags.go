@@ -36,9 +36,10 @@ func (s *Server) TagResource(ctx context.Context, in *TagResourceInput) error {
 		return invalid("the tunnel would have %d tags, more than the %d allowed", len(tags), maxTags)
 	}
 	r.Tags = tags
+	ticket := s.saveTicketLocked()
 	s.mu.Unlock()
 	s.log.Info("tunnel tagged", append([]any{"tunnel", r.ID, "keys", quotedList(tagKeys(in.Tags))}, callerAttrs(ctx)...)...)
-	return s.commit(false)
+	return s.commit(ticket, false)
 }
 
 // UntagResource removes tags of a tunnel by key.
@@ -54,9 +55,10 @@ func (s *Server) UntagResource(ctx context.Context, in *UntagResourceInput) erro
 		return err
 	}
 	r.Tags = slices.DeleteFunc(r.Tags, func(t Tag) bool { return slices.Contains(in.TagKeys, t.Key) })
+	ticket := s.saveTicketLocked()
 	s.mu.Unlock()
 	s.log.Info("tunnel untagged", append([]any{"tunnel", r.ID, "keys", quotedList(in.TagKeys)}, callerAttrs(ctx)...)...)
-	return s.commit(false)
+	return s.commit(ticket, false)
 }
 
 // ListTagsForResource lists the tags of a tunnel.
