@@ -150,18 +150,17 @@ func (s *sessionState) AddToSession(ctx context.Context, p session.Packet, resp 
 	if err := s.st.AddToSession(ctx, p, resp); err != nil {
 		return err
 	}
-	switch pk := p.(type) {
-	case *packets.Publish:
+	if pub, ok := p.(*packets.Publish); ok {
 		s.mu.Lock()
-		s.unacked[pk.PacketID] = false
+		s.unacked[pub.PacketID] = false
 		discards := s.discards
 		s.mu.Unlock()
 		if r, ok := ctx.Value(storedKey{}).(*stored); ok {
-			*r = stored{ok: true, id: pk.PacketID, discards: discards}
+			*r = stored{ok: true, id: pub.PacketID, discards: discards}
 		}
-	case *packets.Subscribe:
+	} else if sub, ok := p.(*packets.Subscribe); ok {
 		s.mu.Lock()
-		s.sub = pk.PacketID
+		s.sub = sub.PacketID
 		s.mu.Unlock()
 	}
 	return nil
@@ -172,13 +171,10 @@ func (s *sessionState) PacketReceived(cp *packets.ControlPacket, pubs chan<- *pa
 	// message's life in the session. Taken out first, so that the count is
 	// right by the time the waiting Publish returns.
 	s.mu.Lock()
-	switch ack := cp.Content.(type) {
-	case *packets.Puback:
+	if ack, ok := cp.Content.(*packets.Puback); ok {
 		delete(s.unacked, ack.PacketID)
-	case *packets.Suback:
-		if s.sub == ack.PacketID {
-			s.sub = 0
-		}
+	} else if ack, ok := cp.Content.(*packets.Suback); ok && ack.PacketID == s.sub {
+		s.sub = 0
 	}
 	s.mu.Unlock()
 	return s.st.PacketReceived(cp, pubs)
