@@ -200,6 +200,12 @@ func (a *Agent) CheckReload(cfg *Config) error {
 		a.log.Warn("certificate files do not load: the running agent goes on with those it read before (a reload does not read them), but would not start with these",
 			"error", cfg.identity)
 	}
+	// What of cfg is used as another value (cfg.adjusted) is said as at
+	// start: unsaid, a password hash of a cost above maxHashCost left its
+	// user without password login and the log with "reloaded" alone.
+	for _, w := range cfg.adjusted {
+		a.log.Warn(w)
+	}
 	for _, w := range cfg.notServed {
 		a.log.Warn(w)
 	}

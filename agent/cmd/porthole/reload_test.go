@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
 
@@ -465,5 +467,28 @@ func TestAgentRunsWithBrokenNotifySocket(t *testing.T) {
 	p := startAgent(t, path)
 	if got := p.logged(); strings.Count(got, "cannot tell systemd") != 1 {
 		t.Errorf("the agent's log:\n%s\nwant one warning that it cannot tell systemd it has started", got)
+	}
+}
+
+// A reload (SIGHUP) with a password hash of a cost the agent does not use
+// (above 20) says so, as the start does: it logged only "reloaded", and the
+// user whose new hash it was could no longer log in by password, with
+// nothing in the agent's log to say why (kill -HUP runs no check-config).
+func TestReloadSaysPasswordHashNotUsed(t *testing.T) {
+	path, _ := deviceConfig(t)
+	p := startAgent(t, path)
+	hash, err := bcrypt.GenerateFromPassword([]byte("secret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	costly := strings.Replace(string(hash), "$04$", "$21$", 1) // never checked: no need to wait for cost 21
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, append(b, fmt.Sprintf("[ssh]\npassword_hashes = { root = %q }\n", costly)...), 0o600)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	p.waitLog(t, "reload")
+	time.Sleep(100 * time.Millisecond)
+	got := p.logged()
+	if !strings.Contains(got, "ssh.password_hashes.root: bcrypt cost 21 is not used") {
+		t.Errorf("after SIGHUP with root's hash of cost 21, the log says:\n%s\nwant a warning that it is not used", got)
 	}
 }
