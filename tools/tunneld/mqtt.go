@@ -123,11 +123,13 @@ func (m *MQTTNotifier) Notify(ctx context.Context, n Notification) error {
 		return fmt.Errorf("publishing to %s: waiting for the broker: %w", n.Topic(), err)
 	}
 	resp, err := m.cm.Publish(ctx, &paho.Publish{QoS: 1, Topic: n.Topic(), Payload: n.Payload()})
-	if err != nil {
-		return fmt.Errorf("publishing to %s: %w", n.Topic(), err)
-	}
+	// Before err: paho returns a refusing PUBACK together with an error of
+	// its own.
 	if resp != nil && resp.ReasonCode >= 0x80 {
 		return fmt.Errorf("publishing to %s: reason code %#x: %w", n.Topic(), resp.ReasonCode, ErrNotifyRefused)
+	}
+	if err != nil {
+		return fmt.Errorf("publishing to %s: %w", n.Topic(), err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package tunneld
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -158,5 +159,27 @@ func TestBrokerURLZoned(t *testing.T) {
 		if u.Hostname() != in[1:len(in)-6] {
 			t.Errorf("brokerURL(%q).Hostname() = %q", in, u.Hostname())
 		}
+	}
+}
+
+// A broker that refuses a notification (PUBACK 0x87: its ACL does not let
+// tunneld publish on the thing's topic) is told apart from a broker that
+// is down: paho returns an error along with the refusing PUBACK, and that
+// error was returned as it was, never ErrNotifyRefused.
+func TestNotifyRefusedByTheBroker(t *testing.T) {
+	broker := mqtttest.StartMosquitto(t)
+	// A device's identity may publish on its own thing's topics only.
+	cert, key := broker.PKI.Client(t, "dev1")
+	n, err := NewMQTTNotifier(MQTTConfig{Broker: broker.Addr, CAFile: broker.PKI.CAFile, CertFile: cert, KeyFile: key,
+		Logger: testLogger(t).With("component", "mqtt")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	defer n.Close(ctx)
+	err = n.Notify(ctx, Notification{ThingName: "dev2", ClientAccessToken: "x", Region: "us-east-1", Services: []string{"SSH"}})
+	if !errors.Is(err, ErrNotifyRefused) || !strings.Contains(err.Error(), "0x87") {
+		t.Errorf("Notify on a topic the broker's ACL refuses: %v, want ErrNotifyRefused with reason code 0x87", err)
 	}
 }
