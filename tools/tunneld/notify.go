@@ -132,7 +132,6 @@ func (s *Server) deliverPending() (failed bool) {
 		}
 		return strings.Compare(jobs[a].id, jobs[b].id)
 	})
-	delivered := false
 	for _, i := range order {
 		j := jobs[i]
 		if s.ctx.Err() != nil {
@@ -157,9 +156,9 @@ func (s *Server) deliverPending() (failed bool) {
 		}
 		log.Info("notification delivered", "topic", j.n.Topic())
 		s.clearPending(j.id, j.n.ClientAccessToken)
-		delivered = true
-	}
-	if delivered {
+		// Saved now, not after the round: the next notification may wait
+		// notifyTimeout for its broker, and a crash meanwhile would publish
+		// this token again at the next start.
 		s.markDirty()
 	}
 	return failed

@@ -651,6 +651,79 @@ func TestDeliveredNotificationSaved(t *testing.T) {
 	}
 }
 
+// gatedNotifier delivers notifications at once, except those of the things in
+// gates, which wait until their gate is closed (or their ctx ends), as a
+// broker that does not answer their PUBLISH, and those of refused, which fail.
+type gatedNotifier struct {
+	gates   map[string]chan struct{} // not changed once in use
+	refused string
+	got     chan Notification
+}
+
+func (g *gatedNotifier) Notify(ctx context.Context, n Notification) error {
+	if gate, ok := g.gates[n.ThingName]; ok {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if n.ThingName == g.refused {
+		return fmt.Errorf("reason code 0x87: %w", ErrNotifyRefused)
+	}
+	g.got <- n
+	return nil
+}
+
+// A delivered notification is saved while a later one of the same round
+// still waits for its broker (up to notifyTimeout): a crash meanwhile would
+// publish the delivered token again at the next start.
+func TestDeliveredNotificationSavedWhileAnotherWaits(t *testing.T) {
+	dir := t.TempDir()
+	first, hung := make(chan struct{}), make(chan struct{})
+	defer close(hung)
+	// The first tunnel's notification holds the notifier while the next two
+	// are opened, and then fails: no save follows its round, and the next
+	// round has all three.
+	g := &gatedNotifier{gates: map[string]chan struct{}{"first": first, "hung": hung}, refused: "first", got: make(chan Notification, 4)}
+	ts := startServer(t, Config{DataDir: dir, Notifier: g, retry: 10 * time.Millisecond})
+	ts.open(t, "first", "SSH")
+	delivered := ts.open(t, "delivered", "SSH")
+	ts.open(t, "hung", "SSH")
+	close(first)
+	select {
+	case n := <-g.got:
+		if n.ThingName != "delivered" {
+			t.Fatalf("notification for %s, want one for delivered", n.ThingName)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification for delivered")
+	}
+	var b []byte
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, _ = os.ReadFile(filepath.Join(dir, stateFile))
+		var st struct {
+			Tunnels []struct {
+				ID            string `json:"id"`
+				NotifyPending bool   `json:"notifyPending"`
+			} `json:"tunnels"`
+		}
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatalf("state file: %v", err)
+		}
+		saved := false
+		for _, r := range st.Tunnels {
+			saved = saved || r.ID == delivered.TunnelID && !r.NotifyPending
+		}
+		if saved {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after its delivery, while another notification waits, the state file still says it is pending:\n%s", b)
+		}
+	}
+}
+
 // A call that runs on a server after it stopped (a request still in flight when
 // Shutdown's deadline passed, or at Close) is refused and writes nothing: the
 // next instance may hold the directory by then, and its state would be
