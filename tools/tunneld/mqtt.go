@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -41,7 +42,17 @@ type MQTTNotifier struct {
 	log *slog.Logger
 	ctx context.Context
 	end context.CancelFunc
+
+	mu sync.Mutex
+	// lost is closed when the connection up now goes down; nil between
+	// connections.
+	lost chan struct{}
 }
+
+// errConnectionLost ends a Notify whose connection went down before its
+// PUBACK: paho forgets the PUBLISH with the connection's session (no expiry)
+// and would wait its packet timeout for an answer that cannot come.
+var errConnectionLost = errors.New("connection lost before the PUBACK")
 
 // ErrNotifyRefused wraps a PUBACK with an error reason code, e.g. 0x87 not authorized.
 var ErrNotifyRefused = errors.New("tunneld: broker refused the notification")
@@ -90,9 +101,18 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 		ConnectTimeout:                10 * time.Second,
 		ReconnectBackoff:              backoff,
 		OnConnectionUp: func(*autopaho.ConnectionManager, *paho.Connack) {
+			n.mu.Lock()
+			n.lost = make(chan struct{})
+			n.mu.Unlock()
 			log.Info("mqtt connected", "broker", u.Host)
 		},
 		OnConnectionDown: func() bool {
+			n.mu.Lock()
+			if n.lost != nil {
+				close(n.lost)
+				n.lost = nil
+			}
+			n.mu.Unlock()
 			log.Warn("mqtt connection lost; reconnecting", "broker", u.Host)
 			return true
 		},
@@ -122,7 +142,24 @@ func (m *MQTTNotifier) Notify(ctx context.Context, n Notification) error {
 	if err := m.cm.AwaitConnection(ctx); err != nil {
 		return fmt.Errorf("publishing to %s: waiting for the broker: %w", n.Topic(), err)
 	}
+	m.mu.Lock()
+	lost := m.lost // nil if OnConnectionUp has not run yet: paho's timeout then
+	m.mu.Unlock()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if lost != nil {
+		go func() {
+			select {
+			case <-lost:
+				cancel(errConnectionLost)
+			case <-ctx.Done():
+			}
+		}()
+	}
 	resp, err := m.cm.Publish(ctx, &paho.Publish{QoS: 1, Topic: n.Topic(), Payload: n.Payload()})
+	if err != nil && context.Cause(ctx) == errConnectionLost {
+		err = errConnectionLost
+	}
 	// Before err: paho returns a refusing PUBACK together with an error of
 	// its own.
 	if resp != nil && resp.ReasonCode >= 0x80 {

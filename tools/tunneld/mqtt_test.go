@@ -6,8 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
 )
@@ -182,4 +186,115 @@ func TestNotifyRefusedByTheBroker(t *testing.T) {
 	if !errors.Is(err, ErrNotifyRefused) || !strings.Contains(err.Error(), "0x87") {
 		t.Errorf("Notify on a topic the broker's ACL refuses: %v, want ErrNotifyRefused with reason code 0x87", err)
 	}
+}
+
+// A broker that drops the connection a notification's PUBLISH went out on
+// (it restarts, or it disconnects a client publishing where its ACL
+// forbids) fails that Notify at once, so that it is retried on the next
+// connection: paho forgets the PUBLISH with the connection's session and
+// waited its packet timeout (10 s) for a PUBACK that could not come, and every
+// pending notification after it waited too.
+func TestNotifyFailsWhenItsConnectionDrops(t *testing.T) {
+	addr := dropFirstPublishBroker(t)
+	n, err := NewMQTTNotifier(MQTTConfig{Broker: "mqtt://" + addr, Logger: testLogger(t).With("component", "mqtt")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	note := Notification{ThingName: "dev1", ClientAccessToken: "x", Region: "us-east-1", Services: []string{"SSH"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := n.Notify(ctx, note); err == nil {
+		t.Fatal("Notify whose connection dropped before its PUBACK = nil error")
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("Notify whose connection dropped before its PUBACK returned after %v, want at once", el)
+	}
+	if err := n.Notify(ctx, note); err != nil {
+		t.Errorf("Notify on the next connection: %v", err)
+	}
+}
+
+// fakeBroker is an MQTT v5 broker on a loopback port, without TLS, for the
+// failures Mosquitto cannot be made to show. It answers CONNECT, PINGREQ and
+// PUBLISH (QoS 1) as a broker does, except where hook says otherwise: hook
+// gets the packet read on the nth connection (from 0) and returns the packets
+// to write instead, and whether to close the connection after them. The
+// broker stops when the test ends.
+func fakeBroker(t *testing.T, hook func(nth int, p *packets.ControlPacket) (answers []*packets.ControlPacket, end, ok bool)) (addr string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for nth := 0; ; nth++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				for {
+					p, err := packets.ReadPacket(c)
+					if err != nil {
+						return
+					}
+					answers, end, ok := hook(nth, p)
+					if !ok {
+						switch p.Type {
+						case packets.CONNECT:
+							answers = append(answers, packets.NewControlPacket(packets.CONNACK))
+						case packets.PINGREQ:
+							answers = append(answers, packets.NewControlPacket(packets.PINGRESP))
+						case packets.PUBLISH:
+							ack := packets.NewControlPacket(packets.PUBACK)
+							ack.Content.(*packets.Puback).PacketID = p.Content.(*packets.Publish).PacketID
+							answers = append(answers, ack)
+						}
+					}
+					for _, a := range answers {
+						if _, err := a.WriteTo(c); err != nil {
+							return
+						}
+					}
+					if end {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// dropFirstPublishBroker is a fakeBroker that closes the connection at the
+// first PUBLISH it reads.
+func dropFirstPublishBroker(t *testing.T) (addr string) {
+	var dropped atomic.Bool
+	return fakeBroker(t, func(_ int, p *packets.ControlPacket) ([]*packets.ControlPacket, bool, bool) {
+		if p.Type == packets.PUBLISH && !dropped.Swap(true) {
+			return nil, true, true
+		}
+		return nil, false, false
+	})
 }
