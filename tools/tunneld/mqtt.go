@@ -119,7 +119,22 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 		OnConnectError: func(err error) {
 			log.Warn("mqtt connect failed", "broker", u.Host, "err", err)
 		},
-		ClientConfig: paho.ClientConfig{ClientID: id},
+		ClientConfig: paho.ClientConfig{
+			ClientID: id,
+			// Why a connection that was up ended: OnConnectionDown does
+			// not say, and a broker's reason (another client took the
+			// session, an ACL change) is what the operator must read.
+			OnServerDisconnect: func(d *paho.Disconnect) {
+				attrs := []any{"broker", u.Host, "reason_code", fmt.Sprintf("%#x", d.ReasonCode), "reason", d.Packet().Reason()}
+				if d.Properties != nil && d.Properties.ReasonString != "" {
+					attrs = append(attrs, "broker_reason", d.Properties.ReasonString)
+				}
+				log.Warn("mqtt broker ended the connection", attrs...)
+			},
+			OnClientError: func(err error) {
+				log.Warn("mqtt connection ended", "broker", u.Host, "err", err)
+			},
+		},
 	})
 	if err != nil {
 		n.end()

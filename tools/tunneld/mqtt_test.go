@@ -216,6 +216,35 @@ func TestNotifyFailsWhenItsConnectionDrops(t *testing.T) {
 	}
 }
 
+// A broker that ends tunneld's connection says why (DISCONNECT 0x8e: another
+// client took the session, as a second tunneld with the same --client-id
+// does; 0x87 after an ACL change), and the log says it: it said only
+// "mqtt connection lost; reconnecting", at every one of the reconnections.
+func TestBrokerDisconnectReasonLogged(t *testing.T) {
+	var kicked atomic.Bool
+	addr := fakeBroker(t, func(_ int, p *packets.ControlPacket) ([]*packets.ControlPacket, bool, bool) {
+		if p.Type != packets.CONNECT || kicked.Swap(true) {
+			return nil, false, false
+		}
+		d := packets.NewControlPacket(packets.DISCONNECT)
+		d.Content.(*packets.Disconnect).ReasonCode = 0x8e
+		return []*packets.ControlPacket{packets.NewControlPacket(packets.CONNACK), d}, true, true
+	})
+	var logs syncBuffer
+	n, err := NewMQTTNotifier(MQTTConfig{Broker: "mqtt://" + addr, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "0x8e") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := logs.String(); !strings.Contains(s, "0x8e") {
+		t.Errorf("the broker ended the connection with reason code 0x8e; the log does not say so:\n%s", s)
+	}
+}
+
 // fakeBroker is an MQTT v5 broker on a loopback port, without TLS, for the
 // failures Mosquitto cannot be made to show. It answers CONNECT, PINGREQ and
 // PUBLISH (QoS 1) as a broker does, except where hook says otherwise: hook
