@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -124,6 +126,65 @@ func TestNotifyOnOpenAndRotate(t *testing.T) {
 		if n := fn.next(t); n.ClientAccessToken != r.DestinationAccessToken {
 			t.Errorf("rotation %s notified another token than the new destination token", mode)
 		}
+	}
+}
+
+// holdingNotifier holds its first Notify until release is closed, having
+// closed entered; every delivered notification goes to got.
+type holdingNotifier struct {
+	once             sync.Once
+	entered, release chan struct{}
+	got              chan Notification
+}
+
+func (h *holdingNotifier) Notify(ctx context.Context, n Notification) error {
+	first := false
+	h.once.Do(func() { first = true })
+	if first {
+		close(h.entered)
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	h.got <- n
+	return nil
+}
+
+// A destination rotation whose save fails is answered InternalFailure but is
+// in effect (the old token revoked, the device cut off): its new token is
+// published at once. It waited for an unrelated wake of the notifier.
+func TestRotationNotifiedWhenItsSaveFails(t *testing.T) {
+	h := &holdingNotifier{entered: make(chan struct{}), release: make(chan struct{}), got: make(chan Notification, 4)}
+	ts := startServer(t, Config{DataDir: t.TempDir(), Notifier: h})
+	out := ts.open(t, "dev1", "SSH")
+	<-h.entered // publishing the first token
+	// Any wake already asked for is taken: only the rotation can ask for
+	// the next round.
+	select {
+	case <-ts.wake:
+	default:
+	}
+	restore := replaceWriteState(ts.Server, func(writeFunc) writeFunc {
+		return func(string, os.FileMode, func(io.Writer) error) error { return errors.New("no space left on device") }
+	})
+	defer restore()
+	r, err := ts.RotateTunnelAccessToken(context.Background(), &RotateTunnelAccessTokenInput{TunnelID: out.TunnelID, ClientMode: ClientModeDestination})
+	if err == nil {
+		t.Fatalf("rotation answered as saved with every write failing: %+v", r)
+	}
+	close(h.release)
+	if n := <-h.got; n.ClientAccessToken != out.DestinationAccessToken {
+		t.Fatal("the first notification was not the first token's")
+	}
+	select {
+	case n := <-h.got:
+		if n.ClientAccessToken == out.DestinationAccessToken {
+			t.Error("the revoked destination token was published again")
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the rotated destination token was not published in 5 s; the device stays cut off")
 	}
 }
 

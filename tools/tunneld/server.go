@@ -687,6 +687,13 @@ func (s *Server) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAc
 	s.log.Info("tokens rotated", append([]any{"tunnel", r.ID, "mode", in.ClientMode,
 		"source_token", fingerprint(out.SourceAccessToken), "destination_token", fingerprint(out.DestinationAccessToken)}, callerAttrs(ctx)...)...)
 	if err := s.commit(ticket, notify); err != nil {
+		if notify {
+			// The rotation is in effect all the same (the old token
+			// revoked, its side cut; the next save that works keeps it):
+			// unpublished, the device waited cut off for an unrelated
+			// wake of the notifier.
+			s.signal(s.wake)
+		}
 		return nil, err
 	}
 	return out, nil
