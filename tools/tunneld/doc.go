@@ -111,7 +111,10 @@
 // the new files do not load, or if their certificate is not valid now (expired
 // or not yet valid: an error names its dates) while the one it serves is, so
 // certificate renewal hooks need no restart. A certificate out of date is
-// served with a warning at start, and on SIGHUP over one out of date too. A
+// served with a warning at start, and on SIGHUP over one out of date too. The
+// MQTT client certificate and key (--mqtt-cert, --mqtt-key) are read again at
+// every connection to the broker, the last pair that loaded offered while they
+// do not: a renewed pair is used from the next reconnect on. A
 // log reader that goes away does not stop it (SIGPIPE is caught). Its exit codes are porthole's: 0 after a stop by signal, 1 on a usage or
 // configuration error (IsConfigError: do not restart), 2 on a runtime failure.
 // A data directory that others may change, that tunneld's user may not write,

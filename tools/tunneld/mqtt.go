@@ -75,7 +75,7 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 		if ip, err := netip.ParseAddr(name); err == nil {
 			name = ip.WithZone("").String() // the certificate names the address without its zone
 		}
-		if tlsCfg, err = clientTLS(cfg, name); err != nil {
+		if tlsCfg, err = clientTLS(cfg, name, log); err != nil {
 			return nil, err
 		}
 	case cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "":
@@ -259,7 +259,14 @@ func loopbackHost(host string) bool {
 // named serverName. The name is set here: autopaho dials through all_proxy, when
 // the environment sets it, and then runs the TLS handshake with this config as it
 // is (a tls.Dialer, used without all_proxy, would fill the name in).
-func clientTLS(cfg MQTTConfig, serverName string) (*tls.Config, error) {
+//
+// The key pair is read again at every connection, as the agent does its own, so
+// that a certificate renewed in place is used from the next reconnect on: read
+// once, tunneld went on offering the old one, and once it expired every reconnect
+// was refused, no notification delivered, until a restart. While the files do
+// not load (a renewal caught halfway) the last pair that did is offered, with a
+// warning.
+func clientTLS(cfg MQTTConfig, serverName string, log *slog.Logger) (*tls.Config, error) {
 	if cfg.CAFile == "" || cfg.CertFile == "" || cfg.KeyFile == "" {
 		return nil, errors.New("mqtt: a TLS broker needs a CA file, a client certificate and a key")
 	}
@@ -275,5 +282,18 @@ func clientTLS(cfg MQTTConfig, serverName string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mqtt client certificate %s, key %s: %w", cfg.CertFile, cfg.KeyFile, err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, Certificates: []tls.Certificate{cert}, ServerName: serverName}, nil
+	var mu sync.Mutex
+	last := &cert
+	pair := func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		c, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			log.Warn("mqtt client certificate does not load; offering the one loaded before", "cert", cfg.CertFile, "key", cfg.KeyFile, "err", err)
+			return last, nil
+		}
+		last = &c
+		return last, nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, GetClientCertificate: pair, ServerName: serverName}, nil
 }

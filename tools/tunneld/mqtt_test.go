@@ -3,8 +3,11 @@ package tunneld
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -326,4 +329,61 @@ func dropFirstPublishBroker(t *testing.T) (addr string) {
 		}
 		return nil, false, false
 	})
+}
+
+// The client certificate is read again at every connection, as the agent
+// reads its own: renewed in place, it is used from the next reconnect on.
+// Read once, the old one went on being offered, and once it expired every
+// reconnect was refused, no notification delivered, until a restart. Files
+// that do not load (a renewal caught halfway) leave the last pair that did.
+func TestRenewedClientCertificateUsed(t *testing.T) {
+	broker := mqtttest.StartMosquitto(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	// A device's identity may publish on its own thing's topics only: which
+	// certificate was offered shows in what the broker lets through.
+	install := func(cn string) {
+		t.Helper()
+		cert, key := broker.PKI.Client(t, cn)
+		for _, f := range [][2]string{{cert, certFile}, {key, keyFile}} {
+			b, err := os.ReadFile(f[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f[1], b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install("dev1")
+	var logs syncBuffer
+	n, err := NewMQTTNotifier(MQTTConfig{Broker: broker.Addr, CAFile: broker.PKI.CAFile, CertFile: certFile, KeyFile: keyFile,
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tlogWriter{t}), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	notify := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		return n.Notify(ctx, Notification{ThingName: "dev2", ClientAccessToken: "x", Region: "us-east-1", Services: []string{"SSH"}})
+	}
+	if err := notify(); !errors.Is(err, ErrNotifyRefused) {
+		t.Fatalf("dev1's certificate publishing for dev2: %v, want refused", err)
+	}
+	install("dev2")
+	broker.Restart(false)
+	if err := notify(); err != nil {
+		t.Fatalf("after the certificate was renewed as dev2's and the broker restarted: %v; the old certificate is still offered", err)
+	}
+	if err := os.WriteFile(certFile, []byte("half a renewal"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	broker.Restart(false)
+	if err := notify(); err != nil {
+		t.Fatalf("with a certificate file that does not load: %v; want the last pair that did offered", err)
+	}
+	if !strings.Contains(logs.String(), "does not load") {
+		t.Errorf("a certificate file that does not load was not warned of:\n%s", logs.String())
+	}
 }
