@@ -167,6 +167,11 @@ level = "info"
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(c.Dir, "build.sh"), c.Name, f.porthole, f.overlay, f.out)
 	cmd.Dir = c.Dir
+	// A stopped lab kills build.sh's process group, not build.sh alone: its
+	// children (fetch.sh's apt-get) kept running and held the output pipe,
+	// and the lab waited for them before it stopped.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("board/build.sh %s: %v\n%s", c.Name, err, out)
 	}
