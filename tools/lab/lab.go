@@ -23,6 +23,7 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/porthole-iot/porthole/agent/tunnel"
 	"github.com/porthole-iot/porthole/board"
@@ -184,8 +185,15 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 	// Before the state directory is made: a refused one is left as it was.
 	if opt.Board == "" && !opt.NoAgent {
-		if _, err := os.Stat(opt.Porthole); err != nil {
+		fi, err := os.Stat(opt.Porthole)
+		if err != nil {
 			return prereqError{fmt.Errorf("the porthole binary %q is missing: build it with `make build`", opt.Porthole)}
+		}
+		// A release binary downloaded without its execute bit failed only
+		// once the broker and tunneld were up, with exec's bare EACCES.
+		if fi.IsDir() || unix.Access(opt.Porthole, unix.X_OK) != nil {
+			return prereqError{fmt.Errorf("the porthole binary %q is not an executable file: "+
+				"give the agent's binary (chmod +x one that was downloaded), or build it with `make build`", opt.Porthole)}
 		}
 	}
 	if opt.Board == "" {

@@ -428,6 +428,28 @@ func TestUnsafeStateRefusedUntouched(t *testing.T) {
 	}
 }
 
+// TestPortholeNotExecutableRefusedUntouched: a --porthole that cannot run (a
+// release binary downloaded without its execute bit, a directory) is refused
+// as a missing one is, before anything is made, saying what to do; not with
+// exec's bare "permission denied" after the broker and tunneld started.
+func TestPortholeNotExecutableRefusedUntouched(t *testing.T) {
+	dir := stack.SafeDir(t)
+	file := filepath.Join(dir, "porthole-linux-amd64")
+	if err := os.WriteFile(file, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, porthole := range []string{file, dir} {
+		state := filepath.Join(dir, "state"+strconv.Itoa(i))
+		err := Run(context.Background(), Options{Region: stack.Region, StateDir: state, Porthole: porthole, Console: ""})
+		if !errors.Is(err, ErrPrerequisite) || !strings.Contains(err.Error(), "is not an executable file") {
+			t.Errorf("Run with --porthole %s = %v, want ErrPrerequisite saying it is not an executable file", porthole, err)
+		}
+		if _, err := os.Lstat(state); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("with --porthole %s, the state directory was made (%v)", porthole, err)
+		}
+	}
+}
+
 func TestMorePort(t *testing.T) {
 	for _, tc := range []struct {
 		used []int
