@@ -299,3 +299,54 @@ func (r *sysvRig) wantStartStop(when string) {
 		r.t.Errorf("stop %s: %v %q, want OK", when, err, out)
 	}
 }
+
+// TestSysVRestartLogNotWritable: restart checks the config before it stops
+// the agent, but start opened the log only after the stop. With the log's
+// file system read-only (remounted so after an I/O error, while /var/run, a
+// tmpfs, still takes writes), restart stopped the agent and start then
+// refused to start one ("cannot open the log ...; nothing was started"): the
+// device was left with no agent, and no login through it. restart must fail
+// before it stops anything, naming the log and the cause.
+func TestSysVRestartLogNotWritable(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newSysVRig(t, fake, shell, binDir)
+		if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+			t.Fatalf("start: %v %q, want OK", err, out)
+		}
+		agent := r.pidFile()
+		// A read-only file system over the log's directory: the running
+		// agent keeps the log it has open, a new open fails.
+		logDir := filepath.Dir(r.log)
+		if err := syscall.Mount("tmpfs", logDir, "tmpfs", syscall.MS_RDONLY, ""); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("mounting a read-only tmpfs: %v", err)
+			}
+			t.Skipf("cannot mount a tmpfs here (%v): a read-only log is not tested", err)
+		}
+		mounted := true
+		unmount := func() {
+			if mounted {
+				syscall.Unmount(logDir, syscall.MNT_DETACH)
+				mounted = false
+			}
+		}
+		t.Cleanup(unmount)
+		out, err := r.run("restart")
+		want := "FAIL (cannot open the log " + r.log + ": Read-only file system; nothing was stopped)"
+		if err == nil || !strings.Contains(out, want) {
+			t.Errorf("restart with the log's file system read-only: %v %q; want exit 1 and %q", err, out, want)
+		}
+		if !procAlive(agent) || r.pidFile() != agent {
+			t.Errorf("restart with the log's file system read-only: agent %d alive %v, pid file %d; want it left running, named", agent, procAlive(agent), r.pidFile())
+		}
+		unmount()
+		if out, err := r.run("restart"); err != nil || !strings.Contains(out, "OK") {
+			t.Errorf("restart once the log takes writes: %v %q, want OK", err, out)
+		}
+		if pid := r.pidFile(); pid == agent || !procAlive(pid) {
+			t.Errorf("restart once the log takes writes: pid file %d (was %d), want a new agent running", pid, agent)
+		}
+		r.run("stop")
+	})
+}
