@@ -901,6 +901,7 @@ func newOpkgRig(t *testing.T, shell, binDir string) *opkgRig {
 	os.MkdirAll(filepath.Join(dir, "init.d"), 0o755)
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
 	os.MkdirAll(filepath.Join(dir, "run"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "info"), 0o755)
 	recorder := "#!/bin/sh\n" +
 		"read -r _ _ _ _ _ sid _ </proc/$$/stat\n" +
 		"if [ -e " + filepath.Join(dir, "opkg-done") + " ]; then done=yes; else done=no; fi\n" +
@@ -1089,7 +1090,10 @@ func TestOpkgUpgradeConfigRefused(t *testing.T) {
 		}
 		// The package stays unpacked; the administrator disables and stops
 		// the service, and the next opkg run configures it again, without
-		// PKG_UPGRADE: still the upgrade, so the service stays disabled.
+		// PKG_UPGRADE, perhaps after a reboot (/var/run emptied): still the
+		// upgrade, so the service stays disabled.
+		os.RemoveAll(filepath.Join(r.dir, "run"))
+		os.Mkdir(filepath.Join(r.dir, "run"), 0o755)
 		os.Remove(r.calls)
 		r.on("check", "exit 0")
 		r.on("enabled", "exit 1")
@@ -1099,6 +1103,29 @@ func TestOpkgUpgradeConfigRefused(t *testing.T) {
 		calls = r.waitCalls("porthole restart", 2500*time.Millisecond)
 		if strings.Contains(calls, "porthole enable ") || strings.Contains(calls, "restart") {
 			t.Errorf("postinst configuring again after a refused upgrade, the service disabled: calls %q, want no enable and no restart", calls)
+		}
+	})
+}
+
+// TestOpkgInstallAfterRefusedUpgradeRemoved: a package removed after its
+// upgrade was refused (postinst's mark left) is new when installed again:
+// postinst enables the service, as at a first install.
+func TestOpkgInstallAfterRefusedUpgradeRemoved(t *testing.T) {
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		r := newOpkgRig(t, shell, binDir)
+		r.on("check", "exit 1")
+		src, _ := os.ReadFile(filepath.Join("openwrt", "postinst"))
+		r.env = append(r.env, "PKG_UPGRADE=1")
+		if _, out, err := r.opkgRun("postinst", string(src), "configure", ""); err == nil {
+			t.Fatalf("postinst with a config refused: %q, want a failure", out)
+		}
+		r.env = slices.DeleteFunc(r.env, func(kv string) bool { return kv == "PKG_UPGRADE=1" })
+		r.opkg("prerm", "remove", "")
+		os.Remove(r.calls)
+		r.on("check", "exit 0")
+		r.opkg("postinst", "configure", "")
+		if calls := r.waitCalls("porthole enable", 2500*time.Millisecond); !strings.Contains(calls, "porthole enable ") {
+			t.Errorf("postinst installing again after a refused upgrade was removed: calls %q, want the service enabled", calls)
 		}
 	})
 }
