@@ -149,6 +149,11 @@ func (s *Server) deliverPending() (failed bool) {
 		ctx, cancel := context.WithTimeout(s.ctx, notifyTimeout)
 		err := s.cfg.Notifier.Notify(ctx, j.n)
 		cancel()
+		if err != nil && s.ctx.Err() != nil {
+			// Cut by the stop: not a failure to warn of at every stop.
+			log.Info("stopping before the notification was delivered: it stays pending, and the next start publishes it", "topic", j.n.Topic())
+			return true
+		}
 		if err != nil {
 			log.Warn("notification not delivered; will retry", "topic", j.n.Topic(), "err", err)
 			failed = true

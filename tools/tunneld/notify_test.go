@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -279,5 +280,25 @@ func TestFailingNotificationDoesNotDelayOthers(t *testing.T) {
 	case <-f.got:
 	case <-time.After(15 * time.Second):
 		t.Fatal("no notification for good within 15 s: it waited for the back-off (20-60 s) of another thing's")
+	}
+}
+
+// A notification cut by the stop is said to stay pending for the next start,
+// not warned of as a failure "will retry" with "context canceled", at every
+// stop with a publish under way.
+func TestStopDuringNotificationSaysItStaysPending(t *testing.T) {
+	h := &holdingNotifier{entered: make(chan struct{}), release: make(chan struct{}), got: make(chan Notification, 1)}
+	var logs syncBuffer
+	s, err := New(Config{DataDir: t.TempDir(), Notifier: h, Logger: slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tlogWriter{t}), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OpenTunnel(context.Background(), &OpenTunnelInput{DestinationConfig: &DestinationConfig{ThingName: "dev1", Services: []string{"SSH"}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-h.entered
+	s.Close()
+	if l := logs.String(); !strings.Contains(l, "it stays pending") || strings.Contains(l, "will retry") {
+		t.Errorf("a notification cut by the stop; log:\n%s", l)
 	}
 }
