@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -122,11 +123,48 @@ func TestOpenDuringStopAgreesWithFile(t *testing.T) {
 	checkOpenSaved(t, res, savedTunnels(t, dir))
 }
 
+// logGate holds, once armed, the API call that logs its own line (msg, with
+// an attribute named key): written after its change and before its commit,
+// which is where the call used to take its save's ticket.
+type logGate struct {
+	slog.Handler
+	gate     *commitGate
+	msg, key string
+}
+
+func (g *logGate) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == g.msg {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == g.key {
+				g.gate.beforeCommit()
+				return false
+			}
+			return true
+		})
+	}
+	return g.Handler.Handle(ctx, r)
+}
+
+func (g *logGate) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logGate{g.Handler.WithAttrs(as), g.gate, g.msg, g.key}
+}
+
+func (g *logGate) WithGroup(name string) slog.Handler {
+	return &logGate{g.Handler.WithGroup(name), g.gate, g.msg, g.key}
+}
+
 // A change the server's last save wrote, as the server stops, is answered as
 // done: the next instance has it. Each call takes its save's ticket with its
 // change; one taken after it, once the stop's save had ended, was answered
 // InternalFailure ("could not save its state") for a change that was saved.
+// The stop comes while the call is held at its log line (where the ticket
+// was taken after the change) and at its commit.
 func TestChangesDuringStopAnsweredDone(t *testing.T) {
+	// Each call's own log line: its message and an attribute of it alone.
+	lines := map[string][2]string{
+		"CloseTunnel": {"tunnel closed", "deleted"}, "RotateTunnelAccessToken": {"tokens rotated", "mode"},
+		"TagResource": {"tunnel tagged", "keys"}, "UntagResource": {"tunnel untagged", "keys"},
+	}
 	calls := map[string]func(*Server, *OpenTunnelOutput) error{
 		"CloseTunnel": func(s *Server, o *OpenTunnelOutput) error {
 			return s.CloseTunnel(context.Background(), &CloseTunnelInput{TunnelID: o.TunnelID})
@@ -143,30 +181,38 @@ func TestChangesDuringStopAnsweredDone(t *testing.T) {
 		},
 	}
 	for name, call := range calls {
-		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			gate := newCommitGate()
-			s, err := New(Config{DataDir: dir, Logger: testLogger(t), beforeCommit: gate.beforeCommit})
-			if err != nil {
-				t.Fatal(err)
-			}
-			o, err := s.OpenTunnel(context.Background(), &OpenTunnelInput{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			gate.armed.Store(true)
-			done := make(chan error, 1)
-			go func() { done <- call(s, o) }()
-			<-gate.held
-			s.Close() // its last save finds the change made
-			close(gate.resume)
-			if err := <-done; err != nil {
-				t.Errorf("%s during the stop: %v; the stop's last save wrote its change", name, err)
-			}
-			if name == "CloseTunnel" && savedTunnels(t, dir)[o.TunnelID] != StatusClosed {
-				t.Errorf("the stop's last save left the tunnel %s", savedTunnels(t, dir)[o.TunnelID])
-			}
-		})
+		for _, at := range []string{"log", "commit"} {
+			t.Run(name+"/"+at, func(t *testing.T) {
+				dir := t.TempDir()
+				gate := newCommitGate()
+				cfg := Config{DataDir: dir, Logger: testLogger(t)}
+				if at == "log" {
+					cfg.Logger = slog.New(&logGate{cfg.Logger.Handler(), gate, lines[name][0], lines[name][1]})
+				} else {
+					cfg.beforeCommit = gate.beforeCommit
+				}
+				s, err := New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				o, err := s.OpenTunnel(context.Background(), &OpenTunnelInput{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				gate.armed.Store(true)
+				done := make(chan error, 1)
+				go func() { done <- call(s, o) }()
+				<-gate.held
+				s.Close() // its last save finds the change made
+				close(gate.resume)
+				if err := <-done; err != nil {
+					t.Errorf("%s held at its %s during the stop: %v; the stop's last save wrote its change", name, at, err)
+				}
+				if name == "CloseTunnel" && savedTunnels(t, dir)[o.TunnelID] != StatusClosed {
+					t.Errorf("the stop's last save left the tunnel %s", savedTunnels(t, dir)[o.TunnelID])
+				}
+			})
+		}
 	}
 }
 
