@@ -227,11 +227,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// service, up to about 15 s after an open's answer was lost), and a
 	// second Ctrl-C is caught, not obeyed: quitting then would leave the
 	// tunnels this console opened open, their devices connected, for their
-	// whole lifetime. Both are said, or the console seemed to hang.
-	log.Info("stopping: ending the terminals and closing at the service the tunnels this console opened")
+	// whole lifetime. Both are said, or the console seemed to hang. Caught
+	// before the first is said: a Ctrl-C that answers it is answered too.
 	again := make(chan os.Signal, 1)
 	signal.Notify(again, stopOn...)
 	defer signal.Stop(again)
+	log.Info("stopping: ending the terminals and closing at the service the tunnels this console opened")
 	stopped := make(chan struct{})
 	defer close(stopped)
 	go func() {
