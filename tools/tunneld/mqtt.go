@@ -52,7 +52,7 @@ type MQTTNotifier struct {
 // errConnectionLost ends a Notify whose connection went down before its
 // PUBACK: paho forgets the PUBLISH with the connection's session (no expiry)
 // and would wait its packet timeout for an answer that cannot come.
-var errConnectionLost = errors.New("connection lost before the PUBACK")
+var errConnectionLost = errors.New("tunneld: connection lost before the PUBACK")
 
 // ErrNotifyRefused wraps a PUBACK with an error reason code, e.g. 0x87 not authorized.
 var ErrNotifyRefused = errors.New("tunneld: broker refused the notification")
