@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/board"
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 // TestBoardImageStopsWithItsChildren stops the lab (its context ends) while
@@ -67,20 +68,9 @@ func TestBoardImageStopsWithItsChildren(t *testing.T) {
 		t.Fatal("buildImage still waiting 5s after its context ended (for build.sh's child)")
 	}
 	// Gone, or a zombie that nobody has reaped yet.
-	for deadline := time.Now().Add(2 * time.Second); running(pid); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Second); testenv.ProcessRunning(pid); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("build.sh's child (pid %d) is still running after the lab stopped", pid)
 		}
 	}
-}
-
-// running reports whether process pid exists and is not a zombie.
-func running(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || !strings.HasPrefix(s[i+1:], " Z")
 }

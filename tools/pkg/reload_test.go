@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 // The agent refuses a reload with a config it would not start with and keeps
@@ -194,7 +195,7 @@ func TestSysVRestartKeepsAgentOnConfigError(t *testing.T) {
 	pid := r.pidFile()
 	r.env = append(r.env, "FAKE_BAD_CONFIG=1")
 	out, err := r.run("restart")
-	if err == nil || !strings.Contains(out, "FAIL (configuration") || !procAlive(pid) {
+	if err == nil || !strings.Contains(out, "FAIL (configuration") || !testenv.ProcessRunning(pid) {
 		t.Errorf("restart with a config check-config refuses: %v %q; want a failure, and the agent (pid %d) left running", err, out, pid)
 	}
 	r.run("stop")

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
 // fullTmpfs mounts a tmpfs with opts on dir, made if need be, for the test and
@@ -109,7 +111,7 @@ func TestSysVStartPidFileNotWritable(t *testing.T) {
 					t.Errorf("stop: %v %q, want OK", err, out)
 				}
 				for _, pid := range r.eventPids("started", 0) {
-					if procAlive(pid) {
+					if testenv.ProcessRunning(pid) {
 						t.Errorf("after stop: agent %d still running", pid)
 					}
 				}
@@ -337,14 +339,14 @@ func TestSysVRestartLogNotWritable(t *testing.T) {
 		if err == nil || !strings.Contains(out, want) {
 			t.Errorf("restart with the log's file system read-only: %v %q; want exit 1 and %q", err, out, want)
 		}
-		if !procAlive(agent) || r.pidFile() != agent {
-			t.Errorf("restart with the log's file system read-only: agent %d alive %v, pid file %d; want it left running, named", agent, procAlive(agent), r.pidFile())
+		if !testenv.ProcessRunning(agent) || r.pidFile() != agent {
+			t.Errorf("restart with the log's file system read-only: agent %d alive %v, pid file %d; want it left running, named", agent, testenv.ProcessRunning(agent), r.pidFile())
 		}
 		unmount()
 		if out, err := r.run("restart"); err != nil || !strings.Contains(out, "OK") {
 			t.Errorf("restart once the log takes writes: %v %q, want OK", err, out)
 		}
-		if pid := r.pidFile(); pid == agent || !procAlive(pid) {
+		if pid := r.pidFile(); pid == agent || !testenv.ProcessRunning(pid) {
 			t.Errorf("restart once the log takes writes: pid file %d (was %d), want a new agent running", pid, agent)
 		}
 		r.run("stop")

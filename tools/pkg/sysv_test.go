@@ -297,7 +297,7 @@ func newSysVRig(t *testing.T, fake, shell, binDir string, env ...string) *sysvRi
 		kill := func() {
 			for _, kind := range []string{"started", "login"} {
 				for _, pid := range r.eventPidsWait(kind, 0, 0) {
-					if procAlive(pid) {
+					if testenv.ProcessRunning(pid) {
 						syscall.Kill(pid, syscall.SIGKILL)
 					}
 				}
@@ -377,18 +377,6 @@ func (r *sysvRig) pidFile() int {
 	return pid
 }
 
-// procAlive reports whether pid is a live process, not a zombie: the test's
-// machine may have no init that reaps what start-stop-daemon detached.
-func procAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	state := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(state) > 0 && state[0] != "Z" && state[0] != "X"
-}
-
 // TestSysVScriptOneAgent runs start, start, reload, stop, restart and
 // force-reload with a fake agent: the second start finds the first agent (the
 // pid file names it) and starts no other, stop and reload act on exactly the
@@ -435,7 +423,7 @@ func testSysVOneAgent(t *testing.T, r *sysvRig) {
 		t.Errorf("stop: %v %q, want OK", err, out)
 	}
 	for _, pid := range r.eventPids("started", 0) {
-		if procAlive(pid) {
+		if testenv.ProcessRunning(pid) {
 			t.Errorf("after stop: agent %d still running (agents started: %v)", pid, r.eventPids("started", 0))
 		}
 	}
@@ -456,7 +444,7 @@ func testSysVOneAgent(t *testing.T, r *sysvRig) {
 		stale()
 		r.run(action)
 		time.Sleep(100 * time.Millisecond)
-		if !procAlive(other.Process.Pid) {
+		if !testenv.ProcessRunning(other.Process.Pid) {
 			t.Fatalf("%s with a stale pid file: it signalled pid %d, which is not the agent", action, other.Process.Pid)
 		}
 	}
@@ -480,7 +468,7 @@ func testSysVOneAgent(t *testing.T, r *sysvRig) {
 		if len(started) != 3+i {
 			t.Fatalf("%s: agents started %v, want one more", action, started)
 		}
-		if procAlive(started[1+i]) || !procAlive(started[2+i]) || r.pidFile() != started[2+i] {
+		if testenv.ProcessRunning(started[1+i]) || !testenv.ProcessRunning(started[2+i]) || r.pidFile() != started[2+i] {
 			t.Errorf("%s: agents started %v, pid file %d; want only the last one running, named by the pid file", action, started, r.pidFile())
 		}
 	}
@@ -488,7 +476,7 @@ func testSysVOneAgent(t *testing.T, r *sysvRig) {
 	if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
 		t.Errorf("stop: %v %q, want OK", err, out)
 	}
-	if procAlive(started[3]) {
+	if testenv.ProcessRunning(started[3]) {
 		t.Errorf("stop: agent %d still running", started[3])
 	}
 	if got := r.eventPids("stopped", 4); !slices.Equal(got, started) {
@@ -797,8 +785,8 @@ func TestSysVRestartFromALogin(t *testing.T) {
 				if !tc.inPlace && !bytes.Contains(log, []byte("Starting porthole: OK")) {
 					t.Errorf("restart in its own session did not say Starting porthole: OK in the log:\n%s", log)
 				}
-				if !procAlive(started[1]) || r.pidFile() != started[1] {
-					t.Errorf("after restart in a login: agent %d alive %v, pid file %d; want it running and named", started[1], procAlive(started[1]), r.pidFile())
+				if !testenv.ProcessRunning(started[1]) || r.pidFile() != started[1] {
+					t.Errorf("after restart in a login: agent %d alive %v, pid file %d; want it running and named", started[1], testenv.ProcessRunning(started[1]), r.pidFile())
 				}
 				t.Logf("the login's output: %q", transcript)
 			})
@@ -839,8 +827,8 @@ func TestSysVIgnoresCallersSettings(t *testing.T) {
 	first := r.eventPids("started", 1)
 	run("restart")
 	started := r.eventPids("started", 2)
-	if len(started) != 2 || procAlive(first[0]) || r.pidFile() != started[1] {
-		t.Errorf("restart: agents started %v, the first alive %v, pid file %d; want the first replaced and named", started, procAlive(first[0]), r.pidFile())
+	if len(started) != 2 || testenv.ProcessRunning(first[0]) || r.pidFile() != started[1] {
+		t.Errorf("restart: agents started %v, the first alive %v, pid file %d; want the first replaced and named", started, testenv.ProcessRunning(first[0]), r.pidFile())
 	}
 	if names, _ := os.ReadDir(other); len(names) > 0 {
 		t.Errorf("the script used the operator's paths: %s holds %v", other, names)
@@ -1011,7 +999,7 @@ func TestSysVConcurrentStartsStartOneAgent(t *testing.T) {
 		}
 		r.run("stop")
 		for _, pid := range started {
-			if procAlive(pid) {
+			if testenv.ProcessRunning(pid) {
 				t.Errorf("after stop: agent %d still running, out of the script's reach (agents started %v)", pid, started)
 			}
 		}

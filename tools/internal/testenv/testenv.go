@@ -236,3 +236,16 @@ func TLS12AEADOnly(tb testing.TB, addr string, roots *x509.CertPool, certs ...tl
 		}
 	}
 }
+
+// ProcessRunning reports whether process pid exists and is neither a zombie
+// nor dead: the test's machine may have no init that reaps what a test
+// detached or orphaned.
+func ProcessRunning(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	state := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(state) > 0 && state[0] != "Z" && state[0] != "X"
+}
