@@ -44,9 +44,10 @@ type MQTTNotifier struct {
 	end context.CancelFunc
 
 	mu sync.Mutex
-	// lost is closed when the connection up now goes down; nil between
-	// connections.
-	lost chan struct{}
+	// conn ends when the connection up now goes down (connDown); nil before
+	// the first.
+	conn     context.Context
+	connDown context.CancelFunc
 }
 
 // errConnectionLost ends a Notify whose connection went down before its
@@ -102,15 +103,14 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 		ReconnectBackoff:              backoff,
 		OnConnectionUp: func(*autopaho.ConnectionManager, *paho.Connack) {
 			n.mu.Lock()
-			n.lost = make(chan struct{})
+			n.conn, n.connDown = context.WithCancel(context.Background())
 			n.mu.Unlock()
 			log.Info("mqtt connected", "broker", u.Host)
 		},
 		OnConnectionDown: func() bool {
 			n.mu.Lock()
-			if n.lost != nil {
-				close(n.lost)
-				n.lost = nil
+			if n.connDown != nil {
+				n.connDown()
 			}
 			n.mu.Unlock()
 			log.Warn("mqtt connection lost; reconnecting", "broker", u.Host)
@@ -158,18 +158,12 @@ func (m *MQTTNotifier) Notify(ctx context.Context, n Notification) error {
 		return fmt.Errorf("publishing to %s: waiting for the broker: %w", n.Topic(), err)
 	}
 	m.mu.Lock()
-	lost := m.lost // nil if OnConnectionUp has not run yet: paho's timeout then
+	conn := m.conn // nil if OnConnectionUp has not run yet: paho's timeout then
 	m.mu.Unlock()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if lost != nil {
-		go func() {
-			select {
-			case <-lost:
-				cancel(errConnectionLost)
-			case <-ctx.Done():
-			}
-		}()
+	if conn != nil {
+		defer context.AfterFunc(conn, func() { cancel(errConnectionLost) })()
 	}
 	resp, err := m.cm.Publish(ctx, &paho.Publish{QoS: 1, Topic: n.Topic(), Payload: n.Payload()})
 	if err != nil && context.Cause(ctx) == errConnectionLost {
