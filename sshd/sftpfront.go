@@ -146,8 +146,9 @@ type sftpFront struct {
 	// if close(2) fails).
 	files map[string]*openFile
 	// opening is the path and flags of the OPEN handed on last, request
-	// openingID, until its reply (path "" from then on): an OPEN is handed on only once every
-	// request before it is answered (see filesOpen), so at most one waits.
+	// openingID, until its reply (path "" from then on): an OPEN is handed
+	// on only once every request before it is answered (see filesOpen), so
+	// at most one waits.
 	opening   openFile
 	openingID uint32
 	// writeID and writeH are the request id and handle of the WRITE handed
