@@ -130,34 +130,12 @@ func TestNotifyOnOpenAndRotate(t *testing.T) {
 	}
 }
 
-// holdingNotifier holds its first Notify until release is closed, having
-// closed entered; every delivered notification goes to got.
-type holdingNotifier struct {
-	once             sync.Once
-	entered, release chan struct{}
-	got              chan Notification
-}
-
-func (h *holdingNotifier) Notify(ctx context.Context, n Notification) error {
-	first := false
-	h.once.Do(func() { first = true })
-	if first {
-		close(h.entered)
-		select {
-		case <-h.release:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	h.got <- n
-	return nil
-}
-
 // A destination rotation whose save fails is answered InternalFailure but is
 // in effect (the old token revoked, the device cut off): its new token is
 // published at once. It waited for an unrelated wake of the notifier.
 func TestRotationNotifiedWhenItsSaveFails(t *testing.T) {
-	h := &holdingNotifier{entered: make(chan struct{}), release: make(chan struct{}), got: make(chan Notification, 4)}
+	release := make(chan struct{})
+	h := &gatedNotifier{gates: map[string]chan struct{}{"dev1": release}, got: make(chan Notification, 4), entered: make(chan string, 4)}
 	ts := startServer(t, Config{DataDir: t.TempDir(), Notifier: h})
 	out := ts.open(t, "dev1", "SSH")
 	<-h.entered // publishing the first token
@@ -175,7 +153,7 @@ func TestRotationNotifiedWhenItsSaveFails(t *testing.T) {
 	if err == nil {
 		t.Fatalf("rotation answered as saved with every write failing: %+v", r)
 	}
-	close(h.release)
+	close(release)
 	if n := <-h.got; n.ClientAccessToken != out.DestinationAccessToken {
 		t.Fatal("the first notification was not the first token's")
 	}
@@ -287,7 +265,7 @@ func TestFailingNotificationDoesNotDelayOthers(t *testing.T) {
 // not warned of as a failure "will retry" with "context canceled", at every
 // stop with a publish under way.
 func TestStopDuringNotificationSaysItStaysPending(t *testing.T) {
-	h := &holdingNotifier{entered: make(chan struct{}), release: make(chan struct{}), got: make(chan Notification, 1)}
+	h := &gatedNotifier{gates: map[string]chan struct{}{"dev1": make(chan struct{})}, got: make(chan Notification, 1), entered: make(chan string, 1)}
 	var logs syncBuffer
 	s, err := New(Config{DataDir: t.TempDir(), Notifier: h, Logger: slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tlogWriter{t}), nil))})
 	if err != nil {

@@ -654,14 +654,19 @@ func TestDeliveredNotificationSaved(t *testing.T) {
 // gatedNotifier delivers notifications at once, except those of the things in
 // gates, which wait until their gate is closed (or their ctx ends), as a
 // broker that does not answer their PUBLISH, and those of refused, which fail.
+// A gated one sends its thing to entered, if not nil, as it starts to wait.
 type gatedNotifier struct {
 	gates   map[string]chan struct{} // not changed once in use
 	refused string
 	got     chan Notification
+	entered chan string
 }
 
 func (g *gatedNotifier) Notify(ctx context.Context, n Notification) error {
 	if gate, ok := g.gates[n.ThingName]; ok {
+		if g.entered != nil {
+			g.entered <- n.ThingName
+		}
 		select {
 		case <-gate:
 		case <-ctx.Done():
