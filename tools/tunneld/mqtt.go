@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+	"golang.org/x/net/proxy"
 
 	"github.com/porthole-iot/porthole/agent/tunnel/dataplane"
 )
@@ -99,8 +101,11 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 		TlsCfg:                        tlsCfg,
 		KeepAlive:                     30,
 		CleanStartOnInitialConnection: true,
-		ConnectTimeout:                10 * time.Second,
+		ConnectTimeout:                connectTimeout,
 		ReconnectBackoff:              backoff,
+		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			return dialBroker(ctx, u.Host, tlsCfg)
+		},
 		OnConnectionUp: func(*autopaho.ConnectionManager, *paho.Connack) {
 			n.mu.Lock()
 			n.conn, n.connDown = context.WithCancel(context.Background())
@@ -145,6 +150,33 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 }
 
 // backoff is the pause before reconnect attempt n: 250 ms doubling, capped at 10 s.
+// connectTimeout bounds a connection attempt: the dial (through all_proxy when
+// the environment sets it), the TLS handshake and the CONNECT's answer.
+var connectTimeout = 10 * time.Second
+
+// dialBroker dials the broker at addr as autopaho would, through all_proxy when
+// the environment sets it, and runs the TLS handshake (tlsCfg nil: none) within
+// connectTimeout. autopaho's own proxied dial runs the handshake with no
+// deadline, and autopaho gives a custom dial its whole life's context, not the
+// attempt's: a broker or proxy that accepted the TCP connection and never
+// answered the handshake froze reconnection, and every notification, for good.
+func dialBroker(ctx context.Context, addr string, tlsCfg *tls.Config) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	conn, err := proxy.Dial(ctx, "tcp", addr)
+	if err != nil || tlsCfg == nil {
+		return conn, err
+	}
+	tc := tls.Client(conn, tlsCfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	// paho writes from more than one goroutine; autopaho wraps its own TLS
+	// connections the same way.
+	return packets.NewThreadSafeConn(tc), nil
+}
+
 func backoff(n int) time.Duration {
 	if n <= 0 {
 		return 0
@@ -250,9 +282,8 @@ func loopbackHost(host string) bool {
 }
 
 // clientTLS reads the CA and the client key pair for mutual TLS with the broker
-// named serverName. The name is set here: autopaho dials through all_proxy, when
-// the environment sets it, and then runs the TLS handshake with this config as it
-// is (a tls.Dialer, used without all_proxy, would fill the name in).
+// named serverName. The name is set here: dialBroker runs the TLS handshake with
+// this config as it is (a tls.Dialer would fill the name in).
 //
 // The key pair is read again at every connection, as the agent does its own, so
 // that a certificate renewed in place is used from the next reconnect on: read

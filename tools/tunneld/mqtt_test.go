@@ -387,3 +387,56 @@ func TestRenewedClientCertificateUsed(t *testing.T) {
 		t.Errorf("a certificate file that does not load was not warned of:\n%s", logs.String())
 	}
 }
+
+// A broker (or a proxy in front of it) that accepts the TCP connection and
+// never answers the TLS handshake is given up on after the connect time-out and
+// dialed again. With all_proxy in the environment autopaho ran the handshake
+// with no deadline: the first such connection froze reconnection for good.
+func TestSilentBrokerHandshakeTimesOut(t *testing.T) {
+	for _, proxied := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "all_proxy"}[proxied], func(t *testing.T) {
+			if proxied {
+				t.Setenv("all_proxy", "socks5://127.0.0.1:9")
+				t.Setenv("no_proxy", "127.0.0.1,localhost")
+			}
+			defer func(d time.Duration) { connectTimeout = d }(connectTimeout)
+			connectTimeout = 300 * time.Millisecond
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			accepted := make(chan net.Conn, 16)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted <- c // held open, never answered
+				}
+			}()
+			pki := mqtttest.NewPKI(t)
+			cert, key := pki.Client(t, mqtttest.PublisherCN)
+			n, err := NewMQTTNotifier(MQTTConfig{Broker: "tls://" + ln.Addr().String(), CAFile: pki.CAFile, CertFile: cert, KeyFile: key,
+				Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				n.Close(ctx)
+			}()
+			timeout := time.After(10 * time.Second)
+			for i := 0; i < 2; i++ {
+				select {
+				case c := <-accepted:
+					defer c.Close()
+				case <-timeout:
+					t.Fatalf("%d connection(s) in 10 s to a broker that never answers the TLS handshake, want a second once the first timed out", i)
+				}
+			}
+		})
+	}
+}
