@@ -260,7 +260,9 @@ func dataDirWarning(dir string) string {
 	case !made:
 		return "data_dir: " + dir + " does not exist and cannot be made in " + target + " (" + why + "): the agent will exit (2) at start until it can be, e.g. once that storage is mounted"
 	}
-	if _, err := os.Stat(filepath.Join(dir, sshd.HostKeyFile)); err != nil {
+	// Lstat: a key linked to writable storage that holds no key yet is made
+	// there (sshd's keyToMake); checkHostKeys says what is wrong with the link.
+	if _, err := os.Lstat(filepath.Join(dir, sshd.HostKeyFile)); err != nil {
 		return "data_dir: " + dir + " holds no SSH host key and one cannot be made there (" + why + "): the agent will exit (2) at start"
 	}
 	return "data_dir: " + dir + " is not writable (" + why + "): live tunnels cannot be saved, so a restart ends them"

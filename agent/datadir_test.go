@@ -412,3 +412,31 @@ func TestUnescapeMountinfo(t *testing.T) {
 		}
 	}
 }
+
+// A read-only data_dir whose host key is a link to writable storage (a
+// read-only root file system, sshd's keyToMake) gets its key made there at the
+// first start. check-config said the agent would exit 2 for want of a key: the
+// link to nothing was taken for no key at all.
+func TestReadOnlyDataDirWithLinkedHostKey(t *testing.T) {
+	hostenv.NeedRoot(t, "mounting a tmpfs")
+	ro := filepath.Join(t.TempDir(), "ro")
+	mountForTest(t, "tmpfs", ro, "tmpfs", 0, "size=64k,mode=0700")
+	store := t.TempDir()
+	if err := os.Symlink(filepath.Join(store, "host"), filepath.Join(ro, sshd.HostKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", ro, "tmpfs", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	want := "data_dir: " + ro + " is not writable (it is not writable: read-only file system): live tunnels cannot be saved"
+	if got := dataDirWarning(ro); !strings.HasPrefix(got, want) {
+		t.Errorf("dataDirWarning(%s), host key linked to %s: %q, want %q", ro, store, got, want)
+	}
+	// As the warning says: the agent's start makes the key through the link.
+	if _, err := HostPublicKeys(ro, nil); err != nil {
+		t.Fatalf("HostPublicKeys(%s): %v, want the key made in %s", ro, err, store)
+	}
+	if got := dataDirWarning(ro); !strings.HasPrefix(got, want) {
+		t.Errorf("dataDirWarning(%s), host key made in %s: %q, want %q", ro, store, got, want)
+	}
+}
