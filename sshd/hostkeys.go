@@ -376,6 +376,12 @@ func readHostKey(path string) (gossh.Signer, error) {
 		hint := ""
 		if err.Error() == "ssh: no key found" {
 			hint = " (OpenSSH or PEM keys are read; convert a Dropbear key with dropbearconvert dropbear openssh IN OUT)"
+			// A Dropbear key is binary: an empty file, or a PEM one with
+			// no key found in it, is one a copy or a power cut left
+			// unfinished, or damaged.
+			if len(data) == 0 || bytes.Contains(data, []byte("-----BEGIN ")) {
+				hint = " (the file is empty, cut short or damaged)"
+			}
 		}
 		return nil, fmt.Errorf("%w %s: %w: %v%s", ErrHostKey, path, errParse, err, hint)
 	}

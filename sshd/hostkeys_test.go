@@ -895,3 +895,32 @@ func TestEncryptedHostKeyNotDropbear(t *testing.T) {
 		t.Fatalf("encrypted host key: %v, want ErrHostKey saying passphrase, not naming dropbearconvert", err)
 	}
 }
+
+// TestCutHostKeyNotDropbear: a host key file that is empty or holds a PEM key
+// cut short (a copy a power cut stopped, an OTA restore that did not finish)
+// is "no key found" to x/crypto, as a Dropbear key is; its refusal says what
+// the file is, and does not send its reader to dropbearconvert.
+func TestCutHostKeyNotDropbear(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(rand.Reader)
+	block, err := gossh.MarshalPrivateKey(k, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := pem.EncodeToMemory(block)
+	for _, tc := range []struct{ name, content string }{
+		{"empty", ""},
+		{"cut", string(whole[:len(whole)/2])},
+		{"damaged", "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, HostKeyFile), []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := hostSigners(dir, nil, nil)
+			if !errors.Is(err, ErrHostKey) || !strings.Contains(err.Error(), "empty, cut short or damaged") || strings.Contains(err.Error(), "dropbearconvert") {
+				t.Fatalf("%s host key: %v, want ErrHostKey saying the file is empty, cut short or damaged, not naming dropbearconvert", tc.name, err)
+			}
+		})
+	}
+}
