@@ -12,6 +12,12 @@ import (
 // errStdioDone is the cause given to the WebSocket when the stdio connection ends.
 var errStdioDone = errors.New("tunnel: stdio connection ended")
 
+// errStdioCut ends a stdio connection cut short: the device's end reset it (its
+// agent stopped, the service reset the session) or it stalled. As a -L
+// client's reset, it must not look like the connection's normal end.
+var errStdioCut = errors.New("tunnel: the connection was cut short (the device's agent stopped, the service reset the session, " +
+	"or stdout stalled): what it carried may be incomplete")
+
 // ErrRefused is a stdio connection the peer ended before it sent anything: the
 // device's agent refused it (its service did not answer), has not joined, or
 // lost its own connection to the service, which then resets the stream (on the
@@ -24,9 +30,9 @@ var ErrRefused = errors.New("tunnel: the device ended the connection before it a
 // empty service means the tunnel's only service. It returns nil when the connection
 // ends normally, ctx's error when ctx ends first (with ErrStoppedOpen if the
 // connection was open), ErrRefused when the peer ends it before sending anything,
-// and an error when the tunnel is lost while it is open (a reconnect cannot resume
-// the connection). Listen is ignored. The goroutine that reads in ends when in
-// reports EOF or an error.
+// and an error when it is cut short or the tunnel is lost while it is open (a
+// reconnect cannot resume the connection). Listen is ignored. The goroutine that
+// reads in ends when in reports EOF or an error.
 func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, out io.Writer) error {
 	opt := src.options()
 	cfg := src.Config
@@ -74,11 +80,13 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 					s.mu.Lock()
 					refused := !l.answered && l.quiet.Load()
 					s.mu.Unlock()
+					cause := errStdioDone
 					if refused {
-						c.finish(ErrRefused, protocolCloseWait)
-					} else {
-						c.finish(errStdioDone, protocolCloseWait)
+						cause = ErrRefused
+					} else if l.reset.Load() {
+						cause = errStdioCut
 					}
+					c.finish(cause, protocolCloseWait)
 				}()
 			}
 			return nil
@@ -88,8 +96,8 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 			return err
 		case errors.Is(err, errStdioDone):
 			ended = &stopError{}
-		case errors.Is(err, ErrRefused):
-			ended = &stopError{err: ErrRefused}
+		case errors.Is(err, ErrRefused), errors.Is(err, errStdioCut):
+			ended = &stopError{err: err}
 		case ctx.Err() != nil: // stopped with it open: run returns nil
 			opened = true
 			return err
