@@ -151,6 +151,32 @@ func TestStdioUnnamedServiceOnSeveralServices(t *testing.T) {
 	}
 }
 
+// --stdio SERVICE on a tunnel without services is refused as -L SERVICE=port is
+// (ErrConfig): its STREAM_START named a service the tunnel does not have, which
+// the service answers by closing the connection (spec §1.5), and porthole
+// connect said the tunnel was closed or its token rotated.
+func TestStdioNamedServiceOnServicelessTunnel(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel()
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true,
+		AccessToken: mustToken(t, tun.SourceToken), Logger: testLogger(t)}}
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	err := src.RunStdio(ctxTimeout(t, 10*time.Second), "SSH", inR, io.Discard)
+	if !errors.Is(err, tunnel.ErrConfig) || !strings.Contains(err.Error(), `"SSH"`) {
+		t.Fatalf("RunStdio(\"SSH\") on a tunnel without services = %v, want ErrConfig naming SSH", err)
+	}
+}
+
+// --stdio SERVICE over a V1 connection, which has no SERVICE_IDS to check the
+// service against, is carried.
+func TestStdioV1(t *testing.T) {
+	addr := echoServer(t, 7)
+	h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": addr}, protocol: tunnel.V1, peer: tunnel.V1, noSource: true,
+		dstTweak: func(d *tunnel.Destination) { d.DefaultService = "SSH" }})
+	stdioEcho(t, &tunnel.Source{Config: h.Src.Config, PeerVersion: tunnel.V1}, "SSH", 7)
+}
+
 // Towards a V2 (or V1) destination a second local connection of a service ends the
 // first: the source says so, instead of the first one just dropping.
 func TestSourceSaysV2ConnectionReplaced(t *testing.T) {

@@ -61,7 +61,10 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 				// As plan's unnamed mapping: which service is meant is not ours to guess.
 				return fmt.Errorf("%w: no service named, which needs a one-service tunnel; it has %q: name one", ErrConfig, loggedServices(ids))
 			}
-			if len(ids) > 0 && !containsString(ids, name) {
+			// A tunnel without services takes no service id (spec §1.5): as
+			// plan's, a named one is refused, not sent for the service to close
+			// the connection on. A V1 connection has no SERVICE_IDS to check.
+			if (len(ids) > 0 || name != "" && c.Version() > V1) && !containsString(ids, name) {
 				return fmt.Errorf("%w: service %q is not in the tunnel, which has %q", ErrConfig, name, loggedServices(ids))
 			}
 			r := serviceRoute{wire: name, name: name}
