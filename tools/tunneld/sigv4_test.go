@@ -251,6 +251,18 @@ func TestSigV4RefusalsWithValidSignature(t *testing.T) {
 			sign(r, now, all, "20261129")
 			return r
 		}, "not the credential's date"},
+		// The day in full: AWS refuses a credential scope of "2026" or
+		// "202611", and so does a client that checks what it signs here.
+		{"credential of a part of the day", func() *http.Request {
+			r := newReq("http://127.0.0.1:1/")
+			sign(r, now, all, "202611")
+			return r
+		}, "not the credential's date"},
+		{"credential of the day and more", func() *http.Request {
+			r := newReq("http://127.0.0.1:1/")
+			sign(r, now, all, "20261130T")
+			return r
+		}, "not the credential's date"},
 		{"query changed after signing", func() *http.Request {
 			r := newReq("http://127.0.0.1:1/?maxResults=1")
 			sign(r, now, all, "")
