@@ -249,7 +249,7 @@ func withEachStartStopDaemon(t *testing.T, test func(t *testing.T, shell, binDir
 		// BusyBox's applets before the host's: start-stop-daemon and the tools
 		// the script calls are BusyBox's.
 		dir := t.TempDir()
-		for _, applet := range []string{"start-stop-daemon", "cat", "dirname", "ln", "mkdir", "mv", "readlink", "rm", "sleep", "tail", "wc"} {
+		for _, applet := range []string{"start-stop-daemon", "cat", "dirname", "ln", "mkdir", "mv", "readlink", "rm", "sleep", "tail", "tr", "wc"} {
 			if err := os.Symlink(bb, filepath.Join(dir, applet)); err != nil {
 				t.Fatal(err)
 			}
@@ -486,6 +486,72 @@ func testSysVOneAgent(t *testing.T, r *sysvRig) {
 	if out, err := r.run("stop"); err != nil {
 		t.Errorf("stop when not running: %v %q, want exit 0", err, out)
 	}
+}
+
+// TestSysVPidFileNamesAnotherPorthole: a pid file left by an agent that died
+// names a pid that another porthole process has now, its name the agent's:
+// `porthole version` from a health check, an operator's `porthole connect`.
+// status must not call it the agent, stop and reload must not signal it, and
+// start must start the agent rather than say it runs.
+func TestSysVPidFileNamesAnotherPorthole(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		for _, args := range [][]string{{"version"}, {"connect", "--region", "eu-west-1"}} {
+			t.Run(args[0], func(t *testing.T) {
+				r := newSysVRig(t, fake, shell, binDir)
+				// The fake runs until SIGTERM whatever its command, and
+				// records the signals it gets in events of its own.
+				events := filepath.Join(r.dir, "other.events")
+				other := exec.Command(fake, args...)
+				other.Env = append(os.Environ(), "FAKE_EVENTS="+events)
+				if err := other.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { other.Process.Kill(); other.Wait() })
+				deadline := time.Now().Add(5 * time.Second)
+				for b, _ := os.ReadFile(events); !bytes.Contains(b, []byte("started ")); b, _ = os.ReadFile(events) {
+					if time.Now().After(deadline) {
+						t.Fatalf("porthole %s did not start: events %q", args[0], b)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				stale := func() {
+					os.MkdirAll(filepath.Dir(r.pidfile), 0o755)
+					os.WriteFile(r.pidfile, []byte(strconv.Itoa(other.Process.Pid)+"\n"), 0o644)
+				}
+				stale()
+				r.wantStatus(1, "not running, but "+r.pidfile+" is left")
+				for _, action := range []string{"stop", "reload"} {
+					stale()
+					r.run(action)
+				}
+				time.Sleep(100 * time.Millisecond)
+				b, _ := os.ReadFile(events)
+				var signalled []string
+				for _, l := range strings.Split(string(b), "\n") {
+					if strings.HasPrefix(l, "stopped ") || strings.HasPrefix(l, "reloaded ") {
+						signalled = append(signalled, l)
+					}
+				}
+				if len(signalled) > 0 || !testenv.ProcessRunning(other.Process.Pid) {
+					t.Errorf("stop and reload with the pid file naming porthole %s: it got %q, running %v; want no signal", args[0], signalled, testenv.ProcessRunning(other.Process.Pid))
+				}
+				stale()
+				if out, err := r.run("start"); err != nil || !strings.Contains(out, "OK") {
+					t.Errorf("start with the pid file naming porthole %s: %v %q, want the agent started", args[0], err, out)
+				}
+				if started := r.eventPids("started", 1); len(started) != 1 || r.pidFile() != started[0] {
+					t.Errorf("start with the pid file naming porthole %s: agents started %v, pid file %d; want one, named", args[0], started, r.pidFile())
+				}
+				if out, err := r.run("stop"); err != nil || !strings.Contains(out, "OK") {
+					t.Errorf("stop: %v %q, want OK", err, out)
+				}
+				if !testenv.ProcessRunning(other.Process.Pid) {
+					t.Errorf("stop of the agent ended porthole %s too", args[0])
+				}
+			})
+		}
+	})
 }
 
 // wantStatus runs the status action and checks its LSB exit code and output.
