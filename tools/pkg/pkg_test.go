@@ -1174,14 +1174,77 @@ check
 	if err != nil || strings.Contains(out, "logger") {
 		t.Errorf("check with a config that passes: %v %q, want success, nothing logged", err, out)
 	}
-	conf, _ := os.ReadFile(filepath.Join(dir, "porthole.toml"))
-	if !strings.Contains(string(conf), `thing_name = "router-7"`) {
-		t.Errorf("check: CONF %q, want the config that passed", conf)
-	}
 	// The package's config is not enabled: a first install does not fail on it.
 	if shipped, _ := os.ReadFile("openwrt/porthole.config"); !strings.Contains(string(shipped), "\n\toption enabled '0'\n") {
 		t.Error("openwrt/porthole.config: want option enabled '0' (a first install's check passes on it)")
 	}
+}
+
+// TestUCICheckLeavesTheAgentsConfig: check (postinst's before its restart, or
+// an operator's) renders and checks the config as restart does, but leaves
+// CONF, /var/etc/porthole.toml, as it is: procd runs the agent on that file
+// and respawns it on whatever the file then holds, so after a check an agent
+// that crashed came back on the config the check had rendered (the UCI file
+// edited since its start, not applied yet) rather than the one it was
+// started with. The check works on a file of its own and removes it.
+func TestUCICheckLeavesTheAgentsConfig(t *testing.T) {
+	openwrtShells(t, func(t *testing.T, shell []string) {
+		for _, tc := range []struct {
+			name, own string // own: option config_file's text, "": rendered
+			want      string // in the config check-config checked
+		}{
+			{"rendered", "", `thing_name = "router-8"`},
+			{"config_file", "thing_name = \"router-9\"\n", `thing_name = "router-9"`},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				tmp := filepath.Join(dir, "tmp")
+				os.Mkdir(tmp, 0o700)
+				checked := filepath.Join(dir, "checked")
+				fake := filepath.Join(dir, "porthole")
+				os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = check-config ] || exit 0\n{ echo \"== $4\"; cat \"$4\"; } >>"+shq(checked)+"\n"), 0o755)
+				conf := filepath.Join(dir, "porthole.toml")
+				running := "# the config the agent runs on\n"
+				os.WriteFile(conf, []byte(running), 0o600)
+				options := []string{"enabled=1", "thing_name=router-8"}
+				own := filepath.Join(dir, "own.toml")
+				if tc.own != "" {
+					os.WriteFile(own, []byte(tc.own), 0o600)
+					options = append(options, "config_file="+shq(own))
+				}
+				script := uciStubs + `
+logger() { echo "logger $*"; }
+. ./openwrt/porthole.init
+` + uciMain(fake, dir, options...) + "check\n"
+				cmd := exec.Command(shell[0], append(shell[1:], "-c", script)...)
+				cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("check: %v\n%s", err, out)
+				}
+				if b, _ := os.ReadFile(conf); string(b) != running {
+					t.Errorf("check wrote CONF, which procd respawns the agent on: %q, want it left %q", b, running)
+				}
+				b, _ := os.ReadFile(checked)
+				if !strings.Contains(string(b), tc.want) {
+					t.Errorf("check-config checked %q, want the config with %s", b, tc.want)
+				}
+				for _, l := range strings.Split(string(b), "\n") {
+					if path, ok := strings.CutPrefix(l, "== "); ok && path != own {
+						if _, err := os.Stat(path); err == nil {
+							t.Errorf("check left the config it checked, %s", path)
+						}
+					}
+				}
+				if names, _ := os.ReadDir(tmp); len(names) > 0 {
+					t.Errorf("check left %v in TMPDIR", names)
+				}
+				if _, err := os.Stat(conf + ".new"); err == nil {
+					t.Errorf("check left %s.new", conf)
+				}
+			})
+		}
+	})
 }
 
 // TestTarballUmask: the tarball's directories are 0755, and its bytes the
