@@ -1,6 +1,7 @@
 package brcheck
 
 import (
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -128,8 +129,8 @@ func TestHostGoBuildMipsle(t *testing.T) {
 
 // rsync copies the tree src into dst as Buildroot's rsync step does
 // (rsync -au --chmod=u=rwX,go=rX with exclusions): patterns with a leading
-// slash match at the top of src only, others any file or folder of that name;
-// symbolic links are copied as links.
+// slash match at the top of src only, others any file or folder whose name
+// they match (globs, as rsync's: *~); symbolic links are copied as links.
 func rsync(src, dst string, exclude []string) error {
 	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -144,7 +145,11 @@ func rsync(src, dst string, exclude []string) error {
 		}
 		for _, pat := range exclude {
 			top, anchored := strings.CutPrefix(pat, "/")
-			if (anchored && rel == top) || (!anchored && d.Name() == pat) {
+			matched, err := filepath.Match(pat, d.Name())
+			if err != nil {
+				return fmt.Errorf("exclusion %q: %w", pat, err)
+			}
+			if (anchored && rel == top) || (!anchored && matched) {
 				if d.IsDir() {
 					return filepath.SkipDir
 				}

@@ -1,8 +1,10 @@
 package brcheck
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -80,10 +82,11 @@ func TestInstallConfig(t *testing.T) {
 }
 
 // TestPermissions: Buildroot copies a rootfs overlay with go=rX, so the
-// secrets the board's overlay README asks for would be world-readable in the
-// image; PORTHOLE_PERMISSIONS, a makedevs table applied when the images are
-// made, makes each root's and 0600, with type F (skipped when the file is
-// missing: an image without a key yet still builds; f would fail it).
+// secrets the board's readme.txt asks for in its overlay would be
+// world-readable in the image; PORTHOLE_PERMISSIONS, a makedevs table applied
+// when the images are made, makes each root's and 0600, with type F (skipped
+// when the file is missing: an image without a key yet still builds; f would
+// fail it).
 func TestPermissions(t *testing.T) {
 	p := newPkg(t, "BR2_PACKAGE_PORTHOLE=y")
 	table := p.expandVar("PORTHOLE_PERMISSIONS")
@@ -106,9 +109,9 @@ func TestPermissions(t *testing.T) {
 			t.Errorf("PORTHOLE_PERMISSIONS lacks /etc/porthole/%s:\n%s", secret, table)
 		}
 	}
-	readme := read(t, filepath.Join(tree, "board/qemu-mipsel/rootfs-overlay/etc/porthole/README"))
+	readme := read(t, filepath.Join(tree, "board/qemu-mipsel/readme.txt"))
 	if !strings.Contains(readme, "PORTHOLE_PERMISSIONS") {
-		t.Errorf("the overlay's README does not say what makes its secrets 0600 (PORTHOLE_PERMISSIONS):\n%s", readme)
+		t.Errorf("the board's readme.txt does not say what makes its secrets 0600 (PORTHOLE_PERMISSIONS):\n%s", readme)
 	}
 }
 
@@ -190,5 +193,49 @@ func TestInstallInitSysV(t *testing.T) {
 				t.Errorf("%s is not tools/pkg/sysv/porthole", script)
 			}
 		})
+	}
+}
+
+// overlayExclusions are what Buildroot leaves out when it copies a
+// BR2_ROOTFS_OVERLAY into the target (target-finalize in its Makefile: rsync
+// -a $(RSYNC_VCS_EXCLUSIONS) --exclude .empty --exclude '*~').
+var overlayExclusions = []string{".svn", ".git", ".hg", ".bzr", "CVS", ".empty", "*~"}
+
+// TestOverlayShipsNoFilesOfItsOwn: a defconfig's rootfs overlay of this tree
+// holds the folders the device's own files go in (the certificate, its key,
+// authorized_keys) and no file of the tree's: Buildroot copies whatever it
+// holds into the image, and the README that says which files to put there
+// was installed as the device's /etc/porthole/README.
+func TestOverlayShipsNoFilesOfItsOwn(t *testing.T) {
+	overlay := regexp.MustCompile(`(?m)^BR2_ROOTFS_OVERLAY="([^"]*)"`)
+	for _, def := range files(t, "configs/*_defconfig") {
+		m := overlay.FindStringSubmatch(read(t, def))
+		if m == nil {
+			continue
+		}
+		for _, dir := range strings.Fields(m[1]) {
+			rel, ok := strings.CutPrefix(dir, "$(BR2_EXTERNAL_PORTHOLE_PATH)/")
+			if !ok {
+				continue // Buildroot's own
+			}
+			target := t.TempDir()
+			if err := rsync(filepath.Join(tree, rel), target, overlayExclusions); err != nil {
+				t.Fatal(err)
+			}
+			err := filepath.WalkDir(target, func(path string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				inImage, _ := filepath.Rel(target, path)
+				t.Errorf("%s: the overlay %s puts /%s, a file of this tree, in the image", filepath.Base(def), rel, inImage)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st, err := os.Stat(filepath.Join(target, "etc/porthole")); err != nil || !st.IsDir() {
+				t.Errorf("%s: the overlay %s has no etc/porthole/ for the device's files: %v", filepath.Base(def), rel, err)
+			}
+		}
 	}
 }

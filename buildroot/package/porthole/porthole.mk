@@ -222,7 +222,7 @@ PORTHOLE_MQTT_ENDPOINT_SED = /^\[mqtt\]/,/^\[/s|^endpoint = .*|endpoint = "$(cal
 
 # Buildroot copies rootfs overlays with rsync --chmod=u=rwX,go=rX, so the
 # device's key, authorized_keys and porthole.toml put in one (the board's
-# rootfs-overlay/etc/porthole/README) would be 0644 in the image. This
+# readme.txt) would be 0644 in the image. This
 # permission table (makedevs, applied under fakeroot when the filesystem
 # images are made, after the overlays) makes them root's and 0600; F, not f:
 # a file that is not there (no key in the overlay yet) is skipped, where f
