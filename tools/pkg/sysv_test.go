@@ -778,6 +778,71 @@ func TestSysVLogCap(t *testing.T) {
 	})
 }
 
+// TestSysVLogNotFollowed: the script, as root, opens the log to append to it
+// in /var/log, which some firmware makes a link to the world-writable /tmp.
+// There, without fs.protected_symlinks (off by default in the kernel, and
+// BusyBox init leaves it so), a local user's symbolic link in the log's place
+// had start make the file it names, or append the agent's log to it; and a
+// file of that user's would be theirs to read and, later, to replace with a
+// link. start must refuse a log that is a link, not a regular file or
+// another user's, saying why, and start nothing.
+func TestSysVLogNotFollowed(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		for _, tc := range []struct {
+			name  string
+			plant func(t *testing.T, log, victim string) // puts it in the log's place
+			want  string                                 // why start refuses the log
+		}{
+			{"link to a file", func(t *testing.T, log, victim string) {
+				os.WriteFile(victim, []byte("victim\n"), 0o644)
+				if err := os.Symlink(victim, log); err != nil {
+					t.Fatal(err)
+				}
+			}, "it is a symbolic link"},
+			{"link to no file", func(t *testing.T, log, victim string) {
+				if err := os.Symlink(victim, log); err != nil {
+					t.Fatal(err)
+				}
+			}, "it is a symbolic link"},
+			{"directory", func(t *testing.T, log, victim string) {
+				if err := os.Mkdir(log, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}, "it is not a regular file"},
+			{"another user's file", func(t *testing.T, log, victim string) {
+				os.WriteFile(log, nil, 0o666)
+				if err := os.Chown(log, 65534, 65534); err != nil {
+					if os.Getenv("CI") == "true" {
+						t.Fatalf("giving the log to another user: %v", err)
+					}
+					t.Skipf("cannot give the log to another user here (%v)", err)
+				}
+			}, "it is another user's"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				// An agent that says why it cannot run, on stderr, as it
+				// exits: where the log goes shows.
+				r := newSysVRig(t, fake, shell, binDir, "FAKE_EXIT=1", "FAKE_EXIT_AFTER=0s")
+				victim := filepath.Join(r.dir, "victim")
+				os.MkdirAll(filepath.Dir(r.log), 0o755)
+				tc.plant(t, r.log, victim)
+				out, err := r.run("start")
+				want := "FAIL (cannot open the log " + r.log + ": " + tc.want
+				if err == nil || !strings.Contains(out, want) || !strings.Contains(out, "; nothing was started)") {
+					t.Errorf("start with %s in the log's place: %v %q; want exit 1 and %q…; nothing was started)", tc.name, err, out, want)
+				}
+				if ran := r.eventPidsWait("exited", 1, time.Second); len(ran) != 0 {
+					t.Errorf("start with %s in the log's place ran the agent", tc.name)
+				}
+				if b, err := os.ReadFile(victim); tc.name == "link to a file" && string(b) != "victim\n" || tc.name != "link to a file" && err == nil {
+					t.Errorf("start with %s in the log's place wrote the file it names: %q", tc.name, b)
+				}
+			})
+		}
+	})
+}
+
 // TestSysVRestartFromALogin runs restart in a login the agent serves, the way
 // an operator restarts the agent through it: stopping the agent ends that
 // login (its terminal hangs up or its output is no longer read, its process
