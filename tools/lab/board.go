@@ -206,25 +206,23 @@ func bootBoard(c board.Conf, f boardFiles, logPath string) (exited <-chan struct
 	cmd := exec.Command(filepath.Join(c.Dir, "boot.sh"), c.Name, f.out)
 	cmd.Dir = c.Dir
 	cmd.Stdout, cmd.Stderr = lf, lf
-	// Its own process group (a terminal's Ctrl-C reaches the lab, which powers
-	// the board off), and killed with the lab if the lab dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// Its own process group (startGroup: a terminal's Ctrl-C reaches the lab,
+	// which powers the board off), and killed with the lab if the lab dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	qemu, err := startGroup(cmd)
+	if err != nil {
 		return nil, nil, fmt.Errorf("board/boot.sh %s: %w", c.Name, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	pgid := cmd.Process.Pid
 	stop = func() {
-		syscall.Kill(-pgid, syscall.SIGTERM)
+		qemu.signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-qemu.exited:
 		case <-time.After(5 * time.Second):
-			syscall.Kill(-pgid, syscall.SIGKILL)
-			<-done
+			qemu.signal(syscall.SIGKILL)
+			<-qemu.exited
 		}
 	}
-	return done, stop, nil
+	return qemu.exited, stop, nil
 }
 
 // port is the port of a host:port address.

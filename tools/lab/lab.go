@@ -462,25 +462,23 @@ func Run(ctx context.Context, opt Options) (err error) {
 		}
 		cmd := agentCommand(opt.Porthole, info.AgentConfig)
 		cmd.Stdout, cmd.Stderr = f, f
-		// Its own process group, which the stop signals: a --porthole wrapper
-		// (a shell script that runs the agent without exec) took the signal
-		// alone and left the agent running. A Ctrl-C in the terminal reaches
-		// the lab only, which stops the agent.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			f.Close()
+		// Its own process group (startGroup), which the stop signals: a
+		// --porthole wrapper (a shell script that runs the agent without exec)
+		// took the signal alone and left the agent running. A Ctrl-C in the
+		// terminal reaches the lab only, which stops the agent.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		agent, err := startGroup(cmd)
+		f.Close()
+		if err != nil {
 			return err
 		}
-		f.Close()
 		info.AgentPID = cmd.Process.Pid
-		waited := make(chan struct{})
-		agentExited = waited
+		agentExited = agent.exited
 		agentStatus = func() string { return cmd.ProcessState.String() }
-		go func() { cmd.Wait(); close(waited) }()
 		stops = append(stops, func() {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+			agent.signal(syscall.SIGTERM)
 			select {
-			case <-waited:
+			case <-agent.exited:
 				return
 			case <-time.After(agentStopQuiet):
 			}
@@ -489,10 +487,10 @@ func Run(ctx context.Context, opt Options) (err error) {
 			fmt.Fprintf(opt.Out, "the agent (pid %d) has not stopped %v after SIGTERM; killing it in %v\n",
 				cmd.Process.Pid, agentStopQuiet, agentStopKill-agentStopQuiet)
 			select {
-			case <-waited:
+			case <-agent.exited:
 			case <-time.After(agentStopKill - agentStopQuiet):
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				<-waited
+				agent.signal(syscall.SIGKILL)
+				<-agent.exited
 			}
 		})
 		return nil

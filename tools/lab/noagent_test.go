@@ -93,25 +93,7 @@ func TestLabStopEndsTheAgentBehindAWrapper(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := filepath.Join(dir, "state")
-	config := filepath.Join(state, "device", "porthole.toml")
-	agents := func() []int { // the agents running on this lab's config
-		var pids []int
-		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-		for _, p := range procs {
-			b, _ := os.ReadFile(p)
-			args := strings.Split(string(b), "\x00")
-			if len(args) > 3 && args[0] == porthole && args[1] == "agent" && args[3] == config {
-				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-				pids = append(pids, pid)
-			}
-		}
-		return pids
-	}
-	t.Cleanup(func() {
-		for _, pid := range agents() {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	agents := agentsOn(t, porthole, state)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := stack.NewLog()
 	done := make(chan error, 1)
@@ -131,6 +113,74 @@ func TestLabStopEndsTheAgentBehindAWrapper(t *testing.T) {
 			t.Fatalf("10 s after the lab stopped, the agent it started through a wrapper still runs (pids %v)", agents())
 		}
 	}
+}
+
+// TestWrapperKilledAloneTakesItsAgent: a --porthole wrapper script killed
+// alone (its pid is the agent_pid of lab.json) ends the agent it ran too, as
+// the lab says the agent exited: the lab's stop, later, no longer signals the
+// group of a leader it has reaped (its id may be another program's by then),
+// and the agent would have outlived the lab.
+func TestWrapperKilledAloneTakesItsAgent(t *testing.T) {
+	porthole := stack.Build(t)
+	dir := stack.SafeDir(t)
+	wrapper := filepath.Join(dir, "porthole-wrapper")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\n"+shellArg(porthole)+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	agents := agentsOn(t, porthole, state)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := stack.NewLog()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: wrapper, Console: "", Out: out})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
+	if len(agents()) != 1 {
+		t.Fatalf("agents running on the lab's config: %v, want one", agents())
+	}
+	if err := syscall.Kill(readLabJSON(t, state).AgentPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	out.Wait(t, regexp.MustCompile(`The agent exited`), 0, 10*time.Second)
+	for deadline := time.Now().Add(10 * time.Second); len(agents()) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after its wrapper was killed, the agent still runs (pids %v)", agents())
+		}
+	}
+}
+
+// agentsOn returns a function that lists the agents of the binary porthole
+// running on the config of the lab in state; the test kills those left at its
+// end.
+func agentsOn(t *testing.T, porthole, state string) func() []int {
+	config := filepath.Join(state, "device", "porthole.toml")
+	agents := func() []int {
+		var pids []int
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			b, _ := os.ReadFile(p)
+			args := strings.Split(string(b), "\x00")
+			if len(args) > 3 && args[0] == porthole && args[1] == "agent" && args[3] == config {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	t.Cleanup(func() {
+		for _, pid := range agents() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	return agents
 }
 
 // TestNoAgentRefusesAnUnsafeState: the config --no-agent writes names the
