@@ -241,6 +241,9 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 	defer logFile.Close()
 	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if err := removeLeftovers(dir, log); err != nil {
+		return err
+	}
 
 	var stops []func()
 	defer func() {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -503,5 +504,49 @@ func TestNoAgentLeavesHTTPPortAlone(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run after cancel: %v", err)
+	}
+}
+
+// TestLeftTemporaryFilesRemoved: a lab killed (-9) in the middle of writing one
+// of its files (through a temporary ".NAME.DIGITS" beside it, atomicfile.Write)
+// left that file in the state directory, a private key in it for ca.key, and no
+// later run removed it. The next start removes those of its own directories,
+// and nothing else.
+func TestLeftTemporaryFilesRemoved(t *testing.T) {
+	state := filepath.Join(stack.SafeDir(t), "state")
+	left := []string{".ca.key.3940281734", filepath.Join("device", ".porthole.toml.12"), ".console_host_keys.json.7",
+		filepath.Join("board", "qemu-armv7-virt", ".ssh_host_ed25519_key.4")}
+	kept := []string{".ca.key.bak", ".ca.key.", "ca.key.123", ".notes", filepath.Join("device", "data", ".state.json.5"),
+		filepath.Join("tunneld", ".notes.5"), filepath.Join("board", "qemu-armv7-virt", "out", ".initrd.gz.9")}
+	for _, f := range append(left, kept...) {
+		p := filepath.Join(state, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := stack.NewLog()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, NoAgent: true, Out: out})
+	}()
+	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	for _, f := range left {
+		if _, err := os.Stat(filepath.Join(state, f)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s, left by a write cut short: %v after a start, want it removed", f, err)
+		}
+	}
+	for _, f := range kept {
+		if _, err := os.Stat(filepath.Join(state, f)); err != nil {
+			t.Errorf("%s, not the lab's: %v after a start, want it kept", f, err)
+		}
 	}
 }

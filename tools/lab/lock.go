@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
@@ -37,4 +39,43 @@ func holder(dir string) string {
 		return "it is still starting"
 	}
 	return fmt.Sprintf("pid %d", info.PID)
+}
+
+// removeLeftovers removes what a lab killed (-9, a power cut) in the middle of
+// writing one of its files left in dir, its state directory: the temporary
+// file atomicfile.Write renames into place, "."+name+"."+digits (os.CreateTemp's
+// random part), which no later write removes, a private key in it for ca.key.
+// Only the lab's own directories are looked at (dir, device and each board's),
+// not the agent's data nor tunneld's, which removes its own; the lock must be
+// held.
+func removeLeftovers(dir string, log *slog.Logger) error {
+	dirs := []string{dir, filepath.Join(dir, "device")}
+	boards, _ := os.ReadDir(filepath.Join(dir, "board"))
+	for _, b := range boards {
+		if b.IsDir() {
+			dirs = append(dirs, filepath.Join(dir, "board", b.Name()))
+		}
+	}
+	for _, d := range dirs {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			if !e.Type().IsRegular() || !isTemporary(e.Name()) {
+				continue
+			}
+			f := filepath.Join(d, e.Name())
+			if err := os.Remove(f); err != nil {
+				return fmt.Errorf("removing %s, left by a write that did not finish: %w", f, err)
+			}
+			log.Info("removed the file of a write that did not finish", "file", f)
+		}
+	}
+	return nil
+}
+
+// isTemporary reports whether name is one of atomicfile.Write's temporary
+// files: "."+name+"."+digits.
+func isTemporary(name string) bool {
+	i := strings.LastIndexByte(name, '.')
+	digits := name[i+1:]
+	return i > 1 && name[0] == '.' && digits != "" && strings.Trim(digits, "0123456789") == ""
 }
