@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"testing"
@@ -13,19 +14,23 @@ import (
 
 // TestConsoleStepWithoutXterm: in a build without xterm.js the web console's
 // progress line says skipped, not ok, and with it ok. It said ok either way,
-// over the output's word that the console is not in this build.
+// over the output's word that the console is not in this build. The console's
+// host key store (console_host_keys.json in the state directory) is written
+// only when the console runs: a skipped one wrote it all the same.
 func TestConsoleStepWithoutXterm(t *testing.T) {
+	porthole := stack.Build(t)
 	full := fstest.MapFS{}
 	for _, f := range []string{"xterm.js", "xterm.css", "addon-fit.js"} { // tools/console's vendorFiles
 		full[f] = &fstest.MapFile{Data: []byte("/* " + f + " */")}
 	}
 	for _, tc := range []struct {
-		name   string
-		vendor fstest.MapFS
-		want   string
+		name     string
+		vendor   fstest.MapFS
+		want     string
+		hostKeys bool // console_host_keys.json written
 	}{
-		{"without", fstest.MapFS{"README.md": {Data: []byte("make console-assets")}}, `(?m)^  web console \.\.\. +skipped \(xterm\.js is not in this build\)$`},
-		{"with", full, `(?m)^  web console \.\.\. +ok \(`},
+		{"without", fstest.MapFS{"README.md": {Data: []byte("make console-assets")}}, `(?m)^  web console \.\.\. +skipped \(xterm\.js is not in this build\)$`, false},
+		{"with", full, `(?m)^  web console \.\.\. +ok \(`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			state := filepath.Join(stack.SafeDir(t), "state")
@@ -33,7 +38,7 @@ func TestConsoleStepWithoutXterm(t *testing.T) {
 			out := stack.NewLog()
 			done := make(chan error, 1)
 			go func() {
-				done <- Run(ctx, Options{Region: stack.Region, StateDir: state, NoAgent: true, Console: "127.0.0.1:0", vendor: tc.vendor, Out: out})
+				done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: porthole, Console: "127.0.0.1:0", vendor: tc.vendor, Out: out})
 			}()
 			defer func() {
 				cancel()
@@ -41,9 +46,13 @@ func TestConsoleStepWithoutXterm(t *testing.T) {
 					t.Errorf("Run: %v", err)
 				}
 			}()
-			out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second)
+			out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
 			if !regexp.MustCompile(tc.want).MatchString(out.String()) {
 				t.Errorf("the progress lines lack %s:\n%s", tc.want, out.String())
+			}
+			_, err := os.Stat(filepath.Join(state, "console_host_keys.json"))
+			if written := err == nil; written != tc.hostKeys {
+				t.Errorf("console_host_keys.json once the lab is up: %v, want it written: %v", err, tc.hostKeys)
 			}
 		})
 	}

@@ -357,11 +357,13 @@ func Run(ctx context.Context, opt Options) (err error) {
 	}
 	tdHost := strings.TrimPrefix(info.Tunneld, "https://")
 	consoleLine := ""
+	// consoleKeys is the console's host key store once it runs; nil (none
+	// pinned, no file written) without a console.
 	var consoleKeys *console.HostKeys
 	if opt.Console != "" {
-		consoleKeys = &console.HostKeys{Path: filepath.Join(info.StateDir, "console_host_keys.json")}
 		if err := st.do("web console", func() error {
-			url, stop, err := startConsole(opt.Console, td, info, consoleKeys, tdHost, opt.vendor, log.With("component", "console"))
+			keys := &console.HostKeys{Path: filepath.Join(info.StateDir, "console_host_keys.json")}
+			url, stop, err := startConsole(opt.Console, td, info, keys, tdHost, opt.vendor, log.With("component", "console"))
 			if errors.Is(err, console.ErrNoVendor) {
 				consoleLine = "\nWeb console: not in this build (xterm.js missing): run `make build`, which runs `make console-assets`\n"
 				return skipped("xterm.js is not in this build")
@@ -369,7 +371,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 			if err != nil {
 				return err
 			}
-			info.Console = url
+			info.Console, consoleKeys = url, keys
 			consoleLine = "\nWeb console (SSH in the browser; the address holds its access token):\n  " + url + "\n"
 			stops = append(stops, stop)
 			return nil
