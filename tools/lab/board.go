@@ -22,7 +22,8 @@ import (
 
 // ErrPrerequisite matches (errors.Is) the errors that stop the lab before it
 // starts anything: a program --board needs is not installed, no such board, no
-// porthole binary, or a state directory the agent's SSH server would not trust.
+// porthole binary, a state directory the agent's SSH server would not trust, or
+// one another user could change.
 var ErrPrerequisite = errors.New("missing prerequisite")
 
 // prereqError is one of those: its text is the whole message.

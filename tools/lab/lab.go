@@ -203,6 +203,9 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return prereqError{err}
 		}
 	}
+	if err := checkStateDir(dir); err != nil {
+		return prereqError{err}
+	}
 	lock, err := lockState(dir)
 	if err != nil {
 		return err
@@ -1048,6 +1051,33 @@ func checkSafeDir(dir string) error {
 			return fmt.Errorf("the state directory %s is below %s, which others can write: the agent's SSH server would ignore "+
 				"its authorized_keys there (as OpenSSH does); choose another --state, e.g. under your home directory", name, d)
 		}
+	}
+	return nil
+}
+
+// checkStateDir refuses a state directory, if there is one, that another user
+// could change: one that group or others can write, or that belongs to a user
+// other than root and this one. Whoever can would replace the lab's CA key, or
+// the authorized_keys its agent trusts. It is said in the lab's words and
+// before anything is written: lockState (tunneld.LockDir) refuses the
+// directory too, checked on the directory it opens, but speaks of tunneld's
+// state file.
+func checkStateDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil // lockState makes it, or says why it cannot
+	}
+	mode := uint32(fi.Mode().Perm())
+	if fi.Mode()&fs.ModeSticky != 0 {
+		mode |= 0o1000
+	}
+	if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+		return fmt.Errorf("the state directory %s belongs to uid %d, not to you (uid %d) or root: that user could replace "+
+			"the lab's CA key and the device's keys in it; run the lab as that user (without sudo), or choose another --state", dir, uid, os.Geteuid())
+	}
+	if mode&0o022 != 0 {
+		return fmt.Errorf("the state directory %s is writable by group or others (mode %04o): another user could replace "+
+			"the lab's CA key and the device's keys in it; run chmod go-w %s, or choose another --state", dir, mode, shellArg(dir))
 	}
 	return nil
 }

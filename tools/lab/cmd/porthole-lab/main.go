@@ -2,7 +2,8 @@
 // tunneld, the porthole agent as the device (a host process, or inside a QEMU board
 // with --board), and the operator's source side. See
 // package lab. Exit codes: 0 after Ctrl-C, SIGTERM or SIGHUP (also during
-// start-up), 1 bad usage or a missing prerequisite, 2 a failed step.
+// start-up), 1 bad usage (a flag or a --state refused) or a missing
+// prerequisite, 2 a failed step.
 package main
 
 import (

@@ -135,6 +135,66 @@ func TestBadPorts(t *testing.T) {
 	}
 }
 
+// TestStateDirectoryOthersCanWriteRefused: a --state directory another user
+// could change (writable by group or others, or theirs), who could then
+// replace the lab's CA key or the authorized_keys its agent trusts, is
+// refused as the other bad input is, with exit 1 and a message that says what
+// to do, before anything is written in it; with --no-agent and --board too.
+// It exited 2 with the in-process tunneld's words about its own state file.
+func TestStateDirectoryOthersCanWriteRefused(t *testing.T) {
+	dir := stack.SafeDir(t)
+	porthole := filepath.Join(dir, "porthole")
+	if err := os.WriteFile(porthole, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		mode  os.FileMode
+		owner int // -1: this user
+		args  []string
+		want  string // after the state directory's name
+		what  string // what to do
+	}{
+		{"group", 0o770, -1, nil, " is writable by group or others (mode 0770)", "chmod go-w"},
+		{"others", 0o707, -1, nil, " is writable by group or others (mode 0707)", "chmod go-w"},
+		{"no agent", 0o775, -1, []string{"--no-agent"}, " is writable by group or others (mode 0775)", "chmod go-w"},
+		{"board", 0o770, -1, []string{"--board", "qemu-armv7-virt"}, " is writable by group or others (mode 0770)", "chmod go-w"},
+		{"another user", 0o700, 65534, nil, " belongs to uid 65534", "run the lab as that user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.owner >= 0 && os.Geteuid() != 0 {
+				if os.Getenv("CI") == "true" {
+					t.Fatal("needs root (chown); CI runs as root")
+				}
+				t.Skip("needs root (chown)")
+			}
+			state := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+			if err := os.Mkdir(state, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(state, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			if tc.owner >= 0 {
+				if err := os.Chown(state, tc.owner, tc.owner); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var stdout, stderr strings.Builder
+			args := append([]string{"--state", state, "--porthole", porthole, "--region", stack.Region,
+				"--ssh-port", "0", "--http-port", "0", "--console", ""}, tc.args...)
+			code := run(context.Background(), args, &stdout, &stderr)
+			want := "porthole-lab: the state directory " + state + tc.want
+			if code != 1 || !strings.HasPrefix(stderr.String(), want) || !strings.Contains(stderr.String(), tc.what) {
+				t.Errorf("run %v = %d, stderr %q; want 1, %q…, saying %q", args, code, stderr.String(), want, tc.what)
+			}
+			if entries, _ := os.ReadDir(state); len(entries) > 0 {
+				t.Errorf("the refused state directory holds %v, want nothing written", entries)
+			}
+		})
+	}
+}
+
 // TestConsoleBeyondLoopbackRefused: the lab's console serves plain HTTP and
 // logs in with the lab's key, so a --console address beyond loopback is bad
 // usage, refused before anything starts, as porthole-console refuses its
