@@ -12,6 +12,13 @@ import (
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
+// xterm stands in for the console's xterm.js files (tools/console's vendorFiles).
+var xterm = fstest.MapFS{
+	"xterm.js":     {Data: []byte("/* xterm.js */")},
+	"xterm.css":    {Data: []byte("/* xterm.css */")},
+	"addon-fit.js": {Data: []byte("/* addon-fit.js */")},
+}
+
 // TestConsoleStepWithoutXterm: in a build without xterm.js the web console's
 // progress line says skipped, not ok, and with it ok. It said ok either way,
 // over the output's word that the console is not in this build. The console's
@@ -19,10 +26,6 @@ import (
 // only when the console runs: a skipped one wrote it all the same.
 func TestConsoleStepWithoutXterm(t *testing.T) {
 	porthole := stack.Build(t)
-	full := fstest.MapFS{}
-	for _, f := range []string{"xterm.js", "xterm.css", "addon-fit.js"} { // tools/console's vendorFiles
-		full[f] = &fstest.MapFile{Data: []byte("/* " + f + " */")}
-	}
 	for _, tc := range []struct {
 		name     string
 		vendor   fstest.MapFS
@@ -30,7 +33,7 @@ func TestConsoleStepWithoutXterm(t *testing.T) {
 		hostKeys bool // console_host_keys.json written
 	}{
 		{"without", fstest.MapFS{"README.md": {Data: []byte("make console-assets")}}, `(?m)^  web console \.\.\. +skipped \(xterm\.js is not in this build\)$`, false},
-		{"with", full, `(?m)^  web console \.\.\. +ok \(`, true},
+		{"with", xterm, `(?m)^  web console \.\.\. +ok \(`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			state := filepath.Join(stack.SafeDir(t), "state")

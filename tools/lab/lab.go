@@ -225,7 +225,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 			return err
 		}
 	}
-	if err := checkPorts(opt); err != nil {
+	if err := checkPorts(append(sourcePorts(opt), consolePort(opt)...)); err != nil {
 		return err
 	}
 	st := stepper{opt.Out}
@@ -370,6 +370,13 @@ func Run(ctx context.Context, opt Options) (err error) {
 			if errors.Is(err, console.ErrNoVendor) {
 				consoleLine = "\nWeb console: not in this build (xterm.js missing): run `make build`, which runs `make console-assets`\n"
 				return skipped("xterm.js is not in this build")
+			}
+			// Free when the lab checked it at its start, as the source
+			// side's ports below.
+			if errors.Is(err, syscall.EADDRINUSE) {
+				if e := checkPorts(consolePort(opt)); e != nil {
+					return fmt.Errorf("%w; it was free when the lab started (another lab or program took it meanwhile)", e)
+				}
 			}
 			if err != nil {
 				return err
@@ -591,7 +598,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 			// taken since (two labs started at once): named as that check
 			// names them, once the source has let go of the other one.
 			if errors.Is(err, syscall.EADDRINUSE) {
-				if e := checkPorts(opt); e != nil {
+				if e := checkPorts(sourcePorts(opt)); e != nil {
 					return fmt.Errorf("%w; it was free when the lab started (another lab or program took it meanwhile)", e)
 				}
 			}
@@ -1125,42 +1132,4 @@ func realPath(p string) (string, error) {
 		rest = filepath.Join(filepath.Base(p), rest)
 		p = filepath.Dir(p)
 	}
-}
-
-// beforeSource is called before the source side takes its local ports: a test
-// takes one there, as a second lab started at once would.
-var beforeSource = func() {}
-
-// checkPorts refuses, before anything starts, the local ports the lab's source
-// side cannot take. Every port in use is named at once, with the way to choose
-// another through make (make lab takes no flags of its own).
-func checkPorts(opt Options) error {
-	var inUse, choose []string
-	for _, p := range []struct {
-		name string
-		port int
-	}{{"--ssh-port", opt.SSHPort}, {"--http-port", opt.HTTPPort}} {
-		if p.port == 0 || (opt.NoAgent && p.name == "--http-port") {
-			continue // --no-agent: no source side, only the suggested connect line's SSH port
-		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)))
-		if errors.Is(err, syscall.EADDRINUSE) {
-			inUse = append(inUse, strconv.Itoa(p.port))
-			choose = append(choose, p.name+" "+strconv.Itoa(p.port+1))
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("%s %d: %w", p.name, p.port, err)
-		}
-		ln.Close()
-	}
-	if len(inUse) == 0 {
-		return nil
-	}
-	what := "port " + inUse[0] + " is"
-	if len(inUse) > 1 {
-		what = "ports " + strings.Join(inUse, " and ") + " are"
-	}
-	return fmt.Errorf("%s in use: choose others, e.g. %s (with make: make lab LABFLAGS=\"%[2]s\"; 0 takes any free port)",
-		what, strings.Join(choose, " "))
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
@@ -61,5 +62,44 @@ func TestPortTakenWhileTheLabStarts(t *testing.T) {
 		port, port+1)
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Run with --ssh-port taken after the check = %v, want it to say %q", err, want)
+	}
+}
+
+// TestConsolePortInUse: a --console port that is taken is named as the source
+// side's ports are, with the way to choose another through make, and with them
+// at once; it said only "choose another address with --console", after the
+// broker and tunneld had started.
+func TestConsolePortInUse(t *testing.T) {
+	var ports []int
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, tc := range []struct {
+		name string
+		opt  Options
+		want string
+	}{
+		{"alone", Options{NoAgent: true, Console: fmt.Sprintf("127.0.0.1:%d", ports[0])},
+			fmt.Sprintf("port %d is in use: choose others, e.g. --console 127.0.0.1:%d (with make: make lab LABFLAGS=\"--console 127.0.0.1:%[2]d\"; 0 takes any free port)",
+				ports[0], ports[0]+1)},
+		{"with the SSH port", Options{Porthole: "/bin/true", SSHPort: ports[1], Console: fmt.Sprintf("127.0.0.1:%d", ports[0])},
+			fmt.Sprintf("ports %d and %d are in use: choose others, e.g. --ssh-port %d --console 127.0.0.1:%d (with make: make lab LABFLAGS=\"--ssh-port %[3]d --console 127.0.0.1:%[4]d\"; 0 takes any free port)",
+				ports[1], ports[0], ports[1]+1, ports[0]+1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opt.Region, tc.opt.StateDir, tc.opt.Out = stack.Region, filepath.Join(stack.SafeDir(t), "state"), io.Discard
+			tc.opt.vendor = xterm // a console that runs, not one skipped for want of xterm.js
+			// A lab that is not refused runs until ctx ends.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := Run(ctx, tc.opt); err == nil || err.Error() != tc.want {
+				t.Fatalf("Run with --console %s taken = %v, want %q", tc.opt.Console, err, tc.want)
+			}
+		})
 	}
 }
