@@ -23,7 +23,7 @@ import (
 // ErrPrerequisite matches (errors.Is) the errors that stop the lab before it
 // starts anything: a program --board needs is not installed, no such board, no
 // porthole binary, a state directory the agent's SSH server would not trust, or
-// one another user could change.
+// one another user could change, or a user /etc/passwd does not list.
 var ErrPrerequisite = errors.New("missing prerequisite")
 
 // prereqError is one of those: its text is the whole message.

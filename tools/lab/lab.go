@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -196,6 +195,15 @@ func Run(ctx context.Context, opt Options) (err error) {
 				"give the agent's binary (chmod +x one that was downloaded), or build it with `make build`", opt.Porthole)}
 		}
 	}
+	// The user the device logs in: root in a board, and on this machine the
+	// lab's own, as whom the agent runs (with --no-agent, the printed agent
+	// line runs it so).
+	loginUser := "root"
+	if opt.Board == "" && os.Geteuid() != 0 {
+		if loginUser, err = labUser(); err != nil {
+			return prereqError{err}
+		}
+	}
 	if opt.Board == "" {
 		// With --no-agent too: the agent config it writes names the
 		// authorized_keys in the state directory.
@@ -229,15 +237,7 @@ func Run(ctx context.Context, opt Options) (err error) {
 		return err
 	}
 	st := stepper{opt.Out}
-	info := Info{StateDir: dir, PID: os.Getpid(), Thing: Thing, Region: opt.Region, SSHKey: filepath.Join(dir, "id_ed25519")}
-	info.User = "root"
-	if os.Geteuid() != 0 && opt.Board == "" {
-		u, err := user.Current()
-		if err != nil {
-			return err
-		}
-		info.User = u.Username
-	}
+	info := Info{StateDir: dir, PID: os.Getpid(), Thing: Thing, Region: opt.Region, SSHKey: filepath.Join(dir, "id_ed25519"), User: loginUser}
 	logFile, err := os.OpenFile(filepath.Join(dir, "lab.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) // dir made by lockState
 	if err != nil {
 		return err

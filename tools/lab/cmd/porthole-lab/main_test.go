@@ -7,13 +7,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -190,6 +193,79 @@ func TestStateDirectoryOthersCanWriteRefused(t *testing.T) {
 			}
 			if entries, _ := os.ReadDir(state); len(entries) > 0 {
 				t.Errorf("the refused state directory holds %v, want nothing written", entries)
+			}
+		})
+	}
+}
+
+// TestUserWithoutPasswdEntry: run as a uid /etc/passwd does not list (a
+// container started with --user 1234), the lab cannot make its ssh line's
+// user, and its agent's SSH server, which logs in only its own user of
+// /etc/passwd, would refuse every login: the lab says so, and what to do,
+// with exit 1, before it makes anything. It exited 2 with Go's bare "user:
+// unknown userid N" (or, built without cgo, a word about $USER), or, with
+// $USER set, started with that name in its ssh line, which the agent refused.
+func TestUserWithoutPasswdEntry(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root (a process of another uid); CI runs as root")
+		}
+		t.Skip("needs root: a process of another uid")
+	}
+	passwd, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := 54321
+	for strings.Contains(string(passwd), ":"+strconv.Itoa(uid)+":") {
+		uid++
+	}
+	// The test binary, run as the lab, where that uid may run it.
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} { // testing's directory, and the test's in it
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "porthole-lab")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		env  string // USER
+		args []string
+	}{
+		{"USER unset", "", nil},
+		{"USER set", "USER=root", nil},
+		{"no agent", "", []string{"--no-agent"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			state := filepath.Join(dir, "state")
+			// Should the lab start, it stops here, and the test fails.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, append([]string{"--state", state, "--porthole", "/bin/true", "--region", stack.Region,
+				"--ssh-port", "0", "--http-port", "0", "--console", ""}, tc.args...)...)
+			cmd.Env = []string{"PORTHOLE_LAB_TEST_MAIN=1", "PATH=" + os.Getenv("PATH"), "HOME=/"}
+			if tc.env != "" {
+				cmd.Env = append(cmd.Env, tc.env)
+			}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			want := fmt.Sprintf("porthole-lab: you (uid %d) have no entry in /etc/passwd", uid)
+			if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 || !strings.HasPrefix(stderr.String(), want) || !strings.Contains(stderr.String(), "useradd") {
+				t.Errorf("porthole-lab as uid %d: %v, stderr %q; want exit 1, %q… and what to do", uid, err, stderr.String(), want)
+			}
+			if _, err := os.Stat(state); err == nil {
+				os.RemoveAll(state)
+				t.Errorf("the lab made its state directory")
 			}
 		})
 	}
