@@ -428,31 +428,46 @@ func (s *Server) authorizeKey(st *connState, user string, key gossh.PublicKey) (
 			why = errors.New("principals= on a line without cert-authority")
 			continue
 		}
-		if err := s.checkLineOptions(st, k.Options, key, now); err != nil {
+		if err := s.checkLineOptions(st, k.Options, now); err != nil {
 			why = err
 			continue
+		}
+		if k.Options.VerifyRequired && isSecurityKey(key) {
+			return nil, errVerifyRequired // sshd's login ends at this line: see errVerifyRequired
 		}
 		return permsFor("publickey", keyInfo(key), k.Options), nil
 	}
 	return nil, why
 }
 
-// checkLineOptions applies the conditions of an authorized_keys line.
-// key is the key that signs the login (a certificate's own key).
-func (s *Server) checkLineOptions(st *connState, o keyOptions, key gossh.PublicKey, now time.Time) error {
+// checkLineOptions applies the conditions of an authorized_keys line that
+// leave the next line to decide when they refuse, as in sshd: expiry-time=
+// and from=.
+func (s *Server) checkLineOptions(st *connState, o keyOptions, now time.Time) error {
 	if !o.ExpiryTime.IsZero() && !now.Before(o.ExpiryTime) {
 		return errors.New("key expired (expiry-time)")
 	}
 	if o.From != nil && !matchFrom(st.ip, o.From) {
 		return errors.New("client address " + st.remote + " not allowed by from=")
 	}
-	// sshd applies verify-required to a security key's signature only,
-	// and x/crypto does not show the signature's user-verified flag.
-	if o.VerifyRequired && isSecurityKey(key) {
-		return errors.New("verify-required is not supported")
-	}
 	return nil
 }
+
+// errVerifyRequired and errLineTouch refuse a security key whose line admits
+// it on a condition the server cannot check: sshd applies verify-required to
+// the signature's user-verified flag, which x/crypto does not show, and
+// x/crypto waives the touch for a certificate with no-touch-required, where
+// sshd needs its cert-authority line to say so too. sshd's login ends at
+// that line (the signature then meets the condition, under the line's
+// options, or fails), so they end the search for a line, or for a trusted
+// CA, that would admit the key without the line's command= and restrict.
+// (Of type *errorString, not error: authorizeCert's comparisons with them are
+// then a pointer's, without a call of runtime.ifaceeq.)
+var (
+	errVerifyRequired = &errorString{"verify-required is not supported"}
+	errLineTouch      = &errorString{"certificate has no-touch-required and its cert-authority line does not: " +
+		"add no-touch-required to the line, or issue the certificate without it"}
+)
 
 // authorizeCert accepts a user certificate signed by a CA from a
 // cert-authority line of the user's authorized_keys (principal: the login
@@ -496,7 +511,7 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 		if !k.Options.CertAuthority || !keysEqual(k.Key, cert.SignatureKey) {
 			continue
 		}
-		if err := s.checkLineOptions(st, k.Options, cert.Key, now); err != nil {
+		if err := s.checkLineOptions(st, k.Options, now); err != nil {
 			refused(err, false)
 			continue
 		}
@@ -516,6 +531,9 @@ func (s *Server) authorizeCert(st *connState, a *account, cert *gossh.Certificat
 			continue
 		}
 		p, err := certLogin(st, cert, k.Options, true)
+		if err == errVerifyRequired || err == errLineTouch {
+			return nil, err
+		}
 		if err != nil {
 			refused(err, true)
 			continue
@@ -616,11 +634,14 @@ func certPerms(cert *gossh.Certificate, o keyOptions, fromLine bool) (*gossh.Per
 	}
 	_, certNoTouch := cert.Extensions["no-touch-required"]
 	if fromLine {
-		if certNoTouch && !o.NoTouch && isSecurityKey(cert.Key) {
+		switch sk := isSecurityKey(cert.Key); {
+		case sk && o.VerifyRequired:
+			return nil, errVerifyRequired
+		case sk && certNoTouch && !o.NoTouch:
 			// x/crypto honours the certificate's extension on its own,
 			// where sshd needs the line's option too: refused, even
 			// with a touch, rather than let an untouched key in.
-			return nil, errors.New("certificate has no-touch-required and its cert-authority line does not: add no-touch-required to the line, or issue the certificate without it")
+			return nil, errLineTouch
 		}
 		o.NoTouch = o.NoTouch && certNoTouch
 	} else {

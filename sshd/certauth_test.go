@@ -284,3 +284,54 @@ func TestCertAuthorityLineChecksTheCertificate(t *testing.T) {
 		})
 	}
 }
+
+// TestSecurityKeyLineStops: an authorized_keys line that admits a security
+// key on a condition the server cannot check (verify-required; for a
+// certificate, the touch its cert-authority line requires where the
+// certificate waives it) refuses the login, as sshd's login ends at that
+// line (the signature then meets the condition, under the line's options,
+// or fails). No later line, nor TrustedUserCAKeysFiles trusting the same CA,
+// may admit the key without the line's command= and restrict.
+func TestSecurityKeyLineStops(t *testing.T) {
+	ca := newSigner(t)
+	for _, tc := range []struct {
+		name, opts  string
+		plain       bool // the key's own line, then a line without options
+		certNoTouch bool
+	}{
+		{name: "certificate waives the touch, line does not", opts: `cert-authority,restrict,command="echo line"`, certNoTouch: true},
+		{name: "cert-authority line with verify-required", opts: `cert-authority,verify-required,restrict,command="echo line"`},
+		{name: "key line with verify-required", opts: `verify-required,restrict,command="echo line"`, plain: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(e *testEnv, s *Server) {
+				caFile := filepath.Join(e.dir, "user_ca.pub")
+				writeFile(t, caFile, authorizedLine("", ca.PublicKey()))
+				s.TrustedUserCAKeysFiles = []string{caFile}
+			})
+			sk := newSKSigner(t)
+			sk.touched = !tc.certNoTouch
+			var signer gossh.Signer = sk
+			if tc.plain {
+				e.writeAuthorizedKeys("root", authorizedLine(tc.opts, sk.PublicKey())+authorizedLine("", sk.PublicKey()))
+			} else {
+				e.writeAuthorizedKeys("root", authorizedLine(tc.opts, ca.PublicKey()))
+				signer = newCert(t, ca, sk, func(c *gossh.Certificate) {
+					if tc.certNoTouch {
+						c.Extensions["no-touch-required"] = ""
+					}
+				})
+			}
+			c, err := e.dial("root", gossh.PublicKeys(signer))
+			if err != nil {
+				if !isRefusal(err) {
+					t.Fatalf("login: %v, want a refusal", err)
+				}
+				return
+			}
+			defer c.Close()
+			out, _, _ := run(t, c, "echo shell", "")
+			t.Errorf("%s: logged in past the line, without its command= and restrict (exec printed %q)", tc.opts, strings.TrimSpace(out))
+		})
+	}
+}

@@ -85,9 +85,10 @@
 //     no-X11-forwarding, no-user-rc, environment= and tunnel= are accepted
 //     and ignored (no such features here; a tunnel= that is not "any" or a
 //     tun device number makes the line unusable, as in sshd);
-//     verify-required makes the line unusable for a security key (the
-//     user-verified flag cannot be checked) and, as in sshd, is ignored
-//     for other keys, as is no-verify-required;
+//     verify-required refuses a security key (the user-verified flag
+//     cannot be checked; the key's other lines are not tried, as sshd's
+//     login ends at the line) and, as in sshd, is ignored for other keys,
+//     as is no-verify-required;
 //     unknown options make the line unusable, as do,
 //     like sshd, two command=, from=
 //     or principals= options, principals= on a line without cert-authority,
@@ -131,7 +132,9 @@
 //     certificate, in the certificate and, for a cert-authority line, on the
 //     line too. A security key's certificate with no-touch-required under a
 //     cert-authority line without it is refused, touched or not: x/crypto
-//     would honour the certificate's word alone.
+//     would honour the certificate's word alone. Such a line, or one with
+//     verify-required, ends the login there, as in sshd: no later line or
+//     trusted CA admits the certificate without its options.
 //   - Passwords only when PasswordHashes (bcrypt) is not empty; otherwise the
 //     method is not even offered. A password for a user without a hash is
 //     checked against a dummy hash of the highest cost among the hashes (made
