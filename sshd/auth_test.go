@@ -1294,6 +1294,22 @@ func TestEmptyPasswordHashesOffersNoPassword(t *testing.T) {
 	}
 }
 
+// TestEmptyPasswordRefused: an empty password never logs in, as with
+// OpenSSH's default PermitEmptyPasswords no, even when a user's hash is the
+// hash of "" (one made from an unset variable, or of a password prompt
+// answered with Enter): a client's password prompt answered with Enter
+// logged in.
+func TestEmptyPasswordRefused(t *testing.T) {
+	empty, err := bcrypt.GenerateFromPassword(nil, bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.PasswordHashes = map[string]string{"root": string(empty)} })
+	if err := e.checkRefused("root", gossh.Password("")); err != nil {
+		t.Errorf("empty password, hash of the empty password: %v", err)
+	}
+}
+
 // TestForcedCommandShellHasNoOriginalCommand: with a forced command, sshd
 // sets SSH_ORIGINAL_COMMAND only when the client asked for a command
 // (session.c: original_command is NULL for a shell). Wrappers test whether

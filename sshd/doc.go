@@ -136,13 +136,14 @@
 //     verify-required, ends the login there, as in sshd: no later line or
 //     trusted CA admits the certificate without its options.
 //   - Passwords only when PasswordHashes (bcrypt) is not empty; otherwise the
-//     method is not even offered. A password for a user without a hash is
-//     checked against a dummy hash of the highest cost among the hashes (made
-//     again after SetLogins when that changes, without holding it up), so
-//     that its refusal takes no less time than a known user's; give every hash
-//     the same cost, or the users of the lower costs are told apart by quicker
-//     refusals. Keyboard-interactive, GSSAPI and host-based authentication
-//     are not supported.
+//     method is not even offered. An empty password is refused, whatever the
+//     hash, as with OpenSSH's PermitEmptyPasswords no. A password for a user
+//     without a hash is checked against a dummy hash of the highest cost
+//     among the hashes (made again after SetLogins when that changes,
+//     without holding it up), so that its refusal takes no less time than a
+//     known user's; give every hash the same cost, or the users of the lower
+//     costs are told apart by quicker refusals. Keyboard-interactive, GSSAPI
+//     and host-based authentication are not supported.
 //   - As in OpenSSH's sshd (auth2.c), a refused public key, certificate or
 //     password is answered no sooner than 5 to 9.3 ms after it was asked: a
 //     time fixed per user name by a random secret of the process, doubled

@@ -266,6 +266,12 @@ func (s *Server) checkPassword(user, password string) error {
 	if d := s.dummy.Load(); d != nil {
 		dummy = d.hash
 	}
+	if password == "" {
+		// As OpenSSH's default, PermitEmptyPasswords no (auth-passwd.c): a
+		// hash of "" (made from an unset variable) let a password prompt
+		// answered with Enter log in. Every user's is refused alike.
+		return errors.New("empty password")
+	}
 	hash, ok := s.logins().PasswordHashes[user]
 	if !ok {
 		compare(dummy, []byte(password))
