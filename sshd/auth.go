@@ -916,8 +916,9 @@ func HashesCost(hashes map[string]string) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %w", user, err)
 		}
-		if len(h) < 60 {
-			// bcrypt.Cost takes 59 characters; no password matches them.
+		if len(h) != 60 {
+			// bcrypt.Cost takes 59 characters, and more than 60 (a
+			// trailing newline or space): no password matches them.
 			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %d characters, want 60", user, len(h))
 		}
 		cost = max(cost, c)

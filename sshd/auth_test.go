@@ -435,6 +435,26 @@ func TestBadPasswordHashRefused(t *testing.T) {
 	}
 }
 
+// A bcrypt hash cut short, or with a character after it (a newline or space
+// copied with it), is refused at setup: no password would ever match it, and
+// its user would lose password login without a word.
+func TestBcryptHashOfAnotherLengthRefused(t *testing.T) {
+	h, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{string(h[:59]), string(h) + "\n", string(h) + " "} {
+		s := &Server{DataDir: t.TempDir(), PasswordHashes: map[string]string{"root": bad}}
+		if _, err := s.PublicKeys(); err == nil || !strings.Contains(err.Error(), "want 60") {
+			t.Errorf("setup with the %d-character hash %q = %v, want it refused as not 60 characters", len(bad), bad, err)
+		}
+	}
+	s := &Server{DataDir: t.TempDir(), PasswordHashes: map[string]string{"root": string(h)}}
+	if _, err := s.PublicKeys(); err != nil {
+		t.Errorf("setup with a whole hash: %v", err)
+	}
+}
+
 func TestAuthorizedKeysOptions(t *testing.T) {
 	e := newEnv(t, nil)
 	k := e.key.PublicKey()
