@@ -143,6 +143,48 @@ func TestCertLoginNamesCA(t *testing.T) {
 	}
 }
 
+// certSourceAddresses are source-address critical options and what a login
+// with each from 127.0.0.1 gives: "" for a login, else words of the refusal.
+var certSourceAddresses = []struct {
+	sa   string
+	want string
+}{
+	{"127.0.0.1", ""},
+	{"127.1/32", ""},
+	{"127.0.0.1/032", ""},
+	{"127.000.000.001", ""},
+	{"127.0.0.01", ""},
+	{"127.1", ""},
+	{"127.0.1", ""},
+	{"0177.0.0.1", ""}, // octal
+	{"2130706433", ""},
+	{"10.0.0.0/8,127.1", ""},
+	{"::1,127.0.0.0/8", ""},
+	{"0127.0.0.1", saOther}, // octal: 87.0.0.1
+	{"127.0.65535", saOther},
+	{"::ffff:127.0.0.1", saOther}, // sshd compares an IPv4 client as IPv4
+	{"127.0.0.2", saOther},
+	{"0x7f.0.0.1", saInvalid}, // sshd allows no x (inet_aton would)
+	{"127.0.0.*", saInvalid},
+	{"127.0.0.1/", saInvalid},
+	{"127.0.0.1/33", saInvalid},
+	{"08.0.0.1", saInvalid},
+	{"127.0.0.256", saInvalid},
+	{"127.0.0.1.", saInvalid},
+	{"1.2.3.4.5", saInvalid},
+	{"127.0.0.1,", saInvalid},
+	{"127.0.0.1 ", saInvalid},
+	{"fe80::1%lo", saInvalid},
+	{"0000000000000000000000000000000000000000000127.0.0.1", saInvalid}, // over 49 bytes
+	{"127.1/8", saHostBits},
+}
+
+const (
+	saInvalid  = "is not an address list"
+	saHostBits = "has a CIDR block with bits set past its prefix length"
+	saOther    = "not allowed by the certificate's source-address"
+)
+
 // TestCertSourceAddressForms: a certificate's source-address is read as
 // sshd's addr_match_cidr_list reads it, addresses by inet_aton(3) (parseAddr),
 // the mask length by strtoul: forms that ssh-keygen issues and OpenSSH 9.2's
@@ -158,44 +200,7 @@ func TestCertSourceAddressForms(t *testing.T) {
 		s.TrustedUserCAKeysFiles = []string{caFile}
 		s.MaxAuthFailures = 100 // most of these logins are refused
 	})
-	const (
-		invalid  = "is not an address list"
-		hostBits = "has a CIDR block with bits set past its prefix length"
-		other    = "not allowed by the certificate's source-address"
-	)
-	for _, tc := range []struct {
-		sa   string
-		want string // in the refusal; "": the login works from 127.0.0.1
-	}{
-		{"127.0.0.1", ""},
-		{"127.1/32", ""},
-		{"127.0.0.1/032", ""},
-		{"127.000.000.001", ""},
-		{"127.0.0.01", ""},
-		{"127.1", ""},
-		{"127.0.1", ""},
-		{"0177.0.0.1", ""}, // octal
-		{"2130706433", ""},
-		{"10.0.0.0/8,127.1", ""},
-		{"::1,127.0.0.0/8", ""},
-		{"0127.0.0.1", other}, // octal: 87.0.0.1
-		{"127.0.65535", other},
-		{"::ffff:127.0.0.1", other}, // sshd compares an IPv4 client as IPv4
-		{"127.0.0.2", other},
-		{"0x7f.0.0.1", invalid}, // sshd allows no x (inet_aton would)
-		{"127.0.0.*", invalid},
-		{"127.0.0.1/", invalid},
-		{"127.0.0.1/33", invalid},
-		{"08.0.0.1", invalid},
-		{"127.0.0.256", invalid},
-		{"127.0.0.1.", invalid},
-		{"1.2.3.4.5", invalid},
-		{"127.0.0.1,", invalid},
-		{"127.0.0.1 ", invalid},
-		{"fe80::1%lo", invalid},
-		{"0000000000000000000000000000000000000000000127.0.0.1", invalid}, // over 49 bytes
-		{"127.1/8", hostBits},
-	} {
+	for _, tc := range certSourceAddresses {
 		t.Run(tc.sa, func(t *testing.T) {
 			cert := newCert(t, ca, newSigner(t), func(c *gossh.Certificate) {
 				c.CriticalOptions = map[string]string{"source-address": tc.sa}
@@ -228,6 +233,69 @@ func TestCertSourceAddressForms(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzCertSourceAddress: a certificate's source-address, which its holder
+// presents, from a client address and against another address. A refusal
+// leaves the login's Permissions as they were. What is accepted must let the
+// login through x/crypto's own check of the Permissions' list, and so must
+// the other address if the certificate's list allows it: a login needs both
+// checks, so a refusal there would end one this check allowed. (x/crypto may
+// allow more, ::ffff:127.0.0.1 for 127.0.0.1: this check has refused those.)
+func FuzzCertSourceAddress(f *testing.F) {
+	for _, tc := range certSourceAddresses {
+		f.Add(tc.sa, []byte{127, 0, 0, 1}, []byte{10, 1, 2, 3})
+	}
+	f.Add("::1,10.0.0.0/8", []byte(net.IPv6loopback), []byte{10, 255, 255, 255})
+	f.Add("::/0", []byte(net.IPv4(192, 0, 2, 1)), []byte(net.ParseIP("2001:db8::1")))
+	f.Fuzz(func(t *testing.T, sa string, client, otherAddr []byte) {
+		from, ok := netip.AddrFromSlice(client)
+		if !ok {
+			return
+		}
+		from = from.Unmap() // as remoteIP gives it
+		st := &connState{remote: from.String(), ip: from}
+		cert := &gossh.Certificate{Permissions: gossh.Permissions{CriticalOptions: map[string]string{"source-address": sa}}}
+		p := &gossh.Permissions{}
+		if err := checkSourceAddress(st, cert, p); err != nil {
+			if p.CriticalOptions != nil {
+				t.Fatalf("checkSourceAddress(%q) refused (%v) and set %v", sa, err, p.CriticalOptions)
+			}
+			return
+		}
+		canon, ok := p.CriticalOptions["source-address"]
+		if !ok {
+			t.Fatalf("checkSourceAddress(%q) from %v accepted without a source-address for x/crypto", sa, from)
+		}
+		if !xcryptoSourceAddress(client, canon) {
+			t.Fatalf("checkSourceAddress(%q) from %v accepted, as %q, which x/crypto refuses", sa, from, canon)
+		}
+		to, ok := netip.AddrFromSlice(otherAddr)
+		if !ok {
+			return
+		}
+		if matchFrom(to, splitList(sa)) && !xcryptoSourceAddress(otherAddr, canon) {
+			t.Fatalf("source-address %q allows %v, which x/crypto refuses as %q", sa, to, canon)
+		}
+	})
+}
+
+// xcryptoSourceAddress is x/crypto's checkSourceAddress (ssh/server.go), which
+// checks the Permissions' source-address after the login is decided: whether
+// the list allows a client at ip.
+func xcryptoSourceAddress(ip net.IP, list string) bool {
+	for _, s := range strings.Split(list, ",") {
+		if allowed := net.ParseIP(s); allowed != nil {
+			if allowed.Equal(ip) {
+				return true
+			}
+		} else if _, n, err := net.ParseCIDR(s); err != nil {
+			return false
+		} else if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestCertAuthorityLineChecksTheCertificate: a certificate trusted by a
