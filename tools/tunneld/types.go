@@ -170,16 +170,30 @@ func (t Timestamp) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.FormatFloat(float64(ms)/1000, 'f', -1, 64)), nil
 }
 
-// UnmarshalJSON reads epoch seconds (a number).
+// The epoch seconds of the years 0 and 10000: time.Time's own JSON has years
+// 0 to 9999 only. Past them the milliseconds soon leave int64, and converted
+// they were whatever the CPU's conversion gives (1e20 was the year -292275055
+// on amd64): a time from a bad answer rather than an error.
+const (
+	minTimestamp = -62167219200
+	maxTimestamp = 253402300800
+)
+
+// UnmarshalJSON reads epoch seconds (a number) of the years 0 to 9999; null
+// leaves t as it is, as encoding/json leaves other fields.
 func (t *Timestamp) UnmarshalJSON(b []byte) error {
-	var f float64
+	var f *float64
 	if err := json.Unmarshal(b, &f); err != nil {
 		return fmt.Errorf("timestamp: %w", err)
 	}
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return fmt.Errorf("timestamp: %v", f)
+	if f == nil {
+		return nil
 	}
-	t.Time = time.UnixMilli(int64(math.Round(f * 1000))).UTC()
+	ms := math.Round(*f * 1000)
+	if !(ms >= minTimestamp*1000 && ms < maxTimestamp*1000) { // NaN too
+		return fmt.Errorf("timestamp: %v is not in the years 0 to 9999", *f)
+	}
+	t.Time = time.UnixMilli(int64(ms)).UTC()
 	return nil
 }
 
