@@ -260,10 +260,23 @@ func dataDirWarning(dir string) string {
 	case !made:
 		return "data_dir: " + dir + " does not exist and cannot be made in " + target + " (" + why + "): the agent will exit (2) at start until it can be, e.g. once that storage is mounted"
 	}
-	// Lstat: a key linked to writable storage that holds no key yet is made
-	// there (sshd's keyToMake); checkHostKeys says what is wrong with the link.
-	if _, err := os.Lstat(filepath.Join(dir, sshd.HostKeyFile)); err != nil {
-		return "data_dir: " + dir + " holds no SSH host key and one cannot be made there (" + why + "): the agent will exit (2) at start"
+	key := filepath.Join(dir, sshd.HostKeyFile)
+	if _, err := os.Stat(key); err != nil {
+		to, err := os.Readlink(key)
+		if err != nil {
+			return "data_dir: " + dir + " holds no SSH host key and one cannot be made there (" + why + "): the agent will exit (2) at start"
+		}
+		// A key linked to storage that holds no key yet is made there
+		// (sshd's keyToMake), if that storage can be written; checkHostKeys
+		// says what else is wrong with the link, storage not mounted yet
+		// among it.
+		if !filepath.IsAbs(to) {
+			to = filepath.Join(dir, to)
+		}
+		if err := syscall.Access(filepath.Dir(to), 2 /* W_OK */); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "data_dir: " + dir + " holds no SSH host key and one cannot be made there (" + key + " is a link to " + to +
+				", whose directory is not writable: " + err.Error() + "): the agent will exit (2) at start"
+		}
 	}
 	return "data_dir: " + dir + " is not writable (" + why + "): live tunnels cannot be saved, so a restart ends them"
 }

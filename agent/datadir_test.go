@@ -440,3 +440,30 @@ func TestReadOnlyDataDirWithLinkedHostKey(t *testing.T) {
 		t.Errorf("dataDirWarning(%s), host key made in %s: %q, want %q", ro, store, got, want)
 	}
 }
+
+// A read-only data_dir whose host key is a link into storage that is
+// read-only too (the same squashfs, say) holds no key and can have none made:
+// the agent exits 2 at start, as for a data_dir with no key and no link, and
+// check-config says so, not that only live tunnels are lost.
+func TestReadOnlyDataDirLinkedToReadOnlyStorage(t *testing.T) {
+	hostenv.NeedRoot(t, "mounting a tmpfs")
+	ro := filepath.Join(t.TempDir(), "ro")
+	mountForTest(t, "tmpfs", ro, "tmpfs", 0, "size=64k,mode=0700")
+	store := filepath.Join(t.TempDir(), "store")
+	mountForTest(t, "tmpfs", store, "tmpfs", 0, "size=64k,mode=0700")
+	if err := os.Symlink(filepath.Join(store, "host"), filepath.Join(ro, sshd.HostKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{ro, store} {
+		if err := syscall.Mount("tmpfs", d, "tmpfs", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+			t.Fatalf("remount %s read-only: %v", d, err)
+		}
+	}
+	if _, err := HostPublicKeys(ro, nil); err == nil {
+		t.Fatalf("HostPublicKeys(%s), host key linked into read-only %s: no error, want the key refused", ro, store)
+	}
+	want := "data_dir: " + ro + " holds no SSH host key and one cannot be made there"
+	if got := dataDirWarning(ro); !strings.HasPrefix(got, want) || !strings.Contains(got, store) {
+		t.Errorf("dataDirWarning(%s), host key linked into read-only %s: %q, want %q… naming %s", ro, store, got, want, store)
+	}
+}
