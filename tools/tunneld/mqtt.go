@@ -149,7 +149,6 @@ func NewMQTTNotifier(cfg MQTTConfig) (*MQTTNotifier, error) {
 	return n, nil
 }
 
-// backoff is the pause before reconnect attempt n: 250 ms doubling, capped at 10 s.
 // connectTimeout bounds a connection attempt: the dial (through all_proxy when
 // the environment sets it), the TLS handshake and the CONNECT's answer.
 var connectTimeout = 10 * time.Second
@@ -177,6 +176,7 @@ func dialBroker(ctx context.Context, addr string, tlsCfg *tls.Config) (net.Conn,
 	return packets.NewThreadSafeConn(tc), nil
 }
 
+// backoff is the pause before reconnect attempt n: 250 ms doubling, capped at 10 s.
 func backoff(n int) time.Duration {
 	if n <= 0 {
 		return 0
