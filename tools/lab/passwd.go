@@ -19,19 +19,22 @@ const passwdFile = "/etc/passwd"
 var errNoPasswdEntry = errors.New("no entry")
 
 // loginName is the name of user uid in the passwd file path: the first line
-// with that uid, skipping lines as the agent's SSH server does (comments, and
-// those without 7 fields or a name).
+// with that uid, skipping lines as the agent's SSH server does (sshd's
+// parsePasswd: each line trimmed of spaces; comments, and those without 7
+// fields, a name, or a numeric uid and gid).
 func loginName(path string, uid int) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
+		line = strings.TrimSpace(line)
 		f := strings.Split(line, ":")
 		if strings.HasPrefix(line, "#") || len(f) != 7 || f[0] == "" {
 			continue
 		}
-		if id, err := strconv.ParseUint(f[2], 10, 32); err == nil && id == uint64(uid) {
+		id, err := strconv.ParseUint(f[2], 10, 32)
+		if _, gerr := strconv.ParseUint(f[3], 10, 32); err == nil && gerr == nil && id == uint64(uid) {
 			return f[0], nil
 		}
 	}

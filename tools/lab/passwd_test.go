@@ -8,14 +8,16 @@ import (
 )
 
 // TestLoginName: the lab finds its user's name in the passwd file as the
-// agent's SSH server reads it: comments and lines without 7 fields or a name
-// are skipped, the first line with the uid counts.
+// agent's SSH server reads it: lines trimmed of spaces, comments and lines
+// without 7 fields, a name or a numeric gid skipped, the first line with the
+// uid counts.
 func TestLoginName(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "passwd")
 	passwd := "#dev:x:1000:1000::/home/dev:/bin/sh\n" +
 		"short:x:1000:1000\n" +
 		":x:1000:1000::/:/bin/sh\n" +
-		"alice:x:1000:1000:Alice:/home/alice:/bin/sh\n" +
+		"nogid:x:1000:staff::/:/bin/sh\n" +
+		"  alice:x:1000:1000:Alice:/home/alice:/bin/sh\r\n" +
 		"alias:x:1000:1000::/home/alice:/bin/sh\n" +
 		"bob:x:1001:1001::/home/bob:/bin/sh"
 	if err := os.WriteFile(path, []byte(passwd), 0o644); err != nil {
