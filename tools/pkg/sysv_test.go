@@ -249,7 +249,7 @@ func withEachStartStopDaemon(t *testing.T, test func(t *testing.T, shell, binDir
 		// BusyBox's applets before the host's: start-stop-daemon and the tools
 		// the script calls are BusyBox's.
 		dir := t.TempDir()
-		for _, applet := range []string{"start-stop-daemon", "cat", "dirname", "ln", "mkdir", "mv", "readlink", "rm", "sleep", "tail", "tr", "wc"} {
+		for _, applet := range []string{"start-stop-daemon", "cat", "dirname", "ln", "mkdir", "mv", "mktemp", "readlink", "rm", "sleep", "tail", "tr", "wc"} {
 			if err := os.Symlink(bb, filepath.Join(dir, applet)); err != nil {
 				t.Fatal(err)
 			}
@@ -838,6 +838,93 @@ func TestSysVLogNotFollowed(t *testing.T) {
 				if b, err := os.ReadFile(victim); tc.name == "link to a file" && string(b) != "victim\n" || tc.name != "link to a file" && err == nil {
 					t.Errorf("start with %s in the log's place wrote the file it names: %q", tc.name, b)
 				}
+			})
+		}
+	})
+}
+
+// TestSysVLogLinkedSinceTheCheck: a local user's link put in the log's place
+// after start checked it (here right after the rotation freed the name, or
+// as the new log is made) is not followed either. noclobber's open fails on
+// a link to a regular file or to none, but opens what a link to a FIFO or a
+// device names: to the user's FIFO, start hung in that open (at boot, rcS
+// with it), and root opened any device the link named for writing. start
+// must open no such file, and make the log, a regular file of root's, or
+// refuse.
+func TestSysVLogLinkedSinceTheCheck(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		for _, tc := range []struct {
+			name, tool string // the tool after which the link appears
+			want       string // "": started, with a log of root's
+		}{
+			{"after the rotation", "mv", "FAIL (cannot open the log %s: it is a symbolic link"},
+			{"as the log is made", "mktemp", ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := newSysVRig(t, fake, shell, binDir, "LOG_MAX=10")
+				fifo := filepath.Join(r.dir, "fifo")
+				if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+					t.Fatal(err)
+				}
+				os.MkdirAll(filepath.Dir(r.log), 0o755)
+				os.WriteFile(r.log, []byte("more than LOG_MAX bytes\n"), 0o600) // rotated
+				if binDir != "" {
+					// Its applets never come from PATH (busybox-static's
+					// sh is built standalone), so no tool here can stage
+					// the race; its noclobber opens a FIFO through a link
+					// as dash's does.
+					t.Skip("BusyBox's sh runs its own applets, not one put first on PATH: the race cannot be staged")
+				}
+				// The tool, then the link, once: the user's loop of ln -s
+				// that wins the race.
+				real, err := exec.LookPath(tc.tool)
+				if err != nil {
+					t.Fatal(err)
+				}
+				bin, linked := t.TempDir(), filepath.Join(r.dir, "linked")
+				shim := "#!/bin/sh\n" + shq(real) + " \"$@\"; rc=$?\n" +
+					"[ -e " + shq(linked) + " ] || { : >" + shq(linked) + "; rm -f " + shq(r.log) + "; ln -s " + shq(fifo) + " " + shq(r.log) + "; }\n" +
+					"exit $rc\n"
+				if err := os.WriteFile(filepath.Join(bin, tc.tool), []byte(shim), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				r.env = append(r.env, "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+				// Whether start opens the FIFO: this open returns once it does.
+				opened := make(chan struct{})
+				go func() {
+					if f, err := os.OpenFile(fifo, os.O_RDONLY, 0); err == nil {
+						close(opened)
+						f.Close()
+					}
+				}()
+				defer func() { // the reader's open ends, if start never opened the FIFO
+					if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+						f.Close()
+					}
+				}()
+				out, err := r.run("start")
+				select {
+				case <-opened:
+					t.Errorf("start with a link to a FIFO in the log's place %s opened the FIFO (%v %q)", tc.name, err, out)
+				case <-time.After(100 * time.Millisecond):
+				}
+				if _, err := os.Stat(linked); err != nil {
+					t.Fatalf("%s never ran: the link was not put in the log's place (%v)", tc.tool, err)
+				}
+				if tc.want != "" {
+					if want := fmt.Sprintf(tc.want, r.log); err == nil || !strings.Contains(out, want) {
+						t.Errorf("start with a link in the log's place %s: %v %q, want exit 1 and %q…", tc.name, err, out, want)
+					}
+					return
+				}
+				if err != nil || !strings.Contains(out, "OK") {
+					t.Errorf("start with a link in the log's place %s: %v %q, want OK", tc.name, err, out)
+				}
+				if fi, err := os.Lstat(r.log); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+					t.Errorf("the log after start: %v, %v; want a regular file, 0600", fi, err)
+				}
+				r.run("stop")
 			})
 		}
 	})
