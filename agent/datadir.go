@@ -262,20 +262,21 @@ func dataDirWarning(dir string) string {
 	}
 	key := filepath.Join(dir, sshd.HostKeyFile)
 	if _, err := os.Stat(key); err != nil {
-		to, err := os.Readlink(key)
-		if err != nil {
-			return "data_dir: " + dir + " holds no SSH host key and one cannot be made there (" + why + "): the agent will exit (2) at start"
-		}
 		// A key linked to storage that holds no key yet is made there
 		// (sshd's keyToMake), if that storage can be written; checkHostKeys
 		// says what else is wrong with the link, storage not mounted yet
 		// among it.
-		if !filepath.IsAbs(to) {
-			to = filepath.Join(dir, to)
+		to, err := os.Readlink(key)
+		if err == nil {
+			if !filepath.IsAbs(to) {
+				to = filepath.Join(dir, to)
+			}
+			if aerr := syscall.Access(filepath.Dir(to), 2 /* W_OK */); aerr != nil && !errors.Is(aerr, fs.ErrNotExist) {
+				why, err = key+" is a link to "+to+", whose directory is not writable: "+aerr.Error(), aerr
+			}
 		}
-		if err := syscall.Access(filepath.Dir(to), 2 /* W_OK */); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return "data_dir: " + dir + " holds no SSH host key and one cannot be made there (" + key + " is a link to " + to +
-				", whose directory is not writable: " + err.Error() + "): the agent will exit (2) at start"
+		if err != nil {
+			return "data_dir: " + dir + " holds no SSH host key and one cannot be made there (" + why + "): the agent will exit (2) at start"
 		}
 	}
 	return "data_dir: " + dir + " is not writable (" + why + "): live tunnels cannot be saved, so a restart ends them"
