@@ -270,13 +270,16 @@ func (l *Listener) serverDisconnect(d *paho.Disconnect) {
 	if d.Properties != nil && d.Properties.ReasonString != "" {
 		attrs = append(attrs, "reason_string", d.Properties.ReasonString)
 	}
+	hint := ""
 	switch d.ReasonCode {
 	case 0x8E:
-		attrs = append(attrs, "hint", "another client connected with client id "+quoteShort(l.cfg.ClientID)+
-			"; each device needs its own")
+		hint = "another client connected with client id " + quoteShort(l.cfg.ClientID) + "; each device needs its own"
 	case 0x87:
-		attrs = append(attrs, "hint", "an operation was not authorized; "+subscribePolicyHint(l.cfg.ThingName, l.cfg.ClientID, l.topic)+
-			"; publishing events needs iot:Publish on topic/<event topic>")
+		hint = "an operation was not authorized; " + subscribePolicyHint(l.cfg.ThingName, l.cfg.ClientID, l.topic) +
+			"; publishing events needs iot:Publish on topic/<event topic>"
+	}
+	if hint != "" {
+		attrs = append(attrs, "hint", hint)
 	}
 	l.log.Warn("mqtt broker closed the connection", attrs...)
 }

@@ -481,6 +481,7 @@ func (h *allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 // not authorized, quota exceeded): both are logged. The reason string only
 // comes if the CONNECT does not ask the broker to leave it out (Request Problem
 // Information 0, which paho sends unless told otherwise: MQTT 5.0 §3.1.2.11.7).
+// A session taken over or an operation not authorized has a hint at the cause.
 func TestServerDisconnectReasonStringLogged(t *testing.T) {
 	p := newPKI(t)
 	srv, addr := startMochi(t, p, &allowAll{})
@@ -488,12 +489,16 @@ func TestServerDisconnectReasonStringLogged(t *testing.T) {
 	l := newListener(t, testConfig(t, p, addr, "thing-a", log))
 	runListener(t, l)
 	awaitConnection(t, l)
-	for i, c := range []packets.Code{
-		{Code: 0x8B, Reason: "going down for maintenance"},
-		{Code: 0x8E, Reason: "another client connected with this client id"},
-		{Code: 0x87, Reason: "policy denies iot:Receive"},
-		{Code: 0x97, Reason: "publish rate exceeded"},
+	for i, tc := range []struct {
+		c    packets.Code
+		hint string // "": the line has no hint
+	}{
+		{packets.Code{Code: 0x8B, Reason: "going down for maintenance"}, ""},
+		{packets.Code{Code: 0x8E, Reason: "another client connected with this client id"}, `hint="another client connected with client id \"thing-a\"; each device needs its own"`},
+		{packets.Code{Code: 0x87, Reason: "policy denies iot:Receive"}, `hint="an operation was not authorized; `},
+		{packets.Code{Code: 0x97, Reason: "publish rate exceeded"}, ""},
 	} {
+		c := tc.c
 		cl, ok := srv.Clients.Get("thing-a")
 		if !ok {
 			t.Fatal("the broker has no client thing-a")
@@ -502,6 +507,9 @@ func TestServerDisconnectReasonStringLogged(t *testing.T) {
 		line := rec.waitFor("mqtt broker closed the connection", reasonText(c.Code))
 		if want := `reason_string="` + c.Reason + `"`; !bytes.Contains([]byte(line), []byte(want)) {
 			t.Errorf("the log line lacks the broker's reason string %s: %s", want, line)
+		}
+		if n := strings.Count(line, "hint="); tc.hint == "" && n != 0 || tc.hint != "" && (n != 1 || !strings.Contains(line, tc.hint)) {
+			t.Errorf("the log line of reason %#x is\n%s\nwant one hint %s", c.Code, line, tc.hint)
 		}
 		rec.waitCount(i+2, "notify subscription granted")
 	}
