@@ -251,11 +251,11 @@ func stopBeforeJoining(err error, endpoint string) error {
 	case proxied && (cert || dns):
 		return wrapErr("the HTTPS proxy cannot be reached (check --https-proxy or https_proxy: its host name, and its certificate for https://)", err)
 	case plain:
-		return fmt.Errorf("the endpoint does not answer in TLS (check %s and the port; a lab's service without TLS is --endpoint ws://host:port with --allow-insecure-websocket): %w", endpoint, err)
+		return wrapErr("the endpoint does not answer in TLS (check "+endpoint+" and the port; a lab's service without TLS is --endpoint ws://host:port with --allow-insecure-websocket)", err)
 	case cert:
 		return wrapErr("the tunneling service's certificate did not verify (check --ca-file, the endpoint and this machine's clock)", err)
 	case dns:
-		return fmt.Errorf("the tunneling service's host name does not resolve (check %s): %w", endpoint, err)
+		return wrapErr("the tunneling service's host name does not resolve (check "+endpoint+")", err)
 	}
 	return nil
 }

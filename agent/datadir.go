@@ -431,6 +431,6 @@ func lockDataDir(ctx context.Context, dir string, wait time.Duration) (*os.File,
 		return nil, errors.New("data_dir " + dir + " is in use by another porthole agent (still after " + wait.String() + "); one agent per data directory")
 	default:
 		f.Close()
-		return nil, fmt.Errorf("data_dir: lock %s: %w", dir, err)
+		return nil, wrapErr("data_dir: lock "+dir, err)
 	}
 }

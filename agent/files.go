@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -35,7 +34,7 @@ func tokenKey(accessToken string) string {
 // temporary file.
 func writeFileAtomic(path string, data []byte) error {
 	if err := replaceFile(path, data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+		return wrapErr("writing "+path, err)
 	}
 	return nil
 }

@@ -206,7 +206,7 @@ func (s *Server) readPasswd() ([]passwdEntry, error) {
 	entries, sk, err := parsePasswd(f)
 	s.logSkips(s.passwdPath(), fi, sk)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", s.passwdPath(), err)
+		return nil, wrapErr("reading "+s.passwdPath(), err)
 	}
 	return entries, nil
 }

@@ -82,7 +82,7 @@ func (s *Server) authorizedKeys(a *account) (keys []authorizedKey, noFile error)
 		case errors.Is(err, fs.ErrNotExist):
 			missing = append(missing, path)
 		case noFile == nil:
-			noFile = fmt.Errorf("authorized_keys file %s ignored: %w", path, err)
+			noFile = wrapErr("authorized_keys file "+path+" ignored", err)
 		}
 	}
 	switch {
@@ -318,7 +318,7 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 	slices.Sort(users2)
 	for _, u := range users2 {
 		if _, err := s.lookupUser(u); err != nil {
-			add("PasswordHashes", fmt.Errorf("%s cannot log in: %w", u, err))
+			add("PasswordHashes", wrapErr(u+" cannot log in", err))
 		} else {
 			ok = true
 		}
@@ -330,7 +330,7 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 			err = noKey(lineErrs)
 		}
 		if err != nil {
-			add("TrustedUserCAKeysFiles", fmt.Errorf("%s: %w", path, err))
+			add("TrustedUserCAKeysFiles", wrapErr(path, err))
 			continue
 		}
 		ok = true
@@ -807,7 +807,7 @@ func safeWalk(fi os.FileInfo, path string, uid uint32, home string, stickyOK boo
 			return fmt.Errorf("bad ownership of symbolic link %s: uid %d", link, st.Uid)
 		}
 		if err := walk(filepath.Dir(link), link, realHome); err != nil {
-			return fmt.Errorf("linked through %s: %w", link, err)
+			return wrapErr("linked through "+link, err)
 		}
 		return nil
 	})
@@ -819,7 +819,7 @@ func safeWalk(fi os.FileInfo, path string, uid uint32, home string, stickyOK boo
 	}
 	if real != abs {
 		if err := walk(filepath.Dir(real), real, realHome); err != nil {
-			return fmt.Errorf("linked to %s: %w", real, err)
+			return wrapErr("linked to "+real, err)
 		}
 	}
 	if !checkedFile(fi, path, real) {

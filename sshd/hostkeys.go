@@ -174,7 +174,7 @@ func loadOrCreateHostKey(dir string, log *slog.Logger) (gossh.Signer, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating host key directory %s: %w", dir, err)
+		return nil, wrapErr("creating host key directory "+dir, err)
 	}
 	if path, err = keyToMake(path); err != nil {
 		return nil, err
@@ -198,7 +198,7 @@ func loadOrCreateHostKey(dir string, log *slog.Logger) (gossh.Signer, error) {
 	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600, false); errors.Is(err, fs.ErrExist) {
 		return readDataDirKey(path)
 	} else if err != nil {
-		return nil, fmt.Errorf("writing host key %s: %w", path, err)
+		return nil, wrapErr("writing host key "+path, err)
 	}
 	// The key is in place and served from now on: a .pub that cannot be
 	// written (a full disk) fails no start, as the next start would read the
@@ -352,7 +352,7 @@ func readHostKey(path string) (gossh.Signer, error) {
 	f, fi, err := openRegular(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || !needsOperator(err) {
-			return nil, fmt.Errorf("reading host key %s: %w", path, err)
+			return nil, wrapErr("reading host key "+path, err)
 		}
 		return nil, fmt.Errorf("%w %s: %v", ErrHostKey, path, err)
 	}
@@ -363,7 +363,7 @@ func readHostKey(path string) (gossh.Signer, error) {
 	data, err := readAllLimit(f, maxHostKeyFile)
 	if err != nil {
 		if !needsOperator(err) {
-			return nil, fmt.Errorf("reading host key %s: %w", path, err)
+			return nil, wrapErr("reading host key "+path, err)
 		}
 		return nil, fmt.Errorf("%w %s: %v", ErrHostKey, path, err)
 	}

@@ -17,7 +17,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"strconv"
 	"sync"
@@ -468,7 +467,7 @@ func (s *Server) openAsUser(path string, a *account) (f *os.File, fi os.FileInfo
 	}()
 	<-done
 	if err != nil {
-		err = fmt.Errorf("read as user %s, as sshd reads it: %w", a.Name, err)
+		err = wrapErr("read as user "+a.Name+", as sshd reads it", err)
 	}
 	return f, fi, err
 }

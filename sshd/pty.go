@@ -103,7 +103,7 @@ func (s *Server) ownTTY(tty *os.File, a *account) error {
 		gid, mode = g, 0o620
 	}
 	if err := tty.Chmod(mode); err != nil {
-		return fmt.Errorf("setting the mode of %s: %w", tty.Name(), err)
+		return wrapErr("setting the mode of "+tty.Name(), err)
 	}
 	if err := tty.Chown(int(a.UID), int(gid)); err != nil {
 		return fmt.Errorf("giving %s to uid %d gid %d: %w", tty.Name(), a.UID, gid, err)

@@ -806,7 +806,7 @@ func (sess *session) startError(cmd *exec.Cmd, err error) error {
 	if name == "" {
 		name = cmd.Path
 	}
-	return fmt.Errorf("starting %s: %w", name, err)
+	return wrapErr("starting "+name, err)
 }
 
 // startPipes runs cmd with pipes for stdin, stdout and stderr. Stdin gets
