@@ -111,7 +111,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		// The environment's https_proxy (HTTPS_PROXY) serves every tunnel; one
 		// that does not parse would fail each of them the same way. (Without
 		// tunnel.endpoint a notification names the region: one stands in.)
-		return nil, fmt.Errorf("config: the environment's proxy: %s", untunneled(err))
+		return nil, errors.New("config: the environment's proxy: " + untunneled(err))
 	}
 	svc := cfg.Services
 	a.svc.Store(&svc)

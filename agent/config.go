@@ -770,15 +770,15 @@ func certValidity(certFile, caFile string, now, built time.Time) (expired error,
 			}
 		}
 		if !last.IsZero() && !now.Before(last) {
-			return nil, fmt.Sprintf("the clock says %s, after mqtt.cert_file %s expired (%s) and after every CA certificate in mqtt.ca_file %s "+
-				"expired (the last on %s): the clock looks wrong (ahead); set it (NTP, RTC), or, if it is right, renew both",
-				utc(now), certFile, utc(cert.NotAfter), caFile, utc(last))
+			return nil, "the clock says " + utc(now) + ", after mqtt.cert_file " + certFile + " expired (" + utc(cert.NotAfter) +
+				") and after every CA certificate in mqtt.ca_file " + caFile + " expired (the last on " + utc(last) +
+				"): the clock looks wrong (ahead); set it (NTP, RTC), or, if it is right, renew both"
 		}
-		return fmt.Errorf("%s expired on %s (the clock says %s): the broker refuses it; renew the device certificate",
-			certFile, utc(cert.NotAfter), utc(now)), ""
+		return errors.New(certFile + " expired on " + utc(cert.NotAfter) + " (the clock says " + utc(now) +
+			"): the broker refuses it; renew the device certificate"), ""
 	case now.Before(cert.NotBefore):
-		return nil, fmt.Sprintf("mqtt.cert_file %s is not valid before %s (the clock says %s): the broker refuses it until then",
-			certFile, utc(cert.NotBefore), utc(now))
+		return nil, "mqtt.cert_file " + certFile + " is not valid before " + utc(cert.NotBefore) + " (the clock says " + utc(now) +
+			"): the broker refuses it until then"
 	case cert.NotAfter.Sub(now) < certWarnWindow:
 		return nil, fmt.Sprintf("mqtt.cert_file %s expires on %s, less than %d days from now: renew it (in place: the agent uses the new file from its next connection to the broker)",
 			certFile, utc(cert.NotAfter), certWarnWindow/(24*time.Hour))

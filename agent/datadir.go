@@ -211,9 +211,9 @@ func safeDir(p string, fi fs.FileInfo, euid int, stickyOK bool) error {
 	case sticky:
 		// A shared directory such as /tmp or /dev/shm: chmod go-w would break
 		// every other program that writes there.
-		return fmt.Errorf("data_dir: %s is writable by group or others (mode %s: a shared directory, as /tmp is); the host key and tunnel tokens need a directory of their own that only root or the agent's user can change (e.g. /var/lib/porthole)", p, sshd.OctalMode(fi.Mode()))
+		return errors.New("data_dir: " + p + " is writable by group or others (mode " + sshd.OctalMode(fi.Mode()) + ": a shared directory, as /tmp is); the host key and tunnel tokens need a directory of their own that only root or the agent's user can change (e.g. /var/lib/porthole)")
 	}
-	return fmt.Errorf("data_dir: %s is writable by group or others (mode %s); the host key and tunnel tokens need a directory only root or the agent's user can change (chmod go-w %s)", p, sshd.OctalMode(fi.Mode()), p)
+	return errors.New("data_dir: " + p + " is writable by group or others (mode " + sshd.OctalMode(fi.Mode()) + "); the host key and tunnel tokens need a directory only root or the agent's user can change (chmod go-w " + p + ")")
 }
 
 // dataDirWarning says when the agent will not be able to make or write its

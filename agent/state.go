@@ -143,7 +143,7 @@ func (t *savedTunnel) decode(b []byte) error {
 	case jsonlite.Null:
 		return nil
 	default:
-		return fmt.Errorf("got JSON %s, want object", doc.Kind())
+		return errors.New("got JSON " + doc.Kind().String() + ", want object")
 	}
 	for _, m := range doc.Members() {
 		switch key := m.Key; {
@@ -171,7 +171,7 @@ func decodeString(s *string, v jsonlite.Value) error {
 		*s = v.Text()
 	case jsonlite.Null:
 	default:
-		return fmt.Errorf("got JSON %s, want string", v.Kind())
+		return errors.New("got JSON " + v.Kind().String() + ", want string")
 	}
 	return nil
 }
@@ -185,7 +185,7 @@ func decodeStrings(s *[]string, v jsonlite.Value) error {
 		*s = nil
 		return nil
 	default:
-		return fmt.Errorf("got JSON %s, want array of strings", v.Kind())
+		return errors.New("got JSON " + v.Kind().String() + ", want array of strings")
 	}
 	out := (*s)[:0]
 	for _, e := range v.Elements() {

@@ -296,7 +296,7 @@ func (s *Server) CheckLogins() (problems []*LoginProblem, ok bool) {
 		users = append(users, a)
 	}
 	if len(users) == 0 {
-		err := fmt.Errorf("%s has no account that may log in", s.passwdPath())
+		err := errors.New(s.passwdPath() + " has no account that may log in")
 		if euid != 0 {
 			err = fmt.Errorf("%s has no enabled account with uid %d, the server's, and only that user may log in", s.passwdPath(), euid)
 		}
@@ -761,7 +761,7 @@ func safeWalk(fi os.FileInfo, path string, uid uint32, home string, stickyOK boo
 			return fmt.Errorf("bad ownership of %s: uid %d", name, st.Uid)
 		}
 		if fi.Mode().Perm()&0o022 != 0 && !(stickyOK && fi.IsDir() && fi.Mode()&fs.ModeSticky != 0) {
-			return fmt.Errorf("bad modes of %s: %s is group or world writable", name, OctalMode(fi.Mode()))
+			return errors.New("bad modes of " + name + ": " + OctalMode(fi.Mode()) + " is group or world writable")
 		}
 		return nil
 	}

@@ -222,7 +222,7 @@ func parseAuthorizedKeyLine(line string) (k authorizedKey, err error) {
 	}
 	if key.Type() != fields[0] {
 		// key.Type() is one x/crypto knows; fields[0] could be anything.
-		return k, fmt.Errorf("key type does not match the key data (%s)", key.Type())
+		return k, errors.New("key type does not match the key data (" + key.Type() + ")")
 	}
 	k.Key = key
 	if len(fields) > 2 {
@@ -263,9 +263,9 @@ func splitOptions(line string) (opts []string, rest string, err error) {
 		}
 	}
 	if inQuote {
-		return nil, "", fmt.Errorf("unterminated quote in options")
+		return nil, "", errors.New("unterminated quote in options")
 	}
-	return nil, "", fmt.Errorf("options without a key")
+	return nil, "", errors.New("options without a key")
 }
 
 // optionValue splits name="value" into its lower-cased name and unquoted value.

@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -35,7 +36,7 @@ func (s *Server) ciphers() []string {
 // a secure cipher, or an empty list.
 func CheckCiphers(list []string) error {
 	if len(list) == 0 {
-		return fmt.Errorf("no ciphers: leave the list out for the default")
+		return errors.New("no ciphers: leave the list out for the default")
 	}
 	supported := gossh.SupportedAlgorithms().Ciphers
 	for _, c := range list {

@@ -1,7 +1,7 @@
 package sshd
 
 import (
-	"fmt"
+	"errors"
 	"os"
 	"strings"
 	"time"
@@ -176,7 +176,7 @@ func parseInternalSFTP(args []string) (sftpOptions, error) {
 			}
 		}
 		if bad {
-			return opt, fmt.Errorf("internal-sftp %s: not supported here (only -R; -e, -f and -l are accepted and ignored)", clipClient(strings.Join(args, " ")))
+			return opt, errors.New("internal-sftp " + clipClient(strings.Join(args, " ")) + ": not supported here (only -R; -e, -f and -l are accepted and ignored)")
 		}
 	}
 	return opt, nil

@@ -67,8 +67,8 @@ func Fingerprint(secret string) string {
 
 // String returns a one-line description with the token redacted.
 func (n Notification) String() string {
-	return fmt.Sprintf("notification{mode=%s region=%s services=%s token=%s}",
-		n.ClientMode, n.Region, strings.Join(n.Services, ","), n.TokenFingerprint())
+	return "notification{mode=" + n.ClientMode + " region=" + n.Region + " services=" + strings.Join(n.Services, ",") +
+		" token=" + n.TokenFingerprint() + "}"
 }
 
 // GoString is like String, for %#v.

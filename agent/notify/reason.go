@@ -56,11 +56,10 @@ func reasonText(code byte) string {
 // "Where this comes from", spec/secure-tunneling.md §4).
 
 func subscribePolicyHint(thing, clientID, topic string) string {
-	hint := fmt.Sprintf("the device's IoT policy must allow iot:Subscribe on "+
-		"arn:aws:iot:REGION:ACCOUNT:topicfilter/%s and iot:Receive on "+
-		"arn:aws:iot:REGION:ACCOUNT:topic/%s (topicfilter/ for Subscribe, topic/ for Receive; "+
-		"a policy shared by all devices can write ${iot:Connection.Thing.ThingName} for %s)",
-		topic, topic, thing)
+	hint := "the device's IoT policy must allow iot:Subscribe on " +
+		"arn:aws:iot:REGION:ACCOUNT:topicfilter/" + topic + " and iot:Receive on " +
+		"arn:aws:iot:REGION:ACCOUNT:topic/" + topic + " (topicfilter/ for Subscribe, topic/ for Receive; " +
+		"a policy shared by all devices can write ${iot:Connection.Thing.ThingName} for " + thing + ")"
 	if clientID != "" && clientID != thing {
 		// AWS IoT, thing policy variables: with a client id other than the
 		// thing name the variable does not resolve, and the policy matches

@@ -174,15 +174,15 @@ const utf8BOM = "\xef\xbb\xbf"
 func bomError(path string, b []byte) error {
 	for _, bom := range utf16BOMs {
 		if bytes.HasPrefix(b, []byte(bom)) {
-			return fmt.Errorf("%s is saved as UTF-16 (as Windows Notepad's \"Unicode\"), not as plain text: save it as UTF-8 "+
-				"or convert it (iconv -f UTF-16 -t UTF-8 %s > NEW_FILE)", path, path)
+			return errors.New(path + " is saved as UTF-16 (as Windows Notepad's \"Unicode\"), not as plain text: save it as UTF-8 " +
+				"or convert it (iconv -f UTF-16 -t UTF-8 " + path + " > NEW_FILE)")
 		}
 	}
 	if !bytes.HasPrefix(b, []byte(utf8BOM)) {
 		return nil
 	}
-	return fmt.Errorf("%s starts with a UTF-8 byte order mark (as some Windows editors save files), before its -----BEGIN line: "+
-		"remove those three bytes (sed -i '1s/^\\xEF\\xBB\\xBF//' %s)", path, path)
+	return errors.New(path + " starts with a UTF-8 byte order mark (as some Windows editors save files), before its -----BEGIN line: " +
+		"remove those three bytes (sed -i '1s/^\\xEF\\xBB\\xBF//' " + path + ")")
 }
 
 // utf16BOMs are the byte order marks of a file saved as UTF-16 (Windows
@@ -200,8 +200,8 @@ func notPEM(path string, b []byte, convert string) error {
 		return nil
 	}
 	if len(b) > 0 && b[0] == 0x30 { // an ASN.1 SEQUENCE, as every certificate and key in DER
-		return fmt.Errorf("%s is in DER (binary) form; the agent reads PEM (text between -----BEGIN and -----END lines): "+
-			"convert it with %s -inform DER -in %s -out NEW_FILE.pem", path, convert, path)
+		return errors.New(path + " is in DER (binary) form; the agent reads PEM (text between -----BEGIN and -----END lines): " +
+			"convert it with " + convert + " -inform DER -in " + path + " -out NEW_FILE.pem")
 	}
 	return nil
 }
@@ -267,11 +267,11 @@ func keyFileProblem(path string, b []byte) error {
 		switch {
 		case block.Type == "ENCRYPTED PRIVATE KEY" ||
 			strings.HasSuffix(block.Type, " PRIVATE KEY") && strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED"):
-			return fmt.Errorf("%s is encrypted with a passphrase, which the agent has no way to be given: "+
-				"store the key decrypted, readable by root only (openssl pkey -in %s -out NEW_FILE; chmod 600 NEW_FILE)", path, path)
+			return errors.New(path + " is encrypted with a passphrase, which the agent has no way to be given: " +
+				"store the key decrypted, readable by root only (openssl pkey -in " + path + " -out NEW_FILE; chmod 600 NEW_FILE)")
 		case block.Type == "OPENSSH PRIVATE KEY":
-			return fmt.Errorf("%s is a key in OpenSSH's format; the agent takes a PEM key (PKCS#8, PKCS#1 or SEC1, as AWS IoT "+
-				"and openssl write them): convert a copy with ssh-keygen -p -N '' -m PKCS8 -f COPY", path)
+			return errors.New(path + " is a key in OpenSSH's format; the agent takes a PEM key (PKCS#8, PKCS#1 or SEC1, as AWS IoT " +
+				"and openssl write them): convert a copy with ssh-keygen -p -N '' -m PKCS8 -f COPY")
 		case block.Type == "PRIVATE KEY" || strings.HasSuffix(block.Type, " PRIVATE KEY"):
 			return nil
 		}
@@ -465,9 +465,8 @@ func tlsHint(err error, now, built time.Time, c Config) string {
 	)
 	switch {
 	case clockLooksWrong(err, now, built):
-		return fmt.Sprintf("the system clock looks wrong: it says %s, before this binary was built (%s); "+
-			"certificates cannot be checked until the clock is set (NTP, RTC); retrying",
-			utc(now), utc(built))
+		return "the system clock looks wrong: it says " + utc(now) + ", before this binary was built (" + utc(built) + "); " +
+			"certificates cannot be checked until the clock is set (NTP, RTC); retrying"
 	case errors.As(err, &inv) && inv.Reason == x509.Expired:
 		return "the broker's certificate has expired or is not yet valid (clock " + utc(now) + ")"
 	case errors.As(err, &unknown) && legacyAWSEndpoint(c.ServerName):

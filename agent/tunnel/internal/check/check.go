@@ -193,7 +193,7 @@ func ProxyFor(target *url.URL, getenv func(string) string) (*url.URL, error) {
 	u, err := ProxyURL(raw)
 	if err != nil {
 		// Named, as the variable holds it: the error is the same at every dial.
-		return nil, fmt.Errorf("tunnel: %s: %s", name, strings.TrimPrefix(err.Error(), "tunnel: "))
+		return nil, errors.New("tunnel: " + name + ": " + strings.TrimPrefix(err.Error(), "tunnel: "))
 	}
 	return u, nil
 }
