@@ -90,7 +90,7 @@ func (l *Listener) dialTLS(ctx context.Context) (*tls.Conn, error) {
 	conn := tls.Client(raw, l.tls)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		_ = raw.Close()
-		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		return nil, wrapErr("TLS handshake with "+addr, err)
 	}
 	return conn, nil
 }
@@ -156,7 +156,7 @@ func (l *Listener) connect(ctx context.Context, sess session.SessionManager) (*l
 		if closedByPeer(err) {
 			return nil, nil, &closedAtConnectError{addr: l.addr.hostPort(), err: err}
 		}
-		return nil, nil, fmt.Errorf("MQTT CONNECT to %s: %w", l.addr.hostPort(), err)
+		return nil, nil, wrapErr("MQTT CONNECT to "+l.addr.hostPort(), err)
 	}
 	return lk, ca, nil
 }

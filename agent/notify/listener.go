@@ -25,6 +25,10 @@ type errorString struct{ s string }
 
 func (e *errorString) Error() string { return e.s }
 
+// wrapErr is fmt.Errorf(what+": %w", err): one call at each place that wraps
+// an error with a prefix is less code than a fmt.Errorf at each (docs/size.md).
+func wrapErr(what string, err error) error { return fmt.Errorf("%s: %w", what, err) }
+
 var (
 	// ErrNotConnected is returned by Publish while the listener has no
 	// connection to the broker (not running, or between reconnects).
@@ -228,7 +232,7 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 	if err := ctx.Err(); err != nil {
 		// Checked here: paho sends first and may then pick either the
 		// PUBACK or the ended context.
-		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
+		return wrapErr("notify: publishing to "+topic, err)
 	}
 	l.mu.Lock()
 	cli, sess, qos, maxPacket, drops := l.cli, l.sess, l.qos, l.maxPacket, l.drops
@@ -255,7 +259,7 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 	case gaveUp && rec.ok && !dropped && sess.abandon(&rec):
 		return fmt.Errorf("notify: publishing to %s: %w (%w)", topic, ErrQueuedInSession, err)
 	case gaveUp && rec.ok && !dropped:
-		return fmt.Errorf("notify: publishing to %s: the MQTT session discarded it unacknowledged (the broker no longer had the session): %w", topic, err)
+		return wrapErr("notify: publishing to "+topic+": the MQTT session discarded it unacknowledged (the broker no longer had the session)", err)
 	case dropped && err != nil:
 		return fmt.Errorf("notify: publishing to %s: %w: the broker closed the connection each time it was sent, so it was dropped (%v)", topic, ErrRefused, err)
 	case errors.Is(err, session.ErrNoConnection): // the connection went meanwhile
@@ -276,7 +280,7 @@ func (l *Listener) Publish(ctx context.Context, topic string, payload []byte) er
 		}
 		return fmt.Errorf("notify: publishing to %s: %w, reason %s", topic, ErrRefused, detail)
 	case err != nil:
-		return fmt.Errorf("notify: publishing to %s: %w", topic, err)
+		return wrapErr("notify: publishing to "+topic, err)
 	}
 	return nil
 }

@@ -107,7 +107,7 @@ func (l *Listener) subscribeError(sa *paho.Suback, err error) error {
 	if err == nil {
 		return fmt.Errorf("notify: subscribing to %s: unexpected SUBACK %v", l.topic, sa)
 	}
-	return fmt.Errorf("notify: subscribing to %s: %w", l.topic, err)
+	return wrapErr("notify: subscribing to "+l.topic, err)
 }
 
 // subscribed marks the listener ready, unless the connection ended

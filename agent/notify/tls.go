@@ -91,7 +91,7 @@ func newTLSConfig(c Config) (*tls.Config, error) {
 		// leaves it, looks the same as the files of two devices.
 		notReady := first != nil && first.PublicKey != nil && keyReads(keyPEM)
 		return nil, &ConfigError{Field: "CertFile", notReady: notReady,
-			Err: fmt.Errorf("loading the key pair %s and %s: %w", c.CertFile, c.KeyFile, err)}
+			Err: wrapErr("loading the key pair "+c.CertFile+" and "+c.KeyFile, err)}
 	}
 	if cert.Leaf != nil && onlyCert(caPEM, cert.Leaf.Raw) {
 		return nil, configErr("CAFile", "%s holds the device certificate, not the CA that signs the broker's "+
