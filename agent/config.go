@@ -167,8 +167,9 @@ type SSHConfig struct {
 
 // LogConfig selects the log output on stderr.
 type LogConfig struct {
-	Level  string `toml:"level"`  // debug, info (default), warn, error
-	Format string `toml:"format"` // text (default) or json
+	_      [0]func() // not comparable: no equality function in the binary (docs/size.md)
+	Level  string    `toml:"level"`  // debug, info (default), warn, error
+	Format string    `toml:"format"` // text (default) or json
 }
 
 // Duration is a time.Duration written as "90s" in TOML.
