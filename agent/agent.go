@@ -1100,6 +1100,10 @@ func (a *Agent) failureReason(err error) string {
 		return "the service's TLS certificate has expired or is not yet valid (the clock says " + utc(a.clock()) + ")"
 	case tunnel.IsCertificateError(err):
 		return "TLS certificate check of the service failed (tunnel.ca_file)"
+	case errors.Is(err, tunnel.ErrCAFile):
+		// Read at each attempt: removed or rewritten since the start, it
+		// fails every one before anything is dialled.
+		return untunneled(err)
 	case errors.Is(err, syscall.EMFILE):
 		return "the agent is out of file descriptors (ulimit -n)"
 	case errors.Is(err, syscall.ENFILE):

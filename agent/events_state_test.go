@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -134,5 +136,29 @@ func TestConnectFailureCertificateAndProxy(t *testing.T) {
 		if got := a.failureReason(tc.err); !strings.Contains(got, tc.want) {
 			t.Errorf("failureReason(%v) = %q, want it to say %q", tc.err, got, tc.want)
 		}
+	}
+}
+
+// A tunnel.ca_file that can no longer be read (removed, or made unreadable, or
+// rewritten without a PEM certificate, after the start checked it) fails each
+// attempt before anything is dialled, for as long as the tunnel lives: the
+// event must name the file, not send the operator to look at the network.
+func TestConnectFailureCAFileGone(t *testing.T) {
+	tok, err := tunnel.NewAccessToken("destination-access-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := func(*url.URL) (*url.URL, error) { return nil, nil }
+	_, err = tunnel.Dial(context.Background(), &tunnel.Config{Endpoint: "127.0.0.1:1", CAFile: filepath.Join(t.TempDir(), "ca.pem"),
+		AccessToken: tok, Proxy: direct}, tunnel.ModeDestination)
+	if !errors.Is(err, tunnel.ErrCAFile) {
+		t.Fatalf("Dial with the CA file gone: %v, want an error wrapping tunnel.ErrCAFile", err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	a := &Agent{cfg: &Config{ThingName: "dev"}, log: log, events: newEventQueue(nil, log)}
+	a.onState(&session{fp: "9ee74176"}, log)(false, err)
+	es := a.events.takeForTest()
+	if len(es) != 1 || es[0].Type != "tunnel-connect-failed" || !strings.Contains(es[0].Reason, "CA file") || !strings.Contains(es[0].Reason, "ca.pem") {
+		t.Errorf("events %q, want one tunnel-connect-failed whose reason names the CA file", eventTypes(es))
 	}
 }
