@@ -242,7 +242,7 @@ func (q *eventQueue) reportDropped(caughtUp bool) {
 		return
 	}
 	if now := time.Now(); caughtUp || q.droppedLogged.IsZero() || now.Sub(q.droppedLogged) >= refusedLogEvery {
-		q.log.Warn("events dropped while the broker was unreachable", "dropped", q.droppedCount)
+		q.log.Warn("events dropped while the broker was unreachable or slow", "dropped", q.droppedCount)
 		q.droppedLogged, q.droppedCount = now, 0
 	}
 }
