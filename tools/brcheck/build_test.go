@@ -69,6 +69,10 @@ func TestHostGoBuildMipsle(t *testing.T) {
 	if _, err := os.Stat("../../vendor"); err == nil {
 		t.Error("the build vendored the source tree, not its own folder")
 	}
+	// make porthole-dirclean removes the build folder with rm -rf.
+	if ro := readOnlyDirs(t, p.dir); len(ro) > 0 {
+		t.Errorf("the build left %d folders of its build folder read-only, which make porthole-dirclean cannot remove, such as %s", len(ro), ro[0])
+	}
 
 	bin := filepath.Join(p.target, "usr/bin/porthole")
 	for path, mode := range map[string]os.FileMode{
@@ -249,4 +253,35 @@ func TestGolangPackageVendorOffline(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(gopath, "pkg/mod/cache/download")); err != nil {
 		t.Errorf("vendoring did not use Buildroot's module cache (GOMODCACHE of HOST_GO_COMMON_ENV): %v", err)
 	}
+	// That cache is in Buildroot's output folder, which make clean removes
+	// with rm -rf as the user who builds (golang/go#31481).
+	if ro := readOnlyDirs(t, gopath); len(ro) > 0 {
+		t.Errorf("vendoring left %d folders of Buildroot's module cache read-only, which make clean cannot remove (go mod vendor without -modcacherw), such as %s", len(ro), ro[0])
+	}
+}
+
+// readOnlyDirs returns the folders under root that their owner cannot write:
+// rm -rf, run by anyone but root, cannot remove what they hold. Go makes its
+// module cache so unless told -modcacherw.
+func readOnlyDirs(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm()&0o200 == 0 {
+			rel, _ := filepath.Rel(root, path)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -193,10 +193,12 @@ PORTHOLE_GO_VERSION_NUMBER = awk -F'[^0-9]+' '{ pre = /(rc|beta)/; printf "%d\n"
 # before each build, after the Go check, and not after the rsync: there
 # Buildroot's host-go may not be installed yet (the rsync step does not wait
 # for the package's dependencies), and a rebuild after a go.mod change would
-# keep a stale vendor/.
+# keep a stale vendor/. -modcacherw, as Buildroot's own go-post-process has it:
+# with Buildroot's Go the module cache is in the output folder, and the
+# read-only folders Go makes there by default made make clean fail.
 define PORTHOLE_VENDOR
 	if [ ! -d $(PORTHOLE_SITE)/vendor ]; then \
-		cd $(@D) && $(PORTHOLE_VENDOR_GO) mod vendor; \
+		cd $(@D) && $(PORTHOLE_VENDOR_GO) mod vendor -modcacherw; \
 	fi
 endef
 PORTHOLE_PRE_BUILD_HOOKS += PORTHOLE_CHECK_GO PORTHOLE_VENDOR
