@@ -17,9 +17,11 @@ type installedConfig struct {
 	ThingName string `toml:"thing_name"`
 	MQTT      struct {
 		Endpoint string `toml:"endpoint"`
+		CAFile   string `toml:"ca_file"`
 	} `toml:"mqtt"`
 	Tunnel struct {
 		Endpoint string `toml:"endpoint"`
+		CAFile   string `toml:"ca_file"`
 	} `toml:"tunnel"`
 }
 
@@ -79,6 +81,35 @@ func TestInstallConfig(t *testing.T) {
 			b, _ := os.ReadFile(conf)
 			t.Errorf("install over\n%s: mqtt.endpoint %q, tunnel.endpoint %q; want the option's and tunnel.example.com kept\n%s", text, c.MQTT.Endpoint, c.Tunnel.Endpoint, b)
 		}
+	}
+}
+
+// TestInstallConfigDataPlaneCA: the config the package installs gives the
+// tunnels' TLS a CA of its own, the one the board's readme.txt puts in the
+// overlay for MQTT (Amazon Root CA 1, which signs AWS IoT Secure Tunneling's
+// certificates too). The package selects no CA bundle (ca-certificates, some
+// 200 KB of flash), so on a board that enables porthole and nothing else the
+// agent found no system roots, and every tunnel failed its TLS check
+// ("certificate signed by unknown authority") while MQTT, whose CA the config
+// names, worked.
+func TestInstallConfigDataPlaneCA(t *testing.T) {
+	gobin, _ := fakeGo(t, "go1.26.0")
+	p := newPkg(t, append(hostGo(gobin, "BR2_mipsel=y", "BR2_MIPS_CPU_MIPS32R2=y", "BR2_MIPS_SOFT_FLOAT=y"),
+		`BR2_PACKAGE_PORTHOLE_THING_NAME="gw-17"`, "# BR2_PACKAGE_CA_CERTIFICATES is not set")...)
+	p.copyGoMod()
+	if out, err := p.make("built", "target_installed"); err != nil {
+		t.Fatalf("make: %v\n%s", err, out)
+	}
+	var c installedConfig
+	if _, err := toml.DecodeFile(filepath.Join(p.target, "etc/porthole/porthole.toml"), &c); err != nil {
+		t.Fatalf("installed porthole.toml: %v", err)
+	}
+	if c.Tunnel.CAFile == "" || c.Tunnel.CAFile != c.MQTT.CAFile {
+		t.Errorf("installed porthole.toml: tunnel.ca_file %q, mqtt.ca_file %q; want tunnel.ca_file set to mqtt.ca_file (Amazon Root CA 1): the image may have no CA bundle", c.Tunnel.CAFile, c.MQTT.CAFile)
+	}
+	readme := read(t, filepath.Join(tree, "board/qemu-mipsel/readme.txt"))
+	if !strings.Contains(readme, filepath.Base(c.Tunnel.CAFile)) {
+		t.Errorf("the board's readme.txt does not ask for %s, the CA the installed config names:\n%s", filepath.Base(c.Tunnel.CAFile), readme)
 	}
 }
 
