@@ -263,12 +263,12 @@ func TestHostGoEnv(t *testing.T) {
 			map[string]string{"GOARCH": "arm", "GOARM": "5"}},
 		{"arm cortex-a53 32-bit", []string{"BR2_arm=y", "BR2_ARM_CPU_ARMV8A=y", "BR2_ARM_CPU_HAS_VFPV3=y", "BR2_ARM_CPU_HAS_VFPV2=y"},
 			map[string]string{"GOARCH": "arm", "GOARM": "7"}},
-		{"aarch64", []string{"BR2_aarch64=y"}, map[string]string{"GOARCH": "arm64"}},
+		{"aarch64", []string{"BR2_aarch64=y"}, map[string]string{"GOARCH": "arm64", "GOARM64": "v8.0"}},
 		{"i386 without SSE2", []string{"BR2_i386=y"}, map[string]string{"GOARCH": "386", "GO386": "softfloat"}},
 		{"i686 with SSE2", []string{"BR2_i386=y", "BR2_X86_CPU_HAS_SSE2=y"}, map[string]string{"GOARCH": "386", "GO386": "sse2"}},
-		{"x86_64", []string{"BR2_x86_64=y"}, map[string]string{"GOARCH": "amd64"}},
-		{"riscv64", []string{"BR2_riscv=y", "BR2_RISCV_64=y"}, map[string]string{"GOARCH": "riscv64"}},
-		{"powerpc64le", []string{"BR2_powerpc64le=y"}, map[string]string{"GOARCH": "ppc64le"}},
+		{"x86_64", []string{"BR2_x86_64=y"}, map[string]string{"GOARCH": "amd64", "GOAMD64": "v1"}},
+		{"riscv64", []string{"BR2_riscv=y", "BR2_RISCV_64=y"}, map[string]string{"GOARCH": "riscv64", "GORISCV64": "rva20u64"}},
+		{"powerpc64le", []string{"BR2_powerpc64le=y"}, map[string]string{"GOARCH": "ppc64le", "GOPPC64": "power8"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gobin, rec := fakeGo(t, "go1.26.0")
@@ -475,6 +475,43 @@ func TestGolangPackage(t *testing.T) {
 		if env[k] != v {
 			t.Errorf("go mod vendor's %s = %q, want %q", k, env[k], v)
 		}
+	}
+}
+
+// TestGolangPackageCPULevel: with Buildroot's Go the build runs in
+// Buildroot's environment, which is the caller's (Buildroot hides no GO*
+// variable, and its Go reads the caller's go env file): a GOAMD64=v3 there,
+// or GOARM64, GORISCV64, GOPPC64 above the base level, made a binary that
+// refuses to run on a device without those instructions ("This program can
+// only be run on AMD64 processors with v3 microarchitecture support").
+// porthole.mk gives Go's base CPU level, as make cross does (its CROSS_TARGETS),
+// after Buildroot's environment, as it gives GOARM and GOMIPS.
+func TestGolangPackageCPULevel(t *testing.T) {
+	for _, tc := range []struct {
+		arch, want string
+	}{
+		{"BR2_x86_64=y", "GOAMD64=v1"},
+		{"BR2_aarch64=y", "GOARM64=v8.0"},
+		{"BR2_RISCV_64=y", "GORISCV64=rva20u64"},
+		{"BR2_powerpc64le=y", "GOPPC64=power8"},
+	} {
+		t.Run(tc.arch, func(t *testing.T) {
+			p := newPkg(t, tc.arch, "BR2_PACKAGE_HOST_GO_TARGET_ARCH_SUPPORTS=y", "BR2_PACKAGE_PORTHOLE=y")
+			if got := p.show("PORTHOLE_INFRA")["PORTHOLE_INFRA"][1]; got != "golang-package" {
+				t.Fatalf("infrastructure = %q, want golang-package", got)
+			}
+			name, _, _ := strings.Cut(tc.want, "=")
+			// pkg-golang.mk's build: $(HOST_GO_TARGET_ENV) $(PORTHOLE_GO_ENV) go
+			// build, in the environment make was run in.
+			goEnv := p.expandVar("PORTHOLE_GO_ENV")
+			out, err := exec.Command("sh", "-c", "env -i "+name+"=leaked GOAMD64=v3 "+goEnv+" env").Output()
+			if err != nil {
+				t.Fatalf("PORTHOLE_GO_ENV %q in a shell: %v", goEnv, err)
+			}
+			if got := strings.Fields(string(out)); !slices.Contains(got, tc.want) {
+				t.Errorf("go build's environment with %s=leaked in the caller's: %q, want %s (the base level)", name, got, tc.want)
+			}
+		})
 	}
 }
 

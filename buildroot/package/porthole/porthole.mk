@@ -48,8 +48,11 @@ PORTHOLE_BUILD_OPTS = $(addprefix -gcflags=,$(shell grep -v '^\#' $(BR2_EXTERNAL
 # BR2_PACKAGE_PORTHOLE_HOST_GO_ARCH_SUPPORTS lists the same), and its variant:
 # without the FPU GOARM 6 (VFPv2) or 7 (VFPv3) needs, and on MIPS without an
 # FPU or with one in NaN-2008 mode (Go's hard-float code is legacy-NaN),
-# software floating point. The variant is passed to Buildroot's Go too: its
-# go.mk sets GOARM from the CPU only and no GOMIPS64 at all.
+# software floating point. Elsewhere the base CPU level, as make cross pins
+# it (its CROSS_TARGETS). The variant is passed to Buildroot's Go too: its
+# go.mk sets GOARM from the CPU only, no GOMIPS64 at all, and no CPU level,
+# and its Go runs in the caller's environment, where a GOAMD64=v3 (or one in
+# the go env file) made a binary that devices without AVX2 refuse to run.
 PORTHOLE_SOFTFLOAT = ,softfloat
 ifeq ($(BR2_arm),y)
 PORTHOLE_GOARCH = arm
@@ -64,6 +67,7 @@ endif
 PORTHOLE_GOARCH_ENV = GOARM=$(PORTHOLE_GOARM)
 else ifeq ($(BR2_aarch64),y)
 PORTHOLE_GOARCH = arm64
+PORTHOLE_GOARCH_ENV = GOARM64=v8.0
 else ifeq ($(BR2_mips)$(BR2_mipsel),y)
 PORTHOLE_GOARCH = $(if $(BR2_mipsel),mipsle,mips)
 PORTHOLE_GOARCH_ENV = GOMIPS=$(PORTHOLE_MIPS_FLOAT)
@@ -75,10 +79,13 @@ PORTHOLE_GOARCH = 386
 PORTHOLE_GOARCH_ENV = GO386=$(if $(BR2_X86_CPU_HAS_SSE2),sse2,softfloat)
 else ifeq ($(BR2_x86_64),y)
 PORTHOLE_GOARCH = amd64
+PORTHOLE_GOARCH_ENV = GOAMD64=v1
 else ifeq ($(BR2_RISCV_64),y)
 PORTHOLE_GOARCH = riscv64
+PORTHOLE_GOARCH_ENV = GORISCV64=rva20u64
 else ifeq ($(BR2_powerpc64le),y)
 PORTHOLE_GOARCH = ppc64le
+PORTHOLE_GOARCH_ENV = GOPPC64=power8
 else ifeq ($(BR2_s390x),y)
 PORTHOLE_GOARCH = s390x
 endif
