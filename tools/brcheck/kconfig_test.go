@@ -176,6 +176,39 @@ func TestKconfigHostGo(t *testing.T) {
 	}
 }
 
+// TestKconfigBuildrootGo: where porthole is built with Buildroot's Go, it
+// selects BR2_PACKAGE_HOST_GO, as Buildroot's package/go/Config.in.host asks
+// of Go packages: without it Buildroot hides its choice of Go and builds with
+// host-go-bin, a prebuilt Go it downloads, never the one it builds from
+// source (host-go-src). With the build machine's Go, Buildroot's is not
+// needed, and not asked for.
+func TestKconfigBuildrootGo(t *testing.T) {
+	const on = "BR2_PACKAGE_PORTHOLE=y"
+	for _, tc := range []struct {
+		name             string
+		config           []string
+		hostGo, provider string // BR2_PACKAGE_HOST_GO ("": not set), BR2_PACKAGE_PROVIDES_HOST_GO
+	}{
+		{"aarch64, Buildroot's Go", []string{"BR2_aarch64=y", on}, "y", `"host-go-src"`},
+		{"arm cortex-a7, Buildroot's Go", []string{"BR2_arm=y", "BR2_ARM_CPU_ARMV7A=y", on}, "y", `"host-go-src"`},
+		{"aarch64, the build machine's Go", []string{"BR2_aarch64=y", on, "BR2_PACKAGE_PORTHOLE_HOST_GO=y"}, "", `"host-go-bin"`},
+		{"mipsel, the build machine's Go", []string{"BR2_mipsel=y", "BR2_MIPS_CPU_MIPS32R2=y", on}, "", `"host-go-bin"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			config := kconfig(t, "--olddefconfig", strings.Join(tc.config, "\n")+"\n")
+			if config["BR2_PACKAGE_PORTHOLE"] != "y" {
+				t.Fatalf("porthole is not selected: %v", porthole(config))
+			}
+			if got := config["BR2_PACKAGE_HOST_GO"]; got != tc.hostGo {
+				t.Errorf("BR2_PACKAGE_HOST_GO = %q, want %q (porthole's symbols: %v)", got, tc.hostGo, porthole(config))
+			}
+			if got := config["BR2_PACKAGE_PROVIDES_HOST_GO"]; got != tc.provider {
+				t.Errorf("BR2_PACKAGE_PROVIDES_HOST_GO = %s, want %s", got, tc.provider)
+			}
+		})
+	}
+}
+
 // TestKconfigSysVInit: S50porthole is installed by default wherever Buildroot
 // installs SysV scripts (BusyBox init, the defconfig's, sysvinit, OpenRC),
 // and BR2_PACKAGE_PORTHOLE_SYSV_INIT leaves it out for an agent that
