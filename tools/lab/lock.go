@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
+	"github.com/porthole-iot/porthole/tools/internal/atomicfile"
 	"github.com/porthole-iot/porthole/tools/tunneld"
 )
 
@@ -42,12 +42,10 @@ func holder(dir string) string {
 }
 
 // removeLeftovers removes what a lab killed (-9, a power cut) in the middle of
-// writing one of its files left in dir, its state directory: the temporary
-// file atomicfile.Write renames into place, "."+name+"."+digits (os.CreateTemp's
-// random part), which no later write removes, a private key in it for ca.key.
-// Only the lab's own directories are looked at (dir, device and each board's),
-// not the agent's data nor tunneld's, which removes its own; the lock must be
-// held.
+// writing one of its files left in dir, its state directory
+// (atomicfile.RemoveLeftovers: a private key in it for ca.key). Only the lab's
+// own directories are looked at (dir, device and each board's), not the
+// agent's data nor tunneld's, which removes its own; the lock must be held.
 func removeLeftovers(dir string, log *slog.Logger) error {
 	dirs := []string{dir, filepath.Join(dir, "device")}
 	boards, _ := os.ReadDir(filepath.Join(dir, "board"))
@@ -57,25 +55,13 @@ func removeLeftovers(dir string, log *slog.Logger) error {
 		}
 	}
 	for _, d := range dirs {
-		entries, _ := os.ReadDir(d)
-		for _, e := range entries {
-			if !e.Type().IsRegular() || !isTemporary(e.Name()) {
-				continue
-			}
-			f := filepath.Join(d, e.Name())
-			if err := os.Remove(f); err != nil {
-				return fmt.Errorf("removing %s, left by a write that did not finish: %w", f, err)
-			}
+		removed, err := atomicfile.RemoveLeftovers(d, "")
+		for _, f := range removed {
 			log.Info("removed the file of a write that did not finish", "file", f)
+		}
+		if err != nil {
+			return fmt.Errorf("removing the file of a write that did not finish: %w", err)
 		}
 	}
 	return nil
-}
-
-// isTemporary reports whether name is one of atomicfile.Write's temporary
-// files: "."+name+"."+digits.
-func isTemporary(name string) bool {
-	i := strings.LastIndexByte(name, '.')
-	digits := name[i+1:]
-	return i > 1 && name[0] == '.' && digits != "" && strings.Trim(digits, "0123456789") == ""
 }

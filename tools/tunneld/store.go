@@ -37,19 +37,14 @@ func (s *Server) load() error {
 		return nil
 	}
 	// A save that did not finish (killed between writeState's temporary
-	// file, "."+stateFile+".*" (atomicfile.Write), and its rename) left that
-	// file, with every tunnel's tokens in it; no later save would remove it.
-	// Names, not a pattern: the directory's own name may hold * or [.
-	entries, _ := os.ReadDir(s.cfg.DataDir)
-	for _, e := range entries {
-		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), "."+stateFile+".") {
-			continue
-		}
-		f := filepath.Join(s.cfg.DataDir, e.Name())
-		if err := os.Remove(f); err != nil {
-			return fmt.Errorf("removing %s, left by a save that did not finish: %w", f, err)
-		}
+	// file and its rename) left that file, with every tunnel's tokens in it;
+	// no later save would remove it.
+	removed, err := atomicfile.RemoveLeftovers(s.cfg.DataDir, stateFile)
+	for _, f := range removed {
 		s.log.Info("removed the file of a save that did not finish", "file", f)
+	}
+	if err != nil {
+		return fmt.Errorf("removing the file of a save that did not finish: %w", err)
 	}
 	path := filepath.Join(s.cfg.DataDir, stateFile)
 	b, err := os.ReadFile(path)

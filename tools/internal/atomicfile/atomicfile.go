@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Write writes b to path with mode, through a temporary file beside it, fsync
@@ -64,4 +65,35 @@ func WriteFunc(path string, mode os.FileMode, write func(w io.Writer) error) err
 		d.Close()
 	}
 	return nil
+}
+
+// RemoveLeftovers removes from dir the temporary files of writes to
+// dir/name (of any file when name is "") that did not finish (a run killed
+// between WriteFunc's temporary file and its rename): "."+name+"."+digits,
+// os.CreateTemp's random part. No later write removes them, and each holds
+// what was being written, a key or tokens. It returns the paths it removed,
+// and stops at the first it cannot remove. Names are matched, not a glob: the
+// directory's own name may hold * or [.
+func RemoveLeftovers(dir, name string) (removed []string, err error) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !isTemporary(e.Name(), name) {
+			continue
+		}
+		f := filepath.Join(dir, e.Name())
+		if err := os.Remove(f); err != nil {
+			return removed, err
+		}
+		removed = append(removed, f)
+	}
+	return removed, nil
+}
+
+// isTemporary reports whether file is one of WriteFunc's temporary files for
+// name (any name when ""): "."+name+"."+digits.
+func isTemporary(file, name string) bool {
+	i := strings.LastIndexByte(file, '.')
+	digits := file[i+1:]
+	return i > 1 && file[0] == '.' && (name == "" || file[1:i] == name) &&
+		digits != "" && strings.Trim(digits, "0123456789") == ""
 }
