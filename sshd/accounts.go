@@ -211,6 +211,29 @@ func (s *Server) readPasswd() ([]passwdEntry, error) {
 	return entries, nil
 }
 
+// UserName is the name of user uid in the passwd file path as the server
+// reads that file: the first entry with that uid, or ErrUnknownUser. It is
+// for a program that must name the user the server logs in as itself (the
+// lab's ssh line), not through NSS or $USER, which may give a name the
+// server does not know.
+func UserName(path string, uid uint32) (string, error) {
+	f, _, err := openRegular(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	entries, _, err := parsePasswd(f)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		if e.UID == uid {
+			return e.Name, nil
+		}
+	}
+	return "", ErrUnknownUser
+}
+
 // lookupUser returns the account name logs in as, or an error wrapping
 // ErrUnknownUser or ErrUserNotAllowed. As root any user in the passwd file
 // may log in; otherwise only the user whose uid is the server's effective

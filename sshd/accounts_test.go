@@ -3,6 +3,7 @@ package sshd
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"runtime/debug"
@@ -309,4 +310,35 @@ func FuzzUserFiles(f *testing.F) {
 			t.Fatalf("parseShadow(%q, %q) = %+v, %v", data, name, e, found)
 		}
 	})
+}
+
+// TestUserName: a program that names the user the server logs in as itself
+// (the lab) reads the passwd file as the server does: lines trimmed of
+// spaces, comments and lines without 7 fields, a name or a numeric gid
+// skipped, the first line with the uid counts.
+func TestUserName(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "passwd")
+	passwd := "#dev:x:1000:1000::/home/dev:/bin/sh\n" +
+		"short:x:1000:1000\n" +
+		":x:1000:1000::/:/bin/sh\n" +
+		"nogid:x:1000:staff::/:/bin/sh\n" +
+		"  alice:x:1000:1000:Alice:/home/alice:/bin/sh\r\n" +
+		"alias:x:1000:1000::/home/alice:/bin/sh\n" +
+		"bob:x:1001:1001::/home/bob:/bin/sh"
+	if err := os.WriteFile(path, []byte(passwd), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		uid  uint32
+		want string
+		err  error
+	}{
+		{1000, "alice", nil},
+		{1001, "bob", nil}, // the last line, without a newline
+		{1002, "", ErrUnknownUser},
+	} {
+		if got, err := UserName(path, tc.uid); got != tc.want || !errors.Is(err, tc.err) {
+			t.Errorf("UserName(%d) = %q, %v; want %q, %v", tc.uid, got, err, tc.want, tc.err)
+		}
+	}
 }
