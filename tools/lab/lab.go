@@ -371,15 +371,8 @@ func Run(ctx context.Context, opt Options) (err error) {
 				consoleLine = "\nWeb console: not in this build (xterm.js missing): run `make build`, which runs `make console-assets`\n"
 				return skipped("xterm.js is not in this build")
 			}
-			// Free when the lab checked it at its start, as the source
-			// side's ports below.
-			if errors.Is(err, syscall.EADDRINUSE) {
-				if e := checkPorts(consolePort(opt)); e != nil {
-					return fmt.Errorf("%w; it was free when the lab started (another lab or program took it meanwhile)", e)
-				}
-			}
 			if err != nil {
-				return err
+				return takenSince(err, consolePort(opt))
 			}
 			info.Console, consoleKeys = url, keys
 			consoleLine = "\nWeb console (SSH in the browser; the address holds its access token):\n  " + url + "\n"
@@ -594,15 +587,8 @@ func Run(ctx context.Context, opt Options) (err error) {
 			if err == nil {
 				err = errors.New("source stopped")
 			}
-			// Free when the lab checked them at its start, the ports can be
-			// taken since (two labs started at once): named as that check
-			// names them, once the source has let go of the other one.
-			if errors.Is(err, syscall.EADDRINUSE) {
-				if e := checkPorts(sourcePorts(opt)); e != nil {
-					return fmt.Errorf("%w; it was free when the lab started (another lab or program took it meanwhile)", e)
-				}
-			}
-			return err
+			// Checked once the source has let go of the ports it took.
+			return takenSince(err, sourcePorts(opt))
 		case <-time.After(30 * time.Second):
 			return errors.New("the source side did not start listening within 30s")
 		}

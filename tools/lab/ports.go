@@ -89,3 +89,15 @@ func checkPorts(ports []portFlag) error {
 	return fmt.Errorf("%s in use: choose others, e.g. %s (with make: make lab LABFLAGS=\"%[2]s\"; 0 takes any free port)",
 		what, strings.Join(choose, " "))
 }
+
+// takenSince is err, a listen of the lab's on ports that failed; one in use
+// (EADDRINUSE) is named as checkPorts names it: free when the lab checked it
+// at its start, it was taken since (two labs started at once).
+func takenSince(err error, ports []portFlag) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		if e := checkPorts(ports); e != nil {
+			return fmt.Errorf("%w; it was free when the lab started (another lab or program took it meanwhile)", e)
+		}
+	}
+	return err
+}
