@@ -17,8 +17,8 @@ import (
 // free, and after a wrap-around may be another program's, leading a group of
 // its own (each job of a shell does): a signal to the group then would reach
 // that program. So the lab signals the group only while its leader is not
-// reaped, and waits for the leader's exit without reaping it, which it does
-// under mu, the lock signal takes.
+// reaped, and waits for the leader's exit without reaping it; it stops
+// signalling, under mu, the lock signal takes, before it reaps it.
 type group struct {
 	cmd *exec.Cmd
 	// exited is closed once the leader has exited and been reaped; cmd's
@@ -26,7 +26,7 @@ type group struct {
 	exited chan struct{}
 
 	mu     sync.Mutex
-	reaped bool
+	reaped bool // the leader is reaped, or about to be: signal sends nothing
 }
 
 // startGroup starts cmd as the leader of a process group of its own.
@@ -62,14 +62,14 @@ func (g *group) wait() {
 		return
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	// What is left of the group goes with its leader, while the group is
 	// still surely the lab's: the agent behind a --porthole wrapper that was
 	// killed alone would otherwise outlive the lab, which then could no longer
 	// tell its group from another that took the id.
 	syscall.Kill(-pid, syscall.SIGTERM)
+	g.reaped = true // signalled no more: the Wait below frees the id
+	g.mu.Unlock()
 	g.cmd.Wait()
-	g.reaped = true
 }
 
 // signal sends sig to the group, unless its leader has been reaped.
