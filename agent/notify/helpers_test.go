@@ -63,6 +63,17 @@ func matchAll(line string, subs []string) bool {
 	return true
 }
 
+// hasHint reports whether the log line carries the hint attribute as want
+// says: none for "", else exactly one, which contains want. A line with two
+// hints (one appended twice) is as wrong as one with the wrong hint.
+func hasHint(line, want string) bool {
+	n := strings.Count(line, "hint=")
+	if want == "" {
+		return n == 0
+	}
+	return n == 1 && strings.Contains(line, want)
+}
+
 // count returns how many lines contain all of subs.
 func (r *logRecorder) count(subs ...string) int {
 	r.mu.Lock()
