@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
@@ -29,12 +30,7 @@ func inPIDNamespace(t *testing.T) bool {
 	if os.Getenv(pidNamespaceEnv) != "" {
 		return true
 	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (a pid namespace); CI runs as root")
-		}
-		t.Skip("needs root: a pid namespace")
-	}
+	hostenv.NeedRoot(t, "a pid namespace needs root")
 	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=2m")
 	// The parent's build of porthole, which it removes at its end.
 	cmd.Env = append(os.Environ(), pidNamespaceEnv+"=1", "PORTHOLE_STACK_BIN="+stack.Build(t))

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 	"github.com/porthole-iot/porthole/tools/console"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
@@ -339,12 +340,7 @@ func TestCheckSafeDirResolvesSymlinks(t *testing.T) {
 // refuses such a --state before it makes anything, instead of making a root-owned
 // state directory in the user's tree and failing once everything runs.
 func TestCheckSafeDirOwner(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (chown); CI runs as root")
-		}
-		t.Skip("needs root (chown)")
-	}
+	hostenv.NeedRoot(t, "giving a directory to another user (chown) needs root")
 	home := filepath.Join(stack.SafeDir(t), "home", "someone")
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		t.Fatal(err)

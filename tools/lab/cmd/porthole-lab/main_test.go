@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest/hostenv"
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 	"github.com/porthole-iot/porthole/tools/lab"
 	"github.com/porthole-iot/porthole/tools/tunneld"
@@ -165,11 +166,8 @@ func TestStateDirectoryOthersCanWriteRefused(t *testing.T) {
 		{"another user", 0o700, 65534, nil, " belongs to uid 65534", "run the lab as that user"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.owner >= 0 && os.Geteuid() != 0 {
-				if os.Getenv("CI") == "true" {
-					t.Fatal("needs root (chown); CI runs as root")
-				}
-				t.Skip("needs root (chown)")
+			if tc.owner >= 0 {
+				hostenv.NeedRoot(t, "giving the state directory to another user (chown) needs root")
 			}
 			state := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
 			if err := os.Mkdir(state, 0o700); err != nil {
@@ -206,12 +204,7 @@ func TestStateDirectoryOthersCanWriteRefused(t *testing.T) {
 // unknown userid N" (or, built without cgo, a word about $USER), or, with
 // $USER set, started with that name in its ssh line, which the agent refused.
 func TestUserWithoutPasswdEntry(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (a process of another uid); CI runs as root")
-		}
-		t.Skip("needs root: a process of another uid")
-	}
+	hostenv.NeedRoot(t, "running the lab as a uid /etc/passwd does not list needs root")
 	passwd, err := os.ReadFile("/etc/passwd")
 	if err != nil {
 		t.Fatal(err)
