@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -37,19 +36,7 @@ func TestConsoleStepWithoutXterm(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			state := filepath.Join(stack.SafeDir(t), "state")
-			ctx, cancel := context.WithCancel(context.Background())
-			out := stack.NewLog()
-			done := make(chan error, 1)
-			go func() {
-				done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: porthole, Console: "127.0.0.1:0", vendor: tc.vendor, Out: out})
-			}()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			}()
-			out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
+			out, _ := runLab(t, Options{Region: stack.Region, StateDir: state, Porthole: porthole, Console: "127.0.0.1:0", vendor: tc.vendor}, 60*time.Second)
 			if !regexp.MustCompile(tc.want).MatchString(out.String()) {
 				t.Errorf("the progress lines lack %s:\n%s", tc.want, out.String())
 			}

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -60,14 +59,7 @@ func TestStopLeavesTheAgentsReusedPIDAlone(t *testing.T) {
 		return
 	}
 	state := filepath.Join(stack.SafeDir(t), "state")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := stack.NewLog()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: stack.Build(t), Out: out})
-	}()
-	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
+	out, stop := runLab(t, Options{Region: stack.Region, StateDir: state, Porthole: stack.Build(t)}, 60*time.Second)
 	agent := readLabJSON(t, state).AgentPID
 	if err := syscall.Kill(agent, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -93,8 +85,7 @@ func TestStopLeavesTheAgentsReusedPIDAlone(t *testing.T) {
 		t.Fatalf("the other program got pid %d, not the agent's %d (a thread of this process took it meanwhile)", other.Process.Pid, agent)
 	}
 
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 	select {

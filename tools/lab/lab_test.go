@@ -244,6 +244,39 @@ wait:
 	return l
 }
 
+// runLab runs the lab in this process with opt, its output going to out, and
+// waits up to up for it to be up ("Ctrl-C stops the lab"). stop ends the lab's
+// context and returns Run's answer (the same at each call). The test's end
+// stops a lab the test has not, and fails the test if Run then answers an
+// error.
+func runLab(t *testing.T, opt Options, up time.Duration) (out *stack.Log, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out = stack.NewLog()
+	opt.Out = out
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, opt) }()
+	var stopped bool
+	var runErr error
+	stop = func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			runErr = <-done
+		}
+		return runErr
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			if err := stop(); err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	})
+	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, up)
+	return out, stop
+}
+
 // stop sends SIGINT and checks that the lab exits 0 within 15 s.
 // readLabJSON returns what the lab in state wrote to its lab.json.
 func readLabJSON(t *testing.T, state string) Info {

@@ -527,16 +527,8 @@ func TestLeftTemporaryFilesRemoved(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := stack.NewLog()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, NoAgent: true, Out: out})
-	}()
-	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second)
-	cancel()
-	if err := <-done; err != nil {
+	_, stop := runLab(t, Options{Region: stack.Region, StateDir: state, NoAgent: true}, 20*time.Second)
+	if err := stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 	for _, f := range left {

@@ -28,19 +28,7 @@ import (
 func TestNoAgentWritesAgentConfig(t *testing.T) {
 	porthole := stack.Build(t)
 	state := filepath.Join(stack.SafeDir(t), "state")
-	ctx, cancel := context.WithCancel(context.Background())
-	out := stack.NewLog()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, NoAgent: true, Porthole: porthole, Out: out})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second)
+	out, _ := runLab(t, Options{Region: stack.Region, StateDir: state, NoAgent: true, Porthole: porthole}, 20*time.Second)
 	info := readLabJSON(t, state)
 	if want := filepath.Join(state, "device", "porthole.toml"); info.AgentConfig != want {
 		t.Fatalf("lab.json agent_config = %q, want %s", info.AgentConfig, want)
@@ -94,18 +82,11 @@ func TestLabStopEndsTheAgentBehindAWrapper(t *testing.T) {
 	}
 	state := filepath.Join(dir, "state")
 	agents := agentsOn(t, porthole, state)
-	ctx, cancel := context.WithCancel(context.Background())
-	out := stack.NewLog()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: wrapper, Console: "", Out: out})
-	}()
-	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
+	_, stop := runLab(t, Options{Region: stack.Region, StateDir: state, Porthole: wrapper, Console: ""}, 60*time.Second)
 	if len(agents()) != 1 {
 		t.Fatalf("agents running on the lab's config: %v, want one", agents())
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); len(agents()) > 0; time.Sleep(50 * time.Millisecond) {
@@ -129,20 +110,7 @@ func TestWrapperKilledAloneTakesItsAgent(t *testing.T) {
 	}
 	state := filepath.Join(dir, "state")
 	agents := agentsOn(t, porthole, state)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := stack.NewLog()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: wrapper, Console: "", Out: out})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
+	out, _ := runLab(t, Options{Region: stack.Region, StateDir: state, Porthole: wrapper, Console: ""}, 60*time.Second)
 	if len(agents()) != 1 {
 		t.Fatalf("agents running on the lab's config: %v, want one", agents())
 	}
@@ -211,14 +179,7 @@ func TestNoAgentRefusesAnUnsafeState(t *testing.T) {
 func TestFrozenAgentStopSaysSo(t *testing.T) {
 	porthole := stack.Build(t)
 	state := filepath.Join(stack.SafeDir(t), "state")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := stack.NewLog()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, Porthole: porthole, Out: out})
-	}()
-	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
+	out, stop := runLab(t, Options{Region: stack.Region, StateDir: state, Porthole: porthole}, 60*time.Second)
 	info := readLabJSON(t, state)
 	if info.AgentPID == 0 {
 		t.Fatal("lab.json names no agent pid")
@@ -227,8 +188,7 @@ func TestFrozenAgentStopSaysSo(t *testing.T) {
 		t.Fatal(err)
 	}
 	from := out.Len()
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 	want := fmt.Sprintf("the agent (pid %d) has not stopped %v after SIGTERM; killing it in %v\n", info.AgentPID, agentStopQuiet, agentStopKill-agentStopQuiet)
