@@ -74,14 +74,7 @@ func TestNoAgentWritesAgentConfig(t *testing.T) {
 // stopping the lab signalled the script alone, and the agent was left
 // running under init.
 func TestLabStopEndsTheAgentBehindAWrapper(t *testing.T) {
-	porthole := stack.Build(t)
-	dir := stack.SafeDir(t)
-	wrapper := filepath.Join(dir, "porthole-wrapper")
-	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\n"+shellArg(porthole)+" \"$@\"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(dir, "state")
-	agents := agentsOn(t, porthole, state)
+	wrapper, state, agents := wrappedAgent(t)
 	_, stop := runLab(t, Options{Region: stack.Region, StateDir: state, Porthole: wrapper, Console: ""}, 60*time.Second)
 	if len(agents()) != 1 {
 		t.Fatalf("agents running on the lab's config: %v, want one", agents())
@@ -102,14 +95,7 @@ func TestLabStopEndsTheAgentBehindAWrapper(t *testing.T) {
 // group of a leader it has reaped (its id may be another program's by then),
 // and the agent would have outlived the lab.
 func TestWrapperKilledAloneTakesItsAgent(t *testing.T) {
-	porthole := stack.Build(t)
-	dir := stack.SafeDir(t)
-	wrapper := filepath.Join(dir, "porthole-wrapper")
-	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\n"+shellArg(porthole)+" \"$@\"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(dir, "state")
-	agents := agentsOn(t, porthole, state)
+	wrapper, state, agents := wrappedAgent(t)
 	out, _ := runLab(t, Options{Region: stack.Region, StateDir: state, Porthole: wrapper, Console: ""}, 60*time.Second)
 	if len(agents()) != 1 {
 		t.Fatalf("agents running on the lab's config: %v, want one", agents())
@@ -123,6 +109,22 @@ func TestWrapperKilledAloneTakesItsAgent(t *testing.T) {
 			t.Fatalf("10 s after its wrapper was killed, the agent still runs (pids %v)", agents())
 		}
 	}
+}
+
+// wrappedAgent writes a --porthole wrapper script that runs the agent without
+// exec (a wrapper that sets its environment), and returns it with the state
+// directory of a lab beside it and what lists the agents running on that
+// lab's config (agentsOn).
+func wrappedAgent(t *testing.T) (wrapper, state string, agents func() []int) {
+	t.Helper()
+	porthole := stack.Build(t)
+	dir := stack.SafeDir(t)
+	wrapper = filepath.Join(dir, "porthole-wrapper")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\n"+shellArg(porthole)+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state = filepath.Join(dir, "state")
+	return wrapper, state, agentsOn(t, porthole, state)
 }
 
 // agentsOn returns a function that lists the agents of the binary porthole
