@@ -13,18 +13,26 @@ import (
 	"github.com/porthole-iot/porthole/tools/internal/stack"
 )
 
-// TestPortsInUseNamedAtOnce: both ports the lab wants, taken, are named in one
-// refusal with the way to choose others through make, before anything starts.
-func TestPortsInUseNamedAtOnce(t *testing.T) {
+// takenPorts returns n loopback ports that are in use, listened on until the
+// test ends.
+func takenPorts(t *testing.T, n int) []int {
+	t.Helper()
 	var ports []int
-	for range 2 {
+	for range n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer ln.Close()
+		t.Cleanup(func() { ln.Close() })
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
+	return ports
+}
+
+// TestPortsInUseNamedAtOnce: both ports the lab wants, taken, are named in one
+// refusal with the way to choose others through make, before anything starts.
+func TestPortsInUseNamedAtOnce(t *testing.T) {
+	ports := takenPorts(t, 2)
 	err := Run(context.Background(), Options{Region: stack.Region, StateDir: filepath.Join(stack.SafeDir(t), "state"), SSHPort: ports[0], HTTPPort: ports[1], Porthole: "/bin/true", Out: io.Discard})
 	want := fmt.Sprintf("ports %d and %d are in use: choose others, e.g. --ssh-port %d --http-port %d (with make: make lab LABFLAGS=\"--ssh-port %[3]d --http-port %[4]d\"; 0 takes any free port)",
 		ports[0], ports[1], ports[0]+1, ports[1]+1)
@@ -70,15 +78,7 @@ func TestPortTakenWhileTheLabStarts(t *testing.T) {
 // at once; it said only "choose another address with --console", after the
 // broker and tunneld had started.
 func TestConsolePortInUse(t *testing.T) {
-	var ports []int
-	for range 2 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
+	ports := takenPorts(t, 2)
 	for _, tc := range []struct {
 		name string
 		opt  Options
