@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/porthole-iot/porthole/agent/notify/mqtttest"
+	"github.com/porthole-iot/porthole/agent/tunnel/tunneltest"
 )
 
 // With all_proxy in the environment (a corporate shell or unit; here the broker
@@ -401,24 +402,19 @@ func TestSilentBrokerHandshakeTimesOut(t *testing.T) {
 			}
 			defer func(d time.Duration) { connectTimeout = d }(connectTimeout)
 			connectTimeout = 300 * time.Millisecond
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			accepted := make(chan net.Conn, 16)
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					accepted <- c // held open, never answered
+			accepted, quit := make(chan struct{}, 16), make(chan struct{})
+			addr := tunneltest.ServeTCP(t, func(c net.Conn) {
+				defer c.Close()
+				select {
+				case accepted <- struct{}{}:
+				default:
 				}
-			}()
+				<-quit // held open, never answered
+			})
+			defer close(quit)
 			pki := mqtttest.NewPKI(t)
 			cert, key := pki.Client(t, mqtttest.PublisherCN)
-			n, err := NewMQTTNotifier(MQTTConfig{Broker: "tls://" + ln.Addr().String(), CAFile: pki.CAFile, CertFile: cert, KeyFile: key,
+			n, err := NewMQTTNotifier(MQTTConfig{Broker: "tls://" + addr, CAFile: pki.CAFile, CertFile: cert, KeyFile: key,
 				Logger: testLogger(t)})
 			if err != nil {
 				t.Fatal(err)
@@ -431,8 +427,7 @@ func TestSilentBrokerHandshakeTimesOut(t *testing.T) {
 			timeout := time.After(10 * time.Second)
 			for i := 0; i < 2; i++ {
 				select {
-				case c := <-accepted:
-					defer c.Close()
+				case <-accepted:
 				case <-timeout:
 					t.Fatalf("%d connection(s) in 10 s to a broker that never answers the TLS handshake, want a second once the first timed out", i)
 				}
