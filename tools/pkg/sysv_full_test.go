@@ -14,22 +14,38 @@ import (
 	"github.com/porthole-iot/porthole/tools/internal/testenv"
 )
 
-// fullTmpfs mounts a tmpfs with opts on dir, made if need be, for the test and
-// fills it: files of 1 MiB until one cannot be written or made. It returns
-// them, to free it. It needs root; elsewhere the test is skipped, except under
-// CI=true (CI runs as root, which may mount).
-func fullTmpfs(t *testing.T, dir, opts string) (fillers []string) {
+// mountTmpfs mounts a tmpfs with flags and opts on dir, made if need be,
+// until unmount or the test's end. It needs root; elsewhere the test is
+// skipped, saying what is then not tested (untested), except under CI=true
+// (CI runs as root, which may mount).
+func mountTmpfs(t *testing.T, dir string, flags uintptr, opts, untested string) (unmount func()) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", flags, opts); err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("mounting a tmpfs (%s): %v", opts, err)
+			t.Fatalf("mounting a tmpfs on %s (%q): %v", dir, opts, err)
 		}
-		t.Skipf("cannot mount a tmpfs here (%v): a full file system is not tested", err)
+		t.Skipf("cannot mount a tmpfs here (%v): %s is not tested", err, untested)
 	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	mounted := true
+	unmount = func() {
+		if mounted {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+			mounted = false
+		}
+	}
+	t.Cleanup(unmount)
+	return unmount
+}
+
+// fullTmpfs mounts a tmpfs with opts on dir, made if need be, for the test
+// (mountTmpfs) and fills it: files of 1 MiB until one cannot be written or
+// made. It returns them, to free it.
+func fullTmpfs(t *testing.T, dir, opts string) (fillers []string) {
+	t.Helper()
+	mountTmpfs(t, dir, 0, opts, "a full file system")
 	mib := make([]byte, 1<<20)
 	for i := 0; ; i++ {
 		name := filepath.Join(dir, "filler"+strconv.Itoa(i))
@@ -319,21 +335,7 @@ func TestSysVRestartLogNotWritable(t *testing.T) {
 		agent := r.pidFile()
 		// A read-only file system over the log's directory: the running
 		// agent keeps the log it has open, a new open fails.
-		logDir := filepath.Dir(r.log)
-		if err := syscall.Mount("tmpfs", logDir, "tmpfs", syscall.MS_RDONLY, ""); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("mounting a read-only tmpfs: %v", err)
-			}
-			t.Skipf("cannot mount a tmpfs here (%v): a read-only log is not tested", err)
-		}
-		mounted := true
-		unmount := func() {
-			if mounted {
-				syscall.Unmount(logDir, syscall.MNT_DETACH)
-				mounted = false
-			}
-		}
-		t.Cleanup(unmount)
+		unmount := mountTmpfs(t, filepath.Dir(r.log), syscall.MS_RDONLY, "", "a read-only log")
 		out, err := r.run("restart")
 		want := "FAIL (cannot open the log " + r.log + ": Read-only file system; nothing was stopped)"
 		if err == nil || !strings.Contains(out, want) {
