@@ -339,20 +339,17 @@ func TestDataDirWithoutFileModesWarned(t *testing.T) {
 // restart. Such a data_dir still takes the lock.
 func TestReadOnlyDataDir(t *testing.T) {
 	hostenv.NeedRoot(t, "mounting a tmpfs")
-	ro := filepath.Join(t.TempDir(), "ro")
-	mountForTest(t, "tmpfs", ro, "tmpfs", 0, "size=64k,mode=0700")
-	noKey, keyed := filepath.Join(ro, "nokey"), filepath.Join(ro, "keyed")
-	for _, d := range []string{noKey, keyed} {
-		if err := os.Mkdir(d, 0o700); err != nil {
+	ro := readOnlyTmpfs(t, "ro", func(ro string) {
+		for _, d := range []string{"nokey", "keyed"} {
+			if err := os.Mkdir(filepath.Join(ro, d), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(ro, "keyed", sshd.HostKeyFile), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := os.WriteFile(filepath.Join(keyed, sshd.HostKeyFile), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", ro, "tmpfs", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-		t.Fatalf("remount read-only: %v", err)
-	}
+	})
+	noKey, keyed := filepath.Join(ro, "nokey"), filepath.Join(ro, "keyed")
 	missing := filepath.Join(ro, "data")
 	f, err := lockDataDir(context.Background(), missing, 0)
 	if want := "data_dir: mkdir " + missing + ": read-only file system"; err == nil || err.Error() != want {
@@ -419,15 +416,8 @@ func TestUnescapeMountinfo(t *testing.T) {
 // link to nothing was taken for no key at all.
 func TestReadOnlyDataDirWithLinkedHostKey(t *testing.T) {
 	hostenv.NeedRoot(t, "mounting a tmpfs")
-	ro := filepath.Join(t.TempDir(), "ro")
-	mountForTest(t, "tmpfs", ro, "tmpfs", 0, "size=64k,mode=0700")
 	store := t.TempDir()
-	if err := os.Symlink(filepath.Join(store, "host"), filepath.Join(ro, sshd.HostKeyFile)); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", ro, "tmpfs", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-		t.Fatalf("remount read-only: %v", err)
-	}
+	ro := readOnlyTmpfs(t, "ro", func(ro string) { linkHostKey(t, ro, store) })
 	want := "data_dir: " + ro + " is not writable (it is not writable: read-only file system): live tunnels cannot be saved"
 	if got := dataDirWarning(ro); !strings.HasPrefix(got, want) {
 		t.Errorf("dataDirWarning(%s), host key linked to %s: %q, want %q", ro, store, got, want)
@@ -447,23 +437,38 @@ func TestReadOnlyDataDirWithLinkedHostKey(t *testing.T) {
 // check-config says so, not that only live tunnels are lost.
 func TestReadOnlyDataDirLinkedToReadOnlyStorage(t *testing.T) {
 	hostenv.NeedRoot(t, "mounting a tmpfs")
-	ro := filepath.Join(t.TempDir(), "ro")
-	mountForTest(t, "tmpfs", ro, "tmpfs", 0, "size=64k,mode=0700")
-	store := filepath.Join(t.TempDir(), "store")
-	mountForTest(t, "tmpfs", store, "tmpfs", 0, "size=64k,mode=0700")
-	if err := os.Symlink(filepath.Join(store, "host"), filepath.Join(ro, sshd.HostKeyFile)); err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []string{ro, store} {
-		if err := syscall.Mount("tmpfs", d, "tmpfs", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-			t.Fatalf("remount %s read-only: %v", d, err)
-		}
-	}
+	store := readOnlyTmpfs(t, "store", nil)
+	ro := readOnlyTmpfs(t, "ro", func(ro string) { linkHostKey(t, ro, store) })
 	if _, err := HostPublicKeys(ro, nil); err == nil {
 		t.Fatalf("HostPublicKeys(%s), host key linked into read-only %s: no error, want the key refused", ro, store)
 	}
 	want := "data_dir: " + ro + " holds no SSH host key and one cannot be made there"
 	if got := dataDirWarning(ro); !strings.HasPrefix(got, want) || !strings.Contains(got, store) {
 		t.Errorf("dataDirWarning(%s), host key linked into read-only %s: %q, want %q… naming %s", ro, store, got, want, store)
+	}
+}
+
+// readOnlyTmpfs mounts a tmpfs named name in a directory of the test's, lets
+// fill (if not nil) put there what the test needs, remounts it read-only and
+// returns where it is mounted.
+func readOnlyTmpfs(t *testing.T, name string, fill func(dir string)) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	mountForTest(t, "tmpfs", dir, "tmpfs", 0, "size=64k,mode=0700")
+	if fill != nil {
+		fill(dir)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount %s read-only: %v", dir, err)
+	}
+	return dir
+}
+
+// linkHostKey makes the host key of data_dir dir a link to the file host in
+// store, which need not exist.
+func linkHostKey(t *testing.T, dir, store string) {
+	t.Helper()
+	if err := os.Symlink(filepath.Join(store, "host"), filepath.Join(dir, sshd.HostKeyFile)); err != nil {
+		t.Fatal(err)
 	}
 }
