@@ -35,9 +35,22 @@ func assets(vendor fs.FS) (static, vend fs.FS, err error) {
 }
 
 // CheckVendor reports whether every third-party file is present.
-func (s *Server) CheckVendor() error {
+func (s *Server) CheckVendor() error { return checkVendor(s.vendor) }
+
+// CheckVendor reports whether vendor (Config.Vendor: nil is the files built in)
+// holds every third-party file, before a Server is made: the lab leaves out the
+// console's port from the ports it checks when the console will not run.
+func CheckVendor(vendor fs.FS) error {
+	_, vendor, err := assets(vendor)
+	if err != nil {
+		return err
+	}
+	return checkVendor(vendor)
+}
+
+func checkVendor(vendor fs.FS) error {
 	for _, f := range vendorFiles {
-		if _, err := fs.Stat(s.vendor, f); err != nil {
+		if _, err := fs.Stat(vendor, f); err != nil {
 			return fmt.Errorf("%w (%s missing)", ErrNoVendor, f)
 		}
 	}

@@ -245,7 +245,8 @@ wait:
 }
 
 // runLab runs the lab in this process with opt, its output going to out, and
-// waits up to up for it to be up ("Ctrl-C stops the lab"). stop ends the lab's
+// waits up to up for it to be up ("Ctrl-C stops the lab"); one that ends
+// before, fails the test with Run's answer. stop ends the lab's
 // context and returns Run's answer (the same at each call). The test's end
 // stops a lab the test has not, and fails the test if Run then answers an
 // error.
@@ -273,11 +274,23 @@ func runLab(t *testing.T, opt Options, up time.Duration) (out *stack.Log, stop f
 			}
 		}
 	})
-	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, up)
+	// A lab that ends before it is up (a refused start) fails the test with
+	// its answer at once, not after up.
+	deadline := time.Now().Add(up)
+	for out.Await(regexp.MustCompile(`Ctrl-C stops the lab`), 0, 100*time.Millisecond) == nil {
+		select {
+		case runErr = <-done:
+			stopped = true
+			t.Fatalf("the lab ended before it was up: Run = %v; its output:\n%s", runErr, out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lab was not up (\"Ctrl-C stops the lab\") within %v; its output:\n%s", up, out)
+		}
+	}
 	return out, stop
 }
 
-// stop sends SIGINT and checks that the lab exits 0 within 15 s.
 // readLabJSON returns what the lab in state wrote to its lab.json.
 func readLabJSON(t *testing.T, state string) Info {
 	t.Helper()

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/porthole-iot/porthole/tools/console"
 )
 
 // beforeSource is called before the source side takes its local ports: a test
@@ -45,10 +47,11 @@ func sourcePorts(opt Options) []portFlag {
 }
 
 // consolePort is the console's port that opt asks for, if any: none without a
-// console or with port 0.
+// console, with port 0, or in a build without xterm.js, where the console is
+// skipped and its port not listened on.
 func consolePort(opt Options) []portFlag {
 	host, p, err := net.SplitHostPort(opt.Console)
-	if err != nil {
+	if err != nil || console.CheckVendor(opt.vendor) != nil {
 		return nil
 	}
 	port, err := net.LookupPort("tcp", p)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/porthole-iot/porthole/tools/internal/stack"
@@ -101,5 +102,18 @@ func TestConsolePortInUse(t *testing.T) {
 				t.Fatalf("Run with --console %s taken = %v, want %q", tc.opt.Console, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestConsolePortSkippedWithoutXterm: in a build without xterm.js the console
+// is skipped and its port never listened on, so a taken --console port does not
+// refuse the lab's start; it did, naming a port the lab would not use.
+func TestConsolePortSkippedWithoutXterm(t *testing.T) {
+	port := takenPorts(t, 1)[0]
+	noXterm := fstest.MapFS{"README.md": {Data: []byte("make console-assets")}}
+	out, _ := runLab(t, Options{Region: stack.Region, StateDir: filepath.Join(stack.SafeDir(t), "state"), NoAgent: true,
+		Console: fmt.Sprintf("127.0.0.1:%d", port), vendor: noXterm}, 60*time.Second)
+	if !strings.Contains(out.String(), "skipped (xterm.js is not in this build)") {
+		t.Errorf("the console step was not skipped:\n%s", out.String())
 	}
 }
