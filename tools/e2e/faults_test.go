@@ -341,29 +341,15 @@ func TestFaultWebSocketDropMidTransfer(t *testing.T) {
 
 func TestFaultTargetRefusesOrHangs(t *testing.T) {
 	refusedAddr := tunneltest.RefusingTarget(t)
-	hang, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hang.Close()
-	held := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := hang.Accept()
-			if err != nil {
-				close(held)
-				return
-			}
-			held <- c // accepted, never answered
-		}
-	}()
-	defer func() {
-		hang.Close()
-		for c := range held {
-			c.Close()
-		}
-	}()
-	s := stack.Start(t, stack.Options{Services: []string{fmt.Sprintf("REFUSE = %q", refusedAddr), fmt.Sprintf("HANG = %q", hang.Addr())}})
+	// HANG accepts and never answers; its connections are held until the
+	// test ends.
+	quit := make(chan struct{})
+	hang := tunneltest.ServeTCP(t, func(c net.Conn) {
+		defer c.Close()
+		<-quit
+	})
+	t.Cleanup(func() { close(quit) })
+	s := stack.Start(t, stack.Options{Services: []string{fmt.Sprintf("REFUSE = %q", refusedAddr), fmt.Sprintf("HANG = %q", hang)}})
 	open := s.OpenTunnel("SSH", "REFUSE", "HANG")
 	ports, clog, stop := s.ConnectServices(open, "SSH", "REFUSE", "HANG")
 	defer stop()
@@ -405,16 +391,16 @@ func TestFaultTargetRefusesOrHangs(t *testing.T) {
 	if err := uploadHash(s, ports["SSH"], data); err != nil {
 		t.Fatal(err)
 	}
-	if n := s.AgentSocketsTo(hang.Addr().String()); n != 1 {
+	if n := s.AgentSocketsTo(hang); n != 1 {
 		t.Errorf("the agent holds %d connections to the hanging target, want 1", n)
 	}
 	h.Close()
 	// The operator gave up: the agent closes its connection to the target.
 	deadline := time.Now().Add(10 * time.Second)
-	for s.AgentSocketsTo(hang.Addr().String()) > 0 && time.Now().Before(deadline) {
+	for s.AgentSocketsTo(hang) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if n := s.AgentSocketsTo(hang.Addr().String()); n != 0 {
+	if n := s.AgentSocketsTo(hang); n != 0 {
 		t.Errorf("the agent still holds %d connections to the hanging target 10 s after the operator closed it", n)
 	}
 	near(t, "after the refused and hung targets", before, waitFDs(s, before.FDs, 10*time.Second))
