@@ -422,19 +422,7 @@ func TestNoAgentConnectLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := filepath.Join(stack.SafeDir(t), "state")
-	ctx, cancel := context.WithCancel(context.Background())
-	out := stack.NewLog()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Region: stack.Region, StateDir: state, SSHPort: sshPort, NoAgent: true, Porthole: porthole, Out: out})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
-	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second) // the lab is up
+	out, _ := runLab(t, Options{Region: stack.Region, StateDir: state, SSHPort: sshPort, NoAgent: true, Porthole: porthole}, 20*time.Second)
 	info := readLabJSON(t, state)
 	got := info.ConnectUsage
 	if !strings.HasPrefix(got, wantBin+" connect --endpoint ") || !strings.HasSuffix(got, " -L SSH="+strconv.Itoa(sshPort)) {
@@ -573,27 +561,8 @@ func TestPrintedSSHLineFromAnotherTerminal(t *testing.T) {
 	porthole := stack.Build(t)
 	dir, home := stack.SafeDir(t), t.TempDir()
 	t.Chdir(dir) // the clone, where `make lab` runs
-	ctx, cancel := context.WithCancel(context.Background())
-	out := stack.NewLog()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Region: stack.Region, StateDir: ".lab", Porthole: porthole, Out: out})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 60*time.Second)
-	b, err := os.ReadFile(filepath.Join(dir, ".lab", "lab.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info Info
-	if err := json.Unmarshal(b, &info); err != nil {
-		t.Fatal(err)
-	}
+	out, _ := runLab(t, Options{Region: stack.Region, StateDir: ".lab", Porthole: porthole}, 60*time.Second)
+	info := readLabJSON(t, filepath.Join(dir, ".lab"))
 	for _, want := range []string{info.AWSCommand, " --ca-file " + shellArg(info.CAFile) + " "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the printed lines lack %q (as lab.json names the files):\n%s", want, out.String())

@@ -1,9 +1,6 @@
 package lab
 
 import (
-	"context"
-	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -20,22 +17,8 @@ import (
 func TestLabJSONCommandsRunAnywhere(t *testing.T) {
 	dir := stack.SafeDir(t)
 	t.Chdir(dir)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := stack.NewLog()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Region: stack.Region, StateDir: "state", NoAgent: true, SSHPort: 0, Out: out})
-	}()
-	out.Wait(t, regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second)
-	b, err := os.ReadFile(filepath.Join(dir, "state", "lab.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info Info
-	if err := json.Unmarshal(b, &info); err != nil {
-		t.Fatal(err)
-	}
+	_, stop := runLab(t, Options{Region: stack.Region, StateDir: "state", NoAgent: true, SSHPort: 0}, 20*time.Second)
+	info := readLabJSON(t, filepath.Join(dir, "state"))
 	for _, c := range []struct{ field, cmd, flag string }{
 		{"aws_command", info.AWSCommand, "--ca-bundle"},
 		{"connect_command", info.ConnectUsage, "--ca-file"},
@@ -50,8 +33,7 @@ func TestLabJSONCommandsRunAnywhere(t *testing.T) {
 			t.Errorf("lab.json %s, run from another directory: %s %s is not there (%v)", c.field, c.flag, m[1], err)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 }

@@ -483,26 +483,8 @@ func TestNoAgentLeavesHTTPPortAlone(t *testing.T) {
 	}
 	defer ln.Close()
 	busy := ln.Addr().(*net.TCPAddr).Port
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := stack.NewLog()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Region: stack.Region, StateDir: filepath.Join(stack.SafeDir(t), "state"), NoAgent: true, HTTPPort: busy, Out: out})
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("Run with --no-agent and the HTTP port in use: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("the lab did not come up within 20s")
-	case <-func() chan struct{} {
-		c := make(chan struct{})
-		go func() { out.Await(regexp.MustCompile(`Ctrl-C stops the lab`), 0, 20*time.Second); close(c) }()
-		return c
-	}():
-	}
-	cancel()
-	if err := <-done; err != nil {
+	_, stop := runLab(t, Options{Region: stack.Region, StateDir: filepath.Join(stack.SafeDir(t), "state"), NoAgent: true, HTTPPort: busy}, 20*time.Second)
+	if err := stop(); err != nil {
 		t.Errorf("Run after cancel: %v", err)
 	}
 }
