@@ -1098,6 +1098,9 @@ func (a *Agent) failureReason(err error) string {
 		// (days off, or a certificate really expired): tunnel.ca_file has
 		// nothing to do with it. As notify's tlsHint says it for the broker.
 		return "the service's TLS certificate has expired or is not yet valid (the clock says " + utc(a.clock()) + ")"
+	case errors.As(err, new(x509.HostnameError)):
+		// Signed by a CA trusted, for another name: no CA file helps.
+		return "the service's TLS certificate is for another host name: check tunnel.endpoint"
 	case tunnel.IsCertificateError(err):
 		return "TLS certificate check of the service failed (tunnel.ca_file)"
 	case errors.Is(err, tunnel.ErrCAFile):

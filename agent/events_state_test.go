@@ -110,7 +110,7 @@ func TestConnectFailureOutOfDescriptors(t *testing.T) {
 // does. A service certificate out of date by a clock after the build (days
 // behind or ahead, not a 1970 one) is said to be so, with the clock, as the
 // MQTT side says it: tunnel.ca_file, which it was called, has nothing to do
-// with it.
+// with it; nor with a certificate of a trusted CA for another host name.
 func TestConnectFailureCertificateAndProxy(t *testing.T) {
 	srv := httptest.NewTLSServer(http.NotFoundHandler())
 	defer srv.Close()
@@ -119,6 +119,13 @@ func TestConnectFailureCertificateAndProxy(t *testing.T) {
 		c.Close()
 		t.Fatal("a self-signed server's certificate verified")
 	}
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	c, nameErr := tls.Dial("tcp", srv.Listener.Addr().String(), &tls.Config{ServerName: "data.tunneling.iot.example", RootCAs: roots})
+	if nameErr == nil {
+		c.Close()
+		t.Fatal("a certificate for example.com verified for another name")
+	}
 	now := BuildTime().Add(30 * 24 * time.Hour)
 	a := &Agent{cfg: &Config{}, log: slog.New(slog.DiscardHandler), now: func() time.Time { return now }}
 	expired := &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired, Detail: "current time ... is after ..."}}
@@ -126,7 +133,8 @@ func TestConnectFailureCertificateAndProxy(t *testing.T) {
 		err  error
 		want string
 	}{
-		{fmt.Errorf("tunnel: connecting to data.tunneling.iot.eu-west-1.amazonaws.com:443: %w", tlsErr), "certificate check of the service"},
+		{fmt.Errorf("tunnel: connecting to data.tunneling.iot.eu-west-1.amazonaws.com:443: %w", tlsErr), "certificate check of the service failed (tunnel.ca_file)"},
+		{fmt.Errorf("tunnel: connecting to data.tunneling.iot.example:443: %w", nameErr), "certificate is for another host name: check tunnel.endpoint"},
 		{fmt.Errorf("tunnel: connecting to data.tunneling.iot.eu-west-1.amazonaws.com:443: %w", expired),
 			"the service's TLS certificate has expired or is not yet valid (the clock says " + now.UTC().Format(time.RFC3339) + ")"},
 		{&tunnel.ProxyError{Err: fmt.Errorf("TLS to the proxy: %w", tlsErr)}, "certificate check of the HTTPS proxy"},
