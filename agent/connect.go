@@ -192,7 +192,7 @@ func Connect(ctx context.Context, cc ConnectConfig) error {
 		err = src.Run(ctx)
 	}
 	if cc.Stdio == "-" && errors.Is(err, tunnel.ErrConfig) {
-		return Usagef("%w: --stdio SERVICE", err)
+		return Usagef("%w; name one: --stdio SERVICE", err)
 	}
 	if errors.Is(err, tunnel.ErrConfig) || errors.Is(err, tunnel.ErrListen) {
 		return Usagef("%w", err)

@@ -758,11 +758,33 @@ func TestSourceV1RefusesTwoServices(t *testing.T) {
 		Logger: testLogger(t)}, Listen: map[string]string{"SSH": "127.0.0.1:0"}, PeerVersion: tunnel.V1,
 		OnListen: func(string, net.Addr) { listened++ }}
 	err := src.Run(ctxTimeout(t, 10*time.Second))
-	if !errors.Is(err, tunnel.ErrConfig) || !strings.Contains(err.Error(), "a V1 destination serves one service") {
-		t.Errorf("Run = %v, want ErrConfig saying a V1 destination serves one service", err)
+	if !errors.Is(err, tunnel.ErrConfig) || !strings.Contains(err.Error(), "a V1 destination needs a one-service tunnel") {
+		t.Errorf("Run = %v, want ErrConfig saying a V1 destination needs a one-service tunnel", err)
 	}
 	if listened != 0 {
 		t.Errorf("%d listeners reported for a two-service tunnel towards V1", listened)
+	}
+}
+
+// TestStdioV1RefusesTwoServices: RunStdio refuses a tunnel of two services
+// towards V1 as Run does: its stream, without a service id, went to whichever
+// service the device serves.
+func TestStdioV1RefusesTwoServices(t *testing.T) {
+	srv := tunneltest.NewServer(t)
+	tun := srv.OpenTunnel("SSH", "WEB")
+	tun.Record(true)
+	src := &tunnel.Source{Config: tunnel.Config{Endpoint: srv.URL, AllowInsecureWebSocket: true, AccessToken: mustToken(t, tun.SourceToken),
+		Logger: testLogger(t)}, PeerVersion: tunnel.V1}
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	err := src.RunStdio(ctxTimeout(t, 10*time.Second), "WEB", inR, io.Discard)
+	if !errors.Is(err, tunnel.ErrConfig) || !strings.Contains(err.Error(), "a V1 destination needs a one-service tunnel") {
+		t.Errorf("RunStdio(\"WEB\") = %v, want ErrConfig saying a V1 destination needs a one-service tunnel", err)
+	}
+	for _, f := range tun.Received(tunneltest.Source) {
+		if f.Message.Type == tunnel.TypeStreamStart {
+			t.Errorf("RunStdio refused, but sent %v", f.Message.Type)
+		}
 	}
 }
 

@@ -299,13 +299,13 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 		}
 	}
 	if src.peerVersion() == V1 && len(ids) > 1 {
-		return nil, nil, fmt.Errorf("%w: a V1 destination serves one service, the tunnel has %q", ErrConfig, loggedServices(ids))
+		return nil, nil, errOneService("a V1 destination", ids)
 	}
 	var routes []serviceRoute
 	var addrs []string
 	if addr, ok := src.Listen[""]; ok {
 		if len(ids) > 1 {
-			return nil, nil, fmt.Errorf("%w: an unnamed mapping needs a one-service tunnel, it has %q", ErrConfig, loggedServices(ids))
+			return nil, nil, errOneService("an unnamed mapping", ids)
 		}
 		name := ""
 		if len(ids) == 1 {
@@ -330,6 +330,13 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 		addrs = append(addrs, a)
 	}
 	return routes, addrs, nil
+}
+
+// errOneService refuses a tunnel of several services, ids, to what can carry
+// one only: a V1 destination, whose frames name no service, or a mapping or
+// stdio connection that names none.
+func errOneService(what string, ids []string) error {
+	return fmt.Errorf("%w: %s needs a one-service tunnel; it has %q", ErrConfig, what, loggedServices(ids))
 }
 
 // listenMapping listens on a mapping's address given, "[host:]port". With no

@@ -59,7 +59,12 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 			}
 			if name == "" && len(ids) > 1 {
 				// As plan's unnamed mapping: which service is meant is not ours to guess.
-				return fmt.Errorf("%w: no service named, which needs a one-service tunnel; it has %q: name one", ErrConfig, loggedServices(ids))
+				return errOneService("an unnamed service", ids)
+			}
+			// As plan's: a V1 destination takes the stream for the one service it
+			// serves, whichever was named.
+			if src.peerVersion() == V1 && len(ids) > 1 {
+				return errOneService("a V1 destination", ids)
 			}
 			// A tunnel without services takes no service id (spec §1.5): as
 			// plan's, a named one is refused, not sent for the service to close
