@@ -318,7 +318,7 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 	}
 	for name := range src.Listen {
 		if !slices.Contains(ids, name) {
-			return nil, nil, fmt.Errorf("%w: service %q is not in the tunnel, which has %q", ErrConfig, name, loggedServices(ids))
+			return nil, nil, errNotInTunnel(name, ids)
 		}
 	}
 	for _, name := range ids {
@@ -337,6 +337,16 @@ func (src *Source) plan(ids []string) ([]serviceRoute, []string, error) {
 // stdio connection that names none.
 func errOneService(what string, ids []string) error {
 	return fmt.Errorf("%w: %s needs a one-service tunnel; it has %q", ErrConfig, what, loggedServices(ids))
+}
+
+// errNotInTunnel refuses service name, which the tunnel, of services ids,
+// does not have.
+func errNotInTunnel(name string, ids []string) error {
+	has := "no services"
+	if len(ids) > 0 {
+		has = fmt.Sprintf("%q", loggedServices(ids))
+	}
+	return fmt.Errorf("%w: service %q is not in the tunnel, which has %s", ErrConfig, name, has)
 }
 
 // listenMapping listens on a mapping's address given, "[host:]port". With no

@@ -154,7 +154,8 @@ func TestStdioUnnamedServiceOnSeveralServices(t *testing.T) {
 // --stdio SERVICE on a tunnel without services is refused as -L SERVICE=port is
 // (ErrConfig): its STREAM_START named a service the tunnel does not have, which
 // the service answers by closing the connection (spec §1.5), and porthole
-// connect said the tunnel was closed or its token rotated.
+// connect said the tunnel was closed or its token rotated. The message says
+// the tunnel has no services (it said "which has []").
 func TestStdioNamedServiceOnServicelessTunnel(t *testing.T) {
 	srv := tunneltest.NewServer(t)
 	tun := srv.OpenTunnel()
@@ -163,8 +164,8 @@ func TestStdioNamedServiceOnServicelessTunnel(t *testing.T) {
 	inR, inW := io.Pipe()
 	defer inW.Close()
 	err := src.RunStdio(ctxTimeout(t, 10*time.Second), "SSH", inR, io.Discard)
-	if !errors.Is(err, tunnel.ErrConfig) || !strings.Contains(err.Error(), `"SSH"`) {
-		t.Fatalf("RunStdio(\"SSH\") on a tunnel without services = %v, want ErrConfig naming SSH", err)
+	if !errors.Is(err, tunnel.ErrConfig) || !strings.Contains(err.Error(), `"SSH" is not in the tunnel, which has no services`) {
+		t.Fatalf("RunStdio(\"SSH\") on a tunnel without services = %v, want ErrConfig naming SSH and saying the tunnel has none", err)
 	}
 }
 

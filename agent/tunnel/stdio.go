@@ -70,7 +70,7 @@ func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, o
 			// plan's, a named one is refused, not sent for the service to close
 			// the connection on. A V1 connection has no SERVICE_IDS to check.
 			if (len(ids) > 0 || name != "" && c.Version() > V1) && !containsString(ids, name) {
-				return fmt.Errorf("%w: service %q is not in the tunnel, which has %q", ErrConfig, name, loggedServices(ids))
+				return errNotInTunnel(name, ids)
 			}
 			r := serviceRoute{wire: name, name: name}
 			if src.peerVersion() == V1 {
