@@ -18,13 +18,17 @@ import (
 
 // engineOptions are the limits shared by both engines.
 type engineOptions struct {
+	_        [0]func()     // not comparable: no equality function in the binary (docs/size.md)
 	chunk    int           // largest DATA payload sent
 	maxConns int           // per service
 	stall    time.Duration // how long one connection may block the WebSocket reader
 	// answerWait (source) is how long a started connection waits for the peer's
 	// first data before the session says the device may not be there; 0: never.
 	answerWait time.Duration
-	log        *slog.Logger
+	// stdio (source): the session carries RunStdio's one connection, whose
+	// refusal RunStdio returns; said in the log too, an operator read it twice.
+	stdio bool
+	log   *slog.Logger
 }
 
 // linkQueue is how many DATA payloads may wait for one local connection before the
@@ -492,7 +496,7 @@ func (s *session) streamReset(m *Message) {
 	// peer ends with STREAM_RESET: no telling.
 	cut := s.version == V3 && !s.peerV2
 	s.mu.Unlock()
-	if s.source && !answered {
+	if s.source && !answered && !s.opt.stdio {
 		// The service drops frames for a side that is not connected and resets the
 		// stream when it arrives, so this is what starting too early looks like.
 		s.opt.log.Warn("stream reset before the destination answered: its agent may not have joined the tunnel yet "+

@@ -35,6 +35,7 @@ var ErrRefused = errors.New("tunnel: the device ended the connection before it a
 // reads in ends when in reports EOF or an error.
 func (src *Source) RunStdio(ctx context.Context, service string, in io.Reader, out io.Writer) error {
 	opt := src.options()
+	opt.stdio = true
 	cfg := src.Config
 	cfg.Logger = opt.log
 	rwc := newStdioConn(in, out)

@@ -654,3 +654,22 @@ func TestConnectRegionFromEnvironmentTrimmed(t *testing.T) {
 		t.Errorf("%s=%q: exit %d, stderr %q; want %d and nothing to do", regionEnv, noRegion+" ", code, errs, exitUsage)
 	}
 }
+
+// TestConnectStdioRefusalSaidOnce: a connection the device refuses ends
+// --stdio with exit 2 and the refusal said once (the session's warning said it
+// first, then the error again).
+func TestConnectStdioRefusalSaidOnce(t *testing.T) {
+	echoTunnel(t)
+	srv, tun := tunneltest.ConnectedTunnel(t, "SSH", tunneltest.RefusingTarget(t))
+	c := startStdio(srv, "--token-file", writeToken(t, tun.SourceToken))
+	defer c.in.Close()
+	select {
+	case code := <-c.done:
+		errs := c.errb.String()
+		if code != exitRuntime || strings.Count(errs, "answered") != 1 || !strings.Contains(errs, "the device ended the connection before it answered") {
+			t.Errorf("--stdio refused: exit %d, stderr:\n%s\nwant %d and the refusal once", code, errs, exitRuntime)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("connect did not end after the device refused the connection")
+	}
+}
