@@ -25,6 +25,11 @@ type listenFlags map[string]string
 
 func (l listenFlags) String() string { return fmt.Sprint(map[string]string(l)) }
 func (l listenFlags) Set(s string) error {
+	// localproxy's -s takes SSH=2222,WEB=8080 (spec §5.1); no service id or
+	// listen address holds a comma.
+	if strings.IndexByte(s, ',') >= 0 {
+		return errors.New("one mapping per -L: -L SSH=2222 -L WEB=8080")
+	}
 	svc, addr, err := tunnel.ParseListen(s)
 	if err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "tunnel: "))

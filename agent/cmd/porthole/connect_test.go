@@ -264,6 +264,28 @@ func TestFlagErrorPrintedOnce(t *testing.T) {
 	}
 }
 
+// TestListenCommas: -L SSH=2222,WEB=8080, as localproxy's -s takes its
+// mappings, says to repeat -L (it said only "want [host:]port"); other
+// mistakes do not.
+func TestListenCommas(t *testing.T) {
+	const hint = "-L SSH=2222 -L WEB=8080"
+	for _, tc := range []struct {
+		arg  string
+		hint bool
+	}{
+		{"SSH=2222,WEB=8080", true},
+		{"2222,8080", true},
+		{"SSH=127.0.0.1,WEB=127.0.0.1:8080", true}, // ParseListen took "127.0.0.1,WEB=127.0.0.1" for a host
+		{"SSH=x", false},
+		{"SSH=70000", false},
+	} {
+		err := listenFlags{}.Set(tc.arg)
+		if err == nil || strings.Contains(err.Error(), hint) != tc.hint {
+			t.Errorf("-L %s: %v; want an error, with %q: %v", tc.arg, err, hint, tc.hint)
+		}
+	}
+}
+
 // TestConnectTokenFileWithBOM: Windows editors (Notepad before 2019,
 // PowerShell's Set-Content -Encoding UTF8) start a text file with a UTF-8 byte
 // order mark. It is not part of the token: a token saved so must work as the
