@@ -148,7 +148,10 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 		pv = tunnel.V3
 	}
 	if pv == 0 {
-		return agent.Usagef("--destination-client-type %q: want V1, V2 or V3", *peer)
+		// localproxy's -y documents V1 and V2 and takes any other value for
+		// V3 (its README), a v1 too as far as it says, which a V1 destination
+		// cannot follow: refused here, not guessed either way.
+		return agent.Usagef("--destination-client-type %q: want V1, V2 or V3, in upper case", *peer)
 	}
 	cfg := tunnel.Config{Region: *region, Endpoint: *endpoint, AccessToken: tok, CAFile: *caFile, CAFileName: "--ca-file",
 		InsecureSkipVerify: *insecure, AllowInsecureWebSocket: *allowWS, UserAgent: "porthole/" + agent.Version}

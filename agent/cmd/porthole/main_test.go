@@ -200,7 +200,7 @@ func TestConnectUsage(t *testing.T) {
 		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "--stdio", "SSH", "-L", "SSH=1"}, "give either -L or --stdio, not both"},
 		{[]string{"connect", "--token", "t", "--endpoint", "wss://127.0.0.1:1", "-L", "SSH=x"}, "listen address"},
 		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "V4"}, "V1, V2 or V3"},
-		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "v3"}, "V1, V2 or V3"},
+		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "v3"}, `--destination-client-type "v3": want V1, V2 or V3, in upper case`},
 		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "V1"}, "nothing to do"},
 		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "V2"}, "nothing to do"},
 		{[]string{"connect", "--token", "t", "--region", noRegion, "--destination-client-type", "V3"}, "nothing to do"},
