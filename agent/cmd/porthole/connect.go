@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/porthole-iot/porthole/agent"
+	"github.com/porthole-iot/porthole/agent/internal/syntax"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 )
 
@@ -259,6 +260,10 @@ func accessToken(tokenSet bool, token string, fileSet bool, file string, getenv 
 		return t, "", agent.Usagef("--token-file: empty")
 	case fileSet:
 		t, err = agent.ReadTokenFile(file)
+		if err != nil && syntax.Name(file, 32, 1<<16, tokenChars) {
+			// Not err, which quotes it.
+			err = agent.Usagef("--token-file: its value looks like a token, not a file's name")
+		}
 		return t, "--token-file", err
 	case tokenSet:
 		t, err = agent.AccessToken(token)
@@ -275,6 +280,14 @@ func accessToken(tokenSet bool, token string, fileSet bool, file string, getenv 
 	}
 	return t, "", nil
 }
+
+// tokenChars are what a token holds besides letters and digits (base64url
+// and its padding). An argument or a --token-file value of 32 characters or
+// more (a client token's least, spec §1.3) and nothing else, without a file
+// name's '.' or '/', may be a token given there by mistake: the messages
+// about it do not quote it (a helper function of its own would cost the
+// device binary more than the two calls of syntax.Name).
+const tokenChars = "-_="
 
 // sharedTokenFile reports whether a token file's mode lets other users read
 // it. Not on Windows, where who may read a file is in its ACL and the mode

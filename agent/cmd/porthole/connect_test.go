@@ -695,3 +695,31 @@ func TestConnectStdioRefusalSaidOnce(t *testing.T) {
 		t.Fatal("connect did not end after the device refused the connection")
 	}
 }
+
+// TestTokenMistakesNotQuoted: a token given as an argument, or as
+// --token-file's value, is not quoted back in the error (it was, on the
+// terminal and in whatever logs stderr); a file name that is not one still
+// is.
+func TestTokenMistakesNotQuoted(t *testing.T) {
+	echoTunnel(t)
+	aws := "AQGAAXiXnUEpE-lNeuNTMwNxtMu9ABsAAgABQQAMMzMyMDA2MTE3MTc5AAFUAANDQVQAAQAHYXdzLWxxxxx0=" // the form of one
+	client := "0f6b4d6e-2b1c-4c3a-9d8e-7f6a5b4c3d2e"
+	missing := filepath.Join(t.TempDir(), "source.token")
+	for _, tc := range []struct {
+		args   []string
+		secret string // not in stderr
+		want   string // in stderr
+	}{
+		{[]string{"connect", "--region", "eu-west-1", "-L", "SSH=2222", aws}, aws, "unexpected argument (not shown: it looks like a token)"},
+		{[]string{"connect", "--region", "eu-west-1", "-L", "SSH=2222", client}, client, "unexpected argument (not shown: it looks like a token)"},
+		{[]string{"connect", "--region", "eu-west-1", "-L", "SSH=2222", "--token-file", aws}, aws, "--token-file: its value looks like a token"},
+		{[]string{"connect", "--region", "eu-west-1", "-L", "SSH=2222", "--token-file", strings.Repeat(aws, 5)}, aws, "--token-file: its value looks like a token"}, // too long a name
+		{[]string{"connect", "--region", "eu-west-1", "-L", "SSH=2222", "--token-file", missing}, "", missing},
+		{[]string{"connect", "--region", "eu-west-1", "-L", "SSH=2222", "extra"}, "", `unexpected argument "extra"`},
+	} {
+		code, _, errs := runCmd(t, nil, tc.args...)
+		if code != exitUsage || !strings.Contains(errs, tc.want) || tc.secret != "" && strings.Contains(errs, tc.secret[:16]) {
+			t.Errorf("%q: exit %d, stderr %q; want %d, %q and not the token", tc.args, code, errs, exitUsage, tc.want)
+		}
+	}
+}

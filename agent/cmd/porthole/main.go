@@ -13,9 +13,11 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/porthole-iot/porthole/agent"
+	"github.com/porthole-iot/porthole/agent/internal/syntax"
 	"github.com/porthole-iot/porthole/agent/tunnel"
 )
 
@@ -145,7 +147,11 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 		return flagError{agent.Usagef("%w", err)}
 	}
 	if fs.NArg() > 0 {
-		return agent.Usagef("unexpected argument %q", fs.Arg(0))
+		arg := strconv.Quote(fs.Arg(0))
+		if syntax.Name(fs.Arg(0), 32, 1<<16, tokenChars) {
+			arg = "(not shown: it looks like a token)"
+		}
+		return agent.Usagef("unexpected argument %s", arg)
 	}
 	return nil
 }
