@@ -178,7 +178,9 @@ type TunnelConfig struct {
 	// Tokens are the source and destination access tokens; an empty one is generated.
 	Tokens [2]string
 	// Used marks a token as already consumed by a handshake (state restored after a
-	// restart); ClientTokens are the client tokens that consumed them, if any.
+	// restart); ClientTokens are the client tokens that consumed them, if any. A
+	// tunnel with a used token takes DATA for each of its services, and without
+	// one, as if a STREAM_START for it had come: one may have, before the restart.
 	Used         [2]bool
 	ClientTokens [2]string
 	// LastUpdated are the sides' last connection-state changes; zero means now.
@@ -236,6 +238,18 @@ func (s *Server) OpenTunnel(cfg TunnelConfig) (*Tunnel, error) {
 		return nil, fmt.Errorf("opening tunnel %s: same token for both sides: %w", cfg.ID, ErrDuplicate)
 	}
 	t.closed = cfg.Closed
+	if cfg.Used[Source] || cfg.Used[Destination] {
+		// Restored in use (tunneld after a restart): its streams were
+		// started before, unseen here, and its sides reconnect with their
+		// client tokens. A destination that keeps its local connections
+		// across a reconnect (aws-c-iot, spec §3.8) sends DATA for them,
+		// which spec §1.5 allows (a STREAM_START came first) and which
+		// was relayed before the restart, not closed with 1008.
+		t.started[""] = true
+		for _, svc := range t.services {
+			t.started[svc] = true
+		}
+	}
 	s.tunnels[t.id] = t
 	for i := range t.sides {
 		st := &t.sides[i]
