@@ -39,6 +39,12 @@
 // that reads slowly, and for the bandwidth limit, but a late pong never ends the
 // connection; a client that pings again before its pong gets one for the latest.
 //
+// A WebSocket has no idle timeout: the service's is not known (spec §3.7, §8),
+// whose guides only say that clients may need to ping. A path that died is found
+// by TCP keepalive, which net.Listen's connections have (porthole-tunneld's), or
+// ends when its client reconnects with its client token; a timeout would add
+// only the risk of cutting a live client that does not ping.
+//
 // It is not the control plane (no OpenTunnel API, no persistence, no lifetime timers,
 // no MQTT): tools/tunneld adds those. It does not terminate TLS; the http.Server does.
 // Server.Close ends every connection and waits for every goroutine it started.

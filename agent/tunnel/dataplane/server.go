@@ -47,7 +47,9 @@ func (s Side) String() string {
 func (s Side) other() Side { return 1 - s }
 
 // Subprotocols of spec §2.3. The server answers with the first one the client
-// offered.
+// offered: which one AWS picks from several is not known (spec §8), the
+// reference clients offer one, and a client lists the ones it offers in the
+// order it prefers them (RFC 6455 §4.1).
 const (
 	SubprotocolV1 = "aws.iot.securetunneling-1.0"
 	SubprotocolV2 = "aws.iot.securetunneling-2.0"

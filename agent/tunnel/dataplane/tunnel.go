@@ -647,6 +647,10 @@ func (t *Tunnel) receive(c *conn, raw []byte, d *decoder) bool {
 	st.dropLogged = peer == nil
 	s.mu.Unlock()
 	if peer == nil {
+		// Dropped: what AWS does with a frame for an absent side is not
+		// known (spec §8). Kept, it would reach a side that connects later
+		// and knows none of the streams it belongs to; the streams it
+		// started are reset when the side connects (attach).
 		if logDrop {
 			// Once per absence, not per frame.
 			s.log().Info("dropping frames: peer not connected", "tunnel", t.id, "side", c.side, "first", m)
