@@ -701,11 +701,12 @@ func (c *scp) answer() (skip bool, err error) {
 	return false, nil
 }
 
-func (c *scp) sendTimes(f *os.File, fi os.FileInfo) (bool, error) {
+// sendTimes sends, with -p, the T line of times fileTimes read, and reads
+// the answer.
+func (c *scp) sendTimes(mtime, atime int64) (bool, error) {
 	if !c.opts.Preserve {
 		return false, nil
 	}
-	mtime, atime := fileTimes(f, fi)
 	// Times before 1970 are sent as 0, as OpenSSH does: the T line has
 	// no sign, and a client takes a "-" for a protocol error and stops.
 	if _, err := fmt.Fprintf(c.w, "T%d 0 %d 0\n", max(mtime, 0), max(atime, 0)); err != nil {
@@ -767,7 +768,7 @@ func (c *scp) send(p string) error {
 		return c.warn(p, strerror(err))
 	}
 	defer f.Close()
-	if skip, err := c.sendTimes(f, fi); skip || err != nil {
+	if skip, err := c.sendTimes(fileTimes(f, fi)); skip || err != nil {
 		return err
 	}
 	size := fi.Size()
@@ -802,7 +803,9 @@ func (c *scp) send(p string) error {
 // sendDir sends the directory p and, one by one, what is in it. The
 // directory is opened with O_DIRECTORY, so what was stat'ed as one and
 // replaced since is refused, and closed before its entries are sent: a deep
-// tree holds one descriptor at a time.
+// tree holds one descriptor at a time. Its times are read before it is
+// listed, as OpenSSH's scp -f reads them (with fstat(2) in source(), before
+// rsource() reads the directory): the listing updates the access time.
 func (c *scp) sendDir(p, name string) error {
 	d, err := os.OpenFile(p, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
 	if err != nil {
@@ -810,15 +813,16 @@ func (c *scp) sendDir(p, name string) error {
 	}
 	fi, err := d.Stat()
 	var entries []os.DirEntry
+	var mtime, atime int64
 	if err == nil {
+		mtime, atime = fileTimes(d, fi)
 		entries, err = d.ReadDir(-1)
 	}
+	d.Close()
 	if err != nil {
-		d.Close()
 		return c.warn(p, strerror(err))
 	}
-	skip, err := c.sendTimes(d, fi)
-	d.Close()
+	skip, err := c.sendTimes(mtime, atime)
 	if skip || err != nil {
 		return err
 	}

@@ -876,6 +876,37 @@ func TestSCPSourceTimesBeyondStat(t *testing.T) {
 	}
 }
 
+// TestSCPSourceDirectoryAtime: scp -r -p -f sends the access time a
+// directory had before it was listed, as OpenSSH's scp -f does (source()
+// takes it with fstat(2) before rsource() reads the directory). It sent the
+// one its own listing had set (relatime updates an access time not newer
+// than the modification time, or a day old), so every directory of a tree
+// downloaded with -p was dated the download.
+func TestSCPSourceDirectoryAtime(t *testing.T) {
+	root := t.TempDir()
+	d, f := filepath.Join(root, "d"), filepath.Join(root, "d", "f")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, f, "x")
+	old := time.Unix(1600000000, 0)
+	for _, p := range []string{f, d} {
+		os.Chmod(p, 0o755)
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, status := scpInProcess(t, root, "scp -r -p -f d", strings.Repeat("\x00", 10))
+	var st syscall.Stat_t
+	if err := syscall.Stat(d, &st); err != nil || int64(st.Atim.Sec) == old.Unix() {
+		t.Skip("listing a directory leaves its access time here (noatime?): nothing to tell apart")
+	}
+	want := "T1600000000 0 1600000000 0\nD0755 0 d\nT1600000000 0 1600000000 0\nC0755 1 f\nx\x00E\n"
+	if got != want || status != 0 {
+		t.Errorf("scp -r -p -f d sent %q, status %d; want %q, 0", got, status, want)
+	}
+}
+
 // TestSCPSourceFIFOSwappedIn: scp -f looked at a path with stat(2) and then
 // opened it, so a FIFO renamed onto the path in between held the session in
 // open(2) until some writer came. What is sent is now what was opened
