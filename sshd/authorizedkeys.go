@@ -701,36 +701,32 @@ func splitHostPortPattern(v string) (host, port string, err error) {
 	return host, port, nil
 }
 
-// matchPattern matches s against an sshd-style pattern with * and ?.
+// matchPattern matches s against an sshd-style pattern with * and ? (each a
+// byte). Greedily, in one pass: each * first takes nothing, and when the rest
+// fails to match, the last * takes one byte more and the rest is tried from
+// there. Only the last * needs stretching: whatever an earlier * could take
+// more, the last can take instead. So the cost is at most the product of
+// the two lengths, where trying every length for every * (as sshd's match.c
+// and earlier builds did) costs the subject's length to the power of the
+// number of *, and both are the key owner's to choose (permitlisten=, from=).
 func matchPattern(s, pat string) bool {
-	for len(pat) > 0 {
-		switch pat[0] {
-		case '*':
-			for len(pat) > 0 && pat[0] == '*' {
-				pat = pat[1:]
-			}
-			if pat == "" {
-				return true
-			}
-			for i := 0; i <= len(s); i++ {
-				if matchPattern(s[i:], pat) {
-					return true
-				}
-			}
-			return false
-		case '?':
-			if s == "" {
-				return false
-			}
-			s, pat = s[1:], pat[1:]
+	i, j := 0, 0
+	star, next := -1, 0 // the pattern after the last *, and where it resumes in s
+	for i < len(s) {
+		switch {
+		case j < len(pat) && pat[j] == '*':
+			j++
+			star, next = j, i
+		case j < len(pat) && (pat[j] == '?' || pat[j] == s[i]):
+			i, j = i+1, j+1
+		case star >= 0:
+			next++
+			i, j = next, star
 		default:
-			if s == "" || s[0] != pat[0] {
-				return false
-			}
-			s, pat = s[1:], pat[1:]
+			return false
 		}
 	}
-	return s == ""
+	return strings.TrimLeft(pat[j:], "*") == ""
 }
 
 // matchFrom applies a from= pattern list to the client's address: a negated

@@ -308,20 +308,6 @@ func FuzzParseAddr(f *testing.F) {
 	})
 }
 
-func TestMatchPattern(t *testing.T) {
-	for _, tc := range []struct {
-		s, pat string
-		want   bool
-	}{
-		{"LC_ALL", "LC_*", true}, {"LANG", "LC_*", false}, {"abc", "a?c", true},
-		{"abc", "*", true}, {"", "*", true}, {"", "?", false}, {"abc", "abcd", false}, {"a*c", "a*c", true},
-	} {
-		if got := matchPattern(tc.s, tc.pat); got != tc.want {
-			t.Errorf("matchPattern(%q, %q) = %v, want %v", tc.s, tc.pat, got, tc.want)
-		}
-	}
-}
-
 func TestAuthorizedKeysPaths(t *testing.T) {
 	s := &Server{AuthorizedKeysFiles: []string{"%h/.ssh/authorized_keys", "/etc/keys/%u", ".ssh/more", "/x/100%%"}}
 	got := s.authorizedKeysPaths(&account{Name: "bob", Home: "/home/bob"})
