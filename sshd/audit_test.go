@@ -51,29 +51,77 @@ func TestEventJSON(t *testing.T) {
 	}
 }
 
+var commandNameTests = []struct{ in, want string }{
+	{"cat; exit 2", "cat"},
+	{"curl -u user:pass https://example.com", "curl"},
+	{"  /usr/bin/mysql -psecret", "/usr/bin/mysql"},
+	{"sftp", "sftp"},
+	{"scp -t /tmp", "scp"},
+	{"echo|sh", "echo"},
+	{"TOKEN=s3cret ./deploy", ""},
+	{"'my prog' arg", ""},
+	{"$(cat /secret)", ""},
+	{"pa\\ss", ""},
+	{"ls\x00x", ""},
+	{"", ""},
+	{string(make([]byte, 65)), ""},
+	{"a123456789012345678901234567890123456789012345678901234567890123 x", "a123456789012345678901234567890123456789012345678901234567890123"},
+	{"a1234567890123456789012345678901234567890123456789012345678901234", ""},
+	{"\tls\n-l", "ls"},
+	{"ls\r -l", ""},
+	{"ls\x1b[2J", ""},
+	{"caf\xc3\xa9 x", ""},
+	{"sh -c 'echo secret'", "sh"},
+	{"(cd /tmp && ls)", ""},
+	{"git@host:repo,x>out", "git@host:repo,x"},
+}
+
 // Audit records keep the program of a command line, never its arguments.
 func TestCommandName(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"cat; exit 2", "cat"},
-		{"curl -u user:pass https://example.com", "curl"},
-		{"  /usr/bin/mysql -psecret", "/usr/bin/mysql"},
-		{"sftp", "sftp"},
-		{"scp -t /tmp", "scp"},
-		{"echo|sh", "echo"},
-		{"TOKEN=s3cret ./deploy", ""},
-		{"'my prog' arg", ""},
-		{"$(cat /secret)", ""},
-		{"pa\\ss", ""},
-		{"ls\x00x", ""},
-		{"", ""},
-		{string(make([]byte, 65)), ""},
-		{"a123456789012345678901234567890123456789012345678901234567890123 x", "a123456789012345678901234567890123456789012345678901234567890123"},
-		{"a1234567890123456789012345678901234567890123456789012345678901234", ""},
-	} {
+	for _, tc := range commandNameTests {
 		if got := commandName(tc.in); got != tc.want {
 			t.Errorf("commandName(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+}
+
+// commandNameReference is commandName's comment read word by word: the first
+// word ends at a shell blank (space, tab, newline) or operator character
+// (; & | < > ( )), and is kept if it is 1 to maxCommandName bytes of letters,
+// digits and . _ - + / @ : , only.
+func commandNameReference(cmdline string) string {
+	word := strings.TrimLeft(cmdline, " \t\n")
+	if i := strings.IndexAny(word, " \t\n;&|<>()"); i >= 0 {
+		word = word[:i]
+	}
+	if word == "" || len(word) > maxCommandName {
+		return ""
+	}
+	for _, c := range []byte(word) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._-+/@:,", c) >= 0) {
+			return ""
+		}
+	}
+	return word
+}
+
+// FuzzCommandName: what an audit record keeps of a command line is its first
+// word as commandNameReference gives it: at most maxCommandName bytes, no
+// control character or anything but the plain characters of a program's
+// path, and nothing after the word.
+func FuzzCommandName(f *testing.F) {
+	for _, tc := range commandNameTests {
+		f.Add(tc.in)
+	}
+	f.Fuzz(func(t *testing.T, cmdline string) {
+		got := commandName(cmdline)
+		if want := commandNameReference(cmdline); got != want {
+			t.Errorf("commandName(%q) = %q, want %q", cmdline, got, want)
+		}
+		if len(got) > maxCommandName || strings.IndexFunc(got, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+			t.Errorf("commandName(%q) = %q: over %d bytes, or not printable ASCII", cmdline, got, maxCommandName)
+		}
+	})
 }
 
 // A client that has not logged in chooses its user name and a certificate's

@@ -29,7 +29,7 @@ type keyOptions struct {
 	HasCommand     bool
 	From           []string // from=: patterns the client address must match
 	Principals     []string // principals=: for cert-authority lines; nil without the option
-	PermitOpen     []string // permitopen=: host:port pairs -L may reach
+	PermitOpen     []string // permitopen=: host:port pairs -L may reach (see permitEntry)
 	PermitListen   []string // permitlisten=: [host:]port pairs -R may bind
 	ExpiryTime     time.Time
 	NoPortForward  bool
@@ -637,9 +637,10 @@ func zoneFromTZ(tz string, local *time.Location) *time.Location {
 var errPermitPort error = &errorString{"port must be *, 1-65535 or a service name"}
 
 // permitEntry checks a permitopen= (or, with bare, permitlisten=) value and
-// returns it with its port as a decimal number: sshd reads the port with
-// a2port, so "022" and "ssh" are port 22 there too. A permitlisten= value
-// without a host (a bare port) is kept as it is: any host.
+// returns it as "host:port", the host out of its brackets and the port as a
+// decimal number: sshd reads the port with a2port, so "022" and "ssh" are
+// port 22 there too. A permitlisten= value without a host (a bare port) is
+// kept as it is: any host. entryHostPort splits the entry again.
 func permitEntry(val string, bare bool) (string, error) {
 	if bare && !strings.Contains(val, ":") {
 		return permitPort(val)
@@ -650,9 +651,6 @@ func permitEntry(val string, bare bool) (string, error) {
 	}
 	if port, err = permitPort(port); err != nil {
 		return "", err
-	}
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
 	}
 	return host + ":" + port, nil
 }
@@ -685,20 +683,42 @@ func permitPort(p string) (string, error) {
 func splitHostPortPattern(v string) (host, port string, err error) {
 	// The host may be empty (":8080"), as sshd's hpdelim2 takes it: a
 	// permitlisten= entry for the "" an ssh -R "*:port" or ":port" asks for.
-	// A value with a colon outside brackets is split at its last colon, as
-	// earlier builds split every value: an unbracketed IPv6 address
-	// ("fd00::1:80"), which sshd refuses, and "10.0.0.0/8:80", which matches
-	// no request, keep the meaning they had; "/" splits the others.
+	// A host in brackets ends at the first "]", and ":" or "/" must follow
+	// it, as in hpdelim2; other brackets are part of the host, as in sshd's
+	// cleanhostname ("]:22" is the host "]"). A value with a colon outside
+	// brackets is split at its last colon, as earlier builds split every
+	// value: an unbracketed IPv6 address ("fd00::1:80"), which sshd refuses,
+	// and "10.0.0.0/8:80", which matches no request, keep the meaning they
+	// had; "/" splits the others.
 	i := strings.LastIndexByte(v, ':')
-	if j := strings.IndexByte(v, '/'); j >= 0 && (i < 0 || v[0] == '[' && i < strings.IndexByte(v, ']')) {
-		i = j
+	if strings.HasPrefix(v, "[") {
+		i = strings.IndexByte(v, ']') + 1
+		if i == 0 || i == len(v) || v[i] != ':' && v[i] != '/' {
+			i = -1
+		}
+	} else if i < 0 {
+		i = strings.IndexByte(v, '/')
 	}
 	if i < 0 || i == len(v)-1 {
 		return "", "", errors.New("not host:port") // without v: see lineError
 	}
 	host, port = v[:i], v[i+1:]
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if v[0] == '[' {
+		host = host[1 : i-1]
+	}
 	return host, port, nil
+}
+
+// entryHostPort splits an entry of a permit list, as permitEntry wrote it,
+// at its last colon: "host:port" (the host as read, out of its brackets, and
+// it may hold colons: "::1:22"; the port holds none), or a bare port for any
+// host.
+func entryHostPort(e string) (host, port string) {
+	i := strings.LastIndexByte(e, ':')
+	if i < 0 {
+		return "*", e
+	}
+	return e[:i], e[i+1:]
 }
 
 // matchPattern matches s against an sshd-style pattern with * and ? (each a

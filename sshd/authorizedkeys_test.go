@@ -37,12 +37,12 @@ var authorizedKeyTests = []struct {
 		want: keyOptions{Command: `echo "hi, there"`, HasCommand: true, From: []string{"10.0.0.0/8", "!10.1.0.0/16"}}},
 	{line: `restrict,pty ` + testKey, want: keyOptions{NoPortForward: true, NoAgentForward: true}},
 	{line: `cert-authority,principals="a,b" ` + testKey, want: keyOptions{CertAuthority: true, Principals: []string{"a", "b"}}},
-	{line: `permitopen="localhost:80",permitopen="[::1]:*" ` + testKey, want: keyOptions{PermitOpen: []string{"localhost:80", "[::1]:*"}}},
+	{line: `permitopen="localhost:80",permitopen="[::1]:*" ` + testKey, want: keyOptions{PermitOpen: []string{"localhost:80", "::1:*"}}},
 	{line: `expiry-time="20300102Z" ` + testKey, want: keyOptions{ExpiryTime: time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)}},
 	// sshd's hpdelim2 takes "/" for the colon, and parse_absolute_time a
 	// UTC suffix in any case as well as Z.
 	{line: `permitopen="localhost/80",permitopen="[::1]/*",permitlisten="[::1]/8080" ` + testKey,
-		want: keyOptions{PermitOpen: []string{"localhost:80", "[::1]:*"}, PermitListen: []string{"[::1]:8080"}}},
+		want: keyOptions{PermitOpen: []string{"localhost:80", "::1:*"}, PermitListen: []string{"::1:8080"}}},
 	{line: `expiry-time="203001021230UTC" ` + testKey, want: keyOptions{ExpiryTime: time.Date(2030, 1, 2, 12, 30, 0, 0, time.UTC)}},
 	{line: `expiry-time="20300102utc" ` + testKey, want: keyOptions{ExpiryTime: time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)}},
 	{line: `expiry-time="20300102z" ` + testKey, want: keyOptions{ExpiryTime: time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)}},

@@ -309,10 +309,7 @@ func (s *Server) resolve(ctx context.Context, host string) ([]netip.Addr, error)
 // permitOpenMatch applies permitopen="host:port" entries (port may be *).
 func permitOpenMatch(list []string, host string, port uint32) bool {
 	for _, e := range list {
-		h, p, err := splitHostPortPattern(e)
-		if err != nil {
-			continue
-		}
+		h, p := entryHostPort(e)
 		if h != "*" && h != host {
 			continue
 		}
@@ -723,14 +720,7 @@ func (s *Server) handleCancelTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Se
 func permitListenMatch(list []string, host string, port uint32) bool {
 	host = strings.ToLower(host)
 	for _, e := range list {
-		h, p := "*", e
-		if strings.Contains(e, ":") {
-			hh, pp, err := splitHostPortPattern(e)
-			if err != nil {
-				continue
-			}
-			h, p = hh, pp
-		}
+		h, p := entryHostPort(e)
 		if !matchPattern(host, h) {
 			continue
 		}
