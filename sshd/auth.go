@@ -916,10 +916,20 @@ func HashesCost(hashes map[string]string) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %w", user, err)
 		}
-		if len(h) != 60 {
-			// bcrypt.Cost takes 59 characters, and more than 60 (a
-			// trailing newline or space): no password matches them.
-			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %d characters, want 60", user, len(h))
+		// bcrypt.Cost reads only the version and cost, so it takes hashes
+		// no password matches: of 59 characters, of more than 60 (a
+		// trailing newline or space), and those whose salt and hash, the
+		// 53 characters after "$2a$10$" (or "$2$10$", whose 60th bcrypt
+		// ignores), hold one bcrypt does not write: one outside its base64
+		// alphabet (reading the salt fails; no hash bcrypt makes holds
+		// it), or a last one whose 2 bits past the hash's 184 are not 0.
+		const alphabet = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+		i := 7
+		if h[2] == '$' {
+			i = 6 // no minor version
+		}
+		if len(h) != 60 || strings.Trim(h[i:i+53], alphabet) != "" || strings.IndexByte(alphabet, h[i+52])%4 != 0 {
+			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %d characters, want 60 as bcrypt writes them", user, len(h))
 		}
 		cost = max(cost, c)
 	}

@@ -455,6 +455,57 @@ func TestBcryptHashOfAnotherLengthRefused(t *testing.T) {
 	}
 }
 
+// A 60-character bcrypt hash with a character bcrypt does not write in its
+// salt or hash (one copied wrong, a newline) is refused at setup, as one of
+// another length is: bcrypt.Cost reads only the version and cost, and no
+// password would ever match it.
+func TestBcryptHashWithBadCharactersRefused(t *testing.T) {
+	const alphabet = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	h, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(i int, c byte) string {
+		b := append([]byte(nil), h...)
+		b[i] = c
+		return string(b)
+	}
+	// The hash's last character holds 4 bits and 2 that bcrypt leaves 0.
+	last := strings.IndexByte(alphabet, h[59])
+	for _, bad := range []string{
+		with(7, '!'),   // the salt's first character
+		with(20, '\n'), // a newline in the salt
+		with(29, '-'),  // the hash's first character
+		with(59, '='),  // a base64 padding character
+		with(59, alphabet[last+1]),
+	} {
+		if _, err := bcrypt.Cost([]byte(bad)); err != nil {
+			t.Fatalf("bcrypt.Cost(%q): %v; the case is one it reads", bad, err)
+		}
+		if bcrypt.CompareHashAndPassword([]byte(bad), []byte("pw")) == nil {
+			t.Fatalf("%q matches its password", bad)
+		}
+		s := &Server{DataDir: t.TempDir(), PasswordHashes: map[string]string{"root": bad}}
+		if _, err := s.PublicKeys(); err == nil || !strings.Contains(err.Error(), "is not bcrypt: 60 characters, want 60 as bcrypt writes them") {
+			t.Errorf("setup with the hash %q = %v, want it refused as not bcrypt", bad, err)
+		}
+	}
+	// The salt's last character holds 2 bits and 4 that bcrypt ignores when
+	// it reads the salt: other low bits there still match. Without a minor
+	// version ("$2$"), the salt starts a character earlier, and bcrypt
+	// ignores a 60th character.
+	saltLast := strings.IndexByte(alphabet, h[28])
+	for _, good := range []string{with(28, alphabet[saltLast^1]), "$2$" + string(h[4:]) + "x"} {
+		if err := bcrypt.CompareHashAndPassword([]byte(good), []byte("pw")); err != nil {
+			t.Fatalf("%q does not match its password: %v", good, err)
+		}
+		s := &Server{DataDir: t.TempDir(), PasswordHashes: map[string]string{"root": good}}
+		if _, err := s.PublicKeys(); err != nil {
+			t.Errorf("setup with the hash %q, which matches: %v", good, err)
+		}
+	}
+}
+
 func TestAuthorizedKeysOptions(t *testing.T) {
 	e := newEnv(t, nil)
 	k := e.key.PublicKey()
