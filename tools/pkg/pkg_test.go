@@ -860,6 +860,49 @@ func TestMakefileIPKArch(t *testing.T) {
 	}
 }
 
+// TestFirmwareDocBuildTable: docs/firmware.md's table of make cross's binaries
+// has a row for each target make cross builds, with its GOARCH and the CPU level
+// it fixes, and none besides. The table named no level for arm64, riscv64 and
+// amd64, whose base levels make cross sets so that a GOAMD64=v3 in go env does
+// not leave x86 routers without AVX2 a binary they refuse.
+func TestFirmwareDocBuildTable(t *testing.T) {
+	args := []string{"-n", "--no-print-directory", "-C", "../..", "VERSION=test", "BUILD_TIME=", "cross"}
+	out, err := exec.Command("make", args...).Output()
+	if err != nil {
+		t.Fatalf("make %s: %v", strings.Join(args, " "), err)
+	}
+	m := regexp.MustCompile(`for t in ([^;]+);`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("make -n cross: no loop over its targets in %q", out)
+	}
+	want := map[string]string{}
+	for _, target := range strings.Fields(string(m[1])) {
+		name, rest, _ := strings.Cut(target, ":")
+		arch, level, _ := strings.Cut(rest, ":")
+		want["porthole-"+name] = arch + " | " + level
+	}
+	doc, err := os.ReadFile("../../docs/firmware.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, row := range regexp.MustCompile(`(?m)^\| (porthole-linux-[^ |]+) \| *([^|]*?) *\| *([^|]*?) *\|`).FindAllSubmatch(doc, -1) {
+		got[string(row[1])] = string(row[2]) + " | " + string(row[3])
+	}
+	for name, w := range want {
+		if g, ok := got[name]; !ok {
+			t.Errorf("docs/firmware.md: no row for %s, which make cross builds (GOARCH | CPU level: %s)", name, w)
+		} else if g != w {
+			t.Errorf("docs/firmware.md: %s is %q, want %q, as make cross builds it", name, g, w)
+		}
+	}
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("docs/firmware.md: a row for %s, which make cross does not build", name)
+		}
+	}
+}
+
 // TestUCIRestart runs restart the way rc.common does for a procd init script:
 // rc.common defines its generic restart, sources the init script, then
 // replaces start and stop with procd's. Stopping the agent ends a login it
