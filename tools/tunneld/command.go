@@ -77,7 +77,7 @@ func ParseFlags(args []string, stdout, stderr io.Writer) (Options, error) {
 	fs.StringVar(&o.TLSKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&o.DataDir, "data-dir", "", "`directory` for the state file tunnels.json (tunnels and their tokens survive a restart); empty keeps state in memory")
 	fs.StringVar(&o.Region, "region", DefaultRegion, "AWS `region` reported in notifications and tunnel ARNs, 1-64 characters of [a-zA-Z0-9._-] (what the agent takes); with --credentials, requests must be signed for it")
-	fs.StringVar(&o.MQTTBroker, "mqtt-broker", "", "MQTT broker for tunnel notifications: host:port (TLS) or a tls:// or mqtt:// URL; empty disables notifications")
+	fs.StringVar(&o.MQTTBroker, "mqtt-broker", "", "MQTT broker for tunnel notifications: host:port (TLS), or an mqtts:// (TLS; also tls://, ssl://) or mqtt:// (plain TCP; also tcp://) URL; empty disables notifications")
 	fs.StringVar(&o.MQTTCA, "mqtt-ca", "", "PEM CA `file` that signed the broker's certificate")
 	fs.StringVar(&o.MQTTCert, "mqtt-cert", "", "PEM client certificate `file` for mutual TLS with the broker (its identity must be allowed to publish on $aws/things/+/tunnels/notify)")
 	fs.StringVar(&o.MQTTKey, "mqtt-key", "", "PEM private key `file` of --mqtt-cert")

@@ -49,7 +49,8 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 			t.Errorf("--help does not explain -%s", f)
 		}
 	}
-	for _, s := range []string{"Exit codes", "--endpoint-url", "$aws/things/<thing>/tunnels/notify",
+	// mqtts:// too: tunneld's warnings and errors about a broker name it.
+	for _, s := range []string{"Exit codes", "--endpoint-url", "$aws/things/<thing>/tunnels/notify", "mqtts://",
 		fmt.Sprintf("at least 1 (default %d)", DefaultMaxOpenTunnels), fmt.Sprintf("at least 1 (default %d)", DefaultMaxConnections)} {
 		if !strings.Contains(help, s) {
 			t.Errorf("--help does not mention %q", s)

@@ -258,7 +258,7 @@ func brokerURL(s string) (*url.URL, error) {
 	case "mqtt", "tcp":
 		u.Scheme = "mqtt"
 	default:
-		return nil, fmt.Errorf("mqtt broker %q: scheme %q, want tls or mqtt", s, u.Scheme)
+		return nil, fmt.Errorf("mqtt broker %q: scheme %q, want mqtts (TLS; also tls, ssl) or mqtt (plain TCP; also tcp)", s, u.Scheme)
 	}
 	if u.Port() == "" {
 		return nil, fmt.Errorf("mqtt broker %q: no port", s)
