@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +45,73 @@ func TestExampleConfigParses(t *testing.T) {
 	if c.ThingName != "my-router" || c.Services["SSH"] != BuiltinSSH || time.Duration(c.MQTT.KeepAlive) != time.Minute ||
 		c.Tunnel.MaxTunnels != 4 || time.Duration(c.SSH.LoginGraceTime) != 2*time.Minute || c.SSH.AuditCommandLines {
 		t.Fatalf("example config decoded to %+v", c)
+	}
+}
+
+// TestExampleConfigHasEveryKey: porthole.example.toml is where the README sends
+// users for every key and its default. Each key of Config is in it, set or as a
+// commented "# key = value" line under its table, and the commented ones, set
+// as written, are keys the agent takes with values it takes: a key added,
+// renamed or dropped in the code without the example is found here, which
+// TestExampleConfigParses, reading the set keys only, does not see.
+func TestExampleConfigHasEveryKey(t *testing.T) {
+	b, err := os.ReadFile("porthole.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	ct := reflect.TypeFor[Config]()
+	for i := range ct.NumField() {
+		f := ct.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		switch {
+		case tag == "":
+		case f.Type.Kind() == reflect.Struct:
+			for j := range f.Type.NumField() {
+				if sub, _, _ := strings.Cut(f.Type.Field(j).Tag.Get("toml"), ","); sub != "" {
+					want = append(want, tag+"."+sub)
+				}
+			}
+		default: // a value, or a map such as [services], a table of its own
+			want = append(want, tag)
+		}
+	}
+	tableLine := regexp.MustCompile(`^\[([a-z_]+)\]$`)
+	keyLine := regexp.MustCompile(`^(# ?)?([a-z_]+) = `)
+	found := map[string]bool{}
+	table := ""
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if m := tableLine.FindStringSubmatch(l); m != nil {
+			table = m[1]
+			found[table] = true
+			continue
+		}
+		m := keyLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		key := m[2]
+		if table != "" {
+			key = table + "." + key
+		}
+		found[key] = true
+		lines[i] = strings.TrimPrefix(l, m[1]) // "# key = value" set as written
+	}
+	for _, k := range want {
+		if !found[k] {
+			t.Errorf("porthole.example.toml lacks %s, a key of the config (set, or as a commented %q line)", k, "# "+k[strings.LastIndex(k, ".")+1:]+" = …")
+		}
+	}
+	// The example's endpoint and password hash are placeholders a user replaces.
+	h, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := strings.Replace(strings.Join(lines, "\n"), "xxxxxxxxxxxxxx-ats", "a1b2c3d4e5f6g7-ats", 1)
+	set = strings.Replace(set, `"$2y$10$..."`, strconv.Quote(string(h)), 1)
+	if _, err := ParseConfig([]byte(set)); err != nil {
+		t.Errorf("porthole.example.toml with its commented keys set as written: %v", err)
 	}
 }
 
