@@ -323,7 +323,8 @@ func TestHelpOnStdout(t *testing.T) {
 
 // TestStateDefaultDocumented: the default state directory is .lab in the
 // current directory (the clone's only under make lab), and -h and the README
-// say so. The README said "in the clone".
+// say so. The README said "in the clone". And the README's options name each
+// flag of -h.
 func TestStateDefaultDocumented(t *testing.T) {
 	var stdout, stderr strings.Builder
 	run(context.Background(), []string{"-h"}, &stdout, &stderr)
@@ -336,8 +337,22 @@ func TestStateDefaultDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if text := strings.Join(strings.Fields(string(readme)), " "); !strings.Contains(text, "`--state DIR` (default `.lab` in the current directory") {
+	text := strings.Join(strings.Fields(string(readme)), " ")
+	if !strings.Contains(text, "`--state DIR` (default `.lab` in the current directory") {
 		t.Errorf("README.md does not say that --state's default is .lab in the current directory")
+	}
+	// The README's list of options (make lab LABFLAGS="…") names every flag
+	// -h lists, as the one place a newcomer reads them.
+	_, options, _ := strings.Cut(text, "Options (`make lab LABFLAGS=")
+	options, _, _ = strings.Cut(options, "The user in the ssh line")
+	flags := regexp.MustCompile(`(?m)^  -([a-z-]+)`).FindAllStringSubmatch(stdout.String(), -1)
+	if len(flags) == 0 {
+		t.Fatalf("-h lists no flags: %q", stdout.String())
+	}
+	for _, f := range flags {
+		if !strings.Contains(options, "`--"+f[1]) {
+			t.Errorf("README.md's lab options do not name --%s, which -h lists", f[1])
+		}
 	}
 }
 
