@@ -496,10 +496,11 @@ func (c *Config) Validate() error {
 			continue
 		}
 		// bcrypt's own errors may quote a byte of the hash: say only what is
-		// wanted. bcrypt.Cost takes a hash one character short, which then
-		// matches no password.
-		h := c.SSH.PasswordHashes[user]
-		if _, err := bcrypt.Cost([]byte(h)); err != nil || len(h) < 60 {
+		// wanted. sshd's check, which its setup makes: bcrypt.Cost takes
+		// hashes no password matches (too short or long, characters bcrypt
+		// does not write), and check-config said ok to a config the agent
+		// then refused.
+		if _, err := sshd.HashCost(c.SSH.PasswordHashes[user]); err != nil {
 			bad("ssh.password_hashes."+user, "not a bcrypt hash ($2a$, $2b$ or $2y$, a cost of 4-31, 60 characters)")
 		}
 	}

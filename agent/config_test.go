@@ -331,6 +331,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"negative max_tunnels", "[tunnel]\nmax_tunnels = -1", "tunnel.max_tunnels: -1: want 1-64 (0 or left out: 4)"},
 		{"negative max_connections", "[tunnel]\nmax_connections = -1", "tunnel.max_connections: -1 must not be negative (0 or left out: 128)"},
 		{"bcrypt prefix, garbage after", "[ssh]\npassword_hashes = { root = \"$2y$secret\" }", "ssh.password_hashes.root"},
+		// bcrypt.Cost takes these, and no password matches them: sshd's setup
+		// refuses them, and check-config said ok.
+		{"hash with a trailing space", "[ssh]\npassword_hashes = { root = \"$2y$10$abcdefghijklmnopqrstuuJ4zbq3eTo8Vq3I2tgu0UI2t7PvIVuLm \" }", "ssh.password_hashes.root: not a bcrypt hash"},
+		{"hash with a character bcrypt does not write", "[ssh]\npassword_hashes = { root = \"$2y$10$abcdefghijklmnopqrstuuJ4zbq3eTo8Vq3I2tgu0UI2t7PvIVu!m\" }", "ssh.password_hashes.root: not a bcrypt hash"},
 		{"password for no user", "[ssh]\npassword_hashes = { \"\" = \"$2y$10$abcdefghijklmnopqrstuuJ4zbq3eTo8Vq3I2tgu0UI2t7PvIVuLm\" }", "ssh.password_hashes: an empty user name"},
 		{"target port 0", "[services]\nWEB = \"localhost:0\"", "services.WEB"},
 		{"endpoint not a host", "[tunnel]\nendpoint = \"a b\"", "tunnel.endpoint"},

@@ -912,24 +912,9 @@ func (s *Server) updateDummy() error {
 func HashesCost(hashes map[string]string) (int, error) {
 	cost := 0
 	for user, h := range hashes {
-		c, err := bcrypt.Cost([]byte(h))
+		c, err := HashCost(h)
 		if err != nil {
 			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %w", user, err)
-		}
-		// bcrypt.Cost reads only the version and cost, so it takes hashes
-		// no password matches: of 59 characters, of more than 60 (a
-		// trailing newline or space), and those whose salt and hash, the
-		// 53 characters after "$2a$10$" (or "$2$10$", whose 60th bcrypt
-		// ignores), hold one bcrypt does not write: one outside its base64
-		// alphabet (reading the salt fails; no hash bcrypt makes holds
-		// it), or a last one whose 2 bits past the hash's 184 are not 0.
-		const alphabet = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-		i := 7
-		if h[2] == '$' {
-			i = 6 // no minor version
-		}
-		if len(h) != 60 || strings.Trim(h[i:i+53], alphabet) != "" || strings.IndexByte(alphabet, h[i+52])%4 != 0 {
-			return 0, fmt.Errorf("sshd: password hash for %q is not bcrypt: %d characters, want 60 as bcrypt writes them", user, len(h))
 		}
 		cost = max(cost, c)
 	}
@@ -937,6 +922,31 @@ func HashesCost(hashes map[string]string) (int, error) {
 		cost = bcrypt.DefaultCost
 	}
 	return cost, nil
+}
+
+// HashCost checks that h is a bcrypt hash a password can match, and returns
+// its cost. The error does not quote h.
+func HashCost(h string) (int, error) {
+	c, err := bcrypt.Cost([]byte(h))
+	if err != nil {
+		return 0, err
+	}
+	// bcrypt.Cost reads only the version and cost, so it takes hashes no
+	// password matches: of 59 characters, of more than 60 (a trailing
+	// newline or space), and those whose salt and hash, the 53 characters
+	// after "$2a$10$" (or "$2$10$", whose 60th bcrypt ignores), hold one
+	// bcrypt does not write: one outside its base64 alphabet (reading the
+	// salt fails; no hash bcrypt makes holds it), or a last one whose 2 bits
+	// past the hash's 184 are not 0.
+	const alphabet = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	i := 7
+	if h[2] == '$' {
+		i = 6 // no minor version
+	}
+	if len(h) != 60 || strings.Trim(h[i:i+53], alphabet) != "" || strings.IndexByte(alphabet, h[i+52])%4 != 0 {
+		return 0, fmt.Errorf("%d characters, want 60 as bcrypt writes them", len(h))
+	}
+	return c, nil
 }
 
 // Logins are the settings a login is checked against that SetLogins may
