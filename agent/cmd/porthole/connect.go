@@ -261,8 +261,11 @@ func accessToken(tokenSet bool, token string, fileSet bool, file string, getenv 
 	case fileSet:
 		t, err = agent.ReadTokenFile(file)
 		if err != nil && syntax.Name(file, 32, 1<<16, tokenChars) {
-			// Not err, which quotes it.
-			err = agent.Usagef("--token-file: its value looks like a token, not a file's name")
+			// Not err, which quotes it; unless a file of that name exists:
+			// then err says what is wrong with it (JSON, UTF-16, no token).
+			if _, serr := os.Lstat(file); serr != nil {
+				err = agent.Usagef("--token-file: its value looks like a token, not a file's name")
+			}
 		}
 		return t, "--token-file", err
 	case tokenSet:

@@ -723,3 +723,20 @@ func TestTokenMistakesNotQuoted(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenFileNamedLikeAToken: a --token-file that exists is read and its
+// own trouble said, whatever its name: one named as a token may be (letters,
+// digits and '-', 32 or more, no '.') was said to look like a token, not a
+// file's name, when it held JSON, which the agent says so of.
+func TestTokenFileNamedLikeAToken(t *testing.T) {
+	echoTunnel(t)
+	t.Chdir(t.TempDir())
+	const name = "porthole-source-token-for-device-0042"
+	if err := os.WriteFile(name, []byte(`{"sourceAccessToken": "AQGAAX"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCmd(t, nil, "connect", "--region", "eu-west-1", "-L", "SSH=2222", "--token-file", name)
+	if code != exitUsage || !strings.Contains(errs, "token file "+name+" holds JSON") {
+		t.Errorf("--token-file %s (JSON): exit %d, stderr %q; want %d and that it holds JSON", name, code, errs, exitUsage)
+	}
+}
