@@ -79,7 +79,9 @@
 //     cert-authority with principals=, no-touch-required and
 //     touch-required. As in sshd, permitopen= takes host:port or host/port,
 //     and permitlisten= [host:]port or [v6]/port; their port is a number or a
-//     service name (a line with another is unusable), permitopen= hosts
+//     service name (a line with another is unusable), a host in brackets
+//     ends at its first "]", which ":" or "/" must follow (a line with
+//     "[h]x:22" or "[h:22" is unusable), permitopen= hosts
 //     are compared as written, and permitlisten= hosts are patterns that
 //     the requested host, in lower case, must match.
 //     no-X11-forwarding, no-user-rc, environment= and tunnel= are accepted
