@@ -78,6 +78,8 @@ var matchPatternTests = []struct {
 	{"ab", "*?*?*", true}, {"a", "*?*?*", false}, {"mississippi", "*sip*", true}, {"mississippi", "m*iss*ppi", true},
 	{"aaaa", "*a*a*a*a*", true}, {"aaa", "*a*a*a*a*", false}, {"host.example.com", "*.*.example.com", false},
 	{"a.b.example.com", "*.*.example.com", true}, {"\xff\xfe", "??", true}, {"\xc3\xa9", "?", false},
+	// ? and * take any byte, a "/" too (no path rules, unlike a shell's).
+	{"10.0.0.0/8", "10.0.0.0?8", true}, {"a/b/c", "a*c", true},
 }
 
 func TestMatchPattern(t *testing.T) {
