@@ -925,7 +925,8 @@ func HashesCost(hashes map[string]string) (int, error) {
 }
 
 // HashCost checks that h is a bcrypt hash a password can match, and returns
-// its cost. The error does not quote h.
+// its cost. The error quotes no more of h than bcrypt.Cost's do: a byte of the
+// prefix, or the two of the cost.
 func HashCost(h string) (int, error) {
 	c, err := bcrypt.Cost([]byte(h))
 	if err != nil {
