@@ -945,7 +945,7 @@ func HashCost(h string) (int, error) {
 		i = 6 // no minor version
 	}
 	if len(h) != 60 || strings.Trim(h[i:i+53], alphabet) != "" || strings.IndexByte(alphabet, h[i+52])%4 != 0 {
-		return 0, fmt.Errorf("%d characters, want 60 as bcrypt writes them", len(h))
+		return 0, fmt.Errorf("%d characters, want 60 of its alphabet as bcrypt writes them", len(h))
 	}
 	return c, nil
 }

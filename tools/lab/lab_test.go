@@ -276,8 +276,8 @@ func runLab(t *testing.T, opt Options, up time.Duration) (out *stack.Log, stop f
 	})
 	// A lab that ends before it is up (a refused start) fails the test with
 	// its answer at once, not after up.
-	deadline := time.Now().Add(up)
-	for out.Await(regexp.MustCompile(`Ctrl-C stops the lab`), 0, 100*time.Millisecond) == nil {
+	deadline, upLine := time.Now().Add(up), regexp.MustCompile(`Ctrl-C stops the lab`)
+	for out.Await(upLine, 0, 100*time.Millisecond) == nil {
 		select {
 		case runErr = <-done:
 			stopped = true
