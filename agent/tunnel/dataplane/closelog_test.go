@@ -54,7 +54,7 @@ func (t *Tunnel) queueFull(side Side) bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.queued >= maxQueued
+	return c.fullLocked()
 }
 
 // fillDestination starts a stream and sends DATA from src until the queue of

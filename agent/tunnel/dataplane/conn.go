@@ -23,9 +23,14 @@ const (
 	// maxWebSocketMessage is the read limit per message and the largest message the
 	// server writes (spec §1.3).
 	maxWebSocketMessage = tunnel.MaxWebSocketMessage
-	// maxQueued bounds the bytes waiting to be written to one side; a relay into a
-	// full queue blocks the sender's reader, so a slow reader slows its peer down as
-	// it would through the real service.
+	// maxQueued bounds the bytes waiting to be written to one side, queued or
+	// taken by the writer and not yet written; a relay into a full queue blocks
+	// the sender's reader, so a slow reader slows its peer down as it would
+	// through the real service. The room of each frame comes back once it is
+	// written, so a side holds at most maxQueued and the frame admitted last, and
+	// a sender waits for one frame to reach a slow reader, not for a whole batch
+	// (with 1 MiB at 12 KB/s, 90 s without reading the sender's pings: porthole
+	// connect's pong timeout).
 	maxQueued = 1 << 20
 	// gather is how long a rechunking writer waits for more frames before cutting,
 	// so that messages carry several frames.
@@ -62,9 +67,10 @@ type conn struct {
 	stopRelaying context.CancelFunc
 
 	mu          sync.Mutex
-	space       sync.Cond // signalled when the queue shrinks or the conn ends
+	space       sync.Cond // signalled when room comes back (a frame written or dropped) or the conn ends
 	queue       [][]byte  // complete frames waiting to be written
 	queued      int       // bytes in queue
+	writing     int       // bytes of the frames the writer has taken and not yet written or dropped
 	closeCode   websocket.StatusCode
 	closeReason string      // with closeCode != 0: write the queue, then close gracefully
 	dead        bool        // cut: nothing more is written
@@ -122,7 +128,7 @@ func newConn(s *Server, t *Tunnel, side Side, raw net.Conn, proto, channelID str
 		if err != nil {
 			panic("dataplane: encoding SERVICE_IDS: " + err.Error())
 		}
-		c.queue, c.queued = [][]byte{b}, len(b)
+		c.queue, c.queued = [][]byte{b}, cap(b) // counted as enqueue counts
 	}
 	return c
 }
@@ -213,7 +219,7 @@ func (c *conn) enqueueControl(b []byte) bool { return c.enqueueWait(b, false, ni
 func (c *conn) enqueueWait(b []byte, wait bool, from *conn) bool {
 	ended := func() bool { return from != nil && from.relaying.Err() != nil }
 	c.mu.Lock()
-	if wait && from != nil && c.queued >= maxQueued && !c.dead && c.closeCode == 0 {
+	if wait && from != nil && c.fullLocked() && !c.dead && c.closeCode == 0 {
 		// from's cut or revocation ends its relaying: wake the wait below.
 		stop := context.AfterFunc(from.relaying, func() {
 			c.mu.Lock()
@@ -222,7 +228,7 @@ func (c *conn) enqueueWait(b []byte, wait bool, from *conn) bool {
 		})
 		defer stop()
 	}
-	for wait && c.queued >= maxQueued && !c.dead && c.closeCode == 0 && !ended() {
+	for wait && c.fullLocked() && !c.dead && c.closeCode == 0 && !ended() {
 		c.space.Wait()
 	}
 	if c.dead || c.closeCode != 0 || ended() {
@@ -237,6 +243,10 @@ func (c *conn) enqueueWait(b []byte, wait bool, from *conn) bool {
 	c.signal()
 	return true
 }
+
+// fullLocked reports whether a relay to c waits for room: what is queued and
+// what the writer has taken but not written fill maxQueued.
+func (c *conn) fullLocked() bool { return c.queued+c.writing >= maxQueued }
 
 func (c *conn) signal() {
 	select {
@@ -338,14 +348,15 @@ func (c *conn) writeLoop() {
 		}
 		c.mu.Lock()
 		batch, dead, code, reason := c.queue, c.dead, c.closeCode, c.closeReason
-		c.queue, c.queued = nil, 0
-		c.space.Broadcast()
+		// The batch keeps its room until each frame is written (release):
+		// no room comes back at the take.
+		c.queue, c.queued, c.writing = nil, 0, c.writing+c.queued
 		c.mu.Unlock()
 		if dead {
-			return
+			return // cut emptied the queue: batch is empty
 		}
 		if err := c.answerPing(); err != nil {
-			releaseFrames(batch)
+			c.release(batch)
 			c.cut()
 			return
 		}
@@ -371,21 +382,20 @@ func (c *conn) writeLoop() {
 		if rechunk {
 			err = c.writeRechunked(batch)
 		} else {
-			for _, b := range batch {
+			for i, b := range batch {
 				if c.dropping.Load() {
 					break
 				}
 				if err = c.ws.Write(c.ctx, websocket.MessageBinary, b); err != nil {
 					break
 				}
+				c.release(batch[i : i+1])
 				if err = c.answerPing(); err != nil {
 					break
 				}
 			}
 		}
-		for _, b := range batch {
-			frames.Release(b)
-		}
+		c.release(batch) // the frames not written: dropped
 		if err != nil {
 			c.cut()
 			return
@@ -461,6 +471,29 @@ var frames = bufpool.New(2+tunnel.MaxMessageSize, 4<<10)
 // batches does (BenchmarkRelay: four of 16 KiB), are pooled all the same.
 const maxHeld = 2 * maxWebSocketMessage
 
+// release gives back the room and the buffers of frames of the writer's batch,
+// written or dropped, and wakes the relays that wait for room. It skips the
+// frames released before, which it leaves nil, so that the writer may release
+// the frames it wrote one by one and then the whole batch.
+func (c *conn) release(batch [][]byte) {
+	n := 0
+	for i, b := range batch {
+		if b == nil {
+			continue // released before (frames.Release allocates even for nil)
+		}
+		n += cap(b)
+		frames.Release(b)
+		batch[i] = nil
+	}
+	if n == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.writing -= n
+	c.space.Broadcast()
+	c.mu.Unlock()
+}
+
 func releaseFrames(bs [][]byte) {
 	for i, b := range bs {
 		frames.Release(b)
@@ -469,18 +502,29 @@ func releaseFrames(bs [][]byte) {
 }
 
 // writeRechunked writes the batch's bytes as messages whose sizes come from the
-// tunnel's random source (Rechunk), ignoring frame boundaries.
+// tunnel's random source (Rechunk), ignoring frame boundaries. A frame's room
+// comes back with the message that ends it; the caller releases the frames it
+// leaves.
 func (c *conn) writeRechunked(batch [][]byte) error {
 	b := bytes.Join(batch, nil)
-	for len(b) > 0 && !c.dropping.Load() {
-		n := min(c.t.chunkSize(c.side), len(b))
-		if err := c.ws.Write(c.ctx, websocket.MessageBinary, b[:n]); err != nil {
+	written := 0
+	next, end := 0, 0 // the first frame not released, and where the frames before it end in b
+	for written < len(b) && !c.dropping.Load() {
+		n := min(c.t.chunkSize(c.side), len(b)-written)
+		if err := c.ws.Write(c.ctx, websocket.MessageBinary, b[written:written+n]); err != nil {
 			return err
 		}
+		written += n
+		done := next
+		for done < len(batch) && end+len(batch[done]) <= written {
+			end += len(batch[done])
+			done++
+		}
+		c.release(batch[next:done])
+		next = done
 		if err := c.answerPing(); err != nil {
 			return err
 		}
-		b = b[n:]
 	}
 	return nil
 }
