@@ -150,12 +150,16 @@ func TestClosedByServerEndsWithoutError(t *testing.T) {
 // dropped, not written before the Close frame: its holder is who the rotation
 // shuts out. The new token connects.
 func TestRevokeClose(t *testing.T) {
-	s := newTestServer(t)
+	s, gates := gatedServer(t)
 	tun := s.OpenTunnel("SSH")
 	old := dial(t, s, dialOpts{Mode: "destination", Token: tun.DestinationToken})
 	old.WantServiceIDs("SSH")
-	// The client does not read: its socket buffers fill, then the queue, and
-	// the sender waits for room.
+	// The client reads nothing: the writer waits at the gate, the queue fills,
+	// and the sender waits for room. Through a socket's buffers instead, the
+	// queue could be found full while the writer still wrote, and empty by
+	// the time RevokeClose came: the client got all.
+	gate := gates.conn(0)
+	gate.hold()
 	var sent atomic.Int32
 	done := make(chan struct{})
 	go func() {
@@ -179,6 +183,7 @@ func TestRevokeClose(t *testing.T) {
 	if tun.Connected(Destination) {
 		t.Error("the side is still connected after RevokeClose")
 	}
+	gate.open() // the client reads again
 	got := 0
 	for {
 		m, err := old.Next()

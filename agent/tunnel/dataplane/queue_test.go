@@ -42,14 +42,15 @@ func (l *gateListener) conn(i int) *gatedConn {
 
 // gatedConn is the server's end of a client that reads only what the test lets
 // it read: once held (hold), each write waits until the test lets it through
-// (let). What the service has written is then exactly what the test allowed,
-// with no socket buffer of unknown size in between. The data plane writes
-// each relayed frame with one write (TestFrameWriterOneWritePerFrame).
+// (let) or opens the gate (open). What the service has written is then
+// exactly what the test allowed, with no socket buffer of unknown size in
+// between. The data plane writes each relayed frame with one write
+// (TestFrameWriterOneWritePerFrame).
 type gatedConn struct {
 	net.Conn
 
 	mu      sync.Mutex
-	cond    sync.Cond // signalled when allowed grows or the connection closes
+	cond    sync.Cond // signalled when allowed grows, the gate opens or the connection closes
 	held    bool
 	begun   int // writes begun since held
 	allowed int // how many of those may go through
@@ -62,7 +63,7 @@ func (c *gatedConn) Write(p []byte) (int, error) {
 	if c.held {
 		i := c.begun
 		c.begun++
-		for i >= c.allowed && !c.closed {
+		for c.held && i >= c.allowed && !c.closed {
 			c.cond.Wait()
 		}
 		if !c.closed {
@@ -90,6 +91,14 @@ func (c *gatedConn) hold() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.held = true
+}
+
+// open lets every write through again.
+func (c *gatedConn) open() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.held = false
+	c.cond.Broadcast()
 }
 
 // let lets one more write through.
