@@ -58,8 +58,8 @@ func TestSecondLabOnSameState(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatalf("the second lab was still running after %v:\n%s", took, out)
 	}
-	if err == nil {
-		t.Fatalf("the second lab exited 0:\n%s", out)
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("the second lab ended with %v, want exit 1 (a --state to change):\n%s", err, out)
 	}
 	want := "the lab in " + l.state + " is already running (pid "
 	if !strings.Contains(string(out), want) || !strings.Contains(string(out), "stop it first or use another --state") {

@@ -23,13 +23,24 @@ import (
 func lockState(dir string) (*os.File, error) {
 	f, err := tunneld.LockDir(dir)
 	if errors.Is(err, tunneld.ErrDataDirInUse) {
-		return nil, fmt.Errorf("the lab in %s is already running (%s); stop it first or use another --state", dir, holder(dir))
+		return nil, stateInUse("the lab in " + dir + " is already running (" + holder(dir) + "); stop it first or use another --state")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	return f, nil
 }
+
+// ErrStateInUse is what Run ends with when another lab runs on its state
+// directory: errors.Is(err, ErrStateInUse) tells it, as a usage mistake (a
+// --state to change), from a failed step.
+var ErrStateInUse = errors.New("the lab's state directory is in use")
+
+// stateInUse is ErrStateInUse with a message saying which lab holds it.
+type stateInUse string
+
+func (e stateInUse) Error() string        { return string(e) }
+func (e stateInUse) Is(target error) bool { return target == ErrStateInUse }
 
 // holder describes the lab that holds the lock, from its lab.json if it got that far.
 func holder(dir string) string {

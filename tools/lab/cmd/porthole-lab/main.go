@@ -2,8 +2,8 @@
 // tunneld, the porthole agent as the device (a host process, or inside a QEMU board
 // with --board), and the operator's source side. See
 // package lab. Exit codes: 0 after Ctrl-C, SIGTERM or SIGHUP (also during
-// start-up), 1 bad usage (a flag or a --state refused) or a missing
-// prerequisite, 2 a failed step.
+// start-up), 1 bad usage (a flag or a --state refused, or a --state another
+// lab is running on) or a missing prerequisite, 2 a failed step.
 package main
 
 import (
@@ -136,7 +136,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "porthole-lab: %v\n", err)
 		return 0
 	}
-	if errors.Is(err, lab.ErrPrerequisite) {
+	if errors.Is(err, lab.ErrPrerequisite) || errors.Is(err, lab.ErrStateInUse) {
 		fmt.Fprintf(stderr, "porthole-lab: %v\n", err)
 		return 1
 	}
