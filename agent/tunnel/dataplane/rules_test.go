@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -520,5 +521,18 @@ func TestDestinationInFlightFramesAcrossAFormatSwitch(t *testing.T) {
 		if m := src2.MustNext(); m.ServiceID != "" || string(m.Payload) != "v1" {
 			t.Fatalf("V1 stream %d: the source got %v, want the V1 stream's data only", id, m)
 		}
+	}
+}
+
+// TestClosedServerAnswersWithAChannelID: a handshake that comes while the
+// server shuts down is refused with 503 and, as every refusal, a channel-id
+// for the client to log (spec §2.2).
+func TestClosedServerAnswersWithAChannelID(t *testing.T) {
+	s := &Server{}
+	s.Close()
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, httptest.NewRequest("GET", "/tunnel?local-proxy-mode=source", nil))
+	if w.Code != http.StatusServiceUnavailable || len(w.Header().Get("channel-id")) != 36 {
+		t.Fatalf("a handshake to a closed server: %d, channel-id %q; want 503 with a channel-id", w.Code, w.Header().Get("channel-id"))
 	}
 }

@@ -417,6 +417,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.initLocked()
 	if s.closed {
 		s.mu.Unlock()
+		w.Header().Set("channel-id", NewUUID()) // as every refusal's (spec §2.2)
 		http.Error(w, "server closed", http.StatusServiceUnavailable)
 		return
 	}
