@@ -778,6 +778,55 @@ func TestSysVLogCap(t *testing.T) {
 	})
 }
 
+// TestSysVLogRotationStaysInPlace: where /var/log is a link to the
+// world-writable /tmp, a local user can put a link to a directory of their
+// choice, or a directory, at LOG.1; start's rotation, as root, moved the log
+// into it. A link is replaced by the old log; a directory is left alone, and
+// so is the log, which start says.
+func TestSysVLogRotationStaysInPlace(t *testing.T) {
+	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
+		for _, link := range []bool{true, false} {
+			r := newSysVRig(t, fake, shell, binDir, "LOG_MAX=1000")
+			os.MkdirAll(filepath.Dir(r.log), 0o755)
+			elsewhere := filepath.Join(r.dir, "elsewhere")
+			if err := os.Mkdir(elsewhere, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if link {
+				err := os.Symlink(elsewhere, r.log+".1")
+				if err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.Mkdir(r.log+".1", 0o755); err != nil {
+				t.Fatal(err)
+			}
+			big := bytes.Repeat([]byte("old line\n"), 200)
+			os.WriteFile(r.log, big, 0o600)
+			out, err := r.run("start")
+			if err != nil || !strings.Contains(out, "OK") {
+				t.Fatalf("start: %v %q", err, out)
+			}
+			r.run("stop")
+			for _, dir := range []string{elsewhere, r.log + ".1"} {
+				if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+					t.Errorf("LOG.1 a link %v: start moved the log into %s", link, dir)
+				}
+			}
+			b, _ := os.ReadFile(r.log + ".1")
+			switch {
+			case link && !bytes.Equal(b, big):
+				t.Errorf("LOG.1 a link to a directory: after start it holds %d bytes, want the old log", len(b))
+			case !link && !strings.Contains(out, "not rotated"):
+				t.Errorf("LOG.1 a directory: start said %q, want it to say the log is not rotated", out)
+			}
+			if b, _ := os.ReadFile(r.log); !link && !bytes.HasPrefix(b, big) {
+				t.Errorf("LOG.1 a directory: the log lost its old lines")
+			}
+		}
+	})
+}
+
 // TestSysVLogNotFollowed: the script, as root, opens the log to append to it
 // in /var/log, which some firmware makes a link to the world-writable /tmp.
 // There, without fs.protected_symlinks (off by default in the kernel, and
