@@ -170,3 +170,54 @@ func heapInUse() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapInuse)
 }
+
+// The bound of TestStartResetFloodBounded is per service of the tunnel, and
+// the tunnel's services are what the service's SERVICE_IDS says: a list of a
+// thousand names (TestDestinationThousandServiceIDs) must not lift it a
+// thousandfold. A flood of connections started and ended on the one service
+// that has a target, to a target slow to answer, held a dial for each.
+func TestStartResetFloodBoundedWithManyServices(t *testing.T) {
+	const maxConns = 8
+	services := make([]string, 1000)
+	for i := range services {
+		services[i] = fmt.Sprintf("S%d", i)
+	}
+	services[0] = "WEB"
+	var waiting atomic.Int64
+	h := newHarness(t, setup{services: services, noSource: true,
+		dstTweak: func(d *tunnel.Destination) {
+			d.Dialer = slowTargets(&waiting)
+			d.DialTimeout = time.Minute
+			d.MaxConnections = maxConns
+			d.Logger = slog.New(slog.DiscardHandler)
+		}})
+	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	send := func(m *tunnel.Message) {
+		if err := h.tun.Send(tunneltest.Destination, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "WEB", ConnectionID: 1})
+	const n = 2000
+	for range n {
+		m := tunnel.Message{Type: tunnel.TypeConnectionStart, StreamID: 1, ServiceID: "WEB", ConnectionID: 2}
+		send(&m)
+		m.Type, m.Payload = tunnel.TypeData, []byte("x")
+		send(&m)
+		m.Type, m.Payload = tunnel.TypeConnectionReset, nil
+		send(&m)
+	}
+	h.tun.Record(true)
+	probe(t, h.tun, 99999)
+	// A tunnel has up to 3 services (spec §3.4): a list of more counts as 8
+	// (maxCountedServices). Each dial is counted once its goroutine runs,
+	// a moment after the frame: looked at for a while.
+	const bound = maxConns * (8 + 1)
+	for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if w := waiting.Load(); w > bound {
+			t.Fatalf("after %d connections started and ended to a slow target on a tunnel that lists %d services: %d dials still waiting; want at most %d", n, len(services), w, bound)
+		}
+	}
+}

@@ -193,11 +193,17 @@ func (s *session) goodbye() bool {
 // data is written, within the stall timeout, and one whose target is slow to
 // answer until its dial returns, within the dial timeout; a peer that starts
 // and resets connections faster than that made them grow with its rate, a
-// goroutine and a socket each.
+// goroutine and a socket each. The services counted are at most
+// maxCountedServices: their list is the service's to send (SERVICE_IDS), and
+// one of a thousand names lifted the bound a thousandfold.
 func (s *session) crowdedLocked() bool {
 	// Divided, not multiplied: a large MaxConnections cannot overflow.
-	return len(s.live)/(max(len(s.services), 1)+1) >= s.opt.maxConns
+	return len(s.live)/(min(max(len(s.services), 1), maxCountedServices)+1) >= s.opt.maxConns
 }
+
+// maxCountedServices bounds the services crowdedLocked makes room for. A
+// tunnel has up to 3 (spec §3.4, a quota AWS may raise).
+const maxCountedServices = 8
 
 // openLocked counts the local connections of the session that are open: those its
 // streams hold. A reset or a local close takes a connection out before it closes.
