@@ -262,7 +262,7 @@ func (s *session) adoptFormatLocked(m *Message) error {
 		case open > 0:
 			return protocolErrorf("STREAM_START in %v format in a %v session with connections open (%d)", v, s.version, open)
 		case len(s.live) == 0:
-			s.opt.log.Info("peer protocol changed", "from", s.version, "to", v)
+			s.plog.log(s.opt.log, slog.LevelInfo, "peer protocol changed", "from", s.version, "to", v)
 			s.version = v
 			s.streams = map[string]*stream{}
 			s.unknownReset = nil

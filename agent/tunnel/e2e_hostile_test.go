@@ -434,6 +434,87 @@ func TestHostileFloodLogBounded(t *testing.T) {
 	}
 }
 
+// Frames that say something at info or above of the session as a whole, a
+// SESSION_RESET, a STREAM_START in another format than the last, are
+// rate-limited too: a service that repeats them wrote a line for each.
+func TestHostileSessionFloodLogBounded(t *testing.T) {
+	const n = 300
+	for _, tc := range []struct {
+		name, line string
+		frame      func(i int) *tunnel.Message
+	}{
+		{"session resets", "session reset by the service", func(int) *tunnel.Message {
+			return &tunnel.Message{Type: tunnel.TypeSessionReset}
+		}},
+		// Each refused: the V1 one as the tunnel has two services, the V2
+		// one as it names none of them. So no connection is open, and each
+		// changes the session's format.
+		{"format changes", "peer protocol changed", func(i int) *tunnel.Message {
+			m := &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: int32(1 + i)}
+			if i%2 == 1 {
+				m.ServiceID = "NONE"
+			}
+			return m
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logged testlog.Lines
+			h := newHarness(t, setup{services: []string{"SSH", "WEB"}, targets: tunnel.Targets{"SSH": echoServer(t, 1)}, noSource: true,
+				dstTweak: func(d *tunnel.Destination) { d.Logger = slogTo(&logged) }})
+			if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+				t.Fatal(err)
+			}
+			h.tun.Record(true)
+			probe(t, h.tun, 1) // the SERVICE_IDS before it is handled
+			for i := range n {
+				if err := h.tun.Send(tunneltest.Destination, tc.frame(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			probe(t, h.tun, 99999) // handled in order: all of them were
+			if c := logged.Count(tc.line); c < 1 || c > 10 {
+				t.Errorf("%d lines %q for %d frames, want 1 to 10", c, tc.line, n)
+			}
+		})
+	}
+}
+
+// Streams the peer resets before their targets have taken the data sent
+// them (targets that do not read) are reset after the stall timeout, with a
+// line rate-limited as a stall's is: a peer that repeats them wrote one each.
+func TestUndrainedResetsLogBounded(t *testing.T) {
+	var logged testlog.Lines
+	h := newHarness(t, setup{services: []string{"SSH"}, noSource: true,
+		dstTweak: func(d *tunnel.Destination) {
+			d.Dialer = pipeTargets(t, 0)
+			d.StallTimeout = 50 * time.Millisecond
+			d.Logger = slogTo(&logged)
+		}})
+	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	send := func(m *tunnel.Message) {
+		if err := h.tun.Send(tunneltest.Destination, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 20
+	for i := range int32(n) {
+		send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1 + i, ServiceID: "SSH"})
+		for range 4 { // 12 KiB: more than an unread Pipe takes (8 KiB)
+			send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1 + i, ServiceID: "SSH", Payload: make([]byte, 3<<10)})
+		}
+		send(&tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1 + i, ServiceID: "SSH"})
+	}
+	const line = "local connection did not take the last data"
+	waitUntil(t, "a reset after the stall timeout", func() bool { return logged.Count(line) > 0 })
+	waitUntil(t, "every write to a target ended", func() bool { return !strings.Contains(goroutines(), "tunnel.(*pipeEnd).Write(") })
+	time.Sleep(100 * time.Millisecond) // a line written as its connection closed
+	if c := logged.Count(line); c > 10 {
+		t.Errorf("%d lines %q for %d streams, want at most 10", c, line, n)
+	}
+}
+
 // The session budget counts what payloads hold, not a full payload each: 17
 // octets queued for connections whose targets do not read once counted as
 // 17 × 63 KiB, over the budget, and the next connection, whose target reads,

@@ -539,7 +539,7 @@ func (s *session) sessionReset() {
 	old := s.streams
 	s.streams = map[string]*stream{}
 	s.mu.Unlock()
-	s.opt.log.Warn("session reset by the service", "streams", len(old))
+	s.plog.log(s.opt.log, slog.LevelWarn, "session reset by the service", "streams", len(old))
 	for _, st := range old {
 		for _, l := range st.links {
 			l.reset.Store(true) // never a connection's end: a cut (a token rotated)
@@ -1113,7 +1113,7 @@ func (l *link) drainExpired() {
 		return
 	}
 	l.mu.Unlock()
-	l.s.opt.log.Warn("local connection did not take the last data before the peer's reset, resetting it",
+	l.s.plog.log(l.s.opt.log, slog.LevelWarn, "local connection did not take the last data before the peer's reset, resetting it",
 		append(l.attrs(), "stall_timeout", l.s.opt.stall)...)
 	l.reset.Store(true)
 	l.end()
