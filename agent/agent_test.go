@@ -613,6 +613,18 @@ func safeTempDir(t *testing.T) string {
 	return dir
 }
 
+// A service with no target is refused with its name cut: the tunnel logs the
+// refusal, and the service's SERVICE_IDS may name one of 64 KiB.
+func TestUnknownServiceRefusalCutsTheName(t *testing.T) {
+	var svc atomic.Pointer[map[string]string]
+	svc.Store(&map[string]string{"SSH": BuiltinSSH})
+	d := &serviceDialer{services: &svc}
+	_, err := d.DialService(context.Background(), strings.Repeat("L", 20000))
+	if !errors.Is(err, tunnel.ErrUnknownService) || len(err.Error()) > 300 {
+		t.Fatalf("DialService(20000 characters) = %.300s (%d bytes), want ErrUnknownService with the name cut", err, len(fmt.Sprint(err)))
+	}
+}
+
 // SIGHUP's Reload swaps the service map for live sessions and names what needs a
 // restart.
 func TestReloadSwapsServiceMap(t *testing.T) {

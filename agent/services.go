@@ -4,7 +4,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"sync/atomic"
 	"time"
@@ -25,7 +24,9 @@ type serviceDialer struct {
 func (d *serviceDialer) DialService(ctx context.Context, service string) (net.Conn, error) {
 	target, ok := (*d.services.Load())[service]
 	if !ok {
-		return nil, fmt.Errorf("%w %q", tunnel.ErrUnknownService, service)
+		// tunnel.Targets' refusal, which cuts the name for the log: the
+		// service's SERVICE_IDS may hold one of 64 KiB.
+		return tunnel.Targets(nil).DialService(ctx, service)
 	}
 	if target != BuiltinSSH {
 		return tunnel.Targets{service: target}.DialService(ctx, service)

@@ -50,7 +50,7 @@ func (t Targets) DialService(ctx context.Context, service string) (net.Conn, err
 func (t Targets) dialService(ctx context.Context, service string, connecting func(context.Context)) (net.Conn, error) {
 	addr, ok := t[service]
 	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownService, service)
+		return nil, fmt.Errorf("%w %q", ErrUnknownService, loggedName(service))
 	}
 	var d net.Dialer
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {

@@ -220,6 +220,30 @@ func TestDestinationThousandServiceIDs(t *testing.T) {
 	}
 }
 
+// A stream of a service whose name is long (the service's SERVICE_IDS may
+// list one of up to 64 KiB) is logged with the name cut, as the refusals and
+// the list of services are: a router's log ring holds 64 KiB, and the lines
+// of a stream started, its dial failed, carried all of it, twice each.
+func TestLongServiceNameLoggedCut(t *testing.T) {
+	long := strings.Repeat("L", 20000)
+	var logged testlog.Lines
+	h := newHarness(t, setup{services: []string{long, "SSH"}, targets: tunnel.Targets{"SSH": echoServer(t, 1)}, noSource: true,
+		dstTweak: func(d *tunnel.Destination) {
+			d.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}})
+	h.tun.Record(true)
+	probe(t, h.tun, 1) // the SERVICE_IDS before it is handled
+	if err := h.tun.Send(tunneltest.Destination, &tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 7, ServiceID: long, ConnectionID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the stream's dial failed", func() bool { return logged.Count("dialing service failed") > 0 })
+	for _, l := range strings.Split(logged.String(), "\n") {
+		if len(l) > 2048 {
+			t.Errorf("a line of %d bytes: %.300s…", len(l), l)
+		}
+	}
+}
+
 func oversizedFrame() []byte {
 	m := tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: make([]byte, tunnel.MaxPayload)}
 	b, _ := tunnel.AppendFrame(nil, &m)

@@ -615,7 +615,7 @@ func (s *session) newLinkLocked(st *stream, service string, id uint32) *link {
 //
 //go:noinline
 func (l *link) attrs() []any {
-	return []any{"service", l.service, "stream", l.stream, "conn", l.id}
+	return []any{"service", loggedName(l.service), "stream", l.stream, "conn", l.id}
 }
 
 // start runs the link's pumps; it must follow newLinkLocked, even for a link that
@@ -670,7 +670,7 @@ func (l *link) pumpDown(conn io.ReadWriteCloser, dial func(context.Context) (io.
 				return // ended while dialing: nothing to say
 			default:
 			}
-			l.s.plog.log(l.s.opt.log, slog.LevelWarn, "dialing service failed", append(l.attrs(), "target", l.target, "error", err)...)
+			l.s.plog.log(l.s.opt.log, slog.LevelWarn, "dialing service failed", append(l.attrs(), "target", loggedName(l.target), "error", err)...)
 			if !l.first {
 				l.endAndNotify(false, false)
 				return
