@@ -266,6 +266,10 @@ func (s *session) adoptFormatLocked(m *Message) error {
 			s.version = v
 			s.streams = map[string]*stream{}
 			s.unknownReset = nil
+			// The new source's DATA says whether it omits connection ids,
+			// not the last one's: a V2-format source's left a V3 one's
+			// cuts taken for ends (streamReset).
+			s.peerV2 = false
 			return nil
 		}
 		if deadline == nil {

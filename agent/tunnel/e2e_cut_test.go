@@ -468,6 +468,47 @@ func TestConnectionEndIsNotACut(t *testing.T) {
 	}
 }
 
+// TestV3CutAfterV2SourceIsACut: a V3 source's STREAM_RESET of a stream with
+// connections open is a cut (see session.streamReset), whatever source the
+// session carried before: after a V2-format one (the AWS console, then
+// porthole connect on the same destination connection), whose STREAM_RESET
+// is an end, the V3 source's cut reached the target as a clean end, and an
+// upload cut short looked whole there.
+func TestV3CutAfterV2SourceIsACut(t *testing.T) {
+	for _, after := range []bool{false, true} {
+		name := "V3 only"
+		if after {
+			name = "V3 after V2"
+		}
+		t.Run(name, func(t *testing.T) {
+			target, got := drainTarget(t, 20*time.Second)
+			h := newHarness(t, setup{services: []string{"SSH"}, targets: tunnel.Targets{"SSH": target}, noSource: true})
+			h.tun.Record(true)
+			probe(t, h.tun, 99) // the SERVICE_IDS before it is handled
+			send := func(m *tunnel.Message) {
+				t.Helper()
+				if err := h.tun.Send(tunneltest.Destination, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if after {
+				send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 1, ServiceID: "SSH"})
+				send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 1, ServiceID: "SSH", Payload: []byte("whole")})
+				send(&tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 1, ServiceID: "SSH"})
+				if r := <-got; r.n != 5 || r.err != nil {
+					t.Fatalf("the V2 source's upload: the target read %d of 5 bytes, then %v; want all, then a clean EOF", r.n, r.err)
+				}
+			}
+			send(&tunnel.Message{Type: tunnel.TypeStreamStart, StreamID: 2, ServiceID: "SSH", ConnectionID: 1})
+			send(&tunnel.Message{Type: tunnel.TypeData, StreamID: 2, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("cut")})
+			send(&tunnel.Message{Type: tunnel.TypeStreamReset, StreamID: 2, ServiceID: "SSH"})
+			if r := <-got; !errors.Is(r.err, syscall.ECONNRESET) {
+				t.Fatalf("the V3 source's upload, cut: the target read %d bytes, then %v; want ECONNRESET", r.n, r.err)
+			}
+		})
+	}
+}
+
 // TestSessionResetCutsTransfers: the service's SESSION_RESET (tunneld's, when
 // the other side's token is rotated) is never a connection's end: a download
 // under way is reset, not ended.

@@ -83,10 +83,12 @@ type session struct {
 	streams      map[string]*stream // by wire service id ("" in V1)
 	closed       bool
 	hinted       bool // the source has said once that the device does not answer
-	// peerV2 (source): the destination's DATA had no connection id, so it
-	// speaks V1/V2 format (spec §2.3) and would answer a CONNECTION_START with
-	// STREAM_RESET (spec §3.3); a session's, since one destination answers all
-	// its streams. v2Warned: open has said so.
+	// peerV2: the peer's DATA had no connection id, so it speaks V1/V2 format
+	// (spec §2.3). A source's destination would answer a CONNECTION_START
+	// with STREAM_RESET (spec §3.3); a session's, since one destination
+	// answers all its streams. A destination's source ends a connection with
+	// STREAM_RESET (streamReset); until its format changes (adoptFormatLocked).
+	// v2Warned (source): open has said so.
 	peerV2, v2Warned bool
 	// live holds the links whose pumps have not all returned: open ones, and
 	// closing ones that s.streams no longer holds but that may still send a frame
