@@ -225,12 +225,25 @@ func TestLoadBusyConnectionsMemoryBounded(t *testing.T) {
 			c.Close()
 		}
 	}()
+	// porthole connect accepts a connection before the tunnel carries it: the
+	// agent's own connections to the target tell that every one of them is
+	// through, and is still there once the memory has been sampled. Without
+	// them the agent had nothing to hold, and any figure would pass.
+	target := ln.Addr().String()
+	for deadline := time.Now().Add(30 * time.Second); s.AgentSocketsTo(target) < n; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent holds %d connections to the target 30 s after %d were opened through the tunnel, want %d", s.AgentSocketsTo(target), n, n)
+		}
+	}
 	var peak stack.Proc
 	for i := 0; i < 75; i++ {
 		time.Sleep(200 * time.Millisecond)
 		if p := s.AgentProc(); p.RSS > peak.RSS {
 			peak = p
 		}
+	}
+	if got := s.AgentSocketsTo(target); got != n {
+		t.Errorf("the agent holds %d connections to the target after 15 s, want the %d busy ones", got, n)
 	}
 	t.Logf("%d busy unread connections: agent RSS %s before, peak %s (anon %s), FDs %d, threads %d, CPU %v over 15 s",
 		n, stack.MiB(before.RSS), stack.MiB(peak.RSS), stack.MiB(peak.RSSAnon), peak.FDs, peak.Threads, s.AgentProc().CPU-before.CPU)
