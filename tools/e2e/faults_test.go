@@ -115,6 +115,29 @@ func uploadHash(s *stack.Stack, port string, data []byte, opts ...string) error 
 	return nil
 }
 
+// waitFlowing waits until n bytes of a transfer have arrived in path (the file it
+// writes on this machine) and fails the test if the transfer ends first (done
+// gets its result) or nothing arrives within 30 s. A fault meant to land
+// mid-transfer is injected then, not after a fixed sleep: on a loaded machine
+// the transfer's login can outlast the sleep, the fault then lands before any
+// data moves, and the test passes without the fault it is about.
+func waitFlowing(t *testing.T, path string, n int64, done <-chan error) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if fi, err := os.Stat(path); err == nil && fi.Size() >= n {
+			return
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the transfer ended (error: %v) before %s of it had arrived in %s", err, stack.MiB(n), path)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s of the transfer had not arrived in %s within 30 s", stack.MiB(n), path)
+		}
+	}
+}
+
 // near compares a later reading of the agent process with a baseline: the FDs
 // must be back to the baseline exactly (take it with steadyProc, and the later
 // reading with waitFDs: connections close asynchronously). Threads and RSS are
@@ -218,15 +241,7 @@ func TestFaultBrokerRestart(t *testing.T) {
 		default:
 		}
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if fi, err := os.Stat(up); err == nil && fi.Size() >= 1<<20 {
-			break
-		}
-		midway("before the first MiB arrived")
-		if time.Now().After(deadline) {
-			t.Fatal("the transfer did not start within 30 s")
-		}
-	}
+	waitFlowing(t, up, 1<<20, done)
 	arrived := func() string {
 		fi, err := os.Stat(up)
 		if err != nil {
@@ -309,16 +324,20 @@ func TestFaultWebSocketDropMidTransfer(t *testing.T) {
 	dst := filepath.Join(dir, "up.bin")
 	done := make(chan error, 1)
 	go func() { done <- scp(s, port, src, "root@127.0.0.1:"+dst) }()
-	time.Sleep(time.Second)
+	// Dropped once the first MiB is there: more than 50 MiB are still to come
+	// at 8 MiB/s.
+	waitFlowing(t, dst, 1<<20, done)
 	dp.Drop(dataplane.Destination)
 	err := <-done
 	dp.SetBandwidth(0)
 	if err == nil {
-		// Only acceptable if every byte arrived intact.
+		// The drop came with most of the file still to send: it ends every
+		// stream of the tunnel, so a transfer that went on did not meet it.
+		what := "intact"
 		if hashFile(t, dst) != want {
-			t.Fatal("scp reported success for a file that differs")
+			what = "differs: " + fileDiff(t, src, dst)
 		}
-		t.Log("the transfer finished before the drop")
+		t.Fatalf("scp succeeded although the agent's WebSocket was dropped mid-transfer (the file %s)", what)
 	} else {
 		t.Logf("transfer failed as it should: %v", err)
 		if b, rerr := os.ReadFile(dst); rerr == nil && sha256.Sum256(b) == want {

@@ -280,7 +280,7 @@ func TestSessionsDuringLargeTransfer(t *testing.T) {
 			dst := filepath.Join(dir, "down.bin")
 			done := make(chan error, 1)
 			go func() { done <- scp(s, port, "root@127.0.0.1:"+src, dst) }()
-			time.Sleep(1500 * time.Millisecond)
+			waitFlowing(t, dst, 1<<20, done)
 			out2, err2 := s.SSH(port, "echo two")
 			out3, err3 := s.SSH(port, "echo three")
 			err := <-done

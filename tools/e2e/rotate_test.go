@@ -142,7 +142,7 @@ func TestRotationDuringTransfer(t *testing.T) {
 	dst := filepath.Join(dir, "up.bin")
 	done := make(chan error, 1)
 	go func() { done <- scp(s, port, src, "root@127.0.0.1:"+dst) }()
-	time.Sleep(1500 * time.Millisecond)
+	waitFlowing(t, dst, 1<<20, done)
 	rot, err := s.TD().RotateTunnelAccessToken(context.Background(), &tunneld.RotateTunnelAccessTokenInput{TunnelID: open.TunnelID, ClientMode: tunneld.ClientModeDestination})
 	if err != nil {
 		t.Fatal(err)
