@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -267,43 +268,39 @@ func BenchmarkStack(b *testing.B) {
 		}
 	})
 
-	// Memory with 10 SSH sessions and one transfer running.
+	// Memory with 10 SSH sessions and one transfer running: nine sessions logged
+	// in and held open through the whole upload, which is the tenth.
 	b.Run("memory", func(b *testing.B) {
 		var loaded stack.Proc
 		var loadedCPU time.Duration // the agent's, during the upload
 		for range b.N {
-			ctx, cancel := context.WithCancel(context.Background())
-			var wg sync.WaitGroup
-			for range 9 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					args := append(s.SSHOpts(), "-p", tunnelPort, "root@127.0.0.1", "sleep 30")
-					exec.CommandContext(ctx, "ssh", args...).Run()
-				}()
-			}
-			time.Sleep(2 * time.Second)
+			held := holdSessions(b, s, tunnelPort, 9)
+			up := filepath.Join(dir, "mem.bin")
+			os.Remove(up)
+			// Sampled before the upload starts, every 100 ms and once it has
+			// ended, so that an upload shorter than a period still has a peak.
+			peak := s.AgentProc()
+			cpu0 := peak.CPU
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				transfer(b, s, "sftp", "put", tunnelPort, src, filepath.Join(dir, "mem.bin"), "", dir)
+				transfer(b, s, "sftp", "put", tunnelPort, src, up, "", dir)
 			}()
-			peak := stack.Proc{}
-			cpu0 := s.AgentProc().CPU
-			for {
+			for waiting := true; waiting; {
 				select {
 				case <-done:
+					waiting = false
 				case <-time.After(100 * time.Millisecond):
-					if p := s.AgentProc(); p.RSS > peak.RSS {
-						peak = p
-					}
-					continue
 				}
-				break
+				if p := s.AgentProc(); p.RSS > peak.RSS {
+					peak = p
+				}
 			}
 			loadedCPU += s.AgentProc().CPU - cpu0
-			cancel()
-			wg.Wait()
+			held.release(b)
+			if hashFile(b, up) != want {
+				b.Fatal("memory: the upload beside the nine sessions differs")
+			}
 			loaded = peak
 		}
 		b.ReportMetric(float64(idle.RSS)/(1<<20), "idle-RSS-MiB")
@@ -316,6 +313,102 @@ func BenchmarkStack(b *testing.B) {
 			stack.MiB(loaded.RSS), stack.MiB(loaded.RSSAnon), stack.MiB(loaded.RSSFile))
 	})
 	s.StopAgent()
+}
+
+// heldSessions are SSH sessions logged in through the tunnel that stay open
+// until release.
+type heldSessions struct {
+	stdin []io.Closer
+	ended []chan sessionEnd
+}
+
+// sessionEnd is how a held session's ssh ended, and all it printed.
+type sessionEnd struct {
+	err error
+	out string
+}
+
+// holdSessions logs n sessions in through port at once and returns when each
+// has said so; they then wait for their stdin to end. The memory scenario's
+// figure is the agent's with these sessions open: one that did not log in, or
+// that ended early, would make it smaller than the scenario it names.
+func holdSessions(b *testing.B, s *stack.Stack, port string, n int) *heldSessions {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &heldSessions{}
+	var wg sync.WaitGroup
+	b.Cleanup(func() { cancel(); wg.Wait() }) // sessions left by a failed benchmark
+	type login struct {
+		i  int
+		ok bool // it said it is up; else its ssh ended first
+	}
+	logins := make(chan login, n)
+	start := time.Now()
+	for i := range n {
+		cmd := exec.CommandContext(ctx, "ssh", append(s.SSHOpts(), "-p", port, "root@127.0.0.1", "echo up; read x; echo held")...)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		ended := make(chan sessionEnd, 1)
+		h.stdin, h.ended = append(h.stdin, stdin), append(h.ended, ended)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := bufio.NewReader(stdout)
+			line, _ := r.ReadString('\n')
+			logins <- login{i, line == "up\n"}
+			rest, _ := io.ReadAll(r)
+			err := cmd.Wait()
+			ended <- sessionEnd{err, line + string(rest) + stderr.String()}
+		}()
+	}
+	for range n {
+		select {
+		case l := <-logins:
+			if !l.ok {
+				e := <-h.ended[l.i]
+				b.Fatalf("memory: session %d did not log in: %v: %q", l.i, e.err, e.out)
+			}
+		case <-time.After(60 * time.Second):
+			b.Fatalf("memory: not all of the %d sessions logged in within 60 s", n)
+		}
+	}
+	b.Logf("memory: %d sessions logged in, in %v", n, time.Since(start).Round(time.Millisecond))
+	return h
+}
+
+// release ends the sessions' stdin and fails the benchmark if one had ended
+// before, or does not end with "held" now.
+func (h *heldSessions) release(b *testing.B) {
+	for i, ended := range h.ended {
+		select {
+		case e := <-ended:
+			b.Fatalf("memory: session %d ended before the upload did (%v): %q", i, e.err, e.out)
+		default:
+		}
+	}
+	for _, c := range h.stdin {
+		c.Close()
+	}
+	for i, ended := range h.ended {
+		select {
+		case e := <-ended:
+			if e.err != nil || !strings.HasSuffix(e.out, "held\n") {
+				b.Fatalf("memory: session %d: %v: %q", i, e.err, e.out)
+			}
+		case <-time.After(30 * time.Second):
+			b.Fatalf("memory: session %d still open 30 s after its stdin ended", i)
+		}
+	}
 }
 
 // median runs f reps times per iteration and reports the median and the slowest.
