@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -132,6 +133,7 @@ func runBoard(t *testing.T, h *host, c Conf) {
 	}
 	qemu := exec.CommandContext(ctx, "./boot.sh", c.Name, out, fwd, c.KernelArgs)
 	qemu.WaitDelay = 5 * time.Second
+	qemu.SysProcAttr = orphanKill() // boot.sh execs QEMU: the signal is QEMU's
 	console, err := qemu.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -223,6 +225,7 @@ func runBoard(t *testing.T, h *host, c Conf) {
 	connect.Stdout = testWriter{t, c.Name + " connect"}
 	connect.Stderr = connect.Stdout
 	connect.WaitDelay = 5 * time.Second
+	connect.SysProcAttr = orphanKill()
 	if err := connect.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -327,6 +330,14 @@ func runBoard(t *testing.T, h *host, c Conf) {
 			return
 		}
 	}
+}
+
+// orphanKill has a child killed with the test process, also when that ends
+// without its clean-ups (go test -timeout panics, which this stage's 12 minutes
+// for four boards can meet): a QEMU guest and porthole connect were left
+// running, adopted by init, QEMU with a share of a core and its host forward.
+func orphanKill() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
 // waitDestination polls DescribeTunnel until the destination side is connected.
