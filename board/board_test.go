@@ -9,6 +9,7 @@ import (
 	"debug/buildinfo"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -455,30 +456,104 @@ func freePort(t *testing.T) int {
 // that each hold a session open, and the 4 MiB sftp put and get of batch as the
 // tenth, all at once. It logs the agent's peak RSS (VmHWM, which on these MIPS
 // kernels is exact; docs/size.md) and its RSS once the sessions have ended.
+//
+// The sftp starts once all nine sessions have said they are up, and they stay
+// open until it has ended: a guest that stalls (guestStall) while they log in
+// had the sftp run before them, after a fixed wait, and the peak was then not
+// the scenario's. VmHWM is reset first (clear_refs 5, Linux 4.0), so that it is
+// this scenario's peak, not the agent's since it started.
 func loadedMemory(t *testing.T, h *host, name string, port int, batch string, ssh func(time.Duration, string) (string, error)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	if _, err := ssh(guestStall, `for p in $(pidof porthole); do echo 5 >/proc/$p/clear_refs; done`); err != nil {
+		t.Errorf("%s: resetting the agent's VmHWM: %v", name, err)
+	}
+	type session struct {
+		stdin io.Closer
+		ended chan error // its ssh's exit, after it printed "held"
+	}
+	var sessions []session
 	var wg sync.WaitGroup
-	errs := make(chan error, 10)
+	defer wg.Wait()
+	defer cancel() // a failure below ends the sessions
+	up := make(chan error, 9)
+	start := time.Now()
 	for range 9 {
+		cmd := exec.CommandContext(ctx, "ssh", append(sshOpts(h, port), "root@127.0.0.1", "echo up; read x; echo held")...)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ended := make(chan error, 1)
+		sessions = append(sessions, session{stdin, ended})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out, err := exec.CommandContext(ctx, "ssh", append(sshOpts(h, port), "root@127.0.0.1", "sleep 20; echo held")...).CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "held") {
-				errs <- fmt.Errorf("held session: %v: %s", err, out)
+			r := bufio.NewReader(stdout)
+			line, _ := r.ReadString('\n')
+			if line == "up\n" {
+				up <- nil
 			}
+			rest, _ := io.ReadAll(r)
+			err := cmd.Wait()
+			if err == nil && string(rest) != "held\n" {
+				err = fmt.Errorf("it printed %q", line+string(rest))
+			}
+			if msg := bytes.TrimSpace(stderr.Bytes()); err != nil && len(msg) > 0 {
+				err = fmt.Errorf("%v: %s", err, msg)
+			}
+			if line != "up\n" {
+				up <- fmt.Errorf("held session did not log in: %v", err)
+			}
+			ended <- err
 		}()
 	}
-	time.Sleep(5 * time.Second) // the logins' handshakes, emulated
+	for range 9 {
+		select {
+		case err := <-up:
+			if err != nil {
+				t.Fatalf("%s: loaded memory: %v", name, err)
+			}
+		case <-time.After(2 * guestStall):
+			t.Fatalf("%s: loaded memory: the nine sessions not all logged in after %v", name, 2*guestStall)
+		}
+	}
+	t.Logf("%s: nine sessions logged in through the tunnel in %v", name, time.Since(start).Round(100*time.Millisecond))
 	out, err := exec.CommandContext(ctx, "sftp", append(append([]string{"-P", strconv.Itoa(port)}, sftpOpts(h)...), "-b", batch, "root@127.0.0.1")...).CombinedOutput()
 	if err != nil {
-		errs <- fmt.Errorf("sftp beside the sessions: %v: %s", err, out)
+		t.Errorf("%s: loaded memory: sftp beside the sessions: %v: %s", name, err, out)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("%s: loaded memory: %v", name, err)
+	early := map[int]bool{}
+	for i, s := range sessions {
+		select {
+		case err := <-s.ended:
+			t.Errorf("%s: loaded memory: held session %d ended before the sftp did: %v", name, i, err)
+			early[i] = true
+		default:
+		}
+		s.stdin.Close()
+	}
+	for i, s := range sessions {
+		if early[i] {
+			continue
+		}
+		select {
+		case err := <-s.ended:
+			if err != nil {
+				t.Errorf("%s: loaded memory: held session %d: %v", name, i, err)
+			}
+		case <-time.After(guestStall):
+			t.Errorf("%s: loaded memory: held session %d still open %v after its stdin ended", name, i, guestStall)
+		}
 	}
 	mem, err := ssh(guestStall, `for p in $(pidof porthole); do echo "pid $p peak $(grep -E '^VmHWM' /proc/$p/status | tr -s ' \t\n' ' ')now $(grep -E '^(Rss|Anonymous):' /proc/$p/smaps_rollup | tr -s ' \t\n' ' ')"; done`)
 	if err != nil {
