@@ -50,9 +50,12 @@ type Agent struct {
 	// now is the clock; nil means time.Now (a test seam).
 	now func() time.Time
 
-	mu       sync.Mutex
-	sessions map[string]*session // by access-token fingerprint
-	ctx      context.Context     // set by Run
+	mu sync.Mutex
+	// sessions are kept by access token, not by its fingerprint: the
+	// fingerprint is 32 bits, and of two tunnels whose tokens share one the
+	// second was taken for the first and never joined.
+	sessions map[string]*session
+	ctx      context.Context // set by Run
 	wg       sync.WaitGroup
 	sshConns sync.WaitGroup
 }
@@ -728,7 +731,7 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 		}
 		return
 	}
-	if _, ok := a.sessions[fp]; ok {
+	if _, ok := a.sessions[t.AccessToken]; ok {
 		a.log.Debug("session for this token already running", "tunnel", fp)
 		return
 	}
@@ -779,14 +782,14 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	ctx, cancel := context.WithDeadline(a.ctx, deadline)
 	s.cancel = cancel
 	s.lastUsed.Store(monoNow())
-	a.sessions[fp] = s
+	a.sessions[t.AccessToken] = s
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		a.runSession(ctx, s, t)
 		a.mu.Lock()
-		if a.sessions[fp] == s {
-			delete(a.sessions, fp)
+		if a.sessions[t.AccessToken] == s {
+			delete(a.sessions, t.AccessToken)
 		}
 		a.mu.Unlock()
 	}()
@@ -833,7 +836,7 @@ func (a *Agent) endLocked(s *session, reason string) {
 	s.ended = reason
 	s.unsaved = false // given up: not to be saved later
 	s.cancel()
-	delete(a.sessions, s.fp)
+	delete(a.sessions, s.token)
 	a.forget(s.token, s.fp)
 }
 
