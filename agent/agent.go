@@ -787,6 +787,9 @@ func (a *Agent) start(t savedTunnel, fresh bool) {
 	go func() {
 		defer a.wg.Done()
 		a.runSession(ctx, s, t)
+		// Ended by itself (closed, refused), the session's context would
+		// otherwise be held, timer and all, until its 12-hour deadline.
+		cancel()
 		a.mu.Lock()
 		if a.sessions[t.AccessToken] == s {
 			delete(a.sessions, t.AccessToken)

@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -288,6 +290,49 @@ func TestTokensSharingAFingerprintAreTwoTunnels(t *testing.T) {
 	}
 	if running != 2 {
 		t.Errorf("%d sessions running for two tunnels whose tokens share the fingerprint %s, want 2", running, fingerprint(toks[0]))
+	}
+}
+
+// A session that ends by itself (its tunnel closed, its token refused, a
+// region no endpoint can be made of, as here) lets its context go. It was
+// left to its 12-hour deadline: a timer and the context, about 320 bytes,
+// held for 12 h per ended session, on devices whose Go heap is held to a few
+// MiB (500 token rotations are 500 such sessions).
+func TestEndedSessionsReleaseTheirContext(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &Config{ThingName: "dev-1", DataDir: dir, Services: map[string]string{"SSH": BuiltinSSH},
+		Tunnel: TunnelConfig{MaxTunnels: 64}} // no endpoint: the region makes it
+	a := &Agent{cfg: cfg, log: slog.New(slog.DiscardHandler), store: stateStore{dir: filepath.Join(dir, "tunnels")}, sessions: map[string]*session{}}
+	svc := cfg.Services
+	a.svc.Store(&svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a.ctx = ctx
+	heap := func() int64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	const n = 4000
+	before := heap()
+	for i := range n {
+		// A region with a dot is a notification's, not one a URL is made of:
+		// the session ends at once.
+		a.start(savedTunnel{AccessToken: "AQGAAXended-" + strconv.Itoa(i), ClientToken: tunnel.GenerateClientToken().Reveal(),
+			Region: "x.", Services: []string{"SSH"}, Received: time.Now().UTC()}, false)
+		if i%64 == 63 {
+			a.wg.Wait()
+		}
+	}
+	a.wg.Wait()
+	if a.mu.Lock(); len(a.sessions) != 0 {
+		t.Fatalf("%d sessions still running", len(a.sessions))
+	}
+	a.mu.Unlock()
+	if held := heap() - before; held > n*64 {
+		t.Errorf("%d sessions that ended hold %d bytes (%d each), want them released", n, held, held/n)
 	}
 }
 
