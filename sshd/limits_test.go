@@ -689,7 +689,7 @@ func TestForwardRefusedLogRateLimited(t *testing.T) {
 	}
 	remote := func(port uint32) {
 		t.Helper()
-		if ok, _, err := c.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{"localhost", port})); ok || err != nil {
+		if ok, _, err := c.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: "localhost", BindPort: port})); ok || err != nil {
 			t.Fatalf("tcpip-forward to port %d: %v, %v; want it refused", port, ok, err)
 		}
 	}

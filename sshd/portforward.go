@@ -115,6 +115,12 @@ type directTCPIP struct {
 	DestPort uint32
 	OrigHost string
 	OrigPort uint32
+	// Rest is what follows the fields: a payload with anything there is
+	// refused, as gossh.Unmarshal refuses it for a struct without Rest. The
+	// slice makes the type not comparable, so that no equality function is
+	// linked for it (docs/size.md): gossh.Unmarshal refuses a `_ [0]func()`
+	// field.
+	Rest []byte `ssh:"rest"`
 }
 
 // handleDirectTCPIP serves ssh -L: the destination is resolved here, every
@@ -130,7 +136,7 @@ func (s *Server) handleDirectTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc
 	}
 	defer st.leave()
 	var d directTCPIP
-	if err := gossh.Unmarshal(nc.ExtraData(), &d); err != nil {
+	if err := gossh.Unmarshal(nc.ExtraData(), &d); err != nil || len(d.Rest) != 0 {
 		nc.Reject(gossh.ConnectionFailed, "bad direct-tcpip request")
 		return
 	}
@@ -427,6 +433,7 @@ func proxy(ctx context.Context, ch gossh.Channel, reqs <-chan *gossh.Request, c 
 type tcpipForward struct {
 	BindAddr string
 	BindPort uint32
+	Rest     []byte `ssh:"rest"` // refused if not empty, as directTCPIP.Rest
 }
 
 // maxRemoteForwards bounds the ssh -R listeners of one connection. Unlike
@@ -466,7 +473,7 @@ func (s *Server) handleTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, 
 		return false, nil
 	}
 	var f tcpipForward
-	if err := gossh.Unmarshal(req.Payload, &f); err != nil {
+	if err := gossh.Unmarshal(req.Payload, &f); err != nil || len(f.Rest) != 0 {
 		return false, nil
 	}
 	bind := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(f.BindPort), 10))
@@ -694,7 +701,7 @@ func (s *Server) mayBindPrivileged(user string) bool {
 func (s *Server) handleCancelTCPIPForward(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {
 	st := stateFrom(ctx)
 	var f tcpipForward
-	if err := gossh.Unmarshal(req.Payload, &f); err != nil {
+	if err := gossh.Unmarshal(req.Payload, &f); err != nil || len(f.Rest) != 0 {
 		return false, nil
 	}
 	key := net.JoinHostPort(f.BindAddr, strconv.FormatUint(uint64(f.BindPort), 10))

@@ -1838,7 +1838,7 @@ func TestRemoteForwardAnsweredBeforeItsChannels(t *testing.T) {
 	forward := func() (port uint32, answered bool) {
 		answer := make(chan uint32, 1)
 		go func() {
-			ok, resp, err := conn.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{"127.0.0.1", 0}))
+			ok, resp, err := conn.SendRequest("tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: "127.0.0.1"}))
 			var p struct{ Port uint32 }
 			if err == nil && ok && gossh.Unmarshal(resp, &p) == nil {
 				answer <- p.Port
@@ -1885,8 +1885,57 @@ func TestRemoteForwardAnsweredBeforeItsChannels(t *testing.T) {
 		}
 		(<-chans).Reject(gossh.Prohibited, "queue full") // its waiting connection's open takes the place
 		waitFor(t, "the waiting connection's channel open", func() bool { return len(chans) == 16 })
-		if ok, _, err := conn.SendRequest("cancel-tcpip-forward", true, gossh.Marshal(tcpipForward{"127.0.0.1", port})); !ok || err != nil {
+		if ok, _, err := conn.SendRequest("cancel-tcpip-forward", true, gossh.Marshal(tcpipForward{BindAddr: "127.0.0.1", BindPort: port})); !ok || err != nil {
 			t.Fatalf("forward %d: cancel-tcpip-forward = %v, %v", i+2, ok, err)
 		}
+	}
+}
+
+// TestForwardPayloadWithTrailingBytesRefused: a direct-tcpip, tcpip-forward
+// or cancel-tcpip-forward payload with a byte after its fields is refused, as
+// gossh.Unmarshal refuses it for a struct without directTCPIP's or
+// tcpipForward's Rest; the same payload without the byte is served.
+func TestForwardPayloadWithTrailingBytesRefused(t *testing.T) {
+	echo := echoServer(t)
+	e := newEnv(t, allowRemoteForward)
+	c := e.login("root")
+	host, port, _ := net.SplitHostPort(echo)
+	p, _ := strconv.Atoi(port)
+	direct := gossh.Marshal(directTCPIP{DestHost: host, DestPort: uint32(p), OrigHost: "127.0.0.1", OrigPort: 1})
+	_, _, err := c.OpenChannel("direct-tcpip", append(direct[:len(direct):len(direct)], 0))
+	var oe *gossh.OpenChannelError
+	if !errors.As(err, &oe) || oe.Reason != gossh.ConnectionFailed || oe.Message != "bad direct-tcpip request" {
+		t.Errorf("direct-tcpip with a byte after its fields: %v, want bad direct-tcpip request", err)
+	}
+	ch, reqs, err := c.OpenChannel("direct-tcpip", direct)
+	if err != nil {
+		t.Fatalf("direct-tcpip to %s: %v", echo, err)
+	}
+	go gossh.DiscardRequests(reqs)
+	ch.Close()
+
+	request := func(typ string, payload []byte) (bool, []byte) {
+		t.Helper()
+		ok, reply, err := c.SendRequest(typ, true, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok, reply
+	}
+	fwd := gossh.Marshal(tcpipForward{BindAddr: "127.0.0.1"})
+	if ok, _ := request("tcpip-forward", append(fwd[:len(fwd):len(fwd)], 0)); ok {
+		t.Error("tcpip-forward with a byte after its fields accepted")
+	}
+	ok, reply := request("tcpip-forward", fwd)
+	var bound struct{ Port uint32 }
+	if !ok || gossh.Unmarshal(reply, &bound) != nil {
+		t.Fatalf("tcpip-forward 127.0.0.1:0 = %v, %x", ok, reply)
+	}
+	cancel := gossh.Marshal(tcpipForward{BindAddr: "127.0.0.1", BindPort: bound.Port})
+	if ok, _ := request("cancel-tcpip-forward", append(cancel[:len(cancel):len(cancel)], 0)); ok {
+		t.Error("cancel-tcpip-forward with a byte after its fields accepted")
+	}
+	if ok, _ := request("cancel-tcpip-forward", cancel); !ok {
+		t.Errorf("cancel-tcpip-forward 127.0.0.1:%d refused", bound.Port)
 	}
 }

@@ -21,6 +21,7 @@ type ptyRequest struct {
 	Width  uint32
 	Height uint32
 	Modes  string // encoded terminal modes, see applyTerminalModes
+	Rest   []byte `ssh:"rest"` // refused if not empty, as directTCPIP.Rest
 }
 
 // windowChange is the payload of "window-change" (RFC 4254 section 6.7).
@@ -33,11 +34,20 @@ type windowChange struct {
 
 func parsePTYRequest(b []byte) (ptyRequest, error) {
 	var r ptyRequest
-	if err := gossh.Unmarshal(b, &r); err != nil {
+	err := gossh.Unmarshal(b, &r)
+	if err == nil && len(r.Rest) != 0 {
+		err = errTrailingBytes
+	}
+	if err != nil {
 		return r, wrapErr("parsing pty-req", err)
 	}
 	return r, nil
 }
+
+// errTrailingBytes is gossh.Unmarshal's error for bytes after the last field
+// of a payload without a message type, for the structs that take those bytes
+// into a Rest field to refuse them (see directTCPIP).
+var errTrailingBytes error = &errorString{"ssh: parse error in message type 0"}
 
 func parseWindowChange(b []byte) (windowChange, error) {
 	var w windowChange

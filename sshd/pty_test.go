@@ -490,6 +490,28 @@ func TestParseTerminalModes(t *testing.T) {
 	}
 }
 
+// TestPTYRequestTrailingBytes: parsePTYRequest refuses a payload with bytes
+// after its fields with the error gossh.Unmarshal gives a struct without
+// ptyRequest's Rest.
+func TestPTYRequestTrailingBytes(t *testing.T) {
+	b := append(gossh.Marshal(ptyRequest{Term: "xterm", Cols: 80, Rows: 24, Modes: "\x00"}), 1, 2)
+	var plain struct {
+		Term                      string
+		Cols, Rows, Width, Height uint32
+		Modes                     string
+	}
+	want := gossh.Unmarshal(b, &plain)
+	if want == nil {
+		t.Fatalf("gossh.Unmarshal(%x) = nil, want an error", b)
+	}
+	if _, err := parsePTYRequest(b); err == nil || err.Error() != "parsing pty-req: "+want.Error() {
+		t.Errorf("parsePTYRequest(%x) = %v, want parsing pty-req: %v", b, err, want)
+	}
+	if _, err := parsePTYRequest(b[:len(b)-2]); err != nil {
+		t.Errorf("parsePTYRequest(%x) = %v, want nil", b[:len(b)-2], err)
+	}
+}
+
 // FuzzPTYRequest decodes a client's pty-req payload as the session does:
 // whatever parses must encode back to the same bytes (RFC 4254 section 6.2
 // has no optional fields), and its terminal modes must decode to entries

@@ -236,11 +236,14 @@ func (sess *session) handle(req *gossh.Request) {
 		sess.mu.Unlock()
 		sess.reply(req, true)
 	case "env":
-		var kv struct{ Name, Value string }
+		var kv struct {
+			Name, Value string
+			Rest        []byte `ssh:"rest"` // refused if not empty, as directTCPIP.Rest
+		}
 		// A value with a NUL could not reach execve (the program would
 		// not start), and OpenSSH keeps at most maxEnv variables
 		// (session.c, session_env_req): each request holds memory.
-		if err := gossh.Unmarshal(req.Payload, &kv); err != nil || sess.started || !sess.srv.acceptEnv(kv.Name) ||
+		if err := gossh.Unmarshal(req.Payload, &kv); err != nil || len(kv.Rest) != 0 || sess.started || !sess.srv.acceptEnv(kv.Name) ||
 			strings.ContainsRune(kv.Value, 0) || len(sess.env) >= maxEnv || sess.envBytes+len(kv.Name)+len(kv.Value) > maxEnvBytes {
 			sess.reply(req, false)
 			return

@@ -622,6 +622,30 @@ func TestEnvValueWithNULRefused(t *testing.T) {
 	}
 }
 
+// TestSessionRequestWithTrailingBytesRefused: an env or pty-req payload with a
+// byte after its fields is refused, as gossh.Unmarshal refuses it for a
+// struct without a Rest field (see ptyRequest); the same payload without the
+// byte is accepted.
+func TestSessionRequestWithTrailingBytesRefused(t *testing.T) {
+	e := newEnv(t, func(_ *testEnv, s *Server) { s.AcceptEnv = []string{"LANG"} })
+	s := openSession(t, e.login("root"))
+	for _, r := range []struct {
+		typ     string
+		payload []byte
+	}{
+		{"env", gossh.Marshal(struct{ Name, Value string }{"LANG", "C"})},
+		{"pty-req", gossh.Marshal(ptyRequest{Term: "xterm", Cols: 80, Rows: 24})},
+	} {
+		longer := append(r.payload[:len(r.payload):len(r.payload)], 0)
+		if ok, err := s.SendRequest(r.typ, true, longer); ok || err != nil {
+			t.Errorf("%s with a byte after its fields = %v, %v; want refused", r.typ, ok, err)
+		}
+		if ok, err := s.SendRequest(r.typ, true, r.payload); !ok || err != nil {
+			t.Errorf("%s = %v, %v; want accepted", r.typ, ok, err)
+		}
+	}
+}
+
 // A terminal type with a NUL likewise must not make the shell fail to start.
 func TestPTYTermWithNULRefused(t *testing.T) {
 	e := newEnv(t, nil)
