@@ -75,11 +75,10 @@ func (s *Server) handleChannel(srv *gliderssh.Server, sc *gossh.ServerConn, nc g
 		return
 	case "direct-streamlocal@openssh.com":
 		// OpenSSH's PROTOCOL, section 2.4: the socket path, then reserved
-		// fields.
-		var d struct {
-			SocketPath, Reserved string
-			ReservedPort         uint32
-		}
+		// fields. Those are not declared: gossh.Unmarshal has set
+		// SocketPath when it refuses the bytes after it, and a struct of
+		// one string links no equality function of its own (docs/size.md).
+		var d struct{ SocketPath string }
 		gossh.Unmarshal(nc.ExtraData(), &d)
 		s.refuseForward(stateFrom(ctx), sc, "local", d.SocketPath, "forwarding to Unix sockets is not supported")
 	case "tun@openssh.com":
