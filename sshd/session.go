@@ -1119,6 +1119,7 @@ func (sess *session) report(status int, sig string, core bool) {
 			CoreDumped bool
 			Message    string
 			Lang       string
+			_          func() // see sftpStatusPacket
 		}{Signal: sig, CoreDumped: core}))
 	} else {
 		sess.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{uint32(status)}))

@@ -100,8 +100,10 @@ func (s *sftpFront) readdir(id uint32, h string) []byte {
 			if !ok {
 				mtime = int64(st.Mtim.Sec)
 			}
-			data = append(data, gossh.Marshal(struct{ Name, LongName string }{
-				name, longName(name, &st, mtime, ids.user(st.Uid), ids.group(st.Gid), now)})...)
+			data = append(data, gossh.Marshal(struct {
+				Name, LongName string
+				_              func() // see sftpStatusPacket
+			}{Name: name, LongName: longName(name, &st, mtime, ids.user(st.Uid), ids.group(st.Gid), now)})...)
 			data = append(data, gossh.Marshal(fileAttrs(&st))...)
 		}
 		if n > 0 {

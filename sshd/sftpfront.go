@@ -860,7 +860,8 @@ func sftpNamePacket(id uint32, p string, err error) []byte {
 		Count          uint32
 		Name, LongName string
 		Flags          uint32
-	}{1, p, p, 0}))
+		_              func() // see sftpStatusPacket
+	}{Count: 1, Name: p, LongName: p}))
 }
 
 // usersGroups answers users-groups-by-id@openssh.com: two strings of
@@ -1049,7 +1050,10 @@ func (s *sftpFront) Write(b []byte) (int, error) {
 		if len(b) > 4 && b[4] == sftpVersion && int(binary.BigEndian.Uint32(b)) == len(b)-4 {
 			out = b[:len(b):len(b)]
 			for _, ext := range sftpExtensions {
-				out = append(out, gossh.Marshal(struct{ Name, Data string }{ext, "1"})...)
+				out = append(out, gossh.Marshal(struct {
+					Name, Data string
+					_          func() // see sftpStatusPacket
+				}{Name: ext, Data: "1"})...)
 			}
 			binary.BigEndian.PutUint32(out, uint32(len(out)-4))
 		}
@@ -1176,7 +1180,11 @@ func sftpStatusPacket(id uint32, err error) []byte {
 	return sftpReply(sftpStatus, id, gossh.Marshal(struct {
 		Code      uint32
 		Msg, Lang string
-	}{code, msg, ""}))
+		// A func makes the struct not comparable, so that no equality
+		// function is linked for it (docs/size.md). gossh.Marshal skips
+		// it, where it panics on the usual `_ [0]func()`.
+		_ func()
+	}{Code: code, Msg: msg}))
 }
 
 // sftpErrnoCode is the status code for errno, as sftp-server's

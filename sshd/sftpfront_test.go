@@ -288,6 +288,33 @@ func TestSFTPLimits(t *testing.T) {
 	}
 }
 
+// TestSFTPRepliesWireForm pins the bytes of the replies gossh.Marshal builds
+// from structs with a `_ func()` field (sftpStatusPacket): the field is
+// skipped, so a reply holds its other fields alone.
+func TestSFTPRepliesWireForm(t *testing.T) {
+	var exts []any
+	for _, e := range sftpExtensions {
+		exts = append(exts, e, "1")
+	}
+	// A request after INIT, as the server answers VERSION with the first.
+	replies := sftpReplies(t, runSFTPStream(t, append(sftpPacket(1, uint32(3)), sftpPacket(200, uint32(7), limitsExt)...)))
+	// pkg/sftp's own extensions come first; the front's are appended.
+	if want := sftpPacket(0, exts...)[5:]; len(replies) == 0 || !bytes.HasSuffix(replies[0], want) {
+		t.Errorf("VERSION reply = %x, want it to end with %x", replies, want)
+	}
+	for _, tc := range []struct {
+		name      string
+		got, want []byte
+	}{
+		{"STATUS", sftpStatusPacket(7, io.EOF), sftpPacket(sftpStatus, uint32(7), uint32(sftpEOF), "End of file", "")},
+		{"NAME", sftpNamePacket(7, "/x", nil), sftpPacket(sftpName, uint32(7), uint32(1), "/x", "/x", uint32(0))},
+	} {
+		if !bytes.Equal(tc.got, tc.want) {
+			t.Errorf("%s reply = %x, want %x", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
 // TestSFTPUsersGroupsByID: ids are answered in order, "" for those the
 // passwd and group files do not name (here there are none: no Server), and a
 // list that is not whole uint32s is refused without ending the session.
