@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -466,6 +467,14 @@ func (c *Config) Validate() error {
 		if n, perr := net.LookupPort("tcp", port); err != nil || perr != nil || n == 0 {
 			bad("ssh.listen", "%q: want host:port with a port of 1-65535 or a service name%s", c.SSH.Listen, tunnel.IPv6Hint(c.SSH.Listen, "[::1]:2222"))
 		}
+	}
+	// An empty name failed at start with a message that named neither the
+	// key nor a file ("reading host key : stat : no such file or
+	// directory"). (An empty ssh.authorized_keys or trusted_user_ca_keys
+	// entry fails only the logins it would serve, and is left to them: a
+	// config an older agent ran with must not stop the device's start.)
+	if slices.Contains(c.SSH.HostKeys, "") {
+		bad("ssh.host_keys", "an empty file name")
 	}
 	// The SSH library takes a negative limit as none at all.
 	if c.SSH.MaxSessions < 0 {

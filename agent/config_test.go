@@ -325,6 +325,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"event topic with a tab", "[mqtt]\nevent_topic = \"porthole/events/dev-1\\t\"", "mqtt.event_topic: \"porthole/events/dev-1\\t\" has a control character"},
 		{"event topic with a non-character", "[mqtt]\nevent_topic = \"a/\\uFFFF\"", "mqtt.event_topic: \"a/\\uffff\" has a Unicode non-character"},
 		{"event topic is the notify topic", "[mqtt]\nevent_topic = \"$aws/things/dev-1/tunnels/notify\"", "mqtt.event_topic: \"$aws/things/dev-1/tunnels/notify\" is one of the thing's reserved topics"},
+		{"empty host key name", "[ssh]\nhost_keys = [\"/etc/ssh/k\", \"\"]", "ssh.host_keys: an empty file name"},
 		{"negative max_sessions", "[ssh]\nmax_sessions = -1", "ssh.max_sessions: -1 must not be negative"},
 		{"negative max_forwards", "[ssh]\nmax_forwards = -1", "ssh.max_forwards: -1 must not be negative"},
 		{"negative max_auth_tries", "[ssh]\nmax_auth_tries = -5", "ssh.max_auth_tries: -5 must not be negative"},
