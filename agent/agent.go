@@ -1105,7 +1105,12 @@ func (a *Agent) failureReason(err error) string {
 		// nothing to do with it. As notify's tlsHint says it for the broker.
 		return "the service's TLS certificate has expired or is not yet valid (the clock says " + utc(a.clock()) + ")"
 	case errors.As(err, new(x509.HostnameError)):
-		// Signed by a CA trusted, for another name: no CA file helps.
+		// Signed by a CA trusted, for another name: no CA file helps. With
+		// no tunnel.endpoint, the name is the region's, which AWS's own
+		// certificate has: a middlebox answers in its place.
+		if a.cfg.Tunnel.Endpoint == "" {
+			return "the service's TLS certificate is for another host name: a proxy or firewall intercepts TLS"
+		}
 		return "the service's TLS certificate is for another host name: check tunnel.endpoint"
 	case tunnel.IsCertificateError(err):
 		return "TLS certificate check of the service failed (tunnel.ca_file)"

@@ -127,7 +127,7 @@ func TestConnectFailureCertificateAndProxy(t *testing.T) {
 		t.Fatal("a certificate for example.com verified for another name")
 	}
 	now := BuildTime().Add(30 * 24 * time.Hour)
-	a := &Agent{cfg: &Config{}, log: slog.New(slog.DiscardHandler), now: func() time.Time { return now }}
+	a := &Agent{cfg: &Config{Tunnel: TunnelConfig{Endpoint: "data.tunneling.iot.example"}}, log: slog.New(slog.DiscardHandler), now: func() time.Time { return now }}
 	expired := &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired, Detail: "current time ... is after ..."}}
 	for _, tc := range []struct {
 		err  error
@@ -144,6 +144,12 @@ func TestConnectFailureCertificateAndProxy(t *testing.T) {
 		if got := a.failureReason(tc.err); !strings.Contains(got, tc.want) {
 			t.Errorf("failureReason(%v) = %q, want it to say %q", tc.err, got, tc.want)
 		}
+	}
+	// Without tunnel.endpoint the host is the region's, for which AWS's
+	// certificate is: another name comes from something in between.
+	a.cfg.Tunnel.Endpoint = ""
+	if got, want := a.failureReason(nameErr), "a proxy or firewall intercepts TLS"; !strings.Contains(got, want) {
+		t.Errorf("failureReason(%v) without tunnel.endpoint = %q, want it to say %q", nameErr, got, want)
 	}
 }
 
