@@ -395,8 +395,12 @@ const tokenLockSuffix = ".lock"
 
 // tokenLockWait is how long Connect waits for the lock on its token: ssh ends a
 // ProxyCommand with SIGHUP and does not wait for it, so the next ssh's porthole
-// connect may start while the last one is still on its way out.
-const tokenLockWait = time.Second
+// connect may start while the last one is still on its way out. That one holds
+// the lock until the service has answered its Close frame, or up to 3 s when it
+// does not (agent/tunnel: a second to write the frame, protocolCloseWait to
+// wait for the answer); with a wait of 1 s the next was refused as "another
+// porthole connect is using this token".
+const tokenLockWait = 4 * time.Second
 
 // lockToken takes the lock on access in dir, waiting up to wait for its holder to
 // let go, or says which process holds it. The lock is an flock on dir/KEY.lock,

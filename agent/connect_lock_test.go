@@ -18,8 +18,9 @@ import (
 )
 
 // muteProxy forwards TCP connections to addr; after mute is called, what the
-// service sends on the connections open then is dropped, so their client waits
-// out its own close timeouts. Later connections are forwarded both ways.
+// service sends on the connections open then is dropped, its end too, so their
+// client waits out its own close timeouts, as with a service that does not
+// answer a close. Later connections are forwarded both ways.
 func muteProxy(t *testing.T, addr string) (hostPort string, mute func()) {
 	t.Helper()
 	var mu sync.Mutex
@@ -56,7 +57,9 @@ func muteProxy(t *testing.T, addr string) (hostPort string, mute func()) {
 						}
 					}
 					if err != nil {
-						c.Close()
+						if !muted.Load() {
+							c.Close() // else the clean-up closes it
+						}
 						return
 					}
 				}
@@ -74,10 +77,10 @@ func muteProxy(t *testing.T, addr string) (hostPort string, mute func()) {
 
 // TestConnectNextWaitsForAStoppingOne: ssh runs its ProxyCommand anew for each
 // connection, so `porthole connect --stdio` runs back to back on one token.
-// When ssh ends, with a hang-up or just by closing the stdio, the run lets go of
-// the token's lock without waiting for a slow service to answer its close, and
-// the next run, started at once, waits for it rather than refusing the token
-// as another's.
+// When ssh ends, with a hang-up or just by closing the stdio, the run holds the
+// token's lock until the service has answered its close, here never: 2 s, its
+// time-out. The next run, started at once, waits for it rather than refusing
+// the token as another's, which it did after its wait of 1 s.
 func TestConnectNextWaitsForAStoppingOne(t *testing.T) {
 	for _, hangup := range []bool{true, false} {
 		t.Run(map[bool]string{true: "hangup", false: "stdio"}[hangup], func(t *testing.T) { connectBackToBack(t, hangup) })
