@@ -38,6 +38,7 @@ func parsePTYRequest(b []byte) (ptyRequest, error) {
 	if err == nil && len(r.Rest) != 0 {
 		err = errTrailingBytes
 	}
+	r.Rest = nil // it points into b, which the session would keep with r
 	if err != nil {
 		return r, wrapErr("parsing pty-req", err)
 	}

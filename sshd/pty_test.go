@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -509,6 +510,36 @@ func TestPTYRequestTrailingBytes(t *testing.T) {
 	}
 	if _, err := parsePTYRequest(b[:len(b)-2]); err != nil {
 		t.Errorf("parsePTYRequest(%x) = %v, want nil", b[:len(b)-2], err)
+	}
+}
+
+// TestPTYRequestHoldsNoPayload: the session keeps a client's pty request for
+// as long as it runs, and the payload it was read from must not be kept with
+// it. Rest, read from the payload, pointed into it: up to the 256 KiB of a
+// packet, beside the Modes copied out of it.
+func TestPTYRequestHoldsNoPayload(t *testing.T) {
+	m := gossh.Marshal(ptyRequest{Term: "xterm", Cols: 80, Rows: 24, Modes: strings.Repeat("\x00", 64<<10)})
+	b := make([]byte, len(m))
+	copy(b, m)
+	freed := make(chan struct{})
+	runtime.AddCleanup(&b[0], func(ch chan struct{}) { close(ch) }, freed)
+	p, err := parsePTYRequest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = nil
+	held := true
+	for deadline := time.Now().Add(2 * time.Second); held && time.Now().Before(deadline); {
+		runtime.GC()
+		select {
+		case <-freed:
+			held = false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	runtime.KeepAlive(&p) // the session's, alive all along
+	if held {
+		t.Errorf("the %d-byte pty-req payload is still held with the request parsed from it", len(m))
 	}
 }
 
