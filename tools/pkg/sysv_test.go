@@ -782,18 +782,42 @@ func TestSysVLogCap(t *testing.T) {
 // world-writable /tmp, a local user can put a link to a directory of their
 // choice, or a directory, at LOG.1; start's rotation, as root, moved the log
 // into it. A link is replaced by the old log; a directory is left alone, and
-// so is the log, which start says.
+// so is the log, which start says. The same with an mv without -T (an older
+// BusyBox's), which the rotation falls back on.
 func TestSysVLogRotationStaysInPlace(t *testing.T) {
 	fake := goProgram(t, "porthole", fakeAgent, runtime.GOARCH)
+	noT := t.TempDir()
+	mv, err := exec.LookPath("mv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shim := "#!/bin/sh\nfor a; do case $a in -*T*) echo \"mv: invalid option -- 'T'\" >&2; exit 1;; esac; done\nexec " + shq(mv) + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(noT, "mv"), []byte(shim), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	withEachStartStopDaemon(t, func(t *testing.T, shell, binDir string) {
-		for _, link := range []bool{true, false} {
+		for _, tc := range []struct {
+			name       string
+			link, oldT bool
+		}{
+			{"a link", true, false},
+			{"a directory", false, false},
+			{"a link, mv without -T", true, true},
+			{"a directory, mv without -T", false, true},
+		} {
+			if tc.oldT && binDir != "" {
+				continue // BusyBox's sh runs its own mv, not one put first on PATH
+			}
 			r := newSysVRig(t, fake, shell, binDir, "LOG_MAX=1000")
+			if tc.oldT {
+				r.env = append(r.env, "PATH="+noT+string(os.PathListSeparator)+os.Getenv("PATH"))
+			}
 			os.MkdirAll(filepath.Dir(r.log), 0o755)
 			elsewhere := filepath.Join(r.dir, "elsewhere")
 			if err := os.Mkdir(elsewhere, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			if link {
+			if tc.link {
 				err := os.Symlink(elsewhere, r.log+".1")
 				if err != nil {
 					t.Fatal(err)
@@ -805,23 +829,23 @@ func TestSysVLogRotationStaysInPlace(t *testing.T) {
 			os.WriteFile(r.log, big, 0o600)
 			out, err := r.run("start")
 			if err != nil || !strings.Contains(out, "OK") {
-				t.Fatalf("start: %v %q", err, out)
+				t.Fatalf("LOG.1 %s: start: %v %q", tc.name, err, out)
 			}
 			r.run("stop")
 			for _, dir := range []string{elsewhere, r.log + ".1"} {
 				if entries, _ := os.ReadDir(dir); len(entries) > 0 {
-					t.Errorf("LOG.1 a link %v: start moved the log into %s", link, dir)
+					t.Errorf("LOG.1 %s: start moved the log into %s", tc.name, dir)
 				}
 			}
 			b, _ := os.ReadFile(r.log + ".1")
 			switch {
-			case link && !bytes.Equal(b, big):
-				t.Errorf("LOG.1 a link to a directory: after start it holds %d bytes, want the old log", len(b))
-			case !link && !strings.Contains(out, "not rotated"):
-				t.Errorf("LOG.1 a directory: start said %q, want it to say the log is not rotated", out)
+			case tc.link && !bytes.Equal(b, big):
+				t.Errorf("LOG.1 %s to a directory: after start it holds %d bytes, want the old log", tc.name, len(b))
+			case !tc.link && !strings.Contains(out, "not rotated"):
+				t.Errorf("LOG.1 %s: start said %q, want it to say the log is not rotated", tc.name, out)
 			}
-			if b, _ := os.ReadFile(r.log); !link && !bytes.HasPrefix(b, big) {
-				t.Errorf("LOG.1 a directory: the log lost its old lines")
+			if b, _ := os.ReadFile(r.log); !tc.link && !bytes.HasPrefix(b, big) {
+				t.Errorf("LOG.1 %s: the log lost its old lines", tc.name)
 			}
 		}
 	})
