@@ -49,8 +49,8 @@ type Config struct {
 	ClientID string
 
 	// Broker is the MQTT endpoint: "host:port", "host" (port 8883), or
-	// "mqtts://host[:port]" (also "tls://", "ssl://"). The connection is
-	// always TLS. Required.
+	// "mqtts://host[:port]" (also "tls://", "ssl://", "tcps://" and
+	// "mqtt+ssl://": tlsSchemes). The connection is always TLS. Required.
 	Broker string
 
 	// CAFile is a PEM file of the CA certificates that sign the broker's
