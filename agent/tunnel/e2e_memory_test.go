@@ -51,18 +51,7 @@ func TestStartResetFloodBounded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var waiting atomic.Int64
-			h := newHarness(t, setup{services: []string{"WEB"}, noSource: true,
-				dstTweak: func(d *tunnel.Destination) {
-					d.Dialer = slowTargets(&waiting)
-					// Longer than the wait below: a dial that ends only at
-					// its timeout is one left waiting.
-					d.DialTimeout = time.Minute
-					d.MaxConnections = maxConns
-					d.Logger = slog.New(slog.DiscardHandler)
-				}})
-			if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-				t.Fatal(err)
-			}
+			h := slowTargetHarness(t, []string{"WEB"}, maxConns, &waiting)
 			base := runtime.NumGoroutine()
 			const n = 2000
 			send := func(m *tunnel.Message) {
@@ -184,16 +173,7 @@ func TestStartResetFloodBoundedWithManyServices(t *testing.T) {
 	}
 	services[0] = "WEB"
 	var waiting atomic.Int64
-	h := newHarness(t, setup{services: services, noSource: true,
-		dstTweak: func(d *tunnel.Destination) {
-			d.Dialer = slowTargets(&waiting)
-			d.DialTimeout = time.Minute
-			d.MaxConnections = maxConns
-			d.Logger = slog.New(slog.DiscardHandler)
-		}})
-	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
-		t.Fatal(err)
-	}
+	h := slowTargetHarness(t, services, maxConns, &waiting)
 	send := func(m *tunnel.Message) {
 		if err := h.tun.Send(tunneltest.Destination, m); err != nil {
 			t.Fatal(err)
@@ -220,4 +200,24 @@ func TestStartResetFloodBoundedWithManyServices(t *testing.T) {
 			t.Fatalf("after %d connections started and ended to a slow target on a tunnel that lists %d services: %d dials still waiting; want at most %d", n, len(services), w, bound)
 		}
 	}
+}
+
+// slowTargetHarness starts a destination of services, with no source, whose
+// targets never answer a dial (slowTargets counts them in waiting) and whose
+// session holds at most maxConns local connections per service; it returns
+// once the destination is connected.
+func slowTargetHarness(t *testing.T, services []string, maxConns int, waiting *atomic.Int64) *harness {
+	h := newHarness(t, setup{services: services, noSource: true,
+		dstTweak: func(d *tunnel.Destination) {
+			d.Dialer = slowTargets(waiting)
+			// Longer than the tests' waits: a dial that ends only at its
+			// timeout is one left waiting.
+			d.DialTimeout = time.Minute
+			d.MaxConnections = maxConns
+			d.Logger = slog.New(slog.DiscardHandler)
+		}})
+	if err := h.tun.WaitConnects(ctxTimeout(t, 10*time.Second), tunneltest.Destination, 1); err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
