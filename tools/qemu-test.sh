@@ -43,7 +43,10 @@ declare -A how=(
 # Built as the device binary is (agent/cmd/porthole/device.gcflags: inlining only
 # where it pays; device.goexperiment: its garbage collector), so the tests run the
 # code generation and runtime that ship.
-read -ra gcflags <<<"$(make -s --no-print-directory device-gcflags)"
+# A failing make is an error, not empty flags: the tests would then run code the
+# device binary is not (read's status is that of reading the here-string).
+flags=$(make -s --no-print-directory device-gcflags)
+read -ra gcflags <<<"$flags"
 experiment=$(make -s --no-print-directory device-goexperiment)
 
 # goenv ARCH sets goenv to the env command line ARCH's test binaries are built
