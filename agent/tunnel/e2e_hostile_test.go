@@ -689,6 +689,18 @@ func TestStuckConnectionsGiveUpTheBudget(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	// The echoes can come before the resets of the stalled connections have
+	// reached the service (under qemu-user, milliseconds after): wait for those.
+	for deadline := time.Now().Add(stall + 5*time.Second); ; time.Sleep(10 * time.Millisecond) {
+		for _, f := range tun.Received(tunneltest.Destination) {
+			if f.Message.Type == tunnel.TypeConnectionReset {
+				reset[f.Message.ConnectionID] = true
+			}
+		}
+		if reset[1] && reset[2] && reset[3] && reset[4] || time.Now().After(deadline) {
+			break
+		}
+	}
 	for i := uint32(1); i <= 4; i++ {
 		if !reset[i] {
 			t.Errorf("connection %d, whose target does not read, holding the budget, was not reset", i)
