@@ -344,10 +344,11 @@ type heldSessions struct {
 	ended []chan sessionEnd
 }
 
-// sessionEnd is how a held session's ssh ended, and all it printed.
+// sessionEnd is how a held session's ssh ended, what it printed on stdout,
+// and on stderr.
 type sessionEnd struct {
-	err error
-	out string
+	err         error
+	out, stderr string
 }
 
 // holdSessions logs n sessions in through port at once and returns when each
@@ -390,7 +391,7 @@ func holdSessions(b *testing.B, s *stack.Stack, port string, n int) *heldSession
 			logins <- login{i, line == "up\n"}
 			rest, _ := io.ReadAll(r)
 			err := cmd.Wait()
-			ended <- sessionEnd{err, line + string(rest) + stderr.String()}
+			ended <- sessionEnd{err, line + string(rest), stderr.String()}
 		}()
 	}
 	for range n {
@@ -398,7 +399,7 @@ func holdSessions(b *testing.B, s *stack.Stack, port string, n int) *heldSession
 		case l := <-logins:
 			if !l.ok {
 				e := <-h.ended[l.i]
-				b.Fatalf("memory: session %d did not log in: %v: %q", l.i, e.err, e.out)
+				b.Fatalf("memory: session %d did not log in: %v: %q %q", l.i, e.err, e.out, e.stderr)
 			}
 		case <-time.After(60 * time.Second):
 			b.Fatalf("memory: not all of the %d sessions logged in within 60 s", n)
@@ -414,7 +415,7 @@ func (h *heldSessions) release(b *testing.B) {
 	for i, ended := range h.ended {
 		select {
 		case e := <-ended:
-			b.Fatalf("memory: session %d ended before the upload did (%v): %q", i, e.err, e.out)
+			b.Fatalf("memory: session %d ended before the upload did (%v): %q %q", i, e.err, e.out, e.stderr)
 		default:
 		}
 	}
@@ -424,8 +425,8 @@ func (h *heldSessions) release(b *testing.B) {
 	for i, ended := range h.ended {
 		select {
 		case e := <-ended:
-			if e.err != nil || !strings.HasSuffix(e.out, "held\n") {
-				b.Fatalf("memory: session %d: %v: %q", i, e.err, e.out)
+			if e.err != nil || e.out != "up\nheld\n" {
+				b.Fatalf("memory: session %d: %v: %q %q", i, e.err, e.out, e.stderr)
 			}
 		case <-time.After(30 * time.Second):
 			b.Fatalf("memory: session %d still open 30 s after its stdin ended", i)
